@@ -1,0 +1,97 @@
+import { NotCanonicalError } from './errors.js';
+
+/** A value that canonical JSON can carry. */
+export type JsonValue =
+  | null
+  | boolean
+  | number
+  | string
+  | readonly JsonValue[]
+  | { readonly [key: string]: JsonValue | undefined };
+
+function escapePointer(segment: string): string {
+  return segment.replace(/~/g, '~0').replace(/\//g, '~1');
+}
+
+/**
+ * Serialises `value` as canonical JSON: object keys sorted by UTF-16 code units (as in
+ * RFC 8785), numbers in ECMAScript's shortest round-trip form with `-0` written as `0`,
+ * strings escaped by `JSON.stringify` (lone surrogates escaped as `\uXXXX`), no whitespace.
+ *
+ * Refuses with {@link NotCanonicalError} what JSON cannot carry faithfully instead of
+ * guessing: functions, symbols, bigints, non-finite numbers, cycles, `undefined` outside an
+ * object property, Maps, Sets, typed arrays and other non-plain objects. Object properties
+ * whose value is `undefined` are omitted, as `JSON.stringify` does. Objects with a
+ * `toJSON` method (such as `Date`) are replaced by its result.
+ */
+export function canonicalJson(value: unknown): string {
+  const parts: string[] = [];
+  write(value, '', new Set(), parts);
+  return parts.join('');
+}
+
+function write(value: unknown, path: string, seen: Set<object>, out: string[]): void {
+  if (value === null) {
+    out.push('null');
+    return;
+  }
+  switch (typeof value) {
+    case 'boolean':
+      out.push(value ? 'true' : 'false');
+      return;
+    case 'number':
+      if (!Number.isFinite(value)) throw new NotCanonicalError(`Non-finite number ${value}`, path);
+      // Object.is(-0, 0) is false; JSON has one zero.
+      out.push(value === 0 ? '0' : String(value));
+      return;
+    case 'string':
+      out.push(JSON.stringify(value));
+      return;
+    case 'undefined':
+      throw new NotCanonicalError('undefined is not JSON', path);
+    case 'bigint':
+      throw new NotCanonicalError('BigInt is not JSON (convert it to a string first)', path);
+    case 'function':
+      throw new NotCanonicalError('A function is not JSON', path);
+    case 'symbol':
+      throw new NotCanonicalError('A symbol is not JSON', path);
+  }
+  const obj = value as object;
+  if (seen.has(obj)) throw new NotCanonicalError('Cycle detected', path);
+  if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') {
+    const replaced = (obj as { toJSON: () => unknown }).toJSON();
+    seen.add(obj);
+    write(replaced, path, seen, out);
+    seen.delete(obj);
+    return;
+  }
+  seen.add(obj);
+  if (Array.isArray(obj)) {
+    out.push('[');
+    for (let i = 0; i < obj.length; i++) {
+      if (i > 0) out.push(',');
+      write(obj[i], `${path}/${i}`, seen, out);
+    }
+    out.push(']');
+  } else {
+    const proto = Object.getPrototypeOf(obj);
+    if (proto !== Object.prototype && proto !== null) {
+      const name = (obj as { constructor?: { name?: string } }).constructor?.name ?? 'object';
+      throw new NotCanonicalError(`A ${name} is not a plain JSON object`, path);
+    }
+    const record = obj as Record<string, unknown>;
+    const keys = Object.keys(record).sort();
+    out.push('{');
+    let first = true;
+    for (const key of keys) {
+      const child = record[key];
+      if (child === undefined) continue;
+      if (!first) out.push(',');
+      first = false;
+      out.push(JSON.stringify(key), ':');
+      write(child, `${path}/${escapePointer(key)}`, seen, out);
+    }
+    out.push('}');
+  }
+  seen.delete(obj);
+}

@@ -1,0 +1,132 @@
+/**
+ * Every error idem raises is an {@link IdemError}. Callers branch on `code`, never on the
+ * message text, which may change between releases.
+ */
+export type IdemErrorCode =
+  | 'INVALID_KEY'
+  | 'INVALID_INPUT'
+  | 'NOT_CANONICAL'
+  | 'IN_PROGRESS'
+  | 'MISMATCH'
+  | 'LEASE_LOST'
+  | 'STORE_UNAVAILABLE'
+  | 'STORE_FULL'
+  | 'OUTCOME_TOO_LARGE'
+  | 'OUTCOME_CORRUPT'
+  | 'REPLAYED_FAILURE';
+
+/** Base class of every error idem raises. `cause` carries the underlying error, if any. */
+export class IdemError extends Error {
+  /** Stable discriminant. */
+  readonly code: IdemErrorCode;
+
+  constructor(code: IdemErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** The idempotency key is missing, empty, too long or contains non printable-ASCII characters. */
+export class InvalidKeyError extends IdemError {
+  constructor(message: string) {
+    super('INVALID_KEY', message);
+  }
+}
+
+/** An option or argument is out of range or of the wrong type. */
+export class InvalidInputError extends IdemError {
+  constructor(message: string) {
+    super('INVALID_INPUT', message);
+  }
+}
+
+/** A value handed to canonical JSON cannot be represented in JSON without guessing. */
+export class NotCanonicalError extends IdemError {
+  /** JSON-pointer-like path to the offending value, e.g. `/body/items/3`. */
+  readonly path: string;
+
+  constructor(message: string, path: string) {
+    super('NOT_CANONICAL', `${message} at ${path === '' ? '(root)' : path}`);
+    this.path = path;
+  }
+}
+
+/** Another execution holds a live lease on the key. Retry after `retryAfterMs`. */
+export class InProgressError extends IdemError {
+  /** How long until the current lease passes, by the store's clock (ms, at least 1). */
+  readonly retryAfterMs: number;
+
+  constructor(retryAfterMs: number) {
+    super('IN_PROGRESS', 'A request with this idempotency key is still being processed');
+    this.retryAfterMs = Math.max(1, Math.ceil(retryAfterMs));
+  }
+}
+
+/** The key was used before with a request whose fingerprint differs. */
+export class MismatchError extends IdemError {
+  constructor() {
+    super('MISMATCH', 'This idempotency key was already used with a different request');
+  }
+}
+
+/**
+ * The execution lost its lease: a heartbeat or the final write found another owner (or no
+ * record). The newer owner's record was left untouched.
+ */
+export class LeaseLostError extends IdemError {
+  constructor(message = 'The lease on this idempotency key was lost to another execution') {
+    super('LEASE_LOST', message);
+  }
+}
+
+/** The store failed (network, timeout, server error). `cause` is the store's own error. */
+export class StoreUnavailableError extends IdemError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('STORE_UNAVAILABLE', message, options);
+  }
+}
+
+/** A bounded store is full of live leases and cannot take a new record. */
+export class StoreFullError extends IdemError {
+  constructor(message: string) {
+    super('STORE_FULL', message);
+  }
+}
+
+/** The encoded outcome exceeds the store's size limit. Nothing was written. */
+export class OutcomeTooLargeError extends IdemError {
+  readonly size: number;
+  readonly limit: number;
+
+  constructor(size: number, limit: number) {
+    super('OUTCOME_TOO_LARGE', `Outcome of ${size} bytes exceeds the store limit of ${limit} bytes`);
+    this.size = size;
+    this.limit = limit;
+  }
+}
+
+/** Stored outcome bytes could not be decoded (wrong version or truncated). */
+export class OutcomeCorruptError extends IdemError {
+  constructor(message: string) {
+    super('OUTCOME_CORRUPT', message);
+  }
+}
+
+/**
+ * Replay of a failure that the outcome policy declared final. `stored` holds what was
+ * recorded about the original error.
+ */
+export class ReplayedFailureError extends IdemError {
+  readonly stored: { name: string; message: string; code?: string };
+
+  constructor(stored: { name: string; message: string; code?: string }) {
+    super('REPLAYED_FAILURE', `Replayed failure: ${stored.name}: ${stored.message}`);
+    this.stored = stored;
+  }
+}
+
+/** True when `error` is an {@link IdemError}, optionally of the given code. */
+export function isIdemError(error: unknown, code?: IdemErrorCode): error is IdemError {
+  return error instanceof IdemError && (code === undefined || error.code === code);
+}

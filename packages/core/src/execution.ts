@@ -1,0 +1,193 @@
+import type { Clock } from './clock.js';
+import { InvalidInputError, LeaseLostError, OutcomeTooLargeError } from './errors.js';
+import type { IdemEventListener } from './events.js';
+import { encodeOutcome, type StoredOutcome } from './outcome-codec.js';
+import { callStore } from './store-call.js';
+import type { IdempotencyStore } from './store.js';
+
+/** Settings an {@link Execution} runs with (resolved options of the engine). */
+export interface ExecutionSettings {
+  store: IdempotencyStore;
+  clock: Clock;
+  leaseMs: number;
+  heartbeatMs: number | false;
+  maxHoldMs: number;
+  retentionMs: number;
+  storeTimeoutMs: number;
+  emit: IdemEventListener;
+}
+
+/**
+ * One acquisition of a storage key: the right to run the operation once and record its
+ * outcome. Holds the lease with heartbeats until `complete` or `release` is called.
+ */
+export class Execution {
+  /** Fencing token: pass it to downstream writes so they can reject a stale executor. */
+  readonly fence: number;
+  /** Aborts when the lease is lost (or may have been: renewal failed past the deadline, or max hold passed). */
+  readonly signal: AbortSignal;
+  /** True when this acquisition took over a passed lease of another owner. */
+  readonly takeover: boolean;
+
+  private readonly controller = new AbortController();
+  private readonly acquiredAt: number;
+  private leaseEstimate: number;
+  private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
+  private watchdogTimer: ReturnType<typeof setTimeout> | undefined;
+  private settled = false;
+
+  /** @internal created by the engine after a successful acquire */
+  constructor(
+    private readonly settings: ExecutionSettings,
+    readonly storageKey: string,
+    readonly owner: string,
+    init: { fence: number; takeover: boolean; callStartedAt: number },
+  ) {
+    this.fence = init.fence;
+    this.takeover = init.takeover;
+    this.signal = this.controller.signal;
+    this.acquiredAt = init.callStartedAt;
+    // The store started the lease no earlier than the call was sent: a safe lower bound.
+    this.leaseEstimate = init.callStartedAt + settings.leaseMs;
+    this.armWatchdog();
+    this.scheduleHeartbeat();
+  }
+
+  /** Whether `complete` or `release` has been called. */
+  get finished(): boolean {
+    return this.settled;
+  }
+
+  /**
+   * Records the final outcome. Throws `LeaseLostError` when another execution took the key
+   * over (its record is left untouched), `OutcomeTooLargeError` when the store cannot hold
+   * the outcome (the key is then released so a retry may run again), and
+   * `StoreUnavailableError` when the store failed: the record then stays in progress until
+   * its lease passes, so retries get 409 rather than a second execution.
+   */
+  async complete(outcome: StoredOutcome): Promise<void> {
+    this.finish();
+    const { store, retentionMs, storeTimeoutMs } = this.settings;
+    const bytes = encodeOutcome(outcome);
+    const limit = store.capabilities.maxOutcomeBytes;
+    if (limit !== undefined && bytes.length > limit) {
+      await this.releaseQuietly();
+      throw new OutcomeTooLargeError(bytes.length, limit);
+    }
+    let result: Awaited<ReturnType<IdempotencyStore['complete']>>;
+    try {
+      result = await callStore('complete', storeTimeoutMs, () =>
+        store.complete({ key: this.storageKey, owner: this.owner, outcome: bytes, retentionMs }),
+      );
+    } catch (error) {
+      if (error instanceof OutcomeTooLargeError) {
+        await this.releaseQuietly();
+        throw error;
+      }
+      this.settings.emit({ type: 'store_error', storageKey: this.storageKey, operation: 'complete', error });
+      throw error;
+    }
+    if (!result.ok) {
+      this.settings.emit({ type: 'lease_lost', storageKey: this.storageKey, fence: this.fence, phase: 'complete' });
+      throw new LeaseLostError(
+        'The outcome was not recorded: another execution took this key over after the lease passed',
+      );
+    }
+    this.settings.emit({ type: 'completed', storageKey: this.storageKey, fence: this.fence });
+  }
+
+  /**
+   * Gives the key up so that a retry executes again. Throws `LeaseLostError` when another
+   * execution owns the key now (nothing was changed) and `StoreUnavailableError` when the
+   * store failed (the record stays in progress until its lease passes).
+   */
+  async release(): Promise<void> {
+    this.finish();
+    await this.releaseRecord();
+  }
+
+  private async releaseRecord(): Promise<void> {
+    const { store, retentionMs, storeTimeoutMs } = this.settings;
+    let result: Awaited<ReturnType<IdempotencyStore['release']>>;
+    try {
+      result = await callStore('release', storeTimeoutMs, () =>
+        store.release({ key: this.storageKey, owner: this.owner, retentionMs }),
+      );
+    } catch (error) {
+      this.settings.emit({ type: 'store_error', storageKey: this.storageKey, operation: 'release', error });
+      throw error;
+    }
+    if (!result.ok) {
+      this.settings.emit({ type: 'lease_lost', storageKey: this.storageKey, fence: this.fence, phase: 'release' });
+      throw new LeaseLostError();
+    }
+    this.settings.emit({ type: 'released', storageKey: this.storageKey, fence: this.fence });
+  }
+
+  private async releaseQuietly(): Promise<void> {
+    try {
+      await this.releaseRecord();
+    } catch {
+      // Reported through events; the caller gets the error that made us release.
+    }
+  }
+
+  private finish(): void {
+    if (this.settled) throw new InvalidInputError('This execution was already completed or released');
+    this.settled = true;
+    clearTimeout(this.heartbeatTimer);
+    clearTimeout(this.watchdogTimer);
+  }
+
+  private lose(phase: 'heartbeat' | 'max_hold', message: string): void {
+    if (this.controller.signal.aborted) return;
+    this.settings.emit({ type: 'lease_lost', storageKey: this.storageKey, fence: this.fence, phase });
+    this.controller.abort(new LeaseLostError(message));
+  }
+
+  private armWatchdog(): void {
+    clearTimeout(this.watchdogTimer);
+    const delay = Math.max(0, this.leaseEstimate - this.settings.clock.now());
+    this.watchdogTimer = setTimeout(() => {
+      if (this.settled) return;
+      const holdPassed = this.settings.clock.now() - this.acquiredAt >= this.settings.maxHoldMs;
+      this.lose(
+        holdPassed ? 'max_hold' : 'heartbeat',
+        holdPassed
+          ? 'The maximum hold time passed; the lease was not renewed'
+          : 'The lease could not be renewed before it passed',
+      );
+    }, delay);
+    this.watchdogTimer.unref?.();
+  }
+
+  private scheduleHeartbeat(): void {
+    const { heartbeatMs } = this.settings;
+    if (heartbeatMs === false || this.settled) return;
+    this.heartbeatTimer = setTimeout(() => void this.beat(), heartbeatMs);
+    this.heartbeatTimer.unref?.();
+  }
+
+  private async beat(): Promise<void> {
+    if (this.settled || this.controller.signal.aborted) return;
+    const { store, clock, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs } = this.settings;
+    const startedAt = clock.now();
+    if (startedAt - this.acquiredAt >= maxHoldMs) return; // let the lease lapse; the watchdog aborts
+    try {
+      const result = await callStore('extend', storeTimeoutMs, () =>
+        store.extend({ key: this.storageKey, owner: this.owner, leaseMs, retentionMs }),
+      );
+      if (this.settled) return;
+      if (!result.ok) {
+        this.lose('heartbeat', 'Another execution took this key over');
+        return;
+      }
+      this.leaseEstimate = startedAt + leaseMs;
+      this.armWatchdog();
+    } catch (error) {
+      if (this.settled) return;
+      this.settings.emit({ type: 'store_error', storageKey: this.storageKey, operation: 'extend', error });
+    }
+    this.scheduleHeartbeat();
+  }
+}

@@ -1,0 +1,69 @@
+import { canonicalJson, type JsonValue } from './canonical-json.js';
+import { digestParts, type EncodedPart } from './encoding.js';
+import { InvalidInputError } from './errors.js';
+
+/** The request parts a fingerprint covers. */
+export interface FingerprintInput {
+  /** HTTP method or operation verb; compared case-insensitively. */
+  method?: string;
+  /** Route or operation name. */
+  route?: string;
+  /**
+   * The body. A JSON value is encoded as canonical JSON (key order and number spelling do
+   * not matter); a `Uint8Array` (a non-JSON body) is taken byte for byte.
+   */
+  body?: JsonValue | Uint8Array;
+  /** Further parts that matter (a header, a query parameter), by name. */
+  extras?: Readonly<Record<string, string | JsonValue>>;
+  /**
+   * Top-level JSON body fields to leave out (a client timestamp, a trace id), or paths
+   * such as `metadata.traceId` for nested fields.
+   */
+  exclude?: readonly string[];
+}
+
+function omitPath(value: JsonValue, path: readonly string[]): JsonValue {
+  if (path.length === 0 || value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return value;
+  }
+  const [head, ...rest] = path as [string, ...string[]];
+  const obj = value as Record<string, JsonValue | undefined>;
+  if (!(head in obj)) return value;
+  const copy: Record<string, JsonValue | undefined> = { ...obj };
+  if (rest.length === 0) delete copy[head];
+  else copy[head] = omitPath(obj[head] as JsonValue, rest);
+  return copy;
+}
+
+/**
+ * SHA-256 (hex) over a length-prefixed encoding of the request parts that matter: the
+ * method, the route, the body (canonical JSON, or raw bytes) and sorted extras. Two
+ * requests with the same fingerprint are treated as the same request.
+ *
+ * @throws NotCanonicalError when the body or an extra cannot be represented as JSON
+ */
+export function fingerprint(input: FingerprintInput): string {
+  const parts: EncodedPart[] = [];
+  if (input.method !== undefined) parts.push(['method', input.method.toUpperCase()]);
+  if (input.route !== undefined) parts.push(['route', input.route]);
+  if (input.body !== undefined) {
+    if (input.body instanceof Uint8Array) {
+      if (input.exclude?.length) {
+        throw new InvalidInputError('exclude applies to JSON bodies, not to raw bytes');
+      }
+      parts.push(['body:bytes', input.body]);
+    } else {
+      let body = input.body;
+      for (const path of input.exclude ?? []) body = omitPath(body, path.split('.'));
+      parts.push(['body:json', canonicalJson(body)]);
+    }
+  }
+  if (input.extras !== undefined) {
+    for (const name of Object.keys(input.extras).sort()) {
+      const extra = input.extras[name];
+      if (extra === undefined) continue;
+      parts.push([`extra:${name}`, canonicalJson(extra)]);
+    }
+  }
+  return digestParts('idem/fingerprint/v1', parts);
+}

@@ -1,0 +1,165 @@
+/**
+ * The store contract. An adapter implements these few atomic primitives; every policy
+ * (key derivation, serialisation, clocks for heartbeats, retries, hooks) lives in core.
+ *
+ * Run `describeStoreConformance` from `@idem/store-conformance` against an adapter to check
+ * every MUST below against the real service.
+ */
+
+/** Status of a stored record. `released` is a tombstone that only keeps the fence. */
+export type RecordStatus = 'in_progress' | 'completed' | 'released';
+
+/** What a store keeps per storage key. All deadlines are epoch milliseconds by the store's clock. */
+export interface StoredRecord {
+  status: RecordStatus;
+  /** Fingerprint of the request that acquired the record. */
+  fingerprint: string;
+  /** Owner token of the latest acquisition. */
+  owner: string;
+  /** Fencing token of the latest acquisition (1 for the first). */
+  fence: number;
+  /** Lease deadline; meaningful while `status` is `in_progress`. */
+  leaseUntil: number;
+  /**
+   * Retention deadline: for `completed`, until when the outcome is replayed; for every
+   * status, when the store may forget the record.
+   */
+  expiresAt: number;
+  /** The encoded outcome (see `encodeOutcome`); present exactly when `status` is `completed`. */
+  outcome?: Uint8Array;
+}
+
+/** Input of {@link IdempotencyStore.acquire}. */
+export interface AcquireInput {
+  /** Storage key (already derived from scope and client key; at most 64 characters). */
+  key: string;
+  /** Fingerprint of the request. Stored with a new acquisition; never compared by the store. */
+  fingerprint: string;
+  /** Fresh random owner token of this acquisition. */
+  owner: string;
+  /** Lease length in ms. */
+  leaseMs: number;
+  /**
+   * How long the record (and so its fence) must outlive its lease, in ms. A record the
+   * store acquires MUST NOT be forgotten before `leaseUntil + retentionMs`.
+   */
+  retentionMs: number;
+}
+
+/** Result of {@link IdempotencyStore.acquire}. */
+export type AcquireResult =
+  | {
+      kind: 'acquired';
+      /** The new fence: previous fence + 1, or 1 when the key had no record. */
+      fence: number;
+      leaseUntil: number;
+      /** True when a passed lease of another owner was taken over. */
+      takeover: boolean;
+    }
+  | {
+      kind: 'found';
+      /** The live record that prevented the acquisition (in progress with a live lease, or completed within retention). */
+      record: StoredRecord;
+      /** The store's clock when it decided, epoch ms (for a Retry-After hint). */
+      now: number;
+    };
+
+/** Input of {@link IdempotencyStore.complete}. */
+export interface CompleteInput {
+  key: string;
+  owner: string;
+  /** The encoded outcome bytes. */
+  outcome: Uint8Array;
+  /** How long the outcome is replayed, in ms. */
+  retentionMs: number;
+}
+
+/** Input of {@link IdempotencyStore.release}. */
+export interface ReleaseInput {
+  key: string;
+  owner: string;
+  /** How long the tombstone keeps the fence, in ms. */
+  retentionMs: number;
+}
+
+/** Input of {@link IdempotencyStore.extend}. */
+export interface ExtendInput {
+  key: string;
+  owner: string;
+  /** New lease length from the store's now, in ms. */
+  leaseMs: number;
+  /** Retention after the new lease (as in {@link AcquireInput.retentionMs}). */
+  retentionMs: number;
+}
+
+/** Result of an owner-checked write. `not_owner` means nothing was changed. */
+export type OwnerWriteResult =
+  | { ok: true; leaseUntil?: number }
+  | { ok: false; reason: 'not_owner' };
+
+/** Static facts about a store that core takes into account. */
+export interface StoreCapabilities {
+  /** Largest encoded outcome the store accepts, in bytes; `undefined` = no limit. */
+  maxOutcomeBytes?: number;
+  /** Whose clock decides expiry: the server's own, or the injectable clock given to the adapter. */
+  clock: 'server' | 'client';
+}
+
+/**
+ * A store of idempotency records.
+ *
+ * Every method MUST be atomic with respect to every other call on the same storage key,
+ * from any process. Every method MUST decide expiry itself from its clock on every call
+ * (never relying on the backing service's TTL deletion alone). Every failure of the backing
+ * service MUST surface as a thrown `StoreUnavailableError` (or another `IdemError`) with the
+ * original error as `cause`; an adapter MUST NOT swallow an error.
+ */
+export interface IdempotencyStore {
+  readonly capabilities: StoreCapabilities;
+
+  /**
+   * Atomically takes the record or returns the live record found, in one round trip where
+   * the store allows.
+   *
+   * It MUST acquire (write `in_progress` with `owner`, `fingerprint`, fence = old fence + 1
+   * or 1, `leaseUntil = now + leaseMs`) when there is no record, the record is `released`,
+   * a `completed` record's `expiresAt` has passed, or an `in_progress` record's
+   * `leaseUntil` has passed (a takeover). Otherwise it MUST change nothing and return the
+   * record found. Of N concurrent acquires of a free key exactly one MUST win. The fence
+   * MUST grow by at least one at every acquisition and never be reused while the record
+   * lives.
+   */
+  acquire(input: AcquireInput): Promise<AcquireResult>;
+
+  /**
+   * Stores the outcome and marks the record `completed` with `expiresAt = now + retentionMs`,
+   * only if the record is `in_progress` and owned by `owner` (even if its lease has passed,
+   * as long as nobody took it over). Otherwise it MUST change nothing and return
+   * `not_owner`. A store with a size limit MUST throw `OutcomeTooLargeError` before writing
+   * anything when the outcome does not fit.
+   */
+  complete(input: CompleteInput): Promise<OwnerWriteResult>;
+
+  /**
+   * Gives the key up so a retry executes again: the record becomes a `released` tombstone
+   * that keeps the fence (or is removed only if the fence is kept some other way), only if
+   * it is `in_progress` and owned by `owner`. Otherwise it MUST change nothing and return
+   * `not_owner`.
+   */
+  release(input: ReleaseInput): Promise<OwnerWriteResult>;
+
+  /**
+   * Renews the lease to `now + leaseMs`, only if the record is `in_progress` and owned by
+   * `owner`. Otherwise it MUST change nothing and return `not_owner`.
+   */
+  extend(input: ExtendInput): Promise<OwnerWriteResult>;
+
+  /**
+   * Reads the record as stored (any status), or `undefined` when there is none or it has
+   * expired. For inspection and tests; the state machine does not need it.
+   */
+  get(key: string): Promise<StoredRecord | undefined>;
+
+  /** Frees resources the adapter owns (timers). Never closes the user's client. */
+  close?(): Promise<void>;
+}
