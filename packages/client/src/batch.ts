@@ -1,0 +1,93 @@
+import { batchItemKey, deriveKey, InvalidInputError, type JsonValue } from '@idem/core';
+
+/** What the item function receives besides the item. */
+export interface BatchItemContext {
+  /** The item's idempotency key: the same on every run of the same batch. Send it as the key header. */
+  key: string;
+  /** The item's position in `items`. */
+  index: number;
+  /** The batch id the key was derived from. */
+  batchId: string;
+  /** The batch's signal, if one was given. */
+  signal: AbortSignal | undefined;
+}
+
+/** One item's result: its value, or the error it ended with. */
+export type BatchItemResult<R> =
+  | { index: number; key: string; ok: true; value: R }
+  | { index: number; key: string; ok: false; error: unknown };
+
+/** What {@link runBatch} returns: a result per item, in the order of `items`. */
+export interface BatchResult<R> {
+  batchId: string;
+  results: BatchItemResult<R>[];
+}
+
+/** Options of {@link runBatch}. */
+export interface RunBatchOptions<T> {
+  /**
+   * The batch's id. Give the same id to a re-run so that its items get the same keys.
+   * @default deriveKey of the items (they MUST then be JSON values), so the same items give the same id
+   */
+  batchId?: string;
+  /**
+   * The item's own stable key (an order id, a row id); items are then keyed by it instead of
+   * their index, so reordering or inserting items between runs keeps each item's key. Keys MUST
+   * be unique within the batch.
+   * @default the item's index
+   */
+  itemKey?: (item: T, index: number) => string;
+  /** Most items in flight at once. @default 4 */
+  concurrency?: number;
+  /** Aborting stops starting items; items not started end with the abort reason as their error. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Runs `fn` over `items` with bounded concurrency, giving each item an idempotency key derived
+ * from the batch id and the item's index or own key. Every item gets a result, value or error;
+ * one failure does not sink the batch. Because keys are stable, running the same batch again
+ * after a crash re-sends every item with its old key, and a server that recorded an item's
+ * outcome replays it instead of executing it again: only unrecorded items run.
+ */
+export async function runBatch<T, R>(
+  items: readonly T[],
+  fn: (item: T, context: BatchItemContext) => Promise<R>,
+  options: RunBatchOptions<T> = {},
+): Promise<BatchResult<R>> {
+  const concurrency = options.concurrency ?? 4;
+  if (!(Number.isSafeInteger(concurrency) && concurrency >= 1)) {
+    throw new InvalidInputError('concurrency must be an integer of at least 1');
+  }
+  const batchId = options.batchId ?? deriveKey({ batch: items as unknown as JsonValue });
+  const keys = items.map((item, index) =>
+    batchItemKey(batchId, options.itemKey ? options.itemKey(item, index) : index),
+  );
+  if (options.itemKey && new Set(keys).size !== keys.length) {
+    throw new InvalidInputError('itemKey returned the same key for two items of the batch');
+  }
+  const { signal } = options;
+  const results = new Array<BatchItemResult<R>>(items.length);
+  let next = 0;
+
+  async function worker(): Promise<void> {
+    for (;;) {
+      const index = next++;
+      if (index >= items.length) return;
+      const key = keys[index] as string;
+      if (signal?.aborted) {
+        results[index] = { index, key, ok: false, error: signal.reason };
+        continue;
+      }
+      try {
+        const value = await fn(items[index] as T, { key, index, batchId, signal });
+        results[index] = { index, key, ok: true, value };
+      } catch (error) {
+        results[index] = { index, key, ok: false, error };
+      }
+    }
+  }
+
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+  return { batchId, results };
+}

@@ -1,0 +1,44 @@
+/**
+ * What went wrong in the client. Callers branch on `code`, never on the message text.
+ *
+ * - `BODY_NOT_REPLAYABLE`: the request body is a one-shot stream larger than
+ *   `maxBufferedBodyBytes`, or an already-consumed `Request` body; nothing was sent.
+ * - `RETRIES_EXHAUSTED`: every attempt failed without a response (network error or
+ *   per-attempt timeout); `cause` is the last attempt's error.
+ * - `DEADLINE_EXCEEDED`: the overall deadline passed before a response was obtained; `cause`
+ *   is the last attempt's error, if any.
+ * - `KEY_NOT_DERIVABLE`: `key: 'content'` was asked for a body whose bytes are not
+ *   deterministic (`FormData`).
+ */
+export type IdemClientErrorCode =
+  | 'BODY_NOT_REPLAYABLE'
+  | 'RETRIES_EXHAUSTED'
+  | 'DEADLINE_EXCEEDED'
+  | 'KEY_NOT_DERIVABLE';
+
+/** Error raised by `@idem/client`. `cause` carries the underlying error, if any. */
+export class IdemClientError extends Error {
+  /** Stable discriminant. */
+  readonly code: IdemClientErrorCode;
+  /** Attempts made before the error, `0` when nothing was sent. */
+  readonly attempts: number;
+
+  constructor(
+    code: IdemClientErrorCode,
+    message: string,
+    options: { cause?: unknown; attempts?: number } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.attempts = options.attempts ?? 0;
+    this.name = 'IdemClientError';
+  }
+}
+
+/** True when `error` is an {@link IdemClientError}, optionally of the given code. */
+export function isIdemClientError(
+  error: unknown,
+  code?: IdemClientErrorCode,
+): error is IdemClientError {
+  return error instanceof IdemClientError && (code === undefined || error.code === code);
+}

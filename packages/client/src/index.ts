@@ -1,0 +1,16 @@
+export type { BatchItemContext, BatchItemResult, BatchResult, RunBatchOptions } from './batch.js';
+export { runBatch } from './batch.js';
+export type { IdemClientErrorCode } from './errors.js';
+export { IdemClientError, isIdemClientError } from './errors.js';
+export type {
+  AttemptEvent,
+  AttemptFailure,
+  FetchFunction,
+  IdempotencyInfo,
+  IdempotentFetchOptions,
+  KeyRequest,
+  KeyStrategy,
+} from './idempotent-fetch.js';
+export { createIdempotentFetch, getIdempotencyInfo } from './idempotent-fetch.js';
+export { formatKeyHeader, parseKeyHeader } from './key-header.js';
+export { isRetryableStatus, parseRetryAfter } from './retry-policy.js';
