@@ -100,7 +100,10 @@ export class OutcomeTooLargeError extends IdemError {
   readonly limit: number;
 
   constructor(size: number, limit: number) {
-    super('OUTCOME_TOO_LARGE', `Outcome of ${size} bytes exceeds the store limit of ${limit} bytes`);
+    super(
+      'OUTCOME_TOO_LARGE',
+      `Outcome of ${size} bytes exceeds the store limit of ${limit} bytes`,
+    );
     this.size = size;
     this.limit = limit;
   }

@@ -2,8 +2,8 @@ import type { Clock } from './clock.js';
 import { InvalidInputError, LeaseLostError, OutcomeTooLargeError } from './errors.js';
 import type { IdemEventListener } from './events.js';
 import { encodeOutcome, type StoredOutcome } from './outcome-codec.js';
-import { callStore } from './store-call.js';
 import type { IdempotencyStore } from './store.js';
+import { callStore } from './store-call.js';
 
 /** Settings an {@link Execution} runs with (resolved options of the engine). */
 export interface ExecutionSettings {
@@ -84,11 +84,21 @@ export class Execution {
         await this.releaseQuietly();
         throw error;
       }
-      this.settings.emit({ type: 'store_error', storageKey: this.storageKey, operation: 'complete', error });
+      this.settings.emit({
+        type: 'store_error',
+        storageKey: this.storageKey,
+        operation: 'complete',
+        error,
+      });
       throw error;
     }
     if (!result.ok) {
-      this.settings.emit({ type: 'lease_lost', storageKey: this.storageKey, fence: this.fence, phase: 'complete' });
+      this.settings.emit({
+        type: 'lease_lost',
+        storageKey: this.storageKey,
+        fence: this.fence,
+        phase: 'complete',
+      });
       throw new LeaseLostError(
         'The outcome was not recorded: another execution took this key over after the lease passed',
       );
@@ -114,11 +124,21 @@ export class Execution {
         store.release({ key: this.storageKey, owner: this.owner, retentionMs }),
       );
     } catch (error) {
-      this.settings.emit({ type: 'store_error', storageKey: this.storageKey, operation: 'release', error });
+      this.settings.emit({
+        type: 'store_error',
+        storageKey: this.storageKey,
+        operation: 'release',
+        error,
+      });
       throw error;
     }
     if (!result.ok) {
-      this.settings.emit({ type: 'lease_lost', storageKey: this.storageKey, fence: this.fence, phase: 'release' });
+      this.settings.emit({
+        type: 'lease_lost',
+        storageKey: this.storageKey,
+        fence: this.fence,
+        phase: 'release',
+      });
       throw new LeaseLostError();
     }
     this.settings.emit({ type: 'released', storageKey: this.storageKey, fence: this.fence });
@@ -133,7 +153,8 @@ export class Execution {
   }
 
   private finish(): void {
-    if (this.settled) throw new InvalidInputError('This execution was already completed or released');
+    if (this.settled)
+      throw new InvalidInputError('This execution was already completed or released');
     this.settled = true;
     clearTimeout(this.heartbeatTimer);
     clearTimeout(this.watchdogTimer);
@@ -141,7 +162,12 @@ export class Execution {
 
   private lose(phase: 'heartbeat' | 'max_hold', message: string): void {
     if (this.controller.signal.aborted) return;
-    this.settings.emit({ type: 'lease_lost', storageKey: this.storageKey, fence: this.fence, phase });
+    this.settings.emit({
+      type: 'lease_lost',
+      storageKey: this.storageKey,
+      fence: this.fence,
+      phase,
+    });
     this.controller.abort(new LeaseLostError(message));
   }
 
@@ -186,7 +212,12 @@ export class Execution {
       this.armWatchdog();
     } catch (error) {
       if (this.settled) return;
-      this.settings.emit({ type: 'store_error', storageKey: this.storageKey, operation: 'extend', error });
+      this.settings.emit({
+        type: 'store_error',
+        storageKey: this.storageKey,
+        operation: 'extend',
+        error,
+      });
     }
     this.scheduleHeartbeat();
   }

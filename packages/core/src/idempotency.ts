@@ -12,9 +12,9 @@ import type { IdemEventListener } from './events.js';
 import { Execution, type ExecutionSettings } from './execution.js';
 import { deriveStorageKey, type Scope } from './keys.js';
 import { decodeOutcome, type StoredOutcome } from './outcome-codec.js';
-import { type OutcomeSerializer, jsonSerializer } from './serializer.js';
-import { callStore } from './store-call.js';
+import { jsonSerializer, type OutcomeSerializer } from './serializer.js';
 import type { IdempotencyStore } from './store.js';
+import { callStore } from './store-call.js';
 
 /** How an operation ended, as the outcome policy sees it. */
 export type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
@@ -108,7 +108,10 @@ export interface Idempotency<T = unknown> {
    *   StoreUnavailableError, OutcomeTooLargeError, ReplayedFailureError, or the operation's
    *   own error when it was not final.
    */
-  execute(request: IdempotentRequest, operation: (ctx: OperationContext) => Promise<T>): Promise<ExecuteResult<T>>;
+  execute(
+    request: IdempotentRequest,
+    operation: (ctx: OperationContext) => Promise<T>,
+  ): Promise<ExecuteResult<T>>;
   /**
    * The lower-level step: acquire (or wait, or replay). For callers that must start
    * answering before the operation ends (streamed HTTP responses): run, then call
@@ -123,7 +126,8 @@ export interface ResolvedSettings extends ExecutionSettings {
 }
 
 function positive(name: string, value: number): number {
-  if (!(Number.isFinite(value) && value > 0)) throw new InvalidInputError(`${name} must be a positive number of ms`);
+  if (!(Number.isFinite(value) && value > 0))
+    throw new InvalidInputError(`${name} must be a positive number of ms`);
   return value;
 }
 
@@ -179,7 +183,13 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       let result: Awaited<ReturnType<IdempotencyStore['acquire']>>;
       try {
         result = await callStore('acquire', settings.storeTimeoutMs, () =>
-          store.acquire({ key: storageKey, fingerprint, owner, leaseMs: settings.leaseMs, retentionMs: settings.retentionMs }),
+          store.acquire({
+            key: storageKey,
+            fingerprint,
+            owner,
+            leaseMs: settings.leaseMs,
+            retentionMs: settings.retentionMs,
+          }),
         );
       } catch (error) {
         emit({ type: 'store_error', storageKey, operation: 'acquire', error });
@@ -200,7 +210,8 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
         throw new MismatchError();
       }
       if (record.status === 'completed') {
-        if (!record.outcome) throw new StoreUnavailableError('Store returned a completed record without an outcome');
+        if (!record.outcome)
+          throw new StoreUnavailableError('Store returned a completed record without an outcome');
         emit({ type: 'hit', storageKey });
         return { kind: 'replay', outcome: decodeOutcome(record.outcome), storageKey };
       }
@@ -225,7 +236,11 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     const execution = begun.execution;
     let settled: Settled<T>;
     try {
-      const value = await operation({ fence: execution.fence, signal: execution.signal, storageKey: execution.storageKey });
+      const value = await operation({
+        fence: execution.fence,
+        signal: execution.signal,
+        storageKey: execution.storageKey,
+      });
       settled = { ok: true, value };
     } catch (error) {
       settled = { ok: false, error };
@@ -234,7 +249,10 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     let outcome: StoredOutcome | undefined;
     try {
       final = isFinal(settled);
-      if (final) outcome = settled.ok ? wrapValue(serializer.serialize(settled.value)) : failureOutcome(settled.error);
+      if (final)
+        outcome = settled.ok
+          ? wrapValue(serializer.serialize(settled.value))
+          : failureOutcome(settled.error);
     } catch (policyError) {
       await execution.release().catch(() => {});
       throw policyError;
@@ -255,7 +273,10 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       const failure = outcome.meta.failure as { name: string; message: string; code?: string };
       throw new ReplayedFailureError(failure);
     }
-    return serializer.deserialize({ meta: (outcome.meta.value ?? {}) as StoredOutcome['meta'], body: outcome.body });
+    return serializer.deserialize({
+      meta: (outcome.meta.value ?? {}) as StoredOutcome['meta'],
+      body: outcome.body,
+    });
   }
 
   return { execute, begin };
@@ -267,8 +288,13 @@ function wrapValue(outcome: StoredOutcome): StoredOutcome {
 
 function failureOutcome(error: unknown): StoredOutcome {
   const failure: { name: string; message: string; code?: string } =
-    error instanceof Error ? { name: error.name, message: error.message } : { name: 'Error', message: String(error) };
-  if (error instanceof IdemError || (error instanceof Error && typeof (error as { code?: unknown }).code === 'string')) {
+    error instanceof Error
+      ? { name: error.name, message: error.message }
+      : { name: 'Error', message: String(error) };
+  if (
+    error instanceof IdemError ||
+    (error instanceof Error && typeof (error as { code?: unknown }).code === 'string')
+  ) {
     failure.code = (error as unknown as { code: string }).code;
   }
   return { meta: { kind: 'failure', failure }, body: new Uint8Array() };

@@ -1,14 +1,16 @@
-export { canonicalJson } from './canonical-json.js';
 export type { JsonValue } from './canonical-json.js';
-export { ManualClock, systemClock } from './clock.js';
+export { canonicalJson } from './canonical-json.js';
 export type { Clock } from './clock.js';
-export { digestParts } from './encoding.js';
+export { ManualClock, systemClock } from './clock.js';
 export type { EncodedPart } from './encoding.js';
+export { digestParts } from './encoding.js';
+export type { IdemErrorCode } from './errors.js';
 export {
   IdemError,
   InProgressError,
   InvalidInputError,
   InvalidKeyError,
+  isIdemError,
   LeaseLostError,
   MismatchError,
   NotCanonicalError,
@@ -17,15 +19,12 @@ export {
   ReplayedFailureError,
   StoreFullError,
   StoreUnavailableError,
-  isIdemError,
 } from './errors.js';
-export type { IdemErrorCode } from './errors.js';
 export type { IdemEvent, IdemEventListener, StoreOperation } from './events.js';
-export { Execution } from './execution.js';
 export type { ExecutionSettings } from './execution.js';
-export { fingerprint } from './fingerprint.js';
+export { Execution } from './execution.js';
 export type { FingerprintInput } from './fingerprint.js';
-export { createIdempotency, everythingFinal, resolveSettings, successOnly } from './idempotency.js';
+export { fingerprint } from './fingerprint.js';
 export type {
   BeginResult,
   ExecuteResult,
@@ -38,21 +37,21 @@ export type {
   Settled,
   WaitOptions,
 } from './idempotency.js';
+export { createIdempotency, everythingFinal, resolveSettings, successOnly } from './idempotency.js';
+export type { GenerateKeyOptions, Scope } from './keys.js';
 export {
-  MAX_KEY_LENGTH,
   batchItemKey,
   deriveKey,
   deriveStorageKey,
   generateKey,
   isValidKey,
+  MAX_KEY_LENGTH,
   validateKey,
 } from './keys.js';
-export type { GenerateKeyOptions, Scope } from './keys.js';
-export { decodeOutcome, encodeOutcome } from './outcome-codec.js';
 export type { StoredOutcome } from './outcome-codec.js';
-export { bytesSerializer, jsonSerializer } from './serializer.js';
+export { decodeOutcome, encodeOutcome } from './outcome-codec.js';
 export type { OutcomeSerializer } from './serializer.js';
-export { callStore } from './store-call.js';
+export { bytesSerializer, jsonSerializer } from './serializer.js';
 export type {
   AcquireInput,
   AcquireResult,
@@ -65,3 +64,4 @@ export type {
   StoreCapabilities,
   StoredRecord,
 } from './store.js';
+export { callStore } from './store-call.js';

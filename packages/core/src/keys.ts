@@ -53,7 +53,8 @@ export function generateKey(options: GenerateKeyOptions = {}): string {
   if (version === 4) return randomUUID();
   if (version !== 7) throw new InvalidInputError(`Unsupported UUID version ${String(version)}`);
   const ms = Math.floor((options.now ?? Date.now)());
-  if (!Number.isSafeInteger(ms) || ms < 0) throw new InvalidInputError('Clock returned an invalid time');
+  if (!Number.isSafeInteger(ms) || ms < 0)
+    throw new InvalidInputError('Clock returned an invalid time');
   const bytes = randomBytes(16);
   // 48-bit big-endian timestamp
   bytes[0] = Math.floor(ms / 2 ** 40) & 0xff;
@@ -93,7 +94,10 @@ export function batchItemKey(batchId: string, item: number | string): string {
   if (typeof item === 'number' && !(Number.isSafeInteger(item) && item >= 0)) {
     throw new InvalidInputError('A batch item index must be a non-negative integer');
   }
-  return deriveKey({ batch: batchId, item: typeof item === 'number' ? { index: item } : { key: item } });
+  return deriveKey({
+    batch: batchId,
+    item: typeof item === 'number' ? { index: item } : { key: item },
+  });
 }
 
 /**

@@ -42,7 +42,8 @@ export function decodeOutcome(bytes: Uint8Array): StoredOutcome {
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const metaLength = view.getUint32(MAGIC.length);
-  if (HEADER + metaLength > bytes.length) throw new OutcomeCorruptError('Stored outcome is truncated');
+  if (HEADER + metaLength > bytes.length)
+    throw new OutcomeCorruptError('Stored outcome is truncated');
   let meta: StoredOutcome['meta'];
   try {
     meta = JSON.parse(decoder.decode(bytes.subarray(HEADER, HEADER + metaLength)));

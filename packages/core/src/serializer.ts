@@ -16,7 +16,10 @@ const decoder = new TextDecoder();
 export const jsonSerializer: OutcomeSerializer<unknown> = {
   serialize(value) {
     const text = JSON.stringify(value);
-    return { meta: { encoding: 'json', undefined: text === undefined }, body: encoder.encode(text ?? '') };
+    return {
+      meta: { encoding: 'json', undefined: text === undefined },
+      body: encoder.encode(text ?? ''),
+    };
   },
   deserialize(outcome) {
     if (outcome.meta.undefined === true) return undefined;

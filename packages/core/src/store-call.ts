@@ -26,7 +26,9 @@ export async function callStore<T>(
     return await Promise.race([call, timeout]);
   } catch (error) {
     if (error instanceof IdemError) throw error;
-    throw new StoreUnavailableError(`Store ${operation} failed: ${describe(error)}`, { cause: error });
+    throw new StoreUnavailableError(`Store ${operation} failed: ${describe(error)}`, {
+      cause: error,
+    });
   } finally {
     if (timer !== undefined) clearTimeout(timer);
   }

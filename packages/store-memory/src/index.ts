@@ -1,2 +1,2 @@
-export { createMemoryStore } from './memory-store.js';
 export type { MemoryStore, MemoryStoreOptions } from './memory-store.js';
+export { createMemoryStore } from './memory-store.js';

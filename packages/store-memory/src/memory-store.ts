@@ -10,8 +10,8 @@ import {
   type OwnerWriteResult,
   type ReleaseInput,
   type StoreCapabilities,
-  StoreFullError,
   type StoredRecord,
+  StoreFullError,
   systemClock,
 } from '@idem/core';
 
@@ -63,7 +63,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   // Fences of forgotten records: a new record starts above every fence ever dropped, so a
   // key's fence keeps growing across expiry and eviction too.
   let fenceFloor = 0;
-  const capabilities: StoreCapabilities = { clock: 'client', maxOutcomeBytes: options.maxOutcomeBytes };
+  const capabilities: StoreCapabilities = {
+    clock: 'client',
+    maxOutcomeBytes: options.maxOutcomeBytes,
+  };
 
   function drop(key: string, record: StoredRecord): void {
     records.delete(key);

@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict';
+import type { AcquireInput, AcquireResult, StoredRecord } from '@idem/core';
+import type { Harness } from './harness.js';
+import { randomHex } from './harness.js';
+
+/** One example-based check of the contract. Throws an AssertionError when the store breaks it. */
+export interface ContractCheck {
+  group: string;
+  name: string;
+  run(h: Harness): Promise<void>;
+}
+
+export const RETENTION_MS = 3_600_000;
+
+export function acquireInput(
+  h: Harness,
+  key: string,
+  extra: Partial<AcquireInput> = {},
+): AcquireInput {
+  return {
+    key,
+    fingerprint: extra.fingerprint ?? 'fp-a',
+    owner: extra.owner ?? `owner-${randomHex(8)}`,
+    leaseMs: extra.leaseMs ?? h.time.leaseMs,
+    retentionMs: extra.retentionMs ?? RETENTION_MS,
+  };
+}
+
+export function assertAcquired(
+  result: AcquireResult,
+  message?: string,
+): Extract<AcquireResult, { kind: 'acquired' }> {
+  assert.equal(
+    result.kind,
+    'acquired',
+    message ?? `expected acquired, got ${JSON.stringify(result)}`,
+  );
+  return result as Extract<AcquireResult, { kind: 'acquired' }>;
+}
+
+export function assertFound(
+  result: AcquireResult,
+  message?: string,
+): Extract<AcquireResult, { kind: 'found' }> {
+  assert.equal(result.kind, 'found', message ?? `expected found, got ${JSON.stringify(result)}`);
+  return result as Extract<AcquireResult, { kind: 'found' }>;
+}
+
+/** Reads a record through both channels and checks they agree on the contract fields. */
+export async function readBoth(h: Harness, key: string): Promise<StoredRecord | undefined> {
+  const viaStore = await h.store.get(key);
+  const viaRaw = await h.raw(key);
+  assert.equal(
+    viaRaw === undefined,
+    viaStore === undefined,
+    'get() and the raw read disagree on existence',
+  );
+  if (viaStore && viaRaw) {
+    for (const field of [
+      'status',
+      'fingerprint',
+      'owner',
+      'fence',
+      'leaseUntil',
+      'expiresAt',
+    ] as const) {
+      assert.deepEqual(
+        viaRaw[field],
+        viaStore[field],
+        `get() and the raw read disagree on ${field}`,
+      );
+    }
+    assert.deepEqual(
+      viaRaw.outcome && Buffer.from(viaRaw.outcome),
+      viaStore.outcome && Buffer.from(viaStore.outcome),
+      'get() and the raw read disagree on the outcome bytes',
+    );
+  }
+  return viaStore;
+}
+
+/** Asserts the persisted record has exactly these contract fields (deadlines excluded). */
+export async function expectRecord(
+  h: Harness,
+  key: string,
+  expected: Pick<StoredRecord, 'status' | 'owner' | 'fence'> & { outcome?: Uint8Array | undefined },
+): Promise<StoredRecord> {
+  const record = await readBoth(h, key);
+  assert.ok(record, 'expected a record, found none');
+  assert.equal(record.status, expected.status, 'status');
+  assert.equal(record.owner, expected.owner, 'owner');
+  assert.equal(record.fence, expected.fence, 'fence');
+  if ('outcome' in expected) {
+    assert.deepEqual(
+      record.outcome && Buffer.from(record.outcome),
+      expected.outcome && Buffer.from(expected.outcome),
+      'outcome bytes',
+    );
+  }
+  return record;
+}
+
+export function bytes(text: string): Uint8Array {
+  return new TextEncoder().encode(text);
+}

@@ -1,0 +1,40 @@
+import type { Clock, IdempotencyStore, StoredRecord } from '@idem/core';
+
+/** What the suite hands `createStore` for each test. */
+export interface ConformanceContext {
+  /**
+   * The clock the store must decide expiry by when `clock` is `'injectable'` (the suite
+   * moves it forward to pass leases and retention). Ignored by server-clock stores.
+   */
+  clock: Clock;
+  /** A fresh random prefix: use it as the key prefix (or table suffix) so tests never meet. */
+  prefix: string;
+}
+
+/** Options of `describeStoreConformance`. */
+export interface ConformanceOptions {
+  /** Creates a fresh store for one test. Called once per test (and once per property run). */
+  createStore(ctx: ConformanceContext): IdempotencyStore | Promise<IdempotencyStore>;
+  /** Cleans up after a store (delete its keys, close timers). Never close the shared client here unless you created it in createStore. */
+  destroyStore?(store: IdempotencyStore): Promise<void> | void;
+  /**
+   * `'injectable'`: the store decides expiry by `ctx.clock`, and the suite moves that clock.
+   * `'server'`: the store uses its own server clock; the suite uses short real leases
+   * (`leaseMs`) and real sleeps.
+   */
+  clock: 'injectable' | 'server';
+  /** Lease used by tests when `clock` is `'server'`, in ms. @default 250 */
+  leaseMs?: number;
+  /**
+   * A second channel to read what was persisted, bypassing the adapter's own read path
+   * (a raw client GET, a raw GetItem). Decodes to the contract's record shape. When given,
+   * the suite checks writes through it as well as through `store.get`.
+   */
+  rawRead?(store: IdempotencyStore, storageKey: string): Promise<StoredRecord | undefined>;
+  /**
+   * Runs per property. @default `IDEM_PROPERTY_RUNS`, else 200 when `CI` is set, else 25
+   */
+  numRuns?: number;
+  /** Per-test timeout in ms. @default 60_000 */
+  timeoutMs?: number;
+}

@@ -1,0 +1,125 @@
+import {
+  type AcquireResult,
+  type Clock,
+  type IdempotencyStore,
+  type OwnerWriteResult,
+  type StoredRecord,
+  systemClock,
+} from '@idem/core';
+
+/** Bugs the suite must catch; each one is a mistake seen in real idempotency libraries. */
+export type Bug =
+  | 'none'
+  | 'complete-ignores-owner'
+  | 'release-ignores-owner'
+  | 'check-then-set-acquire'
+  | 'release-forgets-fence'
+  | 'no-expiry-check'
+  | 'takeover-keeps-fence'
+  | 'binary-as-text'
+  | 'found-without-clock'
+  | 'in-progress-expires-with-lease';
+
+const yieldToOthers = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
+
+/**
+ * A deliberately small in-memory store written independently of @idem/store-memory, with
+ * one optional bug. With `bug: 'none'` it must pass the whole suite; with any bug the
+ * suite must fail.
+ */
+export function createNaiveStore(bug: Bug, clock: Clock = systemClock): IdempotencyStore {
+  const map = new Map<string, StoredRecord>();
+  // Fences of expired records, so a key's fence keeps growing after expiry.
+  const lastFence = new Map<string, number>();
+  const notOwner: OwnerWriteResult = { ok: false, reason: 'not_owner' };
+  const copy = (r: StoredRecord): StoredRecord => ({
+    ...r,
+    ...(r.outcome ? { outcome: r.outcome.slice() } : {}),
+  });
+  const read = (key: string, now: number): StoredRecord | undefined => {
+    const r = map.get(key);
+    if (r && bug !== 'no-expiry-check' && now >= r.expiresAt) {
+      map.delete(key);
+      lastFence.set(key, r.fence);
+      return undefined;
+    }
+    return r;
+  };
+  const owned = (key: string, owner: string, now: number, ignoreOwner = false) => {
+    const r = read(key, now);
+    return r && r.status === 'in_progress' && (ignoreOwner || r.owner === owner) ? r : undefined;
+  };
+  return {
+    capabilities: { clock: 'client' },
+    async acquire(input): Promise<AcquireResult> {
+      let now = clock.now();
+      const found = read(input.key, now);
+      const live = (r: StoredRecord | undefined) =>
+        r !== undefined &&
+        ((r.status === 'in_progress' && (bug === 'no-expiry-check' || now < r.leaseUntil)) ||
+          (r.status === 'completed' && (bug === 'no-expiry-check' || now < r.expiresAt)));
+      if (live(found))
+        return {
+          kind: 'found',
+          record: copy(found!),
+          now: bug === 'found-without-clock' ? 0 : now,
+        };
+      if (bug === 'check-then-set-acquire') {
+        await yieldToOthers();
+        now = clock.now();
+      }
+      const previous = found?.fence ?? lastFence.get(input.key) ?? 0;
+      const fence =
+        bug === 'takeover-keeps-fence' && found?.status === 'in_progress' ? previous : previous + 1;
+      const leaseUntil = now + input.leaseMs;
+      const expiresAt =
+        bug === 'in-progress-expires-with-lease' ? leaseUntil : leaseUntil + input.retentionMs;
+      map.set(input.key, {
+        status: 'in_progress',
+        fingerprint: input.fingerprint,
+        owner: input.owner,
+        fence,
+        leaseUntil,
+        expiresAt,
+      });
+      return { kind: 'acquired', fence, leaseUntil, takeover: found?.status === 'in_progress' };
+    },
+    async complete(input) {
+      const now = clock.now();
+      const r = owned(input.key, input.owner, now, bug === 'complete-ignores-owner');
+      if (!r) return notOwner;
+      r.status = 'completed';
+      r.expiresAt = now + input.retentionMs;
+      r.outcome =
+        bug === 'binary-as-text'
+          ? new TextEncoder().encode(new TextDecoder().decode(input.outcome))
+          : input.outcome.slice();
+      return { ok: true };
+    },
+    async release(input) {
+      const now = clock.now();
+      const r = owned(input.key, input.owner, now, bug === 'release-ignores-owner');
+      if (!r) return notOwner;
+      if (bug === 'release-forgets-fence') {
+        map.delete(input.key);
+        lastFence.delete(input.key);
+        return { ok: true };
+      }
+      r.status = 'released';
+      r.expiresAt = now + input.retentionMs;
+      return { ok: true };
+    },
+    async extend(input) {
+      const now = clock.now();
+      const r = owned(input.key, input.owner, now);
+      if (!r) return notOwner;
+      r.leaseUntil = now + input.leaseMs;
+      r.expiresAt = r.leaseUntil + input.retentionMs;
+      return { ok: true, leaseUntil: r.leaseUntil };
+    },
+    async get(key) {
+      const r = read(key, clock.now());
+      return r && copy(r);
+    },
+  };
+}

@@ -1,0 +1,9 @@
+import { describeStoreConformance } from '@idem/store-conformance';
+import { createMemoryStore } from '../src/index.js';
+
+describeStoreConformance('memory', {
+  clock: 'injectable',
+  createStore: ({ clock }) => createMemoryStore({ clock, sweepIntervalMs: 0 }),
+  destroyStore: (store) => store.close?.(),
+  numRuns: process.env.CI ? 1_000 : 100,
+});
