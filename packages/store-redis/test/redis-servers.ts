@@ -1,0 +1,174 @@
+/**
+ * Starts throwaway redis-server processes on free loopback ports: a 3-primary Cluster and,
+ * for outage tests, a read-only replica. Everything started here is tracked and torn down:
+ * processes killed (SIGKILL after a grace period) and temp dirs removed.
+ */
+import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export interface RedisServer {
+  port: number;
+  dir: string;
+  process: ChildProcess;
+}
+
+/** Whether `redis-server` and `redis-cli` can be run from PATH. */
+export function redisBinariesAvailable(): boolean {
+  const ok = (bin: string) => spawnSync(bin, ['--version'], { stdio: 'ignore' }).status === 0;
+  return ok('redis-server') && ok('redis-cli');
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/** A free port whose cluster bus port (port + 10000) is free too. */
+async function freePort(taken: Set<number>): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 35_000);
+    if (taken.has(port) || taken.has(port + 10_000)) continue;
+    if ((await portIsFree(port)) && (await portIsFree(port + 10_000))) {
+      taken.add(port);
+      taken.add(port + 10_000);
+      return port;
+    }
+  }
+  throw new Error('No free loopback port pair found for redis-server');
+}
+
+const takenPorts = new Set<number>();
+
+async function ping(port: number): Promise<boolean> {
+  try {
+    const { stdout } = await run('redis-cli', ['-h', '127.0.0.1', '-p', String(port), 'ping']);
+    return stdout.trim() === 'PONG';
+  } catch {
+    return false;
+  }
+}
+
+async function waitFor(
+  what: string,
+  check: () => Promise<boolean>,
+  timeoutMs = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`Timed out waiting for ${what}`);
+}
+
+/** Starts one redis-server in the foreground (so it dies with us) with extra arguments. */
+export async function startRedisServer(extraArgs: string[] = []): Promise<RedisServer> {
+  const port = await freePort(takenPorts);
+  const dir = await mkdtemp(join(tmpdir(), `idem-redis-${port}-`));
+  const child = spawn(
+    'redis-server',
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dir,
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--daemonize',
+      'no',
+      '--logfile',
+      join(dir, 'redis.log'),
+      ...extraArgs,
+    ],
+    { stdio: 'ignore' },
+  );
+  const server: RedisServer = { port, dir, process: child };
+  live.add(server);
+  try {
+    await waitFor(`redis-server on port ${port}`, () => ping(port));
+  } catch (error) {
+    await stopRedisServer(server);
+    throw error;
+  }
+  return server;
+}
+
+const live = new Set<RedisServer>();
+
+/** Kills a server (SIGTERM, then SIGKILL) and deletes its temp dir. */
+export async function stopRedisServer(server: RedisServer): Promise<void> {
+  live.delete(server);
+  const child = server.process;
+  if (child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 3_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  takenPorts.delete(server.port);
+  takenPorts.delete(server.port + 10_000);
+  await rm(server.dir, { recursive: true, force: true });
+}
+
+// A crashed run must not leave servers behind either.
+process.once('exit', () => {
+  for (const server of live) server.process.kill('SIGKILL');
+});
+
+/** Starts `primaries` cluster-enabled servers, joins them with `redis-cli --cluster create`, waits for `cluster_state:ok`. */
+export async function startCluster(primaries = 3): Promise<RedisServer[]> {
+  const servers: RedisServer[] = [];
+  try {
+    for (let i = 0; i < primaries; i++) {
+      servers.push(
+        await startRedisServer([
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          'nodes.conf',
+          '--cluster-node-timeout',
+          '5000',
+        ]),
+      );
+    }
+    await run('redis-cli', [
+      '--cluster',
+      'create',
+      ...servers.map((s) => `127.0.0.1:${s.port}`),
+      '--cluster-replicas',
+      '0',
+      '--cluster-yes',
+    ]);
+    for (const server of servers) {
+      await waitFor(`cluster_state:ok on port ${server.port}`, async () => {
+        const { stdout } = await run('redis-cli', [
+          '-h',
+          '127.0.0.1',
+          '-p',
+          String(server.port),
+          'cluster',
+          'info',
+        ]);
+        return stdout.includes('cluster_state:ok');
+      });
+    }
+    return servers;
+  } catch (error) {
+    await Promise.all(servers.map(stopRedisServer));
+    throw error;
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * The two Redis deployments every test runs against: the standalone server at REDIS_URL
+ * and the 3-primary Cluster started by global-setup.ts. Each target gives a client for the
+ * store, a second client for raw reads, cleanup by key prefix and a command counter.
+ */
+import { randomBytes } from 'node:crypto';
+import type { RecordStatus, StoredRecord } from '@idem/core';
+import { Cluster, Redis } from 'ioredis';
+import { inject } from 'vitest';
+
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export type Client = Redis | Cluster;
+
+export interface Target {
+  name: 'standalone' | 'cluster';
+  /** A fresh client for a store under test. */
+  connect(): Promise<Client>;
+}
+
+async function ready(client: Client, what: string): Promise<Client> {
+  try {
+    await client.ping();
+    return client;
+  } catch (error) {
+    client.disconnect();
+    throw new Error(
+      `${what} is not reachable (${String(error)}). Start Redis (bash scripts/bootstrap.sh --services ` +
+        'or redis-server) or point REDIS_URL at one.',
+    );
+  }
+}
+
+export const standalone: Target = {
+  name: 'standalone',
+  connect: () =>
+    ready(
+      new Redis(REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 1 }),
+      `Redis at ${REDIS_URL}`,
+    ),
+};
+
+export const clusterPorts: number[] | null = inject('clusterPorts');
+export const clusterSkipReason: string = inject('clusterSkipReason');
+
+export const cluster: Target = {
+  name: 'cluster',
+  connect: () => {
+    if (!clusterPorts) throw new Error(clusterSkipReason);
+    const client = new Cluster(
+      clusterPorts.map((port) => ({ host: '127.0.0.1', port })),
+      { redisOptions: { maxRetriesPerRequest: 1 } },
+    );
+    return ready(client, `Redis Cluster on ${clusterPorts.join(', ')}`);
+  },
+};
+
+/** A fresh random key prefix (no hash tag, so a Cluster spreads the keys over its shards). */
+export function randomPrefix(): string {
+  return `idem-test:${randomBytes(6).toString('hex')}:`;
+}
+
+/** Deletes every key under `prefix`, on every primary of a Cluster. */
+export async function deletePrefix(client: Client, prefix: string): Promise<number> {
+  const nodes = client instanceof Cluster ? client.nodes('master') : [client];
+  let deleted = 0;
+  for (const node of nodes) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      // Keys found on a node live in that node's slots: deleting them there is safe.
+      for (const key of keys) deleted += await node.del(key);
+    } while (cursor !== '0');
+  }
+  return deleted;
+}
+
+/**
+ * Reads a record straight from Redis with HGETALL, decoding the hash independently of
+ * the adapter's own Lua read path.
+ */
+export async function rawRecord(
+  client: Client,
+  redisKey: string,
+): Promise<StoredRecord | undefined> {
+  const hash = await client.hgetallBuffer(redisKey);
+  if (!hash.s) return undefined;
+  const field = (name: string): string => {
+    const value = hash[name];
+    if (!value) throw new Error(`raw record ${redisKey} has no field ${name}`);
+    return value.toString('utf8');
+  };
+  const record: StoredRecord = {
+    status: field('s') as RecordStatus,
+    fingerprint: field('fp'),
+    owner: field('o'),
+    fence: Number(field('f')),
+    leaseUntil: Number(field('lu')),
+    expiresAt: Number(field('ex')),
+  };
+  if (hash.out) record.outcome = new Uint8Array(hash.out);
+  return record;
+}
+
+/** The Redis key's own expiry (PEXPIRETIME, epoch ms; -1 none, -2 no key). */
+export async function pexpiretime(client: Client, redisKey: string): Promise<number> {
+  return Number(await client.call('PEXPIRETIME', redisKey));
+}
+
+/** Counts the commands a client sends (one per round trip for single commands). */
+export function countCommands(client: Client): {
+  readonly count: number;
+  names: string[];
+  reset(): void;
+} {
+  const names: string[] = [];
+  const original = client.sendCommand.bind(client) as (...args: unknown[]) => unknown;
+  (client as unknown as { sendCommand: (...args: unknown[]) => unknown }).sendCommand = (
+    ...args: unknown[]
+  ) => {
+    names.push(String((args[0] as { name: string }).name));
+    return original(...args);
+  };
+  return {
+    get count() {
+      return names.length;
+    },
+    names,
+    reset() {
+      names.length = 0;
+    },
+  };
+}
+
+/** Both targets; see {@link skipTarget}. */
+export const targets: Target[] = [standalone, cluster];
+
+/** True (after saying why) for the Cluster when redis-server is not installed. */
+export function skipTarget(target: Target): boolean {
+  if (target.name === 'cluster' && !clusterPorts) {
+    console.warn(`[store-redis] ${clusterSkipReason}`);
+    return true;
+  }
+  return false;
+}
