@@ -1,0 +1,72 @@
+import { afterEach } from 'vitest';
+import { type ChargesApp, createChargesApp } from './charges-app.js';
+import {
+  type Fault,
+  type FaultServer,
+  type SeenRequest,
+  startFaultServer,
+} from './fault-server.js';
+import { idempotent } from './idempotent-app.js';
+
+export interface Harness {
+  app: ChargesApp;
+  server: FaultServer;
+  url: string;
+}
+
+const open: FaultServer[] = [];
+
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((s) => s.close()));
+});
+
+/** A charges app behind the idempotency layer behind the fault injector, on loopback. */
+export async function startHarness(
+  fault?: (request: SeenRequest) => Fault | undefined,
+  options: { leaseMs?: number } = {},
+): Promise<Harness> {
+  const app = createChargesApp();
+  const server = await startFaultServer({
+    handler: idempotent(app.handler, options),
+    ...(fault ? { fault } : {}),
+  });
+  open.push(server);
+  return { app, server, url: server.url };
+}
+
+/** Faults by arrival order: the n-th request the server sees gets `plan[n - 1]`. */
+export function inOrder(
+  ...plan: (Fault | undefined)[]
+): (request: SeenRequest) => Fault | undefined {
+  return (request) => plan[request.n - 1];
+}
+
+/** A sleep that records the waits asked for and waits at most `maxMs` of each. */
+export function recordingSleep(maxMs = 5): {
+  waits: number[];
+  sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
+} {
+  const waits: number[] = [];
+  return {
+    waits,
+    sleep: (ms, signal) => {
+      waits.push(ms);
+      return new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(resolve, Math.min(ms, maxMs));
+        signal?.addEventListener('abort', () => {
+          clearTimeout(timer);
+          reject(signal.reason);
+        });
+      });
+    },
+  };
+}
+
+export function postJson(body: unknown, init: RequestInit = {}): RequestInit {
+  return {
+    method: 'POST',
+    ...init,
+    headers: { 'content-type': 'application/json', ...(init.headers as Record<string, string>) },
+    body: JSON.stringify(body),
+  };
+}
