@@ -1,0 +1,302 @@
+import {
+  createIdempotency,
+  everythingFinal,
+  type IdemEvent,
+  type IdempotencyStore,
+  InProgressError,
+  InvalidKeyError,
+  LeaseLostError,
+  ManualClock,
+  MismatchError,
+  OutcomeTooLargeError,
+  ReplayedFailureError,
+  StoreUnavailableError,
+} from '@idem/core';
+import { describe, expect, it } from 'vitest';
+import { createMemoryStore } from '../src/index.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function setup(options: Partial<Parameters<typeof createIdempotency>[0]> = {}) {
+  const clock = new ManualClock();
+  const store = createMemoryStore({ clock, sweepIntervalMs: 0 });
+  const events: IdemEvent[] = [];
+  const idem = createIdempotency<unknown>({
+    store,
+    clock,
+    leaseMs: 1_000,
+    heartbeatMs: false,
+    onEvent: (e) => events.push(e),
+    ...options,
+  });
+  return { clock, store, idem, events };
+}
+
+/** Wraps a store so chosen calls fail or hang, without touching the others. */
+function faulty(
+  store: IdempotencyStore,
+  plan: Partial<
+    Record<'acquire' | 'complete' | 'release' | 'extend', 'throw' | 'hang' | 'not_owner'>
+  >,
+) {
+  const wrap =
+    <K extends 'acquire' | 'complete' | 'release' | 'extend'>(op: K) =>
+    async (input: never) => {
+      const mode = plan[op];
+      if (mode === 'throw') throw new Error(`${op} exploded`);
+      if (mode === 'hang') return new Promise(() => {});
+      if (mode === 'not_owner') return { ok: false, reason: 'not_owner' };
+      return (store[op] as (i: never) => Promise<unknown>)(input);
+    };
+  return {
+    ...store,
+    capabilities: store.capabilities,
+    get: store.get,
+    acquire: wrap('acquire'),
+    complete: wrap('complete'),
+    release: wrap('release'),
+    extend: wrap('extend'),
+  } as IdempotencyStore;
+}
+
+describe('the replay state machine', () => {
+  it('ACQUIRED: runs once with fence 1, then REPLAY returns the same value', async () => {
+    const { idem, events } = setup();
+    let runs = 0;
+    const op = async ({ fence }: { fence: number }) => ({ runs: ++runs, fence });
+    expect(await idem.execute({ key: 'k1' }, op)).toEqual({
+      value: { runs: 1, fence: 1 },
+      replayed: false,
+    });
+    expect(await idem.execute({ key: 'k1' }, op)).toEqual({
+      value: { runs: 1, fence: 1 },
+      replayed: true,
+    });
+    expect(runs).toBe(1);
+    expect(events.map((e) => e.type)).toEqual(['miss', 'completed', 'hit']);
+  });
+
+  it('IN_PROGRESS: a live lease gives a retry-after hint from the store clock', async () => {
+    const { idem, clock } = setup();
+    const begun = await idem.begin({ key: 'k' });
+    expect(begun.kind).toBe('acquired');
+    clock.advance(400);
+    const error = await idem.begin({ key: 'k' }).catch((e) => e);
+    expect(error).toBeInstanceOf(InProgressError);
+    expect(error.code).toBe('IN_PROGRESS');
+    expect(error.retryAfterMs).toBe(600);
+  });
+
+  it('MISMATCH is checked before IN_PROGRESS and against completed records', async () => {
+    const { idem } = setup();
+    const begun = await idem.begin({ key: 'k', fingerprint: 'a' });
+    await expect(idem.begin({ key: 'k', fingerprint: 'b' })).rejects.toBeInstanceOf(MismatchError);
+    if (begun.kind === 'acquired')
+      await begun.execution.complete({ meta: {}, body: new Uint8Array() });
+    await expect(idem.execute({ key: 'k', fingerprint: 'b' }, async () => 1)).rejects.toMatchObject(
+      { code: 'MISMATCH' },
+    );
+  });
+
+  it('takeover: a passed lease is taken with a higher fence; the stale executor gets LEASE_LOST', async () => {
+    const { idem, clock, store } = setup();
+    const stale = await idem.begin({ key: 'k' });
+    clock.advance(1_001);
+    const fresh = await idem.begin({ key: 'k' });
+    if (stale.kind !== 'acquired' || fresh.kind !== 'acquired')
+      throw new Error('expected two acquisitions');
+    expect(fresh.execution.fence).toBe(2);
+    expect(fresh.execution.takeover).toBe(true);
+    await expect(
+      stale.execution.complete({ meta: {}, body: new Uint8Array([1]) }),
+    ).rejects.toBeInstanceOf(LeaseLostError);
+    const record = await store.get(fresh.execution.storageKey);
+    expect(record).toMatchObject({ status: 'in_progress', owner: fresh.execution.owner, fence: 2 });
+    expect(record?.outcome).toBeUndefined();
+  });
+
+  it('a non-final failure releases the key: the retry runs again with a higher fence', async () => {
+    const { idem, events } = setup();
+    await expect(
+      idem.execute({ key: 'k' }, async () => Promise.reject(new Error('upstream 500'))),
+    ).rejects.toThrow('upstream 500');
+    const again = await idem.execute({ key: 'k' }, async ({ fence }) => fence);
+    expect(again).toEqual({ value: 2, replayed: false });
+    expect(events.map((e) => e.type)).toEqual(['miss', 'released', 'miss', 'completed']);
+  });
+
+  it('with everythingFinal a failure is recorded and replayed as REPLAYED_FAILURE', async () => {
+    const { idem } = setup({ isFinal: everythingFinal });
+    const boom = Object.assign(new Error('card declined'), { code: 'card_declined' });
+    await expect(idem.execute({ key: 'k' }, async () => Promise.reject(boom))).rejects.toBe(boom);
+    const replay = await idem.execute({ key: 'k' }, async () => 'never').catch((e) => e);
+    expect(replay).toBeInstanceOf(ReplayedFailureError);
+    expect(replay.stored).toEqual({
+      name: 'Error',
+      message: 'card declined',
+      code: 'card_declined',
+    });
+  });
+
+  it('a store failure at acquire is STORE_UNAVAILABLE with the cause; the operation never runs', async () => {
+    const { store } = setup();
+    const idem = createIdempotency({ store: faulty(store, { acquire: 'throw' }) });
+    let ran = false;
+    const error = await idem.execute({ key: 'k' }, async () => (ran = true)).catch((e) => e);
+    expect(error).toBeInstanceOf(StoreUnavailableError);
+    expect(error.cause).toBeInstanceOf(Error);
+    expect(error.cause.message).toBe('acquire exploded');
+    expect(ran).toBe(false);
+  });
+
+  it('a store call past storeTimeoutMs fails fast instead of hanging', async () => {
+    const { store } = setup();
+    const idem = createIdempotency({
+      store: faulty(store, { acquire: 'hang' }),
+      storeTimeoutMs: 50,
+    });
+    const started = performance.now();
+    await expect(idem.execute({ key: 'k' }, async () => 1)).rejects.toThrow(
+      /timed out after 50 ms/,
+    );
+    expect(performance.now() - started).toBeLessThan(1_000);
+  });
+
+  it('a failed final write leaves the record in progress: 409 until the lease passes, never a second run at once', async () => {
+    const { store, clock } = setup();
+    const broken = createIdempotency({
+      store: faulty(store, { complete: 'throw' }),
+      clock,
+      leaseMs: 1_000,
+      heartbeatMs: false,
+    });
+    await expect(broken.execute({ key: 'k' }, async () => 'charged')).rejects.toBeInstanceOf(
+      StoreUnavailableError,
+    );
+    const healthy = createIdempotency({ store, clock, leaseMs: 1_000, heartbeatMs: false });
+    await expect(healthy.execute({ key: 'k' }, async () => 'again')).rejects.toBeInstanceOf(
+      InProgressError,
+    );
+    clock.advance(1_000);
+    expect(await healthy.execute({ key: 'k' }, async ({ fence }) => fence)).toEqual({
+      value: 2,
+      replayed: false,
+    });
+  });
+
+  it('an outcome over the store limit is OUTCOME_TOO_LARGE and the key is released', async () => {
+    const clock = new ManualClock();
+    const store = createMemoryStore({ clock, maxOutcomeBytes: 100, sweepIntervalMs: 0 });
+    const idem = createIdempotency<string>({ store, clock });
+    await expect(idem.execute({ key: 'k' }, async () => 'x'.repeat(200))).rejects.toBeInstanceOf(
+      OutcomeTooLargeError,
+    );
+    expect(await idem.execute({ key: 'k' }, async () => 'small')).toEqual({
+      value: 'small',
+      replayed: false,
+    });
+  });
+
+  it('an invalid key is refused before the store is touched', async () => {
+    const { idem, store } = setup();
+    await expect(idem.execute({ key: '' }, async () => 1)).rejects.toBeInstanceOf(InvalidKeyError);
+    expect(store.size).toBe(0);
+  });
+
+  it('a listener that throws does not break a request', async () => {
+    const { store } = setup();
+    const idem = createIdempotency({
+      store,
+      onEvent: () => {
+        throw new Error('logger down');
+      },
+    });
+    expect(await idem.execute({ key: 'k' }, async () => 7)).toEqual({ value: 7, replayed: false });
+  });
+});
+
+describe('leases in real time', () => {
+  it('heartbeats keep a long operation protected past its first lease', async () => {
+    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const idem = createIdempotency({ store, leaseMs: 90, heartbeatMs: 25 });
+    let extends_ = 0;
+    const counting = {
+      ...store,
+      capabilities: store.capabilities,
+      get: store.get,
+      acquire: store.acquire,
+      complete: store.complete,
+      release: store.release,
+      extend: (i: never) => (extends_++, store.extend(i)),
+    } as IdempotencyStore;
+    const counted = createIdempotency({ store: counting, leaseMs: 90, heartbeatMs: 25 });
+    const running = counted.execute({ key: 'long' }, async ({ signal }) => {
+      await sleep(250);
+      return signal.aborted;
+    });
+    await sleep(180);
+    await expect(idem.execute({ key: 'long' }, async () => 'second')).rejects.toBeInstanceOf(
+      InProgressError,
+    );
+    expect(await running).toEqual({ value: false, replayed: false });
+    expect(extends_).toBeGreaterThanOrEqual(5);
+  });
+
+  it('the signal aborts with LEASE_LOST when a heartbeat finds another owner', async () => {
+    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const events: IdemEvent[] = [];
+    const idem = createIdempotency({
+      store: faulty(store, { extend: 'not_owner' }),
+      leaseMs: 60,
+      heartbeatMs: 15,
+      onEvent: (e) => events.push(e),
+    });
+    const reason = await idem
+      .execute({ key: 'k' }, async ({ signal }) => {
+        await new Promise((r) => signal.addEventListener('abort', r, { once: true }));
+        return signal.reason;
+      })
+      .then((r) => r.value);
+    expect(reason).toBeInstanceOf(LeaseLostError);
+    expect(events.some((e) => e.type === 'lease_lost' && e.phase === 'heartbeat')).toBe(true);
+  });
+
+  it('past maxHoldMs renewals stop and the signal aborts', async () => {
+    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const idem = createIdempotency({ store, leaseMs: 60, heartbeatMs: 15, maxHoldMs: 80 });
+    const started = performance.now();
+    const result = await idem.execute({ key: 'k' }, async ({ signal }) => {
+      await new Promise((r) => signal.addEventListener('abort', r, { once: true }));
+      return performance.now() - started;
+    });
+    expect(result.value).toBeGreaterThanOrEqual(80);
+    expect(result.value).toBeLessThan(1_000);
+  });
+
+  it('with wait, a concurrent duplicate waits and then replays the first outcome', async () => {
+    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const idem = createIdempotency({ store, wait: { timeoutMs: 2_000, pollMs: 10 } });
+    let runs = 0;
+    const op = async () => {
+      runs++;
+      await sleep(100);
+      return 'done';
+    };
+    const [a, b] = await Promise.all([
+      idem.execute({ key: 'w' }, op),
+      idem.execute({ key: 'w' }, op),
+    ]);
+    expect(runs).toBe(1);
+    expect([a.replayed, b.replayed].sort()).toEqual([false, true]);
+    expect(b.value).toBe('done');
+  });
+
+  it('a bounded wait ends with IN_PROGRESS', async () => {
+    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const idem = createIdempotency({ store, wait: { timeoutMs: 60, pollMs: 10 } });
+    const slow = idem.execute({ key: 'w' }, () => sleep(300).then(() => 1));
+    await sleep(5);
+    await expect(idem.execute({ key: 'w' }, async () => 2)).rejects.toBeInstanceOf(InProgressError);
+    await slow;
+  });
+});

@@ -1,0 +1,97 @@
+import { encodeOutcome, ManualClock, StoreFullError } from '@idem/core';
+import { describe, expect, it } from 'vitest';
+import { createMemoryStore } from '../src/index.js';
+
+const acquire = (key: string, owner = `o-${key}`, leaseMs = 1_000) => ({
+  key,
+  owner,
+  fingerprint: 'fp',
+  leaseMs,
+  retentionMs: 10_000,
+});
+
+describe('memory store', () => {
+  it('when full, evicts completed and released records first and never a live lease', async () => {
+    const clock = new ManualClock();
+    const store = createMemoryStore({ clock, maxEntries: 3, sweepIntervalMs: 0 });
+    await store.acquire(acquire('live-1'));
+    await store.acquire(acquire('done'));
+    await store.complete({
+      key: 'done',
+      owner: 'o-done',
+      outcome: new Uint8Array([1]),
+      retentionMs: 10_000,
+    });
+    await store.acquire(acquire('live-2'));
+    expect((await store.acquire(acquire('new'))).kind).toBe('acquired');
+    expect(await store.get('done')).toBeUndefined();
+    expect((await store.get('live-1'))?.status).toBe('in_progress');
+    expect((await store.get('live-2'))?.status).toBe('in_progress');
+    const full = await store.acquire(acquire('one-more')).catch((e) => e);
+    expect(full).toBeInstanceOf(StoreFullError);
+    expect(full.code).toBe('STORE_FULL');
+    expect(store.size).toBe(3);
+    // A passed lease may go once nothing else can.
+    clock.advance(1_000);
+    expect((await store.acquire(acquire('one-more'))).kind).toBe('acquired');
+    expect(store.size).toBe(3);
+  });
+
+  it('keeps fences growing across eviction and expiry', async () => {
+    const clock = new ManualClock();
+    const store = createMemoryStore({ clock, maxEntries: 1, sweepIntervalMs: 0 });
+    await store.acquire(acquire('a'));
+    await store.release({ key: 'a', owner: 'o-a', retentionMs: 10 });
+    await store.acquire(acquire('b')); // evicts a's tombstone
+    await store.release({ key: 'b', owner: 'o-b', retentionMs: 10 });
+    const again = await store.acquire(acquire('a', 'o-a2'));
+    expect(again.kind === 'acquired' && again.fence).toBeGreaterThan(1);
+  });
+
+  it('sweeps expired records and decides expiry on access', async () => {
+    const clock = new ManualClock();
+    const store = createMemoryStore({ clock, sweepIntervalMs: 0 });
+    await store.acquire(acquire('x'));
+    await store.complete({ key: 'x', owner: 'o-x', outcome: new Uint8Array(), retentionMs: 100 });
+    clock.advance(99);
+    expect(await store.get('x')).toBeDefined();
+    clock.advance(1);
+    expect(store.size).toBe(1);
+    expect(await store.get('x')).toBeUndefined();
+    await store.acquire(acquire('y'));
+    clock.advance(1_000 + 10_000);
+    expect(store.sweep()).toBe(1);
+    expect(store.size).toBe(0);
+  });
+
+  it('runs the sweep on a timer that close() stops', async () => {
+    const store = createMemoryStore({ sweepIntervalMs: 10 });
+    await store.acquire(acquire('t', 'o', 1));
+    await store.release({ key: 't', owner: 'o', retentionMs: 1 });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(store.size).toBe(0);
+    await store.close();
+    await store.acquire(acquire('u', 'o', 1));
+    await store.release({ key: 'u', owner: 'o', retentionMs: 1 });
+    await new Promise((r) => setTimeout(r, 50));
+    expect(store.size).toBe(1);
+  });
+
+  it('isolates stored values from callers', async () => {
+    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    await store.acquire(acquire('iso'));
+    const outcome = encodeOutcome({ meta: {}, body: new Uint8Array([1, 2, 3]) });
+    await store.complete({ key: 'iso', owner: 'o-iso', outcome, retentionMs: 10_000 });
+    outcome.fill(0);
+    const read = await store.get('iso');
+    read!.outcome!.fill(0);
+    read!.status = 'released';
+    const again = await store.get('iso');
+    expect(again?.status).toBe('completed');
+    expect([...again!.outcome!.slice(-3)]).toEqual([1, 2, 3]);
+  });
+
+  it('refuses a bad maxEntries', () => {
+    expect(() => createMemoryStore({ maxEntries: 0 })).toThrow(/maxEntries/);
+  });
+});
