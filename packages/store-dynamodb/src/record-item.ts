@@ -1,0 +1,215 @@
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import { InvalidInputError, type RecordStatus, StoreUnavailableError } from '@idem/core';
+
+/** Names of the attributes a record is stored in. Every name MUST be distinct. */
+export interface RecordAttributeNames {
+  /** `S`: `in_progress`, `completed` or `released`. @default 'status' */
+  status: string;
+  /** `S`: fingerprint of the request that acquired the record. @default 'fingerprint' */
+  fingerprint: string;
+  /** `S`: owner token of the latest acquisition. @default 'owner' */
+  owner: string;
+  /** `N`: fencing token of the latest acquisition. @default 'fence' */
+  fence: string;
+  /** `N`: lease deadline, epoch ms. @default 'leaseUntil' */
+  leaseUntil: string;
+  /** `N`: retention deadline, epoch ms (what every condition checks). @default 'expiresAt' */
+  expiresAt: string;
+  /** `B`: the encoded outcome, present once completed. @default 'outcome' */
+  outcome: string;
+  /** `S`: `gzip` when `outcome` is compressed, absent otherwise. @default 'outcomeEncoding' */
+  outcomeEncoding: string;
+  /** `N`: `expiresAt` in epoch seconds, rounded up: the table's TTL attribute. @default 'ttl' */
+  ttl: string;
+}
+
+/** Default attribute names. */
+export const defaultAttributeNames: Readonly<RecordAttributeNames> = Object.freeze({
+  status: 'status',
+  fingerprint: 'fingerprint',
+  owner: 'owner',
+  fence: 'fence',
+  leaseUntil: 'leaseUntil',
+  expiresAt: 'expiresAt',
+  outcome: 'outcome',
+  outcomeEncoding: 'outcomeEncoding',
+  ttl: 'ttl',
+});
+
+/** Where the storage key goes: the whole primary key, or the sort key under one static partition key value. */
+export interface KeyLayout {
+  partitionKey: string;
+  /** Single-table layout: sort key attribute name and the static partition key value. */
+  single?: { sortKey: string; partitionKeyValue: string };
+  keyPrefix: string;
+}
+
+/** The attribute names and key layout of one store, with the placeholders expressions use. */
+export interface ItemSchema {
+  layout: KeyLayout;
+  names: RecordAttributeNames;
+  /** Placeholder (`#st`) to attribute name, for ExpressionAttributeNames. */
+  placeholders: Record<string, string>;
+}
+
+const PLACEHOLDERS: Record<keyof RecordAttributeNames, string> = {
+  status: '#st',
+  fingerprint: '#fp',
+  owner: '#ow',
+  fence: '#fe',
+  leaseUntil: '#lu',
+  expiresAt: '#ex',
+  outcome: '#oc',
+  outcomeEncoding: '#oe',
+  ttl: '#tt',
+};
+
+/** Builds and checks the schema; throws `InvalidInputError` on an empty or repeated name. */
+export function createItemSchema(
+  layout: KeyLayout,
+  names: Partial<RecordAttributeNames> = {},
+): ItemSchema {
+  const resolved: RecordAttributeNames = { ...defaultAttributeNames, ...names };
+  const all = [
+    layout.partitionKey,
+    ...(layout.single ? [layout.single.sortKey] : []),
+    ...Object.values(resolved),
+  ];
+  for (const name of all) {
+    if (typeof name !== 'string' || name.length === 0)
+      throw new InvalidInputError('Attribute names must be non-empty strings');
+  }
+  if (new Set(all).size !== all.length)
+    throw new InvalidInputError(`Attribute names must be distinct: ${all.join(', ')}`);
+  if (layout.single && layout.single.partitionKeyValue.length === 0) {
+    throw new InvalidInputError('singleTable.partitionKeyValue must be a non-empty string');
+  }
+  const placeholders: Record<string, string> = { '#pk': layout.partitionKey };
+  for (const [field, placeholder] of Object.entries(PLACEHOLDERS)) {
+    placeholders[placeholder] = resolved[field as keyof RecordAttributeNames];
+  }
+  return { layout, names: resolved, placeholders };
+}
+
+/** Primary key of the item holding `storageKey`. */
+export function itemKey(schema: ItemSchema, storageKey: string): Record<string, AttributeValue> {
+  const { partitionKey, single, keyPrefix } = schema.layout;
+  const value = keyPrefix + storageKey;
+  return single
+    ? { [partitionKey]: { S: single.partitionKeyValue }, [single.sortKey]: { S: value } }
+    : { [partitionKey]: { S: value } };
+}
+
+/** ExpressionAttributeNames for exactly the placeholders the expressions use (DynamoDB rejects unused ones). */
+export function namesFor(schema: ItemSchema, ...expressions: string[]): Record<string, string> {
+  const used: Record<string, string> = {};
+  for (const expression of expressions) {
+    for (const match of expression.matchAll(/#[a-z]+/g)) {
+      const name = schema.placeholders[match[0]];
+      if (name === undefined) throw new Error(`Unknown placeholder ${match[0]}`);
+      used[match[0]] = name;
+    }
+  }
+  return used;
+}
+
+/** A record as read from an item, with the outcome bytes as stored (maybe compressed). */
+export interface RawRecord {
+  status: RecordStatus;
+  fingerprint: string;
+  owner: string;
+  fence: number;
+  leaseUntil: number;
+  expiresAt: number;
+  outcome?: Uint8Array;
+  outcomeEncoding?: string;
+}
+
+const STATUSES: readonly string[] = ['in_progress', 'completed', 'released'];
+
+function malformed(what: string): StoreUnavailableError {
+  return new StoreUnavailableError(`DynamoDB item is not an idem record: ${what}`);
+}
+
+function str(item: Record<string, AttributeValue>, name: string): string {
+  const value = item[name]?.S;
+  if (value === undefined) throw malformed(`attribute ${name} is not a string`);
+  return value;
+}
+
+function num(item: Record<string, AttributeValue>, name: string): number {
+  const raw = item[name]?.N;
+  const value = raw === undefined ? Number.NaN : Number(raw);
+  if (!Number.isFinite(value)) throw malformed(`attribute ${name} is not a number`);
+  return value;
+}
+
+/** Reads a record from an item; throws `StoreUnavailableError` when the item is not one. */
+export function decodeItem(schema: ItemSchema, item: Record<string, AttributeValue>): RawRecord {
+  const { names } = schema;
+  const status = str(item, names.status);
+  if (!STATUSES.includes(status)) throw malformed(`unknown status ${status}`);
+  const record: RawRecord = {
+    status: status as RecordStatus,
+    fingerprint: str(item, names.fingerprint),
+    owner: str(item, names.owner),
+    fence: num(item, names.fence),
+    leaseUntil: num(item, names.leaseUntil),
+    expiresAt: num(item, names.expiresAt),
+  };
+  if (status === 'completed') {
+    const bytes = item[names.outcome]?.B;
+    if (bytes === undefined) throw malformed(`completed record without ${names.outcome}`);
+    record.outcome = bytes;
+    const encoding = item[names.outcomeEncoding]?.S;
+    if (encoding !== undefined) record.outcomeEncoding = encoding;
+  }
+  return record;
+}
+
+/** DynamoDB's item size limit: attribute names plus values, 400 KB. */
+export const MAX_ITEM_BYTES = 400 * 1024;
+/** Longest fingerprint accepted (UTF-8 bytes); reserved in full when sizing a completed item. */
+export const MAX_FINGERPRINT_BYTES = 1024;
+/** Longest storage key with its prefix (UTF-8 bytes): DynamoDB's sort key limit. */
+export const MAX_KEY_BYTES = 1024;
+// A number attribute takes at most 21 bytes; a little slack on top for rounding in the service.
+const NUMBER_BYTES = 21;
+const SLACK_BYTES = 64;
+
+const utf8 = (value: string) => Buffer.byteLength(value, 'utf8');
+
+/**
+ * Largest `outcome` value that fits a completed item of this key and owner, by DynamoDB's
+ * item size rules: every attribute name and value counted, the fingerprint reserved at its
+ * maximum, numbers at their maximum.
+ */
+export function outcomeBudget(
+  schema: ItemSchema,
+  storageKey: string,
+  owner: string,
+  encoding?: string,
+): number {
+  const { names } = schema;
+  let used = SLACK_BYTES;
+  for (const [name, value] of Object.entries(itemKey(schema, storageKey)))
+    used += utf8(name) + utf8(value.S ?? '');
+  used += utf8(names.status) + utf8('completed');
+  used += utf8(names.fingerprint) + MAX_FINGERPRINT_BYTES;
+  used += utf8(names.owner) + utf8(owner);
+  for (const name of [names.fence, names.leaseUntil, names.expiresAt, names.ttl])
+    used += utf8(name) + NUMBER_BYTES;
+  used += utf8(names.outcome);
+  if (encoding !== undefined) used += utf8(names.outcomeEncoding) + utf8(encoding);
+  return MAX_ITEM_BYTES - used;
+}
+
+/** Throws `InvalidInputError` when a key or fingerprint cannot be stored. */
+export function checkSizes(schema: ItemSchema, storageKey: string, fingerprint?: string): void {
+  if (utf8(schema.layout.keyPrefix + storageKey) > MAX_KEY_BYTES) {
+    throw new InvalidInputError(`Storage key with prefix exceeds ${MAX_KEY_BYTES} bytes`);
+  }
+  if (fingerprint !== undefined && utf8(fingerprint) > MAX_FINGERPRINT_BYTES) {
+    throw new InvalidInputError(`Fingerprint exceeds ${MAX_FINGERPRINT_BYTES} bytes`);
+  }
+}

@@ -1,0 +1,160 @@
+import {
+  CreateTableCommand,
+  DescribeTableCommand,
+  DescribeTimeToLiveCommand,
+  type DynamoDBClient,
+  type TableDescription,
+  UpdateTimeToLiveCommand,
+} from '@aws-sdk/client-dynamodb';
+import { InvalidInputError } from '@idem/core';
+import type { ItemSchema } from './record-item.js';
+import { isNamed, storeError } from './sdk-errors.js';
+
+/** Options of `ensureTable()`. */
+export interface EnsureTableOptions {
+  /** Longest wait for a new table to become ACTIVE, in ms. @default 120_000 */
+  timeoutMs?: number;
+  /** Poll interval while waiting, in ms. @default 500 */
+  pollMs?: number;
+}
+
+/** What `ensureTable()` did. */
+export interface EnsureTableResult {
+  /** True when the table did not exist and was created. */
+  created: boolean;
+  /** True when TTL was off and has been turned on for the `ttl` attribute. */
+  ttlEnabled: boolean;
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+function keySchemaOf(
+  schema: ItemSchema,
+): Array<{ AttributeName: string; KeyType: 'HASH' | 'RANGE' }> {
+  const { partitionKey, single } = schema.layout;
+  return single
+    ? [
+        { AttributeName: partitionKey, KeyType: 'HASH' },
+        { AttributeName: single.sortKey, KeyType: 'RANGE' },
+      ]
+    : [{ AttributeName: partitionKey, KeyType: 'HASH' }];
+}
+
+function checkKeySchema(tableName: string, table: TableDescription, schema: ItemSchema): void {
+  const expected = keySchemaOf(schema);
+  const actual = table.KeySchema ?? [];
+  const types = new Map(
+    (table.AttributeDefinitions ?? []).map((d) => [d.AttributeName, d.AttributeType]),
+  );
+  const same =
+    actual.length === expected.length &&
+    expected.every(
+      (e) =>
+        actual.some((a) => a.AttributeName === e.AttributeName && a.KeyType === e.KeyType) &&
+        types.get(e.AttributeName) === 'S',
+    );
+  if (!same) {
+    const want = expected.map((e) => `${e.AttributeName} (${e.KeyType}, S)`).join(' + ');
+    const have = actual
+      .map((a) => `${a.AttributeName} (${a.KeyType}, ${types.get(a.AttributeName ?? '')})`)
+      .join(' + ');
+    throw new InvalidInputError(`Table ${tableName} has key ${have}; this store needs ${want}`);
+  }
+}
+
+async function describe(
+  client: DynamoDBClient,
+  tableName: string,
+): Promise<TableDescription | undefined> {
+  try {
+    return (await client.send(new DescribeTableCommand({ TableName: tableName }))).Table;
+  } catch (error) {
+    if (isNamed(error, 'ResourceNotFoundException')) return undefined;
+    throw storeError('DescribeTable', error);
+  }
+}
+
+/**
+ * Creates the table if it is missing (on-demand billing, the store's key schema), waits
+ * until it is ACTIVE, checks the key schema of an existing table, and enables TTL on the
+ * `ttl` attribute (epoch seconds). TTL only removes expired items eventually; expiry itself
+ * is decided by the store's conditions.
+ */
+export async function ensureTable(
+  client: DynamoDBClient,
+  tableName: string,
+  schema: ItemSchema,
+  options: EnsureTableOptions = {},
+): Promise<EnsureTableResult> {
+  const timeoutMs = options.timeoutMs ?? 120_000;
+  const pollMs = options.pollMs ?? 500;
+  let table = await describe(client, tableName);
+  let created = false;
+  if (!table) {
+    const keySchema = keySchemaOf(schema);
+    try {
+      await client.send(
+        new CreateTableCommand({
+          TableName: tableName,
+          BillingMode: 'PAY_PER_REQUEST',
+          KeySchema: keySchema,
+          AttributeDefinitions: keySchema.map((k) => ({
+            AttributeName: k.AttributeName,
+            AttributeType: 'S',
+          })),
+        }),
+      );
+      created = true;
+    } catch (error) {
+      // Another process created it first: fine, wait for it like for our own.
+      if (!isNamed(error, 'ResourceInUseException')) throw storeError('CreateTable', error);
+    }
+  }
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    table = await describe(client, tableName);
+    if (table?.TableStatus === 'ACTIVE') break;
+    if (Date.now() >= deadline) {
+      throw storeError(
+        'ensureTable',
+        new Error(`Table ${tableName} is not ACTIVE after ${timeoutMs} ms`),
+      );
+    }
+    await sleep(pollMs);
+  }
+  checkKeySchema(tableName, table, schema);
+
+  const ttlName = schema.names.ttl;
+  let ttl: { TimeToLiveStatus?: string; AttributeName?: string } | undefined;
+  try {
+    ttl = (await client.send(new DescribeTimeToLiveCommand({ TableName: tableName })))
+      .TimeToLiveDescription;
+  } catch (error) {
+    throw storeError('DescribeTimeToLive', error);
+  }
+  const status = ttl?.TimeToLiveStatus ?? 'DISABLED';
+  if (status === 'ENABLED' || status === 'ENABLING') {
+    if (ttl?.AttributeName !== ttlName) {
+      throw new InvalidInputError(
+        `Table ${tableName} has TTL on attribute ${ttl?.AttributeName}; set the store's attributes.ttl to it, or move the table's TTL to ${ttlName}`,
+      );
+    }
+    return { created, ttlEnabled: false };
+  }
+  if (status === 'DISABLING') {
+    throw new InvalidInputError(
+      `Table ${tableName} is disabling TTL; run ensureTable() again once that has finished`,
+    );
+  }
+  try {
+    await client.send(
+      new UpdateTimeToLiveCommand({
+        TableName: tableName,
+        TimeToLiveSpecification: { AttributeName: ttlName, Enabled: true },
+      }),
+    );
+  } catch (error) {
+    throw storeError('UpdateTimeToLive', error);
+  }
+  return { created, ttlEnabled: true };
+}
