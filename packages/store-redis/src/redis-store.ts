@@ -8,13 +8,13 @@ import {
   InvalidInputError,
   OutcomeTooLargeError,
   type OwnerWriteResult,
-  type RecordStatus,
   type ReleaseInput,
   type StoreCapabilities,
   type StoredRecord,
   StoreUnavailableError,
 } from '@idem/core';
 import type { Cluster, Redis } from 'ioredis';
+import { integer, type Reply, toRecord } from './redis-reply.js';
 import { ACQUIRE_LUA, COMPLETE_LUA, EXTEND_LUA, GET_LUA, RELEASE_LUA } from './scripts.js';
 
 /** Options of {@link createRedisStore}. Durations are milliseconds. */
@@ -26,64 +26,69 @@ export interface RedisStoreOptions {
    */
   client: Redis | Cluster;
   /**
-   * Prepended to every storage key. On a Cluster keep hash tags (`{...}`) out of it: a tag
-   * would pin every record to one slot, and so to one shard.
+   * Prepended to every Redis key. Must not contain `{` or `}`: the store puts the storage
+   * key in a hash tag (`<prefix>{<storageKey>}`) so that a record and its fence memory
+   * share a Cluster slot while records spread over all shards.
    * @default 'idem:'
    */
   keyPrefix?: string;
   /**
    * Largest encoded outcome accepted, in bytes; a larger one fails with
    * `OutcomeTooLargeError` before anything is sent. Redis itself refuses any argument
-   * above `proto-max-bulk-len` (512 MiB by default).
-   * @default 536_870_912 (512 MiB)
+   * above its `proto-max-bulk-len` (512 MiB by default).
+   * @default 16_777_216 (16 MiB)
    */
   maxOutcomeBytes?: number;
+  /**
+   * How long a storage key's last fence is remembered after its record expired, in ms. A
+   * later acquisition of the key within that time continues from it (fence + 1) instead of
+   * restarting at 1, so a downstream that remembers fences never sees one repeat. Costs one
+   * small string key per storage key; `0` keeps only the record (fences then restart at 1
+   * once Redis dropped an expired record, the minimum the store contract asks).
+   * @default 86_400_000 (24 h)
+   */
+  fenceMemoryMs?: number;
 }
 
 /** A Redis-backed store; see {@link createRedisStore}. */
 export interface RedisStore extends IdempotencyStore {
-  /** The Redis key that holds the record of `storageKey` (`keyPrefix + storageKey`). */
+  /** The Redis key that holds the record of `storageKey`: `<keyPrefix>{<storageKey>}`. */
   redisKey(storageKey: string): string;
+  /** The Redis key that remembers the last fence of `storageKey`: `<keyPrefix>{<storageKey>}:fence`. */
+  fenceKey(storageKey: string): string;
 }
-
-type Reply = Buffer | number | null | Reply[];
 
 /** The commands `defineCommand` adds; the `Buffer` variants keep outcome bytes binary. */
 interface ScriptedClient {
   idemAcquireV1Buffer(
-    key: string,
-    fp: string,
-    owner: string,
-    lease: string,
-    retention: string,
+    ...args: [key: string, fenceKey: string, ...argv: string[]]
   ): Promise<Reply[]>;
-  idemCompleteV1(key: string, owner: string, retention: string, outcome: Buffer): Promise<number>;
-  idemReleaseV1(key: string, owner: string, retention: string): Promise<number>;
-  idemExtendV1(key: string, owner: string, lease: string, retention: string): Promise<number>;
+  idemCompleteV1(
+    ...args: [key: string, fenceKey: string, ...argv: (string | Buffer)[]]
+  ): Promise<number>;
+  idemReleaseV1(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
+  idemExtendV1(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
   idemGetV1Buffer(key: string): Promise<Reply[] | null>;
 }
 
+// Names carry a version so that two releases sharing one client never mix scripts.
 const SCRIPTS = {
-  idemAcquireV1: ACQUIRE_LUA,
-  idemCompleteV1: COMPLETE_LUA,
-  idemReleaseV1: RELEASE_LUA,
-  idemExtendV1: EXTEND_LUA,
-  idemGetV1: GET_LUA,
+  idemAcquireV1: { lua: ACQUIRE_LUA, numberOfKeys: 2 },
+  idemCompleteV1: { lua: COMPLETE_LUA, numberOfKeys: 2 },
+  idemReleaseV1: { lua: RELEASE_LUA, numberOfKeys: 2 },
+  idemExtendV1: { lua: EXTEND_LUA, numberOfKeys: 2 },
+  idemGetV1: { lua: GET_LUA, numberOfKeys: 1 },
 } as const;
 
-const DEFAULT_MAX_OUTCOME_BYTES = 512 * 1024 * 1024;
-const STATUSES: ReadonlySet<string> = new Set<RecordStatus>([
-  'in_progress',
-  'completed',
-  'released',
-]);
+const DEFAULT_MAX_OUTCOME_BYTES = 16 * 1024 * 1024;
+const DEFAULT_FENCE_MEMORY_MS = 86_400_000;
 const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
+const BRACES = /[{}]/;
 
 function defineScripts(client: Redis | Cluster): ScriptedClient {
   const target = client as unknown as Record<string, unknown>;
-  for (const [name, lua] of Object.entries(SCRIPTS)) {
-    // Names carry a version so that two releases sharing one client never mix scripts.
-    if (typeof target[name] !== 'function') client.defineCommand(name, { numberOfKeys: 1, lua });
+  for (const [name, definition] of Object.entries(SCRIPTS)) {
+    if (typeof target[name] !== 'function') client.defineCommand(name, definition);
   }
   return client as unknown as ScriptedClient;
 }
@@ -95,49 +100,7 @@ function duration(name: string, value: number): string {
   return String(Math.ceil(value));
 }
 
-function text(value: Reply | undefined): string {
-  if (Buffer.isBuffer(value)) return value.toString('utf8');
-  if (typeof value === 'number') return String(value);
-  throw new StoreUnavailableError(`Redis returned a malformed record field: ${String(value)}`);
-}
-
-function integer(value: Reply | undefined): number {
-  const n = typeof value === 'number' ? value : Number(text(value));
-  if (!Number.isSafeInteger(n)) {
-    throw new StoreUnavailableError(`Redis returned a malformed number: ${String(value)}`);
-  }
-  return n;
-}
-
-/** Copies reply bytes into a plain Uint8Array that does not pin the socket's buffer. */
-function bytes(value: Buffer): Uint8Array {
-  const out = new Uint8Array(value.length);
-  out.set(value);
-  return out;
-}
-
-/** Decodes `{s, fp, o, f, lu, ex[, out]}` as written by the scripts. */
-function toRecord(fields: Reply[]): StoredRecord {
-  const status = text(fields[0]);
-  if (!STATUSES.has(status))
-    throw new StoreUnavailableError(`Redis record has an unknown status: ${status}`);
-  const record: StoredRecord = {
-    status: status as RecordStatus,
-    fingerprint: text(fields[1]),
-    owner: text(fields[2]),
-    fence: integer(fields[3]),
-    leaseUntil: integer(fields[4]),
-    expiresAt: integer(fields[5]),
-  };
-  const outcome = fields[6];
-  if (status === 'completed') {
-    if (!Buffer.isBuffer(outcome))
-      throw new StoreUnavailableError('Redis returned a completed record without an outcome');
-    record.outcome = bytes(outcome);
-  }
-  return record;
-}
-
+/** Runs one Redis call; any failure that is not already an IdemError becomes STORE_UNAVAILABLE. */
 async function call<T>(operation: string, run: () => Promise<T>): Promise<T> {
   try {
     return await run();
@@ -151,19 +114,22 @@ async function call<T>(operation: string, run: () => Promise<T>): Promise<T> {
 /**
  * Creates an idempotency store on Redis through an ioredis client the caller owns.
  *
- * Each operation is one Lua script on one key, registered with ioredis's `defineCommand`
- * (EVALSHA, reloaded automatically after a `SCRIPT FLUSH` or failover), so each is atomic
- * and costs one round trip. Expiry is decided by Redis's `TIME` inside each script
+ * Each operation is one Lua script, registered with ioredis's `defineCommand` (EVALSHA,
+ * reloaded automatically after a `SCRIPT FLUSH` or a failover to a fresh primary), so each
+ * is atomic and costs one round trip. A script touches only the keys of one storage key
+ * (its record, and its fence memory in the same hash slot), so it runs unchanged on a
+ * Cluster. Expiry is decided by Redis's `TIME` inside each script
  * (`capabilities.clock = 'server'`): client clock skew can neither extend nor cut a lease.
- * Every key carries a `PEXPIREAT` at the record's retention deadline, so Redis frees the
- * memory itself.
+ * Each record key carries a `PEXPIREAT` at its retention deadline, so Redis frees the
+ * memory on time by itself.
  *
- * A script that is sent twice (ioredis resends unanswered commands after a reconnect)
- * cannot apply twice: `complete`, `release` and `extend` first check that the record is in
- * progress and held by the caller's owner token, which the first application already
- * changed (to `completed` or `released`), so the second changes nothing and answers
- * `not_owner`; a repeated `acquire` finds its own live lease and answers with it, so the
- * operation is not started a second time.
+ * A script delivered twice (ioredis resends unanswered commands after a reconnect) cannot
+ * apply twice. `complete`, `release` and `extend` first check that the record is in progress
+ * and held by the caller's owner token; the first application already moved it to
+ * `completed` or `released` (or, for `extend`, the second only renews the same lease
+ * again), so a repeated `complete` or `release` changes nothing and answers `not_owner`.
+ * A repeated `acquire` finds the live lease its first delivery took and answers `found`,
+ * so the operation is not started a second time (the caller sees `IN_PROGRESS`).
  *
  * Creating the store opens no connection; calls made while the client is disconnected
  * follow the client's own offline-queue and retry settings. Every Redis failure (connection
@@ -176,28 +142,41 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     throw new InvalidInputError('createRedisStore needs an ioredis Redis or Cluster client');
   }
   const keyPrefix = options.keyPrefix ?? 'idem:';
+  if (BRACES.test(keyPrefix)) throw new InvalidInputError('keyPrefix must not contain { or }');
   const maxOutcomeBytes = options.maxOutcomeBytes ?? DEFAULT_MAX_OUTCOME_BYTES;
   if (!(Number.isSafeInteger(maxOutcomeBytes) && maxOutcomeBytes > 0)) {
     throw new InvalidInputError('maxOutcomeBytes must be a positive integer');
   }
+  const fenceMemory = duration('fenceMemoryMs', options.fenceMemoryMs ?? DEFAULT_FENCE_MEMORY_MS);
   const redis = defineScripts(client);
   const capabilities: StoreCapabilities = { clock: 'server', maxOutcomeBytes };
-  const redisKey = (storageKey: string): string => keyPrefix + storageKey;
+
+  const redisKey = (storageKey: string): string => {
+    // A brace would change the hash tag and could split a record from its fence memory
+    // across Cluster slots. Keys derived by core are hex.
+    if (BRACES.test(storageKey))
+      throw new InvalidInputError('A storage key must not contain { or }');
+    return `${keyPrefix}{${storageKey}}`;
+  };
+  const fenceKey = (storageKey: string): string => `${redisKey(storageKey)}:fence`;
 
   return {
     capabilities,
     redisKey,
+    fenceKey,
 
     async acquire(input: AcquireInput): Promise<AcquireResult> {
       const lease = duration('leaseMs', input.leaseMs);
       const retention = duration('retentionMs', input.retentionMs);
+      const keys = [redisKey(input.key), fenceKey(input.key)] as const;
       const reply = await call('acquire', () =>
         redis.idemAcquireV1Buffer(
-          redisKey(input.key),
+          ...keys,
           input.fingerprint,
           input.owner,
           lease,
           retention,
+          fenceMemory,
         ),
       );
       if (integer(reply[0]) === 1) {
@@ -212,25 +191,25 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
 
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
-      if (input.outcome.length > maxOutcomeBytes) {
-        throw new OutcomeTooLargeError(input.outcome.length, maxOutcomeBytes);
+      const { outcome } = input;
+      if (outcome.length > maxOutcomeBytes) {
+        throw new OutcomeTooLargeError(outcome.length, maxOutcomeBytes);
       }
       const retention = duration('retentionMs', input.retentionMs);
-      const outcome = Buffer.from(
-        input.outcome.buffer,
-        input.outcome.byteOffset,
-        input.outcome.byteLength,
-      );
+      const keys = [redisKey(input.key), fenceKey(input.key)] as const;
+      // A view, not a copy: ioredis writes the bytes to the socket as they are.
+      const body = Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
       const done = await call('complete', () =>
-        redis.idemCompleteV1(redisKey(input.key), input.owner, retention, outcome),
+        redis.idemCompleteV1(...keys, input.owner, retention, fenceMemory, body),
       );
       return done === 1 ? { ok: true } : NOT_OWNER;
     },
 
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
       const retention = duration('retentionMs', input.retentionMs);
+      const keys = [redisKey(input.key), fenceKey(input.key)] as const;
       const done = await call('release', () =>
-        redis.idemReleaseV1(redisKey(input.key), input.owner, retention),
+        redis.idemReleaseV1(...keys, input.owner, retention, fenceMemory),
       );
       return done === 1 ? { ok: true } : NOT_OWNER;
     },
@@ -238,8 +217,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
       const lease = duration('leaseMs', input.leaseMs);
       const retention = duration('retentionMs', input.retentionMs);
+      const keys = [redisKey(input.key), fenceKey(input.key)] as const;
       const leaseUntil = await call('extend', () =>
-        redis.idemExtendV1(redisKey(input.key), input.owner, lease, retention),
+        redis.idemExtendV1(...keys, input.owner, lease, retention, fenceMemory),
       );
       return leaseUntil > 0 ? { ok: true, leaseUntil } : NOT_OWNER;
     },

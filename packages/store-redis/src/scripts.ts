@@ -1,9 +1,10 @@
 /**
- * The Lua scripts behind each store operation. Every script touches exactly one key
- * (`KEYS[1]`), so it runs unchanged on a Redis Cluster, and reads the clock with `TIME`
- * inside the script, so Redis alone decides whether a lease or a retention has passed.
+ * The Lua scripts behind each store operation. Every script touches the keys of one storage
+ * key only: its record and its fence memory, which share a hash tag (`{storageKey}`) and so
+ * one Cluster slot; the scripts run unchanged on a Redis Cluster. Each reads the clock with
+ * `TIME` inside the script, so Redis alone decides whether a lease or a retention passed.
  *
- * Record layout: one hash per storage key.
+ * Record layout: one hash per storage key, at `<prefix>{<storageKey>}`.
  *
  * | field | meaning                                                    |
  * |-------|------------------------------------------------------------|
@@ -12,8 +13,16 @@
  * | `o`   | owner token of the latest acquisition                      |
  * | `f`   | fence of the latest acquisition (decimal)                  |
  * | `lu`  | lease deadline, epoch ms by Redis's clock                  |
- * | `ex`  | retention deadline, epoch ms; the key's PEXPIREAT as well  |
+ * | `ex`  | retention deadline, epoch ms (the key's PEXPIREAT is ex - 1)|
  * | `out` | encoded outcome bytes, raw (only when `s` is `completed`)  |
+ *
+ * Fence memory: a small string at `<prefix>{<storageKey>}:fence` holding the key's last
+ * fence, kept `fenceMemoryMs` past the record's retention deadline (absent when that is 0).
+ * An acquisition continues from it, so fences keep growing after Redis dropped an expired
+ * record, while the record itself (outcome bytes included) is freed on time.
+ *
+ * A record is expired once `now >= ex`; Redis drops a key once `now > PEXPIREAT`, so the
+ * key carries `PEXPIREAT ex - 1` and disappears in the very millisecond the record expires.
  *
  * Numbers are written with `%.0f` so that large values never turn into exponent notation.
  * On Redis 7 scripts are replicated by their effects, so reading `TIME` before a write is
@@ -27,12 +36,21 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function fmt(n) return string.format('%.0f', n) end
 `;
 
+/** Remembers `fence` in KEYS[2] until `memory` ms after the record's retention deadline. */
+const REMEMBER_FENCE = `
+local function remember(fence, expiresAt, memory)
+  if memory > 0 then
+    redis.call('SET', KEYS[2], fence, 'PX', fmt(expiresAt + memory - now))
+  end
+end
+`;
+
 /**
- * ARGV: fingerprint, owner, leaseMs, retentionMs.
+ * KEYS: record, fence memory. ARGV: fingerprint, owner, leaseMs, retentionMs, fenceMemoryMs.
  * Returns `{1, fence, leaseUntil, takeover}` when acquired, or
  * `{0, now, s, fp, o, f, lu, ex[, out]}` with the live record that prevented it.
  */
-export const ACQUIRE_LUA = `${PRELUDE}
+export const ACQUIRE_LUA = `${PRELUDE}${REMEMBER_FENCE}
 local r = redis.call('HMGET', KEYS[1], 's', 'fp', 'o', 'f', 'lu', 'ex', 'out')
 local status = r[1]
 local fence = 0
@@ -52,49 +70,67 @@ if status then
   fence = tonumber(r[4]) or 0
   if r[7] then redis.call('HDEL', KEYS[1], 'out') end
 end
+local memory = tonumber(ARGV[5])
+if memory > 0 then
+  local kept = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  if kept > fence then fence = kept end
+end
 fence = fence + 1
 local leaseUntil = now + tonumber(ARGV[3])
 local expiresAt = leaseUntil + tonumber(ARGV[4])
 redis.call('HSET', KEYS[1], 's', 'in_progress', 'fp', ARGV[1], 'o', ARGV[2], 'f', fmt(fence),
   'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
-redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt))
+redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
+remember(fmt(fence), expiresAt, memory)
 return {1, fence, leaseUntil, takeover}
 `;
 
 /** Shared owner check: a live (unexpired) in-progress record held by ARGV[1]. */
 const OWNED = `
-local r = redis.call('HMGET', KEYS[1], 's', 'o', 'ex')
+local r = redis.call('HMGET', KEYS[1], 's', 'o', 'ex', 'f')
 if r[1] ~= 'in_progress' or r[2] ~= ARGV[1] or not (now < (tonumber(r[3]) or 0)) then
   return 0
 end
 `;
 
-/** ARGV: owner, retentionMs, outcome bytes. Returns 1 when completed, 0 when not the owner. */
-export const COMPLETE_LUA = `${PRELUDE}${OWNED}
+/**
+ * KEYS: record, fence memory. ARGV: owner, retentionMs, fenceMemoryMs, outcome bytes.
+ * Returns 1 when completed, 0 when not the owner.
+ */
+export const COMPLETE_LUA = `${PRELUDE}${REMEMBER_FENCE}${OWNED}
 local expiresAt = now + tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 's', 'completed', 'ex', fmt(expiresAt), 'out', ARGV[3])
-redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt))
+redis.call('HSET', KEYS[1], 's', 'completed', 'ex', fmt(expiresAt), 'out', ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
+remember(r[4], expiresAt, tonumber(ARGV[3]))
 return 1
 `;
 
-/** ARGV: owner, retentionMs. Returns 1 when released (tombstone keeps the fence), 0 when not the owner. */
-export const RELEASE_LUA = `${PRELUDE}${OWNED}
+/**
+ * KEYS: record, fence memory. ARGV: owner, retentionMs, fenceMemoryMs.
+ * Returns 1 when released (the tombstone keeps the fence), 0 when not the owner.
+ */
+export const RELEASE_LUA = `${PRELUDE}${REMEMBER_FENCE}${OWNED}
 local expiresAt = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 's', 'released', 'lu', fmt(now), 'ex', fmt(expiresAt))
-redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt))
+redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
+remember(r[4], expiresAt, tonumber(ARGV[3]))
 return 1
 `;
 
-/** ARGV: owner, leaseMs, retentionMs. Returns the new lease deadline, or 0 when not the owner. */
-export const EXTEND_LUA = `${PRELUDE}${OWNED}
+/**
+ * KEYS: record, fence memory. ARGV: owner, leaseMs, retentionMs, fenceMemoryMs.
+ * Returns the new lease deadline, or 0 when not the owner.
+ */
+export const EXTEND_LUA = `${PRELUDE}${REMEMBER_FENCE}${OWNED}
 local leaseUntil = now + tonumber(ARGV[2])
 local expiresAt = leaseUntil + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
-redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt))
+redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
+remember(r[4], expiresAt, tonumber(ARGV[4]))
 return leaseUntil
 `;
 
-/** Returns `{s, fp, o, f, lu, ex[, out]}`, or nil when there is no record or it has expired. */
+/** KEYS: record. Returns `{s, fp, o, f, lu, ex[, out]}`, or nil when there is none or it has expired. */
 export const GET_LUA = `${PRELUDE}
 local r = redis.call('HMGET', KEYS[1], 's', 'fp', 'o', 'f', 'lu', 'ex', 'out')
 if not r[1] or not (now < (tonumber(r[6]) or 0)) then return false end

@@ -7,7 +7,7 @@ import {
   type Client,
   clusterPorts,
   deletePrefix,
-  pexpiretime,
+  keyGoneAt,
   REDIS_URL,
   randomPrefix,
   rawRecord,
@@ -86,7 +86,7 @@ for (const target of targets) {
         expiresAt: result.leaseUntil + RETENTION,
       });
       // Redis frees the key itself at the record's retention deadline.
-      expect(await pexpiretime(raw, store.redisKey('k1'))).toBe(result.leaseUntil + RETENTION);
+      expect(await keyGoneAt(raw, store.redisKey('k1'))).toBe(result.leaseUntil + RETENTION);
       expect(await store.get('k1')).toEqual(record);
     });
 
@@ -126,7 +126,7 @@ for (const target of targets) {
         retentionMs: RETENTION,
       });
       const before = await rawRecord(raw, key);
-      const ttlBefore = await pexpiretime(raw, key);
+      const ttlBefore = await keyGoneAt(raw, key);
 
       const stranger = await store.complete({
         key: 'k',
@@ -136,7 +136,7 @@ for (const target of targets) {
       });
       expect(stranger).toEqual({ ok: false, reason: 'not_owner' });
       expect(await rawRecord(raw, key)).toEqual(before);
-      expect(await pexpiretime(raw, key)).toBe(ttlBefore);
+      expect(await keyGoneAt(raw, key)).toBe(ttlBefore);
 
       const outcome = binaryOutcome();
       const t0 = await redisNow(raw);
@@ -151,7 +151,7 @@ for (const target of targets) {
       expect(await raw.hstrlen(key, 'out')).toBe(outcome.length);
       expect(done!.expiresAt).toBeGreaterThanOrEqual(t0 + RETENTION);
       expect(done!.expiresAt).toBeLessThanOrEqual(t1 + RETENTION);
-      expect(await pexpiretime(raw, key)).toBe(done!.expiresAt);
+      expect(await keyGoneAt(raw, key)).toBe(done!.expiresAt);
 
       const replay = await store.acquire({
         key: 'k',
@@ -230,7 +230,7 @@ for (const target of targets) {
       const tomb = await rawRecord(raw, key);
       expect(tomb).toMatchObject({ status: 'released', owner: me, fence: 1 });
       expect(tomb!.expiresAt - tomb!.leaseUntil).toBe(RETENTION);
-      expect(await pexpiretime(raw, key)).toBe(tomb!.expiresAt);
+      expect(await keyGoneAt(raw, key)).toBe(tomb!.expiresAt);
 
       const next = owner();
       const again = await store.acquire({
@@ -325,7 +325,7 @@ for (const target of targets) {
         expiresAt: extended.leaseUntil! + RETENTION,
         fence: 1,
       });
-      expect(await pexpiretime(raw, key)).toBe(extended.leaseUntil! + RETENTION);
+      expect(await keyGoneAt(raw, key)).toBe(extended.leaseUntil! + RETENTION);
     });
 
     it('decides expiry itself: a record past expiresAt is gone even while the key still exists', async () => {

@@ -103,9 +103,13 @@ export async function rawRecord(
   return record;
 }
 
-/** The Redis key's own expiry (PEXPIRETIME, epoch ms; -1 none, -2 no key). */
-export async function pexpiretime(client: Client, redisKey: string): Promise<number> {
-  return Number(await client.call('PEXPIRETIME', redisKey));
+/**
+ * The first epoch ms at which Redis no longer has the key (it drops a key once
+ * now > PEXPIRETIME), or a negative PEXPIRETIME answer: -1 no expiry, -2 no key.
+ */
+export async function keyGoneAt(client: Client, redisKey: string): Promise<number> {
+  const at = Number(await client.call('PEXPIRETIME', redisKey));
+  return at < 0 ? at : at + 1;
 }
 
 /** Counts the commands a client sends (one per round trip for single commands). */
