@@ -239,12 +239,17 @@ describe('createIdempotentFetch against a loopback @idem server with faults', ()
 
   it('aborts an attempt in flight when the caller aborts', async () => {
     const h = await startHarness(() => ({ kind: 'hang' }));
+    const controller = new AbortController();
     const idemFetch = createIdempotentFetch();
     const call = idemFetch(
       `${h.url}/charges`,
-      postJson({ item: 'm' }, { signal: AbortSignal.timeout(100) }),
+      postJson({ item: 'm' }, { signal: controller.signal }),
     );
-    await expect(call).rejects.toMatchObject({ name: 'TimeoutError' });
+    // Abort once the server holds the request: the attempt is in flight, not yet answered.
+    while (h.server.seen.length === 0) await new Promise((r) => setTimeout(r, 5));
+    controller.abort(new DOMException('caller timed out', 'TimeoutError'));
+    await expect(call).rejects.toMatchObject({ name: 'TimeoutError', message: 'caller timed out' });
+    await new Promise((r) => setTimeout(r, 50));
     expect(h.server.seen).toHaveLength(1);
   });
 
