@@ -72,10 +72,12 @@ export const contractChecks: ContractCheck[] = [
       assert.equal(found.record.owner, first.owner);
       assert.equal(found.record.fingerprint, 'fp-a');
       assert.equal(found.record.fence, 1);
+      const now = h.time.clock.now();
       assert.ok(
-        found.now < found.record.leaseUntil,
-        'found.now is the store clock, before the lease end',
+        Math.abs(found.now - now) <= h.time.toleranceMs,
+        `found.now (${found.now}) is the store's clock reading (about ${now})`,
       );
+      assert.ok(found.now < found.record.leaseUntil, 'found.now is before the lease end');
       await expectRecord(h, key, { status: 'in_progress', owner: first.owner, fence: 1 });
     },
   },
@@ -277,8 +279,9 @@ export const contractChecks: ContractCheck[] = [
       const record = await readBoth(h, key);
       assert.ok(record);
       assert.ok(
-        Math.abs(record.expiresAt - (found.now + retentionMs)) <= retentionMs,
-        'expiresAt is about now + retention',
+        record.expiresAt <= found.now + retentionMs &&
+          record.expiresAt >= found.now + retentionMs - 1_000,
+        `expiresAt (${record.expiresAt}) is the completion time + retention (about ${found.now + retentionMs})`,
       );
       await h.time.advance(h.time.leaseMs);
       assertFound(

@@ -14,7 +14,7 @@ import { type Fault, FencedLedger, ObservedStore } from './observed-store.js';
 import type { ConformanceOptions } from './options.js';
 
 /** What an operation attempt does. */
-type Behaviour = 'ok' | 'fail_before' | 'fail_after' | 'crash' | 'stall';
+type Behaviour = 'ok' | 'fail_before' | 'fail_after' | 'crash' | 'stall' | 'stall_fail';
 
 interface LogicalRequest {
   keyIndex: number;
@@ -49,6 +49,7 @@ const behaviour = fc.constantFrom<Behaviour>(
   'fail_after',
   'crash',
   'stall',
+  'stall_fail',
 );
 const fault = fc.constantFrom<Fault>('none', 'none', 'none', 'none', 'none', 'fail', 'lost');
 
@@ -114,7 +115,7 @@ export async function runScenario(
         const value: OpValue = { execution, fence, payload: req.payload };
         if (behave === 'fail_before')
           throw new OperationFailure(`${execution} failed before its side effect`);
-        if (behave === 'stall') {
+        if (behave === 'stall' || behave === 'stall_fail') {
           // A pause longer than the lease (GC, a slow upstream): others may take over.
           await time.advance(time.leaseMs + time.toleranceMs + 5);
           await observed.gate?.(undefined, 'stall');

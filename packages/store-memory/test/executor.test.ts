@@ -227,7 +227,10 @@ describe('leases in real time', () => {
       acquire: store.acquire,
       complete: store.complete,
       release: store.release,
-      extend: (i: never) => (extends_++, store.extend(i)),
+      extend: (i: never) => {
+        extends_++;
+        return store.extend(i);
+      },
     } as IdempotencyStore;
     const counted = createIdempotency({ store: counting, leaseMs: 90, heartbeatMs: 25 });
     const running = counted.execute({ key: 'long' }, async ({ signal }) => {
