@@ -360,6 +360,78 @@ for (const target of targets) {
       expect(record?.outcome).toBeUndefined();
     });
 
+    it('remembers the fence past expiry in the same hash slot, for fenceMemoryMs', async () => {
+      fresh();
+      const me = owner();
+      await store.acquire({
+        key: 'k',
+        fingerprint: 'fp',
+        owner: me,
+        leaseMs: LEASE,
+        retentionMs: RETENTION,
+      });
+      await store.complete({ key: 'k', owner: me, outcome: new Uint8Array([1]), retentionMs: 200 });
+      const done = await rawRecord(raw, store.redisKey('k'));
+      // The fence memory outlives the record by fenceMemoryMs (default 24 h).
+      expect(await raw.get(store.fenceKey('k'))).toBe('1');
+      expect(await keyGoneAt(raw, store.fenceKey('k'))).toBeGreaterThanOrEqual(
+        done!.expiresAt + 86_400_000 - 1,
+      );
+      expect(await raw.cluster?.('KEYSLOT', store.fenceKey('k')).catch(() => null)).toBe(
+        await raw.cluster?.('KEYSLOT', store.redisKey('k')).catch(() => null),
+      );
+      await sleep(250);
+      // Redis freed the record (outcome bytes included) on time...
+      expect(await raw.exists(store.redisKey('k'))).toBe(0);
+      // ...and the next acquisition continues from the remembered fence.
+      const again = await store.acquire({
+        key: 'k',
+        fingerprint: 'fp',
+        owner: owner(),
+        leaseMs: LEASE,
+        retentionMs: RETENTION,
+      });
+      expect(again).toMatchObject({ kind: 'acquired', fence: 2, takeover: false });
+      expect(await raw.get(store.fenceKey('k'))).toBe('2');
+    });
+
+    it('with fenceMemoryMs 0 keeps one key per record and restarts fences at 1 after expiry', async () => {
+      prefix = randomPrefix();
+      store = createRedisStore({ client, keyPrefix: prefix, fenceMemoryMs: 0 });
+      const me = owner();
+      await store.acquire({
+        key: 'k',
+        fingerprint: 'fp',
+        owner: me,
+        leaseMs: LEASE,
+        retentionMs: RETENTION,
+      });
+      await store.release({ key: 'k', owner: me, retentionMs: 200 });
+      expect(await raw.exists(store.fenceKey('k'))).toBe(0);
+      expect(
+        (
+          await store.acquire({
+            key: 'k',
+            fingerprint: 'fp',
+            owner: owner(),
+            leaseMs: 100,
+            retentionMs: 100,
+          })
+        ).kind,
+      ).toBe('acquired');
+      expect((await rawRecord(raw, store.redisKey('k')))?.fence).toBe(2);
+      await sleep(300);
+      expect(await raw.exists(store.redisKey('k'))).toBe(0);
+      const later = await store.acquire({
+        key: 'k',
+        fingerprint: 'fp',
+        owner: owner(),
+        leaseMs: LEASE,
+        retentionMs: RETENTION,
+      });
+      expect(later).toMatchObject({ kind: 'acquired', fence: 1 });
+    });
+
     it('lets exactly one of 50 concurrent acquires of a free key win', async () => {
       fresh();
       const results = await Promise.all(

@@ -1,0 +1,143 @@
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createIdempotency, StoreUnavailableError } from '@idem/core';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRedisStore } from '../src/index.js';
+import {
+  type RedisServer,
+  redisBinariesAvailable,
+  startRedisServer,
+  stopRedisServer,
+} from './redis-servers.js';
+import { deletePrefix, randomPrefix, standalone } from './targets.js';
+
+const input = () => ({
+  key: randomBytes(8).toString('hex'),
+  fingerprint: 'fp',
+  owner: randomBytes(8).toString('hex'),
+  leaseMs: 30_000,
+  retentionMs: 60_000,
+});
+
+async function unavailable(promise: Promise<unknown>): Promise<StoreUnavailableError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(StoreUnavailableError);
+  expect((error as StoreUnavailableError).code).toBe('STORE_UNAVAILABLE');
+  expect((error as Error).cause).toBeInstanceOf(Error);
+  return error as StoreUnavailableError;
+}
+
+const haveServer = redisBinariesAvailable();
+if (!haveServer) console.warn('[store-redis] redis-server not installed: outage tests SKIPPED');
+
+describe.skipIf(!haveServer)('outages on throwaway servers', () => {
+  const servers: RedisServer[] = [];
+  const clients: Redis[] = [];
+  const connect = (port: number, extra: Record<string, unknown> = {}) => {
+    const client = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 0, ...extra });
+    clients.push(client);
+    return client;
+  };
+
+  afterAll(async () => {
+    for (const client of clients) client.disconnect();
+    await Promise.all(servers.map(stopRedisServer));
+  });
+
+  it('READONLY from a replica (as after a failover) is STORE_UNAVAILABLE with the cause', async () => {
+    // A replica of a primary that does not answer: reads work, writes are refused.
+    const replica = await startRedisServer(['--replicaof', '127.0.0.1', '1']);
+    servers.push(replica);
+    const store = createRedisStore({ client: connect(replica.port) });
+    const error = await unavailable(store.acquire(input()));
+    expect(String((error.cause as Error).message)).toMatch(/READONLY/);
+    // A read-only script still answers there.
+    expect(await store.get('absent')).toBeUndefined();
+  });
+
+  it('a server that dies mid-flight turns every call into STORE_UNAVAILABLE, never a wrong answer', async () => {
+    const server = await startRedisServer();
+    servers.push(server);
+    const client = connect(server.port, { enableOfflineQueue: false, retryStrategy: () => null });
+    if (client.status !== 'ready') await once(client, 'ready');
+    const store = createRedisStore({ client });
+    const idem = createIdempotency({ store, heartbeatMs: false, storeTimeoutMs: 2_000 });
+    const first = await idem.execute({ key: 'k' }, async () => 'v');
+    expect(first.replayed).toBe(false);
+    await stopRedisServer(server);
+    await unavailable(store.acquire(input()));
+    await unavailable(store.get('k'));
+    await unavailable(idem.execute({ key: 'k' }, async () => 'again'));
+  });
+
+  it('reloads scripts after SCRIPT FLUSH (NOSCRIPT) without surfacing an error', async () => {
+    const server = await startRedisServer();
+    servers.push(server);
+    const client = connect(server.port);
+    const store = createRedisStore({ client });
+    const a = input();
+    expect((await store.acquire(a)).kind).toBe('acquired');
+    await connect(server.port).script('FLUSH');
+    const b = input();
+    expect((await store.acquire(b)).kind).toBe('acquired');
+    expect(
+      await store.complete({
+        key: b.key,
+        owner: b.owner,
+        outcome: new Uint8Array([1]),
+        retentionMs: 1_000,
+      }),
+    ).toEqual({
+      ok: true,
+    });
+  });
+});
+
+describe('client without a connection', () => {
+  it('fails fast with STORE_UNAVAILABLE when the offline queue is off', async () => {
+    const client = new Redis({
+      host: '127.0.0.1',
+      port: 1,
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    });
+    const store = createRedisStore({ client });
+    await unavailable(store.acquire(input()));
+    client.disconnect();
+  });
+});
+
+describe('options', () => {
+  let client: Redis;
+  beforeAll(async () => {
+    client = (await standalone.connect()) as Redis;
+  });
+  afterAll(() => client?.disconnect());
+
+  it('rejects braces in keyPrefix and storage keys, and bad limits', async () => {
+    expect(() => createRedisStore({ client, keyPrefix: 'a{b}:' })).toThrow(/keyPrefix/);
+    expect(() => createRedisStore({ client, maxOutcomeBytes: 0 })).toThrow(/maxOutcomeBytes/);
+    expect(() => createRedisStore({ client, fenceMemoryMs: -1 })).toThrow(/fenceMemoryMs/);
+    const store = createRedisStore({ client, keyPrefix: randomPrefix() });
+    await expect(store.acquire({ ...input(), key: 'a}b' })).rejects.toThrow(/storage key/);
+  });
+
+  it('defaults: key layout, 16 MiB outcome limit, server clock', () => {
+    const store = createRedisStore({ client });
+    expect(store.capabilities).toEqual({ clock: 'server', maxOutcomeBytes: 16 * 1024 * 1024 });
+    expect(store.redisKey('abc')).toBe('idem:{abc}');
+    expect(store.fenceKey('abc')).toBe('idem:{abc}:fence');
+  });
+
+  it('cleans up after itself', async () => {
+    const prefix = randomPrefix();
+    const store = createRedisStore({ client, keyPrefix: prefix });
+    await store.acquire(input());
+    expect(await deletePrefix(client, prefix)).toBe(2); // the record and its fence memory
+  });
+});

@@ -1,0 +1,151 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createIdempotency, InProgressError } from '@idem/core';
+import type { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRedisStore, type RedisStore } from '../src/index.js';
+import { ACQUIRE_LUA, COMPLETE_LUA, EXTEND_LUA, GET_LUA, RELEASE_LUA } from '../src/scripts.js';
+import {
+  type Client,
+  deletePrefix,
+  randomPrefix,
+  skipTarget,
+  standalone,
+  targets,
+} from './targets.js';
+
+const sha = (lua: string) => createHash('sha1').update(lua).digest('hex');
+const SCRIPT_NAMES = new Map([
+  [sha(ACQUIRE_LUA), 'acquire'],
+  [sha(COMPLETE_LUA), 'complete'],
+  [sha(RELEASE_LUA), 'release'],
+  [sha(EXTEND_LUA), 'extend'],
+  [sha(GET_LUA), 'get'],
+]);
+
+/**
+ * Records every command the client sends, naming our scripts by their SHA. ioredis sends
+ * each command through `sendCommand`; a NOSCRIPT fallback would show up as a second one.
+ */
+function observe(client: Client): string[] {
+  const sent: string[] = [];
+  const original = client.sendCommand.bind(client) as (...args: unknown[]) => unknown;
+  (client as unknown as { sendCommand: (...args: unknown[]) => unknown }).sendCommand = (
+    ...args: unknown[]
+  ) => {
+    const command = args[0] as { name: string; args: unknown[] };
+    const script = SCRIPT_NAMES.get(String(command.args[0]));
+    sent.push(script ? `${command.name}:${script}` : command.name);
+    return original(...args);
+  };
+  return sent;
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+for (const target of targets) {
+  describe.skipIf(skipTarget(target))(`round trips on ${target.name}`, () => {
+    let client: Client;
+    let raw: Client;
+    let sent: string[];
+    let store: RedisStore;
+    const prefix = randomPrefix();
+
+    beforeAll(async () => {
+      client = await target.connect();
+      raw = await target.connect();
+      sent = observe(client);
+      store = createRedisStore({ client, keyPrefix: prefix });
+    });
+    afterAll(async () => {
+      await deletePrefix(raw, prefix);
+      client?.disconnect();
+      raw?.disconnect();
+    });
+
+    const scope = () => randomBytes(6).toString('hex');
+
+    it('first execution = 2 (acquire + complete), replay = 1, in-progress conflict = 1', async () => {
+      const idem = createIdempotency<{ n: number }>({ store, heartbeatMs: false });
+      const request = { key: 'charge-1', scope: scope(), fingerprint: 'fp' };
+
+      sent.length = 0;
+      const first = await idem.execute(request, async () => ({ n: 1 }));
+      expect(first).toEqual({ value: { n: 1 }, replayed: false });
+      expect(sent).toEqual(['evalsha:acquire', 'evalsha:complete']);
+
+      sent.length = 0;
+      const replay = await idem.execute(request, async () => ({ n: 2 }));
+      expect(replay).toEqual({ value: { n: 1 }, replayed: true });
+      expect(sent).toEqual(['evalsha:acquire']);
+
+      const busy = { key: 'charge-2', scope: scope(), fingerprint: 'fp' };
+      const begun = await idem.begin(busy);
+      expect(begun.kind).toBe('acquired');
+      sent.length = 0;
+      await expect(idem.execute(busy, async () => ({ n: 3 }))).rejects.toBeInstanceOf(
+        InProgressError,
+      );
+      expect(sent).toEqual(['evalsha:acquire']);
+      if (begun.kind === 'acquired') await begun.execution.release();
+    });
+
+    it('heartbeats add exactly one extend each', async () => {
+      const idem = createIdempotency({ store, leaseMs: 600, heartbeatMs: 150 });
+      sent.length = 0;
+      await idem.execute({ key: 'slow', scope: scope() }, async () => {
+        await sleep(500);
+        return 'done';
+      });
+      const extends_ = sent.filter((c) => c === 'evalsha:extend').length;
+      expect(extends_).toBeGreaterThanOrEqual(2);
+      expect(sent).toEqual([
+        'evalsha:acquire',
+        ...Array(extends_).fill('evalsha:extend'),
+        'evalsha:complete',
+      ]);
+    });
+  });
+}
+
+describe('round trips seen by the server (MONITOR)', () => {
+  let client: Redis;
+  let monitor: Redis;
+  const prefix = randomPrefix();
+
+  beforeAll(async () => {
+    client = (await standalone.connect()) as Redis;
+    const base = (await standalone.connect()) as Redis;
+    monitor = await base.monitor(); // a duplicate connection in monitor mode
+    base.disconnect();
+  });
+  afterAll(async () => {
+    monitor?.disconnect();
+    const raw = await standalone.connect();
+    await deletePrefix(raw, prefix);
+    raw.disconnect();
+    client?.disconnect();
+  });
+
+  it('a first execution is two script calls from the client, a replay one', async () => {
+    const store = createRedisStore({ client, keyPrefix: prefix });
+    const idem = createIdempotency({ store, heartbeatMs: false });
+    const address = `${client.stream.localAddress}:${client.stream.localPort}`;
+    const seen: string[] = [];
+    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+      // Commands a script runs are reported with source "lua"; count the client's own.
+      if (source === address) seen.push(String(args[0]).toLowerCase());
+    });
+    const request = { key: 'monitored', scope: randomBytes(6).toString('hex') };
+    await idem.execute(request, async () => 'v');
+    await client.ping(); // a marker: once MONITOR shows it, everything before it was seen
+    await expect.poll(() => seen.at(-1)).toBe('ping');
+    // The first call on a connection is EVAL (ioredis loads the script), later ones EVALSHA.
+    expect(seen.slice(0, -1).map((c) => c.replace('evalsha', 'eval'))).toEqual(['eval', 'eval']);
+
+    seen.length = 0;
+    await idem.execute(request, async () => 'w');
+    await client.ping();
+    await expect.poll(() => seen.at(-1)).toBe('ping');
+    expect(seen.slice(0, -1).map((c) => c.replace('evalsha', 'eval'))).toEqual(['eval']);
+  });
+});
