@@ -1,0 +1,321 @@
+import {
+  createIdempotency,
+  fingerprint,
+  InProgressError,
+  InvalidInputError,
+  isIdemError,
+  type JsonValue,
+  resolveSettings,
+} from '@idem/core';
+import { parseIdempotencyKey } from './key-header.js';
+import type { FingerprintOptions, HttpIdempotencyOptions, ScopeHint } from './options.js';
+import { finalOn2xx } from './policy.js';
+import { PROBLEM_TYPES, problemResponse } from './problem.js';
+import { resolveRecordedHeaders } from './recorded-headers.js';
+import { createRecorder, type IdempotencyContext, type ResponseRecorder } from './recorder.js';
+import { replayResponse } from './replay.js';
+import {
+  BodyTooLargeError,
+  bodyFromBytes,
+  type RequestBody,
+  readBodyLimited,
+} from './request-body.js';
+
+/** A request as an adapter describes it to {@link IdempotencyHandler.begin}. */
+export interface IncomingRequest<R> {
+  /** The native request, handed to the `scope` and `fingerprint.extras` hooks. */
+  native: R;
+  method: string;
+  /** Absolute URL, or path and query. */
+  url: string;
+  /** Route pattern when the framework knows it (used for the default operation). */
+  route?: string;
+  /** One request header's value, or undefined when absent. */
+  header(name: string): string | undefined;
+  /**
+   * Reads the body; MUST throw {@link BodyTooLargeError} past `limit` bytes. Called only for
+   * requests that need a key, after the key and scope checks.
+   */
+  readBody(limit: number): Promise<RequestBody>;
+}
+
+/** What to do with a request, as decided by {@link IdempotencyHandler.begin}. */
+export type IdempotencyDecision =
+  /** Not subject to idempotency (method, optional key, or fail open): run the handler as usual. */
+  | { action: 'pass' }
+  /** Answer with `response` (a replay or one of the library's own errors); do not run the handler. */
+  | { action: 'respond'; response: Response; replayed: boolean }
+  /** Run the handler and feed its response to `recorder`. */
+  | { action: 'execute'; recorder: ResponseRecorder };
+
+/** The HTTP idempotency layer bound to a store and options. */
+export interface IdempotencyHandler<R = Request> {
+  /**
+   * Wraps a Web handler: checks the key, replays, or runs `next` and records its response
+   * while it streams. `next` gets the same request (body unread) and the execution context.
+   */
+  handle(
+    request: Request,
+    next: (
+      request: Request,
+      context: IdempotencyContext | undefined,
+    ) => Response | Promise<Response>,
+    native?: R,
+  ): Promise<Response>;
+  /** The lower-level step for framework adapters; see {@link IdempotencyDecision}. */
+  begin(request: IncomingRequest<R>): Promise<IdempotencyDecision>;
+}
+
+const DEFAULT_METHODS = ['POST', 'PATCH'];
+
+/**
+ * Creates the HTTP layer. Order of checks for a method that needs a key: key present and
+ * valid (400) -> scope -> body size (413) -> fingerprint mismatch (422) -> in progress (409
+ * with Retry-After, or a bounded wait) -> replay (`Idempotent-Replayed: true`) -> execute.
+ * The store down gives 503 with Retry-After unless `failOpen`.
+ */
+export function createIdempotencyHandler<R = Request>(
+  options: HttpIdempotencyOptions<R>,
+): IdempotencyHandler<R> {
+  const { isFinal, ...coreOptions } = options;
+  const engine = createIdempotency<unknown>(coreOptions);
+  const settings = resolveSettings(coreOptions);
+  const methods = new Set((options.methods ?? DEFAULT_METHODS).map((m) => m.toUpperCase()));
+  const required = options.required ?? true;
+  const headerName = (options.headerName ?? 'Idempotency-Key').toLowerCase();
+  const maxBodyBytes = options.maxBodyBytes ?? 1_048_576;
+  if (!(Number.isSafeInteger(maxBodyBytes) && maxBodyBytes >= 0)) {
+    throw new InvalidInputError('maxBodyBytes must be a non-negative integer');
+  }
+  const retryAfter = String(Math.max(1, Math.ceil(options.unavailableRetryAfterSeconds ?? 1)));
+  const warn = options.onWarning ?? ((message: string) => console.warn(`[@idem/http] ${message}`));
+  const recorderSettings = {
+    isFinal: isFinal ?? finalOn2xx,
+    recordedHeaders: resolveRecordedHeaders(options.recordedHeaders),
+    maxOutcomeBytes: settings.store.capabilities.maxOutcomeBytes,
+    warn,
+  };
+  let principalSeen = false;
+  let warnedNoPrincipal = false;
+
+  function notePrincipal(hint: ScopeHint | undefined): void {
+    if (hint?.principal !== undefined && hint.principal !== null) {
+      principalSeen = true;
+    } else if (!principalSeen && !warnedNoPrincipal) {
+      warnedNoPrincipal = true;
+      warn(
+        'No principal was given by the scope hook: keys are shared by every client of an operation. ' +
+          'Return { principal } from `scope` (tenant, user or API key id) to isolate them.',
+      );
+    }
+  }
+
+  async function begin(request: IncomingRequest<R>): Promise<IdempotencyDecision> {
+    const method = request.method.toUpperCase();
+    if (!methods.has(method)) return { action: 'pass' };
+    const field = request.header(headerName);
+    if (field === undefined) {
+      if (!required) return { action: 'pass' };
+      return respond(
+        400,
+        PROBLEM_TYPES.missingKey,
+        'Idempotency-Key required',
+        `${method} requests need an Idempotency-Key header`,
+      );
+    }
+    const parsed = parseIdempotencyKey(field);
+    if (!parsed.ok)
+      return respond(400, PROBLEM_TYPES.invalidKey, 'Invalid Idempotency-Key', parsed.reason);
+    const key = parsed.key;
+
+    const hint = await options.scope?.(request.native);
+    notePrincipal(hint);
+
+    const declared = request.header('content-length');
+    if (declared !== undefined && Number(declared) > maxBodyBytes) return tooLarge();
+    let body: RequestBody;
+    try {
+      body = await request.readBody(maxBodyBytes);
+    } catch (error) {
+      if (error instanceof BodyTooLargeError) return tooLarge();
+      throw error;
+    }
+
+    const url = new URL(request.url, 'http://localhost');
+    const operation = hint?.operation ?? `${method} ${request.route ?? url.pathname}`;
+    const scope: JsonValue = ['idem/http/v1', hint?.principal ?? null, operation];
+    const print = await fingerprintOf(request, method, url, body, options.fingerprint);
+
+    let begun: Awaited<ReturnType<typeof engine.begin>>;
+    try {
+      begun = await engine.begin({ key, scope, fingerprint: print });
+    } catch (error) {
+      if (isIdemError(error, 'MISMATCH')) {
+        return respond(
+          422,
+          PROBLEM_TYPES.keyReused,
+          'Idempotency-Key reused',
+          'This key was already used with a different request',
+        );
+      }
+      if (error instanceof InProgressError) {
+        const seconds = Math.max(1, Math.ceil(error.retryAfterMs / 1000));
+        return respond(
+          409,
+          PROBLEM_TYPES.inProgress,
+          'Request in progress',
+          'A request with this key is still being processed',
+          {
+            'retry-after': String(seconds),
+          },
+        );
+      }
+      if (isIdemError(error, 'STORE_UNAVAILABLE') || isIdemError(error, 'STORE_FULL')) {
+        if (options.failOpen) return { action: 'pass' };
+        return respond(
+          503,
+          PROBLEM_TYPES.storeUnavailable,
+          'Idempotency store unavailable',
+          'Retry later with the same key',
+          {
+            'retry-after': retryAfter,
+          },
+        );
+      }
+      throw error;
+    }
+    if (begun.kind === 'replay') {
+      try {
+        return { action: 'respond', response: replayResponse(begun.outcome), replayed: true };
+      } catch (error) {
+        if (!isIdemError(error, 'OUTCOME_CORRUPT')) throw error;
+        return respond(
+          500,
+          PROBLEM_TYPES.outcomeUnreadable,
+          'Stored outcome unreadable',
+          error.message,
+        );
+      }
+    }
+    return { action: 'execute', recorder: createRecorder(key, begun.execution, recorderSettings) };
+  }
+
+  async function handle(
+    request: Request,
+    next: (
+      request: Request,
+      context: IdempotencyContext | undefined,
+    ) => Response | Promise<Response>,
+    native?: R,
+  ): Promise<Response> {
+    const decision = await begin({
+      native: native ?? (request as unknown as R),
+      method: request.method,
+      url: request.url,
+      header: (name) => request.headers.get(name) ?? undefined,
+      // A clone, so the handler still gets an unread body.
+      readBody: async (limit) =>
+        bodyFromBytes(
+          await readBodyLimited(request.clone().body, limit),
+          request.headers.get('content-type'),
+        ),
+    });
+    if (decision.action === 'pass') return next(request, undefined);
+    if (decision.action === 'respond') return decision.response;
+    const { recorder } = decision;
+    let response: Response;
+    try {
+      response = await next(request, recorder.context);
+    } catch (error) {
+      const failure = problemResponse({
+        type: PROBLEM_TYPES.handlerFailed,
+        title: 'Internal Server Error',
+        status: 500,
+      });
+      if (!recorder.start(failure.status, failure.headers)) {
+        await recorder.fail(error);
+        throw error;
+      }
+      return recorder.recordResponse(failure);
+    }
+    return recorder.recordResponse(response);
+  }
+
+  return { begin, handle };
+}
+
+function respond(
+  status: number,
+  type: (typeof PROBLEM_TYPES)[keyof typeof PROBLEM_TYPES],
+  title: string,
+  detail: string,
+  headers?: Record<string, string>,
+): IdempotencyDecision {
+  return {
+    action: 'respond',
+    response: problemResponse({ type, title, status, detail }, headers),
+    replayed: false,
+  };
+}
+
+function tooLarge(): IdempotencyDecision {
+  return respond(
+    413,
+    PROBLEM_TYPES.bodyTooLarge,
+    'Request body too large',
+    'The request body exceeds the configured limit',
+  );
+}
+
+async function fingerprintOf<R>(
+  request: IncomingRequest<R>,
+  method: string,
+  url: URL,
+  body: RequestBody,
+  options: FingerprintOptions<R> | undefined,
+): Promise<string> {
+  const extras: Record<string, JsonValue> = {};
+  if (options?.query ?? true) extras.query = url.search;
+  for (const name of options?.headers ?? [])
+    extras[`header:${name.toLowerCase()}`] = request.header(name) ?? null;
+  if (options?.extras) {
+    for (const [name, value] of Object.entries(await options.extras(request.native)))
+      extras[`extra:${name}`] = value;
+  }
+  const input = {
+    method,
+    route: url.pathname,
+    extras,
+    ...(options?.exclude?.length ? { exclude: options.exclude } : {}),
+  };
+  if (body.kind === 'none') return fingerprint(input);
+  if (body.kind === 'bytes') return fingerprint({ ...input, exclude: undefined, body: body.bytes });
+  try {
+    return fingerprint({ ...input, body: body.value });
+  } catch (error) {
+    // A JSON value canonical JSON refuses (e.g. a huge number): fingerprint its text instead.
+    if (!isIdemError(error, 'NOT_CANONICAL')) throw error;
+    return fingerprint({
+      ...input,
+      exclude: undefined,
+      body: new TextEncoder().encode(JSON.stringify(body.value)),
+    });
+  }
+}
+
+/**
+ * Wraps a Web handler (`(request) => Response`) with idempotency: the form for Hono,
+ * Next.js route handlers, Bun, Deno and workers. The handler receives the execution
+ * context (key, fence, abort signal) as its second argument, `undefined` when the request
+ * was not subject to idempotency.
+ */
+export function withIdempotency(
+  handler: (
+    request: Request,
+    context: IdempotencyContext | undefined,
+  ) => Response | Promise<Response>,
+  options: HttpIdempotencyOptions<Request>,
+): (request: Request) => Promise<Response> {
+  const idempotency = createIdempotencyHandler(options);
+  return (request) => idempotency.handle(request, handler);
+}

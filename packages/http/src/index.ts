@@ -1,0 +1,20 @@
+export type { IdempotencyDecision, IdempotencyHandler, IncomingRequest } from './handler.js';
+export { createIdempotencyHandler, withIdempotency } from './handler.js';
+export type { ParsedKey } from './key-header.js';
+export { formatIdempotencyKey, parseIdempotencyKey } from './key-header.js';
+export type { FingerprintOptions, HttpIdempotencyOptions, ScopeHint } from './options.js';
+export type { ResponseHead, ResponsePolicy } from './policy.js';
+export { finalOn2xx, finalOnceStarted } from './policy.js';
+export type { ProblemDetails, ProblemType } from './problem.js';
+export { PROBLEM_TYPES, problemResponse } from './problem.js';
+export { DEFAULT_RECORDED_HEADERS } from './recorded-headers.js';
+export type { IdempotencyContext, ResponseRecorder } from './recorder.js';
+export { OUTCOME_FORMAT } from './recorder.js';
+export { REPLAYED_HEADER, replayResponse } from './replay.js';
+export type { RequestBody } from './request-body.js';
+export {
+  BodyTooLargeError,
+  bodyFromBytes,
+  isJsonContentType,
+  readBodyLimited,
+} from './request-body.js';

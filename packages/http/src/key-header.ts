@@ -1,0 +1,74 @@
+import { validateKey } from '@idem/core';
+
+/** Result of {@link parseIdempotencyKey}. */
+export type ParsedKey = { ok: true; key: string } | { ok: false; reason: string };
+
+// RFC 8941 sf-string characters that need no escape: printable ASCII except DQUOTE and "\".
+const UNESCAPED = /^[\x20\x21\x23-\x5b\x5d-\x7e]$/;
+
+/**
+ * Parses an `Idempotency-Key` field value: a Structured Field String (RFC 8941: `"..."`
+ * with `\"` and `\\` as the only escapes, parameters after it ignored) or the bare token
+ * form that Stripe-style clients send. The key MUST then be 1..255 printable ASCII
+ * characters; anything else is refused with a reason, never repaired.
+ */
+export function parseIdempotencyKey(fieldValue: string): ParsedKey {
+  const value = fieldValue.trim();
+  if (value.length === 0) return { ok: false, reason: 'The Idempotency-Key header is empty' };
+  let key: string;
+  if (value.startsWith('"')) {
+    const parsed = parseSfString(value);
+    if (!parsed.ok) return parsed;
+    key = parsed.key;
+  } else {
+    if (value.includes('"') || value.includes('\\')) {
+      return { ok: false, reason: 'A bare Idempotency-Key must not contain quotes or backslashes' };
+    }
+    key = value;
+  }
+  try {
+    validateKey(key);
+  } catch (error) {
+    return { ok: false, reason: error instanceof Error ? error.message : String(error) };
+  }
+  return { ok: true, key };
+}
+
+function parseSfString(value: string): ParsedKey {
+  let key = '';
+  for (let i = 1; i < value.length; i++) {
+    const ch = value[i] as string;
+    if (ch === '\\') {
+      const next = value[i + 1];
+      if (next !== '"' && next !== '\\') {
+        return {
+          ok: false,
+          reason: 'Only \\" and \\\\ escapes are allowed in a quoted Idempotency-Key',
+        };
+      }
+      key += next;
+      i++;
+    } else if (ch === '"') {
+      const rest = value.slice(i + 1).trimStart();
+      // Parameters (";name=value") are part of an Item and are ignored; anything else is not.
+      if (rest.length > 0 && !rest.startsWith(';')) {
+        return { ok: false, reason: 'Unexpected characters after the quoted Idempotency-Key' };
+      }
+      return { ok: true, key };
+    } else if (!UNESCAPED.test(ch)) {
+      return {
+        ok: false,
+        reason: 'The quoted Idempotency-Key contains a character that is not printable ASCII',
+      };
+    } else {
+      key += ch;
+    }
+  }
+  return { ok: false, reason: 'The quoted Idempotency-Key has no closing quote' };
+}
+
+/** Serializes a key as a Structured Field String, the form a client SHOULD send. */
+export function formatIdempotencyKey(key: string): string {
+  validateKey(key);
+  return `"${key.replace(/[\\"]/g, (ch) => `\\${ch}`)}"`;
+}

@@ -1,0 +1,63 @@
+import type { IdempotencyOptions, JsonValue } from '@idem/core';
+import type { ResponsePolicy } from './policy.js';
+
+/**
+ * What the app says about a request's scope. The storage key is derived from the
+ * principal, the operation and the client's key, so the same key from two principals
+ * never meets.
+ */
+export interface ScopeHint {
+  /** Tenant, user or API key id the request acts for; `null`/absent means none. */
+  principal?: JsonValue;
+  /** Operation the key is unique within. @default `${METHOD} ${route or path}` */
+  operation?: string;
+}
+
+/** Which request parts make two requests "the same" (a retry) rather than a key reuse. */
+export interface FingerprintOptions<R> {
+  /** Request headers whose values matter (e.g. `content-type`, `x-api-version`). @default [] */
+  headers?: readonly string[];
+  /** JSON body fields to leave out (top-level names or dotted paths). @default [] */
+  exclude?: readonly string[];
+  /** Whether the query string is part of the fingerprint. @default true */
+  query?: boolean;
+  /** Further parts, from the native request. */
+  extras?: (request: R) => Record<string, JsonValue> | Promise<Record<string, JsonValue>>;
+}
+
+/**
+ * Options of {@link createIdempotencyHandler}. `R` is the request type the hooks receive:
+ * the Web `Request` here, the framework's own request in the adapters. Every core option
+ * (lease, heartbeat, retention, store timeout, bounded wait, clock, events) applies.
+ */
+export interface HttpIdempotencyOptions<R = Request>
+  extends Omit<IdempotencyOptions<unknown>, 'isFinal' | 'serializer'> {
+  /** Methods that are made idempotent; others pass through untouched. @default ['POST', 'PATCH'] */
+  methods?: readonly string[];
+  /** Whether a request of those methods without a key gets 400 (else it passes through). @default true */
+  required?: boolean;
+  /** Request header carrying the key. @default 'Idempotency-Key' */
+  headerName?: string;
+  /**
+   * The request's scope. Called after the key is validated and before anything is read or
+   * stored; an error it throws propagates to the framework. @default no principal; operation = method and path
+   */
+  scope?: (request: R) => ScopeHint | undefined | Promise<ScopeHint | undefined>;
+  /** Fingerprint parts beyond method, path and body. */
+  fingerprint?: FingerprintOptions<R>;
+  /** Which responses are recorded and replayed. @default finalOn2xx */
+  isFinal?: ResponsePolicy;
+  /**
+   * Response headers recorded and replayed (case-insensitive). Set-Cookie, hop-by-hop and
+   * per-transfer headers are refused. @default DEFAULT_RECORDED_HEADERS
+   */
+  recordedHeaders?: readonly string[];
+  /** Largest request body accepted, in bytes; larger ones get 413 before anything is stored. @default 1_048_576 */
+  maxBodyBytes?: number;
+  /** When the store is down, run the handler without idempotency instead of answering 503. @default false */
+  failOpen?: boolean;
+  /** `Retry-After` (seconds) of the 503 sent when the store is down. @default 1 */
+  unavailableRetryAfterSeconds?: number;
+  /** Receives configuration warnings (e.g. no principal ever given). @default console.warn */
+  onWarning?: (message: string) => void;
+}

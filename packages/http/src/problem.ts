@@ -1,0 +1,45 @@
+/** Stable RFC 9457 `type` URIs of the answers @idem/http gives on its own. */
+export const PROBLEM_TYPES = {
+  /** 400: the method needs an `Idempotency-Key` and the request has none. */
+  missingKey: 'https://idem.dev/problems/missing-key',
+  /** 400: the `Idempotency-Key` is empty, too long, not printable ASCII or badly quoted. */
+  invalidKey: 'https://idem.dev/problems/invalid-key',
+  /** 413: the request body is larger than `maxBodyBytes`. */
+  bodyTooLarge: 'https://idem.dev/problems/body-too-large',
+  /** 409: a request with this key is still being processed. */
+  inProgress: 'https://idem.dev/problems/in-progress',
+  /** 422: the key was already used with a different request. */
+  keyReused: 'https://idem.dev/problems/key-reused',
+  /** 503: the idempotency store could not be reached (fail closed). */
+  storeUnavailable: 'https://idem.dev/problems/store-unavailable',
+  /** 500: a stored outcome could not be read back. */
+  outcomeUnreadable: 'https://idem.dev/problems/outcome-unreadable',
+  /** 500: the handler threw; recorded only when the outcome policy makes failures final. */
+  handlerFailed: 'https://idem.dev/problems/handler-failed',
+} as const;
+
+/** One of {@link PROBLEM_TYPES}. */
+export type ProblemType = (typeof PROBLEM_TYPES)[keyof typeof PROBLEM_TYPES];
+
+/** An RFC 9457 problem details object as @idem/http sends it. */
+export interface ProblemDetails {
+  type: ProblemType;
+  title: string;
+  status: number;
+  detail?: string;
+}
+
+/** Builds an `application/problem+json` response; never cached by intermediaries. */
+export function problemResponse(
+  problem: ProblemDetails,
+  headers?: Record<string, string>,
+): Response {
+  return new Response(JSON.stringify(problem), {
+    status: problem.status,
+    headers: {
+      'content-type': 'application/problem+json',
+      'cache-control': 'no-store',
+      ...headers,
+    },
+  });
+}

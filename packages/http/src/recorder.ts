@@ -1,0 +1,226 @@
+import { type Execution, isIdemError, type StoredOutcome } from '@idem/core';
+import type { ResponsePolicy } from './policy.js';
+import { pickRecordedHeaders } from './recorded-headers.js';
+
+/** What the handler can use of the idempotent execution it runs in. */
+export interface IdempotencyContext {
+  /** The client's key. */
+  key: string;
+  /** The derived storage key. */
+  storageKey: string;
+  /** Fencing token: pass it to downstream writes that can reject a lower one. */
+  fence: number;
+  /** Aborts when the lease on the key is lost. */
+  signal: AbortSignal;
+}
+
+/** Format tag of the outcomes @idem/http stores. */
+export const OUTCOME_FORMAT = 'idem/http/v1';
+
+/**
+ * Records one response while it is sent. Framework adapters drive it: `start` with the
+ * status and headers, `capture` every body chunk in order, then `finish` (or `fail` when
+ * the body broke). {@link ResponseRecorder.recordResponse} does all of it for a Web
+ * `Response`.
+ *
+ * Guarantees: when the policy makes the response final, the outcome is persisted before
+ * `finish` resolves, and the caller MUST NOT send the end of the response (held chunks and
+ * the end of the stream) before then; when `finish` rejects, the caller MUST abort the
+ * response instead of ending it, so that no client takes an unrecorded response for a
+ * complete one.
+ */
+export interface ResponseRecorder {
+  /** What the handler may use: key, fence, abort signal. */
+  readonly context: IdempotencyContext;
+  /** Declares status and headers (once); returns whether the response will be recorded. */
+  start(status: number, headers: Headers): boolean;
+  /**
+   * Takes the next body chunk. Returns true when the caller may send it now, false when it
+   * MUST hold it until `finish` resolves (the last bytes of a body of known length).
+   */
+  capture(chunk: Uint8Array): boolean;
+  /** The body ended: records the outcome (or releases the key); see the guarantees above. */
+  finish(): Promise<void>;
+  /** The handler failed or its body broke: releases the key so a retry executes again. */
+  fail(error: unknown): Promise<void>;
+  /**
+   * Wraps a Web `Response` so its body is recorded while it streams to the caller; the
+   * returned body ends (or errors) only after `finish` settled.
+   */
+  recordResponse(response: Response): Promise<Response>;
+}
+
+interface RecorderSettings {
+  isFinal: ResponsePolicy;
+  recordedHeaders: ReadonlySet<string>;
+  maxOutcomeBytes: number | undefined;
+  warn: (message: string) => void;
+}
+
+/** @internal */
+export function createRecorder(
+  key: string,
+  execution: Execution,
+  settings: RecorderSettings,
+): ResponseRecorder {
+  const context: IdempotencyContext = {
+    key,
+    storageKey: execution.storageKey,
+    fence: execution.fence,
+    signal: execution.signal,
+  };
+  let head: { status: number; headers: [string, string][] } | undefined;
+  let final = false;
+  let expectedLength: number | undefined;
+  let seen = 0;
+  let tooLarge = false;
+  const chunks: Uint8Array[] = [];
+  let done: Promise<void> | undefined;
+
+  function start(status: number, headers: Headers): boolean {
+    if (head) return final;
+    final = settings.isFinal({ status, headers });
+    head = { status, headers: pickRecordedHeaders(headers, settings.recordedHeaders) };
+    const length = headers.get('content-length');
+    if (length !== null && /^\d+$/.test(length.trim())) expectedLength = Number(length);
+    return final;
+  }
+
+  function capture(chunk: Uint8Array): boolean {
+    if (!head) throw new Error('ResponseRecorder.start must be called before capture');
+    if (chunk.length === 0) return true;
+    seen += chunk.length;
+    if (final && !tooLarge) {
+      // A copy: the caller may reuse its buffer after sending it.
+      chunks.push(chunk.slice());
+      if (settings.maxOutcomeBytes !== undefined && seen > settings.maxOutcomeBytes) {
+        tooLarge = true;
+        chunks.length = 0;
+      }
+    }
+    return expectedLength === undefined || seen < expectedLength;
+  }
+
+  async function settle(): Promise<void> {
+    if (!head) throw new Error('ResponseRecorder.start must be called before finish');
+    if (!final || tooLarge) {
+      if (tooLarge)
+        settings.warn(
+          `Response of ${execution.storageKey} is too large for the store; not recorded`,
+        );
+      await execution.release().catch(() => {});
+      return;
+    }
+    const body = new Uint8Array(seen);
+    let offset = 0;
+    for (const chunk of chunks) {
+      body.set(chunk, offset);
+      offset += chunk.length;
+    }
+    const outcome: StoredOutcome = {
+      meta: {
+        format: OUTCOME_FORMAT,
+        status: head.status,
+        headers: head.headers,
+        chunks: chunks.map((c) => c.length),
+      },
+      body,
+    };
+    try {
+      await execution.complete(outcome);
+    } catch (error) {
+      // Released by core: the response may still finish; a retry executes again.
+      if (isIdemError(error, 'OUTCOME_TOO_LARGE')) {
+        settings.warn(
+          `Response of ${execution.storageKey} is too large for the store; not recorded`,
+        );
+        return;
+      }
+      throw error;
+    }
+  }
+
+  function finish(): Promise<void> {
+    done ??= settle();
+    return done;
+  }
+
+  function fail(_error: unknown): Promise<void> {
+    done ??= execution.release().catch(() => {});
+    return done;
+  }
+
+  async function recordResponse(response: Response): Promise<Response> {
+    start(response.status, response.headers);
+    if (response.body === null) {
+      // No body (204, 304, HEAD): record first; the response goes out only after that.
+      await finish();
+      return response;
+    }
+    const reader = response.body.getReader();
+    const held: Uint8Array[] = [];
+    const encoder = new TextEncoder();
+    const toBytes = (value: unknown): Uint8Array =>
+      typeof value === 'string' ? encoder.encode(value) : (value as Uint8Array);
+
+    // The client went away: keep reading the handler's body so its outcome is still
+    // recorded, and a retry gets a replay instead of a second execution.
+    async function drain(): Promise<void> {
+      try {
+        for (;;) {
+          const { done: ended, value } = await reader.read();
+          if (ended) break;
+          capture(toBytes(value));
+        }
+        await finish();
+      } catch (error) {
+        await fail(error);
+      }
+    }
+
+    const stream = new ReadableStream<Uint8Array>(
+      {
+        async pull(controller) {
+          // Loop until something is enqueued or the stream ends: a pull that enqueues
+          // nothing (a held chunk) would not be called again.
+          for (;;) {
+            let read: ReadableStreamReadResult<Uint8Array>;
+            try {
+              read = await reader.read();
+            } catch (error) {
+              await fail(error);
+              controller.error(error);
+              return;
+            }
+            if (read.done) break;
+            const chunk = toBytes(read.value);
+            if (capture(chunk)) {
+              controller.enqueue(chunk);
+              return;
+            }
+            held.push(chunk);
+          }
+          try {
+            await finish();
+          } catch (error) {
+            controller.error(error);
+            return;
+          }
+          for (const chunk of held) controller.enqueue(chunk);
+          controller.close();
+        },
+        cancel() {
+          void drain();
+        },
+      },
+      { highWaterMark: 0 },
+    );
+    return new Response(stream, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    });
+  }
+
+  return { context, start, capture, finish, fail, recordResponse };
+}

@@ -1,0 +1,72 @@
+import type { JsonValue } from '@idem/core';
+
+/** A request body as the fingerprint sees it. */
+export type RequestBody =
+  | { kind: 'none' }
+  | { kind: 'json'; value: JsonValue }
+  | { kind: 'bytes'; bytes: Uint8Array };
+
+/** Thrown by a body reader when the body is larger than the limit; answered with 413. */
+export class BodyTooLargeError extends Error {
+  constructor(readonly limit: number) {
+    super(`The request body is larger than ${limit} bytes`);
+    this.name = 'BodyTooLargeError';
+  }
+}
+
+const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
+
+/** True for `application/json` and `application/*+json` content types. */
+export function isJsonContentType(contentType: string | null | undefined): boolean {
+  return typeof contentType === 'string' && JSON_TYPE.test(contentType.trim());
+}
+
+/**
+ * Reads a body stream up to `limit` bytes. Throws {@link BodyTooLargeError} as soon as the
+ * limit is passed, so an oversized body is never buffered whole.
+ */
+export async function readBodyLimited(
+  stream: AsyncIterable<Uint8Array | string> | ReadableStream<Uint8Array> | null,
+  limit: number,
+): Promise<Uint8Array> {
+  if (stream === null) return new Uint8Array();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  const encoder = new TextEncoder();
+  for await (const part of stream as AsyncIterable<Uint8Array | string>) {
+    const bytes = typeof part === 'string' ? encoder.encode(part) : part;
+    size += bytes.length;
+    // Leaving the loop by a throw cancels the stream, so the rest is never read.
+    if (size > limit) throw new BodyTooLargeError(limit);
+    parts.push(bytes);
+  }
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
+
+/**
+ * Interprets raw body bytes: JSON content types are parsed so that key order and spacing
+ * do not change the fingerprint; anything else (or JSON that does not parse) stays bytes.
+ */
+export function bodyFromBytes(
+  bytes: Uint8Array,
+  contentType: string | null | undefined,
+): RequestBody {
+  if (bytes.length === 0) return { kind: 'none' };
+  if (isJsonContentType(contentType)) {
+    try {
+      return {
+        kind: 'json',
+        value: JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes)),
+      };
+    } catch {
+      // Not valid JSON: the bytes are the request.
+    }
+  }
+  return { kind: 'bytes', bytes };
+}

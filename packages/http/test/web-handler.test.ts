@@ -1,0 +1,203 @@
+import { createMemoryStore } from '@idem/store-memory';
+import { describe, expect, it, vi } from 'vitest';
+import {
+  createIdempotencyHandler,
+  finalOnceStarted,
+  PROBLEM_TYPES,
+  REPLAYED_HEADER,
+  withIdempotency,
+} from '../src/index.js';
+import { spyStore } from './support/stores.js';
+
+const encoder = new TextEncoder();
+
+function post(
+  key: string,
+  body: unknown = { a: 1 },
+  headers: Record<string, string> = {},
+): Request {
+  return new Request('http://api.test/items?x=1', {
+    method: 'POST',
+    headers: { 'idempotency-key': key, 'content-type': 'application/json', ...headers },
+    body: JSON.stringify(body),
+  });
+}
+
+function chunkedResponse(
+  chunks: string[],
+  options: { failAfter?: number; headers?: HeadersInit } = {},
+): Response {
+  let index = 0;
+  return new Response(
+    new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (options.failAfter !== undefined && index === options.failAfter) {
+          controller.error(new Error('upstream broke'));
+          return;
+        }
+        if (index === chunks.length) {
+          controller.close();
+          return;
+        }
+        controller.enqueue(encoder.encode(chunks[index++]));
+      },
+    }),
+    { status: 200, headers: options.headers ?? { 'content-type': 'text/event-stream' } },
+  );
+}
+
+async function readChunks(response: Response): Promise<string[]> {
+  const out: string[] = [];
+  const reader = response.body!.getReader();
+  for (let read = await reader.read(); !read.done; read = await reader.read()) {
+    out.push(new TextDecoder().decode(read.value));
+  }
+  return out;
+}
+
+describe('withIdempotency on Web Request/Response', () => {
+  it('replays a stream as the same chunks in the same order', async () => {
+    const handler = vi.fn(async () => chunkedResponse(['a', 'bb', 'ccc']));
+    const fetchLike = withIdempotency(handler, { store: createMemoryStore(), onWarning: () => {} });
+    expect(await readChunks(await fetchLike(post('k1')))).toEqual(['a', 'bb', 'ccc']);
+    const replay = await fetchLike(post('k1'));
+    expect(replay.headers.get(REPLAYED_HEADER)).toBe('true');
+    expect(await readChunks(replay)).toEqual(['a', 'bb', 'ccc']);
+    expect(handler).toHaveBeenCalledTimes(1);
+  });
+
+  it('records before the body ends: nothing of the end reaches the caller before complete', async () => {
+    const spied = spyStore(createMemoryStore());
+    const fetchLike = withIdempotency(
+      async () =>
+        new Response('{"done":true}', {
+          headers: { 'content-type': 'application/json', 'content-length': '13' },
+        }),
+      { store: spied.store, onWarning: () => {} },
+    );
+    const response = await fetchLike(post('k2'));
+    const reader = response.body!.getReader();
+    const first = await reader.read();
+    // A body of known length: its last bytes are held until the outcome is recorded.
+    expect(spied.calls.complete).toBe(1);
+    expect(new TextDecoder().decode(first.value)).toBe('{"done":true}');
+    expect((await reader.read()).done).toBe(true);
+  });
+
+  it('releases a stream that breaks midway and errors it for the caller', async () => {
+    const spied = spyStore(createMemoryStore());
+    let runs = 0;
+    const fetchLike = withIdempotency(
+      async () => {
+        runs++;
+        return chunkedResponse(['one', 'two'], { failAfter: 1 });
+      },
+      { store: spied.store, onWarning: () => {} },
+    );
+    await expect(readChunks(await fetchLike(post('k3')))).rejects.toThrow('upstream broke');
+    expect(spied.calls).toMatchObject({ complete: 0, release: 1 });
+    await expect(readChunks(await fetchLike(post('k3')))).rejects.toThrow('upstream broke');
+    expect(runs).toBe(2);
+  });
+
+  it('keeps recording when the caller goes away, so a retry gets the replay', async () => {
+    const spied = spyStore(createMemoryStore());
+    const handler = vi.fn(async () => chunkedResponse(['x', 'y', 'z']));
+    const fetchLike = withIdempotency(handler, { store: spied.store, onWarning: () => {} });
+    const response = await fetchLike(post('k4'));
+    const reader = response.body!.getReader();
+    await reader.read();
+    await reader.cancel();
+    await vi.waitFor(() => expect(spied.calls.complete).toBe(1));
+    expect(await readChunks(await fetchLike(post('k4')))).toEqual(['x', 'y', 'z']);
+    expect(handler).toHaveBeenCalledTimes(1);
+  });
+
+  it('rethrows a handler error by default and records a 500 problem once started', async () => {
+    const boom = async (): Promise<Response> => {
+      throw new Error('boom');
+    };
+    const byDefault = withIdempotency(boom, { store: createMemoryStore(), onWarning: () => {} });
+    await expect(byDefault(post('k5'))).rejects.toThrow('boom');
+    await expect(byDefault(post('k5'))).rejects.toThrow('boom');
+    const stripeLike = withIdempotency(boom, {
+      store: createMemoryStore(),
+      isFinal: finalOnceStarted,
+      onWarning: () => {},
+    });
+    const first = await stripeLike(post('k6'));
+    expect(first.status).toBe(500);
+    expect(await first.json()).toMatchObject({ type: PROBLEM_TYPES.handlerFailed });
+    expect((await stripeLike(post('k6'))).headers.get(REPLAYED_HEADER)).toBe('true');
+  });
+
+  it('fingerprints JSON canonically and the query string', async () => {
+    const fetchLike = withIdempotency(async () => new Response('ok'), {
+      store: createMemoryStore(),
+      onWarning: () => {},
+    });
+    await (await fetchLike(post('k7', { a: 1, b: [1, 2] }))).text();
+    const reordered = new Request('http://api.test/items?x=1', {
+      method: 'POST',
+      headers: { 'idempotency-key': 'k7', 'content-type': 'application/json' },
+      body: '{"b":[1,2.0],"a":1}',
+    });
+    expect((await fetchLike(reordered)).headers.get(REPLAYED_HEADER)).toBe('true');
+    const otherQuery = new Request('http://api.test/items?x=2', reordered.clone());
+    expect((await fetchLike(otherQuery)).status).toBe(422);
+  });
+
+  it('warns once when the scope never gives a principal, and not when it does', async () => {
+    const warnings: string[] = [];
+    const without = createIdempotencyHandler({
+      store: createMemoryStore(),
+      onWarning: (m) => warnings.push(m),
+    });
+    for (const key of ['w1', 'w2', 'w3'])
+      await (await without.handle(post(key), async () => new Response('ok'))).text();
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/principal/);
+    const withPrincipal = createIdempotencyHandler({
+      store: createMemoryStore(),
+      scope: (request) => ({ principal: request.headers.get('x-user') }),
+      onWarning: (m) => warnings.push(m),
+    });
+    await (
+      await withPrincipal.handle(post('w4', {}, { 'x-user': 'u1' }), async () => new Response('ok'))
+    ).text();
+    expect(warnings).toHaveLength(1);
+  });
+
+  it('refuses to record Set-Cookie or hop-by-hop headers', () => {
+    for (const name of ['Set-Cookie', 'transfer-encoding', 'connection']) {
+      expect(() =>
+        createIdempotencyHandler({ store: createMemoryStore(), recordedHeaders: [name] }),
+      ).toThrow(name.toLowerCase());
+    }
+  });
+
+  it('refuses a chunked body over the limit while reading it', async () => {
+    const spied = spyStore(createMemoryStore());
+    const fetchLike = withIdempotency(async () => new Response('ok'), {
+      store: spied.store,
+      maxBodyBytes: 10,
+      onWarning: () => {},
+    });
+    const stream = new ReadableStream({
+      start(controller) {
+        controller.enqueue(encoder.encode('0123456789'));
+        controller.enqueue(encoder.encode('abc'));
+        controller.close();
+      },
+    });
+    const request = new Request('http://api.test/upload', {
+      method: 'POST',
+      headers: { 'idempotency-key': 'big' },
+      body: stream,
+      duplex: 'half',
+    } as RequestInit);
+    const response = await fetchLike(request);
+    expect(response.status).toBe(413);
+    expect(spied.calls.acquire).toBe(0);
+  });
+});
