@@ -10,7 +10,7 @@ export type {
   IdempotentFetchOptions,
   KeyRequest,
   KeyStrategy,
-} from './idempotent-fetch.js';
+} from './fetch-options.js';
 export { createIdempotentFetch, getIdempotencyInfo } from './idempotent-fetch.js';
 export { formatKeyHeader, parseKeyHeader } from './key-header.js';
 export { isRetryableStatus, parseRetryAfter } from './retry-policy.js';

@@ -1,0 +1,44 @@
+import { deriveKey, generateKey, validateKey } from '@idem/core';
+import type { KeyStrategy } from './fetch-options.js';
+import { formatKeyHeader, parseKeyHeader } from './key-header.js';
+import { bodyBytes, type PreparedRequest } from './request-body.js';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+async function contentKey(request: PreparedRequest): Promise<string> {
+  const bytes = await bodyBytes(request.body);
+  let body: string | { base64: string };
+  try {
+    body = utf8.decode(bytes);
+  } catch {
+    body = { base64: Buffer.from(bytes).toString('base64') };
+  }
+  return deriveKey({ method: request.method, url: request.url, body });
+}
+
+/**
+ * The key of one logical call: the caller's key header if present (left as sent), else a key
+ * from `strategy`, written into the request's headers so every attempt carries it.
+ */
+export async function assignKey(
+  request: PreparedRequest,
+  settings: { strategy: KeyStrategy; headerName: string; keyFormat: 'sf-string' | 'bare' },
+): Promise<string> {
+  const { strategy, headerName, keyFormat } = settings;
+  const existing = request.headers.get(headerName);
+  if (existing !== null) return parseKeyHeader(existing);
+  let key: string;
+  if (strategy === 'random') key = generateKey();
+  else if (strategy === 'content') key = await contentKey(request);
+  else {
+    key = await strategy({
+      method: request.method,
+      url: request.url,
+      headers: request.headers,
+      body: request.body,
+    });
+    validateKey(key);
+  }
+  request.headers.set(headerName, formatKeyHeader(key, keyFormat));
+  return key;
+}
