@@ -1,0 +1,113 @@
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { createIdempotentFetch, getIdempotencyInfo } from '../src/index.js';
+import { inOrder, postJson, recordingSleep, startHarness } from './support/harness.js';
+
+describe('keys, hooks and options', () => {
+  it('sends the caller key exactly as given, on every attempt, and reports it', async () => {
+    const h = await startHarness(inOrder({ kind: 'status', status: 503 }));
+    const idemFetch = createIdempotentFetch({ sleep: recordingSleep().sleep });
+    const response = await idemFetch(
+      `${h.url}/charges`,
+      postJson({ item: 'w' }, { headers: { 'Idempotency-Key': 'order-w-1' } }),
+    );
+    expect(h.server.seen.map((s) => s.key)).toEqual(['order-w-1', 'order-w-1']);
+    expect(getIdempotencyInfo(response)?.key).toBe('order-w-1');
+  });
+
+  it('uses a key function, once per logical call', async () => {
+    const h = await startHarness(inOrder({ kind: 'drop-before' }));
+    let calls = 0;
+    const idemFetch = createIdempotentFetch({
+      sleep: recordingSleep().sleep,
+      keyFormat: 'bare',
+      key: ({ method, body }) => `${method.toLowerCase()}-${++calls}-${String(body).length}`,
+    });
+    const response = await idemFetch(`${h.url}/charges`, postJson({ item: 'x' }));
+    expect(response.status).toBe(201);
+    expect(calls).toBe(1);
+    expect(h.server.seen.map((s) => s.key)).toEqual(['post-1-12', 'post-1-12']);
+  });
+
+  it('refuses an invalid key from a key function before sending', async () => {
+    const h = await startHarness();
+    const idemFetch = createIdempotentFetch({ key: () => 'bad\nkey' });
+    await expect(idemFetch(`${h.url}/charges`, postJson({ item: 'y' }))).rejects.toMatchObject({
+      code: 'INVALID_KEY',
+    });
+    expect(h.server.seen).toHaveLength(0);
+  });
+
+  it('refuses to derive a content key from FormData', async () => {
+    const h = await startHarness();
+    const idemFetch = createIdempotentFetch({ key: 'content' });
+    const form = new FormData();
+    form.set('item', 'z');
+    await expect(
+      idemFetch(`${h.url}/charges`, { method: 'POST', body: form }),
+    ).rejects.toMatchObject({
+      code: 'KEY_NOT_DERIVABLE',
+    });
+    expect(h.server.seen).toHaveLength(0);
+  });
+
+  it('keys PATCH by default and buffers a Node stream body', async () => {
+    const h = await startHarness(inOrder({ kind: 'drop-after' }));
+    const idemFetch = createIdempotentFetch({ sleep: recordingSleep().sleep });
+    const body = Readable.from([Buffer.from('{"item":'), Buffer.from('"node"}')]);
+    const response = await idemFetch(`${h.url}/charges/1`, {
+      method: 'PATCH',
+      body,
+    } as unknown as RequestInit);
+    expect(response.status).toBe(201);
+    expect(getIdempotencyInfo(response)).toMatchObject({ attempts: 2, replayed: true });
+    expect(h.server.seen.map((s) => s.body)).toEqual(['{"item":"node"}', '{"item":"node"}']);
+    expect(h.app.executions.get('node')).toBe(1);
+  });
+
+  it('survives an onAttempt hook that throws', async () => {
+    const h = await startHarness(inOrder({ kind: 'status', status: 500 }));
+    const idemFetch = createIdempotentFetch({
+      sleep: recordingSleep().sleep,
+      onAttempt: () => {
+        throw new Error('broken logger');
+      },
+    });
+    const response = await idemFetch(`${h.url}/charges`, postJson({ item: 'hook' }));
+    expect(response.status).toBe(201);
+    expect(h.server.seen).toHaveLength(2);
+  });
+
+  it('does not start a backoff that would pass the deadline', async () => {
+    const h = await startHarness(() => ({ kind: 'drop-before' }));
+    const { waits, sleep } = recordingSleep();
+    const idemFetch = createIdempotentFetch({
+      deadlineMs: 1_000,
+      initialDelayMs: 5_000,
+      random: () => 0.9,
+      sleep,
+    });
+    const error = await idemFetch(`${h.url}/charges`, postJson({ item: 'late' })).catch(
+      (e: unknown) => e,
+    );
+    expect(error).toMatchObject({ code: 'DEADLINE_EXCEEDED', attempts: 1 });
+    expect(waits).toEqual([]);
+    expect(h.server.seen).toHaveLength(1);
+  });
+
+  it('rejects at once when the signal is already aborted, sending nothing', async () => {
+    const h = await startHarness();
+    const idemFetch = createIdempotentFetch();
+    const signal = AbortSignal.abort(new Error('too late'));
+    await expect(
+      idemFetch(`${h.url}/charges`, postJson({ item: 'pre' }, { signal })),
+    ).rejects.toThrow('too late');
+    expect(h.server.seen).toHaveLength(0);
+  });
+
+  it('checks its options', () => {
+    expect(() => createIdempotentFetch({ maxAttempts: 0 })).toThrow(RangeError);
+    expect(() => createIdempotentFetch({ attemptTimeoutMs: -1 })).toThrow(RangeError);
+    expect(() => createIdempotentFetch({ deadlineMs: Number.NaN })).toThrow(RangeError);
+  });
+});
