@@ -1,0 +1,139 @@
+import { createHash } from 'node:crypto';
+import { createIdempotencyHandler, type IdempotencyContext } from '@idem/http';
+import { Hono } from 'hono';
+import type { Backend } from './backend.js';
+import { chatCompletionsHandler } from './http/chat-completions.js';
+import { deliverBuffered, deliverStreamed } from './http/delivery.js';
+import { errorResponse } from './http/errors.js';
+import { InFlight } from './http/in-flight.js';
+import { messagesHandler } from './http/messages.js';
+import type { ChatModel } from './model/model.js';
+
+/** What the app is built from. */
+export interface AppOptions {
+  backend: Backend;
+  model: ChatModel;
+  /** Lease of an in-progress request, in ms. @default 30_000 */
+  leaseMs?: number;
+}
+
+/** The app, and the hooks the server needs for a graceful shutdown. */
+export interface LlmApp {
+  app: Hono;
+  /** Requests whose outcome is not recorded yet. */
+  inFlight: InFlight;
+  /** From now on new requests get 503 + Retry-After (and /healthz says so). */
+  beginShutdown(): void;
+}
+
+type WebHandler = (request: Request, context: IdempotencyContext | undefined) => Promise<Response>;
+
+/**
+ * The principal a request acts for: a digest of its bearer token, so one API key's
+ * idempotency keys never meet another's; `anonymous` without one.
+ */
+function principalOf(request: Request): string {
+  const auth = request.headers.get('authorization');
+  const token = auth?.match(/^Bearer\s+(.+)$/i)?.[1];
+  if (!token) return 'anonymous';
+  return `key:${createHash('sha256').update(token).digest('hex').slice(0, 32)}`;
+}
+
+/** Builds the Hono app: the two model endpoints behind @idem/http, usage, health. */
+export function createApp(options: AppOptions): LlmApp {
+  const { backend, model } = options;
+  const inFlight = new InFlight();
+  let shuttingDown = false;
+  const common = {
+    store: backend.store,
+    leaseMs: options.leaseMs ?? 30_000,
+    scope: (request: Request) => ({ principal: principalOf(request) }),
+  };
+  // The seed's endpoint: a key is required.
+  const messagesIdem = createIdempotencyHandler({ ...common, required: true });
+  // OpenAI-compatible: SDKs that send no key still work (without retry protection).
+  const chatIdem = createIdempotencyHandler({ ...common, required: false });
+
+  async function serve(
+    idem: ReturnType<typeof createIdempotencyHandler>,
+    request: Request,
+    handler: WebHandler,
+  ): Promise<Response> {
+    const work = (async () => {
+      const response = await idem.handle(request, handler);
+      if (response.headers.get('content-type')?.startsWith('text/event-stream')) {
+        const streamed = deliverStreamed(response);
+        return { response: streamed.response, done: streamed.done };
+      }
+      return { response: await deliverBuffered(response), done: Promise.resolve() };
+    })();
+    inFlight.track(work.then((w) => w.done));
+    return (await work).response;
+  }
+
+  const app = new Hono();
+  app.use('*', async (c, next) => {
+    if (shuttingDown && c.req.path !== '/healthz') {
+      return errorResponse(503, 'shutting_down', 'The server is shutting down; retry', {
+        'retry-after': '1',
+        connection: 'close',
+      });
+    }
+    await next();
+  });
+  app.get('/healthz', (c) =>
+    c.json(
+      { status: shuttingDown ? 'shutting_down' : 'ok', store: backend.kind, model: model.kind },
+      shuttingDown ? 503 : 200,
+    ),
+  );
+  app.get('/v1/usage', async (c) => {
+    const [entries, stats] = await Promise.all([backend.ledger.entries(), backend.ledger.stats()]);
+    const totals = {
+      messages: entries.length,
+      prompt_tokens: 0,
+      completion_tokens: 0,
+      total_tokens: 0,
+    };
+    for (const e of entries) {
+      totals.prompt_tokens += e.promptTokens;
+      totals.completion_tokens += e.completionTokens;
+      totals.total_tokens += e.totalTokens;
+    }
+    return c.json({
+      object: 'list',
+      data: entries.map((e) => ({
+        message_id: e.messageId,
+        model: e.model,
+        prompt_tokens: e.promptTokens,
+        completion_tokens: e.completionTokens,
+        total_tokens: e.totalTokens,
+        fence: e.fence,
+        billed_at: new Date(e.billedAt).toISOString(),
+      })),
+      totals,
+      model_executions: {
+        started: stats.model_started,
+        completed: stats.model_completed,
+        failed: stats.model_failed,
+      },
+    });
+  });
+  const messages = messagesHandler(model, backend.ledger);
+  const chat = chatCompletionsHandler(model, backend.ledger);
+  app.post('/api/messages', (c) => serve(messagesIdem, c.req.raw, messages));
+  app.post('/v1/chat/completions', (c) => serve(chatIdem, c.req.raw, chat));
+  app.notFound(() => errorResponse(404, 'not_found', 'No such endpoint'));
+  app.onError((error) => {
+    console.error('[llm-api] unhandled error', error);
+    return errorResponse(500, 'server_error', 'Internal server error');
+  });
+
+  return {
+    app,
+    inFlight,
+    beginShutdown: () => {
+      shuttingDown = true;
+    },
+  };
+}

@@ -1,0 +1,165 @@
+/**
+ * Configuration from the environment. Every problem is collected and reported at once, so a
+ * bad deployment fails at start with one clear message instead of at the first request.
+ */
+
+/** Where idempotency records, the token ledger and the counters live. */
+export type StoreConfig =
+  | { kind: 'memory' }
+  | { kind: 'redis'; url: string }
+  | { kind: 'dynamodb'; table: string; endpoint: string | undefined; region: string };
+
+/** Which model answers. */
+export type ModelConfig =
+  | { kind: 'local'; chunkDelayMs: number }
+  | { kind: 'upstream'; url: string; apiKey: string | undefined; timeoutMs: number };
+
+/** The server's whole configuration. Durations are milliseconds. */
+export interface Config {
+  /** `HOST` @default '127.0.0.1' */
+  host: string;
+  /** `PORT` (0 picks a free port) @default 3000 */
+  port: number;
+  store: StoreConfig;
+  model: ModelConfig;
+  /** `IDEM_KEY_PREFIX`: prefix of every Redis key / DynamoDB item. @default 'llm-api:' */
+  keyPrefix: string;
+  /** `IDEM_LEASE_MS`: lease of an in-progress request. @default 30_000 */
+  leaseMs: number;
+  /** `SHUTDOWN_TIMEOUT_MS`: longest wait for in-flight requests on SIGTERM. @default 25_000 */
+  shutdownTimeoutMs: number;
+}
+
+/** Raised when the environment does not describe a usable configuration. */
+export class ConfigError extends Error {
+  /** One line per problem found. */
+  readonly problems: readonly string[];
+
+  constructor(problems: readonly string[]) {
+    super(
+      `Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}\n` +
+        'See apps/llm-api/README.md for the environment variables.',
+    );
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+const TABLE_NAME = /^[A-Za-z0-9_.-]{3,255}$/;
+const REGION = /^[a-z]{2}(-[a-z]+)+-\d+$/;
+
+/** Parses the environment; throws {@link ConfigError} listing every problem found. */
+export function parseConfig(env: Env): Config {
+  const problems: string[] = [];
+  // An empty variable counts as unset: `FOO= node main.js` is a common way to clear one.
+  const get = (name: string): string | undefined => {
+    const value = env[name]?.trim();
+    return value === undefined || value === '' ? undefined : value;
+  };
+
+  const integer = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = get(name);
+    if (raw === undefined) return fallback;
+    if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
+      problems.push(`${name}=${JSON.stringify(raw)} is not an integer from ${min} to ${max}`);
+      return fallback;
+    }
+    return Number(raw);
+  };
+
+  const url = (name: string, protocols: readonly string[]): string | undefined => {
+    const raw = get(name);
+    if (raw === undefined) return undefined;
+    let parsed: URL;
+    try {
+      parsed = new URL(raw);
+    } catch {
+      problems.push(`${name}=${JSON.stringify(raw)} is not a URL`);
+      return undefined;
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      problems.push(
+        `${name} must use ${protocols.map((p) => `${p}//`).join(' or ')}, not ${parsed.protocol}//`,
+      );
+      return undefined;
+    }
+    return raw;
+  };
+
+  const host = get('HOST') ?? '127.0.0.1';
+  if (/\s|\//.test(host))
+    problems.push(`HOST=${JSON.stringify(host)} is not a host name or address`);
+  const port = integer('PORT', 3000, 0, 65_535);
+
+  const redisUrl = url('REDIS_URL', ['redis:', 'rediss:']);
+  const table = get('DYNAMODB_TABLE');
+  const endpoint = url('DYNAMODB_ENDPOINT', ['http:', 'https:']);
+  const region = get('AWS_REGION') ?? get('AWS_DEFAULT_REGION') ?? 'us-east-1';
+  let store: StoreConfig = { kind: 'memory' };
+  if (get('REDIS_URL') !== undefined && table !== undefined) {
+    problems.push('REDIS_URL and DYNAMODB_TABLE are both set; choose one store');
+  } else if (redisUrl !== undefined) {
+    store = { kind: 'redis', url: redisUrl };
+  } else if (table !== undefined) {
+    if (!TABLE_NAME.test(table)) {
+      problems.push(
+        `DYNAMODB_TABLE=${JSON.stringify(table)} is not a table name (3 to 255 of A-Z a-z 0-9 _ . -)`,
+      );
+    }
+    if (!REGION.test(region)) problems.push(`AWS_REGION=${JSON.stringify(region)} is not a region`);
+    store = { kind: 'dynamodb', table, endpoint, region };
+  }
+  if (get('DYNAMODB_ENDPOINT') !== undefined && table === undefined) {
+    problems.push('DYNAMODB_ENDPOINT is set but DYNAMODB_TABLE is not');
+  }
+
+  const upstreamUrl = url('UPSTREAM_URL', ['http:', 'https:']);
+  const apiKey = get('UPSTREAM_API_KEY');
+  if (apiKey !== undefined && get('UPSTREAM_URL') === undefined) {
+    problems.push('UPSTREAM_API_KEY is set but UPSTREAM_URL is not');
+  }
+  const chunkDelayMs = integer('MODEL_CHUNK_DELAY_MS', 15, 0, 10_000);
+  const upstreamTimeoutMs = integer('UPSTREAM_TIMEOUT_MS', 120_000, 1, 3_600_000);
+  const model: ModelConfig =
+    upstreamUrl !== undefined
+      ? {
+          kind: 'upstream',
+          url: upstreamUrl.replace(/\/+$/, ''),
+          apiKey,
+          timeoutMs: upstreamTimeoutMs,
+        }
+      : { kind: 'local', chunkDelayMs };
+
+  const keyPrefix = get('IDEM_KEY_PREFIX') ?? 'llm-api:';
+  if (keyPrefix.length > 100 || !/^[\x21-\x7e]+$/.test(keyPrefix)) {
+    problems.push('IDEM_KEY_PREFIX must be 1 to 100 printable ASCII characters without spaces');
+  }
+  const leaseMs = integer('IDEM_LEASE_MS', 30_000, 100, 3_600_000);
+  const shutdownTimeoutMs = integer('SHUTDOWN_TIMEOUT_MS', 25_000, 0, 3_600_000);
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { host, port, store, model, keyPrefix, leaseMs, shutdownTimeoutMs };
+}
+
+/** One line for the start-up log: what was chosen, without secrets. */
+export function describeConfig(config: Config): string {
+  const store =
+    config.store.kind === 'memory'
+      ? 'memory'
+      : config.store.kind === 'redis'
+        ? `redis ${redactUrl(config.store.url)}`
+        : `dynamodb table ${config.store.table}${config.store.endpoint ? ` at ${config.store.endpoint}` : ''}`;
+  const model =
+    config.model.kind === 'local'
+      ? 'local deterministic model'
+      : `upstream ${redactUrl(config.model.url)}`;
+  return `store: ${store}; model: ${model}; key prefix: ${config.keyPrefix}`;
+}
+
+function redactUrl(raw: string): string {
+  const parsed = new URL(raw);
+  if (parsed.password) parsed.password = '***';
+  return parsed.toString();
+}

@@ -1,0 +1,145 @@
+import type { IdempotencyContext } from '@idem/http';
+import type { Ledger } from '../ledger/ledger.js';
+import { type ChatMessage, type ChatModel, collect, type Usage } from '../model/model.js';
+import { BadRequestError, readJsonObject, responseForError } from './errors.js';
+import { billingTarget, metered, upstreamKey } from './metering.js';
+
+interface ChatRequest {
+  model: string;
+  messages: ChatMessage[];
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+function textOf(content: unknown): string | undefined {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return undefined;
+  let text = '';
+  for (const part of content) {
+    if (typeof part !== 'object' || part === null) return undefined;
+    const { type, text: value } = part as { type?: unknown; text?: unknown };
+    if (type !== 'text' || typeof value !== 'string') return undefined;
+    text += value;
+  }
+  return text;
+}
+
+function parseChatRequest(body: Record<string, unknown>): ChatRequest {
+  const { model, messages, stream, stream_options: streamOptions } = body;
+  if (typeof model !== 'string' || model.length === 0) {
+    throw new BadRequestError('`model` must be a non-empty string');
+  }
+  if (!Array.isArray(messages) || messages.length === 0) {
+    throw new BadRequestError('`messages` must be a non-empty array');
+  }
+  const parsed = messages.map((message, index): ChatMessage => {
+    const { role, content } = (message ?? {}) as { role?: unknown; content?: unknown };
+    const text = textOf(content);
+    if (typeof role !== 'string' || text === undefined) {
+      throw new BadRequestError(`messages[${index}] needs a string \`role\` and text \`content\``);
+    }
+    return { role, content: text };
+  });
+  if (stream !== undefined && stream !== null && typeof stream !== 'boolean') {
+    throw new BadRequestError('`stream` must be a boolean');
+  }
+  const includeUsage =
+    typeof streamOptions === 'object' &&
+    streamOptions !== null &&
+    (streamOptions as { include_usage?: unknown }).include_usage === true;
+  return { model, messages: parsed, stream: stream === true, includeUsage };
+}
+
+const encoder = new TextEncoder();
+const event = (data: unknown) =>
+  encoder.encode(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+
+/**
+ * `POST /v1/chat/completions`, OpenAI-compatible: a `chat.completion` object, or with
+ * `stream: true` server-sent `chat.completion.chunk` events ending in `data: [DONE]`
+ * (with a usage chunk when `stream_options.include_usage`). The model's first piece is
+ * awaited before answering, so an injected failure or stall still gives a plain error
+ * status rather than a broken stream.
+ */
+export function chatCompletionsHandler(model: ChatModel, ledger: Ledger) {
+  return async (request: Request, context: IdempotencyContext | undefined): Promise<Response> => {
+    try {
+      const chat = parseChatRequest(await readJsonObject(request));
+      const target = billingTarget('chatcmpl-', context);
+      const created = Math.floor(Date.now() / 1000);
+      const generation = metered(
+        model,
+        ledger,
+        {
+          model: chat.model,
+          messages: chat.messages,
+          signal: context?.signal,
+          idempotencyKey: upstreamKey(context),
+        },
+        target,
+      );
+      if (!chat.stream) {
+        const { content, usage } = await collect(generation);
+        return Response.json({
+          id: target.messageId,
+          object: 'chat.completion',
+          created,
+          model: chat.model,
+          choices: [
+            {
+              index: 0,
+              message: { role: 'assistant', content, refusal: null },
+              logprobs: null,
+              finish_reason: 'stop',
+            },
+          ],
+          usage,
+        });
+      }
+      const base = {
+        id: target.messageId,
+        object: 'chat.completion.chunk',
+        created,
+        model: chat.model,
+      };
+      const chunk = (delta: Record<string, unknown>, finish: string | null) => ({
+        ...base,
+        choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+      });
+      const first = await generation.next();
+      const produce = async (controller: ReadableStreamDefaultController<Uint8Array>) => {
+        try {
+          controller.enqueue(event(chunk({ role: 'assistant', content: '' }, null)));
+          let step = first;
+          while (!step.done) {
+            controller.enqueue(event(chunk({ content: step.value }, null)));
+            step = await generation.next();
+          }
+          const usage: Usage = step.value;
+          controller.enqueue(event(chunk({}, 'stop')));
+          if (chat.includeUsage) controller.enqueue(event({ ...base, choices: [], usage }));
+          controller.enqueue(event('[DONE]'));
+          controller.close();
+        } catch (error) {
+          // A broken stream is not a success: @idem/http releases the key.
+          controller.error(error);
+        }
+      };
+      // The producer runs on its own (not in `pull`): the model keeps going at its pace.
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          void produce(controller);
+        },
+      });
+      return new Response(body, {
+        status: 200,
+        headers: {
+          'content-type': 'text/event-stream; charset=utf-8',
+          'cache-control': 'no-cache',
+        },
+      });
+    } catch (error) {
+      return responseForError(error);
+    }
+  };
+}

@@ -1,0 +1,67 @@
+import { deriveKey } from '@idem/core';
+import type { IdempotencyContext } from '@idem/http';
+import type { Ledger } from '../ledger/ledger.js';
+import type { ChatModel, ModelInput, Usage } from '../model/model.js';
+
+/** What a billed execution is known by. */
+export interface BillingTarget {
+  messageId: string;
+  /** The execution's fencing token (0 for a request sent without a key). */
+  fence: number;
+}
+
+/**
+ * The message id of a request: derived from the storage key when the request has a key, so
+ * every execution of one logical request (a takeover after a lost lease included) bills the
+ * same ledger entry; random otherwise.
+ */
+export function billingTarget(
+  prefix: string,
+  context: IdempotencyContext | undefined,
+): BillingTarget {
+  if (!context)
+    return { messageId: `${prefix}${crypto.randomUUID().replaceAll('-', '')}`, fence: 0 };
+  return { messageId: `${prefix}${context.storageKey.slice(0, 32)}`, fence: context.fence };
+}
+
+/**
+ * The key forwarded to an upstream model: derived from the storage key (itself derived from
+ * the client's principal, operation and key), so retries of one logical request carry the
+ * same upstream key and different requests never share one.
+ */
+export function upstreamKey(context: IdempotencyContext | undefined): string | undefined {
+  return context ? deriveKey(['idem/llm-api/upstream/v1', context.storageKey]) : undefined;
+}
+
+/**
+ * Runs the model as one metered execution: counts it, and when it completes bills its
+ * tokens under the message id with the execution's fence before the caller may answer.
+ * Billing happens inside the idempotent operation, so a replay never bills, and the fence
+ * makes a stale executor's bill fail (StaleFenceError) instead of counting twice.
+ */
+export async function* metered(
+  model: ChatModel,
+  ledger: Ledger,
+  input: ModelInput,
+  target: BillingTarget,
+): AsyncGenerator<string, Usage, void> {
+  await ledger.count('model_started');
+  let usage: Usage;
+  try {
+    usage = yield* model.generate(input);
+  } catch (error) {
+    await ledger.count('model_failed').catch(() => undefined);
+    throw error;
+  }
+  await ledger.bill({
+    messageId: target.messageId,
+    model: input.model,
+    promptTokens: usage.prompt_tokens,
+    completionTokens: usage.completion_tokens,
+    totalTokens: usage.total_tokens,
+    fence: target.fence,
+    billedAt: Date.now(),
+  });
+  await ledger.count('model_completed');
+  return usage;
+}

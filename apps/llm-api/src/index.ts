@@ -1,0 +1,17 @@
+export type { AppOptions, LlmApp } from './app.js';
+export { createApp } from './app.js';
+export type { Backend } from './backend.js';
+export { BackendError, openBackend } from './backend.js';
+export type { Config, ModelConfig, StoreConfig } from './config.js';
+export { ConfigError, describeConfig, parseConfig } from './config.js';
+export type { BillResult, Ledger, LedgerEntry, StatName } from './ledger/ledger.js';
+export { createMemoryLedger, StaleFenceError } from './ledger/ledger.js';
+export { createRedisLedger } from './ledger/redis-ledger.js';
+export type { Directives, LocalModelOptions } from './model/local-model.js';
+export { createLocalModel, localReply, localUsage, parseDirectives } from './model/local-model.js';
+export type { ChatMessage, ChatModel, ModelInput, Usage } from './model/model.js';
+export { collect, ModelError } from './model/model.js';
+export { countTokens } from './model/tokens.js';
+export { createUpstreamModel, sseData } from './model/upstream-model.js';
+export type { RunningServer } from './server.js';
+export { modelFor, startServer } from './server.js';

@@ -1,0 +1,109 @@
+import {
+  ConditionalCheckFailedException,
+  type DynamoDBClient,
+  GetItemCommand,
+  PutItemCommand,
+  ScanCommand,
+  UpdateItemCommand,
+} from '@aws-sdk/client-dynamodb';
+import {
+  type Ledger,
+  type LedgerEntry,
+  StaleFenceError,
+  type StatName,
+  zeroStats,
+} from './ledger.js';
+
+/**
+ * The ledger in the idempotency table itself (partition key `pk`, type S): one item per
+ * message id under `<prefix>ledger#<id>`, written by a conditional PutItem (no item, or a
+ * lower fence), and a counters item `<prefix>stats`. Listing scans the table, which suits a
+ * demo; a production ledger would sit in its own table with a query-able key.
+ */
+export function createDynamoDbLedger(
+  client: DynamoDBClient,
+  tableName: string,
+  prefix: string,
+): Ledger {
+  const ledgerPrefix = `${prefix}ledger#`;
+  const statsKey = { pk: { S: `${prefix}stats` } };
+
+  async function currentFence(id: string): Promise<number | undefined> {
+    const got = await client.send(
+      new GetItemCommand({
+        TableName: tableName,
+        Key: { pk: { S: `${ledgerPrefix}${id}` } },
+        ConsistentRead: true,
+      }),
+    );
+    const fence = got.Item?.fence?.N;
+    return fence === undefined ? undefined : Number(fence);
+  }
+
+  return {
+    async bill(entry: LedgerEntry) {
+      try {
+        const put = await client.send(
+          new PutItemCommand({
+            TableName: tableName,
+            Item: {
+              pk: { S: `${ledgerPrefix}${entry.messageId}` },
+              fence: { N: String(entry.fence) },
+              entry: { S: JSON.stringify(entry) },
+            },
+            ConditionExpression: 'attribute_not_exists(pk) OR fence < :fence',
+            ExpressionAttributeValues: { ':fence': { N: String(entry.fence) } },
+            ReturnValues: 'ALL_OLD',
+          }),
+        );
+        return put.Attributes ? 'replaced' : 'billed';
+      } catch (error) {
+        if (!(error instanceof ConditionalCheckFailedException)) throw error;
+        const current = (await currentFence(entry.messageId)) ?? entry.fence;
+        if (current === entry.fence) return 'duplicate';
+        throw new StaleFenceError(entry.messageId, entry.fence, current);
+      }
+    },
+    async entries() {
+      const all: LedgerEntry[] = [];
+      let start: Record<string, import('@aws-sdk/client-dynamodb').AttributeValue> | undefined;
+      do {
+        const page = await client.send(
+          new ScanCommand({
+            TableName: tableName,
+            FilterExpression: 'begins_with(pk, :p)',
+            ExpressionAttributeValues: { ':p': { S: ledgerPrefix } },
+            ConsistentRead: true,
+            ExclusiveStartKey: start,
+          }),
+        );
+        for (const item of page.Items ?? []) {
+          if (item.entry?.S) all.push(JSON.parse(item.entry.S) as LedgerEntry);
+        }
+        start = page.LastEvaluatedKey;
+      } while (start);
+      return all.sort((a, b) => a.billedAt - b.billedAt);
+    },
+    async count(name: StatName) {
+      await client.send(
+        new UpdateItemCommand({
+          TableName: tableName,
+          Key: statsKey,
+          UpdateExpression: 'ADD #n :one',
+          ExpressionAttributeNames: { '#n': name },
+          ExpressionAttributeValues: { ':one': { N: '1' } },
+        }),
+      );
+    },
+    async stats() {
+      const got = await client.send(
+        new GetItemCommand({ TableName: tableName, Key: statsKey, ConsistentRead: true }),
+      );
+      const stats = zeroStats();
+      for (const name of Object.keys(stats) as StatName[]) {
+        stats[name] = Number(got.Item?.[name]?.N ?? 0);
+      }
+      return stats;
+    },
+  };
+}

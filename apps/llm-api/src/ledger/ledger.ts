@@ -1,0 +1,83 @@
+/** One billed message. */
+export interface LedgerEntry {
+  /** The message (or chat completion) id; one entry per id, ever. */
+  messageId: string;
+  model: string;
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+  /**
+   * Fencing token of the execution that billed it. A write with a lower fence than the
+   * stored one is refused, so an executor that lost its lease can never bill.
+   */
+  fence: number;
+  /** Epoch ms of the bill. */
+  billedAt: number;
+}
+
+/**
+ * What a bill did:
+ * - `billed`: first bill of this message id;
+ * - `replaced`: a newer execution (higher fence) replaced the bill of an older one, which
+ *   lost its lease: the message is still billed once;
+ * - `duplicate`: the same execution billed again (nothing changed).
+ */
+export type BillResult = 'billed' | 'replaced' | 'duplicate';
+
+/** The execution's fence is lower than the one already billed: it lost its lease. */
+export class StaleFenceError extends Error {
+  constructor(messageId: string, fence: number, current: number) {
+    super(`Refused to bill ${messageId} with fence ${fence}: fence ${current} already billed it`);
+    this.name = 'StaleFenceError';
+  }
+}
+
+/** Counters the server keeps beside the ledger (model executions, failures). */
+export type StatName = 'model_started' | 'model_completed' | 'model_failed';
+
+/**
+ * The token ledger: tokens billed per message id, and the server's counters. Each backend
+ * (memory, Redis, DynamoDB) MUST make `bill` one atomic conditional write: at most one entry
+ * per message id, replaced only by a higher fence.
+ */
+export interface Ledger {
+  /** Bills a message; throws {@link StaleFenceError} when a higher fence already billed it. */
+  bill(entry: LedgerEntry): Promise<BillResult>;
+  /** Every entry, oldest bill first. */
+  entries(): Promise<LedgerEntry[]>;
+  /** Adds one to a counter. */
+  count(name: StatName): Promise<void>;
+  /** The counters (absent ones are 0). */
+  stats(): Promise<Record<StatName, number>>;
+}
+
+/** The counters, all zero. */
+export function zeroStats(): Record<StatName, number> {
+  return { model_started: 0, model_completed: 0, model_failed: 0 };
+}
+
+/** The in-process ledger (memory store configuration). */
+export function createMemoryLedger(): Ledger {
+  const rows = new Map<string, LedgerEntry>();
+  const counters = zeroStats();
+  return {
+    async bill(entry) {
+      const current = rows.get(entry.messageId);
+      if (current && current.fence > entry.fence) {
+        throw new StaleFenceError(entry.messageId, entry.fence, current.fence);
+      }
+      if (current && current.fence === entry.fence) return 'duplicate';
+      rows.set(entry.messageId, { ...entry });
+      return current ? 'replaced' : 'billed';
+    },
+    async entries() {
+      return [...rows.values()].sort((a, b) => a.billedAt - b.billedAt).map((e) => ({ ...e }));
+    },
+    async count(name) {
+      counters[name] += 1;
+    },
+    async stats() {
+      return { ...counters };
+    },
+  };
+}

@@ -1,0 +1,76 @@
+import type { AddressInfo } from 'node:net';
+import { serve } from '@hono/node-server';
+import { createApp } from './app.js';
+import { openBackend } from './backend.js';
+import type { Config } from './config.js';
+import { createLocalModel } from './model/local-model.js';
+import type { ChatModel } from './model/model.js';
+import { createUpstreamModel } from './model/upstream-model.js';
+
+/** A running server. */
+export interface RunningServer {
+  /** Base URL, e.g. `http://127.0.0.1:3000`. */
+  url: string;
+  port: number;
+  /**
+   * Graceful stop: new requests get 503, in-flight ones finish and record their outcomes
+   * (up to `shutdownTimeoutMs`), then connections and the store client are closed.
+   * Resolves `true` when everything finished in time.
+   */
+  close(): Promise<boolean>;
+}
+
+/** Builds the model a configuration asks for. */
+export function modelFor(config: Config): ChatModel {
+  return config.model.kind === 'local'
+    ? createLocalModel({ chunkDelayMs: config.model.chunkDelayMs })
+    : createUpstreamModel({
+        url: config.model.url,
+        apiKey: config.model.apiKey,
+        timeoutMs: config.model.timeoutMs,
+      });
+}
+
+/** Opens the store, starts listening, and returns once the server accepts connections. */
+export async function startServer(config: Config): Promise<RunningServer> {
+  const backend = await openBackend(config.store, config.keyPrefix);
+  const { app, inFlight, beginShutdown } = createApp({
+    backend,
+    model: modelFor(config),
+    leaseMs: config.leaseMs,
+  });
+  let server: ReturnType<typeof serve>;
+  try {
+    server = await new Promise<ReturnType<typeof serve>>((resolve, reject) => {
+      const s = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, () =>
+        resolve(s),
+      );
+      s.once('error', reject);
+    });
+  } catch (error) {
+    await backend.close();
+    throw error;
+  }
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  let closing: Promise<boolean> | undefined;
+
+  async function shutdown(): Promise<boolean> {
+    beginShutdown();
+    const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+    const finished = await inFlight.idle(config.shutdownTimeoutMs);
+    if ('closeAllConnections' in server) server.closeAllConnections();
+    await stopped;
+    await backend.close();
+    return finished;
+  }
+
+  return {
+    url: `http://${host}:${address.port}`,
+    port: address.port,
+    close: () => {
+      closing ??= shutdown();
+      return closing;
+    },
+  };
+}
