@@ -7,8 +7,8 @@ import {
   type RequestBody,
   readBodyLimited,
 } from '@idem/http';
+import { recordServerResponse, sendWebResponse } from '@idem/http/node';
 import type { Request, RequestHandler, Response } from 'express';
-import { recordServerResponse, sendWebResponse } from './node-response.js';
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Express request. */
 export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>;

@@ -3,7 +3,7 @@ export interface Reply {
   status: number;
   headers: Record<string, string>;
   /** The whole body, or chunks to write one by one (the iterable may throw midway). */
-  body: Uint8Array | AsyncIterable<Uint8Array>;
+  body: Uint8Array<ArrayBuffer> | AsyncIterable<Uint8Array<ArrayBuffer>>;
 }
 
 export interface BehaviourInput {
@@ -20,13 +20,13 @@ const encoder = new TextEncoder();
 export const SSE_EVENTS = 5;
 
 /** Every byte value, so a body that went through a text decoding would differ. */
-export function binaryPayload(seed: number): Uint8Array {
+export function binaryPayload(seed: number): Uint8Array<ArrayBuffer> {
   const bytes = new Uint8Array(4 * 256 + 1);
   for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + seed) & 0xff;
   return bytes;
 }
 
-async function* sseEvents(run: number): AsyncIterable<Uint8Array> {
+async function* sseEvents(run: number): AsyncIterable<Uint8Array<ArrayBuffer>> {
   for (let seq = 0; seq < SSE_EVENTS; seq++) {
     if (seq > 0) await sleep(10);
     // Events of different lengths, so chunk boundaries are visible in the record.
@@ -36,7 +36,7 @@ async function* sseEvents(run: number): AsyncIterable<Uint8Array> {
   }
 }
 
-async function* brokenStream(): AsyncIterable<Uint8Array> {
+async function* brokenStream(): AsyncIterable<Uint8Array<ArrayBuffer>> {
   yield encoder.encode('part one\n');
   await sleep(10);
   yield encoder.encode('part two\n');

@@ -1,5 +1,5 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { ResponseRecorder } from '@idem/http';
+import type { ResponseRecorder } from './recorder.js';
 
 type Chunk = string | Uint8Array;
 type Callback = (error?: Error | null) => void;

@@ -1,0 +1,109 @@
+import {
+  BodyTooLargeError,
+  bodyFromBytes,
+  createIdempotencyHandler,
+  type HttpIdempotencyOptions,
+  type IdempotencyContext,
+  type IdempotencyHandler,
+  type RequestBody,
+} from '@idem/http';
+import { recordServerResponse } from '@idem/http/node';
+import type { FastifyPluginCallback, FastifyRequest } from 'fastify';
+
+/** Options of the {@link idempotency} plugin: those of `@idem/http`, with hooks that get the Fastify request. */
+export type FastifyIdempotencyOptions = HttpIdempotencyOptions<FastifyRequest>;
+
+/**
+ * Route-level setting, under `config.idempotency` of a route: `false` turns idempotency off
+ * for the route; an object overrides the plugin's options for it (the store stays the
+ * plugin's).
+ */
+export type RouteIdempotency = false | Partial<Omit<FastifyIdempotencyOptions, 'store'>>;
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Route-level idempotency settings of `@idem/fastify`. */
+    idempotency?: RouteIdempotency;
+  }
+  interface FastifyRequest {
+    /** Key, fence and abort signal of the execution; null when the request was not subject to idempotency. */
+    idempotency: IdempotencyContext | null;
+  }
+}
+
+function headerOf(request: FastifyRequest, name: string): string | undefined {
+  const value = request.headers[name.toLowerCase()];
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
+function readBody(request: FastifyRequest, limit: number): RequestBody {
+  const { body } = request;
+  const contentType = headerOf(request, 'content-type');
+  if (body === undefined || body === null) return { kind: 'none' };
+  const bytes = Buffer.isBuffer(body)
+    ? body
+    : typeof body === 'string'
+      ? Buffer.from(body)
+      : undefined;
+  if (bytes) {
+    if (bytes.length > limit) throw new BodyTooLargeError(limit);
+    return bodyFromBytes(bytes, contentType);
+  }
+  // Parsed by Fastify's JSON parser: measure what it stands for.
+  if (Buffer.byteLength(JSON.stringify(body) ?? '') > limit) throw new BodyTooLargeError(limit);
+  return { kind: 'json', value: body as never };
+}
+
+const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, options, done) => {
+  const base = createIdempotencyHandler<FastifyRequest>(options);
+  const perRoute = new WeakMap<object, IdempotencyHandler<FastifyRequest>>();
+
+  function handlerFor(request: FastifyRequest): IdempotencyHandler<FastifyRequest> | undefined {
+    const route = request.routeOptions.config?.idempotency;
+    if (route === undefined) return base;
+    if (route === false) return undefined;
+    let handler = perRoute.get(route);
+    if (!handler) {
+      handler = createIdempotencyHandler<FastifyRequest>({
+        ...options,
+        ...route,
+        store: options.store,
+      });
+      perRoute.set(route, handler);
+    }
+    return handler;
+  }
+
+  fastify.decorateRequest('idempotency', null);
+  // preHandler: after Fastify parsed (and size-limited) the body, before the route handler.
+  fastify.addHook('preHandler', async (request, reply) => {
+    const handler = handlerFor(request);
+    if (!handler) return;
+    const decision = await handler.begin({
+      native: request,
+      method: request.method,
+      url: request.url,
+      ...(request.routeOptions.url === undefined ? {} : { route: request.routeOptions.url }),
+      header: (name) => headerOf(request, name),
+      readBody: async (limit) => readBody(request, limit),
+    });
+    if (decision.action === 'pass') return;
+    if (decision.action === 'respond') return reply.send(decision.response);
+    request.idempotency = decision.recorder.context;
+    // Record at the Node response: every payload Fastify sends (buffers, Node and Web
+    // streams, Response objects) ends up there, written chunk by chunk.
+    recordServerResponse(reply.raw, decision.recorder);
+  });
+  done();
+};
+
+/**
+ * Fastify 5 plugin that makes POST and PATCH (by default) idempotent by their
+ * `Idempotency-Key` header, for every route of the instance it is registered on (it is not
+ * encapsulated). Routes tune it with `config: { idempotency: ... }`; handlers find the
+ * execution context at `request.idempotency`.
+ */
+export const idempotency = Object.assign(plugin, {
+  [Symbol.for('skip-override')]: true,
+  [Symbol.for('fastify.display-name')]: '@idem/fastify',
+});

@@ -1,0 +1,2 @@
+export type { HonoIdempotencyOptions, IdempotencyVariables } from './hono-middleware.js';
+export { idempotency } from './hono-middleware.js';

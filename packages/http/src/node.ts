@@ -1,0 +1,1 @@
+export { headersOf, recordServerResponse, sendWebResponse } from './node-response.js';
