@@ -144,7 +144,8 @@ describe('createIdempotentFetch against a loopback @idem server with faults', ()
       { headers: { 'Idempotency-Key': 'order-g-1' } },
     );
     const first = idemFetch(`${h.url}/charges`, init);
-    await new Promise((r) => setTimeout(r, 50));
+    // The second caller comes while the first one's execution runs.
+    while (h.app.inFlight() === 0) await new Promise((r) => setTimeout(r, 5));
     const second = await observed(`${h.url}/charges`, init);
     const firstBody = await (await first).json();
     expect(statuses[0]).toBe(409);
