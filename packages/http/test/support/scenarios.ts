@@ -30,7 +30,8 @@ interface ScenarioContext {
 interface Scenario {
   name: string;
   options?: Partial<ScenarioAppConfig['options']>;
-  storeDown?: boolean;
+  /** Replace the store by one whose calls fail at once, or never answer. */
+  storeDown?: 'failing' | 'hanging';
   run(ctx: ScenarioContext): Promise<void>;
 }
 
@@ -259,7 +260,7 @@ const SCENARIOS: Scenario[] = [
   },
   {
     name: 'answers 503 with Retry-After at once when the store is down, without running the handler',
-    storeDown: true,
+    storeDown: 'failing',
     async run({ post, calls }) {
       const down = await post('/charges', { key: newKey(), body: {}, timeoutMs: 2_000 });
       expectProblem(down, 503, PROBLEM_TYPES.storeUnavailable);
@@ -268,8 +269,19 @@ const SCENARIOS: Scenario[] = [
     },
   },
   {
+    name: 'answers 503 after storeTimeoutMs when the store does not answer',
+    storeDown: 'hanging',
+    options: { storeTimeoutMs: 150, unavailableRetryAfterSeconds: 3 },
+    async run({ post, calls }) {
+      const down = await post('/charges', { key: newKey(), body: {}, timeoutMs: 2_000 });
+      expectProblem(down, 503, PROBLEM_TYPES.storeUnavailable);
+      expect(down.headers['retry-after']).toBe('3');
+      expect(calls('/charges')).toBe(0);
+    },
+  },
+  {
     name: 'runs the handler without idempotency when the store is down and failOpen is chosen',
-    storeDown: true,
+    storeDown: 'failing',
     options: { failOpen: true },
     async run({ post, calls }) {
       expect((await post('/charges', { key: newKey(), body: {}, timeoutMs: 2_000 })).status).toBe(
@@ -335,7 +347,7 @@ export function describeHttpScenarios(driver: FrameworkDriver): void {
     });
 
     it.each(SCENARIOS)('$name', async (scenario) => {
-      const spy = spyStore(scenario.storeDown ? downStore() : stores.create());
+      const spy = spyStore(scenario.storeDown ? downStore(scenario.storeDown) : stores.create());
       const behaviours = createBehaviours();
       const app = await driver.start({
         options: { store: spy.store, onWarning: () => {}, ...scenario.options },

@@ -90,11 +90,14 @@ export function spyStore(inner: IdempotencyStore): SpiedStore {
   return { store, calls, completed };
 }
 
-/** A store whose every call fails, as a store that is down does. */
-export function downStore(): IdempotencyStore {
-  const fail = async (): Promise<never> => {
-    throw new Error('connect ECONNREFUSED 127.0.0.1:1');
-  };
+/** A store whose every call fails at once (refused) or never answers (a black hole). */
+export function downStore(mode: 'failing' | 'hanging'): IdempotencyStore {
+  const fail =
+    mode === 'failing'
+      ? async (): Promise<never> => {
+          throw new Error('connect ECONNREFUSED 127.0.0.1:1');
+        }
+      : () => new Promise<never>(() => {});
   return {
     capabilities: { clock: 'server' },
     acquire: fail,

@@ -1,0 +1,60 @@
+import type { AddressInfo } from 'node:net';
+import { createMemoryStore } from '@idem/store-memory';
+import express from 'express';
+import { afterEach, describe, expect, it } from 'vitest';
+import { json, send } from '../../http/test/support/client.js';
+import { getIdempotency, idempotency } from '../src/index.js';
+
+const servers: { close(cb: () => void): void }[] = [];
+afterEach(async () => {
+  await Promise.all(
+    servers.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
+  );
+});
+
+async function listen(app: express.Express): Promise<string> {
+  const server = app.listen(0, '127.0.0.1');
+  servers.push(server);
+  await new Promise<void>((resolve) => server.once('listening', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+describe('@idem/express conventions', () => {
+  it('works after express.json() and exposes the execution at res.locals', async () => {
+    let runs = 0;
+    const app = express();
+    app.use(express.json());
+    app.use(idempotency({ store: createMemoryStore(), onWarning: () => {} }));
+    app.post('/orders', (req, res) => {
+      runs++;
+      const ctx = getIdempotency(res);
+      res.status(201).json({ fence: ctx?.fence, key: ctx?.key, items: req.body.items });
+    });
+    const url = await listen(app);
+    const first = await send(url, '/orders', { key: '"o-1"', body: { items: [1, 2] } });
+    expect(json(first)).toEqual({ fence: 1, key: 'o-1', items: [1, 2] });
+    const again = await send(url, '/orders', { key: 'o-1', body: { items: [1, 2] } });
+    expect(again.body.equals(first.body)).toBe(true);
+    expect((await send(url, '/orders', { key: 'o-1', body: { items: [3] } })).status).toBe(422);
+    expect(runs).toBe(1);
+  });
+
+  it('records headers given to writeHead and a body written in parts with a Content-Length', async () => {
+    const app = express();
+    app.use(idempotency({ store: createMemoryStore(), onWarning: () => {} }));
+    app.post('/raw', (_req, res) => {
+      res.writeHead(202, { 'content-type': 'text/plain', 'content-length': '11', etag: '"v1"' });
+      res.write('hello');
+      res.write(' ');
+      res.end('world');
+    });
+    const url = await listen(app);
+    const first = await send(url, '/raw', { key: 'r-1' });
+    const again = await send(url, '/raw', { key: 'r-1' });
+    expect([first.status, again.status]).toEqual([202, 202]);
+    expect(first.body.toString()).toBe('hello world');
+    expect(again.body.equals(first.body)).toBe(true);
+    expect(again.headers.etag).toBe('"v1"');
+    expect(again.headers['idempotent-replayed']).toBe('true');
+  });
+});
