@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { serve } from '@hono/node-server';
 import { createApp } from './app.js';
@@ -51,6 +52,11 @@ export async function startServer(config: Config): Promise<RunningServer> {
     await backend.close();
     throw error;
   }
+  // Shutdown also waits for every response to be written out: the app's own tracking ends
+  // when the outcome is recorded, which can be before the last bytes left the socket.
+  server.on('request', (_request, response: ServerResponse) => {
+    inFlight.track(new Promise((resolve) => response.once('close', resolve)));
+  });
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   let closing: Promise<boolean> | undefined;

@@ -170,8 +170,10 @@ async function restartMidRequest(
   const exitCode = old.stop();
   await new Promise((resolve) => setTimeout(resolve, 100));
   const late = h.postMessage(latePrompt, { fetch: patient });
+  // The new process boots meanwhile, but takes traffic only once the old one has exited.
+  const next = startServerProcess(env);
   const code = await exitCode;
-  const server = await startServerProcess(env);
+  const server = await next;
   proxy.retarget(server.url);
   const [a, b] = await Promise.all([inFlight, late]);
   h.record(
