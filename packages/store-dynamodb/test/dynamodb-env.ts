@@ -1,3 +1,4 @@
+import { Agent } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { type AttributeValue, DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import type { Clock, IdempotencyStore, RecordStatus, StoredRecord } from '@idem/core';
@@ -76,13 +77,22 @@ export const layouts: Layout[] = [
   },
 ];
 
-/** A client for DynamoDB Local with dummy credentials. */
-export function makeClient(endpoint: string, extra: { maxAttempts?: number } = {}): DynamoDBClient {
+/**
+ * A client for DynamoDB Local with dummy credentials. `serial` keeps one connection, so
+ * requests reach the service and their answers come back in the order they were sent.
+ */
+export function makeClient(
+  endpoint: string,
+  extra: { maxAttempts?: number; serial?: boolean } = {},
+): DynamoDBClient {
   return new DynamoDBClient({
     endpoint,
     region: 'us-east-1',
     credentials: { accessKeyId: 'idemlocal', secretAccessKey: 'idemlocal' },
-    ...extra,
+    ...(extra.maxAttempts ? { maxAttempts: extra.maxAttempts } : {}),
+    ...(extra.serial
+      ? { requestHandler: { httpAgent: new Agent({ keepAlive: true, maxSockets: 1 }) } }
+      : {}),
   });
 }
 
