@@ -25,12 +25,12 @@
  * key carries `PEXPIREAT ex - 1` and disappears in the very millisecond the record expires.
  *
  * Numbers are written with `%.0f` so that large values never turn into exponent notation.
- * On Redis 7 scripts are replicated by their effects, so reading `TIME` before a write is
- * allowed; `redis.replicate_commands()` asks the same of Redis 3.2 to 6.
+ * Scripts are replicated by their effects (the default since Redis 5, the only mode since
+ * Redis 7), so reading `TIME` before a write is allowed and replicas receive the writes with
+ * the deadlines the primary computed, never a re-run of the script under another clock.
  */
 
 const PRELUDE = `
-if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function fmt(n) return string.format('%.0f', n) end
