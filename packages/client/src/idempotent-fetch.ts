@@ -11,6 +11,8 @@ import { prepareRequest } from './request-body.js';
 import { assignKey } from './request-key.js';
 import { backoffDelay, IDEMPOTENT_METHODS, parseRetryAfter } from './retry-policy.js';
 
+const MAX_TIMER_MS = 2_147_483_647;
+
 const infos = new WeakMap<Response, IdempotencyInfo>();
 
 /** The key, attempt count and replay flag of a response returned by an idempotent fetch. */
@@ -93,14 +95,16 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
       if (callerSignal) callerSignal.addEventListener('abort', onCallerAbort, { once: true });
       let expired: 'attempt' | 'deadline' | undefined;
       const limit = Math.min(attemptTimeoutMs, remaining);
-      const timer = Number.isFinite(limit)
-        ? setTimeout(() => {
-            expired = limit === attemptTimeoutMs ? 'attempt' : 'deadline';
-            controller.abort(
-              new DOMException(`The attempt timed out after ${limit} ms`, 'TimeoutError'),
-            );
-          }, limit)
-        : undefined;
+      // setTimeout cannot wait past 2^31 - 1 ms; a limit that far away is no limit in practice.
+      const timer =
+        limit <= MAX_TIMER_MS
+          ? setTimeout(() => {
+              expired = limit === attemptTimeoutMs ? 'attempt' : 'deadline';
+              controller.abort(
+                new DOMException(`The attempt timed out after ${limit} ms`, 'TimeoutError'),
+              );
+            }, limit)
+          : undefined;
       const attemptStartedAt = now();
       let response: Response | undefined;
       let error: unknown;
