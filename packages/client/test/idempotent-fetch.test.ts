@@ -126,7 +126,10 @@ describe('createIdempotentFetch against a loopback @idem server with faults', ()
     expect(h.app.executions.get('f')).toBe(1);
     expect(events[0]).toMatchObject({ attempt: 1, failure: 'timeout', willRetry: true });
     expect(events[0]?.error).toMatchObject({ name: 'TimeoutError' });
-    expect(events.some((e) => e.status === 409 && e.willRetry)).toBe(true);
+    const conflicts = events.filter((e) => e.status === 409);
+    expect(conflicts.length).toBeGreaterThan(0);
+    // The server's Retry-After (whole seconds) was honoured, capped at maxRetryAfterMs.
+    expect(conflicts.every((e) => e.willRetry && e.delayMs === 40)).toBe(true);
     expect(getIdempotencyInfo(response)).toMatchObject({ replayed: true, attempts: events.length });
   });
 
