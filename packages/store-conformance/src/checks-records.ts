@@ -1,5 +1,10 @@
 import assert from 'node:assert/strict';
-import type { AcquireInput, AcquireResult, StoredRecord } from '@idem/core';
+import {
+  type AcquireInput,
+  type AcquireResult,
+  OutcomeTooLargeError,
+  type StoredRecord,
+} from '@idem/core';
 import type { Harness } from './harness.js';
 import { randomHex } from './harness.js';
 
@@ -102,4 +107,39 @@ export async function expectRecord(
 
 export function bytes(text: string): Uint8Array {
   return new TextEncoder().encode(text);
+}
+
+/**
+ * Acquires a fresh key and completes it with `encoded`: expects it stored (checked through
+ * both channels), or, past the store's declared limit, refused with OutcomeTooLargeError
+ * leaving the record untouched.
+ */
+export async function storeOutcome(
+  h: Harness,
+  encoded: Uint8Array,
+): Promise<{ key: string; outcome: 'stored' | 'refused' }> {
+  const key = h.newKey();
+  const input = acquireInput(h, key);
+  assertAcquired(await h.store.acquire(input));
+  const complete = () =>
+    h.store.complete({ key, owner: input.owner, outcome: encoded, retentionMs: RETENTION_MS });
+  const limit = h.store.capabilities.maxOutcomeBytes;
+  if (limit !== undefined && encoded.length > limit) {
+    await assert.rejects(complete(), OutcomeTooLargeError);
+    await expectRecord(h, key, {
+      status: 'in_progress',
+      owner: input.owner,
+      fence: 1,
+      outcome: undefined,
+    });
+    return { key, outcome: 'refused' };
+  }
+  assert.deepEqual(await complete(), { ok: true });
+  await expectRecord(h, key, {
+    status: 'completed',
+    owner: input.owner,
+    fence: 1,
+    outcome: encoded,
+  });
+  return { key, outcome: 'stored' };
 }
