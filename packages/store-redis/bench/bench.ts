@@ -155,7 +155,7 @@ async function main(): Promise<void> {
       figures.storeReplay[1]!.push(rawReplays);
     }
     for (const [what, [ours, ceiling]] of [
-      ['cycle: execute() + complete', figures.cycle],
+      ['cycle: execute() (acquire + complete)', figures.cycle],
       ['cycle: store.acquire + store.complete only', figures.storeCycle],
       ['replay: execute()', figures.replay],
       ['replay: store.acquire only', figures.storeReplay],
