@@ -1,3 +1,5 @@
+import { IdemError } from '@idem/core';
+
 /**
  * What went wrong in the client. Callers branch on `code`, never on the message text.
  *
@@ -16,10 +18,12 @@ export type IdemClientErrorCode =
   | 'DEADLINE_EXCEEDED'
   | 'KEY_NOT_DERIVABLE';
 
-/** Error raised by `@idem/client`. `cause` carries the underlying error, if any. */
-export class IdemClientError extends Error {
-  /** Stable discriminant. */
-  readonly code: IdemClientErrorCode;
+/**
+ * Error raised by `@idem/client`: an `IdemError` like every idem error, so one
+ * `isIdemError` check covers them all. `cause` carries the underlying error, if any.
+ */
+export class IdemClientError extends IdemError {
+  declare readonly code: IdemClientErrorCode;
   /** Attempts made before the error, `0` when nothing was sent. */
   readonly attempts: number;
 
@@ -28,10 +32,8 @@ export class IdemClientError extends Error {
     message: string,
     options: { cause?: unknown; attempts?: number } = {},
   ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
+    super(code, message, { cause: options.cause });
     this.attempts = options.attempts ?? 0;
-    this.name = 'IdemClientError';
   }
 }
 

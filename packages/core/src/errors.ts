@@ -13,7 +13,12 @@ export type IdemErrorCode =
   | 'STORE_FULL'
   | 'OUTCOME_TOO_LARGE'
   | 'OUTCOME_CORRUPT'
-  | 'REPLAYED_FAILURE';
+  | 'REPLAYED_FAILURE'
+  // raised by @idem/client
+  | 'BODY_NOT_REPLAYABLE'
+  | 'RETRIES_EXHAUSTED'
+  | 'DEADLINE_EXCEEDED'
+  | 'KEY_NOT_DERIVABLE';
 
 /** Base class of every error idem raises. `cause` carries the underlying error, if any. */
 export class IdemError extends Error {
