@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   type AcquireInput,
   type AcquireResult,
@@ -58,26 +59,21 @@ export interface RedisStore extends IdempotencyStore {
   fenceKey(storageKey: string): string;
 }
 
-/** The commands `defineCommand` adds; the `Buffer` variants keep outcome bytes binary. */
+/** The store's scripts as callable commands; `...Buffer` variants keep bulk replies as bytes. */
 interface ScriptedClient {
-  idemAcquireV1Buffer(
-    ...args: [key: string, fenceKey: string, ...argv: string[]]
-  ): Promise<Reply[]>;
-  idemCompleteV1(
-    ...args: [key: string, fenceKey: string, ...argv: (string | Buffer)[]]
-  ): Promise<number>;
-  idemReleaseV1(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
-  idemExtendV1(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
-  idemGetV1Buffer(key: string): Promise<Reply[] | null>;
+  acquire(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<Reply[]>;
+  complete(...args: [key: string, fenceKey: string, ...argv: (string | Buffer)[]]): Promise<number>;
+  release(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
+  extend(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
+  get(key: string): Promise<Reply[] | null>;
 }
 
-// Names carry a version so that two releases sharing one client never mix scripts.
 const SCRIPTS = {
-  idemAcquireV1: { lua: ACQUIRE_LUA, numberOfKeys: 2 },
-  idemCompleteV1: { lua: COMPLETE_LUA, numberOfKeys: 2 },
-  idemReleaseV1: { lua: RELEASE_LUA, numberOfKeys: 2 },
-  idemExtendV1: { lua: EXTEND_LUA, numberOfKeys: 2 },
-  idemGetV1: { lua: GET_LUA, numberOfKeys: 1 },
+  acquire: { lua: ACQUIRE_LUA, numberOfKeys: 2, binaryReply: true },
+  complete: { lua: COMPLETE_LUA, numberOfKeys: 2, binaryReply: false },
+  release: { lua: RELEASE_LUA, numberOfKeys: 2, binaryReply: false },
+  extend: { lua: EXTEND_LUA, numberOfKeys: 2, binaryReply: false },
+  get: { lua: GET_LUA, numberOfKeys: 1, binaryReply: true },
 } as const;
 
 const DEFAULT_MAX_OUTCOME_BYTES = 16 * 1024 * 1024;
@@ -85,12 +81,21 @@ const DEFAULT_FENCE_MEMORY_MS = 86_400_000;
 const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
 const BRACES = /[{}]/;
 
+/**
+ * Registers the scripts on the client with `defineCommand`. Each command is named after its
+ * script's SHA-1, so two versions of this package sharing one client never call each
+ * other's scripts, and a second store on the same client reuses the definitions.
+ */
 function defineScripts(client: Redis | Cluster): ScriptedClient {
   const target = client as unknown as Record<string, unknown>;
-  for (const [name, definition] of Object.entries(SCRIPTS)) {
-    if (typeof target[name] !== 'function') client.defineCommand(name, definition);
+  const commands: Record<string, unknown> = {};
+  for (const [operation, { lua, numberOfKeys, binaryReply }] of Object.entries(SCRIPTS)) {
+    const name = `idem_${operation}_${createHash('sha1').update(lua).digest('hex').slice(0, 12)}`;
+    if (typeof target[name] !== 'function') client.defineCommand(name, { lua, numberOfKeys });
+    const method = target[binaryReply ? `${name}Buffer` : name] as (...args: unknown[]) => unknown;
+    commands[operation] = method.bind(client);
   }
-  return client as unknown as ScriptedClient;
+  return commands as unknown as ScriptedClient;
 }
 
 function duration(name: string, value: number): string {
@@ -170,14 +175,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const retention = duration('retentionMs', input.retentionMs);
       const keys = [redisKey(input.key), fenceKey(input.key)] as const;
       const reply = await call('acquire', () =>
-        redis.idemAcquireV1Buffer(
-          ...keys,
-          input.fingerprint,
-          input.owner,
-          lease,
-          retention,
-          fenceMemory,
-        ),
+        redis.acquire(...keys, input.fingerprint, input.owner, lease, retention, fenceMemory),
       );
       if (integer(reply[0]) === 1) {
         return {
@@ -200,7 +198,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       // A view, not a copy: ioredis writes the bytes to the socket as they are.
       const body = Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
       const done = await call('complete', () =>
-        redis.idemCompleteV1(...keys, input.owner, retention, fenceMemory, body),
+        redis.complete(...keys, input.owner, retention, fenceMemory, body),
       );
       return done === 1 ? { ok: true } : NOT_OWNER;
     },
@@ -209,7 +207,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const retention = duration('retentionMs', input.retentionMs);
       const keys = [redisKey(input.key), fenceKey(input.key)] as const;
       const done = await call('release', () =>
-        redis.idemReleaseV1(...keys, input.owner, retention, fenceMemory),
+        redis.release(...keys, input.owner, retention, fenceMemory),
       );
       return done === 1 ? { ok: true } : NOT_OWNER;
     },
@@ -219,13 +217,13 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const retention = duration('retentionMs', input.retentionMs);
       const keys = [redisKey(input.key), fenceKey(input.key)] as const;
       const leaseUntil = await call('extend', () =>
-        redis.idemExtendV1(...keys, input.owner, lease, retention, fenceMemory),
+        redis.extend(...keys, input.owner, lease, retention, fenceMemory),
       );
       return leaseUntil > 0 ? { ok: true, leaseUntil } : NOT_OWNER;
     },
 
     async get(key: string): Promise<StoredRecord | undefined> {
-      const reply = await call('get', () => redis.idemGetV1Buffer(redisKey(key)));
+      const reply = await call('get', () => redis.get(redisKey(key)));
       return reply ? toRecord(reply) : undefined;
     },
   };
