@@ -3,6 +3,7 @@ import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
 import { json, send } from '../../http/test/support/client.js';
+import { spyStore } from '../../http/test/support/stores.js';
 import { getIdempotency, idempotency } from '../src/index.js';
 
 const servers: { close(cb: () => void): void }[] = [];
@@ -56,5 +57,27 @@ describe('@idem/express conventions', () => {
     expect(again.body.equals(first.body)).toBe(true);
     expect(again.headers.etag).toBe('"v1"');
     expect(again.headers['idempotent-replayed']).toBe('true');
+  });
+
+  it('releases the key one lease after the client left a response the app never ends', async () => {
+    const spied = spyStore(createMemoryStore());
+    const open: express.Response[] = [];
+    const app = express();
+    app.use(
+      idempotency({ store: spied.store, leaseMs: 300, heartbeatMs: 100, onWarning: () => {} }),
+    );
+    app.post('/stuck', (_req, res) => {
+      open.push(res);
+      res.status(200).type('text/event-stream');
+      res.write('data: first\n\n');
+    });
+    const url = await listen(app);
+    await expect(send(url, '/stuck', { key: 's-1', timeoutMs: 100 })).rejects.toThrow(/timed out/);
+    expect(spied.calls.release).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(spied.calls.release).toBe(1);
+    await expect(send(url, '/stuck', { key: 's-1', timeoutMs: 100 })).rejects.toThrow(/timed out/);
+    expect(open).toHaveLength(2);
+    for (const res of open) res.end();
   });
 });

@@ -93,6 +93,7 @@ export function createIdempotencyHandler<R = Request>(
     isFinal: isFinal ?? finalOn2xx,
     recordedHeaders: resolveRecordedHeaders(options.recordedHeaders),
     maxOutcomeBytes: settings.store.capabilities.maxOutcomeBytes,
+    leaseMs: settings.leaseMs,
     warn,
   };
   let principalSeen = false;
@@ -236,9 +237,9 @@ export function createIdempotencyHandler<R = Request>(
         await recorder.fail(error);
         throw error;
       }
-      return recorder.recordResponse(failure);
+      return recorder.recordResponse(failure, request.signal);
     }
-    return recorder.recordResponse(response);
+    return recorder.recordResponse(response, request.signal);
   }
 
   return { begin, handle };

@@ -34,7 +34,8 @@ export function headersOf(res: ServerResponse, extra?: unknown): Headers {
  * Feeds everything the app writes to `res` into `recorder` while it goes out: chunks pass
  * through live; the end of the response (and the last bytes of a body of known length) is
  * held until the outcome is recorded; when recording fails the response is destroyed
- * instead of ended, and a response the app destroys releases the key.
+ * instead of ended, and a response the app destroys releases the key. When the client
+ * goes away first, the response is still recorded if the app ends it within a lease.
  */
 export function recordServerResponse(res: ServerResponse, recorder: ResponseRecorder): void {
   type Loose = (...args: unknown[]) => unknown;
@@ -103,6 +104,11 @@ export function recordServerResponse(res: ServerResponse, recorder: ResponseReco
     );
     return res;
   } as ServerResponse['end'];
+
+  // The client went away: the app may still end the response (recorded), or never will.
+  res.once('close', () => {
+    if (!ending) recorder.clientGone();
+  });
 
   res.destroy = function destroy(error?: Error) {
     if (!ending) void recorder.fail(error);

@@ -44,16 +44,25 @@ export interface ResponseRecorder {
   /** The handler failed or its body broke: releases the key so a retry executes again. */
   fail(error: unknown): Promise<void>;
   /**
-   * Wraps a Web `Response` so its body is recorded while it streams to the caller; the
-   * returned body ends (or errors) only after `finish` settled.
+   * The client went away before the end. The response is still recorded if its body ends
+   * within one lease (`leaseMs`); past that the key is released, so a handler that stopped
+   * writing does not hold the key for `maxHoldMs`.
    */
-  recordResponse(response: Response): Promise<Response>;
+  clientGone(): void;
+  /**
+   * Wraps a Web `Response` so its body is recorded while it streams to the caller; the
+   * returned body ends (or errors) only after `finish` settled. `signal` is the request's:
+   * when it aborts (the client went away), the body is read to its end and recorded
+   * without a reader (see `clientGone`).
+   */
+  recordResponse(response: Response, signal?: AbortSignal): Promise<Response>;
 }
 
 interface RecorderSettings {
   isFinal: ResponsePolicy;
   recordedHeaders: ReadonlySet<string>;
   maxOutcomeBytes: number | undefined;
+  leaseMs: number;
   warn: (message: string) => void;
 }
 
@@ -140,17 +149,30 @@ export function createRecorder(
     }
   }
 
+  let abandonTimer: ReturnType<typeof setTimeout> | undefined;
+
   function finish(): Promise<void> {
+    clearTimeout(abandonTimer);
     done ??= settle();
     return done;
   }
 
   function fail(_error: unknown): Promise<void> {
+    clearTimeout(abandonTimer);
     done ??= execution.release().catch(() => {});
     return done;
   }
 
-  async function recordResponse(response: Response): Promise<Response> {
+  function clientGone(): void {
+    if (done || abandonTimer) return;
+    abandonTimer = setTimeout(
+      () => void fail(new Error('The client went away and the body did not end')),
+      settings.leaseMs,
+    );
+    abandonTimer.unref?.();
+  }
+
+  async function recordResponse(response: Response, signal?: AbortSignal): Promise<Response> {
     start(response.status, response.headers);
     if (response.body === null) {
       // No body (204, 304, HEAD): record first; the response goes out only after that.
@@ -210,17 +232,26 @@ export function createRecorder(
           controller.close();
         },
         cancel() {
+          clientGone();
           void drain();
         },
       },
       { highWaterMark: 0 },
     );
-    return new Response(stream, {
+    const wrapped = new Response(stream, {
       status: response.status,
       statusText: response.statusText,
       headers: response.headers,
     });
+    // Some servers neither read nor cancel the body of a response whose client is gone.
+    const onAbort = () => {
+      clientGone();
+      if (!stream.locked) stream.cancel().catch(() => {});
+    };
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    return wrapped;
   }
 
-  return { context, start, capture, finish, fail, recordResponse };
+  return { context, start, capture, finish, fail, clientGone, recordResponse };
 }

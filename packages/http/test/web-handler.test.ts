@@ -113,6 +113,23 @@ describe('withIdempotency on Web Request/Response', () => {
     expect(handler).toHaveBeenCalledTimes(1);
   });
 
+  it('records the response of a request whose client went away before the handler returned', async () => {
+    const spied = spyStore(createMemoryStore());
+    const controller = new AbortController();
+    const fetchLike = withIdempotency(
+      async () => {
+        controller.abort();
+        return chunkedResponse(['late ', 'answer']);
+      },
+      { store: spied.store, onWarning: () => {} },
+    );
+    const request = new Request(post('k8'), { signal: controller.signal });
+    await fetchLike(request);
+    // Nobody reads the body: it is still read to its end and recorded.
+    await vi.waitFor(() => expect(spied.calls.complete).toBe(1));
+    expect(await readChunks(await fetchLike(post('k8')))).toEqual(['late ', 'answer']);
+  });
+
   it('rethrows a handler error by default and records a 500 problem once started', async () => {
     const boom = async (): Promise<Response> => {
       throw new Error('boom');

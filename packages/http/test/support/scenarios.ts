@@ -220,6 +220,23 @@ const SCENARIOS: Scenario[] = [
     },
   },
   {
+    name: 'still records when the client gives up before the handler ends: the retry gets the replay',
+    async run({ post, calls, spy }) {
+      const key = newKey();
+      await expect(
+        post('/charges?delay=300', { key, body: { n: 1 }, timeoutMs: 100 }),
+      ).rejects.toThrow(/timed out/);
+      await waitFor(
+        () => spy.calls.complete + spy.calls.release === 1,
+        'the outcome to be settled',
+      );
+      const retry = await post('/charges?delay=300', { key, body: { n: 1 } });
+      expect(retry.status).toBe(201);
+      expect(retry.headers[REPLAYED]).toBe('true');
+      expect(calls('/charges')).toBe(1);
+    },
+  },
+  {
     name: 'does not replay a stream that broke midway as a success',
     async run({ post, calls, spy }) {
       const key = newKey();
