@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createIdempotencyHandler, type IdempotencyContext } from '@idem/http';
-import { Hono } from 'hono';
+import { type IdempotencyVariables, idempotency } from '@idem/hono';
+import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import type { Backend } from './backend.js';
 import { chatCompletionsHandler } from './http/chat-completions.js';
 import { deliverBuffered, deliverStreamed } from './http/delivery.js';
@@ -19,14 +19,12 @@ export interface AppOptions {
 
 /** The app, and the hooks the server needs for a graceful shutdown. */
 export interface LlmApp {
-  app: Hono;
+  app: Hono<{ Variables: IdempotencyVariables }>;
   /** Requests whose outcome is not recorded yet. */
   inFlight: InFlight;
   /** From now on new requests get 503 + Retry-After (and /healthz says so). */
   beginShutdown(): void;
 }
-
-type WebHandler = (request: Request, context: IdempotencyContext | undefined) => Promise<Response>;
 
 /**
  * The principal a request acts for: a digest of its bearer token, so one API key's
@@ -47,31 +45,35 @@ export function createApp(options: AppOptions): LlmApp {
   const common = {
     store: backend.store,
     leaseMs: options.leaseMs ?? 30_000,
-    scope: (request: Request) => ({ principal: principalOf(request) }),
+    scope: (c: Context) => ({ principal: principalOf(c.req.raw) }),
   };
   // The seed's endpoint: a key is required.
-  const messagesIdem = createIdempotencyHandler({ ...common, required: true });
+  const messagesIdem = idempotency({ ...common, required: true });
   // OpenAI-compatible: SDKs that send no key still work (without retry protection).
-  const chatIdem = createIdempotencyHandler({ ...common, required: false });
+  const chatIdem = idempotency({ ...common, required: false });
 
-  async function serve(
-    idem: ReturnType<typeof createIdempotencyHandler>,
-    request: Request,
-    handler: WebHandler,
-  ): Promise<Response> {
-    const work = (async () => {
-      const response = await idem.handle(request, handler);
-      if (response.headers.get('content-type')?.startsWith('text/event-stream')) {
-        const streamed = deliverStreamed(response);
-        return { response: streamed.response, done: streamed.done };
-      }
-      return { response: await deliverBuffered(response), done: Promise.resolve() };
-    })();
-    inFlight.track(work.then((w) => w.done));
-    return (await work).response;
-  }
+  /**
+   * Runs before (outside) the idempotency middleware and sees the response it produced,
+   * recorded or replayed: sends it so that recording never depends on the client (see
+   * delivery.ts).
+   */
+  const deliver: MiddlewareHandler = async (c, next) => {
+    await next();
+    const response = c.res;
+    let delivered: Response;
+    if (response.headers.get('content-type')?.startsWith('text/event-stream')) {
+      const streamed = deliverStreamed(response);
+      inFlight.track(streamed.done);
+      delivered = streamed.response;
+    } else {
+      delivered = await deliverBuffered(response);
+    }
+    // Unset first: assigning over a response merges the old one's headers into the new.
+    c.res = undefined;
+    c.res = delivered;
+  };
 
-  const app = new Hono();
+  const app = new Hono<{ Variables: IdempotencyVariables }>();
   app.use('*', async (c, next) => {
     if (shuttingDown && c.req.path !== '/healthz') {
       return errorResponse(503, 'shutting_down', 'The server is shutting down; retry', {
@@ -121,8 +123,10 @@ export function createApp(options: AppOptions): LlmApp {
   });
   const messages = messagesHandler(model, backend.ledger);
   const chat = chatCompletionsHandler(model, backend.ledger);
-  app.post('/api/messages', (c) => serve(messagesIdem, c.req.raw, messages));
-  app.post('/v1/chat/completions', (c) => serve(chatIdem, c.req.raw, chat));
+  app.post('/api/messages', deliver, messagesIdem, (c) =>
+    messages(c.req.raw, c.get('idempotency')),
+  );
+  app.post('/v1/chat/completions', deliver, chatIdem, (c) => chat(c.req.raw, c.get('idempotency')));
   app.notFound(() => errorResponse(404, 'not_found', 'No such endpoint'));
   app.onError((error) => {
     console.error('[llm-api] unhandled error', error);
