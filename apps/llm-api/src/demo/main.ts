@@ -47,14 +47,20 @@ async function main(): Promise<number> {
 
   const rows: Row[] = [];
   let scripted = 0;
+  // A scenario that throws (e.g. retries exhausted) still gets its row; the rest are skipped.
+  let broken: { name: string; error: unknown } | undefined;
   const measure = async (name: string, body: () => Promise<number>) => {
+    if (broken) return;
     const client0: ClientCounters = { ...h.client };
     const server0: ServerCounters = await h.server();
-    const failures = await body();
-    scripted += failures;
+    try {
+      scripted += await body();
+    } catch (error) {
+      broken = { name, error };
+    }
     const server1 = await h.server();
     rows.push({
-      scenario: name,
+      scenario: broken ? `${name} (FAILED)` : name,
       logical: h.client.logical - client0.logical,
       attempts: h.client.attempts - client0.attempts,
       replays: h.client.replays - client0.replays,
@@ -136,6 +142,14 @@ async function main(): Promise<number> {
       final.failed === scripted,
     ],
   ];
+  if (broken) {
+    const { name, error } = broken;
+    const reason =
+      error instanceof Error
+        ? `${error.message}${error.cause instanceof Error ? ` (${error.cause.message})` : ''}`
+        : String(error);
+    checks.unshift([`every scenario completed ("${name}" failed: ${reason})`, false]);
+  }
   console.log('');
   for (const [text, ok] of checks) console.log(`${ok ? 'PASS' : 'FAIL'}  ${text}`);
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
