@@ -5,7 +5,8 @@ import { type FaultProxy, startFaultProxy } from '../src/demo/fault-proxy.js';
 import { type RunningServer, startServer } from '../src/server.js';
 import { REDIS_URL, randomPrefix } from './redis.js';
 
-export type StoreKind = 'memory' | 'redis';
+/** `dynamodb` expects DYNAMODB_TABLE and DYNAMODB_ENDPOINT in the env. */
+export type StoreKind = 'memory' | 'redis' | 'dynamodb';
 
 /** What `GET /v1/usage` answers. */
 export interface UsageJson {
