@@ -29,6 +29,12 @@ describe('@idem/fastify route-level options', () => {
       { config: { idempotency: { isFinal: finalOnceStarted } } },
       async (_request, reply) => reply.code(500).send({ run: run('stripe') }),
     );
+    app.post('/hijacked', async (_request, reply) => {
+      reply.hijack();
+      reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'set-cookie': 'a=1' });
+      for (const seq of [1, 2, 3]) reply.raw.write(`data: ${seq} run ${run('hijacked')}\n\n`);
+      reply.raw.end();
+    });
     app.post('/plain-500', async (_request, reply) =>
       reply.code(500).send({ run: run('plain-500') }),
     );
@@ -70,5 +76,15 @@ describe('@idem/fastify route-level options', () => {
       await send(url, '/plain-500', { key: 'p', body: {} }),
     ];
     expect(plain.map((e) => json(e))).toEqual([{ run: 1 }, { run: 2 }]);
+  });
+
+  it('records what a hijacked reply writes to the raw response', async () => {
+    const first = await send(url, '/hijacked', { key: 'h', body: {} });
+    const again = await send(url, '/hijacked', { key: 'h', body: {} });
+    expect(first.body.toString()).toBe('data: 1 run 1\n\ndata: 2 run 2\n\ndata: 3 run 3\n\n');
+    expect(again.body.equals(first.body)).toBe(true);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(again.headers['set-cookie']).toBeUndefined();
+    expect(runs.get('hijacked')).toBe(3);
   });
 });

@@ -1,5 +1,6 @@
 import { createMemoryStore } from '@idem/store-memory';
 import { Hono } from 'hono';
+import { streamSSE } from 'hono/streaming';
 import { describe, expect, it } from 'vitest';
 import { type IdempotencyVariables, idempotency } from '../src/index.js';
 
@@ -38,5 +39,28 @@ describe('@idem/hono conventions', () => {
     expect(again.headers.get('idempotent-replayed')).toBe('true');
     expect(await again.json()).toEqual({ run: 1, fence: 1, body: { n: 1 } });
     expect(await (await request('/open')).text()).toBe('open 2');
+  });
+
+  it('replays a streamSSE response with the same events', async () => {
+    let runs = 0;
+    const app = new Hono();
+    app.use(idempotency({ store: createMemoryStore(), onWarning: () => {} }));
+    app.post('/sse', (c) =>
+      streamSSE(c, async (stream) => {
+        runs++;
+        for (const data of ['Hel', 'lo', ` #${runs}`])
+          await stream.writeSSE({ data, event: 'token' });
+      }),
+    );
+    const call = () =>
+      app.request('/sse', { method: 'POST', headers: { 'idempotency-key': 'sse-1' } });
+    const first = await (await call()).text();
+    const replay = await call();
+    expect(first).toBe(
+      'event: token\ndata: Hel\n\nevent: token\ndata: lo\n\nevent: token\ndata:  #1\n\n',
+    );
+    expect(replay.headers.get('content-type')).toBe('text/event-stream');
+    expect(await replay.text()).toBe(first);
+    expect(runs).toBe(1);
   });
 });
