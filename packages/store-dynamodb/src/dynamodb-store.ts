@@ -173,6 +173,18 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   }
   const capabilities: StoreCapabilities = { clock: 'client', maxOutcomeBytes };
 
+  // Expressions are constants, so their attribute-name maps are worked out once.
+  const namesCache = new Map<string, Record<string, string>>();
+  function names(update: string, condition: string): Record<string, string> {
+    const cacheKey = `${update}\n${condition}`;
+    let found = namesCache.get(cacheKey);
+    if (!found) {
+      found = namesFor(schema, update, condition);
+      namesCache.set(cacheKey, found);
+    }
+    return found;
+  }
+
   async function update(
     operation: string,
     key: string,
@@ -191,7 +203,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
           Key: itemKey(schema, key),
           UpdateExpression: update,
           ConditionExpression: condition,
-          ExpressionAttributeNames: namesFor(schema, update, condition),
+          ExpressionAttributeNames: names(update, condition),
           ExpressionAttributeValues: values,
           ReturnValues: returnOld ? 'ALL_OLD' : 'NONE',
           ReturnValuesOnConditionCheckFailure: returnOld ? 'ALL_OLD' : 'NONE',
