@@ -1,4 +1,5 @@
 import { generateKey } from '@idem/core';
+import { Redis } from 'ioredis';
 import { type FaultProxy, startFaultProxy } from './fault-proxy.js';
 import { type ClientCounters, Harness, type ServerCounters } from './harness.js';
 import {
@@ -102,6 +103,7 @@ async function main(): Promise<number> {
     await proxy.close();
     const code = await server.stop();
     if (code !== 0) console.error(`The server exited with ${code}:\n${server.output()}`);
+    if (redisUrl) await deleteDemoKeys(redisUrl, env.IDEM_KEY_PREFIX as string);
   }
   const final = rows.reduce(
     (t, r) => ({
@@ -217,6 +219,19 @@ async function restartMidRequest(
     server,
     note: `restart: the old server got SIGTERM with a request in flight, finished it and exited ${code}; the new server (${server.url}) replays everything from Redis.`,
   };
+}
+
+/** Removes what this run wrote to Redis (records, ledger, counters under its own prefix). */
+async function deleteDemoKeys(url: string, prefix: string): Promise<void> {
+  const client = new Redis(url, { maxRetriesPerRequest: 1 });
+  try {
+    const stream = client.scanStream({ match: `${prefix}*`, count: 200 });
+    for await (const keys of stream as AsyncIterable<string[]>) {
+      if (keys.length > 0) await client.del(...keys);
+    }
+  } finally {
+    client.disconnect();
+  }
 }
 
 const watchdog = setTimeout(() => {
