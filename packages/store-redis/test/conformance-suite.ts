@@ -26,7 +26,7 @@ export function describeRedisConformance(target: Target): void {
 
     describeStoreConformance(`redis (${target.name})`, {
       clock: 'server',
-      leaseMs: 200,
+      leaseMs: 300,
       numRuns,
       createStore: ({ prefix }) => {
         const store = createRedisStore({ client, keyPrefix: prefix });
