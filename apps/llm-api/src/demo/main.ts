@@ -102,6 +102,7 @@ async function main(): Promise<number> {
   } finally {
     await proxy.close();
     const code = await server.stop();
+    if (process.env.DEMO_SERVER_LOG) console.log(server.output());
     if (code !== 0) console.error(`The server exited with ${code}:\n${server.output()}`);
     if (redisUrl) await deleteDemoKeys(redisUrl, env.IDEM_KEY_PREFIX as string);
   }
