@@ -15,6 +15,8 @@ export interface AppOptions {
   model: ChatModel;
   /** Lease of an in-progress request, in ms. @default 30_000 */
   leaseMs?: number;
+  /** Lease renewal interval, or `false` for none (tests of lease takeover). @default leaseMs / 3 */
+  heartbeatMs?: number | false;
 }
 
 /** The app, and the hooks the server needs for a graceful shutdown. */
@@ -45,6 +47,7 @@ export function createApp(options: AppOptions): LlmApp {
   const common = {
     store: backend.store,
     leaseMs: options.leaseMs ?? 30_000,
+    ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
     scope: (c: Context) => ({ principal: principalOf(c.req.raw) }),
   };
   // The seed's endpoint: a key is required.
