@@ -93,10 +93,10 @@ for (const target of targets) {
     });
 
     it('heartbeats add exactly one extend each', async () => {
-      const idem = createIdempotency({ store, leaseMs: 600, heartbeatMs: 150 });
+      const idem = createIdempotency({ store, leaseMs: 1_200, heartbeatMs: 200 });
       sent.length = 0;
       await idem.execute({ key: 'slow', scope: scope() }, async () => {
-        await sleep(500);
+        await sleep(800);
         return 'done';
       });
       const extends_ = sent.filter((c) => c === 'evalsha:extend').length;
