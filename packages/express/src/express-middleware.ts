@@ -1,39 +1,24 @@
 import {
-  BodyTooLargeError,
   bodyFromBytes,
+  bodyFromParsed,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
   type RequestBody,
   readBodyLimited,
 } from '@idem/http';
-import { recordServerResponse, sendWebResponse } from '@idem/http/node';
+import { headerValue, recordServerResponse, sendWebResponse } from '@idem/http/node';
 import type { Request, RequestHandler, Response } from 'express';
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Express request. */
 export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>;
 
-function headerOf(req: Request, name: string): string | undefined {
-  const value = req.headers[name.toLowerCase()];
-  return Array.isArray(value) ? value.join(', ') : value;
-}
-
 async function readBody(req: Request, limit: number): Promise<RequestBody> {
-  const contentType = headerOf(req, 'content-type');
-  const parsed: unknown = req.body;
-  if (parsed !== undefined) {
-    // A body parser ran first: express.raw gives a Buffer, express.text a string.
-    if (Buffer.isBuffer(parsed)) return bodyFromBytes(parsed, contentType);
-    if (typeof parsed === 'string') return bodyFromBytes(Buffer.from(parsed), contentType);
-    const size = Buffer.byteLength(JSON.stringify(parsed) ?? '');
-    if (size > limit) throw new BodyTooLargeError(limit);
-    return { kind: 'json', value: parsed as never };
-  }
-  const length = headerOf(req, 'content-length');
-  if (
-    (length === undefined || length === '0') &&
-    headerOf(req, 'transfer-encoding') === undefined
-  ) {
+  const contentType = headerValue(req.headers, 'content-type');
+  // A body parser ran first (express.json, express.raw, express.text, express.urlencoded).
+  if (req.body !== undefined) return bodyFromParsed(req.body, contentType, limit);
+  const length = headerValue(req.headers, 'content-length');
+  if ((length === undefined || length === '0') && req.headers['transfer-encoding'] === undefined) {
     return { kind: 'none' };
   }
   const bytes = await readBodyLimited(req, limit);
@@ -55,7 +40,7 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
       native: req,
       method: req.method,
       url: req.originalUrl,
-      header: (name) => headerOf(req, name),
+      header: (name) => headerValue(req.headers, name),
       readBody: (limit) => readBody(req, limit),
     });
     if (decision.action === 'pass') return next();

@@ -1,13 +1,11 @@
 import {
-  BodyTooLargeError,
-  bodyFromBytes,
+  bodyFromParsed,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
   type IdempotencyHandler,
-  type RequestBody,
 } from '@idem/http';
-import { recordServerResponse } from '@idem/http/node';
+import { headerValue, recordServerResponse } from '@idem/http/node';
 import type { FastifyPluginCallback, FastifyRequest } from 'fastify';
 
 /** Options of the {@link idempotency} plugin: those of `@idem/http`, with hooks that get the Fastify request. */
@@ -29,29 +27,6 @@ declare module 'fastify' {
     /** Key, fence and abort signal of the execution; null when the request was not subject to idempotency. */
     idempotency: IdempotencyContext | null;
   }
-}
-
-function headerOf(request: FastifyRequest, name: string): string | undefined {
-  const value = request.headers[name.toLowerCase()];
-  return Array.isArray(value) ? value.join(', ') : value;
-}
-
-function readBody(request: FastifyRequest, limit: number): RequestBody {
-  const { body } = request;
-  const contentType = headerOf(request, 'content-type');
-  if (body === undefined || body === null) return { kind: 'none' };
-  const bytes = Buffer.isBuffer(body)
-    ? body
-    : typeof body === 'string'
-      ? Buffer.from(body)
-      : undefined;
-  if (bytes) {
-    if (bytes.length > limit) throw new BodyTooLargeError(limit);
-    return bodyFromBytes(bytes, contentType);
-  }
-  // Parsed by Fastify's JSON parser: measure what it stands for.
-  if (Buffer.byteLength(JSON.stringify(body) ?? '') > limit) throw new BodyTooLargeError(limit);
-  return { kind: 'json', value: body as never };
 }
 
 const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, options, done) => {
@@ -84,8 +59,10 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
       method: request.method,
       url: request.url,
       ...(request.routeOptions.url === undefined ? {} : { route: request.routeOptions.url }),
-      header: (name) => headerOf(request, name),
-      readBody: async (limit) => readBody(request, limit),
+      header: (name) => headerValue(request.headers, name),
+      // Fastify parsed (and size-limited) the body already.
+      readBody: async (limit) =>
+        bodyFromParsed(request.body, headerValue(request.headers, 'content-type'), limit),
     });
     if (decision.action === 'pass') return;
     if (decision.action === 'respond') return reply.send(decision.response);

@@ -88,6 +88,7 @@ export function createIdempotencyHandler<R = Request>(
     throw new InvalidInputError('maxBodyBytes must be a non-negative integer');
   }
   const retryAfter = String(Math.max(1, Math.ceil(options.unavailableRetryAfterSeconds ?? 1)));
+  const inProgressRetryAfter = Math.max(1, Math.ceil(options.inProgressRetryAfterSeconds ?? 1));
   const warn = options.onWarning ?? ((message: string) => console.warn(`[@idem/http] ${message}`));
   const recorderSettings = {
     isFinal: isFinal ?? finalOn2xx,
@@ -160,7 +161,10 @@ export function createIdempotencyHandler<R = Request>(
         );
       }
       if (error instanceof InProgressError) {
-        const seconds = Math.max(1, Math.ceil(error.retryAfterMs / 1000));
+        const seconds = Math.max(
+          1,
+          Math.min(inProgressRetryAfter, Math.ceil(error.retryAfterMs / 1000)),
+        );
         return respond(
           409,
           PROBLEM_TYPES.inProgress,

@@ -15,6 +15,7 @@ export type { RequestBody } from './request-body.js';
 export {
   BodyTooLargeError,
   bodyFromBytes,
+  bodyFromParsed,
   isJsonContentType,
   readBodyLimited,
 } from './request-body.js';

@@ -1,4 +1,4 @@
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { ResponseRecorder } from './recorder.js';
 
 type Chunk = string | Uint8Array;
@@ -132,4 +132,10 @@ export async function sendWebResponse(res: ServerResponse, response: Response): 
   } catch (error) {
     res.destroy(error instanceof Error ? error : new Error(String(error)));
   }
+}
+
+/** One header of a Node request as a single string (repeated fields joined by ", "). */
+export function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name.toLowerCase()];
+  return Array.isArray(value) ? value.join(', ') : value;
 }

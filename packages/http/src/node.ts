@@ -1,1 +1,1 @@
-export { headersOf, recordServerResponse, sendWebResponse } from './node-response.js';
+export { headersOf, headerValue, recordServerResponse, sendWebResponse } from './node-response.js';

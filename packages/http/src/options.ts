@@ -56,6 +56,12 @@ export interface HttpIdempotencyOptions<R = Request>
   maxBodyBytes?: number;
   /** When the store is down, run the handler without idempotency instead of answering 503. @default false */
   failOpen?: boolean;
+  /**
+   * `Retry-After` (seconds) of the 409 sent while a request with the key runs, capped by the
+   * time left on its lease. The lease is renewed while the request runs, so it says little
+   * about when the request ends: a short poll interval serves clients better. @default 1
+   */
+  inProgressRetryAfterSeconds?: number;
   /** `Retry-After` (seconds) of the 503 sent when the store is down. @default 1 */
   unavailableRetryAfterSeconds?: number;
   /** Receives configuration warnings (e.g. no principal ever given). @default console.warn */

@@ -70,3 +70,30 @@ export function bodyFromBytes(
   }
   return { kind: 'bytes', bytes };
 }
+
+/**
+ * Interprets a body a framework already parsed: bytes and strings as sent, `undefined` or
+ * `null` as none, anything else as the JSON value it was parsed from (measured by its JSON
+ * text against `limit`).
+ * @throws BodyTooLargeError past `limit` bytes
+ */
+export function bodyFromParsed(
+  parsed: unknown,
+  contentType: string | null | undefined,
+  limit: number,
+): RequestBody {
+  if (parsed === undefined || parsed === null) return { kind: 'none' };
+  const bytes =
+    parsed instanceof Uint8Array
+      ? parsed
+      : typeof parsed === 'string'
+        ? new TextEncoder().encode(parsed)
+        : undefined;
+  if (bytes) {
+    if (bytes.length > limit) throw new BodyTooLargeError(limit);
+    return bodyFromBytes(bytes, contentType);
+  }
+  const text = JSON.stringify(parsed) ?? '';
+  if (new TextEncoder().encode(text).length > limit) throw new BodyTooLargeError(limit);
+  return { kind: 'json', value: JSON.parse(text) };
+}
