@@ -30,6 +30,8 @@ interface ScenarioContext {
 interface Scenario {
   name: string;
   options?: Partial<ScenarioAppConfig['options']>;
+  /** Delay every `complete` of the store by this many ms. */
+  completeDelayMs?: number;
   /** Replace the store by one whose calls fail at once, or never answer. */
   storeDown?: 'failing' | 'hanging';
   run(ctx: ScenarioContext): Promise<void>;
@@ -147,6 +149,19 @@ const SCENARIOS: Scenario[] = [
       expect((await post('/charges', { key: '"a\\"b\\\\c"', body: { a: 1 } })).status).toBe(201);
       expect((await post('/charges', { key: 'x'.repeat(255), body: { a: 1 } })).status).toBe(201);
       expect(calls('/charges')).toBe(3);
+    },
+  },
+  {
+    name: 'stores the outcome before the end of the response reaches the client',
+    completeDelayMs: 150,
+    async run({ post, spy }) {
+      // Each exchange resolves on the client's 'end': by then the (slow) write must be done.
+      await post('/charges', { key: newKey(), body: {} });
+      expect(spy.completed).toHaveLength(1);
+      await post('/sse', { key: newKey(), body: {} });
+      expect(spy.completed).toHaveLength(2);
+      await post('/binary', { key: newKey(), body: {} });
+      expect(spy.completed).toHaveLength(3);
     },
   },
   {
@@ -364,7 +379,9 @@ export function describeHttpScenarios(driver: FrameworkDriver): void {
     });
 
     it.each(SCENARIOS)('$name', async (scenario) => {
-      const spy = spyStore(scenario.storeDown ? downStore(scenario.storeDown) : stores.create());
+      const spy = spyStore(scenario.storeDown ? downStore(scenario.storeDown) : stores.create(), {
+        completeDelayMs: scenario.completeDelayMs,
+      });
       const behaviours = createBehaviours();
       const app = await driver.start({
         options: { store: spy.store, onWarning: () => {}, ...scenario.options },

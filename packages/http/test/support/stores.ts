@@ -65,7 +65,10 @@ export interface SpiedStore {
   completed: StoredOutcome[];
 }
 
-export function spyStore(inner: IdempotencyStore): SpiedStore {
+export function spyStore(
+  inner: IdempotencyStore,
+  options: { completeDelayMs?: number } = {},
+): SpiedStore {
   const calls = { acquire: 0, complete: 0, release: 0 };
   const completed: StoredOutcome[] = [];
   const store: IdempotencyStore = {
@@ -76,6 +79,9 @@ export function spyStore(inner: IdempotencyStore): SpiedStore {
     },
     complete: async (input) => {
       calls.complete++;
+      // A slow write makes a response that ends before its outcome is stored visible.
+      if (options.completeDelayMs)
+        await new Promise((resolve) => setTimeout(resolve, options.completeDelayMs));
       const result = await inner.complete(input);
       if (result.ok) completed.push(decodeOutcome(input.outcome));
       return result;
