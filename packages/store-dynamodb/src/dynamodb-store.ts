@@ -1,6 +1,5 @@
 import {
   type AttributeValue,
-  type DynamoDBClient,
   GetItemCommand,
   UpdateItemCommand,
   type UpdateItemCommandOutput,
@@ -8,10 +7,8 @@ import {
 import {
   type AcquireInput,
   type AcquireResult,
-  type Clock,
   type CompleteInput,
   type ExtendInput,
-  type IdempotencyStore,
   InvalidInputError,
   OutcomeTooLargeError,
   type OwnerWriteResult,
@@ -21,6 +18,25 @@ import {
   StoreUnavailableError,
   systemClock,
 } from '@idem/core';
+import {
+  ACQUIRE_CONDITION,
+  ACQUIRE_UPDATE,
+  COMPLETE_UPDATE,
+  COMPLETE_UPDATE_ENCODED,
+  COMPLETED,
+  EXTEND_UPDATE,
+  IN_PROGRESS,
+  MAX_ACQUIRE_ATTEMPTS,
+  NOT_OWNER,
+  num,
+  OWNED_CONDITION,
+  RELEASE_UPDATE,
+  RELEASED,
+  TYPICAL_KEY_LENGTH,
+  TYPICAL_OWNER_LENGTH,
+  ttlOf,
+} from './expressions.js';
+import type { DynamoDbStore, DynamoDbStoreOptions } from './options.js';
 import { packOutcome, unpackOutcome } from './outcome-compression.js';
 import {
   checkSizes,
@@ -31,101 +47,9 @@ import {
   namesFor,
   outcomeBudget,
   type RawRecord,
-  type RecordAttributeNames,
 } from './record-item.js';
 import { describeError, isConditionFailure, storeError } from './sdk-errors.js';
-import { type EnsureTableOptions, type EnsureTableResult, ensureTable } from './table.js';
-
-/** Options of {@link createDynamoDbStore}. Durations are milliseconds. */
-export interface DynamoDbStoreOptions {
-  /** A client the caller built and owns (region, credentials, retries). The store never closes it. */
-  client: DynamoDBClient;
-  /** Name of the table (see `ensureTable()` or the README for its schema). */
-  tableName: string;
-  /** Prepended to every storage key, e.g. to share a table between services. @default '' */
-  keyPrefix?: string;
-  /** Name of the partition key attribute (type `S`). @default 'pk' */
-  partitionKey?: string;
-  /**
-   * Single-table layout: every record goes under one static partition key value, with the
-   * (prefixed) storage key in the sort key attribute (type `S`). Without it, the storage key
-   * is the whole primary key. @default undefined
-   */
-  singleTable?: {
-    /** The static partition key value of every record, e.g. `'IDEM'`. */
-    partitionKeyValue: string;
-    /** Name of the sort key attribute. @default 'sk' */
-    sortKey?: string;
-  };
-  /** Names of the record's attributes; unset ones keep their defaults. */
-  attributes?: Partial<RecordAttributeNames>;
-  /**
-   * Clock that decides expiry: DynamoDB has no server clock usable in a condition, so every
-   * condition compares with this clock's `now`. Keep your servers' clocks in sync (NTP).
-   * @default systemClock
-   */
-  clock?: Clock;
-  /**
-   * Outcomes of at least this many bytes are gzip-compressed (kept compressed only when that
-   * is smaller); `false` stores every outcome as is. Capacity is billed per KB written and
-   * read, so compression saves money as well as room. With compression on, an outcome too
-   * large to fit as is is always compressed. @default 4096
-   */
-  compressAboveBytes?: number | false;
-  /**
-   * Largest encoded outcome accepted at all, before compression, in bytes (the store's
-   * `capabilities.maxOutcomeBytes`); larger ones are refused at once. Below it, what counts
-   * is the item limit: DynamoDB items hold at most 400 KB, so an outcome that still exceeds
-   * its budget (about 398 KiB) after compression is refused with `OutcomeTooLargeError`
-   * before anything is written.
-   * @default 4 MiB with compression, the uncompressed item budget without
-   */
-  maxOutcomeBytes?: number;
-}
-
-/** A DynamoDB-backed store; see {@link createDynamoDbStore}. */
-export interface DynamoDbStore extends IdempotencyStore {
-  /** The table this store writes to. */
-  readonly tableName: string;
-  /**
-   * Creates the table when it is missing (on-demand billing) and enables TTL on the `ttl`
-   * attribute; checks the key schema of an existing table. Never called by the factory.
-   */
-  ensureTable(options?: EnsureTableOptions): Promise<EnsureTableResult>;
-  /** Primary key of the item that holds `storageKey`, for raw reads and operations tooling. */
-  itemKey(storageKey: string): Record<string, AttributeValue>;
-}
-
-const IN_PROGRESS: AttributeValue = { S: 'in_progress' };
-const COMPLETED: AttributeValue = { S: 'completed' };
-const RELEASED: AttributeValue = { S: 'released' };
-const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
-// Each retry follows a write of another caller that changed the item; more than this many in
-// a row only happens if the item is not an idem record or the service misbehaves.
-const MAX_ACQUIRE_ATTEMPTS = 8;
-// Core derives storage keys of 64 characters and owners of 22; the declared limit assumes
-// a little more, and `complete` measures the real ones.
-const TYPICAL_KEY_LENGTH = 64;
-const TYPICAL_OWNER_LENGTH = 64;
-
-const num = (value: number): AttributeValue => ({ N: String(value) });
-const ttlOf = (expiresAt: number): AttributeValue => num(Math.ceil(expiresAt / 1000));
-
-// Acquire as one conditional upsert. The condition is "the key is free", decided by the
-// caller's clock; the fence is computed by the service from the stored one, so it stays
-// monotonic without reading first. On failure the service returns the live item (ALL_OLD).
-const ACQUIRE_UPDATE =
-  'SET #st = :inProgress, #fp = :fingerprint, #ow = :owner, #fe = if_not_exists(#fe, :zero) + :one, ' +
-  '#lu = :leaseUntil, #ex = :expiresAt, #tt = :ttl REMOVE #oc, #oe';
-const ACQUIRE_CONDITION =
-  'attribute_not_exists(#pk) OR #st = :released OR #ex <= :now OR (#st = :inProgress AND #lu <= :now)';
-// Owner-checked writes: the caller's own in-progress record that has not expired (a passed
-// lease is fine as long as nobody took it over: that would have changed the owner).
-const OWNED_CONDITION = '#ow = :owner AND #st = :inProgress AND #ex > :now';
-const COMPLETE_UPDATE = 'SET #st = :completed, #ex = :expiresAt, #tt = :ttl, #oc = :outcome';
-const COMPLETE_UPDATE_ENCODED = `${COMPLETE_UPDATE}, #oe = :encoding`;
-const RELEASE_UPDATE = 'SET #st = :released, #lu = :now, #ex = :expiresAt, #tt = :ttl';
-const EXTEND_UPDATE = 'SET #lu = :leaseUntil, #ex = :expiresAt, #tt = :ttl';
+import { ensureTable } from './table.js';
 
 function nonNegative(name: string, value: number): void {
   if (!(Number.isFinite(value) && value >= 0))

@@ -1,5 +1,5 @@
-export type { DynamoDbStore, DynamoDbStoreOptions } from './dynamodb-store.js';
 export { createDynamoDbStore } from './dynamodb-store.js';
+export type { DynamoDbStore, DynamoDbStoreOptions } from './options.js';
 export type { RecordAttributeNames } from './record-item.js';
 export { defaultAttributeNames } from './record-item.js';
 export type { EnsureTableOptions, EnsureTableResult } from './table.js';

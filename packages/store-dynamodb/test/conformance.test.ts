@@ -6,7 +6,7 @@ import { layouts, makeClient, rawRead, rememberStore } from './dynamodb-env.js';
 // One connection: the suite's ObservedStore judges invariants (a) and (c) in the order the
 // answers arrive, which over several connections can differ from the order DynamoDB applied
 // the writes (see the README's Testing section). Concurrency on many connections is
-// checked in dynamodb-store.test.ts.
+// checked in requests.test.ts.
 const client = makeClient(inject('dynamodbEndpoint'), { serial: true });
 const tables = inject('dynamodbTables');
 afterAll(() => client.destroy());

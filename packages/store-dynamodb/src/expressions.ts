@@ -1,0 +1,37 @@
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import type { OwnerWriteResult } from '@idem/core';
+
+// The requests this store sends. Placeholders (#st, #ow, ...) map to the configured
+// attribute names (see record-item.ts); every expression is a constant, so a request differs
+// from another of its kind only in its values.
+
+export const IN_PROGRESS: AttributeValue = { S: 'in_progress' };
+export const COMPLETED: AttributeValue = { S: 'completed' };
+export const RELEASED: AttributeValue = { S: 'released' };
+export const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
+// Each retry follows a write of another caller that changed the item; more than this many in
+// a row only happens if the item is not an idem record or the service misbehaves.
+export const MAX_ACQUIRE_ATTEMPTS = 8;
+// Core derives storage keys of 64 characters and owners of 22; the declared limit assumes
+// a little more, and `complete` measures the real ones.
+export const TYPICAL_KEY_LENGTH = 64;
+export const TYPICAL_OWNER_LENGTH = 64;
+
+export const num = (value: number): AttributeValue => ({ N: String(value) });
+export const ttlOf = (expiresAt: number): AttributeValue => num(Math.ceil(expiresAt / 1000));
+
+// Acquire as one conditional upsert. The condition is "the key is free", decided by the
+// caller's clock; the fence is computed by the service from the stored one, so it stays
+// monotonic without reading first. On failure the service returns the live item (ALL_OLD).
+export const ACQUIRE_UPDATE =
+  'SET #st = :inProgress, #fp = :fingerprint, #ow = :owner, #fe = if_not_exists(#fe, :zero) + :one, ' +
+  '#lu = :leaseUntil, #ex = :expiresAt, #tt = :ttl REMOVE #oc, #oe';
+export const ACQUIRE_CONDITION =
+  'attribute_not_exists(#pk) OR #st = :released OR #ex <= :now OR (#st = :inProgress AND #lu <= :now)';
+// Owner-checked writes: the caller's own in-progress record that has not expired (a passed
+// lease is fine as long as nobody took it over: that would have changed the owner).
+export const OWNED_CONDITION = '#ow = :owner AND #st = :inProgress AND #ex > :now';
+export const COMPLETE_UPDATE = 'SET #st = :completed, #ex = :expiresAt, #tt = :ttl, #oc = :outcome';
+export const COMPLETE_UPDATE_ENCODED = `${COMPLETE_UPDATE}, #oe = :encoding`;
+export const RELEASE_UPDATE = 'SET #st = :released, #lu = :now, #ex = :expiresAt, #tt = :ttl';
+export const EXTEND_UPDATE = 'SET #lu = :leaseUntil, #ex = :expiresAt, #tt = :ttl';

@@ -1,0 +1,85 @@
+import { randomBytes } from 'node:crypto';
+import type { ManualClock } from '@idem/core';
+import { afterAll, expect, inject } from 'vitest';
+import { createDynamoDbStore } from '../src/index.js';
+import {
+  type Layout,
+  makeClient,
+  rawItem,
+  recordRequests,
+  type SentRequest,
+} from './dynamodb-env.js';
+
+export const endpoint = inject('dynamodbEndpoint');
+export const tables = inject('dynamodbTables');
+export const clients = new Set<ReturnType<typeof makeClient>>();
+afterAll(() => {
+  for (const client of clients) client.destroy();
+});
+
+export const HOUR = 3_600_000;
+
+/** A store on its own counted client (closed after the file's tests), with a fresh key prefix. */
+export function setup(layout: Layout, extra: { clock?: ManualClock; maxAttempts?: number } = {}) {
+  const client = makeClient(endpoint, extra.maxAttempts ? { maxAttempts: extra.maxAttempts } : {});
+  clients.add(client);
+  const sent = recordRequests(client);
+  const prefix = `t:${randomBytes(5).toString('hex')}:`;
+  const tableName = tables[layout.id];
+  const store = createDynamoDbStore({
+    client,
+    tableName,
+    keyPrefix: prefix,
+    ...(extra.clock ? { clock: extra.clock } : {}),
+    ...layout.options,
+  });
+  return {
+    client,
+    store,
+    sent,
+    prefix,
+    raw: (key: string) => rawItem(client, tableName, layout, prefix + key),
+    /** Requests sent since the last call, by store operation. */
+    take(): string[] {
+      const ops = sent.map(classify);
+      sent.length = 0;
+      return ops;
+    },
+  };
+}
+
+/** Which store operation a request belongs to, from what it sends. */
+export function classify(request: SentRequest): string {
+  if (request.command !== 'UpdateItemCommand') return request.command;
+  const values = (request.input.ExpressionAttributeValues ?? {}) as Record<string, unknown>;
+  if (':zero' in values) return 'acquire';
+  if (':completed' in values) return 'complete';
+  if (':released' in values) return 'release';
+  return 'extend';
+}
+
+export const newKey = () => randomBytes(32).toString('hex');
+export const newOwner = () => randomBytes(16).toString('base64url');
+export const acquireInput = (
+  key: string,
+  extra: { owner?: string; fingerprint?: string; leaseMs?: number; retentionMs?: number } = {},
+) => ({
+  key,
+  owner: extra.owner ?? newOwner(),
+  fingerprint: extra.fingerprint ?? 'fp',
+  leaseMs: extra.leaseMs ?? 30_000,
+  retentionMs: extra.retentionMs ?? HOUR,
+});
+/** Byte-for-byte comparison that stays fast on megabytes (deep equality does not). */
+export function expectSameBytes(
+  actual: Uint8Array | undefined,
+  expected: Uint8Array | number[],
+): void {
+  expect(actual).toBeDefined();
+  const a = Buffer.from(actual!);
+  const b = Buffer.from(expected);
+  expect(a.length, 'length').toBe(b.length);
+  expect(a.equals(b), 'bytes').toBe(true);
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
