@@ -9,7 +9,8 @@ const UNESCAPED = /^[\x20\x21\x23-\x5b\x5d-\x7e]$/;
 /**
  * Parses an `Idempotency-Key` field value: a Structured Field String (RFC 8941: `"..."`
  * with `\"` and `\\` as the only escapes, parameters after it ignored) or the bare token
- * form that Stripe-style clients send. The key MUST then be 1..255 printable ASCII
+ * form that Stripe-style clients send (without quotes, backslashes or commas, so that a
+ * repeated header, joined by ", ", is refused). The key MUST then be 1..255 printable ASCII
  * characters; anything else is refused with a reason, never repaired.
  */
 export function parseIdempotencyKey(fieldValue: string): ParsedKey {
@@ -23,6 +24,13 @@ export function parseIdempotencyKey(fieldValue: string): ParsedKey {
   } else {
     if (value.includes('"') || value.includes('\\')) {
       return { ok: false, reason: 'A bare Idempotency-Key must not contain quotes or backslashes' };
+    }
+    // Repeated header fields arrive joined by ", ": refuse rather than pick one.
+    if (value.includes(',')) {
+      return {
+        ok: false,
+        reason: 'A bare Idempotency-Key must not contain commas (send it quoted)',
+      };
     }
     key = value;
   }

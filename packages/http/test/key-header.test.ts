@@ -9,6 +9,7 @@ describe('parseIdempotencyKey', () => {
     ['"a\\"b"', 'a"b'],
     ['"a\\\\b"', 'a\\b'],
     ['"abc";p=1', 'abc'],
+    ['"a, b"', 'a, b'],
     ['8e03978e-40d5-43e8-bc93-6894a57f9324', '8e03978e-40d5-43e8-bc93-6894a57f9324'],
   ])('accepts %s', (field, key) => {
     expect(parseIdempotencyKey(field)).toEqual({ ok: true, key });
@@ -23,6 +24,7 @@ describe('parseIdempotencyKey', () => {
     ['"a", "b"', /after the quoted/],
     ['a"b', /bare/],
     ['a\\b', /bare/],
+    ['one, two', /commas/],
     ['"caf\u00e9"', /printable ASCII/],
     ['caf\u00e9', /printable ASCII/],
     ['x'.repeat(256), /at most 255/],

@@ -132,6 +132,7 @@ const SCENARIOS: Scenario[] = [
         '"ab"c',
         'a"b',
         '"tab\there"',
+        'one, two',
       ]) {
         expectProblem(
           await post('/charges', { key: bad, body: { a: 1 } }),
