@@ -4,7 +4,7 @@
  *   pnpm --filter @idem/store-redis bench
  *
  * Env: REDIS_URL (default redis://127.0.0.1:6379), BENCH_SECONDS per measurement (default 2),
- * BENCH_ROUNDS alternating rounds per figure, median taken (default 3), BENCH_PAYLOAD bytes of
+ * BENCH_ROUNDS alternating rounds per figure, median taken (default 5), BENCH_PAYLOAD bytes of
  * the operation's result (default 1024).
  *
  * - cycle: `idempotency.execute()` on a new key: acquire script + complete script.
@@ -20,7 +20,7 @@ import { createRedisStore } from '../src/index.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const seconds = Number(process.env.BENCH_SECONDS ?? 2);
-const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
 const payloadBytes = Number(process.env.BENCH_PAYLOAD ?? 1024);
 const prefix = `idem-bench:${randomBytes(4).toString('hex')}:`;
 const payload = new Uint8Array(randomBytes(payloadBytes));
