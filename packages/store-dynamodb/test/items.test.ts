@@ -104,6 +104,53 @@ describe.each(layouts)('DynamoDB items: $name', (layout) => {
     expect(again).toMatchObject({ kind: 'acquired', fence: 2, takeover: false });
   });
 
+  it('every write keeps ttl = expiresAt in epoch seconds, rounded up, and the deadlines the contract gives', async () => {
+    const clock = new ManualClock(Date.now() + 0.5);
+    const t = setup(layout, { clock });
+    const check = async (expected: { status: string; leaseUntil: number; expiresAt: number }) => {
+      const item = (await t.raw(key))!;
+      expect(decodeRaw(layout, item)).toMatchObject(expected);
+      expect(item[n.ttl]).toEqual({ N: String(Math.ceil(expected.expiresAt / 1000)) });
+    };
+    const key = newKey();
+    const input = acquireInput(key, { leaseMs: 10_000, retentionMs: 1_000 });
+    const start = clock.now();
+    await t.store.acquire(input);
+    await check({ status: 'in_progress', leaseUntil: start + 10_000, expiresAt: start + 11_000 });
+    clock.advance(3_000);
+    const w = { key, owner: input.owner, retentionMs: 2_000 };
+    expect(await t.store.extend({ ...w, leaseMs: 10_000 })).toEqual({
+      ok: true,
+      leaseUntil: clock.now() + 10_000,
+    });
+    await check({
+      status: 'in_progress',
+      leaseUntil: clock.now() + 10_000,
+      expiresAt: clock.now() + 12_000,
+    });
+    clock.advance(1_000);
+    expect(await t.store.release(w)).toEqual({ ok: true });
+    await check({ status: 'released', leaseUntil: clock.now(), expiresAt: clock.now() + 2_000 });
+    const second = acquireInput(key, { leaseMs: 10_000, retentionMs: 1_000 });
+    await t.store.acquire(second);
+    clock.advance(1_000);
+    expect(
+      await t.store.complete({
+        ...w,
+        owner: second.owner,
+        outcome: new Uint8Array([1]),
+        retentionMs: 5_000,
+      }),
+    ).toEqual({
+      ok: true,
+    });
+    await check({
+      status: 'completed',
+      expiresAt: clock.now() + 5_000,
+      leaseUntil: clock.now() - 1_000 + 10_000,
+    });
+  });
+
   it('large compressible outcomes are gzipped; get and acquire return the exact bytes', async () => {
     const t = setup(layout);
     const line = new TextEncoder().encode(
