@@ -1,6 +1,5 @@
 import {
   createIdempotency,
-  fingerprint,
   InProgressError,
   InvalidInputError,
   isIdemError,
@@ -8,7 +7,7 @@ import {
   resolveSettings,
 } from '@idem/core';
 import { parseIdempotencyKey } from './key-header.js';
-import type { FingerprintOptions, HttpIdempotencyOptions, ScopeHint } from './options.js';
+import type { HttpIdempotencyOptions, ScopeHint } from './options.js';
 import { finalOn2xx } from './policy.js';
 import { PROBLEM_TYPES, problemResponse } from './problem.js';
 import { resolveRecordedHeaders } from './recorded-headers.js';
@@ -20,6 +19,7 @@ import {
   type RequestBody,
   readBodyLimited,
 } from './request-body.js';
+import { fingerprintOf } from './request-fingerprint.js';
 
 /** A request as an adapter describes it to {@link IdempotencyHandler.begin}. */
 export interface IncomingRequest<R> {
@@ -270,42 +270,6 @@ function tooLarge(): IdempotencyDecision {
     'Request body too large',
     'The request body exceeds the configured limit',
   );
-}
-
-async function fingerprintOf<R>(
-  request: IncomingRequest<R>,
-  method: string,
-  url: URL,
-  body: RequestBody,
-  options: FingerprintOptions<R> | undefined,
-): Promise<string> {
-  const extras: Record<string, JsonValue> = {};
-  if (options?.query ?? true) extras.query = url.search;
-  for (const name of options?.headers ?? [])
-    extras[`header:${name.toLowerCase()}`] = request.header(name) ?? null;
-  if (options?.extras) {
-    for (const [name, value] of Object.entries(await options.extras(request.native)))
-      extras[`extra:${name}`] = value;
-  }
-  const input = {
-    method,
-    route: url.pathname,
-    extras,
-    ...(options?.exclude?.length ? { exclude: options.exclude } : {}),
-  };
-  if (body.kind === 'none') return fingerprint(input);
-  if (body.kind === 'bytes') return fingerprint({ ...input, exclude: undefined, body: body.bytes });
-  try {
-    return fingerprint({ ...input, body: body.value });
-  } catch (error) {
-    // A JSON value canonical JSON refuses (e.g. a huge number): fingerprint its text instead.
-    if (!isIdemError(error, 'NOT_CANONICAL')) throw error;
-    return fingerprint({
-      ...input,
-      exclude: undefined,
-      body: new TextEncoder().encode(JSON.stringify(body.value)),
-    });
-  }
 }
 
 /**

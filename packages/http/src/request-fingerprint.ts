@@ -1,0 +1,44 @@
+import { fingerprint, isIdemError, type JsonValue } from '@idem/core';
+import type { IncomingRequest } from './handler.js';
+import type { FingerprintOptions } from './options.js';
+import type { RequestBody } from './request-body.js';
+
+/**
+ * The request's fingerprint: method, path, query (unless turned off), body (canonical JSON
+ * or raw bytes), the chosen headers and extras.
+ */
+export async function fingerprintOf<R>(
+  request: IncomingRequest<R>,
+  method: string,
+  url: URL,
+  body: RequestBody,
+  options: FingerprintOptions<R> | undefined,
+): Promise<string> {
+  const extras: Record<string, JsonValue> = {};
+  if (options?.query ?? true) extras.query = url.search;
+  for (const name of options?.headers ?? [])
+    extras[`header:${name.toLowerCase()}`] = request.header(name) ?? null;
+  if (options?.extras) {
+    for (const [name, value] of Object.entries(await options.extras(request.native)))
+      extras[`extra:${name}`] = value;
+  }
+  const input = {
+    method,
+    route: url.pathname,
+    extras,
+    ...(options?.exclude?.length ? { exclude: options.exclude } : {}),
+  };
+  if (body.kind === 'none') return fingerprint(input);
+  if (body.kind === 'bytes') return fingerprint({ ...input, exclude: undefined, body: body.bytes });
+  try {
+    return fingerprint({ ...input, body: body.value });
+  } catch (error) {
+    // A JSON value canonical JSON refuses (e.g. a huge number): fingerprint its text instead.
+    if (!isIdemError(error, 'NOT_CANONICAL')) throw error;
+    return fingerprint({
+      ...input,
+      exclude: undefined,
+      body: new TextEncoder().encode(JSON.stringify(body.value)),
+    });
+  }
+}
