@@ -1,23 +1,19 @@
-import type { AddressInfo } from 'node:net';
 import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
-import { json, send } from '../../http/test/support/client.js';
+import { json, listening, send } from '../../http/test/support/client.js';
 import { spyStore } from '../../http/test/support/stores.js';
 import { getIdempotency, idempotency } from '../src/index.js';
 
-const servers: { close(cb: () => void): void }[] = [];
+const servers: { close(): Promise<void> }[] = [];
 afterEach(async () => {
-  await Promise.all(
-    servers.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
-  );
+  await Promise.all(servers.splice(0).map((server) => server.close()));
 });
 
 async function listen(app: express.Express): Promise<string> {
-  const server = app.listen(0, '127.0.0.1');
+  const server = await listening(app.listen(0, '127.0.0.1'));
   servers.push(server);
-  await new Promise<void>((resolve) => server.once('listening', resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return server.url;
 }
 
 describe('@idem/express conventions', () => {

@@ -1,5 +1,5 @@
-import type { AddressInfo } from 'node:net';
 import express from 'express';
+import { listening } from '../../http/test/support/client.js';
 import { describeHttpScenarios, TENANT_HEADER } from '../../http/test/support/scenarios.js';
 import { idempotency } from '../src/index.js';
 
@@ -28,12 +28,6 @@ describeHttpScenarios({
         }
       });
     }
-    const server = app.listen(0, '127.0.0.1');
-    await new Promise<void>((resolve) => server.once('listening', resolve));
-    const { port } = server.address() as AddressInfo;
-    return {
-      url: `http://127.0.0.1:${port}`,
-      close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-    };
+    return listening(app.listen(0, '127.0.0.1'));
   },
 });

@@ -1,6 +1,7 @@
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
+import { listening } from '../../http/test/support/client.js';
 import { describeHttpScenarios, TENANT_HEADER } from '../../http/test/support/scenarios.js';
 import { idempotency } from '../src/index.js';
 
@@ -46,13 +47,6 @@ describeHttpScenarios({
         });
       });
     }
-    const server = await new Promise<ReturnType<typeof serve>>((resolve) => {
-      const s = serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }, () => resolve(s));
-    });
-    const { port } = server.address() as AddressInfo;
-    return {
-      url: `http://127.0.0.1:${port}`,
-      close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-    };
+    return listening(serve({ fetch: app.fetch, hostname: '127.0.0.1', port: 0 }) as Server);
   },
 });

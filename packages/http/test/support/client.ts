@@ -1,4 +1,5 @@
-import { request } from 'node:http';
+import { request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 
 /** What a test client saw of one exchange. */
 export interface Exchange {
@@ -60,4 +61,14 @@ export function send(baseUrl: string, path: string, options: SendOptions = {}): 
 
 export function json(exchange: Exchange): unknown {
   return JSON.parse(exchange.body.toString('utf8'));
+}
+
+/** Waits until `server` listens, then gives its loopback URL and a `close` that resolves when it closed. */
+export async function listening(server: Server): Promise<{ url: string; close(): Promise<void> }> {
+  if (!server.listening) await new Promise<void>((resolve) => server.once('listening', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }

@@ -54,3 +54,13 @@ export function expectProblem(exchange: Exchange, status: number, type: string):
 }
 
 export const newKey = () => `key-${randomUUID()}`;
+
+/** Starts a slow charge (300 ms) with `key` and waits until its handler runs. */
+export async function startSlowCharge(
+  ctx: ScenarioContext,
+  key: string,
+): Promise<{ done: Promise<Exchange> }> {
+  const done = ctx.post('/charges?delay=300', { key, body: { amount: 1 } });
+  await waitFor(() => ctx.calls('/charges') === 1, 'the first request to start');
+  return { done };
+}

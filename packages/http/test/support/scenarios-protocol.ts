@@ -1,6 +1,6 @@
 import { expect } from 'vitest';
 import { PROBLEM_TYPES } from '../../src/index.js';
-import { expectProblem, newKey, REPLAYED, type Scenario, waitFor } from './scenario-kit.js';
+import { expectProblem, newKey, REPLAYED, type Scenario, startSlowCharge } from './scenario-kit.js';
 
 /** The order of checks: key, 409/422, 400, and when the outcome is stored. */
 export const PROTOCOL_SCENARIOS: Scenario[] = [
@@ -22,14 +22,14 @@ export const PROTOCOL_SCENARIOS: Scenario[] = [
   },
   {
     name: 'answers 409 with Retry-After while the first request runs, then replays',
-    async run({ post, calls }) {
+    async run(ctx) {
+      const { post, calls } = ctx;
       const key = newKey();
-      const first = post('/charges?delay=300', { key, body: { amount: 1 } });
-      await waitFor(() => calls('/charges') === 1, 'the first request to start');
+      const first = await startSlowCharge(ctx, key);
       const second = await post('/charges?delay=300', { key, body: { amount: 1 } });
       expectProblem(second, 409, PROBLEM_TYPES.inProgress);
       expect(second.headers['retry-after']).toBe('1');
-      const original = await first;
+      const original = await first.done;
       const replay = await post('/charges?delay=300', { key, body: { amount: 1 } });
       expect(original.status).toBe(201);
       expect(original.headers[REPLAYED]).toBeUndefined();
@@ -41,16 +41,16 @@ export const PROTOCOL_SCENARIOS: Scenario[] = [
   },
   {
     name: 'answers 422 to the same key with another body, before 409, without running the handler',
-    async run({ post, calls }) {
+    async run(ctx) {
+      const { post, calls } = ctx;
       const key = newKey();
-      const first = post('/charges?delay=300', { key, body: { amount: 1 } });
-      await waitFor(() => calls('/charges') === 1, 'the first request to start');
+      const first = await startSlowCharge(ctx, key);
       expectProblem(
         await post('/charges?delay=300', { key, body: { amount: 2 } }),
         422,
         PROBLEM_TYPES.keyReused,
       );
-      expect((await first).status).toBe(201);
+      expect((await first.done).status).toBe(201);
       expectProblem(
         await post('/charges?delay=300', { key, body: { amount: 2 } }),
         422,
