@@ -266,6 +266,26 @@ export const contractChecks: ContractCheck[] = [
   },
   {
     group: 'retention',
+    name: 'once its record expired, an owner can no longer complete, release or extend',
+    async run(h) {
+      const key = h.newKey();
+      const retentionMs = h.time.leaseMs;
+      const input = acquireInput(h, key, { retentionMs });
+      assertAcquired(await h.store.acquire(input));
+      // Past the lease and the retention after it: the record is gone for every purpose.
+      await h.time.advance(h.time.leaseMs + retentionMs + h.time.toleranceMs + 10);
+      const w = { key, owner: input.owner, retentionMs: RETENTION_MS };
+      assert.deepEqual(await h.store.extend({ ...w, leaseMs: h.time.leaseMs }), notOwner);
+      assert.deepEqual(await h.store.complete({ ...w, outcome: bytes('late') }), notOwner);
+      assert.deepEqual(await h.store.release(w), notOwner);
+      assert.equal(await h.store.get(key), undefined, 'nothing was revived');
+      // A store that deletes lazily may still hold the item; it must be as it was.
+      const raw = await h.raw(key);
+      if (raw) assert.deepEqual([raw.status, raw.outcome], ['in_progress', undefined]);
+    },
+  },
+  {
+    group: 'retention',
     name: 'a completed record is returned until retention passes, then the key is free',
     async run(h) {
       const key = h.newKey();

@@ -13,19 +13,30 @@ import type {
 /** What a fault does to one store call: nothing, fail before reaching the store, or apply then lose the answer. */
 export type Fault = 'none' | 'fail' | 'lost';
 
-/** One acquisition the store granted, seen from outside the executor. */
+/**
+ * One acquisition the store granted, seen from outside the executor. A store applies a call
+ * somewhere between its send and its answer, so order is judged on those two points:
+ * `sendSeq` and `answerSeq` count events in one sequence shared by all calls.
+ */
 export interface Grant {
   key: string;
   owner: string;
   fence: number;
   leaseUntil: number;
-  /** Whether a complete or release by this owner was applied by the store. */
-  finished: boolean;
+  sendSeq: number;
+  answerSeq: number;
+  /** Clock reading when the answer came back (the store decided no later). */
+  answeredAt: number;
+  /** Send sequence of the complete or release by this owner that the store applied. */
+  finishSendSeq?: number;
 }
 
 /**
  * Wraps the store under test: injects faults, lets the scheduler order calls and answers,
- * and watches every grant and owner write to check invariants (a) and (c) as they happen.
+ * and watches every grant and owner write to check the invariants that concern the store:
+ * (a) no grant while another owner's lease is live, (c) no write by a stale owner, and
+ * fences that grow. A store may apply concurrent calls in any order within their windows,
+ * so only orders that are certain count as violations.
  */
 export class ObservedStore implements IdempotencyStore {
   readonly grants: Grant[] = [];
@@ -34,6 +45,7 @@ export class ObservedStore implements IdempotencyStore {
   readonly violations: string[] = [];
   faultsOn = true;
   private faultIndex = 0;
+  private seq = 0;
 
   constructor(
     private readonly inner: IdempotencyStore,
@@ -56,14 +68,15 @@ export class ObservedStore implements IdempotencyStore {
   private async call<T>(
     label: string,
     fn: () => Promise<T>,
-    observe: (result: T) => void,
+    observe: (result: T, sendSeq: number, answerSeq: number) => void,
   ): Promise<T> {
     const fault = this.nextFault();
     if (this.gate) await this.gate(undefined, `${label}:send`);
     if (fault === 'fail')
       throw new Error(`injected fault: ${label} failed before reaching the store`);
+    const sendSeq = ++this.seq;
     const result = await fn();
-    observe(result);
+    observe(result, sendSeq, ++this.seq);
     if (fault === 'lost') throw new Error(`injected fault: ${label} applied, answer lost`);
     return this.gate ? this.gate(result, `${label}:answer`) : result;
   }
@@ -72,51 +85,60 @@ export class ObservedStore implements IdempotencyStore {
     this.violations.push(message);
   }
 
+  private grantsOf(key: string): Grant[] {
+    return this.grants.filter((g) => g.key === key);
+  }
+
   acquire(input: AcquireInput): Promise<AcquireResult> {
     return this.call(
       'acquire',
       () => this.inner.acquire(input),
-      (result) => {
+      (result, sendSeq, answerSeq) => {
         if (result.kind !== 'acquired') return;
-        const decidedBy = this.clock.now() + this.toleranceMs;
-        const previous = this.grants.filter((g) => g.key === input.key);
-        for (const other of previous) {
-          // (a): another acquisition whose owner write was never applied still holds its lease.
-          if (!other.finished && other.leaseUntil > decidedBy) {
-            this.violation(
-              `(a) key ${input.key.slice(0, 8)} granted to fence ${result.fence} while fence ${other.fence}'s lease was live until ${other.leaseUntil} (now <= ${decidedBy})`,
-            );
-          }
-          if (other.fence >= result.fence) {
-            this.violation(`fence did not grow: ${other.fence} then ${result.fence}`);
-          }
-        }
-        this.grants.push({
+        const grant: Grant = {
           key: input.key,
           owner: input.owner,
           fence: result.fence,
           leaseUntil: result.leaseUntil,
-          finished: false,
-        });
+          sendSeq,
+          answerSeq,
+          answeredAt: this.clock.now(),
+        };
+        for (const other of this.grantsOf(input.key)) {
+          if (other.fence === grant.fence) this.violation(`fence ${grant.fence} granted twice`);
+          // Certainly granted before this one was sent: its fence must be lower.
+          if (other.answerSeq < sendSeq && other.fence >= grant.fence) {
+            this.violation(`fence did not grow: ${other.fence} then ${grant.fence}`);
+          }
+        }
+        this.grants.push(grant);
       },
     );
   }
 
-  private checkOwnerWrite(
+  /** (c): an owner write was applied although a newer grant was certainly applied before it. */
+  private ownerWrite(
     kind: string,
     key: string,
     owner: string,
     result: OwnerWriteResult,
+    sendSeq: number,
   ): Grant | undefined {
     if (!result.ok) return undefined;
-    const grants = this.grants.filter((g) => g.key === key);
-    const latest = grants[grants.length - 1];
+    const grants = this.grantsOf(key);
     const mine = grants.find((g) => g.owner === owner);
-    // (c): only the newest owner may write.
-    if (!mine || latest !== mine) {
-      this.violation(`(c) ${kind} by a stale owner was applied on key ${key.slice(0, 8)}`);
+    if (!mine) {
+      this.violation(`(c) ${kind} by an owner that never acquired was applied`);
+      return undefined;
     }
-    if (mine?.finished) this.violation(`${kind} applied twice for one acquisition`);
+    if (grants.some((g) => g.fence > mine.fence && g.answerSeq < sendSeq)) {
+      this.violation(
+        `(c) ${kind} by the stale owner of fence ${mine.fence} was applied on key ${key.slice(0, 8)}`,
+      );
+    }
+    if (mine.finishSendSeq !== undefined)
+      this.violation(`${kind} applied twice for one acquisition`);
+    if (kind !== 'extend') mine.finishSendSeq = sendSeq;
     return mine;
   }
 
@@ -124,10 +146,9 @@ export class ObservedStore implements IdempotencyStore {
     return this.call(
       'complete',
       () => this.inner.complete(input),
-      (result) => {
-        const grant = this.checkOwnerWrite('complete', input.key, input.owner, result);
+      (result, sendSeq) => {
+        this.ownerWrite('complete', input.key, input.owner, result, sendSeq);
         if (!result.ok) return;
-        if (grant) grant.finished = true;
         if (this.completions.has(input.key)) {
           this.violation(`(b) key ${input.key.slice(0, 8)} completed twice within retention`);
         } else {
@@ -141,10 +162,7 @@ export class ObservedStore implements IdempotencyStore {
     return this.call(
       'release',
       () => this.inner.release(input),
-      (result) => {
-        const grant = this.checkOwnerWrite('release', input.key, input.owner, result);
-        if (grant && result.ok) grant.finished = true;
-      },
+      (result, sendSeq) => this.ownerWrite('release', input.key, input.owner, result, sendSeq),
     );
   }
 
@@ -158,6 +176,28 @@ export class ObservedStore implements IdempotencyStore {
 
   get(key: string): Promise<StoredRecord | undefined> {
     return this.inner.get(key);
+  }
+
+  /**
+   * (a), judged once every call has answered: a grant N and an earlier grant O of the same
+   * key, where O's lease was still live when N's answer came back and O's owner had not
+   * even sent the complete or release that ended it before N was answered.
+   */
+  leaseViolations(): string[] {
+    const problems: string[] = [];
+    for (const n of this.grants) {
+      for (const o of this.grantsOf(n.key)) {
+        if (o.fence >= n.fence) continue;
+        const leaseLive = o.leaseUntil > n.answeredAt + this.toleranceMs;
+        const notEnded = o.finishSendSeq === undefined || o.finishSendSeq > n.answerSeq;
+        if (leaseLive && notEnded) {
+          problems.push(
+            `(a) key ${n.key.slice(0, 8)} granted to fence ${n.fence} while fence ${o.fence}'s lease was live until ${o.leaseUntil} (answered at ${n.answeredAt})`,
+          );
+        }
+      }
+    }
+    return problems;
   }
 }
 

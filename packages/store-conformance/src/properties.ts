@@ -170,7 +170,7 @@ export async function runScenario(
   }
 
   async function verify(): Promise<string[]> {
-    const problems = [...observed.violations];
+    const problems = [...observed.violations, ...observed.leaseViolations()];
     for (const [i, req] of scenario.requests.entries()) {
       const answer = answers[i];
       const storageKey = deriveStorageKey(scope, clientKey(req.keyIndex));

@@ -39,7 +39,7 @@ async function failingChecks(bug: Bug): Promise<string[]> {
 }
 
 async function propertyFails(bug: Bug): Promise<string | undefined> {
-  const details = await fc.check(exactlyOnceProperty(options(bug)), { numRuns: 2_000 });
+  const details = await fc.check(exactlyOnceProperty(options(bug)), { numRuns: 5_000 });
   return details.failed ? fc.defaultReportMessage(details) : undefined;
 }
 
