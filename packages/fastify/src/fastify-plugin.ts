@@ -34,6 +34,8 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   const perRoute = new WeakMap<object, IdempotencyHandler<FastifyRequest>>();
 
   function handlerFor(request: FastifyRequest): IdempotencyHandler<FastifyRequest> | undefined {
+    // No route matched: let Fastify answer 404 rather than ask for a key.
+    if (request.is404) return undefined;
     const route = request.routeOptions.config?.idempotency;
     if (route === undefined) return base;
     if (route === false) return undefined;

@@ -48,6 +48,10 @@ describe('@idem/fastify route-level options', () => {
     expect(json(await send(url, '/default', { key: 'd', body: {} }))).toEqual({ run: 1, fence: 1 });
   });
 
+  it('leaves unknown routes to the 404 handler', async () => {
+    expect((await send(url, '/nowhere', { body: {} })).status).toBe(404);
+  });
+
   it('turns idempotency off for a route with config.idempotency = false', async () => {
     const first = await send(url, '/off', { body: {} });
     const second = await send(url, '/off', { key: 'same', body: {} });
