@@ -41,8 +41,11 @@ export interface IncomingRequest<R> {
 
 /** What to do with a request, as decided by {@link IdempotencyHandler.begin}. */
 export type IdempotencyDecision =
-  /** Not subject to idempotency (method, optional key, or fail open): run the handler as usual. */
-  | { action: 'pass' }
+  /**
+   * Not subject to idempotency: run the handler as usual. `reason`: the method needs no key,
+   * the key is optional and absent, or the store is down and `failOpen` is set.
+   */
+  | { action: 'pass'; reason: 'method' | 'no-key' | 'fail-open' }
   /** Answer with `response` (a replay or one of the library's own errors); do not run the handler. */
   | { action: 'respond'; response: Response; replayed: boolean }
   /** Run the handler and feed its response to `recorder`. */
@@ -114,10 +117,10 @@ export function createIdempotencyHandler<R = Request>(
 
   async function begin(request: IncomingRequest<R>): Promise<IdempotencyDecision> {
     const method = request.method.toUpperCase();
-    if (!methods.has(method)) return { action: 'pass' };
+    if (!methods.has(method)) return { action: 'pass', reason: 'method' };
     const field = request.header(headerName);
     if (field === undefined) {
-      if (!required) return { action: 'pass' };
+      if (!required) return { action: 'pass', reason: 'no-key' };
       return respond(
         400,
         PROBLEM_TYPES.missingKey,
@@ -176,7 +179,7 @@ export function createIdempotencyHandler<R = Request>(
         );
       }
       if (isIdemError(error, 'STORE_UNAVAILABLE') || isIdemError(error, 'STORE_FULL')) {
-        if (options.failOpen) return { action: 'pass' };
+        if (options.failOpen) return { action: 'pass', reason: 'fail-open' };
         return respond(
           503,
           PROBLEM_TYPES.storeUnavailable,

@@ -217,4 +217,42 @@ describe('withIdempotency on Web Request/Response', () => {
     expect(response.status).toBe(413);
     expect(spied.calls.acquire).toBe(0);
   });
+
+  it('uses the configured fingerprint parts and recorded headers', async () => {
+    const fetchLike = withIdempotency(
+      async () => new Response('ok', { headers: { 'x-cost': '3', 'x-trace': 't1' } }),
+      {
+        store: createMemoryStore(),
+        fingerprint: { headers: ['x-api-version'], exclude: ['sentAt'] },
+        recordedHeaders: ['X-Cost'],
+        onWarning: () => {},
+      },
+    );
+    const call = (sentAt: number, version: string) =>
+      fetchLike(post('f1', { amount: 1, sentAt }, { 'x-api-version': version }));
+    await (await call(1, 'v1')).text();
+    const replay = await call(2, 'v1');
+    expect(replay.headers.get(REPLAYED_HEADER)).toBe('true');
+    expect(replay.headers.get('x-cost')).toBe('3');
+    expect(replay.headers.get('x-trace')).toBeNull();
+    expect((await call(1, 'v2')).status).toBe(422);
+  });
+
+  it('delivers but does not record a response larger than the store takes', async () => {
+    const warnings: string[] = [];
+    const spied = spyStore(createMemoryStore({ maxOutcomeBytes: 200 }));
+    let runs = 0;
+    const fetchLike = withIdempotency(
+      async () => {
+        runs++;
+        return chunkedResponse(['x'.repeat(150), 'y'.repeat(150)]);
+      },
+      { store: spied.store, onWarning: (m) => warnings.push(m) },
+    );
+    expect((await readChunks(await fetchLike(post('big-out')))).join('')).toHaveLength(300);
+    expect(await readChunks(await fetchLike(post('big-out')))).toHaveLength(2);
+    expect(runs).toBe(2);
+    expect(spied.calls).toMatchObject({ complete: 0, release: 2 });
+    expect(warnings.filter((m) => m.includes('too large'))).toHaveLength(2);
+  });
 });
