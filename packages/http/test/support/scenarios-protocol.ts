@@ -21,6 +21,21 @@ export const PROTOCOL_SCENARIOS: Scenario[] = [
     },
   },
   {
+    name: 'runs concurrent identical requests once; without wait the others get 409',
+    async run({ post, calls }) {
+      const key = newKey();
+      const all = await Promise.all(
+        Array.from({ length: 6 }, () => post('/charges?delay=300', { key, body: { amount: 100 } })),
+      );
+      expect(calls('/charges')).toBe(1);
+      expect(all.map((e) => e.status).sort()).toEqual([201, 409, 409, 409, 409, 409]);
+      for (const conflict of all.filter((e) => e.status === 409)) {
+        expectProblem(conflict, 409, PROBLEM_TYPES.inProgress);
+        expect(conflict.headers['retry-after']).toBe('1');
+      }
+    },
+  },
+  {
     name: 'answers 409 with Retry-After while the first request runs, then replays',
     async run(ctx) {
       const { post, calls } = ctx;
