@@ -127,7 +127,9 @@ export interface IdempotencyStore {
    * `leaseUntil` has passed (a takeover). Otherwise it MUST change nothing and return the
    * record found. Of N concurrent acquires of a free key exactly one MUST win. The fence
    * MUST grow by at least one at every acquisition and never be reused while the record
-   * lives.
+   * lives. A store SHOULD keep it growing after a record expired too (the memory store keeps
+   * a floor, the Redis store a small fence key, DynamoDB the item until TTL deletion): the
+   * conformance suite checks one acquisition after retention passed.
    */
   acquire(input: AcquireInput): Promise<AcquireResult>;
 
