@@ -98,6 +98,7 @@ export function createIdempotencyHandler<R = Request>(
     recordedHeaders: resolveRecordedHeaders(options.recordedHeaders),
     maxOutcomeBytes: settings.store.capabilities.maxOutcomeBytes,
     leaseMs: settings.leaseMs,
+    failOpen: options.failOpen ?? false,
     warn,
   };
   let principalSeen = false;

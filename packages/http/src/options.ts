@@ -54,7 +54,11 @@ export interface HttpIdempotencyOptions<R = Request>
   recordedHeaders?: readonly string[];
   /** Largest request body accepted, in bytes; larger ones get 413 before anything is stored. @default 1_048_576 */
   maxBodyBytes?: number;
-  /** When the store is down, run the handler without idempotency instead of answering 503. @default false */
+  /**
+   * When the store is down, run the handler without idempotency instead of answering 503,
+   * and end a response normally even if its outcome could not be stored (instead of
+   * aborting it). @default false
+   */
   failOpen?: boolean;
   /**
    * `Retry-After` (seconds) of the 409 sent while a request with the key runs, capped by the

@@ -63,6 +63,7 @@ interface RecorderSettings {
   recordedHeaders: ReadonlySet<string>;
   maxOutcomeBytes: number | undefined;
   leaseMs: number;
+  failOpen: boolean;
   warn: (message: string) => void;
 }
 
@@ -142,6 +143,13 @@ export function createRecorder(
       if (isIdemError(error, 'OUTCOME_TOO_LARGE')) {
         settings.warn(
           `Response of ${execution.storageKey} is too large for the store; not recorded`,
+        );
+        return;
+      }
+      // Fail open: the store is down, but the caller chose to serve responses anyway.
+      if (settings.failOpen && isIdemError(error, 'STORE_UNAVAILABLE')) {
+        settings.warn(
+          `Response of ${execution.storageKey} was not recorded: the store is unavailable`,
         );
         return;
       }

@@ -1,3 +1,4 @@
+import type { IdempotencyStore } from '@idem/core';
 import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it, vi } from 'vitest';
 import {
@@ -254,5 +255,30 @@ describe('withIdempotency on Web Request/Response', () => {
     expect(runs).toBe(2);
     expect(spied.calls).toMatchObject({ complete: 0, release: 2 });
     expect(warnings.filter((m) => m.includes('too large'))).toHaveLength(2);
+  });
+
+  it('aborts a response whose outcome could not be stored, unless failOpen', async () => {
+    const failingComplete = (): IdempotencyStore => {
+      const inner = createMemoryStore();
+      return {
+        capabilities: inner.capabilities,
+        acquire: (input) => inner.acquire(input),
+        release: (input) => inner.release(input),
+        extend: (input) => inner.extend(input),
+        get: (key) => inner.get(key),
+        complete: async () => {
+          throw new Error('connection reset');
+        },
+      };
+    };
+    const handler = async () => chunkedResponse(['a', 'b']);
+    const closed = withIdempotency(handler, { store: failingComplete(), onWarning: () => {} });
+    await expect(readChunks(await closed(post('fc')))).rejects.toThrow(/connection reset/);
+    const open = withIdempotency(handler, {
+      store: failingComplete(),
+      failOpen: true,
+      onWarning: () => {},
+    });
+    expect(await readChunks(await open(post('fc')))).toEqual(['a', 'b']);
   });
 });
