@@ -35,6 +35,7 @@ export class Execution {
   private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
   private watchdogTimer: ReturnType<typeof setTimeout> | undefined;
   private settled = false;
+  private abandoned = false;
 
   /** @internal created by the engine after a successful acquire */
   constructor(
@@ -51,6 +52,17 @@ export class Execution {
     this.leaseEstimate = init.callStartedAt + settings.leaseMs;
     this.armWatchdog();
     this.scheduleHeartbeat();
+  }
+
+  /**
+   * Stops renewing the lease without releasing the key: the lease then runs out by itself
+   * and a retry may take over, while a late `complete` still succeeds if nobody did. For
+   * callers that can no longer tell whether the operation will finish (a response body
+   * nobody reads), where releasing at once could let a retry run it a second time.
+   */
+  abandon(): void {
+    this.abandoned = true;
+    clearTimeout(this.heartbeatTimer);
   }
 
   /** Whether `complete` or `release` has been called. */
@@ -189,13 +201,13 @@ export class Execution {
 
   private scheduleHeartbeat(): void {
     const { heartbeatMs } = this.settings;
-    if (heartbeatMs === false || this.settled) return;
+    if (heartbeatMs === false || this.settled || this.abandoned) return;
     this.heartbeatTimer = setTimeout(() => void this.beat(), heartbeatMs);
     this.heartbeatTimer.unref?.();
   }
 
   private async beat(): Promise<void> {
-    if (this.settled || this.controller.signal.aborted) return;
+    if (this.settled || this.abandoned || this.controller.signal.aborted) return;
     const { store, clock, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs } = this.settings;
     const startedAt = clock.now();
     if (startedAt - this.acquiredAt >= maxHoldMs) return; // let the lease lapse; the watchdog aborts

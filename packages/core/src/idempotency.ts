@@ -117,7 +117,15 @@ export interface Idempotency<T = unknown> {
    * answering before the operation ends (streamed HTTP responses): run, then call
    * `execution.complete(outcome)` or `execution.release()`.
    */
-  begin(request: IdempotentRequest): Promise<BeginResult>;
+  begin(request: IdempotentRequest, options?: BeginOptions): Promise<BeginResult>;
+  /** The options in force, defaults filled in. */
+  readonly settings: ResolvedSettings;
+}
+
+/** Options of one `begin` call. */
+export interface BeginOptions {
+  /** Stops a bounded wait at once (the client went away); `begin` then rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /** Resolved settings, exposed for integrations. */
@@ -163,7 +171,20 @@ function newOwner(): string {
   return randomBytes(16).toString('base64url');
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
 
 /** Creates the replay state machine over a store. */
 export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): Idempotency<T> {
@@ -171,13 +192,18 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
   const isFinal = (options.isFinal ?? successOnly) as OutcomePolicy<T>;
   const serializer = (options.serializer ?? jsonSerializer) as OutcomeSerializer<T>;
 
-  async function begin(request: IdempotentRequest): Promise<BeginResult> {
+  async function begin(
+    request: IdempotentRequest,
+    beginOptions: BeginOptions = {},
+  ): Promise<BeginResult> {
+    const { signal } = beginOptions;
     const storageKey = deriveStorageKey(request.scope ?? null, request.key);
     const fingerprint = request.fingerprint ?? '';
     const { store, wait, emit } = settings;
     const waitUntil = wait ? performance.now() + wait.timeoutMs : 0;
     let poll = wait ? (wait.pollMs ?? 50) : 0;
     for (;;) {
+      signal?.throwIfAborted();
       const owner = newOwner();
       const callStartedAt = settings.clock.now();
       let result: Awaited<ReturnType<IdempotencyStore['acquire']>>;
@@ -222,7 +248,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       emit({ type: 'conflict', storageKey, retryAfterMs });
       const remaining = waitUntil - performance.now();
       if (!wait || remaining <= 0) throw new InProgressError(retryAfterMs);
-      await sleep(Math.min(poll, remaining, retryAfterMs + 1));
+      await sleep(Math.min(poll, remaining, retryAfterMs + 1), signal);
       poll = Math.min(poll * 1.5, 1_000);
     }
   }
@@ -279,7 +305,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     });
   }
 
-  return { execute, begin };
+  return { execute, begin, settings };
 }
 
 function wrapValue(outcome: StoredOutcome): StoredOutcome {

@@ -26,6 +26,7 @@ export { Execution } from './execution.js';
 export type { FingerprintInput } from './fingerprint.js';
 export { fingerprint } from './fingerprint.js';
 export type {
+  BeginOptions,
   BeginResult,
   ExecuteResult,
   Idempotency,

@@ -4,7 +4,6 @@ import {
   InvalidInputError,
   isIdemError,
   type JsonValue,
-  resolveSettings,
 } from '@idem/core';
 import { parseIdempotencyKey } from './key-header.js';
 import type { HttpIdempotencyOptions, ScopeHint } from './options.js';
@@ -37,6 +36,8 @@ export interface IncomingRequest<R> {
    * requests that need a key, after the key and scope checks.
    */
   readBody(limit: number): Promise<RequestBody>;
+  /** Aborts when the client goes away; stops a bounded wait (`wait`) at once. */
+  signal?: AbortSignal;
 }
 
 /** What to do with a request, as decided by {@link IdempotencyHandler.begin}. */
@@ -82,7 +83,7 @@ export function createIdempotencyHandler<R = Request>(
 ): IdempotencyHandler<R> {
   const { isFinal, ...coreOptions } = options;
   const engine = createIdempotency<unknown>(coreOptions);
-  const settings = resolveSettings(coreOptions);
+  const settings = engine.settings;
   const methods = new Set((options.methods ?? DEFAULT_METHODS).map((m) => m.toUpperCase()));
   const required = options.required ?? true;
   const headerName = (options.headerName ?? 'Idempotency-Key').toLowerCase();
@@ -154,7 +155,10 @@ export function createIdempotencyHandler<R = Request>(
 
     let begun: Awaited<ReturnType<typeof engine.begin>>;
     try {
-      begun = await engine.begin({ key, scope, fingerprint: print });
+      begun = await engine.begin(
+        { key, scope, fingerprint: print },
+        request.signal ? { signal: request.signal } : {},
+      );
     } catch (error) {
       if (isIdemError(error, 'MISMATCH')) {
         return respond(
@@ -222,6 +226,7 @@ export function createIdempotencyHandler<R = Request>(
       method: request.method,
       url: request.url,
       header: (name) => request.headers.get(name) ?? undefined,
+      signal: request.signal,
       // A clone, so the handler still gets an unread body.
       readBody: async (limit) =>
         bodyFromBytes(

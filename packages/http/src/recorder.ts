@@ -44,9 +44,9 @@ export interface ResponseRecorder {
   /** The handler failed or its body broke: releases the key so a retry executes again. */
   fail(error: unknown): Promise<void>;
   /**
-   * The client went away before the end. The response is still recorded if its body ends
-   * within one lease (`leaseMs`); past that the key is released, so a handler that stopped
-   * writing does not hold the key for `maxHoldMs`.
+   * The client went away before the end. Heartbeats stop: the response is still recorded if
+   * its body ends before another request takes the key over, and a handler that stopped
+   * writing holds the key for one lease at most, never for `maxHoldMs`.
    */
   clientGone(): void;
   /**
@@ -157,27 +157,20 @@ export function createRecorder(
     }
   }
 
-  let abandonTimer: ReturnType<typeof setTimeout> | undefined;
-
   function finish(): Promise<void> {
-    clearTimeout(abandonTimer);
     done ??= settle();
     return done;
   }
 
   function fail(_error: unknown): Promise<void> {
-    clearTimeout(abandonTimer);
     done ??= execution.release().catch(() => {});
     return done;
   }
 
   function clientGone(): void {
-    if (done || abandonTimer) return;
-    abandonTimer = setTimeout(
-      () => void fail(new Error('The client went away and the body did not end')),
-      settings.leaseMs,
-    );
-    abandonTimer.unref?.();
+    // Nobody may ever end the body: stop renewing so the lease lapses by itself (a retry
+    // can then take over), while a body that does end is still recorded if nobody did.
+    if (!done) execution.abandon();
   }
 
   async function recordResponse(response: Response, signal?: AbortSignal): Promise<Response> {

@@ -302,4 +302,39 @@ describe('leases in real time', () => {
     await expect(idem.execute({ key: 'w' }, async () => 2)).rejects.toBeInstanceOf(InProgressError);
     await slow;
   });
+
+  it('abandon() stops renewals: the lease lapses, a late complete still works if nobody took over', async () => {
+    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const idem = createIdempotency({ store, leaseMs: 60, heartbeatMs: 15 });
+    const first = await idem.begin({ key: 'a' });
+    if (first.kind !== 'acquired') throw new Error('expected to acquire');
+    first.execution.abandon();
+    await sleep(100);
+    await first.execution.complete({ meta: {}, body: new Uint8Array([7]) });
+    expect((await store.get(first.execution.storageKey))?.status).toBe('completed');
+    const second = await idem.begin({ key: 'b' });
+    if (second.kind !== 'acquired') throw new Error('expected to acquire');
+    second.execution.abandon();
+    await sleep(100);
+    const taken = await idem.begin({ key: 'b' });
+    expect(taken.kind === 'acquired' && taken.execution.takeover).toBe(true);
+    await expect(
+      second.execution.complete({ meta: {}, body: new Uint8Array() }),
+    ).rejects.toBeInstanceOf(LeaseLostError);
+  });
+
+  it('begin(request, { signal }) stops a bounded wait at once', async () => {
+    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const idem = createIdempotency({ store, wait: { timeoutMs: 5_000, pollMs: 10 } });
+    expect(idem.settings.wait).toEqual({ timeoutMs: 5_000, pollMs: 10 });
+    expect(idem.settings.leaseMs).toBe(30_000);
+    await idem.begin({ key: 'w' });
+    const controller = new AbortController();
+    const started = performance.now();
+    setTimeout(() => controller.abort(new Error('client went away')), 30);
+    await expect(idem.begin({ key: 'w' }, { signal: controller.signal })).rejects.toThrow(
+      'client went away',
+    );
+    expect(performance.now() - started).toBeLessThan(1_000);
+  });
 });

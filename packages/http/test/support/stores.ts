@@ -69,7 +69,7 @@ export function spyStore(
   inner: IdempotencyStore,
   options: { completeDelayMs?: number } = {},
 ): SpiedStore {
-  const calls = { acquire: 0, complete: 0, release: 0 };
+  const calls = { acquire: 0, complete: 0, release: 0, extend: 0 };
   const completed: StoredOutcome[] = [];
   const store: IdempotencyStore = {
     capabilities: inner.capabilities,
@@ -90,7 +90,10 @@ export function spyStore(
       calls.release++;
       return inner.release(input);
     },
-    extend: (input) => inner.extend(input),
+    extend: (input) => {
+      calls.extend++;
+      return inner.extend(input);
+    },
     get: (key) => inner.get(key),
   };
   return { store, calls, completed };
