@@ -5,5 +5,5 @@ describeStoreConformance('memory', {
   clock: 'injectable',
   createStore: ({ clock }) => createMemoryStore({ clock, sweepIntervalMs: 0 }),
   destroyStore: (store) => store.close?.(),
-  numRuns: process.env.CI ? 1_000 : 100,
+  numRuns: process.env.CI ? 5_000 : 200,
 });
