@@ -2,7 +2,7 @@ import type { Clock } from './clock.js';
 import { InvalidInputError, LeaseLostError, OutcomeTooLargeError } from './errors.js';
 import type { IdemEventListener } from './events.js';
 import { encodeOutcome, type StoredOutcome } from './outcome-codec.js';
-import type { IdempotencyStore } from './store.js';
+import type { IdempotencyStore, OwnerWriteResult } from './store.js';
 import { callStore } from './store-call.js';
 
 /** Settings an {@link Execution} runs with (resolved options of the engine). */
@@ -79,43 +79,21 @@ export class Execution {
    */
   async complete(outcome: StoredOutcome): Promise<void> {
     this.finish();
-    const { store, retentionMs, storeTimeoutMs } = this.settings;
+    const { store, retentionMs } = this.settings;
     const bytes = encodeOutcome(outcome);
     const limit = store.capabilities.maxOutcomeBytes;
     if (limit !== undefined && bytes.length > limit) {
       await this.releaseQuietly();
       throw new OutcomeTooLargeError(bytes.length, limit);
     }
-    let result: Awaited<ReturnType<IdempotencyStore['complete']>>;
     try {
-      result = await callStore('complete', storeTimeoutMs, () =>
+      await this.ownerWrite('complete', () =>
         store.complete({ key: this.storageKey, owner: this.owner, outcome: bytes, retentionMs }),
       );
     } catch (error) {
-      if (error instanceof OutcomeTooLargeError) {
-        await this.releaseQuietly();
-        throw error;
-      }
-      this.settings.emit({
-        type: 'store_error',
-        storageKey: this.storageKey,
-        operation: 'complete',
-        error,
-      });
+      if (error instanceof OutcomeTooLargeError) await this.releaseQuietly();
       throw error;
     }
-    if (!result.ok) {
-      this.settings.emit({
-        type: 'lease_lost',
-        storageKey: this.storageKey,
-        fence: this.fence,
-        phase: 'complete',
-      });
-      throw new LeaseLostError(
-        'The outcome was not recorded: another execution took this key over after the lease passed',
-      );
-    }
-    this.settings.emit({ type: 'completed', storageKey: this.storageKey, fence: this.fence });
   }
 
   /**
@@ -128,32 +106,44 @@ export class Execution {
     await this.releaseRecord();
   }
 
-  private async releaseRecord(): Promise<void> {
-    const { store, retentionMs, storeTimeoutMs } = this.settings;
-    let result: Awaited<ReturnType<IdempotencyStore['release']>>;
+  private releaseRecord(): Promise<void> {
+    const { store, retentionMs } = this.settings;
+    return this.ownerWrite('release', () =>
+      store.release({ key: this.storageKey, owner: this.owner, retentionMs }),
+    );
+  }
+
+  /**
+   * One owner-checked write: reports a store failure or a lost lease as an event and a
+   * typed error, and success as a `completed` or `released` event.
+   */
+  private async ownerWrite(
+    operation: 'complete' | 'release',
+    write: () => Promise<OwnerWriteResult>,
+  ): Promise<void> {
+    const { storageKey, fence } = this;
+    let result: OwnerWriteResult;
     try {
-      result = await callStore('release', storeTimeoutMs, () =>
-        store.release({ key: this.storageKey, owner: this.owner, retentionMs }),
-      );
+      result = await callStore(operation, this.settings.storeTimeoutMs, write);
     } catch (error) {
-      this.settings.emit({
-        type: 'store_error',
-        storageKey: this.storageKey,
-        operation: 'release',
-        error,
-      });
+      if (!(error instanceof OutcomeTooLargeError)) {
+        this.settings.emit({ type: 'store_error', storageKey, operation, error });
+      }
       throw error;
     }
     if (!result.ok) {
-      this.settings.emit({
-        type: 'lease_lost',
-        storageKey: this.storageKey,
-        fence: this.fence,
-        phase: 'release',
-      });
-      throw new LeaseLostError();
+      this.settings.emit({ type: 'lease_lost', storageKey, fence, phase: operation });
+      throw new LeaseLostError(
+        operation === 'complete'
+          ? 'The outcome was not recorded: another execution took this key over after the lease passed'
+          : undefined,
+      );
     }
-    this.settings.emit({ type: 'released', storageKey: this.storageKey, fence: this.fence });
+    this.settings.emit({
+      type: operation === 'complete' ? 'completed' : 'released',
+      storageKey,
+      fence,
+    });
   }
 
   private async releaseQuietly(): Promise<void> {
