@@ -3,16 +3,8 @@ import { createHash } from 'node:crypto';
 /** One part of a length-prefixed encoding: a name and its bytes (strings are UTF-8). */
 export type EncodedPart = readonly [name: string, value: string | Uint8Array];
 
-const encoder = new TextEncoder();
-
-function toBytes(value: string | Uint8Array): Uint8Array {
-  return typeof value === 'string' ? encoder.encode(value) : value;
-}
-
-function lengthPrefix(length: number): Uint8Array {
-  const prefix = new Uint8Array(8);
-  new DataView(prefix.buffer).setBigUint64(0, BigInt(length));
-  return prefix;
+function byteLength(value: string | Uint8Array): number {
+  return typeof value === 'string' ? Buffer.byteLength(value, 'utf8') : value.length;
 }
 
 /**
@@ -24,18 +16,29 @@ function lengthPrefix(length: number): Uint8Array {
  * @returns the digest, lowercase hex (64 characters)
  */
 export function digestParts(domain: string, parts: readonly EncodedPart[]): string {
-  const hash = createHash('sha256');
-  const domainBytes = toBytes(domain);
-  hash.update(lengthPrefix(domainBytes.length));
-  hash.update(domainBytes);
-  hash.update(lengthPrefix(parts.length));
+  let total = 8 + byteLength(domain) + 8;
+  for (const [name, value] of parts) total += 16 + byteLength(name) + byteLength(value);
+  // One buffer, one hash update: this runs on every request.
+  const buf = Buffer.allocUnsafe(total);
+  let at = 0;
+  const put = (value: string | Uint8Array): void => {
+    const length = byteLength(value);
+    buf.writeUInt32BE(Math.floor(length / 2 ** 32), at);
+    buf.writeUInt32BE(length >>> 0, at + 4);
+    at += 8;
+    if (typeof value === 'string') at += buf.write(value, at, 'utf8');
+    else {
+      buf.set(value, at);
+      at += value.length;
+    }
+  };
+  put(domain);
+  buf.writeUInt32BE(0, at);
+  buf.writeUInt32BE(parts.length, at + 4);
+  at += 8;
   for (const [name, value] of parts) {
-    const nameBytes = toBytes(name);
-    const valueBytes = toBytes(value);
-    hash.update(lengthPrefix(nameBytes.length));
-    hash.update(nameBytes);
-    hash.update(lengthPrefix(valueBytes.length));
-    hash.update(valueBytes);
+    put(name);
+    put(value);
   }
-  return hash.digest('hex');
+  return createHash('sha256').update(buf).digest('hex');
 }

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { type Clock, systemClock } from './clock.js';
 import {
   IdemError,
@@ -167,9 +167,8 @@ export function resolveSettings<T>(options: IdempotencyOptions<T>): ResolvedSett
   };
 }
 
-function newOwner(): string {
-  return randomBytes(16).toString('base64url');
-}
+// Node batches the entropy behind randomUUID: the cheapest 122 random bits per acquire.
+const newOwner = (): string => randomUUID();
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {

@@ -14,7 +14,7 @@ export async function callStore<T>(
 ): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    const call = Promise.resolve().then(fn);
+    const call = fn();
     if (!(timeoutMs > 0 && Number.isFinite(timeoutMs))) return await call;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
