@@ -133,16 +133,19 @@ export interface ResolvedSettings extends ExecutionSettings {
   wait: WaitOptions | false;
 }
 
-function positive(name: string, value: number): number {
-  if (!(Number.isFinite(value) && value > 0))
-    throw new InvalidInputError(`${name} must be a positive number of ms`);
+// setTimeout fires at once past 2^31 - 1 ms; durations that drive a timer must stay below.
+const MAX_TIMER_MS = 2_147_483_647;
+
+function positive(name: string, value: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (!(Number.isFinite(value) && value > 0 && value <= max))
+    throw new InvalidInputError(`${name} must be a positive number of ms, at most ${max}`);
   return value;
 }
 
 /** Resolves options and defaults; throws `InvalidInputError` on a bad value. */
 export function resolveSettings<T>(options: IdempotencyOptions<T>): ResolvedSettings {
   if (!options.store) throw new InvalidInputError('A store is required');
-  const leaseMs = positive('leaseMs', options.leaseMs ?? 30_000);
+  const leaseMs = positive('leaseMs', options.leaseMs ?? 30_000, MAX_TIMER_MS);
   const heartbeat = options.heartbeatMs === undefined ? leaseMs / 3 : options.heartbeatMs;
   if (heartbeat !== false && !(heartbeat > 0 && heartbeat < leaseMs)) {
     throw new InvalidInputError('heartbeatMs must be positive and shorter than leaseMs');
@@ -155,7 +158,7 @@ export function resolveSettings<T>(options: IdempotencyOptions<T>): ResolvedSett
     heartbeatMs: heartbeat,
     maxHoldMs: positive('maxHoldMs', options.maxHoldMs ?? 3_600_000),
     retentionMs: positive('retentionMs', options.retentionMs ?? 86_400_000),
-    storeTimeoutMs: positive('storeTimeoutMs', options.storeTimeoutMs ?? 5_000),
+    storeTimeoutMs: positive('storeTimeoutMs', options.storeTimeoutMs ?? 5_000, MAX_TIMER_MS),
     wait: options.wait ?? false,
     emit: (event) => {
       try {

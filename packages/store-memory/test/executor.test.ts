@@ -338,3 +338,21 @@ describe('leases in real time', () => {
     expect(performance.now() - started).toBeLessThan(1_000);
   });
 });
+
+describe('options', () => {
+  it('refuses durations a timer cannot carry and other bad values with INVALID_INPUT', () => {
+    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const bad = [
+      { leaseMs: 0 },
+      { leaseMs: 2 ** 31 },
+      { storeTimeoutMs: 2 ** 31 },
+      { retentionMs: Number.NaN },
+      { heartbeatMs: 40_000 },
+    ];
+    for (const options of bad) {
+      expect(() => createIdempotency({ store, ...options })).toThrow(
+        expect.objectContaining({ code: 'INVALID_INPUT' }),
+      );
+    }
+  });
+});
