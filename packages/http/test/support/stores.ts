@@ -61,7 +61,7 @@ export const STORE_KINDS: readonly StoreKind[] = [memoryKind, redisKind];
 /** A store wrapper that counts calls and keeps what `complete` wrote, decoded. */
 export interface SpiedStore {
   store: IdempotencyStore;
-  calls: { acquire: number; complete: number; release: number };
+  calls: { acquire: number; complete: number; release: number; extend: number };
   completed: StoredOutcome[];
 }
 
