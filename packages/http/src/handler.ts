@@ -195,6 +195,15 @@ export function createIdempotencyHandler<R = Request>(
           },
         );
       }
+      // The store returned outcome bytes that do not decode (a replay found them).
+      if (isIdemError(error, 'OUTCOME_CORRUPT')) {
+        return respond(
+          500,
+          PROBLEM_TYPES.outcomeUnreadable,
+          'Stored outcome unreadable',
+          error.message,
+        );
+      }
       throw error;
     }
     if (begun.kind === 'replay') {

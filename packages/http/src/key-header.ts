@@ -42,6 +42,9 @@ export function parseIdempotencyKey(fieldValue: string): ParsedKey {
   return { ok: true, key };
 }
 
+const PARAMETERS =
+  /^(?:;[ ]*[a-z*][a-z0-9_\-.*]*(?:=(?:"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"|[A-Za-z0-9*:/.+_\-!#$%&'^`|~?@]+))?)*$/;
+
 function parseSfString(value: string): ParsedKey {
   let key = '';
   for (let i = 1; i < value.length; i++) {
@@ -57,9 +60,10 @@ function parseSfString(value: string): ParsedKey {
       key += next;
       i++;
     } else if (ch === '"') {
-      const rest = value.slice(i + 1).trimStart();
-      // Parameters (";name=value") are part of an Item and are ignored; anything else is not.
-      if (rest.length > 0 && !rest.startsWith(';')) {
+      const rest = value.slice(i + 1).trimEnd();
+      // Parameters (RFC 8941 `;key=value`) are part of an Item and are ignored; anything else,
+      // such as a second header field joined with a comma, is refused.
+      if (!PARAMETERS.test(rest)) {
         return { ok: false, reason: 'Unexpected characters after the quoted Idempotency-Key' };
       }
       return { ok: true, key };

@@ -44,9 +44,10 @@ export interface ResponseRecorder {
   /** The handler failed or its body broke: releases the key so a retry executes again. */
   fail(error: unknown): Promise<void>;
   /**
-   * The client went away before the end. Heartbeats stop: the response is still recorded if
-   * its body ends before another request takes the key over, and a handler that stopped
-   * writing holds the key for one lease at most, never for `maxHoldMs`.
+   * The client went away before the end. The body is still read and recorded when it ends;
+   * heartbeats go on while it keeps producing output, and stop once it has been silent for a
+   * whole lease, so a handler that stopped writing frees the key within two leases, never
+   * holding it for `maxHoldMs`.
    */
   clientGone(): void;
   /**
@@ -96,8 +97,11 @@ export function createRecorder(
     return final;
   }
 
+  let idleTimer: ReturnType<typeof setTimeout> | undefined;
+
   function capture(chunk: Uint8Array): boolean {
     if (!head) throw new Error('ResponseRecorder.start must be called before capture');
+    if (idleTimer !== undefined) armIdle();
     if (chunk.length === 0) return true;
     seen += chunk.length;
     if (final && !tooLarge) {
@@ -158,19 +162,31 @@ export function createRecorder(
   }
 
   function finish(): Promise<void> {
+    clearTimeout(idleTimer);
     done ??= settle();
     return done;
   }
 
   function fail(_error: unknown): Promise<void> {
+    clearTimeout(idleTimer);
     done ??= execution.release().catch(() => {});
     return done;
   }
 
+  // After the client left, a body still producing output keeps its lease (heartbeats go on)
+  // and is recorded when it ends. One that stays silent for a whole lease may never end:
+  // heartbeats stop then, so the lease lapses by itself and a retry can take over, while a
+  // body that ends after all is still recorded if nobody did.
+  function armIdle(): void {
+    clearTimeout(idleTimer);
+    idleTimer = setTimeout(() => {
+      if (!done) execution.abandon();
+    }, settings.leaseMs);
+    idleTimer.unref?.();
+  }
+
   function clientGone(): void {
-    // Nobody may ever end the body: stop renewing so the lease lapses by itself (a retry
-    // can then take over), while a body that does end is still recorded if nobody did.
-    if (!done) execution.abandon();
+    if (!done && idleTimer === undefined) armIdle();
   }
 
   async function recordResponse(response: Response, signal?: AbortSignal): Promise<Response> {

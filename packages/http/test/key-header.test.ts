@@ -9,6 +9,7 @@ describe('parseIdempotencyKey', () => {
     ['"a\\"b"', 'a"b'],
     ['"a\\\\b"', 'a\\b'],
     ['"abc";p=1', 'abc'],
+    ['"abc";p=1;q;r="x y"', 'abc'],
     ['"a, b"', 'a, b'],
     ['8e03978e-40d5-43e8-bc93-6894a57f9324', '8e03978e-40d5-43e8-bc93-6894a57f9324'],
   ])('accepts %s', (field, key) => {
@@ -22,6 +23,9 @@ describe('parseIdempotencyKey', () => {
     ['"a\\x"', /escapes/],
     ['"ab"c', /after the quoted/],
     ['"a", "b"', /after the quoted/],
+    ['"a";x=1, "b"', /after the quoted/],
+    ['"a";, "b"', /after the quoted/],
+    ['"a";!!', /after the quoted/],
     ['a"b', /bare/],
     ['a\\b', /bare/],
     ['one, two', /commas/],

@@ -131,6 +131,77 @@ describe('withIdempotency on Web Request/Response', () => {
     expect(await readChunks(await fetchLike(post('k8')))).toEqual(['late ', 'answer']);
   });
 
+  it('keeps the lease of a stream that outlives it after the caller left, then records it once', async () => {
+    const spied = spyStore(createMemoryStore());
+    let runs = 0;
+    let aborted = false;
+    const slowStream = () =>
+      new Response(
+        new ReadableStream<Uint8Array>({
+          async start(controller) {
+            // Ten events over ~1 s, three times the lease; the signal never aborts meanwhile.
+            for (let i = 0; i < 10; i++) {
+              controller.enqueue(encoder.encode(`data: ${i}\n\n`));
+              await new Promise((resolve) => setTimeout(resolve, 100));
+            }
+            controller.close();
+          },
+        }),
+        { headers: { 'content-type': 'text/event-stream' } },
+      );
+    const fetchLike = withIdempotency(
+      async (_request, context) => {
+        runs++;
+        context?.signal.addEventListener('abort', () => {
+          aborted = true; // the lease was lost while the stream was still producing
+        });
+        return slowStream();
+      },
+      { store: spied.store, leaseMs: 300, heartbeatMs: 100, onWarning: () => {} },
+    );
+    const response = await fetchLike(post('k-long'));
+    const reader = response.body!.getReader();
+    await reader.read();
+    await reader.cancel();
+    await vi.waitFor(() => expect(spied.calls.complete).toBe(1), { timeout: 3_000 });
+    expect(spied.calls.release).toBe(0);
+    const replay = await fetchLike(post('k-long'));
+    expect(replay.headers.get(REPLAYED_HEADER)).toBe('true');
+    expect((await readChunks(replay)).join('')).toContain('data: 9');
+    expect(runs).toBe(1);
+    expect(aborted).toBe(false);
+  });
+
+  it('answers a stored outcome that does not decode with a 500 problem, not a crash', async () => {
+    const memory = createMemoryStore();
+    const corrupting: IdempotencyStore = {
+      ...memory,
+      capabilities: memory.capabilities,
+      get: memory.get,
+      complete: memory.complete,
+      release: memory.release,
+      extend: memory.extend,
+      acquire: async (input) => {
+        const result = await memory.acquire(input);
+        if (result.kind === 'found' && result.record.outcome) {
+          return { ...result, record: { ...result.record, outcome: new Uint8Array([1, 2, 3]) } };
+        }
+        return result;
+      },
+    };
+    const fetchLike = withIdempotency(async () => new Response('ok'), {
+      store: corrupting,
+      onWarning: () => {},
+    });
+    const first = await fetchLike(post('k-bad'));
+    expect(first.status).toBe(200);
+    expect(await first.text()).toBe('ok');
+    const replay = await fetchLike(post('k-bad'));
+    expect(replay.status).toBe(500);
+    expect(replay.headers.get('content-type')).toMatch(/application\/problem\+json/);
+    expect((await replay.json()).type).toBe(PROBLEM_TYPES.outcomeUnreadable);
+  });
+
   it('rethrows a handler error by default and records a 500 problem once started', async () => {
     const boom = async (): Promise<Response> => {
       throw new Error('boom');
