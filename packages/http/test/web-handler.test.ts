@@ -202,6 +202,32 @@ describe('withIdempotency on Web Request/Response', () => {
     expect((await replay.json()).type).toBe(PROBLEM_TYPES.outcomeUnreadable);
   });
 
+  it('tells apart JSON bodies whose numbers JSON.parse cannot hold (422, not a replay)', async () => {
+    const fetchLike = withIdempotency(async () => new Response('ok'), {
+      store: createMemoryStore(),
+      onWarning: () => {},
+    });
+    const raw = (key: string, body: string) =>
+      new Request('http://api.test/pay', {
+        method: 'POST',
+        headers: { 'idempotency-key': key, 'content-type': 'application/json' },
+        body,
+      });
+    for (const [a, b] of [
+      ['{"amount":1e400}', '{"amount":-1e400}'],
+      ['{"id":12345678901234567890}', '{"id":12345678901234567891}'],
+    ] as const) {
+      const key = `k-num-${a.length}`;
+      expect(await (await fetchLike(raw(key, a))).text()).toBe('ok');
+      expect((await fetchLike(raw(key, b))).status).toBe(422);
+      expect((await fetchLike(raw(key, a))).headers.get(REPLAYED_HEADER)).toBe('true');
+    }
+    // Ordinary JSON is still canonical: key order and spacing do not matter.
+    expect(await (await fetchLike(raw('k-canon', '{"a":1,"b":[1.5,2]}'))).text()).toBe('ok');
+    const again = await fetchLike(raw('k-canon', '{ "b": [1.50, 2], "a": 1.0 }'));
+    expect(again.headers.get(REPLAYED_HEADER)).toBe('true');
+  });
+
   it('rethrows a handler error by default and records a 500 problem once started', async () => {
     const boom = async (): Promise<Response> => {
       throw new Error('boom');
