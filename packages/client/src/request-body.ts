@@ -15,6 +15,8 @@ export interface PreparedRequest {
   method: string;
   headers: Headers;
   body: ReplayableBody | undefined;
+  /** Set when `body` is a FormData encoded once here: its bytes carry a random boundary. */
+  multipart?: true;
   /** The caller's signal: aborting it stops every attempt and every wait. */
   signal: AbortSignal | undefined;
   /** Remaining `RequestInit` fields, passed through to every attempt. */
@@ -137,7 +139,7 @@ export async function prepareRequest(
         'The Request body was already read, so it cannot be sent; nothing was sent.',
       );
     }
-    return {
+    return fixMultipart({
       url: input.url,
       method: (method ?? input.method).toUpperCase(),
       headers: new Headers(headers ?? input.headers),
@@ -152,30 +154,52 @@ export async function prepareRequest(
         referrerPolicy: input.referrerPolicy,
         ...rest,
       },
-    };
+    });
   }
-  return {
+  return fixMultipart({
     url: input instanceof URL ? input.href : String(input),
     method: (method ?? 'GET').toUpperCase(),
     headers: new Headers(headers),
     body: await replayableBody(body, maxBufferedBodyBytes),
     signal: signal ?? undefined,
     rest,
+  });
+}
+
+/**
+ * `fetch` encodes a FormData body anew on every call, with a fresh random multipart
+ * boundary: the bytes, and so the server's fingerprint, would differ on every attempt and
+ * a retry would get 422 instead of the replay. Encode it once and send those bytes.
+ */
+async function fixMultipart(prepared: PreparedRequest): Promise<PreparedRequest> {
+  if (typeof FormData === 'undefined' || !(prepared.body instanceof FormData)) return prepared;
+  const encoded = new Response(prepared.body);
+  const headers = new Headers(prepared.headers);
+  const type = encoded.headers.get('content-type');
+  if (type && !headers.has('content-type')) headers.set('content-type', type);
+  return {
+    ...prepared,
+    headers,
+    body: new Uint8Array(await encoded.arrayBuffer()),
+    multipart: true,
   };
 }
 
 /** The body's bytes, for a key derived from content. */
-export async function bodyBytes(body: ReplayableBody | undefined): Promise<Uint8Array> {
+export async function bodyBytes(request: PreparedRequest): Promise<Uint8Array> {
+  const { body } = request;
+  if (request.multipart || (typeof FormData !== 'undefined' && body instanceof FormData)) {
+    throw new IdemClientError(
+      'KEY_NOT_DERIVABLE',
+      'A FormData body is encoded with a random boundary, so no key can be derived from its ' +
+        'content; pass an Idempotency-Key header or use key: "random".',
+    );
+  }
   if (body === undefined) return new Uint8Array(0);
   if (typeof body === 'string') return encoder.encode(body);
   if (body instanceof URLSearchParams) return encoder.encode(body.toString());
   if (body instanceof ArrayBuffer) return new Uint8Array(body);
   if (ArrayBuffer.isView(body))
     return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
-  if (body instanceof Blob) return new Uint8Array(await body.arrayBuffer());
-  throw new IdemClientError(
-    'KEY_NOT_DERIVABLE',
-    'A FormData body is encoded with a random boundary, so no key can be derived from its ' +
-      'content; pass an Idempotency-Key header or use key: "random".',
-  );
+  return new Uint8Array(await (body as Blob).arrayBuffer());
 }

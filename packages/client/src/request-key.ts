@@ -6,7 +6,7 @@ import { bodyBytes, type PreparedRequest } from './request-body.js';
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 async function contentKey(request: PreparedRequest): Promise<string> {
-  const bytes = await bodyBytes(request.body);
+  const bytes = await bodyBytes(request);
   let body: string | { base64: string };
   try {
     body = utf8.decode(bytes);
