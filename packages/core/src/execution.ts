@@ -200,17 +200,19 @@ export class Execution {
     if (this.settled || this.abandoned || this.controller.signal.aborted) return;
     const { store, clock, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs } = this.settings;
     const startedAt = clock.now();
-    if (startedAt - this.acquiredAt >= maxHoldMs) return; // let the lease lapse; the watchdog aborts
+    // Never renew past the maximum hold: the last renewal is cut to what is left of it.
+    const lease = Math.min(leaseMs, this.acquiredAt + maxHoldMs - startedAt);
+    if (lease <= 0) return; // let the lease lapse; the watchdog aborts
     try {
       const result = await callStore('extend', storeTimeoutMs, () =>
-        store.extend({ key: this.storageKey, owner: this.owner, leaseMs, retentionMs }),
+        store.extend({ key: this.storageKey, owner: this.owner, leaseMs: lease, retentionMs }),
       );
       if (this.settled) return;
       if (!result.ok) {
         this.lose('heartbeat', 'Another execution took this key over');
         return;
       }
-      this.leaseEstimate = startedAt + leaseMs;
+      this.leaseEstimate = startedAt + lease;
       this.armWatchdog();
     } catch (error) {
       if (this.settled) return;

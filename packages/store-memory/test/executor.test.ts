@@ -264,16 +264,19 @@ describe('leases in real time', () => {
     expect(events.some((e) => e.type === 'lease_lost' && e.phase === 'heartbeat')).toBe(true);
   });
 
-  it('past maxHoldMs renewals stop and the signal aborts', async () => {
+  it('past maxHoldMs renewals stop and the signal aborts; no renewal reaches past it', async () => {
     const store = createMemoryStore({ sweepIntervalMs: 0 });
-    const idem = createIdempotency({ store, leaseMs: 60, heartbeatMs: 15, maxHoldMs: 80 });
-    const started = performance.now();
-    const result = await idem.execute({ key: 'k' }, async ({ signal }) => {
+    const idem = createIdempotency({ store, leaseMs: 300, heartbeatMs: 100, maxHoldMs: 450 });
+    const started = Date.now();
+    const result = await idem.execute({ key: 'k' }, async ({ signal, storageKey }) => {
       await new Promise((r) => signal.addEventListener('abort', r, { once: true }));
-      return performance.now() - started;
+      const record = await store.get(storageKey);
+      return { abortedAfter: Date.now() - started, leaseEnd: (record?.leaseUntil ?? 0) - started };
     });
-    expect(result.value).toBeGreaterThanOrEqual(80);
-    expect(result.value).toBeLessThan(1_000);
+    expect(result.value.abortedAfter).toBeGreaterThanOrEqual(450);
+    // Without the cut, the renewal at ~400 ms would hold the key until ~700 ms.
+    expect(result.value.leaseEnd).toBeLessThanOrEqual(450 + 25);
+    expect(result.value.abortedAfter).toBeLessThan(450 + 150);
   });
 
   it('with wait, a concurrent duplicate waits and then replays the first outcome', async () => {
