@@ -83,6 +83,13 @@ export interface IdempotentFetchOptions {
   /** Cap applied to a server's `Retry-After`. @default 60_000 */
   maxRetryAfterMs?: number;
   /**
+   * How long a keyed call keeps retrying while the server answers 409 (the first execution
+   * is still running), counted from the first 409. These retries do not use up
+   * `maxAttempts`, so a slow first execution (an LLM call) is waited out, not given up on.
+   * @default 60_000
+   */
+  inProgressWaitMs?: number;
+  /**
    * Limit of one attempt until its response headers arrive; past it the attempt is aborted
    * and retried. The body is not limited by it (use the caller's signal). @default undefined (none)
    */
@@ -134,6 +141,7 @@ export interface ResolvedFetchOptions {
   maxAttempts: number;
   backoff: { initialDelayMs: number; maxDelayMs: number; random: () => number };
   maxRetryAfterMs: number;
+  inProgressWaitMs: number;
   /** `Infinity` when there is none. */
   attemptTimeoutMs: number;
   deadlineMs: number | undefined;
@@ -162,6 +170,7 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
     random: options.random ?? Math.random,
   };
   const maxRetryAfterMs = positive('maxRetryAfterMs', options.maxRetryAfterMs ?? 60_000, true);
+  const inProgressWaitMs = positive('inProgressWaitMs', options.inProgressWaitMs ?? 60_000, true);
   const attemptTimeoutMs =
     options.attemptTimeoutMs === undefined
       ? Number.POSITIVE_INFINITY
@@ -186,6 +195,7 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
     maxAttempts,
     backoff,
     maxRetryAfterMs,
+    inProgressWaitMs,
     attemptTimeoutMs,
     deadlineMs,
     retryableStatus,

@@ -54,6 +54,7 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
     maxAttempts,
     backoff,
     maxRetryAfterMs,
+    inProgressWaitMs,
     attemptTimeoutMs,
     deadlineMs,
     retryableStatus,
@@ -81,6 +82,10 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
     const allowed = retryable ? maxAttempts : 1;
     const { method, url } = request;
     let lastError: unknown;
+    // Attempts that use up maxAttempts: all but the 409s of a keyed call, which are bounded
+    // by inProgressWaitMs instead.
+    let counted = 0;
+    let inProgressSince: number | undefined;
 
     for (let attempt = 1; ; attempt++) {
       const remaining = deadline - now();
@@ -147,9 +152,10 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
           throw error;
         }
         delayMs = backoffDelay(attempt, backoff);
-        if (attempt >= allowed || now() + delayMs >= deadline) {
+        counted++;
+        if (counted >= allowed || now() + delayMs >= deadline) {
           report({ ...base, willRetry: false });
-          const byDeadline = attempt < allowed;
+          const byDeadline = counted < allowed;
           throw new IdemClientError(
             byDeadline ? 'DEADLINE_EXCEEDED' : 'RETRIES_EXHAUSTED',
             byDeadline
@@ -174,8 +180,17 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
           retryAfter === undefined
             ? backoffDelay(attempt, backoff)
             : Math.min(retryAfter, maxRetryAfterMs);
+        const inProgress = key !== undefined && status === 409;
+        let spent: boolean;
+        if (inProgress) {
+          inProgressSince ??= now();
+          spent = now() + delayMs - inProgressSince > inProgressWaitMs;
+        } else {
+          counted++;
+          spent = counted >= allowed;
+        }
         // Out of attempts or out of time: the caller gets the last response as it is.
-        if (attempt >= allowed || now() + delayMs >= deadline) return finish(true);
+        if (spent || now() + delayMs >= deadline) return finish(true);
         detach();
         report({ ...base, failure: 'status', willRetry: true, delayMs });
         await response.body?.cancel().catch(() => undefined);

@@ -133,6 +133,33 @@ describe('createIdempotentFetch against a loopback @idem server with faults', ()
     expect(getIdempotencyInfo(response)).toMatchObject({ replayed: true, attempts: events.length });
   });
 
+  it('waits out a long first execution: 409s use inProgressWaitMs, not maxAttempts', async () => {
+    const h = await startHarness();
+    const events: AttemptEvent[] = [];
+    const idemFetch = createIdempotentFetch({
+      attemptTimeoutMs: 50,
+      maxAttempts: 2,
+      maxRetryAfterMs: 25,
+      initialDelayMs: 5,
+      onAttempt: (e) => events.push(e),
+    });
+    const response = await idemFetch(`${h.url}/charges`, postJson({ item: 'long', delayMs: 500 }));
+    expect(response.status).toBe(201);
+    expect(getIdempotencyInfo(response)?.replayed).toBe(true);
+    expect(events.filter((e) => e.status === 409).length).toBeGreaterThan(2);
+    expect(h.app.executions.get('long')).toBe(1);
+
+    const impatient = createIdempotentFetch({
+      attemptTimeoutMs: 50,
+      maxAttempts: 2,
+      maxRetryAfterMs: 25,
+      initialDelayMs: 5,
+      inProgressWaitMs: 100,
+    });
+    const gaveUp = await impatient(`${h.url}/charges`, postJson({ item: 'longer', delayMs: 600 }));
+    expect(gaveUp.status).toBe(409);
+  });
+
   it('a second caller with the same key gets 409 while the first runs, then the replay', async () => {
     const h = await startHarness();
     const statuses: number[] = [];
