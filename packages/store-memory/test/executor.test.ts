@@ -266,7 +266,12 @@ describe('leases in real time', () => {
 
   it('past maxHoldMs renewals stop and the signal aborts; no renewal reaches past it', async () => {
     const store = createMemoryStore({ sweepIntervalMs: 0 });
-    const idem = createIdempotency({ store, leaseMs: 300, heartbeatMs: 100, maxHoldMs: 450 });
+    const idem = createIdempotency<{ abortedAfter: number; leaseEnd: number }>({
+      store,
+      leaseMs: 300,
+      heartbeatMs: 100,
+      maxHoldMs: 450,
+    });
     const started = Date.now();
     const result = await idem.execute({ key: 'k' }, async ({ signal, storageKey }) => {
       await new Promise((r) => signal.addEventListener('abort', r, { once: true }));
