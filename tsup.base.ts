@@ -1,0 +1,17 @@
+import { defineConfig, type Options } from 'tsup';
+
+/**
+ * The build every published package shares: ESM + CJS + declarations for Node 20, from
+ * `src/index.ts` unless a package names more entries.
+ */
+export function packageBuild(overrides: Options = {}) {
+  return defineConfig({
+    entry: ['src/index.ts'],
+    format: ['esm', 'cjs'],
+    dts: true,
+    clean: true,
+    sourcemap: true,
+    target: 'node20',
+    ...overrides,
+  });
+}
