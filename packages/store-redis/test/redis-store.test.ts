@@ -52,6 +52,10 @@ for (const target of targets) {
       await deletePrefix(raw, prefix);
     });
 
+    /** Acquires key `k` of the current store with the default lease and retention. */
+    const acquireK = (who: string, fingerprint: string) =>
+      store.acquire({ key: 'k', fingerprint, owner: who, leaseMs: LEASE, retentionMs: RETENTION });
+
     // A new prefix and store per test: no test sees another's keys.
     const fresh = () => {
       prefix = randomPrefix();
@@ -93,21 +97,9 @@ for (const target of targets) {
     it('returns the live in-progress record it found, by the Redis clock, and changes nothing', async () => {
       fresh();
       const first = owner();
-      await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: first,
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      await acquireK(first, 'fp');
       const before = await rawRecord(raw, store.redisKey('k'));
-      const again = await store.acquire({
-        key: 'k',
-        fingerprint: 'other',
-        owner: owner(),
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      const again = await acquireK(owner(), 'other');
       expect(again).toEqual({ kind: 'found', record: before, now: expect.any(Number) });
       if (again.kind !== 'found') throw new Error('unreachable');
       expect(Math.abs(again.now - (await redisNow(raw)))).toBeLessThan(1_000);
@@ -118,13 +110,7 @@ for (const target of targets) {
       fresh();
       const me = owner();
       const key = store.redisKey('k');
-      await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: me,
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      await acquireK(me, 'fp');
       const before = await rawRecord(raw, key);
       const ttlBefore = await keyGoneAt(raw, key);
 
@@ -153,13 +139,7 @@ for (const target of targets) {
       expect(done!.expiresAt).toBeLessThanOrEqual(t1 + RETENTION);
       expect(await keyGoneAt(raw, key)).toBe(done!.expiresAt);
 
-      const replay = await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: owner(),
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      const replay = await acquireK(owner(), 'fp');
       expect(replay.kind).toBe('found');
       if (replay.kind !== 'found') throw new Error('unreachable');
       expect(replay.record).toEqual(done);
@@ -171,13 +151,7 @@ for (const target of targets) {
       fresh();
       const me = owner();
       const key = store.redisKey('k');
-      await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: me,
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      await acquireK(me, 'fp');
       await store.complete({
         key: 'k',
         owner: me,
@@ -213,13 +187,7 @@ for (const target of targets) {
       fresh();
       const me = owner();
       const key = store.redisKey('k');
-      await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: me,
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      await acquireK(me, 'fp');
       expect(await store.release({ key: 'k', owner: owner(), retentionMs: RETENTION })).toEqual({
         ok: false,
         reason: 'not_owner',
@@ -233,13 +201,7 @@ for (const target of targets) {
       expect(await keyGoneAt(raw, key)).toBe(tomb!.expiresAt);
 
       const next = owner();
-      const again = await store.acquire({
-        key: 'k',
-        fingerprint: 'fp2',
-        owner: next,
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      const again = await acquireK(next, 'fp2');
       expect(again).toMatchObject({ kind: 'acquired', fence: 2, takeover: false });
       expect(await rawRecord(raw, key)).toMatchObject({
         status: 'in_progress',
@@ -271,13 +233,7 @@ for (const target of targets) {
       expect(renewed.ok).toBe(true);
       await sleep(250);
       const fresher = owner();
-      const taken = await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: fresher,
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      const taken = await acquireK(fresher, 'fp');
       expect(taken).toMatchObject({ kind: 'acquired', fence: 2, takeover: true });
       const current = await rawRecord(raw, key);
       expect(current).toMatchObject({ status: 'in_progress', owner: fresher, fence: 2 });
@@ -331,13 +287,7 @@ for (const target of targets) {
     it('decides expiry itself: a record past expiresAt is gone even while the key still exists', async () => {
       fresh();
       const key = store.redisKey('k');
-      await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: owner(),
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      await acquireK(owner(), 'fp');
       await store.complete({
         key: 'k',
         owner: (await rawRecord(raw, key))!.owner,
@@ -347,13 +297,7 @@ for (const target of targets) {
       // Simulate a key that Redis has not freed yet although its retention passed.
       await raw.hset(key, 'ex', String((await redisNow(raw)) - 1));
       expect(await store.get('k')).toBeUndefined();
-      const again = await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: owner(),
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      const again = await acquireK(owner(), 'fp');
       expect(again).toMatchObject({ kind: 'acquired', fence: 2, takeover: false });
       const record = await rawRecord(raw, key);
       expect(record?.status).toBe('in_progress');
@@ -363,13 +307,7 @@ for (const target of targets) {
     it('remembers the fence past expiry in the same hash slot, for fenceMemoryMs', async () => {
       fresh();
       const me = owner();
-      await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: me,
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      await acquireK(me, 'fp');
       await store.complete({ key: 'k', owner: me, outcome: new Uint8Array([1]), retentionMs: 200 });
       const done = await rawRecord(raw, store.redisKey('k'));
       // The fence memory outlives the record by fenceMemoryMs (default 24 h).
@@ -381,13 +319,7 @@ for (const target of targets) {
       // Redis freed the record (outcome bytes included) on time...
       expect(await raw.exists(store.redisKey('k'))).toBe(0);
       // ...and the next acquisition continues from the remembered fence.
-      const again = await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: owner(),
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      const again = await acquireK(owner(), 'fp');
       expect(again).toMatchObject({ kind: 'acquired', fence: 2, takeover: false });
       expect(await raw.get(store.fenceKey('k'))).toBe('2');
     });
@@ -396,13 +328,7 @@ for (const target of targets) {
       prefix = randomPrefix();
       store = createRedisStore({ client, keyPrefix: prefix, fenceMemoryMs: 0 });
       const me = owner();
-      await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: me,
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      await acquireK(me, 'fp');
       await store.release({ key: 'k', owner: me, retentionMs: 200 });
       expect(await raw.exists(store.fenceKey('k'))).toBe(0);
       expect(
@@ -419,13 +345,7 @@ for (const target of targets) {
       expect((await rawRecord(raw, store.redisKey('k')))?.fence).toBe(2);
       await sleep(300);
       expect(await raw.exists(store.redisKey('k'))).toBe(0);
-      const later = await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: owner(),
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      const later = await acquireK(owner(), 'fp');
       expect(later).toMatchObject({ kind: 'acquired', fence: 1 });
     });
 
@@ -484,13 +404,7 @@ for (const target of targets) {
       store = createRedisStore({ client, keyPrefix: prefix, maxOutcomeBytes: 16 });
       expect(store.capabilities).toEqual({ clock: 'server', maxOutcomeBytes: 16 });
       const me = owner();
-      await store.acquire({
-        key: 'k',
-        fingerprint: 'fp',
-        owner: me,
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      });
+      await acquireK(me, 'fp');
       const before = await rawRecord(raw, store.redisKey('k'));
       await expect(
         store.complete({
