@@ -26,6 +26,6 @@ for (const layout of layouts) {
       return store;
     },
     rawRead,
-    numRuns: process.env.CI ? 100 : 20,
+    numRuns: process.env.CI ? 300 : 20,
   });
 }
