@@ -264,6 +264,27 @@ describe('leases in real time', () => {
     expect(events.some((e) => e.type === 'lease_lost' && e.phase === 'heartbeat')).toBe(true);
   });
 
+  it('the signal aborts with LEASE_LOST when renewals keep failing until the lease passes', async () => {
+    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const events: IdemEvent[] = [];
+    const idem = createIdempotency<{ reason: unknown; after: number }>({
+      store: faulty(store, { extend: 'throw' }),
+      leaseMs: 90,
+      heartbeatMs: 20,
+      onEvent: (e) => events.push(e),
+    });
+    const started = performance.now();
+    const result = await idem.execute({ key: 'k' }, async ({ signal }) => {
+      await new Promise((r) => signal.addEventListener('abort', r, { once: true }));
+      return { reason: signal.reason, after: performance.now() - started };
+    });
+    expect(result.value.reason).toBeInstanceOf(LeaseLostError);
+    expect(result.value.after).toBeGreaterThanOrEqual(85);
+    expect(
+      events.filter((e) => e.type === 'store_error' && e.operation === 'extend').length,
+    ).toBeGreaterThanOrEqual(2);
+  });
+
   it('past maxHoldMs renewals stop and the signal aborts; no renewal reaches past it', async () => {
     const store = createMemoryStore({ sweepIntervalMs: 0 });
     const idem = createIdempotency<{ abortedAfter: number; leaseEnd: number }>({
