@@ -25,9 +25,26 @@ function escapePointer(segment: string): string {
  * `toJSON` method (such as `Date`) are replaced by its result.
  */
 export function canonicalJson(value: unknown): string {
+  // Fast path for what scopes and keys usually are: JSON.stringify already writes strings,
+  // finite numbers (-0 as 0), booleans and null, alone or in a flat dense array, canonically.
+  if (isFlat(value)) return JSON.stringify(value);
+  if (Array.isArray(value)) {
+    let flat = true;
+    for (let i = 0; i < value.length && flat; i++) flat = i in value && isFlat(value[i]);
+    if (flat) return JSON.stringify(value);
+  }
   const parts: string[] = [];
   write(value, '', new Set(), parts);
   return parts.join('');
+}
+
+function isFlat(value: unknown): boolean {
+  return (
+    value === null ||
+    typeof value === 'string' ||
+    typeof value === 'boolean' ||
+    (typeof value === 'number' && Number.isFinite(value))
+  );
 }
 
 function write(value: unknown, path: string, seen: Set<object>, out: string[]): void {

@@ -56,6 +56,15 @@ describe('canonicalJson', () => {
     });
   }
 
+  it('writes flat arrays and lone primitives like nested ones, holes refused', () => {
+    expect(canonicalJson(['a', 1, -0, true, null])).toBe('["a",1,0,true,null]');
+    expect(canonicalJson([['a'], 'b'])).toBe('[["a"],"b"]');
+    expect(canonicalJson(-0)).toBe('0');
+    // biome-ignore lint/suspicious/noSparseArray: a hole is what is tested
+    expect(() => canonicalJson([1, , 3])).toThrow(/undefined.* at \/1/);
+    expect(() => canonicalJson(['a', Number.NaN])).toThrow(/Non-finite.* at \/1/);
+  });
+
   it('refuses cycles', () => {
     const a: Record<string, unknown> = {};
     a.self = { back: a };
