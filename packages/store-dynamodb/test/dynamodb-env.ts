@@ -2,7 +2,7 @@ import { Agent } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { type AttributeValue, DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import type { Clock, IdempotencyStore, RecordStatus, StoredRecord } from '@idem/core';
-import type { DynamoDbStoreOptions } from '../src/index.js';
+import type { DynamoDbStoreOptions, RecordAttributeNames } from '../src/index.js';
 
 /** Table names of one test run, per layout. */
 export interface TableNames {
@@ -18,17 +18,7 @@ export interface Layout {
   /** The raw primary key of a prefixed storage key, built here rather than by the adapter. */
   rawKey(prefixedKey: string): Record<string, AttributeValue>;
   /** Attribute names as the layout configures them. */
-  names: {
-    status: string;
-    fingerprint: string;
-    owner: string;
-    fence: string;
-    leaseUntil: string;
-    expiresAt: string;
-    outcome: string;
-    outcomeEncoding: string;
-    ttl: string;
-  };
+  names: RecordAttributeNames;
 }
 
 const defaultNames = {

@@ -17,17 +17,7 @@ export const plain: Scenario = {
     for (let i = 0; i < 3; i++) {
       const prompt = `Plain request ${i} ${tag()}`;
       const got = await h.postMessage(prompt);
-      h.record(
-        {
-          key: got.key,
-          path: '/api/messages',
-          body: messageBody(prompt),
-          auth: undefined,
-          messageId: got.id,
-          tokens: got.tokens,
-        },
-        this.name,
-      );
+      recordMessage(h, this.name, prompt, got);
     }
     return { scriptedFailures: 0 };
   },
@@ -35,6 +25,28 @@ export const plain: Scenario = {
 
 function messageBody(prompt: string) {
   return { prompt, model: 'local-1' };
+}
+
+/** Records one logical POST /api/messages (its key, body and what the client got) for the checks. */
+function recordMessage(
+  h: Parameters<Scenario['run']>[0],
+  scenario: string,
+  prompt: string,
+  got: { key?: string; id: string; tokens: number },
+  key = got.key,
+): void {
+  if (key === undefined) throw new Error('A recorded message needs its idempotency key');
+  h.record(
+    {
+      key,
+      path: '/api/messages',
+      body: messageBody(prompt),
+      auth: undefined,
+      messageId: got.id,
+      tokens: got.tokens,
+    },
+    scenario,
+  );
 }
 
 /** The proxy loses each answer after the server committed it; the retry is a replay. */
@@ -45,17 +57,7 @@ export const droppedResponses: Scenario = {
       const prompt = `Dropped answer ${i} ${tag()}`;
       const got = await h.postMessage(prompt, { fault: 'drop-response' });
       if (!got.replayed) throw new Error('A retry after a dropped response was not a replay');
-      h.record(
-        {
-          key: got.key,
-          path: '/api/messages',
-          body: messageBody(prompt),
-          auth: undefined,
-          messageId: got.id,
-          tokens: got.tokens,
-        },
-        this.name,
-      );
+      recordMessage(h, this.name, prompt, got);
     }
     return { scriptedFailures: 0 };
   },
@@ -68,17 +70,7 @@ export const modelFailures: Scenario = {
     for (let i = 0; i < 2; i++) {
       const prompt = `[fail:2] Flaky model ${i} ${tag()}`;
       const got = await h.postMessage(prompt);
-      h.record(
-        {
-          key: got.key,
-          path: '/api/messages',
-          body: messageBody(prompt),
-          auth: undefined,
-          messageId: got.id,
-          tokens: got.tokens,
-        },
-        this.name,
-      );
+      recordMessage(h, this.name, prompt, got);
     }
     return { scriptedFailures: 4 };
   },
@@ -90,17 +82,7 @@ export const stall: Scenario = {
   async run(h) {
     const prompt = `[stall:1500] Slow model ${tag()}`;
     const got = await h.postMessage(prompt);
-    h.record(
-      {
-        key: got.key,
-        path: '/api/messages',
-        body: messageBody(prompt),
-        auth: undefined,
-        messageId: got.id,
-        tokens: got.tokens,
-      },
-      this.name,
-    );
+    recordMessage(h, this.name, prompt, got);
     return { scriptedFailures: 0 };
   },
 };
@@ -115,17 +97,7 @@ export const concurrentDuplicates: Scenario = {
     const ids = new Set(all.map((a) => a.id));
     if (ids.size !== 1) throw new Error(`Duplicate submits got ${ids.size} different messages`);
     const first = all[0]!;
-    h.record(
-      {
-        key,
-        path: '/api/messages',
-        body: messageBody(prompt),
-        auth: undefined,
-        messageId: first.id,
-        tokens: first.tokens,
-      },
-      this.name,
-    );
+    recordMessage(h, this.name, prompt, first, key);
     return { scriptedFailures: 0 };
   },
 };
