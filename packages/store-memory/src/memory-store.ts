@@ -14,28 +14,60 @@ import {
   StoreFullError,
   systemClock,
 } from '@idem/core';
+import {
+  MARKER_RESERVE_BYTES,
+  RECORD_OVERHEAD_BYTES,
+  RecordTable,
+  recordCost,
+} from './record-table.js';
+
+const MiB = 1024 * 1024;
+
+/** Default of {@link MemoryStoreOptions.maxBytes}: 128 MiB. */
+export const DEFAULT_MAX_BYTES = 128 * MiB;
+/** Default of {@link MemoryStoreOptions.maxOutcomeBytes}: 8 MiB. */
+export const DEFAULT_MAX_OUTCOME_BYTES = 8 * MiB;
+/** Default of {@link MemoryStoreOptions.maxEntries}. */
+export const DEFAULT_MAX_ENTRIES = 100_000;
 
 /** Options of {@link createMemoryStore}. */
 export interface MemoryStoreOptions {
   /** Clock that decides expiry. @default systemClock */
   clock?: Clock;
   /**
-   * Most records kept. When full, expired records go first, then completed and released
-   * ones (oldest first), then in-progress records whose lease has passed. Live leases are
-   * never dropped: an acquire that would need to drop one fails with `StoreFullError`.
+   * Most records kept, whatever their status. See {@link MemoryStoreOptions.maxBytes} for
+   * what happens when the store is full.
    * @default 100_000
    */
   maxEntries?: number;
+  /**
+   * Most bytes accounted to records: each record counts its outcome bytes (an in-progress
+   * one reserves 1 KiB for its completion), its strings and an estimated 512 bytes of
+   * overhead. When a new record or an outcome does not fit (in entries or bytes), the store
+   * frees room in this order: expired records, then released tombstones, then in-progress
+   * records whose lease has passed. It MUST NOT drop a completed record within its
+   * retention or a live lease: when only those remain, `acquire` and `complete` throw
+   * `StoreFullError` and change nothing. A `complete` with an outcome of at most 1 KiB
+   * never fails for room.
+   * @default 134_217_728 (128 MiB)
+   */
+  maxBytes?: number;
+  /**
+   * Largest encoded outcome accepted, in bytes; a larger one gets `OutcomeTooLargeError`
+   * before anything is written. At most `maxBytes`.
+   * @default 8_388_608 (8 MiB), or `maxBytes` when that is smaller
+   */
+  maxOutcomeBytes?: number;
   /** Interval of the sweep that frees expired records, in ms; `0` disables it. @default 60_000 */
   sweepIntervalMs?: number;
-  /** Largest encoded outcome accepted, in bytes. @default undefined (no limit) */
-  maxOutcomeBytes?: number;
 }
 
 /** An in-process store; see {@link createMemoryStore}. */
 export interface MemoryStore extends IdempotencyStore {
   /** Number of records held, expired ones not yet swept included. */
   readonly size: number;
+  /** Bytes accounted to the records held (see `maxBytes`); never more than `maxBytes`. */
+  readonly bytes: number;
   /** Removes expired records now; returns how many. */
   sweep(): number;
   /** Stops the sweep timer. The store keeps working for calls made after. */
@@ -45,74 +77,57 @@ export interface MemoryStore extends IdempotencyStore {
 function clone(record: StoredRecord): StoredRecord {
   const copy: StoredRecord = { ...record };
   if (record.outcome) copy.outcome = record.outcome.slice();
+  else delete copy.outcome;
   return copy;
 }
+
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  if (a === undefined || a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function positiveInteger(name: string, value: number): number {
+  if (!(Number.isSafeInteger(value) && value > 0)) {
+    throw new InvalidInputError(`${name} must be a positive integer`);
+  }
+  return value;
+}
+
+/** Smallest `maxBytes` accepted: one in-progress record with long strings. */
+const MIN_MAX_BYTES = RECORD_OVERHEAD_BYTES + MARKER_RESERVE_BYTES + 1024;
 
 /**
  * Creates a store that keeps records in this process's memory: the embedded default for
  * one server, development and tests. Every operation is synchronous inside, hence atomic
- * with respect to every other call. Nothing is shared between processes.
+ * with respect to every other call. Nothing is shared between processes. Memory is bounded
+ * by `maxEntries` and `maxBytes`; a full store answers `StoreFullError` rather than drop a
+ * live record.
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
   const clock = options.clock ?? systemClock;
-  const maxEntries = options.maxEntries ?? 100_000;
-  if (!(Number.isSafeInteger(maxEntries) && maxEntries > 0)) {
-    throw new InvalidInputError('maxEntries must be a positive integer');
+  const maxEntries = positiveInteger('maxEntries', options.maxEntries ?? DEFAULT_MAX_ENTRIES);
+  const maxBytes = positiveInteger('maxBytes', options.maxBytes ?? DEFAULT_MAX_BYTES);
+  if (maxBytes < MIN_MAX_BYTES) {
+    throw new InvalidInputError(`maxBytes must be at least ${MIN_MAX_BYTES}`);
   }
-  const records = new Map<string, StoredRecord>();
-  // Fences of forgotten records: a new record starts above every fence ever dropped, so a
-  // key's fence keeps growing across expiry and eviction too.
-  let fenceFloor = 0;
-  const capabilities: StoreCapabilities = {
-    clock: 'client',
-    maxOutcomeBytes: options.maxOutcomeBytes,
-  };
-
-  function drop(key: string, record: StoredRecord): void {
-    records.delete(key);
-    if (record.fence > fenceFloor) fenceFloor = record.fence;
+  const maxOutcomeBytes = positiveInteger(
+    'maxOutcomeBytes',
+    options.maxOutcomeBytes ?? Math.min(DEFAULT_MAX_OUTCOME_BYTES, maxBytes),
+  );
+  if (maxOutcomeBytes > maxBytes) {
+    throw new InvalidInputError('maxOutcomeBytes must not exceed maxBytes');
   }
+  const table = new RecordTable(maxEntries, maxBytes);
+  const capabilities: StoreCapabilities = { clock: 'client', maxOutcomeBytes };
 
-  function live(key: string, now: number): StoredRecord | undefined {
-    const record = records.get(key);
-    if (record && now >= record.expiresAt) {
-      drop(key, record);
-      return undefined;
-    }
-    return record;
-  }
+  const full = (what: string) =>
+    new StoreFullError(
+      `Memory store is full: ${what} does not fit beside the live leases and completed ` +
+        `records within retention (${table.size} of ${maxEntries} records, ${table.bytes} of ${maxBytes} bytes)`,
+    );
 
-  function sweep(): number {
-    const now = clock.now();
-    let removed = 0;
-    for (const [key, record] of records) {
-      if (now >= record.expiresAt) {
-        drop(key, record);
-        removed++;
-      }
-    }
-    return removed;
-  }
-
-  function makeRoom(now: number): void {
-    if (records.size < maxEntries) return;
-    sweep();
-    if (records.size < maxEntries) return;
-    for (const [key, record] of records) {
-      if (record.status !== 'in_progress') {
-        drop(key, record);
-        return;
-      }
-    }
-    for (const [key, record] of records) {
-      if (now >= record.leaseUntil) {
-        drop(key, record);
-        return;
-      }
-    }
-    throw new StoreFullError(`Memory store is full: ${maxEntries} records, all with live leases`);
-  }
-
+  const sweep = () => table.sweep(clock.now());
   const interval = options.sweepIntervalMs ?? 60_000;
   let timer: ReturnType<typeof setInterval> | undefined;
   if (interval > 0) {
@@ -120,76 +135,112 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     timer.unref?.();
   }
 
-  function ownedInProgress(key: string, owner: string, now: number): StoredRecord | undefined {
-    const record = live(key, now);
-    return record && record.status === 'in_progress' && record.owner === owner ? record : undefined;
-  }
-
   const notOwner: OwnerWriteResult = { ok: false, reason: 'not_owner' };
 
   return {
     capabilities,
     get size() {
-      return records.size;
+      return table.size;
+    },
+    get bytes() {
+      return table.bytes;
     },
     sweep,
     async acquire(input: AcquireInput): Promise<AcquireResult> {
       const now = clock.now();
-      const found = live(input.key, now);
-      if (found) {
-        const isLive =
-          (found.status === 'in_progress' && now < found.leaseUntil) ||
-          (found.status === 'completed' && now < found.expiresAt);
-        if (isLive) return { kind: 'found', record: clone(found), now };
-      } else {
-        makeRoom(now);
-      }
+      const found = table.live(input.key, now);
       const leaseUntil = now + input.leaseMs;
-      const fence = (found ? found.fence : fenceFloor) + 1;
-      records.delete(input.key); // re-insert at the end: eviction order follows last write
-      records.set(input.key, {
+      if (found) {
+        const record = found.record;
+        if (record.status === 'in_progress' && record.owner === input.owner) {
+          // A redelivered acquire: the caller's own acquisition, renewed, fence unchanged.
+          table.replace(found, {
+            ...record,
+            leaseUntil,
+            expiresAt: Math.max(record.expiresAt, leaseUntil + input.retentionMs),
+          });
+          return { kind: 'acquired', fence: record.fence, leaseUntil, takeover: false };
+        }
+        const isLive =
+          (record.status === 'in_progress' && now < record.leaseUntil) ||
+          record.status === 'completed';
+        if (isLive) return { kind: 'found', record: clone(record), now };
+        // A tombstone or a passed lease: taken over in place (removed first, so its room counts).
+        table.remove(found);
+      }
+      const fence = (found ? found.record.fence : table.fenceFloor) + 1;
+      const record: StoredRecord = {
         status: 'in_progress',
         fingerprint: input.fingerprint,
         owner: input.owner,
         fence,
         leaseUntil,
         expiresAt: leaseUntil + input.retentionMs,
-      });
-      return { kind: 'acquired', fence, leaseUntil, takeover: found?.status === 'in_progress' };
+      };
+      const slot = { key: input.key, record, cost: recordCost(input.key, record) };
+      if (!table.makeRoom(now, 1, slot.cost)) throw full('a new record');
+      table.insert(slot);
+      return {
+        kind: 'acquired',
+        fence,
+        leaseUntil,
+        takeover: found?.record.status === 'in_progress',
+      };
     },
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
-      const limit = options.maxOutcomeBytes;
-      if (limit !== undefined && input.outcome.length > limit) {
-        throw new OutcomeTooLargeError(input.outcome.length, limit);
+      if (input.outcome.byteLength > maxOutcomeBytes) {
+        throw new OutcomeTooLargeError(input.outcome.byteLength, maxOutcomeBytes);
       }
       const now = clock.now();
-      const record = ownedInProgress(input.key, input.owner, now);
-      if (!record) return notOwner;
-      record.status = 'completed';
-      record.expiresAt = now + input.retentionMs;
-      record.outcome = input.outcome.slice();
+      const slot = table.live(input.key, now);
+      const found = slot?.record;
+      if (!slot || !found || found.owner !== input.owner) return notOwner;
+      if (found.status === 'completed') {
+        // A redelivered complete succeeds only with the very bytes that were recorded.
+        return sameBytes(found.outcome, input.outcome) ? { ok: true } : notOwner;
+      }
+      if (found.status !== 'in_progress') return notOwner;
+      const next: StoredRecord = {
+        ...found,
+        status: 'completed',
+        expiresAt: now + input.retentionMs,
+        outcome: input.outcome,
+      };
+      const extra = recordCost(slot.key, next) - slot.cost;
+      if (extra > 0 && !table.makeRoom(now, 0, extra, slot)) {
+        throw full(`an outcome of ${input.outcome.byteLength} bytes`);
+      }
+      next.outcome = input.outcome.slice();
+      table.replace(slot, next);
       return { ok: true };
     },
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
       const now = clock.now();
-      const record = ownedInProgress(input.key, input.owner, now);
-      if (!record) return notOwner;
-      record.status = 'released';
-      record.leaseUntil = now;
-      record.expiresAt = now + input.retentionMs;
+      const slot = table.live(input.key, now);
+      const found = slot?.record;
+      if (!slot || !found || found.owner !== input.owner) return notOwner;
+      if (found.status === 'released') return { ok: true }; // a redelivered release
+      if (found.status !== 'in_progress') return notOwner;
+      table.replace(slot, {
+        ...found,
+        status: 'released',
+        leaseUntil: now,
+        expiresAt: now + input.retentionMs,
+      });
       return { ok: true };
     },
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
       const now = clock.now();
-      const record = ownedInProgress(input.key, input.owner, now);
-      if (!record) return notOwner;
-      record.leaseUntil = now + input.leaseMs;
-      record.expiresAt = record.leaseUntil + input.retentionMs;
-      return { ok: true, leaseUntil: record.leaseUntil };
+      const slot = table.live(input.key, now);
+      const found = slot?.record;
+      if (!slot || found?.status !== 'in_progress' || found.owner !== input.owner) return notOwner;
+      const leaseUntil = now + input.leaseMs;
+      table.replace(slot, { ...found, leaseUntil, expiresAt: leaseUntil + input.retentionMs });
+      return { ok: true, leaseUntil };
     },
     async get(key: string): Promise<StoredRecord | undefined> {
-      const record = live(key, clock.now());
-      return record ? clone(record) : undefined;
+      const slot = table.live(key, clock.now());
+      return slot ? clone(slot.record) : undefined;
     },
     async close(): Promise<void> {
       if (timer !== undefined) clearInterval(timer);
