@@ -15,7 +15,8 @@ import {
   systemClock,
 } from '@idem/core';
 import {
-  MARKER_RESERVE_BYTES,
+  MARKER_OUTCOME_BYTES,
+  OUTCOME_OVERHEAD_BYTES,
   RECORD_OVERHEAD_BYTES,
   RecordTable,
   recordCost,
@@ -41,9 +42,9 @@ export interface MemoryStoreOptions {
    */
   maxEntries?: number;
   /**
-   * Most bytes accounted to records: each record counts its outcome bytes (an in-progress
-   * one reserves 1 KiB for its completion), its strings and an estimated 512 bytes of
-   * overhead. When a new record or an outcome does not fit (in entries or bytes), the store
+   * Most bytes accounted to records: each record counts its strings, an estimated 768 bytes
+   * of overhead, and its outcome bytes plus 512 (an in-progress record reserves room for a
+   * 1 KiB outcome). When a new record or an outcome does not fit (in entries or bytes), the store
    * frees room in this order: expired records, then released tombstones, then in-progress
    * records whose lease has passed. It MUST NOT drop a completed record within its
    * retention or a live lease: when only those remain, `acquire` and `complete` throw
@@ -95,7 +96,7 @@ function positiveInteger(name: string, value: number): number {
 }
 
 /** Smallest `maxBytes` accepted: one in-progress record with long strings. */
-const MIN_MAX_BYTES = RECORD_OVERHEAD_BYTES + MARKER_RESERVE_BYTES + 1024;
+const MIN_MAX_BYTES = RECORD_OVERHEAD_BYTES + OUTCOME_OVERHEAD_BYTES + MARKER_OUTCOME_BYTES + 1024;
 
 /**
  * Creates a store that keeps records in this process's memory: the embedded default for

@@ -2,18 +2,21 @@ import type { StoredRecord } from '@idem/core';
 import { DeadlineHeap } from './deadline-heap.js';
 
 /**
- * Estimated bytes one record costs beyond its outcome and its strings: the record and slot
- * objects, the map entries, the heap entries and the outcome's buffer header. Measured on
- * Node 20 to 24 (see `scripts/record-overhead.mjs`) and rounded up.
+ * Estimated bytes one record costs beyond its strings and outcome: the record and slot
+ * objects, map and queue entries. Measured with `scripts/record-overhead.mjs` (about 650 to
+ * 710 bytes on Node 20) and rounded up.
  */
-export const RECORD_OVERHEAD_BYTES = 512;
+export const RECORD_OVERHEAD_BYTES = 768;
+
+/** Estimated bytes an outcome costs beyond its length (typed array, buffer, backing store). */
+export const OUTCOME_OVERHEAD_BYTES = 512;
 
 /**
- * Bytes held in reserve by every in-progress record, so that completing it with an outcome
- * of at most this size never needs more room: a final marker (the small outcome core
- * records when the real one does not fit) always fits.
+ * Largest outcome whose `complete` never needs more room: every in-progress record holds
+ * that much (plus {@link OUTCOME_OVERHEAD_BYTES}) in reserve, so the final marker core
+ * records when the real outcome does not fit always fits.
  */
-export const MARKER_RESERVE_BYTES = 1024;
+export const MARKER_OUTCOME_BYTES = 1024;
 
 /** One stored record and what it is accounted for. */
 export interface Slot {
@@ -23,12 +26,15 @@ export interface Slot {
   cost: number;
 }
 
-/** Accounted bytes of a record: estimated overhead, its strings, and its outcome or reserve. */
+/** Accounted bytes of a record: estimated overhead, its strings, and its outcome or the marker reserve. */
 export function recordCost(key: string, record: StoredRecord): number {
   const strings = key.length + record.fingerprint.length + record.owner.length;
   let payload = 0;
-  if (record.status === 'completed') payload = record.outcome?.byteLength ?? 0;
-  else if (record.status === 'in_progress') payload = MARKER_RESERVE_BYTES;
+  if (record.status === 'completed') {
+    payload = OUTCOME_OVERHEAD_BYTES + (record.outcome?.byteLength ?? 0);
+  } else if (record.status === 'in_progress') {
+    payload = OUTCOME_OVERHEAD_BYTES + MARKER_OUTCOME_BYTES;
+  }
   return RECORD_OVERHEAD_BYTES + strings + payload;
 }
 
