@@ -95,6 +95,13 @@ function positiveInteger(name: string, value: number): number {
   return value;
 }
 
+function duration(name: string, value: number): void {
+  // A NaN deadline would never expire and would break the eviction queues' order.
+  if (!(Number.isFinite(value) && value >= 0)) {
+    throw new InvalidInputError(`${name} must be a finite, non-negative number of ms`);
+  }
+}
+
 /** Smallest `maxBytes` accepted: one in-progress record with long strings. */
 const MIN_MAX_BYTES = RECORD_OVERHEAD_BYTES + OUTCOME_OVERHEAD_BYTES + MARKER_OUTCOME_BYTES + 1024;
 
@@ -148,6 +155,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     },
     sweep,
     async acquire(input: AcquireInput): Promise<AcquireResult> {
+      duration('leaseMs', input.leaseMs);
+      duration('retentionMs', input.retentionMs);
       const now = clock.now();
       const found = table.live(input.key, now);
       const leaseUntil = now + input.leaseMs;
@@ -189,6 +198,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       };
     },
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
+      duration('retentionMs', input.retentionMs);
       if (input.outcome.byteLength > maxOutcomeBytes) {
         throw new OutcomeTooLargeError(input.outcome.byteLength, maxOutcomeBytes);
       }
@@ -216,6 +226,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       return { ok: true };
     },
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
+      duration('retentionMs', input.retentionMs);
       const now = clock.now();
       const slot = table.live(input.key, now);
       const found = slot?.record;
@@ -231,6 +242,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       return { ok: true };
     },
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
+      duration('leaseMs', input.leaseMs);
+      duration('retentionMs', input.retentionMs);
       const now = clock.now();
       const slot = table.live(input.key, now);
       const found = slot?.record;

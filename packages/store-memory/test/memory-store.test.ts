@@ -54,6 +54,33 @@ describe('memory store', () => {
     expect([...again!.outcome!.slice(-3)]).toEqual([1, 2, 3]);
   });
 
+  it('refuses durations that are not finite and non-negative before touching a record', async () => {
+    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const bad = [Number.NaN, -1, Number.POSITIVE_INFINITY];
+    for (const value of bad) {
+      await expect(store.acquire({ ...acquire('d'), leaseMs: value })).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+      });
+      await expect(store.acquire({ ...acquire('d'), retentionMs: value })).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+      });
+    }
+    expect(store.size).toBe(0);
+    await store.acquire(acquire('d'));
+    const owned = { key: 'd', owner: 'o-d' };
+    for (const value of bad) {
+      const writes = [
+        store.extend({ ...owned, leaseMs: value, retentionMs: 10 }),
+        store.extend({ ...owned, leaseMs: 10, retentionMs: value }),
+        store.release({ ...owned, retentionMs: value }),
+        store.complete({ ...owned, outcome: new Uint8Array(), retentionMs: value }),
+      ];
+      for (const write of writes)
+        await expect(write).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+    }
+    expect((await store.get('d'))?.status).toBe('in_progress');
+  });
+
   it('refuses a bad maxEntries', () => {
     expect(() => createMemoryStore({ maxEntries: 0 })).toThrow(/maxEntries/);
   });
