@@ -26,14 +26,21 @@ export class IdemClientError extends IdemError {
   declare readonly code: IdemClientErrorCode;
   /** Attempts made before the error, `0` when nothing was sent. */
   readonly attempts: number;
+  /**
+   * The idempotency key the attempts carried (`RETRIES_EXHAUSTED`, `DEADLINE_EXCEEDED`), when
+   * one was sent. The server may have executed the call: to try the same logical call again
+   * later, send this key (`'Idempotency-Key': error.key`), never a new one.
+   */
+  readonly key: string | undefined;
 
   constructor(
     code: IdemClientErrorCode,
     message: string,
-    options: { cause?: unknown; attempts?: number } = {},
+    options: { cause?: unknown; attempts?: number; key?: string | undefined } = {},
   ) {
     super(code, message, { cause: options.cause });
     this.attempts = options.attempts ?? 0;
+    this.key = options.key;
   }
 }
 

@@ -144,6 +144,7 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
         throw new IdemClientError('DEADLINE_EXCEEDED', `The deadline of ${deadlineMs} ms passed`, {
           cause: lastError,
           attempts: attempt - 1,
+          key,
         });
       }
       const { response, error, expired, durationMs } = await sendAttempt(
@@ -164,7 +165,7 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
           throw new IdemClientError(
             'DEADLINE_EXCEEDED',
             `The deadline of ${deadlineMs} ms passed during attempt ${attempt}`,
-            { cause: error, attempts: attempt },
+            { cause: error, attempts: attempt, key },
           );
         }
         if (!retryable) {
@@ -181,7 +182,7 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
             byDeadline
               ? `No time is left before the deadline of ${deadlineMs} ms for attempt ${attempt + 1}`
               : `All ${allowed} attempts failed without a response`,
-            { cause: error, attempts: attempt },
+            { cause: error, attempts: attempt, key },
           );
         }
         report({ ...base, willRetry: true, delayMs });

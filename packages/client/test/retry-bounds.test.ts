@@ -181,3 +181,38 @@ describe('retry bounds', () => {
     expect(outcome).toBeInstanceOf(Error);
   });
 });
+
+describe('retrying a logical call after the client gave up', () => {
+  it('names the key on RETRIES_EXHAUSTED, so a later retry with it replays instead of executing again', async () => {
+    const h = await startHarness(
+      inOrder({ kind: 'drop-after' }, { kind: 'drop-after' }, { kind: 'drop-after' }),
+    );
+    const idemFetch = createIdempotentFetch({ maxAttempts: 3, sleep: recordingSleep().sleep });
+    const error = await idemFetch(`${h.url}/charges`, postJson({ item: 'gave-up' })).catch(
+      (e: unknown) => e,
+    );
+    expect(error).toMatchObject({ code: 'RETRIES_EXHAUSTED', attempts: 3 });
+    const key = (error as IdemClientError).key;
+    expect(key).toBeDefined();
+    expect(h.server.seen.every((s) => s.key === `"${key}"`)).toBe(true);
+    expect(h.app.executions.get('gave-up')).toBe(1);
+
+    const again = await idemFetch(
+      `${h.url}/charges`,
+      postJson({ item: 'gave-up' }, { headers: { 'Idempotency-Key': key ?? '' } }),
+    );
+    expect(again.status).toBe(201);
+    expect(getIdempotencyInfo(again)?.replayed).toBe(true);
+    expect(h.app.executions.get('gave-up')).toBe(1);
+  });
+
+  it('names the key on DEADLINE_EXCEEDED', async () => {
+    const h = await startHarness(() => ({ kind: 'hang' }));
+    const idemFetch = createIdempotentFetch({ deadlineMs: 100 });
+    const error = await idemFetch(
+      `${h.url}/charges`,
+      postJson({ item: 'late' }, { headers: { 'Idempotency-Key': 'late-1' } }),
+    ).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'DEADLINE_EXCEEDED', key: 'late-1' });
+  });
+});
