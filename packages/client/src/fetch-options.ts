@@ -21,7 +21,11 @@ export interface KeyRequest {
  * How a call gets its key when the caller did not set the key header:
  * - `'random'`: a fresh UUID per logical call;
  * - `'content'`: derived from method, URL and body bytes with `deriveKey` from `@idem/core`,
- *   so the same request made again (even by a restarted process) carries the same key;
+ *   so the same request made again (even by a restarted process) carries the same key. The key
+ *   holds nothing of the caller: it is per caller only if the server scopes keys by principal;
+ *   against a server with one key space, two callers sending the same content replay each
+ *   other's response. It MUST NOT be used there, nor where two identical requests are two
+ *   intended calls (they are one call within the server's retention);
  * - a function returning the key (it MUST return the same key for the same logical call).
  */
 export type KeyStrategy =
