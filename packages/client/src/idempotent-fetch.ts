@@ -10,7 +10,7 @@ import {
   type ResolvedFetchOptions,
   resolveFetchOptions,
 } from './fetch-options.js';
-import { PROBLEM_READ_LIMIT_MS, readProblemType } from './in-progress.js';
+import { PROBLEM_READ_LIMIT_MS, peekProblem } from './in-progress.js';
 import { type PreparedRequest, prepareRequest } from './request-body.js';
 import { assignKey } from './request-key.js';
 import { IDEMPOTENT_METHODS, parseRetryAfter, retryDelay } from './retry-policy.js';
@@ -117,18 +117,32 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
     const allowed = retryable ? maxAttempts : 1;
     const { method, url } = request;
 
-    /** Whether a 409 is the server's "in progress": its problem type, read within bounds. */
-    const answersInProgress = async (response: Response): Promise<boolean> => {
+    /**
+     * Whether a 409 is the server's "in progress", from its problem type read within bounds;
+     * with the response to hand on in its place (its body whole).
+     */
+    const classifyConflict = async (
+      answer: Response,
+    ): Promise<{ inProgress: boolean; response: Response }> => {
       const limit = Math.min(PROBLEM_READ_LIMIT_MS, attemptTimeoutMs, deadline - now());
       const read = boundSignal(callerSignal, limit, 'Reading the problem body');
-      let problemType: string | undefined;
+      let peeked: Awaited<ReturnType<typeof peekProblem>>;
       try {
-        problemType = await readProblemType(response, read.signal);
+        peeked = await peekProblem(answer, read.signal);
       } finally {
         read.dispose();
       }
-      if (callerSignal?.aborted) throw callerSignal.reason;
-      return isInProgress({ status: response.status, headers: response.headers, problemType });
+      if (callerSignal?.aborted) {
+        peeked.response.body?.cancel().catch(() => undefined);
+        throw callerSignal.reason;
+      }
+      const { problemType, response } = peeked;
+      const inProgress = isInProgress({
+        status: response.status,
+        headers: response.headers,
+        problemType,
+      });
+      return { inProgress, response };
     };
 
     let lastError: unknown;
@@ -147,15 +161,16 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
           key,
         });
       }
-      const { response, error, expired, durationMs } = await sendAttempt(
+      const sent = await sendAttempt(
         request,
         baseFetch,
         { attemptTimeoutMs, remainingMs: remaining },
         now,
       );
+      const { error, expired, durationMs } = sent;
 
       let delayMs: number;
-      if (response === undefined) {
+      if (sent.response === undefined) {
         lastError = error;
         if (callerSignal?.aborted) throw callerSignal.reason;
         const failure: AttemptFailure = expired === 'attempt' ? 'timeout' : 'network';
@@ -187,6 +202,8 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
         }
         report({ ...base, willRetry: true, delayMs });
       } else {
+        // Replaced by a copy when a 409's problem body was read (the copy's body is whole).
+        let response: Response = sent.response;
         const replayed = response.headers.get(replayHeader)?.trim().toLowerCase() === 'true';
         const status = response.status;
         const base = { attempt, method, url, key, status, replayed, durationMs };
@@ -198,11 +215,14 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
         // A replay is the recorded outcome and a 422 says the key is taken by another request:
         // the same key would get the same answer again.
         if (!retryable || replayed || status === 422) return finish();
-        let failure: AttemptFailure;
-        if (key !== undefined && status === 409 && (await answersInProgress(response))) {
-          failure = 'in-progress';
-        } else if (retryableStatus(status)) failure = 'status';
-        else return finish();
+        let failure: AttemptFailure | undefined;
+        if (key !== undefined && status === 409) {
+          const conflict = await classifyConflict(response);
+          response = conflict.response;
+          if (conflict.inProgress) failure = 'in-progress';
+        }
+        if (failure === undefined && retryableStatus(status)) failure = 'status';
+        if (failure === undefined) return finish();
         const retryAfter = parseRetryAfter(response.headers.get('retry-after'), now());
         let spent: boolean;
         if (failure === 'in-progress') {

@@ -31,44 +31,118 @@ const PROBLEM_JSON = /^\s*application\/problem\+json\s*(;|$)/i;
 /** A problem body longer than this is no idem answer: not read further. */
 const MAX_PROBLEM_BYTES = 16 * 1024;
 
+type Read = ReadableStreamReadResult<Uint8Array>;
+
+/** What was read of a body before {@link peekProblem} stopped, and how it stopped. */
+interface Peeked {
+  reader: ReadableStreamDefaultReader<Uint8Array>;
+  head: Uint8Array[];
+  /** A read still under way when the reading stopped (time ran out). */
+  pending: Promise<Read> | undefined;
+  complete: boolean;
+  failure?: { error: unknown };
+}
+
 /**
- * Reads the problem `type` of a response from a clone of its body, leaving the response's own
- * body whole. Gives `undefined` for a body that is not `application/problem+json`, is larger than
- * 16 KiB, is not JSON, or is not read before `signal` aborts (its reading is then cancelled).
+ * A response like `original` whose body is what was read, then the rest of the original body.
+ * `url`, `redirected` and `type` are copied: fetch's own response has them, `new Response` not.
  */
-export async function readProblemType(
-  response: Response,
-  signal: AbortSignal,
-): Promise<string | undefined> {
-  if (!PROBLEM_JSON.test(response.headers.get('content-type') ?? '') || !response.body) {
-    return undefined;
+function rebuild(original: Response, peeked: Peeked): Response {
+  const { reader, head, complete, failure } = peeked;
+  let { pending } = peeked;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const next = head.shift();
+      if (next) controller.enqueue(next);
+      else if (failure) controller.error(failure.error);
+      else if (complete) controller.close();
+      else {
+        const read = pending ?? reader.read();
+        pending = undefined;
+        const { done, value } = await read;
+        if (done) controller.close();
+        else controller.enqueue(value);
+      }
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
+  const copy = new Response(body, {
+    status: original.status,
+    statusText: original.statusText,
+    headers: original.headers,
+  });
+  for (const name of ['url', 'redirected', 'type'] as const) {
+    Object.defineProperty(copy, name, { value: original[name], enumerable: true });
   }
-  if (signal.aborted) return undefined;
-  const reader = (response.clone().body as ReadableStream<Uint8Array>).getReader();
-  // Cancelling ends a pending read at once (done), so a stalled body cannot hold the call.
-  const onAbort = () => void reader.cancel().catch(() => undefined);
-  signal.addEventListener('abort', onAbort, { once: true });
+  return copy;
+}
+
+function problemTypeOf(head: Uint8Array[]): string | undefined {
   const decoder = new TextDecoder();
-  let text = '';
-  let total = 0;
+  const text = head.map((chunk) => decoder.decode(chunk, { stream: true })).join('');
   try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.byteLength;
-      if (total > MAX_PROBLEM_BYTES) return undefined;
-      text += decoder.decode(value, { stream: true });
-    }
-    if (signal.aborted) return undefined;
     const parsed: unknown = JSON.parse(text + decoder.decode());
     const type = (parsed as { type?: unknown } | null)?.type;
     return typeof type === 'string' ? type : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Reads the problem `type` of a response: the first 16 KiB of an `application/problem+json`
+ * body at most, and only until `signal` aborts (a stalled body cannot hold the call). Gives the
+ * type (`undefined` for another body, one larger than 16 KiB, not JSON or not read in time) and
+ * the response to hand on: the same one when nothing was read, else a copy whose body is the
+ * whole original body, bytes read included, so the caller loses nothing.
+ *
+ * Not `response.clone()`: with undici, a clone branch cancelled while the other is unread makes a
+ * later abort of the fetch an unhandled rejection, and one left uncancelled makes the caller's
+ * `body.cancel()` wait forever.
+ */
+export async function peekProblem(
+  response: Response,
+  signal: AbortSignal,
+): Promise<{ problemType: string | undefined; response: Response }> {
+  const type = response.headers.get('content-type') ?? '';
+  if (!PROBLEM_JSON.test(type) || !response.body || signal.aborted) {
+    return { problemType: undefined, response };
+  }
+  const peeked: Peeked = {
+    reader: response.body.getReader(),
+    head: [],
+    pending: undefined,
+    complete: false,
+  };
+  let onAbort: () => void = () => undefined;
+  const stopped = new Promise<'stopped'>((resolve) => {
+    onAbort = () => resolve('stopped');
+  });
+  signal.addEventListener('abort', onAbort, { once: true });
+  let total = 0;
+  try {
+    while (total <= MAX_PROBLEM_BYTES) {
+      peeked.pending = peeked.reader.read();
+      const result = await Promise.race([peeked.pending, stopped]);
+      if (result === 'stopped') break;
+      peeked.pending = undefined;
+      if (result.done) {
+        peeked.complete = true;
+        break;
+      }
+      peeked.head.push(result.value);
+      total += result.value.byteLength;
+    }
+  } catch (error) {
+    peeked.failure = { error };
+    peeked.pending = undefined;
   } finally {
     signal.removeEventListener('abort', onAbort);
-    void reader.cancel().catch(() => undefined);
   }
+  // Handled here too: nobody may ever pull the copy's body.
+  peeked.pending?.catch(() => undefined);
+  const problemType = peeked.complete ? problemTypeOf(peeked.head) : undefined;
+  return { problemType, response: rebuild(response, peeked) };
 }
 
 /** Longest wait for a problem body's bytes (less if the attempt limit or deadline is nearer). */

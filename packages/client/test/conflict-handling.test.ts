@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type AttemptEvent, createIdempotentFetch, getIdempotencyInfo } from '../src/index.js';
 import {
   inOrder,
@@ -50,6 +50,10 @@ describe('409 handling', () => {
     const response = await idemFetch(`${h.url}/users`, postJson({ email: 'a@example.com' }));
     expect(response.status).toBe(409);
     expect(h.server.seen).toHaveLength(1);
+    // The problem type was read: the caller still gets the whole body, status, headers and URL.
+    expect(response.url).toBe(`${h.url}/users`);
+    expect(response.headers.get('retry-after')).toBe('1');
+    expect(getIdempotencyInfo(response)?.attempts).toBe(1);
     expect(await response.text()).toBe(body);
   });
 
@@ -179,5 +183,45 @@ describe('409 handling', () => {
     expect(second.status).toBe(201);
     expect(getIdempotencyInfo(second)?.replayed).toBe(true);
     expect(h.app.executions.get('real')).toBe(1);
+  });
+
+  describe('no unhandled rejection from reading the problem body', () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    beforeEach(() => {
+      unhandled.length = 0;
+      process.on('unhandledRejection', onUnhandled);
+    });
+    afterEach(() => {
+      process.off('unhandledRejection', onUnhandled);
+    });
+    const settle = () => new Promise((r) => setTimeout(r, 100));
+
+    it('when the caller aborts while the in-progress body is being read', async () => {
+      const h = await startHarness(() => ({ ...inProgressAnswer('0'), stallBody: true }));
+      const controller = new AbortController();
+      const call = createIdempotentFetch()(
+        `${h.url}/charges`,
+        postJson({ item: 'abort-read' }, { signal: controller.signal }),
+      ).catch((e: unknown) => e);
+      while (h.server.seen.length === 0) await new Promise((r) => setTimeout(r, 5));
+      setTimeout(() => controller.abort(new Error('caller gave up')), 30);
+      expect(await call).toMatchObject({ message: 'caller gave up' });
+      await settle();
+      expect(unhandled).toEqual([]);
+    });
+
+    it('when the caller aborts after a stalled problem body ran out of time', async () => {
+      const h = await startHarness(() => ({ ...inProgressAnswer('0'), stallBody: true }));
+      const controller = new AbortController();
+      const response = await createIdempotentFetch({ attemptTimeoutMs: 100 })(
+        `${h.url}/charges`,
+        postJson({ item: 'late-abort' }, { signal: controller.signal }),
+      );
+      expect(response.status).toBe(409);
+      controller.abort(new Error('caller gave up later'));
+      await settle();
+      expect(unhandled).toEqual([]);
+    });
   });
 });
