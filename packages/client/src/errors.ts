@@ -11,12 +11,16 @@ import { IdemError } from '@idem/core';
  *   is the last attempt's error, if any.
  * - `KEY_NOT_DERIVABLE`: `key: 'content'` was asked for a body whose bytes are not
  *   deterministic (`FormData`).
+ * - `INVALID_INPUT`: fetch could never send the request (a relative URL, a GET or HEAD with a
+ *   body, a forbidden method); nothing was sent and nothing retried. `cause` is fetch's
+ *   `TypeError`. Checked only when the client sends with the global fetch.
  */
 export type IdemClientErrorCode =
   | 'BODY_NOT_REPLAYABLE'
   | 'RETRIES_EXHAUSTED'
   | 'DEADLINE_EXCEEDED'
-  | 'KEY_NOT_DERIVABLE';
+  | 'KEY_NOT_DERIVABLE'
+  | 'INVALID_INPUT';
 
 /**
  * Error raised by `@idem/client`: an `IdemError` like every idem error, so one

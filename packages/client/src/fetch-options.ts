@@ -173,6 +173,8 @@ function count(name: string, value: number): number {
 /** Options with their defaults applied and checked. */
 export interface ResolvedFetchOptions {
   baseFetch: FetchFunction;
+  /** No `fetch` was given: the global fetch sends, so its input rules are known. */
+  globalFetch: boolean;
   methods: ReadonlySet<string>;
   strategy: KeyStrategy;
   headerName: string;
@@ -231,6 +233,7 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
   const now = options.now ?? Date.now;
   return {
     baseFetch,
+    globalFetch: options.fetch === undefined,
     methods,
     strategy,
     headerName,

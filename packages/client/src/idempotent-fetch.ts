@@ -11,7 +11,7 @@ import {
   resolveFetchOptions,
 } from './fetch-options.js';
 import { PROBLEM_READ_LIMIT_MS, peekProblem } from './in-progress.js';
-import { type PreparedRequest, prepareRequest } from './request-body.js';
+import { checkSendable, type PreparedRequest, prepareRequest } from './request-body.js';
 import { assignKey } from './request-key.js';
 import { IDEMPOTENT_METHODS, parseRetryAfter, retryDelay } from './retry-policy.js';
 
@@ -46,6 +46,7 @@ async function prepareCall(
       prepareRequest(input, init, settings.maxBuffered, setup.signal),
       setup.signal,
     );
+    if (settings.globalFetch) checkSendable(request);
     const keyed = settings.methods.has(request.method);
     const key = keyed ? await raceSignal(assignKey(request, settings), setup.signal) : undefined;
     return { request, key };

@@ -160,3 +160,22 @@ export async function bodyBytes(request: PreparedRequest): Promise<Uint8Array> {
     return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
   return new Uint8Array(await (body as Blob).arrayBuffer());
 }
+
+/**
+ * Refuses, before anything is sent, a request that fetch could never send (it would throw the
+ * same `TypeError` on every attempt, and each would be retried as a network error).
+ */
+export function checkSendable(request: PreparedRequest): void {
+  try {
+    if ((request.method === 'GET' || request.method === 'HEAD') && request.body !== undefined) {
+      throw new TypeError(`A ${request.method} request cannot have a body`);
+    }
+    new Request(request.url, { method: request.method, headers: request.headers });
+  } catch (error) {
+    throw new IdemClientError(
+      'INVALID_INPUT',
+      `fetch cannot send this request (${(error as Error).message}); nothing was sent`,
+      { cause: error },
+    );
+  }
+}

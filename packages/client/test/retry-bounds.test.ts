@@ -182,6 +182,26 @@ describe('retry bounds', () => {
   });
 });
 
+describe('a request that fetch can never send', () => {
+  for (const [name, url, init] of [
+    ['a relative URL', '/charges', postJson({ item: 'rel' })],
+    ['a GET with a body', 'http://127.0.0.1:9/charges', { method: 'GET', body: 'x' }],
+    ['a forbidden method', 'http://127.0.0.1:9/charges', { method: 'CONNECT' }],
+  ] as const) {
+    it(`fails at once with INVALID_INPUT for ${name}, nothing retried`, async () => {
+      const { waits, sleep } = recordingSleep();
+      let attempts = 0;
+      const idemFetch = createIdempotentFetch({ sleep, onAttempt: () => attempts++ });
+      const error = await idemFetch(url, init as RequestInit).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(IdemClientError);
+      expect(error).toMatchObject({ code: 'INVALID_INPUT', attempts: 0 });
+      expect((error as Error).cause).toBeInstanceOf(TypeError);
+      expect(attempts).toBe(0);
+      expect(waits).toEqual([]);
+    });
+  }
+});
+
 describe('retrying a logical call after the client gave up', () => {
   it('names the key on RETRIES_EXHAUSTED, so a later retry with it replays instead of executing again', async () => {
     const h = await startHarness(
