@@ -10,7 +10,7 @@ import {
   type ResolvedFetchOptions,
   resolveFetchOptions,
 } from './fetch-options.js';
-import { PROBLEM_READ_LIMIT_MS, peekProblem } from './in-progress.js';
+import { classifyConflict, PROBLEM_READ_LIMIT_MS } from './in-progress.js';
 import { checkSendable, type PreparedRequest, prepareRequest } from './request-body.js';
 import { assignKey } from './request-key.js';
 import { IDEMPOTENT_METHODS, parseRetryAfter, retryDelay } from './retry-policy.js';
@@ -118,34 +118,6 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
     const allowed = retryable ? maxAttempts : 1;
     const { method, url } = request;
 
-    /**
-     * Whether a 409 is the server's "in progress", from its problem type read within bounds;
-     * with the response to hand on in its place (its body whole).
-     */
-    const classifyConflict = async (
-      answer: Response,
-    ): Promise<{ inProgress: boolean; response: Response }> => {
-      const limit = Math.min(PROBLEM_READ_LIMIT_MS, attemptTimeoutMs, deadline - now());
-      const read = boundSignal(callerSignal, limit, 'Reading the problem body');
-      let peeked: Awaited<ReturnType<typeof peekProblem>>;
-      try {
-        peeked = await peekProblem(answer, read.signal);
-      } finally {
-        read.dispose();
-      }
-      if (callerSignal?.aborted) {
-        peeked.response.body?.cancel().catch(() => undefined);
-        throw callerSignal.reason;
-      }
-      const { problemType, response } = peeked;
-      const inProgress = isInProgress({
-        status: response.status,
-        headers: response.headers,
-        problemType,
-      });
-      return { inProgress, response };
-    };
-
     let lastError: unknown;
     // Retries that use up maxAttempts: all but the in-progress answers of a keyed call, which
     // are bounded by maxInProgressAttempts and inProgressWaitMs instead.
@@ -218,7 +190,11 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
         if (!retryable || replayed || status === 422) return finish();
         let failure: AttemptFailure | undefined;
         if (key !== undefined && status === 409) {
-          const conflict = await classifyConflict(response);
+          const conflict = await classifyConflict(response, {
+            callerSignal,
+            limitMs: Math.min(PROBLEM_READ_LIMIT_MS, attemptTimeoutMs, deadline - now()),
+            isInProgress,
+          });
           response = conflict.response;
           if (conflict.inProgress) failure = 'in-progress';
         }

@@ -2,6 +2,8 @@
  * Telling the idempotency server's "still in progress" answer from an application's own 409.
  */
 
+import { boundSignal } from './call-bounds.js';
+
 /**
  * The RFC 9457 problem `type` an idem server (`@idem/http` and the integrations built on it)
  * answers with a 409 while the first request with the key still runs. It is stable.
@@ -105,7 +107,8 @@ export async function peekProblem(
   signal: AbortSignal,
 ): Promise<{ problemType: string | undefined; response: Response }> {
   const type = response.headers.get('content-type') ?? '';
-  if (!PROBLEM_JSON.test(type) || !response.body || signal.aborted) {
+  // A body a custom fetch handed over already read or locked is left as it is.
+  if (!PROBLEM_JSON.test(type) || !response.body || response.body.locked || signal.aborted) {
     return { problemType: undefined, response };
   }
   const peeked: Peeked = {
@@ -147,3 +150,36 @@ export async function peekProblem(
 
 /** Longest wait for a problem body's bytes (less if the attempt limit or deadline is nearer). */
 export const PROBLEM_READ_LIMIT_MS = 5_000;
+
+/**
+ * Whether a 409 answer is the idempotency server's "in progress", by `isInProgress` over its
+ * problem type read within `limitMs` and the caller's signal; with the response to hand on in
+ * its place (its body whole). Throws the caller's abort reason if it aborts meanwhile.
+ */
+export async function classifyConflict(
+  answer: Response,
+  options: {
+    callerSignal: AbortSignal | undefined;
+    limitMs: number;
+    isInProgress: (answer: ConflictAnswer) => boolean;
+  },
+): Promise<{ inProgress: boolean; response: Response }> {
+  const { callerSignal } = options;
+  const read = boundSignal(callerSignal, options.limitMs, 'Reading the problem body');
+  let peeked: Awaited<ReturnType<typeof peekProblem>>;
+  try {
+    peeked = await peekProblem(answer, read.signal);
+  } finally {
+    read.dispose();
+  }
+  const { problemType, response } = peeked;
+  try {
+    callerSignal?.throwIfAborted();
+    const { status, headers } = response;
+    return { inProgress: options.isInProgress({ status, headers, problemType }), response };
+  } catch (error) {
+    // Nobody will read this body: let the connection go.
+    response.body?.cancel().catch(() => undefined);
+    throw error;
+  }
+}
