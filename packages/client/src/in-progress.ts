@@ -15,8 +15,8 @@ export interface ConflictAnswer {
   status: number;
   headers: Headers;
   /**
-   * The `type` member of an `application/problem+json` body (read from a copy, so the body is
-   * left whole for the caller), or `undefined` for any other body or one not readable in time.
+   * The `type` member of an `application/problem+json` body (its first 16 KiB; the caller still
+   * gets the whole body), or `undefined` for any other body or one not readable in time.
    */
   problemType: string | undefined;
 }
