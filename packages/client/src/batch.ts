@@ -26,14 +26,16 @@ export interface BatchResult<R> {
 /** Options of {@link runBatch}. */
 export interface RunBatchOptions<T> {
   /**
-   * The batch's id. Give the same id to a re-run so that its items get the same keys.
+   * The batch's id. Give the same id to a re-run so that its items get the same keys, and a new
+   * id to a new run: with the default, a batch of the same items within the server's retention
+   * is the same batch, and its items are replayed rather than executed.
    * @default deriveKey of the items (they MUST then be JSON values), so the same items give the same id
    */
   batchId?: string;
   /**
    * The item's own stable key (an order id, a row id); items are then keyed by it instead of
    * their index, so reordering or inserting items between runs keeps each item's key. Keys MUST
-   * be unique within the batch.
+   * be strings (`String(order.id)`), unique within the batch; anything else is refused.
    * @default the item's index
    */
   itemKey?: (item: T, index: number) => string;
@@ -60,9 +62,17 @@ export async function runBatch<T, R>(
     throw new InvalidInputError('concurrency must be an integer of at least 1');
   }
   const batchId = options.batchId ?? deriveKey({ batch: items as unknown as JsonValue });
-  const keys = items.map((item, index) =>
-    batchItemKey(batchId, options.itemKey ? options.itemKey(item, index) : index),
-  );
+  const keys = items.map((item, index) => {
+    if (!options.itemKey) return batchItemKey(batchId, index);
+    const own: unknown = options.itemKey(item, index);
+    // batchItemKey reads a number as an index: a numeric own id would take another item's key.
+    if (typeof own !== 'string') {
+      throw new InvalidInputError(
+        `itemKey returned a ${typeof own} for item ${index}, not a string`,
+      );
+    }
+    return batchItemKey(batchId, own);
+  });
   if (options.itemKey && new Set(keys).size !== keys.length) {
     throw new InvalidInputError('itemKey returned the same key for two items of the batch');
   }

@@ -11,12 +11,16 @@ import { IdemError } from '@idem/core';
  *   is the last attempt's error, if any.
  * - `KEY_NOT_DERIVABLE`: `key: 'content'` was asked for a body whose bytes are not
  *   deterministic (`FormData`).
+ * - `INVALID_INPUT`: fetch could never send the request (a relative URL, a GET or HEAD with a
+ *   body, a forbidden method); nothing was sent and nothing retried. `cause` is fetch's
+ *   `TypeError`. Checked only when the client sends with the global fetch.
  */
 export type IdemClientErrorCode =
   | 'BODY_NOT_REPLAYABLE'
   | 'RETRIES_EXHAUSTED'
   | 'DEADLINE_EXCEEDED'
-  | 'KEY_NOT_DERIVABLE';
+  | 'KEY_NOT_DERIVABLE'
+  | 'INVALID_INPUT';
 
 /**
  * Error raised by `@idem/client`: an `IdemError` like every idem error, so one
@@ -26,14 +30,21 @@ export class IdemClientError extends IdemError {
   declare readonly code: IdemClientErrorCode;
   /** Attempts made before the error, `0` when nothing was sent. */
   readonly attempts: number;
+  /**
+   * The idempotency key the attempts carried (`RETRIES_EXHAUSTED`, `DEADLINE_EXCEEDED`), when
+   * one was sent. The server may have executed the call: to try the same logical call again
+   * later, send this key (`'Idempotency-Key': error.key`), never a new one.
+   */
+  readonly key: string | undefined;
 
   constructor(
     code: IdemClientErrorCode,
     message: string,
-    options: { cause?: unknown; attempts?: number } = {},
+    options: { cause?: unknown; attempts?: number; key?: string | undefined } = {},
   ) {
     super(code, message, { cause: options.cause });
     this.attempts = options.attempts ?? 0;
+    this.key = options.key;
   }
 }
 

@@ -1,5 +1,6 @@
+import { type ConflictAnswer, isInProgressAnswer } from './in-progress.js';
 import type { ReplayableBody } from './request-body.js';
-import { abortableSleep, isRetryableStatus } from './retry-policy.js';
+import { abortableSleep, type DelaySettings, isRetryableStatus } from './retry-policy.js';
 
 /** `fetch`'s signature, as the openai and Anthropic SDKs accept it. */
 export type FetchFunction = (
@@ -20,7 +21,11 @@ export interface KeyRequest {
  * How a call gets its key when the caller did not set the key header:
  * - `'random'`: a fresh UUID per logical call;
  * - `'content'`: derived from method, URL and body bytes with `deriveKey` from `@idem/core`,
- *   so the same request made again (even by a restarted process) carries the same key;
+ *   so the same request made again (even by a restarted process) carries the same key. The key
+ *   holds nothing of the caller: it is per caller only if the server scopes keys by principal;
+ *   against a server with one key space, two callers sending the same content replay each
+ *   other's response. It MUST NOT be used there, nor where two identical requests are two
+ *   intended calls (they are one call within the server's retention);
  * - a function returning the key (it MUST return the same key for the same logical call).
  */
 export type KeyStrategy =
@@ -28,8 +33,12 @@ export type KeyStrategy =
   | 'content'
   | ((request: KeyRequest) => string | Promise<string>);
 
-/** Why an attempt did not produce a final answer. */
-export type AttemptFailure = 'network' | 'timeout' | 'status';
+/**
+ * Why an attempt did not produce a final answer: no response (`network`), no response headers
+ * in time (`timeout`), a retryable status (`status`), or the idempotency server's answer that
+ * the first request with the key still runs (`in-progress`).
+ */
+export type AttemptFailure = 'network' | 'timeout' | 'status' | 'in-progress';
 
 /** Reported to `onAttempt` after every attempt, once the client has decided what follows. */
 export interface AttemptEvent {
@@ -45,7 +54,7 @@ export interface AttemptEvent {
   error?: unknown;
   /** The response carried the replay marker. */
   replayed: boolean;
-  /** Set when the attempt's outcome was retryable: network error, timeout or retryable status. */
+  /** Set when the attempt's outcome was retryable: network error, timeout, retryable status or in progress. */
   failure?: AttemptFailure;
   /** Another attempt follows. */
   willRetry: boolean;
@@ -80,15 +89,35 @@ export interface IdempotentFetchOptions {
   initialDelayMs?: number;
   /** Cap of the backoff ceiling. @default 10_000 */
   maxDelayMs?: number;
+  /**
+   * Floor of every wait between attempts: no retry comes sooner, whatever the jitter draws or
+   * the server's `Retry-After` says (`Retry-After: 0` gets backoff instead). @default 100
+   */
+  minDelayMs?: number;
   /** Cap applied to a server's `Retry-After`. @default 60_000 */
   maxRetryAfterMs?: number;
   /**
-   * How long a keyed call keeps retrying while the server answers 409 (the first execution
-   * is still running), counted from the first 409. These retries do not use up
-   * `maxAttempts`, so a slow first execution (an LLM call) is waited out, not given up on.
+   * How long a keyed call keeps retrying while the server answers that the key is in progress
+   * (the first execution is still running), counted from the first such answer. These retries
+   * do not use up `maxAttempts`, so a slow first execution (an LLM call) is waited out, not
+   * given up on. When it passes, the caller gets the last 409.
    * @default 60_000
    */
   inProgressWaitMs?: number;
+  /**
+   * Most attempts answered "in progress" per logical call; the last one is returned to the
+   * caller. Bounds the wait when the server's `Retry-After` is tiny or the clock stands still.
+   * @default 100
+   */
+  maxInProgressAttempts?: number;
+  /**
+   * Tells whether a 409 answer to a keyed call means "the first request with this key still
+   * runs; retry later" (waited on) rather than the application's own conflict (returned at
+   * once). It MUST return true only for the idempotency layer's answer: an application's 409
+   * ("email already registered") retried with the same key would only come back again.
+   * @default {@link isInProgressAnswer}: the problem type `https://idem.dev/problems/in-progress`
+   */
+  isInProgress?: (answer: ConflictAnswer) => boolean;
   /**
    * Limit of one attempt until its response headers arrive; past it the attempt is aborted
    * and retried. The body is not limited by it (use the caller's signal). @default undefined (none)
@@ -99,7 +128,11 @@ export interface IdempotentFetchOptions {
    * starts past it. @default undefined (none)
    */
   deadlineMs?: number;
-  /** Which statuses are retried. @default 408, 409, 425, 429 and 5xx */
+  /**
+   * Which statuses are retried (as counted attempts). A `422` and a replayed answer are never
+   * retried, whatever it says; a 409 in progress is waited on whatever it says.
+   * @default 408, 425, 429 and 5xx
+   */
   isRetryableStatus?: (status: number) => boolean;
   /** Largest one-shot stream body buffered so that it can be resent. @default 10_485_760 (10 MiB) */
   maxBufferedBodyBytes?: number;
@@ -130,18 +163,28 @@ function positive(name: string, value: number, allowZero = false): number {
   return value;
 }
 
+function count(name: string, value: number): number {
+  if (!(Number.isSafeInteger(value) && value >= 1)) {
+    throw new RangeError(`${name} must be an integer of at least 1`);
+  }
+  return value;
+}
+
 /** Options with their defaults applied and checked. */
 export interface ResolvedFetchOptions {
   baseFetch: FetchFunction;
+  /** No `fetch` was given: the global fetch sends, so its input rules are known. */
+  globalFetch: boolean;
   methods: ReadonlySet<string>;
   strategy: KeyStrategy;
   headerName: string;
   keyFormat: 'sf-string' | 'bare';
   replayHeader: string;
   maxAttempts: number;
-  backoff: { initialDelayMs: number; maxDelayMs: number; random: () => number };
-  maxRetryAfterMs: number;
+  delays: DelaySettings;
   inProgressWaitMs: number;
+  maxInProgressAttempts: number;
+  isInProgress: (answer: ConflictAnswer) => boolean;
   /** `Infinity` when there is none. */
   attemptTimeoutMs: number;
   deadlineMs: number | undefined;
@@ -160,17 +203,20 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
   const headerName = options.headerName ?? 'Idempotency-Key';
   const keyFormat = options.keyFormat ?? 'sf-string';
   const replayHeader = options.replayHeader ?? 'Idempotent-Replayed';
-  const maxAttempts = options.maxAttempts ?? 5;
-  if (!(Number.isSafeInteger(maxAttempts) && maxAttempts >= 1)) {
-    throw new RangeError('maxAttempts must be an integer of at least 1');
-  }
-  const backoff = {
+  const maxAttempts = count('maxAttempts', options.maxAttempts ?? 5);
+  const delays: DelaySettings = {
     initialDelayMs: positive('initialDelayMs', options.initialDelayMs ?? 250, true),
     maxDelayMs: positive('maxDelayMs', options.maxDelayMs ?? 10_000, true),
+    minDelayMs: positive('minDelayMs', options.minDelayMs ?? 100, true),
+    maxRetryAfterMs: positive('maxRetryAfterMs', options.maxRetryAfterMs ?? 60_000, true),
     random: options.random ?? Math.random,
   };
-  const maxRetryAfterMs = positive('maxRetryAfterMs', options.maxRetryAfterMs ?? 60_000, true);
   const inProgressWaitMs = positive('inProgressWaitMs', options.inProgressWaitMs ?? 60_000, true);
+  const maxInProgressAttempts = count(
+    'maxInProgressAttempts',
+    options.maxInProgressAttempts ?? 100,
+  );
+  const isInProgress = options.isInProgress ?? isInProgressAnswer;
   const attemptTimeoutMs =
     options.attemptTimeoutMs === undefined
       ? Number.POSITIVE_INFINITY
@@ -187,15 +233,17 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
   const now = options.now ?? Date.now;
   return {
     baseFetch,
+    globalFetch: options.fetch === undefined,
     methods,
     strategy,
     headerName,
     keyFormat,
     replayHeader,
     maxAttempts,
-    backoff,
-    maxRetryAfterMs,
+    delays,
     inProgressWaitMs,
+    maxInProgressAttempts,
+    isInProgress,
     attemptTimeoutMs,
     deadlineMs,
     retryableStatus,

@@ -1,3 +1,5 @@
+import { sendAttempt } from './attempt.js';
+import { boundSignal, raceSignal } from './call-bounds.js';
 import { IdemClientError } from './errors.js';
 import {
   type AttemptEvent,
@@ -5,13 +7,13 @@ import {
   type FetchFunction,
   type IdempotencyInfo,
   type IdempotentFetchOptions,
+  type ResolvedFetchOptions,
   resolveFetchOptions,
 } from './fetch-options.js';
-import { prepareRequest } from './request-body.js';
+import { classifyConflict, PROBLEM_READ_LIMIT_MS } from './in-progress.js';
+import { checkSendable, type PreparedRequest, prepareRequest } from './request-body.js';
 import { assignKey } from './request-key.js';
-import { backoffDelay, IDEMPOTENT_METHODS, parseRetryAfter } from './retry-policy.js';
-
-const MAX_TIMER_MS = 2_147_483_647;
+import { IDEMPOTENT_METHODS, parseRetryAfter, retryDelay } from './retry-policy.js';
 
 const infos = new WeakMap<Response, IdempotencyInfo>();
 
@@ -20,30 +22,60 @@ export function getIdempotencyInfo(response: Response): IdempotencyInfo | undefi
   return infos.get(response);
 }
 
-function abortPromise(signal: AbortSignal | undefined): {
-  promise: Promise<never>;
-  dispose: () => void;
-} {
-  if (!signal) return { promise: new Promise<never>(() => undefined), dispose: () => undefined };
-  let onAbort: () => void = () => undefined;
-  const promise = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-  });
-  return { promise, dispose: () => signal.removeEventListener('abort', onAbort) };
+function callerSignalOf(
+  input: string | URL | Request,
+  init: RequestInit | undefined,
+): AbortSignal | undefined {
+  return init?.signal ?? (input instanceof Request ? input.signal : undefined) ?? undefined;
+}
+
+/**
+ * Normalises the request and gives it its key, within the caller's signal and the deadline: a
+ * one-shot body that never ends or a key function that never answers cannot hold the call.
+ */
+async function prepareCall(
+  input: string | URL | Request,
+  init: RequestInit | undefined,
+  settings: ResolvedFetchOptions,
+  callerSignal: AbortSignal | undefined,
+  remainingMs: number,
+): Promise<{ request: PreparedRequest; key: string | undefined }> {
+  const setup = boundSignal(callerSignal, remainingMs, 'Preparing the request');
+  try {
+    const request = await raceSignal(
+      prepareRequest(input, init, settings.maxBuffered, setup.signal),
+      setup.signal,
+    );
+    if (settings.globalFetch) checkSendable(request);
+    const keyed = settings.methods.has(request.method);
+    const key = keyed ? await raceSignal(assignKey(request, settings), setup.signal) : undefined;
+    return { request, key };
+  } catch (error) {
+    if (callerSignal?.aborted) throw callerSignal.reason;
+    if (setup.expired()) {
+      throw new IdemClientError(
+        'DEADLINE_EXCEEDED',
+        `The deadline of ${settings.deadlineMs} ms passed before the request could be sent`,
+        { cause: error, attempts: 0 },
+      );
+    }
+    throw error;
+  } finally {
+    setup.dispose();
+  }
 }
 
 /**
  * A `fetch` that makes retries safe: each logical call of a keyed method gets one idempotency
  * key, sent unchanged on every attempt, and failed attempts are retried only when a retry can
- * help (network errors, timeouts, 408, 409, 425, 429, 5xx). Other responses, 4xx included, are
- * returned at once, as is the last response when attempts or time run out.
+ * help (network errors, timeouts, 408, 425, 429, 5xx, and the server's in-progress 409). Other
+ * responses, 4xx included (an application's own 409 too), are returned at once, as is the last
+ * response when attempts or time run out. A `422` and a replayed answer are never retried.
  *
- * @throws the caller's abort reason when its signal aborts (at once, even mid-wait);
- *   `IdemClientError` with `RETRIES_EXHAUSTED`, `DEADLINE_EXCEEDED`, `BODY_NOT_REPLAYABLE` or
- *   `KEY_NOT_DERIVABLE`; `InvalidKeyError` from `@idem/core` when a key function returns an
- *   invalid key.
+ * @throws the caller's abort reason when its signal aborts (at once, even mid-wait or while a
+ *   one-shot body is read); `IdemClientError` with `RETRIES_EXHAUSTED`, `DEADLINE_EXCEEDED`,
+ *   `BODY_NOT_REPLAYABLE` or `KEY_NOT_DERIVABLE`; `InvalidKeyError` from `@idem/core` when a key
+ *   function returns an invalid key.
  */
 export function createIdempotentFetch(options: IdempotentFetchOptions = {}): FetchFunction {
   const settings = resolveFetchOptions(options);
@@ -52,13 +84,13 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
     methods,
     replayHeader,
     maxAttempts,
-    backoff,
-    maxRetryAfterMs,
+    delays,
     inProgressWaitMs,
+    maxInProgressAttempts,
+    isInProgress,
     attemptTimeoutMs,
     deadlineMs,
     retryableStatus,
-    maxBuffered,
     sleep,
     now,
   } = settings;
@@ -71,20 +103,26 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
   };
 
   return async function idempotentFetch(input, init) {
+    const callerSignal = callerSignalOf(input, init);
+    callerSignal?.throwIfAborted();
     const startedAt = now();
     const deadline = deadlineMs === undefined ? Number.POSITIVE_INFINITY : startedAt + deadlineMs;
-    const request = await prepareRequest(input, init, maxBuffered);
-    const callerSignal = request.signal;
-    callerSignal?.throwIfAborted();
-    const keyed = methods.has(request.method);
-    const key = keyed ? await assignKey(request, settings) : undefined;
-    const retryable = keyed || IDEMPOTENT_METHODS.has(request.method);
+    const { request, key } = await prepareCall(
+      input,
+      init,
+      settings,
+      callerSignal,
+      deadline - now(),
+    );
+    const retryable = methods.has(request.method) || IDEMPOTENT_METHODS.has(request.method);
     const allowed = retryable ? maxAttempts : 1;
     const { method, url } = request;
+
     let lastError: unknown;
-    // Attempts that use up maxAttempts: all but the 409s of a keyed call, which are bounded
-    // by inProgressWaitMs instead.
+    // Retries that use up maxAttempts: all but the in-progress answers of a keyed call, which
+    // are bounded by maxInProgressAttempts and inProgressWaitMs instead.
     let counted = 0;
+    let inProgressAnswers = 0;
     let inProgressSince: number | undefined;
 
     for (let attempt = 1; ; attempt++) {
@@ -93,45 +131,19 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
         throw new IdemClientError('DEADLINE_EXCEEDED', `The deadline of ${deadlineMs} ms passed`, {
           cause: lastError,
           attempts: attempt - 1,
+          key,
         });
       }
-      const controller = new AbortController();
-      const onCallerAbort = () => controller.abort(callerSignal?.reason);
-      if (callerSignal) callerSignal.addEventListener('abort', onCallerAbort, { once: true });
-      let expired: 'attempt' | 'deadline' | undefined;
-      const limit = Math.min(attemptTimeoutMs, remaining);
-      // setTimeout cannot wait past 2^31 - 1 ms; a limit that far away is no limit in practice.
-      const timer =
-        limit <= MAX_TIMER_MS
-          ? setTimeout(() => {
-              expired = limit === attemptTimeoutMs ? 'attempt' : 'deadline';
-              controller.abort(
-                new DOMException(`The attempt timed out after ${limit} ms`, 'TimeoutError'),
-              );
-            }, limit)
-          : undefined;
-      const attemptStartedAt = now();
-      let response: Response | undefined;
-      let error: unknown;
-      try {
-        response = await baseFetch(url, {
-          ...request.rest,
-          method,
-          headers: new Headers(request.headers),
-          body: request.body as BodyInit | undefined,
-          signal: controller.signal,
-        });
-      } catch (caught) {
-        error = caught;
-      } finally {
-        clearTimeout(timer);
-      }
-      const durationMs = now() - attemptStartedAt;
-      const detach = () => callerSignal?.removeEventListener('abort', onCallerAbort);
+      const sent = await sendAttempt(
+        request,
+        baseFetch,
+        { attemptTimeoutMs, remainingMs: remaining },
+        now,
+      );
+      const { error, expired, durationMs } = sent;
 
       let delayMs: number;
-      if (response === undefined) {
-        detach();
+      if (sent.response === undefined) {
         lastError = error;
         if (callerSignal?.aborted) throw callerSignal.reason;
         const failure: AttemptFailure = expired === 'attempt' ? 'timeout' : 'network';
@@ -141,18 +153,15 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
           throw new IdemClientError(
             'DEADLINE_EXCEEDED',
             `The deadline of ${deadlineMs} ms passed during attempt ${attempt}`,
-            {
-              cause: error,
-              attempts: attempt,
-            },
+            { cause: error, attempts: attempt, key },
           );
         }
         if (!retryable) {
           report({ ...base, willRetry: false });
           throw error;
         }
-        delayMs = backoffDelay(attempt, backoff);
         counted++;
+        delayMs = retryDelay(counted, undefined, delays);
         if (counted >= allowed || now() + delayMs >= deadline) {
           report({ ...base, willRetry: false });
           const byDeadline = counted < allowed;
@@ -161,47 +170,59 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
             byDeadline
               ? `No time is left before the deadline of ${deadlineMs} ms for attempt ${attempt + 1}`
               : `All ${allowed} attempts failed without a response`,
-            { cause: error, attempts: attempt },
+            { cause: error, attempts: attempt, key },
           );
         }
         report({ ...base, willRetry: true, delayMs });
       } else {
+        // Replaced by a copy when a 409's problem body was read (the copy's body is whole).
+        let response: Response = sent.response;
         const replayed = response.headers.get(replayHeader)?.trim().toLowerCase() === 'true';
         const status = response.status;
         const base = { attempt, method, url, key, status, replayed, durationMs };
-        const finish = (failed: boolean) => {
-          report({ ...base, ...(failed ? { failure: 'status' as const } : {}), willRetry: false });
+        const finish = (failure?: AttemptFailure) => {
+          report({ ...base, ...(failure ? { failure } : {}), willRetry: false });
           infos.set(response, { key, attempts: attempt, replayed });
           return response;
         };
-        if (!retryable || !retryableStatus(status)) return finish(false);
+        // A replay is the recorded outcome and a 422 says the key is taken by another request:
+        // the same key would get the same answer again.
+        if (!retryable || replayed || status === 422) return finish();
+        let failure: AttemptFailure | undefined;
+        if (key !== undefined && status === 409) {
+          const conflict = await classifyConflict(response, {
+            callerSignal,
+            limitMs: Math.min(PROBLEM_READ_LIMIT_MS, attemptTimeoutMs, deadline - now()),
+            isInProgress,
+          });
+          response = conflict.response;
+          if (conflict.inProgress) failure = 'in-progress';
+        }
+        if (failure === undefined && retryableStatus(status)) failure = 'status';
+        if (failure === undefined) return finish();
         const retryAfter = parseRetryAfter(response.headers.get('retry-after'), now());
-        delayMs =
-          retryAfter === undefined
-            ? backoffDelay(attempt, backoff)
-            : Math.min(retryAfter, maxRetryAfterMs);
-        const inProgress = key !== undefined && status === 409;
         let spent: boolean;
-        if (inProgress) {
+        if (failure === 'in-progress') {
+          inProgressAnswers++;
           inProgressSince ??= now();
-          spent = now() + delayMs - inProgressSince > inProgressWaitMs;
+          delayMs = retryDelay(inProgressAnswers, retryAfter, delays);
+          spent =
+            inProgressAnswers >= maxInProgressAttempts ||
+            now() + delayMs - inProgressSince > inProgressWaitMs;
         } else {
           counted++;
+          delayMs = retryDelay(counted, retryAfter, delays);
           spent = counted >= allowed;
         }
         // Out of attempts or out of time: the caller gets the last response as it is.
-        if (spent || now() + delayMs >= deadline) return finish(true);
-        detach();
-        report({ ...base, failure: 'status', willRetry: true, delayMs });
-        await response.body?.cancel().catch(() => undefined);
+        if (spent || now() + delayMs >= deadline) return finish(failure);
+        report({ ...base, failure, willRetry: true, delayMs });
+        // Not awaited: a body that never ends must not hold the call.
+        response.body?.cancel().catch(() => undefined);
       }
 
-      const aborted = abortPromise(callerSignal);
-      try {
-        await Promise.race([sleep(delayMs, callerSignal), aborted.promise]);
-      } finally {
-        aborted.dispose();
-      }
+      if (callerSignal) await raceSignal(sleep(delayMs, callerSignal), callerSignal);
+      else await sleep(delayMs);
     }
   };
 }

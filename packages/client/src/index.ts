@@ -12,5 +12,7 @@ export type {
   KeyStrategy,
 } from './fetch-options.js';
 export { createIdempotentFetch, getIdempotencyInfo } from './idempotent-fetch.js';
+export type { ConflictAnswer } from './in-progress.js';
+export { IN_PROGRESS_PROBLEM_TYPE, isInProgressAnswer } from './in-progress.js';
 export { formatKeyHeader, parseKeyHeader } from './key-header.js';
 export { isRetryableStatus, parseRetryAfter } from './retry-policy.js';

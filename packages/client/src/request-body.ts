@@ -1,4 +1,7 @@
 import { IdemClientError } from './errors.js';
+import { bufferOneShotBody, isAsyncIterable, isReadableStream } from './one-shot-body.js';
+
+const encoder = new TextEncoder();
 
 /** A body that can be handed to `fetch` again on every attempt. */
 export type ReplayableBody =
@@ -34,80 +37,32 @@ function isReplayable(body: unknown): body is ReplayableBody {
   );
 }
 
-function isReadableStream(body: unknown): body is ReadableStream<unknown> {
-  return typeof (body as ReadableStream | null)?.getReader === 'function';
-}
-
-function isAsyncIterable(body: unknown): body is AsyncIterable<unknown> {
-  return typeof (body as AsyncIterable<unknown> | null)?.[Symbol.asyncIterator] === 'function';
-}
-
-const encoder = new TextEncoder();
-
-function chunkBytes(chunk: unknown): Uint8Array {
-  if (typeof chunk === 'string') return encoder.encode(chunk);
-  if (chunk instanceof Uint8Array) return chunk;
-  if (chunk instanceof ArrayBuffer) return new Uint8Array(chunk);
-  if (ArrayBuffer.isView(chunk))
-    return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-  throw new TypeError('A request body stream yielded a chunk that is not bytes or a string');
-}
-
-function tooLarge(limit: number): IdemClientError {
-  return new IdemClientError(
-    'BODY_NOT_REPLAYABLE',
-    `The request body is a one-shot stream longer than maxBufferedBodyBytes (${limit} bytes); ` +
-      'it cannot be resent on a retry, so nothing was sent. Pass the body as a string, bytes or ' +
-      'a Blob, or raise maxBufferedBodyBytes.',
-  );
-}
-
-function concat(chunks: Uint8Array[], total: number): Uint8Array {
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
+/** A copy of the bytes a view or buffer holds now. */
+function snapshotBytes(body: ArrayBuffer | ArrayBufferView): Uint8Array {
+  const view =
+    body instanceof ArrayBuffer
+      ? new Uint8Array(body)
+      : new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+  return view.slice();
 }
 
 /**
- * Reads a one-shot body (a `ReadableStream` or an async iterable such as a Node stream) into
- * memory, refusing it with `BODY_NOT_REPLAYABLE` once it passes `limit` bytes.
+ * The body as it will be sent on every attempt. Mutable bodies are copied now, so a caller
+ * that reuses its buffer or its `URLSearchParams` while the call retries cannot make two
+ * attempts under one key carry two different bodies.
  */
-export async function bufferOneShotBody(body: unknown, limit: number): Promise<Uint8Array> {
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  if (isReadableStream(body)) {
-    const reader = body.getReader();
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      const bytes = chunkBytes(value);
-      total += bytes.byteLength;
-      if (total > limit) {
-        await reader.cancel().catch(() => undefined);
-        throw tooLarge(limit);
-      }
-      chunks.push(bytes);
-    }
-    return concat(chunks, total);
-  }
-  for await (const chunk of body as AsyncIterable<unknown>) {
-    const bytes = chunkBytes(chunk);
-    total += bytes.byteLength;
-    // Leaving the loop calls the iterator's return(), which closes a Node stream.
-    if (total > limit) throw tooLarge(limit);
-    chunks.push(bytes);
-  }
-  return concat(chunks, total);
-}
-
-async function replayableBody(body: unknown, limit: number): Promise<ReplayableBody | undefined> {
+async function replayableBody(
+  body: unknown,
+  limit: number,
+  signal: AbortSignal | undefined,
+): Promise<ReplayableBody | undefined> {
   if (body === undefined || body === null) return undefined;
+  if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) return snapshotBytes(body);
+  if (body instanceof URLSearchParams) return new URLSearchParams(body);
   if (isReplayable(body)) return body;
-  if (isReadableStream(body) || isAsyncIterable(body)) return bufferOneShotBody(body, limit);
+  if (isReadableStream(body) || isAsyncIterable(body)) {
+    return bufferOneShotBody(body, limit, signal);
+  }
   // Anything else fetch would stringify; do it once so every attempt sends the same text.
   return String(body);
 }
@@ -115,11 +70,13 @@ async function replayableBody(body: unknown, limit: number): Promise<ReplayableB
 /**
  * Normalises fetch's arguments into a {@link PreparedRequest} whose body can be sent again.
  * A `Request` input is taken apart (its body read once); `init` wins over it, as in fetch.
+ * `readSignal` stops the reading of a one-shot body (the caller's abort, the deadline).
  */
 export async function prepareRequest(
   input: string | URL | Request,
   init: RequestInit | undefined,
   maxBufferedBodyBytes: number,
+  readSignal?: AbortSignal,
 ): Promise<PreparedRequest> {
   const {
     method,
@@ -143,7 +100,7 @@ export async function prepareRequest(
       url: input.url,
       method: (method ?? input.method).toUpperCase(),
       headers: new Headers(headers ?? input.headers),
-      body: await replayableBody(hasOwnBody ? body : input.body, maxBufferedBodyBytes),
+      body: await replayableBody(hasOwnBody ? body : input.body, maxBufferedBodyBytes, readSignal),
       signal: signal ?? input.signal ?? undefined,
       rest: {
         redirect: input.redirect,
@@ -160,7 +117,7 @@ export async function prepareRequest(
     url: input instanceof URL ? input.href : String(input),
     method: (method ?? 'GET').toUpperCase(),
     headers: new Headers(headers),
-    body: await replayableBody(body, maxBufferedBodyBytes),
+    body: await replayableBody(body, maxBufferedBodyBytes, readSignal),
     signal: signal ?? undefined,
     rest,
   });
@@ -202,4 +159,23 @@ export async function bodyBytes(request: PreparedRequest): Promise<Uint8Array> {
   if (ArrayBuffer.isView(body))
     return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
   return new Uint8Array(await (body as Blob).arrayBuffer());
+}
+
+/**
+ * Refuses, before anything is sent, a request that fetch could never send (it would throw the
+ * same `TypeError` on every attempt, and each would be retried as a network error).
+ */
+export function checkSendable(request: PreparedRequest): void {
+  try {
+    if ((request.method === 'GET' || request.method === 'HEAD') && request.body !== undefined) {
+      throw new TypeError(`A ${request.method} request cannot have a body`);
+    }
+    new Request(request.url, { method: request.method, headers: request.headers });
+  } catch (error) {
+    throw new IdemClientError(
+      'INVALID_INPUT',
+      `fetch cannot send this request (${(error as Error).message}); nothing was sent`,
+      { cause: error },
+    );
+  }
 }

@@ -3,9 +3,15 @@
  * wait before it.
  */
 
-/** Statuses retried by default: timeout, in progress, too early, rate limited, server errors. */
+import { parseHttpDate } from './http-date.js';
+
+/**
+ * Statuses retried by default: request timeout, too early, rate limited, server errors. A 409
+ * is not among them: only the idempotency server's in-progress answer is waited on (see
+ * `isInProgressAnswer`); an application's own 409 is final.
+ */
 export function isRetryableStatus(status: number): boolean {
-  return status === 408 || status === 409 || status === 425 || status === 429 || status >= 500;
+  return status === 408 || status === 425 || status === 429 || status >= 500;
 }
 
 /** Methods that HTTP defines as idempotent; they are retried without a key. */
@@ -18,22 +24,22 @@ export const IDEMPOTENT_METHODS: ReadonlySet<string> = new Set([
   'DELETE',
 ]);
 
-const DELTA_SECONDS = /^\s*(\d+)\s*$/;
+const DELTA_SECONDS = /^\d+$/;
 
 /**
- * Parses a `Retry-After` value (RFC 9110 section 10.2.3): delay-seconds or an HTTP date.
- * Returns the wait in ms (0 for a date in the past), or `undefined` when the value is absent or
- * malformed.
+ * Parses a `Retry-After` value (RFC 9110 section 10.2.3): delay-seconds or an HTTP-date in one
+ * of its three forms. Returns the wait in ms (0 for a date in the past; at most
+ * `Number.MAX_SAFE_INTEGER`, so callers cap it), or `undefined` when the value is absent or
+ * anything else (negative, fractional, several values, free text).
  */
 export function parseRetryAfter(value: string | null, now: number): number | undefined {
   if (value === null) return undefined;
-  const seconds = DELTA_SECONDS.exec(value);
-  if (seconds) return Number(seconds[1]) * 1000;
-  // An HTTP date always names the weekday and GMT; refuse bare numbers Date.parse would take.
-  if (!/[a-z]/i.test(value)) return undefined;
-  const at = Date.parse(value);
-  if (Number.isNaN(at)) return undefined;
-  return Math.max(0, at - now);
+  const trimmed = value.trim();
+  if (DELTA_SECONDS.test(trimmed)) {
+    return Math.min(Number(trimmed) * 1000, Number.MAX_SAFE_INTEGER);
+  }
+  const at = parseHttpDate(trimmed, now);
+  return at === undefined ? undefined : Math.max(0, at - now);
 }
 
 /** Settings of exponential backoff with full jitter. */
@@ -53,8 +59,43 @@ export function backoffDelay(retry: number, settings: BackoffSettings): number {
     settings.maxDelayMs,
     settings.initialDelayMs * 2 ** Math.max(0, retry - 1),
   );
-  const r = Math.min(1, Math.max(0, settings.random()));
-  return Math.floor(r * ceiling);
+  return Math.floor(unit(settings.random) * ceiling);
+}
+
+function unit(random: () => number): number {
+  const r = random();
+  return Number.isFinite(r) ? Math.min(1, Math.max(0, r)) : 0;
+}
+
+/** Settings of {@link retryDelay}. */
+export interface DelaySettings extends BackoffSettings {
+  /** No wait is shorter, whatever the server or the jitter say. */
+  minDelayMs: number;
+  /** No wait that a `Retry-After` asks for is longer. */
+  maxRetryAfterMs: number;
+}
+
+/** Share of a `Retry-After` added on top of it at most, so waiting callers do not come back together. */
+export const RETRY_AFTER_JITTER = 0.2;
+
+/**
+ * The wait before retry number `retry` (from 1). A `Retry-After` of at least `minDelayMs` is
+ * honoured, capped at `maxRetryAfterMs`, plus up to {@link RETRY_AFTER_JITTER} of it (jitter
+ * only adds: never earlier than the server asked). Without one, or with one under the floor
+ * (`Retry-After: 0`), exponential backoff with full jitter. Never under `minDelayMs`.
+ */
+export function retryDelay(
+  retry: number,
+  retryAfterMs: number | undefined,
+  settings: DelaySettings,
+): number {
+  const { minDelayMs, maxRetryAfterMs } = settings;
+  if (retryAfterMs !== undefined && retryAfterMs > 0 && retryAfterMs >= minDelayMs) {
+    const asked = Math.min(retryAfterMs, maxRetryAfterMs);
+    const jitter = Math.floor(unit(settings.random) * asked * RETRY_AFTER_JITTER);
+    return Math.max(minDelayMs, Math.min(maxRetryAfterMs, asked + jitter));
+  }
+  return Math.max(minDelayMs, backoffDelay(retry, settings));
 }
 
 /**

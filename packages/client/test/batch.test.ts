@@ -208,4 +208,16 @@ describe('runBatch against a loopback @idem server with faults', () => {
       code: 'INVALID_INPUT',
     });
   });
+
+  it('refuses an own key that is not a string: a number would be read as another item index', async () => {
+    const noop = async () => 0;
+    const orders = [{ id: 3 }, { id: 0 }];
+    // A JavaScript caller's numeric ids: order 3 would get the key of the item at index 3.
+    const itemKey = ((order: { id: number }) => order.id) as unknown as (o: {
+      id: number;
+    }) => string;
+    await expect(runBatch(orders, noop, { itemKey })).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+    });
+  });
 });

@@ -8,11 +8,11 @@ import {
 import { backoffDelay } from '../src/retry-policy.js';
 
 describe('isRetryableStatus', () => {
-  it('retries 408, 409, 425, 429 and 5xx, and nothing else', () => {
+  it('retries 408, 425, 429 and 5xx, and nothing else (409 only when in progress)', () => {
     const retried = [];
     for (let status = 100; status < 600; status++)
       if (isRetryableStatus(status)) retried.push(status);
-    expect(retried.filter((s) => s < 500)).toEqual([408, 409, 425, 429]);
+    expect(retried.filter((s) => s < 500)).toEqual([408, 425, 429]);
     expect(retried.filter((s) => s >= 500)).toHaveLength(100);
   });
 });
@@ -37,6 +37,28 @@ describe('parseRetryAfter', () => {
     expect(parseRetryAfter('-1', now)).toBeUndefined();
     expect(parseRetryAfter('1.5', now)).toBeUndefined();
     expect(parseRetryAfter('soon', now)).toBeUndefined();
+    expect(parseRetryAfter('+5', now)).toBeUndefined();
+    expect(parseRetryAfter('5s', now)).toBeUndefined();
+    expect(parseRetryAfter('5, 7', now)).toBeUndefined();
+  });
+
+  it('refuses text that is no HTTP date, though Date.parse would take it', () => {
+    expect(parseRetryAfter('tomorrow 5', now)).toBeUndefined();
+    expect(parseRetryAfter('a 2027', now)).toBeUndefined();
+    expect(parseRetryAfter('Nov 28 2026', now)).toBeUndefined();
+    expect(parseRetryAfter('Sat, 28 Nov 2026 04:00:05 PST', now)).toBeUndefined();
+    expect(parseRetryAfter('Sat, 31 Nov 2026 04:00:05 GMT', now)).toBeUndefined();
+  });
+
+  it('reads the obsolete RFC 850 and asctime date forms as GMT', () => {
+    expect(parseRetryAfter('Saturday, 28-Nov-26 04:00:07 GMT', now)).toBe(7_000);
+    expect(parseRetryAfter('Sat Nov 28 04:00:09 2026', now)).toBe(9_000);
+    expect(parseRetryAfter('Sat Nov  8 04:00:09 2026', now)).toBe(0);
+  });
+
+  it('keeps a huge value finite', () => {
+    const wait = parseRetryAfter('9'.repeat(400), now);
+    expect(Number.isSafeInteger(wait)).toBe(true);
   });
 });
 

@@ -11,7 +11,14 @@ import type { AddressInfo } from 'node:net';
  * - `hang`: never answers (until the server closes).
  */
 export type Fault =
-  | { kind: 'status'; status: number; headers?: Record<string, string>; body?: string }
+  | {
+      kind: 'status';
+      status: number;
+      headers?: Record<string, string>;
+      body?: string;
+      /** Send the headers and the first bytes of the body, then never finish it. */
+      stallBody?: boolean;
+    }
   | { kind: 'drop-before' }
   | { kind: 'drop-after' }
   | { kind: 'delay'; ms: number }
@@ -91,7 +98,9 @@ export async function startFaultServer(options: FaultServerOptions): Promise<Fau
       }
       if (fault?.kind === 'status') {
         res.writeHead(fault.status, { 'content-type': 'text/plain', ...fault.headers });
-        res.end(fault.body ?? `injected ${fault.status}`);
+        const text = fault.body ?? `injected ${fault.status}`;
+        if (fault.stallBody) res.write(text.slice(0, 1));
+        else res.end(text);
         return;
       }
       if (fault?.kind === 'delay') await new Promise((r) => setTimeout(r, fault.ms));

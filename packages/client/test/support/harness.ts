@@ -1,3 +1,4 @@
+import { PROBLEM_TYPES } from '@idem/http';
 import { afterEach } from 'vitest';
 import { type ChargesApp, createChargesApp } from './charges-app.js';
 import {
@@ -52,11 +53,18 @@ export function recordingSleep(maxMs = 5): {
     sleep: (ms, signal) => {
       waits.push(ms);
       return new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(resolve, Math.min(ms, maxMs));
-        signal?.addEventListener('abort', () => {
+        const onAbort = () => {
           clearTimeout(timer);
-          reject(signal.reason);
-        });
+          reject(signal?.reason);
+        };
+        const timer = setTimeout(
+          () => {
+            signal?.removeEventListener('abort', onAbort);
+            resolve();
+          },
+          Math.min(ms, maxMs),
+        );
+        signal?.addEventListener('abort', onAbort, { once: true });
       });
     },
   };
@@ -68,5 +76,25 @@ export function postJson(body: unknown, init: RequestInit = {}): RequestInit {
     ...init,
     headers: { 'content-type': 'application/json', ...(init.headers as Record<string, string>) },
     body: JSON.stringify(body),
+  };
+}
+
+/**
+ * The 409 an idem server answers while the key is in progress (`@idem/http`'s problem type),
+ * with the `Retry-After` given, or none.
+ */
+export function inProgressAnswer(retryAfter?: string): Fault {
+  return {
+    kind: 'status',
+    status: 409,
+    headers: {
+      'content-type': 'application/problem+json',
+      ...(retryAfter === undefined ? {} : { 'retry-after': retryAfter }),
+    },
+    body: JSON.stringify({
+      type: PROBLEM_TYPES.inProgress,
+      title: 'Request in progress',
+      status: 409,
+    }),
   };
 }

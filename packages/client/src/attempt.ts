@@ -1,0 +1,48 @@
+import { boundSignal } from './call-bounds.js';
+import type { FetchFunction } from './fetch-options.js';
+import type { PreparedRequest } from './request-body.js';
+
+/** What one attempt ended with: a response, or the error it failed with. */
+export interface AttemptResult {
+  response?: Response;
+  error?: unknown;
+  /** Set when the attempt was aborted by a time limit: its own, or the call's deadline. */
+  expired?: 'attempt' | 'deadline';
+  durationMs: number;
+}
+
+/**
+ * Sends one attempt of `request`, aborted when the caller's signal aborts or when
+ * `min(attemptTimeoutMs, remainingMs)` passes before the response headers. The response's body
+ * stays tied to the caller's signal (aborting it stops the reading) with no listener left on
+ * that signal.
+ */
+export async function sendAttempt(
+  request: PreparedRequest,
+  baseFetch: FetchFunction,
+  limits: { attemptTimeoutMs: number; remainingMs: number },
+  now: () => number,
+): Promise<AttemptResult> {
+  const limit = Math.min(limits.attemptTimeoutMs, limits.remainingMs);
+  const bound = boundSignal(request.signal, limit, 'The attempt');
+  const startedAt = now();
+  try {
+    const response = await baseFetch(request.url, {
+      ...request.rest,
+      method: request.method,
+      headers: new Headers(request.headers),
+      body: request.body as BodyInit | undefined,
+      signal: bound.signal,
+    });
+    return { response, durationMs: now() - startedAt };
+  } catch (error) {
+    const expired = bound.expired()
+      ? limit === limits.attemptTimeoutMs
+        ? 'attempt'
+        : 'deadline'
+      : undefined;
+    return { error, ...(expired ? { expired } : {}), durationMs: now() - startedAt };
+  } finally {
+    bound.dispose();
+  }
+}
