@@ -128,13 +128,16 @@ async function call<T>(operation: string, run: () => Promise<T>): Promise<T> {
  * Each record key carries a `PEXPIREAT` at its retention deadline, so Redis frees the
  * memory on time by itself.
  *
- * A script delivered twice (ioredis resends unanswered commands after a reconnect) cannot
- * apply twice. `complete`, `release` and `extend` first check that the record is in progress
- * and held by the caller's owner token; the first application already moved it to
- * `completed` or `released` (or, for `extend`, the second only renews the same lease
- * again), so a repeated `complete` or `release` changes nothing and answers `not_owner`.
- * A repeated `acquire` finds the live lease its first delivery took and answers `found`,
- * so the operation is not started a second time (the caller sees `IN_PROGRESS`).
+ * A script delivered twice (ioredis resends unanswered commands after a reconnect) answers
+ * what its first delivery would have answered, and never applies twice (contract rule 7):
+ * - an `acquire` that finds an unexpired in-progress record held by its own owner token
+ *   (lease live, or passed without anybody taking it over) is that acquisition: it renews
+ *   the lease from now and answers `acquired` with the record's fence, unchanged, and
+ *   `takeover: false`;
+ * - a `complete` that finds the record completed by its own owner with the very same
+ *   outcome bytes answers `{ ok: true }` and changes nothing; with other bytes, `not_owner`;
+ * - a `release` that finds its own owner's tombstone answers `{ ok: true }`;
+ * - a repeated `extend` renews the same lease again.
  *
  * Creating the store opens no connection; calls made while the client is disconnected
  * follow the client's own offline-queue and retry settings. Every Redis failure (connection
@@ -198,9 +201,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       // A view, not a copy: ioredis writes the bytes to the socket as they are.
       const body = Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
       const done = await call('complete', () =>
-        redis.complete(...keys, input.owner, retention, fenceMemory, body),
+        redis.complete(...keys, input.owner, retention, fenceMemory, body, '0'),
       );
-      return done === 1 ? { ok: true } : NOT_OWNER;
+      return done > 0 ? { ok: true } : NOT_OWNER;
     },
 
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
@@ -209,7 +212,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const done = await call('release', () =>
         redis.release(...keys, input.owner, retention, fenceMemory),
       );
-      return done === 1 ? { ok: true } : NOT_OWNER;
+      return done > 0 ? { ok: true } : NOT_OWNER;
     },
 
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
