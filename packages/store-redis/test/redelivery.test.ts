@@ -4,11 +4,10 @@
  * first delivery would have answered.
  */
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { createIdempotency } from '@idem/core';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createRedisStore, type RedisStore } from '../src/index.js';
+import { createRedisStore, type RedisStore, recommendedRedisOptions } from '../src/index.js';
 import { startLostAnswerProxy } from './lost-answer-proxy.js';
 import {
   type RedisServer,
@@ -23,6 +22,7 @@ import {
   randomPrefix,
   rawRecord,
   skipTarget,
+  TEST_CLIENT_BOUNDS,
   targets,
 } from './targets.js';
 
@@ -152,15 +152,11 @@ describe.skipIf(!haveServer)(
     beforeAll(async () => {
       server = await startRedisServer();
       proxy = await startLostAnswerProxy(server.port);
-      // Default ioredis resend behaviour (autoResendUnfulfilledCommands), quick reconnects.
-      client = new Redis({
-        host: '127.0.0.1',
-        port: proxy.port,
-        retryStrategy: () => 20,
-        commandTimeout: 5_000,
-      });
-      raw = new Redis({ host: '127.0.0.1', port: server.port });
-      if (client.status !== 'ready') await once(client, 'ready');
+      // The recommended options: ioredis resends what a dropped connection left unanswered.
+      const options = { ...recommendedRedisOptions(TEST_CLIENT_BOUNDS), lazyConnect: true };
+      client = new Redis({ host: '127.0.0.1', port: proxy.port, ...options });
+      raw = new Redis({ host: '127.0.0.1', port: server.port, ...options });
+      await Promise.all([client.connect(), raw.connect()]);
     });
     afterAll(async () => {
       client?.disconnect();
