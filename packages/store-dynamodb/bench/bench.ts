@@ -16,7 +16,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { createIdempotency } from '@idem/core';
 import { startDynamoDbLocal } from '../../../scripts/dynamodb-local.mjs';
-import { createDynamoDbStore } from '../src/index.js';
+import { createDynamoDbStore, recommendedDynamoDbClientConfig } from '../src/index.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
@@ -82,6 +82,8 @@ async function main(): Promise<void> {
     endpoint: local.endpoint,
     region: 'us-east-1',
     credentials: { accessKeyId: 'idembench', secretAccessKey: 'idembench' },
+    // The settings the README recommends: every call bounded.
+    ...recommendedDynamoDbClientConfig(),
   });
   const tableName = `idem-bench-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
   const store = createDynamoDbStore({ client, tableName });

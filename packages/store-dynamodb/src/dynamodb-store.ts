@@ -1,9 +1,4 @@
-import {
-  type AttributeValue,
-  GetItemCommand,
-  UpdateItemCommand,
-  type UpdateItemCommandOutput,
-} from '@aws-sdk/client-dynamodb';
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import {
   type AcquireInput,
   type AcquireResult,
@@ -36,19 +31,19 @@ import {
   TYPICAL_OWNER_LENGTH,
   ttlOf,
 } from './expressions.js';
+import { createItemRequests } from './item-requests.js';
 import type { DynamoDbStore, DynamoDbStoreOptions } from './options.js';
-import { packOutcome, unpackOutcome } from './outcome-compression.js';
+import { holdsOutcome, packOutcome, unpackOutcome } from './outcome-compression.js';
 import {
   checkSizes,
   createItemSchema,
   decodeItem,
   type ItemSchema,
   itemKey,
-  namesFor,
   outcomeBudget,
   type RawRecord,
 } from './record-item.js';
-import { describeError, isConditionFailure, storeError } from './sdk-errors.js';
+import { describeError } from './sdk-errors.js';
 import { ensureTable } from './table.js';
 
 function nonNegative(name: string, value: number): void {
@@ -62,6 +57,14 @@ function nonNegative(name: string, value: number): void {
  * returns the live item (`ReturnValuesOnConditionCheckFailure: ALL_OLD`), and complete,
  * release and extend are conditional UpdateItems on owner, status and expiry. Reads are
  * strongly consistent. Opens no connection and creates no table.
+ *
+ * A request delivered twice (the SDK retries a request whose answer was lost) answers what
+ * its first delivery would have (contract rule 7): an acquire that finds the caller's own
+ * in-progress record renews its lease with one more owner-checked write and answers
+ * `acquired` with the same fence; a complete that finds the record completed by the same
+ * owner with the same outcome bytes answers `{ ok: true }` (the failed condition's ALL_OLD
+ * item shows them, no extra request); a release that finds its own tombstone answers
+ * `{ ok: true }`.
  */
 export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStore {
   const { client, tableName } = options;
@@ -97,65 +100,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   }
   const capabilities: StoreCapabilities = { clock: 'client', maxOutcomeBytes };
 
-  // Expressions are constants, so their attribute-name maps are worked out once.
-  const namesCache = new Map<string, Record<string, string>>();
-  function names(update: string, condition: string): Record<string, string> {
-    const cacheKey = `${update}\n${condition}`;
-    let found = namesCache.get(cacheKey);
-    if (!found) {
-      found = namesFor(schema, update, condition);
-      namesCache.set(cacheKey, found);
-    }
-    return found;
-  }
-
-  async function update(
-    operation: string,
-    key: string,
-    update: string,
-    condition: string,
-    values: Record<string, AttributeValue>,
-    returnOld: boolean,
-  ): Promise<
-    | { ok: true; output: UpdateItemCommandOutput }
-    | { ok: false; item?: Record<string, AttributeValue> }
-  > {
-    try {
-      const output = await client.send(
-        new UpdateItemCommand({
-          TableName: tableName,
-          Key: itemKey(schema, key),
-          UpdateExpression: update,
-          ConditionExpression: condition,
-          ExpressionAttributeNames: names(update, condition),
-          ExpressionAttributeValues: values,
-          ReturnValues: returnOld ? 'ALL_OLD' : 'NONE',
-          ReturnValuesOnConditionCheckFailure: returnOld ? 'ALL_OLD' : 'NONE',
-        }),
-      );
-      return { ok: true, output };
-    } catch (error) {
-      if (isConditionFailure(error)) return { ok: false, item: error.Item };
-      throw storeError(operation, error);
-    }
-  }
-
-  async function read(key: string): Promise<RawRecord | undefined> {
-    let item: Record<string, AttributeValue> | undefined;
-    try {
-      const output = await client.send(
-        new GetItemCommand({
-          TableName: tableName,
-          Key: itemKey(schema, key),
-          ConsistentRead: true,
-        }),
-      );
-      item = output.Item;
-    } catch (error) {
-      throw storeError('get', error);
-    }
-    return item ? decodeItem(schema, item) : undefined;
-  }
+  const requests = createItemRequests(client, tableName, schema);
 
   async function toRecord(raw: RawRecord): Promise<StoredRecord> {
     const record: StoredRecord = {
@@ -174,6 +119,12 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     now < record.expiresAt &&
     ((record.status === 'in_progress' && now < record.leaseUntil) || record.status === 'completed');
 
+  /**
+   * One conditional write on `owner = mine AND status = in_progress AND not expired`.
+   * With `withFound`, a refused write also returns the record that refused it (from the
+   * failed condition's ALL_OLD item, or a consistent read if the service sent none), so a
+   * redelivered call can recognise its own earlier write.
+   */
   async function ownerWrite(
     operation: string,
     key: string,
@@ -181,18 +132,34 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     now: number,
     expression: string,
     values: Record<string, AttributeValue>,
-  ): Promise<boolean> {
+    withFound = false,
+  ): Promise<{ ok: true } | { ok: false; found?: RawRecord }> {
     checkSizes(schema, key);
-    const result = await update(
+    const result = await requests.update(
       operation,
       key,
       expression,
       OWNED_CONDITION,
       { ...values, ':owner': { S: owner }, ':inProgress': IN_PROGRESS, ':now': num(now) },
-      false,
+      { onFailure: withFound },
     );
-    return result.ok;
+    if (result.ok) return { ok: true };
+    if (!withFound) return { ok: false };
+    const found = result.item ? decodeItem(schema, result.item) : await requests.read(key);
+    return found ? { ok: false, found } : { ok: false };
   }
+
+  /** The record is unexpired, in `status` and held by `owner`: the caller's own earlier write. */
+  const ownRecord = (
+    found: RawRecord | undefined,
+    status: RawRecord['status'],
+    owner: string,
+    now: number,
+  ): found is RawRecord =>
+    found !== undefined &&
+    found.status === status &&
+    found.owner === owner &&
+    now < found.expiresAt;
 
   return {
     capabilities,
@@ -208,7 +175,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
         const now = clock.now();
         const leaseUntil = now + input.leaseMs;
         const expiresAt = leaseUntil + input.retentionMs;
-        const result = await update(
+        const result = await requests.update(
           'acquire',
           input.key,
           ACQUIRE_UPDATE,
@@ -225,10 +192,10 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
             ':ttl': ttlOf(expiresAt),
             ':now': num(now),
           },
-          true,
+          { onSuccess: true, onFailure: true },
         );
         if (result.ok) {
-          const old = result.output.Attributes;
+          const old = result.old;
           const previous = old && Object.keys(old).length > 0 ? decodeItem(schema, old) : undefined;
           return {
             kind: 'acquired',
@@ -240,7 +207,21 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
         }
         // ALL_OLD brings the item that failed the condition; a consistent read only when the
         // service sent none back (older DynamoDB Local builds).
-        const found = result.item ? decodeItem(schema, result.item) : await read(input.key);
+        const found = result.item
+          ? decodeItem(schema, result.item)
+          : await requests.read(input.key);
+        if (ownRecord(found, 'in_progress', input.owner, now)) {
+          // This very acquisition, delivered again (an SDK retry after a lost answer): it
+          // keeps its fence and renews its lease, owner-checked like a heartbeat.
+          const renewed = await ownerWrite('acquire', input.key, input.owner, now, EXTEND_UPDATE, {
+            ':leaseUntil': num(leaseUntil),
+            ':expiresAt': num(expiresAt),
+            ':ttl': ttlOf(expiresAt),
+          });
+          if (renewed.ok)
+            return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false };
+          continue;
+        }
         if (found && isLive(found, now))
           return { kind: 'found', record: await toRecord(found), now };
         // The item changed between the write and the read: try again with the new state.
@@ -272,7 +253,21 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       if (packed.encoding !== undefined) values[':encoding'] = { S: packed.encoding };
       const expression = packed.encoding === undefined ? COMPLETE_UPDATE : COMPLETE_UPDATE_ENCODED;
       try {
-        return (await ownerWrite('complete', input.key, input.owner, now, expression, values))
+        const written = await ownerWrite(
+          'complete',
+          input.key,
+          input.owner,
+          now,
+          expression,
+          values,
+          true,
+        );
+        if (written.ok) return { ok: true };
+        // Completed by this owner with the same outcome: this completion, delivered again.
+        const { found } = written;
+        return ownRecord(found, 'completed', input.owner, now) &&
+          found.outcome !== undefined &&
+          (await holdsOutcome(found.outcome, found.outcomeEncoding, packed, input.outcome))
           ? { ok: true }
           : NOT_OWNER;
       } catch (error) {
@@ -292,12 +287,19 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       nonNegative('retentionMs', input.retentionMs);
       const now = clock.now();
       const expiresAt = now + input.retentionMs;
-      const ok = await ownerWrite('release', input.key, input.owner, now, RELEASE_UPDATE, {
-        ':released': RELEASED,
-        ':expiresAt': num(expiresAt),
-        ':ttl': ttlOf(expiresAt),
-      });
-      return ok ? { ok: true } : NOT_OWNER;
+      const written = await ownerWrite(
+        'release',
+        input.key,
+        input.owner,
+        now,
+        RELEASE_UPDATE,
+        { ':released': RELEASED, ':expiresAt': num(expiresAt), ':ttl': ttlOf(expiresAt) },
+        true,
+      );
+      // This owner's tombstone already: this release, delivered again.
+      return written.ok || ownRecord(written.found, 'released', input.owner, now)
+        ? { ok: true }
+        : NOT_OWNER;
     },
 
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
@@ -306,17 +308,17 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       const now = clock.now();
       const leaseUntil = now + input.leaseMs;
       const expiresAt = leaseUntil + input.retentionMs;
-      const ok = await ownerWrite('extend', input.key, input.owner, now, EXTEND_UPDATE, {
+      const written = await ownerWrite('extend', input.key, input.owner, now, EXTEND_UPDATE, {
         ':leaseUntil': num(leaseUntil),
         ':expiresAt': num(expiresAt),
         ':ttl': ttlOf(expiresAt),
       });
-      return ok ? { ok: true, leaseUntil } : NOT_OWNER;
+      return written.ok ? { ok: true, leaseUntil } : NOT_OWNER;
     },
 
     async get(key: string): Promise<StoredRecord | undefined> {
       checkSizes(schema, key);
-      const raw = await read(key);
+      const raw = await requests.read(key);
       if (!raw || clock.now() >= raw.expiresAt) return undefined;
       return toRecord(raw);
     },

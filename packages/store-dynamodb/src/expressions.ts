@@ -23,11 +23,15 @@ export const ttlOf = (expiresAt: number): AttributeValue => num(Math.ceil(expire
 // Acquire as one conditional upsert. The condition is "the key is free", decided by the
 // caller's clock; the fence is computed by the service from the stored one, so it stays
 // monotonic without reading first. On failure the service returns the live item (ALL_OLD).
+// A passed lease is taken over only from another owner: the caller's own in-progress record
+// fails the condition, and the store renews that lease instead (a redelivered acquire keeps
+// its fence).
 export const ACQUIRE_UPDATE =
   'SET #st = :inProgress, #fp = :fingerprint, #ow = :owner, #fe = if_not_exists(#fe, :zero) + :one, ' +
   '#lu = :leaseUntil, #ex = :expiresAt, #tt = :ttl REMOVE #oc, #oe';
 export const ACQUIRE_CONDITION =
-  'attribute_not_exists(#pk) OR #st = :released OR #ex <= :now OR (#st = :inProgress AND #lu <= :now)';
+  'attribute_not_exists(#pk) OR #st = :released OR #ex <= :now OR ' +
+  '(#st = :inProgress AND #lu <= :now AND #ow <> :owner)';
 // Owner-checked writes: the caller's own in-progress record that has not expired (a passed
 // lease is fine as long as nobody took it over: that would have changed the owner).
 export const OWNED_CONDITION = '#ow = :owner AND #st = :inProgress AND #ex > :now';

@@ -44,3 +44,27 @@ export async function unpackOutcome(
     throw new OutcomeCorruptError(`Stored outcome could not be decompressed: ${String(cause)}`);
   }
 }
+
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
+  a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b);
+
+/**
+ * True when a stored outcome (`stored`, with its `encoding`) holds exactly `outcome`. The
+ * stored form is compared with what `complete` would write now (`packed`) and, when that
+ * differs (another compression setting, another zlib), decompressed and compared with the
+ * outcome itself. An outcome that cannot be decompressed is not the same.
+ */
+export async function holdsOutcome(
+  stored: Uint8Array,
+  encoding: string | undefined,
+  packed: PackedOutcome,
+  outcome: Uint8Array,
+): Promise<boolean> {
+  if (encoding === packed.encoding && sameBytes(stored, packed.bytes)) return true;
+  if (encoding === undefined) return sameBytes(stored, outcome);
+  try {
+    return sameBytes(await unpackOutcome(stored, encoding), outcome);
+  } catch {
+    return false;
+  }
+}

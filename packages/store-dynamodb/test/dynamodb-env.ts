@@ -2,7 +2,12 @@ import { Agent } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import { type AttributeValue, DynamoDBClient, GetItemCommand } from '@aws-sdk/client-dynamodb';
 import type { Clock, IdempotencyStore, RecordStatus, StoredRecord } from '@idem/core';
-import type { DynamoDbStoreOptions, RecordAttributeNames } from '../src/index.js';
+import {
+  type DynamoDbStoreOptions,
+  type RecommendedDynamoDbClientInput,
+  type RecordAttributeNames,
+  recommendedDynamoDbClientConfig,
+} from '../src/index.js';
 
 /** Table names of one test run, per layout. */
 export interface TableNames {
@@ -68,21 +73,28 @@ export const layouts: Layout[] = [
 ];
 
 /**
- * A client for DynamoDB Local with dummy credentials. `serial` keeps one connection, so
- * requests reach the service and their answers come back in the order they were sent.
+ * A client for DynamoDB Local with dummy credentials, bounded like production clients
+ * (recommendedDynamoDbClientConfig) but with room for an emulator on a loaded machine:
+ * 10 s per attempt, 3 attempts, unless `bounds` says otherwise. `serial` keeps one
+ * connection, so requests reach the service and their answers come back in the order they
+ * were sent.
  */
 export function makeClient(
   endpoint: string,
-  extra: { maxAttempts?: number; serial?: boolean } = {},
+  extra: { maxAttempts?: number; serial?: boolean; bounds?: RecommendedDynamoDbClientInput } = {},
 ): DynamoDBClient {
+  const bounded = recommendedDynamoDbClientConfig(
+    extra.bounds ?? { requestTimeoutMs: 10_000, maxAttempts: 3 },
+  );
   return new DynamoDBClient({
     endpoint,
     region: 'us-east-1',
     credentials: { accessKeyId: 'idemlocal', secretAccessKey: 'idemlocal' },
-    ...(extra.maxAttempts ? { maxAttempts: extra.maxAttempts } : {}),
-    ...(extra.serial
-      ? { requestHandler: { httpAgent: new Agent({ keepAlive: true, maxSockets: 1 }) } }
-      : {}),
+    maxAttempts: extra.maxAttempts ?? bounded.maxAttempts,
+    requestHandler: {
+      ...(bounded.requestHandler as Record<string, unknown>),
+      ...(extra.serial ? { httpAgent: new Agent({ keepAlive: true, maxSockets: 1 }) } : {}),
+    },
   });
 }
 

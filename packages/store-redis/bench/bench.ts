@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { cpus, loadavg } from 'node:os';
 import { bytesSerializer, createIdempotency, encodeOutcome } from '@idem/core';
 import { Redis } from 'ioredis';
-import { createRedisStore } from '../src/index.js';
+import { createRedisStore, recommendedRedisOptions } from '../src/index.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const seconds = Number(process.env.BENCH_SECONDS ?? 2);
@@ -60,9 +60,11 @@ async function measure(concurrency: number, op: (i: number) => Promise<unknown>)
 }
 
 async function main(): Promise<void> {
-  const client = new Redis(url, { maxRetriesPerRequest: 1 });
-  const raw = new Redis(url, { maxRetriesPerRequest: 1 });
-  await client.ping();
+  // The options the README recommends: bounded calls, reconnects for the life of the process.
+  const options = { ...recommendedRedisOptions(), lazyConnect: true };
+  const client = new Redis(url, options);
+  const raw = new Redis(url, options);
+  await Promise.all([client.connect(), raw.connect()]);
   const info = await client.info('server');
   const version = /redis_version:(\S+)/.exec(info)?.[1] ?? '?';
 

@@ -16,6 +16,12 @@ import {
 } from '@idem/core';
 import type { Cluster, Redis } from 'ioredis';
 import { integer, type Reply, toRecord } from './redis-reply.js';
+import {
+  checkWaitForReplicas,
+  createRunWaited,
+  type RunWaited,
+  type WaitForReplicas,
+} from './replica-wait.js';
 import { ACQUIRE_LUA, COMPLETE_LUA, EXTEND_LUA, GET_LUA, RELEASE_LUA } from './scripts.js';
 
 /** Options of {@link createRedisStore}. Durations are milliseconds. */
@@ -49,6 +55,20 @@ export interface RedisStoreOptions {
    * @default 86_400_000 (24 h)
    */
   fenceMemoryMs?: number;
+  /**
+   * Confirms acquisitions and completions on replicas before answering (Redis `WAIT`, sent
+   * in the same round trip as the script). When set, an `acquire` that took the key and a
+   * `complete` that recorded the outcome MUST be acknowledged by `replicas` replicas within
+   * `timeoutMs`, or the call fails with `StoreUnavailableError` (core retries a completion,
+   * owner-checked; an unconfirmed acquisition is released again at once, best effort, since
+   * nothing ran yet). An acknowledged write then survives a failover to any replica that
+   * acknowledged it. Releases and lease renewals are not waited for: losing one in a
+   * failover costs a wait, never a second execution. Needs `CLIENT ID` and `WAIT` to be
+   * allowed (ACL `+client|id +wait`). `timeoutMs` MUST stay below the client's
+   * `commandTimeout` and `socketTimeout`.
+   * @default undefined (no waiting: replication is asynchronous)
+   */
+  waitForReplicas?: WaitForReplicas;
 }
 
 /** A Redis-backed store; see {@link createRedisStore}. */
@@ -105,6 +125,19 @@ function duration(name: string, value: number): string {
   return String(Math.ceil(value));
 }
 
+/** Decodes the acquire script's reply (see ACQUIRE_LUA). */
+function decodeAcquire(reply: Reply[]): AcquireResult {
+  if (integer(reply[0]) === 1) {
+    return {
+      kind: 'acquired',
+      fence: integer(reply[1]),
+      leaseUntil: integer(reply[2]),
+      takeover: integer(reply[3]) === 1,
+    };
+  }
+  return { kind: 'found', record: toRecord(reply.slice(2)), now: integer(reply[1]) };
+}
+
 /** Runs one Redis call; any failure that is not already an IdemError becomes STORE_UNAVAILABLE. */
 async function call<T>(operation: string, run: () => Promise<T>): Promise<T> {
   try {
@@ -128,13 +161,16 @@ async function call<T>(operation: string, run: () => Promise<T>): Promise<T> {
  * Each record key carries a `PEXPIREAT` at its retention deadline, so Redis frees the
  * memory on time by itself.
  *
- * A script delivered twice (ioredis resends unanswered commands after a reconnect) cannot
- * apply twice. `complete`, `release` and `extend` first check that the record is in progress
- * and held by the caller's owner token; the first application already moved it to
- * `completed` or `released` (or, for `extend`, the second only renews the same lease
- * again), so a repeated `complete` or `release` changes nothing and answers `not_owner`.
- * A repeated `acquire` finds the live lease its first delivery took and answers `found`,
- * so the operation is not started a second time (the caller sees `IN_PROGRESS`).
+ * A script delivered twice (ioredis resends unanswered commands after a reconnect) answers
+ * what its first delivery would have answered, and never applies twice (contract rule 7):
+ * - an `acquire` that finds an unexpired in-progress record held by its own owner token
+ *   (lease live, or passed without anybody taking it over) is that acquisition: it renews
+ *   the lease from now and answers `acquired` with the record's fence, unchanged, and
+ *   `takeover: false`;
+ * - a `complete` that finds the record completed by its own owner with the very same
+ *   outcome bytes answers `{ ok: true }` and changes nothing; with other bytes, `not_owner`;
+ * - a `release` that finds its own owner's tombstone answers `{ ok: true }`;
+ * - a repeated `extend` renews the same lease again.
  *
  * Creating the store opens no connection; calls made while the client is disconnected
  * follow the client's own offline-queue and retry settings. Every Redis failure (connection
@@ -154,6 +190,16 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   }
   const fenceMemory = duration('fenceMemoryMs', options.fenceMemoryMs ?? DEFAULT_FENCE_MEMORY_MS);
   const redis = defineScripts(client);
+  const wait = options.waitForReplicas;
+  let runWaited: RunWaited | undefined;
+  if (wait) {
+    checkWaitForReplicas(client, wait);
+    runWaited = createRunWaited(client, wait);
+  }
+  const unconfirmed = (operation: string, acknowledged: number) =>
+    new StoreUnavailableError(
+      `Redis ${operation} was acknowledged by ${acknowledged} of ${wait?.replicas} replicas within ${wait?.timeoutMs} ms`,
+    );
   const capabilities: StoreCapabilities = { clock: 'server', maxOutcomeBytes };
 
   const redisKey = (storageKey: string): string => {
@@ -174,18 +220,18 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const lease = duration('leaseMs', input.leaseMs);
       const retention = duration('retentionMs', input.retentionMs);
       const keys = [redisKey(input.key), fenceKey(input.key)] as const;
-      const reply = await call('acquire', () =>
-        redis.acquire(...keys, input.fingerprint, input.owner, lease, retention, fenceMemory),
-      );
-      if (integer(reply[0]) === 1) {
-        return {
-          kind: 'acquired',
-          fence: integer(reply[1]),
-          leaseUntil: integer(reply[2]),
-          takeover: integer(reply[3]) === 1,
-        };
+      const args = [input.fingerprint, input.owner, lease, retention, fenceMemory] as const;
+      if (!runWaited)
+        return decodeAcquire(await call('acquire', () => redis.acquire(...keys, ...args)));
+      const waited = await call('acquire', () => runWaited<Reply[]>(ACQUIRE_LUA, keys, args));
+      const result = decodeAcquire(waited.reply);
+      if (result.kind === 'acquired' && waited.acknowledged < (wait?.replicas ?? 0)) {
+        // Nothing ran yet: give the key back (owner-checked) so that a retry need not wait
+        // for the lease to pass. Best effort: if this fails too, the lease passes by itself.
+        await redis.release(...keys, input.owner, retention, fenceMemory).catch(() => 0);
+        throw unconfirmed('acquire', waited.acknowledged);
       }
-      return { kind: 'found', record: toRecord(reply.slice(2)), now: integer(reply[1]) };
+      return result;
     },
 
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
@@ -197,10 +243,19 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const keys = [redisKey(input.key), fenceKey(input.key)] as const;
       // A view, not a copy: ioredis writes the bytes to the socket as they are.
       const body = Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
-      const done = await call('complete', () =>
-        redis.complete(...keys, input.owner, retention, fenceMemory, body),
-      );
-      return done === 1 ? { ok: true } : NOT_OWNER;
+      if (!runWaited) {
+        const done = await call('complete', () =>
+          redis.complete(...keys, input.owner, retention, fenceMemory, body, '0'),
+        );
+        return done > 0 ? { ok: true } : NOT_OWNER;
+      }
+      // touch = 1: a redelivered completion rewrites its status, so this WAIT covers it.
+      const args = [input.owner, retention, fenceMemory, body, '1'] as const;
+      const waited = await call('complete', () => runWaited<number>(COMPLETE_LUA, keys, args));
+      if (waited.reply === 0) return NOT_OWNER;
+      if (waited.acknowledged < (wait?.replicas ?? 0))
+        throw unconfirmed('complete', waited.acknowledged);
+      return { ok: true };
     },
 
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
@@ -209,7 +264,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const done = await call('release', () =>
         redis.release(...keys, input.owner, retention, fenceMemory),
       );
-      return done === 1 ? { ok: true } : NOT_OWNER;
+      return done > 0 ? { ok: true } : NOT_OWNER;
     },
 
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {

@@ -49,16 +49,30 @@ end
  * KEYS: record, fence memory. ARGV: fingerprint, owner, leaseMs, retentionMs, fenceMemoryMs.
  * Returns `{1, fence, leaseUntil, takeover}` when acquired, or
  * `{0, now, s, fp, o, f, lu, ex[, out]}` with the live record that prevented it.
+ *
+ * An unexpired in-progress record held by ARGV[2] is the caller's own acquisition delivered
+ * again (ioredis resends a script whose answer a dropped connection lost): its lease is
+ * renewed from now and the same fence is answered, whether the lease is still live or has
+ * passed without anybody taking it over.
  */
 export const ACQUIRE_LUA = `${PRELUDE}${REMEMBER_FENCE}
 local r = redis.call('HMGET', KEYS[1], 's', 'fp', 'o', 'f', 'lu', 'ex', 'out')
 local status = r[1]
 local fence = 0
 local takeover = 0
+local memory = tonumber(ARGV[5])
 if status then
   local ex = tonumber(r[6])
   if ex and now < ex then
     if status == 'in_progress' then
+      if r[3] == ARGV[2] then
+        local leaseUntil = now + tonumber(ARGV[3])
+        local expiresAt = leaseUntil + tonumber(ARGV[4])
+        redis.call('HSET', KEYS[1], 'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
+        redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
+        remember(r[4], expiresAt, memory)
+        return {1, tonumber(r[4]), leaseUntil, 0}
+      end
       if now < tonumber(r[5]) then
         return {0, now, r[1], r[2], r[3], r[4], r[5], r[6]}
       end
@@ -70,7 +84,6 @@ if status then
   fence = tonumber(r[4]) or 0
   if r[7] then redis.call('HDEL', KEYS[1], 'out') end
 end
-local memory = tonumber(ARGV[5])
 if memory > 0 then
   local kept = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
   if kept > fence then fence = kept end
@@ -85,19 +98,34 @@ remember(fmt(fence), expiresAt, memory)
 return {1, fence, leaseUntil, takeover}
 `;
 
-/** Shared owner check: a live (unexpired) in-progress record held by ARGV[1]. */
-const OWNED = `
+/**
+ * Shared owner check: loads `s`, `o`, `ex`, `f` into `r` and returns 0 unless the record is
+ * unexpired and held by ARGV[1]. Each script then checks the status it accepts.
+ */
+const MINE = `
 local r = redis.call('HMGET', KEYS[1], 's', 'o', 'ex', 'f')
-if r[1] ~= 'in_progress' or r[2] ~= ARGV[1] or not (now < (tonumber(r[3]) or 0)) then
+if r[2] ~= ARGV[1] or not (now < (tonumber(r[3]) or 0)) then
   return 0
 end
 `;
 
 /**
- * KEYS: record, fence memory. ARGV: owner, retentionMs, fenceMemoryMs, outcome bytes.
- * Returns 1 when completed, 0 when not the owner.
+ * KEYS: record, fence memory. ARGV: owner, retentionMs, fenceMemoryMs, outcome bytes, touch.
+ * Returns 1 when completed, 2 when the record is already completed by this owner with these
+ * very bytes (a redelivery: nothing changes), 0 otherwise (not the owner).
+ *
+ * `touch` = '1' (set by the replica-wait mode) makes the redelivery path rewrite the status
+ * with the value it has: the record stays the same, but the write moves this connection's
+ * replication offset past it, so the WAIT that follows covers the completion even when the
+ * first delivery's WAIT did not.
  */
-export const COMPLETE_LUA = `${PRELUDE}${REMEMBER_FENCE}${OWNED}
+export const COMPLETE_LUA = `${PRELUDE}${REMEMBER_FENCE}${MINE}
+if r[1] == 'completed' then
+  if redis.call('HGET', KEYS[1], 'out') ~= ARGV[4] then return 0 end
+  if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 's', 'completed') end
+  return 2
+end
+if r[1] ~= 'in_progress' then return 0 end
 local expiresAt = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 's', 'completed', 'ex', fmt(expiresAt), 'out', ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
@@ -107,9 +135,12 @@ return 1
 
 /**
  * KEYS: record, fence memory. ARGV: owner, retentionMs, fenceMemoryMs.
- * Returns 1 when released (the tombstone keeps the fence), 0 when not the owner.
+ * Returns 1 when released (the tombstone keeps the fence), 2 when it already is this
+ * owner's tombstone (a redelivery: nothing changes), 0 when not the owner.
  */
-export const RELEASE_LUA = `${PRELUDE}${REMEMBER_FENCE}${OWNED}
+export const RELEASE_LUA = `${PRELUDE}${REMEMBER_FENCE}${MINE}
+if r[1] == 'released' then return 2 end
+if r[1] ~= 'in_progress' then return 0 end
 local expiresAt = now + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 's', 'released', 'lu', fmt(now), 'ex', fmt(expiresAt))
 redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
@@ -121,7 +152,8 @@ return 1
  * KEYS: record, fence memory. ARGV: owner, leaseMs, retentionMs, fenceMemoryMs.
  * Returns the new lease deadline, or 0 when not the owner.
  */
-export const EXTEND_LUA = `${PRELUDE}${REMEMBER_FENCE}${OWNED}
+export const EXTEND_LUA = `${PRELUDE}${REMEMBER_FENCE}${MINE}
+if r[1] ~= 'in_progress' then return 0 end
 local leaseUntil = now + tonumber(ARGV[2])
 local expiresAt = leaseUntil + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))

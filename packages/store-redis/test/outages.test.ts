@@ -1,16 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import { createIdempotency, StoreUnavailableError } from '@idem/core';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRedisStore } from '../src/index.js';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createRedisStore, recommendedRedisOptions } from '../src/index.js';
 import {
   type RedisServer,
   redisBinariesAvailable,
   startRedisServer,
   stopRedisServer,
 } from './redis-servers.js';
-import { deletePrefix, randomPrefix, standalone } from './targets.js';
+import { connectPort, deletePrefix, randomPrefix, standalone } from './targets.js';
 
 const input = () => ({
   key: randomBytes(8).toString('hex'),
@@ -37,8 +36,9 @@ if (!haveServer) console.warn('[store-redis] redis-server not installed: outage 
 describe.skipIf(!haveServer)('outages on throwaway servers', () => {
   const servers: RedisServer[] = [];
   const clients: Redis[] = [];
-  const connect = (port: number, extra: Record<string, unknown> = {}) => {
-    const client = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 0, ...extra });
+  /** A client with the recommended options, connected. */
+  const connect = async (port: number) => {
+    const client = await connectPort(port);
     clients.push(client);
     return client;
   };
@@ -52,9 +52,15 @@ describe.skipIf(!haveServer)('outages on throwaway servers', () => {
     // A replica of a primary that does not answer: reads work, writes are refused.
     const replica = await startRedisServer(['--replicaof', '127.0.0.1', '1']);
     servers.push(replica);
-    const store = createRedisStore({ client: connect(replica.port) });
+    const client = await connect(replica.port);
+    const store = createRedisStore({ client });
+    let reconnected = 0;
+    client.on('ready', () => reconnected++);
     const error = await unavailable(store.acquire(input()));
     expect(String((error.cause as Error).message)).toMatch(/READONLY/);
+    // The recommended options replace a connection that answered READONLY (a demoted
+    // primary; behind Sentinel or a DNS name the new connection reaches the new primary).
+    await vi.waitUntil(() => reconnected > 0 && client.status === 'ready', { timeout: 5_000 });
     // A read-only script still answers there.
     expect(await store.get('absent')).toBeUndefined();
   });
@@ -62,8 +68,7 @@ describe.skipIf(!haveServer)('outages on throwaway servers', () => {
   it('a server that dies mid-flight turns every call into STORE_UNAVAILABLE, never a wrong answer', async () => {
     const server = await startRedisServer();
     servers.push(server);
-    const client = connect(server.port, { enableOfflineQueue: false, retryStrategy: () => null });
-    if (client.status !== 'ready') await once(client, 'ready');
+    const client = await connect(server.port);
     const store = createRedisStore({ client });
     const idem = createIdempotency({ store, heartbeatMs: false, storeTimeoutMs: 2_000 });
     const first = await idem.execute({ key: 'k' }, async () => 'v');
@@ -77,11 +82,11 @@ describe.skipIf(!haveServer)('outages on throwaway servers', () => {
   it('reloads scripts after SCRIPT FLUSH (NOSCRIPT) without surfacing an error', async () => {
     const server = await startRedisServer();
     servers.push(server);
-    const client = connect(server.port);
+    const client = await connect(server.port);
     const store = createRedisStore({ client });
     const a = input();
     expect((await store.acquire(a)).kind).toBe('acquired');
-    await connect(server.port).script('FLUSH');
+    await (await connect(server.port)).script('FLUSH');
     const b = input();
     expect((await store.acquire(b)).kind).toBe('acquired');
     expect(
@@ -98,13 +103,12 @@ describe.skipIf(!haveServer)('outages on throwaway servers', () => {
 });
 
 describe('client without a connection', () => {
-  it('fails fast with STORE_UNAVAILABLE when the offline queue is off', async () => {
+  it('fails fast with STORE_UNAVAILABLE with the recommended options (offline queue off)', async () => {
     const client = new Redis({
       host: '127.0.0.1',
       port: 1,
+      ...recommendedRedisOptions(),
       lazyConnect: true,
-      enableOfflineQueue: false,
-      retryStrategy: () => null,
     });
     const store = createRedisStore({ client });
     await unavailable(store.acquire(input()));

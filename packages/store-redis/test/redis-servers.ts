@@ -4,6 +4,7 @@
  * processes killed (SIGKILL after a grace period) and temp dirs removed.
  */
 import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -16,6 +17,8 @@ export interface RedisServer {
   port: number;
   dir: string;
   process: ChildProcess;
+  /** The extra arguments it was started with (a restart reuses them). */
+  args: string[];
 }
 
 /** Whether `redis-server` and `redis-cli` can be run from PATH. */
@@ -70,10 +73,16 @@ async function waitFor(
   throw new Error(`Timed out waiting for ${what}`);
 }
 
-/** Starts one redis-server in the foreground (so it dies with us) with extra arguments. */
-export async function startRedisServer(extraArgs: string[] = []): Promise<RedisServer> {
-  const port = await freePort(takenPorts);
-  const dir = await mkdtemp(join(tmpdir(), `idem-redis-${port}-`));
+/**
+ * Starts one redis-server in the foreground (so it dies with us) with extra arguments, on a
+ * free port and a new temp dir, or on the port and dir of `at` (a restart).
+ */
+export async function startRedisServer(
+  extraArgs: string[] = [],
+  at?: { port: number; dir: string },
+): Promise<RedisServer> {
+  const port = at?.port ?? (await freePort(takenPorts));
+  const dir = at?.dir ?? (await mkdtemp(join(tmpdir(), `idem-redis-${port}-`)));
   const child = spawn(
     'redis-server',
     [
@@ -95,7 +104,7 @@ export async function startRedisServer(extraArgs: string[] = []): Promise<RedisS
     ],
     { stdio: 'ignore' },
   );
-  const server: RedisServer = { port, dir, process: child };
+  const server: RedisServer = { port, dir, process: child, args: extraArgs };
   live.add(server);
   try {
     await waitFor(`redis-server on port ${port}`, () => ping(port));
@@ -122,6 +131,25 @@ export async function stopRedisServer(server: RedisServer): Promise<void> {
   takenPorts.delete(server.port);
   takenPorts.delete(server.port + 10_000);
   await rm(server.dir, { recursive: true, force: true });
+}
+
+/** Sends `signal` to the server process (SIGKILL waits until it has exited). */
+export async function signalRedisServer(
+  server: RedisServer,
+  signal: 'SIGKILL' | 'SIGSTOP' | 'SIGCONT',
+): Promise<void> {
+  const child = server.process;
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = signal === 'SIGKILL' ? once(child, 'exit') : undefined;
+  child.kill(signal);
+  await exited;
+}
+
+/** Starts the server again on its port and dir (after a kill), with the same arguments. */
+export async function restartRedisServer(server: RedisServer): Promise<RedisServer> {
+  live.delete(server);
+  const again = await startRedisServer(server.args, server);
+  return again;
 }
 
 // A crashed run must not leave servers behind either.

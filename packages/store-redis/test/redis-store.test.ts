@@ -2,7 +2,12 @@ import { randomBytes } from 'node:crypto';
 import { OutcomeTooLargeError, StoreUnavailableError } from '@idem/core';
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createRedisStore, type RedisStore } from '../src/index.js';
+import {
+  createRedisStore,
+  type RedisStore,
+  recommendedRedisClusterOptions,
+  recommendedRedisOptions,
+} from '../src/index.js';
 import {
   type Client,
   clusterPorts,
@@ -439,9 +444,9 @@ for (const target of targets) {
         target.name === 'cluster'
           ? new Cluster(
               (clusterPorts ?? []).map((port) => ({ host: '127.0.0.1', port })),
-              { lazyConnect: true },
+              { ...recommendedRedisClusterOptions(), lazyConnect: true },
             )
-          : new Redis(REDIS_URL, { lazyConnect: true });
+          : new Redis(REDIS_URL, { ...recommendedRedisOptions(), lazyConnect: true });
       createRedisStore({ client: lazy, keyPrefix: randomPrefix() });
       await sleep(50);
       expect(lazy.status).toBe('wait');

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { RecordStatus, StoredRecord } from '@idem/core';
 import { Cluster, Redis } from 'ioredis';
 import { inject } from 'vitest';
+import { recommendedRedisClusterOptions, recommendedRedisOptions } from '../src/index.js';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -18,8 +19,17 @@ export interface Target {
   connect(): Promise<Client>;
 }
 
+/**
+ * Bounds of every client the tests build: the recommended options (reconnect for the life of
+ * the process, calls refused while disconnected, a command timeout), with a timeout roomy
+ * enough for a loaded machine.
+ */
+export const TEST_CLIENT_BOUNDS = { commandTimeoutMs: 5_000 };
+
 async function ready(client: Client, what: string): Promise<Client> {
   try {
+    // The offline queue is off: connect first, then talk.
+    await client.connect();
     await client.ping();
     return client;
   } catch (error) {
@@ -35,7 +45,7 @@ export const standalone: Target = {
   name: 'standalone',
   connect: () =>
     ready(
-      new Redis(REDIS_URL, { lazyConnect: false, maxRetriesPerRequest: 1 }),
+      new Redis(REDIS_URL, { ...recommendedRedisOptions(TEST_CLIENT_BOUNDS), lazyConnect: true }),
       `Redis at ${REDIS_URL}`,
     ),
 };
@@ -49,11 +59,23 @@ export const cluster: Target = {
     if (!clusterPorts) throw new Error(clusterSkipReason);
     const client = new Cluster(
       clusterPorts.map((port) => ({ host: '127.0.0.1', port })),
-      { redisOptions: { maxRetriesPerRequest: 1 } },
+      { ...recommendedRedisClusterOptions(TEST_CLIENT_BOUNDS), lazyConnect: true },
     );
     return ready(client, `Redis Cluster on ${clusterPorts.join(', ')}`);
   },
 };
+
+/** A client of the server on 127.0.0.1:`port` with the test bounds, connected. */
+export async function connectPort(port: number): Promise<Redis> {
+  const client = new Redis({
+    host: '127.0.0.1',
+    port,
+    ...recommendedRedisOptions(TEST_CLIENT_BOUNDS),
+    lazyConnect: true,
+  });
+  await client.connect();
+  return client;
+}
 
 /** A fresh random key prefix (no hash tag, so a Cluster spreads the keys over its shards). */
 export function randomPrefix(): string {

@@ -1,0 +1,93 @@
+import {
+  type AttributeValue,
+  type DynamoDBClient,
+  GetItemCommand,
+  UpdateItemCommand,
+} from '@aws-sdk/client-dynamodb';
+import { decodeItem, type ItemSchema, itemKey, namesFor, type RawRecord } from './record-item.js';
+import { isConditionFailure, storeError } from './sdk-errors.js';
+
+/** What a conditional write answered: applied, or refused with the item it found. */
+export type WriteResult =
+  | { ok: true; old?: Record<string, AttributeValue> }
+  | { ok: false; item?: Record<string, AttributeValue> };
+
+/** Which old item a conditional write brings back. */
+export interface ReturnOld {
+  /** The item as it was before a write that applied (`ReturnValues: ALL_OLD`). */
+  onSuccess?: boolean;
+  /** The item that failed the condition (`ReturnValuesOnConditionCheckFailure: ALL_OLD`). */
+  onFailure?: boolean;
+}
+
+/** The two requests the store sends: a conditional UpdateItem and a consistent GetItem. */
+export interface ItemRequests {
+  update(
+    operation: string,
+    key: string,
+    update: string,
+    condition: string,
+    values: Record<string, AttributeValue>,
+    returnOld?: ReturnOld,
+  ): Promise<WriteResult>;
+  read(key: string): Promise<RawRecord | undefined>;
+}
+
+export function createItemRequests(
+  client: DynamoDBClient,
+  tableName: string,
+  schema: ItemSchema,
+): ItemRequests {
+  // Expressions are constants, so their attribute-name maps are worked out once.
+  const namesCache = new Map<string, Record<string, string>>();
+  function names(update: string, condition: string): Record<string, string> {
+    const cacheKey = `${update}\n${condition}`;
+    let found = namesCache.get(cacheKey);
+    if (!found) {
+      found = namesFor(schema, update, condition);
+      namesCache.set(cacheKey, found);
+    }
+    return found;
+  }
+
+  return {
+    async update(operation, key, update, condition, values, returnOld = {}) {
+      try {
+        const output = await client.send(
+          new UpdateItemCommand({
+            TableName: tableName,
+            Key: itemKey(schema, key),
+            UpdateExpression: update,
+            ConditionExpression: condition,
+            ExpressionAttributeNames: names(update, condition),
+            ExpressionAttributeValues: values,
+            ReturnValues: returnOld.onSuccess ? 'ALL_OLD' : 'NONE',
+            ReturnValuesOnConditionCheckFailure: returnOld.onFailure ? 'ALL_OLD' : 'NONE',
+          }),
+        );
+        return output.Attributes ? { ok: true, old: output.Attributes } : { ok: true };
+      } catch (error) {
+        if (isConditionFailure(error))
+          return error.Item ? { ok: false, item: error.Item } : { ok: false };
+        throw storeError(operation, error);
+      }
+    },
+
+    async read(key) {
+      let item: Record<string, AttributeValue> | undefined;
+      try {
+        const output = await client.send(
+          new GetItemCommand({
+            TableName: tableName,
+            Key: itemKey(schema, key),
+            ConsistentRead: true,
+          }),
+        );
+        item = output.Item;
+      } catch (error) {
+        throw storeError('get', error);
+      }
+      return item ? decodeItem(schema, item) : undefined;
+    },
+  };
+}

@@ -1,0 +1,83 @@
+/**
+ * A DynamoDB Local that a fault test owns: started on a port it keeps, with its data in a
+ * temp dir (`-sharedDb -dbPath`, so a restart finds the table again), killed, stopped and
+ * restarted by signal. Uses the emulator that scripts/dynamodb-local.mjs fetched.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  assertJava,
+  fetchDynamoDbLocal,
+  freePort,
+  waitForDynamoDb,
+} from '../../../scripts/dynamodb-local.mjs';
+
+export interface OwnDynamoDb {
+  readonly endpoint: string;
+  /** Sends a signal to the Java process (SIGKILL waits for it to exit). */
+  signal(signal: 'SIGKILL' | 'SIGSTOP' | 'SIGCONT'): Promise<void>;
+  /** Starts it again on the same port and data dir; resolves once it answers. */
+  restart(): Promise<void>;
+  /** Kills it and removes its data. */
+  destroy(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
+export async function startOwnDynamoDb(): Promise<OwnDynamoDb> {
+  assertJava();
+  const emulator = fetchDynamoDbLocal();
+  const port = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), 'idem-dynamodb-'));
+  const endpoint = `http://127.0.0.1:${port}`;
+  let child: ChildProcess;
+
+  async function start(): Promise<void> {
+    child = spawn(
+      'java',
+      [
+        `-Djava.library.path=${join(emulator, 'DynamoDBLocal_lib')}`,
+        '-jar',
+        join(emulator, 'DynamoDBLocal.jar'),
+        '-sharedDb',
+        '-dbPath',
+        dir,
+        '-disableTelemetry',
+        '-port',
+        String(port),
+      ],
+      { cwd: emulator, stdio: 'ignore', env: { ...process.env, DDB_LOCAL_TELEMETRY: '0' } },
+    );
+    live.add(child);
+    const started = child;
+    started.once('exit', () => live.delete(started));
+    await waitForDynamoDb(endpoint, 60_000, () =>
+      started.exitCode !== null ? `DynamoDB Local exited with ${started.exitCode}` : undefined,
+    );
+  }
+
+  async function signal(name: 'SIGKILL' | 'SIGSTOP' | 'SIGCONT'): Promise<void> {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = name === 'SIGKILL' ? once(child, 'exit') : undefined;
+    child.kill(name);
+    await exited;
+  }
+
+  await start();
+  return {
+    endpoint,
+    signal,
+    restart: start,
+    async destroy() {
+      await signal('SIGCONT');
+      await signal('SIGKILL');
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
