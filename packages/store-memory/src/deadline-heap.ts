@@ -1,53 +1,78 @@
 /**
- * A binary min-heap of items by deadline (epoch ms). Entries are never removed out of order:
- * the owner pushes a new entry whenever an item's deadline changes and skips entries that
- * no longer match (lazy deletion), then calls {@link DeadlineHeap.rebuild} when stale
- * entries pile up.
+ * A binary min-heap of items by deadline (epoch ms, or any number that orders them) in which
+ * every item knows its own position, so that an item's deadline can be changed and an item
+ * removed in O(log n). Holding exactly one entry per item, it never keeps a removed item
+ * alive and never needs a rebuild: memory and the time of every call stay bounded by the
+ * number of items it holds.
  */
 export class DeadlineHeap<T> {
-  private deadlines: number[] = [];
-  private items: T[] = [];
+  private readonly deadlines: number[] = [];
+  private readonly items: T[] = [];
 
-  /** Number of entries, stale ones included. */
+  /**
+   * @param positionOf where the item sits in this heap (-1 when it is not in it)
+   * @param setPosition stores the item's position (the heap sets -1 when it leaves)
+   */
+  constructor(
+    private readonly positionOf: (item: T) => number,
+    private readonly setPosition: (item: T, position: number) => void,
+  ) {}
+
+  /** Number of items. */
   get length(): number {
     return this.items.length;
   }
 
-  /** Deadline of the earliest entry, or `undefined` when empty. */
-  peekDeadline(): number | undefined {
-    return this.deadlines[0];
+  /** Whether `item` is in this heap. */
+  has(item: T): boolean {
+    const position = this.positionOf(item);
+    return position >= 0 && this.items[position] === item;
   }
 
-  /** Item of the earliest entry, or `undefined` when empty. */
+  /** The item with the earliest deadline, or `undefined` when empty. */
   peek(): T | undefined {
     return this.items[0];
   }
 
-  push(deadline: number, item: T): void {
+  /** The item with the earliest deadline other than `except` (O(1)). */
+  peekExcept(except: T | undefined): T | undefined {
+    const first = this.items[0];
+    if (first !== except || first === undefined) return first;
+    const left = this.items[1];
+    const right = this.items[2];
+    if (right === undefined) return left;
+    return (this.deadlines[2] as number) < (this.deadlines[1] as number) ? right : left;
+  }
+
+  /** Adds `item` with `deadline`, or moves it there if it is already in. */
+  set(item: T, deadline: number): void {
+    if (this.has(item)) {
+      const position = this.positionOf(item);
+      const previous = this.deadlines[position] as number;
+      this.deadlines[position] = deadline;
+      if (deadline < previous) this.up(position);
+      else if (deadline > previous) this.down(position);
+      return;
+    }
     this.deadlines.push(deadline);
     this.items.push(item);
+    this.setPosition(item, this.items.length - 1);
     this.up(this.items.length - 1);
   }
 
-  /** Removes the earliest entry. */
-  pop(): void {
+  /** Takes `item` out, if it is in. */
+  delete(item: T): void {
+    if (!this.has(item)) return;
+    const position = this.positionOf(item);
     const last = this.items.length - 1;
-    if (last < 0) return;
-    this.swap(0, last);
+    if (position !== last) this.swap(position, last);
     this.deadlines.pop();
     this.items.pop();
-    if (last > 0) this.down(0);
-  }
-
-  /** Replaces every entry by `entries` in O(n). */
-  rebuild(entries: Iterable<readonly [number, T]>): void {
-    this.deadlines = [];
-    this.items = [];
-    for (const [deadline, item] of entries) {
-      this.deadlines.push(deadline);
-      this.items.push(item);
+    this.setPosition(item, -1);
+    if (position < last) {
+      this.up(position);
+      this.down(position);
     }
-    for (let i = (this.items.length >> 1) - 1; i >= 0; i--) this.down(i);
   }
 
   private up(index: number): void {
@@ -84,5 +109,7 @@ export class DeadlineHeap<T> {
     const item = this.items[a] as T;
     this.items[a] = this.items[b] as T;
     this.items[b] = item;
+    this.setPosition(this.items[a] as T, a);
+    this.setPosition(item, b);
   }
 }

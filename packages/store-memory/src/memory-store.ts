@@ -15,7 +15,20 @@ import {
   systemClock,
 } from '@idem/core';
 import {
+  checkClock,
+  checkDuration,
+  checkObject,
+  checkOutcome,
+  checkString,
+  copyBytes,
+  detached,
+  positiveInteger,
+  readClock,
+  sweepInterval,
+} from './input.js';
+import {
   MARKER_OUTCOME_BYTES,
+  newSlot,
   OUTCOME_OVERHEAD_BYTES,
   RECORD_OVERHEAD_BYTES,
   RecordTable,
@@ -33,7 +46,10 @@ export const DEFAULT_MAX_ENTRIES = 100_000;
 
 /** Options of {@link createMemoryStore}. */
 export interface MemoryStoreOptions {
-  /** Clock that decides expiry. @default systemClock */
+  /**
+   * Clock that decides expiry. A call made while it answers anything but a finite number
+   * MUST fail with `InvalidInputError` and change nothing. @default systemClock
+   */
   clock?: Clock;
   /**
    * Most records kept, whatever their status. See {@link MemoryStoreOptions.maxBytes} for
@@ -59,7 +75,10 @@ export interface MemoryStoreOptions {
    * @default 8_388_608 (8 MiB), or `maxBytes` when that is smaller
    */
   maxOutcomeBytes?: number;
-  /** Interval of the sweep that frees expired records, in ms; `0` disables it. @default 60_000 */
+  /**
+   * Interval of the sweep that frees expired records, in ms: `0` disables it, else 1 to
+   * 2,147,483,647 (a longer timer would fire every 1 ms). @default 60_000
+   */
   sweepIntervalMs?: number;
 }
 
@@ -88,32 +107,33 @@ function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
   return true;
 }
 
-function positiveInteger(name: string, value: number): number {
-  if (!(Number.isSafeInteger(value) && value > 0)) {
-    throw new InvalidInputError(`${name} must be a positive integer`);
-  }
-  return value;
-}
-
-function duration(name: string, value: number): void {
-  // A NaN deadline would never expire and would break the eviction queues' order.
-  if (!(Number.isFinite(value) && value >= 0)) {
-    throw new InvalidInputError(`${name} must be a finite, non-negative number of ms`);
-  }
-}
-
-/** Smallest `maxBytes` accepted: one in-progress record with long strings. */
+/**
+ * Smallest `maxBytes` accepted: one in-progress record with 1 KiB of strings. (A record with
+ * longer ones may not fit a store this small: its acquire answers `StoreFullError`.)
+ */
 const MIN_MAX_BYTES = RECORD_OVERHEAD_BYTES + OUTCOME_OVERHEAD_BYTES + MARKER_OUTCOME_BYTES + 1024;
+
+/** Checks the key and owner of an owner-checked write and its retention. */
+function checkWrite(call: string, input: unknown): asserts input is ReleaseInput {
+  checkObject(call, input);
+  checkString('key', input.key);
+  checkString('owner', input.owner);
+  checkDuration('retentionMs', input.retentionMs);
+}
 
 /**
  * Creates a store that keeps records in this process's memory: the embedded default for
  * one server, development and tests. Every operation is synchronous inside, hence atomic
  * with respect to every other call. Nothing is shared between processes. Memory is bounded
  * by `maxEntries` and `maxBytes`; a full store answers `StoreFullError` rather than drop a
- * live record.
+ * live record. A call with bad input (a key or owner that is not a string of 1 to 1,024
+ * characters, a fingerprint over 1,024, a duration that is not a finite non-negative number,
+ * an outcome that is not a `Uint8Array`) MUST throw `InvalidInputError` before changing
+ * anything. Outcomes and strings are copied in and records copied out.
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
   const clock = options.clock ?? systemClock;
+  checkClock(clock);
   const maxEntries = positiveInteger('maxEntries', options.maxEntries ?? DEFAULT_MAX_ENTRIES);
   const maxBytes = positiveInteger('maxBytes', options.maxBytes ?? DEFAULT_MAX_BYTES);
   if (maxBytes < MIN_MAX_BYTES) {
@@ -135,11 +155,14 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
         `records within retention (${table.size} of ${maxEntries} records, ${table.bytes} of ${maxBytes} bytes)`,
     );
 
-  const sweep = () => table.sweep(clock.now());
-  const interval = options.sweepIntervalMs ?? 60_000;
+  const sweep = () => table.sweep(readClock(clock));
+  const interval = sweepInterval(options.sweepIntervalMs ?? 60_000);
   let timer: ReturnType<typeof setInterval> | undefined;
   if (interval > 0) {
-    timer = setInterval(sweep, interval);
+    timer = setInterval(() => {
+      const now = clock.now();
+      if (Number.isFinite(now)) table.sweep(now); // a bad reading waits for the next tick
+    }, interval);
     timer.unref?.();
   }
 
@@ -155,9 +178,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     },
     sweep,
     async acquire(input: AcquireInput): Promise<AcquireResult> {
-      duration('leaseMs', input.leaseMs);
-      duration('retentionMs', input.retentionMs);
-      const now = clock.now();
+      checkObject('acquire', input);
+      checkString('key', input.key);
+      checkString('owner', input.owner);
+      checkString('fingerprint', input.fingerprint, true);
+      checkDuration('leaseMs', input.leaseMs);
+      checkDuration('retentionMs', input.retentionMs);
+      const now = readClock(clock);
       const found = table.live(input.key, now);
       const leaseUntil = now + input.leaseMs;
       if (found) {
@@ -175,20 +202,24 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
           (record.status === 'in_progress' && now < record.leaseUntil) ||
           record.status === 'completed';
         if (isLive) return { kind: 'found', record: clone(record), now };
-        // A tombstone or a passed lease: taken over in place (removed first, so its room counts).
-        table.remove(found);
       }
+      // No record, a tombstone or a passed lease: the new record takes its place.
       const fence = (found ? found.record.fence : table.fenceFloor) + 1;
       const record: StoredRecord = {
         status: 'in_progress',
-        fingerprint: input.fingerprint,
-        owner: input.owner,
+        fingerprint: detached(input.fingerprint),
+        owner: detached(input.owner),
         fence,
         leaseUntil,
         expiresAt: leaseUntil + input.retentionMs,
       };
-      const slot = { key: input.key, record, cost: recordCost(input.key, record) };
-      if (!table.makeRoom(now, 1, slot.cost)) throw full('a new record');
+      const slot = newSlot(detached(input.key), record);
+      // Room is made around the record replaced: refused, it stays (its owner may complete).
+      const room = found
+        ? table.makeRoom(now, 0, slot.cost - found.cost, found)
+        : table.makeRoom(now, 1, slot.cost);
+      if (!room) throw full('a new record');
+      if (found) table.remove(found);
       table.insert(slot);
       return {
         kind: 'acquired',
@@ -198,36 +229,38 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       };
     },
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
-      duration('retentionMs', input.retentionMs);
-      if (input.outcome.byteLength > maxOutcomeBytes) {
-        throw new OutcomeTooLargeError(input.outcome.byteLength, maxOutcomeBytes);
+      checkWrite('complete', input);
+      const outcome: unknown = input.outcome;
+      checkOutcome(outcome);
+      if (outcome.byteLength > maxOutcomeBytes) {
+        throw new OutcomeTooLargeError(outcome.byteLength, maxOutcomeBytes);
       }
-      const now = clock.now();
+      const now = readClock(clock);
       const slot = table.live(input.key, now);
       const found = slot?.record;
       if (!slot || !found || found.owner !== input.owner) return notOwner;
       if (found.status === 'completed') {
         // A redelivered complete succeeds only with the very bytes that were recorded.
-        return sameBytes(found.outcome, input.outcome) ? { ok: true } : notOwner;
+        return sameBytes(found.outcome, outcome) ? { ok: true } : notOwner;
       }
       if (found.status !== 'in_progress') return notOwner;
       const next: StoredRecord = {
         ...found,
         status: 'completed',
         expiresAt: now + input.retentionMs,
-        outcome: input.outcome,
+        outcome,
       };
-      const extra = recordCost(slot.key, next) - slot.cost;
+      const extra = recordCost(slot.strings, next) - slot.cost;
       if (extra > 0 && !table.makeRoom(now, 0, extra, slot)) {
-        throw full(`an outcome of ${input.outcome.byteLength} bytes`);
+        throw full(`an outcome of ${outcome.byteLength} bytes`);
       }
-      next.outcome = input.outcome.slice();
+      next.outcome = copyBytes(outcome);
       table.replace(slot, next);
       return { ok: true };
     },
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
-      duration('retentionMs', input.retentionMs);
-      const now = clock.now();
+      checkWrite('release', input);
+      const now = readClock(clock);
       const slot = table.live(input.key, now);
       const found = slot?.record;
       if (!slot || !found || found.owner !== input.owner) return notOwner;
@@ -242,9 +275,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       return { ok: true };
     },
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
-      duration('leaseMs', input.leaseMs);
-      duration('retentionMs', input.retentionMs);
-      const now = clock.now();
+      checkWrite('extend', input);
+      checkDuration('leaseMs', input.leaseMs);
+      const now = readClock(clock);
       const slot = table.live(input.key, now);
       const found = slot?.record;
       if (!slot || found?.status !== 'in_progress' || found.owner !== input.owner) return notOwner;
@@ -253,7 +286,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       return { ok: true, leaseUntil };
     },
     async get(key: string): Promise<StoredRecord | undefined> {
-      const slot = table.live(key, clock.now());
+      if (typeof key !== 'string') throw new InvalidInputError('get needs a string key');
+      const slot = table.live(key, readClock(clock));
       return slot ? clone(slot.record) : undefined;
     },
     async close(): Promise<void> {

@@ -4,7 +4,8 @@ import { DeadlineHeap } from './deadline-heap.js';
 /**
  * Estimated bytes one record costs beyond its strings and outcome: the record and slot
  * objects, map and queue entries. Measured with `scripts/record-overhead.mjs` (about 650 to
- * 710 bytes on Node 20) and rounded up.
+ * 710 bytes on Node 20 when the queues kept stale entries, about 300 since each record sits
+ * once in each queue); kept on the safe side.
  */
 export const RECORD_OVERHEAD_BYTES = 768;
 
@@ -18,17 +19,33 @@ export const OUTCOME_OVERHEAD_BYTES = 512;
  */
 export const MARKER_OUTCOME_BYTES = 1024;
 
-/** One stored record and what it is accounted for. */
+/** One stored record, what it is accounted for, and where it sits in the eviction queues. */
 export interface Slot {
   readonly key: string;
   record: StoredRecord;
+  /** Accounted bytes of the key, fingerprint and owner (they never change for one slot). */
+  readonly strings: number;
   /** Accounted bytes, see {@link recordCost}. */
   cost: number;
+  /** Positions in the queues by expiry, by lease and by release (-1: not in it). */
+  expiryAt: number;
+  leaseAt: number;
+  releaseAt: number;
+}
+
+/**
+ * Bytes V8 keeps for a string's characters: one a character when they all fit in Latin-1,
+ * else two.
+ */
+export function stringBytes(value: string): number {
+  for (let i = 0; i < value.length; i++) {
+    if (value.charCodeAt(i) > 0xff) return 2 * value.length;
+  }
+  return value.length;
 }
 
 /** Accounted bytes of a record: estimated overhead, its strings, and its outcome or the marker reserve. */
-export function recordCost(key: string, record: StoredRecord): number {
-  const strings = key.length + record.fingerprint.length + record.owner.length;
+export function recordCost(strings: number, record: StoredRecord): number {
   let payload = 0;
   if (record.status === 'completed') {
     payload = OUTCOME_OVERHEAD_BYTES + (record.outcome?.byteLength ?? 0);
@@ -38,18 +55,42 @@ export function recordCost(key: string, record: StoredRecord): number {
   return RECORD_OVERHEAD_BYTES + strings + payload;
 }
 
+/** A slot for a record at `key` (not yet in any table). */
+export function newSlot(key: string, record: StoredRecord): Slot {
+  const strings = stringBytes(key) + stringBytes(record.fingerprint) + stringBytes(record.owner);
+  const cost = recordCost(strings, record);
+  return { key, record, strings, cost, expiryAt: -1, leaseAt: -1, releaseAt: -1 };
+}
+
 /**
  * The records of one memory store with their accounting and eviction order. Eviction looks
- * only at the head of three queues (O(log n) a record), never scans the table:
- * expired records by `expiresAt`, released tombstones in release order, and in-progress
- * records by `leaseUntil`. Completed records within retention and live leases are in no
- * queue that eviction may take from before they expire.
+ * only at the head of three queues (O(log n) a record), never scans the table: records by
+ * `expiresAt`, released tombstones in release order, and in-progress records by
+ * `leaseUntil`. Each record sits once in each queue it belongs to and leaves it when it is
+ * removed, so the queues never hold more than the table. Completed records within retention
+ * and live leases are in no queue that eviction may take from before they expire.
  */
 export class RecordTable {
   private readonly slots = new Map<string, Slot>();
-  private readonly tombstones = new Map<string, Slot>();
-  private readonly byExpiry = new DeadlineHeap<Slot>();
-  private readonly byLease = new DeadlineHeap<Slot>();
+  private readonly byExpiry = new DeadlineHeap<Slot>(
+    (slot) => slot.expiryAt,
+    (slot, at) => {
+      slot.expiryAt = at;
+    },
+  );
+  private readonly byLease = new DeadlineHeap<Slot>(
+    (slot) => slot.leaseAt,
+    (slot, at) => {
+      slot.leaseAt = at;
+    },
+  );
+  private readonly byRelease = new DeadlineHeap<Slot>(
+    (slot) => slot.releaseAt,
+    (slot, at) => {
+      slot.releaseAt = at;
+    },
+  );
+  private releases = 0;
   /** Sum of every slot's cost. */
   bytes = 0;
   /** Highest fence of every forgotten record: a new record starts above it. */
@@ -62,6 +103,11 @@ export class RecordTable {
 
   get size(): number {
     return this.slots.size;
+  }
+
+  /** Entries in the eviction queues (never more than three a record). */
+  get queued(): number {
+    return this.byExpiry.length + this.byLease.length + this.byRelease.length;
   }
 
   /** The slot at `key` unless it has expired at `now` (an expired one is removed). */
@@ -78,28 +124,27 @@ export class RecordTable {
   insert(slot: Slot): void {
     this.slots.set(slot.key, slot);
     this.bytes += slot.cost;
-    this.track(slot, undefined);
+    this.track(slot);
   }
 
-  /** Replaces a slot's record, keeping the accounting and queues right. */
+  /** Replaces a slot's record (same key, fingerprint and owner), keeping the accounting and queues right. */
   replace(slot: Slot, record: StoredRecord): void {
-    const previous = slot.record;
     slot.record = record;
     this.bytes -= slot.cost;
-    slot.cost = recordCost(slot.key, record);
+    slot.cost = recordCost(slot.strings, record);
     this.bytes += slot.cost;
-    this.track(slot, previous);
+    this.track(slot);
   }
 
   /** Forgets a record, raising the fence floor to its fence. */
   remove(slot: Slot): void {
     if (this.slots.get(slot.key) !== slot) return;
     this.slots.delete(slot.key);
-    this.tombstones.delete(slot.key);
+    this.byExpiry.delete(slot);
+    this.byLease.delete(slot);
+    this.byRelease.delete(slot);
     this.bytes -= slot.cost;
     if (slot.record.fence > this.fenceFloor) this.fenceFloor = slot.record.fence;
-    // A stale queue entry may still point at the slot until it is popped: let the outcome go.
-    slot.record.outcome = undefined;
   }
 
   /** Whether `entries` more records and `bytes` more bytes would fit now. */
@@ -111,9 +156,14 @@ export class RecordTable {
    * Frees room for `entries` records and `bytes` bytes: expired records first, then released
    * tombstones (oldest release first), then in-progress records whose lease has passed
    * (oldest lease first), never `keep`. Returns false when that is not enough: what is left
-   * is live leases and completed records within retention, which are never dropped.
+   * is live leases and completed records within retention, which are never dropped. What
+   * could not fit even beside `keep` alone is refused before anything is evicted.
    */
   makeRoom(now: number, entries: number, bytes: number, keep?: Slot): boolean {
+    const kept = keep === undefined ? 0 : 1;
+    if (entries + kept > this.maxEntries || bytes + (keep?.cost ?? 0) > this.maxBytes) {
+      return false;
+    }
     while (!this.fits(entries, bytes)) {
       if (
         !(this.evictExpired(now) || this.evictTombstone(keep) || this.evictPassedLease(now, keep))
@@ -130,90 +180,33 @@ export class RecordTable {
     return removed;
   }
 
-  private track(slot: Slot, previous: StoredRecord | undefined): void {
+  private track(slot: Slot): void {
     const { record } = slot;
-    if (record.expiresAt !== previous?.expiresAt) {
-      this.byExpiry.push(record.expiresAt, slot);
-      if (this.byExpiry.length > 2 * this.slots.size + 64) {
-        this.byExpiry.rebuild([...this.slots.values()].map((s) => [s.record.expiresAt, s]));
-      }
-    }
-    if (record.status === 'released') {
-      this.tombstones.delete(slot.key); // re-insert at the end: release order
-      this.tombstones.set(slot.key, slot);
-    } else if (previous?.status === 'released') {
-      this.tombstones.delete(slot.key);
-    }
-    if (
-      record.status === 'in_progress' &&
-      (previous?.status !== 'in_progress' || record.leaseUntil !== previous.leaseUntil)
-    ) {
-      this.byLease.push(record.leaseUntil, slot);
-      if (this.byLease.length > 2 * this.slots.size + 64) {
-        this.byLease.rebuild(
-          [...this.slots.values()]
-            .filter((s) => s.record.status === 'in_progress')
-            .map((s) => [s.record.leaseUntil, s]),
-        );
-      }
-    }
-  }
-
-  private isCurrent(slot: Slot): boolean {
-    return this.slots.get(slot.key) === slot;
+    this.byExpiry.set(slot, record.expiresAt);
+    if (record.status === 'in_progress') this.byLease.set(slot, record.leaseUntil);
+    else this.byLease.delete(slot);
+    if (record.status !== 'released') this.byRelease.delete(slot);
+    else if (!this.byRelease.has(slot)) this.byRelease.set(slot, ++this.releases);
   }
 
   private evictExpired(now: number): boolean {
-    for (;;) {
-      const slot = this.byExpiry.peek();
-      const deadline = this.byExpiry.peekDeadline();
-      if (slot === undefined || deadline === undefined) return false;
-      if (!this.isCurrent(slot) || slot.record.expiresAt !== deadline) {
-        this.byExpiry.pop(); // stale entry
-        continue;
-      }
-      if (now < deadline) return false;
-      this.byExpiry.pop();
-      this.remove(slot);
-      return true;
-    }
+    const slot = this.byExpiry.peek();
+    if (slot === undefined || now < slot.record.expiresAt) return false;
+    this.remove(slot);
+    return true;
   }
 
   private evictTombstone(keep: Slot | undefined): boolean {
-    for (const slot of this.tombstones.values()) {
-      if (slot === keep) continue;
-      this.remove(slot);
-      return true;
-    }
-    return false;
+    const slot = this.byRelease.peekExcept(keep);
+    if (slot === undefined) return false;
+    this.remove(slot);
+    return true;
   }
 
   private evictPassedLease(now: number, keep: Slot | undefined): boolean {
-    let keptEntry: number | undefined;
-    let evicted = false;
-    for (;;) {
-      const slot = this.byLease.peek();
-      const deadline = this.byLease.peekDeadline();
-      if (slot === undefined || deadline === undefined) break;
-      const current =
-        this.isCurrent(slot) &&
-        slot.record.status === 'in_progress' &&
-        slot.record.leaseUntil === deadline;
-      if (!current) {
-        this.byLease.pop(); // stale entry
-        continue;
-      }
-      if (now < deadline) break;
-      this.byLease.pop();
-      if (slot === keep) {
-        keptEntry = deadline;
-        continue;
-      }
-      this.remove(slot);
-      evicted = true;
-      break;
-    }
-    if (keep !== undefined && keptEntry !== undefined) this.byLease.push(keptEntry, keep);
-    return evicted;
+    const slot = this.byLease.peekExcept(keep);
+    if (slot === undefined || now < slot.record.leaseUntil) return false;
+    this.remove(slot);
+    return true;
   }
 }
