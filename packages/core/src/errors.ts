@@ -46,14 +46,24 @@ export class InvalidInputError extends IdemError {
   }
 }
 
+/**
+ * Why canonical JSON refused a value: `not_json` for what JSON cannot carry faithfully
+ * (a BigInt, a cycle, a Map...), `too_deep` for nesting beyond `MAX_CANONICAL_DEPTH`
+ * (a caller fingerprinting a request body may fall back to its raw bytes then).
+ */
+export type NotCanonicalReason = 'not_json' | 'too_deep';
+
 /** A value handed to canonical JSON cannot be represented in JSON without guessing. */
 export class NotCanonicalError extends IdemError {
   /** JSON-pointer-like path to the offending value, e.g. `/body/items/3`. */
   readonly path: string;
+  /** What was wrong with the value. */
+  readonly reason: NotCanonicalReason;
 
-  constructor(message: string, path: string) {
+  constructor(message: string, path: string, reason: NotCanonicalReason = 'not_json') {
     super('NOT_CANONICAL', `${message} at ${path === '' ? '(root)' : path}`);
     this.path = path;
+    this.reason = reason;
   }
 }
 

@@ -1,10 +1,10 @@
 export type { JsonValue } from './canonical-json.js';
-export { canonicalJson } from './canonical-json.js';
+export { canonicalJson, MAX_CANONICAL_DEPTH } from './canonical-json.js';
 export type { Clock } from './clock.js';
 export { ManualClock, systemClock } from './clock.js';
 export type { EncodedPart } from './encoding.js';
 export { digestParts } from './encoding.js';
-export type { IdemErrorCode } from './errors.js';
+export type { IdemErrorCode, NotCanonicalReason } from './errors.js';
 export {
   IdemError,
   InProgressError,
