@@ -10,7 +10,12 @@ import type { HttpIdempotencyOptions, ScopeHint } from './options.js';
 import { finalOn2xx } from './policy.js';
 import { PROBLEM_TYPES, problemResponse } from './problem.js';
 import { resolveRecordedHeaders } from './recorded-headers.js';
-import { createRecorder, type IdempotencyContext, type ResponseRecorder } from './recorder.js';
+import {
+  createRecorder,
+  type IdempotencyContext,
+  type ResponseRecorder,
+  unusableResponse,
+} from './recorder.js';
 import { replayResponse } from './replay.js';
 import {
   BodyTooLargeError,
@@ -249,22 +254,49 @@ export function createIdempotencyHandler<R = Request>(
     let response: Response;
     try {
       response = await next(request, recorder.context);
+      const unusable = unusableResponse(response);
+      if (unusable) throw new TypeError(`The handler ${unusable}, not a Response it can send`);
     } catch (error) {
-      const failure = problemResponse({
-        type: PROBLEM_TYPES.handlerFailed,
-        title: 'Internal Server Error',
-        status: 500,
-      });
-      if (!recorder.start(failure.status, failure.headers)) {
-        await recorder.fail(error);
-        throw error;
-      }
-      return recorder.recordResponse(failure, request.signal);
+      return answerFailure(recorder, error, request.signal);
     }
-    return recorder.recordResponse(response, request.signal);
+    try {
+      return await recorder.recordResponse(response, request.signal);
+    } catch (error) {
+      // The policy threw, or the adapter misused the recorder: never leave the key held.
+      await recorder.fail(error);
+      throw error;
+    }
   }
 
   return { begin, handle };
+}
+
+/**
+ * The handler threw (or gave nothing sendable): a 500 problem, recorded when the policy makes
+ * it final; otherwise the key is released and the error rethrown to the framework.
+ */
+async function answerFailure(
+  recorder: ResponseRecorder,
+  error: unknown,
+  signal: AbortSignal,
+): Promise<Response> {
+  const failure = problemResponse({
+    type: PROBLEM_TYPES.handlerFailed,
+    title: 'Internal Server Error',
+    status: 500,
+  });
+  let final: boolean;
+  try {
+    final = recorder.start(failure.status, failure.headers);
+  } catch (policyError) {
+    await recorder.fail(policyError);
+    throw policyError;
+  }
+  if (!final) {
+    await recorder.fail(error);
+    throw error;
+  }
+  return recorder.recordResponse(failure, signal);
 }
 
 function respond(

@@ -68,6 +68,21 @@ interface RecorderSettings {
   warn: (message: string) => void;
 }
 
+/**
+ * Why `value` cannot be sent as a response (it is not a `Response`, its body was read or is
+ * locked, or it is `Response.error()`), or undefined when it can.
+ * @internal
+ */
+export function unusableResponse(value: unknown): string | undefined {
+  if (!(value instanceof Response)) {
+    return `returned ${value === null ? 'null' : typeof value === 'object' ? 'an object' : typeof value}`;
+  }
+  if (value.type === 'error' || value.status === 0) return 'returned Response.error()';
+  if (value.bodyUsed) return 'returned a Response whose body was already read';
+  if (value.body?.locked) return 'returned a Response whose body is locked by a reader';
+  return undefined;
+}
+
 /** @internal */
 export function createRecorder(
   key: string,
@@ -90,6 +105,7 @@ export function createRecorder(
 
   function start(status: number, headers: Headers): boolean {
     if (head) return final;
+    // A policy that throws is a failure of ours after acquisition: the caller releases.
     final = settings.isFinal({ status, headers });
     head = { status, headers: pickRecordedHeaders(headers, settings.recordedHeaders) };
     const length = headers.get('content-length');
@@ -100,7 +116,7 @@ export function createRecorder(
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
 
   function capture(chunk: Uint8Array): boolean {
-    if (!head) throw new Error('ResponseRecorder.start must be called before capture');
+    if (!head) throw misuse('ResponseRecorder.start must be called before capture');
     if (idleTimer !== undefined) armIdle();
     if (chunk.length === 0) return true;
     seen += chunk.length;
@@ -116,13 +132,16 @@ export function createRecorder(
   }
 
   async function settle(): Promise<void> {
-    if (!head) throw new Error('ResponseRecorder.start must be called before finish');
+    if (!head) {
+      await releaseQuietly();
+      throw new Error('ResponseRecorder.start must be called before finish');
+    }
     if (!final || tooLarge) {
       if (tooLarge)
         settings.warn(
           `Response of ${execution.storageKey} is too large for the store; not recorded`,
         );
-      await execution.release().catch(() => {});
+      await releaseQuietly();
       return;
     }
     const body = new Uint8Array(seen);
@@ -167,9 +186,21 @@ export function createRecorder(
     return done;
   }
 
+  // A failed release leaves the record in progress until its lease passes (heartbeats stop
+  // either way); it is reported through events.
+  async function releaseQuietly(): Promise<void> {
+    if (!execution.finished) await execution.release().catch(() => {});
+  }
+
+  // An adapter bug must not hold the key: the execution is released, the caller gets the error.
+  function misuse(message: string): Error {
+    void fail(undefined);
+    return new Error(message);
+  }
+
   function fail(_error: unknown): Promise<void> {
     clearTimeout(idleTimer);
-    done ??= execution.release().catch(() => {});
+    done ??= releaseQuietly();
     return done;
   }
 
@@ -190,6 +221,11 @@ export function createRecorder(
   }
 
   async function recordResponse(response: Response, signal?: AbortSignal): Promise<Response> {
+    const unusable = unusableResponse(response);
+    if (unusable) {
+      await fail(undefined);
+      throw new TypeError(`recordResponse was given something that ${unusable}`);
+    }
     start(response.status, response.headers);
     if (response.body === null) {
       // No body (204, 304, HEAD): record first; the response goes out only after that.
