@@ -51,10 +51,10 @@ const SF_BARE_ITEM = [
   String.raw`"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"`, // sf-string
   String.raw`[A-Za-z*][!#$%&'*+\-.^_\x60|~0-9A-Za-z:/]*`, // sf-token
   // sf-binary: base64 in groups of four, "=" padding optional at the end only
-  String.raw`:(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?:`,
+  ':(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?:',
   String.raw`\?[01]`, // sf-boolean
 ].join('|');
-const PARAMETERS = new RegExp(String.raw`^(?:;[ ]*${SF_KEY}(?:=(?:${SF_BARE_ITEM}))?)*$`);
+const PARAMETERS = new RegExp(`^(?:;[ ]*${SF_KEY}(?:=(?:${SF_BARE_ITEM}))?)*$`);
 
 function parseSfString(value: string): ParsedKey {
   let key = '';
