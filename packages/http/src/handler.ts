@@ -79,7 +79,7 @@ const DEFAULT_METHODS = ['POST', 'PATCH'];
 
 /**
  * Creates the HTTP layer. Order of checks for a method that needs a key: key present and
- * valid (400) -> scope -> body size (413) -> fingerprint mismatch (422) -> in progress (409
+ * valid (400) -> scope (500 when the hook gives no principal) -> body size (413) -> fingerprint mismatch (422) -> in progress (409
  * with Retry-After, or a bounded wait) -> replay (`Idempotent-Replayed: true`) -> execute.
  * The store down gives 503 with Retry-After unless `failOpen`.
  */
@@ -107,19 +107,33 @@ export function createIdempotencyHandler<R = Request>(
     failOpen: options.failOpen ?? false,
     warn,
   };
-  let principalSeen = false;
+  const scopeHook = options.scope;
+  if (scopeHook !== 'global' && typeof scopeHook !== 'function') {
+    throw new InvalidInputError(
+      "The scope option is required: pass scope: (request) => ({ principal }) naming the tenant, user or API key a request acts for, or scope: 'global' for a single-tenant server where every caller shares one key space",
+    );
+  }
   let warnedNoPrincipal = false;
 
-  function notePrincipal(hint: ScopeHint | undefined): void {
+  /** The principal and operation hint, or undefined when the hook gave no principal. */
+  async function scopeOf(
+    request: IncomingRequest<R>,
+  ): Promise<{ principal: JsonValue; operation?: string } | undefined> {
+    if (scopeHook === 'global') return { principal: null };
+    const hint: Partial<ScopeHint> | undefined = await scopeHook(request.native);
     if (hint?.principal !== undefined && hint.principal !== null) {
-      principalSeen = true;
-    } else if (!principalSeen && !warnedNoPrincipal) {
+      return hint.operation === undefined
+        ? { principal: hint.principal }
+        : { principal: hint.principal, operation: hint.operation };
+    }
+    if (!warnedNoPrincipal) {
       warnedNoPrincipal = true;
       warn(
-        'No principal was given by the scope hook: keys are shared by every client of an operation. ' +
-          'Return { principal } from `scope` (tenant, user or API key id) to isolate them.',
+        `The scope hook gave no principal for ${request.method.toUpperCase()} ${request.url}: such requests get a 500 ${PROBLEM_TYPES.noPrincipal} problem. ` +
+          "Return { principal } (tenant, user or API key id), run authentication before the idempotency layer, or use scope: 'global' for a single-tenant server.",
       );
     }
+    return undefined;
   }
 
   async function begin(request: IncomingRequest<R>): Promise<IdempotencyDecision> {
@@ -140,8 +154,15 @@ export function createIdempotencyHandler<R = Request>(
       return respond(400, PROBLEM_TYPES.invalidKey, 'Invalid Idempotency-Key', parsed.reason);
     const key = parsed.key;
 
-    const hint = await options.scope?.(request.native);
-    notePrincipal(hint);
+    const hint = await scopeOf(request);
+    if (!hint) {
+      return respond(
+        500,
+        PROBLEM_TYPES.noPrincipal,
+        'Idempotency scope has no principal',
+        'The server could not tell whose request this is; nothing was run or stored',
+      );
+    }
 
     const declared = request.header('content-length');
     if (declared !== undefined && Number(declared) > maxBodyBytes) return tooLarge();
@@ -154,8 +175,9 @@ export function createIdempotencyHandler<R = Request>(
     }
 
     const url = new URL(request.url, 'http://localhost');
-    const operation = hint?.operation ?? `${method} ${request.route ?? url.pathname}`;
-    const scope: JsonValue = ['idem/http/v1', hint?.principal ?? null, operation];
+    const operation = hint.operation ?? `${method} ${request.route ?? url.pathname}`;
+    // 'global' is the only way to the null principal: a hook's principal is never null.
+    const scope: JsonValue = ['idem/http/v1', hint.principal, operation];
     const print = await fingerprintOf(request, method, url, body, options.fingerprint);
 
     let begun: Awaited<ReturnType<typeof engine.begin>>;
