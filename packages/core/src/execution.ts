@@ -9,6 +9,7 @@ import {
   StoreUnavailableError,
 } from './errors.js';
 import type { IdemEventListener } from './events.js';
+import { LeaseKeeper } from './lease-keeper.js';
 import { type NotRecordedDetails, notRecordedOutcome } from './not-recorded.js';
 import { encodeOutcome, type StoredOutcome } from './outcome-codec.js';
 import type { IdempotencyStore, OwnerWriteResult } from './store.js';
@@ -35,8 +36,6 @@ export interface ExecutionSettings {
   emit: IdemEventListener;
 }
 
-type Phase = 'running' | 'finishing' | 'done';
-
 /**
  * One acquisition of a storage key: the right to run the operation once and record its
  * outcome. Holds the lease with heartbeats until the final write has landed (or
@@ -50,14 +49,9 @@ export class Execution {
   /** True when this acquisition took over a passed lease of another owner. */
   readonly takeover: boolean;
 
-  private readonly controller = new AbortController();
   private readonly acquiredAt: number;
   private readonly tasks: BackgroundTasks;
-  private leaseEstimate: number;
-  private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
-  private watchdogTimer: ReturnType<typeof setTimeout> | undefined;
-  private phase: Phase = 'running';
-  private abandoned = false;
+  private readonly lease: LeaseKeeper;
   private lastStoreError: StoreUnavailableError | undefined;
 
   /** @internal created by the engine after a successful acquire */
@@ -69,13 +63,12 @@ export class Execution {
   ) {
     this.fence = init.fence;
     this.takeover = init.takeover;
-    this.signal = this.controller.signal;
     this.acquiredAt = init.callStartedAt;
     this.tasks = init.tasks ?? new BackgroundTasks();
-    // The store started the lease no earlier than the call was sent: a safe lower bound.
-    this.leaseEstimate = init.callStartedAt + settings.leaseMs;
-    this.armWatchdog();
-    this.scheduleHeartbeat();
+    this.lease = new LeaseKeeper(settings, storageKey, owner, init.callStartedAt, (phase) =>
+      this.emitLeaseLost(phase),
+    );
+    this.signal = this.lease.controller.signal;
   }
 
   /**
@@ -85,13 +78,12 @@ export class Execution {
    * nobody reads), where releasing at once could let a retry run it a second time.
    */
   abandon(): void {
-    this.abandoned = true;
-    clearTimeout(this.heartbeatTimer);
+    this.lease.abandon();
   }
 
   /** Whether `complete`, `completeNotRecorded` or `release` has been called. */
   get finished(): boolean {
-    return this.phase !== 'running';
+    return this.lease.phase !== 'running';
   }
 
   /**
@@ -264,80 +256,12 @@ export class Execution {
   }
 
   private startFinishing(): void {
-    if (this.phase !== 'running')
+    if (this.lease.phase !== 'running')
       throw new InvalidInputError('This execution was already completed or released');
-    this.phase = 'finishing';
+    this.lease.phase = 'finishing';
   }
 
-  // A method, not a field read: the phase changes while a renewal is awaited.
-  private isDone(): boolean {
-    return this.phase === 'done';
-  }
-
-  /** The final write settled (or was given up): no more renewals, no watchdog. */
   private stop(): void {
-    this.phase = 'done';
-    clearTimeout(this.heartbeatTimer);
-    clearTimeout(this.watchdogTimer);
-  }
-
-  private lose(phase: 'heartbeat' | 'max_hold', message: string): void {
-    if (this.controller.signal.aborted) return;
-    this.emitLeaseLost(phase);
-    this.controller.abort(new LeaseLostError(message));
-  }
-
-  private armWatchdog(): void {
-    clearTimeout(this.watchdogTimer);
-    const delay = Math.max(0, this.leaseEstimate - this.settings.clock.now());
-    this.watchdogTimer = setTimeout(() => {
-      if (this.phase === 'done') return;
-      const holdPassed = this.settings.clock.now() - this.acquiredAt >= this.settings.maxHoldMs;
-      this.lose(
-        holdPassed ? 'max_hold' : 'heartbeat',
-        holdPassed
-          ? 'The maximum hold time passed; the lease was not renewed'
-          : 'The lease could not be renewed before it passed',
-      );
-    }, delay);
-    this.watchdogTimer.unref?.();
-  }
-
-  private scheduleHeartbeat(): void {
-    const { heartbeatMs } = this.settings;
-    if (heartbeatMs === false || this.phase === 'done' || this.abandoned) return;
-    this.heartbeatTimer = setTimeout(() => void this.beat(), heartbeatMs);
-    this.heartbeatTimer.unref?.();
-  }
-
-  private async beat(): Promise<void> {
-    if (this.phase === 'done' || this.abandoned) return;
-    // While the operation runs, a lost lease ends the renewals; while its final write is
-    // retried, renewing may still win the lease back if nobody took the key over.
-    if (this.phase === 'running' && this.controller.signal.aborted) return;
-    const { store, clock, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs } = this.settings;
-    const startedAt = clock.now();
-    // Never renew past the maximum hold: the last renewal is cut to what is left of it.
-    const lease = Math.min(leaseMs, this.acquiredAt + maxHoldMs - startedAt);
-    if (lease <= 0) return; // let the lease lapse; the watchdog aborts
-    try {
-      const result = await callStore('extend', storeTimeoutMs, () =>
-        store.extend({ key: this.storageKey, owner: this.owner, leaseMs: lease, retentionMs }),
-      );
-      if (this.isDone()) return;
-      if (!result.ok) {
-        // While finishing, not_owner may mean our own complete just landed: the final
-        // write tells which.
-        if (this.phase === 'running')
-          this.lose('heartbeat', 'Another execution took this key over');
-        return;
-      }
-      this.leaseEstimate = startedAt + lease;
-      this.armWatchdog();
-    } catch (error) {
-      if (this.isDone()) return;
-      this.emitStoreError('extend', error);
-    }
-    this.scheduleHeartbeat();
+    this.lease.stop();
   }
 }
