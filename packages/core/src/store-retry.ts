@@ -35,7 +35,8 @@ export async function retryStoreCall<T>(
   let pause = FIRST_RETRY_DELAY_MS;
   for (;;) {
     try {
-      return await callStore(operation, timeoutMs, call);
+      // Background work must not keep a process alive; a caller waiting holds its own timer.
+      return await callStore(operation, timeoutMs, call, { unref: true });
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
       options.onError?.(error);

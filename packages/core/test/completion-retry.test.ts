@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   type Clock,
   createIdempotency,
@@ -163,5 +163,33 @@ describe('an acquire whose answer was lost', () => {
     expect(await idem.drain(2_000)).toBe(0);
     expect(await idem.execute({ key: 'k' }, op)).toEqual({ value: 'charge-1', replayed: false });
     expect(runs()).toBe(1);
+  });
+});
+
+describe('background work does not keep a process alive', () => {
+  it('retries of a final write after the caller gave up run on unref’d timers only', async () => {
+    const { idem, store, op } = setup({ storeTimeoutMs: 30, completionWaitMs: 60 });
+    store.always.complete = 'hang';
+    await expect(idem.execute({ key: 'k' }, op)).rejects.toBeInstanceOf(StoreUnavailableError);
+    const created: NodeJS.Timeout[] = [];
+    const original = globalThis.setTimeout;
+    const spy = vi.spyOn(globalThis, 'setTimeout').mockImplementation(((
+      ...args: Parameters<typeof setTimeout>
+    ) => {
+      const timer = original(...args);
+      created.push(timer);
+      return timer;
+    }) as typeof setTimeout);
+    try {
+      for (let i = 0; created.length < 3 && i < 300; i++)
+        await sleep(10, undefined, { ref: false });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(created.length).toBeGreaterThanOrEqual(3);
+    // Each background attempt's time limit: none may hold the process open.
+    expect(created.map((t) => t.hasRef())).toEqual(created.map(() => false));
+    delete store.always.complete;
+    expect(await idem.drain(5_000)).toBe(0);
   });
 });
