@@ -1,21 +1,12 @@
-import {
-  createIdempotency,
-  InProgressError,
-  InvalidInputError,
-  isIdemError,
-  type JsonValue,
-} from '@idem/core';
+import { createIdempotency, InvalidInputError, isIdemError, type JsonValue } from '@idem/core';
+import { answerBeginError, answerFailure, respond, tooLarge } from './answers.js';
 import { parseIdempotencyKey } from './key-header.js';
-import type { HttpIdempotencyOptions, ScopeHint } from './options.js';
+import type { HttpIdempotencyOptions } from './options.js';
 import { finalOn2xx } from './policy.js';
-import { PROBLEM_TYPES, problemResponse } from './problem.js';
+import { PROBLEM_TYPES } from './problem.js';
+import { unusableResponse } from './record-response.js';
 import { resolveRecordedHeaders } from './recorded-headers.js';
-import {
-  createRecorder,
-  type IdempotencyContext,
-  type ResponseRecorder,
-  unusableResponse,
-} from './recorder.js';
+import { createRecorder, type IdempotencyContext, type ResponseRecorder } from './recorder.js';
 import { replayResponse } from './replay.js';
 import {
   BodyTooLargeError,
@@ -24,6 +15,7 @@ import {
   readBodyLimited,
 } from './request-body.js';
 import { fingerprintOf } from './request-fingerprint.js';
+import { createScopeResolver } from './scope.js';
 
 /** A request as an adapter describes it to {@link IdempotencyHandler.begin}. */
 export interface IncomingRequest<R> {
@@ -73,6 +65,13 @@ export interface IdempotencyHandler<R = Request> {
   ): Promise<Response>;
   /** The lower-level step for framework adapters; see {@link IdempotencyDecision}. */
   begin(request: IncomingRequest<R>): Promise<IdempotencyDecision>;
+  /**
+   * Waits until no final write is being retried in the background (after the store failed
+   * while an outcome was recorded), or `timeoutMs` passed; resolves with how many are still
+   * pending. Call it at shutdown, after the server stopped taking requests.
+   * @param timeoutMs longest wait @default leaseMs
+   */
+  drain(timeoutMs?: number): Promise<number>;
 }
 
 const DEFAULT_METHODS = ['POST', 'PATCH'];
@@ -96,45 +95,21 @@ export function createIdempotencyHandler<R = Request>(
   if (!(Number.isSafeInteger(maxBodyBytes) && maxBodyBytes >= 0)) {
     throw new InvalidInputError('maxBodyBytes must be a non-negative integer');
   }
-  const retryAfter = String(Math.max(1, Math.ceil(options.unavailableRetryAfterSeconds ?? 1)));
-  const inProgressRetryAfter = Math.max(1, Math.ceil(options.inProgressRetryAfterSeconds ?? 1));
+  const beginAnswers = {
+    failOpen: options.failOpen ?? false,
+    unavailableRetryAfter: Math.max(1, Math.ceil(options.unavailableRetryAfterSeconds ?? 1)),
+    inProgressRetryAfter: Math.max(1, Math.ceil(options.inProgressRetryAfterSeconds ?? 1)),
+  };
   const warn = options.onWarning ?? ((message: string) => console.warn(`[@idem/http] ${message}`));
   const recorderSettings = {
     isFinal: isFinal ?? finalOn2xx,
     recordedHeaders: resolveRecordedHeaders(options.recordedHeaders),
-    maxOutcomeBytes: settings.store.capabilities.maxOutcomeBytes,
+    maxOutcomeBytes: settings.maxOutcomeBytes,
     leaseMs: settings.leaseMs,
     failOpen: options.failOpen ?? false,
     warn,
   };
-  const scopeHook = options.scope;
-  if (scopeHook !== 'global' && typeof scopeHook !== 'function') {
-    throw new InvalidInputError(
-      "The scope option is required: pass scope: (request) => ({ principal }) naming the tenant, user or API key a request acts for, or scope: 'global' for a single-tenant server where every caller shares one key space",
-    );
-  }
-  let warnedNoPrincipal = false;
-
-  /** The principal and operation hint, or undefined when the hook gave no principal. */
-  async function scopeOf(
-    request: IncomingRequest<R>,
-  ): Promise<{ principal: JsonValue; operation?: string } | undefined> {
-    if (scopeHook === 'global') return { principal: null };
-    const hint: Partial<ScopeHint> | undefined = await scopeHook(request.native);
-    if (hint?.principal !== undefined && hint.principal !== null) {
-      return hint.operation === undefined
-        ? { principal: hint.principal }
-        : { principal: hint.principal, operation: hint.operation };
-    }
-    if (!warnedNoPrincipal) {
-      warnedNoPrincipal = true;
-      warn(
-        `The scope hook gave no principal for ${request.method.toUpperCase()} ${request.url}: such requests get a 500 ${PROBLEM_TYPES.noPrincipal} problem. ` +
-          "Return { principal } (tenant, user or API key id), run authentication before the idempotency layer, or use scope: 'global' for a single-tenant server.",
-      );
-    }
-    return undefined;
-  }
+  const scopeOf = createScopeResolver<R>(options.scope, warn);
 
   async function begin(request: IncomingRequest<R>): Promise<IdempotencyDecision> {
     const method = request.method.toUpperCase();
@@ -154,7 +129,7 @@ export function createIdempotencyHandler<R = Request>(
       return respond(400, PROBLEM_TYPES.invalidKey, 'Invalid Idempotency-Key', parsed.reason);
     const key = parsed.key;
 
-    const hint = await scopeOf(request);
+    const hint = await scopeOf(request.native, `${method} ${request.url}`);
     if (!hint) {
       return respond(
         500,
@@ -187,50 +162,8 @@ export function createIdempotencyHandler<R = Request>(
         request.signal ? { signal: request.signal } : {},
       );
     } catch (error) {
-      if (isIdemError(error, 'MISMATCH')) {
-        return respond(
-          422,
-          PROBLEM_TYPES.keyReused,
-          'Idempotency-Key reused',
-          'This key was already used with a different request',
-        );
-      }
-      if (error instanceof InProgressError) {
-        const seconds = Math.max(
-          1,
-          Math.min(inProgressRetryAfter, Math.ceil(error.retryAfterMs / 1000)),
-        );
-        return respond(
-          409,
-          PROBLEM_TYPES.inProgress,
-          'Request in progress',
-          'A request with this key is still being processed',
-          {
-            'retry-after': String(seconds),
-          },
-        );
-      }
-      if (isIdemError(error, 'STORE_UNAVAILABLE') || isIdemError(error, 'STORE_FULL')) {
-        if (options.failOpen) return { action: 'pass', reason: 'fail-open' };
-        return respond(
-          503,
-          PROBLEM_TYPES.storeUnavailable,
-          'Idempotency store unavailable',
-          'Retry later with the same key',
-          {
-            'retry-after': retryAfter,
-          },
-        );
-      }
-      // The store returned outcome bytes that do not decode (a replay found them).
-      if (isIdemError(error, 'OUTCOME_CORRUPT')) {
-        return respond(
-          500,
-          PROBLEM_TYPES.outcomeUnreadable,
-          'Stored outcome unreadable',
-          error.message,
-        );
-      }
+      const answer = answerBeginError(error, beginAnswers);
+      if (answer) return answer;
       throw error;
     }
     if (begun.kind === 'replay') {
@@ -290,58 +223,7 @@ export function createIdempotencyHandler<R = Request>(
     }
   }
 
-  return { begin, handle };
-}
-
-/**
- * The handler threw (or gave nothing sendable): a 500 problem, recorded when the policy makes
- * it final; otherwise the key is released and the error rethrown to the framework.
- */
-async function answerFailure(
-  recorder: ResponseRecorder,
-  error: unknown,
-  signal: AbortSignal,
-): Promise<Response> {
-  const failure = problemResponse({
-    type: PROBLEM_TYPES.handlerFailed,
-    title: 'Internal Server Error',
-    status: 500,
-  });
-  let final: boolean;
-  try {
-    final = recorder.start(failure.status, failure.headers);
-  } catch (policyError) {
-    await recorder.fail(policyError);
-    throw policyError;
-  }
-  if (!final) {
-    await recorder.fail(error);
-    throw error;
-  }
-  return recorder.recordResponse(failure, signal);
-}
-
-function respond(
-  status: number,
-  type: (typeof PROBLEM_TYPES)[keyof typeof PROBLEM_TYPES],
-  title: string,
-  detail: string,
-  headers?: Record<string, string>,
-): IdempotencyDecision {
-  return {
-    action: 'respond',
-    response: problemResponse({ type, title, status, detail }, headers),
-    replayed: false,
-  };
-}
-
-function tooLarge(): IdempotencyDecision {
-  return respond(
-    413,
-    PROBLEM_TYPES.bodyTooLarge,
-    'Request body too large',
-    'The request body exceeds the configured limit',
-  );
+  return { begin, handle, drain: (timeoutMs) => engine.drain(timeoutMs) };
 }
 
 /**
