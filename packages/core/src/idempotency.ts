@@ -100,6 +100,13 @@ export interface BeginOptions {
 // Node batches the entropy behind randomUUID: the cheapest 122 random bits per acquire.
 const newOwner = (): string => randomUUID();
 
+/**
+ * Most acquisitions given back at once after failed acquires. During an outage every
+ * request fails its acquire; past this many, a possible phantom acquisition is left to run
+ * out with its lease rather than multiplying the load on a store that is coming back.
+ */
+export const MAX_PENDING_GIVE_BACKS = 64;
+
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
@@ -121,26 +128,24 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
   const isFinal = (options.isFinal ?? successOnly) as OutcomePolicy<T>;
   const serializer = (options.serializer ?? jsonSerializer) as OutcomeSerializer<T>;
   const tasks = new BackgroundTasks();
+  let pendingGiveBacks = 0;
 
   /**
    * An acquire that failed may still have been applied (its answer lost, a timeout): such
    * a record would hold the key for a whole lease. Give it back with the same owner token,
    * retried until the lease it could hold has passed. Owner-checked, so it never touches
-   * anyone else's record.
+   * anyone else's record. At most {@link MAX_PENDING_GIVE_BACKS} at once.
    */
   function releaseIfApplied(storageKey: string, owner: string, callStartedAt: number): void {
+    if (pendingGiveBacks >= MAX_PENDING_GIVE_BACKS) return;
     const { store, storeTimeoutMs, clock, retentionMs, leaseMs } = settings;
-    tasks.track(
-      retryStoreCall(
-        {
-          operation: 'release',
-          timeoutMs: storeTimeoutMs,
-          clock,
-          deadline: callStartedAt + leaseMs,
-        },
-        () => store.release({ key: storageKey, owner, retentionMs }),
-      ),
-    );
+    const deadline = callStartedAt + leaseMs;
+    pendingGiveBacks++;
+    const giveBack = retryStoreCall(
+      { operation: 'release', timeoutMs: storeTimeoutMs, clock, deadline },
+      () => store.release({ key: storageKey, owner, retentionMs }),
+    ).finally(() => pendingGiveBacks--);
+    tasks.track(giveBack);
   }
 
   async function begin(

@@ -34,7 +34,7 @@ export type {
   IdempotentRequest,
   OperationContext,
 } from './idempotency.js';
-export { createIdempotency } from './idempotency.js';
+export { createIdempotency, MAX_PENDING_GIVE_BACKS } from './idempotency.js';
 export type { GenerateKeyOptions, Scope } from './keys.js';
 export {
   batchItemKey,

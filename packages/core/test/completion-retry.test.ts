@@ -6,6 +6,7 @@ import {
   type IdemEvent,
   type IdempotencyOptions,
   LeaseLostError,
+  MAX_PENDING_GIVE_BACKS,
   ManualClock,
   StoreUnavailableError,
   systemClock,
@@ -190,6 +191,23 @@ describe('background work does not keep a process alive', () => {
     // Each background attempt's time limit: none may hold the process open.
     expect(created.map((t) => t.hasRef())).toEqual(created.map(() => false));
     delete store.always.complete;
+    expect(await idem.drain(5_000)).toBe(0);
+  });
+});
+
+describe('giving back failed acquisitions is bounded', () => {
+  it(`at most MAX_PENDING_GIVE_BACKS (${MAX_PENDING_GIVE_BACKS}) are pending at once, however many acquires fail`, async () => {
+    const { idem, store, op } = setup({ storeTimeoutMs: 200 });
+    store.always.acquire = 'throw';
+    store.always.release = 'hang';
+    for (let i = 0; i < 3 * MAX_PENDING_GIVE_BACKS; i++) {
+      await expect(idem.execute({ key: `k${i}` }, op)).rejects.toBeInstanceOf(
+        StoreUnavailableError,
+      );
+    }
+    expect(store.calls.release).toBe(MAX_PENDING_GIVE_BACKS);
+    expect(await idem.drain(1)).toBe(MAX_PENDING_GIVE_BACKS);
+    delete store.always.release;
     expect(await idem.drain(5_000)).toBe(0);
   });
 });
