@@ -89,13 +89,6 @@ function write(
   }
   const obj = value as object;
   if (seen.has(obj)) throw new NotCanonicalError('Cycle detected', path);
-  if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') {
-    const replaced = (obj as { toJSON: () => unknown }).toJSON();
-    seen.add(obj);
-    write(replaced, path, seen, out, depth);
-    seen.delete(obj);
-    return;
-  }
   if (depth >= MAX_CANONICAL_DEPTH) {
     throw new NotCanonicalError(
       `Nesting deeper than ${MAX_CANONICAL_DEPTH} levels`,
@@ -103,6 +96,14 @@ function write(
       path.length > 200 ? `${path.slice(0, 200)}...` : path,
       'too_deep',
     );
+  }
+  if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') {
+    const replaced = (obj as { toJSON: () => unknown }).toJSON();
+    seen.add(obj);
+    // A replacement counts as a level, so an endless chain of toJSON results ends too.
+    write(replaced, path, seen, out, depth + 1);
+    seen.delete(obj);
+    return;
   }
   seen.add(obj);
   if (Array.isArray(obj)) {

@@ -47,3 +47,12 @@ describe('canonicalJson depth bound', () => {
     expect(() => canonicalJson({ n: 1n })).toThrow(expect.objectContaining({ reason: 'not_json' }));
   });
 });
+
+describe('canonicalJson toJSON chains', () => {
+  it('an endless chain of toJSON results is refused as too deep, not a stack overflow', () => {
+    const endless = (): unknown => ({ toJSON: endless });
+    expect(() => canonicalJson({ a: endless() })).toThrow(
+      expect.objectContaining({ code: 'NOT_CANONICAL', reason: 'too_deep' }),
+    );
+  });
+});
