@@ -5,10 +5,10 @@ import {
   type HttpIdempotencyOptions,
   type IdempotencyContext,
   type RequestBody,
-  readBodyLimited,
 } from '@idem/http';
 import { headerValue, recordServerResponse, sendWebResponse } from '@idem/http/node';
 import type { Request, RequestHandler, Response } from 'express';
+import { peekBody } from './request-body-peek.js';
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Express request. */
 export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>;
@@ -21,11 +21,8 @@ async function readBody(req: Request, limit: number): Promise<RequestBody> {
   if ((length === undefined || length === '0') && req.headers['transfer-encoding'] === undefined) {
     return { kind: 'none' };
   }
-  const bytes = await readBodyLimited(req, limit);
-  const body = bodyFromBytes(bytes, contentType);
-  // Read here, so later body parsers skip it: hand the app what express.json / express.raw would.
-  req.body = body.kind === 'json' ? body.value : Buffer.from(bytes);
-  return body;
+  // Read for the fingerprint only, and put back: the app's own parsers read it as if we had not.
+  return bodyFromBytes(await peekBody(req, limit), contentType);
 }
 
 /**
@@ -46,7 +43,11 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
     if (decision.action === 'pass') return next();
     if (decision.action === 'respond') return sendWebResponse(res, decision.response);
     res.locals.idempotency = decision.recorder.context;
-    recordServerResponse(res, decision.recorder);
+    recordServerResponse(res, decision.recorder, {
+      // An error answered before any route matched (a body parser's 400, a 404) is not the
+      // outcome of a route: never recorded, whatever the policy.
+      isHandlerOutcome: (status) => status < 400 || status >= 500 || req.route !== undefined,
+    });
     next();
   };
 }

@@ -15,7 +15,11 @@ describe('@idem/fastify route-level options', () => {
   let url = '';
 
   beforeAll(async () => {
-    await app.register(idempotency, { store: createMemoryStore(), onWarning: () => {} });
+    await app.register(idempotency, {
+      store: createMemoryStore(),
+      scope: (request) => ({ principal: request.headers['x-tenant'] ?? 'tenant-a' }),
+      onWarning: () => {},
+    });
     app.post('/default', async (request) => ({
       run: run('default'),
       fence: request.idempotency?.fence,

@@ -30,30 +30,97 @@ export function headersOf(res: ServerResponse, extra?: unknown): Headers {
   return headers;
 }
 
+/** Options of {@link recordServerResponse}. */
+export interface RecordServerResponseOptions {
+  /**
+   * Whether the response, once its status is known, is the outcome of the handler the key
+   * guards. When it answers false (e.g. a body parser's 400 written before any route ran), the
+   * key is released and the response passes through unrecorded, under every policy.
+   * @default every response is
+   */
+  isHandlerOutcome?: (status: number) => boolean;
+}
+
 /**
  * Feeds everything the app writes to `res` into `recorder` while it goes out: chunks pass
  * through live; the end of the response (and the last bytes of a body of known length) is
  * held until the outcome is recorded; when recording fails the response is destroyed
- * instead of ended, and a response the app destroys releases the key. When the client
- * goes away first, the response is still recorded if the app ends it within a lease.
+ * instead of ended, and a response the app destroys releases the key.
+ *
+ * When the client goes away before the end, the app does not learn it yet: `res` stays
+ * writable (every write is taken and recorded, `destroyed` and `closed` read false, a
+ * writer waiting for `'drain'` gets it) and its `'close'` event is held back until the app
+ * ends or destroys the response, or the execution's lease is lost. So a `stream.pipeline`,
+ * a `pipe` or a framework streaming a payload reads its source to the end, the outcome is
+ * recorded once, and a retry replays it instead of running the handler again.
  */
-export function recordServerResponse(res: ServerResponse, recorder: ResponseRecorder): void {
+export function recordServerResponse(
+  res: ServerResponse,
+  recorder: ResponseRecorder,
+  options: RecordServerResponseOptions = {},
+): void {
   type Loose = (...args: unknown[]) => unknown;
   const original = {
     writeHead: res.writeHead.bind(res) as Loose,
     write: res.write.bind(res) as Loose,
     end: res.end.bind(res) as Loose,
     destroy: res.destroy.bind(res) as Loose,
+    emit: res.emit.bind(res) as (event: string | symbol, ...args: unknown[]) => boolean,
   };
   const held: Buffer[] = [];
   let started = false;
+  /** Not the handler's outcome: released, everything passes through untouched. */
+  let bypass = false;
   let ending = false;
+  let destroying = false;
+  /** The client left; the app still writes to a sink that only records. */
+  let gone = false;
+  /** The held-back `'close'` was emitted: `res` shows its real (destroyed) state again. */
+  let closeReleased = false;
 
   const start = (extra?: unknown) => {
     if (started) return;
     started = true;
+    if (options.isHandlerOutcome && !options.isHandlerOutcome(res.statusCode)) {
+      bypass = true;
+      void recorder.fail(new Error(`A ${res.statusCode} answered before the handler ran`));
+      return;
+    }
     recorder.start(res.statusCode, headersOf(res, extra));
   };
+  const sinking = () => gone && !closeReleased;
+  const releaseClose = () => {
+    if (!sinking()) return;
+    closeReleased = true;
+    original.emit('close');
+  };
+
+  // Node marks a response whose socket closed `destroyed` and `closed` before it emits
+  // 'close': both read false while the sink stands in for the socket.
+  for (const name of ['destroyed', '_closed']) {
+    let value = Boolean((res as unknown as Record<string, unknown>)[name]);
+    Object.defineProperty(res, name, {
+      configurable: true,
+      enumerable: true,
+      get: () => value && !sinking(),
+      set: (next: boolean) => {
+        value = next;
+      },
+    });
+  }
+
+  res.emit = function emit(event: string | symbol, ...args: unknown[]) {
+    if (event === 'close' && !ending && !destroying && !bypass && !gone) {
+      // The client went away first: hold the event back, keep taking the app's output.
+      gone = true;
+      recorder.clientGone();
+      recorder.context.signal.addEventListener('abort', releaseClose, { once: true });
+      // A writer that saw `write` answer false waits for this.
+      original.emit('drain');
+      return true;
+    }
+    return original.emit(event, ...args);
+  } as ServerResponse['emit'];
 
   res.writeHead = function writeHead(statusCode: number, ...rest: unknown[]) {
     res.statusCode = statusCode;
@@ -62,11 +129,16 @@ export function recordServerResponse(res: ServerResponse, recorder: ResponseReco
   } as ServerResponse['writeHead'];
 
   res.write = function write(chunk: Chunk, encoding?: BufferEncoding | Callback, cb?: Callback) {
+    if (!ending) start();
+    if (ending || bypass) return original.write(chunk, encoding, cb);
     const callback = typeof encoding === 'function' ? encoding : cb;
     const buffer = toBuffer(chunk, typeof encoding === 'string' ? encoding : undefined);
-    if (ending) return original.write(buffer, callback);
-    start();
-    if (recorder.capture(buffer)) return original.write(buffer, callback);
+    const sendNow = recorder.capture(buffer);
+    if (sinking()) {
+      if (callback) process.nextTick(callback);
+      return true;
+    }
+    if (sendNow) return original.write(buffer, callback);
     held.push(buffer);
     if (callback) queueMicrotask(() => callback());
     return true;
@@ -78,6 +150,8 @@ export function recordServerResponse(res: ServerResponse, recorder: ResponseReco
     cb?: Callback,
   ) {
     if (ending) return res;
+    start();
+    if (bypass) return original.end(chunk, encoding, cb);
     ending = true;
     let callback = cb;
     if (typeof chunk === 'function') {
@@ -87,7 +161,6 @@ export function recordServerResponse(res: ServerResponse, recorder: ResponseReco
       callback = encoding;
       encoding = undefined;
     }
-    start();
     if (chunk !== undefined && chunk !== null) {
       const buffer = toBuffer(chunk, encoding as BufferEncoding | undefined);
       recorder.capture(buffer);
@@ -97,22 +170,22 @@ export function recordServerResponse(res: ServerResponse, recorder: ResponseReco
       () => {
         for (const buffer of held) original.write(buffer);
         original.end(callback);
+        releaseClose();
       },
       (error: unknown) => {
         original.destroy(error instanceof Error ? error : new Error(String(error)));
+        releaseClose();
       },
     );
     return res;
   } as ServerResponse['end'];
 
-  // The client went away: the app may still end the response (recorded), or never will.
-  res.once('close', () => {
-    if (!ending) recorder.clientGone();
-  });
-
   res.destroy = function destroy(error?: Error) {
-    if (!ending) void recorder.fail(error);
-    return original.destroy(error);
+    if (!ending && !destroying && !bypass) void recorder.fail(error);
+    destroying = true;
+    const result = original.destroy(error);
+    releaseClose();
+    return result;
   } as ServerResponse['destroy'];
 }
 

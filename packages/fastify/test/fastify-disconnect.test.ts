@@ -1,0 +1,92 @@
+import { Readable } from 'node:stream';
+import { createMemoryStore } from '@idem/store-memory';
+import Fastify, { type FastifyReply } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { idempotency } from '../src/index.js';
+
+// A client that leaves after the first chunk: the route's body is still read to its end and
+// recorded once, and the retry replays it whole instead of running the route again.
+
+const CHUNKS = ['chunk 0\n', 'chunk 1\n', 'chunk 2\n', 'chunk 3\n', 'chunk 4\n'];
+const slug = (name: string) => name.replace(/[^a-z]+/gi, '-');
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function* produce(): AsyncGenerator<string> {
+  for (const [i, chunk] of CHUNKS.entries()) {
+    if (i > 0) await sleep(40);
+    yield chunk;
+  }
+}
+
+/** The ways a Fastify route streams a body. */
+const senders: Record<string, (reply: FastifyReply) => unknown> = {
+  'a Node stream': (reply) => reply.type('text/plain').send(Readable.from(produce())),
+  'a Web ReadableStream': (reply) =>
+    reply.type('text/plain').send(Readable.toWeb(Readable.from(produce()))),
+  'a Response': () =>
+    new Response(Readable.toWeb(Readable.from(produce())) as ReadableStream, {
+      headers: { 'content-type': 'text/plain' },
+    }),
+  'raw writes of a hijacked reply': async (reply) => {
+    reply.hijack();
+    reply.raw.writeHead(200, { 'content-type': 'text/plain' });
+    for await (const chunk of produce()) reply.raw.write(chunk);
+    reply.raw.end();
+  },
+};
+
+const runs = new Map<string, number>();
+// Closing waits for the keep-alive sockets of the aborted exchanges otherwise.
+const app = Fastify({ forceCloseConnections: true });
+let url = '';
+
+beforeAll(async () => {
+  await app.register(idempotency, {
+    store: createMemoryStore(),
+    scope: (request) => ({ principal: request.headers['x-tenant'] ?? 'tenant-a' }),
+    onWarning: () => {},
+  });
+  for (const [name, send] of Object.entries(senders)) {
+    app.post(`/${slug(name)}`, async (_request, reply) => {
+      runs.set(name, (runs.get(name) ?? 0) + 1);
+      return send(reply);
+    });
+  }
+  url = await app.listen({ port: 0, host: '127.0.0.1' });
+});
+afterAll(() => app.close());
+
+const request = (path: string, key: string, signal?: AbortSignal) =>
+  fetch(`${url}${path}`, {
+    method: 'POST',
+    headers: { 'idempotency-key': key, 'x-tenant': 'tenant-a' },
+    ...(signal ? { signal } : {}),
+  });
+
+describe('@idem/fastify when the client leaves mid-stream', () => {
+  it.each(Object.keys(senders))(
+    '%s: records the whole body once; the retry replays it',
+    async (name) => {
+      const path = `/${slug(name)}`;
+      const key = `gone-${slug(name)}`;
+      const controller = new AbortController();
+      const first = await request(path, key, controller.signal);
+      const reader = first.body!.getReader();
+      const { value } = await reader.read();
+      expect(new TextDecoder().decode(value)).toBe(CHUNKS[0]);
+      controller.abort();
+
+      // Retry as a client would: while the first execution runs, 409; then the replay.
+      let retry = await request(path, key);
+      for (let i = 0; retry.status === 409 && i < 100; i++) {
+        await retry.body?.cancel();
+        await sleep(50);
+        retry = await request(path, key);
+      }
+      expect(retry.status).toBe(200);
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect(await retry.text()).toBe(CHUNKS.join(''));
+      expect(runs.get(name)).toBe(1);
+    },
+  );
+});

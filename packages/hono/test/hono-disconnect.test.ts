@@ -1,0 +1,110 @@
+import type { AddressInfo } from 'node:net';
+import { type ServerType, serve } from '@hono/node-server';
+import { createMemoryStore } from '@idem/store-memory';
+import { type Context, Hono } from 'hono';
+import { stream, streamSSE, streamText } from 'hono/streaming';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { idempotency } from '../src/index.js';
+
+// A client that leaves after the first chunk: the route's body is still read to its end and
+// recorded once, and the retry replays it whole instead of running the route again.
+
+const CHUNKS = ['chunk 0\n', 'chunk 1\n', 'chunk 2\n', 'chunk 3\n', 'chunk 4\n'];
+const slug = (name: string) => name.replace(/[^a-z]+/gi, '-');
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function* produce(): AsyncGenerator<string> {
+  for (const [i, chunk] of CHUNKS.entries()) {
+    if (i > 0) await sleep(40);
+    yield chunk;
+  }
+}
+
+/** The ways a Hono route streams a body. */
+const senders: Record<string, (c: Context) => Response | Promise<Response>> = {
+  stream: (c) =>
+    stream(c, async (out) => {
+      for await (const chunk of produce()) await out.write(chunk);
+    }),
+  streamText: (c) =>
+    streamText(c, async (out) => {
+      for await (const chunk of produce()) await out.write(chunk);
+    }),
+  streamSSE: (c) =>
+    streamSSE(c, async (out) => {
+      // writeSSE frames each chunk: `data: chunk N\n\n` (the chunk's own newline ends the data).
+      for await (const chunk of produce()) await out.write(chunk);
+    }),
+  'a ReadableStream body': (c) =>
+    c.body(
+      new ReadableStream<string>({
+        async start(controller) {
+          for await (const chunk of produce()) controller.enqueue(chunk);
+          controller.close();
+        },
+      }).pipeThrough(new TextEncoderStream()),
+      200,
+      { 'content-type': 'text/plain' },
+    ),
+};
+
+const runs = new Map<string, number>();
+let server: ServerType;
+let url = '';
+
+beforeAll(async () => {
+  const app = new Hono();
+  app.use(
+    idempotency({
+      store: createMemoryStore(),
+      scope: (c) => ({ principal: c.req.header('x-tenant') ?? 'tenant-a' }),
+      onWarning: () => {},
+    }),
+  );
+  for (const [name, send] of Object.entries(senders)) {
+    app.post(`/${slug(name)}`, (c) => {
+      runs.set(name, (runs.get(name) ?? 0) + 1);
+      return send(c);
+    });
+  }
+  await new Promise<void>((resolve) => {
+    server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve());
+  });
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+const request = (path: string, key: string, signal?: AbortSignal) =>
+  fetch(`${url}${path}`, {
+    method: 'POST',
+    headers: { 'idempotency-key': key, 'x-tenant': 'tenant-a' },
+    ...(signal ? { signal } : {}),
+  });
+
+describe('@idem/hono when the client leaves mid-stream', () => {
+  it.each(Object.keys(senders))(
+    '%s: records the whole body once; the retry replays it',
+    async (name) => {
+      const path = `/${slug(name)}`;
+      const key = `gone-${slug(name)}`;
+      const controller = new AbortController();
+      const first = await request(path, key, controller.signal);
+      const reader = first.body!.getReader();
+      const { value } = await reader.read();
+      expect(new TextDecoder().decode(value)).toBe(CHUNKS[0]);
+      controller.abort();
+
+      // Retry as a client would: while the first execution runs, 409; then the replay.
+      let retry = await request(path, key);
+      for (let i = 0; retry.status === 409 && i < 100; i++) {
+        await retry.body?.cancel();
+        await sleep(50);
+        retry = await request(path, key);
+      }
+      expect(retry.status).toBe(200);
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect(await retry.text()).toBe(CHUNKS.join(''));
+      expect(runs.get(name)).toBe(1);
+    },
+  );
+});
