@@ -1,0 +1,139 @@
+import { expect } from 'vitest';
+import {
+  expectProblem,
+  expectReplayOf,
+  newKey,
+  PROBLEM,
+  REPLAYED,
+  type Scenario,
+  startSlowCharge,
+} from '../kit.js';
+
+const group = 'protocol';
+const DEPTH = 30_000;
+const deep = (inner: string) => Buffer.from(`${'['.repeat(DEPTH)}${inner}${']'.repeat(DEPTH)}`);
+
+/** The order of checks (409/422), concurrency, when the outcome is stored, deep bodies. */
+export const PROTOCOL_SCENARIOS: Scenario[] = [
+  {
+    group,
+    name: 'runs concurrent identical requests once; waiting callers get the replay',
+    options: { wait: { timeoutMs: 5_000, pollMs: 20 } },
+    async run({ post, calls }) {
+      const key = newKey();
+      const all = await Promise.all(
+        Array.from({ length: 6 }, () => post('/charges?delay=200', { key, body: { amount: 100 } })),
+      );
+      expect(calls('/charges')).toBe(1);
+      for (const exchange of all) {
+        expect(exchange.status).toBe(201);
+        expect(exchange.body.equals(all[0]!.body)).toBe(true);
+      }
+      expect(all.filter((e) => e.headers[REPLAYED] === 'true')).toHaveLength(5);
+    },
+  },
+  {
+    group,
+    name: 'runs concurrent identical requests once; without wait the others get 409',
+    async run({ post, calls }) {
+      const key = newKey();
+      const all = await Promise.all(
+        Array.from({ length: 6 }, () => post('/charges?delay=300', { key, body: { amount: 100 } })),
+      );
+      expect(calls('/charges')).toBe(1);
+      expect(all.map((e) => e.status).sort()).toEqual([201, 409, 409, 409, 409, 409]);
+      for (const conflict of all.filter((e) => e.status === 409)) {
+        expectProblem(conflict, 409, PROBLEM.inProgress);
+        expect(conflict.headers['retry-after']).toBe('1');
+      }
+    },
+  },
+  {
+    group,
+    name: 'answers 409 with Retry-After while the first request runs, then replays',
+    async run(ctx) {
+      const { post, calls } = ctx;
+      const key = newKey();
+      const first = await startSlowCharge(ctx, key);
+      const second = await post('/charges?delay=300', { key, body: { amount: 1 } });
+      expectProblem(second, 409, PROBLEM.inProgress);
+      expect(second.headers['retry-after']).toBe('1');
+      const original = await first.done;
+      expect(original.status).toBe(201);
+      expect(original.headers[REPLAYED]).toBeUndefined();
+      expectReplayOf(await post('/charges?delay=300', { key, body: { amount: 1 } }), original);
+      expect(calls('/charges')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'answers 422 to the same key with another body, before 409, without running the handler',
+    async run(ctx) {
+      const { post, calls } = ctx;
+      const key = newKey();
+      const first = await startSlowCharge(ctx, key);
+      expectProblem(
+        await post('/charges?delay=300', { key, body: { amount: 2 } }),
+        422,
+        PROBLEM.keyReused,
+      );
+      expect((await first.done).status).toBe(201);
+      expectProblem(
+        await post('/charges?delay=300', { key, body: { amount: 2 } }),
+        422,
+        PROBLEM.keyReused,
+      );
+      // Same JSON, other key order and spacing: the same request, so a replay.
+      const same = await post('/charges?delay=300', {
+        key,
+        body: Buffer.from('{ "amount" : 1 }'),
+        headers: { 'content-type': 'application/json' },
+      });
+      expect(same.headers[REPLAYED]).toBe('true');
+      expect(calls('/charges')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'stores the outcome before the end of the response reaches the client',
+    faults: { completeDelayMs: 150 },
+    async run({ post, spy }) {
+      // Each exchange resolves on the client's 'end': by then the (slow) write must be done.
+      await post('/charges', { key: newKey(), body: {} });
+      expect(spy.completed).toHaveLength(1);
+      await post('/sse', { key: newKey(), body: {} });
+      expect(spy.completed).toHaveLength(2);
+      await post('/binary', { key: newKey(), body: {} });
+      expect(spy.completed).toHaveLength(3);
+    },
+  },
+  {
+    group,
+    name: 'passes methods that need no key through untouched',
+    async run({ post, calls, spy }) {
+      const get = await post('/charges', { method: 'GET' });
+      const again = await post('/charges', { method: 'GET', key: 'ignored' });
+      expect([get.status, again.status]).toEqual([201, 201]);
+      expect(again.headers[REPLAYED]).toBeUndefined();
+      expect(calls('/charges')).toBe(2);
+      expect(spy.calls.acquire).toBe(0);
+    },
+  },
+  {
+    group,
+    name: `takes a JSON body nested ${DEPTH} deep: runs once, replays, 422 for another (no crash)`,
+    async run({ post, calls }) {
+      const key = newKey();
+      const json = { 'content-type': 'application/json' };
+      const first = await post('/accept', { key, body: deep('1'), headers: json });
+      expect(first.status).toBe(202);
+      expectReplayOf(await post('/accept', { key, body: deep('1'), headers: json }), first);
+      expectProblem(
+        await post('/accept', { key, body: deep('2'), headers: json }),
+        422,
+        PROBLEM.keyReused,
+      );
+      expect(calls('/accept')).toBe(1);
+    },
+  },
+];
