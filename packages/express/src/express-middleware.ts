@@ -6,8 +6,9 @@ import {
   type IdempotencyContext,
   type RequestBody,
 } from '@idem/http';
-import { headerValue, recordServerResponse, sendWebResponse } from '@idem/http/node';
+import { headerValue, recordServerResponse, requestUrl, sendWebResponse } from '@idem/http/node';
 import type { Request, RequestHandler, Response } from 'express';
+import { routeOf } from './express-route.js';
 import { peekBody } from './request-body-peek.js';
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Express request. */
@@ -27,8 +28,14 @@ async function readBody(req: Request, limit: number): Promise<RequestBody> {
 
 /**
  * Express 5 middleware that makes POST and PATCH (by default) idempotent by their
- * `Idempotency-Key` header. Mount it before the routes it protects. The handler finds the
+ * `Idempotency-Key` header. Mount it with `app.use` before the routes it protects, or on a
+ * route (`app.post('/charges', idempotency(options), handler)`). The handler finds the
  * execution context (key, fence, abort signal) at `res.locals.idempotency`.
+ *
+ * The operation a key is unique within is the route Express matched when mounted on a route;
+ * with `app.use` it is the path in the one spelling Express routes alike (case, a trailing
+ * slash and percent-escapes do not matter), so a retry through another spelling of the path
+ * is replayed or refused (422), never run again.
  */
 export function idempotency(options: ExpressIdempotencyOptions): RequestHandler {
   const handler = createIdempotencyHandler<Request>(options);
@@ -36,7 +43,8 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
     const decision = await handler.begin({
       native: req,
       method: req.method,
-      url: req.originalUrl,
+      url: requestUrl(req.originalUrl),
+      route: routeOf(req),
       header: (name) => headerValue(req.headers, name),
       readBody: (limit) => readBody(req, limit),
     });

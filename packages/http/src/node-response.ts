@@ -212,3 +212,12 @@ export function headerValue(headers: IncomingHttpHeaders, name: string): string 
   const value = headers[name.toLowerCase()];
   return Array.isArray(value) ? value.join(', ') : value;
 }
+
+/**
+ * A Node request's target (`req.url`: path and query as sent) as an absolute URL, for
+ * `IncomingRequest.url`. Read relative to a base, a target that starts with `//` would
+ * name a host (`//a/payouts` is path `/payouts` on host `a`): a prefix keeps it a path.
+ */
+export function requestUrl(target: string): string {
+  return target.startsWith('/') ? `http://localhost${target}` : target;
+}
