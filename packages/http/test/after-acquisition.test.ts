@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { spyStore } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it } from 'vitest';
 import {
@@ -9,7 +10,6 @@ import {
   REPLAYED_HEADER,
   type ResponsePolicy,
 } from '../src/index.js';
-import { spyStore } from './support/stores.js';
 
 // Every path after the key was acquired must settle the execution: released (the default
 // policy) or recorded as a 500 (finalOnceStarted), and its heartbeats must stop. A path that

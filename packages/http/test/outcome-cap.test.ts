@@ -1,6 +1,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { IdemEvent } from '@idem/core';
+import { spyStore } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it } from 'vitest';
 import {
@@ -9,7 +10,6 @@ import {
   PROBLEM_TYPES,
   REPLAYED_HEADER,
 } from '../src/index.js';
-import { spyStore } from './support/stores.js';
 
 function post(key: string): Request {
   return new Request('http://api.test/report', {

@@ -1,4 +1,5 @@
 import { InvalidInputError, isIdemError } from '@idem/core';
+import { spyStore } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it } from 'vitest';
 import {
@@ -9,7 +10,6 @@ import {
   type ScopeHint,
   withIdempotency,
 } from '../src/index.js';
-import { spyStore } from './support/stores.js';
 
 function post(key: string, user?: string): Request {
   return new Request('http://api.test/charges', {

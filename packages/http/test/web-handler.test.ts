@@ -1,4 +1,5 @@
 import type { IdempotencyStore } from '@idem/core';
+import { spyStore } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it, vi } from 'vitest';
 import {
@@ -8,7 +9,6 @@ import {
   REPLAYED_HEADER,
   withIdempotency,
 } from '../src/index.js';
-import { spyStore } from './support/stores.js';
 
 const encoder = new TextEncoder();
 
