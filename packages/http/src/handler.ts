@@ -230,7 +230,8 @@ export function createIdempotencyHandler<R = Request>(
  * Wraps a Web handler (`(request) => Response`) with idempotency: the form for Hono,
  * Next.js route handlers, Bun, Deno and workers. The handler receives the execution
  * context (key, fence, abort signal) as its second argument, `undefined` when the request
- * was not subject to idempotency.
+ * was not subject to idempotency. The returned function carries `drain` (see
+ * {@link IdempotencyHandler.drain}) for a server's shutdown.
  */
 export function withIdempotency(
   handler: (
@@ -238,7 +239,9 @@ export function withIdempotency(
     context: IdempotencyContext | undefined,
   ) => Response | Promise<Response>,
   options: HttpIdempotencyOptions<Request>,
-): (request: Request) => Promise<Response> {
+): ((request: Request) => Promise<Response>) & Pick<IdempotencyHandler, 'drain'> {
   const idempotency = createIdempotencyHandler(options);
-  return (request) => idempotency.handle(request, handler);
+  return Object.assign((request: Request) => idempotency.handle(request, handler), {
+    drain: idempotency.drain,
+  });
 }

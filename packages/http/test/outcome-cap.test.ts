@@ -9,6 +9,7 @@ import {
   type HttpIdempotencyOptions,
   PROBLEM_TYPES,
   REPLAYED_HEADER,
+  withIdempotency,
 } from '../src/index.js';
 
 function post(key: string): Request {
@@ -147,8 +148,13 @@ describe('outcome cap', () => {
     expect(spied.completed[0]!.meta).toMatchObject({ kind: 'not_recorded', reason: 'too_large' });
   });
 
-  it('drains background completions', async () => {
+  it('drains background completions, also from withIdempotency', async () => {
     const { handler } = setup();
     expect(await handler.drain(100)).toBe(0);
+    const fetchLike = withIdempotency(async () => new Response('ok'), {
+      store: createMemoryStore(),
+      scope: 'global',
+    });
+    expect(await fetchLike.drain(100)).toBe(0);
   });
 });
