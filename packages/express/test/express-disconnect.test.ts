@@ -22,6 +22,13 @@ async function* produce(): AsyncGenerator<string> {
   }
 }
 
+/** Two chunks, then the source breaks: not a success, whoever reads it. */
+async function* breakAfterTwo(): AsyncGenerator<string> {
+  yield* CHUNKS.slice(0, 2);
+  await sleep(80);
+  throw new Error('upstream broke');
+}
+
 type Write = (res: express.Response) => Promise<void>;
 
 /** The ways an Express route streams a body. */
@@ -66,6 +73,16 @@ beforeAll(async () => {
       await write(res);
     });
   }
+  app.post('/breaks', async (_req, res) => {
+    runs.set('breaks', (runs.get('breaks') ?? 0) + 1);
+    res.status(200).type('text/plain');
+    await pipeline(Readable.from(breakAfterTwo()), res).catch(() => {});
+  });
+  app.post('/slow', async (_req, res) => {
+    runs.set('slow', (runs.get('slow') ?? 0) + 1);
+    await sleep(150);
+    res.status(201).json({ late: true });
+  });
   server = app.listen(0, '127.0.0.1');
   await once(server, 'listening');
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -80,29 +97,54 @@ const request = (path: string, key: string, signal?: AbortSignal) =>
   });
 
 describe('@idem/express when the client leaves mid-stream', () => {
+  /** Retries as a client would: while the first execution runs, 409; then the replay. */
+  async function retry(path: string, key: string): Promise<Response> {
+    let response = await request(path, key);
+    for (let i = 0; response.status === 409 && i < 100; i++) {
+      await response.body?.cancel();
+      await sleep(50);
+      response = await request(path, key);
+    }
+    return response;
+  }
+
   it.each(Object.keys(writers))(
     '%s: records the whole body once; the retry replays it',
     async (name) => {
       const path = `/${slug(name)}`;
-      const key = `gone-${slug(name)}`;
       const controller = new AbortController();
-      const first = await request(path, key, controller.signal);
-      const reader = first.body!.getReader();
-      const { value } = await reader.read();
+      const first = await request(path, `gone-${slug(name)}`, controller.signal);
+      const { value } = await first.body!.getReader().read();
       expect(new TextDecoder().decode(value)).toBe(CHUNKS[0]);
       controller.abort();
 
-      // Retry as a client would: while the first execution runs, 409; then the replay.
-      let retry = await request(path, key);
-      for (let i = 0; retry.status === 409 && i < 100; i++) {
-        await retry.body?.cancel();
-        await sleep(50);
-        retry = await request(path, key);
-      }
-      expect(retry.status).toBe(200);
-      expect(retry.headers.get('idempotent-replayed')).toBe('true');
-      expect(await retry.text()).toBe(CHUNKS.join(''));
+      const again = await retry(path, `gone-${slug(name)}`);
+      expect(again.status).toBe(200);
+      expect(again.headers.get('idempotent-replayed')).toBe('true');
+      expect(await again.text()).toBe(CHUNKS.join(''));
       expect(runs.get(name)).toBe(1);
     },
   );
+
+  it('records a response the route sends after the client left', async () => {
+    await expect(request('/slow', 'gone-early', AbortSignal.timeout(50))).rejects.toThrow();
+    const again = await retry('/slow', 'gone-early');
+    expect(again.status).toBe(201);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(await again.json()).toEqual({ late: true });
+    expect(runs.get('slow')).toBe(1);
+  });
+
+  it('releases a body that breaks after the client left: the retry runs again', async () => {
+    const controller = new AbortController();
+    const first = await request('/breaks', 'gone-broken', controller.signal);
+    await first.body!.getReader().read();
+    controller.abort();
+    await sleep(150);
+    const again = await request('/breaks', 'gone-broken');
+    expect(again.status).toBe(200);
+    expect(again.headers.get('idempotent-replayed')).toBeNull();
+    await again.body?.cancel();
+    expect(runs.get('breaks')).toBe(2);
+  });
 });

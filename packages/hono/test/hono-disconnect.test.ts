@@ -67,6 +67,11 @@ beforeAll(async () => {
       return send(c);
     });
   }
+  app.post('/slow', async (c) => {
+    runs.set('slow', (runs.get('slow') ?? 0) + 1);
+    await sleep(150);
+    return c.json({ late: true }, 201);
+  });
   await new Promise<void>((resolve) => {
     server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve());
   });
@@ -82,29 +87,41 @@ const request = (path: string, key: string, signal?: AbortSignal) =>
   });
 
 describe('@idem/hono when the client leaves mid-stream', () => {
+  /** Retries as a client would: while the first execution runs, 409; then the replay. */
+  async function retry(path: string, key: string): Promise<Response> {
+    let response = await request(path, key);
+    for (let i = 0; response.status === 409 && i < 100; i++) {
+      await response.body?.cancel();
+      await sleep(50);
+      response = await request(path, key);
+    }
+    return response;
+  }
+
   it.each(Object.keys(senders))(
     '%s: records the whole body once; the retry replays it',
     async (name) => {
       const path = `/${slug(name)}`;
-      const key = `gone-${slug(name)}`;
       const controller = new AbortController();
-      const first = await request(path, key, controller.signal);
-      const reader = first.body!.getReader();
-      const { value } = await reader.read();
+      const first = await request(path, `gone-${slug(name)}`, controller.signal);
+      const { value } = await first.body!.getReader().read();
       expect(new TextDecoder().decode(value)).toBe(CHUNKS[0]);
       controller.abort();
 
-      // Retry as a client would: while the first execution runs, 409; then the replay.
-      let retry = await request(path, key);
-      for (let i = 0; retry.status === 409 && i < 100; i++) {
-        await retry.body?.cancel();
-        await sleep(50);
-        retry = await request(path, key);
-      }
-      expect(retry.status).toBe(200);
-      expect(retry.headers.get('idempotent-replayed')).toBe('true');
-      expect(await retry.text()).toBe(CHUNKS.join(''));
+      const again = await retry(path, `gone-${slug(name)}`);
+      expect(again.status).toBe(200);
+      expect(again.headers.get('idempotent-replayed')).toBe('true');
+      expect(await again.text()).toBe(CHUNKS.join(''));
       expect(runs.get(name)).toBe(1);
     },
   );
+
+  it('records a response the route sends after the client left', async () => {
+    await expect(request('/slow', 'gone-early', AbortSignal.timeout(50))).rejects.toThrow();
+    const again = await retry('/slow', 'gone-early');
+    expect(again.status).toBe(201);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(await again.json()).toEqual({ late: true });
+    expect(runs.get('slow')).toBe(1);
+  });
 });
