@@ -54,6 +54,7 @@ const writers: Record<string, Write> = {
 };
 
 const runs = new Map<string, number>();
+const failingWritten: number[] = [];
 let server: Server;
 let url = '';
 
@@ -77,6 +78,22 @@ beforeAll(async () => {
     runs.set('breaks', (runs.get('breaks') ?? 0) + 1);
     res.status(200).type('text/plain');
     await pipeline(Readable.from(breakAfterTwo()), res).catch(() => {});
+  });
+  // A response that will not be recorded (a 500): nothing to drain, the route may stop.
+  app.post('/failing', async (_req, res) => {
+    let closed = false;
+    res.on('close', () => {
+      closed = true;
+    });
+    res.status(500).type('text/plain');
+    let written = 0;
+    for await (const chunk of produce()) {
+      if (closed) break;
+      res.write(chunk);
+      written++;
+    }
+    failingWritten.push(written);
+    res.end();
   });
   app.post('/slow', async (_req, res) => {
     runs.set('slow', (runs.get('slow') ?? 0) + 1);
@@ -146,5 +163,14 @@ describe('@idem/express when the client leaves mid-stream', () => {
     expect(again.headers.get('idempotent-replayed')).toBeNull();
     await again.body?.cancel();
     expect(runs.get('breaks')).toBe(2);
+  });
+
+  it('tells the route at once when its response would not be recorded anyway', async () => {
+    const controller = new AbortController();
+    const first = await request('/failing', 'gone-failing', controller.signal);
+    await first.body!.getReader().read();
+    controller.abort();
+    for (let i = 0; failingWritten.length === 0 && i < 100; i++) await sleep(20);
+    expect(failingWritten[0]).toBeLessThan(CHUNKS.length);
   });
 });

@@ -69,6 +69,8 @@ export function recordServerResponse(
   };
   const held: Buffer[] = [];
   let started = false;
+  /** The policy made the response final: it is recorded when it ends. */
+  let recording = false;
   /** Not the handler's outcome: released, everything passes through untouched. */
   let bypass = false;
   let ending = false;
@@ -86,7 +88,7 @@ export function recordServerResponse(
       void recorder.fail(new Error(`A ${res.statusCode} answered before the handler ran`));
       return;
     }
-    recorder.start(res.statusCode, headersOf(res, extra));
+    recording = recorder.start(res.statusCode, headersOf(res, extra));
   };
   const sinking = () => gone && !closeReleased;
   const releaseClose = () => {
@@ -111,13 +113,20 @@ export function recordServerResponse(
 
   res.emit = function emit(event: string | symbol, ...args: unknown[]) {
     if (event === 'close' && !ending && !destroying && !bypass && !gone) {
-      // The client went away first: hold the event back, keep taking the app's output.
+      // The client went away first. A response that will be recorded (or whose status is not
+      // known yet) must run to its end: hold the event back and keep taking the app's output.
+      // One that will not be recorded, or whose lease is lost, may stop now.
       gone = true;
       recorder.clientGone();
-      recorder.context.signal.addEventListener('abort', releaseClose, { once: true });
-      // A writer that saw `write` answer false waits for this.
-      original.emit('drain');
-      return true;
+      const { signal } = recorder.context;
+      if ((started && !recording) || signal.aborted) {
+        closeReleased = true;
+      } else {
+        signal.addEventListener('abort', releaseClose, { once: true });
+        // A writer that saw `write` answer false waits for this.
+        original.emit('drain');
+        return true;
+      }
     }
     return original.emit(event, ...args);
   } as ServerResponse['emit'];
