@@ -14,7 +14,7 @@ export const DISCONNECT_SCENARIOS: Scenario[] = [
       await expect(
         post('/charges?delay=300', { key, body: { n: 1 }, timeoutMs: 100 }),
       ).rejects.toThrow(/timed out/);
-      await waitFor(() => spy.calls.complete + spy.calls.release >= 1, 'the outcome to be settled');
+      await waitFor(() => spy.completed.length + spy.calls.release >= 1, 'the outcome to be settled');
       expect(spy.calls.release, 'the key was released: a retry would run again').toBe(0);
       const retry = await post('/charges?delay=300', { key, body: { n: 1 } });
       expect(retry.status).toBe(201);
@@ -31,7 +31,7 @@ export const DISCONNECT_SCENARIOS: Scenario[] = [
       expect(left.complete).toBe(false);
       expect(left.body.length).toBeGreaterThan(0);
       await waitFor(
-        () => spy.calls.complete + spy.calls.release >= 1,
+        () => spy.completed.length + spy.calls.release >= 1,
         'the stream to be settled without its client',
       );
       expect(spy.calls.release, 'the key was released: a retry would run again').toBe(0);
@@ -53,7 +53,7 @@ export const DISCONNECT_SCENARIOS: Scenario[] = [
       const left = await post(path, { key, body: {}, leaveAfterBytes: 512 });
       expect(left.complete).toBe(false);
       await waitFor(
-        () => spy.calls.complete + spy.calls.release >= 1,
+        () => spy.completed.length + spy.calls.release >= 1,
         'the stream to be settled without its client',
       );
       expect(spy.calls.release, 'the key was released: a retry would run again').toBe(0);
