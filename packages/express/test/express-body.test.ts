@@ -205,4 +205,30 @@ describe('@idem/express mounted before the body parsers', () => {
       });
     },
   );
+
+  it('answers 413 to a chunked body past maxBodyBytes and runs nothing', async () => {
+    const app = express();
+    app.use(
+      idempotency({
+        store: createMemoryStore(),
+        scope: (req) => ({ principal: req.get('x-tenant') ?? 'tenant-a' }),
+        maxBodyBytes: 1000,
+        onWarning: () => {},
+      }),
+    );
+    app.use(express.json());
+    let ran = 0;
+    app.post('/charges', (_req, res) => {
+      ran++;
+      res.status(201).json({ ran });
+    });
+    const url = await listen(app);
+    const c: Case = { name: 'big', parsers: 'json', headers: json, body: big, chunked: true };
+    const body = Buffer.from(JSON.stringify({ pad: 'x'.repeat(5000) }));
+    const tooBig = await post(url, { ...c, body }, 'too-big');
+    expect(tooBig).toMatchObject({ status: 413, body: { status: 413 } });
+    // The connection and the key are still usable.
+    expect((await post(url, c, 'too-big')).status).toBe(201);
+    expect(ran).toBe(1);
+  });
 });
