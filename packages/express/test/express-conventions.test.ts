@@ -1,8 +1,7 @@
+import { json, listening, send, spyStore } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
-import { json, listening, send } from '../../http/test/support/client.js';
-import { spyStore } from '../../http/test/support/stores.js';
 import { getIdempotency, idempotency } from '../src/index.js';
 
 /** The caller's tenant (these tests send none: one tenant). */

@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { type Exchange, json, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -106,70 +107,55 @@ beforeAll(async () => {
 });
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-const request = (path: string, key: string, signal?: AbortSignal) =>
-  fetch(`${url}${path}`, {
-    method: 'POST',
-    headers: { 'idempotency-key': key, 'x-tenant': 'tenant-a' },
-    ...(signal ? { signal } : {}),
-  });
-
 describe('@idem/express when the client leaves mid-stream', () => {
   /** Retries as a client would: while the first execution runs, 409; then the replay. */
-  async function retry(path: string, key: string): Promise<Response> {
-    let response = await request(path, key);
-    for (let i = 0; response.status === 409 && i < 100; i++) {
-      await response.body?.cancel();
+  async function retry(path: string, key: string): Promise<Exchange> {
+    let exchange = await send(url, path, { key });
+    for (let i = 0; exchange.status === 409 && i < 100; i++) {
       await sleep(50);
-      response = await request(path, key);
+      exchange = await send(url, path, { key });
     }
-    return response;
+    return exchange;
   }
 
   it.each(Object.keys(writers))(
     '%s: records the whole body once; the retry replays it',
     async (name) => {
       const path = `/${slug(name)}`;
-      const controller = new AbortController();
-      const first = await request(path, `gone-${slug(name)}`, controller.signal);
-      const { value } = await first.body!.getReader().read();
-      expect(new TextDecoder().decode(value)).toBe(CHUNKS[0]);
-      controller.abort();
+      const left = await send(url, path, { key: `gone-${slug(name)}`, leaveAfterBytes: 1 });
+      expect(left.complete).toBe(false);
+      expect(left.body.toString()).toBe(CHUNKS[0]);
 
       const again = await retry(path, `gone-${slug(name)}`);
       expect(again.status).toBe(200);
-      expect(again.headers.get('idempotent-replayed')).toBe('true');
-      expect(await again.text()).toBe(CHUNKS.join(''));
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      expect(again.body.toString()).toBe(CHUNKS.join(''));
       expect(runs.get(name)).toBe(1);
     },
   );
 
   it('records a response the route sends after the client left', async () => {
-    await expect(request('/slow', 'gone-early', AbortSignal.timeout(50))).rejects.toThrow();
+    await expect(send(url, '/slow', { key: 'gone-early', timeoutMs: 50 })).rejects.toThrow(
+      /timed out/,
+    );
     const again = await retry('/slow', 'gone-early');
     expect(again.status).toBe(201);
-    expect(again.headers.get('idempotent-replayed')).toBe('true');
-    expect(await again.json()).toEqual({ late: true });
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(json(again)).toEqual({ late: true });
     expect(runs.get('slow')).toBe(1);
   });
 
   it('releases a body that breaks after the client left: the retry runs again', async () => {
-    const controller = new AbortController();
-    const first = await request('/breaks', 'gone-broken', controller.signal);
-    await first.body!.getReader().read();
-    controller.abort();
+    await send(url, '/breaks', { key: 'gone-broken', leaveAfterBytes: 1 });
     await sleep(150);
-    const again = await request('/breaks', 'gone-broken');
+    const again = await send(url, '/breaks', { key: 'gone-broken' });
     expect(again.status).toBe(200);
-    expect(again.headers.get('idempotent-replayed')).toBeNull();
-    await again.body?.cancel();
+    expect(again.headers['idempotent-replayed']).toBeUndefined();
     expect(runs.get('breaks')).toBe(2);
   });
 
   it('tells the route at once when its response would not be recorded anyway', async () => {
-    const controller = new AbortController();
-    const first = await request('/failing', 'gone-failing', controller.signal);
-    await first.body!.getReader().read();
-    controller.abort();
+    await send(url, '/failing', { key: 'gone-failing', leaveAfterBytes: 1 });
     for (let i = 0; failingWritten.length === 0 && i < 100; i++) await sleep(20);
     expect(failingWritten[0]).toBeLessThan(CHUNKS.length);
   });

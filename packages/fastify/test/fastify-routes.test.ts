@@ -1,8 +1,8 @@
 import { finalOnceStarted } from '@idem/http';
+import { json, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { json, send } from '../../http/test/support/client.js';
 import { idempotency } from '../src/index.js';
 
 describe('@idem/fastify route-level options', () => {

@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { type ServerType, serve } from '@hono/node-server';
+import { type Exchange, json, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { type Context, Hono } from 'hono';
 import { stream, streamSSE, streamText } from 'hono/streaming';
@@ -79,49 +80,41 @@ beforeAll(async () => {
 });
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-const request = (path: string, key: string, signal?: AbortSignal) =>
-  fetch(`${url}${path}`, {
-    method: 'POST',
-    headers: { 'idempotency-key': key, 'x-tenant': 'tenant-a' },
-    ...(signal ? { signal } : {}),
-  });
-
 describe('@idem/hono when the client leaves mid-stream', () => {
   /** Retries as a client would: while the first execution runs, 409; then the replay. */
-  async function retry(path: string, key: string): Promise<Response> {
-    let response = await request(path, key);
-    for (let i = 0; response.status === 409 && i < 100; i++) {
-      await response.body?.cancel();
+  async function retry(path: string, key: string): Promise<Exchange> {
+    let exchange = await send(url, path, { key });
+    for (let i = 0; exchange.status === 409 && i < 100; i++) {
       await sleep(50);
-      response = await request(path, key);
+      exchange = await send(url, path, { key });
     }
-    return response;
+    return exchange;
   }
 
   it.each(Object.keys(senders))(
     '%s: records the whole body once; the retry replays it',
     async (name) => {
       const path = `/${slug(name)}`;
-      const controller = new AbortController();
-      const first = await request(path, `gone-${slug(name)}`, controller.signal);
-      const { value } = await first.body!.getReader().read();
-      expect(new TextDecoder().decode(value)).toBe(CHUNKS[0]);
-      controller.abort();
+      const left = await send(url, path, { key: `gone-${slug(name)}`, leaveAfterBytes: 1 });
+      expect(left.complete).toBe(false);
+      expect(left.body.toString()).toBe(CHUNKS[0]);
 
       const again = await retry(path, `gone-${slug(name)}`);
       expect(again.status).toBe(200);
-      expect(again.headers.get('idempotent-replayed')).toBe('true');
-      expect(await again.text()).toBe(CHUNKS.join(''));
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      expect(again.body.toString()).toBe(CHUNKS.join(''));
       expect(runs.get(name)).toBe(1);
     },
   );
 
   it('records a response the route sends after the client left', async () => {
-    await expect(request('/slow', 'gone-early', AbortSignal.timeout(50))).rejects.toThrow();
+    await expect(send(url, '/slow', { key: 'gone-early', timeoutMs: 50 })).rejects.toThrow(
+      /timed out/,
+    );
     const again = await retry('/slow', 'gone-early');
     expect(again.status).toBe(201);
-    expect(again.headers.get('idempotent-replayed')).toBe('true');
-    expect(await again.json()).toEqual({ late: true });
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(json(again)).toEqual({ late: true });
     expect(runs.get('slow')).toBe(1);
   });
 });
