@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { finalOnceStarted, type ResponsePolicy } from '@idem/http';
+import { send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -83,20 +84,14 @@ beforeAll(async () => {
 });
 afterAll(() => Promise.all(servers.map((server) => once(server.close(), 'close'))));
 
+/** One exchange as the assertions compare it (a broken connection is status 0). */
 async function post(url: string, path: string, key: string) {
-  try {
-    const response = await fetch(`${url}${path}`, {
-      method: 'POST',
-      headers: { 'idempotency-key': key, 'x-tenant': 'tenant-a' },
-    });
-    return {
-      status: response.status,
-      replayed: response.headers.get('idempotent-replayed') === 'true',
-      body: await response.text(),
-    };
-  } catch {
-    return { status: 0, replayed: false, body: '' };
-  }
+  const exchange = await send(url, path, { key });
+  return {
+    status: exchange.complete ? exchange.status : 0,
+    replayed: exchange.headers['idempotent-replayed'] === 'true',
+    body: exchange.body.toString(),
+  };
 }
 
 /** path, policy, whether the retry replays (true) or runs again (false). */

@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { finalOnceStarted } from '@idem/http';
+import { send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import Fastify, { type FastifyReply } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -70,20 +71,14 @@ beforeAll(async () => {
 });
 afterAll(() => Promise.all(apps.map((app) => app.close())));
 
+/** One exchange as the assertions compare it (a broken connection is status 0). */
 async function post(url: string, path: string, key: string) {
-  try {
-    const response = await fetch(`${url}${path}`, {
-      method: 'POST',
-      headers: { 'idempotency-key': key, 'x-tenant': 'tenant-a' },
-    });
-    return {
-      status: response.status,
-      replayed: response.headers.get('idempotent-replayed') === 'true',
-      body: await response.text(),
-    };
-  } catch {
-    return { status: 0, replayed: false, body: '' };
-  }
+  const exchange = await send(url, path, { key });
+  return {
+    status: exchange.complete ? exchange.status : 0,
+    replayed: exchange.headers['idempotent-replayed'] === 'true',
+    body: exchange.body.toString(),
+  };
 }
 
 /** path, policy, whether the retry replays (true) or runs again (false). */
