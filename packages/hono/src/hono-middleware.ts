@@ -59,21 +59,21 @@ export function idempotency(
         ),
     });
     if (decision.action === 'pass') return next();
-    if (decision.action === 'respond') {
-      c.res = decision.response;
-      return;
-    }
-    const { recorder } = decision;
-    c.set('idempotency', recorder.context);
     let response: Response;
-    try {
-      // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
-      await next();
-      response = await recorder.recordResponse(c.res, request.signal);
-    } catch (error) {
-      // Never leave the key held: released, so a retry executes again.
-      await recorder.fail(error);
-      throw error;
+    if (decision.action === 'respond') {
+      response = decision.response;
+    } else {
+      const { recorder } = decision;
+      c.set('idempotency', recorder.context);
+      try {
+        // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
+        await next();
+        response = await recorder.recordResponse(c.res, request.signal);
+      } catch (error) {
+        // Never leave the key held: released, so a retry executes again.
+        await recorder.fail(error);
+        throw error;
+      }
     }
     // Unset first: assigning over a response merges the old one's headers into the new.
     c.res = undefined;
