@@ -2,17 +2,30 @@ import type { ResponseRecorder } from './recorder.js';
 
 /**
  * Why `value` cannot be sent as a response (it is not a `Response`, its body was read or is
- * locked, or it is `Response.error()`), or undefined when it can.
+ * locked, or it is `Response.error()`), or undefined when it can. Checked by shape, not by
+ * `instanceof`: servers and runtimes bring their own `Response` classes (undici's, the
+ * lightweight one of @hono/node-server, another realm's).
  * @internal
  */
 export function unusableResponse(value: unknown): string | undefined {
-  if (!(value instanceof Response)) {
-    return `returned ${value === null ? 'null' : typeof value === 'object' ? 'an object' : typeof value}`;
+  if (!isResponseLike(value)) {
+    return `returned ${value === null ? 'null' : typeof value === 'object' ? 'an object that is not a Response' : typeof value}`;
   }
   if (value.type === 'error' || value.status === 0) return 'returned Response.error()';
   if (value.bodyUsed) return 'returned a Response whose body was already read';
   if (value.body?.locked) return 'returned a Response whose body is locked by a reader';
   return undefined;
+}
+
+function isResponseLike(value: unknown): value is Response {
+  if (typeof value !== 'object' || value === null) return false;
+  const candidate = value as Partial<Response>;
+  return (
+    typeof candidate.status === 'number' &&
+    typeof candidate.headers?.get === 'function' &&
+    'body' in candidate &&
+    (candidate.body === null || typeof candidate.body?.getReader === 'function')
+  );
 }
 
 /**

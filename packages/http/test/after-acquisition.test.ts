@@ -142,3 +142,31 @@ describe('after the key was acquired, every path settles the execution', () => {
     expect(spied.calls).toMatchObject({ release: 1, complete: 0 });
   });
 });
+
+describe('responses of other Response classes', () => {
+  it('records a Response-like object of another implementation (not instanceof Response)', async () => {
+    const { spied, handler } = setup();
+    // What @hono/node-server's lightweight Response or another realm's looks like to us.
+    const inner = new Response('from elsewhere', { status: 201 });
+    const foreign = {
+      status: inner.status,
+      statusText: inner.statusText,
+      headers: inner.headers,
+      type: inner.type,
+      get body() {
+        return inner.body;
+      },
+      get bodyUsed() {
+        return inner.bodyUsed;
+      },
+    } as unknown as Response;
+    expect(foreign instanceof Response).toBe(false);
+    const first = await handler.handle(post('k-foreign'), async () => foreign);
+    expect(first.status).toBe(201);
+    expect(await first.text()).toBe('from elsewhere');
+    expect(spied.calls.complete).toBe(1);
+    const replay = await handler.handle(post('k-foreign'), async () => new Response('again'));
+    expect(replay.headers.get(REPLAYED_HEADER)).toBe('true');
+    expect(await replay.text()).toBe('from elsewhere');
+  });
+});
