@@ -30,6 +30,30 @@ export function headersOf(res: ServerResponse, extra?: unknown): Headers {
   return headers;
 }
 
+/**
+ * Makes `object[name]` read false while `hidden()` is true, and as before otherwise, whether
+ * it is an own value (set by Node on the instance) or an accessor further up the chain.
+ */
+function readFalseWhile(object: object, name: string, hidden: () => boolean): void {
+  let owner: object | null = object;
+  let descriptor: PropertyDescriptor | undefined;
+  while (owner && !descriptor) {
+    descriptor = Object.getOwnPropertyDescriptor(owner, name);
+    owner = Object.getPrototypeOf(owner);
+  }
+  const { get, set } = descriptor ?? {};
+  let value: unknown = descriptor?.value;
+  Object.defineProperty(object, name, {
+    configurable: true,
+    enumerable: true,
+    get: () => !hidden() && (get ? get.call(object) : value),
+    set: (next: unknown) => {
+      if (set) set.call(object, next);
+      else value = next;
+    },
+  });
+}
+
 /** Options of {@link recordServerResponse}. */
 export interface RecordServerResponseOptions {
   /**
@@ -99,17 +123,7 @@ export function recordServerResponse(
 
   // Node marks a response whose socket closed `destroyed` and `closed` before it emits
   // 'close': both read false while the sink stands in for the socket.
-  for (const name of ['destroyed', '_closed']) {
-    let value = Boolean((res as unknown as Record<string, unknown>)[name]);
-    Object.defineProperty(res, name, {
-      configurable: true,
-      enumerable: true,
-      get: () => value && !sinking(),
-      set: (next: boolean) => {
-        value = next;
-      },
-    });
-  }
+  for (const name of ['destroyed', '_closed']) readFalseWhile(res, name, sinking);
 
   res.emit = function emit(event: string | symbol, ...args: unknown[]) {
     if (event === 'close' && !ending && !destroying && !bypass && !gone) {
