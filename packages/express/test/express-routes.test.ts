@@ -50,7 +50,7 @@ function post(port: number, path: string, key: string): Promise<Answer> {
 }
 
 /** Builds the app; every route counts its runs. */
-function charges(mount: 'app' | 'route', settings: Record<string, boolean> = {}) {
+function charges(mount: 'app' | 'route', settings: Record<string, boolean> = {}, catchAll = false) {
   const runs = new Map<string, number>();
   const app = express();
   for (const [name, value] of Object.entries(settings)) app.set(name, value);
@@ -69,6 +69,7 @@ function charges(mount: 'app' | 'route', settings: Record<string, boolean> = {})
   const api = express.Router();
   api.post('/payouts', ...handlers, count('payouts'));
   app.use('/api', api);
+  if (catchAll) app.post('/*splat', ...handlers, count('any'));
   return { app, runs };
 }
 
@@ -134,6 +135,19 @@ describe.each(['app', 'route'] as const)('@idem/express mounted on the %s', (mou
       expect((await post(port, path, 'unrouted')).status, path).not.toBe(201);
     }
     expect(runs.get('charges')).toBe(1);
+  });
+
+  it('never takes a path that starts with two slashes for a host', async () => {
+    const { app, runs } = charges(mount, {}, true);
+    const port = await listen(app);
+    expect(await post(port, '//a/payouts', 'hosts')).toEqual({ status: 201, replayed: false });
+    // Read as a host and a path, both would be '/payouts': the second got the first's replay.
+    // Now another path: its own operation (app.use), or the same route's other resource (422).
+    expect(await post(port, '//b/payouts', 'hosts')).toEqual({
+      status: mount === 'app' ? 201 : 422,
+      replayed: false,
+    });
+    expect(runs.get('any')).toBe(mount === 'app' ? 2 : 1);
   });
 
   it('honours strict and case-sensitive routing: other spellings do not reach the route', async () => {
