@@ -9,6 +9,13 @@ export type JsonValue =
   | readonly JsonValue[]
   | { readonly [key: string]: JsonValue | undefined };
 
+/**
+ * Deepest nesting of arrays and objects that {@link canonicalJson} accepts. Deeper input is
+ * refused with a `NotCanonicalError` whose `reason` is `'too_deep'`, so a hostile body
+ * cannot exhaust the stack. Real request bodies stay far below it.
+ */
+export const MAX_CANONICAL_DEPTH = 256;
+
 function escapePointer(segment: string): string {
   return segment.replace(/~/g, '~0').replace(/\//g, '~1');
 }
@@ -22,7 +29,8 @@ function escapePointer(segment: string): string {
  * guessing: functions, symbols, bigints, non-finite numbers, cycles, `undefined` outside an
  * object property, Maps, Sets, typed arrays and other non-plain objects. Object properties
  * whose value is `undefined` are omitted, as `JSON.stringify` does. Objects with a
- * `toJSON` method (such as `Date`) are replaced by its result.
+ * `toJSON` method (such as `Date`) are replaced by its result. Nesting deeper than
+ * {@link MAX_CANONICAL_DEPTH} levels is refused with `reason: 'too_deep'`.
  */
 export function canonicalJson(value: unknown): string {
   // Fast path for what scopes and keys usually are: JSON.stringify already writes strings,
@@ -34,7 +42,7 @@ export function canonicalJson(value: unknown): string {
     if (flat) return JSON.stringify(value);
   }
   const parts: string[] = [];
-  write(value, '', new Set(), parts);
+  write(value, '', new Set(), parts, 0);
   return parts.join('');
 }
 
@@ -47,7 +55,13 @@ function isFlat(value: unknown): boolean {
   );
 }
 
-function write(value: unknown, path: string, seen: Set<object>, out: string[]): void {
+function write(
+  value: unknown,
+  path: string,
+  seen: Set<object>,
+  out: string[],
+  depth: number,
+): void {
   if (value === null) {
     out.push('null');
     return;
@@ -75,10 +89,19 @@ function write(value: unknown, path: string, seen: Set<object>, out: string[]): 
   }
   const obj = value as object;
   if (seen.has(obj)) throw new NotCanonicalError('Cycle detected', path);
+  if (depth >= MAX_CANONICAL_DEPTH) {
+    throw new NotCanonicalError(
+      `Nesting deeper than ${MAX_CANONICAL_DEPTH} levels`,
+      // The full path of a hostile input is as long as its nesting: show its start only.
+      path.length > 200 ? `${path.slice(0, 200)}...` : path,
+      'too_deep',
+    );
+  }
   if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') {
     const replaced = (obj as { toJSON: () => unknown }).toJSON();
     seen.add(obj);
-    write(replaced, path, seen, out);
+    // A replacement counts as a level, so an endless chain of toJSON results ends too.
+    write(replaced, path, seen, out, depth + 1);
     seen.delete(obj);
     return;
   }
@@ -87,7 +110,7 @@ function write(value: unknown, path: string, seen: Set<object>, out: string[]): 
     out.push('[');
     for (let i = 0; i < obj.length; i++) {
       if (i > 0) out.push(',');
-      write(obj[i], `${path}/${i}`, seen, out);
+      write(obj[i], `${path}/${i}`, seen, out, depth + 1);
     }
     out.push(']');
   } else {
@@ -106,7 +129,7 @@ function write(value: unknown, path: string, seen: Set<object>, out: string[]): 
       if (!first) out.push(',');
       first = false;
       out.push(JSON.stringify(key), ':');
-      write(child, `${path}/${escapePointer(key)}`, seen, out);
+      write(child, `${path}/${escapePointer(key)}`, seen, out, depth + 1);
     }
     out.push('}');
   }

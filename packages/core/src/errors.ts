@@ -13,6 +13,7 @@ export type IdemErrorCode =
   | 'STORE_FULL'
   | 'OUTCOME_TOO_LARGE'
   | 'OUTCOME_CORRUPT'
+  | 'OUTCOME_NOT_RECORDED'
   | 'REPLAYED_FAILURE'
   // raised by @idem/client
   | 'BODY_NOT_REPLAYABLE'
@@ -46,14 +47,24 @@ export class InvalidInputError extends IdemError {
   }
 }
 
+/**
+ * Why canonical JSON refused a value: `not_json` for what JSON cannot carry faithfully
+ * (a BigInt, a cycle, a Map...), `too_deep` for nesting beyond `MAX_CANONICAL_DEPTH`
+ * (a caller fingerprinting a request body may fall back to its raw bytes then).
+ */
+export type NotCanonicalReason = 'not_json' | 'too_deep';
+
 /** A value handed to canonical JSON cannot be represented in JSON without guessing. */
 export class NotCanonicalError extends IdemError {
   /** JSON-pointer-like path to the offending value, e.g. `/body/items/3`. */
   readonly path: string;
+  /** What was wrong with the value. */
+  readonly reason: NotCanonicalReason;
 
-  constructor(message: string, path: string) {
+  constructor(message: string, path: string, reason: NotCanonicalReason = 'not_json') {
     super('NOT_CANONICAL', `${message} at ${path === '' ? '(root)' : path}`);
     this.path = path;
+    this.reason = reason;
   }
 }
 
@@ -99,18 +110,53 @@ export class StoreFullError extends IdemError {
   }
 }
 
-/** The encoded outcome exceeds the store's size limit. Nothing was written. */
+/**
+ * The encoded outcome exceeds `maxOutcomeBytes` or the store's size limit. The store wrote
+ * nothing; the executor then records a not-recorded marker so a retry does not run again.
+ */
 export class OutcomeTooLargeError extends IdemError {
   readonly size: number;
   readonly limit: number;
 
   constructor(size: number, limit: number) {
-    super(
-      'OUTCOME_TOO_LARGE',
-      `Outcome of ${size} bytes exceeds the store limit of ${limit} bytes`,
-    );
+    super('OUTCOME_TOO_LARGE', `Outcome of ${size} bytes exceeds the limit of ${limit} bytes`);
     this.size = size;
     this.limit = limit;
+  }
+}
+
+/**
+ * Why a final outcome was not recorded although the operation ran: `too_large` (over
+ * `maxOutcomeBytes` or the store's limit), `not_serializable` (the serializer threw, e.g. a
+ * BigInt or a circular value), `store_full` (the store answered `STORE_FULL` at complete).
+ */
+export type NotRecordedReason = 'too_large' | 'not_serializable' | 'store_full';
+
+/**
+ * The operation ran, but its outcome could not be recorded; the key holds a small final
+ * marker instead, so a retry never runs the operation again. Raised to the caller whose
+ * value was not serialisable (with the serializer's error as `cause`), and by every
+ * `begin`/`execute` that finds the marker, for the key's retention.
+ */
+export class OutcomeNotRecordedError extends IdemError {
+  readonly reason: NotRecordedReason;
+  /** Size of the outcome that did not fit, in bytes, when known. */
+  readonly size?: number;
+  /** The limit it exceeded, in bytes, when known. */
+  readonly limit?: number;
+
+  constructor(
+    reason: NotRecordedReason,
+    details: { size?: number; limit?: number; cause?: unknown } = {},
+  ) {
+    super(
+      'OUTCOME_NOT_RECORDED',
+      `The operation ran, but its outcome was not recorded (${reason.replace('_', ' ')}); it will not run again for this key`,
+      details.cause === undefined ? undefined : { cause: details.cause },
+    );
+    this.reason = reason;
+    if (details.size !== undefined) this.size = details.size;
+    if (details.limit !== undefined) this.limit = details.limit;
   }
 }
 

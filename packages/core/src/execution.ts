@@ -1,9 +1,20 @@
+import { BackgroundTasks } from './background.js';
 import type { Clock } from './clock.js';
-import { InvalidInputError, LeaseLostError, OutcomeTooLargeError } from './errors.js';
+import {
+  InvalidInputError,
+  LeaseLostError,
+  type NotRecordedReason,
+  OutcomeTooLargeError,
+  StoreFullError,
+  StoreUnavailableError,
+} from './errors.js';
 import type { IdemEventListener } from './events.js';
+import { LeaseKeeper } from './lease-keeper.js';
+import { type NotRecordedDetails, notRecordedOutcome } from './not-recorded.js';
 import { encodeOutcome, type StoredOutcome } from './outcome-codec.js';
 import type { IdempotencyStore, OwnerWriteResult } from './store.js';
 import { callStore } from './store-call.js';
+import { retryStoreCall } from './store-retry.js';
 
 /** Settings an {@link Execution} runs with (resolved options of the engine). */
 export interface ExecutionSettings {
@@ -14,12 +25,21 @@ export interface ExecutionSettings {
   maxHoldMs: number;
   retentionMs: number;
   storeTimeoutMs: number;
+  /**
+   * Largest encoded outcome `complete` records, in bytes: the smaller of the
+   * `maxOutcomeBytes` option and the store's own limit. Integrations that capture a streamed
+   * outcome stop capturing past it and call `completeNotRecorded('too_large', ...)`.
+   */
+  maxOutcomeBytes: number;
+  /** How long `complete` retries a failing final write before it rejects (and goes on in the background), in ms. */
+  completionWaitMs: number;
   emit: IdemEventListener;
 }
 
 /**
  * One acquisition of a storage key: the right to run the operation once and record its
- * outcome. Holds the lease with heartbeats until `complete` or `release` is called.
+ * outcome. Holds the lease with heartbeats until the final write has landed (or
+ * `release` is called, or the execution is abandoned).
  */
 export class Execution {
   /** Fencing token: pass it to downstream writes so they can reject a stale executor. */
@@ -29,29 +49,26 @@ export class Execution {
   /** True when this acquisition took over a passed lease of another owner. */
   readonly takeover: boolean;
 
-  private readonly controller = new AbortController();
   private readonly acquiredAt: number;
-  private leaseEstimate: number;
-  private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
-  private watchdogTimer: ReturnType<typeof setTimeout> | undefined;
-  private settled = false;
-  private abandoned = false;
+  private readonly tasks: BackgroundTasks;
+  private readonly lease: LeaseKeeper;
+  private lastStoreError: StoreUnavailableError | undefined;
 
   /** @internal created by the engine after a successful acquire */
   constructor(
     private readonly settings: ExecutionSettings,
     readonly storageKey: string,
     readonly owner: string,
-    init: { fence: number; takeover: boolean; callStartedAt: number },
+    init: { fence: number; takeover: boolean; callStartedAt: number; tasks?: BackgroundTasks },
   ) {
     this.fence = init.fence;
     this.takeover = init.takeover;
-    this.signal = this.controller.signal;
     this.acquiredAt = init.callStartedAt;
-    // The store started the lease no earlier than the call was sent: a safe lower bound.
-    this.leaseEstimate = init.callStartedAt + settings.leaseMs;
-    this.armWatchdog();
-    this.scheduleHeartbeat();
+    this.tasks = init.tasks ?? new BackgroundTasks();
+    this.lease = new LeaseKeeper(settings, storageKey, owner, init.callStartedAt, (phase) =>
+      this.emitLeaseLost(phase),
+    );
+    this.signal = this.lease.controller.signal;
   }
 
   /**
@@ -61,39 +78,59 @@ export class Execution {
    * nobody reads), where releasing at once could let a retry run it a second time.
    */
   abandon(): void {
-    this.abandoned = true;
-    clearTimeout(this.heartbeatTimer);
+    this.lease.abandon();
   }
 
-  /** Whether `complete` or `release` has been called. */
+  /** Whether `complete`, `completeNotRecorded` or `release` has been called. */
   get finished(): boolean {
-    return this.settled;
+    return this.lease.phase !== 'running';
   }
 
   /**
-   * Records the final outcome. Throws `LeaseLostError` when another execution took the key
-   * over (its record is left untouched), `OutcomeTooLargeError` when the store cannot hold
-   * the outcome (the key is then released so a retry may run again), and
-   * `StoreUnavailableError` when the store failed: the record then stays in progress until
-   * its lease passes, so retries get 409 rather than a second execution.
+   * Records the final outcome (owner-checked).
+   *
+   * When the store fails (`STORE_UNAVAILABLE`), the execution keeps the outcome and its
+   * lease (heartbeats go on) and retries the same write with backoff until it lands, the
+   * key is taken over, or `maxHoldMs` since the acquisition passes: better a late
+   * completion than a second execution. This promise waits for that at most
+   * `completionWaitMs`, then rejects with `StoreUnavailableError` while the retries go on
+   * in the background (`drain()` waits for them).
+   *
+   * @throws LeaseLostError when another execution took the key over (its record is left
+   *   untouched).
+   * @throws OutcomeTooLargeError when the encoded outcome exceeds `maxOutcomeBytes` or the
+   *   store's limit, and StoreFullError when the store is full: the operation ran, so the key
+   *   is not released; a not-recorded marker is written instead (see `completeNotRecorded`).
+   * @throws StoreUnavailableError when the write has not landed within `completionWaitMs`.
    */
   async complete(outcome: StoredOutcome): Promise<void> {
-    this.finish();
-    const { store, retentionMs } = this.settings;
+    this.startFinishing();
     const bytes = encodeOutcome(outcome);
-    const limit = store.capabilities.maxOutcomeBytes;
-    if (limit !== undefined && bytes.length > limit) {
-      await this.releaseQuietly();
-      throw new OutcomeTooLargeError(bytes.length, limit);
-    }
+    const limit = this.settings.maxOutcomeBytes;
+    if (bytes.length > limit) return this.refused(new OutcomeTooLargeError(bytes.length, limit));
     try {
-      await this.ownerWrite('complete', () =>
-        store.complete({ key: this.storageKey, owner: this.owner, outcome: bytes, retentionMs }),
-      );
+      await this.finalWrite(bytes);
     } catch (error) {
-      if (error instanceof OutcomeTooLargeError) await this.releaseQuietly();
+      if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError)
+        return this.refused(error);
       throw error;
     }
+  }
+
+  /**
+   * Records a small final marker instead of an outcome that cannot be recorded (for an
+   * integration that streamed a response and learned only at its end that it exceeded
+   * `maxOutcomeBytes`). A replay then raises `OutcomeNotRecordedError` with `reason`, so a
+   * retry never runs the operation again. Emits an `outcome_not_recorded` event. Retries
+   * and rejects like {@link complete}; when not even the marker fits the store, the key is
+   * abandoned (its lease runs out) and the store's error is thrown.
+   */
+  async completeNotRecorded(
+    reason: NotRecordedReason,
+    details: NotRecordedDetails = {},
+  ): Promise<void> {
+    this.startFinishing();
+    await this.writeMarker(reason, details);
   }
 
   /**
@@ -102,127 +139,129 @@ export class Execution {
    * store failed (the record stays in progress until its lease passes).
    */
   async release(): Promise<void> {
-    this.finish();
-    await this.releaseRecord();
-  }
-
-  private releaseRecord(): Promise<void> {
+    this.startFinishing();
+    this.stop();
     const { store, retentionMs } = this.settings;
-    return this.ownerWrite('release', () =>
-      store.release({ key: this.storageKey, owner: this.owner, retentionMs }),
-    );
-  }
-
-  /**
-   * One owner-checked write: reports a store failure or a lost lease as an event and a
-   * typed error, and success as a `completed` or `released` event.
-   */
-  private async ownerWrite(
-    operation: 'complete' | 'release',
-    write: () => Promise<OwnerWriteResult>,
-  ): Promise<void> {
-    const { storageKey, fence } = this;
     let result: OwnerWriteResult;
     try {
-      result = await callStore(operation, this.settings.storeTimeoutMs, write);
+      result = await callStore('release', this.settings.storeTimeoutMs, () =>
+        store.release({ key: this.storageKey, owner: this.owner, retentionMs }),
+      );
     } catch (error) {
-      if (!(error instanceof OutcomeTooLargeError)) {
-        this.settings.emit({ type: 'store_error', storageKey, operation, error });
-      }
+      this.emitStoreError('release', error);
       throw error;
     }
     if (!result.ok) {
-      this.settings.emit({ type: 'lease_lost', storageKey, fence, phase: operation });
+      this.emitLeaseLost('release');
+      throw new LeaseLostError();
+    }
+    this.settings.emit({ type: 'released', storageKey: this.storageKey, fence: this.fence });
+  }
+
+  private async refused(error: OutcomeTooLargeError | StoreFullError): Promise<never> {
+    const details =
+      error instanceof OutcomeTooLargeError ? { size: error.size, limit: error.limit } : {};
+    const reason = error instanceof OutcomeTooLargeError ? 'too_large' : 'store_full';
+    // Reported through events; the caller gets the error that kept the outcome out.
+    await this.writeMarker(reason, details).catch(() => {});
+    throw error;
+  }
+
+  private async writeMarker(reason: NotRecordedReason, details: NotRecordedDetails) {
+    const { storageKey, fence } = this;
+    this.settings.emit({ type: 'outcome_not_recorded', storageKey, fence, reason, ...details });
+    try {
+      await this.finalWrite(encodeOutcome(notRecordedOutcome(reason, details)));
+    } catch (error) {
+      // Not even the marker fits: never release (a retry would run again); let the lease lapse.
+      if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError) this.stop();
+      throw error;
+    }
+  }
+
+  /**
+   * The owner-checked complete of `bytes`, retried until it settles (tracked as background
+   * work); the caller waits for it at most `completionWaitMs`.
+   */
+  private finalWrite(bytes: Uint8Array): Promise<void> {
+    const landing = this.completeUntilSettled(bytes);
+    this.tasks.track(landing);
+    const { completionWaitMs } = this.settings;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const budget = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(
+          new StoreUnavailableError(
+            `The outcome is not recorded yet: the store failed for ${completionWaitMs} ms; the executor keeps retrying in the background`,
+            { cause: this.lastStoreError },
+          ),
+        );
+      }, completionWaitMs);
+    });
+    return Promise.race([landing, budget]).finally(() => clearTimeout(timer));
+  }
+
+  private async completeUntilSettled(bytes: Uint8Array): Promise<void> {
+    const { store, retentionMs, storeTimeoutMs, clock, maxHoldMs } = this.settings;
+    let result: OwnerWriteResult;
+    try {
+      result = await retryStoreCall(
+        {
+          operation: 'complete',
+          timeoutMs: storeTimeoutMs,
+          clock,
+          deadline: this.acquiredAt + maxHoldMs,
+          onError: (error) => {
+            this.lastStoreError = error;
+            this.emitStoreError('complete', error);
+          },
+        },
+        () =>
+          store.complete({ key: this.storageKey, owner: this.owner, outcome: bytes, retentionMs }),
+      );
+    } catch (error) {
+      // Too large / full: the caller writes a marker next, so the lease is kept for it.
+      if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError) throw error;
+      this.stop();
+      this.settings.emit({
+        type: 'completion_abandoned',
+        storageKey: this.storageKey,
+        fence: this.fence,
+        reason: error instanceof StoreUnavailableError ? 'max_hold' : 'error',
+        error,
+      });
+      throw error;
+    }
+    this.stop();
+    if (!result.ok) {
+      this.emitLeaseLost('complete');
       throw new LeaseLostError(
-        operation === 'complete'
-          ? 'The outcome was not recorded: another execution took this key over after the lease passed'
-          : undefined,
+        'The outcome was not recorded: another execution took this key over after the lease passed',
       );
     }
-    this.settings.emit({
-      type: operation === 'complete' ? 'completed' : 'released',
-      storageKey,
-      fence,
-    });
+    this.settings.emit({ type: 'completed', storageKey: this.storageKey, fence: this.fence });
   }
 
-  private async releaseQuietly(): Promise<void> {
-    try {
-      await this.releaseRecord();
-    } catch {
-      // Reported through events; the caller gets the error that made us release.
-    }
+  private emitStoreError(operation: 'complete' | 'release' | 'extend', error: unknown): void {
+    this.settings.emit({ type: 'store_error', storageKey: this.storageKey, operation, error });
   }
 
-  private finish(): void {
-    if (this.settled)
-      throw new InvalidInputError('This execution was already completed or released');
-    this.settled = true;
-    clearTimeout(this.heartbeatTimer);
-    clearTimeout(this.watchdogTimer);
-  }
-
-  private lose(phase: 'heartbeat' | 'max_hold', message: string): void {
-    if (this.controller.signal.aborted) return;
+  private emitLeaseLost(phase: 'heartbeat' | 'complete' | 'release' | 'max_hold'): void {
     this.settings.emit({
       type: 'lease_lost',
       storageKey: this.storageKey,
       fence: this.fence,
       phase,
     });
-    this.controller.abort(new LeaseLostError(message));
   }
 
-  private armWatchdog(): void {
-    clearTimeout(this.watchdogTimer);
-    const delay = Math.max(0, this.leaseEstimate - this.settings.clock.now());
-    this.watchdogTimer = setTimeout(() => {
-      if (this.settled) return;
-      const holdPassed = this.settings.clock.now() - this.acquiredAt >= this.settings.maxHoldMs;
-      this.lose(
-        holdPassed ? 'max_hold' : 'heartbeat',
-        holdPassed
-          ? 'The maximum hold time passed; the lease was not renewed'
-          : 'The lease could not be renewed before it passed',
-      );
-    }, delay);
-    this.watchdogTimer.unref?.();
+  private startFinishing(): void {
+    if (this.lease.phase !== 'running')
+      throw new InvalidInputError('This execution was already completed or released');
+    this.lease.phase = 'finishing';
   }
 
-  private scheduleHeartbeat(): void {
-    const { heartbeatMs } = this.settings;
-    if (heartbeatMs === false || this.settled || this.abandoned) return;
-    this.heartbeatTimer = setTimeout(() => void this.beat(), heartbeatMs);
-    this.heartbeatTimer.unref?.();
-  }
-
-  private async beat(): Promise<void> {
-    if (this.settled || this.abandoned || this.controller.signal.aborted) return;
-    const { store, clock, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs } = this.settings;
-    const startedAt = clock.now();
-    // Never renew past the maximum hold: the last renewal is cut to what is left of it.
-    const lease = Math.min(leaseMs, this.acquiredAt + maxHoldMs - startedAt);
-    if (lease <= 0) return; // let the lease lapse; the watchdog aborts
-    try {
-      const result = await callStore('extend', storeTimeoutMs, () =>
-        store.extend({ key: this.storageKey, owner: this.owner, leaseMs: lease, retentionMs }),
-      );
-      if (this.settled) return;
-      if (!result.ok) {
-        this.lose('heartbeat', 'Another execution took this key over');
-        return;
-      }
-      this.leaseEstimate = startedAt + lease;
-      this.armWatchdog();
-    } catch (error) {
-      if (this.settled) return;
-      this.settings.emit({
-        type: 'store_error',
-        storageKey: this.storageKey,
-        operation: 'extend',
-        error,
-      });
-    }
-    this.scheduleHeartbeat();
+  private stop(): void {
+    this.lease.stop();
   }
 }

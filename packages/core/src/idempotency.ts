@@ -1,69 +1,29 @@
 import { randomUUID } from 'node:crypto';
-import { type Clock, systemClock } from './clock.js';
+import { BackgroundTasks } from './background.js';
 import {
   IdemError,
   InProgressError,
-  InvalidInputError,
   MismatchError,
+  OutcomeNotRecordedError,
   ReplayedFailureError,
   StoreUnavailableError,
 } from './errors.js';
-import type { IdemEventListener } from './events.js';
-import { Execution, type ExecutionSettings } from './execution.js';
+import { Execution } from './execution.js';
 import { deriveStorageKey, type Scope } from './keys.js';
+import { readNotRecorded } from './not-recorded.js';
 import { decodeOutcome, type StoredOutcome } from './outcome-codec.js';
 import { jsonSerializer, type OutcomeSerializer } from './serializer.js';
+import {
+  type IdempotencyOptions,
+  type OutcomePolicy,
+  type ResolvedSettings,
+  resolveSettings,
+  type Settled,
+  successOnly,
+} from './settings.js';
 import type { IdempotencyStore } from './store.js';
 import { callStore } from './store-call.js';
-
-/** How an operation ended, as the outcome policy sees it. */
-export type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
-
-/** Decides whether an outcome is final (recorded and replayed) or released for a retry. */
-export type OutcomePolicy<T> = (settled: Settled<T>) => boolean;
-
-/** Default policy: successes are final, failures are released so a retry runs again. */
-export const successOnly: OutcomePolicy<unknown> = (settled) => settled.ok;
-
-/**
- * Stripe's policy: once execution started, every outcome is final, failures included
- * (replayed as `ReplayedFailureError`).
- */
-export const everythingFinal: OutcomePolicy<unknown> = () => true;
-
-/** Bounded wait on a key in progress, instead of failing at once with `IN_PROGRESS`. */
-export interface WaitOptions {
-  /** Longest total wait, in ms. */
-  timeoutMs: number;
-  /** First poll interval in ms; grows by half each poll, up to 1 s. @default 50 */
-  pollMs?: number;
-}
-
-/** Options of {@link createIdempotency}. Durations are milliseconds. */
-export interface IdempotencyOptions<T = unknown> {
-  /** Where records live. */
-  store: IdempotencyStore;
-  /** Lease of an in-progress record. @default 30_000 */
-  leaseMs?: number;
-  /** Heartbeat interval that renews the lease, or `false` for none. @default leaseMs / 3 */
-  heartbeatMs?: number | false;
-  /** Longest time heartbeats keep renewing one lease. @default 3_600_000 (1 h) */
-  maxHoldMs?: number;
-  /** How long a completed outcome is replayed. @default 86_400_000 (24 h) */
-  retentionMs?: number;
-  /** Time limit of one store call; past it the call fails with `STORE_UNAVAILABLE`. @default 5_000 */
-  storeTimeoutMs?: number;
-  /** Bounded wait on a key in progress, or `false` to fail at once with `IN_PROGRESS`. @default false */
-  wait?: WaitOptions | false;
-  /** Which outcomes are final. @default successOnly */
-  isFinal?: OutcomePolicy<T>;
-  /** How values become stored outcomes and back. @default jsonSerializer */
-  serializer?: OutcomeSerializer<T>;
-  /** Local clock for lease bookkeeping (the store decides expiry by its own clock). @default systemClock */
-  clock?: Clock;
-  /** Receives hit / miss / conflict / mismatch / lease-lost / store-error events. */
-  onEvent?: IdemEventListener;
-}
+import { retryStoreCall } from './store-retry.js';
 
 /** Identifies one logical request. */
 export interface IdempotentRequest {
@@ -105,8 +65,8 @@ export interface Idempotency<T = unknown> {
    * fingerprint.
    *
    * @throws InvalidKeyError, MismatchError, InProgressError, LeaseLostError,
-   *   StoreUnavailableError, OutcomeTooLargeError, ReplayedFailureError, or the operation's
-   *   own error when it was not final.
+   *   StoreUnavailableError, OutcomeTooLargeError, OutcomeNotRecordedError, StoreFullError,
+   *   ReplayedFailureError, or the operation's own error when it was not final.
    */
   execute(
     request: IdempotentRequest,
@@ -116,8 +76,17 @@ export interface Idempotency<T = unknown> {
    * The lower-level step: acquire (or wait, or replay). For callers that must start
    * answering before the operation ends (streamed HTTP responses): run, then call
    * `execution.complete(outcome)` or `execution.release()`.
+   *
+   * @throws OutcomeNotRecordedError when the key holds a not-recorded marker (the
+   *   operation ran once, its outcome could not be recorded).
    */
   begin(request: IdempotentRequest, options?: BeginOptions): Promise<BeginResult>;
+  /**
+   * Waits until no final write is being retried in the background (for a server's
+   * shutdown), or `timeoutMs` passed. Resolves with how many are still pending.
+   * @param timeoutMs longest wait @default leaseMs
+   */
+  drain(timeoutMs?: number): Promise<number>;
   /** The options in force, defaults filled in. */
   readonly settings: ResolvedSettings;
 }
@@ -128,50 +97,15 @@ export interface BeginOptions {
   signal?: AbortSignal;
 }
 
-/** Resolved settings, exposed for integrations. */
-export interface ResolvedSettings extends ExecutionSettings {
-  wait: WaitOptions | false;
-}
-
-// setTimeout fires at once past 2^31 - 1 ms; durations that drive a timer must stay below.
-const MAX_TIMER_MS = 2_147_483_647;
-
-function positive(name: string, value: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (!(Number.isFinite(value) && value > 0 && value <= max))
-    throw new InvalidInputError(`${name} must be a positive number of ms, at most ${max}`);
-  return value;
-}
-
-/** Resolves options and defaults; throws `InvalidInputError` on a bad value. */
-export function resolveSettings<T>(options: IdempotencyOptions<T>): ResolvedSettings {
-  if (!options.store) throw new InvalidInputError('A store is required');
-  const leaseMs = positive('leaseMs', options.leaseMs ?? 30_000, MAX_TIMER_MS);
-  const heartbeat = options.heartbeatMs === undefined ? leaseMs / 3 : options.heartbeatMs;
-  if (heartbeat !== false && !(heartbeat > 0 && heartbeat < leaseMs)) {
-    throw new InvalidInputError('heartbeatMs must be positive and shorter than leaseMs');
-  }
-  const listener = options.onEvent;
-  return {
-    store: options.store,
-    clock: options.clock ?? systemClock,
-    leaseMs,
-    heartbeatMs: heartbeat,
-    maxHoldMs: positive('maxHoldMs', options.maxHoldMs ?? 3_600_000),
-    retentionMs: positive('retentionMs', options.retentionMs ?? 86_400_000),
-    storeTimeoutMs: positive('storeTimeoutMs', options.storeTimeoutMs ?? 5_000, MAX_TIMER_MS),
-    wait: options.wait ?? false,
-    emit: (event) => {
-      try {
-        listener?.(event);
-      } catch {
-        // A broken listener must not break a request.
-      }
-    },
-  };
-}
-
 // Node batches the entropy behind randomUUID: the cheapest 122 random bits per acquire.
 const newOwner = (): string => randomUUID();
+
+/**
+ * Most acquisitions given back at once after failed acquires. During an outage every
+ * request fails its acquire; past this many, a possible phantom acquisition is left to run
+ * out with its lease rather than multiplying the load on a store that is coming back.
+ */
+export const MAX_PENDING_GIVE_BACKS = 64;
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
@@ -193,6 +127,26 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
   const settings = resolveSettings(options);
   const isFinal = (options.isFinal ?? successOnly) as OutcomePolicy<T>;
   const serializer = (options.serializer ?? jsonSerializer) as OutcomeSerializer<T>;
+  const tasks = new BackgroundTasks();
+  let pendingGiveBacks = 0;
+
+  /**
+   * An acquire that failed may still have been applied (its answer lost, a timeout): such
+   * a record would hold the key for a whole lease. Give it back with the same owner token,
+   * retried until the lease it could hold has passed. Owner-checked, so it never touches
+   * anyone else's record. At most {@link MAX_PENDING_GIVE_BACKS} at once.
+   */
+  function releaseIfApplied(storageKey: string, owner: string, callStartedAt: number): void {
+    if (pendingGiveBacks >= MAX_PENDING_GIVE_BACKS) return;
+    const { store, storeTimeoutMs, clock, retentionMs, leaseMs } = settings;
+    const deadline = callStartedAt + leaseMs;
+    pendingGiveBacks++;
+    const giveBack = retryStoreCall(
+      { operation: 'release', timeoutMs: storeTimeoutMs, clock, deadline },
+      () => store.release({ key: storageKey, owner, retentionMs }),
+    ).finally(() => pendingGiveBacks--);
+    tasks.track(giveBack);
+  }
 
   async function begin(
     request: IdempotentRequest,
@@ -221,6 +175,8 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
         );
       } catch (error) {
         emit({ type: 'store_error', storageKey, operation: 'acquire', error });
+        if (error instanceof StoreUnavailableError)
+          releaseIfApplied(storageKey, owner, callStartedAt);
         throw error;
       }
       if (result.kind === 'acquired') {
@@ -229,6 +185,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
           fence: result.fence,
           takeover: result.takeover,
           callStartedAt,
+          tasks,
         });
         return { kind: 'acquired', execution };
       }
@@ -241,7 +198,10 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
         if (!record.outcome)
           throw new StoreUnavailableError('Store returned a completed record without an outcome');
         emit({ type: 'hit', storageKey });
-        return { kind: 'replay', outcome: decodeOutcome(record.outcome), storageKey };
+        const outcome = decodeOutcome(record.outcome);
+        const marker = readNotRecorded(outcome);
+        if (marker) throw new OutcomeNotRecordedError(marker.reason, marker);
+        return { kind: 'replay', outcome, storageKey };
       }
       if (record.status !== 'in_progress') {
         throw new StoreUnavailableError(`Store returned a ${record.status} record as live`);
@@ -274,24 +234,32 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       settled = { ok: false, error };
     }
     let final: boolean;
-    let outcome: StoredOutcome | undefined;
     try {
       final = isFinal(settled);
-      if (final)
-        outcome = settled.ok
-          ? wrapValue(serializer.serialize(settled.value))
-          : failureOutcome(settled.error);
     } catch (policyError) {
-      await execution.release().catch(() => {});
+      // After a success the key is never handed to a retry for a reason of ours: the lease
+      // runs out instead. After a failure nothing ran to completion: release as usual.
+      if (settled.ok) execution.abandon();
+      else await execution.release().catch(() => {});
       throw policyError;
     }
-    if (outcome) {
-      await execution.complete(outcome);
-    } else {
+    if (!final) {
       // A failed release leaves the record in progress until its lease passes: reported
       // through events, while the caller gets what the operation did.
       await execution.release().catch(() => {});
+      throw (settled as { ok: false; error: unknown }).error;
     }
+    let outcome: StoredOutcome;
+    try {
+      outcome = settled.ok
+        ? wrapValue(serializer.serialize(settled.value))
+        : failureOutcome(settled.error);
+    } catch (cause) {
+      // The operation ran; its value cannot be stored. A marker keeps retries from running it again.
+      await execution.completeNotRecorded('not_serializable').catch(() => {});
+      throw new OutcomeNotRecordedError('not_serializable', { cause });
+    }
+    await execution.complete(outcome);
     if (settled.ok) return { value: settled.value, replayed: false };
     throw settled.error;
   }
@@ -307,7 +275,12 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     });
   }
 
-  return { execute, begin, settings };
+  return {
+    execute,
+    begin,
+    drain: (timeoutMs = settings.leaseMs) => tasks.drain(timeoutMs),
+    settings,
+  };
 }
 
 function wrapValue(outcome: StoredOutcome): StoredOutcome {

@@ -1,10 +1,10 @@
 export type { JsonValue } from './canonical-json.js';
-export { canonicalJson } from './canonical-json.js';
+export { canonicalJson, MAX_CANONICAL_DEPTH } from './canonical-json.js';
 export type { Clock } from './clock.js';
 export { ManualClock, systemClock } from './clock.js';
 export type { EncodedPart } from './encoding.js';
 export { digestParts } from './encoding.js';
-export type { IdemErrorCode } from './errors.js';
+export type { IdemErrorCode, NotCanonicalReason, NotRecordedReason } from './errors.js';
 export {
   IdemError,
   InProgressError,
@@ -15,6 +15,7 @@ export {
   MismatchError,
   NotCanonicalError,
   OutcomeCorruptError,
+  OutcomeNotRecordedError,
   OutcomeTooLargeError,
   ReplayedFailureError,
   StoreFullError,
@@ -30,15 +31,10 @@ export type {
   BeginResult,
   ExecuteResult,
   Idempotency,
-  IdempotencyOptions,
   IdempotentRequest,
   OperationContext,
-  OutcomePolicy,
-  ResolvedSettings,
-  Settled,
-  WaitOptions,
 } from './idempotency.js';
-export { createIdempotency, everythingFinal, resolveSettings, successOnly } from './idempotency.js';
+export { createIdempotency, MAX_PENDING_GIVE_BACKS } from './idempotency.js';
 export type { GenerateKeyOptions, Scope } from './keys.js';
 export {
   batchItemKey,
@@ -49,10 +45,25 @@ export {
   MAX_KEY_LENGTH,
   validateKey,
 } from './keys.js';
+export type { NotRecordedDetails } from './not-recorded.js';
+export { NOT_RECORDED_KIND, notRecordedOutcome, readNotRecorded } from './not-recorded.js';
 export type { StoredOutcome } from './outcome-codec.js';
 export { decodeOutcome, encodeOutcome } from './outcome-codec.js';
 export type { OutcomeSerializer } from './serializer.js';
 export { bytesSerializer, jsonSerializer } from './serializer.js';
+export type {
+  IdempotencyOptions,
+  OutcomePolicy,
+  ResolvedSettings,
+  Settled,
+  WaitOptions,
+} from './settings.js';
+export {
+  DEFAULT_MAX_OUTCOME_BYTES,
+  everythingFinal,
+  resolveSettings,
+  successOnly,
+} from './settings.js';
 export type {
   AcquireInput,
   AcquireResult,
@@ -66,3 +77,5 @@ export type {
   StoredRecord,
 } from './store.js';
 export { callStore } from './store-call.js';
+export type { StoreRetryOptions } from './store-retry.js';
+export { retryStoreCall } from './store-retry.js';

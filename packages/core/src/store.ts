@@ -50,10 +50,15 @@ export interface AcquireInput {
 export type AcquireResult =
   | {
       kind: 'acquired';
-      /** The new fence: previous fence + 1, or 1 when the key had no record. */
+      /**
+       * The new fence: previous fence + 1, or 1 when the key had no record. For a
+       * redelivered acquire (the record is already the caller's own), the record's fence,
+       * unchanged.
+       */
       fence: number;
+      /** The lease deadline now stored (`now + leaseMs`), epoch ms by the store's clock. */
       leaseUntil: number;
-      /** True when a passed lease of another owner was taken over. */
+      /** True when a passed lease of another owner was taken over; `false` for a redelivery. */
       takeover: boolean;
     }
   | {
@@ -113,6 +118,12 @@ export interface StoreCapabilities {
  * (never relying on the backing service's TTL deletion alone). Every failure of the backing
  * service MUST surface as a thrown `StoreUnavailableError` (or another `IdemError`) with the
  * original error as `cause`; an adapter MUST NOT swallow an error.
+ *
+ * Calls are redelivered in real life: a client library resends a command after a
+ * reconnect, an SDK retries a request that timed out, and core itself repeats a final
+ * write whose answer it did not get. The first delivery may have been applied. `acquire`,
+ * `complete` and `release` therefore MUST recognise a repeat of a call they already applied
+ * (same `owner`) and answer it as the caller's own, as each method states below.
  */
 export interface IdempotencyStore {
   readonly capabilities: StoreCapabilities;
@@ -130,6 +141,13 @@ export interface IdempotencyStore {
    * lives. A store SHOULD keep it growing after a record expired too (the memory store keeps
    * a floor, the Redis store a small fence key, DynamoDB the item until TTL deletion): the
    * conformance suite checks one acquisition after retention passed.
+   *
+   * Redelivery: when the record found is `in_progress` and its `owner` equals
+   * `input.owner` (its lease live or passed, nobody took it over), the acquisition is the
+   * caller's own. It MUST answer `{ kind: 'acquired', fence: <the record's fence,
+   * unchanged>, takeover: false, leaseUntil: now + leaseMs }` and renew the lease
+   * (`leaseUntil = now + leaseMs`, `expiresAt >= leaseUntil + retentionMs`), with no fence
+   * increment and no other change. It MUST NOT answer `found` for the caller's own record.
    */
   acquire(input: AcquireInput): Promise<AcquireResult>;
 
@@ -139,6 +157,12 @@ export interface IdempotencyStore {
    * as long as nobody took it over). Otherwise it MUST change nothing and return
    * `not_owner`. A store with a size limit MUST throw `OutcomeTooLargeError` before writing
    * anything when the outcome does not fit.
+   *
+   * Redelivery: when the record found is `completed`, its `owner` equals `input.owner` and
+   * its outcome bytes equal `input.outcome` byte for byte, the call is a repeat of the
+   * caller's own completion: it MUST answer `{ ok: true }` and change nothing (not the
+   * outcome, not `expiresAt`). With different bytes it MUST answer `not_owner` and change
+   * nothing.
    */
   complete(input: CompleteInput): Promise<OwnerWriteResult>;
 
@@ -147,6 +171,10 @@ export interface IdempotencyStore {
    * that keeps the fence (or is removed only if the fence is kept some other way), only if
    * it is `in_progress` and owned by `owner`. Otherwise it MUST change nothing and return
    * `not_owner`.
+   *
+   * Redelivery: when the record found is a `released` tombstone whose `owner` equals
+   * `input.owner`, it SHOULD answer `{ ok: true }` and change nothing (the conformance suite
+   * does not check this; core treats either answer as final).
    */
   release(input: ReleaseInput): Promise<OwnerWriteResult>;
 

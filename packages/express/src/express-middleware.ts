@@ -5,10 +5,11 @@ import {
   type HttpIdempotencyOptions,
   type IdempotencyContext,
   type RequestBody,
-  readBodyLimited,
 } from '@idem/http';
-import { headerValue, recordServerResponse, sendWebResponse } from '@idem/http/node';
+import { headerValue, recordServerResponse, requestUrl, sendWebResponse } from '@idem/http/node';
 import type { Request, RequestHandler, Response } from 'express';
+import { routeOf } from './express-route.js';
+import { peekBody } from './request-body-peek.js';
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Express request. */
 export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>;
@@ -21,17 +22,20 @@ async function readBody(req: Request, limit: number): Promise<RequestBody> {
   if ((length === undefined || length === '0') && req.headers['transfer-encoding'] === undefined) {
     return { kind: 'none' };
   }
-  const bytes = await readBodyLimited(req, limit);
-  const body = bodyFromBytes(bytes, contentType);
-  // Read here, so later body parsers skip it: hand the app what express.json / express.raw would.
-  req.body = body.kind === 'json' ? body.value : Buffer.from(bytes);
-  return body;
+  // Read for the fingerprint only, and put back: the app's own parsers read it as if we had not.
+  return bodyFromBytes(await peekBody(req, limit), contentType);
 }
 
 /**
  * Express 5 middleware that makes POST and PATCH (by default) idempotent by their
- * `Idempotency-Key` header. Mount it before the routes it protects. The handler finds the
+ * `Idempotency-Key` header. Mount it with `app.use` before the routes it protects, or on a
+ * route (`app.post('/charges', idempotency(options), handler)`). The handler finds the
  * execution context (key, fence, abort signal) at `res.locals.idempotency`.
+ *
+ * The operation a key is unique within is the route Express matched when mounted on a route;
+ * with `app.use` it is the path in the one spelling Express routes alike (case, a trailing
+ * slash and percent-escapes do not matter), so a retry through another spelling of the path
+ * is replayed or refused (422), never run again.
  */
 export function idempotency(options: ExpressIdempotencyOptions): RequestHandler {
   const handler = createIdempotencyHandler<Request>(options);
@@ -39,14 +43,19 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
     const decision = await handler.begin({
       native: req,
       method: req.method,
-      url: req.originalUrl,
+      url: requestUrl(req.originalUrl),
+      route: routeOf(req),
       header: (name) => headerValue(req.headers, name),
       readBody: (limit) => readBody(req, limit),
     });
     if (decision.action === 'pass') return next();
     if (decision.action === 'respond') return sendWebResponse(res, decision.response);
     res.locals.idempotency = decision.recorder.context;
-    recordServerResponse(res, decision.recorder);
+    recordServerResponse(res, decision.recorder, {
+      // An error answered before any route matched (a body parser's 400, a 404) is not the
+      // outcome of a route: never recorded, whatever the policy.
+      isHandlerOutcome: (status) => status < 400 || status >= 500 || req.route !== undefined,
+    });
     next();
   };
 }

@@ -1,9 +1,11 @@
+import { json, listening, send, spyStore } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterEach, describe, expect, it } from 'vitest';
-import { json, listening, send } from '../../http/test/support/client.js';
-import { spyStore } from '../../http/test/support/stores.js';
 import { getIdempotency, idempotency } from '../src/index.js';
+
+/** The caller's tenant (these tests send none: one tenant). */
+const byTenant = (req: express.Request) => ({ principal: req.get('x-tenant') ?? 'tenant-a' });
 
 const servers: { close(): Promise<void> }[] = [];
 afterEach(async () => {
@@ -21,7 +23,7 @@ describe('@idem/express conventions', () => {
     let runs = 0;
     const app = express();
     app.use(express.json());
-    app.use(idempotency({ store: createMemoryStore(), onWarning: () => {} }));
+    app.use(idempotency({ store: createMemoryStore(), scope: byTenant, onWarning: () => {} }));
     app.post('/orders', (req, res) => {
       runs++;
       const ctx = getIdempotency(res);
@@ -38,7 +40,7 @@ describe('@idem/express conventions', () => {
 
   it('records headers given to writeHead and a body written in parts with a Content-Length', async () => {
     const app = express();
-    app.use(idempotency({ store: createMemoryStore(), onWarning: () => {} }));
+    app.use(idempotency({ store: createMemoryStore(), scope: byTenant, onWarning: () => {} }));
     app.post('/raw', (_req, res) => {
       res.writeHead(202, { 'content-type': 'text/plain', 'content-length': '11', etag: '"v1"' });
       res.write('hello');
@@ -60,7 +62,13 @@ describe('@idem/express conventions', () => {
     const open: express.Response[] = [];
     const app = express();
     app.use(
-      idempotency({ store: spied.store, leaseMs: 300, heartbeatMs: 100, onWarning: () => {} }),
+      idempotency({
+        store: spied.store,
+        scope: byTenant,
+        leaseMs: 300,
+        heartbeatMs: 100,
+        onWarning: () => {},
+      }),
     );
     app.post('/stuck', (_req, res) => {
       open.push(res);

@@ -5,7 +5,7 @@ import {
   type IdempotencyContext,
   type IdempotencyHandler,
 } from '@idem/http';
-import { headerValue, recordServerResponse } from '@idem/http/node';
+import { headerValue, recordServerResponse, requestUrl } from '@idem/http/node';
 import type { FastifyPluginCallback, FastifyRequest } from 'fastify';
 
 /** Options of the {@link idempotency} plugin: those of `@idem/http`, with hooks that get the Fastify request. */
@@ -59,7 +59,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     const decision = await handler.begin({
       native: request,
       method: request.method,
-      url: request.url,
+      url: requestUrl(request.url),
       ...(request.routeOptions.url === undefined ? {} : { route: request.routeOptions.url }),
       header: (name) => headerValue(request.headers, name),
       // Fastify parsed (and size-limited) the body already.

@@ -1,8 +1,8 @@
 import { finalOnceStarted } from '@idem/http';
+import { json, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { json, send } from '../../http/test/support/client.js';
 import { idempotency } from '../src/index.js';
 
 describe('@idem/fastify route-level options', () => {
@@ -15,7 +15,11 @@ describe('@idem/fastify route-level options', () => {
   let url = '';
 
   beforeAll(async () => {
-    await app.register(idempotency, { store: createMemoryStore(), onWarning: () => {} });
+    await app.register(idempotency, {
+      store: createMemoryStore(),
+      scope: (request) => ({ principal: request.headers['x-tenant'] ?? 'tenant-a' }),
+      onWarning: () => {},
+    });
     app.post('/default', async (request) => ({
       run: run('default'),
       fence: request.idempotency?.fence,

@@ -1,17 +1,23 @@
 import { Readable } from 'node:stream';
+import type { ScopeHint } from '@idem/http';
+import {
+  describeHttpConformance,
+  memoryStores,
+  redisStores,
+  TENANT_HEADER,
+} from '@idem/http-conformance';
 import Fastify from 'fastify';
-import { describeHttpScenarios, TENANT_HEADER } from '../../http/test/support/scenarios.js';
 import { idempotency } from '../src/index.js';
 
-describeHttpScenarios({
-  name: 'fastify',
+describeHttpConformance('fastify', {
+  stores: [memoryStores(), redisStores()],
   async start({ options, routes }) {
     const app = Fastify();
     await app.register(idempotency, {
       ...options,
-      scope: (request) => ({
-        principal: (request.headers[TENANT_HEADER] as string | undefined) ?? null,
-      }),
+      // Undefined without the header: the suite checks the 500 no-principal answer.
+      scope: (request) =>
+        ({ principal: request.headers[TENANT_HEADER] as string | undefined }) as ScopeHint,
     });
     app.addContentTypeParser(
       'application/octet-stream',

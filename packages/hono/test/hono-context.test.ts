@@ -12,7 +12,7 @@ describe('@idem/hono conventions', () => {
       '/api/*',
       idempotency({
         store: createMemoryStore(),
-        scope: (c) => ({ principal: c.req.header('x-user') }),
+        scope: (c) => ({ principal: c.req.header('x-user') ?? 'anonymous' }),
       }),
     );
     app.post('/api/jobs', async (c) => {
@@ -44,7 +44,13 @@ describe('@idem/hono conventions', () => {
   it('replays a streamSSE response with the same events', async () => {
     let runs = 0;
     const app = new Hono();
-    app.use(idempotency({ store: createMemoryStore(), onWarning: () => {} }));
+    app.use(
+      idempotency({
+        store: createMemoryStore(),
+        scope: (c) => ({ principal: c.req.header('x-user') ?? 'anonymous' }),
+        onWarning: () => {},
+      }),
+    );
     app.post('/sse', (c) =>
       streamSSE(c, async (stream) => {
         runs++;

@@ -1,14 +1,10 @@
-import {
-  createIdempotency,
-  InProgressError,
-  InvalidInputError,
-  isIdemError,
-  type JsonValue,
-} from '@idem/core';
+import { createIdempotency, InvalidInputError, isIdemError, type JsonValue } from '@idem/core';
+import { answerBeginError, answerFailure, respond, tooLarge } from './answers.js';
 import { parseIdempotencyKey } from './key-header.js';
-import type { HttpIdempotencyOptions, ScopeHint } from './options.js';
+import type { HttpIdempotencyOptions } from './options.js';
 import { finalOn2xx } from './policy.js';
-import { PROBLEM_TYPES, problemResponse } from './problem.js';
+import { PROBLEM_TYPES } from './problem.js';
+import { unusableResponse } from './record-response.js';
 import { resolveRecordedHeaders } from './recorded-headers.js';
 import { createRecorder, type IdempotencyContext, type ResponseRecorder } from './recorder.js';
 import { replayResponse } from './replay.js';
@@ -19,6 +15,7 @@ import {
   readBodyLimited,
 } from './request-body.js';
 import { fingerprintOf } from './request-fingerprint.js';
+import { createScopeResolver } from './scope.js';
 
 /** A request as an adapter describes it to {@link IdempotencyHandler.begin}. */
 export interface IncomingRequest<R> {
@@ -68,13 +65,20 @@ export interface IdempotencyHandler<R = Request> {
   ): Promise<Response>;
   /** The lower-level step for framework adapters; see {@link IdempotencyDecision}. */
   begin(request: IncomingRequest<R>): Promise<IdempotencyDecision>;
+  /**
+   * Waits until no final write is being retried in the background (after the store failed
+   * while an outcome was recorded), or `timeoutMs` passed; resolves with how many are still
+   * pending. Call it at shutdown, after the server stopped taking requests.
+   * @param timeoutMs longest wait @default leaseMs
+   */
+  drain(timeoutMs?: number): Promise<number>;
 }
 
 const DEFAULT_METHODS = ['POST', 'PATCH'];
 
 /**
  * Creates the HTTP layer. Order of checks for a method that needs a key: key present and
- * valid (400) -> scope -> body size (413) -> fingerprint mismatch (422) -> in progress (409
+ * valid (400) -> scope (500 when the hook gives no principal) -> body size (413) -> fingerprint mismatch (422) -> in progress (409
  * with Retry-After, or a bounded wait) -> replay (`Idempotent-Replayed: true`) -> execute.
  * The store down gives 503 with Retry-After unless `failOpen`.
  */
@@ -91,31 +95,21 @@ export function createIdempotencyHandler<R = Request>(
   if (!(Number.isSafeInteger(maxBodyBytes) && maxBodyBytes >= 0)) {
     throw new InvalidInputError('maxBodyBytes must be a non-negative integer');
   }
-  const retryAfter = String(Math.max(1, Math.ceil(options.unavailableRetryAfterSeconds ?? 1)));
-  const inProgressRetryAfter = Math.max(1, Math.ceil(options.inProgressRetryAfterSeconds ?? 1));
+  const beginAnswers = {
+    failOpen: options.failOpen ?? false,
+    unavailableRetryAfter: Math.max(1, Math.ceil(options.unavailableRetryAfterSeconds ?? 1)),
+    inProgressRetryAfter: Math.max(1, Math.ceil(options.inProgressRetryAfterSeconds ?? 1)),
+  };
   const warn = options.onWarning ?? ((message: string) => console.warn(`[@idem/http] ${message}`));
   const recorderSettings = {
     isFinal: isFinal ?? finalOn2xx,
     recordedHeaders: resolveRecordedHeaders(options.recordedHeaders),
-    maxOutcomeBytes: settings.store.capabilities.maxOutcomeBytes,
+    maxOutcomeBytes: settings.maxOutcomeBytes,
     leaseMs: settings.leaseMs,
     failOpen: options.failOpen ?? false,
     warn,
   };
-  let principalSeen = false;
-  let warnedNoPrincipal = false;
-
-  function notePrincipal(hint: ScopeHint | undefined): void {
-    if (hint?.principal !== undefined && hint.principal !== null) {
-      principalSeen = true;
-    } else if (!principalSeen && !warnedNoPrincipal) {
-      warnedNoPrincipal = true;
-      warn(
-        'No principal was given by the scope hook: keys are shared by every client of an operation. ' +
-          'Return { principal } from `scope` (tenant, user or API key id) to isolate them.',
-      );
-    }
-  }
+  const scopeOf = createScopeResolver<R>(options.scope, warn);
 
   async function begin(request: IncomingRequest<R>): Promise<IdempotencyDecision> {
     const method = request.method.toUpperCase();
@@ -135,8 +129,15 @@ export function createIdempotencyHandler<R = Request>(
       return respond(400, PROBLEM_TYPES.invalidKey, 'Invalid Idempotency-Key', parsed.reason);
     const key = parsed.key;
 
-    const hint = await options.scope?.(request.native);
-    notePrincipal(hint);
+    const hint = await scopeOf(request.native, `${method} ${request.url}`);
+    if (!hint) {
+      return respond(
+        500,
+        PROBLEM_TYPES.noPrincipal,
+        'Idempotency scope has no principal',
+        'The server could not tell whose request this is; nothing was run or stored',
+      );
+    }
 
     const declared = request.header('content-length');
     if (declared !== undefined && Number(declared) > maxBodyBytes) return tooLarge();
@@ -149,8 +150,9 @@ export function createIdempotencyHandler<R = Request>(
     }
 
     const url = new URL(request.url, 'http://localhost');
-    const operation = hint?.operation ?? `${method} ${request.route ?? url.pathname}`;
-    const scope: JsonValue = ['idem/http/v1', hint?.principal ?? null, operation];
+    const operation = hint.operation ?? `${method} ${request.route ?? url.pathname}`;
+    // 'global' is the only way to the null principal: a hook's principal is never null.
+    const scope: JsonValue = ['idem/http/v1', hint.principal, operation];
     const print = await fingerprintOf(request, method, url, body, options.fingerprint);
 
     let begun: Awaited<ReturnType<typeof engine.begin>>;
@@ -160,50 +162,8 @@ export function createIdempotencyHandler<R = Request>(
         request.signal ? { signal: request.signal } : {},
       );
     } catch (error) {
-      if (isIdemError(error, 'MISMATCH')) {
-        return respond(
-          422,
-          PROBLEM_TYPES.keyReused,
-          'Idempotency-Key reused',
-          'This key was already used with a different request',
-        );
-      }
-      if (error instanceof InProgressError) {
-        const seconds = Math.max(
-          1,
-          Math.min(inProgressRetryAfter, Math.ceil(error.retryAfterMs / 1000)),
-        );
-        return respond(
-          409,
-          PROBLEM_TYPES.inProgress,
-          'Request in progress',
-          'A request with this key is still being processed',
-          {
-            'retry-after': String(seconds),
-          },
-        );
-      }
-      if (isIdemError(error, 'STORE_UNAVAILABLE') || isIdemError(error, 'STORE_FULL')) {
-        if (options.failOpen) return { action: 'pass', reason: 'fail-open' };
-        return respond(
-          503,
-          PROBLEM_TYPES.storeUnavailable,
-          'Idempotency store unavailable',
-          'Retry later with the same key',
-          {
-            'retry-after': retryAfter,
-          },
-        );
-      }
-      // The store returned outcome bytes that do not decode (a replay found them).
-      if (isIdemError(error, 'OUTCOME_CORRUPT')) {
-        return respond(
-          500,
-          PROBLEM_TYPES.outcomeUnreadable,
-          'Stored outcome unreadable',
-          error.message,
-        );
-      }
+      const answer = answerBeginError(error, beginAnswers);
+      if (answer) return answer;
       throw error;
     }
     if (begun.kind === 'replay') {
@@ -249,52 +209,29 @@ export function createIdempotencyHandler<R = Request>(
     let response: Response;
     try {
       response = await next(request, recorder.context);
+      const unusable = unusableResponse(response);
+      if (unusable) throw new TypeError(`The handler ${unusable}, not a Response it can send`);
     } catch (error) {
-      const failure = problemResponse({
-        type: PROBLEM_TYPES.handlerFailed,
-        title: 'Internal Server Error',
-        status: 500,
-      });
-      if (!recorder.start(failure.status, failure.headers)) {
-        await recorder.fail(error);
-        throw error;
-      }
-      return recorder.recordResponse(failure, request.signal);
+      return answerFailure(recorder, error, request.signal);
     }
-    return recorder.recordResponse(response, request.signal);
+    try {
+      return await recorder.recordResponse(response, request.signal);
+    } catch (error) {
+      // The policy threw, or the adapter misused the recorder: never leave the key held.
+      await recorder.fail(error);
+      throw error;
+    }
   }
 
-  return { begin, handle };
-}
-
-function respond(
-  status: number,
-  type: (typeof PROBLEM_TYPES)[keyof typeof PROBLEM_TYPES],
-  title: string,
-  detail: string,
-  headers?: Record<string, string>,
-): IdempotencyDecision {
-  return {
-    action: 'respond',
-    response: problemResponse({ type, title, status, detail }, headers),
-    replayed: false,
-  };
-}
-
-function tooLarge(): IdempotencyDecision {
-  return respond(
-    413,
-    PROBLEM_TYPES.bodyTooLarge,
-    'Request body too large',
-    'The request body exceeds the configured limit',
-  );
+  return { begin, handle, drain: (timeoutMs) => engine.drain(timeoutMs) };
 }
 
 /**
  * Wraps a Web handler (`(request) => Response`) with idempotency: the form for Hono,
  * Next.js route handlers, Bun, Deno and workers. The handler receives the execution
  * context (key, fence, abort signal) as its second argument, `undefined` when the request
- * was not subject to idempotency.
+ * was not subject to idempotency. The returned function carries `drain` (see
+ * {@link IdempotencyHandler.drain}) for a server's shutdown.
  */
 export function withIdempotency(
   handler: (
@@ -302,7 +239,9 @@ export function withIdempotency(
     context: IdempotencyContext | undefined,
   ) => Response | Promise<Response>,
   options: HttpIdempotencyOptions<Request>,
-): (request: Request) => Promise<Response> {
+): ((request: Request) => Promise<Response>) & Pick<IdempotencyHandler, 'drain'> {
   const idempotency = createIdempotencyHandler(options);
-  return (request) => idempotency.handle(request, handler);
+  return Object.assign((request: Request) => idempotency.handle(request, handler), {
+    drain: idempotency.drain,
+  });
 }

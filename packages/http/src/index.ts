@@ -2,7 +2,12 @@ export type { IdempotencyDecision, IdempotencyHandler, IncomingRequest } from '.
 export { createIdempotencyHandler, withIdempotency } from './handler.js';
 export type { ParsedKey } from './key-header.js';
 export { formatIdempotencyKey, parseIdempotencyKey } from './key-header.js';
-export type { FingerprintOptions, HttpIdempotencyOptions, ScopeHint } from './options.js';
+export type {
+  FingerprintOptions,
+  HttpIdempotencyOptions,
+  ScopeHint,
+  ScopeHook,
+} from './options.js';
 export type { ResponseHead, ResponsePolicy } from './policy.js';
 export { finalOn2xx, finalOnceStarted } from './policy.js';
 export type { ProblemDetails, ProblemType } from './problem.js';

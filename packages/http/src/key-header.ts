@@ -8,9 +8,10 @@ const UNESCAPED = /^[\x20\x21\x23-\x5b\x5d-\x7e]$/;
 
 /**
  * Parses an `Idempotency-Key` field value: a Structured Field String (RFC 8941: `"..."`
- * with `\"` and `\\` as the only escapes, parameters after it ignored) or the bare token
- * form that Stripe-style clients send (without quotes, backslashes or commas, so that a
- * repeated header, joined by ", ", is refused). The key MUST then be 1..255 printable ASCII
+ * with `\"` and `\\` as the only escapes; RFC 8941 parameters after it, in every value form
+ * the RFC allows, are checked and ignored) or the bare token form that Stripe-style clients
+ * send (without quotes, backslashes or commas, so that a repeated header, joined by ", ", is
+ * refused). The key MUST then be 1..255 printable ASCII
  * characters; anything else is refused with a reason, never repaired.
  */
 export function parseIdempotencyKey(fieldValue: string): ParsedKey {
@@ -42,8 +43,18 @@ export function parseIdempotencyKey(fieldValue: string): ParsedKey {
   return { ok: true, key };
 }
 
-const PARAMETERS =
-  /^(?:;[ ]*[a-z*][a-z0-9_\-.*]*(?:=(?:"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"|[A-Za-z0-9*:/.+_\-!#$%&'^`|~?@]+))?)*$/;
+// RFC 8941 3.1.2 parameters: *( ";" *SP key [ "=" bare-item ] ); a key without a value is true.
+const SF_KEY = String.raw`[a-z*][a-z0-9_\-.*]*`;
+const SF_BARE_ITEM = [
+  String.raw`-?\d{1,12}\.\d{1,3}`, // sf-decimal
+  String.raw`-?\d{1,15}`, // sf-integer
+  String.raw`"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*"`, // sf-string
+  String.raw`[A-Za-z*][!#$%&'*+\-.^_\x60|~0-9A-Za-z:/]*`, // sf-token
+  // sf-binary: base64 in groups of four, "=" padding optional at the end only
+  ':(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?:',
+  String.raw`\?[01]`, // sf-boolean
+].join('|');
+const PARAMETERS = new RegExp(`^(?:;[ ]*${SF_KEY}(?:=(?:${SF_BARE_ITEM}))?)*$`);
 
 function parseSfString(value: string): ParsedKey {
   let key = '';

@@ -31,29 +31,119 @@ export function headersOf(res: ServerResponse, extra?: unknown): Headers {
 }
 
 /**
+ * Makes `object[name]` read false while `hidden()` is true, and as before otherwise, whether
+ * it is an own value (set by Node on the instance) or an accessor further up the chain.
+ */
+function readFalseWhile(object: object, name: string, hidden: () => boolean): void {
+  let owner: object | null = object;
+  let descriptor: PropertyDescriptor | undefined;
+  while (owner && !descriptor) {
+    descriptor = Object.getOwnPropertyDescriptor(owner, name);
+    owner = Object.getPrototypeOf(owner);
+  }
+  const { get, set } = descriptor ?? {};
+  let value: unknown = descriptor?.value;
+  Object.defineProperty(object, name, {
+    configurable: true,
+    enumerable: true,
+    get: () => !hidden() && (get ? get.call(object) : value),
+    set: (next: unknown) => {
+      if (set) set.call(object, next);
+      else value = next;
+    },
+  });
+}
+
+/** Options of {@link recordServerResponse}. */
+export interface RecordServerResponseOptions {
+  /**
+   * Whether the response, once its status is known, is the outcome of the handler the key
+   * guards. When it answers false (e.g. a body parser's 400 written before any route ran), the
+   * key is released and the response passes through unrecorded, under every policy.
+   * @default every response is
+   */
+  isHandlerOutcome?: (status: number) => boolean;
+}
+
+/**
  * Feeds everything the app writes to `res` into `recorder` while it goes out: chunks pass
  * through live; the end of the response (and the last bytes of a body of known length) is
  * held until the outcome is recorded; when recording fails the response is destroyed
- * instead of ended, and a response the app destroys releases the key. When the client
- * goes away first, the response is still recorded if the app ends it within a lease.
+ * instead of ended, and a response the app destroys releases the key.
+ *
+ * When the client goes away before the end, the app does not learn it yet: `res` stays
+ * writable (every write is taken and recorded, `destroyed` and `closed` read false, a
+ * writer waiting for `'drain'` gets it) and its `'close'` event is held back until the app
+ * ends or destroys the response, or the execution's lease is lost. So a `stream.pipeline`,
+ * a `pipe` or a framework streaming a payload reads its source to the end, the outcome is
+ * recorded once, and a retry replays it instead of running the handler again.
  */
-export function recordServerResponse(res: ServerResponse, recorder: ResponseRecorder): void {
+export function recordServerResponse(
+  res: ServerResponse,
+  recorder: ResponseRecorder,
+  options: RecordServerResponseOptions = {},
+): void {
   type Loose = (...args: unknown[]) => unknown;
   const original = {
     writeHead: res.writeHead.bind(res) as Loose,
     write: res.write.bind(res) as Loose,
     end: res.end.bind(res) as Loose,
     destroy: res.destroy.bind(res) as Loose,
+    emit: res.emit.bind(res) as (event: string | symbol, ...args: unknown[]) => boolean,
   };
   const held: Buffer[] = [];
   let started = false;
+  /** The policy made the response final: it is recorded when it ends. */
+  let recording = false;
+  /** Not the handler's outcome: released, everything passes through untouched. */
+  let bypass = false;
   let ending = false;
+  let destroying = false;
+  /** The client left; the app still writes to a sink that only records. */
+  let gone = false;
+  /** The held-back `'close'` was emitted: `res` shows its real (destroyed) state again. */
+  let closeReleased = false;
 
   const start = (extra?: unknown) => {
     if (started) return;
     started = true;
-    recorder.start(res.statusCode, headersOf(res, extra));
+    if (options.isHandlerOutcome && !options.isHandlerOutcome(res.statusCode)) {
+      bypass = true;
+      void recorder.fail(new Error(`A ${res.statusCode} answered before the handler ran`));
+      return;
+    }
+    recording = recorder.start(res.statusCode, headersOf(res, extra));
   };
+  const sinking = () => gone && !closeReleased;
+  const releaseClose = () => {
+    if (!sinking()) return;
+    closeReleased = true;
+    original.emit('close');
+  };
+
+  // Node marks a response whose socket closed `destroyed` and `closed` before it emits
+  // 'close': both read false while the sink stands in for the socket.
+  for (const name of ['destroyed', '_closed']) readFalseWhile(res, name, sinking);
+
+  res.emit = function emit(event: string | symbol, ...args: unknown[]) {
+    if (event === 'close' && !ending && !destroying && !bypass && !gone) {
+      // The client went away first. A response that will be recorded (or whose status is not
+      // known yet) must run to its end: hold the event back and keep taking the app's output.
+      // One that will not be recorded, or whose lease is lost, may stop now.
+      gone = true;
+      recorder.clientGone();
+      const { signal } = recorder.context;
+      if ((started && !recording) || signal.aborted) {
+        closeReleased = true;
+      } else {
+        signal.addEventListener('abort', releaseClose, { once: true });
+        // A writer that saw `write` answer false waits for this.
+        original.emit('drain');
+        return true;
+      }
+    }
+    return original.emit(event, ...args);
+  } as ServerResponse['emit'];
 
   res.writeHead = function writeHead(statusCode: number, ...rest: unknown[]) {
     res.statusCode = statusCode;
@@ -62,11 +152,16 @@ export function recordServerResponse(res: ServerResponse, recorder: ResponseReco
   } as ServerResponse['writeHead'];
 
   res.write = function write(chunk: Chunk, encoding?: BufferEncoding | Callback, cb?: Callback) {
+    if (!ending) start();
+    if (ending || bypass) return original.write(chunk, encoding, cb);
     const callback = typeof encoding === 'function' ? encoding : cb;
     const buffer = toBuffer(chunk, typeof encoding === 'string' ? encoding : undefined);
-    if (ending) return original.write(buffer, callback);
-    start();
-    if (recorder.capture(buffer)) return original.write(buffer, callback);
+    const sendNow = recorder.capture(buffer);
+    if (sinking()) {
+      if (callback) process.nextTick(callback);
+      return true;
+    }
+    if (sendNow) return original.write(buffer, callback);
     held.push(buffer);
     if (callback) queueMicrotask(() => callback());
     return true;
@@ -78,6 +173,8 @@ export function recordServerResponse(res: ServerResponse, recorder: ResponseReco
     cb?: Callback,
   ) {
     if (ending) return res;
+    start();
+    if (bypass) return original.end(chunk, encoding, cb);
     ending = true;
     let callback = cb;
     if (typeof chunk === 'function') {
@@ -87,7 +184,6 @@ export function recordServerResponse(res: ServerResponse, recorder: ResponseReco
       callback = encoding;
       encoding = undefined;
     }
-    start();
     if (chunk !== undefined && chunk !== null) {
       const buffer = toBuffer(chunk, encoding as BufferEncoding | undefined);
       recorder.capture(buffer);
@@ -97,22 +193,22 @@ export function recordServerResponse(res: ServerResponse, recorder: ResponseReco
       () => {
         for (const buffer of held) original.write(buffer);
         original.end(callback);
+        releaseClose();
       },
       (error: unknown) => {
         original.destroy(error instanceof Error ? error : new Error(String(error)));
+        releaseClose();
       },
     );
     return res;
   } as ServerResponse['end'];
 
-  // The client went away: the app may still end the response (recorded), or never will.
-  res.once('close', () => {
-    if (!ending) recorder.clientGone();
-  });
-
   res.destroy = function destroy(error?: Error) {
-    if (!ending) void recorder.fail(error);
-    return original.destroy(error);
+    if (!ending && !destroying && !bypass) void recorder.fail(error);
+    destroying = true;
+    const result = original.destroy(error);
+    releaseClose();
+    return result;
   } as ServerResponse['destroy'];
 }
 
@@ -138,4 +234,13 @@ export async function sendWebResponse(res: ServerResponse, response: Response): 
 export function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {
   const value = headers[name.toLowerCase()];
   return Array.isArray(value) ? value.join(', ') : value;
+}
+
+/**
+ * A Node request's target (`req.url`: path and query as sent) as an absolute URL, for
+ * `IncomingRequest.url`. Read relative to a base, a target that starts with `//` would
+ * name a host (`//a/payouts` is path `/payouts` on host `a`): a prefix keeps it a path.
+ */
+export function requestUrl(target: string): string {
+  return target.startsWith('/') ? `http://localhost${target}` : target;
 }

@@ -1,1 +1,8 @@
-export { headersOf, headerValue, recordServerResponse, sendWebResponse } from './node-response.js';
+export type { RecordServerResponseOptions } from './node-response.js';
+export {
+  headersOf,
+  headerValue,
+  recordServerResponse,
+  requestUrl,
+  sendWebResponse,
+} from './node-response.js';

@@ -7,11 +7,22 @@ import type { ResponsePolicy } from './policy.js';
  * never meets.
  */
 export interface ScopeHint {
-  /** Tenant, user or API key id the request acts for; `null`/absent means none. */
-  principal?: JsonValue;
+  /**
+   * Tenant, user or API key id the request acts for. MUST identify the caller: `undefined`
+   * or `null` at request time is a configuration error (the request gets a 500
+   * `no-principal` problem and nothing runs), never a shared key space.
+   */
+  principal: Exclude<JsonValue, null>;
   /** Operation the key is unique within. @default `${METHOD} ${route or path}` */
   operation?: string;
 }
+
+/**
+ * Names the scope of a request. Called after the key is validated and before anything is
+ * read or stored; an error it throws propagates to the framework. Run it after your
+ * authentication, so that it can read the authenticated caller.
+ */
+export type ScopeHook<R> = (request: R) => ScopeHint | Promise<ScopeHint>;
 
 /** Which request parts make two requests "the same" (a retry) rather than a key reuse. */
 export interface FingerprintOptions<R> {
@@ -39,10 +50,12 @@ export interface HttpIdempotencyOptions<R = Request>
   /** Request header carrying the key. @default 'Idempotency-Key' */
   headerName?: string;
   /**
-   * The request's scope. Called after the key is validated and before anything is read or
-   * stored; an error it throws propagates to the framework. @default no principal; operation = method and path
+   * Required. Whose key space a request's key belongs to: a {@link ScopeHook} that returns
+   * the request's principal (the same key from two principals never meets), or `'global'`
+   * for a single-tenant server where every caller shares one key space on purpose.
+   * Creating a handler without it throws `InvalidInputError`.
    */
-  scope?: (request: R) => ScopeHint | undefined | Promise<ScopeHint | undefined>;
+  scope: ScopeHook<R> | 'global';
   /** Fingerprint parts beyond method, path and body. */
   fingerprint?: FingerprintOptions<R>;
   /** Which responses are recorded and replayed. @default finalOn2xx */
@@ -68,6 +81,6 @@ export interface HttpIdempotencyOptions<R = Request>
   inProgressRetryAfterSeconds?: number;
   /** `Retry-After` (seconds) of the 503 sent when the store is down. @default 1 */
   unavailableRetryAfterSeconds?: number;
-  /** Receives configuration warnings (e.g. no principal ever given). @default console.warn */
+  /** Receives configuration warnings (e.g. a scope hook that gave no principal). @default console.warn */
   onWarning?: (message: string) => void;
 }

@@ -12,6 +12,16 @@ export const PROBLEM_TYPES = {
   keyReused: 'https://idem.dev/problems/key-reused',
   /** 503: the idempotency store could not be reached (fail closed). */
   storeUnavailable: 'https://idem.dev/problems/store-unavailable',
+  /**
+   * 500: the server's scope hook gave no principal for the request (a configuration error,
+   * such as the hook running before authentication); nothing was run or stored.
+   */
+  noPrincipal: 'https://idem.dev/problems/no-principal',
+  /**
+   * 500: the first request with this key ran, but its response could not be recorded (over
+   * `maxOutcomeBytes` or the store's limit); it is not run again for the key's retention.
+   */
+  outcomeNotRecorded: 'https://idem.dev/problems/outcome-not-recorded',
   /** 500: a stored outcome could not be read back. */
   outcomeUnreadable: 'https://idem.dev/problems/outcome-unreadable',
   /** 500: the handler threw; recorded only when the outcome policy makes failures final. */

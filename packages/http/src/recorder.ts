@@ -1,5 +1,7 @@
-import { type Execution, isIdemError, type StoredOutcome } from '@idem/core';
+import { type Execution, isIdemError } from '@idem/core';
+import { CaptureBuffer } from './capture-buffer.js';
 import type { ResponsePolicy } from './policy.js';
+import { recordWebResponse } from './record-response.js';
 import { pickRecordedHeaders } from './recorded-headers.js';
 
 /** What the handler can use of the idempotent execution it runs in. */
@@ -27,7 +29,10 @@ export const OUTCOME_FORMAT = 'idem/http/v1';
  * `finish` resolves, and the caller MUST NOT send the end of the response (held chunks and
  * the end of the stream) before then; when `finish` rejects, the caller MUST abort the
  * response instead of ending it, so that no client takes an unrecorded response for a
- * complete one.
+ * complete one. A final response larger than `maxOutcomeBytes` still streams to its caller
+ * whole, but the recorder stops holding its bytes once past the cap (memory stays bounded)
+ * and `finish` records a not-recorded marker instead: a retry gets a 500
+ * `outcome-not-recorded` problem, never a second execution.
  */
 export interface ResponseRecorder {
   /** What the handler may use: key, fence, abort signal. */
@@ -39,7 +44,10 @@ export interface ResponseRecorder {
    * MUST hold it until `finish` resolves (the last bytes of a body of known length).
    */
   capture(chunk: Uint8Array): boolean;
-  /** The body ended: records the outcome (or releases the key); see the guarantees above. */
+  /**
+   * The body ended: records the outcome, or a not-recorded marker when it was over the cap,
+   * or releases the key when the response is not final; see the guarantees above.
+   */
   finish(): Promise<void>;
   /** The handler failed or its body broke: releases the key so a retry executes again. */
   fail(error: unknown): Promise<void>;
@@ -62,7 +70,8 @@ export interface ResponseRecorder {
 interface RecorderSettings {
   isFinal: ResponsePolicy;
   recordedHeaders: ReadonlySet<string>;
-  maxOutcomeBytes: number | undefined;
+  /** Largest encoded outcome recorded (the engine's `maxOutcomeBytes`). */
+  maxOutcomeBytes: number;
   leaseMs: number;
   failOpen: boolean;
   warn: (message: string) => void;
@@ -84,14 +93,18 @@ export function createRecorder(
   let final = false;
   let expectedLength: number | undefined;
   let seen = 0;
-  let tooLarge = false;
-  const chunks: Uint8Array[] = [];
+  let buffer: CaptureBuffer | undefined;
   let done: Promise<void> | undefined;
 
   function start(status: number, headers: Headers): boolean {
     if (head) return final;
+    // A policy that throws is a failure of ours after acquisition: the caller releases.
     final = settings.isFinal({ status, headers });
     head = { status, headers: pickRecordedHeaders(headers, settings.recordedHeaders) };
+    if (final) {
+      const meta = { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] };
+      buffer = new CaptureBuffer(settings.maxOutcomeBytes, meta);
+    }
     const length = headers.get('content-length');
     if (length !== null && /^\d+$/.test(length.trim())) expectedLength = Number(length);
     return final;
@@ -100,53 +113,29 @@ export function createRecorder(
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
 
   function capture(chunk: Uint8Array): boolean {
-    if (!head) throw new Error('ResponseRecorder.start must be called before capture');
+    if (!head) throw misuse('ResponseRecorder.start must be called before capture');
     if (idleTimer !== undefined) armIdle();
     if (chunk.length === 0) return true;
     seen += chunk.length;
-    if (final && !tooLarge) {
-      // A copy: the caller may reuse its buffer after sending it.
-      chunks.push(chunk.slice());
-      if (settings.maxOutcomeBytes !== undefined && seen > settings.maxOutcomeBytes) {
-        tooLarge = true;
-        chunks.length = 0;
-      }
-    }
+    buffer?.append(chunk);
     return expectedLength === undefined || seen < expectedLength;
   }
 
   async function settle(): Promise<void> {
-    if (!head) throw new Error('ResponseRecorder.start must be called before finish');
-    if (!final || tooLarge) {
-      if (tooLarge)
-        settings.warn(
-          `Response of ${execution.storageKey} is too large for the store; not recorded`,
-        );
-      await execution.release().catch(() => {});
-      return;
+    if (!head) {
+      await releaseQuietly();
+      throw new Error('ResponseRecorder.start must be called before finish');
     }
-    const body = new Uint8Array(seen);
-    let offset = 0;
-    for (const chunk of chunks) {
-      body.set(chunk, offset);
-      offset += chunk.length;
-    }
-    const outcome: StoredOutcome = {
-      meta: {
-        format: OUTCOME_FORMAT,
-        status: head.status,
-        headers: head.headers,
-        chunks: chunks.map((c) => c.length),
-      },
-      body,
-    };
+    if (!buffer) return releaseQuietly();
+    if (buffer.overflowed) return notRecorded();
     try {
-      await execution.complete(outcome);
+      await execution.complete(buffer.outcome());
     } catch (error) {
-      // Released by core: the response may still finish; a retry executes again.
-      if (isIdemError(error, 'OUTCOME_TOO_LARGE')) {
+      // The store refused the outcome (its own limit, or full): core wrote the not-recorded
+      // marker instead, so a retry gets a problem rather than a second execution.
+      if (isIdemError(error, 'OUTCOME_TOO_LARGE') || isIdemError(error, 'STORE_FULL')) {
         settings.warn(
-          `Response of ${execution.storageKey} is too large for the store; not recorded`,
+          `Response of ${execution.storageKey} was not recorded (${error.code}); retries with its key get a 500 outcome-not-recorded problem`,
         );
         return;
       }
@@ -161,15 +150,43 @@ export function createRecorder(
     }
   }
 
+  // Over the cap: the response went out whole and unrecorded. The operation ran, so the key
+  // is not released (a retry would run it again): a final marker takes the outcome's place.
+  async function notRecorded(): Promise<void> {
+    const limit = settings.maxOutcomeBytes;
+    settings.warn(
+      `Response of ${execution.storageKey} (${seen} bytes) is over maxOutcomeBytes (${limit}) and was not recorded; retries with its key get a 500 outcome-not-recorded problem`,
+    );
+    try {
+      await execution.completeNotRecorded('too_large', { size: seen, limit });
+    } catch {
+      // Reported through events; core keeps retrying the marker in the background. The
+      // response is unrecorded either way, so it ends normally rather than aborted.
+    }
+  }
+
   function finish(): Promise<void> {
     clearTimeout(idleTimer);
     done ??= settle();
     return done;
   }
 
+  // A failed release leaves the record in progress until its lease passes (heartbeats stop
+  // either way); it is reported through events.
+  async function releaseQuietly(): Promise<void> {
+    buffer = undefined;
+    if (!execution.finished) await execution.release().catch(() => {});
+  }
+
+  // An adapter bug must not hold the key: the execution is released, the caller gets the error.
+  function misuse(message: string): Error {
+    void fail(undefined);
+    return new Error(message);
+  }
+
   function fail(_error: unknown): Promise<void> {
     clearTimeout(idleTimer);
-    done ??= execution.release().catch(() => {});
+    done ??= releaseQuietly();
     return done;
   }
 
@@ -189,86 +206,14 @@ export function createRecorder(
     if (!done && idleTimer === undefined) armIdle();
   }
 
-  async function recordResponse(response: Response, signal?: AbortSignal): Promise<Response> {
-    start(response.status, response.headers);
-    if (response.body === null) {
-      // No body (204, 304, HEAD): record first; the response goes out only after that.
-      await finish();
-      return response;
-    }
-    const reader = response.body.getReader();
-    const held: Uint8Array[] = [];
-    const encoder = new TextEncoder();
-    const toBytes = (value: unknown): Uint8Array =>
-      typeof value === 'string' ? encoder.encode(value) : (value as Uint8Array);
-
-    // The client went away: keep reading the handler's body so its outcome is still
-    // recorded, and a retry gets a replay instead of a second execution.
-    async function drain(): Promise<void> {
-      try {
-        for (;;) {
-          const { done: ended, value } = await reader.read();
-          if (ended) break;
-          capture(toBytes(value));
-        }
-        await finish();
-      } catch (error) {
-        await fail(error);
-      }
-    }
-
-    const stream = new ReadableStream<Uint8Array>(
-      {
-        async pull(controller) {
-          // Loop until something is enqueued or the stream ends: a pull that enqueues
-          // nothing (a held chunk) would not be called again.
-          for (;;) {
-            let read: ReadableStreamReadResult<Uint8Array>;
-            try {
-              read = await reader.read();
-            } catch (error) {
-              await fail(error);
-              controller.error(error);
-              return;
-            }
-            if (read.done) break;
-            const chunk = toBytes(read.value);
-            if (capture(chunk)) {
-              controller.enqueue(chunk);
-              return;
-            }
-            held.push(chunk);
-          }
-          try {
-            await finish();
-          } catch (error) {
-            controller.error(error);
-            return;
-          }
-          for (const chunk of held) controller.enqueue(chunk);
-          controller.close();
-        },
-        cancel() {
-          clientGone();
-          void drain();
-        },
-      },
-      { highWaterMark: 0 },
-    );
-    const wrapped = new Response(stream, {
-      status: response.status,
-      statusText: response.statusText,
-      headers: response.headers,
-    });
-    // Some servers neither read nor cancel the body of a response whose client is gone.
-    const onAbort = () => {
-      clientGone();
-      if (!stream.locked) stream.cancel().catch(() => {});
-    };
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener('abort', onAbort, { once: true });
-    return wrapped;
-  }
-
-  return { context, start, capture, finish, fail, clientGone, recordResponse };
+  const recorder: ResponseRecorder = {
+    context,
+    start,
+    capture,
+    finish,
+    fail,
+    clientGone,
+    recordResponse: (response, signal) => recordWebResponse(recorder, response, signal),
+  };
+  return recorder;
 }

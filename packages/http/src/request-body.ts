@@ -1,9 +1,13 @@
 import type { JsonValue } from '@idem/core';
+import { jsonTextOf } from './json-text.js';
 
-/** A request body as the fingerprint sees it. */
+/**
+ * A request body as the fingerprint sees it. A JSON body MAY carry its bytes: they are
+ * fingerprinted instead of the value when canonical JSON refuses it (nested too deep).
+ */
 export type RequestBody =
   | { kind: 'none' }
-  | { kind: 'json'; value: JsonValue }
+  | { kind: 'json'; value: JsonValue; bytes?: Uint8Array }
   | { kind: 'bytes'; bytes: Uint8Array };
 
 /** Thrown by a body reader when the body is larger than the limit; answered with 413. */
@@ -87,9 +91,9 @@ export function bodyFromBytes(
       const value = JSON.parse(text);
       // Numbers JSON.parse cannot hold (1e400, integers past 2^53) would make different
       // bodies look alike once parsed: such a body is fingerprinted by its bytes.
-      if (!hasLossyNumber(text)) return { kind: 'json', value };
+      if (!hasLossyNumber(text)) return { kind: 'json', value, bytes };
     } catch {
-      // Not valid JSON: the bytes are the request.
+      // Not valid JSON (or, in theory, too deep for JSON.parse): the bytes are the request.
     }
   }
   return { kind: 'bytes', bytes };
@@ -117,7 +121,10 @@ export function bodyFromParsed(
     if (bytes.length > limit) throw new BodyTooLargeError(limit);
     return bodyFromBytes(bytes, contentType);
   }
-  const text = JSON.stringify(parsed) ?? '';
-  if (new TextEncoder().encode(text).length > limit) throw new BodyTooLargeError(limit);
-  return { kind: 'json', value: JSON.parse(text) };
+  // Iterative past JSON.stringify's depth; its length bounds the text (a cycle included).
+  const text = jsonTextOf(parsed, limit);
+  if (text === undefined) throw new BodyTooLargeError(limit);
+  const encoded = new TextEncoder().encode(text);
+  if (encoded.length > limit) throw new BodyTooLargeError(limit);
+  return { kind: 'json', value: JSON.parse(text), bytes: encoded };
 }

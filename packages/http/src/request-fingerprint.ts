@@ -1,5 +1,6 @@
 import { fingerprint, isIdemError, type JsonValue } from '@idem/core';
 import type { IncomingRequest } from './handler.js';
+import { jsonTextOf } from './json-text.js';
 import type { FingerprintOptions } from './options.js';
 import type { RequestBody } from './request-body.js';
 
@@ -33,12 +34,9 @@ export async function fingerprintOf<R>(
   try {
     return fingerprint({ ...input, body: body.value });
   } catch (error) {
-    // A JSON value canonical JSON refuses (e.g. a huge number): fingerprint its text instead.
-    if (!isIdemError(error, 'NOT_CANONICAL')) throw error;
-    return fingerprint({
-      ...input,
-      exclude: undefined,
-      body: new TextEncoder().encode(JSON.stringify(body.value)),
-    });
+    // A JSON value canonical JSON refuses (too deep, a huge number): its bytes are the body.
+    if (!(isIdemError(error, 'NOT_CANONICAL') || error instanceof RangeError)) throw error;
+    const bytes = body.bytes ?? new TextEncoder().encode(jsonTextOf(body.value, Infinity) ?? '');
+    return fingerprint({ ...input, exclude: undefined, body: bytes });
   }
 }

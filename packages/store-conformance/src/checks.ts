@@ -18,6 +18,7 @@ import {
   readBoth,
   storeOutcome,
 } from './checks-records.js';
+import { redeliveryChecks } from './checks-redelivery.js';
 
 const notOwner = { ok: false, reason: 'not_owner' };
 
@@ -440,4 +441,5 @@ export const contractChecks: ContractCheck[] = [
       assert.equal(runs, 2);
     },
   },
+  ...redeliveryChecks,
 ];

@@ -10,8 +10,12 @@ import type {
   StoredRecord,
 } from '@idem/core';
 
-/** What a fault does to one store call: nothing, fail before reaching the store, or apply then lose the answer. */
-export type Fault = 'none' | 'fail' | 'lost';
+/**
+ * What a fault does to one store call: nothing, fail before reaching the store, apply then
+ * lose the answer, or apply, lose the answer and deliver the same call again (a client
+ * library resending after a reconnect), answering with the second delivery's result.
+ */
+export type Fault = 'none' | 'fail' | 'lost' | 'redeliver';
 
 /**
  * One acquisition the store granted, seen from outside the executor. A store applies a call
@@ -29,6 +33,8 @@ export interface Grant {
   answeredAt: number;
   /** Send sequence of the complete or release by this owner that the store applied. */
   finishSendSeq?: number;
+  /** Which write that was. */
+  finishKind?: 'complete' | 'release';
 }
 
 /**
@@ -74,9 +80,15 @@ export class ObservedStore implements IdempotencyStore {
     if (this.gate) await this.gate(undefined, `${label}:send`);
     if (fault === 'fail')
       throw new Error(`injected fault: ${label} failed before reaching the store`);
-    const sendSeq = ++this.seq;
-    const result = await fn();
+    let sendSeq = ++this.seq;
+    let result = await fn();
     observe(result, sendSeq, ++this.seq);
+    if (fault === 'redeliver') {
+      // The first answer is lost; the same call reaches the store a second time.
+      sendSeq = ++this.seq;
+      result = await fn();
+      observe(result, sendSeq, ++this.seq);
+    }
     if (fault === 'lost') throw new Error(`injected fault: ${label} applied, answer lost`);
     return this.gate ? this.gate(result, `${label}:answer`) : result;
   }
@@ -95,6 +107,16 @@ export class ObservedStore implements IdempotencyStore {
       () => this.inner.acquire(input),
       (result, sendSeq, answerSeq) => {
         if (result.kind !== 'acquired') return;
+        const own = this.grantsOf(input.key).find(
+          (g) => g.owner === input.owner && g.fence === result.fence,
+        );
+        if (own) {
+          // A redelivered acquire: the same acquisition, its lease renewed.
+          own.leaseUntil = Math.max(own.leaseUntil, result.leaseUntil);
+          if (own.finishSendSeq !== undefined)
+            this.violation(`an acquisition ended by its ${own.finishKind} was granted again`);
+          return;
+        }
         const grant: Grant = {
           key: input.key,
           owner: input.owner,
@@ -126,7 +148,7 @@ export class ObservedStore implements IdempotencyStore {
   ): Grant | undefined {
     if (!result.ok) return undefined;
     const grants = this.grantsOf(key);
-    const mine = grants.find((g) => g.owner === owner);
+    const mine = grants.filter((g) => g.owner === owner).at(-1);
     if (!mine) {
       this.violation(`(c) ${kind} by an owner that never acquired was applied`);
       return undefined;
@@ -136,9 +158,15 @@ export class ObservedStore implements IdempotencyStore {
         `(c) ${kind} by the stale owner of fence ${mine.fence} was applied on key ${key.slice(0, 8)}`,
       );
     }
-    if (mine.finishSendSeq !== undefined)
-      this.violation(`${kind} applied twice for one acquisition`);
-    if (kind !== 'extend') mine.finishSendSeq = sendSeq;
+    if (kind === 'extend') return mine;
+    if (mine.finishSendSeq !== undefined) {
+      // A redelivered release may be answered ok (SHOULD); a repeated complete is judged by its caller.
+      if (!(kind === 'release' && mine.finishKind === 'release'))
+        this.violation(`${kind} applied twice for one acquisition`);
+      return mine;
+    }
+    mine.finishSendSeq = sendSeq;
+    mine.finishKind = kind as 'complete' | 'release';
     return mine;
   }
 
@@ -147,6 +175,14 @@ export class ObservedStore implements IdempotencyStore {
       'complete',
       () => this.inner.complete(input),
       (result, sendSeq) => {
+        const prior = this.completions.get(input.key);
+        if (
+          result.ok &&
+          prior?.owner === input.owner &&
+          Buffer.from(prior.outcome).equals(Buffer.from(input.outcome))
+        ) {
+          return; // a redelivered complete: applied once, answered ok again
+        }
         this.ownerWrite('complete', input.key, input.owner, result, sendSeq);
         if (!result.ok) return;
         if (this.completions.has(input.key)) {

@@ -18,7 +18,13 @@ export type Bug =
   | 'takeover-keeps-fence'
   | 'binary-as-text'
   | 'found-without-clock'
-  | 'in-progress-expires-with-lease';
+  | 'in-progress-expires-with-lease'
+  | 'acquire-redelivery-found'
+  | 'acquire-redelivery-new-fence'
+  | 'acquire-redelivery-keeps-lease'
+  | 'complete-redelivery-refused'
+  | 'complete-redelivery-overwrites'
+  | 'complete-redelivery-ignores-owner';
 
 const yieldToOthers = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
@@ -58,6 +64,20 @@ export function createNaiveStore(bug: Bug, clock: Clock = systemClock): Idempote
         r !== undefined &&
         ((r.status === 'in_progress' && (bug === 'no-expiry-check' || now < r.leaseUntil)) ||
           (r.status === 'completed' && (bug === 'no-expiry-check' || now < r.expiresAt)));
+      const mine = found?.status === 'in_progress' && found.owner === input.owner;
+      if (mine && bug !== 'acquire-redelivery-new-fence' && bug !== 'acquire-redelivery-found') {
+        // A redelivered acquire: the caller's own acquisition, lease renewed, fence kept.
+        if (bug !== 'acquire-redelivery-keeps-lease') {
+          found.leaseUntil = now + input.leaseMs;
+          found.expiresAt = Math.max(found.expiresAt, found.leaseUntil + input.retentionMs);
+        }
+        return {
+          kind: 'acquired',
+          fence: found.fence,
+          leaseUntil: found.leaseUntil,
+          takeover: false,
+        };
+      }
       if (live(found))
         return {
           kind: 'found',
@@ -86,6 +106,16 @@ export function createNaiveStore(bug: Bug, clock: Clock = systemClock): Idempote
     },
     async complete(input) {
       const now = clock.now();
+      const done = read(input.key, now);
+      if (done?.status === 'completed' && bug !== 'complete-redelivery-refused') {
+        const sameOwner = done.owner === input.owner || bug === 'complete-redelivery-ignores-owner';
+        const sameBytes = Buffer.from(done.outcome ?? []).equals(Buffer.from(input.outcome));
+        if (sameOwner && bug === 'complete-redelivery-overwrites') {
+          done.outcome = input.outcome.slice();
+          return { ok: true };
+        }
+        if (sameOwner && sameBytes) return { ok: true };
+      }
       const r = owned(input.key, input.owner, now, bug === 'complete-ignores-owner');
       if (!r) return notOwner;
       r.status = 'completed';

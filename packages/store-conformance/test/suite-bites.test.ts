@@ -64,6 +64,21 @@ describe('the suite bites: each broken store fails it', () => {
       }
     }, 120_000);
   }
+  // Stores that miss the redelivery rule pass (nearly) every older check: the new group catches them.
+  const redelivery: Bug[] = [
+    'acquire-redelivery-found',
+    'acquire-redelivery-new-fence',
+    'acquire-redelivery-keeps-lease',
+    'complete-redelivery-refused',
+    'complete-redelivery-overwrites',
+    'complete-redelivery-ignores-owner',
+  ];
+  for (const bug of redelivery) {
+    it(`${bug} is caught by the redelivery checks`, async () => {
+      const failed = await failingChecks(bug);
+      expect(failed.some((name) => name.startsWith('lost answers then redelivery:'))).toBe(true);
+    });
+  }
   it('a broken store whose found record carries a bogus clock reading is caught', async () => {
     expect(await failingChecks('found-without-clock')).not.toEqual([]);
   });

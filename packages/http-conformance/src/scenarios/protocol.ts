@@ -1,10 +1,22 @@
 import { expect } from 'vitest';
-import { PROBLEM_TYPES } from '../../src/index.js';
-import { expectProblem, newKey, REPLAYED, type Scenario, startSlowCharge } from './scenario-kit.js';
+import {
+  expectProblem,
+  expectReplayOf,
+  newKey,
+  PROBLEM,
+  REPLAYED,
+  type Scenario,
+  startSlowCharge,
+} from '../kit.js';
 
-/** The order of checks: key, 409/422, 400, and when the outcome is stored. */
+const group = 'protocol';
+const DEPTH = 30_000;
+const deep = (inner: string) => Buffer.from(`${'['.repeat(DEPTH)}${inner}${']'.repeat(DEPTH)}`);
+
+/** The order of checks (409/422), concurrency, when the outcome is stored, deep bodies. */
 export const PROTOCOL_SCENARIOS: Scenario[] = [
   {
+    group,
     name: 'runs concurrent identical requests once; waiting callers get the replay',
     options: { wait: { timeoutMs: 5_000, pollMs: 20 } },
     async run({ post, calls }) {
@@ -21,6 +33,7 @@ export const PROTOCOL_SCENARIOS: Scenario[] = [
     },
   },
   {
+    group,
     name: 'runs concurrent identical requests once; without wait the others get 409',
     async run({ post, calls }) {
       const key = newKey();
@@ -30,31 +43,30 @@ export const PROTOCOL_SCENARIOS: Scenario[] = [
       expect(calls('/charges')).toBe(1);
       expect(all.map((e) => e.status).sort()).toEqual([201, 409, 409, 409, 409, 409]);
       for (const conflict of all.filter((e) => e.status === 409)) {
-        expectProblem(conflict, 409, PROBLEM_TYPES.inProgress);
+        expectProblem(conflict, 409, PROBLEM.inProgress);
         expect(conflict.headers['retry-after']).toBe('1');
       }
     },
   },
   {
+    group,
     name: 'answers 409 with Retry-After while the first request runs, then replays',
     async run(ctx) {
       const { post, calls } = ctx;
       const key = newKey();
       const first = await startSlowCharge(ctx, key);
       const second = await post('/charges?delay=300', { key, body: { amount: 1 } });
-      expectProblem(second, 409, PROBLEM_TYPES.inProgress);
+      expectProblem(second, 409, PROBLEM.inProgress);
       expect(second.headers['retry-after']).toBe('1');
       const original = await first.done;
-      const replay = await post('/charges?delay=300', { key, body: { amount: 1 } });
       expect(original.status).toBe(201);
       expect(original.headers[REPLAYED]).toBeUndefined();
-      expect(replay.status).toBe(201);
-      expect(replay.headers[REPLAYED]).toBe('true');
-      expect(replay.body.equals(original.body)).toBe(true);
+      expectReplayOf(await post('/charges?delay=300', { key, body: { amount: 1 } }), original);
       expect(calls('/charges')).toBe(1);
     },
   },
   {
+    group,
     name: 'answers 422 to the same key with another body, before 409, without running the handler',
     async run(ctx) {
       const { post, calls } = ctx;
@@ -63,13 +75,13 @@ export const PROTOCOL_SCENARIOS: Scenario[] = [
       expectProblem(
         await post('/charges?delay=300', { key, body: { amount: 2 } }),
         422,
-        PROBLEM_TYPES.keyReused,
+        PROBLEM.keyReused,
       );
       expect((await first.done).status).toBe(201);
       expectProblem(
         await post('/charges?delay=300', { key, body: { amount: 2 } }),
         422,
-        PROBLEM_TYPES.keyReused,
+        PROBLEM.keyReused,
       );
       // Same JSON, other key order and spacing: the same request, so a replay.
       const same = await post('/charges?delay=300', {
@@ -82,42 +94,9 @@ export const PROTOCOL_SCENARIOS: Scenario[] = [
     },
   },
   {
-    name: 'answers 400 to missing, empty, too long, non-ASCII and badly quoted keys, storing nothing',
-    async run({ post, calls, spy }) {
-      expectProblem(await post('/charges', { body: { a: 1 } }), 400, PROBLEM_TYPES.missingKey);
-      for (const bad of [
-        '',
-        '""',
-        'x'.repeat(256),
-        'cl\u00e9',
-        '"abc',
-        '"a\\x"',
-        '"ab"c',
-        'a"b',
-        '"tab\there"',
-        'one, two',
-      ]) {
-        expectProblem(
-          await post('/charges', { key: bad, body: { a: 1 } }),
-          400,
-          PROBLEM_TYPES.invalidKey,
-        );
-      }
-      expect(calls('/charges')).toBe(0);
-      expect(spy.calls.acquire).toBe(0);
-      // The quoted and the bare form of one key are the same key; escapes are undone.
-      expect((await post('/charges', { key: '"order-7"', body: { a: 1 } })).status).toBe(201);
-      expect((await post('/charges', { key: 'order-7', body: { a: 1 } })).headers[REPLAYED]).toBe(
-        'true',
-      );
-      expect((await post('/charges', { key: '"a\\"b\\\\c"', body: { a: 1 } })).status).toBe(201);
-      expect((await post('/charges', { key: 'x'.repeat(255), body: { a: 1 } })).status).toBe(201);
-      expect(calls('/charges')).toBe(3);
-    },
-  },
-  {
+    group,
     name: 'stores the outcome before the end of the response reaches the client',
-    completeDelayMs: 150,
+    faults: { completeDelayMs: 150 },
     async run({ post, spy }) {
       // Each exchange resolves on the client's 'end': by then the (slow) write must be done.
       await post('/charges', { key: newKey(), body: {} });
@@ -126,6 +105,35 @@ export const PROTOCOL_SCENARIOS: Scenario[] = [
       expect(spy.completed).toHaveLength(2);
       await post('/binary', { key: newKey(), body: {} });
       expect(spy.completed).toHaveLength(3);
+    },
+  },
+  {
+    group,
+    name: 'passes methods that need no key through untouched',
+    async run({ post, calls, spy }) {
+      const get = await post('/charges', { method: 'GET' });
+      const again = await post('/charges', { method: 'GET', key: 'ignored' });
+      expect([get.status, again.status]).toEqual([201, 201]);
+      expect(again.headers[REPLAYED]).toBeUndefined();
+      expect(calls('/charges')).toBe(2);
+      expect(spy.calls.acquire).toBe(0);
+    },
+  },
+  {
+    group,
+    name: `takes a JSON body nested ${DEPTH} deep: runs once, replays, 422 for another (no crash)`,
+    async run({ post, calls }) {
+      const key = newKey();
+      const json = { 'content-type': 'application/json' };
+      const first = await post('/accept', { key, body: deep('1'), headers: json });
+      expect(first.status).toBe(202);
+      expectReplayOf(await post('/accept', { key, body: deep('1'), headers: json }), first);
+      expectProblem(
+        await post('/accept', { key, body: deep('2'), headers: json }),
+        422,
+        PROBLEM.keyReused,
+      );
+      expect(calls('/accept')).toBe(1);
     },
   },
 ];

@@ -1,0 +1,114 @@
+import { LeaseLostError } from './errors.js';
+import type { ExecutionSettings } from './execution.js';
+import { callStore } from './store-call.js';
+
+/** Where an execution is: running its operation, writing its final outcome, or done. */
+export type ExecutionPhase = 'running' | 'finishing' | 'done';
+
+/**
+ * Keeps one acquisition's lease: renews it with heartbeats (never past `maxHoldMs`) and
+ * aborts `signal` with `LeaseLostError` when a renewal finds another owner, when renewals
+ * keep failing until the lease estimate passes, or when the maximum hold passes.
+ *
+ * Renewals go on while the final write is retried (`finishing`): the lease is what keeps a
+ * retry from running the operation again meanwhile.
+ */
+export class LeaseKeeper {
+  readonly controller = new AbortController();
+  phase: ExecutionPhase = 'running';
+  private abandoned = false;
+  private leaseEstimate: number;
+  private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
+  private watchdogTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    private readonly settings: ExecutionSettings,
+    private readonly key: string,
+    private readonly owner: string,
+    private readonly acquiredAt: number,
+    private readonly onLost: (phase: 'heartbeat' | 'max_hold') => void,
+  ) {
+    // The store started the lease no earlier than the call was sent: a safe lower bound.
+    this.leaseEstimate = acquiredAt + settings.leaseMs;
+    this.armWatchdog();
+    this.scheduleHeartbeat();
+  }
+
+  /** Stops renewing; the lease runs out by itself (the watchdog still aborts the signal). */
+  abandon(): void {
+    this.abandoned = true;
+    clearTimeout(this.heartbeatTimer);
+  }
+
+  /** The final write settled or was given up: no more renewals, no watchdog. */
+  stop(): void {
+    this.phase = 'done';
+    clearTimeout(this.heartbeatTimer);
+    clearTimeout(this.watchdogTimer);
+  }
+
+  // A method, not a field read: the phase changes while a renewal is awaited.
+  private isDone(): boolean {
+    return this.phase === 'done';
+  }
+
+  private lose(phase: 'heartbeat' | 'max_hold', message: string): void {
+    if (this.controller.signal.aborted) return;
+    this.onLost(phase);
+    this.controller.abort(new LeaseLostError(message));
+  }
+
+  private armWatchdog(): void {
+    clearTimeout(this.watchdogTimer);
+    const delay = Math.max(0, this.leaseEstimate - this.settings.clock.now());
+    this.watchdogTimer = setTimeout(() => {
+      if (this.isDone()) return;
+      const holdPassed = this.settings.clock.now() - this.acquiredAt >= this.settings.maxHoldMs;
+      this.lose(
+        holdPassed ? 'max_hold' : 'heartbeat',
+        holdPassed
+          ? 'The maximum hold time passed; the lease was not renewed'
+          : 'The lease could not be renewed before it passed',
+      );
+    }, delay);
+    this.watchdogTimer.unref?.();
+  }
+
+  private scheduleHeartbeat(): void {
+    const { heartbeatMs } = this.settings;
+    if (heartbeatMs === false || this.isDone() || this.abandoned) return;
+    this.heartbeatTimer = setTimeout(() => void this.beat(), heartbeatMs);
+    this.heartbeatTimer.unref?.();
+  }
+
+  private async beat(): Promise<void> {
+    if (this.isDone() || this.abandoned) return;
+    // While the operation runs, a lost lease ends the renewals; while its final write is
+    // retried, renewing may still win the lease back if nobody took the key over.
+    if (this.phase === 'running' && this.controller.signal.aborted) return;
+    const { store, clock, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs } = this.settings;
+    const startedAt = clock.now();
+    // Never renew past the maximum hold: the last renewal is cut to what is left of it.
+    const lease = Math.min(leaseMs, this.acquiredAt + maxHoldMs - startedAt);
+    if (lease <= 0) return; // let the lease lapse; the watchdog aborts
+    try {
+      const result = await callStore('extend', storeTimeoutMs, () =>
+        store.extend({ key: this.key, owner: this.owner, leaseMs: lease, retentionMs }),
+      );
+      if (this.isDone()) return;
+      if (!result.ok) {
+        // While finishing, not_owner may mean our own complete just landed: the final
+        // write tells which.
+        if (this.phase === 'running')
+          this.lose('heartbeat', 'Another execution took this key over');
+        return;
+      }
+      this.leaseEstimate = startedAt + lease;
+      this.armWatchdog();
+    } catch (error) {
+      if (this.isDone()) return;
+      this.settings.emit({ type: 'store_error', storageKey: this.key, operation: 'extend', error });
+    }
+    this.scheduleHeartbeat();
+  }
+}

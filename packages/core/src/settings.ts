@@ -1,0 +1,127 @@
+import { type Clock, systemClock } from './clock.js';
+import { InvalidInputError } from './errors.js';
+import type { IdemEventListener } from './events.js';
+import type { ExecutionSettings } from './execution.js';
+import type { OutcomeSerializer } from './serializer.js';
+import type { IdempotencyStore } from './store.js';
+
+/** How an operation ended, as the outcome policy sees it. */
+export type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** Decides whether an outcome is final (recorded and replayed) or released for a retry. */
+export type OutcomePolicy<T> = (settled: Settled<T>) => boolean;
+
+/** Default policy: successes are final, failures are released so a retry runs again. */
+export const successOnly: OutcomePolicy<unknown> = (settled) => settled.ok;
+
+/**
+ * Stripe's policy: once execution started, every outcome is final, failures included
+ * (replayed as `ReplayedFailureError`).
+ */
+export const everythingFinal: OutcomePolicy<unknown> = () => true;
+
+/** Bounded wait on a key in progress, instead of failing at once with `IN_PROGRESS`. */
+export interface WaitOptions {
+  /** Longest total wait, in ms. */
+  timeoutMs: number;
+  /** First poll interval in ms; grows by half each poll, up to 1 s. @default 50 */
+  pollMs?: number;
+}
+
+/** Default of {@link IdempotencyOptions.maxOutcomeBytes}: 8 MiB. */
+export const DEFAULT_MAX_OUTCOME_BYTES = 8 * 1024 * 1024;
+
+/** Options of `createIdempotency`. Durations are milliseconds. */
+export interface IdempotencyOptions<T = unknown> {
+  /** Where records live. */
+  store: IdempotencyStore;
+  /** Lease of an in-progress record. @default 30_000 */
+  leaseMs?: number;
+  /** Heartbeat interval that renews the lease, or `false` for none. @default leaseMs / 3 */
+  heartbeatMs?: number | false;
+  /** Longest time heartbeats keep renewing one lease (and a failing final write is retried). @default 3_600_000 (1 h) */
+  maxHoldMs?: number;
+  /** How long a completed outcome is replayed. @default 86_400_000 (24 h) */
+  retentionMs?: number;
+  /** Time limit of one store call; past it the call fails with `STORE_UNAVAILABLE`. @default 5_000 */
+  storeTimeoutMs?: number;
+  /**
+   * How long `complete` (and so `execute`) retries a failing final write before it rejects
+   * with `STORE_UNAVAILABLE`; the retries go on in the background until the write lands, the
+   * key is taken over or `maxHoldMs` passes. @default storeTimeoutMs
+   */
+  completionWaitMs?: number;
+  /**
+   * Largest encoded outcome recorded, in bytes (the store's own limit applies too, whichever
+   * is lower). A larger one is not recorded: a small final marker takes its place, the caller
+   * gets `OUTCOME_TOO_LARGE` and replays get `OUTCOME_NOT_RECORDED`, so the operation never
+   * runs twice. `Infinity` leaves only the store's limit. @default 8_388_608 (8 MiB)
+   */
+  maxOutcomeBytes?: number;
+  /** Bounded wait on a key in progress, or `false` to fail at once with `IN_PROGRESS`. @default false */
+  wait?: WaitOptions | false;
+  /** Which outcomes are final. @default successOnly */
+  isFinal?: OutcomePolicy<T>;
+  /** How values become stored outcomes and back. @default jsonSerializer */
+  serializer?: OutcomeSerializer<T>;
+  /** Local clock for lease bookkeeping (the store decides expiry by its own clock). @default systemClock */
+  clock?: Clock;
+  /** Receives hit / miss / conflict / mismatch / lease-lost / store-error / not-recorded events. */
+  onEvent?: IdemEventListener;
+}
+
+/** Resolved settings, exposed for integrations. */
+export interface ResolvedSettings extends ExecutionSettings {
+  wait: WaitOptions | false;
+}
+
+// setTimeout fires at once past 2^31 - 1 ms; durations that drive a timer must stay below.
+const MAX_TIMER_MS = 2_147_483_647;
+
+function positive(name: string, value: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (!(Number.isFinite(value) && value > 0 && value <= max))
+    throw new InvalidInputError(`${name} must be a positive number of ms, at most ${max}`);
+  return value;
+}
+
+function outcomeCap(option: number | undefined, store: IdempotencyStore): number {
+  const cap = option ?? DEFAULT_MAX_OUTCOME_BYTES;
+  if (!(cap === Number.POSITIVE_INFINITY || (Number.isSafeInteger(cap) && cap > 0)))
+    throw new InvalidInputError('maxOutcomeBytes must be a positive integer (or Infinity)');
+  return Math.min(cap, store.capabilities.maxOutcomeBytes ?? Number.POSITIVE_INFINITY);
+}
+
+/** Resolves options and defaults; throws `InvalidInputError` on a bad value. */
+export function resolveSettings<T>(options: IdempotencyOptions<T>): ResolvedSettings {
+  if (!options.store) throw new InvalidInputError('A store is required');
+  const leaseMs = positive('leaseMs', options.leaseMs ?? 30_000, MAX_TIMER_MS);
+  const heartbeat = options.heartbeatMs === undefined ? leaseMs / 3 : options.heartbeatMs;
+  if (heartbeat !== false && !(heartbeat > 0 && heartbeat < leaseMs)) {
+    throw new InvalidInputError('heartbeatMs must be positive and shorter than leaseMs');
+  }
+  const storeTimeoutMs = positive('storeTimeoutMs', options.storeTimeoutMs ?? 5_000, MAX_TIMER_MS);
+  const listener = options.onEvent;
+  return {
+    store: options.store,
+    clock: options.clock ?? systemClock,
+    leaseMs,
+    heartbeatMs: heartbeat,
+    maxHoldMs: positive('maxHoldMs', options.maxHoldMs ?? 3_600_000),
+    retentionMs: positive('retentionMs', options.retentionMs ?? 86_400_000),
+    storeTimeoutMs,
+    completionWaitMs: positive(
+      'completionWaitMs',
+      options.completionWaitMs ?? storeTimeoutMs,
+      MAX_TIMER_MS,
+    ),
+    maxOutcomeBytes: outcomeCap(options.maxOutcomeBytes, options.store),
+    wait: options.wait ?? false,
+    emit: (event) => {
+      try {
+        listener?.(event);
+      } catch {
+        // A broken listener must not break a request.
+      }
+    },
+  };
+}

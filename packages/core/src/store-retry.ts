@@ -1,0 +1,51 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Clock } from './clock.js';
+import { StoreUnavailableError } from './errors.js';
+import type { StoreOperation } from './events.js';
+import { callStore } from './store-call.js';
+
+/** First pause between attempts; it doubles up to {@link MAX_RETRY_DELAY_MS}, jittered. */
+const FIRST_RETRY_DELAY_MS = 50;
+const MAX_RETRY_DELAY_MS = 1_000;
+
+/** How {@link retryStoreCall} retries. */
+export interface StoreRetryOptions {
+  operation: StoreOperation;
+  /** Time limit of each attempt, in ms. */
+  timeoutMs: number;
+  clock: Clock;
+  /** No attempt starts at or after this instant (epoch ms by `clock`). */
+  deadline: number;
+  /** Called with each failure that will be retried or ends the retries at the deadline. */
+  onError?(error: StoreUnavailableError): void;
+}
+
+/**
+ * Runs one store call until it answers: a `StoreUnavailableError` (timeout, connection) is
+ * retried after 50 ms, doubling to 1 s, each pause jittered down by up to half, on unref'd
+ * timers, for as long as the deadline allows; then the last one is thrown. Any other error
+ * is thrown at once. The call MUST be safe to repeat (owner-checked, same owner and bytes:
+ * a redelivered write is recognised by the store).
+ */
+export async function retryStoreCall<T>(
+  options: StoreRetryOptions,
+  call: () => Promise<T>,
+): Promise<T> {
+  const { operation, timeoutMs, clock, deadline } = options;
+  let pause = FIRST_RETRY_DELAY_MS;
+  for (;;) {
+    try {
+      // Background work must not keep a process alive; a caller waiting holds its own timer.
+      return await callStore(operation, timeoutMs, call, { unref: true });
+    } catch (error) {
+      if (!(error instanceof StoreUnavailableError)) throw error;
+      options.onError?.(error);
+      const left = deadline - clock.now();
+      if (left <= 0) throw error;
+      const wait = Math.min(left, pause * (0.5 + Math.random() * 0.5));
+      await sleep(wait, undefined, { ref: false });
+      if (clock.now() >= deadline) throw error;
+      pause = Math.min(pause * 2, MAX_RETRY_DELAY_MS);
+    }
+  }
+}

@@ -1,0 +1,64 @@
+import type { IncomingMessage } from 'node:http';
+import { BodyTooLargeError } from '@idem/http';
+
+/**
+ * Reads the whole body of `req` and puts it back: afterwards the stream holds the same bytes
+ * and has not ended, as if nobody had read it, so the app's own body parser (`express.json`,
+ * `express.text`, multer, its own reader) gets exactly what it would have got without us.
+ *
+ * The stream is read in paused mode and its end is never consumed: the last `read()` only
+ * schedules the `'end'` event, and the bytes are unshifted back in the same tick, before
+ * that event would find the buffer empty.
+ *
+ * @throws BodyTooLargeError past `limit` bytes; the rest of the body is then discarded.
+ */
+export function peekBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  // Nothing left to read: consumed by someone else, or an empty body already complete
+  // (reading it would end the stream).
+  if (req.readableEnded || (req.complete && req.readableLength === 0)) {
+    return Promise.resolve(Buffer.alloc(0));
+  }
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+
+    function settle(error?: Error): void {
+      req.off('readable', onReadable);
+      req.off('error', settle);
+      req.off('close', onClose);
+      if (error) {
+        if (error instanceof BodyTooLargeError) req.resume();
+        reject(error);
+        return;
+      }
+      const body = Buffer.concat(parts, size);
+      if (size > 0) req.unshift(body);
+      resolve(body);
+    }
+
+    function onReadable(): void {
+      // Read only while bytes are buffered: a read of an empty, ended stream would end it.
+      while (req.readableLength > 0) {
+        const chunk: Buffer | string | null = req.read();
+        if (chunk === null) break;
+        const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+        parts.push(bytes);
+        size += bytes.length;
+        if (size > limit) {
+          settle(new BodyTooLargeError(limit));
+          return;
+        }
+      }
+      // `complete` turns true as the parser pushes the end: every byte is read by now.
+      if (req.complete) settle();
+    }
+
+    function onClose(): void {
+      settle(new Error('The client went away before the request body was read'));
+    }
+
+    req.on('readable', onReadable);
+    req.on('error', settle);
+    req.on('close', onClose);
+  });
+}

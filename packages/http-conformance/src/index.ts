@@ -1,0 +1,21 @@
+export type { Exchange, SendOptions } from './client.js';
+export { json, listening, send } from './client.js';
+export { describeHttpConformance } from './describe.js';
+export type { FetchHandler } from './fetch-driver.js';
+export { fetchDriver, replyToResponse, respondWithRoute } from './fetch-driver.js';
+export type { Scenario, ScenarioContext } from './kit.js';
+export { PROBLEM, REPLAYED } from './kit.js';
+export type {
+  ConformanceAdapterOptions,
+  FrameworkDriver,
+  HttpConformanceOptions,
+  RunningApp,
+  ScenarioAppConfig,
+} from './options.js';
+export { TENANT_HEADER } from './options.js';
+export type { Behaviour, BehaviourInput, Reply } from './routes.js';
+export { binaryPayload, createRoutes, SSE_EVENTS, streamChunk } from './routes.js';
+export { runScenario } from './run.js';
+export { httpScenarios } from './scenarios/index.js';
+export type { SpiedStore, StoreFaults, StoreKind } from './stores.js';
+export { downStore, memoryStores, redisStores, spyStore } from './stores.js';

@@ -1,0 +1,175 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** What a route answers, framework-neutral; each driver writes it natively. */
+export interface Reply {
+  status: number;
+  headers: Record<string, string>;
+  /** The whole body, or chunks to write one by one as they come (the iterable may throw midway). */
+  body: Uint8Array<ArrayBuffer> | AsyncIterable<Uint8Array<ArrayBuffer>>;
+}
+
+/** What a driver hands a behaviour of the request it received. */
+export interface BehaviourInput {
+  /** The body as the framework parsed it (JSON value, bytes, text), or undefined. */
+  body: unknown;
+  query: URLSearchParams;
+  /** The {@link TENANT_HEADER} request header. */
+  tenant: string | undefined;
+}
+
+/** One route of the scenario app. It may throw (the framework answers 500). */
+export type Behaviour = (input: BehaviourInput) => Promise<Reply>;
+
+const encoder = new TextEncoder();
+
+/** Events the `/sse` route sends. */
+export const SSE_EVENTS = 5;
+
+/** Every byte value, so a body that went through a text decoding would differ. */
+export function binaryPayload(seed: number): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(4 * 256 + 1);
+  for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + seed) & 0xff;
+  return bytes;
+}
+
+/** Chunk `index` of run `run` of the `/stream` route: `size` bytes that tell runs apart. */
+export function streamChunk(run: number, index: number, size: number): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(size);
+  for (let i = 0; i < size; i++) bytes[i] = (run * 31 + index * 7 + i) & 0xff;
+  return bytes;
+}
+
+async function* sseEvents(run: number, gapMs: number): AsyncIterable<Uint8Array<ArrayBuffer>> {
+  for (let seq = 0; seq < SSE_EVENTS; seq++) {
+    if (seq > 0) await sleep(gapMs);
+    // Events of different lengths, so chunk boundaries are visible in the record.
+    yield encoder.encode(
+      `id: ${seq}\nevent: token\ndata: ${JSON.stringify({ run, seq, text: 'x'.repeat(seq * 3) })}\n\n`,
+    );
+  }
+}
+
+async function* chunks(
+  run: number,
+  count: number,
+  size: number,
+  gapMs: number,
+): AsyncIterable<Uint8Array<ArrayBuffer>> {
+  for (let index = 0; index < count; index++) {
+    if (index > 0 && gapMs > 0) await sleep(gapMs);
+    yield streamChunk(run, index, size);
+  }
+}
+
+async function* brokenStream(): AsyncIterable<Uint8Array<ArrayBuffer>> {
+  yield encoder.encode('part one\n');
+  await sleep(10);
+  yield encoder.encode('part two\n');
+  await sleep(10);
+  throw new Error('upstream stream broke');
+}
+
+function jsonReply(status: number, value: unknown, headers: Record<string, string> = {}): Reply {
+  return {
+    status,
+    headers: { 'content-type': 'application/json', ...headers },
+    body: encoder.encode(JSON.stringify(value)),
+  };
+}
+
+const numberParam = (query: URLSearchParams, name: string, fallback: number) => {
+  const value = Number(query.get(name) ?? fallback);
+  return Number.isFinite(value) ? value : fallback;
+};
+
+/**
+ * The routes every scenario app serves, with per-route call counters (a call is counted
+ * when the behaviour starts, before any delay):
+ *
+ * | path       | answer                                                                       |
+ * | ---------- | ---------------------------------------------------------------------------- |
+ * | `/charges` | 201 JSON `{ charge, tenant, received }` after `?delay=` ms, Set-Cookie, Location |
+ * | `/accept`  | 202 JSON `{ accepted }` (the body is not echoed)                             |
+ * | `/throws`  | throws before answering                                                      |
+ * | `/fails`   | 502 JSON                                                                     |
+ * | `/binary`  | 200 `application/octet-stream`, 1025 bytes of every value                    |
+ * | `/sse`     | 200 `text/event-stream`, {@link SSE_EVENTS} events `?gap=` ms apart (10)     |
+ * | `/stream`  | 200 octet stream of `?chunks=` (4) chunks of `?size=` (256) bytes, `?gap=` ms apart |
+ * | `/broken`  | 200 text stream that throws after two chunks                                 |
+ */
+export function createRoutes(): {
+  routes: ReadonlyMap<string, Behaviour>;
+  calls(path: string): number;
+} {
+  const counts = new Map<string, number>();
+  const count = (path: string) => {
+    const n = (counts.get(path) ?? 0) + 1;
+    counts.set(path, n);
+    return n;
+  };
+  const routes = new Map<string, Behaviour>([
+    [
+      '/charges',
+      async ({ body, query, tenant }) => {
+        const n = count('/charges');
+        const delay = numberParam(query, 'delay', 0);
+        if (delay > 0) await sleep(delay);
+        return jsonReply(
+          201,
+          { charge: n, tenant: tenant ?? null, received: body ?? null },
+          {
+            'set-cookie': `session=s${n}; Path=/; HttpOnly`,
+            location: `/charges/${n}`,
+            'x-unrecorded': `n${n}`,
+          },
+        );
+      },
+    ],
+    ['/accept', async () => jsonReply(202, { accepted: count('/accept') })],
+    [
+      '/throws',
+      async () => {
+        count('/throws');
+        throw new Error('handler exploded');
+      },
+    ],
+    ['/fails', async () => jsonReply(502, { error: 'upstream failed', attempt: count('/fails') })],
+    [
+      '/binary',
+      async () => ({
+        status: 200,
+        headers: { 'content-type': 'application/octet-stream' },
+        body: binaryPayload(count('/binary')),
+      }),
+    ],
+    [
+      '/sse',
+      async ({ query }) => ({
+        status: 200,
+        headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' },
+        body: sseEvents(count('/sse'), numberParam(query, 'gap', 10)),
+      }),
+    ],
+    [
+      '/stream',
+      async ({ query }) => ({
+        status: 200,
+        headers: { 'content-type': 'application/octet-stream' },
+        body: chunks(
+          count('/stream'),
+          numberParam(query, 'chunks', 4),
+          numberParam(query, 'size', 256),
+          numberParam(query, 'gap', 0),
+        ),
+      }),
+    ],
+    [
+      '/broken',
+      async () => {
+        count('/broken');
+        return { status: 200, headers: { 'content-type': 'text/plain' }, body: brokenStream() };
+      },
+    ],
+  ]);
+  return { routes, calls: (path) => counts.get(path) ?? 0 };
+}

@@ -1,0 +1,67 @@
+import { expect } from 'vitest';
+import { expectReplayOf, newKey, REPLAYED, type Scenario, waitFor } from '../kit.js';
+import { SSE_EVENTS } from '../routes.js';
+
+const group = 'disconnects';
+
+/** A client that goes away never causes a second execution. */
+export const DISCONNECT_SCENARIOS: Scenario[] = [
+  {
+    group,
+    name: 'still records when the client gives up before the handler answers: the retry gets the replay',
+    async run({ post, calls, spy }) {
+      const key = newKey();
+      await expect(
+        post('/charges?delay=300', { key, body: { n: 1 }, timeoutMs: 100 }),
+      ).rejects.toThrow(/timed out/);
+      await waitFor(() => spy.completed.length + spy.calls.release >= 1, 'the outcome to be settled');
+      expect(spy.calls.release, 'the key was released: a retry would run again').toBe(0);
+      const retry = await post('/charges?delay=300', { key, body: { n: 1 } });
+      expect(retry.status).toBe(201);
+      expect(retry.headers[REPLAYED]).toBe('true');
+      expect(calls('/charges')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'drains and records a stream whose client went away after its first chunk: the retry replays it whole',
+    async run({ post, calls, spy }) {
+      const key = newKey();
+      const left = await post('/sse?gap=60', { key, body: { prompt: 'hi' }, leaveAfterBytes: 1 });
+      expect(left.complete).toBe(false);
+      expect(left.body.length).toBeGreaterThan(0);
+      await waitFor(
+        () => spy.completed.length + spy.calls.release >= 1,
+        'the stream to be settled without its client',
+      );
+      expect(spy.calls.release, 'the key was released: a retry would run again').toBe(0);
+      expect(spy.completed).toHaveLength(1);
+      expect(spy.completed[0]!.meta.chunks).toHaveLength(SSE_EVENTS);
+      const retry = await post('/sse?gap=60', { key, body: { prompt: 'hi' } });
+      expect(retry.headers[REPLAYED]).toBe('true');
+      expect(retry.body.toString('utf8').startsWith(left.body.toString('utf8'))).toBe(true);
+      expect(retry.body.toString('utf8').split('\n\n').filter(Boolean)).toHaveLength(SSE_EVENTS);
+      expect(calls('/sse')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'drains and records a binary stream whose client went away midway',
+    async run({ post, calls, spy }) {
+      const key = newKey();
+      const path = '/stream?chunks=6&size=512&gap=40';
+      const left = await post(path, { key, body: {}, leaveAfterBytes: 512 });
+      expect(left.complete).toBe(false);
+      await waitFor(
+        () => spy.completed.length + spy.calls.release >= 1,
+        'the stream to be settled without its client',
+      );
+      expect(spy.calls.release, 'the key was released: a retry would run again').toBe(0);
+      const retry = await post(path, { key, body: {} });
+      expect(retry.body.length).toBe(6 * 512);
+      expect(retry.body.subarray(0, left.body.length).equals(left.body)).toBe(true);
+      expectReplayOf(await post(path, { key, body: {} }), retry);
+      expect(calls('/stream')).toBe(1);
+    },
+  },
+];

@@ -1,0 +1,92 @@
+import { expect } from 'vitest';
+import { json } from '../client.js';
+import { expectReplayOf, newKey, REPLAYED, type Scenario } from '../kit.js';
+import { binaryPayload, SSE_EVENTS } from '../routes.js';
+
+const group = 'outcomes';
+const finalOnceStarted = () => true;
+
+/** What is recorded and replayed: policies, binary bodies, streams, headers. */
+export const OUTCOME_SCENARIOS: Scenario[] = [
+  {
+    group,
+    name: 'does not record a throw or a 5xx by default: the retry runs again',
+    async run({ post, calls }) {
+      const key = newKey();
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        const thrown = await post('/throws', { key, body: {} });
+        expect(thrown.status).toBe(500);
+        expect(thrown.headers[REPLAYED]).toBeUndefined();
+        expect(calls('/throws')).toBe(attempt);
+        const failed = await post('/fails', { key: `${key}-5xx`, body: {} });
+        expect(failed.status).toBe(502);
+        expect(json(failed)).toMatchObject({ attempt });
+      }
+    },
+  },
+  {
+    group,
+    name: 'replays a 5xx and a throw once started, with a Stripe-like policy',
+    options: { isFinal: finalOnceStarted },
+    async run({ post, calls }) {
+      const key = newKey();
+      const failed = await post('/fails', { key, body: {} });
+      expectReplayOf(await post('/fails', { key, body: {} }), failed);
+      expect(failed.status).toBe(502);
+      expect(calls('/fails')).toBe(1);
+      const thrown = await post('/throws', { key: `${key}-throw`, body: {} });
+      expect(thrown.status).toBe(500);
+      expectReplayOf(await post('/throws', { key: `${key}-throw`, body: {} }), thrown);
+      expect(calls('/throws')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'replays a binary body byte for byte',
+    async run({ post, calls }) {
+      const key = newKey();
+      const first = await post('/binary', { key, body: Buffer.from([0, 255, 128]) });
+      const again = await post('/binary', { key, body: Buffer.from([0, 255, 128]) });
+      expect(first.body.equals(Buffer.from(binaryPayload(1)))).toBe(true);
+      expectReplayOf(again, first);
+      expect(again.headers['content-type']).toBe('application/octet-stream');
+      expect(calls('/binary')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'streams SSE live and replays the same bytes in the same chunks',
+    async run({ post, calls, spy }) {
+      const key = newKey();
+      const first = await post('/sse', { key, body: { prompt: 'hi' } });
+      const events = first.body.toString('utf8').split('\n\n').filter(Boolean);
+      expect(events.map((e) => JSON.parse(e.split('data: ')[1]!).seq)).toEqual([0, 1, 2, 3, 4]);
+      const again = await post('/sse', { key, body: { prompt: 'hi' } });
+      expectReplayOf(again, first);
+      expect(again.headers['content-type']).toBe(first.headers['content-type']);
+      expect(again.headers['content-type']).toMatch(/^text\/event-stream/);
+      expect(calls('/sse')).toBe(1);
+      // What reached the store: one chunk per event, in order.
+      expect(spy.completed).toHaveLength(1);
+      expect(spy.completed[0]!.meta.chunks).toEqual(
+        events.map((e) => Buffer.byteLength(`${e}\n\n`)),
+      );
+      expect(spy.completed[0]!.meta.chunks).toHaveLength(SSE_EVENTS);
+    },
+  },
+  {
+    group,
+    name: 'never replays Set-Cookie or headers outside the allowlist',
+    async run({ post }) {
+      const key = newKey();
+      const first = await post('/charges', { key, body: {} });
+      const again = await post('/charges', { key, body: {} });
+      expect(first.headers['set-cookie']).toEqual(['session=s1; Path=/; HttpOnly']);
+      expect(first.headers['x-unrecorded']).toBe('n1');
+      expect(again.headers[REPLAYED]).toBe('true');
+      expect(again.headers['set-cookie']).toBeUndefined();
+      expect(again.headers['x-unrecorded']).toBeUndefined();
+      expect(again.headers.location).toBe('/charges/1');
+    },
+  },
+];

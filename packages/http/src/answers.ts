@@ -1,0 +1,129 @@
+import { InProgressError, isIdemError } from '@idem/core';
+import type { IdempotencyDecision } from './handler.js';
+import { PROBLEM_TYPES, type ProblemType, problemResponse } from './problem.js';
+import type { ResponseRecorder } from './recorder.js';
+
+/** One of the library's own answers (never recorded as the handler's outcome). @internal */
+export function respond(
+  status: number,
+  type: ProblemType,
+  title: string,
+  detail: string,
+  headers?: Record<string, string>,
+): IdempotencyDecision {
+  return {
+    action: 'respond',
+    response: problemResponse({ type, title, status, detail }, headers),
+    replayed: false,
+  };
+}
+
+/** 413 before anything is stored. @internal */
+export function tooLarge(): IdempotencyDecision {
+  return respond(
+    413,
+    PROBLEM_TYPES.bodyTooLarge,
+    'Request body too large',
+    'The request body exceeds the configured limit',
+  );
+}
+
+/** How the answers to engine errors are tuned. @internal */
+export interface BeginAnswers {
+  failOpen: boolean;
+  /** `Retry-After` (s) of the 503. */
+  unavailableRetryAfter: number;
+  /** Largest `Retry-After` (s) of the 409. */
+  inProgressRetryAfter: number;
+}
+
+/**
+ * The answer to an error of `engine.begin`: 422, 409, 503 (or a pass when failing open), a
+ * 500 for an outcome that was not recorded or does not decode; undefined for an error
+ * that is not the state machine's (rethrown).
+ * @internal
+ */
+export function answerBeginError(
+  error: unknown,
+  tuning: BeginAnswers,
+): IdempotencyDecision | undefined {
+  if (isIdemError(error, 'MISMATCH')) {
+    return respond(
+      422,
+      PROBLEM_TYPES.keyReused,
+      'Idempotency-Key reused',
+      'This key was already used with a different request',
+    );
+  }
+  if (error instanceof InProgressError) {
+    const seconds = Math.max(
+      1,
+      Math.min(tuning.inProgressRetryAfter, Math.ceil(error.retryAfterMs / 1000)),
+    );
+    return respond(
+      409,
+      PROBLEM_TYPES.inProgress,
+      'Request in progress',
+      'A request with this key is still being processed',
+      { 'retry-after': String(seconds) },
+    );
+  }
+  if (isIdemError(error, 'STORE_UNAVAILABLE') || isIdemError(error, 'STORE_FULL')) {
+    if (tuning.failOpen) return { action: 'pass', reason: 'fail-open' };
+    return respond(
+      503,
+      PROBLEM_TYPES.storeUnavailable,
+      'Idempotency store unavailable',
+      'Retry later with the same key',
+      { 'retry-after': String(tuning.unavailableRetryAfter) },
+    );
+  }
+  // The first request ran; its response was over maxOutcomeBytes (or the store refused it).
+  if (isIdemError(error, 'OUTCOME_NOT_RECORDED')) {
+    return respond(
+      500,
+      PROBLEM_TYPES.outcomeNotRecorded,
+      'Outcome not recorded',
+      'The first request with this key was processed, but its response could not be recorded (too large for the idempotency store); it will not be processed again with this key',
+    );
+  }
+  // The store returned outcome bytes that do not decode (a replay found them).
+  if (isIdemError(error, 'OUTCOME_CORRUPT')) {
+    return respond(
+      500,
+      PROBLEM_TYPES.outcomeUnreadable,
+      'Stored outcome unreadable',
+      error.message,
+    );
+  }
+  return undefined;
+}
+
+/**
+ * The handler threw (or gave nothing sendable): a 500 problem, recorded when the policy makes
+ * it final; otherwise the key is released and the error rethrown to the framework.
+ * @internal
+ */
+export async function answerFailure(
+  recorder: ResponseRecorder,
+  error: unknown,
+  signal: AbortSignal,
+): Promise<Response> {
+  const failure = problemResponse({
+    type: PROBLEM_TYPES.handlerFailed,
+    title: 'Internal Server Error',
+    status: 500,
+  });
+  let final: boolean;
+  try {
+    final = recorder.start(failure.status, failure.headers);
+  } catch (policyError) {
+    await recorder.fail(policyError);
+    throw policyError;
+  }
+  if (!final) {
+    await recorder.fail(error);
+    throw error;
+  }
+  return recorder.recordResponse(failure, signal);
+}

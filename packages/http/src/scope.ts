@@ -1,0 +1,45 @@
+import { InvalidInputError, type JsonValue } from '@idem/core';
+import type { ScopeHint, ScopeHook } from './options.js';
+import { PROBLEM_TYPES } from './problem.js';
+
+/** The principal and operation of one request, as the storage key is derived from them. */
+export interface ResolvedScope {
+  principal: JsonValue;
+  operation?: string;
+}
+
+/**
+ * Checks the required `scope` option and returns the function that resolves a request's
+ * scope: `'global'` gives the null principal (which no hook can give), a hook gives its
+ * principal, and a hook that gives none resolves to undefined (warned once).
+ * @throws InvalidInputError when `scope` is neither a hook nor `'global'`
+ * @internal
+ */
+export function createScopeResolver<R>(
+  scope: ScopeHook<R> | 'global' | undefined,
+  warn: (message: string) => void,
+): (request: R, label: string) => Promise<ResolvedScope | undefined> {
+  if (scope !== 'global' && typeof scope !== 'function') {
+    throw new InvalidInputError(
+      "The scope option is required: pass scope: (request) => ({ principal }) naming the tenant, user or API key a request acts for, or scope: 'global' for a single-tenant server where every caller shares one key space",
+    );
+  }
+  if (scope === 'global') return async () => ({ principal: null });
+  let warned = false;
+  return async (request, label) => {
+    const hint: Partial<ScopeHint> | undefined = await scope(request);
+    if (hint?.principal !== undefined && hint.principal !== null) {
+      return hint.operation === undefined
+        ? { principal: hint.principal }
+        : { principal: hint.principal, operation: hint.operation };
+    }
+    if (!warned) {
+      warned = true;
+      warn(
+        `The scope hook gave no principal for ${label}: such requests get a 500 ${PROBLEM_TYPES.noPrincipal} problem. ` +
+          "Return { principal } (tenant, user or API key id), run authentication before the idempotency layer, or use scope: 'global' for a single-tenant server.",
+      );
+    }
+    return undefined;
+  };
+}
