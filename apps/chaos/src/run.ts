@@ -1,0 +1,88 @@
+import { stopAllChildren } from './processes.js';
+import type { Profile } from './profile.js';
+import { runRow, type Scenario } from './run-row.js';
+import { scenarios as allScenarios } from './scenarios.js';
+import { dynamoDbUnavailable } from './stores.js';
+import { startUpstream } from './upstream.js';
+import type { RowResult } from './verdict.js';
+
+/** Options of {@link runChaos}. */
+export interface ChaosOptions {
+  /** Row ids to run (default: all). */
+  only?: readonly string[];
+  log?: (line: string) => void;
+}
+
+/** What a run found. */
+export interface ChaosResult {
+  profile: Profile['name'];
+  rows: RowResult[];
+  /** Rows not run, with the reason (no Java, the run's time limit). */
+  skipped: string[];
+  /** Every broken promise, naming its row; empty when the run holds. */
+  broken: string[];
+  durationMs: number;
+}
+
+/**
+ * Runs the rows one after the other, each on fresh processes, against one upstream model
+ * that counts executions. Every process it started is stopped by PID before it returns
+ * or throws.
+ */
+export async function runChaos(profile: Profile, options: ChaosOptions = {}): Promise<ChaosResult> {
+  const log = options.log ?? (() => undefined);
+  const started = Date.now();
+  const skipped = ['PostgreSQL: no PostgreSQL store in the project yet, so no row'];
+  const rows: RowResult[] = [];
+  const chosen = allScenarios.filter((s) => !options.only || options.only.includes(s.id));
+  if (options.only) {
+    const unknown = options.only.filter((id) => !allScenarios.some((s) => s.id === id));
+    if (unknown.length > 0) throw new Error(`unknown rows: ${unknown.join(', ')}`);
+  }
+  const upstream = await startUpstream({
+    chunks: profile.modelChunks,
+    chunkDelayMs: profile.modelChunkDelayMs,
+  });
+  try {
+    for (const scenario of chosen) {
+      const why = await skipReason(scenario, profile, started);
+      if (why) {
+        skipped.push(`${scenario.id}: ${why}`);
+        log(`- ${scenario.id}: skipped (${why})`);
+        continue;
+      }
+      const rowStart = Date.now();
+      log(`- ${scenario.id}: ${scenario.fault}`);
+      const row = await runRow(scenario, profile, upstream, log);
+      rows.push(row);
+      log(
+        `  ${scenario.id}: ${row.broken.length === 0 ? 'PASS' : 'FAIL'} in ${((Date.now() - rowStart) / 1000).toFixed(1)} s`,
+      );
+    }
+  } finally {
+    await upstream.close();
+    await stopAllChildren();
+  }
+  return {
+    profile: profile.name,
+    rows,
+    skipped,
+    broken: rows.flatMap((r) => r.broken.map((b) => `${r.fault}: ${b}`)),
+    durationMs: Date.now() - started,
+  };
+}
+
+async function skipReason(
+  scenario: Scenario,
+  profile: Profile,
+  started: number,
+): Promise<string | undefined> {
+  if (Date.now() - started > profile.runLimitMs) {
+    return `the run passed its limit of ${profile.runLimitMs / 1000} s`;
+  }
+  if (scenario.store === 'dynamodb') {
+    const why = await dynamoDbUnavailable();
+    if (why) return `DynamoDB Local cannot start here: ${why}`;
+  }
+  return undefined;
+}
