@@ -26,6 +26,12 @@ export interface Config {
   keyPrefix: string;
   /** `IDEM_LEASE_MS`: lease of an in-progress request. @default 30_000 */
   leaseMs: number;
+  /**
+   * `IDEM_STORE_TIMEOUT_MS`: limit of every store call (idempotency records, ledger,
+   * counters, readiness). A request the store cannot serve in time gets 503 + Retry-After.
+   * @default 2_000
+   */
+  storeTimeoutMs: number;
   /** `SHUTDOWN_TIMEOUT_MS`: longest wait for in-flight requests on SIGTERM. @default 25_000 */
   shutdownTimeoutMs: number;
 }
@@ -137,10 +143,17 @@ export function parseConfig(env: Env): Config {
     problems.push('IDEM_KEY_PREFIX must be 1 to 100 printable ASCII characters without spaces');
   }
   const leaseMs = integer('IDEM_LEASE_MS', 30_000, 100, 3_600_000);
+  const storeTimeoutMs = integer('IDEM_STORE_TIMEOUT_MS', 2_000, 50, 60_000);
   const shutdownTimeoutMs = integer('SHUTDOWN_TIMEOUT_MS', 25_000, 0, 3_600_000);
 
+  if (storeTimeoutMs >= leaseMs) {
+    problems.push(
+      `IDEM_STORE_TIMEOUT_MS (${storeTimeoutMs}) must be shorter than IDEM_LEASE_MS (${leaseMs})`,
+    );
+  }
+
   if (problems.length > 0) throw new ConfigError(problems);
-  return { host, port, store, model, keyPrefix, leaseMs, shutdownTimeoutMs };
+  return { host, port, store, model, keyPrefix, leaseMs, storeTimeoutMs, shutdownTimeoutMs };
 }
 
 /** One line for the start-up log: what was chosen, without secrets. */

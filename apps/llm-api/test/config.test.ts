@@ -23,6 +23,7 @@ describe('parseConfig', () => {
       model: { kind: 'local', chunkDelayMs: 15 },
       keyPrefix: 'llm-api:',
       leaseMs: 30_000,
+      storeTimeoutMs: 2_000,
       shutdownTimeoutMs: 25_000,
     });
     expect(describeConfig(config)).toContain('store: memory');
@@ -93,6 +94,14 @@ describe('parseConfig', () => {
     [{ UPSTREAM_URL: 'api.openai.com' }, 'UPSTREAM_URL="api.openai.com" is not a URL'],
     [{ UPSTREAM_API_KEY: 'sk-x' }, 'UPSTREAM_API_KEY is set but UPSTREAM_URL is not'],
     [{ IDEM_LEASE_MS: '10' }, 'IDEM_LEASE_MS="10" is not an integer from 100 to 3600000'],
+    [
+      { IDEM_STORE_TIMEOUT_MS: '0' },
+      'IDEM_STORE_TIMEOUT_MS="0" is not an integer from 50 to 60000',
+    ],
+    [
+      { IDEM_LEASE_MS: '2000', IDEM_STORE_TIMEOUT_MS: '2000' },
+      'IDEM_STORE_TIMEOUT_MS (2000) must be shorter than IDEM_LEASE_MS (2000)',
+    ],
     [
       { IDEM_KEY_PREFIX: 'has space' },
       'IDEM_KEY_PREFIX must be 1 to 100 printable ASCII characters without spaces',
