@@ -1,7 +1,10 @@
-import { generateKey } from '@idem/core';
+import { generateKey, StoreUnavailableError } from '@idem/core';
 import type { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../src/app.js';
+import { openBackend } from '../src/backend.js';
 import { parseConfig } from '../src/config.js';
+import { createLocalModel } from '../src/model/local-model.js';
 import { type RunningServer, startServer } from '../src/server.js';
 import { type Answer, answer, expectUnavailable } from './answers.js';
 import { connectRedis, deletePrefix, REDIS_URL, randomPrefix } from './redis.js';
@@ -77,5 +80,36 @@ describe('Redis errors inside the ledger and the counters', () => {
     expectProblem('GET /v1/usage', await answer(`${server.url}/v1/usage`, {}, BOUND_MS));
     await redis.del(`${prefix}stats`);
     expect((await message()).status).toBe(201);
+  });
+});
+
+describe('a counter that fails after the bill landed', () => {
+  it('does not fail the request: the answer is recorded and a retry replays it (one execution)', async () => {
+    const backend = await openBackend({ kind: 'memory' }, 'test:');
+    const ledger = backend.ledger;
+    // The counters are monitoring, the bill is the record: once the bill landed, a counter
+    // the store refuses must not turn a billed answer into a 503 that a retry runs again.
+    backend.ledger = {
+      ...ledger,
+      count: async (name) => {
+        if (name === 'model_completed') throw new StoreUnavailableError('counter refused');
+        return ledger.count(name);
+      },
+    };
+    const { app } = createApp({ backend, model: createLocalModel({ chunkDelayMs: 0 }) });
+    const key = generateKey();
+    const send = () =>
+      app.request('/api/messages', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        body: JSON.stringify({ prompt: 'counted late', model: 'local-1' }),
+      });
+    const first = await send();
+    expect(first.status).toBe(201);
+    const again = await send();
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(await ledger.stats()).toMatchObject({ model_started: 1 });
+    expect(await ledger.entries()).toHaveLength(1);
+    await backend.close();
   });
 });
