@@ -60,7 +60,10 @@ export async function openBackend(
   const timeoutMs = options.timeoutMs ?? 2_000;
   const warn = options.warn ?? ((message: string) => console.warn(`llm-api: warning: ${message}`));
   if (config.kind === 'memory') {
-    const store = createMemoryStore();
+    const store = createMemoryStore({
+      ...(config.maxEntries === undefined ? {} : { maxEntries: config.maxEntries }),
+      ...(config.maxOutcomeBytes === undefined ? {} : { maxOutcomeBytes: config.maxOutcomeBytes }),
+    });
     return {
       kind: 'memory',
       store,

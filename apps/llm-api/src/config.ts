@@ -5,7 +5,13 @@
 
 /** Where idempotency records, the token ledger and the counters live. */
 export type StoreConfig =
-  | { kind: 'memory' }
+  | {
+      kind: 'memory';
+      /** `IDEM_MEMORY_MAX_ENTRIES`: most records kept. @default the store's (100_000) */
+      maxEntries?: number;
+      /** `IDEM_MEMORY_MAX_OUTCOME_BYTES`: largest recorded answer. @default the store's */
+      maxOutcomeBytes?: number;
+    }
   | { kind: 'redis'; url: string }
   | { kind: 'dynamodb'; table: string; endpoint: string | undefined; region: string };
 
@@ -103,7 +109,15 @@ export function parseConfig(env: Env): Config {
   const table = get('DYNAMODB_TABLE');
   const endpoint = url('DYNAMODB_ENDPOINT', ['http:', 'https:']);
   const region = get('AWS_REGION') ?? get('AWS_DEFAULT_REGION') ?? 'us-east-1';
-  let store: StoreConfig = { kind: 'memory' };
+  const optional = (name: string, min: number, max: number): number | undefined =>
+    get(name) === undefined ? undefined : integer(name, min, min, max);
+  const maxEntries = optional('IDEM_MEMORY_MAX_ENTRIES', 1, 100_000_000);
+  const maxOutcomeBytes = optional('IDEM_MEMORY_MAX_OUTCOME_BYTES', 1, 1_073_741_824);
+  let store: StoreConfig = {
+    kind: 'memory',
+    ...(maxEntries === undefined ? {} : { maxEntries }),
+    ...(maxOutcomeBytes === undefined ? {} : { maxOutcomeBytes }),
+  };
   if (get('REDIS_URL') !== undefined && table !== undefined) {
     problems.push('REDIS_URL and DYNAMODB_TABLE are both set; choose one store');
   } else if (redisUrl !== undefined) {

@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { openBackend } from '../src/backend.js';
 import { ConfigError, describeConfig, parseConfig } from '../src/config.js';
 
 function problemsOf(env: Record<string, string>): readonly string[] {
@@ -60,6 +61,20 @@ describe('parseConfig', () => {
       apiKey: 'sk-x',
       timeoutMs: 120_000,
     });
+  });
+
+  it('passes the memory store bounds through', async () => {
+    const config = parseConfig({
+      IDEM_MEMORY_MAX_ENTRIES: '5000',
+      IDEM_MEMORY_MAX_OUTCOME_BYTES: '65536',
+    });
+    expect(config.store).toEqual({ kind: 'memory', maxEntries: 5000, maxOutcomeBytes: 65536 });
+    const backend = await openBackend(config.store, 'test:');
+    expect(backend.store.capabilities.maxOutcomeBytes).toBe(65536);
+    await backend.close();
+    expect(problemsOf({ IDEM_MEMORY_MAX_ENTRIES: '0' })).toEqual([
+      'IDEM_MEMORY_MAX_ENTRIES="0" is not an integer from 1 to 100000000',
+    ]);
   });
 
   it('treats empty variables as unset', () => {

@@ -24,7 +24,7 @@ describe('the app on DynamoDB behind a network that fails', () => {
       startDynamoDbLocal(): Promise<DynamoDbLocal>;
     };
     local = await startDynamoDbLocal();
-    proxy = await startTcpProxy(Number(new URL(local.endpoint).port));
+    proxy = await startTcpProxy(local.endpoint);
     server = await startServer(
       parseConfig({
         PORT: '0',

@@ -17,8 +17,11 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-/** Starts the proxy on a free loopback port, forwarding to 127.0.0.1:`targetPort`. */
-export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
+/** Starts the proxy on a free loopback port, forwarding to `target` (`http://host:port`). */
+export async function startTcpProxy(target: string): Promise<TcpProxy> {
+  const url = new URL(target);
+  const hostname = url.hostname;
+  const targetPort = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
   let mode: 'pass' | 'silent' | 'down' = 'pass';
   const pairs = new Set<[Socket, Socket]>();
 
@@ -49,7 +52,7 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
     // Plain 'data' forwarding (no pipe, which may resume a paused source on drain).
     client.on('data', (chunk) => upstream.write(chunk));
     upstream.on('data', (chunk) => client.write(chunk));
-    upstream.connect(targetPort, '127.0.0.1');
+    upstream.connect(targetPort, hostname);
     apply(pair);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
