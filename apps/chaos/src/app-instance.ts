@@ -2,8 +2,8 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { type Child, rssMiB, spawnChild, waitFor } from './processes.js';
 
-/** The built app the suite drives; `CHAOS_APP_ENTRY` overrides it. */
-export const appEntry =
+/** The built app the suite drives by default; `CHAOS_APP_ENTRY` overrides it. */
+export const defaultAppEntry =
   process.env.CHAOS_APP_ENTRY ||
   fileURLToPath(new URL('../../llm-api/dist/main.js', import.meta.url));
 
@@ -36,16 +36,23 @@ const OWN_VARIABLES = [
   'IDEM_LEASE_MS',
 ];
 
-/** Starts one app instance with `env` and resolves once it listens. */
-export async function startApp(name: string, env: Record<string, string>): Promise<AppInstance> {
-  if (!existsSync(appEntry)) {
+/**
+ * Starts one app instance (`node <entry>`) with `env` and resolves once it prints
+ * `listening on http://…`.
+ */
+export async function startApp(
+  name: string,
+  env: Record<string, string>,
+  entry: string = defaultAppEntry,
+): Promise<AppInstance> {
+  if (!existsSync(entry)) {
     throw new Error(
-      `${appEntry} is missing: build the app first (pnpm turbo run build --filter=@idem/llm-api).`,
+      `${entry} is missing: build the app first (pnpm turbo run build --filter=@idem/llm-api).`,
     );
   }
   const base: NodeJS.ProcessEnv = { ...process.env };
   for (const variable of OWN_VARIABLES) delete base[variable];
-  const child: Child = spawnChild(name, process.execPath, [appEntry], {
+  const child: Child = spawnChild(name, process.execPath, [entry], {
     env: { ...base, HOST: '127.0.0.1', PORT: '0', ...env },
   });
   let url = '';

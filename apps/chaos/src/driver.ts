@@ -164,6 +164,7 @@ export async function probeRecovery(o: ProbeOptions): Promise<number | undefined
   const inFlight: Promise<unknown>[] = [];
   let n = 0;
   const one = async (url: string): Promise<number | undefined> => {
+    const pending = new Set<Promise<void>>();
     let firstOk: number | undefined;
     while (firstOk === undefined && Date.now() - o.since < o.maxMs) {
       const id = `probe-${o.tag}-${n++}`;
@@ -175,7 +176,12 @@ export async function probeRecovery(o: ProbeOptions): Promise<number | undefined
         },
       );
       inFlight.push(sent);
+      pending.add(sent);
+      void sent.finally(() => pending.delete(sent));
+      // A new probe every 100 ms, at most 4 in flight per target: enough resolution for a
+      // 2 s limit without turning the probes into a retry storm.
       await Promise.race([sent, sleep(100)]);
+      while (pending.size >= 4) await Promise.race(pending);
     }
     return firstOk === undefined ? undefined : firstOk - o.since;
   };

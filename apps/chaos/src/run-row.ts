@@ -47,6 +47,7 @@ export async function runRow(
   profile: Profile,
   upstream: UpstreamModel,
   log: (line: string) => void,
+  appEntry?: string,
 ): Promise<RowResult> {
   const store = await startStore(scenario.store);
   const slots: (AppInstance | undefined)[] = [];
@@ -61,7 +62,7 @@ export async function runRow(
     SHUTDOWN_TIMEOUT_MS: '10000',
   };
   const launch = async (index: number) => {
-    const app = await startApp(`llm-api[${scenario.id}#${index}.${generation++}]`, env);
+    const app = await startApp(`llm-api[${scenario.id}#${index}.${generation++}]`, env, appEntry);
     everyApp.push(app);
     slots[index] = app;
     return app;
@@ -109,6 +110,19 @@ export async function runRow(
       broken: (message) => scenarioBroken.push(message),
     };
 
+    // The system must work before any fault, or the row measures nothing: one 2xx from
+    // every instance first (DynamoDB Local's JVM is slow to warm up).
+    const warm = await probeRecovery({
+      tag: `${scenario.id}-warmup`,
+      targets: routed(),
+      since: Date.now(),
+      maxMs: 30_000,
+      attemptTimeoutMs: profile.attemptTimeoutMs,
+      attempts: [],
+    });
+    if (warm === undefined) {
+      throw new Error(`${scenario.id}: no instance answered 2xx within 30 s before any fault`);
+    }
     const faultMs = scenario.faultMs(profile);
     const spreadMs = profile.faultAtMs + faultMs + profile.tailMs;
     const started = Date.now();
@@ -148,6 +162,15 @@ export async function runRow(
         : times.some((t) => t === undefined)
           ? undefined
           : Math.max(...(times as number[]));
+    if (process.env.CHAOS_DEBUG) {
+      for (const app of everyApp) log(`  --- ${app.url} output (tail) ---\n${app.output()}`);
+      const statuses = new Map<string, number>();
+      for (const a of [...requests.flatMap((r) => r.attempts), ...probes]) {
+        const k = String(a.status ?? a.error);
+        statuses.set(k, (statuses.get(k) ?? 0) + 1);
+      }
+      log(`  statuses: ${JSON.stringify(Object.fromEntries(statuses))}`);
+    }
     return judgeRow(scenario.fault, scenario.promises(profile), profile, {
       requests,
       probes,

@@ -4,13 +4,15 @@ import { runRow, type Scenario } from './run-row.js';
 import { scenarios as allScenarios } from './scenarios.js';
 import { dynamoDbUnavailable } from './stores.js';
 import { startUpstream } from './upstream.js';
-import type { RowResult } from './verdict.js';
+import { judgeRow, type RowResult } from './verdict.js';
 
 /** Options of {@link runChaos}. */
 export interface ChaosOptions {
   /** Row ids to run (default: all). */
   only?: readonly string[];
   log?: (line: string) => void;
+  /** The app to drive. @default apps/llm-api/dist/main.js (or CHAOS_APP_ENTRY) */
+  appEntry?: string;
 }
 
 /** What a run found. */
@@ -53,7 +55,18 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
       }
       const rowStart = Date.now();
       log(`- ${scenario.id}: ${scenario.fault}`);
-      const row = await runRow(scenario, profile, upstream, log);
+      const row = await runRow(scenario, profile, upstream, log, options.appEntry).catch(
+        (error: unknown) =>
+          // A row that cannot run is a failed row, not a crashed suite: the others still run.
+          judgeRow(scenario.fault, scenario.promises(profile), profile, {
+            requests: [],
+            probes: [],
+            executions: new Map(),
+            recoveryMs: null,
+            maxRssMiB: 0,
+            scenarioBroken: [`the row could not run: ${(error as Error).message ?? error}`],
+          }),
+      );
       rows.push(row);
       log(
         `  ${scenario.id}: ${row.broken.length === 0 ? 'PASS' : 'FAIL'} in ${((Date.now() - rowStart) / 1000).toFixed(1)} s`,

@@ -47,12 +47,54 @@ export async function dynamoDbUnavailable(): Promise<string | undefined> {
   }
 }
 
+/** One DynamoDB API call with dummy credentials (DynamoDB Local does not check them). */
+async function dynamoCall(endpoint: string, target: string, body: unknown): Promise<number> {
+  const response = await fetch(endpoint, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-amz-json-1.0',
+      'x-amz-target': `DynamoDB_20120810.${target}`,
+      authorization:
+        'AWS4-HMAC-SHA256 Credential=chaoslocal/20200101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0',
+    },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(2_000),
+  });
+  await response.arrayBuffer();
+  return response.status;
+}
+
+/**
+ * Resolves once the emulator serves consistent GetItems on `table` promptly (three in a
+ * row, each within 250 ms), not merely ListTables: the moment the store is back for the
+ * app, from which recovery is measured. A cold JVM right after a restart is slow for a
+ * while, and that time is the emulator's, not the app's.
+ */
+async function waitForItems(endpoint: string, table: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let prompt = 0;
+  while (prompt < 3) {
+    const started = Date.now();
+    const status = await dynamoCall(endpoint, 'GetItem', {
+      TableName: table,
+      Key: { pk: { S: 'chaos-readiness' } },
+      ConsistentRead: true,
+    }).catch(() => 0);
+    // 400 = the table does not exist yet (first start, before the app created it).
+    const ok = (status === 200 || status === 400) && Date.now() - started <= 250;
+    prompt = ok ? prompt + 1 : 0;
+    if (Date.now() > deadline) throw new Error(`DynamoDB Local did not serve ${table} in time`);
+    if (!ok) await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 async function startDynamoDb(): Promise<StoreHandle> {
   const script = (await import(dynamoScript)) as DynamoDbLocalScript;
   script.assertJava();
   const emulator = script.fetchDynamoDbLocal();
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'idem-chaos-dynamodb-'));
+  const table = `chaos_${Date.now().toString(36)}`;
   // On disk (-dbPath), so a kill -9 and a restart keep what was written.
   const args = [
     `-Djava.library.path=${join(emulator, 'DynamoDBLocal_lib')}`,
@@ -75,13 +117,14 @@ async function startDynamoDb(): Promise<StoreHandle> {
     await script.waitForDynamoDb(`http://127.0.0.1:${port}`, 60_000, () =>
       current.done ? `DynamoDB Local exited:\n${current.output()}` : undefined,
     );
+    await waitForItems(`http://127.0.0.1:${port}`, table, 30_000);
   };
   await start();
   const proxy = await startTcpFaultProxy(port);
   return {
     kind: 'dynamodb',
     env: {
-      DYNAMODB_TABLE: `chaos_${Date.now().toString(36)}`,
+      DYNAMODB_TABLE: table,
       DYNAMODB_ENDPOINT: `http://127.0.0.1:${proxy.port}`,
       AWS_REGION: 'us-east-1',
       AWS_ACCESS_KEY_ID: 'chaoslocal',

@@ -32,32 +32,40 @@ interface Pair {
 }
 
 /**
- * Forwards `from` to `to` chunk by chunk, honouring the proxy's mode at each chunk. Returns
- * the pump, to call again once `to` exists.
+ * Forwards `from` to `to` chunk by chunk, honouring the proxy's mode at each chunk, and
+ * passes on a clean end once everything before it was written. Returns the pump, to call
+ * again once `to` exists.
  */
 function lane(
   from: Socket,
   to: () => Socket | undefined,
-  proxy: { gate(): Promise<number> },
+  gate: () => Promise<number>,
 ): () => Promise<void> {
   const queue: Buffer[] = [];
   let busy = false;
+  let ended = false;
   const pump = async () => {
     if (busy) return;
     busy = true;
     while (queue.length > 0) {
-      const delay = await proxy.gate();
+      const delay = await gate();
       if (delay > 0) await new Promise((r) => setTimeout(r, delay));
       const target = to();
-      if (!target || target.destroyed || from.destroyed) break;
+      if (!target || target.destroyed) break;
       target.write(queue.shift() as Buffer);
     }
     busy = false;
-    if (from.isPaused()) from.resume();
+    const target = to();
+    if (ended && queue.length === 0 && target && !target.destroyed) target.end();
+    if (from.isPaused() && !from.destroyed) from.resume();
   };
   from.on('data', (chunk: Buffer) => {
     queue.push(chunk);
     if (queue.length > 64) from.pause();
+    void pump();
+  });
+  from.on('end', () => {
+    ended = true;
     void pump();
   });
   return pump;
@@ -90,13 +98,14 @@ export async function startTcpFaultProxy(targetPort: number): Promise<TcpFaultPr
     pairs.delete(pair);
   };
 
-  const server = createServer((client) => {
+  const server = createServer({ allowHalfOpen: true }, (client) => {
     stats.accepted += 1;
     const pair: Pair = { client };
     pairs.add(pair);
     client.on('error', () => undefined);
-    client.on('close', () => {
-      pair.upstream?.destroy();
+    // A reset on one side resets the other; a clean end is passed on by the lane.
+    client.on('close', (hadError) => {
+      if (hadError) pair.upstream?.destroy();
       pairs.delete(pair);
     });
     if (mode.kind === 'drop') {
@@ -104,15 +113,17 @@ export async function startTcpFaultProxy(targetPort: number): Promise<TcpFaultPr
       return;
     }
     // Data the client sends before the upstream is connected waits in the lane's queue.
-    const pumpClient = lane(client, () => pair.upstream, { gate: gateFinite });
+    const pumpClient = lane(client, () => pair.upstream, gateFinite);
     void (async () => {
       await gateFinite();
       if (client.destroyed) return;
-      const upstream = connect({ host: '127.0.0.1', port: targetPort });
+      const upstream = connect({ host: '127.0.0.1', port: targetPort, allowHalfOpen: true });
       pair.upstream = upstream;
       upstream.on('error', () => undefined);
-      upstream.on('close', () => client.destroy());
-      lane(upstream, () => client, { gate: gateFinite });
+      upstream.on('close', (hadError) => {
+        if (hadError) client.destroy();
+      });
+      lane(upstream, () => client, gateFinite);
       // Bytes the client sent meanwhile wait in its lane; Node buffers writes until connect.
       void pumpClient();
     })();
