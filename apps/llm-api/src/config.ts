@@ -35,7 +35,7 @@ export interface Config {
   /**
    * `IDEM_STORE_TIMEOUT_MS`: limit of every store call (idempotency records, ledger,
    * counters, readiness). A request the store cannot serve in time gets 503 + Retry-After.
-   * @default 2_000
+   * @default 2_000, or a third of the lease when that is shorter
    */
   storeTimeoutMs: number;
   /** `SHUTDOWN_TIMEOUT_MS`: longest wait for in-flight requests on SIGTERM. @default 25_000 */
@@ -157,7 +157,14 @@ export function parseConfig(env: Env): Config {
     problems.push('IDEM_KEY_PREFIX must be 1 to 100 printable ASCII characters without spaces');
   }
   const leaseMs = integer('IDEM_LEASE_MS', 30_000, 100, 3_600_000);
-  const storeTimeoutMs = integer('IDEM_STORE_TIMEOUT_MS', 2_000, 50, 60_000);
+  // A third of the lease when that is shorter: a heartbeat (every lease / 3) that times out
+  // still leaves time for the next one before the lease passes.
+  const storeTimeoutMs = integer(
+    'IDEM_STORE_TIMEOUT_MS',
+    Math.min(2_000, Math.max(50, Math.floor(leaseMs / 3))),
+    50,
+    60_000,
+  );
   const shutdownTimeoutMs = integer('SHUTDOWN_TIMEOUT_MS', 25_000, 0, 3_600_000);
 
   if (storeTimeoutMs >= leaseMs) {

@@ -63,6 +63,13 @@ describe('parseConfig', () => {
     });
   });
 
+  it('bounds store calls by 2 s, or a third of a shorter lease', () => {
+    expect(parseConfig({}).storeTimeoutMs).toBe(2_000);
+    expect(parseConfig({ IDEM_LEASE_MS: '3000' }).storeTimeoutMs).toBe(1_000);
+    expect(parseConfig({ IDEM_LEASE_MS: '100' }).storeTimeoutMs).toBe(50);
+    expect(parseConfig({ IDEM_STORE_TIMEOUT_MS: '750' }).storeTimeoutMs).toBe(750);
+  });
+
   it('passes the memory store bounds through', async () => {
     const config = parseConfig({
       IDEM_MEMORY_MAX_ENTRIES: '5000',

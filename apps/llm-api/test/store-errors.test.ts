@@ -113,3 +113,26 @@ describe('a counter that fails after the bill landed', () => {
     await backend.close();
   });
 });
+
+describe('recording the answer fails', () => {
+  it('answers 503 + Retry-After (problem+json), not 500', async () => {
+    const backend = await openBackend({ kind: 'memory' }, 'test:');
+    const store = backend.store;
+    backend.store = {
+      ...store,
+      complete: async () => {
+        throw new StoreUnavailableError('the store went away before the answer was recorded');
+      },
+    };
+    const { app } = createApp({ backend, model: createLocalModel({ chunkDelayMs: 0 }) });
+    const response = await app.request('/api/messages', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': generateKey() },
+      body: JSON.stringify({ prompt: 'not recorded', model: 'local-1' }),
+    });
+    expect(response.status).toBe(503);
+    expect(response.headers.get('retry-after')).toBe('1');
+    expect(response.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    await backend.close();
+  });
+});
