@@ -48,6 +48,11 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
   try {
     for (const scenario of chosen) {
       const why = await skipReason(scenario, profile, started);
+      if (why && process.env.CI && scenario.store === 'dynamodb') {
+        // In CI a missing service is a failure, never a silent skip.
+        rows.push(failedRow(scenario, profile, why));
+        continue;
+      }
       if (why) {
         skipped.push(`${scenario.id}: ${why}`);
         log(`- ${scenario.id}: skipped (${why})`);
@@ -56,16 +61,8 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
       const rowStart = Date.now();
       log(`- ${scenario.id}: ${scenario.fault}`);
       const row = await runRow(scenario, profile, upstream, log, options.appEntry).catch(
-        (error: unknown) =>
-          // A row that cannot run is a failed row, not a crashed suite: the others still run.
-          judgeRow(scenario.fault, scenario.promises(profile), profile, {
-            requests: [],
-            probes: [],
-            executions: new Map(),
-            recoveryMs: null,
-            maxRssMiB: 0,
-            scenarioBroken: [`the row could not run: ${(error as Error).message ?? error}`],
-          }),
+        // A row that cannot run is a failed row, not a crashed suite: the others still run.
+        (error: unknown) => failedRow(scenario, profile, (error as Error).message ?? String(error)),
       );
       rows.push(row);
       log(
@@ -98,4 +95,16 @@ async function skipReason(
     if (why) return `DynamoDB Local cannot start here: ${why}`;
   }
   return undefined;
+}
+
+/** The row of a scenario that could not run: every figure empty, the reason as broken. */
+function failedRow(scenario: Scenario, profile: Profile, why: string): RowResult {
+  return judgeRow(scenario.fault, scenario.promises(profile), profile, {
+    requests: [],
+    probes: [],
+    executions: new Map(),
+    recoveryMs: null,
+    maxRssMiB: 0,
+    scenarioBroken: [`the row could not run: ${why}`],
+  });
 }
