@@ -41,6 +41,8 @@ export interface DriveOptions {
   instances(): readonly string[];
   /** Appended to the prompt (e.g. `size:1048576`). */
   promptExtra?: string;
+  /** Attempts in flight per instance URL, kept up to date (lets a fault hit busy instances). */
+  inFlight?: Map<string, number>;
 }
 
 const RETRYABLE_4XX = new Set([408, 409, 425, 429]);
@@ -96,7 +98,9 @@ async function runClient(request: LogicalRequest, client: number, prompt: string
       continue;
     }
     const url = urls[Math.floor(Math.random() * urls.length)] as string;
+    o.inFlight?.set(url, (o.inFlight.get(url) ?? 0) + 1);
     const result = await attempt(url, request.key, prompt, client, o.attemptTimeoutMs);
+    o.inFlight?.set(url, (o.inFlight.get(url) ?? 1) - 1);
     request.attempts.push(result.attempt);
     const status = result.attempt.status;
     if (status !== undefined && status >= 200 && status < 300) {

@@ -16,6 +16,8 @@ export interface Stage {
   killApp(index: number): Promise<void>;
   /** SIGTERM to instance `index` (still routed until it exits); resolves with its exit code. */
   termApp(index: number): Promise<number | string>;
+  /** Attempts of the chaos clients in flight at instance `index` right now. */
+  inFlightAt(index: number): number;
   /** Starts a fresh instance in slot `index` and routes to it. */
   startApp(index: number): Promise<AppInstance>;
   /** The fault ended now: measure recovery on `targets` (default: every routed instance). */
@@ -71,6 +73,7 @@ export async function runRow(
     for (const app of everyApp) app.sampleRss();
   }, 250);
   const probes: Attempt[] = [];
+  const inFlight = new Map<string, number>();
   const recoveries: Promise<number | undefined>[] = [];
   const scenarioBroken: string[] = [];
   // Until the fault is over nobody knows when clients should stop; set on the way out too.
@@ -95,6 +98,10 @@ export async function runRow(
         return code;
       },
       startApp: launch,
+      inFlightAt: (index) => {
+        const app = slots[index];
+        return app ? (inFlight.get(app.url) ?? 0) : 0;
+      },
       restored(targets) {
         recoveries.push(
           probeRecovery({
@@ -134,6 +141,7 @@ export async function runRow(
       deadline: () => deadline,
       attemptTimeoutMs: profile.attemptTimeoutMs,
       instances: routed,
+      inFlight,
       ...(scenario.promptExtra ? { promptExtra: scenario.promptExtra } : {}),
     });
     traffic = driven;

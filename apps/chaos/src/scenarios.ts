@@ -55,6 +55,9 @@ async function appCycles(stage: Stage, cycles: number, how: 'kill' | 'term'): Pr
   for (let i = 0; i < cycles; i++) {
     if (i > 0) await sleep(CYCLE_GAP_MS);
     const index = i % stage.apps.length;
+    // Mid-request: wait (at most 3 s) until the victim has requests in flight.
+    const busyBy = Date.now() + 3_000;
+    while (stage.inFlightAt(index) < 2 && Date.now() < busyBy) await sleep(5);
     if (how === 'kill') {
       await stage.killApp(index);
       await sleep(1_000);

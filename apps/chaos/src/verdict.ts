@@ -56,6 +56,8 @@ export interface RowResult {
   serverErrors: number;
   /** 503 answers (the expected answer while the store is down). */
   unavailable: number;
+  /** Attempts that got no answer (connection refused or reset): proof an app fault bit. */
+  connectionErrors: number;
   maxLatencyMs: number;
   /** Attempts that took longer than the bound, or were timed out by the client. */
   outlived: number;
@@ -104,6 +106,7 @@ export function judgeRow(
   }
   const serverErrors = all.filter((a) => (a.status ?? 0) >= 500 && a.status !== 503).length;
   const unavailable = all.filter((a) => a.status === 503).length;
+  const connectionErrors = all.filter((a) => a.error !== undefined && a.error !== 'TimeoutError');
   const maxLatencyMs = all.reduce((max, a) => Math.max(max, a.latencyMs), 0);
   const outlived = all.filter((a) => a.latencyMs > limits.boundMs || a.error === 'TimeoutError');
 
@@ -159,6 +162,7 @@ export function judgeRow(
     neverCompleted,
     serverErrors,
     unavailable,
+    connectionErrors: connectionErrors.length,
     maxLatencyMs,
     outlived: outlived.length,
     recoveryMs: m.recoveryMs,
