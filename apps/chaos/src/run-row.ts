@@ -39,6 +39,8 @@ export interface Scenario {
   promises(p: Profile): RowPromises;
   /** Appended to every prompt (e.g. `size:1048576`). */
   promptExtra?: string;
+  /** Clients per key. @default 2 */
+  clientsPerKey?: number;
   /** Runs the fault, calling `stage.restored()` each time the system is whole again. */
   inject(stage: Stage): Promise<void>;
 }
@@ -142,6 +144,7 @@ export async function runRow(
       attemptTimeoutMs: profile.attemptTimeoutMs,
       instances: routed,
       inFlight,
+      clientsPerKey: scenario.clientsPerKey ?? 2,
       ...(scenario.promptExtra ? { promptExtra: scenario.promptExtra } : {}),
     });
     traffic = driven;

@@ -170,7 +170,9 @@ export const scenarios: readonly Scenario[] = [
     store: 'memory',
     instances: 1,
     requests: (p) => p.memoryAnswers,
-    faultMs: (p) => p.memoryAnswers * 20,
+    // What is judged is memory, not contention: one client per key, 25 answers a second.
+    clientsPerKey: 1,
+    faultMs: (p) => p.memoryAnswers * 40,
     promises: (p: Profile) => ({ ...strict, recovery: false, rssLimitMiB: p.rssLimitMiB }),
     promptExtra: 'size:1048576',
     inject: async () => undefined,
