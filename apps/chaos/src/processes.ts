@@ -1,6 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /** A child process the suite started; it is stopped by its PID, never by name. */
 export interface Child {
@@ -19,6 +21,20 @@ export interface Child {
 }
 
 const live = new Set<Child>();
+const tempDirs = new Set<string>();
+
+/** A fresh temp dir, removed by {@link removeTempDir} or, at the latest, when the suite ends. */
+export function makeTempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.add(dir);
+  return dir;
+}
+
+/** Removes a dir made by {@link makeTempDir}. */
+export function removeTempDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  tempDirs.delete(dir);
+}
 
 /**
  * Starts `command` with `args`, keeps a tail of its output, and registers it so that
@@ -85,7 +101,10 @@ export function spawnChild(
   return child;
 }
 
-/** Kills every child still running with SIGKILL, by PID, and waits (bounded) for them. */
+/**
+ * Kills every child still running with SIGKILL, by PID, waits (bounded) for them, and
+ * removes the temp dirs left.
+ */
 export async function stopAllChildren(): Promise<void> {
   const children = [...live];
   for (const child of children) child.signal('SIGKILL');
@@ -93,11 +112,13 @@ export async function stopAllChildren(): Promise<void> {
     Promise.all(children.map((c) => c.exited)),
     new Promise((resolve) => setTimeout(resolve, 3_000)),
   ]);
+  for (const dir of [...tempDirs]) removeTempDir(dir);
 }
 
 // Last resort: a crash of the suite itself never leaves a Redis or an app running.
 process.on('exit', () => {
   for (const child of live) child.signal('SIGKILL');
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 });
 
 /** A TCP port that was free a moment ago on 127.0.0.1. */

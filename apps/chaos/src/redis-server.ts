@@ -1,8 +1,12 @@
-import { mkdtempSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { type Child, freePort, spawnChild, waitFor } from './processes.js';
+import {
+  type Child,
+  freePort,
+  makeTempDir,
+  removeTempDir,
+  spawnChild,
+  waitFor,
+} from './processes.js';
 
 /** A redis-server of the suite's own, on a free loopback port (never the shared 6379). */
 export interface RedisServer {
@@ -39,7 +43,7 @@ export function redisPing(port: number, timeoutMs = 500): Promise<boolean> {
 /** Starts redis-server with or without persistence and waits until it answers. */
 export async function startRedis(persistent: boolean): Promise<RedisServer> {
   const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'idem-chaos-redis-'));
+  const dir = makeTempDir('idem-chaos-redis-');
   const args = [
     '--port',
     String(port),
@@ -82,7 +86,7 @@ export async function startRedis(persistent: boolean): Promise<RedisServer> {
     restart: start,
     async close() {
       if (child && !child.done) await child.stop(2_000);
-      rmSync(dir, { recursive: true, force: true });
+      removeTempDir(dir);
     },
   };
 }

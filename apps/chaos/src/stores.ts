@@ -1,8 +1,6 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Child, freePort, spawnChild } from './processes.js';
+import { type Child, freePort, makeTempDir, removeTempDir, spawnChild } from './processes.js';
 import { startRedis } from './redis-server.js';
 import { startTcpFaultProxy, type TcpFaultProxy } from './tcp-fault-proxy.js';
 
@@ -93,7 +91,7 @@ async function startDynamoDb(): Promise<StoreHandle> {
   script.assertJava();
   const emulator = script.fetchDynamoDbLocal();
   const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'idem-chaos-dynamodb-'));
+  const dir = makeTempDir('idem-chaos-dynamodb-');
   const table = `chaos_${Date.now().toString(36)}`;
   // On disk (-dbPath), so a kill -9 and a restart keep what was written.
   const args = [
@@ -139,7 +137,7 @@ async function startDynamoDb(): Promise<StoreHandle> {
     async close() {
       await proxy.close();
       if (child && !child.done) await child.stop(3_000);
-      rmSync(dir, { recursive: true, force: true });
+      removeTempDir(dir);
     },
   };
 }

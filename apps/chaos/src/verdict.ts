@@ -147,9 +147,9 @@ export function judgeRow(
       `app RSS reached ${Math.round(m.maxRssMiB)} MiB (bound: ${promises.rssLimitMiB} MiB)`,
     );
   }
-  const requests = m.requests.filter((r) => r.rejected !== undefined);
-  if (requests.length > 0) {
-    broken.push(`${requests.length} requests were refused with a final 4xx`);
+  const refused = m.requests.filter((r) => r.rejected !== undefined);
+  if (refused.length > 0) {
+    broken.push(`${refused.length} requests were refused with a final 4xx`);
   }
   broken.push(...(m.scenarioBroken ?? []));
 
