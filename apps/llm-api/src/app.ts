@@ -4,7 +4,7 @@ import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import type { Backend } from './backend.js';
 import { chatCompletionsHandler } from './http/chat-completions.js';
 import { deliverBuffered, deliverStreamed } from './http/delivery.js';
-import { errorResponse } from './http/errors.js';
+import { errorResponse, STORE_RETRY_AFTER_SECONDS, storeFailureResponse } from './http/errors.js';
 import { InFlight } from './http/in-flight.js';
 import { messagesHandler } from './http/messages.js';
 import type { ChatModel } from './model/model.js';
@@ -17,6 +17,8 @@ export interface AppOptions {
   leaseMs?: number;
   /** Lease renewal interval, or `false` for none (tests of lease takeover). @default leaseMs / 3 */
   heartbeatMs?: number | false;
+  /** Limit of every idempotency store call, in ms (the backend bounds its own calls). @default 2_000 */
+  storeTimeoutMs?: number;
 }
 
 /** The app, and the hooks the server needs for a graceful shutdown. */
@@ -24,7 +26,7 @@ export interface LlmApp {
   app: Hono<{ Variables: IdempotencyVariables }>;
   /** Requests whose outcome is not recorded yet. */
   inFlight: InFlight;
-  /** From now on new requests get 503 + Retry-After (and /healthz says so). */
+  /** From now on new requests get 503 + Retry-After, and /readyz answers 503. */
   beginShutdown(): void;
 }
 
@@ -47,6 +49,7 @@ export function createApp(options: AppOptions): LlmApp {
   const common = {
     store: backend.store,
     leaseMs: options.leaseMs ?? 30_000,
+    storeTimeoutMs: options.storeTimeoutMs ?? 2_000,
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
     scope: (c: Context) => ({ principal: principalOf(c.req.raw) }),
   };
@@ -69,7 +72,14 @@ export function createApp(options: AppOptions): LlmApp {
       inFlight.track(streamed.done);
       delivered = streamed.response;
     } else {
-      delivered = await deliverBuffered(response);
+      try {
+        delivered = await deliverBuffered(response);
+      } catch (error) {
+        // Recording the outcome failed (the store is down, or the lease was lost).
+        const failure = storeFailureResponse(error);
+        if (!failure) throw error;
+        delivered = failure;
+      }
     }
     // Unset first: assigning over a response merges the old one's headers into the new.
     c.res = undefined;
@@ -78,7 +88,7 @@ export function createApp(options: AppOptions): LlmApp {
 
   const app = new Hono<{ Variables: IdempotencyVariables }>();
   app.use('*', async (c, next) => {
-    if (shuttingDown && c.req.path !== '/healthz') {
+    if (shuttingDown && c.req.path !== '/healthz' && c.req.path !== '/readyz') {
       return errorResponse(503, 'shutting_down', 'The server is shutting down; retry', {
         'retry-after': '1',
         connection: 'close',
@@ -86,12 +96,32 @@ export function createApp(options: AppOptions): LlmApp {
     }
     await next();
   });
+  // Liveness: the process is up and serving HTTP (also while it drains). It says nothing
+  // about the store, so a store outage never gets a healthy process restarted.
   app.get('/healthz', (c) =>
-    c.json(
-      { status: shuttingDown ? 'shutting_down' : 'ok', store: backend.kind, model: model.kind },
-      shuttingDown ? 503 : 200,
-    ),
+    c.json({
+      status: shuttingDown ? 'shutting_down' : 'ok',
+      store: backend.kind,
+      model: model.kind,
+    }),
   );
+  // Readiness: may this instance take traffic? Not while it drains, nor while one bounded
+  // round trip to the store fails; a load balancer takes it out until the store answers.
+  app.get('/readyz', async (c) => {
+    const notReady = (status: string, detail?: string) =>
+      c.json({ status, store: backend.kind, ...(detail ? { detail } : {}) }, 503, {
+        'retry-after': String(STORE_RETRY_AFTER_SECONDS),
+        'cache-control': 'no-store',
+      });
+    if (shuttingDown) return notReady('shutting_down');
+    try {
+      await backend.ping();
+    } catch (error) {
+      return notReady('store_unavailable', error instanceof Error ? error.message : String(error));
+    }
+    if (shuttingDown) return notReady('shutting_down');
+    return c.json({ status: 'ready', store: backend.kind }, 200, { 'cache-control': 'no-store' });
+  });
   app.get('/v1/usage', async (c) => {
     const [entries, stats] = await Promise.all([backend.ledger.entries(), backend.ledger.stats()]);
     const totals = {
@@ -132,6 +162,8 @@ export function createApp(options: AppOptions): LlmApp {
   app.post('/v1/chat/completions', deliver, chatIdem, (c) => chat(c.req.raw, c.get('idempotency')));
   app.notFound(() => errorResponse(404, 'not_found', 'No such endpoint'));
   app.onError((error) => {
+    const failure = storeFailureResponse(error);
+    if (failure) return failure;
     console.error('[llm-api] unhandled error', error);
     return errorResponse(500, 'server_error', 'Internal server error');
   });

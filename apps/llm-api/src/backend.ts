@@ -1,20 +1,38 @@
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { GetItemCommand } from '@aws-sdk/client-dynamodb';
 import type { IdempotencyStore } from '@idem/core';
 import { createDynamoDbStore } from '@idem/store-dynamodb';
 import { createMemoryStore } from '@idem/store-memory';
 import { createRedisStore } from '@idem/store-redis';
-import { Redis } from 'ioredis';
 import type { StoreConfig } from './config.js';
+import { boundLedger } from './ledger/bounded-ledger.js';
 import { createDynamoDbLedger } from './ledger/dynamodb-ledger.js';
 import { createMemoryLedger, type Ledger } from './ledger/ledger.js';
 import { createRedisLedger } from './ledger/redis-ledger.js';
+import { callWithin } from './stores/bounded-call.js';
+import { createDynamoDbClient } from './stores/dynamodb-connection.js';
+import { connectRedis } from './stores/redis-connection.js';
+import { durabilityWarning, redisDurability } from './stores/redis-durability.js';
 
-/** The idempotency store and the ledger of one configuration, and how to close them. */
+/** The idempotency store and the ledger of one configuration, and how to check and close them. */
 export interface Backend {
   kind: StoreConfig['kind'];
   store: IdempotencyStore;
+  /** Every call bounded by the store timeout; failures are `StoreUnavailableError`s. */
   ledger: Ledger;
+  /**
+   * One bounded round trip to the store (Redis PING, a DynamoDB GetItem); resolves when it
+   * answered, throws `StoreUnavailableError` otherwise. Always resolves on the memory store.
+   */
+  ping(): Promise<void>;
   close(): Promise<void>;
+}
+
+/** How {@link openBackend} talks to the store. */
+export interface BackendOptions {
+  /** Limit of every store call (idempotency store, ledger, readiness), in ms. @default 2_000 */
+  timeoutMs?: number;
+  /** Receives start-up warnings (e.g. a Redis that keeps nothing on disk). @default console.warn */
+  warn?: (message: string) => void;
 }
 
 /** Raised when the configured store cannot be reached or set up at start. */
@@ -25,62 +43,64 @@ export class BackendError extends Error {
   }
 }
 
+const redact = (url: string) => url.replace(/:[^:@/]*@/, ':***@');
+const messageOf = (error: unknown) =>
+  String(error instanceof Error ? error.message : (error ?? 'unknown error'));
+
 /**
  * Connects to the configured store and checks it answers, so an unreachable Redis or a
- * missing table fails the start, not the first request.
+ * missing table fails the start, not the first request. Once started, the clients reconnect
+ * for the life of the process (see `stores/redis-connection.ts`) and every call is bounded.
  */
-export async function openBackend(config: StoreConfig, prefix: string): Promise<Backend> {
+export async function openBackend(
+  config: StoreConfig,
+  prefix: string,
+  options: BackendOptions = {},
+): Promise<Backend> {
+  const timeoutMs = options.timeoutMs ?? 2_000;
+  const warn = options.warn ?? ((message: string) => console.warn(`llm-api: warning: ${message}`));
   if (config.kind === 'memory') {
-    const store = createMemoryStore();
+    const store = createMemoryStore({
+      ...(config.maxEntries === undefined ? {} : { maxEntries: config.maxEntries }),
+      ...(config.maxOutcomeBytes === undefined ? {} : { maxOutcomeBytes: config.maxOutcomeBytes }),
+    });
     return {
       kind: 'memory',
       store,
       ledger: createMemoryLedger(),
+      ping: async () => undefined,
       close: () => store.close(),
     };
   }
   if (config.kind === 'redis') {
-    const client = new Redis(config.url, {
-      lazyConnect: true,
-      maxRetriesPerRequest: 2,
-      connectTimeout: 3_000,
-      // Fail the start instead of retrying for ever when Redis is not there.
-      retryStrategy: (times) => (times > 20 ? null : Math.min(times * 100, 1_000)),
-    });
-    client.on('error', () => {
-      // Reported through failed commands (503 from @idem/http); no unhandled 'error' event.
-    });
+    let client: Awaited<ReturnType<typeof connectRedis>>;
     try {
-      await client.connect();
-      await client.ping();
+      client = await connectRedis(config.url, timeoutMs);
     } catch (error) {
-      client.disconnect();
       throw new BackendError(
-        `Redis at ${config.url.replace(/:[^:@/]*@/, ':***@')} does not answer: ${String((error as Error).message ?? error)}`,
-        { cause: error },
+        `Redis at ${redact(config.url)} does not answer: ${messageOf(error)}`,
+        {
+          cause: error,
+        },
       );
     }
+    const warning = durabilityWarning(redact(config.url), await redisDurability(client));
+    if (warning) warn(warning);
     return {
       kind: 'redis',
       store: createRedisStore({ client, keyPrefix: `${prefix}idem:` }),
-      ledger: createRedisLedger(client, prefix),
+      ledger: boundLedger(createRedisLedger(client, prefix), timeoutMs),
+      ping: async () => {
+        await callWithin('ping', timeoutMs, () => client.ping());
+      },
       close: async () => {
-        await client.quit().catch(() => client.disconnect());
+        // QUIT is bounded by commandTimeout; a client that cannot send it is dropped.
+        await client.quit().catch(() => undefined);
+        client.disconnect();
       },
     };
   }
-  const client = new DynamoDBClient({
-    region: config.region,
-    ...(config.endpoint
-      ? {
-          endpoint: config.endpoint,
-          // DynamoDB Local accepts any credentials; use the environment's when present.
-          ...(process.env.AWS_ACCESS_KEY_ID
-            ? {}
-            : { credentials: { accessKeyId: 'local', secretAccessKey: 'local' } }),
-        }
-      : {}),
-  });
+  const client = createDynamoDbClient(config, timeoutMs);
   const store = createDynamoDbStore({
     client,
     tableName: config.table,
@@ -91,14 +111,22 @@ export async function openBackend(config: StoreConfig, prefix: string): Promise<
   } catch (error) {
     client.destroy();
     throw new BackendError(
-      `DynamoDB table ${config.table}${config.endpoint ? ` at ${config.endpoint}` : ''} is not usable: ${String((error as Error).message ?? error)}`,
+      `DynamoDB table ${config.table}${config.endpoint ? ` at ${config.endpoint}` : ''} is not usable: ${messageOf(error)}`,
       { cause: error },
     );
   }
+  const healthKey = { pk: { S: `${prefix}health` } };
   return {
     kind: 'dynamodb',
     store,
-    ledger: createDynamoDbLedger(client, config.table, prefix),
+    ledger: boundLedger(createDynamoDbLedger(client, config.table, prefix, timeoutMs), timeoutMs),
+    ping: async () => {
+      await callWithin('ping', timeoutMs, (abortSignal) =>
+        client.send(new GetItemCommand({ TableName: config.table, Key: healthKey }), {
+          abortSignal,
+        }),
+      );
+    },
     close: async () => {
       client.destroy();
     },

@@ -5,7 +5,13 @@
 
 /** Where idempotency records, the token ledger and the counters live. */
 export type StoreConfig =
-  | { kind: 'memory' }
+  | {
+      kind: 'memory';
+      /** `IDEM_MEMORY_MAX_ENTRIES`: most records kept. @default the store's (100_000) */
+      maxEntries?: number;
+      /** `IDEM_MEMORY_MAX_OUTCOME_BYTES`: largest recorded answer. @default the store's */
+      maxOutcomeBytes?: number;
+    }
   | { kind: 'redis'; url: string }
   | { kind: 'dynamodb'; table: string; endpoint: string | undefined; region: string };
 
@@ -26,6 +32,12 @@ export interface Config {
   keyPrefix: string;
   /** `IDEM_LEASE_MS`: lease of an in-progress request. @default 30_000 */
   leaseMs: number;
+  /**
+   * `IDEM_STORE_TIMEOUT_MS`: limit of every store call (idempotency records, ledger,
+   * counters, readiness). A request the store cannot serve in time gets 503 + Retry-After.
+   * @default 2_000, or a third of the lease when that is shorter
+   */
+  storeTimeoutMs: number;
   /** `SHUTDOWN_TIMEOUT_MS`: longest wait for in-flight requests on SIGTERM. @default 25_000 */
   shutdownTimeoutMs: number;
 }
@@ -97,7 +109,15 @@ export function parseConfig(env: Env): Config {
   const table = get('DYNAMODB_TABLE');
   const endpoint = url('DYNAMODB_ENDPOINT', ['http:', 'https:']);
   const region = get('AWS_REGION') ?? get('AWS_DEFAULT_REGION') ?? 'us-east-1';
-  let store: StoreConfig = { kind: 'memory' };
+  const optional = (name: string, min: number, max: number): number | undefined =>
+    get(name) === undefined ? undefined : integer(name, min, min, max);
+  const maxEntries = optional('IDEM_MEMORY_MAX_ENTRIES', 1, 100_000_000);
+  const maxOutcomeBytes = optional('IDEM_MEMORY_MAX_OUTCOME_BYTES', 1, 1_073_741_824);
+  let store: StoreConfig = {
+    kind: 'memory',
+    ...(maxEntries === undefined ? {} : { maxEntries }),
+    ...(maxOutcomeBytes === undefined ? {} : { maxOutcomeBytes }),
+  };
   if (get('REDIS_URL') !== undefined && table !== undefined) {
     problems.push('REDIS_URL and DYNAMODB_TABLE are both set; choose one store');
   } else if (redisUrl !== undefined) {
@@ -137,10 +157,24 @@ export function parseConfig(env: Env): Config {
     problems.push('IDEM_KEY_PREFIX must be 1 to 100 printable ASCII characters without spaces');
   }
   const leaseMs = integer('IDEM_LEASE_MS', 30_000, 100, 3_600_000);
+  // A third of the lease when that is shorter: a heartbeat (every lease / 3) that times out
+  // still leaves time for the next one before the lease passes.
+  const storeTimeoutMs = integer(
+    'IDEM_STORE_TIMEOUT_MS',
+    Math.min(2_000, Math.max(50, Math.floor(leaseMs / 3))),
+    50,
+    60_000,
+  );
   const shutdownTimeoutMs = integer('SHUTDOWN_TIMEOUT_MS', 25_000, 0, 3_600_000);
 
+  if (storeTimeoutMs >= leaseMs) {
+    problems.push(
+      `IDEM_STORE_TIMEOUT_MS (${storeTimeoutMs}) must be shorter than IDEM_LEASE_MS (${leaseMs})`,
+    );
+  }
+
   if (problems.length > 0) throw new ConfigError(problems);
-  return { host, port, store, model, keyPrefix, leaseMs, shutdownTimeoutMs };
+  return { host, port, store, model, keyPrefix, leaseMs, storeTimeoutMs, shutdownTimeoutMs };
 }
 
 /** One line for the start-up log: what was chosen, without secrets. */

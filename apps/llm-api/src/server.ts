@@ -34,11 +34,14 @@ export function modelFor(config: Config): ChatModel {
 
 /** Opens the store, starts listening, and returns once the server accepts connections. */
 export async function startServer(config: Config): Promise<RunningServer> {
-  const backend = await openBackend(config.store, config.keyPrefix);
+  const backend = await openBackend(config.store, config.keyPrefix, {
+    timeoutMs: config.storeTimeoutMs,
+  });
   const { app, inFlight, beginShutdown } = createApp({
     backend,
     model: modelFor(config),
     leaseMs: config.leaseMs,
+    storeTimeoutMs: config.storeTimeoutMs,
   });
   let server: ReturnType<typeof serve>;
   try {

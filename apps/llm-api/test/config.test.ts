@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { openBackend } from '../src/backend.js';
 import { ConfigError, describeConfig, parseConfig } from '../src/config.js';
 
 function problemsOf(env: Record<string, string>): readonly string[] {
@@ -23,6 +24,7 @@ describe('parseConfig', () => {
       model: { kind: 'local', chunkDelayMs: 15 },
       keyPrefix: 'llm-api:',
       leaseMs: 30_000,
+      storeTimeoutMs: 2_000,
       shutdownTimeoutMs: 25_000,
     });
     expect(describeConfig(config)).toContain('store: memory');
@@ -61,6 +63,27 @@ describe('parseConfig', () => {
     });
   });
 
+  it('bounds store calls by 2 s, or a third of a shorter lease', () => {
+    expect(parseConfig({}).storeTimeoutMs).toBe(2_000);
+    expect(parseConfig({ IDEM_LEASE_MS: '3000' }).storeTimeoutMs).toBe(1_000);
+    expect(parseConfig({ IDEM_LEASE_MS: '100' }).storeTimeoutMs).toBe(50);
+    expect(parseConfig({ IDEM_STORE_TIMEOUT_MS: '750' }).storeTimeoutMs).toBe(750);
+  });
+
+  it('passes the memory store bounds through', async () => {
+    const config = parseConfig({
+      IDEM_MEMORY_MAX_ENTRIES: '5000',
+      IDEM_MEMORY_MAX_OUTCOME_BYTES: '65536',
+    });
+    expect(config.store).toEqual({ kind: 'memory', maxEntries: 5000, maxOutcomeBytes: 65536 });
+    const backend = await openBackend(config.store, 'test:');
+    expect(backend.store.capabilities.maxOutcomeBytes).toBe(65536);
+    await backend.close();
+    expect(problemsOf({ IDEM_MEMORY_MAX_ENTRIES: '0' })).toEqual([
+      'IDEM_MEMORY_MAX_ENTRIES="0" is not an integer from 1 to 100000000',
+    ]);
+  });
+
   it('treats empty variables as unset', () => {
     expect(parseConfig({ REDIS_URL: '', PORT: ' ', DYNAMODB_TABLE: '' }).store).toEqual({
       kind: 'memory',
@@ -93,6 +116,14 @@ describe('parseConfig', () => {
     [{ UPSTREAM_URL: 'api.openai.com' }, 'UPSTREAM_URL="api.openai.com" is not a URL'],
     [{ UPSTREAM_API_KEY: 'sk-x' }, 'UPSTREAM_API_KEY is set but UPSTREAM_URL is not'],
     [{ IDEM_LEASE_MS: '10' }, 'IDEM_LEASE_MS="10" is not an integer from 100 to 3600000'],
+    [
+      { IDEM_STORE_TIMEOUT_MS: '0' },
+      'IDEM_STORE_TIMEOUT_MS="0" is not an integer from 50 to 60000',
+    ],
+    [
+      { IDEM_LEASE_MS: '2000', IDEM_STORE_TIMEOUT_MS: '2000' },
+      'IDEM_STORE_TIMEOUT_MS (2000) must be shorter than IDEM_LEASE_MS (2000)',
+    ],
     [
       { IDEM_KEY_PREFIX: 'has space' },
       'IDEM_KEY_PREFIX must be 1 to 100 printable ASCII characters without spaces',

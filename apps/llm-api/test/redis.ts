@@ -1,4 +1,5 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { connectRedis as connectWithAppOptions } from '../src/stores/redis-connection.js';
 
 /** The Redis the tests use: REDIS_URL, or a local one on the default port. */
 export const REDIS_URL = process.env.REDIS_URL?.trim() || 'redis://127.0.0.1:6379';
@@ -11,23 +12,15 @@ export const randomPrefix = () => `llm-api-test:${crypto.randomUUID().slice(0, 8
  * Redis configuration is part of the suite and never skipped silently.
  */
 export async function connectRedis(): Promise<Redis> {
-  const client = new Redis(REDIS_URL, {
-    lazyConnect: true,
-    maxRetriesPerRequest: 1,
-    retryStrategy: () => null,
-  });
-  client.on('error', () => undefined);
   try {
-    await client.connect();
-    await client.ping();
+    // The app's own client options: it reconnects for as long as the test runs.
+    return await connectWithAppOptions(REDIS_URL, 2_000);
   } catch (error) {
-    client.disconnect();
     throw new Error(
       `These tests need Redis at ${REDIS_URL} (${String(error)}). Start one (redis-server, or ` +
         '`bash scripts/bootstrap.sh --services`) or point REDIS_URL at one.',
     );
   }
-  return client;
 }
 
 /** Deletes every key under `prefix`. */

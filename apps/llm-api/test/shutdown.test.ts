@@ -62,6 +62,11 @@ describe('graceful shutdown', () => {
     const backend = await openBackend({ kind: 'memory' }, 'test:');
     const { app, beginShutdown } = createApp({ backend, model: createLocalModel() });
     expect((await app.request('/healthz')).status).toBe(200);
+    // The memory store is always ready.
+    expect(await (await app.request('/readyz')).json()).toEqual({
+      status: 'ready',
+      store: 'memory',
+    });
     beginShutdown();
     const refused = await app.request('/api/messages', {
       method: 'POST',
@@ -70,9 +75,14 @@ describe('graceful shutdown', () => {
     });
     expect(refused.status).toBe(503);
     expect(refused.headers.get('retry-after')).toBe('1');
-    expect(await (await app.request('/healthz')).json()).toMatchObject({
-      status: 'shutting_down',
-    });
+    // Liveness stays 200 (the process is up and finishing its work); readiness goes 503 at once.
+    const health = await app.request('/healthz');
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: 'shutting_down' });
+    const ready = await app.request('/readyz');
+    expect(ready.status).toBe(503);
+    expect(ready.headers.get('retry-after')).toBe('1');
+    expect(await ready.json()).toMatchObject({ status: 'shutting_down' });
     expect((await backend.ledger.stats()).model_started).toBe(0);
     await backend.close();
   });

@@ -1,8 +1,13 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { generateKey } from '@idem/core';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApp } from '../src/app.js';
+import { openBackend } from '../src/backend.js';
 import { parseConfig } from '../src/config.js';
 import { localReply } from '../src/model/local-model.js';
+import { createUpstreamModel } from '../src/model/upstream-model.js';
 import { type RunningServer, startServer } from '../src/server.js';
 import { type Stack, startStack } from './stack.js';
 
@@ -85,4 +90,51 @@ describe('an OpenAI-compatible upstream model', () => {
       'upstream_error',
     );
   });
+});
+
+describe('an upstream call cut short by a lost lease', () => {
+  let silent: Server;
+  beforeAll(async () => {
+    // Takes the request and never answers (or, under /mid/, stalls after a first piece):
+    // the upstream is slower than the lease.
+    silent = createServer((req, res) => {
+      if (!req.url?.startsWith('/mid/')) return;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: {"choices":[{"delta":{"content":"partial"}}]}\n\n');
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  });
+  afterAll(async () => {
+    silent.closeAllConnections();
+    await new Promise((resolve) => silent.close(resolve));
+  });
+
+  it.each([
+    ['before the upstream answers', '/v1'],
+    ['in the middle of the upstream stream', '/mid/v1'],
+  ])(
+    '%s is answered as a lost lease (409 + Retry-After), not as an upstream failure (502)',
+    async (_when, path) => {
+      const { port } = silent.address() as AddressInfo;
+      const backend = await openBackend({ kind: 'memory' }, 'test:');
+      const model = createUpstreamModel({
+        url: `http://127.0.0.1:${port}${path}`,
+        timeoutMs: 60_000,
+      });
+      // No heartbeat: the lease passes while the upstream call runs, and core aborts it.
+      const { app } = createApp({ backend, model, leaseMs: 200, heartbeatMs: false });
+      const response = await app.request('/api/messages', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': generateKey() },
+        body: JSON.stringify({ prompt: 'outlives its lease', model: 'local-1' }),
+      });
+      expect(response.status).toBe(409);
+      expect(response.headers.get('retry-after')).toBe('1');
+      expect(((await response.json()) as { error: { type: string } }).error.type).toBe(
+        'lease_lost',
+      );
+      expect(await backend.ledger.stats()).toMatchObject({ model_started: 1, model_completed: 0 });
+      await backend.close();
+    },
+  );
 });

@@ -1,5 +1,5 @@
 import { generateKey } from '@idem/core';
-import { Redis } from 'ioredis';
+import { connectRedis } from '../stores/redis-connection.js';
 import { type FaultProxy, startFaultProxy } from './fault-proxy.js';
 import { type ClientCounters, Harness, type ServerCounters } from './harness.js';
 import {
@@ -224,7 +224,7 @@ async function restartMidRequest(
 
 /** Removes what this run wrote to Redis (records, ledger, counters under its own prefix). */
 async function deleteDemoKeys(url: string, prefix: string): Promise<void> {
-  const client = new Redis(url, { maxRetriesPerRequest: 1 });
+  const client = await connectRedis(url, 5_000);
   try {
     const stream = client.scanStream({ match: `${prefix}*`, count: 200 });
     for await (const keys of stream as AsyncIterable<string[]>) {

@@ -1,3 +1,5 @@
+import { isIdemError } from '@idem/core';
+import { PROBLEM_TYPES, problemResponse } from '@idem/http';
 import { StaleFenceError } from '../ledger/ledger.js';
 import { ModelError } from '../model/model.js';
 
@@ -19,6 +21,37 @@ export class BadRequestError extends Error {
   }
 }
 
+/** `Retry-After` (seconds) of every 503 the app sends for a store failure. */
+export const STORE_RETRY_AFTER_SECONDS = 1;
+
+/**
+ * The answer for a store failure or a lost lease, wherever it happened (ledger, counters,
+ * usage, recording an outcome), or undefined for any other error:
+ * - the store failed or timed out (`STORE_UNAVAILABLE`, `STORE_FULL`): 503 +
+ *   `Retry-After`, `application/problem+json` with @idem/http's `store-unavailable` type,
+ *   as @idem/http answers when the idempotency store is down. Retry with the same key.
+ * - the lease on the key was lost (`LEASE_LOST`, or a bill refused for a stale fence):
+ *   another execution took the request over. 409 `lease_lost` + `Retry-After`: a retry with
+ *   the same key gets 409 while that execution runs, then its answer.
+ */
+export function storeFailureResponse(error: unknown): Response | undefined {
+  if (isIdemError(error, 'STORE_UNAVAILABLE') || isIdemError(error, 'STORE_FULL')) {
+    return problemResponse(
+      {
+        type: PROBLEM_TYPES.storeUnavailable,
+        title: 'Store unavailable',
+        status: 503,
+        detail: 'The store did not answer in time; retry later with the same key',
+      },
+      { 'retry-after': String(STORE_RETRY_AFTER_SECONDS) },
+    );
+  }
+  if (error instanceof StaleFenceError || isIdemError(error, 'LEASE_LOST')) {
+    return errorResponse(409, 'lease_lost', (error as Error).message, { 'retry-after': '1' });
+  }
+  return undefined;
+}
+
 /** The answer for an error a handler raised. None of these is recorded (not 2xx). */
 export function responseForError(error: unknown): Response {
   if (error instanceof BadRequestError)
@@ -30,11 +63,8 @@ export function responseForError(error: unknown): Response {
       error.message,
     );
   }
-  if (error instanceof StaleFenceError)
-    return errorResponse(409, 'lease_lost', error.message, { 'retry-after': '1' });
-  if (error instanceof Error && error.name === 'LeaseLostError') {
-    return errorResponse(409, 'lease_lost', error.message, { 'retry-after': '1' });
-  }
+  const storeFailure = storeFailureResponse(error);
+  if (storeFailure) return storeFailure;
   console.error('[llm-api] unexpected error', error);
   return errorResponse(500, 'server_error', 'Internal server error');
 }

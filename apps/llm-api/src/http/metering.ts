@@ -62,6 +62,10 @@ export async function* metered(
     fence: target.fence,
     billedAt: Date.now(),
   });
-  await ledger.count('model_completed');
+  // The bill is the record; the counter is monitoring. Once the bill landed, the answer must
+  // go out (and be recorded): failing it here would make the retry run the model again.
+  await ledger.count('model_completed').catch((error: unknown) => {
+    console.warn(`[llm-api] counter model_completed not updated: ${String(error)}`);
+  });
   return usage;
 }

@@ -24,9 +24,12 @@ export function createDynamoDbLedger(
   client: DynamoDBClient,
   tableName: string,
   prefix: string,
+  timeoutMs: number,
 ): Ledger {
   const ledgerPrefix = `${prefix}ledger#`;
   const statsKey = { pk: { S: `${prefix}stats` } };
+  // Each call (the SDK's retries included) ends at the limit; see also boundLedger.
+  const limit = () => ({ abortSignal: AbortSignal.timeout(timeoutMs) });
 
   async function currentFence(id: string): Promise<number | undefined> {
     const got = await client.send(
@@ -35,6 +38,7 @@ export function createDynamoDbLedger(
         Key: { pk: { S: `${ledgerPrefix}${id}` } },
         ConsistentRead: true,
       }),
+      limit(),
     );
     const fence = got.Item?.fence?.N;
     return fence === undefined ? undefined : Number(fence);
@@ -55,6 +59,7 @@ export function createDynamoDbLedger(
             ExpressionAttributeValues: { ':fence': { N: String(entry.fence) } },
             ReturnValues: 'ALL_OLD',
           }),
+          limit(),
         );
         return put.Attributes ? 'replaced' : 'billed';
       } catch (error) {
@@ -66,6 +71,7 @@ export function createDynamoDbLedger(
     },
     async entries() {
       const all: LedgerEntry[] = [];
+      const options = limit();
       let start: Record<string, import('@aws-sdk/client-dynamodb').AttributeValue> | undefined;
       do {
         const page = await client.send(
@@ -76,6 +82,7 @@ export function createDynamoDbLedger(
             ConsistentRead: true,
             ExclusiveStartKey: start,
           }),
+          options,
         );
         for (const item of page.Items ?? []) {
           if (item.entry?.S) all.push(JSON.parse(item.entry.S) as LedgerEntry);
@@ -93,11 +100,13 @@ export function createDynamoDbLedger(
           ExpressionAttributeNames: { '#n': name },
           ExpressionAttributeValues: { ':one': { N: '1' } },
         }),
+        limit(),
       );
     },
     async stats() {
       const got = await client.send(
         new GetItemCommand({ TableName: tableName, Key: statsKey, ConsistentRead: true }),
+        limit(),
       );
       const stats = zeroStats();
       for (const name of Object.keys(stats) as StatName[]) {

@@ -51,6 +51,8 @@ export function createUpstreamModel(options: UpstreamModelOptions): ChatModel {
         signal: AbortSignal.any(signals),
       });
     } catch (error) {
+      // Aborted by the execution (its lease was lost): that is not the upstream's failure.
+      if (input.signal?.aborted) throw input.signal.reason;
       throw new ModelError('The upstream model could not be reached', 502, { cause: error });
     }
     if (!response.ok || response.body === null) {
@@ -60,7 +62,7 @@ export function createUpstreamModel(options: UpstreamModelOptions): ChatModel {
     let content = '';
     let usage: Partial<Usage> | undefined;
     let done = false;
-    for await (const data of sseData(response.body)) {
+    for await (const data of abortable(sseData(response.body), input.signal)) {
       if (data === '[DONE]') {
         done = true;
         break;
@@ -92,6 +94,23 @@ export function createUpstreamModel(options: UpstreamModelOptions): ChatModel {
   }
 
   return { kind: 'upstream', generate };
+}
+
+/**
+ * Passes `source` through; when it fails after `signal` aborted (the lease was lost), throws
+ * the abort's reason instead of the transport error, so a lost lease is never reported as
+ * an upstream failure.
+ */
+async function* abortable<T>(
+  source: AsyncGenerator<T>,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<T> {
+  try {
+    yield* source;
+  } catch (error) {
+    if (signal?.aborted) throw signal.reason;
+    throw new ModelError('The upstream stream broke', 502, { cause: error });
+  }
 }
 
 /** The `data:` payloads of a server-sent events body, one per event. */

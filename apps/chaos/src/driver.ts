@@ -1,0 +1,196 @@
+import { sleep } from './processes.js';
+
+/** One HTTP attempt a chaos client made. */
+export interface Attempt {
+  /** Which of the key's clients sent it (0 or 1); -1 for a recovery probe. */
+  client: number;
+  instance: string;
+  startedAt: number;
+  /** Until the whole body was read, or the failure. */
+  latencyMs: number;
+  status?: number;
+  /** Network failure or timeout (`TimeoutError`), when there was no answer. */
+  error?: string;
+}
+
+/** A logical request: one idempotency key, sent by several clients until each has an answer. */
+export interface LogicalRequest {
+  /** The id written into the prompt (`chaos:<id>`), which the upstream counts by. */
+  id: string;
+  key: string;
+  attempts: Attempt[];
+  /** The 2xx body each client got, or undefined if it never got one. */
+  answers: (string | undefined)[];
+  /** A final 4xx other than 408/409/425/429 (never expected here). */
+  rejected?: number;
+}
+
+/** Options of {@link drive}. */
+export interface DriveOptions {
+  /** Unique per row; part of every key and prompt. */
+  tag: string;
+  count: number;
+  /** Logical requests start evenly over this window. */
+  spreadMs: number;
+  /** Clients per key, started together. @default 2 */
+  clientsPerKey?: number;
+  /** Absolute time after which no client starts another attempt (read on each retry). */
+  deadline(): number;
+  attemptTimeoutMs: number;
+  /** The instances to choose from, read on every attempt (it changes when an app restarts). */
+  instances(): readonly string[];
+  /** Appended to the prompt (e.g. `size:1048576`). */
+  promptExtra?: string;
+  /** Attempts in flight per instance URL, kept up to date (lets a fault hit busy instances). */
+  inFlight?: Map<string, number>;
+}
+
+const RETRYABLE_4XX = new Set([408, 409, 425, 429]);
+
+/** `Retry-After` in ms (delay-seconds only), capped at 1 s so clients keep probing. */
+function retryAfterMs(response: Response): number | undefined {
+  const value = response.headers.get('retry-after');
+  if (value === null || !/^\d+$/.test(value.trim())) return undefined;
+  return Math.min(1_000, Number(value) * 1_000);
+}
+
+/** Full-jitter exponential backoff: 25 ms doubling, capped at 1 s. */
+const backoffMs = (retry: number) => Math.random() * Math.min(1_000, 25 * 2 ** retry);
+
+/** Sends one attempt; resolves with what happened (never rejects). */
+export async function attempt(
+  url: string,
+  key: string,
+  prompt: string,
+  client: number,
+  timeoutMs: number,
+): Promise<{ attempt: Attempt; response?: Response; body?: string }> {
+  const startedAt = Date.now();
+  const record: Attempt = { client, instance: url, startedAt, latencyMs: 0 };
+  try {
+    const response = await fetch(`${url}/api/messages`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        authorization: 'Bearer chaos-suite',
+        'idempotency-key': key,
+      },
+      body: JSON.stringify({ prompt, model: 'chaos-1' }),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const body = await response.text();
+    record.status = response.status;
+    record.latencyMs = Date.now() - startedAt;
+    return { attempt: record, response, body };
+  } catch (error) {
+    record.latencyMs = Date.now() - startedAt;
+    record.error = error instanceof Error ? error.name : String(error);
+    return { attempt: record };
+  }
+}
+
+/** One client of a key: retries with the same key until a final answer or the deadline. */
+async function runClient(request: LogicalRequest, client: number, prompt: string, o: DriveOptions) {
+  for (let retry = 0; Date.now() < o.deadline(); retry++) {
+    const urls = o.instances();
+    if (urls.length === 0) {
+      await sleep(50);
+      continue;
+    }
+    const url = urls[Math.floor(Math.random() * urls.length)] as string;
+    o.inFlight?.set(url, (o.inFlight.get(url) ?? 0) + 1);
+    const result = await attempt(url, request.key, prompt, client, o.attemptTimeoutMs);
+    o.inFlight?.set(url, (o.inFlight.get(url) ?? 1) - 1);
+    request.attempts.push(result.attempt);
+    const status = result.attempt.status;
+    if (status !== undefined && status >= 200 && status < 300) {
+      request.answers[client] = result.body;
+      return;
+    }
+    if (status !== undefined && status < 500 && !RETRYABLE_4XX.has(status)) {
+      request.rejected = status;
+      return;
+    }
+    const wait = (result.response && retryAfterMs(result.response)) ?? backoffMs(retry);
+    await sleep(Math.max(0, Math.min(wait, o.deadline() - Date.now())));
+  }
+}
+
+/**
+ * Drives `count` logical requests, each sent by `clientsPerKey` concurrent clients with one
+ * key, to a random instance per attempt. Resolves once every client has an answer or has
+ * passed the deadline.
+ */
+export async function drive(o: DriveOptions): Promise<LogicalRequest[]> {
+  const clients = o.clientsPerKey ?? 2;
+  const requests: LogicalRequest[] = [];
+  const running: Promise<void>[] = [];
+  const start = Date.now();
+  for (let i = 0; i < o.count; i++) {
+    const at = start + (o.spreadMs * i) / o.count;
+    if (at > Date.now()) await sleep(at - Date.now());
+    if (Date.now() >= o.deadline()) break;
+    const id = `${o.tag}-${i}`;
+    const request: LogicalRequest = {
+      id,
+      key: `chaos-${id}`,
+      attempts: [],
+      answers: new Array(clients).fill(undefined),
+    };
+    requests.push(request);
+    const prompt = `chaos:${id} ${o.promptExtra ?? ''}`.trim();
+    for (let c = 0; c < clients; c++) running.push(runClient(request, c, prompt, o));
+  }
+  await Promise.all(running);
+  return requests;
+}
+
+/** Options of {@link probeRecovery}. */
+export interface ProbeOptions {
+  tag: string;
+  /** The instances that must each answer 2xx. */
+  targets: readonly string[];
+  /** When the fault ended (ms since epoch). */
+  since: number;
+  /** Give up after this long. */
+  maxMs: number;
+  attemptTimeoutMs: number;
+  /** Every probe attempt goes here (they count for 500s and latency too). */
+  attempts: Attempt[];
+}
+
+/**
+ * Time from `since` to the first 2xx of a fresh keyed request on every target: a new probe
+ * every 100 ms per target, until each has answered 2xx. Undefined if one never did within
+ * `maxMs`. Waits for its probes in flight before resolving.
+ */
+export async function probeRecovery(o: ProbeOptions): Promise<number | undefined> {
+  const inFlight: Promise<unknown>[] = [];
+  let n = 0;
+  const one = async (url: string): Promise<number | undefined> => {
+    const pending = new Set<Promise<void>>();
+    let firstOk: number | undefined;
+    while (firstOk === undefined && Date.now() - o.since < o.maxMs) {
+      const id = `probe-${o.tag}-${n++}`;
+      const sent = attempt(url, `chaos-${id}`, `chaos:${id}`, -1, o.attemptTimeoutMs).then(
+        (result) => {
+          o.attempts.push(result.attempt);
+          const status = result.attempt.status ?? 0;
+          if (status >= 200 && status < 300) firstOk ??= Date.now();
+        },
+      );
+      inFlight.push(sent);
+      pending.add(sent);
+      void sent.finally(() => pending.delete(sent));
+      // A new probe every 100 ms, at most 4 in flight per target: enough resolution for a
+      // 2 s limit without turning the probes into a retry storm.
+      await Promise.race([sent, sleep(100)]);
+      while (pending.size >= 4) await Promise.race(pending);
+    }
+    return firstOk === undefined ? undefined : firstOk - o.since;
+  };
+  const times = await Promise.all(o.targets.map(one));
+  await Promise.all(inFlight);
+  if (times.some((t) => t === undefined)) return undefined;
+  return Math.max(0, ...(times as number[]));
+}

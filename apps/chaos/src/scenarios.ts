@@ -1,0 +1,180 @@
+import { sleep } from './processes.js';
+import type { Profile } from './profile.js';
+import type { Scenario, Stage } from './run-row.js';
+
+const between = (min: number, max: number) => min + Math.random() * (max - min);
+
+/** Pause between two kill cycles: room for recovery and fresh traffic. */
+const CYCLE_GAP_MS = 2_000;
+
+/** Every row promises: no 500s, nothing outlives the bound, every client gets an answer. */
+const strict = { zeroTwice: true, zeroDifferentAnswers: true, recovery: true };
+
+/** `cycles` kill -9 / pause / restart cycles of the store, each shorter than the lease. */
+async function killStoreCycles(stage: Stage, outageMs: number, cycles: number): Promise<void> {
+  for (let i = 0; i < cycles; i++) {
+    if (i > 0) await sleep(CYCLE_GAP_MS);
+    await stage.store.kill9();
+    await sleep(outageMs);
+    await stage.store.restart();
+    stage.restored();
+  }
+}
+
+/** Random drops, delays, resets and short blackholes, each shorter than the lease. */
+async function flaky(stage: Stage, durationMs: number): Promise<void> {
+  const proxy = stage.store.proxy;
+  if (!proxy) throw new Error('the faulty-proxy row needs a proxied store');
+  const end = Date.now() + durationMs;
+  while (Date.now() < end) {
+    const roll = Math.random();
+    if (roll < 0.45) {
+      proxy.setMode({ kind: 'pass' });
+      await sleep(between(200, 600));
+    } else if (roll < 0.65) {
+      proxy.setMode({ kind: 'delay', ms: Math.round(between(20, 300)) });
+      await sleep(between(200, 600));
+    } else if (roll < 0.8) {
+      proxy.setMode({ kind: 'pass' });
+      proxy.dropSome(0.5);
+      await sleep(between(200, 600));
+    } else if (roll < 0.92) {
+      proxy.setMode({ kind: 'drop' });
+      await sleep(between(100, 800));
+    } else {
+      proxy.setMode({ kind: 'blackhole' });
+      await sleep(between(200, 1_000));
+    }
+  }
+  proxy.setMode({ kind: 'pass' });
+  stage.restored();
+}
+
+/** Kills (or SIGTERMs) each instance in turn and starts a fresh one in its place. */
+async function appCycles(stage: Stage, cycles: number, how: 'kill' | 'term'): Promise<void> {
+  for (let i = 0; i < cycles; i++) {
+    if (i > 0) await sleep(CYCLE_GAP_MS);
+    const index = i % stage.apps.length;
+    // Mid-request: wait (at most 3 s) until the victim has requests in flight.
+    const busyBy = Date.now() + 3_000;
+    while (stage.inFlightAt(index) < 2 && Date.now() < busyBy) await sleep(5);
+    if (how === 'kill') {
+      await stage.killApp(index);
+      await sleep(1_000);
+    } else {
+      const code = await stage.termApp(index);
+      if (code !== 0) stage.broken(`instance ${index} exited ${code} after SIGTERM (promise: 0)`);
+    }
+    const fresh = await stage.startApp(index);
+    stage.restored([fresh.url]);
+  }
+}
+
+/** The rows, in the order of the table. */
+export const scenarios: readonly Scenario[] = [
+  {
+    id: 'redis-aof-kill',
+    fault: 'Redis kill -9, restart, AOF always (outage < lease)',
+    store: 'redis-aof',
+    instances: 2,
+    requests: (p) => p.requests,
+    faultMs: (p) => p.kills * (p.shortOutageMs + CYCLE_GAP_MS),
+    promises: () => strict,
+    inject: (s) => killStoreCycles(s, s.profile.shortOutageMs, s.profile.kills),
+  },
+  {
+    id: 'redis-volatile-kill',
+    fault: 'Redis kill -9, restart, no persistence',
+    store: 'redis-volatile',
+    instances: 2,
+    requests: (p) => p.requests,
+    faultMs: (p) => p.kills * (p.shortOutageMs + CYCLE_GAP_MS),
+    // Records die with Redis: a second execution, and a different answer for it, are the
+    // documented consequence, not a broken promise.
+    promises: () => ({ ...strict, zeroTwice: false, zeroDifferentAnswers: false }),
+    inject: (s) => killStoreCycles(s, s.profile.shortOutageMs, s.profile.kills),
+  },
+  {
+    id: 'redis-long-outage',
+    fault: 'Redis down (long outage), then back, AOF always',
+    store: 'redis-aof',
+    instances: 2,
+    requests: (p) => p.requests,
+    faultMs: (p) => p.longOutageMs,
+    // Longer than the lease: a takeover may run a key again (the documented window).
+    promises: () => ({ ...strict, zeroTwice: false }),
+    inject: (s) => killStoreCycles(s, s.profile.longOutageMs, 1),
+  },
+  {
+    id: 'redis-blackhole',
+    fault: 'Redis connection silent (blackhole), then heals',
+    store: 'redis-aof',
+    instances: 2,
+    requests: (p) => p.requests,
+    faultMs: (p) => p.blackholeMs,
+    promises: () => ({ ...strict, zeroTwice: false }),
+    async inject(s) {
+      s.store.proxy?.setMode({ kind: 'blackhole' });
+      await sleep(s.profile.blackholeMs);
+      s.store.proxy?.setMode({ kind: 'pass' });
+      s.restored();
+    },
+  },
+  {
+    id: 'redis-flaky-proxy',
+    fault: 'faulty proxy to Redis (drops, resets, delays, short blackholes)',
+    store: 'redis-aof',
+    instances: 2,
+    requests: (p) => p.flakyRequests,
+    faultMs: (p) => p.flakyMs,
+    promises: () => strict,
+    inject: (s) => flaky(s, s.profile.flakyMs),
+  },
+  {
+    id: 'app-kill',
+    fault: 'app kill -9 mid-request, restart (Redis AOF)',
+    store: 'redis-aof',
+    instances: 2,
+    requests: (p) => p.requests,
+    faultMs: (p) => p.kills * (1_000 + CYCLE_GAP_MS + 1_000),
+    // The executor died: a takeover after its lease may run the model again (documented).
+    promises: () => ({ ...strict, zeroTwice: false }),
+    inject: (s) => appCycles(s, s.profile.kills, 'kill'),
+  },
+  {
+    id: 'app-sigterm',
+    fault: 'app SIGTERM mid-request, restart (Redis AOF)',
+    store: 'redis-aof',
+    instances: 2,
+    requests: (p) => p.requests,
+    faultMs: (p) => p.kills * (CYCLE_GAP_MS + 2_000),
+    promises: () => strict,
+    inject: (s) => appCycles(s, s.profile.kills, 'term'),
+  },
+  {
+    id: 'dynamodb-kill',
+    fault: 'DynamoDB Local kill -9, restart, on disk',
+    store: 'dynamodb',
+    instances: 2,
+    // DynamoDB Local (one JVM, cold after each restart) is far slower than Redis: a third
+    // of the load, so the row measures the app and not the emulator's throughput.
+    requests: (p) => Math.ceil(p.requests / 3),
+    faultMs: (p) => p.shortOutageMs + 5_000,
+    // A JVM restart takes longer than the 3 s lease: a takeover may run a key again.
+    promises: () => ({ ...strict, zeroTwice: false }),
+    inject: (s) => killStoreCycles(s, s.profile.shortOutageMs, 1),
+  },
+  {
+    id: 'memory-1mib',
+    fault: 'memory store, answers of 1 MiB',
+    store: 'memory',
+    instances: 1,
+    requests: (p) => p.memoryAnswers,
+    // What is judged is memory, not contention: one client per key, 25 answers a second.
+    clientsPerKey: 1,
+    faultMs: (p) => p.memoryAnswers * 40,
+    promises: (p: Profile) => ({ ...strict, recovery: false, rssLimitMiB: p.rssLimitMiB }),
+    promptExtra: 'size:1048576',
+    inject: async () => undefined,
+  },
+];

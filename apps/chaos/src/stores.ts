@@ -1,0 +1,165 @@
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type Child, freePort, makeTempDir, removeTempDir, spawnChild } from './processes.js';
+import { startRedis } from './redis-server.js';
+import { startTcpFaultProxy, type TcpFaultProxy } from './tcp-fault-proxy.js';
+
+/** Which store a row runs on. */
+export type StoreKind = 'redis-aof' | 'redis-volatile' | 'dynamodb' | 'memory';
+
+/** A store of the suite's own behind a TCP fault proxy, and the app env that points at it. */
+export interface StoreHandle {
+  kind: StoreKind;
+  /** What the app instances get (REDIS_URL / DYNAMODB_* through the proxy). */
+  env: Record<string, string>;
+  proxy?: TcpFaultProxy;
+  /** kill -9 of the store process, by PID. */
+  kill9(): Promise<void>;
+  /** Starts it again on the same port and data; resolves once it answers. */
+  restart(): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface DynamoDbLocalScript {
+  assertJava(): void;
+  fetchDynamoDbLocal(): string;
+  waitForDynamoDb(
+    endpoint: string,
+    timeoutMs: number,
+    failed: () => string | undefined,
+  ): Promise<void>;
+}
+
+const dynamoScript = resolve(
+  fileURLToPath(new URL('../../../scripts/dynamodb-local.mjs', import.meta.url)),
+);
+
+/** Why DynamoDB Local cannot run here (no Java), or undefined when it can. */
+export async function dynamoDbUnavailable(): Promise<string | undefined> {
+  try {
+    const script = (await import(dynamoScript)) as DynamoDbLocalScript;
+    script.assertJava();
+    return undefined;
+  } catch (error) {
+    return error instanceof Error ? error.message : String(error);
+  }
+}
+
+/** One DynamoDB API call with dummy credentials (DynamoDB Local does not check them). */
+async function dynamoCall(endpoint: string, target: string, body: unknown): Promise<number> {
+  const response = await fetch(endpoint, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-amz-json-1.0',
+      'x-amz-target': `DynamoDB_20120810.${target}`,
+      authorization:
+        'AWS4-HMAC-SHA256 Credential=chaoslocal/20200101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0',
+    },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(2_000),
+  });
+  await response.arrayBuffer();
+  return response.status;
+}
+
+/**
+ * Resolves once the emulator serves consistent GetItems on `table` promptly (three in a
+ * row, each within 250 ms), not merely ListTables: the moment the store is back for the
+ * app, from which recovery is measured. A cold JVM right after a restart is slow for a
+ * while, and that time is the emulator's, not the app's.
+ */
+async function waitForItems(endpoint: string, table: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let prompt = 0;
+  while (prompt < 3) {
+    const started = Date.now();
+    const status = await dynamoCall(endpoint, 'GetItem', {
+      TableName: table,
+      Key: { pk: { S: 'chaos-readiness' } },
+      ConsistentRead: true,
+    }).catch(() => 0);
+    // 400 = the table does not exist yet (first start, before the app created it).
+    const ok = (status === 200 || status === 400) && Date.now() - started <= 250;
+    prompt = ok ? prompt + 1 : 0;
+    if (Date.now() > deadline) throw new Error(`DynamoDB Local did not serve ${table} in time`);
+    if (!ok) await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function startDynamoDb(): Promise<StoreHandle> {
+  const script = (await import(dynamoScript)) as DynamoDbLocalScript;
+  script.assertJava();
+  const emulator = script.fetchDynamoDbLocal();
+  const port = await freePort();
+  const dir = makeTempDir('idem-chaos-dynamodb-');
+  const table = `chaos_${Date.now().toString(36)}`;
+  // On disk (-dbPath), so a kill -9 and a restart keep what was written.
+  const args = [
+    `-Djava.library.path=${join(emulator, 'DynamoDBLocal_lib')}`,
+    '-jar',
+    join(emulator, 'DynamoDBLocal.jar'),
+    '-sharedDb',
+    '-dbPath',
+    dir,
+    '-disableTelemetry',
+    '-port',
+    String(port),
+  ];
+  let child: Child | undefined;
+  const start = async () => {
+    const current = spawnChild(`dynamodb-local:${port}`, 'java', args, {
+      cwd: emulator,
+      env: { ...process.env, DDB_LOCAL_TELEMETRY: '0' },
+    });
+    child = current;
+    await script.waitForDynamoDb(`http://127.0.0.1:${port}`, 60_000, () =>
+      current.done ? `DynamoDB Local exited:\n${current.output()}` : undefined,
+    );
+    await waitForItems(`http://127.0.0.1:${port}`, table, 30_000);
+  };
+  await start();
+  const proxy = await startTcpFaultProxy(port);
+  return {
+    kind: 'dynamodb',
+    env: {
+      DYNAMODB_TABLE: table,
+      DYNAMODB_ENDPOINT: `http://127.0.0.1:${proxy.port}`,
+      AWS_REGION: 'us-east-1',
+      AWS_ACCESS_KEY_ID: 'chaoslocal',
+      AWS_SECRET_ACCESS_KEY: 'chaoslocal',
+    },
+    proxy,
+    async kill9() {
+      child?.signal('SIGKILL');
+      await child?.exited;
+    },
+    restart: start,
+    async close() {
+      await proxy.close();
+      if (child && !child.done) await child.stop(3_000);
+      removeTempDir(dir);
+    },
+  };
+}
+
+/** Starts the store a row needs (nothing for `memory`). */
+export async function startStore(kind: StoreKind): Promise<StoreHandle> {
+  if (kind === 'memory') {
+    const none = async () => undefined;
+    return { kind, env: {}, kill9: none, restart: none, close: none };
+  }
+  if (kind === 'dynamodb') return startDynamoDb();
+  const redis = await startRedis(kind === 'redis-aof');
+  const proxy = await startTcpFaultProxy(redis.port);
+  return {
+    kind,
+    env: { REDIS_URL: `redis://127.0.0.1:${proxy.port}` },
+    proxy,
+    kill9: () => redis.kill9(),
+    restart: () => redis.restart(),
+    async close() {
+      await proxy.close();
+      await redis.close();
+    },
+  };
+}

@@ -1,0 +1,173 @@
+import type { Attempt, LogicalRequest } from './driver.js';
+
+/** What the upstream counted for one logical id (see upstream.ts). */
+export interface ExecutionCount {
+  /** Model executions run to completion. */
+  completed: number;
+  /** The first piece of each completed answer (it carries the execution's nonce). */
+  answers: readonly string[];
+}
+
+/** Which measurements are promises in a row (the others are reported, not judged). */
+export interface RowPromises {
+  /** Zero logical requests with a final answer may have run the model twice. */
+  zeroTwice: boolean;
+  /** Zero keys may have given clients two different 2xx answers. */
+  zeroDifferentAnswers: boolean;
+  /** Every target must answer 2xx within the recovery limit after the fault ends. */
+  recovery: boolean;
+  /** Highest app RSS allowed, in MiB, when memory is judged in this row. */
+  rssLimitMiB?: number;
+}
+
+/** The limits every row shares. */
+export interface Limits {
+  /** No request may take longer than this (an attempt the client timed out counts). */
+  boundMs: number;
+  /** Service must answer 2xx within this long of the store's (or app's) return. */
+  recoveryLimitMs: number;
+}
+
+/** Everything one row measured. */
+export interface RowMeasurements {
+  requests: readonly LogicalRequest[];
+  /** Recovery probes (they count for 500s and latency like any request). */
+  probes: readonly Attempt[];
+  executions: ReadonlyMap<string, ExecutionCount>;
+  /** Longest time from a fault's end to 2xx on every target; undefined = never; null = n/a. */
+  recoveryMs: number | undefined | null;
+  maxRssMiB: number;
+  /** Promises the scenario itself found broken (e.g. an exit code). */
+  scenarioBroken?: readonly string[];
+}
+
+/** One line of the table, and the promises it broke. */
+export interface RowResult {
+  fault: string;
+  requests: number;
+  attempts: number;
+  /** Logical requests with a final answer whose model ran to completion more than once. */
+  twice: number;
+  /** Keys whose clients got two different 2xx bodies. */
+  differentAnswers: number;
+  /** Logical requests at least one of whose clients never got a 2xx. */
+  neverCompleted: number;
+  /** Answers 500 or other 5xx except 503: the upstream never fails, so each is the app's. */
+  serverErrors: number;
+  /** 503 answers (the expected answer while the store is down). */
+  unavailable: number;
+  /** Attempts that got no answer (connection refused or reset): proof an app fault bit. */
+  connectionErrors: number;
+  maxLatencyMs: number;
+  /** Attempts that took longer than the bound, or were timed out by the client. */
+  outlived: number;
+  recoveryMs: number | undefined | null;
+  maxRssMiB: number;
+  promises: RowPromises;
+  /** One sentence per broken promise; empty when the row holds. */
+  broken: string[];
+}
+
+/** The `content` of a 2xx `/api/messages` body, or undefined. */
+function contentOf(body: string): string | undefined {
+  try {
+    const parsed = JSON.parse(body) as { content?: unknown };
+    return typeof parsed.content === 'string' ? parsed.content : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Judges one row: counts, then names every promise the counts break. */
+export function judgeRow(
+  fault: string,
+  promises: RowPromises,
+  limits: Limits,
+  m: RowMeasurements,
+): RowResult {
+  const all: Attempt[] = [...m.requests.flatMap((r) => r.attempts), ...m.probes];
+  let twice = 0;
+  let differentAnswers = 0;
+  let neverCompleted = 0;
+  let unexplained = 0;
+  for (const request of m.requests) {
+    const answered = request.answers.filter((a): a is string => a !== undefined);
+    if (answered.length < request.answers.length) neverCompleted += 1;
+    if (new Set(answered).size > 1) differentAnswers += 1;
+    const count = m.executions.get(request.id);
+    if (answered.length > 0 && (count?.completed ?? 0) > 1) twice += 1;
+    // Every answer must be one the model produced for this request (b: byte for byte).
+    for (const body of new Set(answered)) {
+      const content = contentOf(body);
+      if (content === undefined || !count?.answers.some((head) => content.startsWith(head))) {
+        unexplained += 1;
+      }
+    }
+  }
+  const serverErrors = all.filter((a) => (a.status ?? 0) >= 500 && a.status !== 503).length;
+  const unavailable = all.filter((a) => a.status === 503).length;
+  const connectionErrors = all.filter((a) => a.error !== undefined && a.error !== 'TimeoutError');
+  const maxLatencyMs = all.reduce((max, a) => Math.max(max, a.latencyMs), 0);
+  const outlived = all.filter((a) => a.latencyMs > limits.boundMs || a.error === 'TimeoutError');
+
+  const broken: string[] = [];
+  if (promises.zeroTwice && twice > 0) {
+    broken.push(`${twice} keys ran the model to completion twice (promise: zero)`);
+  }
+  if (promises.zeroDifferentAnswers && differentAnswers > 0) {
+    broken.push(`${differentAnswers} keys gave clients two different answers (promise: zero)`);
+  }
+  if (unexplained > 0) {
+    broken.push(`${unexplained} answers were not produced by the model for their request`);
+  }
+  if (neverCompleted > 0) {
+    broken.push(`${neverCompleted} requests never completed once faults stopped (promise: zero)`);
+  }
+  if (serverErrors > 0) {
+    broken.push(`${serverErrors} answers were 5xx other than 503 (promise: zero 500s)`);
+  }
+  if (outlived.length > 0) {
+    broken.push(
+      `${outlived.length} requests outlived their bound of ${limits.boundMs} ms ` +
+        `(longest ${maxLatencyMs} ms)`,
+    );
+  }
+  const recovery = m.recoveryMs;
+  if (promises.recovery && recovery === undefined) {
+    broken.push('service never answered 2xx again after the fault ended');
+  } else if (promises.recovery && typeof recovery === 'number') {
+    if (recovery > limits.recoveryLimitMs) {
+      broken.push(
+        `recovery took ${recovery} ms after the fault ended (promise: ${limits.recoveryLimitMs} ms)`,
+      );
+    }
+  }
+  if (promises.rssLimitMiB !== undefined && m.maxRssMiB > promises.rssLimitMiB) {
+    broken.push(
+      `app RSS reached ${Math.round(m.maxRssMiB)} MiB (bound: ${promises.rssLimitMiB} MiB)`,
+    );
+  }
+  const refused = m.requests.filter((r) => r.rejected !== undefined);
+  if (refused.length > 0) {
+    broken.push(`${refused.length} requests were refused with a final 4xx`);
+  }
+  broken.push(...(m.scenarioBroken ?? []));
+
+  return {
+    fault,
+    requests: m.requests.length,
+    attempts: all.length,
+    twice,
+    differentAnswers,
+    neverCompleted,
+    serverErrors,
+    unavailable,
+    connectionErrors: connectionErrors.length,
+    maxLatencyMs,
+    outlived: outlived.length,
+    recoveryMs: m.recoveryMs,
+    maxRssMiB: m.maxRssMiB,
+    promises,
+    broken,
+  };
+}

@@ -1,0 +1,24 @@
+import { describe, expect, it } from 'vitest';
+import { profileFromEnv } from '../src/profile.js';
+import { runChaos } from '../src/run.js';
+import { formatBroken, formatTable } from '../src/table.js';
+
+// CI runs the short profile (CHAOS_PROFILE=full runs the issue's sizes here too).
+const profile = profileFromEnv({
+  ...process.env,
+  CHAOS_PROFILE: process.env.CHAOS_PROFILE ?? 'short',
+});
+
+describe(`chaos suite, ${profile.name} profile, against apps/llm-api/dist`, () => {
+  it(
+    'every promise holds in every row',
+    async () => {
+      const result = await runChaos(profile);
+      const report = [formatTable(result.rows), ...result.skipped, ...formatBroken(result.rows)];
+      console.log(report.join('\n'));
+      expect(result.rows.length).toBeGreaterThan(0);
+      expect(formatBroken(result.rows), report.join('\n')).toEqual([]);
+    },
+    profile.runLimitMs + 180_000,
+  );
+});

@@ -1,0 +1,33 @@
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { shortProfile } from '../src/profile.js';
+import { runChaos } from '../src/run.js';
+
+const careless = fileURLToPath(new URL('./fixtures/careless-app.mjs', import.meta.url));
+
+/** A small profile: the point is the verdict, not the load. */
+const tiny = {
+  ...shortProfile,
+  requests: 8,
+  kills: 1,
+  faultAtMs: 300,
+  tailMs: 300,
+  settleMs: 3_000,
+};
+
+describe('the chaos suite bites', () => {
+  it('reports double executions and different answers of an app without idempotency', async () => {
+    const result = await runChaos(tiny, { only: ['redis-aof-kill'], appEntry: careless });
+    const [row] = result.rows;
+    // Two clients per key, each executing: every key ran twice and answered twice.
+    expect(row?.requests).toBe(8);
+    expect(row?.twice).toBe(8);
+    expect(row?.differentAnswers).toBe(8);
+    expect(result.broken).toEqual(
+      expect.arrayContaining([
+        expect.stringContaining('8 keys ran the model to completion twice (promise: zero)'),
+        expect.stringContaining('8 keys gave clients two different answers (promise: zero)'),
+      ]),
+    );
+  }, 60_000);
+});

@@ -1,0 +1,156 @@
+import { describe, expect, it } from 'vitest';
+import type { Attempt, LogicalRequest } from '../src/driver.js';
+import { formatBroken, formatTable } from '../src/table.js';
+import { type ExecutionCount, judgeRow, type RowPromises } from '../src/verdict.js';
+
+const strict: RowPromises = { zeroTwice: true, zeroDifferentAnswers: true, recovery: true };
+const limits = { boundMs: 10_000, recoveryLimitMs: 2_000 };
+
+const body = (id: string, execution: number) =>
+  JSON.stringify({ id: `msg_${id}`, content: `head ${id}#${execution} rest` });
+
+const ok = (latencyMs = 200): Attempt => ({
+  client: 0,
+  instance: 'http://a',
+  startedAt: 0,
+  latencyMs,
+  status: 201,
+});
+
+/** A logical request both of whose clients got the first execution's answer. */
+function healthy(id: string): { request: LogicalRequest; count: ExecutionCount } {
+  return {
+    request: { id, key: `k-${id}`, attempts: [ok(), ok()], answers: [body(id, 1), body(id, 1)] },
+    count: { completed: 1, answers: [`head ${id}#1`] },
+  };
+}
+
+function measure(rows: { request: LogicalRequest; count: ExecutionCount }[], extra = {}) {
+  return {
+    requests: rows.map((r) => r.request),
+    probes: [],
+    executions: new Map(rows.map((r) => [r.request.id, r.count])),
+    recoveryMs: 500,
+    maxRssMiB: 100,
+    ...extra,
+  };
+}
+
+describe('judgeRow', () => {
+  it('passes a row where every promise held', () => {
+    const row = judgeRow('clean', strict, limits, measure([healthy('a'), healthy('b')]));
+    expect(row.broken).toEqual([]);
+    expect(row).toMatchObject({ requests: 2, attempts: 4, twice: 0, differentAnswers: 0 });
+  });
+
+  it('flags a synthetic double execution (the upstream ran a key to completion twice)', () => {
+    const twice = healthy('a');
+    twice.count = { completed: 2, answers: ['head a#1', 'head a#2'] };
+    const row = judgeRow('double', strict, limits, measure([twice, healthy('b')]));
+    expect(row.twice).toBe(1);
+    expect(row.broken).toEqual(['1 keys ran the model to completion twice (promise: zero)']);
+  });
+
+  it('reports but does not judge a double execution where it is not a promise', () => {
+    const twice = healthy('a');
+    twice.count = { completed: 2, answers: ['head a#1', 'head a#2'] };
+    const row = judgeRow('volatile', { ...strict, zeroTwice: false }, limits, measure([twice]));
+    expect(row.twice).toBe(1);
+    expect(row.broken).toEqual([]);
+    expect(formatTable([row])).toContain('1*');
+  });
+
+  it('does not count as twice an execution whose key never got an answer', () => {
+    const lost = healthy('a');
+    lost.request.answers = [undefined, undefined];
+    lost.count = { completed: 2, answers: ['head a#1', 'head a#2'] };
+    const row = judgeRow('x', { ...strict }, limits, measure([lost]));
+    expect(row.twice).toBe(0);
+    expect(row.neverCompleted).toBe(1);
+  });
+
+  it('flags clients given two different answers for one key', () => {
+    const split = healthy('a');
+    split.request.answers = [body('a', 1), body('a', 2)];
+    split.count = { completed: 2, answers: ['head a#1', 'head a#2'] };
+    const row = judgeRow('split', { ...strict, zeroTwice: false }, limits, measure([split]));
+    expect(row.differentAnswers).toBe(1);
+    expect(row.broken).toEqual(['1 keys gave clients two different answers (promise: zero)']);
+  });
+
+  it('flags an answer the model never produced for that request', () => {
+    const forged = healthy('a');
+    forged.request.answers = [body('b', 1), body('b', 1)];
+    const row = judgeRow('forged', strict, limits, measure([forged]));
+    expect(row.broken).toEqual(['1 answers were not produced by the model for their request']);
+  });
+
+  it('flags a 500 (and a 502) but not a 503', () => {
+    const a = healthy('a');
+    a.request.attempts.push({ ...ok(), status: 500 }, { ...ok(), status: 502 });
+    a.request.attempts.push({ ...ok(), status: 503 }, { ...ok(), status: 503 });
+    const row = judgeRow('errors', strict, limits, measure([a]));
+    expect(row).toMatchObject({ serverErrors: 2, unavailable: 2 });
+    expect(row.broken).toEqual(['2 answers were 5xx other than 503 (promise: zero 500s)']);
+  });
+
+  it('counts 500s of recovery probes too', () => {
+    const probe: Attempt = { ...ok(), client: -1, status: 500 };
+    const row = judgeRow('probe', strict, limits, measure([healthy('a')], { probes: [probe] }));
+    expect(row.serverErrors).toBe(1);
+  });
+
+  it('flags requests never completed', () => {
+    const half = healthy('a');
+    half.request.answers = [body('a', 1), undefined];
+    const row = judgeRow('stuck', strict, limits, measure([half]));
+    expect(row.neverCompleted).toBe(1);
+    expect(row.broken).toEqual(['1 requests never completed once faults stopped (promise: zero)']);
+  });
+
+  it('flags requests that outlived their bound, and client timeouts', () => {
+    const slow = healthy('a');
+    slow.request.attempts.push(ok(12_000), {
+      ...ok(15_000),
+      status: undefined,
+      error: 'TimeoutError',
+    });
+    const row = judgeRow('slow', strict, limits, measure([slow]));
+    expect(row.outlived).toBe(2);
+    expect(row.maxLatencyMs).toBe(15_000);
+    expect(row.broken).toEqual(['2 requests outlived their bound of 10000 ms (longest 15000 ms)']);
+  });
+
+  it('flags a slow recovery and a recovery that never came, and skips n/a', () => {
+    const slow = judgeRow('slow', strict, limits, measure([healthy('a')], { recoveryMs: 2_500 }));
+    expect(slow.broken).toEqual(['recovery took 2500 ms after the fault ended (promise: 2000 ms)']);
+    const never = judgeRow(
+      'never',
+      strict,
+      limits,
+      measure([healthy('a')], { recoveryMs: undefined }),
+    );
+    expect(never.broken).toEqual(['service never answered 2xx again after the fault ended']);
+    const na = judgeRow('na', strict, limits, measure([healthy('a')], { recoveryMs: null }));
+    expect(na.broken).toEqual([]);
+  });
+
+  it('flags RSS over the bound only where RSS is judged', () => {
+    const m = measure([healthy('a')], { maxRssMiB: 700 });
+    expect(judgeRow('mem', { ...strict, rssLimitMiB: 256 }, limits, m).broken).toEqual([
+      'app RSS reached 700 MiB (bound: 256 MiB)',
+    ]);
+    expect(judgeRow('mem', strict, limits, m).broken).toEqual([]);
+  });
+
+  it('names the row in every broken line, and passes on what the scenario found', () => {
+    const row = judgeRow('app SIGTERM', strict, limits, {
+      ...measure([healthy('a')]),
+      scenarioBroken: ['instance 0 exited 2 after SIGTERM (promise: 0)'],
+    });
+    expect(formatBroken([row])).toEqual([
+      'BROKEN  app SIGTERM: instance 0 exited 2 after SIGTERM (promise: 0)',
+    ]);
+    expect(formatTable([row])).toMatch(/\| app SIGTERM .*\| FAIL +\|/);
+  });
+});
