@@ -8,6 +8,7 @@ import {
   LeaseLostError,
   ManualClock,
   MismatchError,
+  OutcomeNotRecordedError,
   OutcomeTooLargeError,
   ReplayedFailureError,
   StoreUnavailableError,
@@ -162,39 +163,52 @@ describe('the replay state machine', () => {
     expect(performance.now() - started).toBeLessThan(1_000);
   });
 
-  it('a failed final write leaves the record in progress: 409 until the lease passes, never a second run at once', async () => {
+  it('a failed final write is retried until it lands: 409 meanwhile, then the replay, never a second run', async () => {
     const { store, clock } = setup();
+    const plan: Parameters<typeof faulty>[1] = { complete: 'throw' };
     const broken = createIdempotency({
-      store: faulty(store, { complete: 'throw' }),
+      store: faulty(store, plan),
       clock,
       leaseMs: 1_000,
       heartbeatMs: false,
+      completionWaitMs: 50,
     });
-    await expect(broken.execute({ key: 'k' }, async () => 'charged')).rejects.toBeInstanceOf(
-      StoreUnavailableError,
-    );
+    let runs = 0;
+    await expect(
+      broken.execute({ key: 'k' }, async () => {
+        runs++;
+        return 'charged';
+      }),
+    ).rejects.toBeInstanceOf(StoreUnavailableError);
     const healthy = createIdempotency({ store, clock, leaseMs: 1_000, heartbeatMs: false });
     await expect(healthy.execute({ key: 'k' }, async () => 'again')).rejects.toBeInstanceOf(
       InProgressError,
     );
-    clock.advance(1_000);
-    expect(await healthy.execute({ key: 'k' }, async ({ fence }) => fence)).toEqual({
-      value: 2,
-      replayed: false,
+    // The store heals: the background retry lands the outcome the caller could not record.
+    plan.complete = undefined;
+    expect(await broken.drain(5_000)).toBe(0);
+    expect(await healthy.execute({ key: 'k' }, async () => 'again')).toEqual({
+      value: 'charged',
+      replayed: true,
     });
+    expect(runs).toBe(1);
   });
 
-  it('an outcome over the store limit is OUTCOME_TOO_LARGE and the key is released', async () => {
+  it('an outcome over the store limit is OUTCOME_TOO_LARGE and a retry never runs it again', async () => {
     const clock = new ManualClock();
     const store = createMemoryStore({ clock, maxOutcomeBytes: 100, sweepIntervalMs: 0 });
     const idem = createIdempotency<string>({ store, clock });
-    await expect(idem.execute({ key: 'k' }, async () => 'x'.repeat(200))).rejects.toBeInstanceOf(
-      OutcomeTooLargeError,
+    let runs = 0;
+    await expect(
+      idem.execute({ key: 'k' }, async () => {
+        runs++;
+        return 'x'.repeat(200);
+      }),
+    ).rejects.toBeInstanceOf(OutcomeTooLargeError);
+    await expect(idem.execute({ key: 'k' }, async () => 'small')).rejects.toBeInstanceOf(
+      OutcomeNotRecordedError,
     );
-    expect(await idem.execute({ key: 'k' }, async () => 'small')).toEqual({
-      value: 'small',
-      replayed: false,
-    });
+    expect(runs).toBe(1);
   });
 
   it('an invalid key is refused before the store is touched', async () => {
