@@ -172,9 +172,15 @@ describe.skipIf(!haveServer)('waitForReplicas: failover in the middle of load', 
   }
 
   it('a completion retried after an unconfirmed WAIT is confirmed only once the replica has it', async () => {
+    // Roomier than WAIT: on a loaded machine a healthy replica can take a few hundred ms.
+    const ROOMY_WAIT = { replicas: 1, timeoutMs: 1_500 };
     const { primary, replicaServer, replica } = await pair();
     const prefix = randomPrefix();
-    const store = createRedisStore({ client: primary, keyPrefix: prefix, waitForReplicas: WAIT });
+    const store = createRedisStore({
+      client: primary,
+      keyPrefix: prefix,
+      waitForReplicas: ROOMY_WAIT,
+    });
     const w = { key: 'k', owner: 'me', retentionMs: 600_000 };
     expect(await store.acquire({ ...w, fingerprint: 'fp', leaseMs: 30_000 })).toMatchObject({
       kind: 'acquired',
@@ -191,7 +197,7 @@ describe.skipIf(!haveServer)('waitForReplicas: failover in the middle of load', 
     const retry = createRedisStore({
       client: await connect(primary.options.port!),
       keyPrefix: prefix,
-      waitForReplicas: WAIT,
+      waitForReplicas: ROOMY_WAIT,
     });
     await expect(retry.complete({ ...w, outcome })).rejects.toThrow(/acknowledged by 0 of 1/);
     await signalRedisServer(replicaServer, 'SIGCONT');
