@@ -1,7 +1,5 @@
 import type { StoredOutcome } from '@idem/core';
 
-const FIRST_CAPACITY = 16 * 1024;
-
 /**
  * The bytes of a response being recorded, in one growing buffer, and the length of each
  * chunk (so a replay streams the same chunks), with the encoded outcome's size tracked as
@@ -67,11 +65,12 @@ export class CaptureBuffer {
   }
 }
 
-/** A larger copy of `bytes`: doubling, never past `max` (the body never outgrows the cap). */
+/**
+ * A larger copy of `bytes`: at least doubled (a body of one chunk takes exactly its size),
+ * never past `max` (the body never outgrows the cap).
+ */
 function grow(bytes: Uint8Array, needed: number, max: number): Uint8Array {
-  let capacity = Math.max(FIRST_CAPACITY, bytes.length);
-  while (capacity < needed) capacity *= 2;
-  capacity = Math.max(needed, Math.min(capacity, max));
+  const capacity = Math.max(needed, Math.min(bytes.length * 2, max));
   const next = new Uint8Array(capacity);
   next.set(bytes);
   return next;

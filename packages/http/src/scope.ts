@@ -11,7 +11,8 @@ export interface ResolvedScope {
 /**
  * Checks the required `scope` option and returns the function that resolves a request's
  * scope: `'global'` gives the null principal (which no hook can give), a hook gives its
- * principal, and a hook that gives none resolves to undefined (warned once).
+ * principal, and a hook that gives none (undefined, null or '') resolves to undefined
+ * (warned once).
  * @throws InvalidInputError when `scope` is neither a hook nor `'global'`
  * @internal
  */
@@ -28,7 +29,8 @@ export function createScopeResolver<R>(
   let warned = false;
   return async (request, label) => {
     const hint: Partial<ScopeHint> | undefined = await scope(request);
-    if (hint?.principal !== undefined && hint.principal !== null) {
+    // An empty string is what `header ?? ''` gives for every anonymous caller: no principal.
+    if (hint?.principal !== undefined && hint.principal !== null && hint.principal !== '') {
       return hint.operation === undefined
         ? { principal: hint.principal }
         : { principal: hint.principal, operation: hint.operation };

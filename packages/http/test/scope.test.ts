@@ -99,6 +99,10 @@ describe('scope is required', () => {
       (request) => ({ principal: request.headers.get('x-none') }) as unknown as ScopeHint,
     ],
     [
+      'an empty string principal',
+      (request) => ({ principal: request.headers.get('x-none') ?? '' }),
+    ],
+    [
       'an async undefined principal',
       async () => ({ principal: undefined }) as unknown as ScopeHint,
     ],

@@ -14,7 +14,10 @@ export const DISCONNECT_SCENARIOS: Scenario[] = [
       await expect(
         post('/charges?delay=300', { key, body: { n: 1 }, timeoutMs: 100 }),
       ).rejects.toThrow(/timed out/);
-      await waitFor(() => spy.completed.length + spy.calls.release >= 1, 'the outcome to be settled');
+      await waitFor(
+        () => spy.completed.length + spy.calls.release >= 1,
+        'the outcome to be settled',
+      );
       expect(spy.calls.release, 'the key was released: a retry would run again').toBe(0);
       const retry = await post('/charges?delay=300', { key, body: { n: 1 } });
       expect(retry.status).toBe(201);
