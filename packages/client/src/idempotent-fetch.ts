@@ -10,7 +10,12 @@ import {
   type ResolvedFetchOptions,
   resolveFetchOptions,
 } from './fetch-options.js';
-import { classifyConflict, PROBLEM_READ_LIMIT_MS } from './in-progress.js';
+import {
+  classifyConflict,
+  FINAL_PROBLEM_TYPES,
+  PROBLEM_READ_LIMIT_MS,
+  peekProblem,
+} from './in-progress.js';
 import { checkSendable, type PreparedRequest, prepareRequest } from './request-body.js';
 import { assignKey } from './request-key.js';
 import { IDEMPOTENT_METHODS, parseRetryAfter, retryDelay } from './retry-policy.js';
@@ -197,6 +202,24 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
           });
           response = conflict.response;
           if (conflict.inProgress) failure = 'in-progress';
+        } else if (key !== undefined && status === 500 && retryableStatus(status)) {
+          // An idem server's "ran, but not recorded" (or misconfigured scope) 500 is final.
+          const read = boundSignal(
+            callerSignal,
+            Math.min(PROBLEM_READ_LIMIT_MS, attemptTimeoutMs, deadline - now()),
+            'Reading the problem body',
+          );
+          let peeked: Awaited<ReturnType<typeof peekProblem>>;
+          try {
+            peeked = await peekProblem(response, read.signal);
+          } finally {
+            read.dispose();
+          }
+          response = peeked.response;
+          callerSignal?.throwIfAborted();
+          if (peeked.problemType !== undefined && FINAL_PROBLEM_TYPES.has(peeked.problemType)) {
+            return finish();
+          }
         }
         if (failure === undefined && retryableStatus(status)) failure = 'status';
         if (failure === undefined) return finish();

@@ -10,6 +10,16 @@ import { boundSignal } from './call-bounds.js';
  */
 export const IN_PROGRESS_PROBLEM_TYPE = 'https://idem.dev/problems/in-progress';
 
+/**
+ * Problem types an idem server answers with a 5xx that the same key would get again: the first
+ * request ran but its response could not be recorded, or the server's scope hook gave no
+ * principal. Retrying them spends attempts for the same answer, so they go back at once.
+ */
+export const FINAL_PROBLEM_TYPES: ReadonlySet<string> = new Set([
+  'https://idem.dev/problems/outcome-not-recorded',
+  'https://idem.dev/problems/no-principal',
+]);
+
 /** What {@link IdempotentFetchOptions.isInProgress} sees of a 409 answer to a keyed call. */
 export interface ConflictAnswer {
   status: number;

@@ -13,6 +13,10 @@ export type {
 } from './fetch-options.js';
 export { createIdempotentFetch, getIdempotencyInfo } from './idempotent-fetch.js';
 export type { ConflictAnswer } from './in-progress.js';
-export { IN_PROGRESS_PROBLEM_TYPE, isInProgressAnswer } from './in-progress.js';
+export {
+  FINAL_PROBLEM_TYPES,
+  IN_PROGRESS_PROBLEM_TYPE,
+  isInProgressAnswer,
+} from './in-progress.js';
 export { formatKeyHeader, parseKeyHeader } from './key-header.js';
 export { isRetryableStatus, parseRetryAfter } from './retry-policy.js';
