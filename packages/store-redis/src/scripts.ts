@@ -25,6 +25,8 @@
  * key carries `PEXPIREAT ex - 1` and disappears in the very millisecond the record expires.
  *
  * Numbers are written with `%.0f` so that large values never turn into exponent notation.
+ * Every deadline is capped at 2^53 - 1 (`deadline`), so that a retention as long as core
+ * accepts (up to `Number.MAX_SAFE_INTEGER` ms) still reads back as a safe integer.
  * Scripts are replicated by their effects (the default since Redis 5, the only mode since
  * Redis 7), so reading `TIME` before a write is allowed and replicas receive the writes with
  * the deadlines the primary computed, never a re-run of the script under another clock.
@@ -34,6 +36,7 @@ const PRELUDE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function fmt(n) return string.format('%.0f', n) end
+local function deadline(n) return math.min(n, 9007199254740991) end
 `;
 
 /** Remembers `fence` in KEYS[2] until `memory` ms after the record's retention deadline. */
@@ -66,8 +69,8 @@ if status then
   if ex and now < ex then
     if status == 'in_progress' then
       if r[3] == ARGV[2] then
-        local leaseUntil = now + tonumber(ARGV[3])
-        local expiresAt = leaseUntil + tonumber(ARGV[4])
+        local leaseUntil = deadline(now + tonumber(ARGV[3]))
+        local expiresAt = deadline(leaseUntil + tonumber(ARGV[4]))
         redis.call('HSET', KEYS[1], 'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
         redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
         remember(r[4], expiresAt, memory)
@@ -89,8 +92,8 @@ if memory > 0 then
   if kept > fence then fence = kept end
 end
 fence = fence + 1
-local leaseUntil = now + tonumber(ARGV[3])
-local expiresAt = leaseUntil + tonumber(ARGV[4])
+local leaseUntil = deadline(now + tonumber(ARGV[3]))
+local expiresAt = deadline(leaseUntil + tonumber(ARGV[4]))
 redis.call('HSET', KEYS[1], 's', 'in_progress', 'fp', ARGV[1], 'o', ARGV[2], 'f', fmt(fence),
   'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
 redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
@@ -126,7 +129,7 @@ if r[1] == 'completed' then
   return 2
 end
 if r[1] ~= 'in_progress' then return 0 end
-local expiresAt = now + tonumber(ARGV[2])
+local expiresAt = deadline(now + tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 's', 'completed', 'ex', fmt(expiresAt), 'out', ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
 remember(r[4], expiresAt, tonumber(ARGV[3]))
@@ -141,7 +144,7 @@ return 1
 export const RELEASE_LUA = `${PRELUDE}${REMEMBER_FENCE}${MINE}
 if r[1] == 'released' then return 2 end
 if r[1] ~= 'in_progress' then return 0 end
-local expiresAt = now + tonumber(ARGV[2])
+local expiresAt = deadline(now + tonumber(ARGV[2]))
 redis.call('HSET', KEYS[1], 's', 'released', 'lu', fmt(now), 'ex', fmt(expiresAt))
 redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
 remember(r[4], expiresAt, tonumber(ARGV[3]))
@@ -154,8 +157,8 @@ return 1
  */
 export const EXTEND_LUA = `${PRELUDE}${REMEMBER_FENCE}${MINE}
 if r[1] ~= 'in_progress' then return 0 end
-local leaseUntil = now + tonumber(ARGV[2])
-local expiresAt = leaseUntil + tonumber(ARGV[3])
+local leaseUntil = deadline(now + tonumber(ARGV[2]))
+local expiresAt = deadline(leaseUntil + tonumber(ARGV[3]))
 redis.call('HSET', KEYS[1], 'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
 redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
 remember(r[4], expiresAt, tonumber(ARGV[4]))
