@@ -48,6 +48,52 @@ describe.skipIf(!haveServer)('describeRedisDurability', () => {
       loses: 'every record',
       warning: expect.stringMatching(/keeps nothing on disk/),
       node: `127.0.0.1:${server.port}`,
+      maxmemory: 0,
+      evictionPolicy: 'noeviction',
+    });
+  });
+
+  it('warns about a Redis that evicts keys under memory pressure, even with AOF always', async () => {
+    // Every idem key carries an expiry, so volatile-* policies evict them as readily as
+    // allkeys-*: a completed record or a live lease goes, and the retry executes again.
+    const durable = ['--appendonly', 'yes', '--appendfsync', 'always', '--maxmemory', '100mb'];
+    for (const policy of ['allkeys-lru', 'volatile-lru', 'volatile-ttl', 'allkeys-random']) {
+      const described = await describeRedisDurability(
+        (await serverWith([...durable, '--maxmemory-policy', policy])).client,
+      );
+      expect(described).toMatchObject({
+        aof: true,
+        fsync: 'always',
+        maxmemory: 100 * 1024 * 1024,
+        evictionPolicy: policy,
+        warning: expect.stringMatching(new RegExp(`evict.*${policy}.*noeviction`, 's')),
+      });
+    }
+    // noeviction refuses writes when full (a 503) instead; no maxmemory never evicts.
+    for (const args of [
+      [...durable, '--maxmemory-policy', 'noeviction'],
+      ['--appendonly', 'yes', '--maxmemory', '0', '--maxmemory-policy', 'allkeys-lru'],
+    ]) {
+      const described = await describeRedisDurability((await serverWith(args)).client);
+      expect(described.warning).toBeUndefined();
+    }
+    // Where CONFIG is not allowed (managed services), INFO memory tells.
+    const info = await describeRedisDurability(
+      (
+        await serverWith([
+          ...durable,
+          '--maxmemory-policy',
+          'volatile-lru',
+          '--rename-command',
+          'CONFIG',
+          '',
+        ])
+      ).client,
+    );
+    expect(info).toMatchObject({
+      maxmemory: 100 * 1024 * 1024,
+      evictionPolicy: 'volatile-lru',
+      warning: expect.stringMatching(/evict/),
     });
   });
 
