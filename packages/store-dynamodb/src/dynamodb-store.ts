@@ -245,6 +245,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       checkSizes(schema, input.key);
       checkOwner(input.owner);
       nonNegative('retentionMs', input.retentionMs);
+      if (!(input.outcome instanceof Uint8Array))
+        throw new InvalidInputError('An outcome must be a Uint8Array');
       if (input.outcome.length > maxOutcomeBytes) {
         throw new OutcomeTooLargeError(input.outcome.length, maxOutcomeBytes);
       }

@@ -58,6 +58,18 @@ describe('DynamoDB store: input bounds', () => {
     );
   });
 
+  it('refuses an outcome that is not bytes before any request', async () => {
+    const { store, take } = setup(layout);
+    const key = newKey();
+    const input = acquireInput(key);
+    await store.acquire(input);
+    take();
+    for (const outcome of ['text', [1, 2], undefined, { length: 1 }] as unknown as Uint8Array[]) {
+      await invalid(store.complete({ key, owner: input.owner, outcome, retentionMs: HOUR }));
+    }
+    expect(take()).toEqual([]);
+  });
+
   it('refuses a duration past Number.MAX_SAFE_INTEGER before any request', async () => {
     const { store, take } = setup(layout);
     const key = newKey();

@@ -235,6 +235,8 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
 
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
       const { outcome } = input;
+      if (!(outcome instanceof Uint8Array))
+        throw new InvalidInputError('An outcome must be a Uint8Array');
       if (outcome.length > maxOutcomeBytes) {
         throw new OutcomeTooLargeError(outcome.length, maxOutcomeBytes);
       }

@@ -122,6 +122,29 @@ for (const target of targets) {
       expect(await raw.exists(store.redisKey('k'), store.fenceKey('k'))).toBe(0);
     });
 
+    it('refuses an outcome that is not bytes, and writes nothing', async () => {
+      fresh();
+      const me = owner();
+      await store.acquire({
+        key: 'k',
+        fingerprint: 'fp',
+        owner: me,
+        leaseMs: 30_000,
+        retentionMs: 60_000,
+      });
+      const before = await rawRecord(raw, store.redisKey('k'));
+      for (const outcome of ['text', [1, 2], undefined, { length: 1 }] as unknown as Uint8Array[]) {
+        await invalid(store.complete({ key: 'k', owner: me, outcome, retentionMs: 60_000 }));
+      }
+      expect(await rawRecord(raw, store.redisKey('k'))).toEqual(before);
+      // Bytes of any view type are fine, the empty outcome included.
+      const view = new Uint8Array(new ArrayBuffer(8), 2, 0);
+      expect(
+        await store.complete({ key: 'k', owner: me, outcome: view, retentionMs: 60_000 }),
+      ).toEqual({ ok: true });
+      expect((await store.get('k'))?.outcome).toEqual(new Uint8Array(0));
+    });
+
     it('refuses a storage key that is empty or not well-formed UTF-16', async () => {
       fresh();
       const base = { fingerprint: 'fp', owner: owner(), leaseMs: 30_000, retentionMs: 60_000 };
