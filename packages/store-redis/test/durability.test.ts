@@ -3,6 +3,7 @@
  * what describeRedisDurability says about them.
  */
 import { randomBytes } from 'node:crypto';
+import { createIdempotency, deriveStorageKey, StoreUnavailableError } from '@idem/core';
 import type { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRedisStore, describeRedisDurability } from '../src/index.js';
@@ -132,6 +133,45 @@ describe.skipIf(!haveServer)('describeRedisDurability', () => {
     );
     expect(on).toMatchObject({ aof: true, fsync: 'unknown' });
     expect(on.warning).toMatch(/could not be read/);
+  });
+});
+
+describe.skipIf(!haveServer)('what eviction does to idempotency records', () => {
+  /** One completed charge, then other tenants' traffic until it is evicted or Redis is full. */
+  async function victimAfterPressure(policy: string) {
+    const { client } = await serverWith(['--maxmemory', '2mb', '--maxmemory-policy', policy]);
+    const idem = createIdempotency<string>({
+      store: createRedisStore({ client }),
+      heartbeatMs: false,
+    });
+    let charges = 0;
+    const charge = async () => {
+      charges++;
+      return 'charged';
+    };
+    await idem.execute({ key: 'charge-1', scope: 'tenant-a' }, charge);
+    const victim = createRedisStore({ client }).redisKey(deriveStorageKey('tenant-a', 'charge-1'));
+    let refused = 0;
+    for (let i = 0; i < 4_000 && (await client.exists(victim)) === 1 && refused < 10; i++) {
+      await idem
+        .execute({ key: `k${i}`, scope: 'tenant-b' }, async () => 'x'.repeat(1_000))
+        .catch((error: unknown) => {
+          expect(error).toBeInstanceOf(StoreUnavailableError);
+          refused++;
+        });
+    }
+    const retry = await idem.execute({ key: 'charge-1', scope: 'tenant-a' }, charge);
+    return { charges, retry, refused };
+  }
+
+  it('under allkeys-lru a completed charge is evicted and its retry charges again; noeviction refuses new records instead', async () => {
+    const evicting = await victimAfterPressure('allkeys-lru');
+    expect(evicting.charges).toBe(2);
+    expect(evicting.retry.replayed).toBe(false);
+    const refusing = await victimAfterPressure('noeviction');
+    expect(refusing.refused).toBeGreaterThan(0);
+    expect(refusing.charges).toBe(1);
+    expect(refusing.retry).toEqual({ value: 'charged', replayed: true });
   });
 });
 
