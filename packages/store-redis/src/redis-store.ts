@@ -12,6 +12,7 @@ import {
   type ReleaseInput,
   type StoreCapabilities,
   type StoredRecord,
+  StoreFullError,
   StoreUnavailableError,
 } from '@idem/core';
 import type { Cluster, Redis } from 'ioredis';
@@ -137,13 +138,22 @@ function decodeAcquire(reply: Reply[]): AcquireResult {
   return { kind: 'found', record: toRecord(reply.slice(2)), now: integer(reply[1]) };
 }
 
-/** Runs one Redis call; any failure that is not already an IdemError becomes STORE_UNAVAILABLE. */
+/**
+ * Runs one Redis call; any failure that is not already an IdemError becomes
+ * STORE_UNAVAILABLE, except an acquisition refused for memory (`OOM` under `noeviction`):
+ * STORE_FULL, as for any bounded store.
+ */
 async function call<T>(operation: string, run: () => Promise<T>): Promise<T> {
   try {
     return await run();
   } catch (error) {
     if (error instanceof IdemError) throw error;
     const message = error instanceof Error ? error.message : String(error);
+    if (operation === 'acquire' && message.startsWith('OOM')) {
+      const full = new StoreFullError(`Redis is full (maxmemory, noeviction): ${message}`);
+      full.cause = error;
+      throw full;
+    }
     throw new StoreUnavailableError(`Redis ${operation} failed: ${message}`, { cause: error });
   }
 }
