@@ -35,10 +35,12 @@ import { createItemRequests } from './item-requests.js';
 import type { DynamoDbStore, DynamoDbStoreOptions } from './options.js';
 import { holdsOutcome, packOutcome, unpackOutcome } from './outcome-compression.js';
 import {
+  checkOwner,
   checkSizes,
   createItemSchema,
   decodeItem,
   type ItemSchema,
+  isWellFormed,
   itemKey,
   outcomeBudget,
   type RawRecord,
@@ -46,9 +48,12 @@ import {
 import { describeError } from './sdk-errors.js';
 import { ensureTable } from './table.js';
 
+/** A duration no deadline could hold (past `Number.MAX_SAFE_INTEGER`) is refused before any request. */
 function nonNegative(name: string, value: number): void {
-  if (!(Number.isFinite(value) && value >= 0))
-    throw new InvalidInputError(`${name} must be a non-negative number of ms`);
+  if (!(Number.isFinite(value) && value >= 0 && value <= Number.MAX_SAFE_INTEGER))
+    throw new InvalidInputError(
+      `${name} must be a non-negative number of ms, at most Number.MAX_SAFE_INTEGER`,
+    );
 }
 
 /**
@@ -76,6 +81,9 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   if (compressAbove !== false && !(Number.isSafeInteger(compressAbove) && compressAbove >= 0)) {
     throw new InvalidInputError('compressAboveBytes must be a non-negative integer or false');
   }
+  const keyPrefix = options.keyPrefix ?? '';
+  if (!isWellFormed(keyPrefix))
+    throw new InvalidInputError('keyPrefix must be a well-formed string');
   const clock = options.clock ?? systemClock;
   const schema: ItemSchema = createItemSchema(
     {
@@ -84,7 +92,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
         partitionKeyValue: options.singleTable.partitionKeyValue,
         sortKey: options.singleTable.sortKey ?? 'sk',
       },
-      keyPrefix: options.keyPrefix ?? '',
+      keyPrefix,
     },
     options.attributes,
   );
@@ -135,6 +143,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     withFound = false,
   ): Promise<{ ok: true } | { ok: false; found?: RawRecord }> {
     checkSizes(schema, key);
+    checkOwner(owner);
     const result = await requests.update(
       operation,
       key,
@@ -169,6 +178,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
 
     async acquire(input: AcquireInput): Promise<AcquireResult> {
       checkSizes(schema, input.key, input.fingerprint);
+      checkOwner(input.owner);
       nonNegative('leaseMs', input.leaseMs);
       nonNegative('retentionMs', input.retentionMs);
       for (let attempt = 1; attempt <= MAX_ACQUIRE_ATTEMPTS; attempt++) {
@@ -233,7 +243,10 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
 
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
       checkSizes(schema, input.key);
+      checkOwner(input.owner);
       nonNegative('retentionMs', input.retentionMs);
+      if (!(input.outcome instanceof Uint8Array))
+        throw new InvalidInputError('An outcome must be a Uint8Array');
       if (input.outcome.length > maxOutcomeBytes) {
         throw new OutcomeTooLargeError(input.outcome.length, maxOutcomeBytes);
       }

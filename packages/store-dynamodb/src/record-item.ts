@@ -204,12 +204,46 @@ export function outcomeBudget(
   return MAX_ITEM_BYTES - used;
 }
 
-/** Throws `InvalidInputError` when a key or fingerprint cannot be stored. */
+/** Longest owner token accepted (UTF-8 bytes); core's are 36. */
+export const MAX_OWNER_BYTES = 1024;
+
+/** A lone surrogate: a string holding one is not well-formed UTF-16 and has no exact UTF-8 form. */
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/** True for a string that is well-formed UTF-16 (and so stored and read back exactly). */
+export const isWellFormed = (value: unknown): value is string =>
+  typeof value === 'string' && !LONE_SURROGATE.test(value);
+
+/**
+ * Throws `InvalidInputError` when a key or fingerprint cannot be stored: an empty or
+ * malformed storage key, one longer than DynamoDB's key limit with its prefix, a malformed
+ * or oversized fingerprint. Checked before any request, so that bad input is a caller error
+ * rather than a ValidationException reported as a store failure.
+ */
 export function checkSizes(schema: ItemSchema, storageKey: string, fingerprint?: string): void {
+  if (!isWellFormed(storageKey) || storageKey.length === 0)
+    throw new InvalidInputError('A storage key must be a non-empty, well-formed string');
   if (utf8(schema.layout.keyPrefix + storageKey) > MAX_KEY_BYTES) {
     throw new InvalidInputError(`Storage key with prefix exceeds ${MAX_KEY_BYTES} bytes`);
   }
-  if (fingerprint !== undefined && utf8(fingerprint) > MAX_FINGERPRINT_BYTES) {
+  if (fingerprint === undefined) return;
+  if (!isWellFormed(fingerprint))
+    throw new InvalidInputError('A fingerprint must be a well-formed string');
+  if (utf8(fingerprint) > MAX_FINGERPRINT_BYTES) {
     throw new InvalidInputError(`Fingerprint exceeds ${MAX_FINGERPRINT_BYTES} bytes`);
   }
+}
+
+/**
+ * Throws `InvalidInputError` unless `owner` is a non-empty, well-formed string of at most
+ * {@link MAX_OWNER_BYTES} bytes. Two empty tokens would be one owner, each caller answered
+ * as the other's own acquisition; an oversized one would fail in DynamoDB.
+ */
+export function checkOwner(owner: unknown): string {
+  if (!isWellFormed(owner) || owner.length === 0 || utf8(owner) > MAX_OWNER_BYTES) {
+    throw new InvalidInputError(
+      `An owner must be a non-empty, well-formed string of at most ${MAX_OWNER_BYTES} bytes`,
+    );
+  }
+  return owner;
 }

@@ -94,6 +94,11 @@ export function recommendedRedisOptions(input: RecommendedRedisOptionsInput = {}
  * {@link recommendedRedisOptions}: per-node connection options with `commandTimeoutMs`, a
  * cluster reconnect strategy that never gives up (capped at `maxReconnectDelayMs`), calls
  * refused at once while the cluster is unreachable, slot refreshes bounded by the timeout.
+ * The timeout bounds each attempt on a node, not the whole call: a command sent while its
+ * node's connection is being replaced waits for that connection first, so on a Cluster a
+ * call MAY take up to about twice `commandTimeoutMs` (measured: 3.9 s with 2 s, one primary
+ * stopped). Keep `2 × commandTimeoutMs` below core's `storeTimeoutMs`, which bounds every
+ * call whatever the client does.
  */
 export function recommendedRedisClusterOptions(
   input: RecommendedRedisOptionsInput = {},

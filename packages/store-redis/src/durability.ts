@@ -13,12 +13,16 @@ export interface RedisDurability {
   loses: string;
   /**
    * Set when a restart can lose acknowledged records (completed outcomes stop being replayed,
-   * leases vanish, so retries execute again), or when the settings could not be read. Log
-   * it at start.
+   * leases vanish, so retries execute again), when Redis may evict them under memory
+   * pressure, or when the settings could not be read. Log it at start.
    */
   warning?: string;
   /** The node described (`host:port`); on a Cluster, the weakest primary. */
   node: string;
+  /** `maxmemory` in bytes (`0`: no limit, nothing is ever evicted); `'unknown'` when it could not be read. */
+  maxmemory: number | 'unknown';
+  /** `maxmemory-policy` (e.g. `'noeviction'`, `'allkeys-lru'`); `'unknown'` when it could not be read. */
+  evictionPolicy: string;
 }
 
 const FSYNC = new Set(['always', 'everysec', 'no']);
@@ -26,6 +30,32 @@ const FSYNC = new Set(['always', 'everysec', 'no']);
 async function configGet(node: Redis, name: string): Promise<string | undefined> {
   const reply = (await node.call('CONFIG', 'GET', name)) as unknown;
   return Array.isArray(reply) && reply.length >= 2 ? String(reply[1]) : undefined;
+}
+
+/** One `field:value` line of an INFO section. */
+const infoField = (info: string, field: string): string | undefined =>
+  new RegExp(`^${field}:(.*?)\\r?$`, 'm').exec(info)?.[1];
+
+type Eviction = Pick<RedisDurability, 'maxmemory' | 'evictionPolicy'>;
+
+function eviction(maxmemory: string | undefined, policy: string | undefined): Eviction {
+  const bytes = maxmemory === undefined ? Number.NaN : Number(maxmemory);
+  return {
+    maxmemory: Number.isSafeInteger(bytes) && bytes >= 0 ? bytes : 'unknown',
+    evictionPolicy: policy?.trim() || 'unknown',
+  };
+}
+
+/**
+ * Says whether Redis may evict idem's keys. Every idem key carries an expiry, so the
+ * `volatile-*` policies evict them as readily as `allkeys-*`: only `noeviction` (or no
+ * `maxmemory`) keeps them.
+ */
+function evictionWarning({ maxmemory, evictionPolicy }: Eviction): string | undefined {
+  if (maxmemory === 0 || evictionPolicy === 'noeviction') return undefined;
+  if (maxmemory === 'unknown' || evictionPolicy === 'unknown')
+    return 'Redis eviction settings could not be read (maxmemory, maxmemory-policy): check that the server runs with maxmemory-policy noeviction or without maxmemory, or it may evict idempotency records under memory pressure and their retries execute again.';
+  return `Redis evicts keys under memory pressure (maxmemory ${maxmemory} bytes, maxmemory-policy ${evictionPolicy}): it can drop completed idempotency records and live leases long before their deadlines (every idem key has an expiry, so volatile-* policies evict them too), and the retries of those requests execute again. Use maxmemory-policy noeviction (a full Redis then refuses new records with a 503) or a Redis of its own without maxmemory.`;
 }
 
 /** Rank: lower is weaker. */
@@ -84,35 +114,57 @@ async function describeNode(node: Redis): Promise<RedisDurability & { rank: numb
   let aof: RedisDurability['aof'] = 'unknown';
   let fsync: RedisDurability['fsync'] = 'unknown';
   let rdb: RedisDurability['rdb'] = 'unknown';
+  let evicts: Eviction;
   try {
-    const [appendonly, appendfsync, save] = await Promise.all(
-      ['appendonly', 'appendfsync', 'save'].map((name) => configGet(node, name)),
+    const [appendonly, appendfsync, save, maxmemory, policy] = await Promise.all(
+      ['appendonly', 'appendfsync', 'save', 'maxmemory', 'maxmemory-policy'].map((name) =>
+        configGet(node, name),
+      ),
     );
     if (appendonly !== undefined) aof = appendonly === 'yes';
     if (appendfsync && FSYNC.has(appendfsync)) fsync = appendfsync as RedisDurability['fsync'];
     if (save !== undefined) rdb = save.trim() === '' ? false : save.trim();
+    evicts = eviction(maxmemory, policy);
   } catch {
-    // CONFIG is often disabled or renamed on managed services: INFO still tells about AOF.
+    // CONFIG is often disabled or renamed on managed services: INFO still tells about AOF
+    // and eviction.
     try {
-      const info = await node.info('persistence');
-      const enabled = /^aof_enabled:(\d)/m.exec(info)?.[1];
+      const info = `${await node.info('persistence')}\n${await node.info('memory')}`;
+      const enabled = infoField(info, 'aof_enabled');
       if (enabled !== undefined) aof = enabled === '1';
+      evicts = eviction(infoField(info, 'maxmemory'), infoField(info, 'maxmemory_policy'));
     } catch (error) {
       throw new StoreUnavailableError(
-        `Redis at ${where} did not answer INFO persistence: ${error instanceof Error ? error.message : String(error)}`,
+        `Redis at ${where} did not answer INFO: ${error instanceof Error ? error.message : String(error)}`,
         { cause: error },
       );
     }
   }
-  const { rank, loses, warning } = assess(aof, fsync, rdb);
-  return { aof, fsync, rdb, loses, node: where, rank, ...(warning ? { warning } : {}) };
+  const assessed = assess(aof, fsync, rdb);
+  const evictionRisk = evictionWarning(evicts);
+  const warning = [assessed.warning, evictionRisk].filter(Boolean).join(' ');
+  // A node that may evict records is weaker than any that only loses them on a restart.
+  const rank = evictionRisk ? assessed.rank - 10 : assessed.rank;
+  return {
+    aof,
+    fsync,
+    rdb,
+    loses: assessed.loses,
+    node: where,
+    ...evicts,
+    rank,
+    ...(warning ? { warning } : {}),
+  };
 }
 
 /**
  * Reads what the Redis behind `client` keeps on disk (`CONFIG GET appendonly`, `appendfsync`,
- * `save`; `INFO persistence` when CONFIG is not allowed) and says what a restart would lose.
- * On a Cluster every primary is read and the weakest is described. `warning` is set when a
- * restart can lose acknowledged idempotency records: log it at start. Records survive a
+ * `save`; `INFO persistence` when CONFIG is not allowed) and says what a restart would lose,
+ * and whether it may evict keys (`maxmemory`, `maxmemory-policy`; `INFO memory` when CONFIG
+ * is not allowed). On a Cluster every primary is read and the weakest is described (a node
+ * that may evict counts as weaker than any that does not). `warning` is set when a restart
+ * can lose acknowledged idempotency records, or when Redis may evict them under memory
+ * pressure (any policy but `noeviction` with a `maxmemory`): log it at start. Records survive a
  * restart only with persistence (AOF `appendfsync always` loses nothing acknowledged,
  * `everysec` up to about a second of writes, RDB snapshots everything since the last one)
  * and a failover only for the writes the replicas acknowledged (see `waitForReplicas`).

@@ -12,9 +12,17 @@ import {
   type ReleaseInput,
   type StoreCapabilities,
   type StoredRecord,
+  StoreFullError,
   StoreUnavailableError,
 } from '@idem/core';
 import type { Cluster, Redis } from 'ioredis';
+import {
+  checkFingerprint,
+  checkKeyPrefix,
+  checkOwner,
+  checkStorageKey,
+  duration,
+} from './input-checks.js';
 import { integer, type Reply, toRecord } from './redis-reply.js';
 import {
   checkWaitForReplicas,
@@ -99,7 +107,6 @@ const SCRIPTS = {
 const DEFAULT_MAX_OUTCOME_BYTES = 16 * 1024 * 1024;
 const DEFAULT_FENCE_MEMORY_MS = 86_400_000;
 const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
-const BRACES = /[{}]/;
 
 /**
  * Registers the scripts on the client with `defineCommand`. Each command is named after its
@@ -118,13 +125,6 @@ function defineScripts(client: Redis | Cluster): ScriptedClient {
   return commands as unknown as ScriptedClient;
 }
 
-function duration(name: string, value: number): string {
-  if (!(Number.isFinite(value) && value >= 0)) {
-    throw new InvalidInputError(`${name} must be a finite, non-negative number of ms`);
-  }
-  return String(Math.ceil(value));
-}
-
 /** Decodes the acquire script's reply (see ACQUIRE_LUA). */
 function decodeAcquire(reply: Reply[]): AcquireResult {
   if (integer(reply[0]) === 1) {
@@ -138,13 +138,22 @@ function decodeAcquire(reply: Reply[]): AcquireResult {
   return { kind: 'found', record: toRecord(reply.slice(2)), now: integer(reply[1]) };
 }
 
-/** Runs one Redis call; any failure that is not already an IdemError becomes STORE_UNAVAILABLE. */
+/**
+ * Runs one Redis call; any failure that is not already an IdemError becomes
+ * STORE_UNAVAILABLE, except an acquisition refused for memory (`OOM` under `noeviction`):
+ * STORE_FULL, as for any bounded store.
+ */
 async function call<T>(operation: string, run: () => Promise<T>): Promise<T> {
   try {
     return await run();
   } catch (error) {
     if (error instanceof IdemError) throw error;
     const message = error instanceof Error ? error.message : String(error);
+    if (operation === 'acquire' && message.startsWith('OOM')) {
+      const full = new StoreFullError(`Redis is full (maxmemory, noeviction): ${message}`);
+      full.cause = error;
+      throw full;
+    }
     throw new StoreUnavailableError(`Redis ${operation} failed: ${message}`, { cause: error });
   }
 }
@@ -182,8 +191,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   if (!client || typeof (client as { defineCommand?: unknown }).defineCommand !== 'function') {
     throw new InvalidInputError('createRedisStore needs an ioredis Redis or Cluster client');
   }
-  const keyPrefix = options.keyPrefix ?? 'idem:';
-  if (BRACES.test(keyPrefix)) throw new InvalidInputError('keyPrefix must not contain { or }');
+  const keyPrefix = checkKeyPrefix(options.keyPrefix ?? 'idem:');
   const maxOutcomeBytes = options.maxOutcomeBytes ?? DEFAULT_MAX_OUTCOME_BYTES;
   if (!(Number.isSafeInteger(maxOutcomeBytes) && maxOutcomeBytes > 0)) {
     throw new InvalidInputError('maxOutcomeBytes must be a positive integer');
@@ -202,13 +210,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     );
   const capabilities: StoreCapabilities = { clock: 'server', maxOutcomeBytes };
 
-  const redisKey = (storageKey: string): string => {
-    // A brace would change the hash tag and could split a record from its fence memory
-    // across Cluster slots. Keys derived by core are hex.
-    if (BRACES.test(storageKey))
-      throw new InvalidInputError('A storage key must not contain { or }');
-    return `${keyPrefix}{${storageKey}}`;
-  };
+  const redisKey = (storageKey: string): string => `${keyPrefix}{${checkStorageKey(storageKey)}}`;
   const fenceKey = (storageKey: string): string => `${redisKey(storageKey)}:fence`;
 
   return {
@@ -220,7 +222,14 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const lease = duration('leaseMs', input.leaseMs);
       const retention = duration('retentionMs', input.retentionMs);
       const keys = [redisKey(input.key), fenceKey(input.key)] as const;
-      const args = [input.fingerprint, input.owner, lease, retention, fenceMemory] as const;
+      const owner = checkOwner(input.owner);
+      const args = [
+        checkFingerprint(input.fingerprint),
+        owner,
+        lease,
+        retention,
+        fenceMemory,
+      ] as const;
       if (!runWaited)
         return decodeAcquire(await call('acquire', () => redis.acquire(...keys, ...args)));
       const waited = await call('acquire', () => runWaited<Reply[]>(ACQUIRE_LUA, keys, args));
@@ -228,7 +237,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       if (result.kind === 'acquired' && waited.acknowledged < (wait?.replicas ?? 0)) {
         // Nothing ran yet: give the key back (owner-checked) so that a retry need not wait
         // for the lease to pass. Best effort: if this fails too, the lease passes by itself.
-        await redis.release(...keys, input.owner, retention, fenceMemory).catch(() => 0);
+        await redis.release(...keys, owner, retention, fenceMemory).catch(() => 0);
         throw unconfirmed('acquire', waited.acknowledged);
       }
       return result;
@@ -236,21 +245,24 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
 
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
       const { outcome } = input;
+      if (!(outcome instanceof Uint8Array))
+        throw new InvalidInputError('An outcome must be a Uint8Array');
       if (outcome.length > maxOutcomeBytes) {
         throw new OutcomeTooLargeError(outcome.length, maxOutcomeBytes);
       }
       const retention = duration('retentionMs', input.retentionMs);
       const keys = [redisKey(input.key), fenceKey(input.key)] as const;
+      const owner = checkOwner(input.owner);
       // A view, not a copy: ioredis writes the bytes to the socket as they are.
       const body = Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
       if (!runWaited) {
         const done = await call('complete', () =>
-          redis.complete(...keys, input.owner, retention, fenceMemory, body, '0'),
+          redis.complete(...keys, owner, retention, fenceMemory, body, '0'),
         );
         return done > 0 ? { ok: true } : NOT_OWNER;
       }
       // touch = 1: a redelivered completion rewrites its status, so this WAIT covers it.
-      const args = [input.owner, retention, fenceMemory, body, '1'] as const;
+      const args = [owner, retention, fenceMemory, body, '1'] as const;
       const waited = await call('complete', () => runWaited<number>(COMPLETE_LUA, keys, args));
       if (waited.reply === 0) return NOT_OWNER;
       if (waited.acknowledged < (wait?.replicas ?? 0))
@@ -261,8 +273,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
       const retention = duration('retentionMs', input.retentionMs);
       const keys = [redisKey(input.key), fenceKey(input.key)] as const;
+      const owner = checkOwner(input.owner);
       const done = await call('release', () =>
-        redis.release(...keys, input.owner, retention, fenceMemory),
+        redis.release(...keys, owner, retention, fenceMemory),
       );
       return done > 0 ? { ok: true } : NOT_OWNER;
     },
@@ -271,8 +284,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const lease = duration('leaseMs', input.leaseMs);
       const retention = duration('retentionMs', input.retentionMs);
       const keys = [redisKey(input.key), fenceKey(input.key)] as const;
+      const owner = checkOwner(input.owner);
       const leaseUntil = await call('extend', () =>
-        redis.extend(...keys, input.owner, lease, retention, fenceMemory),
+        redis.extend(...keys, owner, lease, retention, fenceMemory),
       );
       return leaseUntil > 0 ? { ok: true, leaseUntil } : NOT_OWNER;
     },

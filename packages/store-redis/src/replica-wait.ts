@@ -55,6 +55,14 @@ export function checkWaitForReplicas(client: Redis | Cluster, wait: WaitForRepli
 
 const isNoScript = (error: unknown) =>
   error instanceof Error && error.message.startsWith('NOSCRIPT');
+const isMoved = (error: unknown) => error instanceof Error && error.message.startsWith('MOVED ');
+
+/** Sends of one call at most: a reload after NOSCRIPT and a few slot moves. */
+const MAX_SENDS = 4;
+
+/** Refreshes a Cluster's slot map (errors ignored: the next send reports what is wrong). */
+const refreshSlots = (cluster: Cluster): Promise<void> =>
+  new Promise((resolve) => cluster.refreshSlotsCache(() => resolve()));
 
 /**
  * Sends `CLIENT ID`, the script, `WAIT replicas timeout` and `CLIENT ID` again as one
@@ -64,6 +72,8 @@ const isNoScript = (error: unknown) =>
  * (the connection dropped in between and ioredis resent part of the pipeline on a new one),
  * the write is reported as unconfirmed. The script is sent as `EVALSHA`, then as `EVAL` after
  * a `NOSCRIPT` (never through ioredis's own fallback, which would run it after the `WAIT`).
+ * On a Cluster, a `MOVED` answer (the slot has another primary now) refreshes the slot map
+ * and sends the pipeline again, to the new primary.
  */
 export function createRunWaited(client: Redis | Cluster, wait: WaitForReplicas): RunWaited {
   return async <T extends Reply>(
@@ -87,8 +97,19 @@ export function createRunWaited(client: Redis | Cluster, wait: WaitForReplicas):
       pipeline.client('ID');
       return pipeline.exec();
     };
-    let results = await send(true);
-    if (isNoScript(results?.[1]?.[0])) results = await send(false);
+    // ioredis follows MOVED for a pipeline only when every other command in it is a
+    // read-only one, which CLIENT and WAIT are not: the pipeline would keep going to the
+    // slot's old node until something else refreshed the slot map. A MOVED script was not
+    // run, so it is sent again once the map is fresh.
+    let loaded = true;
+    let results = await send(loaded);
+    for (let sends = 1; sends < MAX_SENDS; sends++) {
+      const error = results?.[1]?.[0];
+      if (loaded && isNoScript(error)) loaded = false;
+      else if (client.isCluster && isMoved(error)) await refreshSlots(client as Cluster);
+      else break;
+      results = await send(loaded);
+    }
     if (results?.length !== 4) {
       throw new StoreUnavailableError('Redis returned no answer to a replica-waited write');
     }

@@ -24,7 +24,17 @@
  * A record is expired once `now >= ex`; Redis drops a key once `now > PEXPIREAT`, so the
  * key carries `PEXPIREAT ex - 1` and disappears in the very millisecond the record expires.
  *
+ * Writes to an existing record (a renewal, a completion, a release) start with `PEXPIREAT`.
+ * Under `maxmemory` with `noeviction`, Redis refuses a script only at its first write, and
+ * only when that write needs memory (`PEXPIREAT` does not; `HSET` and `SET` do): so a full
+ * Redis refuses new records (`OOM`, `StoreFullError`) yet still records the heartbeats,
+ * completions and releases of executions already running, whose retries would otherwise
+ * run them again once room appears. Memory can then exceed `maxmemory` by the outcomes of
+ * the executions in flight.
+ *
  * Numbers are written with `%.0f` so that large values never turn into exponent notation.
+ * Every deadline is capped at 2^53 - 1 (`deadline`), so that a retention as long as core
+ * accepts (up to `Number.MAX_SAFE_INTEGER` ms) still reads back as a safe integer.
  * Scripts are replicated by their effects (the default since Redis 5, the only mode since
  * Redis 7), so reading `TIME` before a write is allowed and replicas receive the writes with
  * the deadlines the primary computed, never a re-run of the script under another clock.
@@ -34,6 +44,7 @@ const PRELUDE = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function fmt(n) return string.format('%.0f', n) end
+local function deadline(n) return math.min(n, 9007199254740991) end
 `;
 
 /** Remembers `fence` in KEYS[2] until `memory` ms after the record's retention deadline. */
@@ -66,10 +77,10 @@ if status then
   if ex and now < ex then
     if status == 'in_progress' then
       if r[3] == ARGV[2] then
-        local leaseUntil = now + tonumber(ARGV[3])
-        local expiresAt = leaseUntil + tonumber(ARGV[4])
-        redis.call('HSET', KEYS[1], 'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
+        local leaseUntil = deadline(now + tonumber(ARGV[3]))
+        local expiresAt = deadline(leaseUntil + tonumber(ARGV[4]))
         redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
+        redis.call('HSET', KEYS[1], 'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
         remember(r[4], expiresAt, memory)
         return {1, tonumber(r[4]), leaseUntil, 0}
       end
@@ -89,8 +100,8 @@ if memory > 0 then
   if kept > fence then fence = kept end
 end
 fence = fence + 1
-local leaseUntil = now + tonumber(ARGV[3])
-local expiresAt = leaseUntil + tonumber(ARGV[4])
+local leaseUntil = deadline(now + tonumber(ARGV[3]))
+local expiresAt = deadline(leaseUntil + tonumber(ARGV[4]))
 redis.call('HSET', KEYS[1], 's', 'in_progress', 'fp', ARGV[1], 'o', ARGV[2], 'f', fmt(fence),
   'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
 redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
@@ -114,21 +125,22 @@ end
  * Returns 1 when completed, 2 when the record is already completed by this owner with these
  * very bytes (a redelivery: nothing changes), 0 otherwise (not the owner).
  *
- * `touch` = '1' (set by the replica-wait mode) makes the redelivery path rewrite the status
- * with the value it has: the record stays the same, but the write moves this connection's
+ * `touch` = '1' (set by the replica-wait mode) makes the redelivery path set the key's expiry
+ * to the value it has: the record stays the same, but the write moves this connection's
  * replication offset past it, so the WAIT that follows covers the completion even when the
  * first delivery's WAIT did not.
  */
 export const COMPLETE_LUA = `${PRELUDE}${REMEMBER_FENCE}${MINE}
 if r[1] == 'completed' then
   if redis.call('HGET', KEYS[1], 'out') ~= ARGV[4] then return 0 end
-  if ARGV[5] == '1' then redis.call('HSET', KEYS[1], 's', 'completed') end
+  local ex = tonumber(r[3])
+  if ARGV[5] == '1' and ex - 1 > now then redis.call('PEXPIREAT', KEYS[1], fmt(ex - 1)) end
   return 2
 end
 if r[1] ~= 'in_progress' then return 0 end
-local expiresAt = now + tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 's', 'completed', 'ex', fmt(expiresAt), 'out', ARGV[4])
+local expiresAt = deadline(now + tonumber(ARGV[2]))
 redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
+redis.call('HSET', KEYS[1], 's', 'completed', 'ex', fmt(expiresAt), 'out', ARGV[4])
 remember(r[4], expiresAt, tonumber(ARGV[3]))
 return 1
 `;
@@ -141,9 +153,9 @@ return 1
 export const RELEASE_LUA = `${PRELUDE}${REMEMBER_FENCE}${MINE}
 if r[1] == 'released' then return 2 end
 if r[1] ~= 'in_progress' then return 0 end
-local expiresAt = now + tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 's', 'released', 'lu', fmt(now), 'ex', fmt(expiresAt))
+local expiresAt = deadline(now + tonumber(ARGV[2]))
 redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
+redis.call('HSET', KEYS[1], 's', 'released', 'lu', fmt(now), 'ex', fmt(expiresAt))
 remember(r[4], expiresAt, tonumber(ARGV[3]))
 return 1
 `;
@@ -154,10 +166,10 @@ return 1
  */
 export const EXTEND_LUA = `${PRELUDE}${REMEMBER_FENCE}${MINE}
 if r[1] ~= 'in_progress' then return 0 end
-local leaseUntil = now + tonumber(ARGV[2])
-local expiresAt = leaseUntil + tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], 'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
+local leaseUntil = deadline(now + tonumber(ARGV[2]))
+local expiresAt = deadline(leaseUntil + tonumber(ARGV[3]))
 redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
+redis.call('HSET', KEYS[1], 'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
 remember(r[4], expiresAt, tonumber(ARGV[4]))
 return leaseUntil
 `;

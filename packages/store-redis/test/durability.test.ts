@@ -3,6 +3,7 @@
  * what describeRedisDurability says about them.
  */
 import { randomBytes } from 'node:crypto';
+import { createIdempotency, deriveStorageKey, StoreFullError } from '@idem/core';
 import type { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRedisStore, describeRedisDurability } from '../src/index.js';
@@ -48,6 +49,52 @@ describe.skipIf(!haveServer)('describeRedisDurability', () => {
       loses: 'every record',
       warning: expect.stringMatching(/keeps nothing on disk/),
       node: `127.0.0.1:${server.port}`,
+      maxmemory: 0,
+      evictionPolicy: 'noeviction',
+    });
+  });
+
+  it('warns about a Redis that evicts keys under memory pressure, even with AOF always', async () => {
+    // Every idem key carries an expiry, so volatile-* policies evict them as readily as
+    // allkeys-*: a completed record or a live lease goes, and the retry executes again.
+    const durable = ['--appendonly', 'yes', '--appendfsync', 'always', '--maxmemory', '100mb'];
+    for (const policy of ['allkeys-lru', 'volatile-lru', 'volatile-ttl', 'allkeys-random']) {
+      const described = await describeRedisDurability(
+        (await serverWith([...durable, '--maxmemory-policy', policy])).client,
+      );
+      expect(described).toMatchObject({
+        aof: true,
+        fsync: 'always',
+        maxmemory: 100 * 1024 * 1024,
+        evictionPolicy: policy,
+        warning: expect.stringMatching(new RegExp(`evict.*${policy}.*noeviction`, 's')),
+      });
+    }
+    // noeviction refuses writes when full (a 503) instead; no maxmemory never evicts.
+    for (const args of [
+      [...durable, '--maxmemory-policy', 'noeviction'],
+      ['--appendonly', 'yes', '--maxmemory', '0', '--maxmemory-policy', 'allkeys-lru'],
+    ]) {
+      const described = await describeRedisDurability((await serverWith(args)).client);
+      expect(described.warning).toBeUndefined();
+    }
+    // Where CONFIG is not allowed (managed services), INFO memory tells.
+    const info = await describeRedisDurability(
+      (
+        await serverWith([
+          ...durable,
+          '--maxmemory-policy',
+          'volatile-lru',
+          '--rename-command',
+          'CONFIG',
+          '',
+        ])
+      ).client,
+    );
+    expect(info).toMatchObject({
+      maxmemory: 100 * 1024 * 1024,
+      evictionPolicy: 'volatile-lru',
+      warning: expect.stringMatching(/evict/),
     });
   });
 
@@ -86,6 +133,46 @@ describe.skipIf(!haveServer)('describeRedisDurability', () => {
     );
     expect(on).toMatchObject({ aof: true, fsync: 'unknown' });
     expect(on.warning).toMatch(/could not be read/);
+  });
+});
+
+describe.skipIf(!haveServer)('what eviction does to idempotency records', () => {
+  /** One completed charge, then other tenants' traffic until it is evicted or Redis is full. */
+  async function victimAfterPressure(policy: string) {
+    const { client } = await serverWith(['--maxmemory', '2mb', '--maxmemory-policy', policy]);
+    const idem = createIdempotency<string>({
+      store: createRedisStore({ client }),
+      heartbeatMs: false,
+    });
+    let charges = 0;
+    const charge = async () => {
+      charges++;
+      return 'charged';
+    };
+    await idem.execute({ key: 'charge-1', scope: 'tenant-a' }, charge);
+    const victim = createRedisStore({ client }).redisKey(deriveStorageKey('tenant-a', 'charge-1'));
+    let refused = 0;
+    for (let i = 0; i < 4_000 && (await client.exists(victim)) === 1 && refused < 10; i++) {
+      await idem
+        .execute({ key: `k${i}`, scope: 'tenant-b' }, async () => 'x'.repeat(1_000))
+        .catch((error: unknown) => {
+          // A new record on a full Redis (completions of running executions still land).
+          expect(error).toBeInstanceOf(StoreFullError);
+          refused++;
+        });
+    }
+    const retry = await idem.execute({ key: 'charge-1', scope: 'tenant-a' }, charge);
+    return { charges, retry, refused };
+  }
+
+  it('under allkeys-lru a completed charge is evicted and its retry charges again; noeviction refuses new records instead', async () => {
+    const evicting = await victimAfterPressure('allkeys-lru');
+    expect(evicting.charges).toBe(2);
+    expect(evicting.retry.replayed).toBe(false);
+    const refusing = await victimAfterPressure('noeviction');
+    expect(refusing.refused).toBeGreaterThan(0);
+    expect(refusing.charges).toBe(1);
+    expect(refusing.retry).toEqual({ value: 'charged', replayed: true });
   });
 });
 

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createIdempotency, StoreUnavailableError } from '@idem/core';
+import { createIdempotency, StoreFullError, StoreUnavailableError } from '@idem/core';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createRedisStore, recommendedRedisOptions } from '../src/index.js';
@@ -99,6 +99,57 @@ describe.skipIf(!haveServer)('outages on throwaway servers', () => {
     ).toEqual({
       ok: true,
     });
+  });
+});
+
+describe.skipIf(!haveServer)('a full Redis (maxmemory with noeviction)', () => {
+  let server: RedisServer;
+  let client: Redis;
+  afterAll(async () => {
+    client?.disconnect();
+    if (server) await stopRedisServer(server);
+  });
+
+  it('refuses new records with STORE_FULL but still renews, completes and releases the executions already running', async () => {
+    server = await startRedisServer(['--maxmemory', '2mb', '--maxmemory-policy', 'noeviction']);
+    client = await connectPort(server.port);
+    const store = createRedisStore({ client });
+    const running = [input(), input()];
+    for (const one of running) expect((await store.acquire(one)).kind).toBe('acquired');
+    // Other traffic fills Redis until it refuses a write.
+    let full: unknown;
+    for (let i = 0; i < 20_000 && !full; i++) {
+      const other = input();
+      await store
+        .acquire(other)
+        .then(() =>
+          store.complete({ ...other, outcome: new Uint8Array(1_000), retentionMs: 600_000 }),
+        )
+        .catch((error: unknown) => {
+          full = error;
+        });
+    }
+    expect(full).toBeInstanceOf(Error);
+    // A new record: refused, typed as a full store (503), nothing written.
+    const fresh = input();
+    const refused = await store.acquire(fresh).catch((error: unknown) => error);
+    expect(refused).toBeInstanceOf(StoreFullError);
+    expect((refused as StoreFullError).code).toBe('STORE_FULL');
+    expect(String(((refused as Error).cause as Error).message)).toMatch(/^OOM/);
+    expect(await store.get(fresh.key)).toBeUndefined();
+    // The executions already running are not cut short by a full Redis: a refused heartbeat
+    // or completion would let their leases lapse, and their retries run them again once
+    // room appears.
+    const [a, b] = running as [ReturnType<typeof input>, ReturnType<typeof input>];
+    expect(await store.extend({ ...a, leaseMs: 30_000, retentionMs: 600_000 })).toMatchObject({
+      ok: true,
+    });
+    const outcome = new Uint8Array(4_096).fill(7);
+    expect(await store.complete({ ...a, outcome, retentionMs: 600_000 })).toEqual({ ok: true });
+    expect(await store.release({ ...b, retentionMs: 600_000 })).toEqual({ ok: true });
+    const replay = await store.acquire({ ...a, owner: 'retry' });
+    expect(replay.kind).toBe('found');
+    if (replay.kind === 'found') expect(replay.record.outcome).toEqual(outcome);
   });
 });
 
