@@ -54,8 +54,13 @@ function retryAfterMs(response: Response): number | undefined {
   return Math.min(1_000, Number(value) * 1_000);
 }
 
-/** Full-jitter exponential backoff: 25 ms doubling, capped at 1 s. */
-const backoffMs = (retry: number) => Math.random() * Math.min(1_000, 25 * 2 ** retry);
+/**
+ * Full-jitter exponential backoff: 25 ms doubling, capped at 4 s. Clients wait at least the
+ * `Retry-After` and at most this much longer, so hundreds of keys stuck behind an outage do
+ * not turn into a retry storm that measures the machine instead of the app (recovery is
+ * measured by the probes, not by these clients).
+ */
+const backoffMs = (retry: number) => Math.random() * Math.min(4_000, 25 * 2 ** retry);
 
 /** Sends one attempt; resolves with what happened (never rejects). */
 export async function attempt(
@@ -111,7 +116,8 @@ async function runClient(request: LogicalRequest, client: number, prompt: string
       request.rejected = status;
       return;
     }
-    const wait = (result.response && retryAfterMs(result.response)) ?? backoffMs(retry);
+    const floor = (result.response && retryAfterMs(result.response)) ?? 0;
+    const wait = Math.max(floor, backoffMs(retry));
     await sleep(Math.max(0, Math.min(wait, o.deadline() - Date.now())));
   }
 }
