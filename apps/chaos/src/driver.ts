@@ -200,3 +200,46 @@ export async function probeRecovery(o: ProbeOptions): Promise<number | undefined
   if (times.some((t) => t === undefined)) return undefined;
   return Math.max(0, ...(times as number[]));
 }
+
+/** Options of {@link watchReads}. */
+export interface WatchOptions {
+  /** The instances to read from, read each round. */
+  instances(): readonly string[];
+  /** Read-only path every instance is asked, e.g. `/v1/usage`. */
+  path: string;
+  everyMs: number;
+  attemptTimeoutMs: number;
+  /** Each read lands here (client -2): it counts for 500s and latency like any request. */
+  attempts: Attempt[];
+  signal: AbortSignal;
+}
+
+/**
+ * Reads `path` from every instance every `everyMs` until `signal` aborts: store-backed reads
+ * (the ledger) must stay bounded and never 500 during a fault, as the issue found
+ * `/v1/usage` hanging through a silent connection. Resolves once its reads in flight end.
+ */
+export async function watchReads(o: WatchOptions): Promise<void> {
+  const inFlight: Promise<void>[] = [];
+  while (!o.signal.aborted) {
+    for (const url of o.instances()) {
+      const startedAt = Date.now();
+      const record: Attempt = { client: -2, instance: url, startedAt, latencyMs: 0 };
+      const read = fetch(`${url}${o.path}`, { signal: AbortSignal.timeout(o.attemptTimeoutMs) })
+        .then(async (response) => {
+          await response.arrayBuffer();
+          record.status = response.status;
+        })
+        .catch((error: unknown) => {
+          record.error = error instanceof Error ? error.name : String(error);
+        })
+        .finally(() => {
+          record.latencyMs = Date.now() - startedAt;
+          o.attempts.push(record);
+        });
+      inFlight.push(read);
+    }
+    await sleep(o.everyMs);
+  }
+  await Promise.all(inFlight);
+}

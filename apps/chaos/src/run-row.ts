@@ -1,6 +1,6 @@
 import { type AppInstance, startApp } from './app-instance.js';
 import { debugTimeline, type FaultEvent } from './debug-report.js';
-import { type Attempt, drive, probeRecovery } from './driver.js';
+import { type Attempt, drive, probeRecovery, watchReads } from './driver.js';
 import { sleep } from './processes.js';
 import type { Profile } from './profile.js';
 import { type StoreHandle, type StoreKind, startStore } from './stores.js';
@@ -157,7 +157,19 @@ export async function runRow(
       clientsPerKey: scenario.clientsPerKey ?? 2,
       ...(scenario.promptExtra ? { promptExtra: scenario.promptExtra } : {}),
     });
-    traffic = driven;
+    const stopWatching = new AbortController();
+    const watching = watchReads({
+      instances: routed,
+      path: '/v1/usage',
+      everyMs: 2_000,
+      attemptTimeoutMs: profile.attemptTimeoutMs,
+      attempts: probes,
+      signal: stopWatching.signal,
+    });
+    traffic = driven.finally(() => {
+      stopWatching.abort();
+      return watching;
+    });
     await sleep(profile.faultAtMs);
     log(`  ${scenario.id}: injecting (${(faultMs / 1000).toFixed(1)} s)`);
     events.push({ at: Date.now(), what: 'fault' });
@@ -170,6 +182,8 @@ export async function runRow(
     deadline = Math.max(Date.now(), started + spreadMs) + profile.settleMs;
     log(`  ${scenario.id}: fault over; traffic until every client has an answer or the deadline`);
     const requests = await driven;
+    stopWatching.abort();
+    await watching;
     const times = await Promise.all(recoveries);
     // Let an execution that was still streaming finish before its count is read.
     await sleep(300);
