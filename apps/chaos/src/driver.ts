@@ -54,8 +54,13 @@ function retryAfterMs(response: Response): number | undefined {
   return Math.min(1_000, Number(value) * 1_000);
 }
 
-/** Full-jitter exponential backoff: 25 ms doubling, capped at 1 s. */
-const backoffMs = (retry: number) => Math.random() * Math.min(1_000, 25 * 2 ** retry);
+/**
+ * Full-jitter exponential backoff: 25 ms doubling, capped at 4 s. Clients wait at least the
+ * `Retry-After` and at most this much longer, so hundreds of keys stuck behind an outage do
+ * not turn into a retry storm that measures the machine instead of the app (recovery is
+ * measured by the probes, not by these clients).
+ */
+const backoffMs = (retry: number) => Math.random() * Math.min(4_000, 25 * 2 ** retry);
 
 /** Sends one attempt; resolves with what happened (never rejects). */
 export async function attempt(
@@ -111,7 +116,8 @@ async function runClient(request: LogicalRequest, client: number, prompt: string
       request.rejected = status;
       return;
     }
-    const wait = (result.response && retryAfterMs(result.response)) ?? backoffMs(retry);
+    const floor = (result.response && retryAfterMs(result.response)) ?? 0;
+    const wait = Math.max(floor, backoffMs(retry));
     await sleep(Math.max(0, Math.min(wait, o.deadline() - Date.now())));
   }
 }
@@ -193,4 +199,47 @@ export async function probeRecovery(o: ProbeOptions): Promise<number | undefined
   await Promise.all(inFlight);
   if (times.some((t) => t === undefined)) return undefined;
   return Math.max(0, ...(times as number[]));
+}
+
+/** Options of {@link watchReads}. */
+export interface WatchOptions {
+  /** The instances to read from, read each round. */
+  instances(): readonly string[];
+  /** Read-only path every instance is asked, e.g. `/v1/usage`. */
+  path: string;
+  everyMs: number;
+  attemptTimeoutMs: number;
+  /** Each read lands here (client -2): it counts for 500s and latency like any request. */
+  attempts: Attempt[];
+  signal: AbortSignal;
+}
+
+/**
+ * Reads `path` from every instance every `everyMs` until `signal` aborts: store-backed reads
+ * (the ledger) must stay bounded and never 500 during a fault, as the issue found
+ * `/v1/usage` hanging through a silent connection. Resolves once its reads in flight end.
+ */
+export async function watchReads(o: WatchOptions): Promise<void> {
+  const inFlight: Promise<void>[] = [];
+  while (!o.signal.aborted) {
+    for (const url of o.instances()) {
+      const startedAt = Date.now();
+      const record: Attempt = { client: -2, instance: url, startedAt, latencyMs: 0 };
+      const read = fetch(`${url}${o.path}`, { signal: AbortSignal.timeout(o.attemptTimeoutMs) })
+        .then(async (response) => {
+          await response.arrayBuffer();
+          record.status = response.status;
+        })
+        .catch((error: unknown) => {
+          record.error = error instanceof Error ? error.name : String(error);
+        })
+        .finally(() => {
+          record.latencyMs = Date.now() - startedAt;
+          o.attempts.push(record);
+        });
+      inFlight.push(read);
+    }
+    await sleep(o.everyMs);
+  }
+  await Promise.all(inFlight);
 }

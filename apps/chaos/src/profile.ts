@@ -9,6 +9,8 @@ export interface Profile {
   flakyRequests: number;
   /** Answers of 1 MiB in the memory row. */
   memoryAnswers: number;
+  /** New logical requests per second at most (the traffic window grows to fit the count). */
+  maxRatePerSec: number;
   /** Traffic runs this long before the first fault. */
   faultAtMs: number;
   /** Traffic keeps starting new requests this long after the fault ends. */
@@ -58,6 +60,7 @@ export const shortProfile: Profile = {
   ...common,
   name: 'short',
   requests: 60,
+  maxRatePerSec: 20,
   flakyRequests: 100,
   memoryAnswers: 300,
   faultAtMs: 1_500,
@@ -76,6 +79,7 @@ export const fullProfile: Profile = {
   ...common,
   name: 'full',
   requests: 800,
+  maxRatePerSec: 20,
   flakyRequests: 1_500,
   memoryAnswers: 1_500,
   faultAtMs: 3_000,

@@ -1,5 +1,6 @@
 import { type AppInstance, startApp } from './app-instance.js';
-import { type Attempt, drive, probeRecovery } from './driver.js';
+import { debugTimeline, type FaultEvent } from './debug-report.js';
+import { type Attempt, drive, probeRecovery, watchReads } from './driver.js';
 import { sleep } from './processes.js';
 import type { Profile } from './profile.js';
 import { type StoreHandle, type StoreKind, startStore } from './stores.js';
@@ -24,6 +25,8 @@ export interface Stage {
   restored(targets?: readonly string[]): void;
   /** A promise the scenario itself checked and found broken. */
   broken(message: string): void;
+  /** Notes a fault event for the CHAOS_DEBUG timeline. */
+  mark(what: string): void;
 }
 
 /** One row of the table. */
@@ -76,6 +79,7 @@ export async function runRow(
   }, 250);
   const probes: Attempt[] = [];
   const inFlight = new Map<string, number>();
+  const events: FaultEvent[] = [];
   const recoveries: Promise<number | undefined>[] = [];
   const scenarioBroken: string[] = [];
   // Until the fault is over nobody knows when clients should stop; set on the way out too.
@@ -105,6 +109,7 @@ export async function runRow(
         return app ? (inFlight.get(app.url) ?? 0) : 0;
       },
       restored(targets) {
+        events.push({ at: Date.now(), what: 'restored' });
         recoveries.push(
           probeRecovery({
             tag: `${scenario.id}-${recoveries.length}`,
@@ -117,6 +122,7 @@ export async function runRow(
         );
       },
       broken: (message) => scenarioBroken.push(message),
+      mark: (what) => events.push({ at: Date.now(), what }),
     };
 
     // The system must work before any fault, or the row measures nothing: one 2xx from
@@ -133,12 +139,16 @@ export async function runRow(
       throw new Error(`${scenario.id}: no instance answered 2xx within 30 s before any fault`);
     }
     const faultMs = scenario.faultMs(profile);
-    const spreadMs = profile.faultAtMs + faultMs + profile.tailMs;
+    const count = scenario.requests(profile);
+    const spreadMs = Math.max(
+      profile.faultAtMs + faultMs + profile.tailMs,
+      (count / profile.maxRatePerSec) * 1_000,
+    );
     const started = Date.now();
     deadline = started + spreadMs + faultMs + profile.settleMs + 60_000;
     const driven = drive({
       tag: scenario.id,
-      count: scenario.requests(profile),
+      count,
       spreadMs,
       deadline: () => deadline,
       attemptTimeoutMs: profile.attemptTimeoutMs,
@@ -147,9 +157,22 @@ export async function runRow(
       clientsPerKey: scenario.clientsPerKey ?? 2,
       ...(scenario.promptExtra ? { promptExtra: scenario.promptExtra } : {}),
     });
-    traffic = driven;
+    const stopWatching = new AbortController();
+    const watching = watchReads({
+      instances: routed,
+      path: '/v1/usage',
+      everyMs: 2_000,
+      attemptTimeoutMs: profile.attemptTimeoutMs,
+      attempts: probes,
+      signal: stopWatching.signal,
+    });
+    traffic = driven.finally(() => {
+      stopWatching.abort();
+      return watching;
+    });
     await sleep(profile.faultAtMs);
     log(`  ${scenario.id}: injecting (${(faultMs / 1000).toFixed(1)} s)`);
+    events.push({ at: Date.now(), what: 'fault' });
     const injectLimit = faultMs + 60_000;
     const injected = await Promise.race([
       scenario.inject(stage).then(() => true),
@@ -159,6 +182,8 @@ export async function runRow(
     deadline = Math.max(Date.now(), started + spreadMs) + profile.settleMs;
     log(`  ${scenario.id}: fault over; traffic until every client has an answer or the deadline`);
     const requests = await driven;
+    stopWatching.abort();
+    await watching;
     const times = await Promise.all(recoveries);
     // Let an execution that was still streaming finish before its count is read.
     await sleep(300);
@@ -175,12 +200,8 @@ export async function runRow(
           : Math.max(...(times as number[]));
     if (process.env.CHAOS_DEBUG) {
       for (const app of everyApp) log(`  --- ${app.url} output (tail) ---\n${app.output()}`);
-      const statuses = new Map<string, number>();
-      for (const a of [...requests.flatMap((r) => r.attempts), ...probes]) {
-        const k = String(a.status ?? a.error);
-        statuses.set(k, (statuses.get(k) ?? 0) + 1);
-      }
-      log(`  statuses: ${JSON.stringify(Object.fromEntries(statuses))}`);
+      const attempts = [...requests.flatMap((r) => r.attempts), ...probes];
+      for (const line of debugTimeline(attempts, started, events)) log(line);
     }
     return judgeRow(scenario.fault, scenario.promises(profile), profile, {
       requests,

@@ -14,8 +14,10 @@ const strict = { zeroTwice: true, zeroDifferentAnswers: true, recovery: true };
 async function killStoreCycles(stage: Stage, outageMs: number, cycles: number): Promise<void> {
   for (let i = 0; i < cycles; i++) {
     if (i > 0) await sleep(CYCLE_GAP_MS);
+    stage.mark('store kill -9');
     await stage.store.kill9();
     await sleep(outageMs);
+    stage.mark('store restart');
     await stage.store.restart();
     stage.restored();
   }
