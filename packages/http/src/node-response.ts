@@ -1,4 +1,4 @@
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { ResponseRecorder } from './recorder.js';
 
@@ -142,7 +142,9 @@ export interface RecordServerResponseOptions {
  * of `on-finished`, which `res.sendFile` uses), and `res.socket` reads null while the sink
  * stands in for it. So a `stream.pipeline`, a `pipe`, `res.sendFile` or a framework streaming
  * a payload reads its source to the end, the outcome is recorded once, and a retry replays it
- * instead of running the handler again.
+ * instead of running the handler again. A response ended from the request's `'close'` or
+ * `'aborted'` event after the client left was cut short by the app: it is never recorded
+ * (the key is released).
  */
 export function recordServerResponse(
   res: ServerResponse,
@@ -214,6 +216,23 @@ export function recordServerResponse(
     releaseSocketEvents(socket, hold);
   };
 
+  // The request's 'close' and 'aborted' say the client left: an app that ends the response
+  // from them cut its body short. That end is not an outcome (see `end`).
+  let requestClosing = false;
+  const request = (res as ServerResponse & { req?: IncomingMessage }).req;
+  if (request) {
+    const emitRequest = request.emit.bind(request);
+    request.emit = function emit(event: string | symbol, ...args: unknown[]) {
+      if (event !== 'close' && event !== 'aborted') return emitRequest(event, ...args);
+      requestClosing = true;
+      try {
+        return emitRequest(event, ...args);
+      } finally {
+        requestClosing = false;
+      }
+    } as IncomingMessage['emit'];
+  }
+
   // Node marks a response whose socket closed `destroyed` and `closed` before it emits
   // 'close': both read false while the sink stands in for the socket.
   for (const name of ['destroyed', '_closed']) readFalseWhile(res, name, sinking);
@@ -266,6 +285,15 @@ export function recordServerResponse(
     cb?: Callback,
   ) {
     if (ending) return res;
+    if (requestClosing && !bypass && (gone || socket?.destroyed)) {
+      // Ended from the request's 'close' after the client left: a body cut short, never
+      // recorded. The key is released; a retry runs the handler again.
+      bypass = true;
+      void recorder.fail(new Error('The response was ended because the client left'));
+      const result = original.end(chunk, encoding, cb);
+      releaseClose();
+      return result;
+    }
     start();
     if (bypass) {
       releaseSocketEvents(socket, hold);
