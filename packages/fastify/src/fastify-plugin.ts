@@ -67,7 +67,13 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
         bodyFromParsed(request.body, headerValue(request.headers, 'content-type'), limit),
     });
     if (decision.action === 'pass') return;
-    if (decision.action === 'respond') return reply.send(decision.response);
+    if (decision.action === 'respond') {
+      // On the reply too, not only on the Response: an onSend hook that replaces the payload
+      // must not turn a 409, a 422 or a replay into a 200 without its headers.
+      reply.code(decision.response.status);
+      for (const [name, value] of decision.response.headers) reply.header(name, value);
+      return reply.send(decision.response);
+    }
     request.idempotency = decision.recorder.context;
     // Record at the Node response: every payload Fastify sends (buffers, Node and Web
     // streams, Response objects) ends up there, written chunk by chunk.

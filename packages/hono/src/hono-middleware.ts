@@ -1,8 +1,10 @@
 import {
+  BodyTooLargeError,
   bodyFromBytes,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
+  type RequestBody,
   readBodyLimited,
 } from '@idem/http';
 import type { Context, MiddlewareHandler } from 'hono';
@@ -30,6 +32,28 @@ function matchedRoute(c: Context): string | undefined {
 }
 
 /**
+ * The request body for the fingerprint. Unread, it is read from a clone (the handler still
+ * gets it) and never past `limit`. Read already through Hono (a validator in front of this
+ * middleware, `c.req.json()` in the scope hook), the raw request is consumed but Hono keeps
+ * what it read: the bytes come from its body cache.
+ */
+async function readBody(c: Context, limit: number): Promise<RequestBody> {
+  const request = c.req.raw;
+  const contentType = request.headers.get('content-type');
+  if (!request.bodyUsed) {
+    return bodyFromBytes(await readBodyLimited(request.clone().body, limit), contentType);
+  }
+  if (Object.keys(c.req.bodyCache).length === 0) {
+    throw new TypeError(
+      'The request body was read before the idempotency middleware, outside Hono (c.req.raw): read it through c.req (json, text, parseBody, a validator) or mount the middleware first',
+    );
+  }
+  const bytes = new Uint8Array(await c.req.arrayBuffer());
+  if (bytes.length > limit) throw new BodyTooLargeError(limit);
+  return bodyFromBytes(bytes, contentType);
+}
+
+/**
  * Hono 4 middleware that makes POST and PATCH (by default) idempotent by their
  * `Idempotency-Key` header. It hands Hono's own Web `Request` and `Response` to
  * `@idem/http`: the body is read from a clone (the handler still gets it), and a streamed
@@ -51,12 +75,7 @@ export function idempotency(
       ...(route === undefined ? {} : { route }),
       header: (name) => request.headers.get(name) ?? undefined,
       signal: request.signal,
-      // A clone, so the handler still gets an unread body.
-      readBody: async (limit) =>
-        bodyFromBytes(
-          await readBodyLimited(request.clone().body, limit),
-          request.headers.get('content-type'),
-        ),
+      readBody: (limit) => readBody(c, limit),
     });
     if (decision.action === 'pass') return next();
     let response: Response;

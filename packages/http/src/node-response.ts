@@ -1,4 +1,5 @@
-import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { ResponseRecorder } from './recorder.js';
 
 type Chunk = string | Uint8Array;
@@ -54,6 +55,68 @@ function readFalseWhile(object: object, name: string, hidden: () => boolean): vo
   });
 }
 
+type Listener = (...args: unknown[]) => unknown;
+/** Socket events through which code that watches the socket (`on-finished`) learns the client left. */
+const SOCKET_EVENTS: ReadonlySet<string | symbol> = new Set(['close', 'error']);
+const HOLD = Symbol('idem.socketHold');
+
+/** What one response asks of its socket while it is recorded. */
+interface SocketHold {
+  /** Whether a `'close'` or `'error'` now is to be kept from the listeners added after `early`. */
+  holding(): boolean;
+  /** The socket's listeners when the response got it (Node's own, earlier responses'). */
+  early: Map<string | symbol, Set<Listener>>;
+  /** Events kept from later listeners, handed to them by `flush`. */
+  deferred: { event: string; args: unknown[]; listeners: Listener[] }[];
+}
+
+/**
+ * Keeps a socket's `'close'` and `'error'` from the listeners added after `hold` began (those of
+ * `on-finished`, which `res.sendFile` and `send` use to stop the file stream) while
+ * `hold.holding()`; Node's own listeners get them at once. One dispatcher a socket: the hold
+ * of its current response decides.
+ */
+function holdSocketEvents(socket: Socket, hold: SocketHold): void {
+  const target = socket as Socket & { [HOLD]?: SocketHold | undefined };
+  for (const event of SOCKET_EVENTS)
+    hold.early.set(event, new Set(socket.rawListeners(event) as Listener[]));
+  if (!(HOLD in target)) {
+    const emit = socket.emit.bind(socket) as (
+      event: string | symbol,
+      ...args: unknown[]
+    ) => boolean;
+    socket.emit = function emitHeld(event: string | symbol, ...args: unknown[]) {
+      const current = target[HOLD];
+      if (!current || typeof event !== 'string' || !SOCKET_EVENTS.has(event) || !current.holding())
+        return emit(event, ...args);
+      const early = current.early.get(event) ?? new Set();
+      const listeners = socket.rawListeners(event) as Listener[];
+      const late = listeners.filter((listener) => !early.has(listener));
+      // An 'error' nobody else listens to must still throw as it would have.
+      if (late.length === 0 || (event === 'error' && late.length === listeners.length))
+        return emit(event, ...args);
+      for (const listener of late) socket.removeListener(event, listener);
+      try {
+        return emit(event, ...args);
+      } finally {
+        for (const listener of late) socket.on(event, listener);
+        current.deferred.push({ event, args, listeners: late });
+      }
+    } as Socket['emit'];
+  }
+  target[HOLD] = hold;
+}
+
+/** Ends `hold`: the events it kept reach the listeners that are still there. */
+function releaseSocketEvents(socket: Socket | null, hold: SocketHold): void {
+  const target = socket as (Socket & { [HOLD]?: SocketHold | undefined }) | null;
+  if (target?.[HOLD] === hold) target[HOLD] = undefined;
+  for (const { event, args, listeners } of hold.deferred.splice(0)) {
+    const still = new Set(target?.rawListeners(event) ?? []);
+    for (const listener of listeners) if (still.has(listener)) listener.apply(target, args);
+  }
+}
+
 /** Options of {@link recordServerResponse}. */
 export interface RecordServerResponseOptions {
   /**
@@ -74,9 +137,14 @@ export interface RecordServerResponseOptions {
  * When the client goes away before the end, the app does not learn it yet: `res` stays
  * writable (every write is taken and recorded, `destroyed` and `closed` read false, a
  * writer waiting for `'drain'` gets it) and its `'close'` event is held back until the app
- * ends or destroys the response, or the execution's lease is lost. So a `stream.pipeline`,
- * a `pipe` or a framework streaming a payload reads its source to the end, the outcome is
- * recorded once, and a retry replays it instead of running the handler again.
+ * ends or destroys the response, or the execution's lease is lost. The socket's own `'close'`
+ * and `'error'` are likewise held back from listeners added after the response began (those
+ * of `on-finished`, which `res.sendFile` uses), and `res.socket` reads null while the sink
+ * stands in for it. So a `stream.pipeline`, a `pipe`, `res.sendFile` or a framework streaming
+ * a payload reads its source to the end, the outcome is recorded once, and a retry replays it
+ * instead of running the handler again. A response ended from the request's `'close'` or
+ * `'aborted'` event after the client left was cut short by the app: it is never recorded
+ * (the key is released).
  */
 export function recordServerResponse(
   res: ServerResponse,
@@ -115,11 +183,55 @@ export function recordServerResponse(
     recording = recorder.start(res.statusCode, headersOf(res, extra));
   };
   const sinking = () => gone && !closeReleased;
-  const releaseClose = () => {
-    if (!sinking()) return;
-    closeReleased = true;
-    original.emit('close');
+  const hold: SocketHold = {
+    holding: () =>
+      !ending &&
+      !destroying &&
+      !bypass &&
+      !gone &&
+      !(started && !recording) &&
+      !recorder.context.signal.aborted,
+    early: new Map(),
+    deferred: [],
   };
+  // While the sink stands in for it, `res.socket` is null: code that checks the socket (as
+  // `on-finished` does, `socket.writable`) sees a response still on its way, not a dead one.
+  let socket: Socket | null = res.socket;
+  Object.defineProperty(res, 'socket', {
+    configurable: true,
+    enumerable: true,
+    get: () => (sinking() && !ending ? null : socket),
+    set: (next: Socket | null) => {
+      socket = next;
+    },
+  });
+  if (socket) holdSocketEvents(socket, hold);
+  // A pipelined response gets its socket when the ones before it are done.
+  else res.once('socket', (assigned: Socket) => holdSocketEvents(assigned, hold));
+  const releaseClose = () => {
+    if (sinking()) {
+      closeReleased = true;
+      original.emit('close');
+    }
+    releaseSocketEvents(socket, hold);
+  };
+
+  // The request's 'close' and 'aborted' say the client left: an app that ends the response
+  // from them cut its body short. That end is not an outcome (see `end`).
+  let requestClosing = false;
+  const request = (res as ServerResponse & { req?: IncomingMessage }).req;
+  if (request) {
+    const emitRequest = request.emit.bind(request);
+    request.emit = function emit(event: string | symbol, ...args: unknown[]) {
+      if (event !== 'close' && event !== 'aborted') return emitRequest(event, ...args);
+      requestClosing = true;
+      try {
+        return emitRequest(event, ...args);
+      } finally {
+        requestClosing = false;
+      }
+    } as IncomingMessage['emit'];
+  }
 
   // Node marks a response whose socket closed `destroyed` and `closed` before it emits
   // 'close': both read false while the sink stands in for the socket.
@@ -173,8 +285,20 @@ export function recordServerResponse(
     cb?: Callback,
   ) {
     if (ending) return res;
+    if (requestClosing && !bypass && (gone || socket?.destroyed)) {
+      // Ended from the request's 'close' after the client left: a body cut short, never
+      // recorded. The key is released; a retry runs the handler again.
+      bypass = true;
+      void recorder.fail(new Error('The response was ended because the client left'));
+      const result = original.end(chunk, encoding, cb);
+      releaseClose();
+      return result;
+    }
     start();
-    if (bypass) return original.end(chunk, encoding, cb);
+    if (bypass) {
+      releaseSocketEvents(socket, hold);
+      return original.end(chunk, encoding, cb);
+    }
     ending = true;
     let callback = cb;
     if (typeof chunk === 'function') {
@@ -210,37 +334,4 @@ export function recordServerResponse(
     releaseClose();
     return result;
   } as ServerResponse['destroy'];
-}
-
-/** Writes a Web `Response` (a replay or a problem) to a Node response, chunk by chunk. */
-export async function sendWebResponse(res: ServerResponse, response: Response): Promise<void> {
-  res.statusCode = response.status;
-  for (const [name, value] of response.headers) res.setHeader(name, value);
-  if (response.body === null) {
-    res.end();
-    return;
-  }
-  const reader = response.body.getReader();
-  try {
-    for (let read = await reader.read(); !read.done; read = await reader.read())
-      res.write(read.value);
-    res.end();
-  } catch (error) {
-    res.destroy(error instanceof Error ? error : new Error(String(error)));
-  }
-}
-
-/** One header of a Node request as a single string (repeated fields joined by ", "). */
-export function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {
-  const value = headers[name.toLowerCase()];
-  return Array.isArray(value) ? value.join(', ') : value;
-}
-
-/**
- * A Node request's target (`req.url`: path and query as sent) as an absolute URL, for
- * `IncomingRequest.url`. Read relative to a base, a target that starts with `//` would
- * name a host (`//a/payouts` is path `/payouts` on host `a`): a prefix keeps it a path.
- */
-export function requestUrl(target: string): string {
-  return target.startsWith('/') ? `http://localhost${target}` : target;
 }
