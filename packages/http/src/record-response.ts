@@ -57,17 +57,27 @@ export async function recordWebResponse(
     typeof value === 'string' ? encoder.encode(value) : (value as Uint8Array);
 
   // The client went away: keep reading the handler's body so its outcome is still
-  // recorded, and a retry gets a replay instead of a second execution.
+  // recorded, and a retry gets a replay instead of a second execution. Once the lease is
+  // lost (taken over, lapsed after a silence, or maxHoldMs passed) the body can no longer
+  // be recorded as ours: it is cancelled, so a body that never ends is not read forever.
   async function drain(): Promise<void> {
+    const lease = recorder.context.signal;
+    const stop = () => void reader.cancel(lease.reason).catch(() => {});
+    if (lease.aborted) stop();
+    else lease.addEventListener('abort', stop, { once: true });
     try {
       for (;;) {
         const { done: ended, value } = await reader.read();
+        if (lease.aborted) throw lease.reason;
         if (ended) break;
         capture(toBytes(value));
       }
       await finish();
     } catch (error) {
+      // Reported through events; nobody is left to tell.
       await fail(error);
+    } finally {
+      lease.removeEventListener('abort', stop);
     }
   }
 

@@ -49,7 +49,10 @@ export interface ResponseRecorder {
    * or releases the key when the response is not final; see the guarantees above.
    */
   finish(): Promise<void>;
-  /** The handler failed or its body broke: releases the key so a retry executes again. */
+  /**
+   * The handler failed or its body broke: releases the key so a retry executes again. Never
+   * rejects (after a `finish` that rejected, it has nothing left to do).
+   */
   fail(error: unknown): Promise<void>;
   /**
    * The client went away before the end. The body is still read and recorded when it ends;
@@ -62,7 +65,9 @@ export interface ResponseRecorder {
    * Wraps a Web `Response` so its body is recorded while it streams to the caller; the
    * returned body ends (or errors) only after `finish` settled. `signal` is the request's:
    * when it aborts (the client went away), the body is read to its end and recorded
-   * without a reader (see `clientGone`).
+   * without a reader (see `clientGone`), unless the execution's lease is lost first
+   * (`context.signal`: taken over, lapsed, or `maxHoldMs` passed): the body is then
+   * cancelled and the key released, so a body that never ends is not read forever.
    */
   recordResponse(response: Response, signal?: AbortSignal): Promise<Response>;
 }
@@ -184,10 +189,12 @@ export function createRecorder(
     return new Error(message);
   }
 
+  // Never rejects: after a `finish` that failed there is nothing left to release, and a
+  // caller that reports the failure (a drain after the client left) must not raise it again.
   function fail(_error: unknown): Promise<void> {
     clearTimeout(idleTimer);
     done ??= releaseQuietly();
-    return done;
+    return done.catch(() => {});
   }
 
   // After the client left, a body still producing output keeps its lease (heartbeats go on)
