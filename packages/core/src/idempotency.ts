@@ -3,6 +3,7 @@ import { BackgroundTasks } from './background.js';
 import {
   IdemError,
   InProgressError,
+  InvalidInputError,
   MismatchError,
   OutcomeNotRecordedError,
   ReplayedFailureError,
@@ -84,7 +85,8 @@ export interface Idempotency<T = unknown> {
   /**
    * Waits until no final write is being retried in the background (for a server's
    * shutdown), or `timeoutMs` passed. Resolves with how many are still pending.
-   * @param timeoutMs longest wait @default leaseMs
+   * @param timeoutMs longest wait; MUST be a finite, non-negative number of ms (else the
+   *   promise rejects with `InvalidInputError`) @default leaseMs
    */
   drain(timeoutMs?: number): Promise<number>;
   /** The options in force, defaults filled in. */
@@ -278,7 +280,11 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
   return {
     execute,
     begin,
-    drain: (timeoutMs = settings.leaseMs) => tasks.drain(timeoutMs),
+    drain: async (timeoutMs = settings.leaseMs) => {
+      if (!(typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs >= 0))
+        throw new InvalidInputError('drain(timeoutMs) needs a finite, non-negative number of ms');
+      return tasks.drain(timeoutMs);
+    },
     settings,
   };
 }
