@@ -1,6 +1,7 @@
 import { createIdempotency, InvalidInputError, isIdemError, type JsonValue } from '@idem/core';
 import { answerBeginError, answerFailure, respond, storeUnavailable, tooLarge } from './answers.js';
 import { parseIdempotencyKey } from './key-header.js';
+import { checkHttpOptions, retryAfterSeconds } from './option-checks.js';
 import type { HttpIdempotencyOptions } from './options.js';
 import { finalOn2xx } from './policy.js';
 import { PROBLEM_TYPES } from './problem.js';
@@ -85,6 +86,7 @@ const DEFAULT_METHODS = ['POST', 'PATCH'];
 export function createIdempotencyHandler<R = Request>(
   options: HttpIdempotencyOptions<R>,
 ): IdempotencyHandler<R> {
+  checkHttpOptions(options);
   const { isFinal, ...coreOptions } = options;
   const engine = createIdempotency<unknown>(coreOptions);
   const settings = engine.settings;
@@ -97,8 +99,16 @@ export function createIdempotencyHandler<R = Request>(
   }
   const beginAnswers = {
     failOpen: options.failOpen ?? false,
-    unavailableRetryAfter: Math.max(1, Math.ceil(options.unavailableRetryAfterSeconds ?? 1)),
-    inProgressRetryAfter: Math.max(1, Math.ceil(options.inProgressRetryAfterSeconds ?? 1)),
+    unavailableRetryAfter: retryAfterSeconds(
+      'unavailableRetryAfterSeconds',
+      options.unavailableRetryAfterSeconds,
+      1,
+    ),
+    inProgressRetryAfter: retryAfterSeconds(
+      'inProgressRetryAfterSeconds',
+      options.inProgressRetryAfterSeconds,
+      1,
+    ),
   };
   const warn = options.onWarning ?? ((message: string) => console.warn(`[@idem/http] ${message}`));
   const recorderSettings = {

@@ -76,10 +76,11 @@ export interface HttpIdempotencyOptions<R = Request>
   /**
    * `Retry-After` (seconds) of the 409 sent while a request with the key runs, capped by the
    * time left on its lease. The lease is renewed while the request runs, so it says little
-   * about when the request ends: a short poll interval serves clients better. @default 1
+   * about when the request ends: a short poll interval serves clients better. A finite,
+   * non-negative number, rounded up to at least 1. @default 1
    */
   inProgressRetryAfterSeconds?: number;
-  /** `Retry-After` (seconds) of the 503 sent when the store is down. @default 1 */
+  /** `Retry-After` (seconds) of the 503 sent when the store is down (finite, non-negative, rounded up to at least 1). @default 1 */
   unavailableRetryAfterSeconds?: number;
   /** Receives configuration warnings (e.g. a scope hook that gave no principal). @default console.warn */
   onWarning?: (message: string) => void;
