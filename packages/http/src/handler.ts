@@ -1,5 +1,5 @@
 import { createIdempotency, InvalidInputError, isIdemError, type JsonValue } from '@idem/core';
-import { answerBeginError, answerFailure, respond, storeUnavailable, tooLarge } from './answers.js';
+import { answerBeginError, answerFailure, respond, tooLarge } from './answers.js';
 import { parseIdempotencyKey } from './key-header.js';
 import { checkHttpOptions, retryAfterSeconds } from './option-checks.js';
 import type { HttpIdempotencyOptions } from './options.js';
@@ -117,6 +117,7 @@ export function createIdempotencyHandler<R = Request>(
     maxOutcomeBytes: settings.maxOutcomeBytes,
     leaseMs: settings.leaseMs,
     failOpen: options.failOpen ?? false,
+    unavailableRetryAfter: beginAnswers.unavailableRetryAfter,
     warn,
   };
   const scopeOf = createScopeResolver<R>(options.scope, warn);
@@ -229,10 +230,6 @@ export function createIdempotencyHandler<R = Request>(
     } catch (error) {
       // The policy threw, or the adapter misused the recorder: never leave the key held.
       await recorder.fail(error);
-      // A body-less response whose outcome has not landed yet (the write goes on in the
-      // background, the key stays in progress): the store's failure, answered as one.
-      if (isIdemError(error, 'STORE_UNAVAILABLE'))
-        return storeUnavailable(beginAnswers.unavailableRetryAfter).response;
       throw error;
     }
   }

@@ -1,3 +1,5 @@
+import { isIdemError } from '@idem/core';
+import { storeUnavailable } from './answers.js';
 import type { ResponseRecorder } from './recorder.js';
 
 /**
@@ -37,6 +39,7 @@ export async function recordWebResponse(
   recorder: ResponseRecorder,
   response: Response,
   signal?: AbortSignal,
+  options: { unavailableRetryAfter?: number } = {},
 ): Promise<Response> {
   const { start, capture, finish, fail, clientGone } = recorder;
   const unusable = unusableResponse(response);
@@ -47,7 +50,14 @@ export async function recordWebResponse(
   start(response.status, response.headers);
   if (response.body === null) {
     // No body (204, 304, HEAD): record first; the response goes out only after that.
-    await finish();
+    try {
+      await finish();
+    } catch (error) {
+      // Not landed yet (the write goes on in the background, the key stays in progress): the
+      // store's failure, answered as one, never a 500 of the framework.
+      if (!isIdemError(error, 'STORE_UNAVAILABLE')) throw error;
+      return storeUnavailable(options.unavailableRetryAfter ?? 1).response;
+    }
     return response;
   }
   const reader = response.body.getReader();

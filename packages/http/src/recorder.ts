@@ -63,7 +63,9 @@ export interface ResponseRecorder {
   clientGone(): void;
   /**
    * Wraps a Web `Response` so its body is recorded while it streams to the caller; the
-   * returned body ends (or errors) only after `finish` settled. `signal` is the request's:
+   * returned body ends (or errors) only after `finish` settled; for a response without a body
+   * whose outcome has not landed within `completionWaitMs`, it resolves with a 503
+   * `store-unavailable` problem (with `Retry-After`) instead. `signal` is the request's:
    * when it aborts (the client went away), the body is read to its end and recorded
    * without a reader (see `clientGone`), unless the execution's lease is lost first
    * (`context.signal`: taken over, lapsed, or `maxHoldMs` passed): the body is then
@@ -79,6 +81,8 @@ interface RecorderSettings {
   maxOutcomeBytes: number;
   leaseMs: number;
   failOpen: boolean;
+  /** `Retry-After` (s) of the 503 that `recordResponse` answers for a body-less response it could not record. */
+  unavailableRetryAfter: number;
   warn: (message: string) => void;
 }
 
@@ -220,7 +224,10 @@ export function createRecorder(
     finish,
     fail,
     clientGone,
-    recordResponse: (response, signal) => recordWebResponse(recorder, response, signal),
+    recordResponse: (response, signal) =>
+      recordWebResponse(recorder, response, signal, {
+        unavailableRetryAfter: settings.unavailableRetryAfter,
+      }),
   };
   return recorder;
 }

@@ -2,7 +2,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fetchDriver, type RunningApp, send, spyStore } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type HttpIdempotencyOptions, PROBLEM_TYPES, withIdempotency } from '../src/index.js';
+import {
+  createIdempotencyHandler,
+  type HttpIdempotencyOptions,
+  PROBLEM_TYPES,
+  withIdempotency,
+} from '../src/index.js';
 
 // Adversarial cases of a client that leaves mid-stream, over a real server on loopback:
 // the body the recorder keeps reading must neither crash the process when the store fails,
@@ -135,5 +140,31 @@ describe('a client that leaves mid-stream, with a failing store or an endless bo
       status: 503,
     });
     expect(await drain(2_000)).toBe(0);
+  });
+
+  it("recordResponse (the adapters' path) answers the same 503 for a body-less response", async () => {
+    const spied = spyStore(createMemoryStore(), { failComplete: true });
+    const handler = createIdempotencyHandler({
+      store: spied.store,
+      scope: 'global',
+      storeTimeoutMs: 50,
+      completionWaitMs: 60,
+      maxHoldMs: 300,
+      unavailableRetryAfterSeconds: 7,
+      onWarning: () => {},
+    });
+    const decision = await handler.begin({
+      native: undefined as never,
+      method: 'POST',
+      url: 'http://api.test/ping',
+      header: (name) => (name === 'idempotency-key' ? 'adapter-no-body' : undefined),
+      readBody: async () => ({ kind: 'none' }),
+    });
+    if (decision.action !== 'execute') throw new Error(`expected execute, got ${decision.action}`);
+    const response = await decision.recorder.recordResponse(new Response(null, { status: 204 }));
+    expect(response.status).toBe(503);
+    expect(response.headers.get('retry-after')).toBe('7');
+    expect(await response.json()).toMatchObject({ type: PROBLEM_TYPES.storeUnavailable });
+    expect(await handler.drain(2_000)).toBe(0);
   });
 });
