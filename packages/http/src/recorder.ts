@@ -107,8 +107,9 @@ export function createRecorder(
 
   function start(status: number, headers: Headers): boolean {
     if (head) return final;
-    // A policy that throws is a failure of ours after acquisition: the caller releases.
-    final = settings.isFinal({ status, headers });
+    // A policy that throws is a failure of ours after acquisition: the caller releases. A
+    // status a Web Response cannot carry (1xx, 600-999) could never be replayed: not final.
+    final = status >= 200 && status <= 599 && settings.isFinal({ status, headers });
     head = { status, headers: pickRecordedHeaders(headers, settings.recordedHeaders) };
     if (final) {
       const meta = { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] };

@@ -97,4 +97,23 @@ describe('recordServerResponse with apps that misuse the response', () => {
     expect(again.headers[REPLAYED_HEADER]).toBeUndefined();
     expect(runs).toBe(2); // released, never held: the retry runs again
   });
+
+  it('a status a Web Response cannot carry (999) is not recorded under a policy that records everything', async () => {
+    let runs = 0;
+    const url = await serve(
+      (_req, res) => {
+        runs++;
+        res.statusCode = 999;
+        res.end('custom status');
+      },
+      { isFinal: () => true },
+    );
+    const first = await send(url, '/s', { key: 'status-999', body: {} });
+    expect(first.status).toBe(999);
+    // Recorded, every retry would get a 500 for the key's retention (the replay cannot be built).
+    const again = await send(url, '/s', { key: 'status-999', body: {} });
+    expect(again.status).toBe(999);
+    expect(again.headers[REPLAYED_HEADER]).toBeUndefined();
+    expect(runs).toBe(2);
+  });
 });
