@@ -10,6 +10,7 @@ import {
   StoreUnavailableError,
 } from './errors.js';
 import { Execution } from './execution.js';
+import { GiveBacks } from './give-back.js';
 import { deriveStorageKey, type Scope } from './keys.js';
 import { readNotRecorded } from './not-recorded.js';
 import { decodeOutcome, type StoredOutcome } from './outcome-codec.js';
@@ -22,9 +23,8 @@ import {
   type Settled,
   successOnly,
 } from './settings.js';
-import type { IdempotencyStore } from './store.js';
+import type { AcquireResult } from './store.js';
 import { callStore } from './store-call.js';
-import { retryStoreCall } from './store-retry.js';
 
 /** Identifies one logical request. */
 export interface IdempotentRequest {
@@ -102,13 +102,6 @@ export interface BeginOptions {
 // Node batches the entropy behind randomUUID: the cheapest 122 random bits per acquire.
 const newOwner = (): string => randomUUID();
 
-/**
- * Most acquisitions given back at once after failed acquires. During an outage every
- * request fails its acquire; past this many, a possible phantom acquisition is left to run
- * out with its lease rather than multiplying the load on a store that is coming back.
- */
-export const MAX_PENDING_GIVE_BACKS = 64;
-
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
@@ -130,25 +123,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
   const isFinal = (options.isFinal ?? successOnly) as OutcomePolicy<T>;
   const serializer = (options.serializer ?? jsonSerializer) as OutcomeSerializer<T>;
   const tasks = new BackgroundTasks();
-  let pendingGiveBacks = 0;
-
-  /**
-   * An acquire that failed may still have been applied (its answer lost, a timeout): such
-   * a record would hold the key for a whole lease. Give it back with the same owner token,
-   * retried until the lease it could hold has passed. Owner-checked, so it never touches
-   * anyone else's record. At most {@link MAX_PENDING_GIVE_BACKS} at once.
-   */
-  function releaseIfApplied(storageKey: string, owner: string, callStartedAt: number): void {
-    if (pendingGiveBacks >= MAX_PENDING_GIVE_BACKS) return;
-    const { store, storeTimeoutMs, clock, retentionMs, leaseMs } = settings;
-    const deadline = callStartedAt + leaseMs;
-    pendingGiveBacks++;
-    const giveBack = retryStoreCall(
-      { operation: 'release', timeoutMs: storeTimeoutMs, clock, deadline },
-      () => store.release({ key: storageKey, owner, retentionMs }),
-    ).finally(() => pendingGiveBacks--);
-    tasks.track(giveBack);
-  }
+  const giveBacks = new GiveBacks(settings, tasks);
 
   async function begin(
     request: IdempotentRequest,
@@ -164,21 +139,23 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       signal?.throwIfAborted();
       const owner = newOwner();
       const callStartedAt = settings.clock.now();
-      let result: Awaited<ReturnType<IdempotencyStore['acquire']>>;
+      let result: AcquireResult;
+      let call: Promise<AcquireResult> | undefined;
       try {
-        result = await callStore('acquire', settings.storeTimeoutMs, () =>
-          store.acquire({
+        result = await callStore('acquire', settings.storeTimeoutMs, () => {
+          call = store.acquire({
             key: storageKey,
             fingerprint,
             owner,
             leaseMs: settings.leaseMs,
             retentionMs: settings.retentionMs,
-          }),
-        );
+          });
+          return call;
+        });
       } catch (error) {
         emit({ type: 'store_error', storageKey, operation: 'acquire', error });
         if (error instanceof StoreUnavailableError)
-          releaseIfApplied(storageKey, owner, callStartedAt);
+          giveBacks.releaseIfApplied(storageKey, owner, callStartedAt, call);
         throw error;
       }
       if (result.kind === 'acquired') {
