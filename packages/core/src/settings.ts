@@ -167,9 +167,11 @@ export function resolveSettings<T>(options: IdempotencyOptions<T>): ResolvedSett
     wait: checkWait(options.wait),
     emit: (event) => {
       try {
-        listener?.(event);
+        // A broken listener must not break a request, nor (async, rejecting) the process.
+        const result: unknown = listener?.(event);
+        if (result instanceof Promise) result.catch(() => {});
       } catch {
-        // A broken listener must not break a request.
+        // As above.
       }
     },
   };

@@ -50,3 +50,31 @@ describe('createIdempotency refuses options out of range with INVALID_INPUT', ()
     expect(await idem.drain(0)).toBe(0);
   });
 });
+
+describe('a listener that fails never breaks a request, nor the process', () => {
+  it('an onEvent that throws or rejects is ignored (no unhandled rejection)', async () => {
+    const seen: unknown[] = [];
+    const listener = (reason: unknown) => seen.push(reason);
+    process.on('unhandledRejection', listener);
+    try {
+      for (const onEvent of [
+        () => {
+          throw new Error('sync listener bug');
+        },
+        async () => {
+          throw new Error('async listener bug');
+        },
+      ]) {
+        const idem = create({ onEvent });
+        expect(await idem.execute({ key: 'k' }, async () => 'ok')).toEqual({
+          value: 'ok',
+          replayed: false,
+        });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    } finally {
+      process.off('unhandledRejection', listener);
+    }
+    expect(seen).toEqual([]);
+  });
+});
