@@ -110,7 +110,17 @@ export function createIdempotencyHandler<R = Request>(
       1,
     ),
   };
-  const warn = options.onWarning ?? ((message: string) => console.warn(`[@idem/http] ${message}`));
+  const listener =
+    options.onWarning ?? ((message: string) => console.warn(`[@idem/http] ${message}`));
+  // A broken warning listener must not change an answer, nor (rejecting) crash the process.
+  const warn = (message: string) => {
+    try {
+      const result: unknown = listener(message);
+      if (result instanceof Promise) result.catch(() => {});
+    } catch {
+      // As above.
+    }
+  };
   const recorderSettings = {
     isFinal: isFinal ?? finalOn2xx,
     recordedHeaders: resolveRecordedHeaders(options.recordedHeaders),

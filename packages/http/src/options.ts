@@ -82,6 +82,9 @@ export interface HttpIdempotencyOptions<R = Request>
   inProgressRetryAfterSeconds?: number;
   /** `Retry-After` (seconds) of the 503 sent when the store is down (finite, non-negative, rounded up to at least 1). @default 1 */
   unavailableRetryAfterSeconds?: number;
-  /** Receives configuration warnings (e.g. a scope hook that gave no principal). @default console.warn */
+  /**
+   * Receives configuration warnings (e.g. a scope hook that gave no principal). What it throws
+   * (or, async, rejects with) is ignored. @default console.warn
+   */
   onWarning?: (message: string) => void;
 }

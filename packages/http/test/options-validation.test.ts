@@ -1,6 +1,10 @@
 import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it } from 'vitest';
-import { createIdempotencyHandler, type HttpIdempotencyOptions } from '../src/index.js';
+import {
+  createIdempotencyHandler,
+  type HttpIdempotencyOptions,
+  PROBLEM_TYPES,
+} from '../src/index.js';
 
 // Options out of range are refused with INVALID_INPUT when the handler is created. Found at
 // request time, each one would be a bad answer to every request: `Retry-After: NaN`, a
@@ -57,5 +61,56 @@ describe('createIdempotencyHandler refuses options out of range with INVALID_INP
 
   it('drain() refuses a wait that is not a finite, non-negative number of ms', async () => {
     await expect(create({}).drain(Number.NaN)).rejects.toEqual(invalid);
+  });
+});
+
+describe('an onWarning that fails never changes an answer', () => {
+  it('a throwing or rejecting onWarning leaves the no-principal 500 and an over-cap replay as they are', async () => {
+    const seen: unknown[] = [];
+    const listener = (reason: unknown) => seen.push(reason);
+    process.on('unhandledRejection', listener);
+    try {
+      for (const onWarning of [
+        () => {
+          throw new Error('sync warning bug');
+        },
+        async () => {
+          throw new Error('async warning bug');
+        },
+      ]) {
+        const noPrincipal = createIdempotencyHandler({
+          store: createMemoryStore(),
+          scope: () => ({ principal: '' }),
+          onWarning,
+        });
+        const request = new Request('http://api.test/x', {
+          method: 'POST',
+          headers: { 'idempotency-key': 'k' },
+        });
+        const answer = await noPrincipal.handle(request, async () => new Response('ran'));
+        expect(answer.status).toBe(500);
+        expect(await answer.json()).toMatchObject({ type: PROBLEM_TYPES.noPrincipal });
+
+        const capped = createIdempotencyHandler({
+          store: createMemoryStore(),
+          scope: 'global',
+          maxOutcomeBytes: 100,
+          onWarning,
+        });
+        const big = () =>
+          new Request('http://api.test/big', {
+            method: 'POST',
+            headers: { 'idempotency-key': 'b' },
+          });
+        const first = await capped.handle(big(), async () => new Response('x'.repeat(500)));
+        expect((await first.text()).length).toBe(500);
+        const retry = await capped.handle(big(), async () => new Response('ran again'));
+        expect(await retry.json()).toMatchObject({ type: PROBLEM_TYPES.outcomeNotRecorded });
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    } finally {
+      process.off('unhandledRejection', listener);
+    }
+    expect(seen).toEqual([]);
   });
 });
