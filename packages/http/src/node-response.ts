@@ -177,7 +177,10 @@ export function recordServerResponse(
       if (callback) process.nextTick(callback);
       return true;
     }
-    if (sendNow) return original.write(buffer, callback);
+    if (sendNow) {
+      for (const before of held.splice(0)) original.write(before);
+      return original.write(buffer, callback);
+    }
     held.push(buffer);
     if (callback) queueMicrotask(() => callback());
     return true;

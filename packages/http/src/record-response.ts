@@ -108,6 +108,7 @@ export async function recordWebResponse(
           if (read.done) break;
           const chunk = toBytes(read.value);
           if (capture(chunk)) {
+            for (const before of held.splice(0)) controller.enqueue(before);
             controller.enqueue(chunk);
             return;
           }

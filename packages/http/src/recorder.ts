@@ -40,8 +40,9 @@ export interface ResponseRecorder {
   /** Declares status and headers (once); returns whether the response will be recorded. */
   start(status: number, headers: Headers): boolean;
   /**
-   * Takes the next body chunk. Returns true when the caller may send it now, false when it
-   * MUST hold it until `finish` resolves (the last bytes of a body of known length).
+   * Takes the next body chunk. Returns true when the caller may send it now (after the
+   * chunks it holds, in order), false when it MUST hold it until `finish` resolves (the last
+   * bytes of a body of known length).
    */
   capture(chunk: Uint8Array): boolean;
   /**
@@ -128,7 +129,10 @@ export function createRecorder(
     if (chunk.length === 0) return true;
     seen += chunk.length;
     buffer?.append(chunk);
-    return expectedLength === undefined || seen < expectedLength;
+    // Hold the chunk that completes a body of declared length (the client takes it for the
+    // end). Past that length the body is longer than declared (broken anyway): holding the
+    // rest would buffer it whole, so it flows again, held chunks first.
+    return expectedLength === undefined || seen !== expectedLength;
   }
 
   async function settle(): Promise<void> {

@@ -168,3 +168,46 @@ describe('a client that leaves mid-stream, with a failing store or an endless bo
     expect(await handler.drain(2_000)).toBe(0);
   });
 });
+
+describe('a body longer than its Content-Length', () => {
+  it('is not held whole in memory until its end: past the declared length chunks flow again', async () => {
+    let pulled = 0;
+    const handler = createIdempotencyHandler({
+      store: createMemoryStore(),
+      scope: 'global',
+      onWarning: () => {},
+    });
+    const request = () =>
+      new Request('http://api.test/lying', {
+        method: 'POST',
+        headers: { 'idempotency-key': 'cl' },
+      });
+    const response = await handler.handle(
+      request(),
+      async () =>
+        new Response(
+          new ReadableStream<Uint8Array>(
+            {
+              pull(controller) {
+                if (pulled === 200) return controller.close();
+                controller.enqueue(new Uint8Array(1_024).fill(pulled++ & 0xff));
+              },
+            },
+            { highWaterMark: 0 },
+          ),
+          { headers: { 'content-length': '10' } },
+        ),
+    );
+    const reader = response.body!.getReader();
+    const first = await reader.read();
+    expect(first.done).toBe(false);
+    // Held until the end, the caller would see nothing before all 200 chunks were pulled.
+    expect(pulled).toBeLessThan(10);
+    let total = first.value!.length;
+    for (let read = await reader.read(); !read.done; read = await reader.read())
+      total += read.value.length;
+    expect(total).toBe(200 * 1_024);
+    const replay = await handler.handle(request(), async () => new Response('ran again'));
+    expect((await replay.arrayBuffer()).byteLength).toBe(200 * 1_024);
+  });
+});
