@@ -9,8 +9,9 @@ import type { ResponsePolicy } from './policy.js';
 export interface ScopeHint {
   /**
    * Tenant, user or API key id the request acts for. MUST identify the caller: `undefined`,
-   * `null` or `''` at request time is a configuration error (the request gets a 500
-   * `no-principal` problem and nothing runs), never a shared key space.
+   * `null`, `''`, or an object or array with nothing but those in it (`{ tenant: undefined }`)
+   * at request time is a configuration error (the request gets a 500 `no-principal` problem
+   * and nothing runs), never a shared key space.
    */
   principal: Exclude<JsonValue, null>;
   /** Operation the key is unique within. @default `${METHOD} ${route or path}` */
