@@ -44,5 +44,8 @@ export type IdemEvent =
 /** The store call an event or error refers to. */
 export type StoreOperation = 'acquire' | 'complete' | 'release' | 'extend' | 'get';
 
-/** Receives events. Errors it throws are ignored so a logging bug cannot break a request. */
+/**
+ * Receives events. Errors it throws (or, for an async listener, rejections) are ignored so a
+ * logging bug cannot break a request.
+ */
 export type IdemEventListener = (event: IdemEvent) => void;

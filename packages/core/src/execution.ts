@@ -4,6 +4,7 @@ import {
   InvalidInputError,
   LeaseLostError,
   type NotRecordedReason,
+  OutcomeNotRecordedError,
   OutcomeTooLargeError,
   StoreFullError,
   StoreUnavailableError,
@@ -102,10 +103,19 @@ export class Execution {
    *   store's limit, and StoreFullError when the store is full: the operation ran, so the key
    *   is not released; a not-recorded marker is written instead (see `completeNotRecorded`).
    * @throws StoreUnavailableError when the write has not landed within `completionWaitMs`.
+   * @throws OutcomeNotRecordedError (`not_serializable`) when `outcome` cannot be encoded
+   *   (metadata that is not JSON, a body that is not bytes): a marker is written instead.
    */
   async complete(outcome: StoredOutcome): Promise<void> {
     this.startFinishing();
-    const bytes = encodeOutcome(outcome);
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeOutcome(outcome);
+    } catch (cause) {
+      // The operation ran; what it gave cannot be stored. A marker keeps retries from running it.
+      await this.writeMarker('not_serializable', {}).catch(() => {});
+      throw new OutcomeNotRecordedError('not_serializable', { cause });
+    }
     const limit = this.settings.maxOutcomeBytes;
     if (bytes.length > limit) return this.refused(new OutcomeTooLargeError(bytes.length, limit));
     try {

@@ -28,10 +28,18 @@ function omitPath(value: JsonValue, path: readonly string[]): JsonValue {
   }
   const [head, ...rest] = path as [string, ...string[]];
   const obj = value as Record<string, JsonValue | undefined>;
-  if (!(head in obj)) return value;
+  // Own members only: `constructor` or `__proto__` of a body that has none is nothing to omit.
+  if (!Object.hasOwn(obj, head)) return value;
   const copy: Record<string, JsonValue | undefined> = { ...obj };
   if (rest.length === 0) delete copy[head];
-  else copy[head] = omitPath(obj[head] as JsonValue, rest);
+  // Defined, not assigned: an own `__proto__` member stays a member, never the prototype.
+  else
+    Object.defineProperty(copy, head, {
+      value: omitPath(obj[head] as JsonValue, rest),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
   return copy;
 }
 

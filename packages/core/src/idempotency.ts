@@ -3,12 +3,14 @@ import { BackgroundTasks } from './background.js';
 import {
   IdemError,
   InProgressError,
+  InvalidInputError,
   MismatchError,
   OutcomeNotRecordedError,
   ReplayedFailureError,
   StoreUnavailableError,
 } from './errors.js';
 import { Execution } from './execution.js';
+import { GiveBacks } from './give-back.js';
 import { deriveStorageKey, type Scope } from './keys.js';
 import { readNotRecorded } from './not-recorded.js';
 import { decodeOutcome, type StoredOutcome } from './outcome-codec.js';
@@ -21,9 +23,8 @@ import {
   type Settled,
   successOnly,
 } from './settings.js';
-import type { IdempotencyStore } from './store.js';
+import type { AcquireResult } from './store.js';
 import { callStore } from './store-call.js';
-import { retryStoreCall } from './store-retry.js';
 
 /** Identifies one logical request. */
 export interface IdempotentRequest {
@@ -84,7 +85,8 @@ export interface Idempotency<T = unknown> {
   /**
    * Waits until no final write is being retried in the background (for a server's
    * shutdown), or `timeoutMs` passed. Resolves with how many are still pending.
-   * @param timeoutMs longest wait @default leaseMs
+   * @param timeoutMs longest wait; MUST be a finite, non-negative number of ms (else the
+   *   promise rejects with `InvalidInputError`) @default leaseMs
    */
   drain(timeoutMs?: number): Promise<number>;
   /** The options in force, defaults filled in. */
@@ -99,13 +101,6 @@ export interface BeginOptions {
 
 // Node batches the entropy behind randomUUID: the cheapest 122 random bits per acquire.
 const newOwner = (): string => randomUUID();
-
-/**
- * Most acquisitions given back at once after failed acquires. During an outage every
- * request fails its acquire; past this many, a possible phantom acquisition is left to run
- * out with its lease rather than multiplying the load on a store that is coming back.
- */
-export const MAX_PENDING_GIVE_BACKS = 64;
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
@@ -128,25 +123,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
   const isFinal = (options.isFinal ?? successOnly) as OutcomePolicy<T>;
   const serializer = (options.serializer ?? jsonSerializer) as OutcomeSerializer<T>;
   const tasks = new BackgroundTasks();
-  let pendingGiveBacks = 0;
-
-  /**
-   * An acquire that failed may still have been applied (its answer lost, a timeout): such
-   * a record would hold the key for a whole lease. Give it back with the same owner token,
-   * retried until the lease it could hold has passed. Owner-checked, so it never touches
-   * anyone else's record. At most {@link MAX_PENDING_GIVE_BACKS} at once.
-   */
-  function releaseIfApplied(storageKey: string, owner: string, callStartedAt: number): void {
-    if (pendingGiveBacks >= MAX_PENDING_GIVE_BACKS) return;
-    const { store, storeTimeoutMs, clock, retentionMs, leaseMs } = settings;
-    const deadline = callStartedAt + leaseMs;
-    pendingGiveBacks++;
-    const giveBack = retryStoreCall(
-      { operation: 'release', timeoutMs: storeTimeoutMs, clock, deadline },
-      () => store.release({ key: storageKey, owner, retentionMs }),
-    ).finally(() => pendingGiveBacks--);
-    tasks.track(giveBack);
-  }
+  const giveBacks = new GiveBacks(settings, tasks);
 
   async function begin(
     request: IdempotentRequest,
@@ -162,21 +139,23 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       signal?.throwIfAborted();
       const owner = newOwner();
       const callStartedAt = settings.clock.now();
-      let result: Awaited<ReturnType<IdempotencyStore['acquire']>>;
+      let result: AcquireResult;
+      let call: Promise<AcquireResult> | undefined;
       try {
-        result = await callStore('acquire', settings.storeTimeoutMs, () =>
-          store.acquire({
+        result = await callStore('acquire', settings.storeTimeoutMs, () => {
+          call = store.acquire({
             key: storageKey,
             fingerprint,
             owner,
             leaseMs: settings.leaseMs,
             retentionMs: settings.retentionMs,
-          }),
-        );
+          });
+          return call;
+        });
       } catch (error) {
         emit({ type: 'store_error', storageKey, operation: 'acquire', error });
         if (error instanceof StoreUnavailableError)
-          releaseIfApplied(storageKey, owner, callStartedAt);
+          giveBacks.releaseIfApplied(storageKey, owner, callStartedAt, call);
         throw error;
       }
       if (result.kind === 'acquired') {
@@ -278,7 +257,11 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
   return {
     execute,
     begin,
-    drain: (timeoutMs = settings.leaseMs) => tasks.drain(timeoutMs),
+    drain: async (timeoutMs = settings.leaseMs) => {
+      if (!(typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs >= 0))
+        throw new InvalidInputError('drain(timeoutMs) needs a finite, non-negative number of ms');
+      return tasks.drain(timeoutMs);
+    },
     settings,
   };
 }

@@ -26,6 +26,7 @@ export type { ExecutionSettings } from './execution.js';
 export { Execution } from './execution.js';
 export type { FingerprintInput } from './fingerprint.js';
 export { fingerprint } from './fingerprint.js';
+export { MAX_PENDING_GIVE_BACKS } from './give-back.js';
 export type {
   BeginOptions,
   BeginResult,
@@ -34,7 +35,7 @@ export type {
   IdempotentRequest,
   OperationContext,
 } from './idempotency.js';
-export { createIdempotency, MAX_PENDING_GIVE_BACKS } from './idempotency.js';
+export { createIdempotency } from './idempotency.js';
 export type { GenerateKeyOptions, Scope } from './keys.js';
 export {
   batchItemKey,

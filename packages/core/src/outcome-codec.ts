@@ -1,5 +1,5 @@
 import type { JsonValue } from './canonical-json.js';
-import { OutcomeCorruptError } from './errors.js';
+import { InvalidInputError, OutcomeCorruptError } from './errors.js';
 
 /**
  * What a store keeps for a completed execution: opaque body bytes plus JSON metadata
@@ -20,9 +20,17 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
  * Encodes an outcome as one byte string: a 4-byte magic and version, the metadata JSON's
  * length (4 bytes, big-endian), the metadata JSON, then the body bytes untouched. Every store
  * keeps these bytes as they are, so binary bodies round-trip exactly on every store.
+ * @throws InvalidInputError when the body is not a `Uint8Array` or the metadata not an
+ *   object, TypeError when the metadata cannot be written as JSON (a BigInt, a cycle)
  */
 export function encodeOutcome(outcome: StoredOutcome): Uint8Array {
-  const meta = encoder.encode(JSON.stringify(outcome.meta));
+  if (!(outcome?.body instanceof Uint8Array))
+    throw new InvalidInputError('An outcome body must be a Uint8Array');
+  const { meta: value } = outcome;
+  if (typeof value !== 'object' || value === null || Array.isArray(value))
+    throw new InvalidInputError('An outcome meta must be a JSON object');
+  // Throws TypeError for what JSON cannot carry (a BigInt, a cycle).
+  const meta = encoder.encode(JSON.stringify(value));
   const out = new Uint8Array(HEADER + meta.length + outcome.body.length);
   out.set(MAGIC, 0);
   new DataView(out.buffer).setUint32(MAGIC.length, meta.length);

@@ -20,7 +20,10 @@ export const successOnly: OutcomePolicy<unknown> = (settled) => settled.ok;
  */
 export const everythingFinal: OutcomePolicy<unknown> = () => true;
 
-/** Bounded wait on a key in progress, instead of failing at once with `IN_PROGRESS`. */
+/**
+ * Bounded wait on a key in progress, instead of failing at once with `IN_PROGRESS`. Both
+ * durations MUST be positive and finite (`InvalidInputError` at creation otherwise).
+ */
 export interface WaitOptions {
   /** Longest total wait, in ms. */
   timeoutMs: number;
@@ -79,7 +82,7 @@ export interface ResolvedSettings extends ExecutionSettings {
 const MAX_TIMER_MS = 2_147_483_647;
 
 function positive(name: string, value: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (!(Number.isFinite(value) && value > 0 && value <= max))
+  if (!(typeof value === 'number' && Number.isFinite(value) && value > 0 && value <= max))
     throw new InvalidInputError(`${name} must be a positive number of ms, at most ${max}`);
   return value;
 }
@@ -91,13 +94,59 @@ function outcomeCap(option: number | undefined, store: IdempotencyStore): number
   return Math.min(cap, store.capabilities.maxOutcomeBytes ?? Number.POSITIVE_INFINITY);
 }
 
+const isFunction = (value: unknown): boolean => typeof value === 'function';
+
+function checkStore(store: unknown): asserts store is IdempotencyStore {
+  if (typeof store !== 'object' || store === null)
+    throw new InvalidInputError('A store is required');
+  const candidate = store as Record<string, unknown>;
+  const missing = ['acquire', 'complete', 'release', 'extend'].filter(
+    (name) => !isFunction(candidate[name]),
+  );
+  if (missing.length > 0 || typeof candidate.capabilities !== 'object' || !candidate.capabilities)
+    throw new InvalidInputError(
+      `The store must implement IdempotencyStore (capabilities, acquire, complete, release, extend)${missing.length > 0 ? `; missing ${missing.join(', ')}` : ''}`,
+    );
+}
+
+/** Checks the hooks: a wrong one would fail only at request time, after the operation ran. */
+function checkHooks<T>(options: IdempotencyOptions<T>): void {
+  const { isFinal, serializer, onEvent, clock } = options;
+  if (isFinal !== undefined && !isFunction(isFinal))
+    throw new InvalidInputError('isFinal must be a function (settled) => boolean');
+  if (
+    serializer !== undefined &&
+    !(isFunction(serializer?.serialize) && isFunction(serializer?.deserialize))
+  )
+    throw new InvalidInputError('serializer must have serialize and deserialize methods');
+  if (onEvent !== undefined && !isFunction(onEvent))
+    throw new InvalidInputError('onEvent must be a function');
+  if (clock !== undefined && !isFunction(clock?.now))
+    throw new InvalidInputError('clock must have a now() method');
+}
+
+/** `false`, or a bounded wait: a finite timeout and a positive poll interval. */
+function checkWait(wait: unknown): WaitOptions | false {
+  if (wait === undefined || wait === false) return false;
+  if (typeof wait !== 'object' || wait === null)
+    throw new InvalidInputError('wait must be false or { timeoutMs, pollMs? }');
+  const { timeoutMs, pollMs } = wait as Partial<WaitOptions>;
+  positive('wait.timeoutMs', timeoutMs as number, MAX_TIMER_MS);
+  if (pollMs !== undefined) positive('wait.pollMs', pollMs, MAX_TIMER_MS);
+  return wait as WaitOptions;
+}
+
 /** Resolves options and defaults; throws `InvalidInputError` on a bad value. */
 export function resolveSettings<T>(options: IdempotencyOptions<T>): ResolvedSettings {
-  if (!options.store) throw new InvalidInputError('A store is required');
+  checkStore(options.store);
+  checkHooks(options);
   const leaseMs = positive('leaseMs', options.leaseMs ?? 30_000, MAX_TIMER_MS);
   const heartbeat = options.heartbeatMs === undefined ? leaseMs / 3 : options.heartbeatMs;
-  if (heartbeat !== false && !(heartbeat > 0 && heartbeat < leaseMs)) {
-    throw new InvalidInputError('heartbeatMs must be positive and shorter than leaseMs');
+  if (
+    heartbeat !== false &&
+    !(typeof heartbeat === 'number' && heartbeat > 0 && heartbeat < leaseMs)
+  ) {
+    throw new InvalidInputError('heartbeatMs must be false, or positive and shorter than leaseMs');
   }
   const storeTimeoutMs = positive('storeTimeoutMs', options.storeTimeoutMs ?? 5_000, MAX_TIMER_MS);
   const listener = options.onEvent;
@@ -115,12 +164,14 @@ export function resolveSettings<T>(options: IdempotencyOptions<T>): ResolvedSett
       MAX_TIMER_MS,
     ),
     maxOutcomeBytes: outcomeCap(options.maxOutcomeBytes, options.store),
-    wait: options.wait ?? false,
+    wait: checkWait(options.wait),
     emit: (event) => {
       try {
-        listener?.(event);
+        // A broken listener must not break a request, nor (async, rejecting) the process.
+        const result: unknown = listener?.(event);
+        if (result instanceof Promise) result.catch(() => {});
       } catch {
-        // A broken listener must not break a request.
+        // As above.
       }
     },
   };

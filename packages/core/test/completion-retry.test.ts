@@ -165,6 +165,26 @@ describe('an acquire whose answer was lost', () => {
     expect(await idem.execute({ key: 'k' }, op)).toEqual({ value: 'charge-1', replayed: false });
     expect(runs()).toBe(1);
   });
+
+  it('is given back even when the acquire lands after its give-back was first due', async () => {
+    const { idem, store, op, runs } = setup({ storeTimeoutMs: 50 });
+    store.lateMs = 150; // applied 100 ms after the caller gave up on it
+    store.next.acquire.push('late');
+    await expect(idem.execute({ key: 'k' }, op)).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await idem.drain(2_000)).toBe(0);
+    await sleep(200); // the late acquire has landed by now
+    expect(await idem.execute({ key: 'k' }, op)).toEqual({ value: 'charge-1', replayed: false });
+    expect(runs()).toBe(1);
+  });
+
+  it('is not given back when the late answer says the key was not acquired', async () => {
+    const { idem, store, op } = setup({ storeTimeoutMs: 50 });
+    await idem.execute({ key: 'k' }, op);
+    store.next.acquire.push('late');
+    await expect(idem.execute({ key: 'k' }, op)).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await idem.drain(2_000)).toBe(0);
+    expect(store.calls.release).toBe(0);
+  });
 });
 
 describe('background work does not keep a process alive', () => {

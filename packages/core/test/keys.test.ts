@@ -152,6 +152,25 @@ describe('fingerprint', () => {
     expect(c).not.toBe(a);
   });
 
+  it('an excluded path that names an inherited property (constructor, __proto__) changes nothing', () => {
+    const body = { amount: 5 };
+    for (const path of ['constructor.name', '__proto__.x', 'toString', 'amount.constructor']) {
+      expect(fingerprint({ body, exclude: [path] })).toBe(fingerprint({ body }));
+    }
+    // An own __proto__ member (as JSON.parse makes it) is a member like any other.
+    const parsed = (text: string) => JSON.parse(text) as { [key: string]: never };
+    const withProto = parsed('{"__proto__":{"trace":1,"keep":1},"a":1}');
+    const otherTrace = parsed('{"__proto__":{"trace":2,"keep":1},"a":1}');
+    const otherKeep = parsed('{"__proto__":{"trace":1,"keep":2},"a":1}');
+    const exclude = ['__proto__.trace'];
+    expect(fingerprint({ body: withProto, exclude })).toBe(
+      fingerprint({ body: otherTrace, exclude }),
+    );
+    expect(fingerprint({ body: withProto, exclude })).not.toBe(
+      fingerprint({ body: otherKeep, exclude }),
+    );
+  });
+
   it('tells raw bytes from JSON text', () => {
     expect(fingerprint({ body: new TextEncoder().encode('"x"') })).not.toBe(
       fingerprint({ body: 'x' }),

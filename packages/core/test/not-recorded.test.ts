@@ -123,6 +123,35 @@ describe('a successful operation is never released for a reason of ours', () => 
     });
   }
 
+  // A custom serializer can return what encodeOutcome cannot write: metadata that is not
+  // JSON, a body that is not bytes. The operation ran all the same.
+  const unencodable: [string, () => { meta: Record<string, unknown>; body: unknown }][] = [
+    ['metadata with a BigInt', () => ({ meta: { big: 10n }, body: new Uint8Array() })],
+    ['a body that is not bytes', () => ({ meta: {}, body: 'text' })],
+  ];
+  for (const [name, serialize] of unencodable) {
+    it(`a serializer that returns ${name} leaves a not_serializable marker, not a lease held for maxHoldMs`, async () => {
+      const clock = new ManualClock();
+      const store = new FakeStore(clock);
+      const idem = createIdempotency<unknown>({
+        store,
+        clock,
+        leaseMs: 1_000,
+        heartbeatMs: false,
+        serializer: { serialize, deserialize: () => 'never' } as never,
+      });
+      let runs = 0;
+      const op = async () => `ran ${++runs}`;
+      const first = await error(idem.execute({ key: 'k' }, op));
+      expect(first).toMatchObject({ code: 'OUTCOME_NOT_RECORDED', reason: 'not_serializable' });
+      expect((await onlyRecord(store)).status).toBe('completed');
+      clock.advance(5_000); // far past the lease: a held or lapsed key would run again
+      const again = await error(idem.execute({ key: 'k' }, op));
+      expect(again).toMatchObject({ code: 'OUTCOME_NOT_RECORDED', reason: 'not_serializable' });
+      expect(runs).toBe(1);
+    });
+  }
+
   it("the store's own OutcomeTooLargeError leaves a marker instead of releasing", async () => {
     const { idem, store, counted, runs } = setup();
     store.next.complete.push('too_large');

@@ -53,12 +53,17 @@ export interface Scenario {
   run(ctx: ScenarioContext): Promise<void>;
 }
 
-/** Polls `condition` every 5 ms, for at most `timeoutMs`. */
-export async function waitFor(condition: () => boolean, what: string, timeoutMs = 5_000) {
+/** Polls `condition` every `pollMs` (5), for at most `timeoutMs`. */
+export async function waitFor(
+  condition: () => boolean,
+  what: string,
+  timeoutMs = 5_000,
+  pollMs = 5,
+) {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await sleep(5);
+    await sleep(pollMs);
   }
 }
 

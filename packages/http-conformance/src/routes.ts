@@ -96,6 +96,7 @@ const numberParam = (query: URLSearchParams, name: string, fallback: number) => 
  * | `/sse`     | 200 `text/event-stream`, {@link SSE_EVENTS} events `?gap=` ms apart (10)     |
  * | `/stream`  | 200 octet stream of `?chunks=` (4) chunks of `?size=` (256) bytes, `?gap=` ms apart |
  * | `/broken`  | 200 text stream that throws after two chunks                                 |
+ * | `/endless` | 200 octet stream that does not end (500 chunks), a chunk every `?gap=` ms (20); each chunk produced counts as a call of `/endless:chunks` |
  */
 export function createRoutes(): {
   routes: ReadonlyMap<string, Behaviour>;
@@ -162,6 +163,27 @@ export function createRoutes(): {
           numberParam(query, 'gap', 0),
         ),
       }),
+    ],
+    [
+      '/endless',
+      async ({ query }) => {
+        count('/endless');
+        const gap = numberParam(query, 'gap', 20);
+        async function* forever(): AsyncIterable<Uint8Array<ArrayBuffer>> {
+          // Endless for any scenario; bounded (500 chunks) so an integration that never
+          // cancels it does not leave it running for the rest of the test run.
+          for (let index = 0; index < 500; index++) {
+            if (index > 0) await sleep(gap);
+            count('/endless:chunks');
+            yield streamChunk(0, index, 16);
+          }
+        }
+        return {
+          status: 200,
+          headers: { 'content-type': 'application/octet-stream' },
+          body: forever(),
+        };
+      },
     ],
     [
       '/broken',

@@ -90,10 +90,14 @@ export interface SpiedStore {
   calls: { acquire: number; complete: number; release: number; extend: number; get: number };
   /** Outcomes that `complete` stored, in order. */
   completed: StoredOutcome[];
+  /** The faults in force: a scenario may change them while it runs (the store comes back). */
+  faults: StoreFaults;
 }
 
 /** Wraps `inner`: counts its calls, keeps the completed outcomes, injects `faults`. */
-export function spyStore(inner: IdempotencyStore, faults: StoreFaults = {}): SpiedStore {
+export function spyStore(inner: IdempotencyStore, initial: StoreFaults = {}): SpiedStore {
+  // A copy: a scenario that changes its faults must not change them for the next store kind.
+  const faults: StoreFaults = { ...initial };
   const calls = { acquire: 0, complete: 0, release: 0, extend: 0, get: 0 };
   const completed: StoredOutcome[] = [];
   const slow = async () => {
@@ -133,7 +137,7 @@ export function spyStore(inner: IdempotencyStore, faults: StoreFaults = {}): Spi
       return inner.get(key);
     },
   };
-  return { store, calls, completed };
+  return { store, calls, completed, faults };
 }
 
 /** A store whose every call fails at once (refused) or never answers (a black hole). */

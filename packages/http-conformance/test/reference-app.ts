@@ -3,6 +3,7 @@ import {
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IncomingRequest,
+  type ResponseRecorder,
   readBodyLimited,
   type ScopeHint,
 } from '@idem/http';
@@ -23,7 +24,9 @@ export type Bug =
   | 'ends-before-recording'
   | 'raw-path-operation'
   | 'ends-when-recording-failed'
-  | 'first-of-repeated-headers';
+  | 'first-of-repeated-headers'
+  | 'reads-forever-after-disconnect'
+  | 'hides-content-type';
 
 const tenantScope = (request: Request) =>
   ({ principal: request.headers.get(TENANT_HEADER) ?? undefined }) as ScopeHint;
@@ -65,13 +68,13 @@ function buggyBegin(
       header: (name) => {
         if (bug === 'first-of-repeated-headers' && name.toLowerCase() === 'idempotency-key')
           return request.headers.get(name)?.split(', ')[0];
+        if (bug === 'hides-content-type' && name.toLowerCase() === 'content-type') return undefined;
         return request.headers.get(name) ?? undefined;
       },
-      readBody: async (limit) =>
-        bodyFromBytes(
-          await readBodyLimited(request.clone().body, limit),
-          request.headers.get('content-type'),
-        ),
+      readBody: async (limit) => {
+        const bytes = await readBodyLimited(request.clone().body, limit);
+        return bodyFromBytes(bytes, request.headers.get('content-type'));
+      },
     };
     const decision = await idem.begin(incoming);
     if (decision.action === 'pass') return route(request);
@@ -94,6 +97,7 @@ function buggyBegin(
       void recorder.recordResponse(new Response(recorded, response)).then((r) => r.arrayBuffer());
       return new Response(sent, response);
     }
+    if (bug === 'reads-forever-after-disconnect') return readsForever(recorder, response);
     if (bug === 'ends-when-recording-failed') {
       recorder.start(response.status, response.headers);
       const bytes = new Uint8Array(await response.arrayBuffer());
@@ -103,4 +107,30 @@ function buggyBegin(
     }
     return recorder.recordResponse(response, request.signal);
   };
+}
+
+/** Streams and records by hand; after the client left it reads the body to its end, lease or not. */
+function readsForever(recorder: ResponseRecorder, response: Response): Response {
+  recorder.start(response.status, response.headers);
+  const reader = response.body!.getReader();
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const read = await reader.read();
+      if (read.done) {
+        await recorder.finish();
+        controller.close();
+        return;
+      }
+      recorder.capture(read.value);
+      controller.enqueue(read.value);
+    },
+    cancel() {
+      void (async () => {
+        for (let read = await reader.read(); !read.done; read = await reader.read())
+          recorder.capture(read.value);
+        await recorder.finish();
+      })().catch(() => {});
+    },
+  });
+  return new Response(stream, response);
 }

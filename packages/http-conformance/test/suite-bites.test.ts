@@ -35,6 +35,8 @@ describe('the suite bites: each broken integration fails the scenario written fo
     ['raw-path-operation', /path variant/],
     ['ends-when-recording-failed', /^aborts a response whose outcome could not be stored/],
     ['first-of-repeated-headers', /repeated Idempotency-Key header/],
+    ['reads-forever-after-disconnect', /^stops reading an endless stream/],
+    ['hides-content-type', /^answers 422 to the same bytes sent as another media type/],
   ];
   for (const [bug, pattern] of cases) {
     it(`${bug} fails "${pattern.source}"`, async () => {

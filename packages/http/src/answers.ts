@@ -10,7 +10,7 @@ export function respond(
   title: string,
   detail: string,
   headers?: Record<string, string>,
-): IdempotencyDecision {
+): Extract<IdempotencyDecision, { action: 'respond' }> {
   return {
     action: 'respond',
     response: problemResponse({ type, title, status, detail }, headers),
@@ -25,6 +25,19 @@ export function tooLarge(): IdempotencyDecision {
     PROBLEM_TYPES.bodyTooLarge,
     'Request body too large',
     'The request body exceeds the configured limit',
+  );
+}
+
+/** 503 + Retry-After: the store could not be reached; retry later with the same key. @internal */
+export function storeUnavailable(
+  retryAfterSeconds: number,
+): Extract<IdempotencyDecision, { action: 'respond' }> {
+  return respond(
+    503,
+    PROBLEM_TYPES.storeUnavailable,
+    'Idempotency store unavailable',
+    'Retry later with the same key',
+    { 'retry-after': String(retryAfterSeconds) },
   );
 }
 
@@ -70,13 +83,7 @@ export function answerBeginError(
   }
   if (isIdemError(error, 'STORE_UNAVAILABLE') || isIdemError(error, 'STORE_FULL')) {
     if (tuning.failOpen) return { action: 'pass', reason: 'fail-open' };
-    return respond(
-      503,
-      PROBLEM_TYPES.storeUnavailable,
-      'Idempotency store unavailable',
-      'Retry later with the same key',
-      { 'retry-after': String(tuning.unavailableRetryAfter) },
-    );
+    return storeUnavailable(tuning.unavailableRetryAfter);
   }
   // The first request ran; its response was over maxOutcomeBytes (or the store refused it).
   if (isIdemError(error, 'OUTCOME_NOT_RECORDED')) {

@@ -1,6 +1,7 @@
 import { createIdempotency, InvalidInputError, isIdemError, type JsonValue } from '@idem/core';
 import { answerBeginError, answerFailure, respond, tooLarge } from './answers.js';
 import { parseIdempotencyKey } from './key-header.js';
+import { checkHttpOptions, retryAfterSeconds } from './option-checks.js';
 import type { HttpIdempotencyOptions } from './options.js';
 import { finalOn2xx } from './policy.js';
 import { PROBLEM_TYPES } from './problem.js';
@@ -85,6 +86,7 @@ const DEFAULT_METHODS = ['POST', 'PATCH'];
 export function createIdempotencyHandler<R = Request>(
   options: HttpIdempotencyOptions<R>,
 ): IdempotencyHandler<R> {
+  checkHttpOptions(options);
   const { isFinal, ...coreOptions } = options;
   const engine = createIdempotency<unknown>(coreOptions);
   const settings = engine.settings;
@@ -97,16 +99,35 @@ export function createIdempotencyHandler<R = Request>(
   }
   const beginAnswers = {
     failOpen: options.failOpen ?? false,
-    unavailableRetryAfter: Math.max(1, Math.ceil(options.unavailableRetryAfterSeconds ?? 1)),
-    inProgressRetryAfter: Math.max(1, Math.ceil(options.inProgressRetryAfterSeconds ?? 1)),
+    unavailableRetryAfter: retryAfterSeconds(
+      'unavailableRetryAfterSeconds',
+      options.unavailableRetryAfterSeconds,
+      1,
+    ),
+    inProgressRetryAfter: retryAfterSeconds(
+      'inProgressRetryAfterSeconds',
+      options.inProgressRetryAfterSeconds,
+      1,
+    ),
   };
-  const warn = options.onWarning ?? ((message: string) => console.warn(`[@idem/http] ${message}`));
+  const listener =
+    options.onWarning ?? ((message: string) => console.warn(`[@idem/http] ${message}`));
+  // A broken warning listener must not change an answer, nor (rejecting) crash the process.
+  const warn = (message: string) => {
+    try {
+      const result: unknown = listener(message);
+      if (result instanceof Promise) result.catch(() => {});
+    } catch {
+      // As above.
+    }
+  };
   const recorderSettings = {
     isFinal: isFinal ?? finalOn2xx,
     recordedHeaders: resolveRecordedHeaders(options.recordedHeaders),
     maxOutcomeBytes: settings.maxOutcomeBytes,
     leaseMs: settings.leaseMs,
     failOpen: options.failOpen ?? false,
+    unavailableRetryAfter: beginAnswers.unavailableRetryAfter,
     warn,
   };
   const scopeOf = createScopeResolver<R>(options.scope, warn);

@@ -160,6 +160,8 @@ export function recordServerResponse(
     emit: res.emit.bind(res) as (event: string | symbol, ...args: unknown[]) => boolean,
   };
   const held: Buffer[] = [];
+  /** Writes the app made after `end`, passed on after the real end so Node refuses them. */
+  const late: [Chunk, BufferEncoding | Callback | undefined, Callback | undefined][] = [];
   let started = false;
   /** The policy made the response final: it is recorded when it ends. */
   let recording = false;
@@ -180,7 +182,15 @@ export function recordServerResponse(
       void recorder.fail(new Error(`A ${res.statusCode} answered before the handler ran`));
       return;
     }
-    recording = recorder.start(res.statusCode, headersOf(res, extra));
+    try {
+      recording = recorder.start(res.statusCode, headersOf(res, extra));
+    } catch (error) {
+      // The outcome policy threw: the key is released and the response is no longer ours,
+      // so the app's error handling can still answer it (unrecorded).
+      bypass = true;
+      void recorder.fail(error);
+      throw error;
+    }
   };
   const sinking = () => gone && !closeReleased;
   const hold: SocketHold = {
@@ -265,7 +275,13 @@ export function recordServerResponse(
 
   res.write = function write(chunk: Chunk, encoding?: BufferEncoding | Callback, cb?: Callback) {
     if (!ending) start();
-    if (ending || bypass) return original.write(chunk, encoding, cb);
+    if (bypass) return original.write(chunk, encoding, cb);
+    if (ending) {
+      // The real end waits for the record: a write now would reach the client ahead of the
+      // held body. Pass it on after the end, where Node refuses it as it always does.
+      late.push([chunk, encoding, cb]);
+      return false;
+    }
     const callback = typeof encoding === 'function' ? encoding : cb;
     const buffer = toBuffer(chunk, typeof encoding === 'string' ? encoding : undefined);
     const sendNow = recorder.capture(buffer);
@@ -273,7 +289,10 @@ export function recordServerResponse(
       if (callback) process.nextTick(callback);
       return true;
     }
-    if (sendNow) return original.write(buffer, callback);
+    if (sendNow) {
+      for (const before of held.splice(0)) original.write(before);
+      return original.write(buffer, callback);
+    }
     held.push(buffer);
     if (callback) queueMicrotask(() => callback());
     return true;
@@ -317,6 +336,7 @@ export function recordServerResponse(
       () => {
         for (const buffer of held) original.write(buffer);
         original.end(callback);
+        for (const args of late.splice(0)) original.write(...args);
         releaseClose();
       },
       (error: unknown) => {

@@ -9,8 +9,9 @@ import type { ResponsePolicy } from './policy.js';
 export interface ScopeHint {
   /**
    * Tenant, user or API key id the request acts for. MUST identify the caller: `undefined`,
-   * `null` or `''` at request time is a configuration error (the request gets a 500
-   * `no-principal` problem and nothing runs), never a shared key space.
+   * `null`, `''`, or an object or array with nothing but those in it (`{ tenant: undefined }`)
+   * at request time is a configuration error (the request gets a 500 `no-principal` problem
+   * and nothing runs), never a shared key space.
    */
   principal: Exclude<JsonValue, null>;
   /** Operation the key is unique within. @default `${METHOD} ${route or path}` */
@@ -76,11 +77,15 @@ export interface HttpIdempotencyOptions<R = Request>
   /**
    * `Retry-After` (seconds) of the 409 sent while a request with the key runs, capped by the
    * time left on its lease. The lease is renewed while the request runs, so it says little
-   * about when the request ends: a short poll interval serves clients better. @default 1
+   * about when the request ends: a short poll interval serves clients better. A finite,
+   * non-negative number, rounded up to at least 1. @default 1
    */
   inProgressRetryAfterSeconds?: number;
-  /** `Retry-After` (seconds) of the 503 sent when the store is down. @default 1 */
+  /** `Retry-After` (seconds) of the 503 sent when the store is down (finite, non-negative, rounded up to at least 1). @default 1 */
   unavailableRetryAfterSeconds?: number;
-  /** Receives configuration warnings (e.g. a scope hook that gave no principal). @default console.warn */
+  /**
+   * Receives configuration warnings (e.g. a scope hook that gave no principal). What it throws
+   * (or, async, rejects with) is ignored. @default console.warn
+   */
   onWarning?: (message: string) => void;
 }

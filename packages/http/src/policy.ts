@@ -6,7 +6,9 @@ export interface ResponseHead {
 
 /**
  * Decides whether a response is final (recorded and replayed to every retry) or released
- * so that a retry executes again. A handler that throws is seen as a 500 response.
+ * so that a retry executes again. A handler that throws is seen as a 500 response. It is
+ * not asked about a status outside 200..599 (one a Web `Response` cannot carry, so no replay
+ * could be built): such a response is never final.
  */
 export type ResponsePolicy = (response: ResponseHead) => boolean;
 

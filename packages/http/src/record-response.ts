@@ -1,3 +1,5 @@
+import { isIdemError } from '@idem/core';
+import { storeUnavailable } from './answers.js';
 import type { ResponseRecorder } from './recorder.js';
 
 /**
@@ -37,6 +39,7 @@ export async function recordWebResponse(
   recorder: ResponseRecorder,
   response: Response,
   signal?: AbortSignal,
+  options: { unavailableRetryAfter?: number } = {},
 ): Promise<Response> {
   const { start, capture, finish, fail, clientGone } = recorder;
   const unusable = unusableResponse(response);
@@ -47,7 +50,14 @@ export async function recordWebResponse(
   start(response.status, response.headers);
   if (response.body === null) {
     // No body (204, 304, HEAD): record first; the response goes out only after that.
-    await finish();
+    try {
+      await finish();
+    } catch (error) {
+      // Not landed yet (the write goes on in the background, the key stays in progress): the
+      // store's failure, answered as one, never a 500 of the framework.
+      if (!isIdemError(error, 'STORE_UNAVAILABLE')) throw error;
+      return storeUnavailable(options.unavailableRetryAfter ?? 1).response;
+    }
     return response;
   }
   const reader = response.body.getReader();
@@ -57,17 +67,27 @@ export async function recordWebResponse(
     typeof value === 'string' ? encoder.encode(value) : (value as Uint8Array);
 
   // The client went away: keep reading the handler's body so its outcome is still
-  // recorded, and a retry gets a replay instead of a second execution.
+  // recorded, and a retry gets a replay instead of a second execution. Once the lease is
+  // lost (taken over, lapsed after a silence, or maxHoldMs passed) the body can no longer
+  // be recorded as ours: it is cancelled, so a body that never ends is not read forever.
   async function drain(): Promise<void> {
+    const lease = recorder.context.signal;
+    const stop = () => void reader.cancel(lease.reason).catch(() => {});
+    if (lease.aborted) stop();
+    else lease.addEventListener('abort', stop, { once: true });
     try {
       for (;;) {
         const { done: ended, value } = await reader.read();
+        if (lease.aborted) throw lease.reason;
         if (ended) break;
         capture(toBytes(value));
       }
       await finish();
     } catch (error) {
+      // Reported through events; nobody is left to tell.
       await fail(error);
+    } finally {
+      lease.removeEventListener('abort', stop);
     }
   }
 
@@ -88,6 +108,7 @@ export async function recordWebResponse(
           if (read.done) break;
           const chunk = toBytes(read.value);
           if (capture(chunk)) {
+            for (const before of held.splice(0)) controller.enqueue(before);
             controller.enqueue(chunk);
             return;
           }

@@ -40,8 +40,9 @@ export interface ResponseRecorder {
   /** Declares status and headers (once); returns whether the response will be recorded. */
   start(status: number, headers: Headers): boolean;
   /**
-   * Takes the next body chunk. Returns true when the caller may send it now, false when it
-   * MUST hold it until `finish` resolves (the last bytes of a body of known length).
+   * Takes the next body chunk. Returns true when the caller may send it now (after the
+   * chunks it holds, in order), false when it MUST hold it until `finish` resolves (the last
+   * bytes of a body of known length).
    */
   capture(chunk: Uint8Array): boolean;
   /**
@@ -49,7 +50,10 @@ export interface ResponseRecorder {
    * or releases the key when the response is not final; see the guarantees above.
    */
   finish(): Promise<void>;
-  /** The handler failed or its body broke: releases the key so a retry executes again. */
+  /**
+   * The handler failed or its body broke: releases the key so a retry executes again. Never
+   * rejects (after a `finish` that rejected, it has nothing left to do).
+   */
   fail(error: unknown): Promise<void>;
   /**
    * The client went away before the end. The body is still read and recorded when it ends;
@@ -60,9 +64,13 @@ export interface ResponseRecorder {
   clientGone(): void;
   /**
    * Wraps a Web `Response` so its body is recorded while it streams to the caller; the
-   * returned body ends (or errors) only after `finish` settled. `signal` is the request's:
+   * returned body ends (or errors) only after `finish` settled; for a response without a body
+   * whose outcome has not landed within `completionWaitMs`, it resolves with a 503
+   * `store-unavailable` problem (with `Retry-After`) instead. `signal` is the request's:
    * when it aborts (the client went away), the body is read to its end and recorded
-   * without a reader (see `clientGone`).
+   * without a reader (see `clientGone`), unless the execution's lease is lost first
+   * (`context.signal`: taken over, lapsed, or `maxHoldMs` passed): the body is then
+   * cancelled and the key released, so a body that never ends is not read forever.
    */
   recordResponse(response: Response, signal?: AbortSignal): Promise<Response>;
 }
@@ -74,6 +82,8 @@ interface RecorderSettings {
   maxOutcomeBytes: number;
   leaseMs: number;
   failOpen: boolean;
+  /** `Retry-After` (s) of the 503 that `recordResponse` answers for a body-less response it could not record. */
+  unavailableRetryAfter: number;
   warn: (message: string) => void;
 }
 
@@ -98,8 +108,9 @@ export function createRecorder(
 
   function start(status: number, headers: Headers): boolean {
     if (head) return final;
-    // A policy that throws is a failure of ours after acquisition: the caller releases.
-    final = settings.isFinal({ status, headers });
+    // A policy that throws is a failure of ours after acquisition: the caller releases. A
+    // status a Web Response cannot carry (1xx, 600-999) could never be replayed: not final.
+    final = status >= 200 && status <= 599 && settings.isFinal({ status, headers });
     head = { status, headers: pickRecordedHeaders(headers, settings.recordedHeaders) };
     if (final) {
       const meta = { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] };
@@ -118,7 +129,10 @@ export function createRecorder(
     if (chunk.length === 0) return true;
     seen += chunk.length;
     buffer?.append(chunk);
-    return expectedLength === undefined || seen < expectedLength;
+    // Hold the chunk that completes a body of declared length (the client takes it for the
+    // end). Past that length the body is longer than declared (broken anyway): holding the
+    // rest would buffer it whole, so it flows again, held chunks first.
+    return expectedLength === undefined || seen !== expectedLength;
   }
 
   async function settle(): Promise<void> {
@@ -184,10 +198,12 @@ export function createRecorder(
     return new Error(message);
   }
 
+  // Never rejects: after a `finish` that failed there is nothing left to release, and a
+  // caller that reports the failure (a drain after the client left) must not raise it again.
   function fail(_error: unknown): Promise<void> {
     clearTimeout(idleTimer);
     done ??= releaseQuietly();
-    return done;
+    return done.catch(() => {});
   }
 
   // After the client left, a body still producing output keeps its lease (heartbeats go on)
@@ -213,7 +229,10 @@ export function createRecorder(
     finish,
     fail,
     clientGone,
-    recordResponse: (response, signal) => recordWebResponse(recorder, response, signal),
+    recordResponse: (response, signal) =>
+      recordWebResponse(recorder, response, signal, {
+        unavailableRetryAfter: settings.unavailableRetryAfter,
+      }),
   };
   return recorder;
 }

@@ -18,6 +18,9 @@ function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
   const valid =
     meta.format === OUTCOME_FORMAT &&
     typeof status === 'number' &&
+    Number.isInteger(status) &&
+    status >= 200 &&
+    status <= 599 &&
     Array.isArray(headers) &&
     headers.every(
       (h) => Array.isArray(h) && h.length === 2 && h.every((v) => typeof v === 'string'),

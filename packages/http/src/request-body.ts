@@ -1,4 +1,5 @@
 import type { JsonValue } from '@idem/core';
+import { isAmbiguousJson } from './json-ambiguity.js';
 import { jsonTextOf } from './json-text.js';
 
 /**
@@ -53,29 +54,6 @@ export async function readBodyLimited(
   return out;
 }
 
-const NUMBER = /-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
-
-/** True when a number literal in valid JSON `text` does not survive `JSON.parse` exactly enough. */
-function hasLossyNumber(text: string): boolean {
-  for (let i = 0; i < text.length; i++) {
-    const ch = text.charCodeAt(i);
-    if (ch === 0x22) {
-      // Skip a string, escapes included.
-      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) {
-        if (text.charCodeAt(i) === 0x5c) i++;
-      }
-    } else if (ch === 0x2d || (ch >= 0x30 && ch <= 0x39)) {
-      NUMBER.lastIndex = i;
-      const token = NUMBER.exec(text)?.[0] ?? '';
-      const n = Number(token);
-      if (!Number.isFinite(n)) return true;
-      if (/^-?\d+$/.test(token) && !Number.isSafeInteger(n)) return true;
-      i += Math.max(token.length, 1) - 1;
-    }
-  }
-  return false;
-}
-
 /**
  * Interprets raw body bytes: JSON content types are parsed so that key order and spacing
  * do not change the fingerprint; anything else (or JSON that does not parse) stays bytes.
@@ -89,9 +67,10 @@ export function bodyFromBytes(
     try {
       const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
       const value = JSON.parse(text);
-      // Numbers JSON.parse cannot hold (1e400, integers past 2^53) would make different
-      // bodies look alike once parsed: such a body is fingerprinted by its bytes.
-      if (!hasLossyNumber(text)) return { kind: 'json', value, bytes };
+      // Numbers JSON.parse cannot hold exactly (0.30000000000000001, 1e-400, integers past
+      // 2^53) and repeated member names would make different bodies look alike once parsed:
+      // such a body is fingerprinted by its bytes.
+      if (!isAmbiguousJson(text)) return { kind: 'json', value, bytes };
     } catch {
       // Not valid JSON (or, in theory, too deep for JSON.parse): the bytes are the request.
     }

@@ -4,9 +4,14 @@ import { jsonTextOf } from './json-text.js';
 import type { FingerprintOptions } from './options.js';
 import type { RequestBody } from './request-body.js';
 
+/** The media type of a Content-Type value, without parameters, lowercased ('' when absent). */
+function mediaType(contentType: string | undefined): string {
+  return (contentType ?? '').split(';', 1)[0]!.trim().toLowerCase();
+}
+
 /**
  * The request's fingerprint: method, path, query (unless turned off), body (canonical JSON
- * or raw bytes), the chosen headers and extras.
+ * or raw bytes) and its media type, the chosen headers and extras.
  */
 export async function fingerprintOf<R>(
   request: IncomingRequest<R>,
@@ -17,6 +22,9 @@ export async function fingerprintOf<R>(
 ): Promise<string> {
   const extras: Record<string, JsonValue> = {};
   if (options?.query ?? true) extras.query = url.search;
+  // The same bytes as another media type are another request (a merge patch is not a JSON
+  // patch, a form is not text); parameters such as charset, and case, do not matter.
+  if (body.kind !== 'none') extras['content-type'] = mediaType(request.header('content-type'));
   for (const name of options?.headers ?? [])
     extras[`header:${name.toLowerCase()}`] = request.header(name) ?? null;
   if (options?.extras) {

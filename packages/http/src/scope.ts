@@ -2,6 +2,18 @@ import { InvalidInputError, type JsonValue } from '@idem/core';
 import type { ScopeHint, ScopeHook } from './options.js';
 import { PROBLEM_TYPES } from './problem.js';
 
+/**
+ * True for a principal that names nobody, and so would be the same for every anonymous
+ * caller: undefined, null, '' (what `header ?? ''` gives), or an object or array with
+ * nothing else in it (what `{ tenant: user?.tenantId }` gives: canonical JSON drops the
+ * undefined member, leaving `{}`).
+ */
+function carriesNothing(value: unknown, depth: number): boolean {
+  if (value === undefined || value === null || value === '') return true;
+  if (typeof value !== 'object' || depth > 32) return false;
+  return Object.values(value).every((member) => carriesNothing(member, depth + 1));
+}
+
 /** The principal and operation of one request, as the storage key is derived from them. */
 export interface ResolvedScope {
   principal: JsonValue;
@@ -11,8 +23,8 @@ export interface ResolvedScope {
 /**
  * Checks the required `scope` option and returns the function that resolves a request's
  * scope: `'global'` gives the null principal (which no hook can give), a hook gives its
- * principal, and a hook that gives none (undefined, null or '') resolves to undefined
- * (warned once).
+ * principal, and a hook that gives none (undefined, null, '', or an object or array with
+ * nothing but those in it) resolves to undefined (warned once).
  * @throws InvalidInputError when `scope` is neither a hook nor `'global'`
  * @internal
  */
@@ -29,11 +41,11 @@ export function createScopeResolver<R>(
   let warned = false;
   return async (request, label) => {
     const hint: Partial<ScopeHint> | undefined = await scope(request);
-    // An empty string is what `header ?? ''` gives for every anonymous caller: no principal.
-    if (hint?.principal !== undefined && hint.principal !== null && hint.principal !== '') {
+    const principal = hint?.principal;
+    if (hint && principal !== undefined && principal !== null && !carriesNothing(principal, 0)) {
       return hint.operation === undefined
-        ? { principal: hint.principal }
-        : { principal: hint.principal, operation: hint.operation };
+        ? { principal }
+        : { principal, operation: hint.operation };
     }
     if (!warned) {
       warned = true;

@@ -106,6 +106,13 @@ describe('scope is required', () => {
       'an async undefined principal',
       async () => ({ principal: undefined }) as unknown as ScopeHint,
     ],
+    // What `{ tenant: user?.tenantId }` gives every anonymous caller: canonical JSON drops the
+    // undefined member, so each would be the principal {} (one shared key space).
+    [
+      'an object principal without defined members',
+      (request) => ({ principal: { tenant: request.headers.get('x-none') ?? undefined } }),
+    ],
+    ['an empty array principal', () => ({ principal: [] })],
   ];
 
   it.each(NO_PRINCIPAL)(

@@ -19,6 +19,7 @@ export type Fault =
   | 'lost' // applied, then the answer is lost (an error)
   | 'hang' // never answers, never applied
   | 'hang_after' // applied, never answers
+  | 'late' // applied and answered after `lateMs` (past a caller's time limit)
   | 'too_large'
   | 'full';
 
@@ -35,6 +36,8 @@ export class FakeStore implements IdempotencyStore {
   readonly next: Record<Op, Fault[]> = { acquire: [], complete: [], release: [], extend: [] };
   readonly always: Partial<Record<Op, Fault>> = {};
   readonly calls: Record<Op, number> = { acquire: 0, complete: 0, release: 0, extend: 0 };
+  /** How long a `late` call waits before it is applied. */
+  lateMs = 100;
 
   constructor(
     private readonly clock: Clock = systemClock,
@@ -53,6 +56,7 @@ export class FakeStore implements IdempotencyStore {
     if (fault === 'hang') return new Promise<T>(() => {});
     if (fault === 'too_large') throw new OutcomeTooLargeError(1, 0);
     if (fault === 'full') throw new StoreFullError('full (injected)');
+    if (fault === 'late') await new Promise((resolve) => setTimeout(resolve, this.lateMs));
     const result = apply();
     if (fault === 'lost') throw new Error(`${op} applied, answer lost (injected)`);
     if (fault === 'hang_after') return new Promise<T>(() => {});

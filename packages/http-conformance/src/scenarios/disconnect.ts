@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'vitest';
 import { expectReplayOf, newKey, REPLAYED, type Scenario, waitFor } from '../kit.js';
 import { SSE_EVENTS } from '../routes.js';
@@ -65,6 +66,61 @@ export const DISCONNECT_SCENARIOS: Scenario[] = [
       expect(retry.body.subarray(0, left.body.length).equals(left.body)).toBe(true);
       expectReplayOf(await post(path, { key, body: {} }), retry);
       expect(calls('/stream')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'survives a client that left mid-stream while the final write fails: no crash, no release, the retry replays once the store answers',
+    options: { storeTimeoutMs: 100, completionWaitMs: 100 },
+    faults: { failComplete: true },
+    async run({ post, calls, spy }) {
+      const unhandled: unknown[] = [];
+      const listener = (reason: unknown) => unhandled.push(reason);
+      process.on('unhandledRejection', listener);
+      try {
+        const key = newKey();
+        const path = '/stream?chunks=4&size=64&gap=30';
+        const left = await post(path, { key, body: {}, leaveAfterBytes: 64 });
+        expect(left.complete).toBe(false);
+        // The body is drained without its client; its final write fails past completionWaitMs.
+        await waitFor(() => spy.calls.complete >= 3, 'the final write to fail and be retried');
+        await sleep(150);
+        spy.faults.failComplete = false;
+        await waitFor(() => spy.completed.length === 1, 'the retried final write to land');
+        const retry = await post(path, { key, body: {} });
+        expect(retry.headers[REPLAYED]).toBe('true');
+        expect(retry.body.subarray(0, left.body.length).equals(left.body)).toBe(true);
+        expect(calls('/stream')).toBe(1);
+        expect(spy.calls.release, 'the key was released: a retry would run again').toBe(0);
+      } finally {
+        process.off('unhandledRejection', listener);
+      }
+      expect(unhandled, 'unhandled rejections (each one crashes a server process)').toEqual([]);
+    },
+  },
+  {
+    group,
+    name: 'stops reading an endless stream whose client left once the lease is lost (maxHoldMs), instead of forever',
+    options: { leaseMs: 200, heartbeatMs: 50, maxHoldMs: 400 },
+    async run({ post, calls }) {
+      const left = await post('/endless?gap=20', { key: newKey(), body: {}, leaveAfterBytes: 1 });
+      expect(left.complete).toBe(false);
+      // Production goes on while the lease holds, and must stop within a few leases of
+      // maxHoldMs: no new chunk over two polls in a row.
+      let produced = -1;
+      let quiet = 0;
+      await waitFor(
+        () => {
+          const now = calls('/endless:chunks');
+          quiet = now === produced ? quiet + 1 : 0;
+          produced = now;
+          return quiet >= 2;
+        },
+        'the endless body to be cancelled',
+        5_000,
+        250,
+      );
+      expect(calls('/endless')).toBe(1);
     },
   },
 ];

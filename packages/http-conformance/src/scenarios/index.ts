@@ -1,6 +1,7 @@
 import type { Scenario } from '../kit.js';
 import { DISCONNECT_SCENARIOS } from './disconnect.js';
 import { AFTER_ACQUISITION_SCENARIOS, STORE_FAULT_SCENARIOS } from './failures.js';
+import { FINGERPRINT_SCENARIOS } from './fingerprints.js';
 import { ISOLATION_SCENARIOS } from './isolation.js';
 import { KEY_FORM_SCENARIOS } from './key-forms.js';
 import { LIMIT_SCENARIOS } from './limits.js';
@@ -10,6 +11,7 @@ import { PROTOCOL_SCENARIOS } from './protocol.js';
 /** Every scenario of the HTTP contract, in the order the suite runs them. */
 export const httpScenarios: readonly Scenario[] = [
   ...PROTOCOL_SCENARIOS,
+  ...FINGERPRINT_SCENARIOS,
   ...KEY_FORM_SCENARIOS,
   ...OUTCOME_SCENARIOS,
   ...ISOLATION_SCENARIOS,

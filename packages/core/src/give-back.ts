@@ -1,0 +1,75 @@
+import type { BackgroundTasks } from './background.js';
+import type { ResolvedSettings } from './settings.js';
+import type { AcquireResult } from './store.js';
+import { retryStoreCall } from './store-retry.js';
+
+/**
+ * Most acquisitions given back at once after failed acquires. During an outage every
+ * request fails its acquire; past this many, a possible phantom acquisition is left to run
+ * out with its lease rather than multiplying the load on a store that is coming back.
+ */
+export const MAX_PENDING_GIVE_BACKS = 64;
+
+/**
+ * What `call` answered, once it settled within `ms` (on an unref'd timer); undefined when it
+ * failed or is still pending.
+ */
+async function settledWithin<R>(call: Promise<R>, ms: number): Promise<R | undefined> {
+  if (!(ms > 0)) return undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    const started = setTimeout(() => resolve(undefined), ms);
+    started.unref?.();
+    timer = started;
+  });
+  try {
+    return await Promise.race([call.catch(() => undefined), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Gives back acquisitions whose acquire failed but may have been applied (its answer lost,
+ * a timeout): such a record would hold the key for a whole lease.
+ * @internal
+ */
+export class GiveBacks {
+  private pending = 0;
+
+  constructor(
+    private readonly settings: ResolvedSettings,
+    private readonly tasks: BackgroundTasks,
+  ) {}
+
+  /**
+   * Releases the record `owner` may hold, with the same owner token, retried until the lease
+   * it could hold has passed. Owner-checked, so it never touches anyone else's record. At
+   * most {@link MAX_PENDING_GIVE_BACKS} at once (tracked as background work).
+   *
+   * A timed-out acquire may still be on its way: a release sent before it lands finds
+   * nothing, and the acquire then holds the key after all. So the give-back first waits for
+   * the abandoned `call` to settle (until that lease would have passed), and skips the
+   * release when its late answer says nothing was acquired.
+   */
+  releaseIfApplied(
+    storageKey: string,
+    owner: string,
+    callStartedAt: number,
+    call: Promise<AcquireResult> | undefined,
+  ): void {
+    if (this.pending >= MAX_PENDING_GIVE_BACKS) return;
+    const { store, storeTimeoutMs, clock, retentionMs, leaseMs } = this.settings;
+    const deadline = callStartedAt + leaseMs;
+    this.pending++;
+    const giveBack = (async () => {
+      const late = call && (await settledWithin(call, deadline - clock.now()));
+      if (late?.kind === 'found' || clock.now() >= deadline) return;
+      await retryStoreCall(
+        { operation: 'release', timeoutMs: storeTimeoutMs, clock, deadline },
+        () => store.release({ key: storageKey, owner, retentionMs }),
+      );
+    })().finally(() => this.pending--);
+    this.tasks.track(giveBack);
+  }
+}
