@@ -38,12 +38,30 @@ export async function readBodyLimited(
   const parts: Uint8Array[] = [];
   let size = 0;
   const encoder = new TextEncoder();
-  for await (const part of stream as AsyncIterable<Uint8Array | string>) {
-    const bytes = typeof part === 'string' ? encoder.encode(part) : part;
-    size += bytes.length;
-    // Leaving the loop by a throw cancels the stream, so the rest is never read.
-    if (size > limit) throw new BodyTooLargeError(limit);
-    parts.push(bytes);
+  if (stream instanceof ReadableStream) {
+    // Read by hand: leaving a `for await` awaits the stream's cancel, and the cancel of a tee
+    // branch (`request.clone().body`) settles only once the other branch is cancelled too,
+    // so an oversize body would never get its 413.
+    const reader = (stream as ReadableStream<Uint8Array | string>).getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const bytes = typeof value === 'string' ? encoder.encode(value) : value;
+      size += bytes.length;
+      if (size > limit) {
+        reader.cancel().catch(() => {});
+        throw new BodyTooLargeError(limit);
+      }
+      parts.push(bytes);
+    }
+  } else {
+    for await (const part of stream as AsyncIterable<Uint8Array | string>) {
+      const bytes = typeof part === 'string' ? encoder.encode(part) : part;
+      size += bytes.length;
+      // Leaving the loop by a throw destroys the stream, so the rest is never read.
+      if (size > limit) throw new BodyTooLargeError(limit);
+      parts.push(bytes);
+    }
   }
   const out = new Uint8Array(size);
   let offset = 0;
