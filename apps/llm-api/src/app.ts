@@ -26,8 +26,12 @@ export interface LlmApp {
   app: Hono<{ Variables: IdempotencyVariables }>;
   /** Requests whose outcome is not recorded yet. */
   inFlight: InFlight;
-  /** From now on new requests get 503 + Retry-After, and /readyz answers 503. */
-  beginShutdown(): void;
+  /**
+   * From now on new requests get 503 + Retry-After, and /readyz answers 503. Bills still
+   * retrying through a store outage give up (503) after `answerWithinMs`, so that their
+   * requests are answered before the server closes its connections. @default never
+   */
+  beginShutdown(answerWithinMs?: number): void;
 }
 
 /**
@@ -154,8 +158,12 @@ export function createApp(options: AppOptions): LlmApp {
       },
     });
   });
-  const messages = messagesHandler(model, backend.ledger);
-  const chat = chatCompletionsHandler(model, backend.ledger);
+  // A bill that meets a store outage is retried for up to a lease, so that an outage
+  // shorter than the lease costs no second model run.
+  const drainEnds = new AbortController();
+  const metering = { billRetryMs: common.leaseMs, stop: drainEnds.signal };
+  const messages = messagesHandler(model, backend.ledger, metering);
+  const chat = chatCompletionsHandler(model, backend.ledger, metering);
   app.post('/api/messages', deliver, messagesIdem, (c) =>
     messages(c.req.raw, c.get('idempotency')),
   );
@@ -171,8 +179,11 @@ export function createApp(options: AppOptions): LlmApp {
   return {
     app,
     inFlight,
-    beginShutdown: () => {
+    beginShutdown: (answerWithinMs?: number) => {
       shuttingDown = true;
+      if (answerWithinMs !== undefined) {
+        setTimeout(() => drainEnds.abort(), Math.max(0, answerWithinMs)).unref();
+      }
     },
   };
 }

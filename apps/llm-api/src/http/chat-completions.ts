@@ -2,7 +2,7 @@ import type { IdempotencyContext } from '@idem/http';
 import type { Ledger } from '../ledger/ledger.js';
 import { type ChatMessage, type ChatModel, collect, type Usage } from '../model/model.js';
 import { BadRequestError, readJsonObject, responseForError } from './errors.js';
-import { billingTarget, metered, upstreamKey } from './metering.js';
+import { billingTarget, type MeteringOptions, metered, upstreamKey } from './metering.js';
 
 interface ChatRequest {
   model: string;
@@ -61,7 +61,11 @@ const event = (data: unknown) =>
  * awaited before answering, so an injected failure or stall still gives a plain error
  * status rather than a broken stream.
  */
-export function chatCompletionsHandler(model: ChatModel, ledger: Ledger) {
+export function chatCompletionsHandler(
+  model: ChatModel,
+  ledger: Ledger,
+  metering: MeteringOptions,
+) {
   return async (request: Request, context: IdempotencyContext | undefined): Promise<Response> => {
     try {
       const chat = parseChatRequest(await readJsonObject(request));
@@ -77,6 +81,7 @@ export function chatCompletionsHandler(model: ChatModel, ledger: Ledger) {
           idempotencyKey: upstreamKey(context),
         },
         target,
+        metering,
       );
       if (!chat.stream) {
         const { content, usage } = await collect(generation);

@@ -2,14 +2,14 @@ import type { IdempotencyContext } from '@idem/http';
 import type { Ledger } from '../ledger/ledger.js';
 import { type ChatModel, collect } from '../model/model.js';
 import { BadRequestError, readJsonObject, responseForError } from './errors.js';
-import { billingTarget, metered, upstreamKey } from './metering.js';
+import { billingTarget, type MeteringOptions, metered, upstreamKey } from './metering.js';
 
 /**
  * `POST /api/messages` with `{ prompt, model }`: creates a message and answers
  * `201 { id, status: 'created', model, content, usage }`. Runs inside the idempotent
  * execution: the tokens are billed under the message id before the answer is recorded.
  */
-export function messagesHandler(model: ChatModel, ledger: Ledger) {
+export function messagesHandler(model: ChatModel, ledger: Ledger, metering: MeteringOptions) {
   return async (request: Request, context: IdempotencyContext | undefined): Promise<Response> => {
     try {
       const body = await readJsonObject(request);
@@ -32,6 +32,7 @@ export function messagesHandler(model: ChatModel, ledger: Ledger) {
             idempotencyKey: upstreamKey(context),
           },
           target,
+          metering,
         ),
       );
       return Response.json(
