@@ -34,15 +34,24 @@ export interface LlmApp {
   beginShutdown(answerWithinMs?: number): void;
 }
 
+const digest = (value: string) => createHash('sha256').update(value).digest('hex').slice(0, 32);
+
 /**
- * The principal a request acts for: a digest of its bearer token, so one API key's
- * idempotency keys never meet another's; `anonymous` without one.
+ * The principal a request acts for, from the credentials it carries, so one caller's
+ * idempotency keys never meet another's: a digest of the `Authorization: Bearer` token (as
+ * before), or of any other credentials (`Authorization` with another scheme, `x-api-key`,
+ * which Anthropic-style clients send), all of them together when several are sent;
+ * `anonymous` without any. The scheme's case and the spaces after it do not matter.
  */
 function principalOf(request: Request): string {
-  const auth = request.headers.get('authorization');
-  const token = auth?.match(/^Bearer\s+(.+)$/i)?.[1];
-  if (!token) return 'anonymous';
-  return `key:${createHash('sha256').update(token).digest('hex').slice(0, 32)}`;
+  const auth = request.headers.get('authorization')?.trim();
+  const apiKey = request.headers.get('x-api-key')?.trim();
+  const bearer = auth?.match(/^Bearer\s+(.+)$/i)?.[1];
+  if (bearer && !apiKey) return `key:${digest(bearer)}`;
+  if (!auth && !apiKey) return 'anonymous';
+  const scheme = auth?.match(/^(\S+)\s+(.*)$/);
+  const credentials = scheme ? `${scheme[1]?.toLowerCase()} ${scheme[2]}` : (auth ?? '');
+  return `credentials:${digest(JSON.stringify([credentials, apiKey ?? null]))}`;
 }
 
 /** Builds the Hono app: the two model endpoints behind @idem/http, usage, health. */
@@ -55,12 +64,25 @@ export function createApp(options: AppOptions): LlmApp {
     leaseMs: options.leaseMs ?? 30_000,
     storeTimeoutMs: options.storeTimeoutMs ?? 2_000,
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
-    scope: (c: Context) => ({ principal: principalOf(c.req.raw) }),
   };
+  // The operation is the route, never the path as spelled: `/api/%6Dessages` reaches the same
+  // handler, and must not make the same key a new request that runs (and bills) again.
+  const scopeOf = (operation: string) => (c: Context) => ({
+    principal: principalOf(c.req.raw),
+    operation,
+  });
   // The seed's endpoint: a key is required.
-  const messagesIdem = idempotency({ ...common, required: true });
+  const messagesIdem = idempotency({
+    ...common,
+    scope: scopeOf('POST /api/messages'),
+    required: true,
+  });
   // OpenAI-compatible: SDKs that send no key still work (without retry protection).
-  const chatIdem = idempotency({ ...common, required: false });
+  const chatIdem = idempotency({
+    ...common,
+    scope: scopeOf('POST /v1/chat/completions'),
+    required: false,
+  });
 
   /**
    * Runs before (outside) the idempotency middleware and sees the response it produced,
