@@ -7,6 +7,7 @@ import { deliverBuffered, deliverStreamed } from './http/delivery.js';
 import { errorResponse, STORE_RETRY_AFTER_SECONDS, storeFailureResponse } from './http/errors.js';
 import { InFlight } from './http/in-flight.js';
 import { messagesHandler } from './http/messages.js';
+import { MAX_BODY_BYTES, requestGuard } from './http/request-guard.js';
 import type { ChatModel } from './model/model.js';
 
 /** What the app is built from. */
@@ -63,6 +64,7 @@ export function createApp(options: AppOptions): LlmApp {
     store: backend.store,
     leaseMs: options.leaseMs ?? 30_000,
     storeTimeoutMs: options.storeTimeoutMs ?? 2_000,
+    maxBodyBytes: MAX_BODY_BYTES,
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
   };
   // The operation is the route, never the path as spelled: `/api/%6Dessages` reaches the same
@@ -186,10 +188,15 @@ export function createApp(options: AppOptions): LlmApp {
   const metering = { billRetryMs: common.leaseMs, stop: drainEnds.signal };
   const messages = messagesHandler(model, backend.ledger, metering);
   const chat = chatCompletionsHandler(model, backend.ledger, metering);
-  app.post('/api/messages', deliver, messagesIdem, (c) =>
+  // The guard first: bodies over the limit or nested too deep never reach the idempotency
+  // layer or the handler, keyed or not (see request-guard.ts).
+  const guard = requestGuard();
+  app.post('/api/messages', guard, deliver, messagesIdem, (c) =>
     messages(c.req.raw, c.get('idempotency')),
   );
-  app.post('/v1/chat/completions', deliver, chatIdem, (c) => chat(c.req.raw, c.get('idempotency')));
+  app.post('/v1/chat/completions', guard, deliver, chatIdem, (c) =>
+    chat(c.req.raw, c.get('idempotency')),
+  );
   app.notFound(() => errorResponse(404, 'not_found', 'No such endpoint'));
   app.onError((error) => {
     const failure = storeFailureResponse(error);
