@@ -1,4 +1,4 @@
-import { PROBLEM_TYPES, problemResponse } from '@idem/http';
+import { BodyTooLargeError, PROBLEM_TYPES, problemResponse, readBodyLimited } from '@idem/http';
 import type { MiddlewareHandler } from 'hono';
 import { errorResponse } from './errors.js';
 
@@ -7,33 +7,6 @@ export const MAX_BODY_BYTES = 1_048_576;
 
 /** Deepest nesting of arrays and objects a request body may have (the API needs 4). */
 export const MAX_JSON_DEPTH = 64;
-
-/**
- * Reads the body, stopping (and cancelling the rest) as soon as it passes `limit`; returns
- * undefined then.
- */
-async function readUpTo(body: ReadableStream<Uint8Array>, limit: number) {
-  const reader = body.getReader();
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel().catch(() => undefined);
-      return undefined;
-    }
-    parts.push(value);
-  }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const part of parts) {
-    bytes.set(part, offset);
-    offset += part.byteLength;
-  }
-  return bytes;
-}
 
 /**
  * How deep arrays and objects nest in `bytes` read as JSON text, in one pass without
@@ -87,8 +60,14 @@ export function requestGuard(): MiddlewareHandler {
     if (raw.body === null) return next();
     const declared = raw.headers.get('content-length');
     if (declared !== null && Number(declared) > MAX_BODY_BYTES) return tooLarge();
-    const bytes = await readUpTo(raw.body, MAX_BODY_BYTES);
-    if (bytes === undefined) return tooLarge();
+    let bytes: Uint8Array;
+    try {
+      // The request's own stream, not a tee branch: leaving it past the limit cancels it.
+      bytes = await readBodyLimited(raw.body, MAX_BODY_BYTES);
+    } catch (error) {
+      if (error instanceof BodyTooLargeError) return tooLarge();
+      throw error;
+    }
     if (jsonDepth(bytes) > MAX_JSON_DEPTH) {
       return errorResponse(
         400,
@@ -103,7 +82,7 @@ export function requestGuard(): MiddlewareHandler {
     c.req.raw = new Request(raw.url, {
       method: raw.method,
       headers,
-      body: bytes,
+      body: bytes as Uint8Array<ArrayBuffer>,
       signal: raw.signal,
     });
     return next();
