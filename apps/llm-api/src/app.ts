@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { type IdempotencyVariables, idempotency } from '@idem/hono';
 import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import type { Backend } from './backend.js';
@@ -185,6 +186,9 @@ export function createApp(options: AppOptions): LlmApp {
   // A bill that meets a store outage is retried for up to a lease, so that an outage
   // shorter than the lease costs no second model run.
   const drainEnds = new AbortController();
+  // Every bill retrying through an outage listens to it while it waits, and stops listening
+  // when done: many at once is expected, not a leak.
+  setMaxListeners(0, drainEnds.signal);
   const metering = { billRetryMs: common.leaseMs, stop: drainEnds.signal };
   const messages = messagesHandler(model, backend.ledger, metering);
   const chat = chatCompletionsHandler(model, backend.ledger, metering);

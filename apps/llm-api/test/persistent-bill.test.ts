@@ -1,7 +1,10 @@
 import { StoreUnavailableError } from '@idem/core';
 import { describe, expect, it } from 'vitest';
+import { createApp } from '../src/app.js';
+import { openBackend } from '../src/backend.js';
 import { createMemoryLedger, type Ledger, type LedgerEntry } from '../src/ledger/ledger.js';
 import { billPersistently, isTransientStoreFailure } from '../src/ledger/persistent-bill.js';
+import { createLocalModel } from '../src/model/local-model.js';
 
 const failure = (cause: unknown) => new StoreUnavailableError('bill failed', { cause });
 const replyError = (message: string) => Object.assign(new Error(message), { name: 'ReplyError' });
@@ -69,5 +72,34 @@ describe('which store failures a bill retries', () => {
     stop.abort();
     await expect(billing).rejects.toThrow('bill failed');
     expect(down.calls()).toBeGreaterThan(1);
+  });
+});
+
+describe('many requests retrying their bills at once', () => {
+  it('share the shutdown signal without a MaxListenersExceededWarning', async () => {
+    const backend = await openBackend({ kind: 'memory' }, 'test:');
+    // The store is down for the first 40 bills, then back.
+    backend.ledger = flakyLedger(40, failure(new Error('Connection is closed.'))).ledger;
+    const { app } = createApp({ backend, model: createLocalModel({ chunkDelayMs: 0 }) });
+    const warnings: string[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning.name);
+    process.on('warning', onWarning);
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 15 }, (_, i) =>
+          app.request('/api/messages', {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'idempotency-key': `k${i}` },
+            body: JSON.stringify({ prompt: `concurrent ${i}`, model: 'm' }),
+          }),
+        ),
+      );
+      expect(answers.map((a) => a.status)).toEqual(answers.map(() => 201));
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(warnings).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      process.off('warning', onWarning);
+      await backend.close();
+    }
   });
 });
