@@ -123,3 +123,36 @@ describe('request bodies a hostile client sends', () => {
     },
   );
 });
+
+describe('a model name is echoed in every answer (every streamed chunk)', () => {
+  let server: RunningServer;
+  beforeAll(async () => {
+    server = await startServer(parseConfig({ PORT: '0', MODEL_CHUNK_DELAY_MS: '0' }));
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  it.each([
+    ['/api/messages', { prompt: 'amplified' }],
+    ['/v1/chat/completions', { stream: true, messages: [{ role: 'user', content: 'amplified' }] }],
+  ])(
+    'so a huge one on %s gets 400: a 900 KB request must not become a recorded 17 MB answer',
+    async (path, rest) => {
+      const got = await answer(
+        `${server.url}${path}`,
+        {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'idempotency-key': generateKey() },
+          body: JSON.stringify({ model: 'm'.repeat(900_000), ...rest }),
+        },
+        BOUND_MS,
+      );
+      expect({ status: got.status, bytes: got.body.length < 10_000 }).toEqual({
+        status: 400,
+        bytes: true,
+      });
+      expect(JSON.parse(got.body)).toMatchObject({ error: { type: 'invalid_request_error' } });
+    },
+  );
+});

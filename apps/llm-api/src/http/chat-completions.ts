@@ -1,7 +1,7 @@
 import type { IdempotencyContext } from '@idem/http';
 import type { Ledger } from '../ledger/ledger.js';
 import { type ChatMessage, type ChatModel, collect, type Usage } from '../model/model.js';
-import { BadRequestError, readJsonObject, responseForError } from './errors.js';
+import { BadRequestError, modelName, readJsonObject, responseForError } from './errors.js';
 import { billingTarget, type MeteringOptions, metered, upstreamKey } from './metering.js';
 
 interface ChatRequest {
@@ -25,10 +25,8 @@ function textOf(content: unknown): string | undefined {
 }
 
 function parseChatRequest(body: Record<string, unknown>): ChatRequest {
-  const { model, messages, stream, stream_options: streamOptions } = body;
-  if (typeof model !== 'string' || model.length === 0) {
-    throw new BadRequestError('`model` must be a non-empty string');
-  }
+  const { messages, stream, stream_options: streamOptions } = body;
+  const model = modelName(body.model);
   if (!Array.isArray(messages) || messages.length === 0) {
     throw new BadRequestError('`messages` must be a non-empty array');
   }
