@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { type IdempotencyVariables, idempotency } from '@idem/hono';
 import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import type { Backend } from './backend.js';
@@ -7,6 +8,7 @@ import { deliverBuffered, deliverStreamed } from './http/delivery.js';
 import { errorResponse, STORE_RETRY_AFTER_SECONDS, storeFailureResponse } from './http/errors.js';
 import { InFlight } from './http/in-flight.js';
 import { messagesHandler } from './http/messages.js';
+import { MAX_BODY_BYTES, requestGuard } from './http/request-guard.js';
 import type { ChatModel } from './model/model.js';
 
 /** What the app is built from. */
@@ -26,19 +28,32 @@ export interface LlmApp {
   app: Hono<{ Variables: IdempotencyVariables }>;
   /** Requests whose outcome is not recorded yet. */
   inFlight: InFlight;
-  /** From now on new requests get 503 + Retry-After, and /readyz answers 503. */
-  beginShutdown(): void;
+  /**
+   * From now on new requests get 503 + Retry-After, and /readyz answers 503. Bills still
+   * retrying through a store outage give up (503) after `answerWithinMs`, so that their
+   * requests are answered before the server closes its connections. @default never
+   */
+  beginShutdown(answerWithinMs?: number): void;
 }
 
+const digest = (value: string) => createHash('sha256').update(value).digest('hex').slice(0, 32);
+
 /**
- * The principal a request acts for: a digest of its bearer token, so one API key's
- * idempotency keys never meet another's; `anonymous` without one.
+ * The principal a request acts for, from the credentials it carries, so one caller's
+ * idempotency keys never meet another's: a digest of the `Authorization: Bearer` token (as
+ * before), or of any other credentials (`Authorization` with another scheme, `x-api-key`,
+ * which Anthropic-style clients send), all of them together when several are sent;
+ * `anonymous` without any. The scheme's case and the spaces after it do not matter.
  */
 function principalOf(request: Request): string {
-  const auth = request.headers.get('authorization');
-  const token = auth?.match(/^Bearer\s+(.+)$/i)?.[1];
-  if (!token) return 'anonymous';
-  return `key:${createHash('sha256').update(token).digest('hex').slice(0, 32)}`;
+  const auth = request.headers.get('authorization')?.trim();
+  const apiKey = request.headers.get('x-api-key')?.trim();
+  const bearer = auth?.match(/^Bearer\s+(.+)$/i)?.[1];
+  if (bearer && !apiKey) return `key:${digest(bearer)}`;
+  if (!auth && !apiKey) return 'anonymous';
+  const scheme = auth?.match(/^(\S+)\s+(.*)$/);
+  const credentials = scheme ? `${scheme[1]?.toLowerCase()} ${scheme[2]}` : (auth ?? '');
+  return `credentials:${digest(JSON.stringify([credentials, apiKey ?? null]))}`;
 }
 
 /** Builds the Hono app: the two model endpoints behind @idem/http, usage, health. */
@@ -50,13 +65,27 @@ export function createApp(options: AppOptions): LlmApp {
     store: backend.store,
     leaseMs: options.leaseMs ?? 30_000,
     storeTimeoutMs: options.storeTimeoutMs ?? 2_000,
+    maxBodyBytes: MAX_BODY_BYTES,
     ...(options.heartbeatMs === undefined ? {} : { heartbeatMs: options.heartbeatMs }),
-    scope: (c: Context) => ({ principal: principalOf(c.req.raw) }),
   };
+  // The operation is the route, never the path as spelled: `/api/%6Dessages` reaches the same
+  // handler, and must not make the same key a new request that runs (and bills) again.
+  const scopeOf = (operation: string) => (c: Context) => ({
+    principal: principalOf(c.req.raw),
+    operation,
+  });
   // The seed's endpoint: a key is required.
-  const messagesIdem = idempotency({ ...common, required: true });
+  const messagesIdem = idempotency({
+    ...common,
+    scope: scopeOf('POST /api/messages'),
+    required: true,
+  });
   // OpenAI-compatible: SDKs that send no key still work (without retry protection).
-  const chatIdem = idempotency({ ...common, required: false });
+  const chatIdem = idempotency({
+    ...common,
+    scope: scopeOf('POST /v1/chat/completions'),
+    required: false,
+  });
 
   /**
    * Runs before (outside) the idempotency middleware and sees the response it produced,
@@ -154,12 +183,24 @@ export function createApp(options: AppOptions): LlmApp {
       },
     });
   });
-  const messages = messagesHandler(model, backend.ledger);
-  const chat = chatCompletionsHandler(model, backend.ledger);
-  app.post('/api/messages', deliver, messagesIdem, (c) =>
+  // A bill that meets a store outage is retried for up to a lease, so that an outage
+  // shorter than the lease costs no second model run.
+  const drainEnds = new AbortController();
+  // Every bill retrying through an outage listens to it while it waits, and stops listening
+  // when done: many at once is expected, not a leak.
+  setMaxListeners(0, drainEnds.signal);
+  const metering = { billRetryMs: common.leaseMs, stop: drainEnds.signal };
+  const messages = messagesHandler(model, backend.ledger, metering);
+  const chat = chatCompletionsHandler(model, backend.ledger, metering);
+  // The guard first: bodies over the limit or nested too deep never reach the idempotency
+  // layer or the handler, keyed or not (see request-guard.ts).
+  const guard = requestGuard();
+  app.post('/api/messages', guard, deliver, messagesIdem, (c) =>
     messages(c.req.raw, c.get('idempotency')),
   );
-  app.post('/v1/chat/completions', deliver, chatIdem, (c) => chat(c.req.raw, c.get('idempotency')));
+  app.post('/v1/chat/completions', guard, deliver, chatIdem, (c) =>
+    chat(c.req.raw, c.get('idempotency')),
+  );
   app.notFound(() => errorResponse(404, 'not_found', 'No such endpoint'));
   app.onError((error) => {
     const failure = storeFailureResponse(error);
@@ -171,8 +212,11 @@ export function createApp(options: AppOptions): LlmApp {
   return {
     app,
     inFlight,
-    beginShutdown: () => {
+    beginShutdown: (answerWithinMs?: number) => {
       shuttingDown = true;
+      if (answerWithinMs !== undefined) {
+        setTimeout(() => drainEnds.abort(), Math.max(0, answerWithinMs)).unref();
+      }
     },
   };
 }

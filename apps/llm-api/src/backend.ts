@@ -67,7 +67,10 @@ export async function openBackend(
     return {
       kind: 'memory',
       store,
-      ledger: createMemoryLedger(),
+      // Bounded like the store: the memory configuration's memory has a bound.
+      ledger: createMemoryLedger(
+        config.maxEntries === undefined ? {} : { maxEntries: config.maxEntries },
+      ),
       ping: async () => undefined,
       close: () => store.close(),
     };

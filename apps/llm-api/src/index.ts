@@ -5,7 +5,13 @@ export { BackendError, openBackend } from './backend.js';
 export type { Config, ModelConfig, StoreConfig } from './config.js';
 export { ConfigError, describeConfig, parseConfig } from './config.js';
 export { boundLedger } from './ledger/bounded-ledger.js';
-export type { BillResult, Ledger, LedgerEntry, StatName } from './ledger/ledger.js';
+export type {
+  BillResult,
+  Ledger,
+  LedgerEntry,
+  MemoryLedgerOptions,
+  StatName,
+} from './ledger/ledger.js';
 export { createMemoryLedger, StaleFenceError } from './ledger/ledger.js';
 export { createRedisLedger } from './ledger/redis-ledger.js';
 export type { Directives, LocalModelOptions } from './model/local-model.js';

@@ -65,7 +65,9 @@ export async function startServer(config: Config): Promise<RunningServer> {
   let closing: Promise<boolean> | undefined;
 
   async function shutdown(): Promise<boolean> {
-    beginShutdown();
+    // A bill retrying through a store outage gives up a store timeout before the drain
+    // ends, so its request still gets its 503 before the connections are closed.
+    beginShutdown(config.shutdownTimeoutMs - config.storeTimeoutMs);
     const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
     const finished = await inFlight.idle(config.shutdownTimeoutMs);
     if ('closeAllConnections' in server) server.closeAllConnections();

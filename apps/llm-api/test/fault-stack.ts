@@ -8,6 +8,8 @@ import { randomPrefix } from './redis.js';
 export const STORE_TIMEOUT_MS = 1_000;
 /** The client's own limit on one request: a request the server holds longer fails the test. */
 export const BOUND_MS = 4 * STORE_TIMEOUT_MS;
+/** The lease of the fault tests, in ms. */
+export const LEASE_MS = 3_000;
 
 /** The app (in this process, on a loopback port) on a redis-server of the test's own. */
 export interface FaultStack {
@@ -25,7 +27,7 @@ export async function startFaultStack(): Promise<FaultStack> {
         PORT: '0',
         REDIS_URL: redis.url,
         IDEM_KEY_PREFIX: randomPrefix(),
-        IDEM_LEASE_MS: '3000',
+        IDEM_LEASE_MS: String(LEASE_MS),
         IDEM_STORE_TIMEOUT_MS: String(STORE_TIMEOUT_MS),
         MODEL_CHUNK_DELAY_MS: '1',
       }),

@@ -5,6 +5,7 @@ import {
   createRedisLedger,
   type Ledger,
   type LedgerEntry,
+  openBackend,
   StaleFenceError,
 } from '../src/index.js';
 import { connectRedis, deletePrefix, randomPrefix } from './redis.js';
@@ -91,4 +92,16 @@ describe.each(targets)('%s ledger', (name, make) => {
       expect(await again.entries()).toEqual(await ledger.entries());
     });
   }
+});
+
+describe('the memory ledger (the default store) is bounded', () => {
+  it('keeps at most IDEM_MEMORY_MAX_ENTRIES bills, the most recent, however many keys come', async () => {
+    const backend = await openBackend({ kind: 'memory', maxEntries: 3 }, 'test:');
+    for (let i = 1; i <= 5; i += 1) await backend.ledger.bill(entry(`msg_${i}`, 1));
+    // A bill replaced by a takeover counts as recent.
+    expect(await backend.ledger.bill(entry('msg_3', 2))).toBe('replaced');
+    const ids = (await backend.ledger.entries()).map((e) => e.messageId).sort();
+    expect(ids).toEqual(['msg_3', 'msg_4', 'msg_5']);
+    await backend.close();
+  });
 });

@@ -1,8 +1,8 @@
 import type { IdempotencyContext } from '@idem/http';
 import type { Ledger } from '../ledger/ledger.js';
 import { type ChatMessage, type ChatModel, collect, type Usage } from '../model/model.js';
-import { BadRequestError, readJsonObject, responseForError } from './errors.js';
-import { billingTarget, metered, upstreamKey } from './metering.js';
+import { BadRequestError, modelName, readJsonObject, responseForError } from './errors.js';
+import { billingTarget, type MeteringOptions, metered, upstreamKey } from './metering.js';
 
 interface ChatRequest {
   model: string;
@@ -25,10 +25,8 @@ function textOf(content: unknown): string | undefined {
 }
 
 function parseChatRequest(body: Record<string, unknown>): ChatRequest {
-  const { model, messages, stream, stream_options: streamOptions } = body;
-  if (typeof model !== 'string' || model.length === 0) {
-    throw new BadRequestError('`model` must be a non-empty string');
-  }
+  const { messages, stream, stream_options: streamOptions } = body;
+  const model = modelName(body.model);
   if (!Array.isArray(messages) || messages.length === 0) {
     throw new BadRequestError('`messages` must be a non-empty array');
   }
@@ -61,7 +59,11 @@ const event = (data: unknown) =>
  * awaited before answering, so an injected failure or stall still gives a plain error
  * status rather than a broken stream.
  */
-export function chatCompletionsHandler(model: ChatModel, ledger: Ledger) {
+export function chatCompletionsHandler(
+  model: ChatModel,
+  ledger: Ledger,
+  metering: MeteringOptions,
+) {
   return async (request: Request, context: IdempotencyContext | undefined): Promise<Response> => {
     try {
       const chat = parseChatRequest(await readJsonObject(request));
@@ -77,6 +79,7 @@ export function chatCompletionsHandler(model: ChatModel, ledger: Ledger) {
           idempotencyKey: upstreamKey(context),
         },
         target,
+        metering,
       );
       if (!chat.stream) {
         const { content, usage } = await collect(generation);

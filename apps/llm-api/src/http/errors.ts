@@ -82,3 +82,20 @@ export async function readJsonObject(request: Request): Promise<Record<string, u
   }
   return value as Record<string, unknown>;
 }
+
+/** Longest model name accepted (OpenAI's are under 64 characters). */
+export const MAX_MODEL_LENGTH = 256;
+
+/**
+ * The request's `model`, or {@link BadRequestError}. Its length is bounded because every
+ * answer echoes it, every streamed chunk included, and the answer is recorded: a 900 KB name
+ * made a 17 MB recorded stream, and the ledger keeps it with every bill.
+ */
+export function modelName(value: unknown): string {
+  if (typeof value !== 'string' || value.length === 0 || value.length > MAX_MODEL_LENGTH) {
+    throw new BadRequestError(
+      `\`model\` must be a non-empty string of at most ${MAX_MODEL_LENGTH} characters`,
+    );
+  }
+  return value;
+}

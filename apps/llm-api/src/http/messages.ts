@@ -1,41 +1,40 @@
 import type { IdempotencyContext } from '@idem/http';
 import type { Ledger } from '../ledger/ledger.js';
 import { type ChatModel, collect } from '../model/model.js';
-import { BadRequestError, readJsonObject, responseForError } from './errors.js';
-import { billingTarget, metered, upstreamKey } from './metering.js';
+import { BadRequestError, modelName, readJsonObject, responseForError } from './errors.js';
+import { billingTarget, type MeteringOptions, metered, upstreamKey } from './metering.js';
 
 /**
  * `POST /api/messages` with `{ prompt, model }`: creates a message and answers
  * `201 { id, status: 'created', model, content, usage }`. Runs inside the idempotent
  * execution: the tokens are billed under the message id before the answer is recorded.
  */
-export function messagesHandler(model: ChatModel, ledger: Ledger) {
+export function messagesHandler(model: ChatModel, ledger: Ledger, metering: MeteringOptions) {
   return async (request: Request, context: IdempotencyContext | undefined): Promise<Response> => {
     try {
       const body = await readJsonObject(request);
-      const { prompt, model: modelName } = body;
+      const { prompt } = body;
       if (typeof prompt !== 'string' || prompt.length === 0) {
         throw new BadRequestError('`prompt` must be a non-empty string');
       }
-      if (typeof modelName !== 'string' || modelName.length === 0) {
-        throw new BadRequestError('`model` must be a non-empty string');
-      }
+      const name = modelName(body.model);
       const target = billingTarget('msg_', context);
       const { content, usage } = await collect(
         metered(
           model,
           ledger,
           {
-            model: modelName,
+            model: name,
             messages: [{ role: 'user', content: prompt }],
             signal: context?.signal,
             idempotencyKey: upstreamKey(context),
           },
           target,
+          metering,
         ),
       );
       return Response.json(
-        { id: target.messageId, status: 'created', model: modelName, content, usage },
+        { id: target.messageId, status: 'created', model: name, content, usage },
         { status: 201 },
       );
     } catch (error) {

@@ -1,6 +1,7 @@
 import { deriveKey } from '@idem/core';
 import type { IdempotencyContext } from '@idem/http';
 import type { Ledger } from '../ledger/ledger.js';
+import { billPersistently } from '../ledger/persistent-bill.js';
 import type { ChatModel, ModelInput, Usage } from '../model/model.js';
 
 /** What a billed execution is known by. */
@@ -33,17 +34,28 @@ export function upstreamKey(context: IdempotencyContext | undefined): string | u
   return context ? deriveKey(['idem/llm-api/upstream/v1', context.storageKey]) : undefined;
 }
 
+/** How long a bill that met a store outage keeps being retried. */
+export interface MeteringOptions {
+  /** Longest retrying of a bill the store could not take, in ms (the app uses the lease). */
+  billRetryMs: number;
+  /** Aborts at the end of a graceful shutdown: a bill still retrying gives up (503). */
+  stop?: AbortSignal;
+}
+
 /**
  * Runs the model as one metered execution: counts it, and when it completes bills its
  * tokens under the message id with the execution's fence before the caller may answer.
  * Billing happens inside the idempotent operation, so a replay never bills, and the fence
- * makes a stale executor's bill fail (StaleFenceError) instead of counting twice.
+ * makes a stale executor's bill fail (StaleFenceError) instead of counting twice. A bill
+ * the store cannot take for a while is retried for up to a lease (see `billPersistently`):
+ * the model has run, and giving up would make the client's retry run it again.
  */
 export async function* metered(
   model: ChatModel,
   ledger: Ledger,
   input: ModelInput,
   target: BillingTarget,
+  options: MeteringOptions,
 ): AsyncGenerator<string, Usage, void> {
   await ledger.count('model_started');
   let usage: Usage;
@@ -53,15 +65,19 @@ export async function* metered(
     await ledger.count('model_failed').catch(() => undefined);
     throw error;
   }
-  await ledger.bill({
-    messageId: target.messageId,
-    model: input.model,
-    promptTokens: usage.prompt_tokens,
-    completionTokens: usage.completion_tokens,
-    totalTokens: usage.total_tokens,
-    fence: target.fence,
-    billedAt: Date.now(),
-  });
+  await billPersistently(
+    ledger,
+    {
+      messageId: target.messageId,
+      model: input.model,
+      promptTokens: usage.prompt_tokens,
+      completionTokens: usage.completion_tokens,
+      totalTokens: usage.total_tokens,
+      fence: target.fence,
+      billedAt: Date.now(),
+    },
+    { retryForMs: options.billRetryMs, stop: options.stop },
+  );
   // The bill is the record; the counter is monitoring. Once the bill landed, the answer must
   // go out (and be recorded): failing it here would make the retry run the model again.
   await ledger.count('model_completed').catch((error: unknown) => {

@@ -56,8 +56,23 @@ export function zeroStats(): Record<StatName, number> {
   return { model_started: 0, model_completed: 0, model_failed: 0 };
 }
 
-/** The in-process ledger (memory store configuration). */
-export function createMemoryLedger(): Ledger {
+/** Options of {@link createMemoryLedger}. */
+export interface MemoryLedgerOptions {
+  /**
+   * Most bills kept. Past it the least recently billed entry is dropped, so the ledger's
+   * memory stays bounded however many requests come (each bill is about 1 KB). A dropped
+   * entry no longer fences its message: a stale executor that bills it after as many newer
+   * bills would be counted, once. @default 100_000 (the memory store's record count)
+   */
+  maxEntries?: number;
+}
+
+/**
+ * The in-process ledger (memory store configuration). It keeps the most recent
+ * `maxEntries` bills; like the memory store, it is lost on restart.
+ */
+export function createMemoryLedger(options: MemoryLedgerOptions = {}): Ledger {
+  const maxEntries = options.maxEntries ?? 100_000;
   const rows = new Map<string, LedgerEntry>();
   const counters = zeroStats();
   return {
@@ -67,7 +82,13 @@ export function createMemoryLedger(): Ledger {
         throw new StaleFenceError(entry.messageId, entry.fence, current.fence);
       }
       if (current && current.fence === entry.fence) return 'duplicate';
+      // Re-inserted at the end: the Map's order is the order of the last bill.
+      rows.delete(entry.messageId);
       rows.set(entry.messageId, { ...entry });
+      for (const oldest of rows.keys()) {
+        if (rows.size <= maxEntries) break;
+        rows.delete(oldest);
+      }
       return current ? 'replaced' : 'billed';
     },
     async entries() {
