@@ -34,6 +34,11 @@ export interface LlmApp {
    * requests are answered before the server closes its connections. @default never
    */
   beginShutdown(answerWithinMs?: number): void;
+  /**
+   * Waits (up to `timeoutMs`) for final writes that core still retries in the background
+   * after a store failure; resolves with how many are left. Call it before closing the store.
+   */
+  drain(timeoutMs: number): Promise<number>;
 }
 
 const digest = (value: string) => createHash('sha256').update(value).digest('hex').slice(0, 32);
@@ -212,6 +217,10 @@ export function createApp(options: AppOptions): LlmApp {
   return {
     app,
     inFlight,
+    drain: async (timeoutMs: number) => {
+      const [a, b] = await Promise.all([messagesIdem.drain(timeoutMs), chatIdem.drain(timeoutMs)]);
+      return a + b;
+    },
     beginShutdown: (answerWithinMs?: number) => {
       shuttingDown = true;
       if (answerWithinMs !== undefined) {

@@ -37,7 +37,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
   const backend = await openBackend(config.store, config.keyPrefix, {
     timeoutMs: config.storeTimeoutMs,
   });
-  const { app, inFlight, beginShutdown } = createApp({
+  const { app, inFlight, beginShutdown, drain } = createApp({
     backend,
     model: modelFor(config),
     leaseMs: config.leaseMs,
@@ -69,11 +69,16 @@ export async function startServer(config: Config): Promise<RunningServer> {
     // ends, so its request still gets its 503 before the connections are closed.
     beginShutdown(config.shutdownTimeoutMs - config.storeTimeoutMs);
     const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+    const startedAt = Date.now();
     const finished = await inFlight.idle(config.shutdownTimeoutMs);
     if ('closeAllConnections' in server) server.closeAllConnections();
     await stopped;
+    // Final writes still retrying after a store failure land before the store client closes
+    // (within what is left of the shutdown budget); one left behind is the key's lease.
+    const left = await drain(Math.max(1, config.shutdownTimeoutMs - (Date.now() - startedAt)));
+    if (left > 0) console.warn(`llm-api: warning: ${left} final writes did not land before shutdown`);
     await backend.close();
-    return finished;
+    return finished && left === 0;
   }
 
   return {

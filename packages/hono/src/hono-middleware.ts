@@ -4,6 +4,7 @@ import {
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
+  type IdempotencyHandler,
   type RequestBody,
   readBodyLimited,
 } from '@idem/http';
@@ -59,43 +60,48 @@ async function readBody(c: Context, limit: number): Promise<RequestBody> {
  * `@idem/http`: the body is read from a clone (the handler still gets it), and a streamed
  * response flows to the client while it is recorded. The operation a key is unique within
  * is the route Hono matched, so a retry through another spelling of the path is replayed
- * or refused (422), never run again.
+ * or refused (422), never run again. The middleware carries `drain(timeoutMs?)`: call it at
+ * shutdown to wait for final writes still retrying in the background (it resolves with how
+ * many are left).
  */
 export function idempotency(
   options: HonoIdempotencyOptions,
-): MiddlewareHandler<{ Variables: IdempotencyVariables }> {
+): MiddlewareHandler<{ Variables: IdempotencyVariables }> & Pick<IdempotencyHandler, 'drain'> {
   const handler = createIdempotencyHandler<Context>(options);
-  return async function idempotencyMiddleware(c, next) {
-    const request = c.req.raw;
-    const route = matchedRoute(c);
-    const decision = await handler.begin({
-      native: c,
-      method: request.method,
-      url: request.url,
-      ...(route === undefined ? {} : { route }),
-      header: (name) => request.headers.get(name) ?? undefined,
-      signal: request.signal,
-      readBody: (limit) => readBody(c, limit),
-    });
-    if (decision.action === 'pass') return next();
-    let response: Response;
-    if (decision.action === 'respond') {
-      response = decision.response;
-    } else {
-      const { recorder } = decision;
-      c.set('idempotency', recorder.context);
-      try {
-        // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
-        await next();
-        response = await recorder.recordResponse(c.res, request.signal);
-      } catch (error) {
-        // Never leave the key held: released, so a retry executes again.
-        await recorder.fail(error);
-        throw error;
+  const middleware: MiddlewareHandler<{ Variables: IdempotencyVariables }> =
+    async function idempotencyMiddleware(c, next) {
+      const request = c.req.raw;
+      const route = matchedRoute(c);
+      const decision = await handler.begin({
+        native: c,
+        method: request.method,
+        url: request.url,
+        ...(route === undefined ? {} : { route }),
+        header: (name) => request.headers.get(name) ?? undefined,
+        signal: request.signal,
+        readBody: (limit) => readBody(c, limit),
+      });
+      if (decision.action === 'pass') return next();
+      let response: Response;
+      if (decision.action === 'respond') {
+        response = decision.response;
+      } else {
+        const { recorder } = decision;
+        c.set('idempotency', recorder.context);
+        try {
+          // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
+          await next();
+          response = await recorder.recordResponse(c.res, request.signal);
+        } catch (error) {
+          // Never leave the key held: released, so a retry executes again.
+          await recorder.fail(error);
+          throw error;
+        }
       }
-    }
-    // Unset first: assigning over a response merges the old one's headers into the new.
-    c.res = undefined;
-    c.res = response;
-  };
+      // Unset first: assigning over a response merges the old one's headers into the new.
+      c.res = undefined;
+      c.res = response;
+    };
+  // A server's shutdown waits for final writes still retrying in the background.
+  return Object.assign(middleware, { drain: (timeoutMs?: number) => handler.drain(timeoutMs) });
 }
