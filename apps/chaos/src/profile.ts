@@ -50,7 +50,9 @@ const common = {
   boundMs: 10_000,
   attemptTimeoutMs: 15_000,
   recoveryLimitMs: 2_000,
-  rssLimitMiB: 256,
+  // The app's documented bound on the memory store with its defaults: 128 MiB for the process
+  // itself + IDEM_MEMORY_MAX_BYTES (128 MiB) + 256 MiB of collector slack (apps/llm-api README).
+  rssLimitMiB: 512,
   modelChunks: 4,
   modelChunkDelayMs: 50,
 };

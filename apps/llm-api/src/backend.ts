@@ -72,6 +72,7 @@ export async function openBackend(
     const store = createMemoryStore({
       ...(config.maxEntries === undefined ? {} : { maxEntries: config.maxEntries }),
       ...(config.maxOutcomeBytes === undefined ? {} : { maxOutcomeBytes: config.maxOutcomeBytes }),
+      ...(config.maxBytes === undefined ? {} : { maxBytes: config.maxBytes }),
     });
     return {
       kind: 'memory',

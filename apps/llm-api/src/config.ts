@@ -9,8 +9,10 @@ export type StoreConfig =
       kind: 'memory';
       /** `IDEM_MEMORY_MAX_ENTRIES`: most records kept. @default the store's (100_000) */
       maxEntries?: number;
-      /** `IDEM_MEMORY_MAX_OUTCOME_BYTES`: largest recorded answer. @default the store's */
+      /** `IDEM_MEMORY_MAX_OUTCOME_BYTES`: largest recorded answer. @default the store's (8 MiB) */
       maxOutcomeBytes?: number;
+      /** `IDEM_MEMORY_MAX_BYTES`: total bytes of records kept. @default the store's (128 MiB) */
+      maxBytes?: number;
     }
   | { kind: 'redis'; url: string }
   | { kind: 'dynamodb'; table: string; endpoint: string | undefined; region: string };
@@ -113,8 +115,10 @@ export function parseConfig(env: Env): Config {
     get(name) === undefined ? undefined : integer(name, min, min, max);
   const maxEntries = optional('IDEM_MEMORY_MAX_ENTRIES', 1, 100_000_000);
   const maxOutcomeBytes = optional('IDEM_MEMORY_MAX_OUTCOME_BYTES', 1, 1_073_741_824);
+  const maxBytes = optional('IDEM_MEMORY_MAX_BYTES', 65_536, 68_719_476_736);
   let store: StoreConfig = {
     kind: 'memory',
+    ...(maxBytes === undefined ? {} : { maxBytes }),
     ...(maxEntries === undefined ? {} : { maxEntries }),
     ...(maxOutcomeBytes === undefined ? {} : { maxOutcomeBytes }),
   };

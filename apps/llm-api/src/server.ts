@@ -76,7 +76,8 @@ export async function startServer(config: Config): Promise<RunningServer> {
     // Final writes still retrying after a store failure land before the store client closes
     // (within what is left of the shutdown budget); one left behind is the key's lease.
     const left = await drain(Math.max(1, config.shutdownTimeoutMs - (Date.now() - startedAt)));
-    if (left > 0) console.warn(`llm-api: warning: ${left} final writes did not land before shutdown`);
+    if (left > 0)
+      console.warn(`llm-api: warning: ${left} final writes did not land before shutdown`);
     await backend.close();
     return finished && left === 0;
   }

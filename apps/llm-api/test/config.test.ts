@@ -74,10 +74,20 @@ describe('parseConfig', () => {
     const config = parseConfig({
       IDEM_MEMORY_MAX_ENTRIES: '5000',
       IDEM_MEMORY_MAX_OUTCOME_BYTES: '65536',
+      IDEM_MEMORY_MAX_BYTES: '1048576',
     });
-    expect(config.store).toEqual({ kind: 'memory', maxEntries: 5000, maxOutcomeBytes: 65536 });
+    expect(config.store).toEqual({
+      kind: 'memory',
+      maxEntries: 5000,
+      maxOutcomeBytes: 65536,
+      maxBytes: 1_048_576,
+    });
     const backend = await openBackend(config.store, 'test:');
     expect(backend.store.capabilities.maxOutcomeBytes).toBe(65536);
+    // The byte budget is in force: an outcome larger than the whole budget is refused.
+    const small = await openBackend(parseConfig({ IDEM_MEMORY_MAX_BYTES: '65536' }).store, 'test:');
+    expect(small.store.capabilities.maxOutcomeBytes).toBeLessThanOrEqual(65_536);
+    await small.close();
     await backend.close();
     expect(problemsOf({ IDEM_MEMORY_MAX_ENTRIES: '0' })).toEqual([
       'IDEM_MEMORY_MAX_ENTRIES="0" is not an integer from 1 to 100000000',
