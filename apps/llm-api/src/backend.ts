@@ -9,8 +9,8 @@ import { createDynamoDbLedger } from './ledger/dynamodb-ledger.js';
 import { createMemoryLedger, type Ledger } from './ledger/ledger.js';
 import { createRedisLedger } from './ledger/redis-ledger.js';
 import { callWithin } from './stores/bounded-call.js';
-import { createDynamoDbClient, createDynamoDbSetupClient } from './stores/dynamodb-connection.js';
-import { connectRedis, reportConnectionChanges } from './stores/redis-connection.js';
+import { createDynamoDbClient } from './stores/dynamodb-connection.js';
+import { connectRedis } from './stores/redis-connection.js';
 import { durabilityWarning, redisDurability } from './stores/redis-durability.js';
 
 /** The idempotency store and the ledger of one configuration, and how to check and close them. */
@@ -31,13 +31,8 @@ export interface Backend {
 export interface BackendOptions {
   /** Limit of every store call (idempotency store, ledger, readiness), in ms. @default 2_000 */
   timeoutMs?: number;
-  /**
-   * Receives warnings: at start (e.g. a Redis that keeps nothing on disk) and when the
-   * store connection is lost. @default console.warn with an `llm-api: warning:` prefix
-   */
+  /** Receives start-up warnings (e.g. a Redis that keeps nothing on disk). @default console.warn */
   warn?: (message: string) => void;
-  /** Receives notices (the store connection is ready again). @default console.log */
-  info?: (message: string) => void;
 }
 
 /** Raised when the configured store cannot be reached or set up at start. */
@@ -47,9 +42,6 @@ export class BackendError extends Error {
     this.name = 'BackendError';
   }
 }
-
-/** Limit of one attempt of the DynamoDB table set-up at start (CreateTable may be slow). */
-const SETUP_ATTEMPT_MS = 10_000;
 
 const redact = (url: string) => url.replace(/:[^:@/]*@/, ':***@');
 const messageOf = (error: unknown) =>
@@ -67,7 +59,6 @@ export async function openBackend(
 ): Promise<Backend> {
   const timeoutMs = options.timeoutMs ?? 2_000;
   const warn = options.warn ?? ((message: string) => console.warn(`llm-api: warning: ${message}`));
-  const info = options.info ?? ((message: string) => console.log(`llm-api: ${message}`));
   if (config.kind === 'memory') {
     const store = createMemoryStore({
       ...(config.maxEntries === undefined ? {} : { maxEntries: config.maxEntries }),
@@ -99,7 +90,6 @@ export async function openBackend(
     }
     const warning = durabilityWarning(redact(config.url), await redisDurability(client));
     if (warning) warn(warning);
-    const stopReports = reportConnectionChanges(client, { lost: warn, back: info });
     return {
       kind: 'redis',
       store: createRedisStore({ client, keyPrefix: `${prefix}idem:` }),
@@ -108,31 +98,27 @@ export async function openBackend(
         await callWithin('ping', timeoutMs, () => client.ping());
       },
       close: async () => {
-        stopReports();
         // QUIT is bounded by commandTimeout; a client that cannot send it is dropped.
         await client.quit().catch(() => undefined);
         client.disconnect();
       },
     };
   }
-  const storeOptions = { tableName: config.table, keyPrefix: `${prefix}idem#` };
-  // Table set-up may take seconds on a cold endpoint: its own client with longer attempts,
-  // so the traffic client can keep attempts that fit in the store timeout.
-  const setupClient = createDynamoDbSetupClient(config, SETUP_ATTEMPT_MS);
+  const client = createDynamoDbClient(config, timeoutMs);
+  const store = createDynamoDbStore({
+    client,
+    tableName: config.table,
+    keyPrefix: `${prefix}idem#`,
+  });
   try {
-    await createDynamoDbStore({ client: setupClient, ...storeOptions }).ensureTable({
-      timeoutMs: 60_000,
-    });
+    await store.ensureTable({ timeoutMs: 60_000 });
   } catch (error) {
+    client.destroy();
     throw new BackendError(
       `DynamoDB table ${config.table}${config.endpoint ? ` at ${config.endpoint}` : ''} is not usable: ${messageOf(error)}`,
       { cause: error },
     );
-  } finally {
-    setupClient.destroy();
   }
-  const client = createDynamoDbClient(config, timeoutMs);
-  const store = createDynamoDbStore({ client, ...storeOptions });
   const healthKey = { pk: { S: `${prefix}health` } };
   return {
     kind: 'dynamodb',

@@ -95,27 +95,4 @@ describe('the app on DynamoDB behind a network that fails', () => {
     }
     await expectRecovery('5 s of resets');
   }, 60_000);
-
-  // The SDK's pool holds 50 sockets. A store call the app gave up on (core's storeTimeoutMs)
-  // is not aborted, so the client itself MUST cut an attempt that gets no answer
-  // (`throwOnRequestTimeout`, `socketTimeout`): otherwise every socket stays busy with a
-  // request nobody waits for, every new call queues behind them, and service never returns.
-  it('silent connections that never come back: the client cuts them and service returns on new ones', async () => {
-    expect((await firstSuccess(server.url, 1, 0, BOUND_MS, Date.now())).recovered).toBe(true);
-    proxy.set('silent');
-    try {
-      // More requests at once than the SDK has sockets: each one answered 503 in bound.
-      const answers = await Promise.all(
-        Array.from({ length: 60 }, () => {
-          const [message] = probes(server.url);
-          return answer(message!.url, message!.init, BOUND_MS);
-        }),
-      );
-      for (const got of answers) expectUnavailable('POST /api/messages', got);
-    } finally {
-      // DynamoDB is back for new connections; the silent ones stay silent for good.
-      proxy.set('stale');
-    }
-    await expectRecovery('silent connections left for good');
-  }, 60_000);
 });

@@ -7,17 +7,13 @@ import { createServer, Socket } from 'node:net';
  *   frozen server or a blackholed network; bytes wait in the kernel buffers and flow again
  *   on `pass`, as TCP retransmission would deliver them;
  * - `down`: every connection is reset and new ones are reset at once, as when the store
- *   process died;
- * - `stale`: the connections open now stay silent for good, new ones pass: the store is back
- *   (restarted) but the sockets to the old one died without a reset reaching the client
- *   (a partition that ate the RST, a NAT that forgot the flow). Only a client that cuts a
- *   silent request and opens a new connection gets served.
+ *   process died.
  */
 export interface TcpProxy {
   /** `http://127.0.0.1:<port>` */
   readonly url: string;
   readonly port: number;
-  set(mode: 'pass' | 'silent' | 'down' | 'stale'): void;
+  set(mode: 'pass' | 'silent' | 'down'): void;
   close(): Promise<void>;
 }
 
@@ -26,18 +22,11 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   const url = new URL(target);
   const hostname = url.hostname;
   const targetPort = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
-  let mode: 'pass' | 'silent' | 'down' | 'stale' = 'pass';
+  let mode: 'pass' | 'silent' | 'down' = 'pass';
   const pairs = new Set<[Socket, Socket]>();
-  /** Pairs silenced for good by `stale`. */
-  const dead = new WeakSet<[Socket, Socket]>();
 
-  const apply = (pair: [Socket, Socket], fresh = false) => {
-    const [client, upstream] = pair;
-    if (mode === 'stale' && !fresh) dead.add(pair);
-    if (dead.has(pair)) {
-      client.pause();
-      upstream.pause();
-    } else if (mode === 'down') {
+  const apply = ([client, upstream]: [Socket, Socket]) => {
+    if (mode === 'down') {
       client.resetAndDestroy();
       upstream.destroy();
     } else if (mode === 'silent') {
@@ -58,15 +47,13 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
       client.destroy();
       upstream.destroy();
     };
-    // A stale pair's client never hears of its upstream going away (no FIN, no RST).
-    const upstreamGone = () => (dead.has(pair) ? upstream.destroy() : drop());
     client.on('error', drop).on('close', drop);
-    upstream.on('error', upstreamGone).on('close', upstreamGone);
+    upstream.on('error', drop).on('close', drop);
     // Plain 'data' forwarding (no pipe, which may resume a paused source on drain).
     client.on('data', (chunk) => upstream.write(chunk));
     upstream.on('data', (chunk) => client.write(chunk));
     upstream.connect(targetPort, hostname);
-    apply(pair, true);
+    apply(pair);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();

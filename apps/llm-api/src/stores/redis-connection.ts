@@ -3,9 +3,6 @@ import { Redis, type RedisOptions } from 'ioredis';
 /** Longest pause between two reconnection attempts, in ms. */
 export const MAX_RECONNECT_DELAY_MS = 500;
 
-/** How often a connection made while Redis loads its data asks again whether it is ready. */
-export const LOADING_RECHECK_MS = 100;
-
 /**
  * When to try the next reconnection: 100 ms, 200 ms, … capped at
  * {@link MAX_RECONNECT_DELAY_MS}, and never `null`. ioredis ends a client for good when its
@@ -28,10 +25,7 @@ export function reconnectDelay(attempt: number): number {
  * - every command bounded by `timeoutMs` (`commandTimeout`), and a connection that stays
  *   silent that long with commands pending is destroyed and replaced (`socketTimeout`), so
  *   a Redis that stops answering without closing (SIGSTOP, a blackholed network) costs
- *   each request at most `timeoutMs` and the connection is rebuilt by itself;
- * - a connection made while Redis is still loading its data (`LOADING`, right after a
- *   restart) checks again every {@link LOADING_RECHECK_MS} instead of ioredis's default of
- *   one second or more, so service returns as soon as Redis is ready.
+ *   each request at most `timeoutMs` and the connection is rebuilt by itself.
  */
 export function redisClientOptions(timeoutMs: number): RedisOptions {
   return {
@@ -43,7 +37,6 @@ export function redisClientOptions(timeoutMs: number): RedisOptions {
     connectTimeout: timeoutMs,
     keepAlive: 1_000,
     retryStrategy: reconnectDelay,
-    maxLoadingRetryTime: LOADING_RECHECK_MS,
   };
 }
 
@@ -80,40 +73,4 @@ export async function connectRedis(url: string, timeoutMs: number): Promise<Redi
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** Where {@link reportConnectionChanges} writes. */
-export interface ConnectionLog {
-  /** The connection was lost (once per outage, with the last error seen). */
-  lost(message: string): void;
-  /** It is ready again (with how long it was down). */
-  back(message: string): void;
-}
-
-/**
- * Logs each outage of a client's connection once: when it is lost and when it is ready
- * again, with how long it was down, so an operator can line up 503s with the store. Returns
- * a function that stops the reports (call it before closing the client on purpose).
- */
-export function reportConnectionChanges(client: Redis, log: ConnectionLog): () => void {
-  let lostAt: number | undefined;
-  let lastError = '';
-  const onError = (error: Error) => {
-    lastError = error.message;
-  };
-  const onClose = () => {
-    if (lostAt !== undefined) return;
-    lostAt = Date.now();
-    log.lost(`Redis connection lost${lastError ? ` (${lastError})` : ''}; reconnecting`);
-  };
-  const onReady = () => {
-    if (lostAt === undefined) return;
-    log.back(`Redis connection ready again after ${((Date.now() - lostAt) / 1000).toFixed(1)} s`);
-    lostAt = undefined;
-    lastError = '';
-  };
-  client.on('error', onError).on('close', onClose).on('ready', onReady);
-  return () => {
-    client.off('error', onError).off('close', onClose).off('ready', onReady);
-  };
 }
