@@ -1,8 +1,8 @@
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Child, freePort, makeTempDir, removeTempDir, spawnChild } from './processes.js';
+import { type ProxyProcess, startProxyProcess } from './proxy-process.js';
 import { startRedis } from './redis-server.js';
-import { startTcpFaultProxy, type TcpFaultProxy } from './tcp-fault-proxy.js';
 
 /** Which store a row runs on. */
 export type StoreKind = 'redis-aof' | 'redis-volatile' | 'dynamodb' | 'memory';
@@ -12,7 +12,7 @@ export interface StoreHandle {
   kind: StoreKind;
   /** What the app instances get (REDIS_URL / DYNAMODB_* through the proxy). */
   env: Record<string, string>;
-  proxy?: TcpFaultProxy;
+  proxy?: ProxyProcess;
   /** kill -9 of the store process, by PID. */
   kill9(): Promise<void>;
   /** Starts it again on the same port and data; resolves once it answers. */
@@ -118,7 +118,7 @@ async function startDynamoDb(): Promise<StoreHandle> {
     await waitForItems(`http://127.0.0.1:${port}`, table, 30_000);
   };
   await start();
-  const proxy = await startTcpFaultProxy(port);
+  const proxy = await startProxyProcess(port);
   return {
     kind: 'dynamodb',
     env: {
@@ -150,7 +150,7 @@ export async function startStore(kind: StoreKind): Promise<StoreHandle> {
   }
   if (kind === 'dynamodb') return startDynamoDb();
   const redis = await startRedis(kind === 'redis-aof');
-  const proxy = await startTcpFaultProxy(redis.port);
+  const proxy = await startProxyProcess(redis.port);
   return {
     kind,
     env: { REDIS_URL: `redis://127.0.0.1:${proxy.port}` },

@@ -5,7 +5,12 @@ import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import type { Backend } from './backend.js';
 import { chatCompletionsHandler } from './http/chat-completions.js';
 import { deliverBuffered, deliverStreamed } from './http/delivery.js';
-import { errorResponse, STORE_RETRY_AFTER_SECONDS, storeFailureResponse } from './http/errors.js';
+import {
+  errorResponse,
+  responseForError,
+  STORE_RETRY_AFTER_SECONDS,
+  storeFailureResponse,
+} from './http/errors.js';
 import { InFlight } from './http/in-flight.js';
 import { messagesHandler } from './http/messages.js';
 import { MAX_BODY_BYTES, requestGuard } from './http/request-guard.js';
@@ -109,10 +114,18 @@ export function createApp(options: AppOptions): LlmApp {
       try {
         delivered = await deliverBuffered(response);
       } catch (error) {
-        // Recording the outcome failed (the store is down, or the lease was lost).
-        const failure = storeFailureResponse(error);
-        if (!failure) throw error;
-        delivered = failure;
+        // The client went away: @idem/http cancelled its copy of the body and records the
+        // outcome in the background; nobody reads this answer.
+        if (c.req.raw.signal.aborted) {
+          delivered = errorResponse(503, 'client_gone', 'The client went away', {
+            'retry-after': '1',
+          });
+        } else {
+          // Recording the outcome failed (the store is down, or the lease was lost). Answered
+          // here whatever the error: rethrown, Hono would merge the headers of the response
+          // whose body was just read into the error's answer and fail on its read body.
+          delivered = responseForError(error);
+        }
       }
     }
     // Unset first: assigning over a response merges the old one's headers into the new.

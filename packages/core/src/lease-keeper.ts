@@ -74,10 +74,16 @@ export class LeaseKeeper {
     this.watchdogTimer.unref?.();
   }
 
-  private scheduleHeartbeat(): void {
+  /**
+   * The next renewal: one heartbeat from now, or sooner after a failed one (a fifth of the
+   * interval, at least 10 ms), so a store that drops a renewal or two (a connection reset,
+   * a short outage) still gets several tries before the lease passes, not one.
+   */
+  private scheduleHeartbeat(failed = false): void {
     const { heartbeatMs } = this.settings;
     if (heartbeatMs === false || this.isDone() || this.abandoned) return;
-    this.heartbeatTimer = setTimeout(() => void this.beat(), heartbeatMs);
+    const delay = failed ? Math.max(10, heartbeatMs / 5) : heartbeatMs;
+    this.heartbeatTimer = setTimeout(() => void this.beat(), delay);
     this.heartbeatTimer.unref?.();
   }
 
@@ -108,6 +114,8 @@ export class LeaseKeeper {
     } catch (error) {
       if (this.isDone()) return;
       this.settings.emit({ type: 'store_error', storageKey: this.key, operation: 'extend', error });
+      this.scheduleHeartbeat(true);
+      return;
     }
     this.scheduleHeartbeat();
   }

@@ -148,6 +148,23 @@ describe('finishing the completion when the store fails', () => {
     expect(types(events).at(-1)).toBe('completed');
   });
 
+  it('a failed renewal is retried soon, not a heartbeat later: two failures in a row do not lose the lease', async () => {
+    // Lease 1 s, heartbeat 450 ms: renewals due at 450 and 900 ms. Both fail. Waiting a whole
+    // heartbeat after each failure, the third try (1350 ms) comes after the lease passed.
+    const { idem, store, events } = setup({ leaseMs: 1_000, heartbeatMs: 450 }, systemClock);
+    store.next.extend.push('throw', 'throw');
+    let signal: AbortSignal | undefined;
+    const result = await idem.execute({ key: 'k' }, async (ctx) => {
+      signal = ctx.signal;
+      await sleep(1_400);
+      return 'v';
+    });
+    expect(result).toEqual({ value: 'v', replayed: false });
+    expect(signal?.aborted).toBe(false);
+    expect(types(events)).not.toContain('lease_lost');
+    expect(store.calls.extend).toBeGreaterThanOrEqual(3);
+  });
+
   it('completionWaitMs defaults to storeTimeoutMs and is validated', () => {
     expect(setup({ storeTimeoutMs: 1234 }).idem.settings.completionWaitMs).toBe(1234);
     expect(() => setup({ completionWaitMs: 0 })).toThrow(
