@@ -1,10 +1,10 @@
 import { type AppInstance, startApp } from './app-instance.js';
-import { debugTimeline, type FaultEvent } from './debug-report.js';
+import { debugTimeline, debugTwice, type FaultEvent } from './debug-report.js';
 import { type Attempt, drive, probeRecovery, watchReads } from './driver.js';
 import { sleep } from './processes.js';
 import type { Profile } from './profile.js';
 import { type StoreHandle, type StoreKind, startStore } from './stores.js';
-import type { UpstreamModel } from './upstream.js';
+import type { UpstreamProcess } from './upstream-process.js';
 import { type ExecutionCount, judgeRow, type RowPromises, type RowResult } from './verdict.js';
 
 /** What a scenario can do to the running system while the traffic flows. */
@@ -52,7 +52,7 @@ export interface Scenario {
 export async function runRow(
   scenario: Scenario,
   profile: Profile,
-  upstream: UpstreamModel,
+  upstream: UpstreamProcess,
   log: (line: string) => void,
   appEntry?: string,
 ): Promise<RowResult> {
@@ -187,9 +187,10 @@ export async function runRow(
     const times = await Promise.all(recoveries);
     // Let an execution that was still streaming finish before its count is read.
     await sleep(300);
+    const counts = await upstream.readCounts();
     const executions = new Map<string, ExecutionCount>();
     for (const request of requests) {
-      const count = upstream.counts.get(request.id);
+      const count = counts.get(request.id);
       if (count) executions.set(request.id, { completed: count.completed, answers: count.answers });
     }
     const recoveryMs =
@@ -202,6 +203,7 @@ export async function runRow(
       for (const app of everyApp) log(`  --- ${app.url} output (tail) ---\n${app.output()}`);
       const attempts = [...requests.flatMap((r) => r.attempts), ...probes];
       for (const line of debugTimeline(attempts, started, events)) log(line);
+      for (const line of debugTwice(requests, counts, started, events)) log(line);
     }
     return judgeRow(scenario.fault, scenario.promises(profile), profile, {
       requests,

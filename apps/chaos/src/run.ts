@@ -3,7 +3,7 @@ import type { Profile } from './profile.js';
 import { runRow, type Scenario } from './run-row.js';
 import { scenarios as allScenarios } from './scenarios.js';
 import { dynamoDbUnavailable } from './stores.js';
-import { startUpstream } from './upstream.js';
+import { startUpstreamProcess } from './upstream-process.js';
 import { judgeRow, type RowResult } from './verdict.js';
 
 /** Options of {@link runChaos}. */
@@ -41,7 +41,7 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
     const unknown = options.only.filter((id) => !allScenarios.some((s) => s.id === id));
     if (unknown.length > 0) throw new Error(`unknown rows: ${unknown.join(', ')}`);
   }
-  const upstream = await startUpstream({
+  const upstream = await startUpstreamProcess({
     chunks: profile.modelChunks,
     chunkDelayMs: profile.modelChunkDelayMs,
   });

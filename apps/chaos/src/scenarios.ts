@@ -31,19 +31,25 @@ async function flaky(stage: Stage, durationMs: number): Promise<void> {
   while (Date.now() < end) {
     const roll = Math.random();
     if (roll < 0.45) {
+      stage.mark('pass');
       proxy.setMode({ kind: 'pass' });
       await sleep(between(200, 600));
     } else if (roll < 0.65) {
-      proxy.setMode({ kind: 'delay', ms: Math.round(between(20, 300)) });
+      const ms = Math.round(between(20, 300));
+      stage.mark(`delay ${ms} ms`);
+      proxy.setMode({ kind: 'delay', ms });
       await sleep(between(200, 600));
     } else if (roll < 0.8) {
+      stage.mark('reset half');
       proxy.setMode({ kind: 'pass' });
       proxy.dropSome(0.5);
       await sleep(between(200, 600));
     } else if (roll < 0.92) {
+      stage.mark('drop');
       proxy.setMode({ kind: 'drop' });
       await sleep(between(100, 800));
     } else {
+      stage.mark('blackhole');
       proxy.setMode({ kind: 'blackhole' });
       await sleep(between(200, 1_000));
     }

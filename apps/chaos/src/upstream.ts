@@ -15,6 +15,9 @@ export interface UpstreamCount {
   keys: Set<string>;
   /** The answers produced, in order (each carries a fresh nonce). */
   answers: string[];
+  /** When each call started and each execution completed (ms since epoch), for CHAOS_DEBUG. */
+  startedAt: number[];
+  completedAt: number[];
 }
 
 /** An OpenAI-compatible streaming model on loopback that counts executions per logical id. */
@@ -90,10 +93,18 @@ export async function startUpstream(options: UpstreamOptions = {}): Promise<Upst
     const size = Number(prompt.match(SIZE)?.[1] ?? 0);
     let count = counts.get(id);
     if (!count) {
-      count = { started: 0, completed: 0, keys: new Set(), answers: [] };
+      count = {
+        started: 0,
+        completed: 0,
+        keys: new Set(),
+        answers: [],
+        startedAt: [],
+        completedAt: [],
+      };
       counts.set(id, count);
     }
     count.started += 1;
+    count.startedAt.push(Date.now());
     const key = request.headers['idempotency-key'];
     if (typeof key === 'string') count.keys.add(key);
     const pieces = answerPieces(id, count.started, chunks, size);
@@ -134,6 +145,7 @@ export async function startUpstream(options: UpstreamOptions = {}): Promise<Upst
       if (!closed) {
         count.completed += 1;
         count.answers.push(pieces[0] ?? '');
+        count.completedAt.push(Date.now());
       }
     });
   }
