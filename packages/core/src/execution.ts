@@ -221,6 +221,8 @@ export class Execution {
           timeoutMs: storeTimeoutMs,
           clock,
           deadline: this.acquiredAt + maxHoldMs,
+          // Retried well inside the lease: a 3 s lease gets a try at least every 300 ms.
+          maxDelayMs: this.settings.leaseMs / 10,
           onError: (error) => {
             this.lastStoreError = error;
             this.emitStoreError('complete', error);

@@ -18,11 +18,17 @@ export interface StoreRetryOptions {
   deadline: number;
   /** Called with each failure that will be retried or ends the retries at the deadline. */
   onError?(error: StoreUnavailableError): void;
+  /**
+   * Longest pause between two attempts, in ms (at most 1 s). A write racing a lease passes
+   * a fraction of the lease, so a store that comes back is tried again well before it ends.
+   * @default 1_000
+   */
+  maxDelayMs?: number;
 }
 
 /**
  * Runs one store call until it answers: a `StoreUnavailableError` (timeout, connection) is
- * retried after 50 ms, doubling to 1 s, each pause jittered down by up to half, on unref'd
+ * retried after 50 ms, doubling to 1 s (or `maxDelayMs`), each pause jittered down by up to half, on unref'd
  * timers, for as long as the deadline allows; then the last one is thrown. Any other error
  * is thrown at once. The call MUST be safe to repeat (owner-checked, same owner and bytes:
  * a redelivered write is recognised by the store).
@@ -32,7 +38,8 @@ export async function retryStoreCall<T>(
   call: () => Promise<T>,
 ): Promise<T> {
   const { operation, timeoutMs, clock, deadline } = options;
-  let pause = FIRST_RETRY_DELAY_MS;
+  const maxDelay = Math.max(1, Math.min(options.maxDelayMs ?? MAX_RETRY_DELAY_MS, MAX_RETRY_DELAY_MS));
+  let pause = Math.min(FIRST_RETRY_DELAY_MS, maxDelay);
   for (;;) {
     try {
       // Background work must not keep a process alive; a caller waiting holds its own timer.
@@ -45,7 +52,7 @@ export async function retryStoreCall<T>(
       const wait = Math.min(left, pause * (0.5 + Math.random() * 0.5));
       await sleep(wait, undefined, { ref: false });
       if (clock.now() >= deadline) throw error;
-      pause = Math.min(pause * 2, MAX_RETRY_DELAY_MS);
+      pause = Math.min(pause * 2, maxDelay);
     }
   }
 }

@@ -165,6 +165,22 @@ describe('finishing the completion when the store fails', () => {
     expect(store.calls.extend).toBeGreaterThanOrEqual(3);
   });
 
+  it('a failing final write is retried at least every tenth of the lease, so it lands soon after the store is back', async () => {
+    const { idem, store } = setup(
+      { leaseMs: 1_000, heartbeatMs: 300, completionWaitMs: 5_000 },
+      systemClock,
+    );
+    store.always.complete = 'throw';
+    const result = idem.execute({ key: 'k' }, async () => 'v');
+    await sleep(2_000);
+    // Pauses doubling to 1 s would allow at most 9 tries in 2 s; capped at 100 ms, 20 or so.
+    expect(store.calls.complete).toBeGreaterThanOrEqual(15);
+    delete store.always.complete;
+    const back = Date.now();
+    expect(await result).toEqual({ value: 'v', replayed: false });
+    expect(Date.now() - back).toBeLessThan(300);
+  });
+
   it('completionWaitMs defaults to storeTimeoutMs and is validated', () => {
     expect(setup({ storeTimeoutMs: 1234 }).idem.settings.completionWaitMs).toBe(1234);
     expect(() => setup({ completionWaitMs: 0 })).toThrow(

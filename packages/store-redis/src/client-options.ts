@@ -58,6 +58,9 @@ function connectionOptions(commandTimeout: number) {
     // Commands caught in a dropped connection are resent once it is back (ioredis's
     // autoResendUnfulfilledCommands); the store answers a resent call as its first delivery.
     maxRetriesPerRequest: 1,
+    // A restarted Redis still loading its data is asked again every 100 ms (ioredis waits
+    // a second or more by default), so the client is ready as soon as Redis is.
+    maxLoadingRetryTime: 100,
   };
 }
 

@@ -22,6 +22,7 @@ export function reconnectDelay(attempt: number): number {
  *   is down fails at once (503) instead of waiting for a reconnection, and never runs late;
  *   a command in flight when the connection drops fails at once (`maxRetriesPerRequest: 0`)
  *   instead of being resent on the next connection;
+ * - ready again within 100 ms of a restarted Redis finishing to load its data;
  * - every command bounded by `timeoutMs` (`commandTimeout`), and a connection that stays
  *   silent that long with commands pending is destroyed and replaced (`socketTimeout`), so
  *   a Redis that stops answering without closing (SIGSTOP, a blackholed network) costs
@@ -37,6 +38,9 @@ export function redisClientOptions(timeoutMs: number): RedisOptions {
     connectTimeout: timeoutMs,
     keepAlive: 1_000,
     retryStrategy: reconnectDelay,
+    // A Redis still loading its AOF after a restart is asked again every 100 ms (ioredis
+    // waits a second or more by default), so the app is back as soon as Redis is.
+    maxLoadingRetryTime: 100,
   };
 }
 
