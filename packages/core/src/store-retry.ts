@@ -38,7 +38,10 @@ export async function retryStoreCall<T>(
   call: () => Promise<T>,
 ): Promise<T> {
   const { operation, timeoutMs, clock, deadline } = options;
-  const maxDelay = Math.max(1, Math.min(options.maxDelayMs ?? MAX_RETRY_DELAY_MS, MAX_RETRY_DELAY_MS));
+  const maxDelay = Math.max(
+    1,
+    Math.min(options.maxDelayMs ?? MAX_RETRY_DELAY_MS, MAX_RETRY_DELAY_MS),
+  );
   let pause = Math.min(FIRST_RETRY_DELAY_MS, maxDelay);
   for (;;) {
     try {
