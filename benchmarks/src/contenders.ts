@@ -10,6 +10,7 @@ import type { BasePersistenceLayer } from '@aws-lambda-powertools/idempotency/pe
 import { createIdempotency, type IdempotencyStore } from '@idem/core';
 import { Idempotency } from '@node-idempotency/core';
 import type { Contender } from './engine-suite.js';
+import { forEachConcurrently, PREPARE_CONCURRENCY } from './measure.js';
 import { checkReplayed, mustNotRun, resultFor } from './payload.js';
 
 /** idem: `createIdempotency({ store }).execute({ key }, operation)`, all defaults. */
@@ -24,7 +25,7 @@ export function idemContender(openStore: () => IdempotencyStore): Contender {
     role: 'idem',
     async prepare(keys) {
       engine = createIdempotency({ store: openStore() });
-      for (const key of keys) await cycle(key);
+      await forEachConcurrently(keys, PREPARE_CONCURRENCY, cycle);
     },
     cycle,
     async replay(key) {
@@ -66,7 +67,9 @@ export function powertoolsContender(
     role: 'peer',
     async prepare(keys) {
       fns = wrap();
-      for (const key of keys) await fns.run({ key });
+      await forEachConcurrently(keys, PREPARE_CONCURRENCY, async (key) => {
+        await fns.run({ key });
+      });
     },
     async cycle(key) {
       const value = await fns.run({ key });
@@ -107,7 +110,7 @@ export function nodeIdempotencyContender(
     role: 'peer',
     async prepare(keys) {
       engine = new Idempotency(openStorage(), { cacheKeyPrefix });
-      for (const key of keys) await cycle(key);
+      await forEachConcurrently(keys, PREPARE_CONCURRENCY, cycle);
     },
     cycle,
     async replay(key) {

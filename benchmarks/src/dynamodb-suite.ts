@@ -13,6 +13,7 @@ import { createDynamoDbStore, recommendedDynamoDbClientConfig } from '@idem/stor
 import { startDynamoDbLocal } from '../../scripts/dynamodb-local.mjs';
 import { idemContender, powertoolsContender } from './contenders.js';
 import { type Contender, runEngineSuite } from './engine-suite.js';
+import { forEachConcurrently, PREPARE_CONCURRENCY } from './measure.js';
 import { RESULT_BYTES, resultFor } from './payload.js';
 import type { Profile } from './profile.js';
 import type { SuiteResult } from './result.js';
@@ -70,7 +71,7 @@ function rawDynamoDbContender(client: DynamoDBClient, tableName: string): Conten
     name: 'raw SDK',
     role: 'raw',
     async prepare(keys) {
-      for (const key of keys) await cycle(key);
+      await forEachConcurrently(keys, PREPARE_CONCURRENCY, cycle);
     },
     cycle,
     async replay(key) {
@@ -131,6 +132,7 @@ export async function runDynamoDbSuite(
           powertoolsContender(() => powertoolsLayer, 'bench'),
         ],
         bounds: profile.dynamodb,
+        replayPool: profile.dynamodbReplayPool,
       },
       profile,
       log,

@@ -29,6 +29,8 @@ export interface EngineSuite {
   /** The raw ceiling first, then idem, then the peers (the column order). */
   contenders: Contender[];
   bounds: Bounds;
+  /** Completed keys per contender that replays read round-robin. */
+  replayPool: number;
   /** Removes what a round wrote (untimed). */
   afterRound?(): Promise<void>;
 }
@@ -46,7 +48,7 @@ export async function runEngineSuite(
   log: (line: string) => void,
 ): Promise<SuiteResult> {
   const poolKeys = (tag: string) =>
-    Array.from({ length: profile.replayPool }, (_, j) => `${tag}-done-${j}`);
+    Array.from({ length: suite.replayPool }, (_, j) => `${tag}-done-${j}`);
   const measure = (
     contender: Contender,
     op: 'cycle' | 'replay',

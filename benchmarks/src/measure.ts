@@ -45,3 +45,20 @@ export function rotate<T>(items: readonly T[], by: number): T[] {
   const shift = ((by % n) + n) % n;
   return [...items.slice(shift), ...items.slice(0, shift)];
 }
+
+/** How many set-up calls (completing a replay pool) run at once. */
+export const PREPARE_CONCURRENCY = 16;
+
+/** Runs `fn` on every item, at most `concurrency` at a time (untimed set-up work). */
+export async function forEachConcurrently<T>(
+  items: readonly T[],
+  concurrency: number,
+  fn: (item: T) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
+}

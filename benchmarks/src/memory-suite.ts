@@ -2,6 +2,7 @@ import { createMemoryStore, type MemoryStore } from '@idem/store-memory';
 import { MemoryStorageAdapter } from '@node-idempotency/storage-adapter-memory';
 import { idemContender, nodeIdempotencyContender } from './contenders.js';
 import { type Contender, runEngineSuite } from './engine-suite.js';
+import { forEachConcurrently, PREPARE_CONCURRENCY } from './measure.js';
 import { RESULT_BYTES, resultFor } from './payload.js';
 import type { Profile } from './profile.js';
 import type { SuiteResult } from './result.js';
@@ -19,7 +20,7 @@ function rawMapContender(): Contender {
     role: 'raw',
     async prepare(keys) {
       map = new Map();
-      for (const key of keys) await cycle(key);
+      await forEachConcurrently(keys, PREPARE_CONCURRENCY, cycle);
     },
     cycle,
     async replay(key) {
@@ -59,6 +60,7 @@ export async function runMemorySuite(
           nodeIdempotencyContender(() => new MemoryStorageAdapter(), 'ni'),
         ],
         bounds: profile.engine,
+        replayPool: profile.replayPool,
       },
       profile,
       log,

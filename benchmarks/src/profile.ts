@@ -11,8 +11,9 @@ export interface Profile {
   dynamodb: Bounds;
   /** Untimed warm-up of each contender before the rounds. */
   warmup: Bounds;
-  /** Completed keys per contender that replays read round-robin. */
+  /** Completed keys per contender that replays read round-robin (Redis, memory; DynamoDB). */
   replayPool: number;
+  dynamodbReplayPool: number;
   /** HTTP suite: seconds of one autocannon measurement (autocannon runs at least about 1 s). */
   httpSeconds: number;
   /** HTTP suite: seconds of the untimed warm-up of each server and request kind; 0 for none. */
@@ -35,6 +36,7 @@ const profiles: Record<Profile['name'], Omit<Profile, 'name' | 'rounds'> & { rou
     dynamodb: { ms: 150, maxOps: 300 },
     warmup: { ms: 100, maxOps: 100 },
     replayPool: 8,
+    dynamodbReplayPool: 8,
     httpSeconds: 1,
     httpWarmupSeconds: 0,
     httpConnections: 16,
@@ -47,6 +49,7 @@ const profiles: Record<Profile['name'], Omit<Profile, 'name' | 'rounds'> & { rou
     dynamodb: { ms: 2_000, maxOps: 10_000 },
     warmup: { ms: 500, maxOps: 5_000 },
     replayPool: 256,
+    dynamodbReplayPool: 64,
     httpSeconds: 2,
     httpWarmupSeconds: 1,
     httpConnections: 64,

@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { idemContender, nodeIdempotencyContender, powertoolsContender } from './contenders.js';
 import type { Contender } from './engine-suite.js';
 import { runEngineSuite } from './engine-suite.js';
+import { forEachConcurrently, PREPARE_CONCURRENCY } from './measure.js';
 import { RESULT_BYTES, resultFor } from './payload.js';
 import type { Profile } from './profile.js';
 import type { SuiteResult } from './result.js';
@@ -22,7 +23,7 @@ function rawRedisContender(client: Redis, prefix: string): Contender {
     name: 'raw ioredis',
     role: 'raw',
     async prepare(keys) {
-      for (const key of keys) await cycle(key);
+      await forEachConcurrently(keys, PREPARE_CONCURRENCY, cycle);
     },
     cycle,
     async replay(key) {
@@ -95,6 +96,7 @@ export async function runRedisSuite(
           nodeIdempotencyContender(() => nodeIdemStorage, `${prefix}ni`),
         ],
         bounds: profile.engine,
+        replayPool: profile.replayPool,
         afterRound: () => removePrefix(rawClient, prefix),
       },
       profile,
