@@ -225,7 +225,7 @@ export async function runHttpSuite(
       notes: [
         `autocannon in the benchmark process, ${profile.httpConnections} connections, ${profile.httpSeconds} s a measurement; each server in a child process of its own (Node ${process.version})`,
         'the endpoint: a small JSON body in, 201 with a small JSON body out; without: no idempotency middleware, the same requests (Idempotency-Key header included)',
-        'idem: @idem/hono, @idem/express, @idem/fastify on @idem/store-memory (defaults, scope global: fingerprint of method, path and body, recorded response); express-idempotency: its default in-memory adapter, Express only (— elsewhere)',
+        'idem: @idem/hono, @idem/express, @idem/fastify with their defaults and scope global (key check, fingerprint of method, path and body, the response recorded) on @idem/store-memory sized so that no measurement fills it; express-idempotency: its default in-memory adapter, Express only (— elsewhere)',
         `first execution: a new key every request; replay: the connections cycle through ${profile.httpReplayKeys} completed keys`,
         'the load generator shares the machine with the server, so "without" is bounded by it too: the shares are upper bounds of what a faster client would see',
       ],

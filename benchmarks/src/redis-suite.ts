@@ -49,7 +49,11 @@ export async function describeRedis(url: string): Promise<string> {
   try {
     await client.connect();
     const version = /redis_version:(\S+)/.exec(await client.info('server'))?.[1] ?? '?';
-    const aof = ((await client.config('GET', 'appendonly')) as string[])[1] ?? '?';
+    // Managed Redis often refuses CONFIG: the header then says it does not know.
+    const aof = await client
+      .config('GET', 'appendonly')
+      .then((answer) => (answer as string[])[1] ?? '?')
+      .catch(() => '?');
     return `Redis ${version} at ${url} (appendonly ${aof})`;
   } finally {
     client.disconnect();
