@@ -1,6 +1,6 @@
-import { type Bounds, median, rotate, throughput } from './measure.js';
+import { type Bounds, rotate, throughput } from './measure.js';
 import type { Profile } from './profile.js';
-import { type Column, type Row, ratio, type SuiteResult } from './result.js';
+import { type Column, figure, pairedRatios, type Row, row, type SuiteResult } from './result.js';
 
 /**
  * One library (or the raw client) on one backend, driven through its public API. Each keeps
@@ -109,16 +109,22 @@ export async function runEngineSuite(
   const rows: Row[] = [];
   for (const c of suite.concurrencies) {
     for (const op of OPERATIONS) {
-      const value = (contender: Contender) => median(figures.get(at(c, op, contender.name))!);
-      const bestPeer = peers.length > 0 ? Math.max(...peers.map(value)) : null;
-      rows.push({
-        labels: [String(c), op],
-        cells: [
-          ...suite.contenders.map(value),
-          ratio(value(idem), bestPeer),
-          ratio(value(idem), value(raw)),
-        ],
-      });
+      const rounds = (contender: Contender) => figures.get(at(c, op, contender.name))!;
+      // The best peer of each round, so that the ratio pairs measurements of one round.
+      const bestPeer =
+        peers.length > 0
+          ? rounds(idem).map((_, r) => Math.max(...peers.map((p) => rounds(p)[r]!)))
+          : undefined;
+      rows.push(
+        row(
+          [String(c), op],
+          [
+            ...suite.contenders.map((contender) => figure(rounds(contender))),
+            figure(pairedRatios(rounds(idem), bestPeer)),
+            figure(pairedRatios(rounds(idem), rounds(raw))),
+          ],
+        ),
+      );
     }
   }
   return {

@@ -3,9 +3,9 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { FRAMEWORKS, type Framework, HTTP_PEERS, type Mode } from './http-modes.js';
-import { median, rotate } from './measure.js';
+import { rotate } from './measure.js';
 import type { Profile } from './profile.js';
-import { type Column, type Row, ratio, type SuiteResult } from './result.js';
+import { type Column, figure, pairedRatios, type Row, row, type SuiteResult } from './result.js';
 
 const PACKAGE_DIR = fileURLToPath(new URL('..', import.meta.url));
 const SERVER_FILE = fileURLToPath(new URL('./http-server.ts', import.meta.url));
@@ -198,25 +198,28 @@ export async function runHttpSuite(
     const rows: Row[] = [];
     for (const framework of FRAMEWORKS) {
       for (const op of OPERATIONS) {
-        const value = (mode: Mode) => {
-          const values = figures.get(at(framework, op, mode));
-          return values ? median(values) : null;
-        };
-        const without = value('plain');
-        const idem = value('idem');
-        const peerValues = peers.map(value);
-        const present = peerValues.filter((v): v is number => v !== null);
-        rows.push({
-          labels: [framework, op === 'first' ? 'first execution' : 'replay'],
-          cells: [
-            without,
-            idem,
-            ...peerValues,
-            ratio(idem, without),
-            ...peerValues.map((v) => ratio(v, without)),
-            ratio(idem, present.length > 0 ? Math.max(...present) : null),
-          ],
-        });
+        const rounds = (mode: Mode) => figures.get(at(framework, op, mode));
+        const without = rounds('plain');
+        const idem = rounds('idem');
+        const present = peers.map(rounds).filter((v): v is number[] => v !== undefined);
+        // The best peer of each round, so that the ratio pairs measurements of one round.
+        const bestPeer =
+          present.length > 0 && idem
+            ? idem.map((_, r) => Math.max(...present.map((p) => p[r]!)))
+            : undefined;
+        rows.push(
+          row(
+            [framework, op === 'first' ? 'first execution' : 'replay'],
+            [
+              figure(without),
+              figure(idem),
+              ...peers.map((mode) => figure(rounds(mode))),
+              figure(pairedRatios(idem, without)),
+              ...peers.map((mode) => figure(pairedRatios(rounds(mode), without))),
+              figure(pairedRatios(idem, bestPeer)),
+            ],
+          ),
+        );
       }
     }
     return {
@@ -227,6 +230,7 @@ export async function runHttpSuite(
         'the endpoint: a small JSON body in, 201 with a small JSON body out; without: no idempotency middleware, the same requests (Idempotency-Key header included)',
         'idem: @idem/hono, @idem/express, @idem/fastify with their defaults and scope global (key check, fingerprint of method, path and body, the response recorded) on @idem/store-memory sized so that no measurement fills it; express-idempotency: its default in-memory adapter, Express only (— elsewhere)',
         `first execution: a new key every request; replay: the connections cycle through ${profile.httpReplayKeys} completed keys`,
+        "express-idempotency's default adapter searches an array of every record for each request, so its figures fall as a run's records accumulate (the servers live for the whole suite)",
         'the load generator shares the machine with the server, so "without" is bounded by it too: the shares are upper bounds of what a faster client would see',
       ],
       labelHeaders: ['framework', 'requests'],

@@ -118,14 +118,19 @@ describe('pnpm bench, smoke profile', () => {
       let figures = 0;
       for (const row of suite.rows) {
         expect(row.cells).toHaveLength(want.columns.length);
+        expect(row.ranges).toHaveLength(want.columns.length);
         row.cells.forEach((cell, i) => {
           const column = want.columns[i]!;
           if (cell === null) {
             expect(mayBeEmpty(suite, row.labels, column), `${row.labels} ${column}`).toBe(true);
+            expect(row.ranges[i]).toBeNull();
             return;
           }
           figures++;
           expect(Number.isFinite(cell) && cell > 0, `${row.labels} ${column}: ${cell}`).toBe(true);
+          // The median lies within the range of its rounds.
+          const [low, high] = row.ranges[i]!;
+          expect(low <= cell && cell <= high, `${row.labels} ${column}: ${low}..${high}`).toBe(true);
         });
         expect(stdout).toContain(`| ${row.labels.join(' | ')} | `);
       }
