@@ -45,7 +45,8 @@ function selectSuites(args: readonly string[], env = process.env.BENCH_SUITES): 
 async function main(): Promise<void> {
   const profile = profileFromEnv();
   const chosen = selectSuites(process.argv.slice(2));
-  const log = (line: string) => console.error(`[bench] ${line}`);
+  const log = (line: string) =>
+    console.error(`[bench ${(performance.now() / 1000).toFixed(1)} s] ${line}`);
   const machine = describeMachine();
   if (chosen.includes('redis'))
     machine.push(await describeRedis(process.env.REDIS_URL || 'redis://127.0.0.1:6379'));

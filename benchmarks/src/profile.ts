@@ -14,7 +14,7 @@ export interface Profile {
   /** Completed keys per contender that replays read round-robin (Redis, memory; DynamoDB). */
   replayPool: number;
   dynamodbReplayPool: number;
-  /** HTTP suite: seconds of one autocannon measurement (autocannon runs at least about 1 s). */
+  /** HTTP suite: seconds of one autocannon measurement. */
   httpSeconds: number;
   /** HTTP suite: seconds of the untimed warm-up of each server and request kind; 0 for none. */
   httpWarmupSeconds: number;
@@ -37,7 +37,7 @@ const profiles: Record<Profile['name'], Omit<Profile, 'name' | 'rounds'> & { rou
     warmup: { ms: 100, maxOps: 100 },
     replayPool: 8,
     dynamodbReplayPool: 8,
-    httpSeconds: 1,
+    httpSeconds: 0.5,
     httpWarmupSeconds: 0,
     httpConnections: 16,
     httpReplayKeys: 16,
