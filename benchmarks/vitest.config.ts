@@ -1,0 +1,11 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // The smoke run loads both cores with its own servers: nothing else competes with it.
+    fileParallelism: false,
+    testTimeout: 300_000,
+    hookTimeout: 30_000,
+  },
+});
