@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { type IdempotencyVariables, idempotency } from '@idem/hono';
-import { type Context, Hono, type MiddlewareHandler } from 'hono';
+import { type Context, type Handler, Hono, type MiddlewareHandler } from 'hono';
 import type { Backend } from './backend.js';
 import { chatCompletionsHandler } from './http/chat-completions.js';
-import { deliverBuffered, deliverStreamed } from './http/delivery.js';
+import { deliverBuffered, deliverStreamed, recordUnsent } from './http/delivery.js';
 import {
   errorResponse,
   responseForError,
@@ -26,7 +26,16 @@ export interface AppOptions {
   heartbeatMs?: number | false;
   /** Limit of every idempotency store call, in ms (the backend bounds its own calls). @default 2_000 */
   storeTimeoutMs?: number;
+  /**
+   * Longest a bill that met a store outage is retried after the model ran, in ms; the client
+   * is answered after a lease meanwhile (503, then 409 until the answer is recorded).
+   * @default 600_000
+   */
+  billRetryMs?: number;
 }
+
+/** Per request: tells the delivery the answer is late (see `deliver`). */
+const lateAnswers = new WeakMap<Request, () => void>();
 
 /** The app, and the hooks the server needs for a graceful shutdown. */
 export interface LlmApp {
@@ -103,12 +112,37 @@ export function createApp(options: AppOptions): LlmApp {
    * delivery.ts).
    */
   const deliver: MiddlewareHandler = async (c, next) => {
-    await next();
-    const response = c.res;
+    // The handler may find, once its operation ran, that its final writes are slow (a bill
+    // retrying through a store outage): it calls `answerLate` and goes on. A JSON answer not
+    // ready by then is replaced by a 503 for the client, and the real one is read (recorded)
+    // in the background; a stream already flowing is cut. Either way the client retries with
+    // its key and gets 409 until the answer is recorded, then the replay: never a release,
+    // so never a second execution.
+    let late: () => void = () => undefined;
+    const lateSignal = new Promise<'late'>((resolve) => {
+      late = () => resolve('late');
+    });
+    lateAnswers.set(c.req.raw, () => late());
+    const produced = next().then(() => c.res);
+    const first = await Promise.race([produced, lateSignal]);
+    if (first === 'late') {
+      inFlight.track(produced.then(recordUnsent, () => undefined));
+      c.res = undefined;
+      c.res = errorResponse(
+        503,
+        'not_recorded_yet',
+        'The request ran; its answer is still being recorded. Retry with the same key to get it.',
+        { 'retry-after': String(STORE_RETRY_AFTER_SECONDS) },
+      );
+      return;
+    }
+    const response = first;
     let delivered: Response;
     if (response.headers.get('content-type')?.startsWith('text/event-stream')) {
       const streamed = deliverStreamed(response);
       inFlight.track(streamed.done);
+      late = () =>
+        streamed.cut(new Error('the answer is still being recorded; retry with the same key'));
       delivered = streamed.response;
     } else {
       try {
@@ -207,18 +241,29 @@ export function createApp(options: AppOptions): LlmApp {
   // Every bill retrying through an outage listens to it while it waits, and stops listening
   // when done: many at once is expected, not a leak.
   setMaxListeners(0, drainEnds.signal);
-  const metering = { billRetryMs: common.leaseMs, stop: drainEnds.signal };
+  const metering = {
+    billWaitMs: common.leaseMs,
+    billRetryMs: options.billRetryMs ?? 600_000,
+    stop: drainEnds.signal,
+  };
   const messages = messagesHandler(model, backend.ledger, metering);
   const chat = chatCompletionsHandler(model, backend.ledger, metering);
   // The guard first: bodies over the limit or nested too deep never reach the idempotency
   // layer or the handler, keyed or not (see request-guard.ts).
   const guard = requestGuard();
-  app.post('/api/messages', guard, deliver, messagesIdem, (c) =>
-    messages(c.req.raw, c.get('idempotency')),
-  );
-  app.post('/v1/chat/completions', guard, deliver, chatIdem, (c) =>
-    chat(c.req.raw, c.get('idempotency')),
-  );
+  // The handler's answer is set on the context by the route itself: once the delivery
+  // answered the client late (see `deliver`), Hono would no longer take a returned one, and
+  // the idempotency layer would record the wrong response.
+  const route =
+    (handler: typeof messages): Handler<{ Variables: IdempotencyVariables }> =>
+    async (c) => {
+      const response = await handler(c.req.raw, c.get('idempotency'), lateAnswers.get(c.req.raw));
+      c.res = undefined;
+      c.res = response;
+      return c.res;
+    };
+  app.post('/api/messages', guard, deliver, messagesIdem, route(messages));
+  app.post('/v1/chat/completions', guard, deliver, chatIdem, route(chat));
   app.notFound(() => errorResponse(404, 'not_found', 'No such endpoint'));
   app.onError((error) => {
     const failure = storeFailureResponse(error);

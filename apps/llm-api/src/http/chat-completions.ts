@@ -64,7 +64,11 @@ export function chatCompletionsHandler(
   ledger: Ledger,
   metering: MeteringOptions,
 ) {
-  return async (request: Request, context: IdempotencyContext | undefined): Promise<Response> => {
+  return async (
+    request: Request,
+    context: IdempotencyContext | undefined,
+    answerLate?: () => void,
+  ): Promise<Response> => {
     try {
       const chat = parseChatRequest(await readJsonObject(request));
       const target = billingTarget('chatcmpl-', context);
@@ -79,7 +83,7 @@ export function chatCompletionsHandler(
           idempotencyKey: upstreamKey(context),
         },
         target,
-        metering,
+        { ...metering, answerLate },
       );
       if (!chat.stream) {
         const { content, usage } = await collect(generation);

@@ -9,6 +9,18 @@
  * recorded for the retry to replay.
  */
 
+/**
+ * Reads a body nobody will be sent, so that it is recorded; failures were reported by the
+ * recorder's events already.
+ */
+export async function recordUnsent(response: Response): Promise<void> {
+  try {
+    await response.arrayBuffer();
+  } catch {
+    // The recorder saw it: not recorded (released or marked), nothing to tell anyone.
+  }
+}
+
 /** Reads the whole body (this is what records it) and answers with the same bytes. */
 export async function deliverBuffered(response: Response): Promise<Response> {
   const bytes = await response.arrayBuffer();
@@ -23,9 +35,14 @@ export async function deliverBuffered(response: Response): Promise<Response> {
  * Passes a streamed body through while reading it independently of the client. `done`
  * settles once the source body ended (recorded) or failed.
  */
-export function deliverStreamed(response: Response): { response: Response; done: Promise<void> } {
+export function deliverStreamed(response: Response): {
+  response: Response;
+  done: Promise<void>;
+  /** Ends the client's copy with an error now; the source is still read to its end. */
+  cut(reason: Error): void;
+} {
   const source = response.body;
-  if (source === null) return { response, done: Promise.resolve() };
+  if (source === null) return { response, done: Promise.resolve(), cut: () => undefined };
   let sink: ReadableStreamDefaultController<Uint8Array> | undefined;
   let open = true;
   const out = new ReadableStream<Uint8Array>({
@@ -66,5 +83,9 @@ export function deliverStreamed(response: Response): { response: Response; done:
       headers: response.headers,
     }),
     done,
+    cut(reason) {
+      forward((c) => c.error(reason));
+      open = false;
+    },
   };
 }

@@ -10,7 +10,11 @@ import { billingTarget, type MeteringOptions, metered, upstreamKey } from './met
  * execution: the tokens are billed under the message id before the answer is recorded.
  */
 export function messagesHandler(model: ChatModel, ledger: Ledger, metering: MeteringOptions) {
-  return async (request: Request, context: IdempotencyContext | undefined): Promise<Response> => {
+  return async (
+    request: Request,
+    context: IdempotencyContext | undefined,
+    answerLate?: () => void,
+  ): Promise<Response> => {
     try {
       const body = await readJsonObject(request);
       const { prompt } = body;
@@ -30,7 +34,7 @@ export function messagesHandler(model: ChatModel, ledger: Ledger, metering: Mete
             idempotencyKey: upstreamKey(context),
           },
           target,
-          metering,
+          { ...metering, answerLate },
         ),
       );
       return Response.json(

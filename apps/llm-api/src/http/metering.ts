@@ -34,12 +34,20 @@ export function upstreamKey(context: IdempotencyContext | undefined): string | u
   return context ? deriveKey(['idem/llm-api/upstream/v1', context.storageKey]) : undefined;
 }
 
-/** How long a bill that met a store outage keeps being retried. */
+/** How a bill that met a store outage is retried, and when the caller is told to come back. */
 export interface MeteringOptions {
-  /** Longest retrying of a bill the store could not take, in ms (the app uses the lease). */
+  /**
+   * How long the answer may wait for a bill the store cannot take, in ms (the app uses the
+   * lease). Past it `answerLate` is called: the client is answered (503) while the bill,
+   * and then the recording of the answer, go on in the background.
+   */
+  billWaitMs: number;
+  /** Longest retrying of a bill, in ms, foreground and background together. */
   billRetryMs: number;
   /** Aborts at the end of a graceful shutdown: a bill still retrying gives up (503). */
   stop?: AbortSignal;
+  /** Answers the client now: the execution goes on without it (see `lateAnswers`). */
+  answerLate?: (() => void) | undefined;
 }
 
 /**
@@ -47,8 +55,9 @@ export interface MeteringOptions {
  * tokens under the message id with the execution's fence before the caller may answer.
  * Billing happens inside the idempotent operation, so a replay never bills, and the fence
  * makes a stale executor's bill fail (StaleFenceError) instead of counting twice. A bill
- * the store cannot take for a while is retried for up to a lease (see `billPersistently`):
- * the model has run, and giving up would make the client's retry run it again.
+ * the store cannot take for a while is retried for up to `billRetryMs` (see
+ * `billPersistently`): the model has run, and giving up would make the client's retry run
+ * it again. The client is not kept waiting that long: see `answerLate`.
  */
 export async function* metered(
   model: ChatModel,
@@ -65,7 +74,7 @@ export async function* metered(
     await ledger.count('model_failed').catch(() => undefined);
     throw error;
   }
-  await billPersistently(
+  const billing = billPersistently(
     ledger,
     {
       messageId: target.messageId,
@@ -78,6 +87,16 @@ export async function* metered(
     },
     { retryForMs: options.billRetryMs, stop: options.stop },
   );
+  // The model has run: the bill is never given up for the client's sake (a 503 now would
+  // release the key and the retry would run the model again). Past `billWaitMs` the client
+  // is answered and told to retry with its key; it gets 409 until the answer is recorded,
+  // then the replay.
+  const late = setTimeout(() => options.answerLate?.(), options.billWaitMs);
+  try {
+    await billing;
+  } finally {
+    clearTimeout(late);
+  }
   // The bill is the record; the counter is monitoring. Once the bill landed, the answer must
   // go out (and be recorded): failing it here would make the retry run the model again.
   await ledger.count('model_completed').catch((error: unknown) => {

@@ -1,0 +1,109 @@
+import { generateKey, StoreUnavailableError } from '@idem/core';
+import { describe, expect, it } from 'vitest';
+import { createApp } from '../src/app.js';
+import { openBackend } from '../src/backend.js';
+import { createLocalModel } from '../src/model/local-model.js';
+import { sleep } from './fault-stack.js';
+
+const LEASE_MS = 1_500;
+
+/**
+ * The model ran, then its bill met a store that keeps refusing it for longer than a lease
+ * (the idempotency store itself still answers, so heartbeats keep the lease). Before, the
+ * bill gave up after a lease: the 503 released the key and the client's retry ran the model
+ * a second time. Now the client is answered after a lease while the bill goes on; retries get
+ * 409 until the answer is recorded, then the replay.
+ */
+async function setup() {
+  const backend = await openBackend({ kind: 'memory' }, 'test:');
+  const ledger = backend.ledger;
+  const state = { failing: true };
+  backend.ledger = {
+    ...ledger,
+    bill: async (entry) => {
+      if (state.failing) throw new StoreUnavailableError('the ledger is unreachable (injected)');
+      return ledger.bill(entry);
+    },
+  };
+  const { app } = createApp({
+    backend,
+    model: createLocalModel({ chunkDelayMs: 0 }),
+    leaseMs: LEASE_MS,
+    billRetryMs: 30_000,
+  });
+  return { app, ledger, state, close: () => backend.close() };
+}
+
+/** Sends until an answer that is not 409 (at most 10 s); returns it. */
+async function untilSettled(send: () => Response | Promise<Response>): Promise<Response> {
+  const until = Date.now() + 10_000;
+  for (;;) {
+    const response = await send();
+    if (response.status !== 409 || Date.now() > until) return response;
+    await response.arrayBuffer();
+    await sleep(100);
+  }
+}
+
+describe('a bill the store refuses for longer than a lease', () => {
+  it('JSON: 503 after about a lease, 409 meanwhile, then the replay; the model ran once', async () => {
+    const { app, ledger, state, close } = await setup();
+    const key = generateKey();
+    const send = () =>
+      app.request('/api/messages', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        body: JSON.stringify({ prompt: 'billed late', model: 'local-1' }),
+      });
+    const started = Date.now();
+    const first = await send();
+    expect(first.status).toBe(503);
+    expect(first.headers.get('retry-after')).toBe('1');
+    expect(((await first.json()) as { error: { type: string } }).error.type).toBe(
+      'not_recorded_yet',
+    );
+    expect(Date.now() - started).toBeLessThan(LEASE_MS + 1_000);
+
+    const meanwhile = await send();
+    expect(meanwhile.status).toBe(409);
+    await meanwhile.arrayBuffer();
+
+    state.failing = false;
+    const replay = await untilSettled(send);
+    expect(replay.status).toBe(201);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(await ledger.stats()).toMatchObject({ model_started: 1, model_completed: 1 });
+    expect(await ledger.entries()).toHaveLength(1);
+    await close();
+  });
+
+  it('stream: the client stream is cut after about a lease, then 409, then the replay; the model ran once', async () => {
+    const { app, ledger, state, close } = await setup();
+    const key = generateKey();
+    const send = () =>
+      app.request('/v1/chat/completions', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        body: JSON.stringify({
+          model: 'local-1',
+          stream: true,
+          messages: [{ role: 'user', content: 'streamed, billed late' }],
+        }),
+      });
+    const first = await send();
+    expect(first.status).toBe(200);
+    await expect(first.text()).rejects.toThrow();
+
+    const meanwhile = await send();
+    expect(meanwhile.status).toBe(409);
+    await meanwhile.arrayBuffer();
+
+    state.failing = false;
+    const replay = await untilSettled(send);
+    expect(replay.status).toBe(200);
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(await replay.text()).toContain('[DONE]');
+    expect(await ledger.stats()).toMatchObject({ model_started: 1, model_completed: 1 });
+    await close();
+  });
+});
