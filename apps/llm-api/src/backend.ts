@@ -9,10 +9,7 @@ import { createDynamoDbLedger } from './ledger/dynamodb-ledger.js';
 import { createMemoryLedger, type Ledger } from './ledger/ledger.js';
 import { createRedisLedger } from './ledger/redis-ledger.js';
 import { callWithin } from './stores/bounded-call.js';
-import {
-  createDynamoDbClient,
-  createUnboundedDynamoDbClient,
-} from './stores/dynamodb-connection.js';
+import { createDynamoDbClient } from './stores/dynamodb-connection.js';
 import { connectRedis } from './stores/redis-connection.js';
 import { durabilityWarning, redisDurability } from './stores/redis-durability.js';
 
@@ -108,23 +105,20 @@ export async function openBackend(
     };
   }
   const client = createDynamoDbClient(config, timeoutMs);
-  const storeOptions = { tableName: config.table, keyPrefix: `${prefix}idem#` };
-  const store = createDynamoDbStore({ client, ...storeOptions });
-  // Creating the table may take longer than a store call may: a client without the limit.
-  const setup = createUnboundedDynamoDbClient(config, 60_000);
+  const store = createDynamoDbStore({
+    client,
+    tableName: config.table,
+    keyPrefix: `${prefix}idem#`,
+  });
   try {
-    await createDynamoDbStore({ client: setup, ...storeOptions }).ensureTable({
-      timeoutMs: 60_000,
-    });
+    await store.ensureTable({ timeoutMs: 60_000 });
   } catch (error) {
     client.destroy();
-    setup.destroy();
     throw new BackendError(
       `DynamoDB table ${config.table}${config.endpoint ? ` at ${config.endpoint}` : ''} is not usable: ${messageOf(error)}`,
       { cause: error },
     );
   }
-  setup.destroy();
   const healthKey = { pk: { S: `${prefix}health` } };
   return {
     kind: 'dynamodb',
