@@ -113,26 +113,39 @@ async function* abortable<T>(
   }
 }
 
-/** The `data:` payloads of a server-sent events body, one per event. */
+/**
+ * The `data:` payloads of a server-sent events body, one per event. Linear in the body: each
+ * decoded piece is scanned once from where the last line ended (a line of a megabyte that
+ * arrives in many network chunks is not rescanned from its start for every chunk).
+ */
 export async function* sseData(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
   const decoder = new TextDecoder();
-  let buffer = '';
+  // The start of a line whose end has not arrived yet.
+  let pending = '';
   let data: string[] = [];
+  const lineEnded = function* (raw: string): Generator<string> {
+    const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
+    if (line === '') {
+      if (data.length > 0) yield data.join('\n');
+      data = [];
+    } else if (line.startsWith('data:')) {
+      data.push(line.slice(line.charCodeAt(5) === 32 ? 6 : 5));
+    }
+  };
   const reader = body.getReader();
   for (;;) {
     const { done, value } = await reader.read();
     if (done) break;
-    buffer += decoder.decode(value, { stream: true });
-    for (let newline = buffer.indexOf('\n'); newline >= 0; newline = buffer.indexOf('\n')) {
-      const line = buffer.slice(0, newline).replace(/\r$/, '');
-      buffer = buffer.slice(newline + 1);
-      if (line === '') {
-        if (data.length > 0) yield data.join('\n');
-        data = [];
-      } else if (line.startsWith('data:')) {
-        data.push(line.slice(5).replace(/^ /, ''));
-      }
+    const text = decoder.decode(value, { stream: true });
+    let start = 0;
+    for (let newline = text.indexOf('\n'); newline >= 0; newline = text.indexOf('\n', start)) {
+      const piece = text.slice(start, newline);
+      const line = start === 0 ? pending + piece : piece;
+      if (start === 0) pending = '';
+      start = newline + 1;
+      yield* lineEnded(line);
     }
+    pending += text.slice(start);
   }
   if (data.length > 0) yield data.join('\n');
 }
