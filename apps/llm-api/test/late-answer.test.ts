@@ -107,3 +107,49 @@ describe('a bill the store refuses for longer than a lease', () => {
     await close();
   });
 });
+
+describe('a request without a key whose bill the store refuses for longer than a lease', () => {
+  // Nothing records its answer, so a retry cannot get it back: answered late while its bill
+  // went on, the client paid for an answer it never got, and paid again for the retry's.
+  const send = (app: Awaited<ReturnType<typeof setup>>['app'], stream: boolean) =>
+    app.request('/v1/chat/completions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'local-1',
+        stream,
+        messages: [{ role: 'user', content: `keyless, stream ${stream}` }],
+      }),
+    });
+
+  it('JSON: 503 after about a lease, and no bill lands for the answer the client never got', async () => {
+    const { app, ledger, state, close } = await setup();
+    const started = Date.now();
+    const first = await send(app, false);
+    expect(first.status).toBe(503);
+    expect(first.headers.get('retry-after')).toBe('1');
+    await first.arrayBuffer();
+    expect(Date.now() - started).toBeLessThan(LEASE_MS + 1_000);
+    state.failing = false;
+    // Longer than the bill's longest pause between attempts (500 ms).
+    await sleep(1_200);
+    expect(await ledger.entries()).toHaveLength(0);
+
+    const retry = await send(app, false);
+    expect(retry.status).toBe(200);
+    await retry.arrayBuffer();
+    expect(await ledger.entries()).toHaveLength(1);
+    await close();
+  });
+
+  it('stream: cut after about a lease, and no bill lands for it', async () => {
+    const { app, ledger, state, close } = await setup();
+    const first = await send(app, true);
+    expect(first.status).toBe(200);
+    await expect(first.text()).rejects.toThrow();
+    state.failing = false;
+    await sleep(1_200);
+    expect(await ledger.entries()).toHaveLength(0);
+    await close();
+  });
+});

@@ -2,7 +2,13 @@ import type { IdempotencyContext } from '@idem/http';
 import type { Ledger } from '../ledger/ledger.js';
 import { type ChatMessage, type ChatModel, collect, type Usage } from '../model/model.js';
 import { BadRequestError, modelName, readJsonObject, responseForError } from './errors.js';
-import { billingTarget, type MeteringOptions, metered, upstreamKey } from './metering.js';
+import {
+  billingTarget,
+  type MeteringOptions,
+  metered,
+  meteringFor,
+  upstreamKey,
+} from './metering.js';
 
 interface ChatRequest {
   model: string;
@@ -83,7 +89,7 @@ export function chatCompletionsHandler(
           idempotencyKey: upstreamKey(context),
         },
         target,
-        { ...metering, answerLate },
+        meteringFor(metering, context, answerLate),
       );
       if (!chat.stream) {
         const { content, usage } = await collect(generation);

@@ -51,6 +51,26 @@ export interface MeteringOptions {
 }
 
 /**
+ * The metering of one request. Only a request with a key may be answered late (503, then
+ * 409, then the replay): its answer is recorded for the retry. A request without a key has
+ * nothing to come back to: answered late while its bill went on, the client would pay for an
+ * answer it never got, then again for its retry's. Its bill is given up after `billWaitMs`
+ * instead (503, nothing billed for the model run it did not get).
+ */
+export function meteringFor(
+  metering: MeteringOptions,
+  context: IdempotencyContext | undefined,
+  answerLate: (() => void) | undefined,
+): MeteringOptions {
+  if (context) return { ...metering, answerLate };
+  return {
+    ...metering,
+    billRetryMs: Math.min(metering.billRetryMs, metering.billWaitMs),
+    answerLate: undefined,
+  };
+}
+
+/**
  * Runs the model as one metered execution: counts it, and when it completes bills its
  * tokens under the message id with the execution's fence before the caller may answer.
  * Billing happens inside the idempotent operation, so a replay never bills, and the fence
