@@ -14,7 +14,7 @@ const LEASE_MS = 1_500;
  * a second time. Now the client is answered after a lease while the bill goes on; retries get
  * 409 until the answer is recorded, then the replay.
  */
-async function setup() {
+async function setup(extra: { maxPendingBills?: number } = {}) {
   const backend = await openBackend({ kind: 'memory' }, 'test:');
   const ledger = backend.ledger;
   const state = { failing: true };
@@ -30,6 +30,7 @@ async function setup() {
     model: createLocalModel({ chunkDelayMs: 0 }),
     leaseMs: LEASE_MS,
     billRetryMs: 30_000,
+    ...extra,
   });
   return { app, ledger, state, close: () => backend.close() };
 }
@@ -150,6 +151,45 @@ describe('a request without a key whose bill the store refuses for longer than a
     state.failing = false;
     await sleep(1_200);
     expect(await ledger.entries()).toHaveLength(0);
+    await close();
+  });
+});
+
+describe('bills that keep failing while the idempotency store answers', () => {
+  it('at most maxPendingBills retry at once: past that, no new model run starts (503), and none runs twice', async () => {
+    const { app, ledger, state, close } = await setup({ maxPendingBills: 2 });
+    const keys = [generateKey(), generateKey(), generateKey()];
+    const send = (key: string) =>
+      app.request('/api/messages', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        body: JSON.stringify({ prompt: `backlog ${key}`, model: 'local-1' }),
+      });
+    // Two model runs whose bills keep failing: their clients are answered late.
+    const late = await Promise.all(keys.slice(0, 2).map(send));
+    for (const response of late) {
+      expect(response.status).toBe(503);
+      expect(((await response.json()) as { error: { type: string } }).error.type).toBe(
+        'not_recorded_yet',
+      );
+    }
+    expect(await ledger.stats()).toMatchObject({ model_started: 2 });
+
+    // Before: a third model ran, and a third bill joined them, without any bound.
+    const refused = await send(keys[2] as string);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    await refused.arrayBuffer();
+    expect(await ledger.stats()).toMatchObject({ model_started: 2 });
+
+    state.failing = false;
+    for (const key of keys) {
+      const settled = await untilSettled(() => send(key));
+      expect(settled.status).toBe(201);
+      await settled.arrayBuffer();
+    }
+    expect(await ledger.stats()).toMatchObject({ model_started: 3, model_completed: 3 });
+    expect(await ledger.entries()).toHaveLength(3);
     await close();
   });
 });

@@ -1,7 +1,7 @@
-import { deriveKey } from '@idem/core';
+import { deriveKey, StoreUnavailableError } from '@idem/core';
 import type { IdempotencyContext } from '@idem/http';
 import type { Ledger } from '../ledger/ledger.js';
-import { billPersistently } from '../ledger/persistent-bill.js';
+import { type BillBacklog, billPersistently } from '../ledger/persistent-bill.js';
 import type { ChatModel, ModelInput, Usage } from '../model/model.js';
 
 /** What a billed execution is known by. */
@@ -46,6 +46,11 @@ export interface MeteringOptions {
   billRetryMs: number;
   /** Aborts at the end of a graceful shutdown: a bill still retrying gives up (503). */
   stop?: AbortSignal;
+  /**
+   * The bills retrying right now, shared by every request: while it is full, no new model
+   * run starts (503 before anything ran).
+   */
+  backlog?: BillBacklog;
   /** Answers the client now: the execution goes on without it (see `lateAnswers`). */
   answerLate?: (() => void) | undefined;
 }
@@ -86,6 +91,12 @@ export async function* metered(
   target: BillingTarget,
   options: MeteringOptions,
 ): AsyncGenerator<string, Usage, void> {
+  // Nothing has run yet: refusing now costs the client a retry, never a second execution.
+  if (options.backlog?.full) {
+    throw new StoreUnavailableError(
+      `${options.backlog.size} bills are waiting for the ledger; no new model run until they land`,
+    );
+  }
   await ledger.count('model_started');
   let usage: Usage;
   try {
@@ -105,7 +116,7 @@ export async function* metered(
       fence: target.fence,
       billedAt: Date.now(),
     },
-    { retryForMs: options.billRetryMs, stop: options.stop },
+    { retryForMs: options.billRetryMs, stop: options.stop, backlog: options.backlog },
   );
   // The model has run: the bill is never given up for the client's sake (a 503 now would
   // release the key and the retry would run the model again). Past `billWaitMs` the client
