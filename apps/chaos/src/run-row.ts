@@ -205,6 +205,13 @@ export async function runRow(
       for (const line of debugTimeline(attempts, started, events)) log(line);
       for (const line of debugTwice(requests, counts, started, events)) log(line);
     }
+    // An instance that died by itself (a crash on a store fault) is a broken promise even
+    // when the other one answered every retry and its recovery was measured before it died.
+    for (const app of everyApp) {
+      if (app.exited && !app.stoppedBySuite) {
+        scenarioBroken.push(`${app.name} exited by itself (${await app.exitCode})`);
+      }
+    }
     return judgeRow(scenario.fault, scenario.promises(profile), profile, {
       requests,
       probes,
