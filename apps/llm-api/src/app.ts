@@ -258,6 +258,7 @@ export function createApp(options: AppOptions): LlmApp {
   const metering = {
     billWaitMs: common.leaseMs,
     billRetryMs: options.billRetryMs ?? 600_000,
+    keepAliveMs: Math.max(10, Math.floor(common.leaseMs / 3)),
     stop: drainEnds.signal,
     backlog: new BillBacklog(options.maxPendingBills ?? 256),
   };

@@ -1,8 +1,6 @@
-import { generateKey, StoreUnavailableError } from '@idem/core';
+import { generateKey } from '@idem/core';
 import { describe, expect, it } from 'vitest';
-import { createApp } from '../src/app.js';
-import { openBackend } from '../src/backend.js';
-import { createLocalModel } from '../src/model/local-model.js';
+import { appWithFailingBills } from './failing-ledger.js';
 import { sleep } from './fault-stack.js';
 
 const LEASE_MS = 1_500;
@@ -14,26 +12,8 @@ const LEASE_MS = 1_500;
  * a second time. Now the client is answered after a lease while the bill goes on; retries get
  * 409 until the answer is recorded, then the replay.
  */
-async function setup(extra: { maxPendingBills?: number } = {}) {
-  const backend = await openBackend({ kind: 'memory' }, 'test:');
-  const ledger = backend.ledger;
-  const state = { failing: true };
-  backend.ledger = {
-    ...ledger,
-    bill: async (entry) => {
-      if (state.failing) throw new StoreUnavailableError('the ledger is unreachable (injected)');
-      return ledger.bill(entry);
-    },
-  };
-  const { app } = createApp({
-    backend,
-    model: createLocalModel({ chunkDelayMs: 0 }),
-    leaseMs: LEASE_MS,
-    billRetryMs: 30_000,
-    ...extra,
-  });
-  return { app, ledger, state, close: () => backend.close() };
-}
+const setup = (extra: { maxPendingBills?: number } = {}) =>
+  appWithFailingBills({ leaseMs: LEASE_MS, billRetryMs: 30_000, ...extra });
 
 /** Sends until an answer that is not 409 (at most 10 s); returns it. */
 async function untilSettled(send: () => Response | Promise<Response>): Promise<Response> {

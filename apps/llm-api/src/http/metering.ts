@@ -44,6 +44,12 @@ export interface MeteringOptions {
   billWaitMs: number;
   /** Longest retrying of a bill, in ms, foreground and background together. */
   billRetryMs: number;
+  /**
+   * A stream waiting this long for its model or its bill sends an SSE comment
+   * (`: keep-alive`), and again every as long: shorter than the lease (the app uses a third
+   * of it), so that @idem/http never takes it for a body that stopped for good.
+   */
+  keepAliveMs: number;
   /** Aborts at the end of a graceful shutdown: a bill still retrying gives up (503). */
   stop?: AbortSignal;
   /**
