@@ -42,6 +42,8 @@ export interface Scenario {
   promises(p: Profile): RowPromises;
   /** Appended to every prompt (e.g. `size:1048576`). */
   promptExtra?: string;
+  /** Run only in the full profile (or when named in `CHAOS_ROWS`). @default false */
+  fullOnly?: boolean;
   /** Clients per key. @default 2 */
   clientsPerKey?: number;
   /** Runs the fault, calling `stage.restored()` each time the system is whole again. */
