@@ -44,6 +44,8 @@ export interface Scenario {
   promptExtra?: string;
   /** Run only in the full profile (or when named in `CHAOS_ROWS`). @default false */
   fullOnly?: boolean;
+  /** Every n-th logical request is a stream to `/v1/chat/completions`. @default none */
+  streamEvery?: number;
   /** Clients per key. @default 2 */
   clientsPerKey?: number;
   /** Runs the fault, calling `stage.restored()` each time the system is whole again. */
@@ -158,6 +160,7 @@ export async function runRow(
       inFlight,
       clientsPerKey: scenario.clientsPerKey ?? 2,
       ...(scenario.promptExtra ? { promptExtra: scenario.promptExtra } : {}),
+      ...(scenario.streamEvery ? { streamEvery: scenario.streamEvery } : {}),
     });
     const stopWatching = new AbortController();
     const watching = watchReads({

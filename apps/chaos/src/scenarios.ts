@@ -105,6 +105,8 @@ export const scenarios: readonly Scenario[] = [
     instances: 2,
     requests: (p) => p.requests,
     faultMs: (p) => p.kills * (p.shortOutageMs + CYCLE_GAP_MS),
+    // Half the keys streamed: the late-answer, keep-alive and cut paths are streams'.
+    streamEvery: 2,
     promises: () => strict,
     inject: (s) => killStoreCycles(s, s.profile.shortOutageMs, s.profile.kills),
   },
@@ -153,6 +155,8 @@ export const scenarios: readonly Scenario[] = [
     instances: 2,
     requests: (p) => p.flakyRequests,
     faultMs: (p) => p.flakyMs,
+    // Half the keys streamed: the late-answer, keep-alive and cut paths are streams'.
+    streamEvery: 2,
     promises: () => strict,
     inject: (s) => flaky(s, s.profile.flakyMs),
   },
@@ -174,6 +178,8 @@ export const scenarios: readonly Scenario[] = [
     instances: 2,
     requests: (p) => p.requests,
     faultMs: (p) => p.kills * (CYCLE_GAP_MS + 2_000),
+    // Half the keys streamed: the late-answer, keep-alive and cut paths are streams'.
+    streamEvery: 2,
     promises: () => strict,
     inject: (s) => appCycles(s, s.profile.kills, 'term'),
   },
@@ -200,6 +206,8 @@ export const scenarios: readonly Scenario[] = [
     faultMs: (p) => p.kills * (p.shortOutageMs + CYCLE_GAP_MS),
     // The store stays up and the outage is shorter than the lease: the promise holds here,
     // on DynamoDB too (dynamodb-kill cannot judge it, its JVM restart outlasts the lease).
+    // Half the keys streamed: the late-answer, keep-alive and cut paths are streams'.
+    streamEvery: 2,
     promises: () => strict,
     // Not in the short profile, whose run limit the rows above already fill.
     fullOnly: true,
