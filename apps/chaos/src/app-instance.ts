@@ -9,6 +9,8 @@ export const defaultAppEntry =
 
 /** One running `node apps/llm-api/dist/main.js`. */
 export interface AppInstance {
+  /** As the suite named it, e.g. `llm-api[redis-aof-kill#0.1]`. */
+  name: string;
   /** Base URL, e.g. `http://127.0.0.1:41234`. */
   url: string;
   pid: number;
@@ -21,6 +23,13 @@ export interface AppInstance {
   term(graceMs: number): Promise<number | string>;
   output(): string;
   readonly exited: boolean;
+  /**
+   * Whether the suite stopped it (`kill9`, `term`): an instance that exited while this is
+   * false died by itself.
+   */
+  readonly stoppedBySuite: boolean;
+  /** Resolves with the exit code (or the signal's name) once it has exited. */
+  readonly exitCode: Promise<number | string>;
 }
 
 /** The variables that pick a store or a model: never inherited from the caller's shell. */
@@ -68,7 +77,9 @@ export async function startApp(
     20,
   );
   let maxRss = 0;
+  let stoppedBySuite = false;
   return {
+    name,
     url,
     pid: child.pid,
     get maxRssMiB() {
@@ -80,13 +91,21 @@ export async function startApp(
       if (rss !== undefined && rss > maxRss) maxRss = rss;
     },
     async kill9() {
+      stoppedBySuite = true;
       child.signal('SIGKILL');
       await child.exited;
     },
-    term: (graceMs) => child.stop(graceMs),
+    term: (graceMs) => {
+      stoppedBySuite = true;
+      return child.stop(graceMs);
+    },
     output: () => child.output(),
     get exited() {
       return child.done;
     },
+    get stoppedBySuite() {
+      return stoppedBySuite;
+    },
+    exitCode: child.exited,
   };
 }

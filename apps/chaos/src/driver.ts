@@ -23,6 +23,8 @@ export interface LogicalRequest {
   answers: (string | undefined)[];
   /** A final 4xx other than 408/409/425/429 (never expected here). */
   rejected?: number;
+  /** Sent as a stream to `/v1/chat/completions` rather than to `/api/messages`. */
+  streamed?: boolean;
 }
 
 /** Options of {@link drive}. */
@@ -43,6 +45,8 @@ export interface DriveOptions {
   promptExtra?: string;
   /** Attempts in flight per instance URL, kept up to date (lets a fault hit busy instances). */
   inFlight?: Map<string, number>;
+  /** Every n-th logical request is streamed (see {@link attempt}); none when absent. */
+  streamEvery?: number;
 }
 
 const RETRYABLE_4XX = new Set([408, 409, 425, 429]);
@@ -62,28 +66,62 @@ function retryAfterMs(response: Response): number | undefined {
  */
 const backoffMs = (retry: number) => Math.random() * Math.min(4_000, 25 * 2 ** retry);
 
-/** Sends one attempt; resolves with what happened (never rejects). */
+/**
+ * The answer of a complete `chat.completion.chunk` stream as `{"content": ...}` (the shape
+ * the verdict reads), or undefined when it did not end with `data: [DONE]`.
+ */
+export function streamedAnswer(text: string): string | undefined {
+  let content = '';
+  let done = false;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('data: ')) continue;
+    if (line === 'data: [DONE]') {
+      done = true;
+      continue;
+    }
+    const delta = (JSON.parse(line.slice(6)) as { choices?: { delta?: { content?: unknown } }[] })
+      .choices?.[0]?.delta?.content;
+    if (typeof delta === 'string') content += delta;
+  }
+  return done ? JSON.stringify({ content }) : undefined;
+}
+
+/**
+ * Sends one attempt; resolves with what happened (never rejects). `stream`: to
+ * `/v1/chat/completions` with `stream: true` (a stream cut short is a failed attempt, and the
+ * answer is the streamed text, see {@link streamedAnswer}), else to `/api/messages`.
+ */
 export async function attempt(
   url: string,
   key: string,
   prompt: string,
   client: number,
   timeoutMs: number,
+  stream = false,
 ): Promise<{ attempt: Attempt; response?: Response; body?: string }> {
   const startedAt = Date.now();
   const record: Attempt = { client, instance: url, startedAt, latencyMs: 0 };
   try {
-    const response = await fetch(`${url}/api/messages`, {
+    const response = await fetch(`${url}${stream ? '/v1/chat/completions' : '/api/messages'}`, {
       method: 'POST',
       headers: {
         'content-type': 'application/json',
         authorization: 'Bearer chaos-suite',
         'idempotency-key': key,
       },
-      body: JSON.stringify({ prompt, model: 'chaos-1' }),
+      body: JSON.stringify(
+        stream
+          ? { model: 'chaos-1', stream: true, messages: [{ role: 'user', content: prompt }] }
+          : { prompt, model: 'chaos-1' },
+      ),
       signal: AbortSignal.timeout(timeoutMs),
     });
-    const body = await response.text();
+    let body = await response.text();
+    if (stream && response.ok) {
+      const answer = streamedAnswer(body);
+      if (answer === undefined) throw Object.assign(new Error('cut'), { name: 'StreamCut' });
+      body = answer;
+    }
     record.status = response.status;
     record.latencyMs = Date.now() - startedAt;
     return { attempt: record, response, body };
@@ -104,7 +142,14 @@ async function runClient(request: LogicalRequest, client: number, prompt: string
     }
     const url = urls[Math.floor(Math.random() * urls.length)] as string;
     o.inFlight?.set(url, (o.inFlight.get(url) ?? 0) + 1);
-    const result = await attempt(url, request.key, prompt, client, o.attemptTimeoutMs);
+    const result = await attempt(
+      url,
+      request.key,
+      prompt,
+      client,
+      o.attemptTimeoutMs,
+      request.streamed,
+    );
     o.inFlight?.set(url, (o.inFlight.get(url) ?? 1) - 1);
     request.attempts.push(result.attempt);
     const status = result.attempt.status;
@@ -142,6 +187,7 @@ export async function drive(o: DriveOptions): Promise<LogicalRequest[]> {
       key: `chaos-${id}`,
       attempts: [],
       answers: new Array(clients).fill(undefined),
+      ...(o.streamEvery && i % o.streamEvery === 0 ? { streamed: true } : {}),
     };
     requests.push(request);
     const prompt = `chaos:${id} ${o.promptExtra ?? ''}`.trim();

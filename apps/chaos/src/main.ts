@@ -38,13 +38,22 @@ async function main(): Promise<number> {
   return 0;
 }
 
+// Ctrl-C, and what CI runners, `timeout` and `kill` send: every process the suite started is
+// stopped by PID before it exits (unhandled, SIGTERM ended the suite at once and left them
+// running). Exit status 128 + the signal's number, as a shell reports it.
 let interrupted = false;
-process.on('SIGINT', () => {
-  if (interrupted) return;
-  interrupted = true;
-  console.error('chaos: interrupted, stopping every process it started');
-  void stopAllChildren().then(() => process.exit(130));
-});
+for (const [signal, number] of [
+  ['SIGINT', 2],
+  ['SIGTERM', 15],
+  ['SIGHUP', 1],
+] as const) {
+  process.on(signal, () => {
+    if (interrupted) return;
+    interrupted = true;
+    console.error(`chaos: ${signal}, stopping every process it started`);
+    void stopAllChildren().then(() => process.exit(128 + number));
+  });
+}
 
 main().then(
   (code) => process.exit(code),

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -36,9 +36,27 @@ export function removeTempDir(dir: string): void {
   tempDirs.delete(dir);
 }
 
+let deathSignal: string[] | undefined;
+
+/**
+ * The prefix that makes a child die with the suite (Linux: `setpriv --pdeathsig KILL`, which
+ * then execs the command under the same PID), or none where it is unavailable. Without it, a
+ * suite killed by a signal it cannot handle (SIGKILL, an OOM kill) left its redis-servers,
+ * DynamoDB Local and app instances running.
+ */
+function dieWithSuite(): string[] {
+  if (deathSignal === undefined) {
+    const probe = spawnSync('setpriv', ['--pdeathsig', 'KILL', '--', 'true'], { stdio: 'ignore' });
+    deathSignal = probe.status === 0 ? ['setpriv', '--pdeathsig', 'KILL', '--'] : [];
+  }
+  return deathSignal;
+}
+
 /**
  * Starts `command` with `args`, keeps a tail of its output, and registers it so that
- * {@link stopAllChildren} (called on exit, failure and SIGINT) kills it by PID.
+ * {@link stopAllChildren} (called on exit, failure, SIGINT, SIGTERM and SIGHUP) kills it by
+ * PID. It is killed with the suite too, should the suite die without running any of that
+ * (see {@link dieWithSuite}).
  */
 export function spawnChild(
   name: string,
@@ -46,7 +64,8 @@ export function spawnChild(
   args: readonly string[],
   options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): Child {
-  const proc: ChildProcess = spawn(command, args, {
+  const [wrapper, ...wrapperArgs] = [...dieWithSuite(), command, ...args] as [string, ...string[]];
+  const proc: ChildProcess = spawn(wrapper, wrapperArgs, {
     env: options.env ?? process.env,
     cwd: options.cwd,
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -42,6 +42,10 @@ export interface Scenario {
   promises(p: Profile): RowPromises;
   /** Appended to every prompt (e.g. `size:1048576`). */
   promptExtra?: string;
+  /** Run only in the full profile (or when named in `CHAOS_ROWS`). @default false */
+  fullOnly?: boolean;
+  /** Every n-th logical request is a stream to `/v1/chat/completions`. @default none */
+  streamEvery?: number;
   /** Clients per key. @default 2 */
   clientsPerKey?: number;
   /** Runs the fault, calling `stage.restored()` each time the system is whole again. */
@@ -156,6 +160,7 @@ export async function runRow(
       inFlight,
       clientsPerKey: scenario.clientsPerKey ?? 2,
       ...(scenario.promptExtra ? { promptExtra: scenario.promptExtra } : {}),
+      ...(scenario.streamEvery ? { streamEvery: scenario.streamEvery } : {}),
     });
     const stopWatching = new AbortController();
     const watching = watchReads({
@@ -204,6 +209,13 @@ export async function runRow(
       const attempts = [...requests.flatMap((r) => r.attempts), ...probes];
       for (const line of debugTimeline(attempts, started, events)) log(line);
       for (const line of debugTwice(requests, counts, started, events)) log(line);
+    }
+    // An instance that died by itself (a crash on a store fault) is a broken promise even
+    // when the other one answered every retry and its recovery was measured before it died.
+    for (const app of everyApp) {
+      if (app.exited && !app.stoppedBySuite) {
+        scenarioBroken.push(`${app.name} exited by itself (${await app.exitCode})`);
+      }
     }
     return judgeRow(scenario.fault, scenario.promises(profile), profile, {
       requests,

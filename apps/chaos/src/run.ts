@@ -36,7 +36,9 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
   const started = Date.now();
   const skipped = ['PostgreSQL: no PostgreSQL store in the project yet, so no row'];
   const rows: RowResult[] = [];
-  const chosen = allScenarios.filter((s) => !options.only || options.only.includes(s.id));
+  const chosen = allScenarios.filter((s) =>
+    options.only ? options.only.includes(s.id) : !s.fullOnly || profile.name === 'full',
+  );
   if (options.only) {
     const unknown = options.only.filter((id) => !allScenarios.some((s) => s.id === id));
     if (unknown.length > 0) throw new Error(`unknown rows: ${unknown.join(', ')}`);

@@ -1,3 +1,6 @@
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { shortProfile } from '../src/profile.js';
@@ -29,5 +32,26 @@ describe('the chaos suite bites', () => {
         expect.stringContaining('8 keys gave clients two different answers (promise: zero)'),
       ]),
     );
+  }, 60_000);
+});
+
+describe('the chaos suite sees an instance die', () => {
+  it('reports an app instance that exited by itself during a store fault row', async () => {
+    const marker = join(mkdtempSync(join(tmpdir(), 'idem-chaos-bites-')), 'crashed');
+    process.env.CARELESS_CRASH_ONCE = marker;
+    try {
+      const result = await runChaos(tiny, { only: ['redis-aof-kill'], appEntry: careless });
+      // One instance crashed after its recovery probe; the other answered every retry.
+      expect(existsSync(marker)).toBe(true);
+      expect(result.rows[0]?.neverCompleted).toBe(0);
+      expect(result.broken).toEqual(
+        expect.arrayContaining([
+          expect.stringMatching(/llm-api\[redis-aof-kill#\d\.\d\] exited by itself \(1\)/),
+        ]),
+      );
+    } finally {
+      delete process.env.CARELESS_CRASH_ONCE;
+      rmSync(dirname(marker), { recursive: true, force: true });
+    }
   }, 60_000);
 });

@@ -14,6 +14,7 @@ import {
 import { InFlight } from './http/in-flight.js';
 import { messagesHandler } from './http/messages.js';
 import { MAX_BODY_BYTES, requestGuard } from './http/request-guard.js';
+import { BillBacklog } from './ledger/persistent-bill.js';
 import type { ChatModel } from './model/model.js';
 
 /** What the app is built from. */
@@ -32,6 +33,12 @@ export interface AppOptions {
    * @default 600_000
    */
   billRetryMs?: number;
+  /**
+   * Most bills retrying through a store failure at once (each holds a model's answer and a
+   * lease for up to `billRetryMs`). While that many are, requests get 503 + Retry-After
+   * before their model runs. @default 256
+   */
+  maxPendingBills?: number;
 }
 
 /** Per request: tells the delivery the answer is late (see `deliver`). */
@@ -251,7 +258,9 @@ export function createApp(options: AppOptions): LlmApp {
   const metering = {
     billWaitMs: common.leaseMs,
     billRetryMs: options.billRetryMs ?? 600_000,
+    keepAliveMs: Math.max(10, Math.floor(common.leaseMs / 3)),
     stop: drainEnds.signal,
+    backlog: new BillBacklog(options.maxPendingBills ?? 256),
   };
   const messages = messagesHandler(model, backend.ledger, metering);
   const chat = chatCompletionsHandler(model, backend.ledger, metering);

@@ -75,7 +75,9 @@ describe('the app on DynamoDB behind a network that fails', () => {
   }
 
   it('a silent connection: every request answered in bound (503), /readyz 503, then service returns', async () => {
-    expect((await firstSuccess(server.url, 1, 0, BOUND_MS, Date.now())).recovered).toBe(true);
+    // Works before the fault. A few tries: the emulator's first calls after its start can
+    // outlast the 1 s store timeout on a loaded machine (one try failed the suite on main).
+    expect((await firstSuccess(server.url, 30, 100, BOUND_MS, Date.now())).recovered).toBe(true);
     expect((await answer(`${server.url}/readyz`, {}, BOUND_MS)).status).toBe(200);
     proxy.set('silent');
     try {

@@ -2,7 +2,13 @@ import type { IdempotencyContext } from '@idem/http';
 import type { Ledger } from '../ledger/ledger.js';
 import { type ChatMessage, type ChatModel, collect, type Usage } from '../model/model.js';
 import { BadRequestError, modelName, readJsonObject, responseForError } from './errors.js';
-import { billingTarget, type MeteringOptions, metered, upstreamKey } from './metering.js';
+import {
+  billingTarget,
+  type MeteringOptions,
+  metered,
+  meteringFor,
+  upstreamKey,
+} from './metering.js';
 
 interface ChatRequest {
   model: string;
@@ -49,6 +55,27 @@ function parseChatRequest(body: Record<string, unknown>): ChatRequest {
 }
 
 const encoder = new TextEncoder();
+/** An SSE comment: clients ignore it; it tells the recorder (and the client) the stream lives. */
+const KEEP_ALIVE = encoder.encode(': keep-alive\n\n');
+
+/**
+ * `work`, with `ping` called every `everyMs` until it settles. A ping that fails (the stream
+ * was cancelled or errored meanwhile) is dropped: `work` tells what happened.
+ */
+async function keptAlive<T>(work: Promise<T>, everyMs: number, ping: () => void): Promise<T> {
+  const timer = setInterval(() => {
+    try {
+      ping();
+    } catch {
+      // See above.
+    }
+  }, everyMs);
+  try {
+    return await work;
+  } finally {
+    clearInterval(timer);
+  }
+}
 const event = (data: unknown) =>
   encoder.encode(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
 
@@ -83,7 +110,7 @@ export function chatCompletionsHandler(
           idempotencyKey: upstreamKey(context),
         },
         target,
-        { ...metering, answerLate },
+        meteringFor(metering, context, answerLate),
       );
       if (!chat.stream) {
         const { content, usage } = await collect(generation);
@@ -120,7 +147,13 @@ export function chatCompletionsHandler(
           let step = first;
           while (!step.done) {
             controller.enqueue(event(chunk({ content: step.value }, null)));
-            step = await generation.next();
+            // A wait of a lease or more (a model that pauses, a bill retrying through a store
+            // outage) must not look like a body that stopped for good: once its client has
+            // left, @idem/http stops the heartbeats of a body silent for a lease, and a retry
+            // would take the key over and run the model again.
+            step = await keptAlive(generation.next(), metering.keepAliveMs, () =>
+              controller.enqueue(KEEP_ALIVE),
+            );
           }
           const usage: Usage = step.value;
           controller.enqueue(event(chunk({}, 'stop')));

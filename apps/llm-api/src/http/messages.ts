@@ -2,7 +2,13 @@ import type { IdempotencyContext } from '@idem/http';
 import type { Ledger } from '../ledger/ledger.js';
 import { type ChatModel, collect } from '../model/model.js';
 import { BadRequestError, modelName, readJsonObject, responseForError } from './errors.js';
-import { billingTarget, type MeteringOptions, metered, upstreamKey } from './metering.js';
+import {
+  billingTarget,
+  type MeteringOptions,
+  metered,
+  meteringFor,
+  upstreamKey,
+} from './metering.js';
 
 /**
  * `POST /api/messages` with `{ prompt, model }`: creates a message and answers
@@ -34,7 +40,7 @@ export function messagesHandler(model: ChatModel, ledger: Ledger, metering: Mete
             idempotencyKey: upstreamKey(context),
           },
           target,
-          { ...metering, answerLate },
+          meteringFor(metering, context, answerLate),
         ),
       );
       return Response.json(

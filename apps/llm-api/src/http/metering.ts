@@ -1,7 +1,7 @@
-import { deriveKey } from '@idem/core';
+import { deriveKey, StoreUnavailableError } from '@idem/core';
 import type { IdempotencyContext } from '@idem/http';
 import type { Ledger } from '../ledger/ledger.js';
-import { billPersistently } from '../ledger/persistent-bill.js';
+import { type BillBacklog, billPersistently } from '../ledger/persistent-bill.js';
 import type { ChatModel, ModelInput, Usage } from '../model/model.js';
 
 /** What a billed execution is known by. */
@@ -44,10 +44,41 @@ export interface MeteringOptions {
   billWaitMs: number;
   /** Longest retrying of a bill, in ms, foreground and background together. */
   billRetryMs: number;
+  /**
+   * A stream waiting this long for its model or its bill sends an SSE comment
+   * (`: keep-alive`), and again every as long: shorter than the lease (the app uses a third
+   * of it), so that @idem/http never takes it for a body that stopped for good.
+   */
+  keepAliveMs: number;
   /** Aborts at the end of a graceful shutdown: a bill still retrying gives up (503). */
   stop?: AbortSignal;
+  /**
+   * The bills retrying right now, shared by every request: while it is full, no new model
+   * run starts (503 before anything ran).
+   */
+  backlog?: BillBacklog;
   /** Answers the client now: the execution goes on without it (see `lateAnswers`). */
   answerLate?: (() => void) | undefined;
+}
+
+/**
+ * The metering of one request. Only a request with a key may be answered late (503, then
+ * 409, then the replay): its answer is recorded for the retry. A request without a key has
+ * nothing to come back to: answered late while its bill went on, the client would pay for an
+ * answer it never got, then again for its retry's. Its bill is given up after `billWaitMs`
+ * instead (503, nothing billed for the model run it did not get).
+ */
+export function meteringFor(
+  metering: MeteringOptions,
+  context: IdempotencyContext | undefined,
+  answerLate: (() => void) | undefined,
+): MeteringOptions {
+  if (context) return { ...metering, answerLate };
+  return {
+    ...metering,
+    billRetryMs: Math.min(metering.billRetryMs, metering.billWaitMs),
+    answerLate: undefined,
+  };
 }
 
 /**
@@ -66,6 +97,12 @@ export async function* metered(
   target: BillingTarget,
   options: MeteringOptions,
 ): AsyncGenerator<string, Usage, void> {
+  // Nothing has run yet: refusing now costs the client a retry, never a second execution.
+  if (options.backlog?.full) {
+    throw new StoreUnavailableError(
+      `${options.backlog.size} bills are waiting for the ledger; no new model run until they land`,
+    );
+  }
   await ledger.count('model_started');
   let usage: Usage;
   try {
@@ -85,7 +122,7 @@ export async function* metered(
       fence: target.fence,
       billedAt: Date.now(),
     },
-    { retryForMs: options.billRetryMs, stop: options.stop },
+    { retryForMs: options.billRetryMs, stop: options.stop, backlog: options.backlog },
   );
   // The model has run: the bill is never given up for the client's sake (a 503 now would
   // release the key and the retry would run the model again). Past `billWaitMs` the client

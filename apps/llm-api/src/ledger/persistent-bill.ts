@@ -12,6 +12,47 @@ export interface BillRetryOptions {
    * can still be sent.
    */
   stop?: AbortSignal | undefined;
+  /** Counts this bill while it retries (from its first failure until it settles). */
+  backlog?: BillBacklog | undefined;
+}
+
+/**
+ * The bills retrying through a store failure right now, and how many may. Each one holds a
+ * model's answer, a lease kept by heartbeats and a retry every 500 ms, for up to
+ * `billRetryMs` (10 minutes) after its client was answered: without a bound, a ledger that
+ * keeps failing while the rest of the store answers piled one up per request (2,000 requests,
+ * 2,000 of them, 3,500 bill attempts a second). Once `max` are retrying, no new model run
+ * starts (see `metered`): those requests get 503 before anything ran, so the bound never costs
+ * a second execution.
+ */
+export class BillBacklog {
+  private retrying = 0;
+
+  constructor(readonly max: number) {
+    if (!(Number.isSafeInteger(max) && max > 0)) {
+      throw new RangeError('the bill backlog must be a positive integer');
+    }
+  }
+
+  /** Bills retrying now. */
+  get size(): number {
+    return this.retrying;
+  }
+
+  /** Whether `max` bills are retrying: no new model run may start. */
+  get full(): boolean {
+    return this.retrying >= this.max;
+  }
+
+  /** @internal a bill failed for the first time. */
+  enter(): void {
+    this.retrying += 1;
+  }
+
+  /** @internal a bill that had failed settled. */
+  leave(): void {
+    this.retrying -= 1;
+  }
 }
 
 /** Redis replies that say "not now" rather than "never": a restart, a failover, a busy script. */
@@ -58,28 +99,33 @@ export async function billPersistently(
   entry: LedgerEntry,
   options: BillRetryOptions,
 ): Promise<BillResult> {
-  const { retryForMs, stop } = options;
+  const { retryForMs, stop, backlog } = options;
   let deadline: number | undefined;
   let pauseMs = 50;
   let failure: unknown;
-  for (;;) {
-    const attempt = ledger.bill(entry);
-    try {
-      return await (failure === undefined || !stop ? attempt : unlessStopped(attempt, stop));
-    } catch (error) {
-      if (error === STOPPED) throw failure;
-      if (!isTransientStoreFailure(error)) throw error;
-      failure = error;
+  try {
+    for (;;) {
+      const attempt = ledger.bill(entry);
+      try {
+        return await (failure === undefined || !stop ? attempt : unlessStopped(attempt, stop));
+      } catch (error) {
+        if (error === STOPPED) throw failure;
+        if (!isTransientStoreFailure(error)) throw error;
+        if (failure === undefined) backlog?.enter();
+        failure = error;
+      }
+      deadline ??= Date.now() + retryForMs;
+      const wait = Math.min(pauseMs, deadline - Date.now());
+      if (wait <= 0 || stop?.aborted) throw failure;
+      try {
+        await sleep(wait, undefined, { signal: stop });
+      } catch {
+        throw failure;
+      }
+      pauseMs = Math.min(pauseMs * 2, 500);
     }
-    deadline ??= Date.now() + retryForMs;
-    const wait = Math.min(pauseMs, deadline - Date.now());
-    if (wait <= 0 || stop?.aborted) throw failure;
-    try {
-      await sleep(wait, undefined, { signal: stop });
-    } catch {
-      throw failure;
-    }
-    pauseMs = Math.min(pauseMs * 2, 500);
+  } finally {
+    if (failure !== undefined) backlog?.leave();
   }
 }
 
