@@ -23,7 +23,7 @@ export interface AppOptions {
   model: ChatModel;
   /** Lease of an in-progress request, in ms. @default 30_000 */
   leaseMs?: number;
-  /** Lease renewal interval, or `false` for none (tests of lease takeover). @default leaseMs / 10 */
+  /** Lease renewal interval, or `false` for none (tests of lease takeover). @default leaseMs / 10 (leaseMs / 3 on DynamoDB) */
   heartbeatMs?: number | false;
   /** Limit of every idempotency store call, in ms (the backend bounds its own calls). @default 2_000 */
   storeTimeoutMs?: number;
@@ -92,13 +92,19 @@ export function createApp(options: AppOptions): LlmApp {
     leaseMs: options.leaseMs ?? 30_000,
     storeTimeoutMs: options.storeTimeoutMs ?? 2_000,
     maxBodyBytes: MAX_BODY_BYTES,
-    // Renewed every tenth of the lease (core's default is a third): at any moment nine
-    // tenths of the lease are left, so a store outage shorter than the lease, once the store
-    // is back, still finds the lease alive and the executor finishes; with a third, an outage
-    // starting just before a renewal left only two thirds of it.
+    // Redis and memory: renewed every tenth of the lease (core's default is a third), so at
+    // any moment nine tenths of it are left and a store outage shorter than the lease, once
+    // the store is back, still finds the lease alive; with a third, an outage starting just
+    // before a renewal left only two thirds of it. DynamoDB: core's third, because every
+    // renewal is a (billed) conditional write, and a tenth took DynamoDB Local's whole
+    // capacity on the development machine (the review's dynamodb-drop row: 1 key run twice
+    // and no recovery with a tenth, none twice with a third).
     heartbeatMs:
       options.heartbeatMs === undefined
-        ? Math.max(10, Math.floor((options.leaseMs ?? 30_000) / 10))
+        ? Math.max(
+            10,
+            Math.floor((options.leaseMs ?? 30_000) / (backend.kind === 'dynamodb' ? 3 : 10)),
+          )
         : options.heartbeatMs,
   };
   // The operation is the route, never the path as spelled: `/api/%6Dessages` reaches the same
