@@ -93,7 +93,7 @@ interface ScriptedClient {
   complete(...args: [key: string, fenceKey: string, ...argv: (string | Buffer)[]]): Promise<number>;
   release(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
   extend(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
-  get(key: string): Promise<Reply[] | null>;
+  get(key: string): Promise<Buffer | null>;
 }
 
 const SCRIPTS = {
@@ -135,7 +135,7 @@ function decodeAcquire(reply: Reply[]): AcquireResult {
       takeover: integer(reply[3]) === 1,
     };
   }
-  return { kind: 'found', record: toRecord(reply.slice(2)), now: integer(reply[1]) };
+  return { kind: 'found', record: toRecord(reply[2]), now: integer(reply[1]) };
 }
 
 /**

@@ -16,6 +16,8 @@ import {
   REDIS_URL,
   randomPrefix,
   rawRecord,
+  redisNow,
+  setRawExpiresAt,
   skipTarget,
   targets,
 } from './targets.js';
@@ -24,12 +26,6 @@ const LEASE = 30_000;
 const RETENTION = 60_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const owner = () => randomBytes(16).toString('base64url');
-
-/** Redis's own clock, epoch ms. */
-async function redisNow(client: Client): Promise<number> {
-  const [seconds, micros] = await client.time();
-  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-}
 
 /** Every byte value, in an order that is not valid UTF-8. */
 function binaryOutcome(): Uint8Array {
@@ -138,8 +134,8 @@ for (const target of targets) {
       const done = await rawRecord(raw, key);
       expect(done).toMatchObject({ status: 'completed', owner: me, fence: 1, fingerprint: 'fp' });
       expect(done?.outcome).toEqual(outcome);
-      // Raw bytes, no base64: the stored field is exactly as long as the outcome.
-      expect(await raw.hstrlen(key, 'out')).toBe(outcome.length);
+      // Raw bytes, no base64: the value is the 42-byte header, owner, fingerprint, outcome.
+      expect(await raw.strlen(key)).toBe(42 + me.length + 'fp'.length + outcome.length);
       expect(done!.expiresAt).toBeGreaterThanOrEqual(t0 + RETENTION);
       expect(done!.expiresAt).toBeLessThanOrEqual(t1 + RETENTION);
       expect(await keyGoneAt(raw, key)).toBe(done!.expiresAt);
@@ -300,7 +296,7 @@ for (const target of targets) {
         retentionMs: RETENTION,
       });
       // Simulate a key that Redis has not freed yet although its retention passed.
-      await raw.hset(key, 'ex', String((await redisNow(raw)) - 1));
+      await setRawExpiresAt(raw, key, (await redisNow(raw)) - 1);
       expect(await store.get('k')).toBeUndefined();
       const again = await acquireK(owner(), 'fp');
       expect(again).toMatchObject({ kind: 'acquired', fence: 2, takeover: false });
@@ -424,19 +420,27 @@ for (const target of targets) {
 
     it('turns a Redis error into StoreUnavailableError with the cause attached', async () => {
       fresh();
-      await raw.set(store.redisKey('k'), 'not a hash');
-      const error = await store
-        .acquire({
-          key: 'k',
-          fingerprint: 'fp',
-          owner: owner(),
-          leaseMs: LEASE,
-          retentionMs: RETENTION,
-        })
-        .catch((e: unknown) => e);
+      const acquire = () =>
+        store
+          .acquire({
+            key: 'k',
+            fingerprint: 'fp',
+            owner: owner(),
+            leaseMs: LEASE,
+            retentionMs: RETENTION,
+          })
+          .catch((e: unknown) => e);
+      await raw.rpush(store.redisKey('k'), 'not a record');
+      const error = await acquire();
       expect(error).toBeInstanceOf(StoreUnavailableError);
       expect((error as StoreUnavailableError).code).toBe('STORE_UNAVAILABLE');
       expect(String((error as Error).cause)).toMatch(/WRONGTYPE/);
+      // A string that is not a record of a known format is never taken for a free key.
+      await raw.set(store.redisKey('k'), 'not a record');
+      const unknown = await acquire();
+      expect(unknown).toBeInstanceOf(StoreUnavailableError);
+      expect(String((unknown as Error).cause)).toMatch(/unknown record format/);
+      expect(await raw.get(store.redisKey('k'))).toBe('not a record');
     });
 
     it('opens no connection when created', async () => {
