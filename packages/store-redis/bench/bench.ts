@@ -8,7 +8,9 @@
  * BENCH_ROUNDS alternating rounds per figure, median taken (default 5), BENCH_PAYLOAD bytes of
  * the operation's result (default 512), BENCH_CONCURRENCY (default "1,64"), BENCH_BASELINE: a
  * directory holding an earlier build (`<dir>/store-redis/index.js`, and `@idem/core` under
- * `<dir>/node_modules`), measured in the same rounds.
+ * `<dir>/node_modules`), measured in the same rounds; BENCH_VARIANT: ioredis options as JSON
+ * (e.g. `{"enableAutoPipelining":true}`): idem and raw are measured again with them (`idem*`,
+ * `raw*`).
  *
  * - cycle: `idempotency.execute()` on a new key: acquire + complete.
  *   Ceiling: raw ioredis `SET key owner NX PX` then `SET key <outcome-sized value> PX`.
@@ -25,7 +27,7 @@ import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import * as core from '@idem/core';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import * as current from '../src/index.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -34,6 +36,7 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
 const payloadBytes = Number(process.env.BENCH_PAYLOAD ?? 512);
 const levels = (process.env.BENCH_CONCURRENCY ?? '1,64').split(',').map(Number);
 const baselineDir = process.env.BENCH_BASELINE;
+const variantsOf = process.env.BENCH_VARIANT;
 const prefix = `idem-bench:${randomBytes(4).toString('hex')}:`;
 const payload = new Uint8Array(randomBytes(payloadBytes));
 // What the store really writes for this payload: the encoded outcome (header + meta + body).
@@ -111,9 +114,13 @@ async function measure(concurrency: number, op: Op): Promise<Figure> {
 
 const REPLAY_POOL = 256;
 
-async function connect(): Promise<Redis> {
+async function connect(extra: RedisOptions = {}): Promise<Redis> {
   // The options the README recommends: bounded calls, reconnects for the life of the process.
-  const client = new Redis(url, { ...current.recommendedRedisOptions(), lazyConnect: true });
+  const client = new Redis(url, {
+    ...current.recommendedRedisOptions(),
+    ...extra,
+    lazyConnect: true,
+  });
   await client.connect();
   return client;
 }
@@ -151,9 +158,9 @@ function idem(
   };
 }
 
-function raw(client: Redis): Contender {
+function raw(client: Redis, name = 'raw ioredis'): Contender {
   return {
-    name: 'raw ioredis',
+    name,
     async prepare(tag) {
       for (let i = 0; i < REPLAY_POOL; i++)
         await client.set(`${prefix}raw-replay-${tag}-${i}`, rawValue, 'PX', 86_400_000);
@@ -172,8 +179,8 @@ function raw(client: Redis): Contender {
 async function main(): Promise<void> {
   const clients: Redis[] = [];
   const contenders: Contender[] = [];
-  const open = async () => {
-    const client = await connect();
+  const open = async (extra?: RedisOptions) => {
+    const client = await connect(extra);
     clients.push(client);
     return client;
   };
@@ -183,6 +190,12 @@ async function main(): Promise<void> {
     const baseCore = (await load('node_modules/@idem/core/dist/index.js')) as typeof core;
     const baseStore = (await load('store-redis/index.js')) as typeof current;
     contenders.push(idem('baseline', await open(), baseCore, baseStore.createRedisStore));
+  }
+  if (variantsOf) {
+    // The same contenders again with this client option (e.g. enableAutoPipelining).
+    const extra = JSON.parse(variantsOf) as RedisOptions;
+    contenders.push(idem('idem*', await open(extra), core, current.createRedisStore));
+    contenders.push(raw(await open(extra), 'raw*'));
   }
   contenders.push(raw(await open()));
   const info = await clients[0]!.info('server');

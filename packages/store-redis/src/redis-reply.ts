@@ -32,9 +32,10 @@ function safe(value: number): number {
 
 /**
  * Decodes a record's bytes as the scripts store and return them (the layout in scripts.ts).
- * The outcome is copied into a plain Uint8Array that does not pin the socket's buffer.
+ * With `copy`, the outcome is copied into a plain Uint8Array that does not pin the socket's
+ * buffer; without, it is a plain Uint8Array view of the reply's bytes.
  */
-export function toRecord(value: Reply | undefined): StoredRecord {
+export function toRecord(value: Reply | undefined, copy: boolean): StoredRecord {
   if (!Buffer.isBuffer(value) || value.length < HEADER_BYTES) throw malformed('too short');
   if (value[0] !== RECORD_FORMAT) throw malformed(`unknown format ${value[0]}`);
   const status = STATUSES[value[1]!];
@@ -51,9 +52,11 @@ export function toRecord(value: Reply | undefined): StoredRecord {
     expiresAt: safe(value.readDoubleBE(18)),
   };
   if (status === 'completed') {
-    const outcome = new Uint8Array(value.length - fingerprintEnd);
-    outcome.set(value.subarray(fingerprintEnd));
-    record.outcome = outcome;
+    const start = value.byteOffset + fingerprintEnd;
+    const length = value.length - fingerprintEnd;
+    record.outcome = copy
+      ? new Uint8Array(value.subarray(fingerprintEnd))
+      : new Uint8Array(value.buffer, start, length);
   }
   return record;
 }
