@@ -109,17 +109,22 @@ if not (now < ex) then return 0 end
 `;
 
 /**
- * The record of the earlier layout at KEYS[1] (a hash), converted to this layout in memory
- * (nothing is written), or false when it has no status.
+ * When `v` is a table (KEYS[1] holds a hash of the earlier layout), sets `v` to that record
+ * converted to this layout in memory (nothing is written), or to false when it has no
+ * status, and unpacks its header. Inline, not a function: a closure would be created on
+ * every call of the script.
  */
 const LEGACY = `
-local function legacy()
+if type(v) == 'table' then
   local h = redis.call('HMGET', KEYS[1], 's', 'fp', 'o', 'f', 'lu', 'ex', 'out')
   local code = ({in_progress = 1, completed = 2, released = 3})[h[1]]
-  if not code then return false end
-  local o, fp = h[3] or '', h[2] or ''
-  return struct.pack(${HEADER}, ${RECORD_FORMAT}, code, tonumber(h[4]) or 0, tonumber(h[5]) or 0,
-    tonumber(h[6]) or 0, 0, #o, #fp) .. o .. fp .. (code == 2 and h[7] or '')
+  v = false
+  if code then
+    local o, fp = h[3] or '', h[2] or ''
+    v = struct.pack(${HEADER}, ${RECORD_FORMAT}, code, tonumber(h[4]) or 0, tonumber(h[5]) or 0,
+      tonumber(h[6]) or 0, 0, #o, #fp) .. o .. fp .. (code == 2 and h[7] or '')
+    _, st, f, lu, ex, fm, ol, fl = struct.unpack(${HEADER}, v)
+  end
 end
 `;
 
@@ -133,13 +138,9 @@ end
  * renewed from now and the same fence is answered, whether the lease is still live or has
  * passed without anybody taking it over.
  */
-export const ACQUIRE_LUA = `${LEGACY}${READ}${NOW}
+export const ACQUIRE_LUA = `${READ}${NOW}
 local old = type(v) == 'table'
-if old then
-  v = legacy()
-  if v then _, st, f, lu, ex, fm, ol, fl = struct.unpack(${HEADER}, v) end
-end
-local memory = tonumber(ARGV[5])
+${LEGACY}local memory = tonumber(ARGV[5])
 local leaseUntil = math.min(now + tonumber(ARGV[3]), 9007199254740991)
 local expiresAt = math.min(leaseUntil + tonumber(ARGV[4]), 9007199254740991)
 local takeover = 0
@@ -244,11 +245,6 @@ return leaseUntil
  * KEYS: record. Returns the record's bytes (this layout; one of the earlier layout is
  * converted), or nil when there is none or it has expired.
  */
-export const GET_LUA = `${LEGACY}${READ}${NOW}
-if type(v) == 'table' then
-  v = legacy()
-  if v then _, st, f, lu, ex = struct.unpack(${HEADER}, v) end
-end
-if not st or not (now < ex) then return false end
+export const GET_LUA = `${READ}${NOW}${LEGACY}if not st or not (now < ex) then return false end
 return v
 `;
