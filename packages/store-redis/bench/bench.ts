@@ -6,7 +6,7 @@
  *
  * Env: REDIS_URL (default redis://127.0.0.1:6379), BENCH_SECONDS per measurement (default 2),
  * BENCH_ROUNDS alternating rounds per figure, median taken (default 5), BENCH_PAYLOAD bytes of
- * the operation's result (default 512), BENCH_CONCURRENCY (default "1,64"), BENCH_BASELINE: a
+ * the operation's JSON result (default 512), BENCH_CONCURRENCY (default "1,64"), BENCH_BASELINE: a
  * directory holding an earlier build (`<dir>/store-redis/index.js`, and `@idem/core` under
  * `<dir>/node_modules`), measured in the same rounds; BENCH_VARIANT: ioredis options as JSON
  * (e.g. `{"enableAutoPipelining":true}`): idem and raw are measured again with them (`idem*`,
@@ -38,13 +38,18 @@ const levels = (process.env.BENCH_CONCURRENCY ?? '1,64').split(',').map(Number);
 const baselineDir = process.env.BENCH_BASELINE;
 const variantsOf = process.env.BENCH_VARIANT;
 const prefix = `idem-bench:${randomBytes(4).toString('hex')}:`;
-const payload = new Uint8Array(randomBytes(payloadBytes));
-// What the store really writes for this payload: the encoded outcome (header + meta + body).
+/** The operation's result: an object whose JSON is `payloadBytes` long (as in benchmarks/). */
+function resultFor(key: string): { key: string; data: string } {
+  const bare = JSON.stringify({ key, data: '' }).length;
+  return { key, data: 'x'.repeat(Math.max(0, payloadBytes - bare)) };
+}
+// What the store really writes for such a result: the encoded outcome (header + meta + JSON).
+const sample = core.jsonSerializer.serialize(resultFor('k'.repeat(12)));
 const outcomeSize = core.encodeOutcome({
-  meta: { kind: 'value', value: { encoding: 'bytes' } },
-  body: payload,
+  meta: { kind: 'value', value: sample.meta },
+  body: sample.body,
 }).length;
-const rawValue = randomBytes(outcomeSize);
+const rawValue = 'x'.repeat(outcomeSize);
 
 type Op = (i: number) => Promise<unknown>;
 interface Contender {
@@ -133,25 +138,27 @@ function idem(
   createRedisStore: typeof current.createRedisStore,
 ): Contender {
   const store = createRedisStore({ client, keyPrefix: `${prefix}${name}:` });
-  const idempotency = idemCore.createIdempotency<Uint8Array>({
-    store,
-    serializer: idemCore.bytesSerializer,
-  });
-  const operation = async () => payload;
+  // The defaults, as a user gets them: JSON results, heartbeats, store timeouts.
+  const idempotency = idemCore.createIdempotency<ReturnType<typeof resultFor>>({ store });
   return {
     name,
     async prepare(tag) {
-      for (let i = 0; i < REPLAY_POOL; i++)
-        await idempotency.execute({ key: `replay-${tag}-${i}` }, operation);
+      for (let i = 0; i < REPLAY_POOL; i++) {
+        const key = `replay-${tag}-${i}`;
+        await idempotency.execute({ key }, async () => resultFor(key));
+      }
       return {
-        cycle: (round) => (i) =>
-          idempotency.execute({ key: `cycle-${tag}-${round}-${i}` }, operation),
+        cycle: (round) => async (i) => {
+          const key = `cycle-${tag}-${round}-${i}`;
+          const result = await idempotency.execute({ key }, async () => resultFor(key));
+          if (result.replayed) throw new Error('expected a first execution');
+        },
         replay: async (i) => {
-          const result = await idempotency.execute(
-            { key: `replay-${tag}-${i % REPLAY_POOL}` },
-            operation,
-          );
-          if (!result.replayed) throw new Error('expected a replay');
+          const key = `replay-${tag}-${i % REPLAY_POOL}`;
+          const result = await idempotency.execute({ key }, async () => {
+            throw new Error('a replay ran the operation');
+          });
+          if (!result.replayed || result.value.key !== key) throw new Error('expected a replay');
         },
       };
     },
@@ -231,7 +238,7 @@ async function main(): Promise<void> {
 
   console.log(
     `\n@idem/store-redis bench: Redis ${version} at ${url}, Node ${process.version}, ` +
-      `${payloadBytes} B payload (${outcomeSize} B stored outcome), median of ${rounds} alternating ` +
+      `${payloadBytes} B JSON result (${outcomeSize} B stored outcome), median of ${rounds} alternating ` +
       `rounds of ${seconds} s, load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} CPUs. ` +
       'In brackets: CPU time per op of this process + of redis-server (when local).\n',
   );

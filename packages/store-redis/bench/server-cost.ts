@@ -8,7 +8,8 @@
  *   pnpm --filter @idem/store-redis exec tsx bench/server-cost.ts
  *
  * Env: REDIS_URL (default redis://127.0.0.1:6379), COST_STEPS per step kind (default 20000),
- * BENCH_PAYLOAD bytes of the operation's result (default 512), BENCH_BASELINE: a directory
+ * BENCH_PAYLOAD bytes of the operation's result (default 512), COST_FENCE_MEMORY_MS (the
+ * store's fenceMemoryMs, default its default), BENCH_BASELINE: a directory
  * holding an earlier build (`<dir>/store-redis/index.js`), measured instead of this one. Other
  * clients of the same Redis add to the figures: point it at a Redis of its own for clean ones.
  */
@@ -65,7 +66,12 @@ async function main(): Promise<void> {
   const server = await client.info('server');
   const pid = Number(/process_id:(\d+)/.exec(server)?.[1]);
   const version = /redis_version:(\S+)/.exec(server)?.[1] ?? '?';
-  const store = createRedisStore({ client, keyPrefix: prefix });
+  const fenceMemory = process.env.COST_FENCE_MEMORY_MS;
+  const store = createRedisStore({
+    client,
+    keyPrefix: prefix,
+    ...(fenceMemory === undefined ? {} : { fenceMemoryMs: Number(fenceMemory) }),
+  });
   const owner = (i: number) => `owner-${i}`;
 
   /** Runs `step(i)` for i in [0, steps) on `concurrency` workers; returns µs a step. */

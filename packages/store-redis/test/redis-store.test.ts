@@ -305,6 +305,21 @@ for (const target of targets) {
       expect(record?.outcome).toBeUndefined();
     });
 
+    it('stores a completed record at its size: no room left over from building it', async () => {
+      fresh();
+      const me = owner();
+      const key = store.redisKey('k');
+      await acquireK(me, 'f'.repeat(64));
+      const outcome = new Uint8Array(1024).fill(7);
+      await store.complete({ key: 'k', owner: me, outcome, retentionMs: RETENTION });
+      const length = await raw.strlen(key);
+      expect(length).toBe(42 + me.length + 64 + outcome.length);
+      // Allocator size classes and the key's own overhead on top of the value, no more: an
+      // APPENDed outcome left Redis's growth room (2,696 bytes for this record, not 1,416).
+      const usage = Number(await raw.call('MEMORY', 'USAGE', key, 'SAMPLES', '0'));
+      expect(usage).toBeLessThan(length * 1.5);
+    });
+
     it('remembers the fence past expiry in the same hash slot, for fenceMemoryMs', async () => {
       fresh();
       const me = owner();
