@@ -12,12 +12,11 @@ export class BackgroundTasks {
 
   /** Tracks `task` until it settles. Its rejection is the task's own business (reported by events). */
   track(task: Promise<unknown>): void {
-    const settled = task.then(
-      () => {},
-      () => {},
+    const settled: Promise<unknown> = task.then(
+      () => this.pending.delete(settled),
+      () => this.pending.delete(settled),
     );
     this.pending.add(settled);
-    void settled.then(() => this.pending.delete(settled));
   }
 
   /** Resolves when no task is pending or `timeoutMs` passed; returns how many are left. */

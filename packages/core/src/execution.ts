@@ -45,8 +45,6 @@ export interface ExecutionSettings {
 export class Execution {
   /** Fencing token: pass it to downstream writes so they can reject a stale executor. */
   readonly fence: number;
-  /** Aborts when the lease is lost (or may have been: renewal failed past the deadline, or max hold passed). */
-  readonly signal: AbortSignal;
   /** True when this acquisition took over a passed lease of another owner. */
   readonly takeover: boolean;
 
@@ -69,7 +67,11 @@ export class Execution {
     this.lease = new LeaseKeeper(settings, storageKey, owner, init.callStartedAt, (phase) =>
       this.emitLeaseLost(phase),
     );
-    this.signal = this.lease.controller.signal;
+  }
+
+  /** Aborts when the lease is lost (or may have been: renewal failed past the deadline, or max hold passed). */
+  get signal(): AbortSignal {
+    return this.lease.signal;
   }
 
   /**
@@ -116,6 +118,19 @@ export class Execution {
       await this.writeMarker('not_serializable', {}).catch(() => {});
       throw new OutcomeNotRecordedError('not_serializable', { cause });
     }
+    return this.record(bytes);
+  }
+
+  /**
+   * {@link complete} with the outcome already encoded (`encodeOutcome`'s bytes).
+   * @internal for the engine, which encodes JSON values in one step
+   */
+  completeEncoded(bytes: Uint8Array): Promise<void> {
+    this.startFinishing();
+    return this.record(bytes);
+  }
+
+  private async record(bytes: Uint8Array): Promise<void> {
     const limit = this.settings.maxOutcomeBytes;
     if (bytes.length > limit) return this.refused(new OutcomeTooLargeError(bytes.length, limit));
     try {
@@ -191,27 +206,44 @@ export class Execution {
 
   /**
    * The owner-checked complete of `bytes`, retried until it settles (tracked as background
-   * work); the caller waits for it at most `completionWaitMs`.
+   * work); the caller waits for it at most `completionWaitMs`. The caller's timer is armed
+   * only when it can matter: at once when a single attempt may outlast `completionWaitMs`,
+   * else when the first attempt fails (a write that lands at once costs no timer).
    */
   private finalWrite(bytes: Uint8Array): Promise<void> {
-    const landing = this.completeUntilSettled(bytes);
-    this.tasks.track(landing);
-    const { completionWaitMs } = this.settings;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const budget = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(
-          new StoreUnavailableError(
-            `The outcome is not recorded yet: the store failed for ${completionWaitMs} ms; the executor keeps retrying in the background`,
-            { cause: this.lastStoreError },
-          ),
-        );
-      }, completionWaitMs);
+    const { completionWaitMs, storeTimeoutMs } = this.settings;
+    const startedAt = performance.now();
+    return new Promise<void>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const armBudget = () => {
+        if (timer !== undefined) return;
+        const left = Math.max(0, startedAt + completionWaitMs - performance.now());
+        timer = setTimeout(() => {
+          reject(
+            new StoreUnavailableError(
+              `The outcome is not recorded yet: the store failed for ${completionWaitMs} ms; the executor keeps retrying in the background`,
+              { cause: this.lastStoreError },
+            ),
+          );
+        }, left);
+      };
+      if (!(completionWaitMs >= storeTimeoutMs)) armBudget();
+      const landing = this.completeUntilSettled(bytes, armBudget);
+      this.tasks.track(landing);
+      landing.then(
+        () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
     });
-    return Promise.race([landing, budget]).finally(() => clearTimeout(timer));
   }
 
-  private async completeUntilSettled(bytes: Uint8Array): Promise<void> {
+  private async completeUntilSettled(bytes: Uint8Array, onFailure: () => void): Promise<void> {
     const { store, retentionMs, storeTimeoutMs, clock, maxHoldMs } = this.settings;
     let result: OwnerWriteResult;
     try {
@@ -226,6 +258,7 @@ export class Execution {
           onError: (error) => {
             this.lastStoreError = error;
             this.emitStoreError('complete', error);
+            onFailure();
           },
         },
         () =>

@@ -13,8 +13,13 @@ import { Execution } from './execution.js';
 import { GiveBacks } from './give-back.js';
 import { deriveStorageKey, type Scope } from './keys.js';
 import { readNotRecorded } from './not-recorded.js';
-import { decodeOutcome, type StoredOutcome } from './outcome-codec.js';
-import { jsonSerializer, type OutcomeSerializer } from './serializer.js';
+import { decodeOutcome, decodeOutcomeView, type StoredOutcome } from './outcome-codec.js';
+import {
+  encodeJsonValue,
+  JSON_VALUE_META,
+  jsonSerializer,
+  type OutcomeSerializer,
+} from './serializer.js';
 import {
   type IdempotencyOptions,
   type OutcomePolicy,
@@ -125,9 +130,15 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
   const tasks = new BackgroundTasks();
   const giveBacks = new GiveBacks(settings, tasks);
 
+  // The built-in JSON serializer: `execute` encodes a value in one step, and hands a replayed
+  // body to it as a view of the store's bytes (it turns them into text at once).
+  const viewReplays = serializer === jsonSerializer;
+
+  /** `begin`; with `viewBody`, a replayed outcome's body is a view into the record's bytes. */
   async function begin(
     request: IdempotentRequest,
     beginOptions: BeginOptions = {},
+    viewBody = false,
   ): Promise<BeginResult> {
     const { signal } = beginOptions;
     const storageKey = deriveStorageKey(request.scope ?? null, request.key);
@@ -177,7 +188,9 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
         if (!record.outcome)
           throw new StoreUnavailableError('Store returned a completed record without an outcome');
         emit({ type: 'hit', storageKey });
-        const outcome = decodeOutcome(record.outcome);
+        const outcome = viewBody
+          ? decodeOutcomeView(record.outcome, JSON_VALUE_META)
+          : decodeOutcome(record.outcome);
         const marker = readNotRecorded(outcome);
         if (marker) throw new OutcomeNotRecordedError(marker.reason, marker);
         return { kind: 'replay', outcome, storageKey };
@@ -198,14 +211,17 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     request: IdempotentRequest,
     operation: (ctx: OperationContext) => Promise<T>,
   ): Promise<ExecuteResult<T>> {
-    const begun = await begin(request);
+    const begun = await begin(request, {}, viewReplays);
     if (begun.kind === 'replay') return { value: replay(begun.outcome), replayed: true };
     const execution = begun.execution;
     let settled: Settled<T>;
     try {
       const value = await operation({
         fence: execution.fence,
-        signal: execution.signal,
+        // Read on demand: most operations never look at it, and an AbortController is not free.
+        get signal() {
+          return execution.signal;
+        },
         storageKey: execution.storageKey,
       });
       settled = { ok: true, value };
@@ -228,17 +244,19 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       await execution.release().catch(() => {});
       throw (settled as { ok: false; error: unknown }).error;
     }
-    let outcome: StoredOutcome;
+    let outcome: StoredOutcome | Uint8Array;
     try {
-      outcome = settled.ok
-        ? wrapValue(serializer.serialize(settled.value))
-        : failureOutcome(settled.error);
+      if (!settled.ok) outcome = failureOutcome(settled.error);
+      else if (viewReplays) outcome = encodeJsonValue(settled.value);
+      else outcome = wrapValue(serializer.serialize(settled.value));
     } catch (cause) {
       // The operation ran; its value cannot be stored. A marker keeps retries from running it again.
       await execution.completeNotRecorded('not_serializable').catch(() => {});
       throw new OutcomeNotRecordedError('not_serializable', { cause });
     }
-    await execution.complete(outcome);
+    await (outcome instanceof Uint8Array
+      ? execution.completeEncoded(outcome)
+      : execution.complete(outcome));
     if (settled.ok) return { value: settled.value, replayed: false };
     throw settled.error;
   }
@@ -256,7 +274,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
 
   return {
     execute,
-    begin,
+    begin: (request, beginOptions) => begin(request, beginOptions),
     drain: async (timeoutMs = settings.leaseMs) => {
       if (!(typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs >= 0))
         throw new InvalidInputError('drain(timeoutMs) needs a finite, non-negative number of ms');

@@ -12,10 +12,16 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  *
  * Renewals go on while the final write is retried (`finishing`): the lease is what keeps a
  * retry from running the operation again meanwhile.
+ *
+ * Cheap for the common execution that ends long before its first heartbeat: one timer (the
+ * heartbeat's), and the abort controller is created only when somebody reads `signal` or
+ * the lease is lost. The watchdog that aborts at the lease estimate is armed with the first
+ * heartbeat (always due before the lease passes: heartbeats are shorter than the lease),
+ * when there are no heartbeats, or when renewals stop (`abandon`).
  */
 export class LeaseKeeper {
-  readonly controller = new AbortController();
   phase: ExecutionPhase = 'running';
+  private controller: AbortController | undefined;
   private abandoned = false;
   private leaseEstimate: number;
   private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
@@ -30,14 +36,21 @@ export class LeaseKeeper {
   ) {
     // The store started the lease no earlier than the call was sent: a safe lower bound.
     this.leaseEstimate = acquiredAt + settings.leaseMs;
-    this.armWatchdog();
-    this.scheduleHeartbeat();
+    if (settings.heartbeatMs === false) this.armWatchdog();
+    else this.scheduleHeartbeat();
+  }
+
+  /** Aborts when the lease is lost (or may have been). */
+  get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    return this.controller.signal;
   }
 
   /** Stops renewing; the lease runs out by itself (the watchdog still aborts the signal). */
   abandon(): void {
     this.abandoned = true;
     clearTimeout(this.heartbeatTimer);
+    if (this.phase !== 'done' && this.watchdogTimer === undefined) this.armWatchdog();
   }
 
   /** The final write settled or was given up: no more renewals, no watchdog. */
@@ -52,26 +65,34 @@ export class LeaseKeeper {
     return this.phase === 'done';
   }
 
+  private get lost(): boolean {
+    return this.controller?.signal.aborted === true;
+  }
+
   private lose(phase: 'heartbeat' | 'max_hold', message: string): void {
-    if (this.controller.signal.aborted) return;
+    if (this.lost) return;
     this.onLost(phase);
+    this.controller ??= new AbortController();
     this.controller.abort(new LeaseLostError(message));
   }
 
   private armWatchdog(): void {
     clearTimeout(this.watchdogTimer);
     const delay = Math.max(0, this.leaseEstimate - this.settings.clock.now());
-    this.watchdogTimer = setTimeout(() => {
-      if (this.isDone()) return;
-      const holdPassed = this.settings.clock.now() - this.acquiredAt >= this.settings.maxHoldMs;
-      this.lose(
-        holdPassed ? 'max_hold' : 'heartbeat',
-        holdPassed
-          ? 'The maximum hold time passed; the lease was not renewed'
-          : 'The lease could not be renewed before it passed',
-      );
-    }, delay);
+    this.watchdogTimer = setTimeout(() => this.expire(), delay);
     this.watchdogTimer.unref?.();
+  }
+
+  /** The lease estimate passed without a renewal. */
+  private expire(): void {
+    if (this.isDone()) return;
+    const holdPassed = this.settings.clock.now() - this.acquiredAt >= this.settings.maxHoldMs;
+    this.lose(
+      holdPassed ? 'max_hold' : 'heartbeat',
+      holdPassed
+        ? 'The maximum hold time passed; the lease was not renewed'
+        : 'The lease could not be renewed before it passed',
+    );
   }
 
   /**
@@ -91,8 +112,14 @@ export class LeaseKeeper {
     if (this.isDone() || this.abandoned) return;
     // While the operation runs, a lost lease ends the renewals; while its final write is
     // retried, renewing may still win the lease back if nobody took the key over.
-    if (this.phase === 'running' && this.controller.signal.aborted) return;
+    if (this.phase === 'running' && this.lost) return;
     const { store, clock, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs } = this.settings;
+    if (this.watchdogTimer === undefined) {
+      // The first heartbeat: from now on the lease may pass while a renewal is awaited. A
+      // heartbeat that ran late, past the lease estimate, finds what the watchdog would have.
+      if (clock.now() >= this.leaseEstimate) this.expire();
+      this.armWatchdog();
+    }
     const startedAt = clock.now();
     // Never renew past the maximum hold: the last renewal is cut to what is left of it.
     const lease = Math.min(leaseMs, this.acquiredAt + maxHoldMs - startedAt);

@@ -26,40 +26,108 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
 export function encodeOutcome(outcome: StoredOutcome): Uint8Array {
   if (!(outcome?.body instanceof Uint8Array))
     throw new InvalidInputError('An outcome body must be a Uint8Array');
-  const { meta: value } = outcome;
+  const { meta: value, body } = outcome;
   if (typeof value !== 'object' || value === null || Array.isArray(value))
     throw new InvalidInputError('An outcome meta must be a JSON object');
   // Throws TypeError for what JSON cannot carry (a BigInt, a cycle).
-  const meta = encoder.encode(JSON.stringify(value));
-  const out = new Uint8Array(HEADER + meta.length + outcome.body.length);
+  const json = JSON.stringify(value);
+  const metaLength = Buffer.byteLength(json, 'utf8');
+  const out = withHeader(json, metaLength, body.length);
+  out.set(body, HEADER + metaLength);
+  return out;
+}
+
+/**
+ * The encoding of an outcome whose metadata JSON is `metaJson` and whose body is the UTF-8
+ * of `text`: the bytes `encodeOutcome` makes for them, in one allocation.
+ * @internal
+ */
+export function encodeTextOutcome(metaJson: string, text: string): Uint8Array {
+  const metaLength = Buffer.byteLength(metaJson, 'utf8');
+  const bodyStart = HEADER + metaLength;
+  const out = withHeader(metaJson, metaLength, Buffer.byteLength(text, 'utf8'));
+  encoder.encodeInto(text, out.subarray(bodyStart));
+  return out;
+}
+
+/** A new encoding buffer with the header and metadata written, room for the body after them. */
+function withHeader(json: string, metaLength: number, bodyLength: number): Uint8Array {
+  const out = new Uint8Array(HEADER + metaLength + bodyLength);
   out.set(MAGIC, 0);
-  new DataView(out.buffer).setUint32(MAGIC.length, meta.length);
-  out.set(meta, HEADER);
-  out.set(outcome.body, HEADER + meta.length);
+  out[4] = metaLength >>> 24;
+  out[5] = (metaLength >>> 16) & 0xff;
+  out[6] = (metaLength >>> 8) & 0xff;
+  out[7] = metaLength & 0xff;
+  if (metaLength === json.length) {
+    // ASCII (the usual metadata): one byte a character.
+    for (let i = 0; i < metaLength; i++) out[HEADER + i] = json.charCodeAt(i);
+  } else {
+    encoder.encodeInto(json, out.subarray(HEADER, HEADER + metaLength));
+  }
   return out;
 }
 
 /**
  * Decodes bytes made by {@link encodeOutcome}. The body is a copy, never a view into
- * `bytes`, so callers cannot alter a store's copy through it.
+ * `bytes` (also when `bytes` is a `Buffer`, whose `slice` makes views), so callers cannot
+ * alter a store's copy through it.
  * @throws OutcomeCorruptError when the bytes are not a valid encoding
  */
 export function decodeOutcome(bytes: Uint8Array): StoredOutcome {
-  if (bytes.length < HEADER || MAGIC.some((b, i) => bytes[i] !== b)) {
+  const { meta, bodyStart } = decodeMeta(bytes);
+  return { meta, body: new Uint8Array(bytes.subarray(bodyStart)) };
+}
+
+/**
+ * {@link decodeOutcome} with the body as a view into `bytes`, for a caller that owns `bytes`
+ * and only reads the body before letting go of it. When the metadata is exactly `known.json`
+ * (ASCII, under 64 KiB), `known.meta` stands for it unparsed: a caller that never changes
+ * the metadata can skip parsing the one its own writes always have.
+ * @internal
+ */
+export function decodeOutcomeView(
+  bytes: Uint8Array,
+  known?: { readonly json: string; readonly meta: StoredOutcome['meta'] },
+): StoredOutcome {
+  if (known && hasMeta(bytes, known.json)) {
+    return { meta: known.meta, body: bytes.subarray(HEADER + known.json.length) };
+  }
+  const { meta, bodyStart } = decodeMeta(bytes);
+  return { meta, body: bytes.subarray(bodyStart) };
+}
+
+/** Whether `bytes` is an encoding whose metadata is exactly the ASCII JSON `json`. */
+function hasMeta(bytes: Uint8Array, json: string): boolean {
+  const length = json.length;
+  if (bytes.length < HEADER + length) return false;
+  for (let i = 0; i < 4; i++) if (bytes[i] !== MAGIC[i]) return false;
+  if (bytes[4] !== 0 || bytes[5] !== 0 || bytes[6] !== length >>> 8 || bytes[7] !== (length & 0xff))
+    return false;
+  for (let i = 0; i < length; i++) if (bytes[HEADER + i] !== json.charCodeAt(i)) return false;
+  return true;
+}
+
+function decodeMeta(bytes: Uint8Array): { meta: StoredOutcome['meta']; bodyStart: number } {
+  if (
+    bytes.length < HEADER ||
+    bytes[0] !== MAGIC[0] ||
+    bytes[1] !== MAGIC[1] ||
+    bytes[2] !== MAGIC[2] ||
+    bytes[3] !== MAGIC[3]
+  ) {
     throw new OutcomeCorruptError('Stored outcome has an unknown format or version');
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const metaLength = view.getUint32(MAGIC.length);
-  if (HEADER + metaLength > bytes.length)
-    throw new OutcomeCorruptError('Stored outcome is truncated');
+  const metaLength = bytes[4]! * 2 ** 24 + bytes[5]! * 2 ** 16 + bytes[6]! * 2 ** 8 + bytes[7]!;
+  const bodyStart = HEADER + metaLength;
+  if (bodyStart > bytes.length) throw new OutcomeCorruptError('Stored outcome is truncated');
   let meta: StoredOutcome['meta'];
   try {
-    meta = JSON.parse(decoder.decode(bytes.subarray(HEADER, HEADER + metaLength)));
+    meta = JSON.parse(decoder.decode(bytes.subarray(HEADER, bodyStart)));
   } catch (cause) {
     throw new OutcomeCorruptError(`Stored outcome metadata is not valid JSON: ${String(cause)}`);
   }
   if (meta === null || typeof meta !== 'object' || Array.isArray(meta)) {
     throw new OutcomeCorruptError('Stored outcome metadata is not an object');
   }
-  return { meta, body: bytes.slice(HEADER + metaLength) };
+  return { meta, bodyStart };
 }

@@ -1,4 +1,4 @@
-import type { StoredOutcome } from './outcome-codec.js';
+import { encodeTextOutcome, type StoredOutcome } from './outcome-codec.js';
 
 /** Turns an operation's value into a stored outcome and back. */
 export interface OutcomeSerializer<T> {
@@ -36,3 +36,34 @@ export const bytesSerializer: OutcomeSerializer<Uint8Array> = {
     return outcome.body;
   },
 };
+
+// What the engine records for a value under `jsonSerializer`: metadata
+// `{ kind: 'value', value: <the serializer's meta> }`, the JSON text as the body.
+const VALUE_META = { encoding: 'json', undefined: false } as const;
+const UNDEFINED_META = { encoding: 'json', undefined: true } as const;
+const VALUE_OUTCOME_META = Object.freeze({ kind: 'value', value: Object.freeze(VALUE_META) });
+
+/**
+ * The metadata JSON of a recorded `jsonSerializer` value, and the metadata it stands for
+ * (frozen): replays of such values need not parse it (`decodeOutcomeView`).
+ * @internal
+ */
+export const JSON_VALUE_META = Object.freeze({
+  json: JSON.stringify({ kind: 'value', value: VALUE_META }),
+  meta: VALUE_OUTCOME_META,
+});
+const JSON_UNDEFINED_META = JSON.stringify({ kind: 'value', value: UNDEFINED_META });
+
+/**
+ * The recorded bytes of `value` under `jsonSerializer`, in one step: exactly
+ * `encodeOutcome({ meta: { kind: 'value', value: meta }, body })` of what
+ * `jsonSerializer.serialize(value)` gives, without the intermediate body and metadata.
+ * @throws TypeError when `value` cannot be written as JSON (a BigInt, a cycle)
+ * @internal
+ */
+export function encodeJsonValue(value: unknown): Uint8Array {
+  const text = JSON.stringify(value);
+  return text === undefined
+    ? encodeTextOutcome(JSON_UNDEFINED_META, '')
+    : encodeTextOutcome(JSON_VALUE_META.json, text);
+}

@@ -7,35 +7,50 @@ import type { StoreOperation } from './events.js';
  * times out may still be applied by the store: every write is owner-checked, so a late
  * application cannot overwrite a newer owner, and a repeat of it is recognised (redelivery).
  *
+ * One timer and one promise a call (this runs on every store call of every request).
+ *
  * @param options.unref the time limit does not keep the process alive (background work)
  */
-export async function callStore<T>(
+export function callStore<T>(
   operation: StoreOperation,
   timeoutMs: number,
   fn: () => Promise<T>,
   options: { unref?: boolean } = {},
 ): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let call: Promise<T>;
   try {
-    const call = fn();
-    if (!(timeoutMs > 0 && Number.isFinite(timeoutMs))) return await call;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(new StoreUnavailableError(`Store ${operation} timed out after ${timeoutMs} ms`));
-      }, timeoutMs);
-      if (options.unref) timer.unref?.();
-    });
-    // A late rejection of the abandoned call must not surface as unhandled.
-    call.catch(() => {});
-    return await Promise.race([call, timeout]);
+    call = Promise.resolve(fn());
   } catch (error) {
-    if (error instanceof IdemError) throw error;
-    throw new StoreUnavailableError(`Store ${operation} failed: ${describe(error)}`, {
-      cause: error,
-    });
-  } finally {
-    if (timer !== undefined) clearTimeout(timer);
+    return Promise.reject(asStoreError(operation, error));
   }
+  if (!(timeoutMs > 0 && Number.isFinite(timeoutMs)))
+    return call.then(undefined, (error: unknown) => {
+      throw asStoreError(operation, error);
+    });
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new StoreUnavailableError(`Store ${operation} timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    if (options.unref) timer.unref?.();
+    // A late answer of a call that timed out settles nothing (and is never unhandled).
+    call.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(asStoreError(operation, error));
+      },
+    );
+  });
+}
+
+function asStoreError(operation: StoreOperation, error: unknown): IdemError {
+  if (error instanceof IdemError) return error;
+  return new StoreUnavailableError(`Store ${operation} failed: ${describe(error)}`, {
+    cause: error,
+  });
 }
 
 function describe(error: unknown): string {

@@ -46,9 +46,14 @@ describe.each(layouts)('DynamoDB requests: $name', (layout) => {
       return 'slow';
     });
     const ops = t.take();
-    const beats = ops.filter((op) => op === 'extend').length;
-    expect(ops).toEqual(['acquire', ...Array(beats).fill('extend'), 'complete']);
+    const done = ops.indexOf('complete');
+    const beats = done - 1;
+    expect(ops.slice(0, done + 1)).toEqual(['acquire', ...Array(beats).fill('extend'), 'complete']);
     expect(beats).toBeGreaterThanOrEqual(2);
+    // Renewals go on while the final write is on its way: one heartbeat can start in that
+    // window (seen on a loaded machine), none after the completion settled.
+    expect(ops.slice(done + 1).filter((op) => op !== 'extend')).toEqual([]);
+    expect(ops.length - done - 1).toBeLessThanOrEqual(1);
   });
 
   it('over many connections: one winner of 32, mutual exclusion and contiguous fences under contention', async () => {

@@ -61,16 +61,6 @@ export function checkOutcome(value: unknown): asserts value is Uint8Array {
   }
 }
 
-/**
- * A plain copy of the bytes, with a buffer of their own. Never `slice()`: `Buffer#slice` is a
- * view of the caller's memory (for a small one, Node's shared 8 KiB pool).
- */
-export function copyBytes(value: Uint8Array): Uint8Array {
-  const copy = new Uint8Array(value.byteLength);
-  copy.set(value);
-  return copy;
-}
-
 /** The clock's time; `InvalidInputError` when it is not a finite number. */
 export function readClock(clock: Clock): number {
   const now = clock.now();

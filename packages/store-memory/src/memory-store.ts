@@ -14,19 +14,20 @@ import {
   StoreFullError,
   systemClock,
 } from '@idem/core';
+import { hold, holds, release } from './held-outcome.js';
 import {
   checkClock,
   checkDuration,
   checkObject,
   checkOutcome,
   checkString,
-  copyBytes,
   detached,
   positiveInteger,
   readClock,
   sweepInterval,
 } from './input.js';
 import {
+  type HeldRecord,
   MARKER_OUTCOME_BYTES,
   newSlot,
   OUTCOME_OVERHEAD_BYTES,
@@ -94,17 +95,18 @@ export interface MemoryStore extends IdempotencyStore {
   close(): Promise<void>;
 }
 
-function clone(record: StoredRecord): StoredRecord {
-  const copy: StoredRecord = { ...record };
-  if (record.outcome) copy.outcome = record.outcome.slice();
-  else delete copy.outcome;
+/** The record as callers get it: a copy, its outcome bytes a fresh array. */
+function clone(record: HeldRecord): StoredRecord {
+  const copy: StoredRecord = {
+    status: record.status,
+    fingerprint: record.fingerprint,
+    owner: record.owner,
+    fence: record.fence,
+    leaseUntil: record.leaseUntil,
+    expiresAt: record.expiresAt,
+  };
+  if (record.outcome !== undefined) copy.outcome = release(record.outcome);
   return copy;
-}
-
-function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
-  if (a === undefined || a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /**
@@ -205,7 +207,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       }
       // No record, a tombstone or a passed lease: the new record takes its place.
       const fence = (found ? found.record.fence : table.fenceFloor) + 1;
-      const record: StoredRecord = {
+      const record: HeldRecord = {
         status: 'in_progress',
         fingerprint: detached(input.fingerprint),
         owner: detached(input.owner),
@@ -241,10 +243,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       if (!slot || !found || found.owner !== input.owner) return notOwner;
       if (found.status === 'completed') {
         // A redelivered complete succeeds only with the very bytes that were recorded.
-        return sameBytes(found.outcome, outcome) ? { ok: true } : notOwner;
+        return holds(found.outcome, outcome) ? { ok: true } : notOwner;
       }
       if (found.status !== 'in_progress') return notOwner;
-      const next: StoredRecord = {
+      const next: HeldRecord = {
         ...found,
         status: 'completed',
         expiresAt: now + input.retentionMs,
@@ -254,7 +256,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       if (extra > 0 && !table.makeRoom(now, 0, extra, slot)) {
         throw full(`an outcome of ${outcome.byteLength} bytes`);
       }
-      next.outcome = copyBytes(outcome);
+      next.outcome = hold(outcome);
       table.replace(slot, next);
       return { ok: true };
     },

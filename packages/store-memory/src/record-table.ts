@@ -1,5 +1,11 @@
 import type { StoredRecord } from '@idem/core';
 import { DeadlineHeap } from './deadline-heap.js';
+import type { HeldOutcome } from './held-outcome.js';
+
+/** A record as the table holds it: the outcome in its held form (see held-outcome.ts). */
+export interface HeldRecord extends Omit<StoredRecord, 'outcome'> {
+  outcome?: HeldOutcome;
+}
 
 /**
  * Estimated bytes one record costs beyond its strings and outcome: the record and slot
@@ -22,7 +28,7 @@ export const MARKER_OUTCOME_BYTES = 1024;
 /** One stored record, what it is accounted for, and where it sits in the eviction queues. */
 export interface Slot {
   readonly key: string;
-  record: StoredRecord;
+  record: HeldRecord;
   /** Accounted bytes of the key, fingerprint and owner (they never change for one slot). */
   readonly strings: number;
   /** Accounted bytes, see {@link recordCost}. */
@@ -45,10 +51,10 @@ export function stringBytes(value: string): number {
 }
 
 /** Accounted bytes of a record: estimated overhead, its strings, and its outcome or the marker reserve. */
-export function recordCost(strings: number, record: StoredRecord): number {
+export function recordCost(strings: number, record: HeldRecord): number {
   let payload = 0;
   if (record.status === 'completed') {
-    payload = OUTCOME_OVERHEAD_BYTES + (record.outcome?.byteLength ?? 0);
+    payload = OUTCOME_OVERHEAD_BYTES + (record.outcome?.length ?? 0);
   } else if (record.status === 'in_progress') {
     payload = OUTCOME_OVERHEAD_BYTES + MARKER_OUTCOME_BYTES;
   }
@@ -56,7 +62,7 @@ export function recordCost(strings: number, record: StoredRecord): number {
 }
 
 /** A slot for a record at `key` (not yet in any table). */
-export function newSlot(key: string, record: StoredRecord): Slot {
+export function newSlot(key: string, record: HeldRecord): Slot {
   const strings = stringBytes(key) + stringBytes(record.fingerprint) + stringBytes(record.owner);
   const cost = recordCost(strings, record);
   return { key, record, strings, cost, expiryAt: -1, leaseAt: -1, releaseAt: -1 };
@@ -128,7 +134,7 @@ export class RecordTable {
   }
 
   /** Replaces a slot's record (same key, fingerprint and owner), keeping the accounting and queues right. */
-  replace(slot: Slot, record: StoredRecord): void {
+  replace(slot: Slot, record: HeldRecord): void {
     slot.record = record;
     this.bytes -= slot.cost;
     slot.cost = recordCost(slot.strings, record);

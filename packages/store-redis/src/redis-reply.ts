@@ -1,57 +1,62 @@
 import { type RecordStatus, type StoredRecord, StoreUnavailableError } from '@idem/core';
+import { HEADER_BYTES, RECORD_FORMAT } from './scripts.js';
 
 /** A RESP reply as ioredis hands it to a `...Buffer` command: bulk strings stay bytes. */
 export type Reply = Buffer | number | null | Reply[];
 
-const STATUSES: ReadonlySet<string> = new Set<RecordStatus>([
+/** Header byte 1 to status (see scripts.ts). */
+const STATUSES: readonly (RecordStatus | undefined)[] = [
+  undefined,
   'in_progress',
   'completed',
   'released',
-]);
+];
 
-/** A bulk string (or integer) reply as UTF-8 text. */
-export function text(value: Reply | undefined): string {
-  if (Buffer.isBuffer(value)) return value.toString('utf8');
-  if (typeof value === 'number') return String(value);
-  throw new StoreUnavailableError(`Redis returned a malformed record field: ${String(value)}`);
-}
-
-/** An integer reply, or a bulk string holding a decimal integer. */
+/** An integer reply. */
 export function integer(value: Reply | undefined): number {
-  const n = typeof value === 'number' ? value : Number(text(value));
-  if (!Number.isSafeInteger(n)) {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
     throw new StoreUnavailableError(`Redis returned a malformed number: ${String(value)}`);
   }
-  return n;
+  return value;
 }
 
-/** Copies reply bytes into a plain Uint8Array that does not pin the socket's buffer. */
-function bytes(value: Buffer): Uint8Array {
-  const out = new Uint8Array(value.length);
-  out.set(value);
-  return out;
+function malformed(what: string): StoreUnavailableError {
+  return new StoreUnavailableError(`Redis returned a malformed record: ${what}`);
 }
 
-/** Decodes `{s, fp, o, f, lu, ex[, out]}` as the scripts return it. */
-export function toRecord(fields: Reply[]): StoredRecord {
-  const status = text(fields[0]);
-  if (!STATUSES.has(status)) {
-    throw new StoreUnavailableError(`Redis record has an unknown status: ${status}`);
-  }
+/** A header number: an integer below 2^53. */
+function safe(value: number): number {
+  if (!Number.isSafeInteger(value)) throw malformed(`a deadline or fence of ${value}`);
+  return value;
+}
+
+/**
+ * Decodes a record's bytes as the scripts store and return them (the layout in scripts.ts).
+ * With `copy`, the outcome is copied into a plain Uint8Array that does not pin the socket's
+ * buffer; without, it is a plain Uint8Array view of the reply's bytes.
+ */
+export function toRecord(value: Reply | undefined, copy: boolean): StoredRecord {
+  if (!Buffer.isBuffer(value) || value.length < HEADER_BYTES) throw malformed('too short');
+  if (value[0] !== RECORD_FORMAT) throw malformed(`unknown format ${value[0]}`);
+  const status = STATUSES[value[1]!];
+  if (status === undefined) throw malformed(`unknown status ${value[1]}`);
+  const ownerEnd = HEADER_BYTES + value.readUInt32BE(34);
+  const fingerprintEnd = ownerEnd + value.readUInt32BE(38);
+  if (fingerprintEnd > value.length) throw malformed('truncated');
   const record: StoredRecord = {
-    status: status as RecordStatus,
-    fingerprint: text(fields[1]),
-    owner: text(fields[2]),
-    fence: integer(fields[3]),
-    leaseUntil: integer(fields[4]),
-    expiresAt: integer(fields[5]),
+    status,
+    fingerprint: value.toString('utf8', ownerEnd, fingerprintEnd),
+    owner: value.toString('utf8', HEADER_BYTES, ownerEnd),
+    fence: safe(value.readDoubleBE(2)),
+    leaseUntil: safe(value.readDoubleBE(10)),
+    expiresAt: safe(value.readDoubleBE(18)),
   };
   if (status === 'completed') {
-    const outcome = fields[6];
-    if (!Buffer.isBuffer(outcome)) {
-      throw new StoreUnavailableError('Redis returned a completed record without an outcome');
-    }
-    record.outcome = bytes(outcome);
+    const start = value.byteOffset + fingerprintEnd;
+    const length = value.length - fingerprintEnd;
+    record.outcome = copy
+      ? new Uint8Array(value.subarray(fingerprintEnd))
+      : new Uint8Array(value.buffer, start, length);
   }
   return record;
 }

@@ -22,6 +22,7 @@ import {
   checkOwner,
   checkStorageKey,
   duration,
+  durationText,
 } from './input-checks.js';
 import { integer, type Reply, toRecord } from './redis-reply.js';
 import {
@@ -31,6 +32,7 @@ import {
   type WaitForReplicas,
 } from './replica-wait.js';
 import { ACQUIRE_LUA, COMPLETE_LUA, EXTEND_LUA, GET_LUA, RELEASE_LUA } from './scripts.js';
+import { createWriteBatcher } from './write-batching.js';
 
 /** Options of {@link createRedisStore}. Durations are milliseconds. */
 export interface RedisStoreOptions {
@@ -93,7 +95,7 @@ interface ScriptedClient {
   complete(...args: [key: string, fenceKey: string, ...argv: (string | Buffer)[]]): Promise<number>;
   release(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
   extend(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
-  get(key: string): Promise<Reply[] | null>;
+  get(key: string): Promise<Buffer | null>;
 }
 
 const SCRIPTS = {
@@ -116,16 +118,24 @@ const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
 function defineScripts(client: Redis | Cluster): ScriptedClient {
   const target = client as unknown as Record<string, unknown>;
   const commands: Record<string, unknown> = {};
+  const batch = createWriteBatcher(client);
   for (const [operation, { lua, numberOfKeys, binaryReply }] of Object.entries(SCRIPTS)) {
     const name = `idem_${operation}_${createHash('sha1').update(lua).digest('hex').slice(0, 12)}`;
     if (typeof target[name] !== 'function') client.defineCommand(name, { lua, numberOfKeys });
     const method = target[binaryReply ? `${name}Buffer` : name] as (...args: unknown[]) => unknown;
-    commands[operation] = method.bind(client);
+    commands[operation] = (...args: unknown[]) => {
+      batch();
+      return method.apply(client, args);
+    };
   }
   return commands as unknown as ScriptedClient;
 }
 
-/** Decodes the acquire script's reply (see ACQUIRE_LUA). */
+/**
+ * Decodes the acquire script's reply (see ACQUIRE_LUA). A found record's outcome is a view
+ * into the reply's bytes (fresh memory of this reply, shared with no other record): core
+ * decodes it at once, so copying it here would only cost an allocation.
+ */
 function decodeAcquire(reply: Reply[]): AcquireResult {
   if (integer(reply[0]) === 1) {
     return {
@@ -135,7 +145,19 @@ function decodeAcquire(reply: Reply[]): AcquireResult {
       takeover: integer(reply[3]) === 1,
     };
   }
-  return { kind: 'found', record: toRecord(reply.slice(2)), now: integer(reply[1]) };
+  return { kind: 'found', record: toRecord(reply[2], false), now: integer(reply[1]) };
+}
+
+/** The error a failed Redis call becomes (see {@link call}). */
+function storeError(operation: string, error: unknown): IdemError {
+  if (error instanceof IdemError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  if (operation === 'acquire' && message.startsWith('OOM')) {
+    const full = new StoreFullError(`Redis is full (maxmemory, noeviction): ${message}`);
+    full.cause = error;
+    return full;
+  }
+  return new StoreUnavailableError(`Redis ${operation} failed: ${message}`, { cause: error });
 }
 
 /**
@@ -143,18 +165,13 @@ function decodeAcquire(reply: Reply[]): AcquireResult {
  * STORE_UNAVAILABLE, except an acquisition refused for memory (`OOM` under `noeviction`):
  * STORE_FULL, as for any bounded store.
  */
-async function call<T>(operation: string, run: () => Promise<T>): Promise<T> {
+function call<T>(operation: string, run: () => Promise<T>): Promise<T> {
   try {
-    return await run();
+    return run().then(undefined, (error: unknown) => {
+      throw storeError(operation, error);
+    });
   } catch (error) {
-    if (error instanceof IdemError) throw error;
-    const message = error instanceof Error ? error.message : String(error);
-    if (operation === 'acquire' && message.startsWith('OOM')) {
-      const full = new StoreFullError(`Redis is full (maxmemory, noeviction): ${message}`);
-      full.cause = error;
-      throw full;
-    }
-    throw new StoreUnavailableError(`Redis ${operation} failed: ${message}`, { cause: error });
+    return Promise.reject(storeError(operation, error));
   }
 }
 
@@ -212,6 +229,9 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
 
   const redisKey = (storageKey: string): string => `${keyPrefix}{${checkStorageKey(storageKey)}}`;
   const fenceKey = (storageKey: string): string => `${redisKey(storageKey)}:fence`;
+  // Leases and retentions repeat from call to call: their decimal text is kept.
+  const leaseText = durationText('leaseMs');
+  const retentionText = durationText('retentionMs');
 
   return {
     capabilities,
@@ -219,25 +239,28 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     fenceKey,
 
     async acquire(input: AcquireInput): Promise<AcquireResult> {
-      const lease = duration('leaseMs', input.leaseMs);
-      const retention = duration('retentionMs', input.retentionMs);
-      const keys = [redisKey(input.key), fenceKey(input.key)] as const;
+      const lease = leaseText(input.leaseMs);
+      const retention = retentionText(input.retentionMs);
+      const key = redisKey(input.key);
+      const fence = `${key}:fence`;
       const owner = checkOwner(input.owner);
-      const args = [
-        checkFingerprint(input.fingerprint),
-        owner,
-        lease,
-        retention,
-        fenceMemory,
-      ] as const;
-      if (!runWaited)
-        return decodeAcquire(await call('acquire', () => redis.acquire(...keys, ...args)));
-      const waited = await call('acquire', () => runWaited<Reply[]>(ACQUIRE_LUA, keys, args));
+      const fingerprint = checkFingerprint(input.fingerprint);
+      if (!runWaited) {
+        return decodeAcquire(
+          await call('acquire', () =>
+            redis.acquire(key, fence, fingerprint, owner, lease, retention, fenceMemory),
+          ),
+        );
+      }
+      const args = [fingerprint, owner, lease, retention, fenceMemory] as const;
+      const waited = await call('acquire', () =>
+        runWaited<Reply[]>(ACQUIRE_LUA, [key, fence], args),
+      );
       const result = decodeAcquire(waited.reply);
       if (result.kind === 'acquired' && waited.acknowledged < (wait?.replicas ?? 0)) {
         // Nothing ran yet: give the key back (owner-checked) so that a retry need not wait
         // for the lease to pass. Best effort: if this fails too, the lease passes by itself.
-        await redis.release(...keys, owner, retention, fenceMemory).catch(() => 0);
+        await redis.release(key, fence, owner, retention, fenceMemory).catch(() => 0);
         throw unconfirmed('acquire', waited.acknowledged);
       }
       return result;
@@ -250,20 +273,23 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       if (outcome.length > maxOutcomeBytes) {
         throw new OutcomeTooLargeError(outcome.length, maxOutcomeBytes);
       }
-      const retention = duration('retentionMs', input.retentionMs);
-      const keys = [redisKey(input.key), fenceKey(input.key)] as const;
+      const retention = retentionText(input.retentionMs);
+      const key = redisKey(input.key);
+      const fence = `${key}:fence`;
       const owner = checkOwner(input.owner);
       // A view, not a copy: ioredis writes the bytes to the socket as they are.
       const body = Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
       if (!runWaited) {
         const done = await call('complete', () =>
-          redis.complete(...keys, owner, retention, fenceMemory, body, '0'),
+          redis.complete(key, fence, owner, retention, fenceMemory, body, '0'),
         );
         return done > 0 ? { ok: true } : NOT_OWNER;
       }
       // touch = 1: a redelivered completion rewrites its status, so this WAIT covers it.
       const args = [owner, retention, fenceMemory, body, '1'] as const;
-      const waited = await call('complete', () => runWaited<number>(COMPLETE_LUA, keys, args));
+      const waited = await call('complete', () =>
+        runWaited<number>(COMPLETE_LUA, [key, fence], args),
+      );
       if (waited.reply === 0) return NOT_OWNER;
       if (waited.acknowledged < (wait?.replicas ?? 0))
         throw unconfirmed('complete', waited.acknowledged);
@@ -271,29 +297,29 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
 
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
-      const retention = duration('retentionMs', input.retentionMs);
-      const keys = [redisKey(input.key), fenceKey(input.key)] as const;
+      const retention = retentionText(input.retentionMs);
+      const key = redisKey(input.key);
       const owner = checkOwner(input.owner);
       const done = await call('release', () =>
-        redis.release(...keys, owner, retention, fenceMemory),
+        redis.release(key, `${key}:fence`, owner, retention, fenceMemory),
       );
       return done > 0 ? { ok: true } : NOT_OWNER;
     },
 
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
-      const lease = duration('leaseMs', input.leaseMs);
-      const retention = duration('retentionMs', input.retentionMs);
-      const keys = [redisKey(input.key), fenceKey(input.key)] as const;
+      const lease = leaseText(input.leaseMs);
+      const retention = retentionText(input.retentionMs);
+      const key = redisKey(input.key);
       const owner = checkOwner(input.owner);
       const leaseUntil = await call('extend', () =>
-        redis.extend(...keys, owner, lease, retention, fenceMemory),
+        redis.extend(key, `${key}:fence`, owner, lease, retention, fenceMemory),
       );
       return leaseUntil > 0 ? { ok: true, leaseUntil } : NOT_OWNER;
     },
 
     async get(key: string): Promise<StoredRecord | undefined> {
       const reply = await call('get', () => redis.get(redisKey(key)));
-      return reply ? toRecord(reply) : undefined;
+      return reply ? toRecord(reply, true) : undefined;
     },
   };
 }

@@ -4,120 +4,184 @@
  * one Cluster slot; the scripts run unchanged on a Redis Cluster. Each reads the clock with
  * `TIME` inside the script, so Redis alone decides whether a lease or a retention passed.
  *
- * Record layout: one hash per storage key, at `<prefix>{<storageKey>}`.
+ * Record layout (format 1): one string per storage key, at `<prefix>{<storageKey>}`: a
+ * 42-byte header, then the owner, the fingerprint and, once completed, the outcome bytes.
  *
- * | field | meaning                                                    |
- * |-------|------------------------------------------------------------|
- * | `s`   | status: `in_progress`, `completed` or `released`           |
- * | `fp`  | fingerprint of the request that acquired the record        |
- * | `o`   | owner token of the latest acquisition                      |
- * | `f`   | fence of the latest acquisition (decimal)                  |
- * | `lu`  | lease deadline, epoch ms by Redis's clock                  |
- * | `ex`  | retention deadline, epoch ms (the key's PEXPIREAT is ex - 1)|
- * | `out` | encoded outcome bytes, raw (only when `s` is `completed`)  |
+ * | offset | type   | field                                                         |
+ * |--------|--------|---------------------------------------------------------------|
+ * | 0      | u8     | format, 1                                                     |
+ * | 1      | u8     | status: 1 in progress, 2 completed, 3 released                |
+ * | 2      | f64 BE | fence of the latest acquisition                               |
+ * | 10     | f64 BE | lease deadline, epoch ms by Redis's clock                     |
+ * | 18     | f64 BE | retention deadline, epoch ms (the key's PEXPIREAT is ex - 1)  |
+ * | 26     | f64 BE | until when the fence memory key is kept (0: not written)      |
+ * | 34     | u32 BE | owner length in bytes                                         |
+ * | 38     | u32 BE | fingerprint length in bytes                                   |
+ * | 42     | bytes  | owner, fingerprint, outcome (completed only, to the end)      |
+ *
+ * Deadlines and fences are integers below 2^53, exact in a double: `struct.pack` writes
+ * them without any number formatting, and the client reads them with `readDoubleBE`. A step
+ * reads the record with one `GET` and `struct.unpack`; a renewal or a release rewrites the
+ * header in place (`SETRANGE`); a completion writes the value once more with the outcome
+ * after it (one `SET` of its exact size: `APPEND` would leave Redis's growth room, which
+ * made a completed record with a 1 KiB outcome 40 % larger).
  *
  * Fence memory: a small string at `<prefix>{<storageKey>}:fence` holding the key's last
- * fence, kept `fenceMemoryMs` past the record's retention deadline (absent when that is 0).
- * An acquisition continues from it, so fences keep growing after Redis dropped an expired
- * record, while the record itself (outcome bytes included) is freed on time.
+ * fence (decimal), kept `fenceMemoryMs` past the record's retention deadline (absent when
+ * that is 0). An acquisition continues from it, so fences keep growing after Redis dropped
+ * an expired record, while the record itself (outcome bytes included) is freed on time. It
+ * is written when its fence changes (an acquisition) and when the record's retention
+ * deadline moves past what it covers (header offset 26): a completion inside the first
+ * lease, the common case, leaves it alone.
+ *
+ * Records of the earlier layout (a hash: `s`, `fp`, `o`, `f`, `lu`, `ex`, `out`, package
+ * 0.1) may still be in Redis after an upgrade. `acquire` reads one (`GET` answers
+ * `WRONGTYPE`, caught with `pcall`) and judges it like its own: a live outcome is replayed,
+ * a live lease is respected, and an acquisition replaces it by a record of this layout,
+ * continuing its fence. `complete`, `release` and `extend` answer "not the owner" for one,
+ * since no owner of this version holds a hash. The fence memory key is the same in both.
  *
  * A record is expired once `now >= ex`; Redis drops a key once `now > PEXPIREAT`, so the
  * key carries `PEXPIREAT ex - 1` and disappears in the very millisecond the record expires.
  *
  * Writes to an existing record (a renewal, a completion, a release) start with `PEXPIREAT`.
  * Under `maxmemory` with `noeviction`, Redis refuses a script only at its first write, and
- * only when that write needs memory (`PEXPIREAT` does not; `HSET` and `SET` do): so a full
- * Redis refuses new records (`OOM`, `StoreFullError`) yet still records the heartbeats,
- * completions and releases of executions already running, whose retries would otherwise
- * run them again once room appears. Memory can then exceed `maxmemory` by the outcomes of
- * the executions in flight.
+ * only when that write needs memory (`PEXPIREAT` does not; `SET` and `SETRANGE` do):
+ * so a full Redis refuses new records (`OOM`, `StoreFullError`) yet still records the
+ * heartbeats, completions and releases of executions already running, whose retries would
+ * otherwise run them again once room appears. Memory can then exceed `maxmemory` by the
+ * outcomes of the executions in flight.
  *
- * Numbers are written with `%.0f` so that large values never turn into exponent notation.
- * Every deadline is capped at 2^53 - 1 (`deadline`), so that a retention as long as core
- * accepts (up to `Number.MAX_SAFE_INTEGER` ms) still reads back as a safe integer.
- * Scripts are replicated by their effects (the default since Redis 5, the only mode since
- * Redis 7), so reading `TIME` before a write is allowed and replicas receive the writes with
- * the deadlines the primary computed, never a re-run of the script under another clock.
+ * Every deadline is capped at 2^53 - 1, so that a retention as long as core accepts (up to
+ * `Number.MAX_SAFE_INTEGER` ms) still reads back as a safe integer; key expiries are
+ * written with `%d`, never in exponent notation. Scripts are replicated by their effects
+ * (the default since Redis 5, the only mode since Redis 7), so reading `TIME` before a write
+ * is allowed and replicas receive the writes with the deadlines the primary computed.
  */
 
-const PRELUDE = `
+/** Length of the record header. */
+export const HEADER_BYTES = 42;
+/** The record format this version writes (header byte 0). */
+export const RECORD_FORMAT = 1;
+/** Status codes of header byte 1. */
+export const STATUS_CODES = { in_progress: 1, completed: 2, released: 3 } as const;
+
+// `now` by Redis's clock, epoch ms. Lua 5.1 coerces TIME's strings in arithmetic.
+const NOW = `
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function fmt(n) return string.format('%.0f', n) end
-local function deadline(n) return math.min(n, 9007199254740991) end
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
 `;
 
-/** Remembers `fence` in KEYS[2] until `memory` ms after the record's retention deadline. */
-const REMEMBER_FENCE = `
-local function remember(fence, expiresAt, memory)
-  if memory > 0 then
-    redis.call('SET', KEYS[2], fence, 'PX', fmt(expiresAt + memory - now))
+// The header without the two lengths (rewritten in place with SETRANGE), and the whole one.
+const HEAD = `'>BBdddd'`;
+const HEADER = `'>BBddddI4I4'`;
+
+/**
+ * Reads KEYS[1] as `v` (a string of this layout, or false) and unpacks its header into
+ * `st, f, lu, ex, fm, ol, fl`. A hash of the earlier layout leaves `v` a table (`legacy`).
+ */
+const READ = `
+local v = redis.pcall('GET', KEYS[1])
+local _, st, f, lu, ex, fm, ol, fl
+if type(v) == 'string' then
+  if string.byte(v, 1) ~= ${RECORD_FORMAT} then return redis.error_reply('idem: unknown record format') end
+  _, st, f, lu, ex, fm, ol, fl = struct.unpack(${HEADER}, v)
+end
+`;
+
+/**
+ * Writes the fence memory (KEYS[2]) when `memory` > 0 and the record's new retention
+ * deadline `expiresAt` outlives what it covers (`fm`); leaves `fm` as what it covers now.
+ */
+const REMEMBER = `
+if memory > 0 and expiresAt + memory > fm then
+  fm = math.min(expiresAt + memory, 9007199254740991)
+  redis.call('SET', KEYS[2], string.format('%d', f), 'PX', string.format('%d', fm - now))
+end
+`;
+
+/**
+ * Owner check of complete, release and extend: returns 0 unless the record is of this
+ * layout, unexpired, and held by ARGV[1]. Each script then checks the status it accepts.
+ */
+const MINE = `${READ}
+if not st or string.sub(v, ${HEADER_BYTES + 1}, ${HEADER_BYTES} + ol) ~= ARGV[1] then return 0 end
+${NOW}
+if not (now < ex) then return 0 end
+`;
+
+/**
+ * When `v` is a table (KEYS[1] holds a hash of the earlier layout), sets `v` to that record
+ * converted to this layout in memory (nothing is written), or to false when it has no
+ * status, and unpacks its header. Inline, not a function: a closure would be created on
+ * every call of the script.
+ */
+const LEGACY = `
+if type(v) == 'table' then
+  local h = redis.call('HMGET', KEYS[1], 's', 'fp', 'o', 'f', 'lu', 'ex', 'out')
+  local code = ({in_progress = 1, completed = 2, released = 3})[h[1]]
+  v = false
+  if code then
+    local o, fp = h[3] or '', h[2] or ''
+    v = struct.pack(${HEADER}, ${RECORD_FORMAT}, code, tonumber(h[4]) or 0, tonumber(h[5]) or 0,
+      tonumber(h[6]) or 0, 0, #o, #fp) .. o .. fp .. (code == 2 and h[7] or '')
+    _, st, f, lu, ex, fm, ol, fl = struct.unpack(${HEADER}, v)
   end
 end
 `;
 
 /**
  * KEYS: record, fence memory. ARGV: fingerprint, owner, leaseMs, retentionMs, fenceMemoryMs.
- * Returns `{1, fence, leaseUntil, takeover}` when acquired, or
- * `{0, now, s, fp, o, f, lu, ex[, out]}` with the live record that prevented it.
+ * Returns `{1, fence, leaseUntil, takeover}` when acquired, or `{0, now, record}` with the
+ * live record that prevented it (raw bytes of this layout).
  *
  * An unexpired in-progress record held by ARGV[2] is the caller's own acquisition delivered
  * again (ioredis resends a script whose answer a dropped connection lost): its lease is
  * renewed from now and the same fence is answered, whether the lease is still live or has
  * passed without anybody taking it over.
  */
-export const ACQUIRE_LUA = `${PRELUDE}${REMEMBER_FENCE}
-local r = redis.call('HMGET', KEYS[1], 's', 'fp', 'o', 'f', 'lu', 'ex', 'out')
-local status = r[1]
-local fence = 0
+export const ACQUIRE_LUA = `${READ}${NOW}
+local old = type(v) == 'table'
+${LEGACY}local memory = tonumber(ARGV[5])
+local leaseUntil = math.min(now + tonumber(ARGV[3]), 9007199254740991)
+local expiresAt = math.min(leaseUntil + tonumber(ARGV[4]), 9007199254740991)
 local takeover = 0
-local memory = tonumber(ARGV[5])
-if status then
-  local ex = tonumber(r[6])
-  if ex and now < ex then
-    if status == 'in_progress' then
-      if r[3] == ARGV[2] then
-        local leaseUntil = deadline(now + tonumber(ARGV[3]))
-        local expiresAt = deadline(leaseUntil + tonumber(ARGV[4]))
-        redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
-        redis.call('HSET', KEYS[1], 'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
-        remember(r[4], expiresAt, memory)
-        return {1, tonumber(r[4]), leaseUntil, 0}
+if st then
+  if now < ex then
+    if st == 1 then
+      if string.sub(v, ${HEADER_BYTES + 1}, ${HEADER_BYTES} + ol) == ARGV[2] then
+        redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
+        ${REMEMBER}
+        local head = struct.pack(${HEAD}, ${RECORD_FORMAT}, 1, f, leaseUntil, expiresAt, fm)
+        if old then
+          -- Rewritten in this layout (SET drops the expiry: set again).
+          redis.call('SET', KEYS[1], head .. string.sub(v, 35))
+          redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
+        else
+          redis.call('SETRANGE', KEYS[1], 0, head)
+        end
+        return {1, f, leaseUntil, 0}
       end
-      if now < tonumber(r[5]) then
-        return {0, now, r[1], r[2], r[3], r[4], r[5], r[6]}
-      end
+      if now < lu then return {0, now, v} end
       takeover = 1
-    elseif status == 'completed' then
-      return {0, now, r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
+    elseif st == 2 then
+      return {0, now, v}
     end
   end
-  fence = tonumber(r[4]) or 0
-  if r[7] then redis.call('HDEL', KEYS[1], 'out') end
+else
+  f = 0
 end
 if memory > 0 then
   local kept = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-  if kept > fence then fence = kept end
+  if kept > f then f = kept end
 end
-fence = fence + 1
-local leaseUntil = deadline(now + tonumber(ARGV[3]))
-local expiresAt = deadline(leaseUntil + tonumber(ARGV[4]))
-redis.call('HSET', KEYS[1], 's', 'in_progress', 'fp', ARGV[1], 'o', ARGV[2], 'f', fmt(fence),
-  'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
-redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
-remember(fmt(fence), expiresAt, memory)
-return {1, fence, leaseUntil, takeover}
-`;
-
-/**
- * Shared owner check: loads `s`, `o`, `ex`, `f` into `r` and returns 0 unless the record is
- * unexpired and held by ARGV[1]. Each script then checks the status it accepts.
- */
-const MINE = `
-local r = redis.call('HMGET', KEYS[1], 's', 'o', 'ex', 'f')
-if r[2] ~= ARGV[1] or not (now < (tonumber(r[3]) or 0)) then
-  return 0
-end
+f = f + 1
+fm = 0
+${REMEMBER}
+redis.call('SET', KEYS[1], struct.pack(${HEADER}, ${RECORD_FORMAT}, 1, f, leaseUntil, expiresAt, fm,
+  #ARGV[2], #ARGV[1]) .. ARGV[2] .. ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
+return {1, f, leaseUntil, takeover}
 `;
 
 /**
@@ -130,18 +194,24 @@ end
  * replication offset past it, so the WAIT that follows covers the completion even when the
  * first delivery's WAIT did not.
  */
-export const COMPLETE_LUA = `${PRELUDE}${REMEMBER_FENCE}${MINE}
-if r[1] == 'completed' then
-  if redis.call('HGET', KEYS[1], 'out') ~= ARGV[4] then return 0 end
-  local ex = tonumber(r[3])
-  if ARGV[5] == '1' and ex - 1 > now then redis.call('PEXPIREAT', KEYS[1], fmt(ex - 1)) end
+export const COMPLETE_LUA = `${MINE}
+if st == 2 then
+  if string.sub(v, ${HEADER_BYTES + 1} + ol + fl) ~= ARGV[4] then return 0 end
+  if ARGV[5] == '1' and ex - 1 > now then
+    redis.call('PEXPIREAT', KEYS[1], string.format('%d', ex - 1))
+  end
   return 2
 end
-if r[1] ~= 'in_progress' then return 0 end
-local expiresAt = deadline(now + tonumber(ARGV[2]))
-redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
-redis.call('HSET', KEYS[1], 's', 'completed', 'ex', fmt(expiresAt), 'out', ARGV[4])
-remember(r[4], expiresAt, tonumber(ARGV[3]))
+if st ~= 1 then return 0 end
+local memory = tonumber(ARGV[3])
+local expiresAt = math.min(now + tonumber(ARGV[2]), 9007199254740991)
+redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
+${REMEMBER}
+-- One value of its exact size: APPEND would leave Redis's growth room (about as much again).
+-- SET drops the expiry: set again.
+redis.call('SET', KEYS[1], struct.pack(${HEAD}, ${RECORD_FORMAT}, 2, f, lu, expiresAt, fm) ..
+  string.sub(v, 35) .. ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
 return 1
 `;
 
@@ -150,13 +220,14 @@ return 1
  * Returns 1 when released (the tombstone keeps the fence), 2 when it already is this
  * owner's tombstone (a redelivery: nothing changes), 0 when not the owner.
  */
-export const RELEASE_LUA = `${PRELUDE}${REMEMBER_FENCE}${MINE}
-if r[1] == 'released' then return 2 end
-if r[1] ~= 'in_progress' then return 0 end
-local expiresAt = deadline(now + tonumber(ARGV[2]))
-redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
-redis.call('HSET', KEYS[1], 's', 'released', 'lu', fmt(now), 'ex', fmt(expiresAt))
-remember(r[4], expiresAt, tonumber(ARGV[3]))
+export const RELEASE_LUA = `${MINE}
+if st == 3 then return 2 end
+if st ~= 1 then return 0 end
+local memory = tonumber(ARGV[3])
+local expiresAt = math.min(now + tonumber(ARGV[2]), 9007199254740991)
+redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
+${REMEMBER}
+redis.call('SETRANGE', KEYS[1], 0, struct.pack(${HEAD}, ${RECORD_FORMAT}, 3, f, now, expiresAt, fm))
 return 1
 `;
 
@@ -164,19 +235,21 @@ return 1
  * KEYS: record, fence memory. ARGV: owner, leaseMs, retentionMs, fenceMemoryMs.
  * Returns the new lease deadline, or 0 when not the owner.
  */
-export const EXTEND_LUA = `${PRELUDE}${REMEMBER_FENCE}${MINE}
-if r[1] ~= 'in_progress' then return 0 end
-local leaseUntil = deadline(now + tonumber(ARGV[2]))
-local expiresAt = deadline(leaseUntil + tonumber(ARGV[3]))
-redis.call('PEXPIREAT', KEYS[1], fmt(expiresAt - 1))
-redis.call('HSET', KEYS[1], 'lu', fmt(leaseUntil), 'ex', fmt(expiresAt))
-remember(r[4], expiresAt, tonumber(ARGV[4]))
+export const EXTEND_LUA = `${MINE}
+if st ~= 1 then return 0 end
+local memory = tonumber(ARGV[4])
+local leaseUntil = math.min(now + tonumber(ARGV[2]), 9007199254740991)
+local expiresAt = math.min(leaseUntil + tonumber(ARGV[3]), 9007199254740991)
+redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
+${REMEMBER}
+redis.call('SETRANGE', KEYS[1], 0, struct.pack(${HEAD}, ${RECORD_FORMAT}, 1, f, leaseUntil, expiresAt, fm))
 return leaseUntil
 `;
 
-/** KEYS: record. Returns `{s, fp, o, f, lu, ex[, out]}`, or nil when there is none or it has expired. */
-export const GET_LUA = `${PRELUDE}
-local r = redis.call('HMGET', KEYS[1], 's', 'fp', 'o', 'f', 'lu', 'ex', 'out')
-if not r[1] or not (now < (tonumber(r[6]) or 0)) then return false end
-return {r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
+/**
+ * KEYS: record. Returns the record's bytes (this layout; one of the earlier layout is
+ * converted), or nil when there is none or it has expired.
+ */
+export const GET_LUA = `${READ}${NOW}${LEGACY}if not st or not (now < ex) then return false end
+return v
 `;

@@ -16,6 +16,8 @@ import {
   REDIS_URL,
   randomPrefix,
   rawRecord,
+  redisNow,
+  setRawExpiresAt,
   skipTarget,
   targets,
 } from './targets.js';
@@ -24,12 +26,6 @@ const LEASE = 30_000;
 const RETENTION = 60_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const owner = () => randomBytes(16).toString('base64url');
-
-/** Redis's own clock, epoch ms. */
-async function redisNow(client: Client): Promise<number> {
-  const [seconds, micros] = await client.time();
-  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-}
 
 /** Every byte value, in an order that is not valid UTF-8. */
 function binaryOutcome(): Uint8Array {
@@ -138,8 +134,8 @@ for (const target of targets) {
       const done = await rawRecord(raw, key);
       expect(done).toMatchObject({ status: 'completed', owner: me, fence: 1, fingerprint: 'fp' });
       expect(done?.outcome).toEqual(outcome);
-      // Raw bytes, no base64: the stored field is exactly as long as the outcome.
-      expect(await raw.hstrlen(key, 'out')).toBe(outcome.length);
+      // Raw bytes, no base64: the value is the 42-byte header, owner, fingerprint, outcome.
+      expect(await raw.strlen(key)).toBe(42 + me.length + 'fp'.length + outcome.length);
       expect(done!.expiresAt).toBeGreaterThanOrEqual(t0 + RETENTION);
       expect(done!.expiresAt).toBeLessThanOrEqual(t1 + RETENTION);
       expect(await keyGoneAt(raw, key)).toBe(done!.expiresAt);
@@ -300,13 +296,28 @@ for (const target of targets) {
         retentionMs: RETENTION,
       });
       // Simulate a key that Redis has not freed yet although its retention passed.
-      await raw.hset(key, 'ex', String((await redisNow(raw)) - 1));
+      await setRawExpiresAt(raw, key, (await redisNow(raw)) - 1);
       expect(await store.get('k')).toBeUndefined();
       const again = await acquireK(owner(), 'fp');
       expect(again).toMatchObject({ kind: 'acquired', fence: 2, takeover: false });
       const record = await rawRecord(raw, key);
       expect(record?.status).toBe('in_progress');
       expect(record?.outcome).toBeUndefined();
+    });
+
+    it('stores a completed record at its size: no room left over from building it', async () => {
+      fresh();
+      const me = owner();
+      const key = store.redisKey('k');
+      await acquireK(me, 'f'.repeat(64));
+      const outcome = new Uint8Array(1024).fill(7);
+      await store.complete({ key: 'k', owner: me, outcome, retentionMs: RETENTION });
+      const length = await raw.strlen(key);
+      expect(length).toBe(42 + me.length + 64 + outcome.length);
+      // Allocator size classes and the key's own overhead on top of the value, no more: an
+      // APPENDed outcome left Redis's growth room (2,696 bytes for this record, not 1,416).
+      const usage = Number(await raw.call('MEMORY', 'USAGE', key, 'SAMPLES', '0'));
+      expect(usage).toBeLessThan(length * 1.5);
     });
 
     it('remembers the fence past expiry in the same hash slot, for fenceMemoryMs', async () => {
@@ -424,19 +435,27 @@ for (const target of targets) {
 
     it('turns a Redis error into StoreUnavailableError with the cause attached', async () => {
       fresh();
-      await raw.set(store.redisKey('k'), 'not a hash');
-      const error = await store
-        .acquire({
-          key: 'k',
-          fingerprint: 'fp',
-          owner: owner(),
-          leaseMs: LEASE,
-          retentionMs: RETENTION,
-        })
-        .catch((e: unknown) => e);
+      const acquire = () =>
+        store
+          .acquire({
+            key: 'k',
+            fingerprint: 'fp',
+            owner: owner(),
+            leaseMs: LEASE,
+            retentionMs: RETENTION,
+          })
+          .catch((e: unknown) => e);
+      await raw.rpush(store.redisKey('k'), 'not a record');
+      const error = await acquire();
       expect(error).toBeInstanceOf(StoreUnavailableError);
       expect((error as StoreUnavailableError).code).toBe('STORE_UNAVAILABLE');
       expect(String((error as Error).cause)).toMatch(/WRONGTYPE/);
+      // A string that is not a record of a known format is never taken for a free key.
+      await raw.set(store.redisKey('k'), 'not a record');
+      const unknown = await acquire();
+      expect(unknown).toBeInstanceOf(StoreUnavailableError);
+      expect(String((unknown as Error).cause)).toMatch(/unknown record format/);
+      expect(await raw.get(store.redisKey('k'))).toBe('not a record');
     });
 
     it('opens no connection when created', async () => {

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { createIdempotency, InProgressError } from '@idem/core';
-import type { Redis } from 'ioredis';
+import { Cluster, type Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createRedisStore, type RedisStore } from '../src/index.js';
 import { ACQUIRE_LUA, COMPLETE_LUA, EXTEND_LUA, GET_LUA, RELEASE_LUA } from '../src/scripts.js';
@@ -96,7 +96,9 @@ for (const target of targets) {
       const idem = createIdempotency({ store, leaseMs: 1_200, heartbeatMs: 200 });
       sent.length = 0;
       await idem.execute({ key: 'slow', scope: scope() }, async () => {
-        await sleep(800);
+        // Ends halfway between heartbeats (every 200 ms plus a round trip): at 800 ms the
+        // fourth heartbeat raced the completion, and an extend could follow the complete.
+        await sleep(700);
         return 'done';
       });
       const extends_ = sent.filter((c) => c === 'evalsha:extend').length;
@@ -107,7 +109,75 @@ for (const target of targets) {
         'evalsha:complete',
       ]);
     });
+
+    it("the store's commands of one tick leave in one socket write per connection", async () => {
+      // A Cluster connects to each primary on first use: connect them all before counting.
+      if (client instanceof Cluster) await Promise.all(client.nodes('master').map((n) => n.ping()));
+      const writes = countSocketWrites(client);
+      const requests = Array.from({ length: 20 }, () => ({ key: 'k', scope: scope() }));
+      const idem = createIdempotency({ store, heartbeatMs: false });
+      writes.reset();
+      const first = await Promise.all(requests.map((r) => idem.execute(r, async () => 1)));
+      expect(first.every((r) => r.replayed === false)).toBe(true);
+      // 20 acquires in one tick, then 20 completions in one tick: one write each, per node.
+      expect(writes.count).toBeGreaterThanOrEqual(2);
+      expect(writes.count).toBeLessThanOrEqual(2 * writes.connections);
+      expect(writes.chunks).toBe(40);
+      writes.reset();
+      const again = await Promise.all(requests.map((r) => idem.execute(r, async () => 2)));
+      expect(again.every((r) => r.replayed && r.value === 1)).toBe(true);
+      expect(writes.count).toBeLessThanOrEqual(writes.connections);
+      expect(writes.chunks).toBe(20);
+      writes.restore();
+    });
   });
+}
+
+/**
+ * Counts the writes that reach the client's sockets (every primary's on a Cluster): a write
+ * is one `_write` or `_writev` of the socket, `chunks` the commands in them.
+ */
+function countSocketWrites(client: Client) {
+  const nodes = client instanceof Cluster ? client.nodes('master') : [client as Redis];
+  const counter = { count: 0, chunks: 0, connections: nodes.length };
+  const restores: Array<() => void> = [];
+  for (const node of nodes) {
+    const stream = node.stream as unknown as {
+      _write(...args: unknown[]): void;
+      _writev(chunks: unknown[], ...rest: unknown[]): void;
+    };
+    const { _write, _writev } = stream;
+    stream._write = (...args) => {
+      counter.count++;
+      counter.chunks++;
+      _write.apply(stream, args);
+    };
+    stream._writev = (chunks, ...rest) => {
+      counter.count++;
+      counter.chunks += chunks.length;
+      _writev.call(stream, chunks, ...rest);
+    };
+    restores.push(() => {
+      stream._write = _write;
+      stream._writev = _writev;
+    });
+  }
+  return {
+    get count() {
+      return counter.count;
+    },
+    get chunks() {
+      return counter.chunks;
+    },
+    connections: counter.connections,
+    reset() {
+      counter.count = 0;
+      counter.chunks = 0;
+    },
+    restore() {
+      for (const undo of restores) undo();
+    },
+  };
 }
 
 /**

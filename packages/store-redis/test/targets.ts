@@ -99,30 +99,51 @@ export async function deletePrefix(client: Client, prefix: string): Promise<numb
 }
 
 /**
- * Reads a record straight from Redis with HGETALL, decoding the hash independently of
- * the adapter's own Lua read path.
+ * Reads a record straight from Redis with a plain GET, decoding the bytes by the documented
+ * layout (scripts.ts) independently of the adapter's own Lua read path and decoder.
  */
 export async function rawRecord(
   client: Client,
   redisKey: string,
 ): Promise<StoredRecord | undefined> {
-  const hash = await client.hgetallBuffer(redisKey);
-  if (!hash.s) return undefined;
-  const field = (name: string): string => {
-    const value = hash[name];
-    if (!value) throw new Error(`raw record ${redisKey} has no field ${name}`);
-    return value.toString('utf8');
-  };
+  const bytes = await client.getBuffer(redisKey);
+  if (!bytes) return undefined;
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint8(0) !== 1) throw new Error(`raw record ${redisKey} has format ${bytes[0]}`);
+  const statuses = [undefined, 'in_progress', 'completed', 'released'] as const;
+  const status = statuses[view.getUint8(1)];
+  if (!status) throw new Error(`raw record ${redisKey} has status ${bytes[1]}`);
+  const owner = 42 + view.getUint32(34);
+  const fingerprint = owner + view.getUint32(38);
   const record: StoredRecord = {
-    status: field('s') as RecordStatus,
-    fingerprint: field('fp'),
-    owner: field('o'),
-    fence: Number(field('f')),
-    leaseUntil: Number(field('lu')),
-    expiresAt: Number(field('ex')),
+    status: status as RecordStatus,
+    fingerprint: bytes.subarray(owner, fingerprint).toString('utf8'),
+    owner: bytes.subarray(42, owner).toString('utf8'),
+    fence: view.getFloat64(2),
+    leaseUntil: view.getFloat64(10),
+    expiresAt: view.getFloat64(18),
   };
-  if (hash.out) record.outcome = new Uint8Array(hash.out);
+  if (fingerprint < bytes.length || status === 'completed') {
+    record.outcome = new Uint8Array(bytes.subarray(fingerprint));
+  }
   return record;
+}
+
+/** Rewrites the retention deadline in a record's header (as if Redis had not freed it yet). */
+export async function setRawExpiresAt(
+  client: Client,
+  redisKey: string,
+  expiresAt: number,
+): Promise<void> {
+  const field = Buffer.alloc(8);
+  field.writeDoubleBE(expiresAt);
+  await client.setrange(redisKey, 18, field);
+}
+
+/** Redis's own clock, epoch ms. */
+export async function redisNow(client: Client): Promise<number> {
+  const [seconds, micros] = await client.time();
+  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
 }
 
 /**
