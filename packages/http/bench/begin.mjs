@@ -2,9 +2,10 @@
 // (first executions) the recorder fed a JSON response, on the memory store. Prints the CPU
 // time (user + system, so that other processes on a shared machine count less) per request
 // for each mode, rounds alternating. Run with `node --cpu-prof` to profile it.
-//   node bench/begin.mjs [--rounds 5] [--count 20000] [--modes first,replay]
+//   node bench/begin.mjs [--rounds 5] [--count 20000] [--modes first,replay,engine]
 
 import { parseArgs } from 'node:util';
+import { createIdempotency } from '@idem/core';
 import { bodyFromBytes, createIdempotencyHandler } from '@idem/http';
 import { createMemoryStore } from '@idem/store-memory';
 
@@ -12,7 +13,7 @@ const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '5' },
     count: { type: 'string', default: '20000' },
-    modes: { type: 'string', default: 'first,replay' },
+    modes: { type: 'string', default: 'first,replay,engine' },
   },
 });
 const rounds = Number(values.rounds);
@@ -74,8 +75,33 @@ async function replay() {
   // The Node adapters write the prepared answer as it is: nothing to read here.
 }
 
+// The engine alone (core and the store), for the floor under the HTTP layer: what `first`
+// costs without reading, fingerprinting or recording a response.
+const engine = createIdempotency({
+  store: createMemoryStore({ maxEntries: 1_000_000, maxBytes: 2 ** 30, sweepIntervalMs: 1_000 }),
+});
+const outcome = {
+  meta: {
+    format: 'idem/http/v1',
+    status: 201,
+    headers: [['content-type', 'application/json']],
+    chunks: [responseBody.length],
+  },
+  body: responseBody,
+};
+async function engineOnly() {
+  const begun = await engine.begin({
+    key: `e-${serial++}`,
+    scope: ['idem/http/v1', null, 'POST /charges'],
+    fingerprint: 'f',
+  });
+  await begun.execution.complete(outcome);
+}
+
 const modes = Object.fromEntries(
-  Object.entries({ first, replay }).filter(([name]) => values.modes.split(',').includes(name)),
+  Object.entries({ first, replay, engine: engineOnly }).filter(([name]) =>
+    values.modes.split(',').includes(name),
+  ),
 );
 await first();
 await handler.begin(request(replayKey)).then(async (d) => {

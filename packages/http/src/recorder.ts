@@ -1,5 +1,6 @@
 import { type Execution, isIdemError } from '@idem/core';
 import { CaptureBuffer } from './capture-buffer.js';
+import { type ResponseHeadSource, START_FROM } from './head-source.js';
 import type { ResponsePolicy } from './policy.js';
 import { recordWebResponse } from './record-response.js';
 import { pickRecordedHeaders } from './recorded-headers.js';
@@ -107,16 +108,33 @@ export function createRecorder(
   let done: Promise<void> | undefined;
 
   function start(status: number, headers: Headers): boolean {
+    return startFrom(status, {
+      headers: () => headers,
+      recorded: (allowed) => pickRecordedHeaders(headers, allowed),
+      contentLength: () => headers.get('content-length'),
+    });
+  }
+
+  function startFrom(status: number, source: ResponseHeadSource): boolean {
     if (head) return final;
     // A policy that throws is a failure of ours after acquisition: the caller releases. A
     // status a Web Response cannot carry (1xx, 600-999) could never be replayed: not final.
-    final = status >= 200 && status <= 599 && settings.isFinal({ status, headers });
-    head = { status, headers: pickRecordedHeaders(headers, settings.recordedHeaders) };
+    // The policy gets the headers only if it reads them (the built-in ones do not).
+    final =
+      status >= 200 &&
+      status <= 599 &&
+      settings.isFinal({
+        status,
+        get headers() {
+          return source.headers();
+        },
+      });
+    head = { status, headers: source.recorded(settings.recordedHeaders) };
     if (final) {
       const meta = { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] };
       buffer = new CaptureBuffer(settings.maxOutcomeBytes, meta);
     }
-    const length = headers.get('content-length');
+    const length = source.contentLength();
     if (length !== null && /^\d+$/.test(length.trim())) expectedLength = Number(length);
     return final;
   }
@@ -222,9 +240,10 @@ export function createRecorder(
     if (!done && idleTimer === undefined) armIdle();
   }
 
-  const recorder: ResponseRecorder = {
+  const recorder: ResponseRecorder & { [START_FROM]: typeof startFrom } = {
     context,
     start,
+    [START_FROM]: startFrom,
     capture,
     finish,
     fail,
