@@ -5,7 +5,7 @@
 // result: the machine is shared.
 //
 //   node bench/run.mjs [--adapters express,fastify,hono] [--rounds 3] [--seconds 3]
-//                      [--connections 32] [--prof DIR]
+//                      [--connections 32] [--prof DIR] [--packages DIR]
 //
 // Modes: `plain` (no middleware), `first` (a fresh key every request: a first execution),
 // `replay` (one key recorded before the round: every request a replay). All three send the
@@ -29,6 +29,8 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '32' },
     modes: { type: 'string', default: 'plain,first,replay' },
     prof: { type: 'string' },
+    // Another checkout's packages (built), to measure an earlier version the same way.
+    packages: { type: 'string', default: resolve(here, '../..') },
   },
 });
 const rounds = Number(values.rounds);
@@ -47,7 +49,7 @@ const BODY = JSON.stringify({
 });
 
 async function startServer(adapter) {
-  const script = resolve(here, '../..', adapter, 'bench/server.mjs');
+  const script = resolve(values.packages, adapter, 'bench/server.mjs');
   const nodeArgs = values.prof
     ? [
         '--cpu-prof',
