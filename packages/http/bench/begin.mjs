@@ -2,7 +2,7 @@
 // (first executions) the recorder fed a JSON response, on the memory store. Prints the CPU
 // time (user + system, so that other processes on a shared machine count less) per request
 // for each mode, rounds alternating. Run with `node --cpu-prof` to profile it.
-//   node bench/begin.mjs [--rounds 5] [--count 20000] [--modes first,replay,engine]
+//   node bench/begin.mjs [--rounds 5] [--count 20000] [--modes first,replay,engine,engine-replay]
 
 import { parseArgs } from 'node:util';
 import { createIdempotency } from '@idem/core';
@@ -13,7 +13,7 @@ const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '5' },
     count: { type: 'string', default: '20000' },
-    modes: { type: 'string', default: 'first,replay,engine' },
+    modes: { type: 'string', default: 'first,replay,engine,engine-replay' },
   },
 });
 const rounds = Number(values.rounds);
@@ -98,9 +98,17 @@ async function engineOnly() {
   await begun.execution.complete(outcome);
 }
 
+await engine
+  .begin({ key: 'e-replay', scope: null, fingerprint: 'f' })
+  .then((begun) => begun.execution.complete(outcome));
+async function engineReplay() {
+  const begun = await engine.begin({ key: 'e-replay', scope: null, fingerprint: 'f' });
+  if (begun.kind !== 'replay') throw new Error('engine replay: not replayed');
+}
+
 const modes = Object.fromEntries(
-  Object.entries({ first, replay, engine: engineOnly }).filter(([name]) =>
-    values.modes.split(',').includes(name),
+  Object.entries({ first, replay, engine: engineOnly, 'engine-replay': engineReplay }).filter(
+    ([name]) => values.modes.split(',').includes(name),
   ),
 );
 await first();
