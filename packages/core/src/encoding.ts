@@ -38,6 +38,18 @@ function put(buf: Buffer, at: number, value: string | Uint8Array): number {
   return at + 8 + length;
 }
 
+// The encoding is written into one scratch buffer, reused: the hash reads it before
+// digestParts returns, and nothing else runs meanwhile. A buffer a call needs that is larger
+// than SCRATCH_MAX is its own, so a huge part is not held on to.
+const SCRATCH_MAX = 65_536;
+let scratch = Buffer.allocUnsafe(4_096);
+
+function bufferFor(size: number): Buffer {
+  if (size > SCRATCH_MAX) return Buffer.allocUnsafe(size);
+  if (size > scratch.length) scratch = Buffer.allocUnsafe(SCRATCH_MAX);
+  return scratch;
+}
+
 /**
  * SHA-256 over an unambiguous encoding of named parts: every name and every value is
  * preceded by its byte length (8 bytes, big-endian), so no two different part lists encode
@@ -50,7 +62,7 @@ export function digestParts(domain: string, parts: readonly EncodedPart[]): stri
   let total = 8 + room(domain) + 8;
   for (const [name, value] of parts) total += 16 + room(name) + room(value);
   // One buffer, one hash: this runs twice on every request.
-  const buf = Buffer.allocUnsafe(total);
+  const buf = bufferFor(total);
   let at = put(buf, 0, domain);
   putLength(buf, at, parts.length);
   at += 8;
