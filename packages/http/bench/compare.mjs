@@ -74,7 +74,8 @@ for (let round = 0; round < Number(values.rounds); round++) {
       const started = process.cpuUsage();
       for (let i = 0; i < count; i++) await run();
       const { user, system } = process.cpuUsage(started);
-      (results[`${mode} ${name}`] ??= []).push((user + system) / count);
+      const key = `${mode} ${name}`;
+      results[key] = [...(results[key] ?? []), (user + system) / count];
     }
 }
 for (const [name, list] of Object.entries(results)) {
