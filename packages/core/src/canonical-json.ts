@@ -1,4 +1,4 @@
-import { NotCanonicalError } from './errors.js';
+import { NotCanonicalError, type NotCanonicalReason } from './errors.js';
 
 /** A value that canonical JSON can carry. */
 export type JsonValue =
@@ -41,9 +41,16 @@ export function canonicalJson(value: unknown): string {
     for (let i = 0; i < value.length && flat; i++) flat = i in value && isFlat(value[i]);
     if (flat) return JSON.stringify(value);
   }
-  const parts: string[] = [];
-  write(value, '', new Set(), parts, 0);
-  return parts.join('');
+  try {
+    return write(value, new Set(), 0);
+  } catch (error) {
+    if (!(error instanceof Refusal)) throw error;
+    let path = '';
+    for (let i = error.segments.length - 1; i >= 0; i--) path += `/${error.segments[i]}`;
+    // The full path of a hostile input is as long as its nesting: show its start only.
+    if (error.reason === 'too_deep' && path.length > 200) path = `${path.slice(0, 200)}...`;
+    throw new NotCanonicalError(error.message, path, error.reason);
+  }
 }
 
 function isFlat(value: unknown): boolean {
@@ -55,83 +62,89 @@ function isFlat(value: unknown): boolean {
   );
 }
 
-function write(
-  value: unknown,
-  path: string,
-  seen: Set<object>,
-  out: string[],
-  depth: number,
-): void {
-  if (value === null) {
-    out.push('null');
-    return;
-  }
+/**
+ * A value canonical JSON refuses, on its way up to {@link canonicalJson}: each container it
+ * leaves adds its segment of the path (innermost first), so that no path is built for the
+ * values that are fine.
+ */
+class Refusal {
+  readonly segments: string[] = [];
+  constructor(
+    readonly message: string,
+    readonly reason: NotCanonicalReason = 'not_json',
+  ) {}
+}
+
+function write(value: unknown, seen: Set<object>, depth: number): string {
   switch (typeof value) {
-    case 'boolean':
-      out.push(value ? 'true' : 'false');
-      return;
-    case 'number':
-      if (!Number.isFinite(value)) throw new NotCanonicalError(`Non-finite number ${value}`, path);
-      // Object.is(-0, 0) is false; JSON has one zero.
-      out.push(value === 0 ? '0' : String(value));
-      return;
     case 'string':
-      out.push(JSON.stringify(value));
-      return;
+      return JSON.stringify(value);
+    case 'number':
+      if (!Number.isFinite(value)) throw new Refusal(`Non-finite number ${value}`);
+      // Object.is(-0, 0) is false; JSON has one zero.
+      return value === 0 ? '0' : String(value);
+    case 'boolean':
+      return value ? 'true' : 'false';
     case 'undefined':
-      throw new NotCanonicalError('undefined is not JSON', path);
+      throw new Refusal('undefined is not JSON');
     case 'bigint':
-      throw new NotCanonicalError('BigInt is not JSON (convert it to a string first)', path);
+      throw new Refusal('BigInt is not JSON (convert it to a string first)');
     case 'function':
-      throw new NotCanonicalError('A function is not JSON', path);
+      throw new Refusal('A function is not JSON');
     case 'symbol':
-      throw new NotCanonicalError('A symbol is not JSON', path);
+      throw new Refusal('A symbol is not JSON');
   }
+  if (value === null) return 'null';
   const obj = value as object;
-  if (seen.has(obj)) throw new NotCanonicalError('Cycle detected', path);
-  if (depth >= MAX_CANONICAL_DEPTH) {
-    throw new NotCanonicalError(
-      `Nesting deeper than ${MAX_CANONICAL_DEPTH} levels`,
-      // The full path of a hostile input is as long as its nesting: show its start only.
-      path.length > 200 ? `${path.slice(0, 200)}...` : path,
-      'too_deep',
-    );
-  }
+  if (seen.has(obj)) throw new Refusal('Cycle detected');
+  if (depth >= MAX_CANONICAL_DEPTH)
+    throw new Refusal(`Nesting deeper than ${MAX_CANONICAL_DEPTH} levels`, 'too_deep');
   if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') {
     const replaced = (obj as { toJSON: () => unknown }).toJSON();
     seen.add(obj);
     // A replacement counts as a level, so an endless chain of toJSON results ends too.
-    write(replaced, path, seen, out, depth + 1);
+    const text = write(replaced, seen, depth + 1);
     seen.delete(obj);
-    return;
+    return text;
   }
   seen.add(obj);
+  let out: string;
   if (Array.isArray(obj)) {
-    out.push('[');
-    for (let i = 0; i < obj.length; i++) {
-      if (i > 0) out.push(',');
-      write(obj[i], `${path}/${i}`, seen, out, depth + 1);
+    let i = 0;
+    out = '[';
+    try {
+      for (; i < obj.length; i++) {
+        if (i > 0) out += ',';
+        out += write(obj[i], seen, depth + 1);
+      }
+    } catch (error) {
+      if (error instanceof Refusal) error.segments.push(String(i));
+      throw error;
     }
-    out.push(']');
+    out += ']';
   } else {
     const proto = Object.getPrototypeOf(obj);
     if (proto !== Object.prototype && proto !== null) {
       const name = (obj as { constructor?: { name?: string } }).constructor?.name ?? 'object';
-      throw new NotCanonicalError(`A ${name} is not a plain JSON object`, path);
+      throw new Refusal(`A ${name} is not a plain JSON object`);
     }
     const record = obj as Record<string, unknown>;
     const keys = Object.keys(record).sort();
-    out.push('{');
-    let first = true;
-    for (const key of keys) {
-      const child = record[key];
-      if (child === undefined) continue;
-      if (!first) out.push(',');
-      first = false;
-      out.push(JSON.stringify(key), ':');
-      write(child, `${path}/${escapePointer(key)}`, seen, out, depth + 1);
+    let key = '';
+    out = '{';
+    try {
+      for (key of keys) {
+        const child = record[key];
+        if (child === undefined) continue;
+        if (out.length > 1) out += ',';
+        out += `${JSON.stringify(key)}:${write(child, seen, depth + 1)}`;
+      }
+    } catch (error) {
+      if (error instanceof Refusal) error.segments.push(escapePointer(key));
+      throw error;
     }
-    out.push('}');
+    out += '}';
   }
   seen.delete(obj);
+  return out;
 }

@@ -6,7 +6,12 @@ import {
   type IdempotencyContext,
   type RequestBody,
 } from '@idem/http';
-import { headerValue, recordServerResponse, requestUrl, sendWebResponse } from '@idem/http/node';
+import {
+  headerValue,
+  recordServerResponse,
+  requestUrl,
+  sendDecisionResponse,
+} from '@idem/http/node';
 import type { Request, RequestHandler, Response } from 'express';
 import { routeOf } from './express-route.js';
 import { peekBody } from './request-body-peek.js';
@@ -49,7 +54,7 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
       readBody: (limit) => readBody(req, limit),
     });
     if (decision.action === 'pass') return next();
-    if (decision.action === 'respond') return sendWebResponse(res, decision.response);
+    if (decision.action === 'respond') return sendDecisionResponse(res, decision);
     res.locals.idempotency = decision.recorder.context;
     recordServerResponse(res, decision.recorder, {
       // An error answered before any route matched (a body parser's 400, a 404) is not the

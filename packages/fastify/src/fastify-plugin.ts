@@ -5,7 +5,12 @@ import {
   type IdempotencyContext,
   type IdempotencyHandler,
 } from '@idem/http';
-import { headerValue, recordServerResponse, requestUrl } from '@idem/http/node';
+import {
+  headerValue,
+  recordServerResponse,
+  requestUrl,
+  wholeDecisionResponse,
+} from '@idem/http/node';
 import type { FastifyPluginCallback, FastifyRequest } from 'fastify';
 
 /** Options of the {@link idempotency} plugin: those of `@idem/http`, with hooks that get the Fastify request. */
@@ -70,6 +75,13 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     if (decision.action === 'respond') {
       // On the reply too, not only on the Response: an onSend hook that replaces the payload
       // must not turn a 409, a 422 or a replay into a 200 without its headers.
+      const whole = wholeDecisionResponse(decision);
+      // A body without a Content-Type would get Fastify's own: sent as a Response instead.
+      if (whole && (!whole.body || whole.headers.some(([name]) => name === 'content-type'))) {
+        reply.code(whole.status);
+        for (const [name, value] of whole.headers) reply.header(name, value);
+        return reply.send(whole.body);
+      }
       reply.code(decision.response.status);
       for (const [name, value] of decision.response.headers) reply.header(name, value);
       return reply.send(decision.response);

@@ -1,6 +1,7 @@
 import { InProgressError, isIdemError } from '@idem/core';
 import type { IdempotencyDecision } from './handler.js';
-import { PROBLEM_TYPES, type ProblemType, problemResponse } from './problem.js';
+import { respondWith } from './prepared-response.js';
+import { PROBLEM_TYPES, type ProblemType, prepareProblem, problemResponse } from './problem.js';
 import type { ResponseRecorder } from './recorder.js';
 
 /** One of the library's own answers (never recorded as the handler's outcome). @internal */
@@ -11,11 +12,7 @@ export function respond(
   detail: string,
   headers?: Record<string, string>,
 ): Extract<IdempotencyDecision, { action: 'respond' }> {
-  return {
-    action: 'respond',
-    response: problemResponse({ type, title, status, detail }, headers),
-    replayed: false,
-  };
+  return respondWith(prepareProblem({ type, title, status, detail }, headers), false);
 }
 
 /** 413 before anything is stored. @internal */

@@ -9,8 +9,7 @@ import type { StoredOutcome } from '@idem/core';
  */
 export class CaptureBuffer {
   private bytes: Uint8Array = new Uint8Array(0);
-  private lengths = new Uint32Array(0);
-  private count = 0;
+  private lengths: number[] = [];
   /** Body bytes seen, held or not. */
   size = 0;
   /** Encoded size of the outcome so far: header, metadata JSON and body. */
@@ -27,7 +26,7 @@ export class CaptureBuffer {
     private readonly meta: StoredOutcome['meta'],
   ) {
     // encodeOutcome: 4 bytes of magic, 4 of metadata length, the metadata JSON, the body.
-    this.encoded = 8 + new TextEncoder().encode(JSON.stringify(meta)).length;
+    this.encoded = 8 + utf8Length(JSON.stringify(meta));
     this.overflowed = this.encoded > limit;
   }
 
@@ -36,30 +35,24 @@ export class CaptureBuffer {
     this.size += chunk.length;
     if (this.overflowed) return;
     // Each chunk adds its length and a comma to the `chunks` list of the metadata.
-    this.encoded += chunk.length + String(chunk.length).length + (this.count > 0 ? 1 : 0);
+    this.encoded += chunk.length + String(chunk.length).length + (this.lengths.length > 0 ? 1 : 0);
     if (this.encoded > this.limit) {
       this.overflowed = true;
       this.bytes = new Uint8Array(0);
-      this.lengths = new Uint32Array(0);
-      this.count = 0;
+      this.lengths = [];
       return;
     }
     const used = this.size - chunk.length;
     if (used + chunk.length > this.bytes.length)
       this.bytes = grow(this.bytes, used + chunk.length, this.limit);
     this.bytes.set(chunk, used);
-    if (this.count === this.lengths.length) {
-      const lengths = new Uint32Array(Math.max(64, this.lengths.length * 2));
-      lengths.set(this.lengths);
-      this.lengths = lengths;
-    }
-    this.lengths[this.count++] = chunk.length;
+    this.lengths.push(chunk.length);
   }
 
   /** The outcome to store: the metadata with the chunk lengths, and the body bytes. */
   outcome(): StoredOutcome {
     return {
-      meta: { ...this.meta, chunks: Array.from(this.lengths.subarray(0, this.count)) },
+      meta: { ...this.meta, chunks: this.lengths.slice() },
       body: this.bytes.subarray(0, this.size),
     };
   }
@@ -74,4 +67,25 @@ function grow(bytes: Uint8Array, needed: number, max: number): Uint8Array {
   const next = new Uint8Array(capacity);
   next.set(bytes);
   return next;
+}
+
+/** The length of `text` in UTF-8 (a lone surrogate as the 3 bytes of U+FFFD, as TextEncoder writes it). */
+function utf8Length(text: string): number {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) continue;
+    if (unit < 0x800) bytes += 1;
+    else if (
+      unit >= 0xd800 &&
+      unit <= 0xdbff &&
+      i + 1 < text.length &&
+      (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00
+    ) {
+      // A surrogate pair: two units, four bytes.
+      bytes += 2;
+      i++;
+    } else bytes += 2;
+  }
+  return bytes;
 }

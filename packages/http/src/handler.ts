@@ -4,11 +4,12 @@ import { parseIdempotencyKey } from './key-header.js';
 import { checkHttpOptions, retryAfterSeconds } from './option-checks.js';
 import type { HttpIdempotencyOptions } from './options.js';
 import { finalOn2xx } from './policy.js';
+import { respondWith } from './prepared-response.js';
 import { PROBLEM_TYPES } from './problem.js';
 import { unusableResponse } from './record-response.js';
 import { resolveRecordedHeaders } from './recorded-headers.js';
 import { createRecorder, type IdempotencyContext, type ResponseRecorder } from './recorder.js';
-import { replayResponse } from './replay.js';
+import { prepareReplay } from './replay.js';
 import {
   BodyTooLargeError,
   bodyFromBytes,
@@ -189,7 +190,7 @@ export function createIdempotencyHandler<R = Request>(
     }
     if (begun.kind === 'replay') {
       try {
-        return { action: 'respond', response: replayResponse(begun.outcome), replayed: true };
+        return respondWith(prepareReplay(begun.outcome), true);
       } catch (error) {
         if (!isIdemError(error, 'OUTCOME_CORRUPT')) throw error;
         return respond(

@@ -1,5 +1,6 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { type ResponseHeadSource, startFromOf } from './head-source.js';
 import type { ResponseRecorder } from './recorder.js';
 
 type Chunk = string | Uint8Array;
@@ -29,6 +30,71 @@ export function headersOf(res: ServerResponse, extra?: unknown): Headers {
     }
   }
   return headers;
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** What a `Headers` refuses in a value: NUL, CR, LF, and characters past 0xFF. */
+const REFUSED_VALUE = /[\0\r\n\u0100-\uffff]/;
+/** What a `Headers` strips from both ends of a value. */
+const EDGE_WHITESPACE = /^[\t\n\r ]+|[\t\n\r ]+$/g;
+
+function normalized(values: string[]): string {
+  return values.map((value) => value.replace(EDGE_WHITESPACE, '')).join(', ');
+}
+
+/**
+ * The response head exactly as {@link headersOf} gives it, without building a `Headers`
+ * unless the policy asks for it. Undefined when `extra` (the headers given to `writeHead`)
+ * holds a name or value a `Headers` refuses: `headersOf` then throws as it always did.
+ */
+function nodeHeadSource(res: ServerResponse, extra: unknown): ResponseHeadSource | undefined {
+  const fields = new Map<string, string[]>();
+  const add = (name: string, value: unknown): boolean => {
+    if (value === undefined || value === null) return true;
+    for (const item of Array.isArray(value) ? value : [value]) {
+      const text = String(item);
+      if (REFUSED_VALUE.test(text)) return false;
+      const list = fields.get(name);
+      if (list) list.push(text);
+      else fields.set(name, [text]);
+    }
+    return true;
+  };
+  // Node checked these (lowercase token names, values it would send).
+  for (const [name, value] of Object.entries(res.getHeaders() as OutgoingHttpHeaders))
+    if (!add(name, value)) return undefined;
+  if (Array.isArray(extra)) {
+    const flat = extra.flat() as unknown[];
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const name = String(flat[i]);
+      const value = String(flat[i + 1]);
+      if (!TOKEN.test(name) || REFUSED_VALUE.test(value)) return undefined;
+      fields.set(name.toLowerCase(), [value]);
+    }
+  } else if (extra && typeof extra === 'object') {
+    for (const [name, value] of Object.entries(extra)) {
+      if (!TOKEN.test(name)) return undefined;
+      fields.delete(name.toLowerCase());
+      if (!add(name.toLowerCase(), value)) return undefined;
+    }
+  }
+  let headers: Headers | undefined;
+  return {
+    headers: () => {
+      headers ??= headersOf(res, extra);
+      return headers;
+    },
+    recorded: (allowed) => {
+      const picked: [string, string][] = [];
+      for (const [name, values] of fields)
+        if (allowed.has(name)) picked.push([name, normalized(values)]);
+      return picked.sort((a, b) => (a[0] < b[0] ? -1 : 1));
+    },
+    contentLength: () => {
+      const values = fields.get('content-length');
+      return values ? normalized(values) : null;
+    },
+  };
 }
 
 /**
@@ -65,7 +131,7 @@ interface SocketHold {
   /** Whether a `'close'` or `'error'` now is to be kept from the listeners added after `early`. */
   holding(): boolean;
   /** The socket's listeners when the response got it (Node's own, earlier responses'). */
-  early: Map<string | symbol, Set<Listener>>;
+  early: Map<string | symbol, Listener[]>;
   /** Events kept from later listeners, handed to them by `flush`. */
   deferred: { event: string; args: unknown[]; listeners: Listener[] }[];
 }
@@ -79,7 +145,7 @@ interface SocketHold {
 function holdSocketEvents(socket: Socket, hold: SocketHold): void {
   const target = socket as Socket & { [HOLD]?: SocketHold | undefined };
   for (const event of SOCKET_EVENTS)
-    hold.early.set(event, new Set(socket.rawListeners(event) as Listener[]));
+    hold.early.set(event, socket.rawListeners(event) as Listener[]);
   if (!(HOLD in target)) {
     const emit = socket.emit.bind(socket) as (
       event: string | symbol,
@@ -89,9 +155,9 @@ function holdSocketEvents(socket: Socket, hold: SocketHold): void {
       const current = target[HOLD];
       if (!current || typeof event !== 'string' || !SOCKET_EVENTS.has(event) || !current.holding())
         return emit(event, ...args);
-      const early = current.early.get(event) ?? new Set();
+      const early = current.early.get(event) ?? [];
       const listeners = socket.rawListeners(event) as Listener[];
-      const late = listeners.filter((listener) => !early.has(listener));
+      const late = listeners.filter((listener) => !early.includes(listener));
       // An 'error' nobody else listens to must still throw as it would have.
       if (late.length === 0 || (event === 'error' && late.length === listeners.length))
         return emit(event, ...args);
@@ -183,7 +249,11 @@ export function recordServerResponse(
       return;
     }
     try {
-      recording = recorder.start(res.statusCode, headersOf(res, extra));
+      const startFrom = startFromOf(recorder);
+      const source = startFrom && nodeHeadSource(res, extra);
+      recording = source
+        ? (startFrom as NonNullable<typeof startFrom>)(res.statusCode, source)
+        : recorder.start(res.statusCode, headersOf(res, extra));
     } catch (error) {
       // The outcome policy threw: the key is released and the response is no longer ours,
       // so the app's error handling can still answer it (unrecorded).
@@ -204,26 +274,38 @@ export function recordServerResponse(
     early: new Map(),
     deferred: [],
   };
-  // While the sink stands in for it, `res.socket` is null: code that checks the socket (as
-  // `on-finished` does, `socket.writable`) sees a response still on its way, not a dead one.
-  let socket: Socket | null = res.socket;
-  Object.defineProperty(res, 'socket', {
-    configurable: true,
-    enumerable: true,
-    get: () => (sinking() && !ending ? null : socket),
-    set: (next: Socket | null) => {
-      socket = next;
-    },
-  });
-  if (socket) holdSocketEvents(socket, hold);
+  const initial = res.socket;
+  if (initial) holdSocketEvents(initial, hold);
   // A pipelined response gets its socket when the ones before it are done.
   else res.once('socket', (assigned: Socket) => holdSocketEvents(assigned, hold));
+  // While the sink stands in for it, `res.socket` is null: code that checks the socket (as
+  // `on-finished` does, `socket.writable`) sees a response still on its way, not a dead one.
+  // Node marks a response whose socket closed `destroyed` and `closed` before it emits
+  // 'close': both read false meanwhile. Set up only when the client leaves (accessors on
+  // every response would slow down Node's own reads of them).
+  let socket: Socket | null = null;
+  let standing = false;
+  const currentSocket = () => (standing ? socket : res.socket);
+  const standIn = () => {
+    if (standing) return;
+    standing = true;
+    socket = res.socket;
+    Object.defineProperty(res, 'socket', {
+      configurable: true,
+      enumerable: true,
+      get: () => (sinking() && !ending ? null : socket),
+      set: (next: Socket | null) => {
+        socket = next;
+      },
+    });
+    for (const name of ['destroyed', '_closed']) readFalseWhile(res, name, sinking);
+  };
   const releaseClose = () => {
     if (sinking()) {
       closeReleased = true;
       original.emit('close');
     }
-    releaseSocketEvents(socket, hold);
+    releaseSocketEvents(currentSocket(), hold);
   };
 
   // The request's 'close' and 'aborted' say the client left: an app that ends the response
@@ -243,10 +325,6 @@ export function recordServerResponse(
     } as IncomingMessage['emit'];
   }
 
-  // Node marks a response whose socket closed `destroyed` and `closed` before it emits
-  // 'close': both read false while the sink stands in for the socket.
-  for (const name of ['destroyed', '_closed']) readFalseWhile(res, name, sinking);
-
   res.emit = function emit(event: string | symbol, ...args: unknown[]) {
     if (event === 'close' && !ending && !destroying && !bypass && !gone) {
       // The client went away first. A response that will be recorded (or whose status is not
@@ -258,6 +336,7 @@ export function recordServerResponse(
       if ((started && !recording) || signal.aborted) {
         closeReleased = true;
       } else {
+        standIn();
         signal.addEventListener('abort', releaseClose, { once: true });
         // A writer that saw `write` answer false waits for this.
         original.emit('drain');
@@ -304,7 +383,7 @@ export function recordServerResponse(
     cb?: Callback,
   ) {
     if (ending) return res;
-    if (requestClosing && !bypass && (gone || socket?.destroyed)) {
+    if (requestClosing && !bypass && (gone || currentSocket()?.destroyed)) {
       // Ended from the request's 'close' after the client left: a body cut short, never
       // recorded. The key is released; a retry runs the handler again.
       bypass = true;
@@ -315,7 +394,7 @@ export function recordServerResponse(
     }
     start();
     if (bypass) {
-      releaseSocketEvents(socket, hold);
+      releaseSocketEvents(currentSocket(), hold);
       return original.end(chunk, encoding, cb);
     }
     ending = true;
@@ -334,8 +413,11 @@ export function recordServerResponse(
     }
     recorder.finish().then(
       () => {
+        // The last held chunk goes with the end: one write, as a plain `end(chunk)` makes.
+        const last = held.pop();
         for (const buffer of held) original.write(buffer);
-        original.end(callback);
+        if (last) original.end(last, callback);
+        else original.end(callback);
         for (const args of late.splice(0)) original.write(...args);
         releaseClose();
       },

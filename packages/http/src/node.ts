@@ -1,4 +1,6 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import type { IdempotencyDecision } from './handler.js';
+import { type PreparedResponse, preparedResponseOf } from './prepared-response.js';
 
 export type { RecordServerResponseOptions } from './node-response.js';
 export { headersOf, recordServerResponse } from './node-response.js';
@@ -19,6 +21,48 @@ export async function sendWebResponse(res: ServerResponse, response: Response): 
   } catch (error) {
     res.destroy(error instanceof Error ? error : new Error(String(error)));
   }
+}
+
+/**
+ * Writes the answer of a `respond` decision (a replay, or one of the library's own errors)
+ * to a Node response. One that @idem/http built is written as it is, chunk by chunk in the
+ * same tick (a body of one chunk with `end`, so it goes out with its `Content-Length` in one
+ * write), with no Web `Response` or stream in between; any other with {@link sendWebResponse}.
+ */
+export function sendDecisionResponse(
+  res: ServerResponse,
+  decision: Extract<IdempotencyDecision, { action: 'respond' }>,
+): Promise<void> {
+  const prepared = preparedResponseOf(decision);
+  if (!prepared) return sendWebResponse(res, decision.response);
+  sendPrepared(res, prepared);
+  return Promise.resolve();
+}
+
+/**
+ * The answer of a `respond` decision that @idem/http built, whole: status, header pairs and
+ * the body as one `Buffer` (undefined for none), for a framework that sends a payload itself
+ * (Fastify's `reply.send`). Undefined for an answer it did not build, or one of several
+ * chunks (a streamed response, replayed chunk by chunk): send `decision.response` then.
+ */
+export function wholeDecisionResponse(
+  decision: Extract<IdempotencyDecision, { action: 'respond' }>,
+): { status: number; headers: readonly (readonly [string, string])[]; body?: Buffer } | undefined {
+  const prepared = preparedResponseOf(decision);
+  if (!prepared || prepared.chunks.length > 1) return undefined;
+  const { status, headers, chunks } = prepared;
+  const [chunk] = chunks;
+  if (chunk === undefined) return { status, headers };
+  return { status, headers, body: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) };
+}
+
+function sendPrepared(res: ServerResponse, { status, headers, chunks }: PreparedResponse): void {
+  res.statusCode = status;
+  for (const [name, value] of headers) res.setHeader(name, value);
+  const last = chunks.length - 1;
+  for (let i = 0; i < last; i++) res.write(chunks[i]);
+  if (last < 0) res.end();
+  else res.end(chunks[last]);
 }
 
 /** One header of a Node request as a single string (repeated fields joined by ", "). */

@@ -1,3 +1,5 @@
+import { type PreparedResponse, webResponse } from './prepared-response.js';
+
 /** Stable RFC 9457 `type` URIs of the answers @idem/http gives on its own. */
 export const PROBLEM_TYPES = {
   /** 400: the method needs an `Idempotency-Key` and the request has none. */
@@ -39,17 +41,31 @@ export interface ProblemDetails {
   detail?: string;
 }
 
+const encoder = new TextEncoder();
+const PROBLEM_HEADERS: readonly (readonly [string, string])[] = [
+  ['cache-control', 'no-store'],
+  ['content-type', 'application/problem+json'],
+];
+
+/** {@link problemResponse}, prepared. @internal */
+export function prepareProblem(
+  problem: ProblemDetails,
+  headers?: Record<string, string>,
+): PreparedResponse {
+  const pairs = headers
+    ? [...new Headers({ ...Object.fromEntries(PROBLEM_HEADERS), ...headers })]
+    : PROBLEM_HEADERS;
+  return {
+    status: problem.status,
+    headers: pairs,
+    chunks: [encoder.encode(JSON.stringify(problem))],
+  };
+}
+
 /** Builds an `application/problem+json` response; never cached by intermediaries. */
 export function problemResponse(
   problem: ProblemDetails,
   headers?: Record<string, string>,
 ): Response {
-  return new Response(JSON.stringify(problem), {
-    status: problem.status,
-    headers: {
-      'content-type': 'application/problem+json',
-      'cache-control': 'no-store',
-      ...headers,
-    },
-  });
+  return webResponse(prepareProblem(problem, headers));
 }

@@ -61,10 +61,45 @@ export async function recordWebResponse(
     return response;
   }
   const reader = response.body.getReader();
+  const init = {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  };
+
+  // A body that is already whole (a string, bytes, JSON) ends without waiting for anything:
+  // it is read ahead and recorded, and the caller gets its bytes, with no stream wrapped
+  // around them (on Node, a stream costs more than the rest of the recording).
+  const ahead = await readAhead(reader);
+  if (ahead.end === 'failed') {
+    await fail(ahead.error);
+    return new Response(chunkStream(ahead.chunks, ahead), init);
+  }
+  if (ahead.end === 'done') {
+    for (const chunk of ahead.chunks) capture(chunk);
+    try {
+      await finish();
+    } catch (error) {
+      // As a stream that breaks: the caller sees the response fail, never complete.
+      return new Response(chunkStream([], { error }), init);
+    }
+    const [only = new Uint8Array(0)] = ahead.chunks;
+    if (ahead.chunks.length > 1) return new Response(chunkStream(ahead.chunks), init);
+    return new Response(only as Uint8Array<ArrayBuffer>, init);
+  }
+
+  // Still streaming: what was read ahead comes first, then the read under way, each as
+  // any later read.
+  const early = ahead.chunks;
+  let { pending } = ahead;
+  const read = (): Promise<ReadableStreamReadResult<unknown>> => {
+    const chunk = early.shift();
+    if (chunk !== undefined) return Promise.resolve({ done: false, value: chunk });
+    const next = pending ?? reader.read();
+    pending = undefined;
+    return next;
+  };
   const held: Uint8Array[] = [];
-  const encoder = new TextEncoder();
-  const toBytes = (value: unknown): Uint8Array =>
-    typeof value === 'string' ? encoder.encode(value) : (value as Uint8Array);
 
   // The client went away: keep reading the handler's body so its outcome is still
   // recorded, and a retry gets a replay instead of a second execution. Once the lease is
@@ -77,7 +112,7 @@ export async function recordWebResponse(
     else lease.addEventListener('abort', stop, { once: true });
     try {
       for (;;) {
-        const { done: ended, value } = await reader.read();
+        const { done: ended, value } = await read();
         if (lease.aborted) throw lease.reason;
         if (ended) break;
         capture(toBytes(value));
@@ -97,16 +132,16 @@ export async function recordWebResponse(
         // Loop until something is enqueued or the stream ends: a pull that enqueues
         // nothing (a held chunk) would not be called again.
         for (;;) {
-          let read: ReadableStreamReadResult<Uint8Array>;
+          let next: ReadableStreamReadResult<unknown>;
           try {
-            read = await reader.read();
+            next = await read();
           } catch (error) {
             await fail(error);
             controller.error(error);
             return;
           }
-          if (read.done) break;
-          const chunk = toBytes(read.value);
+          if (next.done) break;
+          const chunk = toBytes(next.value);
           if (capture(chunk)) {
             for (const before of held.splice(0)) controller.enqueue(before);
             controller.enqueue(chunk);
@@ -130,11 +165,7 @@ export async function recordWebResponse(
     },
     { highWaterMark: 0 },
   );
-  const wrapped = new Response(stream, {
-    status: response.status,
-    statusText: response.statusText,
-    headers: response.headers,
-  });
+  const wrapped = new Response(stream, init);
   // Some servers neither read nor cancel the body of a response whose client is gone.
   const onAbort = () => {
     clientGone();
@@ -143,4 +174,75 @@ export async function recordWebResponse(
   if (signal?.aborted) onAbort();
   else signal?.addEventListener('abort', onAbort, { once: true });
   return wrapped;
+}
+
+const encoder = new TextEncoder();
+const toBytes = (value: unknown): Uint8Array =>
+  typeof value === 'string' ? encoder.encode(value) : (value as Uint8Array);
+
+/** At most this many chunks, and about this many bytes, are read ahead of the caller. */
+const AHEAD_CHUNKS = 4;
+const AHEAD_BYTES = 65_536;
+
+interface ReadAhead {
+  /** What was read, in order. */
+  chunks: Uint8Array[];
+  /** `done`: the body ended; `failed`: a read failed (`error`); `more`: it goes on. */
+  end: 'done' | 'failed' | 'more';
+  error?: unknown;
+  /** With `more`: the read under way when reading ahead stopped, if any. */
+  pending?: Promise<ReadableStreamReadResult<unknown>>;
+}
+
+const TURN = Symbol('turn');
+const nextTurn: (callback: () => void) => void =
+  typeof setImmediate === 'function' ? setImmediate : (callback) => setTimeout(callback, 0);
+
+/**
+ * Reads a body until it ends, or until the event loop turns (its producer waits for a
+ * timer or for I/O: it streams), or {@link AHEAD_CHUNKS} chunks or {@link AHEAD_BYTES}
+ * bytes were read (a long body, even one made without waiting, still streams to its caller,
+ * with backpressure).
+ */
+async function readAhead(reader: ReadableStreamDefaultReader<unknown>): Promise<ReadAhead> {
+  const turn = new Promise<typeof TURN>((resolve) => nextTurn(() => resolve(TURN)));
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  while (chunks.length < AHEAD_CHUNKS && bytes < AHEAD_BYTES) {
+    const pending = reader.read();
+    let result: ReadableStreamReadResult<unknown> | typeof TURN;
+    try {
+      result = await Promise.race([pending, turn]);
+    } catch (error) {
+      return { chunks, end: 'failed', error };
+    }
+    if (result === TURN) {
+      // A failure of this read reaches whoever reads it next (nobody, once cancelled).
+      pending.catch(() => {});
+      return { chunks, end: 'more', pending };
+    }
+    if (result.done) return { chunks, end: 'done' };
+    const chunk = toBytes(result.value);
+    chunks.push(chunk);
+    bytes += chunk.length;
+  }
+  return { chunks, end: 'more' };
+}
+
+/** A body of `chunks`, in order, that then ends, or fails with `ending.error` when given. */
+function chunkStream(
+  chunks: Uint8Array[],
+  ending?: { error?: unknown },
+): ReadableStream<Uint8Array> {
+  let index = 0;
+  return new ReadableStream<Uint8Array>(
+    {
+      pull(controller) {
+        if (index < chunks.length) return controller.enqueue(chunks[index++] as Uint8Array);
+        if (ending) controller.error(ending.error);
+        else controller.close();
+      },
+    },
+    { highWaterMark: 0 },
+  );
 }

@@ -1,6 +1,7 @@
 import { type Execution, isIdemError } from '@idem/core';
 import { CaptureBuffer } from './capture-buffer.js';
-import type { ResponsePolicy } from './policy.js';
+import { type ResponseHeadSource, START_FROM } from './head-source.js';
+import type { ResponseHead, ResponsePolicy } from './policy.js';
 import { recordWebResponse } from './record-response.js';
 import { pickRecordedHeaders } from './recorded-headers.js';
 
@@ -87,6 +88,24 @@ interface RecorderSettings {
   warn: (message: string) => void;
 }
 
+/**
+ * What a policy sees of a response whose headers are not a `Headers` yet: they are built
+ * when the policy reads them. A class, not an object literal with a getter: such a literal
+ * made every first execution measurably slower.
+ */
+class LazyHead implements ResponseHead {
+  readonly #source: ResponseHeadSource;
+  constructor(
+    readonly status: number,
+    source: ResponseHeadSource,
+  ) {
+    this.#source = source;
+  }
+  get headers(): Headers {
+    return this.#source.headers();
+  }
+}
+
 /** @internal */
 export function createRecorder(
   key: string,
@@ -107,16 +126,33 @@ export function createRecorder(
   let done: Promise<void> | undefined;
 
   function start(status: number, headers: Headers): boolean {
+    return startWith(
+      status,
+      { status, headers },
+      {
+        headers: () => headers,
+        recorded: (allowed) => pickRecordedHeaders(headers, allowed),
+        contentLength: () => headers.get('content-length'),
+      },
+    );
+  }
+
+  // The policy gets the headers only if it reads them (the built-in ones do not).
+  function startFrom(status: number, source: ResponseHeadSource): boolean {
+    return startWith(status, new LazyHead(status, source), source);
+  }
+
+  function startWith(status: number, response: ResponseHead, source: ResponseHeadSource): boolean {
     if (head) return final;
     // A policy that throws is a failure of ours after acquisition: the caller releases. A
     // status a Web Response cannot carry (1xx, 600-999) could never be replayed: not final.
-    final = status >= 200 && status <= 599 && settings.isFinal({ status, headers });
-    head = { status, headers: pickRecordedHeaders(headers, settings.recordedHeaders) };
+    final = status >= 200 && status <= 599 && settings.isFinal(response);
+    head = { status, headers: source.recorded(settings.recordedHeaders) };
     if (final) {
       const meta = { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] };
       buffer = new CaptureBuffer(settings.maxOutcomeBytes, meta);
     }
-    const length = headers.get('content-length');
+    const length = source.contentLength();
     if (length !== null && /^\d+$/.test(length.trim())) expectedLength = Number(length);
     return final;
   }
@@ -222,7 +258,7 @@ export function createRecorder(
     if (!done && idleTimer === undefined) armIdle();
   }
 
-  const recorder: ResponseRecorder = {
+  const recorder: ResponseRecorder & { [START_FROM]?: typeof startFrom } = {
     context,
     start,
     capture,
@@ -234,5 +270,7 @@ export function createRecorder(
         unavailableRetryAfter: settings.unavailableRetryAfter,
       }),
   };
+  // Set after the literal: a computed key in it made every recorder slower to create.
+  recorder[START_FROM] = startFrom;
   return recorder;
 }

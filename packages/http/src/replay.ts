@@ -1,4 +1,5 @@
 import { OutcomeCorruptError, type StoredOutcome } from '@idem/core';
+import { type PreparedResponse, webResponse } from './prepared-response.js';
 import { OUTCOME_FORMAT } from './recorder.js';
 
 /** Header that marks a replayed response. */
@@ -39,32 +40,89 @@ function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
   };
 }
 
+// RFC 9110 token characters, lowercase letters only (as a `Headers` iterates names).
+const NAME_CHARS = new Uint8Array(128);
+for (const ch of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
+  NAME_CHARS[ch.charCodeAt(0)] = 1;
+
+/**
+ * Whether a `Headers` would keep the pair as it is: a lowercase token name, and a value of
+ * visible ASCII (inner spaces allowed) with nothing to trim. Anything else takes the way
+ * through `Headers`, which normalizes (or refuses) it as it always did. A loop, not a
+ * regular expression: this runs for every header of every replay.
+ */
+function isPlainPair(name: string, value: string): boolean {
+  if (name.length === 0) return false;
+  for (let i = 0; i < name.length; i++) {
+    const code = name.charCodeAt(i);
+    if (code >= 128 || NAME_CHARS[code] === 0) return false;
+  }
+  const last = value.length - 1;
+  for (let i = 0; i <= last; i++) {
+    const code = value.charCodeAt(i);
+    if (code > 0x7e || code < 0x20 || (code === 0x20 && (i === 0 || i === last))) return false;
+  }
+  return true;
+}
+
+/**
+ * The recorded headers plus `Idempotent-Replayed: true`, as a `Headers` would iterate them:
+ * lowercase names, each once, sorted. Recorded pairs come in that form (they were read
+ * from a `Headers`): they are checked and kept, not rebuilt.
+ */
+function replayedHeaders(recorded: readonly [string, string][]): [string, string][] {
+  const out: [string, string][] = [];
+  let previous = '';
+  let marked = false;
+  for (const pair of recorded) {
+    const [name, value] = pair;
+    if (!(name > previous && isPlainPair(name, value))) return normalized(recorded);
+    if (!marked && name >= REPLAYED_HEADER) {
+      out.push([REPLAYED_HEADER, 'true']);
+      marked = true;
+    }
+    // A recorded marker (never recorded by @idem/http) is replaced, as `Headers.set` did.
+    if (name !== REPLAYED_HEADER) out.push(pair);
+    previous = name;
+  }
+  if (!marked) out.push([REPLAYED_HEADER, 'true']);
+  return out;
+}
+
+function normalized(recorded: readonly [string, string][]): [string, string][] {
+  const headers = new Headers(recorded as [string, string][]);
+  headers.set(REPLAYED_HEADER, 'true');
+  return [...headers];
+}
+
+/**
+ * The recorded response, prepared: the same status, the recorded headers plus
+ * `Idempotent-Replayed: true`, and the same body bytes in the same chunks, in the same order.
+ * @throws OutcomeCorruptError when the outcome was not recorded by @idem/http
+ * @internal
+ */
+export function prepareReplay(outcome: StoredOutcome): PreparedResponse {
+  const meta = readMeta(outcome);
+  const headers = replayedHeaders(meta.headers);
+  if (NULL_BODY_STATUS.has(meta.status) || meta.chunks.length === 0)
+    return { status: meta.status, headers, chunks: [] };
+  const body = outcome.body;
+  if (meta.chunks.length === 1) return { status: meta.status, headers, chunks: [body] };
+  const chunks: Uint8Array[] = [];
+  let offset = 0;
+  for (const length of meta.chunks) {
+    chunks.push(body.subarray(offset, offset + length));
+    offset += length;
+  }
+  return { status: meta.status, headers, chunks };
+}
+
 /**
  * Rebuilds the recorded response: the same status, the recorded headers plus
- * `Idempotent-Replayed: true`, and the same body bytes as a stream of the same chunks, in
- * the same order.
+ * `Idempotent-Replayed: true`, and the same body bytes, as a stream of the same chunks in
+ * the same order (one chunk as bytes).
  * @throws OutcomeCorruptError when the outcome was not recorded by @idem/http
  */
 export function replayResponse(outcome: StoredOutcome): Response {
-  const meta = readMeta(outcome);
-  const headers = new Headers(meta.headers);
-  headers.set(REPLAYED_HEADER, 'true');
-  if (NULL_BODY_STATUS.has(meta.status) || meta.chunks.length === 0) {
-    return new Response(null, { status: meta.status, headers });
-  }
-  const body = outcome.body;
-  let index = 0;
-  let offset = 0;
-  const stream = new ReadableStream<Uint8Array>(
-    {
-      pull(controller) {
-        const length = meta.chunks[index++] as number;
-        controller.enqueue(body.slice(offset, offset + length));
-        offset += length;
-        if (index === meta.chunks.length) controller.close();
-      },
-    },
-    { highWaterMark: 0 },
-  );
-  return new Response(stream, { status: meta.status, headers });
+  return webResponse(prepareReplay(outcome));
 }

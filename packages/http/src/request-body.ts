@@ -19,6 +19,9 @@ export class BodyTooLargeError extends Error {
   }
 }
 
+// Stateless between calls (no `stream` option): one for every body.
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
 /** True for `application/json` and `application/*+json` content types. */
@@ -83,7 +86,7 @@ export function bodyFromBytes(
   if (bytes.length === 0) return { kind: 'none' };
   if (isJsonContentType(contentType)) {
     try {
-      const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+      const text = strictUtf8.decode(bytes);
       const value = JSON.parse(text);
       // Numbers JSON.parse cannot hold exactly (0.30000000000000001, 1e-400, integers past
       // 2^53) and repeated member names would make different bodies look alike once parsed:

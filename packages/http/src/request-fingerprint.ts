@@ -13,13 +13,13 @@ function mediaType(contentType: string | undefined): string {
  * The request's fingerprint: method, path, query (unless turned off), body (canonical JSON
  * or raw bytes) and its media type, the chosen headers and extras.
  */
-export async function fingerprintOf<R>(
+export function fingerprintOf<R>(
   request: IncomingRequest<R>,
   method: string,
   url: URL,
   body: RequestBody,
   options: FingerprintOptions<R> | undefined,
-): Promise<string> {
+): string | Promise<string> {
   const extras: Record<string, JsonValue> = {};
   if (options?.query ?? true) extras.query = url.search;
   // The same bytes as another media type are another request (a merge patch is not a JSON
@@ -27,10 +27,23 @@ export async function fingerprintOf<R>(
   if (body.kind !== 'none') extras['content-type'] = mediaType(request.header('content-type'));
   for (const name of options?.headers ?? [])
     extras[`header:${name.toLowerCase()}`] = request.header(name) ?? null;
-  if (options?.extras) {
-    for (const [name, value] of Object.entries(await options.extras(request.native)))
+  // Without an extras hook there is nothing to wait for: no promise to make.
+  const hook = options?.extras;
+  if (!hook) return digest(method, url, body, extras, options);
+  return (async () => {
+    for (const [name, value] of Object.entries(await hook(request.native)))
       extras[`extra:${name}`] = value;
-  }
+    return digest(method, url, body, extras, options);
+  })();
+}
+
+function digest<R>(
+  method: string,
+  url: URL,
+  body: RequestBody,
+  extras: Record<string, JsonValue>,
+  options: FingerprintOptions<R> | undefined,
+): string {
   const input = {
     method,
     route: url.pathname,

@@ -31,13 +31,15 @@ export interface ResolvedScope {
 export function createScopeResolver<R>(
   scope: ScopeHook<R> | 'global' | undefined,
   warn: (message: string) => void,
-): (request: R, label: string) => Promise<ResolvedScope | undefined> {
+): (request: R, label: string) => ResolvedScope | undefined | Promise<ResolvedScope | undefined> {
   if (scope !== 'global' && typeof scope !== 'function') {
     throw new InvalidInputError(
       "The scope option is required: pass scope: (request) => ({ principal }) naming the tenant, user or API key a request acts for, or scope: 'global' for a single-tenant server where every caller shares one key space",
     );
   }
-  if (scope === 'global') return async () => ({ principal: null });
+  // One answer for every request (read, never changed): no promise to make.
+  const shared: ResolvedScope = { principal: null };
+  if (scope === 'global') return () => shared;
   let warned = false;
   return async (request, label) => {
     const hint: Partial<ScopeHint> | undefined = await scope(request);

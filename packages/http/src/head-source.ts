@@ -1,0 +1,30 @@
+/**
+ * What `ResponseRecorder.start` reads of a response's head, for an adapter that has
+ * the headers in another form than a Web `Headers` (Node's outgoing headers): building one
+ * costs more than the rest of `start`, and only a policy that reads them needs it.
+ * @internal
+ */
+export interface ResponseHeadSource {
+  /** The headers as a `Headers` (asked for only by a policy that reads them). */
+  headers(): Headers;
+  /** The pairs `pickRecordedHeaders(headers(), allowed)` gives. */
+  recorded(allowed: ReadonlySet<string>): [string, string][];
+  /** `headers().get('content-length')`. */
+  contentLength(): string | null;
+}
+
+/**
+ * Key of `start` from a {@link ResponseHeadSource} on a recorder made by @idem/http
+ * (registered: the Node entry point has its own copy of this module).
+ * @internal
+ */
+export const START_FROM = Symbol.for('@idem/http.recorder.start-from');
+
+/** `recorder`'s `start` from a {@link ResponseHeadSource}, when @idem/http made it. @internal */
+export function startFromOf(
+  recorder: object,
+): ((status: number, source: ResponseHeadSource) => boolean) | undefined {
+  return (recorder as { [START_FROM]?: (status: number, source: ResponseHeadSource) => boolean })[
+    START_FROM
+  ];
+}
