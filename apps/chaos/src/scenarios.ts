@@ -190,7 +190,7 @@ export const scenarios: readonly Scenario[] = [
     instances: 2,
     // DynamoDB Local (one JVM, cold after each restart) is far slower than Redis: a third
     // of the load, so the row measures the app and not the emulator's throughput.
-    requests: (p) => Math.ceil(p.requests / 3),
+    requests: (p) => Math.ceil(p.requests / 6),
     faultMs: (p) => p.shortOutageMs + 5_000,
     // A JVM restart takes longer than the 3 s lease: a takeover may run a key again.
     promises: () => ({ ...strict, zeroTwice: false }),
@@ -202,7 +202,7 @@ export const scenarios: readonly Scenario[] = [
     store: 'dynamodb',
     instances: 2,
     // As dynamodb-kill: a third of the load for the emulator's sake.
-    requests: (p) => Math.ceil(p.requests / 3),
+    requests: (p) => Math.ceil(p.requests / 6),
     faultMs: (p) => p.kills * (p.shortOutageMs + CYCLE_GAP_MS),
     // The store stays up and the outage is shorter than the lease: the promise holds here,
     // on DynamoDB too (dynamodb-kill cannot judge it, its JVM restart outlasts the lease).

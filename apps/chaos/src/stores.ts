@@ -63,23 +63,36 @@ async function dynamoCall(endpoint: string, target: string, body: unknown): Prom
 }
 
 /**
- * Resolves once the emulator serves consistent GetItems on `table` promptly (three in a
- * row, each within 250 ms), not merely ListTables: the moment the store is back for the
- * app, from which recovery is measured. A cold JVM right after a restart is slow for a
- * while, and that time is the emulator's, not the app's.
+ * Resolves once the emulator serves what the app does promptly: three rounds in a row of a
+ * consistent GetItem and a conditional UpdateItem on `table`, each within 250 ms, not merely
+ * ListTables. That is the moment the store is back for the app, from which recovery is
+ * measured. A cold JVM right after a restart answers reads promptly well before its write
+ * path is (its conditional writes took 0.3 to 1 s for a few seconds on the 2-core machine),
+ * and that time is the emulator's, not the app's.
  */
 async function waitForItems(endpoint: string, table: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  const key = { pk: { S: 'chaos-readiness' } };
   let prompt = 0;
   while (prompt < 3) {
     const started = Date.now();
-    const status = await dynamoCall(endpoint, 'GetItem', {
+    const read = await dynamoCall(endpoint, 'GetItem', {
       TableName: table,
-      Key: { pk: { S: 'chaos-readiness' } },
+      Key: key,
       ConsistentRead: true,
     }).catch(() => 0);
     // 400 = the table does not exist yet (first start, before the app created it).
-    const ok = (status === 200 || status === 400) && Date.now() - started <= 250;
+    const write =
+      read === 200
+        ? await dynamoCall(endpoint, 'UpdateItem', {
+            TableName: table,
+            Key: key,
+            UpdateExpression: 'ADD n :one',
+            ConditionExpression: 'attribute_not_exists(pk) OR n >= :zero',
+            ExpressionAttributeValues: { ':one': { N: '1' }, ':zero': { N: '0' } },
+          }).catch(() => 0)
+        : read;
+    const ok = (write === 200 || write === 400) && Date.now() - started <= 250;
     prompt = ok ? prompt + 1 : 0;
     if (Date.now() > deadline) throw new Error(`DynamoDB Local did not serve ${table} in time`);
     if (!ok) await new Promise((r) => setTimeout(r, 50));

@@ -96,9 +96,9 @@ export function createApp(options: AppOptions): LlmApp {
     // any moment nine tenths of it are left and a store outage shorter than the lease, once
     // the store is back, still finds the lease alive; with a third, an outage starting just
     // before a renewal left only two thirds of it. DynamoDB: core's third, because every
-    // renewal is a (billed) conditional write, and a tenth took DynamoDB Local's whole
-    // capacity on the development machine (the review's dynamodb-drop row: 1 key run twice
-    // and no recovery with a tenth, none twice with a third).
+    // renewal is a (billed) conditional write, and a tenth (or a fifth) took DynamoDB Local's
+    // whole capacity on the development machine (more keys ran twice and recovery was slower
+    // in the chaos suite's dynamodb rows than with a third).
     heartbeatMs:
       options.heartbeatMs === undefined
         ? Math.max(

@@ -1,10 +1,10 @@
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
-import type { IdempotencyStore } from '@idem/core';
+import { admitStore, createAdmission, type IdempotencyStore } from '@idem/core';
 import { createDynamoDbStore } from '@idem/store-dynamodb';
 import { createMemoryStore } from '@idem/store-memory';
 import { createRedisStore } from '@idem/store-redis';
 import type { StoreConfig } from './config.js';
-import { boundLedger } from './ledger/bounded-ledger.js';
+import { admitLedger, boundLedger } from './ledger/bounded-ledger.js';
 import { createDynamoDbLedger } from './ledger/dynamodb-ledger.js';
 import { createMemoryLedger, type Ledger } from './ledger/ledger.js';
 import { createRedisLedger } from './ledger/redis-ledger.js';
@@ -120,15 +120,25 @@ export async function openBackend(
     );
   }
   const healthKey = { pk: { S: `${prefix}health` } };
+  // DynamoDB is called over HTTP, one connection per call in flight: a table that slows
+  // down (a throttled table, a cold or loaded DynamoDB Local after a restart) would get every
+  // request's calls at once and queue them past the store timeout, so that nothing finishes
+  // in time and retries keep the queue full. The admission limit (shared by the store, the
+  // ledger and the readiness read of this client) refuses new requests beyond what the table
+  // answers within half the timeout; requests already admitted run to their end.
+  const admission = createAdmission({ targetLatencyMs: Math.max(50, timeoutMs / 2) });
+  const ledger = createDynamoDbLedger(client, config.table, prefix, timeoutMs);
   return {
     kind: 'dynamodb',
-    store,
-    ledger: boundLedger(createDynamoDbLedger(client, config.table, prefix, timeoutMs), timeoutMs),
+    store: admitStore(store, admission),
+    ledger: boundLedger(admitLedger(ledger, admission), timeoutMs),
     ping: async () => {
       await callWithin('ping', timeoutMs, (abortSignal) =>
-        client.send(new GetItemCommand({ TableName: config.table, Key: healthKey }), {
-          abortSignal,
-        }),
+        admission.run('sheddable', () =>
+          client.send(new GetItemCommand({ TableName: config.table, Key: healthKey }), {
+            abortSignal,
+          }),
+        ),
       );
     },
     close: async () => {

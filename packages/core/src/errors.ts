@@ -98,8 +98,16 @@ export class LeaseLostError extends IdemError {
 
 /** The store failed (network, timeout, server error). `cause` is the store's own error. */
 export class StoreUnavailableError extends IdemError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  /**
+   * True when the call was refused before it was sent (an admission limit, a client that
+   * refuses commands while disconnected): the store applied nothing, so there is nothing to
+   * give back. False when it may have been applied (a timeout, a lost answer).
+   */
+  readonly unsent: boolean;
+
+  constructor(message: string, options?: { cause?: unknown; unsent?: boolean }) {
     super('STORE_UNAVAILABLE', message, options);
+    this.unsent = options?.unsent === true;
   }
 }
 

@@ -165,7 +165,9 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
         });
       } catch (error) {
         emit({ type: 'store_error', storageKey, operation: 'acquire', error });
-        if (error instanceof StoreUnavailableError)
+        // An acquire that may have been applied is given back; one refused before it was
+        // sent (an admission limit) holds nothing.
+        if (error instanceof StoreUnavailableError && !error.unsent)
           giveBacks.releaseIfApplied(storageKey, owner, callStartedAt, call);
         throw error;
       }

@@ -1,3 +1,5 @@
+export type { Admission, AdmissionKind, AdmissionOptions } from './admission.js';
+export { admitStore, createAdmission } from './admission.js';
 export type { JsonValue } from './canonical-json.js';
 export { canonicalJson, MAX_CANONICAL_DEPTH } from './canonical-json.js';
 export type { Clock } from './clock.js';

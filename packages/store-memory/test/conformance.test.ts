@@ -1,3 +1,4 @@
+import { admitStore, createAdmission } from '@idem/core';
 import { describeStoreConformance } from '@idem/store-conformance';
 import { createMemoryStore } from '../src/index.js';
 
@@ -6,4 +7,17 @@ describeStoreConformance('memory', {
   createStore: ({ clock }) => createMemoryStore({ clock, sweepIntervalMs: 0 }),
   destroyStore: (store) => store.close?.(),
   numRuns: process.env.CI ? 5_000 : 200,
+});
+
+// An admission limit in front of a store (`admitStore`) refuses calls and changes no answer:
+// the memory store behind a limit wide enough never to refuse passes the same suite.
+describeStoreConformance('memory behind admitStore', {
+  clock: 'injectable',
+  createStore: ({ clock }) =>
+    admitStore(
+      createMemoryStore({ clock, sweepIntervalMs: 0 }),
+      createAdmission({ targetLatencyMs: 60_000, initialLimit: 4_096, maxLimit: 4_096 }),
+    ),
+  destroyStore: (store) => store.close?.(),
+  numRuns: process.env.CI ? 1_000 : 100,
 });

@@ -1,3 +1,4 @@
+import type { Admission } from '@idem/core';
 import { callWithin } from '../stores/bounded-call.js';
 import type { Ledger } from './ledger.js';
 
@@ -12,5 +13,19 @@ export function boundLedger(ledger: Ledger, timeoutMs: number): Ledger {
     entries: () => callWithin('ledger.entries', timeoutMs, () => ledger.entries()),
     count: (name) => callWithin('ledger.count', timeoutMs, () => ledger.count(name)),
     stats: () => callWithin('ledger.stats', timeoutMs, () => ledger.stats()),
+  };
+}
+
+/**
+ * The ledger behind the store client's admission limit (see `createAdmission` in
+ * `@idem/core`): bills and counters are written while a request holds its key, so they are
+ * essential, never refused; the listings are sheddable, refused under overload.
+ */
+export function admitLedger(ledger: Ledger, admission: Admission): Ledger {
+  return {
+    bill: (entry) => admission.run('essential', () => ledger.bill(entry)),
+    entries: () => admission.run('sheddable', () => ledger.entries()),
+    count: (name) => admission.run('essential', () => ledger.count(name)),
+    stats: () => admission.run('sheddable', () => ledger.stats()),
   };
 }

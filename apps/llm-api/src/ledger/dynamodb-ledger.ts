@@ -1,4 +1,5 @@
 import {
+  BatchGetItemCommand,
   ConditionalCheckFailedException,
   type DynamoDBClient,
   GetItemCommand,
@@ -14,6 +15,9 @@ import {
   zeroStats,
 } from './ledger.js';
 
+/** Items the counters are spread over (see `count`). */
+const STATS_SHARDS = 16;
+
 /**
  * The ledger in the idempotency table itself (partition key `pk`, type S): one item per
  * message id under `<prefix>ledger#<id>`, written by a conditional PutItem (no item, or a
@@ -27,7 +31,15 @@ export function createDynamoDbLedger(
   timeoutMs: number,
 ): Ledger {
   const ledgerPrefix = `${prefix}ledger#`;
-  const statsKey = { pk: { S: `${prefix}stats` } };
+  // The counters are spread over STATS_SHARDS items, each increment to one picked at random,
+  // and read back together: one counters item would take every request's writes, and an
+  // item takes its writes one at a time (DynamoDB limits one item to 1,000 writes a second;
+  // DynamoDB Local serialises them, which made the counters the bottleneck of the app after
+  // a restart). The unsharded item of earlier versions is read too, so no count is lost.
+  const statsKeys = [
+    { pk: { S: `${prefix}stats` } },
+    ...Array.from({ length: STATS_SHARDS }, (_, i) => ({ pk: { S: `${prefix}stats#${i}` } })),
+  ];
   // Each call (the SDK's retries included) ends at the limit; see also boundLedger.
   const limit = () => ({ abortSignal: AbortSignal.timeout(timeoutMs) });
 
@@ -95,7 +107,7 @@ export function createDynamoDbLedger(
       await client.send(
         new UpdateItemCommand({
           TableName: tableName,
-          Key: statsKey,
+          Key: statsKeys[1 + Math.floor(Math.random() * STATS_SHARDS)],
           UpdateExpression: 'ADD #n :one',
           ExpressionAttributeNames: { '#n': name },
           ExpressionAttributeValues: { ':one': { N: '1' } },
@@ -104,13 +116,25 @@ export function createDynamoDbLedger(
       );
     },
     async stats() {
-      const got = await client.send(
-        new GetItemCommand({ TableName: tableName, Key: statsKey, ConsistentRead: true }),
-        limit(),
-      );
+      const options = limit();
       const stats = zeroStats();
-      for (const name of Object.keys(stats) as StatName[]) {
-        stats[name] = Number(got.Item?.[name]?.N ?? 0);
+      let keys: Record<string, import('@aws-sdk/client-dynamodb').AttributeValue>[] = statsKeys;
+      // BatchGetItem may answer part of the keys and hand the rest back: ask again for those
+      // (a few times; the call's time limit bounds it too).
+      for (let round = 0; keys.length > 0; round++) {
+        if (round === 5) throw new Error('DynamoDB left counters unread after 5 BatchGetItems');
+        const got = await client.send(
+          new BatchGetItemCommand({
+            RequestItems: { [tableName]: { Keys: keys, ConsistentRead: true } },
+          }),
+          options,
+        );
+        for (const item of got.Responses?.[tableName] ?? []) {
+          for (const name of Object.keys(stats) as StatName[]) {
+            stats[name] += Number(item[name]?.N ?? 0);
+          }
+        }
+        keys = got.UnprocessedKeys?.[tableName]?.Keys ?? [];
       }
       return stats;
     },

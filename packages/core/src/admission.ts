@@ -1,0 +1,160 @@
+import { StoreUnavailableError } from './errors.js';
+import type { IdempotencyStore } from './store.js';
+
+/**
+ * What a call is for. `sheddable` work can be refused at no cost but a retry: it starts
+ * something (a request's acquire, a read) or only hurries something up (a release, whose
+ * key is otherwise freed when its lease passes). `essential` work finishes what a request
+ * already holds (complete, extend, and any write an executor makes while it holds a key): it
+ * is never refused, because refusing it would waste the work already done and could lose a
+ * lease, but it counts toward the calls in flight, so sheddable work waits for it.
+ */
+export type AdmissionKind = 'sheddable' | 'essential';
+
+/** Options of {@link createAdmission}. */
+export interface AdmissionOptions {
+  /**
+   * A call that takes longer than this (or fails after at least this long) is a sign the
+   * store is queueing: the limit shrinks. Pick a fraction of the store timeout (a quarter
+   * leaves room for the calls admitted to finish in time), well above the store's normal
+   * latency. Below half of it the limit grows by one per answer, above by one per round trip.
+   */
+  targetLatencyMs: number;
+  /** Calls in flight allowed at first. @default 16 */
+  initialLimit?: number;
+  /** The limit never shrinks below this. @default 2 */
+  minLimit?: number;
+  /** The limit never grows above this. @default 256 */
+  maxLimit?: number;
+  /** Milliseconds since some fixed point; injectable for tests. @default performance.now */
+  now?: () => number;
+}
+
+/** A shared, adaptive limit on calls in flight to one store (see {@link createAdmission}). */
+export interface Admission {
+  /**
+   * Runs `call`: `essential` work always; `sheddable` work only while fewer calls than the
+   * limit are in flight, otherwise it rejects at once with a `StoreUnavailableError` (nothing is queued,
+   * nothing reaches the store). The call counts as in flight until it settles.
+   */
+  run<T>(kind: AdmissionKind, call: () => Promise<T>): Promise<T>;
+  /** The current limit: sheddable work is refused while this many calls are in flight. */
+  readonly limit: number;
+  /** Calls in flight now. */
+  readonly inFlight: number;
+  /** Calls refused so far, for metrics. */
+  readonly refused: number;
+}
+
+/**
+ * An adaptive concurrency limit in front of a store, so that a slow or recovering store is
+ * never buried under more calls than it can answer in time (additive increase,
+ * multiplicative decrease on latency). Without it, a store that slows down (a cold restart,
+ * a throttled table, a loaded emulator) gets every request's calls at once; they pass the
+ * store timeout, clients retry, and the queue of calls nobody waits for any more keeps the
+ * store from ever catching up. With it, calls beyond the limit are refused at once (a 503 and
+ * `Retry-After` for the client), the calls admitted finish in time, and throughput stays at
+ * what the store can do. Work that finishes a held key (`essential`) is never refused, so an
+ * admitted request runs to its end: new requests are refused instead, and an executor never
+ * misses its renewal or its completion for the limit's sake. Essential work is bounded by
+ * the executions admitted, since each of them made a sheddable acquire first.
+ *
+ * It changes no answer of the store; it only refuses calls. Share one per store client
+ * (the idempotency store and any other table the same client writes).
+ */
+export function createAdmission(options: AdmissionOptions): Admission {
+  const target = options.targetLatencyMs;
+  if (!(target > 0 && Number.isFinite(target))) {
+    throw new RangeError(`targetLatencyMs must be a positive number (got ${target})`);
+  }
+  const minLimit = options.minLimit ?? 2;
+  const maxLimit = options.maxLimit ?? 256;
+  if (!(Number.isInteger(minLimit) && minLimit >= 1 && Number.isInteger(maxLimit))) {
+    throw new RangeError('minLimit and maxLimit must be integers, minLimit at least 1');
+  }
+  if (maxLimit < minLimit) throw new RangeError('maxLimit must not be below minLimit');
+  const now = options.now ?? (() => performance.now());
+  let limit = Math.min(maxLimit, Math.max(minLimit, options.initialLimit ?? 16));
+  let inFlight = 0;
+  let refused = 0;
+  // One decrease per congestion episode: calls that started before the last decrease
+  // report the old congestion and must not shrink the limit again.
+  let lastDecreaseAt = Number.NEGATIVE_INFINITY;
+
+  const settle = (startedAt: number, failed: boolean) => {
+    inFlight--;
+    const took = now() - startedAt;
+    if (took >= target) {
+      if (startedAt >= lastDecreaseAt) {
+        limit = Math.max(minLimit, limit * 0.7);
+        lastDecreaseAt = now();
+      }
+    } else if (!failed && inFlight + 1 >= limit / 2) {
+      // Grow only while the limit is in use: idle time says nothing about capacity. Far
+      // below the target the store is not queueing: one more slot per answer (the limit
+      // doubles every round trip, so it is back within a few round trips after an outage);
+      // closer to it, one more slot per round trip.
+      limit = Math.min(maxLimit, limit + (took < target / 2 ? 1 : 1 / limit));
+    }
+  };
+
+  return {
+    run<T>(kind: AdmissionKind, call: () => Promise<T>): Promise<T> {
+      if (kind === 'sheddable' && inFlight >= Math.floor(limit)) {
+        refused++;
+        return Promise.reject(
+          new StoreUnavailableError(
+            `Store overloaded: ${inFlight} calls in flight (limit ${Math.floor(limit)}); try again shortly`,
+            { unsent: true },
+          ),
+        );
+      }
+      inFlight++;
+      const startedAt = now();
+      let pending: Promise<T>;
+      try {
+        pending = Promise.resolve(call());
+      } catch (error) {
+        settle(startedAt, true);
+        return Promise.reject(error);
+      }
+      return pending.then(
+        (value) => {
+          settle(startedAt, false);
+          return value;
+        },
+        (error: unknown) => {
+          settle(startedAt, true);
+          throw error;
+        },
+      );
+    },
+    get limit() {
+      return Math.floor(limit);
+    },
+    get inFlight() {
+      return inFlight;
+    },
+    get refused() {
+      return refused;
+    },
+  };
+}
+
+/**
+ * The store behind `admission`: `acquire`, `get` and `release` are sheddable (a refused
+ * release leaves the key to its lease), `complete` and `extend` are essential. Every answer is the store's own; a refused call is a
+ * `StoreUnavailableError`, which the engine treats like any store failure (503, retries).
+ */
+export function admitStore(store: IdempotencyStore, admission: Admission): IdempotencyStore {
+  const admitted: IdempotencyStore = {
+    capabilities: store.capabilities,
+    acquire: (input) => admission.run('sheddable', () => store.acquire(input)),
+    get: (key) => admission.run('sheddable', () => store.get(key)),
+    release: (input) => admission.run('sheddable', () => store.release(input)),
+    complete: (input) => admission.run('essential', () => store.complete(input)),
+    extend: (input) => admission.run('essential', () => store.extend(input)),
+  };
+  if (store.close) admitted.close = () => store.close?.() ?? Promise.resolve();
+  return admitted;
+}
