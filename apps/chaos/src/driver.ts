@@ -11,6 +11,8 @@ export interface Attempt {
   status?: number;
   /** Network failure or timeout (`TimeoutError`), when there was no answer. */
   error?: string;
+  /** The `type` of an `application/problem+json` answer. */
+  problem?: string;
 }
 
 /** A logical request: one idempotency key, sent by several clients until each has an answer. */
@@ -124,6 +126,14 @@ export async function attempt(
     }
     record.status = response.status;
     record.latencyMs = Date.now() - startedAt;
+    if (!response.ok && response.headers.get('content-type')?.includes('problem+json')) {
+      try {
+        const type = (JSON.parse(body) as { type?: unknown }).type;
+        if (typeof type === 'string') record.problem = type;
+      } catch {
+        // Not JSON after all: no problem type to report.
+      }
+    }
     return { attempt: record, response, body };
   } catch (error) {
     record.latencyMs = Date.now() - startedAt;

@@ -229,7 +229,15 @@ export const scenarios: readonly Scenario[] = [
     // the backlog of timed-out retries measured the CPU instead of the store's bound.
     clientsPerKey: 1,
     faultMs: (p) => p.memoryAnswers * 100,
-    promises: (p: Profile) => ({ ...strict, recovery: false, rssLimitMiB: p.rssLimitMiB }),
+    // Once the byte budget is full of 24 h answers, the store takes no new key: `503
+    // store-full` is its documented answer (it never drops a live record to make room), and
+    // the table counts those keys apart, as "(n full)".
+    promises: (p: Profile) => ({
+      ...strict,
+      recovery: false,
+      rssLimitMiB: p.rssLimitMiB,
+      storeFullIsAnAnswer: true,
+    }),
     promptExtra: 'size:1048576',
     inject: async () => undefined,
   },

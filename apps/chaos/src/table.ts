@@ -34,7 +34,7 @@ export function formatTable(rows: readonly RowResult[]): string {
     String(row.attempts),
     judged(row.twice, row.promises.zeroTwice),
     judged(row.differentAnswers, row.promises.zeroDifferentAnswers),
-    String(row.neverCompleted),
+    `${row.neverCompleted}${row.promises.storeFullIsAnAnswer && row.storeFull > 0 ? ` (${row.storeFull} full)` : ''}`,
     String(row.serverErrors),
     String(row.unavailable),
     String(row.connectionErrors),

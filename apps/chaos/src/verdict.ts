@@ -18,7 +18,15 @@ export interface RowPromises {
   recovery: boolean;
   /** Highest app RSS allowed, in MiB, when memory is judged in this row. */
   rssLimitMiB?: number;
+  /**
+   * A client whose last answer was `503 store-full` got the bounded store's documented
+   * answer (its budget is taken by live records): counted apart, not as never completed.
+   */
+  storeFullIsAnAnswer?: boolean;
 }
+
+/** The problem type of @idem/http's and the app's `503` for a full store. */
+export const STORE_FULL_PROBLEM = 'https://idem.dev/problems/store-full';
 
 /** The limits every row shares. */
 export interface Limits {
@@ -52,6 +60,11 @@ export interface RowResult {
   differentAnswers: number;
   /** Logical requests at least one of whose clients never got a 2xx. */
   neverCompleted: number;
+  /**
+   * Of those, the ones whose clients without a 2xx were last answered `503 store-full`;
+   * excluded from `neverCompleted` where the row's promises allow it.
+   */
+  storeFull: number;
   /** Answers 500 or other 5xx except 503: the upstream never fails, so each is the app's. */
   serverErrors: number;
   /** 503 answers (the expected answer while the store is down). */
@@ -89,10 +102,20 @@ export function judgeRow(
   let twice = 0;
   let differentAnswers = 0;
   let neverCompleted = 0;
+  let storeFull = 0;
   let unexplained = 0;
   for (const request of m.requests) {
     const answered = request.answers.filter((a): a is string => a !== undefined);
-    if (answered.length < request.answers.length) neverCompleted += 1;
+    if (answered.length < request.answers.length) {
+      // Each client without a 2xx: was its last answer the full store's?
+      const full = request.answers.every((answer, client) => {
+        if (answer !== undefined) return true;
+        const last = request.attempts.filter((a) => a.client === client).at(-1);
+        return last?.status === 503 && last.problem === STORE_FULL_PROBLEM;
+      });
+      if (full) storeFull += 1;
+      if (!(full && promises.storeFullIsAnAnswer)) neverCompleted += 1;
+    }
     if (new Set(answered).size > 1) differentAnswers += 1;
     const count = m.executions.get(request.id);
     if (answered.length > 0 && (count?.completed ?? 0) > 1) twice += 1;
@@ -160,6 +183,7 @@ export function judgeRow(
     twice,
     differentAnswers,
     neverCompleted,
+    storeFull,
     serverErrors,
     unavailable,
     connectionErrors: connectionErrors.length,

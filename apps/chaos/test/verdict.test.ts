@@ -1,7 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import type { Attempt, LogicalRequest } from '../src/driver.js';
 import { formatBroken, formatTable } from '../src/table.js';
-import { type ExecutionCount, judgeRow, type RowPromises } from '../src/verdict.js';
+import {
+  type ExecutionCount,
+  judgeRow,
+  type RowPromises,
+  STORE_FULL_PROBLEM,
+} from '../src/verdict.js';
 
 const strict: RowPromises = { zeroTwice: true, zeroDifferentAnswers: true, recovery: true };
 const limits = { boundMs: 10_000, recoveryLimitMs: 2_000 };
@@ -67,6 +72,31 @@ describe('judgeRow', () => {
     const row = judgeRow('x', { ...strict }, limits, measure([lost]));
     expect(row.twice).toBe(0);
     expect(row.neverCompleted).toBe(1);
+  });
+
+  it('counts a key refused by a full store apart only where the row allows it', () => {
+    const full = healthy('a');
+    const refused = (client: number, problem?: string): Attempt => ({
+      ...ok(),
+      client,
+      status: 503,
+      ...(problem ? { problem } : {}),
+    });
+    full.request.attempts = [refused(0, STORE_FULL_PROBLEM), refused(1, STORE_FULL_PROBLEM)];
+    full.request.answers = [undefined, undefined];
+    full.count = { completed: 0, answers: [] };
+    // A key whose last answer was "unavailable" is never completed, whatever the row says.
+    const down = healthy('b');
+    down.request.attempts = [refused(0, STORE_FULL_PROBLEM), refused(0), refused(1)];
+    down.request.answers = [undefined, undefined];
+    down.count = { completed: 0, answers: [] };
+    const memory = { ...strict, recovery: false, storeFullIsAnAnswer: true };
+    const allowed = judgeRow('memory', memory, limits, measure([full, down]));
+    expect(allowed).toMatchObject({ neverCompleted: 1, storeFull: 1 });
+    expect(allowed.broken).toEqual(['1 requests never completed once faults stopped (promise: zero)']);
+    expect(formatTable([allowed])).toContain('1 (1 full)');
+    const strictRow = judgeRow('strict', strict, limits, measure([full]));
+    expect(strictRow).toMatchObject({ neverCompleted: 1, storeFull: 1 });
   });
 
   it('flags clients given two different answers for one key', () => {

@@ -38,6 +38,22 @@ export function storeUnavailable(
   );
 }
 
+/**
+ * 503 + Retry-After: a bounded store is full of live records and took no new key; retry
+ * later with the same key (records expire, or the operator raises the budget). @internal
+ */
+export function storeFull(
+  retryAfterSeconds: number,
+): Extract<IdempotencyDecision, { action: 'respond' }> {
+  return respond(
+    503,
+    PROBLEM_TYPES.storeFull,
+    'Idempotency store full',
+    'The idempotency store has no room for a new key; nothing was run. Retry later with the same key',
+    { 'retry-after': String(retryAfterSeconds) },
+  );
+}
+
 /** How the answers to engine errors are tuned. @internal */
 export interface BeginAnswers {
   failOpen: boolean;
@@ -80,6 +96,7 @@ export function answerBeginError(
   }
   if (isIdemError(error, 'STORE_UNAVAILABLE') || isIdemError(error, 'STORE_FULL')) {
     if (tuning.failOpen) return { action: 'pass', reason: 'fail-open' };
+    if (isIdemError(error, 'STORE_FULL')) return storeFull(tuning.unavailableRetryAfter);
     return storeUnavailable(tuning.unavailableRetryAfter);
   }
   // The first request ran; its response was over maxOutcomeBytes (or the store refused it).

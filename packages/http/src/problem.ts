@@ -15,6 +15,11 @@ export const PROBLEM_TYPES = {
   /** 503: the idempotency store could not be reached (fail closed). */
   storeUnavailable: 'https://idem.dev/problems/store-unavailable',
   /**
+   * 503: the idempotency store is full (a bounded store's byte or entry budget is taken by
+   * live records) and takes no new key until records expire; nothing was run.
+   */
+  storeFull: 'https://idem.dev/problems/store-full',
+  /**
    * 500: the server's scope hook gave no principal for the request (a configuration error,
    * such as the hook running before authentication); nothing was run or stored.
    */

@@ -27,15 +27,29 @@ export const STORE_RETRY_AFTER_SECONDS = 1;
 /**
  * The answer for a store failure or a lost lease, wherever it happened (ledger, counters,
  * usage, recording an outcome), or undefined for any other error:
- * - the store failed or timed out (`STORE_UNAVAILABLE`, `STORE_FULL`): 503 +
- *   `Retry-After`, `application/problem+json` with @idem/http's `store-unavailable` type,
- *   as @idem/http answers when the idempotency store is down. Retry with the same key.
+ * - the store failed or timed out (`STORE_UNAVAILABLE`): 503 + `Retry-After`,
+ *   `application/problem+json` with @idem/http's `store-unavailable` type, as @idem/http
+ *   answers when the idempotency store is down. Retry with the same key.
+ * - the store is full (`STORE_FULL`, the memory store's budget taken by live records): the
+ *   same with the `store-full` type.
  * - the lease on the key was lost (`LEASE_LOST`, or a bill refused for a stale fence):
  *   another execution took the request over. 409 `lease_lost` + `Retry-After`: a retry with
  *   the same key gets 409 while that execution runs, then its answer.
  */
 export function storeFailureResponse(error: unknown): Response | undefined {
-  if (isIdemError(error, 'STORE_UNAVAILABLE') || isIdemError(error, 'STORE_FULL')) {
+  if (isIdemError(error, 'STORE_FULL')) {
+    return problemResponse(
+      {
+        type: PROBLEM_TYPES.storeFull,
+        title: 'Store full',
+        status: 503,
+        detail:
+          'The store has no room for a new record until older ones expire; retry later with the same key',
+      },
+      { 'retry-after': String(STORE_RETRY_AFTER_SECONDS) },
+    );
+  }
+  if (isIdemError(error, 'STORE_UNAVAILABLE')) {
     return problemResponse(
       {
         type: PROBLEM_TYPES.storeUnavailable,
