@@ -37,6 +37,7 @@ describe('createAdmission', () => {
     });
     await expect(third).rejects.toBeInstanceOf(StoreUnavailableError);
     await expect(third).rejects.toThrow(/overloaded/);
+    await expect(third).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', unsent: true });
     expect(called).toBe(false);
     expect(admission.refused).toBe(1);
     expect(admission.inFlight).toBe(2);
