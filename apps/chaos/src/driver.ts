@@ -2,7 +2,7 @@ import { sleep } from './processes.js';
 
 /** One HTTP attempt a chaos client made. */
 export interface Attempt {
-  /** Which of the key's clients sent it (0 or 1); -1 for a recovery probe. */
+  /** Which of the key's clients sent it (0 or 1); -1 a recovery probe, -2 a usage read, -3 a readiness probe. */
   client: number;
   instance: string;
   startedAt: number;
@@ -221,15 +221,42 @@ export interface ProbeOptions {
   attempts: Attempt[];
 }
 
+/** One `GET /readyz` (client -3); resolves with the attempt, never rejects. */
+async function readiness(url: string, timeoutMs: number): Promise<Attempt> {
+  const startedAt = Date.now();
+  const record: Attempt = { client: -3, instance: url, startedAt, latencyMs: 0 };
+  try {
+    const response = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(timeoutMs) });
+    await response.arrayBuffer();
+    record.status = response.status;
+  } catch (error) {
+    record.error = error instanceof Error ? error.name : String(error);
+  }
+  record.latencyMs = Date.now() - startedAt;
+  return record;
+}
+
 /**
- * Time from `since` to the first 2xx of a fresh keyed request on every target: a new probe
- * every 100 ms per target, until each has answered 2xx. Undefined if one never did within
+ * Time from `since` until every target is back: it answered a fresh keyed request 2xx, and
+ * its readiness endpoint (`GET /readyz`, what a load balancer asks) 200. A new probe of each
+ * kind every 100 ms per target, until each has answered. Undefined if one never did within
  * `maxMs`. Waits for its probes in flight before resolving.
  */
 export async function probeRecovery(o: ProbeOptions): Promise<number | undefined> {
   const inFlight: Promise<unknown>[] = [];
   let n = 0;
+  const ready = async (url: string): Promise<number | undefined> => {
+    while (Date.now() - o.since < o.maxMs) {
+      const read = readiness(url, o.attemptTimeoutMs);
+      inFlight.push(read);
+      const [result] = await Promise.all([read, sleep(100)]);
+      o.attempts.push(result);
+      if (result.status === 200) return result.startedAt + result.latencyMs;
+    }
+    return undefined;
+  };
   const one = async (url: string): Promise<number | undefined> => {
+    const readyAt = ready(url);
     const pending = new Set<Promise<void>>();
     let firstOk: number | undefined;
     while (firstOk === undefined && Date.now() - o.since < o.maxMs) {
@@ -249,7 +276,9 @@ export async function probeRecovery(o: ProbeOptions): Promise<number | undefined
       await Promise.race([sent, sleep(100)]);
       while (pending.size >= 4) await Promise.race(pending);
     }
-    return firstOk === undefined ? undefined : firstOk - o.since;
+    const readyOk = await readyAt;
+    if (firstOk === undefined || readyOk === undefined) return undefined;
+    return Math.max(firstOk, readyOk) - o.since;
   };
   const times = await Promise.all(o.targets.map(one));
   await Promise.all(inFlight);

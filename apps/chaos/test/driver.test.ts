@@ -1,5 +1,7 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { streamedAnswer } from '../src/driver.js';
+import { type Attempt, probeRecovery, streamedAnswer } from '../src/driver.js';
 
 const chunk = (content: string) =>
   `data: ${JSON.stringify({ object: 'chat.completion.chunk', choices: [{ index: 0, delta: { content } }] })}\n\n`;
@@ -12,5 +14,66 @@ describe('streamedAnswer', () => {
 
   it('takes a stream cut before [DONE] for no answer (the client retries)', () => {
     expect(streamedAnswer(`${chunk('answer to x, ')}`)).toBeUndefined();
+  });
+});
+
+describe('probeRecovery', () => {
+  /** A server answering keyed requests 201 at once and /readyz 503 until `readyAfterMs`. */
+  async function server(readyAfterMs: number) {
+    const started = Date.now();
+    const s = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        if (req.url === '/readyz') {
+          res.statusCode = Date.now() - started >= readyAfterMs ? 200 : 503;
+          res.end('{}');
+          return;
+        }
+        res.statusCode = 201;
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ content: 'x' }));
+      });
+    });
+    await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+    const { port } = s.address() as AddressInfo;
+    return { url: `http://127.0.0.1:${port}`, started, close: () => s.close() };
+  }
+
+  it('waits for readiness too: a target that serves requests but says not ready has not recovered', async () => {
+    const s = await server(400);
+    const attempts: Attempt[] = [];
+    try {
+      const ms = await probeRecovery({
+        tag: 't',
+        targets: [s.url],
+        since: s.started,
+        maxMs: 5_000,
+        attemptTimeoutMs: 1_000,
+        attempts,
+      });
+      expect(ms).toBeGreaterThanOrEqual(400);
+      expect(ms).toBeLessThan(2_000);
+      expect(attempts.some((a) => a.client === -3 && a.status === 503)).toBe(true);
+      expect(attempts.some((a) => a.client === -3 && a.status === 200)).toBe(true);
+    } finally {
+      s.close();
+    }
+  });
+
+  it('never recovered when readiness never comes back', async () => {
+    const s = await server(60_000);
+    try {
+      const ms = await probeRecovery({
+        tag: 't',
+        targets: [s.url],
+        since: Date.now(),
+        maxMs: 500,
+        attemptTimeoutMs: 1_000,
+        attempts: [],
+      });
+      expect(ms).toBeUndefined();
+    } finally {
+      s.close();
+    }
   });
 });

@@ -93,7 +93,9 @@ describe('judgeRow', () => {
     const memory = { ...strict, recovery: false, storeFullIsAnAnswer: true };
     const allowed = judgeRow('memory', memory, limits, measure([full, down]));
     expect(allowed).toMatchObject({ neverCompleted: 1, storeFull: 1 });
-    expect(allowed.broken).toEqual(['1 requests never completed once faults stopped (promise: zero)']);
+    expect(allowed.broken).toEqual([
+      '1 requests never completed once faults stopped (promise: zero)',
+    ]);
     expect(formatTable([allowed])).toContain('1 (1 full)');
     const strictRow = judgeRow('strict', strict, limits, measure([full]));
     expect(strictRow).toMatchObject({ neverCompleted: 1, storeFull: 1 });

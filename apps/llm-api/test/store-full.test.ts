@@ -26,8 +26,11 @@ describe('a full memory store', () => {
       body: JSON.stringify({ prompt: `full ${key}`, model: 'm' }),
     });
   const started = async () =>
-    ((await (await fetch(`${server.url}/v1/usage`)).json()) as { model_executions: { started: number } })
-      .model_executions.started;
+    (
+      (await (await fetch(`${server.url}/v1/usage`)).json()) as {
+        model_executions: { started: number };
+      }
+    ).model_executions.started;
 
   it('answers a new key 503 store-full with Retry-After, runs nothing, and still replays the key it holds', async () => {
     const first = await post('full-1');
