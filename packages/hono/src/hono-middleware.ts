@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import {
   BodyTooLargeError,
   bodyFromBytes,
@@ -10,7 +11,6 @@ import {
   readBodyLimited,
 } from '@idem/http';
 import type { Context, MiddlewareHandler } from 'hono';
-import type { IncomingMessage } from 'node:http';
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Hono `Context`. */
 export type HonoIdempotencyOptions = HttpIdempotencyOptions<Context>;

@@ -48,21 +48,20 @@ async function derived(
   return [storageKey, (await store.get(storageKey))?.fingerprint ?? ''];
 }
 
-describe.each([
-  'app.request',
-  'node-server',
-] as const)('@idem/hono derives the storage keys and fingerprints it always did (%s)', (via) => {
-  it('for JSON, text and no body', async () => {
-    expect([
-      await derived(
-        '/charges?b=2&a=1',
-        { 'content-type': 'application/json' },
-        '{ "b": [1, 2.50, -0], "a": {"x": "\\u00e9", "y": null}, "big": 1e21 }',
-        via,
-      ),
-      await derived('/notes', { 'content-type': 'text/plain', 'x-tenant': 't2' }, 'héllo', via),
-      await derived('/Ping/', {}, undefined, via),
-    ]).toMatchInlineSnapshot(`
+describe.each(['app.request', 'node-server'] as const)(
+  '@idem/hono derives the storage keys and fingerprints it always did (%s)',
+  (via) => {
+    it('for JSON, text and no body', async () => {
+      expect([
+        await derived(
+          '/charges?b=2&a=1',
+          { 'content-type': 'application/json' },
+          '{ "b": [1, 2.50, -0], "a": {"x": "\\u00e9", "y": null}, "big": 1e21 }',
+          via,
+        ),
+        await derived('/notes', { 'content-type': 'text/plain', 'x-tenant': 't2' }, 'héllo', via),
+        await derived('/Ping/', {}, undefined, via),
+      ]).toMatchInlineSnapshot(`
       [
         [
           "c85e1617c6a7cbf95b1cf9ebf35e1881559da75dd9e01abf449a0348c217226b",
@@ -78,5 +77,6 @@ describe.each([
         ],
       ]
     `);
-  });
-});
+    });
+  },
+);
