@@ -4,6 +4,7 @@ import {
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
+  peekBody,
   type RequestBody,
 } from '@idem/http';
 import {
@@ -14,7 +15,6 @@ import {
 } from '@idem/http/node';
 import type { Request, RequestHandler, Response } from 'express';
 import { routeOf } from './express-route.js';
-import { peekBody } from './request-body-peek.js';
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Express request. */
 export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>;

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import {
   BodyTooLargeError,
   bodyFromBytes,
@@ -5,6 +6,7 @@ import {
   type HttpIdempotencyOptions,
   type IdempotencyContext,
   type IdempotencyHandler,
+  peekBody,
   type RequestBody,
   readBodyLimited,
 } from '@idem/http';
@@ -32,8 +34,50 @@ function matchedRoute(c: Context): string | undefined {
   return routes.length > 0 ? routes.map((route) => route.path).join(' ') : undefined;
 }
 
+type NodeIncoming = IncomingMessage & { rawBody?: unknown };
+
+/** The Node request under @hono/node-server (`c.env.incoming`); undefined elsewhere (Bun, Deno, workers, `app.request`). */
+function nodeRequestOf(c: Context): NodeIncoming | undefined {
+  const incoming = (c.env as { incoming?: unknown } | undefined)?.incoming as
+    | NodeIncoming
+    | undefined;
+  if (
+    typeof incoming !== 'object' ||
+    incoming === null ||
+    typeof incoming.unshift !== 'function' ||
+    typeof incoming.listenerCount !== 'function'
+  ) {
+    return undefined;
+  }
+  return incoming;
+}
+
 /**
- * The request body for the fingerprint. Unread, it is read from a clone (the handler still
+ * The Node request under @hono/node-server while nobody has read from it: its Web `Request`
+ * is made from it only when first used, so its body can be read from the Node stream and put
+ * back for that `Request`, with no clone. Undefined when the body was handed over already
+ * (`rawBody`) or something has started reading it (a Web `Request` made from it listens for
+ * its data).
+ */
+function untouchedNodeRequest(c: Context): NodeIncoming | undefined {
+  const incoming = nodeRequestOf(c);
+  if (
+    !incoming ||
+    incoming.rawBody !== undefined ||
+    incoming.readableFlowing !== null ||
+    incoming.readableDidRead ||
+    incoming.listenerCount('data') > 0 ||
+    incoming.listenerCount('readable') > 0
+  ) {
+    return undefined;
+  }
+  return incoming;
+}
+
+/**
+ * The request body for the fingerprint. On @hono/node-server, from the Node request while
+ * nobody has read it (see {@link untouchedNodeRequest}): read and put back, so the handler's
+ * `Request` gets the same bytes. Unread, it is read from a clone (the handler still
  * gets it) and never past `limit`. Read already through Hono (a validator in front of this
  * middleware, `c.req.json()` in the scope hook), the raw request is consumed but Hono keeps
  * what it read: the bytes come from its body cache.
@@ -41,6 +85,8 @@ function matchedRoute(c: Context): string | undefined {
 async function readBody(c: Context, limit: number): Promise<RequestBody> {
   const request = c.req.raw;
   const contentType = request.headers.get('content-type');
+  const incoming = untouchedNodeRequest(c);
+  if (incoming) return bodyFromBytes(await peekBody(incoming, limit), contentType);
   if (!request.bodyUsed) {
     return bodyFromBytes(await readBodyLimited(request.clone().body, limit), contentType);
   }
@@ -68,17 +114,21 @@ export function idempotency(
   options: HonoIdempotencyOptions,
 ): MiddlewareHandler<{ Variables: IdempotencyVariables }> & Pick<IdempotencyHandler, 'drain'> {
   const handler = createIdempotencyHandler<Context>(options);
+  const waits = options.wait !== undefined && options.wait !== false;
   const middleware: MiddlewareHandler<{ Variables: IdempotencyVariables }> =
     async function idempotencyMiddleware(c, next) {
       const request = c.req.raw;
       const route = matchedRoute(c);
+      // On @hono/node-server, `request.signal` makes the Web `Request` (and a Web stream over
+      // the Node request): read only when a bounded wait needs it to stop early.
+      const signal = waits || !nodeRequestOf(c) ? { signal: request.signal } : {};
       const decision = await handler.begin({
         native: c,
         method: request.method,
         url: request.url,
         ...(route === undefined ? {} : { route }),
         header: (name) => request.headers.get(name) ?? undefined,
-        signal: request.signal,
+        ...signal,
         readBody: (limit) => readBody(c, limit),
       });
       if (decision.action === 'pass') return next();

@@ -24,3 +24,4 @@ export {
   isJsonContentType,
   readBodyLimited,
 } from './request-body.js';
+export { peekBody } from './request-body-peek.js';

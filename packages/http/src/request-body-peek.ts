@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { BodyTooLargeError } from '@idem/http';
+import { BodyTooLargeError } from './request-body.js';
 
 /**
  * Reads the whole body of `req` and puts it back: afterwards the stream holds the same bytes
