@@ -277,6 +277,10 @@ export async function probeRecovery(o: ProbeOptions): Promise<number | undefined
       while (pending.size >= 4) await Promise.race(pending);
     }
     const readyOk = await readyAt;
+    if (process.env.CHAOS_DEBUG) {
+      const at = (t: number | undefined) => (t === undefined ? 'never' : `+${t - o.since} ms`);
+      console.log(`    recovery of ${url}: keyed 2xx ${at(firstOk)}, /readyz 200 ${at(readyOk)}`);
+    }
     if (firstOk === undefined || readyOk === undefined) return undefined;
     return Math.max(firstOk, readyOk) - o.since;
   };

@@ -133,8 +133,11 @@ export async function openBackend(
     store: admitStore(store, admission),
     ledger: boundLedger(admitLedger(ledger, admission), timeoutMs),
     ping: async () => {
+      // Essential: readiness says whether the table answers, not whether this instance is
+      // busy. Refused under load, it would make a load balancer take every busy instance out
+      // in turn, and send the whole load to the rest.
       await callWithin('ping', timeoutMs, (abortSignal) =>
-        admission.run('sheddable', () =>
+        admission.run('essential', () =>
           client.send(new GetItemCommand({ TableName: config.table, Key: healthKey }), {
             abortSignal,
           }),

@@ -26,6 +26,15 @@ export interface AdmissionOptions {
   minLimit?: number;
   /** The limit never grows above this. @default 256 */
   maxLimit?: number;
+  /**
+   * Sheddable calls that find the limit reached wait for a free slot, first come first
+   * served, at most this many at once; past it they are refused at once. Waiting callers are
+   * served in order rather than by luck: under a backlog of retries, a new request gets a
+   * slot within `maxWaitMs` or a prompt refusal. @default 64
+   */
+  maxQueue?: number;
+  /** Longest a sheddable call waits for a slot before it is refused. @default targetLatencyMs / 2 */
+  maxWaitMs?: number;
   /** Milliseconds since some fixed point; injectable for tests. @default performance.now */
   now?: () => number;
 }
@@ -33,15 +42,18 @@ export interface AdmissionOptions {
 /** A shared, adaptive limit on calls in flight to one store (see {@link createAdmission}). */
 export interface Admission {
   /**
-   * Runs `call`: `essential` work always; `sheddable` work only while fewer calls than the
-   * limit are in flight, otherwise it rejects at once with a `StoreUnavailableError` (nothing is queued,
-   * nothing reaches the store). The call counts as in flight until it settles.
+   * Runs `call`: `essential` work always; `sheddable` work while fewer calls than the limit
+   * are in flight, or once a slot frees within `maxWaitMs` (first come, first served, at most
+   * `maxQueue` waiting); otherwise it rejects with a `StoreUnavailableError` (`unsent`:
+   * nothing reached the store). The call counts as in flight until it settles.
    */
   run<T>(kind: AdmissionKind, call: () => Promise<T>): Promise<T>;
   /** The current limit: sheddable work is refused while this many calls are in flight. */
   readonly limit: number;
   /** Calls in flight now. */
   readonly inFlight: number;
+  /** Sheddable calls waiting for a slot now. */
+  readonly waiting: number;
   /** Calls refused so far, for metrics. */
   readonly refused: number;
 }
@@ -73,6 +85,14 @@ export function createAdmission(options: AdmissionOptions): Admission {
     throw new RangeError('minLimit and maxLimit must be integers, minLimit at least 1');
   }
   if (maxLimit < minLimit) throw new RangeError('maxLimit must not be below minLimit');
+  const maxQueue = options.maxQueue ?? 64;
+  const maxWaitMs = options.maxWaitMs ?? target / 2;
+  if (!(Number.isInteger(maxQueue) && maxQueue >= 0)) {
+    throw new RangeError(`maxQueue must be a non-negative integer (got ${maxQueue})`);
+  }
+  if (!(maxWaitMs >= 0 && Number.isFinite(maxWaitMs))) {
+    throw new RangeError(`maxWaitMs must be a non-negative number (got ${maxWaitMs})`);
+  }
   const now = options.now ?? (() => performance.now());
   let limit = Math.min(maxLimit, Math.max(minLimit, options.initialLimit ?? 16));
   let inFlight = 0;
@@ -80,6 +100,16 @@ export function createAdmission(options: AdmissionOptions): Admission {
   // One decrease per congestion episode: calls that started before the last decrease
   // report the old congestion and must not shrink the limit again.
   let lastDecreaseAt = Number.NEGATIVE_INFINITY;
+  /** Sheddable calls waiting for a slot, oldest first. */
+  const queue: { go: () => void; timer: ReturnType<typeof setTimeout> }[] = [];
+
+  const overloaded = () => {
+    refused++;
+    return new StoreUnavailableError(
+      `Store overloaded: ${inFlight} calls in flight (limit ${Math.floor(limit)}); try again shortly`,
+      { unsent: true },
+    );
+  };
 
   const settle = (startedAt: number, failed: boolean) => {
     inFlight--;
@@ -96,44 +126,62 @@ export function createAdmission(options: AdmissionOptions): Admission {
       // closer to it, one more slot per round trip.
       limit = Math.min(maxLimit, limit + (took < target / 2 ? 1 : 1 / limit));
     }
+    while (queue.length > 0 && inFlight < Math.floor(limit)) queue.shift()?.go();
   };
+
+  function start<T>(call: () => Promise<T>): Promise<T> {
+    inFlight++;
+    const startedAt = now();
+    let pending: Promise<T>;
+    try {
+      pending = Promise.resolve(call());
+    } catch (error) {
+      settle(startedAt, true);
+      return Promise.reject(error);
+    }
+    return pending.then(
+      (value) => {
+        settle(startedAt, false);
+        return value;
+      },
+      (error: unknown) => {
+        settle(startedAt, true);
+        throw error;
+      },
+    );
+  }
 
   return {
     run<T>(kind: AdmissionKind, call: () => Promise<T>): Promise<T> {
-      if (kind === 'sheddable' && inFlight >= Math.floor(limit)) {
-        refused++;
-        return Promise.reject(
-          new StoreUnavailableError(
-            `Store overloaded: ${inFlight} calls in flight (limit ${Math.floor(limit)}); try again shortly`,
-            { unsent: true },
-          ),
-        );
+      if (kind === 'essential' || (inFlight < Math.floor(limit) && queue.length === 0)) {
+        return start(call);
       }
-      inFlight++;
-      const startedAt = now();
-      let pending: Promise<T>;
-      try {
-        pending = Promise.resolve(call());
-      } catch (error) {
-        settle(startedAt, true);
-        return Promise.reject(error);
-      }
-      return pending.then(
-        (value) => {
-          settle(startedAt, false);
-          return value;
-        },
-        (error: unknown) => {
-          settle(startedAt, true);
-          throw error;
-        },
-      );
+      if (queue.length >= maxQueue || maxWaitMs === 0) return Promise.reject(overloaded());
+      return new Promise<T>((resolve, reject) => {
+        const waiter = {
+          go: () => {
+            clearTimeout(waiter.timer);
+            start(call).then(resolve, reject);
+          },
+          timer: setTimeout(() => {
+            const at = queue.indexOf(waiter);
+            if (at >= 0) queue.splice(at, 1);
+            reject(overloaded());
+          }, maxWaitMs),
+        };
+        // A waiting call must not keep a process alive; its caller's own timer does.
+        waiter.timer.unref?.();
+        queue.push(waiter);
+      });
     },
     get limit() {
       return Math.floor(limit);
     },
     get inFlight() {
       return inFlight;
+    },
+    get waiting() {
+      return queue.length;
     },
     get refused() {
       return refused;

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   admitStore,
   createAdmission,
@@ -19,15 +19,23 @@ function gate<T = string>() {
   return { promise, open, fail };
 }
 
-function setup(options: { initialLimit?: number; minLimit?: number; maxLimit?: number } = {}) {
+function setup(
+  options: {
+    initialLimit?: number;
+    minLimit?: number;
+    maxLimit?: number;
+    maxQueue?: number;
+    maxWaitMs?: number;
+  } = {},
+) {
   let t = 0;
   const admission = createAdmission({ targetLatencyMs: 100, now: () => t, ...options });
   return { admission, advance: (ms: number) => (t += ms) };
 }
 
 describe('createAdmission', () => {
-  it('refuses new work past the limit at once, without calling the store', async () => {
-    const { admission } = setup({ initialLimit: 2 });
+  it('without a queue, refuses sheddable work past the limit at once, without calling the store', async () => {
+    const { admission } = setup({ initialLimit: 2, maxQueue: 0 });
     const gates = [gate(), gate()];
     const running = gates.map((g) => admission.run('sheddable', () => g.promise));
     let called = false;
@@ -67,6 +75,82 @@ describe('createAdmission', () => {
     for (const g of owners) g.open('ok');
     await Promise.all(ownerRuns);
     expect(await admission.run('sheddable', async () => 'yes')).toBe('yes');
+  });
+
+  it('queues sheddable work past the limit and serves it in arrival order as slots free', async () => {
+    const { admission } = setup({ initialLimit: 1, minLimit: 1, maxLimit: 1, maxWaitMs: 5_000 });
+    const first = gate();
+    const running = admission.run('sheddable', () => first.promise);
+    const order: string[] = [];
+    const a = gate();
+    const b = gate();
+    const queuedA = admission.run('sheddable', () => {
+      order.push('a');
+      return a.promise;
+    });
+    const queuedB = admission.run('sheddable', () => {
+      order.push('b');
+      return b.promise;
+    });
+    expect(admission.waiting).toBe(2);
+    expect(order).toEqual([]);
+    first.open('1');
+    await running;
+    await vi.waitFor(() => expect(order).toEqual(['a']));
+    expect(admission.waiting).toBe(1);
+    a.open('a');
+    expect(await queuedA).toBe('a');
+    await vi.waitFor(() => expect(order).toEqual(['a', 'b']));
+    b.open('b');
+    expect(await queuedB).toBe('b');
+    expect(admission).toMatchObject({ inFlight: 0, waiting: 0, refused: 0 });
+  });
+
+  it('refuses a queued call once it waited maxWaitMs, and at once when the queue is full', async () => {
+    const { admission } = setup({
+      initialLimit: 1,
+      minLimit: 1,
+      maxLimit: 1,
+      maxQueue: 1,
+      maxWaitMs: 30,
+    });
+    const held = gate();
+    const running = admission.run('sheddable', () => held.promise);
+    let called = 0;
+    const started = performance.now();
+    const waiting = admission.run('sheddable', async () => {
+      called++;
+      return 'late';
+    });
+    // The queue holds one: the next is refused without waiting.
+    await expect(
+      admission.run('sheddable', async () => {
+        called++;
+        return 'no';
+      }),
+    ).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', unsent: true });
+    expect(performance.now() - started).toBeLessThan(25);
+    await expect(waiting).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', unsent: true });
+    expect(performance.now() - started).toBeGreaterThanOrEqual(25);
+    expect(called).toBe(0);
+    expect(admission.waiting).toBe(0);
+    // A slot freed later starts nothing that was refused.
+    held.open('ok');
+    await running;
+    expect(called).toBe(0);
+    expect(admission.refused).toBe(2);
+  });
+
+  it('essential work never waits in the queue', async () => {
+    const { admission } = setup({ initialLimit: 1, minLimit: 1, maxLimit: 1, maxWaitMs: 5_000 });
+    const held = gate();
+    const running = admission.run('sheddable', () => held.promise);
+    const queued = admission.run('sheddable', async () => 'queued');
+    expect(await admission.run('essential', async () => 'now')).toBe('now');
+    expect(admission.waiting).toBe(1);
+    held.open('ok');
+    await running;
+    expect(await queued).toBe('queued');
   });
 
   it('shrinks the limit when calls pass the target latency, once per episode, never below the minimum', async () => {
@@ -124,6 +208,10 @@ describe('createAdmission', () => {
     expect(() => createAdmission({ targetLatencyMs: Number.NaN })).toThrow(RangeError);
     expect(() => createAdmission({ targetLatencyMs: 10, minLimit: 0 })).toThrow(RangeError);
     expect(() => createAdmission({ targetLatencyMs: 10, minLimit: 5, maxLimit: 4 })).toThrow(
+      RangeError,
+    );
+    expect(() => createAdmission({ targetLatencyMs: 10, maxQueue: -1 })).toThrow(RangeError);
+    expect(() => createAdmission({ targetLatencyMs: 10, maxWaitMs: Number.NaN })).toThrow(
       RangeError,
     );
   });
