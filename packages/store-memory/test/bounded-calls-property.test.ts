@@ -83,8 +83,8 @@ describe('every call of a full memory store returns in bounded time', () => {
     await fc.assert(
       fc.asyncProperty(
         fc.array(step, { minLength: 10, maxLength: 80, size: 'max' }),
-        fc.integer({ min: 1, max: 6 }),
-        fc.integer({ min: 3_328, max: 24_000 }),
+        fc.integer({ min: 1, max: 10 }),
+        fc.integer({ min: 3_328, max: 40_000 }),
         async (steps, maxEntries, maxBytes) => {
           let time = Date.UTC(2026, 0, 1);
           const clock: Clock = { now: () => time };
