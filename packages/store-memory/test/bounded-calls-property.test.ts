@@ -121,7 +121,7 @@ describe('every call of a full memory store returns in bounded time', () => {
             else await Promise.all(s.calls.map(run));
             expect(store.size).toBeLessThanOrEqual(maxEntries);
             expect(store.bytes).toBeLessThanOrEqual(maxBytes);
-            const table = live.mock.contexts.at(-1);
+            const table = live.mock.contexts.at(-1) as RecordTable | undefined;
             if (table) checkTable(table);
           }
         },
