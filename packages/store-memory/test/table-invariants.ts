@@ -1,0 +1,175 @@
+import type { DeadlineHeap } from '../src/deadline-heap.js';
+import { RecordTable, recordCost, type Slot } from '../src/record-table.js';
+
+/** What the tests read of a table's private state. */
+interface TableInside {
+  slots: Map<string, Slot>;
+  byExpiry: DeadlineHeap<Slot>;
+  byLease: DeadlineHeap<Slot>;
+  byRelease: DeadlineHeap<Slot>;
+}
+
+/** What the tests read of a heap's private state. */
+interface HeapInside {
+  deadlines: number[];
+  items: Slot[];
+}
+
+const inside = (table: RecordTable) => table as unknown as TableInside;
+
+type Position = 'expiryAt' | 'leaseAt' | 'releaseAt';
+
+/** Throws with `message` unless `ok` (plain checks: they run after every step of every run). */
+function check(ok: boolean, message: () => string): void {
+  if (!ok) throw new Error(`table invariant broken: ${message()}`);
+}
+
+/**
+ * Checks one heap: every entry is the map's current slot for its key, sits where its
+ * position says (so at most once), has the deadline `deadlineOf` gives (when given), and
+ * no entry is earlier than its parent.
+ */
+function checkHeap(
+  name: string,
+  heap: DeadlineHeap<Slot>,
+  slots: Map<string, Slot>,
+  position: Position,
+  deadlineOf?: (slot: Slot) => number,
+): Set<Slot> {
+  const { deadlines, items } = heap as unknown as HeapInside;
+  check(
+    deadlines.length === items.length,
+    () => `${name}: ${deadlines.length} deadlines, ${items.length} items`,
+  );
+  const seen = new Set<Slot>();
+  for (let i = 0; i < items.length; i++) {
+    const slot = items[i] as Slot;
+    const at = deadlines[i] as number;
+    check(slots.get(slot.key) === slot, () => `${name}[${i}] (${slot.key}) is not in the table`);
+    check(
+      slot[position] === i,
+      () => `${name}[${i}] (${slot.key}) says it is at ${slot[position]}`,
+    );
+    seen.add(slot);
+    check(!Number.isNaN(at), () => `${name}[${i}] (${slot.key}) has a NaN deadline`);
+    if (deadlineOf)
+      check(
+        at === deadlineOf(slot),
+        () => `${name}[${i}] (${slot.key}): deadline ${at}, record ${deadlineOf(slot)}`,
+      );
+    if (i > 0)
+      check((deadlines[(i - 1) >> 1] as number) <= at, () => `${name}: heap order broken at ${i}`);
+  }
+  return seen;
+}
+
+/**
+ * Checks every invariant of a table that bounded-time eviction rests on: the queues hold
+ * exactly the table's slots (each once, in heap order, by the record's current deadlines),
+ * the bytes are the sum of the costs, and each cost is that of the slot's record. `gone`
+ * are slots the caller knows were removed: they must be in no queue, and the fence floor at
+ * or above their fences.
+ */
+export function checkTable(table: RecordTable, gone: Iterable<Slot> = []): void {
+  const { slots, byExpiry, byLease, byRelease } = inside(table);
+  const expiring = checkHeap('byExpiry', byExpiry, slots, 'expiryAt', (s) => s.record.expiresAt);
+  const leased = checkHeap('byLease', byLease, slots, 'leaseAt', (s) => s.record.leaseUntil);
+  const released = checkHeap('byRelease', byRelease, slots, 'releaseAt');
+  let bytes = 0;
+  for (const [key, slot] of slots) {
+    check(slot.key === key, () => `${key}: slot of ${slot.key}`);
+    check(slot.cost === recordCost(slot.strings, slot.record), () => `${key}: cost ${slot.cost}`);
+    bytes += slot.cost;
+    const { status } = slot.record;
+    check(expiring.has(slot), () => `${key} (${status}) not in byExpiry`);
+    check(
+      leased.has(slot) === (status === 'in_progress'),
+      () => `${key} (${status}) in byLease: ${leased.has(slot)}`,
+    );
+    check(
+      released.has(slot) === (status === 'released'),
+      () => `${key} (${status}) in byRelease: ${released.has(slot)}`,
+    );
+  }
+  check(table.bytes === bytes, () => `bytes ${table.bytes}, sum of the costs ${bytes}`);
+  for (const slot of gone) {
+    if (slots.get(slot.key) === slot) continue;
+    const at = [slot.expiryAt, slot.leaseAt, slot.releaseAt];
+    check(
+      at.every((p) => p === -1),
+      () => `removed ${slot.key} still queued (${at})`,
+    );
+    check(
+      table.fenceFloor >= slot.record.fence,
+      () => `fence floor ${table.fenceFloor} below removed ${slot.key}'s ${slot.record.fence}`,
+    );
+  }
+}
+
+/** The table's current slot at `key`, expired or not. */
+export function slotAt(table: RecordTable, key: string): Slot | undefined {
+  return inside(table).slots.get(key);
+}
+
+/** Every slot in the table. */
+export function slotsOf(table: RecordTable): Slot[] {
+  return [...inside(table).slots.values()];
+}
+
+/** Thrown by {@link guardLoops} when one call runs more loop iterations than its bound. */
+export class UnboundedLoopError extends Error {}
+
+/**
+ * Counts the iterations of the table's eviction loops on every `RecordTable` (each
+ * `makeRoom` iteration calls `fits` once; each `sweep` iteration calls `evictExpired` once)
+ * and throws {@link UnboundedLoopError} as soon as one call runs more iterations than the
+ * records it could evict plus two: a loop that would never end fails the test instead of
+ * hanging it. `most()` is the most iterations one call took.
+ */
+export function guardLoops(): { restore: () => void; most: () => number } {
+  type Method = (this: RecordTable, ...args: unknown[]) => unknown;
+  const proto = RecordTable.prototype as unknown as Record<string, Method>;
+  const saved = {
+    makeRoom: proto.makeRoom as Method,
+    sweep: proto.sweep as Method,
+    fits: proto.fits as Method,
+    evictExpired: proto.evictExpired as Method,
+  };
+  let counting: 'fits' | 'evictExpired' | undefined;
+  let budget = 0;
+  let used = 0;
+  let most = 0;
+  const loop = (original: Method, counted: 'fits' | 'evictExpired'): Method =>
+    function (this: RecordTable, ...args) {
+      if (counting !== undefined) throw new Error('eviction loops do not nest');
+      counting = counted;
+      budget = this.size + 2;
+      used = 0;
+      try {
+        return original.apply(this, args);
+      } finally {
+        counting = undefined;
+      }
+    };
+  const counted = (original: Method, name: 'fits' | 'evictExpired'): Method =>
+    function (this: RecordTable, ...args) {
+      if (counting === name) {
+        used++;
+        most = Math.max(most, used);
+        if (used > budget) {
+          throw new UnboundedLoopError(
+            `${name} called ${used} times in one loop (bound ${budget})`,
+          );
+        }
+      }
+      return original.apply(this, args);
+    };
+  proto.makeRoom = loop(saved.makeRoom, 'fits');
+  proto.sweep = loop(saved.sweep, 'evictExpired');
+  proto.fits = counted(saved.fits, 'fits');
+  proto.evictExpired = counted(saved.evictExpired, 'evictExpired');
+  return {
+    restore: () => Object.assign(proto, saved),
+    most: () => most,
+  };
+}
