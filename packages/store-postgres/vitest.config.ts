@@ -1,0 +1,14 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // Finds PostgreSQL (DATABASE_URL or 127.0.0.1:5432/test), creates this run's schema and
+    // drops it afterwards.
+    globalSetup: ['test/global-setup.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // The suites mostly wait on real leases (server clock): run the files side by side.
+    maxWorkers: 3,
+  },
+});
