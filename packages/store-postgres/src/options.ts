@@ -80,9 +80,10 @@ export interface PostgresStore extends IdempotencyStore {
   /**
    * The owner-checked `complete`, sent on `client`, which MUST be inside a transaction
    * block (`BEGIN` was sent on it): the completion then commits or rolls back with that
-   * transaction. Refused with `InvalidInputError` when `client` is not inside one, since
-   * the record would then commit on its own. Same answers as `complete`; takes the record's
-   * row lock until that transaction ends.
+   * transaction. Refused with `InvalidInputError`, nothing sent, when node-postgres reports
+   * the client idle or its transaction failed (`getTransactionStatus()`, pg 8.16 and later),
+   * since the record would then commit on its own. Same answers as `complete`; holds the
+   * record's row lock until that transaction ends.
    */
   completeIn(client: Queryable, input: CompleteInput): Promise<OwnerWriteResult>;
 }

@@ -119,8 +119,6 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   const texts = {
     acquire: `SELECT * FROM ${o.acquire}($1, $2, $3, $4, $5)`,
     complete: `SELECT ${o.complete}($1, $2, $3, $4) AS ok`,
-    // Inside a transaction block, now() (its start) is before this statement's start.
-    completeIn: `SELECT CASE WHEN now() = statement_timestamp() THEN NULL ELSE ${o.complete}($1, $2, $3, $4) END AS ok`,
     release: `SELECT ${o.release}($1, $2, $3) AS ok`,
     extend: `SELECT ${o.extend}($1, $2, $3, $4) AS lease_until`,
     get: `SELECT status, fingerprint, owner, fence, lease_until, expires_at, outcome FROM ${o.table} WHERE key = $1 AND expires_at > ${NOW_MS}`,
@@ -158,15 +156,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       outcome,
       duration('retentionMs', input.retentionMs),
     ];
-    const result = target
-      ? await run<{ ok: boolean | null }>('completeIn', values, target)
-      : await run<{ ok: boolean | null }>('complete', values);
-    const ok = result.rows[0]?.ok;
-    if (ok === null)
-      throw new InvalidInputError(
-        'completeIn needs a client inside a transaction block (BEGIN first); nothing was written',
-      );
-    return ok ? OK : NOT_OWNER;
+    const { rows } = await run<{ ok: boolean }>('complete', values, target);
+    return rows[0]?.ok ? OK : NOT_OWNER;
   }
 
   return {
@@ -214,6 +205,18 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     completeIn(client: Queryable, input: CompleteInput): Promise<OwnerWriteResult> {
       if (!client || typeof (client as { query?: unknown }).query !== 'function')
         return Promise.reject(new InvalidInputError('completeIn needs a pg client'));
+      // node-postgres keeps the status of the last ReadyForQuery: 'I' idle, 'T' in a
+      // transaction block, 'E' in a failed one. (Older versions lack it: not checked there.)
+      const status = (client as { getTransactionStatus?: () => string | null })
+        .getTransactionStatus?.();
+      if (status === 'I' || status === 'E')
+        return Promise.reject(
+          new InvalidInputError(
+            status === 'I'
+              ? 'completeIn needs a client inside a transaction block (send BEGIN first); nothing was written'
+              : 'completeIn was given a client whose transaction has failed; roll it back',
+          ),
+        );
       return complete(input, client);
     },
 
