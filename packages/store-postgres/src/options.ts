@@ -81,7 +81,7 @@ export interface PostgresStore extends IdempotencyStore {
    * The owner-checked `complete`, sent on `client`, which MUST be inside a transaction
    * block (`BEGIN` was sent on it): the completion then commits or rolls back with that
    * transaction. Refused with `InvalidInputError`, nothing sent, when node-postgres reports
-   * the client idle or its transaction failed (`getTransactionStatus()`, pg 8.16 and later),
+   * the client idle or its transaction failed (`getTransactionStatus()`, where the installed pg has it),
    * since the record would then commit on its own. Same answers as `complete`; holds the
    * record's row lock until that transaction ends.
    */

@@ -207,8 +207,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         return Promise.reject(new InvalidInputError('completeIn needs a pg client'));
       // node-postgres keeps the status of the last ReadyForQuery: 'I' idle, 'T' in a
       // transaction block, 'E' in a failed one. (Older versions lack it: not checked there.)
-      const status = (client as { getTransactionStatus?: () => string | null })
-        .getTransactionStatus?.();
+      const status = (
+        client as { getTransactionStatus?: () => string | null }
+      ).getTransactionStatus?.();
       if (status === 'I' || status === 'E')
         return Promise.reject(
           new InvalidInputError(

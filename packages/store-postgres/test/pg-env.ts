@@ -3,8 +3,7 @@ import pg from 'pg';
 import { recommendedPoolConfig } from '../src/index.js';
 
 /** The server the tests use: `DATABASE_URL`, else the local one the bootstrap starts. */
-export const DATABASE_URL =
-  process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /** What to do when no server answers. */
 export const HOW_TO_PROVIDE =
