@@ -69,6 +69,7 @@ export class BusinessTransaction {
       await runStatement(this.client, 'begin', { text: sql }, this.store.statementTimeoutMs);
     } catch (error) {
       this.discard(error);
+      this.forget();
       throw new TransactionNotCommittedError('Could not start the business transaction', {
         cause: error,
       });

@@ -74,9 +74,21 @@ export function duration(name: string, value: unknown): string {
   return String(Math.ceil(value));
 }
 
-/** A positive whole number of ms for an option. */
+// setTimeout fires at once past 2^31 - 1 ms: a longer time limit would fail every call.
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** A positive whole number of ms for an option that drives a timer. */
 export function positiveMs(name: string, value: unknown): number {
-  if (!(typeof value === 'number' && Number.isSafeInteger(value) && value > 0))
-    throw new InvalidInputError(`${name} must be a positive integer number of ms`);
+  if (
+    !(
+      typeof value === 'number' &&
+      Number.isSafeInteger(value) &&
+      value > 0 &&
+      value <= MAX_TIMER_MS
+    )
+  )
+    throw new InvalidInputError(
+      `${name} must be a positive integer number of ms, at most ${MAX_TIMER_MS}`,
+    );
   return value;
 }

@@ -205,6 +205,11 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     completeIn(client: Queryable, input: CompleteInput): Promise<OwnerWriteResult> {
       if (!client || typeof (client as { query?: unknown }).query !== 'function')
         return Promise.reject(new InvalidInputError('completeIn needs a pg client'));
+      // A pool sends each statement on whichever connection is free: never a transaction.
+      if (typeof (client as { totalCount?: unknown }).totalCount === 'number')
+        return Promise.reject(
+          new InvalidInputError('completeIn needs the client of a transaction, not a pool'),
+        );
       // node-postgres keeps the status of the last ReadyForQuery: 'I' idle, 'T' in a
       // transaction block, 'E' in a failed one. (Older versions lack it: not checked there.)
       const status = (

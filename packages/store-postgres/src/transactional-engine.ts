@@ -157,10 +157,23 @@ export function createPostgresIdempotency<T = unknown>(
     get: (key) => store.get(key),
   };
 
+  // Transactions still settling when core gave their completion up (max hold passed
+  // during a long outage): nothing will ask for them again.
+  const byFence = new Map<string, string>();
+  const listener = rest.onEvent;
   const policy = (rest.isFinal ?? successOnly) as OutcomePolicy<T>;
   const idem = createIdempotency<T>({
     ...rest,
     store: transactional,
+    onEvent: (event) => {
+      if (event.type === 'completion_abandoned') {
+        const fenceKey = id(event.storageKey, event.fence);
+        const openKey = byFence.get(fenceKey);
+        if (openKey !== undefined) open.delete(openKey);
+        byFence.delete(fenceKey);
+      }
+      return listener?.(event);
+    },
     // A transaction that could not start is never an outcome: the key goes back.
     isFinal: (settled) =>
       !settled.ok && settled.error instanceof TransactionNotCommittedError
@@ -223,8 +236,12 @@ export function createPostgresIdempotency<T = unknown>(
           ctx.storageKey,
           owner,
           retentionMs,
-          () => open.delete(key),
+          () => {
+            open.delete(key);
+            byFence.delete(id(ctx.storageKey, ctx.fence));
+          },
         );
+        byFence.set(id(ctx.storageKey, ctx.fence), key);
         tx = current;
         await current.begin(begin);
         open.set(key, current);

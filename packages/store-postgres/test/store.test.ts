@@ -299,6 +299,18 @@ describe('bad input is refused before anything is sent', () => {
       expect(() => createPostgresStore({ pool: counted, maxOutcomeBytes: 0 })).toThrow(
         InvalidInputError,
       );
+      // Past 2^31 - 1 ms a timer fires at once: every call would time out.
+      expect(() => createPostgresStore({ pool: counted, statementTimeoutMs: 2 ** 31 })).toThrow(
+        InvalidInputError,
+      );
+      await expect(
+        store.completeIn(counted, {
+          key: ok.key,
+          owner: ok.owner,
+          outcome: new Uint8Array(),
+          retentionMs: HOUR,
+        }),
+      ).rejects.toBeInstanceOf(InvalidInputError);
       const small = createPostgresStore({ pool: counted, table, maxOutcomeBytes: 4 });
       await expect(
         small.complete({
