@@ -28,6 +28,23 @@ export function schemaObjects(name: TableName): SchemaObjects {
 }
 
 /**
+ * The start of every owner-checked function: the record under its row lock, the database
+ * clock read after the lock, and `refused` returned when there is no record, it expired, or
+ * another owner holds it (or `extra` holds).
+ */
+function lockOwnRecord(o: SchemaObjects, refused: string, extra = ''): string {
+  return `  SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN ${refused};
+  END IF;
+  v_now := ${NOW_MS};
+  IF v_now >= r.expires_at OR r.owner <> p_owner${extra} THEN
+    RETURN ${refused};
+  END IF;
+`;
+}
+
+/**
  * The whole schema for one table: the table, the index that keeps the cleanup of expired
  * records cheap, and the four functions that make acquire, complete, release and extend one
  * statement each. Idempotent (`IF NOT EXISTS`, `CREATE OR REPLACE`), and serialised by an
@@ -149,15 +166,7 @@ DECLARE
   r ${o.table}%ROWTYPE;
   v_now bigint;
 BEGIN
-  SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE;
-  IF NOT FOUND THEN
-    RETURN false;
-  END IF;
-  v_now := ${NOW_MS};
-  IF v_now >= r.expires_at OR r.owner <> p_owner THEN
-    RETURN false;
-  END IF;
-  IF r.status = 'in_progress' THEN
+${lockOwnRecord(o, 'false')}  IF r.status = 'in_progress' THEN
     UPDATE ${o.table} SET status = 'completed', outcome = p_outcome,
       expires_at = least(v_now + p_retention_ms, ${MAX_DEADLINE})
     WHERE key = p_key;
@@ -176,15 +185,7 @@ DECLARE
   r ${o.table}%ROWTYPE;
   v_now bigint;
 BEGIN
-  SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE;
-  IF NOT FOUND THEN
-    RETURN false;
-  END IF;
-  v_now := ${NOW_MS};
-  IF v_now >= r.expires_at OR r.owner <> p_owner THEN
-    RETURN false;
-  END IF;
-  IF r.status = 'in_progress' THEN
+${lockOwnRecord(o, 'false')}  IF r.status = 'in_progress' THEN
     UPDATE ${o.table} SET status = 'released', outcome = NULL,
       expires_at = least(v_now + p_retention_ms, ${MAX_DEADLINE})
     WHERE key = p_key;
@@ -205,15 +206,7 @@ DECLARE
   v_now bigint;
   v_lease bigint;
 BEGIN
-  SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE;
-  IF NOT FOUND THEN
-    RETURN NULL;
-  END IF;
-  v_now := ${NOW_MS};
-  IF v_now >= r.expires_at OR r.owner <> p_owner OR r.status <> 'in_progress' THEN
-    RETURN NULL;
-  END IF;
-  v_lease := least(v_now + p_lease_ms, ${MAX_DEADLINE});
+${lockOwnRecord(o, 'NULL', " OR r.status <> 'in_progress'")}  v_lease := least(v_now + p_lease_ms, ${MAX_DEADLINE});
   UPDATE ${o.table} SET lease_until = v_lease,
     expires_at = greatest(r.expires_at, least(v_lease + p_retention_ms, ${MAX_DEADLINE}))
   WHERE key = p_key;
