@@ -144,7 +144,7 @@ async function measure(op: Op, concurrency: number): Promise<{ rate: number; cpu
 
 const results = new Map<string, Array<{ rate: number; cpu: number }>>();
 const names = ['idem', 'raw'];
-for (const [operation, pair] of Object.entries(contenders)) {
+for (const pair of Object.values(contenders)) {
   for (const concurrency of concurrencies) await measure(pair.idem!, concurrency); // warm-up
   for (const concurrency of concurrencies) await measure(pair.raw!, concurrency);
 }

@@ -1,4 +1,4 @@
-import type { PostgresStore, Queryable } from '@idem/store-postgres';
+import type { Queryable } from '@idem/store-postgres';
 import { BILLING_KEY_LENGTH } from '../http/metering.js';
 import {
   type BillResult,
