@@ -1,7 +1,7 @@
-import { StoreUnavailableError } from '@idem/core';
+import { deriveStorageKey, StoreUnavailableError } from '@idem/core';
 import pg from 'pg';
 import { afterAll, describe, expect, inject, it } from 'vitest';
-import { createPostgresStore } from '../src/index.js';
+import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
 import { acquireInput, DATABASE_URL, HOUR, makePool, newKey, randomName, sleep } from './pg-env.js';
 import { startProxy } from './tcp-proxy.js';
 
@@ -167,6 +167,44 @@ describe('every call is bounded, and an outage ends by itself', () => {
     } finally {
       await holder.query('ROLLBACK').catch(() => {});
       holder.release();
+      await t.close();
+    }
+  });
+
+  it('a transaction whose connection falls silent before COMMIT: the call ends in bound, nothing commits, the key comes back', async () => {
+    const t = await behindProxy();
+    try {
+      const engine = createPostgresIdempotency<string>({
+        store: t.store,
+        heartbeatMs: false,
+        storeTimeoutMs: TIMEOUT * 2,
+        completionWaitMs: TIMEOUT * 4,
+      });
+      const scope = randomName('silent');
+      const started = performance.now();
+      const error = await engine
+        .execute({ key: 'k', scope }, async ({ tx }) => {
+          await tx.query('SELECT 1');
+          t.proxy.mode = 'silent';
+          return 'never committed';
+        })
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      // The completion and the settling behind it time out: the caller is answered within
+      // completionWaitMs (plus slack), while core keeps settling in the background.
+      expect((error as { code?: string }).code).toBe('STORE_UNAVAILABLE');
+      expect(performance.now() - started).toBeLessThan(TIMEOUT * 4 + SLACK + TIMEOUT);
+      t.proxy.mode = 'pass';
+      // The background settling finds the record still in progress: it releases the key.
+      expect(await engine.drain(10_000)).toBe(0);
+      const record = await t.store.get(deriveStorageKey(scope, 'k'));
+      expect(record?.status).toBe('released');
+      expect((await engine.execute({ key: 'k', scope }, async () => 'second')).value).toBe(
+        'second',
+      );
+    } finally {
       await t.close();
     }
   });
