@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine: pnpm, the dependencies, and (for the
-# tests) a running Redis and the DynamoDB Local download. Safe to run again.
+# tests) a running Redis, a running PostgreSQL and the DynamoDB Local download. Safe to run
+# again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +29,5 @@ if [ "${1:-}" = "--services" ]; then
     for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
   fi
   if [ -f scripts/dynamodb-local.mjs ]; then node scripts/dynamodb-local.mjs fetch; fi
+  bash scripts/postgres-local.sh
 fi

@@ -10,6 +10,7 @@ import { createMemoryLedger, type Ledger } from './ledger/ledger.js';
 import { createRedisLedger } from './ledger/redis-ledger.js';
 import { callWithin } from './stores/bounded-call.js';
 import { createDynamoDbClient } from './stores/dynamodb-connection.js';
+import { openPostgresBackend } from './stores/postgres-connection.js';
 import { connectRedis } from './stores/redis-connection.js';
 import { durabilityWarning, redisDurability } from './stores/redis-durability.js';
 
@@ -75,6 +76,18 @@ export async function openBackend(
       ping: async () => undefined,
       close: () => store.close(),
     };
+  }
+  if (config.kind === 'postgres') {
+    try {
+      return await openPostgresBackend(config.url, prefix, timeoutMs);
+    } catch (error) {
+      throw new BackendError(
+        `PostgreSQL at ${redact(config.url)} is not usable: ${messageOf(error)}`,
+        {
+          cause: error,
+        },
+      );
+    }
   }
   if (config.kind === 'redis') {
     let client: Awaited<ReturnType<typeof connectRedis>>;

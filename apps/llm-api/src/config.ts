@@ -15,7 +15,8 @@ export type StoreConfig =
       maxBytes?: number;
     }
   | { kind: 'redis'; url: string }
-  | { kind: 'dynamodb'; table: string; endpoint: string | undefined; region: string };
+  | { kind: 'dynamodb'; table: string; endpoint: string | undefined; region: string }
+  | { kind: 'postgres'; url: string };
 
 /** Which model answers. */
 export type ModelConfig =
@@ -122,8 +123,15 @@ export function parseConfig(env: Env): Config {
     ...(maxEntries === undefined ? {} : { maxEntries }),
     ...(maxOutcomeBytes === undefined ? {} : { maxOutcomeBytes }),
   };
-  if (get('REDIS_URL') !== undefined && table !== undefined) {
-    problems.push('REDIS_URL and DYNAMODB_TABLE are both set; choose one store');
+  const databaseUrl = url('DATABASE_URL', ['postgres:', 'postgresql:']);
+  const chosen = ['REDIS_URL', 'DYNAMODB_TABLE', 'DATABASE_URL'].filter(
+    (n) => get(n) !== undefined,
+  );
+  if (chosen.length > 1) {
+    const all = chosen.length === 2 ? 'both' : 'all';
+    problems.push(`${chosen.join(' and ')} are ${all} set; choose one store`);
+  } else if (databaseUrl !== undefined) {
+    store = { kind: 'postgres', url: databaseUrl };
   } else if (redisUrl !== undefined) {
     store = { kind: 'redis', url: redisUrl };
   } else if (table !== undefined) {
@@ -186,8 +194,8 @@ export function describeConfig(config: Config): string {
   const store =
     config.store.kind === 'memory'
       ? 'memory'
-      : config.store.kind === 'redis'
-        ? `redis ${redactUrl(config.store.url)}`
+      : config.store.kind === 'redis' || config.store.kind === 'postgres'
+        ? `${config.store.kind} ${redactUrl(config.store.url)}`
         : `dynamodb table ${config.store.table}${config.store.endpoint ? ` at ${config.store.endpoint}` : ''}`;
   const model =
     config.model.kind === 'local'

@@ -37,6 +37,26 @@ describe('parseConfig', () => {
     expect(describeConfig(config)).not.toContain('secret');
   });
 
+  it('chooses PostgreSQL with DATABASE_URL, hides its password, and refuses a second store', () => {
+    const config = parseConfig({ DATABASE_URL: 'postgres://app:secret@db:5432/shop' });
+    expect(config.store).toEqual({ kind: 'postgres', url: 'postgres://app:secret@db:5432/shop' });
+    expect(describeConfig(config)).toContain('store: postgres postgres://app:***@db:5432/shop');
+    expect(parseConfig({ DATABASE_URL: 'postgresql://db/shop' }).store.kind).toBe('postgres');
+    expect(problemsOf({ DATABASE_URL: 'mysql://db/shop' })).toEqual([
+      'DATABASE_URL must use postgres:// or postgresql://, not mysql://',
+    ]);
+    expect(problemsOf({ DATABASE_URL: 'postgres://db/x', REDIS_URL: 'redis://x' })).toEqual([
+      'REDIS_URL and DATABASE_URL are both set; choose one store',
+    ]);
+    expect(
+      problemsOf({
+        DATABASE_URL: 'postgres://db/x',
+        REDIS_URL: 'redis://x',
+        DYNAMODB_TABLE: 'records',
+      }),
+    ).toEqual(['REDIS_URL and DYNAMODB_TABLE and DATABASE_URL are all set; choose one store']);
+  });
+
   it('chooses DynamoDB with DYNAMODB_TABLE, with an optional endpoint and region', () => {
     expect(
       parseConfig({
@@ -160,7 +180,14 @@ describe('the server entry point', () => {
   const run = (env: Record<string, string>) =>
     spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       cwd: appDir,
-      env: { ...process.env, REDIS_URL: '', DYNAMODB_TABLE: '', UPSTREAM_URL: '', ...env },
+      env: {
+        ...process.env,
+        REDIS_URL: '',
+        DYNAMODB_TABLE: '',
+        DATABASE_URL: '',
+        UPSTREAM_URL: '',
+        ...env,
+      },
       encoding: 'utf8',
       timeout: 20_000,
     });

@@ -1,4 +1,5 @@
 import { generateKey } from '@idem/core';
+import { deleteDemoRows } from '../stores/postgres-cleanup.js';
 import { connectRedis } from '../stores/redis-connection.js';
 import { type FaultProxy, startFaultProxy } from './fault-proxy.js';
 import { type ClientCounters, Harness, type ServerCounters } from './harness.js';
@@ -24,6 +25,8 @@ import { type Row, renderTable } from './table.js';
  */
 async function main(): Promise<number> {
   const redisUrl = process.env.REDIS_URL?.trim() || undefined;
+  // PostgreSQL when DATABASE_URL is given (and REDIS_URL is not).
+  const databaseUrl = redisUrl ? undefined : process.env.DATABASE_URL?.trim() || undefined;
   const env: Record<string, string> = {
     IDEM_KEY_PREFIX: `llm-demo:${generateKey().slice(0, 8)}:`,
     MODEL_CHUNK_DELAY_MS: '10',
@@ -36,12 +39,17 @@ async function main(): Promise<number> {
   env.UPSTREAM_API_KEY = '';
   if (redisUrl) env.REDIS_URL = redisUrl;
   else env.REDIS_URL = '';
+  env.DATABASE_URL = databaseUrl ?? '';
 
   const started = performance.now();
   let server: ServerProcess = await startServerProcess(env);
   const proxy: FaultProxy = await startFaultProxy(server.url);
   const h = new Harness(proxy.url, server.url);
-  const store = redisUrl ? `Redis (${redisUrl})` : 'memory';
+  const store = redisUrl
+    ? `Redis (${redisUrl})`
+    : databaseUrl
+      ? `PostgreSQL (${databaseUrl.replace(/:[^:@/]*@/, ':***@')})`
+      : 'memory';
   console.log(
     `llm-api demo: server ${server.url} on the ${store} store, fault proxy ${proxy.url}\n`,
   );
@@ -86,7 +94,7 @@ async function main(): Promise<number> {
     ]) {
       await scenario(s);
     }
-    if (redisUrl) {
+    if (redisUrl || databaseUrl) {
       await measure('server restarted mid-request', async () => {
         const result = await restartMidRequest(h, proxy, server, env);
         server = result.server;
@@ -105,6 +113,7 @@ async function main(): Promise<number> {
     if (process.env.DEMO_SERVER_LOG) console.log(server.output());
     if (code !== 0) console.error(`The server exited with ${code}:\n${server.output()}`);
     if (redisUrl) await deleteDemoKeys(redisUrl, env.IDEM_KEY_PREFIX as string);
+    if (databaseUrl) await deleteDemoRows(databaseUrl, env.IDEM_KEY_PREFIX as string);
   }
   const final = rows.reduce(
     (t, r) => ({
@@ -167,7 +176,7 @@ function sameSet(a: readonly string[], b: ReadonlySet<string>): boolean {
 }
 
 /**
- * Redis only: a request stalls on the model while the server gets SIGTERM. The server stops
+ * Redis or PostgreSQL only: a request stalls on the model while the server gets SIGTERM. The server stops
  * taking requests, finishes the one in flight (billing it and recording its outcome) and
  * exits; a second request sent meanwhile is refused and retried by the client until the new
  * server is up. Returns the new server.
@@ -218,7 +227,7 @@ async function restartMidRequest(
   if (code !== 0) throw new Error(`The old server exited with ${code}:\n${old.output()}`);
   return {
     server,
-    note: `restart: the old server got SIGTERM with a request in flight, finished it and exited ${code}; the new server (${server.url}) replays everything from Redis.`,
+    note: `restart: the old server got SIGTERM with a request in flight, finished it and exited ${code}; the new server (${server.url}) replays everything from ${env.DATABASE_URL ? 'PostgreSQL' : 'Redis'}.`,
   };
 }
 

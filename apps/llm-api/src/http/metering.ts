@@ -22,8 +22,20 @@ export function billingTarget(
 ): BillingTarget {
   if (!context)
     return { messageId: `${prefix}${crypto.randomUUID().replaceAll('-', '')}`, fence: 0 };
-  return { messageId: `${prefix}${context.storageKey.slice(0, 32)}`, fence: context.fence };
+  return { messageId: `${prefix}${billingKeyOf(context.storageKey)}`, fence: context.fence };
 }
+
+/**
+ * The part of a keyed request's message id that comes from its storage key: the id's last
+ * {@link BILLING_KEY_LENGTH} characters. A ledger that bills in the completion's transaction
+ * (PostgreSQL) finds the bill of a completing execution by it.
+ */
+export function billingKeyOf(storageKey: string): string {
+  return storageKey.slice(0, BILLING_KEY_LENGTH);
+}
+
+/** Length of {@link billingKeyOf}. */
+export const BILLING_KEY_LENGTH = 32;
 
 /**
  * The key forwarded to an upstream model: derived from the storage key (itself derived from

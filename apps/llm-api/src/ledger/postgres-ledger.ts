@@ -1,0 +1,135 @@
+import type { Queryable } from '@idem/store-postgres';
+import { BILLING_KEY_LENGTH } from '../http/metering.js';
+import {
+  type BillResult,
+  type Ledger,
+  type LedgerEntry,
+  StaleFenceError,
+  type StatName,
+  zeroStats,
+} from './ledger.js';
+
+/** The ledger's tables (in the same database as the idempotency records). */
+export const LEDGER_TABLE = 'llm_api_ledger';
+export const STATS_TABLE = 'llm_api_stats';
+
+/** Creates the ledger's tables when missing; safe to run again. */
+export const LEDGER_SCHEMA = `
+CREATE TABLE IF NOT EXISTS ${LEDGER_TABLE} (
+  message_id text COLLATE "C" PRIMARY KEY, -- IDEM_KEY_PREFIX + the message id
+  fence      bigint NOT NULL,
+  billed_at  bigint NOT NULL,
+  entry      jsonb  NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ${STATS_TABLE} (
+  name text COLLATE "C" PRIMARY KEY, -- IDEM_KEY_PREFIX + the counter's name
+  n    bigint NOT NULL
+);`;
+
+// One statement: insert, or replace a lower fence; answers what it did and the fence found.
+const BILL_SQL = `
+WITH written AS (
+  INSERT INTO ${LEDGER_TABLE} AS l (message_id, fence, billed_at, entry) VALUES ($1, $2, $3, $4)
+  ON CONFLICT (message_id) DO UPDATE SET fence = EXCLUDED.fence, billed_at = EXCLUDED.billed_at,
+    entry = EXCLUDED.entry
+  WHERE l.fence < EXCLUDED.fence
+  RETURNING (xmax = 0) AS inserted
+)
+SELECT (SELECT inserted FROM written) AS inserted,
+       (SELECT fence FROM ${LEDGER_TABLE} WHERE message_id = $1) AS current`;
+
+/** Most bills staged at once (executions between their bill and their completion). */
+const MAX_STAGED = 10_000;
+
+/**
+ * The token ledger in PostgreSQL, billed **in the same transaction as the completion** of
+ * the request's idempotency record.
+ *
+ * A keyed request's bill (fence >= 1) is not written when the model finishes: it is staged
+ * in this process, and written by the transaction that completes the request's record (see
+ * {@link completingWithBills}): the answer is recorded and billed together, or neither. An
+ * execution that loses its lease cannot complete, so its bill never lands; a released
+ * execution's bill is dropped, and its retry bills. A request without a key (fence 0) has
+ * no record: its bill is written at once. Counters are plain upserts.
+ */
+export interface PostgresLedger extends Ledger {
+  /** The staged bill of the execution completing `storageKey`, if any. */
+  staged(storageKey: string): LedgerEntry | undefined;
+  /** Forgets a staged bill (written, or its execution gave the key up). */
+  unstage(storageKey: string, entry?: LedgerEntry): void;
+  /** Writes `entry` through `client` (inside the completion's transaction). */
+  billOn(client: Queryable, entry: LedgerEntry): Promise<BillResult>;
+}
+
+export function createPostgresLedger(pool: Queryable, prefix: string): PostgresLedger {
+  const pending = new Map<string, LedgerEntry>();
+  const slot = (messageId: string) => messageId.slice(-BILLING_KEY_LENGTH);
+
+  async function billOn(client: Queryable, entry: LedgerEntry): Promise<BillResult> {
+    const { rows } = await client.query<{ inserted: boolean | null; current: string | null }>({
+      text: BILL_SQL,
+      values: [`${prefix}${entry.messageId}`, entry.fence, entry.billedAt, JSON.stringify(entry)],
+    });
+    const { inserted, current } = rows[0] ?? { inserted: null, current: null };
+    if (inserted === true) return 'billed';
+    if (inserted === false) return 'replaced';
+    if (current !== null && Number(current) > entry.fence)
+      throw new StaleFenceError(entry.messageId, entry.fence, Number(current));
+    return 'duplicate';
+  }
+
+  return {
+    billOn,
+    staged: (storageKey) => pending.get(storageKey.slice(0, BILLING_KEY_LENGTH)),
+    unstage(storageKey, entry) {
+      const key = storageKey.slice(0, BILLING_KEY_LENGTH);
+      if (entry === undefined || pending.get(key) === entry) pending.delete(key);
+    },
+
+    async bill(entry) {
+      if (entry.fence === 0) return billOn(pool, entry);
+      const key = slot(entry.messageId);
+      const current = pending.get(key);
+      if (current && current.fence > entry.fence)
+        throw new StaleFenceError(entry.messageId, entry.fence, current.fence);
+      if (current && current.fence === entry.fence) return 'duplicate';
+      pending.delete(key);
+      pending.set(key, { ...entry });
+      // Bounded: an execution that never completes (its process lost the store for good)
+      // leaves its bill staged; the oldest go first.
+      for (const oldest of pending.keys()) {
+        if (pending.size <= MAX_STAGED) break;
+        pending.delete(oldest);
+      }
+      return current ? 'replaced' : 'billed';
+    },
+
+    async entries() {
+      const { rows } = await pool.query<{ entry: LedgerEntry }>({
+        text: `SELECT entry FROM ${LEDGER_TABLE} WHERE starts_with(message_id, $1) ORDER BY billed_at`,
+        values: [prefix],
+      });
+      return rows.map((r) => r.entry);
+    },
+
+    async count(name: StatName) {
+      await pool.query({
+        text: `INSERT INTO ${STATS_TABLE} AS s (name, n) VALUES ($1, 1) ON CONFLICT (name) DO UPDATE SET n = s.n + 1`,
+        values: [`${prefix}${name}`],
+      });
+    },
+
+    async stats() {
+      const { rows } = await pool.query<{ name: string; n: string }>({
+        text: `SELECT name, n FROM ${STATS_TABLE} WHERE starts_with(name, $1)`,
+        values: [prefix],
+      });
+      const stats = zeroStats();
+      for (const row of rows) {
+        const name = row.name.slice(prefix.length) as StatName;
+        if (name in stats) stats[name] = Number(row.n);
+      }
+      return stats;
+    },
+  };
+}

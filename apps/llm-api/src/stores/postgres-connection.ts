@@ -1,0 +1,114 @@
+import type { IdempotencyStore, OwnerWriteResult } from '@idem/core';
+import {
+  createPostgresStore,
+  type PostgresStore,
+  recommendedPoolConfig,
+} from '@idem/store-postgres';
+import pg from 'pg';
+import type { Backend } from '../backend.js';
+import { boundLedger } from '../ledger/bounded-ledger.js';
+import {
+  createPostgresLedger,
+  LEDGER_SCHEMA,
+  type PostgresLedger,
+} from '../ledger/postgres-ledger.js';
+import { callWithin } from './bounded-call.js';
+
+/** The records table in the database (the ledger's tables sit beside it). */
+export const RECORDS_TABLE = 'llm_api_idem_records';
+
+/**
+ * The store with every keyed completion written in one transaction with its staged bill
+ * (see `PostgresLedger`): `BEGIN`, the owner-checked completion, the bill, `COMMIT`. When
+ * the transaction fails or its `COMMIT` answer is lost, the error is a
+ * `StoreUnavailableError` and core repeats the completion: the repeat is a new transaction
+ * whose completion is recognised as the same call if the first one committed (same owner,
+ * same bytes) and whose bill is then a duplicate (same fence), so retrying is always safe.
+ */
+export function completingWithBills(
+  store: PostgresStore,
+  pool: pg.Pool,
+  ledger: PostgresLedger,
+): IdempotencyStore {
+  return {
+    capabilities: store.capabilities,
+    acquire: (input) => store.acquire(input),
+    extend: (input) => store.extend(input),
+    get: (key) => store.get(key),
+    async release(input) {
+      const result = await store.release(input);
+      if (result.ok) ledger.unstage(input.key);
+      return result;
+    },
+    async complete(input): Promise<OwnerWriteResult> {
+      const bill = ledger.staged(input.key);
+      if (!bill) return store.complete(input);
+      const client = await pool.connect();
+      let failure: Error | undefined;
+      try {
+        await client.query('BEGIN');
+        const written = await store.completeIn(client, input);
+        if (!written.ok) {
+          // Another execution owns the key: its own completion carries its own bill.
+          await client.query('ROLLBACK');
+          return written;
+        }
+        await ledger.billOn(client, bill);
+        await client.query('COMMIT');
+        ledger.unstage(input.key, bill);
+        return written;
+      } catch (error) {
+        failure = error instanceof Error ? error : new Error(String(error));
+        throw error;
+      } finally {
+        // A connection whose transaction failed is dropped: it ends on the server.
+        client.release(failure);
+      }
+    },
+  };
+}
+
+/**
+ * Opens the PostgreSQL backend: a pool with bounded calls (`recommendedPoolConfig`), the
+ * records table (`ensureSchema`) and the ledger's tables, checked at start; the ledger
+ * billed in the completion's transaction. The pool replaces broken connections for the life
+ * of the process.
+ */
+export async function openPostgresBackend(
+  url: string,
+  prefix: string,
+  timeoutMs: number,
+): Promise<Backend> {
+  const pool = new pg.Pool({
+    connectionString: url,
+    ...recommendedPoolConfig({ statementTimeoutMs: timeoutMs }),
+    application_name: 'llm-api',
+  });
+  // An idle connection that broke is reported here; the pool replaces it.
+  pool.on('error', () => undefined);
+  const store = createPostgresStore({
+    pool,
+    table: RECORDS_TABLE,
+    keyPrefix: `${prefix}idem:`,
+    statementTimeoutMs: timeoutMs,
+  });
+  try {
+    await store.ensureSchema();
+    await callWithin('ledger schema', Math.max(timeoutMs, 30_000), () => pool.query(LEDGER_SCHEMA));
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    throw error;
+  }
+  const ledger = createPostgresLedger(pool, prefix);
+  return {
+    kind: 'postgres',
+    store: completingWithBills(store, pool, ledger),
+    ledger: boundLedger(ledger, timeoutMs),
+    ping: async () => {
+      await callWithin('ping', timeoutMs, () => pool.query('SELECT 1'));
+    },
+    close: async () => {
+      await pool.end().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,161 @@
+import { randomBytes } from 'node:crypto';
+import { createIdempotency } from '@idem/core';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Backend, openBackend } from '../src/backend.js';
+import { billingKeyOf } from '../src/http/metering.js';
+import type { LedgerEntry } from '../src/ledger/ledger.js';
+import { deleteDemoRows } from '../src/stores/postgres-cleanup.js';
+
+const DATABASE_URL = process.env.DATABASE_URL?.trim() || 'postgres://postgres@127.0.0.1:5432/test';
+const prefix = `llm-test:${randomBytes(4).toString('hex')}:`;
+let backend: Backend;
+const raw = new pg.Pool({ connectionString: DATABASE_URL, max: 2 });
+
+beforeAll(async () => {
+  try {
+    backend = await openBackend({ kind: 'postgres', url: DATABASE_URL }, prefix, {
+      timeoutMs: 2_000,
+    });
+  } catch (error) {
+    throw new Error(
+      `These tests need PostgreSQL at ${DATABASE_URL} (${(error as Error).message}): run bash scripts/bootstrap.sh --services, or set DATABASE_URL`,
+    );
+  }
+});
+afterAll(async () => {
+  await deleteDemoRows(DATABASE_URL, prefix).catch(() => undefined);
+  await backend?.close();
+  await raw.end();
+});
+
+const bill = (storageKey: string, fence: number): LedgerEntry => ({
+  messageId: `msg_${billingKeyOf(storageKey)}`,
+  model: 'local-1',
+  promptTokens: 3,
+  completionTokens: 4,
+  totalTokens: 7,
+  fence,
+  billedAt: Date.now(),
+});
+const billed = async () => (await backend.ledger.entries()).map((e) => [e.messageId, e.fence]);
+const outcome = new Uint8Array([1, 2, 3]);
+const HOUR = 3_600_000;
+
+describe('PostgreSQL backend: the bill commits with the completion', () => {
+  it('a keyed bill is written by the completion, not before', async () => {
+    const key = randomBytes(32).toString('hex');
+    const owner = 'owner-a';
+    await backend.store.acquire({
+      key,
+      owner,
+      fingerprint: '',
+      leaseMs: 30_000,
+      retentionMs: HOUR,
+    });
+    expect(await backend.ledger.bill(bill(key, 1))).toBe('billed');
+    expect(await billed()).not.toContainEqual([`msg_${billingKeyOf(key)}`, 1]);
+    expect(await backend.store.complete({ key, owner, outcome, retentionMs: HOUR })).toEqual({
+      ok: true,
+    });
+    expect(await billed()).toContainEqual([`msg_${billingKeyOf(key)}`, 1]);
+    expect((await backend.store.get(key))?.status).toBe('completed');
+  });
+
+  it('an execution that lost its lease neither completes nor bills; the new owner bills once', async () => {
+    const key = randomBytes(32).toString('hex');
+    await backend.store.acquire({
+      key,
+      owner: 'stale',
+      fingerprint: '',
+      leaseMs: 50,
+      retentionMs: HOUR,
+    });
+    await backend.ledger.bill(bill(key, 1));
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    const taken = await backend.store.acquire({
+      key,
+      owner: 'new',
+      fingerprint: '',
+      leaseMs: 30_000,
+      retentionMs: HOUR,
+    });
+    expect(taken).toMatchObject({ kind: 'acquired', fence: 2, takeover: true });
+    expect(await backend.ledger.bill(bill(key, 2))).toBe('replaced');
+    expect(
+      await backend.store.complete({ key, owner: 'stale', outcome, retentionMs: HOUR }),
+    ).toEqual({
+      ok: false,
+      reason: 'not_owner',
+    });
+    expect(await billed()).not.toContainEqual([`msg_${billingKeyOf(key)}`, 1]);
+    expect(await backend.store.complete({ key, owner: 'new', outcome, retentionMs: HOUR })).toEqual(
+      { ok: true },
+    );
+    expect((await billed()).filter(([id]) => id === `msg_${billingKeyOf(key)}`)).toEqual([
+      [`msg_${billingKeyOf(key)}`, 2],
+    ]);
+  });
+
+  it('a released execution is not billed', async () => {
+    const key = randomBytes(32).toString('hex');
+    await backend.store.acquire({
+      key,
+      owner: 'o',
+      fingerprint: '',
+      leaseMs: 30_000,
+      retentionMs: HOUR,
+    });
+    await backend.ledger.bill(bill(key, 1));
+    expect(await backend.store.release({ key, owner: 'o', retentionMs: HOUR })).toEqual({
+      ok: true,
+    });
+    expect(await billed()).not.toContainEqual([`msg_${billingKeyOf(key)}`, 1]);
+  });
+
+  it('a completion whose connection is killed mid-transaction records and bills nothing; core retries it, once', async () => {
+    const idem = createIdempotency<string>({
+      store: backend.store,
+      heartbeatMs: false,
+      completionWaitMs: 10_000,
+    });
+    const scope = randomBytes(4).toString('hex');
+    const blocker = await raw.connect();
+    let storageKey = '';
+    try {
+      const running = idem.execute({ key: 'k', scope }, async (ctx) => {
+        storageKey = ctx.storageKey;
+        // Another transaction holds the ledger row this bill will write: the completion's
+        // transaction waits there, after its completion statement, until we kill it.
+        await blocker.query('BEGIN');
+        await blocker.query(
+          `INSERT INTO llm_api_ledger (message_id, fence, billed_at, entry) VALUES ($1, 0, 0, '{}')`,
+          [`${prefix}msg_${billingKeyOf(ctx.storageKey)}`],
+        );
+        await backend.ledger.bill(bill(ctx.storageKey, ctx.fence));
+        return 'answer';
+      });
+      let killed = 0;
+      for (let i = 0; i < 200 && killed === 0; i++) {
+        const { rowCount } = await raw.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'llm-api' AND wait_event_type = 'Lock'`,
+        );
+        killed = rowCount ?? 0;
+        if (killed === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      expect(killed, 'the completion transaction was caught and killed').toBe(1);
+      // Killed: nothing of it is there, neither the record's completion nor the bill.
+      expect((await backend.store.get(storageKey))?.status).toBe('in_progress');
+      await blocker.query('ROLLBACK');
+      // Core retries the completion: a new transaction completes and bills, once.
+      expect(await running).toEqual({ value: 'answer', replayed: false });
+    } finally {
+      await blocker.query('ROLLBACK').catch(() => undefined);
+      blocker.release();
+    }
+    expect((await billed()).filter(([id]) => id === `msg_${billingKeyOf(storageKey)}`)).toEqual([
+      [`msg_${billingKeyOf(storageKey)}`, 1],
+    ]);
+    expect((await backend.store.get(storageKey))?.status).toBe('completed');
+  });
+});

@@ -1,0 +1,279 @@
+import { createHash } from 'node:crypto';
+import {
+  type AcquireInput,
+  type AcquireResult,
+  type CompleteInput,
+  type ExtendInput,
+  InvalidInputError,
+  OutcomeTooLargeError,
+  type OwnerWriteResult,
+  type RecordStatus,
+  type ReleaseInput,
+  type StoreCapabilities,
+  type StoredRecord,
+} from '@idem/core';
+import {
+  checkFingerprint,
+  checkKey,
+  checkKeyPrefix,
+  checkOwner,
+  duration,
+  positiveMs,
+} from './input-checks.js';
+import type { PostgresStore, PostgresStoreOptions } from './options.js';
+import { type Queryable, runStatement } from './pg-call.js';
+import { NOW_MS, schemaObjects, schemaSql } from './schema-sql.js';
+import { parseTableName } from './table-name.js';
+
+const DEFAULT_MAX_OUTCOME_BYTES = 16 * 1024 * 1024;
+const DEFAULT_STATEMENT_TIMEOUT_MS = 2_000;
+const DEFAULT_GRACE_MS = 86_400_000;
+const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
+const OK: OwnerWriteResult = { ok: true };
+
+/** A row as node-postgres returns it: `bigint` columns arrive as decimal strings. */
+interface RecordRow {
+  status: RecordStatus;
+  fingerprint: string;
+  owner: string;
+  fence: string;
+  lease_until: string;
+  expires_at: string;
+  outcome: Buffer | null;
+}
+
+interface AcquireRow {
+  o_acquired: boolean;
+  o_takeover: boolean;
+  o_now: string;
+  o_status: RecordStatus;
+  o_fingerprint: string;
+  o_owner: string;
+  o_fence: string;
+  o_lease_until: string;
+  o_expires_at: string;
+  o_outcome: Buffer | null;
+}
+
+function toRecord(row: RecordRow): StoredRecord {
+  const record: StoredRecord = {
+    status: row.status,
+    fingerprint: row.fingerprint,
+    owner: row.owner,
+    fence: Number(row.fence),
+    leaseUntil: Number(row.lease_until),
+    expiresAt: Number(row.expires_at),
+  };
+  if (row.outcome) record.outcome = row.outcome;
+  return record;
+}
+
+/** The bytes of an outcome as a Buffer view (no copy): node-postgres sends Buffers as bytea. */
+function outcomeBuffer(outcome: unknown, maxOutcomeBytes: number): Buffer {
+  if (!(outcome instanceof Uint8Array))
+    throw new InvalidInputError('An outcome must be a Uint8Array');
+  if (outcome.length > maxOutcomeBytes)
+    throw new OutcomeTooLargeError(outcome.length, maxOutcomeBytes);
+  return Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
+}
+
+/**
+ * Creates an idempotency store on PostgreSQL through a node-postgres pool (or client) the
+ * caller owns.
+ *
+ * Each step is one statement, one round trip, atomic: acquire, complete, release and extend
+ * call a PL/pgSQL function of the store's schema (see `schemaSql`) that reads the record
+ * under its row lock and decides on the database clock (`clock_timestamp()`,
+ * `capabilities.clock = 'server'`); `get` is one `SELECT`. A replay or a conflict takes no
+ * lock and writes nothing. Outcomes are `bytea`, byte for byte. Records are kept after they
+ * expire (expiry is decided on every call, never by deletion), so fences keep growing over
+ * released, taken-over and expired records until `deleteExpired` removes them.
+ *
+ * A statement delivered twice answers what its first delivery would have (contract rule 7):
+ * an acquire that finds the caller's own in-progress record renews its lease and answers
+ * `acquired` with the same fence; a complete that finds the record completed by the same
+ * owner with the same bytes answers `{ ok: true }`; a release that finds its own tombstone
+ * answers `{ ok: true }`.
+ *
+ * Creates no table and sends nothing until called. Every driver failure is thrown as
+ * `StoreUnavailableError` with the driver's error as `cause`; every call is bounded by
+ * `statementTimeoutMs`.
+ */
+export function createPostgresStore(options: PostgresStoreOptions): PostgresStore {
+  const { pool } = options;
+  if (!pool || typeof (pool as { query?: unknown }).query !== 'function')
+    throw new InvalidInputError('createPostgresStore needs a pg Pool (or Client) as `pool`');
+  const name = parseTableName(options.table ?? 'idem_records');
+  const keyPrefix = checkKeyPrefix(options.keyPrefix ?? '');
+  const maxOutcomeBytes = options.maxOutcomeBytes ?? DEFAULT_MAX_OUTCOME_BYTES;
+  if (!(Number.isSafeInteger(maxOutcomeBytes) && maxOutcomeBytes > 0))
+    throw new InvalidInputError('maxOutcomeBytes must be a positive integer');
+  const timeoutMs = positiveMs(
+    'statementTimeoutMs',
+    options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS,
+  );
+  const prepared = options.preparedStatements ?? true;
+  const capabilities: StoreCapabilities = { clock: 'server', maxOutcomeBytes };
+  const o = schemaObjects(name);
+
+  const texts = {
+    acquire: `SELECT * FROM ${o.acquire}($1, $2, $3, $4, $5)`,
+    complete: `SELECT ${o.complete}($1, $2, $3, $4) AS ok`,
+    release: `SELECT ${o.release}($1, $2, $3) AS ok`,
+    extend: `SELECT ${o.extend}($1, $2, $3, $4) AS lease_until`,
+    get: `SELECT status, fingerprint, owner, fence, lease_until, expires_at, outcome FROM ${o.table} WHERE key = $1 AND expires_at > ${NOW_MS}`,
+    deleteExpired: `DELETE FROM ${o.table} WHERE key IN (SELECT key FROM ${o.table} WHERE expires_at < ${NOW_MS} - $1::bigint ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) AND expires_at < ${NOW_MS} - $1::bigint`,
+  };
+  // Named after their text, so two stores (two tables, two versions) never share a name.
+  const names = Object.fromEntries(
+    Object.entries(texts).map(([op, text]) => [
+      op,
+      `idem_${op}_${createHash('sha1').update(text).digest('hex').slice(0, 16)}`,
+    ]),
+  ) as Record<keyof typeof texts, string>;
+
+  function run<R extends object>(
+    operation: keyof typeof texts,
+    values: unknown[],
+    target: Queryable = pool,
+  ) {
+    const config = prepared
+      ? { name: names[operation], text: texts[operation], values }
+      : { text: texts[operation], values };
+    return runStatement<R & Record<string, unknown>>(target, operation, config, timeoutMs);
+  }
+
+  const rowKey = (storageKey: string): string => checkKey(keyPrefix + checkKey(storageKey));
+
+  async function complete(
+    input: CompleteInput,
+    target: Queryable | undefined,
+  ): Promise<OwnerWriteResult> {
+    const outcome = outcomeBuffer(input.outcome, maxOutcomeBytes);
+    const values = [
+      rowKey(input.key),
+      checkOwner(input.owner),
+      outcome,
+      duration('retentionMs', input.retentionMs),
+    ];
+    const { rows } = await run<{ ok: boolean }>('complete', values, target);
+    return rows[0]?.ok ? OK : NOT_OWNER;
+  }
+
+  return {
+    capabilities,
+    table: name.text,
+    pool,
+    statementTimeoutMs: timeoutMs,
+    rowKey,
+
+    async acquire(input: AcquireInput): Promise<AcquireResult> {
+      const values = [
+        rowKey(input.key),
+        checkFingerprint(input.fingerprint),
+        checkOwner(input.owner),
+        duration('leaseMs', input.leaseMs),
+        duration('retentionMs', input.retentionMs),
+      ];
+      const { rows } = await run<AcquireRow>('acquire', values);
+      const row = rows[0]!;
+      if (row.o_acquired) {
+        return {
+          kind: 'acquired',
+          fence: Number(row.o_fence),
+          leaseUntil: Number(row.o_lease_until),
+          takeover: row.o_takeover,
+        };
+      }
+      return {
+        kind: 'found',
+        now: Number(row.o_now),
+        record: toRecord({
+          status: row.o_status,
+          fingerprint: row.o_fingerprint,
+          owner: row.o_owner,
+          fence: row.o_fence,
+          lease_until: row.o_lease_until,
+          expires_at: row.o_expires_at,
+          outcome: row.o_outcome,
+        }),
+      };
+    },
+
+    complete: (input) => complete(input, undefined),
+
+    completeIn(client: Queryable, input: CompleteInput): Promise<OwnerWriteResult> {
+      if (!client || typeof (client as { query?: unknown }).query !== 'function')
+        return Promise.reject(new InvalidInputError('completeIn needs a pg client'));
+      // A pool sends each statement on whichever connection is free: never a transaction.
+      if (typeof (client as { totalCount?: unknown }).totalCount === 'number')
+        return Promise.reject(
+          new InvalidInputError('completeIn needs the client of a transaction, not a pool'),
+        );
+      // node-postgres keeps the status of the last ReadyForQuery: 'I' idle, 'T' in a
+      // transaction block, 'E' in a failed one. (Older versions lack it: not checked there.)
+      const status = (
+        client as { getTransactionStatus?: () => string | null }
+      ).getTransactionStatus?.();
+      if (status === 'I' || status === 'E')
+        return Promise.reject(
+          new InvalidInputError(
+            status === 'I'
+              ? 'completeIn needs a client inside a transaction block (send BEGIN first); nothing was written'
+              : 'completeIn was given a client whose transaction has failed; roll it back',
+          ),
+        );
+      return complete(input, client);
+    },
+
+    async release(input: ReleaseInput): Promise<OwnerWriteResult> {
+      const values = [
+        rowKey(input.key),
+        checkOwner(input.owner),
+        duration('retentionMs', input.retentionMs),
+      ];
+      const { rows } = await run<{ ok: boolean }>('release', values);
+      return rows[0]?.ok ? OK : NOT_OWNER;
+    },
+
+    async extend(input: ExtendInput): Promise<OwnerWriteResult> {
+      const values = [
+        rowKey(input.key),
+        checkOwner(input.owner),
+        duration('leaseMs', input.leaseMs),
+        duration('retentionMs', input.retentionMs),
+      ];
+      const { rows } = await run<{ lease_until: string | null }>('extend', values);
+      const leaseUntil = rows[0]?.lease_until;
+      return leaseUntil == null ? NOT_OWNER : { ok: true, leaseUntil: Number(leaseUntil) };
+    },
+
+    async get(key: string): Promise<StoredRecord | undefined> {
+      const { rows } = await run<RecordRow>('get', [rowKey(key)]);
+      return rows[0] ? toRecord(rows[0]) : undefined;
+    },
+
+    async ensureSchema(): Promise<void> {
+      // Several statements in one simple query: one implicit transaction, under the lock.
+      await runStatement(
+        pool,
+        'ensureSchema',
+        { text: schemaSql(name) },
+        Math.max(timeoutMs, 30_000),
+      );
+    },
+
+    async deleteExpired(deleteOptions = {}): Promise<number> {
+      const grace = duration('graceMs', deleteOptions.graceMs ?? DEFAULT_GRACE_MS);
+      const limit = deleteOptions.limit ?? 1_000;
+      if (!(Number.isSafeInteger(limit) && limit > 0))
+        throw new InvalidInputError('limit must be a positive integer');
+      const result = await run('deleteExpired', [grace, limit]);
+      return result.rowCount ?? 0;
+    },
+
+    async close(): Promise<void> {
+      // Nothing to free: the pool belongs to the caller.
+    },
+  };
+}

@@ -1,0 +1,217 @@
+import type { TableName } from './table-name.js';
+
+/** Largest deadline the store writes: 2^53 - 1 ms, so every deadline reads back exactly in JS. */
+export const MAX_DEADLINE = '9007199254740991';
+
+/** The database clock in epoch milliseconds (the time now, not the transaction's start). */
+export const NOW_MS = 'floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint';
+
+/** Names of the objects a table's schema consists of. */
+export interface SchemaObjects {
+  table: string;
+  expiresIndex: string;
+  acquire: string;
+  complete: string;
+  release: string;
+  extend: string;
+}
+
+export function schemaObjects(name: TableName): SchemaObjects {
+  return {
+    table: name.sql,
+    expiresIndex: `"${name.table}_expires_at"`,
+    acquire: name.sibling('_acquire'),
+    complete: name.sibling('_complete'),
+    release: name.sibling('_release'),
+    extend: name.sibling('_extend'),
+  };
+}
+
+/**
+ * The start of every owner-checked function: the record under its row lock, the database
+ * clock read after the lock, and `refused` returned when there is no record, it expired, or
+ * another owner holds it (or `extra` holds).
+ */
+function lockOwnRecord(o: SchemaObjects, refused: string, extra = ''): string {
+  return `  SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN ${refused};
+  END IF;
+  v_now := ${NOW_MS};
+  IF v_now >= r.expires_at OR r.owner <> p_owner${extra} THEN
+    RETURN ${refused};
+  END IF;
+`;
+}
+
+/**
+ * The whole schema for one table: the table, the index that keeps the cleanup of expired
+ * records cheap, and the four functions that make acquire, complete, release and extend one
+ * statement each. Idempotent (`IF NOT EXISTS`, `CREATE OR REPLACE`), and serialised by an
+ * advisory lock so that two processes running it at once do not collide. This is exactly
+ * what `sql/schema.sql` holds for the default table (a test keeps the two equal).
+ *
+ * Why functions: acquire must read the record and decide on the database clock after it
+ * holds the row lock, and answer with the record it found or the one it wrote, old values
+ * included (was it a takeover? the fence before?). PL/pgSQL runs each statement of the
+ * function with a fresh snapshot under READ COMMITTED, so a row another acquire inserted a
+ * moment ago is seen on the next read; one statement of plain SQL cannot see it.
+ */
+export function schemaSql(name: TableName): string {
+  const o = schemaObjects(name);
+  const lock = `'idem-schema:${name.text}'`;
+  return `-- @idem/store-postgres schema for ${name.text}. Safe to run again.
+-- Times are epoch milliseconds by the database clock (clock_timestamp()).
+SELECT pg_advisory_xact_lock(hashtext(${lock}));
+${name.schema ? `CREATE SCHEMA IF NOT EXISTS "${name.schema}";\n` : ''}
+CREATE TABLE IF NOT EXISTS ${o.table} (
+  key         text COLLATE "C" PRIMARY KEY,
+  status      text   NOT NULL CHECK (status IN ('in_progress', 'completed', 'released')),
+  fingerprint text   NOT NULL,
+  owner       text   NOT NULL,
+  fence       bigint NOT NULL,
+  lease_until bigint NOT NULL,
+  expires_at  bigint NOT NULL,
+  outcome     bytea
+);
+
+-- Keeps deleteExpired() (DELETE ... WHERE expires_at < cutoff) an index range scan.
+CREATE INDEX IF NOT EXISTS ${o.expiresIndex} ON ${o.table} (expires_at);
+
+-- Takes the record, or answers the live record that prevents it. The first read takes no
+-- lock: a live record that is not the caller's own (a replay, a conflict) is answered
+-- without writing anything. Everything else is decided again under the row lock.
+CREATE OR REPLACE FUNCTION ${o.acquire}(
+  p_key text, p_fingerprint text, p_owner text, p_lease_ms bigint, p_retention_ms bigint,
+  OUT o_acquired boolean, OUT o_takeover boolean, OUT o_now bigint, OUT o_status text,
+  OUT o_fingerprint text, OUT o_owner text, OUT o_fence bigint, OUT o_lease_until bigint,
+  OUT o_expires_at bigint, OUT o_outcome bytea)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  r ${o.table}%ROWTYPE;
+  found_row boolean;
+  attempt int := 0;
+BEGIN
+  SELECT * INTO r FROM ${o.table} WHERE key = p_key;
+  found_row := FOUND;
+  o_now := ${NOW_MS};
+  LOOP
+    IF found_row AND o_now < r.expires_at AND (r.status = 'completed' OR
+        (r.status = 'in_progress' AND o_now < r.lease_until AND r.owner <> p_owner)) THEN
+      o_acquired := false;
+      o_takeover := false;
+      o_status := r.status;
+      o_fingerprint := r.fingerprint;
+      o_owner := r.owner;
+      o_fence := r.fence;
+      o_lease_until := r.lease_until;
+      o_expires_at := r.expires_at;
+      o_outcome := r.outcome;
+      RETURN;
+    END IF;
+    attempt := attempt + 1;
+    IF attempt > 10 THEN
+      RAISE EXCEPTION 'idem acquire of % gave up: the record keeps changing', p_key;
+    END IF;
+    SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE;
+    found_row := FOUND;
+    o_now := ${NOW_MS};
+    o_lease_until := least(o_now + p_lease_ms, ${MAX_DEADLINE});
+    o_expires_at := least(o_lease_until + p_retention_ms, ${MAX_DEADLINE});
+    o_takeover := false;
+    IF NOT found_row THEN
+      INSERT INTO ${o.table} (key, status, fingerprint, owner, fence, lease_until, expires_at)
+      VALUES (p_key, 'in_progress', p_fingerprint, p_owner, 1, o_lease_until, o_expires_at)
+      ON CONFLICT (key) DO NOTHING;
+      IF FOUND THEN
+        o_acquired := true;
+        o_fence := 1;
+        RETURN;
+      END IF;
+      -- Another acquire inserted it first; the next read (a new snapshot) sees it.
+      CONTINUE;
+    END IF;
+    IF r.status = 'in_progress' AND r.owner = p_owner AND o_now < r.expires_at THEN
+      -- This very acquisition, delivered again: same fence, lease renewed.
+      o_expires_at := greatest(r.expires_at, o_expires_at);
+      UPDATE ${o.table} SET lease_until = o_lease_until, expires_at = o_expires_at
+      WHERE key = p_key;
+      o_acquired := true;
+      o_fence := r.fence;
+      RETURN;
+    END IF;
+    IF r.status = 'released' OR o_now >= r.expires_at
+        OR (r.status = 'in_progress' AND o_now >= r.lease_until) THEN
+      UPDATE ${o.table} SET status = 'in_progress', fingerprint = p_fingerprint,
+        owner = p_owner, fence = r.fence + 1, lease_until = o_lease_until,
+        expires_at = o_expires_at, outcome = NULL
+      WHERE key = p_key;
+      o_acquired := true;
+      o_takeover := r.status = 'in_progress' AND o_now < r.expires_at;
+      o_fence := r.fence + 1;
+      RETURN;
+    END IF;
+    -- Live and not ours: answered at the top of the loop.
+  END LOOP;
+END
+$fn$;
+
+-- Records the outcome if the caller still owns the in-progress record. A repeat of the
+-- caller's own completion (same owner, same bytes) answers true and changes nothing.
+CREATE OR REPLACE FUNCTION ${o.complete}(
+  p_key text, p_owner text, p_outcome bytea, p_retention_ms bigint)
+RETURNS boolean
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  r ${o.table}%ROWTYPE;
+  v_now bigint;
+BEGIN
+${lockOwnRecord(o, 'false')}  IF r.status = 'in_progress' THEN
+    UPDATE ${o.table} SET status = 'completed', outcome = p_outcome,
+      expires_at = least(v_now + p_retention_ms, ${MAX_DEADLINE})
+    WHERE key = p_key;
+    RETURN true;
+  END IF;
+  RETURN r.status = 'completed' AND r.outcome = p_outcome;
+END
+$fn$;
+
+-- Gives the key up (a tombstone that keeps the fence) if the caller still owns the
+-- in-progress record. A repeat of the caller's own release answers true.
+CREATE OR REPLACE FUNCTION ${o.release}(p_key text, p_owner text, p_retention_ms bigint)
+RETURNS boolean
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  r ${o.table}%ROWTYPE;
+  v_now bigint;
+BEGIN
+${lockOwnRecord(o, 'false')}  IF r.status = 'in_progress' THEN
+    UPDATE ${o.table} SET status = 'released', outcome = NULL,
+      expires_at = least(v_now + p_retention_ms, ${MAX_DEADLINE})
+    WHERE key = p_key;
+    RETURN true;
+  END IF;
+  RETURN r.status = 'released';
+END
+$fn$;
+
+-- Renews the lease if the caller still owns the in-progress record; answers the new lease
+-- deadline, or NULL when it changed nothing.
+CREATE OR REPLACE FUNCTION ${o.extend}(
+  p_key text, p_owner text, p_lease_ms bigint, p_retention_ms bigint)
+RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  r ${o.table}%ROWTYPE;
+  v_now bigint;
+  v_lease bigint;
+BEGIN
+${lockOwnRecord(o, 'NULL', " OR r.status <> 'in_progress'")}  v_lease := least(v_now + p_lease_ms, ${MAX_DEADLINE});
+  UPDATE ${o.table} SET lease_until = v_lease,
+    expires_at = greatest(r.expires_at, least(v_lease + p_retention_ms, ${MAX_DEADLINE}))
+  WHERE key = p_key;
+  RETURN v_lease;
+END
+$fn$;
+`;
+}

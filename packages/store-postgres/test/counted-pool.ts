@@ -1,0 +1,24 @@
+import type pg from 'pg';
+
+/**
+ * Records the store operation of every statement sent through `pool` (from the prepared
+ * statement's name, `idem_<operation>_<hash>`), or `sql` for anything else. Each entry is one
+ * round trip: node-postgres sends one statement per `query` call.
+ */
+export function countStatements(pool: pg.Pool): { take(): string[] } {
+  const sent: string[] = [];
+  const original = pool.query.bind(pool) as (...args: unknown[]) => unknown;
+  (pool as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+    const config = args[0] as { name?: string } | string;
+    const name = typeof config === 'object' ? config.name : undefined;
+    sent.push(name?.startsWith('idem_') ? name.split('_')[1]! : 'sql');
+    return original(...args);
+  };
+  return {
+    take() {
+      const ops = [...sent];
+      sent.length = 0;
+      return ops;
+    },
+  };
+}

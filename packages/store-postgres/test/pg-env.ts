@@ -1,0 +1,44 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { recommendedPoolConfig } from '../src/index.js';
+
+/** The server the tests use: `DATABASE_URL`, else the local one the bootstrap starts. */
+export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** What to do when no server answers. */
+export const HOW_TO_PROVIDE =
+  'Start the local one with `bash scripts/bootstrap.sh --services` (PostgreSQL on 127.0.0.1:5432, ' +
+  'database `test`, trust auth), or point the tests at another server with ' +
+  'DATABASE_URL=postgres://user:password@host:port/database.';
+
+/** A pool with the recommended settings (plus `extra`), tagged so fault tests can find its backends. */
+export function makePool(extra: pg.PoolConfig = {}): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: DATABASE_URL,
+    ...recommendedPoolConfig(),
+    application_name: 'idem-store-postgres-test',
+    max: 8,
+    ...extra,
+  });
+  // A terminated backend surfaces here for idle clients; the pool replaces them.
+  pool.on('error', () => {});
+  return pool;
+}
+
+export const randomName = (prefix: string) => `${prefix}_${randomBytes(5).toString('hex')}`;
+export const newKey = () => randomBytes(32).toString('hex');
+export const newOwner = () => randomBytes(16).toString('base64url');
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+export const HOUR = 3_600_000;
+
+/** Storage key, owner and durations of one acquisition, defaults filled in. */
+export const acquireInput = (
+  key: string,
+  extra: { owner?: string; fingerprint?: string; leaseMs?: number; retentionMs?: number } = {},
+) => ({
+  key,
+  owner: extra.owner ?? newOwner(),
+  fingerprint: extra.fingerprint ?? 'fp',
+  leaseMs: extra.leaseMs ?? 30_000,
+  retentionMs: extra.retentionMs ?? HOUR,
+});

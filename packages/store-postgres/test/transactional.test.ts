@@ -1,0 +1,284 @@
+import {
+  everythingFinal,
+  InvalidInputError,
+  LeaseLostError,
+  ReplayedFailureError,
+} from '@idem/core';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  createPostgresIdempotency,
+  createPostgresStore,
+  TransactionNotCommittedError,
+} from '../src/index.js';
+import { countStatements } from './counted-pool.js';
+import { makePool, randomName, sleep } from './pg-env.js';
+
+const schema = inject('pgSchema');
+const table = inject('pgTable');
+const charges = `"${schema}".tx_charges`;
+const pool = makePool({ max: 8 });
+const raw = makePool({ max: 2 });
+
+beforeAll(async () => {
+  await raw.query(`CREATE TABLE IF NOT EXISTS ${charges} (
+    id bigserial PRIMARY KEY, scope text NOT NULL, key text NOT NULL, amount int NOT NULL, fence bigint NOT NULL)`);
+});
+afterAll(async () => {
+  await pool.end();
+  await raw.end();
+});
+
+/** A fresh engine and scope; `charge` inserts one business row in the transaction. */
+function setup(
+  extra: Partial<Parameters<typeof createPostgresIdempotency<{ id: string }>>[0]> = {},
+) {
+  const store = createPostgresStore({ pool, table, keyPrefix: randomName('tx') });
+  const engine = createPostgresIdempotency<{ id: string }>({ store, heartbeatMs: false, ...extra });
+  const scope = randomName('scope');
+  let runs = 0;
+  const charge =
+    (key: string, after?: (tx: pg.PoolClient) => Promise<void>) =>
+    async ({ tx, fence }: { tx: pg.PoolClient; fence: number }) => {
+      runs++;
+      const { rows } = await tx.query(
+        `INSERT INTO ${charges} (scope, key, amount, fence) VALUES ($1, $2, 500, $3) RETURNING id`,
+        [scope, key, fence],
+      );
+      await after?.(tx);
+      return { id: String(rows[0].id) };
+    };
+  const rows = async (key: string) =>
+    Number(
+      (
+        await raw.query(`SELECT count(*) FROM ${charges} WHERE scope = $1 AND key = $2`, [
+          scope,
+          key,
+        ])
+      ).rows[0].count,
+    );
+  return { store, engine, scope, charge, rows, runs: () => runs };
+}
+
+describe('transactional execute', () => {
+  it('commits the business row and the record together; a retry replays without running', async () => {
+    const counted = makePool({ max: 4 });
+    const onConnection: string[] = [];
+    counted.on('connect', (client) => {
+      const original = client.query.bind(client) as (...args: unknown[]) => unknown;
+      (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args) => {
+        const config = args[0] as { name?: string; text?: string } | string;
+        const text = typeof config === 'string' ? config : (config.text ?? '');
+        onConnection.push(
+          typeof config === 'object' && config.name
+            ? config.name.split('_')[1]!
+            : text.split(' ')[0]!,
+        );
+        return original(...args);
+      };
+    });
+    try {
+      const store = createPostgresStore({ pool: counted, table, keyPrefix: randomName('rt') });
+      const engine = createPostgresIdempotency<{ id: string }>({ store, heartbeatMs: false });
+      const t = setup();
+      const sent = countStatements(counted);
+      const first = await engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
+      expect(first.replayed).toBe(false);
+      // The acquire through the pool; then on the transaction's connection BEGIN, the
+      // operation's INSERT, the completion and COMMIT: idem's own cost is the 2 round trips
+      // of any first execution (acquire + complete), BEGIN and COMMIT are the transaction's.
+      expect(sent.take()).toEqual(['acquire']);
+      expect(onConnection.splice(0)).toEqual(['acquire', 'BEGIN', 'INSERT', 'complete', 'COMMIT']);
+      expect(await t.rows('k')).toBe(1);
+      expect((await store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('completed');
+      sent.take();
+      onConnection.length = 0;
+      const again = await engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
+      expect(again).toEqual({ value: first.value, replayed: true });
+      expect(sent.take()).toEqual(['acquire']);
+      expect(onConnection).toEqual(['acquire']);
+      expect(t.runs()).toBe(1);
+      expect(await t.rows('k')).toBe(1);
+    } finally {
+      await counted.end();
+    }
+  });
+
+  it('an operation that throws rolls its writes back and gives the key back (success only)', async () => {
+    const t = setup();
+    await expect(
+      t.engine.execute(
+        { key: 'k', scope: t.scope },
+        t.charge('k', async () => {
+          throw new Error('card declined');
+        }),
+      ),
+    ).rejects.toThrow('card declined');
+    expect(await t.rows('k')).toBe(0);
+    expect((await t.store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('released');
+    await t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
+    expect(await t.rows('k')).toBe(1);
+  });
+
+  it('with everythingFinal a thrown error is recorded as the outcome, without business rows', async () => {
+    const t = setup({ isFinal: everythingFinal });
+    await expect(
+      t.engine.execute(
+        { key: 'k', scope: t.scope },
+        t.charge('k', async () => {
+          throw new Error('card declined');
+        }),
+      ),
+    ).rejects.toThrow('card declined');
+    expect(await t.rows('k')).toBe(0);
+    await expect(
+      t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k')),
+    ).rejects.toBeInstanceOf(ReplayedFailureError);
+    expect(await t.rows('k')).toBe(0);
+  });
+
+  it('an execution whose lease was taken over rolls back: one row, the new owner', async () => {
+    const t = setup({ leaseMs: 300 });
+    const slow = t.engine.execute(
+      { key: 'k', scope: t.scope },
+      t.charge('k', () => sleep(700)),
+    );
+    await sleep(450);
+    // The lease passed: a retry takes over and commits first.
+    const retry = await t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
+    expect(retry.replayed).toBe(false);
+    await expect(slow).rejects.toBeInstanceOf(LeaseLostError);
+    expect(await t.rows('k')).toBe(1);
+    const { rows } = await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [t.scope]);
+    expect(rows.map((r) => Number(r.fence))).toEqual([2]);
+  });
+
+  it('a killed transaction connection: nothing recorded, the key released, the retry commits once', async () => {
+    const t = setup();
+    await expect(
+      t.engine.execute(
+        { key: 'k', scope: t.scope },
+        t.charge('k', async (tx) => {
+          const pid = (await tx.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+          await raw.query('SELECT pg_terminate_backend($1)', [pid]);
+          await sleep(50);
+        }),
+      ),
+    ).rejects.toBeInstanceOf(TransactionNotCommittedError);
+    expect(await t.rows('k')).toBe(0);
+    expect((await t.store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('released');
+    await t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
+    expect(await t.rows('k')).toBe(1);
+  });
+
+  it('COMMIT whose answer is lost: the record says it committed, and the call succeeds', async () => {
+    const t = setup();
+    const result = await t.engine.execute(
+      { key: 'k', scope: t.scope },
+      t.charge('k', async (tx) => loseAnswerOf(tx, 'COMMIT', 'after')),
+    );
+    expect(result.replayed).toBe(false);
+    expect(await t.rows('k')).toBe(1);
+    expect((await t.store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('completed');
+    expect(await t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'))).toEqual({
+      value: result.value,
+      replayed: true,
+    });
+  });
+
+  it('COMMIT never sent (the connection died first): not recorded, key released, no row', async () => {
+    const t = setup();
+    await expect(
+      t.engine.execute(
+        { key: 'k', scope: t.scope },
+        t.charge('k', async (tx) => loseAnswerOf(tx, 'COMMIT', 'before')),
+      ),
+    ).rejects.toBeInstanceOf(TransactionNotCommittedError);
+    expect(await t.rows('k')).toBe(0);
+    expect((await t.store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('released');
+  });
+
+  it('a serialization failure in the operation is its error: rolled back, key released', async () => {
+    const t = setup({ isolationLevel: 'serializable' });
+    await raw.query(
+      `CREATE TABLE IF NOT EXISTS "${schema}".tx_counter (id int PRIMARY KEY, n int)`,
+    );
+    await raw.query(
+      `INSERT INTO "${schema}".tx_counter VALUES (1, 0) ON CONFLICT (id) DO UPDATE SET n = 0`,
+    );
+    await expect(
+      t.engine.execute({ key: 'k', scope: t.scope }, async ({ tx }) => {
+        await tx.query(`SELECT n FROM "${schema}".tx_counter WHERE id = 1`);
+        await raw.query(`UPDATE "${schema}".tx_counter SET n = n + 1 WHERE id = 1`);
+        await tx.query(`UPDATE "${schema}".tx_counter SET n = n + 10 WHERE id = 1`);
+        return { id: 'never' };
+      }),
+    ).rejects.toMatchObject({ code: '40001' });
+    expect((await raw.query(`SELECT n FROM "${schema}".tx_counter WHERE id = 1`)).rows[0].n).toBe(
+      1,
+    );
+    expect((await t.store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('released');
+  });
+
+  it('an operation that swallowed an error in its transaction: not committed, key released', async () => {
+    const t = setup();
+    await expect(
+      t.engine.execute(
+        { key: 'k', scope: t.scope },
+        t.charge('k', async (tx) => {
+          await tx.query('SELECT 1 / 0').catch(() => {});
+        }),
+      ),
+    ).rejects.toBeInstanceOf(TransactionNotCommittedError);
+    expect(await t.rows('k')).toBe(0);
+    expect((await t.store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('released');
+  });
+
+  it('an outcome policy that throws: the transaction rolls back, nothing commits', async () => {
+    const t = setup({
+      isFinal: () => {
+        throw new Error('policy bug');
+      },
+    });
+    await expect(t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'))).rejects.toThrow(
+      'policy bug',
+    );
+    expect(await t.rows('k')).toBe(0);
+    expect((await t.store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('in_progress');
+    expect(pool.totalCount - pool.idleCount).toBe(0);
+  });
+
+  it('refuses a store on a plain client and a bad isolation level', () => {
+    const onClient = createPostgresStore({ pool: { query: async () => ({}) } as never, table });
+    expect(() => createPostgresIdempotency({ store: onClient })).toThrow(InvalidInputError);
+    const store = createPostgresStore({ pool, table });
+    expect(() => createPostgresIdempotency({ store, isolationLevel: 'chaos' as never })).toThrow(
+      InvalidInputError,
+    );
+  });
+});
+
+/** core's storage key for (scope, key), as the engine derives it. */
+import { deriveStorageKey } from '@idem/core';
+
+function storageKeyOf(scope: string, key: string): string {
+  return deriveStorageKey(scope, key);
+}
+
+/**
+ * Makes the next `sql` statement on `tx` lose its answer: `after` sends it and then fails as a
+ * dropped connection would; `before` fails without sending it. Either way the connection is
+ * then dropped, as node-postgres does after a connection error.
+ */
+function loseAnswerOf(tx: pg.PoolClient, sql: string, when: 'before' | 'after'): void {
+  const original = tx.query.bind(tx) as (...args: unknown[]) => Promise<unknown>;
+  (tx as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (
+    ...args: unknown[]
+  ) => {
+    const config = args[0] as { text?: string } | string;
+    const text = typeof config === 'string' ? config : config.text;
+    if (text !== sql) return original(...args);
+    if (when === 'after') await original(...args);
+    throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
+  };
+}

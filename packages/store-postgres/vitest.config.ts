@@ -1,0 +1,17 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // The fault test runs alone afterwards (vitest.fault.config.ts): its worker processes
+    // would starve the short real leases of the other files on a 2-core machine.
+    exclude: ['test/fault.test.ts', '**/node_modules/**'],
+    // Finds PostgreSQL (DATABASE_URL or 127.0.0.1:5432/test), creates this run's schema and
+    // drops it afterwards.
+    globalSetup: ['test/global-setup.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    // The suites mostly wait on real leases (server clock): run the files side by side.
+    maxWorkers: 3,
+  },
+});
