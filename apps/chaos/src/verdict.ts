@@ -156,7 +156,7 @@ export function judgeRow(
   }
   if (promises.minCompleted !== undefined && completed < promises.minCompleted) {
     broken.push(
-      `only ${completed} requests completed before the store was full (promise: at least ${promises.minCompleted})`,
+      `only ${completed} requests completed (promise: at least ${promises.minCompleted}, what the store must take before it may be full)`,
     );
   }
   if (serverErrors > 0) {

@@ -210,7 +210,7 @@ describe('judgeRow, a full store (review)', () => {
     const none = judgeRow('memory', memory, limits, measure([fullKey('a'), fullKey('b')]));
     expect(none.neverCompleted).toBe(0);
     expect(none.broken).toEqual([
-      'only 0 requests completed before the store was full (promise: at least 2)',
+      'only 0 requests completed (promise: at least 2, what the store must take before it may be full)',
     ]);
     const some = judgeRow(
       'memory',
