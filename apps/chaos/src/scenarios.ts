@@ -237,6 +237,10 @@ export const scenarios: readonly Scenario[] = [
       recovery: false,
       rssLimitMiB: p.rssLimitMiB,
       storeFullIsAnAnswer: true,
+      // ...but only once the store took keys: the app's default budget (128 MiB) holds at
+      // most 128 answers of 1 MiB; half of that must complete, so a store that called itself
+      // full too early (a byte count that leaks, say) breaks the row.
+      minCompleted: Math.min(p.memoryAnswers, 64),
     }),
     promptExtra: 'size:1048576',
     inject: async () => undefined,

@@ -23,6 +23,12 @@ export interface RowPromises {
    * answer (its budget is taken by live records): counted apart, not as never completed.
    */
   storeFullIsAnAnswer?: boolean;
+  /**
+   * At least this many logical requests must complete (every client a 2xx). With
+   * `storeFullIsAnAnswer`, a store that wrongly refused every key as full would otherwise
+   * pass the row: it must first take as many keys as its budget surely holds.
+   */
+  minCompleted?: number;
 }
 
 /** The problem type of @idem/http's and the app's `503` for a full store. */
@@ -103,9 +109,11 @@ export function judgeRow(
   let differentAnswers = 0;
   let neverCompleted = 0;
   let storeFull = 0;
+  let completed = 0;
   let unexplained = 0;
   for (const request of m.requests) {
     const answered = request.answers.filter((a): a is string => a !== undefined);
+    if (answered.length === request.answers.length) completed += 1;
     if (answered.length < request.answers.length) {
       // Each client without a 2xx: was its last answer the full store's?
       const full = request.answers.every((answer, client) => {
@@ -145,6 +153,11 @@ export function judgeRow(
   }
   if (neverCompleted > 0) {
     broken.push(`${neverCompleted} requests never completed once faults stopped (promise: zero)`);
+  }
+  if (promises.minCompleted !== undefined && completed < promises.minCompleted) {
+    broken.push(
+      `only ${completed} requests completed (promise: at least ${promises.minCompleted}, what the store must take before it may be full)`,
+    );
   }
   if (serverErrors > 0) {
     broken.push(`${serverErrors} answers were 5xx other than 503 (promise: zero 500s)`);

@@ -186,3 +186,38 @@ describe('judgeRow', () => {
     expect(formatTable([row])).toMatch(/\| app SIGTERM .*\| FAIL +\|/);
   });
 });
+
+describe('judgeRow, a full store (review)', () => {
+  it('a store that refuses every key as full from the start breaks the row', () => {
+    // storeFullIsAnAnswer alone made this row pass: every key refused "full", nothing
+    // completed, no promise left to break. The row must also see the store take keys.
+    const fullKey = (id: string) => {
+      const r = healthy(id);
+      r.request.attempts = [
+        { ...ok(), status: 503, problem: STORE_FULL_PROBLEM },
+        { ...ok(), client: 1, status: 503, problem: STORE_FULL_PROBLEM },
+      ];
+      r.request.answers = [undefined, undefined];
+      r.count = { completed: 0, answers: [] };
+      return r;
+    };
+    const memory: RowPromises = {
+      ...strict,
+      recovery: false,
+      storeFullIsAnAnswer: true,
+      minCompleted: 2,
+    };
+    const none = judgeRow('memory', memory, limits, measure([fullKey('a'), fullKey('b')]));
+    expect(none.neverCompleted).toBe(0);
+    expect(none.broken).toEqual([
+      'only 0 requests completed (promise: at least 2, what the store must take before it may be full)',
+    ]);
+    const some = judgeRow(
+      'memory',
+      memory,
+      limits,
+      measure([healthy('a'), healthy('b'), fullKey('c')]),
+    );
+    expect(some.broken).toEqual([]);
+  });
+});

@@ -141,21 +141,31 @@ export async function openBackend(
   // answers within half the timeout; requests already admitted run to their end.
   const admission = createAdmission({ targetLatencyMs: Math.max(50, timeoutMs / 2) });
   const ledger = createDynamoDbLedger(client, config.table, prefix, timeoutMs);
+  // Readiness checks in flight share one read: the read is essential (never refused), so
+  // without this every probe, from anyone who can reach /readyz, would put one more call in
+  // flight on the table, past the limit that protects it.
+  let pinging: Promise<void> | undefined;
+  const pingTable = async () => {
+    // Essential: readiness says whether the table answers, not whether this instance is
+    // busy. Refused under load, it would make a load balancer take every busy instance out
+    // in turn, and send the whole load to the rest.
+    await callWithin('ping', timeoutMs, (abortSignal) =>
+      admission.run('essential', () =>
+        client.send(new GetItemCommand({ TableName: config.table, Key: healthKey }), {
+          abortSignal,
+        }),
+      ),
+    );
+  };
   return {
     kind: 'dynamodb',
     store: admitStore(store, admission),
     ledger: boundLedger(admitLedger(ledger, admission), timeoutMs),
-    ping: async () => {
-      // Essential: readiness says whether the table answers, not whether this instance is
-      // busy. Refused under load, it would make a load balancer take every busy instance out
-      // in turn, and send the whole load to the rest.
-      await callWithin('ping', timeoutMs, (abortSignal) =>
-        admission.run('essential', () =>
-          client.send(new GetItemCommand({ TableName: config.table, Key: healthKey }), {
-            abortSignal,
-          }),
-        ),
-      );
+    ping: () => {
+      pinging ??= pingTable().finally(() => {
+        pinging = undefined;
+      });
+      return pinging;
     },
     close: async () => {
       client.destroy();

@@ -88,6 +88,26 @@ describe('the app on DynamoDB behind a network that fails', () => {
     await expectRecovery('5 s of silence');
   }, 60_000);
 
+  it('a flood of /readyz while the table is silent makes one store call at a time, not one per probe', async () => {
+    // /readyz is essential work (never refused by the admission limit), so each probe used to
+    // send its own GetItem: anyone able to reach /readyz could put any number of calls in
+    // flight on a slow table, past the limit that protects it, and fill the limit so that
+    // new requests were refused.
+    expect((await answer(`${server.url}/readyz`, {}, BOUND_MS)).status).toBe(200);
+    proxy.set('silent');
+    const before = proxy.accepted;
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 40 }, () => answer(`${server.url}/readyz`, {}, BOUND_MS)),
+      );
+      for (const got of answers) expect(got.status).toBe(503);
+      expect(proxy.accepted - before).toBeLessThanOrEqual(2);
+    } finally {
+      proxy.set('pass');
+    }
+    await expectRecovery('a /readyz flood');
+  }, 60_000);
+
   it('connections reset (DynamoDB unreachable): 503 + Retry-After, then service returns', async () => {
     proxy.set('down');
     try {

@@ -13,6 +13,8 @@ export interface TcpProxy {
   /** `http://127.0.0.1:<port>` */
   readonly url: string;
   readonly port: number;
+  /** Connections accepted so far. */
+  readonly accepted: number;
   set(mode: 'pass' | 'silent' | 'down'): void;
   close(): Promise<void>;
 }
@@ -24,6 +26,7 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   const targetPort = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
   let mode: 'pass' | 'silent' | 'down' = 'pass';
   const pairs = new Set<[Socket, Socket]>();
+  let accepted = 0;
 
   const apply = ([client, upstream]: [Socket, Socket]) => {
     if (mode === 'down') {
@@ -39,6 +42,7 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   };
 
   const server = createServer((client) => {
+    accepted += 1;
     const upstream = new Socket();
     const pair: [Socket, Socket] = [client, upstream];
     pairs.add(pair);
@@ -61,6 +65,9 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   return {
     url: `http://127.0.0.1:${port}`,
     port,
+    get accepted() {
+      return accepted;
+    },
     set(next) {
       mode = next;
       for (const pair of [...pairs]) apply(pair);

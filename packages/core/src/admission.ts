@@ -1,6 +1,9 @@
 import { StoreUnavailableError } from './errors.js';
 import type { IdempotencyStore } from './store.js';
 
+/** Longest delay a Node timer holds; a longer one fires after 1 ms. */
+const MAX_TIMER_MS = 2_147_483_647;
+
 /**
  * What a call is for. `sheddable` work can be refused at no cost but a retry: it starts
  * something (a request's acquire, a read) or only hurries something up (a release, whose
@@ -20,7 +23,7 @@ export interface AdmissionOptions {
    * latency. Below half of it the limit grows by one per answer, above by one per round trip.
    */
   targetLatencyMs: number;
-  /** Calls in flight allowed at first. @default 16 */
+  /** Calls in flight allowed at first (an integer, kept within the limits). @default 16 */
   initialLimit?: number;
   /** The limit never shrinks below this. @default 2 */
   minLimit?: number;
@@ -33,7 +36,10 @@ export interface AdmissionOptions {
    * slot within `maxWaitMs` or a prompt refusal. @default 64
    */
   maxQueue?: number;
-  /** Longest a sheddable call waits for a slot before it is refused. @default targetLatencyMs / 2 */
+  /**
+   * Longest a sheddable call waits for a slot before it is refused (at most 2^31 - 1, a
+   * timer's limit). @default targetLatencyMs / 2
+   */
   maxWaitMs?: number;
   /** Milliseconds since some fixed point; injectable for tests. @default performance.now */
   now?: () => number;
@@ -76,8 +82,10 @@ export interface Admission {
  */
 export function createAdmission(options: AdmissionOptions): Admission {
   const target = options.targetLatencyMs;
-  if (!(target > 0 && Number.isFinite(target))) {
-    throw new RangeError(`targetLatencyMs must be a positive number (got ${target})`);
+  if (!(target > 0 && target <= 2 * MAX_TIMER_MS)) {
+    throw new RangeError(
+      `targetLatencyMs must be a positive number of at most ${2 * MAX_TIMER_MS} (got ${target})`,
+    );
   }
   const minLimit = options.minLimit ?? 2;
   const maxLimit = options.maxLimit ?? 256;
@@ -85,16 +93,22 @@ export function createAdmission(options: AdmissionOptions): Admission {
     throw new RangeError('minLimit and maxLimit must be integers, minLimit at least 1');
   }
   if (maxLimit < minLimit) throw new RangeError('maxLimit must not be below minLimit');
+  const initialLimit = options.initialLimit ?? 16;
+  if (!(Number.isInteger(initialLimit) && initialLimit >= 1)) {
+    throw new RangeError(`initialLimit must be a positive integer (got ${initialLimit})`);
+  }
   const maxQueue = options.maxQueue ?? 64;
   const maxWaitMs = options.maxWaitMs ?? target / 2;
   if (!(Number.isInteger(maxQueue) && maxQueue >= 0)) {
     throw new RangeError(`maxQueue must be a non-negative integer (got ${maxQueue})`);
   }
-  if (!(maxWaitMs >= 0 && Number.isFinite(maxWaitMs))) {
-    throw new RangeError(`maxWaitMs must be a non-negative number (got ${maxWaitMs})`);
+  if (!(maxWaitMs >= 0 && maxWaitMs <= MAX_TIMER_MS)) {
+    throw new RangeError(
+      `maxWaitMs must be a non-negative number of at most ${MAX_TIMER_MS} (got ${maxWaitMs})`,
+    );
   }
   const now = options.now ?? (() => performance.now());
-  let limit = Math.min(maxLimit, Math.max(minLimit, options.initialLimit ?? 16));
+  let limit = Math.min(maxLimit, Math.max(minLimit, initialLimit));
   let inFlight = 0;
   let refused = 0;
   // One decrease per congestion episode: calls that started before the last decrease

@@ -266,3 +266,25 @@ describe('admitStore', () => {
     await blocking;
   });
 });
+
+describe('createAdmission options (review)', () => {
+  it('rejects an initialLimit that is not a positive integer instead of refusing everything for ever', async () => {
+    // NaN passed the clamp (Math.max/Math.min keep NaN): `inFlight < NaN` is never true, so
+    // every sheddable call waited and was refused, and no answer could ever change the limit.
+    expect(() => createAdmission({ targetLatencyMs: 10, initialLimit: Number.NaN })).toThrow(
+      RangeError,
+    );
+    expect(() => createAdmission({ targetLatencyMs: 10, initialLimit: 0 })).toThrow(RangeError);
+    expect(() => createAdmission({ targetLatencyMs: 10, initialLimit: 2.5 })).toThrow(RangeError);
+    // Within range or clamped to [minLimit, maxLimit] as before.
+    expect(createAdmission({ targetLatencyMs: 10, initialLimit: 1000 }).limit).toBe(256);
+    expect(createAdmission({ targetLatencyMs: 10, initialLimit: 1, minLimit: 3 }).limit).toBe(3);
+  });
+
+  it('rejects waits longer than a timer can hold (Node fires those after 1 ms)', () => {
+    expect(() => createAdmission({ targetLatencyMs: 10, maxWaitMs: 2 ** 31 })).toThrow(RangeError);
+    // The default wait is half the target: a target past twice the timer limit is refused too.
+    expect(() => createAdmission({ targetLatencyMs: 2 ** 33 })).toThrow(RangeError);
+    expect(createAdmission({ targetLatencyMs: 10, maxWaitMs: 2 ** 31 - 1 }).limit).toBe(16);
+  });
+});
