@@ -36,6 +36,7 @@ class DeadlineQueue {
   constructor(
     private readonly ms: number,
     private readonly unref: boolean,
+    private readonly id: number,
   ) {}
 
   add(operation: StoreOperation, reject: (error: unknown) => void): Pending {
@@ -81,7 +82,9 @@ class DeadlineQueue {
 
   private fire(): void {
     this.timer = undefined;
-    const now = performance.now();
+    // The timer was armed for the head: it is due now, also when the clock and the timers
+    // disagree (fake timers in a test move timers, not always performance.now()).
+    const now = Math.max(performance.now(), this.items[this.head]?.due ?? 0);
     // The head is always pending (settle() drops settled entries from it).
     while (this.head < this.items.length) {
       const pending = this.items[this.head]!;
@@ -93,6 +96,8 @@ class DeadlineQueue {
       );
     }
     if (this.head < this.items.length) this.arm(this.items[this.head]!.due - now);
+    // Nothing pending and no timer: forget the queue (a later call of this length makes a new one).
+    else if (queues.get(this.id) === this) queues.delete(this.id);
   }
 }
 
@@ -104,7 +109,7 @@ function queueFor(timeoutMs: number, unref: boolean): DeadlineQueue {
   const id = unref ? -timeoutMs : timeoutMs;
   let queue = queues.get(id);
   if (queue === undefined) {
-    queue = new DeadlineQueue(timeoutMs, unref);
+    queue = new DeadlineQueue(timeoutMs, unref, id);
     queues.set(id, queue);
   }
   return queue;
