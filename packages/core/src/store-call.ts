@@ -82,9 +82,9 @@ class DeadlineQueue {
 
   private fire(): void {
     this.timer = undefined;
-    // The timer was armed for the head: it is due now, also when the clock and the timers
-    // disagree (fake timers in a test move timers, not always performance.now()).
-    const now = Math.max(performance.now(), this.items[this.head]?.due ?? 0);
+    // Judged by the clock, never by which timer fired: the timer was armed for the head of
+    // its time, which may have answered since (a later call is the head now, not due yet).
+    const now = performance.now();
     // The head is always pending (settle() drops settled entries from it).
     while (this.head < this.items.length) {
       const pending = this.items[this.head]!;

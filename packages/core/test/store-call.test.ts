@@ -36,6 +36,20 @@ describe('callStore time limits (one shared timer per limit length)', () => {
     expect(await secondAt).toBeGreaterThanOrEqual(60 + 148);
   });
 
+  it('a call is never timed out by the timer of an earlier call that answered', async () => {
+    // The shared timer is armed for the first call; it answers, and a later call becomes the
+    // oldest pending one: when the timer fires at the first call's deadline, the later call
+    // is not due yet.
+    await callStore('acquire', 300, () => resolveAfter(5, 'first'));
+    await resolveAfter(150, null);
+    const started = performance.now();
+    const rejectedAfter = await callStore('acquire', 300, never).then(
+      () => Number.NaN,
+      () => performance.now() - started,
+    );
+    expect(rejectedAfter).toBeGreaterThanOrEqual(298);
+  });
+
   it('limits of different lengths do not wait for each other', async () => {
     const long = callStore('acquire', 5_000, never).catch((error: unknown) => error);
     const started = performance.now();
