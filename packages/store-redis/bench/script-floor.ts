@@ -13,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createRedisStore } from '../src/index.js';
+import { unlinkPrefix } from './unlink-prefix.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const CALLS = Number(process.env.FLOOR_CALLS ?? 10_000);
@@ -151,12 +152,7 @@ async function main(): Promise<void> {
     const median = [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
     console.log(`| ${name} | ${median.toFixed(2)} |`);
   }
-  let cursor = '0';
-  do {
-    const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await client.unlink(...keys);
-  } while (cursor !== '0');
+  await unlinkPrefix(client, prefix);
   client.disconnect();
 }
 
