@@ -29,6 +29,7 @@ import { pathToFileURL } from 'node:url';
 import * as core from '@idem/core';
 import { Redis, type RedisOptions } from 'ioredis';
 import * as current from '../src/index.js';
+import { unlinkPrefix } from './unlink-prefix.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const seconds = Number(process.env.BENCH_SECONDS ?? 2);
@@ -248,12 +249,7 @@ async function main(): Promise<void> {
   for (const row of [header, header.map(() => '---'), ...rows])
     console.log(`| ${row.join(' | ')} |`);
 
-  let cursor = '0';
-  do {
-    const [nextCursor, keys] = await clients[0]!.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = nextCursor;
-    if (keys.length > 0) await clients[0]!.unlink(...keys);
-  } while (cursor !== '0');
+  await unlinkPrefix(clients[0]!, prefix);
   for (const client of clients) client.disconnect();
 }
 

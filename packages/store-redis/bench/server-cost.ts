@@ -20,6 +20,7 @@ import { pathToFileURL } from 'node:url';
 import { encodeOutcome } from '@idem/core';
 import { Redis } from 'ioredis';
 import * as current from '../src/index.js';
+import { unlinkPrefix } from './unlink-prefix.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const steps = Number(process.env.COST_STEPS ?? 20_000);
@@ -168,12 +169,7 @@ async function main(): Promise<void> {
   for (const row of [header, header.map(() => '---'), ...rows])
     console.log(`| ${row.join(' | ')} |`);
 
-  let cursor = '0';
-  do {
-    const [nextCursor, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = nextCursor;
-    if (keys.length > 0) await client.unlink(...keys);
-  } while (cursor !== '0');
+  await unlinkPrefix(client, prefix);
   client.disconnect();
 }
 
