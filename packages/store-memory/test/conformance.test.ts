@@ -19,5 +19,5 @@ describeStoreConformance('memory behind admitStore', {
       createAdmission({ targetLatencyMs: 60_000, initialLimit: 4_096, maxLimit: 4_096 }),
     ),
   destroyStore: (store) => store.close?.(),
-  numRuns: process.env.CI ? 1_000 : 100,
+  numRuns: process.env.CI ? 200 : 50,
 });
