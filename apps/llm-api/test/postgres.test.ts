@@ -6,6 +6,7 @@ import { type Backend, openBackend } from '../src/backend.js';
 import { billingKeyOf } from '../src/http/metering.js';
 import type { LedgerEntry } from '../src/ledger/ledger.js';
 import { deleteDemoRows } from '../src/stores/postgres-cleanup.js';
+import { openPostgresBackend, RECORDS_TABLE } from '../src/stores/postgres-connection.js';
 
 const DATABASE_URL = process.env.DATABASE_URL?.trim() || 'postgres://postgres@127.0.0.1:5432/test';
 const prefix = `llm-test:${randomBytes(4).toString('hex')}:`;
@@ -157,5 +158,36 @@ describe('PostgreSQL backend: the bill commits with the completion', () => {
       [`msg_${billingKeyOf(storageKey)}`, 1],
     ]);
     expect((await backend.store.get(storageKey))?.status).toBe('completed');
+  });
+});
+
+describe('PostgreSQL backend: expired records do not pile up', () => {
+  it('deletes records whose retention passed more than a day ago, on its own, and no others', async () => {
+    const ancient = `${prefix}idem:${randomBytes(32).toString('hex')}`;
+    const live = `${prefix}idem:${randomBytes(32).toString('hex')}`;
+    // Expired long ago (epoch ms 1), and one that lives for an hour.
+    await raw.query(
+      `INSERT INTO ${RECORDS_TABLE} (key, status, fingerprint, owner, fence, lease_until, expires_at)
+       VALUES ($1, 'released', '', 'o', 7, 1, 1),
+              ($2, 'completed', '', 'o', 1, 1, floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + 3600000)`,
+      [ancient, live],
+    );
+    const own = await openPostgresBackend(DATABASE_URL, prefix, 2_000, { cleanupEveryMs: 100 });
+    try {
+      const count = async (key: string) =>
+        Number(
+          (await raw.query(`SELECT count(*) AS n FROM ${RECORDS_TABLE} WHERE key = $1`, [key]))
+            .rows[0].n,
+        );
+      let left = 1;
+      for (let i = 0; i < 100 && left > 0; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        left = await count(ancient);
+      }
+      expect(left, 'the expired record was deleted').toBe(0);
+      expect(await count(live), 'the live record is kept').toBe(1);
+    } finally {
+      await own.close();
+    }
   });
 });

@@ -68,16 +68,30 @@ export function completingWithBills(
   };
 }
 
+/** Options of {@link openPostgresBackend}. */
+export interface PostgresBackendOptions {
+  /**
+   * How often expired records are deleted (`store.deleteExpired`, records whose retention
+   * passed more than a day ago). Unlike Redis and DynamoDB, PostgreSQL deletes nothing by
+   * itself: without this the records table only grows. @default 60_000
+   */
+  cleanupEveryMs?: number;
+}
+
+/** Most `deleteExpired` statements one cleanup round sends (1,000 rows each). */
+const CLEANUP_BATCHES = 10;
+
 /**
  * Opens the PostgreSQL backend: a pool with bounded calls (`recommendedPoolConfig`), the
  * records table (`ensureSchema`) and the ledger's tables, checked at start; the ledger
- * billed in the completion's transaction. The pool replaces broken connections for the life
- * of the process.
+ * billed in the completion's transaction; expired records deleted every `cleanupEveryMs`.
+ * The pool replaces broken connections for the life of the process.
  */
 export async function openPostgresBackend(
   url: string,
   prefix: string,
   timeoutMs: number,
+  options: PostgresBackendOptions = {},
 ): Promise<Backend> {
   const pool = new pg.Pool({
     connectionString: url,
@@ -100,6 +114,21 @@ export async function openPostgresBackend(
     throw error;
   }
   const ledger = createPostgresLedger(pool, prefix);
+  // One round at a time, at most CLEANUP_BATCHES statements; a failed round (the database
+  // away) is left to the next one. The timer does not keep the process alive.
+  let cleaning: Promise<void> | undefined;
+  const cleanup = setInterval(() => {
+    if (cleaning) return;
+    cleaning = (async () => {
+      for (let i = 0; i < CLEANUP_BATCHES; i++)
+        if ((await store.deleteExpired({ limit: 1_000 })) < 1_000) break;
+    })()
+      .catch(() => undefined)
+      .finally(() => {
+        cleaning = undefined;
+      });
+  }, options.cleanupEveryMs ?? 60_000);
+  cleanup.unref();
   return {
     kind: 'postgres',
     store: completingWithBills(store, pool, ledger),
@@ -108,6 +137,8 @@ export async function openPostgresBackend(
       await callWithin('ping', timeoutMs, () => pool.query('SELECT 1'));
     },
     close: async () => {
+      clearInterval(cleanup);
+      await cleaning;
       await pool.end().catch(() => undefined);
     },
   };
