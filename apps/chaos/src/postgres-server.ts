@@ -59,7 +59,8 @@ function idsOf(user: string): { uid: number; gid: number } | undefined {
 function runAs(): { user: string; uid: number; gid: number } | undefined {
   if (process.getuid?.() !== 0) return undefined;
   const ids = idsOf('postgres');
-  if (!ids) throw new Error('running as root, and there is no `postgres` user to run PostgreSQL as');
+  if (!ids)
+    throw new Error('running as root, and there is no `postgres` user to run PostgreSQL as');
   return { user: 'postgres', ...ids };
 }
 
@@ -170,7 +171,9 @@ export async function startPostgres(): Promise<PostgresServer> {
   const dir = makeTempDir('idem-chaos-postgres-');
   if (owner) chownSync(dir, owner.uid, owner.gid);
   const data = join(dir, 'data');
-  const user = owner ? ['--reuid', String(owner.uid), '--regid', String(owner.gid), '--init-groups'] : [];
+  const user = owner
+    ? ['--reuid', String(owner.uid), '--regid', String(owner.gid), '--init-groups']
+    : [];
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
 
   const initdb = spawnChild(
@@ -227,7 +230,8 @@ export async function startPostgres(): Promise<PostgresServer> {
       () => `postgres on ${port} did not answer:\n${current.output()}`,
     );
     const schema = `CREATE TABLE IF NOT EXISTS ${READINESS_TABLE} (k text PRIMARY KEY, n bigint NOT NULL)`;
-    if (!(await answers(url, schema, 5_000))) throw new Error(`postgres on ${port}: ${schema} failed`);
+    if (!(await answers(url, schema, 5_000)))
+      throw new Error(`postgres on ${port}: ${schema} failed`);
     await waitForWrites(url, 30_000, failed);
   };
   const killAll = async () => {

@@ -1,8 +1,8 @@
+import { postgresUnavailable } from './postgres-server.js';
 import { stopAllChildren } from './processes.js';
 import type { Profile } from './profile.js';
 import { runRow, type Scenario } from './run-row.js';
 import { scenarios as allScenarios } from './scenarios.js';
-import { postgresUnavailable } from './postgres-server.js';
 import { dynamoDbUnavailable } from './stores.js';
 import { startUpstreamProcess } from './upstream-process.js';
 import { judgeRow, type RowResult } from './verdict.js';

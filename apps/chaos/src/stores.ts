@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type Child, freePort, makeTempDir, removeTempDir, spawnChild } from './processes.js';
 import { startPostgres } from './postgres-server.js';
+import { type Child, freePort, makeTempDir, removeTempDir, spawnChild } from './processes.js';
 import { type ProxyProcess, startProxyProcess } from './proxy-process.js';
 import { startRedis } from './redis-server.js';
 
@@ -163,7 +163,8 @@ export async function startStore(kind: StoreKind): Promise<StoreHandle> {
     return { kind, env: {}, kill9: none, restart: none, close: none };
   }
   if (kind === 'dynamodb') return startDynamoDb();
-  const server = kind === 'postgres' ? await startPostgres() : await startRedis(kind === 'redis-aof');
+  const server =
+    kind === 'postgres' ? await startPostgres() : await startRedis(kind === 'redis-aof');
   const proxy = await startProxyProcess(server.port).catch(async (error: unknown) => {
     await server.close();
     throw error;

@@ -66,10 +66,7 @@ function commandOf(pid: number): string {
  * with `signal`, and returns the processes it had started that are still alive 5 s later
  * (each then killed by its PID, its store dir removed, so the test leaves nothing behind).
  */
-async function survivorsAfter(
-  signal: NodeJS.Signals,
-  row = 'redis-aof-kill',
-): Promise<string[]> {
+async function survivorsAfter(signal: NodeJS.Signals, row = 'redis-aof-kill'): Promise<string[]> {
   const suite = spawn(process.execPath, ['--import', tsx, main], {
     env: { ...process.env, CHAOS_PROFILE: 'short', CHAOS_ROWS: row },
     stdio: ['ignore', 'pipe', 'pipe'],
