@@ -62,9 +62,22 @@ export function spawnChild(
   name: string,
   command: string,
   args: readonly string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    cwd?: string;
+    /** `setpriv` options that run it as another user (e.g. `--reuid`), applied with the death signal. */
+    asUser?: readonly string[];
+  } = {},
 ): Child {
-  const [wrapper, ...wrapperArgs] = [...dieWithSuite(), command, ...args] as [string, ...string[]];
+  const asUser = options.asUser ?? [];
+  // One setpriv for both: a uid change after --pdeathsig (a second setpriv) would clear it.
+  const prefix =
+    asUser.length === 0
+      ? dieWithSuite()
+      : dieWithSuite().length > 0
+        ? [...dieWithSuite().slice(0, -1), ...asUser, '--']
+        : ['setpriv', ...asUser, '--'];
+  const [wrapper, ...wrapperArgs] = [...prefix, command, ...args] as [string, ...string[]];
   const proc: ChildProcess = spawn(wrapper, wrapperArgs, {
     env: options.env ?? process.env,
     cwd: options.cwd,

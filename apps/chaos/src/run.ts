@@ -1,3 +1,4 @@
+import { postgresUnavailable } from './postgres-server.js';
 import { stopAllChildren } from './processes.js';
 import type { Profile } from './profile.js';
 import { runRow, type Scenario } from './run-row.js';
@@ -19,7 +20,7 @@ export interface ChaosOptions {
 export interface ChaosResult {
   profile: Profile['name'];
   rows: RowResult[];
-  /** Rows not run, with the reason (no PostgreSQL store; no Java outside CI). */
+  /** Rows not run, with the reason (no Java or no PostgreSQL outside CI). */
   skipped: string[];
   /** Every broken promise, naming its row; empty when the run holds. */
   broken: string[];
@@ -34,7 +35,7 @@ export interface ChaosResult {
 export async function runChaos(profile: Profile, options: ChaosOptions = {}): Promise<ChaosResult> {
   const log = options.log ?? (() => undefined);
   const started = Date.now();
-  const skipped = ['PostgreSQL: no PostgreSQL store in the project yet, so no row'];
+  const skipped: string[] = [];
   const rows: RowResult[] = [];
   const chosen = allScenarios.filter((s) =>
     options.only ? options.only.includes(s.id) : !s.fullOnly || profile.name === 'full',
@@ -56,14 +57,20 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
         );
         continue;
       }
-      const missing = scenario.store === 'dynamodb' ? await dynamoDbUnavailable() : undefined;
+      const service = scenario.store === 'postgres' ? 'PostgreSQL' : 'DynamoDB Local';
+      const missing =
+        scenario.store === 'dynamodb'
+          ? await dynamoDbUnavailable()
+          : scenario.store === 'postgres'
+            ? postgresUnavailable()
+            : undefined;
       if (missing && process.env.CI) {
         // In CI a missing service is a failure too.
-        rows.push(failedRow(scenario, profile, `DynamoDB Local cannot start: ${missing}`));
+        rows.push(failedRow(scenario, profile, `${service} cannot start: ${missing}`));
         continue;
       }
       if (missing) {
-        skipped.push(`${scenario.id}: DynamoDB Local cannot start here: ${missing}`);
+        skipped.push(`${scenario.id}: ${service} cannot start here: ${missing}`);
         log(`- ${scenario.id}: skipped (${missing})`);
         continue;
       }

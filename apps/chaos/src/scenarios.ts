@@ -218,6 +218,37 @@ export const scenarios: readonly Scenario[] = [
     inject: (s) => dropStoreCycles(s, s.profile.shortOutageMs, s.profile.kills),
   },
   {
+    id: 'postgres-kill',
+    fault: 'PostgreSQL kill -9, restart, fsync on (outage < lease)',
+    store: 'postgres',
+    instances: 2,
+    requests: (p) => p.requests,
+    faultMs: (p) => p.kills * (p.shortOutageMs + CYCLE_GAP_MS),
+    // Committed rows survive a kill -9 (fsync, synchronous_commit) and the server is back,
+    // crash recovery included, 0.2 to 0.35 s after its restart on the 2-core machine: 1.5 s
+    // down + that is well inside the 3 s lease, so the promise holds as on Redis with AOF.
+    // The full load: both rows kept up with 800 keys (recovery 1.1 and 0.9 s).
+    // Half the keys streamed: the late-answer, keep-alive and cut paths are streams'.
+    streamEvery: 2,
+    promises: () => strict,
+    inject: (s) => killStoreCycles(s, s.profile.shortOutageMs, s.profile.kills),
+  },
+  {
+    id: 'postgres-drop',
+    fault: 'PostgreSQL unreachable (connections reset) for less than the lease',
+    store: 'postgres',
+    instances: 2,
+    requests: (p) => p.requests,
+    faultMs: (p) => p.kills * (p.shortOutageMs + CYCLE_GAP_MS),
+    // Half the keys streamed: the late-answer, keep-alive and cut paths are streams'.
+    streamEvery: 2,
+    promises: () => strict,
+    // Not in the short profile: CI keeps one PostgreSQL row, postgres-kill (the one that
+    // restarts the server and found a crash of the app; about 15 s).
+    fullOnly: true,
+    inject: (s) => dropStoreCycles(s, s.profile.shortOutageMs, s.profile.kills),
+  },
+  {
     id: 'memory-1mib',
     fault: 'memory store, answers of 1 MiB',
     store: 'memory',

@@ -1,16 +1,17 @@
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startPostgres } from './postgres-server.js';
 import { type Child, freePort, makeTempDir, removeTempDir, spawnChild } from './processes.js';
 import { type ProxyProcess, startProxyProcess } from './proxy-process.js';
 import { startRedis } from './redis-server.js';
 
 /** Which store a row runs on. */
-export type StoreKind = 'redis-aof' | 'redis-volatile' | 'dynamodb' | 'memory';
+export type StoreKind = 'redis-aof' | 'redis-volatile' | 'dynamodb' | 'postgres' | 'memory';
 
 /** A store of the suite's own behind a TCP fault proxy, and the app env that points at it. */
 export interface StoreHandle {
   kind: StoreKind;
-  /** What the app instances get (REDIS_URL / DYNAMODB_* through the proxy). */
+  /** What the app instances get (REDIS_URL / DYNAMODB_* / DATABASE_URL through the proxy). */
   env: Record<string, string>;
   proxy?: ProxyProcess;
   /** kill -9 of the store process, by PID. */
@@ -162,17 +163,24 @@ export async function startStore(kind: StoreKind): Promise<StoreHandle> {
     return { kind, env: {}, kill9: none, restart: none, close: none };
   }
   if (kind === 'dynamodb') return startDynamoDb();
-  const redis = await startRedis(kind === 'redis-aof');
-  const proxy = await startProxyProcess(redis.port);
+  const server =
+    kind === 'postgres' ? await startPostgres() : await startRedis(kind === 'redis-aof');
+  const proxy = await startProxyProcess(server.port).catch(async (error: unknown) => {
+    await server.close();
+    throw error;
+  });
   return {
     kind,
-    env: { REDIS_URL: `redis://127.0.0.1:${proxy.port}` },
+    env:
+      kind === 'postgres'
+        ? { DATABASE_URL: `postgres://postgres@127.0.0.1:${proxy.port}/postgres` }
+        : { REDIS_URL: `redis://127.0.0.1:${proxy.port}` },
     proxy,
-    kill9: () => redis.kill9(),
-    restart: () => redis.restart(),
+    kill9: () => server.kill9(),
+    restart: () => server.restart(),
     async close() {
       await proxy.close();
-      await redis.close();
+      await server.close();
     },
   };
 }

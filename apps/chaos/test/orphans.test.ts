@@ -43,7 +43,7 @@ function descendants(root: number): number[] {
 
 const alive = (pid: number) => parentOf(pid) !== undefined;
 
-/** The suite's temp dir `pid` works in (redis-server's --dir), if any. */
+/** The suite's temp dir `pid` works in (redis-server's --dir, postgres's data dir), if any. */
 function dirOf(pid: number): string | undefined {
   try {
     const cwd = readlinkSync(`/proc/${pid}/cwd`);
@@ -64,11 +64,11 @@ function commandOf(pid: number): string {
 /**
  * Starts the suite on one row, waits until its store and app instances run, kills the suite
  * with `signal`, and returns the processes it had started that are still alive 5 s later
- * (each then killed by its PID, its redis dir removed, so the test leaves nothing behind).
+ * (each then killed by its PID, its store dir removed, so the test leaves nothing behind).
  */
-async function survivorsAfter(signal: NodeJS.Signals): Promise<string[]> {
+async function survivorsAfter(signal: NodeJS.Signals, row = 'redis-aof-kill'): Promise<string[]> {
   const suite = spawn(process.execPath, ['--import', tsx, main], {
-    env: { ...process.env, CHAOS_PROFILE: 'short', CHAOS_ROWS: 'redis-aof-kill' },
+    env: { ...process.env, CHAOS_PROFILE: 'short', CHAOS_ROWS: row },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const suitePid = suite.pid as number;
@@ -96,7 +96,7 @@ async function survivorsAfter(signal: NodeJS.Signals): Promise<string[]> {
         return started.some((pid) => dirOf(pid) !== undefined);
       },
       10_000,
-      () => `no redis-server under the suite:\n${output}`,
+      () => `no store process under the suite:\n${output}`,
     );
     for (const pid of started) {
       const dir = dirOf(pid);
@@ -130,6 +130,16 @@ describe.runIf(process.platform === 'linux')('a chaos suite that is killed', () 
     'by SIGKILL leaves no store or app running',
     async () => {
       expect(await survivorsAfter('SIGKILL')).toEqual([]);
+    },
+    90_000,
+  );
+
+  // PostgreSQL runs as another user when the suite is root (the postmaster switches uid under
+  // setpriv, which must keep the death signal) and forks backends of its own: none may stay.
+  it.runIf(setpriv)(
+    'by SIGKILL leaves no PostgreSQL postmaster or backend running',
+    async () => {
+      expect(await survivorsAfter('SIGKILL', 'postgres-kill')).toEqual([]);
     },
     90_000,
   );

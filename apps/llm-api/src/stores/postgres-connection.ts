@@ -45,6 +45,13 @@ export function completingWithBills(
       if (!bill) return store.complete(input);
       const client = await pool.connect();
       let failure: Error | undefined;
+      // A checked-out client has no listener of the pool's: a connection that breaks here
+      // (the server killed, the network reset) emits 'error' on it, and an 'error' with no
+      // listener ends the process. The failed query rejects on its own; keep the first error.
+      const onError = (error: Error) => {
+        failure ??= error;
+      };
+      client.on('error', onError);
       try {
         await client.query('BEGIN');
         const written = await store.completeIn(client, input);
@@ -61,6 +68,7 @@ export function completingWithBills(
         failure = error instanceof Error ? error : new Error(String(error));
         throw error;
       } finally {
+        client.removeListener('error', onError);
         // A connection whose transaction failed is dropped: it ends on the server.
         client.release(failure);
       }
