@@ -92,8 +92,15 @@ export function messageProcessor<TMessage, T>(
     defaultScope: (message: TMessage) => Scope;
   },
 ): MessageProcessor<TMessage> {
-  const { handler, key, payload, scope, retryDelayMs = 1_000, onMessage, ...engineOptions } =
-    options;
+  const {
+    handler,
+    key,
+    payload,
+    scope,
+    retryDelayMs = 1_000,
+    onMessage,
+    ...engineOptions
+  } = options;
   if (typeof handler !== 'function') throw new TypeError('handler must be a function');
   const engine = createIdempotency<T>(engineOptions);
   const report = (r: MessageReport<TMessage>) => {
@@ -120,7 +127,11 @@ export function messageProcessor<TMessage, T>(
   async function decide(message: TMessage): Promise<Disposition> {
     const messageKey = toKey((key ?? broker.defaultKey)(message));
     if (messageKey === undefined)
-      return { action: 'reject', status: 'rejected', error: new TypeError('The message has no key') };
+      return {
+        action: 'reject',
+        status: 'rejected',
+        error: new TypeError('The message has no key'),
+      };
     const part = payload === false ? undefined : (payload ?? broker.body)(message);
     const request = {
       key: messageKey,

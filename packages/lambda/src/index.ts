@@ -1,3 +1,12 @@
+// The error a duplicate in progress raises (Lambda retries it), and the others callers branch on.
+export {
+  InProgressError,
+  isIdemError,
+  LeaseLostError,
+  MismatchError,
+  ReplayedFailureError,
+  StoreUnavailableError,
+} from '@idem/core';
 export type {
   BatchItemFailure,
   BatchOptions,
@@ -36,12 +45,3 @@ export type {
   MiddyRequestLike,
 } from './middy.js';
 export { idempotency } from './middy.js';
-// The error a duplicate in progress raises (Lambda retries it), and the others callers branch on.
-export {
-  InProgressError,
-  isIdemError,
-  LeaseLostError,
-  MismatchError,
-  ReplayedFailureError,
-  StoreUnavailableError,
-} from '@idem/core';
