@@ -35,7 +35,9 @@ export async function connectNats(): Promise<NatsConnection> {
     await (await nc.jetstreamManager()).getAccountInfo();
   } catch (error) {
     await nc.close();
-    throw new Error(`NATS answers but JetStream is off. ${NATS_HELP} (${(error as Error).message})`);
+    throw new Error(
+      `NATS answers but JetStream is off. ${NATS_HELP} (${(error as Error).message})`,
+    );
   }
   return nc;
 }

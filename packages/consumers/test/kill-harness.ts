@@ -54,7 +54,9 @@ async function spawnChild(config: ChildConfig, all: ChildEvent[]): Promise<Child
       events.push(event);
       all.push(event);
     });
-    child.once('exit', (code, signal) => reject(new Error(`consumer child exited (${signal ?? code}) before it was ready`)));
+    child.once('exit', (code, signal) =>
+      reject(new Error(`consumer child exited (${signal ?? code}) before it was ready`)),
+    );
   });
   await within(ready, 30_000, 'the consumer child to start');
   return { process: child, events, exited };
@@ -66,7 +68,10 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
     return await Promise.race([
       promise,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+        timer = setTimeout(
+          () => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)),
+          ms,
+        );
       }),
     ]);
   } finally {
@@ -77,7 +82,8 @@ async function within<T>(promise: Promise<T>, ms: number, what: string): Promise
 async function until(check: () => boolean | Promise<boolean>, ms: number, what: string) {
   const deadline = performance.now() + ms;
   while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    if (performance.now() > deadline)
+      throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await sleep(50);
   }
 }
@@ -102,10 +108,16 @@ export async function killAndRedeliver(broker: BrokerUnderTest, n: number): Prom
 
     const a = await spawnChild({ ...base, prefetch: 1, kill: { mode: 'handler', at: k } }, all);
     children.push(a);
-    await until(() => a.events.some((e) => e.type === 'start' && e.n === k), 30_000, `A's ${k}th message`);
+    await until(
+      () => a.events.some((e) => e.type === 'start' && e.n === k),
+      30_000,
+      `A's ${k}th message`,
+    );
     a.process.kill('SIGKILL');
     await a.exited;
-    const killedInHandler = (a.events.find((e) => e.type === 'start' && e.n === k) as { id: string }).id;
+    const killedInHandler = (
+      a.events.find((e) => e.type === 'start' && e.n === k) as { id: string }
+    ).id;
 
     const b = await spawnChild({ ...base, prefetch: 1, kill: { mode: 'before-ack', at: k } }, all);
     children.push(b);
@@ -142,7 +154,8 @@ export async function killAndRedeliver(broker: BrokerUnderTest, n: number): Prom
     const starts = new Map<string, number>();
     for (const e of all) if (e.type === 'start') starts.set(e.id, (starts.get(e.id) ?? 0) + 1);
     const statuses: Record<string, number> = {};
-    for (const e of all) if (e.type === 'report') statuses[e.status] = (statuses[e.status] ?? 0) + 1;
+    for (const e of all)
+      if (e.type === 'report') statuses[e.status] = (statuses[e.status] ?? 0) + 1;
     return {
       published: n,
       ledgerEntries: (await ledger.entries()).size,
@@ -158,7 +171,8 @@ export async function killAndRedeliver(broker: BrokerUnderTest, n: number): Prom
       leftover: await broker.leftover(),
     };
   } finally {
-    for (const child of children) if (child.process.exitCode === null) child.process.kill('SIGKILL');
+    for (const child of children)
+      if (child.process.exitCode === null) child.process.kill('SIGKILL');
     await ledger.drop().catch(() => {});
     const keys = await redis.keys(`${prefix}*`).catch(() => [] as string[]);
     if (keys.length > 0) await redis.del(...keys).catch(() => {});

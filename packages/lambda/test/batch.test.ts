@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Context, KinesisStreamRecord, SQSRecord } from 'aws-lambda';
+import type { Context, DynamoDBRecord, KinesisStreamRecord, SQSRecord } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   makeDynamoDbStreamBatchHandler,
@@ -181,7 +181,7 @@ describe.each(storeKinds)('batches on %s', (kind) => {
     const count = counter();
     const records = Array.from({ length: 4 }, (_, i) => streamRecord(`item-${i}`));
     const handler = makeDynamoDbStreamBatchHandler(
-      async (record, _ctx: Context, idem) => {
+      async (record: DynamoDBRecord, _ctx: Context, idem) => {
         const itemId = record.dynamodb?.Keys?.id?.S ?? '';
         count.bump(itemId);
         if (itemId === 'item-1') throw new Error('poison');
