@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createFencedLedger, type LedgerStats, REDIS_URL } from '@idem/test-ledger';
 import { Redis } from 'ioredis';
+import { expect } from 'vitest';
 import { uniqueName } from './brokers.js';
 import type { ChildConfig, ChildEvent } from './consumer-child.js';
 
@@ -178,4 +179,18 @@ export async function killAndRedeliver(broker: BrokerUnderTest, n: number): Prom
     if (keys.length > 0) await redis.del(...keys).catch(() => {});
     redis.disconnect();
   }
+}
+
+/** N side effects, none twice, none lost; the killed message ran again, the unacked one replayed. */
+export function expectExactlyOnce(summary: KillSummary, n: number): void {
+  expect(summary.ledgerEntries).toBe(n);
+  // Every side effect committed once: no stale or repeated write reached the ledger.
+  expect(summary.ledger).toEqual({ written: n, replaced: 0, stale: 0 });
+  // One message ran twice: the one whose consumer was killed before its side effect.
+  expect(summary.rerun).toEqual([summary.killedInHandler]);
+  expect(summary.handlerRuns).toBe(n + 1);
+  // The message recorded but never acked came back and was acked without running.
+  expect(summary.afterBeforeAckKill).toContain('replayed');
+  expect(summary.afterBeforeAckKill).not.toContain('processed');
+  expect(summary.leftover).toBe(0);
 }

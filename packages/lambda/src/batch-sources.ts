@@ -75,40 +75,32 @@ export const dynamoDbStreamSource: BatchSource<DynamoDbStreamRecordLike> = {
   ordered: () => true,
 };
 
+/** A batch handler factory bound to one source. */
+export type BatchHandlerFactory<TBase> = <
+  TRecord extends TBase,
+  TContext extends LambdaContextLike,
+>(
+  handler: RecordHandler<TRecord, TContext>,
+  options: BatchOptions<TRecord, TContext>,
+) => (event: { Records?: TRecord[] }, context: TContext) => Promise<BatchResponse>;
+
+const forSource =
+  <TBase>(source: BatchSource<TBase>): BatchHandlerFactory<TBase> =>
+  (handler, options) =>
+    makeBatchHandler(source as BatchSource<never>, handler, options);
+
 /**
  * An SQS batch handler with partial failures: each record runs at most once under its key
  * (`messageId` by default), a redelivered record that completed before is skipped, and the
  * response lists only the records that failed. FIFO queues stop at the first failure and
  * report it and every later record, as AWS requires.
  */
-export function makeSqsBatchHandler<
-  TRecord extends SqsRecordLike,
-  TContext extends LambdaContextLike,
->(
-  handler: RecordHandler<TRecord, TContext>,
-  options: BatchOptions<TRecord, TContext>,
-): (event: { Records?: TRecord[] }, context: TContext) => Promise<BatchResponse> {
-  return makeBatchHandler(sqsSource as BatchSource<TRecord>, handler, options);
-}
+export const makeSqsBatchHandler: BatchHandlerFactory<SqsRecordLike> = forSource(sqsSource);
 
 /** A Kinesis batch handler (ordered: stops at the first failure); see {@link makeSqsBatchHandler}. */
-export function makeKinesisBatchHandler<
-  TRecord extends KinesisRecordLike,
-  TContext extends LambdaContextLike,
->(
-  handler: RecordHandler<TRecord, TContext>,
-  options: BatchOptions<TRecord, TContext>,
-): (event: { Records?: TRecord[] }, context: TContext) => Promise<BatchResponse> {
-  return makeBatchHandler(kinesisSource as BatchSource<TRecord>, handler, options);
-}
+export const makeKinesisBatchHandler: BatchHandlerFactory<KinesisRecordLike> =
+  forSource(kinesisSource);
 
 /** A DynamoDB Streams batch handler (ordered); see {@link makeSqsBatchHandler}. */
-export function makeDynamoDbStreamBatchHandler<
-  TRecord extends DynamoDbStreamRecordLike,
-  TContext extends LambdaContextLike,
->(
-  handler: RecordHandler<TRecord, TContext>,
-  options: BatchOptions<TRecord, TContext>,
-): (event: { Records?: TRecord[] }, context: TContext) => Promise<BatchResponse> {
-  return makeBatchHandler(dynamoDbStreamSource as BatchSource<TRecord>, handler, options);
-}
+export const makeDynamoDbStreamBatchHandler: BatchHandlerFactory<DynamoDbStreamRecordLike> =
+  forSource(dynamoDbStreamSource);

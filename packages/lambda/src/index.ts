@@ -18,6 +18,7 @@ export type {
 } from './batch.js';
 export { makeBatchHandler } from './batch.js';
 export type {
+  BatchHandlerFactory,
   DynamoDbStreamRecordLike,
   KinesisRecordLike,
   SqsRecordLike,
