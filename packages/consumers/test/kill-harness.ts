@@ -126,10 +126,10 @@ export async function killAndRedeliver(broker: BrokerUnderTest, n: number): Prom
     const recordedByB = b.events.filter((e) => e.type === 'report' && e.status === 'processed');
     const killedBeforeAck = (recordedByB[k - 1] as { id: string }).id;
 
-    const drainers = [
-      await spawnChild({ ...base, prefetch: 4 }, all),
-      await spawnChild({ ...base, prefetch: 4 }, all),
-    ];
+    const drainers = await Promise.all([
+      spawnChild({ ...base, prefetch: 4 }, all),
+      spawnChild({ ...base, prefetch: 4 }, all),
+    ]);
     children.push(...drainers);
     const drainerReports = () =>
       drainers.flatMap((c) => c.events).filter((e) => e.type === 'report') as {
