@@ -90,7 +90,10 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       inFlight.add(task);
       if (inFlight.size >= concurrency) await Promise.race(inFlight);
     }
-  })();
+  })().catch(() => {
+    // The subscription ended with an error (the connection closed for good): unacked messages
+    // are redelivered by JetStream; the connection's own `closed()` says why.
+  });
 
   let stopped = false;
   return {
