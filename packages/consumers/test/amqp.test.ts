@@ -1,23 +1,24 @@
 import type { ChannelModel } from 'amqplib';
-import { afterAll, beforeAll, describe, it } from 'vitest';
+import { afterAll, describe, it } from 'vitest';
 import { connectAmqp, uniqueName } from './brokers.js';
 import { expectExactlyOnce, killAndRedeliver } from './kill-harness.js';
 
 const N = process.env.CI ? 40 : 120;
 
 describe('RabbitMQ (amqplib), real broker', () => {
-  let connection: ChannelModel;
+  // Connected inside the test, so that a missing broker fails it (a failing beforeAll
+  // would report it as skipped).
+  let connection: ChannelModel | undefined;
   const queues: string[] = [];
-  beforeAll(async () => {
-    connection = await connectAmqp();
-  });
   afterAll(async () => {
+    if (!connection) return;
     const channel = await connection.createChannel();
     for (const queue of queues) await channel.deleteQueue(queue).catch(() => {});
     await connection.close();
   });
 
   it(`${N} messages, consumers SIGKILLed mid-message and before an ack: ${N} side effects, none twice, none lost`, async () => {
+    connection = await connectAmqp();
     const queue = uniqueName('idem-test-q');
     queues.push(queue);
     const channel = await connection.createConfirmChannel();

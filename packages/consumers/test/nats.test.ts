@@ -1,23 +1,24 @@
 import { AckPolicy, headers, type NatsConnection } from 'nats';
-import { afterAll, beforeAll, describe, it } from 'vitest';
+import { afterAll, describe, it } from 'vitest';
 import { connectNats, uniqueName } from './brokers.js';
 import { expectExactlyOnce, killAndRedeliver } from './kill-harness.js';
 
 const N = process.env.CI ? 40 : 120;
 
 describe('NATS JetStream, real server', () => {
-  let nc: NatsConnection;
+  // Connected inside the test, so that a missing server fails it (a failing beforeAll
+  // would report it as skipped).
+  let nc: NatsConnection | undefined;
   const streams: string[] = [];
-  beforeAll(async () => {
-    nc = await connectNats();
-  });
   afterAll(async () => {
+    if (!nc) return;
     const jsm = await nc.jetstreamManager();
     for (const stream of streams) await jsm.streams.delete(stream).catch(() => {});
     await nc.close();
   });
 
   it(`${N} messages, consumers SIGKILLed mid-message and before an ack: ${N} side effects, none twice, none lost`, async () => {
+    nc = await connectNats();
     const stream = uniqueName('IDEM_TEST').replace(/-/g, '_');
     const subject = `${stream}.orders`;
     streams.push(stream);

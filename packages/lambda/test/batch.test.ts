@@ -134,14 +134,14 @@ describe.each(storeKinds)('batches on %s', (kind) => {
         const n = count.bump(id(record));
         if (id(record) === 'reading-2' && n === 1) {
           // Hangs past the invocation's deadline, then writes with its (stale) fence.
-          zombie = sleep(3_000).then(() => env.ledger.write(id(record), idem.fence, 'late'));
+          zombie = sleep(5_000).then(() => env.ledger.write(id(record), idem.fence, 'late'));
           return zombie;
         }
         return env.ledger.write(id(record), idem.fence, 'stored');
       },
       { store: env.store, timeoutMarginMs: 500, onRecord: (r) => reports.push(r) },
     );
-    const first = await handler({ Records: records }, fakeContext(2_000));
+    const first = await handler({ Records: records }, fakeContext(3_000));
     expect(statuses(reports)).toEqual([
       'processed',
       'processed',
