@@ -81,15 +81,20 @@ describe.each(storeKinds)('makeIdempotent on %s', (kind) => {
     const gate = new Promise<void>((r) => {
       release = r;
     });
+    let started!: () => void;
+    const running = new Promise<void>((r) => {
+      started = r;
+    });
     let runs = 0;
     const handler = makeIdempotent(async (event: APIGatewayProxyEventV2) => {
       runs += 1;
       if (orderOf(event).amount < 0) throw new Error('declined');
+      started();
       await gate;
       return { ok: true };
     }, options());
     const first = handler(orderEvent({ orderId: 'o-2', amount: 1 }), fakeContext(10_000));
-    await sleep(100);
+    await running;
     const dup = await handler(orderEvent({ orderId: 'o-2', amount: 1 }), fakeContext(10_000)).catch(
       (e: unknown) => e,
     );
@@ -114,13 +119,18 @@ describe.each(storeKinds)('makeIdempotent on %s', (kind) => {
     const handler = makeIdempotent(
       async (event: APIGatewayProxyEventV2, _ctx: Context, idem) => {
         runs += 1;
+        started();
         if (runs === 1) await sleep(4_000); // past its deadline: Lambda would have stopped it
         return env.ledger.write(orderOf(event).orderId, idem.fence, `run ${runs}`);
       },
       { ...options(), leaseMs: 60_000 },
     );
+    let started!: () => void;
+    const running = new Promise<void>((r) => {
+      started = r;
+    });
     const timedOut = handler(orderEvent({ orderId: 'o-4', amount: 1 }), fakeContext(1_200));
-    await sleep(200);
+    await running;
     await expect(
       handler(orderEvent({ orderId: 'o-4', amount: 1 }), fakeContext(10_000)),
     ).rejects.toBeInstanceOf(InProgressError);
