@@ -5,6 +5,7 @@ import {
   type Idempotency,
   type IdempotencyOptions,
   InProgressError,
+  InvalidInputError,
   isIdemError,
   isValidKey,
   type JsonValue,
@@ -101,7 +102,7 @@ export function messageProcessor<TMessage, T>(
     onMessage,
     ...engineOptions
   } = options;
-  if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+  if (typeof handler !== 'function') throw new InvalidInputError('handler must be a function');
   const engine = createIdempotency<T>(engineOptions);
   const report = (r: MessageReport<TMessage>) => {
     try {

@@ -1,4 +1,4 @@
-import type { Scope } from '@idem/core';
+import { InvalidInputError, type Scope } from '@idem/core';
 import { type IdempotentConsumer, settleWithin } from './amqp-consumer.js';
 import { type ConsumerOptions, messageProcessor } from './message-outcome.js';
 
@@ -60,7 +60,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
 ): Promise<IdempotentConsumer> {
   const { consumer, concurrency = 1, workingIntervalMs = 10_000, ...rest } = options;
   if (!(Number.isSafeInteger(concurrency) && concurrency > 0))
-    throw new TypeError('concurrency must be a positive integer');
+    throw new InvalidInputError('concurrency must be a positive integer');
   const processor = messageProcessor<TMessage, T>(rest, {
     defaultKey: jetStreamMessageKey,
     body: (message) => message.data,
