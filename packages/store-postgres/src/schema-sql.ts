@@ -80,7 +80,8 @@ CREATE INDEX IF NOT EXISTS ${o.expiresIndex} ON ${o.table} (expires_at);
 
 -- Takes the record, or answers the live record that prevents it. The first read takes no
 -- lock: a live record that is not the caller's own (a replay, a conflict) is answered
--- without writing anything. Everything else is decided again under the row lock.
+-- without writing anything. Everything else is decided again under the row lock; a record
+-- in progress whose row another transaction holds is answered as in progress at once.
 CREATE OR REPLACE FUNCTION ${o.acquire}(
   p_key text, p_fingerprint text, p_owner text, p_lease_ms bigint, p_retention_ms bigint,
   OUT o_acquired boolean, OUT o_takeover boolean, OUT o_now bigint, OUT o_status text,
@@ -113,7 +114,27 @@ BEGIN
     IF attempt > 10 THEN
       RAISE EXCEPTION 'idem acquire of % gave up: the record keeps changing', p_key;
     END IF;
-    SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE;
+    IF found_row AND r.status = 'in_progress' AND r.owner <> p_owner THEN
+      -- Another owner's passed lease. Its business transaction may hold the row for as long
+      -- as it runs (and renews nothing meanwhile): do not wait for it, it is in progress.
+      BEGIN
+        SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE NOWAIT;
+      EXCEPTION WHEN lock_not_available THEN
+        o_acquired := false;
+        o_takeover := false;
+        o_status := r.status;
+        o_fingerprint := r.fingerprint;
+        o_owner := r.owner;
+        o_fence := r.fence;
+        -- Not renewed while the row is held: a hint as if it had just been.
+        o_lease_until := least(greatest(r.lease_until, o_now + p_lease_ms), ${MAX_DEADLINE});
+        o_expires_at := r.expires_at;
+        o_outcome := r.outcome;
+        RETURN;
+      END;
+    ELSE
+      SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE;
+    END IF;
     found_row := FOUND;
     o_now := ${NOW_MS};
     o_lease_until := least(o_now + p_lease_ms, ${MAX_DEADLINE});
