@@ -236,3 +236,20 @@ END
 $fn$;
 `;
 }
+
+/**
+ * The statement that makes a business transaction hold its record (sent right after `BEGIN`,
+ * in the same round trip): the row of `key` under `FOR UPDATE`, only while it is still in
+ * progress under `owner` and `fence` and not expired. It answers one row when the
+ * transaction holds the record, none when the key was taken over or given up meanwhile.
+ * Values are spliced as literals (a simple query has no parameters): `literal` MUST quote
+ * them (node-postgres' `escapeLiteral`); `fence` is a safe integer.
+ */
+export function lockRecordSql(
+  name: TableName,
+  record: { key: string; owner: string; fence: number },
+  literal: (value: string) => string,
+): string {
+  if (!Number.isSafeInteger(record.fence)) throw new RangeError('fence must be a safe integer');
+  return `SELECT fence FROM ${name.sql} WHERE key = ${literal(record.key)} AND owner = ${literal(record.owner)} AND fence = ${record.fence} AND status = 'in_progress' AND expires_at > ${NOW_MS} FOR UPDATE`;
+}

@@ -5,14 +5,22 @@ import {
   type IdempotencyStore,
   type IdempotentRequest,
   InvalidInputError,
+  LeaseLostError,
   type OperationContext,
   type OutcomePolicy,
   type ResolvedSettings,
   successOnly,
 } from '@idem/core';
 import type { Pool, PoolClient } from 'pg';
-import { BusinessTransaction, TransactionNotCommittedError } from './business-transaction.js';
+import {
+  BusinessTransaction,
+  beforeOperation,
+  TransactionNotCommittedError,
+} from './business-transaction.js';
+import { ExecutionRegistry } from './execution-registry.js';
 import type { PostgresStore } from './options.js';
+import { lockRecordSql } from './schema-sql.js';
+import { parseTableName } from './table-name.js';
 
 /** What a transactional operation receives: core's context plus the open transaction. */
 export interface TransactionContext extends OperationContext {
@@ -74,11 +82,6 @@ const BEGIN: Record<IsolationLevel, string> = {
   serializable: 'BEGIN ISOLATION LEVEL SERIALIZABLE',
 };
 
-/** Acquisitions whose operation has not started yet; bounded (a late acquire never runs one). */
-const MAX_WAITING_OWNERS = 10_000;
-
-const id = (key: string, part: string | number) => `${key}\0${part}`;
-
 function isPool(pool: unknown): pool is Pool {
   const candidate = pool as { connect?: unknown; totalCount?: unknown } | null;
   return typeof candidate?.connect === 'function' && typeof candidate.totalCount === 'number';
@@ -115,51 +118,32 @@ export function createPostgresIdempotency<T = unknown>(
       "isolationLevel must be 'read committed', 'repeatable read' or 'serializable'",
     );
 
-  // Which owner holds (storage key, fence): the operation learns the owner from it.
-  const owners = new Map<string, string>();
-  const fenceOf = new Map<string, string>();
-  // Open business transactions, by storage key and owner.
-  const open = new Map<string, BusinessTransaction>();
-
-  function rememberOwner(key: string, fence: number, owner: string): void {
-    if (owners.size >= MAX_WAITING_OWNERS) {
-      const oldest = owners.keys().next().value as string;
-      fenceOf.delete(id(oldest.split('\0')[0]!, owners.get(oldest)!));
-      owners.delete(oldest);
-    }
-    owners.set(id(key, fence), owner);
-    fenceOf.set(id(key, owner), id(key, fence));
-  }
-
-  function forgetOwner(key: string, owner: string): void {
-    const fenceId = fenceOf.get(id(key, owner));
-    if (fenceId !== undefined) owners.delete(fenceId);
-    fenceOf.delete(id(key, owner));
-  }
+  const table = parseTableName(store.table);
+  const executions = new ExecutionRegistry();
 
   const transactional: IdempotencyStore = {
     capabilities: store.capabilities,
     async acquire(input) {
       const result = await store.acquire(input);
-      if (result.kind === 'acquired') rememberOwner(input.key, result.fence, input.owner);
+      if (result.kind === 'acquired') executions.acquired(input.key, result.fence, input.owner);
       return result;
     },
     complete(input) {
-      const tx = open.get(id(input.key, input.owner));
+      const tx = executions.byOwner(input.key, input.owner)?.tx;
       return tx ? tx.complete(input) : store.complete(input);
     },
     async release(input) {
-      forgetOwner(input.key, input.owner);
-      await open.get(id(input.key, input.owner))?.rollback();
+      executions.dropWaiting(input.key, input.owner);
+      await executions.byOwner(input.key, input.owner)?.tx?.rollback();
       return store.release(input);
     },
-    extend: (input) => store.extend(input),
+    extend(input) {
+      const execution = executions.byOwner(input.key, input.owner);
+      return execution ? execution.extend(() => store.extend(input)) : store.extend(input);
+    },
     get: (key) => store.get(key),
   };
 
-  // Transactions still settling when core gave their completion up (max hold passed
-  // during a long outage): nothing will ask for them again.
-  const byFence = new Map<string, string>();
   const listener = rest.onEvent;
   const policy = (rest.isFinal ?? successOnly) as OutcomePolicy<T>;
   const idem = createIdempotency<T>({
@@ -167,16 +151,25 @@ export function createPostgresIdempotency<T = unknown>(
     store: transactional,
     onEvent: (event) => {
       if (event.type === 'completion_abandoned') {
-        const fenceKey = id(event.storageKey, event.fence);
-        const openKey = byFence.get(fenceKey);
-        if (openKey !== undefined) open.delete(openKey);
-        byFence.delete(fenceKey);
+        // Core gave the completion up (max hold passed during a long outage): nothing will
+        // ask for this transaction again.
+        const execution = executions.byFence(event.storageKey, event.fence);
+        if (execution) executions.end(execution);
+      } else if (event.type === 'lease_lost' && event.phase === 'max_hold') {
+        // The row lock would keep the key for as long as the operation runs: the maximum
+        // hold ends the transaction, as it ends any lease.
+        executions
+          .byFence(event.storageKey, event.fence)
+          ?.tx?.abort(new LeaseLostError('The maximum hold time passed; the transaction was ended'));
       }
       return listener?.(event);
     },
-    // A transaction that could not start is never an outcome: the key goes back.
+    // A transaction that could not start, or a key lost before it could be held, is never
+    // an outcome: the key goes back.
     isFinal: (settled) =>
-      !settled.ok && settled.error instanceof TransactionNotCommittedError
+      !settled.ok &&
+      (settled.error instanceof TransactionNotCommittedError ||
+        beforeOperation.has(settled.error as object))
         ? false
         : policy(settled),
   });
@@ -224,27 +217,33 @@ export function createPostgresIdempotency<T = unknown>(
     let tx: BusinessTransaction | undefined;
     try {
       return await idem.execute(request, async (ctx) => {
-        const owner = owners.get(id(ctx.storageKey, ctx.fence));
-        if (owner === undefined)
+        // Claimed at once, before any heartbeat of this execution can fire.
+        const execution = executions.start(ctx.storageKey, ctx.fence);
+        if (execution === undefined)
           throw new TransactionNotCommittedError('No acquisition is known for this execution');
-        forgetOwner(ctx.storageKey, owner);
-        const client = await connect();
-        const key = id(ctx.storageKey, owner);
+        let client: PoolClient;
+        try {
+          client = await connect();
+        } catch (error) {
+          executions.end(execution);
+          throw error;
+        }
         const current = new BusinessTransaction(
           store,
           client,
           ctx.storageKey,
-          owner,
+          execution.owner,
           retentionMs,
-          () => {
-            open.delete(key);
-            byFence.delete(id(ctx.storageKey, ctx.fence));
-          },
+          () => executions.end(execution),
         );
-        byFence.set(id(ctx.storageKey, ctx.fence), key);
+        execution.tx = current;
         tx = current;
-        await current.begin(begin);
-        open.set(key, current);
+        const lockSql = lockRecordSql(
+          table,
+          { key: store.rowKey(ctx.storageKey), owner: execution.owner, fence: ctx.fence },
+          (value) => client.escapeLiteral(value),
+        );
+        await execution.whileNoHeartbeat(() => current.begin(begin, lockSql));
         try {
           return await operation({
             fence: ctx.fence,
