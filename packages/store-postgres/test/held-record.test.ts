@@ -145,6 +145,10 @@ describe('a transaction that outlives its lease', () => {
       if (rows.length === 0) break;
       await sleep(25);
     }
+    // Heartbeats go on meanwhile; none may renew the lease of a transaction that is gone.
+    await sleep(350);
+    const stored = await t.record();
+    expect(Number(stored.now)).toBeGreaterThan(Number(stored.lease_until));
     // The lease passed while the row was held and nothing renewed it: taken over at once.
     const retry = await t.duplicates.execute({ key: 'k', scope: t.scope }, async ({ tx, fence }) => {
       const { rows } = await tx.query(
