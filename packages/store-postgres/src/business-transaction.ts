@@ -9,6 +9,12 @@ import {
 import type { PoolClient } from 'pg';
 import type { PostgresStore } from './options.js';
 import { runStatement } from './pg-call.js';
+import type { HoldRecordSql } from './schema-sql.js';
+
+/** The rows of the second statement of a simple query of several. */
+function secondResult<R>(results: unknown): R[] {
+  return ((results as Array<{ rows: R[] }>)[1]?.rows ?? []) as R[];
+}
 
 /**
  * The business transaction did not commit, and nothing of it was recorded: the key was given
@@ -87,19 +93,25 @@ export class BusinessTransaction {
    * record is no longer this execution's, `TransactionNotCommittedError` when the
    * transaction could not start; either way the connection is given back or dropped.
    */
-  async begin(beginSql: string, lockSql: string): Promise<void> {
+  async begin(beginSql: string, hold: HoldRecordSql): Promise<void> {
     const timeoutMs = this.store.statementTimeoutMs;
     for (let tries = 1; ; tries++) {
-      let rows: unknown[];
+      let held: boolean;
       try {
+        let tid: string | undefined;
+        if (hold.tid !== undefined) {
+          const found = await runStatement(this.client, 'begin', { text: hold.tid }, timeoutMs);
+          tid = secondResult<{ tid: string }>(found)[0]?.tid;
+          // Not the caller's any more; no transaction is open (that one committed).
+          if (tid === undefined) return this.lost(false);
+        }
         const results = await runStatement(
           this.client,
           'begin',
-          { text: `${beginSql}; ${lockSql}` },
+          { text: `${beginSql}; ${hold.lock(tid)}` },
           timeoutMs,
         );
-        // A simple query of two statements answers two results.
-        rows = (results as unknown as Array<{ rows: unknown[] }>)[1]?.rows ?? [];
+        held = secondResult<{ fence: unknown }>(results)[0]?.fence != null;
       } catch (error) {
         const code = ((error as { cause?: { code?: unknown } }).cause as { code?: unknown })
           ?.code;
@@ -117,19 +129,23 @@ export class BusinessTransaction {
           cause: error,
         });
       }
-      if (rows.length === 1) {
-        this.locked = true;
-        return;
-      }
-      this.phase = 'done';
-      this.forget();
-      await this.endWith('ROLLBACK');
-      const lost = new LeaseLostError(
-        'The key was taken over (or given up) before the business transaction could hold it; the operation did not run',
-      );
-      beforeOperation.add(lost);
-      throw lost;
+      if (!held) return this.lost(true);
+      this.locked = true;
+      return;
     }
+  }
+
+  /** The record is not this execution's any more: ends the transaction, `LeaseLostError`. */
+  private async lost(open: boolean): Promise<never> {
+    this.phase = 'done';
+    this.forget();
+    if (open) await this.endWith('ROLLBACK');
+    else this.giveBack();
+    const lost = new LeaseLostError(
+      'The key was taken over (or given up) before the business transaction could hold it; the operation did not run',
+    );
+    beforeOperation.add(lost);
+    throw lost;
   }
 
   /**

@@ -3,6 +3,13 @@ import type { TableName } from './table-name.js';
 /** Largest deadline the store writes: 2^53 - 1 ms, so every deadline reads back exactly in JS. */
 export const MAX_DEADLINE = '9007199254740991';
 
+/**
+ * Longest wait of an acquire for the row of another owner's passed lease before it answers
+ * "in progress": longer than a store statement holds a row, far shorter than a business
+ * transaction may.
+ */
+export const HELD_ROW_WAIT = '100ms';
+
 /** The database clock in epoch milliseconds (the time now, not the transaction's start). */
 export const NOW_MS = 'floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint';
 
@@ -14,6 +21,7 @@ export interface SchemaObjects {
   complete: string;
   release: string;
   extend: string;
+  hold: string;
 }
 
 export function schemaObjects(name: TableName): SchemaObjects {
@@ -24,6 +32,7 @@ export function schemaObjects(name: TableName): SchemaObjects {
     complete: name.sibling('_complete'),
     release: name.sibling('_release'),
     extend: name.sibling('_extend'),
+    hold: name.sibling('_hold'),
   };
 }
 
@@ -81,7 +90,8 @@ CREATE INDEX IF NOT EXISTS ${o.expiresIndex} ON ${o.table} (expires_at);
 -- Takes the record, or answers the live record that prevents it. The first read takes no
 -- lock: a live record that is not the caller's own (a replay, a conflict) is answered
 -- without writing anything. Everything else is decided again under the row lock; a record
--- in progress whose row another transaction holds is answered as in progress at once.
+-- in progress whose row another transaction holds (its business transaction) is answered
+-- as in progress after ${HELD_ROW_WAIT}.
 CREATE OR REPLACE FUNCTION ${o.acquire}(
   p_key text, p_fingerprint text, p_owner text, p_lease_ms bigint, p_retention_ms bigint,
   OUT o_acquired boolean, OUT o_takeover boolean, OUT o_now bigint, OUT o_status text,
@@ -92,6 +102,7 @@ DECLARE
   r ${o.table}%ROWTYPE;
   found_row boolean;
   attempt int := 0;
+  v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
   SELECT * INTO r FROM ${o.table} WHERE key = p_key;
   found_row := FOUND;
@@ -116,9 +127,13 @@ BEGIN
     END IF;
     IF found_row AND r.status = 'in_progress' AND r.owner <> p_owner THEN
       -- Another owner's passed lease. Its business transaction may hold the row for as long
-      -- as it runs (and renews nothing meanwhile): do not wait for it, it is in progress.
+      -- as it runs (and renews nothing meanwhile): wait only as long as a store statement
+      -- holds a row (another takeover, the owner's complete), then answer in progress. The
+      -- setting is undone with the block (on error) or right after the lock.
       BEGIN
-        SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE NOWAIT;
+        PERFORM set_config('lock_timeout', '${HELD_ROW_WAIT}', true);
+        SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE;
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
       EXCEPTION WHEN lock_not_available THEN
         o_acquired := false;
         o_takeover := false;
@@ -234,22 +249,79 @@ ${lockOwnRecord(o, 'NULL', " OR r.status <> 'in_progress'")}  v_lease := least(v
   RETURN v_lease;
 END
 $fn$;
+
+-- For a serializable business transaction: holds the record's row by its tuple id (read
+-- beforehand, outside that transaction) while it is still the caller's, and answers its fence
+-- (NULL when it is not). A tuple id scan leaves a predicate lock on this one row, where a
+-- look-up by key would leave one on a whole page of the primary key's index, which every
+-- other serializable completion writing into that page would conflict with.
+CREATE OR REPLACE FUNCTION ${o.hold}(p_tid tid, p_key text, p_owner text, p_fence bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_indexscan = off
+AS $fn$
+DECLARE
+  v_fence bigint;
+BEGIN
+  SELECT fence INTO v_fence FROM ${o.table}
+  WHERE ctid = p_tid AND key = p_key AND owner = p_owner AND fence = p_fence
+    AND status = 'in_progress' AND expires_at > ${NOW_MS}
+  FOR UPDATE;
+  RETURN v_fence;
+END
+$fn$;
 `;
 }
 
+/** How a business transaction takes hold of its record: see {@link holdRecordSql}. */
+export interface HoldRecordSql {
+  /**
+   * For serializable transactions: a statement to send first, in a read committed
+   * transaction of its own, that answers the row's tuple id (`tid`), or no row.
+   */
+  tid?: string;
+  /**
+   * The statement sent right after `BEGIN`, in the same round trip: the record's row under
+   * `FOR UPDATE`, only while it is still in progress under the owner and fence and not
+   * expired. One row with a non-null `fence` when the transaction holds the record.
+   */
+  lock(tid?: string): string;
+}
+
+const TID = /^\(\d+,\d+\)$/;
+
 /**
- * The statement that makes a business transaction hold its record (sent right after `BEGIN`,
- * in the same round trip): the row of `key` under `FOR UPDATE`, only while it is still in
- * progress under `owner` and `fence` and not expired. It answers one row when the
- * transaction holds the record, none when the key was taken over or given up meanwhile.
- * Values are spliced as literals (a simple query has no parameters): `literal` MUST quote
- * them (node-postgres' `escapeLiteral`); `fence` is a safe integer.
+ * The statements that make a business transaction hold its record from its start.
+ *
+ * Values are spliced as literals (a simple query of several statements has no parameters):
+ * `literal` MUST quote them (node-postgres' `escapeLiteral`); the fence is a safe integer and
+ * a tuple id is checked against `(n,n)`.
+ *
+ * Serializable transactions look the row up by tuple id (`tid` first, outside the
+ * transaction) so that the predicate lock they keep until they end covers this row only,
+ * not a page of the key's index; other levels look it up by key.
  */
-export function lockRecordSql(
+export function holdRecordSql(
   name: TableName,
   record: { key: string; owner: string; fence: number },
   literal: (value: string) => string,
-): string {
+  serializable: boolean,
+): HoldRecordSql {
   if (!Number.isSafeInteger(record.fence)) throw new RangeError('fence must be a safe integer');
-  return `SELECT fence FROM ${name.sql} WHERE key = ${literal(record.key)} AND owner = ${literal(record.owner)} AND fence = ${record.fence} AND status = 'in_progress' AND expires_at > ${NOW_MS} FOR UPDATE`;
+  const o = schemaObjects(name);
+  const key = literal(record.key);
+  const owner = literal(record.owner);
+  if (!serializable) {
+    return {
+      lock: () =>
+        `SELECT fence FROM ${o.table} WHERE key = ${key} AND owner = ${owner} AND fence = ${record.fence} AND status = 'in_progress' AND expires_at > ${NOW_MS} FOR UPDATE`,
+    };
+  }
+  return {
+    tid: `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT ctid::text AS tid FROM ${o.table} WHERE key = ${key} AND owner = ${owner} AND fence = ${record.fence}; COMMIT`,
+    lock: (tid) => {
+      if (!(tid && TID.test(tid))) throw new RangeError('a tuple id is (block,offset)');
+      return `SELECT ${o.hold}('${tid}'::tid, ${key}, ${owner}, ${record.fence}) AS fence`;
+    },
+  };
 }

@@ -19,7 +19,7 @@ import {
 } from './business-transaction.js';
 import { ExecutionRegistry } from './execution-registry.js';
 import type { PostgresStore } from './options.js';
-import { lockRecordSql } from './schema-sql.js';
+import { holdRecordSql } from './schema-sql.js';
 import { parseTableName } from './table-name.js';
 
 /** What a transactional operation receives: core's context plus the open transaction. */
@@ -238,12 +238,13 @@ export function createPostgresIdempotency<T = unknown>(
         );
         execution.tx = current;
         tx = current;
-        const lockSql = lockRecordSql(
+        const hold = holdRecordSql(
           table,
           { key: store.rowKey(ctx.storageKey), owner: execution.owner, fence: ctx.fence },
           (value) => client.escapeLiteral(value),
+          isolationLevel === 'serializable',
         );
-        await execution.whileNoHeartbeat(() => current.begin(begin, lockSql));
+        await execution.whileNoHeartbeat(() => current.begin(begin, hold));
         try {
           return await operation({
             fence: ctx.fence,

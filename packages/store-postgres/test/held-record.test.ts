@@ -43,7 +43,9 @@ function gate() {
 function setup(isolationLevel: IsolationLevel, extra: { maxHoldMs?: number } = {}) {
   const keyPrefix = randomName('held');
   const store = createPostgresStore({ pool, table, keyPrefix });
-  const options = { leaseMs: 300, heartbeatMs: 100, isolationLevel, ...extra };
+  // Heartbeats every 100 ms with a lease of 1 s: a timer late by most of a second (a loaded
+  // machine) still renews in time.
+  const options = { leaseMs: 1_000, heartbeatMs: 100, isolationLevel, ...extra };
   const engine = createPostgresIdempotency<{ id: string }>({ store, ...options });
   const duplicates = createPostgresIdempotency<{ id: string }>({
     store: createPostgresStore({ pool: patient, table, keyPrefix, statementTimeoutMs: 60_000 }),
@@ -61,7 +63,7 @@ function setup(isolationLevel: IsolationLevel, extra: { maxHoldMs?: number } = {
     ).rows[0] as { status: string; fence: string; lease_until: string; now: string };
   /** Waits (bounded) until the stored lease of the record has passed by the server's clock. */
   const leasePassed = async () => {
-    for (let i = 0; i < 200; i++) {
+    for (let i = 0; i < 400; i++) {
       const r = await record();
       if (Number(r.now) > Number(r.lease_until)) return r;
       await sleep(25);
@@ -100,8 +102,8 @@ describe('a transaction that outlives its lease', () => {
       const started = await Promise.race([held.opened.then(() => true), first.then(() => false)]);
       expect(started).toBe(true);
       const atLock = await t.record();
-      // Three lease lengths: without heartbeats answered, the signal would have aborted.
-      await sleep(900);
+      // Longer than the lease: without heartbeats answered, the signal would have aborted.
+      await sleep(1_300);
       expect(seen.signal?.aborted).toBe(false);
       const passed = await t.leasePassed();
       // Nothing renewed the stored lease while the transaction held the row.
@@ -159,7 +161,7 @@ describe('a transaction that outlives its lease', () => {
     });
     expect(retry.replayed).toBe(false);
     // The first execution's heartbeats now answer "lost": its signal aborts (bounded wait).
-    for (let i = 0; i < 100 && !seen.signal?.aborted; i++) await sleep(25);
+    for (let i = 0; i < 400 && !seen.signal?.aborted; i++) await sleep(25);
     expect(seen.signal?.aborted).toBe(true);
     open();
     const error = await first.then(
@@ -183,7 +185,7 @@ describe('a transaction that outlives its lease', () => {
     first.catch(() => {});
     await held.opened;
     // Past max hold + a lease the watchdog fires and the engine drops the connection.
-    for (let i = 0; i < 200 && !seen.signal?.aborted; i++) await sleep(25);
+    for (let i = 0; i < 400 && !seen.signal?.aborted; i++) await sleep(25);
     expect(seen.signal?.aborted).toBe(true);
     open();
     await expect(first).rejects.toBeInstanceOf(TransactionNotCommittedError);
