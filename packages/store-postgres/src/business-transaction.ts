@@ -113,8 +113,7 @@ export class BusinessTransaction {
         );
         held = secondResult<{ fence: unknown }>(results)[0]?.fence != null;
       } catch (error) {
-        const code = ((error as { cause?: { code?: unknown } }).cause as { code?: unknown })
-          ?.code;
+        const code = ((error as { cause?: { code?: unknown } }).cause as { code?: unknown })?.code;
         if (RETRIABLE.has(code as string) && tries < MAX_BEGIN_TRIES && !this.broken) {
           try {
             await runStatement(this.client, 'rollback', { text: 'ROLLBACK' }, timeoutMs);

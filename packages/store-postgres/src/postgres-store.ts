@@ -259,12 +259,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 
     async ensureSchema(): Promise<void> {
       // Several statements in one simple query: one implicit transaction, under the lock.
-      await runStep(
-        pool,
-        'ensureSchema',
-        { text: schemaSql(name) },
-        Math.max(timeoutMs, 30_000),
-      );
+      await runStep(pool, 'ensureSchema', { text: schemaSql(name) }, Math.max(timeoutMs, 30_000));
     },
 
     async deleteExpired(deleteOptions = {}): Promise<number> {

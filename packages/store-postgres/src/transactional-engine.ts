@@ -160,7 +160,9 @@ export function createPostgresIdempotency<T = unknown>(
         // hold ends the transaction, as it ends any lease.
         executions
           .byFence(event.storageKey, event.fence)
-          ?.tx?.abort(new LeaseLostError('The maximum hold time passed; the transaction was ended'));
+          ?.tx?.abort(
+            new LeaseLostError('The maximum hold time passed; the transaction was ended'),
+          );
       }
       return listener?.(event);
     },

@@ -126,8 +126,9 @@ describe('a transaction that outlives its lease', () => {
       const result = await first;
       expect(result.replayed).toBe(false);
       expect(await t.rows()).toEqual([1]);
-      expect(await t.duplicates.execute({ key: 'k', scope: t.scope }, async () => ({ id: 'x' })))
-        .toEqual({ value: result.value, replayed: true });
+      expect(
+        await t.duplicates.execute({ key: 'k', scope: t.scope }, async () => ({ id: 'x' })),
+      ).toEqual({ value: result.value, replayed: true });
     });
   }
 
@@ -152,13 +153,16 @@ describe('a transaction that outlives its lease', () => {
     const stored = await t.record();
     expect(Number(stored.now)).toBeGreaterThan(Number(stored.lease_until));
     // The lease passed while the row was held and nothing renewed it: taken over at once.
-    const retry = await t.duplicates.execute({ key: 'k', scope: t.scope }, async ({ tx, fence }) => {
-      const { rows } = await tx.query(
-        `INSERT INTO ${charges} (scope, fence) VALUES ($1, $2) RETURNING id`,
-        [t.scope, fence],
-      );
-      return { id: String(rows[0].id) };
-    });
+    const retry = await t.duplicates.execute(
+      { key: 'k', scope: t.scope },
+      async ({ tx, fence }) => {
+        const { rows } = await tx.query(
+          `INSERT INTO ${charges} (scope, fence) VALUES ($1, $2) RETURNING id`,
+          [t.scope, fence],
+        );
+        return { id: String(rows[0].id) };
+      },
+    );
     expect(retry.replayed).toBe(false);
     // The first execution's heartbeats now answer "lost": its signal aborts (bounded wait).
     for (let i = 0; i < 400 && !seen.signal?.aborted; i++) await sleep(25);
@@ -191,7 +195,10 @@ describe('a transaction that outlives its lease', () => {
     await expect(first).rejects.toBeInstanceOf(TransactionNotCommittedError);
     expect(await t.rows()).toEqual([]);
     expect((await t.record()).status).toBe('released');
-    const retry = await t.engine.execute({ key: 'k', scope: t.scope }, t.charge(Promise.resolve(), {}));
+    const retry = await t.engine.execute(
+      { key: 'k', scope: t.scope },
+      t.charge(Promise.resolve(), {}),
+    );
     expect(retry.replayed).toBe(false);
     expect(await t.rows()).toEqual([2]);
   });

@@ -76,7 +76,9 @@ for (const level of ['repeatable read', 'serializable']) {
         const won = values(acquires).filter((a) => a.kind === 'acquired').length;
         const completed = (complete as PromiseFulfilledResult<{ ok: boolean }>).value.ok;
         // Either the owner completed (nobody took over) or exactly one acquire took over.
-        expect({ won, completed }).toEqual(completed ? { won: 0, completed } : { won: 1, completed });
+        expect({ won, completed }).toEqual(
+          completed ? { won: 0, completed } : { won: 1, completed },
+        );
         expect((await store.get(key))?.status).toBe(completed ? 'completed' : 'in_progress');
       }
     });
@@ -111,7 +113,10 @@ for (const level of ['repeatable read', 'serializable']) {
       const results = await Promise.allSettled([
         store.deleteExpired({ graceMs: 0, limit: 100 }),
         store.deleteExpired({ graceMs: 0, limit: 100 }),
-        ...keys.flatMap((key) => [store.acquire(acquireInput(key)), store.acquire(acquireInput(key))]),
+        ...keys.flatMap((key) => [
+          store.acquire(acquireInput(key)),
+          store.acquire(acquireInput(key)),
+        ]),
       ]);
       expect(rejected(results)).toEqual([]);
       const acquires = values(results.slice(2) as PromiseSettledResult<{ kind: string }>[]);
@@ -138,9 +143,10 @@ for (const level of ['repeatable read', 'serializable']) {
       const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason] : []));
       expect(failures.filter((e) => !(e instanceof InProgressError)).map(String)).toEqual([]);
       expect(runs).toBe(1);
-      const { rows } = await raw.query(`SELECT count(*)::int AS n FROM ${charges} WHERE scope = $1`, [
-        scope,
-      ]);
+      const { rows } = await raw.query(
+        `SELECT count(*)::int AS n FROM ${charges} WHERE scope = $1`,
+        [scope],
+      );
       expect(rows[0].n).toBe(1);
     });
   });
