@@ -39,7 +39,15 @@ export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializabl
 export interface PostgresIdempotencyOptions<T> extends Omit<IdempotencyOptions<T>, 'store'> {
   /** The store; its `pool` MUST be a `pg.Pool` (the transaction gets a connection of its own). */
   store: PostgresStore;
-  /** Isolation level of the business transaction. @default 'read committed' */
+  /**
+   * Isolation level of the business transaction, set on its `BEGIN` whatever the sessions'
+   * default. Every level keeps the engine's guarantees; under `repeatable read` and
+   * `serializable` the snapshot is taken by the record's lock right after `BEGIN`, and a
+   * serialization failure ends in `TransactionNotCommittedError` (nothing recorded, key
+   * released). `serializable` costs one more round trip (the record's tuple id, read so
+   * that the transaction's predicate lock covers that row only) and needs the schema of
+   * this version (`<table>_hold`). @default 'read committed'
+   */
   isolationLevel?: IsolationLevel;
 }
 
@@ -57,8 +65,12 @@ export interface PostgresIdempotency<T> {
    * - The operation throws: the transaction is rolled back; the error is then final or not
    *   by the outcome policy, as in core (a final failure is recorded on its own, with no
    *   business rows, since they rolled back).
-   * - The lease was taken over meanwhile: the completion finds another owner, the
-   *   transaction is rolled back, `LeaseLostError`.
+   * - The transaction holds the record from `BEGIN` (a row lock sent in the same round
+   *   trip) to its end: nobody can take the key over meanwhile, heartbeats write nothing
+   *   (the lock is the lease), and a duplicate gets `IN_PROGRESS` at once, also after the
+   *   stored lease passed. If the key was taken over before the lock (a long wait for a
+   *   connection), the operation does not run: `LeaseLostError`. The maximum hold ends a
+   *   transaction still running (its connection is dropped; nothing commits).
    * - The transaction could not start or did not commit (a connection killed, a timeout, a
    *   serialization failure at commit): nothing was recorded, the key is released,
    *   `TransactionNotCommittedError` (code `STORE_UNAVAILABLE`). When the connection died
@@ -93,9 +105,10 @@ function isPool(pool: unknown): pool is Pool {
  *
  * What it guarantees, beyond core's guarantees: for writes made through `ctx.tx`, exactly
  * once, without fences. The record is completed only by the transaction that holds the
- * business writes, under the record's row lock and owner check, so "written but not
- * recorded" and "recorded but not written" cannot happen, whatever is killed when; an
- * execution that lost its lease rolls its writes back. What it does not guarantee: effects
+ * business writes, which holds the record's row from its start and checks the owner, so
+ * "written but not recorded" and "recorded but not written" cannot happen, whatever is
+ * killed when, and no takeover can happen while that transaction may still commit; an
+ * execution that lost the key before it could hold it never runs. What it does not guarantee: effects
  * outside this database (an e-mail, a call to a payment API, a write through another
  * connection) are not part of the transaction; they can happen twice if a transaction
  * aborts after them, so guard them with `ctx.fence` as with core's engine.
