@@ -7,9 +7,9 @@ import {
   StoreUnavailableError,
 } from '@idem/core';
 import type { PoolClient } from 'pg';
+import type { HoldRecordSql } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
 import { runStatement } from './pg-call.js';
-import type { HoldRecordSql } from './schema-sql.js';
 
 /** The rows of the second statement of a simple query of several. */
 function secondResult<R>(results: unknown): R[] {

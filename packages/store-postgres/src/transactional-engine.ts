@@ -18,8 +18,8 @@ import {
   TransactionNotCommittedError,
 } from './business-transaction.js';
 import { ExecutionRegistry } from './execution-registry.js';
+import { holdRecordSql } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
-import { holdRecordSql } from './schema-sql.js';
 import { parseTableName } from './table-name.js';
 
 /** What a transactional operation receives: core's context plus the open transaction. */
