@@ -13,7 +13,9 @@ import { Execution } from './execution.js';
 import { GiveBacks } from './give-back.js';
 import { deriveStorageKey, type Scope } from './keys.js';
 import { readNotRecorded } from './not-recorded.js';
+import { since, storeCallObserver } from './observe.js';
 import { decodeOutcome, decodeOutcomeView, type StoredOutcome } from './outcome-codec.js';
+import { openSealed } from './outcome-sealing.js';
 import {
   encodeJsonValue,
   JSON_VALUE_META,
@@ -39,6 +41,12 @@ export interface IdempotentRequest {
   scope?: Scope;
   /** Fingerprint of the request (see `fingerprint()`); a retry with another one gets `MISMATCH`. @default '' */
   fingerprint?: string;
+  /**
+   * The operation the scope names (e.g. `POST /charges`), reported in events, spans and
+   * metrics. Only a label: the storage key derives from `scope` and `key` alone, so put the
+   * operation in the scope too. Keep it low-cardinality (a route, not a path). @default undefined
+   */
+  operation?: string;
 }
 
 /** What the operation receives. */
@@ -143,56 +151,97 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     const { signal } = beginOptions;
     const storageKey = deriveStorageKey(request.scope ?? null, request.key);
     const fingerprint = request.fingerprint ?? '';
-    const { store, wait, emit } = settings;
+    const { store, wait, emit, observed } = settings;
+    const operation = request.operation;
     const waitUntil = wait ? performance.now() + wait.timeoutMs : 0;
     let poll = wait ? (wait.pollMs ?? 50) : 0;
     for (;;) {
       signal?.throwIfAborted();
       const owner = newOwner();
       const callStartedAt = settings.clock.now();
+      const timedFrom = observed ? performance.now() : 0;
       let result: AcquireResult;
       let call: Promise<AcquireResult> | undefined;
       try {
-        result = await callStore('acquire', settings.storeTimeoutMs, () => {
-          call = store.acquire({
-            key: storageKey,
-            fingerprint,
-            owner,
-            leaseMs: settings.leaseMs,
-            retentionMs: settings.retentionMs,
-          });
-          return call;
-        });
+        result = await callStore(
+          'acquire',
+          settings.storeTimeoutMs,
+          () => {
+            call = store.acquire({
+              key: storageKey,
+              fingerprint,
+              owner,
+              leaseMs: settings.leaseMs,
+              retentionMs: settings.retentionMs,
+            });
+            return call;
+          },
+          { observe: storeCallObserver(settings, 'acquire', storageKey, operation) },
+        );
       } catch (error) {
-        emit({ type: 'store_error', storageKey, operation: 'acquire', error });
+        if (observed)
+          emit({
+            type: 'store_error',
+            storageKey,
+            operation,
+            method: 'acquire',
+            error,
+            durationMs: since(timedFrom),
+          });
         // An acquire that may have been applied is given back; one refused before it was
         // sent (an admission limit) holds nothing.
         if (error instanceof StoreUnavailableError && !error.unsent)
-          giveBacks.releaseIfApplied(storageKey, owner, callStartedAt, call);
+          giveBacks.releaseIfApplied(storageKey, operation, owner, callStartedAt, call);
         throw error;
       }
+      const durationMs = observed ? since(timedFrom) : 0;
       if (result.kind === 'acquired') {
-        emit({ type: 'miss', storageKey, fence: result.fence, takeover: result.takeover });
+        const { fence, takeover } = result;
+        if (observed) emit({ type: 'miss', storageKey, operation, fence, takeover, durationMs });
         const execution = new Execution(settings, storageKey, owner, {
-          fence: result.fence,
-          takeover: result.takeover,
+          fence,
+          takeover,
           callStartedAt,
           tasks,
+          operation,
         });
         return { kind: 'acquired', execution };
       }
       const { record, now } = result;
       if (record.fingerprint !== fingerprint) {
-        emit({ type: 'mismatch', storageKey });
+        if (observed) emit({ type: 'mismatch', storageKey, operation, durationMs });
         throw new MismatchError();
       }
       if (record.status === 'completed') {
         if (!record.outcome)
           throw new StoreUnavailableError('Store returned a completed record without an outcome');
-        emit({ type: 'hit', storageKey });
-        const outcome = viewBody
-          ? decodeOutcomeView(record.outcome, JSON_VALUE_META)
-          : decodeOutcome(record.outcome);
+        let outcome: StoredOutcome;
+        try {
+          // Whatever fails to open or decode is OUTCOME_CORRUPT, never a replay.
+          const bytes = settings.codec
+            ? await openSealed(settings.codec, record.outcome, {
+                storageKey,
+                maxBytes: settings.maxOutcomeBytes,
+              })
+            : record.outcome;
+          outcome = viewBody ? decodeOutcomeView(bytes, JSON_VALUE_META) : decodeOutcome(bytes);
+        } catch (error) {
+          if (observed) {
+            const { fence } = record;
+            emit({ type: 'outcome_corrupt', storageKey, operation, fence, error, durationMs });
+          }
+          throw error;
+        }
+        if (observed)
+          emit({
+            type: 'hit',
+            storageKey,
+            operation,
+            fence: record.fence,
+            outcomeBytes: record.outcome.length,
+            durationMs,
+            decodeMs: since(timedFrom) - durationMs,
+          });
         const marker = readNotRecorded(outcome);
         if (marker) throw new OutcomeNotRecordedError(marker.reason, marker);
         return { kind: 'replay', outcome, storageKey };
@@ -201,7 +250,15 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
         throw new StoreUnavailableError(`Store returned a ${record.status} record as live`);
       }
       const retryAfterMs = Math.max(1, record.leaseUntil - now);
-      emit({ type: 'conflict', storageKey, retryAfterMs });
+      if (observed)
+        emit({
+          type: 'conflict',
+          storageKey,
+          operation,
+          fence: record.fence,
+          retryAfterMs,
+          durationMs,
+        });
       const remaining = waitUntil - performance.now();
       if (!wait || remaining <= 0) throw new InProgressError(retryAfterMs);
       await sleep(Math.min(poll, remaining, retryAfterMs + 1), signal);

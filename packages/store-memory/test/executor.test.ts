@@ -295,7 +295,7 @@ describe('leases in real time', () => {
     expect(result.value.reason).toBeInstanceOf(LeaseLostError);
     expect(result.value.after).toBeGreaterThanOrEqual(85);
     expect(
-      events.filter((e) => e.type === 'store_error' && e.operation === 'extend').length,
+      events.filter((e) => e.type === 'store_error' && e.method === 'extend').length,
     ).toBeGreaterThanOrEqual(2);
   });
 
