@@ -41,8 +41,10 @@ for (const kind of ['miss', 'hit']) {
   const samples = {};
   for (let r = 0; r < rounds; r++)
     for (const [engine, core] of Object.entries(engines))
-      for (const [name, onEvent] of Object.entries(listeners))
-        (samples[`${engine} core, ${name}`] ??= []).push(await round(core, onEvent, kind));
+      for (const [name, onEvent] of Object.entries(listeners)) {
+        const label = `${engine} core, ${name}`;
+        samples[label] = [...(samples[label] ?? []), await round(core, onEvent, kind)];
+      }
   for (const [name, values] of Object.entries(samples))
     console.log(`${kind.padEnd(5)} ${name.padEnd(26)} ${median(values).toFixed(0)} ns/execute`);
 }
