@@ -48,10 +48,14 @@ export type IdemEvent =
       phase: 'heartbeat' | 'complete' | 'release' | 'max_hold';
       durationMs: number;
     })
-  /** A store call failed or timed out (`method`); `durationMs`: that call. */
+  /**
+   * A store call failed or timed out (`method`); `durationMs`: that call. `fence`: the
+   * acquisition's, for calls an execution makes (undefined for `acquire`).
+   */
   | (EventBase & {
       type: 'store_error';
       method: StoreOperation;
+      fence: number | undefined;
       error: unknown;
       durationMs: number;
     })

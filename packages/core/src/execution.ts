@@ -84,6 +84,7 @@ export class Execution {
       this.emitLeaseLost(phase),
     );
     this.lease.operation = init.operation;
+    this.lease.fence = init.fence;
   }
 
   /** Aborts when the lease is lost (or may have been: renewal failed past the deadline, or max hold passed). */
@@ -401,6 +402,7 @@ export class Execution {
       storageKey: this.storageKey,
       operation: this.operation,
       method,
+      fence: this.fence,
       error,
       durationMs: performance.now() - startedAt,
     });

@@ -185,6 +185,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
             storageKey,
             operation,
             method: 'acquire',
+            fence: undefined,
             error,
             durationMs: since(timedFrom),
           });

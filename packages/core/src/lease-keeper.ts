@@ -22,8 +22,9 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  */
 export class LeaseKeeper {
   phase: ExecutionPhase = 'running';
-  /** The request's operation, for events. */
+  /** The request's operation and the acquisition's fence, for events. */
   operation: string | undefined;
+  fence: number | undefined;
   private controller: AbortController | undefined;
   private abandoned = false;
   private leaseEstimate: number;
@@ -153,6 +154,7 @@ export class LeaseKeeper {
           storageKey: this.key,
           operation: this.operation,
           method: 'extend',
+          fence: this.fence,
           error,
           durationMs: performance.now() - timedFrom,
         });
