@@ -9,10 +9,10 @@ import {
   StoreFullError,
   StoreUnavailableError,
 } from './errors.js';
-import type { EventSink, ExecutionEndResult } from './events.js';
+import type { EventSink } from './events.js';
+import { ExecutionReport } from './execution-report.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type NotRecordedDetails, notRecordedOutcome } from './not-recorded.js';
-import { storeCallObserver } from './observe.js';
 import { encodeOutcome, type StoredOutcome } from './outcome-codec.js';
 import type { OutcomeCodec } from './outcome-sealing.js';
 import type { IdempotencyStore, OwnerWriteResult } from './store.js';
@@ -54,12 +54,11 @@ export class Execution {
   readonly operation: string | undefined;
 
   private readonly acquiredAt: number;
-  /** `performance.now()` at the acquisition, when events are observed (else 0). */
-  private readonly acquiredPerf: number;
   private readonly tasks: BackgroundTasks;
   private readonly lease: LeaseKeeper;
   private lastStoreError: StoreUnavailableError | undefined;
-  private ended = false;
+  /** Events of this acquisition; none (and nothing built) when nobody listens. */
+  private readonly report: ExecutionReport | undefined;
 
   /** @internal created by the engine after a successful acquire */
   constructor(
@@ -78,10 +77,12 @@ export class Execution {
     this.takeover = init.takeover;
     this.operation = init.operation;
     this.acquiredAt = init.callStartedAt;
-    this.acquiredPerf = settings.observed ? performance.now() : 0;
+    this.report = settings.observed
+      ? new ExecutionReport(settings, storageKey, init.operation, init.fence)
+      : undefined;
     this.tasks = init.tasks ?? new BackgroundTasks();
     this.lease = new LeaseKeeper(settings, storageKey, owner, init.callStartedAt, (phase) =>
-      this.emitLeaseLost(phase),
+      this.report?.leaseLost(phase),
     );
     this.lease.operation = init.operation;
     this.lease.fence = init.fence;
@@ -212,34 +213,26 @@ export class Execution {
   async release(): Promise<void> {
     this.startFinishing();
     this.stop();
-    const { store, retentionMs, observed } = this.settings;
-    const startedAt = observed ? performance.now() : 0;
+    const { store, retentionMs } = this.settings;
+    const startedAt = this.report ? performance.now() : 0;
     let result: OwnerWriteResult;
     try {
       result = await callStore(
         'release',
         this.settings.storeTimeoutMs,
         () => store.release({ key: this.storageKey, owner: this.owner, retentionMs }),
-        { observe: this.observer('release') },
+        { observe: this.report?.observer('release') },
       );
     } catch (error) {
-      this.emitStoreError('release', error, startedAt);
-      this.end('abandoned');
+      this.report?.storeError('release', error, performance.now() - startedAt);
+      this.report?.end('abandoned');
       throw error;
     }
     if (!result.ok) {
-      this.emitLeaseLost('release');
+      this.report?.leaseLost('release');
       throw new LeaseLostError();
     }
-    if (observed)
-      this.settings.emit({
-        type: 'released',
-        storageKey: this.storageKey,
-        operation: this.operation,
-        fence: this.fence,
-        durationMs: performance.now() - startedAt,
-      });
-    this.end('released');
+    this.report?.released(startedAt);
   }
 
   private async refused(error: OutcomeTooLargeError | StoreFullError): Promise<never> {
@@ -252,16 +245,7 @@ export class Execution {
   }
 
   private async writeMarker(reason: NotRecordedReason, details: NotRecordedDetails) {
-    const { storageKey, fence, operation } = this;
-    if (this.settings.observed)
-      this.settings.emit({
-        type: 'outcome_not_recorded',
-        storageKey,
-        operation,
-        fence,
-        reason,
-        ...details,
-      });
+    this.report?.notRecorded(reason, details);
     let sealed: Uint8Array;
     try {
       sealed = await this.seal(encodeOutcome(notRecordedOutcome(reason, details)));
@@ -282,7 +266,7 @@ export class Execution {
   /** Stops holding the key without releasing it: the lease runs out by itself. */
   private giveUp(): void {
     this.stop();
-    this.end('abandoned');
+    this.report?.end('abandoned');
   }
 
   /**
@@ -329,7 +313,7 @@ export class Execution {
     startedAt: number,
     onFailure: () => void,
   ): Promise<void> {
-    const { store, retentionMs, storeTimeoutMs, clock, maxHoldMs, observed } = this.settings;
+    const { store, retentionMs, storeTimeoutMs, clock, maxHoldMs } = this.settings;
     let result: OwnerWriteResult;
     try {
       result = await retryStoreCall(
@@ -340,10 +324,10 @@ export class Execution {
           deadline: this.acquiredAt + maxHoldMs,
           // Retried well inside the lease: a 3 s lease gets a try at least every 300 ms.
           maxDelayMs: this.settings.leaseMs / 10,
-          observe: this.observer('complete'),
+          observe: this.report?.observer('complete'),
           onError: (error, durationMs) => {
             this.lastStoreError = error;
-            this.emitStoreError('complete', error, performance.now() - durationMs);
+            this.report?.storeError('complete', error, durationMs);
             onFailure();
           },
         },
@@ -354,86 +338,20 @@ export class Execution {
       // Too large / full: the caller writes a marker next, so the lease is kept for it.
       if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError) throw error;
       this.stop();
-      if (observed)
-        this.settings.emit({
-          type: 'completion_abandoned',
-          storageKey: this.storageKey,
-          operation: this.operation,
-          fence: this.fence,
-          reason: error instanceof StoreUnavailableError ? 'max_hold' : 'error',
-          error,
-          durationMs: this.held(),
-        });
-      this.end('abandoned');
+      this.report?.completionAbandoned(
+        error instanceof StoreUnavailableError ? 'max_hold' : 'error',
+        error,
+      );
       throw error;
     }
     this.stop();
     if (!result.ok) {
-      this.emitLeaseLost('complete');
+      this.report?.leaseLost('complete');
       throw new LeaseLostError(
         'The outcome was not recorded: another execution took this key over after the lease passed',
       );
     }
-    if (observed)
-      this.settings.emit({
-        type: 'completed',
-        storageKey: this.storageKey,
-        operation: this.operation,
-        fence: this.fence,
-        outcomeBytes: bytes.length,
-        durationMs: performance.now() - startedAt,
-      });
-    this.end('completed');
-  }
-
-  private observer(method: 'complete' | 'release') {
-    return storeCallObserver(this.settings, method, this.storageKey, this.operation);
-  }
-
-  /** ms since the acquisition (for events; 0 when nobody observes). */
-  private held(): number {
-    return this.settings.observed ? performance.now() - this.acquiredPerf : 0;
-  }
-
-  private emitStoreError(method: 'complete' | 'release', error: unknown, startedAt: number): void {
-    if (!this.settings.observed) return;
-    this.settings.emit({
-      type: 'store_error',
-      storageKey: this.storageKey,
-      operation: this.operation,
-      method,
-      fence: this.fence,
-      error,
-      durationMs: performance.now() - startedAt,
-    });
-  }
-
-  private emitLeaseLost(phase: 'heartbeat' | 'complete' | 'release' | 'max_hold'): void {
-    if (this.settings.observed)
-      this.settings.emit({
-        type: 'lease_lost',
-        storageKey: this.storageKey,
-        operation: this.operation,
-        fence: this.fence,
-        phase,
-        durationMs: this.held(),
-      });
-    this.end('lease_lost');
-  }
-
-  /** Reports, once, that this process no longer holds the key. */
-  private end(result: ExecutionEndResult): void {
-    if (this.ended) return;
-    this.ended = true;
-    if (this.settings.observed)
-      this.settings.emit({
-        type: 'execution_end',
-        storageKey: this.storageKey,
-        operation: this.operation,
-        fence: this.fence,
-        result,
-        durationMs: this.held(),
-      });
+    this.report?.completed(bytes.length, startedAt);
   }
 
   private startFinishing(): void {

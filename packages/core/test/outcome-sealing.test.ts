@@ -142,6 +142,12 @@ describe('createOutcomeCodec', () => {
     await corrupt(codec.open(sealed, { ...ctx(), maxBytes: 50_000 }));
   });
 
+  it('an encrypted, uncompressed outcome is its encoding plus 38 bytes and the key id (as the threat model says)', async () => {
+    const encoded = encodeOutcome({ meta: { a: 1 }, body: new Uint8Array(300) });
+    const sealed = await codecs.encrypted?.seal(encoded, ctx());
+    expect(sealed?.length).toBe(encoded.length + 38 + 'k1'.length);
+  });
+
   it('compresses only above the threshold and only when smaller; rejects bad keys', async () => {
     const codec = createOutcomeCodec({ compressAboveBytes: 1024 });
     const small = encodeOutcome({ meta: {}, body: new Uint8Array(500) });
