@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { BackgroundTasks } from './background.js';
 import {
-  IdemError,
   InProgressError,
   InvalidInputError,
   MismatchError,
@@ -11,11 +10,20 @@ import {
 } from './errors.js';
 import { Execution } from './execution.js';
 import { GiveBacks } from './give-back.js';
-import { deriveStorageKey, type Scope } from './keys.js';
+import type {
+  BeginOptions,
+  BeginResult,
+  ExecuteResult,
+  Idempotency,
+  IdempotentRequest,
+  OperationContext,
+} from './idempotency-types.js';
+import { deriveStorageKey } from './keys.js';
 import { readNotRecorded } from './not-recorded.js';
 import { since, storeCallObserver } from './observe.js';
 import { decodeOutcome, decodeOutcomeView, type StoredOutcome } from './outcome-codec.js';
 import { openSealed } from './outcome-sealing.js';
+import { failureOutcome, wrapValue } from './recorded-outcomes.js';
 import {
   encodeJsonValue,
   JSON_VALUE_META,
@@ -25,92 +33,12 @@ import {
 import {
   type IdempotencyOptions,
   type OutcomePolicy,
-  type ResolvedSettings,
   resolveSettings,
   type Settled,
   successOnly,
 } from './settings.js';
 import type { AcquireResult } from './store.js';
 import { callStore } from './store-call.js';
-
-/** Identifies one logical request. */
-export interface IdempotentRequest {
-  /** The client's idempotency key (1..255 printable ASCII). */
-  key: string;
-  /** What the key is unique within (tenant, principal, operation). @default null */
-  scope?: Scope;
-  /** Fingerprint of the request (see `fingerprint()`); a retry with another one gets `MISMATCH`. @default '' */
-  fingerprint?: string;
-  /**
-   * The operation the scope names (e.g. `POST /charges`), reported in events, spans and
-   * metrics. Only a label: the storage key derives from `scope` and `key` alone, so put the
-   * operation in the scope too. Keep it low-cardinality (a route, not a path). @default undefined
-   */
-  operation?: string;
-}
-
-/** What the operation receives. */
-export interface OperationContext {
-  /** Fencing token; pass it to downstream writes that can reject a lower one. */
-  fence: number;
-  /** Aborts when the lease is lost. */
-  signal: AbortSignal;
-  /** The derived storage key (stable for a scope and key). */
-  storageKey: string;
-}
-
-/** Result of `begin`: either the stored outcome to replay, or an execution to run. */
-export type BeginResult =
-  | { kind: 'replay'; outcome: StoredOutcome; storageKey: string }
-  | { kind: 'acquired'; execution: Execution };
-
-/** Result of `execute`. */
-export interface ExecuteResult<T> {
-  value: T;
-  /** True when the value is a replay of a recorded outcome. */
-  replayed: boolean;
-}
-
-/** The replay state machine bound to a store and options. */
-export interface Idempotency<T = unknown> {
-  /**
-   * Runs `operation` at most once per live lease for the request's key and records its
-   * final outcome; replays that outcome to every later call with the same key and
-   * fingerprint.
-   *
-   * @throws InvalidKeyError, MismatchError, InProgressError, LeaseLostError,
-   *   StoreUnavailableError, OutcomeTooLargeError, OutcomeNotRecordedError, StoreFullError,
-   *   ReplayedFailureError, or the operation's own error when it was not final.
-   */
-  execute(
-    request: IdempotentRequest,
-    operation: (ctx: OperationContext) => Promise<T>,
-  ): Promise<ExecuteResult<T>>;
-  /**
-   * The lower-level step: acquire (or wait, or replay). For callers that must start
-   * answering before the operation ends (streamed HTTP responses): run, then call
-   * `execution.complete(outcome)` or `execution.release()`.
-   *
-   * @throws OutcomeNotRecordedError when the key holds a not-recorded marker (the
-   *   operation ran once, its outcome could not be recorded).
-   */
-  begin(request: IdempotentRequest, options?: BeginOptions): Promise<BeginResult>;
-  /**
-   * Waits until no final write is being retried in the background (for a server's
-   * shutdown), or `timeoutMs` passed. Resolves with how many are still pending.
-   * @param timeoutMs longest wait; MUST be a finite, non-negative number of ms (else the
-   *   promise rejects with `InvalidInputError`) @default leaseMs
-   */
-  drain(timeoutMs?: number): Promise<number>;
-  /** The options in force, defaults filled in. */
-  readonly settings: ResolvedSettings;
-}
-
-/** Options of one `begin` call. */
-export interface BeginOptions {
-  /** Stops a bounded wait at once (the client went away); `begin` then rejects with the signal's reason. */
-  signal?: AbortSignal;
-}
 
 // Node batches the entropy behind randomUUID: the cheapest 122 random bits per acquire.
 const newOwner = (): string => randomUUID();
@@ -342,22 +270,4 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     },
     settings,
   };
-}
-
-function wrapValue(outcome: StoredOutcome): StoredOutcome {
-  return { meta: { kind: 'value', value: outcome.meta }, body: outcome.body };
-}
-
-function failureOutcome(error: unknown): StoredOutcome {
-  const failure: { name: string; message: string; code?: string } =
-    error instanceof Error
-      ? { name: error.name, message: error.message }
-      : { name: 'Error', message: String(error) };
-  if (
-    error instanceof IdemError ||
-    (error instanceof Error && typeof (error as { code?: unknown }).code === 'string')
-  ) {
-    failure.code = (error as unknown as { code: string }).code;
-  }
-  return { meta: { kind: 'failure', failure }, body: new Uint8Array() };
 }

@@ -34,6 +34,7 @@ export { Execution } from './execution.js';
 export type { FingerprintInput } from './fingerprint.js';
 export { fingerprint } from './fingerprint.js';
 export { MAX_PENDING_GIVE_BACKS } from './give-back.js';
+export { createIdempotency } from './idempotency.js';
 export type {
   BeginOptions,
   BeginResult,
@@ -41,8 +42,7 @@ export type {
   Idempotency,
   IdempotentRequest,
   OperationContext,
-} from './idempotency.js';
-export { createIdempotency } from './idempotency.js';
+} from './idempotency-types.js';
 export type { GenerateKeyOptions, Scope } from './keys.js';
 export {
   batchItemKey,
