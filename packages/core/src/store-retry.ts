@@ -18,7 +18,7 @@ export interface StoreRetryOptions {
   deadline: number;
   /**
    * Called with each failure that will be retried or ends the retries at the deadline, and
-   * how long that attempt took in ms.
+   * how long that attempt took in ms (measured when `observe` is given, else 0).
    */
   onError?(error: StoreUnavailableError, durationMs: number): void;
   /**
@@ -49,13 +49,14 @@ export async function retryStoreCall<T>(
   );
   let pause = Math.min(FIRST_RETRY_DELAY_MS, maxDelay);
   for (;;) {
-    const attemptStartedAt = performance.now();
+    // Timed only for an observer: an unobserved retry reads no extra clock.
+    const attemptStartedAt = options.observe ? performance.now() : 0;
     try {
       // Background work must not keep a process alive; a caller waiting holds its own timer.
       return await callStore(operation, timeoutMs, call, { unref: true, observe: options.observe });
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
-      options.onError?.(error, performance.now() - attemptStartedAt);
+      options.onError?.(error, options.observe ? performance.now() - attemptStartedAt : 0);
       const left = deadline - clock.now();
       if (left <= 0) throw error;
       const wait = Math.min(left, pause * (0.5 + Math.random() * 0.5));
