@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { BackgroundTasks } from './background.js';
 import {
   IdemError,
@@ -104,8 +103,9 @@ export interface BeginOptions {
   signal?: AbortSignal;
 }
 
-// Node batches the entropy behind randomUUID: the cheapest 122 random bits per acquire.
-const newOwner = (): string => randomUUID();
+// Web Crypto's randomUUID is global on every runtime; Node batches the entropy behind it (the
+// same function as node:crypto's): the cheapest 122 random bits per acquire.
+const newOwner = (): string => crypto.randomUUID();
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
