@@ -19,6 +19,7 @@ export function createApp() {
   // Gates are plain shared state polled on timers: workerd forbids settling a promise of one
   // request from another.
   const openGates = new Set();
+  const waiting = new Set();
   let executions = 0;
 
   app.get('/runtime', (c) =>
@@ -28,6 +29,7 @@ export function createApp() {
     }),
   );
   app.get('/vectors', (c) => c.json(derivations(core)));
+  app.get('/gates/:gate', (c) => c.json({ waiting: waiting.has(c.req.param('gate')) }));
   app.post('/gates/:gate', (c) => {
     openGates.add(c.req.param('gate'));
     return c.body(null, 204);
@@ -43,7 +45,9 @@ export function createApp() {
   app.post('/api/gated/:gate', async (c) => {
     const gate = c.req.param('gate');
     const until = Date.now() + GATE_LIMIT_MS;
+    waiting.add(gate);
     while (!openGates.has(gate) && Date.now() < until) await sleep(5);
+    waiting.delete(gate);
     executions += 1;
     return c.json({ execution: executions, opened: openGates.has(gate) }, 201);
   });
