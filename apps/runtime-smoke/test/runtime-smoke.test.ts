@@ -33,9 +33,9 @@ for (const runtime of RUNTIMES) {
       server = await Promise.resolve()
         .then(() => runtime.start())
         .catch((error: unknown) => {
-        startError = error;
-        return undefined;
-      });
+          startError = error;
+          return undefined;
+        });
     });
     afterAll(async () => {
       await server?.stop();

@@ -230,7 +230,14 @@ export const RUNTIMES: Runtime[] = [
     start: () =>
       spawnServer(
         binary('deno', () => inPackages(['deno'], 'deno')),
-        ['run', '--no-lock', '--allow-net=127.0.0.1', '--allow-read', '--allow-env', 'src/deno-server.mjs'],
+        [
+          'run',
+          '--no-lock',
+          '--allow-net=127.0.0.1',
+          '--allow-read',
+          '--allow-env',
+          'src/deno-server.mjs',
+        ],
         announced(),
       ),
   },
