@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
 # Runs every test of the project on real services. The README's test command.
-# Arguments go to `turbo run test` (`--filter=@idem/core` runs one package).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh --services
@@ -8,7 +7,7 @@ pnpm build
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
-pnpm test "$@" 2>&1 | tee "$log" || status=$?
+pnpm test 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run, summed over every package's vitest summary.
 sed 's/\x1b\[[0-9;]*m//g' "$log" | node -e '
   let passed = 0, failed = 0, skipped = 0;

@@ -40,17 +40,17 @@ function binary(name: string, candidates: () => string[]): string {
   const found = candidates().find((path) => existsSync(path));
   if (found) return found;
   throw new Error(
-    `No ${name} binary: run \`pnpm install\` (apps/runtime-smoke's devDependencies carry it, ` +
-      `its build script allowed in pnpm-workspace.yaml) or set ${variable} to one`,
+    `No ${name} binary: run \`pnpm install\` (apps/runtime-smoke and apps/node-binaries carry ` +
+      `the runtimes, their build scripts allowed in pnpm-workspace.yaml) or set ${variable} to one`,
   );
 }
 
-/** `<package>/<file>` for each package installed, of `names`. */
-function inPackages(names: string[], file: string): string[] {
+/** `<package>/<file>` for each package installed, of `names` (resolved by `from`). */
+function inPackages(names: string[], file: string, from = require): string[] {
   const paths: string[] = [];
   for (const name of names) {
     try {
-      paths.push(join(dirname(require.resolve(`${name}/package.json`)), file));
+      paths.push(join(dirname(from.resolve(`${name}/package.json`)), file));
     } catch {
       // not installed on this platform
     }
@@ -58,13 +58,13 @@ function inPackages(names: string[], file: string): string[] {
   return paths;
 }
 
+/** Node `major` from apps/node-binaries: a package without scripts, where its `node` bin is harmless. */
 const nodeBinary = (major: number) =>
-  binary(`node${major}`, () =>
-    inPackages(
-      PLATFORMS.map((platform) => `node${major}-${platform}`),
-      'bin/node',
-    ),
-  );
+  binary(`node${major}`, () => {
+    const names = PLATFORMS.map((platform) => `node${major}-${platform}`);
+    const from = inPackages(['@idem/node-binaries'], 'package.json')[0];
+    return from ? inPackages(names, 'bin/node', createRequire(from)) : [];
+  });
 
 /** Spawns `command`, waits for `listening <port>` on its stdout, bounded. */
 async function spawnServer(
