@@ -9,7 +9,7 @@ import { streamSSE } from 'hono/streaming';
 import { derivations } from './vectors.mjs';
 
 /** Longest a gated handler waits for its gate to open before it answers anyway. */
-const GATE_LIMIT_MS = 20_000;
+const GATE_LIMIT_MS = 45_000;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
