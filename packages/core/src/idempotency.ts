@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { BackgroundTasks } from './background.js';
 import {
   InProgressError,
@@ -40,8 +39,9 @@ import {
 import type { AcquireResult } from './store.js';
 import { callStore } from './store-call.js';
 
-// Node batches the entropy behind randomUUID: the cheapest 122 random bits per acquire.
-const newOwner = (): string => randomUUID();
+// Web Crypto's randomUUID is global on every runtime; Node batches the entropy behind it (the
+// same function as node:crypto's): the cheapest 122 random bits per acquire.
+const newOwner = (): string => crypto.randomUUID();
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {

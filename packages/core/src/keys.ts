@@ -1,4 +1,3 @@
-import { randomBytes, randomUUID } from 'node:crypto';
 import { canonicalJson, type JsonValue } from './canonical-json.js';
 import { digestParts } from './encoding.js';
 import { InvalidInputError, InvalidKeyError } from './errors.js';
@@ -50,12 +49,12 @@ export interface GenerateKeyOptions {
 /** A fresh random idempotency key: a UUID, version 4 by default or 7 on request. */
 export function generateKey(options: GenerateKeyOptions = {}): string {
   const version = options.version ?? 4;
-  if (version === 4) return randomUUID();
+  if (version === 4) return crypto.randomUUID();
   if (version !== 7) throw new InvalidInputError(`Unsupported UUID version ${String(version)}`);
   const ms = Math.floor((options.now ?? Date.now)());
   if (!Number.isSafeInteger(ms) || ms < 0)
     throw new InvalidInputError('Clock returned an invalid time');
-  const bytes = randomBytes(16);
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
   // 48-bit big-endian timestamp
   bytes[0] = Math.floor(ms / 2 ** 40) & 0xff;
   bytes[1] = Math.floor(ms / 2 ** 32) & 0xff;
@@ -65,7 +64,8 @@ export function generateKey(options: GenerateKeyOptions = {}): string {
   bytes[5] = ms & 0xff;
   bytes[6] = ((bytes[6] as number) & 0x0f) | 0x70;
   bytes[8] = ((bytes[8] as number) & 0x3f) | 0x80;
-  const hex = bytes.toString('hex');
+  let hex = '';
+  for (const byte of bytes) hex += byte.toString(16).padStart(2, '0');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
 

@@ -1,5 +1,6 @@
 import type { JsonValue } from './canonical-json.js';
 import { InvalidInputError, OutcomeCorruptError } from './errors.js';
+import { utf8Length } from './utf8.js';
 
 /**
  * What a store keeps for a completed execution: opaque body bytes plus JSON metadata
@@ -31,7 +32,7 @@ export function encodeOutcome(outcome: StoredOutcome): Uint8Array {
     throw new InvalidInputError('An outcome meta must be a JSON object');
   // Throws TypeError for what JSON cannot carry (a BigInt, a cycle).
   const json = JSON.stringify(value);
-  const metaLength = Buffer.byteLength(json, 'utf8');
+  const metaLength = utf8Length(json);
   const out = withHeader(json, metaLength, body.length);
   out.set(body, HEADER + metaLength);
   return out;
@@ -43,9 +44,9 @@ export function encodeOutcome(outcome: StoredOutcome): Uint8Array {
  * @internal
  */
 export function encodeTextOutcome(metaJson: string, text: string): Uint8Array {
-  const metaLength = Buffer.byteLength(metaJson, 'utf8');
+  const metaLength = utf8Length(metaJson);
   const bodyStart = HEADER + metaLength;
-  const out = withHeader(metaJson, metaLength, Buffer.byteLength(text, 'utf8'));
+  const out = withHeader(metaJson, metaLength, utf8Length(text));
   encoder.encodeInto(text, out.subarray(bodyStart));
   return out;
 }

@@ -1,8 +1,15 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Clock } from './clock.js';
 import { StoreUnavailableError } from './errors.js';
 import type { StoreOperation } from './events.js';
 import { callStore } from './store-call.js';
+
+/** A pause that does not keep the process alive (`unref` where timers have it: Node, Bun). */
+function unrefSleep(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    (timer as { unref?: () => void }).unref?.();
+  });
+}
 
 /** First pause between attempts; it doubles up to {@link MAX_RETRY_DELAY_MS}, jittered. */
 const FIRST_RETRY_DELAY_MS = 50;
@@ -60,7 +67,7 @@ export async function retryStoreCall<T>(
       const left = deadline - clock.now();
       if (left <= 0) throw error;
       const wait = Math.min(left, pause * (0.5 + Math.random() * 0.5));
-      await sleep(wait, undefined, { ref: false });
+      await unrefSleep(wait);
       if (clock.now() >= deadline) throw error;
       pause = Math.min(pause * 2, maxDelay);
     }

@@ -1,22 +1,40 @@
-import { constants } from 'node:buffer';
-
 /**
  * An outcome as the store holds it: a Latin-1 string, one character a byte, for every outcome
- * a string can hold (up to `buffer.constants.MAX_STRING_LENGTH` bytes, 512 MiB on 64-bit
- * V8), else the bytes. A string is one object on V8's heap; a `Uint8Array` is a typed array,
- * an ArrayBuffer and an off-heap block that V8 accounts as external memory, each held one
+ * a string can hold (up to 512 MiB, V8's `MAX_STRING_LENGTH` on 64-bit), else the bytes. A
+ * string is one object on V8's heap; a `Uint8Array` is a typed array, an ArrayBuffer and an
+ * off-heap block that V8 accounts as external memory, each held one
  * adding to the work of every garbage collection. A store that holds many outcomes for
  * hours holds them as strings: measured (100,000 acquire + complete of a 565-byte outcome,
  * 4 alternating runs), 22 against 29 µs of CPU a pair, median.
  */
 export type HeldOutcome = string | Uint8Array;
 
-const view = (bytes: Uint8Array): Buffer =>
-  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/** Node's `Buffer` (Node, Bun, Deno, workerd with `nodejs_compat`); the Latin-1 codec is native. */
+type LatinBuffer = Uint8Array & {
+  toString(encoding: 'latin1'): string;
+  write(text: string, encoding: 'latin1'): number;
+  equals(other: Uint8Array): boolean;
+};
+const NodeBuffer = (
+  globalThis as {
+    Buffer?: { from(buffer: ArrayBufferLike, offset: number, length: number): LatinBuffer };
+  }
+).Buffer;
+
+/**
+ * Longest string held: V8's limit on 64-bit (`buffer.constants.MAX_STRING_LENGTH`, 512 MiB),
+ * the lowest of the engines (JavaScriptCore allows 2 GiB); a larger outcome is held as bytes.
+ */
+const MAX_STRING_BYTES = 2 ** 29 - 24;
+
+const view = (bytes: Uint8Array, buffer: NonNullable<typeof NodeBuffer>): LatinBuffer =>
+  buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 
 /** A held copy of `bytes` (never a view of the caller's memory). */
 export function hold(bytes: Uint8Array): HeldOutcome {
-  if (bytes.byteLength <= constants.MAX_STRING_LENGTH) return view(bytes).toString('latin1');
+  // Without Buffer (workerd, a browser) there is no native Latin-1 codec: bytes are held.
+  if (NodeBuffer && bytes.byteLength <= MAX_STRING_BYTES)
+    return view(bytes, NodeBuffer).toString('latin1');
   const copy = new Uint8Array(bytes.byteLength);
   copy.set(bytes);
   return copy;
@@ -25,7 +43,9 @@ export function hold(bytes: Uint8Array): HeldOutcome {
 /** A fresh `Uint8Array` with the held bytes, with a buffer of its own. */
 export function release(held: HeldOutcome): Uint8Array {
   const out = new Uint8Array(held.length);
-  if (typeof held === 'string') view(out).write(held, 'latin1');
+  // A string is held only where there is a Buffer.
+  if (typeof held === 'string')
+    view(out, NodeBuffer as NonNullable<typeof NodeBuffer>).write(held, 'latin1');
   else out.set(held);
   return out;
 }
@@ -37,5 +57,6 @@ export function holds(held: HeldOutcome | undefined, bytes: Uint8Array): boolean
     for (let i = 0; i < bytes.byteLength; i++) if (held.charCodeAt(i) !== bytes[i]) return false;
     return true;
   }
-  return view(held).equals(bytes);
+  for (let i = 0; i < bytes.byteLength; i++) if (held[i] !== bytes[i]) return false;
+  return true;
 }

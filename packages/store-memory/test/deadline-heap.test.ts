@@ -60,7 +60,12 @@ describe('DeadlineHeap (positions kept in the items)', () => {
             else expect(model.get(other.id)).toBe(earliest(step.id));
           }
           expect(heap.length).toBe(model.size);
-          for (const candidate of items) expect(heap.has(candidate)).toBe(model.has(candidate.id));
+          // One expect a step, not one an item: 40 expects a step made a run take tens of
+          // seconds on a loaded machine, past the time limit.
+          const misplaced = items.filter(
+            (candidate) => heap.has(candidate) !== model.has(candidate.id),
+          );
+          expect(misplaced).toEqual([]);
           const first = heap.peek();
           if (first === undefined) expect(model.size).toBe(0);
           else expect(model.get(first.id)).toBe(earliest());
