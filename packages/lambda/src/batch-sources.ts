@@ -42,7 +42,7 @@ const required = (value: string | undefined, what: string): string => {
 
 /** SQS: key `messageId`, fingerprint of the body; FIFO queues (`.fifo`) are ordered. */
 export const sqsSource: BatchSource<SqsRecordLike> = {
-  itemIdentifier: (record) => record.messageId,
+  itemIdentifier: (record) => required(record?.messageId, 'messageId'),
   defaultKey: (record) => required(record.messageId, 'messageId'),
   defaultPayload: (record) => record.body,
   ordered: (records) =>
@@ -53,7 +53,7 @@ export const sqsSource: BatchSource<SqsRecordLike> = {
 
 /** Kinesis: key `eventID` (shard and sequence number), fingerprint of partition key and data; ordered. */
 export const kinesisSource: BatchSource<KinesisRecordLike> = {
-  itemIdentifier: (record) => record.kinesis.sequenceNumber,
+  itemIdentifier: (record) => required(record?.kinesis?.sequenceNumber, 'kinesis.sequenceNumber'),
   defaultKey: (record) => required(record.eventID, 'eventID'),
   defaultPayload: (record) => [record.kinesis.partitionKey, record.kinesis.data],
   ordered: () => true,
@@ -61,7 +61,7 @@ export const kinesisSource: BatchSource<KinesisRecordLike> = {
 
 /** DynamoDB Streams: key `eventID`, fingerprint of the event name and images; ordered. */
 export const dynamoDbStreamSource: BatchSource<DynamoDbStreamRecordLike> = {
-  itemIdentifier: (record) => required(record.dynamodb?.SequenceNumber, 'dynamodb.SequenceNumber'),
+  itemIdentifier: (record) => required(record?.dynamodb?.SequenceNumber, 'dynamodb.SequenceNumber'),
   defaultKey: (record) => required(record.eventID, 'eventID'),
   defaultPayload: (record) =>
     JSON.parse(
