@@ -19,6 +19,7 @@ export interface SqsRecordLike {
 /** The fields of a Kinesis record read here (`KinesisStreamRecord`). */
 export interface KinesisRecordLike {
   eventID: string;
+  eventSourceARN?: string;
   kinesis: { sequenceNumber: string; partitionKey: string; data: string };
 }
 
@@ -51,10 +52,16 @@ export const sqsSource: BatchSource<SqsRecordLike> = {
     ),
 };
 
-/** Kinesis: key `eventID` (shard and sequence number), fingerprint of partition key and data; ordered. */
+/**
+ * Kinesis: key the stream's ARN and `eventID` (shard and sequence number: every stream names
+ * its shards alike), fingerprint of partition key and data; ordered.
+ */
 export const kinesisSource: BatchSource<KinesisRecordLike> = {
   itemIdentifier: (record) => required(record?.kinesis?.sequenceNumber, 'kinesis.sequenceNumber'),
-  defaultKey: (record) => required(record.eventID, 'eventID'),
+  defaultKey: (record) => {
+    const id = required(record.eventID, 'eventID');
+    return record.eventSourceARN ? `${record.eventSourceARN}/${id}` : id;
+  },
   defaultPayload: (record) => [record.kinesis.partitionKey, record.kinesis.data],
   ordered: () => true,
 };

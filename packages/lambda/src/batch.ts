@@ -53,8 +53,8 @@ export interface BatchOptions<TRecord, TContext extends LambdaContextLike>
   extends EngineOptions<unknown> {
   /**
    * The key of a record (a key string, or any JSON value, hashed). MUST be the same on every
-   * delivery of the record. @default the source's id: SQS `messageId`, Kinesis and DynamoDB
-   * Streams `eventID` (shard and sequence number)
+   * delivery of the record. @default the source's id: SQS `messageId`, Kinesis
+   * `eventSourceARN` + `eventID` (stream, shard and sequence number), DynamoDB Streams `eventID`
    */
   key?: (record: TRecord, context: TContext) => JsonValue;
   /**

@@ -113,6 +113,31 @@ describe('batches: poison records, short timeouts, late records, malformed event
     expect(t.reports.at(-1)).toEqual([stuck.messageId, 'processed']);
   });
 
+  it('Kinesis: the same shard and sequence number in two streams are two records', async () => {
+    const t = tally();
+    const handler = makeKinesisBatchHandler(
+      async (record: KinesisStreamRecord) => {
+        t.bump(record.eventSourceARN);
+        return 'ok';
+      },
+      { store: env.store, payload: false, onRecord: t.onRecord },
+    );
+    // Every stream names its first shard shardId-000000000000: before the fix the default key
+    // was the eventID alone, and the second stream's record was skipped as a replay.
+    const orders = kinesisRecord('x');
+    const refunds = {
+      ...orders,
+      eventSourceARN: orders.eventSourceARN.replace('orders', 'refunds'),
+    };
+    expect(await handler({ Records: [orders] }, fakeContext(10_000))).toEqual({
+      batchItemFailures: [],
+    });
+    expect(await handler({ Records: [refunds] }, fakeContext(10_000))).toEqual({
+      batchItemFailures: [],
+    });
+    expect([...t.runs.values()]).toEqual([1, 1]);
+  });
+
   it('malformed events fail whole with InvalidInputError before any record runs', async () => {
     const t = tally();
     const sqs = makeSqsBatchHandler(
