@@ -9,6 +9,7 @@ import {
   isIdemError,
   isValidKey,
   type JsonValue,
+  LeaseLostError,
   type OperationContext,
   ReplayedFailureError,
   type Scope,
@@ -59,7 +60,7 @@ export interface ConsumerOptions<TMessage, T> extends ConsumerEngineOptions<T> {
    * @default the message body, byte for byte
    */
   payload?: ((message: TMessage) => JsonValue | Uint8Array) | false;
-  /** What keys are unique within. @default the queue or stream name */
+  /** What keys are unique within. @default `['amqp', queue]` / `['nats', stream, consumer]` */
   scope?: Scope;
   /**
    * Delay before a failed message or a duplicate in progress is delivered again (a duplicate
@@ -103,6 +104,8 @@ export function messageProcessor<TMessage, T>(
     ...engineOptions
   } = options;
   if (typeof handler !== 'function') throw new InvalidInputError('handler must be a function');
+  if (!(typeof retryDelayMs === 'number' && Number.isFinite(retryDelayMs) && retryDelayMs >= 0))
+    throw new InvalidInputError('retryDelayMs must be a finite, non-negative number of ms');
   const engine = createIdempotency<T>(engineOptions);
   const report = (r: MessageReport<TMessage>) => {
     try {
@@ -111,12 +114,33 @@ export function messageProcessor<TMessage, T>(
       // A broken listener must not change what the broker is told.
     }
   };
+  const { maxHoldMs } = engine.settings;
   async function process(message: TMessage): Promise<Disposition> {
     let disposition: Disposition;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // A handler still running when its hold ends has no lease left (heartbeats stop there):
+    // the message goes back to the broker rather than keep its slot (and JetStream's
+    // `working()`) forever; the late handler's writes are owner-checked, its fence stale.
+    const holdPassed = new Promise<Disposition>((resolve) => {
+      timer = setTimeout(
+        () =>
+          resolve({
+            action: 'retry',
+            status: 'failed',
+            delayMs: retryDelayMs,
+            error: new LeaseLostError(
+              `The handler ran past maxHoldMs (${maxHoldMs} ms): the message is given back`,
+            ),
+          }),
+        Math.min(maxHoldMs, MAX_TIMER_MS),
+      );
+    });
     try {
-      disposition = await decide(message);
+      disposition = await Promise.race([decide(message), holdPassed]);
     } catch (error) {
       disposition = { action: 'reject', status: 'rejected', error };
+    } finally {
+      clearTimeout(timer);
     }
     report({
       message,
@@ -148,6 +172,9 @@ export function messageProcessor<TMessage, T>(
   }
   return { process, engine: engine as Idempotency<unknown> };
 }
+
+/** Node's longest timer (a longer one fires at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** What an error of `execute` means for the message. */
 function classify(error: unknown, retryDelayMs: number): Disposition {

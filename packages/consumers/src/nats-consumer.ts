@@ -6,7 +6,7 @@ import { type ConsumerOptions, messageProcessor } from './message-outcome.js';
 export interface JsMsgLike {
   data: Uint8Array;
   seq: number;
-  info: { stream: string; streamSequence: number; redeliveryCount: number };
+  info: { stream: string; consumer: string; streamSequence: number; redeliveryCount: number };
   headers?: { get(name: string): string } | undefined;
   ack(): void;
   nak(millis?: number): void;
@@ -64,7 +64,9 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   const processor = messageProcessor<TMessage, T>(rest, {
     defaultKey: jetStreamMessageKey,
     body: (message) => message.data,
-    defaultScope: (message) => ['nats', message.info.stream] as Scope,
+    // Each durable consumer is its own application (billing, shipping...): one consumer's
+    // outcome must never answer another's delivery of the same stream message.
+    defaultScope: (message) => ['nats', message.info.stream, message.info.consumer] as Scope,
   });
   const messages = await consumer.consume({ max_messages: Math.max(concurrency, 1) * 2 });
   const inFlight = new Set<Promise<void>>();

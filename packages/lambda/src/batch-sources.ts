@@ -19,6 +19,7 @@ export interface SqsRecordLike {
 /** The fields of a Kinesis record read here (`KinesisStreamRecord`). */
 export interface KinesisRecordLike {
   eventID: string;
+  eventSourceARN?: string;
   kinesis: { sequenceNumber: string; partitionKey: string; data: string };
 }
 
@@ -42,7 +43,7 @@ const required = (value: string | undefined, what: string): string => {
 
 /** SQS: key `messageId`, fingerprint of the body; FIFO queues (`.fifo`) are ordered. */
 export const sqsSource: BatchSource<SqsRecordLike> = {
-  itemIdentifier: (record) => record.messageId,
+  itemIdentifier: (record) => required(record?.messageId, 'messageId'),
   defaultKey: (record) => required(record.messageId, 'messageId'),
   defaultPayload: (record) => record.body,
   ordered: (records) =>
@@ -51,17 +52,23 @@ export const sqsSource: BatchSource<SqsRecordLike> = {
     ),
 };
 
-/** Kinesis: key `eventID` (shard and sequence number), fingerprint of partition key and data; ordered. */
+/**
+ * Kinesis: key the stream's ARN and `eventID` (shard and sequence number: every stream names
+ * its shards alike), fingerprint of partition key and data; ordered.
+ */
 export const kinesisSource: BatchSource<KinesisRecordLike> = {
-  itemIdentifier: (record) => record.kinesis.sequenceNumber,
-  defaultKey: (record) => required(record.eventID, 'eventID'),
+  itemIdentifier: (record) => required(record?.kinesis?.sequenceNumber, 'kinesis.sequenceNumber'),
+  defaultKey: (record) => {
+    const id = required(record.eventID, 'eventID');
+    return record.eventSourceARN ? `${record.eventSourceARN}/${id}` : id;
+  },
   defaultPayload: (record) => [record.kinesis.partitionKey, record.kinesis.data],
   ordered: () => true,
 };
 
 /** DynamoDB Streams: key `eventID`, fingerprint of the event name and images; ordered. */
 export const dynamoDbStreamSource: BatchSource<DynamoDbStreamRecordLike> = {
-  itemIdentifier: (record) => required(record.dynamodb?.SequenceNumber, 'dynamodb.SequenceNumber'),
+  itemIdentifier: (record) => required(record?.dynamodb?.SequenceNumber, 'dynamodb.SequenceNumber'),
   defaultKey: (record) => required(record.eventID, 'eventID'),
   defaultPayload: (record) =>
     JSON.parse(

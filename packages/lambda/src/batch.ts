@@ -1,4 +1,4 @@
-import type { JsonValue } from '@idem/core';
+import { InvalidInputError, isIdemError, type JsonValue, ReplayedFailureError } from '@idem/core';
 import {
   DEFAULT_TIMEOUT_MARGIN_MS,
   type EngineOptions,
@@ -22,8 +22,10 @@ export interface BatchResponse {
 
 /**
  * What happened to one record:
- * - `processed`: the handler ran and its outcome was recorded;
- * - `replayed`: a recorded outcome exists (a redelivery): the handler did not run;
+ * - `processed`: the handler ran and its outcome was recorded (or, when it could not be
+ *   stored, a "not recorded" marker was: `error` says why; it never runs again);
+ * - `replayed`: a recorded outcome exists (a redelivery, or a failure recorded as final):
+ *   the handler did not run;
  * - `failed`: the handler threw, a duplicate is still in progress, or the store failed;
  * - `timed_out`: the invocation's deadline came while the record ran (it goes on, fenced);
  * - `not_attempted`: skipped after an earlier failure of an ordered source, or past the deadline.
@@ -51,8 +53,8 @@ export interface BatchOptions<TRecord, TContext extends LambdaContextLike>
   extends EngineOptions<unknown> {
   /**
    * The key of a record (a key string, or any JSON value, hashed). MUST be the same on every
-   * delivery of the record. @default the source's id: SQS `messageId`, Kinesis and DynamoDB
-   * Streams `eventID` (shard and sequence number)
+   * delivery of the record. @default the source's id: SQS `messageId`, Kinesis
+   * `eventSourceARN` + `eventID` (stream, shard and sequence number), DynamoDB Streams `eventID`
    */
   key?: (record: TRecord, context: TContext) => JsonValue;
   /**
@@ -66,7 +68,7 @@ export interface BatchOptions<TRecord, TContext extends LambdaContextLike>
   /**
    * Time kept in hand before Lambda's deadline: a record still running then is reported as
    * failed (with every record not yet attempted) and the response returned, so that Lambda
-   * does not time out and redeliver the whole batch. @default 1_000
+   * does not time out and redeliver the whole batch; at most half the time left. @default 1_000
    */
   timeoutMarginMs?: number;
   /** Told what happened to each record (logging, metrics). Errors it throws are ignored. */
@@ -104,14 +106,20 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
 
   return async (event, context) => {
     const records = event?.Records ?? [];
+    if (!Array.isArray(records))
+      throw new InvalidInputError('The event has no Records array: not a batch event');
     const failures: BatchItemFailure[] = [];
     if (records.length === 0) return { batchItemFailures: failures };
-    const deadline = performance.now() + remainingMs(context) - margin;
-    const engine = engineForInvocation(engineOptions, context);
+    // Every record must be reportable before any runs: Lambda treats a failure without an
+    // identifier as the whole batch failing, so a malformed batch fails as a whole, untouched.
+    const identifiers = records.map((record) => source.itemIdentifier(record));
+    const remaining = remainingMs(context);
+    // A margin as long as the time left would attempt nothing, at every delivery, forever.
+    const deadline = performance.now() + remaining - Math.min(margin, remaining / 2);
     const ordered = source.ordered(records);
     let stop = false;
-    for (const record of records) {
-      const itemIdentifier = source.itemIdentifier(record);
+    for (const [index, record] of records.entries()) {
+      const itemIdentifier = identifiers[index] as string;
       const fail = (status: RecordStatus, error?: unknown) => {
         failures.push({ itemIdentifier });
         report({ record, itemIdentifier, status, error });
@@ -129,6 +137,9 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
           payload === false ? undefined : (payload ?? source.defaultPayload)(record, context),
           scope,
         );
+        // One engine per record: its lease and hold are capped by the time left now, so a
+        // record that outlives the invocation frees its key at the deadline, not later.
+        const engine = engineForInvocation(engineOptions, context);
         const run = engine.execute(request, (ctx) => handler(record, context, ctx));
         const deadlinePassed = new Promise<typeof TIMED_OUT>((resolve) => {
           timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, deadline - performance.now()));
@@ -144,12 +155,32 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
         }
         report({ record, itemIdentifier, status: result.replayed ? 'replayed' : 'processed' });
       } catch (error) {
-        fail('failed', error);
-        if (ordered) stop = true;
+        const settled = settledStatus(error);
+        if (settled) report({ record, itemIdentifier, status: settled, error });
+        else {
+          fail('failed', error);
+          if (ordered) stop = true;
+        }
       } finally {
         clearTimeout(timer);
       }
     }
     return { batchItemFailures: failures };
   };
+}
+
+/**
+ * Errors that mean the record is done, never to be run again: redelivering it would only meet
+ * the same answer at every delivery (and block an ordered shard behind it for good).
+ * - a failure recorded as final (`isFinal: everythingFinal`) replays as `ReplayedFailureError`;
+ * - an outcome that could not be stored (not serialisable, too large) left a marker.
+ */
+function settledStatus(error: unknown): 'processed' | 'replayed' | undefined {
+  if (error instanceof ReplayedFailureError) return 'replayed';
+  if (
+    isIdemError(error) &&
+    (error.code === 'OUTCOME_NOT_RECORDED' || error.code === 'OUTCOME_TOO_LARGE')
+  )
+    return 'processed';
+  return undefined;
 }

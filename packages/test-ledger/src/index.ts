@@ -97,3 +97,6 @@ export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 /** How to provide the Redis the tests need, for failure messages. */
 export const REDIS_HELP = `These tests need Redis at ${REDIS_URL}: start one (redis-server --port 6379, or bash scripts/bootstrap.sh --services) or set REDIS_URL.`;
+
+export type { PrivateRedis } from './private-redis.js';
+export { startPrivateRedis } from './private-redis.js';

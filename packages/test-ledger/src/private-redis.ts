@@ -1,0 +1,69 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Redis } from 'ioredis';
+
+/** A throwaway redis-server of one test, on its own loopback port, stopped by its PID. */
+export interface PrivateRedis {
+  readonly port: number;
+  readonly url: string;
+  /** Kills the server (SIGKILL, by PID): an outage. Its data is gone (no persistence). */
+  stop(): Promise<void>;
+  /** Starts it again on the same port. */
+  start(): Promise<void>;
+}
+
+const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
+    });
+  });
+
+/** Starts a private redis-server (needs `redis-server` on PATH) for store-outage tests. */
+export async function startPrivateRedis(): Promise<PrivateRedis> {
+  const port = await freePort();
+  let child: ChildProcess | undefined;
+  const start = async () => {
+    child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+      { stdio: 'ignore' },
+    );
+    child.once('error', () => {});
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const probe = new Redis({
+        port,
+        host: '127.0.0.1',
+        lazyConnect: true,
+        retryStrategy: () => null,
+      });
+      probe.on('error', () => {}); // refused until the server listens
+      const up = await probe.connect().then(
+        () => true,
+        () => false,
+      );
+      probe.disconnect();
+      if (up) return;
+      await sleep(50);
+    }
+    throw new Error(`redis-server did not answer on port ${port}: is redis-server on PATH?`);
+  };
+  await start();
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    start,
+    async stop() {
+      const running = child;
+      if (!running?.pid || running.exitCode !== null) return;
+      const exited = once(running, 'exit');
+      process.kill(running.pid, 'SIGKILL');
+      await exited;
+    },
+  };
+}
