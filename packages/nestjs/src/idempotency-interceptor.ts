@@ -1,0 +1,81 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  headerValue,
+  nodeRequestBody,
+  recordServerResponse,
+  requestUrl,
+  sendDecisionResponse,
+} from '@idem/http/node';
+import {
+  type CallHandler,
+  type ExecutionContext,
+  Inject,
+  Injectable,
+  type NestInterceptor,
+} from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
+import { defer, mergeAll, NEVER, type Observable } from 'rxjs';
+import { IdempotencyService } from './idempotency-service.js';
+import { IDEMPOTENT_METADATA, type IdempotentOptions, type NestHttpRequest } from './options.js';
+import { routePattern } from './route-pattern.js';
+
+type PlatformRequest = NestHttpRequest & { originalUrl?: string; idempotency?: unknown };
+/** Express's `Response` is the Node response; Fastify's reply holds it as `raw`. */
+type PlatformResponse = ServerResponse & { raw?: ServerResponse; hijack?: () => void };
+
+/**
+ * Runs the routes marked with `@Idempotent()` through `@idem/http`. It runs after the guards
+ * (so `request.user` is set) and before pipes and the handler. A replay or one of the
+ * library's own answers (400, 409, 422, 503...) is written to the Node response as recorded,
+ * byte for byte, and the route is not run: Nest sends nothing more for it (the observable
+ * never emits, so interceptors around this one see no value for such a request). A run is
+ * recorded where every platform writes its answer, the Node response: JSON, a
+ * `StreamableFile`, an SSE stream or a `@Res()` write are recorded as they went out.
+ */
+@Injectable()
+export class IdempotencyInterceptor implements NestInterceptor {
+  @Inject(IdempotencyService) private readonly service!: IdempotencyService;
+  @Inject(Reflector) private readonly reflector!: Reflector;
+
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    if (context.getType() !== 'http') return next.handle();
+    const route = this.reflector.getAllAndOverride<IdempotentOptions | false | undefined>(
+      IDEMPOTENT_METADATA,
+      [context.getHandler(), context.getClass()],
+    );
+    if (route === undefined || route === false) return next.handle();
+    const http = context.switchToHttp();
+    const request = http.getRequest<PlatformRequest>();
+    const response = http.getResponse<PlatformResponse>();
+    return defer(() => this.#run(route, request, response, next)).pipe(mergeAll());
+  }
+
+  async #run(
+    route: IdempotentOptions,
+    request: PlatformRequest,
+    response: PlatformResponse,
+    next: CallHandler,
+  ): Promise<Observable<unknown>> {
+    const raw: IncomingMessage = request.raw ?? (request as unknown as IncomingMessage);
+    const decision = await this.service.handlerFor(route).begin({
+      native: request,
+      method: request.method,
+      url: requestUrl(request.originalUrl ?? request.url),
+      route: route.operation ?? routePattern(request),
+      header: (name) => headerValue(raw.headers, name),
+      // Parsed by the platform (JSON, text, a raw parser), or read and put back.
+      readBody: (limit) => nodeRequestBody(raw, request.body, limit),
+    });
+    if (decision.action === 'pass') return next.handle();
+    const res = response.raw ?? response;
+    if (decision.action === 'respond') {
+      // Fastify: the reply is ours to write (Fastify neither sends nor warns about it).
+      response.hijack?.();
+      await sendDecisionResponse(res, decision);
+      return NEVER;
+    }
+    request.idempotency = decision.recorder.context;
+    recordServerResponse(res, decision.recorder);
+    return next.handle();
+  }
+}

@@ -1,0 +1,12 @@
+export { IdempotencyInterceptor } from './idempotency-interceptor.js';
+export { IdempotencyModule } from './idempotency-module.js';
+export { IdempotencyService } from './idempotency-service.js';
+export { IdemContext, Idempotent } from './idempotent.js';
+export type {
+  IdempotencyModuleAsyncOptions,
+  IdempotentOptions,
+  NestHttpRequest,
+  NestIdempotencyOptions,
+} from './options.js';
+export { IDEMPOTENCY_OPTIONS, IDEMPOTENT_METADATA } from './options.js';
+export { principalFromUser, userScope } from './principal.js';
