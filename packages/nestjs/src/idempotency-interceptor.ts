@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
 import {
   headerValue,
   nodeRequestBody,
@@ -12,9 +13,10 @@ import {
   Inject,
   Injectable,
   type NestInterceptor,
+  StreamableFile,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { defer, mergeAll, NEVER, type Observable } from 'rxjs';
+import { NEVER, Observable, type Subscription } from 'rxjs';
 import { IdempotencyService } from './idempotency-service.js';
 import { IDEMPOTENT_METADATA, type IdempotentOptions, type NestHttpRequest } from './options.js';
 import { routePattern } from './route-pattern.js';
@@ -22,6 +24,21 @@ import { routePattern } from './route-pattern.js';
 type PlatformRequest = NestHttpRequest & { originalUrl?: string; idempotency?: unknown };
 /** Express's `Response` is the Node response; Fastify's reply holds it as `raw`. */
 type PlatformResponse = ServerResponse & { raw?: ServerResponse; hijack?: () => void };
+
+/**
+ * A stream the handler answers with that fails midway must abort the response: ended instead
+ * (as `StreamableFile`'s default error handler does on Nest 12.0 once headers are out), the
+ * truncated body would be recorded as a success. Registered before Nest's own listener (added
+ * when it sends the value), this one runs first; Nest's then finds the response destroyed.
+ */
+function abortOnStreamError(value: unknown, res: ServerResponse): void {
+  const stream = value instanceof StreamableFile ? value.getStream() : value;
+  if (stream instanceof Readable) {
+    stream.once('error', (error) => {
+      if (res.headersSent && !res.writableEnded) res.destroy(error);
+    });
+  }
+}
 
 /**
  * Runs the routes marked with `@Idempotent()` through `@idem/http`. It runs after the guards
@@ -47,7 +64,25 @@ export class IdempotencyInterceptor implements NestInterceptor {
     const http = context.switchToHttp();
     const request = http.getRequest<PlatformRequest>();
     const response = http.getResponse<PlatformResponse>();
-    return defer(() => this.#run(route, request, response, next)).pipe(mergeAll());
+    // By hand rather than with operators, which the rxjs root entry has only since 7.2.
+    return new Observable((subscriber) => {
+      let inner: Subscription | undefined;
+      this.#run(route, request, response, next).then(
+        ({ result, res }) => {
+          if (subscriber.closed) return;
+          inner = result.subscribe({
+            next: (value) => {
+              if (res) abortOnStreamError(value, res);
+              subscriber.next(value);
+            },
+            error: (error: unknown) => subscriber.error(error),
+            complete: () => subscriber.complete(),
+          });
+        },
+        (error: unknown) => subscriber.error(error),
+      );
+      return () => inner?.unsubscribe();
+    });
   }
 
   async #run(
@@ -55,7 +90,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     request: PlatformRequest,
     response: PlatformResponse,
     next: CallHandler,
-  ): Promise<Observable<unknown>> {
+  ): Promise<{ result: Observable<unknown>; res?: ServerResponse }> {
     const raw: IncomingMessage = request.raw ?? (request as unknown as IncomingMessage);
     const decision = await this.service.handlerFor(route).begin({
       native: request,
@@ -66,16 +101,16 @@ export class IdempotencyInterceptor implements NestInterceptor {
       // Parsed by the platform (JSON, text, a raw parser), or read and put back.
       readBody: (limit) => nodeRequestBody(raw, request.body, limit),
     });
-    if (decision.action === 'pass') return next.handle();
+    if (decision.action === 'pass') return { result: next.handle() };
     const res = response.raw ?? response;
     if (decision.action === 'respond') {
       // Fastify: the reply is ours to write (Fastify neither sends nor warns about it).
       response.hijack?.();
       await sendDecisionResponse(res, decision);
-      return NEVER;
+      return { result: NEVER };
     }
     request.idempotency = decision.recorder.context;
     recordServerResponse(res, decision.recorder);
-    return next.handle();
+    return { result: next.handle(), res };
   }
 }
