@@ -1,3 +1,6 @@
+// What handlers and options use, so that an app needs no import of @idem/http.
+export type { IdempotencyContext } from '@idem/http';
+export { finalOn2xx, finalOnceStarted, PROBLEM_TYPES } from '@idem/http';
 export { IdempotencyInterceptor } from './idempotency-interceptor.js';
 export { IdempotencyModule } from './idempotency-module.js';
 export { IdempotencyService } from './idempotency-service.js';
@@ -10,6 +13,3 @@ export type {
 } from './options.js';
 export { IDEMPOTENCY_OPTIONS, IDEMPOTENT_METADATA } from './options.js';
 export { principalFromUser, userScope } from './principal.js';
-// What handlers and options use, so that an app needs no import of @idem/http.
-export type { IdempotencyContext } from '@idem/http';
-export { finalOn2xx, finalOnceStarted, PROBLEM_TYPES } from '@idem/http';
