@@ -1,5 +1,5 @@
 import { type DynamicModule, Module, type Provider } from '@nestjs/common';
-import { APP_INTERCEPTOR } from '@nestjs/core';
+import { APP_INTERCEPTOR, DiscoveryModule } from '@nestjs/core';
 import { IdempotencyInterceptor } from './idempotency-interceptor.js';
 import { IdempotencyService } from './idempotency-service.js';
 import {
@@ -12,7 +12,7 @@ function dynamicModule(options: Provider, imports: DynamicModule['imports'] = []
   return {
     module: IdempotencyModule,
     global: true,
-    imports,
+    imports: [DiscoveryModule, ...imports],
     providers: [
       options,
       IdempotencyService,

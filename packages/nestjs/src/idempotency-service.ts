@@ -1,7 +1,9 @@
 import { createIdempotencyHandler, type IdempotencyHandler } from '@idem/http';
-import { Inject, Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import {
   IDEMPOTENCY_OPTIONS,
+  IDEMPOTENT_METADATA,
   type IdempotentOptions,
   type NestHttpRequest,
   type NestIdempotencyOptions,
@@ -10,11 +12,15 @@ import { userScope } from './principal.js';
 
 /**
  * Holds the `@idem/http` handlers of the module: one for the module's options, and one for
- * each route whose `@Idempotent()` overrides them (the store stays the module's). Created
- * with the module, so bad module options fail at startup.
+ * each route whose `@Idempotent()` overrides them (the store stays the module's). All are
+ * made at startup, so bad options (the module's or a route's) fail `NestFactory.create`
+ * (`InvalidInputError`) rather than a request.
  */
 @Injectable()
-export class IdempotencyService implements OnApplicationShutdown {
+export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
+  @Inject(DiscoveryService) private readonly discovery!: DiscoveryService;
+  @Inject(MetadataScanner) private readonly scanner!: MetadataScanner;
+  @Inject(Reflector) private readonly reflector!: Reflector;
   readonly #options: Omit<NestIdempotencyOptions, 'shutdownDrainMs'>;
   readonly #shutdownDrainMs: number | undefined;
   readonly #base: IdempotencyHandler<NestHttpRequest>;
@@ -60,6 +66,25 @@ export class IdempotencyService implements OnApplicationShutdown {
   async drain(timeoutMs?: number): Promise<number> {
     const left = await Promise.all([...this.#all].map((handler) => handler.drain(timeoutMs)));
     return left.reduce((sum, n) => sum + n, 0);
+  }
+
+  /** @internal Makes the handlers of every `@Idempotent()` controller and route now. */
+  onModuleInit(): void {
+    for (const { metatype, instance } of this.discovery.getControllers()) {
+      if (!metatype || !instance) continue;
+      const read = (target: object) =>
+        this.reflector.get<IdempotentOptions | false | undefined>(
+          IDEMPOTENT_METADATA,
+          target as () => unknown,
+        );
+      const found = [read(metatype)];
+      const prototype = Object.getPrototypeOf(instance) as Record<string, object>;
+      for (const name of this.scanner.getAllMethodNames(prototype)) {
+        const method = prototype[name];
+        if (method) found.push(read(method));
+      }
+      for (const route of found) if (route) this.handlerFor(route);
+    }
   }
 
   /** @internal Nest's shutdown hook. */

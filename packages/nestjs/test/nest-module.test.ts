@@ -93,3 +93,27 @@ describe.each<Platform>(['express', 'fastify'])('IdempotencyModule on platform-%
     expect(await probe.idempotency.drain(1_000)).toBe(0);
   });
 });
+
+@Controller('bad')
+class BadRouteController {
+  @Post()
+  @Idempotent({ leaseMs: -5 })
+  create() {
+    return {};
+  }
+}
+
+@Module({
+  imports: [IdempotencyModule.forRoot({ store: createMemoryStore() })],
+  controllers: [BadRouteController],
+})
+class BadRouteModule {}
+
+describe('route options are checked at startup', () => {
+  it('fails NestFactory.create with InvalidInputError for a bad @Idempotent() option', async () => {
+    await expect(startNest('express', BadRouteModule)).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      message: expect.stringContaining('leaseMs'),
+    });
+  });
+});
