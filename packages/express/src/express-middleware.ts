@@ -1,14 +1,11 @@
 import {
-  bodyFromBytes,
-  bodyFromParsed,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
-  peekBody,
-  type RequestBody,
 } from '@idem/http';
 import {
   headerValue,
+  nodeRequestBody,
   recordServerResponse,
   requestUrl,
   sendDecisionResponse,
@@ -18,18 +15,6 @@ import { routeOf } from './express-route.js';
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Express request. */
 export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>;
-
-async function readBody(req: Request, limit: number): Promise<RequestBody> {
-  const contentType = headerValue(req.headers, 'content-type');
-  // A body parser ran first (express.json, express.raw, express.text, express.urlencoded).
-  if (req.body !== undefined) return bodyFromParsed(req.body, contentType, limit);
-  const length = headerValue(req.headers, 'content-length');
-  if ((length === undefined || length === '0') && req.headers['transfer-encoding'] === undefined) {
-    return { kind: 'none' };
-  }
-  // Read for the fingerprint only, and put back: the app's own parsers read it as if we had not.
-  return bodyFromBytes(await peekBody(req, limit), contentType);
-}
 
 /**
  * Express 5 middleware that makes POST and PATCH (by default) idempotent by their
@@ -51,7 +36,8 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
       url: requestUrl(req.originalUrl),
       route: routeOf(req),
       header: (name) => headerValue(req.headers, name),
-      readBody: (limit) => readBody(req, limit),
+      // A body parser may have run first (express.json, express.raw, express.text, express.urlencoded).
+      readBody: (limit) => nodeRequestBody(req, req.body, limit),
     });
     if (decision.action === 'pass') return next();
     if (decision.action === 'respond') return sendDecisionResponse(res, decision);

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { IdempotencyDecision } from './handler.js';
 import { type PreparedResponse, preparedResponseOf } from './prepared-response.js';
 
+export { canonicalPath, nodeRequestBody, targetPath } from './node-request.js';
 export type { RecordServerResponseOptions } from './node-response.js';
 export { headersOf, recordServerResponse } from './node-response.js';
 

@@ -1,0 +1,2 @@
+export type { KoaIdempotencyOptions } from './koa-middleware.js';
+export { getIdempotency, idempotency } from './koa-middleware.js';

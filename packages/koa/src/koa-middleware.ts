@@ -1,0 +1,107 @@
+import {
+  createIdempotencyHandler,
+  type HttpIdempotencyOptions,
+  type IdempotencyContext,
+} from '@idem/http';
+import {
+  canonicalPath,
+  headerValue,
+  nodeRequestBody,
+  recordServerResponse,
+  requestUrl,
+  sendDecisionResponse,
+  targetPath,
+  wholeDecisionResponse,
+} from '@idem/http/node';
+import type { Context, Middleware } from 'koa';
+
+/** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Koa context. */
+export type KoaIdempotencyOptions = HttpIdempotencyOptions<Context>;
+
+/**
+ * The route a request's operation is named after: the route `@koa/router` matched when the
+ * middleware is mounted on a route (`router.post('/charges', idempotency(...), handler)`),
+ * else the request's path in the one spelling `@koa/router`'s defaults route alike (case, a
+ * trailing slash and percent-escapes do not matter), so another spelling of the path is
+ * replayed or refused (422), never run again.
+ */
+function routeOf(ctx: Context): string {
+  const matched = (ctx as { _matchedRoute?: unknown })._matchedRoute;
+  if (typeof matched === 'string') return matched;
+  return canonicalPath(targetPath(ctx.originalUrl));
+}
+
+/** Writes a replay or one of the library's own answers through Koa, or straight to Node. */
+async function answer(
+  ctx: Context,
+  decision: Parameters<typeof sendDecisionResponse>[1],
+): Promise<void> {
+  const whole = wholeDecisionResponse(decision);
+  // Through Koa when it sends it as it is: a body of one piece with its own Content-Type
+  // (Koa would add one to a body without, and turn an empty 201 into a 204).
+  if (whole?.body && whole.headers.some(([name]) => name === 'content-type')) {
+    ctx.status = whole.status;
+    for (const [name, value] of whole.headers) ctx.set(name, value);
+    ctx.body = whole.body;
+    return;
+  }
+  ctx.respond = false;
+  await sendDecisionResponse(ctx.res, decision);
+}
+
+/**
+ * Koa watches every response with `on-finished` from the start, and `on-finished` keeps one
+ * socket listener a response, shared by all its callbacks: the one that destroys a stream
+ * body (added when `ctx.body` is set) would run as soon as the client leaves, cutting short
+ * a body that is to be drained and recorded without its client. Dropping the shared listener
+ * makes the callbacks added from here on get their own, added after the recorder took the
+ * socket, which holds their `'close'` until the body ends. Koa's own early callback (its
+ * error handler, a no-op for a close without error) stays where it is.
+ */
+function detachEarlyFinishWatch(ctx: Context): void {
+  const res = ctx.res as { __onFinished?: unknown };
+  if (res.__onFinished) res.__onFinished = null;
+}
+
+/**
+ * Koa middleware that makes POST and PATCH (by default) idempotent by their
+ * `Idempotency-Key` header. Mount it with `app.use` before the routes it protects (and before
+ * or after a body parser: it reads the raw body and puts it back when none ran yet), or on a
+ * `@koa/router` route. Downstream middleware finds the execution context (key, fence, abort
+ * signal) at `ctx.state.idempotency`.
+ *
+ * The response is recorded where Koa writes it (the Node response), so a body of any kind
+ * (JSON, a Buffer, a stream, SSE) is recorded as it went out, and a stream that breaks is
+ * not a success.
+ */
+export function idempotency(options: KoaIdempotencyOptions): Middleware {
+  const handler = createIdempotencyHandler<Context>(options);
+  return async function idempotencyMiddleware(ctx, next) {
+    const decision = await handler.begin({
+      native: ctx,
+      method: ctx.method,
+      url: requestUrl(ctx.originalUrl),
+      route: routeOf(ctx),
+      header: (name) => headerValue(ctx.req.headers, name),
+      // What a body parser that ran first made of the body, when it read it; else the raw
+      // bytes (@koa/bodyparser leaves a type it does not parse unread, with a body of {}).
+      readBody: (limit) =>
+        nodeRequestBody(
+          ctx.req,
+          ctx.req.readableEnded ? (ctx.request as { body?: unknown }).body : undefined,
+          limit,
+        ),
+    });
+    if (decision.action === 'pass') return next();
+    if (decision.action === 'respond') return answer(ctx, decision);
+    ctx.state.idempotency = decision.recorder.context;
+    recordServerResponse(ctx.res, decision.recorder);
+    detachEarlyFinishWatch(ctx);
+    await next();
+  };
+}
+
+/** The execution context of the current request, when the middleware ran it idempotently. */
+export function getIdempotency(ctx: Context): IdempotencyContext | undefined {
+  return ctx.state.idempotency as IdempotencyContext | undefined;
+}

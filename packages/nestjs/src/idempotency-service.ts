@@ -1,0 +1,94 @@
+import { createIdempotencyHandler, type IdempotencyHandler } from '@idem/http';
+import { Inject, Injectable, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
+import {
+  IDEMPOTENCY_OPTIONS,
+  IDEMPOTENT_METADATA,
+  type IdempotentOptions,
+  type NestHttpRequest,
+  type NestIdempotencyOptions,
+} from './options.js';
+import { userScope } from './principal.js';
+
+/**
+ * Holds the `@idem/http` handlers of the module: one for the module's options, and one for
+ * each route whose `@Idempotent()` overrides them (the store stays the module's). All are
+ * made at startup, so bad options (the module's or a route's) fail `NestFactory.create`
+ * (`InvalidInputError`) rather than a request.
+ */
+@Injectable()
+export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
+  @Inject(DiscoveryService) private readonly discovery!: DiscoveryService;
+  @Inject(MetadataScanner) private readonly scanner!: MetadataScanner;
+  @Inject(Reflector) private readonly reflector!: Reflector;
+  readonly #options: Omit<NestIdempotencyOptions, 'shutdownDrainMs'>;
+  readonly #shutdownDrainMs: number | undefined;
+  readonly #base: IdempotencyHandler<NestHttpRequest>;
+  readonly #perRoute = new WeakMap<IdempotentOptions, IdempotencyHandler<NestHttpRequest>>();
+  readonly #all = new Set<IdempotencyHandler<NestHttpRequest>>();
+
+  constructor(@Inject(IDEMPOTENCY_OPTIONS) options: NestIdempotencyOptions) {
+    const { shutdownDrainMs, ...rest } = options;
+    this.#options = rest;
+    this.#shutdownDrainMs = shutdownDrainMs;
+    this.#base = this.#create({});
+  }
+
+  #create(route: Omit<IdempotentOptions, 'operation'>): IdempotencyHandler<NestHttpRequest> {
+    const handler = createIdempotencyHandler<NestHttpRequest>({
+      ...this.#options,
+      ...route,
+      store: this.#options.store,
+      scope: route.scope ?? this.#options.scope ?? userScope,
+    });
+    this.#all.add(handler);
+    return handler;
+  }
+
+  /** The handler for a route's `@Idempotent()` settings. */
+  handlerFor(route: IdempotentOptions): IdempotencyHandler<NestHttpRequest> {
+    const { operation: _operation, ...own } = route;
+    if (Object.keys(own).length === 0) return this.#base;
+    let handler = this.#perRoute.get(route);
+    if (!handler) {
+      handler = this.#create(own);
+      this.#perRoute.set(route, handler);
+    }
+    return handler;
+  }
+
+  /**
+   * Waits until no final write is being retried in the background, or `timeoutMs` passed;
+   * resolves with how many are still pending. Called at shutdown (`app.close()`, or a signal
+   * with `enableShutdownHooks()`), after the server stopped taking requests.
+   * @param timeoutMs longest wait @default the lease
+   */
+  async drain(timeoutMs?: number): Promise<number> {
+    const left = await Promise.all([...this.#all].map((handler) => handler.drain(timeoutMs)));
+    return left.reduce((sum, n) => sum + n, 0);
+  }
+
+  /** @internal Makes the handlers of every `@Idempotent()` controller and route now. */
+  onModuleInit(): void {
+    for (const { metatype, instance } of this.discovery.getControllers()) {
+      if (!metatype || !instance) continue;
+      const read = (target: object) =>
+        this.reflector.get<IdempotentOptions | false | undefined>(
+          IDEMPOTENT_METADATA,
+          target as () => unknown,
+        );
+      const found = [read(metatype)];
+      const prototype = Object.getPrototypeOf(instance) as Record<string, object>;
+      for (const name of this.scanner.getAllMethodNames(prototype)) {
+        const method = prototype[name];
+        if (method) found.push(read(method));
+      }
+      for (const route of found) if (route) this.handlerFor(route);
+    }
+  }
+
+  /** @internal Nest's shutdown hook. */
+  async onApplicationShutdown(): Promise<void> {
+    if (this.#shutdownDrainMs !== 0) await this.drain(this.#shutdownDrainMs);
+  }
+}
