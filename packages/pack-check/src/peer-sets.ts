@@ -1,0 +1,53 @@
+/**
+ * The two installs a new user can end up with: every peer at its newest version (what a
+ * plain `npm install <peer>` picks today) and every peer at the lowest version our
+ * `peerDependencies` accept. Each floor here MUST equal the lower bound of the range in the
+ * package that declares it (checked by `floorsMatchRanges` in the test), so the ranges cannot
+ * claim more than this test runs.
+ */
+export interface PeerSet {
+  name: 'latest' | 'floor';
+  /** npm specs for the scratch app's `dependencies`: peers, and what the README examples import. */
+  dependencies: Record<string, string>;
+}
+
+/** Lowest accepted version of each peer, by package. */
+export const PEER_FLOORS: Record<string, string> = {
+  express: '5.0.0',
+  fastify: '5.0.0',
+  hono: '4.5.0',
+  ioredis: '5.9.0',
+  pg: '8.11.0',
+  '@aws-sdk/client-dynamodb': '3.400.0',
+  vitest: '3.2.0',
+  'fast-check': '4.0.0',
+};
+
+/** Packages the README examples import that are no peer of ours, with the types they need. */
+const EXAMPLE_EXTRAS_LATEST: Record<string, string> = {
+  '@hono/node-server': 'latest',
+  '@types/express': 'latest',
+  '@types/pg': 'latest',
+  '@types/node': '^20.19.0',
+};
+const EXAMPLE_EXTRAS_FLOOR: Record<string, string> = {
+  // The last line whose own peer range still takes hono 4.5.
+  '@hono/node-server': '1.19.19',
+  '@types/express': '5.0.0',
+  '@types/pg': '8.10.2',
+  '@types/node': '20.19.0',
+};
+
+export const PEER_SETS: PeerSet[] = [
+  {
+    name: 'latest',
+    dependencies: {
+      ...Object.fromEntries(Object.keys(PEER_FLOORS).map((name) => [name, 'latest'])),
+      ...EXAMPLE_EXTRAS_LATEST,
+    },
+  },
+  {
+    name: 'floor',
+    dependencies: { ...PEER_FLOORS, ...EXAMPLE_EXTRAS_FLOOR },
+  },
+];
