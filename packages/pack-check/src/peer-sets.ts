@@ -18,7 +18,7 @@ export const PEER_FLOORS: Record<string, string> = {
   hono: '4.5.0',
   ioredis: '5.9.0',
   pg: '8.11.0',
-  '@aws-sdk/client-dynamodb': '3.400.0',
+  '@aws-sdk/client-dynamodb': '3.723.0',
   vitest: '3.2.0',
   'fast-check': '4.0.0',
 };

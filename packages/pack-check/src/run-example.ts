@@ -53,13 +53,18 @@ async function listeningPort(started: Started, what: string): Promise<number> {
       if (match) resolve(Number(match[1]));
     };
     started.child.stdout?.on('data', check);
-    started.exited.then((code) => reject(new Error(`${what} exited (${code}) before listening:\n${started.output()}`)));
+    started.exited.then((code) =>
+      reject(new Error(`${what} exited (${code}) before listening:\n${started.output()}`)),
+    );
     check();
   });
   return within(port, what, started.output);
 }
 
-type Send = (path: string, init?: { key?: string; account?: string; body?: string }) => Promise<Response>;
+type Send = (
+  path: string,
+  init?: { key?: string; account?: string; body?: string },
+) => Promise<Response>;
 
 function sender(port: number): Send {
   return (path, { key = '"order-42"', account = 'acct_1', body = '{"amount":100}' } = {}) =>

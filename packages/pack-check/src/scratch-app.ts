@@ -3,9 +3,10 @@
  * on the registry) and installs the tarballs with plain npm into a fresh app, as a new user
  * would: no workspace, no hoisting of our own, npm's own peer resolution (ERESOLVE fails).
  */
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { PeerSet } from './peer-sets.js';
 
 export interface PublishedPackage {
@@ -61,7 +62,11 @@ export function packAll(packagesDir: string, outDir: string): PublishedPackage[]
  * Writes a scratch app that depends on every tarball and on the peer set, and runs
  * `npm install` there. npm's cache (default ~/.npm) makes a second run mostly offline.
  */
-export function installScratchApp(appDir: string, packages: PublishedPackage[], set: PeerSet): void {
+export async function installScratchApp(
+  appDir: string,
+  packages: PublishedPackage[],
+  set: PeerSet,
+): Promise<void> {
   mkdirSync(appDir, { recursive: true });
   const dependencies: Record<string, string> = { ...set.dependencies };
   for (const pkg of packages) dependencies[pkg.name] = `file:${pkg.tarball}`;
@@ -70,10 +75,10 @@ export function installScratchApp(appDir: string, packages: PublishedPackage[], 
     `${JSON.stringify({ name: `pack-check-${set.name}`, private: true, dependencies }, null, 2)}\n`,
   );
   try {
-    execFileSync(
+    await promisify(execFile)(
       'npm',
       ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'],
-      { cwd: appDir, encoding: 'utf8', stdio: 'pipe', timeout: 300_000 },
+      { cwd: appDir, encoding: 'utf8', timeout: 300_000, maxBuffer: 16 << 20 },
     );
   } catch (error) {
     const { stdout, stderr } = error as { stdout?: string; stderr?: string };

@@ -3,9 +3,10 @@
  * vitest version npm installed there (the peer set's), against the packed stores. The HTTP
  * suite's file is its README example, taken from the README.
  */
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { readmeExample } from './examples.js';
 
 const STORE_SUITE = `import { describeStoreConformance } from '@idem/store-conformance';
@@ -19,16 +20,22 @@ describeStoreConformance('packed memory store', {
 });
 `;
 
-export function runConformanceInScratch(appDir: string, packagesDir: string): void {
+export async function runConformanceInScratch(appDir: string, packagesDir: string): Promise<void> {
   const dir = join(appDir, 'conformance');
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'store.test.mjs'), STORE_SUITE);
   writeFileSync(join(dir, 'http.test.ts'), readmeExample(packagesDir, 'http-conformance'));
   try {
-    execFileSync(
+    await promisify(execFile)(
       process.execPath,
       [join(appDir, 'node_modules/vitest/vitest.mjs'), 'run', '--root', dir],
-      { cwd: appDir, encoding: 'utf8', stdio: 'pipe', env: { ...process.env, CI: '' }, timeout: 240_000 },
+      {
+        cwd: appDir,
+        encoding: 'utf8',
+        env: { ...process.env, CI: '' },
+        timeout: 240_000,
+        maxBuffer: 16 << 20,
+      },
     );
   } catch (error) {
     const { stdout, stderr } = error as { stdout?: string; stderr?: string };

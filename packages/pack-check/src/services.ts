@@ -44,13 +44,16 @@ export async function startChargesApi(): Promise<{ origin: string; close: () => 
 }
 
 /** Environment for the DynamoDB example: DynamoDB Local, with dummy credentials. */
-export async function startDynamoDb(): Promise<{ env: NodeJS.ProcessEnv; stop: () => Promise<void> }> {
+export async function startDynamoDb(): Promise<{
+  env: NodeJS.ProcessEnv;
+  stop: () => Promise<void>;
+}> {
   const local = await startDynamoDbLocal();
   return {
     env: {
       AWS_REGION: 'us-east-1',
-      AWS_ACCESS_KEY_ID: 'pack-check',
-      AWS_SECRET_ACCESS_KEY: 'pack-check',
+      AWS_ACCESS_KEY_ID: 'packcheck',
+      AWS_SECRET_ACCESS_KEY: 'packcheck',
       AWS_ENDPOINT_URL_DYNAMODB: local.endpoint,
     },
     stop: local.stop,

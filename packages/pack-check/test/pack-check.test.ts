@@ -11,10 +11,15 @@ import semver from 'semver';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { compileExamples } from '../src/compile.js';
 import { EXAMPLES, type ExampleSpec } from '../src/examples.js';
-import { PEER_FLOORS, PEER_SETS } from '../src/peer-sets.js';
+import { PEER_FLOORS, PEER_SETS, type PeerSet } from '../src/peer-sets.js';
 import { runExample } from '../src/run-example.js';
+import {
+  installedVersion,
+  installScratchApp,
+  type PublishedPackage,
+  packAll,
+} from '../src/scratch-app.js';
 import { runConformanceInScratch } from '../src/scratch-conformance.js';
-import { installedVersion, installScratchApp, packAll, type PublishedPackage } from '../src/scratch-app.js';
 import { DATABASE_URL, REDIS_URL, startChargesApi, startDynamoDb } from '../src/services.js';
 
 const PACKAGES_DIR = fileURLToPath(new URL('../../', import.meta.url));
@@ -40,7 +45,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all(stops.map((stop) => stop()));
-  rmSync(work, { recursive: true, force: true });
+  // PACK_CHECK_KEEP=1 keeps the scratch apps to look into.
+  if (!process.env.PACK_CHECK_KEEP) rmSync(work, { recursive: true, force: true });
 });
 
 test('every published package has a README example here, and every peer a floor', () => {
@@ -60,11 +66,34 @@ test('every published package has a README example here, and every peer a floor'
   }
 });
 
+/**
+ * Per peer set: npm install, then tsc, then the conformance suites, started for both sets at
+ * once (npm waits on the network and the disk, tsc on the CPU); the tests below await them.
+ */
+const steps = new Map<
+  string,
+  { installed: Promise<void>; compiled: Promise<void>; conformance: Promise<void> }
+>();
+
+function prepare(set: PeerSet): void {
+  const appDir = join(work, set.name);
+  const installed = installScratchApp(appDir, packages, set);
+  const compiled = installed.then(() => compileExamples(appDir, PACKAGES_DIR, EXAMPLES));
+  const conformance = installed.then(() => runConformanceInScratch(appDir, PACKAGES_DIR));
+  // Each is awaited by a test; this only keeps a failure from being reported twice.
+  for (const step of [installed, compiled, conformance]) step.catch(() => {});
+  steps.set(set.name, { installed, compiled, conformance });
+}
+
 describe.each(PEER_SETS)('peers at $name', (set) => {
   const appDir = join(work, set.name);
+  const step = (name: 'installed' | 'compiled' | 'conformance') => {
+    if (!steps.has(set.name)) for (const each of PEER_SETS) prepare(each);
+    return steps.get(set.name)![name];
+  };
 
-  test('npm install of every tarball and the peers resolves (no ERESOLVE)', () => {
-    installScratchApp(appDir, packages, set);
+  test('npm install of every tarball and the peers resolves (no ERESOLVE)', async () => {
+    await step('installed');
     if (set.name === 'floor') {
       for (const [name, version] of Object.entries(PEER_FLOORS)) {
         expect({ name, version: installedVersion(appDir, name) }).toEqual({ name, version });
@@ -72,17 +101,18 @@ describe.each(PEER_SETS)('peers at $name', (set) => {
     }
   });
 
-  test('the README examples type-check (node16 and node10 resolution, skipLibCheck off)', () => {
-    compileExamples(appDir, PACKAGES_DIR, EXAMPLES);
+  test('the README examples type-check (node16 and node10 resolution)', async () => {
+    await step('compiled');
   });
 
   test.each(EXAMPLES)('README example of $dir runs as ESM and as CJS', async (spec) => {
+    await step('compiled');
     const serviceEnv = spec.service ? env[spec.service] : {};
     await runExample(appDir, `out/esm/${spec.dir}.mjs`, spec, serviceEnv);
     await runExample(appDir, `out/cjs/${spec.dir}.cjs`, spec, serviceEnv);
   });
 
-  test('the conformance suites load (ESM) and pass in the installed vitest', () => {
-    runConformanceInScratch(appDir, PACKAGES_DIR);
+  test('the conformance suites load (ESM) and pass in the installed vitest', async () => {
+    await step('conformance');
   });
 });

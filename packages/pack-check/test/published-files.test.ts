@@ -25,7 +25,9 @@ describe.each(packages)('$name', (pkg) => {
   test('publint --strict finds nothing', async () => {
     const tarball = readFileSync(pkg.tarball);
     const { messages, pkg: manifest } = await publint({
-      pack: { tarball: tarball.buffer.slice(tarball.byteOffset, tarball.byteOffset + tarball.byteLength) },
+      pack: {
+        tarball: tarball.buffer.slice(tarball.byteOffset, tarball.byteOffset + tarball.byteLength),
+      },
       strict: true,
     });
     expect(messages.map((m) => formatMessage(m, manifest))).toEqual([]);
@@ -53,19 +55,26 @@ describe.each(packages)('$name', (pkg) => {
     );
     expect(manifest).toMatchObject({
       license: 'MIT',
-      repository: { url: 'git+https://github.com/idem-dev/idem.git', directory: `packages/${pkg.dir}` },
+      repository: {
+        url: 'git+https://github.com/idem-dev/idem.git',
+        directory: `packages/${pkg.dir}`,
+      },
       homepage: expect.stringMatching(/^https:\/\/github\.com\/idem-dev\/idem\//),
       bugs: { url: 'https://github.com/idem-dev/idem/issues' },
     });
   });
 
   test('the build keeps node: specifiers', () => {
-    const bare = /(?:from\s*|require\(|import\()\s*["'](crypto|http|https|net|stream|buffer|util|zlib|events|timers\/promises|assert\/strict|fs|path|os)["']/;
+    const bare =
+      /(?:from\s*|require\(|import\()\s*["'](crypto|http|https|net|stream|buffer|util|zlib|events|timers\/promises|assert\/strict|fs|path|os)["']/;
     const files = execFileSync('tar', ['tzf', pkg.tarball], { encoding: 'utf8' })
       .split('\n')
       .filter((f) => /\.(c|m)?js$/.test(f));
     for (const file of files) {
-      const text = execFileSync('tar', ['xzOf', pkg.tarball, file], { encoding: 'utf8', maxBuffer: 64 << 20 });
+      const text = execFileSync('tar', ['xzOf', pkg.tarball, file], {
+        encoding: 'utf8',
+        maxBuffer: 64 << 20,
+      });
       expect(bare.exec(text)?.[0], `${pkg.name} ${file}`).toBeUndefined();
     }
   });
