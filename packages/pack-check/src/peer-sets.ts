@@ -7,6 +7,12 @@
  */
 export interface PeerSet {
   name: 'latest' | 'floor';
+  /**
+   * Runs the examples and the suites on Node from the `node` package of this major, installed
+   * in the scratch app (the newest peers may need a newer Node than CI's: vitest 5 wants 22+);
+   * undefined: on the Node running the test.
+   */
+  nodeMajor?: string;
   /** npm specs for the scratch app's `dependencies`: peers, and what the README examples import. */
   dependencies: Record<string, string>;
 }
@@ -28,7 +34,7 @@ const EXAMPLE_EXTRAS_LATEST: Record<string, string> = {
   '@hono/node-server': 'latest',
   '@types/express': 'latest',
   '@types/pg': 'latest',
-  '@types/node': '^20.19.0',
+  '@types/node': 'latest',
 };
 const EXAMPLE_EXTRAS_FLOOR: Record<string, string> = {
   // The last line whose own peer range still takes hono 4.5.
@@ -41,6 +47,7 @@ const EXAMPLE_EXTRAS_FLOOR: Record<string, string> = {
 export const PEER_SETS: PeerSet[] = [
   {
     name: 'latest',
+    nodeMajor: '24',
     dependencies: {
       ...Object.fromEntries(Object.keys(PEER_FLOORS).map((name) => [name, 'latest'])),
       ...EXAMPLE_EXTRAS_LATEST,
@@ -51,3 +58,24 @@ export const PEER_SETS: PeerSet[] = [
     dependencies: { ...PEER_FLOORS, ...EXAMPLE_EXTRAS_FLOOR },
   },
 ];
+
+/**
+ * The latest set with each `latest` pinned to the version the registry's `latest` tag names
+ * today: given the tag itself, npm may settle on an older version that fits our peer ranges,
+ * which would hide a range that refuses the newest major.
+ */
+export async function pinLatest(set: PeerSet): Promise<PeerSet> {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const entries = await Promise.all(
+    Object.entries(set.dependencies).map(async ([name, spec]) => {
+      if (spec !== 'latest') return [name, spec] as const;
+      const { stdout } = await promisify(execFile)('npm', ['view', `${name}@latest`, 'version'], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      return [name, stdout.trim()] as const;
+    }),
+  );
+  return { ...set, dependencies: Object.fromEntries(entries) };
+}

@@ -18,8 +18,8 @@ interface Started {
   exited: Promise<number | null>;
 }
 
-function start(appDir: string, file: string, env: NodeJS.ProcessEnv): Started {
-  const child = spawn(process.execPath, ['--require', PRELOAD, file], {
+function start(node: string, appDir: string, file: string, env: NodeJS.ProcessEnv): Started {
+  const child = spawn(node, ['--require', PRELOAD, file], {
     cwd: appDir,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -121,15 +121,16 @@ const SERVER_CHECKS: Record<string, (send: Send) => Promise<void>> = {
   },
 };
 
-/** Runs `file` (a compiled example in the scratch app) and checks it as `spec` says. */
+/** Runs `file` (a compiled example in the scratch app) with `node` and checks it as `spec` says. */
 export async function runExample(
+  node: string,
   appDir: string,
   file: string,
   spec: ExampleSpec,
   env: NodeJS.ProcessEnv = {},
 ): Promise<void> {
   const what = `${spec.dir} (${file})`;
-  const started = start(appDir, file, env);
+  const started = start(node, appDir, file, env);
   try {
     const check = SERVER_CHECKS[spec.driver];
     if (check) {

@@ -69,6 +69,7 @@ export async function installScratchApp(
 ): Promise<void> {
   mkdirSync(appDir, { recursive: true });
   const dependencies: Record<string, string> = { ...set.dependencies };
+  if (set.nodeMajor) dependencies.node = `^${set.nodeMajor}`;
   for (const pkg of packages) dependencies[pkg.name] = `file:${pkg.tarball}`;
   writeFileSync(
     join(appDir, 'package.json'),
@@ -92,4 +93,9 @@ export function installedVersion(appDir: string, name: string): string {
     readFileSync(join(appDir, 'node_modules', name, 'package.json'), 'utf8'),
   ) as { version: string };
   return manifest.version;
+}
+
+/** The node binary a peer set runs on: the scratch app's `node` package, or this process's. */
+export function nodeBinary(appDir: string, set: PeerSet): string {
+  return set.nodeMajor ? join(appDir, 'node_modules', '.bin', 'node') : process.execPath;
 }

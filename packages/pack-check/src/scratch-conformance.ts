@@ -20,14 +20,18 @@ describeStoreConformance('packed memory store', {
 });
 `;
 
-export async function runConformanceInScratch(appDir: string, packagesDir: string): Promise<void> {
+export async function runConformanceInScratch(
+  node: string,
+  appDir: string,
+  packagesDir: string,
+): Promise<void> {
   const dir = join(appDir, 'conformance');
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'store.test.mjs'), STORE_SUITE);
   writeFileSync(join(dir, 'http.test.ts'), readmeExample(packagesDir, 'http-conformance'));
   try {
     await promisify(execFile)(
-      process.execPath,
+      node,
       [join(appDir, 'node_modules/vitest/vitest.mjs'), 'run', '--root', dir],
       {
         cwd: appDir,

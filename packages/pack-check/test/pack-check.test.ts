@@ -11,11 +11,12 @@ import semver from 'semver';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { compileExamples } from '../src/compile.js';
 import { EXAMPLES, type ExampleSpec } from '../src/examples.js';
-import { PEER_FLOORS, PEER_SETS, type PeerSet } from '../src/peer-sets.js';
+import { PEER_FLOORS, PEER_SETS, type PeerSet, pinLatest } from '../src/peer-sets.js';
 import { runExample } from '../src/run-example.js';
 import {
   installedVersion,
   installScratchApp,
+  nodeBinary,
   type PublishedPackage,
   packAll,
 } from '../src/scratch-app.js';
@@ -77,15 +78,17 @@ const steps = new Map<
 
 function prepare(set: PeerSet): void {
   const appDir = join(work, set.name);
-  const installed = installScratchApp(appDir, packages, set);
+  const installed = pinLatest(set).then((pinned) => installScratchApp(appDir, packages, pinned));
   const compiled = installed.then(() => compileExamples(appDir, PACKAGES_DIR, EXAMPLES));
-  const conformance = installed.then(() => runConformanceInScratch(appDir, PACKAGES_DIR));
+  const conformance = installed.then(() =>
+    runConformanceInScratch(nodeBinary(appDir, set), appDir, PACKAGES_DIR),
+  );
   // Each is awaited by a test; this only keeps a failure from being reported twice.
   for (const step of [installed, compiled, conformance]) step.catch(() => {});
   steps.set(set.name, { installed, compiled, conformance });
 }
 
-describe.each(PEER_SETS)('peers at $name', (set) => {
+describe.each(PEER_SETS)('peers at $name (Node $nodeMajor, or this one)', (set) => {
   const appDir = join(work, set.name);
   const step = (name: 'installed' | 'compiled' | 'conformance') => {
     if (!steps.has(set.name)) for (const each of PEER_SETS) prepare(each);
@@ -108,8 +111,9 @@ describe.each(PEER_SETS)('peers at $name', (set) => {
   test.each(EXAMPLES)('README example of $dir runs as ESM and as CJS', async (spec) => {
     await step('compiled');
     const serviceEnv = spec.service ? env[spec.service] : {};
-    await runExample(appDir, `out/esm/${spec.dir}.mjs`, spec, serviceEnv);
-    await runExample(appDir, `out/cjs/${spec.dir}.cjs`, spec, serviceEnv);
+    const node = nodeBinary(appDir, set);
+    await runExample(node, appDir, `out/esm/${spec.dir}.mjs`, spec, serviceEnv);
+    await runExample(node, appDir, `out/cjs/${spec.dir}.cjs`, spec, serviceEnv);
   });
 
   test('the conformance suites load (ESM) and pass in the installed vitest', async () => {
