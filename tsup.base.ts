@@ -12,6 +12,9 @@ export function packageBuild(overrides: Options = {}) {
     clean: true,
     sourcemap: true,
     target: 'node20',
+    // Keep `node:` specifiers as written: tsup strips them by default, and runtimes with a
+    // Node compatibility layer (Deno, workerd, Bun) only resolve the prefixed names.
+    removeNodeProtocol: false,
     ...overrides,
   });
 }

@@ -1,3 +1,4 @@
 import { packageBuild } from '../../tsup.base.js';
 
-export default packageBuild({ external: ['vitest', 'fast-check', '@idem/core'] });
+// ESM only: the suite runs inside vitest, which cannot be loaded with `require`.
+export default packageBuild({ format: ['esm'], external: ['vitest', 'fast-check', '@idem/core'] });

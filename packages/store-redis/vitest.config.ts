@@ -1,6 +1,16 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * IDEM_IOREDIS=6 runs the suite on ioredis 6 (the `ioredis6` alias devDependency) instead of
+ * ioredis 5: the peer range claims both, and each major runs here in CI.
+ */
+const ioredisMajor = process.env.IDEM_IOREDIS ?? '5';
+if (ioredisMajor !== '5' && ioredisMajor !== '6') {
+  throw new Error(`IDEM_IOREDIS must be 5 or 6, got ${ioredisMajor}`);
+}
+
 export default defineConfig({
+  resolve: ioredisMajor === '6' ? { alias: { ioredis: 'ioredis6' } } : {},
   test: {
     include: ['test/**/*.test.ts'],
     // One Redis Cluster for the whole run, started and torn down here.

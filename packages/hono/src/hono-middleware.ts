@@ -86,7 +86,14 @@ async function readBody(c: Context, limit: number): Promise<RequestBody> {
   const request = c.req.raw;
   const contentType = request.headers.get('content-type');
   const incoming = untouchedNodeRequest(c);
-  if (incoming) return bodyFromBytes(await peekBody(incoming, limit), contentType);
+  if (incoming) {
+    const bytes = await peekBody(incoming, limit);
+    // Handed over as `rawBody`, which @hono/node-server reads first when it builds the
+    // handler's body: 2.x refuses a Node request whose stream was read at all (even with the
+    // bytes put back), 1.x takes it as well.
+    incoming.rawBody = bytes;
+    return bodyFromBytes(bytes, contentType);
+  }
   if (!request.bodyUsed) {
     return bodyFromBytes(await readBodyLimited(request.clone().body, limit), contentType);
   }

@@ -1,0 +1,81 @@
+/**
+ * The two installs a new user can end up with: every peer at its newest version (what a
+ * plain `npm install <peer>` picks today) and every peer at the lowest version our
+ * `peerDependencies` accept. Each floor here MUST equal the lower bound of the range in the
+ * package that declares it (checked by `floorsMatchRanges` in the test), so the ranges cannot
+ * claim more than this test runs.
+ */
+export interface PeerSet {
+  name: 'latest' | 'floor';
+  /**
+   * Runs the examples and the suites on Node from the `node` package of this major, installed
+   * in the scratch app (the newest peers may need a newer Node than CI's: vitest 5 wants 22+);
+   * undefined: on the Node running the test.
+   */
+  nodeMajor?: string;
+  /** npm specs for the scratch app's `dependencies`: peers, and what the README examples import. */
+  dependencies: Record<string, string>;
+}
+
+/** Lowest accepted version of each peer, by package. */
+export const PEER_FLOORS: Record<string, string> = {
+  express: '5.0.0',
+  fastify: '5.0.0',
+  hono: '4.5.0',
+  ioredis: '5.9.0',
+  pg: '8.11.0',
+  '@aws-sdk/client-dynamodb': '3.723.0',
+  vitest: '3.2.0',
+  'fast-check': '4.0.0',
+};
+
+/** Packages the README examples import that are no peer of ours, with the types they need. */
+const EXAMPLE_EXTRAS_LATEST: Record<string, string> = {
+  '@hono/node-server': 'latest',
+  '@types/express': 'latest',
+  '@types/pg': 'latest',
+  '@types/node': 'latest',
+};
+const EXAMPLE_EXTRAS_FLOOR: Record<string, string> = {
+  // The last line whose own peer range still takes hono 4.5.
+  '@hono/node-server': '1.19.19',
+  '@types/express': '5.0.0',
+  '@types/pg': '8.10.2',
+  '@types/node': '20.19.0',
+};
+
+export const PEER_SETS: PeerSet[] = [
+  {
+    name: 'latest',
+    nodeMajor: '24',
+    dependencies: {
+      ...Object.fromEntries(Object.keys(PEER_FLOORS).map((name) => [name, 'latest'])),
+      ...EXAMPLE_EXTRAS_LATEST,
+    },
+  },
+  {
+    name: 'floor',
+    dependencies: { ...PEER_FLOORS, ...EXAMPLE_EXTRAS_FLOOR },
+  },
+];
+
+/**
+ * The latest set with each `latest` pinned to the version the registry's `latest` tag names
+ * today: given the tag itself, npm may settle on an older version that fits our peer ranges,
+ * which would hide a range that refuses the newest major.
+ */
+export async function pinLatest(set: PeerSet): Promise<PeerSet> {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const entries = await Promise.all(
+    Object.entries(set.dependencies).map(async ([name, spec]) => {
+      if (spec !== 'latest') return [name, spec] as const;
+      const { stdout } = await promisify(execFile)('npm', ['view', `${name}@latest`, 'version'], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      return [name, stdout.trim()] as const;
+    }),
+  );
+  return { ...set, dependencies: Object.fromEntries(entries) };
+}
