@@ -35,6 +35,20 @@ export class TransactionNotCommittedError extends IdemError {
  */
 export const beforeOperation = new WeakSet<object>();
 
+/** Longest value PostgreSQL takes for a timeout setting, in ms. */
+const MAX_SETTING_MS = 2_147_483_647;
+
+/**
+ * The transaction's idle limit, sent with the lock: an owner that died without the server
+ * noticing (a blackholed network, a frozen process) would otherwise hold the row, and keep
+ * every duplicate at 409, until the server's TCP keep-alive gives up (hours by default) or
+ * forever. Heartbeats reset it while the owner lives ({@link BusinessTransaction.keepAlive}).
+ */
+function idleLimit(ms: number): string {
+  const limit = Math.min(Math.max(1, Math.ceil(ms)), MAX_SETTING_MS);
+  return `SET LOCAL idle_in_transaction_session_timeout = ${limit}`;
+}
+
 /** Tries of `BEGIN` + lock that met a serialization failure or a deadlock. */
 const MAX_BEGIN_TRIES = 3;
 const RETRIABLE = new Set(['40001', '40P01']);
@@ -68,6 +82,8 @@ export class BusinessTransaction {
   private locked = false;
   /** The connection was given back or dropped. */
   private gone = false;
+  /** A keep-alive `SELECT 1` is on its way. */
+  private pinging = false;
   private readonly onError = (error: Error) => {
     // The connection died (a terminated backend, a reset): the transaction cannot commit.
     this.broken = error;
@@ -80,6 +96,8 @@ export class BusinessTransaction {
     readonly owner: string,
     private readonly retentionMs: number,
     private readonly forget: () => void,
+    /** The lease: longest time the transaction may sit idle before the server ends it. */
+    private readonly idleLimitMs: number,
   ) {
     client.on('error', this.onError);
   }
@@ -108,7 +126,7 @@ export class BusinessTransaction {
         const results = await runStatement(
           this.client,
           'begin',
-          { text: `${beginSql}; ${hold.lock(tid)}` },
+          { text: `${beginSql}; ${hold.lock(tid)}; ${idleLimit(this.idleLimitMs)}` },
           timeoutMs,
         );
         held = secondResult<{ fence: unknown }>(results)[0]?.fence != null;
@@ -155,6 +173,22 @@ export class BusinessTransaction {
   rowState(): 'held' | 'lost' | 'none' {
     if (!this.locked) return 'none';
     return this.broken || this.gone ? 'lost' : 'held';
+  }
+
+  /**
+   * A heartbeat while the row is held and the operation runs: one `SELECT 1` on the
+   * transaction's connection (none while the last one is unanswered), so that the server's
+   * idle limit (the lease, set at `BEGIN`) never ends the transaction of a live owner, while
+   * a dead or frozen one lets the row go one lease after its last statement. Writes nothing;
+   * an error (an aborted transaction, a broken connection) changes nothing here.
+   */
+  keepAlive(): void {
+    if (this.phase !== 'open' || this.rowState() !== 'held' || this.pinging) return;
+    this.pinging = true;
+    const done = () => {
+      this.pinging = false;
+    };
+    this.client.query('SELECT 1').then(done, done);
   }
 
   /**

@@ -188,7 +188,7 @@ export function createPostgresIdempotency<T = unknown>(
         ? false
         : policy(settled),
   });
-  const { retentionMs } = idem.settings;
+  const { retentionMs, leaseMs } = idem.settings;
   const connectMs = store.statementTimeoutMs;
 
   /** A pool connection within the store's statement time limit; a late one goes back. */
@@ -250,6 +250,7 @@ export function createPostgresIdempotency<T = unknown>(
           execution.owner,
           retentionMs,
           () => executions.end(execution),
+          leaseMs,
         );
         execution.tx = current;
         tx = current;
