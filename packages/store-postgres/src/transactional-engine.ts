@@ -125,7 +125,8 @@ export function createPostgresIdempotency<T = unknown>(
       'createPostgresIdempotency needs a store built on a pg Pool: the transaction takes a connection of its own',
     );
   const pool: Pool = given;
-  const begin = BEGIN[isolationLevel];
+  // Own keys only: BEGIN['toString'] would be a function.
+  const begin = Object.hasOwn(BEGIN, isolationLevel) ? BEGIN[isolationLevel] : undefined;
   if (!begin)
     throw new InvalidInputError(
       "isolationLevel must be 'read committed', 'repeatable read' or 'serializable'",

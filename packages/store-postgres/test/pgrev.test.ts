@@ -1,0 +1,134 @@
+import {
+  deriveStorageKey,
+  InvalidInputError,
+  OutcomeNotRecordedError,
+  OutcomeTooLargeError,
+} from '@idem/core';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
+import { acquireInput, makePool, newKey, randomName } from './pg-env.js';
+
+/** Adversarial review (wt/pgrev): bad input, outcomes that cannot be stored, schema upkeep. */
+const schema = inject('pgSchema');
+const table = inject('pgTable');
+const charges = `"${schema}".pgrev_charges`;
+const pool = makePool({ max: 4 });
+const raw = makePool({ max: 2 });
+
+beforeAll(async () => {
+  await raw.query(`CREATE TABLE IF NOT EXISTS ${charges} (
+    id bigserial PRIMARY KEY, scope text NOT NULL, fence bigint NOT NULL)`);
+});
+afterAll(async () => {
+  await pool.end();
+  await raw.end();
+});
+
+const rowsOf = async (scope: string) =>
+  (await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [scope])).rows.map((r) =>
+    Number(r.fence),
+  );
+
+describe('bad input', () => {
+  it('an isolationLevel named like an Object.prototype member is refused at construction', () => {
+    const store = createPostgresStore({ pool, table });
+    // Was: BEGIN['toString'] is a function, so the check passed and every execute failed
+    // later with a syntax error (TransactionNotCommittedError), never InvalidInputError.
+    for (const level of ['toString', 'constructor', '__proto__', 'hasOwnProperty'])
+      expect(() => createPostgresIdempotency({ store, isolationLevel: level as never })).toThrow(
+        InvalidInputError,
+      );
+  });
+});
+
+describe('an outcome that cannot be stored, through the transactional engine', () => {
+  /** An operation that writes one business row and returns `value`. */
+  const charging =
+    (scope: string, value: unknown, runs: { n: number }) =>
+    async ({ tx, fence }: { tx: pg.PoolClient; fence: number }) => {
+      runs.n++;
+      await tx.query(`INSERT INTO ${charges} (scope, fence) VALUES ($1, $2)`, [scope, fence]);
+      return value;
+    };
+
+  it('a value that is not serialisable: the row commits once with a marker; a retry never runs', async () => {
+    const store = createPostgresStore({ pool, table, keyPrefix: randomName('ns') });
+    const engine = createPostgresIdempotency<unknown>({ store, heartbeatMs: false });
+    const scope = randomName('scope');
+    const runs = { n: 0 };
+    await expect(
+      engine.execute({ key: 'k', scope }, charging(scope, { amount: 10n }, runs)),
+    ).rejects.toBeInstanceOf(OutcomeNotRecordedError);
+    await expect(
+      engine.execute({ key: 'k', scope }, charging(scope, 'again', runs)),
+    ).rejects.toBeInstanceOf(OutcomeNotRecordedError);
+    expect(runs.n).toBe(1);
+    expect(await rowsOf(scope)).toEqual([1]);
+    expect((await store.get(deriveStorageKey(scope, 'k')))?.status).toBe('completed');
+  });
+
+  it('a value larger than the store takes: the row commits once with a marker; a retry never runs', async () => {
+    const store = createPostgresStore({
+      pool,
+      table,
+      keyPrefix: randomName('big'),
+      maxOutcomeBytes: 512,
+    });
+    const engine = createPostgresIdempotency<unknown>({ store, heartbeatMs: false });
+    const scope = randomName('scope');
+    const runs = { n: 0 };
+    await expect(
+      engine.execute({ key: 'k', scope }, charging(scope, 'x'.repeat(4_096), runs)),
+    ).rejects.toBeInstanceOf(OutcomeTooLargeError);
+    await expect(
+      engine.execute({ key: 'k', scope }, charging(scope, 'again', runs)),
+    ).rejects.toBeInstanceOf(OutcomeNotRecordedError);
+    expect(runs.n).toBe(1);
+    expect(await rowsOf(scope)).toEqual([1]);
+  });
+});
+
+describe('ensureSchema() on a live table', () => {
+  it('runs at a process start while a transaction holds a write on the table: neither waits', async () => {
+    // A table of its own: this test holds a table lock.
+    const own = `${schema}.pgrev_ddl`;
+    const store = createPostgresStore({ pool, table: own });
+    await store.ensureSchema();
+    const key = newKey();
+    const owner = 'o1';
+    await store.acquire(acquireInput(key, { owner }));
+    // A caller's transaction with its completion sent (completeIn) and not committed yet:
+    // it holds ROW EXCLUSIVE on the table, as every store write does while it runs.
+    const holder = await raw.connect();
+    try {
+      await holder.query('BEGIN');
+      const done = await store.completeIn(holder, {
+        key,
+        owner,
+        outcome: new Uint8Array([1]),
+        retentionMs: 60_000,
+      });
+      expect(done.ok).toBe(true);
+      // Another process starts and runs ensureSchema(). Was: CREATE INDEX IF NOT EXISTS
+      // takes a SHARE lock even when the index exists, so it waited for that transaction
+      // (failing at lock_timeout), and every store write queued behind it meanwhile.
+      const started = performance.now();
+      const next = createPostgresStore({ pool, table: own });
+      const ensured = next.ensureSchema().then(
+        () => 'done',
+        (error: unknown) => String(error),
+      );
+      // A store write of another key meanwhile is not stuck behind it either.
+      const other = await next.acquire(acquireInput(newKey()));
+      expect(other.kind).toBe('acquired');
+      expect(await ensured).toBe('done');
+      expect(performance.now() - started).toBeLessThan(1_500);
+      await holder.query('COMMIT');
+    } finally {
+      await holder.query('ROLLBACK').catch(() => {});
+      holder.release();
+    }
+    expect((await store.get(key))?.status).toBe('completed');
+  });
+});
