@@ -3,11 +3,14 @@ import {
   InvalidInputError,
   OutcomeNotRecordedError,
   OutcomeTooLargeError,
+  StoreFullError,
+  StoreUnavailableError,
 } from '@idem/core';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
-import { acquireInput, makePool, newKey, randomName } from './pg-env.js';
+import { storeError } from '../src/pg-call.js';
+import { acquireInput, HOUR, makePool, newKey, randomName } from './pg-env.js';
 
 /** Adversarial review (wt/pgrev): bad input, outcomes that cannot be stored, schema upkeep. */
 const schema = inject('pgSchema');
@@ -130,5 +133,58 @@ describe('ensureSchema() on a live table', () => {
       holder.release();
     }
     expect((await store.get(key))?.status).toBe('completed');
+  });
+});
+
+describe('README claims without a test before', () => {
+  it('preparedStatements: false sends no statement name, and every step works', async () => {
+    const store = createPostgresStore({
+      pool,
+      table,
+      keyPrefix: randomName('unprep'),
+      preparedStatements: false,
+    });
+    const names: unknown[] = [];
+    const query = pool.query.bind(pool) as (...args: unknown[]) => unknown;
+    const spy = (...args: unknown[]) => {
+      names.push((args[0] as { name?: unknown }).name);
+      return query(...args);
+    };
+    (pool as unknown as { query: typeof spy }).query = spy;
+    try {
+      const key = newKey();
+      const input = acquireInput(key);
+      expect((await store.acquire(input)).kind).toBe('acquired');
+      const owner = { key, owner: input.owner, retentionMs: HOUR };
+      expect((await store.extend({ ...owner, leaseMs: 30_000 })).ok).toBe(true);
+      expect(await store.complete({ ...owner, outcome: new Uint8Array([7]) })).toEqual({
+        ok: true,
+      });
+      expect((await store.get(key))?.outcome).toEqual(Buffer.from([7]));
+      expect(names).toHaveLength(4);
+      expect(names.every((name) => name === undefined)).toBe(true);
+    } finally {
+      (pool as unknown as { query: unknown }).query = query;
+    }
+  });
+
+  it('deadlines are capped at 2^53 - 1 ms and read back exactly', async () => {
+    const store = createPostgresStore({ pool, table, keyPrefix: randomName('cap') });
+    const key = newKey();
+    const won = await store.acquire(
+      acquireInput(key, { leaseMs: Number.MAX_SAFE_INTEGER, retentionMs: Number.MAX_SAFE_INTEGER }),
+    );
+    expect(won).toMatchObject({ kind: 'acquired', leaseUntil: Number.MAX_SAFE_INTEGER });
+    expect((await store.get(key))?.expiresAt).toBe(Number.MAX_SAFE_INTEGER);
+  });
+
+  it('SQLSTATE 53100 (disk full) on acquire is StoreFullError; elsewhere StoreUnavailableError, cause kept', () => {
+    const diskFull = Object.assign(new Error('could not extend file'), { code: '53100' });
+    const full = storeError('acquire', diskFull);
+    expect(full).toBeInstanceOf(StoreFullError);
+    expect(full.cause).toBe(diskFull);
+    const other = storeError('complete', diskFull);
+    expect(other).toBeInstanceOf(StoreUnavailableError);
+    expect(other.cause).toBe(diskFull);
   });
 });
