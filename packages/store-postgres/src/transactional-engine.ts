@@ -126,11 +126,11 @@ export function createPostgresIdempotency<T = unknown>(
     );
   const pool: Pool = given;
   // Own keys only: BEGIN['toString'] would be a function.
-  const begin = Object.hasOwn(BEGIN, isolationLevel) ? BEGIN[isolationLevel] : undefined;
-  if (!begin)
+  if (!(typeof isolationLevel === 'string' && Object.hasOwn(BEGIN, isolationLevel)))
     throw new InvalidInputError(
       "isolationLevel must be 'read committed', 'repeatable read' or 'serializable'",
     );
+  const begin = BEGIN[isolationLevel];
 
   const table = parseTableName(store.table);
   const executions = new ExecutionRegistry();
