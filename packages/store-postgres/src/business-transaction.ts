@@ -7,7 +7,7 @@ import {
   StoreUnavailableError,
 } from '@idem/core';
 import type { PoolClient } from 'pg';
-import type { HoldRecordSql } from './hold-record-sql.js';
+import { type HoldRecordSql, idleLimit } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
 import { runStatement } from './pg-call.js';
 
@@ -34,20 +34,6 @@ export class TransactionNotCommittedError extends IdemError {
  * lost before the transaction could hold it): never an outcome, whatever the policy says.
  */
 export const beforeOperation = new WeakSet<object>();
-
-/** Longest value PostgreSQL takes for a timeout setting, in ms. */
-const MAX_SETTING_MS = 2_147_483_647;
-
-/**
- * The transaction's idle limit, sent with the lock: an owner that died without the server
- * noticing (a blackholed network, a frozen process) would otherwise hold the row, and keep
- * every duplicate at 409, until the server's TCP keep-alive gives up (hours by default) or
- * forever. Heartbeats reset it while the owner lives ({@link BusinessTransaction.keepAlive}).
- */
-function idleLimit(ms: number): string {
-  const limit = Math.min(Math.max(1, Math.ceil(ms)), MAX_SETTING_MS);
-  return `SET LOCAL idle_in_transaction_session_timeout = ${limit}`;
-}
 
 /** Tries of `BEGIN` + lock that met a serialization failure or a deadlock. */
 const MAX_BEGIN_TRIES = 3;
@@ -84,6 +70,8 @@ export class BusinessTransaction {
   private gone = false;
   /** A keep-alive `SELECT 1` is on its way. */
   private pinging = false;
+  /** `pg_terminate_backend` of this transaction's backend, sent by `abort`. */
+  private terminating: Promise<void> | undefined;
   private readonly onError = (error: Error) => {
     // The connection died (a terminated backend, a reset): the transaction cannot commit.
     this.broken = error;
@@ -200,6 +188,22 @@ export class BusinessTransaction {
   abort(reason: Error): void {
     if (this.phase !== 'open' || this.broken) return;
     this.broken = reason;
+    // Dropping the connection alone leaves a statement still running on the server (one the
+    // operation allowed a long statement_timeout) running, with the row locked, until it
+    // ends. So the backend is terminated first, through the pool, while the connection is
+    // still open: the pid is then certainly still this transaction's backend.
+    const pid = (this.client as { processID?: unknown }).processID;
+    if (typeof pid === 'number' && !this.gone) {
+      this.terminating = runStatement(
+        this.store.pool,
+        'abort',
+        { text: 'SELECT pg_terminate_backend($1)', values: [pid] },
+        this.store.statementTimeoutMs,
+      ).then(
+        () => {},
+        () => {},
+      );
+    }
     this.drop(reason);
   }
 
@@ -324,10 +328,15 @@ export class BusinessTransaction {
     this.client.off('error', this.onError);
     // A listener stays until the socket is gone: a late error must not crash the process.
     this.client.on('error', () => {});
-    try {
-      this.client.release(error instanceof Error ? error : new InvalidInputError(String(error)));
-    } catch {
-      // Released already (pg throws on a second release): nothing more to free.
-    }
+    const release = () => {
+      try {
+        this.client.release(error instanceof Error ? error : new InvalidInputError(String(error)));
+      } catch {
+        // Released already (pg throws on a second release): nothing more to free.
+      }
+    };
+    // After the termination answered (bounded): the pid must not be reused meanwhile.
+    if (this.terminating) void this.terminating.then(release);
+    else release();
   }
 }

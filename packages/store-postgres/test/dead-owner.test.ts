@@ -97,3 +97,60 @@ describe('the owner of a held record goes silent', () => {
     }
   });
 });
+
+describe('the maximum hold passes while a statement of the operation runs', () => {
+  it('the statement is ended with the transaction: the key goes back at once, not when it finishes', async () => {
+    const pool = makePool({ max: 4 });
+    const keyPrefix = randomName('hold');
+    const scope = randomName('scope');
+    const store = createPostgresStore({ pool, table, keyPrefix });
+    const options = { leaseMs: 1_000, heartbeatMs: 100, maxHoldMs: 300 };
+    const engine = createPostgresIdempotency<string>({ store, ...options });
+    let pid: number | undefined;
+    try {
+      const first = await engine
+        .execute({ key: 'k', scope }, async ({ tx, fence }) => {
+          const { rows } = await tx.query(
+            `INSERT INTO ${charges} (scope, fence) VALUES ($1, $2) RETURNING pg_backend_pid() AS pid`,
+            [scope, fence],
+          );
+          pid = rows[0].pid;
+          // A long statement, allowed by the operation itself.
+          await tx.query("SET LOCAL statement_timeout = '60s'");
+          await tx.query('SELECT pg_sleep(30)');
+          return 'slept';
+        })
+        .then(
+          () => 'committed',
+          (error: unknown) => error,
+        );
+      expect(first).not.toBe('committed');
+      // Bounded: the dropped connection alone leaves pg_sleep running (and the row locked)
+      // for 30 s, and every retry meanwhile gets 409.
+      const started = performance.now();
+      let retry: string | undefined;
+      while (retry === undefined && performance.now() - started < 6_000) {
+        try {
+          retry = (
+            await engine.execute({ key: 'k', scope }, async ({ tx, fence }) => {
+              await tx.query(`INSERT INTO ${charges} (scope, fence) VALUES ($1, $2)`, [
+                scope,
+                fence,
+              ]);
+              return 'retried';
+            })
+          ).value;
+        } catch (error) {
+          expect(error).toBeInstanceOf(InProgressError);
+          await sleep(200);
+        }
+      }
+      expect(retry).toBe('retried');
+      const { rows } = await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [scope]);
+      expect(rows.map((r) => Number(r.fence))).toEqual([2]);
+    } finally {
+      if (pid !== undefined) await raw.query('SELECT pg_terminate_backend($1)', [pid]);
+      await pool.end();
+    }
+  });
+});
