@@ -188,3 +188,25 @@ describe('README claims without a test before', () => {
     expect(other.cause).toBe(diskFull);
   });
 });
+
+describe('an operation that ends the transaction itself (documented misuse)', () => {
+  // OPEN (wt/pgrev): the README says never to send COMMIT on `tx`. If an operation does, its
+  // rows are committed while the record is still in progress; completeIn then refuses the
+  // idle client, the settling releases the key and the caller is told "nothing was
+  // recorded" (TransactionNotCommittedError), so a retry writes the rows a second time. A
+  // guard would refuse transaction control on `tx` (a wrapped client) or, seeing the client
+  // idle after the operation, leave the key to its lease instead of releasing it.
+  it.fails('a COMMIT sent by the operation does not lead to a second business row', async () => {
+    const store = createPostgresStore({ pool, table, keyPrefix: randomName('selfcommit') });
+    const engine = createPostgresIdempotency<string>({ store, heartbeatMs: false });
+    const scope = randomName('scope');
+    const op = async ({ tx, fence }: { tx: pg.PoolClient; fence: number }) => {
+      await tx.query(`INSERT INTO ${charges} (scope, fence) VALUES ($1, $2)`, [scope, fence]);
+      await tx.query('COMMIT');
+      return 'done';
+    };
+    for (let attempt = 0; attempt < 2; attempt++)
+      await engine.execute({ key: 'k', scope }, op).catch(() => {});
+    expect((await rowsOf(scope)).length).toBeLessThanOrEqual(1);
+  });
+});
