@@ -14,7 +14,17 @@ CREATE TABLE IF NOT EXISTS "idem_records" (
 );
 
 -- Keeps deleteExpired() (DELETE ... WHERE expires_at < cutoff) an index range scan.
-CREATE INDEX IF NOT EXISTS "idem_records_expires_at" ON "idem_records" (expires_at);
+-- Created only when the table lacks it: CREATE INDEX IF NOT EXISTS takes a SHARE lock on
+-- the table even when the index exists, so a run at a process start would wait for every
+-- transaction writing the table, and every store write would queue behind it.
+DO $do$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+      WHERE i.indrelid = '"idem_records"'::regclass AND c.relname = 'idem_records_expires_at') THEN
+    CREATE INDEX IF NOT EXISTS "idem_records_expires_at" ON "idem_records" (expires_at);
+  END IF;
+END
+$do$;
 
 -- Takes the record, or answers the live record that prevents it. The first read takes no
 -- lock: a live record that is not the caller's own (a replay, a conflict) is answered

@@ -7,7 +7,7 @@ import {
   StoreUnavailableError,
 } from '@idem/core';
 import type { PoolClient } from 'pg';
-import type { HoldRecordSql } from './hold-record-sql.js';
+import { type HoldRecordSql, idleLimit } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
 import { runStatement } from './pg-call.js';
 
@@ -68,6 +68,10 @@ export class BusinessTransaction {
   private locked = false;
   /** The connection was given back or dropped. */
   private gone = false;
+  /** A keep-alive `SELECT 1` is on its way. */
+  private pinging = false;
+  /** `pg_terminate_backend` of this transaction's backend, sent by `abort`. */
+  private terminating: Promise<void> | undefined;
   private readonly onError = (error: Error) => {
     // The connection died (a terminated backend, a reset): the transaction cannot commit.
     this.broken = error;
@@ -80,6 +84,8 @@ export class BusinessTransaction {
     readonly owner: string,
     private readonly retentionMs: number,
     private readonly forget: () => void,
+    /** The lease: longest time the transaction may sit idle before the server ends it. */
+    private readonly idleLimitMs: number,
   ) {
     client.on('error', this.onError);
   }
@@ -108,7 +114,7 @@ export class BusinessTransaction {
         const results = await runStatement(
           this.client,
           'begin',
-          { text: `${beginSql}; ${hold.lock(tid)}` },
+          { text: `${beginSql}; ${hold.lock(tid)}; ${idleLimit(this.idleLimitMs)}` },
           timeoutMs,
         );
         held = secondResult<{ fence: unknown }>(results)[0]?.fence != null;
@@ -158,6 +164,22 @@ export class BusinessTransaction {
   }
 
   /**
+   * A heartbeat while the row is held and the operation runs: one `SELECT 1` on the
+   * transaction's connection (none while the last one is unanswered), so that the server's
+   * idle limit (the lease, set at `BEGIN`) never ends the transaction of a live owner, while
+   * a dead or frozen one lets the row go one lease after its last statement. Writes nothing;
+   * an error (an aborted transaction, a broken connection) changes nothing here.
+   */
+  keepAlive(): void {
+    if (this.phase !== 'open' || this.rowState() !== 'held' || this.pinging) return;
+    this.pinging = true;
+    const done = () => {
+      this.pinging = false;
+    };
+    this.client.query('SELECT 1').then(done, done);
+  }
+
+  /**
    * Ends the transaction from outside while the operation may still run (the maximum hold
    * passed): the connection is dropped, so the server rolls the transaction back and lets
    * the row go; the operation's next statement fails and the completion settles as for any
@@ -166,6 +188,22 @@ export class BusinessTransaction {
   abort(reason: Error): void {
     if (this.phase !== 'open' || this.broken) return;
     this.broken = reason;
+    // Dropping the connection alone leaves a statement still running on the server (one the
+    // operation allowed a long statement_timeout) running, with the row locked, until it
+    // ends. So the backend is terminated first, through the pool, while the connection is
+    // still open: the pid is then certainly still this transaction's backend.
+    const pid = (this.client as { processID?: unknown }).processID;
+    if (typeof pid === 'number' && !this.gone) {
+      this.terminating = runStatement(
+        this.store.pool,
+        'abort',
+        { text: 'SELECT pg_terminate_backend($1)', values: [pid] },
+        this.store.statementTimeoutMs,
+      ).then(
+        () => {},
+        () => {},
+      );
+    }
     this.drop(reason);
   }
 
@@ -290,10 +328,15 @@ export class BusinessTransaction {
     this.client.off('error', this.onError);
     // A listener stays until the socket is gone: a late error must not crash the process.
     this.client.on('error', () => {});
-    try {
-      this.client.release(error instanceof Error ? error : new InvalidInputError(String(error)));
-    } catch {
-      // Released already (pg throws on a second release): nothing more to free.
-    }
+    const release = () => {
+      try {
+        this.client.release(error instanceof Error ? error : new InvalidInputError(String(error)));
+      } catch {
+        // Released already (pg throws on a second release): nothing more to free.
+      }
+    };
+    // After the termination answered (bounded): the pid must not be reused meanwhile.
+    if (this.terminating) void this.terminating.then(release);
+    else release();
   }
 }

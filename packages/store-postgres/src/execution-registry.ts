@@ -17,8 +17,9 @@ const ignore = () => {};
  * take the key over, and a heartbeat that wrote the row would wait for the transaction's
  * end (and, under repeatable read or serializable, make its completion fail with 40001). So
  * heartbeats then write nothing: they answer "still held" while the transaction's
- * connection lives, and "lost" (`not_owner`) once it broke, so that the operation's signal
- * aborts and the lease is left to lapse. Before the lock and after the transaction ended,
+ * connection lives (and send a `SELECT 1` on it, which keeps the transaction's idle limit,
+ * the lease, from ending it), and "lost" (`not_owner`) once it broke, so that the
+ * operation's signal aborts and the lease is left to lapse. Before the lock and after the transaction ended,
  * they renew the lease in the store as usual; the lock is only sent when no heartbeat is in
  * flight (one that committed after the transaction's snapshot would fail it).
  */
@@ -37,7 +38,10 @@ export class RunningExecution {
   async extend(send: () => Promise<OwnerWriteResult>): Promise<OwnerWriteResult> {
     if (this.locking) await this.locking;
     const row = this.tx?.rowState() ?? 'none';
-    if (row === 'held') return OK;
+    if (row === 'held') {
+      this.tx?.keepAlive();
+      return OK;
+    }
     if (row === 'lost') return NOT_OWNER;
     const sent = send();
     this.beat = sent;

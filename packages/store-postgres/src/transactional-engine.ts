@@ -125,11 +125,12 @@ export function createPostgresIdempotency<T = unknown>(
       'createPostgresIdempotency needs a store built on a pg Pool: the transaction takes a connection of its own',
     );
   const pool: Pool = given;
-  const begin = BEGIN[isolationLevel];
-  if (!begin)
+  // Own keys only: BEGIN['toString'] would be a function.
+  if (!(typeof isolationLevel === 'string' && Object.hasOwn(BEGIN, isolationLevel)))
     throw new InvalidInputError(
       "isolationLevel must be 'read committed', 'repeatable read' or 'serializable'",
     );
+  const begin = BEGIN[isolationLevel];
 
   const table = parseTableName(store.table);
   const executions = new ExecutionRegistry();
@@ -188,7 +189,7 @@ export function createPostgresIdempotency<T = unknown>(
         ? false
         : policy(settled),
   });
-  const { retentionMs } = idem.settings;
+  const { retentionMs, leaseMs } = idem.settings;
   const connectMs = store.statementTimeoutMs;
 
   /** A pool connection within the store's statement time limit; a late one goes back. */
@@ -250,6 +251,7 @@ export function createPostgresIdempotency<T = unknown>(
           execution.owner,
           retentionMs,
           () => executions.end(execution),
+          leaseMs,
         );
         execution.tx = current;
         tx = current;

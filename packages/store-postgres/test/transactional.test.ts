@@ -73,7 +73,9 @@ describe('transactional execute', () => {
         onConnection.push(
           typeof config === 'object' && config.name
             ? config.name.split('_')[1]!
-            : /^BEGIN .*; SELECT .* FOR UPDATE$/.test(text)
+            : /^BEGIN .*; SELECT .* FOR UPDATE; SET LOCAL idle_in_transaction_session_timeout = \d+$/.test(
+                  text,
+                )
               ? 'BEGIN+lock'
               : text.split(' ')[0]!,
         );
