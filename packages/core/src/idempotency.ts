@@ -53,7 +53,13 @@ export interface OperationContext {
 
 /** Result of `begin`: either the stored outcome to replay, or an execution to run. */
 export type BeginResult =
-  | { kind: 'replay'; outcome: StoredOutcome; storageKey: string }
+  | {
+      kind: 'replay';
+      outcome: StoredOutcome;
+      storageKey: string;
+      /** Fence of the execution whose outcome this is (its stream generation). */
+      fence: number;
+    }
   | { kind: 'acquired'; execution: Execution };
 
 /** Result of `execute`. */
@@ -195,7 +201,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
           : decodeOutcome(record.outcome);
         const marker = readNotRecorded(outcome);
         if (marker) throw new OutcomeNotRecordedError(marker.reason, marker);
-        return { kind: 'replay', outcome, storageKey };
+        return { kind: 'replay', outcome, storageKey, fence: record.fence };
       }
       if (record.status !== 'in_progress') {
         throw new StoreUnavailableError(`Store returned a ${record.status} record as live`);
@@ -203,7 +209,8 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       const retryAfterMs = Math.max(1, record.leaseUntil - now);
       emit({ type: 'conflict', storageKey, retryAfterMs });
       const remaining = waitUntil - performance.now();
-      if (!wait || remaining <= 0) throw new InProgressError(retryAfterMs);
+      if (!wait || remaining <= 0)
+        throw new InProgressError(retryAfterMs, { fence: record.fence, storageKey });
       await sleep(Math.min(poll, remaining, retryAfterMs + 1), signal);
       poll = Math.min(poll * 1.5, 1_000);
     }

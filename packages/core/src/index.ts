@@ -48,6 +48,18 @@ export {
   MAX_KEY_LENGTH,
   validateKey,
 } from './keys.js';
+export type {
+  LiveEntry,
+  LiveGeneration,
+  LivePublisher,
+  LivePublishInput,
+  LiveRead,
+  LiveReader,
+  LiveReadOptions,
+  LiveStreamStats,
+  LiveStreams,
+} from './live-streams.js';
+export { createMemoryLiveStreams } from './memory-live-streams.js';
 export type { NotRecordedDetails } from './not-recorded.js';
 export { NOT_RECORDED_KIND, notRecordedOutcome, readNotRecorded } from './not-recorded.js';
 export type { StoredOutcome } from './outcome-codec.js';
@@ -80,5 +92,6 @@ export type {
   StoredRecord,
 } from './store.js';
 export { callStore } from './store-call.js';
+export { SseAnchors } from './sse-anchors.js';
 export type { StoreRetryOptions } from './store-retry.js';
 export { retryStoreCall } from './store-retry.js';
