@@ -110,8 +110,18 @@ export async function attachToStream(
     const headers = new Headers(replayedHeaders(head.headers));
     headers.set(GENERATION_HEADER, String(generation.fence));
     let stallTimer: ReturnType<typeof setTimeout> | undefined;
+    // A client that does not take a chunk for `stallMs` (one that never reads, too) is cut:
+    // it holds nothing longer.
+    const armStall = (controller: ReadableStreamDefaultController<Uint8Array>) => {
+      stallTimer = setTimeout(() => {
+        close();
+        controller.error(new LiveStreamBrokenError('the client stopped reading'));
+      }, settings.stallMs);
+      stallTimer.unref?.();
+    };
     const body = new ReadableStream<Uint8Array>(
       {
+        start: armStall,
         async pull(controller) {
           clearTimeout(stallTimer);
           for (;;) {
@@ -135,12 +145,7 @@ export async function attachToStream(
             }
             if (next.bytes.length > 0) ready.push(next.bytes);
           }
-          // A client that stops taking chunks is cut after `stallMs`: it holds nothing longer.
-          stallTimer = setTimeout(() => {
-            close();
-            controller.error(new LiveStreamBrokenError('the client stopped reading'));
-          }, settings.stallMs);
-          stallTimer.unref?.();
+          armStall(controller);
         },
         cancel() {
           clearTimeout(stallTimer);

@@ -5,3 +5,5 @@ export { describeRedisDurability } from './durability.js';
 export type { RedisStore, RedisStoreOptions } from './redis-store.js';
 export { createRedisStore } from './redis-store.js';
 export type { WaitForReplicas } from './replica-wait.js';
+export type { RedisLiveStreamOptions } from './redis-live-streams.js';
+export { createRedisLiveStreams } from './redis-live-streams.js';
