@@ -25,13 +25,13 @@ describe('live streams: a takeover starts a new generation', () => {
     const channel = createMemoryLiveStreams();
     // No heartbeat: the first execution loses its lease while it still streams.
     const app = sseApp(createMemoryStore(), {
-      leaseMs: 300,
+      leaseMs: 600,
       heartbeatMs: false,
       liveStreams: { channel },
     });
     const server = await serveWeb(app.handle);
     servers.push(server);
-    const plan = { events: 10, intervalMs: 90, takeoverIntervalMs: 10 };
+    const plan = { events: 10, intervalMs: 120, takeoverIntervalMs: 10 };
     const first = await openStream(server.url, 't1', plan);
     await first.readUntil('"n":1');
     const reader1 = await openStream(server.url, 't1', plan);
@@ -40,7 +40,8 @@ describe('live streams: a takeover starts a new generation', () => {
       () => 'ended',
       () => 'broken',
     );
-    await sleep(450);
+    // The first execution renews nothing: its lease (0.6 s) passes while it streams (1.2 s).
+    await sleep(750);
     const takeover = await openStream(server.url, 't1', plan);
     expect(takeover.response.headers.get(GENERATION_HEADER)).toBe('2');
     await takeover.readUntil('"n":1');
