@@ -19,7 +19,8 @@ export type IdemErrorCode =
   | 'BODY_NOT_REPLAYABLE'
   | 'RETRIES_EXHAUSTED'
   | 'DEADLINE_EXCEEDED'
-  | 'KEY_NOT_DERIVABLE';
+  | 'KEY_NOT_DERIVABLE'
+  | 'STREAM_NOT_RESUMABLE';
 
 /** Base class of every error idem raises. `cause` carries the underlying error, if any. */
 export class IdemError extends Error {

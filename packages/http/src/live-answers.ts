@@ -23,7 +23,8 @@ export interface ResumeHints {
 /** Reads the resume hints of a request. @internal */
 export function resumeHints(header: (name: string) => string | undefined): ResumeHints {
   return {
-    lastEventId: header(LAST_EVENT_ID_HEADER),
+    // Empty: a resume that saw no event id yet, from the start of the stream.
+    lastEventId: header(LAST_EVENT_ID_HEADER) || undefined,
     generation: header(GENERATION_HEADER)?.trim(),
     attach: header(ATTACH_HEADER)?.trim().toLowerCase() !== 'false',
   };
