@@ -14,6 +14,7 @@ import {
   type Scenario,
   stall,
 } from './scenarios.js';
+import { liveResume } from './live-resume.js';
 import { type ServerProcess, startServerProcess } from './server-process.js';
 import { type Row, renderTable } from './table.js';
 
@@ -91,8 +92,18 @@ async function main(): Promise<number> {
       concurrentDuplicates,
       batch,
       interruptedStream,
+      liveResume(),
     ]) {
       await scenario(s);
+    }
+    if (redisUrl) {
+      // A second server process on the same Redis: the retry of a cut stream reaches it.
+      const other = await startServerProcess(env);
+      try {
+        await scenario(liveResume(other.url));
+      } finally {
+        await other.stop();
+      }
     }
     if (redisUrl || databaseUrl) {
       await measure('server restarted mid-request', async () => {
