@@ -115,9 +115,12 @@ export async function openBackend(
       blockingClient = await connectRedis(config.url, timeoutMs);
     } catch (error) {
       client.disconnect();
-      throw new BackendError(`Redis at ${redact(config.url)} does not answer: ${messageOf(error)}`, {
-        cause: error,
-      });
+      throw new BackendError(
+        `Redis at ${redact(config.url)} does not answer: ${messageOf(error)}`,
+        {
+          cause: error,
+        },
+      );
     }
     return {
       kind: 'redis',

@@ -11,7 +11,10 @@ export function isResumableStream(response: Response): boolean {
 }
 
 /** Sends the resume request: same key, `Last-Event-ID` when one was seen, the generation. @internal */
-export type ResumeCall = (lastEventId: string | undefined, generation: string | null) => Promise<Response>;
+export type ResumeCall = (
+  lastEventId: string | undefined,
+  generation: string | null,
+) => Promise<Response>;
 
 /**
  * `response` with a body that survives breaks: when a read fails (the connection dropped),
@@ -43,7 +46,9 @@ export function resumableResponse(
             bytes = read.value;
           } catch (error) {
             if (resumes >= maxResumes)
-              return controller.error(notResumable(`${resumes} resumes did not finish the stream`, error));
+              return controller.error(
+                notResumable(`${resumes} resumes did not finish the stream`, error),
+              );
             resumes++;
             const last = anchors.last;
             let answer: Response;
@@ -56,7 +61,10 @@ export function resumableResponse(
             if (!(answer.ok && answer.body) || (generation !== null && answered !== generation)) {
               answer.body?.cancel().catch(() => {});
               return controller.error(
-                notResumable(`the resume was answered ${answer.status} (generation ${answered})`, error),
+                notResumable(
+                  `the resume was answered ${answer.status} (generation ${answered})`,
+                  error,
+                ),
               );
             }
             // The answer starts right after the last event seen: what was delivered past it is skipped.

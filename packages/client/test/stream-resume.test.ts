@@ -22,7 +22,9 @@ function chunkEvent(n: number, delta: object, finish: string | null): string {
 
 /** The whole stream the model sends, event by event. */
 const EVENTS = [
-  ...WORDS.map((word, i) => chunkEvent(i + 1, i === 0 ? { role: 'assistant', content: word } : { content: word }, null)),
+  ...WORDS.map((word, i) =>
+    chunkEvent(i + 1, i === 0 ? { role: 'assistant', content: word } : { content: word }, null),
+  ),
   chunkEvent(WORDS.length + 1, {}, 'stop'),
   `id: ${WORDS.length + 2}\ndata: [DONE]\n\n`,
 ];
@@ -69,7 +71,11 @@ async function start(cutAfter: number): Promise<Harness> {
     });
     const first = requests.length === 1;
     const response = await handle(
-      new Request(`http://127.0.0.1${req.url}`, { method: req.method, headers, body: Buffer.concat(chunks) }),
+      new Request(`http://127.0.0.1${req.url}`, {
+        method: req.method,
+        headers,
+        body: Buffer.concat(chunks),
+      }),
     );
     res.writeHead(response.status, Object.fromEntries(response.headers));
     let sent = 0;

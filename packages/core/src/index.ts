@@ -79,6 +79,7 @@ export {
   resolveSettings,
   successOnly,
 } from './settings.js';
+export { SseAnchors } from './sse-anchors.js';
 export type {
   AcquireInput,
   AcquireResult,
@@ -92,6 +93,5 @@ export type {
   StoredRecord,
 } from './store.js';
 export { callStore } from './store-call.js';
-export { SseAnchors } from './sse-anchors.js';
 export type { StoreRetryOptions } from './store-retry.js';
 export { retryStoreCall } from './store-retry.js';

@@ -6,8 +6,8 @@ import type {
   LiveRead,
   LiveReader,
   LiveReadOptions,
-  LiveStreams,
   LiveStreamStats,
+  LiveStreams,
 } from './live-streams.js';
 
 /** One generation's log, shared by its readers (each holds a cursor, never a copy). */

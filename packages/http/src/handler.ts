@@ -1,15 +1,14 @@
 import { createIdempotency, InvalidInputError, isIdemError, type JsonValue } from '@idem/core';
 import { answerBeginError, answerFailure, respond, tooLarge } from './answers.js';
 import { parseIdempotencyKey } from './key-header.js';
+import { attachDecision, generationChanged, replayDecision, resumeHints } from './live-answers.js';
+import { resolveLiveStreams } from './live-options.js';
 import { checkHttpOptions, retryAfterSeconds } from './option-checks.js';
 import type { HttpIdempotencyOptions } from './options.js';
 import { finalOn2xx } from './policy.js';
-import { respondWith } from './prepared-response.js';
 import { PROBLEM_TYPES } from './problem.js';
 import { unusableResponse } from './record-response.js';
 import { resolveRecordedHeaders } from './recorded-headers.js';
-import { attachDecision, generationChanged, replayDecision, resumeHints } from './live-answers.js';
-import { resolveLiveStreams } from './live-options.js';
 import { createRecorder, type IdempotencyContext, type ResponseRecorder } from './recorder.js';
 import {
   BodyTooLargeError,

@@ -1,6 +1,6 @@
+export { LiveStreamBrokenError } from './attach.js';
 export type { IdempotencyDecision, IdempotencyHandler, IncomingRequest } from './handler.js';
 export { createIdempotencyHandler, withIdempotency } from './handler.js';
-export { LiveStreamBrokenError } from './attach.js';
 export type { ParsedKey } from './key-header.js';
 export { formatIdempotencyKey, parseIdempotencyKey } from './key-header.js';
 export { ATTACH_HEADER } from './live-answers.js';
@@ -28,5 +28,5 @@ export {
   isJsonContentType,
   readBodyLimited,
 } from './request-body.js';
-export { LAST_EVENT_ID_HEADER } from './sse-resume.js';
 export { peekBody } from './request-body-peek.js';
+export { LAST_EVENT_ID_HEADER } from './sse-resume.js';

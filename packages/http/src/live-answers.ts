@@ -65,12 +65,7 @@ export async function attachDecision(
   if (fence === undefined || storageKey === undefined) return undefined;
   if (hints.generation !== undefined && hints.generation !== String(fence))
     return generationChanged();
-  const answer = await attachToStream(
-    { storageKey, fence },
-    hints.lastEventId,
-    settings,
-    readers,
-  );
+  const answer = await attachToStream({ storageKey, fence }, hints.lastEventId, settings, readers);
   if (answer.kind === 'stream')
     return { action: 'respond', response: answer.response, replayed: true };
   if (answer.kind === 'unknown-event') return unknownEventId();

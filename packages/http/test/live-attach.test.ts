@@ -48,7 +48,12 @@ describe('live streams on one process (in-process channel): attach', () => {
     await first.readUntil('"n":1');
     const other = await openStream(app.url, 'a2', { events: 4, intervalMs: 40 });
     expect(other.response.status).toBe(422);
-    const tenant = await openStream(app.url, 'a2', { events: 5, intervalMs: 40 }, { 'x-tenant': 't2' });
+    const tenant = await openStream(
+      app.url,
+      'a2',
+      { events: 5, intervalMs: 40 },
+      { 'x-tenant': 't2' },
+    );
     expect(tenant.response.headers.get(REPLAYED_HEADER)).toBeNull();
     await Promise.all([first.readAll(), tenant.readAll()]);
     expect(app.runs()).toBe(2);
@@ -58,11 +63,18 @@ describe('live streams on one process (in-process channel): attach', () => {
     const app = await start();
     const json = openStream(app.url, 'a3', { events: 0, intervalMs: 300, json: true });
     await new Promise((resolve) => setTimeout(resolve, 100));
-    expect((await openStream(app.url, 'a3', { events: 0, intervalMs: 300, json: true })).response.status).toBe(409);
+    expect(
+      (await openStream(app.url, 'a3', { events: 0, intervalMs: 300, json: true })).response.status,
+    ).toBe(409);
     await (await json).readAll();
     const first = await openStream(app.url, 'a4', { events: 4, intervalMs: 50 });
     await first.readUntil('"n":1');
-    const optOut = await openStream(app.url, 'a4', { events: 4, intervalMs: 50 }, { 'idempotent-attach': 'false' });
+    const optOut = await openStream(
+      app.url,
+      'a4',
+      { events: 4, intervalMs: 50 },
+      { 'idempotent-attach': 'false' },
+    );
     expect(optOut.response.status).toBe(409);
     await first.readAll();
     expect(app.runs()).toBe(2);
@@ -110,9 +122,15 @@ describe('live streams on one process: Last-Event-ID', () => {
     expect(unknown.response.status).toBe(412);
     await unknown.readAll();
     expect(JSON.parse(unknown.text()).type).toBe(PROBLEM_TYPES.unknownEventId);
-    const other = await openStream(app.url, 'r2', plan, { 'last-event-id': '1', [GENERATION_HEADER]: '7' });
+    const other = await openStream(app.url, 'r2', plan, {
+      'last-event-id': '1',
+      [GENERATION_HEADER]: '7',
+    });
     expect(other.response.status).toBe(412);
-    const fresh = await openStream(app.url, 'r3', plan, { 'last-event-id': '1', [GENERATION_HEADER]: '1' });
+    const fresh = await openStream(app.url, 'r3', plan, {
+      'last-event-id': '1',
+      [GENERATION_HEADER]: '1',
+    });
     expect(fresh.response.status).toBe(412);
     expect(app.runs()).toBe(1);
   });

@@ -87,7 +87,12 @@ describe('live streams: bounded', () => {
       total += read.value.length;
     }
     const outcomes = await Promise.all(
-      stalled.map((reader) => reader.read().then(() => 'read', (error: unknown) => error)),
+      stalled.map((reader) =>
+        reader.read().then(
+          () => 'read',
+          (error: unknown) => error,
+        ),
+      ),
     );
     for (const outcome of outcomes) expect(outcome).toBeInstanceOf(LiveStreamBrokenError);
     // One shared log: never more than the body itself, whatever the number of readers.

@@ -44,7 +44,9 @@ beforeAll(async () => {
   tb = { ...b, url: `${b.url}/t` };
   // Warm up (module loading, first compilation), so a cold start does not eat a short lease.
   for (const server of [a, b, ta, tb])
-    await (await openStream(server.url, `warm-${server.url}`, { events: 2, intervalMs: 1 })).readAll();
+    await (
+      await openStream(server.url, `warm-${server.url}`, { events: 2, intervalMs: 1 })
+    ).readAll();
 }, 60_000);
 
 afterAll(async () => {

@@ -111,9 +111,12 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
         broken = true;
       });
     const expire = (ms: number) => bounded(client.pexpire(key, ms), timeoutMs).catch(() => {});
-    const renew = setInterval(() => {
-      if (!input.signal.aborted && !broken) void expire(leaseMs);
-    }, Math.max(1, Math.floor(leaseMs / 3)));
+    const renew = setInterval(
+      () => {
+        if (!input.signal.aborted && !broken) void expire(leaseMs);
+      },
+      Math.max(1, Math.floor(leaseMs / 3)),
+    );
     renew.unref?.();
     const stop = () => {
       if (ended) return;

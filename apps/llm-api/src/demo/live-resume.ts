@@ -22,7 +22,9 @@ async function executionsOn(serverUrl: string): Promise<number> {
  */
 export function liveResume(otherServerUrl?: string): Scenario {
   return {
-    name: otherServerUrl ? 'stream cut, retry attached on the other process' : 'stream cut, retry attached live',
+    name: otherServerUrl
+      ? 'stream cut, retry attached on the other process'
+      : 'stream cut, retry attached live',
     async run(h) {
       const key = generateKey();
       const prompt = `[slow:${TOKEN_INTERVAL_MS}] Cut mid-generation, resumed live ${generateKey().slice(0, 8)}`;
@@ -33,7 +35,10 @@ export function liveResume(otherServerUrl?: string): Scenario {
       const route: FetchFunction = (input, init) => {
         const url = String(input instanceof Request ? input.url : input);
         const resume = new Headers(init?.headers).has('last-event-id');
-        return fetch(resume && otherServerUrl ? url.replace(h.proxyUrl, otherServerUrl) : url, init);
+        return fetch(
+          resume && otherServerUrl ? url.replace(h.proxyUrl, otherServerUrl) : url,
+          init,
+        );
       };
       const openai = new OpenAI({
         baseURL: `${h.proxyUrl}/v1`,

@@ -3,6 +3,7 @@ import { deleteDemoRows } from '../stores/postgres-cleanup.js';
 import { connectRedis } from '../stores/redis-connection.js';
 import { type FaultProxy, startFaultProxy } from './fault-proxy.js';
 import { type ClientCounters, Harness, type ServerCounters } from './harness.js';
+import { liveResume } from './live-resume.js';
 import {
   batch,
   concurrentDuplicates,
@@ -14,7 +15,6 @@ import {
   type Scenario,
   stall,
 } from './scenarios.js';
-import { liveResume } from './live-resume.js';
 import { type ServerProcess, startServerProcess } from './server-process.js';
 import { type Row, renderTable } from './table.js';
 

@@ -45,7 +45,11 @@ export function startChildServer(env: Record<string, string>): Promise<ChildServ
     });
     void exited.then(() => {
       clearTimeout(timer);
-      reject(new Error(`The test server exited before listening (needs Redis at REDIS_URL or 127.0.0.1:6379):\n${output}`));
+      reject(
+        new Error(
+          `The test server exited before listening (needs Redis at REDIS_URL or 127.0.0.1:6379):\n${output}`,
+        ),
+      );
     });
   });
 }

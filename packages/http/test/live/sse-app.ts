@@ -43,7 +43,9 @@ export function sseApp(
         return Response.json({ fence });
       }
       const interval =
-        fence > 1 && plan.takeoverIntervalMs !== undefined ? plan.takeoverIntervalMs : plan.intervalMs;
+        fence > 1 && plan.takeoverIntervalMs !== undefined
+          ? plan.takeoverIntervalMs
+          : plan.intervalMs;
       let n = 0;
       const body = new ReadableStream<Uint8Array>({
         async pull(controller) {
@@ -59,7 +61,12 @@ export function sseApp(
       });
       return new Response(body, { headers: { 'content-type': 'text/event-stream' } });
     },
-    { scope: (request) => ({ principal: request.headers.get('x-tenant') ?? 'anonymous' }), store, onWarning: () => {}, ...options },
+    {
+      scope: (request) => ({ principal: request.headers.get('x-tenant') ?? 'anonymous' }),
+      store,
+      onWarning: () => {},
+      ...options,
+    },
   );
   return {
     handle: async (request) => {

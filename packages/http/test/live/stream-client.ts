@@ -61,4 +61,3 @@ export async function openStream(
     abort: () => controller.abort(),
   };
 }
-
