@@ -31,7 +31,18 @@ export class XReadWaker {
     private readonly blocking: Redis | Cluster,
     private readonly blockMs: number,
     private readonly timeoutMs: number,
-  ) {}
+  ) {
+    // A reconnected connection has another id: ask again before the next round.
+    blocking.on('ready', () => {
+      this.blockingId = undefined;
+    });
+  }
+
+  /** The blocking connection's id, asked while it is not blocked (a blocked one answers late). */
+  private idOfBlocking(): Promise<number | undefined> {
+    this.blockingId ??= (this.blocking.client('ID') as Promise<number>).catch(() => undefined);
+    return this.blockingId;
+  }
 
   /** Resolves when `key` gets an entry after `afterId`, or after `waitMs`, or on `signal`. */
   wait(key: string, afterId: string, waitMs: number, signal?: AbortSignal): Promise<void> {
@@ -59,8 +70,7 @@ export class XReadWaker {
   }
 
   private unblock(): Promise<void> {
-    this.blockingId ??= (this.blocking.client('ID') as Promise<number>).catch(() => undefined);
-    return this.blockingId
+    return this.idOfBlocking()
       .then((id) => {
         if (id === undefined) {
           this.blockingId = undefined;
@@ -79,6 +89,8 @@ export class XReadWaker {
     this.running = true;
     try {
       while (this.waiting.size > 0) {
+        // Before the round: a blocked connection would answer only after its block.
+        await this.idOfBlocking();
         const keys = [...this.waiting.keys()];
         const ids = keys.map((key) => (this.waiting.get(key) as Waiting).id);
         let reply: [string, unknown[]][] | null;
