@@ -9,13 +9,47 @@ import type { StoreOperation } from './events.js';
  *
  * One timer and one promise a call (this runs on every store call of every request).
  *
- * @param options.unref the time limit does not keep the process alive (background work)
  */
 export function callStore<T>(
   operation: StoreOperation,
   timeoutMs: number,
   fn: () => Promise<T>,
-  options: { unref?: boolean } = {},
+  options: StoreCallOptions = {},
+): Promise<T> {
+  const { observe } = options;
+  if (observe === undefined) return timedCall(operation, timeoutMs, fn, options.unref === true);
+  const startedAt = performance.now();
+  const call = timedCall(operation, timeoutMs, fn, options.unref === true);
+  const settled = (ok: boolean) => {
+    try {
+      observe(ok, performance.now() - startedAt);
+    } catch {
+      // An observer's bug must not become an unhandled rejection.
+    }
+  };
+  call.then(
+    () => settled(true),
+    () => settled(false),
+  );
+  return call;
+}
+
+/** Options of {@link callStore}. */
+export interface StoreCallOptions {
+  /** The time limit does not keep the process alive (background work). */
+  unref?: boolean;
+  /**
+   * Told once the call settled: whether it answered, and how long it took in ms (a timed-out
+   * call: its time limit). For latency metrics; what it throws is ignored.
+   */
+  observe?: (ok: boolean, durationMs: number) => void;
+}
+
+function timedCall<T>(
+  operation: StoreOperation,
+  timeoutMs: number,
+  fn: () => Promise<T>,
+  unref: boolean,
 ): Promise<T> {
   let call: Promise<T>;
   try {
@@ -31,7 +65,7 @@ export function callStore<T>(
     const timer = setTimeout(() => {
       reject(new StoreUnavailableError(`Store ${operation} timed out after ${timeoutMs} ms`));
     }, timeoutMs);
-    if (options.unref) timer.unref?.();
+    if (unref) timer.unref?.();
     // A late answer of a call that timed out settles nothing (and is never unhandled).
     call.then(
       (value) => {
