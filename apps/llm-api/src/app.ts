@@ -92,6 +92,8 @@ export function createApp(options: AppOptions): LlmApp {
     leaseMs: options.leaseMs ?? 30_000,
     storeTimeoutMs: options.storeTimeoutMs ?? 2_000,
     maxBodyBytes: MAX_BODY_BYTES,
+    // A retry that arrives while the answer streams attaches to it (any process on Redis).
+    ...(backend.liveStreams ? { liveStreams: { channel: backend.liveStreams } } : {}),
     // Redis and memory: renewed every tenth of the lease (core's default is a third), so at
     // any moment nine tenths of it are left and a store outage shorter than the lease, once
     // the store is back, still finds the lease alive; with a third, an outage starting just

@@ -1,8 +1,8 @@
 import { GetItemCommand } from '@aws-sdk/client-dynamodb';
-import { admitStore, createAdmission, type IdempotencyStore } from '@idem/core';
+import { admitStore, createAdmission, type IdempotencyStore, type LiveStreams } from '@idem/core';
 import { createDynamoDbStore } from '@idem/store-dynamodb';
 import { createMemoryStore } from '@idem/store-memory';
-import { createRedisStore } from '@idem/store-redis';
+import { createRedisLiveStreams, createRedisStore } from '@idem/store-redis';
 import type { StoreConfig } from './config.js';
 import { admitLedger, boundLedger } from './ledger/bounded-ledger.js';
 import { createDynamoDbLedger } from './ledger/dynamodb-ledger.js';
@@ -26,6 +26,12 @@ export interface Backend {
    */
   ping(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Where streamed answers are published for a retry to attach to: Redis Streams on Redis (a
+   * retry reaching another process attaches too); undefined elsewhere (the in-process
+   * channel of @idem/http: a retry on the same process attaches, one on another gets 409).
+   */
+  liveStreams?: LiveStreams;
 }
 
 /** How {@link openBackend} talks to the store. */
@@ -103,8 +109,28 @@ export async function openBackend(
     }
     const warning = durabilityWarning(redact(config.url), await redisDurability(client));
     if (warning) warn(warning);
+    // XREAD BLOCK holds its connection: live-stream readers wait on one of their own.
+    let blockingClient: typeof client;
+    try {
+      blockingClient = await connectRedis(config.url, timeoutMs);
+    } catch (error) {
+      client.disconnect();
+      throw new BackendError(
+        `Redis at ${redact(config.url)} does not answer: ${messageOf(error)}`,
+        {
+          cause: error,
+        },
+      );
+    }
     return {
       kind: 'redis',
+      liveStreams: createRedisLiveStreams({
+        client,
+        blockingClient,
+        keyPrefix: `${prefix}live:`,
+        blockMs: Math.max(1, Math.min(1_000, Math.floor(timeoutMs / 2))),
+        commandTimeoutMs: timeoutMs,
+      }),
       store: createRedisStore({ client, keyPrefix: `${prefix}idem:` }),
       ledger: boundLedger(createRedisLedger(client, prefix), timeoutMs),
       ping: async () => {
@@ -112,8 +138,9 @@ export async function openBackend(
       },
       close: async () => {
         // QUIT is bounded by commandTimeout; a client that cannot send it is dropped.
-        await client.quit().catch(() => undefined);
+        await Promise.all([client, blockingClient].map((c) => c.quit().catch(() => undefined)));
         client.disconnect();
+        blockingClient.disconnect();
       },
     };
   }

@@ -209,27 +209,24 @@ describe.each(stores)('llm-api end to end on the %s store', (store) => {
     expect(moved).toMatchObject({ completed: 1, messages: 1 });
   });
 
-  it('fault: a stream cut mid-way and retried with its key executes once and replays the whole stream', async () => {
+  it('fault: a stream cut mid-way is resumed by the client (same key, Last-Event-ID): one whole stream, one execution', async () => {
     const key = generateKey();
     const body = { ...ask(`[slow:20] cut stream ${tag()}`), stream: true as const };
-    let partial = '';
+    let resumed = '';
     let whole = '';
     const moved = await delta(async () => {
-      const broken = await stack.openai.chat.completions.create(body, {
+      const cut = await stack.openai.chat.completions.create(body, {
         headers: { 'Idempotency-Key': key, 'x-demo-fault': 'cut-stream:500' },
       });
-      await expect(
-        (async () => {
-          for await (const chunk of broken) partial += chunk.choices[0]?.delta?.content ?? '';
-        })(),
-      ).rejects.toThrow();
-      const retried = await stack.openai.chat.completions.create(body, {
+      // @idem/client attaches to the generation in flight after the cut: the SDK sees no break.
+      for await (const chunk of cut) resumed += chunk.choices[0]?.delta?.content ?? '';
+      const replayed = await stack.openai.chat.completions.create(body, {
         headers: { 'Idempotency-Key': key },
       });
-      for await (const chunk of retried) whole += chunk.choices[0]?.delta?.content ?? '';
+      for await (const chunk of replayed) whole += chunk.choices[0]?.delta?.content ?? '';
     });
-    expect(whole.startsWith(partial)).toBe(true);
-    expect(whole.length).toBeGreaterThan(partial.length);
+    expect(resumed).toBe(whole);
+    expect(whole.length).toBeGreaterThan(0);
     expect(moved).toMatchObject({ completed: 1, messages: 1 });
   });
 

@@ -45,12 +45,13 @@ describe('a bill the store refuses for longer than a lease', () => {
     );
     expect(Date.now() - started).toBeLessThan(LEASE_MS + 1_000);
 
-    const meanwhile = await send();
+    // A retry would attach to the stream in flight; this test is about the key staying held.
+    const meanwhile = await send({ 'idempotent-attach': 'false' });
     expect(meanwhile.status).toBe(409);
     await meanwhile.arrayBuffer();
 
     state.failing = false;
-    const replay = await untilSettled(send);
+    const replay = await untilSettled(() => send());
     expect(replay.status).toBe(201);
     expect(replay.headers.get('idempotent-replayed')).toBe('true');
     expect(await ledger.stats()).toMatchObject({ model_started: 1, model_completed: 1 });
@@ -61,10 +62,10 @@ describe('a bill the store refuses for longer than a lease', () => {
   it('stream: the client stream is cut after about a lease, then 409, then the replay; the model ran once', async () => {
     const { app, ledger, state, close } = await setup();
     const key = generateKey();
-    const send = () =>
+    const send = (extra: Record<string, string> = {}) =>
       app.request('/v1/chat/completions', {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        headers: { 'content-type': 'application/json', 'idempotency-key': key, ...extra },
         body: JSON.stringify({
           model: 'local-1',
           stream: true,
@@ -75,12 +76,13 @@ describe('a bill the store refuses for longer than a lease', () => {
     expect(first.status).toBe(200);
     await expect(first.text()).rejects.toThrow();
 
-    const meanwhile = await send();
+    // A retry would attach to the stream in flight; this test is about the key staying held.
+    const meanwhile = await send({ 'idempotent-attach': 'false' });
     expect(meanwhile.status).toBe(409);
     await meanwhile.arrayBuffer();
 
     state.failing = false;
-    const replay = await untilSettled(send);
+    const replay = await untilSettled(() => send());
     expect(replay.status).toBe(200);
     expect(replay.headers.get('idempotent-replayed')).toBe('true');
     expect(await replay.text()).toContain('[DONE]');

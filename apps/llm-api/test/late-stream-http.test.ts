@@ -18,10 +18,15 @@ async function startApp() {
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const key = generateKey();
-  const send = (signal: AbortSignal = AbortSignal.timeout(10_000)) =>
+  const send = (signal: AbortSignal = AbortSignal.timeout(10_000), attach = true) =>
     fetch(`${url}/v1/chat/completions`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'idempotency-key': key },
+      headers: {
+        'content-type': 'application/json',
+        'idempotency-key': key,
+        // A retry would attach to the stream in flight; this test is about the key staying held.
+        ...(attach ? {} : { 'idempotent-attach': 'false' }),
+      },
       body: JSON.stringify({
         model: 'local-1',
         stream: true,
@@ -49,7 +54,7 @@ async function expectHeldThenReplayed(stack: Awaited<ReturnType<typeof startApp>
   const { ledger, state, send } = stack;
   const until = Date.now() + 4 * LEASE_MS;
   while (Date.now() < until) {
-    const meanwhile = await send();
+    const meanwhile = await send(undefined, false);
     expect(meanwhile.status).toBe(409);
     await meanwhile.arrayBuffer();
     await sleep(200);

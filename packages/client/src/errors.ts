@@ -14,13 +14,18 @@ import { IdemError } from '@idem/core';
  * - `INVALID_INPUT`: fetch could never send the request (a relative URL, a GET or HEAD with a
  *   body, a forbidden method); nothing was sent and nothing retried. `cause` is fetch's
  *   `TypeError`. Checked only when the client sends with the global fetch.
+ * - `STREAM_NOT_RESUMABLE`: an event stream broke and could not be resumed where it broke
+ *   (the server answered the resume with something other than the rest of the same
+ *   generation, e.g. `412` after a takeover, or the resumes ran out); raised by the body's
+ *   reader. `cause` is the break or the answer's status.
  */
 export type IdemClientErrorCode =
   | 'BODY_NOT_REPLAYABLE'
   | 'RETRIES_EXHAUSTED'
   | 'DEADLINE_EXCEEDED'
   | 'KEY_NOT_DERIVABLE'
-  | 'INVALID_INPUT';
+  | 'INVALID_INPUT'
+  | 'STREAM_NOT_RESUMABLE';
 
 /**
  * Error raised by `@idem/client`: an `IdemError` like every idem error, so one

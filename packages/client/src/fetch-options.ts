@@ -81,6 +81,15 @@ export interface IdempotentFetchOptions {
    * @default 'sf-string'
    */
   keyFormat?: 'sf-string' | 'bare';
+  /**
+   * Resume broken event streams: when the body of a keyed `text/event-stream` response from
+   * an `@idem/http` server (it names its `Idempotent-Generation`) breaks, the client asks for
+   * the rest with the same key, `Last-Event-ID` of the last event read and the generation,
+   * and the body goes on where it broke, byte for byte, at most `maxResumes` times (each
+   * resume is a call with this client's retries). `false` leaves a broken body broken.
+   * @default { maxResumes: 5 }
+   */
+  resumeStreams?: false | { maxResumes?: number };
   /** Response header whose value `true` marks a replay. @default 'Idempotent-Replayed' */
   replayHeader?: string;
   /** Most attempts per logical call, the first included. @default 5 */
@@ -190,6 +199,8 @@ export interface ResolvedFetchOptions {
   deadlineMs: number | undefined;
   retryableStatus: (status: number) => boolean;
   maxBuffered: number;
+  /** 0 when streams are not resumed. */
+  maxResumes: number;
   sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   now: () => number;
 }
@@ -229,6 +240,10 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
     options.maxBufferedBodyBytes ?? 10 * 1024 * 1024,
     true,
   );
+  const maxResumes =
+    options.resumeStreams === false
+      ? 0
+      : count('resumeStreams.maxResumes', options.resumeStreams?.maxResumes ?? 5);
   const sleep = options.sleep ?? abortableSleep;
   const now = options.now ?? Date.now;
   return {
@@ -248,6 +263,7 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
     deadlineMs,
     retryableStatus,
     maxBuffered,
+    maxResumes,
     sleep,
     now,
   };

@@ -19,6 +19,7 @@ import {
 import { checkSendable, type PreparedRequest, prepareRequest } from './request-body.js';
 import { assignKey } from './request-key.js';
 import { IDEMPOTENT_METHODS, parseRetryAfter, retryDelay } from './retry-policy.js';
+import { GENERATION_HEADER, isResumableStream, resumableResponse } from './stream-resume.js';
 
 const infos = new WeakMap<Response, IdempotencyInfo>();
 
@@ -107,7 +108,40 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
     }
   };
 
-  return async function idempotentFetch(input, init) {
+  // A keyed event stream from an idem server (it names its generation) resumes where it
+  // broke; a resume call itself (it carries Last-Event-ID) is not wrapped again.
+  const resumable = (request: PreparedRequest, response: Response): Response => {
+    if (
+      settings.maxResumes === 0 ||
+      request.headers.has('last-event-id') ||
+      !response.headers.has(GENERATION_HEADER) ||
+      !isResumableStream(response)
+    )
+      return response;
+    return resumableResponse(
+      response,
+      (lastEventId, generation) => {
+        const headers = new Headers(request.headers);
+        // Empty when no event had an id yet: the stream from its start.
+        headers.set('last-event-id', lastEventId ?? '');
+        if (generation !== null) headers.set(GENERATION_HEADER, generation);
+        return idempotentFetch(request.url, {
+          ...request.rest,
+          method: request.method,
+          headers,
+          ...(request.body === undefined ? {} : { body: request.body as BodyInit }),
+          ...(request.signal ? { signal: request.signal } : {}),
+        });
+      },
+      settings.maxResumes,
+    );
+  };
+
+  return idempotentFetch;
+  async function idempotentFetch(
+    input: string | URL | Request,
+    init?: RequestInit,
+  ): Promise<Response> {
     const callerSignal = callerSignalOf(input, init);
     callerSignal?.throwIfAborted();
     const startedAt = now();
@@ -187,6 +221,7 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
         const base = { attempt, method, url, key, status, replayed, durationMs };
         const finish = (failure?: AttemptFailure) => {
           report({ ...base, ...(failure ? { failure } : {}), willRetry: false });
+          if (failure === undefined && key !== undefined) response = resumable(request, response);
           infos.set(response, { key, attempts: attempt, replayed });
           return response;
         };
@@ -247,5 +282,5 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
       if (callerSignal) await raceSignal(sleep(delayMs, callerSignal), callerSignal);
       else await sleep(delayMs);
     }
-  };
+  }
 }

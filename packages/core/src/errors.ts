@@ -19,7 +19,8 @@ export type IdemErrorCode =
   | 'BODY_NOT_REPLAYABLE'
   | 'RETRIES_EXHAUSTED'
   | 'DEADLINE_EXCEEDED'
-  | 'KEY_NOT_DERIVABLE';
+  | 'KEY_NOT_DERIVABLE'
+  | 'STREAM_NOT_RESUMABLE';
 
 /** Base class of every error idem raises. `cause` carries the underlying error, if any. */
 export class IdemError extends Error {
@@ -72,10 +73,19 @@ export class NotCanonicalError extends IdemError {
 export class InProgressError extends IdemError {
   /** How long until the current lease passes, by the store's clock (ms, at least 1). */
   readonly retryAfterMs: number;
+  /**
+   * Fence of the execution in progress (its stream generation, see `LiveStreams`), when the
+   * engine raised it; undefined when it is not known.
+   */
+  readonly fence: number | undefined;
+  /** Storage key of the record in progress, when the engine raised it. */
+  readonly storageKey: string | undefined;
 
-  constructor(retryAfterMs: number) {
+  constructor(retryAfterMs: number, found?: { fence: number; storageKey: string }) {
     super('IN_PROGRESS', 'A request with this idempotency key is still being processed');
     this.retryAfterMs = Math.max(1, Math.ceil(retryAfterMs));
+    this.fence = found?.fence;
+    this.storageKey = found?.storageKey;
   }
 }
 

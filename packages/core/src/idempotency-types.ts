@@ -31,7 +31,13 @@ export interface OperationContext {
 
 /** Result of `begin`: either the stored outcome to replay, or an execution to run. */
 export type BeginResult =
-  | { kind: 'replay'; outcome: StoredOutcome; storageKey: string }
+  | {
+      kind: 'replay';
+      outcome: StoredOutcome;
+      storageKey: string;
+      /** Fence of the execution whose outcome this is (its stream generation). */
+      fence: number;
+    }
   | { kind: 'acquired'; execution: Execution };
 
 /** Result of `execute`. */

@@ -173,7 +173,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
           });
         const marker = readNotRecorded(outcome);
         if (marker) throw new OutcomeNotRecordedError(marker.reason, marker);
-        return { kind: 'replay', outcome, storageKey };
+        return { kind: 'replay', outcome, storageKey, fence: record.fence };
       }
       if (record.status !== 'in_progress') {
         throw new StoreUnavailableError(`Store returned a ${record.status} record as live`);
@@ -189,7 +189,8 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
           durationMs,
         });
       const remaining = waitUntil - performance.now();
-      if (!wait || remaining <= 0) throw new InProgressError(retryAfterMs);
+      if (!wait || remaining <= 0)
+        throw new InProgressError(retryAfterMs, { fence: record.fence, storageKey });
       await sleep(Math.min(poll, remaining, retryAfterMs + 1), signal);
       poll = Math.min(poll * 1.5, 1_000);
     }

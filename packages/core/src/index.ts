@@ -53,6 +53,18 @@ export {
   MAX_KEY_LENGTH,
   validateKey,
 } from './keys.js';
+export type {
+  LiveEntry,
+  LiveGeneration,
+  LivePublisher,
+  LivePublishInput,
+  LiveRead,
+  LiveReader,
+  LiveReadOptions,
+  LiveStreamStats,
+  LiveStreams,
+} from './live-streams.js';
+export { createMemoryLiveStreams } from './memory-live-streams.js';
 export type { NotRecordedDetails } from './not-recorded.js';
 export { NOT_RECORDED_KIND, notRecordedOutcome, readNotRecorded } from './not-recorded.js';
 export type { StoredOutcome } from './outcome-codec.js';
@@ -79,6 +91,7 @@ export {
   resolveSettings,
   successOnly,
 } from './settings.js';
+export { SseAnchors } from './sse-anchors.js';
 export type {
   AcquireInput,
   AcquireResult,

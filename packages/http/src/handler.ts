@@ -1,15 +1,15 @@
 import { createIdempotency, InvalidInputError, isIdemError, type JsonValue } from '@idem/core';
 import { answerBeginError, answerFailure, respond, tooLarge } from './answers.js';
 import { parseIdempotencyKey } from './key-header.js';
+import { attachDecision, generationChanged, replayDecision, resumeHints } from './live-answers.js';
+import { resolveLiveStreams } from './live-options.js';
 import { checkHttpOptions, retryAfterSeconds } from './option-checks.js';
 import type { HttpIdempotencyOptions } from './options.js';
 import { finalOn2xx } from './policy.js';
-import { respondWith } from './prepared-response.js';
 import { PROBLEM_TYPES } from './problem.js';
 import { unusableResponse } from './record-response.js';
 import { resolveRecordedHeaders } from './recorded-headers.js';
 import { createRecorder, type IdempotencyContext, type ResponseRecorder } from './recorder.js';
-import { prepareReplay } from './replay.js';
 import {
   BodyTooLargeError,
   bodyFromBytes,
@@ -122,7 +122,11 @@ export function createIdempotencyHandler<R = Request>(
       // As above.
     }
   };
+  const live = resolveLiveStreams(options.liveStreams, options.store, settings.storeTimeoutMs);
+  /** Readers attached in this process, per generation (bounded by `maxReaders`). */
+  const readers = new Map<string, number>();
   const recorderSettings = {
+    ...(live ? { live: live.publish } : {}),
     isFinal: isFinal ?? finalOn2xx,
     recordedHeaders: resolveRecordedHeaders(options.recordedHeaders),
     maxOutcomeBytes: settings.maxOutcomeBytes,
@@ -177,6 +181,7 @@ export function createIdempotencyHandler<R = Request>(
     const scope: JsonValue = ['idem/http/v1', hint.principal, operation];
     const print = await fingerprintOf(request, method, url, body, options.fingerprint);
 
+    const hints = resumeHints(request.header);
     let begun: Awaited<ReturnType<typeof engine.begin>>;
     try {
       begun = await engine.begin(
@@ -184,13 +189,15 @@ export function createIdempotencyHandler<R = Request>(
         request.signal ? { signal: request.signal } : {},
       );
     } catch (error) {
+      const attached = await attachDecision(error, hints, live?.attach, readers);
+      if (attached) return attached;
       const answer = answerBeginError(error, beginAnswers);
       if (answer) return answer;
       throw error;
     }
     if (begun.kind === 'replay') {
       try {
-        return respondWith(prepareReplay(begun.outcome), true);
+        return replayDecision(begun.outcome, begun.fence, hints);
       } catch (error) {
         if (!isIdemError(error, 'OUTCOME_CORRUPT')) throw error;
         return respond(
@@ -200,6 +207,12 @@ export function createIdempotencyHandler<R = Request>(
           error.message,
         );
       }
+    }
+    // A resume of a generation that is gone never runs the handler: its stream would be
+    // spliced onto the one the caller holds.
+    if (hints.generation !== undefined) {
+      await begun.execution.release().catch(() => {});
+      return generationChanged();
     }
     return { action: 'execute', recorder: createRecorder(key, begun.execution, recorderSettings) };
   }

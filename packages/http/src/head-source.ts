@@ -11,6 +11,8 @@ export interface ResponseHeadSource {
   recorded(allowed: ReadonlySet<string>): [string, string][];
   /** `headers().get('content-length')`. */
   contentLength(): string | null;
+  /** `headers().get('content-type')`. */
+  contentType(): string | null;
 }
 
 /**

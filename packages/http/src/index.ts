@@ -1,7 +1,11 @@
+export { LiveStreamBrokenError } from './attach.js';
 export type { IdempotencyDecision, IdempotencyHandler, IncomingRequest } from './handler.js';
 export { createIdempotencyHandler, withIdempotency } from './handler.js';
 export type { ParsedKey } from './key-header.js';
 export { formatIdempotencyKey, parseIdempotencyKey } from './key-header.js';
+export { ATTACH_HEADER } from './live-answers.js';
+export type { LiveStreamOptions } from './live-options.js';
+export { GENERATION_HEADER } from './live-publish.js';
 export type {
   FingerprintOptions,
   HttpIdempotencyOptions,
@@ -25,3 +29,4 @@ export {
   readBodyLimited,
 } from './request-body.js';
 export { peekBody } from './request-body-peek.js';
+export { LAST_EVENT_ID_HEADER } from './sse-resume.js';

@@ -1,6 +1,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { type ResponseHeadSource, startFromOf } from './head-source.js';
+import { GENERATION_HEADER, liveGenerationOf } from './live-publish.js';
 import type { ResponseRecorder } from './recorder.js';
 
 type Chunk = string | Uint8Array;
@@ -92,6 +93,10 @@ function nodeHeadSource(res: ServerResponse, extra: unknown): ResponseHeadSource
     },
     contentLength: () => {
       const values = fields.get('content-length');
+      return values ? normalized(values) : null;
+    },
+    contentType: () => {
+      const values = fields.get('content-type');
       return values ? normalized(values) : null;
     },
   };
@@ -254,6 +259,10 @@ export function recordServerResponse(
       recording = source
         ? (startFrom as NonNullable<typeof startFrom>)(res.statusCode, source)
         : recorder.start(res.statusCode, headersOf(res, extra));
+      // A live stream names its generation, for a client that resumes it.
+      const generation = liveGenerationOf(recorder);
+      if (generation !== undefined && !res.headersSent)
+        res.setHeader(GENERATION_HEADER, String(generation));
     } catch (error) {
       // The outcome policy threw: the key is released and the response is no longer ours,
       // so the app's error handling can still answer it (unrecorded).

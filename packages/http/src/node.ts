@@ -6,7 +6,12 @@ export { canonicalPath, nodeRequestBody, targetPath } from './node-request.js';
 export type { RecordServerResponseOptions } from './node-response.js';
 export { headersOf, recordServerResponse } from './node-response.js';
 
-/** Writes a Web `Response` (a replay or a problem) to a Node response, chunk by chunk. */
+/**
+ * Writes a Web `Response` (a replay, a problem, or an attached live stream) to a Node
+ * response, chunk by chunk, with backpressure: the next chunk is read only once the socket
+ * took the last one, and the body is cancelled when the client goes away, so a client that
+ * stops reading holds no more than the socket's buffers.
+ */
 export async function sendWebResponse(res: ServerResponse, response: Response): Promise<void> {
   res.statusCode = response.status;
   for (const [name, value] of response.headers) res.setHeader(name, value);
@@ -15,13 +20,33 @@ export async function sendWebResponse(res: ServerResponse, response: Response): 
     return;
   }
   const reader = response.body.getReader();
+  const onClose = () => {
+    if (!res.writableFinished) reader.cancel().catch(() => {});
+  };
+  res.once('close', onClose);
   try {
-    for (let read = await reader.read(); !read.done; read = await reader.read())
-      res.write(read.value);
+    for (let read = await reader.read(); !read.done; read = await reader.read()) {
+      if (!res.write(read.value)) await drained(res);
+      if (res.destroyed) return;
+    }
     res.end();
   } catch (error) {
     res.destroy(error instanceof Error ? error : new Error(String(error)));
+  } finally {
+    res.off('close', onClose);
   }
+}
+
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { IdempotencyOptions, JsonValue } from '@idem/core';
+import type { LiveStreamOptions } from './live-options.js';
 import type { ResponsePolicy } from './policy.js';
 
 /**
@@ -88,4 +89,13 @@ export interface HttpIdempotencyOptions<R = Request>
    * (or, async, rejects with) is ignored. @default console.warn
    */
   onWarning?: (message: string) => void;
+  /**
+   * Live streams. A duplicate (same key, fingerprint and scope) that arrives while the first
+   * execution streams a final response of a published media type attaches to it: the
+   * recorded head, every chunk so far, then the rest as it is produced, byte for byte, ending
+   * only after the outcome is stored. It never runs the handler. A request with
+   * `Idempotent-Attach: false`, a response of another type, or one not streaming yet keeps
+   * the 409. `false` turns it off. @default on, with an in-process channel
+   */
+  liveStreams?: false | LiveStreamOptions;
 }

@@ -33,6 +33,17 @@ export const PROBLEM_TYPES = {
   outcomeUnreadable: 'https://idem.dev/problems/outcome-unreadable',
   /** 500: the handler threw; recorded only when the outcome policy makes failures final. */
   handlerFailed: 'https://idem.dev/problems/handler-failed',
+  /**
+   * 412: `Last-Event-ID` names no event of the stream recorded (or streaming) under the key;
+   * nothing could be resumed, nothing was run.
+   */
+  unknownEventId: 'https://idem.dev/problems/unknown-event-id',
+  /**
+   * 412: the request resumes a stream generation (`Idempotent-Generation`) other than the
+   * one under the key (the first execution was taken over after a lost lease); nothing was
+   * run. A stream of another execution is never spliced onto the one the client holds.
+   */
+  generationChanged: 'https://idem.dev/problems/generation-changed',
 } as const;
 
 /** One of {@link PROBLEM_TYPES}. */

@@ -1,5 +1,6 @@
 import { isIdemError } from '@idem/core';
 import { storeUnavailable } from './answers.js';
+import { GENERATION_HEADER, liveGenerationOf } from './live-publish.js';
 import type { ResponseRecorder } from './recorder.js';
 
 /**
@@ -66,6 +67,12 @@ export async function recordWebResponse(
     statusText: response.statusText,
     headers: response.headers,
   };
+  // A live stream names its generation, for a client that resumes it.
+  const generation = liveGenerationOf(recorder);
+  if (generation !== undefined) {
+    init.headers = new Headers(response.headers);
+    init.headers.set(GENERATION_HEADER, String(generation));
+  }
 
   // A body that is already whole (a string, bytes, JSON) ends without waiting for anything:
   // it is read ahead and recorded, and the caller gets its bytes, with no stream wrapped

@@ -1,6 +1,7 @@
 import { type Execution, isIdemError } from '@idem/core';
 import { CaptureBuffer } from './capture-buffer.js';
 import { type ResponseHeadSource, START_FROM } from './head-source.js';
+import { LIVE_GENERATION, type LiveSettings, LiveTee, mediaType } from './live-publish.js';
 import type { ResponseHead, ResponsePolicy } from './policy.js';
 import { recordWebResponse } from './record-response.js';
 import { pickRecordedHeaders } from './recorded-headers.js';
@@ -86,6 +87,8 @@ interface RecorderSettings {
   /** `Retry-After` (s) of the 503 that `recordResponse` answers for a body-less response it could not record. */
   unavailableRetryAfter: number;
   warn: (message: string) => void;
+  /** Where final streamed responses are published for duplicates to attach to; none when off. */
+  live?: LiveSettings;
 }
 
 /**
@@ -124,6 +127,8 @@ export function createRecorder(
   let seen = 0;
   let buffer: CaptureBuffer | undefined;
   let done: Promise<void> | undefined;
+  let tee: LiveTee | undefined;
+  let stored = false;
 
   function start(status: number, headers: Headers): boolean {
     return startWith(
@@ -133,6 +138,7 @@ export function createRecorder(
         headers: () => headers,
         recorded: (allowed) => pickRecordedHeaders(headers, allowed),
         contentLength: () => headers.get('content-length'),
+        contentType: () => headers.get('content-type'),
       },
     );
   }
@@ -151,6 +157,9 @@ export function createRecorder(
     if (final) {
       const meta = { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] };
       buffer = new CaptureBuffer(settings.maxOutcomeBytes, meta);
+      const live = settings.live;
+      if (live && !buffer.overflowed && live.types.has(mediaType(source.contentType())))
+        tee = new LiveTee(execution, live, settings.leaseMs, head);
     }
     const length = source.contentLength();
     if (length !== null && /^\d+$/.test(length.trim())) expectedLength = Number(length);
@@ -165,6 +174,7 @@ export function createRecorder(
     if (chunk.length === 0) return true;
     seen += chunk.length;
     buffer?.append(chunk);
+    if (tee && buffer) tee.chunk(seen - chunk.length, chunk, buffer.overflowed);
     // Hold the chunk that completes a body of declared length (the client takes it for the
     // end). Past that length the body is longer than declared (broken anyway): holding the
     // rest would buffer it whole, so it flows again, held chunks first.
@@ -180,6 +190,7 @@ export function createRecorder(
     if (buffer.overflowed) return notRecorded();
     try {
       await execution.complete(buffer.outcome());
+      stored = true;
     } catch (error) {
       // The store refused the outcome (its own limit, or full): core wrote the not-recorded
       // marker instead, so a retry gets a problem rather than a second execution.
@@ -217,7 +228,8 @@ export function createRecorder(
 
   function finish(): Promise<void> {
     clearTimeout(idleTimer);
-    done ??= settle();
+    // Attached readers end as the caller does: normally only once the outcome is stored.
+    done ??= settle().finally(() => tee?.end(stored));
     return done;
   }
 
@@ -238,6 +250,7 @@ export function createRecorder(
   // caller that reports the failure (a drain after the client left) must not raise it again.
   function fail(_error: unknown): Promise<void> {
     clearTimeout(idleTimer);
+    tee?.end(false);
     done ??= releaseQuietly();
     return done.catch(() => {});
   }
@@ -272,5 +285,7 @@ export function createRecorder(
   };
   // Set after the literal: a computed key in it made every recorder slower to create.
   recorder[START_FROM] = startFrom;
+  (recorder as { [LIVE_GENERATION]?: () => number | undefined })[LIVE_GENERATION] = () =>
+    tee?.fence;
   return recorder;
 }

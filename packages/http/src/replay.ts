@@ -69,8 +69,9 @@ function isPlainPair(name: string, value: string): boolean {
  * The recorded headers plus `Idempotent-Replayed: true`, as a `Headers` would iterate them:
  * lowercase names, each once, sorted. Recorded pairs come in that form (they were read
  * from a `Headers`): they are checked and kept, not rebuilt.
+ * @internal
  */
-function replayedHeaders(recorded: readonly [string, string][]): [string, string][] {
+export function replayedHeaders(recorded: readonly [string, string][]): [string, string][] {
   const out: [string, string][] = [];
   let previous = '';
   let marked = false;

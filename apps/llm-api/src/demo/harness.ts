@@ -34,7 +34,7 @@ export interface ClientCounters {
   replays: number;
 }
 
-const API_KEY = 'sk-demo-llm-api';
+export const API_KEY = 'sk-demo-llm-api';
 
 /** The demo's client side: an idempotent fetch, the openai SDK on it, and counters. */
 export class Harness {

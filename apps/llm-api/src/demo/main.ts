@@ -3,6 +3,7 @@ import { deleteDemoRows } from '../stores/postgres-cleanup.js';
 import { connectRedis } from '../stores/redis-connection.js';
 import { type FaultProxy, startFaultProxy } from './fault-proxy.js';
 import { type ClientCounters, Harness, type ServerCounters } from './harness.js';
+import { liveResume } from './live-resume.js';
 import {
   batch,
   concurrentDuplicates,
@@ -91,8 +92,18 @@ async function main(): Promise<number> {
       concurrentDuplicates,
       batch,
       interruptedStream,
+      liveResume(),
     ]) {
       await scenario(s);
+    }
+    if (redisUrl) {
+      // A second server process on the same Redis: the retry of a cut stream reaches it.
+      const other = await startServerProcess(env);
+      try {
+        await scenario(liveResume(other.url));
+      } finally {
+        await other.stop();
+      }
     }
     if (redisUrl || databaseUrl) {
       await measure('server restarted mid-request', async () => {

@@ -1,6 +1,7 @@
 import { getIdempotencyInfo, runBatch } from '@idem/client';
 import { generateKey } from '@idem/core';
-import { Harness } from './harness.js';
+import OpenAI from 'openai';
+import { API_KEY, Harness } from './harness.js';
 
 /** A scenario drives the server through one kind of fault; it returns the 500s it scripted. */
 export interface Scenario {
@@ -148,8 +149,15 @@ export const interruptedStream: Scenario = {
     const prompt = `[slow:30] Streamed and interrupted ${tag()}`;
     const body = Harness.streamBody(prompt);
     let partial = '';
+    // A client that does not resume streams: the cut reaches the reader, the retry replays.
+    const noResume = new OpenAI({
+      baseURL: `${h.proxyUrl}/v1`,
+      apiKey: API_KEY,
+      fetch: h.idempotentFetch({ resumeStreams: false }),
+      maxRetries: 0,
+    });
     try {
-      const stream = await h.openai.chat.completions.create(body, {
+      const stream = await noResume.chat.completions.create(body, {
         headers: { 'Idempotency-Key': key, 'x-demo-fault': 'cut-stream:700' },
       });
       for await (const chunk of stream) partial += chunk.choices[0]?.delta?.content ?? '';

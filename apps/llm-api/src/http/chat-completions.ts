@@ -76,8 +76,12 @@ async function keptAlive<T>(work: Promise<T>, everyMs: number, ping: () => void)
     clearInterval(timer);
   }
 }
-const event = (data: unknown) =>
-  encoder.encode(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+/**
+ * One event. Every event carries an id (its number in the stream), so a client cut off
+ * mid-stream can resume with `Last-Event-ID` and get exactly the events after it.
+ */
+const event = (id: number, data: unknown) =>
+  encoder.encode(`id: ${id}\ndata: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
 
 /**
  * `POST /v1/chat/completions`, OpenAI-compatible: a `chat.completion` object, or with
@@ -141,12 +145,15 @@ export function chatCompletionsHandler(
         choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
       });
       const first = await generation.next();
+      let ids = 0;
+      const send = (controller: ReadableStreamDefaultController<Uint8Array>, data: unknown) =>
+        controller.enqueue(event(++ids, data));
       const produce = async (controller: ReadableStreamDefaultController<Uint8Array>) => {
         try {
-          controller.enqueue(event(chunk({ role: 'assistant', content: '' }, null)));
+          send(controller, chunk({ role: 'assistant', content: '' }, null));
           let step = first;
           while (!step.done) {
-            controller.enqueue(event(chunk({ content: step.value }, null)));
+            send(controller, chunk({ content: step.value }, null));
             // A wait of a lease or more (a model that pauses, a bill retrying through a store
             // outage) must not look like a body that stopped for good: once its client has
             // left, @idem/http stops the heartbeats of a body silent for a lease, and a retry
@@ -156,9 +163,9 @@ export function chatCompletionsHandler(
             );
           }
           const usage: Usage = step.value;
-          controller.enqueue(event(chunk({}, 'stop')));
-          if (chat.includeUsage) controller.enqueue(event({ ...base, choices: [], usage }));
-          controller.enqueue(event('[DONE]'));
+          send(controller, chunk({}, 'stop'));
+          if (chat.includeUsage) send(controller, { ...base, choices: [], usage });
+          send(controller, '[DONE]');
           controller.close();
         } catch (error) {
           // A broken stream is not a success: @idem/http releases the key.

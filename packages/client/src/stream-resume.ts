@@ -1,0 +1,104 @@
+import { SseAnchors } from '@idem/core';
+import { IdemClientError } from './errors.js';
+
+/** Response header naming the generation of a live stream (set by `@idem/http`). */
+export const GENERATION_HEADER = 'idempotent-generation';
+
+/** Whether a final response is an event stream that can be resumed. @internal */
+export function isResumableStream(response: Response): boolean {
+  const type = response.headers.get('content-type')?.split(';', 1)[0]?.trim().toLowerCase();
+  return response.ok && response.body !== null && type === 'text/event-stream';
+}
+
+/** Sends the resume request: same key, `Last-Event-ID` when one was seen, the generation. @internal */
+export type ResumeCall = (
+  lastEventId: string | undefined,
+  generation: string | null,
+) => Promise<Response>;
+
+/**
+ * `response` with a body that survives breaks: when a read fails (the connection dropped),
+ * it asks for the rest with the same key and `Last-Event-ID` of the last event seen (and the
+ * generation), skips what it already delivered, and goes on, so its reader gets one whole
+ * stream, byte for byte. At most `maxResumes` times; then, or when the answer is not the rest
+ * of the same generation, the body errors with `STREAM_NOT_RESUMABLE`.
+ * @internal
+ */
+export function resumableResponse(
+  response: Response,
+  resume: ResumeCall,
+  maxResumes: number,
+): Response {
+  const anchors = new SseAnchors();
+  const generation = response.headers.get(GENERATION_HEADER);
+  let reader = (response.body as ReadableStream<Uint8Array>).getReader();
+  let delivered = 0;
+  let skip = 0;
+  let resumes = 0;
+  const body = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        for (;;) {
+          let bytes: Uint8Array;
+          try {
+            const read = await reader.read();
+            if (read.done) return controller.close();
+            bytes = read.value;
+          } catch (error) {
+            if (resumes >= maxResumes)
+              return controller.error(
+                notResumable(`${resumes} resumes did not finish the stream`, error),
+              );
+            resumes++;
+            const last = anchors.last;
+            let answer: Response;
+            try {
+              answer = await resume(last?.id, generation);
+            } catch (resumeError) {
+              return controller.error(notResumable('the resume failed', resumeError));
+            }
+            const answered = answer.headers.get(GENERATION_HEADER);
+            if (!(answer.ok && answer.body) || (generation !== null && answered !== generation)) {
+              answer.body?.cancel().catch(() => {});
+              return controller.error(
+                notResumable(
+                  `the resume was answered ${answer.status} (generation ${answered})`,
+                  error,
+                ),
+              );
+            }
+            // The answer starts right after the last event seen: what was delivered past it is skipped.
+            skip = delivered - (last?.end ?? 0);
+            reader = answer.body.getReader();
+            continue;
+          }
+          if (skip > 0) {
+            const cut = Math.min(skip, bytes.length);
+            skip -= cut;
+            bytes = bytes.subarray(cut);
+          }
+          if (bytes.length === 0) continue;
+          anchors.push(bytes);
+          delivered += bytes.length;
+          controller.enqueue(bytes);
+          return;
+        }
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  return new Response(body, {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  });
+}
+
+function notResumable(reason: string, cause: unknown): IdemClientError {
+  return new IdemClientError('STREAM_NOT_RESUMABLE', `The event stream broke and ${reason}`, {
+    cause,
+  });
+}

@@ -1,0 +1,105 @@
+import { InProgressError, type StoredOutcome } from '@idem/core';
+import { respond } from './answers.js';
+import { type AttachSettings, attachToStream } from './attach.js';
+import type { IdempotencyDecision } from './handler.js';
+import { GENERATION_HEADER, mediaType } from './live-publish.js';
+import { type PreparedResponse, respondWith } from './prepared-response.js';
+import { PROBLEM_TYPES } from './problem.js';
+import { prepareReplay } from './replay.js';
+import { chunksAfterEvent, LAST_EVENT_ID_HEADER } from './sse-resume.js';
+
+/** Request header with which a caller opts out of attaching (`false`): it gets the 409. */
+export const ATTACH_HEADER = 'idempotent-attach';
+
+/** What a request says about resuming a stream. @internal */
+export interface ResumeHints {
+  lastEventId: string | undefined;
+  /** The generation the caller holds (`Idempotent-Generation`), when it resumes one. */
+  generation: string | undefined;
+  /** False when the caller opted out of attaching. */
+  attach: boolean;
+}
+
+/** Reads the resume hints of a request. @internal */
+export function resumeHints(header: (name: string) => string | undefined): ResumeHints {
+  return {
+    // Empty: a resume that saw no event id yet, from the start of the stream.
+    lastEventId: header(LAST_EVENT_ID_HEADER) || undefined,
+    generation: header(GENERATION_HEADER)?.trim(),
+    attach: header(ATTACH_HEADER)?.trim().toLowerCase() !== 'false',
+  };
+}
+
+/** 412: the caller resumes another generation than the one under the key. @internal */
+export function generationChanged(): IdempotencyDecision {
+  return respond(
+    412,
+    PROBLEM_TYPES.generationChanged,
+    'Stream generation changed',
+    'The stream under this key was produced by another execution than the one this request resumes; nothing was run',
+  );
+}
+
+function unknownEventId(): IdempotencyDecision {
+  return respond(
+    412,
+    PROBLEM_TYPES.unknownEventId,
+    'Unknown Last-Event-ID',
+    'No event of the stream under this key carries this Last-Event-ID; nothing was run',
+  );
+}
+
+/**
+ * The answer to a duplicate that found the key in progress: the live stream of that
+ * generation when there is one to attach to, else undefined (the caller answers 409).
+ * @internal
+ */
+export async function attachDecision(
+  error: unknown,
+  hints: ResumeHints,
+  settings: AttachSettings | undefined,
+  readers: Map<string, number>,
+): Promise<IdempotencyDecision | undefined> {
+  if (!(settings && hints.attach && error instanceof InProgressError)) return undefined;
+  const { fence, storageKey } = error;
+  if (fence === undefined || storageKey === undefined) return undefined;
+  if (hints.generation !== undefined && hints.generation !== String(fence))
+    return generationChanged();
+  const answer = await attachToStream({ storageKey, fence }, hints.lastEventId, settings, readers);
+  if (answer.kind === 'stream')
+    return { action: 'respond', response: answer.response, replayed: true };
+  if (answer.kind === 'unknown-event') return unknownEventId();
+  return undefined;
+}
+
+/**
+ * A replay, resumed after `Last-Event-ID` when the caller sends one and the outcome is an
+ * event stream (with its generation named, and checked when the caller names one).
+ * @internal
+ */
+export function replayDecision(
+  outcome: StoredOutcome,
+  fence: number,
+  hints: ResumeHints,
+): IdempotencyDecision {
+  const prepared = prepareReplay(outcome);
+  const type = prepared.headers.find(([name]) => name === 'content-type')?.[1];
+  if (
+    (hints.lastEventId === undefined && hints.generation === undefined) ||
+    mediaType(type) !== 'text/event-stream'
+  )
+    return respondWith(prepared, true);
+  if (hints.generation !== undefined && hints.generation !== String(fence))
+    return generationChanged();
+  let chunks: readonly Uint8Array[] = prepared.chunks;
+  if (hints.lastEventId !== undefined) {
+    const rest = chunksAfterEvent(prepared.chunks, hints.lastEventId);
+    if (!rest) return unknownEventId();
+    chunks = rest;
+  }
+  const headers = [...prepared.headers, [GENERATION_HEADER, String(fence)] as const].sort((a, b) =>
+    a[0] < b[0] ? -1 : 1,
+  );
+  const resumed: PreparedResponse = { status: prepared.status, headers, chunks };
+  return respondWith(resumed, true);
+}

@@ -1,0 +1,71 @@
+import type { Execution, LivePublisher, LiveStreams } from '@idem/core';
+
+/**
+ * Response header naming the stream generation (the fence of the execution that produced
+ * it) of a live stream, its attached copies and its replays. `@idem/client` sends it back
+ * when it resumes a stream, and a resume of another generation is refused (412).
+ */
+export const GENERATION_HEADER = 'idempotent-generation';
+
+/** Key of the generation a recorder publishes (registered: the Node entry has its own copy). @internal */
+export const LIVE_GENERATION = Symbol.for('@idem/http.recorder.live-generation');
+
+/** The fence a recorder publishes its response under, when it does. @internal */
+export function liveGenerationOf(recorder: object): number | undefined {
+  return (recorder as { [LIVE_GENERATION]?: () => number | undefined })[LIVE_GENERATION]?.();
+}
+
+/** Live-stream settings resolved by the handler. @internal */
+export interface LiveSettings {
+  channel: LiveStreams;
+  /** Media types (lowercase, no parameters) whose responses are published. */
+  types: ReadonlySet<string>;
+}
+
+/** The media type of a `Content-Type` value, lowercase, without parameters. @internal */
+export function mediaType(contentType: string | null | undefined): string {
+  return (contentType ?? '').split(';', 1)[0]?.trim().toLowerCase() ?? '';
+}
+
+/**
+ * The publishing side of a recorder: opened at `start` for a final response of a stream
+ * type, fed every captured chunk, ended `ok` only once the outcome is stored. Past the
+ * outcome cap the generation ends with an error at once, so its log never outgrows the cap.
+ * @internal
+ */
+export class LiveTee {
+  private publisher: LivePublisher | undefined;
+  private ended = false;
+  readonly fence: number;
+
+  constructor(
+    execution: Execution,
+    live: LiveSettings,
+    leaseMs: number,
+    head: { status: number; headers: [string, string][] },
+  ) {
+    this.fence = execution.fence;
+    this.publisher = live.channel.publish({
+      storageKey: execution.storageKey,
+      fence: execution.fence,
+      leaseMs,
+      signal: execution.signal,
+    });
+    this.publisher.append({ kind: 'head', status: head.status, headers: head.headers });
+  }
+
+  /** Publishes a chunk (a copy: the caller may reuse its buffer), or ends the generation past the cap. */
+  chunk(offset: number, bytes: Uint8Array, overflowed: boolean): void {
+    if (!this.publisher) return;
+    if (overflowed) this.end(false);
+    else this.publisher.append({ kind: 'chunk', offset, bytes: bytes.slice() });
+  }
+
+  /** Ends the generation once: `ok` only after the outcome was stored. */
+  end(ok: boolean): void {
+    if (this.ended || !this.publisher) return;
+    this.ended = true;
+    void this.publisher.end(ok);
+    this.publisher = undefined;
+  }
+}

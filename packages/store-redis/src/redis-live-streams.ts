@@ -1,0 +1,209 @@
+import {
+  InvalidInputError,
+  type LiveEntry,
+  type LiveGeneration,
+  type LivePublisher,
+  type LivePublishInput,
+  type LiveRead,
+  type LiveReader,
+  type LiveReadOptions,
+  type LiveStreams,
+} from '@idem/core';
+import type { Cluster, Redis } from 'ioredis';
+import { XReadWaker } from './xread-waker.js';
+
+/** Options of {@link createRedisLiveStreams}. */
+export interface RedisLiveStreamOptions {
+  /** The connection for `XADD`, `XRANGE`, `PEXPIRE` (the store's client will do). */
+  client: Redis | Cluster;
+  /**
+   * A connection of its own for `XREAD BLOCK`: a blocked connection holds every command
+   * queued behind it. The channel waits on it with bounded blocks (`blockMs`) and never
+   * closes it. On a Cluster, give every live key one slot with a hash tag in `keyPrefix`.
+   */
+  blockingClient: Redis | Cluster;
+  /** Prefix of the stream keys. @default 'idem:live:' */
+  keyPrefix?: string;
+  /** How long an ended generation stays readable before it is deleted (ms). @default 5_000 */
+  endGraceMs?: number;
+  /** Longest single `XREAD BLOCK` (ms). @default 1_000 */
+  blockMs?: number;
+  /** Time limit of every other call (ms). @default 2_000 */
+  commandTimeoutMs?: number;
+}
+
+type Fields = (Buffer | string)[];
+type XEntry = [Buffer | string, Fields];
+
+function positive(name: string, value: number | undefined, fallback: number): number {
+  const resolved = value ?? fallback;
+  if (!(Number.isSafeInteger(resolved) && resolved > 0))
+    throw new InvalidInputError(`${name} must be a positive integer`);
+  return resolved;
+}
+
+function bounded<T>(call: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`Redis call timed out after ${ms} ms`)), ms);
+    call.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
+function decode(fields: Fields): LiveEntry | undefined {
+  const map = new Map<string, Buffer | string>();
+  for (let i = 0; i + 1 < fields.length; i += 2)
+    map.set(String(fields[i]), fields[i + 1] as Buffer | string);
+  const kind = String(map.get('k'));
+  const data = map.get('d');
+  if (kind === 'c' && Buffer.isBuffer(data))
+    return { kind: 'chunk', offset: Number(String(map.get('o'))), bytes: new Uint8Array(data) };
+  if (kind === 'h' && data !== undefined) {
+    const head = JSON.parse(String(data)) as { status: number; headers: [string, string][] };
+    return { kind: 'head', status: head.status, headers: head.headers };
+  }
+  if (kind === 'e') return { kind: 'end', ok: String(data) === '1' };
+  return undefined;
+}
+
+/**
+ * The live-stream channel on Redis Streams: each generation is one stream under
+ * `<keyPrefix><storageKey>:<fence>`, written with `XADD` by the process that executes and
+ * read by any process (an `XRANGE` for what is there, an `XREAD BLOCK` on the blocking
+ * connection to wait for more). The stream expires with the lease (`PEXPIRE`, renewed every
+ * third of it while the execution holds its lease), and is deleted `endGraceMs` after its end.
+ * A takeover publishes under its new fence: another key, so a reader never meets its chunks.
+ * Constructing it opens no connection.
+ */
+export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStreams {
+  const { client } = options;
+  if (!client || !options.blockingClient)
+    throw new InvalidInputError('createRedisLiveStreams needs client and blockingClient');
+  if (client === options.blockingClient)
+    throw new InvalidInputError('blockingClient must be another connection than client');
+  const prefix = options.keyPrefix ?? 'idem:live:';
+  const endGraceMs = positive('endGraceMs', options.endGraceMs, 5_000);
+  const blockMs = positive('blockMs', options.blockMs, 1_000);
+  const timeoutMs = positive('commandTimeoutMs', options.commandTimeoutMs, 2_000);
+  const waker = new XReadWaker(client, options.blockingClient, blockMs, timeoutMs);
+  const keyOf = ({ storageKey, fence }: LiveGeneration) => `${prefix}${storageKey}:${fence}`;
+  let readers = 0;
+  let generations = 0;
+
+  function publish(input: LivePublishInput): LivePublisher {
+    const key = keyOf(input);
+    const leaseMs = input.leaseMs;
+    let broken = false;
+    let ended = false;
+    generations++;
+    const write = (fields: Fields): Promise<unknown> =>
+      bounded(client.xadd(key, '*', ...(fields as string[])), timeoutMs).catch(() => {
+        // A lost entry would be a gap: the generation is given up (deleted below), and its
+        // readers bridge from the stored outcome or end with an error.
+        broken = true;
+      });
+    const expire = (ms: number) => bounded(client.pexpire(key, ms), timeoutMs).catch(() => {});
+    const renew = setInterval(
+      () => {
+        if (!input.signal.aborted && !broken) void expire(leaseMs);
+      },
+      Math.max(1, Math.floor(leaseMs / 3)),
+    );
+    renew.unref?.();
+    const stop = () => {
+      if (ended) return;
+      ended = true;
+      generations--;
+      clearInterval(renew);
+    };
+    input.signal.addEventListener('abort', stop, { once: true });
+    let last: Promise<unknown> = Promise.resolve();
+    return {
+      append(entry) {
+        if (ended || broken) return;
+        const fields: Fields =
+          entry.kind === 'head'
+            ? ['k', 'h', 'd', JSON.stringify({ status: entry.status, headers: entry.headers })]
+            : ['k', 'c', 'o', String(entry.offset), 'd', Buffer.from(entry.bytes)];
+        last = write(fields);
+        if (entry.kind === 'head') void expire(leaseMs);
+      },
+      async end(ok) {
+        if (ended) return;
+        input.signal.removeEventListener('abort', stop);
+        stop();
+        await last;
+        if (broken) {
+          await bounded(client.del(key), timeoutMs).catch(() => {});
+          return;
+        }
+        await write(['k', 'e', 'd', ok ? '1' : '0']);
+        await expire(endGraceMs);
+      },
+    };
+  }
+
+  function open(generation: LiveGeneration): LiveReader {
+    const key = keyOf(generation);
+    let cursor = '-';
+    let closed = false;
+    readers++;
+    async function range(count: number): Promise<LiveRead> {
+      const start = cursor === '-' ? '-' : `(${cursor}`;
+      const [entries, exists] = await bounded(
+        Promise.all([
+          client.xrangeBuffer(key, start, '+', 'COUNT', count) as Promise<XEntry[]>,
+          client.exists(key),
+        ]),
+        timeoutMs,
+      );
+      if (entries.length === 0) return exists === 0 ? { status: 'missing' } : { status: 'idle' };
+      cursor = String(entries[entries.length - 1]?.[0]);
+      const decoded: LiveEntry[] = [];
+      for (const [, fields] of entries) {
+        const entry = decode(fields);
+        if (entry) decoded.push(entry);
+      }
+      return { status: 'entries', entries: decoded };
+    }
+    async function next(read: LiveReadOptions): Promise<LiveRead> {
+      if (closed) return { status: 'missing' };
+      let first: LiveRead;
+      try {
+        first = await range(read.maxEntries);
+      } catch {
+        return { status: 'missing' };
+      }
+      if (first.status !== 'idle' || read.waitMs <= 0 || read.signal?.aborted) return first;
+      await waker.wait(key, cursor === '-' ? '0-0' : cursor, read.waitMs, read.signal);
+      try {
+        return await range(read.maxEntries);
+      } catch {
+        return { status: 'missing' };
+      }
+    }
+    return {
+      next,
+      close() {
+        if (closed) return;
+        closed = true;
+        readers--;
+      },
+    };
+  }
+
+  return {
+    reach: 'shared',
+    publish,
+    open,
+    stats: () => ({ generations, readers, bytes: 0 }),
+  };
+}
