@@ -58,6 +58,24 @@ describe('outcome codec under attack', () => {
   });
 });
 
+describe('the engine opens within its own outcome limit', () => {
+  it("a compressed outcome longer than the reader's maxOutcomeBytes is OUTCOME_CORRUPT, not inflated", async () => {
+    const store = new FakeStore();
+    const codec = createOutcomeCodec({ keys: [{ id: 'k1', key: key(3) }] });
+    const writer = createIdempotency<unknown>({ store, outcomeCodec: codec });
+    await writer.execute({ key: 'k' }, async () => 'x'.repeat(50_000));
+    expect(store.records.values().next().value?.outcome?.length).toBeLessThan(10_000);
+    const reader = createIdempotency<unknown>({
+      store,
+      outcomeCodec: codec,
+      maxOutcomeBytes: 10_000,
+    });
+    await expect(reader.execute({ key: 'k' }, async () => 'y')).rejects.toMatchObject({
+      code: 'OUTCOME_CORRUPT',
+    });
+  });
+});
+
 describe('the engine with a codec that never settles', () => {
   function setup(codec: OutcomeCodec) {
     const clock = new ManualClock();
