@@ -41,7 +41,12 @@ export type IdemEvent =
   | (EventBase & { type: 'completed'; fence: number; outcomeBytes: number; durationMs: number })
   /** The key was released for a retry (`durationMs`: the release call). */
   | (EventBase & { type: 'released'; fence: number; durationMs: number })
-  /** Another execution took the key over (`durationMs`: since this one acquired it). */
+  /**
+   * Another execution took the key over, or (phase `heartbeat`, `max_hold`) the lease passed
+   * without a renewal: renewals kept failing, the execution was abandoned, or `maxHoldMs`
+   * passed; a final write may still land after it if nobody took the key over. Once per
+   * acquisition. `durationMs`: since this one acquired it.
+   */
   | (EventBase & {
       type: 'lease_lost';
       fence: number;

@@ -15,6 +15,7 @@ export class ExecutionReport {
   /** `performance.now()` at the acquisition. */
   private readonly acquiredAt = performance.now();
   private ended = false;
+  private lost = false;
 
   constructor(
     private readonly sink: EventSink,
@@ -82,7 +83,13 @@ export class ExecutionReport {
     this.end('abandoned');
   }
 
+  /**
+   * Reports, once, that another execution took the key over: a heartbeat that finds it and
+   * the final write or release that finds it again are one loss (one count in metrics).
+   */
   leaseLost(phase: Phase): void {
+    if (this.lost) return;
+    this.lost = true;
     const { storageKey, operation, fence } = this;
     const durationMs = this.held();
     this.sink.emit({ type: 'lease_lost', storageKey, operation, fence, phase, durationMs });

@@ -14,7 +14,7 @@ import { ExecutionReport } from './execution-report.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type NotRecordedDetails, notRecordedOutcome } from './not-recorded.js';
 import { encodeOutcome, type StoredOutcome } from './outcome-codec.js';
-import type { OutcomeCodec } from './outcome-sealing.js';
+import { codecCall, type OutcomeCodec } from './outcome-sealing.js';
 import type { IdempotencyStore, OwnerWriteResult } from './store.js';
 import { callStore } from './store-call.js';
 import { retryStoreCall } from './store-retry.js';
@@ -180,10 +180,11 @@ export class Execution {
   private async seal(encoded: Uint8Array): Promise<Uint8Array> {
     const { codec } = this.settings;
     if (!codec) return encoded;
-    const sealed = await codec.seal(encoded, {
-      storageKey: this.storageKey,
-      maxBytes: this.settings.maxOutcomeBytes,
-    });
+    const context = { storageKey: this.storageKey, maxBytes: this.settings.maxOutcomeBytes };
+    // Bounded like a store call: a codec that never answers must not hold the caller forever.
+    const sealed = await codecCall('seal', this.settings.storeTimeoutMs, () =>
+      codec.seal(encoded, context),
+    );
     if (!(sealed instanceof Uint8Array))
       throw new InvalidInputError('outcomeCodec.seal must resolve to a Uint8Array');
     return sealed;

@@ -148,10 +148,12 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
         try {
           // Whatever fails to open or decode is OUTCOME_CORRUPT, never a replay.
           const bytes = settings.codec
-            ? await openSealed(settings.codec, record.outcome, {
-                storageKey,
-                maxBytes: settings.maxOutcomeBytes,
-              })
+            ? await openSealed(
+                settings.codec,
+                record.outcome,
+                { storageKey, maxBytes: settings.maxOutcomeBytes },
+                settings.storeTimeoutMs,
+              )
             : record.outcome;
           outcome = viewBody ? decodeOutcomeView(bytes, JSON_VALUE_META) : decodeOutcome(bytes);
         } catch (error) {

@@ -1,4 +1,9 @@
-import { IdemError, InvalidInputError, OutcomeCorruptError } from './errors.js';
+import {
+  IdemError,
+  InvalidInputError,
+  OutcomeCorruptError,
+  StoreUnavailableError,
+} from './errors.js';
 import { gunzip, gzip } from './outcome-compression.js';
 
 /** What a codec knows about the outcome it seals or opens. */
@@ -175,10 +180,11 @@ export async function openSealed(
   codec: OutcomeCodec,
   stored: Uint8Array,
   context: OutcomeCodecContext,
+  timeoutMs: number,
 ): Promise<Uint8Array> {
   let opened: unknown;
   try {
-    opened = await codec.open(stored, context);
+    opened = await codecCall('open', timeoutMs, () => codec.open(stored, context));
   } catch (error) {
     if (error instanceof IdemError) throw error;
     throw new OutcomeCorruptError(`Stored outcome cannot be opened: ${String(error)}`, {
@@ -188,6 +194,38 @@ export async function openSealed(
   if (!(opened instanceof Uint8Array))
     throw new OutcomeCorruptError('outcomeCodec.open did not give bytes');
   return opened;
+}
+
+/**
+ * Runs a codec call with a time limit (a codec may call a key service): past it, a
+ * `StoreUnavailableError`, and the late answer is ignored. What it throws passes through.
+ * @internal
+ */
+export function codecCall<T>(
+  method: 'seal' | 'open',
+  timeoutMs: number,
+  call: () => Promise<T>,
+): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(
+      () =>
+        reject(new StoreUnavailableError(`outcomeCodec.${method} timed out after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    const settle =
+      <A>(done: (a: A) => void) =>
+      (a: A) => {
+        clearTimeout(timer);
+        done(a);
+      };
+    let pending: Promise<T>;
+    try {
+      pending = Promise.resolve(call());
+    } catch (error) {
+      pending = Promise.reject(error);
+    }
+    pending.then(settle(resolve), settle(reject));
+  });
 }
 
 function importKey(key: Uint8Array | CryptoKey): Promise<CryptoKey> {

@@ -1,14 +1,18 @@
 import type { ExecutionEndResult, IdemEvent, IdemEventListener } from '@idem/core';
 import {
   type Attributes,
+  type Counter,
   context,
+  type Histogram,
   type Meter,
+  type MeterProvider,
   metrics,
   type Span,
   SpanKind,
   SpanStatusCode,
   type Tracer,
   trace,
+  type UpDownCounter,
 } from '@opentelemetry/api';
 import { ATTR, METRIC, SPAN } from './attributes.js';
 
@@ -52,28 +56,24 @@ const nowMs = (): number => performance.timeOrigin + performance.now();
 export function createOtelListener(options: OtelListenerOptions = {}): IdemEventListener {
   const tracer =
     options.spans === false ? undefined : (options.tracer ?? trace.getTracer(SCOPE_NAME));
-  const meter =
-    options.metrics === false ? undefined : (options.meter ?? metrics.getMeter(SCOPE_NAME));
   const maxOpen = options.maxOpenExecutions ?? 10_000;
-  const results = meter?.createCounter(METRIC.results, {
-    description: 'Results of idempotent requests and executions',
-  });
-  const storeDuration = meter?.createHistogram(METRIC.storeDuration, {
-    description: 'Duration of store calls',
-    unit: 's',
-    advice: { explicitBucketBoundaries: STORE_BUCKETS },
-  });
-  const inFlight = meter?.createUpDownCounter(METRIC.inFlight, {
-    description: 'Acquisitions (leases) this process holds',
-  });
-  const outcomeSize = meter?.createHistogram(METRIC.outcomeSize, {
-    description: 'Size of recorded outcomes as stored',
-    unit: 'By',
-  });
-  const executionDuration = meter?.createHistogram(METRIC.executionDuration, {
-    description: 'How long acquisitions were held, from acquire to the end of the execution',
-    unit: 's',
-  });
+  // Without a meter of the caller's, the global provider is read at each event: the metrics
+  // API has no proxy (unlike the tracer's), so a meter taken before the SDK registered its
+  // provider would record nothing, ever. Instruments are made again when the provider changes.
+  let provider: MeterProvider | undefined;
+  let made: Instruments | undefined =
+    options.metrics === false || options.meter === undefined
+      ? undefined
+      : instrumentsOf(options.meter);
+  const instruments = (): Instruments | undefined => {
+    if (options.metrics === false || options.meter !== undefined) return made;
+    const current = metrics.getMeterProvider();
+    if (current !== provider) {
+      provider = current;
+      made = instrumentsOf(current.getMeter(SCOPE_NAME));
+    }
+    return made;
+  };
   /** Open `idem.execute` spans by storage key and fence. */
   const executions = new Map<string, Span>();
 
@@ -83,8 +83,12 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
       : { [ATTR.storageKey]: event.storageKey, [ATTR.operation]: event.operation };
   const labels = (event: IdemEvent, extra: Attributes = {}): Attributes =>
     event.operation === undefined ? extra : { [ATTR.operation]: event.operation, ...extra };
-  const count = (event: IdemEvent, result: string, extra: Attributes = {}) =>
-    results?.add(1, labels(event, { [ATTR.result]: result, ...extra }));
+  const count = (
+    m: Instruments | undefined,
+    event: IdemEvent,
+    result: string,
+    extra: Attributes = {},
+  ) => m?.results.add(1, labels(event, { [ATTR.result]: result, ...extra }));
 
   /** A span that ran for `durationMs` until now, under `parent` (default: the active context). */
   function finished(
@@ -110,16 +114,20 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
     `${event.storageKey}#${event.fence}`;
 
   function openExecution(event: Extract<IdemEvent, { type: 'miss' }>, attributes: Attributes) {
-    if (!tracer || executions.size >= maxOpen) return;
+    // One span a storage key and fence: a second acquisition with the same pair (two engines
+    // on different stores sharing this listener) gets none rather than leaking the first.
+    const key = executionKey(event);
+    if (!tracer || executions.size >= maxOpen || executions.has(key)) return;
     const span = tracer.startSpan(
       SPAN.execute,
       { kind: SpanKind.INTERNAL, attributes },
       context.active(),
     );
-    executions.set(executionKey(event), span);
+    executions.set(key, span);
   }
 
   return (event) => {
+    const m = instruments();
     switch (event.type) {
       case 'miss': {
         const attributes = {
@@ -129,8 +137,8 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
         };
         finished(SPAN.acquire, event.durationMs, { ...attributes, [ATTR.result]: 'miss' });
         openExecution(event, attributes);
-        count(event, 'miss', { [ATTR.takeover]: event.takeover });
-        inFlight?.add(1, labels(event));
+        count(m, event, 'miss', { [ATTR.takeover]: event.takeover });
+        m?.inFlight.add(1, labels(event));
         return;
       }
       case 'hit': {
@@ -142,7 +150,7 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
         };
         finished(SPAN.acquire, event.durationMs, attributes);
         finished(SPAN.replay, event.decodeMs, attributes);
-        count(event, 'hit');
+        count(m, event, 'hit');
         return;
       }
       case 'conflict':
@@ -152,11 +160,11 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
           [ATTR.retryAfterMs]: event.retryAfterMs,
           [ATTR.result]: 'conflict',
         });
-        count(event, 'conflict');
+        count(m, event, 'conflict');
         return;
       case 'mismatch':
         finished(SPAN.acquire, event.durationMs, { ...base(event), [ATTR.result]: 'mismatch' });
-        count(event, 'mismatch');
+        count(m, event, 'mismatch');
         return;
       case 'outcome_corrupt': {
         const attributes = {
@@ -166,7 +174,7 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
         };
         finished(SPAN.acquire, event.durationMs, attributes);
         finished(SPAN.replay, 0, attributes, event.error);
-        count(event, 'outcome_corrupt');
+        count(m, event, 'outcome_corrupt');
         return;
       }
       case 'store_error': {
@@ -182,11 +190,11 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
           executions
             .get(executionKey({ storageKey: event.storageKey, fence: event.fence }))
             ?.addEvent('idem.store_error', method);
-        count(event, 'store_error', method);
+        count(m, event, 'store_error', method);
         return;
       }
       case 'store_call':
-        storeDuration?.record(event.durationMs / 1_000, {
+        m?.storeDuration.record(event.durationMs / 1_000, {
           [ATTR.storeMethod]: event.method,
           [ATTR.storeOutcome]: event.ok ? 'ok' : 'error',
         });
@@ -205,12 +213,12 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
           undefined,
           parent,
         );
-        outcomeSize?.record(event.outcomeBytes, labels(event));
+        m?.outcomeSize.record(event.outcomeBytes, labels(event));
         return;
       }
       case 'lease_lost':
         executions.get(executionKey(event))?.addEvent('idem.lease_lost', { phase: event.phase });
-        count(event, 'lease_lost', { phase: event.phase });
+        count(m, event, 'lease_lost', { phase: event.phase });
         return;
       case 'released':
       case 'outcome_not_recorded':
@@ -227,14 +235,46 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
             span.setStatus({ code: SpanStatusCode.ERROR, message: event.result });
           span.end();
         }
-        inFlight?.add(-1, labels(event));
-        executionDuration?.record(
+        m?.inFlight.add(-1, labels(event));
+        m?.executionDuration.record(
           event.durationMs / 1_000,
           labels(event, { [ATTR.result]: event.result }),
         );
         return;
       }
     }
+  };
+}
+
+interface Instruments {
+  results: Counter;
+  storeDuration: Histogram;
+  inFlight: UpDownCounter;
+  outcomeSize: Histogram;
+  executionDuration: Histogram;
+}
+
+function instrumentsOf(meter: Meter): Instruments {
+  return {
+    results: meter.createCounter(METRIC.results, {
+      description: 'Results of idempotent requests and executions',
+    }),
+    storeDuration: meter.createHistogram(METRIC.storeDuration, {
+      description: 'Duration of store calls',
+      unit: 's',
+      advice: { explicitBucketBoundaries: STORE_BUCKETS },
+    }),
+    inFlight: meter.createUpDownCounter(METRIC.inFlight, {
+      description: 'Acquisitions (leases) this process holds',
+    }),
+    outcomeSize: meter.createHistogram(METRIC.outcomeSize, {
+      description: 'Size of recorded outcomes as stored',
+      unit: 'By',
+    }),
+    executionDuration: meter.createHistogram(METRIC.executionDuration, {
+      description: 'How long acquisitions were held, from acquire to the end of the execution',
+      unit: 's',
+    }),
   };
 }
 
