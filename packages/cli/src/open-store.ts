@@ -21,7 +21,7 @@ function adminOf(store: { admin?: StoreAdmin }): StoreAdmin {
 }
 
 /** The URL without its password, for messages. */
-function shown(url: URL): string {
+export function shown(url: URL): string {
   const copy = new URL(url.href);
   if (copy.password) copy.password = '***';
   return copy.href;
@@ -34,13 +34,17 @@ async function openRedis(command: CliCommand): Promise<OpenedStore> {
     // A CLI gives up instead of reconnecting for ever: the command's time limit decides.
     retryStrategy: () => null,
   });
-  client.on('error', () => undefined); // surfaced by the call that fails
+  let lastError: Error | undefined;
+  client.on('error', (error: Error) => {
+    lastError = error; // the connect failure below says why
+  });
   const close = async () => client.disconnect();
   try {
     await client.connect();
   } catch (error) {
     await close();
-    throw error;
+    const why = lastError ?? (error as Error);
+    throw new Error(`cannot connect: ${why.message}`, { cause: why });
   }
   const store = createRedisStore({ client, keyPrefix: command.prefix ?? 'idem:' });
   return { admin: adminOf(store), describe: shown(command.store), close };

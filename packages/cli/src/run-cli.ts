@@ -1,6 +1,6 @@
 import { errorMessage, type RecordInspection, settleWithin } from '@idem/core';
 import { type CliCommand, parseCommand, USAGE, UsageError } from './args.js';
-import { type OpenedStore, openStore } from './open-store.js';
+import { type OpenedStore, openStore, shown } from './open-store.js';
 
 /** Exit codes of the `idem` command. */
 export const EXIT = {
@@ -111,10 +111,10 @@ export async function runCli(argv: string[], io: CliIo = processIo): Promise<num
       io.err(`idem: ${error.message}\n\n${USAGE}`);
       return EXIT.usage;
     }
-    const cause = error instanceof Error && error.cause ? ` (${errorMessage(error.cause)})` : '';
-    io.err(
-      `idem: ${command.action} failed on ${opened?.describe ?? command.store.protocol}: ${errorMessage(error)}${cause}`,
-    );
+    const message = errorMessage(error);
+    const cause = error instanceof Error && error.cause ? errorMessage(error.cause) : '';
+    const why = cause && !message.includes(cause) ? `${message} (${cause})` : message;
+    io.err(`idem: ${command.action} failed on ${opened?.describe ?? shown(command.store)}: ${why}`);
     return EXIT.storeError;
   } finally {
     await opened?.close().catch(() => undefined);
