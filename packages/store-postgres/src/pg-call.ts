@@ -1,4 +1,4 @@
-import { guardStoreCall, type IdemError, type StoreErrorRules, toStoreError } from '@idem/core';
+import { guardStoreCall, type StoreErrorRules } from '@idem/core';
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg';
 
 /**
@@ -27,7 +27,7 @@ const sqlState = (error: unknown): unknown => (error as { code?: unknown } | nul
  * `StoreUnavailableError`, or `StoreFullError` for an acquisition the server refused for
  * lack of disk (SQLSTATE 53100). idem's own errors pass through.
  */
-export const POSTGRES_ERRORS: StoreErrorRules = {
+const POSTGRES_ERRORS: StoreErrorRules = {
   service: 'PostgreSQL',
   describe,
   isFull: (error, operation) => operation === 'acquire' && sqlState(error) === '53100',
@@ -38,10 +38,6 @@ export const POSTGRES_ERRORS: StoreErrorRules = {
       : '';
   },
 };
-
-/** {@link POSTGRES_ERRORS} applied to one failure. */
-export const storeError = (operation: string, error: unknown): IdemError =>
-  toStoreError(POSTGRES_ERRORS, operation, error);
 
 /**
  * Sends one statement and waits at most `timeoutMs` for its answer, counted from the call:

@@ -63,8 +63,6 @@
 export const HEADER_BYTES = 42;
 /** The record format this version writes (header byte 0). */
 export const RECORD_FORMAT = 1;
-/** Status codes of header byte 1. */
-export const STATUS_CODES = { in_progress: 1, completed: 2, released: 3 } as const;
 
 // `now` by Redis's clock, epoch ms. Lua 5.1 coerces TIME's strings in arithmetic.
 export const NOW = `
