@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh machine: pnpm, the dependencies, and (for the
-# tests) a running Redis, a running PostgreSQL and the DynamoDB Local download. Safe to run
-# again.
+# tests) a running Redis, a running PostgreSQL, RabbitMQ and NATS JetStream, and the DynamoDB
+# Local download. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,4 +30,5 @@ if [ "${1:-}" = "--services" ]; then
   fi
   if [ -f scripts/dynamodb-local.mjs ]; then node scripts/dynamodb-local.mjs fetch; fi
   bash scripts/postgres-local.sh
+  bash scripts/brokers-local.sh
 fi

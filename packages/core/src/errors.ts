@@ -168,10 +168,13 @@ export class OutcomeNotRecordedError extends IdemError {
   }
 }
 
-/** Stored outcome bytes could not be decoded (wrong version or truncated). */
+/**
+ * Stored outcome bytes could not be opened or decoded (wrong version, truncated, tampered,
+ * sealed for another storage key or with a key not in the keyring): never replayed.
+ */
 export class OutcomeCorruptError extends IdemError {
-  constructor(message: string) {
-    super('OUTCOME_CORRUPT', message);
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('OUTCOME_CORRUPT', message, options);
   }
 }
 

@@ -9,16 +9,18 @@ import {
   StoreFullError,
   StoreUnavailableError,
 } from './errors.js';
-import type { IdemEventListener } from './events.js';
+import type { EventSink } from './events.js';
+import { ExecutionReport } from './execution-report.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type NotRecordedDetails, notRecordedOutcome } from './not-recorded.js';
 import { encodeOutcome, type StoredOutcome } from './outcome-codec.js';
+import type { OutcomeCodec } from './outcome-sealing.js';
 import type { IdempotencyStore, OwnerWriteResult } from './store.js';
 import { callStore } from './store-call.js';
 import { retryStoreCall } from './store-retry.js';
 
 /** Settings an {@link Execution} runs with (resolved options of the engine). */
-export interface ExecutionSettings {
+export interface ExecutionSettings extends EventSink {
   store: IdempotencyStore;
   clock: Clock;
   leaseMs: number;
@@ -34,7 +36,8 @@ export interface ExecutionSettings {
   maxOutcomeBytes: number;
   /** How long `complete` retries a failing final write before it rejects (and goes on in the background), in ms. */
   completionWaitMs: number;
-  emit: IdemEventListener;
+  /** Seals outcomes before the store and opens them after (the `outcomeCodec` option). */
+  codec: OutcomeCodec | undefined;
 }
 
 /**
@@ -47,26 +50,42 @@ export class Execution {
   readonly fence: number;
   /** True when this acquisition took over a passed lease of another owner. */
   readonly takeover: boolean;
+  /** The request's operation (the scope's operation), as reported in events. */
+  readonly operation: string | undefined;
 
   private readonly acquiredAt: number;
   private readonly tasks: BackgroundTasks;
   private readonly lease: LeaseKeeper;
   private lastStoreError: StoreUnavailableError | undefined;
+  /** Events of this acquisition; none (and nothing built) when nobody listens. */
+  private readonly report: ExecutionReport | undefined;
 
   /** @internal created by the engine after a successful acquire */
   constructor(
     private readonly settings: ExecutionSettings,
     readonly storageKey: string,
     readonly owner: string,
-    init: { fence: number; takeover: boolean; callStartedAt: number; tasks?: BackgroundTasks },
+    init: {
+      fence: number;
+      takeover: boolean;
+      callStartedAt: number;
+      tasks?: BackgroundTasks;
+      operation?: string | undefined;
+    },
   ) {
     this.fence = init.fence;
     this.takeover = init.takeover;
+    this.operation = init.operation;
     this.acquiredAt = init.callStartedAt;
+    this.report = settings.observed
+      ? new ExecutionReport(settings, storageKey, init.operation, init.fence)
+      : undefined;
     this.tasks = init.tasks ?? new BackgroundTasks();
     this.lease = new LeaseKeeper(settings, storageKey, owner, init.callStartedAt, (phase) =>
-      this.emitLeaseLost(phase),
+      this.report?.leaseLost(phase),
     );
+    this.lease.operation = init.operation;
+    this.lease.fence = init.fence;
   }
 
   /** Aborts when the lease is lost (or may have been: renewal failed past the deadline, or max hold passed). */
@@ -101,12 +120,14 @@ export class Execution {
    *
    * @throws LeaseLostError when another execution took the key over (its record is left
    *   untouched).
-   * @throws OutcomeTooLargeError when the encoded outcome exceeds `maxOutcomeBytes` or the
-   *   store's limit, and StoreFullError when the store is full: the operation ran, so the key
-   *   is not released; a not-recorded marker is written instead (see `completeNotRecorded`).
+   * @throws OutcomeTooLargeError when the encoded (and sealed) outcome exceeds
+   *   `maxOutcomeBytes` or the store's limit, and StoreFullError when the store is full: the
+   *   operation ran, so the key is not released; a not-recorded marker is written instead
+   *   (see `completeNotRecorded`).
    * @throws StoreUnavailableError when the write has not landed within `completionWaitMs`.
    * @throws OutcomeNotRecordedError (`not_serializable`) when `outcome` cannot be encoded
-   *   (metadata that is not JSON, a body that is not bytes): a marker is written instead.
+   *   (metadata that is not JSON, a body that is not bytes) or the `outcomeCodec` fails to
+   *   seal it: a marker is written instead.
    */
   async complete(outcome: StoredOutcome): Promise<void> {
     this.startFinishing();
@@ -114,9 +135,7 @@ export class Execution {
     try {
       bytes = encodeOutcome(outcome);
     } catch (cause) {
-      // The operation ran; what it gave cannot be stored. A marker keeps retries from running it.
-      await this.writeMarker('not_serializable', {}).catch(() => {});
-      throw new OutcomeNotRecordedError('not_serializable', { cause });
+      return this.notSerializable(cause);
     }
     return this.record(bytes);
   }
@@ -130,8 +149,17 @@ export class Execution {
     return this.record(bytes);
   }
 
-  private async record(bytes: Uint8Array): Promise<void> {
+  private async record(encoded: Uint8Array): Promise<void> {
     const limit = this.settings.maxOutcomeBytes;
+    if (encoded.length > limit)
+      return this.refused(new OutcomeTooLargeError(encoded.length, limit));
+    let bytes: Uint8Array;
+    try {
+      bytes = this.settings.codec ? await this.seal(encoded) : encoded;
+    } catch (cause) {
+      return this.notSerializable(cause);
+    }
+    // Sealed bytes may be longer (a header, a tag) than the encoding.
     if (bytes.length > limit) return this.refused(new OutcomeTooLargeError(bytes.length, limit));
     try {
       await this.finalWrite(bytes);
@@ -140,6 +168,25 @@ export class Execution {
         return this.refused(error);
       throw error;
     }
+  }
+
+  /** The operation ran; what it gave cannot be stored. A marker keeps retries from running it. */
+  private async notSerializable(cause: unknown): Promise<never> {
+    await this.writeMarker('not_serializable', {}).catch(() => {});
+    throw new OutcomeNotRecordedError('not_serializable', { cause });
+  }
+
+  /** The bytes the store gets for `encoded`: sealed by the codec when there is one. */
+  private async seal(encoded: Uint8Array): Promise<Uint8Array> {
+    const { codec } = this.settings;
+    if (!codec) return encoded;
+    const sealed = await codec.seal(encoded, {
+      storageKey: this.storageKey,
+      maxBytes: this.settings.maxOutcomeBytes,
+    });
+    if (!(sealed instanceof Uint8Array))
+      throw new InvalidInputError('outcomeCodec.seal must resolve to a Uint8Array');
+    return sealed;
   }
 
   /**
@@ -167,20 +214,25 @@ export class Execution {
     this.startFinishing();
     this.stop();
     const { store, retentionMs } = this.settings;
+    const startedAt = this.report ? performance.now() : 0;
     let result: OwnerWriteResult;
     try {
-      result = await callStore('release', this.settings.storeTimeoutMs, () =>
-        store.release({ key: this.storageKey, owner: this.owner, retentionMs }),
+      result = await callStore(
+        'release',
+        this.settings.storeTimeoutMs,
+        () => store.release({ key: this.storageKey, owner: this.owner, retentionMs }),
+        { observe: this.report?.observer('release') },
       );
     } catch (error) {
-      this.emitStoreError('release', error);
+      this.report?.storeError('release', error, performance.now() - startedAt);
+      this.report?.end('abandoned');
       throw error;
     }
     if (!result.ok) {
-      this.emitLeaseLost('release');
+      this.report?.leaseLost('release');
       throw new LeaseLostError();
     }
-    this.settings.emit({ type: 'released', storageKey: this.storageKey, fence: this.fence });
+    this.report?.released(startedAt);
   }
 
   private async refused(error: OutcomeTooLargeError | StoreFullError): Promise<never> {
@@ -193,15 +245,28 @@ export class Execution {
   }
 
   private async writeMarker(reason: NotRecordedReason, details: NotRecordedDetails) {
-    const { storageKey, fence } = this;
-    this.settings.emit({ type: 'outcome_not_recorded', storageKey, fence, reason, ...details });
+    this.report?.notRecorded(reason, details);
+    let sealed: Uint8Array;
     try {
-      await this.finalWrite(encodeOutcome(notRecordedOutcome(reason, details)));
+      sealed = await this.seal(encodeOutcome(notRecordedOutcome(reason, details)));
     } catch (error) {
-      // Not even the marker fits: never release (a retry would run again); let the lease lapse.
-      if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError) this.stop();
+      // Not even the marker can be sealed: never release; let the lease lapse.
+      this.giveUp();
       throw error;
     }
+    try {
+      await this.finalWrite(sealed);
+    } catch (error) {
+      // Not even the marker fits: never release (a retry would run again); let the lease lapse.
+      if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError) this.giveUp();
+      throw error;
+    }
+  }
+
+  /** Stops holding the key without releasing it: the lease runs out by itself. */
+  private giveUp(): void {
+    this.stop();
+    this.report?.end('abandoned');
   }
 
   /**
@@ -228,7 +293,7 @@ export class Execution {
         }, left);
       };
       if (!(completionWaitMs >= storeTimeoutMs)) armBudget();
-      const landing = this.completeUntilSettled(bytes, armBudget);
+      const landing = this.completeUntilSettled(bytes, startedAt, armBudget);
       this.tasks.track(landing);
       landing.then(
         () => {
@@ -243,7 +308,11 @@ export class Execution {
     });
   }
 
-  private async completeUntilSettled(bytes: Uint8Array, onFailure: () => void): Promise<void> {
+  private async completeUntilSettled(
+    bytes: Uint8Array,
+    startedAt: number,
+    onFailure: () => void,
+  ): Promise<void> {
     const { store, retentionMs, storeTimeoutMs, clock, maxHoldMs } = this.settings;
     let result: OwnerWriteResult;
     try {
@@ -255,9 +324,10 @@ export class Execution {
           deadline: this.acquiredAt + maxHoldMs,
           // Retried well inside the lease: a 3 s lease gets a try at least every 300 ms.
           maxDelayMs: this.settings.leaseMs / 10,
-          onError: (error) => {
+          observe: this.report?.observer('complete'),
+          onError: (error, durationMs) => {
             this.lastStoreError = error;
-            this.emitStoreError('complete', error);
+            this.report?.storeError('complete', error, durationMs);
             onFailure();
           },
         },
@@ -268,36 +338,20 @@ export class Execution {
       // Too large / full: the caller writes a marker next, so the lease is kept for it.
       if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError) throw error;
       this.stop();
-      this.settings.emit({
-        type: 'completion_abandoned',
-        storageKey: this.storageKey,
-        fence: this.fence,
-        reason: error instanceof StoreUnavailableError ? 'max_hold' : 'error',
+      this.report?.completionAbandoned(
+        error instanceof StoreUnavailableError ? 'max_hold' : 'error',
         error,
-      });
+      );
       throw error;
     }
     this.stop();
     if (!result.ok) {
-      this.emitLeaseLost('complete');
+      this.report?.leaseLost('complete');
       throw new LeaseLostError(
         'The outcome was not recorded: another execution took this key over after the lease passed',
       );
     }
-    this.settings.emit({ type: 'completed', storageKey: this.storageKey, fence: this.fence });
-  }
-
-  private emitStoreError(operation: 'complete' | 'release' | 'extend', error: unknown): void {
-    this.settings.emit({ type: 'store_error', storageKey: this.storageKey, operation, error });
-  }
-
-  private emitLeaseLost(phase: 'heartbeat' | 'complete' | 'release' | 'max_hold'): void {
-    this.settings.emit({
-      type: 'lease_lost',
-      storageKey: this.storageKey,
-      fence: this.fence,
-      phase,
-    });
+    this.report?.completed(bytes.length, startedAt);
   }
 
   private startFinishing(): void {

@@ -1,4 +1,5 @@
 import type { BackgroundTasks } from './background.js';
+import { storeCallObserver } from './observe.js';
 import type { ResolvedSettings } from './settings.js';
 import type { AcquireResult } from './store.js';
 import { retryStoreCall } from './store-retry.js';
@@ -54,6 +55,7 @@ export class GiveBacks {
    */
   releaseIfApplied(
     storageKey: string,
+    operation: string | undefined,
     owner: string,
     callStartedAt: number,
     call: Promise<AcquireResult> | undefined,
@@ -66,7 +68,13 @@ export class GiveBacks {
       const late = call && (await settledWithin(call, deadline - clock.now()));
       if (late?.kind === 'found' || clock.now() >= deadline) return;
       await retryStoreCall(
-        { operation: 'release', timeoutMs: storeTimeoutMs, clock, deadline },
+        {
+          operation: 'release',
+          timeoutMs: storeTimeoutMs,
+          clock,
+          deadline,
+          observe: storeCallObserver(this.settings, 'release', storageKey, operation),
+        },
         () => store.release({ key: storageKey, owner, retentionMs }),
       );
     })().finally(() => this.pending--);

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { BackgroundTasks } from './background.js';
 import {
-  IdemError,
   InProgressError,
   InvalidInputError,
   MismatchError,
@@ -11,9 +10,20 @@ import {
 } from './errors.js';
 import { Execution } from './execution.js';
 import { GiveBacks } from './give-back.js';
-import { deriveStorageKey, type Scope } from './keys.js';
+import type {
+  BeginOptions,
+  BeginResult,
+  ExecuteResult,
+  Idempotency,
+  IdempotentRequest,
+  OperationContext,
+} from './idempotency-types.js';
+import { deriveStorageKey } from './keys.js';
 import { readNotRecorded } from './not-recorded.js';
+import { since, storeCallObserver } from './observe.js';
 import { decodeOutcome, decodeOutcomeView, type StoredOutcome } from './outcome-codec.js';
+import { openSealed } from './outcome-sealing.js';
+import { failureOutcome, wrapValue } from './recorded-outcomes.js';
 import {
   encodeJsonValue,
   JSON_VALUE_META,
@@ -23,86 +33,12 @@ import {
 import {
   type IdempotencyOptions,
   type OutcomePolicy,
-  type ResolvedSettings,
   resolveSettings,
   type Settled,
   successOnly,
 } from './settings.js';
 import type { AcquireResult } from './store.js';
 import { callStore } from './store-call.js';
-
-/** Identifies one logical request. */
-export interface IdempotentRequest {
-  /** The client's idempotency key (1..255 printable ASCII). */
-  key: string;
-  /** What the key is unique within (tenant, principal, operation). @default null */
-  scope?: Scope;
-  /** Fingerprint of the request (see `fingerprint()`); a retry with another one gets `MISMATCH`. @default '' */
-  fingerprint?: string;
-}
-
-/** What the operation receives. */
-export interface OperationContext {
-  /** Fencing token; pass it to downstream writes that can reject a lower one. */
-  fence: number;
-  /** Aborts when the lease is lost. */
-  signal: AbortSignal;
-  /** The derived storage key (stable for a scope and key). */
-  storageKey: string;
-}
-
-/** Result of `begin`: either the stored outcome to replay, or an execution to run. */
-export type BeginResult =
-  | { kind: 'replay'; outcome: StoredOutcome; storageKey: string }
-  | { kind: 'acquired'; execution: Execution };
-
-/** Result of `execute`. */
-export interface ExecuteResult<T> {
-  value: T;
-  /** True when the value is a replay of a recorded outcome. */
-  replayed: boolean;
-}
-
-/** The replay state machine bound to a store and options. */
-export interface Idempotency<T = unknown> {
-  /**
-   * Runs `operation` at most once per live lease for the request's key and records its
-   * final outcome; replays that outcome to every later call with the same key and
-   * fingerprint.
-   *
-   * @throws InvalidKeyError, MismatchError, InProgressError, LeaseLostError,
-   *   StoreUnavailableError, OutcomeTooLargeError, OutcomeNotRecordedError, StoreFullError,
-   *   ReplayedFailureError, or the operation's own error when it was not final.
-   */
-  execute(
-    request: IdempotentRequest,
-    operation: (ctx: OperationContext) => Promise<T>,
-  ): Promise<ExecuteResult<T>>;
-  /**
-   * The lower-level step: acquire (or wait, or replay). For callers that must start
-   * answering before the operation ends (streamed HTTP responses): run, then call
-   * `execution.complete(outcome)` or `execution.release()`.
-   *
-   * @throws OutcomeNotRecordedError when the key holds a not-recorded marker (the
-   *   operation ran once, its outcome could not be recorded).
-   */
-  begin(request: IdempotentRequest, options?: BeginOptions): Promise<BeginResult>;
-  /**
-   * Waits until no final write is being retried in the background (for a server's
-   * shutdown), or `timeoutMs` passed. Resolves with how many are still pending.
-   * @param timeoutMs longest wait; MUST be a finite, non-negative number of ms (else the
-   *   promise rejects with `InvalidInputError`) @default leaseMs
-   */
-  drain(timeoutMs?: number): Promise<number>;
-  /** The options in force, defaults filled in. */
-  readonly settings: ResolvedSettings;
-}
-
-/** Options of one `begin` call. */
-export interface BeginOptions {
-  /** Stops a bounded wait at once (the client went away); `begin` then rejects with the signal's reason. */
-  signal?: AbortSignal;
-}
 
 // Node batches the entropy behind randomUUID: the cheapest 122 random bits per acquire.
 const newOwner = (): string => randomUUID();
@@ -143,56 +79,98 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     const { signal } = beginOptions;
     const storageKey = deriveStorageKey(request.scope ?? null, request.key);
     const fingerprint = request.fingerprint ?? '';
-    const { store, wait, emit } = settings;
+    const { store, wait, emit, observed } = settings;
+    const operation = request.operation;
     const waitUntil = wait ? performance.now() + wait.timeoutMs : 0;
     let poll = wait ? (wait.pollMs ?? 50) : 0;
     for (;;) {
       signal?.throwIfAborted();
       const owner = newOwner();
       const callStartedAt = settings.clock.now();
+      const timedFrom = observed ? performance.now() : 0;
       let result: AcquireResult;
       let call: Promise<AcquireResult> | undefined;
       try {
-        result = await callStore('acquire', settings.storeTimeoutMs, () => {
-          call = store.acquire({
-            key: storageKey,
-            fingerprint,
-            owner,
-            leaseMs: settings.leaseMs,
-            retentionMs: settings.retentionMs,
-          });
-          return call;
-        });
+        result = await callStore(
+          'acquire',
+          settings.storeTimeoutMs,
+          () => {
+            call = store.acquire({
+              key: storageKey,
+              fingerprint,
+              owner,
+              leaseMs: settings.leaseMs,
+              retentionMs: settings.retentionMs,
+            });
+            return call;
+          },
+          { observe: storeCallObserver(settings, 'acquire', storageKey, operation) },
+        );
       } catch (error) {
-        emit({ type: 'store_error', storageKey, operation: 'acquire', error });
+        if (observed)
+          emit({
+            type: 'store_error',
+            storageKey,
+            operation,
+            method: 'acquire',
+            fence: undefined,
+            error,
+            durationMs: since(timedFrom),
+          });
         // An acquire that may have been applied is given back; one refused before it was
         // sent (an admission limit) holds nothing.
         if (error instanceof StoreUnavailableError && !error.unsent)
-          giveBacks.releaseIfApplied(storageKey, owner, callStartedAt, call);
+          giveBacks.releaseIfApplied(storageKey, operation, owner, callStartedAt, call);
         throw error;
       }
+      const durationMs = observed ? since(timedFrom) : 0;
       if (result.kind === 'acquired') {
-        emit({ type: 'miss', storageKey, fence: result.fence, takeover: result.takeover });
+        const { fence, takeover } = result;
+        if (observed) emit({ type: 'miss', storageKey, operation, fence, takeover, durationMs });
         const execution = new Execution(settings, storageKey, owner, {
-          fence: result.fence,
-          takeover: result.takeover,
+          fence,
+          takeover,
           callStartedAt,
           tasks,
+          operation,
         });
         return { kind: 'acquired', execution };
       }
       const { record, now } = result;
       if (record.fingerprint !== fingerprint) {
-        emit({ type: 'mismatch', storageKey });
+        if (observed) emit({ type: 'mismatch', storageKey, operation, durationMs });
         throw new MismatchError();
       }
       if (record.status === 'completed') {
         if (!record.outcome)
           throw new StoreUnavailableError('Store returned a completed record without an outcome');
-        emit({ type: 'hit', storageKey });
-        const outcome = viewBody
-          ? decodeOutcomeView(record.outcome, JSON_VALUE_META)
-          : decodeOutcome(record.outcome);
+        let outcome: StoredOutcome;
+        try {
+          // Whatever fails to open or decode is OUTCOME_CORRUPT, never a replay.
+          const bytes = settings.codec
+            ? await openSealed(settings.codec, record.outcome, {
+                storageKey,
+                maxBytes: settings.maxOutcomeBytes,
+              })
+            : record.outcome;
+          outcome = viewBody ? decodeOutcomeView(bytes, JSON_VALUE_META) : decodeOutcome(bytes);
+        } catch (error) {
+          if (observed) {
+            const { fence } = record;
+            emit({ type: 'outcome_corrupt', storageKey, operation, fence, error, durationMs });
+          }
+          throw error;
+        }
+        if (observed)
+          emit({
+            type: 'hit',
+            storageKey,
+            operation,
+            fence: record.fence,
+            outcomeBytes: record.outcome.length,
+            durationMs,
+            decodeMs: since(timedFrom) - durationMs,
+          });
         const marker = readNotRecorded(outcome);
         if (marker) throw new OutcomeNotRecordedError(marker.reason, marker);
         return { kind: 'replay', outcome, storageKey };
@@ -201,7 +179,15 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
         throw new StoreUnavailableError(`Store returned a ${record.status} record as live`);
       }
       const retryAfterMs = Math.max(1, record.leaseUntil - now);
-      emit({ type: 'conflict', storageKey, retryAfterMs });
+      if (observed)
+        emit({
+          type: 'conflict',
+          storageKey,
+          operation,
+          fence: record.fence,
+          retryAfterMs,
+          durationMs,
+        });
       const remaining = waitUntil - performance.now();
       if (!wait || remaining <= 0) throw new InProgressError(retryAfterMs);
       await sleep(Math.min(poll, remaining, retryAfterMs + 1), signal);
@@ -284,22 +270,4 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     },
     settings,
   };
-}
-
-function wrapValue(outcome: StoredOutcome): StoredOutcome {
-  return { meta: { kind: 'value', value: outcome.meta }, body: outcome.body };
-}
-
-function failureOutcome(error: unknown): StoredOutcome {
-  const failure: { name: string; message: string; code?: string } =
-    error instanceof Error
-      ? { name: error.name, message: error.message }
-      : { name: 'Error', message: String(error) };
-  if (
-    error instanceof IdemError ||
-    (error instanceof Error && typeof (error as { code?: unknown }).code === 'string')
-  ) {
-    failure.code = (error as unknown as { code: string }).code;
-  }
-  return { meta: { kind: 'failure', failure }, body: new Uint8Array() };
 }

@@ -54,12 +54,18 @@ export {
   StoreFullError,
   StoreUnavailableError,
 } from './errors.js';
-export type { IdemEvent, IdemEventListener, StoreOperation } from './events.js';
+export type {
+  ExecutionEndResult,
+  IdemEvent,
+  IdemEventListener,
+  StoreOperation,
+} from './events.js';
 export type { ExecutionSettings } from './execution.js';
 export { Execution } from './execution.js';
 export type { FingerprintInput } from './fingerprint.js';
 export { fingerprint } from './fingerprint.js';
 export { MAX_PENDING_GIVE_BACKS } from './give-back.js';
+export { createIdempotency } from './idempotency.js';
 export type {
   BeginOptions,
   BeginResult,
@@ -67,8 +73,7 @@ export type {
   Idempotency,
   IdempotentRequest,
   OperationContext,
-} from './idempotency.js';
-export { createIdempotency } from './idempotency.js';
+} from './idempotency-types.js';
 export type { GenerateKeyOptions, Scope } from './keys.js';
 export {
   batchItemKey,
@@ -83,6 +88,13 @@ export type { NotRecordedDetails } from './not-recorded.js';
 export { NOT_RECORDED_KIND, notRecordedOutcome, readNotRecorded } from './not-recorded.js';
 export type { StoredOutcome } from './outcome-codec.js';
 export { decodeOutcome, encodeOutcome } from './outcome-codec.js';
+export type {
+  OutcomeCodec,
+  OutcomeCodecContext,
+  OutcomeCodecOptions,
+  OutcomeKey,
+} from './outcome-sealing.js';
+export { createOutcomeCodec } from './outcome-sealing.js';
 export type { OutcomeSerializer } from './serializer.js';
 export { bytesSerializer, jsonSerializer } from './serializer.js';
 export type {
@@ -114,6 +126,7 @@ export type {
   StoreClock,
   StoredRecord,
 } from './store.js';
+export type { StoreCallOptions } from './store-call.js';
 export { callStore } from './store-call.js';
 export type { StoreRetryOptions } from './store-retry.js';
 export { retryStoreCall } from './store-retry.js';

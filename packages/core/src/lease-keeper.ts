@@ -1,5 +1,6 @@
 import { LeaseLostError } from './errors.js';
 import type { ExecutionSettings } from './execution.js';
+import { storeCallObserver } from './observe.js';
 import { callStore } from './store-call.js';
 
 /** Where an execution is: running its operation, writing its final outcome, or done. */
@@ -21,6 +22,9 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  */
 export class LeaseKeeper {
   phase: ExecutionPhase = 'running';
+  /** The request's operation and the acquisition's fence, for events. */
+  operation: string | undefined;
+  fence: number | undefined;
   private controller: AbortController | undefined;
   private abandoned = false;
   private leaseEstimate: number;
@@ -121,12 +125,16 @@ export class LeaseKeeper {
       this.armWatchdog();
     }
     const startedAt = clock.now();
+    const timedFrom = this.settings.observed ? performance.now() : 0;
     // Never renew past the maximum hold: the last renewal is cut to what is left of it.
     const lease = Math.min(leaseMs, this.acquiredAt + maxHoldMs - startedAt);
     if (lease <= 0) return; // let the lease lapse; the watchdog aborts
     try {
-      const result = await callStore('extend', storeTimeoutMs, () =>
-        store.extend({ key: this.key, owner: this.owner, leaseMs: lease, retentionMs }),
+      const result = await callStore(
+        'extend',
+        storeTimeoutMs,
+        () => store.extend({ key: this.key, owner: this.owner, leaseMs: lease, retentionMs }),
+        { observe: storeCallObserver(this.settings, 'extend', this.key, this.operation) },
       );
       if (this.isDone()) return;
       if (!result.ok) {
@@ -140,7 +148,16 @@ export class LeaseKeeper {
       this.armWatchdog();
     } catch (error) {
       if (this.isDone()) return;
-      this.settings.emit({ type: 'store_error', storageKey: this.key, operation: 'extend', error });
+      if (this.settings.observed)
+        this.settings.emit({
+          type: 'store_error',
+          storageKey: this.key,
+          operation: this.operation,
+          method: 'extend',
+          fence: this.fence,
+          error,
+          durationMs: performance.now() - timedFrom,
+        });
       this.scheduleHeartbeat(true);
       return;
     }

@@ -2,6 +2,7 @@ import { type Clock, systemClock } from './clock.js';
 import { InvalidInputError } from './errors.js';
 import type { IdemEventListener } from './events.js';
 import type { ExecutionSettings } from './execution.js';
+import type { OutcomeCodec } from './outcome-sealing.js';
 import type { OutcomeSerializer } from './serializer.js';
 import type { IdempotencyStore } from './store.js';
 
@@ -69,8 +70,19 @@ export interface IdempotencyOptions<T = unknown> {
   serializer?: OutcomeSerializer<T>;
   /** Local clock for lease bookkeeping (the store decides expiry by its own clock). @default systemClock */
   clock?: Clock;
-  /** Receives hit / miss / conflict / mismatch / lease-lost / store-error / not-recorded events. */
+  /**
+   * Receives events (see `IdemEvent`): hit / miss / conflict / mismatch / lease_lost /
+   * store_error, store-call latencies, outcome sizes and the end of each acquisition. Without
+   * a listener no event is built. `@idem/otel` turns them into spans and metrics.
+   */
   onEvent?: IdemEventListener;
+  /**
+   * Seals outcomes before the store and opens them after: `createOutcomeCodec({ keys,
+   * compressAboveBytes })` encrypts with AES-256-GCM bound to the storage key and compresses
+   * large ones. An outcome it cannot open is `OUTCOME_CORRUPT`, never replayed. `maxOutcomeBytes`
+   * applies to the sealed bytes. @default none (outcomes stored as encoded)
+   */
+  outcomeCodec?: OutcomeCodec;
 }
 
 /** Resolved settings, exposed for integrations. */
@@ -111,7 +123,7 @@ function checkStore(store: unknown): asserts store is IdempotencyStore {
 
 /** Checks the hooks: a wrong one would fail only at request time, after the operation ran. */
 function checkHooks<T>(options: IdempotencyOptions<T>): void {
-  const { isFinal, serializer, onEvent, clock } = options;
+  const { isFinal, serializer, onEvent, clock, outcomeCodec } = options;
   if (isFinal !== undefined && !isFunction(isFinal))
     throw new InvalidInputError('isFinal must be a function (settled) => boolean');
   if (
@@ -123,6 +135,11 @@ function checkHooks<T>(options: IdempotencyOptions<T>): void {
     throw new InvalidInputError('onEvent must be a function');
   if (clock !== undefined && !isFunction(clock?.now))
     throw new InvalidInputError('clock must have a now() method');
+  if (
+    outcomeCodec !== undefined &&
+    !(isFunction(outcomeCodec?.seal) && isFunction(outcomeCodec?.open))
+  )
+    throw new InvalidInputError('outcomeCodec must have seal and open methods');
 }
 
 /** `false`, or a bounded wait: a finite timeout and a positive poll interval. */
@@ -165,6 +182,8 @@ export function resolveSettings<T>(options: IdempotencyOptions<T>): ResolvedSett
     ),
     maxOutcomeBytes: outcomeCap(options.maxOutcomeBytes, options.store),
     wait: checkWait(options.wait),
+    codec: options.outcomeCodec,
+    observed: listener !== undefined,
     emit: (event) => {
       try {
         // A broken listener must not break a request, nor (async, rejecting) the process.

@@ -11,13 +11,47 @@ const ENGINE_RULES: StoreErrorRules = { service: 'Store' };
  *
  * One timer and one promise a call (this runs on every store call of every request).
  *
- * @param options.unref the time limit does not keep the process alive (background work)
  */
 export function callStore<T>(
   operation: StoreOperation,
   timeoutMs: number,
   fn: () => Promise<T>,
-  options: { unref?: boolean } = {},
+  options: StoreCallOptions = {},
 ): Promise<T> {
-  return guardStoreCall(ENGINE_RULES, operation, fn, { timeoutMs, unref: options.unref });
+  const { observe } = options;
+  if (observe === undefined) return timedCall(operation, timeoutMs, fn, options.unref === true);
+  const startedAt = performance.now();
+  const call = timedCall(operation, timeoutMs, fn, options.unref === true);
+  const settled = (ok: boolean) => {
+    try {
+      observe(ok, performance.now() - startedAt);
+    } catch {
+      // An observer's bug must not become an unhandled rejection.
+    }
+  };
+  call.then(
+    () => settled(true),
+    () => settled(false),
+  );
+  return call;
+}
+
+/** Options of {@link callStore}. */
+export interface StoreCallOptions {
+  /** The time limit does not keep the process alive (background work). */
+  unref?: boolean;
+  /**
+   * Told once the call settled: whether it answered, and how long it took in ms (a timed-out
+   * call: its time limit). For latency metrics; what it throws is ignored.
+   */
+  observe?: (ok: boolean, durationMs: number) => void;
+}
+
+function timedCall<T>(
+  operation: StoreOperation,
+  timeoutMs: number,
+  fn: () => Promise<T>,
+  unref: boolean,
+): Promise<T> {
+  return guardStoreCall(ENGINE_RULES, operation, fn, { timeoutMs, unref });
 }

@@ -16,14 +16,19 @@ export interface StoreRetryOptions {
   clock: Clock;
   /** No attempt starts at or after this instant (epoch ms by `clock`). */
   deadline: number;
-  /** Called with each failure that will be retried or ends the retries at the deadline. */
-  onError?(error: StoreUnavailableError): void;
+  /**
+   * Called with each failure that will be retried or ends the retries at the deadline, and
+   * how long that attempt took in ms (measured when `observe` is given, else 0).
+   */
+  onError?(error: StoreUnavailableError, durationMs: number): void;
   /**
    * Longest pause between two attempts, in ms (at most 1 s). A write racing a lease passes
    * a fraction of the lease, so a store that comes back is tried again well before it ends.
    * @default 1_000
    */
   maxDelayMs?: number;
+  /** Told after each attempt whether it answered and how long it took (see `callStore`). */
+  observe?: (ok: boolean, durationMs: number) => void;
 }
 
 /**
@@ -44,12 +49,14 @@ export async function retryStoreCall<T>(
   );
   let pause = Math.min(FIRST_RETRY_DELAY_MS, maxDelay);
   for (;;) {
+    // Timed only for an observer: an unobserved retry reads no extra clock.
+    const attemptStartedAt = options.observe ? performance.now() : 0;
     try {
       // Background work must not keep a process alive; a caller waiting holds its own timer.
-      return await callStore(operation, timeoutMs, call, { unref: true });
+      return await callStore(operation, timeoutMs, call, { unref: true, observe: options.observe });
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
-      options.onError?.(error);
+      options.onError?.(error, options.observe ? performance.now() - attemptStartedAt : 0);
       const left = deadline - clock.now();
       if (left <= 0) throw error;
       const wait = Math.min(left, pause * (0.5 + Math.random() * 0.5));

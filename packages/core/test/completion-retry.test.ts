@@ -33,7 +33,9 @@ function setup<C extends Clock = ManualClock>(
   return { clock, store, idem, events, op, runs: () => runs };
 }
 
-const types = (events: IdemEvent[]) => events.map((e) => e.type);
+// The state machine's steps; store-call timings are checked in events.test.ts.
+const types = (events: IdemEvent[]) =>
+  events.filter((e) => e.type !== 'store_call').map((e) => e.type);
 
 describe('finishing the completion when the store fails', () => {
   it('a complete that fails twice is retried in the foreground and lands: one run, one record', async () => {
@@ -41,7 +43,13 @@ describe('finishing the completion when the store fails', () => {
     store.next.complete.push('throw', 'throw');
     expect(await idem.execute({ key: 'k' }, op)).toEqual({ value: 'charge-1', replayed: false });
     expect(store.calls.complete).toBe(3);
-    expect(types(events)).toEqual(['miss', 'store_error', 'store_error', 'completed']);
+    expect(types(events)).toEqual([
+      'miss',
+      'store_error',
+      'store_error',
+      'completed',
+      'execution_end',
+    ]);
     expect(await idem.execute({ key: 'k' }, op)).toEqual({ value: 'charge-1', replayed: true });
     expect(runs()).toBe(1);
   });
@@ -50,7 +58,7 @@ describe('finishing the completion when the store fails', () => {
     const { idem, store, events, op } = setup();
     store.next.complete.push('lost');
     expect(await idem.execute({ key: 'k' }, op)).toEqual({ value: 'charge-1', replayed: false });
-    expect(types(events)).toEqual(['miss', 'store_error', 'completed']);
+    expect(types(events)).toEqual(['miss', 'store_error', 'completed', 'execution_end']);
     expect(types(events)).not.toContain('lease_lost');
   });
 
@@ -65,7 +73,7 @@ describe('finishing the completion when the store fails', () => {
     await expect(idem.execute({ key: 'k' }, op)).rejects.toMatchObject({ code: 'IN_PROGRESS' });
     delete store.always.complete;
     expect(await idem.drain(5_000)).toBe(0);
-    expect(types(events).at(-1)).toBe('completed');
+    expect(types(events).slice(-2)).toEqual(['completed', 'execution_end']);
     expect(await idem.execute({ key: 'k' }, op)).toEqual({ value: 'charge-1', replayed: true });
     expect(runs()).toBe(1);
   });
@@ -145,7 +153,11 @@ describe('finishing the completion when the store fails', () => {
     );
     delete store.always.complete;
     expect(await idem.drain(5_000)).toBe(0);
-    expect(types(events).at(-1)).toBe('completed');
+    // The watchdog ended the execution (lease_lost) before the late completion landed.
+    expect(types(events).slice(-1)).toEqual(['completed']);
+    expect(events.filter((e) => e.type === 'execution_end')).toEqual([
+      expect.objectContaining({ result: 'lease_lost' }),
+    ]);
   });
 
   it('a failed renewal is retried soon, not a heartbeat later: two failures in a row do not lose the lease', async () => {

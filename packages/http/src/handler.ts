@@ -180,7 +180,7 @@ export function createIdempotencyHandler<R = Request>(
     let begun: Awaited<ReturnType<typeof engine.begin>>;
     try {
       begun = await engine.begin(
-        { key, scope, fingerprint: print },
+        { key, scope, fingerprint: print, operation },
         request.signal ? { signal: request.signal } : {},
       );
     } catch (error) {

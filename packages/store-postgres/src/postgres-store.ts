@@ -24,7 +24,7 @@ import {
   positiveMs,
 } from './input-checks.js';
 import type { PostgresStore, PostgresStoreOptions } from './options.js';
-import { type Queryable, runStatement } from './pg-call.js';
+import { type Queryable, runStatement, runStep } from './pg-call.js';
 import { createPostgresAdmin } from './postgres-admin.js';
 import { NOW_MS, schemaObjects, schemaSql } from './schema-sql.js';
 import { parseTableName } from './table-name.js';
@@ -140,7 +140,11 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     const config = prepared
       ? { name: names[operation], text: texts[operation], values }
       : { text: texts[operation], values };
-    return runStatement<R & Record<string, unknown>>(target, operation, config, timeoutMs);
+    // Through the pool each step is its own implicit transaction, retried after a
+    // serialization failure; inside the caller's transaction (completeIn) it cannot be.
+    return target === pool
+      ? runStep<R & Record<string, unknown>>(target, operation, config, timeoutMs)
+      : runStatement<R & Record<string, unknown>>(target, operation, config, timeoutMs);
   }
 
   const rowKey = (storageKey: string): string => checkKey(keyPrefix + checkKey(storageKey));
@@ -256,12 +260,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 
     async ensureSchema(): Promise<void> {
       // Several statements in one simple query: one implicit transaction, under the lock.
-      await runStatement(
-        pool,
-        'ensureSchema',
-        { text: schemaSql(name) },
-        Math.max(timeoutMs, 30_000),
-      );
+      await runStep(pool, 'ensureSchema', { text: schemaSql(name) }, Math.max(timeoutMs, 30_000));
     },
 
     async deleteExpired(deleteOptions = {}): Promise<number> {

@@ -3,6 +3,13 @@ import type { TableName } from './table-name.js';
 /** Largest deadline the store writes: 2^53 - 1 ms, so every deadline reads back exactly in JS. */
 export const MAX_DEADLINE = '9007199254740991';
 
+/**
+ * Longest wait of an acquire for the row of another owner's passed lease before it answers
+ * "in progress": longer than a store statement holds a row, far shorter than a business
+ * transaction may.
+ */
+export const HELD_ROW_WAIT = '100ms';
+
 /** The database clock in epoch milliseconds (the time now, not the transaction's start). */
 export const NOW_MS = 'floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint';
 
@@ -14,6 +21,7 @@ export interface SchemaObjects {
   complete: string;
   release: string;
   extend: string;
+  hold: string;
 }
 
 export function schemaObjects(name: TableName): SchemaObjects {
@@ -24,6 +32,7 @@ export function schemaObjects(name: TableName): SchemaObjects {
     complete: name.sibling('_complete'),
     release: name.sibling('_release'),
     extend: name.sibling('_extend'),
+    hold: name.sibling('_hold'),
   };
 }
 
@@ -80,7 +89,9 @@ CREATE INDEX IF NOT EXISTS ${o.expiresIndex} ON ${o.table} (expires_at);
 
 -- Takes the record, or answers the live record that prevents it. The first read takes no
 -- lock: a live record that is not the caller's own (a replay, a conflict) is answered
--- without writing anything. Everything else is decided again under the row lock.
+-- without writing anything. Everything else is decided again under the row lock; a record
+-- in progress whose row another transaction holds (its business transaction) is answered
+-- as in progress after ${HELD_ROW_WAIT}.
 CREATE OR REPLACE FUNCTION ${o.acquire}(
   p_key text, p_fingerprint text, p_owner text, p_lease_ms bigint, p_retention_ms bigint,
   OUT o_acquired boolean, OUT o_takeover boolean, OUT o_now bigint, OUT o_status text,
@@ -91,6 +102,7 @@ DECLARE
   r ${o.table}%ROWTYPE;
   found_row boolean;
   attempt int := 0;
+  v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
   SELECT * INTO r FROM ${o.table} WHERE key = p_key;
   found_row := FOUND;
@@ -113,7 +125,31 @@ BEGIN
     IF attempt > 10 THEN
       RAISE EXCEPTION 'idem acquire of % gave up: the record keeps changing', p_key;
     END IF;
-    SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE;
+    IF found_row AND r.status = 'in_progress' AND r.owner <> p_owner THEN
+      -- Another owner's passed lease. Its business transaction may hold the row for as long
+      -- as it runs (and renews nothing meanwhile): wait only as long as a store statement
+      -- holds a row (another takeover, the owner's complete), then answer in progress. The
+      -- setting is undone with the block (on error) or right after the lock.
+      BEGIN
+        PERFORM set_config('lock_timeout', '${HELD_ROW_WAIT}', true);
+        SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE;
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
+      EXCEPTION WHEN lock_not_available THEN
+        o_acquired := false;
+        o_takeover := false;
+        o_status := r.status;
+        o_fingerprint := r.fingerprint;
+        o_owner := r.owner;
+        o_fence := r.fence;
+        -- Not renewed while the row is held: a hint as if it had just been.
+        o_lease_until := least(greatest(r.lease_until, o_now + p_lease_ms), ${MAX_DEADLINE});
+        o_expires_at := r.expires_at;
+        o_outcome := r.outcome;
+        RETURN;
+      END;
+    ELSE
+      SELECT * INTO r FROM ${o.table} WHERE key = p_key FOR UPDATE;
+    END IF;
     found_row := FOUND;
     o_now := ${NOW_MS};
     o_lease_until := least(o_now + p_lease_ms, ${MAX_DEADLINE});
@@ -211,6 +247,27 @@ ${lockOwnRecord(o, 'NULL', " OR r.status <> 'in_progress'")}  v_lease := least(v
     expires_at = greatest(r.expires_at, least(v_lease + p_retention_ms, ${MAX_DEADLINE}))
   WHERE key = p_key;
   RETURN v_lease;
+END
+$fn$;
+
+-- For a serializable business transaction: holds the record's row by its tuple id (read
+-- beforehand, outside that transaction) while it is still the caller's, and answers its fence
+-- (NULL when it is not). A tuple id scan leaves a predicate lock on this one row, where a
+-- look-up by key would leave one on a whole page of the primary key's index, which every
+-- other serializable completion writing into that page would conflict with.
+CREATE OR REPLACE FUNCTION ${o.hold}(p_tid tid, p_key text, p_owner text, p_fence bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_indexscan = off
+AS $fn$
+DECLARE
+  v_fence bigint;
+BEGIN
+  SELECT fence INTO v_fence FROM ${o.table}
+  WHERE ctid = p_tid AND key = p_key AND owner = p_owner AND fence = p_fence
+    AND status = 'in_progress' AND expires_at > ${NOW_MS}
+  FOR UPDATE;
+  RETURN v_fence;
 END
 $fn$;
 `;

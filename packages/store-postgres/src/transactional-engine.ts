@@ -5,14 +5,22 @@ import {
   type IdempotencyStore,
   type IdempotentRequest,
   InvalidInputError,
+  LeaseLostError,
   type OperationContext,
   type OutcomePolicy,
   type ResolvedSettings,
   successOnly,
 } from '@idem/core';
 import type { Pool, PoolClient } from 'pg';
-import { BusinessTransaction, TransactionNotCommittedError } from './business-transaction.js';
+import {
+  BusinessTransaction,
+  beforeOperation,
+  TransactionNotCommittedError,
+} from './business-transaction.js';
+import { ExecutionRegistry } from './execution-registry.js';
+import { holdRecordSql } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
+import { parseTableName } from './table-name.js';
 
 /** What a transactional operation receives: core's context plus the open transaction. */
 export interface TransactionContext extends OperationContext {
@@ -31,7 +39,15 @@ export type IsolationLevel = 'read committed' | 'repeatable read' | 'serializabl
 export interface PostgresIdempotencyOptions<T> extends Omit<IdempotencyOptions<T>, 'store'> {
   /** The store; its `pool` MUST be a `pg.Pool` (the transaction gets a connection of its own). */
   store: PostgresStore;
-  /** Isolation level of the business transaction. @default 'read committed' */
+  /**
+   * Isolation level of the business transaction, set on its `BEGIN` whatever the sessions'
+   * default. Every level keeps the engine's guarantees; under `repeatable read` and
+   * `serializable` the snapshot is taken by the record's lock right after `BEGIN`, and a
+   * serialization failure ends in `TransactionNotCommittedError` (nothing recorded, key
+   * released). `serializable` costs one more round trip (the record's tuple id, read so
+   * that the transaction's predicate lock covers that row only) and needs the schema of
+   * this version (`<table>_hold`). @default 'read committed'
+   */
   isolationLevel?: IsolationLevel;
 }
 
@@ -49,8 +65,12 @@ export interface PostgresIdempotency<T> {
    * - The operation throws: the transaction is rolled back; the error is then final or not
    *   by the outcome policy, as in core (a final failure is recorded on its own, with no
    *   business rows, since they rolled back).
-   * - The lease was taken over meanwhile: the completion finds another owner, the
-   *   transaction is rolled back, `LeaseLostError`.
+   * - The transaction holds the record from `BEGIN` (a row lock sent in the same round
+   *   trip) to its end: nobody can take the key over meanwhile, heartbeats write nothing
+   *   (the lock is the lease), and a duplicate gets `IN_PROGRESS` at once, also after the
+   *   stored lease passed. If the key was taken over before the lock (a long wait for a
+   *   connection), the operation does not run: `LeaseLostError`. The maximum hold ends a
+   *   transaction still running (its connection is dropped; nothing commits).
    * - The transaction could not start or did not commit (a connection killed, a timeout, a
    *   serialization failure at commit): nothing was recorded, the key is released,
    *   `TransactionNotCommittedError` (code `STORE_UNAVAILABLE`). When the connection died
@@ -74,11 +94,6 @@ const BEGIN: Record<IsolationLevel, string> = {
   serializable: 'BEGIN ISOLATION LEVEL SERIALIZABLE',
 };
 
-/** Acquisitions whose operation has not started yet; bounded (a late acquire never runs one). */
-const MAX_WAITING_OWNERS = 10_000;
-
-const id = (key: string, part: string | number) => `${key}\0${part}`;
-
 function isPool(pool: unknown): pool is Pool {
   const candidate = pool as { connect?: unknown; totalCount?: unknown } | null;
   return typeof candidate?.connect === 'function' && typeof candidate.totalCount === 'number';
@@ -90,9 +105,10 @@ function isPool(pool: unknown): pool is Pool {
  *
  * What it guarantees, beyond core's guarantees: for writes made through `ctx.tx`, exactly
  * once, without fences. The record is completed only by the transaction that holds the
- * business writes, under the record's row lock and owner check, so "written but not
- * recorded" and "recorded but not written" cannot happen, whatever is killed when; an
- * execution that lost its lease rolls its writes back. What it does not guarantee: effects
+ * business writes, which holds the record's row from its start and checks the owner, so
+ * "written but not recorded" and "recorded but not written" cannot happen, whatever is
+ * killed when, and no takeover can happen while that transaction may still commit; an
+ * execution that lost the key before it could hold it never runs. What it does not guarantee: effects
  * outside this database (an e-mail, a call to a payment API, a write through another
  * connection) are not part of the transaction; they can happen twice if a transaction
  * aborts after them, so guard them with `ctx.fence` as with core's engine.
@@ -115,51 +131,32 @@ export function createPostgresIdempotency<T = unknown>(
       "isolationLevel must be 'read committed', 'repeatable read' or 'serializable'",
     );
 
-  // Which owner holds (storage key, fence): the operation learns the owner from it.
-  const owners = new Map<string, string>();
-  const fenceOf = new Map<string, string>();
-  // Open business transactions, by storage key and owner.
-  const open = new Map<string, BusinessTransaction>();
-
-  function rememberOwner(key: string, fence: number, owner: string): void {
-    if (owners.size >= MAX_WAITING_OWNERS) {
-      const oldest = owners.keys().next().value as string;
-      fenceOf.delete(id(oldest.split('\0')[0]!, owners.get(oldest)!));
-      owners.delete(oldest);
-    }
-    owners.set(id(key, fence), owner);
-    fenceOf.set(id(key, owner), id(key, fence));
-  }
-
-  function forgetOwner(key: string, owner: string): void {
-    const fenceId = fenceOf.get(id(key, owner));
-    if (fenceId !== undefined) owners.delete(fenceId);
-    fenceOf.delete(id(key, owner));
-  }
+  const table = parseTableName(store.table);
+  const executions = new ExecutionRegistry();
 
   const transactional: IdempotencyStore = {
     capabilities: store.capabilities,
     async acquire(input) {
       const result = await store.acquire(input);
-      if (result.kind === 'acquired') rememberOwner(input.key, result.fence, input.owner);
+      if (result.kind === 'acquired') executions.acquired(input.key, result.fence, input.owner);
       return result;
     },
     complete(input) {
-      const tx = open.get(id(input.key, input.owner));
+      const tx = executions.byOwner(input.key, input.owner)?.tx;
       return tx ? tx.complete(input) : store.complete(input);
     },
     async release(input) {
-      forgetOwner(input.key, input.owner);
-      await open.get(id(input.key, input.owner))?.rollback();
+      executions.dropWaiting(input.key, input.owner);
+      await executions.byOwner(input.key, input.owner)?.tx?.rollback();
       return store.release(input);
     },
-    extend: (input) => store.extend(input),
+    extend(input) {
+      const execution = executions.byOwner(input.key, input.owner);
+      return execution ? execution.extend(() => store.extend(input)) : store.extend(input);
+    },
     get: (key) => store.get(key),
   };
 
-  // Transactions still settling when core gave their completion up (max hold passed
-  // during a long outage): nothing will ask for them again.
-  const byFence = new Map<string, string>();
   const listener = rest.onEvent;
   const policy = (rest.isFinal ?? successOnly) as OutcomePolicy<T>;
   const idem = createIdempotency<T>({
@@ -167,16 +164,27 @@ export function createPostgresIdempotency<T = unknown>(
     store: transactional,
     onEvent: (event) => {
       if (event.type === 'completion_abandoned') {
-        const fenceKey = id(event.storageKey, event.fence);
-        const openKey = byFence.get(fenceKey);
-        if (openKey !== undefined) open.delete(openKey);
-        byFence.delete(fenceKey);
+        // Core gave the completion up (max hold passed during a long outage): nothing will
+        // ask for this transaction again.
+        const execution = executions.byFence(event.storageKey, event.fence);
+        if (execution) executions.end(execution);
+      } else if (event.type === 'lease_lost' && event.phase === 'max_hold') {
+        // The row lock would keep the key for as long as the operation runs: the maximum
+        // hold ends the transaction, as it ends any lease.
+        executions
+          .byFence(event.storageKey, event.fence)
+          ?.tx?.abort(
+            new LeaseLostError('The maximum hold time passed; the transaction was ended'),
+          );
       }
       return listener?.(event);
     },
-    // A transaction that could not start is never an outcome: the key goes back.
+    // A transaction that could not start, or a key lost before it could be held, is never
+    // an outcome: the key goes back.
     isFinal: (settled) =>
-      !settled.ok && settled.error instanceof TransactionNotCommittedError
+      !settled.ok &&
+      (settled.error instanceof TransactionNotCommittedError ||
+        beforeOperation.has(settled.error as object))
         ? false
         : policy(settled),
   });
@@ -224,27 +232,34 @@ export function createPostgresIdempotency<T = unknown>(
     let tx: BusinessTransaction | undefined;
     try {
       return await idem.execute(request, async (ctx) => {
-        const owner = owners.get(id(ctx.storageKey, ctx.fence));
-        if (owner === undefined)
+        // Claimed at once, before any heartbeat of this execution can fire.
+        const execution = executions.start(ctx.storageKey, ctx.fence);
+        if (execution === undefined)
           throw new TransactionNotCommittedError('No acquisition is known for this execution');
-        forgetOwner(ctx.storageKey, owner);
-        const client = await connect();
-        const key = id(ctx.storageKey, owner);
+        let client: PoolClient;
+        try {
+          client = await connect();
+        } catch (error) {
+          executions.end(execution);
+          throw error;
+        }
         const current = new BusinessTransaction(
           store,
           client,
           ctx.storageKey,
-          owner,
+          execution.owner,
           retentionMs,
-          () => {
-            open.delete(key);
-            byFence.delete(id(ctx.storageKey, ctx.fence));
-          },
+          () => executions.end(execution),
         );
-        byFence.set(id(ctx.storageKey, ctx.fence), key);
+        execution.tx = current;
         tx = current;
-        await current.begin(begin);
-        open.set(key, current);
+        const hold = holdRecordSql(
+          table,
+          { key: store.rowKey(ctx.storageKey), owner: execution.owner, fence: ctx.fence },
+          (value) => client.escapeLiteral(value),
+          isolationLevel === 'serializable',
+        );
+        await execution.whileNoHeartbeat(() => current.begin(begin, hold));
         try {
           return await operation({
             fence: ctx.fence,

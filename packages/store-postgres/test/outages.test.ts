@@ -159,6 +159,18 @@ describe('every call is bounded, and an outage ends by itself', () => {
       // Released: the acquire must take the row lock, which the stuck transaction holds.
       const elapsed = await failsWithin(() => t.store.acquire(acquireInput(key)), TIMEOUT + SLACK);
       expect(elapsed).toBeGreaterThanOrEqual(TIMEOUT * 0.8);
+      // The server ends the abandoned statement by its own lock_timeout, which a loaded
+      // machine may fire after the client gave up: let it end before the lock goes, or it
+      // would take the key (a call that failed may still be applied, as documented).
+      const holderPid = (holder as unknown as { processID: number }).processID;
+      for (let i = 0; i < 200; i++) {
+        const { rows } = await raw.query(
+          'SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))',
+          [holderPid],
+        );
+        if (rows[0].n === 0) break;
+        await sleep(25);
+      }
       await holder.query('ROLLBACK');
       expect(await t.store.acquire(acquireInput(key))).toMatchObject({
         kind: 'acquired',

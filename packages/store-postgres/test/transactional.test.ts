@@ -33,7 +33,8 @@ afterAll(async () => {
 function setup(
   extra: Partial<Parameters<typeof createPostgresIdempotency<{ id: string }>>[0]> = {},
 ) {
-  const store = createPostgresStore({ pool, table, keyPrefix: randomName('tx') });
+  const keyPrefix = randomName('tx');
+  const store = createPostgresStore({ pool, table, keyPrefix });
   const engine = createPostgresIdempotency<{ id: string }>({ store, heartbeatMs: false, ...extra });
   const scope = randomName('scope');
   let runs = 0;
@@ -57,7 +58,7 @@ function setup(
         ])
       ).rows[0].count,
     );
-  return { store, engine, scope, charge, rows, runs: () => runs };
+  return { store, keyPrefix, engine, scope, charge, rows, runs: () => runs };
 }
 
 describe('transactional execute', () => {
@@ -72,7 +73,9 @@ describe('transactional execute', () => {
         onConnection.push(
           typeof config === 'object' && config.name
             ? config.name.split('_')[1]!
-            : text.split(' ')[0]!,
+            : /^BEGIN .*; SELECT .* FOR UPDATE$/.test(text)
+              ? 'BEGIN+lock'
+              : text.split(' ')[0]!,
         );
         return original(...args);
       };
@@ -84,11 +87,18 @@ describe('transactional execute', () => {
       const sent = countStatements(counted);
       const first = await engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
       expect(first.replayed).toBe(false);
-      // The acquire through the pool; then on the transaction's connection BEGIN, the
-      // operation's INSERT, the completion and COMMIT: idem's own cost is the 2 round trips
-      // of any first execution (acquire + complete), BEGIN and COMMIT are the transaction's.
+      // The acquire through the pool; then on the transaction's connection BEGIN with the
+      // record's lock in the same round trip, the operation's INSERT, the completion and
+      // COMMIT: idem's own cost is the 2 round trips of any first execution (acquire +
+      // complete), BEGIN and COMMIT are the transaction's.
       expect(sent.take()).toEqual(['acquire']);
-      expect(onConnection.splice(0)).toEqual(['acquire', 'BEGIN', 'INSERT', 'complete', 'COMMIT']);
+      expect(onConnection.splice(0)).toEqual([
+        'acquire',
+        'BEGIN+lock',
+        'INSERT',
+        'complete',
+        'COMMIT',
+      ]);
       expect(await t.rows('k')).toBe(1);
       expect((await store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('completed');
       sent.take();
@@ -137,20 +147,40 @@ describe('transactional execute', () => {
     expect(await t.rows('k')).toBe(0);
   });
 
-  it('an execution whose lease was taken over rolls back: one row, the new owner', async () => {
-    const t = setup({ leaseMs: 300 });
-    const slow = t.engine.execute(
-      { key: 'k', scope: t.scope },
-      t.charge('k', () => sleep(700)),
-    );
-    await sleep(450);
-    // The lease passed: a retry takes over and commits first.
-    const retry = await t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
-    expect(retry.replayed).toBe(false);
-    await expect(slow).rejects.toBeInstanceOf(LeaseLostError);
-    expect(await t.rows('k')).toBe(1);
-    const { rows } = await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [t.scope]);
-    expect(rows.map((r) => Number(r.fence))).toEqual([2]);
+  it('a key taken over before the transaction could hold it: the operation never runs, one row', async () => {
+    const slowPool = makePool({ max: 4 });
+    try {
+      // The first execution waits 600 ms for its connection; its 300 ms lease passes meanwhile.
+      // (pool.query connects with a callback: only the engine's promise form is delayed.)
+      const connect = slowPool.connect.bind(slowPool) as (...args: unknown[]) => unknown;
+      let delayed = false;
+      (slowPool as unknown as { connect: (...args: unknown[]) => unknown }).connect = (
+        ...args: unknown[]
+      ) => {
+        if (args.length > 0 || delayed) return connect(...args);
+        delayed = true;
+        return sleep(600).then(() => connect());
+      };
+      const t = setup({ leaseMs: 300 });
+      const slowStore = createPostgresStore({ pool: slowPool, table, keyPrefix: t.keyPrefix });
+      const slow = createPostgresIdempotency<{ id: string }>({
+        store: slowStore,
+        leaseMs: 300,
+        heartbeatMs: false,
+      });
+      const first = slow.execute({ key: 'k', scope: t.scope }, t.charge('k'));
+      await sleep(400);
+      const retry = await t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
+      expect(retry.replayed).toBe(false);
+      // Its lock found another owner: rolled back before the operation ran.
+      await expect(first).rejects.toBeInstanceOf(LeaseLostError);
+      expect(t.runs()).toBe(1);
+      const { rows } = await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [t.scope]);
+      expect(rows.map((r) => Number(r.fence))).toEqual([2]);
+      expect(slowPool.totalCount - slowPool.idleCount).toBe(0);
+    } finally {
+      await slowPool.end();
+    }
   });
 
   it('a killed transaction connection: nothing recorded, the key released, the retry commits once', async () => {

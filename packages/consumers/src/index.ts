@@ -1,0 +1,23 @@
+export type {
+  AmqpChannelLike,
+  AmqpConsumerOptions,
+  AmqpMessageLike,
+  IdempotentConsumer,
+} from './amqp-consumer.js';
+export { amqpMessageKey, consumeAmqp } from './amqp-consumer.js';
+export type {
+  ConsumerEngineOptions,
+  ConsumerOptions,
+  Disposition,
+  MessageProcessor,
+  MessageReport,
+  MessageStatus,
+} from './message-outcome.js';
+export { messageProcessor } from './message-outcome.js';
+export type {
+  ConsumerMessagesLike,
+  JetStreamConsumerLike,
+  JetStreamConsumerOptions,
+  JsMsgLike,
+} from './nats-consumer.js';
+export { consumeJetStream, jetStreamMessageKey } from './nats-consumer.js';

@@ -1,0 +1,111 @@
+import { InvalidInputError, type Scope } from '@idem/core';
+import { type IdempotentConsumer, settleWithin } from './amqp-consumer.js';
+import { type ConsumerOptions, messageProcessor } from './message-outcome.js';
+
+/** The fields of a JetStream message read here (structurally `JsMsg` of `nats`). */
+export interface JsMsgLike {
+  data: Uint8Array;
+  seq: number;
+  info: { stream: string; streamSequence: number; redeliveryCount: number };
+  headers?: { get(name: string): string } | undefined;
+  ack(): void;
+  nak(millis?: number): void;
+  working(): void;
+  term(reason?: string): void;
+}
+
+/** The messages of `consumer.consume()`: an async iterable that can be stopped. */
+export interface ConsumerMessagesLike<TMessage extends JsMsgLike> extends AsyncIterable<TMessage> {
+  stop(): void;
+}
+
+/** A pull consumer (structurally `Consumer` of `nats`, from `js.consumers.get(stream, name)`). */
+export interface JetStreamConsumerLike<TMessage extends JsMsgLike> {
+  consume(options?: { max_messages?: number }): Promise<ConsumerMessagesLike<TMessage>>;
+}
+
+/** Options of {@link consumeJetStream}. */
+export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
+  extends ConsumerOptions<TMessage, T> {
+  /** A durable pull consumer with explicit acks. */
+  consumer: JetStreamConsumerLike<TMessage>;
+  /** Messages processed at once. @default 1 */
+  concurrency?: number;
+  /**
+   * How often a running handler tells JetStream it is still working (`msg.working()`), so the
+   * consumer's `ack_wait` does not pass meanwhile; keep it below `ack_wait`. @default 10_000
+   */
+  workingIntervalMs?: number;
+}
+
+/**
+ * Default key of a JetStream message: its `Nats-Msg-Id` header when it has one (the
+ * publisher's id, which also catches a publisher's resend outside the stream's duplicate
+ * window), else the stream and stream sequence.
+ */
+export const jetStreamMessageKey = (message: JsMsgLike): string => {
+  const id = message.headers?.get('Nats-Msg-Id');
+  return id ? id : `${message.info.stream}:${message.info.streamSequence}`;
+};
+
+/**
+ * Consumes a JetStream pull consumer: each message's handler runs at most once under its key
+ * and the message is acked only after the outcome is recorded. A redelivery of a recorded
+ * message is acked without running the handler; a duplicate in progress elsewhere, a failed
+ * handler or a store outage is `nak`ed with a delay; a message without a key or with another
+ * payload under a recorded key is terminated (`term`).
+ */
+export async function consumeJetStream<TMessage extends JsMsgLike, T>(
+  options: JetStreamConsumerOptions<TMessage, T>,
+): Promise<IdempotentConsumer> {
+  const { consumer, concurrency = 1, workingIntervalMs = 10_000, ...rest } = options;
+  if (!(Number.isSafeInteger(concurrency) && concurrency > 0))
+    throw new InvalidInputError('concurrency must be a positive integer');
+  const processor = messageProcessor<TMessage, T>(rest, {
+    defaultKey: jetStreamMessageKey,
+    body: (message) => message.data,
+    defaultScope: (message) => ['nats', message.info.stream] as Scope,
+  });
+  const messages = await consumer.consume({ max_messages: Math.max(concurrency, 1) * 2 });
+  const inFlight = new Set<Promise<void>>();
+
+  async function handle(message: TMessage): Promise<void> {
+    const working = setInterval(() => message.working(), workingIntervalMs);
+    let disposition: Awaited<ReturnType<typeof processor.process>>;
+    try {
+      disposition = await processor.process(message);
+    } finally {
+      clearInterval(working);
+    }
+    if (disposition.action === 'ack') message.ack();
+    else if (disposition.action === 'reject') message.term(String(disposition.error));
+    else message.nak(disposition.delayMs);
+  }
+
+  const loop = (async () => {
+    for await (const message of messages) {
+      const task = handle(message)
+        .catch(() => {}) // a broker call on a closed connection: JetStream redelivers
+        .finally(() => inFlight.delete(task));
+      inFlight.add(task);
+      if (inFlight.size >= concurrency) await Promise.race(inFlight);
+    }
+  })().catch(() => {
+    // The subscription ended with an error (the connection closed for good): unacked messages
+    // are redelivered by JetStream; the connection's own `closed()` says why.
+  });
+
+  let stopped = false;
+  return {
+    async stop(timeoutMs = 30_000) {
+      if (!stopped) {
+        stopped = true;
+        messages.stop();
+      }
+      await settleWithin([loop, ...inFlight], timeoutMs);
+    },
+    get inFlight() {
+      return inFlight.size;
+    },
+  };
+}

@@ -1,0 +1,43 @@
+import { randomBytes } from 'node:crypto';
+import amqp, { type ChannelModel } from 'amqplib';
+import { connect, type NatsConnection } from 'nats';
+
+/** RabbitMQ the tests use. */
+export const AMQP_URL = process.env.IDEM_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+/** NATS (with JetStream) the tests use. */
+export const NATS_URL = process.env.IDEM_NATS_URL ?? 'nats://127.0.0.1:4222';
+
+const AMQP_HELP = `These tests need RabbitMQ at ${AMQP_URL}: start it (rabbitmq-server -detached, or bash scripts/bootstrap.sh --services) or point IDEM_AMQP_URL at one (amqp://user:password@host:port).`;
+const NATS_HELP = `These tests need NATS with JetStream at ${NATS_URL}: start it (nats-server -js, or bash scripts/bootstrap.sh --services) or point IDEM_NATS_URL at one (nats://host:port).`;
+
+/** A name unique to this test run. */
+export const uniqueName = (prefix: string): string =>
+  `${prefix}-${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+
+/** Connects to RabbitMQ, or fails with how to provide it. */
+export async function connectAmqp(): Promise<ChannelModel> {
+  try {
+    return await amqp.connect(AMQP_URL, { timeout: 5_000 });
+  } catch (error) {
+    throw new Error(`${AMQP_HELP} (${(error as Error).message})`);
+  }
+}
+
+/** Connects to NATS and checks JetStream is on, or fails with how to provide it. */
+export async function connectNats(): Promise<NatsConnection> {
+  let nc: NatsConnection;
+  try {
+    nc = await connect({ servers: NATS_URL, timeout: 5_000, maxReconnectAttempts: 5 });
+  } catch (error) {
+    throw new Error(`${NATS_HELP} (${(error as Error).message})`);
+  }
+  try {
+    await (await nc.jetstreamManager()).getAccountInfo();
+  } catch (error) {
+    await nc.close();
+    throw new Error(
+      `NATS answers but JetStream is off. ${NATS_HELP} (${(error as Error).message})`,
+    );
+  }
+  return nc;
+}

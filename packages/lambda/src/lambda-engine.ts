@@ -1,0 +1,100 @@
+import {
+  createIdempotency,
+  deriveKey,
+  fingerprint,
+  type Idempotency,
+  type IdempotencyOptions,
+  type IdempotentRequest,
+  InvalidInputError,
+  isValidKey,
+  type JsonValue,
+  type Scope,
+} from '@idem/core';
+
+/**
+ * The part of the Lambda context this package reads (structurally compatible with
+ * `Context` from `@types/aws-lambda`).
+ */
+export interface LambdaContextLike {
+  /** Name of the function; the default scope. */
+  functionName: string;
+  /** Milliseconds left before Lambda stops the invocation. */
+  getRemainingTimeInMillis(): number;
+}
+
+/**
+ * Engine options shared by every wrapper: those of `createIdempotency` in `@idem/core`
+ * (store, leaseMs, retentionMs, heartbeatMs, storeTimeoutMs, isFinal, serializer, onEvent...)
+ * except `wait`: a duplicate in progress always fails at once so that Lambda (or the broker)
+ * retries it later instead of paying for an invocation that sleeps.
+ */
+export type EngineOptions<T> = Omit<IdempotencyOptions<T>, 'wait'>;
+
+/**
+ * Scope of the keys: what they are unique within. A value, or a function of the invocation.
+ * @default ['lambda', context.functionName]
+ */
+export type ScopeOption<TEvent, TContext> = Scope | ((event: TEvent, context: TContext) => Scope);
+
+/** Milliseconds kept in hand before Lambda's deadline, by default. */
+export const DEFAULT_TIMEOUT_MARGIN_MS = 1_000;
+
+/**
+ * The engine for one invocation. The lease is never longer than the time the invocation has
+ * left, and heartbeats stop renewing it at the deadline (`maxHoldMs`): when Lambda stops a
+ * timed-out invocation, its key becomes free for the retry at about that moment, never
+ * later (Powertools' in-progress expiry, but renewed while the handler is alive).
+ */
+export function engineForInvocation<T>(
+  options: EngineOptions<T>,
+  context: LambdaContextLike,
+): Idempotency<T> {
+  const remaining = remainingMs(context);
+  const leaseMs = Math.max(1, Math.min(options.leaseMs ?? 30_000, remaining));
+  const maxHoldMs = Math.max(1, Math.min(options.maxHoldMs ?? 3_600_000, remaining));
+  // A heartbeat must be shorter than the lease; a capped lease takes a third as its beat.
+  const heartbeatMs =
+    options.heartbeatMs === false
+      ? false
+      : Math.min(options.heartbeatMs ?? leaseMs / 3, leaseMs / 3);
+  return createIdempotency<T>({ ...options, leaseMs, maxHoldMs, heartbeatMs });
+}
+
+/** Time left in the invocation; `Infinity` when the context has no clock (a local call). */
+export function remainingMs(context: LambdaContextLike): number {
+  const left =
+    typeof context?.getRemainingTimeInMillis === 'function'
+      ? context.getRemainingTimeInMillis()
+      : Number.POSITIVE_INFINITY;
+  return typeof left === 'number' && !Number.isNaN(left) ? left : Number.POSITIVE_INFINITY;
+}
+
+/**
+ * An idempotency key from what a key function returned: a valid key string (1..255
+ * printable ASCII) as it is; any other JSON value (an object, a long string) through
+ * `deriveKey` (SHA-256 of its canonical JSON).
+ */
+export function toKey(value: JsonValue | undefined): string {
+  if (value === undefined || value === null || value === '')
+    throw new InvalidInputError('The key function returned no key (undefined, null or "")');
+  return typeof value === 'string' && isValidKey(value) ? value : deriveKey(value);
+}
+
+/** The request for `execute`: key, scope and fingerprint of one invocation or record. */
+export function requestFor<TEvent, TContext extends LambdaContextLike>(
+  event: TEvent,
+  context: TContext,
+  key: JsonValue | undefined,
+  payload: JsonValue | undefined,
+  scope: ScopeOption<TEvent, TContext> | undefined,
+): IdempotentRequest {
+  const resolvedScope =
+    typeof scope === 'function'
+      ? scope(event, context)
+      : (scope ?? ['lambda', context.functionName ?? '']);
+  return {
+    key: toKey(key),
+    scope: resolvedScope,
+    fingerprint: payload === undefined ? '' : fingerprint({ body: payload }),
+  };
+}

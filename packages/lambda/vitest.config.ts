@@ -1,0 +1,14 @@
+import { defineConfig } from 'vitest/config';
+
+// The SDK warns once per process that releases after January 2027 need Node 22; tests run on 20.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // Starts DynamoDB Local (or uses DYNAMODB_ENDPOINT), creates this run's table, checks Redis.
+    globalSetup: ['test/global-setup.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+  },
+});
