@@ -31,8 +31,7 @@ export type IdemClientErrorCode =
  * Error raised by `@idem/client`: an `IdemError` like every idem error, so one
  * `isIdemError` check covers them all. `cause` carries the underlying error, if any.
  */
-export class IdemClientError extends IdemError {
-  declare readonly code: IdemClientErrorCode;
+export class IdemClientError extends IdemError<IdemClientErrorCode> {
   /** Attempts made before the error, `0` when nothing was sent. */
   readonly attempts: number;
   /**

@@ -207,10 +207,12 @@ export function createAdmission(options: AdmissionOptions): Admission {
  * The store behind `admission`: `acquire`, `get` and `release` are sheddable (a refused
  * release leaves the key to its lease), `complete` and `extend` are essential. Every answer is the store's own; a refused call is a
  * `StoreUnavailableError`, which the engine treats like any store failure (503, retries).
+ * The store's `admin` is passed through unadmitted: an operator's call is never shed.
  */
 export function admitStore(store: IdempotencyStore, admission: Admission): IdempotencyStore {
   const admitted: IdempotencyStore = {
     capabilities: store.capabilities,
+    ...(store.admin ? { admin: store.admin } : {}),
     acquire: (input) => admission.run('sheddable', () => store.acquire(input)),
     get: (key) => admission.run('sheddable', () => store.get(key)),
     release: (input) => admission.run('sheddable', () => store.release(input)),

@@ -1,6 +1,8 @@
 /**
- * Every error idem raises is an {@link IdemError}. Callers branch on `code`, never on the
- * message text, which may change between releases.
+ * The codes of the errors `@idem/core` raises (and store adapters raise through it). Callers
+ * branch on `code`, never on the message text, which may change between releases. Another
+ * package's errors extend {@link IdemError} with codes of their own, declared in that package
+ * (`@idem/client`'s `IdemClientErrorCode`).
  */
 export type IdemErrorCode =
   | 'INVALID_KEY'
@@ -14,20 +16,17 @@ export type IdemErrorCode =
   | 'OUTCOME_TOO_LARGE'
   | 'OUTCOME_CORRUPT'
   | 'OUTCOME_NOT_RECORDED'
-  | 'REPLAYED_FAILURE'
-  // raised by @idem/client
-  | 'BODY_NOT_REPLAYABLE'
-  | 'RETRIES_EXHAUSTED'
-  | 'DEADLINE_EXCEEDED'
-  | 'KEY_NOT_DERIVABLE'
-  | 'STREAM_NOT_RESUMABLE';
+  | 'REPLAYED_FAILURE';
 
-/** Base class of every error idem raises. `cause` carries the underlying error, if any. */
-export class IdemError extends Error {
+/**
+ * Base class of every error idem raises. `cause` carries the underlying error, if any. `C` is
+ * the union of codes of the package that raises it: core's {@link IdemErrorCode} by default.
+ */
+export class IdemError<C extends string = IdemErrorCode> extends Error {
   /** Stable discriminant. */
-  readonly code: IdemErrorCode;
+  readonly code: C;
 
-  constructor(code: IdemErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: C, message: string, options?: { cause?: unknown }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.name = new.target.name;
@@ -201,7 +200,16 @@ export class ReplayedFailureError extends IdemError {
   }
 }
 
-/** True when `error` is an {@link IdemError}, optionally of the given code. */
-export function isIdemError(error: unknown, code?: IdemErrorCode): error is IdemError {
+/**
+ * True when `error` is an {@link IdemError} of the given core code; without a code, when it is
+ * any idem error (core's, or another package's such as `@idem/client`'s, whose `code` is then
+ * that package's).
+ */
+export function isIdemError<C extends IdemErrorCode>(
+  error: unknown,
+  code: C,
+): error is IdemError<C>;
+export function isIdemError(error: unknown): error is IdemError<string>;
+export function isIdemError(error: unknown, code?: string): boolean {
   return error instanceof IdemError && (code === undefined || error.code === code);
 }

@@ -1,3 +1,34 @@
+// The adapter kit: the plumbing every store repeats (typed errors, input checks, owner-write
+// answers, time limits), so that a store adapter writes only its primitives.
+export type { StoreStringRules } from './adapter-kit/input-checks.js';
+export {
+  checkClock,
+  checkDuration,
+  checkObject,
+  checkOutcome,
+  checkPositiveInteger,
+  checkStoreString,
+  checkTimerMs,
+  durationText,
+  forcedReleaseOwner,
+  MAX_TIMER_MS,
+  readClock,
+} from './adapter-kit/input-checks.js';
+export {
+  blocksAcquire,
+  inspectionOf,
+  NOT_OWNER,
+  OWNED,
+  ownerWriteResult,
+  sameBytes,
+} from './adapter-kit/owner-writes.js';
+export type { StoreErrorRules } from './adapter-kit/store-errors.js';
+export {
+  errorMessage,
+  guardStoreCall,
+  settleWithin,
+  toStoreError,
+} from './adapter-kit/store-errors.js';
 export type { Admission, AdmissionKind, AdmissionOptions } from './admission.js';
 export { admitStore, createAdmission } from './admission.js';
 export type { JsonValue } from './canonical-json.js';
@@ -97,11 +128,15 @@ export type {
   AcquireResult,
   CompleteInput,
   ExtendInput,
+  ForceReleaseResult,
   IdempotencyStore,
   OwnerWriteResult,
+  RecordInspection,
   RecordStatus,
   ReleaseInput,
+  StoreAdmin,
   StoreCapabilities,
+  StoreClock,
   StoredRecord,
 } from './store.js';
 export type { StoreCallOptions } from './store-call.js';

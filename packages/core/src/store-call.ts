@@ -1,5 +1,7 @@
-import { IdemError, StoreUnavailableError } from './errors.js';
+import { guardStoreCall, type StoreErrorRules } from './adapter-kit/store-errors.js';
 import type { StoreOperation } from './events.js';
+
+const ENGINE_RULES: StoreErrorRules = { service: 'Store' };
 
 /**
  * Runs one store call with a time limit. Errors that are already `IdemError`s pass through;
@@ -51,42 +53,5 @@ function timedCall<T>(
   fn: () => Promise<T>,
   unref: boolean,
 ): Promise<T> {
-  let call: Promise<T>;
-  try {
-    call = Promise.resolve(fn());
-  } catch (error) {
-    return Promise.reject(asStoreError(operation, error));
-  }
-  if (!(timeoutMs > 0 && Number.isFinite(timeoutMs)))
-    return call.then(undefined, (error: unknown) => {
-      throw asStoreError(operation, error);
-    });
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(new StoreUnavailableError(`Store ${operation} timed out after ${timeoutMs} ms`));
-    }, timeoutMs);
-    if (unref) timer.unref?.();
-    // A late answer of a call that timed out settles nothing (and is never unhandled).
-    call.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(asStoreError(operation, error));
-      },
-    );
-  });
-}
-
-function asStoreError(operation: StoreOperation, error: unknown): IdemError {
-  if (error instanceof IdemError) return error;
-  return new StoreUnavailableError(`Store ${operation} failed: ${describe(error)}`, {
-    cause: error,
-  });
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return guardStoreCall(ENGINE_RULES, operation, fn, { timeoutMs, unref });
 }

@@ -102,12 +102,81 @@ export type OwnerWriteResult =
   | { ok: true; leaseUntil?: number }
   | { ok: false; reason: 'not_owner' };
 
+/**
+ * Whose clock decides expiry: `'server'`, the backing service's own (Redis `TIME`,
+ * PostgreSQL `clock_timestamp()`); `'injectable'`, the `Clock` given to the adapter (the
+ * memory store, DynamoDB). The same name is the conformance suite's `clock` option, and the
+ * suite checks that a store declares the clock it is tested with.
+ */
+export type StoreClock = 'server' | 'injectable';
+
 /** Static facts about a store that core takes into account. */
 export interface StoreCapabilities {
   /** Largest encoded outcome the store accepts, in bytes; `undefined` = no limit. */
   maxOutcomeBytes?: number;
-  /** Whose clock decides expiry: the server's own, or the injectable clock given to the adapter. */
-  clock: 'server' | 'client';
+  /** Whose clock decides expiry (see {@link StoreClock}). */
+  clock: StoreClock;
+}
+
+/** What {@link StoreAdmin.inspect} shows of a record: everything but the outcome bytes. */
+export interface RecordInspection {
+  status: RecordStatus;
+  fingerprint: string;
+  /** Owner token of the latest acquisition (or of the operator's forced release). */
+  owner: string;
+  fence: number;
+  /** Lease deadline, epoch ms by the store's clock. */
+  leaseUntil: number;
+  /** Retention deadline, epoch ms by the store's clock. */
+  expiresAt: number;
+  /** Size of the stored outcome in bytes (as the store holds it, e.g. compressed); 0 when none. */
+  outcomeBytes: number;
+  /** The store's clock when it read the record, epoch ms (to tell how long a lease has left). */
+  now: number;
+}
+
+/** Result of {@link StoreAdmin.forceRelease}. */
+export type ForceReleaseResult =
+  | {
+      ok: true;
+      /** The fence the record now holds: the stuck execution's fence + 1. */
+      fence: number;
+      /** Owner token of the execution that was cut off. */
+      previousOwner: string;
+    }
+  | {
+      ok: false;
+      /**
+       * `not_found`: no live record; `not_in_progress`: the record is `completed` or
+       * `released`, and was left as it is (delete a completed record to forget its outcome).
+       */
+      reason: 'not_found' | 'not_in_progress';
+    };
+
+/**
+ * Operator actions on one storage key, for tooling (`@idem/cli`) and runbooks; the state
+ * machine never calls them. Each MUST be atomic with respect to every other call on the key,
+ * in one round trip where the store allows, decided by the store's clock, and wrap failures
+ * like the primitives do.
+ */
+export interface StoreAdmin {
+  /** The record as stored, outcome size instead of bytes; `undefined` when none or expired. */
+  inspect(key: string): Promise<RecordInspection | undefined>;
+  /**
+   * Frees a stuck `in_progress` record (lease live or passed): it MUST become a `released`
+   * tombstone with `fence + 1`, a fresh owner token that no executor holds, `leaseUntil =
+   * now`, and its `expiresAt` kept. The cut-off executor's `complete`, `extend` and `release`
+   * then answer `not_owner`, and the next `acquire` takes the key with a higher fence still.
+   * A `completed` or `released` record MUST be left unchanged (`not_in_progress`).
+   */
+  forceRelease(key: string): Promise<ForceReleaseResult>;
+  /**
+   * Removes the record whatever its status; answers whether a live record was there. The
+   * fence goes with it unless the store keeps fences apart (the memory store's floor,
+   * Redis's fence memory): a later acquisition MAY start again at fence 1. An executor that
+   * still runs then gets `not_owner` on its writes.
+   */
+  delete(key: string): Promise<{ deleted: boolean }>;
 }
 
 /**
@@ -189,6 +258,13 @@ export interface IdempotencyStore {
    * expired. For inspection and tests; the state machine does not need it.
    */
   get(key: string): Promise<StoredRecord | undefined>;
+
+  /**
+   * Operator actions (inspect, force-release, delete). Optional in the type, so that wrappers
+   * and test doubles of the engine need not carry it; every published adapter MUST provide
+   * it, and the conformance suite fails a store without it.
+   */
+  readonly admin?: StoreAdmin;
 
   /** Frees resources the adapter owns (timers). Never closes the user's client. */
   close?(): Promise<void>;

@@ -7,6 +7,7 @@ import {
   InProgressError,
   MismatchError,
 } from '@idem/core';
+import { adminChecks } from './checks-admin.js';
 import {
   acquireInput,
   assertAcquired,
@@ -444,4 +445,5 @@ export const contractChecks: ContractCheck[] = [
     },
   },
   ...redeliveryChecks,
+  ...adminChecks,
 ];

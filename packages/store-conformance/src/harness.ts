@@ -3,6 +3,7 @@ import {
   type Clock,
   type IdempotencyStore,
   ManualClock,
+  type StoreClock,
   type StoredRecord,
   systemClock,
 } from '@idem/core';
@@ -10,6 +11,8 @@ import type { ConformanceOptions } from './options.js';
 
 /** Time as a test sees it: a store clock reading and a way to let time pass. */
 export interface TestTime {
+  /** The clock the store is tested with (the suite's `clock` option). */
+  kind: StoreClock;
   /** The clock handed to the store (manual for injectable stores, the system clock otherwise). */
   clock: Clock;
   /** Lease length tests use, in ms. */
@@ -37,6 +40,7 @@ export function makeTime(options: ConformanceOptions): TestTime {
   if (options.clock === 'injectable') {
     const clock = new ManualClock(Date.now());
     return {
+      kind: 'injectable',
       clock,
       leaseMs: 30_000,
       toleranceMs: 0,
@@ -46,6 +50,7 @@ export function makeTime(options: ConformanceOptions): TestTime {
     };
   }
   return {
+    kind: 'server',
     clock: systemClock,
     leaseMs: options.leaseMs ?? 250,
     toleranceMs: 50,

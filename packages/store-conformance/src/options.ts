@@ -1,4 +1,4 @@
-import type { Clock, IdempotencyStore, StoredRecord } from '@idem/core';
+import type { Clock, IdempotencyStore, StoreClock, StoredRecord } from '@idem/core';
 
 /** What the suite hands `createStore` for each test. */
 export interface ConformanceContext {
@@ -18,11 +18,13 @@ export interface ConformanceOptions {
   /** Cleans up after a store (delete its keys, close timers). Never close the shared client here unless you created it in createStore. */
   destroyStore?(store: IdempotencyStore): Promise<void> | void;
   /**
+   * Whose clock the store decides expiry by: the same name and values as the store's
+   * `capabilities.clock` (core's `StoreClock`), and the suite checks that they agree.
    * `'injectable'`: the store decides expiry by `ctx.clock`, and the suite moves that clock.
    * `'server'`: the store uses its own server clock; the suite uses short real leases
    * (`leaseMs`) and real sleeps.
    */
-  clock: 'injectable' | 'server';
+  clock: StoreClock;
   /** Lease used by tests when `clock` is `'server'`, in ms. @default 250 */
   leaseMs?: number;
   /**

@@ -3,6 +3,7 @@ import {
   type Clock,
   type IdempotencyStore,
   type OwnerWriteResult,
+  type StoreClock,
   type StoredRecord,
   systemClock,
 } from '@idem/core';
@@ -24,7 +25,12 @@ export type Bug =
   | 'acquire-redelivery-keeps-lease'
   | 'complete-redelivery-refused'
   | 'complete-redelivery-overwrites'
-  | 'complete-redelivery-ignores-owner';
+  | 'complete-redelivery-ignores-owner'
+  | 'force-release-keeps-fence'
+  | 'force-release-keeps-owner'
+  | 'force-release-destroys-completed'
+  | 'delete-keeps-record'
+  | 'wrong-clock-capability';
 
 const yieldToOthers = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
@@ -33,7 +39,11 @@ const yieldToOthers = () => new Promise<void>((resolve) => setTimeout(resolve, 0
  * one optional bug. With `bug: 'none'` it must pass the whole suite; with any bug the
  * suite must fail.
  */
-export function createNaiveStore(bug: Bug, clock: Clock = systemClock): IdempotencyStore {
+export function createNaiveStore(
+  bug: Bug,
+  clock: Clock = systemClock,
+  kind: StoreClock = 'injectable',
+): IdempotencyStore {
   const map = new Map<string, StoredRecord>();
   // Fences of expired records, so a key's fence keeps growing after expiry.
   const lastFence = new Map<string, number>();
@@ -56,7 +66,40 @@ export function createNaiveStore(bug: Bug, clock: Clock = systemClock): Idempote
     return r && r.status === 'in_progress' && (ignoreOwner || r.owner === owner) ? r : undefined;
   };
   return {
-    capabilities: { clock: 'client' },
+    capabilities: {
+      clock:
+        bug === 'wrong-clock-capability' ? (kind === 'server' ? 'injectable' : 'server') : kind,
+    },
+    admin: {
+      async inspect(key) {
+        const now = clock.now();
+        const r = read(key, now);
+        if (!r) return undefined;
+        const { outcome, ...rest } = r;
+        return { ...rest, outcomeBytes: outcome?.length ?? 0, now };
+      },
+      async forceRelease(key) {
+        const r = read(key, clock.now());
+        if (!r) return { ok: false, reason: 'not_found' };
+        if (r.status !== 'in_progress' && bug !== 'force-release-destroys-completed')
+          return { ok: false, reason: 'not_in_progress' };
+        const previousOwner = r.owner;
+        delete r.outcome;
+        r.status = 'released';
+        r.leaseUntil = clock.now();
+        if (bug !== 'force-release-keeps-fence') r.fence += 1;
+        if (bug !== 'force-release-keeps-owner') r.owner = `admin-${Math.random()}`;
+        return { ok: true, fence: r.fence, previousOwner };
+      },
+      async delete(key) {
+        const r = read(key, clock.now());
+        if (r && bug !== 'delete-keeps-record') {
+          map.delete(key);
+          lastFence.set(key, r.fence);
+        }
+        return { deleted: r !== undefined };
+      },
+    },
     async acquire(input): Promise<AcquireResult> {
       let now = clock.now();
       const found = read(input.key, now);

@@ -22,7 +22,7 @@ describeStoreConformance('naive reference store', options('none'));
 describeStoreConformance('naive reference store on the system clock', {
   clock: 'server',
   leaseMs: 120,
-  createStore: () => createNaiveStore('none', systemClock),
+  createStore: () => createNaiveStore('none', systemClock, 'server'),
   numRuns: 10,
 });
 
@@ -79,6 +79,35 @@ describe('the suite bites: each broken store fails it', () => {
       expect(failed.some((name) => name.startsWith('lost answers then redelivery:'))).toBe(true);
     });
   }
+  const admin: [Bug, string][] = [
+    ['force-release-keeps-fence', 'admin'],
+    ['force-release-keeps-owner', 'admin'],
+    ['force-release-destroys-completed', 'admin'],
+    ['delete-keeps-record', 'admin'],
+    ['wrong-clock-capability', 'capabilities'],
+  ];
+  for (const [bug, group] of admin) {
+    it(`${bug} is caught by the ${group} checks`, async () => {
+      const failed = await failingChecks(bug);
+      expect(failed.some((name) => name.startsWith(`${group}:`))).toBe(true);
+    });
+  }
+  it('a store without admin fails the admin checks', async () => {
+    const failed: string[] = [];
+    for (const check of contractChecks.filter((c) => c.group === 'admin')) {
+      await withHarness(
+        {
+          clock: 'injectable',
+          createStore: ({ clock }) => {
+            const { admin: _, ...store } = createNaiveStore('none', clock);
+            return store;
+          },
+        },
+        (h) => check.run(h),
+      ).catch(() => failed.push(check.name));
+    }
+    expect(failed.length).toBe(contractChecks.filter((c) => c.group === 'admin').length);
+  });
   it('a broken store whose found record carries a bogus clock reading is caught', async () => {
     expect(await failingChecks('found-without-clock')).not.toEqual([]);
   });

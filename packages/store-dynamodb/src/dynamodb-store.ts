@@ -2,17 +2,25 @@ import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import {
   type AcquireInput,
   type AcquireResult,
+  blocksAcquire,
   type CompleteInput,
+  checkDuration,
+  checkOutcome,
+  checkPositiveInteger,
   type ExtendInput,
   InvalidInputError,
+  NOT_OWNER,
   OutcomeTooLargeError,
+  OWNED,
   type OwnerWriteResult,
+  ownerWriteResult,
   type ReleaseInput,
   type StoreCapabilities,
   type StoredRecord,
   StoreUnavailableError,
   systemClock,
 } from '@idem/core';
+import { createDynamoDbAdmin } from './dynamodb-admin.js';
 import {
   ACQUIRE_CONDITION,
   ACQUIRE_UPDATE,
@@ -22,7 +30,6 @@ import {
   EXTEND_UPDATE,
   IN_PROGRESS,
   MAX_ACQUIRE_ATTEMPTS,
-  NOT_OWNER,
   num,
   OWNED_CONDITION,
   RELEASE_UPDATE,
@@ -47,14 +54,6 @@ import {
 } from './record-item.js';
 import { describeError } from './sdk-errors.js';
 import { ensureTable } from './table.js';
-
-/** A duration no deadline could hold (past `Number.MAX_SAFE_INTEGER`) is refused before any request. */
-function nonNegative(name: string, value: number): void {
-  if (!(Number.isFinite(value) && value >= 0 && value <= Number.MAX_SAFE_INTEGER))
-    throw new InvalidInputError(
-      `${name} must be a non-negative number of ms, at most Number.MAX_SAFE_INTEGER`,
-    );
-}
 
 /**
  * Creates a store that keeps records in a DynamoDB table. Every write is a single
@@ -98,15 +97,14 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   );
   // What fits depends on how well an outcome compresses: the capability is the bound past
   // which nothing is tried, and `complete` measures the rest before writing.
-  const maxOutcomeBytes =
+  const maxOutcomeBytes = checkPositiveInteger(
+    'maxOutcomeBytes',
     options.maxOutcomeBytes ??
-    (compressAbove === false
-      ? outcomeBudget(schema, 'k'.repeat(TYPICAL_KEY_LENGTH), 'o'.repeat(TYPICAL_OWNER_LENGTH))
-      : 4 * 1024 * 1024);
-  if (!(Number.isSafeInteger(maxOutcomeBytes) && maxOutcomeBytes > 0)) {
-    throw new InvalidInputError('maxOutcomeBytes must be a positive integer');
-  }
-  const capabilities: StoreCapabilities = { clock: 'client', maxOutcomeBytes };
+      (compressAbove === false
+        ? outcomeBudget(schema, 'k'.repeat(TYPICAL_KEY_LENGTH), 'o'.repeat(TYPICAL_OWNER_LENGTH))
+        : 4 * 1024 * 1024),
+  );
+  const capabilities: StoreCapabilities = { clock: 'injectable', maxOutcomeBytes };
 
   const requests = createItemRequests(client, tableName, schema);
 
@@ -122,10 +120,6 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     if (raw.outcome) record.outcome = await unpackOutcome(raw.outcome, raw.outcomeEncoding);
     return record;
   }
-
-  const isLive = (record: RawRecord, now: number) =>
-    now < record.expiresAt &&
-    ((record.status === 'in_progress' && now < record.leaseUntil) || record.status === 'completed');
 
   /**
    * One conditional write on `owner = mine AND status = in_progress AND not expired`.
@@ -175,12 +169,13 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     tableName,
     itemKey: (storageKey) => itemKey(schema, storageKey),
     ensureTable: (ensureOptions) => ensureTable(client, tableName, schema, ensureOptions),
+    admin: createDynamoDbAdmin(requests, schema, clock),
 
     async acquire(input: AcquireInput): Promise<AcquireResult> {
       checkSizes(schema, input.key, input.fingerprint);
       checkOwner(input.owner);
-      nonNegative('leaseMs', input.leaseMs);
-      nonNegative('retentionMs', input.retentionMs);
+      checkDuration('leaseMs', input.leaseMs);
+      checkDuration('retentionMs', input.retentionMs);
       for (let attempt = 1; attempt <= MAX_ACQUIRE_ATTEMPTS; attempt++) {
         const now = clock.now();
         const leaseUntil = now + input.leaseMs;
@@ -232,7 +227,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
             return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false };
           continue;
         }
-        if (found && isLive(found, now))
+        if (found && blocksAcquire(found, now))
           return { kind: 'found', record: await toRecord(found), now };
         // The item changed between the write and the read: try again with the new state.
       }
@@ -244,12 +239,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
       checkSizes(schema, input.key);
       checkOwner(input.owner);
-      nonNegative('retentionMs', input.retentionMs);
-      if (!(input.outcome instanceof Uint8Array))
-        throw new InvalidInputError('An outcome must be a Uint8Array');
-      if (input.outcome.length > maxOutcomeBytes) {
-        throw new OutcomeTooLargeError(input.outcome.length, maxOutcomeBytes);
-      }
+      checkDuration('retentionMs', input.retentionMs);
+      checkOutcome(input.outcome, maxOutcomeBytes);
       const rawBudget = outcomeBudget(schema, input.key, input.owner);
       const threshold = compressAbove === false ? false : Math.min(compressAbove, rawBudget + 1);
       const packed = await packOutcome(input.outcome, threshold);
@@ -275,13 +266,13 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
           values,
           true,
         );
-        if (written.ok) return { ok: true };
+        if (written.ok) return OWNED;
         // Completed by this owner with the same outcome: this completion, delivered again.
         const { found } = written;
         return ownRecord(found, 'completed', input.owner, now) &&
           found.outcome !== undefined &&
           (await holdsOutcome(found.outcome, found.outcomeEncoding, packed, input.outcome))
-          ? { ok: true }
+          ? OWNED
           : NOT_OWNER;
       } catch (error) {
         // The budget is computed to DynamoDB's rules; should the service still find the item
@@ -297,7 +288,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     },
 
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
-      nonNegative('retentionMs', input.retentionMs);
+      checkDuration('retentionMs', input.retentionMs);
       const now = clock.now();
       const expiresAt = now + input.retentionMs;
       const written = await ownerWrite(
@@ -310,14 +301,12 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
         true,
       );
       // This owner's tombstone already: this release, delivered again.
-      return written.ok || ownRecord(written.found, 'released', input.owner, now)
-        ? { ok: true }
-        : NOT_OWNER;
+      return ownerWriteResult(written.ok || ownRecord(written.found, 'released', input.owner, now));
     },
 
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
-      nonNegative('leaseMs', input.leaseMs);
-      nonNegative('retentionMs', input.retentionMs);
+      checkDuration('leaseMs', input.leaseMs);
+      checkDuration('retentionMs', input.retentionMs);
       const now = clock.now();
       const leaseUntil = now + input.leaseMs;
       const expiresAt = leaseUntil + input.retentionMs;
@@ -326,7 +315,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
         ':expiresAt': num(expiresAt),
         ':ttl': ttlOf(expiresAt),
       });
-      return written.ok ? { ok: true, leaseUntil } : NOT_OWNER;
+      return ownerWriteResult(written.ok, leaseUntil);
     },
 
     async get(key: string): Promise<StoredRecord | undefined> {

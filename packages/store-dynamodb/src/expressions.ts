@@ -1,5 +1,4 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
-import type { OwnerWriteResult } from '@idem/core';
 
 // The requests this store sends. Placeholders (#st, #ow, ...) map to the configured
 // attribute names (see record-item.ts); every expression is a constant, so a request differs
@@ -8,7 +7,6 @@ import type { OwnerWriteResult } from '@idem/core';
 export const IN_PROGRESS: AttributeValue = { S: 'in_progress' };
 export const COMPLETED: AttributeValue = { S: 'completed' };
 export const RELEASED: AttributeValue = { S: 'released' };
-export const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
 // Each retry follows a write of another caller that changed the item; more than this many in
 // a row only happens if the item is not an idem record or the service misbehaves.
 export const MAX_ACQUIRE_ATTEMPTS = 8;
@@ -39,3 +37,8 @@ export const COMPLETE_UPDATE = 'SET #st = :completed, #ex = :expiresAt, #tt = :t
 export const COMPLETE_UPDATE_ENCODED = `${COMPLETE_UPDATE}, #oe = :encoding`;
 export const RELEASE_UPDATE = 'SET #st = :released, #lu = :now, #ex = :expiresAt, #tt = :ttl';
 export const EXTEND_UPDATE = 'SET #lu = :leaseUntil, #ex = :expiresAt, #tt = :ttl';
+// An operator's forced release: any unexpired in-progress record (lease live or passed)
+// becomes a tombstone with fence + 1 and an owner no executor holds; its expiry is kept.
+export const FORCE_RELEASE_CONDITION = '#st = :inProgress AND #ex > :now';
+export const FORCE_RELEASE_UPDATE =
+  'SET #st = :released, #ow = :owner, #fe = #fe + :one, #lu = :now';

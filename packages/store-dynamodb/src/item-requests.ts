@@ -1,11 +1,13 @@
 import {
   type AttributeValue,
+  DeleteItemCommand,
   type DynamoDBClient,
   GetItemCommand,
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
+import { toStoreError } from '@idem/core';
 import { decodeItem, type ItemSchema, itemKey, namesFor, type RawRecord } from './record-item.js';
-import { isConditionFailure, storeError } from './sdk-errors.js';
+import { DYNAMODB_ERRORS, isConditionFailure } from './sdk-errors.js';
 
 /** What a conditional write answered: applied, or refused with the item it found. */
 export type WriteResult =
@@ -20,7 +22,7 @@ export interface ReturnOld {
   onFailure?: boolean;
 }
 
-/** The two requests the store sends: a conditional UpdateItem and a consistent GetItem. */
+/** The requests the store sends: a conditional UpdateItem, a consistent GetItem, a DeleteItem. */
 export interface ItemRequests {
   update(
     operation: string,
@@ -31,6 +33,8 @@ export interface ItemRequests {
     returnOld?: ReturnOld,
   ): Promise<WriteResult>;
   read(key: string): Promise<RawRecord | undefined>;
+  /** Deletes the item (an operator's `delete`); answers the record it held, if any. */
+  remove(key: string): Promise<RawRecord | undefined>;
 }
 
 export function createItemRequests(
@@ -69,7 +73,7 @@ export function createItemRequests(
       } catch (error) {
         if (isConditionFailure(error))
           return error.Item ? { ok: false, item: error.Item } : { ok: false };
-        throw storeError(operation, error);
+        throw toStoreError(DYNAMODB_ERRORS, operation, error);
       }
     },
 
@@ -85,7 +89,24 @@ export function createItemRequests(
         );
         item = output.Item;
       } catch (error) {
-        throw storeError('get', error);
+        throw toStoreError(DYNAMODB_ERRORS, 'get', error);
+      }
+      return item ? decodeItem(schema, item) : undefined;
+    },
+
+    async remove(key) {
+      let item: Record<string, AttributeValue> | undefined;
+      try {
+        const output = await client.send(
+          new DeleteItemCommand({
+            TableName: tableName,
+            Key: itemKey(schema, key),
+            ReturnValues: 'ALL_OLD',
+          }),
+        );
+        item = output.Attributes;
+      } catch (error) {
+        throw toStoreError(DYNAMODB_ERRORS, 'delete', error);
       }
       return item ? decodeItem(schema, item) : undefined;
     },

@@ -1,5 +1,5 @@
 import type { AttributeValue, DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { Clock, IdempotencyStore } from '@idem/core';
+import type { Clock, IdempotencyStore, StoreAdmin } from '@idem/core';
 import type { RecordAttributeNames } from './record-item.js';
 import type { EnsureTableOptions, EnsureTableResult } from './table.js';
 
@@ -61,4 +61,6 @@ export interface DynamoDbStore extends IdempotencyStore {
   ensureTable(options?: EnsureTableOptions): Promise<EnsureTableResult>;
   /** Primary key of the item that holds `storageKey`, for raw reads and operations tooling. */
   itemKey(storageKey: string): Record<string, AttributeValue>;
+  /** Operator actions; `delete` removes the item, fence included. */
+  readonly admin: StoreAdmin;
 }

@@ -1,5 +1,5 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
-import { IdemError, StoreUnavailableError } from '@idem/core';
+import type { StoreErrorRules } from '@idem/core';
 
 /** A failed condition, with the item that failed it when `ALL_OLD` was asked for. */
 export interface ConditionFailure {
@@ -35,9 +35,4 @@ export function describeError(error: unknown): string {
  * Every SDK failure (throttling, network, validation, access) becomes a
  * `StoreUnavailableError` with the SDK's error as `cause`; idem's own errors pass through.
  */
-export function storeError(operation: string, error: unknown): IdemError {
-  if (error instanceof IdemError) return error;
-  return new StoreUnavailableError(`DynamoDB ${operation} failed: ${describeError(error)}`, {
-    cause: error,
-  });
-}
+export const DYNAMODB_ERRORS: StoreErrorRules = { service: 'DynamoDB', describe: describeError };

@@ -6,9 +6,9 @@ import {
   type TableDescription,
   UpdateTimeToLiveCommand,
 } from '@aws-sdk/client-dynamodb';
-import { InvalidInputError } from '@idem/core';
+import { InvalidInputError, toStoreError } from '@idem/core';
 import type { ItemSchema } from './record-item.js';
-import { isNamed, storeError } from './sdk-errors.js';
+import { DYNAMODB_ERRORS, isNamed } from './sdk-errors.js';
 
 /** Options of `ensureTable()`. */
 export interface EnsureTableOptions {
@@ -70,7 +70,7 @@ async function describe(
     return (await client.send(new DescribeTableCommand({ TableName: tableName }))).Table;
   } catch (error) {
     if (isNamed(error, 'ResourceNotFoundException')) return undefined;
-    throw storeError('DescribeTable', error);
+    throw toStoreError(DYNAMODB_ERRORS, 'DescribeTable', error);
   }
 }
 
@@ -107,7 +107,8 @@ export async function ensureTable(
       created = true;
     } catch (error) {
       // Another process created it first: fine, wait for it like for our own.
-      if (!isNamed(error, 'ResourceInUseException')) throw storeError('CreateTable', error);
+      if (!isNamed(error, 'ResourceInUseException'))
+        throw toStoreError(DYNAMODB_ERRORS, 'CreateTable', error);
     }
   }
   const deadline = Date.now() + timeoutMs;
@@ -115,7 +116,8 @@ export async function ensureTable(
     table = await describe(client, tableName);
     if (table?.TableStatus === 'ACTIVE') break;
     if (Date.now() >= deadline) {
-      throw storeError(
+      throw toStoreError(
+        DYNAMODB_ERRORS,
         'ensureTable',
         new Error(`Table ${tableName} is not ACTIVE after ${timeoutMs} ms`),
       );
@@ -130,7 +132,7 @@ export async function ensureTable(
     ttl = (await client.send(new DescribeTimeToLiveCommand({ TableName: tableName })))
       .TimeToLiveDescription;
   } catch (error) {
-    throw storeError('DescribeTimeToLive', error);
+    throw toStoreError(DYNAMODB_ERRORS, 'DescribeTimeToLive', error);
   }
   const status = ttl?.TimeToLiveStatus ?? 'DISABLED';
   if (status === 'ENABLED' || status === 'ENABLING') {
@@ -154,7 +156,7 @@ export async function ensureTable(
       }),
     );
   } catch (error) {
-    throw storeError('UpdateTimeToLive', error);
+    throw toStoreError(DYNAMODB_ERRORS, 'UpdateTimeToLive', error);
   }
   return { created, ttlEnabled: true };
 }

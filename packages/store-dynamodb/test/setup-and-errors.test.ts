@@ -90,7 +90,7 @@ describe('DynamoDB store: errors and set-up', () => {
       createDynamoDbStore({ client, tableName: 't', singleTable: { partitionKeyValue: '' } }),
     ).toThrow(InvalidInputError);
     const store = createDynamoDbStore({ client, tableName: 't' });
-    expect(store.capabilities).toEqual({ clock: 'client', maxOutcomeBytes: 4 * 1024 * 1024 });
+    expect(store.capabilities).toEqual({ clock: 'injectable', maxOutcomeBytes: 4 * 1024 * 1024 });
     const raw = createDynamoDbStore({
       client,
       tableName: 't',

@@ -3,29 +3,28 @@ import {
   type AcquireResult,
   type Clock,
   type CompleteInput,
+  checkClock,
+  checkDuration,
+  checkObject,
+  checkOutcome,
+  checkPositiveInteger,
   type ExtendInput,
   type IdempotencyStore,
   InvalidInputError,
-  OutcomeTooLargeError,
+  NOT_OWNER,
+  OWNED,
   type OwnerWriteResult,
   type ReleaseInput,
+  readClock,
+  type StoreAdmin,
   type StoreCapabilities,
   type StoredRecord,
   StoreFullError,
   systemClock,
 } from '@idem/core';
 import { hold, holds, release } from './held-outcome.js';
-import {
-  checkClock,
-  checkDuration,
-  checkObject,
-  checkOutcome,
-  checkString,
-  detached,
-  positiveInteger,
-  readClock,
-  sweepInterval,
-} from './input.js';
+import { checkString, detached, sweepInterval } from './input.js';
+import { createMemoryAdmin } from './memory-admin.js';
 import {
   type HeldRecord,
   MARKER_OUTCOME_BYTES,
@@ -37,6 +36,8 @@ import {
 } from './record-table.js';
 
 const MiB = 1024 * 1024;
+// Any finite duration is accepted: a deadline past it is simply never reached (Infinity).
+const ANY_FINITE = Number.MAX_VALUE;
 
 /** Default of {@link MemoryStoreOptions.maxBytes}: 128 MiB. */
 export const DEFAULT_MAX_BYTES = 128 * MiB;
@@ -93,6 +94,8 @@ export interface MemoryStore extends IdempotencyStore {
   sweep(): number;
   /** Stops the sweep timer. The store keeps working for calls made after. */
   close(): Promise<void>;
+  /** Operator actions; a deleted record's fence is kept in the store's fence floor. */
+  readonly admin: StoreAdmin;
 }
 
 /** The record as callers get it: a copy, its outcome bytes a fresh array. */
@@ -120,7 +123,7 @@ function checkWrite(call: string, input: unknown): asserts input is ReleaseInput
   checkObject(call, input);
   checkString('key', input.key);
   checkString('owner', input.owner);
-  checkDuration('retentionMs', input.retentionMs);
+  checkDuration('retentionMs', input.retentionMs, ANY_FINITE);
 }
 
 /**
@@ -134,14 +137,13 @@ function checkWrite(call: string, input: unknown): asserts input is ReleaseInput
  * anything. Outcomes and strings are copied in and records copied out.
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
-  const clock = options.clock ?? systemClock;
-  checkClock(clock);
-  const maxEntries = positiveInteger('maxEntries', options.maxEntries ?? DEFAULT_MAX_ENTRIES);
-  const maxBytes = positiveInteger('maxBytes', options.maxBytes ?? DEFAULT_MAX_BYTES);
+  const clock = checkClock(options.clock ?? systemClock);
+  const maxEntries = checkPositiveInteger('maxEntries', options.maxEntries ?? DEFAULT_MAX_ENTRIES);
+  const maxBytes = checkPositiveInteger('maxBytes', options.maxBytes ?? DEFAULT_MAX_BYTES);
   if (maxBytes < MIN_MAX_BYTES) {
     throw new InvalidInputError(`maxBytes must be at least ${MIN_MAX_BYTES}`);
   }
-  const maxOutcomeBytes = positiveInteger(
+  const maxOutcomeBytes = checkPositiveInteger(
     'maxOutcomeBytes',
     options.maxOutcomeBytes ?? Math.min(DEFAULT_MAX_OUTCOME_BYTES, maxBytes),
   );
@@ -149,7 +151,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     throw new InvalidInputError('maxOutcomeBytes must not exceed maxBytes');
   }
   const table = new RecordTable(maxEntries, maxBytes);
-  const capabilities: StoreCapabilities = { clock: 'client', maxOutcomeBytes };
+  const capabilities: StoreCapabilities = { clock: 'injectable', maxOutcomeBytes };
 
   const full = (what: string) =>
     new StoreFullError(
@@ -168,10 +170,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     timer.unref?.();
   }
 
-  const notOwner: OwnerWriteResult = { ok: false, reason: 'not_owner' };
-
   return {
     capabilities,
+    admin: createMemoryAdmin(table, clock),
     get size() {
       return table.size;
     },
@@ -184,8 +185,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       checkString('key', input.key);
       checkString('owner', input.owner);
       checkString('fingerprint', input.fingerprint, true);
-      checkDuration('leaseMs', input.leaseMs);
-      checkDuration('retentionMs', input.retentionMs);
+      checkDuration('leaseMs', input.leaseMs, ANY_FINITE);
+      checkDuration('retentionMs', input.retentionMs, ANY_FINITE);
       const now = readClock(clock);
       const found = table.live(input.key, now);
       const leaseUntil = now + input.leaseMs;
@@ -232,20 +233,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     },
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
       checkWrite('complete', input);
-      const outcome: unknown = input.outcome;
-      checkOutcome(outcome);
-      if (outcome.byteLength > maxOutcomeBytes) {
-        throw new OutcomeTooLargeError(outcome.byteLength, maxOutcomeBytes);
-      }
+      const outcome = checkOutcome(input.outcome, maxOutcomeBytes);
       const now = readClock(clock);
       const slot = table.live(input.key, now);
       const found = slot?.record;
-      if (!slot || !found || found.owner !== input.owner) return notOwner;
+      if (!slot || !found || found.owner !== input.owner) return NOT_OWNER;
       if (found.status === 'completed') {
         // A redelivered complete succeeds only with the very bytes that were recorded.
-        return holds(found.outcome, outcome) ? { ok: true } : notOwner;
+        return holds(found.outcome, outcome) ? OWNED : NOT_OWNER;
       }
-      if (found.status !== 'in_progress') return notOwner;
+      if (found.status !== 'in_progress') return NOT_OWNER;
       const next: HeldRecord = {
         ...found,
         status: 'completed',
@@ -258,31 +255,31 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       }
       next.outcome = hold(outcome);
       table.replace(slot, next);
-      return { ok: true };
+      return OWNED;
     },
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
       checkWrite('release', input);
       const now = readClock(clock);
       const slot = table.live(input.key, now);
       const found = slot?.record;
-      if (!slot || !found || found.owner !== input.owner) return notOwner;
-      if (found.status === 'released') return { ok: true }; // a redelivered release
-      if (found.status !== 'in_progress') return notOwner;
+      if (!slot || !found || found.owner !== input.owner) return NOT_OWNER;
+      if (found.status === 'released') return OWNED; // a redelivered release
+      if (found.status !== 'in_progress') return NOT_OWNER;
       table.replace(slot, {
         ...found,
         status: 'released',
         leaseUntil: now,
         expiresAt: now + input.retentionMs,
       });
-      return { ok: true };
+      return OWNED;
     },
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
       checkWrite('extend', input);
-      checkDuration('leaseMs', input.leaseMs);
+      checkDuration('leaseMs', input.leaseMs, ANY_FINITE);
       const now = readClock(clock);
       const slot = table.live(input.key, now);
       const found = slot?.record;
-      if (!slot || found?.status !== 'in_progress' || found.owner !== input.owner) return notOwner;
+      if (!slot || found?.status !== 'in_progress' || found.owner !== input.owner) return NOT_OWNER;
       const leaseUntil = now + input.leaseMs;
       table.replace(slot, { ...found, leaseUntil, expiresAt: leaseUntil + input.retentionMs });
       return { ok: true, leaseUntil };

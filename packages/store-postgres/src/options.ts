@@ -1,4 +1,4 @@
-import type { CompleteInput, IdempotencyStore, OwnerWriteResult } from '@idem/core';
+import type { CompleteInput, IdempotencyStore, OwnerWriteResult, StoreAdmin } from '@idem/core';
 import type { Queryable } from './pg-call.js';
 
 /** Options of `createPostgresStore`. Durations are milliseconds. */
@@ -64,6 +64,8 @@ export interface PostgresStore extends IdempotencyStore {
   readonly statementTimeoutMs: number;
   /** The `key` column value that holds `storageKey` (the key prefix prepended). */
   rowKey(storageKey: string): string;
+  /** Operator actions, one statement each; `delete` removes the row, fence included. */
+  readonly admin: StoreAdmin;
   /**
    * Creates the table, its index and its functions when missing, and replaces the
    * functions with this version's (`CREATE OR REPLACE`). Safe to run from several processes

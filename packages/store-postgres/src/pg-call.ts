@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { IdemError, StoreFullError, StoreUnavailableError } from '@idem/core';
+import { guardStoreCall, type StoreErrorRules } from '@idem/core';
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg';
 
 /**
@@ -21,27 +21,24 @@ function describe(error: unknown): string {
   return String(error);
 }
 
+const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)?.code;
+
 /**
  * Every failure of a statement becomes a typed error with the driver's error as `cause`:
  * `StoreUnavailableError`, or `StoreFullError` for an acquisition the server refused for
  * lack of disk (SQLSTATE 53100). idem's own errors pass through.
  */
-export function storeError(operation: string, error: unknown): IdemError {
-  if (error instanceof IdemError) return error;
-  const code = (error as { code?: unknown } | null)?.code;
-  if (operation === 'acquire' && code === '53100') {
-    const full = new StoreFullError(`PostgreSQL is out of disk space: ${describe(error)}`);
-    full.cause = error;
-    return full;
-  }
-  const hint =
-    typeof code === 'string' && MISSING_SCHEMA.has(code)
+const POSTGRES_ERRORS: StoreErrorRules = {
+  service: 'PostgreSQL',
+  describe,
+  isFull: (error, operation) => operation === 'acquire' && codeOf(error) === '53100',
+  hint: (error) => {
+    const code = codeOf(error);
+    return typeof code === 'string' && MISSING_SCHEMA.has(code)
       ? ' (the store schema is missing: run store.ensureSchema() or apply sql/schema.sql)'
       : '';
-  return new StoreUnavailableError(`PostgreSQL ${operation} failed: ${describe(error)}${hint}`, {
-    cause: error,
-  });
-}
+  },
+};
 
 /**
  * Sends one statement and waits at most `timeoutMs` for its answer, counted from the call:
@@ -57,28 +54,12 @@ export function runStatement<R extends QueryResultRow>(
   config: QueryConfig,
   timeoutMs: number,
 ): Promise<QueryResult<R>> {
-  let sent: Promise<QueryResult<R>>;
-  try {
-    sent = target.query<R>({ ...config, query_timeout: timeoutMs } as QueryConfig);
-  } catch (error) {
-    return Promise.reject(storeError(operation, error));
-  }
-  return new Promise<QueryResult<R>>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      reject(new StoreUnavailableError(`PostgreSQL ${operation} timed out after ${timeoutMs} ms`));
-    }, timeoutMs);
-    // A late answer of a statement that timed out settles nothing (and is never unhandled).
-    sent.then(
-      (result) => {
-        clearTimeout(timer);
-        resolve(result);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(storeError(operation, error));
-      },
-    );
-  });
+  return guardStoreCall(
+    POSTGRES_ERRORS,
+    operation,
+    () => target.query<R>({ ...config, query_timeout: timeoutMs } as QueryConfig),
+    { timeoutMs },
+  );
 }
 
 /** SQLSTATEs after which the server rolled the statement's transaction back: a new one may succeed. */

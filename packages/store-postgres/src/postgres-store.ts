@@ -3,9 +3,12 @@ import {
   type AcquireInput,
   type AcquireResult,
   type CompleteInput,
+  checkOutcome,
+  checkPositiveInteger,
   type ExtendInput,
   InvalidInputError,
-  OutcomeTooLargeError,
+  NOT_OWNER,
+  OWNED as OK,
   type OwnerWriteResult,
   type RecordStatus,
   type ReleaseInput,
@@ -22,14 +25,13 @@ import {
 } from './input-checks.js';
 import type { PostgresStore, PostgresStoreOptions } from './options.js';
 import { type Queryable, runStatement, runStep } from './pg-call.js';
+import { createPostgresAdmin } from './postgres-admin.js';
 import { NOW_MS, schemaObjects, schemaSql } from './schema-sql.js';
 import { parseTableName } from './table-name.js';
 
 const DEFAULT_MAX_OUTCOME_BYTES = 16 * 1024 * 1024;
 const DEFAULT_STATEMENT_TIMEOUT_MS = 2_000;
 const DEFAULT_GRACE_MS = 86_400_000;
-const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
-const OK: OwnerWriteResult = { ok: true };
 
 /** A row as node-postgres returns it: `bigint` columns arrive as decimal strings. */
 interface RecordRow {
@@ -69,11 +71,8 @@ function toRecord(row: RecordRow): StoredRecord {
 }
 
 /** The bytes of an outcome as a Buffer view (no copy): node-postgres sends Buffers as bytea. */
-function outcomeBuffer(outcome: unknown, maxOutcomeBytes: number): Buffer {
-  if (!(outcome instanceof Uint8Array))
-    throw new InvalidInputError('An outcome must be a Uint8Array');
-  if (outcome.length > maxOutcomeBytes)
-    throw new OutcomeTooLargeError(outcome.length, maxOutcomeBytes);
+function outcomeBuffer(value: unknown, maxOutcomeBytes: number): Buffer {
+  const outcome = checkOutcome(value, maxOutcomeBytes);
   return Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
 }
 
@@ -105,9 +104,10 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     throw new InvalidInputError('createPostgresStore needs a pg Pool (or Client) as `pool`');
   const name = parseTableName(options.table ?? 'idem_records');
   const keyPrefix = checkKeyPrefix(options.keyPrefix ?? '');
-  const maxOutcomeBytes = options.maxOutcomeBytes ?? DEFAULT_MAX_OUTCOME_BYTES;
-  if (!(Number.isSafeInteger(maxOutcomeBytes) && maxOutcomeBytes > 0))
-    throw new InvalidInputError('maxOutcomeBytes must be a positive integer');
+  const maxOutcomeBytes = checkPositiveInteger(
+    'maxOutcomeBytes',
+    options.maxOutcomeBytes ?? DEFAULT_MAX_OUTCOME_BYTES,
+  );
   const timeoutMs = positiveMs(
     'statementTimeoutMs',
     options.statementTimeoutMs ?? DEFAULT_STATEMENT_TIMEOUT_MS,
@@ -170,6 +170,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     pool,
     statementTimeoutMs: timeoutMs,
     rowKey,
+    admin: createPostgresAdmin(pool, o.table, rowKey, timeoutMs),
 
     async acquire(input: AcquireInput): Promise<AcquireResult> {
       const values = [

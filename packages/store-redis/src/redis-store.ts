@@ -3,19 +3,26 @@ import {
   type AcquireInput,
   type AcquireResult,
   type CompleteInput,
+  checkOutcome,
+  checkPositiveInteger,
   type ExtendInput,
-  IdemError,
+  errorMessage,
+  guardStoreCall,
   type IdempotencyStore,
   InvalidInputError,
-  OutcomeTooLargeError,
+  NOT_OWNER,
+  OWNED,
   type OwnerWriteResult,
+  ownerWriteResult,
   type ReleaseInput,
+  type StoreAdmin,
   type StoreCapabilities,
   type StoredRecord,
-  StoreFullError,
+  type StoreErrorRules,
   StoreUnavailableError,
 } from '@idem/core';
 import type { Cluster, Redis } from 'ioredis';
+import { DELETE_LUA, FORCE_RELEASE_LUA, INSPECT_LUA } from './admin-scripts.js';
 import {
   checkFingerprint,
   checkKeyPrefix,
@@ -24,6 +31,7 @@ import {
   duration,
   durationText,
 } from './input-checks.js';
+import { type AdminCommands, createRedisAdmin } from './redis-admin.js';
 import { integer, type Reply, toRecord } from './redis-reply.js';
 import {
   checkWaitForReplicas,
@@ -87,10 +95,12 @@ export interface RedisStore extends IdempotencyStore {
   redisKey(storageKey: string): string;
   /** The Redis key that remembers the last fence of `storageKey`: `<keyPrefix>{<storageKey>}:fence`. */
   fenceKey(storageKey: string): string;
+  /** Operator actions, one script each; `delete` keeps the fence memory key. */
+  readonly admin: StoreAdmin;
 }
 
 /** The store's scripts as callable commands; `...Buffer` variants keep bulk replies as bytes. */
-interface ScriptedClient {
+interface ScriptedClient extends AdminCommands {
   acquire(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<Reply[]>;
   complete(...args: [key: string, fenceKey: string, ...argv: (string | Buffer)[]]): Promise<number>;
   release(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
@@ -104,11 +114,13 @@ const SCRIPTS = {
   release: { lua: RELEASE_LUA, numberOfKeys: 2, binaryReply: false },
   extend: { lua: EXTEND_LUA, numberOfKeys: 2, binaryReply: false },
   get: { lua: GET_LUA, numberOfKeys: 1, binaryReply: true },
+  inspect: { lua: INSPECT_LUA, numberOfKeys: 1, binaryReply: true },
+  forceRelease: { lua: FORCE_RELEASE_LUA, numberOfKeys: 2, binaryReply: false },
+  delete: { lua: DELETE_LUA, numberOfKeys: 1, binaryReply: false },
 } as const;
 
 const DEFAULT_MAX_OUTCOME_BYTES = 16 * 1024 * 1024;
 const DEFAULT_FENCE_MEMORY_MS = 86_400_000;
-const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
 
 /**
  * Registers the scripts on the client with `defineCommand`. Each command is named after its
@@ -148,32 +160,19 @@ function decodeAcquire(reply: Reply[]): AcquireResult {
   return { kind: 'found', record: toRecord(reply[2], false), now: integer(reply[1]) };
 }
 
-/** The error a failed Redis call becomes (see {@link call}). */
-function storeError(operation: string, error: unknown): IdemError {
-  if (error instanceof IdemError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  if (operation === 'acquire' && message.startsWith('OOM')) {
-    const full = new StoreFullError(`Redis is full (maxmemory, noeviction): ${message}`);
-    full.cause = error;
-    return full;
-  }
-  return new StoreUnavailableError(`Redis ${operation} failed: ${message}`, { cause: error });
-}
-
 /**
- * Runs one Redis call; any failure that is not already an IdemError becomes
- * STORE_UNAVAILABLE, except an acquisition refused for memory (`OOM` under `noeviction`):
- * STORE_FULL, as for any bounded store.
+ * A failed Redis call becomes STORE_UNAVAILABLE (`unsent` when the client refused it while
+ * disconnected, with `enableOfflineQueue: false`), except an acquisition refused for memory
+ * (`OOM` under `noeviction`): STORE_FULL, as for any bounded store.
  */
-function call<T>(operation: string, run: () => Promise<T>): Promise<T> {
-  try {
-    return run().then(undefined, (error: unknown) => {
-      throw storeError(operation, error);
-    });
-  } catch (error) {
-    return Promise.reject(storeError(operation, error));
-  }
-}
+const REDIS_ERRORS: StoreErrorRules = {
+  service: 'Redis',
+  isFull: (error, operation) => operation === 'acquire' && errorMessage(error).startsWith('OOM'),
+  isUnsent: (error) => errorMessage(error).includes('enableOfflineQueue options is false'),
+};
+
+const call = <T>(operation: string, run: () => Promise<T>): Promise<T> =>
+  guardStoreCall(REDIS_ERRORS, operation, run);
 
 /**
  * Creates an idempotency store on Redis through an ioredis client the caller owns.
@@ -209,10 +208,10 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     throw new InvalidInputError('createRedisStore needs an ioredis Redis or Cluster client');
   }
   const keyPrefix = checkKeyPrefix(options.keyPrefix ?? 'idem:');
-  const maxOutcomeBytes = options.maxOutcomeBytes ?? DEFAULT_MAX_OUTCOME_BYTES;
-  if (!(Number.isSafeInteger(maxOutcomeBytes) && maxOutcomeBytes > 0)) {
-    throw new InvalidInputError('maxOutcomeBytes must be a positive integer');
-  }
+  const maxOutcomeBytes = checkPositiveInteger(
+    'maxOutcomeBytes',
+    options.maxOutcomeBytes ?? DEFAULT_MAX_OUTCOME_BYTES,
+  );
   const fenceMemory = duration('fenceMemoryMs', options.fenceMemoryMs ?? DEFAULT_FENCE_MEMORY_MS);
   const redis = defineScripts(client);
   const wait = options.waitForReplicas;
@@ -237,6 +236,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     capabilities,
     redisKey,
     fenceKey,
+    admin: createRedisAdmin(redis, redisKey, fenceMemory, call),
 
     async acquire(input: AcquireInput): Promise<AcquireResult> {
       const lease = leaseText(input.leaseMs);
@@ -267,12 +267,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
 
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
-      const { outcome } = input;
-      if (!(outcome instanceof Uint8Array))
-        throw new InvalidInputError('An outcome must be a Uint8Array');
-      if (outcome.length > maxOutcomeBytes) {
-        throw new OutcomeTooLargeError(outcome.length, maxOutcomeBytes);
-      }
+      const outcome = checkOutcome(input.outcome, maxOutcomeBytes);
       const retention = retentionText(input.retentionMs);
       const key = redisKey(input.key);
       const fence = `${key}:fence`;
@@ -283,7 +278,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
         const done = await call('complete', () =>
           redis.complete(key, fence, owner, retention, fenceMemory, body, '0'),
         );
-        return done > 0 ? { ok: true } : NOT_OWNER;
+        return ownerWriteResult(done > 0);
       }
       // touch = 1: a redelivered completion rewrites its status, so this WAIT covers it.
       const args = [owner, retention, fenceMemory, body, '1'] as const;
@@ -293,7 +288,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       if (waited.reply === 0) return NOT_OWNER;
       if (waited.acknowledged < (wait?.replicas ?? 0))
         throw unconfirmed('complete', waited.acknowledged);
-      return { ok: true };
+      return OWNED;
     },
 
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
@@ -303,7 +298,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const done = await call('release', () =>
         redis.release(key, `${key}:fence`, owner, retention, fenceMemory),
       );
-      return done > 0 ? { ok: true } : NOT_OWNER;
+      return ownerWriteResult(done > 0);
     },
 
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
@@ -314,7 +309,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const leaseUntil = await call('extend', () =>
         redis.extend(key, `${key}:fence`, owner, lease, retention, fenceMemory),
       );
-      return leaseUntil > 0 ? { ok: true, leaseUntil } : NOT_OWNER;
+      return ownerWriteResult(leaseUntil > 0, leaseUntil);
     },
 
     async get(key: string): Promise<StoredRecord | undefined> {

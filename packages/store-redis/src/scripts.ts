@@ -63,24 +63,22 @@
 export const HEADER_BYTES = 42;
 /** The record format this version writes (header byte 0). */
 export const RECORD_FORMAT = 1;
-/** Status codes of header byte 1. */
-export const STATUS_CODES = { in_progress: 1, completed: 2, released: 3 } as const;
 
 // `now` by Redis's clock, epoch ms. Lua 5.1 coerces TIME's strings in arithmetic.
-const NOW = `
+export const NOW = `
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 `;
 
 // The header without the two lengths (rewritten in place with SETRANGE), and the whole one.
 const HEAD = `'>BBdddd'`;
-const HEADER = `'>BBddddI4I4'`;
+export const HEADER = `'>BBddddI4I4'`;
 
 /**
  * Reads KEYS[1] as `v` (a string of this layout, or false) and unpacks its header into
  * `st, f, lu, ex, fm, ol, fl`. A hash of the earlier layout leaves `v` a table (`legacy`).
  */
-const READ = `
+export const READ = `
 local v = redis.pcall('GET', KEYS[1])
 local _, st, f, lu, ex, fm, ol, fl
 if type(v) == 'string' then
@@ -93,7 +91,7 @@ end
  * Writes the fence memory (KEYS[2]) when `memory` > 0 and the record's new retention
  * deadline `expiresAt` outlives what it covers (`fm`); leaves `fm` as what it covers now.
  */
-const REMEMBER = `
+export const REMEMBER = `
 if memory > 0 and expiresAt + memory > fm then
   fm = math.min(expiresAt + memory, 9007199254740991)
   redis.call('SET', KEYS[2], string.format('%d', f), 'PX', string.format('%d', fm - now))
@@ -116,7 +114,7 @@ if not (now < ex) then return 0 end
  * status, and unpacks its header. Inline, not a function: a closure would be created on
  * every call of the script.
  */
-const LEGACY = `
+export const LEGACY = `
 if type(v) == 'table' then
   local h = redis.call('HMGET', KEYS[1], 's', 'fp', 'o', 'f', 'lu', 'ex', 'out')
   local code = ({in_progress = 1, completed = 2, released = 3})[h[1]]

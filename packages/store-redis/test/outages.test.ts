@@ -162,7 +162,9 @@ describe('client without a connection', () => {
       lazyConnect: true,
     });
     const store = createRedisStore({ client });
-    await unavailable(store.acquire(input()));
+    const refused = await unavailable(store.acquire(input()));
+    // Refused by the client before it was sent: nothing to give back.
+    expect(refused.unsent).toBe(true);
     client.disconnect();
   });
 });

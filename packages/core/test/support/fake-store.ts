@@ -44,7 +44,7 @@ export class FakeStore implements IdempotencyStore {
     maxOutcomeBytes?: number,
   ) {
     this.capabilities = {
-      clock: 'client',
+      clock: 'injectable',
       ...(maxOutcomeBytes === undefined ? {} : { maxOutcomeBytes }),
     };
   }

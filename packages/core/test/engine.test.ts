@@ -1,3 +1,4 @@
+import { describe, expect, it } from 'vitest';
 import {
   createIdempotency,
   everythingFinal,
@@ -12,9 +13,8 @@ import {
   OutcomeTooLargeError,
   ReplayedFailureError,
   StoreUnavailableError,
-} from '@idem/core';
-import { describe, expect, it } from 'vitest';
-import { createMemoryStore } from '../src/index.js';
+} from '../src/index.js';
+import { FakeStore } from './support/fake-store.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The state machine's steps (store-call timings aside). */
@@ -23,7 +23,7 @@ const steps = (events: IdemEvent[]) =>
 
 function setup(options: Partial<Parameters<typeof createIdempotency>[0]> = {}) {
   const clock = new ManualClock();
-  const store = createMemoryStore({ clock, sweepIntervalMs: 0 });
+  const store = new FakeStore(clock);
   const events: IdemEvent[] = [];
   const idem = createIdempotency<unknown>({
     store,
@@ -50,12 +50,11 @@ function faulty(
       if (mode === 'throw') throw new Error(`${op} exploded`);
       if (mode === 'hang') return new Promise(() => {});
       if (mode === 'not_owner') return { ok: false, reason: 'not_owner' };
-      return (store[op] as (i: never) => Promise<unknown>)(input);
+      return (store[op] as (i: never) => Promise<unknown>).call(store, input);
     };
   return {
-    ...store,
     capabilities: store.capabilities,
-    get: store.get,
+    get: (key: string) => store.get(key),
     acquire: wrap('acquire'),
     complete: wrap('complete'),
     release: wrap('release'),
@@ -206,7 +205,7 @@ describe('the replay state machine', () => {
 
   it('an outcome over the store limit is OUTCOME_TOO_LARGE and a retry never runs it again', async () => {
     const clock = new ManualClock();
-    const store = createMemoryStore({ clock, maxOutcomeBytes: 100, sweepIntervalMs: 0 });
+    const store = new FakeStore(clock, 100);
     const idem = createIdempotency<string>({ store, clock });
     let runs = 0;
     await expect(
@@ -224,7 +223,7 @@ describe('the replay state machine', () => {
   it('an invalid key is refused before the store is touched', async () => {
     const { idem, store } = setup();
     await expect(idem.execute({ key: '' }, async () => 1)).rejects.toBeInstanceOf(InvalidKeyError);
-    expect(store.size).toBe(0);
+    expect(store.records.size).toBe(0);
   });
 
   it('a listener that throws does not break a request', async () => {
@@ -241,23 +240,10 @@ describe('the replay state machine', () => {
 
 describe('leases in real time', () => {
   it('heartbeats keep a long operation protected past its first lease', async () => {
-    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const store = new FakeStore();
     const idem = createIdempotency({ store, leaseMs: 90, heartbeatMs: 25 });
-    let extends_ = 0;
-    const counting = {
-      ...store,
-      capabilities: store.capabilities,
-      get: store.get,
-      acquire: store.acquire,
-      complete: store.complete,
-      release: store.release,
-      extend: (i: never) => {
-        extends_++;
-        return store.extend(i);
-      },
-    } as IdempotencyStore;
-    const counted = createIdempotency({ store: counting, leaseMs: 90, heartbeatMs: 25 });
-    const running = counted.execute({ key: 'long' }, async ({ signal }) => {
+    // The fake store counts its calls: the heartbeats are its extends.
+    const running = idem.execute({ key: 'long' }, async ({ signal }) => {
       await sleep(250);
       return signal.aborted;
     });
@@ -266,11 +252,11 @@ describe('leases in real time', () => {
       InProgressError,
     );
     expect(await running).toEqual({ value: false, replayed: false });
-    expect(extends_).toBeGreaterThanOrEqual(5);
+    expect(store.calls.extend).toBeGreaterThanOrEqual(5);
   });
 
   it('the signal aborts with LEASE_LOST when a heartbeat finds another owner', async () => {
-    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const store = new FakeStore();
     const events: IdemEvent[] = [];
     const idem = createIdempotency({
       store: faulty(store, { extend: 'not_owner' }),
@@ -289,7 +275,7 @@ describe('leases in real time', () => {
   });
 
   it('the signal aborts with LEASE_LOST when renewals keep failing until the lease passes', async () => {
-    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const store = new FakeStore();
     const events: IdemEvent[] = [];
     const idem = createIdempotency<{ reason: unknown; after: number }>({
       store: faulty(store, { extend: 'throw' }),
@@ -310,7 +296,7 @@ describe('leases in real time', () => {
   });
 
   it('past maxHoldMs renewals stop and the signal aborts; no renewal reaches past it', async () => {
-    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const store = new FakeStore();
     const idem = createIdempotency<{ abortedAfter: number; leaseEnd: number }>({
       store,
       leaseMs: 300,
@@ -330,7 +316,7 @@ describe('leases in real time', () => {
   });
 
   it('with wait, a concurrent duplicate waits and then replays the first outcome', async () => {
-    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const store = new FakeStore();
     const idem = createIdempotency({ store, wait: { timeoutMs: 2_000, pollMs: 10 } });
     let runs = 0;
     const op = async () => {
@@ -348,7 +334,7 @@ describe('leases in real time', () => {
   });
 
   it('a bounded wait ends with IN_PROGRESS', async () => {
-    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const store = new FakeStore();
     const idem = createIdempotency({ store, wait: { timeoutMs: 60, pollMs: 10 } });
     const slow = idem.execute({ key: 'w' }, () => sleep(300).then(() => 1));
     await sleep(5);
@@ -357,7 +343,7 @@ describe('leases in real time', () => {
   });
 
   it('abandon() stops renewals: the lease lapses, a late complete still works if nobody took over', async () => {
-    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const store = new FakeStore();
     const idem = createIdempotency({ store, leaseMs: 60, heartbeatMs: 15 });
     const first = await idem.begin({ key: 'a' });
     if (first.kind !== 'acquired') throw new Error('expected to acquire');
@@ -377,7 +363,7 @@ describe('leases in real time', () => {
   });
 
   it('begin(request, { signal }) stops a bounded wait at once', async () => {
-    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const store = new FakeStore();
     const idem = createIdempotency({ store, wait: { timeoutMs: 5_000, pollMs: 10 } });
     expect(idem.settings.wait).toEqual({ timeoutMs: 5_000, pollMs: 10 });
     expect(idem.settings.leaseMs).toBe(30_000);
@@ -394,7 +380,7 @@ describe('leases in real time', () => {
 
 describe('options', () => {
   it('refuses durations a timer cannot carry and other bad values with INVALID_INPUT', () => {
-    const store = createMemoryStore({ sweepIntervalMs: 0 });
+    const store = new FakeStore();
     const bad = [
       { leaseMs: 0 },
       { leaseMs: 2 ** 31 },

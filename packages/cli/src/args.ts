@@ -1,0 +1,132 @@
+import { parseArgs } from 'node:util';
+import { deriveStorageKey, isIdemError, type JsonValue } from '@idem/core';
+
+/** The operator actions, as named on the command line. */
+export type CliAction = 'inspect' | 'release' | 'delete';
+
+/** A command line, understood. */
+export interface CliCommand {
+  action: CliAction;
+  /** The storage key the action applies to (derived from key and scope, or given raw). */
+  storageKey: string;
+  /** Where the store is: `redis://`, `rediss://`, `postgres://`, `postgresql://` or `dynamodb://`. */
+  store: URL;
+  /** The store's key prefix; `undefined` keeps the store's default. */
+  prefix: string | undefined;
+  /** PostgreSQL table (`idem_records`) or DynamoDB table (from the URL when not given). */
+  table: string | undefined;
+  /** Print JSON instead of text. */
+  json: boolean;
+  /** Longest the whole command may take, in ms. */
+  timeoutMs: number;
+}
+
+/** A command line that cannot be run: exit code 2 with this message and the usage. */
+export class UsageError extends Error {}
+
+export const USAGE = `Usage: idem <inspect|release|delete> <key> --store <url> <scope> [options]
+
+  <key>                    the client's Idempotency-Key (or, with --storage-key, the storage key)
+  --store <url>            redis://host:6379[/db], rediss://..., postgres://user@host/db,
+                           dynamodb://<table>?region=<r>[&endpoint=http://host:8000]
+Scope (one of; the storage key is derived from it and the key, as @idem/core does):
+  --scope <json>           the scope as JSON, e.g. '["tenant-1","POST /charges"]'
+  --principal <p> --operation <op>
+                           the scope @idem/http uses: ["idem/http/v1", p, op], op as
+                           "POST /orders" (method and matched route)
+  --global --operation <op>  @idem/http with scope: 'global' (null principal)
+  --storage-key            <key> is the storage key itself (64 hex characters)
+Options:
+  --prefix <p>             the store's keyPrefix (Redis default 'idem:', others '')
+  --table <name>           PostgreSQL table (default idem_records); DynamoDB table
+  --json                   print JSON
+  --timeout-ms <ms>        give up after this long (default 10000)
+Exit codes: 0 done, 1 store error, 2 usage error, 3 no such record, 4 not in progress`;
+
+function scopeOf(values: Record<string, string | boolean | undefined>): JsonValue {
+  const given = ['scope', 'principal', 'global'].filter((name) => values[name] !== undefined);
+  if (given.length !== 1)
+    throw new UsageError('Give exactly one of --scope, --principal or --global (or --storage-key)');
+  if (typeof values.scope === 'string') {
+    if (values.operation !== undefined)
+      throw new UsageError('--operation goes with --principal or --global');
+    try {
+      return JSON.parse(values.scope) as JsonValue;
+    } catch {
+      throw new UsageError(`--scope must be JSON: ${values.scope}`);
+    }
+  }
+  if (typeof values.operation !== 'string')
+    throw new UsageError('--principal and --global need --operation (e.g. "POST /orders")');
+  const principal = values.global === true ? null : String(values.principal);
+  return ['idem/http/v1', principal, values.operation];
+}
+
+/** Parses `argv` (without `node` and the script); throws {@link UsageError}. */
+export function parseCommand(argv: string[]): CliCommand {
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse(argv);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  const [action, key, ...rest] = positionals;
+  if (action !== 'inspect' && action !== 'release' && action !== 'delete')
+    throw new UsageError(`Unknown command: ${action ?? '(none)'}`);
+  if (key === undefined || rest.length > 0) throw new UsageError('Give exactly one key');
+  if (typeof values.store !== 'string') throw new UsageError('--store is required');
+  let store: URL;
+  try {
+    store = new URL(values.store);
+  } catch {
+    throw new UsageError(`--store is not a URL: ${values.store}`);
+  }
+  const timeoutMs = Number(values['timeout-ms'] ?? 10_000);
+  if (!(Number.isSafeInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= 2_147_483_647))
+    throw new UsageError('--timeout-ms must be a positive whole number of ms');
+  let storageKey: string;
+  if (values['storage-key'] === true) {
+    if (!/^[0-9a-f]{64}$/.test(key))
+      throw new UsageError('A storage key is 64 lowercase hex characters');
+    if (['scope', 'principal', 'global'].some((name) => values[name as 'scope'] !== undefined))
+      throw new UsageError('--storage-key takes no scope');
+    storageKey = key;
+  } else {
+    try {
+      storageKey = deriveStorageKey(scopeOf(values), key);
+    } catch (error) {
+      if (isIdemError(error)) throw new UsageError(error.message);
+      throw error;
+    }
+  }
+  return {
+    action,
+    storageKey,
+    store,
+    prefix: values.prefix,
+    table: values.table,
+    json: values.json === true,
+    timeoutMs,
+  };
+}
+
+function parse(argv: string[]) {
+  return parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      store: { type: 'string' },
+      scope: { type: 'string' },
+      principal: { type: 'string' },
+      operation: { type: 'string' },
+      global: { type: 'boolean' },
+      'storage-key': { type: 'boolean' },
+      prefix: { type: 'string' },
+      table: { type: 'string' },
+      json: { type: 'boolean' },
+      'timeout-ms': { type: 'string' },
+    },
+  });
+}

@@ -1,0 +1,122 @@
+import { errorMessage, type RecordInspection, settleWithin } from '@idem/core';
+import { type CliCommand, parseCommand, USAGE, UsageError } from './args.js';
+import { type OpenedStore, openStore, shown } from './open-store.js';
+
+/** Exit codes of the `idem` command. */
+export const EXIT = {
+  /** The action was done (or the record shown). */
+  ok: 0,
+  /** The store failed or could not be reached; nothing is known to have changed. */
+  storeError: 1,
+  /** The command line is wrong; nothing was sent. */
+  usage: 2,
+  /** No live record at that key. */
+  notFound: 3,
+  /** `release` of a record that is not in progress (completed or released): left as it is. */
+  notInProgress: 4,
+} as const;
+
+/** Where the command writes: the process's streams by default. */
+export interface CliIo {
+  out(line: string): void;
+  err(line: string): void;
+}
+
+const processIo: CliIo = {
+  out: (line) => process.stdout.write(`${line}\n`),
+  err: (line) => process.stderr.write(`${line}\n`),
+};
+
+const iso = (ms: number) => new Date(ms).toISOString();
+const inSeconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+
+function describeRecord(key: string, r: RecordInspection): string[] {
+  const lease =
+    r.status === 'in_progress'
+      ? r.leaseUntil > r.now
+        ? `live until ${iso(r.leaseUntil)} (${inSeconds(r.leaseUntil - r.now)} left)`
+        : `passed at ${iso(r.leaseUntil)} (${inSeconds(r.now - r.leaseUntil)} ago; the next acquire takes it over)`
+      : `-`;
+  return [
+    `storage key  ${key}`,
+    `status       ${r.status}`,
+    `owner        ${r.owner}`,
+    `fence        ${r.fence}`,
+    `lease        ${lease}`,
+    `retained     until ${iso(r.expiresAt)} (${inSeconds(r.expiresAt - r.now)} left)`,
+    `outcome      ${r.outcomeBytes} bytes`,
+    `fingerprint  ${r.fingerprint}`,
+  ];
+}
+
+async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise<number> {
+  const { admin } = opened;
+  const key = command.storageKey;
+  const print = (json: unknown, text: string[]) => {
+    if (command.json) io.out(JSON.stringify(json));
+    else for (const line of text) io.out(line);
+  };
+  if (command.action === 'inspect') {
+    const record = await admin.inspect(key);
+    if (!record) {
+      print({ storageKey: key, found: false }, [`no record at ${key}`]);
+      return EXIT.notFound;
+    }
+    print({ storageKey: key, found: true, ...record }, describeRecord(key, record));
+    return EXIT.ok;
+  }
+  if (command.action === 'release') {
+    const result = await admin.forceRelease(key);
+    if (result.ok) {
+      print({ storageKey: key, ...result }, [
+        `released ${key}: fence is now ${result.fence}; the execution of owner ${result.previousOwner} can no longer complete`,
+      ]);
+      return EXIT.ok;
+    }
+    print({ storageKey: key, ...result }, [
+      result.reason === 'not_found'
+        ? `no record at ${key}`
+        : `${key} is not in progress: left as it is (delete forgets a completed outcome)`,
+    ]);
+    return result.reason === 'not_found' ? EXIT.notFound : EXIT.notInProgress;
+  }
+  const { deleted } = await admin.delete(key);
+  print({ storageKey: key, deleted }, [deleted ? `deleted ${key}` : `no record at ${key}`]);
+  return deleted ? EXIT.ok : EXIT.notFound;
+}
+
+/**
+ * Runs one `idem` command line (`argv` without `node` and the script) and answers its exit
+ * code (see {@link EXIT}). Never throws; bounded by `--timeout-ms`.
+ */
+export async function runCli(argv: string[], io: CliIo = processIo): Promise<number> {
+  let command: CliCommand;
+  try {
+    command = parseCommand(argv);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    io.err(`idem: ${error.message}\n\n${USAGE}`);
+    return EXIT.usage;
+  }
+  let opened: OpenedStore | undefined;
+  const timedOut = () => new Error(`gave up after ${command.timeoutMs} ms (--timeout-ms)`);
+  try {
+    const work = (async () => {
+      opened = await openStore(command);
+      return act(command, opened, io);
+    })();
+    return await settleWithin(work, command.timeoutMs, { onTimeout: timedOut, unref: true });
+  } catch (error) {
+    if (error instanceof UsageError) {
+      io.err(`idem: ${error.message}\n\n${USAGE}`);
+      return EXIT.usage;
+    }
+    const message = errorMessage(error);
+    const cause = error instanceof Error && error.cause ? errorMessage(error.cause) : '';
+    const why = cause && !message.includes(cause) ? `${message} (${cause})` : message;
+    io.err(`idem: ${command.action} failed on ${opened?.describe ?? shown(command.store)}: ${why}`);
+    return EXIT.storeError;
+  } finally {
+    await opened?.close().catch(() => undefined);
+  }
+}

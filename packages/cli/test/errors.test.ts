@@ -1,0 +1,71 @@
+import { createServer, type Server, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { idem, requireBuild } from './spawn-cli.js';
+
+describe('idem: usage errors (exit 2) and store errors (exit 1)', () => {
+  beforeAll(requireBuild);
+
+  it.each([
+    [[], /Unknown command/],
+    [
+      ['show', 'k', '--store', 'redis://x', '--global', '--operation', 'POST /a'],
+      /Unknown command: show/,
+    ],
+    [['inspect', 'k', '--global', '--operation', 'POST /a'], /--store is required/],
+    [['inspect', 'k', '--store', 'redis://x'], /exactly one of --scope/],
+    [['inspect', 'k', '--store', 'redis://x', '--scope', '{bad'], /--scope must be JSON/],
+    [['inspect', 'k', '--store', 'redis://x', '--principal', 'p'], /need --operation/],
+    [['inspect', 'k', '--store', 'mysql://x', '--scope', '1'], /Unknown store mysql:/],
+    [['inspect', 'nothex', '--store', 'redis://x', '--storage-key'], /64 lowercase hex/],
+    [['inspect', 'bad key\u0001', '--store', 'redis://x', '--scope', '1'], /key/i],
+    [['inspect', 'k', '--store', 'redis://x', '--scope', '1', '--bogus'], /Unknown option/],
+  ])('%j', async (args, message) => {
+    const run = await idem(...(args as string[]));
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(message);
+    expect(run.stderr).toContain('Usage: idem');
+    expect(run.stdout).toBe('');
+  });
+
+  it('a store that refuses the connection is exit 1 with the cause', async () => {
+    const run = await idem('inspect', 'k', '--scope', '1', '--store', 'redis://127.0.0.1:1');
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/^idem: inspect failed on redis:\/\/127\.0\.0\.1:1.*ECONNREFUSED/);
+  });
+
+  describe('a store that never answers', () => {
+    let server: Server;
+    let port = 0;
+    const sockets = new Set<Socket>();
+    beforeAll(async () => {
+      // Accepts connections and says nothing: the command's time limit must end it.
+      server = createServer((socket) => {
+        sockets.add(socket);
+        socket.on('error', () => {});
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      port = (server.address() as { port: number }).port;
+    });
+    afterAll(async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    });
+
+    it('gives up after --timeout-ms with exit 1', async () => {
+      const started = Date.now();
+      const run = await idem(
+        'inspect',
+        'k',
+        '--scope',
+        '1',
+        '--timeout-ms',
+        '500',
+        '--store',
+        `postgres://postgres@127.0.0.1:${port}/test`,
+      );
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/gave up after 500 ms|timed out|timeout/i);
+      expect(Date.now() - started).toBeLessThan(20_000);
+    });
+  });
+});

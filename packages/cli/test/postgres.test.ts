@@ -1,0 +1,79 @@
+import { randomBytes } from 'node:crypto';
+import { deriveStorageKey } from '@idem/core';
+import { createPostgresStore, recommendedPoolConfig } from '@idem/store-postgres';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { idem, idemJson, requireBuild } from './spawn-cli.js';
+
+const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+describe('idem against a real PostgreSQL', () => {
+  const pool = new pg.Pool({ connectionString: DATABASE_URL, ...recommendedPoolConfig(), max: 2 });
+  pool.on('error', () => {});
+  const table = `idem_cli_${randomBytes(5).toString('hex')}`;
+  const store = createPostgresStore({ pool, table });
+  const scope = ['tenant-1', 'POST /refunds'];
+  const args = ['--store', DATABASE_URL, '--table', table, '--scope', JSON.stringify(scope)];
+  const input = (key: string, owner: string) => ({
+    key: deriveStorageKey(scope, key),
+    fingerprint: 'fp',
+    owner,
+    leaseMs: 60_000,
+    retentionMs: 3_600_000,
+  });
+
+  beforeAll(async () => {
+    requireBuild();
+    await store.ensureSchema().catch((error: unknown) => {
+      throw new Error(
+        `No PostgreSQL at ${DATABASE_URL} (${String(error)}): start it with \`bash scripts/bootstrap.sh --services\` or set DATABASE_URL`,
+      );
+    });
+  });
+  afterAll(async () => {
+    await pool.query(`DROP TABLE IF EXISTS ${table} CASCADE`).catch(() => undefined);
+    for (const fn of ['acquire', 'complete', 'release', 'extend'])
+      await pool.query(`DROP FUNCTION IF EXISTS ${table}_${fn} CASCADE`).catch(() => undefined);
+    await pool.end();
+  });
+
+  it('release cuts the stuck owner off: its complete is refused, the next acquire gets a higher fence', async () => {
+    const first = input('refund-1', 'owner-a');
+    expect((await store.acquire(first)).kind).toBe('acquired');
+    const seen = await idemJson('inspect', 'refund-1', ...args);
+    expect(seen).toMatchObject({
+      code: 0,
+      json: { status: 'in_progress', owner: 'owner-a', fence: 1 },
+    });
+
+    const released = await idemJson('release', 'refund-1', ...args);
+    expect(released).toEqual({
+      code: 0,
+      json: { storageKey: first.key, ok: true, fence: 2, previousOwner: 'owner-a' },
+    });
+    const outcome = new Uint8Array([1, 2, 3]);
+    expect(await store.complete({ ...first, outcome })).toEqual({ ok: false, reason: 'not_owner' });
+    const row = await pool.query(`SELECT status, fence, owner FROM ${table} WHERE key = $1`, [
+      first.key,
+    ]);
+    expect(row.rows[0]).toMatchObject({ status: 'released', fence: '2' });
+    expect(row.rows[0].owner).not.toBe('owner-a');
+
+    const next = await store.acquire(input('refund-1', 'owner-b'));
+    expect(next).toMatchObject({ kind: 'acquired', fence: 3, takeover: false });
+    await store.complete({ ...input('refund-1', 'owner-b'), outcome });
+    const done = await idemJson('inspect', 'refund-1', ...args);
+    expect(done.json).toMatchObject({ status: 'completed', fence: 3, outcomeBytes: 3 });
+    expect((await idemJson('release', 'refund-1', ...args)).code).toBe(4);
+
+    expect(await idemJson('delete', 'refund-1', ...args)).toEqual({
+      code: 0,
+      json: { storageKey: first.key, deleted: true },
+    });
+    expect((await pool.query(`SELECT 1 FROM ${table} WHERE key = $1`, [first.key])).rowCount).toBe(
+      0,
+    );
+    expect((await idem('delete', 'refund-1', ...args)).code).toBe(3);
+    expect((await idem('release', 'refund-1', ...args)).code).toBe(3);
+  });
+});

@@ -1,0 +1,91 @@
+import { forcedReleaseOwner, inspectionOf, type RecordStatus, type StoreAdmin } from '@idem/core';
+import { type Queryable, runStatement } from './pg-call.js';
+import { NOW_MS } from './schema-sql.js';
+
+interface InspectRow {
+  now: string;
+  status: RecordStatus | null;
+  fingerprint: string;
+  owner: string;
+  fence: string;
+  lease_until: string;
+  expires_at: string;
+  outcome_bytes: number | null;
+}
+
+/**
+ * The operator actions of a PostgreSQL store, one plain statement each (no function of the
+ * schema), decided by the database clock. `forceRelease` takes the row lock and decides on
+ * the locked row, so it is atomic with the store's functions; `delete` removes the row, its
+ * fence with it (a later acquisition starts again at 1).
+ */
+export function createPostgresAdmin(
+  pool: Queryable,
+  table: string,
+  rowKey: (storageKey: string) => string,
+  timeoutMs: number,
+): StoreAdmin {
+  const run = <R extends Record<string, unknown>>(
+    operation: string,
+    text: string,
+    values: unknown[],
+  ) => runStatement<R>(pool, operation, { text, values }, timeoutMs);
+  return {
+    async inspect(key) {
+      const { rows } = await run<InspectRow & Record<string, unknown>>(
+        'inspect',
+        `WITH c AS (SELECT ${NOW_MS} AS now)
+         SELECT c.now, t.status, t.fingerprint, t.owner, t.fence, t.lease_until, t.expires_at,
+                octet_length(t.outcome) AS outcome_bytes
+         FROM c LEFT JOIN ${table} t ON t.key = $1 AND t.expires_at > c.now`,
+        [rowKey(key)],
+      );
+      const row = rows[0];
+      if (!row?.status) return undefined;
+      const record = {
+        status: row.status,
+        fingerprint: row.fingerprint,
+        owner: row.owner,
+        fence: Number(row.fence),
+        leaseUntil: Number(row.lease_until),
+        expiresAt: Number(row.expires_at),
+      };
+      return inspectionOf(record, Number(row.now), row.outcome_bytes ?? 0);
+    },
+    async forceRelease(key) {
+      // `old` is the row as locked (the latest version); the update decides on it.
+      const { rows } = await run<{
+        status: RecordStatus | null;
+        live: boolean | null;
+        owner: string | null;
+        fence: string | null;
+      }>(
+        'forceRelease',
+        `WITH c AS (SELECT ${NOW_MS} AS now),
+         old AS (SELECT key, status, owner, expires_at FROM ${table} WHERE key = $1 FOR UPDATE),
+         upd AS (
+           UPDATE ${table} t SET status = 'released', owner = $2, fence = t.fence + 1,
+                  lease_until = c.now, outcome = NULL
+           FROM old, c
+           WHERE t.key = old.key AND old.status = 'in_progress' AND old.expires_at > c.now
+           RETURNING t.fence)
+         SELECT old.status, old.expires_at > c.now AS live, old.owner, (SELECT fence FROM upd) AS fence
+         FROM c LEFT JOIN old ON true`,
+        [rowKey(key), forcedReleaseOwner()],
+      );
+      const row = rows[0];
+      if (!row?.status || !row.live) return { ok: false, reason: 'not_found' };
+      if (row.fence === null) return { ok: false, reason: 'not_in_progress' };
+      return { ok: true, fence: Number(row.fence), previousOwner: row.owner ?? '' };
+    },
+    async delete(key) {
+      const { rows } = await run<{ live: string }>(
+        'delete',
+        `WITH d AS (DELETE FROM ${table} WHERE key = $1 RETURNING expires_at)
+         SELECT count(*) FILTER (WHERE d.expires_at > ${NOW_MS}) AS live FROM d`,
+        [rowKey(key)],
+      );
+      return { deleted: Number(rows[0]?.live ?? 0) > 0 };
+    },
+  };
+}

@@ -1,0 +1,45 @@
+import { HEADER, HEADER_BYTES, LEGACY, NOW, READ, RECORD_FORMAT, REMEMBER } from './scripts.js';
+
+// The operator's scripts (see scripts.ts for the record layout and the pieces they share). Each is
+// one round trip and atomic, decided by Redis's `TIME`, like the state machine's scripts.
+
+const READ_NOW = `${READ}${NOW}`;
+
+/**
+ * KEYS: record. Returns `{now}` when there is no live record, else `{now, record}` (raw bytes
+ * of this layout; a record of the earlier layout converted).
+ */
+export const INSPECT_LUA = `${READ_NOW}${LEGACY}if not st or not (now < ex) then return {now} end
+return {now, v}
+`;
+
+/**
+ * KEYS: record, fence memory. ARGV: the new owner token, fenceMemoryMs.
+ * Returns `{0}` when there is no live record, `{1}` when it is not in progress (left as it
+ * is), `{2, fence, previousOwner}` when it became a released tombstone with fence + 1 and the
+ * new owner (its retention deadline kept; the fence memory records the new fence).
+ */
+export const FORCE_RELEASE_LUA = `${READ_NOW}${LEGACY}if not st or not (now < ex) then return {0} end
+if st ~= 1 then return {1} end
+local previous = string.sub(v, ${HEADER_BYTES + 1}, ${HEADER_BYTES} + ol)
+local fingerprint = string.sub(v, ${HEADER_BYTES + 1} + ol, ${HEADER_BYTES} + ol + fl)
+local memory = tonumber(ARGV[2])
+local expiresAt = ex
+f = f + 1
+fm = 0
+${REMEMBER}
+redis.call('SET', KEYS[1], struct.pack(${HEADER}, ${RECORD_FORMAT}, 3, f, now, expiresAt, fm,
+  #ARGV[1], #fingerprint) .. ARGV[1] .. fingerprint)
+redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
+return {2, f, previous}
+`;
+
+/**
+ * KEYS: record. Deletes it (any layout, any status; the fence memory key stays, so fences
+ * keep growing). Returns 1 when a live record was deleted, else 0.
+ */
+export const DELETE_LUA = `${READ_NOW}${LEGACY}local live = st and now < ex
+redis.call('DEL', KEYS[1])
+if live then return 1 end
+return 0
+`;

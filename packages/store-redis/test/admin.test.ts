@@ -1,0 +1,122 @@
+/**
+ * The admin surface on Redis beyond the conformance suite: one round trip each, a record of
+ * the earlier layout (a hash) force-released and deleted like one of this layout, and the
+ * fence memory that keeps fences growing after `delete`.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRedisStore, type RedisStore } from '../src/index.js';
+import {
+  type Client,
+  countCommands,
+  deletePrefix,
+  randomPrefix,
+  rawRecord,
+  redisNow,
+  skipTarget,
+  standalone,
+} from './targets.js';
+
+const owner = () => randomBytes(16).toString('base64url');
+const acquireInput = (key: string, who = owner()) => ({
+  key,
+  fingerprint: 'fp',
+  owner: who,
+  leaseMs: 30_000,
+  retentionMs: 60_000,
+});
+
+describe.skipIf(skipTarget(standalone))('admin on Redis (standalone)', () => {
+  let client: Client;
+  let raw: Client;
+  let store: RedisStore;
+  const prefix = randomPrefix();
+
+  beforeAll(async () => {
+    client = await standalone.connect();
+    raw = await standalone.connect();
+    store = createRedisStore({ client, keyPrefix: prefix });
+  });
+  afterAll(async () => {
+    if (raw) await deletePrefix(raw, prefix);
+    client?.disconnect();
+    raw?.disconnect();
+  });
+
+  it('inspect, forceRelease and delete are one command each', async () => {
+    await store.acquire(acquireInput('one'));
+    await store.admin.inspect('one'); // loads the script: a first call may add SCRIPT LOAD
+    await store.admin.forceRelease('warm');
+    await store.admin.delete('warm');
+    const sent = countCommands(client);
+    await store.admin.inspect('one');
+    expect(sent.count).toBe(1);
+    sent.reset();
+    expect((await store.admin.forceRelease('one')).ok).toBe(true);
+    expect(sent.count).toBe(1);
+    sent.reset();
+    expect(await store.admin.delete('one')).toEqual({ deleted: true });
+    expect(sent.names).toEqual(['evalsha']);
+  });
+
+  it('after delete the fence memory keeps fences growing', async () => {
+    const first = await store.acquire(acquireInput('fenced'));
+    expect(first).toMatchObject({ kind: 'acquired', fence: 1 });
+    expect(await store.admin.forceRelease('fenced')).toMatchObject({ ok: true, fence: 2 });
+    expect(await raw.get(store.fenceKey('fenced'))).toBe('2');
+    expect(await store.admin.delete('fenced')).toEqual({ deleted: true });
+    expect(await raw.exists(store.redisKey('fenced'))).toBe(0);
+    expect(await store.acquire(acquireInput('fenced'))).toMatchObject({
+      kind: 'acquired',
+      fence: 3,
+    });
+  });
+
+  it('a stuck record of the earlier layout (a hash) is force-released into this layout, then deleted', async () => {
+    const now = await redisNow(raw);
+    const key = store.redisKey('old');
+    const stuck = owner();
+    await raw.hset(key, 's', 'in_progress', 'fp', 'fp-old', 'o', stuck, 'f', '4');
+    await raw.hset(key, 'lu', String(now + 30_000), 'ex', String(now + 90_000));
+    await raw.pexpireat(key, now + 90_000 - 1);
+    expect(await store.admin.inspect('old')).toMatchObject({
+      status: 'in_progress',
+      owner: stuck,
+      fence: 4,
+      fingerprint: 'fp-old',
+    });
+    expect(await store.admin.forceRelease('old')).toEqual({
+      ok: true,
+      fence: 5,
+      previousOwner: stuck,
+    });
+    expect(await raw.type(key)).toBe('string');
+    const record = await rawRecord(raw, key);
+    expect(record).toMatchObject({
+      status: 'released',
+      fence: 5,
+      fingerprint: 'fp-old',
+      expiresAt: now + 90_000,
+    });
+    expect(record?.owner).not.toBe(stuck);
+    expect(await raw.pexpiretime(key)).toBe(now + 90_000 - 1);
+    expect(
+      await store.complete({
+        key: 'old',
+        owner: stuck,
+        outcome: new Uint8Array(1),
+        retentionMs: 1_000,
+      }),
+    ).toEqual({
+      ok: false,
+      reason: 'not_owner',
+    });
+    await raw.del(key);
+    await raw.hset(key, 's', 'completed', 'fp', 'fp', 'o', stuck, 'f', '1');
+    await raw.hset(key, 'lu', String(now), 'ex', String(now + 90_000));
+    expect(await store.admin.forceRelease('old')).toEqual({ ok: false, reason: 'not_in_progress' });
+    expect(await raw.type(key)).toBe('hash');
+    expect(await store.admin.delete('old')).toEqual({ deleted: true });
+    expect(await raw.exists(key)).toBe(0);
+  });
+});
