@@ -57,9 +57,13 @@ describe('portable derivation on adversarial strings', () => {
   it('gives the same digest for short lists of awkward strings and bytes', () => {
     const value = fc.oneof(awkward(0, 40), fc.string({ unit: 'binary' }), fc.uint8Array());
     fc.assert(
-      fc.property(awkward(0, 10), fc.array(fc.tuple(awkward(0, 10), value), { maxLength: 8 }), (d, p) => {
-        expect(viaPortable(d, p)).toBe(viaNode(d, p));
-      }),
+      fc.property(
+        awkward(0, 10),
+        fc.array(fc.tuple(awkward(0, 10), value), { maxLength: 8 }),
+        (d, p) => {
+          expect(viaPortable(d, p)).toBe(viaNode(d, p));
+        },
+      ),
       { numRuns: runs },
     );
   });
