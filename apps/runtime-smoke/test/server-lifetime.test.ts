@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
+import { createServer, type Socket } from 'node:net';
 import { expect, it } from 'vitest';
-import { serverSpawn } from './support/runtimes.js';
+import { answering, serverSpawn } from './support/runtimes.js';
 
 // A smoke server must not outlive the test process that started it: a CI job killed at its
 // time limit, or a worker killed by vitest, would otherwise leave workerd, Bun or Deno
@@ -56,5 +57,32 @@ it('stops a server (one that even ignores SIGTERM) once the test process is kill
     expect(alive(pid), `server ${pid} still running after its test process was killed`).toBe(false);
   } finally {
     if (alive(pid)) process.kill(pid, 'SIGKILL');
+  }
+});
+
+it('gives up waiting for a port that accepts connections but never answers, on time', async () => {
+  const sockets: Socket[] = [];
+  const silent = createServer((socket) => sockets.push(socket));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const { port } = silent.address() as { port: number };
+  try {
+    const startedAt = Date.now();
+    const waited = answering(`http://127.0.0.1:${port}`, 1_000)(
+      undefined as never,
+      () => '(no output)',
+    );
+    // Without a bound on each probe, the first fetch alone waits for undici's 300 s.
+    const outcome = await Promise.race([
+      waited.then(
+        () => 'answered',
+        (error: Error) => error.message,
+      ),
+      new Promise((resolve) => setTimeout(() => resolve('still waiting after 30 s'), 30_000)),
+    ]);
+    expect(outcome).toMatch(/did not answer within 1000 ms/);
+    expect(Date.now() - startedAt).toBeLessThan(30_000);
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    silent.close();
   }
 });

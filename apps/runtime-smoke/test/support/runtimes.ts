@@ -146,12 +146,13 @@ const announced =
     });
 
 /** Resolves once `url` answers, polling; bounded. */
-const answering =
+export const answering =
   (url: string, limitMs = 90_000) =>
   async (_child: ChildProcess, output: () => string) => {
     const until = Date.now() + limitMs;
     while (Date.now() < until) {
-      const ok = await fetch(`${url}/runtime`).then(
+      // Each probe bounded: a port that accepts but never answers must not stall the wait.
+      const ok = await fetch(`${url}/runtime`, { signal: AbortSignal.timeout(5_000) }).then(
         (response) => response.ok,
         () => false,
       );
