@@ -13,6 +13,14 @@ const GATE_LIMIT_MS = 45_000;
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Which runtime serves: its own name for itself, checked by the tests (never silently Node). */
+function runtimeName() {
+  if (globalThis.Bun) return `bun-${globalThis.Bun.version}`;
+  if (globalThis.Deno) return `deno-${globalThis.Deno.version.deno}`;
+  if (globalThis.navigator?.userAgent === 'Cloudflare-Workers') return 'workerd';
+  return `node-${globalThis.process?.version}`;
+}
+
 /** A fresh app with its own store and counters. */
 export function createApp() {
   const app = new Hono();
@@ -24,6 +32,7 @@ export function createApp() {
 
   app.get('/runtime', (c) =>
     c.json({
+      runtime: runtimeName(),
       nativeHash: typeof globalThis.process?.getBuiltinModule === 'function',
       buffer: typeof globalThis.Buffer === 'function',
     }),
@@ -50,6 +59,13 @@ export function createApp() {
     waiting.delete(gate);
     executions += 1;
     return c.json({ execution: executions, opened: openGates.has(gate) }, 201);
+  });
+  app.post('/api/bytes', (c) => {
+    executions += 1;
+    // Every byte value, 0x80–0x9f included (where windows-1252 differs from Latin-1): the
+    // store holds outcomes as Latin-1 strings where there is a Buffer, else as bytes.
+    const body = Uint8Array.from({ length: 1_024 }, (_, i) => (i + executions) & 0xff);
+    return c.body(body, 201, { 'content-type': 'application/octet-stream' });
   });
   app.post('/api/completions', (c) => {
     executions += 1;

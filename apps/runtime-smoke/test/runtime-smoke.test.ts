@@ -61,6 +61,23 @@ for (const runtime of RUNTIMES) {
       expect((await other.json()).execution).toBe(execution + 1);
     });
 
+    it('is served by that runtime, not another', async () => {
+      const { runtime: identity } = await (await fetch(url('/runtime'))).json();
+      expect(identity).toMatch(runtime.identity);
+    });
+
+    it('replays a binary body of every byte value byte for byte', async () => {
+      const key = crypto.randomUUID();
+      const first = await post(url('/api/bytes'), key);
+      expect(first.status).toBe(201);
+      const body = await bytes(first);
+      expect(new Set(body).size).toBe(256);
+      const replay = await post(url('/api/bytes'), key);
+      expect(replay.headers.get('idempotent-replayed')).toBe('true');
+      expect(replay.headers.get('content-type')).toBe('application/octet-stream');
+      expect(await bytes(replay)).toEqual(body);
+    });
+
     it('answers 422 when the key comes back with a different request', async () => {
       const key = crypto.randomUUID();
       expect((await post(url('/api/charges'), key, { amount: 5 })).status).toBe(201);

@@ -17,6 +17,8 @@ export interface Runtime {
   name: string;
   /** Whether the runtime hands out `node:crypto` (`process.getBuiltinModule`): core's native path. */
   native: boolean;
+  /** What the app reports as the runtime serving it (`/runtime`). */
+  identity: RegExp;
   /** Starts the app; resolves once it answers, with its base URL and a stop function. */
   start(): Promise<RunningServer>;
 }
@@ -66,17 +68,33 @@ const nodeBinary = (major: number) =>
     return from ? inPackages(names, 'bin/node', createRequire(from)) : [];
   });
 
+const supervisor = fileURLToPath(new URL('./supervise.mjs', import.meta.url));
+
+/**
+ * How a server is spawned: under `supervise.mjs` (on this Node), whose stdin is a pipe from
+ * this process, so a test process that is killed (SIGKILL, a timed-out worker) or a start-up
+ * that outlives its hook never leaves a server running.
+ */
+export function serverSpawn(command: string, args: string[]) {
+  return {
+    command: process.execPath,
+    args: [supervisor, command, ...args],
+    options: {
+      cwd: appDir,
+      stdio: ['pipe', 'pipe', 'pipe'] as ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },
+    },
+  };
+}
+
 /** Spawns `command`, waits for `listening <port>` on its stdout, bounded. */
 async function spawnServer(
   command: string,
   args: string[],
   ready: (child: ChildProcess, output: () => string) => Promise<string>,
 ): Promise<RunningServer> {
-  const child = spawn(command, args, {
-    cwd: appDir,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1', DENO_NO_UPDATE_CHECK: '1' },
-  });
+  const how = serverSpawn(command, args);
+  const child = spawn(how.command, how.args, how.options);
   let output = '';
   child.stdout?.on('data', (chunk: Buffer) => {
     output += chunk.toString();
@@ -128,12 +146,13 @@ const announced =
     });
 
 /** Resolves once `url` answers, polling; bounded. */
-const answering =
+export const answering =
   (url: string, limitMs = 90_000) =>
   async (_child: ChildProcess, output: () => string) => {
     const until = Date.now() + limitMs;
     while (Date.now() < until) {
-      const ok = await fetch(`${url}/runtime`).then(
+      // Each probe bounded: a port that accepts but never answers must not stall the wait.
+      const ok = await fetch(`${url}/runtime`, { signal: AbortSignal.timeout(5_000) }).then(
         (response) => response.ok,
         () => false,
       );
@@ -207,6 +226,7 @@ const worker :Workerd.Worker = (
 const nodeRuntime = (major: number): Runtime => ({
   name: `Node ${major}`,
   native: true,
+  identity: new RegExp(`^node-v${major}\\.`),
   start: () => spawnServer(nodeBinary(major), ['src/node-server.mjs'], announced()),
 });
 
@@ -218,6 +238,7 @@ export const RUNTIMES: Runtime[] = [
   {
     name: 'Bun',
     native: true,
+    identity: /^bun-\d/,
     start: () =>
       spawnServer(
         binary('bun', () => inPackages(['bun'], 'bin/bun.exe')),
@@ -228,6 +249,7 @@ export const RUNTIMES: Runtime[] = [
   {
     name: 'Deno',
     native: true,
+    identity: /^deno-\d/,
     start: () =>
       spawnServer(
         binary('deno', () => inPackages(['deno'], 'deno')),
@@ -242,6 +264,16 @@ export const RUNTIMES: Runtime[] = [
         announced(),
       ),
   },
-  { name: 'workerd (Web platform only)', native: false, start: () => startWorkerd(false) },
-  { name: 'workerd (nodejs_compat)', native: true, start: () => startWorkerd(true) },
+  {
+    name: 'workerd (Web platform only)',
+    native: false,
+    identity: /^workerd$/,
+    start: () => startWorkerd(false),
+  },
+  {
+    name: 'workerd (nodejs_compat)',
+    native: true,
+    identity: /^workerd$/,
+    start: () => startWorkerd(true),
+  },
 ];
