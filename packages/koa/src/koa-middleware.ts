@@ -11,7 +11,6 @@ import {
   requestUrl,
   sendDecisionResponse,
   targetPath,
-  wholeDecisionResponse,
 } from '@idem/http/node';
 import type { Context, Middleware } from 'koa';
 
@@ -31,20 +30,17 @@ function routeOf(ctx: Context): string {
   return canonicalPath(targetPath(ctx.originalUrl));
 }
 
-/** Writes a replay or one of the library's own answers through Koa, or straight to Node. */
+/**
+ * Writes a replay or one of the library's own answers straight to the Node response, past
+ * Koa (`ctx.respond = false`): upstream middleware that rewrites `ctx.body` after
+ * `await next()` (an envelope, a compressor) already shaped the recorded bytes once, and must
+ * not shape the replay a second time. Headers it set before `next()` (CORS) are on the Node
+ * response already and go out with it.
+ */
 async function answer(
   ctx: Context,
   decision: Parameters<typeof sendDecisionResponse>[1],
 ): Promise<void> {
-  const whole = wholeDecisionResponse(decision);
-  // Through Koa when it sends it as it is: a body of one piece with its own Content-Type
-  // (Koa would add one to a body without, and turn an empty 201 into a 204).
-  if (whole?.body && whole.headers.some(([name]) => name === 'content-type')) {
-    ctx.status = whole.status;
-    for (const [name, value] of whole.headers) ctx.set(name, value);
-    ctx.body = whole.body;
-    return;
-  }
   ctx.respond = false;
   await sendDecisionResponse(ctx.res, decision);
 }
