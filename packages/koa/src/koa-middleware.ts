@@ -54,9 +54,19 @@ async function answer(
  * socket, which holds their `'close'` until the body ends. Koa's own early callback (its
  * error handler, a no-op for a close without error) stays where it is.
  */
-function detachEarlyFinishWatch(ctx: Context): void {
-  const res = ctx.res as { __onFinished?: unknown };
-  if (res.__onFinished) res.__onFinished = null;
+function detachEarlyFinishWatch(ctx: Context, warn: (message: string) => void): void {
+  const res = ctx.res as { __onFinished?: { queue?: unknown } | null };
+  const watch = res.__onFinished;
+  // Koa's own callback was added before any middleware ran: no watch of the shape on-finished
+  // 2 makes means its internals changed, and a client that leaves mid-stream may cut the
+  // recorded body short (not recorded: a retry runs again). Said aloud, never silently.
+  if (typeof watch !== 'function' || !Array.isArray(watch.queue)) {
+    warn(
+      "Koa's on-finished watch (res.__onFinished) not found: a client that leaves mid-stream may cut a streamed body short, which is then not recorded and runs again on retry. Check the on-finished version Koa uses.",
+    );
+    return;
+  }
+  res.__onFinished = null;
 }
 
 /**
@@ -72,6 +82,12 @@ function detachEarlyFinishWatch(ctx: Context): void {
  */
 export function idempotency(options: KoaIdempotencyOptions): Middleware {
   const handler = createIdempotencyHandler<Context>(options);
+  let warned = false;
+  const warn = (message: string) => {
+    if (warned) return;
+    warned = true;
+    (options.onWarning ?? ((text: string) => console.warn(`[@idem/koa] ${text}`)))(message);
+  };
   return async function idempotencyMiddleware(ctx, next) {
     const decision = await handler.begin({
       native: ctx,
@@ -92,7 +108,7 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
     if (decision.action === 'respond') return answer(ctx, decision);
     ctx.state.idempotency = decision.recorder.context;
     recordServerResponse(ctx.res, decision.recorder);
-    detachEarlyFinishWatch(ctx);
+    detachEarlyFinishWatch(ctx, warn);
     await next();
   };
 }

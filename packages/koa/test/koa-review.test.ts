@@ -8,6 +8,9 @@ import { idempotency } from '../src/index.js';
 
 let runs = 0;
 let app: RunningApp;
+const warnings: string[] = [];
+/** What Koa's response carries when the middleware runs (on-finished's watch). */
+let watchSeen: unknown;
 
 beforeAll(async () => {
   const koa = new Koa();
@@ -17,12 +20,29 @@ beforeAll(async () => {
     await next();
     if (ctx.path === '/enveloped') ctx.body = { data: ctx.body, wrapped: true };
   });
-  koa.use(idempotency({ store: createMemoryStore(), scope: 'global', onWarning: () => {} }));
+  koa.use(async (ctx, next) => {
+    const res = ctx.res as { __onFinished?: { queue?: unknown } };
+    watchSeen = { type: typeof res.__onFinished, queue: Array.isArray(res.__onFinished?.queue) };
+    // As if on-finished kept its watch elsewhere.
+    if (ctx.path === '/unwatched') delete res.__onFinished;
+    await next();
+  });
+  koa.use(
+    idempotency({
+      store: createMemoryStore(),
+      scope: 'global',
+      onWarning: (message) => warnings.push(message),
+    }),
+  );
   const router = new Router();
   router.post('/enveloped', (ctx) => {
     runs += 1;
     ctx.status = 201;
     ctx.body = { run: runs };
+  });
+  router.post('/unwatched', (ctx) => {
+    ctx.status = 201;
+    ctx.body = { ok: true };
   });
   koa.use(router.routes());
   app = await listening(koa.listen(0, '127.0.0.1'));
@@ -41,5 +61,20 @@ describe('koa (review)', () => {
     expect(again.headers['idempotent-replayed']).toBe('true');
     expect(again.body.toString()).toBe(firstBody);
     expect(runs).toBe(1);
+  });
+
+  it("finds on-finished's watch where the middleware detaches it (a Koa upgrade that moves it fails here)", async () => {
+    await send(app.url, '/enveloped', { key: randomUUID(), body: {} });
+    expect(watchSeen).toEqual({ type: 'function', queue: true });
+    expect(warnings).toEqual([]);
+  });
+
+  it('says so (once) when the watch is not there, rather than losing the guarantee silently', async () => {
+    for (let i = 0; i < 2; i++) {
+      const sent = await send(app.url, '/unwatched', { key: randomUUID(), body: {} });
+      expect(sent.status).toBe(201);
+    }
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/on-finished/);
   });
 });
