@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { json, listening, type RunningApp, send } from '@idem/http-conformance';
+import { listening, type RunningApp, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import Router from '@koa/router';
 import Koa from 'koa';

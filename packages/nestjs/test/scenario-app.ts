@@ -90,6 +90,7 @@ function scenarioController(routes: ScenarioAppConfig['routes']): new () => obje
 export async function startNest(
   platform: Platform,
   root: new () => object,
+  configure?: (app: INestApplication) => void,
 ): Promise<{ app: INestApplication; url: string; close(): Promise<void> }> {
   let app: INestApplication;
   if (platform === 'express') {
@@ -110,6 +111,7 @@ export async function startNest(
       );
     app = fastify;
   }
+  configure?.(app);
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as AddressInfo;
   return { app, url: `http://127.0.0.1:${port}`, close: () => app.close() };
