@@ -114,3 +114,22 @@ describe.each<Platform>(['express', 'fastify'])(
     });
   },
 );
+
+describe('module options are checked at startup (review)', () => {
+  for (const [label, options] of [
+    ['a negative shutdownDrainMs', { store: createMemoryStore(), shutdownDrainMs: -5 }],
+    [
+      'a shutdownDrainMs that is not a number',
+      { store: createMemoryStore(), shutdownDrainMs: '5' },
+    ],
+    ['no options at all', undefined],
+  ] as const) {
+    it(`fails NestFactory.create with InvalidInputError for ${label}`, async () => {
+      @Module({ imports: [IdempotencyModule.forRoot(options as never)] })
+      class BadModule {}
+      await expect(startNest('express', BadModule)).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+      });
+    });
+  }
+});

@@ -96,12 +96,16 @@ export async function startNest(
   if (platform === 'express') {
     const express = await NestFactory.create<NestExpressApplication>(root, new ExpressAdapter(), {
       logger: false,
+      // A bad option rejects here instead of aborting the test process.
+      abortOnError: false,
     });
     express.useBodyParser('raw', { type: 'application/octet-stream' });
     app = express;
   } else {
     const fastify = await NestFactory.create<NestFastifyApplication>(root, new FastifyAdapter(), {
       logger: false,
+      // A bad option rejects here instead of aborting the test process.
+      abortOnError: false,
     });
     fastify
       .getHttpAdapter()
