@@ -41,6 +41,8 @@ async function answer(
   ctx: Context,
   decision: Parameters<typeof sendDecisionResponse>[1],
 ): Promise<void> {
+  // For upstream middleware that logs or measures ctx.status (Koa's default would be 404).
+  ctx.status = decision.response.status;
   ctx.respond = false;
   await sendDecisionResponse(ctx.res, decision);
 }

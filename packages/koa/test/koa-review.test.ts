@@ -9,6 +9,8 @@ import { idempotency } from '../src/index.js';
 let runs = 0;
 let app: RunningApp;
 const warnings: string[] = [];
+/** ctx.status as upstream middleware saw it after `await next()`. */
+const statuses: number[] = [];
 /** What Koa's response carries when the middleware runs (on-finished's watch). */
 let watchSeen: unknown;
 
@@ -18,6 +20,7 @@ beforeAll(async () => {
   // Upstream of the middleware: an envelope that rewrites the body after `await next()`.
   koa.use(async (ctx, next) => {
     await next();
+    statuses.push(ctx.status);
     if (ctx.path === '/enveloped') ctx.body = { data: ctx.body, wrapped: true };
   });
   koa.use(async (ctx, next) => {
@@ -52,6 +55,7 @@ afterAll(() => app.close());
 describe('koa (review)', () => {
   it('a replay is the recorded response, not rewritten again by upstream middleware', async () => {
     const key = randomUUID();
+    statuses.length = 0;
     const first = await send(app.url, '/enveloped', { key, body: { a: 1 } });
     const firstBody = first.body.toString();
     expect(first.status).toBe(201);
@@ -61,6 +65,8 @@ describe('koa (review)', () => {
     expect(again.headers['idempotent-replayed']).toBe('true');
     expect(again.body.toString()).toBe(firstBody);
     expect(runs).toBe(1);
+    // Upstream loggers see the status that went out, not Koa's default 404.
+    expect(statuses).toEqual([201, 201]);
   });
 
   it("finds on-finished's watch where the middleware detaches it (a Koa upgrade that moves it fails here)", async () => {
