@@ -43,6 +43,10 @@ beforeAll(async () => {
     ctx.status = 201;
     ctx.body = { run: runs };
   });
+  router.post('/multipart', (ctx) => {
+    ctx.status = 201;
+    ctx.body = { ok: true };
+  });
   router.post('/unwatched', (ctx) => {
     ctx.status = 201;
     ctx.body = { ok: true };
@@ -82,5 +86,25 @@ describe('koa (review)', () => {
     }
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(/on-finished/);
+  });
+
+  // OPEN (review): a multipart body no parser read is fingerprinted by its bytes, boundary
+  // included; clients draw a new boundary each time they encode a form (fetch with FormData),
+  // so the retry of the same upload gets 422 instead of the replay. Needs a multipart-aware
+  // canonical form in @idem/http (fields and parts, without the boundary).
+  it.fails('replays the retry of a multipart form sent with another boundary', async () => {
+    const key = randomUUID();
+    const form = (boundary: string) =>
+      send(app.url, '/multipart', {
+        key,
+        body: Buffer.from(
+          `--${boundary}\r\ncontent-disposition: form-data; name="a"\r\n\r\n1\r\n--${boundary}--\r\n`,
+        ),
+        headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+      });
+    expect((await form('one')).status).toBe(201);
+    const retry = await form('two');
+    expect(retry.status).toBe(201);
+    expect(retry.headers['idempotent-replayed']).toBe('true');
   });
 });
