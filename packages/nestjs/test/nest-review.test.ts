@@ -11,6 +11,7 @@ import {
   Injectable,
   Module,
   Post,
+  Res,
   UseGuards,
   Version,
   VersioningType,
@@ -42,6 +43,26 @@ class ReviewController {
   v1() {
     runs += 1;
     return { version: 1, run: runs };
+  }
+
+  @Post('direct')
+  @Idempotent()
+  direct(
+    @Res() res: {
+      status(code: number): unknown;
+      setHeader?(n: string, v: string): unknown;
+      header?(n: string, v: string): unknown;
+      send?(body: string): unknown;
+      end(body?: string): unknown;
+    },
+  ) {
+    runs += 1;
+    res.status(201);
+    if (res.setHeader) res.setHeader('content-type', 'application/json');
+    else res.header?.('content-type', 'application/json');
+    const text = JSON.stringify({ direct: runs });
+    if (res.send) res.send(text);
+    else res.end(text);
   }
 
   @Post('charges')
@@ -94,6 +115,17 @@ describe.each<Platform>(['express', 'fastify'])(
       const replay = await post('2', key);
       expect(replay.headers['idempotent-replayed']).toBe('true');
       expect(replay.body.equals(other.body)).toBe(true);
+    });
+
+    it('records and replays a handler that writes through @Res() itself, once', async () => {
+      const key = randomUUID();
+      const before = runs;
+      const first = await post('1', key, '/direct');
+      const again = await post('1', key, '/direct');
+      expect(first.status).toBe(201);
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      expect(again.body.equals(first.body)).toBe(true);
+      expect(runs).toBe(before + 1);
     });
 
     it('keeps no replayed request alive (the never-emitting observable of a replay holds nothing)', async () => {
