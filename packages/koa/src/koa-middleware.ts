@@ -57,8 +57,8 @@ async function answer(
  * error handler, a no-op for a close without error) stays where it is.
  */
 function detachEarlyFinishWatch(ctx: Context, warn: (message: string) => void): void {
-  const res = ctx.res as { __onFinished?: { queue?: unknown } | null };
-  const watch = res.__onFinished;
+  const res = ctx.res as { __onFinished?: unknown };
+  const watch = res.__onFinished as ((() => void) & { queue?: unknown }) | null | undefined;
   // Koa's own callback was added before any middleware ran: no watch of the shape on-finished
   // 2 makes means its internals changed, and a client that leaves mid-stream may cut the
   // recorded body short (not recorded: a retry runs again). Said aloud, never silently.

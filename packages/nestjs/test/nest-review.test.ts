@@ -96,8 +96,8 @@ describe.each<Platform>(['express', 'fastify'])(
       ));
     });
     afterAll(() => close());
-    const post = (version: string, key: string) =>
-      send(url, '/charges', {
+    const post = (version: string, key: string, path = '/charges') =>
+      send(url, path, {
         tenant: null,
         key,
         body: { amount: 1 },
