@@ -17,6 +17,7 @@ import {
   readBodyLimited,
 } from './request-body.js';
 import { fingerprintOf } from './request-fingerprint.js';
+import { canonicalPath } from './route-path.js';
 import { createScopeResolver } from './scope.js';
 
 /** A request as an adapter describes it to {@link IdempotencyHandler.begin}. */
@@ -26,7 +27,10 @@ export interface IncomingRequest<R> {
   method: string;
   /** Absolute URL, or path and query. */
   url: string;
-  /** Route pattern when the framework knows it (used for the default operation). */
+  /**
+   * Route pattern when the framework knows it (used for the default operation); without it,
+   * the path in one spelling (case, a trailing slash and percent-escapes do not matter).
+   */
   route?: string;
   /** One request header's value, or undefined when absent. */
   header(name: string): string | undefined;
@@ -176,7 +180,9 @@ export function createIdempotencyHandler<R = Request>(
     }
 
     const url = new URL(request.url, 'http://localhost');
-    const operation = hint.operation ?? `${method} ${request.route ?? url.pathname}`;
+    // Without a matched route (a fetch-style handler), the path in the one spelling routers
+    // treat alike: a retry through `o%2D1` for `o-1` must not be another operation.
+    const operation = hint.operation ?? `${method} ${request.route ?? canonicalPath(url.pathname)}`;
     // 'global' is the only way to the null principal: a hook's principal is never null.
     const scope: JsonValue = ['idem/http/v1', hint.principal, operation];
     const print = await fingerprintOf(request, method, url, body, options.fingerprint);

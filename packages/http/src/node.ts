@@ -2,9 +2,10 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { IdempotencyDecision } from './handler.js';
 import { type PreparedResponse, preparedResponseOf } from './prepared-response.js';
 
-export { canonicalPath, nodeRequestBody, targetPath } from './node-request.js';
+export { nodeRequestBody } from './node-request.js';
 export type { RecordServerResponseOptions } from './node-response.js';
 export { headersOf, recordServerResponse } from './node-response.js';
+export { canonicalPath, targetPath } from './route-path.js';
 
 /**
  * Writes a Web `Response` (a replay, a problem, or an attached live stream) to a Node

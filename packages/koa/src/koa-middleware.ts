@@ -11,7 +11,6 @@ import {
   requestUrl,
   sendDecisionResponse,
   targetPath,
-  wholeDecisionResponse,
 } from '@idem/http/node';
 import type { Context, Middleware } from 'koa';
 
@@ -31,20 +30,19 @@ function routeOf(ctx: Context): string {
   return canonicalPath(targetPath(ctx.originalUrl));
 }
 
-/** Writes a replay or one of the library's own answers through Koa, or straight to Node. */
+/**
+ * Writes a replay or one of the library's own answers straight to the Node response, past
+ * Koa (`ctx.respond = false`): upstream middleware that rewrites `ctx.body` after
+ * `await next()` (an envelope, a compressor) already shaped the recorded bytes once, and must
+ * not shape the replay a second time. Headers it set before `next()` (CORS) are on the Node
+ * response already and go out with it.
+ */
 async function answer(
   ctx: Context,
   decision: Parameters<typeof sendDecisionResponse>[1],
 ): Promise<void> {
-  const whole = wholeDecisionResponse(decision);
-  // Through Koa when it sends it as it is: a body of one piece with its own Content-Type
-  // (Koa would add one to a body without, and turn an empty 201 into a 204).
-  if (whole?.body && whole.headers.some(([name]) => name === 'content-type')) {
-    ctx.status = whole.status;
-    for (const [name, value] of whole.headers) ctx.set(name, value);
-    ctx.body = whole.body;
-    return;
-  }
+  // For upstream middleware that logs or measures ctx.status (Koa's default would be 404).
+  ctx.status = decision.response.status;
   ctx.respond = false;
   await sendDecisionResponse(ctx.res, decision);
 }
@@ -58,9 +56,19 @@ async function answer(
  * socket, which holds their `'close'` until the body ends. Koa's own early callback (its
  * error handler, a no-op for a close without error) stays where it is.
  */
-function detachEarlyFinishWatch(ctx: Context): void {
+function detachEarlyFinishWatch(ctx: Context, warn: (message: string) => void): void {
   const res = ctx.res as { __onFinished?: unknown };
-  if (res.__onFinished) res.__onFinished = null;
+  const watch = res.__onFinished as ((() => void) & { queue?: unknown }) | null | undefined;
+  // Koa's own callback was added before any middleware ran: no watch of the shape on-finished
+  // 2 makes means its internals changed, and a client that leaves mid-stream may cut the
+  // recorded body short (not recorded: a retry runs again). Said aloud, never silently.
+  if (typeof watch !== 'function' || !Array.isArray(watch.queue)) {
+    warn(
+      "Koa's on-finished watch (res.__onFinished) not found: a client that leaves mid-stream may cut a streamed body short, which is then not recorded and runs again on retry. Check the on-finished version Koa uses.",
+    );
+    return;
+  }
+  res.__onFinished = null;
 }
 
 /**
@@ -76,6 +84,12 @@ function detachEarlyFinishWatch(ctx: Context): void {
  */
 export function idempotency(options: KoaIdempotencyOptions): Middleware {
   const handler = createIdempotencyHandler<Context>(options);
+  let warned = false;
+  const warn = (message: string) => {
+    if (warned) return;
+    warned = true;
+    (options.onWarning ?? ((text: string) => console.warn(`[@idem/koa] ${text}`)))(message);
+  };
   return async function idempotencyMiddleware(ctx, next) {
     const decision = await handler.begin({
       native: ctx,
@@ -96,7 +110,7 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
     if (decision.action === 'respond') return answer(ctx, decision);
     ctx.state.idempotency = decision.recorder.context;
     recordServerResponse(ctx.res, decision.recorder);
-    detachEarlyFinishWatch(ctx);
+    detachEarlyFinishWatch(ctx, warn);
     await next();
   };
 }

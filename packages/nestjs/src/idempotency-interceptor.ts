@@ -21,6 +21,9 @@ import { IdempotencyService } from './idempotency-service.js';
 import { IDEMPOTENT_METADATA, type IdempotentOptions, type NestHttpRequest } from './options.js';
 import { routePattern } from './route-pattern.js';
 
+/** Where `@Version()` and `@Controller({ version })` keep a route's version (Nest 11 and 12). */
+const VERSION_METADATA = '__version__';
+
 type PlatformRequest = NestHttpRequest & { originalUrl?: string; idempotency?: unknown };
 /** Express's `Response` is the Node response; Fastify's reply holds it as `raw`. */
 type PlatformResponse = ServerResponse & { raw?: ServerResponse; hijack?: () => void };
@@ -61,13 +64,14 @@ export class IdempotencyInterceptor implements NestInterceptor {
       [context.getHandler(), context.getClass()],
     );
     if (route === undefined || route === false) return next.handle();
+    const operation = route.operation ?? this.#operationOf(context);
     const http = context.switchToHttp();
     const request = http.getRequest<PlatformRequest>();
     const response = http.getResponse<PlatformResponse>();
     // By hand rather than with operators, which the rxjs root entry has only since 7.2.
     return new Observable((subscriber) => {
       let inner: Subscription | undefined;
-      this.#run(route, request, response, next).then(
+      this.#run(route, operation, request, response, next).then(
         ({ result, res }) => {
           if (subscriber.closed) return;
           inner = result.subscribe({
@@ -85,8 +89,25 @@ export class IdempotencyInterceptor implements NestInterceptor {
     });
   }
 
+  /**
+   * The route pattern Nest matched, and the version of the handler when it has one: with
+   * header or media-type versioning, handlers of several versions share one path, and a key
+   * taken on one must not replay its answer to a request the other serves.
+   */
+  #operationOf(context: ExecutionContext): (request: NestHttpRequest) => string {
+    const version = this.reflector.getAllAndOverride<unknown>(VERSION_METADATA, [
+      context.getHandler(),
+      context.getClass(),
+    ]);
+    if (version === undefined) return routePattern;
+    const label = (one: unknown) => (typeof one === 'string' ? one : 'neutral');
+    const versions = (Array.isArray(version) ? version : [version]).map(label).join(',');
+    return (request) => `${routePattern(request)} version=${versions}`;
+  }
+
   async #run(
     route: IdempotentOptions,
+    operation: string | ((request: NestHttpRequest) => string),
     request: PlatformRequest,
     response: PlatformResponse,
     next: CallHandler,
@@ -96,7 +117,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
       native: request,
       method: request.method,
       url: requestUrl(request.originalUrl ?? request.url),
-      route: route.operation ?? routePattern(request),
+      route: typeof operation === 'string' ? operation : operation(request),
       header: (name) => headerValue(raw.headers, name),
       // Parsed by the platform (JSON, text, a raw parser), or read and put back.
       readBody: (limit) => nodeRequestBody(raw, request.body, limit),

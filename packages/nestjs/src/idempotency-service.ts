@@ -1,3 +1,4 @@
+import { InvalidInputError } from '@idem/core';
 import { createIdempotencyHandler, type IdempotencyHandler } from '@idem/http';
 import { Inject, Injectable, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
@@ -28,7 +29,21 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
   readonly #all = new Set<IdempotencyHandler<NestHttpRequest>>();
 
   constructor(@Inject(IDEMPOTENCY_OPTIONS) options: NestIdempotencyOptions) {
+    if (typeof options !== 'object' || options === null) {
+      throw new InvalidInputError('IdempotencyModule needs an options object with a store');
+    }
     const { shutdownDrainMs, ...rest } = options;
+    // Checked now: at shutdown, a bad value would make app.close() fail and drain nothing.
+    if (
+      shutdownDrainMs !== undefined &&
+      !(
+        typeof shutdownDrainMs === 'number' &&
+        Number.isFinite(shutdownDrainMs) &&
+        shutdownDrainMs >= 0
+      )
+    ) {
+      throw new InvalidInputError('shutdownDrainMs must be a finite, non-negative number of ms');
+    }
     this.#options = rest;
     this.#shutdownDrainMs = shutdownDrainMs;
     this.#base = this.#create({});

@@ -90,17 +90,22 @@ function scenarioController(routes: ScenarioAppConfig['routes']): new () => obje
 export async function startNest(
   platform: Platform,
   root: new () => object,
+  configure?: (app: INestApplication) => void,
 ): Promise<{ app: INestApplication; url: string; close(): Promise<void> }> {
   let app: INestApplication;
   if (platform === 'express') {
     const express = await NestFactory.create<NestExpressApplication>(root, new ExpressAdapter(), {
       logger: false,
+      // A bad option rejects here instead of aborting the test process.
+      abortOnError: false,
     });
     express.useBodyParser('raw', { type: 'application/octet-stream' });
     app = express;
   } else {
     const fastify = await NestFactory.create<NestFastifyApplication>(root, new FastifyAdapter(), {
       logger: false,
+      // A bad option rejects here instead of aborting the test process.
+      abortOnError: false,
     });
     fastify
       .getHttpAdapter()
@@ -110,6 +115,7 @@ export async function startNest(
       );
     app = fastify;
   }
+  configure?.(app);
   await app.listen(0, '127.0.0.1');
   const { port } = app.getHttpServer().address() as AddressInfo;
   return { app, url: `http://127.0.0.1:${port}`, close: () => app.close() };

@@ -83,19 +83,21 @@ export const ISOLATION_SCENARIOS: Scenario[] = [
       const key = newKey();
       const first = await post('/charges', { key, body });
       expect(first.status).toBe(201);
-      let routed = 0;
       for (const variant of variants) {
         const again = await post(variant, { key, body });
-        if (again.status === 404) continue; // the framework does not route it to the handler
-        routed++;
+        // The framework does not route it to the handler; or it does not, but the layer
+        // merges more spellings than the router and refuses it first (422): both safe.
+        if (again.status === 404) continue;
         if (again.status === 422) expectProblem(again, 422, PROBLEM.keyReused);
         else expectReplayOf(again, first);
       }
       expect(calls('/charges'), 'executions through path variants of one key').toBe(1);
+      let routed = 0;
       for (const variant of variants) {
         const variantKey = newKey();
         const viaVariant = await post(variant, { key: variantKey, body });
         if (viaVariant.status === 404) continue;
+        routed++;
         expect(viaVariant.status).toBe(201);
         const canonical = await post('/charges', { key: variantKey, body });
         if (canonical.status === 422) expectProblem(canonical, 422, PROBLEM.keyReused);

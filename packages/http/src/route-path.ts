@@ -1,0 +1,26 @@
+/**
+ * One spelling for the paths that routers built on path-to-regexp with their defaults
+ * (Express 5, `@koa/router`) send to the same route with the same parameters: they match
+ * without regard to case and with an optional trailing slash, and percent-decode each
+ * parameter. Merging more spellings than the router does is safe (the raw path stays in the
+ * fingerprint, so a retry through another spelling gets 422); merging fewer would run a
+ * route twice under one key. Dot segments and doubled slashes are left as they are: these
+ * routers do not route `/x/../charges` or `//charges` to `/charges`.
+ */
+export function canonicalPath(path: string): string {
+  const decoded = path.replace(/%([0-9a-f]{2})/gi, (_escape, hex: string) =>
+    // An encoded slash stays one: `a%2Fb` is one path segment, `a/b` two.
+    hex.toLowerCase() === '2f' ? '%2f' : String.fromCharCode(Number.parseInt(hex, 16)),
+  );
+  return decoded.toLowerCase().replace(/\/+$/, '') || '/';
+}
+
+/** The path of a request target: origin form (`/path?query`) or absolute form (a proxy request). */
+export function targetPath(target: string): string {
+  if (target.startsWith('/')) return target.split(/[?#]/, 1)[0] ?? '/';
+  try {
+    return new URL(target).pathname;
+  } catch {
+    return target;
+  }
+}
