@@ -162,4 +162,4 @@ export function streamRecord(id: string): DynamoDBRecord {
   };
 }
 
-export type { DynamoDBStreamEvent, KinesisStreamEvent, SQSEvent };
+export type { SQSEvent };

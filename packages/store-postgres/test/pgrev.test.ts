@@ -5,11 +5,15 @@ import {
   OutcomeTooLargeError,
   StoreFullError,
   StoreUnavailableError,
+  toStoreError,
 } from '@idem/core';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
-import { storeError } from '../src/pg-call.js';
+import { POSTGRES_ERRORS } from '../src/pg-call.js';
+
+const storeError = (operation: string, error: unknown) =>
+  toStoreError(POSTGRES_ERRORS, operation, error);
 import { acquireInput, HOUR, makePool, newKey, randomName } from './pg-env.js';
 
 /** Adversarial review (wt/pgrev): bad input, outcomes that cannot be stored, schema upkeep. */
