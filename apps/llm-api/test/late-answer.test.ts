@@ -30,10 +30,10 @@ describe('a bill the store refuses for longer than a lease', () => {
   it('JSON: 503 after about a lease, 409 meanwhile, then the replay; the model ran once', async () => {
     const { app, ledger, state, close } = await setup();
     const key = generateKey();
-    const send = () =>
+    const send = (extra: Record<string, string> = {}) =>
       app.request('/api/messages', {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'idempotency-key': key },
+        headers: { 'content-type': 'application/json', 'idempotency-key': key, ...extra },
         body: JSON.stringify({ prompt: 'billed late', model: 'local-1' }),
       });
     const started = Date.now();

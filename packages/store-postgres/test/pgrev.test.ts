@@ -14,6 +14,7 @@ import { POSTGRES_ERRORS } from '../src/pg-call.js';
 
 const storeError = (operation: string, error: unknown) =>
   toStoreError(POSTGRES_ERRORS, operation, error);
+
 import { acquireInput, HOUR, makePool, newKey, randomName } from './pg-env.js';
 
 /** Adversarial review (wt/pgrev): bad input, outcomes that cannot be stored, schema upkeep. */
