@@ -10,6 +10,7 @@ import {
   type LiveStreams,
 } from '@idem/core';
 import type { Cluster, Redis } from 'ioredis';
+import type { RedisStore } from './redis-store.js';
 import { XReadWaker } from './xread-waker.js';
 
 /** Options of {@link createRedisLiveStreams}. */
@@ -22,6 +23,12 @@ export interface RedisLiveStreamOptions {
    * closes it. On a Cluster, give every live key one slot with a hash tag in `keyPrefix`.
    */
   blockingClient: Redis | Cluster;
+  /**
+   * The store whose executions publish here. Its Redis key of a record is part of every stream
+   * key, so two stores on one Redis (other `keyPrefix`es: staging and production, two apps)
+   * never read each other's streams, even for the same storage key and fence.
+   */
+  store: Pick<RedisStore, 'redisKey'>;
   /** Prefix of the stream keys. @default 'idem:live:' */
   keyPrefix?: string;
   /** How long an ended generation stays readable before it is deleted (ms). @default 5_000 */
@@ -76,7 +83,7 @@ function decode(fields: Fields): LiveEntry | undefined {
 
 /**
  * The live-stream channel on Redis Streams: each generation is one stream under
- * `<keyPrefix><storageKey>:<fence>`, written with `XADD` by the process that executes and
+ * `<keyPrefix><store's record key>:<fence>`, written with `XADD` by the process that executes and
  * read by any process (an `XRANGE` for what is there, an `XREAD BLOCK` on the blocking
  * connection to wait for more). The stream expires with the lease (`PEXPIRE`, renewed every
  * third of it while the execution holds its lease), and is deleted `endGraceMs` after its end.
@@ -85,8 +92,8 @@ function decode(fields: Fields): LiveEntry | undefined {
  */
 export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStreams {
   const { client } = options;
-  if (!client || !options.blockingClient)
-    throw new InvalidInputError('createRedisLiveStreams needs client and blockingClient');
+  if (!client || !options.blockingClient || typeof options.store?.redisKey !== 'function')
+    throw new InvalidInputError('createRedisLiveStreams needs client, blockingClient and store');
   if (client === options.blockingClient)
     throw new InvalidInputError('blockingClient must be another connection than client');
   const prefix = options.keyPrefix ?? 'idem:live:';
@@ -94,7 +101,9 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
   const blockMs = positive('blockMs', options.blockMs, 1_000);
   const timeoutMs = positive('commandTimeoutMs', options.commandTimeoutMs, 2_000);
   const waker = new XReadWaker(client, options.blockingClient, blockMs, timeoutMs);
-  const keyOf = ({ storageKey, fence }: LiveGeneration) => `${prefix}${storageKey}:${fence}`;
+  const { store } = options;
+  const keyOf = ({ storageKey, fence }: LiveGeneration) =>
+    `${prefix}${store.redisKey(storageKey)}:${fence}`;
   let readers = 0;
   let generations = 0;
 

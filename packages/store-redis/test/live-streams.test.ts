@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRedisLiveStreams } from '../src/index.js';
+import { createRedisLiveStreams, createRedisStore } from '../src/index.js';
 import { REDIS_URL } from './targets.js';
 
 const prefix = `idem-live-unit:${randomBytes(6).toString('hex')}:`;
@@ -35,6 +35,7 @@ const channel = () =>
   createRedisLiveStreams({
     client,
     blockingClient,
+    store: createRedisStore({ client, keyPrefix: 'idem-live-unit-store:' }),
     keyPrefix: prefix,
     blockMs: 2_000,
     endGraceMs: 300,
@@ -125,8 +126,8 @@ describe('createRedisLiveStreams', () => {
     });
     ended.append({ kind: 'head', status: 200, headers: [] });
     await ended.end(true);
-    expect(await raw.exists(`${prefix}ended:1`)).toBe(1);
+    expect(await raw.exists(`${prefix}idem-live-unit-store:{ended}:1`)).toBe(1);
     await new Promise((resolve) => setTimeout(resolve, 500));
-    expect(await raw.exists(`${prefix}ended:1`)).toBe(0);
+    expect(await raw.exists(`${prefix}idem-live-unit-store:{ended}:1`)).toBe(0);
   });
 });
