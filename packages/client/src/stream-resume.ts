@@ -30,6 +30,13 @@ export function resumableResponse(
   maxResumes: number,
 ): Response {
   const anchors = new SseAnchors();
+  // The server resumes after the FIRST event with the id sent (ids may repeat: one id per
+  // message over several events, or an id that comes back): where each id first ended.
+  const firstEnds = new Map<string, number>();
+  const noteAnchor = (id: string, end: number) => {
+    if (!firstEnds.has(id)) firstEnds.set(id, end);
+    return false;
+  };
   const generation = response.headers.get(GENERATION_HEADER);
   let reader = (response.body as ReadableStream<Uint8Array>).getReader();
   let delivered = 0;
@@ -68,7 +75,7 @@ export function resumableResponse(
               );
             }
             // The answer starts right after the last event seen: what was delivered past it is skipped.
-            skip = delivered - (last?.end ?? 0);
+            skip = delivered - (last ? (firstEnds.get(last.id) ?? last.end) : 0);
             reader = answer.body.getReader();
             continue;
           }
@@ -78,7 +85,7 @@ export function resumableResponse(
             bytes = bytes.subarray(cut);
           }
           if (bytes.length === 0) continue;
-          anchors.push(bytes);
+          anchors.push(bytes, noteAnchor);
           delivered += bytes.length;
           controller.enqueue(bytes);
           return;
