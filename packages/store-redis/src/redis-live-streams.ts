@@ -133,8 +133,25 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
       generations--;
       clearInterval(renew);
     };
-    input.signal.addEventListener('abort', stop, { once: true });
     let last: Promise<unknown> = Promise.resolve();
+    /** Writes the end entry after the entries in flight, then keeps the stream for the grace. */
+    const finish = async (ok: boolean) => {
+      await last;
+      if (broken) {
+        await bounded(client.del(key), timeoutMs).catch(() => {});
+        return;
+      }
+      await write(['k', 'e', 'd', ok ? '1' : '0']);
+      await expire(endGraceMs);
+    };
+    // A lost lease ends the generation at once (readers of other processes would otherwise
+    // wait for the stream to expire, up to a lease): a takeover publishes under a new fence.
+    const lose = () => {
+      if (ended) return;
+      stop();
+      void finish(false);
+    };
+    input.signal.addEventListener('abort', lose, { once: true });
     return {
       append(entry) {
         if (ended || broken) return;
@@ -147,15 +164,9 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
       },
       async end(ok) {
         if (ended) return;
-        input.signal.removeEventListener('abort', stop);
+        input.signal.removeEventListener('abort', lose);
         stop();
-        await last;
-        if (broken) {
-          await bounded(client.del(key), timeoutMs).catch(() => {});
-          return;
-        }
-        await write(['k', 'e', 'd', ok ? '1' : '0']);
-        await expire(endGraceMs);
+        await finish(ok);
       },
     };
   }

@@ -130,4 +130,26 @@ describe('createRedisLiveStreams', () => {
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(await raw.exists(`${prefix}idem-live-unit-store:{ended}:1`)).toBe(0);
   });
+
+  it('a lost lease ends the generation for its readers at once (end, not ok), not a lease later', async () => {
+    const live = channel();
+    const lease = new AbortController();
+    const lost = live.publish({
+      storageKey: 'lost',
+      fence: 1,
+      leaseMs: 20_000,
+      signal: lease.signal,
+    });
+    lost.append({ kind: 'head', status: 200, headers: [] });
+    lost.append({ kind: 'chunk', offset: 0, bytes: bytes('partial') });
+    const reader = live.open({ storageKey: 'lost', fence: 1 });
+    expect((await reader.next({ waitMs: 0, maxEntries: 10 })).status).toBe('entries');
+    lease.abort();
+    const read = await reader.next({ waitMs: 1_500, maxEntries: 10 });
+    reader.close();
+    expect(read).toEqual({ status: 'entries', entries: [{ kind: 'end', ok: false }] });
+    // Then deleted after the grace, like an ended stream.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(await raw.exists(`${prefix}idem-live-unit-store:{lost}:1`)).toBe(0);
+  });
 });
