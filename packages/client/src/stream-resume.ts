@@ -1,4 +1,4 @@
-import { SseAnchors } from '@idem/core';
+import { lastEventIdForm, SseAnchors } from '@idem/core';
 import { IdemClientError } from './errors.js';
 
 /** Response header naming the generation of a live stream (set by `@idem/http`). */
@@ -34,7 +34,8 @@ export function resumableResponse(
   // message over several events, or an id that comes back): where each id first ended.
   const firstEnds = new Map<string, number>();
   const noteAnchor = (id: string, end: number) => {
-    if (!firstEnds.has(id)) firstEnds.set(id, end);
+    const form = lastEventIdForm(id);
+    if (!firstEnds.has(form)) firstEnds.set(form, end);
     return false;
   };
   const generation = response.headers.get(GENERATION_HEADER);
@@ -75,7 +76,9 @@ export function resumableResponse(
               );
             }
             // The answer starts right after the last event seen: what was delivered past it is skipped.
-            skip = delivered - (last ? (firstEnds.get(last.id) ?? last.end) : 0);
+            // An empty id (none seen, or `id:` that reset it) asks for the whole stream.
+            const form = last ? lastEventIdForm(last.id) : '';
+            skip = delivered - (form === '' ? 0 : (firstEnds.get(form) ?? 0));
             reader = answer.body.getReader();
             continue;
           }

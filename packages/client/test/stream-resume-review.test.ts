@@ -85,4 +85,14 @@ describe('resumeStreams against @idem/http: exact bytes', () => {
     for (let cut = 1; cut < encoder.encode(whole).length; cut += 3)
       expect(await resumeThrough(events, cut)).toBe(whole);
   });
+
+  it('ids with spaces around them (HTTP trims the header): resumed, not refused', async () => {
+    const events = ['id:  a \ndata: 1\n\n', 'id: \tb\t\ndata: 2\n\n', 'id: c\ndata: 3\n\n'];
+    expect(await resumeThrough(events, cutAfter(events, 2) + 1)).toBe(events.join(''));
+  });
+
+  it('an empty id (`id:` resets it) last before the cut: the whole stream is asked for and skipped', async () => {
+    const events = ['id: 1\ndata: 1\n\n', 'id:\ndata: 2\n\n', 'data: 3\n\n'];
+    expect(await resumeThrough(events, cutAfter(events, 2) + 1)).toBe(events.join(''));
+  });
 });
