@@ -113,8 +113,24 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
     let broken = false;
     let ended = false;
     generations++;
-    const write = (fields: Fields): Promise<unknown> =>
-      bounded(client.xadd(key, '*', ...(fields as string[])), timeoutMs).catch(() => {
+    // Only the head creates the stream, with its TTL in the same transaction; a later entry
+    // never recreates a stream that expired (NOMKSTREAM), so no stream key lives without a
+    // TTL, even if this process dies right after a write.
+    const xadd = (fields: Fields, create: boolean): Promise<unknown> =>
+      create
+        ? client
+            .multi()
+            .xadd(key, '*', ...(fields as string[]))
+            .pexpire(key, leaseMs)
+            .exec()
+            .then((replies) => {
+              if (!replies || replies.some(([error]) => error)) throw new Error('XADD failed');
+            })
+        : client.xadd(key, 'NOMKSTREAM', '*', ...(fields as string[])).then((id) => {
+            if (id === null) throw new Error('The stream expired');
+          });
+    const write = (fields: Fields, create = false): Promise<unknown> =>
+      bounded(xadd(fields, create), timeoutMs).catch(() => {
         // A lost entry would be a gap: the generation is given up (deleted below), and its
         // readers bridge from the stored outcome or end with an error.
         broken = true;
@@ -159,8 +175,7 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
           entry.kind === 'head'
             ? ['k', 'h', 'd', JSON.stringify({ status: entry.status, headers: entry.headers })]
             : ['k', 'c', 'o', String(entry.offset), 'd', Buffer.from(entry.bytes)];
-        last = write(fields);
-        if (entry.kind === 'head') void expire(leaseMs);
+        last = write(fields, entry.kind === 'head');
       },
       async end(ok) {
         if (ended) return;

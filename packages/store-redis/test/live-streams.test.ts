@@ -152,4 +152,28 @@ describe('createRedisLiveStreams', () => {
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(await raw.exists(`${prefix}idem-live-unit-store:{lost}:1`)).toBe(0);
   });
+
+  it('never leaves a stream key without a TTL: an entry after the stream expired does not recreate it', async () => {
+    const live = channel();
+    const lease = new AbortController();
+    const publisher = live.publish({
+      storageKey: 'ttl',
+      fence: 1,
+      leaseMs: 20_000,
+      signal: lease.signal,
+    });
+    publisher.append({ kind: 'head', status: 200, headers: [] });
+    publisher.append({ kind: 'chunk', offset: 0, bytes: bytes('a') });
+    const key = `${prefix}idem-live-unit-store:{ttl}:1`;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await raw.pttl(key)).toBeGreaterThan(0);
+    // The stream expired (a Redis blip kept the renewals out for a lease), the executor goes on.
+    await raw.del(key);
+    publisher.append({ kind: 'chunk', offset: 1, bytes: bytes('b') });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const ttl = await raw.pttl(key);
+    // -2: no key; -1 would be a key that lives forever if the executor now crashed.
+    expect(ttl === -2 || ttl > 0).toBe(true);
+    lease.abort();
+  });
 });
