@@ -122,16 +122,18 @@ export async function openBackend(
         },
       );
     }
+    const store = createRedisStore({ client, keyPrefix: `${prefix}idem:` });
     return {
       kind: 'redis',
       liveStreams: createRedisLiveStreams({
         client,
         blockingClient,
+        store,
         keyPrefix: `${prefix}live:`,
         blockMs: Math.max(1, Math.min(1_000, Math.floor(timeoutMs / 2))),
         commandTimeoutMs: timeoutMs,
       }),
-      store: createRedisStore({ client, keyPrefix: `${prefix}idem:` }),
+      store,
       ledger: boundLedger(createRedisLedger(client, prefix), timeoutMs),
       ping: async () => {
         await callWithin('ping', timeoutMs, () => client.ping());

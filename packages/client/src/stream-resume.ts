@@ -1,4 +1,4 @@
-import { SseAnchors } from '@idem/core';
+import { lastEventIdForm, SseAnchors } from '@idem/core';
 import { IdemClientError } from './errors.js';
 
 /** Response header naming the generation of a live stream (set by `@idem/http`). */
@@ -30,6 +30,14 @@ export function resumableResponse(
   maxResumes: number,
 ): Response {
   const anchors = new SseAnchors();
+  // The server resumes after the FIRST event with the id sent (ids may repeat: one id per
+  // message over several events, or an id that comes back): where each id first ended.
+  const firstEnds = new Map<string, number>();
+  const noteAnchor = (id: string, end: number) => {
+    const form = lastEventIdForm(id);
+    if (!firstEnds.has(form)) firstEnds.set(form, end);
+    return false;
+  };
   const generation = response.headers.get(GENERATION_HEADER);
   let reader = (response.body as ReadableStream<Uint8Array>).getReader();
   let delivered = 0;
@@ -68,7 +76,9 @@ export function resumableResponse(
               );
             }
             // The answer starts right after the last event seen: what was delivered past it is skipped.
-            skip = delivered - (last?.end ?? 0);
+            // An empty id (none seen, or `id:` that reset it) asks for the whole stream.
+            const form = last ? lastEventIdForm(last.id) : '';
+            skip = delivered - (form === '' ? 0 : (firstEnds.get(form) ?? 0));
             reader = answer.body.getReader();
             continue;
           }
@@ -78,7 +88,7 @@ export function resumableResponse(
             bytes = bytes.subarray(cut);
           }
           if (bytes.length === 0) continue;
-          anchors.push(bytes);
+          anchors.push(bytes, noteAnchor);
           delivered += bytes.length;
           controller.enqueue(bytes);
           return;

@@ -122,7 +122,7 @@ export {
   resolveSettings,
   successOnly,
 } from './settings.js';
-export { SseAnchors } from './sse-anchors.js';
+export { lastEventIdForm, SseAnchors } from './sse-anchors.js';
 export type {
   AcquireInput,
   AcquireResult,

@@ -10,20 +10,83 @@ import type {
   LiveStreams,
 } from './live-streams.js';
 
-/** One generation's log, shared by its readers (each holds a cursor, never a copy). */
+/**
+ * One generation's log, shared by its readers (each holds a position, never a copy): the head,
+ * the body bytes in one growing buffer (so a body written in tiny chunks costs its bytes, not
+ * an object per chunk), and the end. Readers get the bytes in pieces of their own (the body is
+ * byte-identical, its chunk boundaries are not kept).
+ */
 class Generation {
-  readonly entries: LiveEntry[] = [];
+  head: Extract<LiveEntry, { kind: 'head' }> | undefined;
+  private body = new Uint8Array(0);
+  /** Body bytes appended. */
   bytes = 0;
+  /** A chunk whose offset is not the body's length (a gap): kept as is, for readers to see. */
+  gap: Extract<LiveEntry, { kind: 'chunk' }> | undefined;
+  end: Extract<LiveEntry, { kind: 'end' }> | undefined;
   ended = false;
   readers = 0;
   readonly waiters = new Set<() => void>();
 
   push(entry: LiveEntry): void {
-    this.entries.push(entry);
-    if (entry.kind === 'chunk') this.bytes += entry.bytes.length;
+    if (entry.kind === 'head') this.head ??= entry;
+    else if (entry.kind === 'end') this.end = entry;
+    else if (entry.offset !== this.bytes || this.gap) this.gap ??= entry;
+    else {
+      const needed = this.bytes + entry.bytes.length;
+      if (needed > this.body.length) {
+        const grown = new Uint8Array(Math.max(needed, this.body.length * 2, 256));
+        grown.set(this.body.subarray(0, this.bytes));
+        this.body = grown;
+      }
+      this.body.set(entry.bytes, this.bytes);
+      this.bytes = needed;
+    }
     for (const wake of this.waiters) wake();
     this.waiters.clear();
   }
+
+  /** Whether a reader at `position` has something to read. */
+  hasAfter(position: Position): boolean {
+    return (
+      (!position.head && this.head !== undefined) ||
+      position.at < this.bytes ||
+      (this.gap !== undefined && !position.gap) ||
+      (this.end !== undefined && !position.end)
+    );
+  }
+
+  /** What a reader at `position` reads next (at most `max` entries); moves the position. */
+  read(position: Position, max: number): LiveEntry[] {
+    const out: LiveEntry[] = [];
+    if (!position.head && this.head) {
+      position.head = true;
+      out.push(this.head);
+    }
+    if (out.length < max && position.at < this.bytes) {
+      // A view, no copy: bytes below `this.bytes` are never written again (a grown buffer is
+      // a new one).
+      const bytes = this.body.subarray(position.at, this.bytes);
+      out.push({ kind: 'chunk', offset: position.at, bytes });
+      position.at = this.bytes;
+    }
+    if (out.length < max && this.gap && !position.gap) {
+      position.gap = true;
+      out.push(this.gap);
+    }
+    if (out.length < max && this.end && !position.end && position.at >= this.bytes) {
+      position.end = true;
+      out.push(this.end);
+    }
+    return out;
+  }
+}
+
+interface Position {
+  head: boolean;
+  at: number;
+  gap: boolean;
+  end: boolean;
 }
 
 const generationId = ({ storageKey, fence }: LiveGeneration) => `${fence}\u0000${storageKey}`;
@@ -31,7 +94,7 @@ const generationId = ({ storageKey, fence }: LiveGeneration) => `${fence}\u0000$
 /**
  * The in-process live-stream channel: a tee of the recorder. A generation's log lives from
  * `publish` until its end, then only as long as a reader still reads it; readers keep a
- * cursor into the one log, so N readers cost N cursors, not N copies. The log holds at most
+ * position in the one log, so N readers cost N positions, not N copies. The log holds at most
  * what the recorder captures (the outcome cap: `@idem/http` ends a generation that passes it).
  */
 export function createMemoryLiveStreams(): LiveStreams {
@@ -75,7 +138,7 @@ export function createMemoryLiveStreams(): LiveStreams {
 
   function open(key: LiveGeneration): LiveReader {
     let generation = published.get(generationId(key));
-    let cursor = 0;
+    const position: Position = { head: false, at: 0, gap: false, end: false };
     if (generation) {
       generation.readers++;
       readers++;
@@ -91,7 +154,7 @@ export function createMemoryLiveStreams(): LiveStreams {
     async function next(options: LiveReadOptions): Promise<LiveRead> {
       const held = generation;
       if (!held) return { status: 'missing' };
-      if (cursor >= held.entries.length && !options.signal?.aborted) {
+      if (!held.hasAfter(position) && !options.signal?.aborted) {
         await new Promise<void>((resolve) => {
           const done = () => {
             clearTimeout(timer);
@@ -104,10 +167,8 @@ export function createMemoryLiveStreams(): LiveStreams {
           options.signal?.addEventListener('abort', done, { once: true });
         });
       }
-      if (cursor >= held.entries.length) return { status: 'idle' };
-      const entries = held.entries.slice(cursor, cursor + options.maxEntries);
-      cursor += entries.length;
-      return { status: 'entries', entries };
+      if (!held.hasAfter(position)) return { status: 'idle' };
+      return { status: 'entries', entries: held.read(position, options.maxEntries) };
     }
     return { next, close };
   }

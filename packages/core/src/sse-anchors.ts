@@ -72,3 +72,11 @@ export class SseAnchors {
     if (!value.includes('\u0000')) this.eventId = value;
   }
 }
+
+/**
+ * An event id as it arrives in a `Last-Event-ID` request header: HTTP drops the spaces and
+ * tabs around a field value, so an id is compared in this form on both sides.
+ */
+export function lastEventIdForm(id: string): string {
+  return id.replace(/^[ \t]+|[ \t]+$/g, '');
+}

@@ -2,6 +2,7 @@ import {
   createMemoryLiveStreams,
   type IdempotencyStore,
   InvalidInputError,
+  type LiveGeneration,
   type LiveStreams,
 } from '@idem/core';
 import type { AttachSettings } from './attach.js';
@@ -28,6 +29,26 @@ export interface LiveStreamOptions {
 }
 
 const defaultChannels = new WeakMap<IdempotencyStore, LiveStreams>();
+const storeTokens = new WeakMap<IdempotencyStore, string>();
+
+/** `channel` seen through `store`: generations under a token of the store object. */
+function perStore(channel: LiveStreams, store: IdempotencyStore): LiveStreams {
+  let token = storeTokens.get(store);
+  if (token === undefined) {
+    token = globalThis.crypto.randomUUID();
+    storeTokens.set(store, token);
+  }
+  const scoped = <T extends LiveGeneration>(generation: T): T => ({
+    ...generation,
+    storageKey: `${token}:${generation.storageKey}`,
+  });
+  return {
+    reach: channel.reach,
+    publish: (input) => channel.publish(scoped(input)),
+    open: (generation) => channel.open(scoped(generation)),
+    stats: () => channel.stats(),
+  };
+}
 
 function positive(name: string, value: number | undefined, fallback: number): number {
   const resolved = value ?? fallback;
@@ -51,6 +72,9 @@ export function resolveLiveStreams(
     channel = defaultChannels.get(store) ?? createMemoryLiveStreams();
     defaultChannels.set(store, channel);
   }
+  // An in-process channel may be given to handlers over several stores (same storage key and
+  // fence in two of them): each store reads and writes its own generations only.
+  if (channel.reach === 'process') channel = perStore(channel, store);
   const mediaTypes = options.mediaTypes ?? ['text/event-stream', 'application/x-ndjson'];
   if (!(Array.isArray(mediaTypes) && mediaTypes.every((t) => typeof t === 'string')))
     throw new InvalidInputError('liveStreams.mediaTypes must be a list of media types');

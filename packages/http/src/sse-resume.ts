@@ -1,4 +1,4 @@
-import { SseAnchors } from '@idem/core';
+import { lastEventIdForm, SseAnchors } from '@idem/core';
 
 /** Request header of a reconnecting SSE client: the id of the last event it saw. */
 export const LAST_EVENT_ID_HEADER = 'last-event-id';
@@ -12,13 +12,22 @@ export class AnchorSkip {
   private readonly anchors = new SseAnchors();
   found = false;
 
-  constructor(private readonly lastEventId: string) {}
+  private readonly lastEventId: string;
+
+  constructor(lastEventId: string) {
+    // Compared as a header carries it (HTTP drops surrounding spaces and tabs).
+    this.lastEventId = lastEventIdForm(lastEventId);
+  }
 
   /** The part of `bytes` to send: nothing until the anchor, then everything after it. */
   take(bytes: Uint8Array): Uint8Array | undefined {
     if (this.found) return bytes;
-    const scanned = this.anchors.push(bytes, (id) => id === this.lastEventId);
-    if (this.anchors.last?.id !== this.lastEventId) return undefined;
+    let hit = false;
+    const scanned = this.anchors.push(bytes, (id) => {
+      hit = lastEventIdForm(id) === this.lastEventId;
+      return hit;
+    });
+    if (!hit) return undefined;
     this.found = true;
     return scanned < bytes.length ? bytes.subarray(scanned) : undefined;
   }

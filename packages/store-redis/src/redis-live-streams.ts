@@ -10,6 +10,7 @@ import {
   type LiveStreams,
 } from '@idem/core';
 import type { Cluster, Redis } from 'ioredis';
+import type { RedisStore } from './redis-store.js';
 import { XReadWaker } from './xread-waker.js';
 
 /** Options of {@link createRedisLiveStreams}. */
@@ -22,6 +23,12 @@ export interface RedisLiveStreamOptions {
    * closes it. On a Cluster, give every live key one slot with a hash tag in `keyPrefix`.
    */
   blockingClient: Redis | Cluster;
+  /**
+   * The store whose executions publish here. Its Redis key of a record is part of every stream
+   * key, so two stores on one Redis (other `keyPrefix`es: staging and production, two apps)
+   * never read each other's streams, even for the same storage key and fence.
+   */
+  store: Pick<RedisStore, 'redisKey'>;
   /** Prefix of the stream keys. @default 'idem:live:' */
   keyPrefix?: string;
   /** How long an ended generation stays readable before it is deleted (ms). @default 5_000 */
@@ -76,7 +83,7 @@ function decode(fields: Fields): LiveEntry | undefined {
 
 /**
  * The live-stream channel on Redis Streams: each generation is one stream under
- * `<keyPrefix><storageKey>:<fence>`, written with `XADD` by the process that executes and
+ * `<keyPrefix><store's record key>:<fence>`, written with `XADD` by the process that executes and
  * read by any process (an `XRANGE` for what is there, an `XREAD BLOCK` on the blocking
  * connection to wait for more). The stream expires with the lease (`PEXPIRE`, renewed every
  * third of it while the execution holds its lease), and is deleted `endGraceMs` after its end.
@@ -85,8 +92,8 @@ function decode(fields: Fields): LiveEntry | undefined {
  */
 export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStreams {
   const { client } = options;
-  if (!client || !options.blockingClient)
-    throw new InvalidInputError('createRedisLiveStreams needs client and blockingClient');
+  if (!client || !options.blockingClient || typeof options.store?.redisKey !== 'function')
+    throw new InvalidInputError('createRedisLiveStreams needs client, blockingClient and store');
   if (client === options.blockingClient)
     throw new InvalidInputError('blockingClient must be another connection than client');
   const prefix = options.keyPrefix ?? 'idem:live:';
@@ -94,7 +101,9 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
   const blockMs = positive('blockMs', options.blockMs, 1_000);
   const timeoutMs = positive('commandTimeoutMs', options.commandTimeoutMs, 2_000);
   const waker = new XReadWaker(client, options.blockingClient, blockMs, timeoutMs);
-  const keyOf = ({ storageKey, fence }: LiveGeneration) => `${prefix}${storageKey}:${fence}`;
+  const { store } = options;
+  const keyOf = ({ storageKey, fence }: LiveGeneration) =>
+    `${prefix}${store.redisKey(storageKey)}:${fence}`;
   let readers = 0;
   let generations = 0;
 
@@ -104,8 +113,24 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
     let broken = false;
     let ended = false;
     generations++;
-    const write = (fields: Fields): Promise<unknown> =>
-      bounded(client.xadd(key, '*', ...(fields as string[])), timeoutMs).catch(() => {
+    // Only the head creates the stream, with its TTL in the same transaction; a later entry
+    // never recreates a stream that expired (NOMKSTREAM), so no stream key lives without a
+    // TTL, even if this process dies right after a write.
+    const xadd = (fields: Fields, create: boolean): Promise<unknown> =>
+      create
+        ? client
+            .multi()
+            .xadd(key, '*', ...(fields as string[]))
+            .pexpire(key, leaseMs)
+            .exec()
+            .then((replies) => {
+              if (!replies || replies.some(([error]) => error)) throw new Error('XADD failed');
+            })
+        : client.xadd(key, 'NOMKSTREAM', '*', ...(fields as string[])).then((id) => {
+            if (id === null) throw new Error('The stream expired');
+          });
+    const write = (fields: Fields, create = false): Promise<unknown> =>
+      bounded(xadd(fields, create), timeoutMs).catch(() => {
         // A lost entry would be a gap: the generation is given up (deleted below), and its
         // readers bridge from the stored outcome or end with an error.
         broken = true;
@@ -124,8 +149,25 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
       generations--;
       clearInterval(renew);
     };
-    input.signal.addEventListener('abort', stop, { once: true });
     let last: Promise<unknown> = Promise.resolve();
+    /** Writes the end entry after the entries in flight, then keeps the stream for the grace. */
+    const finish = async (ok: boolean) => {
+      await last;
+      if (broken) {
+        await bounded(client.del(key), timeoutMs).catch(() => {});
+        return;
+      }
+      await write(['k', 'e', 'd', ok ? '1' : '0']);
+      await expire(endGraceMs);
+    };
+    // A lost lease ends the generation at once (readers of other processes would otherwise
+    // wait for the stream to expire, up to a lease): a takeover publishes under a new fence.
+    const lose = () => {
+      if (ended) return;
+      stop();
+      void finish(false);
+    };
+    input.signal.addEventListener('abort', lose, { once: true });
     return {
       append(entry) {
         if (ended || broken) return;
@@ -133,20 +175,13 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
           entry.kind === 'head'
             ? ['k', 'h', 'd', JSON.stringify({ status: entry.status, headers: entry.headers })]
             : ['k', 'c', 'o', String(entry.offset), 'd', Buffer.from(entry.bytes)];
-        last = write(fields);
-        if (entry.kind === 'head') void expire(leaseMs);
+        last = write(fields, entry.kind === 'head');
       },
       async end(ok) {
         if (ended) return;
-        input.signal.removeEventListener('abort', stop);
+        input.signal.removeEventListener('abort', lose);
         stop();
-        await last;
-        if (broken) {
-          await bounded(client.del(key), timeoutMs).catch(() => {});
-          return;
-        }
-        await write(['k', 'e', 'd', ok ? '1' : '0']);
-        await expire(endGraceMs);
+        await finish(ok);
       },
     };
   }

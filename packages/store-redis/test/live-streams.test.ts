@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRedisLiveStreams } from '../src/index.js';
+import { createRedisLiveStreams, createRedisStore } from '../src/index.js';
 import { REDIS_URL } from './targets.js';
 
 const prefix = `idem-live-unit:${randomBytes(6).toString('hex')}:`;
@@ -35,6 +35,7 @@ const channel = () =>
   createRedisLiveStreams({
     client,
     blockingClient,
+    store: createRedisStore({ client, keyPrefix: 'idem-live-unit-store:' }),
     keyPrefix: prefix,
     blockMs: 2_000,
     endGraceMs: 300,
@@ -125,8 +126,54 @@ describe('createRedisLiveStreams', () => {
     });
     ended.append({ kind: 'head', status: 200, headers: [] });
     await ended.end(true);
-    expect(await raw.exists(`${prefix}ended:1`)).toBe(1);
+    expect(await raw.exists(`${prefix}idem-live-unit-store:{ended}:1`)).toBe(1);
     await new Promise((resolve) => setTimeout(resolve, 500));
-    expect(await raw.exists(`${prefix}ended:1`)).toBe(0);
+    expect(await raw.exists(`${prefix}idem-live-unit-store:{ended}:1`)).toBe(0);
+  });
+
+  it('a lost lease ends the generation for its readers at once (end, not ok), not a lease later', async () => {
+    const live = channel();
+    const lease = new AbortController();
+    const lost = live.publish({
+      storageKey: 'lost',
+      fence: 1,
+      leaseMs: 20_000,
+      signal: lease.signal,
+    });
+    lost.append({ kind: 'head', status: 200, headers: [] });
+    lost.append({ kind: 'chunk', offset: 0, bytes: bytes('partial') });
+    const reader = live.open({ storageKey: 'lost', fence: 1 });
+    expect((await reader.next({ waitMs: 0, maxEntries: 10 })).status).toBe('entries');
+    lease.abort();
+    const read = await reader.next({ waitMs: 1_500, maxEntries: 10 });
+    reader.close();
+    expect(read).toEqual({ status: 'entries', entries: [{ kind: 'end', ok: false }] });
+    // Then deleted after the grace, like an ended stream.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(await raw.exists(`${prefix}idem-live-unit-store:{lost}:1`)).toBe(0);
+  });
+
+  it('never leaves a stream key without a TTL: an entry after the stream expired does not recreate it', async () => {
+    const live = channel();
+    const lease = new AbortController();
+    const publisher = live.publish({
+      storageKey: 'ttl',
+      fence: 1,
+      leaseMs: 20_000,
+      signal: lease.signal,
+    });
+    publisher.append({ kind: 'head', status: 200, headers: [] });
+    publisher.append({ kind: 'chunk', offset: 0, bytes: bytes('a') });
+    const key = `${prefix}idem-live-unit-store:{ttl}:1`;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await raw.pttl(key)).toBeGreaterThan(0);
+    // The stream expired (a Redis blip kept the renewals out for a lease), the executor goes on.
+    await raw.del(key);
+    publisher.append({ kind: 'chunk', offset: 1, bytes: bytes('b') });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const ttl = await raw.pttl(key);
+    // -2: no key; -1 would be a key that lives forever if the executor now crashed.
+    expect(ttl === -2 || ttl > 0).toBe(true);
+    lease.abort();
   });
 });

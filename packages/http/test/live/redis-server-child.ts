@@ -13,14 +13,16 @@ const options = { maxRetriesPerRequest: 1 };
 const client = new Redis(url, options);
 const blockingClient = new Redis(url, options);
 function appOn(keyPrefix: string, short: boolean) {
+  const store = createRedisStore({ client, keyPrefix });
   const channel = createRedisLiveStreams({
     client,
     blockingClient,
+    store,
     keyPrefix: `${keyPrefix}live:`,
     endGraceMs: 2_000,
     blockMs: 500,
   });
-  return sseApp(createRedisStore({ client, keyPrefix }), {
+  return sseApp(store, {
     ...(short ? { leaseMs: 1_500, heartbeatMs: false as const } : {}),
     liveStreams: { channel, stallMs: 2_000, blockMs: 500 },
   });
