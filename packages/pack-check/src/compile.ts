@@ -22,6 +22,9 @@ const COMMON = {
   esModuleInterop: true,
   skipLibCheck: true,
   types: ['node'],
+  // What a Nest app's tsconfig has (`nest new`): the @idem/nestjs example uses decorators.
+  experimentalDecorators: true,
+  emitDecoratorMetadata: true,
 };
 
 async function tsc(appDir: string, project: string): Promise<void> {

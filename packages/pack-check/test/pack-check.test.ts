@@ -31,6 +31,8 @@ const env: Record<NonNullable<ExampleSpec['service']>, NodeJS.ProcessEnv> = {
   postgres: { DATABASE_URL },
   dynamodb: {},
   'idempotent-api': {},
+  // The consumers example connects to amqp://guest:guest@127.0.0.1:5672 as written.
+  rabbitmq: {},
 };
 const stops: (() => Promise<void>)[] = [];
 
@@ -41,7 +43,7 @@ beforeAll(async () => {
   env['idempotent-api'] = { PACK_CHECK_API_ORIGIN: api.origin };
   const dynamodb = await startDynamoDb();
   stops.push(dynamodb.stop);
-  env.dynamodb = dynamodb.env;
+  env.dynamodb = { ...dynamodb.env, IDEMPOTENCY_TABLE: 'pack-check-lambda' };
 });
 
 afterAll(async () => {
