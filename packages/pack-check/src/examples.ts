@@ -182,7 +182,8 @@ export function asCommonJs(example: string, spec: ExampleSpec): string {
       imports.push(line);
       inImport = !/from\s+['"][^'"]+['"];?\s*$/.test(line);
     } else {
-      body.push(line);
+      // In the function an export is a local (the lambda example exports its handler).
+      body.push(line.replace(/^export (?=(const|let|function|async function|class) )/, ''));
     }
   }
   return [
