@@ -17,6 +17,11 @@ export interface ExampleSpec {
   epilogue?: string;
   /** Lines the run MUST print (each a substring of stdout). */
   expectOutput?: string[];
+  /**
+   * Peer sets where the CJS form (and node10) is compiled and run; default: every set. For
+   * examples whose peers' newest major ships ESM only (Nest 12), which CommonJS cannot import.
+   */
+  cjsIn?: ('latest' | 'floor')[];
   /** Type-checked under `moduleResolution: node10` as CJS too. */
   node10: boolean;
   /** Needs a service: the test provides it through the environment. */
@@ -93,7 +98,8 @@ export const EXAMPLES: ExampleSpec[] = [
     node10: true,
   },
   { dir: 'koa', driver: 'koa', node10: true },
-  { dir: 'nestjs', driver: 'nestjs', node10: true },
+  // Nest 12 is ESM only: CommonJS apps are on Nest 11, the floor.
+  { dir: 'nestjs', driver: 'nestjs', node10: true, cjsIn: ['floor'] },
   {
     dir: 'lambda',
     driver: 'script',
@@ -154,6 +160,11 @@ export const EXAMPLES: ExampleSpec[] = [
     node10: true,
   },
 ];
+
+/** Whether the example's CJS form is compiled and run in the peer set `set`. */
+export function hasCjs(spec: ExampleSpec, set: string): boolean {
+  return !spec.cjsIn || (spec.cjsIn as string[]).includes(set);
+}
 
 /** The first ```ts block of a package's README. */
 export function readmeExample(packagesDir: string, dir: string): string {

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import semver from 'semver';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { compileExamples } from '../src/compile.js';
-import { EXAMPLES, type ExampleSpec } from '../src/examples.js';
+import { EXAMPLES, type ExampleSpec, hasCjs } from '../src/examples.js';
 import { PEER_FLOORS, PEER_SETS, type PeerSet, pinLatest } from '../src/peer-sets.js';
 import { runExample } from '../src/run-example.js';
 import {
@@ -81,7 +81,7 @@ const steps = new Map<
 function prepare(set: PeerSet): void {
   const appDir = join(work, set.name);
   const installed = pinLatest(set).then((pinned) => installScratchApp(appDir, packages, pinned));
-  const compiled = installed.then(() => compileExamples(appDir, PACKAGES_DIR, EXAMPLES));
+  const compiled = installed.then(() => compileExamples(appDir, PACKAGES_DIR, EXAMPLES, set.name));
   const conformance = installed.then(() =>
     runConformanceInScratch(nodeBinary(appDir, set), appDir, PACKAGES_DIR),
   );
@@ -115,7 +115,9 @@ describe.each(PEER_SETS)('peers at $name (Node $nodeMajor, or this one)', (set) 
     const serviceEnv = spec.service ? env[spec.service] : {};
     const node = nodeBinary(appDir, set);
     await runExample(node, appDir, `out/esm/${spec.dir}.mjs`, spec, serviceEnv);
-    await runExample(node, appDir, `out/cjs/${spec.dir}.cjs`, spec, serviceEnv);
+    if (hasCjs(spec, set.name)) {
+      await runExample(node, appDir, `out/cjs/${spec.dir}.cjs`, spec, serviceEnv);
+    }
   });
 
   test('the conformance suites load (ESM) and pass in the installed vitest', async () => {
