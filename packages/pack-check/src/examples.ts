@@ -148,10 +148,12 @@ export const EXAMPLES: ExampleSpec[] = [
     // A tracer provider of our own (no SDK among the peers): the listener made before it was
     // registered must still start spans through @opentelemetry/api's proxy.
     epilogue: [
-      'const api = await import("@opentelemetry/api");',
+      // Imported as the example's app does (ESM import, CJS require): a CJS import() would
+      // load the api's ESM build, another instance than the one @idem/otel requires.
+      "import { INVALID_SPAN_CONTEXT, type Span, trace } from '@opentelemetry/api';",
       'const spans: string[] = [];',
-      'const span = { setAttribute() { return span; }, setAttributes() { return span; }, addEvent() { return span; }, setStatus() { return span; }, recordException() {}, end() {}, isRecording: () => true, spanContext: () => api.INVALID_SPAN_CONTEXT, updateName() { return span; }, addLink() { return span; }, addLinks() { return span; } };',
-      'api.trace.setGlobalTracerProvider({ getTracer: () => ({ startSpan: (name: string) => { spans.push(name); return span as unknown as import("@opentelemetry/api").Span; }, startActiveSpan: (() => { throw new Error("unused"); }) as never }) });',
+      'const span = { setAttribute() { return span; }, setAttributes() { return span; }, addEvent() { return span; }, setStatus() { return span; }, recordException() {}, end() {}, isRecording: () => true, spanContext: () => INVALID_SPAN_CONTEXT, updateName() { return span; }, addLink() { return span; }, addLinks() { return span; } };',
+      'trace.setGlobalTracerProvider({ getTracer: () => ({ startSpan: (name: string) => { spans.push(name); return span as unknown as Span; }, startActiveSpan: (() => { throw new Error("unused"); }) as never }) });',
       'const again = await idem.execute({ key, scope: [tenant, "POST /charges"], operation: "POST /charges" }, async ({ fence }) => charge(fence));',
       'const other = await idem.execute({ key: key + "-2", scope: [tenant, "POST /charges"], operation: "POST /charges" }, async ({ fence }) => charge(fence));',
       'console.log("pack-check:", again.replayed, other.replayed, payments.calls, spans.length > 0);',
@@ -184,7 +186,8 @@ export function asModule(example: string, spec: ExampleSpec): string {
  * rest runs in an async function, since CommonJS has no top-level await.
  */
 export function asCommonJs(example: string, spec: ExampleSpec): string {
-  const lines = example.split('\n');
+  // The epilogue's imports go on top too.
+  const lines = `${example}\n${spec.epilogue ?? ''}`.split('\n');
   const imports: string[] = [];
   const body: string[] = [];
   let inImport = false;
@@ -201,7 +204,6 @@ export function asCommonJs(example: string, spec: ExampleSpec): string {
     ...imports,
     'async function main(): Promise<void> {',
     ...body,
-    spec.epilogue ?? '',
     '}',
     'main().catch((error: unknown) => {',
     '  console.error(error);',
