@@ -9,7 +9,7 @@ import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { asCommonJs, asModule, type ExampleSpec, readmeExample } from './examples.js';
+import { asCommonJs, asModule, type ExampleSpec, hasCjs, readmeExample } from './examples.js';
 
 const require = createRequire(import.meta.url);
 const TSC = require.resolve('typescript/bin/tsc');
@@ -22,6 +22,9 @@ const COMMON = {
   esModuleInterop: true,
   skipLibCheck: true,
   types: ['node'],
+  // What a Nest app's tsconfig has (`nest new`): the @idem/nestjs example uses decorators.
+  experimentalDecorators: true,
+  emitDecoratorMetadata: true,
 };
 
 async function tsc(appDir: string, project: string): Promise<void> {
@@ -41,6 +44,7 @@ export async function compileExamples(
   appDir: string,
   packagesDir: string,
   specs: ExampleSpec[],
+  set: string,
 ): Promise<void> {
   for (const folder of ['esm', 'cjs', 'node10'])
     mkdirSync(join(appDir, folder), { recursive: true });
@@ -48,6 +52,7 @@ export async function compileExamples(
   for (const spec of specs) {
     const example = readmeExample(packagesDir, spec.dir);
     writeFileSync(join(appDir, 'esm', `${spec.dir}.mts`), asModule(example, spec));
+    if (!hasCjs(spec, set)) continue;
     writeFileSync(join(appDir, 'cjs', `${spec.dir}.cts`), asCommonJs(example, spec));
     if (spec.node10)
       writeFileSync(join(appDir, 'node10', `${spec.dir}.ts`), asCommonJs(example, spec));

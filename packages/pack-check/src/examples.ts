@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-export type ExampleDriver = 'script' | 'express' | 'fastify' | 'hono' | 'vitest';
+export type ExampleDriver = 'script' | 'express' | 'fastify' | 'hono' | 'koa' | 'nestjs' | 'vitest';
 
 export interface ExampleSpec {
   /** Folder under packages/. */
@@ -17,10 +17,15 @@ export interface ExampleSpec {
   epilogue?: string;
   /** Lines the run MUST print (each a substring of stdout). */
   expectOutput?: string[];
+  /**
+   * Peer sets where the CJS form (and node10) is compiled and run; default: every set. For
+   * examples whose peers' newest major ships ESM only (Nest 12), which CommonJS cannot import.
+   */
+  cjsIn?: ('latest' | 'floor')[];
   /** Type-checked under `moduleResolution: node10` as CJS too. */
   node10: boolean;
   /** Needs a service: the test provides it through the environment. */
-  service?: 'redis' | 'postgres' | 'dynamodb' | 'idempotent-api';
+  service?: 'redis' | 'postgres' | 'dynamodb' | 'idempotent-api' | 'rabbitmq';
 }
 
 export const EXAMPLES: ExampleSpec[] = [
@@ -92,7 +97,76 @@ export const EXAMPLES: ExampleSpec[] = [
     expectOutput: ['true true'],
     node10: true,
   },
+  { dir: 'koa', driver: 'koa', node10: true },
+  // Nest 12 is ESM only: CommonJS apps are on Nest 11, the floor.
+  { dir: 'nestjs', driver: 'nestjs', node10: true, cjsIn: ['floor'] },
+  {
+    dir: 'lambda',
+    driver: 'script',
+    service: 'dynamodb',
+    // A Lambda handler cannot serve: it is called with an API Gateway event and a context,
+    // then retried with the same order (another traceId, outside the fingerprint).
+    epilogue: [
+      'await store.ensureTable({ pollMs: 50 });',
+      'const orderId = "order-" + process.pid;',
+      'const invoke = (traceId: string) => handler({ body: JSON.stringify({ orderId, amount: 500, traceId }) } as APIGatewayProxyEventV2, { functionName: "pack-check", awsRequestId: traceId, getRemainingTimeInMillis: () => 30_000 } as Context);',
+      'const first = await invoke("t-1");',
+      'const retry = await invoke("t-2");',
+      'console.log("pack-check:", first.statusCode, retry.statusCode, first.body === retry.body, payments.calls);',
+      'client.destroy();',
+    ].join('\n'),
+    expectOutput: ['pack-check: 201 201 true 1'],
+    node10: true,
+  },
+  {
+    dir: 'consumers',
+    driver: 'script',
+    service: 'rabbitmq',
+    // The same message published twice (a redelivery), then a sentinel: one bill for each.
+    epilogue: [
+      'const id = "pack-check-" + process.pid + "-" + Date.now();',
+      'const publish = (messageId: string) => channel.sendToQueue("invoices", Buffer.from(JSON.stringify({ id: messageId, amount: 500 })), { messageId });',
+      'const billed = async (messageId: string) => { for (let i = 0; i < 400 && ledger.billsOf(messageId) === 0; i++) await new Promise((r) => setTimeout(r, 50)); };',
+      'publish(id);',
+      'await billed(id);',
+      'publish(id);',
+      'publish(id + "-sentinel");',
+      'await billed(id + "-sentinel");',
+      'await new Promise((r) => setTimeout(r, 300));',
+      'await consumer.stop();',
+      'await connection.close();',
+      'console.log("pack-check:", ledger.billsOf(id), ledger.billsOf(id + "-sentinel"));',
+      "// The store's Redis client is not named in the example: nothing else can close it.",
+      'process.exit(0);',
+    ].join('\n'),
+    expectOutput: ['pack-check: 1 1'],
+    node10: true,
+  },
+  {
+    dir: 'otel',
+    driver: 'script',
+    // A tracer provider of our own (no SDK among the peers): the listener made before it was
+    // registered must still start spans through @opentelemetry/api's proxy.
+    epilogue: [
+      // Imported as the example's app does (ESM import, CJS require): a CJS import() would
+      // load the api's ESM build, another instance than the one @idem/otel requires.
+      "import { INVALID_SPAN_CONTEXT, type Span, trace } from '@opentelemetry/api';",
+      'const spans: string[] = [];',
+      'const span = { setAttribute() { return span; }, setAttributes() { return span; }, addEvent() { return span; }, setStatus() { return span; }, recordException() {}, end() {}, isRecording: () => true, spanContext: () => INVALID_SPAN_CONTEXT, updateName() { return span; }, addLink() { return span; }, addLinks() { return span; } };',
+      'trace.setGlobalTracerProvider({ getTracer: () => ({ startSpan: (name: string) => { spans.push(name); return span as unknown as Span; }, startActiveSpan: (() => { throw new Error("unused"); }) as never }) });',
+      'const again = await idem.execute({ key, scope: [tenant, "POST /charges"], operation: "POST /charges" }, async ({ fence }) => charge(fence));',
+      'const other = await idem.execute({ key: key + "-2", scope: [tenant, "POST /charges"], operation: "POST /charges" }, async ({ fence }) => charge(fence));',
+      'console.log("pack-check:", again.replayed, other.replayed, payments.calls, spans.length > 0);',
+    ].join('\n'),
+    expectOutput: ['pack-check: true false 2 true'],
+    node10: true,
+  },
 ];
+
+/** Whether the example's CJS form is compiled and run in the peer set `set`. */
+export function hasCjs(spec: ExampleSpec, set: string): boolean {
+  return !spec.cjsIn || (spec.cjsIn as string[]).includes(set);
+}
 
 /** The first ```ts block of a package's README. */
 export function readmeExample(packagesDir: string, dir: string): string {
@@ -112,7 +186,8 @@ export function asModule(example: string, spec: ExampleSpec): string {
  * rest runs in an async function, since CommonJS has no top-level await.
  */
 export function asCommonJs(example: string, spec: ExampleSpec): string {
-  const lines = example.split('\n');
+  // The epilogue's imports go on top too.
+  const lines = `${example}\n${spec.epilogue ?? ''}`.split('\n');
   const imports: string[] = [];
   const body: string[] = [];
   let inImport = false;
@@ -121,14 +196,14 @@ export function asCommonJs(example: string, spec: ExampleSpec): string {
       imports.push(line);
       inImport = !/from\s+['"][^'"]+['"];?\s*$/.test(line);
     } else {
-      body.push(line);
+      // In the function an export is a local (the lambda example exports its handler).
+      body.push(line.replace(/^export (?=(const|let|function|async function|class) )/, ''));
     }
   }
   return [
     ...imports,
     'async function main(): Promise<void> {',
     ...body,
-    spec.epilogue ?? '',
     '}',
     'main().catch((error: unknown) => {',
     '  console.error(error);',

@@ -27,6 +27,13 @@ export const PEER_FLOORS: Record<string, string> = {
   '@aws-sdk/client-dynamodb': '3.723.0',
   vitest: '3.2.0',
   'fast-check': '4.0.0',
+  // @idem/nestjs (Nest 12.0.0 is not in a set: the floor is the lowest version, 11.0.0).
+  '@nestjs/common': '11.0.0',
+  '@nestjs/core': '11.0.0',
+  'reflect-metadata': '0.1.12',
+  rxjs: '7.1.0',
+  koa: '3.0.0',
+  '@opentelemetry/api': '1.9.0',
 };
 
 /** Packages the README examples import that are no peer of ours, with the types they need. */
@@ -35,6 +42,13 @@ const EXAMPLE_EXTRAS_LATEST: Record<string, string> = {
   '@types/express': 'latest',
   '@types/pg': 'latest',
   '@types/node': 'latest',
+  '@nestjs/platform-express': 'latest',
+  '@koa/router': 'latest',
+  '@koa/bodyparser': 'latest',
+  '@types/koa': 'latest',
+  '@types/aws-lambda': 'latest',
+  amqplib: 'latest',
+  '@types/amqplib': 'latest',
 };
 const EXAMPLE_EXTRAS_FLOOR: Record<string, string> = {
   // The last line whose own peer range still takes hono 4.5.
@@ -42,6 +56,14 @@ const EXAMPLE_EXTRAS_FLOOR: Record<string, string> = {
   '@types/express': '5.0.0',
   '@types/pg': '8.10.2',
   '@types/node': '20.19.0',
+  '@nestjs/platform-express': '11.0.0',
+  // The lowest versions the packages' own tests use (their devDependencies' floors).
+  '@koa/router': '15.7.0',
+  '@koa/bodyparser': '6.1.0',
+  '@types/koa': '3.0.3',
+  '@types/aws-lambda': '8.10.164',
+  amqplib: '2.3.1',
+  '@types/amqplib': '0.10.8',
 };
 
 export const PEER_SETS: PeerSet[] = [

@@ -119,6 +119,17 @@ const SERVER_CHECKS: Record<string, (send: Send) => Promise<void>> = {
     expect(sse).toContain('data: Hel');
     expect(sse).toContain('data: lo');
   },
+  async koa(send) {
+    const body = JSON.parse(await firstAndReplay(send, '/charges', 201));
+    expect(body).toMatchObject({ id: 1, amount: 100, fence: expect.any(Number) });
+    expect((await send('/charges', { account: '' })).status).toBe(401);
+  },
+  async nestjs(send) {
+    const body = JSON.parse(await firstAndReplay(send, '/charges', 201));
+    expect(body).toMatchObject({ id: 1, amount: 100, fence: expect.any(Number) });
+    // The README's guard refuses a request without an account: 403, before any key.
+    expect((await send('/charges', { account: '' })).status).toBe(403);
+  },
 };
 
 /** Runs `file` (a compiled example in the scratch app) with `node` and checks it as `spec` says. */
