@@ -36,7 +36,17 @@ export function referenceDriver(bug: Bug): FrameworkDriver {
   return fetchDriver(({ options, routes }) => {
     const httpOptions: HttpIdempotencyOptions = {
       ...options,
-      scope: bug === 'shares-principals' ? 'global' : tenantScope,
+      scope:
+        bug === 'shares-principals'
+          ? 'global'
+          : bug === 'raw-path-operation'
+            ? // The bug: an operation taken from the raw path, spelling and all.
+              (request: Request) =>
+                ({
+                  ...tenantScope(request),
+                  operation: `${request.method} ${new URL(request.url).pathname}`,
+                }) as ScopeHint
+            : tenantScope,
     };
     const idem = createIdempotencyHandler(httpOptions);
     // The router of a framework that folds case and trailing slashes into one route.
