@@ -213,4 +213,46 @@ export const adminChecks: ContractCheck[] = [
       assertAcquired(await h.store.acquire(acquireInput(h, key)), 'its outcome is forgotten');
     },
   },
+  {
+    group: 'admin',
+    name: 'delete keeps fences growing: the next acquisition of a deleted key gets a fence above every earlier one',
+    async run(h) {
+      const admin = adminOf(h);
+      const key = h.newKey();
+      // Fence 2 on a completed record: a release first, so a store cannot pass by luck at 1.
+      const first = acquireInput(h, key);
+      assertAcquired(await h.store.acquire(first));
+      const released = { key, owner: first.owner, retentionMs: RETENTION_MS };
+      assert.deepEqual(await h.store.release(released), { ok: true });
+      const second = acquireInput(h, key);
+      const done = assertAcquired(await h.store.acquire(second));
+      const write = { key, owner: second.owner, retentionMs: RETENTION_MS };
+      assert.deepEqual(await h.store.complete({ ...write, outcome: bytes('paid') }), { ok: true });
+      assert.deepEqual(await admin.delete(key), { deleted: true });
+      assert.equal(await readBoth(h, key), undefined, 'the record is gone');
+      assert.equal(await admin.inspect(key), undefined, 'inspect finds nothing');
+      const third = acquireInput(h, key);
+      const after = assertAcquired(await h.store.acquire(third), 'the key is free again');
+      assert.ok(
+        after.fence > done.fence,
+        `fence ${after.fence} after delete must exceed the deleted record's ${done.fence}: a fenced downstream that saw ${done.fence} would refuse it`,
+      );
+      assert.equal(after.takeover, false, 'a deleted record is no takeover');
+      // An in-progress record deleted under its executor: same rule, and the executor is out.
+      assert.deepEqual(await admin.delete(key), { deleted: true });
+      const late = { key, owner: third.owner, retentionMs: RETENTION_MS };
+      assert.deepEqual(await h.store.complete({ ...late, outcome: bytes('late') }), notOwner);
+      assert.deepEqual(await h.store.extend({ ...late, leaseMs: h.time.leaseMs }), notOwner);
+      assert.deepEqual(await h.store.release(late), notOwner);
+      assert.equal(
+        await readBoth(h, key),
+        undefined,
+        "the cut-off executor's writes create nothing",
+      );
+      const fourth = acquireInput(h, key);
+      const last = assertAcquired(await h.store.acquire(fourth));
+      assert.ok(last.fence > after.fence, `fence ${last.fence} must exceed ${after.fence}`);
+      await expectRecord(h, key, { status: 'in_progress', owner: fourth.owner, fence: last.fence });
+    },
+  },
 ];
