@@ -185,6 +185,47 @@ export const adminChecks: ContractCheck[] = [
   },
   {
     group: 'admin',
+    name: "forceRelease racing the owner's extend (heartbeat) and release: the forced tombstone stands, or the owner's release won alone",
+    async run(h) {
+      const admin = adminOf(h);
+      for (let round = 0; round < 8; round++) {
+        const key = h.newKey();
+        const input = acquireInput(h, key);
+        const { fence } = assertAcquired(await h.store.acquire(input));
+        const write = { key, owner: input.owner, retentionMs: RETENTION_MS };
+        // A heartbeat cannot undo a forced release, whichever lands first.
+        const [, forced] = await Promise.all([
+          h.store.extend({ ...write, leaseMs: h.time.leaseMs }),
+          admin.forceRelease(key),
+        ]);
+        assert.equal(forced.ok, true, 'an in-progress record is force-released, renewed or not');
+        const tombstone = await readBoth(h, key);
+        assert.equal(tombstone?.status, 'released', 'the forced tombstone stands');
+        assert.equal(tombstone?.fence, fence + 1);
+        assert.notEqual(tombstone?.owner, input.owner);
+        await assertCutOff(h, key, input.owner);
+
+        const other = h.newKey();
+        const second = acquireInput(h, other);
+        const taken = assertAcquired(await h.store.acquire(second));
+        const [released, forcedToo] = await Promise.all([
+          h.store.release({ key: other, owner: second.owner, retentionMs: RETENTION_MS }),
+          admin.forceRelease(other),
+        ]);
+        const record = await readBoth(h, other);
+        if (released.ok) {
+          assert.deepEqual(forcedToo, { ok: false, reason: 'not_in_progress' });
+          assert.equal(record?.fence, taken.fence, "the owner's release won: no forced fence");
+        } else {
+          assert.equal(forcedToo.ok, true, 'one of release and forceRelease must win');
+          assert.equal(record?.fence, taken.fence + 1, 'the forced release won: fence + 1');
+        }
+        assert.equal(record?.status, 'released');
+      }
+    },
+  },
+  {
+    group: 'admin',
     name: 'delete removes a record of any status; the old owner gets not_owner and the key is free',
     async run(h) {
       const admin = adminOf(h);
