@@ -21,6 +21,25 @@ export interface CliCommand {
   timeoutMs: number;
 }
 
+// Query parameters a driver may take a credential from (pg reads `?password=`).
+const SECRET_PARAM = /pass|secret|token|credential/i;
+
+/** The store URL without its password or credential parameters, for messages. */
+export function shown(url: URL): string {
+  const copy = new URL(url.href);
+  if (copy.password) copy.password = '***';
+  for (const name of [...copy.searchParams.keys()])
+    if (SECRET_PARAM.test(name)) copy.searchParams.set(name, '***');
+  return copy.href;
+}
+
+/** A `--store` value that is not a URL, with what looks like a password masked. */
+function maskedText(text: string): string {
+  return text
+    .replace(/(\/\/[^/?#@:]*:)[^/?#@]*@/, '$1***@')
+    .replace(/([?&][^=&#]*(?:pass|secret|token|credential)[^=&#]*=)[^&#]*/gi, '$1***');
+}
+
 /** A command line that cannot be run: exit code 2 with this message and the usage. */
 export class UsageError extends Error {}
 
@@ -80,7 +99,7 @@ export function parseCommand(argv: string[]): CliCommand {
   try {
     store = new URL(values.store);
   } catch {
-    throw new UsageError(`--store is not a URL: ${values.store}`);
+    throw new UsageError(`--store is not a URL: ${maskedText(values.store)}`);
   }
   const timeoutMs = Number(values['timeout-ms'] ?? 10_000);
   if (!(Number.isSafeInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= 2_147_483_647))

@@ -5,7 +5,7 @@ import { createPostgresStore, recommendedPoolConfig } from '@idem/store-postgres
 import { createRedisStore, recommendedRedisOptions } from '@idem/store-redis';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { type CliCommand, UsageError } from './args.js';
+import { type CliCommand, shown, UsageError } from './args.js';
 
 /** A store's admin, and how to close the connection opened for it. */
 export interface OpenedStore {
@@ -18,13 +18,6 @@ export interface OpenedStore {
 function adminOf(store: { admin?: StoreAdmin }): StoreAdmin {
   if (!store.admin) throw new Error('This store has no admin surface');
   return store.admin;
-}
-
-/** The URL without its password, for messages. */
-export function shown(url: URL): string {
-  const copy = new URL(url.href);
-  if (copy.password) copy.password = '***';
-  return copy.href;
 }
 
 async function openRedis(command: CliCommand): Promise<OpenedStore> {
@@ -45,6 +38,19 @@ async function openRedis(command: CliCommand): Promise<OpenedStore> {
     await close();
     const why = lastError ?? (error as Error);
     throw new Error(`cannot connect: ${why.message}`, { cause: why });
+  }
+  // ioredis answers connect() even when the SELECT of the URL's database failed (an index
+  // out of range), and then runs every command on database 0: select it again, and fail.
+  const db = client.options.db ?? 0;
+  if (db !== 0) {
+    try {
+      await client.select(db);
+    } catch (error) {
+      await close();
+      throw new Error(`cannot select database ${db}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
   }
   const store = createRedisStore({ client, keyPrefix: command.prefix ?? 'idem:' });
   return { admin: adminOf(store), describe: shown(command.store), close };

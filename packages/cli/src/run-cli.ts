@@ -1,6 +1,6 @@
-import { errorMessage, type RecordInspection, settleWithin } from '@idem/core';
-import { type CliCommand, parseCommand, USAGE, UsageError } from './args.js';
-import { type OpenedStore, openStore, shown } from './open-store.js';
+import { errorMessage, isIdemError, type RecordInspection, settleWithin } from '@idem/core';
+import { type CliCommand, parseCommand, shown, USAGE, UsageError } from './args.js';
+import { type OpenedStore, openStore } from './open-store.js';
 
 /** Exit codes of the `idem` command. */
 export const EXIT = {
@@ -107,8 +107,9 @@ export async function runCli(argv: string[], io: CliIo = processIo): Promise<num
     })();
     return await settleWithin(work, command.timeoutMs, { onTimeout: timedOut, unref: true });
   } catch (error) {
-    if (error instanceof UsageError) {
-      io.err(`idem: ${error.message}\n\n${USAGE}`);
+    // A store refusing its options (a table name, a prefix) before sending anything: usage.
+    if (error instanceof UsageError || (isIdemError(error) && error.code === 'INVALID_INPUT')) {
+      io.err(`idem: ${(error as Error).message}\n\n${USAGE}`);
       return EXIT.usage;
     }
     const message = errorMessage(error);

@@ -27,6 +27,32 @@ describe('idem: usage errors (exit 2) and store errors (exit 1)', () => {
     expect(run.stdout).toBe('');
   });
 
+  it('a password never reaches the output: a --store that is not a URL, a store error, ?password=', async () => {
+    const bad = await idem('inspect', 'k', '--scope', '1', '--store', 'redis://:hunter2@h:99999');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--store is not a URL: redis:\/\/:\*\*\*@h:99999/);
+    for (const store of [
+      'postgres://root:hunter2@127.0.0.1:1/test',
+      'postgres://root@127.0.0.1:1/test?password=hunter2',
+    ]) {
+      const run = await idem('inspect', 'k', '--scope', '1', '--store', store);
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(/ECONNREFUSED/);
+      expect(run.stderr).toContain('***');
+      expect(run.stderr).not.toContain('hunter2');
+    }
+  });
+
+  it('options a store refuses before sending anything (a table name) are a usage error', async () => {
+    const run = await idem(
+      ...['inspect', 'k', '--scope', '1', '--table', 'bad;drop'],
+      ...['--store', 'postgres://root@127.0.0.1:1/test'],
+    );
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/table must be/);
+    expect(run.stderr).toContain('Usage: idem');
+  });
+
   it('a store that refuses the connection is exit 1 with the cause', async () => {
     const run = await idem('inspect', 'k', '--scope', '1', '--store', 'redis://127.0.0.1:1');
     expect(run.code).toBe(1);

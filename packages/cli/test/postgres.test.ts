@@ -70,10 +70,21 @@ describe('idem against a real PostgreSQL', () => {
       code: 0,
       json: { storageKey: first.key, deleted: true },
     });
-    expect((await pool.query(`SELECT 1 FROM ${table} WHERE key = $1`, [first.key])).rowCount).toBe(
-      0,
+    // What stays is a tombstone holding only the fence: no outcome, no fingerprint.
+    const tombstone = await pool.query(
+      `SELECT status, fence, fingerprint, outcome FROM ${table} WHERE key = $1`,
+      [first.key],
     );
+    expect(tombstone.rows[0]).toEqual({
+      status: 'released',
+      fence: '3',
+      fingerprint: '',
+      outcome: null,
+    });
+    expect((await idem('inspect', 'refund-1', ...args)).code).toBe(3);
     expect((await idem('delete', 'refund-1', ...args)).code).toBe(3);
     expect((await idem('release', 'refund-1', ...args)).code).toBe(3);
+    // Fences keep growing after delete: a fenced downstream that saw 3 accepts the next one.
+    expect(await store.acquire(input('refund-1', 'owner-c'))).toMatchObject({ fence: 4 });
   });
 });

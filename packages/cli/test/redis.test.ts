@@ -41,6 +41,21 @@ describe('idem against a real Redis, on records an @idem/http handler wrote', ()
     client.disconnect();
   });
 
+  it('a database the server does not have is a store error, never database 0', async () => {
+    // ioredis connects even when the URL's SELECT fails, then runs commands on database 0.
+    const key = randomBytes(32).toString('hex');
+    const owner = randomBytes(8).toString('hex');
+    const lease = { leaseMs: 60_000, retentionMs: 60_000 };
+    await store().acquire({ key, owner, fingerprint: 'f', ...lease });
+    const missing = new URL(REDIS_URL);
+    missing.pathname = '/99';
+    const args = ['delete', key, '--storage-key', '--prefix', prefix, '--store', missing.href];
+    const run = await idem(...args);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/cannot select database 99/);
+    expect((await store().get(key))?.owner).toBe(owner);
+  });
+
   it('inspect, release a stuck execution (fenced), inspect the replay, then delete it', async () => {
     let gate: () => void = () => {};
     const opened = new Promise<void>((resolve) => {

@@ -172,9 +172,11 @@ export interface StoreAdmin {
   forceRelease(key: string): Promise<ForceReleaseResult>;
   /**
    * Removes the record whatever its status; answers whether a live record was there. The
-   * fence goes with it unless the store keeps fences apart (the memory store's floor,
-   * Redis's fence memory): a later acquisition MAY start again at fence 1. An executor that
-   * still runs then gets `not_owner` on its writes.
+   * key's fence MUST outlive it (a floor, a fence memory, or a tombstone that holds only the
+   * fence and that reads and acquires treat as no record), at least as long as the deleted
+   * record's own retention would have kept it: the next acquisition gets a fence above
+   * every earlier one, so a fenced downstream never refuses it. An executor that still runs
+   * then gets `not_owner` on its writes.
    */
   delete(key: string): Promise<{ deleted: boolean }>;
 }

@@ -185,6 +185,47 @@ export const adminChecks: ContractCheck[] = [
   },
   {
     group: 'admin',
+    name: "forceRelease racing the owner's extend (heartbeat) and release: the forced tombstone stands, or the owner's release won alone",
+    async run(h) {
+      const admin = adminOf(h);
+      for (let round = 0; round < 8; round++) {
+        const key = h.newKey();
+        const input = acquireInput(h, key);
+        const { fence } = assertAcquired(await h.store.acquire(input));
+        const write = { key, owner: input.owner, retentionMs: RETENTION_MS };
+        // A heartbeat cannot undo a forced release, whichever lands first.
+        const [, forced] = await Promise.all([
+          h.store.extend({ ...write, leaseMs: h.time.leaseMs }),
+          admin.forceRelease(key),
+        ]);
+        assert.equal(forced.ok, true, 'an in-progress record is force-released, renewed or not');
+        const tombstone = await readBoth(h, key);
+        assert.equal(tombstone?.status, 'released', 'the forced tombstone stands');
+        assert.equal(tombstone?.fence, fence + 1);
+        assert.notEqual(tombstone?.owner, input.owner);
+        await assertCutOff(h, key, input.owner);
+
+        const other = h.newKey();
+        const second = acquireInput(h, other);
+        const taken = assertAcquired(await h.store.acquire(second));
+        const [released, forcedToo] = await Promise.all([
+          h.store.release({ key: other, owner: second.owner, retentionMs: RETENTION_MS }),
+          admin.forceRelease(other),
+        ]);
+        const record = await readBoth(h, other);
+        if (released.ok) {
+          assert.deepEqual(forcedToo, { ok: false, reason: 'not_in_progress' });
+          assert.equal(record?.fence, taken.fence, "the owner's release won: no forced fence");
+        } else {
+          assert.equal(forcedToo.ok, true, 'one of release and forceRelease must win');
+          assert.equal(record?.fence, taken.fence + 1, 'the forced release won: fence + 1');
+        }
+        assert.equal(record?.status, 'released');
+      }
+    },
+  },
+  {
+    group: 'admin',
     name: 'delete removes a record of any status; the old owner gets not_owner and the key is free',
     async run(h) {
       const admin = adminOf(h);
@@ -211,6 +252,48 @@ export const adminChecks: ContractCheck[] = [
       assert.deepEqual(await admin.delete(key), { deleted: true }, 'a completed record too');
       assert.equal(await readBoth(h, key), undefined);
       assertAcquired(await h.store.acquire(acquireInput(h, key)), 'its outcome is forgotten');
+    },
+  },
+  {
+    group: 'admin',
+    name: 'delete keeps fences growing: the next acquisition of a deleted key gets a fence above every earlier one',
+    async run(h) {
+      const admin = adminOf(h);
+      const key = h.newKey();
+      // Fence 2 on a completed record: a release first, so a store cannot pass by luck at 1.
+      const first = acquireInput(h, key);
+      assertAcquired(await h.store.acquire(first));
+      const released = { key, owner: first.owner, retentionMs: RETENTION_MS };
+      assert.deepEqual(await h.store.release(released), { ok: true });
+      const second = acquireInput(h, key);
+      const done = assertAcquired(await h.store.acquire(second));
+      const write = { key, owner: second.owner, retentionMs: RETENTION_MS };
+      assert.deepEqual(await h.store.complete({ ...write, outcome: bytes('paid') }), { ok: true });
+      assert.deepEqual(await admin.delete(key), { deleted: true });
+      assert.equal(await readBoth(h, key), undefined, 'the record is gone');
+      assert.equal(await admin.inspect(key), undefined, 'inspect finds nothing');
+      const third = acquireInput(h, key);
+      const after = assertAcquired(await h.store.acquire(third), 'the key is free again');
+      assert.ok(
+        after.fence > done.fence,
+        `fence ${after.fence} after delete must exceed the deleted record's ${done.fence}: a fenced downstream that saw ${done.fence} would refuse it`,
+      );
+      assert.equal(after.takeover, false, 'a deleted record is no takeover');
+      // An in-progress record deleted under its executor: same rule, and the executor is out.
+      assert.deepEqual(await admin.delete(key), { deleted: true });
+      const late = { key, owner: third.owner, retentionMs: RETENTION_MS };
+      assert.deepEqual(await h.store.complete({ ...late, outcome: bytes('late') }), notOwner);
+      assert.deepEqual(await h.store.extend({ ...late, leaseMs: h.time.leaseMs }), notOwner);
+      assert.deepEqual(await h.store.release(late), notOwner);
+      assert.equal(
+        await readBoth(h, key),
+        undefined,
+        "the cut-off executor's writes create nothing",
+      );
+      const fourth = acquireInput(h, key);
+      const last = assertAcquired(await h.store.acquire(fourth));
+      assert.ok(last.fence > after.fence, `fence ${last.fence} must exceed ${after.fence}`);
+      await expectRecord(h, key, { status: 'in_progress', owner: fourth.owner, fence: last.fence });
     },
   },
 ];

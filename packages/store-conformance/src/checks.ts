@@ -8,6 +8,7 @@ import {
   MismatchError,
 } from '@idem/core';
 import { adminChecks } from './checks-admin.js';
+import { adminStateChecks } from './checks-admin-states.js';
 import {
   acquireInput,
   assertAcquired,
@@ -446,4 +447,5 @@ export const contractChecks: ContractCheck[] = [
   },
   ...redeliveryChecks,
   ...adminChecks,
+  ...adminStateChecks,
 ];

@@ -30,6 +30,7 @@ export type Bug =
   | 'force-release-keeps-owner'
   | 'force-release-destroys-completed'
   | 'delete-keeps-record'
+  | 'delete-forgets-fence'
   | 'wrong-clock-capability';
 
 const yieldToOthers = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
@@ -95,7 +96,8 @@ export function createNaiveStore(
         const r = read(key, clock.now());
         if (r && bug !== 'delete-keeps-record') {
           map.delete(key);
-          lastFence.set(key, r.fence);
+          if (bug === 'delete-forgets-fence') lastFence.delete(key);
+          else lastFence.set(key, r.fence);
         }
         return { deleted: r !== undefined };
       },

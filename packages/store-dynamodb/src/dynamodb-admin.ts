@@ -7,6 +7,8 @@ import {
   type StoreAdmin,
 } from '@idem/core';
 import {
+  DELETE_CONDITION,
+  DELETE_UPDATE,
   FORCE_RELEASE_CONDITION,
   FORCE_RELEASE_UPDATE,
   IN_PROGRESS,
@@ -17,9 +19,10 @@ import type { ItemRequests } from './item-requests.js';
 import { checkSizes, decodeItem, type ItemSchema } from './record-item.js';
 
 /**
- * The operator actions of a DynamoDB store: `inspect` is a consistent GetItem,
- * `forceRelease` one conditional UpdateItem, `delete` one DeleteItem (the fence goes with the
- * item: a later acquisition starts again at 1). Expiry by the store's clock.
+ * The operator actions of a DynamoDB store: `inspect` is a consistent GetItem, `forceRelease`
+ * and `delete` one conditional UpdateItem each. `delete` leaves an expired tombstone that
+ * holds only the fence (no outcome, no fingerprint, an owner no executor holds, the TTL
+ * attribute kept), so the next acquisition continues above it. Expiry by the store's clock.
  */
 export function createDynamoDbAdmin(
   requests: ItemRequests,
@@ -62,8 +65,23 @@ export function createDynamoDbAdmin(
     },
     async delete(key) {
       checkSizes(schema, key);
-      const old = await requests.remove(key);
-      return { deleted: old !== undefined && readClock(clock) < old.expiresAt };
+      const now = readClock(clock);
+      const result = await requests.update(
+        'delete',
+        key,
+        DELETE_UPDATE,
+        DELETE_CONDITION,
+        {
+          ':released': RELEASED,
+          ':owner': { S: forcedReleaseOwner() },
+          ':none': { S: '' },
+          ':now': num(now),
+        },
+        { onSuccess: true },
+      );
+      // No item: nothing to delete, and nothing was created (the condition failed).
+      if (!result.ok || !result.old) return { deleted: false };
+      return { deleted: now < decodeItem(schema, result.old).expiresAt };
     },
   };
 }

@@ -42,3 +42,10 @@ export const EXTEND_UPDATE = 'SET #lu = :leaseUntil, #ex = :expiresAt, #tt = :tt
 export const FORCE_RELEASE_CONDITION = '#st = :inProgress AND #ex > :now';
 export const FORCE_RELEASE_UPDATE =
   'SET #st = :released, #ow = :owner, #fe = #fe + :one, #lu = :now';
+// An operator's delete: the item becomes an expired tombstone that holds only the fence (the
+// next acquire takes it with fence + 1), with a fresh owner and no fingerprint or outcome.
+// Its TTL attribute is kept, so DynamoDB's TTL deletion (which forgets the fence) comes no
+// earlier than the deleted record's own retention would have let it.
+export const DELETE_CONDITION = 'attribute_exists(#pk)';
+export const DELETE_UPDATE =
+  'SET #st = :released, #ow = :owner, #fp = :none, #lu = :now, #ex = :now REMOVE #oc, #oe';

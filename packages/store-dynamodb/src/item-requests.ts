@@ -1,6 +1,5 @@
 import {
   type AttributeValue,
-  DeleteItemCommand,
   type DynamoDBClient,
   GetItemCommand,
   UpdateItemCommand,
@@ -22,7 +21,7 @@ export interface ReturnOld {
   onFailure?: boolean;
 }
 
-/** The requests the store sends: a conditional UpdateItem, a consistent GetItem, a DeleteItem. */
+/** The requests the store sends: a conditional UpdateItem and a consistent GetItem. */
 export interface ItemRequests {
   update(
     operation: string,
@@ -33,8 +32,6 @@ export interface ItemRequests {
     returnOld?: ReturnOld,
   ): Promise<WriteResult>;
   read(key: string): Promise<RawRecord | undefined>;
-  /** Deletes the item (an operator's `delete`); answers the record it held, if any. */
-  remove(key: string): Promise<RawRecord | undefined>;
 }
 
 export function createItemRequests(
@@ -90,23 +87,6 @@ export function createItemRequests(
         item = output.Item;
       } catch (error) {
         throw toStoreError(DYNAMODB_ERRORS, 'get', error);
-      }
-      return item ? decodeItem(schema, item) : undefined;
-    },
-
-    async remove(key) {
-      let item: Record<string, AttributeValue> | undefined;
-      try {
-        const output = await client.send(
-          new DeleteItemCommand({
-            TableName: tableName,
-            Key: itemKey(schema, key),
-            ReturnValues: 'ALL_OLD',
-          }),
-        );
-        item = output.Attributes;
-      } catch (error) {
-        throw toStoreError(DYNAMODB_ERRORS, 'delete', error);
       }
       return item ? decodeItem(schema, item) : undefined;
     },

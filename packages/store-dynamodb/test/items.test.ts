@@ -151,6 +151,37 @@ describe.each(layouts)('DynamoDB items: $name', (layout) => {
     });
   });
 
+  it('an admin delete leaves an expired tombstone holding the fence, with its TTL kept and no outcome', async () => {
+    const clock = new ManualClock(Date.now());
+    const t = setup(layout, { clock });
+    const key = newKey();
+    const input = acquireInput(key, { leaseMs: 30_000, retentionMs: HOUR });
+    await t.store.acquire(input);
+    const outcome = new Uint8Array(randomBytes(64));
+    await t.store.complete({ key, owner: input.owner, outcome, retentionMs: HOUR });
+    const before = await t.raw(key);
+    expect(await t.store.admin.delete(key)).toEqual({ deleted: true });
+    const after = await t.raw(key);
+    const { [n.outcome]: _outcome, ...kept } = before!;
+    expect(after).toEqual({
+      ...kept,
+      [n.status]: { S: 'released' },
+      [n.fingerprint]: { S: '' },
+      [n.owner]: after![n.owner],
+      [n.leaseUntil]: { N: String(clock.now()) },
+      [n.expiresAt]: { N: String(clock.now()) },
+    });
+    expect(after![n.owner]?.S).not.toBe(input.owner);
+    // TTL deletion (which forgets the fence) comes no earlier than the record's retention.
+    expect(after![n.ttl]).toEqual(before![n.ttl]);
+    expect(await t.store.get(key)).toBeUndefined();
+    expect(await t.store.acquire(acquireInput(key))).toMatchObject({ kind: 'acquired', fence: 2 });
+    // A key with no item: nothing to delete, and no tombstone created.
+    const missing = newKey();
+    expect(await t.store.admin.delete(missing)).toEqual({ deleted: false });
+    expect(await t.raw(missing)).toBeUndefined();
+  });
+
   it('large compressible outcomes are gzipped; get and acquire return the exact bytes', async () => {
     const t = setup(layout);
     const line = new TextEncoder().encode(

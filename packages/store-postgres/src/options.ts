@@ -64,7 +64,7 @@ export interface PostgresStore extends IdempotencyStore {
   readonly statementTimeoutMs: number;
   /** The `key` column value that holds `storageKey` (the key prefix prepended). */
   rowKey(storageKey: string): string;
-  /** Operator actions, one statement each; `delete` removes the row, fence included. */
+  /** Operator actions, one statement each; `delete` leaves a tombstone that keeps the fence. */
   readonly admin: StoreAdmin;
   /**
    * Creates the table, its index and its functions when missing, and replaces the
@@ -73,7 +73,8 @@ export interface PostgresStore extends IdempotencyStore {
    */
   ensureSchema(): Promise<void>;
   /**
-   * Deletes records whose retention passed more than `graceMs` ago, at most `limit` of them,
+   * Deletes records whose retention passed more than `graceMs` ago (for the tombstone of an
+   * `admin.delete`, the deleted record's retention), at most `limit` of them,
    * in one statement (an index range scan on `expires_at`; rows another call holds are
    * skipped). Answers how many it deleted: call it again while that equals `limit`.
    * Expiry never depends on it; it only frees space.

@@ -28,7 +28,7 @@ const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)
  * `StoreUnavailableError`, or `StoreFullError` for an acquisition the server refused for
  * lack of disk (SQLSTATE 53100). idem's own errors pass through.
  */
-export const POSTGRES_ERRORS: StoreErrorRules = {
+const POSTGRES_ERRORS: StoreErrorRules = {
   service: 'PostgreSQL',
   describe,
   isFull: (error, operation) => operation === 'acquire' && codeOf(error) === '53100',

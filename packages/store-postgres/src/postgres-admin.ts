@@ -16,8 +16,8 @@ interface InspectRow {
 /**
  * The operator actions of a PostgreSQL store, one plain statement each (no function of the
  * schema), decided by the database clock. `forceRelease` takes the row lock and decides on
- * the locked row, so it is atomic with the store's functions; `delete` removes the row, its
- * fence with it (a later acquisition starts again at 1).
+ * the locked row, so it is atomic with the store's functions; `delete` likewise, leaving a
+ * tombstone that keeps the fence (a later acquisition continues above it).
  */
 export function createPostgresAdmin(
   pool: Queryable,
@@ -79,13 +79,24 @@ export function createPostgresAdmin(
       return { ok: true, fence: Number(row.fence), previousOwner: row.owner ?? '' };
     },
     async delete(key) {
-      const { rows } = await run<{ live: string }>(
+      // The row stays as a tombstone that holds only the fence: released, expired now (so
+      // nothing reads it and the next acquire takes it with fence + 1), an owner no executor
+      // holds, no fingerprint, no outcome. `lease_until` keeps the deleted record's deadline,
+      // and `deleteExpired` spares a row until both deadlines passed: the fence is forgotten
+      // no earlier than the record's own retention would have let it be.
+      const { rows } = await run<{ live: boolean | null }>(
         'delete',
-        `WITH d AS (DELETE FROM ${table} WHERE key = $1 RETURNING expires_at)
-         SELECT count(*) FILTER (WHERE d.expires_at > ${NOW_MS}) AS live FROM d`,
-        [rowKey(key)],
+        `WITH c AS (SELECT ${NOW_MS} AS now),
+         old AS (SELECT key, lease_until, expires_at FROM ${table} WHERE key = $1 FOR UPDATE),
+         upd AS (
+           UPDATE ${table} t SET status = 'released', owner = $2, fingerprint = '', outcome = NULL,
+                  lease_until = greatest(old.lease_until, old.expires_at),
+                  expires_at = least(old.expires_at, c.now)
+           FROM old, c WHERE t.key = old.key)
+         SELECT old.expires_at > c.now AS live FROM c LEFT JOIN old ON true`,
+        [rowKey(key), forcedReleaseOwner()],
       );
-      return { deleted: Number(rows[0]?.live ?? 0) > 0 };
+      return { deleted: rows[0]?.live === true };
     },
   };
 }

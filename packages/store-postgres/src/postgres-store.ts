@@ -122,7 +122,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     release: `SELECT ${o.release}($1, $2, $3) AS ok`,
     extend: `SELECT ${o.extend}($1, $2, $3, $4) AS lease_until`,
     get: `SELECT status, fingerprint, owner, fence, lease_until, expires_at, outcome FROM ${o.table} WHERE key = $1 AND expires_at > ${NOW_MS}`,
-    deleteExpired: `DELETE FROM ${o.table} WHERE key IN (SELECT key FROM ${o.table} WHERE expires_at < ${NOW_MS} - $1::bigint ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) AND expires_at < ${NOW_MS} - $1::bigint`,
+    deleteExpired: `DELETE FROM ${o.table} WHERE key IN (SELECT key FROM ${o.table} WHERE expires_at < ${NOW_MS} - $1::bigint AND lease_until < ${NOW_MS} - $1::bigint ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) AND expires_at < ${NOW_MS} - $1::bigint AND lease_until < ${NOW_MS} - $1::bigint`,
   };
   // Named after their text, so two stores (two tables, two versions) never share a name.
   const names = Object.fromEntries(

@@ -204,8 +204,14 @@ describe('schema', () => {
 });
 
 describe('deleteExpired', () => {
-  it('deletes only records expired past the grace, through the expires_at index; fences continue until then', async () => {
-    // A table of its own: deleting with no grace would take other tests' expired records.
+  // A table of its own: deleting with no grace would take other tests' expired records.
+  async function withOwnTable(
+    run: (
+      store: ReturnType<typeof createPostgresStore>,
+      row: (key: string) => Promise<Record<string, unknown> | undefined>,
+      gcTable: string,
+    ) => Promise<void>,
+  ): Promise<void> {
     const schema = randomName('idem_gc');
     const gcTable = `${schema}.records`;
     const store = createPostgresStore({ pool, table: gcTable });
@@ -213,6 +219,14 @@ describe('deleteExpired', () => {
     const row = async (key: string) =>
       (await raw.query(`SELECT * FROM ${gcTable} WHERE key = $1`, [key])).rows[0];
     try {
+      await run(store, row, gcTable);
+    } finally {
+      await raw.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+    }
+  }
+
+  it('deletes only records expired past the grace, through the expires_at index; fences continue until then', () =>
+    withOwnTable(async (store, row, gcTable) => {
       const gone = newKey();
       const kept = newKey();
       const live = newKey();
@@ -237,17 +251,46 @@ describe('deleteExpired', () => {
         await client.query('BEGIN');
         await client.query('SET LOCAL enable_seqscan = off');
         const plan = await client.query(
-          `EXPLAIN DELETE FROM ${gcTable} WHERE key IN (SELECT key FROM ${gcTable} WHERE expires_at < 5 ORDER BY expires_at LIMIT 10 FOR UPDATE SKIP LOCKED) AND expires_at < 5`,
+          `EXPLAIN DELETE FROM ${gcTable} WHERE key IN (SELECT key FROM ${gcTable} WHERE expires_at < 5 AND lease_until < 5 ORDER BY expires_at LIMIT 10 FOR UPDATE SKIP LOCKED) AND expires_at < 5 AND lease_until < 5`,
         );
         expect(plan.rows.map((r) => r['QUERY PLAN']).join('\n')).toMatch(/records_expires_at/);
       } finally {
         await client.query('ROLLBACK');
         client.release();
       }
-    } finally {
-      await raw.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-    }
-  });
+    }));
+
+  it("an admin delete leaves a tombstone with the fence that deleteExpired spares until the deleted record's retention passed", () =>
+    withOwnTable(async (store, row) => {
+      const kept = newKey();
+      const owner = newOwner();
+      await store.acquire(acquireInput(kept, { owner, leaseMs: 10 }));
+      const outcome = new TextEncoder().encode('paid');
+      expect(await store.complete({ key: kept, owner, outcome, retentionMs: HOUR })).toEqual({
+        ok: true,
+      });
+      const before = await row(kept);
+      expect(await store.admin.delete(kept)).toEqual({ deleted: true });
+      const tombstone = await row(kept);
+      expect(tombstone).toMatchObject({ status: 'released', fingerprint: '', outcome: null });
+      expect(tombstone?.fence).toBe('1');
+      expect(tombstone?.owner).not.toBe(owner);
+      expect(Number(tombstone?.lease_until)).toBe(Number(before?.expires_at));
+      expect(await store.get(kept)).toBeUndefined();
+      // Expired at once, but its fence outlives the cleanup until the deleted record's retention.
+      await sleep(20);
+      expect(await store.deleteExpired({ graceMs: 0 })).toBe(0);
+      expect(await store.acquire(acquireInput(kept))).toMatchObject({ kind: 'acquired', fence: 2 });
+
+      // A tombstone of a short-lived record goes once that record's retention passed.
+      const brief = newKey();
+      await store.acquire(acquireInput(brief, { leaseMs: 10, retentionMs: 10 }));
+      expect(await store.admin.delete(brief)).toEqual({ deleted: true });
+      expect(await row(brief)).toBeDefined();
+      await sleep(50);
+      expect(await store.deleteExpired({ graceMs: 0 })).toBe(1);
+      expect(await row(brief)).toBeUndefined();
+    }));
 });
 
 describe('bad input is refused before anything is sent', () => {
