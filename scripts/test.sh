@@ -40,9 +40,9 @@ else
     fi
   done
   # --only: the builds ran above; the lanes must not replay build outputs under each other.
-  pnpm exec turbo run test --only --concurrency=1 "${second[@]}" >"$tmp/lane2.log" 2>&1 &
+  pnpm exec turbo run test --only --continue --concurrency=1 "${second[@]}" >"$tmp/lane2.log" 2>&1 &
   lane2=$!
-  pnpm exec turbo run test --only --concurrency=1 "${first[@]}" 2>&1 | tee "$tmp/lane1.log" || status=$?
+  pnpm exec turbo run test --only --continue --concurrency=1 "${first[@]}" 2>&1 | tee "$tmp/lane1.log" || status=$?
   lane2_status=0
   wait "$lane2" || lane2_status=$?
   echo "---- second lane (${SECOND_LANE[*]}) ----"

@@ -30,6 +30,15 @@ export interface ExampleSpec {
 
 export const EXAMPLES: ExampleSpec[] = [
   {
+    dir: 'cli',
+    driver: 'script',
+    epilogue: 'console.log("pack-check:", code, typeof EXIT.ok);',
+    // A fresh key of nobody's: the store answers "no record" (exit 3) after a real round trip.
+    expectOutput: ['no record for order-7', 'pack-check: 3 number'],
+    node10: true,
+    service: 'redis',
+  },
+  {
     dir: 'store-memory',
     driver: 'script',
     epilogue: 'console.log("pack-check:", JSON.stringify(value), replayed);',
