@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { Clock } from '../clock.js';
 import { InvalidInputError, OutcomeTooLargeError } from '../errors.js';
 
@@ -155,5 +154,5 @@ export function readClock(clock: Clock): number {
  * owner-checked write of the cut-off execution answers `not_owner`.
  */
 export function forcedReleaseOwner(): string {
-  return `idem-admin:${randomUUID()}`;
+  return `idem-admin:${crypto.randomUUID()}`;
 }
