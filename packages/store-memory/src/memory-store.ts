@@ -243,9 +243,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
         return holds(found.outcome, outcome) ? OWNED : NOT_OWNER;
       }
       if (found.status !== 'in_progress') return NOT_OWNER;
+      // Every field written out (not spread): the record object is built in one step.
       const next: HeldRecord = {
-        ...found,
         status: 'completed',
+        fingerprint: found.fingerprint,
+        owner: found.owner,
+        fence: found.fence,
+        leaseUntil: found.leaseUntil,
         expiresAt: now + input.retentionMs,
         outcome,
       };
