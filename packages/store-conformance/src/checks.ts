@@ -20,6 +20,7 @@ import {
   readBoth,
   storeOutcome,
 } from './checks-records.js';
+import { engineChecks } from './checks-engine.js';
 import { redeliveryChecks } from './checks-redelivery.js';
 
 const notOwner = { ok: false, reason: 'not_owner' };
@@ -445,6 +446,7 @@ export const contractChecks: ContractCheck[] = [
       assert.equal(runs, 2);
     },
   },
+  ...engineChecks,
   ...redeliveryChecks,
   ...adminChecks,
   ...adminStateChecks,
