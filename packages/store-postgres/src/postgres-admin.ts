@@ -1,17 +1,14 @@
-import { createStoreAdmin, type RecordStatus, type StoreAdmin } from '@idem/core';
+import {
+  type AdminRecordRead,
+  createStoreAdmin,
+  type RecordStatus,
+  type StoreAdmin,
+} from '@idem/core';
 import { type Queryable, runStatement } from './pg-call.js';
 import { NOW_MS } from './schema-sql.js';
 
-interface InspectRow {
-  now: string;
-  status: RecordStatus | null;
-  fingerprint: string;
-  owner: string;
-  fence: string;
-  lease_until: string;
-  expires_at: string;
-  outcome_bytes: number | null;
-}
+/** The inspect row: `now`, then the record's columns named as the kit reads them. */
+type InspectRow = { now: string; status: RecordStatus | null } & Omit<AdminRecordRead, 'status'>;
 
 /**
  * The operator actions of a PostgreSQL store, one plain statement each (no function of the
@@ -33,29 +30,16 @@ export function createPostgresAdmin(
   return createStoreAdmin({
     checkKey: rowKey,
     async read(key) {
-      const { rows } = await run<InspectRow & Record<string, unknown>>(
+      const { rows } = await run<InspectRow>(
         'inspect',
         `WITH c AS (SELECT ${NOW_MS} AS now)
-         SELECT c.now, t.status, t.fingerprint, t.owner, t.fence, t.lease_until, t.expires_at,
-                octet_length(t.outcome) AS outcome_bytes
+         SELECT c.now, t.status, t.fingerprint, t.owner, t.fence, t.lease_until AS "leaseUntil",
+                t.expires_at AS "expiresAt", octet_length(t.outcome) AS "outcomeBytes"
          FROM c LEFT JOIN ${table} t ON t.key = $1 AND t.expires_at > c.now`,
         [rowKey(key)],
       );
-      const row = rows[0] as InspectRow;
-      if (!row.status) return { now: row.now };
-      const { status, fingerprint, owner, fence } = row;
-      const deadlines = { leaseUntil: row.lease_until, expiresAt: row.expires_at };
-      return {
-        now: row.now,
-        record: {
-          status,
-          fingerprint,
-          owner,
-          fence,
-          ...deadlines,
-          outcomeBytes: row.outcome_bytes,
-        },
-      };
+      const { now, status, ...record } = rows[0] as InspectRow;
+      return { now, record: status ? { status, ...record } : undefined };
     },
     async forceRelease(key, owner) {
       // `old` is the row as locked (the latest version); the update decides on it.
