@@ -191,7 +191,13 @@ describe('idem --json: every error is one JSON object on stdout, with a non-zero
     const owner = randomBytes(8).toString('hex');
     await store.acquire({ key, owner, fingerprint: 'f', leaseMs: 60_000, retentionMs: 60_000 });
     await store.complete({ key, owner, outcome: new Uint8Array([1]), retentionMs: 60_000 });
-    const json = await jsonFailure(4, 'not_in_progress', 'release', key, ...onRedis('--storage-key'));
+    const json = await jsonFailure(
+      4,
+      'not_in_progress',
+      'release',
+      key,
+      ...onRedis('--storage-key'),
+    );
     expect(json).toMatchObject({ storageKey: key, ok: false, reason: 'not_in_progress' });
     expect((await store.get(key))?.status).toBe('completed');
   });

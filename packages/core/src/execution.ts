@@ -12,11 +12,7 @@ import {
 import type { EventSink } from './events.js';
 import { ExecutionReport } from './execution-report.js';
 import { LeaseKeeper } from './lease-keeper.js';
-import {
-  type NotRecordedDetails,
-  notRecordedOutcome,
-  plainNotRecorded,
-} from './not-recorded.js';
+import { type NotRecordedDetails, notRecordedOutcome, plainNotRecorded } from './not-recorded.js';
 import { encodeOutcome, type StoredOutcome } from './outcome-codec.js';
 import { codecCall, type OutcomeCodec } from './outcome-sealing.js';
 import type { IdempotencyStore, OwnerWriteResult } from './store.js';

@@ -192,9 +192,7 @@ describe('the engine when sealing fails after the operation ran', () => {
     // Stored plain, without the codec: the reason and nothing else.
     const [record] = store.records.values();
     expect(record?.status).toBe('completed');
-    expect(Buffer.from(record?.outcome ?? []).toString('latin1')).toBe(
-      'IDN\x01not_serializable',
-    );
+    expect(Buffer.from(record?.outcome ?? []).toString('latin1')).toBe('IDN\x01not_serializable');
     clock.advance(1_001);
     await expect(idem.execute({ key: 'k' }, async () => ++runs)).rejects.toMatchObject({
       code: 'OUTCOME_NOT_RECORDED',
@@ -221,7 +219,12 @@ describe('the engine when sealing fails after the operation ran', () => {
     const codec = createOutcomeCodec({ keys: [{ id: 'k1', key: key(5) }] });
     const clock = new ManualClock();
     const store = new FakeStore(clock);
-    const idem = createIdempotency<unknown>({ store, clock, outcomeCodec: codec, maxOutcomeBytes: 200 });
+    const idem = createIdempotency<unknown>({
+      store,
+      clock,
+      outcomeCodec: codec,
+      maxOutcomeBytes: 200,
+    });
     await expect(idem.execute({ key: 'k' }, async () => 'x'.repeat(300))).rejects.toMatchObject({
       code: 'OUTCOME_TOO_LARGE',
     });
@@ -282,6 +285,9 @@ describe('the engine when sealing fails after the operation ran', () => {
     }
     // The genuine outcome still opens.
     replace(sealed);
-    await expect(answer()).resolves.toMatchObject({ value: { secret: 'user data' }, replayed: true });
+    await expect(answer()).resolves.toMatchObject({
+      value: { secret: 'user data' },
+      replayed: true,
+    });
   });
 });

@@ -9,6 +9,7 @@ import {
 } from '@idem/core';
 import { adminChecks } from './checks-admin.js';
 import { adminStateChecks } from './checks-admin-states.js';
+import { engineChecks } from './checks-engine.js';
 import {
   acquireInput,
   assertAcquired,
@@ -20,7 +21,6 @@ import {
   readBoth,
   storeOutcome,
 } from './checks-records.js';
-import { engineChecks } from './checks-engine.js';
 import { redeliveryChecks } from './checks-redelivery.js';
 
 const notOwner = { ok: false, reason: 'not_owner' };
