@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { type IdempotencyVariables, idempotency } from '@idem/hono';
+import { createOtelListener } from '@idem/otel';
 import { type Context, type Handler, Hono, type MiddlewareHandler } from 'hono';
 import type { Backend } from './backend.js';
 import { chatCompletionsHandler } from './http/chat-completions.js';
@@ -39,6 +40,11 @@ export interface AppOptions {
    * before their model runs. @default 256
    */
   maxPendingBills?: number;
+  /**
+   * Report spans and metrics of every idempotent request through `@opentelemetry/api`
+   * (`@idem/otel`): to the SDK the process registers, nowhere without one. @default true
+   */
+  otel?: boolean;
 }
 
 /** Per request: tells the delivery the answer is late (see `deliver`). */
@@ -92,6 +98,8 @@ export function createApp(options: AppOptions): LlmApp {
     leaseMs: options.leaseMs ?? 30_000,
     storeTimeoutMs: options.storeTimeoutMs ?? 2_000,
     maxBodyBytes: MAX_BODY_BYTES,
+    // The global tracer and meter are looked up lazily: an SDK started after the app records too.
+    ...(options.otel === false ? {} : { onEvent: createOtelListener() }),
     // A retry that arrives while the answer streams attaches to it (any process on Redis).
     ...(backend.liveStreams ? { liveStreams: { channel: backend.liveStreams } } : {}),
     // Redis and memory: renewed every tenth of the lease (core's default is a third), so at

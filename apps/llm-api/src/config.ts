@@ -43,6 +43,12 @@ export interface Config {
   storeTimeoutMs: number;
   /** `SHUTDOWN_TIMEOUT_MS`: longest wait for in-flight requests on SIGTERM. @default 25_000 */
   shutdownTimeoutMs: number;
+  /**
+   * `IDEM_OTEL` (`on` or `off`): report idem's spans and metrics through `@opentelemetry/api`
+   * (`@idem/otel`). They go to the OpenTelemetry SDK the process registers; without one the
+   * API records nothing. @default true
+   */
+  otel: boolean;
 }
 
 /** Raised when the environment does not describe a usable configuration. */
@@ -185,8 +191,12 @@ export function parseConfig(env: Env): Config {
     );
   }
 
+  const otelSetting = get('IDEM_OTEL') ?? 'on';
+  if (otelSetting !== 'on' && otelSetting !== 'off') problems.push('IDEM_OTEL must be on or off');
+  const otel = otelSetting !== 'off';
+
   if (problems.length > 0) throw new ConfigError(problems);
-  return { host, port, store, model, keyPrefix, leaseMs, storeTimeoutMs, shutdownTimeoutMs };
+  return { host, port, store, model, keyPrefix, leaseMs, storeTimeoutMs, shutdownTimeoutMs, otel };
 }
 
 /** One line for the start-up log: what was chosen, without secrets. */

@@ -42,6 +42,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
     model: modelFor(config),
     leaseMs: config.leaseMs,
     storeTimeoutMs: config.storeTimeoutMs,
+    otel: config.otel,
   });
   let server: ReturnType<typeof serve>;
   try {

@@ -26,8 +26,11 @@ describe('parseConfig', () => {
       leaseMs: 30_000,
       storeTimeoutMs: 2_000,
       shutdownTimeoutMs: 25_000,
+      otel: true,
     });
     expect(describeConfig(config)).toContain('store: memory');
+    expect(parseConfig({ IDEM_OTEL: 'off' }).otel).toBe(false);
+    expect(problemsOf({ IDEM_OTEL: 'yes' })).toEqual(['IDEM_OTEL must be on or off']);
   });
 
   it('chooses Redis with REDIS_URL and hides its password when describing it', () => {

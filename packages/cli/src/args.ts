@@ -40,8 +40,18 @@ function maskedText(text: string): string {
     .replace(/([?&][^=&#]*(?:pass|secret|token|credential)[^=&#]*=)[^&#]*/gi, '$1***');
 }
 
+/** What is wrong with a command line: `--json` prints it as `error.code`. */
+export type UsageErrorCode = 'usage' | 'bad_store_url';
+
 /** A command line that cannot be run: exit code 2 with this message and the usage. */
-export class UsageError extends Error {}
+export class UsageError extends Error {
+  /** `bad_store_url` when the `--store` URL is the problem, else `usage`. */
+  readonly code: UsageErrorCode;
+  constructor(message: string, code: UsageErrorCode = 'usage') {
+    super(message);
+    this.code = code;
+  }
+}
 
 export const USAGE = `Usage: idem <inspect|release|delete> <key> --store <url> <scope> [options]
 
@@ -99,7 +109,7 @@ export function parseCommand(argv: string[]): CliCommand {
   try {
     store = new URL(values.store);
   } catch {
-    throw new UsageError(`--store is not a URL: ${maskedText(values.store)}`);
+    throw new UsageError(`--store is not a URL: ${maskedText(values.store)}`, 'bad_store_url');
   }
   const timeoutMs = Number(values['timeout-ms'] ?? 10_000);
   if (!(Number.isSafeInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= 2_147_483_647))

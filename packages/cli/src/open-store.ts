@@ -1,5 +1,5 @@
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import type { StoreAdmin } from '@idem/core';
+import { type StoreAdmin, StoreUnavailableError } from '@idem/core';
 import { createDynamoDbStore, recommendedDynamoDbClientConfig } from '@idem/store-dynamodb';
 import { createPostgresStore, recommendedPoolConfig } from '@idem/store-postgres';
 import { createRedisStore, recommendedRedisOptions } from '@idem/store-redis';
@@ -37,7 +37,7 @@ async function openRedis(command: CliCommand): Promise<OpenedStore> {
   } catch (error) {
     await close();
     const why = lastError ?? (error as Error);
-    throw new Error(`cannot connect: ${why.message}`, { cause: why });
+    throw new StoreUnavailableError(`cannot connect: ${why.message}`, { cause: why });
   }
   // ioredis answers connect() even when the SELECT of the URL's database failed (an index
   // out of range), and then runs every command on database 0: select it again, and fail.
@@ -75,7 +75,8 @@ async function openDynamoDb(command: CliCommand): Promise<OpenedStore> {
   const tableName =
     command.table ??
     decodeURIComponent(command.store.hostname || command.store.pathname.replace(/^\/+/, ''));
-  if (!tableName) throw new UsageError('dynamodb://<table>: name the table (or give --table)');
+  if (!tableName)
+    throw new UsageError('dynamodb://<table>: name the table (or give --table)', 'bad_store_url');
   const region = command.store.searchParams.get('region') ?? process.env.AWS_REGION;
   const endpoint = command.store.searchParams.get('endpoint') ?? undefined;
   const client = new DynamoDBClient({
@@ -105,6 +106,7 @@ export function openStore(command: CliCommand): Promise<OpenedStore> {
     default:
       throw new UsageError(
         `Unknown store ${command.store.protocol}// (redis://, rediss://, postgres://, dynamodb://)`,
+        'bad_store_url',
       );
   }
 }

@@ -1,5 +1,12 @@
 import { errorMessage, isIdemError, type RecordInspection, settleWithin } from '@idem/core';
-import { type CliCommand, parseCommand, shown, USAGE, UsageError } from './args.js';
+import {
+  type CliCommand,
+  parseCommand,
+  shown,
+  USAGE,
+  UsageError,
+  type UsageErrorCode,
+} from './args.js';
 import { type OpenedStore, openStore } from './open-store.js';
 
 /** Exit codes of the `idem` command. */
@@ -49,6 +56,28 @@ function describeRecord(key: string, r: RecordInspection): string[] {
   ];
 }
 
+/**
+ * What `--json` prints in `error.code`: exactly when the exit code is not 0, the one JSON
+ * object a run prints on stdout has an `error` member `{ code, message }`.
+ */
+export type CliErrorCode =
+  /** Exit 2: the command line is wrong (an unknown option, no scope, a bad key). */
+  | 'usage'
+  /** Exit 2: the `--store` URL is not a URL, names an unknown store, or lacks a table. */
+  | 'bad_store_url'
+  /** Exit 1: the store could not be reached or did not answer in time. */
+  | 'store_unavailable'
+  /** Exit 1: the whole command took longer than `--timeout-ms`. */
+  | 'timeout'
+  /** Exit 1: the store answered with an error (a missing table, a database it has not). */
+  | 'store_error'
+  /** Exit 3: no live record at that key. */
+  | 'not_found'
+  /** Exit 4: `release` of a record that is not in progress. */
+  | 'not_in_progress';
+
+const failure = (code: CliErrorCode, message: string) => ({ error: { code, message } });
+
 async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise<number> {
   const { admin } = opened;
   const key = command.storageKey;
@@ -56,10 +85,11 @@ async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise
     if (command.json) io.out(JSON.stringify(json));
     else for (const line of text) io.out(line);
   };
+  const noRecord = `no record at ${key}`;
   if (command.action === 'inspect') {
     const record = await admin.inspect(key);
     if (!record) {
-      print({ storageKey: key, found: false }, [`no record at ${key}`]);
+      print({ storageKey: key, found: false, ...failure('not_found', noRecord) }, [noRecord]);
       return EXIT.notFound;
     }
     print({ storageKey: key, found: true, ...record }, describeRecord(key, record));
@@ -73,33 +103,48 @@ async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise
       ]);
       return EXIT.ok;
     }
-    print({ storageKey: key, ...result }, [
+    const message =
       result.reason === 'not_found'
-        ? `no record at ${key}`
-        : `${key} is not in progress: left as it is (delete forgets a completed outcome)`,
-    ]);
+        ? noRecord
+        : `${key} is not in progress: left as it is (delete forgets a completed outcome)`;
+    print({ storageKey: key, ...result, ...failure(result.reason, message) }, [message]);
     return result.reason === 'not_found' ? EXIT.notFound : EXIT.notInProgress;
   }
   const { deleted } = await admin.delete(key);
-  print({ storageKey: key, deleted }, [deleted ? `deleted ${key}` : `no record at ${key}`]);
-  return deleted ? EXIT.ok : EXIT.notFound;
+  if (deleted) {
+    print({ storageKey: key, deleted }, [`deleted ${key}`]);
+    return EXIT.ok;
+  }
+  print({ storageKey: key, deleted, ...failure('not_found', noRecord) }, [noRecord]);
+  return EXIT.notFound;
 }
+
+/** The command's own time limit (`--timeout-ms`) passed. */
+class GaveUpError extends Error {}
+
+/** `--json` on the command line, also when the rest of it cannot be parsed. */
+const wantsJson = (argv: readonly string[]) => argv.includes('--json');
 
 /**
  * Runs one `idem` command line (`argv` without `node` and the script) and answers its exit
  * code (see {@link EXIT}). Never throws; bounded by `--timeout-ms`.
  */
 export async function runCli(argv: string[], io: CliIo = processIo): Promise<number> {
+  const json = wantsJson(argv);
+  const usage = (error: UsageError | Error, code: UsageErrorCode = 'usage') => {
+    if (json) io.out(JSON.stringify(failure(code, error.message)));
+    else io.err(`idem: ${error.message}\n\n${USAGE}`);
+    return EXIT.usage;
+  };
   let command: CliCommand;
   try {
     command = parseCommand(argv);
   } catch (error) {
     if (!(error instanceof UsageError)) throw error;
-    io.err(`idem: ${error.message}\n\n${USAGE}`);
-    return EXIT.usage;
+    return usage(error, error.code);
   }
   let opened: OpenedStore | undefined;
-  const timedOut = () => new Error(`gave up after ${command.timeoutMs} ms (--timeout-ms)`);
+  const timedOut = () => new GaveUpError(`gave up after ${command.timeoutMs} ms (--timeout-ms)`);
   try {
     const work = (async () => {
       opened = await openStore(command);
@@ -107,15 +152,22 @@ export async function runCli(argv: string[], io: CliIo = processIo): Promise<num
     })();
     return await settleWithin(work, command.timeoutMs, { onTimeout: timedOut, unref: true });
   } catch (error) {
+    if (error instanceof UsageError) return usage(error, error.code);
     // A store refusing its options (a table name, a prefix) before sending anything: usage.
-    if (error instanceof UsageError || (isIdemError(error) && error.code === 'INVALID_INPUT')) {
-      io.err(`idem: ${(error as Error).message}\n\n${USAGE}`);
-      return EXIT.usage;
-    }
+    if (isIdemError(error) && error.code === 'INVALID_INPUT') return usage(error);
     const message = errorMessage(error);
     const cause = error instanceof Error && error.cause ? errorMessage(error.cause) : '';
     const why = cause && !message.includes(cause) ? `${message} (${cause})` : message;
-    io.err(`idem: ${command.action} failed on ${opened?.describe ?? shown(command.store)}: ${why}`);
+    const line = `${command.action} failed on ${opened?.describe ?? shown(command.store)}: ${why}`;
+    if (json) {
+      const code: CliErrorCode =
+        error instanceof GaveUpError
+          ? 'timeout'
+          : isIdemError(error) && error.code === 'STORE_UNAVAILABLE'
+            ? 'store_unavailable'
+            : 'store_error';
+      io.out(JSON.stringify(failure(code, line)));
+    } else io.err(`idem: ${line}`);
     return EXIT.storeError;
   } finally {
     await opened?.close().catch(() => undefined);

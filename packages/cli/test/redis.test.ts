@@ -115,7 +115,12 @@ describe('idem against a real Redis, on records an @idem/http handler wrote', ()
     const refused = await idemJson('release', 'order-7', ...http());
     expect(refused).toEqual({
       code: 4,
-      json: { storageKey, ok: false, reason: 'not_in_progress' },
+      json: {
+        storageKey,
+        ok: false,
+        reason: 'not_in_progress',
+        error: { code: 'not_in_progress', message: expect.stringContaining('is not in progress') },
+      },
     });
     expect((await send()).headers.get('idempotent-replayed')).toBe('true');
 

@@ -12,7 +12,7 @@ import {
 import type { EventSink } from './events.js';
 import { ExecutionReport } from './execution-report.js';
 import { LeaseKeeper } from './lease-keeper.js';
-import { type NotRecordedDetails, notRecordedOutcome } from './not-recorded.js';
+import { type NotRecordedDetails, notRecordedOutcome, plainNotRecorded } from './not-recorded.js';
 import { encodeOutcome, type StoredOutcome } from './outcome-codec.js';
 import { codecCall, type OutcomeCodec } from './outcome-sealing.js';
 import type { IdempotencyStore, OwnerWriteResult } from './store.js';
@@ -247,16 +247,17 @@ export class Execution {
 
   private async writeMarker(reason: NotRecordedReason, details: NotRecordedDetails) {
     this.report?.notRecorded(reason, details);
-    let sealed: Uint8Array;
+    let stored: Uint8Array;
     try {
-      sealed = await this.seal(encodeOutcome(notRecordedOutcome(reason, details)));
-    } catch (error) {
-      // Not even the marker can be sealed: never release; let the lease lapse.
-      this.giveUp();
-      throw error;
+      stored = await this.seal(encodeOutcome(notRecordedOutcome(reason, details)));
+    } catch {
+      // The codec cannot seal even the marker (a key service down): store it plain. It holds
+      // no user data, only the reason, and the engine reads it before the codec, so the key
+      // answers OUTCOME_NOT_RECORDED for its retention instead of running again after its lease.
+      stored = plainNotRecorded(reason);
     }
     try {
-      await this.finalWrite(sealed);
+      await this.finalWrite(stored);
     } catch (error) {
       // Not even the marker fits: never release (a retry would run again); let the lease lapse.
       if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError) this.giveUp();

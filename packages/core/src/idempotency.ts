@@ -18,7 +18,7 @@ import type {
   OperationContext,
 } from './idempotency-types.js';
 import { deriveStorageKey } from './keys.js';
-import { readNotRecorded } from './not-recorded.js';
+import { readNotRecorded, readPlainNotRecorded } from './not-recorded.js';
 import { since, storeCallObserver } from './observe.js';
 import { decodeOutcome, decodeOutcomeView, type StoredOutcome } from './outcome-codec.js';
 import { openSealed } from './outcome-sealing.js';
@@ -159,16 +159,22 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
           throw new StoreUnavailableError('Store returned a completed record without an outcome');
         let outcome: StoredOutcome;
         try {
-          // Whatever fails to open or decode is OUTCOME_CORRUPT, never a replay.
-          const bytes = settings.codec
-            ? await openSealed(
-                settings.codec,
-                record.outcome,
-                { storageKey, maxBytes: settings.maxOutcomeBytes },
-                settings.storeTimeoutMs,
-              )
-            : record.outcome;
-          outcome = viewBody ? decodeOutcomeView(bytes, JSON_VALUE_META) : decodeOutcome(bytes);
+          // A plain not-recorded marker (written when the codec could not seal one) is read
+          // without the codec. Whatever else fails to open or decode is OUTCOME_CORRUPT,
+          // never a replay.
+          const plainMarker = readPlainNotRecorded(record.outcome);
+          if (plainMarker) outcome = plainMarker;
+          else {
+            const bytes = settings.codec
+              ? await openSealed(
+                  settings.codec,
+                  record.outcome,
+                  { storageKey, maxBytes: settings.maxOutcomeBytes },
+                  settings.storeTimeoutMs,
+                )
+              : record.outcome;
+            outcome = viewBody ? decodeOutcomeView(bytes, JSON_VALUE_META) : decodeOutcome(bytes);
+          }
         } catch (error) {
           if (observed) {
             const { fence } = record;

@@ -1,5 +1,12 @@
 // The adapter kit: the plumbing every store repeats (typed errors, input checks, owner-write
 // answers, time limits), so that a store adapter writes only its primitives.
+export type {
+  AdminPrimitives,
+  AdminRecordRead,
+  AdminReleaseAnswer,
+  ServiceNumber,
+} from './adapter-kit/admin.js';
+export { createStoreAdmin } from './adapter-kit/admin.js';
 export type { StoreStringRules } from './adapter-kit/input-checks.js';
 export {
   checkClock,

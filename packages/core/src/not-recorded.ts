@@ -50,6 +50,42 @@ export function readNotRecorded(
 
 const REASONS = new Set<NotRecordedReason>(['too_large', 'not_serializable', 'store_full']);
 
+// "IDN" (idem, not recorded) + version 1, then the reason in ASCII. The encoding starts with
+// "IDM" + 1 and the sealed envelope with "IDS" + 1, so none of the three is mistaken for another.
+const PLAIN_MARKER_MAGIC = 'IDN\x01';
+const PLAIN_MARKERS = new Map<NotRecordedReason, Uint8Array>(
+  [...REASONS].map((reason) => [
+    reason,
+    Uint8Array.from(PLAIN_MARKER_MAGIC + reason, (c) => c.charCodeAt(0)),
+  ]),
+);
+
+/**
+ * The not-recorded marker as stored when the outcome codec cannot seal it: `IDN\x01` and the
+ * reason in ASCII, nothing else (no size, no limit, no user data), so it is written and read
+ * without the codec. The engine recognises exactly these three byte strings before opening
+ * an outcome; they only ever answer `OUTCOME_NOT_RECORDED`, never a replay.
+ * @internal
+ */
+export function plainNotRecorded(reason: NotRecordedReason): Uint8Array {
+  return (PLAIN_MARKERS.get(reason) as Uint8Array).slice();
+}
+
+/**
+ * The marker outcome when `stored` is exactly one of the plain markers of
+ * {@link plainNotRecorded}, else `undefined` (any other bytes go to the codec as before, so
+ * a tampered sealed outcome stays `OUTCOME_CORRUPT`).
+ * @internal
+ */
+export function readPlainNotRecorded(stored: Uint8Array): StoredOutcome | undefined {
+  if (stored.length > 4 + 16 || stored[2] !== 0x4e) return undefined;
+  for (const [reason, marker] of PLAIN_MARKERS) {
+    if (marker.length === stored.length && marker.every((byte, i) => stored[i] === byte))
+      return notRecordedOutcome(reason);
+  }
+  return undefined;
+}
+
 function isCount(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }

@@ -7,6 +7,7 @@ import {
   ManualClock,
   type OutcomeCodec,
   OutcomeCorruptError,
+  type StoredRecord,
 } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
 
@@ -111,8 +112,10 @@ describe('the engine with a codec that never settles', () => {
     );
     expect(settled).not.toBe('pending');
     expect((settled as { error: { code: string } }).error.code).toBe('OUTCOME_NOT_RECORDED');
+    // The marker could not be sealed either, so it was stored plain: a final answer at once.
     await expect(idem.execute({ key: 'k' }, async () => ++runs)).rejects.toMatchObject({
-      code: 'IN_PROGRESS',
+      code: 'OUTCOME_NOT_RECORDED',
+      reason: 'not_serializable',
     });
     expect(runs).toBe(1);
     expect(events.filter((e) => e.type === 'execution_end')).toHaveLength(1);
@@ -161,12 +164,11 @@ describe('the engine when sealing fails after the operation ran', () => {
     expect(runs).toBe(1);
   });
 
-  // OPEN: when not even the not-recorded marker can be sealed, the execution is given up and
-  // its lease runs out; a retry after the lease then runs the operation a second time, although
-  // the caller was told OUTCOME_NOT_RECORDED ("it will not run again for this key"). A fix needs
-  // a design decision: store the marker unsealed (it holds no data, only a reason) and let the
-  // engine recognise a plain marker before opening, or tell the caller something else.
-  it.fails('a codec that can seal nothing: OUTCOME_NOT_RECORDED means no second run, also after the lease', async () => {
+  const plain = (reason: string) => new TextEncoder().encode(`IDN\x01${reason}`);
+  const failing = async (): Promise<Uint8Array> => {
+    throw new Error('key service down');
+  };
+  function leased(codec: OutcomeCodec) {
     const clock = new ManualClock();
     const store = new FakeStore(clock);
     const idem = createIdempotency<unknown>({
@@ -174,19 +176,118 @@ describe('the engine when sealing fails after the operation ran', () => {
       clock,
       leaseMs: 1_000,
       heartbeatMs: false,
-      outcomeCodec: {
-        seal: async () => {
-          throw new Error('key service down');
-        },
-        open: async (b) => b,
-      },
+      outcomeCodec: codec,
     });
+    return { clock, store, idem };
+  }
+
+  // Once an OPEN defect: the marker went through the codec too, failed, the execution was given
+  // up, and a retry after the lease ran the operation a second time.
+  it('a codec that can seal nothing: OUTCOME_NOT_RECORDED means no second run, also after the lease', async () => {
+    const { clock, store, idem } = leased({ seal: failing, open: async (b) => b });
+    let runs = 0;
+    await expect(idem.execute({ key: 'k' }, async () => ++runs)).rejects.toMatchObject({
+      code: 'OUTCOME_NOT_RECORDED',
+    });
+    // Stored plain, without the codec: the reason and nothing else.
+    const [record] = store.records.values();
+    expect(record?.status).toBe('completed');
+    expect(Buffer.from(record?.outcome ?? []).toString('latin1')).toBe('IDN\x01not_serializable');
+    clock.advance(1_001);
+    await expect(idem.execute({ key: 'k' }, async () => ++runs)).rejects.toMatchObject({
+      code: 'OUTCOME_NOT_RECORDED',
+      reason: 'not_serializable',
+    });
+    expect(runs).toBe(1);
+  });
+
+  it('a codec that can neither seal nor open: the plain marker is read before the codec', async () => {
+    const { clock, idem } = leased({ seal: failing, open: failing });
     let runs = 0;
     await expect(idem.execute({ key: 'k' }, async () => ++runs)).rejects.toMatchObject({
       code: 'OUTCOME_NOT_RECORDED',
     });
     clock.advance(1_001);
-    await idem.execute({ key: 'k' }, async () => ++runs).catch(() => {});
+    await expect(idem.execute({ key: 'k' }, async () => ++runs)).rejects.toMatchObject({
+      code: 'OUTCOME_NOT_RECORDED',
+      reason: 'not_serializable',
+    });
     expect(runs).toBe(1);
+  });
+
+  it('a marker the codec can seal is sealed (its reason stays hidden from a reader of the store)', async () => {
+    const codec = createOutcomeCodec({ keys: [{ id: 'k1', key: key(5) }] });
+    const clock = new ManualClock();
+    const store = new FakeStore(clock);
+    const idem = createIdempotency<unknown>({
+      store,
+      clock,
+      outcomeCodec: codec,
+      maxOutcomeBytes: 200,
+    });
+    await expect(idem.execute({ key: 'k' }, async () => 'x'.repeat(300))).rejects.toMatchObject({
+      code: 'OUTCOME_TOO_LARGE',
+    });
+    const [record] = store.records.values();
+    const stored = Buffer.from(record?.outcome ?? []);
+    expect(stored.subarray(0, 4).toString('latin1')).toBe('IDS\x01');
+    expect(stored.includes('too_large')).toBe(false);
+    await expect(idem.execute({ key: 'k' }, async () => 'y')).rejects.toMatchObject({
+      code: 'OUTCOME_NOT_RECORDED',
+      reason: 'too_large',
+      limit: 200,
+    });
+  });
+
+  it('a codec that fails only on open: the outcome was recorded, reads are OUTCOME_CORRUPT, never a second run', async () => {
+    const { clock, idem } = leased({ seal: async (b) => b, open: failing });
+    let runs = 0;
+    await expect(idem.execute({ key: 'k' }, async () => ++runs)).resolves.toMatchObject({
+      value: 1,
+      replayed: false,
+    });
+    clock.advance(1_001);
+    await expect(idem.execute({ key: 'k' }, async () => ++runs)).rejects.toBeInstanceOf(
+      OutcomeCorruptError,
+    );
+    expect(runs).toBe(1);
+  });
+
+  it('a plain marker only ever answers OUTCOME_NOT_RECORDED; anything near it goes to the codec and is OUTCOME_CORRUPT', async () => {
+    const codec = createOutcomeCodec({ keys: [{ id: 'k1', key: key(6) }] });
+    const { store, idem } = leased(codec);
+    await idem.execute({ key: 'k' }, async () => ({ secret: 'user data' }));
+    const [storageKey, record] = [...store.records.entries()][0] as [string, StoredRecord];
+    const sealed = record.outcome as Uint8Array;
+    const replace = (outcome: Uint8Array) => store.records.set(storageKey, { ...record, outcome });
+    const answer = () => idem.execute({ key: 'k' }, async () => 'ran again');
+
+    // A sealed outcome whose magic is rewritten to the marker's: not a marker, does not open.
+    const remagicked = sealed.slice();
+    remagicked.set(plain('').subarray(0, 4), 0);
+    replace(remagicked);
+    await expect(answer()).rejects.toBeInstanceOf(OutcomeCorruptError);
+    // A marker with a byte more, an unknown reason, or a marker prefix of a sealed outcome.
+    for (const near of [
+      new Uint8Array([...plain('too_large'), 0]),
+      plain('too_larger'),
+      plain('replay'),
+      new Uint8Array([...plain('too_large'), ...sealed]),
+    ]) {
+      replace(near);
+      await expect(answer()).rejects.toBeInstanceOf(OutcomeCorruptError);
+    }
+    // Replacing the outcome by a plain marker (a writer of the store can: a denial, like a
+    // delete) answers OUTCOME_NOT_RECORDED: never a replay, never a second run.
+    for (const reason of ['too_large', 'not_serializable', 'store_full']) {
+      replace(plain(reason));
+      await expect(answer()).rejects.toMatchObject({ code: 'OUTCOME_NOT_RECORDED', reason });
+    }
+    // The genuine outcome still opens.
+    replace(sealed);
+    await expect(answer()).resolves.toMatchObject({
+      value: { secret: 'user data' },
+      replayed: true,
+    });
   });
 });

@@ -9,6 +9,7 @@ import {
 } from '@idem/core';
 import { adminChecks } from './checks-admin.js';
 import { adminStateChecks } from './checks-admin-states.js';
+import { engineChecks } from './checks-engine.js';
 import {
   acquireInput,
   assertAcquired,
@@ -445,6 +446,7 @@ export const contractChecks: ContractCheck[] = [
       assert.equal(runs, 2);
     },
   },
+  ...engineChecks,
   ...redeliveryChecks,
   ...adminChecks,
   ...adminStateChecks,

@@ -1,11 +1,4 @@
-import {
-  type Clock,
-  type ForceReleaseResult,
-  forcedReleaseOwner,
-  inspectionOf,
-  readClock,
-  type StoreAdmin,
-} from '@idem/core';
+import { type Clock, createStoreAdmin, readClock, type StoreAdmin } from '@idem/core';
 import {
   DELETE_CONDITION,
   DELETE_UPDATE,
@@ -29,16 +22,14 @@ export function createDynamoDbAdmin(
   schema: ItemSchema,
   clock: Clock,
 ): StoreAdmin {
-  return {
-    async inspect(key) {
-      checkSizes(schema, key);
+  return createStoreAdmin({
+    checkKey: (key) => checkSizes(schema, key),
+    async read(key) {
       const raw = await requests.read(key);
-      const now = readClock(clock);
-      if (!raw || now >= raw.expiresAt) return undefined;
-      return inspectionOf(raw, now, raw.outcome?.length ?? 0);
+      const record = raw && { ...raw, outcomeBytes: raw.outcome?.length };
+      return { now: readClock(clock), record };
     },
-    async forceRelease(key): Promise<ForceReleaseResult> {
-      checkSizes(schema, key);
+    async forceRelease(key, owner) {
       const now = readClock(clock);
       const result = await requests.update(
         'forceRelease',
@@ -48,7 +39,7 @@ export function createDynamoDbAdmin(
         {
           ':inProgress': IN_PROGRESS,
           ':released': RELEASED,
-          ':owner': { S: forcedReleaseOwner() },
+          ':owner': { S: owner },
           ':one': num(1),
           ':now': num(now),
         },
@@ -56,32 +47,23 @@ export function createDynamoDbAdmin(
       );
       if (result.ok) {
         const old = decodeItem(schema, result.old ?? {});
-        return { ok: true, fence: old.fence + 1, previousOwner: old.owner };
+        return { fence: old.fence + 1, previousOwner: old.owner };
       }
       const found = result.item ? decodeItem(schema, result.item) : await requests.read(key);
-      return found && now < found.expiresAt
-        ? { ok: false, reason: 'not_in_progress' }
-        : { ok: false, reason: 'not_found' };
+      return found && now < found.expiresAt ? 'not_in_progress' : 'not_found';
     },
-    async delete(key) {
-      checkSizes(schema, key);
+    async delete(key, owner) {
       const now = readClock(clock);
       const result = await requests.update(
         'delete',
         key,
         DELETE_UPDATE,
         DELETE_CONDITION,
-        {
-          ':released': RELEASED,
-          ':owner': { S: forcedReleaseOwner() },
-          ':none': { S: '' },
-          ':now': num(now),
-        },
+        { ':released': RELEASED, ':owner': { S: owner }, ':none': { S: '' }, ':now': num(now) },
         { onSuccess: true },
       );
       // No item: nothing to delete, and nothing was created (the condition failed).
-      if (!result.ok || !result.old) return { deleted: false };
-      return { deleted: now < decodeItem(schema, result.old).expiresAt };
+      return result.ok && !!result.old && now < decodeItem(schema, result.old).expiresAt;
     },
-  };
+  });
 }

@@ -1,17 +1,14 @@
-import { forcedReleaseOwner, inspectionOf, type RecordStatus, type StoreAdmin } from '@idem/core';
+import {
+  type AdminRecordRead,
+  createStoreAdmin,
+  type RecordStatus,
+  type StoreAdmin,
+} from '@idem/core';
 import { type Queryable, runStatement } from './pg-call.js';
 import { NOW_MS } from './schema-sql.js';
 
-interface InspectRow {
-  now: string;
-  status: RecordStatus | null;
-  fingerprint: string;
-  owner: string;
-  fence: string;
-  lease_until: string;
-  expires_at: string;
-  outcome_bytes: number | null;
-}
+/** The inspect row: `now`, then the record's columns named as the kit reads them. */
+type InspectRow = { now: string; status: RecordStatus | null } & Omit<AdminRecordRead, 'status'>;
 
 /**
  * The operator actions of a PostgreSQL store, one plain statement each (no function of the
@@ -30,29 +27,21 @@ export function createPostgresAdmin(
     text: string,
     values: unknown[],
   ) => runStatement<R>(pool, operation, { text, values }, timeoutMs);
-  return {
-    async inspect(key) {
-      const { rows } = await run<InspectRow & Record<string, unknown>>(
+  return createStoreAdmin({
+    checkKey: rowKey,
+    async read(key) {
+      const { rows } = await run<InspectRow>(
         'inspect',
         `WITH c AS (SELECT ${NOW_MS} AS now)
-         SELECT c.now, t.status, t.fingerprint, t.owner, t.fence, t.lease_until, t.expires_at,
-                octet_length(t.outcome) AS outcome_bytes
+         SELECT c.now, t.status, t.fingerprint, t.owner, t.fence, t.lease_until AS "leaseUntil",
+                t.expires_at AS "expiresAt", octet_length(t.outcome) AS "outcomeBytes"
          FROM c LEFT JOIN ${table} t ON t.key = $1 AND t.expires_at > c.now`,
         [rowKey(key)],
       );
-      const row = rows[0];
-      if (!row?.status) return undefined;
-      const record = {
-        status: row.status,
-        fingerprint: row.fingerprint,
-        owner: row.owner,
-        fence: Number(row.fence),
-        leaseUntil: Number(row.lease_until),
-        expiresAt: Number(row.expires_at),
-      };
-      return inspectionOf(record, Number(row.now), row.outcome_bytes ?? 0);
+      const { now, status, ...record } = rows[0] as InspectRow;
+      return { now, record: status ? { status, ...record } : undefined };
     },
-    async forceRelease(key) {
+    async forceRelease(key, owner) {
       // `old` is the row as locked (the latest version); the update decides on it.
       const { rows } = await run<{
         status: RecordStatus | null;
@@ -71,14 +60,14 @@ export function createPostgresAdmin(
            RETURNING t.fence)
          SELECT old.status, old.expires_at > c.now AS live, old.owner, (SELECT fence FROM upd) AS fence
          FROM c LEFT JOIN old ON true`,
-        [rowKey(key), forcedReleaseOwner()],
+        [rowKey(key), owner],
       );
       const row = rows[0];
-      if (!row?.status || !row.live) return { ok: false, reason: 'not_found' };
-      if (row.fence === null) return { ok: false, reason: 'not_in_progress' };
-      return { ok: true, fence: Number(row.fence), previousOwner: row.owner ?? '' };
+      if (!row?.status || !row.live) return 'not_found';
+      if (row.fence === null) return 'not_in_progress';
+      return { fence: row.fence, previousOwner: row.owner ?? '' };
     },
-    async delete(key) {
+    async delete(key, owner) {
       // The row stays as a tombstone that holds only the fence: released, expired now (so
       // nothing reads it and the next acquire takes it with fence + 1), an owner no executor
       // holds, no fingerprint, no outcome. `lease_until` keeps the deleted record's deadline,
@@ -94,9 +83,9 @@ export function createPostgresAdmin(
                   expires_at = least(old.expires_at, c.now)
            FROM old, c WHERE t.key = old.key)
          SELECT old.expires_at > c.now AS live FROM c LEFT JOIN old ON true`,
-        [rowKey(key), forcedReleaseOwner()],
+        [rowKey(key), owner],
       );
-      return { deleted: rows[0]?.live === true };
+      return rows[0]?.live === true;
     },
-  };
+  });
 }

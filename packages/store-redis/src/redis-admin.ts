@@ -1,9 +1,4 @@
-import {
-  type ForceReleaseResult,
-  forcedReleaseOwner,
-  inspectionOf,
-  type StoreAdmin,
-} from '@idem/core';
+import { createStoreAdmin, type StoreAdmin } from '@idem/core';
 import { integer, type Reply, toRecord } from './redis-reply.js';
 
 /** The admin scripts as callable commands (see admin-scripts.ts). */
@@ -28,34 +23,26 @@ export function createRedisAdmin(
   fenceMemory: string,
   call: <T>(operation: string, run: () => Promise<T>) => Promise<T>,
 ): StoreAdmin {
-  return {
-    async inspect(storageKey) {
-      const key = redisKey(storageKey);
-      const reply = await call('inspect', () => commands.inspect(key));
-      if (reply.length < 2) return undefined;
+  return createStoreAdmin({
+    checkKey: redisKey,
+    async read(storageKey) {
+      const reply = await call('inspect', () => commands.inspect(redisKey(storageKey)));
+      if (reply.length < 2) return { now: integer(reply[0]) };
       const { outcome, ...record } = toRecord(reply[1], false);
-      return inspectionOf(record, integer(reply[0]), outcome?.length ?? 0);
+      return { now: integer(reply[0]), record: { ...record, outcomeBytes: outcome?.length } };
     },
-    async forceRelease(storageKey): Promise<ForceReleaseResult> {
+    async forceRelease(storageKey, owner) {
       const key = redisKey(storageKey);
-      const owner = forcedReleaseOwner();
       const reply = await call('forceRelease', () =>
         commands.forceRelease(key, `${key}:fence`, owner, fenceMemory),
       );
       const code = integer(reply[0]);
-      if (code === 0) return { ok: false, reason: 'not_found' };
-      if (code === 1) return { ok: false, reason: 'not_in_progress' };
-      const previous = reply[2];
-      return {
-        ok: true,
-        fence: integer(reply[1]),
-        previousOwner: Buffer.isBuffer(previous) ? previous.toString('utf8') : String(previous),
-      };
+      if (code === 2) return { fence: integer(reply[1]), previousOwner: String(reply[2]) };
+      return code === 0 ? 'not_found' : 'not_in_progress';
     },
     async delete(storageKey) {
       const key = redisKey(storageKey);
-      const deleted = await call('delete', () => commands.delete(key));
-      return { deleted: deleted === 1 };
+      return (await call('delete', () => commands.delete(key))) === 1;
     },
-  };
+  });
 }

@@ -1,0 +1,98 @@
+import { describe, expect, it } from 'vitest';
+import {
+  type AdminPrimitives,
+  createStoreAdmin,
+  InvalidInputError,
+  StoreUnavailableError,
+} from '../src/index.js';
+
+const record = {
+  status: 'in_progress' as const,
+  fingerprint: 'fp',
+  owner: 'o1',
+  fence: '3',
+  leaseUntil: '2000',
+  expiresAt: '5000',
+  outcomeBytes: null,
+};
+
+function admin(over: Partial<AdminPrimitives> = {}) {
+  const owners: string[] = [];
+  const built = createStoreAdmin({
+    read: async () => ({ now: '1000', record }),
+    forceRelease: async (_key, owner) => {
+      owners.push(owner);
+      return { fence: 4n, previousOwner: new TextEncoder().encode('o1') };
+    },
+    delete: async (_key, owner) => {
+      owners.push(owner);
+      return true;
+    },
+    ...over,
+  });
+  return { built, owners };
+}
+
+describe('createStoreAdmin (adapter kit)', () => {
+  it('builds the answers from what the service answered (decimal text, bigint, bytes)', async () => {
+    const { built, owners } = admin();
+    expect(await built.inspect('k')).toEqual({
+      status: 'in_progress',
+      fingerprint: 'fp',
+      owner: 'o1',
+      fence: 3,
+      leaseUntil: 2000,
+      expiresAt: 5000,
+      outcomeBytes: 0,
+      now: 1000,
+    });
+    expect(await built.forceRelease('k')).toEqual({ ok: true, fence: 4, previousOwner: 'o1' });
+    expect(await built.delete('k')).toEqual({ deleted: true });
+    expect(owners).toHaveLength(2);
+    expect(new Set(owners).size).toBe(2);
+    for (const owner of owners) expect(owner).toMatch(/^idem-admin:/);
+  });
+
+  it('hides an expired record, passes the refusals through', async () => {
+    const { built } = admin({
+      read: async () => ({ now: 5000, record }),
+      forceRelease: async () => 'not_in_progress',
+    });
+    expect(await built.inspect('k')).toBeUndefined();
+    expect(await built.forceRelease('k')).toEqual({ ok: false, reason: 'not_in_progress' });
+  });
+
+  it('refuses a bad key before any primitive runs, and a bad number the service answered', async () => {
+    let called = false;
+    const { built } = admin({
+      checkKey: (key) => {
+        if (key.length !== 3) throw new InvalidInputError('three');
+      },
+      read: async () => {
+        called = true;
+        return { now: 1, record: { ...record, fence: 'x' } };
+      },
+    });
+    await expect(built.inspect(42 as unknown as string)).rejects.toBeInstanceOf(InvalidInputError);
+    await expect(built.inspect('k')).rejects.toBeInstanceOf(InvalidInputError);
+    expect(called).toBe(false);
+    await expect(built.inspect('abc')).rejects.toBeInstanceOf(StoreUnavailableError);
+  });
+
+  it('with error rules, a failing primitive becomes a typed store error with its cause', async () => {
+    const cause = new Error('ECONNRESET');
+    const built = createStoreAdmin({
+      read: async () => {
+        throw cause;
+      },
+      forceRelease: async () => 'not_found',
+      delete: async () => false,
+      errors: { service: 'Test' },
+    });
+    await expect(built.inspect('k')).rejects.toMatchObject({
+      code: 'STORE_UNAVAILABLE',
+      cause,
+      message: expect.stringContaining('Test inspect failed'),
+    });
+  });
+});
