@@ -11,7 +11,7 @@ import {
 } from '../src/index.js';
 
 const encoder = new TextEncoder();
-const RUNS = Number(process.env.IDEM_PROPERTY_RUNS ?? (process.env.CI ? 50 : 200));
+const RUNS = Number(process.env.IDEM_PROPERTY_RUNS) || (process.env.CI ? 50 : 200);
 
 type Part = { headers: string[]; content: Uint8Array };
 
