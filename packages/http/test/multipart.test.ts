@@ -16,7 +16,7 @@ const RUNS = Number(process.env.IDEM_PROPERTY_RUNS) || (process.env.CI ? 50 : 20
 type Part = { headers: string[]; content: Uint8Array };
 
 /** `parts` encoded under `boundary`, with an optional preamble and epilogue. */
-function encode(boundary: string, parts: Part[], preamble = '', epilogue = ''): Uint8Array {
+function encode(boundary: string, parts: Part[], preamble = '', epilogue = ''): Uint8Array<ArrayBuffer> {
   const chunks: Uint8Array[] = [encoder.encode(preamble ? `${preamble}\r\n` : '')];
   for (const part of parts) {
     chunks.push(
@@ -148,7 +148,7 @@ describe('multipart/form-data fingerprint', () => {
       },
       { store: createMemoryStore(), scope: 'global', maxBodyBytes: 4 * 1024 * 1024 },
     );
-    const post = (body: Uint8Array, contentType: string) =>
+    const post = (body: Uint8Array<ArrayBuffer>, contentType: string) =>
       handle(
         new Request('http://x/upload', {
           method: 'POST',
