@@ -16,7 +16,12 @@ const RUNS = Number(process.env.IDEM_PROPERTY_RUNS) || (process.env.CI ? 50 : 20
 type Part = { headers: string[]; content: Uint8Array };
 
 /** `parts` encoded under `boundary`, with an optional preamble and epilogue. */
-function encode(boundary: string, parts: Part[], preamble = '', epilogue = ''): Uint8Array<ArrayBuffer> {
+function encode(
+  boundary: string,
+  parts: Part[],
+  preamble = '',
+  epilogue = '',
+): Uint8Array<ArrayBuffer> {
   const chunks: Uint8Array[] = [encoder.encode(preamble ? `${preamble}\r\n` : '')];
   for (const part of parts) {
     chunks.push(
