@@ -30,13 +30,15 @@ export function createApp() {
   const waiting = new Set();
   let executions = 0;
 
-  app.get('/runtime', (c) =>
-    c.json({
+  app.get('/runtime', async (c) => {
+    // Node 20.0–20.15 take node:crypto by an import started when core loaded.
+    await core.sha256Settled;
+    return c.json({
       runtime: runtimeName(),
-      nativeHash: typeof globalThis.process?.getBuiltinModule === 'function',
+      nativeHash: core.sha256Implementation() === 'node:crypto',
       buffer: typeof globalThis.Buffer === 'function',
-    }),
-  );
+    });
+  });
   app.get('/vectors', (c) => c.json(derivations(core)));
   app.get('/gates/:gate', (c) => c.json({ waiting: waiting.has(c.req.param('gate')) }));
   app.post('/gates/:gate', (c) => {

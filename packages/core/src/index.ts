@@ -129,6 +129,7 @@ export {
   resolveSettings,
   successOnly,
 } from './settings.js';
+export { sha256Implementation, sha256Settled } from './sha256.js';
 export { lastEventIdForm, SseAnchors } from './sse-anchors.js';
 export type {
   AcquireInput,

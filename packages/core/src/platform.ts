@@ -2,7 +2,8 @@
  * What the runtime offers beyond the Web platform, looked up without a static `node:` import,
  * so core loads unchanged where there is none (workerd without `nodejs_compat`, a browser).
  * Node >= 20.16, Bun, Deno and workerd with `nodejs_compat` hand out their built-in modules
- * synchronously through `process.getBuiltinModule`.
+ * synchronously through `process.getBuiltinModule`; Node 20.0–20.15, which has not got it,
+ * by a dynamic import ({@link importNodeBuiltin}).
  */
 
 /** The subset of `node:crypto` core uses. */
@@ -20,7 +21,9 @@ export interface NodeBufferClass {
   byteLength(text: string, enc: 'utf8'): number;
 }
 
-type WithProcess = { process?: { getBuiltinModule?: (id: string) => unknown } };
+type WithProcess = {
+  process?: { getBuiltinModule?: (id: string) => unknown; versions?: { node?: unknown } };
+};
 
 /** Node's built-in module `id` where the runtime hands it out synchronously, else undefined. */
 export function nodeBuiltin<T>(id: string): T | undefined {
@@ -34,4 +37,21 @@ export function nodeBuiltin<T>(id: string): T | undefined {
 /** Node's `Buffer` where the runtime has one as a global, else undefined. */
 export function nodeBuffer(): NodeBufferClass | undefined {
   return (globalThis as { Buffer?: NodeBufferClass }).Buffer;
+}
+
+/**
+ * Node's built-in module `id` by a dynamic `import()`, on Node without
+ * `process.getBuiltinModule` (20.0–20.15) only; undefined anywhere else (nothing is tried
+ * there). The promise never rejects: undefined when the import fails.
+ */
+export function importNodeBuiltin<T>(id: string): Promise<T | undefined> | undefined {
+  const process = (globalThis as WithProcess).process;
+  if (typeof process?.versions?.node !== 'string' || typeof process.getBuiltinModule === 'function')
+    return undefined;
+  // A specifier that is not a literal: bundlers for the Web (esbuild for workerd, Vite,
+  // webpack) leave the import alone instead of trying to resolve a `node:` module.
+  return import(/* webpackIgnore: true */ /* @vite-ignore */ id).then(
+    (module: T) => module,
+    () => undefined,
+  );
 }

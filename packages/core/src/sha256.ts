@@ -1,4 +1,4 @@
-import { type NodeCrypto, nodeBuiltin } from './platform.js';
+import { importNodeBuiltin, type NodeCrypto, nodeBuiltin } from './platform.js';
 
 // SHA-256 (FIPS 180-4) in plain JavaScript, for runtimes without a synchronous native digest
 // (workerd without `nodejs_compat`, Node < 20.16). Web Crypto's `digest` is asynchronous only,
@@ -98,10 +98,8 @@ export function portableSha256Hex(data: Uint8Array): string {
   return hex;
 }
 
-/** The native SHA-256 of `node:crypto` where the runtime provides it synchronously. */
-function nativeSha256Hex(): ((data: Uint8Array) => string) | undefined {
-  const crypto = nodeBuiltin<NodeCrypto>('node:crypto');
-  if (!crypto) return undefined;
+/** The native SHA-256 of `crypto` (`node:crypto`). */
+function nativeSha256Hex(crypto: NodeCrypto): (data: Uint8Array) => string {
   // One-shot hashing (Node >= 20.12) skips the Hash object: a third of the cost of a small digest.
   const oneShot = crypto.hash;
   return oneShot
@@ -109,5 +107,28 @@ function nativeSha256Hex(): ((data: Uint8Array) => string) | undefined {
     : (data) => crypto.createHash('sha256').update(data).digest('hex');
 }
 
+const syncCrypto = nodeBuiltin<NodeCrypto>('node:crypto');
+let active: (data: Uint8Array) => string = syncCrypto
+  ? nativeSha256Hex(syncCrypto)
+  : portableSha256Hex;
+
+/**
+ * Settles once core's SHA-256 is the one it keeps: at once where the runtime hands out
+ * `node:crypto` synchronously or has none; on Node 20.0–20.15 (no `process.getBuiltinModule`)
+ * once the dynamic import of `node:crypto` started at load settled. Until then those take the
+ * portable SHA-256: the same digests, more CPU.
+ */
+export const sha256Settled: Promise<void> =
+  (syncCrypto ? undefined : importNodeBuiltin<NodeCrypto>('node:crypto'))?.then((crypto) => {
+    if (crypto && typeof crypto.createHash === 'function') active = nativeSha256Hex(crypto);
+  }) ?? Promise.resolve();
+
+/** Which SHA-256 core takes now: `node:crypto`'s, or its portable one. */
+export function sha256Implementation(): 'node:crypto' | 'portable' {
+  return active === portableSha256Hex ? 'portable' : 'node:crypto';
+}
+
 /** SHA-256 of `data`, lowercase hex: native where the runtime has it, else {@link portableSha256Hex}. */
-export const sha256Hex: (data: Uint8Array) => string = nativeSha256Hex() ?? portableSha256Hex;
+export function sha256Hex(data: Uint8Array): string {
+  return active(data);
+}

@@ -14,6 +14,7 @@ export const PROBLEM = {
   missingKey: 'https://idem.dev/problems/missing-key',
   invalidKey: 'https://idem.dev/problems/invalid-key',
   bodyTooLarge: 'https://idem.dev/problems/body-too-large',
+  malformedBody: 'https://idem.dev/problems/malformed-body',
   inProgress: 'https://idem.dev/problems/in-progress',
   keyReused: 'https://idem.dev/problems/key-reused',
   storeUnavailable: 'https://idem.dev/problems/store-unavailable',

@@ -16,13 +16,15 @@ export function respond(
 }
 
 /** 413 before anything is stored. @internal */
-export function tooLarge(): IdempotencyDecision {
-  return respond(
-    413,
-    PROBLEM_TYPES.bodyTooLarge,
-    'Request body too large',
-    'The request body exceeds the configured limit',
-  );
+export function tooLarge(
+  detail = 'The request body exceeds the configured limit',
+): IdempotencyDecision {
+  return respond(413, PROBLEM_TYPES.bodyTooLarge, 'Request body too large', detail);
+}
+
+/** 400 before anything is stored: the body is not what its content type says. @internal */
+export function malformedBody(detail: string): IdempotencyDecision {
+  return respond(400, PROBLEM_TYPES.malformedBody, 'Malformed request body', detail);
 }
 
 /** 503 + Retry-After: the store could not be reached; retry later with the same key. @internal */

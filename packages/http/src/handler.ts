@@ -1,8 +1,9 @@
 import { createIdempotency, InvalidInputError, isIdemError, type JsonValue } from '@idem/core';
-import { answerBeginError, answerFailure, respond, tooLarge } from './answers.js';
+import { answerBeginError, answerFailure, malformedBody, respond, tooLarge } from './answers.js';
 import { parseIdempotencyKey } from './key-header.js';
 import { attachDecision, generationChanged, replayDecision, resumeHints } from './live-answers.js';
 import { resolveLiveStreams } from './live-options.js';
+import { BodyPartsLimitError, MalformedBodyError } from './multipart.js';
 import { checkHttpOptions, retryAfterSeconds } from './option-checks.js';
 import type { HttpIdempotencyOptions } from './options.js';
 import { finalOn2xx } from './policy.js';
@@ -176,6 +177,8 @@ export function createIdempotencyHandler<R = Request>(
       body = await request.readBody(maxBodyBytes);
     } catch (error) {
       if (error instanceof BodyTooLargeError) return tooLarge();
+      if (error instanceof BodyPartsLimitError) return tooLarge(error.message);
+      if (error instanceof MalformedBodyError) return malformedBody(error.message);
       throw error;
     }
 

@@ -6,6 +6,12 @@ export { formatIdempotencyKey, parseIdempotencyKey } from './key-header.js';
 export { ATTACH_HEADER } from './live-answers.js';
 export type { LiveStreamOptions } from './live-options.js';
 export { GENERATION_HEADER } from './live-publish.js';
+export {
+  BodyPartsLimitError,
+  MAX_MULTIPART_HEADER_BYTES,
+  MAX_MULTIPART_PARTS,
+  MalformedBodyError,
+} from './multipart.js';
 export type {
   FingerprintOptions,
   HttpIdempotencyOptions,

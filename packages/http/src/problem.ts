@@ -6,8 +6,13 @@ export const PROBLEM_TYPES = {
   missingKey: 'https://idem.dev/problems/missing-key',
   /** 400: the `Idempotency-Key` is empty, too long, not printable ASCII or badly quoted. */
   invalidKey: 'https://idem.dev/problems/invalid-key',
-  /** 413: the request body is larger than `maxBodyBytes`. */
+  /**
+   * 413: the request body is larger than `maxBodyBytes` (or a multipart body has more parts,
+   * or more header bytes in a part, than the fingerprint reads).
+   */
   bodyTooLarge: 'https://idem.dev/problems/body-too-large',
+  /** 400: the body does not parse as its content type says (a multipart body without its boundary). */
+  malformedBody: 'https://idem.dev/problems/malformed-body',
   /** 409: a request with this key is still being processed. */
   inProgress: 'https://idem.dev/problems/in-progress',
   /** 422: the key was already used with a different request. */

@@ -1,6 +1,7 @@
 import type { JsonValue } from '@idem/core';
 import { isAmbiguousJson } from './json-ambiguity.js';
 import { jsonTextOf } from './json-text.js';
+import { canonicalMultipart, isMultipartFormContentType } from './multipart.js';
 
 /**
  * A request body as the fingerprint sees it. A JSON body MAY carry its bytes: they are
@@ -77,7 +78,10 @@ export async function readBodyLimited(
 
 /**
  * Interprets raw body bytes: JSON content types are parsed so that key order and spacing
- * do not change the fingerprint; anything else (or JSON that does not parse) stays bytes.
+ * do not change the fingerprint; a `multipart/form-data` body becomes its parts without the
+ * boundary ({@link canonicalMultipart}); anything else (or JSON that does not parse) stays bytes.
+ * @throws MalformedBodyError for a multipart body that does not parse (answered with 400)
+ * @throws BodyPartsLimitError for a multipart body past the part caps (answered with 413)
  */
 export function bodyFromBytes(
   bytes: Uint8Array,
@@ -95,6 +99,9 @@ export function bodyFromBytes(
     } catch {
       // Not valid JSON (or, in theory, too deep for JSON.parse): the bytes are the request.
     }
+  }
+  if (isMultipartFormContentType(contentType)) {
+    return { kind: 'bytes', bytes: canonicalMultipart(bytes, contentType as string) };
   }
   return { kind: 'bytes', bytes };
 }

@@ -110,8 +110,10 @@ export async function startNest(
     fastify
       .getHttpAdapter()
       .getInstance()
-      .addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) =>
-        done(null, body),
+      .addContentTypeParser(
+        ['application/octet-stream', 'multipart/form-data'],
+        { parseAs: 'buffer' },
+        (_req, body, done) => done(null, body),
       );
     app = fastify;
   }

@@ -60,10 +60,13 @@ function inPackages(names: string[], file: string, from = require): string[] {
   return paths;
 }
 
-/** Node `major` from apps/node-binaries: a package without scripts, where its `node` bin is harmless. */
-const nodeBinary = (major: number) =>
-  binary(`node${major}`, () => {
-    const names = PLATFORMS.map((platform) => `node${major}-${platform}`);
+/**
+ * Node `release` (a major, or `20.10`) from apps/node-binaries: a package without scripts,
+ * where its `node` bin is harmless. `IDEM_SMOKE_NODE20_10` for 20.10.
+ */
+const nodeBinary = (release: string) =>
+  binary(`node${release.replace('.', '_')}`, () => {
+    const names = PLATFORMS.map((platform) => `node${release}-${platform}`);
     const from = inPackages(['@idem/node-binaries'], 'package.json')[0];
     return from ? inPackages(names, 'bin/node', createRequire(from)) : [];
   });
@@ -223,18 +226,20 @@ const worker :Workerd.Worker = (
   };
 }
 
-const nodeRuntime = (major: number): Runtime => ({
-  name: `Node ${major}`,
+const nodeRuntime = (release: string): Runtime => ({
+  name: `Node ${release}`,
   native: true,
-  identity: new RegExp(`^node-v${major}\\.`),
-  start: () => spawnServer(nodeBinary(major), ['src/node-server.mjs'], announced()),
+  identity: new RegExp(`^node-v${release.replace('.', '\\.')}\\.`),
+  start: () => spawnServer(nodeBinary(release), ['src/node-server.mjs'], announced()),
 });
 
 /** Every runtime the packages promise to run on. */
 export const RUNTIMES: Runtime[] = [
-  nodeRuntime(20),
-  nodeRuntime(22),
-  nodeRuntime(24),
+  nodeRuntime('20'),
+  // A Node 20 without process.getBuiltinModule (20.0–20.15): node:crypto by core's dynamic import.
+  nodeRuntime('20.10'),
+  nodeRuntime('22'),
+  nodeRuntime('24'),
   {
     name: 'Bun',
     native: true,

@@ -9,6 +9,44 @@ const raw = (body: string, contentType: string) => ({
   headers: { 'content-type': contentType },
 });
 
+/** A `multipart/form-data` body of `fields` (name → text, or a file), under `boundary`. */
+export function multipartForm(
+  boundary: string,
+  fields: [name: string, value: string | { filename: string; type: string; content: Buffer }][],
+) {
+  const parts = fields.map(([name, value]) =>
+    typeof value === 'string'
+      ? Buffer.from(`content-disposition: form-data; name="${name}"\r\n\r\n${value}`)
+      : Buffer.concat([
+          Buffer.from(
+            `content-disposition: form-data; name="${name}"; filename="${value.filename}"\r\n` +
+              `content-type: ${value.type}\r\n\r\n`,
+          ),
+          value.content,
+        ]),
+  );
+  return {
+    body: Buffer.concat([
+      ...parts.flatMap((part) => [Buffer.from(`--${boundary}\r\n`), part, Buffer.from('\r\n')]),
+      Buffer.from(`--${boundary}--\r\n`),
+    ]),
+    headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+  };
+}
+
+/** Bytes a file part carries: every byte value, CR LF and a line like a boundary included. */
+const fileContent = (seed: number) =>
+  Buffer.concat([
+    Buffer.from(Array.from({ length: 256 }, (_, i) => (i + seed) & 0xff)),
+    Buffer.from('\r\n--not-the-boundary\r\n'),
+  ]);
+
+const form = (boundary: string, note: string, seed = 0, filename = 'a.bin') =>
+  multipartForm(boundary, [
+    ['note', note],
+    ['file', { filename, type: 'application/octet-stream', content: fileContent(seed) }],
+  ]);
+
 /**
  * Two different requests under one key never share a fingerprint (the second would get the
  * first one's response instead of a 422), while one request spelled two ways still replays.
@@ -46,6 +84,52 @@ export const FINGERPRINT_SCENARIOS: Scenario[] = [
       });
       expectProblem(reused, 422, PROBLEM.keyReused);
       expect(calls('/charges')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'replays the retry of a multipart form encoded with another boundary, and answers 422 to a changed field, file name or file',
+    async run({ post, calls }) {
+      const key = newKey();
+      const first = await post('/charges', { key, ...form('----one0123', 'hi') });
+      expect(first.status).toBe(201);
+      // What a client that encodes the form anew sends: a fresh random boundary.
+      expectReplayOf(await post('/charges', { key, ...form('x-two-Zq9', 'hi') }), first);
+      for (const changed of [
+        form('three', 'hi!'),
+        form('three', 'hi', 1),
+        form('three', 'hi', 0, 'b.bin'),
+        multipartForm('three', [['note', 'hi']]),
+      ]) {
+        expectProblem(await post('/charges', { key, ...changed }), 422, PROBLEM.keyReused);
+      }
+      expect(calls('/charges')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'answers 400 malformed-body to a multipart body that does not parse, and runs nothing',
+    async run({ post, calls }) {
+      for (const bad of [
+        // No closing boundary.
+        {
+          body: Buffer.from('--b\r\ncontent-disposition: form-data; name="a"\r\n\r\n1'),
+          type: 'b',
+        },
+        // No boundary parameter.
+        { body: form('b', 'hi').body, type: undefined },
+        // Another boundary than the one declared.
+        { body: form('b', 'hi').body, type: 'c' },
+      ]) {
+        const contentType = `multipart/form-data${bad.type ? `; boundary=${bad.type}` : ''}`;
+        const answer = await post('/charges', {
+          key: newKey(),
+          body: bad.body,
+          headers: { 'content-type': contentType },
+        });
+        expectProblem(answer, 400, PROBLEM.malformedBody);
+      }
+      expect(calls('/charges')).toBe(0);
     },
   },
 ];
