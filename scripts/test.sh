@@ -8,7 +8,7 @@
 # other runtimes); the third runs every package's tests again under Node 24 (apps/node-binaries),
 # with property runs sized down to IDEM_NODE24_PROPERTY_RUNS (25): the properties' full
 # counts run on Node 20, Node 24 runs every test of every package, none skipped.
-# IDEM_TEST_NODE24=0 leaves the Node 24 lane out (a local edit loop). Within a lane, one
+# The Node 24 lane runs only with IDEM_TEST_NODE24=1 (not yet within CI's time budget). Within a lane, one
 # package at a time. Every package runs; a package missing from SECOND_LANE runs in the first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +31,7 @@ trap 'rm -rf "$tmp"' EXIT
 status=0
 
 node24=0
-if [ "${IDEM_TEST_NODE24:-1}" != "0" ]; then
+if [ "${IDEM_TEST_NODE24:-0}" != "0" ]; then
   node24=1
   # Fails here, before anything ran, when the Node 24 binary is missing.
   bash scripts/test-node.sh 24 node --version >/dev/null
