@@ -5,8 +5,8 @@
  */
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { createMemoryLiveStreams, type IdempotencyStore, type LiveStreams } from '@idem/core';
-import { createRedisLiveStreams, createRedisStore } from '@idem/store-redis';
 import { createMemoryStore } from '@idem/store-memory';
+import { createRedisLiveStreams, createRedisStore } from '@idem/store-redis';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GENERATION_HEADER, REPLAYED_HEADER, withIdempotency } from '../src/index.js';

@@ -193,11 +193,13 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
             if (id === null) throw new Error('The stream expired');
           });
     const write = (fields: Fields, create = false): Promise<unknown> =>
-      gate.run(() => xadd(fields, create)).catch(() => {
-        // A lost entry would be a gap: the generation is given up (deleted below), and its
-        // readers bridge from the stored outcome or end with an error.
-        broken = true;
-      });
+      gate
+        .run(() => xadd(fields, create))
+        .catch(() => {
+          // A lost entry would be a gap: the generation is given up (deleted below), and its
+          // readers bridge from the stored outcome or end with an error.
+          broken = true;
+        });
     const expire = (ms: number) => gate.run(() => client.pexpire(key, ms)).catch(() => {});
     const renew = setInterval(
       () => {

@@ -58,9 +58,8 @@ async function wakeAll({ publishers, readers }: Awaited<ReturnType<typeof setup>
   });
   await new Promise((resolve) => setTimeout(resolve, 100));
   const sentAt = performance.now();
-  publishers.forEach((publisher, i) =>
-    publisher.append({ kind: 'chunk', offset: 0, bytes: new Uint8Array([i]) }),
-  );
+  for (const [i, publisher] of publishers.entries())
+    publisher.append({ kind: 'chunk', offset: 0, bytes: new Uint8Array([i]) });
   const results = await Promise.all(waits);
   results.forEach(({ read }, i) => {
     expect(read.status).toBe('entries');
