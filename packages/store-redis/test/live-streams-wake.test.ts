@@ -1,8 +1,11 @@
 /**
- * The shared XREAD round never makes a reader wait for its block: a reader that starts
- * waiting while a round that does not cover its stream is on its way to Redis (the round's
- * XREAD sent, not yet blocking) is woken by the next entry all the same. Measured against a
- * deliberately long block (5 s) so a missed wake-up shows as seconds, not milliseconds.
+ * Guard: the shared XREAD round never makes a reader wait for its block. A reader that starts
+ * waiting while a round that does not cover its stream has just been sent (its XREAD written,
+ * the CLIENT UNBLOCK following on the other connection a few microtasks later) is woken by
+ * the next entry all the same. Measured against a deliberately long block (5 s) so a missed
+ * wake-up shows as seconds, not milliseconds. (Redis serves the two connections in the order
+ * the commands arrived, so the UNBLOCK is not lost here; a round queued while the blocking
+ * connection reconnects could still miss it: that reader waits one block at most.)
  */
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -16,8 +19,6 @@ let client: Redis;
 let blocking: Redis;
 
 beforeAll(async () => {
-  // The blocking connection second: Redis serves the lower descriptor first when both
-  // connections have a command ready, which is the order that loses the CLIENT UNBLOCK.
   client = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
   await client.ping();
   blocking = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
