@@ -122,3 +122,41 @@ describe.each([
     expect(Math.max(...delays)).toBeLessThan(LONG_MS / 2);
   }, 30_000);
 });
+
+describe('live streams: a first caller that stops reading', () => {
+  // OPEN: the recorder reads the handler's body only as fast as the first response is
+  // taken (its client, or the server's drain once that client is gone). A first connection
+  // that died silently (no RST) stays "alive" until its socket buffer is full and its TCP
+  // gives up: an attached retry then waits with it, for minutes. Fix: while a generation is
+  // published, read the handler's body ahead of the first caller (its unread part is in the
+  // capture already, so the first response can be served from there, as an attached reader
+  // is), keeping the outcome cap as the bound.
+  it.fails('OPEN: an attached reader still gets the rest as it is produced', async () => {
+    const { first: side } = memoryPair();
+    const key = `stop-${Math.random().toString(36).slice(2)}`;
+    const original = await side.handle(post(key));
+    const feed = side.feeds[0] as ReadableStreamDefaultController<Uint8Array>;
+    feed.enqueue(event(1));
+    const firstReader = original.body!.getReader();
+    await firstReader.read();
+    // The first caller reads no more (and does not cancel either).
+    const attached = await side.handle(post(key, { 'last-event-id': '1' }));
+    const reader = attached.body!.getReader();
+    for (const n of [2, 3, 4, 5]) feed.enqueue(event(n));
+    feed.close();
+    const rest = (async () => {
+      let text = '';
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return text;
+        text += new TextDecoder().decode(value);
+      }
+    })();
+    const within = await Promise.race([
+      rest,
+      new Promise((resolve) => setTimeout(resolve, 2_000, 'stalled')),
+    ]);
+    await firstReader.cancel();
+    expect(within).toContain('token 5');
+  }, 30_000);
+});
