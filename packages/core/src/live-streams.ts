@@ -13,8 +13,14 @@
 export type LiveEntry =
   /** The response head: status and the recorded headers (lowercase names, sorted). */
   | { kind: 'head'; status: number; headers: [string, string][] }
-  /** Body bytes; `offset` is the number of body bytes before them (a gap is detectable). */
-  | { kind: 'chunk'; offset: number; bytes: Uint8Array }
+  /**
+   * Body bytes; `offset` is the number of body bytes before them (a gap is detectable).
+   * `body`, when given, is the whole body so far (`offset + bytes.length` bytes, `bytes` its
+   * end) in memory that is never written again: an in-process channel keeps a reference to it
+   * instead of a copy of its own (`@idem/http` passes the recorder's capture, so a live stream
+   * costs its body once). A channel that ignores it copies `bytes`.
+   */
+  | { kind: 'chunk'; offset: number; bytes: Uint8Array; body?: Uint8Array }
   /**
    * The last entry. `ok: true` only once the outcome is stored (a reader may end its body
    * normally then); `ok: false` when the execution failed, was released, lost its lease, or

@@ -14,11 +14,12 @@ import type {
  * One generation's log, shared by its readers (each holds a position, never a copy): the head,
  * the body bytes in one growing buffer (so a body written in tiny chunks costs its bytes, not
  * an object per chunk), and the end. Readers get the bytes in pieces of their own (the body is
- * byte-identical, its chunk boundaries are not kept).
+ * byte-identical, its chunk boundaries are not kept). A chunk that brings the whole body so
+ * far (`body`: the recorder's capture) is not copied: the log refers to that body instead.
  */
 class Generation {
   head: Extract<LiveEntry, { kind: 'head' }> | undefined;
-  private body = new Uint8Array(0);
+  private body: Uint8Array = new Uint8Array(0);
   /** Body bytes appended. */
   bytes = 0;
   /** A chunk whose offset is not the body's length (a gap): kept as is, for readers to see. */
@@ -32,7 +33,12 @@ class Generation {
     if (entry.kind === 'head') this.head ??= entry;
     else if (entry.kind === 'end') this.end = entry;
     else if (entry.offset !== this.bytes || this.gap) this.gap ??= entry;
-    else {
+    else if (entry.body && entry.body.length === this.bytes + entry.bytes.length) {
+      // The publisher's own body, never written again below its length: no copy. A later
+      // chunk without one is copied into a new buffer (this one has no room past its length).
+      this.body = entry.body;
+      this.bytes = entry.body.length;
+    } else {
       const needed = this.bytes + entry.bytes.length;
       if (needed > this.body.length) {
         const grown = new Uint8Array(Math.max(needed, this.body.length * 2, 256));

@@ -29,8 +29,15 @@ export interface AttachSettings {
 /** What an attach attempt gives. @internal */
 export type AttachAnswer =
   | { kind: 'stream'; response: Response }
-  /** Nothing to attach to here (not a stream, not published, too many readers): answer 409. */
-  | { kind: 'none' }
+  /**
+   * Nothing to attach to here (not a stream, not published yet, too many readers): answer
+   * 409. `gone`: the channel has no such generation, which is also what a duplicate sees when
+   * the execution ended (and its log was dropped) between its begin and its attach: the
+   * caller looks at the key again before answering 409.
+   */
+  | { kind: 'none'; gone?: boolean }
+  /** The stream is compressed (`Content-Encoding`): `Last-Event-ID` cannot be honoured. */
+  | { kind: 'encoded' }
   /** `Last-Event-ID` names no event of this generation: nothing can be resumed. */
   | { kind: 'unknown-event' };
 
@@ -77,7 +84,11 @@ export async function attachToStream(
     const head = first.status === 'entries' ? first.entries[0] : undefined;
     if (head?.kind !== 'head') {
       close();
-      return { kind: 'none' };
+      return first.status === 'missing' ? { kind: 'none', gone: true } : { kind: 'none' };
+    }
+    if (lastEventId !== undefined && encoded(head.headers)) {
+      close();
+      return { kind: 'encoded' };
     }
     const source = new LiveSource(
       reader,
@@ -159,6 +170,22 @@ export async function attachToStream(
     close();
     throw error;
   }
+}
+
+/**
+ * Whether a recorded head has a content coding other than identity: its body bytes are not
+ * the events (a gzip stream cannot be cut at an event), so it is attached whole, never resumed.
+ * @internal
+ */
+export function encoded(headers: readonly (readonly [string, string])[]): boolean {
+  return headers.some(
+    ([name, value]) =>
+      name === 'content-encoding' &&
+      value
+        .split(',')
+        .map((coding) => coding.trim().toLowerCase())
+        .some((coding) => coding !== '' && coding !== 'identity'),
+  );
 }
 
 type SourceStep =

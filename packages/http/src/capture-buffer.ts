@@ -49,6 +49,15 @@ export class CaptureBuffer {
     this.lengths.push(chunk.length);
   }
 
+  /**
+   * The body held so far (a view, no copy), or undefined past the limit. Bytes below `size`
+   * are never written again (growing copies into a new buffer, passing the limit drops it):
+   * the view stays valid and unchanged, so a live log can share it instead of copying.
+   */
+  held(): Uint8Array | undefined {
+    return this.overflowed ? undefined : this.bytes.subarray(0, this.size);
+  }
+
   /** The outcome to store: the metadata with the chunk lengths, and the body bytes. */
   outcome(): StoredOutcome {
     return {

@@ -191,18 +191,24 @@ export function createIdempotencyHandler<R = Request>(
     const print = await fingerprintOf(request, method, url, body, options.fingerprint);
 
     const hints = resumeHints(request.header);
-    let begun: Awaited<ReturnType<typeof engine.begin>>;
-    try {
-      begun = await engine.begin(
-        { key, scope, fingerprint: print, operation },
-        request.signal ? { signal: request.signal } : {},
-      );
-    } catch (error) {
-      const attached = await attachDecision(error, hints, live?.attach, readers);
-      if (attached) return attached;
-      const answer = answerBeginError(error, beginAnswers);
-      if (answer) return answer;
-      throw error;
+    let begun: Awaited<ReturnType<typeof engine.begin>> | undefined;
+    // A duplicate that found the key in progress but no stream to attach to looks at the key
+    // once more: the execution may have stored its outcome and dropped its stream between the
+    // two reads (then it gets the replay, never a 409 for a stored outcome).
+    for (let look = 0; begun === undefined; look++) {
+      try {
+        begun = await engine.begin(
+          { key, scope, fingerprint: print, operation },
+          request.signal ? { signal: request.signal } : {},
+        );
+      } catch (error) {
+        const attached = await attachDecision(error, hints, live?.attach, readers);
+        if (attached === 'gone' && look === 0) continue;
+        if (attached && attached !== 'gone') return attached;
+        const answer = answerBeginError(error, beginAnswers);
+        if (answer) return answer;
+        throw error;
+      }
     }
     if (begun.kind === 'replay') {
       try {

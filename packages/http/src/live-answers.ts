@@ -1,6 +1,6 @@
-import { InProgressError, type StoredOutcome } from '@idem/core';
+import { callStore, InProgressError, type StoredOutcome } from '@idem/core';
 import { respond } from './answers.js';
-import { type AttachSettings, attachToStream } from './attach.js';
+import { type AttachSettings, attachToStream, encoded } from './attach.js';
 import type { IdempotencyDecision } from './handler.js';
 import { GENERATION_HEADER, mediaType } from './live-publish.js';
 import { type PreparedResponse, respondWith } from './prepared-response.js';
@@ -40,6 +40,15 @@ export function generationChanged(): IdempotencyDecision {
   );
 }
 
+function encodedStream(): IdempotencyDecision {
+  return respond(
+    412,
+    PROBLEM_TYPES.unknownEventId,
+    'Compressed stream cannot be resumed',
+    'The stream under this key has a Content-Encoding: it cannot be resumed after an event, only read whole (send no Last-Event-ID); nothing was run',
+  );
+}
+
 function unknownEventId(): IdempotencyDecision {
   return respond(
     412,
@@ -51,7 +60,9 @@ function unknownEventId(): IdempotencyDecision {
 
 /**
  * The answer to a duplicate that found the key in progress: the live stream of that
- * generation when there is one to attach to, else undefined (the caller answers 409).
+ * generation when there is one to attach to, `'gone'` when the channel has no such generation
+ * (it may have ended since the key was read: the caller reads the key again), else undefined
+ * (the caller answers 409).
  * @internal
  */
 export async function attachDecision(
@@ -59,7 +70,7 @@ export async function attachDecision(
   hints: ResumeHints,
   settings: AttachSettings | undefined,
   readers: Map<string, number>,
-): Promise<IdempotencyDecision | undefined> {
+): Promise<IdempotencyDecision | 'gone' | undefined> {
   if (!(settings && hints.attach && error instanceof InProgressError)) return undefined;
   const { fence, storageKey } = error;
   if (fence === undefined || storageKey === undefined) return undefined;
@@ -69,7 +80,15 @@ export async function attachDecision(
   if (answer.kind === 'stream')
     return { action: 'respond', response: answer.response, replayed: true };
   if (answer.kind === 'unknown-event') return unknownEventId();
-  return undefined;
+  if (answer.kind === 'encoded') return encodedStream();
+  if (!answer.gone) return undefined;
+  // No such generation: not published yet (the handler has not answered, or not a stream),
+  // or ended and dropped since the key was read. Only the latter is worth another look.
+  const { store, storeTimeoutMs } = settings;
+  const record = await callStore('get', storeTimeoutMs, () => store.get(storageKey)).catch(
+    () => undefined,
+  );
+  return record?.status === 'completed' ? 'gone' : undefined;
 }
 
 /**
@@ -92,6 +111,7 @@ export function replayDecision(
   if (hints.generation !== undefined && hints.generation !== String(fence))
     return generationChanged();
   let chunks: readonly Uint8Array[] = prepared.chunks;
+  if (hints.lastEventId !== undefined && encoded(prepared.headers)) return encodedStream();
   if (hints.lastEventId !== undefined) {
     const rest = chunksAfterEvent(prepared.chunks, hints.lastEventId);
     if (!rest) return unknownEventId();

@@ -54,11 +54,15 @@ export class LiveTee {
     this.publisher.append({ kind: 'head', status: head.status, headers: head.headers });
   }
 
-  /** Publishes a chunk (a copy: the caller may reuse its buffer), or ends the generation past the cap. */
-  chunk(offset: number, bytes: Uint8Array, overflowed: boolean): void {
+  /**
+   * Publishes the chunk at `offset` that `body` (the recorder's capture, the whole body so far,
+   * never written again below its length) ends with: the channel gets views of it, no copy.
+   * Undefined (the outcome cap was passed) ends the generation.
+   */
+  chunk(offset: number, body: Uint8Array | undefined): void {
     if (!this.publisher) return;
-    if (overflowed) this.end(false);
-    else this.publisher.append({ kind: 'chunk', offset, bytes: bytes.slice() });
+    if (!body) this.end(false);
+    else this.publisher.append({ kind: 'chunk', offset, bytes: body.subarray(offset), body });
   }
 
   /** Ends the generation once: `ok` only after the outcome was stored. */

@@ -174,7 +174,7 @@ export function createRecorder(
     if (chunk.length === 0) return true;
     seen += chunk.length;
     buffer?.append(chunk);
-    if (tee && buffer) tee.chunk(seen - chunk.length, chunk, buffer.overflowed);
+    if (tee && buffer) tee.chunk(seen - chunk.length, buffer.held());
     // Hold the chunk that completes a body of declared length (the client takes it for the
     // end). Past that length the body is longer than declared (broken anyway): holding the
     // rest would buffer it whole, so it flows again, held chunks first.

@@ -49,21 +49,83 @@ function positive(name: string, value: number | undefined, fallback: number): nu
   return resolved;
 }
 
-function bounded<T>(call: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`Redis call timed out after ${ms} ms`)), ms);
-    call.then(
-      (value) => {
+/**
+ * Time-limits the channel's calls on `client`, and bounds what a silent Redis (blackholed,
+ * paused) piles up: a call that timed out is still queued on the connection until Redis
+ * answers, so once one has, later calls are not sent: they wait here (at most the time
+ * limit) for Redis to answer the unanswered ones, and only one probe at a time goes out while
+ * fewer than {@link MAX_UNANSWERED} are unanswered. When Redis answers again the unanswered
+ * calls settle and the waiting calls go out, by themselves.
+ * @internal
+ */
+export class CallGate {
+  /** Calls that timed out and that Redis has not answered yet. */
+  private unanswered = 0;
+  private probing = false;
+  private readonly waiting = new Set<() => void>();
+
+  constructor(private readonly timeoutMs: number) {}
+
+  run<T>(send: () => Promise<T>): Promise<T> {
+    if (this.unanswered === 0 || (!this.probing && this.unanswered < MAX_UNANSWERED))
+      return this.send(send, this.unanswered > 0);
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(go);
+        reject(new Error('Redis is not answering'));
+      }, this.timeoutMs);
+      const go = () => {
         clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
+        this.send(send, false).then(resolve, reject);
+      };
+      this.waiting.add(go);
+    });
+  }
+
+  private send<T>(send: () => Promise<T>, probe: boolean): Promise<T> {
+    if (probe) this.probing = true;
+    let call: Promise<T>;
+    try {
+      call = send();
+    } catch (error) {
+      call = Promise.reject(error);
+    }
+    return new Promise<T>((resolve, reject) => {
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        this.unanswered++;
+        if (probe) this.probing = false;
+        reject(new Error(`Redis call timed out after ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      const settle = () => {
         clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
+        if (probe && !timedOut) this.probing = false;
+        if (!timedOut) return;
+        this.unanswered--;
+        // Redis answers again: the calls waiting go out.
+        if (this.unanswered === 0) {
+          const waiting = [...this.waiting];
+          this.waiting.clear();
+          for (const go of waiting) go();
+        }
+      };
+      call.then(
+        (value) => {
+          settle();
+          resolve(value);
+        },
+        (error: unknown) => {
+          settle();
+          reject(error);
+        },
+      );
+    });
+  }
 }
+
+/** Most calls left unanswered by a silent Redis before the gate stops probing. */
+const MAX_UNANSWERED = 4;
 
 function decode(fields: Fields): LiveEntry | undefined {
   const map = new Map<string, Buffer | string>();
@@ -100,7 +162,8 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
   const endGraceMs = positive('endGraceMs', options.endGraceMs, 5_000);
   const blockMs = positive('blockMs', options.blockMs, 1_000);
   const timeoutMs = positive('commandTimeoutMs', options.commandTimeoutMs, 2_000);
-  const waker = new XReadWaker(client, options.blockingClient, blockMs, timeoutMs);
+  const gate = new CallGate(timeoutMs);
+  const waker = new XReadWaker(client, options.blockingClient, blockMs, timeoutMs, gate);
   const { store } = options;
   const keyOf = ({ storageKey, fence }: LiveGeneration) =>
     `${prefix}${store.redisKey(storageKey)}:${fence}`;
@@ -130,12 +193,14 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
             if (id === null) throw new Error('The stream expired');
           });
     const write = (fields: Fields, create = false): Promise<unknown> =>
-      bounded(xadd(fields, create), timeoutMs).catch(() => {
-        // A lost entry would be a gap: the generation is given up (deleted below), and its
-        // readers bridge from the stored outcome or end with an error.
-        broken = true;
-      });
-    const expire = (ms: number) => bounded(client.pexpire(key, ms), timeoutMs).catch(() => {});
+      gate
+        .run(() => xadd(fields, create))
+        .catch(() => {
+          // A lost entry would be a gap: the generation is given up (deleted below), and its
+          // readers bridge from the stored outcome or end with an error.
+          broken = true;
+        });
+    const expire = (ms: number) => gate.run(() => client.pexpire(key, ms)).catch(() => {});
     const renew = setInterval(
       () => {
         if (!input.signal.aborted && !broken) void expire(leaseMs);
@@ -154,7 +219,7 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
     const finish = async (ok: boolean) => {
       await last;
       if (broken) {
-        await bounded(client.del(key), timeoutMs).catch(() => {});
+        await gate.run(() => client.del(key)).catch(() => {});
         return;
       }
       await write(['k', 'e', 'd', ok ? '1' : '0']);
@@ -193,12 +258,11 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
     readers++;
     async function range(count: number): Promise<LiveRead> {
       const start = cursor === '-' ? '-' : `(${cursor}`;
-      const [entries, exists] = await bounded(
+      const [entries, exists] = await gate.run(() =>
         Promise.all([
           client.xrangeBuffer(key, start, '+', 'COUNT', count) as Promise<XEntry[]>,
           client.exists(key),
         ]),
-        timeoutMs,
       );
       if (entries.length === 0) return exists === 0 ? { status: 'missing' } : { status: 'idle' };
       cursor = String(entries[entries.length - 1]?.[0]);

@@ -1,4 +1,5 @@
 import type { Cluster, Redis } from 'ioredis';
+import type { CallGate } from './redis-live-streams.js';
 
 interface Waiting {
   /** Wake when an entry newer than this id is added (the oldest cursor of the waiters). */
@@ -31,6 +32,7 @@ export class XReadWaker {
     private readonly blocking: Redis | Cluster,
     private readonly blockMs: number,
     private readonly timeoutMs: number,
+    private readonly gate: CallGate,
   ) {
     // A reconnected connection has another id: ask again before the next round.
     blocking.on('ready', () => {
@@ -76,7 +78,9 @@ export class XReadWaker {
           this.blockingId = undefined;
           return;
         }
-        return this.client.client('UNBLOCK', id, 'TIMEOUT').then(() => undefined);
+        return this.gate
+          .run(() => this.client.client('UNBLOCK', id, 'TIMEOUT') as Promise<unknown>)
+          .then(() => undefined);
       })
       .catch(() => {
         // The round ends by its own block anyway.

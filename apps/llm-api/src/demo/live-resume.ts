@@ -32,9 +32,12 @@ export function liveResume(otherServerUrl?: string): Scenario {
       // Model executions, as the ledger counts them (shared by both processes on Redis).
       const before = await executionsOn(h.serverUrl);
       // The resume (it carries Last-Event-ID) goes straight to the other process, if any.
+      let resumedAt: number | undefined;
       const route: FetchFunction = (input, init) => {
         const url = String(input instanceof Request ? input.url : input);
         const resume = new Headers(init?.headers).has('last-event-id');
+        // The client sends its resume as soon as it sees the cut.
+        if (resume) resumedAt ??= performance.now();
         return fetch(
           resume && otherServerUrl ? url.replace(h.proxyUrl, otherServerUrl) : url,
           init,
@@ -59,6 +62,11 @@ export function liveResume(otherServerUrl?: string): Scenario {
         content += chunk.choices[0]?.delta?.content ?? '';
         if (chunk.usage) tokens = chunk.usage.total_tokens;
       }
+      const afterCut = arrivals.find((at) => resumedAt !== undefined && at > resumedAt);
+      if (resumedAt === undefined || afterCut === undefined)
+        throw new Error('The stream was not cut and resumed');
+      // From the resume request to the next token it brought.
+      const toNextToken = afterCut - resumedAt;
       let gap = 0;
       for (let i = 1; i < arrivals.length; i++)
         gap = Math.max(gap, (arrivals[i] as number) - (arrivals[i - 1] as number));
@@ -76,7 +84,7 @@ export function liveResume(otherServerUrl?: string): Scenario {
       const executions = (await executionsOn(h.serverUrl)) - before;
       if (executions !== 1) throw new Error(`The model ran ${executions} times for one request`);
       console.log(
-        `  ${this.name}: longest pause between tokens ${gap.toFixed(0)} ms (the model's interval is ${TOKEN_INTERVAL_MS} ms)`,
+        `  ${this.name}: time to the next token after the cut ${toNextToken.toFixed(0)} ms, longest pause between tokens ${gap.toFixed(0)} ms (the model's interval is ${TOKEN_INTERVAL_MS} ms)`,
       );
       if (gap > 2 * TOKEN_INTERVAL_MS + 250)
         throw new Error(`The retry took ${gap.toFixed(0)} ms to resume the stream`);

@@ -61,6 +61,7 @@ async function main(): Promise<number> {
   let broken: { name: string; error: unknown } | undefined;
   const measure = async (name: string, body: () => Promise<number>) => {
     if (broken) return;
+    running = { name, since: performance.now() };
     const client0: ClientCounters = { ...h.client };
     const server0: ServerCounters = await h.server();
     try {
@@ -255,8 +256,13 @@ async function deleteDemoKeys(url: string, prefix: string): Promise<void> {
   }
 }
 
+/** The scenario under way, named by the watchdog (a slow machine and a hang look alike otherwise). */
+let running: { name: string; since: number } | undefined;
 const watchdog = setTimeout(() => {
-  console.error('llm-api demo: took longer than 90 s; giving up');
+  const during = running
+    ? ` during "${running.name}" (${((performance.now() - running.since) / 1000).toFixed(1)} s in it)`
+    : ' before the first scenario';
+  console.error(`llm-api demo: took longer than 90 s${during}; giving up`);
   process.exit(1);
 }, 90_000);
 watchdog.unref();
