@@ -4,6 +4,7 @@ import {
   InvalidInputError,
   type LiveGeneration,
   type LiveStreams,
+  type OutcomeOpenSettings,
 } from '@idem/core';
 import type { AttachSettings } from './attach.js';
 import type { LiveSettings } from './live-publish.js';
@@ -61,7 +62,7 @@ function positive(name: string, value: number | undefined, fallback: number): nu
 export function resolveLiveStreams(
   option: false | LiveStreamOptions | undefined,
   store: IdempotencyStore,
-  storeTimeoutMs: number,
+  outcomes: OutcomeOpenSettings,
 ): { publish: LiveSettings; attach: AttachSettings } | undefined {
   if (option === false) return undefined;
   if (option !== undefined && (typeof option !== 'object' || option === null))
@@ -83,7 +84,8 @@ export function resolveLiveStreams(
     attach: {
       channel,
       store,
-      storeTimeoutMs,
+      storeTimeoutMs: outcomes.storeTimeoutMs,
+      outcomes,
       maxReaders: positive('maxReaders', options.maxReaders, 32),
       stallMs: positive('stallMs', options.stallMs, 15_000),
       blockMs: positive('blockMs', options.blockMs, 1_000),
