@@ -32,17 +32,20 @@ export interface LiveStreamOptions {
 const defaultChannels = new WeakMap<IdempotencyStore, LiveStreams>();
 const storeTokens = new WeakMap<IdempotencyStore, string>();
 
-/** `channel` seen through `store`: generations under a token of the store object. */
+/**
+ * `channel` seen through `store`: generations under a token of the store object. The token is
+ * drawn at the first publish or read, not when the handler is made: workerd refuses random
+ * values at global scope, where a handler is usually made.
+ */
 function perStore(channel: LiveStreams, store: IdempotencyStore): LiveStreams {
-  let token = storeTokens.get(store);
-  if (token === undefined) {
-    token = globalThis.crypto.randomUUID();
-    storeTokens.set(store, token);
-  }
-  const scoped = <T extends LiveGeneration>(generation: T): T => ({
-    ...generation,
-    storageKey: `${token}:${generation.storageKey}`,
-  });
+  const scoped = <T extends LiveGeneration>(generation: T): T => {
+    let token = storeTokens.get(store);
+    if (token === undefined) {
+      token = globalThis.crypto.randomUUID();
+      storeTokens.set(store, token);
+    }
+    return { ...generation, storageKey: `${token}:${generation.storageKey}` };
+  };
   return {
     reach: channel.reach,
     publish: (input) => channel.publish(scoped(input)),
