@@ -230,7 +230,7 @@ class LiveSource {
     // Opened as the engine opens it (sealed by the outcome codec, or a plain marker): a
     // not-recorded marker is no body, and an outcome that does not open is never replayed.
     let outcome: StoredOutcome;
-    let chunks: Uint8Array[];
+    let chunks: readonly Uint8Array[];
     try {
       outcome = await openStoredOutcome(
         this.settings.outcomes,
