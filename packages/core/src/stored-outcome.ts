@@ -21,7 +21,6 @@ export type OutcomeOpenSettings = Pick<
  * Synchronous without a codec (it throws then), a promise with one (it rejects then).
  * @throws OutcomeCorruptError when the bytes do not open or decode;
  *   StoreUnavailableError when the codec timed out or its key service is down
- * @internal
  */
 export function openStoredOutcome(
   settings: OutcomeOpenSettings,
