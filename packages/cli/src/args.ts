@@ -28,13 +28,17 @@ const SECRET_PARAM = /pass|secret|token|credential/i;
 export function shown(url: URL): string {
   const copy = new URL(url.href);
   if (copy.password) copy.password = '***';
-  for (const name of [...copy.searchParams.keys()])
+  for (const [name, value] of [...copy.searchParams]) {
     if (SECRET_PARAM.test(name)) copy.searchParams.set(name, '***');
+    // A URL in a parameter (DynamoDB's `endpoint`) may carry a password of its own.
+    else if (/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(value))
+      copy.searchParams.set(name, maskedText(value));
+  }
   return copy.href;
 }
 
 /** A `--store` value that is not a URL, with what looks like a password masked. */
-function maskedText(text: string): string {
+export function maskedText(text: string): string {
   return text
     .replace(/(\/\/[^/?#@:]*:)[^/?#@]*@/, '$1***@')
     .replace(/([?&][^=&#]*(?:pass|secret|token|credential)[^=&#]*=)[^&#]*/gi, '$1***');

@@ -5,7 +5,7 @@ import { createPostgresStore, recommendedPoolConfig } from '@idem/store-postgres
 import { createRedisStore, recommendedRedisOptions } from '@idem/store-redis';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { type CliCommand, shown, UsageError } from './args.js';
+import { type CliCommand, maskedText, shown, UsageError } from './args.js';
 
 /** A store's admin, and how to close the connection opened for it. */
 export interface OpenedStore {
@@ -21,6 +21,13 @@ function adminOf(store: { admin?: StoreAdmin }): StoreAdmin {
 }
 
 async function openRedis(command: CliCommand): Promise<OpenedStore> {
+  // ioredis would SELECT whatever the path says (`/abc` as NaN) and raise the refusal as an
+  // unhandled error: a database that is not a number is the URL's fault, found before connecting.
+  if (!/^\/?(?:\d{1,5}\/?)?$/.test(command.store.pathname))
+    throw new UsageError(
+      `${shown(command.store)}: the path names the database, a number (redis://host:6379/0)`,
+      'bad_store_url',
+    );
   const client = new Redis(command.store.href, {
     ...recommendedRedisOptions({ maxReconnectDelayMs: 200 }),
     lazyConnect: true,
@@ -87,9 +94,18 @@ async function openDynamoDb(command: CliCommand): Promise<OpenedStore> {
   const store = createDynamoDbStore({ client, tableName, keyPrefix: command.prefix ?? '' });
   return {
     admin: adminOf(store),
-    describe: `dynamodb table ${tableName}${endpoint ? ` at ${endpoint}` : ''}`,
+    describe: `dynamodb table ${tableName}${endpoint ? ` at ${shownEndpoint(endpoint)}` : ''}`,
     close: async () => client.destroy(),
   };
+}
+
+/** An endpoint for messages: its password (and credential parameters) masked. */
+function shownEndpoint(endpoint: string): string {
+  try {
+    return shown(new URL(endpoint));
+  } catch {
+    return maskedText(endpoint);
+  }
 }
 
 /** Connects to the store the URL names. */

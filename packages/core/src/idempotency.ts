@@ -18,10 +18,9 @@ import type {
   OperationContext,
 } from './idempotency-types.js';
 import { deriveStorageKey } from './keys.js';
-import { readNotRecorded, readPlainNotRecorded } from './not-recorded.js';
+import { readNotRecorded } from './not-recorded.js';
 import { since, storeCallObserver } from './observe.js';
-import { decodeOutcome, decodeOutcomeView, type StoredOutcome } from './outcome-codec.js';
-import { openSealed } from './outcome-sealing.js';
+import type { StoredOutcome } from './outcome-codec.js';
 import { failureOutcome, wrapValue } from './recorded-outcomes.js';
 import {
   encodeJsonValue,
@@ -38,6 +37,7 @@ import {
 } from './settings.js';
 import type { AcquireResult } from './store.js';
 import { callStore } from './store-call.js';
+import { openStoredOutcome } from './stored-outcome.js';
 
 // An owner token only has to differ from every other acquisition's, in this process and in
 // every other one writing to the same store: 128 random bits drawn once per process (per copy
@@ -162,19 +162,13 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
           // A plain not-recorded marker (written when the codec could not seal one) is read
           // without the codec. Whatever else fails to open or decode is OUTCOME_CORRUPT,
           // never a replay.
-          const plainMarker = readPlainNotRecorded(record.outcome);
-          if (plainMarker) outcome = plainMarker;
-          else {
-            const bytes = settings.codec
-              ? await openSealed(
-                  settings.codec,
-                  record.outcome,
-                  { storageKey, maxBytes: settings.maxOutcomeBytes },
-                  settings.storeTimeoutMs,
-                )
-              : record.outcome;
-            outcome = viewBody ? decodeOutcomeView(bytes, JSON_VALUE_META) : decodeOutcome(bytes);
-          }
+          const opened = openStoredOutcome(
+            settings,
+            storageKey,
+            record.outcome,
+            viewBody ? JSON_VALUE_META : undefined,
+          );
+          outcome = opened instanceof Promise ? await opened : opened;
         } catch (error) {
           if (observed) {
             const { fence } = record;

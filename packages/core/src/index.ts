@@ -151,3 +151,5 @@ export type { StoreCallOptions } from './store-call.js';
 export { callStore } from './store-call.js';
 export type { StoreRetryOptions } from './store-retry.js';
 export { retryStoreCall } from './store-retry.js';
+export type { OutcomeOpenSettings } from './stored-outcome.js';
+export { openStoredOutcome } from './stored-outcome.js';

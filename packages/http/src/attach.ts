@@ -1,11 +1,15 @@
 import {
   callStore,
-  decodeOutcome,
   type IdempotencyStore,
+  isIdemError,
   type LiveEntry,
   type LiveGeneration,
   type LiveReader,
   type LiveStreams,
+  type OutcomeOpenSettings,
+  openStoredOutcome,
+  readNotRecorded,
+  type StoredOutcome,
 } from '@idem/core';
 import { GENERATION_HEADER, mediaType } from './live-publish.js';
 import { prepareReplay, replayedHeaders } from './replay.js';
@@ -16,6 +20,8 @@ export interface AttachSettings {
   channel: LiveStreams;
   store: IdempotencyStore;
   storeTimeoutMs: number;
+  /** The engine's settings: a stored outcome is opened as the engine opens it (its `outcomeCodec`). */
+  outcomes: OutcomeOpenSettings;
   /** Most readers attached to one generation in this process. */
   maxReaders: number;
   /** A reader whose client has not taken a chunk for this long is cut (ms). */
@@ -248,7 +254,24 @@ class LiveSource {
     }
     if (record?.status !== 'completed' || record.fence !== this.generation.fence || !record.outcome)
       return { kind: 'error', reason };
-    const { chunks } = prepareReplay(decodeOutcome(record.outcome));
+    // Opened as the engine opens it (sealed by the outcome codec, or a plain marker): a
+    // not-recorded marker is no body, and an outcome that does not open is never replayed.
+    let outcome: StoredOutcome;
+    let chunks: readonly Uint8Array[];
+    try {
+      outcome = await openStoredOutcome(
+        this.settings.outcomes,
+        this.generation.storageKey,
+        record.outcome,
+      );
+      if (readNotRecorded(outcome))
+        return { kind: 'error', reason: `${reason} and its outcome was not recorded` };
+      chunks = prepareReplay(outcome).chunks;
+    } catch (error) {
+      // A bug of ours is not hidden as a broken stream.
+      if (!isIdemError(error)) throw error;
+      return { kind: 'error', reason: `${reason} and its stored outcome cannot be read` };
+    }
     const body = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
     let at = 0;
     for (const chunk of chunks) {

@@ -127,7 +127,7 @@ export function createIdempotencyHandler<R = Request>(
       // As above.
     }
   };
-  const live = resolveLiveStreams(options.liveStreams, options.store, settings.storeTimeoutMs);
+  const live = resolveLiveStreams(options.liveStreams, options.store, settings);
   /** Readers attached in this process, per generation (bounded by `maxReaders`). */
   const readers = new Map<string, number>();
   const recorderSettings = {

@@ -4,6 +4,7 @@ import {
   InvalidInputError,
   type LiveGeneration,
   type LiveStreams,
+  type OutcomeOpenSettings,
 } from '@idem/core';
 import type { AttachSettings } from './attach.js';
 import type { LiveSettings } from './live-publish.js';
@@ -31,17 +32,20 @@ export interface LiveStreamOptions {
 const defaultChannels = new WeakMap<IdempotencyStore, LiveStreams>();
 const storeTokens = new WeakMap<IdempotencyStore, string>();
 
-/** `channel` seen through `store`: generations under a token of the store object. */
+/**
+ * `channel` seen through `store`: generations under a token of the store object. The token is
+ * drawn at the first publish or read, not when the handler is made: workerd refuses random
+ * values at global scope, where a handler is usually made.
+ */
 function perStore(channel: LiveStreams, store: IdempotencyStore): LiveStreams {
-  let token = storeTokens.get(store);
-  if (token === undefined) {
-    token = globalThis.crypto.randomUUID();
-    storeTokens.set(store, token);
-  }
-  const scoped = <T extends LiveGeneration>(generation: T): T => ({
-    ...generation,
-    storageKey: `${token}:${generation.storageKey}`,
-  });
+  const scoped = <T extends LiveGeneration>(generation: T): T => {
+    let token = storeTokens.get(store);
+    if (token === undefined) {
+      token = globalThis.crypto.randomUUID();
+      storeTokens.set(store, token);
+    }
+    return { ...generation, storageKey: `${token}:${generation.storageKey}` };
+  };
   return {
     reach: channel.reach,
     publish: (input) => channel.publish(scoped(input)),
@@ -61,7 +65,7 @@ function positive(name: string, value: number | undefined, fallback: number): nu
 export function resolveLiveStreams(
   option: false | LiveStreamOptions | undefined,
   store: IdempotencyStore,
-  storeTimeoutMs: number,
+  outcomes: OutcomeOpenSettings,
 ): { publish: LiveSettings; attach: AttachSettings } | undefined {
   if (option === false) return undefined;
   if (option !== undefined && (typeof option !== 'object' || option === null))
@@ -83,7 +87,8 @@ export function resolveLiveStreams(
     attach: {
       channel,
       store,
-      storeTimeoutMs,
+      storeTimeoutMs: outcomes.storeTimeoutMs,
+      outcomes,
       maxReaders: positive('maxReaders', options.maxReaders, 32),
       stallMs: positive('stallMs', options.stallMs, 15_000),
       blockMs: positive('blockMs', options.blockMs, 1_000),
