@@ -23,10 +23,10 @@ export function describeHttpConformance(name: string, options: HttpConformanceOp
       let factory: Awaited<ReturnType<StoreKind['setup']>> | undefined;
       beforeAll(async () => {
         factory = await kind.setup();
-      });
+      }, timeout);
       afterAll(async () => {
         await factory?.close();
-      });
+      }, timeout);
       for (const [group, scenarios] of byGroup(httpScenarios)) {
         describe(group, () => {
           for (const scenario of scenarios) {

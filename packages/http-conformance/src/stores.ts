@@ -55,18 +55,22 @@ export function redisStores(options: { url?: string } = {}): StoreKind {
             'Start one (redis-server, or `bash scripts/bootstrap.sh --services`) or set REDIS_URL.',
         );
       }
-      const prefixes: string[] = [];
+      // Every scenario's prefix sits under this run's: one SCAN at the end finds them all
+      // (a KEYS per scenario read the whole keyspace each time, slow on a shared Redis).
+      const runPrefix = `idem-http-conformance:${randomBytes(6).toString('hex')}:`;
+      let scenarios = 0;
       return {
         create() {
-          const keyPrefix = `idem-http-conformance:${randomBytes(6).toString('hex')}:`;
-          prefixes.push(keyPrefix);
-          return createRedisStore({ client, keyPrefix });
+          scenarios += 1;
+          return createRedisStore({ client, keyPrefix: `${runPrefix}${scenarios}:` });
         },
         async close() {
-          for (const prefix of prefixes) {
-            const keys = await client.keys(`${prefix}*`);
-            if (keys.length > 0) await client.del(...keys);
-          }
+          let cursor = '0';
+          do {
+            const [next, keys] = await client.scan(cursor, 'MATCH', `${runPrefix}*`, 'COUNT', 1000);
+            cursor = next;
+            if (keys.length > 0) await client.unlink(...keys);
+          } while (cursor !== '0');
           await client.quit();
         },
       };
