@@ -76,6 +76,20 @@ describe('createStoreAdmin (adapter kit)', () => {
     await expect(built.inspect(42 as unknown as string)).rejects.toBeInstanceOf(InvalidInputError);
     await expect(built.inspect('k')).rejects.toBeInstanceOf(InvalidInputError);
     expect(called).toBe(false);
+    // The kit's own check, whatever the store's: empty and malformed keys, on every call.
+    const { built: plain, owners } = admin({
+      read: async () => {
+        called = true;
+        return { now: 1 };
+      },
+    });
+    for (const bad of ['', 'a\uD800b']) {
+      await expect(plain.inspect(bad)).rejects.toBeInstanceOf(InvalidInputError);
+      await expect(plain.forceRelease(bad)).rejects.toBeInstanceOf(InvalidInputError);
+      await expect(plain.delete(bad)).rejects.toBeInstanceOf(InvalidInputError);
+    }
+    expect(called).toBe(false);
+    expect(owners).toEqual([]);
     await expect(built.inspect('abc')).rejects.toBeInstanceOf(StoreUnavailableError);
   });
 

@@ -1,6 +1,6 @@
 import { InvalidInputError, StoreUnavailableError } from '../errors.js';
 import type { ForceReleaseResult, RecordStatus, StoreAdmin } from '../store.js';
-import { forcedReleaseOwner } from './input-checks.js';
+import { checkStoreString, forcedReleaseOwner } from './input-checks.js';
 import { inspectionOf } from './owner-writes.js';
 import { guardStoreCall, type StoreErrorRules } from './store-errors.js';
 
@@ -58,6 +58,8 @@ export interface AdminPrimitives {
 export function createStoreAdmin(primitives: AdminPrimitives): StoreAdmin {
   const checked = (key: unknown): string => {
     if (typeof key !== 'string') throw new InvalidInputError('An admin call needs a string key');
+    // Every store alike: no record is ever stored under an empty or malformed key.
+    checkStoreString('key', key);
     primitives.checkKey?.(key);
     return key;
   };
