@@ -1,7 +1,7 @@
 import { type Execution, isIdemError } from '@idem/core';
 import { CaptureBuffer } from './capture-buffer.js';
 import { type ResponseHeadSource, START_FROM } from './head-source.js';
-import { LIVE_GENERATION, type LiveSettings, LiveTee, mediaType } from './live-publish.js';
+import { LIVE_CAPTURE, LIVE_GENERATION, type LiveSettings, LiveTee, mediaType } from './live-publish.js';
 import type { ResponseHead, ResponsePolicy } from './policy.js';
 import { recordWebResponse } from './record-response.js';
 import { pickRecordedHeaders } from './recorded-headers.js';
@@ -287,5 +287,7 @@ export function createRecorder(
   recorder[START_FROM] = startFrom;
   (recorder as { [LIVE_GENERATION]?: () => number | undefined })[LIVE_GENERATION] = () =>
     tee?.fence;
+  (recorder as { [LIVE_CAPTURE]?: () => Uint8Array | undefined })[LIVE_CAPTURE] = () =>
+    tee ? buffer?.held() : undefined;
   return recorder;
 }
