@@ -158,7 +158,13 @@ export function createRecorder(
       const meta = { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] };
       buffer = new CaptureBuffer(settings.maxOutcomeBytes, meta);
       const live = settings.live;
-      if (live && !buffer.overflowed && live.types.has(mediaType(source.contentType())))
+      // A lost lease (taken over, lapsed) publishes nothing: its stream cannot end well.
+      if (
+        live &&
+        !buffer.overflowed &&
+        !execution.signal.aborted &&
+        live.types.has(mediaType(source.contentType()))
+      )
         tee = new LiveTee(execution, live, settings.leaseMs, head);
     }
     const length = source.contentLength();
