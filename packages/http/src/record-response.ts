@@ -164,7 +164,8 @@ export async function recordWebResponse(
     const handOver = (before: Uint8Array, chunk?: Uint8Array, send?: boolean) => {
       live = undefined;
       lease.removeEventListener('abort', stopIfLost);
-      if (state.sendable > state.delivered) out.push(before.subarray(state.delivered, state.sendable));
+      if (state.sendable > state.delivered)
+        out.push(before.subarray(state.delivered, state.sendable));
       const rest = before.subarray(state.sendable);
       if (send) {
         if (rest.length > 0) out.push(rest);

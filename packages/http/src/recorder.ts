@@ -1,7 +1,13 @@
 import { type Execution, isIdemError } from '@idem/core';
 import { CaptureBuffer } from './capture-buffer.js';
 import { type ResponseHeadSource, START_FROM } from './head-source.js';
-import { LIVE_CAPTURE, LIVE_GENERATION, type LiveSettings, LiveTee, mediaType } from './live-publish.js';
+import {
+  LIVE_CAPTURE,
+  LIVE_GENERATION,
+  type LiveSettings,
+  LiveTee,
+  mediaType,
+} from './live-publish.js';
 import type { ResponseHead, ResponsePolicy } from './policy.js';
 import { recordWebResponse } from './record-response.js';
 import { pickRecordedHeaders } from './recorded-headers.js';

@@ -16,9 +16,13 @@ const post = (key: string, plan: object, headers: Record<string, string> = {}) =
   });
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const drain = async (response: Response) => {
+  const reader = (response.body as ReadableStream<Uint8Array>).getReader();
   const chunks: Uint8Array[] = [];
-  for await (const chunk of response.body as ReadableStream<Uint8Array>) chunks.push(chunk);
-  return Buffer.concat(chunks).toString();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return Buffer.concat(chunks).toString();
+    chunks.push(value);
+  }
 };
 
 const BAD_IDS = ['\u0001\u0002', 'x'.repeat(20_000), 'not-a-number', '-1', '9'.repeat(40), '1 2'];
@@ -159,4 +163,3 @@ describe('live streams, adversarial: readers are bounded', () => {
     expect(app.runs()).toBe(1);
   }, 30_000);
 });
-

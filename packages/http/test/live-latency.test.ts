@@ -192,8 +192,12 @@ describe('live streams: reading ahead of the first caller', () => {
   const all = async (body: ReadableStream<Uint8Array>) => {
     const text = new TextDecoder();
     let out = '';
-    for await (const chunk of body) out += text.decode(chunk, { stream: true });
-    return out;
+    const reader = body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return out;
+      out += text.decode(value, { stream: true });
+    }
   };
 
   it('a non-live stream keeps the first caller pace (backpressure)', async () => {
