@@ -129,7 +129,9 @@ export function createMemoryLiveStreams(): LiveStreams {
       forget(target);
     }
     const onLost = () => finish(generation, false);
-    input.signal.addEventListener('abort', onLost, { once: true });
+    // A lease lost already: the generation ends at once (no abort event will come to end it).
+    if (input.signal.aborted) finish(generation, false);
+    else input.signal.addEventListener('abort', onLost, { once: true });
     return {
       append(entry) {
         if (!generation.ended) generation.push(entry);

@@ -46,3 +46,20 @@ describe('createMemoryLiveStreams: a chunk that brings the body so far', () => {
     expect(live.stats()).toEqual({ generations: 0, readers: 0, bytes: 0 });
   });
 });
+
+describe('createMemoryLiveStreams: a publisher whose lease is already lost', () => {
+  it('ends its generation with an error at once (a reader never waits on a generation nobody will end)', async () => {
+    const live = createMemoryLiveStreams();
+    const lease = new AbortController();
+    lease.abort(new Error('lost'));
+    const publisher = live.publish({ ...generation, leaseMs: 10_000, signal: lease.signal });
+    publisher.append({ kind: 'head', status: 200, headers: [] });
+    publisher.append({ kind: 'chunk', offset: 0, bytes: new Uint8Array([1]) });
+    const reader = live.open(generation);
+    const read = await reader.next({ waitMs: 0, maxEntries: 10 });
+    // Either nothing to attach to, or a generation that already ended with an error.
+    if (read.status === 'entries') expect(read.entries.at(-1)).toEqual({ kind: 'end', ok: false });
+    else expect(read.status).toBe('missing');
+    expect(live.stats().generations).toBe(0);
+  });
+});

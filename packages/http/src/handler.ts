@@ -1,7 +1,13 @@
 import { createIdempotency, InvalidInputError, isIdemError, type JsonValue } from '@idem/core';
 import { answerBeginError, answerFailure, malformedBody, respond, tooLarge } from './answers.js';
 import { parseIdempotencyKey } from './key-header.js';
-import { attachDecision, generationChanged, replayDecision, resumeHints } from './live-answers.js';
+import {
+  attachDecision,
+  generationChanged,
+  replayDecision,
+  resumeHints,
+  unknownEventId,
+} from './live-answers.js';
 import { resolveLiveStreams } from './live-options.js';
 import { BodyPartsLimitError, MalformedBodyError } from './multipart.js';
 import { checkHttpOptions, retryAfterSeconds } from './option-checks.js';
@@ -228,6 +234,13 @@ export function createIdempotencyHandler<R = Request>(
     if (hints.generation !== undefined) {
       await begun.execution.release().catch(() => {});
       return generationChanged();
+    }
+    // Likewise a resume after an event (the first execution failed and released the key, or
+    // lapsed): no stream carries that event, and a new execution's stream, appended after it
+    // (or cut after its own event of that id), would splice two executions.
+    if (hints.lastEventId !== undefined) {
+      await begun.execution.release().catch(() => {});
+      return unknownEventId();
     }
     return { action: 'execute', recorder: createRecorder(key, begun.execution, recorderSettings) };
   }

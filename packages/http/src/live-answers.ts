@@ -49,7 +49,8 @@ function encodedStream(): IdempotencyDecision {
   );
 }
 
-function unknownEventId(): IdempotencyDecision {
+/** 412: `Last-Event-ID` names no event of the stream under the key (or there is none). @internal */
+export function unknownEventId(): IdempotencyDecision {
   return respond(
     412,
     PROBLEM_TYPES.unknownEventId,

@@ -10,6 +10,18 @@ export const GENERATION_HEADER = 'idempotent-generation';
 /** Key of the generation a recorder publishes (registered: the Node entry has its own copy). @internal */
 export const LIVE_GENERATION = Symbol.for('@idem/http.recorder.live-generation');
 
+/** Key of a live recorder's capture view (registered: the Node entry has its own copy). @internal */
+export const LIVE_CAPTURE = Symbol.for('@idem/http.recorder.live-capture');
+
+/**
+ * The body a recorder that publishes a live stream has captured so far (a view of its
+ * capture: bytes below its length are never written again), or undefined once past the
+ * outcome cap (it holds nothing any more) or when it publishes nothing. @internal
+ */
+export function liveCaptureOf(recorder: object): Uint8Array | undefined {
+  return (recorder as { [LIVE_CAPTURE]?: () => Uint8Array | undefined })[LIVE_CAPTURE]?.();
+}
+
 /** The fence a recorder publishes its response under, when it does. @internal */
 export function liveGenerationOf(recorder: object): number | undefined {
   return (recorder as { [LIVE_GENERATION]?: () => number | undefined })[LIVE_GENERATION]?.();

@@ -1,6 +1,6 @@
 import { isIdemError } from '@idem/core';
 import { storeUnavailable } from './answers.js';
-import { GENERATION_HEADER, liveGenerationOf } from './live-publish.js';
+import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import type { ResponseRecorder } from './recorder.js';
 
 /**
@@ -133,9 +133,132 @@ export async function recordWebResponse(
     }
   }
 
+  // A published (live) stream is read ahead of the first caller, at the handler's pace:
+  // attached readers get each chunk as it is produced whatever the first caller's pace, and
+  // the first caller is served from the capture (which holds the whole body anyway, up to
+  // the outcome cap). Past the cap, once the lease is lost, or for a stream nobody attaches
+  // to (not published), the body is read at the first caller's pace, as below.
+  /** Bytes given to the first caller before the body is read at its pace again. */
+  const out: Uint8Array[] = [];
+  /** The live read-ahead, while it goes on (undefined: read at the first caller's pace). */
+  let live: LiveAhead | undefined;
+  let gone = false;
+  const initial = generation === undefined ? undefined : liveCaptureOf(recorder);
+  if (initial) live = startLiveAhead(initial);
+
+  function startLiveAhead(view: Uint8Array): LiveAhead {
+    const state: LiveAhead = { view, delivered: 0, sendable: 0, end: 'reading' };
+    const lease = recorder.context.signal;
+    const stopIfLost = () => {
+      if (gone && lease.aborted) void reader.cancel(lease.reason).catch(() => {});
+    };
+    state.stopIfLost = stopIfLost;
+    lease.addEventListener('abort', stopIfLost, { once: true });
+    const notify = () => {
+      const wake = state.wake;
+      state.wake = undefined;
+      wake?.();
+    };
+    // Back to the first caller's pace: what it has not been given yet goes first (without
+    // being captured again), the held bytes stay held.
+    const handOver = (before: Uint8Array, chunk?: Uint8Array, send?: boolean) => {
+      live = undefined;
+      lease.removeEventListener('abort', stopIfLost);
+      if (state.sendable > state.delivered)
+        out.push(before.subarray(state.delivered, state.sendable));
+      const rest = before.subarray(state.sendable);
+      if (send) {
+        if (rest.length > 0) out.push(rest);
+        if (chunk) out.push(chunk);
+      } else {
+        if (rest.length > 0) held.push(rest);
+        if (chunk) held.push(chunk);
+      }
+      notify();
+      if (gone) void drain();
+    };
+    // Takes one chunk read; false when reading ahead stops (past the cap).
+    const take = (chunk: Uint8Array): boolean => {
+      const before = state.view;
+      const send = capture(chunk);
+      const after = liveCaptureOf(recorder);
+      if (!after) {
+        handOver(before, chunk, send);
+        return false;
+      }
+      state.view = after;
+      if (send) state.sendable = after.length;
+      notify();
+      return true;
+    };
+    void (async () => {
+      try {
+        for (;;) {
+          if (lease.aborted) {
+            if (gone) throw lease.reason;
+            return handOver(state.view);
+          }
+          const next = await read();
+          if (next.done) break;
+          if (!take(toBytes(next.value))) return;
+        }
+        if (lease.aborted && gone) throw lease.reason;
+        lease.removeEventListener('abort', stopIfLost);
+        state.end = 'ended';
+        state.finished = finish();
+        state.finished.catch(() => {});
+        notify();
+      } catch (error) {
+        lease.removeEventListener('abort', stopIfLost);
+        state.end = 'failed';
+        state.error = error;
+        notify();
+        await fail(error);
+      }
+    })();
+    return state;
+  }
+
+  /** Serves the first caller from the capture while the body is read ahead; false once handed over. */
+  async function pullLive(
+    state: LiveAhead,
+    controller: ReadableStreamDefaultController<Uint8Array>,
+  ): Promise<boolean> {
+    for (;;) {
+      if (live !== state) return false;
+      if (state.end === 'failed') {
+        controller.error(state.error);
+        return true;
+      }
+      if (state.sendable > state.delivered) {
+        controller.enqueue(state.view.subarray(state.delivered, state.sendable));
+        state.delivered = state.sendable;
+        return true;
+      }
+      if (state.end === 'ended') {
+        try {
+          await state.finished;
+        } catch (error) {
+          controller.error(error);
+          return true;
+        }
+        if (state.view.length > state.delivered)
+          controller.enqueue(state.view.subarray(state.delivered));
+        controller.close();
+        return true;
+      }
+      await new Promise<void>((resolve) => {
+        state.wake = resolve;
+      });
+    }
+  }
+
   const stream = new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
+        if (live && (await pullLive(live, controller))) return;
+        const before = out.shift();
+        if (before !== undefined) return controller.enqueue(before);
         // Loop until something is enqueued or the stream ends: a pull that enqueues
         // nothing (a held chunk) would not be called again.
         for (;;) {
@@ -167,7 +290,10 @@ export async function recordWebResponse(
       },
       cancel() {
         clientGone();
-        void drain();
+        gone = true;
+        // Read ahead: the body is read to its end already (the read-ahead is the drain).
+        if (live) live.stopIfLost?.();
+        else void drain();
       },
     },
     { highWaterMark: 0 },
@@ -181,6 +307,24 @@ export async function recordWebResponse(
   if (signal?.aborted) onAbort();
   else signal?.addEventListener('abort', onAbort, { once: true });
   return wrapped;
+}
+
+/** The state of a live stream read ahead of its first caller. */
+interface LiveAhead {
+  /** The capture so far (a view: bytes below its length never change). */
+  view: Uint8Array;
+  /** Bytes of `view` given to the first caller. */
+  delivered: number;
+  /** Bytes of `view` that may go before the outcome is stored (the rest is held). */
+  sendable: number;
+  end: 'reading' | 'ended' | 'failed';
+  /** With `ended`: the recording of the outcome. */
+  finished?: Promise<void>;
+  error?: unknown;
+  /** The first caller's pull waiting for the next chunk. */
+  wake?: () => void;
+  /** Cancels the body when the first caller is gone and the lease lost. */
+  stopIfLost?: () => void;
 }
 
 const encoder = new TextEncoder();

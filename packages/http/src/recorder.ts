@@ -1,7 +1,13 @@
 import { type Execution, isIdemError } from '@idem/core';
 import { CaptureBuffer } from './capture-buffer.js';
 import { type ResponseHeadSource, START_FROM } from './head-source.js';
-import { LIVE_GENERATION, type LiveSettings, LiveTee, mediaType } from './live-publish.js';
+import {
+  LIVE_CAPTURE,
+  LIVE_GENERATION,
+  type LiveSettings,
+  LiveTee,
+  mediaType,
+} from './live-publish.js';
 import type { ResponseHead, ResponsePolicy } from './policy.js';
 import { recordWebResponse } from './record-response.js';
 import { pickRecordedHeaders } from './recorded-headers.js';
@@ -158,7 +164,13 @@ export function createRecorder(
       const meta = { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] };
       buffer = new CaptureBuffer(settings.maxOutcomeBytes, meta);
       const live = settings.live;
-      if (live && !buffer.overflowed && live.types.has(mediaType(source.contentType())))
+      // A lost lease (taken over, lapsed) publishes nothing: its stream cannot end well.
+      if (
+        live &&
+        !buffer.overflowed &&
+        !execution.signal.aborted &&
+        live.types.has(mediaType(source.contentType()))
+      )
         tee = new LiveTee(execution, live, settings.leaseMs, head);
     }
     const length = source.contentLength();
@@ -287,5 +299,7 @@ export function createRecorder(
   recorder[START_FROM] = startFrom;
   (recorder as { [LIVE_GENERATION]?: () => number | undefined })[LIVE_GENERATION] = () =>
     tee?.fence;
+  (recorder as { [LIVE_CAPTURE]?: () => Uint8Array | undefined })[LIVE_CAPTURE] = () =>
+    tee ? buffer?.held() : undefined;
   return recorder;
 }

@@ -124,14 +124,11 @@ describe.each([
 });
 
 describe('live streams: a first caller that stops reading', () => {
-  // OPEN: the recorder reads the handler's body only as fast as the first response is
-  // taken (its client, or the server's drain once that client is gone). A first connection
-  // that died silently (no RST) stays "alive" until its socket buffer is full and its TCP
-  // gives up: an attached retry then waits with it, for minutes. Fix: while a generation is
-  // published, read the handler's body ahead of the first caller (its unread part is in the
-  // capture already, so the first response can be served from there, as an attached reader
-  // is), keeping the outcome cap as the bound.
-  it.fails('OPEN: an attached reader still gets the rest as it is produced', async () => {
+  // The recorder reads the handler's body ahead of a first caller that stopped reading (its
+  // connection died silently, no RST: it stays "alive" until its socket buffer is full and
+  // its TCP gives up) while the generation is published; the first caller is served from
+  // the capture. Seen failing (stalled) when the body was read at the first caller's pace.
+  it('an attached reader still gets the rest as it is produced', async () => {
     const { first: side } = memoryPair();
     const key = `stop-${Math.random().toString(36).slice(2)}`;
     const original = await side.handle(post(key));
@@ -158,5 +155,101 @@ describe('live streams: a first caller that stops reading', () => {
     ]);
     await firstReader.cancel();
     expect(within).toContain('token 5');
+  }, 30_000);
+});
+
+describe('live streams: reading ahead of the first caller', () => {
+  /** A handler whose body makes `total` chunks on demand (pull), counting the pulls. */
+  function pulled(contentType: string, total: number, size: number, maxOutcomeBytes?: number) {
+    const state = { pulls: 0 };
+    const handle = withIdempotency(
+      async () =>
+        new Response(
+          new ReadableStream<Uint8Array>(
+            {
+              async pull(controller) {
+                await new Promise((resolve) => setTimeout(resolve, 1));
+                if (state.pulls >= total) return controller.close();
+                state.pulls++;
+                const line = `id: ${state.pulls}\ndata: ${'x'.repeat(size)}\n\n`;
+                controller.enqueue(encoder.encode(line));
+              },
+            },
+            { highWaterMark: 0 },
+          ),
+          { headers: { 'content-type': contentType } },
+        ),
+      {
+        store: createMemoryStore(),
+        scope: () => ({ principal: 'p' }),
+        onWarning: () => {},
+        ...(maxOutcomeBytes ? { maxOutcomeBytes } : {}),
+        liveStreams: { channel: createMemoryLiveStreams() },
+      },
+    );
+    return { handle, state };
+  }
+  const all = async (body: ReadableStream<Uint8Array>) => {
+    const text = new TextDecoder();
+    let out = '';
+    const reader = body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return out;
+      out += text.decode(value, { stream: true });
+    }
+  };
+
+  it('a non-live stream keeps the first caller pace (backpressure)', async () => {
+    const { handle, state } = pulled('text/plain', 1_000, 100);
+    const response = await handle(post('plain-bp'));
+    const reader = response.body!.getReader();
+    await reader.read();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Read ahead at most a few chunks, never the whole body.
+    expect(state.pulls).toBeLessThan(10);
+    await reader.cancel();
+  });
+
+  it('a live stream is read ahead; the first caller later gets the same bytes whole', async () => {
+    const { handle, state } = pulled('text/event-stream', 200, 50);
+    const response = await handle(post('live-ahead'));
+    expect(response.status).toBe(200);
+    const deadline = Date.now() + 10_000;
+    while (state.pulls < 200 && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(state.pulls).toBe(200);
+    const text = await all(response.body!);
+    const expected = Array.from(
+      { length: 200 },
+      (_, i) => `id: ${i + 1}\ndata: ${'x'.repeat(50)}\n\n`,
+    ).join('');
+    expect(text).toBe(expected);
+    // And the replay is that body.
+    const replay = await handle(post('live-ahead'));
+    expect(await all(replay.body!)).toBe(expected);
+  }, 30_000);
+
+  it('past the outcome cap the read-ahead stops (memory bounded) and the first caller still gets everything', async () => {
+    const { handle, state } = pulled('text/event-stream', 400, 1_000, 64 * 1024);
+    const response = await handle(post('live-cap'));
+    const reader = response.body!.getReader();
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    // About the cap's worth (65 chunks of ~1 KB), not the whole 400 KB body.
+    expect(state.pulls).toBeGreaterThan(40);
+    expect(state.pulls).toBeLessThan(90);
+    let text = '';
+    const decoder = new TextDecoder();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    expect(text.length).toBe(
+      Array.from({ length: 400 }, (_, i) => `id: ${i + 1}\ndata: \n\n`.length + 1_000).reduce(
+        (a, b) => a + b,
+      ),
+    );
+    expect(text.endsWith(`id: 400\ndata: ${'x'.repeat(1_000)}\n\n`)).toBe(true);
   }, 30_000);
 });

@@ -232,7 +232,9 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
       stop();
       void finish(false);
     };
-    input.signal.addEventListener('abort', lose, { once: true });
+    // A lease lost already: no abort event will come, the generation ends at once.
+    if (input.signal.aborted) lose();
+    else input.signal.addEventListener('abort', lose, { once: true });
     return {
       append(entry) {
         if (ended || broken) return;
