@@ -90,7 +90,10 @@ function connectionAsRecorded(request: IncomingMessage, res: ServerResponse): vo
           };
         }
         let fn = bound.get(value);
-        if (!fn) bound.set(value, (fn = (value as (...args: unknown[]) => unknown).bind(on)));
+        if (!fn) {
+          fn = (value as (...args: unknown[]) => unknown).bind(on);
+          bound.set(value, fn);
+        }
         return fn;
       },
     });

@@ -86,22 +86,25 @@ describe.each<Platform>(['express', 'fastify'])(
       ['file', 'a StreamableFile of several chunks', CHUNKS.join('')],
       ['iterable', 'an async iterable', CHUNKS.join('')],
       ['observable', 'an Observable', JSON.stringify({ done: true })],
-    ])('/%s: %s is sent into the recording, and the retry gets the replay', async (route, _what, body) => {
-      const key = randomUUID();
-      const before = runs.get(route) ?? 0;
-      const recorded = spy.completed.length;
-      await expect(send(url, `/${route}`, { key, body: {}, timeoutMs: 80 })).rejects.toThrow(
-        /timed out/,
-      );
-      const deadline = Date.now() + 5_000;
-      while (spy.completed.length === recorded && Date.now() < deadline) await sleep(10);
-      expect(spy.calls.release, 'the key was released: a retry would run again').toBe(0);
-      expect(spy.completed.length, 'the outcome was recorded').toBe(recorded + 1);
-      const retry = await send(url, `/${route}`, { key, body: {} });
-      expect(retry.status).toBe(201);
-      expect(retry.headers['idempotent-replayed']).toBe('true');
-      expect(retry.body.toString('utf8')).toBe(body);
-      expect(runs.get(route)).toBe(before + 1);
-    });
+    ])(
+      '/%s: %s is sent into the recording, and the retry gets the replay',
+      async (route, _what, body) => {
+        const key = randomUUID();
+        const before = runs.get(route) ?? 0;
+        const recorded = spy.completed.length;
+        await expect(send(url, `/${route}`, { key, body: {}, timeoutMs: 80 })).rejects.toThrow(
+          /timed out/,
+        );
+        const deadline = Date.now() + 5_000;
+        while (spy.completed.length === recorded && Date.now() < deadline) await sleep(10);
+        expect(spy.calls.release, 'the key was released: a retry would run again').toBe(0);
+        expect(spy.completed.length, 'the outcome was recorded').toBe(recorded + 1);
+        const retry = await send(url, `/${route}`, { key, body: {} });
+        expect(retry.status).toBe(201);
+        expect(retry.headers['idempotent-replayed']).toBe('true');
+        expect(retry.body.toString('utf8')).toBe(body);
+        expect(runs.get(route)).toBe(before + 1);
+      },
+    );
   },
 );

@@ -36,7 +36,7 @@ export function assertSameBytes(
   message: string,
 ): void {
   if (actual == null || expected == null) {
-    if (actual == expected) return;
+    if (actual === expected) return;
     const what = (bytes: Uint8Array | undefined | null) =>
       bytes == null ? String(bytes) : `${bytes.length} bytes`;
     throw new assert.AssertionError({

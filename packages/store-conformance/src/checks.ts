@@ -13,8 +13,8 @@ import { engineChecks } from './checks-engine.js';
 import {
   acquireInput,
   assertAcquired,
-  assertSameBytes,
   assertFound,
+  assertSameBytes,
   bytes,
   type ContractCheck,
   expectRecord,

@@ -1,6 +1,7 @@
 import { ManualClock, systemClock } from '@idem/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { assertSameBytes } from '../src/checks-records.js';
 import {
   type ConformanceOptions,
   contractChecks,
@@ -8,7 +9,6 @@ import {
   exactlyOnceProperty,
   withHarness,
 } from '../src/index.js';
-import { assertSameBytes } from '../src/checks-records.js';
 import { type Bug, createNaiveStore } from './naive-store.js';
 
 const options = (bug: Bug): ConformanceOptions => ({
@@ -132,7 +132,9 @@ describe('a check that finds corrupted outcome bytes fails fast, with a short me
       );
       expect(error, check.name).toBeInstanceOf(Error);
       const { message } = error as Error;
-      expect(message).toMatch(/^outcome bytes: got \d+ bytes, expected \d+, first difference at byte \d+/);
+      expect(message).toMatch(
+        /^outcome bytes: got \d+ bytes, expected \d+, first difference at byte \d+/,
+      );
       expect(message.length).toBeLessThan(400);
       expect(Date.now() - started, 'the check failed fast').toBeLessThan(10_000);
     }
@@ -142,7 +144,9 @@ describe('a check that finds corrupted outcome bytes fails fast, with a short me
     const bytes = new Uint8Array([1, 2, 3, 4]);
     expect(() => assertSameBytes(bytes, Uint8Array.from(bytes), 'same')).not.toThrow();
     expect(() => assertSameBytes(undefined, undefined, 'none')).not.toThrow();
-    expect(() => assertSameBytes(undefined, bytes, 'x')).toThrow('x: got undefined, expected 4 bytes');
+    expect(() => assertSameBytes(undefined, bytes, 'x')).toThrow(
+      'x: got undefined, expected 4 bytes',
+    );
     expect(() => assertSameBytes(bytes, bytes.subarray(0, 3), 'x')).toThrow(
       'x: got 4 bytes, expected 3, first difference at byte 3 (got 01020304, expected 010203)',
     );
