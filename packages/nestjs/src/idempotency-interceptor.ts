@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import {
   headerValue,
@@ -41,6 +42,75 @@ function abortOnStreamError(value: unknown, res: ServerResponse): void {
       if (res.headersSent && !res.writableEnded) res.destroy(error);
     });
   }
+}
+
+type EventMethod = (event: string | symbol, listener: (...args: unknown[]) => void) => unknown;
+/** The listener methods of the request's socket that {@link connectionAsRecorded} sends to the response for `'close'`. */
+const LISTENER_METHODS: ReadonlySet<PropertyKey> = new Set([
+  'on',
+  'once',
+  'addListener',
+  'prependListener',
+  'prependOnceListener',
+  'off',
+  'removeListener',
+]);
+
+/**
+ * The request's socket as the recorded response sees it: alive until the response is.
+ *
+ * Nest (its router and both platform adapters) learns that the client left from the request's
+ * socket (`req.socket.destroyed`, its `'close'`), not from the response: a body the handler
+ * answers after the client left is destroyed unsent (`StreamableFile`), not read (an async
+ * iterable) or unsubscribed (an Observable), and the response is never ended, so its outcome is
+ * never recorded and the key stays held until its lease runs out. `recordServerResponse` keeps
+ * the response alive while it records (`destroyed` reads false, `'close'` waits for the end),
+ * and `res.socket` reads null so that code watching the response's socket looks at the
+ * response. For the request's socket, read after the client left, this view answers
+ * `destroyed` and `'close'` listeners with the response's, and everything else with the socket's.
+ * Whether the body still ended in time was a race on Node 20; on Node 24 it never does.
+ */
+function connectionAsRecorded(request: IncomingMessage, res: ServerResponse): void {
+  const own = Object.getOwnPropertyDescriptor(request, 'socket');
+  if (!own || !('value' in own)) return;
+  let socket = own.value as Socket | null;
+  let view: Socket | undefined;
+  const bound = new WeakMap<object, unknown>();
+  const viewOf = (target: Socket): Socket =>
+    new Proxy(target, {
+      get(on, name) {
+        if (name === 'destroyed') return res.destroyed;
+        const value = Reflect.get(on, name, on) as unknown;
+        if (typeof value !== 'function') return value;
+        if (LISTENER_METHODS.has(name)) {
+          return (event: string | symbol, listener: (...args: unknown[]) => void) => {
+            const method = (event === 'close' ? res : on)[name as 'on'] as EventMethod;
+            method.call(event === 'close' ? res : on, event, listener);
+            return view;
+          };
+        }
+        let fn = bound.get(value);
+        if (!fn) {
+          fn = (value as (...args: unknown[]) => unknown).bind(on);
+          bound.set(value, fn);
+        }
+        return fn;
+      },
+    });
+  Object.defineProperty(request, 'socket', {
+    configurable: true,
+    enumerable: own.enumerable ?? true,
+    // The view only while the socket is gone and the response, as recorded, is not.
+    get: () => {
+      if (!socket?.destroyed || res.destroyed) return socket;
+      view ??= viewOf(socket);
+      return view;
+    },
+    set: (next: Socket | null) => {
+      socket = next;
+      view = undefined;
+    },
+  });
 }
 
 /**
@@ -132,6 +202,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     }
     request.idempotency = decision.recorder.context;
     recordServerResponse(res, decision.recorder);
+    connectionAsRecorded(raw, res);
     return { result: next.handle(), res };
   }
 }

@@ -14,6 +14,7 @@ import {
   acquireInput,
   assertAcquired,
   assertFound,
+  assertSameBytes,
   bytes,
   type ContractCheck,
   expectRecord,
@@ -301,7 +302,7 @@ export const contractChecks: ContractCheck[] = [
       await h.store.complete({ key, owner: input.owner, outcome: bytes('done'), retentionMs });
       const found = assertFound(await h.store.acquire(acquireInput(h, key)));
       assert.equal(found.record.status, 'completed');
-      assert.deepEqual(Buffer.from(found.record.outcome ?? []), Buffer.from(bytes('done')));
+      assertSameBytes(found.record.outcome, bytes('done'), 'the replayed outcome');
       const record = await readBoth(h, key);
       assert.ok(record);
       assert.ok(
@@ -356,8 +357,8 @@ export const contractChecks: ContractCheck[] = [
         assert.equal(outcome, 'stored', 'a small outcome must be stored');
         const found = assertFound(await h.store.acquire(acquireInput(h, key)));
         assert.ok(found.record.outcome);
-        assert.deepEqual(Buffer.from(found.record.outcome), Buffer.from(encoded));
-        assert.deepEqual(Buffer.from(decodeOutcome(found.record.outcome).body), Buffer.from(body));
+        assertSameBytes(found.record.outcome, encoded, 'the replayed outcome');
+        assertSameBytes(decodeOutcome(found.record.outcome).body, body, 'the replayed body');
       }
     },
   },

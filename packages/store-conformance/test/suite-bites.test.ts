@@ -1,6 +1,7 @@
 import { ManualClock, systemClock } from '@idem/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { assertSameBytes } from '../src/checks-records.js';
 import {
   type ConformanceOptions,
   contractChecks,
@@ -114,5 +115,43 @@ describe('the suite bites: each broken store fails it', () => {
   });
   it('the manual clock refuses to go backwards (the suite relies on it)', () => {
     expect(() => new ManualClock(10).set(5)).toThrow(RangeError);
+  });
+});
+
+describe('a check that finds corrupted outcome bytes fails fast, with a short message', () => {
+  // node:assert/strict's diff of two differing byte arrays grows with the square of their
+  // length on Node 22+: the 4 MiB outcome check took 21 GB against a corrupting store.
+  it('binary-as-text on the 256 KiB and 4 MiB outcome checks: the first differing byte, bounded message', async () => {
+    const big = contractChecks.filter((check) => /256 KiB|4 MiB/.test(check.name));
+    expect(big).toHaveLength(2);
+    for (const check of big) {
+      const started = Date.now();
+      const error = await withHarness(options('binary-as-text'), (h) => check.run(h)).then(
+        () => undefined,
+        (thrown: unknown) => thrown,
+      );
+      expect(error, check.name).toBeInstanceOf(Error);
+      const { message } = error as Error;
+      expect(message).toMatch(
+        /^outcome bytes: got \d+ bytes, expected \d+, first difference at byte \d+/,
+      );
+      expect(message.length).toBeLessThan(400);
+      expect(Date.now() - started, 'the check failed fast').toBeLessThan(10_000);
+    }
+  });
+
+  it('assertSameBytes tells equal bytes, absence and a difference apart', () => {
+    const bytes = new Uint8Array([1, 2, 3, 4]);
+    expect(() => assertSameBytes(bytes, Uint8Array.from(bytes), 'same')).not.toThrow();
+    expect(() => assertSameBytes(undefined, undefined, 'none')).not.toThrow();
+    expect(() => assertSameBytes(undefined, bytes, 'x')).toThrow(
+      'x: got undefined, expected 4 bytes',
+    );
+    expect(() => assertSameBytes(bytes, bytes.subarray(0, 3), 'x')).toThrow(
+      'x: got 4 bytes, expected 3, first difference at byte 3 (got 01020304, expected 010203)',
+    );
+    // A view into a larger buffer compares only its own bytes.
+    const backing = new Uint8Array([9, 1, 2, 3, 4, 9]);
+    expect(() => assertSameBytes(backing.subarray(1, 5), bytes, 'view')).not.toThrow();
   });
 });
