@@ -7,6 +7,43 @@ interface Waiting {
   wakers: Set<() => void>;
 }
 
+/** Blocking connections per Cluster primary at most (one per slot waited on, up to this). */
+const LANES_PER_NODE = 4;
+
+const CRC16_TABLE = (() => {
+  const table = new Uint16Array(256);
+  for (let i = 0; i < 256; i++) {
+    let crc = i << 8;
+    for (let bit = 0; bit < 8; bit++)
+      crc = crc & 0x8000 ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+    table[i] = crc;
+  }
+  return table;
+})();
+
+/** The Redis Cluster hash slot of `key` (CRC16 of its hash tag, or of the key, mod 16384). */
+export function keySlot(key: string): number {
+  let bytes = Buffer.from(key);
+  const open = bytes.indexOf(0x7b);
+  if (open !== -1) {
+    const close = bytes.indexOf(0x7d, open + 1);
+    if (close > open + 1) bytes = bytes.subarray(open + 1, close);
+  }
+  let crc = 0;
+  for (const byte of bytes)
+    crc = ((crc << 8) & 0xffff) ^ (CRC16_TABLE[((crc >> 8) ^ byte) & 0xff] as number);
+  return crc & 0x3fff;
+}
+
+interface Lane {
+  connection: Redis;
+  node: string;
+  id: Promise<number | undefined> | undefined;
+  blocked: boolean;
+}
+
+const nodeName = (redis: Redis) => `${redis.options.host}:${redis.options.port}`;
+
 function compareIds(a: string, b: string): number {
   const [am = 0, as = 0] = a.split('-').map(Number);
   const [bm = 0, bs = 0] = b.split('-').map(Number);
@@ -26,6 +63,7 @@ export class XReadWaker {
   private running = false;
   private inRound = false;
   private blockingId: Promise<number | undefined> | undefined;
+  private readonly lanes = new Map<string, Lane[]>();
 
   constructor(
     private readonly client: Redis | Cluster,
@@ -72,6 +110,7 @@ export class XReadWaker {
   }
 
   private unblock(): Promise<void> {
+    if (this.blocking.isCluster) return this.unblockLanes();
     return this.idOfBlocking()
       .then((id) => {
         if (id === undefined) {
@@ -88,45 +127,151 @@ export class XReadWaker {
       });
   }
 
+  /** Ends the blocked XREADs of a Cluster round (through `client`'s connection to that node). */
+  private async unblockLanes(): Promise<void> {
+    const client = this.client as Cluster;
+    await Promise.all(
+      [...this.lanes.values()].flat().map(async (lane) => {
+        if (!lane.blocked) return;
+        const id = await lane.id;
+        const node = client.nodes('master').find((redis) => nodeName(redis) === lane.node);
+        if (id === undefined || !node) return;
+        await this.gate
+          .run(() => node.client('UNBLOCK', id, 'TIMEOUT') as Promise<unknown>)
+          .catch(() => undefined);
+      }),
+    );
+  }
+
+  private wake(reply: [string, unknown[]][] | null): void {
+    for (const [key] of reply ?? []) {
+      const entry = this.waiting.get(String(key));
+      if (!entry) continue;
+      this.waiting.delete(String(key));
+      for (const wake of [...entry.wakers]) wake();
+    }
+  }
+
+  private xread(
+    connection: Redis | Cluster,
+    keys: string[],
+  ): Promise<[string, unknown[]][] | null> {
+    const ids = keys.map((key) => this.waiting.get(key)?.id ?? '$');
+    let timer: NodeJS.Timeout | undefined;
+    return Promise.race([
+      connection.xread('COUNT', 1, 'BLOCK', this.blockMs, 'STREAMS', ...keys, ...ids),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error('XREAD timed out')),
+          this.blockMs + this.timeoutMs,
+        );
+        timer.unref?.();
+      }),
+    ]).finally(() => clearTimeout(timer)) as Promise<[string, unknown[]][] | null>;
+  }
+
+  /** Connections of one node for its slot groups: created on first use, at most LANES_PER_NODE. */
+  private lanesOf(node: string, count: number): Lane[] {
+    const lanes = this.lanes.get(node) ?? [];
+    this.lanes.set(node, lanes);
+    const primary = (this.blocking as Cluster)
+      .nodes('master')
+      .find((redis) => nodeName(redis) === node);
+    while (primary && lanes.length < Math.min(count, LANES_PER_NODE)) {
+      const lane: Lane = { connection: primary.duplicate(), node, id: undefined, blocked: false };
+      lane.connection.on('error', () => undefined);
+      lane.connection.on('ready', () => {
+        lane.id = undefined;
+      });
+      lanes.push(lane);
+    }
+    return lanes.slice(0, Math.min(count, LANES_PER_NODE));
+  }
+
+  /**
+   * A Cluster round: one XREAD per hash slot (keys of several slots in one XREAD are a
+   * CROSSSLOT error), each on a connection to the slot's primary; a node's slot groups beyond
+   * its LANES_PER_NODE connections wait on those in turn. Throws if a read failed.
+   */
+  private async clusterRound(keys: string[]): Promise<void> {
+    const cluster = this.blocking as Cluster;
+    if (cluster.status !== 'ready') throw new Error('cluster not ready');
+    const slots = (cluster as unknown as { slots: string[][] }).slots;
+    const bySlot = new Map<number, string[]>();
+    for (const key of keys) {
+      const slot = keySlot(key);
+      bySlot.set(slot, [...(bySlot.get(slot) ?? []), key]);
+    }
+    const byNode = new Map<string, string[][]>();
+    for (const [slot, group] of bySlot) {
+      const node = slots[slot]?.[0];
+      if (node === undefined) throw new Error(`slot ${slot} has no node`);
+      byNode.set(node, [...(byNode.get(node) ?? []), group]);
+    }
+    let failed = false;
+    const runs: Promise<void>[] = [];
+    for (const [node, groups] of byNode) {
+      const lanes = this.lanesOf(node, groups.length);
+      if (lanes.length === 0) throw new Error(`no connection to ${node}`);
+      lanes.forEach((lane, index) => {
+        runs.push(
+          (async () => {
+            for (let g = index; g < groups.length; g += lanes.length) {
+              lane.id ??= (lane.connection.client('ID') as Promise<number>).catch(() => undefined);
+              await lane.id;
+              lane.blocked = true;
+              try {
+                this.wake(await this.xread(lane.connection, groups[g] as string[]));
+              } catch {
+                lane.id = undefined;
+                failed = true;
+                return;
+              } finally {
+                lane.blocked = false;
+              }
+            }
+          })(),
+        );
+      });
+    }
+    await Promise.all(runs);
+    if (failed) throw new Error('XREAD failed');
+  }
+
+  private closeLanes(): void {
+    for (const lanes of this.lanes.values()) for (const lane of lanes) lane.connection.disconnect();
+    this.lanes.clear();
+  }
+
   private async loop(): Promise<void> {
     if (this.running) return;
     this.running = true;
     try {
       while (this.waiting.size > 0) {
-        // Before the round: a blocked connection would answer only after its block.
-        await this.idOfBlocking();
         const keys = [...this.waiting.keys()];
-        const ids = keys.map((key) => (this.waiting.get(key) as Waiting).id);
-        let reply: [string, unknown[]][] | null;
-        this.inRound = true;
         try {
-          reply = (await Promise.race([
-            this.blocking.xread('COUNT', 1, 'BLOCK', this.blockMs, 'STREAMS', ...keys, ...ids),
-            new Promise<never>((_, reject) =>
-              setTimeout(
-                () => reject(new Error('XREAD timed out')),
-                this.blockMs + this.timeoutMs,
-              ).unref?.(),
-            ),
-          ])) as [string, unknown[]][] | null;
+          if (this.blocking.isCluster) {
+            this.inRound = true;
+            await this.clusterRound(keys);
+          } else {
+            // Before the round: a blocked connection would answer only after its block.
+            await this.idOfBlocking();
+            this.inRound = true;
+            this.wake(await this.xread(this.blocking, keys));
+          }
         } catch {
           // The connection failed or a round hung: waiters time out on their own; pause a
           // little so a broken connection is not hammered.
           this.blockingId = undefined;
           await new Promise((resolve) => setTimeout(resolve, Math.min(this.blockMs, 200)));
-          continue;
         } finally {
           this.inRound = false;
-        }
-        for (const [key] of reply ?? []) {
-          const entry = this.waiting.get(String(key));
-          if (!entry) continue;
-          this.waiting.delete(String(key));
-          for (const wake of [...entry.wakers]) wake();
         }
       }
     } finally {
       this.running = false;
+      // Nobody waits: a Cluster's per-node blocking connections are closed until the next wait.
+      this.closeLanes();
     }
   }
 }
