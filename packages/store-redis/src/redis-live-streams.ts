@@ -20,7 +20,9 @@ export interface RedisLiveStreamOptions {
   /**
    * A connection of its own for `XREAD BLOCK`: a blocked connection holds every command
    * queued behind it. The channel waits on it with bounded blocks (`blockMs`) and never
-   * closes it. On a Cluster, give every live key one slot with a hash tag in `keyPrefix`.
+   * closes it. On a Cluster, the waker blocks with one `XREAD` per hash slot waited on, each
+   * on a duplicate of this Cluster's connection to the slot's primary (at most 4 per primary,
+   * closed when no reader waits).
    */
   blockingClient: Redis | Cluster;
   /**
