@@ -130,6 +130,7 @@ export class XReadWaker {
   /** Ends the blocked XREADs of a Cluster round (through `client`'s connection to that node). */
   private async unblockLanes(): Promise<void> {
     const client = this.client as Cluster;
+    if (!client.isCluster) return; // No connection to the node to unblock through: rounds end by their block.
     await Promise.all(
       [...this.lanes.values()].flat().map(async (lane) => {
         if (!lane.blocked) return;
