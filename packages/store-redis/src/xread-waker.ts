@@ -22,7 +22,7 @@ const CRC16_TABLE = (() => {
 })();
 
 /** The Redis Cluster hash slot of `key` (CRC16 of its hash tag, or of the key, mod 16384). */
-export function keySlot(key: string): number {
+function keySlot(key: string): number {
   let bytes = Buffer.from(key);
   const open = bytes.indexOf(0x7b);
   if (open !== -1) {
