@@ -1,43 +1,23 @@
 import { generateKey } from '@idem/core';
-import { metrics, trace } from '@opentelemetry/api';
-import {
-  AggregationTemporality,
-  InMemoryMetricExporter,
-  MeterProvider,
-  PeriodicExportingMetricReader,
-} from '@opentelemetry/sdk-metrics';
-import {
-  BasicTracerProvider,
-  InMemorySpanExporter,
-  SimpleSpanProcessor,
-} from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config.js';
 import { type RunningServer, startServer } from '../src/server.js';
+import { inMemoryTelemetry } from './otel-sdk.js';
 
 describe('llm-api reports idem spans and metrics to the OpenTelemetry SDK the process registers', () => {
-  const spans = new InMemorySpanExporter();
-  const tracerProvider = new BasicTracerProvider({
-    spanProcessors: [new SimpleSpanProcessor(spans)],
-  });
-  const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
-  const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
-  const meterProvider = new MeterProvider({ readers: [reader] });
+  const telemetry = inMemoryTelemetry();
+  const { spans, exporter, reader } = telemetry;
   let server: RunningServer;
 
   beforeAll(async () => {
     // The server starts first, the SDK after it (as when an SDK is loaded late): the app's
     // listener looks the global providers up when it records.
     server = await startServer(parseConfig({ PORT: '0', MODEL_CHUNK_DELAY_MS: '1' }));
-    trace.setGlobalTracerProvider(tracerProvider);
-    metrics.setGlobalMeterProvider(meterProvider);
+    telemetry.register();
   });
   afterAll(async () => {
     await server?.close();
-    await tracerProvider.shutdown();
-    await meterProvider.shutdown();
-    trace.disable();
-    metrics.disable();
+    await telemetry.shutdown();
   });
 
   it('a miss, then a replay of the same key: acquire, execute, complete and replay spans; results counted', async () => {
