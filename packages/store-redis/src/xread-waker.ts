@@ -50,6 +50,10 @@ function compareIds(a: string, b: string): number {
   return am === bm ? as - bs : am - bm;
 }
 
+/** How often, and how long apart, an UNBLOCK that came before its round's XREAD is retried. */
+const UNBLOCK_RETRIES = 40;
+const UNBLOCK_RETRY_MS = 5;
+
 /**
  * One `XREAD BLOCK` loop on the blocking connection for every reader of this process: each
  * round waits (at most `blockMs`) on all the streams that readers wait on, and wakes the
@@ -62,6 +66,8 @@ export class XReadWaker {
   private readonly waiting = new Map<string, Waiting>();
   private running = false;
   private inRound = false;
+  /** Counts the rounds, so that an UNBLOCK retried for one round never ends the next. */
+  private round = 0;
   private blockingId: Promise<number | undefined> | undefined;
   private readonly lanes = new Map<string, Lane[]>();
 
@@ -111,20 +117,30 @@ export class XReadWaker {
 
   private unblock(): Promise<void> {
     if (this.blocking.isCluster) return this.unblockLanes();
-    return this.idOfBlocking()
-      .then((id) => {
+    const round = this.round;
+    const attempt = (triesLeft: number): Promise<void> =>
+      this.idOfBlocking().then((id) => {
         if (id === undefined) {
           this.blockingId = undefined;
           return;
         }
         return this.gate
           .run(() => this.client.client('UNBLOCK', id, 'TIMEOUT') as Promise<unknown>)
-          .then(() => undefined);
-      })
-      .catch(() => {
-        // The round ends by its own block anyway.
-        this.blockingId = undefined;
+          .then((answer) => {
+            // 0: the connection was not blocked yet. The round's XREAD and this UNBLOCK travel
+            // on two connections, and Redis may read the UNBLOCK first: try again while that
+            // same round lasts (bounded), or the new reader would wait out the whole block.
+            if (answer === 0 && triesLeft > 0 && this.inRound && this.round === round) {
+              return new Promise((resolve) => setTimeout(resolve, UNBLOCK_RETRY_MS)).then(() =>
+                attempt(triesLeft - 1),
+              );
+            }
+          });
       });
+    return attempt(UNBLOCK_RETRIES).catch(() => {
+      // The round ends by its own block anyway.
+      this.blockingId = undefined;
+    });
   }
 
   /** Ends the blocked XREADs of a Cluster round (through `client`'s connection to that node). */
@@ -257,6 +273,7 @@ export class XReadWaker {
           } else {
             // Before the round: a blocked connection would answer only after its block.
             await this.idOfBlocking();
+            this.round += 1;
             this.inRound = true;
             this.wake(await this.xread(this.blocking, keys));
           }

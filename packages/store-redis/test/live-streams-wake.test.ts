@@ -63,4 +63,42 @@ describe('XReadWaker', () => {
     // Without a wake-up that survives the race each missed one costs the whole 5 s block.
     expect(Math.max(...slowest)).toBeLessThan(BLOCK_MS / 2);
   });
+
+  it('wakes a reader whose CLIENT UNBLOCK reached Redis before the round it meant to end', async () => {
+    // The blocking connection's XREAD leaves 50 ms late, so the UNBLOCK that a new reader
+    // sends finds nothing blocked (answers 0). Before the retry, that reader waited out the
+    // whole 5 s block.
+    const late = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+    await late.ping();
+    const xread = late.xread.bind(late) as (...args: unknown[]) => Promise<unknown>;
+    (late as unknown as { xread: (...args: unknown[]) => Promise<unknown> }).xread = (
+      ...args: unknown[]
+    ) => new Promise((resolve) => setTimeout(resolve, 50)).then(() => xread(...args));
+    try {
+      const waker = new XReadWaker(client, late, BLOCK_MS, 2_000, new CallGate(2_000));
+      const internal = waker as unknown as { inRound: boolean };
+      const quiet = `${prefix}late-quiet`;
+      const quietId = String(await client.xadd(quiet, '*', 'k', 'h'));
+      const key = `${prefix}late-busy`;
+      const id = String(await client.xadd(key, '*', 'k', 'h'));
+      const quietWoken = waker.wait(quiet, quietId, BLOCK_MS * 2);
+      for (let spin = 0; spin < 1_000 && !internal.inRound; spin++) await sleepMs(1);
+      expect(internal.inRound).toBe(true);
+      const started = performance.now();
+      const woken = waker.wait(key, id, BLOCK_MS * 2);
+      await sleepMs(150);
+      await client.xadd(key, '*', 'k', 'c');
+      await woken;
+      const took = performance.now() - started;
+      await client.xadd(quiet, '*', 'k', 'c');
+      await quietWoken;
+      expect(took).toBeLessThan(BLOCK_MS / 2);
+    } finally {
+      late.disconnect();
+    }
+  });
 });
+
+function sleepMs(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
