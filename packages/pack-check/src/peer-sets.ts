@@ -66,7 +66,7 @@ const EXAMPLE_EXTRAS_FLOOR: Record<string, string> = {
   '@types/amqplib': '0.10.8',
 };
 
-export const PEER_SETS: PeerSet[] = [
+const ALL_PEER_SETS: PeerSet[] = [
   {
     name: 'latest',
     nodeMajor: '24',
@@ -101,3 +101,23 @@ export async function pinLatest(set: PeerSet): Promise<PeerSet> {
   );
   return { ...set, dependencies: Object.fromEntries(entries) };
 }
+
+/**
+ * The sets this run installs: `PACK_CHECK_PEER_SETS` (comma-separated names, default both).
+ * The latest set always runs on Node 24, whatever Node runs the test, so the Node 24 lane of
+ * `scripts/test.sh` installs only the floor set: the latest one would repeat, byte for byte,
+ * what the Node 20 lane's run already did on Node 24.
+ */
+export function selectPeerSets(env: string | undefined): PeerSet[] {
+  if (env === undefined || env.trim() === '') return ALL_PEER_SETS;
+  const names = env.split(',').map((name) => name.trim());
+  const unknown = names.filter((name) => !ALL_PEER_SETS.some((set) => set.name === name));
+  if (unknown.length > 0 || names.length === 0) {
+    throw new Error(
+      `PACK_CHECK_PEER_SETS must list some of ${ALL_PEER_SETS.map((set) => set.name).join(', ')}; got ${JSON.stringify(env)}`,
+    );
+  }
+  return ALL_PEER_SETS.filter((set) => names.includes(set.name));
+}
+
+export const PEER_SETS: PeerSet[] = selectPeerSets(process.env.PACK_CHECK_PEER_SETS);
