@@ -9,6 +9,8 @@ test('PACK_CHECK_PEER_SETS picks the sets by name; unset or empty means both', (
 });
 
 test('an unknown set name is refused, never read as "none"', () => {
-  expect(() => selectPeerSets('flor')).toThrow(/PACK_CHECK_PEER_SETS must list some of latest, floor/);
+  expect(() => selectPeerSets('flor')).toThrow(
+    /PACK_CHECK_PEER_SETS must list some of latest, floor/,
+  );
   expect(() => selectPeerSets('floor,')).toThrow(/PACK_CHECK_PEER_SETS/);
 });
