@@ -40,6 +40,32 @@ export function generationChanged(): IdempotencyDecision {
   );
 }
 
+/**
+ * 412: a resume after an event (`Last-Event-ID`) that names no generation, of a stream that is
+ * not the key's first execution (fence above 1): an earlier execution's stream, whose event
+ * ids may repeat in this one, may be the one the client saw, so its event cannot be trusted
+ * to mark a place in this stream. @internal
+ */
+export function generationUnproven(): IdempotencyDecision {
+  return respond(
+    412,
+    PROBLEM_TYPES.generationChanged,
+    'Stream generation not named',
+    `This request resumes a stream after an event (Last-Event-ID) without naming its generation (${GENERATION_HEADER}), and the stream under this key is not the first execution's: the client may have seen another one; nothing was run. Send the generation it saw, or no Last-Event-ID for the whole stream`,
+  );
+}
+
+/**
+ * Whether a resume of the stream of generation `fence` is refused: the caller names another
+ * generation, or none while it resumes after an event of a generation other than the key's
+ * first (only the first is sure to be the one it saw: fences grow with every execution).
+ */
+function refusedGeneration(hints: ResumeHints, fence: number): IdempotencyDecision | undefined {
+  if (hints.generation !== undefined)
+    return hints.generation === String(fence) ? undefined : generationChanged();
+  return hints.lastEventId !== undefined && fence !== 1 ? generationUnproven() : undefined;
+}
+
 function encodedStream(): IdempotencyDecision {
   return respond(
     412,
@@ -75,8 +101,8 @@ export async function attachDecision(
   if (!(settings && hints.attach && error instanceof InProgressError)) return undefined;
   const { fence, storageKey } = error;
   if (fence === undefined || storageKey === undefined) return undefined;
-  if (hints.generation !== undefined && hints.generation !== String(fence))
-    return generationChanged();
+  const refused = refusedGeneration(hints, fence);
+  if (refused) return refused;
   const answer = await attachToStream({ storageKey, fence }, hints.lastEventId, settings, readers);
   if (answer.kind === 'stream')
     return { action: 'respond', response: answer.response, replayed: true };
@@ -109,8 +135,8 @@ export function replayDecision(
     mediaType(type) !== 'text/event-stream'
   )
     return respondWith(prepared, true);
-  if (hints.generation !== undefined && hints.generation !== String(fence))
-    return generationChanged();
+  const refused = refusedGeneration(hints, fence);
+  if (refused) return refused;
   let chunks: readonly Uint8Array[] = prepared.chunks;
   if (hints.lastEventId !== undefined && encoded(prepared.headers)) return encodedStream();
   if (hints.lastEventId !== undefined) {

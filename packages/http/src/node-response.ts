@@ -1,7 +1,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { type ResponseHeadSource, startFromOf } from './head-source.js';
-import { GENERATION_HEADER, liveGenerationOf } from './live-publish.js';
+import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import type { ResponseRecorder } from './recorder.js';
 
 type Chunk = string | Uint8Array;
@@ -188,6 +188,20 @@ function releaseSocketEvents(socket: Socket | null, hold: SocketHold): void {
   }
 }
 
+/** A published response read ahead of its first client (see {@link recordServerResponse}). */
+interface LiveAhead {
+  /** The capture so far (a view: bytes below its length never change). */
+  view: Uint8Array;
+  /** Bytes of `view` written to the first client's socket. */
+  delivered: number;
+  /** Bytes of `view` that may go before the outcome is stored (the rest is held). */
+  sendable: number;
+  /** The socket answered false: the next part waits for its `'drain'`. */
+  waiting: boolean;
+  /** Hands over when the lease is lost. */
+  lost?: () => void;
+}
+
 /** Options of {@link recordServerResponse}. */
 export interface RecordServerResponseOptions {
   /**
@@ -216,6 +230,16 @@ export interface RecordServerResponseOptions {
  * instead of running the handler again. A response ended from the request's `'close'` or
  * `'aborted'` event after the client left was cut short by the app: it is never recorded
  * (the key is released).
+ *
+ * While the response is published as a live stream (duplicates attach to it), the app's
+ * writes are not paced by the first client: each is taken into the capture (which holds the
+ * body anyway, up to the outcome cap), `write` answers true, and the first client's socket is
+ * fed from the capture at its own pace. So a first client that stops reading, or whose
+ * connection died silently, holds neither the app nor the attached readers back; its
+ * response still ends only after the outcome is stored. Past `maxOutcomeBytes` (the
+ * generation ends) or once the lease is lost, what the first client was not given yet is
+ * handed to its socket and the app's writes go at its pace again. A response that is not
+ * published keeps Node's backpressure.
  */
 export function recordServerResponse(
   res: ServerResponse,
@@ -244,6 +268,8 @@ export function recordServerResponse(
   let gone = false;
   /** The held-back `'close'` was emitted: `res` shows its real (destroyed) state again. */
   let closeReleased = false;
+  /** A published response read ahead of the first client (undefined: at its pace). */
+  let ahead: LiveAhead | undefined;
 
   const start = (extra?: unknown) => {
     if (started) return;
@@ -263,6 +289,8 @@ export function recordServerResponse(
       const generation = liveGenerationOf(recorder);
       if (generation !== undefined && !res.headersSent)
         res.setHeader(GENERATION_HEADER, String(generation));
+      const view = generation === undefined ? undefined : liveCaptureOf(recorder);
+      if (view) startAhead(view);
     } catch (error) {
       // The outcome policy threw: the key is released and the response is no longer ours,
       // so the app's error handling can still answer it (unrecorded).
@@ -334,6 +362,63 @@ export function recordServerResponse(
     } as IncomingMessage['emit'];
   }
 
+  // A published response: the app's writes go into the capture, the first client's socket
+  // is fed from it at its own pace (one write outstanding beyond what it took).
+  function startAhead(view: Uint8Array): void {
+    const state: LiveAhead = { view, delivered: 0, sendable: 0, waiting: false };
+    ahead = state;
+    // Code that checks before writing (`pipe` does) sees no backpressure either.
+    readFalseWhile(res, 'writableNeedDrain', () => ahead === state);
+    const lease = recorder.context.signal;
+    state.lost = () => {
+      if (ahead === state) handOver(state.view);
+    };
+    lease.addEventListener('abort', state.lost, { once: true });
+  }
+  /** Gives the first client what it may have of the capture, unless its socket is full. */
+  function feed(state: LiveAhead): void {
+    if (state.waiting || sinking() || state.sendable <= state.delivered) return;
+    const part = state.view.subarray(state.delivered, state.sendable);
+    state.delivered = state.sendable;
+    if (original.write(part)) return;
+    state.waiting = true;
+    res.once('drain', () => {
+      state.waiting = false;
+      if (ahead === state) feed(state);
+    });
+  }
+  /** Stops reading ahead, with the capture as `view` says it is; the app's pace from now. */
+  function stopAhead(): LiveAhead | undefined {
+    const state = ahead;
+    ahead = undefined;
+    if (state?.lost) recorder.context.signal.removeEventListener('abort', state.lost);
+    return state;
+  }
+  // Back to the first client's pace (past the cap, or the lease lost): what it was not given
+  // yet goes to its socket first (or is held with the chunks the recorder holds), then
+  // `chunk`, the one just captured. Answers whether the socket takes more now.
+  function handOver(before: Uint8Array, chunk?: Buffer, send = false): boolean {
+    const state = stopAhead();
+    if (!state || sinking()) return true;
+    let ok = true;
+    if (state.sendable > state.delivered)
+      ok = original.write(before.subarray(state.delivered, state.sendable)) as boolean;
+    const rest = before.subarray(state.sendable);
+    if (rest.length > 0) held.push(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength));
+    if (chunk && chunk.length > 0) held.push(chunk);
+    if (send) for (const buffer of held.splice(0)) ok = original.write(buffer) as boolean;
+    return ok;
+  }
+  /** Takes one captured chunk while reading ahead; answers what `write` answers. */
+  function tookAhead(state: LiveAhead, chunk: Buffer, send: boolean, flush: boolean): boolean {
+    const after = liveCaptureOf(recorder);
+    if (!after) return handOver(state.view, chunk, send);
+    state.view = after;
+    if (send) state.sendable = after.length;
+    if (flush) feed(state);
+    return true;
+  }
+
   res.emit = function emit(event: string | symbol, ...args: unknown[]) {
     if (event === 'close' && !ending && !destroying && !bypass && !gone) {
       // The client went away first. A response that will be recorded (or whose status is not
@@ -373,6 +458,11 @@ export function recordServerResponse(
     const callback = typeof encoding === 'function' ? encoding : cb;
     const buffer = toBuffer(chunk, typeof encoding === 'string' ? encoding : undefined);
     const sendNow = recorder.capture(buffer);
+    if (ahead) {
+      const ok = tookAhead(ahead, buffer, sendNow, true);
+      if (callback) process.nextTick(callback);
+      return ok;
+    }
     if (sinking()) {
       if (callback) process.nextTick(callback);
       return true;
@@ -396,6 +486,7 @@ export function recordServerResponse(
       // Ended from the request's 'close' after the client left: a body cut short, never
       // recorded. The key is released; a retry runs the handler again.
       bypass = true;
+      stopAhead();
       void recorder.fail(new Error('The response was ended because the client left'));
       const result = original.end(chunk, encoding, cb);
       releaseClose();
@@ -418,10 +509,18 @@ export function recordServerResponse(
     if (chunk !== undefined && chunk !== null) {
       const buffer = toBuffer(chunk, encoding as BufferEncoding | undefined);
       recorder.capture(buffer);
-      if (buffer.length > 0) held.push(buffer);
+      // Read ahead: the capture holds it, sent with the rest of the capture after the record.
+      if (ahead) tookAhead(ahead, buffer, false, false);
+      else if (buffer.length > 0) held.push(buffer);
     }
     recorder.finish().then(
       () => {
+        // What the first client was not given yet goes with the end.
+        const state = stopAhead();
+        if (state && state.view.length > state.delivered) {
+          const rest = state.view.subarray(state.delivered);
+          held.push(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength));
+        }
         // The last held chunk goes with the end: one write, as a plain `end(chunk)` makes.
         const last = held.pop();
         for (const buffer of held) original.write(buffer);
@@ -431,6 +530,7 @@ export function recordServerResponse(
         releaseClose();
       },
       (error: unknown) => {
+        stopAhead();
         original.destroy(error instanceof Error ? error : new Error(String(error)));
         releaseClose();
       },
@@ -440,6 +540,7 @@ export function recordServerResponse(
 
   res.destroy = function destroy(error?: Error) {
     if (!ending && !destroying && !bypass) void recorder.fail(error);
+    stopAhead();
     destroying = true;
     const result = original.destroy(error);
     releaseClose();

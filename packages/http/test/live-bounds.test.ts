@@ -47,7 +47,22 @@ describe('live streams: a takeover starts a new generation', () => {
     await takeover.readUntil('"n":1');
     const reader2 = await openStream(server.url, 't1', plan);
     expect(reader2.response.headers.get(GENERATION_HEADER)).toBe('2');
+    // A resume that names no generation, after an id both generations carry: the client may
+    // have seen generation 1, so nothing of generation 2 is spliced after its event (412).
+    const blind = await openStream(server.url, 't1', plan, { 'last-event-id': '1' });
+    expect(blind.response.status).toBe(412);
+    const named = await openStream(server.url, 't1', plan, {
+      'last-event-id': '1',
+      [GENERATION_HEADER]: '2',
+    });
+    expect(named.response.status).toBe(200);
     const [second, attached2] = await Promise.all([takeover.readAll(), reader2.readAll()]);
+    expect(new TextDecoder().decode(await named.readAll())).toBe(
+      new TextDecoder().decode(second).slice(sseEvent(2, 1).length),
+    );
+    // On replay too.
+    const blindReplay = await openStream(server.url, 't1', plan, { 'last-event-id': '1' });
+    expect(blindReplay.response.status).toBe(412);
     await first.readAll().catch(() => {});
     expect(await reading1).toBe('broken');
     const text1 = reader1.text();

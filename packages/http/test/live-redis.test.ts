@@ -125,7 +125,21 @@ describe('live streams on Redis, two server processes', () => {
     expect(takeover.response.headers.get(GENERATION_HEADER)).toBe('2');
     await takeover.readUntil('"n":1');
     const reader2 = await openStream(ta.url, 'x4', plan);
+    // A resume that names no generation, after an id both generations carry: the client may
+    // have seen generation 1, so nothing of generation 2 is spliced after its event (412).
+    const blind = await openStream(ta.url, 'x4', plan, { 'last-event-id': '1' });
+    expect(blind.response.status).toBe(412);
     const [second, attached2] = await Promise.all([takeover.readAll(), reader2.readAll()]);
+    // On replay (the other process) too; naming the generation resumes it.
+    const blindReplay = await openStream(tb.url, 'x4', plan, { 'last-event-id': '1' });
+    expect(blindReplay.response.status).toBe(412);
+    const named = await openStream(tb.url, 'x4', plan, {
+      'last-event-id': '1',
+      [GENERATION_HEADER]: '2',
+    });
+    expect(new TextDecoder().decode(await named.readAll())).toBe(
+      full(2, 10).slice(sseEvent(2, 1).length),
+    );
     await first.readAll().catch(() => {});
     expect(await reading1).toBe('broken');
     expect(reader1.text()).not.toContain('"gen":2');

@@ -7,8 +7,18 @@ interface Waiting {
   wakers: Set<() => void>;
 }
 
-/** Blocking connections per Cluster primary at most (one per slot waited on, up to this). */
+/**
+ * Connections per Cluster primary at most: one blocking `XREAD` per slot waited on, up to
+ * this; a primary with waiters in more slots keeps `LANES_PER_NODE - 1` of them blocking and
+ * polls the others on the last connection (see {@link POLL_MS}).
+ */
 const LANES_PER_NODE = 4;
+/**
+ * How often the slots of a primary beyond its blocking connections are polled (one pipeline
+ * of non-blocking `XREAD`s, one a slot) while readers wait on them: their readers are woken
+ * within this (plus a round trip), not after the other slots' `blockMs`.
+ */
+const POLL_MS = 25;
 
 const CRC16_TABLE = (() => {
   const table = new Uint16Array(256);
@@ -70,6 +80,8 @@ export class XReadWaker {
   private round = 0;
   private blockingId: Promise<number | undefined> | undefined;
   private readonly lanes = new Map<string, Lane[]>();
+  /** Set when a Cluster round is to end early: its polling lanes stop too. */
+  private roundEnding = false;
 
   constructor(
     private readonly client: Redis | Cluster,
@@ -146,6 +158,7 @@ export class XReadWaker {
   /** Ends the blocked XREADs of a Cluster round (through `client`'s connection to that node). */
   private async unblockLanes(): Promise<void> {
     const client = this.client as Cluster;
+    this.roundEnding = true;
     if (!client.isCluster) return; // No connection to the node to unblock through: rounds end by their block.
     await Promise.all(
       [...this.lanes.values()].flat().map(async (lane) => {
@@ -153,9 +166,15 @@ export class XReadWaker {
         const id = await lane.id;
         const node = client.nodes('master').find((redis) => nodeName(redis) === lane.node);
         if (id === undefined || !node) return;
-        await this.gate
-          .run(() => node.client('UNBLOCK', id, 'TIMEOUT') as Promise<unknown>)
-          .catch(() => undefined);
+        // 0: the XREAD was sent but Redis has not read it yet (another connection): try again
+        // while the lane is blocked (bounded), as for a standalone round.
+        for (let tries = UNBLOCK_RETRIES; tries > 0 && lane.blocked; tries--) {
+          const answer = await this.gate
+            .run(() => node.client('UNBLOCK', id, 'TIMEOUT') as Promise<unknown>)
+            .catch(() => undefined);
+          if (answer !== 0) return;
+          await new Promise((resolve) => setTimeout(resolve, UNBLOCK_RETRY_MS));
+        }
       }),
     );
   }
@@ -207,8 +226,9 @@ export class XReadWaker {
 
   /**
    * A Cluster round: one XREAD per hash slot (keys of several slots in one XREAD are a
-   * CROSSSLOT error), each on a connection to the slot's primary; a node's slot groups beyond
-   * its LANES_PER_NODE connections wait on those in turn. Throws if a read failed.
+   * CROSSSLOT error), each on a connection to the slot's primary; a node with waiters in more
+   * slots than LANES_PER_NODE blocks on LANES_PER_NODE - 1 of them and polls the rest (one
+   * pipeline every POLL_MS) on its last connection. Throws if a read failed.
    */
   private async clusterRound(keys: string[]): Promise<void> {
     const cluster = this.blocking as Cluster;
@@ -227,32 +247,76 @@ export class XReadWaker {
     }
     let failed = false;
     const runs: Promise<void>[] = [];
+    const blockOn = async (lane: Lane, group: string[]) => {
+      lane.id ??= (lane.connection.client('ID') as Promise<number>).catch(() => undefined);
+      await lane.id;
+      // Ended before it blocked (a reader started waiting meanwhile): the next round covers it.
+      if (this.roundEnding) return;
+      lane.blocked = true;
+      try {
+        this.wake(await this.xread(lane.connection, group));
+      } catch {
+        lane.id = undefined;
+        failed = true;
+      } finally {
+        lane.blocked = false;
+      }
+    };
     for (const [node, groups] of byNode) {
       const lanes = this.lanesOf(node, groups.length);
       if (lanes.length === 0) throw new Error(`no connection to ${node}`);
-      lanes.forEach((lane, index) => {
+      // More slots than connections: the last one polls the slots the others do not block on.
+      const blocking = groups.length <= lanes.length ? groups.length : lanes.length - 1;
+      for (let g = 0; g < blocking; g++)
+        runs.push(blockOn(lanes[g] as Lane, groups[g] as string[]));
+      if (blocking < groups.length)
         runs.push(
-          (async () => {
-            for (let g = index; g < groups.length; g += lanes.length) {
-              lane.id ??= (lane.connection.client('ID') as Promise<number>).catch(() => undefined);
-              await lane.id;
-              lane.blocked = true;
-              try {
-                this.wake(await this.xread(lane.connection, groups[g] as string[]));
-              } catch {
-                lane.id = undefined;
-                failed = true;
-                return;
-              } finally {
-                lane.blocked = false;
-              }
-            }
-          })(),
+          this.poll(lanes[blocking] as Lane, groups.slice(blocking)).catch(() => {
+            failed = true;
+          }),
         );
-      });
     }
     await Promise.all(runs);
     if (failed) throw new Error('XREAD failed');
+  }
+
+  /**
+   * Polls the streams of `groups` (one slot each, all on `lane`'s node) every POLL_MS with
+   * one pipeline of non-blocking XREADs, waking the readers of those that grew, until none is
+   * waited on, `blockMs` passed, or the round is ended early (a reader waits anew).
+   */
+  private async poll(lane: Lane, groups: string[][]): Promise<void> {
+    const until = performance.now() + this.blockMs;
+    for (;;) {
+      // Streams whose readers were woken (or left) are no longer polled.
+      const left = groups
+        .map((group) => group.filter((key) => this.waiting.has(key)))
+        .filter((group) => group.length > 0);
+      if (left.length === 0) return;
+      const pipeline = lane.connection.pipeline();
+      for (const group of left)
+        pipeline.xread(
+          'COUNT',
+          1,
+          'STREAMS',
+          ...group,
+          ...group.map((key) => this.waiting.get(key)?.id ?? '$'),
+        );
+      let timer: NodeJS.Timeout | undefined;
+      const results = await Promise.race([
+        pipeline.exec(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error('XREAD timed out')), this.timeoutMs);
+          timer.unref?.();
+        }),
+      ]).finally(() => clearTimeout(timer));
+      for (const [error, reply] of results ?? []) {
+        if (error) throw error;
+        if (reply) this.wake(reply as [string, unknown[]][]);
+      }
+      if (this.roundEnding || performance.now() + POLL_MS >= until) return;
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    }
   }
 
   private closeLanes(): void {
@@ -269,6 +333,7 @@ export class XReadWaker {
         try {
           if (this.blocking.isCluster) {
             this.inRound = true;
+            this.roundEnding = false;
             await this.clusterRound(keys);
           } else {
             // Before the round: a blocked connection would answer only after its block.

@@ -104,3 +104,44 @@ describe.skipIf(!clusterPorts)('createRedisLiveStreams on a Redis Cluster', () =
     for (const latency of latencies) expect(latency).toBeLessThan(1_000);
   }, 30_000);
 });
+
+describe.skipIf(!clusterPorts)(
+  'createRedisLiveStreams: readers in many slots of one primary',
+  () => {
+    // At most 4 connections a primary: before, its slots beyond 4 were read in turn, after the
+    // others' XREAD BLOCK ended (blockMs, 2 s): their readers' 1.8 s waits ended empty.
+    it('a primary with readers in more slots than its connections wakes each of them by its entry', async () => {
+      const store = createRedisStore({ client, keyPrefix: prefix });
+      const slotsOf = (client as Cluster & { slots: string[][] }).slots;
+      // Six storage keys in six slots of one primary.
+      const byNode = new Map<string, Map<number, string>>();
+      let keys: string[] = [];
+      for (let i = 0; i < 400 && keys.length < 6; i++) {
+        const key = `many-${i}`;
+        const slot = (await client.cluster('KEYSLOT', store.redisKey(key))) as number;
+        const node = slotsOf[slot]?.[0] as string;
+        const mine = byNode.get(node) ?? new Map<number, string>();
+        byNode.set(node, mine);
+        if (!mine.has(slot)) mine.set(slot, key);
+        if (mine.size === 6) keys = [...mine.values()];
+      }
+      expect(keys).toHaveLength(6);
+      const { publishers, readers } = await setup(keys);
+      const waits = readers.map((reader) => reader.next({ waitMs: 1_800, maxEntries: 10 }));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      // Only the streams of the last slots (read last before) get an entry, one after the other.
+      for (const i of [5, 4, 3]) {
+        (publishers[i] as (typeof publishers)[number]).append({
+          kind: 'chunk',
+          offset: 0,
+          bytes: new Uint8Array([i]),
+        });
+        const read = await waits[i];
+        expect(read?.status).toBe('entries');
+      }
+      await Promise.all(waits);
+      for (const reader of readers) reader.close();
+      await Promise.all(publishers.map((publisher) => publisher.end(true)));
+    }, 30_000);
+  },
+);
