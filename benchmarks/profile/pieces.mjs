@@ -12,6 +12,8 @@ const bytes = new TextEncoder().encode(json);
 const latin1 = Buffer.from(bytes).toString('latin1');
 const keyInput = Buffer.alloc(120, 7);
 const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+const value = JSON.parse(json);
 let sink;
 const pieces = {
   'SHA-256 of the storage key input (crypto.hash)': () => {
@@ -27,6 +29,17 @@ const pieces = {
   },
   'TextDecoder of 512 bytes': () => {
     sink = decoder.decode(bytes);
+  },
+  'JSON.stringify of the 512-byte result': () => {
+    sink = JSON.stringify(value);
+  },
+  'encode a 560-byte outcome (new Uint8Array + encodeInto)': () => {
+    const out = new Uint8Array(bytes.length + 48);
+    encoder.encodeInto(json, out.subarray(48));
+    sink = out;
+  },
+  'hold a 512-byte outcome as a Latin-1 string (the memory store)': () => {
+    sink = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1');
   },
   'JSON.parse of the 512-byte result': () => {
     sink = JSON.parse(json);

@@ -15,8 +15,8 @@ import { LeaseKeeper } from './lease-keeper.js';
 import { type NotRecordedDetails, notRecordedOutcome, plainNotRecorded } from './not-recorded.js';
 import { encodeOutcome, type StoredOutcome } from './outcome-codec.js';
 import { codecCall, type OutcomeCodec } from './outcome-sealing.js';
-import type { IdempotencyStore, OwnerWriteResult } from './store.js';
-import { callStore } from './store-call.js';
+import type { CompleteInput, IdempotencyStore, OwnerWriteResult } from './store.js';
+import { callStore, callStoreSync, syncFormOf } from './store-call.js';
 import { retryStoreCall } from './store-retry.js';
 
 /** Settings an {@link Execution} runs with (resolved options of the engine). */
@@ -218,12 +218,14 @@ export class Execution {
     const startedAt = this.report ? performance.now() : 0;
     let result: OwnerWriteResult;
     try {
-      result = await callStore(
-        'release',
-        this.settings.storeTimeoutMs,
-        () => store.release({ key: this.storageKey, owner: this.owner, retentionMs }),
-        { observe: this.report?.observer('release') },
-      );
+      const input = { key: this.storageKey, owner: this.owner, retentionMs };
+      const observe = this.report?.observer('release');
+      const sync = syncFormOf(store.release);
+      result = sync
+        ? callStoreSync('release', sync, input, observe)
+        : await callStore('release', this.settings.storeTimeoutMs, () => store.release(input), {
+            observe,
+          });
     } catch (error) {
       this.report?.storeError('release', error, performance.now() - startedAt);
       this.report?.end('abandoned');
@@ -278,6 +280,38 @@ export class Execution {
    * else when the first attempt fails (a write that lands at once costs no timer).
    */
   private finalWrite(bytes: Uint8Array): Promise<void> {
+    const sync = syncFormOf(this.settings.store.complete);
+    if (sync) {
+      // A store that answers at once: one direct attempt, nothing left to wait for or track
+      // when it answers. One that failed for the store (not for the outcome) goes on with the
+      // retries below, like a first attempt that failed.
+      const startedAt = this.report ? performance.now() : 0;
+      let result: OwnerWriteResult;
+      try {
+        result = callStoreSync(
+          'complete',
+          sync,
+          this.completeInput(bytes),
+          this.report?.observer('complete'),
+        );
+      } catch (error) {
+        if (!(error instanceof StoreUnavailableError)) return Promise.reject(this.notLanded(error));
+        this.lastStoreError = error;
+        this.report?.storeError('complete', error, this.report ? performance.now() - startedAt : 0);
+        return this.retriedWrite(bytes);
+      }
+      try {
+        this.landed(result, bytes.length, startedAt);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+      return Promise.resolve();
+    }
+    return this.retriedWrite(bytes);
+  }
+
+  /** {@link finalWrite} through the store's promise, retried until it settles. */
+  private retriedWrite(bytes: Uint8Array): Promise<void> {
     const { completionWaitMs, storeTimeoutMs } = this.settings;
     const startedAt = performance.now();
     return new Promise<void>((resolve, reject) => {
@@ -315,7 +349,9 @@ export class Execution {
     startedAt: number,
     onFailure: () => void,
   ): Promise<void> {
-    const { store, retentionMs, storeTimeoutMs, clock, maxHoldMs } = this.settings;
+    const { store, storeTimeoutMs, clock, maxHoldMs } = this.settings;
+    const input = this.completeInput(bytes);
+    const sync = syncFormOf(store.complete);
     let result: OwnerWriteResult;
     try {
       result = await retryStoreCall(
@@ -333,19 +369,34 @@ export class Execution {
             onFailure();
           },
         },
-        () =>
-          store.complete({ key: this.storageKey, owner: this.owner, outcome: bytes, retentionMs }),
+        () => store.complete(input),
+        sync && (() => sync(input)),
       );
     } catch (error) {
-      // Too large / full: the caller writes a marker next, so the lease is kept for it.
-      if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError) throw error;
-      this.stop();
-      this.report?.completionAbandoned(
-        error instanceof StoreUnavailableError ? 'max_hold' : 'error',
-        error,
-      );
-      throw error;
+      throw this.notLanded(error);
     }
+    this.landed(result, bytes.length, startedAt);
+  }
+
+  private completeInput(bytes: Uint8Array): CompleteInput {
+    const { retentionMs } = this.settings;
+    return { key: this.storageKey, owner: this.owner, outcome: bytes, retentionMs };
+  }
+
+  /** The final write failed for good: `error`, to be thrown (the lease kept for a marker when the outcome did not fit). */
+  private notLanded(error: unknown): unknown {
+    // Too large / full: the caller writes a marker next, so the lease is kept for it.
+    if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError) return error;
+    this.stop();
+    this.report?.completionAbandoned(
+      error instanceof StoreUnavailableError ? 'max_hold' : 'error',
+      error,
+    );
+    return error;
+  }
+
+  /** The final write was answered: done, or LeaseLostError when another execution took the key. */
+  private landed(result: OwnerWriteResult, outcomeBytes: number, startedAt: number): void {
     this.stop();
     if (!result.ok) {
       this.report?.leaseLost('complete');
@@ -353,7 +404,7 @@ export class Execution {
         'The outcome was not recorded: another execution took this key over after the lease passed',
       );
     }
-    this.report?.completed(bytes.length, startedAt);
+    this.report?.completed(outcomeBytes, startedAt);
   }
 
   private startFinishing(): void {

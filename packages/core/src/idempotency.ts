@@ -35,8 +35,8 @@ import {
   type Settled,
   successOnly,
 } from './settings.js';
-import type { AcquireResult } from './store.js';
-import { callStore } from './store-call.js';
+import type { AcquireInput, AcquireResult } from './store.js';
+import { callStore, callStoreSync, syncFormOf } from './store-call.js';
 import { openStoredOutcome } from './stored-outcome.js';
 
 // An owner token only has to differ from every other acquisition's, in this process and in
@@ -103,22 +103,28 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       const timedFrom = observed ? performance.now() : 0;
       let result: AcquireResult;
       let call: Promise<AcquireResult> | undefined;
+      const input: AcquireInput = {
+        key: storageKey,
+        fingerprint,
+        owner,
+        leaseMs: settings.leaseMs,
+        retentionMs: settings.retentionMs,
+      };
+      const observe = storeCallObserver(settings, 'acquire', storageKey, operation);
+      const sync = syncFormOf(store.acquire);
       try {
-        result = await callStore(
-          'acquire',
-          settings.storeTimeoutMs,
-          () => {
-            call = store.acquire({
-              key: storageKey,
-              fingerprint,
-              owner,
-              leaseMs: settings.leaseMs,
-              retentionMs: settings.retentionMs,
-            });
-            return call;
-          },
-          { observe: storeCallObserver(settings, 'acquire', storageKey, operation) },
-        );
+        // A store that answers at once (in process) is called directly: no promise, no timer.
+        result = sync
+          ? callStoreSync('acquire', sync, input, observe)
+          : await callStore(
+              'acquire',
+              settings.storeTimeoutMs,
+              () => {
+                call = store.acquire(input);
+                return call;
+              },
+              { observe },
+            );
       } catch (error) {
         if (observed)
           emit({

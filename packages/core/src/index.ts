@@ -148,7 +148,7 @@ export type {
   StoredRecord,
 } from './store.js';
 export type { StoreCallOptions } from './store-call.js';
-export { callStore } from './store-call.js';
+export { answersSynchronously, callStore, SYNC_FORM, syncFormOf } from './store-call.js';
 export type { StoreRetryOptions } from './store-retry.js';
 export { retryStoreCall } from './store-retry.js';
 export type { OutcomeOpenSettings } from './stored-outcome.js';

@@ -1,4 +1,4 @@
-import { guardStoreCall, type StoreErrorRules } from './adapter-kit/store-errors.js';
+import { guardStoreCall, type StoreErrorRules, toStoreError } from './adapter-kit/store-errors.js';
 import type { StoreOperation } from './events.js';
 
 const ENGINE_RULES: StoreErrorRules = { service: 'Store' };
@@ -54,4 +54,64 @@ function timedCall<T>(
   unref: boolean,
 ): Promise<T> {
   return guardStoreCall(ENGINE_RULES, operation, fn, { timeoutMs, unref });
+}
+
+/**
+ * The property of a store method that holds its synchronous form (see
+ * {@link answersSynchronously}). A registered symbol, so two copies of this package agree.
+ */
+export const SYNC_FORM: unique symbol = Symbol.for('idem.store.syncForm') as never;
+
+/** A store method that may carry its synchronous form. */
+type MaybeSync<I, R> = ((input: I) => Promise<R>) & { [SYNC_FORM]?: (input: I) => R };
+
+/**
+ * A store method built from `sync`, a function that does the whole call before it returns
+ * (an in-process store): the method answers `sync(input)` as a promise (a throw becomes a
+ * rejection), and carries `sync` so the engine can call it directly. A time limit bounds
+ * waiting; a call that settles before it returns cannot wait, and a timer armed for it could
+ * never fire first (a timer runs only after the call returned and its answer was taken), so
+ * the engine calls the synchronous form without one. Only this very function carries it: a
+ * wrapper that replaces the method (fault injection, an admission limit) has none, and its
+ * calls are timed as usual.
+ */
+export function answersSynchronously<I, R>(sync: (input: I) => R): (input: I) => Promise<R> {
+  const method: MaybeSync<I, R> = async (input: I) => sync(input);
+  method[SYNC_FORM] = sync;
+  return method;
+}
+
+/** The synchronous form `method` carries (see {@link answersSynchronously}), if any. */
+export function syncFormOf<I, R>(method: (input: I) => Promise<R>): ((input: I) => R) | undefined {
+  return (method as MaybeSync<I, R>)[SYNC_FORM];
+}
+
+/**
+ * {@link callStore} for a synchronous form: its answer, or its error as the typed error
+ * `callStore` would reject with (an `IdemError` as it is, anything else a
+ * `StoreUnavailableError`); `observe` is told as `callStore` tells it.
+ */
+export function callStoreSync<I, R>(
+  operation: StoreOperation,
+  sync: (input: I) => R,
+  input: I,
+  observe?: (ok: boolean, durationMs: number) => void,
+): R {
+  const startedAt = observe === undefined ? 0 : performance.now();
+  let ok = false;
+  try {
+    const result = sync(input);
+    ok = true;
+    return result;
+  } catch (error) {
+    throw toStoreError(ENGINE_RULES, operation, error);
+  } finally {
+    if (observe !== undefined) {
+      try {
+        observe(ok, performance.now() - startedAt);
+      } catch {
+        // An observer's bug must not change the call's answer.
+      }
+    }
+  }
 }

@@ -1,7 +1,7 @@
 import type { Clock } from './clock.js';
 import { StoreUnavailableError } from './errors.js';
 import type { StoreOperation } from './events.js';
-import { callStore } from './store-call.js';
+import { callStore, callStoreSync } from './store-call.js';
 
 /** A pause that does not keep the process alive (`unref` where timers have it: Node, Bun). */
 function unrefSleep(ms: number): Promise<void> {
@@ -48,6 +48,8 @@ export interface StoreRetryOptions {
 export async function retryStoreCall<T>(
   options: StoreRetryOptions,
   call: () => Promise<T>,
+  /** The same call answered at once (the store method's synchronous form), made untimed. */
+  syncCall?: () => T,
 ): Promise<T> {
   const { operation, timeoutMs, clock, deadline } = options;
   const maxDelay = Math.max(
@@ -60,6 +62,7 @@ export async function retryStoreCall<T>(
     const attemptStartedAt = options.observe ? performance.now() : 0;
     try {
       // Background work must not keep a process alive; a caller waiting holds its own timer.
+      if (syncCall) return callStoreSync(operation, syncCall, undefined, options.observe);
       return await callStore(operation, timeoutMs, call, { unref: true, observe: options.observe });
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;

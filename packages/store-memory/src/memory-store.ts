@@ -1,6 +1,7 @@
 import {
   type AcquireInput,
   type AcquireResult,
+  answersSynchronously,
   type Clock,
   type CompleteInput,
   checkClock,
@@ -180,7 +181,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       return table.bytes;
     },
     sweep,
-    async acquire(input: AcquireInput): Promise<AcquireResult> {
+    acquire: answersSynchronously((input: AcquireInput): AcquireResult => {
       checkObject('acquire', input);
       checkString('key', input.key);
       checkString('owner', input.owner);
@@ -230,8 +231,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
         leaseUntil,
         takeover: found?.record.status === 'in_progress',
       };
-    },
-    async complete(input: CompleteInput): Promise<OwnerWriteResult> {
+    }),
+    complete: answersSynchronously((input: CompleteInput): OwnerWriteResult => {
       checkWrite('complete', input);
       const outcome = checkOutcome(input.outcome, maxOutcomeBytes);
       const now = readClock(clock);
@@ -260,8 +261,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       next.outcome = hold(outcome);
       table.replace(slot, next);
       return OWNED;
-    },
-    async release(input: ReleaseInput): Promise<OwnerWriteResult> {
+    }),
+    release: answersSynchronously((input: ReleaseInput): OwnerWriteResult => {
       checkWrite('release', input);
       const now = readClock(clock);
       const slot = table.live(input.key, now);
@@ -276,8 +277,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
         expiresAt: now + input.retentionMs,
       });
       return OWNED;
-    },
-    async extend(input: ExtendInput): Promise<OwnerWriteResult> {
+    }),
+    extend: answersSynchronously((input: ExtendInput): OwnerWriteResult => {
       checkWrite('extend', input);
       checkDuration('leaseMs', input.leaseMs, ANY_FINITE);
       const now = readClock(clock);
@@ -287,7 +288,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       const leaseUntil = now + input.leaseMs;
       table.replace(slot, { ...found, leaseUntil, expiresAt: leaseUntil + input.retentionMs });
       return { ok: true, leaseUntil };
-    },
+    }),
     async get(key: string): Promise<StoredRecord | undefined> {
       if (typeof key !== 'string') throw new InvalidInputError('get needs a string key');
       const slot = table.live(key, readClock(clock));
