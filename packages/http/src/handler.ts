@@ -24,6 +24,7 @@ import {
   readBodyLimited,
 } from './request-body.js';
 import { fingerprintOf } from './request-fingerprint.js';
+import { requestTarget } from './request-target.js';
 import { canonicalPath } from './route-path.js';
 import { createScopeResolver } from './scope.js';
 
@@ -188,7 +189,7 @@ export function createIdempotencyHandler<R = Request>(
       throw error;
     }
 
-    const url = new URL(request.url, 'http://localhost');
+    const url = requestTarget(request.url);
     // Without a matched route (a fetch-style handler), the path in the one spelling routers
     // treat alike: a retry through `o%2D1` for `o-1` must not be another operation.
     const operation = hint.operation ?? `${method} ${request.route ?? canonicalPath(url.pathname)}`;

@@ -131,7 +131,56 @@ export function bodyFromParsed(
   // Iterative past JSON.stringify's depth; its length bounds the text (a cycle included).
   const text = jsonTextOf(parsed, limit);
   if (text === undefined) throw new BodyTooLargeError(limit);
+  if (!NON_ASCII.test(text)) {
+    if (text.length > limit) throw new BodyTooLargeError(limit);
+    // What a JSON parser gives (the usual case) is its own JSON text parsed again: used as
+    // it is, with no second parse. Its canonical JSON, and so the fingerprint, is that of
+    // the value read back from the text; canonical JSON never refuses it.
+    if (isPlainJson(parsed, 0)) return { kind: 'json', value: parsed as JsonValue };
+  }
   const encoded = new TextEncoder().encode(text);
   if (encoded.length > limit) throw new BodyTooLargeError(limit);
   return { kind: 'json', value: JSON.parse(text), bytes: encoded };
+}
+
+const NON_ASCII = /[^\0-\x7f]/;
+/** Nesting past which {@link isPlainJson} says no (well below canonical JSON's limit of 256). */
+const PLAIN_DEPTH = 64;
+
+/**
+ * Whether `value` is a tree that JSON text carries unchanged: null, booleans, strings,
+ * finite numbers, dense arrays and plain objects of them (no `toJSON`, no `undefined`,
+ * function or symbol member), at most {@link PLAIN_DEPTH} deep. For such a value
+ * `JSON.parse(JSON.stringify(value))` has the same members in the same order with the same
+ * values, so canonical JSON writes both alike. Called once the text is known to fit the
+ * limit, which bounds the walk (shared subtrees included: each is written out in full).
+ */
+function isPlainJson(value: unknown, depth: number): boolean {
+  if (value === null) return true;
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return true;
+    case 'number':
+      return Number.isFinite(value);
+    case 'object':
+      break;
+    default:
+      return false;
+  }
+  if (depth >= PLAIN_DEPTH) return false;
+  const object = value as Record<string, unknown>;
+  if (typeof object.toJSON === 'function') return false;
+  if (Array.isArray(object)) {
+    for (let i = 0; i < object.length; i++)
+      if (!(i in object) || !isPlainJson(object[i], depth + 1)) return false;
+    return true;
+  }
+  const proto = Object.getPrototypeOf(object);
+  if (proto !== Object.prototype && proto !== null) return false;
+  for (const key in object) {
+    // Inherited enumerable members (none on a plain object) are not written: say no.
+    if (!Object.hasOwn(object, key) || !isPlainJson(object[key], depth + 1)) return false;
+  }
+  return true;
 }

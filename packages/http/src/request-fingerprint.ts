@@ -3,6 +3,7 @@ import type { IncomingRequest } from './handler.js';
 import { jsonTextOf } from './json-text.js';
 import type { FingerprintOptions } from './options.js';
 import type { RequestBody } from './request-body.js';
+import type { RequestTarget } from './request-target.js';
 
 /** The media type of a Content-Type value, without parameters, lowercased ('' when absent). */
 function mediaType(contentType: string | undefined): string {
@@ -16,7 +17,7 @@ function mediaType(contentType: string | undefined): string {
 export function fingerprintOf<R>(
   request: IncomingRequest<R>,
   method: string,
-  url: URL,
+  url: RequestTarget,
   body: RequestBody,
   options: FingerprintOptions<R> | undefined,
 ): string | Promise<string> {
@@ -39,7 +40,7 @@ export function fingerprintOf<R>(
 
 function digest<R>(
   method: string,
-  url: URL,
+  url: RequestTarget,
   body: RequestBody,
   extras: Record<string, JsonValue>,
   options: FingerprintOptions<R> | undefined,

@@ -1,0 +1,111 @@
+/**
+ * CPU time of the SERVER process per request (utime + stime from /proc/<pid>/stat), for the
+ * HTTP suite's endpoint on one framework: without middleware, with idem from `--before`
+ * (another built checkout's `packages`) and with idem from `--after` (this checkout), in
+ * alternating rounds. CPU per request does not depend on how busy the shared machine is the
+ * way requests per second do.
+ *
+ *   node profile/http-ab.mjs --before /copy/of/packages [--after ../packages] \
+ *     [--framework fastify] [--op first|replay] [--requests 20000] [--rounds 5] [--connections 32]
+ *
+ * `--profile DIR` also writes a CPU profile of each server into DIR (list it with
+ * `node profile/top.mjs DIR/<file>.cpuprofile`).
+ * Prints each round and the median µs per request of each server, and idem's over plain's.
+ */
+import { fork } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+
+const { values } = parseArgs({
+  options: {
+    before: { type: 'string' },
+    after: { type: 'string', default: new URL('../../packages', import.meta.url).pathname },
+    framework: { type: 'string', default: 'fastify' },
+    op: { type: 'string', default: 'first' },
+    requests: { type: 'string', default: '20000' },
+    rounds: { type: 'string', default: '5' },
+    connections: { type: 'string', default: '32' },
+    profile: { type: 'string' },
+  },
+});
+const requests = Number(values.requests);
+const rounds = Number(values.rounds);
+const connections = Number(values.connections);
+const BODY = JSON.stringify({ sku: 'A-1', qty: 2 });
+const serveFile = new URL('./http-serve.mjs', import.meta.url).pathname;
+
+function cpuMicros(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  // utime and stime are fields 14 and 15 (1-based), 12 and 13 after the ') ' split.
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
+}
+
+async function start(label, root) {
+  // --profile DIR: the idem servers write a CPU profile (`node --cpu-prof`) there on exit.
+  const execArgv = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : [];
+  const child = fork(serveFile, [values.framework, root], { stdio: 'inherit', execArgv });
+  const { port, pid } = await new Promise((resolve) => child.once('message', resolve));
+  return { label, child, pid, url: `http://127.0.0.1:${port}` };
+}
+
+const request = (key) => ({
+  method: 'POST',
+  path: '/orders',
+  headers: { 'content-type': 'application/json', 'idempotency-key': key },
+  body: BODY,
+});
+let batch = 0;
+
+async function measure(server, amount) {
+  batch++;
+  const keys = Array.from({ length: 64 }, (_, i) => `replay-${i}`);
+  if (values.op === 'replay' && !server.primed) {
+    for (const key of keys) {
+      const response = await fetch(`${server.url}/orders`, { method: 'POST', ...request(key) });
+      await response.text();
+    }
+    server.primed = true;
+  }
+  const before = cpuMicros(server.pid);
+  const result = await autocannon({
+    url: server.url,
+    connections,
+    amount,
+    idReplacement: values.op === 'first',
+    requests:
+      values.op === 'first' ? [request(`b${batch}-[<id>]`)] : keys.map((key) => request(key)),
+  });
+  const used = cpuMicros(server.pid) - before;
+  if ((result.errors || result.timeouts || result.non2xx) && !values.profile)
+    throw new Error(`${server.label}: ${result.errors} errors, ${result.non2xx} non-2xx`);
+  return { perRequest: used / result.requests.total / 1, rps: result.requests.average };
+}
+
+const servers = [await start('plain', 'plain'), await start('after', values.after)];
+if (values.before) servers.splice(1, 0, await start('before', values.before));
+for (const server of servers) await measure(server, Math.min(5000, requests)); // warm-up
+const figures = Object.fromEntries(servers.map((s) => [s.label, []]));
+for (let r = 0; r < rounds; r++) {
+  const order = servers.map((_, i) => servers[(i + r) % servers.length]);
+  const line = [];
+  for (const server of order) {
+    const { perRequest, rps } = await measure(server, requests);
+    figures[server.label].push(perRequest);
+    line.push(`${server.label} ${perRequest.toFixed(1)} µs (${Math.round(rps)}/s)`);
+  }
+  console.log(`round ${r + 1}: ${line.join(', ')}`);
+}
+const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)];
+const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+const plain = median(figures.plain);
+console.log(
+  `${values.framework} ${values.op}, ${requests} requests x ${rounds} rounds, load ${load}`,
+);
+for (const server of servers) {
+  const m = median(figures[server.label]);
+  console.log(
+    `  ${server.label.padEnd(6)} ${m.toFixed(1)} µs/request CPU, plain/${server.label} = ${(plain / m).toFixed(2)}`,
+  );
+}
+for (const server of servers) server.child.disconnect();
