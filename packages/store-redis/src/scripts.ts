@@ -70,6 +70,19 @@ local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 `;
 
+/**
+ * Writes `value` to KEYS[1] with its key expiry at `at` (`ex - 1`, as text): one
+ * `SET ... PXAT` where Redis has it (6.2; `redis.REDIS_VERSION_NUM` is set from 7.0), else
+ * `SET` then `PEXPIREAT` (a `SET` drops the key's expiry). Inside a script each
+ * `redis.call` has a fixed cost on top of its command's, so one call fewer shows.
+ */
+export const setRecord = (value: string, at: string): string => `if redis.REDIS_VERSION_NUM then
+  redis.call('SET', KEYS[1], ${value}, 'PXAT', ${at})
+else
+  redis.call('SET', KEYS[1], ${value})
+  redis.call('PEXPIREAT', KEYS[1], ${at})
+end`;
+
 // The header without the two lengths (rewritten in place with SETRANGE), and the whole one.
 const HEAD = `'>BBdddd'`;
 export const HEADER = `'>BBddddI4I4'`;
@@ -176,9 +189,11 @@ end
 f = f + 1
 fm = 0
 ${REMEMBER}
-redis.call('SET', KEYS[1], struct.pack(${HEADER}, ${RECORD_FORMAT}, 1, f, leaseUntil, expiresAt, fm,
-  #ARGV[2], #ARGV[1]) .. ARGV[2] .. ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
+${setRecord(
+  `struct.pack(${HEADER}, ${RECORD_FORMAT}, 1, f, leaseUntil, expiresAt, fm, #ARGV[2], #ARGV[1]) ..
+    ARGV[2] .. ARGV[1]`,
+  `string.format('%d', expiresAt - 1)`,
+)}
 return {1, f, leaseUntil, takeover}
 `;
 
@@ -203,13 +218,11 @@ end
 if st ~= 1 then return 0 end
 local memory = tonumber(ARGV[3])
 local expiresAt = math.min(now + tonumber(ARGV[2]), 9007199254740991)
-redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
+local at = string.format('%d', expiresAt - 1)
+redis.call('PEXPIREAT', KEYS[1], at)
 ${REMEMBER}
 -- One value of its exact size: APPEND would leave Redis's growth room (about as much again).
--- SET drops the expiry: set again.
-redis.call('SET', KEYS[1], struct.pack(${HEAD}, ${RECORD_FORMAT}, 2, f, lu, expiresAt, fm) ..
-  string.sub(v, 35) .. ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
+${setRecord(`struct.pack(${HEAD}, ${RECORD_FORMAT}, 2, f, lu, expiresAt, fm) .. string.sub(v, 35) .. ARGV[4]`, 'at')}
 return 1
 `;
 
