@@ -3,15 +3,7 @@ import type { IdempotencyStore } from '@idem/core';
 import { createDynamoDbStore } from '@idem/store-dynamodb';
 import { createRedisStore } from '@idem/store-redis';
 import { createFencedLedger, type FencedLedger, REDIS_URL } from '@idem/test-ledger';
-import type {
-  Context,
-  DynamoDBRecord,
-  DynamoDBStreamEvent,
-  KinesisStreamEvent,
-  KinesisStreamRecord,
-  SQSEvent,
-  SQSRecord,
-} from 'aws-lambda';
+import type { Context, DynamoDBRecord, KinesisStreamRecord, SQSEvent, SQSRecord } from 'aws-lambda';
 import { Redis } from 'ioredis';
 import { inject } from 'vitest';
 import { localClient } from './dynamodb-client.js';
