@@ -40,13 +40,9 @@ const acquireInput = (key: string) => ({
 });
 
 describe('Redis: fences after an operator delete, fenceMemoryMs 0', () => {
-  // OPEN: with fenceMemoryMs 0, DELETE_LUA drops the record and no fence memory exists, so the
-  // next acquisition is fence 1 again: its live stream is the deleted execution's stream
-  // (`<prefix><record key>:1`, XADD appends to it) and a blind resume (Last-Event-ID, no
-  // generation) is served from it under the generation-1 rule: two executions spliced. Fix
-  // idea: DELETE_LUA writes the fence memory of a record still in progress (TTL up to its
-  // lease/retention deadline) even when fenceMemoryMs is 0.
-  it.fails('a deleted in-progress execution and the next one never share a generation', async () => {
+  // Seen failing before the fix: the next acquisition was fence 1 again ('expected 1 not to be
+  // 1'), and the reader of generation 1 met two heads ('expected 2 to be 1').
+  it('a deleted in-progress execution and the next one never share a generation', async () => {
     const store = createRedisStore({ client, keyPrefix: `${prefix}s:`, fenceMemoryMs: 0 });
     const live = createRedisLiveStreams({
       client,
@@ -56,7 +52,8 @@ describe('Redis: fences after an operator delete, fenceMemoryMs 0', () => {
       blockMs: 500,
       endGraceMs: 300,
     });
-    const first = await store.acquire(acquireInput('k'));
+    const firstInput = acquireInput('k');
+    const first = await store.acquire(firstInput);
     if (first.kind !== 'acquired') throw new Error('not acquired');
     const lease = new AbortController();
     const one = live.publish({
@@ -68,6 +65,16 @@ describe('Redis: fences after an operator delete, fenceMemoryMs 0', () => {
     one.append({ kind: 'head', status: 200, headers: [['content-type', 'text/event-stream']] });
     one.append({ kind: 'chunk', offset: 0, bytes: new TextEncoder().encode('id: 1\ndata: A\n\n') });
     expect(await store.admin.delete('k')).toEqual({ deleted: true });
+    // Deleted as before: nothing to inspect, the deleted execution can no longer complete.
+    expect(await store.admin.inspect('k')).toBeUndefined();
+    expect(
+      await store.extend({
+        key: 'k',
+        owner: firstInput.owner,
+        leaseMs: 5_000,
+        retentionMs: 60_000,
+      }),
+    ).toEqual({ ok: false, reason: 'not_owner' });
     const second = await store.acquire(acquireInput('k'));
     if (second.kind !== 'acquired') throw new Error('not acquired');
     const two = live.publish({
