@@ -1,4 +1,13 @@
-import { HEADER, HEADER_BYTES, LEGACY, NOW, READ, RECORD_FORMAT, REMEMBER } from './scripts.js';
+import {
+  HEADER,
+  HEADER_BYTES,
+  LEGACY,
+  NOW,
+  READ,
+  RECORD_FORMAT,
+  REMEMBER,
+  setRecord,
+} from './scripts.js';
 
 // The operator's scripts (see scripts.ts for the record layout and the pieces they share). Each is
 // one round trip and atomic, decided by Redis's `TIME`, like the state machine's scripts.
@@ -35,10 +44,21 @@ return {2, f, previous}
 `;
 
 /**
- * KEYS: record. Deletes it (any layout, any status; the fence memory key stays, so fences
- * keep growing). Returns 1 when a live record was deleted, else 0.
+ * KEYS: record. ARGV: fenceMemoryMs. Deletes it (any layout, any status; the fence memory key
+ * stays, so fences keep growing). Without fence memory (`fenceMemoryMs` 0) a live record
+ * becomes a tombstone that holds only its fence (released, expired now, no owner, fingerprint
+ * or outcome) until the deleted record's own deadline: the next execution takes fence + 1, not
+ * 1 again (a live stream and a resume of generation 1 would otherwise be the deleted
+ * execution's). Returns 1 when a live record was deleted, else 0.
  */
 export const DELETE_LUA = `${READ_NOW}${LEGACY}local live = st and now < ex
+if live and tonumber(ARGV[1]) == 0 then
+  ${setRecord(
+    `struct.pack(${HEADER}, ${RECORD_FORMAT}, 3, f, now, now, 0, 0, 0)`,
+    `string.format('%d', ex - 1)`,
+  )}
+  return 1
+end
 redis.call('DEL', KEYS[1])
 if live then return 1 end
 return 0

@@ -10,7 +10,7 @@ export interface AdminCommands {
     owner: string,
     fenceMemoryMs: string,
   ): Promise<Reply[]>;
-  delete(key: string): Promise<number>;
+  delete(key: string, fenceMemoryMs: string): Promise<number>;
 }
 
 /**
@@ -42,7 +42,7 @@ export function createRedisAdmin(
     },
     async delete(storageKey) {
       const key = redisKey(storageKey);
-      return (await call('delete', () => commands.delete(key))) === 1;
+      return (await call('delete', () => commands.delete(key, fenceMemory))) === 1;
     },
   });
 }
