@@ -104,7 +104,7 @@ describe.skipIf(!redisBinariesAvailable())('live streams when their slot moves',
     publisher.append({ kind: 'head', status: 200, headers: [] });
     publisher.append({ kind: 'chunk', offset: 0, bytes: chunk(0) });
     const streamKey = `idem-live-move:${store.redisKey(storageKey)}:1`;
-    return { live, publisher, streamKey, reader: live.open({ storageKey, fence: 1 }) };
+    return { live, store, publisher, streamKey, reader: live.open({ storageKey, fence: 1 }) };
   }
 
   const expected = (count: number): LiveEntry[] => [
@@ -118,16 +118,40 @@ describe.skipIf(!redisBinariesAvailable())('live streams when their slot moves',
   ];
 
   it('a reader blocked on the moved slot gets every later chunk, in order, and the end', async () => {
-    const { publisher, streamKey, reader } = setup('moved-mid-round');
+    const { live, store, publisher, streamKey, reader } = setup('moved-mid-round');
+    const slots = (client as unknown as { slots: string[][] }).slots;
+    const ownerOf = async (key: string) => {
+      const slot = Number(await client.cluster('KEYSLOT', key));
+      return servers.findIndex((s) => slots[slot]?.[0]?.endsWith(`:${s.port}`));
+    };
+    const from = await ownerOf(streamKey);
+    // Another reader of the same channel waits all along on a stream of the primary the slot
+    // moves to: the waker's loop never pauses, so lanes to the old primary close only if the
+    // waker closes them itself.
+    let other = '';
+    for (let i = 0; i < 100 && other === ''; i++)
+      if ((await ownerOf(`idem-live-move:${store.redisKey(`o${i}`)}:1`)) === (from + 1) % 3)
+        other = `o${i}`;
+    const otherPublisher = live.publish({
+      storageKey: other,
+      fence: 1,
+      leaseMs: 30_000,
+      signal: new AbortController().signal,
+    });
+    otherPublisher.append({ kind: 'head', status: 200, headers: [] });
+    const otherReader = live.open({ storageKey: other, fence: 1 });
+    expect((await otherReader.next({ waitMs: 5_000, maxEntries: 10 })).status).toBe('entries');
+    const stopOther = new AbortController();
+    const otherWait = otherReader.next({
+      waitMs: WAIT_MS,
+      maxEntries: 10,
+      signal: stopOther.signal,
+    });
     // The reader has what is there and waits in a blocking round on the slot's primary.
     const first = await reader.next({ waitMs: 0, maxEntries: 100 });
     expect(first.status).toBe('entries');
     const rest = readAll(reader);
-    const slot = Number(await client.cluster('KEYSLOT', streamKey));
-    const owner = servers.find((s) =>
-      (client as unknown as { slots: string[][] }).slots[slot]?.[0]?.endsWith(`:${s.port}`),
-    );
-    await blockedOn(owner as RedisServer);
+    await blockedOn(servers[from] as RedisServer);
 
     const { source, target } = await moveSlot(servers, streamKey);
     // The producer goes on through the store's client, which follows MOVED.
@@ -145,6 +169,10 @@ describe.skipIf(!redisBinariesAvailable())('live streams when their slot moves',
     const entries = [...(first.status === 'entries' ? first.entries : []), ...(await rest)];
     expect(entries).toEqual(expected(CHUNKS));
     reader.close();
+    stopOther.abort();
+    expect((await otherWait).status).toBe('idle');
+    otherReader.close();
+    await otherPublisher.end(true);
   }, 20_000);
 
   it('a stream that ends while its slot is migrating reaches the reader whole', async () => {
