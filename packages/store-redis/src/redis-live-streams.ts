@@ -181,27 +181,54 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
     // Only the head creates the stream, with its TTL in the same transaction; a later entry
     // never recreates a stream that expired (NOMKSTREAM), so no stream key lives without a
     // TTL, even if this process dies right after a write.
-    const xadd = (fields: Fields, create: boolean): Promise<unknown> =>
-      create
-        ? client
-            .multi()
-            .xadd(key, '*', ...(fields as string[]))
-            .pexpire(key, leaseMs)
-            .exec()
-            .then((replies) => {
-              if (!replies || replies.some(([error]) => error)) throw new Error('XADD failed');
-            })
-        : client.xadd(key, 'NOMKSTREAM', '*', ...(fields as string[])).then((id) => {
-            if (id === null) throw new Error('The stream expired');
-          });
-    const write = (fields: Fields, create = false): Promise<unknown> =>
-      gate
-        .run(() => xadd(fields, create))
-        .catch(() => {
-          // A lost entry would be a gap: the generation is given up (deleted below), and its
-          // readers bridge from the stored outcome or end with an error.
-          broken = true;
+    // One write in flight at a time, the entries appended meanwhile going together in the
+    // next transaction: writes sent side by side may reach Redis in another order when a
+    // Cluster redirects them (-ASK / -MOVED during a resharding), and an entry's id (`*`) is
+    // its place in the stream.
+    const xadd = (batch: { fields: Fields; create: boolean }[]): Promise<unknown> => {
+      const [only] = batch;
+      if (batch.length === 1 && only && !only.create)
+        return client.xadd(key, 'NOMKSTREAM', '*', ...(only.fields as string[])).then((id) => {
+          if (id === null) throw new Error('The stream expired');
         });
+      const multi = client.multi();
+      for (const { fields, create } of batch) {
+        if (create) multi.xadd(key, '*', ...(fields as string[])).pexpire(key, leaseMs);
+        else multi.xadd(key, 'NOMKSTREAM', '*', ...(fields as string[]));
+      }
+      return multi.exec().then((replies) => {
+        if (!replies || replies.some(([error, reply]) => error || reply === null))
+          throw new Error('XADD failed, or the stream expired');
+      });
+    };
+    let queued: { fields: Fields; create: boolean }[] = [];
+    let sending: Promise<void> | undefined;
+    /** Sends what is queued now (the caller's turn, so it goes out before later calls). */
+    const send = (): Promise<void> => {
+      const batch = queued;
+      queued = [];
+      const sent = broken
+        ? Promise.resolve()
+        : gate
+            .run(() => xadd(batch))
+            .then(
+              () => undefined,
+              () => {
+                // A lost entry would be a gap: the generation is given up (deleted below), and
+                // its readers bridge from the stored outcome or end with an error.
+                broken = true;
+              },
+            );
+      return sent.then(() => {
+        sending = queued.length > 0 ? send() : undefined;
+        return sending;
+      });
+    };
+    const write = (fields: Fields, create = false): Promise<unknown> => {
+      queued.push({ fields, create });
+      sending ??= send();
+      return sending;
+    };
     const expire = (ms: number) => gate.run(() => client.pexpire(key, ms)).catch(() => {});
     const renew = setInterval(
       () => {
@@ -216,10 +243,9 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
       generations--;
       clearInterval(renew);
     };
-    let last: Promise<unknown> = Promise.resolve();
     /** Writes the end entry after the entries in flight, then keeps the stream for the grace. */
     const finish = async (ok: boolean) => {
-      await last;
+      await sending;
       if (broken) {
         await gate.run(() => client.del(key)).catch(() => {});
         return;
@@ -244,7 +270,7 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
           entry.kind === 'head'
             ? ['k', 'h', 'd', JSON.stringify({ status: entry.status, headers: entry.headers })]
             : ['k', 'c', 'o', String(entry.offset), 'd', Buffer.from(entry.bytes)];
-        last = write(fields, entry.kind === 'head');
+        void write(fields, entry.kind === 'head');
       },
       async end(ok) {
         if (ended) return;

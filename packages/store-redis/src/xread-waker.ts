@@ -225,6 +225,21 @@ export class XReadWaker {
   }
 
   /**
+   * Takes a `-MOVED <slot> <host:port>` answer into the blocking Cluster's slot map (its own
+   * commands never meet it: the lanes are plain connections) and asks it for the whole map
+   * again, as ioredis does for its own commands. False for any other error (`-ASK` during a
+   * migration included: the slot is still the source's, the round is retried after a pause).
+   */
+  private followMoved(error: unknown): boolean {
+    const match = /^MOVED (\d+) (\S+)/.exec(error instanceof Error ? error.message : '');
+    if (!match) return false;
+    const cluster = this.blocking as Cluster & { slots: string[][] };
+    cluster.slots[Number(match[1])] = [match[2] as string];
+    cluster.refreshSlotsCache?.(() => undefined);
+    return true;
+  }
+
+  /**
    * A Cluster round: one XREAD per hash slot (keys of several slots in one XREAD are a
    * CROSSSLOT error), each on a connection to the slot's primary; a node with waiters in more
    * slots than LANES_PER_NODE blocks on LANES_PER_NODE - 1 of them and polls the rest (one
@@ -245,6 +260,13 @@ export class XReadWaker {
       if (node === undefined) throw new Error(`slot ${slot} has no node`);
       byNode.set(node, [...(byNode.get(node) ?? []), group]);
     }
+    // Lanes of a node no slot is waited on any more (the slots moved away, or their readers
+    // left) are closed: the connections per primary stay bounded by the slots waited on now.
+    for (const [node, lanes] of this.lanes) {
+      if (byNode.has(node)) continue;
+      for (const lane of lanes) lane.connection.disconnect();
+      this.lanes.delete(node);
+    }
     let failed = false;
     const runs: Promise<void>[] = [];
     const blockOn = async (lane: Lane, group: string[]) => {
@@ -255,7 +277,15 @@ export class XReadWaker {
       lane.blocked = true;
       try {
         this.wake(await this.xread(lane.connection, group));
-      } catch {
+      } catch (error) {
+        // -MOVED: the slot went to another primary (Redis 7 answers a client blocked on a
+        // slot it handed over, within its clientsCron pass). The next round blocks on the
+        // new owner at once; the others end theirs so it starts now, not after their block.
+        if (this.followMoved(error)) {
+          lane.blocked = false;
+          void this.unblockLanes();
+          return;
+        }
         lane.id = undefined;
         failed = true;
       } finally {

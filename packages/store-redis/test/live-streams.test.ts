@@ -143,7 +143,13 @@ describe('createRedisLiveStreams', () => {
     lost.append({ kind: 'head', status: 200, headers: [] });
     lost.append({ kind: 'chunk', offset: 0, bytes: bytes('partial') });
     const reader = live.open({ storageKey: 'lost', fence: 1 });
-    expect((await reader.next({ waitMs: 0, maxEntries: 10 })).status).toBe('entries');
+    // The entries go out one transaction at a time: read until both are there.
+    const seen: string[] = [];
+    for (let i = 0; i < 20 && seen.length < 2; i++) {
+      const first = await reader.next({ waitMs: 200, maxEntries: 10 });
+      if (first.status === 'entries') seen.push(...first.entries.map((entry) => entry.kind));
+    }
+    expect(seen).toEqual(['head', 'chunk']);
     lease.abort();
     const read = await reader.next({ waitMs: 1_500, maxEntries: 10 });
     reader.close();

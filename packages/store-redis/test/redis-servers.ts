@@ -200,3 +200,65 @@ export async function startCluster(primaries = 3): Promise<RedisServer[]> {
     throw error;
   }
 }
+
+/** `redis-cli -p <port> ...args` on a test server; its trimmed output. */
+export async function cli(server: RedisServer, ...args: string[]): Promise<string> {
+  const { stdout } = await run('redis-cli', ['-p', String(server.port), ...args]);
+  return stdout.trim();
+}
+
+/** The index in `servers` of the primary that holds `slot`. */
+async function holderOf(servers: RedisServer[], slot: number): Promise<number> {
+  const holds = await Promise.all(
+    servers.map(async (s) => {
+      const line = (await cli(s, 'cluster', 'nodes')).split('\n').find((l) => l.includes('myself'));
+      return (line ?? '')
+        .split(' ')
+        .slice(8)
+        .some((range) => {
+          const [from, to] = range.split('-').map(Number);
+          return slot >= (from as number) && slot <= ((to ?? from) as number);
+        });
+    }),
+  );
+  return holds.indexOf(true);
+}
+
+/**
+ * Moves the slot of `redisKey`, with its keys, to the next primary (a resharding step:
+ * SETSLOT IMPORTING / MIGRATING, MIGRATE of its keys, SETSLOT NODE on every primary).
+ * `duringMigration` runs after the keys moved and before the slot is handed over (the
+ * window in which the source answers -ASK for them). Returns the source and target servers.
+ */
+export async function moveSlot(
+  servers: RedisServer[],
+  redisKey: string,
+  duringMigration?: () => Promise<void>,
+): Promise<{ source: RedisServer; target: RedisServer }> {
+  const slot = Number(await cli(servers[0] as RedisServer, 'cluster', 'keyslot', redisKey));
+  const ids = await Promise.all(servers.map((s) => cli(s, 'cluster', 'myid')));
+  const from = await holderOf(servers, slot);
+  const to = (from + 1) % servers.length;
+  const [source, target] = [servers[from] as RedisServer, servers[to] as RedisServer];
+  await cli(target, 'cluster', 'setslot', String(slot), 'importing', ids[from] as string);
+  await cli(source, 'cluster', 'setslot', String(slot), 'migrating', ids[to] as string);
+  const keys = (await cli(source, 'cluster', 'getkeysinslot', String(slot), '100'))
+    .split('\n')
+    .filter(Boolean);
+  if (keys.length > 0)
+    await cli(
+      source,
+      'migrate',
+      '127.0.0.1',
+      String(target.port),
+      '',
+      '0',
+      '5000',
+      'KEYS',
+      ...keys,
+    );
+  await duringMigration?.();
+  for (const server of servers)
+    await cli(server, 'cluster', 'setslot', String(slot), 'node', ids[to] as string);
+  return { source, target };
+}

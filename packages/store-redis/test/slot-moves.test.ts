@@ -5,12 +5,11 @@
  * completion of that slot is refused until something else refreshes the slot map, and a
  * completion that is never recorded ends in a second execution once its lease passes.
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisStore, recommendedRedisClusterOptions } from '../src/index.js';
 import {
+  moveSlot,
   type RedisServer,
   redisBinariesAvailable,
   startCluster,
@@ -18,13 +17,7 @@ import {
 } from './redis-servers.js';
 import { rawRecord, TEST_CLIENT_BOUNDS } from './targets.js';
 
-const run = promisify(execFile);
 const WAIT = { replicas: 1, timeoutMs: 200 };
-
-async function cli(server: RedisServer, ...args: string[]): Promise<string> {
-  const { stdout } = await run('redis-cli', ['-p', String(server.port), ...args]);
-  return stdout.trim();
-}
 
 describe.skipIf(!redisBinariesAvailable())('waitForReplicas when a slot moved (MOVED)', () => {
   let servers: RedisServer[] = [];
@@ -45,39 +38,6 @@ describe.skipIf(!redisBinariesAvailable())('waitForReplicas when a slot moved (M
     await Promise.all(servers.map(stopRedisServer));
   });
 
-  /** Moves the slot of `redisKey`, with its keys, to the next primary (a resharding step). */
-  async function moveSlot(redisKey: string): Promise<void> {
-    const slot = String(await client.cluster('KEYSLOT', redisKey));
-    const ids = await Promise.all(servers.map((s) => cli(s, 'cluster', 'myid')));
-    const holds = await Promise.all(
-      servers.map(async (s) => {
-        const line = (await cli(s, 'cluster', 'nodes'))
-          .split('\n')
-          .find((l) => l.includes('myself'));
-        return line!
-          .split(' ')
-          .slice(8)
-          .some((range) => {
-            const [from, to] = range.split('-').map(Number);
-            return Number(slot) >= from! && Number(slot) <= (to ?? from)!;
-          });
-      }),
-    );
-    const from = holds.indexOf(true);
-    const to = (from + 1) % servers.length;
-    const [source, target] = [servers[from]!, servers[to]!];
-    await cli(target, 'cluster', 'setslot', slot, 'importing', ids[from]!);
-    await cli(source, 'cluster', 'setslot', slot, 'migrating', ids[to]!);
-    const keys = (await cli(source, 'cluster', 'getkeysinslot', slot, '100'))
-      .split('\n')
-      .filter(Boolean);
-    if (keys.length > 0) {
-      const port = String(target.port);
-      await cli(source, 'migrate', '127.0.0.1', port, '', '0', '5000', 'KEYS', ...keys);
-    }
-    for (const server of servers) await cli(server, 'cluster', 'setslot', slot, 'node', ids[to]!);
-  }
-
   it('an acquisition and a completion follow the slot to its new primary', async () => {
     const prefix = `idem-moved:${Date.now()}:`;
     const waited = createRedisStore({ client, keyPrefix: prefix, waitForReplicas: WAIT });
@@ -86,7 +46,7 @@ describe.skipIf(!redisBinariesAvailable())('waitForReplicas when a slot moved (M
 
     // The Cluster has no replicas: a write that arrives is "unconfirmed" (and an unconfirmed
     // acquisition released again); one that never arrives fails with MOVED.
-    await moveSlot(waited.redisKey('a'));
+    await moveSlot(servers, waited.redisKey('a'));
     await expect(waited.acquire({ ...input, key: 'a' })).rejects.toThrow(/acknowledged by 0 of 1/);
     expect(await rawRecord(client, waited.redisKey('a'))).toMatchObject({
       status: 'released',
@@ -95,7 +55,7 @@ describe.skipIf(!redisBinariesAvailable())('waitForReplicas when a slot moved (M
 
     // Acquired without waiting, then the slot moves (with the record) under the completion.
     expect(await plain.acquire({ ...input, key: 'c' })).toMatchObject({ kind: 'acquired' });
-    await moveSlot(waited.redisKey('c'));
+    await moveSlot(servers, waited.redisKey('c'));
     const complete = { key: 'c', owner: 'me', outcome: new Uint8Array([1]), retentionMs: 60_000 };
     await expect(waited.complete(complete)).rejects.toThrow(/acknowledged by 0 of 1/);
     expect(await rawRecord(client, waited.redisKey('c'))).toMatchObject({
