@@ -31,6 +31,7 @@ describe('synchronous store calls (the memory store answers before it returns)',
       complete: directOnly(memory.complete),
       release: directOnly(memory.release),
       extend: memory.extend,
+      get: memory.get,
     };
     const idem = createIdempotency({ store });
     await expect(idem.execute({ key: 'a' }, async () => ({ n: 1 }))).resolves.toEqual({
