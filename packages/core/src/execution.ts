@@ -221,8 +221,13 @@ export class Execution {
       const input = { key: this.storageKey, owner: this.owner, retentionMs };
       const observe = this.report?.observer('release');
       const sync = syncFormOf(store.release);
+      const answer = sync
+        ? callStoreSync('release', sync, input, observe, this.settings.storeTimeoutMs)
+        : undefined;
       result = sync
-        ? callStoreSync('release', sync, input, observe)
+        ? answer instanceof Promise
+          ? await answer
+          : (answer as OwnerWriteResult)
         : await callStore('release', this.settings.storeTimeoutMs, () => store.release(input), {
             observe,
           });
@@ -288,12 +293,18 @@ export class Execution {
       const startedAt = this.report ? performance.now() : 0;
       let result: OwnerWriteResult;
       try {
-        result = callStoreSync(
+        const answer = callStoreSync(
           'complete',
           sync,
           this.completeInput(bytes),
           this.report?.observer('complete'),
+          this.settings.storeTimeoutMs,
+          true,
         );
+        // A form that answered a promise after all: that attempt is the first of the retried
+        // write, timed and tracked like the promise form's.
+        if (answer instanceof Promise) return this.retriedWrite(bytes, answer);
+        result = answer;
       } catch (error) {
         if (!(error instanceof StoreUnavailableError)) return Promise.reject(this.notLanded(error));
         this.lastStoreError = error;
@@ -311,7 +322,7 @@ export class Execution {
   }
 
   /** {@link finalWrite} through the store's promise, retried until it settles. */
-  private retriedWrite(bytes: Uint8Array): Promise<void> {
+  private retriedWrite(bytes: Uint8Array, first?: Promise<OwnerWriteResult>): Promise<void> {
     const { completionWaitMs, storeTimeoutMs } = this.settings;
     const startedAt = performance.now();
     return new Promise<void>((resolve, reject) => {
@@ -329,7 +340,7 @@ export class Execution {
         }, left);
       };
       if (!(completionWaitMs >= storeTimeoutMs)) armBudget();
-      const landing = this.completeUntilSettled(bytes, startedAt, armBudget);
+      const landing = this.completeUntilSettled(bytes, startedAt, armBudget, first);
       this.tasks.track(landing);
       landing.then(
         () => {
@@ -348,10 +359,13 @@ export class Execution {
     bytes: Uint8Array,
     startedAt: number,
     onFailure: () => void,
+    first?: Promise<OwnerWriteResult>,
   ): Promise<void> {
     const { store, storeTimeoutMs, clock, maxHoldMs } = this.settings;
     const input = this.completeInput(bytes);
-    const sync = syncFormOf(store.complete);
+    // A synchronous form that answered a promise is not called synchronously again.
+    const sync = first ? undefined : syncFormOf(store.complete);
+    let pending = first;
     let result: OwnerWriteResult;
     try {
       result = await retryStoreCall(
@@ -369,7 +383,11 @@ export class Execution {
             onFailure();
           },
         },
-        () => store.complete(input),
+        () => {
+          const call = pending ?? store.complete(input);
+          pending = undefined;
+          return call;
+        },
         sync && (() => sync(input)),
       );
     } catch (error) {

@@ -114,17 +114,24 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       const sync = syncFormOf(store.acquire);
       try {
         // A store that answers at once (in process) is called directly: no promise, no timer.
-        result = sync
-          ? callStoreSync('acquire', sync, input, observe)
-          : await callStore(
-              'acquire',
-              settings.storeTimeoutMs,
-              () => {
-                call = store.acquire(input);
-                return call;
-              },
-              { observe },
-            );
+        if (sync) {
+          const answer = callStoreSync('acquire', sync, input, observe, settings.storeTimeoutMs);
+          // A form that answered a promise after all: awaited under the time limit (above).
+          if (answer instanceof Promise) {
+            call = answer;
+            result = await answer;
+          } else result = answer;
+        } else {
+          result = await callStore(
+            'acquire',
+            settings.storeTimeoutMs,
+            () => {
+              call = store.acquire(input);
+              return call;
+            },
+            { observe },
+          );
+        }
       } catch (error) {
         if (observed)
           emit({

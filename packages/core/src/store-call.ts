@@ -89,24 +89,29 @@ export function syncFormOf<I, R>(method: (input: I) => Promise<R>): ((input: I) 
 /**
  * {@link callStore} for a synchronous form: its answer, or its error as the typed error
  * `callStore` would reject with (an `IdemError` as it is, anything else a
- * `StoreUnavailableError`); `observe` is told as `callStore` tells it.
+ * `StoreUnavailableError`); `observe` is told as `callStore` tells it. A form that answers a
+ * promise after all (an async function given to {@link answersSynchronously}, which its type
+ * allows) did not answer at once: its promise is awaited as {@link callStore} awaits one, under
+ * `timeoutMs`, and returned.
  */
 export function callStoreSync<I, R>(
   operation: StoreOperation,
   sync: (input: I) => R,
   input: I,
-  observe?: (ok: boolean, durationMs: number) => void,
-): R {
+  observe: ((ok: boolean, durationMs: number) => void) | undefined,
+  timeoutMs: number,
+  unref = false,
+): R | Promise<Awaited<R>> {
   const startedAt = observe === undefined ? 0 : performance.now();
   let ok = false;
+  let answer: R;
   try {
-    const result = sync(input);
+    answer = sync(input);
     ok = true;
-    return result;
   } catch (error) {
     throw toStoreError(ENGINE_RULES, operation, error);
   } finally {
-    if (observe !== undefined) {
+    if (observe !== undefined && !(ok && isThenable(answer!))) {
       try {
         observe(ok, performance.now() - startedAt);
       } catch {
@@ -114,4 +119,20 @@ export function callStoreSync<I, R>(
       }
     }
   }
+  if (isThenable(answer)) {
+    const pending = answer as PromiseLike<Awaited<R>>;
+    return callStore<Awaited<R>>(operation, timeoutMs, () => Promise.resolve(pending), {
+      observe,
+      unref,
+    });
+  }
+  return answer;
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    value !== null &&
+    (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
 }

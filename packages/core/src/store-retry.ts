@@ -62,7 +62,17 @@ export async function retryStoreCall<T>(
     const attemptStartedAt = options.observe ? performance.now() : 0;
     try {
       // Background work must not keep a process alive; a caller waiting holds its own timer.
-      if (syncCall) return callStoreSync(operation, syncCall, undefined, options.observe);
+      if (syncCall) {
+        const answer = callStoreSync(
+          operation,
+          syncCall,
+          undefined,
+          options.observe,
+          timeoutMs,
+          true,
+        );
+        return answer instanceof Promise ? await answer : answer;
+      }
       return await callStore(operation, timeoutMs, call, { unref: true, observe: options.observe });
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;

@@ -119,11 +119,24 @@ class LazyHead implements ResponseHead {
  * The context handed to the handler. Its `signal` is the execution's, read only when used:
  * the engine makes the `AbortController` behind it on first read, and most handlers never
  * read it (making one for every execution was about 5 % of a first execution's CPU in
- * process). A class with a getter, not a literal with one (see {@link LazyHead}).
+ * process). A class (see {@link LazyHead}) whose `signal` is an own accessor (see below).
  */
 class ExecutionContext implements IdempotencyContext {
+  /**
+   * `signal` as an own enumerable accessor, as the plain object this was had it as a member:
+   * a copy of the context (`{ ...context }`, `Object.keys`) still has the signal. One
+   * descriptor for every context.
+   */
+  static readonly #signal: PropertyDescriptor = {
+    get(this: ExecutionContext): AbortSignal {
+      return this.#execution.signal;
+    },
+    enumerable: true,
+    configurable: true,
+  };
   readonly storageKey: string;
   readonly fence: number;
+  declare readonly signal: AbortSignal;
   readonly #execution: Execution;
   constructor(
     readonly key: string,
@@ -132,9 +145,7 @@ class ExecutionContext implements IdempotencyContext {
     this.storageKey = execution.storageKey;
     this.fence = execution.fence;
     this.#execution = execution;
-  }
-  get signal(): AbortSignal {
-    return this.#execution.signal;
+    Object.defineProperty(this, 'signal', ExecutionContext.#signal);
   }
 }
 

@@ -31,10 +31,16 @@ export function fingerprintOf<R>(
   // Without an extras hook there is nothing to wait for: no promise to make.
   const hook = options?.extras;
   if (!hook) return digest(method, url, body, extras, options);
+  // A parsed body used as it is (no bytes) is the request's own object, which the hook can
+  // reach and change: the body as read is fingerprinted, a copy taken before the hook runs.
+  const read: RequestBody =
+    body.kind === 'json' && body.bytes === undefined
+      ? { kind: 'json', value: JSON.parse(JSON.stringify(body.value)) as JsonValue }
+      : body;
   return (async () => {
     for (const [name, value] of Object.entries(await hook(request.native)))
       extras[`extra:${name}`] = value;
-    return digest(method, url, body, extras, options);
+    return digest(method, url, read, extras, options);
   })();
 }
 
