@@ -204,12 +204,14 @@ export async function runRow(
         : times.some((t) => t === undefined)
           ? undefined
           : Math.max(...(times as number[]));
-    if (process.env.CHAOS_DEBUG) {
-      for (const app of everyApp) log(`  --- ${app.url} output (tail) ---\n${app.output()}`);
-      const attempts = [...requests.flatMap((r) => r.attempts), ...probes];
-      for (const line of debugTimeline(attempts, started, events)) log(line);
-      for (const line of debugTwice(requests, counts, started, events)) log(line);
-    }
+    // The timeline of the row: always with CHAOS_DEBUG, and for a row that broke a promise
+    // (so a CI log shows what happened, not only that it did).
+    const timeline = () => [
+      ...everyApp.map((app) => `  --- ${app.url} output (tail) ---\n${app.output()}`),
+      ...debugTimeline([...requests.flatMap((r) => r.attempts), ...probes], started, events),
+      ...debugTwice(requests, counts, started, events),
+    ];
+    if (process.env.CHAOS_DEBUG) for (const line of timeline()) log(line);
     // An instance that died by itself (a crash on a store fault) is a broken promise even
     // when the other one answered every retry and its recovery was measured before it died.
     for (const app of everyApp) {
@@ -217,7 +219,7 @@ export async function runRow(
         scenarioBroken.push(`${app.name} exited by itself (${await app.exitCode})`);
       }
     }
-    return judgeRow(scenario.fault, scenario.promises(profile), profile, {
+    const result = judgeRow(scenario.fault, scenario.promises(profile), profile, {
       requests,
       probes,
       executions,
@@ -225,6 +227,11 @@ export async function runRow(
       maxRssMiB: Math.max(0, ...everyApp.map((a) => a.maxRssMiB)),
       scenarioBroken,
     });
+    if (result.broken.length > 0) {
+      result.timeline = [`${scenario.id} broke a promise; its timeline:`, ...timeline()];
+      if (!process.env.CHAOS_DEBUG) for (const line of result.timeline) log(line);
+    }
+    return result;
   } finally {
     deadline = 0;
     clearInterval(sampler);

@@ -7,6 +7,9 @@ const between = (min: number, max: number) => min + Math.random() * (max - min);
 /** Pause between two kill cycles: room for recovery and fresh traffic. */
 const CYCLE_GAP_MS = 2_000;
 
+/** A clean window of the faulty proxy: long enough to reconnect and renew every lease. */
+export const CLEAN_WINDOW_MS = 500;
+
 /** Every row promises: no 500s, nothing outlives the bound, every client gets an answer. */
 const strict = { zeroTwice: true, zeroDifferentAnswers: true, recovery: true };
 
@@ -41,35 +44,52 @@ async function dropStoreCycles(stage: Stage, outageMs: number, cycles: number): 
   }
 }
 
-/** Random drops, delays, resets and short blackholes, each shorter than the lease. */
-async function flaky(stage: Stage, durationMs: number): Promise<void> {
+/**
+ * Random drops, delays, resets and short blackholes. Faults come back to back, but no
+ * stretch of them lasts longer than half the lease without a clean window of at least
+ * {@link CLEAN_WINDOW_MS} in between: a stretch is an outage, and an outage as long as
+ * what is left of the lease is the documented window of a second execution (core README,
+ * "What remains"), which this row does not judge. Seen before the bound: a drop, three
+ * blackholes and a drop back to back, 2.78 s without a working connection against a 3 s
+ * lease renewed 0.14 s before it, and two keys ran twice (1 run in 7 under CPU load).
+ */
+export async function flaky(stage: Stage, durationMs: number): Promise<void> {
   const proxy = stage.store.proxy;
   if (!proxy) throw new Error('the faulty-proxy row needs a proxied store');
+  const maxStretchMs = stage.profile.leaseMs / 2;
   const end = Date.now() + durationMs;
+  // Time spent in faults since the last clean window long enough to renew a lease.
+  let stretchMs = 0;
+  const fault = async (
+    what: string,
+    mode: Parameters<typeof proxy.setMode>[0],
+    ms: number,
+    then?: () => void,
+  ) => {
+    const bounded = Math.max(0, Math.min(ms, maxStretchMs - stretchMs));
+    stage.mark(what);
+    proxy.setMode(mode);
+    then?.();
+    await sleep(bounded);
+    stretchMs += bounded;
+  };
   while (Date.now() < end) {
     const roll = Math.random();
-    if (roll < 0.45) {
+    if (roll < 0.45 || stretchMs >= maxStretchMs) {
+      const ms = stretchMs >= maxStretchMs ? between(CLEAN_WINDOW_MS, 1_000) : between(200, 600);
       stage.mark('pass');
       proxy.setMode({ kind: 'pass' });
-      await sleep(between(200, 600));
+      await sleep(ms);
+      if (ms >= CLEAN_WINDOW_MS) stretchMs = 0;
     } else if (roll < 0.65) {
       const ms = Math.round(between(20, 300));
-      stage.mark(`delay ${ms} ms`);
-      proxy.setMode({ kind: 'delay', ms });
-      await sleep(between(200, 600));
+      await fault(`delay ${ms} ms`, { kind: 'delay', ms }, between(200, 600));
     } else if (roll < 0.8) {
-      stage.mark('reset half');
-      proxy.setMode({ kind: 'pass' });
-      proxy.dropSome(0.5);
-      await sleep(between(200, 600));
+      await fault('reset half', { kind: 'pass' }, between(200, 600), () => proxy.dropSome(0.5));
     } else if (roll < 0.92) {
-      stage.mark('drop');
-      proxy.setMode({ kind: 'drop' });
-      await sleep(between(100, 800));
+      await fault('drop', { kind: 'drop' }, between(100, 800));
     } else {
-      stage.mark('blackhole');
-      proxy.setMode({ kind: 'blackhole' });
-      await sleep(between(200, 1_000));
+      await fault('blackhole', { kind: 'blackhole' }, between(200, 1_000));
     }
   }
   proxy.setMode({ kind: 'pass' });

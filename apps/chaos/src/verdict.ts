@@ -85,6 +85,8 @@ export interface RowResult {
   promises: RowPromises;
   /** One sentence per broken promise; empty when the row holds. */
   broken: string[];
+  /** A broken row's timeline (attempts per second, keys run twice, the apps' output). */
+  timeline?: string[];
 }
 
 /** The `content` of a 2xx `/api/messages` body, or undefined. */

@@ -15,6 +15,8 @@ describe(`chaos suite, ${profile.name} profile, against apps/llm-api/dist`, () =
     async () => {
       const result = await runChaos(profile);
       const report = [formatTable(result.rows), ...result.skipped, ...formatBroken(result.rows)];
+      // A broken row's timeline first: the CI log then says what happened, not only that it did.
+      for (const row of result.rows) if (row.timeline) console.log(row.timeline.join('\n'));
       console.log(report.join('\n'));
       expect(result.rows.length).toBeGreaterThan(0);
       expect(formatBroken(result.rows), report.join('\n')).toEqual([]);
