@@ -22,6 +22,7 @@ export interface StoreHandle {
 }
 
 interface DynamoDbLocalScript {
+  JVM_FLAGS: readonly string[];
   assertJava(): void;
   fetchDynamoDbLocal(): string;
   waitForDynamoDb(
@@ -109,6 +110,7 @@ async function startDynamoDb(): Promise<StoreHandle> {
   const table = `chaos_${Date.now().toString(36)}`;
   // On disk (-dbPath), so a kill -9 and a restart keep what was written.
   const args = [
+    ...script.JVM_FLAGS,
     `-Djava.library.path=${join(emulator, 'DynamoDBLocal_lib')}`,
     '-jar',
     join(emulator, 'DynamoDBLocal.jar'),

@@ -12,6 +12,7 @@ import {
   assertJava,
   fetchDynamoDbLocal,
   freePort,
+  JVM_FLAGS,
   waitForDynamoDb,
 } from '../../../scripts/dynamodb-local.mjs';
 
@@ -42,6 +43,7 @@ export async function startOwnDynamoDb(): Promise<OwnDynamoDb> {
     child = spawn(
       'java',
       [
+        ...JVM_FLAGS,
         `-Djava.library.path=${join(emulator, 'DynamoDBLocal_lib')}`,
         '-jar',
         join(emulator, 'DynamoDBLocal.jar'),
