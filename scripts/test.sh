@@ -9,13 +9,12 @@
 #   - Every lane gets a Redis of its own (a throwaway redis-server on a free loopback port,
 #     stopped at the end) unless REDIS_URL is set: a test run never depends on what other runs
 #     left in the shared Redis, and never scans their keys.
-#   - IDEM_TEST_NODE24=1 adds two lanes that run every package's tests again on Node 24
-#     (apps/node-binaries), at the same time. Not on by default: on two cores the five lanes
-#     take about 19 minutes and load the machine so far that timed fault tests fail (see the
-#     README). On Node 24 the property tests run IDEM_NODE24_PROPERTY_RUNS (25) times (their
-#     full counts run on Node 20), and pack-check installs its floor-peers app only
-#     (PACK_CHECK_PEER_SETS=floor): its newest-peers app always runs on Node 24, so the Node
-#     20 lane's pack-check already ran it.
+#   - Node 24 runs every package's tests too, in two more lanes at the same time
+#     (apps/node-binaries; IDEM_TEST_NODE24=0 leaves them out). Its property tests run
+#     IDEM_NODE24_PROPERTY_RUNS (25) times; their full counts run on Node 20. Two packages
+#     run on both Nodes from the Node 20 lane, and not again in Node 24's: the chaos suite
+#     (each row's app instances run on Node 20 and Node 24 side by side) and pack-check (the
+#     newest-peers app on Node 24, the floor-peers app on Node 20 and Node 24).
 # IDEM_TEST_LANES=1 runs everything in one lane per Node, one package after another. Every
 # package runs; a package missing from the lane lists below runs in the first lane.
 set -euo pipefail
@@ -41,14 +40,19 @@ LANE3=(
   @idem/pack-check
   @idem/lambda
 )
-# Node 24's two lanes: the packages of LANE24B there, every other package in the first.
+# Node 24's two lanes: the packages of LANE24B there, every other package in the first but
+# those of BOTH_NODES, which run on Node 24 from the Node 20 lane.
 LANE24B=(
-  @idem/chaos
-  @idem/pack-check
   @idem/store-dynamodb
   @idem/lambda
   @idem/consumers
   @idem/benchmarks
+  @idem/llm-api
+  @idem/store-postgres
+)
+BOTH_NODES=(
+  @idem/chaos
+  @idem/pack-check
 )
 
 tmp=$(mktemp -d)
@@ -60,8 +64,8 @@ cleanup() {
 trap cleanup EXIT
 status=0
 
-node24=0
-if [ "${IDEM_TEST_NODE24:-0}" != "0" ]; then node24=1; fi
+node24=1
+if [ "${IDEM_TEST_NODE24:-1}" = "0" ]; then node24=0; fi
 if [ "$node24" = 1 ]; then
   # Fails here, before anything ran, when the Node 24 binary is missing.
   bash scripts/test-node.sh 24 node --version >/dev/null
@@ -119,7 +123,7 @@ start_lane() {
   local url=$lane_url
   if [ -n "$major" ]; then
     (
-      export REDIS_URL="$url" PACK_CHECK_PEER_SETS=floor
+      export REDIS_URL="$url"
       export IDEM_PROPERTY_RUNS="${IDEM_NODE24_PROPERTY_RUNS:-25}"
       bash scripts/test-node.sh "$major" pnpm exec turbo run test --only --continue --concurrency=1 "$@"
     ) >"$log" 2>&1 &
@@ -135,7 +139,8 @@ if [ "${IDEM_TEST_LANES:-}" = "1" ]; then
   start_lane "$tmp/lane1.log" ""
   wait "${lane_pids[0]}" || status=$?
   if [ "$node24" = 1 ]; then
-    start_lane "$tmp/node24-1.log" 24
+    mapfile -t g1 < <(excluding BOTH_NODES)
+    start_lane "$tmp/node24-1.log" 24 "${g1[@]}"
     wait "${lane_pids[1]}" || status=$?
   fi
 else
@@ -147,7 +152,7 @@ else
   start_lane "$tmp/lane3.log" "" "${f3[@]}"
   if [ "$node24" = 1 ]; then
     mapfile -t g2 < <(filters LANE24B)
-    mapfile -t g1 < <(excluding LANE24B)
+    mapfile -t g1 < <(excluding LANE24B BOTH_NODES)
     start_lane "$tmp/node24-1.log" 24 "${g1[@]}"
     start_lane "$tmp/node24-2.log" 24 "${g2[@]}"
   fi

@@ -47,13 +47,14 @@ const OWN_VARIABLES = [
 ];
 
 /**
- * Starts one app instance (`node <entry>`) with `env` and resolves once it prints
- * `listening on http://…`.
+ * Starts one app instance (`<node> <entry>`, this Node by default) with `env` and resolves
+ * once it prints `listening on http://…`.
  */
 export async function startApp(
   name: string,
   env: Record<string, string>,
   entry: string = defaultAppEntry,
+  node: string = process.execPath,
 ): Promise<AppInstance> {
   if (!existsSync(entry)) {
     throw new Error(
@@ -62,7 +63,7 @@ export async function startApp(
   }
   const base: NodeJS.ProcessEnv = { ...process.env };
   for (const variable of OWN_VARIABLES) delete base[variable];
-  const child: Child = spawnChild(name, process.execPath, [entry], {
+  const child: Child = spawnChild(name, node, [entry], {
     env: { ...base, HOST: '127.0.0.1', PORT: '0', ...env },
   });
   let url = '';

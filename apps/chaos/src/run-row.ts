@@ -1,4 +1,5 @@
 import { type AppInstance, startApp } from './app-instance.js';
+import type { AppNode } from './app-nodes.js';
 import { debugTimeline, debugTwice, type FaultEvent } from './debug-report.js';
 import { type Attempt, drive, probeRecovery, watchReads } from './driver.js';
 import { sleep } from './processes.js';
@@ -59,6 +60,8 @@ export async function runRow(
   upstream: UpstreamProcess,
   log: (line: string) => void,
   appEntry?: string,
+  /** The Nodes instance 0, 1, … of this row run on, in turn (default: this Node). */
+  nodes: readonly AppNode[] = [],
 ): Promise<RowResult> {
   const store = await startStore(scenario.store);
   const slots: (AppInstance | undefined)[] = [];
@@ -73,7 +76,9 @@ export async function runRow(
     SHUTDOWN_TIMEOUT_MS: '10000',
   };
   const launch = async (index: number) => {
-    const app = await startApp(`llm-api[${scenario.id}#${index}.${generation++}]`, env, appEntry);
+    const node = nodes.length > 0 ? nodes[index % nodes.length] : undefined;
+    const name = `llm-api[${scenario.id}#${index}.${generation++}${node ? ` ${node.version}` : ''}]`;
+    const app = await startApp(name, env, appEntry, node?.path);
     everyApp.push(app);
     slots[index] = app;
     return app;

@@ -1,3 +1,4 @@
+import { type AppNode, appNodes } from './app-nodes.js';
 import { postgresUnavailable } from './postgres-server.js';
 import { stopAllChildren } from './processes.js';
 import type { Profile } from './profile.js';
@@ -14,11 +15,15 @@ export interface ChaosOptions {
   log?: (line: string) => void;
   /** The app to drive. @default apps/llm-api/dist/main.js (or CHAOS_APP_ENTRY) */
   appEntry?: string;
+  /** The Nodes the app instances run on, in turn. @default {@link appNodes} of the environment */
+  nodes?: readonly AppNode[];
 }
 
 /** What a run found. */
 export interface ChaosResult {
   profile: Profile['name'];
+  /** The versions of the Nodes the app instances ran on (`v20.20.2`, `v24.22.3`). */
+  nodes: string[];
   rows: RowResult[];
   /** Rows not run, with the reason (no Java or no PostgreSQL outside CI). */
   skipped: string[];
@@ -44,6 +49,8 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
     const unknown = options.only.filter((id) => !allScenarios.some((s) => s.id === id));
     if (unknown.length > 0) throw new Error(`unknown rows: ${unknown.join(', ')}`);
   }
+  const nodes = options.nodes ?? appNodes(process.env);
+  log(`app instances on ${nodes.map((n) => `Node ${n.version}`).join(' and ')}`);
   const upstream = await startUpstreamProcess({
     chunks: profile.modelChunks,
     chunkDelayMs: profile.modelChunkDelayMs,
@@ -76,7 +83,10 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
       }
       const rowStart = Date.now();
       log(`- ${scenario.id}: ${scenario.fault}`);
-      const row = await runRow(scenario, profile, upstream, log, options.appEntry).catch(
+      // Row r starts its instances at nodes[r % n]: a one-instance row runs on each in turn.
+      const turn = chosen.indexOf(scenario) % nodes.length;
+      const rowNodes = [...nodes.slice(turn), ...nodes.slice(0, turn)];
+      const row = await runRow(scenario, profile, upstream, log, options.appEntry, rowNodes).catch(
         // A row that cannot run is a failed row, not a crashed suite: the others still run.
         (error: unknown) => failedRow(scenario, profile, (error as Error).message ?? String(error)),
       );
@@ -91,6 +101,7 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
   }
   return {
     profile: profile.name,
+    nodes: nodes.map((n) => n.version),
     rows,
     skipped,
     broken: rows.flatMap((r) => r.broken.map((b) => `${r.fault}: ${b}`)),

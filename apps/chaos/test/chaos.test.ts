@@ -19,6 +19,10 @@ describe(`chaos suite, ${profile.name} profile, against apps/llm-api/dist`, () =
       for (const row of result.rows) if (row.timeline) console.log(row.timeline.join('\n'));
       console.log(report.join('\n'));
       expect(result.rows.length).toBeGreaterThan(0);
+      // The instances ran on this Node and on Node 24 (the Node 24 lanes of scripts/test.sh
+      // leave the suite to this run).
+      expect(result.nodes).toContain(process.version);
+      expect(result.nodes.some((v) => v.startsWith('v24.'))).toBe(true);
       expect(formatBroken(result.rows), report.join('\n')).toEqual([]);
     },
     profile.runLimitMs + 180_000,

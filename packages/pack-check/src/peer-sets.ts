@@ -104,9 +104,8 @@ export async function pinLatest(set: PeerSet): Promise<PeerSet> {
 
 /**
  * The sets this run installs: `PACK_CHECK_PEER_SETS` (comma-separated names, default both).
- * The latest set always runs on Node 24, whatever Node runs the test, so the Node 24 lane of
- * `scripts/test.sh` installs only the floor set: the latest one would repeat, byte for byte,
- * what the Node 20 lane's run already did on Node 24.
+ * The latest set always runs on Node 24, and the floor set on this Node and Node 24
+ * (`nodeBinaries`), so one run covers both Nodes.
  */
 export function selectPeerSets(env: string | undefined): PeerSet[] {
   if (env === undefined || env.trim() === '') return ALL_PEER_SETS;

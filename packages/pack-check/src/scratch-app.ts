@@ -4,8 +4,9 @@
  * would: no workspace, no hoisting of our own, npm's own peer resolution (ERESOLVE fails).
  */
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { PeerSet } from './peer-sets.js';
 
@@ -96,6 +97,27 @@ export function installedVersion(appDir: string, name: string): string {
 }
 
 /** The node binary a peer set runs on: the scratch app's `node` package, or this process's. */
-export function nodeBinary(appDir: string, set: PeerSet): string {
+function nodeBinary(appDir: string, set: PeerSet): string {
   return set.nodeMajor ? join(appDir, 'node_modules', '.bin', 'node') : process.execPath;
+}
+
+/**
+ * Every node binary a peer set's examples and conformance suites run on: {@link nodeBinary},
+ * and for a set that runs on this process's Node when that is not Node 24, Node 24 as well
+ * (apps/node-binaries, from npm with the workspace). One run of pack-check then runs each
+ * set on Node 24 and the floor set on this Node too, so the Node 24 lanes of
+ * scripts/test.sh leave pack-check to the Node 20 lane instead of installing and
+ * type-checking both apps again. Throws when Node 24 is not installed.
+ */
+export function nodeBinaries(appDir: string, set: PeerSet): string[] {
+  const own = nodeBinary(appDir, set);
+  if (set.nodeMajor || process.version.startsWith('v24.')) return [own];
+  const platform = process.arch === 'arm64' ? 'linux-arm64' : 'linux-x64';
+  const node24 = fileURLToPath(
+    new URL(`../../../apps/node-binaries/node_modules/node24-${platform}/bin/node`, import.meta.url),
+  );
+  if (!existsSync(node24)) {
+    throw new Error(`no Node 24 at ${node24}: run pnpm install (apps/node-binaries carries it)`);
+  }
+  return [own, node24];
 }

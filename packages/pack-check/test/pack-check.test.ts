@@ -16,7 +16,7 @@ import { runExample } from '../src/run-example.js';
 import {
   installedVersion,
   installScratchApp,
-  nodeBinary,
+  nodeBinaries,
   type PublishedPackage,
   packAll,
 } from '../src/scratch-app.js';
@@ -82,15 +82,17 @@ function prepare(set: PeerSet): void {
   const appDir = join(work, set.name);
   const installed = pinLatest(set).then((pinned) => installScratchApp(appDir, packages, pinned));
   const compiled = installed.then(() => compileExamples(appDir, PACKAGES_DIR, EXAMPLES, set.name));
-  const conformance = installed.then(() =>
-    runConformanceInScratch(nodeBinary(appDir, set), appDir, PACKAGES_DIR),
-  );
+  const conformance = installed.then(async () => {
+    for (const node of nodeBinaries(appDir, set)) {
+      await runConformanceInScratch(node, appDir, PACKAGES_DIR);
+    }
+  });
   // Each is awaited by a test; this only keeps a failure from being reported twice.
   for (const step of [installed, compiled, conformance]) step.catch(() => {});
   steps.set(set.name, { installed, compiled, conformance });
 }
 
-describe.each(PEER_SETS)('peers at $name (Node $nodeMajor, or this one)', (set) => {
+describe.each(PEER_SETS)('peers at $name (Node $nodeMajor, or this one and Node 24)', (set) => {
   const appDir = join(work, set.name);
   const step = (name: 'installed' | 'compiled' | 'conformance') => {
     if (!steps.has(set.name)) for (const each of PEER_SETS) prepare(each);
@@ -113,10 +115,11 @@ describe.each(PEER_SETS)('peers at $name (Node $nodeMajor, or this one)', (set) 
   test.each(EXAMPLES)('README example of $dir runs as ESM and as CJS', async (spec) => {
     await step('compiled');
     const serviceEnv = spec.service ? env[spec.service] : {};
-    const node = nodeBinary(appDir, set);
-    await runExample(node, appDir, `out/esm/${spec.dir}.mjs`, spec, serviceEnv);
-    if (hasCjs(spec, set.name)) {
-      await runExample(node, appDir, `out/cjs/${spec.dir}.cjs`, spec, serviceEnv);
+    for (const node of nodeBinaries(appDir, set)) {
+      await runExample(node, appDir, `out/esm/${spec.dir}.mjs`, spec, serviceEnv);
+      if (hasCjs(spec, set.name)) {
+        await runExample(node, appDir, `out/cjs/${spec.dir}.cjs`, spec, serviceEnv);
+      }
     }
   });
 
