@@ -46,7 +46,9 @@ describe('the chaos suite sees an instance die', () => {
       expect(result.rows[0]?.neverCompleted).toBe(0);
       expect(result.broken).toEqual(
         expect.arrayContaining([
-          expect.stringMatching(/llm-api\[redis-aof-kill#\d\.\d\] exited by itself \(1\)/),
+          expect.stringMatching(
+            /llm-api\[redis-aof-kill#\d\.\d( v[\d.]+)?\] exited by itself \(1\)/,
+          ),
         ]),
       );
     } finally {

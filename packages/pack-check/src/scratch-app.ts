@@ -114,7 +114,10 @@ export function nodeBinaries(appDir: string, set: PeerSet): string[] {
   if (set.nodeMajor || process.version.startsWith('v24.')) return [own];
   const platform = process.arch === 'arm64' ? 'linux-arm64' : 'linux-x64';
   const node24 = fileURLToPath(
-    new URL(`../../../apps/node-binaries/node_modules/node24-${platform}/bin/node`, import.meta.url),
+    new URL(
+      `../../../apps/node-binaries/node_modules/node24-${platform}/bin/node`,
+      import.meta.url,
+    ),
   );
   if (!existsSync(node24)) {
     throw new Error(`no Node 24 at ${node24}: run pnpm install (apps/node-binaries carries it)`);
