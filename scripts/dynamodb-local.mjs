@@ -176,9 +176,11 @@ export async function waitForDynamoDb(endpoint, timeoutMs = 30_000, failed = () 
 /**
  * Starts DynamoDB Local (`-inMemory`, a free port on 127.0.0.1) and waits until it answers,
  * or uses `DYNAMODB_ENDPOINT` when that is set (then nothing is started).
+ * @param {{ jvmFlags?: readonly string[] }} [options] JVM flags (default {@link JVM_FLAGS};
+ *   the benchmark passes none: its figures are the emulator's steady state)
  * @returns {Promise<{ endpoint: string, started: boolean, stop: () => Promise<void> }>}
  */
-export async function startDynamoDbLocal() {
+export async function startDynamoDbLocal({ jvmFlags = JVM_FLAGS } = {}) {
   const external = process.env.DYNAMODB_ENDPOINT;
   if (external) {
     await waitForDynamoDb(external, 10_000);
@@ -189,7 +191,7 @@ export async function startDynamoDbLocal() {
   const port = await freePort();
   const endpoint = `http://127.0.0.1:${port}`;
   const args = [
-    ...JVM_FLAGS,
+    ...jvmFlags,
     `-Djava.library.path=${join(dir, 'DynamoDBLocal_lib')}`,
     '-jar',
     join(dir, 'DynamoDBLocal.jar'),

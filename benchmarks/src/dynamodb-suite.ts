@@ -87,7 +87,9 @@ export async function runDynamoDbSuite(
   profile: Profile,
   log: (line: string) => void,
 ): Promise<SuiteResult> {
-  const local = await startDynamoDbLocal();
+  // The JVM's optimising compiler stays on here (the tests turn it off): the figures are
+  // the emulator's steady state, after the warm-up.
+  const local = await startDynamoDbLocal({ jvmFlags: [] });
   const run = `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
   const tables = {
     raw: `idem-bench-${run}-raw`,
