@@ -116,6 +116,7 @@ excluding() { filters "$@" | sed 's/^--filter=/--filter=!/'; }
 # start_lane <log> <node major or ""> <filter args...>: one lane in the background.
 lane_pids=()
 lane_logs=()
+lane_codes=()
 start_lane() {
   local log=$1 major=$2
   shift 2
@@ -137,11 +138,17 @@ start_lane() {
 # --only: the builds ran above; the lanes must not replay build outputs under each other.
 if [ "${IDEM_TEST_LANES:-}" = "1" ]; then
   start_lane "$tmp/lane1.log" ""
-  wait "${lane_pids[0]}" || status=$?
+  lane_status=0
+  wait "${lane_pids[0]}" || lane_status=$?
+  lane_codes+=("lane1: exit $lane_status")
+  [ "$lane_status" = 0 ] || status=$lane_status
   if [ "$node24" = 1 ]; then
     mapfile -t g1 < <(excluding BOTH_NODES)
     start_lane "$tmp/node24-1.log" 24 "${g1[@]}"
-    wait "${lane_pids[1]}" || status=$?
+    lane_status=0
+    wait "${lane_pids[1]}" || lane_status=$?
+    lane_codes+=("node24-1: exit $lane_status")
+    [ "$lane_status" = 0 ] || status=$lane_status
   fi
 else
   mapfile -t f2 < <(filters LANE2)
@@ -159,6 +166,7 @@ else
   for i in "${!lane_pids[@]}"; do
     lane_status=0
     wait "${lane_pids[$i]}" || lane_status=$?
+    lane_codes+=("$(basename "${lane_logs[$i]}" .log): exit $lane_status")
     [ "$lane_status" = 0 ] || status=$lane_status
   done
 fi
@@ -186,8 +194,11 @@ sum() {
     if (passed === 0) { console.error("no test ran"); process.exitCode = 1; }
   ' "$2"
 }
+# Each lane's exit status: a vitest that crashed or timed out prints no count, only this.
+echo "lanes: ${lane_codes[*]}"
+echo "nodes: $(node --version) (lanes 1-3)$([ "$node24" = 1 ] && echo ", $(bash scripts/test-node.sh 24 node --version | tail -n 1) (node24 lanes; chaos and pack-check run Node 24 from lanes 1-3, counted there)")"
 if [ "$node24" = 1 ]; then
-  sum "$tmp/node24.log" "tests on Node 24: " || status=1
+  sum "$tmp/node24.log" "tests in the Node 24 lanes: " || status=1
 fi
 sum "$tmp/all.log" "tests: " || status=1
 exit "$status"

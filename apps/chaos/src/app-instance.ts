@@ -1,4 +1,5 @@
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { type Child, rssMiB, spawnChild, waitFor } from './processes.js';
 
@@ -14,6 +15,11 @@ export interface AppInstance {
   /** Base URL, e.g. `http://127.0.0.1:41234`. */
   url: string;
   pid: number;
+  /**
+   * The version of the Node that runs it (`v24.22.3`), of the binary the kernel says the
+   * process executes (`/proc/<pid>/exe`, read once it listens), not of the one asked for.
+   */
+  nodeVersion: string;
   /** Highest RSS seen by {@link AppInstance.sampleRss}, in MiB. */
   readonly maxRssMiB: number;
   /** Reads the current RSS and keeps the maximum. */
@@ -30,6 +36,19 @@ export interface AppInstance {
   readonly stoppedBySuite: boolean;
   /** Resolves with the exit code (or the signal's name) once it has exited. */
   readonly exitCode: Promise<number | string>;
+}
+
+const versions = new Map<string, string>();
+
+/** The version of the Node binary process `pid` executes (`--version` of `/proc/<pid>/exe`). */
+function runningNodeVersion(pid: number): string {
+  const exe = readlinkSync(`/proc/${pid}/exe`);
+  let version = versions.get(exe);
+  if (version === undefined) {
+    version = execFileSync(exe, ['--version'], { encoding: 'utf8', timeout: 10_000 }).trim();
+    versions.set(exe, version);
+  }
+  return version;
 }
 
 /** The variables that pick a store or a model: never inherited from the caller's shell. */
@@ -84,6 +103,7 @@ export async function startApp(
     name,
     url,
     pid: child.pid,
+    nodeVersion: runningNodeVersion(child.pid),
     get maxRssMiB() {
       return maxRss;
     },

@@ -9,11 +9,11 @@ export interface AppNode {
   version: string;
 }
 
-/** Node 24 from apps/node-binaries (npm's `node-linux-<arch>@24`), when installed. */
-function workspaceNode24(): string | undefined {
+/** Node `major` from apps/node-binaries (npm's `node-linux-<arch>@<major>`), when installed. */
+function workspaceNode(major: '20' | '24'): string | undefined {
   const platform = arch() === 'arm64' ? 'linux-arm64' : 'linux-x64';
   const path = fileURLToPath(
-    new URL(`../../node-binaries/node_modules/node24-${platform}/bin/node`, import.meta.url),
+    new URL(`../../node-binaries/node_modules/node${major}-${platform}/bin/node`, import.meta.url),
   );
   return existsSync(path) ? path : undefined;
 }
@@ -25,20 +25,22 @@ function workspaceNode24(): string | undefined {
  * two instances, as during a rolling upgrade.
  *
  * `CHAOS_NODES` (comma-separated paths) picks them; by default, the suite's own Node and
- * Node 24 from apps/node-binaries when the suite's Node is another major. In CI a missing
- * Node 24 fails the run instead of leaving it out.
+ * Node 24 from apps/node-binaries (Node 20 when the suite itself runs on 24). In CI a
+ * missing second Node fails the run instead of leaving it out. Which Node each instance
+ * really ran on is read from the process (`AppInstance.nodeVersion`) and checked by the test.
  */
 export function appNodes(env: Readonly<Record<string, string | undefined>>): AppNode[] {
   const listed = env.CHAOS_NODES?.split(',')
     .map((p) => p.trim())
     .filter(Boolean);
   const paths = listed?.length ? listed : [process.execPath];
-  if (!listed?.length && !process.version.startsWith('v24.')) {
-    const node24 = workspaceNode24();
-    if (node24) paths.push(node24);
+  if (!listed?.length) {
+    const other = process.version.startsWith('v24.') ? '20' : '24';
+    const second = workspaceNode(other);
+    if (second) paths.push(second);
     else if (env.CI) {
       throw new Error(
-        'chaos: no Node 24 for the second app instance (apps/node-binaries): run pnpm install, or set CHAOS_NODES',
+        `chaos: no Node ${other} for the second app instance (apps/node-binaries): run pnpm install, or set CHAOS_NODES`,
       );
     }
   }

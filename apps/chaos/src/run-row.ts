@@ -212,7 +212,9 @@ export async function runRow(
     // The timeline of the row: always with CHAOS_DEBUG, and for a row that broke a promise
     // (so a CI log shows what happened, not only that it did).
     const timeline = () => [
-      ...everyApp.map((app) => `  --- ${app.url} output (tail) ---\n${app.output()}`),
+      ...everyApp.map(
+        (app) => `  --- ${app.name} at ${app.url}, output (tail) ---\n${app.output()}`,
+      ),
       ...debugTimeline([...requests.flatMap((r) => r.attempts), ...probes], started, events),
       ...debugTwice(requests, counts, started, events),
     ];
@@ -232,6 +234,7 @@ export async function runRow(
       maxRssMiB: Math.max(0, ...everyApp.map((a) => a.maxRssMiB)),
       scenarioBroken,
     });
+    result.appNodes = [...new Set(everyApp.map((app) => app.nodeVersion))];
     if (result.broken.length > 0) {
       result.timeline = [`${scenario.id} broke a promise; its timeline:`, ...timeline()];
       if (!process.env.CHAOS_DEBUG) for (const line of result.timeline) log(line);

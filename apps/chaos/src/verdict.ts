@@ -87,6 +87,8 @@ export interface RowResult {
   broken: string[];
   /** A broken row's timeline (attempts per second, keys run twice, the apps' output). */
   timeline?: string[];
+  /** The Node versions the row's app instances ran on, restarted ones included. */
+  appNodes?: string[];
 }
 
 /** The `content` of a 2xx `/api/messages` body, or undefined. */

@@ -140,7 +140,7 @@ export async function runExample(
   spec: ExampleSpec,
   env: NodeJS.ProcessEnv = {},
 ): Promise<void> {
-  const what = `${spec.dir} (${file})`;
+  const what = `${spec.dir} (${file}, on ${node})`;
   const started = start(node, appDir, file, env);
   try {
     const check = SERVER_CHECKS[spec.driver];

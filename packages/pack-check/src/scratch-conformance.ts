@@ -43,6 +43,8 @@ export async function runConformanceInScratch(
     );
   } catch (error) {
     const { stdout, stderr } = error as { stdout?: string; stderr?: string };
-    throw new Error(`the conformance suites failed in ${dir}:\n${stdout ?? ''}\n${stderr ?? ''}`);
+    throw new Error(
+      `the conformance suites failed in ${dir} on ${node}:\n${stdout ?? ''}\n${stderr ?? ''}`,
+    );
   }
 }

@@ -77,7 +77,8 @@ async function main(): Promise<void> {
   const loadAtStart = loadavg()
     .map((l) => l.toFixed(1))
     .join(' ');
-  const local = await startDynamoDbLocal();
+  // The JVM's optimising compiler stays on (the tests turn it off): steady-state figures.
+  const local = await startDynamoDbLocal({ jvmFlags: [] });
   const client = new DynamoDBClient({
     endpoint: local.endpoint,
     region: 'us-east-1',
