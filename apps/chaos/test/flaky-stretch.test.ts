@@ -3,15 +3,14 @@ import { shortProfile } from '../src/profile.js';
 import type { Stage } from '../src/run-row.js';
 import { CLEAN_WINDOW_MS, flaky } from '../src/scenarios.js';
 
-/** A seeded generator (mulberry32), so each run of the row's dice is reproducible. */
+/** A seeded generator (xorshift32), so each run of the row's dice is reproducible. */
 function seeded(seed: number): () => number {
-  let a = seed >>> 0;
+  let x = seed >>> 0 || 1;
   return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 4294967296;
   };
 }
 
