@@ -1,11 +1,9 @@
-import { Transform } from 'node:stream';
 import {
   bodyFromParsed,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
   type IdempotencyHandler,
-  isJsonContentType,
 } from '@idem/http';
 import {
   headerValue,
@@ -58,37 +56,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     return handler;
   }
 
-  // The bytes of keyed JSON bodies, as Fastify's parser reads them: the parsed value alone
-  // cannot tell `{"a":1,"a":2}` from `{"a":2}`, or two integers past 2^53, apart, and the
-  // fingerprint must (422, as in the other adapters, which read the bytes themselves).
-  // Bounded by Fastify's bodyLimit; gone with the request.
-  const rawBodies = new WeakMap<FastifyRequest, Buffer[]>();
-
   fastify.decorateRequest('idempotency', null);
-  fastify.addHook('preParsing', (request, _reply, payload, done) => {
-    if (
-      request.headers['idempotency-key'] === undefined ||
-      !isJsonContentType(headerValue(request.headers, 'content-type')) ||
-      !handlerFor(request)
-    ) {
-      done(null, payload);
-      return;
-    }
-    const chunks: Buffer[] = [];
-    rawBodies.set(request, chunks);
-    const tap = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        chunks.push(chunk);
-        callback(null, chunk);
-      },
-    });
-    // Fastify compares what an earlier hook's stream says it received with Content-Length.
-    Object.defineProperty(tap, 'receivedEncodedLength', {
-      get: () => (payload as { receivedEncodedLength?: number }).receivedEncodedLength,
-    });
-    payload.on('error', (error) => tap.destroy(error));
-    done(null, payload.pipe(tap));
-  });
   // preHandler: after Fastify parsed (and size-limited) the body, before the route handler.
   fastify.addHook('preHandler', async (request, reply) => {
     const handler = handlerFor(request);
@@ -100,15 +68,8 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
       ...(request.routeOptions.url === undefined ? {} : { route: request.routeOptions.url }),
       header: (name) => headerValue(request.headers, name),
       // Fastify parsed (and size-limited) the body already.
-      readBody: async (limit) => {
-        const raw = rawBodies.get(request);
-        return bodyFromParsed(
-          request.body,
-          headerValue(request.headers, 'content-type'),
-          limit,
-          raw && Buffer.concat(raw),
-        );
-      },
+      readBody: async (limit) =>
+        bodyFromParsed(request.body, headerValue(request.headers, 'content-type'), limit),
     });
     if (decision.action === 'pass') return;
     if (decision.action === 'respond') {

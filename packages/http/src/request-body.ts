@@ -23,18 +23,6 @@ export class BodyTooLargeError extends Error {
 // Stateless between calls (no `stream` option): one for every body.
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** Whether `bytes` are valid UTF-8 JSON text that says more than `JSON.parse` keeps. */
-function isAmbiguousJsonText(bytes: Uint8Array): boolean {
-  try {
-    const text = strictUtf8.decode(bytes);
-    if (!isAmbiguousJson(text)) return false;
-    JSON.parse(text);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
 
 /** True for `application/json` and `application/*+json` content types. */
@@ -122,26 +110,14 @@ export function bodyFromBytes(
  * Interprets a body a framework already parsed: bytes and strings as sent, `undefined` or
  * `null` as none, anything else as the JSON value it was parsed from (measured by its JSON
  * text against `limit`).
- *
- * `raw`, when the adapter kept the bytes the value was parsed from: a JSON body whose text
- * says more than `JSON.parse` keeps (integers past 2^53, repeated member names: see
- * {@link bodyFromBytes}) is then fingerprinted by those bytes, as when the adapter reads the
- * body itself, so two such bodies that parse to one value are two requests (422), not one.
  * @throws BodyTooLargeError past `limit` bytes
  */
 export function bodyFromParsed(
   parsed: unknown,
   contentType: string | null | undefined,
   limit: number,
-  raw?: Uint8Array,
 ): RequestBody {
   if (parsed === undefined || parsed === null) return { kind: 'none' };
-  if (raw !== undefined && raw.length > 0 && isJsonContentType(contentType)) {
-    if (raw.length > limit) throw new BodyTooLargeError(limit);
-    // Only bytes that are the JSON text itself count: bytes a later hook still decodes
-    // (gzip) say nothing of the value, which is then fingerprinted as parsed.
-    if (isAmbiguousJsonText(raw)) return { kind: 'bytes', bytes: raw };
-  }
   const bytes =
     parsed instanceof Uint8Array
       ? parsed

@@ -190,14 +190,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
       route: typeof operation === 'string' ? operation : operation(request),
       header: (name) => headerValue(raw.headers, name),
       // Parsed by the platform (JSON, text, a raw parser), or read and put back.
-      // With `rawBody: true` Nest keeps the bytes (on the Express request, or on Fastify's).
-      readBody: (limit) =>
-        nodeRequestBody(
-          raw,
-          request.body,
-          limit,
-          (request as { rawBody?: unknown }).rawBody ?? (raw as { rawBody?: unknown }).rawBody,
-        ),
+      readBody: (limit) => nodeRequestBody(raw, request.body, limit),
     });
     if (decision.action === 'pass') return { result: next.handle() };
     const res = response.raw ?? response;
