@@ -1,6 +1,6 @@
-import { execFileSync } from 'node:child_process';
 import { existsSync, readlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { nodeVersionOf } from './app-nodes.js';
 import { type Child, rssMiB, spawnChild, waitFor } from './processes.js';
 
 /** The built app the suite drives by default; `CHAOS_APP_ENTRY` overrides it. */
@@ -36,19 +36,6 @@ export interface AppInstance {
   readonly stoppedBySuite: boolean;
   /** Resolves with the exit code (or the signal's name) once it has exited. */
   readonly exitCode: Promise<number | string>;
-}
-
-const versions = new Map<string, string>();
-
-/** The version of the Node binary process `pid` executes (`--version` of `/proc/<pid>/exe`). */
-function runningNodeVersion(pid: number): string {
-  const exe = readlinkSync(`/proc/${pid}/exe`);
-  let version = versions.get(exe);
-  if (version === undefined) {
-    version = execFileSync(exe, ['--version'], { encoding: 'utf8', timeout: 10_000 }).trim();
-    versions.set(exe, version);
-  }
-  return version;
 }
 
 /** The variables that pick a store or a model: never inherited from the caller's shell. */
@@ -103,7 +90,7 @@ export async function startApp(
     name,
     url,
     pid: child.pid,
-    nodeVersion: runningNodeVersion(child.pid),
+    nodeVersion: nodeVersionOf(readlinkSync(`/proc/${child.pid}/exe`)),
     get maxRssMiB() {
       return maxRss;
     },

@@ -9,6 +9,18 @@ export interface AppNode {
   version: string;
 }
 
+const versions = new Map<string, string>();
+
+/** `<path> --version` (`v24.22.3`), asked once per binary. */
+export function nodeVersionOf(path: string): string {
+  let version = versions.get(path);
+  if (version === undefined) {
+    version = execFileSync(path, ['--version'], { encoding: 'utf8', timeout: 10_000 }).trim();
+    versions.set(path, version);
+  }
+  return version;
+}
+
 /** Node `major` from apps/node-binaries (npm's `node-linux-<arch>@<major>`), when installed. */
 function workspaceNode(major: '20' | '24'): string | undefined {
   const platform = arch() === 'arm64' ? 'linux-arm64' : 'linux-x64';
@@ -44,8 +56,5 @@ export function appNodes(env: Readonly<Record<string, string | undefined>>): App
       );
     }
   }
-  return paths.map((path) => {
-    const version = execFileSync(path, ['--version'], { encoding: 'utf8', timeout: 10_000 }).trim();
-    return { path, version };
-  });
+  return paths.map((path) => ({ path, version: nodeVersionOf(path) }));
 }

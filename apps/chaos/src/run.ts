@@ -22,8 +22,6 @@ export interface ChaosOptions {
 /** What a run found. */
 export interface ChaosResult {
   profile: Profile['name'];
-  /** The versions of the Nodes the app instances ran on (`v20.20.2`, `v24.22.3`). */
-  nodes: string[];
   rows: RowResult[];
   /** Rows not run, with the reason (no Java or no PostgreSQL outside CI). */
   skipped: string[];
@@ -101,7 +99,6 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
   }
   return {
     profile: profile.name,
-    nodes: nodes.map((n) => n.version),
     rows,
     skipped,
     broken: rows.flatMap((r) => r.broken.map((b) => `${r.fault}: ${b}`)),
