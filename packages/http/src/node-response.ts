@@ -127,65 +127,53 @@ function readFalseWhile(object: object, name: string, hidden: () => boolean): vo
 }
 
 type Listener = (...args: unknown[]) => unknown;
-/** Socket events through which code that watches the socket (`on-finished`) learns the client left. */
-const SOCKET_EVENTS: ReadonlySet<string | symbol> = new Set(['close', 'error']);
+type Loose = (...args: unknown[]) => unknown;
+type Emit = (event: string | symbol, ...args: unknown[]) => boolean;
 const HOLD = Symbol('idem.socketHold');
+const NO_LISTENERS: readonly Listener[] = [];
 
 /** What one response asks of its socket while it is recorded. */
 interface SocketHold {
-  /** Whether a `'close'` or `'error'` now is to be kept from the listeners added after `early`. */
+  /** Whether a `'close'` or `'error'` now is to be kept from the listeners added after the hold began. */
   holding(): boolean;
-  /** The socket's listeners when the response got it (Node's own, earlier responses'). */
-  early: Map<string | symbol, Listener[]>;
-  /** Events kept from later listeners, handed to them by `flush`. */
-  deferred: { event: string; args: unknown[]; listeners: Listener[] }[];
+  /** The socket's listeners of `event` when the hold began (Node's own, earlier responses'). */
+  earlyListeners(event: string): readonly Listener[];
+  /** Keeps an event from `listeners`, for `releaseSocketEvents` to hand it to them. */
+  defer(event: string, args: unknown[], listeners: Listener[]): void;
 }
 
 /**
- * Keeps a socket's `'close'` and `'error'` from the listeners added after `hold` began (those of
- * `on-finished`, which `res.sendFile` and `send` use to stop the file stream) while
- * `hold.holding()`; Node's own listeners get them at once. One dispatcher a socket: the hold
- * of its current response decides.
+ * The `emit` of a socket whose `'close'` and `'error'` the hold of its current response may
+ * keep from the listeners added after the hold began. One a socket, installed by the first
+ * response recorded on it: the hold of its current response decides.
  */
-function holdSocketEvents(socket: Socket, hold: SocketHold): void {
-  const target = socket as Socket & { [HOLD]?: SocketHold | undefined };
-  for (const event of SOCKET_EVENTS)
-    hold.early.set(event, socket.rawListeners(event) as Listener[]);
-  if (!(HOLD in target)) {
-    const emit = socket.emit.bind(socket) as (
-      event: string | symbol,
-      ...args: unknown[]
-    ) => boolean;
-    socket.emit = function emitHeld(event: string | symbol, ...args: unknown[]) {
-      const current = target[HOLD];
-      if (!current || typeof event !== 'string' || !SOCKET_EVENTS.has(event) || !current.holding())
-        return emit(event, ...args);
-      const early = current.early.get(event) ?? [];
-      const listeners = socket.rawListeners(event) as Listener[];
-      const late = listeners.filter((listener) => !early.includes(listener));
-      // An 'error' nobody else listens to must still throw as it would have.
-      if (late.length === 0 || (event === 'error' && late.length === listeners.length))
-        return emit(event, ...args);
-      for (const listener of late) socket.removeListener(event, listener);
-      try {
-        return emit(event, ...args);
-      } finally {
-        for (const listener of late) socket.on(event, listener);
-        current.deferred.push({ event, args, listeners: late });
-      }
-    } as Socket['emit'];
-  }
-  target[HOLD] = hold;
+function heldEmit(socket: Socket & { [HOLD]?: SocketHold | undefined }): Socket['emit'] {
+  const emit = socket.emit as Emit;
+  return function emitHeld(event: string | symbol, ...args: unknown[]) {
+    const current = socket[HOLD];
+    if (!current || (event !== 'close' && event !== 'error') || !current.holding())
+      return emit.call(socket, event, ...args);
+    const early = current.earlyListeners(event);
+    const listeners = socket.rawListeners(event) as Listener[];
+    const late = listeners.filter((listener) => !early.includes(listener));
+    // An 'error' nobody else listens to must still throw as it would have.
+    if (late.length === 0 || (event === 'error' && late.length === listeners.length))
+      return emit.call(socket, event, ...args);
+    for (const listener of late) socket.removeListener(event, listener);
+    try {
+      return emit.call(socket, event, ...args);
+    } finally {
+      for (const listener of late) socket.on(event, listener);
+      current.defer(event, args, late);
+    }
+  } as Socket['emit'];
 }
 
-/** Ends `hold`: the events it kept reach the listeners that are still there. */
-function releaseSocketEvents(socket: Socket | null, hold: SocketHold): void {
-  const target = socket as (Socket & { [HOLD]?: SocketHold | undefined }) | null;
-  if (target?.[HOLD] === hold) target[HOLD] = undefined;
-  for (const { event, args, listeners } of hold.deferred.splice(0)) {
-    const still = new Set(target?.rawListeners(event) ?? []);
-    for (const listener of listeners) if (still.has(listener)) listener.apply(target, args);
-  }
+/** The socket's listeners of `event` now, without a copy when it has none. */
+function listenersNow(socket: Socket, event: string): readonly Listener[] {
+  return socket.listenerCount(event) === 0
+    ? NO_LISTENERS
+    : (socket.rawListeners(event) as Listener[]);
 }
 
 /** A published response read ahead of its first client (see {@link recordServerResponse}). */
@@ -211,6 +199,388 @@ export interface RecordServerResponseOptions {
    * @default every response is
    */
   isHandlerOutcome?: (status: number) => boolean;
+}
+
+/**
+ * The state of one response recorded by {@link recordServerResponse}, and what its replaced
+ * methods do. One object a response, with its methods on the prototype: a first execution
+ * makes the five replacements of `res` and the one of `req.emit`, nothing else up front (the
+ * socket hold, the stand-in and the read-ahead have their state here, set up when used).
+ */
+class ResponseRecording implements SocketHold {
+  // The response's methods before they were replaced, always called on `res`.
+  private readonly writeHead: Loose;
+  private readonly write: Loose;
+  private readonly end: Loose;
+  private readonly destroy: Loose;
+  private readonly emit: Emit;
+  /** Chunks held until the outcome is recorded, or until a chunk that may go now. */
+  private held: Buffer[] = [];
+  /** Writes the app made after `end`, passed on after the real end so Node refuses them. */
+  private late: [Chunk, BufferEncoding | Callback | undefined, Callback | undefined][] | undefined;
+  private started = false;
+  /** The policy made the response final: it is recorded when it ends. */
+  private recording = false;
+  /** Not the handler's outcome: released, everything passes through untouched. */
+  bypass = false;
+  ending = false;
+  private destroying = false;
+  /** The client left; the app still writes to a sink that only records. */
+  private gone = false;
+  /** The held-back `'close'` was emitted: `res` shows its real (destroyed) state again. */
+  private closeReleased = false;
+  /** A published response read ahead of the first client (undefined: at its pace). */
+  private ahead: LiveAhead | undefined;
+  /** The app is in a listener of the request's `'close'` or `'aborted'`. */
+  requestClosing = false;
+  /** The socket `res` had when the sink began to stand in for it (see `standIn`). */
+  private socket: Socket | null = null;
+  private standing = false;
+  // The socket hold: the socket's listeners when it began, the events kept from later ones.
+  private earlyClose: readonly Listener[] = NO_LISTENERS;
+  private earlyError: readonly Listener[] = NO_LISTENERS;
+  private deferred: { event: string; args: unknown[]; listeners: Listener[] }[] | undefined;
+
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly recorder: ResponseRecorder,
+    private readonly isHandlerOutcome: ((status: number) => boolean) | undefined,
+  ) {
+    this.writeHead = res.writeHead as Loose;
+    this.write = res.write as Loose;
+    this.end = res.end as Loose;
+    this.destroy = res.destroy as Loose;
+    this.emit = res.emit as Emit;
+  }
+
+  // --- the socket hold ---------------------------------------------------------------------
+
+  holding(): boolean {
+    return (
+      !this.ending &&
+      !this.destroying &&
+      !this.bypass &&
+      !this.gone &&
+      !(this.started && !this.recording) &&
+      // Last: the engine makes the signal's AbortController on the first read.
+      !this.recorder.context.signal.aborted
+    );
+  }
+
+  earlyListeners(event: string): readonly Listener[] {
+    return event === 'close' ? this.earlyClose : event === 'error' ? this.earlyError : NO_LISTENERS;
+  }
+
+  defer(event: string, args: unknown[], listeners: Listener[]): void {
+    this.deferred ??= [];
+    this.deferred.push({ event, args, listeners });
+  }
+
+  /**
+   * Keeps the socket's `'close'` and `'error'` from the listeners added from now on (those of
+   * `on-finished`, which `res.sendFile` and `send` use to stop the file stream) while
+   * `holding()`; Node's own listeners get them at once.
+   */
+  holdSocket(socket: Socket): void {
+    const target = socket as Socket & { [HOLD]?: SocketHold | undefined };
+    this.earlyClose = listenersNow(socket, 'close');
+    this.earlyError = listenersNow(socket, 'error');
+    if (!(HOLD in target)) socket.emit = heldEmit(target);
+    target[HOLD] = this;
+  }
+
+  /** Ends the hold: the events it kept reach the listeners that are still there. */
+  releaseSocket(socket: Socket | null): void {
+    const target = socket as (Socket & { [HOLD]?: SocketHold | undefined }) | null;
+    if (target?.[HOLD] === this) target[HOLD] = undefined;
+    const deferred = this.deferred;
+    if (deferred === undefined) return;
+    this.deferred = undefined;
+    for (const { event, args, listeners } of deferred) {
+      const still = new Set(target?.rawListeners(event) ?? []);
+      for (const listener of listeners) if (still.has(listener)) listener.apply(target, args);
+    }
+  }
+
+  // --- the client gone ---------------------------------------------------------------------
+
+  private sinking(): boolean {
+    return this.gone && !this.closeReleased;
+  }
+
+  private currentSocket(): Socket | null {
+    return this.standing ? this.socket : this.res.socket;
+  }
+
+  // While the sink stands in for it, `res.socket` is null: code that checks the socket (as
+  // `on-finished` does, `socket.writable`) sees a response still on its way, not a dead one.
+  // Node marks a response whose socket closed `destroyed` and `closed` before it emits
+  // 'close': both read false meanwhile. Set up only when the client leaves (accessors on
+  // every response would slow down Node's own reads of them).
+  private standIn(): void {
+    if (this.standing) return;
+    this.standing = true;
+    const { res } = this;
+    this.socket = res.socket;
+    const sinking = () => this.sinking();
+    Object.defineProperty(res, 'socket', {
+      configurable: true,
+      enumerable: true,
+      get: () => (sinking() && !this.ending ? null : this.socket),
+      set: (next: Socket | null) => {
+        this.socket = next;
+      },
+    });
+    for (const name of ['destroyed', '_closed']) readFalseWhile(res, name, sinking);
+  }
+
+  private releaseClose(): void {
+    if (this.sinking()) {
+      this.closeReleased = true;
+      this.emit.call(this.res, 'close');
+    }
+    this.releaseSocket(this.currentSocket());
+  }
+
+  // --- the response's status and head ------------------------------------------------------
+
+  start(extra?: unknown): void {
+    if (this.started) return;
+    this.started = true;
+    const { res, recorder } = this;
+    if (this.isHandlerOutcome && !this.isHandlerOutcome(res.statusCode)) {
+      this.bypass = true;
+      void recorder.fail(new Error(`A ${res.statusCode} answered before the handler ran`));
+      return;
+    }
+    try {
+      const startFrom = startFromOf(recorder);
+      const source = startFrom && nodeHeadSource(res, extra);
+      this.recording = source
+        ? (startFrom as NonNullable<typeof startFrom>)(res.statusCode, source)
+        : recorder.start(res.statusCode, headersOf(res, extra));
+      // A live stream names its generation, for a client that resumes it.
+      const generation = liveGenerationOf(recorder);
+      if (generation !== undefined && !res.headersSent)
+        res.setHeader(GENERATION_HEADER, String(generation));
+      const view = generation === undefined ? undefined : liveCaptureOf(recorder);
+      if (view) this.startAhead(view);
+    } catch (error) {
+      // The outcome policy threw: the key is released and the response is no longer ours,
+      // so the app's error handling can still answer it (unrecorded).
+      this.bypass = true;
+      void recorder.fail(error);
+      throw error;
+    }
+  }
+
+  // --- reading a published response ahead of the first client -----------------------------
+
+  // A published response: the app's writes go into the capture, the first client's socket
+  // is fed from it at its own pace (one write outstanding beyond what it took).
+  private startAhead(view: Uint8Array): void {
+    const state: LiveAhead = { view, delivered: 0, sendable: 0, waiting: false };
+    this.ahead = state;
+    // Code that checks before writing (`pipe` does) sees no backpressure either.
+    readFalseWhile(this.res, 'writableNeedDrain', () => this.ahead === state);
+    const lease = this.recorder.context.signal;
+    state.lost = () => {
+      if (this.ahead === state) this.handOver(state.view);
+    };
+    lease.addEventListener('abort', state.lost, { once: true });
+  }
+
+  /** Gives the first client what it may have of the capture, unless its socket is full. */
+  private feed(state: LiveAhead): void {
+    if (state.waiting || this.sinking() || state.sendable <= state.delivered) return;
+    const part = state.view.subarray(state.delivered, state.sendable);
+    state.delivered = state.sendable;
+    if (this.write.call(this.res, part)) return;
+    state.waiting = true;
+    this.res.once('drain', () => {
+      state.waiting = false;
+      if (this.ahead === state) this.feed(state);
+    });
+  }
+
+  /** Stops reading ahead, with the capture as `view` says it is; the app's pace from now. */
+  stopAhead(): LiveAhead | undefined {
+    const state = this.ahead;
+    if (state === undefined) return undefined;
+    this.ahead = undefined;
+    if (state.lost) this.recorder.context.signal.removeEventListener('abort', state.lost);
+    return state;
+  }
+
+  // Back to the first client's pace (past the cap, or the lease lost): what it was not given
+  // yet goes to its socket first (or is held with the chunks the recorder holds), then
+  // `chunk`, the one just captured. Answers whether the socket takes more now.
+  private handOver(before: Uint8Array, chunk?: Buffer, send = false): boolean {
+    const state = this.stopAhead();
+    if (!state || this.sinking()) return true;
+    const { res, held } = this;
+    let ok = true;
+    if (state.sendable > state.delivered)
+      ok = this.write.call(res, before.subarray(state.delivered, state.sendable)) as boolean;
+    const rest = before.subarray(state.sendable);
+    if (rest.length > 0) held.push(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength));
+    if (chunk && chunk.length > 0) held.push(chunk);
+    if (send) for (const buffer of held.splice(0)) ok = this.write.call(res, buffer) as boolean;
+    return ok;
+  }
+
+  /** Takes one captured chunk while reading ahead; answers what `write` answers. */
+  private tookAhead(state: LiveAhead, chunk: Buffer, send: boolean, flush: boolean): boolean {
+    const after = liveCaptureOf(this.recorder);
+    if (!after) return this.handOver(state.view, chunk, send);
+    state.view = after;
+    if (send) state.sendable = after.length;
+    if (flush) this.feed(state);
+    return true;
+  }
+
+  // --- the replaced methods of `res` -------------------------------------------------------
+
+  onEmit(event: string | symbol, args: unknown[]): boolean {
+    if (event === 'close' && !this.ending && !this.destroying && !this.bypass && !this.gone) {
+      // The client went away first. A response that will be recorded (or whose status is not
+      // known yet) must run to its end: hold the event back and keep taking the app's output.
+      // One that will not be recorded, or whose lease is lost, may stop now.
+      this.gone = true;
+      this.recorder.clientGone();
+      const { signal } = this.recorder.context;
+      if ((this.started && !this.recording) || signal.aborted) {
+        this.closeReleased = true;
+      } else {
+        this.standIn();
+        signal.addEventListener('abort', () => this.releaseClose(), { once: true });
+        // A writer that saw `write` answer false waits for this.
+        this.emit.call(this.res, 'drain');
+        return true;
+      }
+    }
+    return this.emit.call(this.res, event, ...args);
+  }
+
+  onWriteHead(statusCode: number, rest: unknown[]): unknown {
+    this.res.statusCode = statusCode;
+    this.start(typeof rest[0] === 'string' ? rest[1] : rest[0]);
+    return this.writeHead.call(this.res, statusCode, ...rest);
+  }
+
+  onWrite(chunk: Chunk, encoding?: BufferEncoding | Callback, cb?: Callback): boolean {
+    if (!this.ending) this.start();
+    const { res } = this;
+    if (this.bypass) return this.write.call(res, chunk, encoding, cb) as boolean;
+    if (this.ending) {
+      // The real end waits for the record: a write now would reach the client ahead of the
+      // held body. Pass it on after the end, where Node refuses it as it always does.
+      this.late ??= [];
+      this.late.push([chunk, encoding, cb]);
+      return false;
+    }
+    const callback = typeof encoding === 'function' ? encoding : cb;
+    const buffer = toBuffer(chunk, typeof encoding === 'string' ? encoding : undefined);
+    const sendNow = this.recorder.capture(buffer);
+    if (this.ahead) {
+      const ok = this.tookAhead(this.ahead, buffer, sendNow, true);
+      if (callback) process.nextTick(callback);
+      return ok;
+    }
+    if (this.sinking()) {
+      if (callback) process.nextTick(callback);
+      return true;
+    }
+    const { held } = this;
+    if (sendNow) {
+      if (held.length > 0) for (const before of held.splice(0)) this.write.call(res, before);
+      return this.write.call(res, buffer, callback) as boolean;
+    }
+    held.push(buffer);
+    if (callback) queueMicrotask(() => callback());
+    return true;
+  }
+
+  onEnd(
+    chunk?: Chunk | Callback,
+    encoding?: BufferEncoding | Callback,
+    cb?: Callback,
+  ): ServerResponse {
+    const { res, recorder } = this;
+    if (this.ending) return res;
+    if (this.requestClosing && !this.bypass && (this.gone || this.currentSocket()?.destroyed)) {
+      // Ended from the request's 'close' after the client left: a body cut short, never
+      // recorded. The key is released; a retry runs the handler again.
+      this.bypass = true;
+      this.stopAhead();
+      void recorder.fail(new Error('The response was ended because the client left'));
+      const result = this.end.call(res, chunk, encoding, cb);
+      this.releaseClose();
+      return result as ServerResponse;
+    }
+    this.start();
+    if (this.bypass) {
+      this.releaseSocket(this.currentSocket());
+      return this.end.call(res, chunk, encoding, cb) as ServerResponse;
+    }
+    this.ending = true;
+    let callback = cb;
+    if (typeof chunk === 'function') {
+      callback = chunk;
+      chunk = undefined;
+    } else if (typeof encoding === 'function') {
+      callback = encoding;
+      encoding = undefined;
+    }
+    if (chunk !== undefined && chunk !== null) {
+      const buffer = toBuffer(chunk, encoding as BufferEncoding | undefined);
+      recorder.capture(buffer);
+      // Read ahead: the capture holds it, sent with the rest of the capture after the record.
+      if (this.ahead) this.tookAhead(this.ahead, buffer, false, false);
+      else if (buffer.length > 0) this.held.push(buffer);
+    }
+    recorder.finish().then(
+      () => this.ended(callback),
+      (error: unknown) => this.failed(error),
+    );
+    return res;
+  }
+
+  /** The outcome is recorded: the held end goes out. */
+  private ended(callback: Callback | undefined): void {
+    const { res, held } = this;
+    // What the first client was not given yet goes with the end.
+    const state = this.stopAhead();
+    if (state && state.view.length > state.delivered) {
+      const rest = state.view.subarray(state.delivered);
+      held.push(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength));
+    }
+    // The last held chunk goes with the end: one write, as a plain `end(chunk)` makes.
+    const last = held.pop();
+    for (const buffer of held) this.write.call(res, buffer);
+    if (last) this.end.call(res, last, callback);
+    else this.end.call(res, callback);
+    const late = this.late;
+    this.late = undefined;
+    if (late) for (const args of late) this.write.call(res, ...args);
+    this.releaseClose();
+  }
+
+  /** Recording failed: the response is destroyed, never ended. */
+  private failed(error: unknown): void {
+    this.stopAhead();
+    this.destroy.call(this.res, error instanceof Error ? error : new Error(String(error)));
+    this.releaseClose();
+  }
+
+  onDestroy(error?: Error): unknown {
+    if (!this.ending && !this.destroying && !this.bypass) void this.recorder.fail(error);
+    this.stopAhead();
+    this.destroying = true;
+    const result = this.destroy.call(this.res, error);
+    this.releaseClose();
+    return result;
+  }
 }
 
 /**
@@ -246,304 +616,46 @@ export function recordServerResponse(
   recorder: ResponseRecorder,
   options: RecordServerResponseOptions = {},
 ): void {
-  type Loose = (...args: unknown[]) => unknown;
-  const original = {
-    writeHead: res.writeHead.bind(res) as Loose,
-    write: res.write.bind(res) as Loose,
-    end: res.end.bind(res) as Loose,
-    destroy: res.destroy.bind(res) as Loose,
-    emit: res.emit.bind(res) as (event: string | symbol, ...args: unknown[]) => boolean,
-  };
-  const held: Buffer[] = [];
-  /** Writes the app made after `end`, passed on after the real end so Node refuses them. */
-  const late: [Chunk, BufferEncoding | Callback | undefined, Callback | undefined][] = [];
-  let started = false;
-  /** The policy made the response final: it is recorded when it ends. */
-  let recording = false;
-  /** Not the handler's outcome: released, everything passes through untouched. */
-  let bypass = false;
-  let ending = false;
-  let destroying = false;
-  /** The client left; the app still writes to a sink that only records. */
-  let gone = false;
-  /** The held-back `'close'` was emitted: `res` shows its real (destroyed) state again. */
-  let closeReleased = false;
-  /** A published response read ahead of the first client (undefined: at its pace). */
-  let ahead: LiveAhead | undefined;
-
-  const start = (extra?: unknown) => {
-    if (started) return;
-    started = true;
-    if (options.isHandlerOutcome && !options.isHandlerOutcome(res.statusCode)) {
-      bypass = true;
-      void recorder.fail(new Error(`A ${res.statusCode} answered before the handler ran`));
-      return;
-    }
-    try {
-      const startFrom = startFromOf(recorder);
-      const source = startFrom && nodeHeadSource(res, extra);
-      recording = source
-        ? (startFrom as NonNullable<typeof startFrom>)(res.statusCode, source)
-        : recorder.start(res.statusCode, headersOf(res, extra));
-      // A live stream names its generation, for a client that resumes it.
-      const generation = liveGenerationOf(recorder);
-      if (generation !== undefined && !res.headersSent)
-        res.setHeader(GENERATION_HEADER, String(generation));
-      const view = generation === undefined ? undefined : liveCaptureOf(recorder);
-      if (view) startAhead(view);
-    } catch (error) {
-      // The outcome policy threw: the key is released and the response is no longer ours,
-      // so the app's error handling can still answer it (unrecorded).
-      bypass = true;
-      void recorder.fail(error);
-      throw error;
-    }
-  };
-  const sinking = () => gone && !closeReleased;
-  const hold: SocketHold = {
-    holding: () =>
-      !ending &&
-      !destroying &&
-      !bypass &&
-      !gone &&
-      !(started && !recording) &&
-      !recorder.context.signal.aborted,
-    early: new Map(),
-    deferred: [],
-  };
+  const recording = new ResponseRecording(res, recorder, options.isHandlerOutcome);
   const initial = res.socket;
-  if (initial) holdSocketEvents(initial, hold);
+  if (initial) recording.holdSocket(initial);
   // A pipelined response gets its socket when the ones before it are done.
-  else res.once('socket', (assigned: Socket) => holdSocketEvents(assigned, hold));
-  // While the sink stands in for it, `res.socket` is null: code that checks the socket (as
-  // `on-finished` does, `socket.writable`) sees a response still on its way, not a dead one.
-  // Node marks a response whose socket closed `destroyed` and `closed` before it emits
-  // 'close': both read false meanwhile. Set up only when the client leaves (accessors on
-  // every response would slow down Node's own reads of them).
-  let socket: Socket | null = null;
-  let standing = false;
-  const currentSocket = () => (standing ? socket : res.socket);
-  const standIn = () => {
-    if (standing) return;
-    standing = true;
-    socket = res.socket;
-    Object.defineProperty(res, 'socket', {
-      configurable: true,
-      enumerable: true,
-      get: () => (sinking() && !ending ? null : socket),
-      set: (next: Socket | null) => {
-        socket = next;
-      },
-    });
-    for (const name of ['destroyed', '_closed']) readFalseWhile(res, name, sinking);
-  };
-  const releaseClose = () => {
-    if (sinking()) {
-      closeReleased = true;
-      original.emit('close');
-    }
-    releaseSocketEvents(currentSocket(), hold);
-  };
+  else res.once('socket', (assigned: Socket) => recording.holdSocket(assigned));
 
   // The request's 'close' and 'aborted' say the client left: an app that ends the response
-  // from them cut its body short. That end is not an outcome (see `end`).
-  let requestClosing = false;
+  // from them cut its body short. That end is not an outcome (see `onEnd`).
   const request = (res as ServerResponse & { req?: IncomingMessage }).req;
   if (request) {
-    const emitRequest = request.emit.bind(request);
+    const emitRequest = request.emit as Emit;
     request.emit = function emit(event: string | symbol, ...args: unknown[]) {
-      if (event !== 'close' && event !== 'aborted') return emitRequest(event, ...args);
-      requestClosing = true;
+      if (event !== 'close' && event !== 'aborted')
+        return emitRequest.call(request, event, ...args);
+      recording.requestClosing = true;
       try {
-        return emitRequest(event, ...args);
+        return emitRequest.call(request, event, ...args);
       } finally {
-        requestClosing = false;
+        recording.requestClosing = false;
       }
     } as IncomingMessage['emit'];
   }
 
-  // A published response: the app's writes go into the capture, the first client's socket
-  // is fed from it at its own pace (one write outstanding beyond what it took).
-  function startAhead(view: Uint8Array): void {
-    const state: LiveAhead = { view, delivered: 0, sendable: 0, waiting: false };
-    ahead = state;
-    // Code that checks before writing (`pipe` does) sees no backpressure either.
-    readFalseWhile(res, 'writableNeedDrain', () => ahead === state);
-    const lease = recorder.context.signal;
-    state.lost = () => {
-      if (ahead === state) handOver(state.view);
-    };
-    lease.addEventListener('abort', state.lost, { once: true });
-  }
-  /** Gives the first client what it may have of the capture, unless its socket is full. */
-  function feed(state: LiveAhead): void {
-    if (state.waiting || sinking() || state.sendable <= state.delivered) return;
-    const part = state.view.subarray(state.delivered, state.sendable);
-    state.delivered = state.sendable;
-    if (original.write(part)) return;
-    state.waiting = true;
-    res.once('drain', () => {
-      state.waiting = false;
-      if (ahead === state) feed(state);
-    });
-  }
-  /** Stops reading ahead, with the capture as `view` says it is; the app's pace from now. */
-  function stopAhead(): LiveAhead | undefined {
-    const state = ahead;
-    ahead = undefined;
-    if (state?.lost) recorder.context.signal.removeEventListener('abort', state.lost);
-    return state;
-  }
-  // Back to the first client's pace (past the cap, or the lease lost): what it was not given
-  // yet goes to its socket first (or is held with the chunks the recorder holds), then
-  // `chunk`, the one just captured. Answers whether the socket takes more now.
-  function handOver(before: Uint8Array, chunk?: Buffer, send = false): boolean {
-    const state = stopAhead();
-    if (!state || sinking()) return true;
-    let ok = true;
-    if (state.sendable > state.delivered)
-      ok = original.write(before.subarray(state.delivered, state.sendable)) as boolean;
-    const rest = before.subarray(state.sendable);
-    if (rest.length > 0) held.push(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength));
-    if (chunk && chunk.length > 0) held.push(chunk);
-    if (send) for (const buffer of held.splice(0)) ok = original.write(buffer) as boolean;
-    return ok;
-  }
-  /** Takes one captured chunk while reading ahead; answers what `write` answers. */
-  function tookAhead(state: LiveAhead, chunk: Buffer, send: boolean, flush: boolean): boolean {
-    const after = liveCaptureOf(recorder);
-    if (!after) return handOver(state.view, chunk, send);
-    state.view = after;
-    if (send) state.sendable = after.length;
-    if (flush) feed(state);
-    return true;
-  }
-
   res.emit = function emit(event: string | symbol, ...args: unknown[]) {
-    if (event === 'close' && !ending && !destroying && !bypass && !gone) {
-      // The client went away first. A response that will be recorded (or whose status is not
-      // known yet) must run to its end: hold the event back and keep taking the app's output.
-      // One that will not be recorded, or whose lease is lost, may stop now.
-      gone = true;
-      recorder.clientGone();
-      const { signal } = recorder.context;
-      if ((started && !recording) || signal.aborted) {
-        closeReleased = true;
-      } else {
-        standIn();
-        signal.addEventListener('abort', releaseClose, { once: true });
-        // A writer that saw `write` answer false waits for this.
-        original.emit('drain');
-        return true;
-      }
-    }
-    return original.emit(event, ...args);
+    return recording.onEmit(event, args);
   } as ServerResponse['emit'];
-
   res.writeHead = function writeHead(statusCode: number, ...rest: unknown[]) {
-    res.statusCode = statusCode;
-    start(typeof rest[0] === 'string' ? rest[1] : rest[0]);
-    return original.writeHead(statusCode, ...rest);
+    return recording.onWriteHead(statusCode, rest);
   } as ServerResponse['writeHead'];
-
   res.write = function write(chunk: Chunk, encoding?: BufferEncoding | Callback, cb?: Callback) {
-    if (!ending) start();
-    if (bypass) return original.write(chunk, encoding, cb);
-    if (ending) {
-      // The real end waits for the record: a write now would reach the client ahead of the
-      // held body. Pass it on after the end, where Node refuses it as it always does.
-      late.push([chunk, encoding, cb]);
-      return false;
-    }
-    const callback = typeof encoding === 'function' ? encoding : cb;
-    const buffer = toBuffer(chunk, typeof encoding === 'string' ? encoding : undefined);
-    const sendNow = recorder.capture(buffer);
-    if (ahead) {
-      const ok = tookAhead(ahead, buffer, sendNow, true);
-      if (callback) process.nextTick(callback);
-      return ok;
-    }
-    if (sinking()) {
-      if (callback) process.nextTick(callback);
-      return true;
-    }
-    if (sendNow) {
-      for (const before of held.splice(0)) original.write(before);
-      return original.write(buffer, callback);
-    }
-    held.push(buffer);
-    if (callback) queueMicrotask(() => callback());
-    return true;
+    return recording.onWrite(chunk, encoding, cb);
   } as ServerResponse['write'];
-
   res.end = function end(
     chunk?: Chunk | Callback,
     encoding?: BufferEncoding | Callback,
     cb?: Callback,
   ) {
-    if (ending) return res;
-    if (requestClosing && !bypass && (gone || currentSocket()?.destroyed)) {
-      // Ended from the request's 'close' after the client left: a body cut short, never
-      // recorded. The key is released; a retry runs the handler again.
-      bypass = true;
-      stopAhead();
-      void recorder.fail(new Error('The response was ended because the client left'));
-      const result = original.end(chunk, encoding, cb);
-      releaseClose();
-      return result;
-    }
-    start();
-    if (bypass) {
-      releaseSocketEvents(currentSocket(), hold);
-      return original.end(chunk, encoding, cb);
-    }
-    ending = true;
-    let callback = cb;
-    if (typeof chunk === 'function') {
-      callback = chunk;
-      chunk = undefined;
-    } else if (typeof encoding === 'function') {
-      callback = encoding;
-      encoding = undefined;
-    }
-    if (chunk !== undefined && chunk !== null) {
-      const buffer = toBuffer(chunk, encoding as BufferEncoding | undefined);
-      recorder.capture(buffer);
-      // Read ahead: the capture holds it, sent with the rest of the capture after the record.
-      if (ahead) tookAhead(ahead, buffer, false, false);
-      else if (buffer.length > 0) held.push(buffer);
-    }
-    recorder.finish().then(
-      () => {
-        // What the first client was not given yet goes with the end.
-        const state = stopAhead();
-        if (state && state.view.length > state.delivered) {
-          const rest = state.view.subarray(state.delivered);
-          held.push(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength));
-        }
-        // The last held chunk goes with the end: one write, as a plain `end(chunk)` makes.
-        const last = held.pop();
-        for (const buffer of held) original.write(buffer);
-        if (last) original.end(last, callback);
-        else original.end(callback);
-        for (const args of late.splice(0)) original.write(...args);
-        releaseClose();
-      },
-      (error: unknown) => {
-        stopAhead();
-        original.destroy(error instanceof Error ? error : new Error(String(error)));
-        releaseClose();
-      },
-    );
-    return res;
+    return recording.onEnd(chunk, encoding, cb);
   } as ServerResponse['end'];
-
   res.destroy = function destroy(error?: Error) {
-    if (!ending && !destroying && !bypass) void recorder.fail(error);
-    stopAhead();
-    destroying = true;
-    const result = original.destroy(error);
-    releaseClose();
-    return result;
+    return recording.onDestroy(error);
   } as ServerResponse['destroy'];
 }

@@ -193,12 +193,14 @@ export function createRecorder(
       const meta = { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] };
       buffer = new CaptureBuffer(settings.maxOutcomeBytes, meta);
       const live = settings.live;
-      // A lost lease (taken over, lapsed) publishes nothing: its stream cannot end well.
+      // A lost lease (taken over, lapsed) publishes nothing: its stream cannot end well. Its
+      // signal is read last: the engine makes an AbortController on the first read, and a
+      // response of a type that is never published needs none.
       if (
         live &&
         !buffer.overflowed &&
-        !execution.signal.aborted &&
-        live.types.has(mediaType(source.contentType()))
+        live.types.has(mediaType(source.contentType())) &&
+        !execution.signal.aborted
       )
         tee = new LiveTee(execution, live, settings.leaseMs, head);
     }
