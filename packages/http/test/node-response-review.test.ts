@@ -1,0 +1,126 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import { listening, type RunningApp, send } from '@idem/http-conformance';
+import { createMemoryStore } from '@idem/store-memory';
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  bodyFromBytes,
+  createIdempotencyHandler,
+  type HttpIdempotencyOptions,
+  REPLAYED_HEADER,
+  readBodyLimited,
+} from '../src/index.js';
+import { headerValue, recordServerResponse, requestUrl, sendWebResponse } from '../src/node.js';
+
+// Adversarial review of recordServerResponse (wt/httpcpu): real node:http servers on loopback.
+
+type App = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+
+const apps: RunningApp[] = [];
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((app) => app.close()));
+});
+
+async function serve(app: App, options: Partial<HttpIdempotencyOptions<IncomingMessage>> = {}) {
+  const idem = createIdempotencyHandler<IncomingMessage>({
+    store: createMemoryStore(),
+    scope: 'global',
+    onWarning: () => {},
+    ...options,
+  });
+  const server = createServer(async (req, res) => {
+    const decision = await idem.begin({
+      native: req,
+      method: req.method ?? 'GET',
+      url: requestUrl(req.url ?? '/'),
+      header: (name) => headerValue(req.headers, name),
+      readBody: async (limit) =>
+        bodyFromBytes(await readBodyLimited(req, limit), req.headers['content-type']),
+    });
+    if (decision.action === 'respond') return sendWebResponse(res, decision.response);
+    if (decision.action === 'execute') recordServerResponse(res, decision.recorder);
+    try {
+      await app(req, res);
+    } catch (error) {
+      // The app's error handler: a plain 500 (as Express's finalhandler answers one).
+      if (!res.headersSent) {
+        res.statusCode = 500;
+        res.end(`app error: ${(error as Error).message}`);
+      }
+    }
+  });
+  server.listen(0, '127.0.0.1');
+  const running = await listening(server);
+  apps.push(running);
+  return running.url;
+}
+
+describe('recordServerResponse review (wt/httpcpu)', () => {
+  it('a writeHead that Node refuses (control char in a header value) does not get the app\'s 500 recorded as a 201', async () => {
+    let runs = 0;
+    const url = await serve((_req, res) => {
+      runs++;
+      // Headers accepts \x01; Node's writeHead throws ERR_INVALID_CHAR after the recorder started.
+      res.writeHead(201, { 'content-type': 'text/plain', 'x-trace': 'a\u0001b' });
+      res.end('created');
+    });
+    const first = await send(url, '/wh', { key: 'wh-invalid-char', body: {} });
+    expect(first.status).toBe(500);
+    const retry = await send(url, '/wh', { key: 'wh-invalid-char', body: {} });
+    // The first caller saw a 500; a retry must never be told the operation succeeded with 201.
+    expect(retry.status).not.toBe(201);
+    expect(retry.status).toBe(first.status);
+    expect(runs).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a writeHead with an odd-length header array (Node throws) does not record the error body under its status', async () => {
+    const url = await serve((_req, res) => {
+      res.writeHead(200, ['content-type', 'text/plain', 'x-odd']);
+      res.end('ok');
+    });
+    const first = await send(url, '/odd', { key: 'wh-odd', body: {} });
+    expect(first.status).toBe(500);
+    const retry = await send(url, '/odd', { key: 'wh-odd', body: {} });
+    expect(retry.status).toBe(500);
+  });
+
+  it('writeHead with a flat header array repeating a recorded field (Link) replays both values', async () => {
+    const url = await serve((_req, res) => {
+      res.writeHead(200, ['content-type', 'text/plain', 'link', '</a>; rel=a', 'link', '</b>; rel=b']);
+      res.end('links');
+    });
+    const first = await send(url, '/links', { key: 'wh-links', body: {} });
+    const replay = await send(url, '/links', { key: 'wh-links', body: {} });
+    expect(replay.headers[REPLAYED_HEADER]).toBe('true');
+    expect(first.headers.link).toBe('</a>; rel=a, </b>; rel=b');
+    expect(replay.headers.link).toBe(first.headers.link);
+  });
+
+  it('res.end(cb) called a second time calls its callback, as Node does (no hang)', async () => {
+    const url = await serve(async (_req, res) => {
+      res.end('once');
+      const outcome = await Promise.race([
+        new Promise<string>((resolve) => res.end(() => resolve('called'))),
+        new Promise<string>((resolve) => setTimeout(() => resolve('never called'), 500)),
+      ]);
+      ended.push(outcome);
+    });
+    const ended: string[] = [];
+    await send(url, '/twice', { key: 'end-twice', body: {} });
+    await new Promise((resolve) => setTimeout(resolve, 700));
+    expect(ended).toEqual(['called']);
+  });
+
+  it('a second res.end(chunk) is refused by Node (ERR_STREAM_WRITE_AFTER_END), as a late write is', async () => {
+    const errors: string[] = [];
+    const url = await serve((_req, res) => {
+      res.on('error', (error) => errors.push((error as NodeJS.ErrnoException).code ?? ''));
+      res.end('first');
+      res.end('second');
+    });
+    const first = await send(url, '/twice2', { key: 'end-twice-chunk', body: {} });
+    expect(first.body.toString()).toBe('first');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(errors).toEqual(['ERR_STREAM_WRITE_AFTER_END']);
+  });
+});
