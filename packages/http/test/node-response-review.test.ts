@@ -123,4 +123,39 @@ describe('recordServerResponse review (wt/httpcpu)', () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(errors).toEqual(['ERR_STREAM_WRITE_AFTER_END']);
   });
+
+  it('a pipelined response whose client left before it got its socket frees its key (not held for maxHoldMs)', async () => {
+    const runs = new Map<string, number>();
+    const url = await serve(
+      async (req, res) => {
+        runs.set(req.url ?? '', (runs.get(req.url ?? '') ?? 0) + 1);
+        res.setHeader('content-type', 'application/octet-stream');
+        if (req.url === '/first') {
+          res.write('first ');
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          res.end('done');
+          return;
+        }
+        // A writer that respects backpressure, as pipe/pipeline/sendFile do.
+        for (let i = 0; i < 64; i++)
+          if (!res.write(Buffer.alloc(64 * 1024, 97)))
+            await new Promise((resolve) => res.once('drain', resolve));
+        res.end();
+      },
+      { leaseMs: 300 },
+    );
+    const { port } = new URL(url);
+    const request = (path: string, key: string) =>
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nx-tenant: tenant-a\r\nidempotency-key: ${key}\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`;
+    const socket = connect(Number(port), '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(request('/first', 'pipe-a') + request('/second', 'pipe-b'));
+    await new Promise((resolve) => socket.once('data', resolve));
+    socket.destroy();
+    // Several leases later: the second key was either recorded or released, never still held.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    const retry = await send(url, '/second', { key: 'pipe-b', body: {}, timeoutMs: 3_000 });
+    expect(retry.status).not.toBe(409);
+    expect(retry.status).toBe(200);
+  }, 10_000);
 });
