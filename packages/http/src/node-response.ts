@@ -345,7 +345,7 @@ class ResponseRecording implements SocketHold {
   // --- the response's status and head ------------------------------------------------------
 
   start(extra?: unknown): void {
-    if (this.started) return;
+    if (this.started || this.bypass) return;
     this.started = true;
     const { res, recorder } = this;
     if (this.isHandlerOutcome && !this.isHandlerOutcome(res.statusCode)) {
@@ -463,13 +463,53 @@ class ResponseRecording implements SocketHold {
   }
 
   onWriteHead(statusCode: number, rest: unknown[]): unknown {
-    this.res.statusCode = statusCode;
+    const { res } = this;
+    // Not the first head (Node refuses it as it always does), or not ours.
+    if (this.bypass || res.headersSent) return this.writeHead.call(res, statusCode, ...rest);
+    res.statusCode = statusCode;
     this.start(typeof rest[0] === 'string' ? rest[1] : rest[0]);
-    return this.writeHead.call(this.res, statusCode, ...rest);
+    if (this.bypass) return this.writeHead.call(res, statusCode, ...rest);
+    try {
+      return this.writeHead.call(res, statusCode, ...rest);
+    } catch (error) {
+      // Node refused the head (a header value with a control character, an odd-length
+      // header array, a status out of range): nothing of it was sent.
+      this.refused(error);
+      throw error;
+    }
+  }
+
+  /**
+   * Node refused the head the recorder started with: the key is released, nothing is
+   * recorded, and the response passes through unrecorded, so the app's error handling
+   * answers it as it would without idem.
+   */
+  private refused(error: unknown): void {
+    this.bypass = true;
+    this.stopAhead();
+    void this.recorder.fail(error);
+    this.releaseClose();
+  }
+
+  /**
+   * The head Node makes on the first `write` or `end`, made now: Node validates it (the
+   * status, the status message) before anything of the response is captured, and refuses
+   * it through `writeHead` (see `refused`). Only the header text is stored, nothing is sent:
+   * Node sends it with the first chunk. `length` is the body length Node would take from an
+   * `end` that comes first (a `write` sets none).
+   */
+  private implicitHead(length?: number): void {
+    const res = this.res as ServerResponse & { _contentLength?: number; _implicitHeader(): void };
+    if (this.bypass || res.headersSent) return;
+    if (length !== undefined) res._contentLength = length;
+    res._implicitHeader();
   }
 
   onWrite(chunk: Chunk, encoding?: BufferEncoding | Callback, cb?: Callback): boolean {
-    if (!this.ending) this.start();
+    if (!this.started) {
+      this.start();
+      this.implicitHead();
+    }
     const { res } = this;
     if (this.bypass) return this.write.call(res, chunk, encoding, cb) as boolean;
     if (this.ending) {
@@ -518,12 +558,12 @@ class ResponseRecording implements SocketHold {
       this.releaseClose();
       return result as ServerResponse;
     }
+    const first = !this.started;
     this.start();
     if (this.bypass) {
       this.releaseSocket(this.currentSocket());
       return this.end.call(res, chunk, encoding, cb) as ServerResponse;
     }
-    this.ending = true;
     let callback = cb;
     if (typeof chunk === 'function') {
       callback = chunk;
@@ -532,8 +572,14 @@ class ResponseRecording implements SocketHold {
       callback = encoding;
       encoding = undefined;
     }
-    if (chunk !== undefined && chunk !== null) {
-      const buffer = toBuffer(chunk, encoding as BufferEncoding | undefined);
+    const buffer =
+      chunk === undefined || chunk === null
+        ? undefined
+        : toBuffer(chunk, encoding as BufferEncoding | undefined);
+    // An `end` that comes first: its chunk is the whole body, as Node counts it.
+    if (first) this.implicitHead(buffer === undefined ? 0 : buffer.length);
+    this.ending = true;
+    if (buffer !== undefined) {
       recorder.capture(buffer);
       // Read ahead: the capture holds it, sent with the rest of the capture after the record.
       if (this.ahead) this.tookAhead(this.ahead, buffer, false, false);

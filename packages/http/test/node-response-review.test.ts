@@ -158,4 +158,61 @@ describe('recordServerResponse review (wt/httpcpu)', () => {
     expect(retry.status).not.toBe(409);
     expect(retry.status).toBe(200);
   }, 10_000);
+
+  describe('a head Node refuses is never recorded (the app\'s 500 is what a retry sees)', () => {
+    const cases: [string, App][] = [
+      [
+        'setHeader with a control character (Node refuses it there)',
+        (_req, res) => {
+          res.statusCode = 201;
+          res.setHeader('x-trace', 'a\u0001b');
+          res.end('created');
+        },
+      ],
+      [
+        'writeHead after setHeader (Node merges, then refuses)',
+        (_req, res) => {
+          res.setHeader('content-type', 'text/plain');
+          res.writeHead(201, { 'x-trace': 'a\u0001b' });
+          res.end('created');
+        },
+      ],
+      [
+        'the implicit head of a first write whose bytes are held (status out of range)',
+        (_req, res) => {
+          res.statusCode = 1000;
+          res.setHeader('content-length', '7');
+          try {
+            res.write('created');
+          } catch (error) {
+            res.removeHeader('content-length'); // for the error handler's 500
+            throw error;
+          }
+          res.end();
+        },
+      ],
+      [
+        'the implicit head of a first end (status out of range)',
+        (_req, res) => {
+          res.statusCode = 1000;
+          res.end('created');
+        },
+      ],
+    ];
+    for (const [index, [name, app]] of cases.entries())
+      it(name, async () => {
+        let runs = 0;
+        const url = await serve((req, res) => {
+          runs++;
+          return app(req, res);
+        });
+        const key = `refused-${index}`;
+        const first = await send(url, '/refused', { key, body: {} });
+        expect(first.status).toBe(500);
+        const retry = await send(url, '/refused', { key, body: {} });
+        expect(retry.status).toBe(500);
+        expect(retry.headers[REPLAYED_HEADER]).toBeUndefined();
+        expect(runs).toBe(2);
+      });
+  });
 });
