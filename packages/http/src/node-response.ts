@@ -11,6 +11,38 @@ function toBuffer(chunk: Chunk, encoding?: BufferEncoding): Buffer {
   return typeof chunk === 'string' ? Buffer.from(chunk, encoding ?? 'utf8') : Buffer.from(chunk);
 }
 
+/**
+ * The fields of a header array given to `writeHead`, as Node reads it:
+ * `[name, value, name, value, ...]` or `[[name, value], ...]` (a value may be an array).
+ */
+function arrayFields(extra: readonly unknown[]): [string, unknown][] {
+  const fields: [string, unknown][] = [];
+  if (Array.isArray(extra[0]))
+    for (const entry of extra as unknown[][]) fields.push([String(entry[0]), entry[1]]);
+  else for (let i = 0; i + 1 < extra.length; i += 2) fields.push([String(extra[i]), extra[i + 1]]);
+  return fields;
+}
+
+/**
+ * Node 22 and later append the fields of a header array given to `writeHead` after `setHeader`
+ * (nodejs/node#50394); Node 20 sets them one by one there (a repeated name keeps its last
+ * value). Given without `setHeader`, the array is sent as it is, every value kept.
+ */
+const APPENDS_AFTER_SET_HEADER = Number(process.versions.node.split('.')[0]) >= 22;
+
+/**
+ * Whether a header array given to `writeHead` keeps every value of a name it repeats: Node
+ * sends the array as it is unless `setHeader` made its outgoing headers (`kOutHeaders`), which
+ * it then merges the array into.
+ */
+function arrayKeepsRepeats(res: ServerResponse): boolean {
+  if (APPENDS_AFTER_SET_HEADER) return true;
+  for (const symbol of Object.getOwnPropertySymbols(res))
+    if (symbol.description === 'kOutHeaders')
+      return (res as unknown as Record<symbol, unknown>)[symbol] == null;
+  return res.getHeaderNames().length === 0;
+}
+
 /** Node's outgoing headers (plus any passed to `writeHead`) as a Web `Headers`. */
 export function headersOf(res: ServerResponse, extra?: unknown): Headers {
   const headers = new Headers();
@@ -21,9 +53,15 @@ export function headersOf(res: ServerResponse, extra?: unknown): Headers {
   for (const [name, value] of Object.entries(res.getHeaders() as OutgoingHttpHeaders))
     add(name, value);
   if (Array.isArray(extra)) {
-    // writeHead(status, [name, value, name, value, ...]) or [[name, value], ...]
-    const flat = extra.flat() as unknown[];
-    for (let i = 0; i + 1 < flat.length; i += 2) headers.set(String(flat[i]), String(flat[i + 1]));
+    // As Node does: the array's fields replace the outgoing ones of the same names, and a
+    // name it repeats keeps every value (or its last one, see `arrayKeepsRepeats`).
+    const fields = arrayFields(extra);
+    const keep = arrayKeepsRepeats(res);
+    for (const [name] of fields) headers.delete(name);
+    for (const [name, value] of fields) {
+      if (!keep) headers.delete(name);
+      add(name, value);
+    }
   } else if (extra && typeof extra === 'object') {
     for (const [name, value] of Object.entries(extra)) {
       headers.delete(name);
@@ -65,12 +103,16 @@ function nodeHeadSource(res: ServerResponse, extra: unknown): ResponseHeadSource
   for (const [name, value] of Object.entries(res.getHeaders() as OutgoingHttpHeaders))
     if (!add(name, value)) return undefined;
   if (Array.isArray(extra)) {
-    const flat = extra.flat() as unknown[];
-    for (let i = 0; i + 1 < flat.length; i += 2) {
-      const name = String(flat[i]);
-      const value = String(flat[i + 1]);
-      if (!TOKEN.test(name) || REFUSED_VALUE.test(value)) return undefined;
-      fields.set(name.toLowerCase(), [value]);
+    // As in `headersOf`: replaced by name, then every value appended (or set).
+    const given = arrayFields(extra);
+    const keep = arrayKeepsRepeats(res);
+    for (const [name] of given) {
+      if (!TOKEN.test(name)) return undefined;
+      fields.delete(name.toLowerCase());
+    }
+    for (const [name, value] of given) {
+      if (!keep) fields.delete(name.toLowerCase());
+      if (!add(name.toLowerCase(), value)) return undefined;
     }
   } else if (extra && typeof extra === 'object') {
     for (const [name, value] of Object.entries(extra)) {

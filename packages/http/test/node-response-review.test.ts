@@ -96,6 +96,42 @@ describe('recordServerResponse review (wt/httpcpu)', () => {
     expect(replay.headers.link).toBe(first.headers.link);
   });
 
+  it('writeHead with [name, value] entries: each value of a repeated field is kept', async () => {
+    const url = await serve((_req, res) => {
+      res.writeHead(200, [
+        ['content-type', 'text/plain'],
+        ['link', '</a>; rel=a'],
+        ['link', '</b>; rel=b'],
+      ]);
+      res.end('links');
+    });
+    const first = await send(url, '/links2', { key: 'wh-links-entries', body: {} });
+    const replay = await send(url, '/links2', { key: 'wh-links-entries', body: {} });
+    expect(replay.headers[REPLAYED_HEADER]).toBe('true');
+    expect(first.headers.link).toBe('</a>; rel=a, </b>; rel=b');
+    expect(replay.headers.link).toBe(first.headers.link);
+  });
+
+  it('a flat header array after setHeader: the replay has what Node sent (it replaces the set field)', async () => {
+    const url = await serve((_req, res) => {
+      res.setHeader('link', '</old>; rel=old');
+      res.setHeader('content-type', 'text/plain');
+      res.writeHead(200, ['link', '</a>; rel=a', 'link', '</b>; rel=b']);
+      res.end('links');
+    });
+    const first = await send(url, '/links3', { key: 'wh-links-set', body: {} });
+    const replay = await send(url, '/links3', { key: 'wh-links-set', body: {} });
+    expect(replay.headers[REPLAYED_HEADER]).toBe('true');
+    // Node 22+ keeps both values here; Node 20 keeps the last (nodejs/node#50394).
+    expect(first.headers.link).toBe(
+      Number(process.versions.node.split('.')[0]) >= 22
+        ? '</a>; rel=a, </b>; rel=b'
+        : '</b>; rel=b',
+    );
+    expect(replay.headers.link).toBe(first.headers.link);
+    expect(replay.headers['content-type']).toBe('text/plain');
+  });
+
   it('res.end(cb) called a second time calls its callback, as Node does (no hang)', async () => {
     const url = await serve(async (_req, res) => {
       res.end('once');
