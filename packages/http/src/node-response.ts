@@ -232,6 +232,14 @@ interface LiveAhead {
   lost?: () => void;
 }
 
+/** A `write` or `end` the app made while the end waited for the record. */
+type LateCall = [
+  end: boolean,
+  chunk: Chunk | Callback | undefined,
+  encoding: BufferEncoding | Callback | undefined,
+  cb: Callback | undefined,
+];
+
 /** Options of {@link recordServerResponse}. */
 export interface RecordServerResponseOptions {
   /**
@@ -258,8 +266,11 @@ class ResponseRecording implements SocketHold {
   private readonly emit: Emit;
   /** Chunks held until the outcome is recorded, or until a chunk that may go now. */
   private held: Buffer[] = [];
-  /** Writes the app made after `end`, passed on after the real end so Node refuses them. */
-  private late: [Chunk, BufferEncoding | Callback | undefined, Callback | undefined][] | undefined;
+  /**
+   * Writes (and second ends) the app made after `end`, passed on after the real end so Node
+   * answers them as it does: refused with ERR_STREAM_WRITE_AFTER_END, a callback called.
+   */
+  private late: LateCall[] | undefined;
   private started = false;
   /** The policy made the response final: it is recorded when it ends. */
   private recording = false;
@@ -558,7 +569,7 @@ class ResponseRecording implements SocketHold {
       // The real end waits for the record: a write now would reach the client ahead of the
       // held body. Pass it on after the end, where Node refuses it as it always does.
       this.late ??= [];
-      this.late.push([chunk, encoding, cb]);
+      this.late.push([false, chunk, encoding, cb]);
       return false;
     }
     const callback = typeof encoding === 'function' ? encoding : cb;
@@ -589,7 +600,12 @@ class ResponseRecording implements SocketHold {
     cb?: Callback,
   ): ServerResponse {
     const { res, recorder } = this;
-    if (this.ending) return res;
+    if (this.ending) {
+      // As a late write: Node gets it after the real end (calls its callback, refuses a chunk).
+      this.late ??= [];
+      this.late.push([true, chunk, encoding, cb]);
+      return res;
+    }
     if (this.requestClosing && !this.bypass && (this.gone || this.currentSocket()?.destroyed)) {
       // Ended from the request's 'close' after the client left: a body cut short, never
       // recorded. The key is released; a retry runs the handler again.
@@ -650,7 +666,9 @@ class ResponseRecording implements SocketHold {
     else this.end.call(res, callback);
     const late = this.late;
     this.late = undefined;
-    if (late) for (const args of late) this.write.call(res, ...args);
+    if (late)
+      for (const [end, chunk, encoding, cb] of late)
+        (end ? this.end : this.write).call(res, chunk, encoding, cb);
     this.releaseClose();
   }
 
