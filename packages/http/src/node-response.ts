@@ -172,6 +172,11 @@ type Listener = (...args: unknown[]) => unknown;
 type Loose = (...args: unknown[]) => unknown;
 type Emit = (event: string | symbol, ...args: unknown[]) => boolean;
 const HOLD = Symbol('idem.socketHold');
+/**
+ * Marks the connection `'close'` listener of a pipelined response still waiting for its
+ * socket (see `awaitSocket`): a hold never keeps the event from it.
+ */
+const UNHELD = Symbol('idem.unheld');
 const NO_LISTENERS: readonly Listener[] = [];
 
 /** What one response asks of its socket while it is recorded. */
@@ -197,7 +202,9 @@ function heldEmit(socket: Socket & { [HOLD]?: SocketHold | undefined }): Socket[
       return emit.call(socket, event, ...args);
     const early = current.earlyListeners(event);
     const listeners = socket.rawListeners(event) as Listener[];
-    const late = listeners.filter((listener) => !early.includes(listener));
+    const late = listeners.filter(
+      (listener) => !early.includes(listener) && !(UNHELD in listener),
+    );
     // An 'error' nobody else listens to must still throw as it would have.
     if (late.length === 0 || (event === 'error' && late.length === listeners.length))
       return emit.call(socket, event, ...args);
@@ -282,6 +289,8 @@ class ResponseRecording implements SocketHold {
   private gone = false;
   /** The held-back `'close'` was emitted: `res` shows its real (destroyed) state again. */
   private closeReleased = false;
+  /** A `'close'` went to the listeners of `res`. */
+  private closeSent = false;
   /** A published response read ahead of the first client (undefined: at its pace). */
   private ahead: LiveAhead | undefined;
   /** The app is in a listener of the request's `'close'` or `'aborted'`. */
@@ -390,6 +399,7 @@ class ResponseRecording implements SocketHold {
   private releaseClose(): void {
     if (this.sinking()) {
       this.closeReleased = true;
+      this.closeSent = true;
       this.emit.call(this.res, 'close');
     }
     this.releaseSocket(this.currentSocket());
@@ -495,24 +505,81 @@ class ResponseRecording implements SocketHold {
   // --- the replaced methods of `res` -------------------------------------------------------
 
   onEmit(event: string | symbol, args: unknown[]): boolean {
-    if (event === 'close' && !this.ending && !this.destroying && !this.bypass && !this.gone) {
-      // The client went away first. A response that will be recorded (or whose status is not
-      // known yet) must run to its end: hold the event back and keep taking the app's output.
-      // One that will not be recorded, or whose lease is lost, may stop now.
-      this.gone = true;
-      this.recorder.clientGone();
-      const { signal } = this.recorder.context;
-      if ((this.started && !this.recording) || signal.aborted) {
-        this.closeReleased = true;
-      } else {
-        this.standIn();
-        signal.addEventListener('abort', () => this.releaseClose(), { once: true });
-        // A writer that saw `write` answer false waits for this.
-        this.emit.call(this.res, 'drain');
+    if (event === 'close') {
+      // The client went away first (see `clientLeft`).
+      if (this.inFlight()) {
+        if (this.clientLeft()) return true;
+      } else if (this.gone && (!this.closeReleased || this.closeSent)) {
+        // The client's leaving was seen on the connection first: Node's own 'close' is held
+        // back as well (`releaseClose` emits it), and never emitted twice.
         return true;
       }
+      this.closeSent = true;
     }
     return this.emit.call(this.res, event, ...args);
+  }
+
+  /** Neither ended, destroyed, bypassed, nor left by its client. */
+  private inFlight(): boolean {
+    return !this.ending && !this.destroying && !this.bypass && !this.gone;
+  }
+
+  /**
+   * The client went away before the end. A response that will be recorded (or whose status
+   * is not known yet) must run to its end: its 'close' is held back and the sink takes the
+   * app's output (answers true). One that will not be recorded, or whose lease is lost, may
+   * stop now (answers false).
+   */
+  private clientLeft(): boolean {
+    this.gone = true;
+    this.recorder.clientGone();
+    const { signal } = this.recorder.context;
+    if ((this.started && !this.recording) || signal.aborted) {
+      this.closeReleased = true;
+      return false;
+    }
+    this.standIn();
+    signal.addEventListener('abort', () => this.releaseClose(), { once: true });
+    // A writer that saw `write` answer false waits for this.
+    this.emit.call(this.res, 'drain');
+    return true;
+  }
+
+  /**
+   * A pipelined response gets its socket when the ones before it are done, and Node emits
+   * neither 'close' nor 'drain' on it when the client leaves before then: the connection's
+   * 'close' (or the request's, see `requestClosed`) says so instead.
+   */
+  awaitSocket(connection: Socket | null | undefined): void {
+    let left: (() => void) | undefined;
+    if (connection?.destroyed) this.leftWaiting();
+    else if (connection) {
+      left = () => this.leftWaiting();
+      (left as (() => void) & { [UNHELD]?: true })[UNHELD] = true;
+      connection.on('close', left);
+    }
+    this.res.once('socket', (assigned: Socket) => {
+      if (left) connection?.removeListener('close', left);
+      this.holdSocket(assigned);
+      // A socket that closed before it was assigned never emits 'close' again.
+      if (assigned.destroyed) this.leftWaiting();
+    });
+  }
+
+  /** The client left while the response was waiting for its socket. */
+  private leftWaiting(): void {
+    if (this.inFlight()) this.clientLeft();
+  }
+
+  /**
+   * The request's 'close' or 'aborted' is about to be emitted: for a response that has no
+   * socket yet, whose connection is gone, the client left (before the app's listeners run,
+   * so an end from them is not recorded, see `onEnd`).
+   */
+  requestClosed(): void {
+    if (!this.inFlight() || this.res.socket) return;
+    const request = (this.res as ServerResponse & { req?: IncomingMessage }).req;
+    if (request?.socket?.destroyed) this.clientLeft();
   }
 
   onWriteHead(statusCode: number, rest: unknown[]): unknown {
@@ -723,19 +790,20 @@ export function recordServerResponse(
   options: RecordServerResponseOptions = {},
 ): void {
   const recording = new ResponseRecording(res, recorder, options.isHandlerOutcome);
+  const request = (res as ServerResponse & { req?: IncomingMessage }).req;
   const initial = res.socket;
   if (initial) recording.holdSocket(initial);
   // A pipelined response gets its socket when the ones before it are done.
-  else res.once('socket', (assigned: Socket) => recording.holdSocket(assigned));
+  else recording.awaitSocket(request?.socket);
 
   // The request's 'close' and 'aborted' say the client left: an app that ends the response
   // from them cut its body short. That end is not an outcome (see `onEnd`).
-  const request = (res as ServerResponse & { req?: IncomingMessage }).req;
   if (request) {
     const emitRequest = request.emit as Emit;
     request.emit = function emit(event: string | symbol, ...args: unknown[]) {
       if (event !== 'close' && event !== 'aborted')
         return emitRequest.call(request, event, ...args);
+      recording.requestClosed();
       recording.requestClosing = true;
       try {
         return emitRequest.call(request, event, ...args);

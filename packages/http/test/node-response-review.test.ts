@@ -195,6 +195,46 @@ describe('recordServerResponse review (wt/httpcpu)', () => {
     expect(retry.status).toBe(200);
   }, 10_000);
 
+  it('a pipelined response whose client left before its socket: its writer gets drain, its close comes once, after the end', async () => {
+    const events: string[] = [];
+    const url = await serve(
+      async (req, res) => {
+        if (req.url === '/first') {
+          res.write('first ');
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          res.end('done');
+          return;
+        }
+        res.on('close', () => events.push('close'));
+        res.setHeader('content-type', 'application/octet-stream');
+        for (let i = 0; i < 8; i++)
+          if (!res.write(Buffer.alloc(64 * 1024, 98))) {
+            await new Promise((resolve) => res.once('drain', resolve));
+            events.push('drain');
+          }
+        events.push('end');
+        res.end();
+      },
+      { leaseMs: 300 },
+    );
+    const { port } = new URL(url);
+    const request = (path: string, key: string) =>
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nx-tenant: tenant-a\r\nidempotency-key: ${key}\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`;
+    const socket = connect(Number(port), '127.0.0.1');
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(request('/first', 'pipe-c') + request('/second', 'pipe-d'));
+    await new Promise((resolve) => socket.once('data', resolve));
+    socket.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(events[0]).toBe('drain');
+    expect(events.slice(-2)).toEqual(['end', 'close']);
+    expect(events.filter((event) => event === 'close')).toHaveLength(1);
+    const retry = await send(url, '/second', { key: 'pipe-d', body: {}, timeoutMs: 3_000 });
+    expect(retry.status).toBe(200);
+    expect(retry.headers[REPLAYED_HEADER]).toBe('true');
+    expect(retry.body.length).toBe(8 * 64 * 1024);
+  }, 10_000);
+
   describe('a head Node refuses is never recorded (the app\'s 500 is what a retry sees)', () => {
     const cases: [string, App][] = [
       [
