@@ -202,9 +202,7 @@ function heldEmit(socket: Socket & { [HOLD]?: SocketHold | undefined }): Socket[
       return emit.call(socket, event, ...args);
     const early = current.earlyListeners(event);
     const listeners = socket.rawListeners(event) as Listener[];
-    const late = listeners.filter(
-      (listener) => !early.includes(listener) && !(UNHELD in listener),
-    );
+    const late = listeners.filter((listener) => !early.includes(listener) && !(UNHELD in listener));
     // An 'error' nobody else listens to must still throw as it would have.
     if (late.length === 0 || (event === 'error' && late.length === listeners.length))
       return emit.call(socket, event, ...args);

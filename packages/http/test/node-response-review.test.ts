@@ -56,7 +56,7 @@ async function serve(app: App, options: Partial<HttpIdempotencyOptions<IncomingM
 }
 
 describe('recordServerResponse review (wt/httpcpu)', () => {
-  it('a writeHead that Node refuses (control char in a header value) does not get the app\'s 500 recorded as a 201', async () => {
+  it("a writeHead that Node refuses (control char in a header value) does not get the app's 500 recorded as a 201", async () => {
     let runs = 0;
     const url = await serve((_req, res) => {
       runs++;
@@ -86,7 +86,14 @@ describe('recordServerResponse review (wt/httpcpu)', () => {
 
   it('writeHead with a flat header array repeating a recorded field (Link) replays both values', async () => {
     const url = await serve((_req, res) => {
-      res.writeHead(200, ['content-type', 'text/plain', 'link', '</a>; rel=a', 'link', '</b>; rel=b']);
+      res.writeHead(200, [
+        'content-type',
+        'text/plain',
+        'link',
+        '</a>; rel=a',
+        'link',
+        '</b>; rel=b',
+      ]);
       res.end('links');
     });
     const first = await send(url, '/links', { key: 'wh-links', body: {} });
@@ -235,7 +242,7 @@ describe('recordServerResponse review (wt/httpcpu)', () => {
     expect(retry.body.length).toBe(8 * 64 * 1024);
   }, 10_000);
 
-  describe('a head Node refuses is never recorded (the app\'s 500 is what a retry sees)', () => {
+  describe("a head Node refuses is never recorded (the app's 500 is what a retry sees)", () => {
     const cases: [string, App][] = [
       [
         'setHeader with a control character (Node refuses it there)',
