@@ -60,3 +60,29 @@ export function holds(held: HeldOutcome | undefined, bytes: Uint8Array): boolean
   for (let i = 0; i < bytes.byteLength; i++) if (held[i] !== bytes[i]) return false;
   return true;
 }
+
+/**
+ * Where {@link viewOf} writes: one buffer a store reuses, grown up to {@link VIEW_MAX} bytes.
+ */
+export interface ViewBuffer {
+  bytes: LatinBuffer | undefined;
+}
+
+/** Largest outcome {@link viewOf} writes into the reused buffer; a larger one is copied out. */
+const VIEW_MAX = 65_536;
+
+/**
+ * The held bytes as a view of `into`'s buffer, valid until the next call that writes it
+ * (where the outcome is a string that fits), else a fresh copy ({@link release}).
+ */
+export function viewOf(held: HeldOutcome, into: ViewBuffer): Uint8Array {
+  if (typeof held !== 'string' || held.length > VIEW_MAX) return release(held);
+  let buffer = into.bytes;
+  if (buffer === undefined || buffer.length < held.length) {
+    const size = held.length <= 4_096 ? 4_096 : VIEW_MAX;
+    buffer = view(new Uint8Array(size), NodeBuffer as NonNullable<typeof NodeBuffer>);
+    into.bytes = buffer;
+  }
+  buffer.write(held, 'latin1');
+  return buffer.subarray(0, held.length);
+}
