@@ -13,6 +13,7 @@ export type HeldOutcome = string | Uint8Array;
 type LatinBuffer = Uint8Array & {
   toString(encoding: 'latin1'): string;
   write(text: string, encoding: 'latin1'): number;
+  latin1Write?(text: string, offset: number, length: number): number;
   equals(other: Uint8Array): boolean;
 };
 const NodeBuffer = (
@@ -62,10 +63,12 @@ export function holds(held: HeldOutcome | undefined, bytes: Uint8Array): boolean
 }
 
 /**
- * Where {@link viewOf} writes: one buffer a store reuses, grown up to {@link VIEW_MAX} bytes.
+ * Where {@link viewOf} writes: one buffer a store reuses, grown up to {@link VIEW_MAX} bytes
+ * (`plain`: the same memory as a plain `Uint8Array`, whose views are cheaper to make).
  */
 export interface ViewBuffer {
   bytes: LatinBuffer | undefined;
+  plain: Uint8Array | undefined;
 }
 
 /** Largest outcome {@link viewOf} writes into the reused buffer; a larger one is copied out. */
@@ -78,11 +81,15 @@ const VIEW_MAX = 65_536;
 export function viewOf(held: HeldOutcome, into: ViewBuffer): Uint8Array {
   if (typeof held !== 'string' || held.length > VIEW_MAX) return release(held);
   let buffer = into.bytes;
-  if (buffer === undefined || buffer.length < held.length) {
-    const size = held.length <= 4_096 ? 4_096 : VIEW_MAX;
-    buffer = view(new Uint8Array(size), NodeBuffer as NonNullable<typeof NodeBuffer>);
+  let plain = into.plain;
+  if (buffer === undefined || plain === undefined || plain.length < held.length) {
+    plain = new Uint8Array(held.length <= 4_096 ? 4_096 : VIEW_MAX);
+    buffer = view(plain, NodeBuffer as NonNullable<typeof NodeBuffer>);
     into.bytes = buffer;
+    into.plain = plain;
   }
-  buffer.write(held, 'latin1');
-  return buffer.subarray(0, held.length);
+  // Node's own Latin-1 writer where it is exposed (Node, Bun), without `write`'s argument parsing.
+  if (buffer.latin1Write) buffer.latin1Write(held, 0, held.length);
+  else buffer.write(held, 'latin1');
+  return plain.subarray(0, held.length);
 }

@@ -178,7 +178,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   }
 
   // The buffer the acquire's view form writes a found outcome into (see `viewOf`).
-  const replayView: ViewBuffer = { bytes: undefined };
+  const replayView: ViewBuffer = { bytes: undefined, plain: undefined };
   const replayBytes = (held: HeldOutcome) => viewOf(held, replayView);
   /** `acquire`, a found record's outcome written out by `bytes`. */
   const acquire = (
