@@ -61,6 +61,29 @@ export function encodeTextOutcome(metaJson: string, text: string, reuse = false)
   return out;
 }
 
+/**
+ * {@link encodeTextOutcome} with its header (magic, length and metadata: what
+ * `encodeTextOutcome(metaJson, '')` gives) made once by the caller. Into the reused buffer,
+ * the body's UTF-8 is written without counting it first.
+ * @internal
+ */
+export function encodeTextWithHeader(head: Uint8Array, text: string, reuse: boolean): Uint8Array {
+  const room = head.length + 3 * text.length;
+  if (reuse && lent === undefined && room <= REUSED_MAX) {
+    if (reused === undefined || reused.length < room)
+      reused = new Uint8Array(room <= 4_096 ? 4_096 : REUSED_MAX);
+    reused.set(head, 0);
+    // At most 3 bytes a UTF-16 unit: the whole text fits.
+    const { written } = encoder.encodeInto(text, reused.subarray(head.length));
+    lent = reused.subarray(0, head.length + written);
+    return lent;
+  }
+  const out = bytesFor(head.length + utf8Length(text), reuse);
+  out.set(head, 0);
+  encoder.encodeInto(text, out.subarray(head.length));
+  return out;
+}
+
 // An encoding handed straight to a store whose synchronous `complete` copies what it keeps
 // (the memory store) is written into one buffer, reused: an off-heap allocation costs about
 // as much as the rest of the encoding, and more garbage collection. The buffer is taken by

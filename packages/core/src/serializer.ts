@@ -1,4 +1,4 @@
-import { encodeTextOutcome, type StoredOutcome } from './outcome-codec.js';
+import { encodeTextOutcome, encodeTextWithHeader, type StoredOutcome } from './outcome-codec.js';
 
 /** Turns an operation's value into a stored outcome and back. */
 export interface OutcomeSerializer<T> {
@@ -66,5 +66,8 @@ export function encodeJsonValue(value: unknown, reuse = false): Uint8Array {
   const text = JSON.stringify(value);
   return text === undefined
     ? encodeTextOutcome(JSON_UNDEFINED_META, '', reuse)
-    : encodeTextOutcome(JSON_VALUE_META.json, text, reuse);
+    : encodeTextWithHeader(JSON_VALUE_HEAD, text, reuse);
 }
+
+/** The encoding of a `jsonSerializer` value up to its body (made once). */
+const JSON_VALUE_HEAD = encodeTextOutcome(JSON_VALUE_META.json, '');
