@@ -2,8 +2,8 @@ import {
   answersSynchronously,
   type CompleteInput,
   createIdempotency,
-  type IdempotencyStore,
   type IdemEvent,
+  type IdempotencyStore,
   type OwnerWriteResult,
   syncFormOf,
 } from '@idem/core';
@@ -15,14 +15,14 @@ import { createMemoryStore } from '../src/index.js';
 // one key's bytes stand in for another's, whatever runs in between.
 
 /** Values of the same length: a buffer overwritten by another one would still decode. */
-const valueOf = (key: string) => ({ key, data: key.repeat(40) });
+const resultOf = (key: string) => ({ key, data: key.repeat(40) });
 
 describe('reused buffers between the engine and the memory store', () => {
   it('concurrent replays of many keys each answer their own key', async () => {
     const store = createMemoryStore();
     const idem = createIdempotency({ store });
     const keys = Array.from({ length: 200 }, (_, i) => `key-${String(i).padStart(3, '0')}`);
-    for (const key of keys) await idem.execute({ key }, async () => valueOf(key));
+    for (const key of keys) await idem.execute({ key }, async () => resultOf(key));
     const answers = await Promise.all(
       [...keys, ...keys, ...keys].map((key) =>
         idem.execute({ key }, async () => {
@@ -31,7 +31,7 @@ describe('reused buffers between the engine and the memory store', () => {
       ),
     );
     answers.forEach((answer, i) => {
-      expect(answer).toEqual({ value: valueOf(keys[i % keys.length] as string), replayed: true });
+      expect(answer).toEqual({ value: resultOf(keys[i % keys.length] as string), replayed: true });
     });
     await store.close();
   });
@@ -39,8 +39,8 @@ describe('reused buffers between the engine and the memory store', () => {
   it('an engine with a listener does not read the view: a listener replaying another key in between changes nothing', async () => {
     const store = createMemoryStore();
     const quiet = createIdempotency({ store });
-    await quiet.execute({ key: 'aaaa' }, async () => valueOf('aaaa'));
-    await quiet.execute({ key: 'bbbb' }, async () => valueOf('bbbb'));
+    await quiet.execute({ key: 'aaaa' }, async () => resultOf('aaaa'));
+    await quiet.execute({ key: 'bbbb' }, async () => resultOf('bbbb'));
     const nested: Promise<unknown>[] = [];
     const listened = createIdempotency({
       store,
@@ -52,9 +52,9 @@ describe('reused buffers between the engine and the memory store', () => {
       },
     });
     const answer = await listened.execute({ key: 'aaaa' }, async () => 'ran');
-    expect(answer).toEqual({ value: valueOf('aaaa'), replayed: true });
+    expect(answer).toEqual({ value: resultOf('aaaa'), replayed: true });
     await expect(Promise.all(nested)).resolves.toEqual([
-      { value: valueOf('bbbb'), replayed: true },
+      { value: resultOf('bbbb'), replayed: true },
     ]);
     await store.close();
   });
@@ -62,19 +62,19 @@ describe('reused buffers between the engine and the memory store', () => {
   it("begin hands out a body of its own, not the store's reused view", async () => {
     const store = createMemoryStore();
     const idem = createIdempotency({ store });
-    await idem.execute({ key: 'aaaa' }, async () => valueOf('aaaa'));
-    await idem.execute({ key: 'bbbb' }, async () => valueOf('bbbb'));
+    await idem.execute({ key: 'aaaa' }, async () => resultOf('aaaa'));
+    await idem.execute({ key: 'bbbb' }, async () => resultOf('bbbb'));
     const begun = await idem.begin({ key: 'aaaa' });
     if (begun.kind !== 'replay') throw new Error('expected a replay');
     const body = new TextDecoder().decode(begun.outcome.body);
     // Another replay rewrites the store's view; the body handed out stays as it was.
     await idem.execute({ key: 'bbbb' }, async () => 'ran');
     expect(new TextDecoder().decode(begun.outcome.body)).toBe(body);
-    expect(JSON.parse(body)).toEqual(valueOf('aaaa'));
+    expect(JSON.parse(body)).toEqual(resultOf('aaaa'));
     // Changing it changes nothing stored.
     begun.outcome.body.fill(0x20);
     await expect(idem.execute({ key: 'aaaa' }, async () => 'ran')).resolves.toEqual({
-      value: valueOf('aaaa'),
+      value: resultOf('aaaa'),
       replayed: true,
     });
     await store.close();
@@ -112,17 +112,17 @@ describe('reused buffers between the engine and the memory store', () => {
       onEvent: (event: IdemEvent) => {
         if (event.type === 'store_call' && event.method === 'complete' && !event.ok)
           if (nested.length === 0)
-            nested.push(idem.execute({ key: 'bbbb' }, async () => valueOf('bbbb')));
+            nested.push(idem.execute({ key: 'bbbb' }, async () => resultOf('bbbb')));
       },
     });
-    await expect(listened.execute({ key: 'aaaa' }, async () => valueOf('aaaa'))).resolves.toEqual({
-      value: valueOf('aaaa'),
+    await expect(listened.execute({ key: 'aaaa' }, async () => resultOf('aaaa'))).resolves.toEqual({
+      value: resultOf('aaaa'),
       replayed: false,
     });
     await Promise.all(nested);
     for (const key of ['aaaa', 'bbbb'])
       await expect(idem.execute({ key }, async () => 'ran')).resolves.toEqual({
-        value: valueOf(key),
+        value: resultOf(key),
         replayed: true,
       });
     await memory.close();
@@ -158,16 +158,16 @@ describe('reused buffers between the engine and the memory store', () => {
         if (event.type === 'store_call' && event.method === 'complete' && !event.ok)
           done = other.execution.complete({
             meta: { kind: 'value', value: { encoding: 'json', undefined: false } },
-            body: new TextEncoder().encode(JSON.stringify(valueOf('bbbb'))),
+            body: new TextEncoder().encode(JSON.stringify(resultOf('bbbb'))),
           });
       },
     });
-    await listened.execute({ key: 'aaaa' }, async () => valueOf('aaaa'));
+    await listened.execute({ key: 'aaaa' }, async () => resultOf('aaaa'));
     expect(done).toBeDefined();
     await done;
     for (const key of ['aaaa', 'bbbb'])
       await expect(idem.execute({ key }, async () => 'ran')).resolves.toEqual({
-        value: valueOf(key),
+        value: resultOf(key),
         replayed: true,
       });
     await memory.close();
