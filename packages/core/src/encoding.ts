@@ -69,6 +69,11 @@ function writeText(text: TextWriter, buf: Uint8Array, value: string, at: number)
   return text.writeUtf8(buf, value, at);
 }
 
+/** `buf`'s memory as a plain `Uint8Array`. */
+function plainOf(buf: Uint8Array): Uint8Array {
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
+}
+
 /** Room for `value`: its UTF-8 length, or an upper bound of it (3 bytes a UTF-16 unit). */
 function room(value: string | Uint8Array): number {
   if (typeof value !== 'string') return value.length;
@@ -140,17 +145,24 @@ export function createPairDigest(
   const probe = text.alloc(8 + room(second));
   const secondPart = probe.subarray(0, put(text, probe, 0, second));
   let scratch = withHead(4_096).buf;
+  // The same memory as a plain Uint8Array: its views are cheaper to make than a Buffer's.
+  let plain = plainOf(scratch);
   return (a, b) => {
     const total = start + 8 + room(a) + secondPart.length + 8 + room(b);
     let buf = scratch;
+    let bytes = plain;
     if (total > buf.length) {
       buf = withHead(Math.max(total, SCRATCH_MAX)).buf;
-      if (total <= SCRATCH_MAX) scratch = buf;
+      bytes = plainOf(buf);
+      if (total <= SCRATCH_MAX) {
+        scratch = buf;
+        plain = bytes;
+      }
     }
     let at = put(text, buf, start, a);
     buf.set(secondPart, at);
     at = put(text, buf, at + secondPart.length, b);
-    return hash(buf.subarray(0, at));
+    return hash(bytes.subarray(0, at));
   };
 }
 
