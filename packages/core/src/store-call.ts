@@ -62,16 +62,23 @@ function timedCall<T>(
  */
 export const SYNC_FORM: unique symbol = Symbol.for('idem.store.syncForm') as never;
 
-/** The property of a store method that holds its view form (see {@link SyncFormOptions}). @internal */
-const VIEW_FORM: unique symbol = Symbol.for('idem.store.viewForm') as never;
-/** The property of a store method set when its synchronous form copies its input (see {@link SyncFormOptions}). @internal */
-const COPIES_INPUT: unique symbol = Symbol.for('idem.store.copiesInput') as never;
+/**
+ * The property of a store method that holds what {@link SyncFormOptions} declared for its
+ * synchronous form, with that form. @internal
+ */
+const DECLARED: unique symbol = Symbol.for('idem.store.syncFormOptions') as never;
+
+/** What {@link answersSynchronously} declared for `sync` (see {@link SyncFormOptions}). */
+interface Declared<I, R> {
+  readonly sync: (input: I) => R;
+  readonly view: ((input: I) => R) | undefined;
+  readonly copiesInput: boolean;
+}
 
 /** A store method that may carry its synchronous form. */
 type MaybeSync<I, R> = ((input: I) => Promise<R>) & {
   [SYNC_FORM]?: (input: I) => R;
-  [VIEW_FORM]?: (input: I) => R;
-  [COPIES_INPUT]?: true;
+  [DECLARED]?: Declared<I, R>;
 };
 
 /**
@@ -90,8 +97,8 @@ export function answersSynchronously<I, R>(
 ): (input: I) => Promise<R> {
   const method: MaybeSync<I, R> = async (input: I) => sync(input);
   method[SYNC_FORM] = sync;
-  if (options.view) method[VIEW_FORM] = options.view;
-  if (options.copiesInput) method[COPIES_INPUT] = true;
+  if (options.view || options.copiesInput)
+    method[DECLARED] = { sync, view: options.view, copiesInput: options.copiesInput === true };
   return method;
 }
 
@@ -121,17 +128,25 @@ export function syncFormOf<I, R>(method: (input: I) => Promise<R>): ((input: I) 
   return (method as MaybeSync<I, R>)[SYNC_FORM];
 }
 
+/**
+ * What `method` declared for its synchronous form, while `method[SYNC_FORM]` is still that
+ * very form: a wrapper that replaced the method, or only its `SYNC_FORM` (in place), made no
+ * such promise.
+ */
+function declaredOf<I, R>(method: (input: I) => Promise<R>): Declared<I, R> | undefined {
+  const form = method as MaybeSync<I, R>;
+  const declared = form[DECLARED];
+  return declared !== undefined && form[SYNC_FORM] === declared.sync ? declared : undefined;
+}
+
 /** The view form `method` carries (see {@link SyncFormOptions.view}), if any. @internal */
 export function viewFormOf<I, R>(method: (input: I) => Promise<R>): ((input: I) => R) | undefined {
-  const form = method as MaybeSync<I, R>;
-  // Only beside a synchronous form: a wrapper that replaced the method carries neither.
-  return form[SYNC_FORM] === undefined ? undefined : form[VIEW_FORM];
+  return declaredOf(method)?.view;
 }
 
 /** Whether `method`'s synchronous form copies its input (see {@link SyncFormOptions.copiesInput}). @internal */
 export function copiesInputOf(method: (input: never) => Promise<unknown>): boolean {
-  const form = method as MaybeSync<never, unknown>;
-  return form[SYNC_FORM] !== undefined && form[COPIES_INPUT] === true;
+  return declaredOf(method)?.copiesInput === true;
 }
 
 /**
