@@ -43,7 +43,13 @@ export function encodeOutcomeWith(outcome: StoredOutcome, reuse: boolean): Uint8
   const json = JSON.stringify(value);
   const metaLength = utf8Length(json);
   const out = withHeader(json, metaLength, body.length, reuse);
-  out.set(body, HEADER + metaLength);
+  try {
+    out.set(body, HEADER + metaLength);
+  } catch (error) {
+    // A body that cannot be read (its buffer detached): the lent buffer is free again.
+    giveBackReused(out);
+    throw error;
+  }
   return out;
 }
 
