@@ -48,6 +48,50 @@ function putLength(buf: Uint8Array, at: number, length: number): void {
   buf[at + 7] = length;
 }
 
+/** Strings up to this length are written by hand while they are ASCII (most keys and scopes). */
+const SHORT = 64;
+
+/**
+ * The UTF-8 of `value` at `at`; returns the bytes written. A short ASCII string (whose UTF-8
+ * is its character codes) is copied in a loop, cheaper than a call into the runtime.
+ */
+function writeText(text: TextWriter, buf: Uint8Array, value: string, at: number): number {
+  const length = value.length;
+  if (length <= SHORT) {
+    let i = 0;
+    for (; i < length; i++) {
+      const unit = value.charCodeAt(i);
+      if (unit >= 0x80) break;
+      buf[at + i] = unit;
+    }
+    if (i === length) return length;
+  }
+  return text.writeUtf8(buf, value, at);
+}
+
+/** `buf`'s memory as a plain `Uint8Array`. */
+function plainOf(buf: Uint8Array): Uint8Array {
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.length);
+}
+
+/** Room for `value`: its UTF-8 length, or an upper bound of it (3 bytes a UTF-16 unit). */
+function room(value: string | Uint8Array): number {
+  if (typeof value !== 'string') return value.length;
+  return value.length <= ESTIMATED ? value.length * 3 : utf8Length(value);
+}
+
+/** Writes `value` after room for its length prefix, then the prefix; returns the next offset. */
+function put(text: TextWriter, buf: Uint8Array, at: number, value: string | Uint8Array): number {
+  let length: number;
+  if (typeof value === 'string') length = writeText(text, buf, value, at + 8);
+  else {
+    buf.set(value, at + 8);
+    length = value.length;
+  }
+  putLength(buf, at, length);
+  return at + 8 + length;
+}
+
 /**
  * `digestParts` over a given way of writing UTF-8 and hashing: the encoding is the same
  * bytes whichever the runtime offers, so every runtime derives the same keys.
@@ -62,32 +106,63 @@ export function createDigestParts(
     if (size > scratch.length) scratch = text.alloc(SCRATCH_MAX);
     return scratch;
   };
-  /** Room for `value`: its UTF-8 length, or an upper bound of it (3 bytes a UTF-16 unit). */
-  const room = (value: string | Uint8Array): number => {
-    if (typeof value !== 'string') return value.length;
-    return value.length <= ESTIMATED ? value.length * 3 : utf8Length(value);
-  };
-  /** Writes `value` after room for its length prefix, then the prefix; returns the next offset. */
-  const put = (buf: Uint8Array, at: number, value: string | Uint8Array): number => {
-    let length: number;
-    if (typeof value === 'string') length = text.writeUtf8(buf, value, at + 8);
-    else {
-      buf.set(value, at + 8);
-      length = value.length;
-    }
-    putLength(buf, at, length);
-    return at + 8 + length;
-  };
   return (domain, parts) => {
     let total = 8 + room(domain) + 8;
     for (const [name, value] of parts) total += 16 + room(name) + room(value);
     // One buffer, one hash: this runs twice on every request.
     const buf = bufferFor(total);
-    let at = put(buf, 0, domain);
+    let at = put(text, buf, 0, domain);
     putLength(buf, at, parts.length);
     at += 8;
-    for (const [name, value] of parts) at = put(buf, put(buf, at, name), value);
+    for (const [name, value] of parts) at = put(text, buf, put(text, buf, at, name), value);
     return hash(buf.subarray(0, at));
+  };
+}
+
+/**
+ * `digestParts(domain, [[first, a], [second, b]])` for a fixed domain and two fixed names,
+ * as a function of the two values: the same bytes and digest, with the encoding of the domain,
+ * the count and the first name written once into the buffer it reuses (the storage key's
+ * digest, on every request).
+ */
+export function createPairDigest(
+  text: TextWriter,
+  hash: (data: Uint8Array) => string,
+  domain: string,
+  first: string,
+  second: string,
+): (a: string, b: string) => string {
+  // The domain, the count and the first name: written once at the start of every buffer.
+  const withHead = (size: number): { buf: Uint8Array; start: number } => {
+    const buf = text.alloc(size);
+    const at = put(text, buf, 0, domain);
+    putLength(buf, at, 2);
+    return { buf, start: put(text, buf, at + 8, first) };
+  };
+  const fixed = 32 + room(domain) + room(first);
+  const { start } = withHead(fixed);
+  // The second name with its length, copied in after the first value.
+  const probe = text.alloc(8 + room(second));
+  const secondPart = probe.subarray(0, put(text, probe, 0, second));
+  let scratch = withHead(4_096).buf;
+  // The same memory as a plain Uint8Array: its views are cheaper to make than a Buffer's.
+  let plain = plainOf(scratch);
+  return (a, b) => {
+    const total = start + 8 + room(a) + secondPart.length + 8 + room(b);
+    let buf = scratch;
+    let bytes = plain;
+    if (total > buf.length) {
+      buf = withHead(Math.max(total, SCRATCH_MAX)).buf;
+      bytes = plainOf(buf);
+      if (total <= SCRATCH_MAX) {
+        scratch = buf;
+        plain = bytes;
+      }
+    }
+    let at = put(text, buf, start, a);
+    buf.set(secondPart, at);
+    at = put(text, buf, at + secondPart.length, b);
+    return hash(bytes.subarray(0, at));
   };
 }
 
@@ -105,3 +180,16 @@ export const textWriters = { buffer: bufferWriter, web: webWriter } as const;
  */
 export const digestParts: (domain: string, parts: readonly EncodedPart[]) => string =
   createDigestParts(bufferWriter ?? webWriter, sha256Hex);
+
+/**
+ * The storage key's digest: `digestParts('idem/storage-key/v1', [['scope', scopeJson],
+ * ['key', key]])`.
+ * @internal
+ */
+export const storageKeyDigest: (scopeJson: string, key: string) => string = createPairDigest(
+  bufferWriter ?? webWriter,
+  sha256Hex,
+  'idem/storage-key/v1',
+  'scope',
+  'key',
+);

@@ -13,10 +13,16 @@ import type { EventSink } from './events.js';
 import { ExecutionReport } from './execution-report.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type NotRecordedDetails, notRecordedOutcome, plainNotRecorded } from './not-recorded.js';
-import { encodeOutcome, type StoredOutcome } from './outcome-codec.js';
+import {
+  encodeOutcome,
+  encodeOutcomeWith,
+  giveBackReused,
+  isReusedBuffer,
+  type StoredOutcome,
+} from './outcome-codec.js';
 import { codecCall, type OutcomeCodec } from './outcome-sealing.js';
 import type { CompleteInput, IdempotencyStore, OwnerWriteResult } from './store.js';
-import { callStore, callStoreSync, syncFormOf } from './store-call.js';
+import { callStore, callStoreSync, copiesInputOf, syncFormOf } from './store-call.js';
 import { retryStoreCall } from './store-retry.js';
 
 /** Settings an {@link Execution} runs with (resolved options of the engine). */
@@ -133,20 +139,43 @@ export class Execution {
     this.startFinishing();
     let bytes: Uint8Array;
     try {
-      bytes = encodeOutcome(outcome);
+      bytes = encodeOutcomeWith(outcome, this.mayReuseEncoding());
     } catch (cause) {
       return this.notSerializable(cause);
     }
-    return this.record(bytes);
+    return this.recordOnce(bytes);
   }
 
   /**
-   * {@link complete} with the outcome already encoded (`encodeOutcome`'s bytes).
+   * {@link complete} with the outcome already encoded (`encodeOutcome`'s bytes, or a view of
+   * the reused encoding buffer, which this gives back).
    * @internal for the engine, which encodes JSON values in one step
    */
   completeEncoded(bytes: Uint8Array): Promise<void> {
-    this.startFinishing();
-    return this.record(bytes);
+    try {
+      this.startFinishing();
+      return this.record(bytes);
+    } finally {
+      giveBackReused(bytes);
+    }
+  }
+
+  /**
+   * Whether this execution's outcome may be encoded into the reused buffer: the store's
+   * synchronous `complete` copies what it keeps, and no codec sees the bytes first.
+   * @internal for the engine
+   */
+  mayReuseEncoding(): boolean {
+    return this.settings.codec === undefined && copiesInputOf(this.settings.store.complete);
+  }
+
+  /** {@link record}, then gives back the reused buffer if `bytes` are its view. */
+  private recordOnce(bytes: Uint8Array): Promise<void> {
+    try {
+      return this.record(bytes);
+    } finally {
+      giveBackReused(bytes);
+    }
   }
 
   private async record(encoded: Uint8Array): Promise<void> {
@@ -155,7 +184,8 @@ export class Execution {
       return this.refused(new OutcomeTooLargeError(encoded.length, limit));
     let bytes: Uint8Array;
     try {
-      bytes = this.settings.codec ? await this.seal(encoded) : encoded;
+      // (Reused bytes never go to a codec: they are chosen only without one; copied if so.)
+      bytes = this.settings.codec ? await this.seal(kept(encoded)) : encoded;
     } catch (cause) {
       return this.notSerializable(cause);
     }
@@ -285,7 +315,11 @@ export class Execution {
    * else when the first attempt fails (a write that lands at once costs no timer).
    */
   private finalWrite(bytes: Uint8Array): Promise<void> {
-    const sync = syncFormOf(this.settings.store.complete);
+    const complete = this.settings.store.complete;
+    const sync = syncFormOf(complete);
+    // Reused bytes go only to a synchronous form that copies them (the store's methods may
+    // have been replaced since they were encoded); anything that outlives this call copies.
+    if (isReusedBuffer(bytes) && !(sync && copiesInputOf(complete))) bytes = kept(bytes);
     if (sync) {
       // A store that answers at once: one direct attempt, nothing left to wait for or track
       // when it answers. One that failed for the store (not for the outcome) goes on with the
@@ -303,10 +337,12 @@ export class Execution {
         );
         // A form that answered a promise after all: that attempt is the first of the retried
         // write, timed and tracked like the promise form's.
-        if (answer instanceof Promise) return this.retriedWrite(bytes, answer);
+        if (answer instanceof Promise) return this.retriedWrite(kept(bytes), answer);
         result = answer;
       } catch (error) {
         if (!(error instanceof StoreUnavailableError)) return Promise.reject(this.notLanded(error));
+        // Retried in the background: their own bytes, taken before any listener runs.
+        bytes = kept(bytes);
         this.lastStoreError = error;
         this.report?.storeError('complete', error, this.report ? performance.now() - startedAt : 0);
         return this.retriedWrite(bytes);
@@ -434,4 +470,9 @@ export class Execution {
   private stop(): void {
     this.lease.stop();
   }
+}
+
+/** `bytes`, or a copy of them when they are a view of the reused encoding buffer. */
+function kept(bytes: Uint8Array): Uint8Array {
+  return isReusedBuffer(bytes) ? new Uint8Array(bytes) : bytes;
 }

@@ -36,7 +36,7 @@ import {
   successOnly,
 } from './settings.js';
 import type { AcquireInput, AcquireResult } from './store.js';
-import { callStore, callStoreSync, syncFormOf } from './store-call.js';
+import { callStore, callStoreSync, syncFormOf, viewFormOf } from './store-call.js';
 import { openStoredOutcome } from './stored-outcome.js';
 
 // An owner token only has to differ from every other acquisition's, in this process and in
@@ -71,6 +71,12 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** `execute`'s replay, decoded inside `begin`. */
+interface Replayed<T> {
+  kind: 'replayed';
+  value: T;
+}
+
 /** Creates the replay state machine over a store. */
 export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): Idempotency<T> {
   const settings = resolveSettings(options);
@@ -82,13 +88,21 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
   // The built-in JSON serializer: `execute` encodes a value in one step, and hands a replayed
   // body to it as a view of the store's bytes (it turns them into text at once).
   const viewReplays = serializer === jsonSerializer;
+  // A store's view form (outcome bytes valid until its next call) is taken only where no
+  // code of the caller's can run between the call and the decoding: no event listener (one
+  // is called with the call's timing, and could call the store), checked again per call
+  // for the codec. Every replay decodes (or, for `begin`, copies) the body at once.
+  const viewable = !settings.observed;
 
-  /** `begin`; with `viewBody`, a replayed outcome's body is a view into the record's bytes. */
+  /**
+   * `begin`; with `forExecute` (`execute`'s own call), a replay comes back as its value,
+   * decoded at once (under the built-in JSON serializer from a view of the record's bytes).
+   */
   async function begin(
     request: IdempotentRequest,
     beginOptions: BeginOptions = {},
-    viewBody = false,
-  ): Promise<BeginResult> {
+    forExecute = false,
+  ): Promise<BeginResult | Replayed<T>> {
     const { signal } = beginOptions;
     const storageKey = deriveStorageKey(request.scope ?? null, request.key);
     const fingerprint = request.fingerprint ?? '';
@@ -111,7 +125,10 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
         retentionMs: settings.retentionMs,
       };
       const observe = storeCallObserver(settings, 'acquire', storageKey, operation);
-      const sync = syncFormOf(store.acquire);
+      // The view form's outcome bytes are the store's until its next call: taken only when
+      // nothing can run before they are decoded (no listener, no codec) and copied then.
+      const sync =
+        (viewable && !settings.codec && viewFormOf(store.acquire)) || syncFormOf(store.acquire);
       try {
         // A store that answers at once (in process) is called directly: no promise, no timer.
         if (sync) {
@@ -174,12 +191,12 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
         try {
           // A plain not-recorded marker (written when the codec could not seal one) is read
           // without the codec. Whatever else fails to open or decode is OUTCOME_CORRUPT,
-          // never a replay.
+          // never a replay. Without a view, the body is a copy.
           const opened = openStoredOutcome(
             settings,
             storageKey,
             record.outcome,
-            viewBody ? JSON_VALUE_META : undefined,
+            forExecute && viewReplays ? JSON_VALUE_META : undefined,
           );
           outcome = opened instanceof Promise ? await opened : opened;
         } catch (error) {
@@ -189,19 +206,28 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
           }
           throw error;
         }
-        if (observed)
-          emit({
-            type: 'hit',
-            storageKey,
-            operation,
-            fence: record.fence,
-            outcomeBytes: record.outcome.length,
-            durationMs,
-            decodeMs: since(timedFrom) - durationMs,
-          });
+        const decodeMs = observed ? since(timedFrom) - durationMs : 0;
         const marker = readNotRecorded(outcome);
+        // `execute` gets the value, decoded before any listener runs: a view of the record's
+        // bytes is read before anything else can touch them.
+        let value: T | undefined;
+        let failed: { error: unknown } | undefined;
+        if (forExecute && !marker) {
+          try {
+            value = replay(outcome);
+          } catch (error) {
+            failed = { error };
+          }
+        }
+        const { fence } = record;
+        if (observed) {
+          const outcomeBytes = record.outcome.length;
+          emit({ type: 'hit', storageKey, operation, fence, outcomeBytes, durationMs, decodeMs });
+        }
         if (marker) throw new OutcomeNotRecordedError(marker.reason, marker);
-        return { kind: 'replay', outcome, storageKey, fence: record.fence };
+        if (failed) throw failed.error;
+        if (forExecute) return { kind: 'replayed', value: value as T };
+        return { kind: 'replay', outcome, storageKey, fence };
       }
       if (record.status !== 'in_progress') {
         throw new StoreUnavailableError(`Store returned a ${record.status} record as live`);
@@ -228,7 +254,8 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     request: IdempotentRequest,
     operation: (ctx: OperationContext) => Promise<T>,
   ): Promise<ExecuteResult<T>> {
-    const begun = await begin(request, {}, viewReplays);
+    const begun = await begin(request, {}, true);
+    if (begun.kind === 'replayed') return { value: begun.value, replayed: true };
     if (begun.kind === 'replay') return { value: replay(begun.outcome), replayed: true };
     const execution = begun.execution;
     let settled: Settled<T>;
@@ -264,7 +291,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     let outcome: StoredOutcome | Uint8Array;
     try {
       if (!settled.ok) outcome = failureOutcome(settled.error);
-      else if (viewReplays) outcome = encodeJsonValue(settled.value);
+      else if (viewReplays) outcome = encodeJsonValue(settled.value, execution.mayReuseEncoding());
       else outcome = wrapValue(serializer.serialize(settled.value));
     } catch (cause) {
       // The operation ran; its value cannot be stored. A marker keeps retries from running it again.
@@ -291,7 +318,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
 
   return {
     execute,
-    begin: (request, beginOptions) => begin(request, beginOptions),
+    begin: (request, beginOptions) => begin(request, beginOptions) as Promise<BeginResult>,
     drain: async (timeoutMs = settings.leaseMs) => {
       if (!(typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs >= 0))
         throw new InvalidInputError('drain(timeoutMs) needs a finite, non-negative number of ms');

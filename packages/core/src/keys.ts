@@ -1,5 +1,5 @@
 import { canonicalJson, type JsonValue } from './canonical-json.js';
-import { digestParts } from './encoding.js';
+import { digestParts, storageKeyDigest } from './encoding.js';
 import { InvalidInputError, InvalidKeyError } from './errors.js';
 
 /** Longest idempotency key accepted, in characters. */
@@ -112,8 +112,7 @@ export type Scope = JsonValue;
  */
 export function deriveStorageKey(scope: Scope, key: string): string {
   validateKey(key);
-  return digestParts('idem/storage-key/v1', [
-    ['scope', canonicalJson(scope)],
-    ['key', key],
-  ]);
+  // `digestParts('idem/storage-key/v1', [['scope', canonicalJson(scope)], ['key', key]])`,
+  // its fixed parts written once.
+  return storageKeyDigest(scope === null ? 'null' : canonicalJson(scope), key);
 }

@@ -25,6 +25,15 @@ const decoder = new TextDecoder('utf-8', { fatal: true });
  *   object, TypeError when the metadata cannot be written as JSON (a BigInt, a cycle)
  */
 export function encodeOutcome(outcome: StoredOutcome): Uint8Array {
+  return encodeOutcomeWith(outcome, false);
+}
+
+/**
+ * {@link encodeOutcome}; with `reuse`, the bytes may be a view of a buffer this module reuses
+ * (see {@link isReusedBuffer}).
+ * @internal
+ */
+export function encodeOutcomeWith(outcome: StoredOutcome, reuse: boolean): Uint8Array {
   if (!(outcome?.body instanceof Uint8Array))
     throw new InvalidInputError('An outcome body must be a Uint8Array');
   const { meta: value, body } = outcome;
@@ -33,28 +42,100 @@ export function encodeOutcome(outcome: StoredOutcome): Uint8Array {
   // Throws TypeError for what JSON cannot carry (a BigInt, a cycle).
   const json = JSON.stringify(value);
   const metaLength = utf8Length(json);
-  const out = withHeader(json, metaLength, body.length);
-  out.set(body, HEADER + metaLength);
+  const out = withHeader(json, metaLength, body.length, reuse);
+  try {
+    out.set(body, HEADER + metaLength);
+  } catch (error) {
+    // A body that cannot be read (its buffer detached): the lent buffer is free again.
+    giveBackReused(out);
+    throw error;
+  }
   return out;
 }
 
 /**
  * The encoding of an outcome whose metadata JSON is `metaJson` and whose body is the UTF-8
- * of `text`: the bytes `encodeOutcome` makes for them, in one allocation.
+ * of `text`: the bytes `encodeOutcome` makes for them, in one allocation (none with `reuse`
+ * when the reused buffer is free and large enough: see {@link isReusedBuffer}).
  * @internal
  */
-export function encodeTextOutcome(metaJson: string, text: string): Uint8Array {
+export function encodeTextOutcome(metaJson: string, text: string, reuse = false): Uint8Array {
   const metaLength = utf8Length(metaJson);
   const bodyStart = HEADER + metaLength;
-  const out = withHeader(metaJson, metaLength, utf8Length(text));
+  const out = withHeader(metaJson, metaLength, utf8Length(text), reuse);
   encoder.encodeInto(text, out.subarray(bodyStart));
   return out;
 }
 
+/**
+ * {@link encodeTextOutcome} with its header (magic, length and metadata: what
+ * `encodeTextOutcome(metaJson, '')` gives) made once by the caller. Into the reused buffer,
+ * the body's UTF-8 is written without counting it first.
+ * @internal
+ */
+export function encodeTextWithHeader(head: Uint8Array, text: string, reuse: boolean): Uint8Array {
+  const room = head.length + 3 * text.length;
+  if (reuse && lent === undefined && room <= REUSED_MAX) {
+    if (reused === undefined || reused.length < room)
+      reused = new Uint8Array(room <= 4_096 ? 4_096 : REUSED_MAX);
+    reused.set(head, 0);
+    // At most 3 bytes a UTF-16 unit: the whole text fits.
+    const { written } = encoder.encodeInto(text, reused.subarray(head.length));
+    lent = reused.subarray(0, head.length + written);
+    return lent;
+  }
+  const out = bytesFor(head.length + utf8Length(text), reuse);
+  out.set(head, 0);
+  encoder.encodeInto(text, out.subarray(head.length));
+  return out;
+}
+
+// An encoding handed straight to a store whose synchronous `complete` copies what it keeps
+// (the memory store) is written into one buffer, reused: an off-heap allocation costs about
+// as much as the rest of the encoding, and more garbage collection. The buffer is taken by
+// one encoding at a time, from its making until the engine gave it back (once the store
+// call returned, or its bytes were copied for retries): an encoding made meanwhile (by code
+// an event listener runs) gets fresh bytes. Outcomes above REUSED_MAX always do.
+const REUSED_MAX = 65_536;
+let reused: Uint8Array | undefined;
+/** The view of `reused` handed out and not given back yet. */
+let lent: Uint8Array | undefined;
+
+/** `size` bytes: a view of the reused buffer when it is free and large enough, else fresh. */
+function bytesFor(size: number, reuse: boolean): Uint8Array {
+  if (!reuse || lent !== undefined || size > REUSED_MAX) return new Uint8Array(size);
+  if (reused === undefined || reused.length < size)
+    reused = new Uint8Array(size <= 4_096 ? 4_096 : REUSED_MAX);
+  lent = reused.subarray(0, size);
+  return lent;
+}
+
+/**
+ * Whether `bytes` are the view of the reused encoding buffer lent out: valid only until they
+ * are given back ({@link giveBackReused}); whoever keeps them or hands them on copies them.
+ * @internal
+ */
+export function isReusedBuffer(bytes: Uint8Array): boolean {
+  return bytes === lent;
+}
+
+/** Frees the reused buffer when `bytes` are its view (the engine is done with them). @internal */
+export function giveBackReused(bytes: Uint8Array): void {
+  if (bytes === lent) lent = undefined;
+}
+
 /** A new encoding buffer with the header and metadata written, room for the body after them. */
-function withHeader(json: string, metaLength: number, bodyLength: number): Uint8Array {
-  const out = new Uint8Array(HEADER + metaLength + bodyLength);
-  out.set(MAGIC, 0);
+function withHeader(
+  json: string,
+  metaLength: number,
+  bodyLength: number,
+  reuse: boolean,
+): Uint8Array {
+  const out = bytesFor(HEADER + metaLength + bodyLength, reuse);
+  out[0] = MAGIC[0];
+  out[1] = MAGIC[1];
+  out[2] = MAGIC[2];
+  out[3] = MAGIC[3];
   out[4] = metaLength >>> 24;
   out[5] = (metaLength >>> 16) & 0xff;
   out[6] = (metaLength >>> 8) & 0xff;

@@ -1,4 +1,4 @@
-import { encodeTextOutcome, type StoredOutcome } from './outcome-codec.js';
+import { encodeTextOutcome, encodeTextWithHeader, type StoredOutcome } from './outcome-codec.js';
 
 /** Turns an operation's value into a stored outcome and back. */
 export interface OutcomeSerializer<T> {
@@ -58,12 +58,16 @@ const JSON_UNDEFINED_META = JSON.stringify({ kind: 'value', value: UNDEFINED_MET
  * The recorded bytes of `value` under `jsonSerializer`, in one step: exactly
  * `encodeOutcome({ meta: { kind: 'value', value: meta }, body })` of what
  * `jsonSerializer.serialize(value)` gives, without the intermediate body and metadata.
+ * With `reuse`, the bytes may be a view of a reused buffer (see `isReusedBuffer`).
  * @throws TypeError when `value` cannot be written as JSON (a BigInt, a cycle)
  * @internal
  */
-export function encodeJsonValue(value: unknown): Uint8Array {
+export function encodeJsonValue(value: unknown, reuse = false): Uint8Array {
   const text = JSON.stringify(value);
   return text === undefined
-    ? encodeTextOutcome(JSON_UNDEFINED_META, '')
-    : encodeTextOutcome(JSON_VALUE_META.json, text);
+    ? encodeTextOutcome(JSON_UNDEFINED_META, '', reuse)
+    : encodeTextWithHeader(JSON_VALUE_HEAD, text, reuse);
 }
+
+/** The encoding of a `jsonSerializer` value up to its body (made once). */
+const JSON_VALUE_HEAD = encodeTextOutcome(JSON_VALUE_META.json, '');

@@ -62,8 +62,24 @@ function timedCall<T>(
  */
 export const SYNC_FORM: unique symbol = Symbol.for('idem.store.syncForm') as never;
 
+/**
+ * The property of a store method that holds what {@link SyncFormOptions} declared for its
+ * synchronous form, with that form. @internal
+ */
+const DECLARED: unique symbol = Symbol.for('idem.store.syncFormOptions') as never;
+
+/** What {@link answersSynchronously} declared for `sync` (see {@link SyncFormOptions}). */
+interface Declared<I, R> {
+  readonly sync: (input: I) => R;
+  readonly view: ((input: I) => R) | undefined;
+  readonly copiesInput: boolean;
+}
+
 /** A store method that may carry its synchronous form. */
-type MaybeSync<I, R> = ((input: I) => Promise<R>) & { [SYNC_FORM]?: (input: I) => R };
+type MaybeSync<I, R> = ((input: I) => Promise<R>) & {
+  [SYNC_FORM]?: (input: I) => R;
+  [DECLARED]?: Declared<I, R>;
+};
 
 /**
  * A store method built from `sync`, a function that does the whole call before it returns
@@ -75,15 +91,62 @@ type MaybeSync<I, R> = ((input: I) => Promise<R>) & { [SYNC_FORM]?: (input: I) =
  * wrapper that replaces the method (fault injection, an admission limit) has none, and its
  * calls are timed as usual.
  */
-export function answersSynchronously<I, R>(sync: (input: I) => R): (input: I) => Promise<R> {
+export function answersSynchronously<I, R>(
+  sync: (input: I) => R,
+  options: SyncFormOptions<I, R> = {},
+): (input: I) => Promise<R> {
   const method: MaybeSync<I, R> = async (input: I) => sync(input);
   method[SYNC_FORM] = sync;
+  if (options.view || options.copiesInput)
+    method[DECLARED] = { sync, view: options.view, copiesInput: options.copiesInput === true };
   return method;
+}
+
+/**
+ * What else a method built with {@link answersSynchronously} tells the engine, so that it
+ * can skip a copy. Both are promises about memory only: the answers are the same.
+ * @internal for in-process stores (`@idem/store-memory`)
+ */
+export interface SyncFormOptions<I, R> {
+  /**
+   * `sync` whose answer may hold outcome bytes (a found record's `outcome`) that are a view
+   * of memory the store reuses: they are valid only until the next call into the store, and
+   * MUST be answered synchronously. The engine calls it only when it is done with those
+   * bytes before anything else can run (it decodes them at once, and copies what it hands
+   * out); every other caller gets `sync`'s own bytes.
+   */
+  view?: (input: I) => R;
+  /**
+   * `sync` keeps no reference to the input's bytes (an outcome) once it returned: it copies
+   * what it keeps. The engine may then pass a view of a buffer it reuses.
+   */
+  copiesInput?: boolean;
 }
 
 /** The synchronous form `method` carries (see {@link answersSynchronously}), if any. */
 export function syncFormOf<I, R>(method: (input: I) => Promise<R>): ((input: I) => R) | undefined {
   return (method as MaybeSync<I, R>)[SYNC_FORM];
+}
+
+/**
+ * What `method` declared for its synchronous form, while `method[SYNC_FORM]` is still that
+ * very form: a wrapper that replaced the method, or only its `SYNC_FORM` (in place), made no
+ * such promise.
+ */
+function declaredOf<I, R>(method: (input: I) => Promise<R>): Declared<I, R> | undefined {
+  const form = method as MaybeSync<I, R>;
+  const declared = form[DECLARED];
+  return declared !== undefined && form[SYNC_FORM] === declared.sync ? declared : undefined;
+}
+
+/** The view form `method` carries (see {@link SyncFormOptions.view}), if any. @internal */
+export function viewFormOf<I, R>(method: (input: I) => Promise<R>): ((input: I) => R) | undefined {
+  return declaredOf(method)?.view;
+}
+
+/** Whether `method`'s synchronous form copies its input (see {@link SyncFormOptions.copiesInput}). @internal */
+export function copiesInputOf(method: (input: never) => Promise<unknown>): boolean {
+  return declaredOf(method)?.copiesInput === true;
 }
 
 /**

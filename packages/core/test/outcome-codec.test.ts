@@ -1,7 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { decodeOutcome, encodeOutcome, jsonSerializer, OutcomeCorruptError } from '../src/index.js';
-import { decodeOutcomeView } from '../src/outcome-codec.js';
+import {
+  decodeOutcomeView,
+  encodeOutcomeWith,
+  giveBackReused,
+  isReusedBuffer,
+} from '../src/outcome-codec.js';
 import { encodeJsonValue, JSON_VALUE_META } from '../src/serializer.js';
 
 describe('outcome codec', () => {
@@ -70,6 +75,31 @@ describe('outcome codec', () => {
         expect(Buffer.from(known.body).equals(Buffer.from(parsed.body))).toBe(true);
       }),
       { numRuns: 300 },
+    );
+  });
+
+  it('property: an encoding into the reused buffer is the same bytes, and one at a time', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.jsonValue(), fc.constant(undefined), fc.string({ maxLength: 30_000 })),
+        fc.uint8Array({ maxLength: 70_000 }),
+        (value, body) => {
+          const reused = encodeJsonValue(value, true);
+          // While lent, another encoding gets bytes of its own.
+          const other = encodeOutcomeWith({ meta: { n: 1 }, body }, true);
+          if (isReusedBuffer(reused)) expect(isReusedBuffer(other)).toBe(false);
+          expect(
+            Buffer.from(other).equals(Buffer.from(encodeOutcome({ meta: { n: 1 }, body }))),
+          ).toBe(true);
+          expect(Buffer.from(reused).equals(Buffer.from(encodeJsonValue(value)))).toBe(true);
+          giveBackReused(reused);
+          giveBackReused(other);
+          const again = encodeOutcomeWith({ meta: { n: 1 }, body }, true);
+          expect(Buffer.from(again).equals(Buffer.from(other))).toBe(true);
+          giveBackReused(again);
+        },
+      ),
+      { numRuns: 200 },
     );
   });
 });

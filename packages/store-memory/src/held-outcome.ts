@@ -13,6 +13,7 @@ export type HeldOutcome = string | Uint8Array;
 type LatinBuffer = Uint8Array & {
   toString(encoding: 'latin1'): string;
   write(text: string, encoding: 'latin1'): number;
+  latin1Write?(text: string, offset: number, length: number): number;
   equals(other: Uint8Array): boolean;
 };
 const NodeBuffer = (
@@ -59,4 +60,36 @@ export function holds(held: HeldOutcome | undefined, bytes: Uint8Array): boolean
   }
   for (let i = 0; i < bytes.byteLength; i++) if (held[i] !== bytes[i]) return false;
   return true;
+}
+
+/**
+ * Where {@link viewOf} writes: one buffer a store reuses, grown up to {@link VIEW_MAX} bytes
+ * (`plain`: the same memory as a plain `Uint8Array`, whose views are cheaper to make).
+ */
+export interface ViewBuffer {
+  bytes: LatinBuffer | undefined;
+  plain: Uint8Array | undefined;
+}
+
+/** Largest outcome {@link viewOf} writes into the reused buffer; a larger one is copied out. */
+const VIEW_MAX = 65_536;
+
+/**
+ * The held bytes as a view of `into`'s buffer, valid until the next call that writes it
+ * (where the outcome is a string that fits), else a fresh copy ({@link release}).
+ */
+export function viewOf(held: HeldOutcome, into: ViewBuffer): Uint8Array {
+  if (typeof held !== 'string' || held.length > VIEW_MAX) return release(held);
+  let buffer = into.bytes;
+  let plain = into.plain;
+  if (buffer === undefined || plain === undefined || plain.length < held.length) {
+    plain = new Uint8Array(held.length <= 4_096 ? 4_096 : VIEW_MAX);
+    buffer = view(plain, NodeBuffer as NonNullable<typeof NodeBuffer>);
+    into.bytes = buffer;
+    into.plain = plain;
+  }
+  // Node's own Latin-1 writer where it is exposed (Node, Bun), without `write`'s argument parsing.
+  if (buffer.latin1Write) buffer.latin1Write(held, 0, held.length);
+  else buffer.write(held, 'latin1');
+  return plain.subarray(0, held.length);
 }

@@ -23,7 +23,7 @@ import {
   StoreFullError,
   systemClock,
 } from '@idem/core';
-import { hold, holds, release } from './held-outcome.js';
+import { type HeldOutcome, hold, holds, release, type ViewBuffer, viewOf } from './held-outcome.js';
 import { checkString, detached, sweepInterval } from './input.js';
 import { createMemoryAdmin } from './memory-admin.js';
 import {
@@ -99,8 +99,14 @@ export interface MemoryStore extends IdempotencyStore {
   readonly admin: StoreAdmin;
 }
 
-/** The record as callers get it: a copy, its outcome bytes a fresh array. */
-function clone(record: HeldRecord): StoredRecord {
+/**
+ * The record as callers get it: a copy, its outcome bytes a fresh array (`bytes`: or a view
+ * the engine reads at once, see the acquire's view form).
+ */
+function clone(
+  record: HeldRecord,
+  bytes: (held: HeldOutcome) => Uint8Array = release,
+): StoredRecord {
   const copy: StoredRecord = {
     status: record.status,
     fingerprint: record.fingerprint,
@@ -109,7 +115,7 @@ function clone(record: HeldRecord): StoredRecord {
     leaseUntil: record.leaseUntil,
     expiresAt: record.expiresAt,
   };
-  if (record.outcome !== undefined) copy.outcome = release(record.outcome);
+  if (record.outcome !== undefined) copy.outcome = bytes(record.outcome);
   return copy;
 }
 
@@ -171,6 +177,65 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     timer.unref?.();
   }
 
+  // The buffer the acquire's view form writes a found outcome into (see `viewOf`).
+  const replayView: ViewBuffer = { bytes: undefined, plain: undefined };
+  const replayBytes = (held: HeldOutcome) => viewOf(held, replayView);
+  /** `acquire`, a found record's outcome written out by `bytes`. */
+  const acquire = (
+    input: AcquireInput,
+    bytes: (held: HeldOutcome) => Uint8Array,
+  ): AcquireResult => {
+    checkObject('acquire', input);
+    checkString('key', input.key);
+    checkString('owner', input.owner);
+    checkString('fingerprint', input.fingerprint, true);
+    checkDuration('leaseMs', input.leaseMs, ANY_FINITE);
+    checkDuration('retentionMs', input.retentionMs, ANY_FINITE);
+    const now = readClock(clock);
+    const found = table.live(input.key, now);
+    const leaseUntil = now + input.leaseMs;
+    if (found) {
+      const record = found.record;
+      if (record.status === 'in_progress' && record.owner === input.owner) {
+        // A redelivered acquire: the caller's own acquisition, renewed, fence unchanged.
+        table.replace(found, {
+          ...record,
+          leaseUntil,
+          expiresAt: Math.max(record.expiresAt, leaseUntil + input.retentionMs),
+        });
+        return { kind: 'acquired', fence: record.fence, leaseUntil, takeover: false };
+      }
+      const isLive =
+        (record.status === 'in_progress' && now < record.leaseUntil) ||
+        record.status === 'completed';
+      if (isLive) return { kind: 'found', record: clone(record, bytes), now };
+    }
+    // No record, a tombstone or a passed lease: the new record takes its place.
+    const fence = (found ? found.record.fence : table.fenceFloor) + 1;
+    const record: HeldRecord = {
+      status: 'in_progress',
+      fingerprint: detached(input.fingerprint),
+      owner: detached(input.owner),
+      fence,
+      leaseUntil,
+      expiresAt: leaseUntil + input.retentionMs,
+    };
+    const slot = newSlot(detached(input.key), record);
+    // Room is made around the record replaced: refused, it stays (its owner may complete).
+    const room = found
+      ? table.makeRoom(now, 0, slot.cost - found.cost, found)
+      : table.makeRoom(now, 1, slot.cost);
+    if (!room) throw full('a new record');
+    if (found) table.remove(found);
+    table.insert(slot);
+    return {
+      kind: 'acquired',
+      fence,
+      leaseUntil,
+      takeover: found?.record.status === 'in_progress',
+    };
+  };
+
   return {
     capabilities,
     admin: createMemoryAdmin(table, clock),
@@ -181,87 +246,47 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       return table.bytes;
     },
     sweep,
-    acquire: answersSynchronously((input: AcquireInput): AcquireResult => {
-      checkObject('acquire', input);
-      checkString('key', input.key);
-      checkString('owner', input.owner);
-      checkString('fingerprint', input.fingerprint, true);
-      checkDuration('leaseMs', input.leaseMs, ANY_FINITE);
-      checkDuration('retentionMs', input.retentionMs, ANY_FINITE);
-      const now = readClock(clock);
-      const found = table.live(input.key, now);
-      const leaseUntil = now + input.leaseMs;
-      if (found) {
-        const record = found.record;
-        if (record.status === 'in_progress' && record.owner === input.owner) {
-          // A redelivered acquire: the caller's own acquisition, renewed, fence unchanged.
-          table.replace(found, {
-            ...record,
-            leaseUntil,
-            expiresAt: Math.max(record.expiresAt, leaseUntil + input.retentionMs),
-          });
-          return { kind: 'acquired', fence: record.fence, leaseUntil, takeover: false };
+    acquire: answersSynchronously((input: AcquireInput) => acquire(input, release), {
+      // For the engine, which decodes a replayed outcome before anything else runs: the
+      // bytes are a view of this store's reused buffer (the held outcome stays a string no
+      // caller can change), rewritten by the next replay.
+      view: (input: AcquireInput) => acquire(input, replayBytes),
+    }),
+    complete: answersSynchronously(
+      (input: CompleteInput): OwnerWriteResult => {
+        checkWrite('complete', input);
+        const outcome = checkOutcome(input.outcome, maxOutcomeBytes);
+        const now = readClock(clock);
+        const slot = table.live(input.key, now);
+        const found = slot?.record;
+        if (!slot || !found || found.owner !== input.owner) return NOT_OWNER;
+        if (found.status === 'completed') {
+          // A redelivered complete succeeds only with the very bytes that were recorded.
+          return holds(found.outcome, outcome) ? OWNED : NOT_OWNER;
         }
-        const isLive =
-          (record.status === 'in_progress' && now < record.leaseUntil) ||
-          record.status === 'completed';
-        if (isLive) return { kind: 'found', record: clone(record), now };
-      }
-      // No record, a tombstone or a passed lease: the new record takes its place.
-      const fence = (found ? found.record.fence : table.fenceFloor) + 1;
-      const record: HeldRecord = {
-        status: 'in_progress',
-        fingerprint: detached(input.fingerprint),
-        owner: detached(input.owner),
-        fence,
-        leaseUntil,
-        expiresAt: leaseUntil + input.retentionMs,
-      };
-      const slot = newSlot(detached(input.key), record);
-      // Room is made around the record replaced: refused, it stays (its owner may complete).
-      const room = found
-        ? table.makeRoom(now, 0, slot.cost - found.cost, found)
-        : table.makeRoom(now, 1, slot.cost);
-      if (!room) throw full('a new record');
-      if (found) table.remove(found);
-      table.insert(slot);
-      return {
-        kind: 'acquired',
-        fence,
-        leaseUntil,
-        takeover: found?.record.status === 'in_progress',
-      };
-    }),
-    complete: answersSynchronously((input: CompleteInput): OwnerWriteResult => {
-      checkWrite('complete', input);
-      const outcome = checkOutcome(input.outcome, maxOutcomeBytes);
-      const now = readClock(clock);
-      const slot = table.live(input.key, now);
-      const found = slot?.record;
-      if (!slot || !found || found.owner !== input.owner) return NOT_OWNER;
-      if (found.status === 'completed') {
-        // A redelivered complete succeeds only with the very bytes that were recorded.
-        return holds(found.outcome, outcome) ? OWNED : NOT_OWNER;
-      }
-      if (found.status !== 'in_progress') return NOT_OWNER;
-      // Every field written out (not spread): the record object is built in one step.
-      const next: HeldRecord = {
-        status: 'completed',
-        fingerprint: found.fingerprint,
-        owner: found.owner,
-        fence: found.fence,
-        leaseUntil: found.leaseUntil,
-        expiresAt: now + input.retentionMs,
-        outcome,
-      };
-      const extra = recordCost(slot.strings, next) - slot.cost;
-      if (extra > 0 && !table.makeRoom(now, 0, extra, slot)) {
-        throw full(`an outcome of ${outcome.byteLength} bytes`);
-      }
-      next.outcome = hold(outcome);
-      table.replace(slot, next);
-      return OWNED;
-    }),
+        if (found.status !== 'in_progress') return NOT_OWNER;
+        // Every field written out (not spread): the record object is built in one step.
+        const next: HeldRecord = {
+          status: 'completed',
+          fingerprint: found.fingerprint,
+          owner: found.owner,
+          fence: found.fence,
+          leaseUntil: found.leaseUntil,
+          expiresAt: now + input.retentionMs,
+          outcome,
+        };
+        const extra = recordCost(slot.strings, next) - slot.cost;
+        if (extra > 0 && !table.makeRoom(now, 0, extra, slot)) {
+          throw full(`an outcome of ${outcome.byteLength} bytes`);
+        }
+        next.outcome = hold(outcome);
+        table.replace(slot, next);
+        return OWNED;
+      },
+      // The outcome is copied into the held string (or array): the engine may pass a view
+      // of a buffer it reuses.
+      { copiesInput: true },
+    ),
     release: answersSynchronously((input: ReleaseInput): OwnerWriteResult => {
       checkWrite('release', input);
       const now = readClock(clock);
