@@ -7,6 +7,11 @@ import type { ResponseRecorder } from './recorder.js';
 type Chunk = string | Uint8Array;
 type Callback = (error?: Error | null) => void;
 
+/** What Node's `write` and `end` take as a chunk; anything else they refuse before any head. */
+function isChunk(chunk: unknown): chunk is Chunk {
+  return typeof chunk === 'string' || chunk instanceof Uint8Array;
+}
+
 function toBuffer(chunk: Chunk, encoding?: BufferEncoding): Buffer {
   return typeof chunk === 'string' ? Buffer.from(chunk, encoding ?? 'utf8') : Buffer.from(chunk);
 }
@@ -585,7 +590,9 @@ class ResponseRecording implements SocketHold {
     // Not the first head (Node refuses it as it always does), or not ours.
     if (this.bypass || res.headersSent) return this.writeHead.call(res, statusCode, ...rest);
     res.statusCode = statusCode;
-    this.start(typeof rest[0] === 'string' ? rest[1] : rest[0]);
+    // As Node reads it: `writeHead(status, message?, headers?)`, the headers in the second
+    // place when no message is given (`writeHead(201, undefined, headers)` included).
+    this.start(typeof rest[0] === 'string' ? rest[1] : (rest[1] ?? rest[0]));
     if (this.bypass) return this.writeHead.call(res, statusCode, ...rest);
     try {
       return this.writeHead.call(res, statusCode, ...rest);
@@ -624,6 +631,9 @@ class ResponseRecording implements SocketHold {
   }
 
   onWrite(chunk: Chunk, encoding?: BufferEncoding | Callback, cb?: Callback): boolean {
+    // A chunk Node refuses (null, a number): it throws before making any head, nothing of
+    // the response starts (the app's error handling can still answer it, unrecorded or not).
+    if (!isChunk(chunk)) return this.write.call(this.res, chunk, encoding, cb) as boolean;
     if (!this.started) {
       this.start();
       this.implicitHead();
@@ -681,6 +691,9 @@ class ResponseRecording implements SocketHold {
       this.releaseClose();
       return result as ServerResponse;
     }
+    // A chunk Node refuses (`end(123)`): it throws before making any head or ending.
+    if (chunk && typeof chunk !== 'function' && !isChunk(chunk))
+      return this.end.call(res, chunk, encoding, cb) as ServerResponse;
     const first = !this.started;
     this.start();
     if (this.bypass) {
@@ -695,8 +708,9 @@ class ResponseRecording implements SocketHold {
       callback = encoding;
       encoding = undefined;
     }
+    // Node takes a falsy chunk (`''`, `0`) as none.
     const buffer =
-      chunk === undefined || chunk === null
+      !chunk
         ? undefined
         : toBuffer(chunk, encoding as BufferEncoding | undefined);
     // An `end` that comes first: its chunk is the whole body, as Node counts it.
