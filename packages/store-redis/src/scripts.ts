@@ -142,25 +142,47 @@ end
 `;
 
 /**
+ * The durations of an acquisition (ARGV 3 to 5), parsed only on the paths that write: a
+ * replay or a conflict never converts them (each `tonumber` is a `strtod`).
+ */
+const ACQUIRE_DURATIONS = `local memory = tonumber(ARGV[5])
+local leaseUntil = math.min(now + tonumber(ARGV[3]), 9007199254740991)
+local expiresAt = math.min(leaseUntil + tonumber(ARGV[4]), 9007199254740991)`;
+
+/**
  * KEYS: record, fence memory. ARGV: fingerprint, owner, leaseMs, retentionMs, fenceMemoryMs.
  * Returns `{1, fence, leaseUntil, takeover}` when acquired, or `{0, now, record}` with the
  * live record that prevented it (raw bytes of this layout).
+ *
+ * A replay (a completed record of this layout, unexpired) is decided first, from the status
+ * byte and the retention deadline alone: nothing else of the header is unpacked and no
+ * argument is converted. A conflict converts no argument either.
  *
  * An unexpired in-progress record held by ARGV[2] is the caller's own acquisition delivered
  * again (ioredis resends a script whose answer a dropped connection lost): its lease is
  * renewed from now and the same fence is answered, whether the lease is still live or has
  * passed without anybody taking it over.
  */
-export const ACQUIRE_LUA = `${READ}${NOW}
+export const ACQUIRE_LUA = `
+local v = redis.pcall('GET', KEYS[1])
+local _, st, f, lu, ex, fm, ol, fl
+if type(v) == 'string' then
+  if string.byte(v, 1) ~= ${RECORD_FORMAT} then return redis.error_reply('idem: unknown record format') end
+  st = string.byte(v, 2)
+end
+${NOW}
+if st == 2 then
+  ex = struct.unpack('>d', v, 19)
+  if now < ex then return {0, now, v} end
+end
+if st then _, st, f, lu, ex, fm, ol, fl = struct.unpack(${HEADER}, v) end
 local old = type(v) == 'table'
-${LEGACY}local memory = tonumber(ARGV[5])
-local leaseUntil = math.min(now + tonumber(ARGV[3]), 9007199254740991)
-local expiresAt = math.min(leaseUntil + tonumber(ARGV[4]), 9007199254740991)
-local takeover = 0
+${LEGACY}local takeover = 0
 if st then
   if now < ex then
     if st == 1 then
       if string.sub(v, ${HEADER_BYTES + 1}, ${HEADER_BYTES} + ol) == ARGV[2] then
+        ${ACQUIRE_DURATIONS}
         redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
         ${REMEMBER}
         local head = struct.pack(${HEAD}, ${RECORD_FORMAT}, 1, f, leaseUntil, expiresAt, fm)
@@ -182,6 +204,7 @@ if st then
 else
   f = 0
 end
+${ACQUIRE_DURATIONS}
 if memory > 0 then
   local kept = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
   if kept > f then f = kept end
