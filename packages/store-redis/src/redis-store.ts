@@ -39,7 +39,14 @@ import {
   type RunWaited,
   type WaitForReplicas,
 } from './replica-wait.js';
-import { ACQUIRE_LUA, COMPLETE_LUA, EXTEND_LUA, GET_LUA, RELEASE_LUA } from './scripts.js';
+import {
+  ACQUIRE_LUA,
+  acquireDurations,
+  COMPLETE_LUA,
+  EXTEND_LUA,
+  GET_LUA,
+  RELEASE_LUA,
+} from './scripts.js';
 import { createWriteBatcher } from './write-batching.js';
 
 /** Options of {@link createRedisStore}. Durations are milliseconds. */
@@ -101,7 +108,7 @@ export interface RedisStore extends IdempotencyStore {
 
 /** The store's scripts as callable commands; `...Buffer` variants keep bulk replies as bytes. */
 interface ScriptedClient extends AdminCommands {
-  acquire(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<Reply[]>;
+  acquire(...args: [key: string, fenceKey: string, ...argv: (string | Buffer)[]]): Promise<Reply[]>;
   complete(...args: [key: string, fenceKey: string, ...argv: (string | Buffer)[]]): Promise<number>;
   release(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
   extend(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
@@ -175,6 +182,25 @@ const call = <T>(operation: string, run: () => Promise<T>): Promise<T> =>
   guardStoreCall(REDIS_ERRORS, operation, run);
 
 /**
+ * The acquire script's durations argument ({@link acquireDurations}) from the checked texts
+ * of the lease and the retention: the last one is kept, so a steady stream of acquisitions
+ * packs nothing (ioredis only writes the bytes; nobody changes them).
+ */
+function keptAcquireDurations(fenceMemoryMs: string): (lease: string, retention: string) => Buffer {
+  let lastLease = '';
+  let lastRetention = '';
+  let packed: Buffer | undefined;
+  return (lease, retention) => {
+    if (!packed || lease !== lastLease || retention !== lastRetention) {
+      packed = acquireDurations(Number(lease), Number(retention), Number(fenceMemoryMs));
+      lastLease = lease;
+      lastRetention = retention;
+    }
+    return packed;
+  };
+}
+
+/**
  * Creates an idempotency store on Redis through an ioredis client the caller owns.
  *
  * Each operation is one Lua script, registered with ioredis's `defineCommand` (EVALSHA,
@@ -231,6 +257,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   // Leases and retentions repeat from call to call: their decimal text is kept.
   const leaseText = durationText('leaseMs');
   const retentionText = durationText('retentionMs');
+  const durationsOf = keptAcquireDurations(fenceMemory);
 
   return {
     capabilities,
@@ -245,14 +272,13 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const fence = `${key}:fence`;
       const owner = checkOwner(input.owner);
       const fingerprint = checkFingerprint(input.fingerprint);
+      const durations = durationsOf(lease, retention);
       if (!runWaited) {
         return decodeAcquire(
-          await call('acquire', () =>
-            redis.acquire(key, fence, fingerprint, owner, lease, retention, fenceMemory),
-          ),
+          await call('acquire', () => redis.acquire(key, fence, fingerprint, owner, durations)),
         );
       }
-      const args = [fingerprint, owner, lease, retention, fenceMemory] as const;
+      const args = [fingerprint, owner, durations] as const;
       const waited = await call('acquire', () =>
         runWaited<Reply[]>(ACQUIRE_LUA, [key, fence], args),
       );

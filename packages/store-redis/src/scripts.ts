@@ -142,15 +142,31 @@ end
 `;
 
 /**
- * The durations of an acquisition (ARGV 3 to 5), parsed only on the paths that write: a
- * replay or a conflict never converts them (each `tonumber` is a `strtod`).
+ * The durations of an acquisition as its one argument ARGV[3]: leaseMs, retentionMs and
+ * fenceMemoryMs as three big-endian doubles (integers below 2^53, exact), which the script
+ * reads with one `struct.unpack`. Against three decimal arguments: two arguments fewer for
+ * Redis to move into Lua on every call (a replay included), and no `tonumber` (`strtod`) on
+ * the paths that acquire.
  */
-const ACQUIRE_DURATIONS = `local memory = tonumber(ARGV[5])
-local leaseUntil = math.min(now + tonumber(ARGV[3]), 9007199254740991)
-local expiresAt = math.min(leaseUntil + tonumber(ARGV[4]), 9007199254740991)`;
+export function acquireDurations(
+  leaseMs: number,
+  retentionMs: number,
+  fenceMemoryMs: number,
+): Buffer {
+  const packed = Buffer.allocUnsafe(24);
+  packed.writeDoubleBE(leaseMs, 0);
+  packed.writeDoubleBE(retentionMs, 8);
+  packed.writeDoubleBE(fenceMemoryMs, 16);
+  return packed;
+}
+
+/** The durations of an acquisition, unpacked only on the paths that write (not a replay or a conflict). */
+const ACQUIRE_DURATIONS = `local leaseMs, retentionMs, memory = struct.unpack('>ddd', ARGV[3])
+local leaseUntil = math.min(now + leaseMs, 9007199254740991)
+local expiresAt = math.min(leaseUntil + retentionMs, 9007199254740991)`;
 
 /**
- * KEYS: record, fence memory. ARGV: fingerprint, owner, leaseMs, retentionMs, fenceMemoryMs.
+ * KEYS: record, fence memory. ARGV: fingerprint, owner, durations ({@link acquireDurations}).
  * Returns `{1, fence, leaseUntil, takeover}` when acquired, or `{0, now, record}` with the
  * live record that prevented it (raw bytes of this layout).
  *
