@@ -41,10 +41,10 @@ import {
 } from './replica-wait.js';
 import {
   ACQUIRE_LUA,
-  acquireDurations,
   COMPLETE_LUA,
   EXTEND_LUA,
   GET_LUA,
+  packDurations,
   RELEASE_LUA,
 } from './scripts.js';
 import { createWriteBatcher } from './write-batching.js';
@@ -182,21 +182,34 @@ const call = <T>(operation: string, run: () => Promise<T>): Promise<T> =>
   guardStoreCall(REDIS_ERRORS, operation, run);
 
 /**
- * The acquire script's durations argument ({@link acquireDurations}) from the checked texts
- * of the lease and the retention: the last one is kept, so a steady stream of acquisitions
- * packs nothing (ioredis only writes the bytes; nobody changes them).
+ * The packed durations ({@link packDurations}) of the acquire script (lease, retention and
+ * the store's fence memory) and of the complete script (retention, fence memory), from the
+ * checked texts of the lease and the retention. The last of each is kept, so a steady
+ * stream of calls packs nothing (ioredis only writes the bytes; nobody changes them).
  */
-function keptAcquireDurations(fenceMemoryMs: string): (lease: string, retention: string) => Buffer {
+function keptDurations(fenceMemoryMs: string) {
+  const memory = Number(fenceMemoryMs);
   let lastLease = '';
   let lastRetention = '';
-  let packed: Buffer | undefined;
-  return (lease, retention) => {
-    if (!packed || lease !== lastLease || retention !== lastRetention) {
-      packed = acquireDurations(Number(lease), Number(retention), Number(fenceMemoryMs));
-      lastLease = lease;
-      lastRetention = retention;
-    }
-    return packed;
+  let acquire: Buffer | undefined;
+  let completeRetention = '';
+  let complete: Buffer | undefined;
+  return {
+    acquire(lease: string, retention: string): Buffer {
+      if (!acquire || lease !== lastLease || retention !== lastRetention) {
+        acquire = packDurations(Number(lease), Number(retention), memory);
+        lastLease = lease;
+        lastRetention = retention;
+      }
+      return acquire;
+    },
+    complete(retention: string): Buffer {
+      if (!complete || retention !== completeRetention) {
+        complete = packDurations(Number(retention), memory);
+        completeRetention = retention;
+      }
+      return complete;
+    },
   };
 }
 
@@ -257,7 +270,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   // Leases and retentions repeat from call to call: their decimal text is kept.
   const leaseText = durationText('leaseMs');
   const retentionText = durationText('retentionMs');
-  const durationsOf = keptAcquireDurations(fenceMemory);
+  const durationsOf = keptDurations(fenceMemory);
 
   return {
     capabilities,
@@ -272,7 +285,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const fence = `${key}:fence`;
       const owner = checkOwner(input.owner);
       const fingerprint = checkFingerprint(input.fingerprint);
-      const durations = durationsOf(lease, retention);
+      const durations = durationsOf.acquire(lease, retention);
       if (!runWaited) {
         return decodeAcquire(
           await call('acquire', () => redis.acquire(key, fence, fingerprint, owner, durations)),
@@ -294,7 +307,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
 
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
       const outcome = checkOutcome(input.outcome, maxOutcomeBytes);
-      const retention = retentionText(input.retentionMs);
+      const durations = durationsOf.complete(retentionText(input.retentionMs));
       const key = redisKey(input.key);
       const fence = `${key}:fence`;
       const owner = checkOwner(input.owner);
@@ -302,12 +315,12 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const body = Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
       if (!runWaited) {
         const done = await call('complete', () =>
-          redis.complete(key, fence, owner, retention, fenceMemory, body, '0'),
+          redis.complete(key, fence, owner, durations, body, '0'),
         );
         return ownerWriteResult(done > 0);
       }
       // touch = 1: a redelivered completion rewrites its status, so this WAIT covers it.
-      const args = [owner, retention, fenceMemory, body, '1'] as const;
+      const args = [owner, durations, body, '1'] as const;
       const waited = await call('complete', () =>
         runWaited<number>(COMPLETE_LUA, [key, fence], args),
       );

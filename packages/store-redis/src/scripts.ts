@@ -145,21 +145,15 @@ end
 `;
 
 /**
- * The durations of an acquisition as its one argument ARGV[3]: leaseMs, retentionMs and
- * fenceMemoryMs as three big-endian doubles (integers below 2^53, exact), which the script
- * reads with one `struct.unpack`. Against three decimal arguments: two arguments fewer for
- * Redis to move into Lua on every call (a replay included), and no `tonumber` (`strtod`) on
- * the paths that acquire.
+ * Durations (ms, integers below 2^53: exact) as one script argument of big-endian doubles,
+ * which the script reads with one `struct.unpack`: the acquire script's leaseMs,
+ * retentionMs and fenceMemoryMs, the complete script's retentionMs and fenceMemoryMs.
+ * Against one decimal argument each: fewer arguments for Redis to move into Lua on every
+ * call (a replay included), and no `tonumber` (`strtod`) where they are used.
  */
-export function acquireDurations(
-  leaseMs: number,
-  retentionMs: number,
-  fenceMemoryMs: number,
-): Buffer {
-  const packed = Buffer.allocUnsafe(24);
-  packed.writeDoubleBE(leaseMs, 0);
-  packed.writeDoubleBE(retentionMs, 8);
-  packed.writeDoubleBE(fenceMemoryMs, 16);
+export function packDurations(...durations: number[]): Buffer {
+  const packed = Buffer.allocUnsafe(8 * durations.length);
+  for (let i = 0; i < durations.length; i++) packed.writeDoubleBE(durations[i]!, 8 * i);
   return packed;
 }
 
@@ -169,7 +163,8 @@ local leaseUntil = math.min(now + leaseMs, 9007199254740991)
 local expiresAt = math.min(leaseUntil + retentionMs, 9007199254740991)`;
 
 /**
- * KEYS: record, fence memory. ARGV: fingerprint, owner, durations ({@link acquireDurations}).
+ * KEYS: record, fence memory. ARGV: fingerprint, owner, durations
+ * ({@link packDurations}: leaseMs, retentionMs, fenceMemoryMs).
  * Returns `{1, fence, leaseUntil, takeover}` when acquired, or `{0, now, record}` with the
  * live record that prevented it (raw bytes of this layout).
  *
@@ -248,7 +243,8 @@ return {1, f, leaseUntil, takeover}
 `;
 
 /**
- * KEYS: record, fence memory. ARGV: owner, retentionMs, fenceMemoryMs, outcome bytes, touch.
+ * KEYS: record, fence memory. ARGV: owner, durations ({@link packDurations}: retentionMs,
+ * fenceMemoryMs), outcome bytes, touch.
  * Returns 1 when completed, 2 when the record is already completed by this owner with these
  * very bytes (a redelivery: nothing changes), 0 otherwise (not the owner).
  *
@@ -259,20 +255,20 @@ return {1, f, leaseUntil, takeover}
  */
 export const COMPLETE_LUA = `${MINE}
 if st == 2 then
-  if string.sub(v, ${HEADER_BYTES + 1} + ol + fl) ~= ARGV[4] then return 0 end
-  if ARGV[5] == '1' and ex - 1 > now then
+  if string.sub(v, ${HEADER_BYTES + 1} + ol + fl) ~= ARGV[3] then return 0 end
+  if ARGV[4] == '1' and ex - 1 > now then
     redis.call('PEXPIREAT', KEYS[1], string.format('%d', ex - 1))
   end
   return 2
 end
 if st ~= 1 then return 0 end
-local memory = tonumber(ARGV[3])
-local expiresAt = math.min(now + tonumber(ARGV[2]), 9007199254740991)
+local retentionMs, memory = struct.unpack('>dd', ARGV[2])
+local expiresAt = math.min(now + retentionMs, 9007199254740991)
 local at = string.format('%d', expiresAt - 1)
 redis.call('PEXPIREAT', KEYS[1], at)
 ${REMEMBER}
 -- One value of its exact size: APPEND would leave Redis's growth room (about as much again).
-${setRecord(`struct.pack(${HEAD}, ${RECORD_FORMAT}, 2, f, lu, expiresAt, fm) .. string.sub(v, 35) .. ARGV[4]`, 'at')}
+${setRecord(`struct.pack(${HEAD}, ${RECORD_FORMAT}, 2, f, lu, expiresAt, fm) .. string.sub(v, 35) .. ARGV[3]`, 'at')}
 return 1
 `;
 
