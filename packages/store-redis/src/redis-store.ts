@@ -44,6 +44,7 @@ import {
   COMPLETE_LUA,
   EXTEND_LUA,
   GET_LUA,
+  packDoubles,
   packDurations,
   RELEASE_LUA,
 } from './scripts.js';
@@ -108,7 +109,7 @@ export interface RedisStore extends IdempotencyStore {
 
 /** The store's scripts as callable commands; `...Buffer` variants keep bulk replies as bytes. */
 interface ScriptedClient extends AdminCommands {
-  acquire(...args: [key: string, fenceKey: string, ...argv: (string | Buffer)[]]): Promise<Reply[]>;
+  acquire(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<Reply[]>;
   complete(...args: [key: string, fenceKey: string, ...argv: (string | Buffer)[]]): Promise<number>;
   release(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
   extend(...args: [key: string, fenceKey: string, ...argv: string[]]): Promise<number>;
@@ -182,20 +183,20 @@ const call = <T>(operation: string, run: () => Promise<T>): Promise<T> =>
   guardStoreCall(REDIS_ERRORS, operation, run);
 
 /**
- * The packed durations ({@link packDurations}) of the acquire script (lease, retention and
- * the store's fence memory) and of the complete script (retention, fence memory), from the
- * checked texts of the lease and the retention. The last of each is kept, so a steady
- * stream of calls packs nothing (ioredis only writes the bytes; nobody changes them).
+ * The packed durations of the acquire script ({@link packDurations}: lease, retention and
+ * the store's fence memory) and of the complete script ({@link packDoubles}: retention,
+ * fence memory), from the checked texts of the lease and the retention. The last of each
+ * is kept, so a steady stream of calls packs nothing.
  */
 function keptDurations(fenceMemoryMs: string) {
   const memory = Number(fenceMemoryMs);
   let lastLease = '';
   let lastRetention = '';
-  let acquire: Buffer | undefined;
+  let acquire: string | undefined;
   let completeRetention = '';
   let complete: Buffer | undefined;
   return {
-    acquire(lease: string, retention: string): Buffer {
+    acquire(lease: string, retention: string): string {
       if (!acquire || lease !== lastLease || retention !== lastRetention) {
         acquire = packDurations(Number(lease), Number(retention), memory);
         lastLease = lease;
@@ -205,7 +206,7 @@ function keptDurations(fenceMemoryMs: string) {
     },
     complete(retention: string): Buffer {
       if (!complete || retention !== completeRetention) {
-        complete = packDurations(Number(retention), memory);
+        complete = packDoubles(Number(retention), memory);
         completeRetention = retention;
       }
       return complete;
