@@ -8,9 +8,12 @@
  *     [--store memory|redis] [--op cycle|replay] [--concurrency 64] [--calls 50000] [--rounds 6]
  *
  * `--before` is the `packages` folder of another built checkout (its core, store-memory and
- * store-redis `dist`). Prints each round and the median CPU µs per call of each build.
+ * store-redis `dist`). Prints each round and the median CPU µs per call of each build; with
+ * REDIS_PID (a redis-server on this machine, used by nothing else), the server's CPU µs per
+ * call as well (`/proc/<pid>/stat`, so at the kernel's 10 ms tick: use enough calls).
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({
@@ -27,6 +30,13 @@ const { values } = parseArgs({
 if (!values.before) throw new Error('--before DIR: the packages folder of another built checkout');
 const concurrency = Number(values.concurrency);
 const calls = Number(values.calls);
+const redisPid = process.env.REDIS_PID;
+/** The redis-server process's CPU time in µs (user + system), or 0 without REDIS_PID. */
+const serverCpu = () => {
+  if (!redisPid) return 0;
+  const fields = readFileSync(`/proc/${redisPid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
+};
 const result = (key) => ({ key, data: 'x'.repeat(Math.max(0, 512 - 22 - key.length)) });
 
 let client;
@@ -84,22 +94,29 @@ async function round(build) {
   };
   await runAll(Math.min(5_000, calls / 5));
   const cpu0 = process.cpuUsage();
+  const server0 = serverCpu();
   await runAll(calls);
   const cpu = process.cpuUsage(cpu0);
+  const server = serverCpu() - server0;
   await store.close?.();
-  return (cpu.user + cpu.system) / calls;
+  return { client: (cpu.user + cpu.system) / calls, server: server / calls };
 }
 
 const builds = [await load(values.before, 'before'), await load(values.after, 'after')];
 const seen = { before: [], after: [] };
+const seenServer = { before: [], after: [] };
 for (let r = 0; r < Number(values.rounds); r++) {
   const order = r % 2 === 0 ? builds : [...builds].reverse();
   for (const build of order) {
     const us = await round(build);
-    seen[build.label].push(us);
+    seen[build.label].push(us.client);
+    seenServer[build.label].push(us.server);
   }
+  const server = redisPid
+    ? ` (redis-server: before ${seenServer.before.at(-1).toFixed(2)} µs, after ${seenServer.after.at(-1).toFixed(2)} µs)`
+    : '';
   console.log(
-    `round ${r + 1}: before ${seen.before.at(-1).toFixed(2)} µs, after ${seen.after.at(-1).toFixed(2)} µs`,
+    `round ${r + 1}: before ${seen.before.at(-1).toFixed(2)} µs, after ${seen.after.at(-1).toFixed(2)} µs${server}`,
   );
 }
 const median = (xs) => {
@@ -111,4 +128,11 @@ const a = median(seen.after);
 console.log(
   `${values.store} ${values.op} c${concurrency}: before ${b.toFixed(2)} µs/call, after ${a.toFixed(2)} µs/call (${((a / b) * 100).toFixed(0)} %)`,
 );
+if (redisPid) {
+  const sb = median(seenServer.before);
+  const sa = median(seenServer.after);
+  console.log(
+    `redis-server: before ${sb.toFixed(2)} µs/call, after ${sa.toFixed(2)} µs/call (${((sa / sb) * 100).toFixed(0)} %)`,
+  );
+}
 client?.disconnect();

@@ -11,7 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createRedisStore } from '../src/index.js';
-import { ACQUIRE_LUA } from '../src/scripts.js';
+import { ACQUIRE_LUA, packDurations } from '../src/scripts.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const ROUNDS = 5;
@@ -39,7 +39,7 @@ async function main(): Promise<void> {
   await store.acquire({ key: 'k', fingerprint: 'f'.repeat(64), owner, ...lease });
   await store.complete({ key: 'k', owner, outcome: new Uint8Array(580), retentionMs: 86_400_000 });
   const args = [store.redisKey('k'), store.fenceKey('k'), 'f'.repeat(64), 'o'.repeat(36)];
-  args.push('30000', '86400000', '86400000');
+  const durations = packDurations(30_000, 86_400_000, 86_400_000);
   const shas: Record<string, string> = {};
   for (const [name, lua] of Object.entries(variants))
     shas[name] = (await client.script('LOAD', lua)) as string;
@@ -49,7 +49,7 @@ async function main(): Promise<void> {
       const before = await evalshaUsec(client);
       for (let batch = 0; batch < CALLS / 250; batch++) {
         const pipeline = client.pipeline();
-        for (let i = 0; i < 250; i++) pipeline.evalsha(shas[name]!, 2, ...args);
+        for (let i = 0; i < 250; i++) pipeline.evalsha(shas[name]!, 2, ...args, durations);
         await pipeline.exec();
       }
       const spent = ((await evalshaUsec(client)) - before) / CALLS;

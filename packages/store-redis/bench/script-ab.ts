@@ -24,6 +24,7 @@ import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import * as current from '../src/index.js';
+import { packDurations } from '../src/scripts.js';
 import { unlinkPrefix } from './unlink-prefix.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -161,9 +162,7 @@ async function main(): Promise<void> {
             `${prefix}c:{${`r${round}-${i}`.padEnd(64, 'k')}}:fence`,
             fingerprint,
             'another',
-            '30000',
-            '86400000',
-            '86400000',
+            packDurations(30_000, 86_400_000, 86_400_000),
           ),
         );
       }

@@ -13,6 +13,7 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { createRedisStore } from '../src/index.js';
+import { packDurations } from '../src/scripts.js';
 import { unlinkPrefix } from './unlink-prefix.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -135,9 +136,7 @@ async function main(): Promise<void> {
               `${prefix}{${name.length}-r${round}-${i}}:fence`,
               ''.padEnd(64, 'f'),
               owner(i),
-              '30000',
-              '86400000',
-              '86400000',
+              packDurations(30_000, 86_400_000, 86_400_000),
             ),
           ),
         ),

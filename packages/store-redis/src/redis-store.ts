@@ -39,7 +39,15 @@ import {
   type RunWaited,
   type WaitForReplicas,
 } from './replica-wait.js';
-import { ACQUIRE_LUA, COMPLETE_LUA, EXTEND_LUA, GET_LUA, RELEASE_LUA } from './scripts.js';
+import {
+  ACQUIRE_LUA,
+  COMPLETE_LUA,
+  EXTEND_LUA,
+  GET_LUA,
+  packDoubles,
+  packDurations,
+  RELEASE_LUA,
+} from './scripts.js';
 import { createWriteBatcher } from './write-batching.js';
 
 /** Options of {@link createRedisStore}. Durations are milliseconds. */
@@ -175,6 +183,38 @@ const call = <T>(operation: string, run: () => Promise<T>): Promise<T> =>
   guardStoreCall(REDIS_ERRORS, operation, run);
 
 /**
+ * The packed durations of the acquire script ({@link packDurations}: lease, retention and
+ * the store's fence memory) and of the complete script ({@link packDoubles}: retention,
+ * fence memory), from the checked texts of the lease and the retention. The last of each
+ * is kept, so a steady stream of calls packs nothing.
+ */
+function keptDurations(fenceMemoryMs: string) {
+  const memory = Number(fenceMemoryMs);
+  let lastLease = '';
+  let lastRetention = '';
+  let acquire: string | undefined;
+  let completeRetention = '';
+  let complete: Buffer | undefined;
+  return {
+    acquire(lease: string, retention: string): string {
+      if (!acquire || lease !== lastLease || retention !== lastRetention) {
+        acquire = packDurations(Number(lease), Number(retention), memory);
+        lastLease = lease;
+        lastRetention = retention;
+      }
+      return acquire;
+    },
+    complete(retention: string): Buffer {
+      if (!complete || retention !== completeRetention) {
+        complete = packDoubles(Number(retention), memory);
+        completeRetention = retention;
+      }
+      return complete;
+    },
+  };
+}
+
+/**
  * Creates an idempotency store on Redis through an ioredis client the caller owns.
  *
  * Each operation is one Lua script, registered with ioredis's `defineCommand` (EVALSHA,
@@ -231,6 +271,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   // Leases and retentions repeat from call to call: their decimal text is kept.
   const leaseText = durationText('leaseMs');
   const retentionText = durationText('retentionMs');
+  const durationsOf = keptDurations(fenceMemory);
 
   return {
     capabilities,
@@ -245,14 +286,13 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const fence = `${key}:fence`;
       const owner = checkOwner(input.owner);
       const fingerprint = checkFingerprint(input.fingerprint);
+      const durations = durationsOf.acquire(lease, retention);
       if (!runWaited) {
         return decodeAcquire(
-          await call('acquire', () =>
-            redis.acquire(key, fence, fingerprint, owner, lease, retention, fenceMemory),
-          ),
+          await call('acquire', () => redis.acquire(key, fence, fingerprint, owner, durations)),
         );
       }
-      const args = [fingerprint, owner, lease, retention, fenceMemory] as const;
+      const args = [fingerprint, owner, durations] as const;
       const waited = await call('acquire', () =>
         runWaited<Reply[]>(ACQUIRE_LUA, [key, fence], args),
       );
@@ -268,7 +308,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
 
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
       const outcome = checkOutcome(input.outcome, maxOutcomeBytes);
-      const retention = retentionText(input.retentionMs);
+      const durations = durationsOf.complete(retentionText(input.retentionMs));
       const key = redisKey(input.key);
       const fence = `${key}:fence`;
       const owner = checkOwner(input.owner);
@@ -276,12 +316,12 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const body = Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
       if (!runWaited) {
         const done = await call('complete', () =>
-          redis.complete(key, fence, owner, retention, fenceMemory, body, '0'),
+          redis.complete(key, fence, owner, durations, body, '0'),
         );
         return ownerWriteResult(done > 0);
       }
       // touch = 1: a redelivered completion rewrites its status, so this WAIT covers it.
-      const args = [owner, retention, fenceMemory, body, '1'] as const;
+      const args = [owner, durations, body, '1'] as const;
       const waited = await call('complete', () =>
         runWaited<number>(COMPLETE_LUA, [key, fence], args),
       );

@@ -32,7 +32,10 @@
  * an expired record, while the record itself (outcome bytes included) is freed on time. It
  * is written when its fence changes (an acquisition) and when the record's retention
  * deadline moves past what it covers (header offset 26): a completion inside the first
- * lease, the common case, leaves it alone.
+ * lease, the common case, leaves it alone. An acquisition of a key without a record takes
+ * its fence with `INCR` (the memory + 1, or 1 without one) and then sets the memory's
+ * expiry with `PEXPIREAT`, about 8 % fewer instructions than `GET`, `tonumber` and `SET`;
+ * every writer of the memory writes an integer (`%d` here, `%.0f` in 0.1).
  *
  * Records of the earlier layout (a hash: `s`, `fp`, `o`, `f`, `lu`, `ex`, `out`, package
  * 0.1) may still be in Redis after an upgrade. `acquire` reads one (`GET` answers
@@ -142,25 +145,96 @@ end
 `;
 
 /**
- * KEYS: record, fence memory. ARGV: fingerprint, owner, leaseMs, retentionMs, fenceMemoryMs.
+ * The acquire script's durations (leaseMs, retentionMs, fenceMemoryMs; integers below 2^53)
+ * as its one argument ARGV[3]: eight base-128 digits each, most significant first. Against
+ * one decimal argument each, two arguments fewer for Redis to move into Lua on every call
+ * (a replay included); decoding them costs about what `tonumber` did, and only the paths
+ * that write decode them. Every char is below 0x80, so ioredis sends the string as it is
+ * (UTF-8) and the command stays a string command: a `Buffer` argument (raw doubles) would
+ * switch ioredis to assembling a buffer, which cost the client about 1.5 µs more per
+ * acquisition than it saved Redis.
+ */
+export function packDurations(...durations: number[]): string {
+  let text = '';
+  for (const duration of durations) {
+    let rest = duration;
+    let digits = '';
+    for (let i = 0; i < 8; i++) {
+      digits = String.fromCharCode(rest % 128) + digits;
+      rest = Math.floor(rest / 128);
+    }
+    text += digits;
+  }
+  return text;
+}
+
+/**
+ * The complete script's durations (retentionMs, fenceMemoryMs) as its one argument ARGV[2]:
+ * big-endian doubles (exact below 2^53), read with one `struct.unpack`. A completion is a
+ * buffer command for ioredis anyway (the outcome bytes), so raw bytes cost the client
+ * nothing more here, and they decode cheaper than digits.
+ */
+export function packDoubles(...durations: number[]): Buffer {
+  const packed = Buffer.allocUnsafe(8 * durations.length);
+  for (let i = 0; i < durations.length; i++) packed.writeDoubleBE(durations[i]!, 8 * i);
+  return packed;
+}
+
+/**
+ * Lua: declares `names` as the durations packed in ARGV[`arg`] ({@link packDurations}).
+ * Exact: each partial value is below the duration, itself below 2^53.
+ */
+export const unpackDurations = (arg: number, ...names: string[]): string =>
+  names
+    .map(
+      (
+        name,
+        i,
+      ) => `${i === 0 ? 'local ' : ''}n1, n2, n3, n4, n5, n6, n7, n8 = string.byte(ARGV[${arg}], ${8 * i + 1}, ${8 * i + 8})
+local ${name} = ((((((n1 * 128 + n2) * 128 + n3) * 128 + n4) * 128 + n5) * 128 + n6) * 128 + n7) * 128 + n8`,
+    )
+    .join('\n');
+
+/** The durations of an acquisition, unpacked only on the paths that write (not a replay or a conflict). */
+const ACQUIRE_DURATIONS = `${unpackDurations(3, 'leaseMs', 'retentionMs', 'memory')}
+local leaseUntil = math.min(now + leaseMs, 9007199254740991)
+local expiresAt = math.min(leaseUntil + retentionMs, 9007199254740991)`;
+
+/**
+ * KEYS: record, fence memory. ARGV: fingerprint, owner, durations
+ * ({@link packDurations}: leaseMs, retentionMs, fenceMemoryMs).
  * Returns `{1, fence, leaseUntil, takeover}` when acquired, or `{0, now, record}` with the
  * live record that prevented it (raw bytes of this layout).
+ *
+ * A replay (a completed record of this layout, unexpired) is decided first, from the status
+ * byte and the retention deadline alone: nothing else of the header is unpacked and no
+ * argument is converted. A conflict converts no argument either.
  *
  * An unexpired in-progress record held by ARGV[2] is the caller's own acquisition delivered
  * again (ioredis resends a script whose answer a dropped connection lost): its lease is
  * renewed from now and the same fence is answered, whether the lease is still live or has
  * passed without anybody taking it over.
  */
-export const ACQUIRE_LUA = `${READ}${NOW}
+export const ACQUIRE_LUA = `
+local v = redis.pcall('GET', KEYS[1])
+local _, st, f, lu, ex, fm, ol, fl
+if type(v) == 'string' then
+  if string.byte(v, 1) ~= ${RECORD_FORMAT} then return redis.error_reply('idem: unknown record format') end
+  st = string.byte(v, 2)
+end
+${NOW}
+if st == 2 then
+  ex = struct.unpack('>d', v, 19)
+  if now < ex then return {0, now, v} end
+end
+if st then _, st, f, lu, ex, fm, ol, fl = struct.unpack(${HEADER}, v) end
 local old = type(v) == 'table'
-${LEGACY}local memory = tonumber(ARGV[5])
-local leaseUntil = math.min(now + tonumber(ARGV[3]), 9007199254740991)
-local expiresAt = math.min(leaseUntil + tonumber(ARGV[4]), 9007199254740991)
-local takeover = 0
+${LEGACY}local takeover = 0
 if st then
   if now < ex then
     if st == 1 then
       if string.sub(v, ${HEADER_BYTES + 1}, ${HEADER_BYTES} + ol) == ARGV[2] then
+        ${ACQUIRE_DURATIONS}
         redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
         ${REMEMBER}
         local head = struct.pack(${HEAD}, ${RECORD_FORMAT}, 1, f, leaseUntil, expiresAt, fm)
@@ -182,13 +256,22 @@ if st then
 else
   f = 0
 end
-if memory > 0 then
-  local kept = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-  if kept > f then f = kept end
+${ACQUIRE_DURATIONS}
+if memory > 0 and not st then
+  -- No record: the fence continues from the fence memory alone (kept + 1, or 1 without one),
+  -- read and written by one INCR; then kept until the new record's deadline + memory.
+  f = redis.call('INCR', KEYS[2])
+  fm = math.min(expiresAt + memory, 9007199254740991)
+  redis.call('PEXPIREAT', KEYS[2], string.format('%d', fm))
+else
+  if memory > 0 then
+    local kept = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+    if kept > f then f = kept end
+  end
+  f = f + 1
+  fm = 0
+  ${REMEMBER}
 end
-f = f + 1
-fm = 0
-${REMEMBER}
 ${setRecord(
   `struct.pack(${HEADER}, ${RECORD_FORMAT}, 1, f, leaseUntil, expiresAt, fm, #ARGV[2], #ARGV[1]) ..
     ARGV[2] .. ARGV[1]`,
@@ -198,7 +281,8 @@ return {1, f, leaseUntil, takeover}
 `;
 
 /**
- * KEYS: record, fence memory. ARGV: owner, retentionMs, fenceMemoryMs, outcome bytes, touch.
+ * KEYS: record, fence memory. ARGV: owner, durations ({@link packDoubles}: retentionMs,
+ * fenceMemoryMs), outcome bytes, touch.
  * Returns 1 when completed, 2 when the record is already completed by this owner with these
  * very bytes (a redelivery: nothing changes), 0 otherwise (not the owner).
  *
@@ -209,20 +293,20 @@ return {1, f, leaseUntil, takeover}
  */
 export const COMPLETE_LUA = `${MINE}
 if st == 2 then
-  if string.sub(v, ${HEADER_BYTES + 1} + ol + fl) ~= ARGV[4] then return 0 end
-  if ARGV[5] == '1' and ex - 1 > now then
+  if string.sub(v, ${HEADER_BYTES + 1} + ol + fl) ~= ARGV[3] then return 0 end
+  if ARGV[4] == '1' and ex - 1 > now then
     redis.call('PEXPIREAT', KEYS[1], string.format('%d', ex - 1))
   end
   return 2
 end
 if st ~= 1 then return 0 end
-local memory = tonumber(ARGV[3])
-local expiresAt = math.min(now + tonumber(ARGV[2]), 9007199254740991)
+local retentionMs, memory = struct.unpack('>dd', ARGV[2])
+local expiresAt = math.min(now + retentionMs, 9007199254740991)
 local at = string.format('%d', expiresAt - 1)
 redis.call('PEXPIREAT', KEYS[1], at)
 ${REMEMBER}
 -- One value of its exact size: APPEND would leave Redis's growth room (about as much again).
-${setRecord(`struct.pack(${HEAD}, ${RECORD_FORMAT}, 2, f, lu, expiresAt, fm) .. string.sub(v, 35) .. ARGV[4]`, 'at')}
+${setRecord(`struct.pack(${HEAD}, ${RECORD_FORMAT}, 2, f, lu, expiresAt, fm) .. string.sub(v, 35) .. ARGV[3]`, 'at')}
 return 1
 `;
 
