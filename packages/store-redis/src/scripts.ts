@@ -110,9 +110,20 @@ end
 export const REMEMBER = `
 if memory > 0 and expiresAt + memory > fm then
   fm = math.min(expiresAt + memory, 9007199254740991)
-  redis.call('SET', KEYS[2], string.format('%d', f), 'PX', string.format('%d', fm - now))
+  if redis.REDIS_VERSION_NUM then
+    redis.call('SET', KEYS[2], string.format('%d', f), 'PXAT', string.format('%d', fm))
+  else
+    redis.call('SET', KEYS[2], string.format('%d', f))
+    redis.call('PEXPIREAT', KEYS[2], string.format('%d', fm))
+  end
 end
 `;
+
+/**
+ * Refuses, before the record is written, a fence past 2^53 - 1 (not exact in a double: the
+ * next one could repeat it). Only a fence memory set by hand gets there.
+ */
+const FENCE_LEFT = `if f > 9007199254740991 then return redis.error_reply('idem: no fence left below 2^53 for this key') end`;
 
 /**
  * Owner check of complete, release and extend: returns 0 unless the record is of this
@@ -261,6 +272,7 @@ if memory > 0 and not st then
   -- No record: the fence continues from the fence memory alone (kept + 1, or 1 without one),
   -- read and written by one INCR; then kept until the new record's deadline + memory.
   f = redis.call('INCR', KEYS[2])
+  ${FENCE_LEFT}
   fm = math.min(expiresAt + memory, 9007199254740991)
   redis.call('PEXPIREAT', KEYS[2], string.format('%d', fm))
 else
@@ -269,6 +281,7 @@ else
     if kept > f then f = kept end
   end
   f = f + 1
+  ${FENCE_LEFT}
   fm = 0
   ${REMEMBER}
 end
