@@ -61,7 +61,7 @@ describe('@idem/fastify httpfix review', () => {
     while (!data.includes('string-body') && Date.now() < deadline) await wait(10);
     socket.destroy();
     expect(data.match(/HTTP\/1.1 \d+/g)).toEqual(['HTTP/1.1 201', 'HTTP/1.1 200', 'HTTP/1.1 200']);
-    for (const [path, key, body] of [
+    for (const [path, key, body] of <[string, string, string][]>[
       ['/buffer', 'fb', 'buffer-body'],
       ['/stream', 'fs', 's0;s1;s2;s3;s4;'],
       ['/string', 'ft', 'string-body'],

@@ -709,10 +709,7 @@ class ResponseRecording implements SocketHold {
       encoding = undefined;
     }
     // Node takes a falsy chunk (`''`, `0`) as none.
-    const buffer =
-      !chunk
-        ? undefined
-        : toBuffer(chunk, encoding as BufferEncoding | undefined);
+    const buffer = !chunk ? undefined : toBuffer(chunk, encoding as BufferEncoding | undefined);
     // An `end` that comes first: its chunk is the whole body, as Node counts it.
     if (first) this.implicitHead(buffer === undefined ? 0 : buffer.length);
     this.ending = true;

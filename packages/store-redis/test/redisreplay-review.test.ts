@@ -159,13 +159,13 @@ describe('redisreplay review: attacks that held', () => {
 
   it('durations at the edges: exact deadlines, typed refusals before any write', async () => {
     const s = store();
-    for (const [i, [leaseMs, retentionMs]] of [
+    for (const [i, [leaseMs, retentionMs]] of (<[number, number][]>[
       [0, 0],
       [1, 127],
       [128, 2 ** 31],
       [2 ** 31, 1],
       [0.5, 127.2],
-    ].entries()) {
+    ]).entries()) {
       const before = await redisNow(raw);
       const r = await s.acquire({
         key: `d${i}`,
