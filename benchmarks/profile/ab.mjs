@@ -49,13 +49,16 @@ if (values.store === 'redis') {
   await client.connect();
 }
 
+/** Every key of this run lives under it; deleted at the end (SCAN + UNLINK). */
+const runPrefix = `idem-ab:${randomBytes(4).toString('hex')}:`;
+
 async function load(root, label) {
   const core = await import(`${root}/core/dist/index.js`);
   let makeStore;
   if (values.store === 'redis') {
     const { createRedisStore } = await import(`${root}/store-redis/dist/index.js`);
     makeStore = () =>
-      createRedisStore({ client, keyPrefix: `idem-ab:${randomBytes(4).toString('hex')}:` });
+      createRedisStore({ client, keyPrefix: `${runPrefix}${randomBytes(4).toString('hex')}:` });
   } else {
     const { createMemoryStore } = await import(`${root}/store-memory/dist/index.js`);
     makeStore = () =>
@@ -135,4 +138,13 @@ if (redisPid) {
     `redis-server: before ${sb.toFixed(2)} µs/call, after ${sa.toFixed(2)} µs/call (${((sa / sb) * 100).toFixed(0)} %)`,
   );
 }
-client?.disconnect();
+if (client) {
+  // The records outlive the run (their retention): leave the Redis as it was.
+  let cursor = '0';
+  do {
+    const [next, keys] = await client.scan(cursor, 'MATCH', `${runPrefix}*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await client.unlink(...keys);
+  } while (cursor !== '0');
+  client.disconnect();
+}
