@@ -7,6 +7,15 @@ import type { ResponseRecorder } from './recorder.js';
 type Chunk = string | Uint8Array;
 type Callback = (error?: Error | null) => void;
 
+/** The error Node's `abortOutgoing` destroys a pending pipelined response with. */
+function isAbortOutgoing(error: unknown): boolean {
+  return (
+    error instanceof Error &&
+    (error as Error & { code?: unknown }).code === 'ECONNRESET' &&
+    error.message === 'aborted'
+  );
+}
+
 /** What Node's `write` and `end` take as a chunk; anything else they refuse before any head. */
 function isChunk(chunk: unknown): chunk is Chunk {
   return typeof chunk === 'string' || chunk instanceof Uint8Array;
@@ -756,6 +765,13 @@ class ResponseRecording implements SocketHold {
   }
 
   onDestroy(error?: Error): unknown {
+    // Node 22 and later destroy a pipelined response still waiting for its socket when the
+    // connection closes (`abortOutgoing`, with an ECONNRESET 'aborted'), before the
+    // connection's other 'close' listeners run: its client left. A response that will be
+    // recorded runs to its end into the sink, as on Node 20, where no destroy comes.
+    if (!this.res.socket && isAbortOutgoing(error)) {
+      if (this.inFlight() ? this.clientLeft() : this.gone && !this.closeReleased) return this.res;
+    }
     if (!this.ending && !this.destroying && !this.bypass) void this.recorder.fail(error);
     this.stopAhead();
     this.destroying = true;
