@@ -1,61 +1,20 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
-import { listening, type RunningApp, send } from '@idem/http-conformance';
-import { createMemoryStore } from '@idem/store-memory';
+import { send } from '@idem/http-conformance';
 import { afterEach, describe, expect, it } from 'vitest';
+import { REPLAYED_HEADER } from '../src/index.js';
 import {
-  bodyFromBytes,
-  createIdempotencyHandler,
-  type HttpIdempotencyOptions,
-  REPLAYED_HEADER,
-  readBodyLimited,
-} from '../src/index.js';
-import { headerValue, recordServerResponse, requestUrl, sendWebResponse } from '../src/node.js';
+  closeRecordedServers,
+  serveRecorded as serve,
+  serverSockets,
+} from './support/recorded-server.js';
 
 // Adversarial review (wt/httpfix-review) of 72c75ef, 2596344, 136f488, 446d77f.
 
-type App = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
-const apps: RunningApp[] = [];
 const sockets: Socket[] = [];
 afterEach(async () => {
   for (const s of sockets.splice(0)) s.destroy();
-  await Promise.all(apps.splice(0).map((app) => app.close()));
+  await closeRecordedServers();
 });
-
-const serverSockets: Socket[] = [];
-async function serve(app: App, options: Partial<HttpIdempotencyOptions<IncomingMessage>> = {}) {
-  const idem = createIdempotencyHandler<IncomingMessage>({
-    store: createMemoryStore(),
-    scope: 'global',
-    onWarning: () => {},
-    ...options,
-  });
-  const server = createServer(async (req, res) => {
-    const decision = await idem.begin({
-      native: req,
-      method: req.method ?? 'GET',
-      url: requestUrl(req.url ?? '/'),
-      header: (name) => headerValue(req.headers, name),
-      readBody: async (limit) =>
-        bodyFromBytes(await readBodyLimited(req, limit), req.headers['content-type']),
-    });
-    if (decision.action === 'respond') return sendWebResponse(res, decision.response);
-    if (decision.action === 'execute') recordServerResponse(res, decision.recorder);
-    try {
-      await app(req, res);
-    } catch (error) {
-      if (!res.headersSent) {
-        res.statusCode = 500;
-        res.end(`app error: ${(error as Error).message}`);
-      }
-    }
-  });
-  server.on('connection', (s) => serverSockets.push(s));
-  server.listen(0, '127.0.0.1');
-  const running = await listening(server);
-  apps.push(running);
-  return running.url;
-}
 
 interface Raw {
   status: number;

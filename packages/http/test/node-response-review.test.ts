@@ -1,59 +1,16 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
-import { listening, type RunningApp, send } from '@idem/http-conformance';
-import { createMemoryStore } from '@idem/store-memory';
+import { send } from '@idem/http-conformance';
 import { afterEach, describe, expect, it } from 'vitest';
+import { REPLAYED_HEADER } from '../src/index.js';
 import {
-  bodyFromBytes,
-  createIdempotencyHandler,
-  type HttpIdempotencyOptions,
-  REPLAYED_HEADER,
-  readBodyLimited,
-} from '../src/index.js';
-import { headerValue, recordServerResponse, requestUrl, sendWebResponse } from '../src/node.js';
+  type RecordedApp as App,
+  closeRecordedServers,
+  serveRecorded as serve,
+} from './support/recorded-server.js';
 
 // Adversarial review of recordServerResponse (wt/httpcpu): real node:http servers on loopback.
 
-type App = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
-
-const apps: RunningApp[] = [];
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((app) => app.close()));
-});
-
-async function serve(app: App, options: Partial<HttpIdempotencyOptions<IncomingMessage>> = {}) {
-  const idem = createIdempotencyHandler<IncomingMessage>({
-    store: createMemoryStore(),
-    scope: 'global',
-    onWarning: () => {},
-    ...options,
-  });
-  const server = createServer(async (req, res) => {
-    const decision = await idem.begin({
-      native: req,
-      method: req.method ?? 'GET',
-      url: requestUrl(req.url ?? '/'),
-      header: (name) => headerValue(req.headers, name),
-      readBody: async (limit) =>
-        bodyFromBytes(await readBodyLimited(req, limit), req.headers['content-type']),
-    });
-    if (decision.action === 'respond') return sendWebResponse(res, decision.response);
-    if (decision.action === 'execute') recordServerResponse(res, decision.recorder);
-    try {
-      await app(req, res);
-    } catch (error) {
-      // The app's error handler: a plain 500 (as Express's finalhandler answers one).
-      if (!res.headersSent) {
-        res.statusCode = 500;
-        res.end(`app error: ${(error as Error).message}`);
-      }
-    }
-  });
-  server.listen(0, '127.0.0.1');
-  const running = await listening(server);
-  apps.push(running);
-  return running.url;
-}
+afterEach(closeRecordedServers);
 
 describe('recordServerResponse review (wt/httpcpu)', () => {
   it("a writeHead that Node refuses (control char in a header value) does not get the app's 500 recorded as a 201", async () => {
