@@ -11,7 +11,6 @@ import {
 } from './errors.js';
 import type { EventSink } from './events.js';
 import { ExecutionReport } from './execution-report.js';
-import type { FixedDelayTimers } from './fixed-delay-timers.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type NotRecordedDetails, notRecordedOutcome, plainNotRecorded } from './not-recorded.js';
 import {
@@ -78,8 +77,6 @@ export class Execution {
       callStartedAt: number;
       tasks?: BackgroundTasks;
       operation?: string | undefined;
-      /** The engine's heartbeat queue (one Node timer for all its executions). */
-      heartbeats?: FixedDelayTimers | undefined;
     },
   ) {
     this.fence = init.fence;
@@ -90,13 +87,8 @@ export class Execution {
       ? new ExecutionReport(settings, storageKey, init.operation, init.fence)
       : undefined;
     this.tasks = init.tasks ?? new BackgroundTasks();
-    this.lease = new LeaseKeeper(
-      settings,
-      storageKey,
-      owner,
-      init.callStartedAt,
-      (phase) => this.report?.leaseLost(phase),
-      init.heartbeats,
+    this.lease = new LeaseKeeper(settings, storageKey, owner, init.callStartedAt, (phase) =>
+      this.report?.leaseLost(phase),
     );
     this.lease.operation = init.operation;
     this.lease.fence = init.fence;
@@ -156,19 +148,12 @@ export class Execution {
 
   /**
    * {@link complete} with the outcome already encoded (`encodeOutcome`'s bytes, or a view of
-   * the reused encoding buffer, which this gives back). `undefined` when the outcome was
-   * recorded before this returned (a store that answers at once), else the promise
-   * `complete` gives.
+   * the reused encoding buffer, which this gives back).
    * @internal for the engine, which encodes JSON values in one step
    */
-  completeEncoded(bytes: Uint8Array): Promise<void> | undefined {
+  completeEncoded(bytes: Uint8Array): Promise<void> {
     try {
       this.startFinishing();
-      // The usual case: no codec to wait for, an outcome within the limit (else `record`).
-      if (this.settings.codec === undefined && bytes.length <= this.settings.maxOutcomeBytes) {
-        const writing = this.finalWrite(bytes);
-        return writing?.catch((error: unknown) => this.notWritten(error));
-      }
       return this.record(bytes);
     } finally {
       giveBackReused(bytes);
@@ -209,15 +194,10 @@ export class Execution {
     try {
       await this.finalWrite(bytes);
     } catch (error) {
-      return this.notWritten(error);
+      if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError)
+        return this.refused(error);
+      throw error;
     }
-  }
-
-  /** The final write of the outcome failed: a marker when it did not fit; `error` rethrown. */
-  private notWritten(error: unknown): Promise<never> {
-    if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError)
-      return this.refused(error);
-    throw error;
   }
 
   /** The operation ran; what it gave cannot be stored. A marker keeps retries from running it. */
@@ -333,9 +313,8 @@ export class Execution {
    * work); the caller waits for it at most `completionWaitMs`. The caller's timer is armed
    * only when it can matter: at once when a single attempt may outlast `completionWaitMs`,
    * else when the first attempt fails (a write that lands at once costs no timer).
-   * `undefined` when it landed before this returned (a store that answers at once).
    */
-  private finalWrite(bytes: Uint8Array): Promise<void> | undefined {
+  private finalWrite(bytes: Uint8Array): Promise<void> {
     const complete = this.settings.store.complete;
     const sync = syncFormOf(complete);
     // Reused bytes go only to a synchronous form that copies them (the store's methods may
@@ -373,7 +352,7 @@ export class Execution {
       } catch (error) {
         return Promise.reject(error);
       }
-      return undefined;
+      return Promise.resolve();
     }
     return this.retriedWrite(bytes);
   }
