@@ -11,7 +11,6 @@ import {
   readBodyLimited,
 } from '@idem/http';
 import type { Context, MiddlewareHandler } from 'hono';
-import { offerBodyToHono } from './body-cache.js';
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Hono `Context`. */
 export type HonoIdempotencyOptions = HttpIdempotencyOptions<Context>;
@@ -81,14 +80,9 @@ function untouchedNodeRequest(c: Context): NodeIncoming | undefined {
  * `Request` gets the same bytes. Unread, it is read from a clone (the handler still
  * gets it) and never past `limit`. Read already through Hono (a validator in front of this
  * middleware, `c.req.json()` in the scope hook), the raw request is consumed but Hono keeps
- * what it read: the bytes come from its body cache. What was read from the Node request is
- * left in `peeked`, for the handler (see {@link offerBodyToHono}).
+ * what it read: the bytes come from its body cache.
  */
-async function readBody(
-  c: Context,
-  limit: number,
-  peeked: { body?: RequestBody },
-): Promise<RequestBody> {
+async function readBody(c: Context, limit: number): Promise<RequestBody> {
   const request = c.req.raw;
   const contentType = request.headers.get('content-type');
   const incoming = untouchedNodeRequest(c);
@@ -98,8 +92,7 @@ async function readBody(
     // handler's body: 2.x refuses a Node request whose stream was read at all (even with the
     // bytes put back), 1.x takes it as well.
     incoming.rawBody = bytes;
-    peeked.body = bodyFromBytes(bytes, contentType);
-    return peeked.body;
+    return bodyFromBytes(bytes, contentType);
   }
   if (!request.bodyUsed) {
     return bodyFromBytes(await readBodyLimited(request.clone().body, limit), contentType);
@@ -136,8 +129,6 @@ export function idempotency(
       // On @hono/node-server, `request.signal` makes the Web `Request` (and a Web stream over
       // the Node request): read only when a bounded wait needs it to stop early.
       const signal = waits || !nodeRequestOf(c) ? { signal: request.signal } : {};
-      /** The body as read from the Node request (@hono/node-server), if it was. */
-      const peeked: { body?: RequestBody } = {};
       const decision = await handler.begin({
         native: c,
         method: request.method,
@@ -145,7 +136,7 @@ export function idempotency(
         ...(route === undefined ? {} : { route }),
         header: (name) => request.headers.get(name) ?? undefined,
         ...signal,
-        readBody: (limit) => readBody(c, limit, peeked),
+        readBody: (limit) => readBody(c, limit),
       });
       if (decision.action === 'pass') return next();
       let response: Response;
@@ -154,13 +145,10 @@ export function idempotency(
       } else {
         const { recorder } = decision;
         c.set('idempotency', recorder.context);
-        if (peeked.body) offerBodyToHono(c, peeked.body);
         try {
           // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
           await next();
-          // The signal only when the body has to be read as a stream: on @hono/node-server
-          // it makes the Web `Request` when nothing has yet, and a whole body needs none.
-          response = await recorder.recordResponse(c.res, () => request.signal);
+          response = await recorder.recordResponse(c.res, request.signal);
         } catch (error) {
           // Never leave the key held: released, so a retry executes again.
           await recorder.fail(error);
