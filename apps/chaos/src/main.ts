@@ -26,6 +26,9 @@ async function main(): Promise<number> {
     '* reported, not a promise in this row (records lost with the store, an outage or a ' +
       'dead executor longer than the lease: the documented window).',
   );
+  for (const row of result.rows) {
+    if (row.rerunBecause) console.log(`rerun    ${row.fault}: ${row.rerunBecause}`);
+  }
   for (const line of result.skipped) console.log(`skipped  ${line}`);
   console.log(`run: ${(result.durationMs / 1000).toFixed(1)} s`);
   const broken = formatBroken(result.rows);

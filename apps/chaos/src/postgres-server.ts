@@ -19,8 +19,11 @@ export interface PostgresServer {
   url: string;
   /** SIGKILL to the postmaster and every backend, by PID; resolves once they are gone. */
   kill9(): Promise<void>;
-  /** Starts it again on the same port and data; resolves once it serves a read and a write promptly. */
-  restart(): Promise<void>;
+  /**
+   * Starts it again on the same port and data; resolves once it serves a read and a write
+   * promptly, with the time it first answered a query.
+   */
+  restart(): Promise<number>;
   /** Fast shutdown (SIGINT; SIGKILL if it does not go) and removes its dir. */
   close(): Promise<void>;
 }
@@ -229,10 +232,12 @@ export async function startPostgres(): Promise<PostgresServer> {
       30_000,
       () => `postgres on ${port} did not answer:\n${current.output()}`,
     );
+    const answeredAt = Date.now();
     const schema = `CREATE TABLE IF NOT EXISTS ${READINESS_TABLE} (k text PRIMARY KEY, n bigint NOT NULL)`;
     if (!(await answers(url, schema, 5_000)))
       throw new Error(`postgres on ${port}: ${schema} failed`);
     await waitForWrites(url, 30_000, failed);
+    return answeredAt;
   };
   const killAll = async () => {
     const current = child;

@@ -21,6 +21,14 @@ export interface Profile {
   kills: number;
   /** Store outage of the short-outage rows: shorter than the lease. */
   shortOutageMs: number;
+  /**
+   * The longest store outage (from the fault to the store's first answer) that a row's
+   * zero-twice promise covers: what is left of the lease at worst when it starts (the lease
+   * less the app's heartbeat, a tenth of it) less the failing final write's retry interval (a
+   * tenth of the lease) and a reconnection (200 ms). A longer one is the documented window
+   * (core README, "What remains"): a row whose fault outlasted it judged nothing.
+   */
+  outageWindowMs: number;
   /** The long outage: several leases. */
   longOutageMs: number;
   /** Silent connection: longer than the request bound. */
@@ -44,9 +52,12 @@ export interface Profile {
   runLimitMs: number;
 }
 
+const LEASE_MS = 3_000;
+
 const common = {
-  leaseMs: 3_000,
+  leaseMs: LEASE_MS,
   shortOutageMs: 1_500,
+  outageWindowMs: LEASE_MS - LEASE_MS / 10 - LEASE_MS / 10 - 200,
   boundMs: 10_000,
   attemptTimeoutMs: 15_000,
   recoveryLimitMs: 2_000,

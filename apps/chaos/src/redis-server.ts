@@ -16,7 +16,8 @@ export interface RedisServer {
   /** kill -9 by PID; resolves once the process has exited. */
   kill9(): Promise<void>;
   /** Starts it again on the same port and dir; resolves once it answers PING. */
-  restart(): Promise<void>;
+  /** Resolves once it answers PING, with that time. */
+  restart(): Promise<number>;
   /** Stops it (SIGKILL if it does not go) and removes its dir. */
   close(): Promise<void>;
 }
@@ -73,6 +74,7 @@ export async function startRedis(persistent: boolean): Promise<RedisServer> {
       15_000,
       () => `redis-server on ${port} did not answer PING:\n${current.output()}`,
     );
+    return Date.now();
   };
   await start();
   return {

@@ -28,6 +28,8 @@ export interface Stage {
   broken(message: string): void;
   /** Notes a fault event for the CHAOS_DEBUG timeline. */
   mark(what: string): void;
+  /** A store outage the fault caused lasted `ms` (from the fault to the store's first answer). */
+  outage(ms: number): void;
 }
 
 /** One row of the table. */
@@ -91,6 +93,7 @@ export async function runRow(
   const events: FaultEvent[] = [];
   const recoveries: Promise<number | undefined>[] = [];
   const scenarioBroken: string[] = [];
+  const outagesMs: number[] = [];
   // Until the fault is over nobody knows when clients should stop; set on the way out too.
   let deadline = Date.now() + 3_600_000;
   let traffic: Promise<unknown> | undefined;
@@ -132,6 +135,10 @@ export async function runRow(
       },
       broken: (message) => scenarioBroken.push(message),
       mark: (what) => events.push({ at: Date.now(), what }),
+      outage(ms) {
+        outagesMs.push(ms);
+        events.push({ at: Date.now(), what: `store answers (down ${ms} ms)` });
+      },
     };
 
     // The system must work before any fault, or the row measures nothing: one 2xx from
@@ -233,6 +240,7 @@ export async function runRow(
       recoveryMs,
       maxRssMiB: Math.max(0, ...everyApp.map((a) => a.maxRssMiB)),
       scenarioBroken,
+      outagesMs,
     });
     result.appNodes = [...new Set(everyApp.map((app) => app.nodeVersion))];
     if (result.broken.length > 0) {

@@ -13,15 +13,20 @@ export const CLEAN_WINDOW_MS = 500;
 /** Every row promises: no 500s, nothing outlives the bound, every client gets an answer. */
 const strict = { zeroTwice: true, zeroDifferentAnswers: true, recovery: true };
 
-/** `cycles` kill -9 / pause / restart cycles of the store, each shorter than the lease. */
-async function killStoreCycles(stage: Stage, outageMs: number, cycles: number): Promise<void> {
+/**
+ * `cycles` kill -9 / pause of `pauseMs` / restart cycles of the store. Each outage, from the
+ * kill to the store's first answer (the pause and the restart), is measured for the verdict.
+ */
+async function killStoreCycles(stage: Stage, pauseMs: number, cycles: number): Promise<void> {
   for (let i = 0; i < cycles; i++) {
     if (i > 0) await sleep(CYCLE_GAP_MS);
+    const killedAt = Date.now();
     stage.mark('store kill -9');
     await stage.store.kill9();
-    await sleep(outageMs);
+    await sleep(pauseMs);
     stage.mark('store restart');
-    await stage.store.restart();
+    const answeredAt = (await stage.store.restart()) ?? Date.now();
+    stage.outage(answeredAt - killedAt);
     stage.restored();
   }
 }
@@ -35,11 +40,13 @@ async function dropStoreCycles(stage: Stage, outageMs: number, cycles: number): 
   if (!proxy) throw new Error('a network outage needs a proxied store');
   for (let i = 0; i < cycles; i++) {
     if (i > 0) await sleep(CYCLE_GAP_MS);
+    const downAt = Date.now();
     stage.mark('network down');
     proxy.setMode({ kind: 'drop' });
     await sleep(outageMs);
     stage.mark('network back');
     proxy.setMode({ kind: 'pass' });
+    stage.outage(Date.now() - downAt);
     stage.restored();
   }
 }
@@ -255,15 +262,19 @@ export const scenarios: readonly Scenario[] = [
     store: 'postgres',
     instances: 2,
     requests: (p) => p.requests,
-    faultMs: (p) => p.kills * (p.shortOutageMs + CYCLE_GAP_MS),
-    // Committed rows survive a kill -9 (fsync, synchronous_commit) and the server is back,
-    // crash recovery included, 0.2 to 0.35 s after its restart on the 2-core machine: 1.5 s
-    // down + that is well inside the 3 s lease, so the promise holds as on Redis with AOF.
+    faultMs: (p) => p.kills * (p.shortOutageMs / 2 + 1_000 + CYCLE_GAP_MS),
+    // Committed rows survive a kill -9 (fsync, synchronous_commit). The server answers again,
+    // crash recovery included, 0.1 to 0.35 s after its restart on an idle 2-core machine, but
+    // 0.5 to 1 s (writes prompt after up to 3 s) while CI's test lanes load it: after a 1.5 s
+    // pause that outage passed what is left of the lease (2.7 s at worst with the app's
+    // heartbeat of a tenth) and a key ran twice, the documented window, in about half the
+    // loaded runs. So the pause is half the short outage, and the verdict measures each
+    // outage (kill to first answer) against the window the promise covers (outageWindowMs).
     // The full load: both rows kept up with 800 keys (recovery 1.1 and 0.9 s).
     // Half the keys streamed: the late-answer, keep-alive and cut paths are streams'.
     streamEvery: 2,
     promises: () => strict,
-    inject: (s) => killStoreCycles(s, s.profile.shortOutageMs, s.profile.kills),
+    inject: (s) => killStoreCycles(s, s.profile.shortOutageMs / 2, s.profile.kills),
   },
   {
     id: 'postgres-drop',

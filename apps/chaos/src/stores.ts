@@ -16,8 +16,12 @@ export interface StoreHandle {
   proxy?: ProxyProcess;
   /** kill -9 of the store process, by PID. */
   kill9(): Promise<void>;
-  /** Starts it again on the same port and data; resolves once it answers. */
-  restart(): Promise<void>;
+  /**
+   * Starts it again on the same port and data; resolves once it answers, with the time
+   * (`Date.now()`) it first answered where that is earlier (PostgreSQL: a read, before its
+   * writes are prompt).
+   */
+  restart(): Promise<number | undefined>;
   close(): Promise<void>;
 }
 
@@ -132,6 +136,7 @@ async function startDynamoDb(): Promise<StoreHandle> {
       current.done ? `DynamoDB Local exited:\n${current.output()}` : undefined,
     );
     await waitForItems(`http://127.0.0.1:${port}`, table, 30_000);
+    return undefined;
   };
   await start();
   const proxy = await startProxyProcess(port);
@@ -162,7 +167,7 @@ async function startDynamoDb(): Promise<StoreHandle> {
 export async function startStore(kind: StoreKind): Promise<StoreHandle> {
   if (kind === 'memory') {
     const none = async () => undefined;
-    return { kind, env: {}, kill9: none, restart: none, close: none };
+    return { kind, env: {}, kill9: none, restart: async () => undefined, close: none };
   }
   if (kind === 'dynamodb') return startDynamoDb();
   const server =

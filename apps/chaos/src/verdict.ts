@@ -40,6 +40,8 @@ export interface Limits {
   boundMs: number;
   /** Service must answer 2xx within this long of the store's (or app's) return. */
   recoveryLimitMs: number;
+  /** The longest store outage a zero-twice promise covers (see Profile). */
+  outageWindowMs?: number;
 }
 
 /** Everything one row measured. */
@@ -53,6 +55,8 @@ export interface RowMeasurements {
   maxRssMiB: number;
   /** Promises the scenario itself found broken (e.g. an exit code). */
   scenarioBroken?: readonly string[];
+  /** Each store outage the fault caused, from the fault to the store's first answer. */
+  outagesMs?: readonly number[];
 }
 
 /** One line of the table, and the promises it broke. */
@@ -89,6 +93,17 @@ export interface RowResult {
   timeline?: string[];
   /** The Node versions the row's app instances ran on, restarted ones included. */
   appNodes?: string[];
+  /** The longest store outage the fault caused, when it measured one. */
+  longestOutageMs?: number;
+  /**
+   * Set when a store outage outlasted {@link Limits.outageWindowMs} in a row that promises
+   * zero twice: the fault was not the one the row judges (a restart slow under load).
+   */
+  premiseMissed?: string;
+  /** With {@link premiseMissed}: every broken promise is one a second run explains. */
+  premiseExplains?: boolean;
+  /** Why the row ran a second time (its first run, broken with {@link premiseMissed}). */
+  rerunBecause?: string;
 }
 
 /** The `content` of a 2xx `/api/messages` body, or undefined. */
@@ -152,6 +167,8 @@ export function judgeRow(
   if (promises.zeroDifferentAnswers && differentAnswers > 0) {
     broken.push(`${differentAnswers} keys gave clients two different answers (promise: zero)`);
   }
+  // What a second execution explains: an outage past the lease may cause exactly these.
+  const secondRuns = broken.length;
   if (unexplained > 0) {
     broken.push(`${unexplained} answers were not produced by the model for their request`);
   }
@@ -192,6 +209,16 @@ export function judgeRow(
     broken.push(`${refused.length} requests were refused with a final 4xx`);
   }
   broken.push(...(m.scenarioBroken ?? []));
+  const longestOutageMs =
+    m.outagesMs && m.outagesMs.length > 0 ? Math.max(...m.outagesMs) : undefined;
+  const premiseMissed =
+    promises.zeroTwice &&
+    longestOutageMs !== undefined &&
+    limits.outageWindowMs !== undefined &&
+    longestOutageMs > limits.outageWindowMs
+      ? `a store outage lasted ${longestOutageMs} ms, past the ${limits.outageWindowMs} ms the zero-twice promise covers`
+      : undefined;
+  const onlySecondRuns = broken.length > 0 && broken.length === secondRuns;
 
   return {
     fault,
@@ -210,5 +237,7 @@ export function judgeRow(
     maxRssMiB: m.maxRssMiB,
     promises,
     broken,
+    ...(longestOutageMs !== undefined ? { longestOutageMs } : {}),
+    ...(premiseMissed ? { premiseMissed, premiseExplains: onlySecondRuns } : {}),
   };
 }

@@ -117,6 +117,44 @@ describe('judgeRow', () => {
     expect(row.broken).toEqual(['1 answers were not produced by the model for their request']);
   });
 
+  it('marks a row whose store outage outlasted the covered window, and whether that explains its breakage', () => {
+    const window = { ...limits, outageWindowMs: 2_200 };
+    const twice = () => {
+      const t = healthy('a');
+      t.count = { completed: 2, answers: ['head a#1', 'head a#2'] };
+      return t;
+    };
+    // Within the window: judged as usual, nothing to explain it.
+    const inside = judgeRow(
+      'inside',
+      strict,
+      window,
+      measure([twice()], { outagesMs: [900, 2_200] }),
+    );
+    expect(inside.longestOutageMs).toBe(2_200);
+    expect(inside.premiseMissed).toBeUndefined();
+    expect(inside.broken).toHaveLength(1);
+    // Past it, only a second run broken: the outage explains it.
+    const past = judgeRow('past', strict, window, measure([twice()], { outagesMs: [900, 2_201] }));
+    expect(past.premiseMissed).toBe(
+      'a store outage lasted 2201 ms, past the 2200 ms the zero-twice promise covers',
+    );
+    expect(past.premiseExplains).toBe(true);
+    expect(past.broken).toEqual(['1 keys ran the model to completion twice (promise: zero)']);
+    // Past it, with a 500 as well: a long outage explains no 500.
+    const failed = twice();
+    failed.request.attempts = [ok(), { ...ok(), status: 500 }];
+    const also = judgeRow('also', strict, window, measure([failed], { outagesMs: [3_000] }));
+    expect(also.premiseMissed).toBeDefined();
+    expect(also.premiseExplains).toBe(false);
+    // A row that does not promise zero twice, or measured no outage: nothing to miss.
+    const lax = { ...strict, zeroTwice: false };
+    expect(
+      judgeRow('lax', lax, window, measure([twice()], { outagesMs: [9_000] })).premiseMissed,
+    ).toBeUndefined();
+    expect(judgeRow('none', strict, window, measure([twice()])).premiseMissed).toBeUndefined();
+  });
+
   it('flags a 500 (and a 502) but not a 503', () => {
     const a = healthy('a');
     a.request.attempts.push({ ...ok(), status: 500 }, { ...ok(), status: 502 });

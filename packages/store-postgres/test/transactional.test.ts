@@ -151,28 +151,48 @@ describe('transactional execute', () => {
 
   it('a key taken over before the transaction could hold it: the operation never runs, one row', async () => {
     const slowPool = makePool({ max: 4 });
+    let open = () => {};
     try {
-      // The first execution waits 600 ms for its connection; its 300 ms lease passes meanwhile.
-      // (pool.query connects with a callback: only the engine's promise form is delayed.)
+      // The first execution waits for its connection until the retry has taken the key over.
+      // Gated on events, not on wall time: under load a fixed delay could outlast nothing.
+      // (pool.query connects with a callback: only the engine's promise form is held.)
       const connect = slowPool.connect.bind(slowPool) as (...args: unknown[]) => unknown;
       let delayed = false;
+      let reached!: () => void;
+      const connecting = new Promise<void>((resolve) => {
+        reached = resolve;
+      });
+      const gate = new Promise<void>((resolve) => {
+        open = resolve;
+      });
       (slowPool as unknown as { connect: (...args: unknown[]) => unknown }).connect = (
         ...args: unknown[]
       ) => {
         if (args.length > 0 || delayed) return connect(...args);
         delayed = true;
-        return sleep(600).then(() => connect());
+        reached();
+        return gate.then(() => connect());
       };
       const t = setup({ leaseMs: 300 });
-      const slowStore = createPostgresStore({ pool: slowPool, table, keyPrefix: t.keyPrefix });
+      // The connection wait is bounded by the statement limit: room for a slow retry meanwhile.
+      const slowStore = createPostgresStore({
+        pool: slowPool,
+        table,
+        keyPrefix: t.keyPrefix,
+        statementTimeoutMs: 4_500,
+      });
       const slow = createPostgresIdempotency<{ id: string }>({
         store: slowStore,
         leaseMs: 300,
         heartbeatMs: false,
       });
       const first = slow.execute({ key: 'k', scope: t.scope }, t.charge('k'));
+      first.catch(() => {});
+      // The first acquired (its operation asks for a connection); its 300 ms lease then passes.
+      await connecting;
       await sleep(400);
       const retry = await t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
+      open();
       expect(retry.replayed).toBe(false);
       // Its lock found another owner: rolled back before the operation ran.
       await expect(first).rejects.toBeInstanceOf(LeaseLostError);
@@ -181,6 +201,7 @@ describe('transactional execute', () => {
       expect(rows.map((r) => Number(r.fence))).toEqual([2]);
       expect(slowPool.totalCount - slowPool.idleCount).toBe(0);
     } finally {
+      open();
       await slowPool.end();
     }
   });
