@@ -148,7 +148,9 @@ export function idempotency(
         try {
           // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
           await next();
-          response = await recorder.recordResponse(c.res, request.signal);
+          // The signal only when the body has to be read as a stream: on @hono/node-server
+          // it makes the Web `Request` when nothing has yet, and a whole body needs none.
+          response = await recorder.recordResponse(c.res, () => request.signal);
         } catch (error) {
           // Never leave the key held: released, so a retry executes again.
           await recorder.fail(error);

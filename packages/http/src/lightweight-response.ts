@@ -1,0 +1,39 @@
+/**
+ * The body of a `Response` of @hono/node-server (1.19, 2.x) that is still lightweight: made
+ * with a string, bytes or no body and never used as a Web `Response` since, so it holds its
+ * status, headers and body in an array under a private symbol (`cache`), and becomes a real
+ * `Response` (a Web stream over its body) only when something reads `body`, `statusText`,
+ * `text()`... A string comes back as it was given: the server sends it as UTF-8, as
+ * `TextEncoder` encodes it (a lone surrogate as U+FFFD).
+ *
+ * Only an exact match counts: an own symbol property described `cache` holding an array of
+ * three whose status is a number and whose body is a string, a `Uint8Array` or null, that the
+ * response's own `status` and `headers` getters read (the getter returns the very `Headers`
+ * it then holds), with no materialized `Response` beside it (`responseCache`). Anything else
+ * (a real `Response`, another runtime's, a later node-server that keeps it differently, a
+ * stream or a `Blob` body) gives undefined, and the caller reads `response.body` as for any
+ * `Response`.
+ * @internal
+ */
+export function lightweightBody(
+  response: Response,
+): { body: string | Uint8Array | null } | undefined {
+  let cache: unknown;
+  for (const key of Object.getOwnPropertySymbols(response)) {
+    const name = key.description;
+    if (name === 'responseCache') return undefined;
+    if (name === 'cache') cache = (response as unknown as Record<symbol, unknown>)[key];
+  }
+  if (!Array.isArray(cache) || cache.length !== 3) return undefined;
+  const [status, body] = cache as [unknown, unknown, unknown];
+  if (typeof status !== 'number') return undefined;
+  if (!(body === null || typeof body === 'string' || body instanceof Uint8Array)) return undefined;
+  // Its getters read this array: the headers getter turns what it holds into `Headers` once,
+  // in place, and returns that object; neither touches the body.
+  if (response.status !== status) return undefined;
+  const headers = response.headers;
+  if (cache[2] !== headers || cache[1] !== body || typeof headers?.get !== 'function') {
+    return undefined;
+  }
+  return { body };
+}
