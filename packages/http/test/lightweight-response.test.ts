@@ -22,7 +22,7 @@ class Lightweight {
   get headers(): Headers {
     const cache = this[CACHE] as [number, unknown, unknown];
     if (!(cache[2] instanceof Headers)) cache[2] = new Headers(cache[2] as HeadersInit);
-    return cache[2];
+    return cache[2] as Headers;
   }
 }
 
@@ -65,7 +65,7 @@ describe('recordResponse with a lightweight response', () => {
   const handler = createIdempotencyHandler({ store: createMemoryStore(), scope: 'global' });
   const begin = (key: string) =>
     handler.begin({
-      native: undefined,
+      native: undefined as unknown as Request,
       method: 'POST',
       url: 'http://api.test/orders',
       header: (name) => (name === 'idempotency-key' ? key : undefined),
