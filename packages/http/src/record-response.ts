@@ -50,10 +50,17 @@ export async function recordWebResponse(
   if (light) {
     start(response.status, response.headers);
     if (light.body === null) return finishBodiless(recorder, response, options);
-    const bytes = typeof light.body === 'string' ? encoder.encode(light.body) : light.body;
     const generation = liveGenerationOf(recorder);
     const init = withGeneration({ status: response.status, headers: response.headers }, generation);
-    return recordWhole(recorder, [bytes], init, generation === undefined ? response : undefined);
+    if (typeof light.body === 'string') {
+      // A string cannot change: the response goes out as it is once the outcome is stored.
+      const bytes = encoder.encode(light.body);
+      return recordWhole(recorder, [bytes], init, generation === undefined ? response : undefined);
+    }
+    // Bytes are the handler's, and node-server sends them only after the final write: a
+    // handler that reuses its buffer (another request meanwhile) would change what goes out.
+    // The caller gets a copy taken now, as a Web `Response` would have taken one.
+    return recordWhole(recorder, [light.body.slice()], init);
   }
   const unusable = unusableResponse(response);
   if (unusable) {
