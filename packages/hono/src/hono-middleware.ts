@@ -114,6 +114,34 @@ async function readBody(
   return bodyFromBytes(bytes, contentType);
 }
 
+/** What the middleware reads of @hono/node-server's Node response (`c.env.outgoing`). */
+interface NodeOutgoing {
+  destroyed?: boolean;
+  writableFinished?: boolean;
+  once(event: 'close', listener: () => void): unknown;
+}
+
+/**
+ * An abort signal for "the client is gone". On @hono/node-server it follows the Node response
+ * (`c.env.outgoing`): `request.signal` is made on first use there, and one made after the
+ * client left (before the handler returned) never aborts, so a streamed body the server
+ * stopped reading would be neither recorded nor cancelled and the key held until
+ * `maxHoldMs`. Elsewhere, the request's own signal.
+ */
+function clientSignal(c: Context): AbortSignal {
+  const outgoing = (c.env as { outgoing?: unknown } | undefined)?.outgoing as
+    | NodeOutgoing
+    | undefined;
+  if (!nodeRequestOf(c) || typeof outgoing?.once !== 'function') return c.req.raw.signal;
+  const controller = new AbortController();
+  const gone = () => {
+    if (!outgoing.writableFinished) controller.abort(new Error('The client closed the connection'));
+  };
+  if (outgoing.destroyed) gone();
+  else outgoing.once('close', gone);
+  return controller.signal;
+}
+
 /**
  * Hono 4 middleware that makes POST and PATCH (by default) idempotent by their
  * `Idempotency-Key` header. It hands Hono's own Web `Request` and `Response` to
@@ -160,7 +188,7 @@ export function idempotency(
           await next();
           // The signal only when the body has to be read as a stream: on @hono/node-server
           // it makes the Web `Request` when nothing has yet, and a whole body needs none.
-          response = await recorder.recordResponse(c.res, () => request.signal);
+          response = await recorder.recordResponse(c.res, () => clientSignal(c));
         } catch (error) {
           // Never leave the key held: released, so a retry executes again.
           await recorder.fail(error);
