@@ -11,6 +11,7 @@ import {
   readBodyLimited,
 } from '@idem/http';
 import type { Context, MiddlewareHandler } from 'hono';
+import { offerBodyToHono } from './body-cache.js';
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Hono `Context`. */
 export type HonoIdempotencyOptions = HttpIdempotencyOptions<Context>;
@@ -80,9 +81,14 @@ function untouchedNodeRequest(c: Context): NodeIncoming | undefined {
  * `Request` gets the same bytes. Unread, it is read from a clone (the handler still
  * gets it) and never past `limit`. Read already through Hono (a validator in front of this
  * middleware, `c.req.json()` in the scope hook), the raw request is consumed but Hono keeps
- * what it read: the bytes come from its body cache.
+ * what it read: the bytes come from its body cache. What was read from the Node request is
+ * left in `peeked`, for the handler (see {@link offerBodyToHono}).
  */
-async function readBody(c: Context, limit: number): Promise<RequestBody> {
+async function readBody(
+  c: Context,
+  limit: number,
+  peeked: { body?: RequestBody },
+): Promise<RequestBody> {
   const request = c.req.raw;
   const contentType = request.headers.get('content-type');
   const incoming = untouchedNodeRequest(c);
@@ -92,7 +98,8 @@ async function readBody(c: Context, limit: number): Promise<RequestBody> {
     // handler's body: 2.x refuses a Node request whose stream was read at all (even with the
     // bytes put back), 1.x takes it as well.
     incoming.rawBody = bytes;
-    return bodyFromBytes(bytes, contentType);
+    peeked.body = bodyFromBytes(bytes, contentType);
+    return peeked.body;
   }
   if (!request.bodyUsed) {
     return bodyFromBytes(await readBodyLimited(request.clone().body, limit), contentType);
@@ -105,6 +112,34 @@ async function readBody(c: Context, limit: number): Promise<RequestBody> {
   const bytes = new Uint8Array(await c.req.arrayBuffer());
   if (bytes.length > limit) throw new BodyTooLargeError(limit);
   return bodyFromBytes(bytes, contentType);
+}
+
+/** What the middleware reads of @hono/node-server's Node response (`c.env.outgoing`). */
+interface NodeOutgoing {
+  destroyed?: boolean;
+  writableFinished?: boolean;
+  once(event: 'close', listener: () => void): unknown;
+}
+
+/**
+ * An abort signal for "the client is gone". On @hono/node-server it follows the Node response
+ * (`c.env.outgoing`): `request.signal` is made on first use there, and one made after the
+ * client left (before the handler returned) never aborts, so a streamed body the server
+ * stopped reading would be neither recorded nor cancelled and the key held until
+ * `maxHoldMs`. Elsewhere, the request's own signal.
+ */
+function clientSignal(c: Context): AbortSignal {
+  const outgoing = (c.env as { outgoing?: unknown } | undefined)?.outgoing as
+    | NodeOutgoing
+    | undefined;
+  if (!nodeRequestOf(c) || typeof outgoing?.once !== 'function') return c.req.raw.signal;
+  const controller = new AbortController();
+  const gone = () => {
+    if (!outgoing.writableFinished) controller.abort(new Error('The client closed the connection'));
+  };
+  if (outgoing.destroyed) gone();
+  else outgoing.once('close', gone);
+  return controller.signal;
 }
 
 /**
@@ -129,6 +164,8 @@ export function idempotency(
       // On @hono/node-server, `request.signal` makes the Web `Request` (and a Web stream over
       // the Node request): read only when a bounded wait needs it to stop early.
       const signal = waits || !nodeRequestOf(c) ? { signal: request.signal } : {};
+      /** The body as read from the Node request (@hono/node-server), if it was. */
+      const peeked: { body?: RequestBody } = {};
       const decision = await handler.begin({
         native: c,
         method: request.method,
@@ -136,7 +173,7 @@ export function idempotency(
         ...(route === undefined ? {} : { route }),
         header: (name) => request.headers.get(name) ?? undefined,
         ...signal,
-        readBody: (limit) => readBody(c, limit),
+        readBody: (limit) => readBody(c, limit, peeked),
       });
       if (decision.action === 'pass') return next();
       let response: Response;
@@ -145,10 +182,13 @@ export function idempotency(
       } else {
         const { recorder } = decision;
         c.set('idempotency', recorder.context);
+        if (peeked.body) offerBodyToHono(c, peeked.body);
         try {
           // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
           await next();
-          response = await recorder.recordResponse(c.res, request.signal);
+          // The signal only when the body has to be read as a stream: on @hono/node-server
+          // it makes the Web `Request` when nothing has yet, and a whole body needs none.
+          response = await recorder.recordResponse(c.res, () => clientSignal(c));
         } catch (error) {
           // Never leave the key held: released, so a retry executes again.
           await recorder.fail(error);

@@ -1,5 +1,6 @@
 import { isIdemError } from '@idem/core';
 import { storeUnavailable } from './answers.js';
+import { lightweightBody } from './lightweight-response.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import type { ResponseRecorder } from './recorder.js';
 
@@ -39,40 +40,43 @@ function isResponseLike(value: unknown): value is Response {
 export async function recordWebResponse(
   recorder: ResponseRecorder,
   response: Response,
-  signal?: AbortSignal,
+  signal?: AbortSignal | (() => AbortSignal | undefined),
   options: { unavailableRetryAfter?: number } = {},
 ): Promise<Response> {
   const { start, capture, finish, fail, clientGone } = recorder;
+  // @hono/node-server's lightweight response, still holding its whole body: recorded from
+  // that body and sent as it is, never made into a Web Response and read as a stream.
+  const light = lightweightBody(response);
+  if (light) {
+    start(response.status, response.headers);
+    if (light.body === null) return finishBodiless(recorder, response, options);
+    const generation = liveGenerationOf(recorder);
+    const init = withGeneration({ status: response.status, headers: response.headers }, generation);
+    if (typeof light.body === 'string') {
+      // A string cannot change: the response goes out as it is once the outcome is stored.
+      const bytes = encoder.encode(light.body);
+      return recordWhole(recorder, [bytes], init, generation === undefined ? response : undefined);
+    }
+    // Bytes are the handler's, and node-server sends them only after the final write: a
+    // handler that reuses its buffer (another request meanwhile) would change what goes out.
+    // The caller gets a copy taken now, as a Web `Response` would have taken one.
+    return recordWhole(recorder, [light.body.slice()], init);
+  }
   const unusable = unusableResponse(response);
   if (unusable) {
     await fail(undefined);
     throw new TypeError(`recordResponse was given something that ${unusable}`);
   }
+  const requestSignal = typeof signal === 'function' ? signal() : signal;
   start(response.status, response.headers);
-  if (response.body === null) {
-    // No body (204, 304, HEAD): record first; the response goes out only after that.
-    try {
-      await finish();
-    } catch (error) {
-      // Not landed yet (the write goes on in the background, the key stays in progress): the
-      // store's failure, answered as one, never a 500 of the framework.
-      if (!isIdemError(error, 'STORE_UNAVAILABLE')) throw error;
-      return storeUnavailable(options.unavailableRetryAfter ?? 1).response;
-    }
-    return response;
-  }
+  if (response.body === null) return finishBodiless(recorder, response, options);
   const reader = response.body.getReader();
-  const init = {
-    status: response.status,
-    statusText: response.statusText,
-    headers: response.headers,
-  };
   // A live stream names its generation, for a client that resumes it.
   const generation = liveGenerationOf(recorder);
-  if (generation !== undefined) {
-    init.headers = new Headers(response.headers);
-    init.headers.set(GENERATION_HEADER, String(generation));
-  }
+  const init = withGeneration(
+    { status: response.status, statusText: response.statusText, headers: response.headers },
+    generation,
+  );
 
   // A body that is already whole (a string, bytes, JSON) ends without waiting for anything:
   // it is read ahead and recorded, and the caller gets its bytes, with no stream wrapped
@@ -82,18 +86,7 @@ export async function recordWebResponse(
     await fail(ahead.error);
     return new Response(chunkStream(ahead.chunks, ahead), init);
   }
-  if (ahead.end === 'done') {
-    for (const chunk of ahead.chunks) capture(chunk);
-    try {
-      await finish();
-    } catch (error) {
-      // As a stream that breaks: the caller sees the response fail, never complete.
-      return new Response(chunkStream([], { error }), init);
-    }
-    const [only = new Uint8Array(0)] = ahead.chunks;
-    if (ahead.chunks.length > 1) return new Response(chunkStream(ahead.chunks), init);
-    return new Response(only as Uint8Array<ArrayBuffer>, init);
-  }
+  if (ahead.end === 'done') return recordWhole(recorder, ahead.chunks, init);
 
   // Still streaming: what was read ahead comes first, then the read under way, each as
   // any later read.
@@ -304,9 +297,60 @@ export async function recordWebResponse(
     clientGone();
     if (!stream.locked) stream.cancel().catch(() => {});
   };
-  if (signal?.aborted) onAbort();
-  else signal?.addEventListener('abort', onAbort, { once: true });
+  if (requestSignal?.aborted) onAbort();
+  else requestSignal?.addEventListener('abort', onAbort, { once: true });
   return wrapped;
+}
+
+/** No body (204, 304, HEAD): record first; the response goes out only after that. */
+async function finishBodiless(
+  recorder: ResponseRecorder,
+  response: Response,
+  options: { unavailableRetryAfter?: number },
+): Promise<Response> {
+  try {
+    await recorder.finish();
+  } catch (error) {
+    // Not landed yet (the write goes on in the background, the key stays in progress): the
+    // store's failure, answered as one, never a 500 of the framework.
+    if (!isIdemError(error, 'STORE_UNAVAILABLE')) throw error;
+    return storeUnavailable(options.unavailableRetryAfter ?? 1).response;
+  }
+  return response;
+}
+
+/** `init` with the header naming the generation a live stream is published under, if any. */
+function withGeneration(
+  init: ResponseInit & { headers: Headers },
+  generation: number | undefined,
+): ResponseInit & { headers: Headers } {
+  if (generation === undefined) return init;
+  const headers = new Headers(init.headers);
+  headers.set(GENERATION_HEADER, String(generation));
+  return { ...init, headers };
+}
+
+/**
+ * Records a body that is whole already (`chunks`; the recorder is started), then answers
+ * `unchanged` if given, else a `Response` of the same bytes with `init`. A failed recording
+ * answers a body that breaks: the caller sees the response fail, never complete.
+ */
+async function recordWhole(
+  recorder: ResponseRecorder,
+  chunks: Uint8Array[],
+  init: ResponseInit,
+  unchanged?: Response,
+): Promise<Response> {
+  for (const chunk of chunks) recorder.capture(chunk);
+  try {
+    await recorder.finish();
+  } catch (error) {
+    return new Response(chunkStream([], { error }), init);
+  }
+  if (unchanged) return unchanged;
+  const [only = new Uint8Array(0)] = chunks;
+  if (chunks.length > 1) return new Response(chunkStream(chunks), init);
+  return new Response(only as Uint8Array<ArrayBuffer>, init);
 }
 
 /** The state of a live stream read ahead of its first caller. */

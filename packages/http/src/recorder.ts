@@ -78,9 +78,15 @@ export interface ResponseRecorder {
    * when it aborts (the client went away), the body is read to its end and recorded
    * without a reader (see `clientGone`), unless the execution's lease is lost first
    * (`context.signal`: taken over, lapsed, or `maxHoldMs` passed): the body is then
-   * cancelled and the key released, so a body that never ends is not read forever.
+   * cancelled and the key released, so a body that never ends is not read forever. `signal`
+   * may be given as a function that returns it, called only when the body has to be read
+   * (not for @hono/node-server's lightweight response, whose whole body it holds): a server
+   * whose request makes its signal on first use (node-server's) then makes none.
    */
-  recordResponse(response: Response, signal?: AbortSignal): Promise<Response>;
+  recordResponse(
+    response: Response,
+    signal?: AbortSignal | (() => AbortSignal | undefined),
+  ): Promise<Response>;
 }
 
 interface RecorderSettings {
