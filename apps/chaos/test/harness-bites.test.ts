@@ -35,6 +35,30 @@ describe('the chaos suite bites', () => {
   }, 60_000);
 });
 
+describe('a fault that outlasted the covered window', () => {
+  it('runs the row once more, and fails it when the second run misses the window too', async () => {
+    // No outage fits a window of 0 ms: both runs miss it, and the careless app breaks only
+    // the promises a second execution explains (twice, different answers).
+    const logged: string[] = [];
+    const result = await runChaos(
+      { ...tiny, outageWindowMs: 0 },
+      { only: ['redis-aof-kill'], appEntry: careless, log: (line) => logged.push(line) },
+    );
+    const [row] = result.rows;
+    expect(result.rows).toHaveLength(1);
+    expect(row?.premiseMissed).toMatch(/^a store outage lasted \d+ ms, past the 0 ms/);
+    expect(row?.rerunBecause).toMatch(/^the first run's a store outage lasted \d+ ms/);
+    expect(logged.some((line) => line.includes('running the row again'))).toBe(true);
+    expect(row?.twice).toBe(8);
+    expect(row?.broken).toEqual(
+      expect.arrayContaining([
+        '8 keys ran the model to completion twice (promise: zero)',
+        expect.stringMatching(/^the first run missed the premise too \(a store outage lasted/),
+      ]),
+    );
+  }, 90_000);
+});
+
 describe('the chaos suite sees an instance die', () => {
   it('reports an app instance that exited by itself during a store fault row', async () => {
     const marker = join(mkdtempSync(join(tmpdir(), 'idem-chaos-bites-')), 'crashed');
