@@ -105,7 +105,7 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
       }
       rows.push(row);
       log(
-        `  ${scenario.id}: ${row.broken.length === 0 ? 'PASS' : 'FAIL'} in ${((Date.now() - rowStart) / 1000).toFixed(1)} s`,
+        `  ${scenario.id}: ${row.broken.length === 0 ? 'PASS' : 'FAIL'} in ${((Date.now() - rowStart) / 1000).toFixed(1)} s${row.longestOutageMs === undefined ? '' : ` (longest store outage ${row.longestOutageMs} ms)`}`,
       );
     }
   } finally {
