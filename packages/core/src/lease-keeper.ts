@@ -119,7 +119,13 @@ export class LeaseKeeper implements TimedEntry {
   /** The lease estimate passed without a renewal. */
   private expire(): void {
     if (this.isDone()) return;
-    const holdPassed = this.settings.clock.now() - this.acquiredAt >= this.settings.maxHoldMs;
+    // The estimate that passed was the one cut to the maximum hold (or the clock is past it).
+    // Not the clock alone: a timer may run a millisecond before `clock.now()` reaches the
+    // estimate it was armed for (Node counts on its own clock, truncated differently), and a
+    // maximum hold read as a lost heartbeat is not enforced (the transactional engine ends
+    // the business transaction only for `max_hold`).
+    const holdEnd = this.acquiredAt + this.settings.maxHoldMs;
+    const holdPassed = this.leaseEstimate >= holdEnd || this.settings.clock.now() >= holdEnd;
     this.lose(
       holdPassed ? 'max_hold' : 'heartbeat',
       holdPassed
