@@ -106,14 +106,17 @@ export class FixedDelayTimers {
   private fire(): void {
     this.timer = undefined;
     const armedFor = this.armedFor;
-    const now = this.now();
+    let now = this.now();
     this.firing = true;
     try {
-      // Due: what the timer waited for (the timers' clock said so) and what the clock says.
+      // Due: what the timer waited for (the timers' clock said so) and what the clock says,
+      // read again once an entry ran (one that fell due meanwhile runs in this batch, not a
+      // timer later).
       for (let entry = this.first; entry !== undefined; entry = this.first) {
         if (entry.timerDue > armedFor && entry.timerDue > now) break;
         this.remove(entry);
         entry.onTimer();
+        now = this.now();
       }
     } finally {
       this.firing = false;

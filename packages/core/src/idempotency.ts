@@ -22,6 +22,9 @@ import {
   successOnly,
 } from './settings.js';
 
+/** Where the context keeps its execution (a symbol: not among the context's string keys). */
+const EXECUTION = Symbol('execution');
+
 /**
  * What `execute` hands the operation. `signal` is read on demand (most operations never look
  * at it, and an AbortController is not free), as an own enumerable accessor in the order a
@@ -31,8 +34,10 @@ import {
  */
 class ExecutionContext implements OperationContext {
   static readonly #signal: PropertyDescriptor = {
+    // Through the receiver's property, not a private field: a Proxy of the context, or an
+    // object made with it as its prototype, still reads the signal.
     get(this: ExecutionContext): AbortSignal {
-      return this.#execution.signal;
+      return this[EXECUTION].signal;
     },
     enumerable: true,
     configurable: true,
@@ -41,9 +46,9 @@ class ExecutionContext implements OperationContext {
   declare readonly fence: number;
   declare readonly signal: AbortSignal;
   declare readonly storageKey: string;
-  readonly #execution: Execution;
+  readonly [EXECUTION]: Execution;
   constructor(execution: Execution) {
-    this.#execution = execution;
+    this[EXECUTION] = execution;
     this.fence = execution.fence;
     Object.defineProperty(this, 'signal', ExecutionContext.#signal);
     this.storageKey = execution.storageKey;

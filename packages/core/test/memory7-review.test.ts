@@ -274,14 +274,14 @@ describe('memory7 review: FixedDelayTimers edge cases', () => {
 });
 
 describe('memory7 review: FixedDelayTimers after a slow batch', () => {
-  // FINDING LOW: fire() reads the clock once, before it runs the due entries. An entry that
+  // Found in review (fixed: the clock is read again after each entry): fire() reads the clock once, before it runs the due entries. An entry that
   // becomes due while a batch runs (1,000 heartbeats started in one go, each doing some
   // synchronous work) is not run at the end of the batch: the timer is re-armed for its due
   // time counted from the stale reading, so it runs up to one batch's processing time later
   // than its own setTimeout would have (main's per-execution timers ran right after the
   // blocking work). Bounded and small against a lease of 3 heartbeats, hence LOW.
   // Repro: entries a (due 100) and b (due 105); a's onTimer takes 20 ms; b runs at 125, not 120.
-  it.fails('an entry due by the time a batch ends runs with that batch (not a timer later)', () => {
+  it('an entry due by the time a batch ends runs with that batch (not a timer later)', () => {
     vi.useFakeTimers();
     let now = 0;
     const q = new FixedDelayTimers(100, () => now);
@@ -423,12 +423,12 @@ describe('memory7 review: synchronous complete forms that keep or read the bytes
 });
 
 describe('memory7 review: the operation context reached through a Proxy or as a prototype', () => {
-  // FINDING LOW: the context's `signal` is now a shared accessor that reads a private field
+  // Found in review (fixed: the execution is kept under a symbol, read through the receiver): the context's `signal` is now a shared accessor that reads a private field
   // (#execution): read through a Proxy of the context, or an object whose prototype is the
   // context, it throws TypeError ("Cannot read private member #execution"). Main's object
   // literal (a getter closing over the execution) answered the signal in both cases.
   // Repro: idem.execute({ key }, async (ctx) => new Proxy(ctx, {}).signal) -> TypeError.
-  it.fails('ctx.signal read through new Proxy(ctx, {}) answers the signal (main: yes)', async () => {
+  it('ctx.signal read through new Proxy(ctx, {}) answers the signal (main: yes)', async () => {
     const idem = createIdempotency<boolean>({ store: new FakeStore() });
     const r = await idem.execute(
       { key: 'proxy' },
@@ -437,7 +437,7 @@ describe('memory7 review: the operation context reached through a Proxy or as a 
     expect(r.value).toBe(false);
   });
 
-  it.fails('ctx.signal read through Object.create(ctx) answers the signal (main: yes)', async () => {
+  it('ctx.signal read through Object.create(ctx) answers the signal (main: yes)', async () => {
     const idem = createIdempotency<boolean>({ store: new FakeStore() });
     const r = await idem.execute(
       { key: 'proto' },
