@@ -11,6 +11,7 @@ import {
 } from './errors.js';
 import type { EventSink } from './events.js';
 import { ExecutionReport } from './execution-report.js';
+import type { FixedDelayTimers } from './fixed-delay-timers.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type NotRecordedDetails, notRecordedOutcome, plainNotRecorded } from './not-recorded.js';
 import {
@@ -77,6 +78,8 @@ export class Execution {
       callStartedAt: number;
       tasks?: BackgroundTasks;
       operation?: string | undefined;
+      /** The engine's heartbeat queue (one Node timer for all its executions). */
+      heartbeats?: FixedDelayTimers | undefined;
     },
   ) {
     this.fence = init.fence;
@@ -87,8 +90,13 @@ export class Execution {
       ? new ExecutionReport(settings, storageKey, init.operation, init.fence)
       : undefined;
     this.tasks = init.tasks ?? new BackgroundTasks();
-    this.lease = new LeaseKeeper(settings, storageKey, owner, init.callStartedAt, (phase) =>
-      this.report?.leaseLost(phase),
+    this.lease = new LeaseKeeper(
+      settings,
+      storageKey,
+      owner,
+      init.callStartedAt,
+      (phase) => this.report?.leaseLost(phase),
+      init.heartbeats,
     );
     this.lease.operation = init.operation;
     this.lease.fence = init.fence;
@@ -148,12 +156,19 @@ export class Execution {
 
   /**
    * {@link complete} with the outcome already encoded (`encodeOutcome`'s bytes, or a view of
-   * the reused encoding buffer, which this gives back).
+   * the reused encoding buffer, which this gives back). `undefined` when the outcome was
+   * recorded before this returned (a store that answers at once), else the promise
+   * `complete` gives.
    * @internal for the engine, which encodes JSON values in one step
    */
-  completeEncoded(bytes: Uint8Array): Promise<void> {
+  completeEncoded(bytes: Uint8Array): Promise<void> | undefined {
     try {
       this.startFinishing();
+      // The usual case: no codec to wait for, an outcome within the limit (else `record`).
+      if (this.settings.codec === undefined && bytes.length <= this.settings.maxOutcomeBytes) {
+        const writing = this.finalWrite(bytes);
+        return writing?.catch((error: unknown) => this.notWritten(error));
+      }
       return this.record(bytes);
     } finally {
       giveBackReused(bytes);
@@ -194,10 +209,15 @@ export class Execution {
     try {
       await this.finalWrite(bytes);
     } catch (error) {
-      if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError)
-        return this.refused(error);
-      throw error;
+      return this.notWritten(error);
     }
+  }
+
+  /** The final write of the outcome failed: a marker when it did not fit; `error` rethrown. */
+  private notWritten(error: unknown): Promise<never> {
+    if (error instanceof OutcomeTooLargeError || error instanceof StoreFullError)
+      return this.refused(error);
+    throw error;
   }
 
   /** The operation ran; what it gave cannot be stored. A marker keeps retries from running it. */
@@ -313,8 +333,9 @@ export class Execution {
    * work); the caller waits for it at most `completionWaitMs`. The caller's timer is armed
    * only when it can matter: at once when a single attempt may outlast `completionWaitMs`,
    * else when the first attempt fails (a write that lands at once costs no timer).
+   * `undefined` when it landed before this returned (a store that answers at once).
    */
-  private finalWrite(bytes: Uint8Array): Promise<void> {
+  private finalWrite(bytes: Uint8Array): Promise<void> | undefined {
     const complete = this.settings.store.complete;
     const sync = syncFormOf(complete);
     // Reused bytes go only to a synchronous form that copies them (the store's methods may
@@ -352,7 +373,7 @@ export class Execution {
       } catch (error) {
         return Promise.reject(error);
       }
-      return Promise.resolve();
+      return undefined;
     }
     return this.retriedWrite(bytes);
   }

@@ -1,33 +1,19 @@
 import { BackgroundTasks } from './background.js';
-import {
-  InProgressError,
-  InvalidInputError,
-  MismatchError,
-  OutcomeNotRecordedError,
-  ReplayedFailureError,
-  StoreUnavailableError,
-} from './errors.js';
-import { Execution } from './execution.js';
+import { createBegin } from './begin.js';
+import { InvalidInputError, OutcomeNotRecordedError, ReplayedFailureError } from './errors.js';
+import type { Execution } from './execution.js';
+import { FixedDelayTimers } from './fixed-delay-timers.js';
 import { GiveBacks } from './give-back.js';
 import type {
-  BeginOptions,
   BeginResult,
   ExecuteResult,
   Idempotency,
   IdempotentRequest,
   OperationContext,
 } from './idempotency-types.js';
-import { deriveStorageKey } from './keys.js';
-import { readNotRecorded } from './not-recorded.js';
-import { since, storeCallObserver } from './observe.js';
 import type { StoredOutcome } from './outcome-codec.js';
 import { failureOutcome, wrapValue } from './recorded-outcomes.js';
-import {
-  encodeJsonValue,
-  JSON_VALUE_META,
-  jsonSerializer,
-  type OutcomeSerializer,
-} from './serializer.js';
+import { encodeJsonValue, jsonSerializer, type OutcomeSerializer } from './serializer.js';
 import {
   type IdempotencyOptions,
   type OutcomePolicy,
@@ -35,46 +21,38 @@ import {
   type Settled,
   successOnly,
 } from './settings.js';
-import type { AcquireInput, AcquireResult } from './store.js';
-import { callStore, callStoreSync, syncFormOf, viewFormOf } from './store-call.js';
-import { openStoredOutcome } from './stored-outcome.js';
 
-// An owner token only has to differ from every other acquisition's, in this process and in
-// every other one writing to the same store: 128 random bits drawn once per process (per copy
-// of this module), then a counter. Drawn on first use, not at import (workerd refuses randomness at global scope).
-// Cheaper than a `randomUUID()` per acquire, and shorter (22 + a few characters against 36).
-let ownerPrefix: string | undefined;
-let ownerCount = 0;
-function newOwner(): string {
-  if (ownerPrefix === undefined) {
-    const bytes = crypto.getRandomValues(new Uint8Array(16));
-    let text = '';
-    for (const byte of bytes) text += String.fromCharCode(byte);
-    // base64url without padding: 22 characters for 16 bytes.
-    ownerPrefix = `${btoa(text).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')}.`;
+/** Where the context keeps its execution (a symbol: not among the context's string keys). */
+const EXECUTION = Symbol('execution');
+
+/**
+ * What `execute` hands the operation. `signal` is read on demand (most operations never look
+ * at it, and an AbortController is not free), as an own enumerable accessor in the order a
+ * plain object literal had its members (`{ ...context }` and `Object.keys` still see it). A
+ * class with one shared descriptor: an object literal with a getter is built through the
+ * runtime each time, measured about ten times slower.
+ */
+class ExecutionContext implements OperationContext {
+  static readonly #signal: PropertyDescriptor = {
+    // Through the receiver's property, not a private field: a Proxy of the context, or an
+    // object made with it as its prototype, still reads the signal.
+    get(this: ExecutionContext): AbortSignal {
+      return this[EXECUTION].signal;
+    },
+    enumerable: true,
+    configurable: true,
+  };
+  // Declared only: made in the constructor, in the literal's order.
+  declare readonly fence: number;
+  declare readonly signal: AbortSignal;
+  declare readonly storageKey: string;
+  readonly [EXECUTION]: Execution;
+  constructor(execution: Execution) {
+    this[EXECUTION] = execution;
+    this.fence = execution.fence;
+    Object.defineProperty(this, 'signal', ExecutionContext.#signal);
+    this.storageKey = execution.storageKey;
   }
-  return ownerPrefix + (ownerCount++).toString(36);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-/** `execute`'s replay, decoded inside `begin`. */
-interface Replayed<T> {
-  kind: 'replayed';
-  value: T;
 }
 
 /** Creates the replay state machine over a store. */
@@ -84,190 +62,27 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
   const serializer = (options.serializer ?? jsonSerializer) as OutcomeSerializer<T>;
   const tasks = new BackgroundTasks();
   const giveBacks = new GiveBacks(settings, tasks);
-
   // The built-in JSON serializer: `execute` encodes a value in one step, and hands a replayed
   // body to it as a view of the store's bytes (it turns them into text at once).
   const viewReplays = serializer === jsonSerializer;
-  // A store's view form (outcome bytes valid until its next call) is taken only where no
-  // code of the caller's can run between the call and the decoding: no event listener (one
-  // is called with the call's timing, and could call the store), checked again per call
-  // for the codec. Every replay decodes (or, for `begin`, copies) the body at once.
-  const viewable = !settings.observed;
-
-  /**
-   * `begin`; with `forExecute` (`execute`'s own call), a replay comes back as its value,
-   * decoded at once (under the built-in JSON serializer from a view of the record's bytes).
-   */
-  async function begin(
-    request: IdempotentRequest,
-    beginOptions: BeginOptions = {},
-    forExecute = false,
-  ): Promise<BeginResult | Replayed<T>> {
-    const { signal } = beginOptions;
-    const storageKey = deriveStorageKey(request.scope ?? null, request.key);
-    const fingerprint = request.fingerprint ?? '';
-    const { store, wait, emit, observed } = settings;
-    const operation = request.operation;
-    const waitUntil = wait ? performance.now() + wait.timeoutMs : 0;
-    let poll = wait ? (wait.pollMs ?? 50) : 0;
-    for (;;) {
-      signal?.throwIfAborted();
-      const owner = newOwner();
-      const callStartedAt = settings.clock.now();
-      const timedFrom = observed ? performance.now() : 0;
-      let result: AcquireResult;
-      let call: Promise<AcquireResult> | undefined;
-      const input: AcquireInput = {
-        key: storageKey,
-        fingerprint,
-        owner,
-        leaseMs: settings.leaseMs,
-        retentionMs: settings.retentionMs,
-      };
-      const observe = storeCallObserver(settings, 'acquire', storageKey, operation);
-      // The view form's outcome bytes are the store's until its next call: taken only when
-      // nothing can run before they are decoded (no listener, no codec) and copied then.
-      const sync =
-        (viewable && !settings.codec && viewFormOf(store.acquire)) || syncFormOf(store.acquire);
-      try {
-        // A store that answers at once (in process) is called directly: no promise, no timer.
-        if (sync) {
-          const answer = callStoreSync('acquire', sync, input, observe, settings.storeTimeoutMs);
-          // A form that answered a promise after all: awaited under the time limit (above).
-          if (answer instanceof Promise) {
-            call = answer;
-            result = await answer;
-          } else result = answer;
-        } else {
-          result = await callStore(
-            'acquire',
-            settings.storeTimeoutMs,
-            () => {
-              call = store.acquire(input);
-              return call;
-            },
-            { observe },
-          );
-        }
-      } catch (error) {
-        if (observed)
-          emit({
-            type: 'store_error',
-            storageKey,
-            operation,
-            method: 'acquire',
-            fence: undefined,
-            error,
-            durationMs: since(timedFrom),
-          });
-        // An acquire that may have been applied is given back; one refused before it was
-        // sent (an admission limit) holds nothing.
-        if (error instanceof StoreUnavailableError && !error.unsent)
-          giveBacks.releaseIfApplied(storageKey, operation, owner, callStartedAt, call);
-        throw error;
-      }
-      const durationMs = observed ? since(timedFrom) : 0;
-      if (result.kind === 'acquired') {
-        const { fence, takeover } = result;
-        if (observed) emit({ type: 'miss', storageKey, operation, fence, takeover, durationMs });
-        const execution = new Execution(settings, storageKey, owner, {
-          fence,
-          takeover,
-          callStartedAt,
-          tasks,
-          operation,
-        });
-        return { kind: 'acquired', execution };
-      }
-      const { record, now } = result;
-      if (record.fingerprint !== fingerprint) {
-        if (observed) emit({ type: 'mismatch', storageKey, operation, durationMs });
-        throw new MismatchError();
-      }
-      if (record.status === 'completed') {
-        if (!record.outcome)
-          throw new StoreUnavailableError('Store returned a completed record without an outcome');
-        let outcome: StoredOutcome;
-        try {
-          // A plain not-recorded marker (written when the codec could not seal one) is read
-          // without the codec. Whatever else fails to open or decode is OUTCOME_CORRUPT,
-          // never a replay. Without a view, the body is a copy.
-          const opened = openStoredOutcome(
-            settings,
-            storageKey,
-            record.outcome,
-            forExecute && viewReplays ? JSON_VALUE_META : undefined,
-          );
-          outcome = opened instanceof Promise ? await opened : opened;
-        } catch (error) {
-          if (observed) {
-            const { fence } = record;
-            emit({ type: 'outcome_corrupt', storageKey, operation, fence, error, durationMs });
-          }
-          throw error;
-        }
-        const decodeMs = observed ? since(timedFrom) - durationMs : 0;
-        const marker = readNotRecorded(outcome);
-        // `execute` gets the value, decoded before any listener runs: a view of the record's
-        // bytes is read before anything else can touch them.
-        let value: T | undefined;
-        let failed: { error: unknown } | undefined;
-        if (forExecute && !marker) {
-          try {
-            value = replay(outcome);
-          } catch (error) {
-            failed = { error };
-          }
-        }
-        const { fence } = record;
-        if (observed) {
-          const outcomeBytes = record.outcome.length;
-          emit({ type: 'hit', storageKey, operation, fence, outcomeBytes, durationMs, decodeMs });
-        }
-        if (marker) throw new OutcomeNotRecordedError(marker.reason, marker);
-        if (failed) throw failed.error;
-        if (forExecute) return { kind: 'replayed', value: value as T };
-        return { kind: 'replay', outcome, storageKey, fence };
-      }
-      if (record.status !== 'in_progress') {
-        throw new StoreUnavailableError(`Store returned a ${record.status} record as live`);
-      }
-      const retryAfterMs = Math.max(1, record.leaseUntil - now);
-      if (observed)
-        emit({
-          type: 'conflict',
-          storageKey,
-          operation,
-          fence: record.fence,
-          retryAfterMs,
-          durationMs,
-        });
-      const remaining = waitUntil - performance.now();
-      if (!wait || remaining <= 0)
-        throw new InProgressError(retryAfterMs, { fence: record.fence, storageKey });
-      await sleep(Math.min(poll, remaining, retryAfterMs + 1), signal);
-      poll = Math.min(poll * 1.5, 1_000);
-    }
-  }
+  // Every execution's heartbeat waits here: one Node timer, not one an execution.
+  const heartbeats =
+    settings.heartbeatMs === false ? undefined : new FixedDelayTimers(settings.heartbeatMs);
+  const begin = createBegin<T>({ settings, tasks, giveBacks, heartbeats, viewReplays, replay });
 
   async function execute(
     request: IdempotentRequest,
     operation: (ctx: OperationContext) => Promise<T>,
   ): Promise<ExecuteResult<T>> {
+    // Awaited also when the store answered at once (no promise of begin's own then): the
+    // operation always starts on a later microtask, never inside the caller's call.
     const begun = await begin(request, {}, true);
     if (begun.kind === 'replayed') return { value: begun.value, replayed: true };
     if (begun.kind === 'replay') return { value: replay(begun.outcome), replayed: true };
     const execution = begun.execution;
     let settled: Settled<T>;
     try {
-      const value = await operation({
-        fence: execution.fence,
-        // Read on demand: most operations never look at it, and an AbortController is not free.
-        get signal() {
-          return execution.signal;
-        },
-        storageKey: execution.storageKey,
-      });
+      const value = await operation(new ExecutionContext(execution));
       settled = { ok: true, value };
     } catch (error) {
       settled = { ok: false, error };
@@ -298,9 +113,12 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       await execution.completeNotRecorded('not_serializable').catch(() => {});
       throw new OutcomeNotRecordedError('not_serializable', { cause });
     }
-    await (outcome instanceof Uint8Array
-      ? execution.completeEncoded(outcome)
-      : execution.complete(outcome));
+    // Undefined when a store that answers at once recorded it already.
+    const recording =
+      outcome instanceof Uint8Array
+        ? execution.completeEncoded(outcome)
+        : execution.complete(outcome);
+    if (recording !== undefined) await recording;
     if (settled.ok) return { value: settled.value, replayed: false };
     throw settled.error;
   }
@@ -318,7 +136,14 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
 
   return {
     execute,
-    begin: (request, beginOptions) => begin(request, beginOptions) as Promise<BeginResult>,
+    begin: (request, beginOptions) => {
+      try {
+        const begun = begin(request, beginOptions) as BeginResult | Promise<BeginResult>;
+        return begun instanceof Promise ? begun : Promise.resolve(begun);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    },
     drain: async (timeoutMs = settings.leaseMs) => {
       if (!(typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs >= 0))
         throw new InvalidInputError('drain(timeoutMs) needs a finite, non-negative number of ms');

@@ -1,5 +1,6 @@
 import { LeaseLostError } from './errors.js';
 import type { ExecutionSettings } from './execution.js';
+import { FixedDelayTimers, type TimedEntry } from './fixed-delay-timers.js';
 import { storeCallObserver } from './observe.js';
 import { callStore } from './store-call.js';
 
@@ -14,13 +15,15 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  * Renewals go on while the final write is retried (`finishing`): the lease is what keeps a
  * retry from running the operation again meanwhile.
  *
- * Cheap for the common execution that ends long before its first heartbeat: one timer (the
- * heartbeat's), and the abort controller is created only when somebody reads `signal` or
+ * Cheap for the common execution that ends long before its first heartbeat: no timer of its
+ * own (the heartbeat waits in the engine's {@link FixedDelayTimers}, one Node timer for all
+ * its executions), and the abort controller is created only when somebody reads `signal` or
  * the lease is lost. The watchdog that aborts at the lease estimate is armed with the first
  * heartbeat (always due before the lease passes: heartbeats are shorter than the lease),
- * when there are no heartbeats, or when renewals stop (`abandon`).
+ * when there are no heartbeats, or when renewals stop (`abandon`). A renewal retried after a
+ * failure (a fifth of the interval) has a timer of its own.
  */
-export class LeaseKeeper {
+export class LeaseKeeper implements TimedEntry {
   phase: ExecutionPhase = 'running';
   /** The request's operation and the acquisition's fence, for events. */
   operation: string | undefined;
@@ -28,8 +31,15 @@ export class LeaseKeeper {
   private controller: AbortController | undefined;
   private abandoned = false;
   private leaseEstimate: number;
+  /** A renewal retried after a failure (the regular ones wait in `heartbeats`). */
   private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
   private watchdogTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly heartbeats: FixedDelayTimers | undefined;
+  // The regular heartbeat's place in `heartbeats` (see TimedEntry).
+  timerDue = 0;
+  timerPrev: TimedEntry | undefined = undefined;
+  timerNext: TimedEntry | undefined = undefined;
+  timerQueued = false;
 
   constructor(
     private readonly settings: ExecutionSettings,
@@ -37,11 +47,25 @@ export class LeaseKeeper {
     private readonly owner: string,
     private readonly acquiredAt: number,
     private readonly onLost: (phase: 'heartbeat' | 'max_hold') => void,
+    heartbeats?: FixedDelayTimers,
   ) {
     // The store started the lease no earlier than the call was sent: a safe lower bound.
     this.leaseEstimate = acquiredAt + settings.leaseMs;
-    if (settings.heartbeatMs === false) this.armWatchdog();
-    else this.scheduleHeartbeat();
+    const { heartbeatMs } = settings;
+    if (heartbeatMs === false) {
+      this.heartbeats = undefined;
+      this.armWatchdog();
+    } else {
+      // The engine's shared queue when it is for this interval, else one of its own.
+      this.heartbeats =
+        heartbeats?.delayMs === heartbeatMs ? heartbeats : new FixedDelayTimers(heartbeatMs);
+      this.scheduleHeartbeat();
+    }
+  }
+
+  /** The regular heartbeat is due (called by `heartbeats`). */
+  onTimer(): void {
+    void this.beat();
   }
 
   /** Aborts when the lease is lost (or may have been). */
@@ -53,15 +77,20 @@ export class LeaseKeeper {
   /** Stops renewing; the lease runs out by itself (the watchdog still aborts the signal). */
   abandon(): void {
     this.abandoned = true;
-    clearTimeout(this.heartbeatTimer);
+    this.cancelHeartbeat();
     if (this.phase !== 'done' && this.watchdogTimer === undefined) this.armWatchdog();
   }
 
   /** The final write settled or was given up: no more renewals, no watchdog. */
   stop(): void {
     this.phase = 'done';
-    clearTimeout(this.heartbeatTimer);
+    this.cancelHeartbeat();
     clearTimeout(this.watchdogTimer);
+  }
+
+  private cancelHeartbeat(): void {
+    this.heartbeats?.remove(this);
+    clearTimeout(this.heartbeatTimer);
   }
 
   // A method, not a field read: the phase changes while a renewal is awaited.
@@ -90,7 +119,13 @@ export class LeaseKeeper {
   /** The lease estimate passed without a renewal. */
   private expire(): void {
     if (this.isDone()) return;
-    const holdPassed = this.settings.clock.now() - this.acquiredAt >= this.settings.maxHoldMs;
+    // The estimate that passed was the one cut to the maximum hold (or the clock is past it).
+    // Not the clock alone: a timer may run a millisecond before `clock.now()` reaches the
+    // estimate it was armed for (Node counts on its own clock, truncated differently), and a
+    // maximum hold read as a lost heartbeat is not enforced (the transactional engine ends
+    // the business transaction only for `max_hold`).
+    const holdEnd = this.acquiredAt + this.settings.maxHoldMs;
+    const holdPassed = this.leaseEstimate >= holdEnd || this.settings.clock.now() >= holdEnd;
     this.lose(
       holdPassed ? 'max_hold' : 'heartbeat',
       holdPassed
@@ -107,8 +142,11 @@ export class LeaseKeeper {
   private scheduleHeartbeat(failed = false): void {
     const { heartbeatMs } = this.settings;
     if (heartbeatMs === false || this.isDone() || this.abandoned) return;
-    const delay = failed ? Math.max(10, heartbeatMs / 5) : heartbeatMs;
-    this.heartbeatTimer = setTimeout(() => void this.beat(), delay);
+    if (!failed) {
+      this.heartbeats?.add(this);
+      return;
+    }
+    this.heartbeatTimer = setTimeout(() => void this.beat(), Math.max(10, heartbeatMs / 5));
     this.heartbeatTimer.unref?.();
   }
 

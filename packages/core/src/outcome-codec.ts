@@ -76,11 +76,16 @@ export function encodeTextOutcome(metaJson: string, text: string, reuse = false)
 export function encodeTextWithHeader(head: Uint8Array, text: string, reuse: boolean): Uint8Array {
   const room = head.length + 3 * text.length;
   if (reuse && lent === undefined && room <= REUSED_MAX) {
-    if (reused === undefined || reused.length < room)
+    if (reused === undefined || reused.length < room) {
       reused = new Uint8Array(room <= 4_096 ? 4_096 : REUSED_MAX);
+      reusedBody = undefined;
+    }
     reused.set(head, 0);
+    // The view the body is written into, made once per buffer and header length.
+    if (reusedBody === undefined || reusedBody.byteOffset !== head.length)
+      reusedBody = reused.subarray(head.length);
     // At most 3 bytes a UTF-16 unit: the whole text fits.
-    const { written } = encoder.encodeInto(text, reused.subarray(head.length));
+    const { written } = encoder.encodeInto(text, reusedBody);
     lent = reused.subarray(0, head.length + written);
     return lent;
   }
@@ -98,14 +103,18 @@ export function encodeTextWithHeader(head: Uint8Array, text: string, reuse: bool
 // an event listener runs) gets fresh bytes. Outcomes above REUSED_MAX always do.
 const REUSED_MAX = 65_536;
 let reused: Uint8Array | undefined;
+/** `reused` past a header: where `encodeTextWithHeader` writes the body. */
+let reusedBody: Uint8Array | undefined;
 /** The view of `reused` handed out and not given back yet. */
 let lent: Uint8Array | undefined;
 
 /** `size` bytes: a view of the reused buffer when it is free and large enough, else fresh. */
 function bytesFor(size: number, reuse: boolean): Uint8Array {
   if (!reuse || lent !== undefined || size > REUSED_MAX) return new Uint8Array(size);
-  if (reused === undefined || reused.length < size)
+  if (reused === undefined || reused.length < size) {
     reused = new Uint8Array(size <= 4_096 ? 4_096 : REUSED_MAX);
+    reusedBody = undefined;
+  }
   lent = reused.subarray(0, size);
   return lent;
 }

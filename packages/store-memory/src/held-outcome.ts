@@ -1,3 +1,5 @@
+import { latin1String } from './latin1.js';
+
 /**
  * An outcome as the store holds it: a Latin-1 string, one character a byte, for every outcome
  * a string can hold (up to 512 MiB, V8's `MAX_STRING_LENGTH` on 64-bit), else the bytes. A
@@ -35,7 +37,7 @@ const view = (bytes: Uint8Array, buffer: NonNullable<typeof NodeBuffer>): LatinB
 export function hold(bytes: Uint8Array): HeldOutcome {
   // Without Buffer (workerd, a browser) there is no native Latin-1 codec: bytes are held.
   if (NodeBuffer && bytes.byteLength <= MAX_STRING_BYTES)
-    return view(bytes, NodeBuffer).toString('latin1');
+    return latin1String ? latin1String(bytes) : view(bytes, NodeBuffer).toString('latin1');
   const copy = new Uint8Array(bytes.byteLength);
   copy.set(bytes);
   return copy;

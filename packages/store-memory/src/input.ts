@@ -1,4 +1,5 @@
 import { checkStoreString, InvalidInputError, MAX_TIMER_MS } from '@idem/core';
+import { latin1String, writeLatin1 } from './latin1.js';
 
 /**
  * Longest storage key, owner token and fingerprint accepted, in UTF-16 code units. Core's
@@ -36,6 +37,26 @@ export function checkString(name: string, value: unknown, empty = false): assert
  */
 export function detached(value: string): string {
   return `${value} `.slice(0, -1);
+}
+
+/** Where {@link copied} writes a string before reading it back (every checked string fits). */
+const scratch = writeLatin1 && new Uint8Array(MAX_STRING_LENGTH);
+
+/**
+ * A copy of `value` that shares no memory with any string the caller holds, and is one flat
+ * string: a Latin-1 string (keys, owners and fingerprints are ASCII) is written into a
+ * scratch buffer and read back as a fresh string, one object; another one (or where the
+ * runtime's native Latin-1 codec is missing) is {@link detached}, a cut of a fresh
+ * string. At most {@link MAX_STRING_LENGTH} units (what `checkString` accepts).
+ */
+export function copied(value: string): string {
+  if (value.length === 0) return '';
+  if (scratch !== undefined && latin1String !== undefined && writeLatin1 !== undefined) {
+    const copy = latin1String(scratch, writeLatin1(value, scratch));
+    // A unit above 0xff was cut to its low byte: not the same string, so not Latin-1.
+    if (copy === value) return copy;
+  }
+  return detached(value);
 }
 
 /** `sweepIntervalMs`, checked: 0 (no sweep) or a timer interval Node honours. */

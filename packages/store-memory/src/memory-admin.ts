@@ -10,8 +10,12 @@ export function createMemoryAdmin(table: RecordTable, clock: Clock): StoreAdmin 
   return createStoreAdmin({
     async read(key) {
       const now = readClock(clock);
-      const record = table.live(key, now)?.record;
-      return { now, record: record && { ...record, outcomeBytes: record.outcome?.length } };
+      const slot = table.live(key, now);
+      if (!slot) return { now, record: undefined };
+      // Field by field: the slot holds more than the record (its accounting and queues).
+      const { status, fingerprint, owner, fence, leaseUntil, expiresAt, outcome } = slot;
+      const record = { status, fingerprint, owner, fence, leaseUntil, expiresAt };
+      return { now, record: { ...record, outcomeBytes: outcome?.length } };
     },
     async forceRelease(key, owner) {
       const now = readClock(clock);

@@ -24,16 +24,16 @@ import {
   systemClock,
 } from '@idem/core';
 import { type HeldOutcome, hold, holds, release, type ViewBuffer, viewOf } from './held-outcome.js';
-import { checkString, detached, sweepInterval } from './input.js';
+import { checkString, copied, sweepInterval } from './input.js';
 import { createMemoryAdmin } from './memory-admin.js';
 import {
+  costOf,
   type HeldRecord,
   MARKER_OUTCOME_BYTES,
   newSlot,
   OUTCOME_OVERHEAD_BYTES,
   RECORD_OVERHEAD_BYTES,
   RecordTable,
-  recordCost,
 } from './record-table.js';
 
 const MiB = 1024 * 1024;
@@ -198,11 +198,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       const record = found.record;
       if (record.status === 'in_progress' && record.owner === input.owner) {
         // A redelivered acquire: the caller's own acquisition, renewed, fence unchanged.
-        table.replace(found, {
-          ...record,
-          leaseUntil,
-          expiresAt: Math.max(record.expiresAt, leaseUntil + input.retentionMs),
-        });
+        const expiresAt = Math.max(record.expiresAt, leaseUntil + input.retentionMs);
+        table.update(found, 'in_progress', leaseUntil, expiresAt, record.outcome);
         return { kind: 'acquired', fence: record.fence, leaseUntil, takeover: false };
       }
       const isLive =
@@ -214,13 +211,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     const fence = (found ? found.record.fence : table.fenceFloor) + 1;
     const record: HeldRecord = {
       status: 'in_progress',
-      fingerprint: detached(input.fingerprint),
-      owner: detached(input.owner),
+      fingerprint: copied(input.fingerprint),
+      owner: copied(input.owner),
       fence,
       leaseUntil,
       expiresAt: leaseUntil + input.retentionMs,
     };
-    const slot = newSlot(detached(input.key), record);
+    const slot = newSlot(copied(input.key), record);
     // Room is made around the record replaced: refused, it stays (its owner may complete).
     const room = found
       ? table.makeRoom(now, 0, slot.cost - found.cost, found)
@@ -265,22 +262,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
           return holds(found.outcome, outcome) ? OWNED : NOT_OWNER;
         }
         if (found.status !== 'in_progress') return NOT_OWNER;
-        // Every field written out (not spread): the record object is built in one step.
-        const next: HeldRecord = {
-          status: 'completed',
-          fingerprint: found.fingerprint,
-          owner: found.owner,
-          fence: found.fence,
-          leaseUntil: found.leaseUntil,
-          expiresAt: now + input.retentionMs,
-          outcome,
-        };
-        const extra = recordCost(slot.strings, next) - slot.cost;
+        // Room first (the outcome's length is what it will cost), then the copy kept.
+        const extra = costOf(slot.strings, 'completed', outcome) - slot.cost;
         if (extra > 0 && !table.makeRoom(now, 0, extra, slot)) {
           throw full(`an outcome of ${outcome.byteLength} bytes`);
         }
-        next.outcome = hold(outcome);
-        table.replace(slot, next);
+        const { leaseUntil } = slot;
+        table.update(slot, 'completed', leaseUntil, now + input.retentionMs, hold(outcome));
         return OWNED;
       },
       // The outcome is copied into the held string (or array): the engine may pass a view
@@ -295,12 +283,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       if (!slot || !found || found.owner !== input.owner) return NOT_OWNER;
       if (found.status === 'released') return OWNED; // a redelivered release
       if (found.status !== 'in_progress') return NOT_OWNER;
-      table.replace(slot, {
-        ...found,
-        status: 'released',
-        leaseUntil: now,
-        expiresAt: now + input.retentionMs,
-      });
+      table.update(slot, 'released', now, now + input.retentionMs, found.outcome);
       return OWNED;
     }),
     extend: answersSynchronously((input: ExtendInput): OwnerWriteResult => {
@@ -311,7 +294,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       const found = slot?.record;
       if (!slot || found?.status !== 'in_progress' || found.owner !== input.owner) return NOT_OWNER;
       const leaseUntil = now + input.leaseMs;
-      table.replace(slot, { ...found, leaseUntil, expiresAt: leaseUntil + input.retentionMs });
+      table.update(slot, 'in_progress', leaseUntil, leaseUntil + input.retentionMs, found.outcome);
       return { ok: true, leaseUntil };
     }),
     async get(key: string): Promise<StoredRecord | undefined> {

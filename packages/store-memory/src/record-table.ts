@@ -25,18 +25,50 @@ export const OUTCOME_OVERHEAD_BYTES = 512;
  */
 export const MARKER_OUTCOME_BYTES = 1024;
 
-/** One stored record, what it is accounted for, and where it sits in the eviction queues. */
-export interface Slot {
-  readonly key: string;
-  record: HeldRecord;
+/**
+ * One stored record, what it is accounted for, and where it sits in the eviction queues: one
+ * object a record (the record's fields are the slot's own, changed in place by the table), so
+ * a store holding many records holds one object less each, and a write allocates none.
+ */
+export class Slot implements HeldRecord {
+  status: HeldRecord['status'];
+  fingerprint: string;
+  owner: string;
+  fence: number;
+  leaseUntil: number;
+  expiresAt: number;
+  outcome: HeldOutcome | undefined;
   /** Accounted bytes of the key, fingerprint and owner (they never change for one slot). */
   readonly strings: number;
   /** Accounted bytes, see {@link recordCost}. */
   cost: number;
   /** Positions in the queues by expiry, by lease and by release (-1: not in it). */
-  expiryAt: number;
-  leaseAt: number;
-  releaseAt: number;
+  expiryAt = -1;
+  leaseAt = -1;
+  releaseAt = -1;
+
+  constructor(
+    readonly key: string,
+    record: HeldRecord,
+  ) {
+    this.status = record.status;
+    this.fingerprint = record.fingerprint;
+    this.owner = record.owner;
+    this.fence = record.fence;
+    this.leaseUntil = record.leaseUntil;
+    this.expiresAt = record.expiresAt;
+    this.outcome = record.outcome;
+    this.strings = stringBytes(key) + stringBytes(record.fingerprint) + stringBytes(record.owner);
+    this.cost = recordCost(this.strings, record);
+  }
+
+  /**
+   * The record the slot holds: the slot itself, so only while it holds it (a later write
+   * changes it); callers that keep a record copy it.
+   */
+  get record(): HeldRecord {
+    return this;
+  }
 }
 
 /**
@@ -52,10 +84,19 @@ export function stringBytes(value: string): number {
 
 /** Accounted bytes of a record: estimated overhead, its strings, and its outcome or the marker reserve. */
 export function recordCost(strings: number, record: HeldRecord): number {
+  return costOf(strings, record.status, record.outcome);
+}
+
+/** {@link recordCost} of a record with `status` and `outcome`. */
+export function costOf(
+  strings: number,
+  status: HeldRecord['status'],
+  outcome: HeldOutcome | undefined,
+): number {
   let payload = 0;
-  if (record.status === 'completed') {
-    payload = OUTCOME_OVERHEAD_BYTES + (record.outcome?.length ?? 0);
-  } else if (record.status === 'in_progress') {
+  if (status === 'completed') {
+    payload = OUTCOME_OVERHEAD_BYTES + (outcome?.length ?? 0);
+  } else if (status === 'in_progress') {
     payload = OUTCOME_OVERHEAD_BYTES + MARKER_OUTCOME_BYTES;
   }
   return RECORD_OVERHEAD_BYTES + strings + payload;
@@ -63,9 +104,7 @@ export function recordCost(strings: number, record: HeldRecord): number {
 
 /** A slot for a record at `key` (not yet in any table). */
 export function newSlot(key: string, record: HeldRecord): Slot {
-  const strings = stringBytes(key) + stringBytes(record.fingerprint) + stringBytes(record.owner);
-  const cost = recordCost(strings, record);
-  return { key, record, strings, cost, expiryAt: -1, leaseAt: -1, releaseAt: -1 };
+  return new Slot(key, record);
 }
 
 /**
@@ -119,7 +158,7 @@ export class RecordTable {
   /** The slot at `key` unless it has expired at `now` (an expired one is removed). */
   live(key: string, now: number): Slot | undefined {
     const slot = this.slots.get(key);
-    if (slot && now >= slot.record.expiresAt) {
+    if (slot && now >= slot.expiresAt) {
       this.remove(slot);
       return undefined;
     }
@@ -135,9 +174,26 @@ export class RecordTable {
 
   /** Replaces a slot's record (same key, fingerprint and owner), keeping the accounting and queues right. */
   replace(slot: Slot, record: HeldRecord): void {
-    slot.record = record;
+    slot.fingerprint = record.fingerprint;
+    slot.owner = record.owner;
+    slot.fence = record.fence;
+    this.update(slot, record.status, record.leaseUntil, record.expiresAt, record.outcome);
+  }
+
+  /** {@link replace} of what a write changes (the slot's fingerprint, owner and fence stay). */
+  update(
+    slot: Slot,
+    status: HeldRecord['status'],
+    leaseUntil: number,
+    expiresAt: number,
+    outcome: HeldOutcome | undefined,
+  ): void {
+    slot.status = status;
+    slot.leaseUntil = leaseUntil;
+    slot.expiresAt = expiresAt;
+    slot.outcome = outcome;
     this.bytes -= slot.cost;
-    slot.cost = recordCost(slot.strings, record);
+    slot.cost = costOf(slot.strings, status, outcome);
     this.bytes += slot.cost;
     this.track(slot);
   }
@@ -153,7 +209,7 @@ export class RecordTable {
     if (this.slots.get(slot.key) !== slot) return;
     this.slots.delete(slot.key);
     this.bytes -= slot.cost;
-    if (slot.record.fence > this.fenceFloor) this.fenceFloor = slot.record.fence;
+    if (slot.fence > this.fenceFloor) this.fenceFloor = slot.fence;
   }
 
   /** Whether `entries` more records and `bytes` more bytes would fit now. */
@@ -190,17 +246,16 @@ export class RecordTable {
   }
 
   private track(slot: Slot): void {
-    const { record } = slot;
-    this.byExpiry.set(slot, record.expiresAt);
-    if (record.status === 'in_progress') this.byLease.set(slot, record.leaseUntil);
+    this.byExpiry.set(slot, slot.expiresAt);
+    if (slot.status === 'in_progress') this.byLease.set(slot, slot.leaseUntil);
     else this.byLease.delete(slot);
-    if (record.status !== 'released') this.byRelease.delete(slot);
+    if (slot.status !== 'released') this.byRelease.delete(slot);
     else if (!this.byRelease.has(slot)) this.byRelease.set(slot, ++this.releases);
   }
 
   private evictExpired(now: number): boolean {
     const slot = this.byExpiry.peek();
-    if (slot === undefined || now < slot.record.expiresAt) return false;
+    if (slot === undefined || now < slot.expiresAt) return false;
     this.remove(slot);
     return true;
   }
@@ -214,7 +269,7 @@ export class RecordTable {
 
   private evictPassedLease(now: number, keep: Slot | undefined): boolean {
     const slot = this.byLease.peekExcept(keep);
-    if (slot === undefined || now < slot.record.leaseUntil) return false;
+    if (slot === undefined || now < slot.leaseUntil) return false;
     this.remove(slot);
     return true;
   }

@@ -1,0 +1,356 @@
+import type { BackgroundTasks } from './background.js';
+import {
+  InProgressError,
+  MismatchError,
+  OutcomeNotRecordedError,
+  StoreUnavailableError,
+} from './errors.js';
+import { Execution } from './execution.js';
+import type { FixedDelayTimers } from './fixed-delay-timers.js';
+import type { GiveBacks } from './give-back.js';
+import type { BeginOptions, BeginResult, IdempotentRequest } from './idempotency-types.js';
+import { deriveStorageKey } from './keys.js';
+import { readNotRecorded } from './not-recorded.js';
+import { since, storeCallObserver } from './observe.js';
+import type { StoredOutcome } from './outcome-codec.js';
+import { JSON_VALUE_META } from './serializer.js';
+import type { ResolvedSettings } from './settings.js';
+import type { AcquireInput, AcquireResult, StoredRecord } from './store.js';
+import { callStore, callStoreSync, syncFormOf, viewFormOf } from './store-call.js';
+import { openStoredOutcome } from './stored-outcome.js';
+
+// An owner token only has to differ from every other acquisition's, in this process and in
+// every other one writing to the same store: 128 random bits drawn once per process (per copy
+// of this module), then a counter. Drawn on first use, not at import (workerd refuses randomness at global scope).
+// Cheaper than a `randomUUID()` per acquire, and shorter (22 + a few characters against 36).
+let ownerPrefix: string | undefined;
+let ownerCount = 0;
+function newOwner(): string {
+  if (ownerPrefix === undefined) {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    let text = '';
+    for (const byte of bytes) text += String.fromCharCode(byte);
+    // base64url without padding: 22 characters for 16 bytes.
+    ownerPrefix = `${btoa(text).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')}.`;
+  }
+  return ownerPrefix + (ownerCount++).toString(36);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** `execute`'s replay, decoded inside `begin`. */
+export interface Replayed<T> {
+  kind: 'replayed';
+  value: T;
+}
+
+/** What `begin` gives: an acquisition, a replay, or (for `execute`) a replayed value. */
+export type Begun<T> = BeginResult | Replayed<T>;
+
+/** A conflict `begin` waits out: another acquire after `delayMs`. */
+interface Wait {
+  kind: 'wait';
+  delayMs: number;
+}
+
+/** One `begin` call, across its attempts. */
+interface Attempt {
+  readonly storageKey: string;
+  readonly fingerprint: string;
+  readonly operation: string | undefined;
+  readonly signal: AbortSignal | undefined;
+  /** `execute`'s own call: a replay comes back as its value. */
+  readonly forExecute: boolean;
+  /** Until when a conflict is waited out (`performance.now()`; 0 without `wait`). */
+  readonly waitUntil: number;
+  /** The next poll interval while waiting. */
+  poll: number;
+}
+
+/** One acquire's call: who asked and when (for events and the give-back of a failed one). */
+interface Call {
+  readonly owner: string;
+  readonly callStartedAt: number;
+  readonly timedFrom: number;
+}
+
+/** What the engine's `begin` works with besides its settings. */
+export interface BeginContext<T> {
+  settings: ResolvedSettings;
+  tasks: BackgroundTasks;
+  giveBacks: GiveBacks;
+  heartbeats: FixedDelayTimers | undefined;
+  /** Replayed bodies are read from a view of the record's bytes (the built-in JSON serializer). */
+  viewReplays: boolean;
+  /** The value of a recorded outcome (throws a recorded failure). */
+  replay(outcome: StoredOutcome): T;
+}
+
+/**
+ * The engine's `begin`: acquire (or replay, or wait). A store that answers at once (built
+ * with `answersSynchronously`) is answered without a promise: the result, a replay or the
+ * error comes back (or is thrown) before the call returns; a store call that does not answer
+ * at once, a codec, or a conflict waited out gives a promise. With `forExecute` (`execute`'s
+ * own call), a replay comes back as its value, decoded at once (under the built-in JSON
+ * serializer from a view of the record's bytes).
+ */
+export function createBegin<T>(
+  context: BeginContext<T>,
+): (
+  request: IdempotentRequest,
+  beginOptions?: BeginOptions,
+  forExecute?: boolean,
+) => Begun<T> | Promise<Begun<T>> {
+  const { settings, giveBacks, viewReplays } = context;
+  // A store's view form (outcome bytes valid until its next call) is taken only where no
+  // code of the caller's can run between the call and the decoding: no event listener (one
+  // is called with the call's timing, and could call the store), checked again per call
+  // for the codec. Every replay decodes (or, for `begin`, copies) the body at once.
+  const viewable = !settings.observed;
+
+  function begin(
+    request: IdempotentRequest,
+    beginOptions: BeginOptions = {},
+    forExecute = false,
+  ): Begun<T> | Promise<Begun<T>> {
+    const { wait } = settings;
+    const attempt: Attempt = {
+      storageKey: deriveStorageKey(request.scope ?? null, request.key),
+      fingerprint: request.fingerprint ?? '',
+      operation: request.operation,
+      signal: beginOptions.signal,
+      forExecute,
+      waitUntil: wait ? performance.now() + wait.timeoutMs : 0,
+      poll: wait ? (wait.pollMs ?? 50) : 0,
+    };
+    const step = acquire(attempt);
+    return step instanceof Promise || step.kind === 'wait' ? goOn(attempt, step) : step;
+  }
+
+  /** `begin` past a first answer that was not final: awaits it, waits out conflicts. */
+  async function goOn(attempt: Attempt, first: Begun<T> | Wait | Promise<Begun<T> | Wait>) {
+    let step = first;
+    for (;;) {
+      const answer = step instanceof Promise ? await step : step;
+      if (answer.kind !== 'wait') return answer;
+      await sleep(answer.delayMs, attempt.signal);
+      attempt.poll = Math.min(attempt.poll * 1.5, 1_000);
+      step = acquire(attempt);
+    }
+  }
+
+  /** One acquire and what it found. */
+  function acquire(attempt: Attempt): Begun<T> | Wait | Promise<Begun<T> | Wait> {
+    attempt.signal?.throwIfAborted();
+    const { store } = settings;
+    const { storageKey } = attempt;
+    const call: Call = {
+      owner: newOwner(),
+      callStartedAt: settings.clock.now(),
+      timedFrom: settings.observed ? performance.now() : 0,
+    };
+    const input: AcquireInput = {
+      key: storageKey,
+      fingerprint: attempt.fingerprint,
+      owner: call.owner,
+      leaseMs: settings.leaseMs,
+      retentionMs: settings.retentionMs,
+    };
+    const observe = storeCallObserver(settings, 'acquire', storageKey, attempt.operation);
+    // The view form's outcome bytes are the store's until its next call: taken only when
+    // nothing can run before they are decoded (no listener, no codec) and copied then.
+    const sync =
+      (viewable && !settings.codec && viewFormOf(store.acquire)) || syncFormOf(store.acquire);
+    let sent: Promise<AcquireResult> | undefined;
+    let answer: AcquireResult | Promise<AcquireResult>;
+    try {
+      // A store that answers at once (in process) is called directly: no promise, no timer.
+      // A form that answered a promise after all is awaited under the time limit.
+      answer = sync
+        ? callStoreSync('acquire', sync, input, observe, settings.storeTimeoutMs)
+        : callStore(
+            'acquire',
+            settings.storeTimeoutMs,
+            () => {
+              sent = store.acquire(input);
+              return sent;
+            },
+            { observe },
+          );
+    } catch (error) {
+      throw failed(attempt, call, error, undefined);
+    }
+    if (!(answer instanceof Promise)) return found(attempt, call, answer);
+    const pending = answer;
+    return pending.then(
+      (result) => found(attempt, call, result),
+      (error: unknown) => {
+        throw failed(attempt, call, error, sent ?? (sync ? pending : undefined));
+      },
+    );
+  }
+
+  /** A failed acquire: reported, and given back if it may have been applied; the error to throw. */
+  function failed(
+    attempt: Attempt,
+    call: Call,
+    error: unknown,
+    sent: Promise<AcquireResult> | undefined,
+  ): unknown {
+    const { storageKey, operation } = attempt;
+    if (settings.observed)
+      settings.emit({
+        type: 'store_error',
+        storageKey,
+        operation,
+        method: 'acquire',
+        fence: undefined,
+        error,
+        durationMs: since(call.timedFrom),
+      });
+    // An acquire that may have been applied is given back; one refused before it was
+    // sent (an admission limit) holds nothing.
+    if (error instanceof StoreUnavailableError && !error.unsent)
+      giveBacks.releaseIfApplied(storageKey, operation, call.owner, call.callStartedAt, sent);
+    return error;
+  }
+
+  /** What an acquire answered: the acquisition, a replay, a conflict to wait out, or an error. */
+  function found(
+    attempt: Attempt,
+    call: Call,
+    result: AcquireResult,
+  ): Begun<T> | Wait | Promise<Begun<T>> {
+    const { storageKey, operation } = attempt;
+    const { observed, emit } = settings;
+    const durationMs = observed ? since(call.timedFrom) : 0;
+    if (result.kind === 'acquired') {
+      const { fence, takeover } = result;
+      if (observed) emit({ type: 'miss', storageKey, operation, fence, takeover, durationMs });
+      const execution = new Execution(settings, storageKey, call.owner, {
+        fence,
+        takeover,
+        callStartedAt: call.callStartedAt,
+        tasks: context.tasks,
+        operation,
+        heartbeats: context.heartbeats,
+      });
+      return { kind: 'acquired', execution };
+    }
+    const { record, now } = result;
+    if (record.fingerprint !== attempt.fingerprint) {
+      if (observed) emit({ type: 'mismatch', storageKey, operation, durationMs });
+      throw new MismatchError();
+    }
+    if (record.status === 'completed') {
+      const stored = record.outcome;
+      if (!stored)
+        throw new StoreUnavailableError('Store returned a completed record without an outcome');
+      let opened: StoredOutcome | Promise<StoredOutcome>;
+      try {
+        // A plain not-recorded marker (written when the codec could not seal one) is read
+        // without the codec. Whatever else fails to open or decode is OUTCOME_CORRUPT,
+        // never a replay. Without a view, the body is a copy.
+        opened = openStoredOutcome(
+          settings,
+          storageKey,
+          stored,
+          attempt.forExecute && viewReplays ? JSON_VALUE_META : undefined,
+        );
+      } catch (error) {
+        throw corrupt(attempt, record, error, durationMs);
+      }
+      if (!(opened instanceof Promise)) return replayed(attempt, call, record, opened, durationMs);
+      return opened.then(
+        (outcome) => replayed(attempt, call, record, outcome, durationMs),
+        (error: unknown) => {
+          throw corrupt(attempt, record, error, durationMs);
+        },
+      );
+    }
+    if (record.status !== 'in_progress') {
+      throw new StoreUnavailableError(`Store returned a ${record.status} record as live`);
+    }
+    const retryAfterMs = Math.max(1, record.leaseUntil - now);
+    if (observed)
+      emit({
+        type: 'conflict',
+        storageKey,
+        operation,
+        fence: record.fence,
+        retryAfterMs,
+        durationMs,
+      });
+    const remaining = attempt.waitUntil - performance.now();
+    if (!settings.wait || remaining <= 0)
+      throw new InProgressError(retryAfterMs, { fence: record.fence, storageKey });
+    return { kind: 'wait', delayMs: Math.min(attempt.poll, remaining, retryAfterMs + 1) };
+  }
+
+  /** A recorded outcome that does not open or decode: reported; the error to throw. */
+  function corrupt(attempt: Attempt, record: StoredRecord, error: unknown, durationMs: number) {
+    if (settings.observed) {
+      const { storageKey, operation } = attempt;
+      const { fence } = record;
+      settings.emit({ type: 'outcome_corrupt', storageKey, operation, fence, error, durationMs });
+    }
+    return error;
+  }
+
+  /** The replay of a recorded outcome (for `execute`: its value, or the error it recorded). */
+  function replayed(
+    attempt: Attempt,
+    call: Call,
+    record: StoredRecord,
+    outcome: StoredOutcome,
+    durationMs: number,
+  ): Begun<T> {
+    const { storageKey, operation, forExecute } = attempt;
+    const { observed } = settings;
+    const decodeMs = observed ? since(call.timedFrom) - durationMs : 0;
+    const marker = readNotRecorded(outcome);
+    // `execute` gets the value, decoded before any listener runs: a view of the record's
+    // bytes is read before anything else can touch them.
+    let value: T | undefined;
+    let failure: { error: unknown } | undefined;
+    if (forExecute && !marker) {
+      try {
+        value = context.replay(outcome);
+      } catch (error) {
+        failure = { error };
+      }
+    }
+    const { fence } = record;
+    if (observed) {
+      const outcomeBytes = (record.outcome as Uint8Array).length;
+      settings.emit({
+        type: 'hit',
+        storageKey,
+        operation,
+        fence,
+        outcomeBytes,
+        durationMs,
+        decodeMs,
+      });
+    }
+    if (marker) throw new OutcomeNotRecordedError(marker.reason, marker);
+    if (failure) throw failure.error;
+    if (forExecute) return { kind: 'replayed', value: value as T };
+    return { kind: 'replay', outcome, storageKey, fence };
+  }
+
+  return begin;
+}

@@ -1,0 +1,277 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { FixedDelayTimers, type TimedEntry } from '../src/fixed-delay-timers.js';
+import { createIdempotency } from '../src/index.js';
+import { FakeStore } from './support/fake-store.js';
+
+/** An entry that records when (on `now`) it ran. */
+function entry(now: () => number, ran: number[] = []): TimedEntry & { ran: number[] } {
+  return {
+    timerDue: 0,
+    timerPrev: undefined,
+    timerNext: undefined,
+    timerQueued: false,
+    ran,
+    onTimer() {
+      ran.push(now());
+    },
+  };
+}
+
+/** The fields a test reads of a queue's private state. */
+const inside = (queue: FixedDelayTimers) =>
+  queue as unknown as { first: TimedEntry | undefined; last: TimedEntry | undefined };
+
+afterEach(() => {
+  vi.useRealTimers();
+  vi.restoreAllMocks();
+});
+
+describe('FixedDelayTimers under fake timers (setTimeout and performance faked)', () => {
+  it('runs each entry exactly its delay after it was added, in order, once', () => {
+    vi.useFakeTimers();
+    const now = () => performance.now();
+    const queue = new FixedDelayTimers(1_000);
+    const start = now();
+    const a = entry(now);
+    const b = entry(now);
+    const c = entry(now);
+    queue.add(a);
+    vi.advanceTimersByTime(300);
+    queue.add(b);
+    vi.advanceTimersByTime(450);
+    queue.add(c);
+    vi.advanceTimersByTime(249);
+    expect(a.ran).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(a.ran).toEqual([start + 1_000]);
+    vi.advanceTimersByTime(299);
+    expect(b.ran).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(b.ran).toEqual([start + 1_300]);
+    vi.advanceTimersByTime(450);
+    expect(c.ran).toEqual([start + 1_750]);
+    vi.advanceTimersByTime(10_000);
+    expect([a.ran.length, b.ran.length, c.ran.length]).toEqual([1, 1, 1]);
+    expect(queue.size).toBe(0);
+    // Nothing left to wait for: the timer stopped.
+    expect(queue.armed).toBe(false);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
+  it('a removed entry never runs, and removing the first one does not make the next one late or early', () => {
+    vi.useFakeTimers();
+    const now = () => performance.now();
+    const queue = new FixedDelayTimers(500);
+    const start = now();
+    const a = entry(now);
+    const b = entry(now);
+    queue.add(a);
+    vi.advanceTimersByTime(100);
+    queue.add(b);
+    queue.remove(a);
+    queue.remove(a); // twice: nothing happens
+    vi.advanceTimersByTime(499);
+    expect(b.ran).toEqual([]);
+    vi.advanceTimersByTime(1);
+    expect(b.ran).toEqual([start + 600]);
+    expect(a.ran).toEqual([]);
+  });
+
+  it('an entry added again (from its own callback) runs again one delay later', () => {
+    vi.useFakeTimers();
+    const now = () => performance.now();
+    const queue = new FixedDelayTimers(200);
+    const start = now();
+    const ran: number[] = [];
+    const again: TimedEntry = {
+      ...entry(now, ran),
+      onTimer() {
+        ran.push(now());
+        if (ran.length < 3) queue.add(again);
+      },
+    };
+    const other = entry(now);
+    queue.add(again);
+    vi.advanceTimersByTime(50);
+    queue.add(other);
+    vi.advanceTimersByTime(1_000);
+    expect(ran).toEqual([start + 200, start + 400, start + 600]);
+    // Re-adding from a callback must not push the timer past an earlier entry.
+    expect(other.ran).toEqual([start + 250]);
+  });
+
+  it('close() stops the timer and empties the queue: nothing runs after it', () => {
+    vi.useFakeTimers();
+    const now = () => performance.now();
+    const queue = new FixedDelayTimers(100);
+    const entries = Array.from({ length: 5 }, () => entry(now));
+    for (const e of entries) queue.add(e);
+    expect(vi.getTimerCount()).toBe(1);
+    queue.close();
+    expect(vi.getTimerCount()).toBe(0);
+    expect(queue.size).toBe(0);
+    vi.advanceTimersByTime(1_000);
+    expect(entries.every((e) => e.ran.length === 0 && !e.timerQueued)).toBe(true);
+  });
+
+  it('holds one Node timer however many entries wait, and none once they are all removed and it fired', () => {
+    vi.useFakeTimers();
+    const now = () => performance.now();
+    const queue = new FixedDelayTimers(1_000);
+    const entries = Array.from({ length: 10_000 }, () => entry(now));
+    for (const e of entries) queue.add(e);
+    expect(vi.getTimerCount()).toBe(1);
+    expect(queue.size).toBe(10_000);
+    for (const e of entries) queue.remove(e);
+    expect(queue.size).toBe(0);
+    // Removed entries are unlinked: the queue keeps none of them alive.
+    expect(inside(queue).first).toBeUndefined();
+    expect(inside(queue).last).toBeUndefined();
+    expect(entries.every((e) => e.timerPrev === undefined && e.timerNext === undefined)).toBe(true);
+    vi.advanceTimersByTime(1_000);
+    expect(vi.getTimerCount()).toBe(0);
+    expect(queue.armed).toBe(false);
+  });
+});
+
+describe('FixedDelayTimers with a clock that does not move with the timers', () => {
+  it('runs later entries early (right after the first), never late', () => {
+    // setTimeout faked, the queue's clock frozen: every entry looks added at the same time.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const frozen = 5;
+    const queue = new FixedDelayTimers(1_000, () => frozen);
+    let fake = 0;
+    const at = () => fake;
+    const a = entry(at);
+    const b = entry(at);
+    // `fake` is what the fake timers' clock says (set before each step it reaches).
+    const step = () => {
+      fake += 100;
+      vi.advanceTimersByTime(100);
+    };
+    queue.add(a);
+    for (let t = 0; t < 400; t += 100) step();
+    queue.add(b);
+    for (let t = 0; t < 2_000; t += 100) step();
+    expect(a.ran).toEqual([1_000]);
+    // Due at 1,400; run no later than that.
+    expect(b.ran.length).toBe(1);
+    expect(b.ran[0]).toBeLessThanOrEqual(1_400);
+  });
+});
+
+describe('FixedDelayTimers under real timers', () => {
+  it('runs entries no earlier than their delay, with one armed timer at a time that keeps nothing alive', async () => {
+    // The test's own sleeps go around the spy: every setTimeout it sees is the queue's.
+    const realSetTimeout = globalThis.setTimeout;
+    const sleep = (ms: number) => new Promise((resolve) => realSetTimeout(resolve, ms));
+    // The queue's timers: when each was armed and when it ran (performance.now()).
+    const timers: Array<{ timer: NodeJS.Timeout; armedAt: number; ranAt: number | undefined }> = [];
+    vi.spyOn(globalThis, 'setTimeout').mockImplementation(((callback: () => void, ms?: number) => {
+      const record = {
+        timer: undefined as unknown as NodeJS.Timeout,
+        armedAt: 0,
+        ranAt: 0 as number | undefined,
+      };
+      record.armedAt = performance.now();
+      record.ranAt = undefined;
+      record.timer = realSetTimeout(() => {
+        record.ranAt = performance.now();
+        callback();
+      }, ms);
+      timers.push(record);
+      return record.timer;
+    }) as unknown as typeof setTimeout);
+    const queue = new FixedDelayTimers(40);
+    const now = () => performance.now();
+    const added: number[] = [];
+    const order: number[] = [];
+    const entries = Array.from({ length: 4 }, (_, i) => {
+      const e = entry(now);
+      const onTimer = e.onTimer.bind(e);
+      e.onTimer = () => {
+        order.push(i);
+        onTimer();
+      };
+      return e;
+    });
+    for (const e of entries) {
+      added.push(now());
+      queue.add(e);
+      await sleep(5);
+    }
+    // However slow the machine, every entry runs: waited for (bounded), not guessed.
+    const deadline = now() + 10_000;
+    while (entries.some((e) => e.ran.length === 0) && now() < deadline) await sleep(10);
+    entries.forEach((e, i) => {
+      expect(e.ran.length).toBe(1);
+      // As for any setTimeout, Node counts the delay from the event loop's time, which can
+      // be a few ms behind performance.now() when the entry is added (the loop's turn so far).
+      expect(e.ran[0]! - added[i]!).toBeGreaterThanOrEqual(40 - 5);
+    });
+    expect(order).toEqual([0, 1, 2, 3]);
+    // One Node timer at a time: armed by the first add, then only from the queue's own
+    // firing (never by an add while one waits), so each was armed after the previous ran.
+    // Entries added 5 ms apart are due apart: between 1 (all four added before the first
+    // was due) and 4 firings, depending on how slow the machine is.
+    expect(timers.length).toBeGreaterThanOrEqual(1);
+    expect(timers.length).toBeLessThanOrEqual(entries.length);
+    timers.forEach(({ timer, armedAt }, i) => {
+      expect(timer.hasRef()).toBe(false);
+      if (i > 0) {
+        const previous = timers[i - 1]!.ranAt;
+        expect(previous).toBeDefined();
+        expect(armedAt).toBeGreaterThanOrEqual(previous!);
+      }
+    });
+    expect(timers.every((t) => t.ranAt !== undefined)).toBe(true);
+    expect(queue.armed).toBe(false);
+    expect(queue.size).toBe(0);
+  });
+});
+
+describe("the engine's heartbeats", () => {
+  it('share one Node timer across executions, and still renew each lease on time', async () => {
+    const store = new FakeStore();
+    const idem = createIdempotency({ store, leaseMs: 120, heartbeatMs: 30 });
+    const spy = vi.spyOn(globalThis, 'setTimeout');
+    // Many short executions: none lives to its first heartbeat.
+    for (let i = 0; i < 200; i++) await idem.execute({ key: `short-${i}` }, async () => i);
+    const armedForShort = spy.mock.calls.filter((call) => call[1] === 30).length;
+    expect(armedForShort).toBeLessThanOrEqual(1);
+    expect(store.calls.extend).toBe(0);
+    // Three long ones: each renews about every 30 ms, on the shared timer.
+    const renewals = new Map<string, number[]>();
+    const extend = store.extend.bind(store);
+    store.extend = (input) => {
+      const times = renewals.get(input.key) ?? [];
+      times.push(performance.now());
+      renewals.set(input.key, times);
+      return extend(input);
+    };
+    const ran: number[] = [];
+    const long = await Promise.all(
+      [0, 1, 2].map((i) =>
+        idem.execute({ key: `long-${i}` }, async ({ signal }) => {
+          const from = performance.now();
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          ran.push(performance.now() - from);
+          return signal.aborted;
+        }),
+      ),
+    );
+    // 200 ms (or more, on a loaded machine) under a 120 ms lease: renewed in time, never lost.
+    expect(long.map((r) => r.value)).toEqual([false, false, false]);
+    expect(renewals.size).toBe(3);
+    const longest = Math.max(...ran);
+    for (const times of renewals.values()) {
+      // The first heartbeat is due (30 ms) long before the operation's 200 ms timer.
+      expect(times.length).toBeGreaterThanOrEqual(1);
+      // Never early (as for a setTimeout of its own, a few ms of the loop's time aside),
+      // so no more renewals than the execution's time allows.
+      for (let i = 1; i < times.length; i++)
+        expect(times[i]! - times[i - 1]!).toBeGreaterThanOrEqual(30 - 5);
+      expect(times.length).toBeLessThanOrEqual(Math.ceil(longest / (30 - 5)));
+    }
+  });
+});
