@@ -193,6 +193,9 @@ async function listen(hono: Hono): Promise<string> {
     const server = serve({ fetch: hono.fetch, port: 0, hostname: '127.0.0.1' }, (info) =>
       resolve(`http://127.0.0.1:${info.port}`),
     );
+    // Idle keep-alive sockets outlive the client's (undici: 4 s): a server that closes one
+    // first, as the client reuses it on a loaded machine, is an ECONNRESET of neither app.
+    (server as unknown as { keepAliveTimeout: number }).keepAliveTimeout = 60_000;
     servers.push(server);
   });
 }
@@ -219,7 +222,14 @@ beforeAll(async () => {
 });
 afterAll(() =>
   Promise.all(
-    servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))),
+    servers.map(
+      (server) =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          // Keep-alive sockets would hold close() for their 60 s.
+          (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+        }),
+    ),
   ),
 );
 
