@@ -31,8 +31,14 @@ export class BodyTap {
       this.stop('over');
       return;
     }
-    // A copy: the chunk may be a view over memory the socket reuses.
-    this.parts.push(Buffer.from(chunk));
+    // Held as it is when it owns its memory (what Node's HTTP server hands out: each body
+    // chunk a copy of its own); anything else (a view into a larger buffer, which someone
+    // may reuse) is copied.
+    this.parts.push(
+      chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length
+        ? chunk
+        : Buffer.from(chunk),
+    );
   };
 
   /** Starts watching `raw`, which nobody must have read from yet (see {@link BodyTap.start}). */

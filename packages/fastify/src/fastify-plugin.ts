@@ -1,22 +1,18 @@
 import {
-  BodyTooLargeError,
-  bodyFromBytes,
-  bodyFromParsed,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
+  type IdempotencyDecision,
   type IdempotencyHandler,
-  isJsonContentType,
-  type RequestBody,
 } from '@idem/http';
-import {
-  headerValue,
-  recordServerResponse,
-  requestUrl,
-  wholeDecisionResponse,
-} from '@idem/http/node';
-import type { FastifyPluginCallback, FastifyRequest } from 'fastify';
-import { BodyTap } from './body-tap.js';
+import { recordServerResponse, wholeDecisionResponse } from '@idem/http/node';
+import type {
+  FastifyPluginCallback,
+  FastifyReply,
+  FastifyRequest,
+  HookHandlerDoneFunction,
+} from 'fastify';
+import { FastifyIncoming } from './fastify-incoming.js';
 
 /** Options of the {@link idempotency} plugin: those of `@idem/http`, with hooks that get the Fastify request. */
 export type FastifyIdempotencyOptions = HttpIdempotencyOptions<FastifyRequest>;
@@ -39,46 +35,20 @@ declare module 'fastify' {
   }
 }
 
-/** The body copy of a request (see `onRequest`), with the handler that asked for it. */
-const kTap = Symbol('@idem/fastify body tap');
-interface Tapped {
-  [kTap]: { tap: BodyTap; handler: IdempotencyHandler<FastifyRequest> } | null;
-}
-
 /**
- * The body for the fingerprint: the bytes as sent when the tap saw all of them and the
- * parsed value could have lost something (a JSON type, which `JSON.parse` can make alike; a
- * body the parser left as a string or bytes, which decoding can). Otherwise, as before the
- * tap, Fastify's parsed body: a body a `preParsing` hook replaced, one a parser reads later
- * (multipart), or one parsed to another value (a form), fingerprinted as that value.
+ * The request as the plugin describes it to `@idem/http` once made (see `onRequest`); false
+ * when idempotency is off for it, null until looked at.
  */
-function requestBody(
-  request: FastifyRequest,
-  taken: Uint8Array | 'over' | undefined,
-  cap: number,
-  limit: number,
-): RequestBody {
-  const contentType = headerValue(request.headers, 'content-type');
-  const parsed = request.body;
-  if (taken === 'over' && cap >= limit) throw new BodyTooLargeError(limit);
-  if (
-    taken instanceof Uint8Array &&
-    (isJsonContentType(contentType) || typeof parsed === 'string' || parsed instanceof Uint8Array)
-  ) {
-    if (taken.length > limit) throw new BodyTooLargeError(limit);
-    return bodyFromBytes(taken, contentType);
-  }
-  return bodyFromParsed(parsed, contentType, limit);
+const kIncoming = Symbol('@idem/fastify incoming');
+interface Held {
+  [kIncoming]: FastifyIncoming | false | null;
 }
 
 const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, options, done) => {
   const base = createIdempotencyHandler<FastifyRequest>(options);
   const perRoute = new WeakMap<object, IdempotencyHandler<FastifyRequest>>();
 
-  function handlerFor(request: FastifyRequest): IdempotencyHandler<FastifyRequest> | undefined {
-    // No route matched: let Fastify answer 404 rather than ask for a key.
-    if (request.is404) return undefined;
-    const route = request.routeOptions.config?.idempotency;
+  function handlerOf(route: RouteIdempotency | undefined) {
     if (route === undefined) return base;
     if (route === false) return undefined;
     let handler = perRoute.get(route);
@@ -93,66 +63,88 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     return handler;
   }
 
+  /**
+   * The request for `@idem/http`, false when idempotency is off for it. `copy` (at
+   * `onRequest` only, before anyone reads the body): start copying its body.
+   */
+  function incomingOf(request: FastifyRequest, copy: boolean): FastifyIncoming | false {
+    // No route matched: let Fastify answer 404 rather than ask for a key.
+    if (request.is404) return false;
+    const route = request.routeOptions;
+    const handler = handlerOf(route.config?.idempotency);
+    if (!handler) return false;
+    const incoming = new FastifyIncoming(request, handler, route.url as string);
+    if (copy) incoming.copyBody(route.bodyLimit);
+    return incoming;
+  }
+
   fastify.decorateRequest('idempotency', null);
-  fastify.decorateRequest(kTap, null);
+  fastify.decorateRequest(kIncoming, null);
   // onRequest, before any preParsing hook (a decompression one registered before the plugin)
-  // can read the Node request: start copying the body for the fingerprint, only for a
-  // request whose body begin() will read (idempotency on for the route, a method that needs
-  // a key, a key sent), never past maxBodyBytes nor the route's bodyLimit.
+  // can read the Node request: a request with a body starts copying it for the fingerprint,
+  // when begin() will read it (idempotency on for the route, a method that needs a key, a
+  // key sent), never past maxBodyBytes nor the route's bodyLimit.
   fastify.addHook('onRequest', (request, _reply, done) => {
-    const headers = request.headers;
-    if (hasBody(headers)) {
-      const handler = handlerFor(request);
-      const limit = handler?.bodyLimit(request.method, (name) => headerValue(headers, name));
-      if (limit !== undefined) {
-        const cap = Math.min(limit, request.routeOptions.bodyLimit);
-        // A declared length past the cap is answered 413 (by Fastify or begin) unread.
-        const tap =
-          Number(headers['content-length']) > cap ? undefined : BodyTap.start(request.raw, cap);
-        if (tap) (request as unknown as Tapped)[kTap] = { tap, handler: handler! };
-      }
-    }
+    if (hasBody(request.headers))
+      (request as unknown as Held)[kIncoming] = incomingOf(request, true);
     done();
   });
   // preHandler: after Fastify parsed (and size-limited) the body, before the route handler.
-  fastify.addHook('preHandler', async (request, reply) => {
-    const tapped = (request as unknown as Tapped)[kTap];
-    const handler = tapped ? tapped.handler : handlerFor(request);
-    if (!handler) return;
-    // Stop copying now, read whole or not: a body read later (multipart) is not kept.
-    const taken = tapped?.tap.take();
-    const cap = tapped ? tapped.tap.cap : 0;
-    const decision = await handler.begin({
-      native: request,
-      method: request.method,
-      url: requestUrl(request.url),
-      ...(request.routeOptions.url === undefined ? {} : { route: request.routeOptions.url }),
-      header: (name) => headerValue(request.headers, name),
-      // Fastify parsed (and size-limited) the body already.
-      readBody: async (limit) => requestBody(request, taken, cap, limit),
-    });
-    if (decision.action === 'pass') return;
-    if (decision.action === 'respond') {
-      // On the reply too, not only on the Response: an onSend hook that replaces the payload
-      // must not turn a 409, a 422 or a replay into a 200 without its headers.
-      const whole = wholeDecisionResponse(decision);
-      // A body without a Content-Type would get Fastify's own: sent as a Response instead.
-      if (whole && (!whole.body || whole.headers.some(([name]) => name === 'content-type'))) {
-        reply.code(whole.status);
-        for (const [name, value] of whole.headers) reply.header(name, value);
-        return reply.send(whole.body);
+  // A callback hook: no promise of its own besides begin's.
+  fastify.addHook('preHandler', (request, reply, done) => {
+    let incoming = (request as unknown as Held)[kIncoming];
+    if (incoming === null) incoming = incomingOf(request, false);
+    if (incoming === false) return done();
+    incoming.stopCopy();
+    incoming.handler.begin(incoming).then((decision) => {
+      try {
+        answer(request, reply, decision, done);
+      } catch (error) {
+        done(error as Error);
       }
-      reply.code(decision.response.status);
-      for (const [name, value] of decision.response.headers) reply.header(name, value);
-      return reply.send(decision.response);
-    }
-    request.idempotency = decision.recorder.context;
-    // Record at the Node response: every payload Fastify sends (buffers, Node and Web
-    // streams, Response objects) ends up there, written chunk by chunk.
-    recordServerResponse(reply.raw, decision.recorder);
+    }, done);
   });
   done();
 };
+
+/** Carries out `begin`'s decision (see the README's "Status codes"). */
+function answer(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  decision: IdempotencyDecision,
+  done: HookHandlerDoneFunction,
+): void {
+  if (decision.action === 'pass') {
+    done();
+    return;
+  }
+  if (decision.action === 'respond') {
+    // On the reply too, not only on the Response: an onSend hook that replaces the payload
+    // must not turn a 409, a 422 or a replay into a 200 without its headers.
+    const whole = wholeDecisionResponse(decision);
+    // A body without a Content-Type would get Fastify's own: sent as a Response instead.
+    if (whole && (!whole.body || hasContentType(whole.headers))) {
+      reply.code(whole.status);
+      for (const [name, value] of whole.headers) reply.header(name, value);
+      reply.send(whole.body);
+      return;
+    }
+    reply.code(decision.response.status);
+    for (const [name, value] of decision.response.headers) reply.header(name, value);
+    reply.send(decision.response);
+    return;
+  }
+  request.idempotency = decision.recorder.context;
+  // Record at the Node response: every payload Fastify sends (buffers, Node and Web
+  // streams, Response objects) ends up there, written chunk by chunk.
+  recordServerResponse(reply.raw, decision.recorder);
+  done();
+}
+
+function hasContentType(headers: readonly (readonly [string, string])[]): boolean {
+  for (const [name] of headers) if (name === 'content-type') return true;
+  return false;
+}
 
 /** Whether the request declares a body (as Fastify decides whether to parse one). */
 function hasBody(headers: FastifyRequest['headers']): boolean {

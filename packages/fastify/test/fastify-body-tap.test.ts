@@ -345,6 +345,41 @@ describe('Fastify body copy: other readers of the body', () => {
     expect(runs).toBe(1);
   });
 
+  it('a chunk that is a view into a larger buffer is copied: what its owner writes there later changes nothing', async () => {
+    let runs = 0;
+    let overwrite: Buffer | undefined;
+    const { app } = await appWith((app) => {
+      // After Fastify parsed the body, before the fingerprint: the owner reuses its buffer.
+      app.addHook('preValidation', async () => {
+        overwrite?.fill(0x20);
+        overwrite = undefined;
+      });
+      app.post('/charges', async () => ({ runs: ++runs }));
+    });
+    const send = () => {
+      const text = '{"amount":1}';
+      const backing = Buffer.alloc(64);
+      backing.write(text, 8);
+      const view = backing.subarray(8, 8 + text.length);
+      return {
+        view,
+        response: app.inject({
+          method: 'POST',
+          url: '/charges',
+          headers: { 'content-type': 'application/json', 'idempotency-key': 'k1' },
+          payload: view,
+        }),
+      };
+    };
+    const first = send();
+    overwrite = first.view;
+    expect((await first.response).statusCode).toBe(200);
+    const retry = await send().response;
+    expect(retry.statusCode).toBe(200);
+    expect(retry.headers['idempotent-replayed']).toBe('true');
+    expect(runs).toBe(1);
+  });
+
   it('app.inject: the ambiguous bodies are told apart too', async () => {
     let runs = 0;
     const { app } = await appWith((app) => {

@@ -80,13 +80,13 @@ export interface IdempotencyHandler<R = Request> {
   /** The lower-level step for framework adapters; see {@link IdempotencyDecision}. */
   begin(request: IncomingRequest<R>): Promise<IdempotencyDecision>;
   /**
-   * The most body bytes {@link begin} reads of a request with this method and these headers
-   * (the `limit` its `readBody` gets: `maxBodyBytes`), or undefined when it will not read it
+   * The most body bytes {@link begin} reads of a request with this method and headers (the
+   * `limit` its `readBody` gets: `maxBodyBytes`), or undefined when it will not read it
    * (the method needs no key, or the request carries none). A number does not promise a read:
    * an invalid key still gets its 400 first. For an adapter that keeps a copy of the body
    * while its framework reads it: nothing to keep when undefined, and never more than this.
    */
-  bodyLimit(method: string, header: (name: string) => string | undefined): number | undefined;
+  bodyLimit(request: Pick<IncomingRequest<R>, 'method' | 'header'>): number | undefined;
   /**
    * Waits until no final write is being retried in the background (after the store failed
    * while an outcome was recorded), or `timeoutMs` passed; resolves with how many are still
@@ -295,12 +295,10 @@ export function createIdempotencyHandler<R = Request>(
     }
   }
 
-  function bodyLimit(
-    method: string,
-    header: (name: string) => string | undefined,
-  ): number | undefined {
+  function bodyLimit(request: Pick<IncomingRequest<R>, 'method' | 'header'>): number | undefined {
     // Without a key, begin passes or answers 400 before any body is read.
-    if (!methods.has(method.toUpperCase()) || header(headerName) === undefined) return undefined;
+    if (!methods.has(request.method.toUpperCase()) || request.header(headerName) === undefined)
+      return undefined;
     return maxBodyBytes;
   }
 

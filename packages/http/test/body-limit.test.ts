@@ -49,7 +49,7 @@ describe('IdempotencyHandler.bodyLimit', () => {
             return { kind: 'none' };
           },
         });
-        const limit = handler.bodyLimit(method, header);
+        const limit = handler.bodyLimit({ method, header });
         // Read: with that limit. Undefined: never read. (A limit for a request whose key then
         // turns out invalid only means a copy that is not used.)
         if (read !== undefined) expect([method, headers, limit]).toEqual([method, headers, read]);
