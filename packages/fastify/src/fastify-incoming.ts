@@ -4,7 +4,6 @@ import {
   bodyFromParsed,
   type IdempotencyHandler,
   type IncomingRequest,
-  isJsonContentType,
   type RequestBody,
 } from '@idem/http';
 import { headerValue, requestUrl } from '@idem/http/node';
@@ -19,9 +18,8 @@ import { BodyTap } from './body-tap.js';
 export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
   readonly method: string;
   readonly url: string;
-  private tap: BodyTap | undefined = undefined;
-  /** What the copy gave when it stopped (see {@link BodyTap.take}). */
-  private taken: Uint8Array | 'over' | undefined = undefined;
+  /** The copy of the body (see {@link FastifyIncoming.copyBody}); `'over'`: declared past its limit. */
+  private tap: BodyTap | 'over' | undefined = undefined;
 
   constructor(
     readonly native: FastifyRequest,
@@ -37,45 +35,52 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
   readonly header = (name: string): string | undefined => headerValue(this.native.headers, name);
 
   /**
-   * Starts copying the body when `begin` will read it, never past its limit nor `bodyLimit`
-   * (Fastify's for the route): before anyone reads the Node request.
+   * Starts copying the body when `begin` will read it, never past that limit
+   * (`maxBodyBytes`, the one `begin` answers 413 past, whatever limit Fastify applies: a
+   * content-type parser may have a higher one than the route): before anyone reads the
+   * Node request.
    */
-  copyBody(bodyLimit: number): void {
+  copyBody(): void {
     const limit = this.handler.bodyLimit(this);
     if (limit === undefined) return;
-    const cap = Math.min(limit, bodyLimit);
-    // A declared length past the cap is answered 413 (by Fastify or begin) unread.
-    if (Number(this.native.headers['content-length']) > cap) return;
-    this.tap = BodyTap.start(this.native.raw, cap);
+    // A declared length past the limit is answered 413 (by Fastify or begin), never copied.
+    if (Number(this.native.headers['content-length']) > limit) this.tap = 'over';
+    else this.tap = BodyTap.start(this.native.raw, limit);
   }
 
-  /** Stops the copy (at `preHandler`, read whole or not): a body read later is not kept. */
-  stopCopy(): void {
-    if (this.tap) this.taken = this.tap.take();
+  /** Drops the copy and stops copying (after `begin`, or at the response for a request that never got there). */
+  release(): void {
+    const { tap } = this;
+    if (tap === undefined) return;
+    this.tap = undefined;
+    if (tap !== 'over') tap.release();
   }
 
   /**
-   * The body for the fingerprint: the bytes as sent when the copy is whole and the parsed
-   * value could have lost something (a JSON type, which `JSON.parse` can make alike; a body
-   * the parser left as a string or bytes, which decoding can). Otherwise, as before the copy,
-   * Fastify's parsed body: a body a `preParsing` hook replaced, one a parser reads later
-   * (multipart), or one parsed to another value (a form), fingerprinted as that value.
+   * The body for the fingerprint: the bytes as sent (as `@idem/express` and `@idem/hono`
+   * fingerprint it, whatever the content type) when the copy is whole: the parser read it
+   * whole, or it left the rest unread and it is read here and put back for the route (see
+   * {@link BodyTap.pull}). Otherwise, as before the copy, Fastify's parsed body: a body
+   * read before the copy started, or that someone else was reading at `preHandler` (a
+   * stream a `preParsing` hook still pipes).
+   * @throws BodyTooLargeError past `limit` bytes (as sent)
    */
   async readBody(limit: number): Promise<RequestBody> {
-    const { taken, native } = this;
+    const { tap, native } = this;
     const contentType = headerValue(native.headers, 'content-type');
-    const parsed = native.body;
-    // Past a cap below `limit` (a parser whose own bodyLimit is above the route's): the
-    // copy says nothing, the parsed body is measured.
-    if (taken === 'over' && this.tap !== undefined && this.tap.cap >= limit)
-      throw new BodyTooLargeError(limit);
-    if (
-      taken instanceof Uint8Array &&
-      (isJsonContentType(contentType) || typeof parsed === 'string' || parsed instanceof Uint8Array)
-    ) {
-      if (taken.length > limit) throw new BodyTooLargeError(limit);
-      return bodyFromBytes(taken, contentType);
+    let copy: Uint8Array | 'over' | undefined = tap === 'over' ? tap : undefined;
+    if (tap instanceof BodyTap) {
+      try {
+        copy = tap.take() ?? (await tap.pull());
+      } finally {
+        this.release();
+      }
     }
-    return bodyFromParsed(parsed, contentType, limit);
+    if (copy === 'over') throw new BodyTooLargeError(limit);
+    if (copy !== undefined) {
+      if (copy.length > limit) throw new BodyTooLargeError(limit);
+      return bodyFromBytes(copy, contentType);
+    }
+    return bodyFromParsed(native.body, contentType, limit);
   }
 }

@@ -74,7 +74,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     const handler = handlerOf(route.config?.idempotency);
     if (!handler) return false;
     const incoming = new FastifyIncoming(request, handler, route.url as string);
-    if (copy) incoming.copyBody(route.bodyLimit);
+    if (copy) incoming.copyBody();
     return incoming;
   }
 
@@ -83,7 +83,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   // onRequest, before any preParsing hook (a decompression one registered before the plugin)
   // can read the Node request: a request with a body starts copying it for the fingerprint,
   // when begin() will read it (idempotency on for the route, a method that needs a key, a
-  // key sent), never past maxBodyBytes nor the route's bodyLimit.
+  // key sent), never past maxBodyBytes.
   fastify.addHook('onRequest', (request, _reply, done) => {
     if (hasBody(request.headers))
       (request as unknown as Held)[kIncoming] = incomingOf(request, true);
@@ -95,14 +95,29 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     let incoming = (request as unknown as Held)[kIncoming];
     if (incoming === null) incoming = incomingOf(request, false);
     if (incoming === false) return done();
-    incoming.stopCopy();
-    incoming.handler.begin(incoming).then((decision) => {
-      try {
-        answer(request, reply, decision, done);
-      } catch (error) {
-        done(error as Error);
-      }
-    }, done);
+    const { handler } = incoming;
+    handler.begin(incoming).then(
+      (decision) => {
+        // The copy is used (or was not needed: an invalid key): not held while the route runs.
+        (incoming as FastifyIncoming).release();
+        try {
+          answer(request, reply, decision, done);
+        } catch (error) {
+          done(error as Error);
+        }
+      },
+      (error: Error) => {
+        (incoming as FastifyIncoming).release();
+        done(error);
+      },
+    );
+  });
+  // A request answered before preHandler (Fastify's 400 for a body that does not parse, 413,
+  // 415, a hook's early reply) drops its copy as it ends, not when the request is collected.
+  fastify.addHook('onResponse', (request, _reply, done) => {
+    const incoming = (request as unknown as Held)[kIncoming];
+    if (incoming) incoming.release();
+    done();
   });
   done();
 };

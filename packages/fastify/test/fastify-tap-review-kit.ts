@@ -162,12 +162,21 @@ function parseResponses(data: Buffer): RawResponse[] {
   return out;
 }
 
-/** The plugin's body copy of a Fastify request (null when none was taken). */
+/**
+ * Bytes of the plugin's body copy that a Fastify request holds (0 when it holds none). The
+ * copy hangs off the request's `@idem/fastify incoming` slot, as `tap.parts`.
+ */
 export function heldCopyBytes(request: object): number {
   const symbol = Object.getOwnPropertySymbols(request).find(
-    (s) => s.description === '@idem/fastify body tap',
+    (s) => s.description === '@idem/fastify incoming',
   );
-  if (!symbol) throw new Error('the request carries no body-tap slot');
-  const slot = (request as Record<symbol, { tap: { parts: Uint8Array[] } } | null>)[symbol];
-  return slot ? slot.tap.parts.reduce((size, part) => size + part.length, 0) : 0;
+  if (!symbol) throw new Error('the request carries no @idem/fastify slot');
+  const slot = (request as Record<symbol, { tap?: unknown } | false | null>)[symbol];
+  if (!slot) return 0;
+  if (!('tap' in slot)) throw new Error('the request slot has no tap field');
+  const tap = slot.tap;
+  if (tap === undefined || tap === 'over') return 0;
+  const { parts } = tap as { parts: Uint8Array[] };
+  if (!Array.isArray(parts)) throw new Error('the copy has no parts');
+  return parts.reduce((size, part) => size + part.length, 0);
 }
