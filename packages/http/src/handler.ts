@@ -80,6 +80,14 @@ export interface IdempotencyHandler<R = Request> {
   /** The lower-level step for framework adapters; see {@link IdempotencyDecision}. */
   begin(request: IncomingRequest<R>): Promise<IdempotencyDecision>;
   /**
+   * The most body bytes {@link begin} reads of a request with this method and headers (the
+   * `limit` its `readBody` gets: `maxBodyBytes`), or undefined when it will not read it
+   * (the method needs no key, or the request carries none). A number does not promise a read:
+   * an invalid key still gets its 400 first. For an adapter that keeps a copy of the body
+   * while its framework reads it: nothing to keep when undefined, and never more than this.
+   */
+  bodyLimit(request: Pick<IncomingRequest<R>, 'method' | 'header'>): number | undefined;
+  /**
    * Waits until no final write is being retried in the background (after the store failed
    * while an outcome was recorded), or `timeoutMs` passed; resolves with how many are still
    * pending. Call it at shutdown, after the server stopped taking requests.
@@ -287,7 +295,14 @@ export function createIdempotencyHandler<R = Request>(
     }
   }
 
-  return { begin, handle, drain: (timeoutMs) => engine.drain(timeoutMs) };
+  function bodyLimit(request: Pick<IncomingRequest<R>, 'method' | 'header'>): number | undefined {
+    // Without a key, begin passes or answers 400 before any body is read.
+    if (!methods.has(request.method.toUpperCase()) || request.header(headerName) === undefined)
+      return undefined;
+    return maxBodyBytes;
+  }
+
+  return { begin, handle, bodyLimit, drain: (timeoutMs) => engine.drain(timeoutMs) };
 }
 
 /**

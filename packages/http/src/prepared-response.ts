@@ -24,20 +24,34 @@ type RespondDecision = Extract<IdempotencyDecision, { action: 'respond' }>;
 
 /**
  * A `respond` decision for `prepared`. Its `response` is built on first read (then the same
- * object every time); {@link preparedResponseOf} gives the prepared form.
+ * object every time); {@link preparedResponseOf} gives the prepared form. A class, not an
+ * object literal with a getter: V8 builds such a literal through the runtime every time, and
+ * every replay makes one.
+ */
+class PreparedDecision {
+  readonly action = 'respond' as const;
+  readonly [PREPARED]: PreparedResponse;
+  private built: Response | undefined = undefined;
+
+  constructor(
+    prepared: PreparedResponse,
+    readonly replayed: boolean,
+  ) {
+    this[PREPARED] = prepared;
+  }
+
+  get response(): Response {
+    this.built ??= webResponse(this[PREPARED]);
+    return this.built;
+  }
+}
+
+/**
+ * A `respond` decision for `prepared` (see {@link PreparedDecision}).
  * @internal
  */
 export function respondWith(prepared: PreparedResponse, replayed: boolean): RespondDecision {
-  let response: Response | undefined;
-  return {
-    action: 'respond',
-    replayed,
-    get response() {
-      response ??= webResponse(prepared);
-      return response;
-    },
-    [PREPARED]: prepared,
-  } as RespondDecision;
+  return new PreparedDecision(prepared, replayed);
 }
 
 /** The prepared form of a `respond` decision made by @idem/http, undefined for any other. @internal */

@@ -7,7 +7,9 @@ import type { RequestTarget } from './request-target.js';
 
 /** The media type of a Content-Type value, without parameters, lowercased ('' when absent). */
 function mediaType(contentType: string | undefined): string {
-  return (contentType ?? '').split(';', 1)[0]!.trim().toLowerCase();
+  if (contentType === undefined) return '';
+  const end = contentType.indexOf(';');
+  return (end === -1 ? contentType : contentType.slice(0, end)).trim().toLowerCase();
 }
 
 /**
@@ -51,20 +53,22 @@ function digest<R>(
   extras: Record<string, JsonValue>,
   options: FingerprintOptions<R> | undefined,
 ): string {
-  const input = {
-    method,
-    route: url.pathname,
-    extras,
-    ...(options?.exclude?.length ? { exclude: options.exclude } : {}),
-  };
-  if (body.kind === 'none') return fingerprint(input);
-  if (body.kind === 'bytes') return fingerprint({ ...input, exclude: undefined, body: body.bytes });
+  // Each input built whole (no spreads: this runs for every request). `exclude` applies to
+  // a JSON body only.
+  const route = url.pathname;
+  if (body.kind === 'none') return fingerprint({ method, route, extras });
+  if (body.kind === 'bytes') return fingerprint({ method, route, extras, body: body.bytes });
+  const exclude = options?.exclude;
   try {
-    return fingerprint({ ...input, body: body.value });
+    return fingerprint(
+      exclude?.length
+        ? { method, route, extras, body: body.value, exclude }
+        : { method, route, extras, body: body.value },
+    );
   } catch (error) {
     // A JSON value canonical JSON refuses (too deep, a huge number): its bytes are the body.
     if (!(isIdemError(error, 'NOT_CANONICAL') || error instanceof RangeError)) throw error;
     const bytes = body.bytes ?? new TextEncoder().encode(jsonTextOf(body.value, Infinity) ?? '');
-    return fingerprint({ ...input, exclude: undefined, body: bytes });
+    return fingerprint({ method, route, extras, body: bytes });
   }
 }

@@ -1,0 +1,221 @@
+import type { Readable } from 'node:stream';
+
+type Push = (chunk: unknown, encoding?: BufferEncoding) => boolean;
+
+/** What {@link BodyTap.start} needs of the stream's state (Node's `_readableState`). */
+interface ReadableState {
+  ended?: boolean;
+  objectMode?: boolean;
+  bufferIndex?: number;
+  /** An array from its `bufferIndex` on (Node 20.x, 22+), or an iterable list (older). */
+  buffer?: Iterable<unknown>;
+}
+
+/**
+ * A copy of a request body as it came off the wire, for the fingerprint: the parsed value
+ * cannot tell apart bodies that the fingerprint must (integers past 2^53, repeated member
+ * names), and Express and Hono fingerprint the bytes as sent.
+ *
+ * It sits where the bytes come in, not where they go out: the Node request's own `push`
+ * (what Node's HTTP server, HTTP/2 compatibility layer and light-my-request call with every
+ * chunk of the body, then with null at its end) is wrapped while it copies. So it adds no
+ * listener and never changes how or when the stream is read (no flowing mode, no
+ * data-listening flag left set behind a reader's `once('data')`); it sees each byte once,
+ * whatever the readers do with them afterwards (bytes put back with `unshift()` do not go
+ * through `push`; an encoding a reader sets only decodes later); and the copy is of the
+ * bytes as sent (still compressed under a Content-Encoding) whichever `preParsing` hooks
+ * decode them. Bytes Node pushed before the copy started (an async `onRequest` hook ran
+ * before the plugin's) are taken from the stream's buffer, when nobody read from it yet.
+ *
+ * Bounded: past `cap` bytes it drops what it copied and stops copying (`'over'`).
+ */
+export class BodyTap {
+  /** The copy (read by the review tests to see what a request holds). */
+  private parts: Buffer[] = [];
+  private size = 0;
+  /** Past `cap`: nothing kept. Closed: released, or its end seen (push restored). */
+  private state: 'open' | 'over' | 'released' = 'open';
+  /** Node pushed the end (null): the copy is the whole body. */
+  private ended: boolean;
+  /** The request's `push` before the tap (restored when the end was seen or the tap stopped). */
+  private readonly push: Push | undefined;
+  /** The wrapper put in its place. */
+  private readonly wrapper: Push | undefined;
+
+  private constructor(
+    private readonly raw: Readable,
+    /** Most bytes kept. */
+    readonly cap: number,
+    buffered: Buffer[],
+    size: number,
+    ended: boolean,
+  ) {
+    this.parts = buffered;
+    this.size = size;
+    this.ended = ended;
+    if (ended) {
+      this.push = this.wrapper = undefined;
+      return;
+    }
+    const push = raw.push as Push;
+    this.push = push;
+    this.wrapper = (chunk: unknown, encoding?: BufferEncoding): boolean => {
+      this.onPush(chunk, encoding);
+      return push.call(raw, chunk, encoding);
+    };
+    raw.push = this.wrapper;
+  }
+
+  /**
+   * Starts copying the body of `raw` for at most `cap` bytes: `'over'` when more than that
+   * is in its buffer already, undefined when the copy could not be whole (a chunk was read
+   * from it already, or its buffer holds something else than bytes).
+   */
+  static start(raw: Readable, cap: number): BodyTap | 'over' | undefined {
+    if (raw.readableDidRead) return undefined;
+    const state = (raw as unknown as { _readableState?: ReadableState })._readableState;
+    if (!state || state.objectMode) return undefined;
+    const buffered: Buffer[] = [];
+    let size = 0;
+    const length = raw.readableLength;
+    if (length > 0) {
+      // Pushed before the copy started, none of it read (so the buffer starts at its first
+      // byte): the same bytes, whatever the layout of Node's buffer, or no copy at all.
+      if (length > cap) return 'over';
+      const buffer = state.buffer;
+      if (!buffer) return undefined;
+      const chunks = Array.isArray(buffer) ? buffer.slice(state.bufferIndex ?? 0) : [...buffer];
+      for (const chunk of chunks) {
+        if (!(chunk instanceof Uint8Array)) return undefined;
+        buffered.push(Buffer.from(chunk));
+        size += chunk.length;
+      }
+      if (size !== length) return undefined;
+    }
+    return new BodyTap(raw, cap, buffered, size, state.ended === true);
+  }
+
+  private onPush(chunk: unknown, encoding: BufferEncoding | undefined): void {
+    if (this.state !== 'open') return;
+    if (chunk === null) {
+      this.ended = true;
+      this.restore();
+      return;
+    }
+    let bytes: Buffer;
+    if (typeof chunk === 'string') bytes = Buffer.from(chunk, encoding ?? 'utf8');
+    else if (chunk instanceof Uint8Array)
+      // Held as it is when it owns its memory; a view into a larger buffer (what Node's HTTP
+      // parser hands out: a slice of the socket's chunk, which may hold the next request) is
+      // copied.
+      bytes =
+        Buffer.isBuffer(chunk) && chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length
+          ? chunk
+          : Buffer.from(chunk);
+    else if (chunk === undefined) return;
+    else {
+      // Not bytes (the stream will refuse it): no copy can be whole.
+      this.stop('released');
+      return;
+    }
+    if (bytes.length === 0) return;
+    this.size += bytes.length;
+    if (this.size > this.cap) {
+      this.stop('over');
+      return;
+    }
+    this.parts.push(bytes);
+  }
+
+  /**
+   * The body so far: its bytes when the whole of it came in while copying, `'over'` past the
+   * cap, undefined while its end has not come (or once released). Gives the bytes once.
+   */
+  take(): Uint8Array | 'over' | undefined {
+    if (this.state === 'over') return 'over';
+    if (this.state !== 'open' || !this.ended) return undefined;
+    const { parts, size } = this;
+    this.stop('released');
+    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size);
+  }
+
+  /**
+   * For a body nobody is reading (a parser left it, or part of it, to the route, as
+   * `@fastify/multipart` does): reads the rest off the request, as `@idem/express` reads a
+   * body, and puts it back unread (`unshift`), then gives {@link BodyTap.take}'s answer (the
+   * rest is copied as it is pushed). Past the cap, stops and discards the rest (the request
+   * gets 413). Undefined, reading nothing, when someone else is reading or may read it now
+   * (a `'data'` or `'readable'` listener, flowing mode, an encoding set): the copy is then
+   * not whole. Rejects when the client goes away first.
+   */
+  pull(): Promise<Uint8Array | 'over' | undefined> {
+    const { raw } = this;
+    if (
+      this.state !== 'open' ||
+      this.ended ||
+      raw.readableFlowing === true ||
+      raw.readableEncoding !== null ||
+      raw.readableEnded ||
+      raw.destroyed ||
+      raw.listenerCount('data') > 0 ||
+      raw.listenerCount('readable') > 0
+    )
+      return Promise.resolve(this.take());
+    return new Promise((resolve, reject) => {
+      const held: Buffer[] = [];
+      const settle = (error?: Error): void => {
+        raw.off('readable', onReadable);
+        raw.off('error', settle);
+        raw.off('close', onClose);
+        if (error) {
+          this.stop('released');
+          reject(error);
+          return;
+        }
+        if (this.state === 'over') {
+          // Answered 413: the rest is read and dropped, as Express's reader does.
+          raw.resume();
+          resolve('over');
+          return;
+        }
+        // Put back in the tick of the last read: the end it scheduled finds bytes and waits.
+        if (held.length > 0) raw.unshift(held.length === 1 ? held[0] : Buffer.concat(held));
+        resolve(this.take());
+      };
+      const onReadable = (): void => {
+        // Read only while bytes are buffered: a read of an empty, ended stream would end it.
+        while (raw.readableLength > 0) {
+          const chunk = raw.read() as Buffer | null;
+          if (chunk === null) break;
+          held.push(chunk);
+          if (this.state === 'over') break;
+        }
+        if (this.state !== 'open' || (this.ended && raw.readableLength === 0)) settle();
+      };
+      const onClose = (): void =>
+        settle(new Error('The client went away before the request body was read'));
+      raw.on('readable', onReadable);
+      raw.on('error', settle);
+      raw.on('close', onClose);
+    });
+  }
+
+  /** Stops copying and drops the copy (nothing to do when done already). */
+  release(): void {
+    if (this.state === 'open') this.stop('released');
+    else this.parts = [];
+  }
+
+  private stop(state: 'over' | 'released'): void {
+    this.state = state;
+    this.parts = [];
+    this.restore();
+  }
+
+  private restore(): void {
+    // Restored as an own property (not deleted, which would slow the request's other
+    // properties down); left alone when someone wrapped it after the tap.
+    if (this.wrapper !== undefined && this.raw.push === this.wrapper)
+      this.raw.push = this.push as Push;
+  }
+}
