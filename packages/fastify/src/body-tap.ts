@@ -105,13 +105,9 @@ export class BodyTap {
     let bytes: Buffer;
     if (typeof chunk === 'string') bytes = Buffer.from(chunk, encoding ?? 'utf8');
     else if (chunk instanceof Uint8Array)
-      // Held as it is when it owns its memory; a view into a larger buffer (what Node's HTTP
-      // parser hands out: a slice of the socket's chunk, which may hold the next request) is
-      // copied.
-      bytes =
-        Buffer.isBuffer(chunk) && chunk.byteOffset === 0 && chunk.buffer.byteLength === chunk.length
-          ? chunk
-          : Buffer.from(chunk);
+      // Always copied: the chunk goes on to readers (a parser, a preParsing transform) that
+      // may change it in place (scrub it), and the copy must stay the bytes as sent.
+      bytes = Buffer.from(chunk);
     else if (chunk === undefined) return;
     else {
       // Not bytes (the stream will refuse it): no copy can be whole.
