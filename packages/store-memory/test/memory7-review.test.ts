@@ -81,35 +81,37 @@ const KEYS = ['k0', 'k1', 'k\u00e9', 'k\u4e00'];
 const OWNERS = ['o0', 'o1', 'o2\u00ff', 'o3'];
 const FPS = ['', 'fp', 'fp\u4e00'];
 
+// Leases and retentions of at least 1 ms, as the engine sends (a record written with 0 expires
+// the moment it is written, so reading it back at once finds nothing, as it should).
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({
     op: fc.constant('acquire' as const),
     key: fc.nat(3),
     owner: fc.nat(3),
     fp: fc.nat(2),
-    leaseMs: fc.nat(100),
-    retentionMs: fc.nat(200),
+    leaseMs: fc.integer({ min: 1, max: 100 }),
+    retentionMs: fc.integer({ min: 1, max: 200 }),
   }),
   fc.record({
     op: fc.constant('complete' as const),
     key: fc.nat(3),
     owner: fc.nat(3),
     size: fc.oneof(fc.nat(64), fc.nat(9_000)),
-    retentionMs: fc.nat(200),
+    retentionMs: fc.integer({ min: 1, max: 200 }),
     seed: fc.nat(255),
   }),
   fc.record({
     op: fc.constant('release' as const),
     key: fc.nat(3),
     owner: fc.nat(3),
-    retentionMs: fc.nat(200),
+    retentionMs: fc.integer({ min: 1, max: 200 }),
   }),
   fc.record({
     op: fc.constant('extend' as const),
     key: fc.nat(3),
     owner: fc.nat(3),
-    leaseMs: fc.nat(100),
-    retentionMs: fc.nat(200),
+    leaseMs: fc.integer({ min: 1, max: 100 }),
+    retentionMs: fc.integer({ min: 1, max: 200 }),
   }),
   fc.record({ op: fc.constant('advance' as const), ms: fc.nat(150) }),
   fc.record({ op: fc.constant('forceRelease' as const), key: fc.nat(3) }),
