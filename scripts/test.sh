@@ -201,4 +201,14 @@ if [ "$node24" = 1 ]; then
   sum "$tmp/node24.log" "tests in the Node 24 lanes: " || status=1
 fi
 sum "$tmp/all.log" "tests: " || status=1
+# The failures last, so the tail of the run names them: vitest's FAIL and × lines of every lane.
+failures() {
+  for log in "${lane_logs[@]}"; do
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '(^|:test: ) *(FAIL |× )' | sed "s/^/$(basename "$log" .log): /" || true
+  done | awk '!seen[$0]++' | head -n 40
+}
+if [ "$status" != 0 ]; then
+  echo "failed tests (FAIL and × lines of the lanes' logs, at most 40):"
+  failures
+fi
 exit "$status"
