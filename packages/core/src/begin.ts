@@ -145,7 +145,7 @@ export function createBegin<T>(
 
   function begin(
     request: IdempotentRequest,
-    beginOptions: BeginOptions = {},
+    beginOptions: BeginOptions | undefined,
     forExecute = false,
   ): Begun<T> | Promise<Begun<T>> {
     const { wait } = settings;
@@ -153,7 +153,7 @@ export function createBegin<T>(
       storageKey: deriveStorageKey(request.scope ?? null, request.key),
       fingerprint: request.fingerprint ?? '',
       operation: request.operation,
-      signal: beginOptions.signal,
+      signal: beginOptions?.signal,
       forExecute,
       waitUntil: wait ? performance.now() + wait.timeoutMs : 0,
       poll: wait ? (wait.pollMs ?? 50) : 0,
