@@ -106,8 +106,13 @@ const utf8Slice = (() => {
     ?.prototype.utf8Slice;
   if (typeof slice !== 'function') return undefined;
   try {
-    const probe = Uint8Array.of(0x61, 0xc3, 0xa9, 0xff);
-    if (slice.call(probe, 1, 4) !== '\u00e9\ufffd') return undefined;
+    // Valid and invalid sequences (a lone continuation byte, a cut four-byte sequence, a
+    // surrogate's encoding, an overlong form): the same text as TextDecoder, or not used.
+    const probe = Uint8Array.of(
+      ...[0x61, 0xc3, 0xa9, 0xff, 0x80, 0xf0, 0x9f, 0x98, 0x41, 0xed, 0xa0, 0x80, 0xc0, 0xaf],
+      ...[0xe2, 0x82, 0xf0, 0x9f, 0x98, 0x80],
+    );
+    if (slice.call(probe, 1, probe.length) !== decoder.decode(probe.subarray(1))) return undefined;
   } catch {
     return undefined;
   }
