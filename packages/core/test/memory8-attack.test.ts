@@ -1,25 +1,18 @@
 /**
  * Adversarial review of wt/memory8, core side: key validation by loop against main's regular
- * expression and main's build, storage-key digests (kept views of the scratch buffer) against
- * main's build for random keys and scopes in orders that grow the scratch and cross the
- * cached lengths, and the JSON text read from bytes / the Latin-1 string against TextDecoder
- * on structured invalid UTF-8.
+ * expression, and the JSON text read from bytes / the Latin-1 string against TextDecoder on
+ * structured invalid UTF-8. (The review also compared keys and storage-key digests with main's
+ * build of the day; that needs a second build and is not part of the suite:
+ * memory8-review.test.ts compares digests with the general digest.)
  */
-import { existsSync } from 'node:fs';
 import fc from 'fast-check';
-import { beforeAll, describe, expect, it } from 'vitest';
-import { deriveStorageKey, digestParts, isValidKey, validateKey } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { deriveStorageKey, isValidKey, validateKey } from '../src/index.js';
 import { encodeTextOutcome } from '../src/outcome-codec.js';
 import { JSON_VALUE_META, jsonValueText, jsonValueTextOfLatin1 } from '../src/serializer.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: main's build is loaded untyped
 type Any = any;
-const MAIN_CORE = '/work/main/packages/core/dist/index.js';
-const haveMain = existsSync(MAIN_CORE);
-let main: Any;
-beforeAll(async () => {
-  if (haveMain) main = await import(MAIN_CORE);
-});
 
 /** Main's check, as its source has it. */
 const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
@@ -61,9 +54,9 @@ describe('memory8 attack: keys accepted and refused exactly as before', () => {
       fc.property(anyKey, (key) => {
         const accepted = isValidKey(key);
         expect(accepted).toBe(key.length <= 255 && PRINTABLE_ASCII.test(key));
-        if (haveMain) {
-          expect(outcome(() => validateKey(key))).toEqual(outcome(() => main.validateKey(key)));
-        }
+        const result = outcome(() => validateKey(key));
+        expect(result.ok).toBe(accepted);
+        if (!result.ok) expect(result.name).toBe('InvalidKeyError');
       }),
       { numRuns: 5_000 },
     );
@@ -73,13 +66,10 @@ describe('memory8 attack: keys accepted and refused exactly as before', () => {
     for (let u = 0; u < 0x10000; u++) {
       const key = `a${String.fromCharCode(u)}b`;
       expect(isValidKey(key)).toBe(PRINTABLE_ASCII.test(key));
-      if (haveMain && (u < 0x100 || u % 97 === 0))
-        expect(isValidKey(key)).toBe(main.isValidKey(key));
     }
   });
 
-  it('non-string keys get the same typed error as main', () => {
-    if (!haveMain) return;
+  it('non-string keys get the typed InvalidKeyError, from validateKey and deriveStorageKey', () => {
     for (const key of [
       undefined,
       null,
@@ -92,90 +82,14 @@ describe('memory8 attack: keys accepted and refused exactly as before', () => {
       Symbol('a'),
       { length: 1 },
     ]) {
-      expect(outcome(() => validateKey(key))).toEqual(outcome(() => main.validateKey(key)));
-      expect(outcome(() => deriveStorageKey(null, key as string))).toEqual(
-        outcome(() => main.deriveStorageKey(null, key)),
-      );
+      const expected = {
+        ok: false,
+        name: 'InvalidKeyError',
+        message: 'The idempotency key must be a string',
+      };
+      expect(outcome(() => validateKey(key))).toMatchObject(expected);
+      expect(outcome(() => deriveStorageKey(null, key as string))).toMatchObject(expected);
     }
-  });
-});
-
-describe.skipIf(!haveMain)('memory8 attack: storage-key digests equal main’s', () => {
-  const key = fc.oneof(
-    fc
-      .string({ unit: 'binary-ascii', minLength: 1, maxLength: 255 })
-      .filter((k) => PRINTABLE_ASCII.test(k)),
-    fc.stringMatching(/^[\x20-\x7e]{1,255}$/),
-  );
-  const scopeString = fc.oneof(
-    fc.string({ unit: 'binary', maxLength: 80 }),
-    fc.string({ maxLength: 600 }),
-    fc.string({ unit: 'grapheme', maxLength: 300 }),
-  );
-  const scope = fc.oneof(
-    fc.constant(null),
-    scopeString,
-    fc.jsonValue({ maxDepth: 3 }),
-    fc.dictionary(scopeString, scopeString, { maxKeys: 4 }),
-    fc.integer().map((n) => n),
-    // Long scopes: grow the scratch (over 4 KiB) and pass SCRATCH_MAX (made fresh each time).
-    fc.nat({ max: 6 }).map((n) => 'é'.repeat([10, 170, 171, 500, 1_400, 5_000, 40_000][n]!)),
-  );
-
-  it('random scope/key sequences (interleaving short, cached-length and scratch-growing ones)', () => {
-    fc.assert(
-      fc.property(fc.array(fc.tuple(scope, key), { minLength: 1, maxLength: 30 }), (pairs) => {
-        for (const [s, k] of pairs) {
-          expect(outcome(() => deriveStorageKey(s as Any, k))).toEqual(
-            outcome(() => main.deriveStorageKey(s, k)),
-          );
-        }
-      }),
-      { numRuns: 400 },
-    );
-  });
-
-  it('every length around the 512 cached views, twice (a kept view reused), after growth too', () => {
-    const round = () => {
-      for (let n = 1; n <= 255; n++) {
-        for (const s of [null, 'a'.repeat(n), 'é'.repeat(n), { t: 'x'.repeat(n) }]) {
-          const k = 'k'.repeat(n);
-          expect(deriveStorageKey(s, k)).toBe(main.deriveStorageKey(s, k));
-        }
-      }
-    };
-    round();
-    round();
-    // Grow the scratch buffer (a scope well over 4 KiB), then every length again.
-    expect(deriveStorageKey('g'.repeat(20_000), 'k')).toBe(
-      main.deriveStorageKey('g'.repeat(20_000), 'k'),
-    );
-    round();
-    expect(deriveStorageKey('h'.repeat(2_000_000), 'k')).toBe(
-      main.deriveStorageKey('h'.repeat(2_000_000), 'k'),
-    );
-    round();
-  });
-
-  it('digestParts equals main’s', () => {
-    fc.assert(
-      fc.property(
-        fc.string({ unit: 'binary', maxLength: 50 }),
-        fc.array(
-          fc.tuple(
-            fc.string({ unit: 'binary', maxLength: 30 }),
-            fc.string({ unit: 'binary', maxLength: 600 }),
-          ),
-          {
-            maxLength: 4,
-          },
-        ),
-        (domain, parts) => {
-          expect(digestParts(domain, parts)).toBe(main.digestParts(domain, parts));
-        },
-      ),
-      { numRuns: 500 },
-    );
   });
 });
 
