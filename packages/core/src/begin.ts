@@ -13,10 +13,18 @@ import { deriveStorageKey } from './keys.js';
 import { readNotRecorded } from './not-recorded.js';
 import { since, storeCallObserver } from './observe.js';
 import type { StoredOutcome } from './outcome-codec.js';
-import { JSON_VALUE_META } from './serializer.js';
+import { nodeBuffer } from './platform.js';
+import { JSON_VALUE_META, jsonValueText, jsonValueTextOfLatin1 } from './serializer.js';
 import type { ResolvedSettings } from './settings.js';
 import type { AcquireInput, AcquireResult, StoredRecord } from './store.js';
-import { callStore, callStoreSync, syncFormOf, viewFormOf } from './store-call.js';
+import {
+  callStore,
+  callStoreSync,
+  type Latin1Record,
+  latin1FormOf,
+  syncFormOf,
+  viewFormOf,
+} from './store-call.js';
 import { openStoredOutcome } from './stored-outcome.js';
 
 // An owner token only has to differ from every other acquisition's, in this process and in
@@ -34,6 +42,16 @@ function newOwner(): string {
     ownerPrefix = `${btoa(text).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')}.`;
   }
   return ownerPrefix + (ownerCount++).toString(36);
+}
+
+const NodeBuffer = nodeBuffer();
+
+/** The bytes of a string of one character a byte (a store's Latin-1 form), a copy. */
+function latin1Bytes(held: string): Uint8Array {
+  if (NodeBuffer) return NodeBuffer.from(held, 'latin1');
+  const bytes = new Uint8Array(held.length);
+  for (let i = 0; i < held.length; i++) bytes[i] = held.charCodeAt(i);
+  return bytes;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -66,8 +84,12 @@ interface Wait {
   delayMs: number;
 }
 
-/** One `begin` call, across its attempts. */
-interface Attempt {
+/**
+ * One `begin` call, across its attempts; also the current acquire's {@link Call} (one object
+ * a call: an acquire runs only once the one before it settled, and what reads the call reads
+ * it before that).
+ */
+interface Attempt extends Call {
   readonly storageKey: string;
   readonly fingerprint: string;
   readonly operation: string | undefined;
@@ -82,9 +104,9 @@ interface Attempt {
 
 /** One acquire's call: who asked and when (for events and the give-back of a failed one). */
 interface Call {
-  readonly owner: string;
-  readonly callStartedAt: number;
-  readonly timedFrom: number;
+  owner: string;
+  callStartedAt: number;
+  timedFrom: number;
 }
 
 /** What the engine's `begin` works with besides its settings. */
@@ -123,7 +145,7 @@ export function createBegin<T>(
 
   function begin(
     request: IdempotentRequest,
-    beginOptions: BeginOptions = {},
+    beginOptions: BeginOptions | undefined,
     forExecute = false,
   ): Begun<T> | Promise<Begun<T>> {
     const { wait } = settings;
@@ -131,10 +153,13 @@ export function createBegin<T>(
       storageKey: deriveStorageKey(request.scope ?? null, request.key),
       fingerprint: request.fingerprint ?? '',
       operation: request.operation,
-      signal: beginOptions.signal,
+      signal: beginOptions?.signal,
       forExecute,
       waitUntil: wait ? performance.now() + wait.timeoutMs : 0,
       poll: wait ? (wait.pollMs ?? 50) : 0,
+      owner: '',
+      callStartedAt: 0,
+      timedFrom: 0,
     };
     const step = acquire(attempt);
     return step instanceof Promise || step.kind === 'wait' ? goOn(attempt, step) : step;
@@ -157,11 +182,10 @@ export function createBegin<T>(
     attempt.signal?.throwIfAborted();
     const { store } = settings;
     const { storageKey } = attempt;
-    const call: Call = {
-      owner: newOwner(),
-      callStartedAt: settings.clock.now(),
-      timedFrom: settings.observed ? performance.now() : 0,
-    };
+    const call: Call = attempt;
+    call.owner = newOwner();
+    call.callStartedAt = settings.clock.now();
+    call.timedFrom = settings.observed ? performance.now() : 0;
     const input: AcquireInput = {
       key: storageKey,
       fingerprint: attempt.fingerprint,
@@ -172,8 +196,14 @@ export function createBegin<T>(
     const observe = storeCallObserver(settings, 'acquire', storageKey, attempt.operation);
     // The view form's outcome bytes are the store's until its next call: taken only when
     // nothing can run before they are decoded (no listener, no codec) and copied then.
+    // `execute` under the built-in JSON serializer parses a replayed value straight from the
+    // store's Latin-1 string where it has that form (nothing copied or decoded first).
     const sync =
-      (viewable && !settings.codec && viewFormOf(store.acquire)) || syncFormOf(store.acquire);
+      (viewable &&
+        !settings.codec &&
+        ((attempt.forExecute && viewReplays && latin1FormOf(store.acquire)) ||
+          viewFormOf(store.acquire))) ||
+      syncFormOf(store.acquire);
     let sent: Promise<AcquireResult> | undefined;
     let answer: AcquireResult | Promise<AcquireResult>;
     try {
@@ -256,9 +286,24 @@ export function createBegin<T>(
       throw new MismatchError();
     }
     if (record.status === 'completed') {
-      const stored = record.outcome;
+      let stored = record.outcome;
+      // `execute` under the built-in JSON serializer, no codec: a recorded value's JSON text is
+      // read straight from the record (its Latin-1 string, or its bytes) and parsed (no view,
+      // no outcome object). Anything else is decoded from the bytes.
+      const held = (record as Latin1Record).outcomeLatin1;
+      if (held !== undefined) {
+        const text = jsonValueTextOfLatin1(held);
+        if (text !== undefined)
+          return replayedJson(attempt, call, record, text, held.length, durationMs);
+        stored = latin1Bytes(held);
+      }
       if (!stored)
         throw new StoreUnavailableError('Store returned a completed record without an outcome');
+      if (attempt.forExecute && viewReplays && !settings.codec) {
+        const text = jsonValueText(stored);
+        if (text !== undefined)
+          return replayedJson(attempt, call, record, text, stored.length, durationMs);
+      }
       let opened: StoredOutcome | Promise<StoredOutcome>;
       try {
         // A plain not-recorded marker (written when the codec could not seal one) is read
@@ -273,9 +318,11 @@ export function createBegin<T>(
       } catch (error) {
         throw corrupt(attempt, record, error, durationMs);
       }
-      if (!(opened instanceof Promise)) return replayed(attempt, call, record, opened, durationMs);
+      const outcomeBytes = stored.length;
+      if (!(opened instanceof Promise))
+        return replayed(attempt, call, record, opened, outcomeBytes, durationMs);
       return opened.then(
-        (outcome) => replayed(attempt, call, record, outcome, durationMs),
+        (outcome) => replayed(attempt, call, record, outcome, outcomeBytes, durationMs),
         (error: unknown) => {
           throw corrupt(attempt, record, error, durationMs);
         },
@@ -310,12 +357,50 @@ export function createBegin<T>(
     return error;
   }
 
+  /**
+   * `execute`'s replay of a recorded `jsonSerializer` value whose JSON text is `text`: what
+   * {@link replayed} gives for it (the value, or the parse error thrown after the event).
+   */
+  function replayedJson(
+    attempt: Attempt,
+    call: Call,
+    record: StoredRecord,
+    text: string,
+    outcomeBytes: number,
+    durationMs: number,
+  ): Begun<T> {
+    // As `replayed` reports it: the outcome read (here its text), not the value parsed.
+    const decodeMs = settings.observed ? since(call.timedFrom) - durationMs : 0;
+    let value: T | undefined;
+    let failure: { error: unknown } | undefined;
+    try {
+      value = JSON.parse(text) as T;
+    } catch (error) {
+      failure = { error };
+    }
+    if (settings.observed) {
+      const { storageKey, operation } = attempt;
+      settings.emit({
+        type: 'hit',
+        storageKey,
+        operation,
+        fence: record.fence,
+        outcomeBytes,
+        durationMs,
+        decodeMs,
+      });
+    }
+    if (failure) throw failure.error;
+    return { kind: 'replayed', value: value as T };
+  }
+
   /** The replay of a recorded outcome (for `execute`: its value, or the error it recorded). */
   function replayed(
     attempt: Attempt,
     call: Call,
     record: StoredRecord,
     outcome: StoredOutcome,
+    outcomeBytes: number,
     durationMs: number,
   ): Begun<T> {
     const { storageKey, operation, forExecute } = attempt;
@@ -335,7 +420,6 @@ export function createBegin<T>(
     }
     const { fence } = record;
     if (observed) {
-      const outcomeBytes = (record.outcome as Uint8Array).length;
       settings.emit({
         type: 'hit',
         storageKey,

@@ -95,7 +95,7 @@ export class Execution {
       storageKey,
       owner,
       init.callStartedAt,
-      (phase) => this.report?.leaseLost(phase),
+      this.report,
       init.heartbeats,
     );
     this.lease.operation = init.operation;

@@ -74,11 +74,14 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     request: IdempotentRequest,
     operation: (ctx: OperationContext) => Promise<T>,
   ): Promise<ExecuteResult<T>> {
-    // Awaited also when the store answered at once (no promise of begin's own then): the
-    // operation always starts on a later microtask, never inside the caller's call.
-    const begun = await begin(request, {}, true);
+    const answer = begin(request, undefined, true);
+    const begun = answer instanceof Promise ? await answer : answer;
+    // A replay is answered as it is (the caller's `await` of this promise takes its turn).
     if (begun.kind === 'replayed') return { value: begun.value, replayed: true };
     if (begun.kind === 'replay') return { value: replay(begun.outcome), replayed: true };
+    // Awaited also when the store answered at once: the operation always starts on a later
+    // microtask, never inside the caller's call.
+    if (!(answer instanceof Promise)) await undefined;
     const execution = begun.execution;
     let settled: Settled<T>;
     try {

@@ -5,8 +5,6 @@ import { InvalidInputError, InvalidKeyError } from './errors.js';
 /** Longest idempotency key accepted, in characters. */
 export const MAX_KEY_LENGTH = 255;
 
-const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
-
 /**
  * Checks that `key` is 1..255 printable ASCII characters (0x20..0x7E).
  * @throws InvalidKeyError with a message that says what is wrong
@@ -19,8 +17,11 @@ export function validateKey(key: unknown): asserts key is string {
       `The idempotency key is ${key.length} characters long; at most ${MAX_KEY_LENGTH} are allowed`,
     );
   }
-  if (!PRINTABLE_ASCII.test(key)) {
-    throw new InvalidKeyError('The idempotency key may contain only printable ASCII characters');
+  // A loop, not a regular expression: it runs on every request, and costs less for keys.
+  for (let i = 0; i < key.length; i++) {
+    const unit = key.charCodeAt(i);
+    if (unit < 0x20 || unit > 0x7e)
+      throw new InvalidKeyError('The idempotency key may contain only printable ASCII characters');
   }
 }
 

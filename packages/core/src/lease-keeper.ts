@@ -1,5 +1,6 @@
 import { LeaseLostError } from './errors.js';
 import type { ExecutionSettings } from './execution.js';
+import type { ExecutionReport } from './execution-report.js';
 import { FixedDelayTimers, type TimedEntry } from './fixed-delay-timers.js';
 import { storeCallObserver } from './observe.js';
 import { callStore } from './store-call.js';
@@ -46,7 +47,8 @@ export class LeaseKeeper implements TimedEntry {
     private readonly key: string,
     private readonly owner: string,
     private readonly acquiredAt: number,
-    private readonly onLost: (phase: 'heartbeat' | 'max_hold') => void,
+    /** Told when the lease is lost (the execution's events; none when nobody listens). */
+    private readonly report: ExecutionReport | undefined,
     heartbeats?: FixedDelayTimers,
   ) {
     // The store started the lease no earlier than the call was sent: a safe lower bound.
@@ -104,7 +106,7 @@ export class LeaseKeeper implements TimedEntry {
 
   private lose(phase: 'heartbeat' | 'max_hold', message: string): void {
     if (this.lost) return;
-    this.onLost(phase);
+    this.report?.leaseLost(phase);
     this.controller ??= new AbortController();
     this.controller.abort(new LeaseLostError(message));
   }

@@ -198,6 +198,15 @@ function hasMeta(bytes: Uint8Array, json: string): boolean {
   return true;
 }
 
+/**
+ * Where the body starts when `bytes` is an encoding whose metadata is exactly the ASCII JSON
+ * `json` (under 64 KiB), else -1.
+ * @internal
+ */
+export function knownMetaBodyStart(bytes: Uint8Array, json: string): number {
+  return hasMeta(bytes, json) ? HEADER + json.length : -1;
+}
+
 function decodeMeta(bytes: Uint8Array): { meta: StoredOutcome['meta']; bodyStart: number } {
   if (
     bytes.length < HEADER ||

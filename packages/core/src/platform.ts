@@ -19,6 +19,7 @@ export interface NodeCrypto {
 export interface NodeBufferClass {
   allocUnsafe(size: number): Uint8Array & { write(text: string, at: number, enc: 'utf8'): number };
   byteLength(text: string, enc: 'utf8'): number;
+  from(text: string, enc: 'latin1'): Uint8Array;
 }
 
 type WithProcess = {

@@ -1,4 +1,10 @@
-import { encodeTextOutcome, encodeTextWithHeader, type StoredOutcome } from './outcome-codec.js';
+import {
+  encodeTextOutcome,
+  encodeTextWithHeader,
+  knownMetaBodyStart,
+  type StoredOutcome,
+} from './outcome-codec.js';
+import { utf8Length } from './utf8.js';
 
 /** Turns an operation's value into a stored outcome and back. */
 export interface OutcomeSerializer<T> {
@@ -71,3 +77,62 @@ export function encodeJsonValue(value: unknown, reuse = false): Uint8Array {
 
 /** The encoding of a `jsonSerializer` value up to its body (made once). */
 const JSON_VALUE_HEAD = encodeTextOutcome(JSON_VALUE_META.json, '');
+
+/** {@link JSON_VALUE_HEAD} as a string of one character a byte. */
+const JSON_VALUE_HEAD_LATIN1 = String.fromCharCode(...JSON_VALUE_HEAD);
+
+/**
+ * {@link jsonValueText} of an encoding held as a string of one character a byte (a store's
+ * Latin-1 form): the JSON text is a cut of it when every byte is ASCII (then Latin-1 and
+ * UTF-8 read the same characters, and there is no BOM). `undefined` for anything else (the
+ * caller decodes the bytes).
+ * @internal
+ */
+export function jsonValueTextOfLatin1(held: string): string | undefined {
+  if (!held.startsWith(JSON_VALUE_HEAD_LATIN1)) return undefined;
+  // A character at or above 0x80 counts two or more bytes in UTF-8.
+  if (utf8Length(held) !== held.length) return undefined;
+  return held.slice(JSON_VALUE_HEAD_LATIN1.length);
+}
+
+/**
+ * Node's native UTF-8 reader (`Buffer.prototype.utf8Slice`), called on a plain `Uint8Array`
+ * with a range: no view made a call. The same decoding as `TextDecoder` (both end in V8's
+ * UTF-8 reader, invalid sequences replaced), which also drops a leading BOM (the caller
+ * leaves such bodies to it). Only where a probe shows it works; elsewhere `undefined`.
+ */
+const utf8Slice = (() => {
+  const slice = (globalThis as { Buffer?: { prototype: { utf8Slice?: unknown } } }).Buffer
+    ?.prototype.utf8Slice;
+  if (typeof slice !== 'function') return undefined;
+  try {
+    // Valid and invalid sequences (a lone continuation byte, a cut four-byte sequence, a
+    // surrogate's encoding, an overlong form): the same text as TextDecoder, or not used.
+    const probe = Uint8Array.of(
+      ...[0x61, 0xc3, 0xa9, 0xff, 0x80, 0xf0, 0x9f, 0x98, 0x41, 0xed, 0xa0, 0x80, 0xc0, 0xaf],
+      ...[0xe2, 0x82, 0xf0, 0x9f, 0x98, 0x80],
+    );
+    if (slice.call(probe, 1, probe.length) !== decoder.decode(probe.subarray(1))) return undefined;
+  } catch {
+    return undefined;
+  }
+  return slice as (this: Uint8Array, start: number, end: number) => string;
+})();
+
+/**
+ * The JSON text of a recorded `jsonSerializer` value, read straight from the recorded bytes
+ * (`bytes`, only read before this returns): what `jsonSerializer.deserialize` would parse
+ * after `decodeOutcomeView(bytes, JSON_VALUE_META)`, without the view and the outcome
+ * objects. `undefined` when the bytes are anything else (another metadata, a marker, a body
+ * starting with a BOM, no native UTF-8 reader): the caller takes the general path.
+ * @internal
+ */
+export function jsonValueText(bytes: Uint8Array): string | undefined {
+  if (utf8Slice === undefined) return undefined;
+  const start = knownMetaBodyStart(bytes, JSON_VALUE_META.json);
+  if (start < 0) return undefined;
+  // A BOM is dropped by TextDecoder: left to the general path, so the text is the same.
+  if (bytes[start] === 0xef && bytes[start + 1] === 0xbb && bytes[start + 2] === 0xbf)
+    return undefined;
+  return utf8Slice.call(bytes, start, bytes.length);
+}

@@ -1,5 +1,6 @@
 import { guardStoreCall, type StoreErrorRules, toStoreError } from './adapter-kit/store-errors.js';
 import type { StoreOperation } from './events.js';
+import type { StoredRecord } from './store.js';
 
 const ENGINE_RULES: StoreErrorRules = { service: 'Store' };
 
@@ -72,6 +73,7 @@ const DECLARED: unique symbol = Symbol.for('idem.store.syncFormOptions') as neve
 interface Declared<I, R> {
   readonly sync: (input: I) => R;
   readonly view: ((input: I) => R) | undefined;
+  readonly latin1: ((input: I) => R) | undefined;
   readonly copiesInput: boolean;
 }
 
@@ -97,8 +99,13 @@ export function answersSynchronously<I, R>(
 ): (input: I) => Promise<R> {
   const method: MaybeSync<I, R> = async (input: I) => sync(input);
   method[SYNC_FORM] = sync;
-  if (options.view || options.copiesInput)
-    method[DECLARED] = { sync, view: options.view, copiesInput: options.copiesInput === true };
+  if (options.view || options.latin1 || options.copiesInput)
+    method[DECLARED] = {
+      sync,
+      view: options.view,
+      latin1: options.latin1,
+      copiesInput: options.copiesInput === true,
+    };
   return method;
 }
 
@@ -116,6 +123,14 @@ export interface SyncFormOptions<I, R> {
    * out); every other caller gets `sync`'s own bytes.
    */
   view?: (input: I) => R;
+  /**
+   * `sync` whose answer's found record may carry its outcome as a string of one character a
+   * byte (`outcomeLatin1`, see {@link Latin1Record}) instead of bytes in `outcome`: a string
+   * the store holds and never changes (strings cannot be changed), so nothing is copied. The
+   * engine calls it only for `execute`'s replays under the built-in JSON serializer, which
+   * parse the recorded JSON straight from it; every other caller gets `sync`'s own bytes.
+   */
+  latin1?: (input: I) => R;
   /**
    * `sync` keeps no reference to the input's bytes (an outcome) once it returned: it copies
    * what it keeps. The engine may then pass a view of a buffer it reuses.
@@ -142,6 +157,22 @@ function declaredOf<I, R>(method: (input: I) => Promise<R>): Declared<I, R> | un
 /** The view form `method` carries (see {@link SyncFormOptions.view}), if any. @internal */
 export function viewFormOf<I, R>(method: (input: I) => Promise<R>): ((input: I) => R) | undefined {
   return declaredOf(method)?.view;
+}
+
+/** The Latin-1 form `method` carries (see {@link SyncFormOptions.latin1}), if any. @internal */
+export function latin1FormOf<I, R>(
+  method: (input: I) => Promise<R>,
+): ((input: I) => R) | undefined {
+  return declaredOf(method)?.latin1;
+}
+
+/**
+ * A found record as a {@link SyncFormOptions.latin1} form may answer it: a completed
+ * record's outcome as a string of one character a byte (the encoded outcome's bytes), with
+ * `outcome` absent. @internal
+ */
+export interface Latin1Record extends StoredRecord {
+  outcomeLatin1?: string;
 }
 
 /** Whether `method`'s synchronous form copies its input (see {@link SyncFormOptions.copiesInput}). @internal */

@@ -99,15 +99,18 @@ export interface MemoryStore extends IdempotencyStore {
   readonly admin: StoreAdmin;
 }
 
+/** The acquire's Latin-1 form: a found outcome held as a string is answered as that string. */
+const LATIN1 = 'latin1';
+
 /**
  * The record as callers get it: a copy, its outcome bytes a fresh array (`bytes`: or a view
  * the engine reads at once, see the acquire's view form).
  */
 function clone(
   record: HeldRecord,
-  bytes: (held: HeldOutcome) => Uint8Array = release,
+  bytes: ((held: HeldOutcome) => Uint8Array) | typeof LATIN1 = release,
 ): StoredRecord {
-  const copy: StoredRecord = {
+  const copy: StoredRecord & { outcomeLatin1?: string } = {
     status: record.status,
     fingerprint: record.fingerprint,
     owner: record.owner,
@@ -115,7 +118,13 @@ function clone(
     leaseUntil: record.leaseUntil,
     expiresAt: record.expiresAt,
   };
-  if (record.outcome !== undefined) copy.outcome = bytes(record.outcome);
+  const held = record.outcome;
+  if (held !== undefined) {
+    // The Latin-1 form hands out the held string itself: a string cannot be changed.
+    if (bytes !== LATIN1) copy.outcome = bytes(held);
+    else if (typeof held === 'string') copy.outcomeLatin1 = held;
+    else copy.outcome = release(held);
+  }
   return copy;
 }
 
@@ -183,7 +192,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   /** `acquire`, a found record's outcome written out by `bytes`. */
   const acquire = (
     input: AcquireInput,
-    bytes: (held: HeldOutcome) => Uint8Array,
+    bytes: ((held: HeldOutcome) => Uint8Array) | typeof LATIN1,
   ): AcquireResult => {
     checkObject('acquire', input);
     checkString('key', input.key);
@@ -248,6 +257,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       // bytes are a view of this store's reused buffer (the held outcome stays a string no
       // caller can change), rewritten by the next replay.
       view: (input: AcquireInput) => acquire(input, replayBytes),
+      // For the engine's `execute` under its JSON serializer, which parses a replayed value
+      // straight from the held string (an outcome held as bytes is answered as a copy).
+      latin1: (input: AcquireInput) => acquire(input, LATIN1),
     }),
     complete: answersSynchronously(
       (input: CompleteInput): OwnerWriteResult => {
