@@ -50,19 +50,35 @@ const APPENDS_AFTER_SET_HEADER = Number(process.versions.node.split('.')[0]) >= 
  * it then merges the array into.
  */
 function arrayKeepsRepeats(res: ServerResponse): boolean {
-  if (APPENDS_AFTER_SET_HEADER) return true;
+  // HTTP/2's compat response always appends them (after removing the names it sets).
+  if (APPENDS_AFTER_SET_HEADER || isHttp2(res)) return true;
   for (const symbol of Object.getOwnPropertySymbols(res))
     if (symbol.description === 'kOutHeaders')
       return (res as unknown as Record<symbol, unknown>)[symbol] == null;
   return res.getHeaderNames().length === 0;
 }
 
-/** Node's outgoing headers (plus any passed to `writeHead`) as a Web `Headers`. */
+/**
+ * Whether `res` is the HTTP/2 compat response of `node:http2` (`Http2ServerResponse`): asked
+ * once a response, by a method only it has.
+ */
+function isHttp2(res: ServerResponse): boolean {
+  return 'createPushResponse' in res;
+}
+
+/**
+ * Node's outgoing headers (plus any passed to `writeHead`) as a Web `Headers`. HTTP/2
+ * pseudo-headers (`:status`, which `node:http2` keeps among them once the head is sent, or
+ * one given to `writeHead`, which it refuses) are left out: they are no header of a response.
+ */
 export function headersOf(res: ServerResponse, extra?: unknown): Headers {
   const headers = new Headers();
   const add = (name: string, value: unknown) => {
-    if (value === undefined || value === null) return;
+    if (value === undefined || value === null || isPseudo(name)) return;
     for (const item of Array.isArray(value) ? value : [value]) headers.append(name, String(item));
+  };
+  const remove = (name: string) => {
+    if (!isPseudo(name)) headers.delete(name);
   };
   for (const [name, value] of Object.entries(res.getHeaders() as OutgoingHttpHeaders))
     add(name, value);
@@ -71,18 +87,23 @@ export function headersOf(res: ServerResponse, extra?: unknown): Headers {
     // name it repeats keeps every value (or its last one, see `arrayKeepsRepeats`).
     const fields = arrayFields(extra);
     const keep = arrayKeepsRepeats(res);
-    for (const [name] of fields) headers.delete(name);
+    for (const [name] of fields) remove(name);
     for (const [name, value] of fields) {
-      if (!keep) headers.delete(name);
+      if (!keep) remove(name);
       add(name, value);
     }
   } else if (extra && typeof extra === 'object') {
     for (const [name, value] of Object.entries(extra)) {
-      headers.delete(name);
+      remove(name);
       add(name, value);
     }
   }
   return headers;
+}
+
+/** An HTTP/2 pseudo-header name (`:status`). */
+function isPseudo(name: string): boolean {
+  return name.charCodeAt(0) === 58;
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -290,6 +311,20 @@ class ResponseRecording implements SocketHold {
    * answers them as it does: refused with ERR_STREAM_WRITE_AFTER_END, a callback called.
    */
   private late: LateCall[] | undefined;
+  /**
+   * The held end went out (see `ended`): every call passes straight to Node from now on, the
+   * ones the real `end` makes itself included (light-my-request's and `node:http2`'s write
+   * their last chunk with `this.write`).
+   */
+  private released = false;
+  /**
+   * An HTTP/2 response (`node:http2`'s compat `Http2ServerResponse`): it has no socket of its
+   * own (its `socket` is a proxy of the connection's, shared by every stream) and, when its
+   * stream closes before the end (the client reset it), emits `'finish'` before `'close'`.
+   */
+  readonly http2: boolean;
+  /** That `'finish'`, held back with the `'close'` after it (see `releaseClose`). */
+  private finishHeld = false;
   private started = false;
   /** The policy made the response final: it is recorded when it ends. */
   private recording = false;
@@ -325,6 +360,7 @@ class ResponseRecording implements SocketHold {
     this.end = res.end as Loose;
     this.destroy = res.destroy as Loose;
     this.emit = res.emit as Emit;
+    this.http2 = isHttp2(res);
   }
 
   // --- the socket hold ---------------------------------------------------------------------
@@ -412,6 +448,7 @@ class ResponseRecording implements SocketHold {
     if (this.sinking()) {
       this.closeReleased = true;
       this.closeSent = true;
+      if (this.finishHeld) this.emit.call(this.res, 'finish');
       this.emit.call(this.res, 'close');
     }
     this.releaseSocket(this.currentSocket());
@@ -527,6 +564,13 @@ class ResponseRecording implements SocketHold {
         return true;
       }
       this.closeSent = true;
+    } else if (this.http2 && event === 'finish' && this.inFlight()) {
+      // HTTP/2: the stream closed before the end (the client reset it), announced with a
+      // 'finish' before the 'close': the client went away first, both are held back.
+      if (this.clientLeft()) {
+        this.finishHeld = true;
+        return true;
+      }
     }
     return this.emit.call(this.res, event, ...args);
   }
@@ -634,7 +678,9 @@ class ResponseRecording implements SocketHold {
    */
   private implicitHead(length?: number): void {
     const res = this.res as ServerResponse & { _contentLength?: number; _implicitHeader(): void };
-    if (this.bypass || res.headersSent) return;
+    // HTTP/2 has no head to make ahead: its status was checked when set, its head goes
+    // out with the first chunk (or the end).
+    if (this.bypass || res.headersSent || this.http2) return;
     if (length !== undefined) res._contentLength = length;
     res._implicitHeader();
   }
@@ -650,6 +696,7 @@ class ResponseRecording implements SocketHold {
     const { res } = this;
     if (this.bypass) return this.write.call(res, chunk, encoding, cb) as boolean;
     if (this.ending) {
+      if (this.released) return this.write.call(res, chunk, encoding, cb) as boolean;
       // The real end waits for the record: a write now would reach the client ahead of the
       // held body. Pass it on after the end, where Node refuses it as it always does.
       this.late ??= [];
@@ -685,6 +732,7 @@ class ResponseRecording implements SocketHold {
   ): ServerResponse {
     const { res, recorder } = this;
     if (this.ending) {
+      if (this.released) return this.end.call(res, chunk, encoding, cb) as ServerResponse;
       // As a late write: Node gets it after the real end (calls its callback, refuses a chunk).
       this.late ??= [];
       this.late.push([true, chunk, encoding, cb]);
@@ -744,6 +792,7 @@ class ResponseRecording implements SocketHold {
       const rest = state.view.subarray(state.delivered);
       held.push(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength));
     }
+    this.released = true;
     // The last held chunk goes with the end: one write, as a plain `end(chunk)` makes.
     const last = held.pop();
     for (const buffer of held) this.write.call(res, buffer);
@@ -816,10 +865,14 @@ export function recordServerResponse(
 ): void {
   const recording = new ResponseRecording(res, recorder, options.isHandlerOutcome);
   const request = (res as ServerResponse & { req?: IncomingMessage }).req;
-  const initial = res.socket;
-  if (initial) recording.holdSocket(initial);
-  // A pipelined response gets its socket when the ones before it are done.
-  else recording.awaitSocket(request?.socket);
+  // An HTTP/2 stream has no socket to hold: its `socket` is a proxy of the connection's,
+  // shared by every stream of it, and its own 'close' comes to the response (see `onEmit`).
+  if (!recording.http2) {
+    const initial = res.socket;
+    if (initial) recording.holdSocket(initial);
+    // A pipelined response gets its socket when the ones before it are done.
+    else recording.awaitSocket(request?.socket);
+  }
 
   // The request's 'close' and 'aborted' say the client left: an app that ends the response
   // from them cut its body short. That end is not an outcome (see `onEnd`).
