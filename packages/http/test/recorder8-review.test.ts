@@ -857,3 +857,78 @@ describe('bounded memory over one HTTP/2 session', () => {
     expect(growth).toBeLessThan(16 * 1024 * 1024);
   }, 60_000);
 });
+
+/** An app that reads the request body itself (after the peek) and answers its length and sum. */
+const echoApp: App = (req, res) => {
+  const parts: Buffer[] = [];
+  req.on('data', (chunk: Buffer) => parts.push(chunk));
+  req.on('end', () => {
+    const body = Buffer.concat(parts);
+    let sum = 0;
+    for (const byte of body) sum = (sum + byte) % 65521;
+    res.setHeader('content-type', 'text/plain');
+    res.end(`${body.length}:${sum}`);
+  });
+};
+
+function sumOf(body: Buffer): string {
+  let sum = 0;
+  for (const byte of body) sum = (sum + byte) % 65521;
+  return `${body.length}:${sum}`;
+}
+
+describe('HTTP/2 request bodies without Content-Length (peek and fingerprint)', () => {
+  it('a 3 MiB body (past the flow-control window) is peeked whole, the app reads it whole after, a 1-byte change is 422', async () => {
+    const h = await harness(echoApp, { maxBodyBytes: 8 * 1024 * 1024 });
+    const body = Buffer.from(Array.from({ length: 3 * 1024 * 1024 }, (_, i) => (i * 13) & 0xff));
+    const client = session(h.h2);
+    const first = await h2(client, 'k', body);
+    expect(first.status).toBe(200);
+    expect(first.body.toString()).toBe(sumOf(body));
+    const replay = await h2(client, 'k', body);
+    expect(replay.headers['idempotent-replayed']).toBe('true');
+    const changed = Buffer.from(body);
+    changed[changed.length - 1] ^= 1;
+    expect((await h2(client, 'k', changed)).status).toBe(422);
+    expect(h.runs()).toBe(1);
+  });
+
+  it('a body sent in slow DATA frames: the peek waits for its end (no hang, no early fingerprint)', async () => {
+    const h = await harness(echoApp);
+    const client = session(h.h2);
+    const send = async (key: string, parts: string[]) => {
+      const stream = client.request({ ':method': 'POST', ':path': '/', 'idempotency-key': key });
+      const chunks: Buffer[] = [];
+      let status = 0;
+      stream.on('response', (headers) => {
+        status = Number(headers[':status']);
+      });
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      const done = new Promise<void>((resolve) => stream.on('end', resolve));
+      for (const part of parts) {
+        stream.write(part);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      stream.end();
+      await done;
+      return { status, body: Buffer.concat(chunks).toString() };
+    };
+    const first = await send('k', ['{"a"', ':1', ',"b":2}']);
+    expect(first).toEqual({ status: 200, body: sumOf(Buffer.from('{"a":1,"b":2}')) });
+    // Same bytes as one frame: a replay. The first frames only, then other bytes: 422.
+    expect((await h2(client, 'k', '{"a":1,"b":2}')).headers['idempotent-replayed']).toBe('true');
+    expect((await send('k', ['{"a"', ':1', ',"b":3}'])).status).toBe(422);
+    expect(h.runs()).toBe(1);
+  });
+
+  it('a body past the limit without Content-Length: 413 over HTTP/2, the session stays usable', async () => {
+    const h = await harness(echoApp, { maxBodyBytes: 1024 });
+    const client = session(h.h2);
+    const big = await h2(client, 'k', Buffer.alloc(64 * 1024, 1));
+    expect(big.status).toBe(413);
+    const small = await h2(client, 'k2', 'x');
+    expect(small.status).toBe(200);
+    expect(small.body.toString()).toBe(sumOf(Buffer.from('x')));
+    expect(h.runs()).toBe(1);
+  });
+});
