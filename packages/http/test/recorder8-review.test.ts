@@ -59,6 +59,7 @@ interface Harness {
   h2: number;
   runs: () => number;
   completed: ReturnType<typeof spyStore>['completed'];
+  faults: ReturnType<typeof spyStore>['faults'];
   h2Sockets: Socket[];
   /** Called when an HTTP/1.1 connection closes (a listener from before any hold). */
   onH1Close: (() => void)[];
@@ -121,6 +122,7 @@ async function harness(
     h2: (h2.address() as AddressInfo).port,
     runs: () => runs,
     completed: spied.completed,
+    faults: spied.faults,
     h2Sockets,
     onH1Close,
   };
@@ -930,5 +932,122 @@ describe('HTTP/2 request bodies without Content-Length (peek and fingerprint)', 
     expect(small.status).toBe(200);
     expect(small.body.toString()).toBe(sumOf(Buffer.from('x')));
     expect(h.runs()).toBe(1);
+  });
+});
+
+describe('HTTP/2 with the held end waiting on the store', () => {
+  it('a reset while the end waits for a slow store write: the end callback once, the whole body stored and replayed', async () => {
+    const endCalls: string[] = [];
+    const closeSeen = deferred();
+    const endCalled = deferred();
+    const h = await harness((_req, res) => {
+      res.on('close', () => closeSeen.resolve());
+      res.write('a;');
+      res.end('b', (error?: Error | null) => {
+        endCalls.push(codeOf(error));
+        endCalled.resolve();
+      });
+    });
+    h.faults.completeDelayMs = 300;
+    const client = session(h.h2);
+    const first = h2ResetAfter(client, 'k');
+    expect((await first.got).toString()).toBe('a;');
+    await closeSeen.promise;
+    await endCalled.promise;
+    h.faults.completeDelayMs = 0;
+    // Let any second callback show.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(endCalls).toHaveLength(1);
+    const retry = await h2(client, 'k', 'b');
+    expect(retry.headers['idempotent-replayed']).toBe('true');
+    expect(retry.body.toString()).toBe('a;b');
+    expect(h.runs()).toBe(1);
+  });
+
+  it('the store write fails: the HTTP/2 stream is reset (never a clean end), other streams intact; once the store is back a retry gets the whole body', async () => {
+    const h = await harness(
+      (req, res) => {
+        res.write('a;');
+        res.end(String(req.headers['idempotency-key']));
+      },
+      { completionWaitMs: 200 },
+    );
+    const client = session(h.h2);
+    h.faults.failComplete = true;
+    const failed = await h2(client, 'k', 'b');
+    expect(failed.complete).toBe(false);
+    h.faults.failComplete = false;
+    const other = await h2(client, 'k2', 'b');
+    expect(other.complete).toBe(true);
+    expect(other.body.toString()).toBe('a;k2');
+    // The failed write goes on in the background: the retry is 409 until it lands, then a
+    // replay of the whole body (or a new run, if it never landed), never a cut one.
+    let retry = await h2(client, 'k', 'b');
+    for (let i = 0; i < 100 && retry.status === 409; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      retry = await h2(client, 'k', 'b');
+    }
+    expect(retry.complete).toBe(true);
+    expect(retry.status).toBe(200);
+    expect(retry.body.toString()).toBe('a;k');
+  });
+});
+
+describe('what the app sees of its response once the client left, HTTP/1.1 and HTTP/2 alike', () => {
+  it('destroyed, writable, writableEnded, socket: as over HTTP/1.1 (the client not shown gone), and a pipeline runs to its end', async () => {
+    const views: Record<string, unknown>[] = [];
+    const gone = deferred();
+    const done = deferred();
+    const h = await harness(async (req, res) => {
+      res.write('a;');
+      if (req.httpVersionMajor === 2)
+        (req as unknown as { stream: NodeJS.EventEmitter }).stream.once('close', () =>
+          gone.resolve(),
+        );
+      await gone.promise;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      views.push({
+        destroyed: res.destroyed,
+        writable: res.writable,
+        writableEnded: res.writableEnded,
+        socketNull: res.socket === null,
+        headersSent: res.headersSent,
+      });
+      const { pipeline } = await import('node:stream/promises');
+      const { Readable } = await import('node:stream');
+      await pipeline(Readable.from(['b;', 'c;', 'd']), res);
+      done.resolve();
+    });
+    h.onH1Close.push(() => gone.resolve());
+    // HTTP/1.1: the client goes after the first chunk.
+    const firstOut = deferred();
+    const req = h1Request({
+      host: '127.0.0.1',
+      port: h.h1,
+      method: 'POST',
+      agent: false,
+      headers: { 'idempotency-key': 'k1', 'content-length': '1' },
+    });
+    req.on('error', () => {});
+    req.on('response', (res) => res.once('data', () => firstOut.resolve()));
+    req.end('b');
+    await firstOut.promise;
+    req.destroy();
+    await done.promise;
+    const h1View = views[0];
+    // HTTP/2: the stream is reset after the first chunk.
+    const g2 = deferred();
+    const d2 = deferred();
+    Object.assign(gone, g2);
+    Object.assign(done, d2);
+    const client = session(h.h2);
+    await h2ResetAfter(client, 'k2').got;
+    await d2.promise;
+    expect(views[1]).toEqual(h1View);
+    for (const key of ['k1', 'k2']) {
+      const retry = await h2(client, key, 'b');
+      expect(retry.headers['idempotent-replayed']).toBe('true');
+      expect(retry.body.toString()).toBe('a;b;c;d');
+    }
   });
 });
