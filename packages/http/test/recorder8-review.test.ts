@@ -16,6 +16,7 @@ import {
 import { type AddressInfo, connect as netConnect, type Socket } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { createMemoryLiveStreams } from '@idem/core';
 import { spyStore } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -994,7 +995,7 @@ describe('HTTP/2 with the held end waiting on the store', () => {
 });
 
 describe('what the app sees of its response once the client left, HTTP/1.1 and HTTP/2 alike', () => {
-  it('destroyed, writable, writableEnded, socket: as over HTTP/1.1 (the client not shown gone), and a pipeline runs to its end', async () => {
+  it('destroyed, writable, writableEnded, socket: as over HTTP/1.1 (the client not shown gone), and the rest of the body is recorded', async () => {
     const views: Record<string, unknown>[] = [];
     const gone = deferred();
     const done = deferred();
@@ -1013,10 +1014,11 @@ describe('what the app sees of its response once the client left, HTTP/1.1 and H
         socketNull: res.socket === null,
         headersSent: res.headersSent,
       });
-      const { pipeline } = await import('node:stream/promises');
-      const { Readable } = await import('node:stream');
-      await pipeline(Readable.from(['b;', 'c;', 'd']), res);
-      done.resolve();
+      res.write('b;');
+      res.write('c;');
+      // The held 'close' comes once the outcome is stored.
+      res.once('close', () => done.resolve());
+      res.end('d');
     });
     h.onH1Close.push(() => gone.resolve());
     // HTTP/1.1: the client goes after the first chunk.
@@ -1050,4 +1052,145 @@ describe('what the app sees of its response once the client left, HTTP/1.1 and H
       expect(retry.body.toString()).toBe('a;b;c;d');
     }
   });
+});
+
+describe('HTTP/2 with live streams (a duplicate attaches to the response in flight)', () => {
+  it('the first client resets mid-stream: the attached duplicate (HTTP/2 and HTTP/1.1) gets every byte, the replay equals it', async () => {
+    const gone = deferred();
+    const events = Array.from({ length: 6 }, (_, i) => `id: ${i + 1}\ndata: {"n":${i + 1}}\n\n`);
+    const attachedIn = deferred();
+    const h = await harness(
+      async (req, res) => {
+        res.setHeader('content-type', 'text/event-stream');
+        (req as unknown as { stream?: NodeJS.EventEmitter }).stream?.once('close', () =>
+          gone.resolve(),
+        );
+        for (const [i, event] of events.entries()) {
+          res.write(event);
+          if (i === 1) {
+            await attachedIn.promise;
+            await gone.promise;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        res.end();
+      },
+      { liveStreams: { channel: createMemoryLiveStreams() } },
+    );
+    const first = h2ResetAfter(session(h.h2), 'k', 2);
+    // Wait until both events are out before the duplicates come.
+    const firstTwo = await Promise.race([
+      first.got,
+      new Promise<Buffer>((resolve) => setTimeout(() => resolve(Buffer.alloc(0)), 5_000)),
+    ]);
+    expect(firstTwo.toString()).toBe(events.slice(0, 2).join(''));
+    const attached = [h2(session(h.h2), 'k', 'b'), h1(h.h1, 'k', 'b')];
+    // The duplicates are in (attached) before the app goes on.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    attachedIn.resolve();
+    const answers = await Promise.all(attached);
+    for (const answer of answers) {
+      expect(answer.status).toBe(200);
+      expect(answer.complete).toBe(true);
+      expect(answer.body.toString()).toBe(events.join(''));
+    }
+    const replay = await h2(session(h.h2), 'k', 'b');
+    expect(replay.body.toString()).toBe(events.join(''));
+    expect(h.runs()).toBe(1);
+  });
+});
+
+describe('resets on one HTTP/2 session leave nothing behind', () => {
+  it('200 streams reset mid-response on one session: each recorded whole, the session socket untouched, later streams fine', async () => {
+    const h = await harness(async (req, res) => {
+      const closed = new Promise((resolve) =>
+        (req as unknown as { stream: NodeJS.EventEmitter }).stream.once('close', resolve),
+      );
+      res.write('a;');
+      if (req.headers['idempotency-key'] !== 'fresh') await closed;
+      res.end(String(req.headers['idempotency-key']));
+    });
+    const client = session(h.h2);
+    await h2ResetAfter(client, 'warm').got;
+    const socket = h.h2Sockets[0] as Socket;
+    const events = ['close', 'error', 'end', 'data', 'drain', 'timeout'];
+    const before = Object.fromEntries(events.map((e) => [e, socket.listenerCount(e)]));
+    for (let batch = 0; batch < 10; batch++)
+      await Promise.all(
+        Array.from({ length: 20 }, (_, i) => h2ResetAfter(client, `r-${batch}-${i}`).closed),
+      );
+    // Every reset one is recorded whole (the app ended after the reset).
+    for (let attempt = 0; attempt < 100 && h.completed.length < 201; attempt++)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(h.completed.length).toBe(201);
+    expect(Object.hasOwn(socket, 'emit')).toBe(false);
+    expect(Object.fromEntries(events.map((e) => [e, socket.listenerCount(e)]))).toEqual(before);
+    const replay = await h2(client, 'r-9-19', 'b');
+    expect(replay.body.toString()).toBe('a;r-9-19');
+    expect(replay.headers['idempotent-replayed']).toBe('true');
+    const fresh = await h2(client, 'fresh', 'b');
+    expect(fresh.body.toString()).toBe('a;fresh');
+  });
+});
+
+const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
+
+describe('the client gone, then stream.pipeline into the response', () => {
+  for (const protocol of [1, 2] as const) {
+    // FINDING MEDIUM (Node 24 only, HTTP/1.1 only; also on main, not from this branch): after
+    // the client left, `stream.pipeline(source, res)` rejects with "Premature close" on Node
+    // 24 (Node 20 and 22 run it to its end) although `res` reads as on Node 20 (destroyed,
+    // closed, writable, writableEnded, socket null); the pipeline destroys `res`, the key is
+    // released, and the retry runs the handler a second time. The recorder's doc promises a
+    // `stream.pipeline` reads its source to the end and the retry replays.
+    const attack = protocol === 1 && NODE_MAJOR >= 24 ? it.fails : it;
+    attack(
+      `HTTP/${protocol === 1 ? '1.1' : '2'}: the pipeline runs to its end (no premature close), the whole body is recorded and replayed`,
+      async () => {
+        const gone = deferred();
+        const outcome: string[] = [];
+        const h = await harness(async (req, res) => {
+          res.write('a;');
+          if (h.runs() > 1) {
+            res.end('again');
+            return;
+          }
+          (req as unknown as { stream?: NodeJS.EventEmitter }).stream?.once('close', () =>
+            gone.resolve(),
+          );
+          await gone.promise;
+          const { pipeline } = await import('node:stream/promises');
+          const { Readable } = await import('node:stream');
+          await pipeline(Readable.from(['b;', 'c;', 'd']), res).then(
+            () => outcome.push('ok'),
+            (error: Error) => outcome.push(error.message),
+          );
+        });
+        if (protocol === 1) {
+          h.onH1Close.push(() => gone.resolve());
+          const firstOut = deferred();
+          const req = h1Request({
+            host: '127.0.0.1',
+            port: h.h1,
+            method: 'POST',
+            agent: false,
+            headers: { 'idempotency-key': 'k', 'content-length': '1' },
+          });
+          req.on('error', () => {});
+          req.on('response', (res) => res.once('data', () => firstOut.resolve()));
+          req.end('b');
+          await firstOut.promise;
+          req.destroy();
+        } else await h2ResetAfter(session(h.h2), 'k').got;
+        await gone.promise;
+        for (let i = 0; i < 100 && outcome.length === 0; i++)
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        const retry = protocol === 1 ? await h1(h.h1, 'k', 'b') : await h2(session(h.h2), 'k', 'b');
+        expect(outcome).toEqual(['ok']);
+        expect(retry.headers['idempotent-replayed']).toBe('true');
+        expect(retry.body.toString()).toBe('a;b;c;d');
+        expect(h.runs()).toBe(1);
+      },
+    );
+  }
 });
