@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import {
   type ClientHttp2Session,
   createServer,
@@ -5,9 +7,13 @@ import {
   type Http2ServerRequest,
   type Http2ServerResponse,
   connect as http2Connect,
+  constants as http2Constants,
   type IncomingHttpHeaders,
 } from 'node:http2';
+import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createMemoryStore } from '@idem/store-memory';
 import type { NextFunction, Request, Response } from 'express';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -143,3 +149,85 @@ describe('@idem/express given node:http2 compat request and response', () => {
     expect(runs).toBe(2);
   });
 });
+
+// `res.sendFile` is the `send` module piping a file into the response, stopped by on-finished,
+// which listens on `res.socket`: over HTTP/2 node:http2's proxy of the stream, whose 'close'
+// a client reset brings. As over HTTP/1.1 (express-send-file.test.ts) the file must still be
+// read to its end, recorded once, and replayed to the retry.
+describe('@idem/express given node:http2, the `send` module (res.sendFile) and a client reset', () => {
+  const send = createRequire(createRequire(import.meta.url).resolve('express'))('send') as (
+    req: Http2ServerRequest,
+    path: string,
+  ) => { pipe(res: Http2ServerResponse): void; on(event: string, listener: () => void): void };
+
+  it('the file is read to its end while the client is gone: recorded once, the retry replays it', async () => {
+    // Past the stream's flow-control window: the client resets while the file streams.
+    const file = randomBytes(3 * 1024 * 1024);
+    const dir = mkdtempSync(join(tmpdir(), 'idem-h2-send-'));
+    const path = join(dir, 'receipt.bin');
+    writeFileSync(path, file);
+    try {
+      let runs = 0;
+      let readToEnd = false;
+      const client = await bridged((req, res) => {
+        runs++;
+        const sending = send(req, path);
+        // Never when on-finished stopped the file stream (the client left first, as it saw).
+        sending.on('end', () => {
+          readToEnd = true;
+        });
+        sending.pipe(res);
+      });
+      const firstOut = deferred();
+      const closed = deferred();
+      const stream = client.request({
+        ':method': 'POST',
+        ':path': '/receipt',
+        'idempotency-key': 'file',
+      });
+      stream.on('error', () => {});
+      stream.once('data', () => firstOut.resolve());
+      stream.on('close', () => closed.resolve());
+      stream.end();
+      await firstOut.promise;
+      stream.close(http2Constants.NGHTTP2_CANCEL);
+      await closed.promise;
+      let retry = await fetchAll(client, 'file');
+      for (let i = 0; retry.status === 409 && i < 100; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        retry = await fetchAll(client, 'file');
+      }
+      expect(retry.status).toBe(200);
+      expect(retry.headers['idempotent-replayed']).toBe('true');
+      expect(retry.body.equals(file)).toBe(true);
+      expect(runs).toBe(1);
+      expect(readToEnd).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+function fetchAll(
+  client: ClientHttp2Session,
+  key: string,
+): Promise<{ status: number; headers: IncomingHttpHeaders; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const request = client.request({
+      ':method': 'POST',
+      ':path': '/receipt',
+      'idempotency-key': key,
+    });
+    let headers: IncomingHttpHeaders = {};
+    const parts: Buffer[] = [];
+    request.on('response', (h) => {
+      headers = h;
+    });
+    request.on('data', (chunk: Buffer) => parts.push(chunk));
+    request.on('end', () =>
+      resolve({ status: Number(headers[':status']), headers, body: Buffer.concat(parts) }),
+    );
+    request.on('error', reject);
+    request.end();
+  });
+}

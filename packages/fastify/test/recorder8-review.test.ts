@@ -235,11 +235,11 @@ describe('Fastify({ http2: true })', () => {
     expect(runs).toBe(2);
   });
 
-  // FINDING HIGH (the @idem/http test "an app that ends the response from the request's
+  // FIXED (was FINDING HIGH; the @idem/http test "an app that ends the response from the request's
   // 'aborted' after a stream reset", seen through Fastify): a hijacked streaming route that
   // ends its response when the request is aborted (as SSE/long-poll handlers do) has the cut
   // body recorded after an HTTP/2 stream reset; the retry replays "part-1;cut" as the outcome.
-  it.fails('HTTP/2 stream reset, a route that ends on request.raw "aborted": the cut body is not replayed as the outcome', async () => {
+  it('HTTP/2 stream reset, a route that ends on request.raw "aborted": the cut body is not replayed as the outcome', async () => {
     const app = Fastify({ http2: true }) as unknown as FastifyInstance;
     apps.push(app);
     await app.register(idempotency, { store: createMemoryStore(), scope: 'global' });

@@ -184,18 +184,29 @@ function nodeHeadSource(res: ServerResponse, extra: unknown): ResponseHeadSource
  * it is an own value (set by Node on the instance) or an accessor further up the chain.
  */
 function readFalseWhile(object: object, name: string, hidden: () => boolean): void {
+  readWhile(object, name, hidden, false);
+}
+
+/** The descriptor of `object[name]`, its own or the one further up the chain. */
+function propertyOf(object: object, name: string): PropertyDescriptor | undefined {
   let owner: object | null = object;
   let descriptor: PropertyDescriptor | undefined;
   while (owner && !descriptor) {
     descriptor = Object.getOwnPropertyDescriptor(owner, name);
     owner = Object.getPrototypeOf(owner);
   }
+  return descriptor;
+}
+
+/** Makes `object[name]` read `shown` while `when()` is true, and as before otherwise. */
+function readWhile(object: object, name: string, when: () => boolean, shown: boolean): void {
+  const descriptor = propertyOf(object, name);
   const { get, set } = descriptor ?? {};
   let value: unknown = descriptor?.value;
   Object.defineProperty(object, name, {
     configurable: true,
     enumerable: true,
-    get: () => !hidden() && (get ? get.call(object) : value),
+    get: () => (when() ? shown : get ? get.call(object) : value),
     set: (next: unknown) => {
       if (set) set.call(object, next);
       else value = next;
@@ -256,6 +267,35 @@ function listenersNow(socket: Socket, event: string): readonly Listener[] {
   return socket.listenerCount(event) === 0
     ? NO_LISTENERS
     : (socket.rawListeners(event) as Listener[]);
+}
+
+/** What the recorder uses of an `Http2Stream` (the stream of an HTTP/2 compat response). */
+interface StreamLike {
+  readonly destroyed: boolean;
+  readonly closed: boolean;
+  readonly aborted: boolean;
+  emit: Emit;
+  rawListeners(event: string): unknown[];
+  listenerCount(event: string): number;
+  on(event: string, listener: Listener): unknown;
+  removeListener(event: string, listener: Listener): unknown;
+}
+
+/**
+ * The HTTP/2 counterpart of the socket hold, one a stream (never the connection's socket,
+ * shared by every stream of the session): the stream's `'close'` and `'error'` are kept
+ * from the listeners added through `res.socket` (node:http2's proxy of the stream, which
+ * `on-finished` listens on, as Koa and `res.sendFile` use it) while the outcome is not
+ * decided. Listeners the app adds on the stream itself get them at once.
+ */
+interface StreamHold {
+  readonly stream: StreamLike;
+  /** The listeners added through `res.socket`'s `on` and `once` (see `socketProxy`). */
+  readonly proxied: Set<unknown>;
+  /** The proxy `res.socket` gives, wrapping node:http2's (made once, on first read). */
+  proxy?: object;
+  /** node:http2's, the one `proxy` wraps. */
+  inner?: object;
 }
 
 /** A published response read ahead of its first client (see {@link recordServerResponse}). */
@@ -349,6 +389,8 @@ class ResponseRecording implements SocketHold {
   private earlyClose: readonly Listener[] = NO_LISTENERS;
   private earlyError: readonly Listener[] = NO_LISTENERS;
   private deferred: { event: string; args: unknown[]; listeners: Listener[] }[] | undefined;
+  /** HTTP/2: the hold of the response's stream (see `holdStream`). */
+  private h2: StreamHold | undefined;
 
   constructor(
     private readonly res: ServerResponse,
@@ -412,6 +454,115 @@ class ResponseRecording implements SocketHold {
     }
   }
 
+  /** Ends the hold of the socket (HTTP/1.1) or the stream (HTTP/2). */
+  private releaseHold(): void {
+    const h2 = this.h2;
+    if (h2 === undefined) {
+      this.releaseSocket(this.currentSocket());
+      return;
+    }
+    h2.proxied.clear();
+    this.releaseSocket(h2.stream as unknown as Socket);
+  }
+
+  /**
+   * HTTP/2: whether a `'close'` or `'error'` of the stream now is to be kept from the
+   * listeners added through `res.socket`: until the outcome is decided (the client may have
+   * left: the app still writes into the sink, see `clientLeft`).
+   */
+  private streamHolding(): boolean {
+    return (
+      !this.closeReleased &&
+      !this.ending &&
+      !this.destroying &&
+      !this.bypass &&
+      !(this.started && !this.recording) &&
+      !this.recorder.context.signal.aborted
+    );
+  }
+
+  /** HTTP/2: the client reset the stream, or the session is gone. */
+  private streamGone(): boolean {
+    const stream = this.h2?.stream;
+    return stream === undefined || stream.destroyed || stream.closed || stream.aborted;
+  }
+
+  /**
+   * HTTP/2: holds the stream's `'close'` and `'error'` back from the listeners added through
+   * `res.socket` (see {@link StreamHold}), and takes the stream's `'aborted'` (the client
+   * reset it) as the client leaving, before anyone hears of it: an end made from its
+   * listeners (or the request's) is a body cut short (see `onEnd`).
+   */
+  holdStream(stream: StreamLike): void {
+    const h2: StreamHold = { stream, proxied: new Set() };
+    this.h2 = h2;
+    const emit = stream.emit;
+    stream.emit = (event: string | symbol, ...args: unknown[]): boolean => {
+      if (event === 'aborted') {
+        this.requestClosed();
+        const was = this.requestClosing;
+        this.requestClosing = true;
+        try {
+          return emit.call(stream, event, ...args);
+        } finally {
+          this.requestClosing = was;
+        }
+      }
+      if ((event !== 'close' && event !== 'error') || h2.proxied.size === 0)
+        return emit.call(stream, event, ...args);
+      if (!this.streamHolding()) return emit.call(stream, event, ...args);
+      const listeners = stream.rawListeners(event) as Listener[];
+      const late = listeners.filter(
+        (listener) =>
+          h2.proxied.has(listener) || h2.proxied.has((listener as { listener?: unknown }).listener),
+      );
+      // An 'error' nobody else listens to must still throw as it would have.
+      if (late.length === 0 || (event === 'error' && late.length === listeners.length))
+        return emit.call(stream, event, ...args);
+      for (const listener of late) stream.removeListener(event, listener);
+      try {
+        return emit.call(stream, event, ...args);
+      } finally {
+        for (const listener of late) stream.on(event, listener);
+        this.defer(event, args, late);
+      }
+    };
+    // `res.socket` (and so `on-finished`) gets a proxy of node:http2's that notes the
+    // listeners of 'close' and 'error' it adds; null while the sink stands in for it.
+    const { res } = this;
+    const { get } = propertyOf(res, 'socket') ?? {};
+    if (!get) return;
+    Object.defineProperty(res, 'socket', {
+      configurable: true,
+      enumerable: true,
+      get: () => {
+        if (this.sinking() && !this.ending) return null;
+        const inner = get.call(res) as object | null | undefined;
+        if (!inner) return inner;
+        if (h2.inner !== inner) {
+          h2.inner = inner;
+          h2.proxy = this.socketProxy(h2, inner);
+        }
+        return h2.proxy;
+      },
+    });
+  }
+
+  /** A proxy of node:http2's `res.socket` whose `on`/`once` note 'close' and 'error' listeners. */
+  private socketProxy(h2: StreamHold, inner: object): object {
+    return new Proxy(inner, {
+      get: (target, name) => {
+        const value = Reflect.get(target, name) as unknown;
+        if ((name !== 'on' && name !== 'once') || typeof value !== 'function') return value;
+        return (event: string | symbol, listener: Listener) => {
+          if ((event === 'close' || event === 'error') && this.streamHolding())
+            h2.proxied.add(listener);
+          return (value as Loose)(event, listener);
+        };
+      },
+    });
+  }
+
   // --- the client gone ---------------------------------------------------------------------
 
   private sinking(): boolean {
@@ -431,16 +582,24 @@ class ResponseRecording implements SocketHold {
     if (this.standing) return;
     this.standing = true;
     const { res } = this;
-    this.socket = res.socket;
     const sinking = () => this.sinking();
-    Object.defineProperty(res, 'socket', {
-      configurable: true,
-      enumerable: true,
-      get: () => (sinking() && !this.ending ? null : this.socket),
-      set: (next: Socket | null) => {
-        this.socket = next;
-      },
-    });
+    // HTTP/2: `res.socket` reads null meanwhile already (see `holdStream`).
+    if (!this.http2) {
+      this.socket = res.socket;
+      Object.defineProperty(res, 'socket', {
+        configurable: true,
+        enumerable: true,
+        get: () => (sinking() && !this.ending ? null : this.socket),
+        set: (next: Socket | null) => {
+          this.socket = next;
+        },
+      });
+      // Node 24 marks a response finished once its last write reaches the socket, which a
+      // gone client's never does (Node 20 and 22 read it from the response's own state):
+      // once the held end went out, it reads finished, so the app's `stream.pipeline` into
+      // it completes when the held 'close' comes, as on Node 20.
+      readWhile(res, 'writableFinished', () => this.released, true);
+    }
     for (const name of ['destroyed', '_closed']) readFalseWhile(res, name, sinking);
   }
 
@@ -451,7 +610,7 @@ class ResponseRecording implements SocketHold {
       if (this.finishHeld) this.emit.call(this.res, 'finish');
       this.emit.call(this.res, 'close');
     }
-    this.releaseSocket(this.currentSocket());
+    this.releaseHold();
   }
 
   // --- the response's status and head ------------------------------------------------------
@@ -564,10 +723,11 @@ class ResponseRecording implements SocketHold {
         return true;
       }
       this.closeSent = true;
-    } else if (this.http2 && event === 'finish' && this.inFlight()) {
+    } else if (this.http2 && event === 'finish') {
       // HTTP/2: the stream closed before the end (the client reset it), announced with a
-      // 'finish' before the 'close': the client went away first, both are held back.
-      if (this.clientLeft()) {
+      // 'finish' before the 'close': the client went away first, both are held back (the
+      // reset may have been seen first, from the stream's 'aborted').
+      if (this.inFlight() ? this.clientLeft() : this.sinking()) {
         this.finishHeld = true;
         return true;
       }
@@ -633,7 +793,14 @@ class ResponseRecording implements SocketHold {
    * so an end from them is not recorded, see `onEnd`).
    */
   requestClosed(): void {
-    if (!this.inFlight() || this.res.socket) return;
+    if (!this.inFlight()) return;
+    // HTTP/2: the stream says it (its `res.socket` is a proxy of the session's socket, alive
+    // while other streams go on).
+    if (this.http2) {
+      if (this.streamGone()) this.clientLeft();
+      return;
+    }
+    if (this.res.socket) return;
     const request = (this.res as ServerResponse & { req?: IncomingMessage }).req;
     if (request?.socket?.destroyed) this.clientLeft();
   }
@@ -738,7 +905,11 @@ class ResponseRecording implements SocketHold {
       this.late.push([true, chunk, encoding, cb]);
       return res;
     }
-    if (this.requestClosing && !this.bypass && (this.gone || this.currentSocket()?.destroyed)) {
+    if (
+      this.requestClosing &&
+      !this.bypass &&
+      (this.gone || (this.http2 ? this.streamGone() : this.currentSocket()?.destroyed))
+    ) {
       // Ended from the request's 'close' after the client left: a body cut short, never
       // recorded. The key is released; a retry runs the handler again.
       this.bypass = true;
@@ -754,7 +925,7 @@ class ResponseRecording implements SocketHold {
     const first = !this.started;
     this.start();
     if (this.bypass) {
-      this.releaseSocket(this.currentSocket());
+      this.releaseHold();
       return this.end.call(res, chunk, encoding, cb) as ServerResponse;
     }
     let callback = cb;
@@ -865,13 +1036,17 @@ export function recordServerResponse(
 ): void {
   const recording = new ResponseRecording(res, recorder, options.isHandlerOutcome);
   const request = (res as ServerResponse & { req?: IncomingMessage }).req;
-  // An HTTP/2 stream has no socket to hold: its `socket` is a proxy of the connection's,
-  // shared by every stream of it, and its own 'close' comes to the response (see `onEmit`).
+  // An HTTP/2 response has no socket to hold: its `socket` is a proxy of its stream (and of
+  // the connection's socket, shared by every stream of it); its stream is held instead, and
+  // the stream's own 'close' comes to the response (see `onEmit`).
   if (!recording.http2) {
     const initial = res.socket;
     if (initial) recording.holdSocket(initial);
     // A pipelined response gets its socket when the ones before it are done.
     else recording.awaitSocket(request?.socket);
+  } else {
+    const stream = (res as ServerResponse & { stream?: StreamLike }).stream;
+    if (stream) recording.holdStream(stream);
   }
 
   // The request's 'close' and 'aborted' say the client left: an app that ends the response
@@ -882,11 +1057,13 @@ export function recordServerResponse(
       if (event !== 'close' && event !== 'aborted')
         return emitRequest.call(request, event, ...args);
       recording.requestClosed();
+      // Inside the stream's 'aborted' (HTTP/2) it is already set: kept for its listeners.
+      const was = recording.requestClosing;
       recording.requestClosing = true;
       try {
         return emitRequest.call(request, event, ...args);
       } finally {
-        recording.requestClosing = false;
+        recording.requestClosing = was;
       }
     } as IncomingMessage['emit'];
   }

@@ -415,40 +415,37 @@ describe('a client that resets its HTTP/2 stream mid-response', () => {
       expect(h.runs()).toBe(2);
     });
 
-    // FINDING HIGH ('aborted' only; 'close' held): over HTTP/2 a stream reset emits the
+    // FIXED (was FINDING HIGH; 'aborted' only, 'close' held): over HTTP/2 a stream reset emits the
     // request's 'aborted' before any 'close'/'finish' reaches the response, and the recorder
     // does not see the client leave there (`requestClosed` returns at once because
     // `res.socket`, the session's proxy, is set; `onEnd` asks `currentSocket()?.destroyed`,
     // the live session socket): an app that ends the response from `req.on('aborted')`
     // (SSE, long polls) has its cut body ("part-1;cut") recorded as the outcome, and every
     // retry replays that truncated body as if it were complete.
-    (event === 'aborted' ? it.fails : it)(
-      `HTTP/2: an app that ends the response from the request's '${event}' after a stream reset is not recorded as complete`,
-      async () => {
-        const ended = deferred();
-        let h: Harness | undefined;
-        h = await harness((req, res) => {
-          res.setHeader('content-type', 'text/plain');
-          if (h?.runs() === 2) {
-            res.end('part-1;whole');
-            return;
-          }
-          res.write('part-1;');
-          req.once(event, () => {
-            res.end('cut');
-            ended.resolve();
-          });
+    it(`HTTP/2: an app that ends the response from the request's '${event}' after a stream reset is not recorded as complete`, async () => {
+      const ended = deferred();
+      let h: Harness | undefined;
+      h = await harness((req, res) => {
+        res.setHeader('content-type', 'text/plain');
+        if (h?.runs() === 2) {
+          res.end('part-1;whole');
+          return;
+        }
+        res.write('part-1;');
+        req.once(event, () => {
+          res.end('cut');
+          ended.resolve();
         });
-        const client = session(h.h2);
-        await h2ResetAfter(client, 'k').got;
-        await ended.promise;
-        const retry = await h2(client, 'k', 'b');
-        // The truncated "part-1;cut" must never come back as the replayed outcome.
-        expect(retry.body.toString()).toBe('part-1;whole');
-        expect(retry.headers['idempotent-replayed']).toBeUndefined();
-        expect(h.runs()).toBe(2);
-      },
-    );
+      });
+      const client = session(h.h2);
+      await h2ResetAfter(client, 'k').got;
+      await ended.promise;
+      const retry = await h2(client, 'k', 'b');
+      // The truncated "part-1;cut" must never come back as the replayed outcome.
+      expect(retry.body.toString()).toBe('part-1;whole');
+      expect(retry.headers['idempotent-replayed']).toBeUndefined();
+      expect(h.runs()).toBe(2);
+    });
   }
 });
 
@@ -1133,64 +1130,58 @@ describe('resets on one HTTP/2 session leave nothing behind', () => {
   });
 });
 
-const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
-
 describe('the client gone, then stream.pipeline into the response', () => {
   for (const protocol of [1, 2] as const) {
-    // FINDING MEDIUM (Node 24 only, HTTP/1.1 only; also on main, not from this branch): after
+    // FIXED (was FINDING MEDIUM; Node 24 only, HTTP/1.1 only; also on main, not from this branch): after
     // the client left, `stream.pipeline(source, res)` rejects with "Premature close" on Node
     // 24 (Node 20 and 22 run it to its end) although `res` reads as on Node 20 (destroyed,
     // closed, writable, writableEnded, socket null); the pipeline destroys `res`, the key is
     // released, and the retry runs the handler a second time. The recorder's doc promises a
     // `stream.pipeline` reads its source to the end and the retry replays.
-    const attack = protocol === 1 && NODE_MAJOR >= 24 ? it.fails : it;
-    attack(
-      `HTTP/${protocol === 1 ? '1.1' : '2'}: the pipeline runs to its end (no premature close), the whole body is recorded and replayed`,
-      async () => {
-        const gone = deferred();
-        const outcome: string[] = [];
-        const h = await harness(async (req, res) => {
-          res.write('a;');
-          if (h.runs() > 1) {
-            res.end('again');
-            return;
-          }
-          (req as unknown as { stream?: NodeJS.EventEmitter }).stream?.once('close', () =>
-            gone.resolve(),
-          );
-          await gone.promise;
-          const { pipeline } = await import('node:stream/promises');
-          const { Readable } = await import('node:stream');
-          await pipeline(Readable.from(['b;', 'c;', 'd']), res).then(
-            () => outcome.push('ok'),
-            (error: Error) => outcome.push(error.message),
-          );
-        });
-        if (protocol === 1) {
-          h.onH1Close.push(() => gone.resolve());
-          const firstOut = deferred();
-          const req = h1Request({
-            host: '127.0.0.1',
-            port: h.h1,
-            method: 'POST',
-            agent: false,
-            headers: { 'idempotency-key': 'k', 'content-length': '1' },
-          });
-          req.on('error', () => {});
-          req.on('response', (res) => res.once('data', () => firstOut.resolve()));
-          req.end('b');
-          await firstOut.promise;
-          req.destroy();
-        } else await h2ResetAfter(session(h.h2), 'k').got;
+    it(`HTTP/${protocol === 1 ? '1.1' : '2'}: the pipeline runs to its end (no premature close), the whole body is recorded and replayed`, async () => {
+      const gone = deferred();
+      const outcome: string[] = [];
+      const h = await harness(async (req, res) => {
+        res.write('a;');
+        if (h.runs() > 1) {
+          res.end('again');
+          return;
+        }
+        (req as unknown as { stream?: NodeJS.EventEmitter }).stream?.once('close', () =>
+          gone.resolve(),
+        );
         await gone.promise;
-        for (let i = 0; i < 100 && outcome.length === 0; i++)
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        const retry = protocol === 1 ? await h1(h.h1, 'k', 'b') : await h2(session(h.h2), 'k', 'b');
-        expect(outcome).toEqual(['ok']);
-        expect(retry.headers['idempotent-replayed']).toBe('true');
-        expect(retry.body.toString()).toBe('a;b;c;d');
-        expect(h.runs()).toBe(1);
-      },
-    );
+        const { pipeline } = await import('node:stream/promises');
+        const { Readable } = await import('node:stream');
+        await pipeline(Readable.from(['b;', 'c;', 'd']), res).then(
+          () => outcome.push('ok'),
+          (error: Error) => outcome.push(error.message),
+        );
+      });
+      if (protocol === 1) {
+        h.onH1Close.push(() => gone.resolve());
+        const firstOut = deferred();
+        const req = h1Request({
+          host: '127.0.0.1',
+          port: h.h1,
+          method: 'POST',
+          agent: false,
+          headers: { 'idempotency-key': 'k', 'content-length': '1' },
+        });
+        req.on('error', () => {});
+        req.on('response', (res) => res.once('data', () => firstOut.resolve()));
+        req.end('b');
+        await firstOut.promise;
+        req.destroy();
+      } else await h2ResetAfter(session(h.h2), 'k').got;
+      await gone.promise;
+      for (let i = 0; i < 100 && outcome.length === 0; i++)
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      const retry = protocol === 1 ? await h1(h.h1, 'k', 'b') : await h2(session(h.h2), 'k', 'b');
+      expect(outcome).toEqual(['ok']);
+      expect(retry.headers['idempotent-replayed']).toBe('true');
+      expect(retry.body.toString()).toBe('a;b;c;d');
+      expect(h.runs()).toBe(1);
+    });
   }
 });

@@ -153,7 +153,7 @@ describe('Koa streamed body, the client gone mid-response', () => {
     expect(runs()).toBe(1);
   });
 
-  // FINDING HIGH (exactly-once): over HTTP/2 the recorder holds back the response's
+  // FIXED (was FINDING HIGH; exactly-once): over HTTP/2 the recorder holds back the response's
   // 'finish'/'close' but nothing of the stream's: Koa's on-finished listens on `res.socket`,
   // which node:http2's compat response proxies to the Http2Stream (`socket.on('close')` is
   // the stream's own), so a client reset makes Koa destroy its body stream at once; the
@@ -161,7 +161,7 @@ describe('Koa streamed body, the client gone mid-response', () => {
   // ("part-1(2);..."), after the first execution's side effects. Over HTTP/1.1 (the socket
   // hold keeps the socket's 'close' from on-finished) the same app runs to its end and the
   // retry replays. (Express `res.sendFile`/`send` use on-finished the same way.)
-  it.fails('HTTP/2: a client that resets its stream mid-body: the body is recorded whole (or the key freed), a retry is not 409', async () => {
+  it('HTTP/2: a client that resets its stream mid-body: the body is recorded whole (or the key freed), a retry is not 409', async () => {
     const go = deferred();
     const { app, runs, state } = streamingApp(go.promise, { leaseMs: 300, maxHoldMs: 3_000 });
     const server = createH2Server(app.callback());
