@@ -286,13 +286,14 @@ interface StreamLike {
  * shared by every stream of the session): the stream's `'close'` and `'error'` are kept
  * from the listeners added through `res.socket` (node:http2's proxy of the stream, which
  * `on-finished` listens on, as Koa and `res.sendFile` use it) while the outcome is not
- * decided. Listeners the app adds on the stream itself get them at once.
+ * decided (`req.socket` gives the same proxy). Listeners the app adds on the stream itself
+ * (`req.stream`) get them at once.
  */
 interface StreamHold {
   readonly stream: StreamLike;
-  /** The listeners added through `res.socket`'s `on` and `once` (see `socketProxy`). */
+  /** The listeners added through the `on` and `once` of `proxy` (see `socketProxy`). */
   readonly proxied: Set<unknown>;
-  /** The proxy `res.socket` gives, wrapping node:http2's (made once, on first read). */
+  /** The proxy `res.socket` and `req.socket` give, wrapping node:http2's (`inner`). */
   proxy?: object;
   /** node:http2's, the one `proxy` wraps. */
   inner?: object;
@@ -489,11 +490,11 @@ class ResponseRecording implements SocketHold {
 
   /**
    * HTTP/2: holds the stream's `'close'` and `'error'` back from the listeners added through
-   * `res.socket` (see {@link StreamHold}), and takes the stream's `'aborted'` (the client
+   * `res.socket` or `req.socket` (see {@link StreamHold}), and takes the stream's `'aborted'` (the client
    * reset it) as the client leaving, before anyone hears of it: an end made from its
    * listeners (or the request's) is a body cut short (see `onEnd`).
    */
-  holdStream(stream: StreamLike): void {
+  holdStream(stream: StreamLike, request: IncomingMessage | undefined): void {
     const h2: StreamHold = { stream, proxied: new Set() };
     this.h2 = h2;
     const emit = stream.emit;
@@ -527,30 +528,36 @@ class ResponseRecording implements SocketHold {
         this.defer(event, args, late);
       }
     };
-    // `res.socket` (and so `on-finished`) gets a proxy of node:http2's that notes the
-    // listeners of 'close' and 'error' it adds; null while the sink stands in for it.
+    // `res.socket` and `req.socket` (and so `on-finished`) give a proxy of node:http2's (one
+    // for both, as node:http2's is) that notes the listeners of 'close' and 'error' added
+    // through it; `res.socket` reads null while the sink stands in for it.
     const { res } = this;
-    const { get } = propertyOf(res, 'socket') ?? {};
-    if (!get) return;
-    Object.defineProperty(res, 'socket', {
-      configurable: true,
-      enumerable: true,
-      get: () => {
-        if (this.sinking() && !this.ending) return null;
-        const inner = get.call(res) as object | null | undefined;
-        if (!inner) return inner;
-        if (h2.inner !== inner) {
-          h2.inner = inner;
-          h2.proxy = this.socketProxy(h2, inner);
-        }
-        return h2.proxy;
-      },
-    });
+    const fromRes = propertyOf(res, 'socket')?.get;
+    if (fromRes)
+      Object.defineProperty(res, 'socket', {
+        configurable: true,
+        enumerable: true,
+        get: () =>
+          this.sinking() && !this.ending ? null : this.socketProxy(h2, fromRes.call(res)),
+      });
+    const fromReq = request && propertyOf(request, 'socket')?.get;
+    if (fromReq)
+      Object.defineProperty(request, 'socket', {
+        configurable: true,
+        enumerable: true,
+        get: () => this.socketProxy(h2, fromReq.call(request)),
+      });
   }
 
-  /** A proxy of node:http2's `res.socket` whose `on`/`once` note 'close' and 'error' listeners. */
-  private socketProxy(h2: StreamHold, inner: object): object {
-    return new Proxy(inner, {
+  /**
+   * The proxy given for node:http2's `socket` proxy `inner` (the same while it is the same),
+   * whose `on` and `once` note the listeners of 'close' and 'error' (see {@link StreamHold}).
+   */
+  private socketProxy(h2: StreamHold, inner: unknown): unknown {
+    if (!inner || typeof inner !== 'object') return inner;
+    if (h2.inner === inner) return h2.proxy;
+    h2.inner = inner;
+    h2.proxy = new Proxy(inner, {
       get: (target, name) => {
         const value = Reflect.get(target, name) as unknown;
         if ((name !== 'on' && name !== 'once') || typeof value !== 'function') return value;
@@ -561,6 +568,7 @@ class ResponseRecording implements SocketHold {
         };
       },
     });
+    return h2.proxy;
   }
 
   // --- the client gone ---------------------------------------------------------------------
@@ -1012,7 +1020,9 @@ class ResponseRecording implements SocketHold {
  * writer waiting for `'drain'` gets it) and its `'close'` event is held back until the app
  * ends or destroys the response, or the execution's lease is lost. The socket's own `'close'`
  * and `'error'` are likewise held back from listeners added after the response began (those
- * of `on-finished`, which `res.sendFile` uses), and `res.socket` reads null while the sink
+ * of `on-finished`, which `res.sendFile` and Koa use; over HTTP/2, where `res.socket` is a
+ * proxy of the response's stream, the stream's events, from the listeners added through
+ * `res.socket` or `req.socket`, the session's socket left alone), and `res.socket` reads null while the sink
  * stands in for it. So a `stream.pipeline`, a `pipe`, `res.sendFile` or a framework streaming
  * a payload reads its source to the end, the outcome is recorded once, and a retry replays it
  * instead of running the handler again. A response ended from the request's `'close'` or
@@ -1046,7 +1056,7 @@ export function recordServerResponse(
     else recording.awaitSocket(request?.socket);
   } else {
     const stream = (res as ServerResponse & { stream?: StreamLike }).stream;
-    if (stream) recording.holdStream(stream);
+    if (stream) recording.holdStream(stream, request);
   }
 
   // The request's 'close' and 'aborted' say the client left: an app that ends the response

@@ -197,7 +197,7 @@ describe('HTTP/2: an end made as the client resets its stream', () => {
   });
 });
 
-describe("HTTP/2: the stream's 'close' held from listeners added through res.socket", () => {
+describe("HTTP/2: the stream's 'close' held from listeners added through res.socket and req.socket", () => {
   it('one stream reset, one going on, on one session: each hold is its own, the session socket untouched', async () => {
     const order: string[] = [];
     const resetClosed = deferred();
@@ -207,6 +207,7 @@ describe("HTTP/2: the stream's 'close' held from listeners added through res.soc
       const key = String(req.headers['idempotency-key']);
       // As on-finished does (Koa, res.sendFile): through the socket proxy.
       (res.socket as Socket).on('close', () => order.push(`${key}:socket-close`));
+      req.socket.once('close', () => order.push(`${key}:req-socket-close`));
       res.write(`${key}:1;`);
       if (++bothIn.count === 2) bothIn.all.resolve();
       if (key === 'reset') {
@@ -239,8 +240,10 @@ describe("HTTP/2: the stream's 'close' held from listeners added through res.soc
       'reset:stream-close',
       'reset:ended',
       'reset:socket-close',
+      'reset:req-socket-close',
     ]);
-    expect(order.filter((event) => event === 'other:socket-close')).toHaveLength(1);
+    expect(order.filter((event) => event.startsWith('other:socket-close'))).toHaveLength(1);
+    expect(order.filter((event) => event.startsWith('other:req-socket-close'))).toHaveLength(1);
     const retry = await post(client, 'reset');
     expect(retry.headers['idempotent-replayed']).toBe('true');
     expect(retry.body).toBe('reset:1;reset:2');
