@@ -8,8 +8,19 @@ function headerOf(req: IncomingMessage, name: string): string | undefined {
 }
 
 /**
+ * Whether an HTTP/2 request (`node:http2`'s `Http2ServerRequest`, which has a `stream`)
+ * without a Content-Length has a body: its body is framed by the protocol, there is one
+ * unless its HEADERS frame ended the stream.
+ */
+function http2Body(req: IncomingMessage, length: string | undefined): boolean {
+  if (length !== undefined || !('stream' in req)) return false;
+  return (req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders === false;
+}
+
+/**
  * The body of a Node request for the fingerprint: `parsed` when a body parser ran first
- * (anything but undefined), none when the request declares no body, else the raw bytes,
+ * (anything but undefined), none when the request declares no body (HTTP/1.1: neither a
+ * Content-Length nor a Transfer-Encoding; HTTP/2: a stream its headers ended), else the raw bytes,
  * read and put back ({@link peekBody}) so the app's own parsers read them as if we had not.
  * @throws BodyTooLargeError past `limit` bytes
  */
@@ -21,7 +32,11 @@ export async function nodeRequestBody(
   const contentType = headerOf(req, 'content-type');
   if (parsed !== undefined) return bodyFromParsed(parsed, contentType, limit);
   const length = headerOf(req, 'content-length');
-  if ((length === undefined || length === '0') && req.headers['transfer-encoding'] === undefined) {
+  if (
+    (length === undefined || length === '0') &&
+    req.headers['transfer-encoding'] === undefined &&
+    !http2Body(req, length)
+  ) {
     return { kind: 'none' };
   }
   return bodyFromBytes(await peekBody(req, limit), contentType);

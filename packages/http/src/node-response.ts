@@ -50,19 +50,35 @@ const APPENDS_AFTER_SET_HEADER = Number(process.versions.node.split('.')[0]) >= 
  * it then merges the array into.
  */
 function arrayKeepsRepeats(res: ServerResponse): boolean {
-  if (APPENDS_AFTER_SET_HEADER) return true;
+  // HTTP/2's compat response always appends them (after removing the names it sets).
+  if (APPENDS_AFTER_SET_HEADER || isHttp2(res)) return true;
   for (const symbol of Object.getOwnPropertySymbols(res))
     if (symbol.description === 'kOutHeaders')
       return (res as unknown as Record<symbol, unknown>)[symbol] == null;
   return res.getHeaderNames().length === 0;
 }
 
-/** Node's outgoing headers (plus any passed to `writeHead`) as a Web `Headers`. */
+/**
+ * Whether `res` is the HTTP/2 compat response of `node:http2` (`Http2ServerResponse`): asked
+ * once a response, by a method only it has.
+ */
+function isHttp2(res: ServerResponse): boolean {
+  return 'createPushResponse' in res;
+}
+
+/**
+ * Node's outgoing headers (plus any passed to `writeHead`) as a Web `Headers`. HTTP/2
+ * pseudo-headers (`:status`, which `node:http2` keeps among them once the head is sent, or
+ * one given to `writeHead`, which it refuses) are left out: they are no header of a response.
+ */
 export function headersOf(res: ServerResponse, extra?: unknown): Headers {
   const headers = new Headers();
   const add = (name: string, value: unknown) => {
-    if (value === undefined || value === null) return;
+    if (value === undefined || value === null || isPseudo(name)) return;
     for (const item of Array.isArray(value) ? value : [value]) headers.append(name, String(item));
+  };
+  const remove = (name: string) => {
+    if (!isPseudo(name)) headers.delete(name);
   };
   for (const [name, value] of Object.entries(res.getHeaders() as OutgoingHttpHeaders))
     add(name, value);
@@ -71,18 +87,23 @@ export function headersOf(res: ServerResponse, extra?: unknown): Headers {
     // name it repeats keeps every value (or its last one, see `arrayKeepsRepeats`).
     const fields = arrayFields(extra);
     const keep = arrayKeepsRepeats(res);
-    for (const [name] of fields) headers.delete(name);
+    for (const [name] of fields) remove(name);
     for (const [name, value] of fields) {
-      if (!keep) headers.delete(name);
+      if (!keep) remove(name);
       add(name, value);
     }
   } else if (extra && typeof extra === 'object') {
     for (const [name, value] of Object.entries(extra)) {
-      headers.delete(name);
+      remove(name);
       add(name, value);
     }
   }
   return headers;
+}
+
+/** An HTTP/2 pseudo-header name (`:status`). */
+function isPseudo(name: string): boolean {
+  return name.charCodeAt(0) === 58;
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -163,18 +184,29 @@ function nodeHeadSource(res: ServerResponse, extra: unknown): ResponseHeadSource
  * it is an own value (set by Node on the instance) or an accessor further up the chain.
  */
 function readFalseWhile(object: object, name: string, hidden: () => boolean): void {
+  readWhile(object, name, hidden, false);
+}
+
+/** The descriptor of `object[name]`, its own or the one further up the chain. */
+function propertyOf(object: object, name: string): PropertyDescriptor | undefined {
   let owner: object | null = object;
   let descriptor: PropertyDescriptor | undefined;
   while (owner && !descriptor) {
     descriptor = Object.getOwnPropertyDescriptor(owner, name);
     owner = Object.getPrototypeOf(owner);
   }
+  return descriptor;
+}
+
+/** Makes `object[name]` read `shown` while `when()` is true, and as before otherwise. */
+function readWhile(object: object, name: string, when: () => boolean, shown: boolean): void {
+  const descriptor = propertyOf(object, name);
   const { get, set } = descriptor ?? {};
   let value: unknown = descriptor?.value;
   Object.defineProperty(object, name, {
     configurable: true,
     enumerable: true,
-    get: () => !hidden() && (get ? get.call(object) : value),
+    get: () => (when() ? shown : get ? get.call(object) : value),
     set: (next: unknown) => {
       if (set) set.call(object, next);
       else value = next;
@@ -237,6 +269,36 @@ function listenersNow(socket: Socket, event: string): readonly Listener[] {
     : (socket.rawListeners(event) as Listener[]);
 }
 
+/** What the recorder uses of an `Http2Stream` (the stream of an HTTP/2 compat response). */
+interface StreamLike {
+  readonly destroyed: boolean;
+  readonly closed: boolean;
+  readonly aborted: boolean;
+  emit: Emit;
+  rawListeners(event: string): unknown[];
+  listenerCount(event: string): number;
+  on(event: string, listener: Listener): unknown;
+  removeListener(event: string, listener: Listener): unknown;
+}
+
+/**
+ * The HTTP/2 counterpart of the socket hold, one a stream (never the connection's socket,
+ * shared by every stream of the session): the stream's `'close'` and `'error'` are kept
+ * from the listeners added through `res.socket` (node:http2's proxy of the stream, which
+ * `on-finished` listens on, as Koa and `res.sendFile` use it) while the outcome is not
+ * decided (`req.socket` gives the same proxy). Listeners the app adds on the stream itself
+ * (`req.stream`) get them at once.
+ */
+interface StreamHold {
+  readonly stream: StreamLike;
+  /** The listeners added through the `on` and `once` of `proxy` (see `socketProxy`). */
+  readonly proxied: Set<unknown>;
+  /** The proxy `res.socket` and `req.socket` give, wrapping node:http2's (`inner`). */
+  proxy?: object;
+  /** node:http2's, the one `proxy` wraps. */
+  inner?: object;
+}
+
 /** A published response read ahead of its first client (see {@link recordServerResponse}). */
 interface LiveAhead {
   /** The capture so far (a view: bytes below its length never change). */
@@ -290,6 +352,20 @@ class ResponseRecording implements SocketHold {
    * answers them as it does: refused with ERR_STREAM_WRITE_AFTER_END, a callback called.
    */
   private late: LateCall[] | undefined;
+  /**
+   * The held end went out (see `ended`): every call passes straight to Node from now on, the
+   * ones the real `end` makes itself included (light-my-request's and `node:http2`'s write
+   * their last chunk with `this.write`).
+   */
+  private released = false;
+  /**
+   * An HTTP/2 response (`node:http2`'s compat `Http2ServerResponse`): it has no socket of its
+   * own (its `socket` is a proxy of the connection's, shared by every stream) and, when its
+   * stream closes before the end (the client reset it), emits `'finish'` before `'close'`.
+   */
+  readonly http2: boolean;
+  /** That `'finish'`, held back with the `'close'` after it (see `releaseClose`). */
+  private finishHeld = false;
   private started = false;
   /** The policy made the response final: it is recorded when it ends. */
   private recording = false;
@@ -314,6 +390,8 @@ class ResponseRecording implements SocketHold {
   private earlyClose: readonly Listener[] = NO_LISTENERS;
   private earlyError: readonly Listener[] = NO_LISTENERS;
   private deferred: { event: string; args: unknown[]; listeners: Listener[] }[] | undefined;
+  /** HTTP/2: the hold of the response's stream (see `holdStream`). */
+  private h2: StreamHold | undefined;
 
   constructor(
     private readonly res: ServerResponse,
@@ -325,6 +403,7 @@ class ResponseRecording implements SocketHold {
     this.end = res.end as Loose;
     this.destroy = res.destroy as Loose;
     this.emit = res.emit as Emit;
+    this.http2 = isHttp2(res);
   }
 
   // --- the socket hold ---------------------------------------------------------------------
@@ -376,6 +455,122 @@ class ResponseRecording implements SocketHold {
     }
   }
 
+  /** Ends the hold of the socket (HTTP/1.1) or the stream (HTTP/2). */
+  private releaseHold(): void {
+    const h2 = this.h2;
+    if (h2 === undefined) {
+      this.releaseSocket(this.currentSocket());
+      return;
+    }
+    h2.proxied.clear();
+    this.releaseSocket(h2.stream as unknown as Socket);
+  }
+
+  /**
+   * HTTP/2: whether a `'close'` or `'error'` of the stream now is to be kept from the
+   * listeners added through `res.socket`: until the outcome is decided (the client may have
+   * left: the app still writes into the sink, see `clientLeft`).
+   */
+  private streamHolding(): boolean {
+    return (
+      !this.closeReleased &&
+      !this.ending &&
+      !this.destroying &&
+      !this.bypass &&
+      !(this.started && !this.recording) &&
+      !this.recorder.context.signal.aborted
+    );
+  }
+
+  /** HTTP/2: the client reset the stream, or the session is gone. */
+  private streamGone(): boolean {
+    const stream = this.h2?.stream;
+    return stream === undefined || stream.destroyed || stream.closed || stream.aborted;
+  }
+
+  /**
+   * HTTP/2: holds the stream's `'close'` and `'error'` back from the listeners added through
+   * `res.socket` or `req.socket` (see {@link StreamHold}), and takes the stream's `'aborted'` (the client
+   * reset it) as the client leaving, before anyone hears of it: an end made from its
+   * listeners (or the request's) is a body cut short (see `onEnd`).
+   */
+  holdStream(stream: StreamLike, request: IncomingMessage | undefined): void {
+    const h2: StreamHold = { stream, proxied: new Set() };
+    this.h2 = h2;
+    const emit = stream.emit;
+    stream.emit = (event: string | symbol, ...args: unknown[]): boolean => {
+      if (event === 'aborted') {
+        this.requestClosed();
+        const was = this.requestClosing;
+        this.requestClosing = true;
+        try {
+          return emit.call(stream, event, ...args);
+        } finally {
+          this.requestClosing = was;
+        }
+      }
+      if ((event !== 'close' && event !== 'error') || h2.proxied.size === 0)
+        return emit.call(stream, event, ...args);
+      if (!this.streamHolding()) return emit.call(stream, event, ...args);
+      const listeners = stream.rawListeners(event) as Listener[];
+      const late = listeners.filter(
+        (listener) =>
+          h2.proxied.has(listener) || h2.proxied.has((listener as { listener?: unknown }).listener),
+      );
+      // An 'error' nobody else listens to must still throw as it would have.
+      if (late.length === 0 || (event === 'error' && late.length === listeners.length))
+        return emit.call(stream, event, ...args);
+      for (const listener of late) stream.removeListener(event, listener);
+      try {
+        return emit.call(stream, event, ...args);
+      } finally {
+        for (const listener of late) stream.on(event, listener);
+        this.defer(event, args, late);
+      }
+    };
+    // `res.socket` and `req.socket` (and so `on-finished`) give a proxy of node:http2's (one
+    // for both, as node:http2's is) that notes the listeners of 'close' and 'error' added
+    // through it; `res.socket` reads null while the sink stands in for it.
+    const { res } = this;
+    const fromRes = propertyOf(res, 'socket')?.get;
+    if (fromRes)
+      Object.defineProperty(res, 'socket', {
+        configurable: true,
+        enumerable: true,
+        get: () =>
+          this.sinking() && !this.ending ? null : this.socketProxy(h2, fromRes.call(res)),
+      });
+    const fromReq = request && propertyOf(request, 'socket')?.get;
+    if (fromReq)
+      Object.defineProperty(request, 'socket', {
+        configurable: true,
+        enumerable: true,
+        get: () => this.socketProxy(h2, fromReq.call(request)),
+      });
+  }
+
+  /**
+   * The proxy given for node:http2's `socket` proxy `inner` (the same while it is the same),
+   * whose `on` and `once` note the listeners of 'close' and 'error' (see {@link StreamHold}).
+   */
+  private socketProxy(h2: StreamHold, inner: unknown): unknown {
+    if (!inner || typeof inner !== 'object') return inner;
+    if (h2.inner === inner) return h2.proxy;
+    h2.inner = inner;
+    h2.proxy = new Proxy(inner, {
+      get: (target, name) => {
+        const value = Reflect.get(target, name) as unknown;
+        if ((name !== 'on' && name !== 'once') || typeof value !== 'function') return value;
+        return (event: string | symbol, listener: Listener) => {
+          if ((event === 'close' || event === 'error') && this.streamHolding())
+            h2.proxied.add(listener);
+          return (value as Loose)(event, listener);
+        };
+      },
+    });
+    return h2.proxy;
+  }
+
   // --- the client gone ---------------------------------------------------------------------
 
   private sinking(): boolean {
@@ -395,16 +590,24 @@ class ResponseRecording implements SocketHold {
     if (this.standing) return;
     this.standing = true;
     const { res } = this;
-    this.socket = res.socket;
     const sinking = () => this.sinking();
-    Object.defineProperty(res, 'socket', {
-      configurable: true,
-      enumerable: true,
-      get: () => (sinking() && !this.ending ? null : this.socket),
-      set: (next: Socket | null) => {
-        this.socket = next;
-      },
-    });
+    // HTTP/2: `res.socket` reads null meanwhile already (see `holdStream`).
+    if (!this.http2) {
+      this.socket = res.socket;
+      Object.defineProperty(res, 'socket', {
+        configurable: true,
+        enumerable: true,
+        get: () => (sinking() && !this.ending ? null : this.socket),
+        set: (next: Socket | null) => {
+          this.socket = next;
+        },
+      });
+      // Node 24 marks a response finished once its last write reaches the socket, which a
+      // gone client's never does (Node 20 and 22 read it from the response's own state):
+      // once the held end went out, it reads finished, so the app's `stream.pipeline` into
+      // it completes when the held 'close' comes, as on Node 20.
+      readWhile(res, 'writableFinished', () => this.released, true);
+    }
     for (const name of ['destroyed', '_closed']) readFalseWhile(res, name, sinking);
   }
 
@@ -412,9 +615,10 @@ class ResponseRecording implements SocketHold {
     if (this.sinking()) {
       this.closeReleased = true;
       this.closeSent = true;
+      if (this.finishHeld) this.emit.call(this.res, 'finish');
       this.emit.call(this.res, 'close');
     }
-    this.releaseSocket(this.currentSocket());
+    this.releaseHold();
   }
 
   // --- the response's status and head ------------------------------------------------------
@@ -527,6 +731,14 @@ class ResponseRecording implements SocketHold {
         return true;
       }
       this.closeSent = true;
+    } else if (this.http2 && event === 'finish') {
+      // HTTP/2: the stream closed before the end (the client reset it), announced with a
+      // 'finish' before the 'close': the client went away first, both are held back (the
+      // reset may have been seen first, from the stream's 'aborted').
+      if (this.inFlight() ? this.clientLeft() : this.sinking()) {
+        this.finishHeld = true;
+        return true;
+      }
     }
     return this.emit.call(this.res, event, ...args);
   }
@@ -589,7 +801,14 @@ class ResponseRecording implements SocketHold {
    * so an end from them is not recorded, see `onEnd`).
    */
   requestClosed(): void {
-    if (!this.inFlight() || this.res.socket) return;
+    if (!this.inFlight()) return;
+    // HTTP/2: the stream says it (its `res.socket` is a proxy of the session's socket, alive
+    // while other streams go on).
+    if (this.http2) {
+      if (this.streamGone()) this.clientLeft();
+      return;
+    }
+    if (this.res.socket) return;
     const request = (this.res as ServerResponse & { req?: IncomingMessage }).req;
     if (request?.socket?.destroyed) this.clientLeft();
   }
@@ -634,7 +853,9 @@ class ResponseRecording implements SocketHold {
    */
   private implicitHead(length?: number): void {
     const res = this.res as ServerResponse & { _contentLength?: number; _implicitHeader(): void };
-    if (this.bypass || res.headersSent) return;
+    // HTTP/2 has no head to make ahead: its status was checked when set, its head goes
+    // out with the first chunk (or the end).
+    if (this.bypass || res.headersSent || this.http2) return;
     if (length !== undefined) res._contentLength = length;
     res._implicitHeader();
   }
@@ -650,6 +871,7 @@ class ResponseRecording implements SocketHold {
     const { res } = this;
     if (this.bypass) return this.write.call(res, chunk, encoding, cb) as boolean;
     if (this.ending) {
+      if (this.released) return this.write.call(res, chunk, encoding, cb) as boolean;
       // The real end waits for the record: a write now would reach the client ahead of the
       // held body. Pass it on after the end, where Node refuses it as it always does.
       this.late ??= [];
@@ -685,12 +907,17 @@ class ResponseRecording implements SocketHold {
   ): ServerResponse {
     const { res, recorder } = this;
     if (this.ending) {
+      if (this.released) return this.end.call(res, chunk, encoding, cb) as ServerResponse;
       // As a late write: Node gets it after the real end (calls its callback, refuses a chunk).
       this.late ??= [];
       this.late.push([true, chunk, encoding, cb]);
       return res;
     }
-    if (this.requestClosing && !this.bypass && (this.gone || this.currentSocket()?.destroyed)) {
+    if (
+      this.requestClosing &&
+      !this.bypass &&
+      (this.gone || (this.http2 ? this.streamGone() : this.currentSocket()?.destroyed))
+    ) {
       // Ended from the request's 'close' after the client left: a body cut short, never
       // recorded. The key is released; a retry runs the handler again.
       this.bypass = true;
@@ -706,7 +933,7 @@ class ResponseRecording implements SocketHold {
     const first = !this.started;
     this.start();
     if (this.bypass) {
-      this.releaseSocket(this.currentSocket());
+      this.releaseHold();
       return this.end.call(res, chunk, encoding, cb) as ServerResponse;
     }
     let callback = cb;
@@ -744,6 +971,7 @@ class ResponseRecording implements SocketHold {
       const rest = state.view.subarray(state.delivered);
       held.push(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength));
     }
+    this.released = true;
     // The last held chunk goes with the end: one write, as a plain `end(chunk)` makes.
     const last = held.pop();
     for (const buffer of held) this.write.call(res, buffer);
@@ -792,7 +1020,9 @@ class ResponseRecording implements SocketHold {
  * writer waiting for `'drain'` gets it) and its `'close'` event is held back until the app
  * ends or destroys the response, or the execution's lease is lost. The socket's own `'close'`
  * and `'error'` are likewise held back from listeners added after the response began (those
- * of `on-finished`, which `res.sendFile` uses), and `res.socket` reads null while the sink
+ * of `on-finished`, which `res.sendFile` and Koa use; over HTTP/2, where `res.socket` is a
+ * proxy of the response's stream, the stream's events, from the listeners added through
+ * `res.socket` or `req.socket`, the session's socket left alone), and `res.socket` reads null while the sink
  * stands in for it. So a `stream.pipeline`, a `pipe`, `res.sendFile` or a framework streaming
  * a payload reads its source to the end, the outcome is recorded once, and a retry replays it
  * instead of running the handler again. A response ended from the request's `'close'` or
@@ -816,10 +1046,18 @@ export function recordServerResponse(
 ): void {
   const recording = new ResponseRecording(res, recorder, options.isHandlerOutcome);
   const request = (res as ServerResponse & { req?: IncomingMessage }).req;
-  const initial = res.socket;
-  if (initial) recording.holdSocket(initial);
-  // A pipelined response gets its socket when the ones before it are done.
-  else recording.awaitSocket(request?.socket);
+  // An HTTP/2 response has no socket to hold: its `socket` is a proxy of its stream (and of
+  // the connection's socket, shared by every stream of it); its stream is held instead, and
+  // the stream's own 'close' comes to the response (see `onEmit`).
+  if (!recording.http2) {
+    const initial = res.socket;
+    if (initial) recording.holdSocket(initial);
+    // A pipelined response gets its socket when the ones before it are done.
+    else recording.awaitSocket(request?.socket);
+  } else {
+    const stream = (res as ServerResponse & { stream?: StreamLike }).stream;
+    if (stream) recording.holdStream(stream, request);
+  }
 
   // The request's 'close' and 'aborted' say the client left: an app that ends the response
   // from them cut its body short. That end is not an outcome (see `onEnd`).
@@ -829,11 +1067,13 @@ export function recordServerResponse(
       if (event !== 'close' && event !== 'aborted')
         return emitRequest.call(request, event, ...args);
       recording.requestClosed();
+      // Inside the stream's 'aborted' (HTTP/2) it is already set: kept for its listeners.
+      const was = recording.requestClosing;
       recording.requestClosing = true;
       try {
         return emitRequest.call(request, event, ...args);
       } finally {
-        recording.requestClosing = false;
+        recording.requestClosing = was;
       }
     } as IncomingMessage['emit'];
   }

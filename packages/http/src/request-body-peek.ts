@@ -15,7 +15,7 @@ import { BodyTooLargeError } from './request-body.js';
 export function peekBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   // Nothing left to read: consumed by someone else, or an empty body already complete
   // (reading it would end the stream).
-  if (req.readableEnded || (req.complete && req.readableLength === 0)) {
+  if (req.readableEnded || (bodyEnded(req) && req.readableLength === 0)) {
     return Promise.resolve(Buffer.alloc(0));
   }
   return new Promise((resolve, reject) => {
@@ -49,8 +49,8 @@ export function peekBody(req: IncomingMessage, limit: number): Promise<Buffer> {
           return;
         }
       }
-      // `complete` turns true as the parser pushes the end: every byte is read by now.
-      if (req.complete) settle();
+      // The end is pushed: every byte is read by now.
+      if (bodyEnded(req)) settle();
     }
 
     function onClose(): void {
@@ -61,4 +61,18 @@ export function peekBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     req.on('error', settle);
     req.on('close', onClose);
   });
+}
+
+/**
+ * Whether the end of `req`'s body was pushed (every byte of it is buffered or read), its
+ * `'end'` not emitted yet. `complete` turns true as Node's HTTP/1 parser pushes the end; an
+ * HTTP/2 request (`node:http2`'s `Http2ServerRequest`, which has a `stream`) says so only
+ * once the end is emitted (or the stream closed): its stream state tells it.
+ */
+function bodyEnded(req: IncomingMessage): boolean {
+  return (
+    req.complete ||
+    ('stream' in req &&
+      (req as { _readableState?: { ended?: boolean } })._readableState?.ended === true)
+  );
 }
