@@ -26,6 +26,8 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
     readonly handler: IdempotencyHandler<FastifyRequest>,
     /** The route Fastify matched (its URL pattern). */
     readonly route: string,
+    /** Longest wait at `preHandler` for the rest of a body (`bodyTimeoutMs`). */
+    readonly bodyTimeoutMs: number,
   ) {
     this.method = native.method;
     this.url = requestUrl(native.url);
@@ -58,12 +60,14 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
 
   /**
    * The body for the fingerprint: the bytes as sent (as `@idem/express` and `@idem/hono`
-   * fingerprint it, whatever the content type) when the copy is whole: the parser read it
-   * whole, or it left the rest unread and it is read here and put back for the route (see
-   * {@link BodyTap.pull}). Otherwise, as before the copy, Fastify's parsed body: a body
-   * read before the copy started, or that someone else was reading at `preHandler` (a
-   * stream a `preParsing` hook still pipes).
+   * fingerprint it, whatever the content type), whole: the parser read it whole; or it left
+   * the rest unread, and it is read here and put back for the route; or a stream a
+   * `preParsing` hook pipes it into holds it back for the route, and the rest is waited for
+   * as it comes in (see {@link BodyTap.whole}), for at most `bodyTimeoutMs`. Otherwise (no
+   * copy: a body read before the copy started, or not made of bytes), Fastify's parsed body,
+   * never a stream.
    * @throws BodyTooLargeError past `limit` bytes (as sent)
+   * @throws BodyTimeoutError when the rest of the body does not come in within `bodyTimeoutMs`
    */
   async readBody(limit: number): Promise<RequestBody> {
     const { tap, native } = this;
@@ -71,7 +75,7 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
     let copy: Uint8Array | 'over' | undefined = tap === 'over' ? tap : undefined;
     if (tap instanceof BodyTap) {
       try {
-        copy = tap.take() ?? (await tap.pull());
+        copy = await tap.whole(this.bodyTimeoutMs);
       } finally {
         this.release();
       }
@@ -81,6 +85,30 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
       if (copy.length > limit) throw new BodyTooLargeError(limit);
       return bodyFromBytes(copy, contentType);
     }
-    return bodyFromParsed(native.body, contentType, limit);
+    const parsed: unknown = native.body;
+    // A stream (handed to the route by a parser) is no body's value: its JSON would be its
+    // internal state, which depends on how the bytes came in.
+    if (isStream(parsed)) throw new UnreadBodyError();
+    return bodyFromParsed(parsed, contentType, limit);
   }
+}
+
+/**
+ * The body is a stream the route reads and the plugin could not copy what it carries: it
+ * cannot be fingerprinted (Fastify answers 500; nothing ran or was stored).
+ */
+export class UnreadBodyError extends Error {
+  override readonly name = 'UnreadBodyError';
+  constructor() {
+    super(
+      'The request body is a stream the plugin could not copy as it came in: it cannot be fingerprinted',
+    );
+  }
+}
+
+function isStream(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  if (typeof ReadableStream !== 'undefined' && value instanceof ReadableStream) return true;
+  const maybe = value as { pipe?: unknown; on?: unknown };
+  return typeof maybe.pipe === 'function' && typeof maybe.on === 'function';
 }

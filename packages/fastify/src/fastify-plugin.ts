@@ -4,6 +4,7 @@ import {
   type IdempotencyContext,
   type IdempotencyDecision,
   type IdempotencyHandler,
+  PROBLEM_TYPES,
 } from '@idem/http';
 import { recordServerResponse, wholeDecisionResponse } from '@idem/http/node';
 import type {
@@ -12,10 +13,29 @@ import type {
   FastifyRequest,
   HookHandlerDoneFunction,
 } from 'fastify';
+import { BodyTimeoutError } from './body-tap.js';
 import { FastifyIncoming } from './fastify-incoming.js';
 
 /** Options of the {@link idempotency} plugin: those of `@idem/http`, with hooks that get the Fastify request. */
-export type FastifyIdempotencyOptions = HttpIdempotencyOptions<FastifyRequest>;
+export interface FastifyIdempotencyOptions extends HttpIdempotencyOptions<FastifyRequest> {
+  /**
+   * Longest wait, in milliseconds from `preHandler`, for the rest of a body that is not all
+   * in yet (an upload a parser or a `preParsing` stream leaves to the route): past it the
+   * request gets 408 (`body-timeout`) and its connection is closed; nothing was run or
+   * stored. A positive, finite number. @default 30_000
+   */
+  bodyTimeoutMs?: number;
+}
+
+/** Default of {@link FastifyIdempotencyOptions.bodyTimeoutMs}. */
+const BODY_TIMEOUT_MS = 30_000;
+
+function bodyTimeoutOf(value: unknown, name: string): number {
+  if (value === undefined) return BODY_TIMEOUT_MS;
+  if (!(typeof value === 'number' && Number.isFinite(value) && value > 0))
+    throw new TypeError(`${name} must be a positive, finite number of milliseconds`);
+  return value;
+}
 
 /**
  * Route-level setting, under `config.idempotency` of a route: `false` turns idempotency off
@@ -44,23 +64,37 @@ interface Held {
   [kIncoming]: FastifyIncoming | false | null;
 }
 
-const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, options, done) => {
-  const base = createIdempotencyHandler<FastifyRequest>(options);
-  const perRoute = new WeakMap<object, IdempotencyHandler<FastifyRequest>>();
+interface Setup {
+  handler: IdempotencyHandler<FastifyRequest>;
+  bodyTimeoutMs: number;
+}
 
-  function handlerOf(route: RouteIdempotency | undefined) {
+const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, options, done) => {
+  const base: Setup = {
+    handler: createIdempotencyHandler<FastifyRequest>(options),
+    bodyTimeoutMs: bodyTimeoutOf(options.bodyTimeoutMs, 'bodyTimeoutMs'),
+  };
+  const perRoute = new WeakMap<object, Setup>();
+
+  function setupOf(route: RouteIdempotency | undefined): Setup | undefined {
     if (route === undefined) return base;
     if (route === false) return undefined;
-    let handler = perRoute.get(route);
-    if (!handler) {
-      handler = createIdempotencyHandler<FastifyRequest>({
-        ...options,
-        ...route,
-        store: options.store,
-      });
-      perRoute.set(route, handler);
+    let setup = perRoute.get(route);
+    if (!setup) {
+      setup = {
+        handler: createIdempotencyHandler<FastifyRequest>({
+          ...options,
+          ...route,
+          store: options.store,
+        }),
+        bodyTimeoutMs:
+          route.bodyTimeoutMs === undefined
+            ? base.bodyTimeoutMs
+            : bodyTimeoutOf(route.bodyTimeoutMs, 'config.idempotency.bodyTimeoutMs'),
+      };
+      perRoute.set(route, setup);
     }
-    return handler;
+    return setup;
   }
 
   /**
@@ -71,9 +105,14 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     // No route matched: let Fastify answer 404 rather than ask for a key.
     if (request.is404) return false;
     const route = request.routeOptions;
-    const handler = handlerOf(route.config?.idempotency);
-    if (!handler) return false;
-    const incoming = new FastifyIncoming(request, handler, route.url as string);
+    const setup = setupOf(route.config?.idempotency);
+    if (!setup) return false;
+    const incoming = new FastifyIncoming(
+      request,
+      setup.handler,
+      route.url as string,
+      setup.bodyTimeoutMs,
+    );
     if (copy) incoming.copyBody();
     return incoming;
   }
@@ -85,8 +124,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   // when begin() will read it (idempotency on for the route, a method that needs a key, a
   // key sent), never past maxBodyBytes.
   fastify.addHook('onRequest', (request, _reply, done) => {
-    if (hasBody(request.headers))
-      (request as unknown as Held)[kIncoming] = incomingOf(request, true);
+    if (hasBody(request)) (request as unknown as Held)[kIncoming] = incomingOf(request, true);
     done();
   });
   // preHandler: after Fastify parsed (and size-limited) the body, before the route handler.
@@ -108,6 +146,10 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
       },
       (error: Error) => {
         (incoming as FastifyIncoming).release();
+        if (error instanceof BodyTimeoutError) {
+          timedOut(reply, error);
+          return;
+        }
         done(error);
       },
     );
@@ -156,15 +198,44 @@ function answer(
   done();
 }
 
+/**
+ * 408 for a body whose rest did not come in within `bodyTimeoutMs`: the connection is closed
+ * (the rest of the body would otherwise be read as the next request's start).
+ */
+function timedOut(reply: FastifyReply, error: BodyTimeoutError): void {
+  reply
+    .code(408)
+    .header('cache-control', 'no-store')
+    .header('connection', 'close')
+    .header('content-type', 'application/problem+json')
+    .send(
+      JSON.stringify({
+        type: PROBLEM_TYPES.bodyTimeout,
+        title: 'Request body timed out',
+        status: 408,
+        detail: `The rest of the request body did not come in within ${error.timeoutMs} ms; nothing was run or stored`,
+      }),
+    );
+}
+
 function hasContentType(headers: readonly (readonly [string, string])[]): boolean {
   for (const [name] of headers) if (name === 'content-type') return true;
   return false;
 }
 
-/** Whether the request declares a body (as Fastify decides whether to parse one). */
-function hasBody(headers: FastifyRequest['headers']): boolean {
+/**
+ * Whether the request may have a body, as Fastify decides whether to parse one: a framed one
+ * (Transfer-Encoding, a Content-Length but 0), or, with no framing header, one with a
+ * Content-Type (HTTP/2, where Content-Length is optional, and `app.inject` with a stream
+ * payload send a body without either; on HTTP/1.1 such a request has none, and the copy
+ * is then empty).
+ */
+function hasBody(request: FastifyRequest): boolean {
+  const { headers } = request;
+  if (headers['transfer-encoding'] !== undefined) return true;
   const length = headers['content-length'];
-  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+  if (length !== undefined) return length !== '0';
+  return headers['content-type'] !== undefined;
 }
 
 /**
