@@ -1,3 +1,5 @@
+import { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
 import {
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
@@ -70,10 +72,17 @@ interface Setup {
 }
 
 const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, options, done) => {
-  const base: Setup = {
-    handler: createIdempotencyHandler<FastifyRequest>(options),
-    bodyTimeoutMs: bodyTimeoutOf(options.bodyTimeoutMs, 'bodyTimeoutMs'),
-  };
+  let base: Setup;
+  try {
+    base = {
+      handler: createIdempotencyHandler<FastifyRequest>(options),
+      bodyTimeoutMs: bodyTimeoutOf(options.bodyTimeoutMs, 'bodyTimeoutMs'),
+    };
+  } catch (error) {
+    // Registration fails with the error (app.register / app.ready reject), not a crash.
+    done(error as Error);
+    return;
+  }
   const perRoute = new WeakMap<object, Setup>();
 
   function setupOf(route: RouteIdempotency | undefined): Setup | undefined {
@@ -124,7 +133,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   // when begin() will read it (idempotency on for the route, a method that needs a key, a
   // key sent), never past maxBodyBytes.
   fastify.addHook('onRequest', (request, _reply, done) => {
-    if (hasBody(request)) (request as unknown as Held)[kIncoming] = incomingOf(request, true);
+    if (mayHaveBody(request)) (request as unknown as Held)[kIncoming] = incomingOf(request, true);
     done();
   });
   // preHandler: after Fastify parsed (and size-limited) the body, before the route handler.
@@ -209,12 +218,14 @@ function timedOut(reply: FastifyReply, error: BodyTimeoutError): void {
     .header('connection', 'close')
     .header('content-type', 'application/problem+json')
     .send(
-      JSON.stringify({
-        type: PROBLEM_TYPES.bodyTimeout,
-        title: 'Request body timed out',
-        status: 408,
-        detail: `The rest of the request body did not come in within ${error.timeoutMs} ms; nothing was run or stored`,
-      }),
+      Buffer.from(
+        JSON.stringify({
+          type: PROBLEM_TYPES.bodyTimeout,
+          title: 'Request body timed out',
+          status: 408,
+          detail: `The rest of the request body did not come in within ${error.timeoutMs} ms; nothing was run or stored`,
+        }),
+      ),
     );
 }
 
@@ -224,18 +235,24 @@ function hasContentType(headers: readonly (readonly [string, string])[]): boolea
 }
 
 /**
- * Whether the request may have a body, as Fastify decides whether to parse one: a framed one
- * (Transfer-Encoding, a Content-Length but 0), or, with no framing header, one with a
- * Content-Type (HTTP/2, where Content-Length is optional, and `app.inject` with a stream
- * payload send a body without either; on HTTP/1.1 such a request has none, and the copy
- * is then empty).
+ * Whether the request may have a body, so that its bytes are copied: a framed one
+ * (Transfer-Encoding, a Content-Length but 0), or one with no framing header that may still
+ * carry one: HTTP/2 (Content-Length is optional there) unless its stream ended with its
+ * headers, and `app.inject` with a stream payload. Fastify parses those bodies when they
+ * have a Content-Type, and a route may read them off `request.raw` when they have none:
+ * either way the bytes count. Only HTTP/1.x from Node's server has no body without a framing
+ * header (RFC 9112, 6.3).
  */
-function hasBody(request: FastifyRequest): boolean {
+function mayHaveBody(request: FastifyRequest): boolean {
   const { headers } = request;
+  // Typed as Node's request; also light-my-request's and the HTTP/2 compatibility layer's.
+  const raw: Readable = request.raw;
   if (headers['transfer-encoding'] !== undefined) return true;
   const length = headers['content-length'];
   if (length !== undefined) return length !== '0';
-  return headers['content-type'] !== undefined;
+  if (raw instanceof IncomingMessage) return false;
+  const stream = (raw as { stream?: { endAfterHeaders?: boolean } }).stream;
+  return stream?.endAfterHeaders !== true && !raw.readableEnded;
 }
 
 /**
