@@ -44,6 +44,11 @@ export class BodyTap {
   private readonly wrapper: Push | undefined;
   /** Told when the copy is whole, over the cap or released (while {@link BodyTap.whole} waits). */
   private onSettle: (() => void) | undefined;
+  /**
+   * Past the cap while someone else held the body back ({@link BodyTap.await}): the rest of
+   * the body is left on the connection, unread (the request's connection must close).
+   */
+  leftUnread = false;
 
   private constructor(
     private readonly raw: Readable,
@@ -219,8 +224,9 @@ export class BodyTap {
    * nothing. Meanwhile the request takes in up to the cap past its `highWaterMark`, so its
    * source (the socket, the HTTP/2 stream, light-my-request's payload) is not paused by the
    * reader holding back; the reader gets every byte as before, in order, once it reads on.
-   * Past the cap the copy stops (`'over'`: 413) and the request's own mark is back, so the
-   * source pauses again: at most `cap` bytes are held, as a parser holds them.
+   * Past the cap the copy stops (`'over'`: 413, and the connection closes, see
+   * {@link BodyTap.leftUnread}) and the request's own mark is back, so the source pauses
+   * again: at most `cap` bytes are held, as a parser holds them.
    */
   private await(timeoutMs: number): Promise<Uint8Array | 'over' | undefined> {
     const { raw } = this;
@@ -239,6 +245,7 @@ export class BodyTap {
           reject(error);
           return;
         }
+        if (this.state === 'over') this.leftUnread = true;
         resolve(this.take());
       };
       const onClose = (): void => settle(wentAway());

@@ -20,6 +20,14 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
   readonly url: string;
   /** The copy of the body (see {@link FastifyIncoming.copyBody}); `'over'`: declared past its limit. */
   private tap: BodyTap | 'over' | undefined = undefined;
+  /**
+   * Refused past its limit with the rest of its body left unread on the connection (a stream
+   * held it back): the answer must close the connection, or the rest would be read as the
+   * next request.
+   */
+  private closeAfter = false;
+  /** Its declared length is past the limit: never copied (413). */
+  private declaredOver = false;
 
   constructor(
     readonly native: FastifyRequest,
@@ -46,8 +54,29 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
     const limit = this.handler.bodyLimit(this);
     if (limit === undefined) return;
     // A declared length past the limit is answered 413 (by Fastify or begin), never copied.
-    if (Number(this.native.headers['content-length']) > limit) this.tap = 'over';
-    else this.tap = BodyTap.start(this.native.raw, limit);
+    if (Number(this.native.headers['content-length']) > limit) {
+      this.tap = 'over';
+      this.declaredOver = true;
+    } else this.tap = BodyTap.start(this.native.raw, limit);
+  }
+
+  /**
+   * Whether the answer must close the connection: the request was refused past its limit
+   * (413) with the rest of its body left on the connection unread, held back by a stream
+   * someone else reads (a `preParsing` hook's), which Node does not drain after the answer as
+   * it drains a body nobody read (the rest would stall the connection, or be read as the
+   * next request).
+   */
+  leavesBodyUnread(): boolean {
+    if (this.closeAfter) return true;
+    const raw = this.native.raw;
+    return (
+      this.declaredOver &&
+      !raw.readableEnded &&
+      (raw.readableFlowing !== null ||
+        raw.listenerCount('data') > 0 ||
+        raw.listenerCount('readable') > 0)
+    );
   }
 
   /** Drops the copy and stops copying (after `begin`, or at the response for a request that never got there). */
@@ -76,6 +105,7 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
     if (tap instanceof BodyTap) {
       try {
         copy = await tap.whole(this.bodyTimeoutMs);
+        if (tap.leftUnread) this.closeAfter = true;
       } finally {
         this.release();
       }

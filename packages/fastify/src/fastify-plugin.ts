@@ -148,6 +148,12 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
         // The copy is used (or was not needed: an invalid key): not held while the route runs.
         (incoming as FastifyIncoming).release();
         try {
+          if (
+            decision.action === 'respond' &&
+            decision.response.status === 413 &&
+            (incoming as FastifyIncoming).leavesBodyUnread()
+          )
+            reply.header('connection', 'close');
           answer(request, reply, decision, done);
         } catch (error) {
           done(error as Error);

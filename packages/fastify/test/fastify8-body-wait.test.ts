@@ -128,6 +128,25 @@ describe('a body a preParsing stream pipes to the route: fingerprinted by its by
     expect(runs()).toBe(1);
   });
 
+  for (const framing of ['declared', 'chunked'] as const)
+    it(`past maxBodyBytes on a keep-alive connection (${framing}): 413 with Connection: close, and the server closes it (the rest is never read as a request)`, async () => {
+      const { port, runs } = await pipedApp({ maxBodyBytes: 100_000 });
+      const body = bytesOf(400_000, 16);
+      const started = Date.now();
+      const steps =
+        framing === 'declared'
+          ? [head('/u', up(`ka-over-${framing}`), body.length), body.subarray(0, 200_000)]
+          : [
+              head('/u', up(`ka-over-${framing}`), undefined),
+              ...split(body.subarray(0, 200_000), 50_000).map(chunk),
+            ];
+      const responses = await rawExchange(port, steps, 10_000);
+      expect(Date.now() - started).toBeLessThan(9_000);
+      expect(responses.map((r) => r.status)).toEqual([413]);
+      expect(responses[0]?.headers.connection).toBe('close');
+      expect(runs()).toBe(0);
+    });
+
   it('stalled mid-body: 408 body-timeout within bodyTimeoutMs, connection closed, no key held; the whole upload then runs once', async () => {
     const { port, runs, seen } = await pipedApp({ bodyTimeoutMs: 300 });
     const body = bytesOf(200_000, 6);
