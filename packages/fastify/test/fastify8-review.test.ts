@@ -834,6 +834,52 @@ describe('bounded time', () => {
   });
 });
 
+describe('HTTP/1 client abort on the pulled path', () => {
+  it('a client that goes away mid-body while the plugin reads it (body left to the route): no key held, the retry runs once with its whole body', async () => {
+    let runs = 0;
+    let parsing = 0;
+    const held: number[] = [];
+    const seen: string[] = [];
+    const { port } = await tapApp((app) => {
+      app.addHook('onResponse', async (request) => {
+        held.push(heldCopyBytes(request));
+      });
+      app.addHook('preValidation', async () => {
+        parsing++;
+      });
+      app.addContentTypeParser('application/x-leave', (_r, _p, done) => done(null, undefined));
+      app.post('/leave', async (request) => {
+        const parts: Buffer[] = [];
+        for await (const c of request.raw) parts.push(c as Buffer);
+        seen.push(sha(Buffer.concat(parts)));
+        return { runs: ++runs };
+      });
+    });
+    const h = { 'content-type': 'application/x-leave', 'idempotency-key': 'pull-abort' };
+    const body = bytesOf(300_000, 50);
+    for (let round = 0; round < 3; round++) {
+      const before = parsing;
+      const socket: Socket = connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      await once(socket, 'connect');
+      socket.write(head('/leave', h, body.length));
+      socket.write(body.subarray(0, 100_000));
+      for (let i = 0; i < 500 && parsing === before; i++) await sleep(10);
+      await sleep(20);
+      socket.destroy();
+    }
+    const [ok] = await rawExchange(
+      port,
+      [head('/leave', h, body.length, true), ...split(body, 70_000)],
+      10_000,
+    );
+    expect(ok?.status).toBe(200);
+    expect(runs).toBe(1);
+    expect(seen).toEqual([sha(body)]);
+    expect(held.every((n) => n === 0)).toBe(true);
+  });
+});
+
 describe('bad input', () => {
   it('invalid plugin-level bodyTimeoutMs values are refused at registration with a clear error', async () => {
     for (const bad of [
