@@ -38,6 +38,12 @@ export class BodyTap {
   private state: 'open' | 'over' | 'released' = 'open';
   /** Node pushed the end (null): the copy is the whole body. */
   private ended: boolean;
+  /**
+   * Node pushed the end of a request its client abandoned (an HTTP/2 stream reset or closed
+   * before END_STREAM, which Node's HTTP/2 compatibility layer ends like a whole body): the
+   * copy is not the body, and the request is gone (see {@link abandoned}).
+   */
+  private gone = false;
   /** The request's `push` before the tap (restored when the end was seen or the tap stopped). */
   private readonly push: Push | undefined;
   /** The wrapper put in its place. */
@@ -106,6 +112,11 @@ export class BodyTap {
   private onPush(chunk: unknown, encoding: BufferEncoding | undefined): void {
     if (this.state !== 'open') return;
     if (chunk === null) {
+      if (abandoned(this.raw)) {
+        this.gone = true;
+        this.stop('released');
+        return;
+      }
       this.ended = true;
       this.restore();
       this.onSettle?.();
@@ -154,10 +165,11 @@ export class BodyTap {
    * - Someone reads it (a `preParsing` hook's stream pipes it into one the parser hands to
    *   the route): see {@link BodyTap.await}.
    * @throws BodyTimeoutError when the rest has not come in within `timeoutMs`
-   * @throws Error when the client goes away first
+   * @throws Error when the client goes away first (or went away before its body ended)
    */
   whole(timeoutMs: number): Promise<Uint8Array | 'over' | undefined> {
     const { raw } = this;
+    if (this.gone) return Promise.reject(wentAway());
     if (this.state !== 'open' || this.ended) return Promise.resolve(this.take());
     if (raw.readableEnded) return Promise.resolve(undefined);
     if (raw.destroyed) return Promise.reject(wentAway());
@@ -180,11 +192,12 @@ export class BodyTap {
     const { raw } = this;
     return new Promise((resolve, reject) => {
       const held: Buffer[] = [];
-      const settle = (error?: Error): void => {
+      const settle = (failure?: Error): void => {
         clearTimeout(timer);
         raw.off('readable', onReadable);
         raw.off('error', settle);
         raw.off('close', onClose);
+        const error = failure ?? (this.gone ? wentAway() : undefined);
         if (error) {
           this.stop('released');
           reject(error);
@@ -234,12 +247,13 @@ export class BodyTap {
     return new Promise((resolve, reject) => {
       const mark = state?.highWaterMark;
       const raised = Math.max(mark ?? 0, this.cap + 1);
-      const settle = (error?: Error): void => {
+      const settle = (failure?: Error): void => {
         clearTimeout(timer);
         this.onSettle = undefined;
         raw.off('error', settle);
         raw.off('close', onClose);
         if (state && state.highWaterMark === raised) state.highWaterMark = mark;
+        const error = failure ?? (this.gone ? wentAway() : undefined);
         if (error) {
           this.stop('released');
           reject(error);
@@ -291,6 +305,21 @@ export class BodyTimeoutError extends Error {
   constructor(readonly timeoutMs: number) {
     super(`The request body did not come in within ${timeoutMs} ms`);
   }
+}
+
+/**
+ * Whether the request's client abandoned it: Node's HTTP/2 compatibility layer (Node 20 to
+ * 24) ends the request with the same `push(null)` as a whole body when its stream is reset
+ * (RST_STREAM) or closed before END_STREAM, having set `aborted` (its stream's 'aborted'
+ * event) first; the stream itself says so too (`aborted`, or an error code). Node's HTTP/1
+ * server never ends an aborted request (it destroys it), nor does light-my-request.
+ */
+function abandoned(raw: Readable): boolean {
+  const request = raw as { aborted?: unknown; stream?: unknown };
+  if (request.aborted === true) return true;
+  const stream = request.stream as { aborted?: unknown; rstCode?: unknown } | null | undefined;
+  if (typeof stream !== 'object' || stream === null) return false;
+  return stream.aborted === true || (typeof stream.rstCode === 'number' && stream.rstCode !== 0);
 }
 
 function wentAway(): Error {

@@ -1,3 +1,4 @@
+import { IncomingMessage } from 'node:http';
 import {
   BodyTooLargeError,
   bodyFromBytes,
@@ -28,6 +29,8 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
   private closeAfter = false;
   /** Its declared length is past the limit: never copied (413). */
   private declaredOver = false;
+  /** Its response finished (or its HTTP/2 stream closed) before the body was read. */
+  private over = false;
 
   constructor(
     readonly native: FastifyRequest,
@@ -67,7 +70,7 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
    * it drains a body nobody read (the rest would stall the connection, or be read as the
    * next request).
    */
-  leavesBodyUnread(): boolean {
+  private leavesBodyUnread(): boolean {
     if (this.closeAfter) return true;
     const raw = this.native.raw;
     return (
@@ -77,6 +80,30 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
         raw.listenerCount('data') > 0 ||
         raw.listenerCount('readable') > 0)
     );
+  }
+
+  /**
+   * What the answer to a request refused before its body was all in (413) leaves of the body:
+   * `'unread'` (see {@link FastifyIncoming.leavesBodyUnread}: the connection must close),
+   * `'draining'` (the rest is still coming in, read and dropped by the plugin or by Node, as
+   * Node drains any body nobody read: the drain must be bounded in time), or nothing (the
+   * body is all in).
+   */
+  restOfBody(): 'unread' | 'draining' | undefined {
+    if (this.leavesBodyUnread()) return 'unread';
+    return this.native.raw.readableEnded ? undefined : 'draining';
+  }
+
+  /**
+   * At the response's end (`onResponse`): drops the copy. Before `begin` read the body, that
+   * is a request that is over: answered (Fastify's 400, 413, 415, a hook's reply), or an
+   * HTTP/2 stream that closed (a reset: Node's compatibility layer then says its response
+   * finished, and Fastify may still parse a cut body and go on to `preHandler`). Its body is
+   * never read after that (see {@link FastifyIncoming.readBody}).
+   */
+  finished(): void {
+    this.over = true;
+    this.release();
   }
 
   /** Drops the copy and stops copying (after `begin`, or at the response for a request that never got there). */
@@ -97,8 +124,11 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
    * never a stream.
    * @throws BodyTooLargeError past `limit` bytes (as sent)
    * @throws BodyTimeoutError when the rest of the body does not come in within `bodyTimeoutMs`
+   * @throws RequestOverError when the request was over before (see {@link FastifyIncoming.finished})
+   * @throws Error when its client went away before the body was all in
    */
   async readBody(limit: number): Promise<RequestBody> {
+    if (this.over) throw new RequestOverError();
     const { tap, native } = this;
     const contentType = headerValue(native.headers, 'content-type');
     let copy: Uint8Array | 'over' | undefined = tap === 'over' ? tap : undefined;
@@ -110,11 +140,17 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
         this.release();
       }
     }
+    // Its HTTP/2 stream closed while the plugin waited (the copy was dropped with it).
+    if (this.over) throw new RequestOverError();
     if (copy === 'over') throw new BodyTooLargeError(limit);
     if (copy !== undefined) {
       if (copy.length > limit) throw new BodyTooLargeError(limit);
       return bodyFromBytes(copy, contentType);
     }
+    // No body at all, as Node's server framed the request (its bytes are known: none),
+    // whatever a parser made of it (a stream handed to the route, an empty value).
+    if (tap === undefined && framedEmpty(native))
+      return bodyFromBytes(new Uint8Array(0), contentType);
     const parsed: unknown = native.body;
     // A stream (handed to the route by a parser) is no body's value: its JSON would be its
     // internal state, which depends on how the bytes came in.
@@ -133,6 +169,36 @@ export class UnreadBodyError extends Error {
     super(
       'The request body is a stream the plugin could not copy as it came in: it cannot be fingerprinted',
     );
+  }
+}
+
+/**
+ * Whether the request has no body, by its framing as Node's server read it: an HTTP/1.x
+ * request with neither Transfer-Encoding nor a Content-Length but 0 (RFC 9112, 6.3), an
+ * HTTP/2 request whose HEADERS frame ended its stream, or that declares a Content-Length of 0
+ * (which nghttp2 holds its DATA frames to). Never said of other requests (`app.inject`'s,
+ * whose headers need not match what its payload carries).
+ */
+export function framedEmpty(request: FastifyRequest): boolean {
+  const { headers } = request;
+  if (headers['transfer-encoding'] !== undefined) return false;
+  const length = headers['content-length'];
+  const zero = length !== undefined && length.trim() !== '' && Number(length) === 0;
+  const raw: unknown = request.raw;
+  if (raw instanceof IncomingMessage) return length === undefined || zero;
+  const stream = (raw as { stream?: { endAfterHeaders?: unknown } | null }).stream;
+  if (typeof stream !== 'object' || stream === null) return false;
+  return zero || stream.endAfterHeaders === true;
+}
+
+/**
+ * The request was over (its HTTP/2 stream closed, its response finished) before the plugin
+ * read its body: nothing runs (Fastify answers 500 to nobody; nothing was stored).
+ */
+export class RequestOverError extends Error {
+  override readonly name = 'RequestOverError';
+  constructor() {
+    super('The request was over (its client gone, or answered) before its body was read');
   }
 }
 

@@ -290,6 +290,12 @@ class ResponseRecording implements SocketHold {
    * answers them as it does: refused with ERR_STREAM_WRITE_AFTER_END, a callback called.
    */
   private late: LateCall[] | undefined;
+  /**
+   * The held end is going out through Node's own `end`: HTTP/2's compatibility response
+   * (`Http2ServerResponse.end(chunk)`) writes its chunk with `this.write`, which must reach
+   * Node's, not be taken for the app's write after its end.
+   */
+  private releasing = false;
   private started = false;
   /** The policy made the response final: it is recorded when it ends. */
   private recording = false;
@@ -642,7 +648,8 @@ class ResponseRecording implements SocketHold {
   onWrite(chunk: Chunk, encoding?: BufferEncoding | Callback, cb?: Callback): boolean {
     // A chunk Node refuses (null, a number): it throws before making any head, nothing of
     // the response starts (the app's error handling can still answer it, unrecorded or not).
-    if (!isChunk(chunk)) return this.write.call(this.res, chunk, encoding, cb) as boolean;
+    if (!isChunk(chunk) || this.releasing)
+      return this.write.call(this.res, chunk, encoding, cb) as boolean;
     if (!this.started) {
       this.start();
       this.implicitHead();
@@ -747,8 +754,13 @@ class ResponseRecording implements SocketHold {
     // The last held chunk goes with the end: one write, as a plain `end(chunk)` makes.
     const last = held.pop();
     for (const buffer of held) this.write.call(res, buffer);
-    if (last) this.end.call(res, last, callback);
-    else this.end.call(res, callback);
+    this.releasing = true;
+    try {
+      if (last) this.end.call(res, last, callback);
+      else this.end.call(res, callback);
+    } finally {
+      this.releasing = false;
+    }
     const late = this.late;
     this.late = undefined;
     if (late)
