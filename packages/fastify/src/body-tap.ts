@@ -5,6 +5,7 @@ type Push = (chunk: unknown, encoding?: BufferEncoding) => boolean;
 /** What {@link BodyTap.start} needs of the stream's state (Node's `_readableState`). */
 interface ReadableState {
   ended?: boolean;
+  highWaterMark?: number;
   objectMode?: boolean;
   bufferIndex?: number;
   /** An array from its `bufferIndex` on (Node 20.x, 22+), or an iterable list (older). */
@@ -37,10 +38,23 @@ export class BodyTap {
   private state: 'open' | 'over' | 'released' = 'open';
   /** Node pushed the end (null): the copy is the whole body. */
   private ended: boolean;
+  /**
+   * Node pushed the end of a request its client abandoned (an HTTP/2 stream reset or closed
+   * before END_STREAM, which Node's HTTP/2 compatibility layer ends like a whole body): the
+   * copy is not the body, and the request is gone (see {@link abandoned}).
+   */
+  private gone = false;
   /** The request's `push` before the tap (restored when the end was seen or the tap stopped). */
   private readonly push: Push | undefined;
   /** The wrapper put in its place. */
   private readonly wrapper: Push | undefined;
+  /** Told when the copy is whole, over the cap or released (while {@link BodyTap.whole} waits). */
+  private onSettle: (() => void) | undefined;
+  /**
+   * Past the cap while someone else held the body back ({@link BodyTap.await}): the rest of
+   * the body is left on the connection, unread (the request's connection must close).
+   */
+  leftUnread = false;
 
   private constructor(
     private readonly raw: Readable,
@@ -98,8 +112,14 @@ export class BodyTap {
   private onPush(chunk: unknown, encoding: BufferEncoding | undefined): void {
     if (this.state !== 'open') return;
     if (chunk === null) {
+      if (abandoned(this.raw)) {
+        this.gone = true;
+        this.stop('released');
+        return;
+      }
       this.ended = true;
       this.restore();
+      this.onSettle?.();
       return;
     }
     let bytes: Buffer;
@@ -136,33 +156,48 @@ export class BodyTap {
   }
 
   /**
-   * For a body nobody is reading (a parser left it, or part of it, to the route, as
-   * `@fastify/multipart` does): reads the rest off the request, as `@idem/express` reads a
-   * body, and puts it back unread (`unshift`), then gives {@link BodyTap.take}'s answer (the
-   * rest is copied as it is pushed). Past the cap, stops and discards the rest (the request
-   * gets 413). Undefined, reading nothing, when someone else is reading or may read it now
-   * (a `'data'` or `'readable'` listener, flowing mode, an encoding set): the copy is then
-   * not whole. Rejects when the client goes away first.
+   * The whole body, once it is in, within `timeoutMs` (from now): {@link BodyTap.take}'s
+   * answer, waiting for the rest when its end has not come yet. Never a partial copy:
+   * undefined when the copy cannot be whole (released, or the stream ended without the tap
+   * seeing its end).
+   * - Nobody reads the request (a parser left it, or part of it, to the route, as
+   *   `@fastify/multipart` does): see {@link BodyTap.pull}.
+   * - Someone reads it (a `preParsing` hook's stream pipes it into one the parser hands to
+   *   the route): see {@link BodyTap.await}.
+   * @throws BodyTimeoutError when the rest has not come in within `timeoutMs`
+   * @throws Error when the client goes away first (or went away before its body ended)
    */
-  pull(): Promise<Uint8Array | 'over' | undefined> {
+  whole(timeoutMs: number): Promise<Uint8Array | 'over' | undefined> {
     const { raw } = this;
-    if (
-      this.state !== 'open' ||
-      this.ended ||
+    if (this.gone) return Promise.reject(wentAway());
+    if (this.state !== 'open' || this.ended) return Promise.resolve(this.take());
+    if (raw.readableEnded) return Promise.resolve(undefined);
+    if (raw.destroyed) return Promise.reject(wentAway());
+    const reading =
       raw.readableFlowing === true ||
       raw.readableEncoding !== null ||
-      raw.readableEnded ||
-      raw.destroyed ||
       raw.listenerCount('data') > 0 ||
-      raw.listenerCount('readable') > 0
-    )
-      return Promise.resolve(this.take());
+      raw.listenerCount('readable') > 0;
+    return reading ? this.await(timeoutMs) : this.pull(timeoutMs);
+  }
+
+  /**
+   * For a body nobody is reading: reads the rest off the request, as `@idem/express` reads a
+   * body, and puts it back unread (`unshift`), then gives {@link BodyTap.take}'s answer (the
+   * rest is copied as it is pushed). Past the cap, stops and discards the rest (the request
+   * gets 413). Nothing is read when it times out: the request gets 408 and its connection
+   * is closed.
+   */
+  private pull(timeoutMs: number): Promise<Uint8Array | 'over' | undefined> {
+    const { raw } = this;
     return new Promise((resolve, reject) => {
       const held: Buffer[] = [];
-      const settle = (error?: Error): void => {
+      const settle = (failure?: Error): void => {
+        clearTimeout(timer);
         raw.off('readable', onReadable);
         raw.off('error', settle);
         raw.off('close', onClose);
+        const error = failure ?? (this.gone ? wentAway() : undefined);
         if (error) {
           this.stop('released');
           reject(error);
@@ -188,11 +223,55 @@ export class BodyTap {
         }
         if (this.state !== 'open' || (this.ended && raw.readableLength === 0)) settle();
       };
-      const onClose = (): void =>
-        settle(new Error('The client went away before the request body was read'));
+      const onClose = (): void => settle(wentAway());
+      const timer = setTimeout(() => settle(new BodyTimeoutError(timeoutMs)), timeoutMs);
       raw.on('readable', onReadable);
       raw.on('error', settle);
       raw.on('close', onClose);
+    });
+  }
+
+  /**
+   * For a body someone else reads and holds back (a stream a `preParsing` hook pipes it
+   * into, which only the route will read): waits for its end as Node pushes it, reading
+   * nothing. Meanwhile the request takes in up to the cap past its `highWaterMark`, so its
+   * source (the socket, the HTTP/2 stream, light-my-request's payload) is not paused by the
+   * reader holding back; the reader gets every byte as before, in order, once it reads on.
+   * Past the cap the copy stops (`'over'`: 413, and the connection closes, see
+   * {@link BodyTap.leftUnread}) and the request's own mark is back, so the source pauses
+   * again: at most `cap` bytes are held, as a parser holds them.
+   */
+  private await(timeoutMs: number): Promise<Uint8Array | 'over' | undefined> {
+    const { raw } = this;
+    const state = (raw as unknown as { _readableState?: ReadableState })._readableState;
+    return new Promise((resolve, reject) => {
+      const mark = state?.highWaterMark;
+      const raised = Math.max(mark ?? 0, this.cap + 1);
+      const settle = (failure?: Error): void => {
+        clearTimeout(timer);
+        this.onSettle = undefined;
+        raw.off('error', settle);
+        raw.off('close', onClose);
+        if (state && state.highWaterMark === raised) state.highWaterMark = mark;
+        const error = failure ?? (this.gone ? wentAway() : undefined);
+        if (error) {
+          this.stop('released');
+          reject(error);
+          return;
+        }
+        if (this.state === 'over') this.leftUnread = true;
+        resolve(this.take());
+      };
+      const onClose = (): void => settle(wentAway());
+      const timer = setTimeout(() => settle(new BodyTimeoutError(timeoutMs)), timeoutMs);
+      this.onSettle = () => settle();
+      raw.on('error', settle);
+      raw.on('close', onClose);
+      if (state && typeof mark === 'number') {
+        state.highWaterMark = raised;
+        // Asks the source for more now (a read of nothing: no byte is taken from readers).
+        raw.read(0);
+      }
     });
   }
 
@@ -206,6 +285,7 @@ export class BodyTap {
     this.state = state;
     this.parts = [];
     this.restore();
+    this.onSettle?.();
   }
 
   private restore(): void {
@@ -214,4 +294,34 @@ export class BodyTap {
     if (this.wrapper !== undefined && this.raw.push === this.wrapper)
       this.raw.push = this.push as Push;
   }
+}
+
+/**
+ * The rest of a request body did not come in within the time the plugin waits for it at
+ * `preHandler` (`bodyTimeoutMs`): the request is answered 408 and its connection closed.
+ */
+export class BodyTimeoutError extends Error {
+  override readonly name = 'BodyTimeoutError';
+  constructor(readonly timeoutMs: number) {
+    super(`The request body did not come in within ${timeoutMs} ms`);
+  }
+}
+
+/**
+ * Whether the request's client abandoned it: Node's HTTP/2 compatibility layer (Node 20 to
+ * 24) ends the request with the same `push(null)` as a whole body when its stream is reset
+ * (RST_STREAM) or closed before END_STREAM, having set `aborted` (its stream's 'aborted'
+ * event) first; the stream itself says so too (`aborted`, or an error code). Node's HTTP/1
+ * server never ends an aborted request (it destroys it), nor does light-my-request.
+ */
+function abandoned(raw: Readable): boolean {
+  const request = raw as { aborted?: unknown; stream?: unknown };
+  if (request.aborted === true) return true;
+  const stream = request.stream as { aborted?: unknown; rstCode?: unknown } | null | undefined;
+  if (typeof stream !== 'object' || stream === null) return false;
+  return stream.aborted === true || (typeof stream.rstCode === 'number' && stream.rstCode !== 0);
+}
+
+function wentAway(): Error {
+  return new Error('The client went away before the request body was read');
 }

@@ -1,9 +1,12 @@
+import { constants as http2Constants } from 'node:http2';
+import type { Readable } from 'node:stream';
 import {
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
   type IdempotencyDecision,
   type IdempotencyHandler,
+  PROBLEM_TYPES,
 } from '@idem/http';
 import { recordServerResponse, wholeDecisionResponse } from '@idem/http/node';
 import type {
@@ -12,10 +15,39 @@ import type {
   FastifyRequest,
   HookHandlerDoneFunction,
 } from 'fastify';
-import { FastifyIncoming } from './fastify-incoming.js';
+import { BodyTimeoutError } from './body-tap.js';
+import { FastifyIncoming, framedEmpty } from './fastify-incoming.js';
 
 /** Options of the {@link idempotency} plugin: those of `@idem/http`, with hooks that get the Fastify request. */
-export type FastifyIdempotencyOptions = HttpIdempotencyOptions<FastifyRequest>;
+export interface FastifyIdempotencyOptions extends HttpIdempotencyOptions<FastifyRequest> {
+  /**
+   * Longest wait, in milliseconds from `preHandler`, for the rest of a body that is not all
+   * in yet (an upload a parser or a `preParsing` stream leaves to the route): past it the
+   * request gets 408 (`body-timeout`) and its connection is closed; nothing was run or
+   * stored. A positive number of milliseconds, at most 2_147_483_647 (about 24.8 days, the
+   * longest timer Node keeps). @default 30_000
+   */
+  bodyTimeoutMs?: number;
+}
+
+/** Default of {@link FastifyIdempotencyOptions.bodyTimeoutMs}. */
+const BODY_TIMEOUT_MS = 30_000;
+/** Longest {@link FastifyIdempotencyOptions.bodyTimeoutMs}: Node fires longer timers at once. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+/**
+ * Longest time the rest of a body refused past its limit (413) is read and dropped after the
+ * answer, so that the connection can serve a next request: then the connection is closed.
+ */
+const DRAIN_MS = 5_000;
+
+function bodyTimeoutOf(value: unknown, name: string): number {
+  if (value === undefined) return BODY_TIMEOUT_MS;
+  if (!(typeof value === 'number' && value > 0 && value <= MAX_TIMEOUT_MS))
+    throw new TypeError(
+      `${name} must be a positive, finite number of milliseconds, at most ${MAX_TIMEOUT_MS} (the longest timer Node keeps, about 24.8 days); got ${String(value)}`,
+    );
+  return value;
+}
 
 /**
  * Route-level setting, under `config.idempotency` of a route: `false` turns idempotency off
@@ -44,23 +76,46 @@ interface Held {
   [kIncoming]: FastifyIncoming | false | null;
 }
 
-const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, options, done) => {
-  const base = createIdempotencyHandler<FastifyRequest>(options);
-  const perRoute = new WeakMap<object, IdempotencyHandler<FastifyRequest>>();
+interface Setup {
+  handler: IdempotencyHandler<FastifyRequest>;
+  bodyTimeoutMs: number;
+}
 
-  function handlerOf(route: RouteIdempotency | undefined) {
+const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, options, done) => {
+  let base: Setup;
+  try {
+    base = {
+      handler: createIdempotencyHandler<FastifyRequest>(options),
+      bodyTimeoutMs: bodyTimeoutOf(options.bodyTimeoutMs, 'bodyTimeoutMs'),
+    };
+  } catch (error) {
+    // Registration fails with the error (app.register / app.ready reject), not a crash.
+    done(error as Error);
+    return;
+  }
+  const perRoute = new WeakMap<object, Setup>();
+
+  function setupOf(route: RouteIdempotency | undefined): Setup | undefined {
     if (route === undefined) return base;
     if (route === false) return undefined;
-    let handler = perRoute.get(route);
-    if (!handler) {
-      handler = createIdempotencyHandler<FastifyRequest>({
-        ...options,
-        ...route,
-        store: options.store,
-      });
-      perRoute.set(route, handler);
+    if (typeof route !== 'object' || route === null)
+      throw new TypeError('config.idempotency must be false or an object of options');
+    let setup = perRoute.get(route);
+    if (!setup) {
+      setup = {
+        handler: createIdempotencyHandler<FastifyRequest>({
+          ...options,
+          ...route,
+          store: options.store,
+        }),
+        bodyTimeoutMs:
+          route.bodyTimeoutMs === undefined
+            ? base.bodyTimeoutMs
+            : bodyTimeoutOf(route.bodyTimeoutMs, 'config.idempotency.bodyTimeoutMs'),
+      };
+      perRoute.set(route, setup);
     }
-    return handler;
+    return setup;
   }
 
   /**
@@ -71,13 +126,37 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     // No route matched: let Fastify answer 404 rather than ask for a key.
     if (request.is404) return false;
     const route = request.routeOptions;
-    const handler = handlerOf(route.config?.idempotency);
-    if (!handler) return false;
-    const incoming = new FastifyIncoming(request, handler, route.url as string);
+    const setup = setupOf(route.config?.idempotency);
+    if (!setup) return false;
+    const incoming = new FastifyIncoming(
+      request,
+      setup.handler,
+      route.url as string,
+      setup.bodyTimeoutMs,
+    );
     if (copy) incoming.copyBody();
     return incoming;
   }
 
+  // A route's own settings are checked as it is added (registered after the plugin), so that a
+  // bad one fails app.ready() (and listen, inject) rather than its requests with 500s; the
+  // error waits for onReady, as app.post() at the top level would otherwise throw it there.
+  const routeErrors: Error[] = [];
+  fastify.addHook('onRoute', (route) => {
+    const setting = route.config?.idempotency;
+    if (setting === undefined || setting === false) return;
+    try {
+      setupOf(setting);
+    } catch (error) {
+      const method = Array.isArray(route.method) ? route.method.join(',') : route.method;
+      routeErrors.push(
+        new TypeError(`@idem/fastify, route ${method} ${route.url}: ${(error as Error).message}`, {
+          cause: error,
+        }),
+      );
+    }
+  });
+  fastify.addHook('onReady', (ready) => ready(routeErrors[0]));
   fastify.decorateRequest('idempotency', null);
   fastify.decorateRequest(kIncoming, null);
   // onRequest, before any preParsing hook (a decompression one registered before the plugin)
@@ -85,8 +164,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   // when begin() will read it (idempotency on for the route, a method that needs a key, a
   // key sent), never past maxBodyBytes.
   fastify.addHook('onRequest', (request, _reply, done) => {
-    if (hasBody(request.headers))
-      (request as unknown as Held)[kIncoming] = incomingOf(request, true);
+    if (mayHaveBody(request)) (request as unknown as Held)[kIncoming] = incomingOf(request, true);
     done();
   });
   // preHandler: after Fastify parsed (and size-limited) the body, before the route handler.
@@ -101,6 +179,12 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
         // The copy is used (or was not needed: an invalid key): not held while the route runs.
         (incoming as FastifyIncoming).release();
         try {
+          if (decision.action === 'respond' && decision.response.status === 413) {
+            const rest = (incoming as FastifyIncoming).restOfBody();
+            if (rest === 'unread') endsUnread(request, reply);
+            else if (rest === 'draining')
+              boundDrain(request, reply, (incoming as FastifyIncoming).bodyTimeoutMs);
+          }
           answer(request, reply, decision, done);
         } catch (error) {
           done(error as Error);
@@ -108,6 +192,10 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
       },
       (error: Error) => {
         (incoming as FastifyIncoming).release();
+        if (error instanceof BodyTimeoutError) {
+          timedOut(request, reply, error);
+          return;
+        }
         done(error);
       },
     );
@@ -116,7 +204,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   // 415, a hook's early reply) drops its copy as it ends, not when the request is collected.
   fastify.addHook('onResponse', (request, _reply, done) => {
     const incoming = (request as unknown as Held)[kIncoming];
-    if (incoming) incoming.release();
+    if (incoming) incoming.finished();
     done();
   });
   done();
@@ -156,15 +244,130 @@ function answer(
   done();
 }
 
+/**
+ * 408 for a body whose rest did not come in within `bodyTimeoutMs`: the connection is closed
+ * (the rest of the body would otherwise be read as the next request's start).
+ */
+function timedOut(request: FastifyRequest, reply: FastifyReply, error: BodyTimeoutError): void {
+  endsUnread(request, reply);
+  reply
+    .code(408)
+    .header('cache-control', 'no-store')
+    .header('content-type', 'application/problem+json')
+    .send(
+      Buffer.from(
+        JSON.stringify({
+          type: PROBLEM_TYPES.bodyTimeout,
+          title: 'Request body timed out',
+          status: 408,
+          detail: `The rest of the request body did not come in within ${error.timeoutMs} ms; nothing was run or stored`,
+        }),
+      ),
+    );
+}
+
+/** The HTTP/2 stream of a request that came over HTTP/2 (Node's compatibility layer). */
+function http2Stream(request: FastifyRequest): Http2StreamLike | undefined {
+  const raw = request.raw as { httpVersionMajor?: number; stream?: unknown };
+  if (!(typeof raw.httpVersionMajor === 'number' && raw.httpVersionMajor >= 2)) return undefined;
+  const stream = raw.stream as Http2StreamLike | null | undefined;
+  return typeof stream === 'object' && stream !== null && typeof stream.close === 'function'
+    ? stream
+    : undefined;
+}
+
+interface Http2StreamLike {
+  readonly closed: boolean;
+  readonly destroyed: boolean;
+  close(code?: number): void;
+  once(event: 'finish', listener: () => void): unknown;
+}
+
+/**
+ * The answer leaves the rest of the body unread: nothing may read it as the next request.
+ * HTTP/1.x: `Connection: close` (Node closes the connection once the answer is written).
+ * HTTP/2, where that header is forbidden: once the answer is written, the stream is closed
+ * (RST_STREAM NO_ERROR: "stop sending", RFC 9113, 8.1), which leaves the session's other
+ * streams alone.
+ */
+function endsUnread(request: FastifyRequest, reply: FastifyReply): void {
+  const stream = http2Stream(request);
+  if (stream) closeWhenAnswered(stream);
+  else reply.header('connection', 'close');
+}
+
+function closeWhenAnswered(stream: Http2StreamLike): void {
+  // The stream's own 'finish' (its side written); the response's comes only with the close.
+  stream.once('finish', () => {
+    if (!stream.closed && !stream.destroyed) stream.close(http2Constants.NGHTTP2_NO_ERROR);
+  });
+}
+
+/**
+ * A 413 whose body the plugin was reading (nobody else read it) and now reads and drops, so
+ * that the connection can serve a next request: for at most `DRAIN_MS` (or `bodyTimeoutMs`
+ * when shorter) once the answer is written; a body still coming in then has its connection
+ * destroyed. Over HTTP/2 the stream is closed once the answer is written instead.
+ */
+function boundDrain(request: FastifyRequest, reply: FastifyReply, bodyTimeoutMs: number): void {
+  const stream = http2Stream(request);
+  if (stream) {
+    closeWhenAnswered(stream);
+    return;
+  }
+  const raw = request.raw;
+  const res = reply.raw;
+  let timer: NodeJS.Timeout | undefined;
+  const stop = (): void => {
+    clearTimeout(timer);
+    raw.off('end', stop);
+    raw.off('close', stop);
+    res.off('finish', arm);
+    res.off('close', arm);
+  };
+  const arm = (): void => {
+    res.off('finish', arm);
+    res.off('close', arm);
+    if (raw.readableEnded || raw.destroyed) {
+      stop();
+      return;
+    }
+    timer = setTimeout(
+      () => {
+        stop();
+        if (!raw.readableEnded) raw.socket?.destroy();
+      },
+      Math.min(DRAIN_MS, bodyTimeoutMs),
+    );
+  };
+  raw.once('end', stop);
+  raw.once('close', stop);
+  res.once('finish', arm);
+  res.once('close', arm);
+}
+
 function hasContentType(headers: readonly (readonly [string, string])[]): boolean {
   for (const [name] of headers) if (name === 'content-type') return true;
   return false;
 }
 
-/** Whether the request declares a body (as Fastify decides whether to parse one). */
-function hasBody(headers: FastifyRequest['headers']): boolean {
-  const length = headers['content-length'];
-  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+/**
+ * Whether the request may have a body, so that its bytes are copied: a framed one
+ * (Transfer-Encoding, a Content-Length but 0), or one with no framing header that may still
+ * carry one: HTTP/2 (Content-Length is optional there) unless its stream ended with its
+ * headers, and `app.inject` with a stream payload. Fastify parses those bodies when they
+ * have a Content-Type, and a route may read them off `request.raw` when they have none:
+ * either way the bytes count. A request framed without a body ({@link framedEmpty}) is
+ * fingerprinted as an empty body, with nothing to copy.
+ */
+function mayHaveBody(request: FastifyRequest): boolean {
+  if (framedEmpty(request)) return false;
+  const { headers } = request;
+  if (headers['transfer-encoding'] !== undefined || headers['content-length'] !== undefined)
+    return true;
+  // Typed as Node's request; also light-my-request's and the HTTP/2 compatibility layer's.
+  const raw: Readable = request.raw;
+  return !raw.readableEnded;
 }
 
 /**

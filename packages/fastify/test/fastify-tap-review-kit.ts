@@ -30,6 +30,7 @@ export async function tapApp(
   options: {
     fastify?: FastifyServerOptions;
     maxBodyBytes?: number;
+    bodyTimeoutMs?: number;
     plugin?: boolean;
     before?: (app: FastifyInstance) => void | Promise<void>;
   } = {},
@@ -44,6 +45,7 @@ export async function tapApp(
       scope: 'global',
       onWarning: () => {},
       ...(options.maxBodyBytes === undefined ? {} : { maxBodyBytes: options.maxBodyBytes }),
+      ...(options.bodyTimeoutMs === undefined ? {} : { bodyTimeoutMs: options.bodyTimeoutMs }),
     });
   }
   await setup(app);

@@ -11,6 +11,11 @@ export const PROBLEM_TYPES = {
    * or more header bytes in a part, than the fingerprint reads).
    */
   bodyTooLarge: 'https://idem.dev/problems/body-too-large',
+  /**
+   * 408: the rest of the request body did not come in within the time the adapter waits for
+   * it (`@idem/fastify`'s `bodyTimeoutMs`); nothing was run or stored.
+   */
+  bodyTimeout: 'https://idem.dev/problems/body-timeout',
   /** 400: the body does not parse as its content type says (a multipart body without its boundary). */
   malformedBody: 'https://idem.dev/problems/malformed-body',
   /** 409: a request with this key is still being processed. */
