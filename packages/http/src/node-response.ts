@@ -781,6 +781,24 @@ class ResponseRecording implements SocketHold {
   }
 }
 
+const SPARE = Symbol('idem.spare');
+/**
+ * Readies `object` for own properties added one by one on every request, at the cost of one.
+ * Express gives each request and response its app's prototype (`Object.setPrototypeOf`),
+ * which takes the object's hidden class out of V8's transition tree: from then on, every
+ * property added to it copies its hidden class (about 3 µs each, and garbage), so the
+ * response's five replaced methods and the request's `emit` cost more than the rest of the
+ * recording. One property added and deleted again turns such an object's properties into a
+ * dictionary, where the next ones are added cheaply (one hidden class shared by such objects
+ * after that). An object still in the transition tree (a plain Node server's) only takes the
+ * transition and goes back: its class, cached, is the one it had. Nothing observable changes.
+ */
+function readyForOwnMethods(object: object): void {
+  const target = object as Record<symbol, unknown>;
+  target[SPARE] = undefined;
+  delete target[SPARE];
+}
+
 /**
  * Feeds everything the app writes to `res` into `recorder` while it goes out: chunks pass
  * through live; the end of the response (and the last bytes of a body of known length) is
@@ -824,6 +842,7 @@ export function recordServerResponse(
   // The request's 'close' and 'aborted' say the client left: an app that ends the response
   // from them cut its body short. That end is not an outcome (see `onEnd`).
   if (request) {
+    readyForOwnMethods(request);
     const emitRequest = request.emit as Emit;
     request.emit = function emit(event: string | symbol, ...args: unknown[]) {
       if (event !== 'close' && event !== 'aborted')
@@ -838,6 +857,7 @@ export function recordServerResponse(
     } as IncomingMessage['emit'];
   }
 
+  readyForOwnMethods(res);
   res.emit = function emit(event: string | symbol, ...args: unknown[]) {
     return recording.onEmit(event, args);
   } as ServerResponse['emit'];
