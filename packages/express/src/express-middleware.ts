@@ -42,8 +42,8 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
       readBody: (limit) => {
         // Express gave both their app's prototype: readied now, every property added to them
         // from here (ours, the body parser's, the router's) is cheap (see `readyForOwnMethods`).
-        readyForOwnMethods(req);
-        readyForOwnMethods(res);
+        readyForOwnMethods(req, 'res');
+        readyForOwnMethods(res, 'req');
         return nodeRequestBody(req, req.body, limit);
       },
     });
