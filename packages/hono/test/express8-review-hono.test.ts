@@ -184,7 +184,7 @@ function h2post(
 // was read"): unbounded time. No key is held (the body is read before the key is taken). The
 // same requests without the middleware, or without a key (400), are answered at once.
 describe('HTTP/2 compat requests (node-server over http2)', () => {
-  it.fails('with Content-Length: the body read whole, the retry replayed, another body 422', async () => {
+  it('with Content-Length: the body read whole, the retry replayed, another body 422', async () => {
     const key = freshKey();
     const body = '{"h2":"with length"}';
     const first = await h2post(key, body, true);
@@ -195,7 +195,7 @@ describe('HTTP/2 compat requests (node-server over http2)', () => {
     expect((await h2post(key, '{"h2":"other"}', true)).status).toBe(422);
   });
 
-  it.fails('without Content-Length: the body read whole, the retry replayed, another body 422', async () => {
+  it('without Content-Length: the body read whole, the retry replayed, another body 422', async () => {
     const key = freshKey();
     const body = '{"h2":"no length"}';
     const first = await h2post(key, body, false);

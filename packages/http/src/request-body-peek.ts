@@ -2,6 +2,30 @@ import type { IncomingMessage } from 'node:http';
 import { BodyTooLargeError } from './request-body.js';
 
 /**
+ * Whether the buffered bytes are the whole body its `Content-Length` declares: nothing more
+ * can come (the parser ends the message there).
+ */
+function wholeBodyBuffered(req: IncomingMessage): boolean {
+  const declared = req.headers['content-length'];
+  return (
+    declared !== undefined &&
+    req.headers['transfer-encoding'] === undefined &&
+    Number(declared) === req.readableLength
+  );
+}
+
+/**
+ * Every byte a request holds (no encoding set), read in one `read()` and put back
+ * at once (see {@link peekBody}); undefined, with nothing changed, when there was nothing.
+ */
+function readBuffered(req: IncomingMessage): Buffer | undefined {
+  const chunk: Buffer | null = req.read();
+  if (chunk === null) return undefined;
+  req.unshift(chunk);
+  return chunk;
+}
+
+/**
  * Reads the whole body of `req` and puts it back: afterwards the stream holds the same bytes
  * and has not ended, as if nobody had read it, so the app's own body parser (`express.json`,
  * `express.text`, multer, its own reader) gets exactly what it would have got without us.
@@ -15,7 +39,7 @@ import { BodyTooLargeError } from './request-body.js';
 export function peekBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   // Nothing left to read: consumed by someone else, or an empty body already complete
   // (reading it would end the stream).
-  if (req.readableEnded || (req.complete && req.readableLength === 0)) {
+  if (req.readableEnded || (bodyEnded(req) && req.readableLength === 0)) {
     return Promise.resolve(Buffer.alloc(0));
   }
   // The usual case of a small body: every byte of it is buffered by the time it is asked
@@ -64,8 +88,8 @@ export function peekBody(req: IncomingMessage, limit: number): Promise<Buffer> {
           return;
         }
       }
-      // `complete` turns true as the parser pushes the end: every byte is read by now.
-      if (req.complete) settle();
+      // The end is pushed: every byte is read by now.
+      if (bodyEnded(req)) settle();
     }
 
     function onClose(): void {
@@ -79,25 +103,15 @@ export function peekBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 }
 
 /**
- * Whether the buffered bytes are the whole body its `Content-Length` declares: nothing more
- * can come (the parser ends the message there).
+ * Whether the end of `req`'s body was pushed (every byte of it is buffered or read), its
+ * `'end'` not emitted yet. `complete` turns true as Node's HTTP/1 parser pushes the end; an
+ * HTTP/2 request (`node:http2`'s `Http2ServerRequest`, which has a `stream`) says so only
+ * once the end is emitted (or the stream closed): its stream state tells it.
  */
-function wholeBodyBuffered(req: IncomingMessage): boolean {
-  const declared = req.headers['content-length'];
+function bodyEnded(req: IncomingMessage): boolean {
   return (
-    declared !== undefined &&
-    req.headers['transfer-encoding'] === undefined &&
-    Number(declared) === req.readableLength
+    req.complete ||
+    ('stream' in req &&
+      (req as { _readableState?: { ended?: boolean } })._readableState?.ended === true)
   );
-}
-
-/**
- * Every byte a request holds (no encoding set), read in one `read()` and put back
- * at once (see {@link peekBody}); undefined, with nothing changed, when there was nothing.
- */
-function readBuffered(req: IncomingMessage): Buffer | undefined {
-  const chunk: Buffer | null = req.read();
-  if (chunk === null) return undefined;
-  req.unshift(chunk);
-  return chunk;
 }

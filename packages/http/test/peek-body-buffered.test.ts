@@ -194,4 +194,77 @@ describe('readyForOwnMethods', () => {
     expect(Object.getOwnPropertySymbols(object)).toEqual([]);
     expect(Object.keys(object)).toEqual(['res', 'other', 'fixed', 'computed']);
   });
+
+  it('a getter-only accessor of the same name up the prototype chain: the own value stays', () => {
+    const object = expressLike();
+    const value = object.res;
+    Object.defineProperty(Object.getPrototypeOf(object), 'res', {
+      get: () => 'prototype value',
+      configurable: true,
+    });
+    const before = Object.getOwnPropertyDescriptors(object);
+    expect(() => readyForOwnMethods(object, 'res')).not.toThrow();
+    expect(object.res).toBe(value);
+    expect(Object.getOwnPropertyDescriptors(object)).toEqual(before);
+  });
+
+  it('never throws nor changes a value on objects that refuse or lie', () => {
+    const sealed = Object.seal({ res: 1 });
+    readyForOwnMethods(sealed, 'res');
+    readyForOwnMethods(sealed);
+    expect(Object.getOwnPropertyDescriptor(sealed, 'res')).toEqual({
+      value: 1,
+      writable: true,
+      enumerable: true,
+      configurable: false,
+    });
+    // A Proxy whose traps refuse, throw, or store something else than asked.
+    const traps: ProxyHandler<Record<PropertyKey, unknown>>[] = [
+      { deleteProperty: () => false },
+      {
+        deleteProperty: () => {
+          throw new Error('no delete');
+        },
+      },
+      { defineProperty: () => false },
+      {
+        defineProperty: () => {
+          throw new Error('no define');
+        },
+      },
+      {
+        defineProperty: (target, key, descriptor) =>
+          Reflect.defineProperty(target, key, { ...descriptor, value: 'other' }),
+      },
+      {
+        set: () => {
+          throw new Error('no set');
+        },
+      },
+      {
+        getOwnPropertyDescriptor: () => {
+          throw new Error('no descriptor');
+        },
+      },
+      {
+        isExtensible: () => {
+          throw new Error('no answer');
+        },
+      },
+    ];
+    for (const handler of traps) {
+      const target: Record<PropertyKey, unknown> = { res: 1, other: 2 };
+      const proxy = new Proxy(target, handler);
+      expect(() => readyForOwnMethods(proxy, 'res')).not.toThrow();
+      expect(() => readyForOwnMethods(proxy)).not.toThrow();
+      expect(target.res).toBe(1);
+      expect(Object.getOwnPropertyDescriptor(target, 'res')).toEqual({
+        value: 1,
+        writable: true,
+        enumerable: true,
+        configurable: true,
+      });
+      expect(Object.getOwnPropertySymbols(target)).toEqual([]);
+    }
+  });
 });
