@@ -6,6 +6,7 @@ import {
 import {
   headerValue,
   nodeRequestBody,
+  readyForOwnMethods,
   recordServerResponse,
   requestUrl,
   sendDecisionResponse,
@@ -36,8 +37,15 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
       url: requestUrl(req.originalUrl),
       route: routeOf(req),
       header: (name) => headerValue(req.headers, name),
-      // A body parser may have run first (express.json, express.raw, express.text, express.urlencoded).
-      readBody: (limit) => nodeRequestBody(req, req.body, limit),
+      // Called for a request that needs a key. A body parser may have run first (express.json,
+      // express.raw, express.text, express.urlencoded).
+      readBody: (limit) => {
+        // Express gave both their app's prototype: readied now, every property added to them
+        // from here (ours, the body parser's, the router's) is cheap (see `readyForOwnMethods`).
+        readyForOwnMethods(req, 'res');
+        readyForOwnMethods(res, 'req');
+        return nodeRequestBody(req, req.body, limit);
+      },
     });
     if (decision.action === 'pass') return next();
     if (decision.action === 'respond') return sendDecisionResponse(res, decision);

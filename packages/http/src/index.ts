@@ -28,6 +28,7 @@ export { OUTCOME_FORMAT } from './recorder.js';
 export { REPLAYED_HEADER, replayResponse } from './replay.js';
 export type { RequestBody } from './request-body.js';
 export {
+  BodyAlreadyReadError,
   BodyTooLargeError,
   bodyFromBytes,
   bodyFromParsed,

@@ -1,5 +1,11 @@
 import type { IncomingMessage } from 'node:http';
-import { bodyFromBytes, bodyFromParsed, type RequestBody } from './request-body.js';
+import {
+  BodyAlreadyReadError,
+  BodyTooLargeError,
+  bodyFromBytes,
+  bodyFromParsed,
+  type RequestBody,
+} from './request-body.js';
 import { peekBody } from './request-body-peek.js';
 
 function headerOf(req: IncomingMessage, name: string): string | undefined {
@@ -23,6 +29,9 @@ function http2Body(req: IncomingMessage, length: string | undefined): boolean {
  * Content-Length nor a Transfer-Encoding; HTTP/2: a stream its headers ended), else the raw bytes,
  * read and put back ({@link peekBody}) so the app's own parsers read them as if we had not.
  * @throws BodyTooLargeError past `limit` bytes
+ * @throws BodyAlreadyReadError when something else read the bytes (all or some) before, and
+ * kept neither `parsed` nor the bytes as `req.rawBody`: taken as empty, another body under the
+ * same key would be replayed this one's outcome.
  */
 export async function nodeRequestBody(
   req: IncomingMessage,
@@ -39,5 +48,34 @@ export async function nodeRequestBody(
   ) {
     return { kind: 'none' };
   }
-  return bodyFromBytes(await peekBody(req, limit), contentType);
+  const seen = peeked.get(req);
+  if (seen !== undefined) {
+    if (seen.length > limit) throw new BodyTooLargeError(limit);
+    return bodyFromBytes(seen, contentType);
+  }
+  // Bytes were read off the stream by someone else (ours are put back, and remembered).
+  if (req.readableDidRead) {
+    const raw = rawBodyOf(req);
+    if (raw === undefined) throw new BodyAlreadyReadError();
+    if (raw.length > limit) throw new BodyTooLargeError(limit);
+    return bodyFromBytes(raw, contentType);
+  }
+  const bytes = await peekBody(req, limit);
+  peeked.set(req, bytes);
+  return bodyFromBytes(bytes, contentType);
+}
+
+/** The bodies {@link nodeRequestBody} read and put back, for a second look at the same request. */
+const peeked = new WeakMap<IncomingMessage, Buffer>();
+
+/**
+ * The bytes a reader before the middleware kept of a body it read whole (`req.rawBody`, as
+ * NestJS's `rawBody` option and the usual raw-body readers keep them), or undefined.
+ */
+function rawBodyOf(req: IncomingMessage): Uint8Array | undefined {
+  if (!req.readableEnded) return undefined;
+  const raw: unknown = (req as { rawBody?: unknown }).rawBody;
+  if (raw instanceof Uint8Array) return raw;
+  if (typeof raw === 'string') return Buffer.from(raw);
+  return undefined;
 }

@@ -2,6 +2,7 @@ import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:
 import type { Socket } from 'node:net';
 import { type ResponseHeadSource, startFromOf } from './head-source.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
+import { readyForOwnMethods } from './own-methods.js';
 import type { ResponseRecorder } from './recorder.js';
 
 type Chunk = string | Uint8Array;
@@ -1062,6 +1063,7 @@ export function recordServerResponse(
   // The request's 'close' and 'aborted' say the client left: an app that ends the response
   // from them cut its body short. That end is not an outcome (see `onEnd`).
   if (request) {
+    readyForOwnMethods(request);
     const emitRequest = request.emit as Emit;
     request.emit = function emit(event: string | symbol, ...args: unknown[]) {
       if (event !== 'close' && event !== 'aborted')
@@ -1078,6 +1080,7 @@ export function recordServerResponse(
     } as IncomingMessage['emit'];
   }
 
+  readyForOwnMethods(res);
   res.emit = function emit(event: string | symbol, ...args: unknown[]) {
     return recording.onEmit(event, args);
   } as ServerResponse['emit'];

@@ -5,6 +5,7 @@ import { type PreparedResponse, preparedResponseOf } from './prepared-response.j
 export { nodeRequestBody } from './node-request.js';
 export type { RecordServerResponseOptions } from './node-response.js';
 export { headersOf, recordServerResponse } from './node-response.js';
+export { readyForOwnMethods } from './own-methods.js';
 export { canonicalPath, targetPath } from './route-path.js';
 
 /**

@@ -2,6 +2,30 @@ import type { IncomingMessage } from 'node:http';
 import { BodyTooLargeError } from './request-body.js';
 
 /**
+ * Whether the buffered bytes are the whole body its `Content-Length` declares: nothing more
+ * can come (the parser ends the message there).
+ */
+function wholeBodyBuffered(req: IncomingMessage): boolean {
+  const declared = req.headers['content-length'];
+  return (
+    declared !== undefined &&
+    req.headers['transfer-encoding'] === undefined &&
+    Number(declared) === req.readableLength
+  );
+}
+
+/**
+ * Every byte a request holds (no encoding set), read in one `read()` and put back
+ * at once (see {@link peekBody}); undefined, with nothing changed, when there was nothing.
+ */
+function readBuffered(req: IncomingMessage): Buffer | undefined {
+  const chunk: Buffer | null = req.read();
+  if (chunk === null) return undefined;
+  req.unshift(chunk);
+  return chunk;
+}
+
+/**
  * Reads the whole body of `req` and puts it back: afterwards the stream holds the same bytes
  * and has not ended, as if nobody had read it, so the app's own body parser (`express.json`,
  * `express.text`, multer, its own reader) gets exactly what it would have got without us.
@@ -17,6 +41,21 @@ export function peekBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   // (reading it would end the stream).
   if (req.readableEnded || (bodyEnded(req) && req.readableLength === 0)) {
     return Promise.resolve(Buffer.alloc(0));
+  }
+  // The usual case of a small body: every byte of it is buffered by the time it is asked
+  // for (it came with the head; the parser marks the request complete a little later). Read
+  // and put back in this tick, as `settle` does, with no listener added or removed and no
+  // event waited for.
+  if (
+    req.readableLength > 0 &&
+    req.readableLength <= limit &&
+    req.readableFlowing !== true &&
+    req.readableEncoding === null &&
+    !req.destroyed &&
+    (req.complete || wholeBodyBuffered(req))
+  ) {
+    const body = readBuffered(req);
+    if (body !== undefined) return Promise.resolve(body);
   }
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];

@@ -20,6 +20,22 @@ export class BodyTooLargeError extends Error {
   }
 }
 
+/**
+ * Thrown by a Node body reader when something before the middleware read the request body
+ * (a raw-body reader, a signature check) and kept neither the parsed body (`req.body`) nor its
+ * bytes (`req.rawBody`): the body cannot be fingerprinted, and taking it as empty would replay
+ * this request's outcome to another body under the same key. Nothing is run or stored and no
+ * key is taken; the framework answers 500.
+ */
+export class BodyAlreadyReadError extends Error {
+  constructor() {
+    super(
+      'The request body was read before the idempotency middleware, which can no longer fingerprint it: mount the middleware before the code that reads the body, or have that code keep the bytes as req.rawBody (a Buffer or string) or the parsed body as req.body',
+    );
+    this.name = 'BodyAlreadyReadError';
+  }
+}
+
 // Stateless between calls (no `stream` option): one for every body.
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
