@@ -405,7 +405,9 @@ async function measure(name, concurrency) {
     cpu: cpu.user + cpu.system,
     ticks: s1 - s0,
   };
-  (samples[`${name} c${concurrency}`] ??= []).push(row);
+  const label = `${name} c${concurrency}`;
+  samples[label] ??= [];
+  samples[label].push(row);
 }
 for (let r = 0; r < rounds; r++) {
   const order = selected.map((_, i) => selected[(i + r) % selected.length]);
