@@ -79,6 +79,17 @@ const ptReplay = makeIdempotent(async () => {
   throw new Error('ran');
 }, ptOptions);
 
+// BEFORE_STORE: another build of @idem/store-dynamodb (its dist/index.js), as a contender of
+// its own ('lib before ...'): the store's A/B in one process.
+const before = process.env.BEFORE_STORE
+  ? await (async () => {
+      const { createDynamoDbStore: createBefore } = await import(process.env.BEFORE_STORE);
+      const beforeStore = createBefore({ client: makeClient(), tableName: `s-${run}-before` });
+      await beforeStore.ensureTable({ pollMs: 50 });
+      return createIdempotency({ store: beforeStore });
+    })()
+  : undefined;
+
 // Raw shapes, one table each (idem's layout: pk; Powertools': id).
 const rawClient = makeClient();
 const T = { idem: `s-${run}-ri`, pt: `s-${run}-rp` };
@@ -273,6 +284,26 @@ const shapes = {
     const key = (await pool('lp', (k) => ptRun({ key: k })))[i % 64];
     await ptReplay({ key });
   },
+  ...(before && {
+    'lib before cycle': async () => {
+      const key = fresh();
+      if ((await before.execute({ key }, async () => result(key))).replayed)
+        throw new Error('replayed');
+    },
+    'lib before replay': async (i) => {
+      const key = (await pool('lb', (k) => before.execute({ key: k }, async () => result(k))))[
+        i % 64
+      ];
+      if (
+        !(
+          await before.execute({ key }, async () => {
+            throw new Error('ran');
+          })
+        ).replayed
+      )
+        throw new Error('ran');
+    },
+  }),
   'raw idem cycle': async () => {
     const key = fresh();
     const who = owner();
