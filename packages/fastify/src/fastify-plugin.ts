@@ -8,7 +8,7 @@ import {
   type IdempotencyHandler,
   PROBLEM_TYPES,
 } from '@idem/http';
-import { recordServerResponse, wholeDecisionResponse } from '@idem/http/node';
+import { decisionStatus, recordServerResponse, wholeDecisionResponse } from '@idem/http/node';
 import type {
   FastifyPluginCallback,
   FastifyReply,
@@ -179,7 +179,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
         // The copy is used (or was not needed: an invalid key): not held while the route runs.
         (incoming as FastifyIncoming).release();
         try {
-          if (decision.action === 'respond' && decision.response.status === 413) {
+          if (decision.action === 'respond' && decisionStatus(decision) === 413) {
             const rest = (incoming as FastifyIncoming).restOfBody();
             if (rest === 'unread') endsUnread(request, reply);
             else if (rest === 'draining')

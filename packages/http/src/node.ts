@@ -68,6 +68,16 @@ export function sendDecisionResponse(
 }
 
 /**
+ * The status of a `respond` decision's answer, read without building its Web `Response`
+ * (`decision.response` makes one, with a body stream, the first time it is read).
+ */
+export function decisionStatus(
+  decision: Extract<IdempotencyDecision, { action: 'respond' }>,
+): number {
+  return preparedResponseOf(decision)?.status ?? decision.response.status;
+}
+
+/**
  * The answer of a `respond` decision that @idem/http built, whole: status, header pairs and
  * the body as one `Buffer` (undefined for none), for a framework that sends a payload itself
  * (Fastify's `reply.send`). Undefined for an answer it did not build, or one of several
