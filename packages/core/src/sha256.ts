@@ -14,7 +14,6 @@ const K = new Uint32Array([
   0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 ]);
 const W = new Uint32Array(64);
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 function compress(h: Uint32Array, block: Uint8Array, at: number): void {
   for (let i = 0; i < 16; i++, at += 4) {
@@ -86,16 +85,14 @@ export function portableSha256Hex(data: Uint8Array): string {
   tail[end - 2] = bits >>> 8;
   tail[end - 1] = bits;
   for (let at = 0; at < end; at += 64) compress(h, tail, at);
-  let hex = '';
-  for (let i = 0; i < 8; i++) {
-    const word = h[i] as number;
-    hex +=
-      (HEX[word >>> 24] as string) +
-      (HEX[(word >>> 16) & 0xff] as string) +
-      (HEX[(word >>> 8) & 0xff] as string) +
-      (HEX[word & 0xff] as string);
+  // One flat string of its own (not a tree of concatenations): a store may keep a storage key
+  // as it is (see the engine-only forms of `answersSynchronously`).
+  const codes = new Array<number>(64);
+  for (let i = 0; i < 64; i++) {
+    const nibble = ((h[i >>> 3] as number) >>> (28 - 4 * (i & 7))) & 0xf;
+    codes[i] = nibble < 10 ? 0x30 + nibble : 0x57 + nibble;
   }
-  return hex;
+  return String.fromCharCode(...codes);
 }
 
 /** The native SHA-256 of `crypto` (`node:crypto`). */

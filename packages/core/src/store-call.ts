@@ -131,6 +131,10 @@ export interface SyncFormOptions<I, R> {
    * parse the recorded JSON straight from it; every other caller gets `sync`'s own bytes.
    */
   latin1?: (input: I) => R;
+  // The engine calls `view` and `latin1` (on `acquire`) only with an input it made: its `key`
+  // (a digest) and `owner` (its token) are strings of its own that share no memory with any
+  // caller's string, so those forms may keep them without a copy. (The fingerprint is the
+  // caller's.)
   /**
    * `sync` keeps no reference to the input's bytes (an outcome) once it returned: it copies
    * what it keeps. The engine may then pass a view of a buffer it reuses.

@@ -189,10 +189,16 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   // The buffer the acquire's view form writes a found outcome into (see `viewOf`).
   const replayView: ViewBuffer = { bytes: undefined, plain: undefined };
   const replayBytes = (held: HeldOutcome) => viewOf(held, replayView);
-  /** `acquire`, a found record's outcome written out by `bytes`. */
+  /**
+   * `acquire`, a found record's outcome written out by `bytes`. `engine`: called through a
+   * form only the engine calls (`view`, `latin1`), whose key and owner are strings it made
+   * (a digest, its owner token) that share no memory with a caller's string: kept as they
+   * are, not copied (the fingerprint, the caller's, is).
+   */
   const acquire = (
     input: AcquireInput,
     bytes: ((held: HeldOutcome) => Uint8Array) | typeof LATIN1,
+    engine: boolean,
   ): AcquireResult => {
     checkObject('acquire', input);
     checkString('key', input.key);
@@ -221,12 +227,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     const record: HeldRecord = {
       status: 'in_progress',
       fingerprint: copied(input.fingerprint),
-      owner: copied(input.owner),
+      owner: engine ? input.owner : copied(input.owner),
       fence,
       leaseUntil,
       expiresAt: leaseUntil + input.retentionMs,
     };
-    const slot = newSlot(copied(input.key), record);
+    const slot = newSlot(engine ? input.key : copied(input.key), record);
     // Room is made around the record replaced: refused, it stays (its owner may complete).
     const room = found
       ? table.makeRoom(now, 0, slot.cost - found.cost, found)
@@ -252,14 +258,14 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       return table.bytes;
     },
     sweep,
-    acquire: answersSynchronously((input: AcquireInput) => acquire(input, release), {
+    acquire: answersSynchronously((input: AcquireInput) => acquire(input, release, false), {
       // For the engine, which decodes a replayed outcome before anything else runs: the
       // bytes are a view of this store's reused buffer (the held outcome stays a string no
       // caller can change), rewritten by the next replay.
-      view: (input: AcquireInput) => acquire(input, replayBytes),
+      view: (input: AcquireInput) => acquire(input, replayBytes, true),
       // For the engine's `execute` under its JSON serializer, which parses a replayed value
       // straight from the held string (an outcome held as bytes is answered as a copy).
-      latin1: (input: AcquireInput) => acquire(input, LATIN1),
+      latin1: (input: AcquireInput) => acquire(input, LATIN1, true),
     }),
     complete: answersSynchronously(
       (input: CompleteInput): OwnerWriteResult => {
