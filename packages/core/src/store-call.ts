@@ -98,14 +98,20 @@ export function answersSynchronously<I, R>(
   options: SyncFormOptions<I, R> = {},
 ): (input: I) => Promise<R> {
   const method: MaybeSync<I, R> = async (input: I) => sync(input);
-  method[SYNC_FORM] = sync;
+  // Not enumerable: a wrapper made with `Object.assign(wrapper, method)` (or a spread) must
+  // not carry them, or the engine would call this form straight past the wrapper.
+  Object.defineProperty(method, SYNC_FORM, { value: sync, writable: true, configurable: true });
   if (options.view || options.latin1 || options.copiesInput)
-    method[DECLARED] = {
-      sync,
-      view: options.view,
-      latin1: options.latin1,
-      copiesInput: options.copiesInput === true,
-    };
+    Object.defineProperty(method, DECLARED, {
+      value: {
+        sync,
+        view: options.view,
+        latin1: options.latin1,
+        copiesInput: options.copiesInput === true,
+      } satisfies Declared<I, R>,
+      writable: true,
+      configurable: true,
+    });
   return method;
 }
 

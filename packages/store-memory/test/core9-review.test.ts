@@ -492,12 +492,12 @@ describe('core9 review: wrappers and custom stores delegating to the memory stor
     expect(grown).toBeLessThan(4 * MiB);
   });
 
-  // PRE-EXISTING (not introduced by wt/core9, LOW): `SYNC_FORM` and the registered
-  // `syncFormOptions` symbol are enumerable own properties of the method, so a wrapper built
-  // as `Object.assign(newMethod, inner.acquire)` carries both, and the engine calls the
-  // memory store's own form straight past the wrapper: a namespacing wrapper's key rewrite is
-  // skipped and two namespaces over one memory store share records.
-  it.fails('FINDING core9-L2 (pre-existing): a namespacing wrapper built with Object.assign(fn, inner.acquire) is bypassed', async () => {
+  // PRE-EXISTING (not introduced by wt/core9), fixed on wt/core9r: `SYNC_FORM` and the
+  // registered `syncFormOptions` symbol were enumerable own properties of the method, so a
+  // wrapper built as `Object.assign(newMethod, inner.acquire)` carried both, and the engine
+  // called the memory store's own form straight past the wrapper: a namespacing wrapper's
+  // key rewrite was skipped and two namespaces over one memory store shared records.
+  it('FINDING core9-L2 (pre-existing, fixed): a namespacing wrapper built with Object.assign(fn, inner.acquire) is called', async () => {
     const inner = createMemoryStore({ sweepIntervalMs: 0 });
     const namespaced = (ns: string) => ({
       ...inner,
