@@ -450,9 +450,17 @@ class ResponseRecording implements SocketHold {
     const deferred = this.deferred;
     if (deferred === undefined) return;
     this.deferred = undefined;
-    for (const { event, args, listeners } of deferred) {
-      const still = new Set(target?.rawListeners(event) ?? []);
-      for (const listener of listeners) if (still.has(listener)) listener.apply(target, args);
+    // Kept until the lease was lost (the app had not ended): the client left, an end made
+    // from these listeners is a body cut short, as one made from the request's 'close'.
+    const was = this.requestClosing;
+    this.requestClosing = true;
+    try {
+      for (const { event, args, listeners } of deferred) {
+        const still = new Set(target?.rawListeners(event) ?? []);
+        for (const listener of listeners) if (still.has(listener)) listener.apply(target, args);
+      }
+    } finally {
+      this.requestClosing = was;
     }
   }
 
@@ -492,24 +500,15 @@ class ResponseRecording implements SocketHold {
   /**
    * HTTP/2: holds the stream's `'close'` and `'error'` back from the listeners added through
    * `res.socket` or `req.socket` (see {@link StreamHold}), and takes the stream's `'aborted'` (the client
-   * reset it) as the client leaving, before anyone hears of it: an end made from its
-   * listeners (or the request's) is a body cut short (see `onEnd`).
+   * reset it) and `'close'` before the end as the client leaving, before anyone hears of it:
+   * an end made from their listeners (the request's, or the app's own on `req.stream`) is a
+   * body cut short (see `onEnd`).
    */
   holdStream(stream: StreamLike, request: IncomingMessage | undefined): void {
     const h2: StreamHold = { stream, proxied: new Set() };
     this.h2 = h2;
     const emit = stream.emit;
-    stream.emit = (event: string | symbol, ...args: unknown[]): boolean => {
-      if (event === 'aborted') {
-        this.requestClosed();
-        const was = this.requestClosing;
-        this.requestClosing = true;
-        try {
-          return emit.call(stream, event, ...args);
-        } finally {
-          this.requestClosing = was;
-        }
-      }
+    const held = (event: string | symbol, args: unknown[]): boolean => {
       if ((event !== 'close' && event !== 'error') || h2.proxied.size === 0)
         return emit.call(stream, event, ...args);
       if (!this.streamHolding()) return emit.call(stream, event, ...args);
@@ -527,6 +526,21 @@ class ResponseRecording implements SocketHold {
       } finally {
         for (const listener of late) stream.on(event, listener);
         this.defer(event, args, late);
+      }
+    };
+    stream.emit = (event: string | symbol, ...args: unknown[]): boolean => {
+      if (event !== 'aborted' && event !== 'close') return held(event, args);
+      // The client reset the stream ('aborted'), or it closed: its listeners (node:http2's,
+      // which emit the request's 'close' and 'aborted', and the app's own on `req.stream`)
+      // learn that the client left, as the request's over HTTP/1.1 do: an end made from them
+      // is a body cut short, never an outcome (see `onEnd`).
+      this.requestClosed();
+      const was = this.requestClosing;
+      this.requestClosing = true;
+      try {
+        return held(event, args);
+      } finally {
+        this.requestClosing = was;
       }
     };
     // `res.socket` and `req.socket` (and so `on-finished`) give a proxy of node:http2's (one
