@@ -68,15 +68,32 @@ function isHttp2(res: ServerResponse): boolean {
 }
 
 /**
+ * Whether an HTTP/2 client never sees the field value `text`: one that starts or ends with a
+ * space or a tab is malformed in HTTP/2 (RFC 9113, 8.2.1), and node:http2's client (nghttp2)
+ * drops the field, where a `Headers` would keep it trimmed.
+ */
+function droppedOverHttp2(text: string): boolean {
+  const first = text.charCodeAt(0);
+  const last = text.charCodeAt(text.length - 1);
+  return first === 32 || first === 9 || last === 32 || last === 9;
+}
+
+/**
  * Node's outgoing headers (plus any passed to `writeHead`) as a Web `Headers`. HTTP/2
  * pseudo-headers (`:status`, which `node:http2` keeps among them once the head is sent, or
  * one given to `writeHead`, which it refuses) are left out: they are no header of a response.
+ * Over HTTP/2, a value with a space or a tab at either end is left out as well: the client
+ * never gets it (see `droppedOverHttp2`), so neither does a replay.
  */
 export function headersOf(res: ServerResponse, extra?: unknown): Headers {
   const headers = new Headers();
+  const http2 = isHttp2(res);
   const add = (name: string, value: unknown) => {
     if (value === undefined || value === null || isPseudo(name)) return;
-    for (const item of Array.isArray(value) ? value : [value]) headers.append(name, String(item));
+    for (const item of Array.isArray(value) ? value : [value]) {
+      const text = String(item);
+      if (!http2 || !droppedOverHttp2(text)) headers.append(name, text);
+    }
   };
   const remove = (name: string) => {
     if (!isPseudo(name)) headers.delete(name);
@@ -124,11 +141,13 @@ function normalized(values: string[]): string {
  */
 function nodeHeadSource(res: ServerResponse, extra: unknown): ResponseHeadSource | undefined {
   const fields = new Map<string, string[]>();
+  const http2 = isHttp2(res);
   const add = (name: string, value: unknown): boolean => {
     if (value === undefined || value === null) return true;
     for (const item of Array.isArray(value) ? value : [value]) {
       const text = String(item);
       if (REFUSED_VALUE.test(text)) return false;
+      if (http2 && droppedOverHttp2(text)) continue;
       const list = fields.get(name);
       if (list) list.push(text);
       else fields.set(name, [text]);
