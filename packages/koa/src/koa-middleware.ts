@@ -1,7 +1,11 @@
 import {
+  BodyAlreadyReadError,
+  BodyTooLargeError,
+  bodyFromBytes,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
+  type RequestBody,
 } from '@idem/http';
 import {
   canonicalPath,
@@ -72,6 +76,36 @@ function detachEarlyFinishWatch(ctx: Context, warn: (message: string) => void): 
 }
 
 /**
+ * The body of the request for the fingerprint: what a body parser that ran first made of it,
+ * when it read it; else the bytes a reader that ran first kept on `ctx.request.rawBody` (a
+ * Buffer or a string, as `ctx.req.rawBody` is taken); else the raw bytes (@koa/bodyparser
+ * leaves a type it does not parse unread, with a body of {}).
+ * @throws BodyAlreadyReadError when a reader before the middleware is still reading the
+ * stream (its `'data'` listener attached or the stream flowing, `next()` called before the
+ * end): its bytes are not idem's to take or wait for, and read by two they would be neither
+ * the reader's whole body nor a trustworthy fingerprint. Also, as `nodeRequestBody`, when the
+ * bytes were read and nothing trustworthy was kept.
+ */
+function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
+  const { req } = ctx;
+  if (req.readableEnded) {
+    const parsed = (ctx.request as { body?: unknown }).body;
+    if (parsed !== undefined) return nodeRequestBody(req, parsed, limit);
+    const raw = (ctx.request as { rawBody?: unknown }).rawBody;
+    if (req.readableDidRead && (typeof raw === 'string' || raw instanceof Uint8Array)) {
+      const bytes = typeof raw === 'string' ? Buffer.from(raw) : raw;
+      if (bytes.length > limit) return Promise.reject(new BodyTooLargeError(limit));
+      return Promise.resolve(bodyFromBytes(bytes, headerValue(req.headers, 'content-type')));
+    }
+  } else if (
+    !req.readableDidRead &&
+    (req.readableFlowing === true || req.listenerCount('data') > 0)
+  )
+    return Promise.reject(new BodyAlreadyReadError());
+  return nodeRequestBody(req, undefined, limit);
+}
+
+/**
  * Koa middleware that makes POST and PATCH (by default) idempotent by their
  * `Idempotency-Key` header. Mount it with `app.use` before the routes it protects (and before
  * or after a body parser: it reads the raw body and puts it back when none ran yet), or on a
@@ -97,14 +131,7 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
       url: requestUrl(ctx.originalUrl),
       route: routeOf(ctx),
       header: (name) => headerValue(ctx.req.headers, name),
-      // What a body parser that ran first made of the body, when it read it; else the raw
-      // bytes (@koa/bodyparser leaves a type it does not parse unread, with a body of {}).
-      readBody: (limit) =>
-        nodeRequestBody(
-          ctx.req,
-          ctx.req.readableEnded ? (ctx.request as { body?: unknown }).body : undefined,
-          limit,
-        ),
+      readBody: (limit) => bodyOf(ctx, limit),
     });
     if (decision.action === 'pass') return next();
     if (decision.action === 'respond') return answer(ctx, decision);
