@@ -75,6 +75,14 @@ function detachEarlyFinishWatch(ctx: Context, warn: (message: string) => void): 
   res.__onFinished = null;
 }
 
+/** Whether the request has a body (a Content-Length past 0, a Transfer-Encoding, an HTTP/2 body). */
+function declaresBody(req: Context['req']): boolean {
+  const length = req.headers['content-length'];
+  if (length !== undefined) return length !== '0';
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  return (req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders === false;
+}
+
 /**
  * The body of the request for the fingerprint: what a body parser that ran first made of it,
  * when it read it; else the bytes a reader that ran first kept on `ctx.request.rawBody` (a
@@ -99,7 +107,8 @@ function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
     }
   } else if (
     !req.readableDidRead &&
-    (req.readableFlowing === true || req.listenerCount('data') > 0)
+    (req.readableFlowing === true || req.listenerCount('data') > 0) &&
+    declaresBody(req)
   )
     return Promise.reject(new BodyAlreadyReadError());
   return nodeRequestBody(req, undefined, limit);

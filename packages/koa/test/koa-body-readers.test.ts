@@ -166,6 +166,16 @@ describe('koa: a reader still reading the stream when idem runs', () => {
     expect(h.runs()).toBe(0);
   });
 
+  it('a request without a body, its stream resumed by a reader: not refused', async () => {
+    const h = await serve(async (ctx, next) => {
+      ctx.req.on('data', () => {});
+      await next();
+    });
+    const answer = await send(h.app.url, '/charges', { key: randomUUID() });
+    expect(answer.status).toBe(201);
+    expect(h.runs()).toBe(1);
+  });
+
   it('a reader that read to the end before next() (the usual parser): not refused', async () => {
     const h = await serve(async (ctx, next) => {
       (ctx.request as { rawBody?: unknown }).rawBody = await collect(ctx);
