@@ -649,8 +649,16 @@ class ResponseRecording implements SocketHold {
     if (this.sinking()) {
       this.closeReleased = true;
       this.closeSent = true;
-      if (this.finishHeld) this.emit.call(this.res, 'finish');
-      this.emit.call(this.res, 'close');
+      // The client left: an end made from the listeners of the held 'close' (the lease lost
+      // before the app ended) is a body cut short, as one from the request's 'close'.
+      const was = this.requestClosing;
+      this.requestClosing = true;
+      try {
+        if (this.finishHeld) this.emit.call(this.res, 'finish');
+        this.emit.call(this.res, 'close');
+      } finally {
+        this.requestClosing = was;
+      }
     }
     this.releaseHold();
   }
