@@ -76,6 +76,15 @@ function rawBodyOf(req: IncomingMessage): Uint8Array | undefined {
   if (!req.readableEnded) return undefined;
   const raw: unknown = (req as { rawBody?: unknown }).rawBody;
   if (raw instanceof Uint8Array) return raw;
-  if (typeof raw === 'string') return Buffer.from(raw);
+  if (typeof raw === 'string') return trustedText(raw);
   return undefined;
+}
+
+/**
+ * A body kept as text, as its UTF-8 bytes; undefined when it holds U+FFFD: a reader that
+ * decoded the bytes as UTF-8 puts one for every invalid sequence, so different bodies give
+ * the same text (and would be replayed each other's outcome).
+ */
+function trustedText(text: string): Uint8Array | undefined {
+  return text.includes('\uFFFD') ? undefined : Buffer.from(text);
 }

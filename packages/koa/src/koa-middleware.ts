@@ -100,8 +100,15 @@ function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
     const parsed = (ctx.request as { body?: unknown }).body;
     if (parsed !== undefined) return nodeRequestBody(req, parsed, limit);
     const raw = (ctx.request as { rawBody?: unknown }).rawBody;
-    if (req.readableDidRead && (typeof raw === 'string' || raw instanceof Uint8Array)) {
-      const bytes = typeof raw === 'string' ? Buffer.from(raw) : raw;
+    // Text with a U+FFFD is not trusted: a reader that decoded the bytes as UTF-8 puts one for
+    // every invalid sequence, so different bodies give the same text.
+    const bytes =
+      raw instanceof Uint8Array
+        ? raw
+        : typeof raw === 'string' && !raw.includes('\uFFFD')
+          ? Buffer.from(raw)
+          : undefined;
+    if (req.readableDidRead && bytes !== undefined) {
       if (bytes.length > limit) return Promise.reject(new BodyTooLargeError(limit));
       return Promise.resolve(bodyFromBytes(bytes, headerValue(req.headers, 'content-type')));
     }
