@@ -249,6 +249,18 @@ describe('koa review: @koa/bodyparser (rawBody kept) before idem', () => {
     expect(h.runs()).toBe(1);
   });
 
+  it.fails(// FINDING (MEDIUM, isolation, pre-existing, not fixed here): a text parser (@koa/bodyparser
+  // with enableTypes text; express.text() likewise) decodes as UTF-8 and sets the parsed body
+  // to a string with U+FFFD for every invalid sequence: the parsed-body path fingerprints
+  // that text, so two different bodies under one key are replayed one for the other.
+  'text parsed with invalid UTF-8: two different bodies are never replayed one for the other', async () => {
+    const h = await serve([bodyParser({ enableTypes: ['text'] }) as unknown as Reader]);
+    const key = randomUUID();
+    await postBytes(h.app, key, Buffer.from([0xff, 0x61]), 'text/plain');
+    const other = await postBytes(h.app, key, Buffer.from([0xfe, 0x61]), 'text/plain');
+    expect(other.headers['idempotent-replayed']).toBeUndefined();
+  });
+
   it('a type it does not parse (octet-stream): read by idem from the stream, told apart', async () => {
     const h = await serve([bodyParser() as unknown as Reader]);
     const key = randomUUID();
