@@ -27,6 +27,7 @@ import {
   COMPLETE_UPDATE,
   COMPLETE_UPDATE_ENCODED,
   COMPLETED,
+  CREATE_CONDITION,
   EXTEND_UPDATE,
   IN_PROGRESS,
   MAX_ACQUIRE_ATTEMPTS,
@@ -176,29 +177,49 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       checkOwner(input.owner);
       checkDuration('leaseMs', input.leaseMs);
       checkDuration('retentionMs', input.retentionMs);
-      for (let attempt = 1; attempt <= MAX_ACQUIRE_ATTEMPTS; attempt++) {
+      // Attempt 0 is the create; up to MAX_ACQUIRE_ATTEMPTS upserts follow, as before.
+      for (let attempt = 0; attempt <= MAX_ACQUIRE_ATTEMPTS; attempt++) {
         const now = clock.now();
         const leaseUntil = now + input.leaseMs;
         const expiresAt = leaseUntil + input.retentionMs;
-        const result = await requests.update(
-          'acquire',
-          input.key,
-          ACQUIRE_UPDATE,
-          ACQUIRE_CONDITION,
-          {
-            ':inProgress': IN_PROGRESS,
-            ':released': RELEASED,
-            ':fingerprint': { S: input.fingerprint },
-            ':owner': { S: input.owner },
-            ':zero': num(0),
-            ':one': num(1),
-            ':leaseUntil': num(leaseUntil),
-            ':expiresAt': num(expiresAt),
-            ':ttl': ttlOf(expiresAt),
-            ':now': num(now),
-          },
-          { onSuccess: true, onFailure: true },
-        );
+        // The first attempt creates the item if the key is new (the common case: one PutItem);
+        // one that finds an item the key is free in (released, expired, lease passed) goes on
+        // to the upsert, which computes the next fence from the stored one.
+        const result =
+          attempt === 0
+            ? await requests.create(
+                'acquire',
+                input.key,
+                {
+                  [schema.names.status]: IN_PROGRESS,
+                  [schema.names.fingerprint]: { S: input.fingerprint },
+                  [schema.names.owner]: { S: input.owner },
+                  [schema.names.fence]: num(1),
+                  [schema.names.leaseUntil]: num(leaseUntil),
+                  [schema.names.expiresAt]: num(expiresAt),
+                  [schema.names.ttl]: ttlOf(expiresAt),
+                },
+                CREATE_CONDITION,
+              )
+            : await requests.update(
+                'acquire',
+                input.key,
+                ACQUIRE_UPDATE,
+                ACQUIRE_CONDITION,
+                {
+                  ':inProgress': IN_PROGRESS,
+                  ':released': RELEASED,
+                  ':fingerprint': { S: input.fingerprint },
+                  ':owner': { S: input.owner },
+                  ':zero': num(0),
+                  ':one': num(1),
+                  ':leaseUntil': num(leaseUntil),
+                  ':expiresAt': num(expiresAt),
+                  ':ttl': ttlOf(expiresAt),
+                  ':now': num(now),
+                },
+                { onSuccess: true, onFailure: true },
+              );
         if (result.ok) {
           const old = result.old;
           const previous = old && Object.keys(old).length > 0 ? decodeItem(schema, old) : undefined;
@@ -229,7 +250,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
         }
         if (found && blocksAcquire(found, now))
           return { kind: 'found', record: await toRecord(found), now };
-        // The item changed between the write and the read: try again with the new state.
+        // A free key that already has an item (the create's answer), or an item that changed
+        // between the write and the read: the upsert, with the new state.
       }
       throw new StoreUnavailableError(
         `DynamoDB acquire gave up after ${MAX_ACQUIRE_ATTEMPTS} attempts: the item keeps changing or is not an idem record`,

@@ -30,6 +30,12 @@ export const ACQUIRE_UPDATE =
 export const ACQUIRE_CONDITION =
   'attribute_not_exists(#pk) OR #st = :released OR #ex <= :now OR ' +
   '(#st = :inProgress AND #lu <= :now AND #ow <> :owner)';
+// The first acquisition of a key the table has never held (or whose item TTL deleted): a
+// conditional PutItem of the whole record with fence 1, which is what the upsert above would
+// compute there. DynamoDB Local spends less on a PutItem than on an UpdateItem, and so does
+// the SDK (no expressions to send); any other state fails it with the live item, and the
+// upsert decides.
+export const CREATE_CONDITION = 'attribute_not_exists(#pk)';
 // Owner-checked writes: the caller's own in-progress record that has not expired (a passed
 // lease is fine as long as nobody took it over: that would have changed the owner).
 export const OWNED_CONDITION = '#ow = :owner AND #st = :inProgress AND #ex > :now';

@@ -2,6 +2,7 @@ import {
   type AttributeValue,
   type DynamoDBClient,
   GetItemCommand,
+  PutItemCommand,
   UpdateItemCommand,
 } from '@aws-sdk/client-dynamodb';
 import { toStoreError } from '@idem/core';
@@ -30,6 +31,16 @@ export interface ItemRequests {
     condition: string,
     values: Record<string, AttributeValue>,
     returnOld?: ReturnOld,
+  ): Promise<WriteResult>;
+  /**
+   * A PutItem of a new item (the key's attributes added here) on `condition`; a refused one
+   * brings back the item that failed the condition (`ALL_OLD`).
+   */
+  create(
+    operation: string,
+    key: string,
+    attributes: Record<string, AttributeValue>,
+    condition: string,
   ): Promise<WriteResult>;
   read(key: string): Promise<RawRecord | undefined>;
 }
@@ -67,6 +78,25 @@ export function createItemRequests(
           }),
         );
         return output.Attributes ? { ok: true, old: output.Attributes } : { ok: true };
+      } catch (error) {
+        if (isConditionFailure(error))
+          return error.Item ? { ok: false, item: error.Item } : { ok: false };
+        throw toStoreError(DYNAMODB_ERRORS, operation, error);
+      }
+    },
+
+    async create(operation, key, attributes, condition) {
+      try {
+        await client.send(
+          new PutItemCommand({
+            TableName: tableName,
+            Item: { ...attributes, ...itemKey(schema, key) },
+            ConditionExpression: condition,
+            ExpressionAttributeNames: names('', condition),
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        );
+        return { ok: true };
       } catch (error) {
         if (isConditionFailure(error))
           return error.Item ? { ok: false, item: error.Item } : { ok: false };
