@@ -50,6 +50,8 @@ export function setup(layout: Layout, extra: { clock?: ManualClock; maxAttempts?
 
 /** Which store operation a request belongs to, from what it sends. */
 export function classify(request: SentRequest): string {
+  // The first attempt of an acquisition is a conditional PutItem.
+  if (request.command === 'PutItemCommand') return 'acquire';
   if (request.command !== 'UpdateItemCommand') return request.command;
   const values = (request.input.ExpressionAttributeValues ?? {}) as Record<string, unknown>;
   if (':zero' in values) return 'acquire';
