@@ -31,8 +31,10 @@ import {
   EXTEND_UPDATE,
   IN_PROGRESS,
   MAX_ACQUIRE_ATTEMPTS,
+  MAX_HELD_LEASES,
   num,
   OWNED_CONDITION,
+  OWNED_PUT_CONDITION,
   RELEASE_UPDATE,
   RELEASED,
   TYPICAL_KEY_LENGTH,
@@ -57,11 +59,17 @@ import { describeError } from './sdk-errors.js';
 import { ensureTable } from './table.js';
 
 /**
- * Creates a store that keeps records in a DynamoDB table. Every write is a single
- * conditional request: acquire is one conditional UpdateItem that either takes the key or
- * returns the live item (`ReturnValuesOnConditionCheckFailure: ALL_OLD`), and complete,
- * release and extend are conditional UpdateItems on owner, status and expiry. Reads are
- * strongly consistent. Opens no connection and creates no table.
+ * Creates a store that keeps records in a DynamoDB table. Every write is a conditional
+ * request that either applies or returns the live item
+ * (`ReturnValuesOnConditionCheckFailure: ALL_OLD`). Acquire is a PutItem of the new record
+ * (`attribute_not_exists`, fence 1) for a key the table does not hold, and otherwise the
+ * upsert: one conditional UpdateItem whose fence the service computes from the stored one.
+ * Complete and release, by the store that acquired, are a PutItem of the whole item on
+ * owner, status, expiry, fence and lease (it knows every attribute the item holds), and an
+ * UpdateItem on owner, status and expiry when it does not (another process, or a heartbeat
+ * it did not see); extend is that UpdateItem. A role without `dynamodb:PutItem` gets the
+ * UpdateItem forms. Reads are strongly consistent. Opens no connection and creates no
+ * table.
  *
  * A request delivered twice (the SDK retries a request whose answer was lost) answers what
  * its first delivery would have (contract rule 7): an acquire that finds the caller's own
@@ -108,6 +116,102 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   const capabilities: StoreCapabilities = { clock: 'injectable', maxOutcomeBytes };
 
   const requests = createItemRequests(client, tableName, schema);
+
+  /**
+   * What this process last wrote for an acquisition it holds, by owner token: enough to
+   * write the whole item back on completion or release (one PutItem, conditional on the
+   * owner, status, expiry, fence and lease) instead of an UpdateItem. Advisory only: a
+   * missing or stale entry costs the UpdateItem, never a wrong write. This store's writes of
+   * one held lease (heartbeats, completion, release) take turns, so that the lease it
+   * remembers is the one the service holds: a heartbeat still on its way when the
+   * completion starts is waited for, not raced.
+   */
+  interface HeldLease {
+    key: string;
+    fingerprint: string;
+    fence: number;
+    leaseUntil: number;
+    /** The write in progress on this lease, if any: the next one waits for it. */
+    tail?: Promise<void>;
+    /** A completion or release was sent: the item is no longer known. */
+    ended?: boolean;
+  }
+  const held = new Map<string, HeldLease>();
+  function hold(lease: Omit<HeldLease, 'tail' | 'ended'> & { owner: string }): void {
+    held.delete(lease.owner);
+    if (held.size >= MAX_HELD_LEASES) {
+      const oldest = held.keys().next();
+      if (!oldest.done) held.delete(oldest.value);
+    }
+    held.set(lease.owner, {
+      key: lease.key,
+      fingerprint: lease.fingerprint,
+      fence: lease.fence,
+      leaseUntil: lease.leaseUntil,
+    });
+  }
+  interface Turn {
+    /** The held lease, unless this store holds none for the key and owner (or it ended). */
+    lease?: HeldLease;
+    leave(): void;
+  }
+  const NO_TURN: Turn = { leave() {} };
+  /** Waits until the previous write on this key and owner's held lease settled. */
+  async function takeTurn(key: string, owner: string): Promise<Turn> {
+    const lease = held.get(owner);
+    if (lease === undefined || lease.key !== key) return NO_TURN;
+    const previous = lease.tail;
+    let settle: () => void = () => {};
+    const mine = new Promise<void>((resolve) => {
+      settle = resolve;
+    });
+    lease.tail = mine;
+    if (previous) await previous;
+    return {
+      ...(lease.ended ? {} : { lease }),
+      leave() {
+        if (lease.tail === mine) delete lease.tail;
+        settle();
+      },
+    };
+  }
+  function end(owner: string, lease: HeldLease): void {
+    lease.ended = true;
+    if (held.get(owner) === lease) held.delete(owner);
+  }
+
+  /**
+   * The owner-checked write as a PutItem of the whole item (`item` plus what the held lease
+   * knows). Answers `undefined` when it could not decide (the item is still this owner's
+   * in-progress record but changed since: a heartbeat this store did not see; PutItem not
+   * permitted), and the caller sends the UpdateItem.
+   */
+  async function ownerPut(
+    operation: string,
+    key: string,
+    owner: string,
+    now: number,
+    lease: HeldLease,
+    item: Record<string, AttributeValue>,
+  ): Promise<{ ok: true } | { ok: false; found?: RawRecord } | undefined> {
+    end(owner, lease);
+    const { names } = schema;
+    item[names.fingerprint] = { S: lease.fingerprint };
+    item[names.owner] = { S: owner };
+    item[names.fence] = num(lease.fence);
+    const result = await requests.create(operation, key, item, OWNED_PUT_CONDITION, {
+      ':owner': { S: owner },
+      ':inProgress': IN_PROGRESS,
+      ':now': num(now),
+      ':fence': num(lease.fence),
+      ':heldLease': num(lease.leaseUntil),
+    });
+    if (result === undefined) return undefined;
+    if (result.ok) return { ok: true };
+    if (!result.item) return undefined;
+    const found = decodeItem(schema, result.item);
+    return ownRecord(found, 'in_progress', owner, now) ? undefined : { ok: false, found };
+  }
 
   async function toRecord(raw: RawRecord): Promise<StoredRecord> {
     const record: StoredRecord = {
@@ -220,12 +324,16 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
                 },
                 { onSuccess: true, onFailure: true },
               );
+        // PutItem not permitted: the upsert does it all.
+        if (result === undefined) continue;
         if (result.ok) {
           const old = result.old;
           const previous = old && Object.keys(old).length > 0 ? decodeItem(schema, old) : undefined;
+          const fence = (previous?.fence ?? 0) + 1;
+          hold({ ...input, fence, leaseUntil });
           return {
             kind: 'acquired',
-            fence: (previous?.fence ?? 0) + 1,
+            fence,
             leaseUntil,
             // A lease that passed within retention: another owner's execution was cut short.
             takeover: previous?.status === 'in_progress' && now < previous.expiresAt,
@@ -244,8 +352,10 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
             ':expiresAt': num(expiresAt),
             ':ttl': ttlOf(expiresAt),
           });
-          if (renewed.ok)
+          if (renewed.ok) {
+            hold({ ...input, fingerprint: found.fingerprint, fence: found.fence, leaseUntil });
             return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false };
+          }
           continue;
         }
         if (found && blocksAcquire(found, now))
@@ -268,8 +378,10 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       const packed = await packOutcome(input.outcome, threshold);
       const limit = outcomeBudget(schema, input.key, input.owner, packed.encoding);
       if (packed.bytes.length > limit) throw new OutcomeTooLargeError(packed.bytes.length, limit);
+      const turn = await takeTurn(input.key, input.owner);
       const now = clock.now();
       const expiresAt = now + input.retentionMs;
+      const { names } = schema;
       const values: Record<string, AttributeValue> = {
         ':completed': COMPLETED,
         ':expiresAt': num(expiresAt),
@@ -279,7 +391,20 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       if (packed.encoding !== undefined) values[':encoding'] = { S: packed.encoding };
       const expression = packed.encoding === undefined ? COMPLETE_UPDATE : COMPLETE_UPDATE_ENCODED;
       try {
-        const written = await ownerWrite(
+        const { lease } = turn;
+        let written: Awaited<ReturnType<typeof ownerPut>>;
+        if (lease) {
+          const item: Record<string, AttributeValue> = {
+            [names.status]: COMPLETED,
+            [names.leaseUntil]: num(lease.leaseUntil),
+            [names.expiresAt]: values[':expiresAt'] as AttributeValue,
+            [names.ttl]: values[':ttl'] as AttributeValue,
+            [names.outcome]: values[':outcome'] as AttributeValue,
+          };
+          if (packed.encoding !== undefined) item[names.outcomeEncoding] = { S: packed.encoding };
+          written = await ownerPut('complete', input.key, input.owner, now, lease, item);
+        }
+        written ??= await ownerWrite(
           'complete',
           input.key,
           input.owner,
@@ -306,38 +431,68 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
           throw new OutcomeTooLargeError(packed.bytes.length, limit);
         }
         throw error;
+      } finally {
+        turn.leave();
       }
     },
 
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
       checkDuration('retentionMs', input.retentionMs);
-      const now = clock.now();
-      const expiresAt = now + input.retentionMs;
-      const written = await ownerWrite(
-        'release',
-        input.key,
-        input.owner,
-        now,
-        RELEASE_UPDATE,
-        { ':released': RELEASED, ':expiresAt': num(expiresAt), ':ttl': ttlOf(expiresAt) },
-        true,
-      );
-      // This owner's tombstone already: this release, delivered again.
-      return ownerWriteResult(written.ok || ownRecord(written.found, 'released', input.owner, now));
+      checkSizes(schema, input.key);
+      checkOwner(input.owner);
+      const turn = await takeTurn(input.key, input.owner);
+      try {
+        const now = clock.now();
+        const expiresAt = now + input.retentionMs;
+        const { names } = schema;
+        const written =
+          (turn.lease &&
+            (await ownerPut('release', input.key, input.owner, now, turn.lease, {
+              [names.status]: RELEASED,
+              [names.leaseUntil]: num(now),
+              [names.expiresAt]: num(expiresAt),
+              [names.ttl]: ttlOf(expiresAt),
+            }))) ??
+          (await ownerWrite(
+            'release',
+            input.key,
+            input.owner,
+            now,
+            RELEASE_UPDATE,
+            { ':released': RELEASED, ':expiresAt': num(expiresAt), ':ttl': ttlOf(expiresAt) },
+            true,
+          ));
+        // This owner's tombstone already: this release, delivered again.
+        return ownerWriteResult(
+          written.ok || ownRecord(written.found, 'released', input.owner, now),
+        );
+      } finally {
+        turn.leave();
+      }
     },
 
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
       checkDuration('leaseMs', input.leaseMs);
       checkDuration('retentionMs', input.retentionMs);
-      const now = clock.now();
-      const leaseUntil = now + input.leaseMs;
-      const expiresAt = leaseUntil + input.retentionMs;
-      const written = await ownerWrite('extend', input.key, input.owner, now, EXTEND_UPDATE, {
-        ':leaseUntil': num(leaseUntil),
-        ':expiresAt': num(expiresAt),
-        ':ttl': ttlOf(expiresAt),
-      });
-      return ownerWriteResult(written.ok, leaseUntil);
+      const turn = await takeTurn(input.key, input.owner);
+      try {
+        const now = clock.now();
+        const leaseUntil = now + input.leaseMs;
+        const expiresAt = leaseUntil + input.retentionMs;
+        const written = await ownerWrite('extend', input.key, input.owner, now, EXTEND_UPDATE, {
+          ':leaseUntil': num(leaseUntil),
+          ':expiresAt': num(expiresAt),
+          ':ttl': ttlOf(expiresAt),
+        });
+        // The held lease follows the heartbeat; a refused one is no longer this owner's.
+        if (turn.lease) {
+          if (written.ok) turn.lease.leaseUntil = leaseUntil;
+          else end(input.owner, turn.lease);
+        }
+        return ownerWriteResult(written.ok, leaseUntil);
+      } finally {
+        turn.leave();
+      }
     },
 
     async get(key: string): Promise<StoredRecord | undefined> {

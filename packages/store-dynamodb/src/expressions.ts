@@ -39,6 +39,17 @@ export const CREATE_CONDITION = 'attribute_not_exists(#pk)';
 // Owner-checked writes: the caller's own in-progress record that has not expired (a passed
 // lease is fine as long as nobody took it over: that would have changed the owner).
 export const OWNED_CONDITION = '#ow = :owner AND #st = :inProgress AND #ex > :now';
+// The same check as a PutItem's condition, for a completion or release that writes the
+// whole item: the owner's process remembers the fence and lease it last wrote, and the
+// condition checks them too, so an item another write changed in between (a heartbeat
+// whose answer was lost, a racing one, a redelivered acquire after a release) refuses the
+// PutItem and the store falls back to the UpdateItem above. A live item of this owner holds
+// nothing else: its acquisition wrote every attribute, and every other writer changes the
+// owner, the fence or the lease.
+export const OWNED_PUT_CONDITION = `${OWNED_CONDITION} AND #fe = :fence AND #lu = :heldLease`;
+// Owner leases a store remembers for the PutItem completion; past this, the oldest are
+// forgotten and their completion is the UpdateItem.
+export const MAX_HELD_LEASES = 10_000;
 export const COMPLETE_UPDATE = 'SET #st = :completed, #ex = :expiresAt, #tt = :ttl, #oc = :outcome';
 export const COMPLETE_UPDATE_ENCODED = `${COMPLETE_UPDATE}, #oe = :encoding`;
 export const RELEASE_UPDATE = 'SET #st = :released, #lu = :now, #ex = :expiresAt, #tt = :ttl';

@@ -7,7 +7,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import { toStoreError } from '@idem/core';
 import { decodeItem, type ItemSchema, itemKey, namesFor, type RawRecord } from './record-item.js';
-import { DYNAMODB_ERRORS, isConditionFailure } from './sdk-errors.js';
+import { DYNAMODB_ERRORS, isConditionFailure, isNamed } from './sdk-errors.js';
 
 /** What a conditional write answered: applied, or refused with the item it found. */
 export type WriteResult =
@@ -33,15 +33,20 @@ export interface ItemRequests {
     returnOld?: ReturnOld,
   ): Promise<WriteResult>;
   /**
-   * A PutItem of a new item (the key's attributes added here) on `condition`; a refused one
-   * brings back the item that failed the condition (`ALL_OLD`).
+   * A PutItem of a whole item (the key's attributes added here) on `condition` (with its
+   * `values`, if any); a refused one brings back the item that failed the condition
+   * (`ALL_OLD`). Answers `undefined` when the caller may not send PutItem (a role that
+   * grants only `GetItem` and `UpdateItem`, which is all this store needed before it sent
+   * PutItem): nothing was written, and the caller sends its UpdateItem instead, from then
+   * on without trying.
    */
   create(
     operation: string,
     key: string,
     attributes: Record<string, AttributeValue>,
     condition: string,
-  ): Promise<WriteResult>;
+    values?: Record<string, AttributeValue>,
+  ): Promise<WriteResult | undefined>;
   read(key: string): Promise<RawRecord | undefined>;
 }
 
@@ -61,6 +66,8 @@ export function createItemRequests(
     }
     return found;
   }
+
+  let putDenied = false;
 
   return {
     async update(operation, key, update, condition, values, returnOld = {}) {
@@ -85,7 +92,8 @@ export function createItemRequests(
       }
     },
 
-    async create(operation, key, attributes, condition) {
+    async create(operation, key, attributes, condition, values) {
+      if (putDenied) return undefined;
       try {
         await client.send(
           new PutItemCommand({
@@ -93,6 +101,7 @@ export function createItemRequests(
             Item: { ...attributes, ...itemKey(schema, key) },
             ConditionExpression: condition,
             ExpressionAttributeNames: names('', condition),
+            ExpressionAttributeValues: values,
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
           }),
         );
@@ -100,6 +109,10 @@ export function createItemRequests(
       } catch (error) {
         if (isConditionFailure(error))
           return error.Item ? { ok: false, item: error.Item } : { ok: false };
+        if (isNamed(error, 'AccessDeniedException')) {
+          putDenied = true;
+          return undefined;
+        }
         throw toStoreError(DYNAMODB_ERRORS, operation, error);
       }
     },

@@ -50,8 +50,15 @@ export function setup(layout: Layout, extra: { clock?: ManualClock; maxAttempts?
 
 /** Which store operation a request belongs to, from what it sends. */
 export function classify(request: SentRequest): string {
-  // The first attempt of an acquisition is a conditional PutItem.
-  if (request.command === 'PutItemCommand') return 'acquire';
+  // The first attempt of an acquisition is a conditional PutItem of an in-progress item; a
+  // completion or release by the process that holds the lease is one of the whole item.
+  if (request.command === 'PutItemCommand') {
+    const item = (request.input.Item ?? {}) as Record<string, { S?: string }>;
+    const statuses = Object.values(item).map((value) => value.S);
+    if (statuses.includes('completed')) return 'complete';
+    if (statuses.includes('released')) return 'release';
+    return 'acquire';
+  }
   if (request.command !== 'UpdateItemCommand') return request.command;
   const values = (request.input.ExpressionAttributeValues ?? {}) as Record<string, unknown>;
   if (':zero' in values) return 'acquire';
