@@ -365,7 +365,7 @@ for (const [name, acquire] of Object.entries(variants)) {
   shapes[`req ${name}`] = () => acquire(fresh(), owner());
 }
 // idem's first acquisition as a PutItem (fresh keys only: fence 1), for comparison.
-function idemPut(key, who) {
+function idemPut(key, who, leaseUntil) {
   const now = Date.now();
   return rawClient.send(
     new PutItemCommand({
@@ -376,7 +376,7 @@ function idemPut(key, who) {
         fingerprint: { S: '' },
         owner: { S: who },
         fence: N(1),
-        leaseUntil: N(now + 30_000),
+        leaseUntil: N(leaseUntil ?? now + 30_000),
         expiresAt: N(now + 86_430_000),
         ttl: N(Math.ceil((now + 86_430_000) / 1000)),
       },
@@ -402,6 +402,45 @@ shapes['raw idem-put replay'] = async (i) => {
     })
   )[i % 64];
   await conditionFails(idemPut(key, owner()));
+};
+// The completion as a conditional PutItem of the whole completed item (the owner knows the
+// fence, fingerprint and lease it wrote; the condition checks them with owner and status).
+function idemPutComplete(key, who, leaseUntil, outcome = { B: idemOutcome(key) }) {
+  const now = Date.now();
+  return rawClient.send(
+    new PutItemCommand({
+      TableName: T.idem,
+      Item: {
+        pk: { S: key },
+        status: { S: 'completed' },
+        fingerprint: { S: '' },
+        owner: { S: who },
+        fence: N(1),
+        leaseUntil: N(leaseUntil),
+        expiresAt: N(now + 86_400_000),
+        ttl: N(Math.ceil((now + 86_400_000) / 1000)),
+        outcome,
+      },
+      ConditionExpression:
+        '#ow = :owner AND #st = :inProgress AND #ex > :now AND #fe = :fence AND #lu = :leaseUntil',
+      ExpressionAttributeNames: pick('#ow', '#st', '#ex', '#fe', '#lu'),
+      ExpressionAttributeValues: {
+        ':owner': { S: who },
+        ':inProgress': { S: 'in_progress' },
+        ':now': N(now),
+        ':fence': N(1),
+        ':leaseUntil': N(leaseUntil),
+      },
+      ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+    }),
+  );
+}
+shapes['raw idem put-put cycle'] = async () => {
+  const key = fresh();
+  const who = owner();
+  const leaseUntil = Date.now() + 30_000;
+  await idemPut(key, who, leaseUntil);
+  await idemPutComplete(key, who, leaseUntil);
 };
 shapes['req idem acquire'] = () => idemAcquire(fresh(), owner());
 shapes['req pt put'] = () => ptPut(fresh());
