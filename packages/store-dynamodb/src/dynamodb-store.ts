@@ -150,6 +150,19 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       leaseUntil: lease.leaseUntil,
     });
   }
+  // Keys this store released: their item (a tombstone) exists, so their next acquire goes
+  // straight to the upsert instead of a PutItem that would fail first (a retry after a
+  // failed execution, on the same process). Bounded like the held leases; a stale entry only
+  // costs the upsert's request kind.
+  const tombstones = new Set<string>();
+  function rememberTombstone(key: string): void {
+    tombstones.delete(key);
+    if (tombstones.size >= MAX_HELD_LEASES) {
+      const oldest = tombstones.values().next();
+      if (!oldest.done) tombstones.delete(oldest.value);
+    }
+    tombstones.add(key);
+  }
   interface Turn {
     /** The held lease, unless this store holds none for the key and owner (or it ended). */
     lease?: HeldLease;
@@ -281,8 +294,10 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       checkOwner(input.owner);
       checkDuration('leaseMs', input.leaseMs);
       checkDuration('retentionMs', input.retentionMs);
-      // Attempt 0 is the create; up to MAX_ACQUIRE_ATTEMPTS upserts follow, as before.
-      for (let attempt = 0; attempt <= MAX_ACQUIRE_ATTEMPTS; attempt++) {
+      // Attempt 0 is the create (skipped for a key this store released); up to
+      // MAX_ACQUIRE_ATTEMPTS upserts follow, as before.
+      const first = tombstones.delete(input.key) ? 1 : 0;
+      for (let attempt = first; attempt <= MAX_ACQUIRE_ATTEMPTS; attempt++) {
         const now = clock.now();
         const leaseUntil = now + input.leaseMs;
         const expiresAt = leaseUntil + input.retentionMs;
@@ -463,9 +478,9 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
             true,
           ));
         // This owner's tombstone already: this release, delivered again.
-        return ownerWriteResult(
-          written.ok || ownRecord(written.found, 'released', input.owner, now),
-        );
+        const released = written.ok || ownRecord(written.found, 'released', input.owner, now);
+        if (released) rememberTombstone(input.key);
+        return ownerWriteResult(released);
       } finally {
         turn.leave();
       }

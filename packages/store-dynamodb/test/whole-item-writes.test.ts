@@ -66,8 +66,11 @@ describe.each(layouts)('DynamoDB whole-item completion and release: $name', (lay
       leaseUntil: clock.now(),
       expiresAt: clock.now() + HOUR,
     });
-    // The tombstone keeps the fence: the next acquisition gets 2.
+    // The tombstone keeps the fence: the next acquisition gets 2, and since this store wrote
+    // the tombstone it sends the upsert alone (no PutItem to fail first).
+    t.sent.length = 0;
     expect(await t.store.acquire(acquireInput(released))).toMatchObject({ fence: 2 });
+    expect(t.sent.map((r) => r.command)).toEqual(['UpdateItemCommand']);
   });
 
   it('a heartbeat this process did not see (another store, or a lost answer) makes it the UpdateItem, lease kept', async () => {
