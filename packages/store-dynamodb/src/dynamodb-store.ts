@@ -121,23 +121,23 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
    * What this process last wrote for an acquisition it holds, by owner token: enough to
    * write the whole item back on completion or release (one PutItem, conditional on the
    * owner, status, expiry, fence and lease) instead of an UpdateItem. Advisory only: a
-   * missing or stale entry costs the UpdateItem, never a wrong write. This store's writes of
-   * one held lease (heartbeats, completion, release) take turns, so that the lease it
-   * remembers is the one the service holds: a heartbeat still on its way when the
-   * completion starts is waited for, not raced.
+   * missing or stale entry costs the UpdateItem, never a wrong write. A completion or release
+   * that starts while another write of the lease is on its way (a heartbeat) does not wait
+   * for it, which would tie its time to that request's (one that never answers would hold
+   * the completion forever): it sends the UpdateItem, which does not need the lease.
    */
   interface HeldLease {
     key: string;
     fingerprint: string;
     fence: number;
     leaseUntil: number;
-    /** The write in progress on this lease, if any: the next one waits for it. */
-    tail?: Promise<void>;
+    /** Writes of this lease on their way. */
+    inFlight?: number;
     /** A completion or release was sent: the item is no longer known. */
     ended?: boolean;
   }
   const held = new Map<string, HeldLease>();
-  function hold(lease: Omit<HeldLease, 'tail' | 'ended'> & { owner: string }): void {
+  function hold(lease: Omit<HeldLease, 'inFlight' | 'ended'> & { owner: string }): void {
     held.delete(lease.owner);
     if (held.size >= MAX_HELD_LEASES) {
       const oldest = held.keys().next();
@@ -164,27 +164,29 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     tombstones.add(key);
   }
   interface Turn {
-    /** The held lease, unless this store holds none for the key and owner (or it ended). */
+    /**
+     * The held lease, unless this store holds none for the key and owner, it ended, or
+     * (`exclusive`) another write of it is on its way.
+     */
     lease?: HeldLease;
     leave(): void;
   }
   const NO_TURN: Turn = { leave() {} };
-  /** Waits until the previous write on this key and owner's held lease settled. */
-  async function takeTurn(key: string, owner: string): Promise<Turn> {
+  /** Counts this write of the key and owner's held lease; never waits. */
+  function takeTurn(key: string, owner: string, exclusive: boolean): Turn {
     const lease = held.get(owner);
     if (lease === undefined || lease.key !== key) return NO_TURN;
-    const previous = lease.tail;
-    let settle: () => void = () => {};
-    const mine = new Promise<void>((resolve) => {
-      settle = resolve;
-    });
-    lease.tail = mine;
-    if (previous) await previous;
+    const busy = (lease.inFlight ?? 0) > 0;
+    lease.inFlight = (lease.inFlight ?? 0) + 1;
+    // A completion or release racing another write of the lease: the item is no longer known.
+    if (exclusive && busy) end(owner, lease);
+    let left = false;
     return {
       ...(lease.ended ? {} : { lease }),
       leave() {
-        if (lease.tail === mine) delete lease.tail;
-        settle();
+        if (left) return;
+        left = true;
+        lease.inFlight = (lease.inFlight ?? 1) - 1;
       },
     };
   }
@@ -393,7 +395,6 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       const packed = await packOutcome(input.outcome, threshold);
       const limit = outcomeBudget(schema, input.key, input.owner, packed.encoding);
       if (packed.bytes.length > limit) throw new OutcomeTooLargeError(packed.bytes.length, limit);
-      const turn = await takeTurn(input.key, input.owner);
       const now = clock.now();
       const expiresAt = now + input.retentionMs;
       const { names } = schema;
@@ -405,6 +406,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       };
       if (packed.encoding !== undefined) values[':encoding'] = { S: packed.encoding };
       const expression = packed.encoding === undefined ? COMPLETE_UPDATE : COMPLETE_UPDATE_ENCODED;
+      const turn = takeTurn(input.key, input.owner, true);
       try {
         const { lease } = turn;
         let written: Awaited<ReturnType<typeof ownerPut>>;
@@ -455,7 +457,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       checkDuration('retentionMs', input.retentionMs);
       checkSizes(schema, input.key);
       checkOwner(input.owner);
-      const turn = await takeTurn(input.key, input.owner);
+      const turn = takeTurn(input.key, input.owner, true);
       try {
         const now = clock.now();
         const expiresAt = now + input.retentionMs;
@@ -489,7 +491,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
       checkDuration('leaseMs', input.leaseMs);
       checkDuration('retentionMs', input.retentionMs);
-      const turn = await takeTurn(input.key, input.owner);
+      const turn = takeTurn(input.key, input.owner, false);
       try {
         const now = clock.now();
         const leaseUntil = now + input.leaseMs;

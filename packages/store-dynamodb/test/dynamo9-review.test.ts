@@ -205,10 +205,10 @@ describe.each(layouts)('dynamo9 review: $name', (layout) => {
     expect(await t.raw(key)).toEqual(before);
   });
 
-  // FINDING (MEDIUM): complete/release awaited an in-flight heartbeat's promise with no bound;
+  // FINDING (MEDIUM, fixed): complete/release awaited an in-flight heartbeat's promise with no bound;
   // a heartbeat request that never answers held the completion (and every engine retry of it,
   // queued behind) forever, while a healthy service would have taken its UpdateItem.
-  it.fails('a completion is not held up by a heartbeat whose request never answers (FINDING MEDIUM: completion waited for the in-flight heartbeat with no time limit)', async () => {
+  it('a completion is not held up by a heartbeat whose request never answers (FINDING MEDIUM: completion waited for the in-flight heartbeat with no time limit)', async () => {
     const t = setup(layout);
     const hang = gate();
     let hung = false;
@@ -421,9 +421,9 @@ describe('dynamo9 review: memo bounds (no service: a client that accepts every w
     expect(sent).toEqual(['UpdateItemCommand', 'PutItemCommand', 'PutItemCommand']);
   });
 
-  // FINDING (LOW): complete took its turn before reading the clock, outside try/finally; a throw
+  // FINDING (LOW, fixed): complete took its turn before reading the clock, outside try/finally; a throw
   // there left the turn taken, and every later write of that lease waited forever.
-  it.fails('a completion whose clock throws leaves no turn behind: a later heartbeat still answers (FINDING LOW: the turn was taken before the clock was read and never left)', async () => {
+  it('a completion whose clock throws leaves no turn behind: a later heartbeat still answers (FINDING LOW: the turn was taken before the clock was read and never left)', async () => {
     let fail = false;
     const clock = {
       now() {
