@@ -150,6 +150,16 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       leaseUntil: lease.leaseUntil,
     });
   }
+  // The attributes a record is made of. An item that holds any other (an operator's tag, an
+  // attribute an application or another layout added) is never written whole: a PutItem
+  // would drop what the UpdateItem keeps, so its completion is the UpdateItem.
+  const ownAttributes = new Set<string>([
+    schema.layout.partitionKey,
+    ...(schema.layout.single ? [schema.layout.single.sortKey] : []),
+    ...Object.values(schema.names),
+  ]);
+  const onlyOwnAttributes = (item: Record<string, AttributeValue>): boolean =>
+    Object.keys(item).every((name) => ownAttributes.has(name));
   // Keys this store released: their item (a tombstone) exists, so their next acquire goes
   // straight to the upsert instead of a PutItem that would fail first (a retry after a
   // failed execution, on the same process). Bounded like the held leases; a stale entry only
@@ -347,7 +357,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
           const old = result.old;
           const previous = old && Object.keys(old).length > 0 ? decodeItem(schema, old) : undefined;
           const fence = (previous?.fence ?? 0) + 1;
-          hold({ ...input, fence, leaseUntil });
+          if (!old || onlyOwnAttributes(old)) hold({ ...input, fence, leaseUntil });
           return {
             kind: 'acquired',
             fence,
@@ -370,7 +380,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
             ':ttl': ttlOf(expiresAt),
           });
           if (renewed.ok) {
-            hold({ ...input, fingerprint: found.fingerprint, fence: found.fence, leaseUntil });
+            if (result.item && onlyOwnAttributes(result.item))
+              hold({ ...input, fingerprint: found.fingerprint, fence: found.fence, leaseUntil });
             return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false };
           }
           continue;
