@@ -297,6 +297,108 @@ describe.each(layouts)('dynamo9 review: $name', (layout) => {
     expect((await t.raw(third.key))?.opsTag).toEqual({ S: 'keep-me' });
   });
 
+  it('a heartbeat that landed but whose answer was lost for good leaves a stale memo: the PutItem is refused on the lease and the UpdateItem completes', async () => {
+    const clock = new ManualClock(Date.now());
+    const t = setup(layout, { clock, maxAttempts: 1 });
+    const lose = loseAnswers(t.client);
+    const key = newKey();
+    const input = acquireInput(key, { leaseMs: 1_000 });
+    await t.store.acquire(input);
+    clock.advance(300);
+    lose.drop = 1;
+    await expect(t.store.extend({ ...input, leaseMs: 9_000 })).rejects.toThrow();
+    const leaseUntil = clock.now() + 9_000;
+    t.take();
+    expect(
+      await t.store.complete({ ...input, outcome: bytes('after'), retentionMs: HOUR }),
+    ).toEqual({
+      ok: true,
+    });
+    expect(t.take()).toEqual(['complete', 'complete']);
+    expect(decodeRaw(layout, (await t.raw(key))!)).toMatchObject({
+      status: 'completed',
+      leaseUntil,
+      fence: 1,
+      outcome: bytes('after'),
+    });
+  });
+
+  it('a PutItem that applied, lost its answer, and whose SDK retry was denied (AccessDenied) is still recognised: acquire renews, complete answers ok', async () => {
+    const t = setup(layout);
+    let mode: 'none' | 'applied' | 'denied' = 'none';
+    t.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'PutItemCommand' && mode === 'denied') {
+          mode = 'none';
+          throw Object.assign(new Error('not authorized to perform: dynamodb:PutItem'), {
+            name: 'AccessDeniedException',
+          });
+        }
+        const output = await next(args);
+        if (context.commandName === 'PutItemCommand' && mode === 'applied') {
+          mode = 'denied';
+          throw Object.assign(new Error('socket hang up'), {
+            name: 'TimeoutError',
+            code: 'ECONNRESET',
+          });
+        }
+        return output;
+      },
+      { step: 'deserialize', name: 'reviewAppliedThenDenied', priority: 'low' },
+    );
+    const key = newKey();
+    const input = acquireInput(key);
+    mode = 'applied';
+    expect(await t.store.acquire(input)).toMatchObject({
+      kind: 'acquired',
+      fence: 1,
+      takeover: false,
+    });
+    expect(decodeRaw(layout, (await t.raw(key))!)).toMatchObject({ owner: input.owner, fence: 1 });
+    // PutItem is now off for this store: the completion is the UpdateItem.
+    expect(await t.store.complete({ ...input, outcome: bytes('one'), retentionMs: HOUR })).toEqual({
+      ok: true,
+    });
+    expect(decodeRaw(layout, (await t.raw(key))!)).toMatchObject({
+      status: 'completed',
+      outcome: bytes('one'),
+    });
+  });
+
+  it('a completion PutItem that applied, lost its answer, and whose retry was denied falls back to an UpdateItem that recognises its own completion', async () => {
+    const t = setup(layout);
+    const key = newKey();
+    const input = acquireInput(key);
+    await t.store.acquire(input);
+    let mode: 'applied' | 'denied' | 'none' = 'applied';
+    t.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === 'PutItemCommand' && mode === 'denied') {
+          mode = 'none';
+          throw Object.assign(new Error('denied'), { name: 'AccessDeniedException' });
+        }
+        const output = await next(args);
+        if (context.commandName === 'PutItemCommand' && mode === 'applied') {
+          mode = 'denied';
+          throw Object.assign(new Error('socket hang up'), {
+            name: 'TimeoutError',
+            code: 'ECONNRESET',
+          });
+        }
+        return output;
+      },
+      { step: 'deserialize', name: 'reviewCompleteAppliedThenDenied', priority: 'low' },
+    );
+    t.take();
+    expect(await t.store.complete({ ...input, outcome: bytes('one'), retentionMs: HOUR })).toEqual({
+      ok: true,
+    });
+    expect(t.take()).toEqual(['complete', 'complete', 'complete']);
+    expect(await t.store.complete({ ...input, outcome: bytes('two'), retentionMs: HOUR })).toEqual(
+      NOT_OWNER,
+    );
+  });
+
   it('one owner token on two keys: the memo follows the latest, both complete, each with its own outcome', async () => {
     const t = setup(layout);
     const a = acquireInput(newKey(), { fingerprint: 'fa' });
