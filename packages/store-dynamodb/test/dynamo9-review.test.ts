@@ -399,6 +399,44 @@ describe.each(layouts)('dynamo9 review: $name', (layout) => {
     );
   });
 
+  it('only AccessDeniedException turns PutItem off, and only for the store that got it', async () => {
+    const t = setup(layout, { maxAttempts: 1 });
+    let fail: string | undefined;
+    const sent: string[] = [];
+    const client = {
+      send(command: { constructor: { name: string } }) {
+        sent.push(command.constructor.name);
+        if (command instanceof PutItemCommand && fail) {
+          const name = fail;
+          fail = undefined;
+          return Promise.reject(Object.assign(new Error(name), { name, $retryable: {} }));
+        }
+        return t.client.send(command as PutItemCommand);
+      },
+    };
+    const flaky = storeOn(layout, t, client);
+    const other = storeOn(layout, t, client);
+    // A throttled or failed PutItem is a store error, not a lost permission.
+    for (const name of [
+      'ProvisionedThroughputExceededException',
+      'InternalServerError',
+      'ThrottlingException',
+    ]) {
+      fail = name;
+      await expect(flaky.acquire(acquireInput(newKey()))).rejects.toThrow();
+    }
+    sent.length = 0;
+    await flaky.acquire(acquireInput(newKey()));
+    expect(sent).toEqual(['PutItemCommand']);
+    // Denied on one store: that store sends the upsert from then on; the other keeps PutItem.
+    fail = 'AccessDeniedException';
+    await flaky.acquire(acquireInput(newKey()));
+    sent.length = 0;
+    await flaky.acquire(acquireInput(newKey()));
+    await other.acquire(acquireInput(newKey()));
+    expect(sent).toEqual(['UpdateItemCommand', 'PutItemCommand']);
+  });
+
   it('one owner token on two keys: the memo follows the latest, both complete, each with its own outcome', async () => {
     const t = setup(layout);
     const a = acquireInput(newKey(), { fingerprint: 'fa' });
