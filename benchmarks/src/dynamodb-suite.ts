@@ -124,7 +124,7 @@ export async function runDynamoDbSuite(
             ? 'DynamoDB Local (-inMemory) started by the benchmark on this machine: emulator figures, not AWS'
             : `DynamoDB at DYNAMODB_ENDPOINT ${local.endpoint}`,
           `cycle: a first execution on a new key (the operation returns a ${RESULT_BYTES}-byte JSON result); replay: the same call on a completed key`,
-          'idem: @idem/store-dynamodb (two conditional UpdateItems a cycle, one failing conditional UpdateItem a replay); Powertools: DynamoDBPersistenceLayer (conditional PutItem + UpdateItem a cycle, one failing conditional PutItem a replay)',
+          'idem: @idem/store-dynamodb (a conditional PutItem acquire + a conditional whole-item PutItem completion a cycle, one failing conditional PutItem a replay; UpdateItem when the key has an item or the store did not acquire it); Powertools: DynamoDBPersistenceLayer (conditional PutItem + UpdateItem a cycle, one failing conditional PutItem a replay)',
           'raw SDK: PutItem + UpdateItem a cycle, one consistent GetItem a replay, no conditions; each contender has its own client and table',
         ],
         concurrencies: profile.concurrency.dynamodb,
