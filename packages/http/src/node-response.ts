@@ -134,69 +134,156 @@ function normalized(values: string[]): string {
   return values.map((value) => value.replace(EDGE_WHITESPACE, '')).join(', ');
 }
 
+/** A header value as {@link headersOf} gives it: each item stripped, joined by `, `. */
+function normalizedValue(value: string | readonly string[]): string {
+  if (typeof value !== 'string') return normalized(value as string[]);
+  const last = value.length - 1;
+  // Usually nothing to strip: no regular expression run.
+  return last >= 0 &&
+    (isEdgeWhitespace(value.charCodeAt(0)) || isEdgeWhitespace(value.charCodeAt(last)))
+    ? value.replace(EDGE_WHITESPACE, '')
+    : value;
+}
+
+/** Tab, LF, CR or space: what a `Headers` strips from both ends of a value. */
+function isEdgeWhitespace(code: number): boolean {
+  return code === 32 || code === 9 || code === 10 || code === 13;
+}
+
+/**
+ * A header value as text, or its items (an array), or undefined when a `Headers` refuses one
+ * (see `REFUSED_VALUE`). Over HTTP/2 (`http2`), the items its client drops are left out (see
+ * `droppedOverHttp2`): none left is an empty array.
+ */
+function checkedValue(value: unknown, http2: boolean): string | string[] | undefined {
+  if (!Array.isArray(value)) {
+    const text = typeof value === 'string' ? value : String(value);
+    if (REFUSED_VALUE.test(text)) return undefined;
+    return http2 && droppedOverHttp2(text) ? [] : text;
+  }
+  const items: string[] = [];
+  for (const item of value) {
+    const text = String(item);
+    if (REFUSED_VALUE.test(text)) return undefined;
+    if (!http2 || !droppedOverHttp2(text)) items.push(text);
+  }
+  return items;
+}
+
+/**
+ * The fields of a response head by lowercase name (null prototype): a name's value, or its
+ * values when it has several. A response's outgoing headers as `getHeaders` gives them (Node
+ * checked their names), unless `writeHead` was given headers.
+ */
+type HeadFields = Record<string, string | string[]>;
+
 /**
  * The response head exactly as {@link headersOf} gives it, without building a `Headers`
- * unless the policy asks for it. Undefined when `extra` (the headers given to `writeHead`)
- * holds a name or value a `Headers` refuses: `headersOf` then throws as it always did.
+ * unless the policy asks for it. A class (see `LazyHead` in recorder.ts): one object a
+ * response, its methods shared.
+ */
+class NodeHeadSource implements ResponseHeadSource {
+  #headers: Headers | undefined;
+  constructor(
+    private readonly res: ServerResponse,
+    private readonly extra: unknown,
+    private readonly fields: HeadFields,
+  ) {}
+
+  headers(): Headers {
+    this.#headers ??= headersOf(this.res, this.extra);
+    return this.#headers;
+  }
+
+  recorded(allowed: ReadonlySet<string>): [string, string][] {
+    const picked: [string, string][] = [];
+    const { fields } = this;
+    for (const name in fields)
+      if (allowed.has(name)) picked.push([name, normalizedValue(fields[name] ?? '')]);
+    return picked.length > 1 ? picked.sort((a, b) => (a[0] < b[0] ? -1 : 1)) : picked;
+  }
+
+  contentLength(): string | null {
+    const value = this.fields['content-length'];
+    return value === undefined ? null : normalizedValue(value);
+  }
+
+  contentType(): string | null {
+    const value = this.fields['content-type'];
+    return value === undefined ? null : normalizedValue(value);
+  }
+}
+
+/**
+ * The response head exactly as {@link headersOf} gives it (see {@link NodeHeadSource}).
+ * Undefined when a name or value is one a `Headers` refuses: `headersOf` then throws as it
+ * always did.
  */
 function nodeHeadSource(res: ServerResponse, extra: unknown): ResponseHeadSource | undefined {
-  const fields = new Map<string, string[]>();
+  // Node checked these (lowercase token names). Their values are checked here: node:http2's
+  // `setHeader` takes a value with a line break.
+  // A copy made for us (null prototype; an array value is Node's own, never changed here):
+  // used as the fields, each value replaced by its text or items.
+  const fields = res.getHeaders() as Record<string, unknown>;
   const http2 = isHttp2(res);
+  for (const name in fields) {
+    const value = fields[name];
+    if (typeof value === 'string') {
+      if (REFUSED_VALUE.test(value)) return undefined;
+      if (!http2 || !droppedOverHttp2(value)) continue;
+    }
+    const checked = value === undefined || value === null ? undefined : checkedValue(value, http2);
+    if (checked === undefined && value !== undefined && value !== null) return undefined;
+    if (checked === undefined || (Array.isArray(checked) && checked.length === 0))
+      delete fields[name];
+    else fields[name] = checked;
+  }
+  const head = fields as HeadFields;
+  if (extra && typeof extra === 'object' && !mergeExtra(res, head, extra, http2)) return undefined;
+  return new NodeHeadSource(res, extra, head);
+}
+
+/**
+ * Merges the headers given to `writeHead` into `fields` as {@link headersOf} does: replaced
+ * by name, then every value appended (or set, see `arrayKeepsRepeats`). False when one is
+ * a name or value a `Headers` refuses.
+ */
+function mergeExtra(
+  res: ServerResponse,
+  fields: HeadFields,
+  extra: object,
+  http2: boolean,
+): boolean {
   const add = (name: string, value: unknown): boolean => {
     if (value === undefined || value === null) return true;
-    for (const item of Array.isArray(value) ? value : [value]) {
-      const text = String(item);
-      if (REFUSED_VALUE.test(text)) return false;
-      if (http2 && droppedOverHttp2(text)) continue;
-      const list = fields.get(name);
-      if (list) list.push(text);
-      else fields.set(name, [text]);
-    }
+    const checked = checkedValue(value, http2);
+    if (checked === undefined) return false;
+    const items = typeof checked === 'string' ? [checked] : checked;
+    if (items.length === 0) return true;
+    const list = fields[name];
+    fields[name] =
+      list === undefined ? items : [...(typeof list === 'string' ? [list] : list), ...items];
     return true;
   };
-  // Node checked these (lowercase token names, values it would send).
-  for (const [name, value] of Object.entries(res.getHeaders() as OutgoingHttpHeaders))
-    if (!add(name, value)) return undefined;
   if (Array.isArray(extra)) {
-    // As in `headersOf`: replaced by name, then every value appended (or set).
     const given = arrayFields(extra);
     const keep = arrayKeepsRepeats(res);
     for (const [name] of given) {
-      if (!TOKEN.test(name)) return undefined;
-      fields.delete(name.toLowerCase());
+      if (!TOKEN.test(name)) return false;
+      delete fields[name.toLowerCase()];
     }
     for (const [name, value] of given) {
-      if (!keep) fields.delete(name.toLowerCase());
-      if (!add(name.toLowerCase(), value)) return undefined;
+      if (!keep) delete fields[name.toLowerCase()];
+      if (!add(name.toLowerCase(), value)) return false;
     }
-  } else if (extra && typeof extra === 'object') {
-    for (const [name, value] of Object.entries(extra)) {
-      if (!TOKEN.test(name)) return undefined;
-      fields.delete(name.toLowerCase());
-      if (!add(name.toLowerCase(), value)) return undefined;
-    }
+    return true;
   }
-  let headers: Headers | undefined;
-  return {
-    headers: () => {
-      headers ??= headersOf(res, extra);
-      return headers;
-    },
-    recorded: (allowed) => {
-      const picked: [string, string][] = [];
-      for (const [name, values] of fields)
-        if (allowed.has(name)) picked.push([name, normalized(values)]);
-      return picked.sort((a, b) => (a[0] < b[0] ? -1 : 1));
-    },
-    contentLength: () => {
-      const values = fields.get('content-length');
-      return values ? normalized(values) : null;
-    },
-    contentType: () => {
-      const values = fields.get('content-type');
-      return values ? normalized(values) : null;
-    },
-  };
+  for (const [name, value] of Object.entries(extra)) {
+    if (!TOKEN.test(name)) return false;
+    delete fields[name.toLowerCase()];
+    if (!add(name.toLowerCase(), value)) return false;
+  }
+  return true;
 }
 
 /**
