@@ -12,8 +12,18 @@ export class CaptureBuffer {
   private lengths: number[] = [];
   /** Body bytes seen, held or not. */
   size = 0;
-  /** Encoded size of the outcome so far: header, metadata JSON and body. */
-  private encoded: number;
+  /**
+   * Encoded size of the outcome so far but for the metadata JSON: header, body, and the
+   * chunk lengths the metadata's `chunks` list gets.
+   */
+  private encoded = 8;
+  /**
+   * UTF-8 length of the metadata JSON (with an empty `chunks` list), measured only once the
+   * outcome nears the limit: until then {@link metaBound} tells it cannot pass it.
+   */
+  private metaBytes: number | undefined;
+  /** At least `metaBytes`, found without writing the JSON (see {@link jsonBound}). */
+  private readonly metaBound: number;
   /** True once the outcome passed the limit: nothing is held any more. */
   overflowed = false;
 
@@ -26,8 +36,17 @@ export class CaptureBuffer {
     private readonly meta: StoredOutcome['meta'],
   ) {
     // encodeOutcome: 4 bytes of magic, 4 of metadata length, the metadata JSON, the body.
-    this.encoded = 8 + utf8Length(JSON.stringify(meta));
-    this.overflowed = this.encoded > limit;
+    this.metaBound = jsonBound(meta, 0);
+    this.overflowed = this.passed();
+  }
+
+  /** Whether the outcome as it is now is larger than `limit`. */
+  private passed(): boolean {
+    if (this.metaBytes === undefined) {
+      if (this.encoded + this.metaBound <= this.limit) return false;
+      this.metaBytes = utf8Length(JSON.stringify(this.meta));
+    }
+    return this.encoded + this.metaBytes > this.limit;
   }
 
   /** Copies `chunk` (the caller may reuse its buffer) unless the limit was passed. */
@@ -36,7 +55,7 @@ export class CaptureBuffer {
     if (this.overflowed) return;
     // Each chunk adds its length and a comma to the `chunks` list of the metadata.
     this.encoded += chunk.length + String(chunk.length).length + (this.lengths.length > 0 ? 1 : 0);
-    if (this.encoded > this.limit) {
+    if (this.passed()) {
       this.overflowed = true;
       this.bytes = new Uint8Array(0);
       this.lengths = [];
@@ -76,6 +95,29 @@ function grow(bytes: Uint8Array, needed: number, max: number): Uint8Array {
   const next = new Uint8Array(capacity);
   next.set(bytes);
   return next;
+}
+
+/**
+ * At least the UTF-8 length of `JSON.stringify(value)` (a member `JSON.stringify` drops
+ * counted all the same): a string's UTF-16 unit takes at most 6 bytes (`\u001f`, a lone
+ * surrogate's `\udc00`), a number at most 24 characters. Infinity past a depth of 32 (or for
+ * what JSON cannot hold): the JSON is then measured.
+ */
+function jsonBound(value: unknown, depth: number): number {
+  if (typeof value === 'string') return 2 + 6 * value.length;
+  if (typeof value === 'number') return 24;
+  if (typeof value === 'boolean' || value === null || value === undefined) return 5;
+  if (typeof value !== 'object' || depth > 32) return Number.POSITIVE_INFINITY;
+  let bound = 2;
+  if (Array.isArray(value)) {
+    for (const item of value) bound += 1 + jsonBound(item, depth + 1);
+    return bound;
+  }
+  if (Object.getPrototypeOf(value) !== Object.prototype && Object.getPrototypeOf(value) !== null)
+    return Number.POSITIVE_INFINITY;
+  for (const key in value)
+    bound += 2 + 2 + 6 * key.length + jsonBound((value as Record<string, unknown>)[key], depth + 1);
+  return bound;
 }
 
 /** The length of `text` in UTF-8 (a lone surrogate as the 3 bytes of U+FFFD, as TextEncoder writes it). */
