@@ -8,6 +8,12 @@
  * routers do not route `/x/../charges` or `//charges` to `/charges`.
  */
 export function canonicalPath(path: string): string {
+  // Usually nothing is escaped and nothing trails: no regular expression run.
+  if (!path.includes('%')) {
+    const lower = path.toLowerCase();
+    if (lower.charCodeAt(lower.length - 1) !== 47 /* / */) return lower || '/';
+    return lower.replace(/\/+$/, '') || '/';
+  }
   const decoded = path.replace(/%([0-9a-f]{2})/gi, (_escape, hex: string) =>
     // An encoded slash stays one: `a%2Fb` is one path segment, `a/b` two.
     hex.toLowerCase() === '2f' ? '%2f' : String.fromCharCode(Number.parseInt(hex, 16)),
@@ -17,7 +23,13 @@ export function canonicalPath(path: string): string {
 
 /** The path of a request target: origin form (`/path?query`) or absolute form (a proxy request). */
 export function targetPath(target: string): string {
-  if (target.startsWith('/')) return target.split(/[?#]/, 1)[0] ?? '/';
+  if (target.startsWith('/')) {
+    // Up to the first `?` or `#`.
+    let end = target.indexOf('?');
+    const hash = target.indexOf('#');
+    if (hash !== -1 && (end === -1 || hash < end)) end = hash;
+    return end === -1 ? target : target.slice(0, end);
+  }
   try {
     return new URL(target).pathname;
   } catch {
