@@ -31,10 +31,16 @@ export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>;
 export function idempotency(options: ExpressIdempotencyOptions): RequestHandler {
   const handler = createIdempotencyHandler<Request>(options);
   return async function idempotencyMiddleware(req, res, next) {
+    const target = req.originalUrl;
     const decision = await handler.begin({
       native: req,
       method: req.method,
-      url: requestUrl(req.originalUrl),
+      // Path and query as they are (`requestTarget` reads them alike), but for a target that
+      // would name a host or is absolute.
+      url:
+        target.charCodeAt(0) === 47 /* / */ && target.charCodeAt(1) !== 47
+          ? target
+          : requestUrl(target),
       route: routeOf(req),
       header: (name) => headerValue(req.headers, name),
       // Called for a request that needs a key. A body parser may have run first (express.json,
