@@ -48,7 +48,7 @@ export async function nodeRequestBody(
   ) {
     return { kind: 'none' };
   }
-  const seen = peeked.get(req);
+  const seen = peekedBody(req);
   if (seen !== undefined) {
     if (seen.length > limit) throw new BodyTooLargeError(limit);
     return bodyFromBytes(seen, contentType);
@@ -61,12 +61,34 @@ export async function nodeRequestBody(
     return bodyFromBytes(raw, contentType);
   }
   const bytes = await peekBody(req, limit);
-  peeked.set(req, bytes);
+  rememberPeeked(req, bytes);
   return bodyFromBytes(bytes, contentType);
 }
 
-/** The bodies {@link nodeRequestBody} read and put back, for a second look at the same request. */
+/**
+ * The body {@link nodeRequestBody} read and put back, for a second look at the same request:
+ * kept on the request under a symbol of ours. An entry in a `WeakMap` for every request cost
+ * more than the rest of the body's peek (the collector tends such entries one by one); the
+ * map only takes the body of a request that refuses the property.
+ */
+const PEEKED = Symbol('idem.peekedBody');
 const peeked = new WeakMap<IncomingMessage, Buffer>();
+
+function peekedBody(req: IncomingMessage): Buffer | undefined {
+  const own = (req as IncomingMessage & { [PEEKED]?: unknown })[PEEKED];
+  return own instanceof Uint8Array ? (own as Buffer) : peeked.get(req);
+}
+
+function rememberPeeked(req: IncomingMessage, bytes: Buffer): void {
+  const target = req as IncomingMessage & { [PEEKED]?: unknown };
+  try {
+    target[PEEKED] = bytes;
+    if (target[PEEKED] === bytes) return;
+  } catch {
+    // A frozen request, or a Proxy's trap refused it.
+  }
+  peeked.set(req, bytes);
+}
 
 /**
  * The bytes a reader before the middleware kept of a body it read whole (`req.rawBody`, as
