@@ -36,9 +36,12 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
       native: req,
       method: req.method,
       // Path and query as they are (`requestTarget` reads them alike), but for a target that
-      // would name a host or is absolute.
+      // would name a host or is absolute: `//host/path`, and `/\host/path`, which the URL
+      // parser reads as `//host/path` too (a backslash is a slash in an http URL).
       url:
-        target.charCodeAt(0) === 47 /* / */ && target.charCodeAt(1) !== 47
+        target.charCodeAt(0) === 47 /* / */ &&
+        target.charCodeAt(1) !== 47 &&
+        target.charCodeAt(1) !== 92 /* backslash */
           ? target
           : requestUrl(target),
       route: routeOf(req),
