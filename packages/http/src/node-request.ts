@@ -82,7 +82,8 @@ function peekedBody(req: IncomingMessage): Buffer | undefined {
 function rememberPeeked(req: IncomingMessage, bytes: Buffer): void {
   const target = req as IncomingMessage & { [PEEKED]?: unknown };
   try {
-    target[PEEKED] = bytes;
+    // Not enumerable: the body stays out of `{ ...req }` copies and of a logged request.
+    Object.defineProperty(target, PEEKED, { value: bytes, writable: true, configurable: true });
     if (target[PEEKED] === bytes) return;
   } catch {
     // A frozen request, or a Proxy's trap refused it.
