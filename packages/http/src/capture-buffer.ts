@@ -100,12 +100,12 @@ function grow(bytes: Uint8Array, needed: number, max: number): Uint8Array {
 /**
  * At least the UTF-8 length of `JSON.stringify(value)` (a member `JSON.stringify` drops
  * counted all the same): a string's UTF-16 unit takes at most 6 bytes (`\u001f`, a lone
- * surrogate's `\udc00`), a number at most 24 characters. Infinity past a depth of 32 (or for
- * what JSON cannot hold): the JSON is then measured.
+ * surrogate's `\udc00`), a number at most 25 characters (`-0.0000012345678901234567`).
+ * Infinity past a depth of 32 (or for what JSON cannot hold): the JSON is then measured.
  */
 function jsonBound(value: unknown, depth: number): number {
   if (typeof value === 'string') return 2 + 6 * value.length;
-  if (typeof value === 'number') return 24;
+  if (typeof value === 'number') return 25;
   if (typeof value === 'boolean' || value === null || value === undefined) return 5;
   if (typeof value !== 'object' || depth > 32) return Number.POSITIVE_INFINITY;
   let bound = 2;
