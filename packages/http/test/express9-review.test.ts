@@ -196,6 +196,7 @@ describe('express9 review: the recorded head is what headersOf gives', () => {
       });
 
     it('recorded(), contentType(), contentLength() and headers() agree with headersOf, and Node sends what it would unrecorded', async () => {
+      let compared = 0;
       await fc.assert(
         fc.asyncProperty(head, async (spec) => {
           current = spec as Head;
@@ -207,11 +208,14 @@ describe('express9 review: the recorded head is what headersOf gives', () => {
           const sent = await get();
           // A head Node itself refuses is no case here.
           if (controlFailure !== undefined || control === undefined) return;
+          compared++;
           expect(failure).toBeUndefined();
           expect(sent).toEqual(control);
         }),
         { numRuns: RUNS },
       );
+      // Most heads are ones Node takes: the property is not vacuous.
+      expect(compared).toBeGreaterThan(RUNS / 2);
     });
   });
 
@@ -251,6 +255,7 @@ describe('express9 review: the recorded head is what headersOf gives', () => {
     };
 
     it('recorded(), contentType(), contentLength() and headers() agree with headersOf, and Node sends what it would unrecorded', async () => {
+      let compared = 0;
       await fc.assert(
         fc.asyncProperty(http2Head, async (spec) => {
           current = spec as Head;
@@ -261,11 +266,14 @@ describe('express9 review: the recorded head is what headersOf gives', () => {
           recording = true;
           const sent = await get();
           if (controlFailure !== undefined || control === undefined) return;
+          compared++;
           expect(failure).toBeUndefined();
           expect(sent).toEqual(control);
         }),
         { numRuns: RUNS },
       );
+      // Most heads are ones Node takes: the property is not vacuous.
+      expect(compared).toBeGreaterThan(RUNS / 2);
     });
   });
 });
@@ -490,5 +498,58 @@ describe('express9 review: nodeRequestBody keeps the body it peeked', () => {
     const carried = Object.getOwnPropertySymbols(copied).map((symbol) => symbol.description);
     expect(carried).not.toContain('idem.peekedBody');
     expect(shown).not.toContain('idem.peekedBody');
+  });
+});
+
+// --- pre-existing: the head read after node:http2's writeHead ---------------------------
+
+describe('express9 review: a head kept by the policy and read after writeHead (HTTP/2)', () => {
+  // Finding (LOW, pre-existing, not express9's): `headers()` is built on first read from the
+  // `writeHead` argument, and node:http2's writeHead appends a repeated name's values into the
+  // first array it was given. A policy that keeps the head and reads its headers once Node's
+  // writeHead ran sees `vary: a, b, b` where the client got `a, b`. The built-in policies read
+  // it while `start` runs (before Node's writeHead), where it is right.
+  it.fails('sees the head that was sent', async () => {
+    let kept: { headers: Headers } | undefined;
+    const idem = createIdempotencyHandler({
+      store: createMemoryStore(),
+      scope: 'global',
+      recordedHeaders: ['vary'],
+      onWarning: () => {},
+      isFinal: (head) => {
+        kept = head;
+        return true;
+      },
+    });
+    let later: string | null = null;
+    const server = createHttp2Server(async (_req, res) => {
+      const decision = await idem.begin({
+        native: {} as Request,
+        method: 'POST',
+        url: '/',
+        header: (n) => (n === 'idempotency-key' ? 'k' : undefined),
+        readBody: async () => ({ kind: 'none' }),
+      });
+      if (decision.action !== 'execute') throw new Error(decision.action);
+      recordServerResponse(res as unknown as ServerResponse, decision.recorder);
+      (res.writeHead as (...rest: unknown[]) => void)(200, ['vary', ['a'], 'vary', ['b']]);
+      later = kept?.headers.get('vary') ?? null;
+      res.end('x');
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const session = connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    try {
+      const stream = session.request({ ':method': 'POST', ':path': '/' });
+      stream.end();
+      const [headers] = (await once(stream, 'response')) as [Record<string, unknown>];
+      stream.resume();
+      await once(stream, 'close');
+      expect(headers.vary).toBe('a, b');
+      expect(later).toBe('a, b');
+    } finally {
+      session.close();
+      await new Promise<void>((done) => server.close(() => done()));
+    }
   });
 });
