@@ -84,7 +84,7 @@ export const shortProfile: Profile = {
   blackholeMs: 12_000,
   flakyMs: 8_000,
   probeMaxMs: 12_000,
-  runLimitMs: 240_000,
+  runLimitMs: 360_000,
 };
 
 /** The sizes: 800 requests a row, 1,500 through the faulty proxy, 20+ s outages. */
