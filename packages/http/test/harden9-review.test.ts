@@ -199,32 +199,14 @@ describe("review: an end made from the response's own 'close' once the lease was
     });
   }
 
-  for (const protocol of ['h1', 'h2'] as const) {
-    it.fails(// FINDING (MEDIUM, exactly-once, a design question left open): the client left, the
-    // lease was lost, the held 'close' went out; the app stops its work on it and ends a tick
-    // later (a pipeline callback, an async cleanup). That end is not made from a listener,
-    // so it is recorded and replayed as the outcome although the body was cut because of
-    // the 'close'. The Web path (`recordResponse`) cancels such a body and releases the key.
-    `${protocol}: an end made a tick after the lease-lost 'close' is not recorded as the outcome`, async () => {
-      const h = await harness(
-        protocol,
-        (_req, res) => {
-          res.write('part-1;');
-          if (h.runs() === 2) {
-            res.end('whole');
-            return;
-          }
-          res.once('close', () => setImmediate(() => res.end('cut')));
-        },
-        { leaseMs: 300, maxHoldMs: 900 },
-      );
-      await h.post('k', true);
-      const retry = await h.settled('k');
-      expect(retry.headers['idempotent-replayed']).toBeUndefined();
-      expect(retry.body).toBe('part-1;whole');
-      expect(h.runs()).toBe(2);
-    });
-  }
+  // OPEN FINDING (MEDIUM, exactly-once, a design question, not pinned by a test): the client
+  // left, the lease was lost, the held 'close' went out; an app that stops its work on it and
+  // ends a tick later (a pipeline callback, an async cleanup) may have that cut body recorded
+  // and replayed as the outcome: the end is not made from a listener. Whether it is recorded
+  // hangs on timing (the socket or HTTP/2 stream may be gone by then, and the late end fails),
+  // so an `it.fails` here passed in some runs on Node 20 and 24 and could pin nothing. The Web
+  // path (`recordResponse`) cancels such a body and releases the key; refusing every end after
+  // a lost lease would also refuse a slow handler that finishes its real work late.
 
   it("h1: a socket 'close' listener added by the app, run when the lease is lost: not recorded", async () => {
     const h = await harness(
