@@ -257,6 +257,13 @@ async function pool(name, make) {
   }
   return pools[name];
 }
+/** 64 keys acquired and completed through raw idem calls (made once, shared by the replays). */
+const completedIdemKeys = () =>
+  pool('ri', async (k) => {
+    const w = owner();
+    await idemAcquire(k, w);
+    await idemComplete(k, w);
+  });
 let seq = 0;
 const fresh = () => `${hex()}${seq++}`;
 const shapes = {
@@ -316,13 +323,7 @@ const shapes = {
     await ptUpdate(key);
   },
   'raw idem replay': async (i) => {
-    const key = (
-      await pool('ri', async (k) => {
-        const w = owner();
-        await idemAcquire(k, w);
-        await idemComplete(k, w);
-      })
-    )[i % 64];
+    const key = (await completedIdemKeys())[i % 64];
     await conditionFails(idemAcquire(key, owner()));
   },
   'raw pt replay': async (i) => {
@@ -364,22 +365,26 @@ for (const [name, acquire] of Object.entries(variants)) {
 for (const [name, acquire] of Object.entries(variants)) {
   shapes[`req ${name}`] = () => acquire(fresh(), owner());
 }
+// An idem record written whole (fence 1, no fingerprint), expiring `lifeMs` after `now`.
+function idemItem(key, who, status, leaseUntil, now, lifeMs) {
+  return {
+    pk: { S: key },
+    status: { S: status },
+    fingerprint: { S: '' },
+    owner: { S: who },
+    fence: N(1),
+    leaseUntil: N(leaseUntil),
+    expiresAt: N(now + lifeMs),
+    ttl: N(Math.ceil((now + lifeMs) / 1000)),
+  };
+}
 // idem's first acquisition as a PutItem (fresh keys only: fence 1), for comparison.
 function idemPut(key, who, leaseUntil) {
   const now = Date.now();
   return rawClient.send(
     new PutItemCommand({
       TableName: T.idem,
-      Item: {
-        pk: { S: key },
-        status: { S: 'in_progress' },
-        fingerprint: { S: '' },
-        owner: { S: who },
-        fence: N(1),
-        leaseUntil: N(leaseUntil ?? now + 30_000),
-        expiresAt: N(now + 86_430_000),
-        ttl: N(Math.ceil((now + 86_430_000) / 1000)),
-      },
+      Item: idemItem(key, who, 'in_progress', leaseUntil ?? now + 30_000, now, 86_430_000),
       ConditionExpression: 'attribute_not_exists(#pk)',
       ExpressionAttributeNames: { '#pk': 'pk' },
       ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
@@ -394,13 +399,7 @@ shapes['raw idem-put cycle'] = async () => {
   await idemComplete(key, who);
 };
 shapes['raw idem-put replay'] = async (i) => {
-  const key = (
-    await pool('ri', async (k) => {
-      const w = owner();
-      await idemAcquire(k, w);
-      await idemComplete(k, w);
-    })
-  )[i % 64];
+  const key = (await completedIdemKeys())[i % 64];
   await conditionFails(idemPut(key, owner()));
 };
 // The completion as a conditional PutItem of the whole completed item (the owner knows the
@@ -410,17 +409,7 @@ function idemPutComplete(key, who, leaseUntil, outcome = { B: idemOutcome(key) }
   return rawClient.send(
     new PutItemCommand({
       TableName: T.idem,
-      Item: {
-        pk: { S: key },
-        status: { S: 'completed' },
-        fingerprint: { S: '' },
-        owner: { S: who },
-        fence: N(1),
-        leaseUntil: N(leaseUntil),
-        expiresAt: N(now + 86_400_000),
-        ttl: N(Math.ceil((now + 86_400_000) / 1000)),
-        outcome,
-      },
+      Item: { ...idemItem(key, who, 'completed', leaseUntil, now, 86_400_000), outcome },
       ConditionExpression:
         '#ow = :owner AND #st = :inProgress AND #ex > :now AND #fe = :fence AND #lu = :leaseUntil',
       ExpressionAttributeNames: pick('#ow', '#st', '#ex', '#fe', '#lu'),

@@ -12,10 +12,10 @@
  * `node profile/top.mjs DIR/<file>.cpuprofile`).
  * Prints each round and the median µs per request of each server, and idem's over plain's.
  */
-import { fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
+import { replayKeys as keys, prime, request, startServer } from './orders-client.mjs';
 
 const { values } = parseArgs({
   options: {
@@ -32,8 +32,6 @@ const { values } = parseArgs({
 const requests = Number(values.requests);
 const rounds = Number(values.rounds);
 const connections = Number(values.connections);
-const BODY = JSON.stringify({ sku: 'A-1', qty: 2 });
-const serveFile = new URL('./http-serve.mjs', import.meta.url).pathname;
 
 function cpuMicros(pid) {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
@@ -44,27 +42,15 @@ function cpuMicros(pid) {
 async function start(label, root) {
   // --profile DIR: the idem servers write a CPU profile (`node --cpu-prof`) there on exit.
   const execArgv = values.profile ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`] : [];
-  const child = fork(serveFile, [values.framework, root], { stdio: 'inherit', execArgv });
-  const { port, pid } = await new Promise((resolve) => child.once('message', resolve));
-  return { label, child, pid, url: `http://127.0.0.1:${port}` };
+  return { label, ...(await startServer(values.framework, root, execArgv)) };
 }
 
-const request = (key) => ({
-  method: 'POST',
-  path: '/orders',
-  headers: { 'content-type': 'application/json', 'idempotency-key': key },
-  body: BODY,
-});
 let batch = 0;
 
 async function measure(server, amount) {
   batch++;
-  const keys = Array.from({ length: 64 }, (_, i) => `replay-${i}`);
   if (values.op === 'replay' && !server.primed) {
-    for (const key of keys) {
-      const response = await fetch(`${server.url}/orders`, { method: 'POST', ...request(key) });
-      await response.text();
-    }
+    await prime(server.url);
     server.primed = true;
   }
   const before = cpuMicros(server.pid);

@@ -6,32 +6,18 @@
  *
  *   node profile/lat-probe.mjs <hono|express|fastify> /abs/path/to/packages [first|replay] [connections]
  */
-import { fork } from 'node:child_process';
 import autocannon from 'autocannon';
+import { replayKeys as keys, prime, request, startServer } from './orders-client.mjs';
 
 const [framework = 'fastify', root, op = 'replay', connections = '1'] = process.argv.slice(2);
 if (!root)
   throw new Error('usage: lat-probe.mjs <framework> /abs/path/to/packages [op] [connections]');
-const serveFile = new URL('./http-serve.mjs', import.meta.url).pathname;
-const BODY = JSON.stringify({ sku: 'A-1', qty: 2 });
-const request = (key) => ({
-  method: 'POST',
-  path: '/orders',
-  headers: { 'content-type': 'application/json', 'idempotency-key': key },
-  body: BODY,
-});
-const keys = Array.from({ length: 64 }, (_, i) => `replay-${i}`);
 
-async function start(which) {
-  const child = fork(serveFile, [framework, which], { stdio: 'inherit' });
-  const { port } = await new Promise((resolve) => child.once('message', resolve));
-  return { child, url: `http://127.0.0.1:${port}` };
-}
-
-const servers = { plain: await start('plain'), idem: await start(root) };
-for (const server of Object.values(servers))
-  for (const key of keys)
-    await (await fetch(`${server.url}/orders`, { method: 'POST', ...request(key) })).text();
+const servers = {
+  plain: await startServer(framework, 'plain'),
+  idem: await startServer(framework, root),
+};
+for (const server of Object.values(servers)) await prime(server.url);
 for (let round = 0; round < 3; round++) {
   const order = Object.entries(servers);
   if (round % 2) order.reverse();

@@ -6,23 +6,13 @@
  *
  *   node profile/strace-probe.mjs <hono|express|fastify> <plain|/abs/path/to/packages> [first|replay] [requests]
  */
-import { fork, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import autocannon from 'autocannon';
+import { replayKeys as keys, prime, request, startServer } from './orders-client.mjs';
 
 const [framework = 'fastify', root = 'plain', op = 'first', amount = '2000'] =
   process.argv.slice(2);
-const serveFile = new URL('./http-serve.mjs', import.meta.url).pathname;
-const BODY = JSON.stringify({ sku: 'A-1', qty: 2 });
-const request = (key) => ({
-  method: 'POST',
-  path: '/orders',
-  headers: { 'content-type': 'application/json', 'idempotency-key': key },
-  body: BODY,
-});
-const keys = Array.from({ length: 64 }, (_, i) => `replay-${i}`);
-const child = fork(serveFile, [framework, root], { stdio: 'inherit' });
-const { port, pid } = await new Promise((resolve) => child.once('message', resolve));
-const url = `http://127.0.0.1:${port}`;
+const { child, pid, url } = await startServer(framework, root);
 const load = (prefix, count) =>
   autocannon({
     url,
@@ -31,8 +21,7 @@ const load = (prefix, count) =>
     idReplacement: op === 'first',
     requests: op === 'first' ? [request(`${prefix}-[<id>]`)] : keys.map(request),
   });
-for (const key of keys)
-  await (await fetch(`${url}/orders`, { method: 'POST', ...request(key) })).text();
+await prime(url);
 await load('warm', 2000);
 const strace = spawn('strace', ['-c', '-f', '-p', String(pid)], {
   stdio: ['ignore', 'inherit', 'inherit'],

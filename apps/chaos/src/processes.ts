@@ -77,7 +77,23 @@ export function spawnChild(
       : dieWithSuite().length > 0
         ? [...dieWithSuite().slice(0, -1), ...asUser, '--']
         : ['setpriv', ...asUser, '--'];
-  const [wrapper, ...wrapperArgs] = [...prefix, command, ...args] as [string, ...string[]];
+  // The death signal is set in the child, after the fork: a suite killed in between (the
+  // postgres-kill row restarts its server while the suite may be SIGKILLed) left that one
+  // child running with no signal to come. A shell run under the signal checks that its
+  // parent is still the suite before it execs the command (same PID), which closes the gap.
+  const guard =
+    dieWithSuite().length > 0
+      ? [
+          '/bin/sh',
+          '-c',
+          'if [ "$PPID" != "$0" ]; then exit 70; fi; exec "$@"',
+          String(process.pid),
+        ]
+      : [];
+  const [wrapper, ...wrapperArgs] = [...prefix, ...guard, command, ...args] as [
+    string,
+    ...string[],
+  ];
   const proc: ChildProcess = spawn(wrapper, wrapperArgs, {
     env: options.env ?? process.env,
     cwd: options.cwd,

@@ -19,7 +19,21 @@ const usageOf = async (url: string) =>
   (await (await fetch(`${url}/v1/usage`)).json()) as {
     totals: { messages: number };
     data: { message_id: string }[];
+    model_executions: { started: number };
   };
+
+/**
+ * Resolves once the server has started running the model for a request: a fixed wait (150 ms)
+ * was not enough on a loaded machine, and a close before the request was read is a refused
+ * connection, not the in-flight request these tests are about.
+ */
+async function modelStarted(url: string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while ((await usageOf(url)).model_executions.started === 0) {
+    if (Date.now() > deadline) throw new Error('the request never reached the model');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
 
 describe('graceful shutdown', () => {
   const prefixes: string[] = [];
@@ -38,7 +52,7 @@ describe('graceful shutdown', () => {
     const server = await startServer(parseConfig(env));
     const key = generateKey();
     const inFlight = post(server.url, '[stall:500] finishing during shutdown', key);
-    await new Promise((resolve) => setTimeout(resolve, 150));
+    await modelStarted(server.url);
     const closing = server.close();
     const response = await inFlight;
     expect(response.status).toBe(201);
@@ -90,7 +104,7 @@ describe('graceful shutdown', () => {
   it('on SIGTERM the process finishes the request in flight and exits 0', async () => {
     const server = await startServerProcess({ PORT: '0', REDIS_URL: '', DYNAMODB_TABLE: '' });
     const inFlight = post(server.url, '[stall:600] SIGTERM arrives meanwhile');
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await modelStarted(server.url);
     const exited = server.stop();
     expect((await inFlight).status).toBe(201);
     expect(await exited).toBe(0);

@@ -141,27 +141,36 @@ describe('createIdempotentFetch against a loopback @idem server with faults', ()
   it('waits out a long first execution: 409s use inProgressWaitMs, not maxAttempts', async () => {
     const h = await startHarness();
     const events: AttemptEvent[] = [];
+    // The first attempt times out on the long execution; the 409s after it must each come
+    // back within attemptTimeoutMs: 50 ms was not enough in a loaded CI run (both attempts
+    // timed out), 400 ms is, and the execution stays far longer than that.
     const idemFetch = createIdempotentFetch({
-      attemptTimeoutMs: 50,
+      attemptTimeoutMs: 400,
       maxAttempts: 2,
       maxRetryAfterMs: 25,
       initialDelayMs: 5,
       onAttempt: (e) => events.push(e),
     });
-    const response = await idemFetch(`${h.url}/charges`, postJson({ item: 'long', delayMs: 500 }));
+    const response = await idemFetch(
+      `${h.url}/charges`,
+      postJson({ item: 'long', delayMs: 1_500 }),
+    );
     expect(response.status).toBe(201);
     expect(getIdempotencyInfo(response)?.replayed).toBe(true);
     expect(events.filter((e) => e.status === 409).length).toBeGreaterThan(2);
     expect(h.app.executions.get('long')).toBe(1);
 
     const impatient = createIdempotentFetch({
-      attemptTimeoutMs: 50,
+      attemptTimeoutMs: 400,
       maxAttempts: 2,
       maxRetryAfterMs: 25,
       initialDelayMs: 5,
-      inProgressWaitMs: 100,
+      inProgressWaitMs: 200,
     });
-    const gaveUp = await impatient(`${h.url}/charges`, postJson({ item: 'longer', delayMs: 600 }));
+    const gaveUp = await impatient(
+      `${h.url}/charges`,
+      postJson({ item: 'longer', delayMs: 3_000 }),
+    );
     expect(gaveUp.status).toBe(409);
   });
 

@@ -1,4 +1,4 @@
-import type { Scope } from '@idem/core';
+import { InvalidInputError, type Scope } from '@idem/core';
 import { type ConsumerOptions, messageProcessor } from './message-outcome.js';
 
 /** The fields of an amqplib message read here (structurally `ConsumeMessage`). */
@@ -28,7 +28,7 @@ export interface AmqpConsumerOptions<TMessage extends AmqpMessageLike, T>
   channel: AmqpChannelLike<TMessage>;
   /** The queue to consume (it must exist). */
   queue: string;
-  /** Messages in flight at once (`channel.prefetch`). @default 10 */
+  /** Messages in flight at once (`channel.prefetch`): an integer 1..65535. @default 10 */
   prefetch?: number;
 }
 
@@ -57,6 +57,9 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   options: AmqpConsumerOptions<TMessage, T>,
 ): Promise<IdempotentConsumer> {
   const { channel, queue, prefetch = 10, ...rest } = options;
+  // 0 is RabbitMQ's "unlimited" (every message of the queue in memory at once).
+  if (!(Number.isInteger(prefetch) && prefetch >= 1 && prefetch <= 65_535))
+    throw new InvalidInputError('prefetch must be an integer from 1 to 65535');
   const processor = messageProcessor<TMessage, T>(rest, {
     defaultKey: amqpMessageKey,
     body: (message) => message.content,

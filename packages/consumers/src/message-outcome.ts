@@ -63,8 +63,10 @@ export interface ConsumerOptions<TMessage, T> extends ConsumerEngineOptions<T> {
   /** What keys are unique within. @default `['amqp', queue]` / `['nats', stream, consumer]` */
   scope?: Scope;
   /**
-   * Delay before a failed message or a duplicate in progress is delivered again (a duplicate
-   * in progress waits at most until the holder's lease passes). @default 1_000
+   * Delay before a failed message is delivered again. A duplicate in progress elsewhere is
+   * given back after the holder's lease has passed, plus jitter (at most
+   * `max(leaseMs, retryDelayMs)` plus the jitter), so that a crashed holder costs it one
+   * delivery. @default 1_000
    */
   retryDelayMs?: number;
   /** Told what happened to each message. Errors it throws are ignored. */
@@ -163,11 +165,23 @@ export function messageProcessor<TMessage, T>(
       scope: scope ?? broker.defaultScope(message),
       fingerprint: part === undefined ? '' : fingerprint({ body: part }),
     };
+    // What the handler itself threw is never taken for the engine's verdict on the message
+    // (a handler may throw an idem error of its own, e.g. from a nested call): it is retried.
+    let thrownByHandler = false;
     try {
-      const result = await engine.execute(request, (ctx) => handler(message, ctx));
+      const result = await engine.execute(request, async (ctx) => {
+        try {
+          return await handler(message, ctx);
+        } catch (error) {
+          thrownByHandler = true;
+          throw error;
+        }
+      });
       return { action: 'ack', status: result.replayed ? 'replayed' : 'processed' };
     } catch (error) {
-      return classify(error, retryDelayMs);
+      if (thrownByHandler)
+        return { action: 'retry', status: 'failed', delayMs: retryDelayMs, error };
+      return classify(error, retryDelayMs, engine.settings.leaseMs);
     }
   }
   return { process, engine: engine as Idempotency<unknown> };
@@ -176,8 +190,41 @@ export function messageProcessor<TMessage, T>(
 /** Node's longest timer (a longer one fires at once). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/**
+ * When to deliver again a duplicate whose key is in progress elsewhere: once the holder's
+ * lease has passed (`retryAfterMs`), plus jitter so that duplicates do not come back
+ * together. Every give-back uses up a delivery (JetStream `max_deliver`, a quorum queue's
+ * `delivery-limit`): coming back every `retryDelayMs` made a crashed holder's unrenewed
+ * lease burn them all and the broker drop the message. A live holder renews its lease, so
+ * its duplicate comes back about once a lease until the outcome is recorded (then replays).
+ * Bounded by the longer of `leaseMs` and `retryDelayMs` (a holder with a longer lease is
+ * asked about again then), plus the jitter.
+ */
+export function inProgressDelayMs(
+  retryAfterMs: number,
+  retryDelayMs: number,
+  leaseMs: number,
+  random: () => number = Math.random,
+): number {
+  // NaN (an unreadable lease deadline): as if the holder's lease were whole.
+  const after = Number.isNaN(retryAfterMs) ? leaseMs : retryAfterMs;
+  const base = Math.max(
+    10,
+    Math.min(after, Math.max(leaseMs, retryDelayMs), MAX_IN_PROGRESS_DELAY_MS),
+  );
+  const jitter = Math.floor(random() * Math.min(1_000, 10 + base / 10));
+  return Math.min(base + jitter, MAX_TIMER_MS);
+}
+
+/**
+ * The longest a duplicate in progress is held before it is given back: RabbitMQ closes a
+ * channel whose delivery stays unacked past its `consumer_timeout` (30 min by default), so a
+ * long lease must not keep it that long. A holder still in progress then is asked about again.
+ */
+const MAX_IN_PROGRESS_DELAY_MS = 10 * 60_000;
+
 /** What an error of `execute` means for the message. */
-function classify(error: unknown, retryDelayMs: number): Disposition {
+function classify(error: unknown, retryDelayMs: number, leaseMs: number): Disposition {
   // A recorded failure (under a policy that records failures) is an outcome like any other.
   if (error instanceof ReplayedFailureError) return { action: 'ack', status: 'replayed' };
   // The handler ran once and its outcome could not be stored: a marker stands for it, and
@@ -185,7 +232,7 @@ function classify(error: unknown, retryDelayMs: number): Disposition {
   if (isIdemError(error) && ['OUTCOME_TOO_LARGE', 'OUTCOME_NOT_RECORDED'].includes(error.code))
     return { action: 'ack', status: 'processed' };
   if (error instanceof InProgressError) {
-    const delayMs = Math.max(10, Math.min(error.retryAfterMs, retryDelayMs));
+    const delayMs = inProgressDelayMs(error.retryAfterMs, retryDelayMs, leaseMs);
     return { action: 'retry', status: 'in_progress', delayMs, error };
   }
   if (isIdemError(error) && ['MISMATCH', 'INVALID_KEY', 'NOT_CANONICAL'].includes(error.code))

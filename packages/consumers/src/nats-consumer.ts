@@ -6,7 +6,14 @@ import { type ConsumerOptions, messageProcessor } from './message-outcome.js';
 export interface JsMsgLike {
   data: Uint8Array;
   seq: number;
-  info: { stream: string; consumer: string; streamSequence: number; redeliveryCount: number };
+  info: {
+    stream: string;
+    consumer: string;
+    streamSequence: number;
+    redeliveryCount: number;
+    /** When the stream stored the message, ns since the epoch (nats.js 2.x `info.timestampNanos`). */
+    timestampNanos?: number;
+  };
   headers?: { get(name: string): string } | undefined;
   ack(): void;
   nak(millis?: number): void;
@@ -41,11 +48,18 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
 /**
  * Default key of a JetStream message: its `Nats-Msg-Id` header when it has one (the
  * publisher's id, which also catches a publisher's resend outside the stream's duplicate
- * window), else the stream and stream sequence.
+ * window), else `stream:streamSequence:timestampNanos`. The stored timestamp is the same at
+ * every redelivery, and tells apart the messages of a deleted and recreated stream, whose
+ * sequences start at 1 again (`stream:streamSequence` alone made them replay, or be
+ * rejected as mismatches, against the old stream's records).
  */
 export const jetStreamMessageKey = (message: JsMsgLike): string => {
   const id = message.headers?.get('Nats-Msg-Id');
-  return id ? id : `${message.info.stream}:${message.info.streamSequence}`;
+  if (id) return id;
+  const { stream, streamSequence, timestampNanos } = message.info;
+  return typeof timestampNanos === 'number' && Number.isFinite(timestampNanos)
+    ? `${stream}:${streamSequence}:${timestampNanos}`
+    : `${stream}:${streamSequence}`;
 };
 
 /**
@@ -61,6 +75,14 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   const { consumer, concurrency = 1, workingIntervalMs = 10_000, ...rest } = options;
   if (!(Number.isSafeInteger(concurrency) && concurrency > 0))
     throw new InvalidInputError('concurrency must be a positive integer');
+  if (
+    !(
+      typeof workingIntervalMs === 'number' &&
+      Number.isFinite(workingIntervalMs) &&
+      workingIntervalMs > 0
+    )
+  )
+    throw new InvalidInputError('workingIntervalMs must be a finite, positive number of ms');
   const processor = messageProcessor<TMessage, T>(rest, {
     defaultKey: jetStreamMessageKey,
     body: (message) => message.data,

@@ -13,7 +13,6 @@ import { deriveStorageKey } from './keys.js';
 import { readNotRecorded } from './not-recorded.js';
 import { since, storeCallObserver } from './observe.js';
 import type { StoredOutcome } from './outcome-codec.js';
-import { nodeBuffer } from './platform.js';
 import { JSON_VALUE_META, jsonValueText, jsonValueTextOfLatin1 } from './serializer.js';
 import type { ResolvedSettings } from './settings.js';
 import type { AcquireInput, AcquireResult, StoredRecord } from './store.js';
@@ -26,6 +25,7 @@ import {
   viewFormOf,
 } from './store-call.js';
 import { openStoredOutcome } from './stored-outcome.js';
+import { latin1Bytes } from './utf8.js';
 
 // An owner token only has to differ from every other acquisition's, in this process and in
 // every other one writing to the same store: 128 random bits drawn once per process (per copy
@@ -42,16 +42,6 @@ function newOwner(): string {
     ownerPrefix = `${btoa(text).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')}.`;
   }
   return ownerPrefix + (ownerCount++).toString(36);
-}
-
-const NodeBuffer = nodeBuffer();
-
-/** The bytes of a string of one character a byte (a store's Latin-1 form), a copy. */
-function latin1Bytes(held: string): Uint8Array {
-  if (NodeBuffer) return NodeBuffer.from(held, 'latin1');
-  const bytes = new Uint8Array(held.length);
-  for (let i = 0; i < held.length; i++) bytes[i] = held.charCodeAt(i);
-  return bytes;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {

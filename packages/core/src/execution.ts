@@ -22,9 +22,18 @@ import {
   type StoredOutcome,
 } from './outcome-codec.js';
 import { codecCall, type OutcomeCodec } from './outcome-sealing.js';
+import { stringifiesOneByte } from './platform.js';
+import { encodeJsonText, jsonValueLatin1 } from './serializer.js';
 import type { CompleteInput, IdempotencyStore, OwnerWriteResult } from './store.js';
-import { callStore, callStoreSync, copiesInputOf, syncFormOf } from './store-call.js';
+import {
+  callStore,
+  callStoreSync,
+  copiesInputOf,
+  latin1OutcomeFormOf,
+  syncFormOf,
+} from './store-call.js';
 import { retryStoreCall } from './store-retry.js';
+import { latin1Bytes } from './utf8.js';
 
 /** Settings an {@link Execution} runs with (resolved options of the engine). */
 export interface ExecutionSettings extends EventSink {
@@ -182,6 +191,79 @@ export class Execution {
    */
   mayReuseEncoding(): boolean {
     return this.settings.codec === undefined && copiesInputOf(this.settings.store.complete);
+  }
+
+  /**
+   * The encoding of `execute`'s value under the built-in JSON serializer: as a string of one
+   * character a byte (for {@link completeLatin1}) when the store's `complete` takes one and
+   * the JSON text is ASCII and within `maxOutcomeBytes`, else its bytes (for
+   * {@link completeEncoded}). Throws what `JSON.stringify` throws.
+   * @internal for the engine
+   */
+  encodeJson(value: unknown): Uint8Array | string {
+    const text = JSON.stringify(value);
+    const { codec, store, maxOutcomeBytes } = this.settings;
+    // The store keeps the string and counts one byte a character: only a text that V8 holds
+    // at one byte a character (see `stringifiesOneByte`); elsewhere the bytes way.
+    if (
+      stringifiesOneByte &&
+      text !== undefined &&
+      codec === undefined &&
+      latin1OutcomeFormOf(store.complete)
+    ) {
+      const held = jsonValueLatin1(text);
+      if (held !== undefined && held.length <= maxOutcomeBytes) return held;
+    }
+    return encodeJsonText(text, this.mayReuseEncoding());
+  }
+
+  /**
+   * {@link completeEncoded} of an outcome encoded as a string of one character a byte
+   * ({@link encodeJson}): given as it is to the store's Latin-1 outcome form (an in-process
+   * store keeps the string: no bytes made, none copied). A store whose methods were replaced
+   * since, or an attempt that did not land at once, takes the bytes and the usual way.
+   * @internal for the engine
+   */
+  completeLatin1(held: string): Promise<void> | undefined {
+    try {
+      this.startFinishing();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const form = latin1OutcomeFormOf(this.settings.store.complete);
+    const written = (writing: Promise<void> | undefined) =>
+      writing?.catch((error: unknown) => this.notWritten(error));
+    if (form === undefined || this.settings.codec !== undefined)
+      return written(this.finalWrite(latin1Bytes(held)));
+    const { retentionMs, storeTimeoutMs } = this.settings;
+    const startedAt = this.report ? performance.now() : 0;
+    let result: OwnerWriteResult;
+    try {
+      const answer = callStoreSync(
+        'complete',
+        form,
+        { key: this.storageKey, owner: this.owner, outcomeLatin1: held, retentionMs },
+        this.report?.observer('complete'),
+        storeTimeoutMs,
+        true,
+      );
+      // As `finalWrite`: a form that answered a promise is the first attempt of the retried
+      // write; one that failed for the store goes on with the retries (with the bytes).
+      if (answer instanceof Promise) return written(this.retriedWrite(latin1Bytes(held), answer));
+      result = answer;
+    } catch (error) {
+      if (!(error instanceof StoreUnavailableError))
+        return written(Promise.reject(this.notLanded(error)));
+      this.lastStoreError = error;
+      this.report?.storeError('complete', error, this.report ? performance.now() - startedAt : 0);
+      return written(this.retriedWrite(latin1Bytes(held)));
+    }
+    try {
+      this.landed(result, held.length, startedAt);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return undefined;
   }
 
   /** {@link record}, then gives back the reused buffer if `bytes` are its view. */

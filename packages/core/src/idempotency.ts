@@ -13,7 +13,7 @@ import type {
 } from './idempotency-types.js';
 import type { StoredOutcome } from './outcome-codec.js';
 import { failureOutcome, wrapValue } from './recorded-outcomes.js';
-import { encodeJsonValue, jsonSerializer, type OutcomeSerializer } from './serializer.js';
+import { jsonSerializer, type OutcomeSerializer } from './serializer.js';
 import {
   type IdempotencyOptions,
   type OutcomePolicy,
@@ -104,12 +104,15 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       // A failed release leaves the record in progress until its lease passes: reported
       // through events, while the caller gets what the operation did.
       await execution.release().catch(() => {});
-      throw (settled as { ok: false; error: unknown }).error;
+      // A success the policy does not keep (a 5xx response value, say): the caller still
+      // gets what the operation returned; a retry runs again.
+      if (settled.ok) return { value: settled.value, replayed: false };
+      throw settled.error;
     }
-    let outcome: StoredOutcome | Uint8Array;
+    let outcome: StoredOutcome | Uint8Array | string;
     try {
       if (!settled.ok) outcome = failureOutcome(settled.error);
-      else if (viewReplays) outcome = encodeJsonValue(settled.value, execution.mayReuseEncoding());
+      else if (viewReplays) outcome = execution.encodeJson(settled.value);
       else outcome = wrapValue(serializer.serialize(settled.value));
     } catch (cause) {
       // The operation ran; its value cannot be stored. A marker keeps retries from running it again.
@@ -118,9 +121,11 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     }
     // Undefined when a store that answers at once recorded it already.
     const recording =
-      outcome instanceof Uint8Array
-        ? execution.completeEncoded(outcome)
-        : execution.complete(outcome);
+      typeof outcome === 'string'
+        ? execution.completeLatin1(outcome)
+        : outcome instanceof Uint8Array
+          ? execution.completeEncoded(outcome)
+          : execution.complete(outcome);
     if (recording !== undefined) await recording;
     if (settled.ok) return { value: settled.value, replayed: false };
     throw settled.error;

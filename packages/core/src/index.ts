@@ -147,7 +147,7 @@ export type {
   StoreClock,
   StoredRecord,
 } from './store.js';
-export type { StoreCallOptions, SyncFormOptions } from './store-call.js';
+export type { Latin1CompleteInput, StoreCallOptions, SyncFormOptions } from './store-call.js';
 export { answersSynchronously, callStore, SYNC_FORM, syncFormOf } from './store-call.js';
 export type { StoreRetryOptions } from './store-retry.js';
 export { retryStoreCall } from './store-retry.js';

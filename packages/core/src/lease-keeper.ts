@@ -22,7 +22,10 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  * the lease is lost. The watchdog that aborts at the lease estimate is armed with the first
  * heartbeat (always due before the lease passes: heartbeats are shorter than the lease),
  * when there are no heartbeats, or when renewals stop (`abandon`). A renewal retried after a
- * failure (a fifth of the interval) has a timer of its own.
+ * failure (a fifth of the interval) has a timer of its own. A first heartbeat that runs past
+ * the lease estimate (the event loop was held up) renews before anything is called lost: only
+ * another owner, a failed renewal or one not answered within a fifth of the heartbeat (at most
+ * `storeTimeoutMs`) loses the lease then.
  */
 export class LeaseKeeper implements TimedEntry {
   phase: ExecutionPhase = 'running';
@@ -157,18 +160,44 @@ export class LeaseKeeper implements TimedEntry {
     // While the operation runs, a lost lease ends the renewals; while its final write is
     // retried, renewing may still win the lease back if nobody took the key over.
     if (this.phase === 'running' && this.lost) return;
-    const { store, clock, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs } = this.settings;
-    if (this.watchdogTimer === undefined) {
-      // The first heartbeat: from now on the lease may pass while a renewal is awaited. A
-      // heartbeat that ran late, past the lease estimate, finds what the watchdog would have.
-      if (clock.now() >= this.leaseEstimate) this.expire();
-      this.armWatchdog();
-    }
+    const { store, clock, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs, heartbeatMs } =
+      this.settings;
+    // The first heartbeat arms the watchdog: from now on the lease may pass while a renewal is
+    // awaited. One that runs late, past the lease estimate (this process's event loop was
+    // held up longer than the lease: a long poll phase under load, a synchronous stretch),
+    // asks the store before calling the lease lost: the renewal is owner-checked, so if it
+    // lands nobody took the key over meanwhile and the execution still holds it. Declaring it
+    // lost without asking aborted operations whose lease nobody took, and a caller that then
+    // released the key let a retry run the operation a second time (seen in the chaos suite's
+    // memory-1mib row under load). That renewal gets a short grace, the retry interval of a
+    // failed one (a fifth of the heartbeat, at most `storeTimeoutMs`): past it the lease is
+    // lost, so an execution whose store does not answer at once never runs on for long beside
+    // an owner that took the key over meanwhile. A failure or another owner loses it too.
+    // The same holds for every later heartbeat the loop ran late (the watchdog, due at the
+    // estimate, would run right after it in the same timers phase, before any store could
+    // answer) and for one that runs just before the estimate (the watchdog would fire a few
+    // ms later, before the renewal can land): whenever the watchdog would fire within the
+    // grace, it is moved to the end of the grace, never earlier than the estimate.
+    const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
+    const now = clock.now();
+    const late = now >= this.leaseEstimate;
+    // Never past the maximum hold: no renewal can reach beyond it, so a grace there buys
+    // nothing and would only let the operation run on past its bound.
+    if (now + grace >= this.leaseEstimate) {
+      clearTimeout(this.watchdogTimer);
+      const holdLeft = this.acquiredAt + maxHoldMs - now;
+      const delay = Math.max(0, Math.min(Math.max(grace, this.leaseEstimate - now), holdLeft));
+      this.watchdogTimer = setTimeout(() => this.expire(), delay);
+      this.watchdogTimer.unref?.();
+    } else if (this.watchdogTimer === undefined) this.armWatchdog();
     const startedAt = clock.now();
     const timedFrom = this.settings.observed ? performance.now() : 0;
     // Never renew past the maximum hold: the last renewal is cut to what is left of it.
     const lease = Math.min(leaseMs, this.acquiredAt + maxHoldMs - startedAt);
-    if (lease <= 0) return; // let the lease lapse; the watchdog aborts
+    if (lease <= 0) {
+      if (late) this.expire();
+      return; // let the lease lapse; the watchdog aborts
+    }
     try {
       const result = await callStore(
         'extend',
@@ -182,12 +211,18 @@ export class LeaseKeeper implements TimedEntry {
         // write tells which.
         if (this.phase === 'running')
           this.lose('heartbeat', 'Another execution took this key over');
+        else if (late) this.expire();
         return;
       }
       this.leaseEstimate = startedAt + lease;
       this.armWatchdog();
     } catch (error) {
       if (this.isDone()) return;
+      // A late first renewal that failed: the lease passed without one.
+      if (late) {
+        this.expire();
+        this.armWatchdog();
+      }
       if (this.settings.observed)
         this.settings.emit({
           type: 'store_error',

@@ -56,3 +56,18 @@ export function importNodeBuiltin<T>(id: string): Promise<T | undefined> | undef
     () => undefined,
   );
 }
+
+/**
+ * Whether `JSON.stringify` makes a text of one byte a character whenever every character is
+ * Latin-1, whatever strings the value holds: V8 12 and later (Node 22+, Deno). V8 11 (Node 20)
+ * gives a two-byte text as soon as the value holds a string V8 keeps at two bytes a character
+ * (a slice of a string that had a character above U+00FF, a UTF-16 decode), even an ASCII one;
+ * other engines are not known to. Read once.
+ */
+export const stringifiesOneByte: boolean = (() => {
+  const versions = (globalThis as { process?: { versions?: Record<string, unknown> } }).process
+    ?.versions;
+  // Bun reports a V8 version for compatibility but runs JavaScriptCore.
+  if (typeof versions?.v8 !== 'string' || versions.bun !== undefined) return false;
+  return Number.parseInt(versions.v8, 10) >= 12;
+})();

@@ -69,7 +69,11 @@ const JSON_UNDEFINED_META = JSON.stringify({ kind: 'value', value: UNDEFINED_MET
  * @internal
  */
 export function encodeJsonValue(value: unknown, reuse = false): Uint8Array {
-  const text = JSON.stringify(value);
+  return encodeJsonText(JSON.stringify(value), reuse);
+}
+
+/** {@link encodeJsonValue} of a value whose `JSON.stringify` gave `text`. @internal */
+export function encodeJsonText(text: string | undefined, reuse = false): Uint8Array {
   return text === undefined
     ? encodeTextOutcome(JSON_UNDEFINED_META, '', reuse)
     : encodeTextWithHeader(JSON_VALUE_HEAD, text, reuse);
@@ -80,6 +84,17 @@ const JSON_VALUE_HEAD = encodeTextOutcome(JSON_VALUE_META.json, '');
 
 /** {@link JSON_VALUE_HEAD} as a string of one character a byte. */
 const JSON_VALUE_HEAD_LATIN1 = String.fromCharCode(...JSON_VALUE_HEAD);
+
+/**
+ * The encoding {@link encodeJsonValue} gives for a value whose JSON text is `text`, as a
+ * string of one character a byte, when every character of `text` is ASCII (then its UTF-8
+ * bytes are its characters); `undefined` otherwise. No bytes are made: the header's string
+ * and `text` joined. @internal
+ */
+export function jsonValueLatin1(text: string): string | undefined {
+  // A character at or above 0x80 counts two or more bytes in UTF-8.
+  return utf8Length(text) === text.length ? JSON_VALUE_HEAD_LATIN1 + text : undefined;
+}
 
 /**
  * {@link jsonValueText} of an encoding held as a string of one character a byte (a store's

@@ -78,5 +78,15 @@ export class SseAnchors {
  * tabs around a field value, so an id is compared in this form on both sides.
  */
 export function lastEventIdForm(id: string): string {
-  return id.replace(/^[ \t]+|[ \t]+$/g, '');
+  // Loops, not `/^[ \t]+|[ \t]+$/g`: that expression backtracks over every run of spaces not
+  // at the end (a 16 KB header of spaces between two characters took about 0.1 s of CPU).
+  let start = 0;
+  let end = id.length;
+  while (start < end && isSpaceOrTab(id.charCodeAt(start))) start++;
+  while (end > start && isSpaceOrTab(id.charCodeAt(end - 1))) end--;
+  return start === 0 && end === id.length ? id : id.slice(start, end);
+}
+
+function isSpaceOrTab(code: number): boolean {
+  return code === 32 || code === 9;
 }

@@ -1,6 +1,6 @@
 import { guardStoreCall, type StoreErrorRules, toStoreError } from './adapter-kit/store-errors.js';
 import type { StoreOperation } from './events.js';
-import type { StoredRecord } from './store.js';
+import type { CompleteInput, StoredRecord } from './store.js';
 
 const ENGINE_RULES: StoreErrorRules = { service: 'Store' };
 
@@ -59,28 +59,59 @@ function timedCall<T>(
 
 /**
  * The property of a store method that holds its synchronous form (see
- * {@link answersSynchronously}). A registered symbol, so two copies of this package agree.
+ * {@link answersSynchronously}). Read only on a method this copy of the package built (see
+ * {@link syncFormOf}); a registered symbol, so a method's form can be replaced in place by
+ * code that imports another copy.
  */
 export const SYNC_FORM: unique symbol = Symbol.for('idem.store.syncForm') as never;
 
 /**
- * The property of a store method that holds what {@link SyncFormOptions} declared for its
- * synchronous form, with that form. @internal
+ * What {@link answersSynchronously} was told for each method it built, by method (every
+ * method it built has an entry). Kept here, not on the method: the `view` and `latin1` forms
+ * keep the engine's own strings (its storage key and owner token) without a copy, so no one
+ * but this module's engine may reach them. A property, even under a symbol that is not
+ * registered, is listed by `Reflect.ownKeys` and could be called by anyone with a key or owner
+ * cut from a large string that the store would then keep whole. The entry is also what makes
+ * the method's own `SYNC_FORM` count: a wrapper that only passes property reads through (a
+ * `Proxy` of the method, a function whose prototype is the method) is another object, with no
+ * entry, so the engine calls it and not the form behind it (which would skip what the wrapper
+ * does to the input, a tenant's key prefix). A second copy of this package has a map of its
+ * own: its engine sees no form of these methods and calls them as promises.
  */
-const DECLARED: unique symbol = Symbol.for('idem.store.syncFormOptions') as never;
+const declaredForms = new WeakMap<object, Declared<never, unknown>>();
+
+// Read once, at load: a caller that later replaces `WeakMap.prototype.get` (or `set`, or
+// `Function.prototype.call`) must not be handed `declaredForms`.
+const uncurryThis = Function.prototype.bind.bind(Function.prototype.call) as <
+  T,
+  A extends unknown[],
+  R,
+>(
+  method: (this: T, ...args: A) => R,
+) => (self: T, ...args: A) => R;
+const declaredGet = uncurryThis(WeakMap.prototype.get) as (
+  map: WeakMap<object, Declared<never, unknown>>,
+  key: object,
+) => Declared<never, unknown> | undefined;
+const declaredSet = uncurryThis(WeakMap.prototype.set) as (
+  map: WeakMap<object, Declared<never, unknown>>,
+  key: object,
+  value: Declared<never, unknown>,
+) => unknown;
+const hasOwn = Object.hasOwn;
 
 /** What {@link answersSynchronously} declared for `sync` (see {@link SyncFormOptions}). */
 interface Declared<I, R> {
   readonly sync: (input: I) => R;
   readonly view: ((input: I) => R) | undefined;
   readonly latin1: ((input: I) => R) | undefined;
+  readonly latin1Outcome: ((input: Latin1CompleteInput) => R) | undefined;
   readonly copiesInput: boolean;
 }
 
 /** A store method that may carry its synchronous form. */
 type MaybeSync<I, R> = ((input: I) => Promise<R>) & {
   [SYNC_FORM]?: (input: I) => R;
-  [DECLARED]?: Declared<I, R>;
 };
 
 /**
@@ -101,17 +132,13 @@ export function answersSynchronously<I, R>(
   // Not enumerable: a wrapper made with `Object.assign(wrapper, method)` (or a spread) must
   // not carry them, or the engine would call this form straight past the wrapper.
   Object.defineProperty(method, SYNC_FORM, { value: sync, writable: true, configurable: true });
-  if (options.view || options.latin1 || options.copiesInput)
-    Object.defineProperty(method, DECLARED, {
-      value: {
-        sync,
-        view: options.view,
-        latin1: options.latin1,
-        copiesInput: options.copiesInput === true,
-      } satisfies Declared<I, R>,
-      writable: true,
-      configurable: true,
-    });
+  declaredSet(declaredForms, method, {
+    sync,
+    view: options.view,
+    latin1: options.latin1,
+    latin1Outcome: options.latin1Outcome,
+    copiesInput: options.copiesInput === true,
+  } satisfies Declared<I, R> as Declared<never, unknown>);
   return method;
 }
 
@@ -137,6 +164,14 @@ export interface SyncFormOptions<I, R> {
    * parse the recorded JSON straight from it; every other caller gets `sync`'s own bytes.
    */
   latin1?: (input: I) => R;
+  /**
+   * For `complete`: `sync` with the outcome given as a string of one character a byte
+   * (`outcomeLatin1`, see {@link Latin1CompleteInput}) instead of bytes: the same write, the
+   * same answers and errors. The engine calls it only with a string it made (the encoding of
+   * an ASCII JSON value, which no caller holds), so the store may keep it without a copy;
+   * every other caller gives bytes to `sync`.
+   */
+  latin1Outcome?: (input: Latin1CompleteInput) => R;
   // The engine calls `view` and `latin1` (on `acquire`) only with an input it made: its `key`
   // (a digest) and `owner` (its token) are strings of its own that share no memory with any
   // caller's string, so those forms may keep them without a copy. (The fingerprint is the
@@ -148,20 +183,31 @@ export interface SyncFormOptions<I, R> {
   copiesInput?: boolean;
 }
 
-/** The synchronous form `method` carries (see {@link answersSynchronously}), if any. */
+/**
+ * The synchronous form `method` carries (see {@link answersSynchronously}), if any: the
+ * method's own `SYNC_FORM` (as it is now: a form replaced in place counts), and only on a
+ * method this copy of the package built. Anything else, a `SYNC_FORM` it inherits or that a
+ * `Proxy` passes through included, has none: the engine calls the method itself.
+ */
 export function syncFormOf<I, R>(method: (input: I) => Promise<R>): ((input: I) => R) | undefined {
-  return (method as MaybeSync<I, R>)[SYNC_FORM];
+  if (typeof method !== 'function' || declaredGet(declaredForms, method) === undefined)
+    return undefined;
+  return hasOwn(method, SYNC_FORM) ? (method as MaybeSync<I, R>)[SYNC_FORM] : undefined;
 }
 
 /**
- * What `method` declared for its synchronous form, while `method[SYNC_FORM]` is still that
+ * What `method` declared for its synchronous form, while its own `SYNC_FORM` is still that
  * very form: a wrapper that replaced the method, or only its `SYNC_FORM` (in place), made no
  * such promise.
  */
 function declaredOf<I, R>(method: (input: I) => Promise<R>): Declared<I, R> | undefined {
-  const form = method as MaybeSync<I, R>;
-  const declared = form[DECLARED];
-  return declared !== undefined && form[SYNC_FORM] === declared.sync ? declared : undefined;
+  if (typeof method !== 'function') return undefined;
+  const declared = declaredGet(declaredForms, method) as Declared<I, R> | undefined;
+  return declared !== undefined &&
+    hasOwn(method, SYNC_FORM) &&
+    (method as MaybeSync<I, R>)[SYNC_FORM] === declared.sync
+    ? declared
+    : undefined;
 }
 
 /** The view form `method` carries (see {@link SyncFormOptions.view}), if any. @internal */
@@ -174,6 +220,23 @@ export function latin1FormOf<I, R>(
   method: (input: I) => Promise<R>,
 ): ((input: I) => R) | undefined {
   return declaredOf(method)?.latin1;
+}
+
+/**
+ * The input of a {@link SyncFormOptions.latin1Outcome} form: a `complete` whose outcome is a
+ * string of one character a byte (the encoded outcome's bytes, every one below 0x80), with
+ * `outcome` absent. @internal
+ */
+export interface Latin1CompleteInput extends Omit<CompleteInput, 'outcome'> {
+  outcomeLatin1: string;
+}
+
+/** The Latin-1 outcome form `method` carries (see {@link SyncFormOptions.latin1Outcome}), if any. @internal */
+export function latin1OutcomeFormOf<R>(
+  method: (input: never) => Promise<R>,
+): ((input: Latin1CompleteInput) => R) | undefined {
+  return (declaredOf(method as (input: unknown) => Promise<R>) as Declared<unknown, R> | undefined)
+    ?.latin1Outcome;
 }
 
 /**

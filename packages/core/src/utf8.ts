@@ -27,3 +27,11 @@ const NodeBuffer = nodeBuffer();
 export const utf8Length: (text: string) => number = NodeBuffer
   ? (text) => NodeBuffer.byteLength(text, 'utf8')
   : countUtf8;
+
+/** The bytes of a string of one character a byte (a store's Latin-1 form), a copy. */
+export function latin1Bytes(held: string): Uint8Array {
+  if (NodeBuffer) return NodeBuffer.from(held, 'latin1');
+  const bytes = new Uint8Array(held.length);
+  for (let i = 0; i < held.length; i++) bytes[i] = held.charCodeAt(i);
+  return bytes;
+}

@@ -148,6 +148,29 @@ describe('the replay state machine', () => {
     });
   });
 
+  it('a success the policy does not keep returns its value (not undefined thrown), releases the key, and a retry runs again', async () => {
+    const { idem, events } = setup({
+      isFinal: (settled) => settled.ok && settled.value !== 'retry me',
+    });
+    let runs = 0;
+    const first = await idem.execute({ key: 'k' }, async () => {
+      runs++;
+      return 'retry me';
+    });
+    expect(first).toEqual({ value: 'retry me', replayed: false });
+    expect(steps(events)).toContain('released');
+    const second = await idem.execute({ key: 'k' }, async () => {
+      runs++;
+      return 'kept';
+    });
+    expect(second).toEqual({ value: 'kept', replayed: false });
+    expect(runs).toBe(2);
+    expect(await idem.execute({ key: 'k' }, async () => 'never')).toEqual({
+      value: 'kept',
+      replayed: true,
+    });
+  });
+
   it('a store failure at acquire is STORE_UNAVAILABLE with the cause; the operation never runs', async () => {
     const { store } = setup();
     const idem = createIdempotency({ store: faulty(store, { acquire: 'throw' }) });
@@ -297,22 +320,28 @@ describe('leases in real time', () => {
 
   it('past maxHoldMs renewals stop and the signal aborts; no renewal reaches past it', async () => {
     const store = new FakeStore();
-    const idem = createIdempotency<{ abortedAfter: number; leaseEnd: number }>({
+    const idem = createIdempotency<{ abortedAt: number; leaseEnd: number; opStart: number }>({
       store,
       leaseMs: 300,
       heartbeatMs: 100,
       maxHoldMs: 450,
     });
-    const started = Date.now();
+    // The acquisition happened between `before` and the operation's start: every bound is
+    // taken from the side of that window that makes it strict, so a slow acquire under load
+    // (or a timer that fires a millisecond before Date.now() reaches its mark) cannot fail it.
+    const before = Date.now();
     const result = await idem.execute({ key: 'k' }, async ({ signal, storageKey }) => {
+      const opStart = Date.now();
       await new Promise((r) => signal.addEventListener('abort', r, { once: true }));
       const record = await store.get(storageKey);
-      return { abortedAfter: Date.now() - started, leaseEnd: (record?.leaseUntil ?? 0) - started };
+      return { abortedAt: Date.now(), leaseEnd: record?.leaseUntil ?? 0, opStart };
     });
-    expect(result.value.abortedAfter).toBeGreaterThanOrEqual(450);
+    const { abortedAt, leaseEnd, opStart } = result.value;
+    expect(abortedAt - before).toBeGreaterThanOrEqual(450 - 1);
     // Without the cut, the renewal at ~400 ms would hold the key until ~700 ms.
-    expect(result.value.leaseEnd).toBeLessThanOrEqual(450 + 25);
-    expect(result.value.abortedAfter).toBeLessThan(450 + 150);
+    expect(leaseEnd - opStart).toBeLessThanOrEqual(450 + 1);
+    expect(leaseEnd - before).toBeGreaterThanOrEqual(300);
+    expect(abortedAt - opStart).toBeLessThan(450 + 150);
   });
 
   it('with wait, a concurrent duplicate waits and then replays the first outcome', async () => {

@@ -3,6 +3,14 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { callStore, StoreUnavailableError } from '../src/index.js';
+import {
+  answersSynchronously,
+  copiesInputOf,
+  latin1FormOf,
+  SYNC_FORM,
+  syncFormOf,
+  viewFormOf,
+} from '../src/store-call.js';
 
 const never = () => new Promise<never>(() => {});
 const resolveAfter = <T>(ms: number, value: T) =>
@@ -100,5 +108,118 @@ describe('callStore time limits (one shared timer per limit length)', () => {
     // Neither waited for its 30 s limit (the child's start-up is most of this).
     expect(background.ms).toBeLessThan(15_000);
     expect(answered.ms).toBeLessThan(15_000);
+  });
+});
+
+describe("engine-only synchronous forms (view, latin1) are out of every caller's reach", () => {
+  const sync = (input: { key: string }) => `sync ${input.key}`;
+  const view = (input: { key: string }) => `view ${input.key}`;
+  const latin1 = (input: { key: string }) => `latin1 ${input.key}`;
+
+  it('the engine reads what was declared; the method carries only its public synchronous form', () => {
+    const method = answersSynchronously(sync, { view, latin1, copiesInput: true });
+    expect(viewFormOf(method)).toBe(view);
+    expect(latin1FormOf(method)).toBe(latin1);
+    expect(copiesInputOf(method)).toBe(true);
+    expect(syncFormOf(method)).toBe(sync);
+    // Nothing but `length`, `name` and SYNC_FORM (which copies) on the method.
+    const keys = Reflect.ownKeys(method);
+    expect(keys.filter((key) => typeof key === 'symbol')).toEqual([SYNC_FORM]);
+    for (const key of keys) {
+      const value = Reflect.getOwnPropertyDescriptor(method, key)?.value;
+      expect([view, latin1]).not.toContain(value);
+      if (value !== null && typeof value === 'object') {
+        expect(Object.values(value)).not.toContain(view);
+      }
+    }
+    expect(
+      (method as unknown as Record<symbol, unknown>)[Symbol.for('idem.store.syncFormOptions')],
+    ).toBeUndefined();
+  });
+
+  it('a wrapper (a copy of its properties, a new method, its sync form replaced in place) declares nothing', () => {
+    const method = answersSynchronously(sync, { view, latin1, copiesInput: true });
+    const copy = Object.assign(async (input: { key: string }) => method(input), method);
+    const spread = Object.defineProperties(
+      async (input: { key: string }) => method(input),
+      Object.getOwnPropertyDescriptors(method),
+    );
+    for (const wrapper of [copy, spread]) {
+      expect(viewFormOf(wrapper)).toBeUndefined();
+      expect(latin1FormOf(wrapper)).toBeUndefined();
+      expect(copiesInputOf(wrapper)).toBe(false);
+    }
+    (method as unknown as Record<symbol, unknown>)[SYNC_FORM] = (input: { key: string }) =>
+      `replaced ${input.key}`;
+    expect(viewFormOf(method)).toBeUndefined();
+    expect(latin1FormOf(method)).toBeUndefined();
+    expect(copiesInputOf(method)).toBe(false);
+  });
+  it('SYNC_FORM counts only as an own property of a method answersSynchronously built: not through a Proxy, a prototype or a hand-made method', () => {
+    const method = answersSynchronously(sync, { view, latin1, copiesInput: true });
+    const proxied = new Proxy(method, { apply: (target, _this, args) => target(args[0]) });
+    const inheriting = Object.setPrototypeOf(
+      async (input: { key: string }) => method(input),
+      method,
+    ) as typeof method;
+    const handMade = Object.assign(async (input: { key: string }) => method(input), {
+      [SYNC_FORM]: sync,
+    });
+    const copied = Object.defineProperties(
+      async (input: { key: string }) => method(input),
+      Object.getOwnPropertyDescriptors(method),
+    );
+    for (const wrapper of [proxied, inheriting, handMade, copied]) {
+      expect(syncFormOf(wrapper)).toBeUndefined();
+      expect(viewFormOf(wrapper)).toBeUndefined();
+      expect(latin1FormOf(wrapper)).toBeUndefined();
+      expect(copiesInputOf(wrapper)).toBe(false);
+    }
+    // The built method's own form, replaced in place, is what counts; deleted, none.
+    const replaced = (input: { key: string }) => `replaced ${input.key}`;
+    (method as unknown as Record<symbol, unknown>)[SYNC_FORM] = replaced;
+    expect(syncFormOf(method)).toBe(replaced);
+    delete (method as unknown as Record<symbol, unknown>)[SYNC_FORM];
+    Object.setPrototypeOf(
+      method,
+      Object.assign(Object.create(Function.prototype), { [SYNC_FORM]: sync }),
+    );
+    expect(syncFormOf(method)).toBeUndefined();
+    expect(viewFormOf(method)).toBeUndefined();
+  });
+
+  it('replacing WeakMap.prototype.get / set or Function.prototype.call later hands no caller the declared forms', () => {
+    const { get, set } = WeakMap.prototype;
+    const { call } = Function.prototype;
+    const seen = new Set<unknown>();
+    WeakMap.prototype.get = function (this: WeakMap<object, unknown>, key: object) {
+      seen.add(this);
+      return Reflect.apply(get, this, [key]);
+    };
+    WeakMap.prototype.set = function (this: WeakMap<object, unknown>, key: object, value: unknown) {
+      seen.add(this);
+      return Reflect.apply(set, this, [key, value]);
+    };
+    Function.prototype.call = function (this: (...a: unknown[]) => unknown, ...args: unknown[]) {
+      seen.add(args[0]);
+      return Reflect.apply(this, args[0], args.slice(1));
+    };
+    let method: (input: { key: string }) => Promise<string>;
+    let forms: unknown[];
+    try {
+      method = answersSynchronously(sync, { view, latin1, copiesInput: true });
+      forms = [viewFormOf(method), latin1FormOf(method), syncFormOf(method)];
+    } finally {
+      Function.prototype.call = call;
+      WeakMap.prototype.get = get;
+      WeakMap.prototype.set = set;
+    }
+    expect(forms).toEqual([view, latin1, sync]);
+    // No map the patches were handed holds what was declared for the method.
+    for (const map of seen) {
+      if (!(map instanceof WeakMap)) continue;
+      const declared = Reflect.apply(get, map, [method]) as { view?: unknown } | undefined;
+      expect(declared?.view).toBeUndefined();
+    }
   });
 });

@@ -175,7 +175,9 @@ export function createIdempotencyHandler<R = Request>(
       return respond(400, PROBLEM_TYPES.invalidKey, 'Invalid Idempotency-Key', parsed.reason);
     const key = parsed.key;
 
-    const hint = await scopeOf(request.native, `${method} ${request.url}`);
+    // 'global' and the fingerprint without an extras hook answer at once: no promise to wait on.
+    const scoped = scopeOf(request.native, method, request.url);
+    const hint = scoped instanceof Promise ? await scoped : scoped;
     if (!hint) {
       return respond(
         500,
@@ -203,7 +205,8 @@ export function createIdempotencyHandler<R = Request>(
     const operation = hint.operation ?? `${method} ${request.route ?? canonicalPath(url.pathname)}`;
     // 'global' is the only way to the null principal: a hook's principal is never null.
     const scope: JsonValue = ['idem/http/v1', hint.principal, operation];
-    const print = await fingerprintOf(request, method, url, body, options.fingerprint);
+    const printed = fingerprintOf(request, method, url, body, options.fingerprint);
+    const print = typeof printed === 'string' ? printed : await printed;
 
     const hints = resumeHints(request.header);
     let begun: Awaited<ReturnType<typeof engine.begin>> | undefined;

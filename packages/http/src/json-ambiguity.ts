@@ -51,8 +51,8 @@ function nextSignificant(text: string, from: number): number {
   return -1;
 }
 
-/** True when the number literal `token` is not exactly the double it parses to. */
-function isLossy(token: string): boolean {
+/** True when the number literal `token` is not exactly the double it parses to. @internal */
+export function isLossy(token: string): boolean {
   // At most 15 digits and no exponent: within the doubles' normal range, and every decimal
   // of 15 significant digits round-trips (DBL_DIG), so it is the double's shortest form.
   if (token.length <= 15 && !token.includes('e') && !token.includes('E')) return false;
@@ -64,16 +64,26 @@ function isLossy(token: string): boolean {
   return shortest !== token && decimal(token) !== decimal(shortest);
 }
 
-/** A decimal literal as `<significant digits>e<exponent>` (zero as `0`), sign dropped for zero. */
+/**
+ * A decimal literal as `<significant digits>e<exponent>` (zero as `0`), sign dropped for zero.
+ * Linear in the literal's length: its zeros are trimmed by loops, not by expressions such as
+ * `/0+$/`, which backtrack over every run of zeros that is not at the end (a 100 KB literal
+ * `1.000…0001` cost seconds).
+ */
 function decimal(literal: string): string {
-  const negative = literal.startsWith('-');
-  const [mantissa = '', exponent = '0'] = (negative ? literal.slice(1) : literal).split(/[eE]/);
-  const [whole = '', fraction = ''] = mantissa.split('.');
-  let digits = whole + fraction;
-  let point = whole.length + Number(exponent);
-  const leading = digits.length - digits.replace(/^0+/, '').length;
-  digits = digits.slice(leading).replace(/0+$/, '');
-  point -= leading;
-  if (digits.length === 0) return '0';
-  return `${negative ? '-' : ''}${digits}e${point}`;
+  const negative = literal.charCodeAt(0) === 0x2d; /* - */
+  const body = negative ? literal.slice(1) : literal;
+  let e = body.indexOf('e');
+  if (e === -1) e = body.indexOf('E');
+  const mantissa = e === -1 ? body : body.slice(0, e);
+  const exponent = e === -1 ? 0 : Number(body.slice(e + 1));
+  const dot = mantissa.indexOf('.');
+  const whole = dot === -1 ? mantissa : mantissa.slice(0, dot);
+  const digits = dot === -1 ? whole : whole + mantissa.slice(dot + 1);
+  let first = 0;
+  while (first < digits.length && digits.charCodeAt(first) === 0x30 /* 0 */) first++;
+  let end = digits.length;
+  while (end > first && digits.charCodeAt(end - 1) === 0x30 /* 0 */) end--;
+  if (end === first) return '0';
+  return `${negative ? '-' : ''}${digits.slice(first, end)}e${whole.length + exponent - first}`;
 }

@@ -22,13 +22,20 @@ export interface ResumeHints {
 
 /** Reads the resume hints of a request. @internal */
 export function resumeHints(header: (name: string) => string | undefined): ResumeHints {
-  return {
-    // Empty: a resume that saw no event id yet, from the start of the stream.
-    lastEventId: header(LAST_EVENT_ID_HEADER) || undefined,
-    generation: header(GENERATION_HEADER)?.trim(),
-    attach: header(ATTACH_HEADER)?.trim().toLowerCase() !== 'false',
-  };
+  // Empty: a resume that saw no event id yet, from the start of the stream.
+  const lastEventId = header(LAST_EVENT_ID_HEADER) || undefined;
+  const generation = header(GENERATION_HEADER)?.trim();
+  const attach = header(ATTACH_HEADER)?.trim().toLowerCase() !== 'false';
+  // What almost every request says (nothing): one object for all of them, never changed.
+  if (lastEventId === undefined && generation === undefined && attach) return NO_HINTS;
+  return { lastEventId, generation, attach };
 }
+
+const NO_HINTS: ResumeHints = Object.freeze({
+  lastEventId: undefined,
+  generation: undefined,
+  attach: true,
+});
 
 /** 412: the caller resumes another generation than the one under the key. @internal */
 export function generationChanged(): IdempotencyDecision {

@@ -39,7 +39,23 @@ export async function nodeRequestBody(
   limit: number,
 ): Promise<RequestBody> {
   const contentType = headerOf(req, 'content-type');
-  if (parsed !== undefined) return bodyFromParsed(parsed, contentType, limit);
+  if (parsed !== undefined) {
+    try {
+      return bodyFromParsed(parsed, contentType, limit);
+    } catch (error) {
+      // Decoded in a way that may have lost bytes: the bytes, if a reader kept them as a
+      // Buffer (text kept would be decoded the same way), tell such bodies apart.
+      if (!(error instanceof BodyAlreadyReadError)) throw error;
+      const raw = rawBodyOf(req);
+      if (
+        !(raw instanceof Uint8Array) ||
+        typeof (req as { rawBody?: unknown }).rawBody === 'string'
+      )
+        throw error;
+      if (raw.length > limit) throw new BodyTooLargeError(limit);
+      return bodyFromBytes(raw, contentType);
+    }
+  }
   const length = headerOf(req, 'content-length');
   if (
     (length === undefined || length === '0') &&

@@ -46,17 +46,30 @@ function arrayFields(extra: readonly unknown[]): [string, unknown][] {
 const APPENDS_AFTER_SET_HEADER = Number(process.versions.node.split('.')[0]) >= 22;
 
 /**
- * Whether a header array given to `writeHead` keeps every value of a name it repeats: Node
- * sends the array as it is unless `setHeader` made its outgoing headers (`kOutHeaders`), which
- * it then merges the array into.
+ * Whether Node sends the headers given to `writeHead` as they are, every field kept (a name
+ * repeated in an array, or in an object in two cases: `{ 'X-A': '1', 'x-a': '2' }`): it does
+ * unless `setHeader` made its outgoing headers (`kOutHeaders`), which it then merges them
+ * into, one `setHeader` a field (a repeated name keeps its last value). Node 22 and later
+ * append an array's fields there instead (see `APPENDS_AFTER_SET_HEADER`). HTTP/2's compat
+ * response always appends an array's fields (after removing the names it sets) and sets an
+ * object's one by one.
  */
-function arrayKeepsRepeats(res: ServerResponse): boolean {
-  // HTTP/2's compat response always appends them (after removing the names it sets).
-  if (APPENDS_AFTER_SET_HEADER || isHttp2(res)) return true;
+function keepsRepeats(res: ServerResponse, array: boolean): boolean {
+  if (isHttp2(res)) return array;
+  if (array && APPENDS_AFTER_SET_HEADER) return true;
+  return !mergesIntoOutHeaders(res);
+}
+
+/**
+ * Whether Node's HTTP/1.1 `writeHead` merges the headers it is given into the outgoing ones
+ * (`setHeader` made them, `kOutHeaders`): it then skips a field with an empty name (`if (k)`),
+ * where it refuses one given without them.
+ */
+function mergesIntoOutHeaders(res: ServerResponse): boolean {
   for (const symbol of Object.getOwnPropertySymbols(res))
     if (symbol.description === 'kOutHeaders')
-      return (res as unknown as Record<symbol, unknown>)[symbol] == null;
-  return res.getHeaderNames().length === 0;
+      return (res as unknown as Record<symbol, unknown>)[symbol] != null;
+  return res.getHeaderNames().length !== 0;
 }
 
 /**
@@ -100,23 +113,60 @@ export function headersOf(res: ServerResponse, extra?: unknown): Headers {
   };
   for (const [name, value] of Object.entries(res.getHeaders() as OutgoingHttpHeaders))
     add(name, value);
-  if (Array.isArray(extra)) {
-    // As Node does: the array's fields replace the outgoing ones of the same names, and a
-    // name it repeats keeps every value (or its last one, see `arrayKeepsRepeats`).
-    const fields = arrayFields(extra);
-    const keep = arrayKeepsRepeats(res);
+  if (extra && typeof extra === 'object') {
+    // As Node does: the given fields replace the outgoing ones of the same names, and a name
+    // given twice keeps every value (or its last one, see `keepsRepeats`).
+    const array = Array.isArray(extra);
+    const fields = withoutSkipped(res, array ? arrayFields(extra) : Object.entries(extra), http2);
+    const keep = keepsRepeats(res, array);
     for (const [name] of fields) remove(name);
     for (const [name, value] of fields) {
       if (!keep) remove(name);
       add(name, value);
     }
-  } else if (extra && typeof extra === 'object') {
-    for (const [name, value] of Object.entries(extra)) {
-      remove(name);
-      add(name, value);
-    }
   }
   return headers;
+}
+
+/**
+ * The fields given to `writeHead` that Node's HTTP/1.1 response takes: one with an empty name
+ * is skipped when they are merged into the outgoing headers (see `mergesIntoOutHeaders`).
+ */
+function withoutSkipped(
+  res: ServerResponse,
+  fields: [string, unknown][],
+  http2: boolean,
+): [string, unknown][] {
+  if (http2 || !fields.some(([name]) => name === '') || !mergesIntoOutHeaders(res)) return fields;
+  return fields.filter(([name]) => name !== '');
+}
+
+/**
+ * Whether the headers given to `writeHead` can carry the generation header of a published
+ * stream (see `withGeneration`): an object, or a header array Node takes (an even-length
+ * `[name, value, ...]`, or `[[name, value], ...]`).
+ */
+function canCarry(extra: unknown): boolean {
+  if (!extra || typeof extra !== 'object') return false;
+  if (!Array.isArray(extra)) return true;
+  return Array.isArray(extra[0]) || extra.length % 2 === 0;
+}
+
+/**
+ * The headers given to `writeHead` (a copy, see `canCarry`) with the generation header of a
+ * published stream added, unless they name it (theirs is sent then, as when Node's
+ * `writeHead` replaced the one `setHeader` set).
+ */
+function withGeneration(extra: object, generation: string): object {
+  if (Array.isArray(extra)) {
+    const fields = arrayFields(extra);
+    if (fields.some(([name]) => name.toLowerCase() === GENERATION_HEADER)) return extra;
+    return Array.isArray(extra[0])
+      ? [...extra, [GENERATION_HEADER, generation]]
+      : [...extra, GENERATION_HEADER, generation];
+  }
+  for (const name of Object.keys(extra)) if (name.toLowerCase() === GENERATION_HEADER) return extra;
+  return { ...extra, [GENERATION_HEADER]: generation };
 }
 
 /** An HTTP/2 pseudo-header name (`:status`). */
@@ -127,11 +177,39 @@ function isPseudo(name: string): boolean {
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** What a `Headers` refuses in a value: NUL, CR, LF, and characters past 0xFF. */
 const REFUSED_VALUE = /[\0\r\n\u0100-\uffff]/;
-/** What a `Headers` strips from both ends of a value. */
-const EDGE_WHITESPACE = /^[\t\n\r ]+|[\t\n\r ]+$/g;
+/** What {@link REFUSED_VALUE} finds, or a character past U+007F: one test for an ASCII value. */
+const NOT_PLAIN_VALUE = /[\0\r\n\u0080-\uffff]/;
+/**
+ * A value checked by `refused` since the head `nodeHeadSource` reads began had a character
+ * past U+007F (saved and put back around it: one head read may start another).
+ */
+let pastAscii = false;
+
+/**
+ * Whether a `Headers` refuses the value `text` (see `REFUSED_VALUE`), noting one with a
+ * character past U+007F it takes in `pastAscii` (see `sendsHeadAsLatin1`).
+ */
+function refused(text: string): boolean {
+  if (!NOT_PLAIN_VALUE.test(text)) return false;
+  if (REFUSED_VALUE.test(text)) return true;
+  pastAscii = true;
+  return false;
+}
+/**
+ * A value without what a `Headers` strips from both ends of it. Loops, not
+ * `/^[\t\n\r ]+|[\t\n\r ]+$/g`: that expression backtracks over every run of whitespace not
+ * at the end (64 K spaces between two characters took about 2 s of CPU).
+ */
+function stripEdges(value: string): string {
+  let start = 0;
+  let end = value.length;
+  while (start < end && isEdgeWhitespace(value.charCodeAt(start))) start++;
+  while (end > start && isEdgeWhitespace(value.charCodeAt(end - 1))) end--;
+  return start === 0 && end === value.length ? value : value.slice(start, end);
+}
 
 function normalized(values: string[]): string {
-  return values.map((value) => value.replace(EDGE_WHITESPACE, '')).join(', ');
+  return values.map(stripEdges).join(', ');
 }
 
 /** A header value as {@link headersOf} gives it: each item stripped, joined by `, `. */
@@ -141,7 +219,7 @@ function normalizedValue(value: string | readonly string[]): string {
   // Usually nothing to strip: no regular expression run.
   return last >= 0 &&
     (isEdgeWhitespace(value.charCodeAt(0)) || isEdgeWhitespace(value.charCodeAt(last)))
-    ? value.replace(EDGE_WHITESPACE, '')
+    ? stripEdges(value)
     : value;
 }
 
@@ -158,13 +236,13 @@ function isEdgeWhitespace(code: number): boolean {
 function checkedValue(value: unknown, http2: boolean): string | string[] | undefined {
   if (!Array.isArray(value)) {
     const text = typeof value === 'string' ? value : String(value);
-    if (REFUSED_VALUE.test(text)) return undefined;
+    if (refused(text)) return undefined;
     return http2 && droppedOverHttp2(text) ? [] : text;
   }
   const items: string[] = [];
   for (const item of value) {
     const text = String(item);
-    if (REFUSED_VALUE.test(text)) return undefined;
+    if (refused(text)) return undefined;
     if (!http2 || !droppedOverHttp2(text)) items.push(text);
   }
   return items;
@@ -185,14 +263,28 @@ type HeadFields = Record<string, string | string[]>;
 class NodeHeadSource implements ResponseHeadSource {
   #headers: Headers | undefined;
   constructor(
-    private readonly res: ServerResponse,
-    private readonly extra: unknown,
     private readonly fields: HeadFields,
+    /** A value has a character past U+007F (see `sendsHeadAsLatin1`). */
+    readonly pastAscii: boolean,
   ) {}
 
+  /**
+   * Built on first read from the fields read when the head was made, never from `res` or the
+   * headers given to `writeHead` again: node:http2's `writeHead` appends a repeated name's
+   * values into the array it was given first, and a policy may read this after it ran.
+   */
   headers(): Headers {
-    this.#headers ??= headersOf(this.res, this.extra);
-    return this.#headers;
+    if (this.#headers) return this.#headers;
+    const headers = new Headers();
+    const { fields } = this;
+    for (const name in fields) {
+      const value = fields[name] as string | string[];
+      if (isPseudo(name)) continue;
+      if (typeof value === 'string') headers.append(name, value);
+      else for (const item of value) headers.append(name, item);
+    }
+    this.#headers = headers;
+    return headers;
   }
 
   recorded(allowed: ReadonlySet<string>): [string, string][] {
@@ -219,7 +311,20 @@ class NodeHeadSource implements ResponseHeadSource {
  * Undefined when a name or value is one a `Headers` refuses: `headersOf` then throws as it
  * always did.
  */
-function nodeHeadSource(res: ServerResponse, extra: unknown): ResponseHeadSource | undefined {
+function nodeHeadSource(res: ServerResponse, extra: unknown): NodeHeadSource | undefined {
+  // A value's `toString` may make another response's head meanwhile (a lazy value): the flag
+  // it leaves is that head's, this one's is put back after.
+  const outer = pastAscii;
+  pastAscii = false;
+  try {
+    return readHead(res, extra);
+  } finally {
+    pastAscii = outer;
+  }
+}
+
+/** {@link nodeHeadSource}, `pastAscii` false when it begins. */
+function readHead(res: ServerResponse, extra: unknown): NodeHeadSource | undefined {
   // Node checked these (lowercase token names). Their values are checked here: node:http2's
   // `setHeader` takes a value with a line break.
   // A copy made for us (null prototype; an array value is Node's own, never changed here):
@@ -229,7 +334,7 @@ function nodeHeadSource(res: ServerResponse, extra: unknown): ResponseHeadSource
   for (const name in fields) {
     const value = fields[name];
     if (typeof value === 'string') {
-      if (REFUSED_VALUE.test(value)) return undefined;
+      if (refused(value)) return undefined;
       if (!http2 || !droppedOverHttp2(value)) continue;
     }
     const checked = value === undefined || value === null ? undefined : checkedValue(value, http2);
@@ -240,12 +345,12 @@ function nodeHeadSource(res: ServerResponse, extra: unknown): ResponseHeadSource
   }
   const head = fields as HeadFields;
   if (extra && typeof extra === 'object' && !mergeExtra(res, head, extra, http2)) return undefined;
-  return new NodeHeadSource(res, extra, head);
+  return new NodeHeadSource(head, pastAscii);
 }
 
 /**
  * Merges the headers given to `writeHead` into `fields` as {@link headersOf} does: replaced
- * by name, then every value appended (or set, see `arrayKeepsRepeats`). False when one is
+ * by name, then every value appended (or set, see `keepsRepeats`). False when one is
  * a name or value a `Headers` refuses.
  */
 function mergeExtra(
@@ -266,8 +371,8 @@ function mergeExtra(
     return true;
   };
   if (Array.isArray(extra)) {
-    const given = arrayFields(extra);
-    const keep = arrayKeepsRepeats(res);
+    const given = withoutSkipped(res, arrayFields(extra), http2);
+    const keep = keepsRepeats(res, true);
     for (const [name] of given) {
       if (!TOKEN.test(name)) return false;
       delete fields[name.toLowerCase()];
@@ -278,12 +383,53 @@ function mergeExtra(
     }
     return true;
   }
+  // An object: a name already among the fields is an outgoing one (replaced) or one given
+  // twice in another case (kept or replaced, see `keepsRepeats`; asked only then). Without
+  // outgoing headers Node sends the object as it is: the fields hold none of them then.
+  let keep: boolean | undefined;
   for (const [name, value] of Object.entries(extra)) {
-    if (!TOKEN.test(name)) return false;
-    delete fields[name.toLowerCase()];
-    if (!add(name.toLowerCase(), value)) return false;
+    if (!TOKEN.test(name)) {
+      if (name === '' && !http2 && mergesIntoOutHeaders(res)) continue;
+      return false;
+    }
+    const lower = name.toLowerCase();
+    if (fields[lower] !== undefined) {
+      keep ??= keepsRepeats(res, false);
+      if (!keep) delete fields[lower];
+    }
+    if (!add(lower, value)) return false;
   }
   return true;
+}
+
+/** Whether a value of `headers` has a character past U+007F. */
+function hasPastAscii(headers: Headers): boolean {
+  for (const [, value] of headers) if (NOT_PLAIN_VALUE.test(value)) return true;
+  return false;
+}
+
+type Send = (data: unknown, encoding?: unknown, ...rest: unknown[]) => boolean;
+
+/**
+ * Makes Node send the HTTP/1.1 head of `res` as Latin-1 (one byte a character), as a
+ * `Headers` holds a value and a replay puts it on the wire. Node sends the head with the
+ * first data it sends: as Latin-1 with bytes (every chunk the recorder passes on is a
+ * `Buffer`), but with a string in the string's encoding, and `flushHeaders` sends it with
+ * `''`, as UTF-8: `café` would reach the first client as other bytes than a replay's. Set
+ * only for a head with a value past U+007F (an own property of `res` costs a hidden class).
+ */
+function sendsHeadAsLatin1(res: ServerResponse): void {
+  const own = res as ServerResponse & { _send?: Send; _headerSent?: boolean };
+  const send = own._send;
+  if (typeof send !== 'function' || own._headerSent) return;
+  own._send = function _send(data, encoding, ...rest) {
+    if (own._headerSent || typeof data !== 'string' || (encoding && encoding !== 'utf8'))
+      return send.call(this, data, encoding, ...rest);
+    // The head alone, as Latin-1 (`flushHeaders`), then the string, if any, as it was.
+    if (data === '') return send.call(this, data, 'latin1', ...rest);
+    send.call(this, '', 'latin1');
+    return send.call(this, data, encoding, ...rest);
+  };
 }
 
 /**
@@ -752,8 +898,14 @@ class ResponseRecording implements SocketHold {
 
   // --- the response's status and head ------------------------------------------------------
 
-  start(extra?: unknown): void {
-    if (this.started || this.bypass) return;
+  /**
+   * Starts the record with the head as it is now, plus `extra`, the headers given to
+   * `writeHead`. Answers the generation header's value when `inHead` (a `writeHead` call that
+   * can carry it, see `withGeneration`) and the response is a published stream: the caller
+   * then gives it to `writeHead` with `extra`; otherwise it is set here (`setHeader`).
+   */
+  start(extra?: unknown, inHead = false): string | undefined {
+    if (this.started || this.bypass) return undefined;
     this.started = true;
     const { res, recorder } = this;
     if (this.isHandlerOutcome && !this.isHandlerOutcome(res.statusCode)) {
@@ -764,15 +916,26 @@ class ResponseRecording implements SocketHold {
     try {
       const startFrom = startFromOf(recorder);
       const source = startFrom && nodeHeadSource(res, extra);
-      this.recording = source
-        ? (startFrom as NonNullable<typeof startFrom>)(res.statusCode, source)
-        : recorder.start(res.statusCode, headersOf(res, extra));
+      if (source) {
+        this.recording = (startFrom as NonNullable<typeof startFrom>)(res.statusCode, source);
+        if (source.pastAscii && !this.http2) sendsHeadAsLatin1(res);
+      } else {
+        const headers = headersOf(res, extra);
+        this.recording = recorder.start(res.statusCode, headers);
+        if (!this.http2 && hasPastAscii(headers)) sendsHeadAsLatin1(res);
+      }
       // A live stream names its generation, for a client that resumes it.
       const generation = liveGenerationOf(recorder);
-      if (generation !== undefined && !res.headersSent)
-        res.setHeader(GENERATION_HEADER, String(generation));
+      let given: string | undefined;
+      if (generation !== undefined && !res.headersSent) {
+        // A `setHeader` now would change how Node's `writeHead` merges `extra` (see
+        // `keepsRepeats`), after the head was read as Node would have sent it.
+        if (inHead) given = String(generation);
+        else res.setHeader(GENERATION_HEADER, String(generation));
+      }
       const view = generation === undefined ? undefined : liveCaptureOf(recorder);
       if (view) this.startAhead(view);
+      return given;
     } catch (error) {
       // The outcome policy threw: the key is released and the response is no longer ours,
       // so the app's error handling can still answer it (unrecorded).
@@ -949,10 +1112,17 @@ class ResponseRecording implements SocketHold {
     res.statusCode = statusCode;
     // As Node reads it: `writeHead(status, message?, headers?)`, the headers in the second
     // place when no message is given (`writeHead(201, undefined, headers)` included).
-    this.start(typeof rest[0] === 'string' ? rest[1] : (rest[1] ?? rest[0]));
+    const at = typeof rest[0] === 'string' || rest[1] != null ? 1 : 0;
+    const extra = rest[at];
+    const generation = this.start(extra, !this.http2 && canCarry(extra));
     if (this.bypass) return this.writeHead.call(res, statusCode, ...rest);
+    let args = rest;
+    if (generation !== undefined) {
+      args = at === 1 ? [rest[0], undefined] : [undefined];
+      args[at] = withGeneration(extra as object, generation);
+    }
     try {
-      return this.writeHead.call(res, statusCode, ...rest);
+      return this.writeHead.call(res, statusCode, ...args);
     } catch (error) {
       // Node refused the head (a header value with a control character, an odd-length
       // header array, a status out of range): nothing of it was sent.

@@ -1,4 +1,5 @@
 import type { JsonValue } from '@idem/core';
+import { AMBIGUOUS, canonicalJsonText } from './canonical-text.js';
 import { isAmbiguousJson } from './json-ambiguity.js';
 import { jsonTextOf } from './json-text.js';
 import { canonicalMultipart, isMultipartFormContentType } from './multipart.js';
@@ -28,12 +29,54 @@ export class BodyTooLargeError extends Error {
  * key is taken; the framework answers 500.
  */
 export class BodyAlreadyReadError extends Error {
-  constructor() {
-    super(
-      'The request body was read before the idempotency middleware, which can no longer fingerprint it: mount the middleware before the code that reads the body, or have that code keep the bytes as req.rawBody (a Buffer or string) or the parsed body as req.body',
-    );
+  constructor(
+    message = 'The request body was read before the idempotency middleware, which can no longer fingerprint it: mount the middleware before the code that reads the body, or have that code keep the bytes as req.rawBody (a Buffer or string) or the parsed body as req.body',
+  ) {
+    super(message);
     this.name = 'BodyAlreadyReadError';
   }
+}
+
+/**
+ * A body a parser before the middleware decoded as text (a text parser, a JSON parser's
+ * strings, a form parser) in a way that may have lost bytes, so that different bodies decode
+ * alike and would be replayed one for the other:
+ * - text holding U+FFFD: UTF-8 decoding puts one for every invalid byte sequence;
+ * - text holding a lone surrogate: UTF-16 decoding keeps one as it is, and its UTF-8
+ *   encoding (what is fingerprinted) is U+FFFD's;
+ * - a body whose Content-Type names a charset other than UTF-8 (UTF-16 decoding drops an odd
+ *   trailing byte, other decoders map bytes they do not know to one character).
+ * Refused as a body that can no longer be seen (500, nothing runs, no key is taken) unless
+ * a reader kept the bytes as `req.rawBody` (a Buffer). A valid body that holds U+FFFD itself
+ * is refused too: after the parser, nothing tells it from a decoded invalid one.
+ */
+function decodedBodyError(why: string): BodyAlreadyReadError {
+  return new BodyAlreadyReadError(
+    `The request body was decoded before the idempotency middleware and ${why}, so different bodies may decode alike: mount the middleware before the body parser, or keep the bytes as req.rawBody (a Buffer; NestJS: rawBody: true)`,
+  );
+}
+
+const FFFD = 'holds U+FFFD, which UTF-8 decoding puts for every invalid byte sequence';
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/** The charset a Content-Type names, lower-cased, or undefined when it names none. */
+function charsetOf(contentType: string | null | undefined): string | undefined {
+  if (!contentType) return undefined;
+  const match = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(contentType);
+  return match ? (match[1] as string).toLowerCase() : undefined;
+}
+
+/** Throws when the Content-Type names a charset other than UTF-8 (see {@link decodedBodyError}). */
+function checkCharset(contentType: string | null | undefined): void {
+  const charset = charsetOf(contentType);
+  if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')
+    throw decodedBodyError(`was decoded as ${charset}, which may drop or merge bytes`);
+}
+
+/** Throws when decoded `text` holds what a lossy decoding leaves (see {@link decodedBodyError}). */
+function checkText(text: string): void {
+  if (text.includes('\uFFFD')) throw decodedBodyError(FFFD);
+  if (LONE_SURROGATE.test(text)) throw decodedBodyError('holds a lone surrogate');
 }
 
 // Stateless between calls (no `stream` option): one for every body.
@@ -110,8 +153,12 @@ export function bodyFromBytes(
       const value = JSON.parse(text);
       // Numbers JSON.parse cannot hold exactly (0.30000000000000001, 1e-400, integers past
       // 2^53) and repeated member names would make different bodies look alike once parsed:
-      // such a body is fingerprinted by its bytes.
-      if (!isAmbiguousJson(text)) return { kind: 'json', value, bytes };
+      // such a body is fingerprinted by its bytes. The same pass over the text writes the
+      // canonical JSON of the value for the fingerprint.
+      const canonical = canonicalJsonText(text);
+      if (canonical !== undefined) {
+        if (canonical !== AMBIGUOUS) return new TextJsonBody(value, bytes, canonical);
+      } else if (!isAmbiguousJson(text)) return { kind: 'json', value, bytes };
     } catch {
       // Not valid JSON (or, in theory, too deep for JSON.parse): the bytes are the request.
     }
@@ -123,10 +170,63 @@ export function bodyFromBytes(
 }
 
 /**
+ * A JSON body read from its bytes by {@link bodyFromBytes}, which also wrote the canonical
+ * JSON of its value from its text (in the same pass as the ambiguity check): the fingerprint
+ * takes it as it is instead of writing it again from the value.
+ *
+ * The text is the value's only while nobody can have changed the value: `value` is an own
+ * accessor, and the first read of it (or a write) drops the text, so that an adapter or a
+ * hook that changes the value in place (`delete body.value.sentAt`) has its change
+ * fingerprinted, as from any other value. Taking the text ({@link TextJsonBody.canonical})
+ * drops it too: a 600 KB body does not keep 1.2 MB of canonical JSON for its whole life.
+ * @internal
+ */
+export class TextJsonBody {
+  readonly kind = 'json';
+  declare value: JsonValue;
+  #value: JsonValue;
+  #canonical: string | undefined;
+  constructor(
+    value: JsonValue,
+    public bytes: Uint8Array,
+    canonical: string,
+  ) {
+    this.#value = value;
+    this.#canonical = canonical;
+    // Own and enumerable, as a plain body's member: `{ ...body }` and equality see it.
+    Object.defineProperty(this, 'value', TextJsonBody.#VALUE);
+  }
+  /**
+   * `canonicalJson(value)`, once: undefined once `value` was read or replaced, or the text
+   * taken before (then the value's canonical JSON is written from the value, as for any body).
+   */
+  canonical(): string | undefined {
+    const canonical = this.#canonical;
+    this.#canonical = undefined;
+    return canonical;
+  }
+  /** One accessor for every body: reading or writing `value` drops the text. */
+  static readonly #VALUE: PropertyDescriptor = {
+    enumerable: true,
+    configurable: true,
+    get(this: TextJsonBody): JsonValue {
+      this.#canonical = undefined;
+      return this.#value;
+    },
+    set(this: TextJsonBody, value: JsonValue) {
+      this.#canonical = undefined;
+      this.#value = value;
+    },
+  };
+}
+
+/**
  * Interprets a body a framework already parsed: bytes and strings as sent, `undefined` or
  * `null` as none, anything else as the JSON value it was parsed from (measured by its JSON
  * text against `limit`).
  * @throws BodyTooLargeError past `limit` bytes
+ * @throws BodyAlreadyReadError when it was decoded in a way that may have lost bytes (see
+ * {@link decodedBodyError})
  */
 export function bodyFromParsed(
   parsed: unknown,
@@ -134,6 +234,10 @@ export function bodyFromParsed(
   limit: number,
 ): RequestBody {
   if (parsed === undefined || parsed === null) return { kind: 'none' };
+  if (!(parsed instanceof Uint8Array)) {
+    checkCharset(contentType);
+    if (typeof parsed === 'string') checkText(parsed);
+  }
   const bytes =
     parsed instanceof Uint8Array
       ? parsed
@@ -154,6 +258,9 @@ export function bodyFromParsed(
     // the value read back from the text; canonical JSON never refuses it.
     if (isPlainJson(parsed, 0)) return { kind: 'json', value: parsed as JsonValue };
   }
+  // JSON.stringify writes U+FFFD as it is, in a string or a member name (a lone surrogate as
+  // an escape).
+  checkText(text);
   const encoded = new TextEncoder().encode(text);
   if (encoded.length > limit) throw new BodyTooLargeError(limit);
   return { kind: 'json', value: JSON.parse(text), bytes: encoded };

@@ -1,8 +1,8 @@
-import { fingerprint, isIdemError, type JsonValue } from '@idem/core';
+import { canonicalJson, digestParts, fingerprint, isIdemError, type JsonValue } from '@idem/core';
 import type { IncomingRequest } from './handler.js';
 import { jsonTextOf } from './json-text.js';
 import type { FingerprintOptions } from './options.js';
-import type { RequestBody } from './request-body.js';
+import { type RequestBody, TextJsonBody } from './request-body.js';
 import type { RequestTarget } from './request-target.js';
 
 /** The media type of a Content-Type value, without parameters, lowercased ('' when absent). */
@@ -59,6 +59,10 @@ function digest<R>(
   if (body.kind === 'none') return fingerprint({ method, route, extras });
   if (body.kind === 'bytes') return fingerprint({ method, route, extras, body: body.bytes });
   const exclude = options?.exclude;
+  if (!exclude?.length && body instanceof TextJsonBody) {
+    const canonical = body.canonical();
+    if (canonical !== undefined) return fingerprintWithCanonical(method, route, canonical, extras);
+  }
   try {
     return fingerprint(
       exclude?.length
@@ -71,4 +75,29 @@ function digest<R>(
     const bytes = body.bytes ?? new TextEncoder().encode(jsonTextOf(body.value, Infinity) ?? '');
     return fingerprint({ method, route, extras, body: bytes });
   }
+}
+
+/**
+ * `fingerprint({ method, route, extras, body })` of `@idem/core` for a JSON body whose
+ * canonical JSON is known (see {@link TextJsonBody}): the same parts, in the same order,
+ * digested the same way; `test/derivation-vectors.test.ts` and
+ * `test/canonical-text.test.ts` hold the two to the same digests.
+ */
+function fingerprintWithCanonical(
+  method: string,
+  route: string,
+  canonical: string,
+  extras: Record<string, JsonValue>,
+): string {
+  const parts: [string, string][] = [
+    ['method', method.toUpperCase()],
+    ['route', route],
+    ['body:json', canonical],
+  ];
+  for (const name of Object.keys(extras).sort()) {
+    const extra = extras[name];
+    if (extra === undefined) continue;
+    parts.push([`extra:${name}`, canonicalJson(extra)]);
+  }
+  return digestParts('idem/fingerprint/v1', parts);
 }

@@ -12,13 +12,24 @@ export function canonicalPath(path: string): string {
   if (!path.includes('%')) {
     const lower = path.toLowerCase();
     if (lower.charCodeAt(lower.length - 1) !== 47 /* / */) return lower || '/';
-    return lower.replace(/\/+$/, '') || '/';
+    return trimTrailingSlashes(lower);
   }
   const decoded = path.replace(/%([0-9a-f]{2})/gi, (_escape, hex: string) =>
     // An encoded slash stays one: `a%2Fb` is one path segment, `a/b` two.
     hex.toLowerCase() === '2f' ? '%2f' : String.fromCharCode(Number.parseInt(hex, 16)),
   );
-  return decoded.toLowerCase().replace(/\/+$/, '') || '/';
+  return trimTrailingSlashes(decoded.toLowerCase());
+}
+
+/**
+ * `path` without its trailing slashes, `/` when nothing is left. A loop from the end: the
+ * expression `/\/+$/` backtracks over every run of slashes that is not at the end (a path of
+ * 64k slashes and one letter, then a slash, cost seconds).
+ */
+function trimTrailingSlashes(path: string): string {
+  let end = path.length;
+  while (end > 0 && path.charCodeAt(end - 1) === 47 /* / */) end--;
+  return end === 0 ? '/' : path.slice(0, end);
 }
 
 /** The path of a request target: origin form (`/path?query`) or absolute form (a proxy request). */

@@ -31,7 +31,11 @@ export interface ResolvedScope {
 export function createScopeResolver<R>(
   scope: ScopeHook<R> | 'global' | undefined,
   warn: (message: string) => void,
-): (request: R, label: string) => ResolvedScope | undefined | Promise<ResolvedScope | undefined> {
+): (
+  request: R,
+  method: string,
+  url: string,
+) => ResolvedScope | undefined | Promise<ResolvedScope | undefined> {
   if (scope !== 'global' && typeof scope !== 'function') {
     throw new InvalidInputError(
       "The scope option is required: pass scope: (request) => ({ principal }) naming the tenant, user or API key a request acts for, or scope: 'global' for a single-tenant server where every caller shares one key space",
@@ -41,7 +45,7 @@ export function createScopeResolver<R>(
   const shared: ResolvedScope = { principal: null };
   if (scope === 'global') return () => shared;
   let warned = false;
-  return async (request, label) => {
+  return async (request, method, url) => {
     const hint: Partial<ScopeHint> | undefined = await scope(request);
     const principal = hint?.principal;
     if (hint && principal !== undefined && principal !== null && !carriesNothing(principal, 0)) {
@@ -52,7 +56,7 @@ export function createScopeResolver<R>(
     if (!warned) {
       warned = true;
       warn(
-        `The scope hook gave no principal for ${label}: such requests get a 500 ${PROBLEM_TYPES.noPrincipal} problem. ` +
+        `The scope hook gave no principal for ${method} ${url}: such requests get a 500 ${PROBLEM_TYPES.noPrincipal} problem. ` +
           "Return { principal } (tenant, user or API key id), run authentication before the idempotency layer, or use scope: 'global' for a single-tenant server.",
       );
     }

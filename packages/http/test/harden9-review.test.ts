@@ -8,7 +8,6 @@ import {
 import {
   type ClientHttp2Session,
   createServer as createH2Server,
-  connect as http2Connect,
   constants as http2Constants,
 } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
@@ -22,82 +21,40 @@ import {
   requestUrl,
   sendDecisionResponse,
 } from '../src/node.js';
+import {
+  type App,
+  closeAll,
+  closers,
+  deferred,
+  session as h2Session,
+  listenLoopback,
+  type RecordingOptions,
+  recordedHandler,
+  untilSettled,
+} from './support/h2c.js';
 
 // Adversarial review of wt/harden9's recorder changes: ends made from 'close' listeners
 // (HTTP/2 stream 'close', listeners held until the lease was lost), and HTTP/2 header values
 // a client drops. Real servers on loopback, real node:http and node:http2 clients.
 
-type App = (req: IncomingMessage, res: ServerResponse) => unknown;
 type Protocol = 'h1' | 'h2';
 type Answer = { status: number; headers: IncomingHttpHeaders; body: string };
 
-function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
+afterEach(closeAll);
 
-const closers: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-});
-
-interface Options {
-  leaseMs?: number;
-  maxHoldMs?: number;
-  recordedHeaders?: string[];
-}
+type Options = Pick<RecordingOptions, 'leaseMs' | 'maxHoldMs' | 'recordedHeaders'>;
 
 async function harness(protocol: Protocol, app: App, options: Options = {}) {
-  const idem = createIdempotencyHandler<IncomingMessage>({
-    store: createMemoryStore(),
-    scope: 'global',
-    onWarning: () => {},
-    ...options,
-  });
-  let runs = 0;
-  const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    const decision = await idem.begin({
-      native: req,
-      method: req.method ?? 'GET',
-      url: requestUrl(req.url ?? '/'),
-      header: (name) => headerValue(req.headers, name),
-      readBody: (limit) => nodeRequestBody(req, undefined, limit),
-    });
-    if (decision.action === 'pass') {
-      res.statusCode = 500;
-      res.end('pass');
-      return;
-    }
-    if (decision.action === 'respond') return sendDecisionResponse(res, decision);
-    runs++;
-    recordServerResponse(res, decision.recorder);
-    return app(req, res);
-  };
+  const { handle, runs } = recordedHandler(app, options);
   const server =
     protocol === 'h2'
       ? createH2Server((req, res) => void handle(req as never, res as never))
       : createH1Server((req, res) => void handle(req, res));
-  const sockets: Socket[] = [];
-  server.on('connection', (socket: Socket) => sockets.push(socket));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  closers.push(async () => {
-    for (const socket of sockets) socket.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = await listenLoopback(server);
   let client: ClientHttp2Session | undefined;
   const session = () => {
-    if (client) return client;
-    const made = http2Connect(`http://127.0.0.1:${port}`);
-    made.on('error', () => {});
-    closers.push(() => {
-      made.destroy();
-    });
-    client = made;
-    return made;
+    client ??= h2Session(port);
+    return client;
   };
   /** A POST; `reset` makes the client leave once the first chunk of the answer came. */
   const post = (key: string, reset = false): Promise<Answer> =>
@@ -157,15 +114,8 @@ async function harness(protocol: Protocol, app: App, options: Options = {}) {
       req.end('b');
     });
   /** Posts until the key is no longer in flight (409). */
-  const settled = async (key: string) => {
-    let answer = await post(key);
-    for (let i = 0; answer.status === 409 && i < 150; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-      answer = await post(key);
-    }
-    return answer;
-  };
-  return { post, settled, runs: () => runs };
+  const settled = (key: string) => untilSettled(() => post(key));
+  return { post, settled, runs };
 }
 
 describe("review: an end made from the response's own 'close' once the lease was lost", () => {

@@ -24,14 +24,16 @@ describe('live streams: a takeover starts a new generation', () => {
   it('a reader of the first execution never gets a byte of the takeover, and ends with an error', async () => {
     const channel = createMemoryLiveStreams();
     // No heartbeat: the first execution loses its lease while it still streams.
+    // The lease is long enough that the takeover's own stream (10 events 10 ms apart) ends
+    // well inside it on a loaded machine; the first's (10 events 300 ms apart) outlives it.
     const app = sseApp(createMemoryStore(), {
-      leaseMs: 600,
+      leaseMs: 1_500,
       heartbeatMs: false,
       liveStreams: { channel },
     });
     const server = await serveWeb(app.handle);
     servers.push(server);
-    const plan = { events: 10, intervalMs: 120, takeoverIntervalMs: 10 };
+    const plan = { events: 10, intervalMs: 300, takeoverIntervalMs: 10 };
     const first = await openStream(server.url, 't1', plan);
     await first.readUntil('"n":1');
     const reader1 = await openStream(server.url, 't1', plan);
@@ -40,8 +42,8 @@ describe('live streams: a takeover starts a new generation', () => {
       () => 'ended',
       () => 'broken',
     );
-    // The first execution renews nothing: its lease (0.6 s) passes while it streams (1.2 s).
-    await sleep(750);
+    // The first execution renews nothing: its lease (1.5 s) passes while it streams (3 s).
+    await sleep(1_650);
     const takeover = await openStream(server.url, 't1', plan);
     expect(takeover.response.headers.get(GENERATION_HEADER)).toBe('2');
     await takeover.readUntil('"n":1');

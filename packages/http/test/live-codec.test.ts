@@ -19,6 +19,7 @@ import { createRedisLiveStreams, createRedisStore } from '@idem/store-redis';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LiveStreamBrokenError, withIdempotency } from '../src/index.js';
+import { gatedChunks } from './support/streamed-bodies.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const encoder = new TextEncoder();
@@ -62,22 +63,11 @@ function streamingApp(
   body: Uint8Array[],
 ) {
   let runs = 0;
-  let open = () => {};
-  const gate = new Promise<void>((resolve) => {
-    open = resolve;
-  });
+  const gated = gatedChunks(body);
   const handle = withIdempotency(
     async () => {
       runs++;
-      let n = 0;
-      const stream = new ReadableStream<Uint8Array>({
-        async pull(controller) {
-          if (n === 1) await gate;
-          controller.enqueue(body[n++] as Uint8Array);
-          if (n === body.length) controller.close();
-        },
-      });
-      return new Response(stream, { headers: { 'content-type': 'text/event-stream' } });
+      return new Response(gated.body(), { headers: { 'content-type': 'text/event-stream' } });
     },
     {
       store,
@@ -95,7 +85,7 @@ function streamingApp(
         body: '{}',
       }),
     );
-  return { post, open: () => open(), runs: () => runs };
+  return { post, open: gated.open, runs: () => runs };
 }
 
 const events = [

@@ -12,6 +12,7 @@ import { createRedisLiveStreams, createRedisStore } from '@idem/store-redis';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { withIdempotency } from '../src/index.js';
+import { fedEventStream } from './support/streamed-bodies.js';
 
 const redisUrl = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const connections: Redis[] = [];
@@ -26,23 +27,12 @@ const event = (n: number) => encoder.encode(`id: ${n}\ndata: token ${n}\n\n`);
 /** A handler whose streamed body is fed by the test, chunk by chunk. */
 function app(store: IdempotencyStore, channel: LiveStreams) {
   const feeds: ReadableStreamDefaultController<Uint8Array>[] = [];
-  const handle = withIdempotency(
-    async () =>
-      new Response(
-        new ReadableStream<Uint8Array>({
-          start(controller) {
-            feeds.push(controller);
-          },
-        }),
-        { headers: { 'content-type': 'text/event-stream' } },
-      ),
-    {
-      store,
-      scope: () => ({ principal: 'p' }),
-      onWarning: () => {},
-      liveStreams: { channel, blockMs: LONG_MS, anchorWaitMs: LONG_MS },
-    },
-  );
+  const handle = withIdempotency(async () => fedEventStream(feeds), {
+    store,
+    scope: () => ({ principal: 'p' }),
+    onWarning: () => {},
+    liveStreams: { channel, blockMs: LONG_MS, anchorWaitMs: LONG_MS },
+  });
   return { handle, feeds };
 }
 

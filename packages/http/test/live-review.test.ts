@@ -6,6 +6,7 @@ import { createMemoryLiveStreams } from '@idem/core';
 import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it } from 'vitest';
 import { GENERATION_HEADER, withIdempotency } from '../src/index.js';
+import { gatedChunks } from './support/streamed-bodies.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -23,22 +24,11 @@ function app(
   } = {},
 ) {
   let runs = 0;
-  let open = () => {};
-  const gate = new Promise<void>((resolve) => {
-    open = resolve;
-  });
+  const gated = gatedChunks(chunks);
   const handle = withIdempotency(
     async () => {
       runs++;
-      let n = 0;
-      const body = new ReadableStream<Uint8Array>({
-        async pull(controller) {
-          if (n === 1) await gate;
-          controller.enqueue(chunks[n++] as Uint8Array);
-          if (n === chunks.length) controller.close();
-        },
-      });
-      return new Response(body, { headers: { 'content-type': type } });
+      return new Response(gated.body(), { headers: { 'content-type': type } });
     },
     {
       store: options.store ?? createMemoryStore(),
@@ -55,7 +45,7 @@ function app(
         body: '{}',
       }),
     );
-  return { post, open: () => open(), runs: () => runs };
+  return { post, open: gated.open, runs: () => runs };
 }
 
 describe('live streams, review: byte identity of an attached reader', () => {

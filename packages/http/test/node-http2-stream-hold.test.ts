@@ -1,30 +1,24 @@
-import {
-  createServer as createH1Server,
-  request as h1Request,
-  type IncomingMessage,
-  type ServerResponse,
-} from 'node:http';
-import {
-  type ClientHttp2Session,
-  createServer as createH2Server,
-  connect as http2Connect,
-  constants as http2Constants,
-  type IncomingHttpHeaders,
-} from 'node:http2';
-import type { AddressInfo, Socket } from 'node:net';
+import { createServer as createH1Server, request as h1Request } from 'node:http';
+import { createServer as createH2Server, type IncomingHttpHeaders } from 'node:http2';
+import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { spyStore } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createIdempotencyHandler } from '../src/index.js';
 import {
-  headerValue,
-  nodeRequestBody,
-  recordServerResponse,
-  requestUrl,
-  sendDecisionResponse,
-} from '../src/node.js';
+  type App,
+  closeAll,
+  deferred,
+  h1LeaveAfterFirst,
+  listenLoopback,
+  post,
+  type RecordingOptions,
+  recordedHandler,
+  resetAfterFirst,
+  type StreamOf,
+  session,
+} from './support/h2c.js';
 
 // The recorder over node:http2 when a client resets its stream: the client's leaving is read
 // from the stream (never from the session's socket, shared by every stream), an end made from
@@ -33,122 +27,27 @@ import {
 // `res.sendFile`) until the outcome is stored, one stream at a time. And over HTTP/1.1, a
 // `stream.pipeline` into a response whose client left runs to its end on every Node.
 
-type App = (req: IncomingMessage, res: ServerResponse) => unknown;
+afterEach(closeAll);
 
-function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
-
-const closers: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-});
-
-async function harness(app: App, options: { leaseMs?: number; maxHoldMs?: number } = {}) {
+async function harness(app: App, options: Pick<RecordingOptions, 'leaseMs' | 'maxHoldMs'> = {}) {
   const spied = spyStore(createMemoryStore());
-  const idem = createIdempotencyHandler<IncomingMessage>({
-    store: spied.store,
-    scope: 'global',
-    onWarning: () => {},
-    ...options,
-  });
-  let runs = 0;
-  const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    const decision = await idem.begin({
-      native: req,
-      method: req.method ?? 'GET',
-      url: requestUrl(req.url ?? '/'),
-      header: (name) => headerValue(req.headers, name),
-      readBody: (limit) => nodeRequestBody(req, undefined, limit),
-    });
-    if (decision.action === 'pass') {
-      res.statusCode = 500;
-      res.end('pass');
-      return;
-    }
-    if (decision.action === 'respond') return sendDecisionResponse(res, decision);
-    runs++;
-    recordServerResponse(res, decision.recorder);
-    return app(req, res);
-  };
+  const { handle, runs } = recordedHandler(app, { store: spied.store, ...options });
   const h2 = createH2Server((req, res) => void handle(req as never, res as never));
   const h1 = createH1Server((req, res) => void handle(req, res));
   const sockets: Socket[] = [];
-  h2.on('connection', (socket: Socket) => sockets.push(socket));
   // A listener from before any response is recorded on the connection (never held).
   const h1Left = deferred();
   h1.on('connection', (socket: Socket) => {
-    sockets.push(socket);
     socket.on('close', () => h1Left.resolve());
   });
-  await new Promise<void>((resolve) => h2.listen(0, '127.0.0.1', resolve));
-  await new Promise<void>((resolve) => h1.listen(0, '127.0.0.1', resolve));
-  closers.push(async () => {
-    for (const socket of sockets) socket.destroy();
-    await new Promise<void>((resolve) => h2.close(() => resolve()));
-    await new Promise<void>((resolve) => h1.close(() => resolve()));
-  });
   return {
-    h2: (h2.address() as AddressInfo).port,
-    h1: (h1.address() as AddressInfo).port,
-    runs: () => runs,
+    h2: await listenLoopback(h2, sockets),
+    h1: await listenLoopback(h1, sockets),
+    runs,
     sockets,
     h1Left: h1Left.promise,
   };
 }
-
-function session(port: number): ClientHttp2Session {
-  const client = http2Connect(`http://127.0.0.1:${port}`);
-  client.on('error', () => {});
-  closers.push(() => {
-    client.destroy();
-  });
-  return client;
-}
-
-interface Answer {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: string;
-}
-
-function post(client: ClientHttp2Session, key: string): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const stream = client.request({ ':method': 'POST', ':path': '/', 'idempotency-key': key });
-    let headers: IncomingHttpHeaders = {};
-    const parts: Buffer[] = [];
-    stream.on('response', (h) => {
-      headers = h;
-    });
-    stream.on('data', (chunk: Buffer) => parts.push(chunk));
-    stream.on('end', () =>
-      resolve({
-        status: Number(headers[':status']),
-        headers,
-        body: Buffer.concat(parts).toString(),
-      }),
-    );
-    stream.on('error', reject);
-    stream.end('b');
-  });
-}
-
-/** A request whose stream the client resets once the first chunk came. */
-function resetAfterFirst(client: ClientHttp2Session, key: string) {
-  const closed = deferred();
-  const stream = client.request({ ':method': 'POST', ':path': '/', 'idempotency-key': key });
-  stream.on('error', () => {});
-  stream.once('data', () => stream.close(http2Constants.NGHTTP2_CANCEL));
-  stream.on('close', () => closed.resolve());
-  stream.end('b');
-  return closed.promise;
-}
-
-type StreamOf = { stream: NodeJS.EventEmitter };
 
 describe('HTTP/2: an end made as the client resets its stream', () => {
   it("an app that ends from the stream's own 'aborted': not recorded, a retry runs the handler again", async () => {
@@ -275,7 +174,6 @@ describe("HTTP/2: the stream's 'close' held from listeners added through res.soc
 
 describe('HTTP/1.1: stream.pipeline into the response, the client leaving while it runs', () => {
   it('the pipeline runs to its end (no premature close), the whole body is recorded and replayed', async () => {
-    const firstOut = deferred();
     const outcome: string[] = [];
     const h = await harness(async (_req, res) => {
       if (h.runs() > 1) {
@@ -297,18 +195,7 @@ describe('HTTP/1.1: stream.pipeline into the response, the client leaving while 
         (error: Error) => outcome.push(error.message),
       );
     });
-    const req = h1Request({
-      host: '127.0.0.1',
-      port: h.h1,
-      method: 'POST',
-      agent: false,
-      headers: { 'idempotency-key': 'k', 'content-length': '1' },
-    });
-    req.on('error', () => {});
-    req.on('response', (res) => res.once('data', () => firstOut.resolve()));
-    req.end('b');
-    await firstOut.promise;
-    req.destroy();
+    await h1LeaveAfterFirst(h.h1, 'k');
     await h.h1Left;
     for (let i = 0; i < 100 && outcome.length === 0; i++)
       await new Promise((resolve) => setTimeout(resolve, 20));

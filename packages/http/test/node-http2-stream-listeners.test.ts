@@ -1,22 +1,19 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import {
-  type ClientHttp2Session,
-  createServer as createH2Server,
-  connect as http2Connect,
-  constants as http2Constants,
-  type IncomingHttpHeaders,
-} from 'node:http2';
-import type { AddressInfo, Socket } from 'node:net';
-import { createMemoryStore } from '@idem/store-memory';
+import { type ClientHttp2Session, createServer as createH2Server } from 'node:http2';
+import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createIdempotencyHandler } from '../src/index.js';
 import {
-  headerValue,
-  nodeRequestBody,
-  recordServerResponse,
-  requestUrl,
-  sendDecisionResponse,
-} from '../src/node.js';
+  type App,
+  closeAll,
+  deferred,
+  listenLoopback,
+  post,
+  type RecordingOptions,
+  recordedHandler,
+  resetAfterFirst,
+  type StreamOf,
+  session,
+  untilSettled,
+} from './support/h2c.js';
 
 // Over HTTP/2 an app may listen on the request's stream itself (`req.stream`, `res.stream`)
 // to learn of a reset. Those listeners are not held (the app learns of the reset at once, as
@@ -25,110 +22,17 @@ import {
 // short, never recorded. And a listener whose 'close' was held until the lease was lost
 // (through `res.socket`) ends a cut body as well when it runs.
 
-type App = (req: IncomingMessage, res: ServerResponse) => unknown;
-type StreamOf = { stream: NodeJS.EventEmitter };
+afterEach(closeAll);
 
-function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
-
-const closers: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-});
-
-async function harness(app: App, options: { leaseMs?: number; maxHoldMs?: number } = {}) {
-  const idem = createIdempotencyHandler<IncomingMessage>({
-    store: createMemoryStore(),
-    scope: 'global',
-    onWarning: () => {},
-    ...options,
-  });
-  let runs = 0;
-  const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    const decision = await idem.begin({
-      native: req,
-      method: req.method ?? 'GET',
-      url: requestUrl(req.url ?? '/'),
-      header: (name) => headerValue(req.headers, name),
-      readBody: (limit) => nodeRequestBody(req, undefined, limit),
-    });
-    if (decision.action === 'pass') {
-      res.statusCode = 500;
-      res.end('pass');
-      return;
-    }
-    if (decision.action === 'respond') return sendDecisionResponse(res, decision);
-    runs++;
-    recordServerResponse(res, decision.recorder);
-    return app(req, res);
-  };
+async function harness(app: App, options: Pick<RecordingOptions, 'leaseMs' | 'maxHoldMs'> = {}) {
+  const { handle, runs } = recordedHandler(app, options);
   const server = createH2Server((req, res) => void handle(req as never, res as never));
-  const sockets: Socket[] = [];
-  server.on('connection', (socket: Socket) => sockets.push(socket));
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  closers.push(async () => {
-    for (const socket of sockets) socket.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return { port: (server.address() as AddressInfo).port, runs: () => runs };
-}
-
-function session(port: number): ClientHttp2Session {
-  const client = http2Connect(`http://127.0.0.1:${port}`);
-  client.on('error', () => {});
-  closers.push(() => {
-    client.destroy();
-  });
-  return client;
-}
-
-function post(client: ClientHttp2Session, key: string) {
-  return new Promise<{ status: number; headers: IncomingHttpHeaders; body: string }>(
-    (resolve, reject) => {
-      const stream = client.request({ ':method': 'POST', ':path': '/', 'idempotency-key': key });
-      let headers: IncomingHttpHeaders = {};
-      const parts: Buffer[] = [];
-      stream.on('response', (h) => {
-        headers = h;
-      });
-      stream.on('data', (chunk: Buffer) => parts.push(chunk));
-      stream.on('end', () =>
-        resolve({
-          status: Number(headers[':status']),
-          headers,
-          body: Buffer.concat(parts).toString(),
-        }),
-      );
-      stream.on('error', reject);
-      stream.end('b');
-    },
-  );
+  return { port: await listenLoopback(server), runs };
 }
 
 /** Posts until the key is no longer in flight (409). */
-async function settled(client: ClientHttp2Session, key: string) {
-  let answer = await post(client, key);
-  for (let i = 0; answer.status === 409 && i < 150; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    answer = await post(client, key);
-  }
-  return answer;
-}
-
-/** A request whose stream the client resets once the first chunk came. */
-function resetAfterFirst(client: ClientHttp2Session, key: string) {
-  const closed = deferred();
-  const stream = client.request({ ':method': 'POST', ':path': '/', 'idempotency-key': key });
-  stream.on('error', () => {});
-  stream.once('data', () => stream.close(http2Constants.NGHTTP2_CANCEL));
-  stream.on('close', () => closed.resolve());
-  stream.end('b');
-  return closed.promise;
+function settled(client: ClientHttp2Session, key: string) {
+  return untilSettled(() => post(client, key));
 }
 
 describe("HTTP/2: the app's own listeners of the stream's 'close' (req.stream, res.stream)", () => {

@@ -1,58 +1,13 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { listening, type RunningApp, send } from '@idem/http-conformance';
-import { createMemoryStore } from '@idem/store-memory';
+import { send } from '@idem/http-conformance';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  bodyFromBytes,
-  createIdempotencyHandler,
-  type HttpIdempotencyOptions,
-  REPLAYED_HEADER,
-  readBodyLimited,
-} from '../src/index.js';
-import { headerValue, recordServerResponse, requestUrl, sendWebResponse } from '../src/node.js';
+import { REPLAYED_HEADER } from '../src/index.js';
+import { closeRecordedServers, serveRecorded as serve } from './support/recorded-server.js';
 
 // recordServerResponse on a plain node:http server, driven by apps that misuse the response
 // the way real apps do. Whatever the app does, the first caller and every replay see the
 // same bytes, and the key is settled.
 
-type App = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
-
-const apps: RunningApp[] = [];
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((app) => app.close()));
-});
-
-async function serve(app: App, options: Partial<HttpIdempotencyOptions<IncomingMessage>> = {}) {
-  const idem = createIdempotencyHandler<IncomingMessage>({
-    store: createMemoryStore(),
-    scope: 'global',
-    onWarning: () => {},
-    ...options,
-  });
-  const server = createServer(async (req, res) => {
-    const decision = await idem.begin({
-      native: req,
-      method: req.method ?? 'GET',
-      url: requestUrl(req.url ?? '/'),
-      header: (name) => headerValue(req.headers, name),
-      readBody: async (limit) =>
-        bodyFromBytes(await readBodyLimited(req, limit), req.headers['content-type']),
-    });
-    if (decision.action === 'respond') return sendWebResponse(res, decision.response);
-    if (decision.action === 'execute') recordServerResponse(res, decision.recorder);
-    try {
-      await app(req, res);
-    } catch (error) {
-      // The app's error handler: a plain 500.
-      res.statusCode = 500;
-      res.end(`app error: ${(error as Error).message}`);
-    }
-  });
-  server.listen(0, '127.0.0.1');
-  const running = await listening(server);
-  apps.push(running);
-  return running.url;
-}
+afterEach(closeRecordedServers);
 
 describe('recordServerResponse with apps that misuse the response', () => {
   it('a write after end does not reach the first caller ahead of the body: it sees what replays see', async () => {

@@ -1,59 +1,35 @@
 import {
   createServer as createH1Server,
   request as h1Request,
-  type IncomingMessage,
-  type Server,
   type ServerResponse,
 } from 'node:http';
-import {
-  type ClientHttp2Session,
-  createServer as createH2Server,
-  type Http2Server,
-  connect as http2Connect,
-  constants as http2Constants,
-  type IncomingHttpHeaders,
-} from 'node:http2';
-import { type AddressInfo, connect as netConnect, type Socket } from 'node:net';
+import { createServer as createH2Server, type IncomingHttpHeaders } from 'node:http2';
+import { connect as netConnect, type Socket } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { createMemoryLiveStreams } from '@idem/core';
 import { spyStore } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createIdempotencyHandler } from '../src/index.js';
 import {
-  headerValue,
-  nodeRequestBody,
-  recordServerResponse,
-  requestUrl,
-  sendDecisionResponse,
-} from '../src/node.js';
+  type Answer,
+  type App,
+  closeAll,
+  closers,
+  deferred,
+  h1LeaveAfterFirst,
+  h2,
+  h2ResetAfter,
+  listenLoopback,
+  type RecordingOptions,
+  recordedHandler,
+  session,
+} from './support/h2c.js';
 
 // Adversarial review of wt/recorder8: the Node recorder under node:http2's compat response
 // (and the write path shared with HTTP/1.1), with real servers and clients on loopback.
 
-type App = (req: IncomingMessage, res: ServerResponse) => unknown;
-
-interface Answer {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: Buffer;
-  /** The stream/response ended cleanly (not reset, not aborted). */
-  complete: boolean;
-}
-
-function deferred<T = void>() {
-  let resolve!: (value: T) => void;
-  const promise = new Promise<T>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
-}
-
-const closers: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-});
+afterEach(closeAll);
 
 interface Harness {
   h1: number;
@@ -67,114 +43,27 @@ interface Harness {
 }
 
 /** One idem handler (one store) behind an HTTP/1.1 and an HTTP/2 server running `app`. */
-async function harness(
-  app: App,
-  options: Partial<Parameters<typeof createIdempotencyHandler>[0]> = {},
-): Promise<Harness> {
+async function harness(app: App, options: RecordingOptions = {}): Promise<Harness> {
   const spied = spyStore(createMemoryStore());
-  const idem = createIdempotencyHandler<IncomingMessage>({
-    store: spied.store,
-    scope: 'global',
-    onWarning: () => {},
-    ...options,
-  } as Parameters<typeof createIdempotencyHandler>[0]);
-  let runs = 0;
-  const handle = async (req: IncomingMessage, res: ServerResponse) => {
-    const decision = await idem.begin({
-      native: req,
-      method: req.method ?? 'GET',
-      url: requestUrl(req.url ?? '/'),
-      header: (name) => headerValue(req.headers, name),
-      readBody: (limit) => nodeRequestBody(req, undefined, limit),
-    });
-    if (decision.action === 'pass') {
-      res.statusCode = 500;
-      res.end('pass');
-      return;
-    }
-    if (decision.action === 'respond') return sendDecisionResponse(res, decision);
-    runs++;
-    recordServerResponse(res, decision.recorder);
-    return app(req, res);
-  };
+  const { handle, runs } = recordedHandler(app, { store: spied.store, ...options });
   const h1 = createH1Server((req, res) => void handle(req, res));
   const h2 = createH2Server((req, res) => void handle(req as never, res as never));
   const h2Sockets: Socket[] = [];
-  h2.on('connection', (socket: Socket) => h2Sockets.push(socket));
-  const h1Sockets = new Set<Socket>();
   const onH1Close: (() => void)[] = [];
   h1.on('connection', (socket: Socket) => {
-    h1Sockets.add(socket);
     socket.on('close', () => {
-      h1Sockets.delete(socket);
       for (const listener of onH1Close) listener();
     });
   });
-  await new Promise<void>((resolve) => h1.listen(0, '127.0.0.1', resolve));
-  await new Promise<void>((resolve) => h2.listen(0, '127.0.0.1', resolve));
-  closers.push(async () => {
-    for (const socket of h1Sockets) socket.destroy();
-    for (const socket of h2Sockets) socket.destroy();
-    await new Promise<void>((resolve) => h1.close(() => resolve()));
-    await new Promise<void>((resolve) => h2.close(() => resolve()));
-  });
   return {
-    h1: (h1.address() as AddressInfo).port,
-    h2: (h2.address() as AddressInfo).port,
-    runs: () => runs,
+    h1: await listenLoopback(h1),
+    h2: await listenLoopback(h2, h2Sockets),
+    runs,
     completed: spied.completed,
     faults: spied.faults,
     h2Sockets,
     onH1Close,
   };
-}
-
-function session(port: number): ClientHttp2Session {
-  const client = http2Connect(`http://127.0.0.1:${port}`);
-  client.on('error', () => {});
-  closers.push(() => {
-    client.destroy();
-  });
-  return client;
-}
-
-/** A request over HTTP/2; `body` undefined sends the headers with END_STREAM. */
-function h2(
-  client: ClientHttp2Session,
-  key: string,
-  body: string | Buffer | undefined,
-  extra: Record<string, string> = {},
-  path = '/',
-): Promise<Answer> {
-  return new Promise((resolve) => {
-    const stream = client.request(
-      { ':method': 'POST', ':path': path, 'idempotency-key': key, ...extra },
-      body === undefined ? { endStream: true } : {},
-    );
-    let headers: IncomingHttpHeaders = {};
-    const parts: Buffer[] = [];
-    stream.on('response', (h) => {
-      headers = h;
-    });
-    stream.on('data', (chunk: Buffer) => parts.push(chunk));
-    stream.on('end', () =>
-      resolve({
-        status: Number(headers[':status']),
-        headers,
-        body: Buffer.concat(parts),
-        complete: stream.rstCode === undefined || stream.rstCode === 0,
-      }),
-    );
-    stream.on('error', () =>
-      resolve({
-        status: Number(headers[':status']),
-        headers,
-        body: Buffer.concat(parts),
-        complete: false,
-      }),
-    );
-    if (body !== undefined) stream.end(body);
-  });
 }
 
 /** A request over HTTP/1.1 (its own connection). */
@@ -340,25 +229,6 @@ describe('exactly-once and isolation across HTTP/1.1 and HTTP/2', () => {
   });
 });
 
-/** Starts a keyed POST over HTTP/2 and resets its stream once `chunks` DATA frames came. */
-function h2ResetAfter(client: ClientHttp2Session, key: string, chunks = 1) {
-  const got = deferred<Buffer>();
-  const closed = deferred();
-  const stream = client.request({ ':method': 'POST', ':path': '/', 'idempotency-key': key });
-  stream.on('error', () => {});
-  const parts: Buffer[] = [];
-  stream.on('data', (chunk: Buffer) => {
-    parts.push(chunk);
-    if (parts.length === chunks) {
-      stream.close(http2Constants.NGHTTP2_CANCEL);
-      got.resolve(Buffer.concat(parts));
-    }
-  });
-  stream.on('close', () => closed.resolve());
-  stream.end('b');
-  return { got: got.promise, closed: closed.promise };
-}
-
 describe('a client that resets its HTTP/2 stream mid-response', () => {
   it('an app that goes on writing: the whole body is recorded and replayed, never a truncated one', async () => {
     const resetSeen = deferred();
@@ -386,7 +256,6 @@ describe('a client that resets its HTTP/2 stream mid-response', () => {
 
   for (const event of ['aborted', 'close'] as const) {
     it(`HTTP/1.1 baseline: an app that ends the response from the request's '${event}' is not recorded (a retry runs again)`, async () => {
-      const firstOut = deferred();
       const ended = deferred();
       const h = await harness((req, res) => {
         res.setHeader('content-type', 'text/plain');
@@ -397,18 +266,7 @@ describe('a client that resets its HTTP/2 stream mid-response', () => {
         });
         if (h?.runs() === 2) res.end('whole');
       });
-      const req = h1Request({
-        host: '127.0.0.1',
-        port: h.h1,
-        method: 'POST',
-        agent: false,
-        headers: { 'idempotency-key': 'k', 'content-length': '1' },
-      });
-      req.on('error', () => {});
-      req.on('response', (res) => res.once('data', () => firstOut.resolve()));
-      req.end('b');
-      await firstOut.promise;
-      req.destroy();
+      await h1LeaveAfterFirst(h.h1, 'k');
       await ended.promise;
       const retry = await h1(h.h1, 'k', 'b', { 'content-length': '1' });
       expect(retry.headers['idempotent-replayed']).toBeUndefined();
@@ -609,14 +467,7 @@ async function observe(protocol: 1 | 2, recorded: boolean, scenario: Scenario) {
       protocol === 1
         ? createH1Server((req, res) => void app(req, res))
         : createH2Server((req, res) => void app(req as never, res as never));
-    const sockets: Socket[] = [];
-    server.on('connection', (socket: Socket) => sockets.push(socket));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    closers.push(async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => (server as Server | Http2Server).close(() => resolve()));
-    });
-    port = (server.address() as AddressInfo).port;
+    port = await listenLoopback(server);
   }
   const answer = protocol === 1 ? await h1(port, 'k', 'b') : await h2(session(port), 'k', 'b');
   await closed.promise;
@@ -724,20 +575,8 @@ describe('HTTP/1.1 and HTTP/2 after the write-path change', () => {
       res.write('b;');
       res.end('c', () => closes.push('end-cb'));
     });
-    const firstOut = deferred();
-    const req = h1Request({
-      host: '127.0.0.1',
-      port: h.h1,
-      method: 'POST',
-      agent: false,
-      headers: { 'idempotency-key': 'k', 'content-length': '1' },
-    });
     h.onH1Close.push(() => gone.resolve());
-    req.on('error', () => {});
-    req.on('response', (res) => res.once('data', () => firstOut.resolve()));
-    req.end('b');
-    await firstOut.promise;
-    req.destroy();
+    await h1LeaveAfterFirst(h.h1, 'k');
     await gone.promise;
     const retry = await h1(h.h1, 'k', 'b');
     expect(retry.headers['idempotent-replayed']).toBe('true');
@@ -1019,19 +858,7 @@ describe('what the app sees of its response once the client left, HTTP/1.1 and H
     });
     h.onH1Close.push(() => gone.resolve());
     // HTTP/1.1: the client goes after the first chunk.
-    const firstOut = deferred();
-    const req = h1Request({
-      host: '127.0.0.1',
-      port: h.h1,
-      method: 'POST',
-      agent: false,
-      headers: { 'idempotency-key': 'k1', 'content-length': '1' },
-    });
-    req.on('error', () => {});
-    req.on('response', (res) => res.once('data', () => firstOut.resolve()));
-    req.end('b');
-    await firstOut.promise;
-    req.destroy();
+    await h1LeaveAfterFirst(h.h1, 'k1');
     await done.promise;
     const h1View = views[0];
     // HTTP/2: the stream is reset after the first chunk.
@@ -1160,19 +987,7 @@ describe('the client gone, then stream.pipeline into the response', () => {
       });
       if (protocol === 1) {
         h.onH1Close.push(() => gone.resolve());
-        const firstOut = deferred();
-        const req = h1Request({
-          host: '127.0.0.1',
-          port: h.h1,
-          method: 'POST',
-          agent: false,
-          headers: { 'idempotency-key': 'k', 'content-length': '1' },
-        });
-        req.on('error', () => {});
-        req.on('response', (res) => res.once('data', () => firstOut.resolve()));
-        req.end('b');
-        await firstOut.promise;
-        req.destroy();
+        await h1LeaveAfterFirst(h.h1, 'k');
       } else await h2ResetAfter(session(h.h2), 'k').got;
       await gone.promise;
       for (let i = 0; i < 100 && outcome.length === 0; i++)

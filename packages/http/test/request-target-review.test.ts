@@ -1,26 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { requestTarget } from '../src/request-target.js';
+import { viaTarget, viaUrl } from './support/request-target-oracle.js';
 
 const RUNS = Number(process.env.IDEM_PROPERTY_RUNS) || (process.env.CI ? 100 : 300);
-
-function viaUrl(url: string): { pathname: string; search: string } | 'throws' {
-  try {
-    const parsed = new URL(url, 'http://localhost');
-    return { pathname: parsed.pathname, search: parsed.search };
-  } catch {
-    return 'throws';
-  }
-}
-
-function viaTarget(url: string): { pathname: string; search: string } | 'throws' {
-  try {
-    const { pathname, search } = requestTarget(url);
-    return { pathname, search };
-  } catch {
-    return 'throws';
-  }
-}
 
 // Host-side pieces an adapter may copy from a Host header into the URL it builds.
 const hostPiece = fc.constantFrom(

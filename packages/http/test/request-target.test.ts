@@ -1,28 +1,13 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { requestTarget } from '../src/request-target.js';
+import { viaTarget, viaUrl } from './support/request-target-oracle.js';
 
 const RUNS = Number(process.env.IDEM_PROPERTY_RUNS) || (process.env.CI ? 100 : 300);
 
 // requestTarget skips the URL parser for the usual spellings: path and query must come out
 // exactly as `new URL(url, 'http://localhost')` gives them (they go into the fingerprint and
 // the default operation), and a URL the parser refuses must still be refused.
-function viaUrl(url: string): { pathname: string; search: string } | 'throws' {
-  try {
-    const parsed = new URL(url, 'http://localhost');
-    return { pathname: parsed.pathname, search: parsed.search };
-  } catch {
-    return 'throws';
-  }
-}
-
-function viaTarget(url: string): { pathname: string; search: string } | 'throws' {
-  try {
-    return requestTarget(url);
-  } catch {
-    return 'throws';
-  }
-}
 
 // Characters that matter to the parser: separators, dots, escapes, whitespace, quotes,
 // backslashes, non-ASCII, and plain ones.

@@ -249,16 +249,37 @@ describe('koa review: @koa/bodyparser (rawBody kept) before idem', () => {
     expect(h.runs()).toBe(1);
   });
 
-  it.fails(// FINDING (MEDIUM, isolation, pre-existing, not fixed here): a text parser (@koa/bodyparser
-  // with enableTypes text; express.text() likewise) decodes as UTF-8 and sets the parsed body
-  // to a string with U+FFFD for every invalid sequence: the parsed-body path fingerprints
-  // that text, so two different bodies under one key are replayed one for the other.
-  'text parsed with invalid UTF-8: two different bodies are never replayed one for the other', async () => {
+  it(// FINDING (MEDIUM, isolation; fixed): a text parser (@koa/bodyparser with enableTypes
+  // text; express.text() likewise) decodes as UTF-8 and sets the parsed body to a string
+  // with U+FFFD for every invalid sequence: the parsed-body path fingerprinted that text, so
+  // two different bodies under one key were replayed one for the other. Decoded text (or a
+  // JSON parser's strings) holding U+FFFD is now refused as a body idem can no longer see.
+  'text parsed with invalid UTF-8: refused (BodyAlreadyReadError, nothing run), never replayed one for the other', async () => {
     const h = await serve([bodyParser({ enableTypes: ['text'] }) as unknown as Reader]);
     const key = randomUUID();
-    await postBytes(h.app, key, Buffer.from([0xff, 0x61]), 'text/plain');
+    const first = await postBytes(h.app, key, Buffer.from([0xff, 0x61]), 'text/plain');
     const other = await postBytes(h.app, key, Buffer.from([0xfe, 0x61]), 'text/plain');
+    expect([first.status, other.status]).toEqual([500, 500]);
     expect(other.headers['idempotent-replayed']).toBeUndefined();
+    expect(h.errors).toEqual(['BodyAlreadyReadError', 'BodyAlreadyReadError']);
+    expect(h.runs()).toBe(0);
+    // Valid UTF-8 text through the same parser is fingerprinted as before.
+    const valid = randomUUID();
+    expect((await postBytes(h.app, valid, Buffer.from('é1'), 'text/plain')).status).toBe(201);
+    expect((await postBytes(h.app, valid, Buffer.from('é2'), 'text/plain')).status).toBe(422);
+    expect(h.runs()).toBe(1);
+  });
+
+  it('JSON parsed with invalid UTF-8 in a string: refused, never replayed one for the other', async () => {
+    const h = await serve([bodyParser() as unknown as Reader]);
+    const key = randomUUID();
+    const body = (byte: number) =>
+      Buffer.concat([Buffer.from('{"to":"'), Buffer.from([byte]), Buffer.from('"}')]);
+    const first = await postBytes(h.app, key, body(0xff), 'application/json');
+    const other = await postBytes(h.app, key, body(0xfe), 'application/json');
+    expect([first.status, other.status]).toEqual([500, 500]);
+    expect(h.errors).toEqual(['BodyAlreadyReadError', 'BodyAlreadyReadError']);
+    expect(h.runs()).toBe(0);
   });
 
   it('a type it does not parse (octet-stream): read by idem from the stream, told apart', async () => {

@@ -50,6 +50,8 @@ export const sqsSource: BatchSource<SqsRecordLike> = {
     records.some(
       (r) => r.eventSourceARN?.endsWith('.fifo') || r.attributes?.MessageGroupId !== undefined,
     ),
+  // Sent back: the queue's redrive policy moves it to the dead-letter queue.
+  rejectsPermanentFailures: false,
 };
 
 /**
@@ -64,6 +66,7 @@ export const kinesisSource: BatchSource<KinesisRecordLike> = {
   },
   defaultPayload: (record) => [record.kinesis.partitionKey, record.kinesis.data],
   ordered: () => true,
+  rejectsPermanentFailures: true,
 };
 
 /** DynamoDB Streams: key `eventID`, fingerprint of the event name and images; ordered. */
@@ -80,6 +83,7 @@ export const dynamoDbStreamSource: BatchSource<DynamoDbStreamRecordLike> = {
       }),
     ) as JsonValue,
   ordered: () => true,
+  rejectsPermanentFailures: true,
 };
 
 /** A batch handler factory bound to one source. */

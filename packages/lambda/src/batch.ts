@@ -28,16 +28,27 @@ export interface BatchResponse {
  *   the handler did not run;
  * - `failed`: the handler threw, a duplicate is still in progress, or the store failed;
  * - `timed_out`: the invocation's deadline came while the record ran (it goes on, fenced);
- * - `not_attempted`: skipped after an earlier failure of an ordered source, or past the deadline.
+ * - `not_attempted`: skipped after an earlier failure of an ordered source, or past the deadline;
+ * - `rejected` (Kinesis, DynamoDB Streams): the record can never be processed as it is (the
+ *   key function found no key or threw, an invalid key, another payload under a recorded key:
+ *   `error` says which): not sent back, so it does not block the shard at every delivery.
+ *   SQS reports these `failed` and sends them back: the queue's redrive policy
+ *   (`maxReceiveCount`) moves them to its dead-letter queue.
  */
-export type RecordStatus = 'processed' | 'replayed' | 'failed' | 'timed_out' | 'not_attempted';
+export type RecordStatus =
+  | 'processed'
+  | 'replayed'
+  | 'failed'
+  | 'timed_out'
+  | 'not_attempted'
+  | 'rejected';
 
 /** A record's fate, for `onRecord`. */
 export interface RecordReport<TRecord> {
   record: TRecord;
   itemIdentifier: string;
   status: RecordStatus;
-  /** What failed, for `failed`. */
+  /** What failed, for `failed` and `rejected`. */
   error?: unknown;
 }
 
@@ -83,6 +94,13 @@ export interface BatchSource<TRecord> {
   defaultPayload(record: TRecord): JsonValue;
   /** Ordered sources stop at the first failure and report it and every later record. */
   ordered(records: readonly TRecord[]): boolean;
+  /**
+   * A record that can never be processed as it is (see {@link RecordStatus} `rejected`) is
+   * reported `rejected` and left out of `batchItemFailures` (stream sources, where sending it
+   * back would block the shard until it expires), or reported `failed` and sent back (SQS,
+   * where the redrive policy dead-letters it). @default false
+   */
+  rejectsPermanentFailures?: boolean;
 }
 
 const TIMED_OUT = Symbol('timed out');
@@ -95,6 +113,8 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
 ): (event: { Records?: TRecord[] }, context: TContext) => Promise<BatchResponse> {
   const { key, payload, scope, timeoutMarginMs, onRecord, ...engineOptions } = options;
   const margin = timeoutMarginMs ?? DEFAULT_TIMEOUT_MARGIN_MS;
+  if (!(typeof margin === 'number' && Number.isFinite(margin) && margin >= 0))
+    throw new InvalidInputError('timeoutMarginMs must be a finite, non-negative number of ms');
   engineForInvocation(engineOptions, { functionName: '', getRemainingTimeInMillis: () => 1e9 });
   const report = (r: RecordReport<TRecord>) => {
     try {
@@ -129,18 +149,41 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
         continue;
       }
       let timer: ReturnType<typeof setTimeout> | undefined;
+      let request: ReturnType<typeof requestFor>;
       try {
-        const request = requestFor(
+        request = requestFor(
           record,
           context,
           (key ?? source.defaultKey)(record, context),
           payload === false ? undefined : (payload ?? source.defaultPayload)(record, context),
           scope,
         );
+      } catch (error) {
+        // The engine refused what the key, payload or scope function gave (no key, an invalid
+        // one, a payload that is no canonical JSON): the same at every delivery of this record.
+        // What those functions threw themselves may be transient: sent back.
+        if (source.rejectsPermanentFailures && isPermanent(error))
+          report({ record, itemIdentifier, status: 'rejected', error });
+        else {
+          fail('failed', error);
+          if (ordered) stop = true;
+        }
+        continue;
+      }
+      // What the handler itself threw is never taken for the engine's verdict on the record.
+      let thrownByHandler = false;
+      try {
         // One engine per record: its lease and hold are capped by the time left now, so a
         // record that outlives the invocation frees its key at the deadline, not later.
         const engine = engineForInvocation(engineOptions, context);
-        const run = engine.execute(request, (ctx) => handler(record, context, ctx));
+        const run = engine.execute(request, async (ctx) => {
+          try {
+            return await handler(record, context, ctx);
+          } catch (error) {
+            thrownByHandler = true;
+            throw error;
+          }
+        });
         const deadlinePassed = new Promise<typeof TIMED_OUT>((resolve) => {
           timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, deadline - performance.now()));
         });
@@ -157,6 +200,8 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
       } catch (error) {
         const settled = settledStatus(error);
         if (settled) report({ record, itemIdentifier, status: settled, error });
+        else if (!thrownByHandler && source.rejectsPermanentFailures && isPermanent(error))
+          report({ record, itemIdentifier, status: 'rejected', error });
         else {
           fail('failed', error);
           if (ordered) stop = true;
@@ -183,4 +228,18 @@ function settledStatus(error: unknown): 'processed' | 'replayed' | undefined {
   )
     return 'processed';
   return undefined;
+}
+
+/**
+ * Errors a redelivery of the same record would meet again: another payload under a recorded
+ * key, a key or fingerprint the engine refuses.
+ */
+function isPermanent(error: unknown): boolean {
+  return (
+    isIdemError(error) &&
+    (error.code === 'MISMATCH' ||
+      error.code === 'INVALID_KEY' ||
+      error.code === 'INVALID_INPUT' ||
+      error.code === 'NOT_CANONICAL')
+  );
 }

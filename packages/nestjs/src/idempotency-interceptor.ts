@@ -18,16 +18,42 @@ import {
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import { NEVER, Observable, type Subscription } from 'rxjs';
+import { HandlerRun, handlerRuns, recorderHeldForHandler } from './handler-run.js';
 import { IdempotencyService } from './idempotency-service.js';
 import { IDEMPOTENT_METADATA, type IdempotentOptions, type NestHttpRequest } from './options.js';
 import { routePattern } from './route-pattern.js';
 
 /** Where `@Version()` and `@Controller({ version })` keep a route's version (Nest 11 and 12). */
 const VERSION_METADATA = '__version__';
+/** Where `@Controller({ host })` keeps the controller's host constraint (Nest 11 and 12). */
+const HOST_METADATA = 'host';
 
 type PlatformRequest = NestHttpRequest & { originalUrl?: string; idempotency?: unknown };
 /** Express's `Response` is the Node response; Fastify's reply holds it as `raw`. */
-type PlatformResponse = ServerResponse & { raw?: ServerResponse; hijack?: () => void };
+type PlatformResponse = ServerResponse & {
+  raw?: ServerResponse;
+  hijack?: () => void;
+  getHeaders?: () => Record<string, unknown>;
+};
+
+/** Framing headers of the reply that must not frame a body written in their place. */
+const FRAMING_HEADERS: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding']);
+
+/**
+ * Fastify: the headers the app's hooks set with `reply.header()` (a request id, security
+ * headers: what `@fastify/helmet` and the like do in `onRequest`) are the reply's until it
+ * sends them, and a hijacked reply never does: they are put on the Node response before an
+ * answer is written there, as Express middleware's `res.setHeader()` already is. The answer's
+ * own headers (the recorded response's, or those of one of the library's answers) are set
+ * after them and win a name both have; the reply's framing headers are left out.
+ */
+function carryReplyHeaders(response: PlatformResponse, res: ServerResponse): void {
+  if (typeof response.getHeaders !== 'function' || res.headersSent) return;
+  for (const [name, value] of Object.entries(response.getHeaders())) {
+    if (value === undefined || FRAMING_HEADERS.has(name.toLowerCase())) continue;
+    res.setHeader(name, value as string | number | readonly string[]);
+  }
+}
 
 /**
  * A stream the handler answers with that fails midway must abort the response: ended instead
@@ -141,38 +167,66 @@ export class IdempotencyInterceptor implements NestInterceptor {
     // By hand rather than with operators, which the rxjs root entry has only since 7.2.
     return new Observable((subscriber) => {
       let inner: Subscription | undefined;
-      this.#run(route, operation, request, response, next).then(
-        ({ result, res }) => {
+      // Aborted when the subscriber goes (an outer interceptor answered, a timeout): stops a
+      // bounded wait (`wait`) at once, and a decision that comes after it is dropped.
+      const teardown = new AbortController();
+      let handlerRun: HandlerRun | undefined;
+      this.#run(route, operation, request, response, next, teardown.signal).then(
+        ({ result, res, run }) => {
           if (subscriber.closed) return;
-          inner = result.subscribe({
-            next: (value) => {
-              if (res) abortOnStreamError(value, res);
-              subscriber.next(value);
-            },
-            error: (error: unknown) => subscriber.error(error),
-            complete: () => subscriber.complete(),
-          });
+          handlerRun = run;
+          const subscribe = () =>
+            result.subscribe({
+              next: (value) => {
+                run?.answered();
+                if (res) abortOnStreamError(value, res);
+                subscriber.next(value);
+              },
+              error: (error: unknown) => {
+                run?.answered();
+                subscriber.error(error);
+              },
+              complete: () => {
+                run?.answered();
+                subscriber.complete();
+              },
+            });
+          inner = run ? handlerRuns.run(run, subscribe) : subscribe();
         },
         (error: unknown) => subscriber.error(error),
       );
-      return () => inner?.unsubscribe();
+      return () => {
+        // An interceptor outside this one gave up (a timeout) while the handler still runs.
+        handlerRun?.answered();
+        teardown.abort(new Error('The request was answered before its idempotency decision'));
+        inner?.unsubscribe();
+      };
     });
   }
 
   /**
-   * The route pattern Nest matched, and the version of the handler when it has one: with
-   * header or media-type versioning, handlers of several versions share one path, and a key
-   * taken on one must not replay its answer to a request the other serves.
+   * The route pattern Nest matched, and the version of the handler and the host constraint of
+   * its controller when it has them: with header or media-type versioning, handlers of
+   * several versions share one path, and with `@Controller({ host })` controllers of several
+   * hosts do; a key taken on one must not replay its answer to a request another serves.
    */
   #operationOf(context: ExecutionContext): (request: NestHttpRequest) => string {
     const version = this.reflector.getAllAndOverride<unknown>(VERSION_METADATA, [
       context.getHandler(),
       context.getClass(),
     ]);
-    if (version === undefined) return routePattern;
-    const label = (one: unknown) => (typeof one === 'string' ? one : 'neutral');
-    const versions = (Array.isArray(version) ? version : [version]).map(label).join(',');
-    return (request) => `${routePattern(request)} version=${versions}`;
+    const host = this.reflector.get<unknown>(HOST_METADATA, context.getClass());
+    let suffix = '';
+    if (version !== undefined) {
+      const label = (one: unknown) => (typeof one === 'string' ? one : 'neutral');
+      suffix += ` version=${(Array.isArray(version) ? version : [version]).map(label).join(',')}`;
+    }
+    if (host !== undefined && host !== null) {
+      // A string as written, a RegExp as its source and flags (`/^(.+)\.example\.com$/i`).
+      suffix += ` host=${(Array.isArray(host) ? host : [host]).map(String).join(',')}`;
+    }
+    if (suffix === '') return routePattern;
+    return (request) => `${routePattern(request)}${suffix}`;
   }
 
   async #run(
@@ -181,9 +235,11 @@ export class IdempotencyInterceptor implements NestInterceptor {
     request: PlatformRequest,
     response: PlatformResponse,
     next: CallHandler,
-  ): Promise<{ result: Observable<unknown>; res?: ServerResponse }> {
+    signal: AbortSignal,
+  ): Promise<{ result: Observable<unknown>; res?: ServerResponse; run?: HandlerRun }> {
     const raw: IncomingMessage = request.raw ?? (request as unknown as IncomingMessage);
     const decision = await this.service.handlerFor(route).begin({
+      signal,
       native: request,
       method: request.method,
       url: requestUrl(request.originalUrl ?? request.url),
@@ -192,17 +248,35 @@ export class IdempotencyInterceptor implements NestInterceptor {
       // Parsed by the platform (JSON, text, a raw parser), or read and put back.
       readBody: (limit) => nodeRequestBody(raw, request.body, limit),
     });
+    if (signal.aborted) {
+      // Nobody subscribes any more (an outer interceptor answered while this one waited or
+      // read the body): nothing runs and nothing is written; a key just taken is released at
+      // once, not held with nothing running until its lease runs out.
+      if (decision.action === 'execute') {
+        await decision.recorder.fail(signal.reason);
+      }
+      return { result: NEVER };
+    }
     if (decision.action === 'pass') return { result: next.handle() };
     const res = response.raw ?? response;
     if (decision.action === 'respond') {
-      // Fastify: the reply is ours to write (Fastify neither sends nor warns about it).
-      response.hijack?.();
+      // Fastify: the reply is ours to write (Fastify neither sends nor warns about it), with
+      // the headers its hooks set on it.
+      if (response.hijack) {
+        carryReplyHeaders(response, res);
+        response.hijack();
+      }
       await sendDecisionResponse(res, decision);
       return { result: NEVER };
     }
     request.idempotency = decision.recorder.context;
-    recordServerResponse(res, decision.recorder);
+    // The handler (tracked by `@Idempotent()`) reports its promise to `run`, through the
+    // async context it is called in: an answer sent while it is still pending (an interceptor
+    // between this one and the handler timed out) goes out, but the key stays held until the
+    // handler settled.
+    const run = new HandlerRun();
+    recordServerResponse(res, recorderHeldForHandler(decision.recorder, run));
     connectionAsRecorded(raw, res);
-    return { result: next.handle(), res };
+    return { result: handlerRuns.run(run, () => next.handle()), res, run };
   }
 }

@@ -53,9 +53,14 @@ export function release(held: HeldOutcome): Uint8Array {
   return out;
 }
 
-/** Whether the held outcome is exactly `bytes`. */
-export function holds(held: HeldOutcome | undefined, bytes: Uint8Array): boolean {
-  if (held === undefined || held.length !== bytes.byteLength) return false;
+/** Whether the held outcome is exactly `bytes` (or the bytes a string of one character a byte stands for). */
+export function holds(held: HeldOutcome | undefined, bytes: Uint8Array | string): boolean {
+  if (held === undefined || held.length !== bytes.length) return false;
+  if (typeof bytes === 'string') {
+    if (typeof held === 'string') return held === bytes;
+    for (let i = 0; i < bytes.length; i++) if (held[i] !== bytes.charCodeAt(i)) return false;
+    return true;
+  }
   if (typeof held === 'string') {
     for (let i = 0; i < bytes.byteLength; i++) if (held.charCodeAt(i) !== bytes[i]) return false;
     return true;

@@ -37,3 +37,15 @@ export const latin1String: ((bytes: Uint8Array, length?: number) => string) | un
  */
 export const writeLatin1: ((text: string, into: Uint8Array) => number) | undefined =
   methods && ((text, into) => methods.latin1Write.call(into, text, 0, text.length));
+
+const byteLength = (globalThis as { Buffer?: { byteLength?: unknown } }).Buffer?.byteLength;
+const NOT_ASCII = /[\u0080-\uffff]/;
+
+/**
+ * Whether every character of `text` is below 0x80 (then it is its own UTF-8 and Latin-1
+ * encoding): one native pass where there is `Buffer.byteLength`.
+ */
+export const isAscii: (text: string) => boolean =
+  typeof byteLength === 'function'
+    ? (text) => (byteLength as (t: string, e: 'utf8') => number)(text, 'utf8') === text.length
+    : (text) => !NOT_ASCII.test(text);

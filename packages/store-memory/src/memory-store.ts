@@ -12,7 +12,9 @@ import {
   type ExtendInput,
   type IdempotencyStore,
   InvalidInputError,
+  type Latin1CompleteInput,
   NOT_OWNER,
+  OutcomeTooLargeError,
   OWNED,
   type OwnerWriteResult,
   type ReleaseInput,
@@ -25,6 +27,7 @@ import {
 } from '@idem/core';
 import { type HeldOutcome, hold, holds, release, type ViewBuffer, viewOf } from './held-outcome.js';
 import { checkString, copied, sweepInterval } from './input.js';
+import { isAscii } from './latin1.js';
 import { createMemoryAdmin } from './memory-admin.js';
 import {
   costOf,
@@ -47,6 +50,29 @@ export const DEFAULT_MAX_OUTCOME_BYTES = 8 * MiB;
 /** Default of {@link MemoryStoreOptions.maxEntries}. */
 export const DEFAULT_MAX_ENTRIES = 100_000;
 
+/** The acquire forms only the engine may call (they keep its key and owner uncopied). */
+interface EngineForms {
+  readonly view: (input: AcquireInput) => AcquireResult;
+  readonly latin1: (input: AcquireInput) => AcquireResult;
+}
+
+/** {@link EngineForms} by store, for this package's tests only (not exported from the package). */
+const engineForms = new WeakMap<object, EngineForms>();
+// Read at load: a caller that later replaces `WeakMap.prototype.set` is not handed the map.
+const setEngineForms = Function.prototype.call.bind(WeakMap.prototype.set) as (
+  map: WeakMap<object, EngineForms>,
+  store: object,
+  forms: EngineForms,
+) => unknown;
+
+/**
+ * The engine-only acquire forms of `store`, as core holds them (out of every caller's reach).
+ * @internal for this package's tests: `src/index.ts` does not export it.
+ */
+export function engineFormsOf(store: MemoryStore): EngineForms | undefined {
+  return engineForms.get(store);
+}
+
 /** Options of {@link createMemoryStore}. */
 export interface MemoryStoreOptions {
   /**
@@ -68,7 +94,9 @@ export interface MemoryStoreOptions {
    * records whose lease has passed. It MUST NOT drop a completed record within its
    * retention or a live lease: when only those remain, `acquire` and `complete` throw
    * `StoreFullError` and change nothing. A `complete` with an outcome of at most 1 KiB
-   * never fails for room.
+   * never fails for room. An `acquire` also keeps room for one typical outcome of each
+   * record in progress (a moving average of recent outcome sizes): a new key is refused
+   * before it runs rather than its outcome after.
    * @default 134_217_728 (128 MiB)
    */
   maxBytes?: number;
@@ -128,6 +156,60 @@ function clone(
   return copy;
 }
 
+/** Store time without an admission or a completion after which one key is let in regardless of the room kept. */
+const HEADROOM_PROBE_MS = 10_000;
+
+/**
+ * What an acquire keeps free for the outcomes of the records in progress. Each in-progress
+ * record holds a reserve for the small final marker only ({@link MARKER_OUTCOME_BYTES}), so
+ * without this a store near its budget took new keys whose outcomes then did not fit: the
+ * operation ran, and its outcome was lost (`STORE_FULL` at `complete`, a not-recorded marker,
+ * 500 for every retry). With it, a new key is refused (`StoreFullError` at `acquire`, before
+ * anything runs; HTTP 503 with `Retry-After`) unless the room left holds, beside the new
+ * record, one typical outcome for each record in progress and the new one. Typical: a moving
+ * average (weight 1/16) of what the outcomes given to `complete` needed beyond the reserve,
+ * refused ones included, so small outcomes cost no headroom. An average, not a bound: an
+ * outcome far larger than the recent ones may still not fit at `complete`.
+ *
+ * The average moves only with completions, and a store that refuses every new key for the
+ * room it keeps sees none: a run of outcomes too large to store would lock new keys out for a
+ * whole retention. So after {@link HEADROOM_PROBE_MS} of store time without an admission or a
+ * completion, one key is let in if its record fits (a probe): its outcome moves the average.
+ */
+class OutcomeHeadroom {
+  private average = 0;
+  private seen = false;
+  /** Store time of the last admission or completion. */
+  private active = Number.NEGATIVE_INFINITY;
+
+  /** An outcome of `length` bytes was given to `complete` at store time `now`. */
+  saw(length: number, now: number): void {
+    this.active = now;
+    const need = Math.max(0, length - MARKER_OUTCOME_BYTES);
+    if (!this.seen) {
+      this.seen = true;
+      this.average = need;
+    } else this.average += (need - this.average) / 16;
+  }
+
+  /** A new record was taken at store time `now`. */
+  admitted(now: number): void {
+    this.active = now;
+  }
+
+  /**
+   * Bytes a new record keeps free beside itself at store time `now` when `others` records are
+   * in progress (passed leases included: the caller reads this again as eviction takes them),
+   * at most `limit` (what an empty store has beside the record; never negative, so a record
+   * that cannot fit even in an empty store is still refused). None for a probe.
+   */
+  spare(others: number, limit: number, now: number): number {
+    // A clock that stepped back leaves `active` ahead of it: a probe then too.
+    if (now < this.active || now - this.active >= HEADROOM_PROBE_MS) return 0;
+    return Math.max(0, Math.min(Math.ceil(this.average) * (others + 1), limit));
+  }
+}
+
 /**
  * Smallest `maxBytes` accepted: one in-progress record with 1 KiB of strings. (A record with
  * longer ones may not fit a store this small: its acquire answers `StoreFullError`.)
@@ -167,6 +249,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     throw new InvalidInputError('maxOutcomeBytes must not exceed maxBytes');
   }
   const table = new RecordTable(maxEntries, maxBytes);
+  const headroom = new OutcomeHeadroom();
   const capabilities: StoreCapabilities = { clock: 'injectable', maxOutcomeBytes };
 
   const full = (what: string) =>
@@ -233,13 +316,18 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       expiresAt: leaseUntil + input.retentionMs,
     };
     const slot = newSlot(engine ? input.key : copied(input.key), record);
-    // Room is made around the record replaced: refused, it stays (its owner may complete).
-    const room = found
-      ? table.makeRoom(now, 0, slot.cost - found.cost, found)
-      : table.makeRoom(now, 1, slot.cost);
+    // Room for the record, and beside it for a typical outcome of each record in progress,
+    // this one included (see OutcomeHeadroom). Made around the record replaced: refused, it
+    // stays (its owner may complete).
+    const replaced = found?.status === 'in_progress' ? 1 : 0;
+    const base = found ? slot.cost - found.cost : slot.cost;
+    const needed = () =>
+      base + headroom.spare(table.inProgress - replaced, maxBytes - slot.cost, now);
+    const room = found ? table.makeRoom(now, 0, needed, found) : table.makeRoom(now, 1, needed);
     if (!room) throw full('a new record');
     if (found) table.remove(found);
     table.insert(slot);
+    headroom.admitted(now);
     return {
       kind: 'acquired',
       fence,
@@ -248,7 +336,43 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     };
   };
 
-  return {
+  /**
+   * `complete` of a checked `outcome`: bytes (copied into the held string), or with `given`
+   * a string of one character a byte the engine made, held as it is.
+   */
+  const complete = (
+    input: CompleteInput | Latin1CompleteInput,
+    outcome: Uint8Array | string,
+    given: boolean,
+  ): OwnerWriteResult => {
+    const now = readClock(clock);
+    const slot = table.live(input.key, now);
+    const found = slot?.record;
+    if (!slot || !found || found.owner !== input.owner) return NOT_OWNER;
+    if (found.status === 'completed') {
+      // A redelivered complete succeeds only with the very bytes that were recorded.
+      return holds(found.outcome, outcome) ? OWNED : NOT_OWNER;
+    }
+    if (found.status !== 'in_progress') return NOT_OWNER;
+    // Room first (the outcome's length is what it will cost), then the copy kept.
+    headroom.saw(outcome.length, now);
+    const extra = costOf(slot.strings, 'completed', outcome) - slot.cost;
+    if (extra > 0 && !table.makeRoom(now, 0, extra, slot)) {
+      throw full(`an outcome of ${outcome.length} bytes`);
+    }
+    const held = given ? (outcome as string) : hold(outcome as Uint8Array);
+    table.update(slot, 'completed', slot.leaseUntil, now + input.retentionMs, held);
+    return OWNED;
+  };
+
+  // For the engine, which decodes a replayed outcome before anything else runs: the bytes are
+  // a view of this store's reused buffer (the held outcome stays a string no caller can
+  // change), rewritten by the next replay.
+  const view = (input: AcquireInput) => acquire(input, replayBytes, true);
+  // For the engine's `execute` under its JSON serializer, which parses a replayed value
+  // straight from the held string (an outcome held as bytes is answered as a copy).
+  const latin1 = (input: AcquireInput) => acquire(input, LATIN1, true);
+  const store: MemoryStore = {
     capabilities,
     admin: createMemoryAdmin(table, clock),
     get size() {
@@ -258,40 +382,35 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       return table.bytes;
     },
     sweep,
+    // `view` and `latin1` are held by core, where only its engine reads them.
     acquire: answersSynchronously((input: AcquireInput) => acquire(input, release, false), {
-      // For the engine, which decodes a replayed outcome before anything else runs: the
-      // bytes are a view of this store's reused buffer (the held outcome stays a string no
-      // caller can change), rewritten by the next replay.
-      view: (input: AcquireInput) => acquire(input, replayBytes, true),
-      // For the engine's `execute` under its JSON serializer, which parses a replayed value
-      // straight from the held string (an outcome held as bytes is answered as a copy).
-      latin1: (input: AcquireInput) => acquire(input, LATIN1, true),
+      view,
+      latin1,
     }),
     complete: answersSynchronously(
       (input: CompleteInput): OwnerWriteResult => {
         checkWrite('complete', input);
-        const outcome = checkOutcome(input.outcome, maxOutcomeBytes);
-        const now = readClock(clock);
-        const slot = table.live(input.key, now);
-        const found = slot?.record;
-        if (!slot || !found || found.owner !== input.owner) return NOT_OWNER;
-        if (found.status === 'completed') {
-          // A redelivered complete succeeds only with the very bytes that were recorded.
-          return holds(found.outcome, outcome) ? OWNED : NOT_OWNER;
-        }
-        if (found.status !== 'in_progress') return NOT_OWNER;
-        // Room first (the outcome's length is what it will cost), then the copy kept.
-        const extra = costOf(slot.strings, 'completed', outcome) - slot.cost;
-        if (extra > 0 && !table.makeRoom(now, 0, extra, slot)) {
-          throw full(`an outcome of ${outcome.byteLength} bytes`);
-        }
-        const { leaseUntil } = slot;
-        table.update(slot, 'completed', leaseUntil, now + input.retentionMs, hold(outcome));
-        return OWNED;
+        return complete(input, checkOutcome(input.outcome, maxOutcomeBytes), false);
       },
-      // The outcome is copied into the held string (or array): the engine may pass a view
-      // of a buffer it reuses.
-      { copiesInput: true },
+      {
+        // The outcome is copied into the held string (or array): the engine may pass a view
+        // of a buffer it reuses.
+        copiesInput: true,
+        // For the engine: the outcome as a string of one character a byte that it made (an
+        // ASCII JSON value's encoding, no caller holds it), kept as it is.
+        latin1Outcome: (input: Latin1CompleteInput): OwnerWriteResult => {
+          checkWrite('complete', input);
+          const held = input.outcomeLatin1;
+          if (typeof held !== 'string') throw new InvalidInputError('An outcome must be a string');
+          // The engine gives only the encoding of an ASCII JSON value; anything else (a
+          // character above 0xFF would be kept and read back cut) is refused.
+          if (!isAscii(held))
+            throw new InvalidInputError('A Latin-1 outcome must be ASCII (the engine makes it)');
+          if (held.length > maxOutcomeBytes)
+            throw new OutcomeTooLargeError(held.length, maxOutcomeBytes);
+          return complete(input, held, true);
+        },
+      },
     ),
     release: answersSynchronously((input: ReleaseInput): OwnerWriteResult => {
       checkWrite('release', input);
@@ -325,4 +444,6 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       timer = undefined;
     },
   };
+  setEngineForms(engineForms, store, { view, latin1 });
+  return store;
 }

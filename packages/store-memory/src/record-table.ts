@@ -150,6 +150,11 @@ export class RecordTable {
     return this.slots.size;
   }
 
+  /** Records in progress (each sits once in the queue by lease), passed leases included. */
+  get inProgress(): number {
+    return this.byLease.length;
+  }
+
   /** Entries in the eviction queues (never more than three a record). */
   get queued(): number {
     return this.byExpiry.length + this.byLease.length + this.byRelease.length;
@@ -224,12 +229,15 @@ export class RecordTable {
    * is live leases and completed records within retention, which are never dropped. What
    * could not fit even beside `keep` alone is refused before anything is evicted.
    */
-  makeRoom(now: number, entries: number, bytes: number, keep?: Slot): boolean {
+  makeRoom(now: number, entries: number, bytes: number | (() => number), keep?: Slot): boolean {
     const kept = keep === undefined ? 0 : 1;
-    if (entries + kept > this.maxEntries || bytes + (keep?.cost ?? 0) > this.maxBytes) {
+    // `bytes` as a function is read again after every eviction (the room an acquire keeps
+    // for outcomes shrinks as passed leases go).
+    const needed = typeof bytes === 'function' ? bytes : () => bytes;
+    if (entries + kept > this.maxEntries || needed() + (keep?.cost ?? 0) > this.maxBytes) {
       return false;
     }
-    while (!this.fits(entries, bytes)) {
+    while (!this.fits(entries, needed())) {
       if (
         !(this.evictExpired(now) || this.evictTombstone(keep) || this.evictPassedLease(now, keep))
       )

@@ -14,6 +14,7 @@ import {
 } from '@idem/core';
 import { describe, expect, it } from 'vitest';
 import { createMemoryStore } from '../src/index.js';
+import { engineFormsOf } from '../src/memory-store.js';
 
 // Adversarial review of wt/core9: the memory store's engine-only acquire forms (`view`,
 // `latin1`) keep the engine's storage key and owner token as they are (no copy).
@@ -34,15 +35,11 @@ function heapAfterCollection(gc: () => void): number {
 /** A fresh flat string of about 1 MB (one byte a character). */
 const body = (i: number) => JSON.parse(JSON.stringify(`${i}-`.repeat(400_000))) as string;
 
-/** The forms declared for the engine, read the way core reads them (a registered symbol). */
+/** The forms declared for the engine, through this package's internal test hook. */
 function declaredForms(store: ReturnType<typeof createMemoryStore>) {
-  const declared = (store.acquire as unknown as Record<symbol, Record<string, unknown>>)[
-    Symbol.for('idem.store.syncFormOptions')
-  ];
-  return {
-    view: declared?.view as (input: AcquireInput) => AcquireResult,
-    latin1: declared?.latin1 as (input: AcquireInput) => AcquireResult,
-  };
+  const forms = engineFormsOf(store);
+  if (!forms) throw new Error('the memory store declared no engine forms');
+  return forms;
 }
 
 const acquireInput = (key: string, owner: string, fingerprint = ''): AcquireInput => ({
@@ -155,20 +152,47 @@ describe('core9 review: bounded memory through every public path', () => {
     expect(grown).toBeLessThan(4 * MiB);
   });
 
-  // FINDING (LOW): the "engine-only" view / latin1 forms are reachable by anyone through the
-  // registered symbol `Symbol.for('idem.store.syncFormOptions')` on `store.acquire` (and are
-  // copied onto any wrapper built with `Object.assign(fn, store.acquire)`). Since wt/core9 a
-  // caller that calls them with a key or owner cut from a large string makes the store keep
-  // the whole string, unaccounted (on main these forms copied both).
-  it.fails('FINDING core9-L1: the view / latin1 forms reached through the registered symbol keep a caller key and owner cut from 1 MB strings', async () => {
+  // FINDING core9-L1 (LOW, fixed on wt/core10): the "engine-only" view / latin1 forms were
+  // reachable by anyone through the registered symbol `Symbol.for('idem.store.syncFormOptions')`
+  // on `store.acquire`, and a caller that called them with a key or owner cut from a large
+  // string made the store keep the whole string, unaccounted. Core now holds them in a map of
+  // its own, keyed by the method: nothing on the store or its methods leads to them.
+  it('FINDING core9-L1 (fixed): no caller reaches the view / latin1 forms; every function reachable from the store copies a key and owner cut from 1 MB strings', async () => {
     const gc = collector();
     const store = createMemoryStore({ clock: new ManualClock(), sweepIntervalMs: 0 });
     const { view, latin1 } = declaredForms(store);
-    const grown = await grownBy(gc, () => {
+    // Every function reachable from the store's own properties and its methods' own
+    // properties (symbols included, registered or not, enumerable or not).
+    const reachable = new Set<unknown>();
+    const visit = (value: unknown, depth: number) => {
+      if (value === null || (typeof value !== 'object' && typeof value !== 'function')) return;
+      if (reachable.has(value) || depth > 3) return;
+      reachable.add(value);
+      for (const key of Reflect.ownKeys(value)) {
+        const descriptor = Reflect.getOwnPropertyDescriptor(value, key);
+        if (descriptor && 'value' in descriptor) visit(descriptor.value, depth + 1);
+      }
+    };
+    visit(store, 0);
+    expect(reachable.has(store.acquire)).toBe(true);
+    expect(reachable.has(syncFormOf(store.acquire))).toBe(true);
+    expect(reachable.has(view)).toBe(false);
+    expect(reachable.has(latin1)).toBe(false);
+    // The symbol the forms were declared under before, and a wrapper made from the method.
+    const acquire = store.acquire as unknown as Record<symbol, unknown>;
+    expect(acquire[Symbol.for('idem.store.syncFormOptions')]).toBeUndefined();
+    const wrapper = Object.assign(async (input: AcquireInput) => store.acquire(input), {
+      ...store.acquire,
+    });
+    expect(Reflect.ownKeys(wrapper).filter((key) => typeof key === 'symbol')).toEqual([]);
+    // Whatever a caller can reach takes a copy: 20 keys and owners cut from 1 MB strings.
+    const sync = syncFormOf(store.acquire) as (input: AcquireInput) => AcquireResult;
+    const grown = await grownBy(gc, async () => {
       for (let i = 0; i < 20; i++) {
         const text = body(i);
-        const form = i % 2 === 0 ? view : latin1;
-        expect(form(acquireInput(text.slice(0, 64), text.slice(1, 30))).kind).toBe('acquired');
+        const input = acquireInput(text.slice(0, 64), text.slice(1, 30));
+        const result = i % 2 === 0 ? sync(input) : await store.acquire(input);
+        expect(result.kind).toBe('acquired');
       }
     });
     expect(store.size).toBe(20);

@@ -11,13 +11,11 @@ import {
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createMemoryStore } from '../src/index.js';
+import { engineFormsOf } from '../src/memory-store.js';
 
-/** The acquire's Latin-1 form, read the way core reads it (a registered symbol). */
+/** The acquire's Latin-1 form, through this package's internal test hook. */
 function latin1FormOf(store: ReturnType<typeof createMemoryStore>) {
-  const declared = (store.acquire as unknown as Record<symbol, { latin1?: unknown }>)[
-    Symbol.for('idem.store.syncFormOptions')
-  ];
-  return declared?.latin1 as ((input: AcquireInput) => AcquireResult) | undefined;
+  return engineFormsOf(store)?.latin1;
 }
 
 const acquireInput = (key: string, owner = 'o-2'): AcquireInput => ({

@@ -1,4 +1,5 @@
 import {
+  answersSynchronously,
   createIdempotency,
   type IdempotencyStore,
   StoreUnavailableError,
@@ -10,16 +11,24 @@ import { createMemoryStore } from '../src/index.js';
 
 type Method<I, R> = (input: I) => Promise<R>;
 
-/** `method`'s synchronous form behind a promise form that must not be called. */
+/**
+ * `method`'s synchronous form behind a promise form that must not be called: a method built
+ * with `answersSynchronously` (only such a method's own `SYNC_FORM` counts) whose form is
+ * then replaced in place by `method`'s.
+ */
 function directOnly<I, R>(method: Method<I, R>): Method<I, R> {
   const sync = syncFormOf(method);
   if (!sync) throw new Error('the method has no synchronous form');
-  return Object.assign(
-    async (_input: I): Promise<R> => {
-      throw new Error('the promise form was called');
-    },
-    { [SYNC_FORM]: sync },
-  );
+  return withSyncForm((_input: I): R => {
+    throw new Error('the promise form was called');
+  }, sync);
+}
+
+/** A method whose promise form answers `promised` and whose synchronous form is `sync`. */
+function withSyncForm<I, R>(promised: (input: I) => R, sync: (input: I) => R): Method<I, R> {
+  const method = answersSynchronously(promised);
+  Object.defineProperty(method, SYNC_FORM, { value: sync, writable: true, configurable: true });
+  return method;
 }
 
 describe('synchronous store calls (the memory store answers before it returns)', () => {
@@ -74,21 +83,14 @@ describe('synchronous store calls (the memory store answers before it returns)',
     let acquireFails = 1;
     let completeFails = 1;
     const store: IdempotencyStore = { ...memory };
-    store.acquire = Object.assign(async (input: Parameters<typeof acquire>[0]) => acquire(input), {
-      [SYNC_FORM]: (input: Parameters<typeof acquire>[0]) => {
-        if (acquireFails-- > 0) throw new Error('connection reset (injected)');
-        return acquire(input);
-      },
+    store.acquire = withSyncForm(acquire, (input: Parameters<typeof acquire>[0]) => {
+      if (acquireFails-- > 0) throw new Error('connection reset (injected)');
+      return acquire(input);
     });
-    store.complete = Object.assign(
-      async (input: Parameters<typeof complete>[0]) => complete(input),
-      {
-        [SYNC_FORM]: (input: Parameters<typeof complete>[0]) => {
-          if (completeFails-- > 0) throw new Error('connection reset (injected)');
-          return complete(input);
-        },
-      },
-    );
+    store.complete = withSyncForm(complete, (input: Parameters<typeof complete>[0]) => {
+      if (completeFails-- > 0) throw new Error('connection reset (injected)');
+      return complete(input);
+    });
     const idem = createIdempotency({ store, leaseMs: 2_000 });
     const error = await idem.execute({ key: 'a' }, async () => 1).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(StoreUnavailableError);

@@ -1,5 +1,7 @@
+import type { EventEmitter } from 'node:events';
 import {
   type CompleteInput,
+  type ExtendInput,
   IdemError,
   InvalidInputError,
   LeaseLostError,
@@ -10,6 +12,7 @@ import type { PoolClient } from 'pg';
 import { type HoldRecordSql, idleLimit } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
 import { runStatement } from './pg-call.js';
+import { rollbackIfOurs, transactionFate, transactionStatus } from './transaction-fate.js';
 
 /** The rows of the second statement of a simple query of several. */
 function secondResult<R>(results: unknown): R[] {
@@ -27,6 +30,36 @@ export class TransactionNotCommittedError extends IdemError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('STORE_UNAVAILABLE', message, options);
   }
+}
+
+/**
+ * The operation ended the business transaction itself (a `COMMIT`, `ROLLBACK`, `END`,
+ * `ABORT`, `COMMIT AND CHAIN` or `PREPARE TRANSACTION` sent on `tx`, alone or inside a text
+ * of several statements) and then threw. Its writes may have committed, so the key is not
+ * given back for a retry that would write them again: this error is recorded as the
+ * execution's final outcome, whatever the outcome policy (a retry replays it as
+ * `ReplayedFailureError`). `cause` is what the operation threw. Never send transaction
+ * control on `tx`.
+ */
+export class TransactionEndedByOperationError extends IdemError<'TRANSACTION_ENDED_BY_OPERATION'> {
+  constructor(options: { cause: unknown }) {
+    super(
+      'TRANSACTION_ENDED_BY_OPERATION',
+      'The operation ended the business transaction itself (transaction control sent on tx), then threw: its writes may have committed, so the failure was recorded as final and the key was not released',
+      options,
+    );
+  }
+}
+
+/** The warning code emitted when an operation that returned had ended its transaction itself. */
+export const TRANSACTION_ENDED_WARNING = 'IDEM_TRANSACTION_ENDED_BY_OPERATION';
+
+/** The Node warning for an operation that ended its transaction itself (see the README). */
+export function warnEnded(): void {
+  process.emitWarning(
+    'An operation of the transactional engine ended its business transaction itself (transaction control sent on tx): its writes and its record did not commit together; the outcome was recorded afterwards',
+    { code: TRANSACTION_ENDED_WARNING },
+  );
 }
 
 /**
@@ -61,14 +94,35 @@ function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
  * could record an outcome without the business rows.
  */
 export class BusinessTransaction {
-  phase: 'open' | 'finishing' | 'done' = 'open';
+  /**
+   * `undecided`: the operation is over and the transaction gone, but whether the operation
+   * had committed it itself could not be read (no answer from the server): the execution
+   * stays registered and the completion core sends decides, once the status can be read.
+   */
+  phase: 'open' | 'finishing' | 'undecided' | 'done' = 'open';
+  /** For an undecided execution: whether core's outcome policy calls the outcome final. */
+  finalByPolicy = false;
+  /** For an undecided execution: what the operation threw, if it threw. */
+  thrown: unknown;
   private result: Promise<OwnerWriteResult> | undefined;
+  private deciding: Promise<OwnerWriteResult> | undefined;
+  /**
+   * node-postgres reported the client idle (a ReadyForQuery with status 'I') while the
+   * operation ran, after the lock: the operation ended the transaction itself, positively
+   * seen, whatever happens to the connection afterwards.
+   */
+  private seenIdle = false;
+  private readonly onReady = (message: { status?: unknown } | undefined) => {
+    if (this.locked && this.phase === 'open' && message?.status === 'I') this.seenIdle = true;
+  };
   private broken: Error | undefined;
   /** The transaction holds the record's row (from the lock after BEGIN to its end). */
   private locked = false;
+  /** The transaction's id (`txid_current()`), read with the lock: the completion checks it. */
+  private xid: string | undefined;
   /** The connection was given back or dropped. */
   private gone = false;
-  /** A keep-alive `SELECT 1` is on its way. */
+  /** A heartbeat's extend inside the transaction is on its way. */
   private pinging = false;
   /** `pg_terminate_backend` of this transaction's backend, sent by `abort`. */
   private terminating: Promise<void> | undefined;
@@ -88,6 +142,18 @@ export class BusinessTransaction {
     private readonly idleLimitMs: number,
   ) {
     client.on('error', this.onError);
+    this.connection()?.on('readyForQuery', this.onReady);
+  }
+
+  /** node-postgres' protocol connection of the client (absent in pg-native). */
+  private connection(): EventEmitter | undefined {
+    const found = (this.client as { connection?: { on?: unknown } }).connection;
+    return typeof found?.on === 'function' ? (found as EventEmitter) : undefined;
+  }
+
+  /** The operation ended the transaction itself, as positively seen on the client. */
+  private endedSeen(): boolean {
+    return this.seenIdle || this.transactionStatus() === 'I';
   }
 
   /**
@@ -117,7 +183,9 @@ export class BusinessTransaction {
           { text: `${beginSql}; ${hold.lock(tid)}; ${idleLimit(this.idleLimitMs)}` },
           timeoutMs,
         );
-        held = secondResult<{ fence: unknown }>(results)[0]?.fence != null;
+        const row = secondResult<{ fence: unknown; xid: unknown }>(results)[0];
+        held = row?.fence != null;
+        this.xid = typeof row?.xid === 'string' ? row.xid : undefined;
       } catch (error) {
         const code = ((error as { cause?: { code?: unknown } }).cause as { code?: unknown })?.code;
         if (RETRIABLE.has(code as string) && tries < MAX_BEGIN_TRIES && !this.broken) {
@@ -160,23 +228,153 @@ export class BusinessTransaction {
    */
   rowState(): 'held' | 'lost' | 'none' {
     if (!this.locked) return 'none';
-    return this.broken || this.gone ? 'lost' : 'held';
+    if (this.broken || this.gone) return 'lost';
+    // The operation ended the transaction itself (a COMMIT on tx): the row is free, so the
+    // lease must be renewed in the store again. (A new transaction it began is not seen
+    // here; the completion sees it.)
+    return this.endedSeen() ? 'none' : 'held';
+  }
+
+  private transactionStatus(): string | null | undefined {
+    return transactionStatus(this.client);
   }
 
   /**
-   * A heartbeat while the row is held and the operation runs: one `SELECT 1` on the
-   * transaction's connection (none while the last one is unanswered), so that the server's
-   * idle limit (the lease, set at `BEGIN`) never ends the transaction of a live owner, while
-   * a dead or frozen one lets the row go one lease after its last statement. Writes nothing;
-   * an error (an aborted transaction, a broken connection) changes nothing here.
+   * After the operation threw (or returned an outcome the policy does not call final, which
+   * core releases): ends the transaction and answers whose it was when it ended:
+   *
+   * - `ours`: still this engine's, rolled back (one round trip, as the plain `ROLLBACK` it
+   *   replaces; see `rollbackIfOurs`), or known not to have committed: nothing of the
+   *   operation's writes is in;
+   * - `ended`: the operation ended it itself, positively seen (the client reported idle
+   *   after the lock, the id check answered another transaction, or the server reads it
+   *   `committed`): its writes may be in, never a release;
+   * - `undecided`: nobody could tell (the connection broke or went silent and the server
+   *   did not answer through the pool either). Nothing is decided then: the execution stays
+   *   registered and the completion core sends next reads the status once the server
+   *   answers (see `decide`); never a false "ended", never a blind release.
+   *
+   * A broken or failed connection is dropped before the pool is asked: a pool at its
+   * maximum may need that very slot to answer.
    */
-  keepAlive(): void {
+  async rollBackAfterOperation(): Promise<'ours' | 'ended' | 'undecided'> {
+    if (this.phase !== 'open') return 'ours';
+    const xid = this.xid;
+    if (xid === undefined) {
+      await this.rollback();
+      return 'ours';
+    }
+    const seen = this.endedSeen();
+    this.phase = 'done';
+    if (this.broken || this.gone || seen) {
+      // Rolls back what it left open (or drops the broken connection first).
+      if (!(this.broken || this.gone) && this.transactionStatus() === 'I') this.giveBack();
+      else await this.endWith('ROLLBACK');
+      this.locked = false;
+      return seen ? this.decided('ended') : this.fateAfter(xid);
+    }
+    let ours: boolean;
+    try {
+      ours = await rollbackIfOurs(this.client, xid, this.store.statementTimeoutMs);
+      this.giveBack();
+    } catch (error) {
+      this.discard(error);
+      this.locked = false;
+      return this.fateAfter(xid);
+    }
+    this.locked = false;
+    return this.decided(ours ? 'ours' : 'ended');
+  }
+
+  private decided(answer: 'ours' | 'ended'): 'ours' | 'ended' {
+    this.forget();
+    return answer;
+  }
+
+  /** The transaction's status read through the pool (its connection is gone): see above. */
+  private async fateAfter(xid: string): Promise<'ours' | 'ended' | 'undecided'> {
+    const fate = await transactionFate(this.store.pool, xid, this.store.statementTimeoutMs).catch(
+      () => undefined,
+    );
+    if (fate === 'committed') return this.decided('ended');
+    if (fate === 'aborted') return this.decided('ours');
+    this.phase = 'undecided';
+    return 'undecided';
+  }
+
+  /**
+   * Core's final write for an undecided execution: the transaction's status, read through
+   * the pool, decides. `committed`: the operation committed it itself, so its outcome is
+   * recorded (owner-checked), whatever the policy. `aborted`: nothing committed, so as
+   * without this engine's check: recorded when the policy calls it final, else the key is
+   * released (`TransactionNotCommittedError`). Still open on the server, or no answer:
+   * `StoreUnavailableError`, so that core repeats the write (heartbeats go on) and this is
+   * asked again; core's maximum hold bounds it (then the key is left to its lease).
+   */
+  private decideOnce(input: CompleteInput): Promise<OwnerWriteResult> {
+    if (!this.deciding) {
+      const deciding = this.decide(input);
+      this.deciding = deciding;
+      deciding.catch(() => {
+        if (this.deciding === deciding && this.phase === 'undecided') this.deciding = undefined;
+      });
+    }
+    return this.deciding;
+  }
+
+  private async decide(input: CompleteInput): Promise<OwnerWriteResult> {
+    const fate = await transactionFate(
+      this.store.pool,
+      this.xid as string,
+      this.store.statementTimeoutMs,
+    );
+    let written: OwnerWriteResult;
+    if (fate === 'committed' || (fate === 'aborted' && this.finalByPolicy)) {
+      if (fate === 'committed') warnEnded();
+      written = await this.store.complete(input);
+    } else if (fate === 'aborted') {
+      written = await this.store.release({
+        key: input.key,
+        owner: input.owner,
+        retentionMs: this.retentionMs,
+      });
+      this.phase = 'done';
+      this.forget();
+      if (written.ok)
+        throw new TransactionNotCommittedError(
+          'The business transaction did not commit; nothing was recorded and the key was released',
+          { cause: this.thrown },
+        );
+      return NOT_OWNER;
+    } else {
+      throw new StoreUnavailableError(
+        `Whether the business transaction committed cannot be told yet (the server reads it ${fate ?? 'unknown'}); asked again`,
+      );
+    }
+    this.phase = 'done';
+    this.forget();
+    return written;
+  }
+
+  /**
+   * A heartbeat while the row is held and the operation runs: the owner-checked extend of
+   * the lease, sent on the transaction's connection, inside the transaction (none while the
+   * last one is unanswered). It keeps the server's idle limit (the lease, set at `BEGIN`)
+   * from ending the transaction of a live owner, while a dead or frozen one lets the row go
+   * one lease after its last statement; and it keeps the stored lease current, so that an
+   * operation that commits the transaction itself (misuse) leaves a lease that has not
+   * passed, not the one of the acquisition. It commits only with the transaction: before,
+   * the row lock keeps everybody out anyway; rolled back, the lease is the one before, as the
+   * key is then released or recorded at once. Its row is already locked by the transaction,
+   * so it never waits for it; an error (an aborted transaction, a broken connection) changes
+   * nothing here.
+   */
+  keepAlive(input: ExtendInput): void {
     if (this.phase !== 'open' || this.rowState() !== 'held' || this.pinging) return;
     this.pinging = true;
-    const done = () => {
+    this.store.extendInTransaction(this.client, input).then(() => {
       this.pinging = false;
-    };
-    this.client.query('SELECT 1').then(done, done);
+    });
   }
 
   /**
@@ -209,6 +407,7 @@ export class BusinessTransaction {
 
   /** Core's final write for this execution (see the class comment). */
   complete(input: CompleteInput): Promise<OwnerWriteResult> {
+    if (this.phase === 'undecided') return this.decideOnce(input);
     if (this.phase === 'open') {
       const limit = this.store.capabilities.maxOutcomeBytes ?? Number.POSITIVE_INFINITY;
       // Refused before the transaction is touched: core then records a marker in it.
@@ -238,15 +437,32 @@ export class BusinessTransaction {
   }
 
   private async commit(input: CompleteInput): Promise<OwnerWriteResult> {
-    let written: OwnerWriteResult;
+    let written: OwnerWriteResult | 'other_transaction';
     try {
       if (this.broken) throw this.broken;
-      written = await this.store.completeIn(this.client, input);
+      if (this.xid === undefined) written = await this.store.completeIn(this.client, input);
+      else if (this.transactionStatus() === 'I') written = 'other_transaction';
+      else written = await this.store.completeInTransaction(this.client, input, this.xid);
     } catch (error) {
+      // A failed transaction (the operation caught an error of its statement and returned):
+      // nothing of it can commit, unless the operation had committed it and began another.
+      if (!this.broken && this.xid !== undefined && this.transactionStatus() === 'E') {
+        let ours: boolean | undefined;
+        try {
+          ours = await rollbackIfOurs(this.client, this.xid, this.store.statementTimeoutMs);
+          this.giveBack();
+        } catch (rollbackError) {
+          this.discard(rollbackError);
+        }
+        if (ours === false) return this.completeOutside(input);
+        // Unknown (the connection failed): the settling reads the transaction's status first.
+        return this.settle(input, error, ours === undefined);
+      }
       // The completion never reached COMMIT: the transaction cannot commit any more.
       this.discard(error);
       return this.settle(input, error);
     }
+    if (written === 'other_transaction') return this.completeOutside(input);
     if (!written.ok) {
       // Taken over after the lease passed: the business writes roll back with it.
       this.phase = 'done';
@@ -274,8 +490,70 @@ export class BusinessTransaction {
     return OK;
   }
 
+  /**
+   * The operation returned, but it had ended the transaction itself (`COMMIT`, `ROLLBACK`,
+   * `COMMIT AND CHAIN`, `COMMIT; BEGIN` ... sent on `tx`): what it wrote before may have
+   * committed, so "nothing was recorded, the key is free" would let a retry write it again.
+   * Its outcome is recorded instead: inside the transaction it left open, if any (with
+   * what it wrote there), else on its own; either way owner-checked (the row was free
+   * meanwhile: a takeover answers `not_owner`). A failed completion in it falls back to the
+   * plain completion, which a completion that did commit answers `ok` (same owner, same
+   * bytes), and core repeats it while the store is unavailable: never a release.
+   */
+  private async completeOutside(input: CompleteInput): Promise<OwnerWriteResult> {
+    this.phase = 'done';
+    this.locked = false;
+    this.forget();
+    if (this.broken) this.drop(this.broken);
+    warnEnded();
+    if (!this.gone && this.transactionStatus() === 'T') {
+      try {
+        const written = await this.store.completeIn(this.client, input);
+        const answer = await runStatement(
+          this.client,
+          'commit',
+          { text: written.ok ? 'COMMIT' : 'ROLLBACK' },
+          this.store.statementTimeoutMs,
+        );
+        if (!written.ok) {
+          this.giveBack();
+          return NOT_OWNER;
+        }
+        if (answer.command === 'COMMIT') {
+          this.giveBack();
+          return OK;
+        }
+      } catch (error) {
+        this.discard(error);
+      }
+    }
+    if (this.gone) {
+      // Dropped already.
+    } else if (this.transactionStatus() === 'I') this.giveBack();
+    else await this.endWith('ROLLBACK');
+    return this.store.complete(input);
+  }
+
   /** Whether the transaction committed, read from the record (see the class comment). */
-  private async settle(input: CompleteInput, cause: unknown): Promise<OwnerWriteResult> {
+  private async settle(
+    input: CompleteInput,
+    cause: unknown,
+    readFate = true,
+  ): Promise<OwnerWriteResult> {
+    // The transaction committed (its COMMIT's answer was lost, or the operation committed it
+    // itself): never a release. The owner-checked completion answers ok for a record this
+    // owner completed with these bytes (store rule 7), and records the outcome of an
+    // operation that committed its own writes; a takeover answers not_owner. A failure to
+    // tell is thrown (StoreUnavailableError): core repeats the write, which settles again.
+    if (readFate && this.xid !== undefined) {
+      const fate = await transactionFate(this.store.pool, this.xid, this.store.statementTimeoutMs);
+      if (fate === 'committed') {
+        this.phase = 'done';
+        this.locked = false;
+        this.forget();
+        return this.store.complete(input);
+      }
+    }
     const released = await this.store.release({
       key: input.key,
       owner: input.owner,
@@ -313,6 +591,7 @@ export class BusinessTransaction {
   private giveBack(): void {
     this.gone = true;
     this.client.off('error', this.onError);
+    this.connection()?.off('readyForQuery', this.onReady);
     this.client.release();
   }
 
@@ -326,6 +605,7 @@ export class BusinessTransaction {
     if (this.gone) return;
     this.gone = true;
     this.client.off('error', this.onError);
+    this.connection()?.off('readyForQuery', this.onReady);
     // A listener stays until the socket is gone: a late error must not crash the process.
     this.client.on('error', () => {});
     const release = () => {

@@ -1,4 +1,4 @@
-import type { OwnerWriteResult } from '@idem/core';
+import type { ExtendInput, OwnerWriteResult } from '@idem/core';
 import type { BusinessTransaction } from './business-transaction.js';
 
 /** Acquisitions whose operation has not started yet; bounded (a late acquire never runs one). */
@@ -16,9 +16,10 @@ const ignore = () => {};
  * While the transaction holds the record's row (locked right after `BEGIN`), nobody can
  * take the key over, and a heartbeat that wrote the row would wait for the transaction's
  * end (and, under repeatable read or serializable, make its completion fail with 40001). So
- * heartbeats then write nothing: they answer "still held" while the transaction's
- * connection lives (and send a `SELECT 1` on it, which keeps the transaction's idle limit,
- * the lease, from ending it), and "lost" (`not_owner`) once it broke, so that the
+ * heartbeats then renew the lease inside the transaction: they answer "still held" while the
+ * transaction's connection lives (and send the owner-checked extend on it, which keeps the
+ * transaction's idle limit, the lease, from ending it, and keeps the stored lease current
+ * for the moment the operation ends the transaction itself), and "lost" (`not_owner`) once it broke, so that the
  * operation's signal aborts and the lease is left to lapse. Before the lock and after the transaction ended,
  * they renew the lease in the store as usual; the lock is only sent when no heartbeat is in
  * flight (one that committed after the transaction's snapshot would fail it).
@@ -35,11 +36,14 @@ export class RunningExecution {
   ) {}
 
   /** A heartbeat of this execution; `send` renews the lease in the store. */
-  async extend(send: () => Promise<OwnerWriteResult>): Promise<OwnerWriteResult> {
+  async extend(
+    input: ExtendInput,
+    send: () => Promise<OwnerWriteResult>,
+  ): Promise<OwnerWriteResult> {
     if (this.locking) await this.locking;
     const row = this.tx?.rowState() ?? 'none';
     if (row === 'held') {
-      this.tx?.keepAlive();
+      this.tx?.keepAlive(input);
       return OK;
     }
     if (row === 'lost') return NOT_OWNER;

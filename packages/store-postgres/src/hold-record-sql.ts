@@ -11,7 +11,9 @@ export interface HoldRecordSql {
   /**
    * The statement sent right after `BEGIN`, in the same round trip: the record's row under
    * `FOR UPDATE`, only while it is still in progress under the owner and fence and not
-   * expired. One row with a non-null `fence` when the transaction holds the record.
+   * expired. One row with a non-null `fence` when the transaction holds the record, and
+   * `xid`, the transaction's id (`txid_current()`, assigned by the lock anyway): the
+   * completion checks it, so that a transaction the operation ended itself is known.
    */
   lock(tid?: string): string;
 }
@@ -42,14 +44,14 @@ export function holdRecordSql(
   if (!serializable) {
     return {
       lock: () =>
-        `SELECT fence FROM ${o.table} WHERE key = ${key} AND owner = ${owner} AND fence = ${record.fence} AND status = 'in_progress' AND expires_at > ${NOW_MS} FOR UPDATE`,
+        `SELECT fence, txid_current()::text AS xid FROM ${o.table} WHERE key = ${key} AND owner = ${owner} AND fence = ${record.fence} AND status = 'in_progress' AND expires_at > ${NOW_MS} FOR UPDATE`,
     };
   }
   return {
     tid: `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT ctid::text AS tid FROM ${o.table} WHERE key = ${key} AND owner = ${owner} AND fence = ${record.fence}; COMMIT`,
     lock: (tid) => {
       if (!(tid && TID.test(tid))) throw new RangeError('a tuple id is (block,offset)');
-      return `SELECT ${o.hold}('${tid}'::tid, ${key}, ${owner}, ${record.fence}) AS fence`;
+      return `SELECT ${o.hold}('${tid}'::tid, ${key}, ${owner}, ${record.fence}) AS fence, txid_current()::text AS xid`;
     },
   };
 }

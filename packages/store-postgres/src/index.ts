@@ -1,4 +1,8 @@
-export { TransactionNotCommittedError } from './business-transaction.js';
+export {
+  TRANSACTION_ENDED_WARNING,
+  TransactionEndedByOperationError,
+  TransactionNotCommittedError,
+} from './business-transaction.js';
 export type { DeleteExpiredOptions, PostgresStore, PostgresStoreOptions } from './options.js';
 export type { Queryable } from './pg-call.js';
 export type { RecommendedPoolConfigInput } from './pool-config.js';

@@ -1,4 +1,10 @@
-import type { CompleteInput, IdempotencyStore, OwnerWriteResult, StoreAdmin } from '@idem/core';
+import type {
+  CompleteInput,
+  ExtendInput,
+  IdempotencyStore,
+  OwnerWriteResult,
+  StoreAdmin,
+} from '@idem/core';
 import type { Queryable } from './pg-call.js';
 
 /** Options of `createPostgresStore`. Durations are milliseconds. */
@@ -89,4 +95,25 @@ export interface PostgresStore extends IdempotencyStore {
    * record's row lock until that transaction ends.
    */
   completeIn(client: Queryable, input: CompleteInput): Promise<OwnerWriteResult>;
+  /**
+   * The transactional engine's completion (internal; use `completeIn`): as `completeIn`, in
+   * the same one statement, but applied only while `client` is still inside the transaction
+   * whose `txid_current()` was `transactionId`. Answers `'other_transaction'`, nothing
+   * written, when it is not (the operation ended that transaction itself: a `COMMIT`,
+   * `ROLLBACK`, `COMMIT AND CHAIN` or `COMMIT; BEGIN` sent on its client).
+   */
+  completeInTransaction(
+    client: Queryable,
+    input: CompleteInput,
+    transactionId: string,
+  ): Promise<OwnerWriteResult | 'other_transaction'>;
+  /**
+   * The transactional engine's heartbeat while its transaction holds the record's row
+   * (internal): the owner-checked `extend`, sent on `client` inside that transaction, so
+   * that the stored lease stays current and commits with whatever commits the transaction.
+   * Sent without a time limit of its own (a limit that fired while the statement waits behind
+   * the operation's would leave the connection mid-protocol); it cannot wait for the row,
+   * which the transaction holds. Resolves whatever the answer.
+   */
+  extendInTransaction(client: Queryable, input: ExtendInput): Promise<void>;
 }

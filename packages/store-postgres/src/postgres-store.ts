@@ -119,6 +119,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   const texts = {
     acquire: `SELECT * FROM ${o.acquire}($1, $2, $3, $4, $5)`,
     complete: `SELECT ${o.complete}($1, $2, $3, $4) AS ok`,
+    // NULL, nothing called, outside the transaction whose id is $5 (CASE evaluates lazily).
+    completeInTx: `SELECT CASE WHEN txid_current_if_assigned() = $5::bigint THEN ${o.complete}($1, $2, $3, $4) END AS ok`,
     release: `SELECT ${o.release}($1, $2, $3) AS ok`,
     extend: `SELECT ${o.extend}($1, $2, $3, $4) AS lease_until`,
     get: `SELECT status, fingerprint, owner, fence, lease_until, expires_at, outcome FROM ${o.table} WHERE key = $1 AND expires_at > ${NOW_MS}`,
@@ -149,19 +151,51 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 
   const rowKey = (storageKey: string): string => checkKey(keyPrefix + checkKey(storageKey));
 
+  function completeValues(input: CompleteInput): unknown[] {
+    return [
+      rowKey(input.key),
+      checkOwner(input.owner),
+      outcomeBuffer(input.outcome, maxOutcomeBytes),
+      duration('retentionMs', input.retentionMs),
+    ];
+  }
+
   async function complete(
     input: CompleteInput,
     target: Queryable | undefined,
   ): Promise<OwnerWriteResult> {
-    const outcome = outcomeBuffer(input.outcome, maxOutcomeBytes);
-    const values = [
+    const { rows } = await run<{ ok: boolean }>('complete', completeValues(input), target);
+    return rows[0]?.ok ? OK : NOT_OWNER;
+  }
+
+  function extendValues(input: ExtendInput): unknown[] {
+    return [
       rowKey(input.key),
       checkOwner(input.owner),
-      outcome,
+      duration('leaseMs', input.leaseMs),
       duration('retentionMs', input.retentionMs),
     ];
-    const { rows } = await run<{ ok: boolean }>('complete', values, target);
-    return rows[0]?.ok ? OK : NOT_OWNER;
+  }
+
+  /** Refuses a pool or a client outside a transaction block (see `completeIn`). */
+  function checkTransactionClient(client: Queryable): InvalidInputError | undefined {
+    if (!client || typeof (client as { query?: unknown }).query !== 'function')
+      return new InvalidInputError('completeIn needs a pg client');
+    // A pool sends each statement on whichever connection is free: never a transaction.
+    if (typeof (client as { totalCount?: unknown }).totalCount === 'number')
+      return new InvalidInputError('completeIn needs the client of a transaction, not a pool');
+    // node-postgres keeps the status of the last ReadyForQuery: 'I' idle, 'T' in a
+    // transaction block, 'E' in a failed one. (Older versions lack it: not checked there.)
+    const status = (
+      client as { getTransactionStatus?: () => string | null }
+    ).getTransactionStatus?.();
+    if (status === 'I' || status === 'E')
+      return new InvalidInputError(
+        status === 'I'
+          ? 'completeIn needs a client inside a transaction block (send BEGIN first); nothing was written'
+          : 'completeIn was given a client whose transaction has failed; roll it back',
+      );
+    return undefined;
   }
 
   return {
@@ -208,27 +242,35 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     complete: (input) => complete(input, undefined),
 
     completeIn(client: Queryable, input: CompleteInput): Promise<OwnerWriteResult> {
-      if (!client || typeof (client as { query?: unknown }).query !== 'function')
-        return Promise.reject(new InvalidInputError('completeIn needs a pg client'));
-      // A pool sends each statement on whichever connection is free: never a transaction.
-      if (typeof (client as { totalCount?: unknown }).totalCount === 'number')
-        return Promise.reject(
-          new InvalidInputError('completeIn needs the client of a transaction, not a pool'),
-        );
-      // node-postgres keeps the status of the last ReadyForQuery: 'I' idle, 'T' in a
-      // transaction block, 'E' in a failed one. (Older versions lack it: not checked there.)
-      const status = (
-        client as { getTransactionStatus?: () => string | null }
-      ).getTransactionStatus?.();
-      if (status === 'I' || status === 'E')
-        return Promise.reject(
-          new InvalidInputError(
-            status === 'I'
-              ? 'completeIn needs a client inside a transaction block (send BEGIN first); nothing was written'
-              : 'completeIn was given a client whose transaction has failed; roll it back',
-          ),
-        );
-      return complete(input, client);
+      const refused = checkTransactionClient(client);
+      return refused ? Promise.reject(refused) : complete(input, client);
+    },
+
+    async completeInTransaction(
+      client: Queryable,
+      input: CompleteInput,
+      transactionId: string,
+    ): Promise<OwnerWriteResult | 'other_transaction'> {
+      const refused = checkTransactionClient(client);
+      if (refused) throw refused;
+      if (!/^[1-9]\d{0,19}$/.test(transactionId))
+        throw new InvalidInputError('transactionId must be a transaction id (txid_current())');
+      const values = [...completeValues(input), transactionId];
+      const { rows } = await run<{ ok: boolean | null }>('completeInTx', values, client);
+      const ok = rows[0]?.ok;
+      if (ok == null) return 'other_transaction';
+      return ok ? OK : NOT_OWNER;
+    },
+
+    async extendInTransaction(client: Queryable, input: ExtendInput): Promise<void> {
+      const values = extendValues(input);
+      const config = prepared
+        ? { name: names.extend, text: texts.extend, values }
+        : { text: texts.extend, values };
+      await client.query(config).then(
+        () => {},
+        () => {},
+      );
     },
 
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
@@ -242,13 +284,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     },
 
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
-      const values = [
-        rowKey(input.key),
-        checkOwner(input.owner),
-        duration('leaseMs', input.leaseMs),
-        duration('retentionMs', input.retentionMs),
-      ];
-      const { rows } = await run<{ lease_until: string | null }>('extend', values);
+      const { rows } = await run<{ lease_until: string | null }>('extend', extendValues(input));
       const leaseUntil = rows[0]?.lease_until;
       return leaseUntil == null ? NOT_OWNER : { ok: true, leaseUntil: Number(leaseUntil) };
     },

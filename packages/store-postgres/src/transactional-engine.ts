@@ -15,7 +15,9 @@ import type { Pool, PoolClient } from 'pg';
 import {
   BusinessTransaction,
   beforeOperation,
+  TransactionEndedByOperationError,
   TransactionNotCommittedError,
+  warnEnded,
 } from './business-transaction.js';
 import { ExecutionRegistry } from './execution-registry.js';
 import { holdRecordSql } from './hold-record-sql.js';
@@ -28,6 +30,9 @@ export interface TransactionContext extends OperationContext {
    * The client of the business transaction (`BEGIN` already sent). Run the business writes
    * on it; the engine completes the idempotency record on it and commits. Never send
    * `COMMIT` or `ROLLBACK` on it yourself, and never use it after the operation returned.
+   * (Detected afterwards, by the transaction's id: the writes and the record then no longer
+   * commit together, but the outcome is still recorded, never released for a second run:
+   * see `TransactionEndedByOperationError`.)
    */
   tx: PoolClient;
 }
@@ -66,8 +71,9 @@ export interface PostgresIdempotency<T> {
    *   by the outcome policy, as in core (a final failure is recorded on its own, with no
    *   business rows, since they rolled back).
    * - The transaction holds the record from `BEGIN` (a row lock sent in the same round
-   *   trip) to its end: nobody can take the key over meanwhile, heartbeats write nothing
-   *   (the lock is the lease), and a duplicate gets `IN_PROGRESS` at once, also after the
+   *   trip) to its end: nobody can take the key over meanwhile, heartbeats renew the lease
+   *   inside the transaction (the lock is the lease; the renewal commits only with it), and
+   *   a duplicate gets `IN_PROGRESS` at once, also after the
    *   stored lease passed. If the key was taken over before the lock (a long wait for a
    *   connection), the operation does not run: `LeaseLostError`. The maximum hold ends a
    *   transaction still running (its connection is dropped; nothing commits).
@@ -133,6 +139,15 @@ export function createPostgresIdempotency<T = unknown>(
   const begin = BEGIN[isolationLevel];
 
   const table = parseTableName(store.table);
+  /** Failures raised by this engine for an operation that ended its transaction itself. */
+  const endedByOperation = new WeakSet<object>();
+  /**
+   * Outcomes that must be final whatever the policy: a value returned after the operation
+   * ended its transaction itself (a release would let a retry write its rows again), or an
+   * outcome whose transaction's fate is undecided (the completion decides, see
+   * `BusinessTransaction.decide`). Taken by the policy call that follows the operation.
+   */
+  const forcedFinal = new OutcomeMarks();
   const executions = new ExecutionRegistry();
 
   const transactional: IdempotencyStore = {
@@ -153,7 +168,7 @@ export function createPostgresIdempotency<T = unknown>(
     },
     extend(input) {
       const execution = executions.byOwner(input.key, input.owner);
-      return execution ? execution.extend(() => store.extend(input)) : store.extend(input);
+      return execution ? execution.extend(input, () => store.extend(input)) : store.extend(input);
     },
     get: (key) => store.get(key),
   };
@@ -181,15 +196,28 @@ export function createPostgresIdempotency<T = unknown>(
       return listener?.(event);
     },
     // A transaction that could not start, or a key lost before it could be held, is never
-    // an outcome: the key goes back.
-    isFinal: (settled) =>
-      !settled.ok &&
-      (settled.error instanceof TransactionNotCommittedError ||
-        beforeOperation.has(settled.error as object))
+    // an outcome: the key goes back. An operation that ended its transaction itself and
+    // threw may have committed writes: always an outcome, never a release.
+    isFinal: (settled) => {
+      if (forcedFinal.take(settled.ok ? settled.value : settled.error)) return true;
+      if (settled.ok) return policy(settled);
+      if (endedByOperation.has(settled.error as object)) return true;
+      return settled.error instanceof TransactionNotCommittedError ||
+        beforeOperation.has(settled.error as object)
         ? false
-        : policy(settled),
+        : policy(settled);
+    },
   });
   const { retentionMs, leaseMs } = idem.settings;
+
+  /** The policy's answer; one that throws counts as not final (core then decides itself). */
+  function finalByPolicy(settled: Parameters<OutcomePolicy<T>>[0]): boolean {
+    try {
+      return policy(settled) === true;
+    } catch {
+      return false;
+    }
+  }
   const connectMs = store.statementTimeoutMs;
 
   /** A pool connection within the store's statement time limit; a late one goes back. */
@@ -262,8 +290,9 @@ export function createPostgresIdempotency<T = unknown>(
           isolationLevel === 'serializable',
         );
         await execution.whileNoHeartbeat(() => current.begin(begin, hold));
+        let value: T;
         try {
-          return await operation({
+          value = await operation({
             fence: ctx.fence,
             storageKey: ctx.storageKey,
             get signal() {
@@ -272,9 +301,32 @@ export function createPostgresIdempotency<T = unknown>(
             tx: client,
           });
         } catch (error) {
-          await current.rollback();
+          // Rolled back when still ours; otherwise the operation committed (or ended) it
+          // itself: its writes may be in, so the failure is final (see the error). Unknown:
+          // the completion decides, once the server answers.
+          const state = await current.rollBackAfterOperation();
+          if (state === 'ended') {
+            const ended = new TransactionEndedByOperationError({ cause: error });
+            endedByOperation.add(ended);
+            throw ended;
+          }
+          if (state === 'undecided') {
+            current.thrown = error;
+            current.finalByPolicy = finalByPolicy({ ok: false, error });
+            forcedFinal.add(error);
+          }
           throw error;
         }
+        // A value the policy does not call final is released by core: the transaction is
+        // rolled back here instead, with the same check as after a throw (its one round
+        // trip replaces the release's ROLLBACK), so that one the operation committed itself
+        // is recorded, never released for a retry that would write its rows again.
+        if (current.phase === 'open' && !finalByPolicy({ ok: true, value })) {
+          const state = await current.rollBackAfterOperation();
+          if (state !== 'ours') forcedFinal.add(value);
+          if (state === 'ended') warnEnded();
+        }
+        return value;
       });
     } finally {
       // Still open: core never wrote an outcome (the outcome policy threw). Nothing commits;
@@ -288,4 +340,30 @@ export function createPostgresIdempotency<T = unknown>(
     drain: (timeoutMs) => idem.drain(timeoutMs),
     settings: idem.settings,
   };
+}
+
+/**
+ * Outcomes (values or thrown errors) marked for the policy call that follows their
+ * operation: objects by identity; other values (a string, a number) by count, the policy
+ * call that follows taking one.
+ */
+class OutcomeMarks {
+  private readonly objects = new WeakSet<object>();
+  private readonly others = new Map<unknown, number>();
+
+  add(outcome: unknown): void {
+    if ((typeof outcome === 'object' && outcome !== null) || typeof outcome === 'function')
+      this.objects.add(outcome as object);
+    else this.others.set(outcome, (this.others.get(outcome) ?? 0) + 1);
+  }
+
+  take(outcome: unknown): boolean {
+    if ((typeof outcome === 'object' && outcome !== null) || typeof outcome === 'function')
+      return this.objects.delete(outcome as object);
+    const count = this.others.get(outcome);
+    if (count === undefined) return false;
+    if (count > 1) this.others.set(outcome, count - 1);
+    else this.others.delete(outcome);
+    return true;
+  }
 }

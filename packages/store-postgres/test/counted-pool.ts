@@ -22,3 +22,24 @@ export function countStatements(pool: pg.Pool): { take(): string[] } {
     },
   };
 }
+
+/**
+ * Records every statement sent on the connections `pool` opens from now on (the business
+ * transaction's among them): a store step by its operation (from the prepared statement's
+ * name), anything else as `label` names its text. Each entry is one round trip.
+ */
+export function traceConnections(pool: pg.Pool, label: (text: string) => string): string[] {
+  const sent: string[] = [];
+  pool.on('connect', (client) => {
+    const original = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args) => {
+      const config = args[0] as { name?: string; text?: string } | string;
+      const text = typeof config === 'string' ? config : (config.text ?? '');
+      sent.push(
+        typeof config === 'object' && config.name ? config.name.split('_')[1]! : label(text),
+      );
+      return original(...args);
+    };
+  });
+  return sent;
+}

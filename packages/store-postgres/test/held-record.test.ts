@@ -93,43 +93,79 @@ function setup(isolationLevel: IsolationLevel, extra: { maxHoldMs?: number } = {
 
 describe('a transaction that outlives its lease', () => {
   for (const level of LEVELS) {
-    it(`${level}: heartbeats write nothing; a duplicate gets 409 at once; after COMMIT it replays`, async () => {
-      const t = setup(level);
-      const { open, opened } = gate();
-      const held = gate();
-      const seen: { signal?: AbortSignal; held?: () => void } = { held: held.open };
-      const first = t.engine.execute({ key: 'k', scope: t.scope }, t.charge(opened, seen));
-      const started = await Promise.race([held.opened.then(() => true), first.then(() => false)]);
-      expect(started).toBe(true);
-      const atLock = await t.record();
-      // Longer than the lease: without heartbeats answered, the signal would have aborted.
-      await sleep(1_300);
-      expect(seen.signal?.aborted).toBe(false);
-      const passed = await t.leasePassed();
-      // Nothing renewed the stored lease while the transaction held the row.
-      expect(passed.lease_until).toBe(atLock.lease_until);
-      // The duplicate's acquire meets the held row: 409 now, not after the lock is freed.
-      const duplicate = t.duplicates.execute({ key: 'k', scope: t.scope }, async () => ({
-        id: 'duplicate ran',
-      }));
-      const answer = await Promise.race([
-        duplicate.then(
-          () => 'executed',
-          (error: unknown) => error,
-        ),
-        sleep(20_000).then(() => 'still waiting'),
-      ]);
-      expect(answer).toBeInstanceOf(InProgressError);
-      // A retry hint as for a live lease, not "the lease passed".
-      expect((answer as InProgressError).retryAfterMs).toBeGreaterThan(100);
-      open();
-      const result = await first;
-      expect(result.replayed).toBe(false);
-      expect(await t.rows()).toEqual([1]);
-      expect(
-        await t.duplicates.execute({ key: 'k', scope: t.scope }, async () => ({ id: 'x' })),
-      ).toEqual({ value: result.value, replayed: true });
+    it(`${level}: heartbeats renew nothing other sessions see; a duplicate gets 409 at once; after COMMIT it replays`, async () => {
+      // On a loaded machine the owner may really lose its lease (its heartbeats not answered
+      // within the lease): then the duplicate rightly takes over, and what this test is about
+      // (a held row answers 409) cannot be seen. That case is checked for exactly-once (the
+      // owner's transaction rolled back, one row, the duplicate's) and the scenario runs
+      // again, at most three times; a duplicate that ran beside an owner that had not lost its
+      // lease fails at once.
+      for (let attempt = 1; ; attempt++) {
+        const outcome = await heldAnswers409(level);
+        if (outcome === 'held') return;
+        expect(attempt, 'the owner lost its lease under load three times').toBeLessThan(3);
+      }
     });
+  }
+
+  /** One run of the scenario: 'held' when every point held, 'lost' when the owner lost its lease. */
+  async function heldAnswers409(level: IsolationLevel): Promise<'held' | 'lost'> {
+    const t = setup(level);
+    const { open, opened } = gate();
+    const held = gate();
+    const seen: { signal?: AbortSignal; held?: () => void } = { held: held.open };
+    const first = t.engine.execute({ key: 'k', scope: t.scope }, t.charge(opened, seen));
+    first.catch(() => {});
+    const started = await Promise.race([held.opened.then(() => true), first.then(() => false)]);
+    expect(started).toBe(true);
+    const atLock = await t.record();
+    // Longer than the lease: without heartbeats answered, the signal would have aborted.
+    await sleep(1_300);
+    if (seen.signal?.aborted) return lostUnderLoad(t, first, open);
+    const passed = await t.leasePassed();
+    // Other sessions see no renewal while the transaction holds the row (the heartbeats extend
+    // inside it: that commits only with it).
+    expect(passed.lease_until).toBe(atLock.lease_until);
+    // The duplicate's acquire meets the held row: 409 now, not after the lock is freed.
+    const duplicate = t.duplicates.execute({ key: 'k', scope: t.scope }, async () => ({
+      id: 'duplicate ran',
+    }));
+    const answer = await Promise.race([
+      duplicate.then(
+        () => 'executed',
+        (error: unknown) => error,
+      ),
+      sleep(20_000).then(() => 'still waiting'),
+    ]);
+    if (answer === 'executed') {
+      expect(seen.signal?.aborted, 'a duplicate ran while the owner still held its lease').toBe(
+        true,
+      );
+      return lostUnderLoad(t, first, open);
+    }
+    expect(answer).toBeInstanceOf(InProgressError);
+    // A retry hint as for a live lease, not "the lease passed".
+    expect((answer as InProgressError).retryAfterMs).toBeGreaterThan(100);
+    open();
+    const result = await first;
+    expect(result.replayed).toBe(false);
+    expect(await t.rows()).toEqual([1]);
+    expect(
+      await t.duplicates.execute({ key: 'k', scope: t.scope }, async () => ({ id: 'x' })),
+    ).toEqual({ value: result.value, replayed: true });
+    return 'held';
+  }
+
+  /** The owner lost its lease: it must end without committing its row. */
+  async function lostUnderLoad(
+    t: ReturnType<typeof setup>,
+    first: Promise<unknown>,
+    open: () => void,
+  ): Promise<'lost'> {
+    open();
+    await expect(first).rejects.toBeInstanceOf(Error);
+    expect(await t.rows()).toEqual([]);
+    return 'lost';
   }
 
   it('the connection killed mid-operation: once the server ended it, a duplicate takes over at once; one row', async () => {

@@ -3,14 +3,22 @@ import {
   InvalidInputError,
   OutcomeNotRecordedError,
   OutcomeTooLargeError,
+  ReplayedFailureError,
   StoreFullError,
   StoreUnavailableError,
 } from '@idem/core';
 import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import {
+  createPostgresIdempotency,
+  createPostgresStore,
+  TRANSACTION_ENDED_WARNING,
+  TransactionEndedByOperationError,
+  TransactionNotCommittedError,
+} from '../src/index.js';
 import { type Queryable, runStatement } from '../src/pg-call.js';
-import { acquireInput, HOUR, makePool, newKey, randomName } from './pg-env.js';
+import { traceConnections } from './counted-pool.js';
+import { acquireInput, HOUR, makePool, newKey, randomName, sleep } from './pg-env.js';
 
 /** Adversarial review (wt/pgrev): bad input, outcomes that cannot be stored, schema upkeep. */
 const schema = inject('pgSchema');
@@ -197,23 +205,258 @@ describe('README claims without a test before', () => {
 });
 
 describe('an operation that ends the transaction itself (documented misuse)', () => {
-  // OPEN (wt/pgrev): the README says never to send COMMIT on `tx`. If an operation does, its
-  // rows are committed while the record is still in progress; completeIn then refuses the
-  // idle client, the settling releases the key and the caller is told "nothing was
-  // recorded" (TransactionNotCommittedError), so a retry writes the rows a second time. A
-  // guard would refuse transaction control on `tx` (a wrapped client) or, seeing the client
-  // idle after the operation, leave the key to its lease instead of releasing it.
-  it.fails('a COMMIT sent by the operation does not lead to a second business row', async () => {
-    const store = createPostgresStore({ pool, table, keyPrefix: randomName('selfcommit') });
-    const engine = createPostgresIdempotency<string>({ store, heartbeatMs: false });
-    const scope = randomName('scope');
-    const op = async ({ tx, fence }: { tx: pg.PoolClient; fence: number }) => {
-      await tx.query(`INSERT INTO ${charges} (scope, fence) VALUES ($1, $2)`, [scope, fence]);
-      await tx.query('COMMIT');
-      return 'done';
-    };
-    for (let attempt = 0; attempt < 2; attempt++)
-      await engine.execute({ key: 'k', scope }, op).catch(() => {});
-    expect((await rowsOf(scope)).length).toBeLessThanOrEqual(1);
+  // Was (wt/pgrev, it.fails): an operation that sent COMMIT on `tx` committed its rows while
+  // the record was still in progress; completeIn then refused the idle client, the settling
+  // released the key and the caller was told "nothing was recorded"
+  // (TransactionNotCommittedError), so a retry wrote the rows a second time.
+  type Tx = pg.PoolClient;
+  /** Statements sent on the pool's connections (the business transaction's among them). */
+  const traced = makePool({ max: 4 });
+  const onConnections = traceConnections(traced, (text) =>
+    text.startsWith('BEGIN ') ? 'BEGIN+lock' : text,
+  );
+
+  const warnings: string[] = [];
+  const onWarning = (warning: Error & { code?: string }) => {
+    if (warning.code === TRANSACTION_ENDED_WARNING) warnings.push(warning.message);
+  };
+  beforeAll(() => {
+    process.on('warning', onWarning);
   });
+  afterAll(async () => {
+    process.off('warning', onWarning);
+    await traced.end();
+  });
+
+  const setup = (extra: { leaseMs?: number; heartbeatMs?: number | false } = {}) => {
+    const store = createPostgresStore({ pool: traced, table, keyPrefix: randomName('selfend') });
+    const engine = createPostgresIdempotency<string>({ store, heartbeatMs: false, ...extra });
+    const scope = randomName('scope');
+    const runs = { n: 0 };
+    const insert = (tx: Tx, fence: number) =>
+      tx.query(`INSERT INTO ${charges} (scope, fence) VALUES ($1, $2)`, [scope, fence]);
+    /** Runs `body` as the operation (counted) and answers what the caller was told. */
+    const call = (body: (tx: Tx, fence: number) => Promise<string>) =>
+      engine
+        .execute({ key: 'k', scope }, async ({ tx, fence }) => {
+          runs.n++;
+          return body(tx, fence);
+        })
+        .then(
+          (result) => ({ told: 'value' as const, ...result }),
+          (error: unknown) => ({ told: 'error' as const, error: error as Error }),
+        );
+    const status = async () => (await store.get(deriveStorageKey(scope, 'k')))?.status;
+    return { store, scope, runs, insert, call, status };
+  };
+
+  /** The key was given back with nothing committed: a retry runs and writes the one row. */
+  const releasedThenRetryRuns = async (t: ReturnType<typeof setup>) => {
+    expect(await t.status()).toBe('released');
+    expect(await rowsOf(t.scope)).toHaveLength(0);
+    const retry = await t.call(async (tx, fence) => {
+      await t.insert(tx, fence);
+      return 'again';
+    });
+    expect(retry).toMatchObject({ told: 'value', value: 'again', replayed: false });
+    expect(await rowsOf(t.scope)).toHaveLength(1);
+  };
+
+  /**
+   * What an operation sends on `tx`, in order: `row` inserts one business row, `row; COMMIT`
+   * inserts one in the same text as a COMMIT, `{ caught }` is a statement whose error the
+   * operation catches, anything else a statement sent as it is.
+   */
+  type Step = 'row' | 'row; COMMIT' | { caught: string } | string;
+  const send = async (t: ReturnType<typeof setup>, tx: Tx, fence: number, steps: Step[]) => {
+    for (const step of steps) {
+      if (step === 'row') await t.insert(tx, fence);
+      else if (step === 'row; COMMIT')
+        await tx.query(
+          `INSERT INTO ${charges} (scope, fence) VALUES ('${t.scope}', ${fence}); COMMIT`,
+        );
+      else if (typeof step === 'object') await tx.query(step.caught).catch(() => {});
+      else await tx.query(step);
+    }
+  };
+
+  const returning: Array<[string, Step[], number]> = [
+    ['COMMIT', ['row', 'COMMIT'], 1],
+    ['END', ['row', 'END'], 1],
+    ['COMMIT AND CHAIN', ['row', 'COMMIT AND CHAIN'], 1],
+    ['a text of several statements: INSERT ...; COMMIT', ['row; COMMIT'], 1],
+    ['COMMIT; BEGIN, then a second row', ['row', 'COMMIT; BEGIN', 'row'], 2],
+    ['COMMIT AND CHAIN, then a second row', ['row', 'COMMIT AND CHAIN', 'row'], 2],
+    ['ROLLBACK', ['row', 'ROLLBACK'], 0],
+    ['ABORT', ['row', 'ABORT'], 0],
+    ['ROLLBACK, then a row in autocommit', ['row', 'ROLLBACK', 'row'], 1],
+    [
+      'PREPARE TRANSACTION (refused by a server without prepared transactions, error caught)',
+      ['row', { caught: "PREPARE TRANSACTION 'idem_p'" }],
+      0,
+    ],
+    [
+      'COMMIT; BEGIN, then a failed statement caught',
+      ['row', 'COMMIT; BEGIN', { caught: 'SELECT 1/0' }],
+      1,
+    ],
+  ];
+
+  for (const [name, body, rows] of returning)
+    it(`${name}, then returns: the value is recorded once, a retry replays it (rows: ${rows})`, async () => {
+      const t = setup();
+      warnings.length = 0;
+      const first = await t.call(async (tx, fence) => {
+        await send(t, tx, fence, body);
+        return 'done';
+      });
+      expect(first).toMatchObject({ told: 'value', value: 'done', replayed: false });
+      expect(await t.status()).toBe('completed');
+      const retry = await t.call(async (tx, fence) => {
+        await t.insert(tx, fence);
+        return 'again';
+      });
+      expect(retry).toMatchObject({ told: 'value', value: 'done', replayed: true });
+      expect(t.runs.n).toBe(1);
+      expect(await rowsOf(t.scope)).toHaveLength(rows);
+      await vi.waitFor(() => expect(warnings).toHaveLength(1), { timeout: 5_000 });
+    });
+
+  const throwing: Array<[string, Step[], number]> = [
+    ['COMMIT', ['row', 'COMMIT'], 1],
+    ['COMMIT; BEGIN and a second row', ['row', 'COMMIT; BEGIN', 'row'], 1],
+    ['COMMIT; BEGIN and a failed statement', ['row', 'COMMIT; BEGIN', { caught: 'SELECT 1/0' }], 1],
+    ['ROLLBACK (later autocommit writes cannot be ruled out)', ['row', 'ROLLBACK'], 0],
+  ];
+
+  for (const [name, body, rows] of throwing)
+    it(`${name}, then throws: the failure is final, never released for a second run (rows: ${rows})`, async () => {
+      const t = setup();
+      const declined = new Error('declined after commit');
+      const first = await t.call(async (tx, fence) => {
+        await send(t, tx, fence, body);
+        throw declined;
+      });
+      expect(first.told).toBe('error');
+      const error = (first as { error: Error }).error;
+      expect(error).toBeInstanceOf(TransactionEndedByOperationError);
+      expect(error.cause).toBe(declined);
+      expect(await t.status()).toBe('completed');
+      const retry = await t.call(async (tx, fence) => {
+        await t.insert(tx, fence);
+        return 'again';
+      });
+      expect(retry.told).toBe('error');
+      const replayed = (retry as { error: Error }).error;
+      expect(replayed).toBeInstanceOf(ReplayedFailureError);
+      expect((replayed as ReplayedFailureError).stored.code).toBe('TRANSACTION_ENDED_BY_OPERATION');
+      expect(t.runs.n).toBe(1);
+      expect(await rowsOf(t.scope)).toHaveLength(rows);
+    });
+
+  it('a normal operation: atomic, no warning, the same round trips (the completion checks the transaction id)', async () => {
+    const t = setup();
+    warnings.length = 0;
+    onConnections.length = 0;
+    const first = await t.call(async (tx, fence) => {
+      await t.insert(tx, fence);
+      return 'done';
+    });
+    expect(first).toMatchObject({ told: 'value', value: 'done', replayed: false });
+    expect(onConnections.splice(0)).toEqual([
+      'acquire',
+      'BEGIN+lock',
+      `INSERT INTO ${charges} (scope, fence) VALUES ($1, $2)`,
+      'completeInTx',
+      'COMMIT',
+    ]);
+    expect(await rowsOf(t.scope)).toHaveLength(1);
+    expect((await t.call(async () => 'again')).told).toBe('value');
+    expect(t.runs.n).toBe(1);
+    await sleep(50);
+    expect(warnings).toEqual([]);
+  });
+
+  it('an operation that throws (no misuse): rolled back in one round trip, released, a retry runs once more', async () => {
+    const t = setup();
+    onConnections.length = 0;
+    const first = await t.call(async (tx, fence) => {
+      await t.insert(tx, fence);
+      throw new Error('declined');
+    });
+    expect((first as { error: Error }).error.message).toBe('declined');
+    const sent = onConnections.splice(0);
+    expect(sent.slice(0, 3)).toEqual([
+      'acquire',
+      'BEGIN+lock',
+      `INSERT INTO ${charges} (scope, fence) VALUES ($1, $2)`,
+    ]);
+    expect(sent[3]).toMatch(/^SELECT txid_current_if_assigned\(\) .*; ROLLBACK$/);
+    expect(sent.slice(4)).toEqual(['release']);
+    await releasedThenRetryRuns(t);
+  });
+
+  it('a failed statement of its own (no misuse), thrown or caught: nothing commits, released, a retry runs', async () => {
+    for (const caught of [false, true]) {
+      const t = setup();
+      const first = await t.call(async (tx, fence) => {
+        await t.insert(tx, fence);
+        const failed = tx.query('SELECT 1/0');
+        if (!caught) await failed;
+        await failed.catch(() => {});
+        return 'done';
+      });
+      expect(first.told).toBe('error');
+      const error = (first as { error: Error }).error;
+      if (caught) expect(error).toBeInstanceOf(TransactionNotCommittedError);
+      else expect(error.message).toMatch(/division by zero/);
+      await releasedThenRetryRuns(t);
+    }
+  });
+
+  it('a failed statement while node-postgres still reports the block as open (its error read before ReadyForQuery): still its own failure, released', async () => {
+    // Seen under serializable (1 run in 5): the operation's statement failed with 40001, the
+    // client still said 'T', the id check sent in the failed block failed (25P02), and the
+    // failure was taken for a transaction the operation had ended.
+    const t = setup();
+    let client: Tx | undefined;
+    const first = await t.call(async (tx, fence) => {
+      client = tx;
+      await t.insert(tx, fence);
+      await tx.query('SELECT 1/0').catch(() => {});
+      (tx as unknown as { getTransactionStatus: () => string }).getTransactionStatus = () => 'T';
+      throw new Error('declined');
+    });
+    delete (client as unknown as { getTransactionStatus?: unknown }).getTransactionStatus;
+    expect((first as { error: Error }).error.message).toBe('declined');
+    await releasedThenRetryRuns(t);
+  });
+
+  it('after its own COMMIT, heartbeats renew the lease again: a duplicate past the first lease gets IN_PROGRESS, not a second run', async () => {
+    // Before: heartbeats wrote nothing while the row was "held" (it was not: COMMIT freed
+    // it), so the stored lease passed and a duplicate took the key over and ran again.
+    const t = setup({ leaseMs: 3_000, heartbeatMs: 500 });
+    let committed!: () => void;
+    const afterCommit = new Promise<void>((resolve) => {
+      committed = resolve;
+    });
+    const first = t.call(async (tx, fence) => {
+      await t.insert(tx, fence);
+      await tx.query('COMMIT');
+      committed();
+      await sleep(5_000);
+      return 'done';
+    });
+    await afterCommit;
+    await sleep(4_000);
+    const duplicate = await t.call(async (tx, fence) => {
+      await t.insert(tx, fence);
+      return 'again';
+    });
+    expect(duplicate.told).toBe('error');
+    expect((duplicate as { error: { code?: string } }).error.code).toBe('IN_PROGRESS');
+    expect(await first).toMatchObject({ told: 'value', value: 'done', replayed: false });
+    expect(t.runs.n).toBe(1);
+    expect(await rowsOf(t.scope)).toHaveLength(1);
+  }, 20_000);
 });

@@ -27,7 +27,7 @@ describe('transactional engine with heartbeats', () => {
     // Was (repeatable read, serializable): the operation's first statement took the
     // snapshot, a heartbeat then updated the record's row, and the completion failed with
     // 40001 for every operation longer than heartbeatMs. Now the record is held from BEGIN
-    // and heartbeats write nothing meanwhile.
+    // and heartbeats renew the lease inside that transaction (the row is its own already).
     it(`${isolationLevel}: an operation longer than the heartbeat interval commits`, async () => {
       const store = createPostgresStore({ pool, table, keyPrefix: randomName('hb') });
       const engine = createPostgresIdempotency<{ id: string }>({

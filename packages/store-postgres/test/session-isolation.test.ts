@@ -1,4 +1,4 @@
-import { InProgressError } from '@idem/core';
+import { InProgressError, StoreUnavailableError } from '@idem/core';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
@@ -110,13 +110,28 @@ for (const level of ['repeatable read', 'serializable']) {
       for (const key of keys)
         await store.acquire(acquireInput(key, { leaseMs: 1, retentionMs: 1 }));
       await sleep(10);
+      // 22 calls at once on a pool of 10: on a loaded machine some miss their time limit (a
+      // bounded call, as documented). Such a call is repeated with the same input (a repeated
+      // acquire by its owner is the same acquisition), so what is counted is each key's one
+      // acquisition, whatever the load.
+      const settled = async <T>(call: () => Promise<T>): Promise<T> => {
+        for (let attempt = 1; ; attempt++) {
+          try {
+            return await call();
+          } catch (error) {
+            if (!(error instanceof StoreUnavailableError) || attempt >= 20) throw error;
+            await sleep(50);
+          }
+        }
+      };
+      const acquireOnce = (key: string) => {
+        const input = acquireInput(key);
+        return settled(() => store.acquire(input));
+      };
       const results = await Promise.allSettled([
-        store.deleteExpired({ graceMs: 0, limit: 100 }),
-        store.deleteExpired({ graceMs: 0, limit: 100 }),
-        ...keys.flatMap((key) => [
-          store.acquire(acquireInput(key)),
-          store.acquire(acquireInput(key)),
-        ]),
+        settled(() => store.deleteExpired({ graceMs: 0, limit: 100 })),
+        settled(() => store.deleteExpired({ graceMs: 0, limit: 100 })),
+        ...keys.flatMap((key) => [acquireOnce(key), acquireOnce(key)]),
       ]);
       expect(rejected(results)).toEqual([]);
       const acquires = values(results.slice(2) as PromiseSettledResult<{ kind: string }>[]);

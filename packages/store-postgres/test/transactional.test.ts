@@ -11,7 +11,7 @@ import {
   createPostgresStore,
   TransactionNotCommittedError,
 } from '../src/index.js';
-import { countStatements } from './counted-pool.js';
+import { countStatements, traceConnections } from './counted-pool.js';
 import { makePool, randomName, sleep } from './pg-env.js';
 
 const schema = inject('pgSchema');
@@ -64,24 +64,13 @@ function setup(
 describe('transactional execute', () => {
   it('commits the business row and the record together; a retry replays without running', async () => {
     const counted = makePool({ max: 4 });
-    const onConnection: string[] = [];
-    counted.on('connect', (client) => {
-      const original = client.query.bind(client) as (...args: unknown[]) => unknown;
-      (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args) => {
-        const config = args[0] as { name?: string; text?: string } | string;
-        const text = typeof config === 'string' ? config : (config.text ?? '');
-        onConnection.push(
-          typeof config === 'object' && config.name
-            ? config.name.split('_')[1]!
-            : /^BEGIN .*; SELECT .* FOR UPDATE; SET LOCAL idle_in_transaction_session_timeout = \d+$/.test(
-                  text,
-                )
-              ? 'BEGIN+lock'
-              : text.split(' ')[0]!,
-        );
-        return original(...args);
-      };
-    });
+    const onConnection = traceConnections(counted, (text) =>
+      /^BEGIN .*; SELECT .* FOR UPDATE; SET LOCAL idle_in_transaction_session_timeout = \d+$/.test(
+        text,
+      )
+        ? 'BEGIN+lock'
+        : text.split(' ')[0]!,
+    );
     try {
       const store = createPostgresStore({ pool: counted, table, keyPrefix: randomName('rt') });
       const engine = createPostgresIdempotency<{ id: string }>({ store, heartbeatMs: false });
@@ -98,7 +87,8 @@ describe('transactional execute', () => {
         'acquire',
         'BEGIN+lock',
         'INSERT',
-        'complete',
+        // The owner-checked completion, applied only inside the transaction BEGIN opened.
+        'completeInTx',
         'COMMIT',
       ]);
       expect(await t.rows('k')).toBe(1);

@@ -80,6 +80,7 @@ async function waitFor(
 export async function startRedisServer(
   extraArgs: string[] = [],
   at?: { port: number; dir: string },
+  readyWithinMs = 20_000,
 ): Promise<RedisServer> {
   const port = at?.port ?? (await freePort(takenPorts));
   const dir = at?.dir ?? (await mkdtemp(join(tmpdir(), `idem-redis-${port}-`)));
@@ -107,7 +108,7 @@ export async function startRedisServer(
   const server: RedisServer = { port, dir, process: child, args: extraArgs };
   live.add(server);
   try {
-    await waitFor(`redis-server on port ${port}`, () => ping(port));
+    await waitFor(`redis-server on port ${port}`, () => ping(port), readyWithinMs);
   } catch (error) {
     await stopRedisServer(server);
     throw error;
@@ -146,9 +147,12 @@ export async function signalRedisServer(
 }
 
 /** Starts the server again on its port and dir (after a kill), with the same arguments. */
-export async function restartRedisServer(server: RedisServer): Promise<RedisServer> {
+export async function restartRedisServer(
+  server: RedisServer,
+  readyWithinMs?: number,
+): Promise<RedisServer> {
   live.delete(server);
-  const again = await startRedisServer(server.args, server);
+  const again = await startRedisServer(server.args, server, readyWithinMs);
   return again;
 }
 

@@ -6,6 +6,7 @@
  */
 import { createMemoryStore } from '@idem/store-memory';
 import { withIdempotency } from '../../src/index.js';
+import { fedEventStream } from '../support/streamed-bodies.js';
 
 const MiB = 1024 * 1024;
 const CHUNK = 4096;
@@ -21,24 +22,13 @@ const held = () => {
 };
 const encoder = new TextEncoder();
 const feeds: ReadableStreamDefaultController<Uint8Array>[] = [];
-const handle = withIdempotency(
-  async () =>
-    new Response(
-      new ReadableStream<Uint8Array>({
-        start(controller) {
-          feeds.push(controller);
-        },
-      }),
-      { headers: { 'content-type': 'text/event-stream' } },
-    ),
-  {
-    store: createMemoryStore(),
-    scope: () => ({ principal: 'p' }),
-    onWarning: () => {},
-    maxOutcomeBytes: 4 * bodyBytes,
-    liveStreams: { maxReaders: 4 * readersCount, stallMs: 60_000 },
-  },
-);
+const handle = withIdempotency(async () => fedEventStream(feeds), {
+  store: createMemoryStore(),
+  scope: () => ({ principal: 'p' }),
+  onWarning: () => {},
+  maxOutcomeBytes: 4 * bodyBytes,
+  liveStreams: { maxReaders: 4 * readersCount, stallMs: 60_000 },
+});
 const post = (key: string, headers: Record<string, string> = {}) =>
   new Request('http://127.0.0.1/stream', {
     method: 'POST',

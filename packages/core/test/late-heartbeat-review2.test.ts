@@ -1,0 +1,215 @@
+/**
+ * review12: attacks on the late first heartbeat's grace (commit 680f89e): a first heartbeat
+ * that runs past the lease estimate arms a grace of min(storeTimeoutMs, max(10, heartbeatMs/5))
+ * and sends the owner-checked extend. Most cases drive a LeaseKeeper directly, made late by an
+ * `acquiredAt` in the past (no held event loop needed).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
+import type { ExecutionReport } from '../src/execution-report.js';
+import { LeaseLostError } from '../src/index.js';
+import { LeaseKeeper } from '../src/lease-keeper.js';
+import { resolveSettings } from '../src/settings.js';
+import { FakeStore } from './support/fake-store.js';
+import { holdLoop } from './support/held-loop.js';
+
+const KEY = 'k';
+const OWNER = 'me';
+
+/** A store holding KEY for OWNER (store lease `storeLeaseMs`), a keeper started `ago` ms ago, and its lease_lost reports. */
+async function keeperOf(
+  options: { leaseMs: number; heartbeatMs: number; maxHoldMs?: number },
+  ago: number,
+  storeLeaseMs = 60_000,
+) {
+  const store = new FakeStore();
+  await store.acquire({
+    key: KEY,
+    owner: OWNER,
+    fingerprint: 'fp',
+    leaseMs: storeLeaseMs,
+    retentionMs: 60_000,
+  });
+  const lost: string[] = [];
+  const report = { leaseLost: (phase: string) => lost.push(phase) } as unknown as ExecutionReport;
+  const settings = resolveSettings({ store, ...options });
+  const keeper = new LeaseKeeper(settings, KEY, OWNER, settings.clock.now() - ago, report);
+  const signal = keeper.signal;
+  return { store, keeper, signal, lost };
+}
+
+describe('review12: late heartbeat grace', () => {
+  // DEFECT, fixed (MEDIUM, same class as review11's late first heartbeat: a spurious abort of an
+  // operation whose key nobody took): a first heartbeat held up to just BEFORE the lease
+  // estimate is not "late": the watchdog is armed at the estimate, a few ms away, and fires
+  // before the owner-checked renewal can answer; one held up a little longer (past the
+  // estimate) gets the grace and keeps the lease (next test). Less delay, harsher outcome.
+  // Fix: in beat(), when the first heartbeat arms the watchdog, arm it at
+  // max(leaseEstimate - now, grace) (i.e. `late = clock.now() + grace >= this.leaseEstimate`).
+  it('a first heartbeat just before the estimate keeps the lease when the store answers within the grace', async () => {
+    // lease 2000, heartbeat 1000 (grace 200); the first beat runs ~60 ms before the estimate.
+    const { store, keeper, signal, lost } = await keeperOf(
+      { leaseMs: 2_000, heartbeatMs: 1_000 },
+      940,
+    );
+    // The renewal answers in 120 ms: past the estimate, within the grace (margins of about
+    // 60 and 80 ms for a loaded machine that starts the timers a moment apart).
+    store.lateMs = 120;
+    store.next.extend.push('late');
+    await sleep(1_400);
+    keeper.stop();
+    expect(store.calls.extend).toBeGreaterThanOrEqual(1);
+    expect(lost).toEqual([]);
+    expect(signal.aborted).toBe(false);
+  });
+
+  it('held (contrast): a first heartbeat past the estimate keeps the lease when the store answers within the grace', async () => {
+    // lease 2000, heartbeat 1000 (grace 200); the first beat runs ~200 ms past the estimate.
+    const { store, keeper, signal, lost } = await keeperOf(
+      { leaseMs: 2_000, heartbeatMs: 1_000 },
+      1_200,
+    );
+    // Well within the grace: the two timers start a moment apart (a loaded machine may pause
+    // the process between them), so their order needs a wide margin.
+    store.lateMs = 20;
+    store.next.extend.push('late');
+    await sleep(1_300);
+    keeper.stop();
+    expect(store.calls.extend).toBeGreaterThanOrEqual(1);
+    expect(lost).toEqual([]);
+    expect(signal.aborted).toBe(false);
+  });
+
+  // DEFECT, fixed (MEDIUM, same class): only the FIRST heartbeat asked the store. After one renewal the
+  // watchdog is armed at the new estimate; an event loop held past it again runs the overdue
+  // heartbeat (its extend sent) and then the overdue watchdog in the same timers phase: the
+  // lease is declared lost without waiting for the owner-checked renewal (any store slower than
+  // a microtask), although nobody took the key: the spurious abort review11 fixed, on the
+  // second hold. Fix: in beat(), when the watchdog is overdue (`clock.now() >= leaseEstimate`)
+  // re-arm it to now + grace (the same path as the first late beat), not only when it is unset.
+  it('a later heartbeat held past the estimate keeps the lease when the store answers within the grace', async () => {
+    // lease 1200, heartbeat 500 (grace 100); the first renewal lands at ~500 ms (estimate ~1700).
+    const { store, keeper, signal, lost } = await keeperOf({ leaseMs: 1_200, heartbeatMs: 500 }, 0);
+    await sleep(650);
+    expect(store.calls.extend).toBe(1);
+    store.lateMs = 10; // the next renewal answers in 10 ms, within the grace
+    store.next.extend.push('late');
+    holdLoop(1_200); // the loop is held past the estimate
+    await sleep(150);
+    keeper.stop();
+    expect(store.calls.extend).toBeGreaterThanOrEqual(2);
+    expect(lost).toEqual([]);
+    expect(signal.aborted).toBe(false);
+  });
+
+  it('held: a renewal landing after the grace fired does not un-lose the lease nor renew again', async () => {
+    // lease 100, heartbeat 50: grace 10; the renewal answers in 40 ms.
+    const { store, keeper, signal, lost } = await keeperOf({ leaseMs: 100, heartbeatMs: 50 }, 300);
+    store.lateMs = 40;
+    store.next.extend.push('late');
+    await sleep(350); // past the renewal and the new estimate it armed
+    expect(signal.aborted).toBe(true);
+    expect(signal.reason).toBeInstanceOf(LeaseLostError);
+    expect(lost).toEqual(['heartbeat']);
+    expect(store.calls.extend).toBe(1); // running: no renewals after the loss
+    keeper.stop();
+  });
+
+  it('held: stop() during a hanging late renewal clears the grace timer', async () => {
+    const { store, keeper, signal, lost } = await keeperOf(
+      { leaseMs: 1_000, heartbeatMs: 500 },
+      2_000,
+    );
+    store.always.extend = 'hang';
+    await sleep(520); // the late beat has started, grace (100 ms) armed
+    expect(store.calls.extend).toBe(1);
+    const grace = (keeper as unknown as { watchdogTimer: { _destroyed?: boolean } }).watchdogTimer;
+    expect(grace).toBeDefined();
+    keeper.stop();
+    expect(grace._destroyed).toBe(true);
+    await sleep(150);
+    expect(lost).toEqual([]);
+    expect(signal.aborted).toBe(false);
+  });
+
+  it('held: abandon() during a late renewal that lands: no more renewals, the watchdog aborts at the new estimate', async () => {
+    // lease 300, heartbeat 150: grace 30; the renewal answers in 15 ms.
+    const { store, keeper, signal, lost } = await keeperOf({ leaseMs: 300, heartbeatMs: 150 }, 600);
+    const extend = store.extend.bind(store);
+    store.extend = (input) => {
+      keeper.abandon();
+      return extend(input);
+    };
+    store.lateMs = 15;
+    store.next.extend.push('late');
+    await sleep(250); // beat at ~150, renewal at ~165, new estimate ~465
+    expect(signal.aborted).toBe(false);
+    await sleep(350);
+    expect(signal.aborted).toBe(true);
+    expect(lost).toEqual(['heartbeat']);
+    expect(store.calls.extend).toBe(1);
+    keeper.stop();
+  });
+
+  it('held: finishing, late, and another owner took the key: lost at once (not_owner)', async () => {
+    const { store, keeper, signal, lost } = await keeperOf(
+      { leaseMs: 100, heartbeatMs: 50 },
+      300,
+      10,
+    );
+    keeper.phase = 'finishing';
+    await sleep(20);
+    expect(
+      await store.acquire({
+        key: KEY,
+        owner: 'other',
+        fingerprint: 'fp',
+        leaseMs: 60_000,
+        retentionMs: 60_000,
+      }),
+    ).toMatchObject({ kind: 'acquired', takeover: true });
+    await sleep(45); // the beat at ~50 ms: not_owner
+    expect(store.calls.extend).toBe(1);
+    expect(signal.aborted).toBe(true);
+    expect(lost).toEqual(['heartbeat']);
+    keeper.stop();
+  });
+
+  it('held: finishing, late, renewal hangs: lost when the grace passes', async () => {
+    const { store, keeper, signal, lost } = await keeperOf(
+      { leaseMs: 1_000, heartbeatMs: 500 },
+      2_000,
+    );
+    keeper.phase = 'finishing';
+    store.always.extend = 'hang';
+    await sleep(530); // beat at 500, grace 100: not yet
+    expect(signal.aborted).toBe(false);
+    await sleep(150);
+    expect(signal.aborted).toBe(true);
+    expect(lost).toEqual(['heartbeat']);
+    keeper.stop();
+  });
+
+  it('held: a late renewal cut by maxHoldMs lands and the hold end is reported as max_hold', async () => {
+    // Acquired 500 ms ago with a lease of 400 (the estimate passed), hold 800: the first beat
+    // at ~550 is late and renews for only what is left of the hold (~250 ms, not 400). A beat
+    // held up to 250 ms by a loaded machine still renews; the hold ends ~300 ms from now.
+    const { store, keeper, signal, lost } = await keeperOf(
+      { leaseMs: 400, heartbeatMs: 50, maxHoldMs: 800 },
+      500,
+    );
+    const extends_: number[] = [];
+    const extend = store.extend.bind(store);
+    store.extend = (input) => {
+      extends_.push(input.leaseMs);
+      return extend(input);
+    };
+    await sleep(700);
+    expect(extends_.length).toBeGreaterThanOrEqual(1);
+    // Every renewal was cut to the hold: none asked for the whole lease.
+    expect(Math.max(...extends_)).toBeLessThanOrEqual(250 + 5);
+    expect(signal.aborted).toBe(true);
+    expect(lost).toEqual(['max_hold']);
+    keeper.stop();
+  });
+});

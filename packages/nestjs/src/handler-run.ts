@@ -1,0 +1,127 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import type { ResponseRecorder } from '@idem/http';
+
+/**
+ * The route handler of one recorded request, as the interceptor sees it: whether it returned
+ * a promise that has not settled yet. An interceptor between this one and the handler (Nest's
+ * documented `TimeoutInterceptor`) can answer while the handler still runs; that answer is not
+ * the handler's outcome, and releasing the key on it would let a retry run the handler a
+ * second time beside the first.
+ */
+export class HandlerRun {
+  /** Set while the handler's promise is pending: resolves true when it fulfils, false when it rejects. */
+  pending: Promise<boolean> | undefined;
+  /**
+   * The request was answered by something other than the handler while its promise was
+   * pending: the observable the interceptor subscribed to gave a value or an error (an
+   * interceptor between them timed out), or the interceptor's own subscriber left (one
+   * outside it did).
+   */
+  overtaken = false;
+  /**
+   * The route handler was called: a tracked method it calls in turn (a sibling route,
+   * `super.method()`) is part of its run, not the run itself.
+   */
+  called = false;
+
+  /** Notes that the request was answered, or given up, now. */
+  answered(): void {
+    if (this.pending) this.overtaken = true;
+  }
+
+  /** Called by a tracked handler with what it returned. */
+  returned(result: unknown): void {
+    if (
+      (typeof result === 'object' || typeof result === 'function') &&
+      result !== null &&
+      typeof (result as PromiseLike<unknown>).then === 'function'
+    ) {
+      // Attached before Nest awaits it: cleared before Nest sends the handler's own answer.
+      this.pending = Promise.resolve(result as PromiseLike<unknown>).then(
+        () => {
+          this.pending = undefined;
+          return true;
+        },
+        () => {
+          this.pending = undefined;
+          return false;
+        },
+      );
+    }
+  }
+}
+
+/** The run of the request whose handler is called in this async context. */
+export const handlerRuns = new AsyncLocalStorage<HandlerRun>();
+
+const TRACKED = Symbol.for('@idem/nestjs.tracked-handler');
+
+/**
+ * A route handler that reports what it returned to the {@link HandlerRun} of its request
+ * (none outside an idempotent request: it is then the handler itself). It carries the
+ * original's reflect metadata (route path, method, and every decorator's applied before it)
+ * and its name.
+ */
+export function trackedHandler<F extends (...args: never[]) => unknown>(handler: F): F {
+  if ((handler as { [TRACKED]?: true })[TRACKED]) return handler;
+  const tracked = function (this: unknown, ...args: never[]) {
+    const run = handlerRuns.getStore();
+    if (!run || run.called) return handler.apply(this, args);
+    run.called = true;
+    const result = handler.apply(this, args);
+    run.returned(result);
+    return result;
+  };
+  const reflect = Reflect as unknown as {
+    getOwnMetadataKeys?(target: object): unknown[];
+    getOwnMetadata(key: unknown, target: object): unknown;
+    defineMetadata(key: unknown, value: unknown, target: object): void;
+  };
+  if (typeof reflect.getOwnMetadataKeys === 'function') {
+    for (const key of reflect.getOwnMetadataKeys(handler)) {
+      reflect.defineMetadata(key, reflect.getOwnMetadata(key, handler), tracked);
+    }
+  }
+  Object.defineProperty(tracked, 'name', { value: handler.name, configurable: true });
+  Object.defineProperty(tracked, 'length', { value: handler.length, configurable: true });
+  Object.defineProperty(tracked, TRACKED, { value: true });
+  return tracked as unknown as F;
+}
+
+/**
+ * The recorder as `recordServerResponse` gets it: a `finish` or `fail` that comes while the
+ * handler's promise is still pending and something else answered (see `overtaken`; a handler
+ * that ends a `@Res()` response itself is recorded as before) lets the answer go out at
+ * once, but keeps the key held (its lease renewed) until the handler settled; then the key is
+ * released if the handler failed, and otherwise the answer that went out is judged as usual.
+ */
+export function recorderHeldForHandler(
+  recorder: ResponseRecorder,
+  run: HandlerRun,
+): ResponseRecorder {
+  let deferred: Promise<void> | undefined;
+  const later = (settle: () => Promise<void>, pending: Promise<boolean>): Promise<void> => {
+    deferred ??= pending.then((fulfilled) =>
+      fulfilled ? settle().catch(() => {}) : recorder.fail(new Error('The handler failed')),
+    );
+    return Promise.resolve();
+  };
+  const held = Object.create(recorder) as ResponseRecorder;
+  Object.defineProperties(held, {
+    finish: {
+      value: () => {
+        if (deferred) return Promise.resolve();
+        const pending = run.overtaken ? run.pending : undefined;
+        return pending ? later(() => recorder.finish(), pending) : recorder.finish();
+      },
+    },
+    fail: {
+      value: (error: unknown) => {
+        if (deferred) return Promise.resolve();
+        const pending = run.overtaken ? run.pending : undefined;
+        return pending ? later(() => recorder.fail(error), pending) : recorder.fail(error);
+      },
+    },
+  });
+  return held;
+}
