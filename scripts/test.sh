@@ -140,7 +140,7 @@ excluding() { filters "$@" | sed 's/^--filter=/--filter=!/'; }
 lane_pids=()
 lane_logs=()
 lane_codes=()
-# <log>:<node major>:<redis url> of each lane (for scripts/rerun-failed.mjs), and of the failed.
+# <node major>|<redis url>|<log> of each lane (for scripts/rerun-failed.mjs), and of the failed.
 lane_args=()
 failed_lanes=()
 start_lane() {
@@ -159,7 +159,7 @@ start_lane() {
   fi
   lane_pids+=("$!")
   lane_logs+=("$log")
-  lane_args+=("$log:$major:$url")
+  lane_args+=("$major|$url|$log")
 }
 # lane_done <index> <exit status>
 lane_done() {
@@ -242,7 +242,7 @@ sum "$tmp/all.log" "tests: " || status=1
 failures() {
   for log in "${lane_logs[@]}"; do
     sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '(^|:test: ) *(FAIL |× )' | sed "s/^/$(basename "$log" .log): /" || true
-  done | awk '!seen[$0]++' | head -n 40
+  done | awk '!seen[$0]++ && ++n <= 40'
 }
 if [ "${#failed_lanes[@]}" -gt 0 ]; then
   echo "failed tests (FAIL and × lines of the lanes' logs, at most 40):"
