@@ -9,7 +9,13 @@ import type { ResponseRecorder } from '@idem/http';
  * second time beside the first.
  */
 export class HandlerRun {
-  /** Set while the handler's promise is pending: resolves true when it fulfils, false when it rejects. */
+  /**
+   * Set while a promise the handler returned has not settled: resolves true when one of them
+   * fulfilled, false when every one rejected. Nest calls the handler once per subscription
+   * (an interceptor between that resubscribes, `retry()`, calls it again while the first
+   * call's work may still run): every call's promise is followed, `pending` lasts until all
+   * settled.
+   */
   pending: Promise<boolean> | undefined;
   /**
    * The request was answered by something other than the handler while its promise was
@@ -18,11 +24,10 @@ export class HandlerRun {
    * outside it did).
    */
   overtaken = false;
-  /**
-   * The route handler was called: a tracked method it calls in turn (a sibling route,
-   * `super.method()`) is part of its run, not the run itself.
-   */
-  called = false;
+  /** Calls whose promise has not settled yet. */
+  private unsettled = 0;
+  private fulfilled = false;
+  private settleAll: ((fulfilled: boolean) => void) | undefined;
 
   /** Notes that the request was answered, or given up, now. */
   answered(): void {
@@ -32,24 +37,41 @@ export class HandlerRun {
   /** Called by a tracked handler with what it returned. */
   returned(result: unknown): void {
     if (
-      (typeof result === 'object' || typeof result === 'function') &&
-      result !== null &&
-      typeof (result as PromiseLike<unknown>).then === 'function'
-    ) {
-      // Attached before Nest awaits it: cleared before Nest sends the handler's own answer.
-      this.pending = Promise.resolve(result as PromiseLike<unknown>).then(
-        () => {
-          this.pending = undefined;
-          return true;
-        },
-        () => {
-          this.pending = undefined;
-          return false;
-        },
-      );
+      !(
+        (typeof result === 'object' || typeof result === 'function') &&
+        result !== null &&
+        typeof (result as PromiseLike<unknown>).then === 'function'
+      )
+    )
+      return;
+    if (this.unsettled++ === 0) {
+      this.fulfilled = false;
+      this.pending = new Promise<boolean>((resolve) => {
+        this.settleAll = resolve;
+      });
     }
+    const settled = (fulfilled: boolean) => {
+      if (fulfilled) this.fulfilled = true;
+      if (--this.unsettled > 0) return;
+      // Cleared here, in a callback attached before Nest awaits the promise: before Nest
+      // sends the handler's own answer.
+      const resolve = this.settleAll;
+      this.pending = undefined;
+      this.settleAll = undefined;
+      resolve?.(this.fulfilled);
+    };
+    Promise.resolve(result as PromiseLike<unknown>).then(
+      () => settled(true),
+      () => settled(false),
+    );
   }
 }
+
+/**
+ * Set while a tracked handler runs (and in what it awaits): a tracked method it calls in turn
+ * (a sibling route, `super.method()`) is part of its call, not another call of the route.
+ */
+const insideHandler = new AsyncLocalStorage<HandlerRun>();
 
 /** The run of the request whose handler is called in this async context. */
 export const handlerRuns = new AsyncLocalStorage<HandlerRun>();
@@ -66,11 +88,12 @@ export function trackedHandler<F extends (...args: never[]) => unknown>(handler:
   if ((handler as { [TRACKED]?: true })[TRACKED]) return handler;
   const tracked = function (this: unknown, ...args: never[]) {
     const run = handlerRuns.getStore();
-    if (!run || run.called) return handler.apply(this, args);
-    run.called = true;
-    const result = handler.apply(this, args);
-    run.returned(result);
-    return result;
+    if (!run || insideHandler.getStore() === run) return handler.apply(this, args);
+    return insideHandler.run(run, () => {
+      const result = handler.apply(this, args);
+      run.returned(result);
+      return result;
+    });
   };
   const reflect = Reflect as unknown as {
     getOwnMetadataKeys?(target: object): unknown[];

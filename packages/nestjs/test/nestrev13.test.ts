@@ -25,7 +25,7 @@ import {
   UseInterceptors,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { catchError, from, type Observable, TimeoutError, throwError, timeout } from 'rxjs';
+import { catchError, from, type Observable, retry, TimeoutError, throwError, timeout } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IdempotencyModule, Idempotent } from '../src/index.js';
 import { type Platform, startNest, TenantGuard } from './scenario-app.js';
@@ -44,6 +44,22 @@ class TimeoutInterceptor implements NestInterceptor {
   intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
     return next.handle().pipe(
       timeout(150),
+      catchError((error: unknown) =>
+        throwError(() =>
+          error instanceof TimeoutError ? new RequestTimeoutException() : (error as Error),
+        ),
+      ),
+    );
+  }
+}
+
+/** The timeout with one retry of the call (a common pairing): Nest calls the handler again. */
+@Injectable()
+class TimeoutRetryInterceptor implements NestInterceptor {
+  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    return next.handle().pipe(
+      timeout(150),
+      retry(1),
       catchError((error: unknown) =>
         throwError(() =>
           error instanceof TimeoutError ? new RequestTimeoutException() : (error as Error),
@@ -107,6 +123,19 @@ class AttackController {
         return { ok: true };
       })(),
     );
+  }
+
+  // Called twice per request by the retry: the first call's work takes 500 ms, the second's
+  // 1500 ms (a slower second try).
+  @Post('retry-work')
+  @Idempotent()
+  @UseInterceptors(TimeoutRetryInterceptor)
+  async retryWork() {
+    const n = ran('retry-work-start');
+    await this.quick();
+    await sleep(n % 2 === 1 ? 500 : 1500);
+    ran('retry-work-end');
+    return { n };
   }
 
   @Post('quick')
@@ -232,6 +261,28 @@ describe.each<Platform>(['express', 'fastify'])('@idem/nestjs (nestrev13) on %s'
     await sleep(600);
     expect(count('nested-start')).toBe(before + 1);
     expect(retry.status).toBe(409);
+  });
+
+  // FINDING (MEDIUM, obsrev14 review; fixed: every call Nest makes for the request is
+  // followed, calls made inside a handler are not): an interceptor between that resubscribes
+  // (`timeout` + `retry(1)`) makes Nest call the handler a second time; only the first call
+  // was tracked (`called`), so the key was released when the first call's work ended while
+  // the second's still ran, and the client's retry ran the handler beside it.
+  it('holds the key until every call a resubscribing interceptor made has settled', async () => {
+    const k = key();
+    const started = count('retry-work-start');
+    const ended = count('retry-work-end');
+    // Call 1 at 0 ms (ends at 500), call 2 at about 150 ms (ends at about 1650), 408 at 300.
+    expect((await send(url, '/attack/retry-work', { key: k, body: {} })).status).toBe(408);
+    expect(count('retry-work-start')).toBe(started + 2);
+    for (let i = 0; i < 100 && count('retry-work-end') === ended; i++) await sleep(20);
+    await sleep(50);
+    // Call 1 ended, call 2 still runs: the key is still held.
+    expect(count('retry-work-end')).toBe(ended + 1);
+    expect((await send(url, '/attack/retry-work', { key: k, body: {} })).status).toBe(409);
+    expect(count('retry-work-start')).toBe(started + 2);
+    for (let i = 0; i < 150 && count('retry-work-end') === ended + 1; i++) await sleep(20);
+    expect(count('retry-work-end')).toBe(ended + 2);
   });
 
   it('keeps route, @HttpCode, @Header, guard metadata, params and this with @Idempotent() in the middle', async () => {
