@@ -24,8 +24,21 @@ export class HandlerRun {
    * outside it did).
    */
   overtaken = false;
+  /**
+   * Set once the interceptor's subscription ended (answered, failed, or left): Nest calls the
+   * handler for the request no more, so a later call in this async context (work a pipe or a
+   * guard started, a pool it created) is not one of the request's.
+   */
+  closed = false;
   /** Calls whose promise has not settled yet. */
   private unsettled = 0;
+
+  /**
+   * @param handler the route handler Nest calls for the request (`context.getHandler()`):
+   *   only calls of it are the request's; another tracked method called in the request's
+   *   async context (a job a pipe's worker runs later, a service call) is not.
+   */
+  constructor(readonly handler?: unknown) {}
   private fulfilled = false;
   private settleAll: ((fulfilled: boolean) => void) | undefined;
 
@@ -34,8 +47,13 @@ export class HandlerRun {
     if (this.pending) this.overtaken = true;
   }
 
-  /** Called by a tracked handler with what it returned. */
-  returned(result: unknown): void {
+  /**
+   * Called by a tracked handler with what it returned; answers what Nest gets. A thenable that
+   * is not a promise (a query builder that runs its query at each `then()`: Knex, Mongoose)
+   * is turned into one promise, once, and that promise is what Nest awaits: following it and
+   * Nest awaiting it must not run it twice.
+   */
+  returned(result: unknown): unknown {
     if (
       !(
         (typeof result === 'object' || typeof result === 'function') &&
@@ -43,7 +61,9 @@ export class HandlerRun {
         typeof (result as PromiseLike<unknown>).then === 'function'
       )
     )
-      return;
+      return result;
+    const promise =
+      result instanceof Promise ? result : Promise.resolve(result as PromiseLike<unknown>);
     if (this.unsettled++ === 0) {
       this.fulfilled = false;
       this.pending = new Promise<boolean>((resolve) => {
@@ -60,10 +80,11 @@ export class HandlerRun {
       this.settleAll = undefined;
       resolve?.(this.fulfilled);
     };
-    Promise.resolve(result as PromiseLike<unknown>).then(
+    promise.then(
       () => settled(true),
       () => settled(false),
     );
+    return promise;
   }
 }
 
@@ -88,12 +109,14 @@ export function trackedHandler<F extends (...args: never[]) => unknown>(handler:
   if ((handler as { [TRACKED]?: true })[TRACKED]) return handler;
   const tracked = function (this: unknown, ...args: never[]) {
     const run = handlerRuns.getStore();
-    if (!run || insideHandler.getStore() === run) return handler.apply(this, args);
-    return insideHandler.run(run, () => {
-      const result = handler.apply(this, args);
-      run.returned(result);
-      return result;
-    });
+    if (
+      !run ||
+      run.closed ||
+      (run.handler !== undefined && run.handler !== tracked) ||
+      insideHandler.getStore() === run
+    )
+      return handler.apply(this, args);
+    return insideHandler.run(run, () => run.returned(handler.apply(this, args)));
   };
   const reflect = Reflect as unknown as {
     getOwnMetadataKeys?(target: object): unknown[];

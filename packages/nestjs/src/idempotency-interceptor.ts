@@ -171,7 +171,15 @@ export class IdempotencyInterceptor implements NestInterceptor {
       // bounded wait (`wait`) at once, and a decision that comes after it is dropped.
       const teardown = new AbortController();
       let handlerRun: HandlerRun | undefined;
-      this.#run(route, operation, request, response, next, teardown.signal).then(
+      this.#run(
+        route,
+        operation,
+        request,
+        response,
+        next,
+        teardown.signal,
+        context.getHandler(),
+      ).then(
         ({ result, res, run }) => {
           if (subscriber.closed) return;
           handlerRun = run;
@@ -184,10 +192,12 @@ export class IdempotencyInterceptor implements NestInterceptor {
               },
               error: (error: unknown) => {
                 run?.answered();
+                if (run) run.closed = true;
                 subscriber.error(error);
               },
               complete: () => {
                 run?.answered();
+                if (run) run.closed = true;
                 subscriber.complete();
               },
             });
@@ -198,6 +208,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
       return () => {
         // An interceptor outside this one gave up (a timeout) while the handler still runs.
         handlerRun?.answered();
+        if (handlerRun) handlerRun.closed = true;
         teardown.abort(new Error('The request was answered before its idempotency decision'));
         inner?.unsubscribe();
       };
@@ -236,6 +247,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     response: PlatformResponse,
     next: CallHandler,
     signal: AbortSignal,
+    handler: unknown,
   ): Promise<{ result: Observable<unknown>; res?: ServerResponse; run?: HandlerRun }> {
     const raw: IncomingMessage = request.raw ?? (request as unknown as IncomingMessage);
     const decision = await this.service.handlerFor(route).begin({
@@ -274,7 +286,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     // async context it is called in: an answer sent while it is still pending (an interceptor
     // between this one and the handler timed out) goes out, but the key stays held until the
     // handler settled.
-    const run = new HandlerRun();
+    const run = new HandlerRun(handler);
     recordServerResponse(res, recorderHeldForHandler(decision.recorder, run));
     connectionAsRecorded(raw, res);
     return { result: handlerRuns.run(run, () => next.handle()), res, run };
