@@ -17,49 +17,25 @@ import {
   type NestMiddleware,
   type PipeTransform,
   Post,
-  RequestTimeoutException,
   UseGuards,
   UseInterceptors,
 } from '@nestjs/common';
-import { catchError, type Observable, retry, TimeoutError, throwError, timeout } from 'rxjs';
+import { type Observable, retry } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finalOnceStarted, IdempotencyModule, Idempotent } from '../src/index.js';
+import { count, ran, TimeoutInterceptor, TimeoutRetryInterceptor } from './review-kit.js';
 import { type Platform, startNest, TenantGuard } from './scenario-app.js';
 
-const runs = new Map<string, number>();
-const ran = (name: string) => {
-  const n = (runs.get(name) ?? 0) + 1;
-  runs.set(name, n);
-  return n;
-};
-const count = (name: string) => runs.get(name) ?? 0;
 const key = () => `callrev14-${randomUUID()}`;
 const until = async (check: () => boolean, ms = 3000) => {
   for (let waited = 0; waited < ms && !check(); waited += 10) await sleep(10);
 };
-
-const toTimeout = (error: unknown) =>
-  throwError(() => (error instanceof TimeoutError ? new RequestTimeoutException() : error));
-
-@Injectable()
-class TimeoutInterceptor implements NestInterceptor {
-  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    return next.handle().pipe(timeout(150), catchError(toTimeout));
-  }
-}
 
 /** Retries a failed call once (no timeout of its own). */
 @Injectable()
 class RetryInterceptor implements NestInterceptor {
   intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
     return next.handle().pipe(retry(1));
-  }
-}
-
-@Injectable()
-class TimeoutRetryInterceptor implements NestInterceptor {
-  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    return next.handle().pipe(timeout(150), retry(1), catchError(toTimeout));
   }
 }
 

@@ -34,31 +34,10 @@ import { Redis } from 'ioredis';
 import { catchError, Observable, of, TimeoutError, throwError, timeout } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IdempotencyInterceptor, IdempotencyModule, Idempotent } from '../src/index.js';
+import { count, ran, TimeoutInterceptor } from './review-kit.js';
 import { type Platform, startNest, TenantGuard } from './scenario-app.js';
 
-const runs = new Map<string, number>();
-const ran = (name: string) => {
-  const n = (runs.get(name) ?? 0) + 1;
-  runs.set(name, n);
-  return n;
-};
-const count = (name: string) => runs.get(name) ?? 0;
 const key = () => `nest13-${randomUUID()}`;
-
-/** The TimeoutInterceptor of Nest's documentation (Interceptors > Timeout). */
-@Injectable()
-class TimeoutInterceptor implements NestInterceptor {
-  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    return next.handle().pipe(
-      timeout(150),
-      catchError((error: unknown) =>
-        throwError(() =>
-          error instanceof TimeoutError ? new RequestTimeoutException() : (error as Error),
-        ),
-      ),
-    );
-  }
-}
 
 @Controller({ host: 'alpha.example.test', path: 'hosted' })
 @UseGuards(TenantGuard)

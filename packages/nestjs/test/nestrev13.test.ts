@@ -6,7 +6,6 @@ import { createMemoryStore } from '@idem/store-memory';
 import {
   BadRequestException,
   Body,
-  type CallHandler,
   type CanActivate,
   Controller,
   type ExecutionContext,
@@ -15,59 +14,21 @@ import {
   Inject,
   Injectable,
   Module,
-  type NestInterceptor,
   Param,
   Post,
   Redirect,
-  RequestTimeoutException,
   SetMetadata,
   UseGuards,
   UseInterceptors,
 } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
-import { catchError, from, type Observable, retry, TimeoutError, throwError, timeout } from 'rxjs';
+import { from } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IdempotencyModule, Idempotent } from '../src/index.js';
+import { count, ran, TimeoutInterceptor, TimeoutRetryInterceptor } from './review-kit.js';
 import { type Platform, startNest, TenantGuard } from './scenario-app.js';
 
-const runs = new Map<string, number>();
-const ran = (name: string) => {
-  const n = (runs.get(name) ?? 0) + 1;
-  runs.set(name, n);
-  return n;
-};
-const count = (name: string) => runs.get(name) ?? 0;
 const key = () => `nestrev13-${randomUUID()}`;
-
-@Injectable()
-class TimeoutInterceptor implements NestInterceptor {
-  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    return next.handle().pipe(
-      timeout(150),
-      catchError((error: unknown) =>
-        throwError(() =>
-          error instanceof TimeoutError ? new RequestTimeoutException() : (error as Error),
-        ),
-      ),
-    );
-  }
-}
-
-/** The timeout with one retry of the call (a common pairing): Nest calls the handler again. */
-@Injectable()
-class TimeoutRetryInterceptor implements NestInterceptor {
-  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    return next.handle().pipe(
-      timeout(150),
-      retry(1),
-      catchError((error: unknown) =>
-        throwError(() =>
-          error instanceof TimeoutError ? new RequestTimeoutException() : (error as Error),
-        ),
-      ),
-    );
-  }
-}
 
 const Roles = (...roles: string[]) => SetMetadata('roles', roles);
 const Audit = (tag: string) => SetMetadata('audit', tag);
