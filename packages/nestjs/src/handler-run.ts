@@ -32,13 +32,6 @@ export class HandlerRun {
   closed = false;
   /** Calls whose promise has not settled yet. */
   private unsettled = 0;
-
-  /**
-   * @param handler the route handler Nest calls for the request (`context.getHandler()`):
-   *   only calls of it are the request's; another tracked method called in the request's
-   *   async context (a job a pipe's worker runs later, a service call) is not.
-   */
-  constructor(readonly handler?: unknown) {}
   private fulfilled = false;
   private settleAll: ((fulfilled: boolean) => void) | undefined;
 
@@ -109,13 +102,7 @@ export function trackedHandler<F extends (...args: never[]) => unknown>(handler:
   if ((handler as { [TRACKED]?: true })[TRACKED]) return handler;
   const tracked = function (this: unknown, ...args: never[]) {
     const run = handlerRuns.getStore();
-    if (
-      !run ||
-      run.closed ||
-      (run.handler !== undefined && run.handler !== tracked) ||
-      insideHandler.getStore() === run
-    )
-      return handler.apply(this, args);
+    if (!run || run.closed || insideHandler.getStore() === run) return handler.apply(this, args);
     return insideHandler.run(run, () => run.returned(handler.apply(this, args)));
   };
   const reflect = Reflect as unknown as {

@@ -171,15 +171,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
       // bounded wait (`wait`) at once, and a decision that comes after it is dropped.
       const teardown = new AbortController();
       let handlerRun: HandlerRun | undefined;
-      this.#run(
-        route,
-        operation,
-        request,
-        response,
-        next,
-        teardown.signal,
-        context.getHandler(),
-      ).then(
+      this.#run(route, operation, request, response, next, teardown.signal).then(
         ({ result, res, run }) => {
           if (subscriber.closed) return;
           handlerRun = run;
@@ -247,7 +239,6 @@ export class IdempotencyInterceptor implements NestInterceptor {
     response: PlatformResponse,
     next: CallHandler,
     signal: AbortSignal,
-    handler: unknown,
   ): Promise<{ result: Observable<unknown>; res?: ServerResponse; run?: HandlerRun }> {
     const raw: IncomingMessage = request.raw ?? (request as unknown as IncomingMessage);
     const decision = await this.service.handlerFor(route).begin({
@@ -286,7 +277,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     // async context it is called in: an answer sent while it is still pending (an interceptor
     // between this one and the handler timed out) goes out, but the key stays held until the
     // handler settled.
-    const run = new HandlerRun(handler);
+    const run = new HandlerRun();
     recordServerResponse(res, recorderHeldForHandler(decision.recorder, run));
     connectionAsRecorded(raw, res);
     return { result: handlerRuns.run(run, () => next.handle()), res, run };

@@ -30,6 +30,22 @@ import { type Platform, startNest, TenantGuard } from './scenario-app.js';
 
 const key = () => `nestrev13-${randomUUID()}`;
 
+/** A method decorator that replaces the method with a wrapper of its own (metadata kept). */
+const Wrapping = (): MethodDecorator => (_target, _name, descriptor) => {
+  const inner = descriptor.value as unknown as (...args: unknown[]) => unknown;
+  const wrapper = function (this: unknown, ...args: unknown[]) {
+    return inner.apply(this, args);
+  };
+  const reflect = Reflect as unknown as {
+    getOwnMetadataKeys(target: object): unknown[];
+    getOwnMetadata(key: unknown, target: object): unknown;
+    defineMetadata(key: unknown, value: unknown, target: object): void;
+  };
+  for (const key of reflect.getOwnMetadataKeys(inner))
+    reflect.defineMetadata(key, reflect.getOwnMetadata(key, inner), wrapper);
+  (descriptor as { value: unknown }).value = wrapper;
+};
+
 const Roles = (...roles: string[]) => SetMetadata('roles', roles);
 const Audit = (tag: string) => SetMetadata('audit', tag);
 
@@ -84,6 +100,19 @@ class AttackController {
         return { ok: true };
       })(),
     );
+  }
+
+  // A decorator above @Idempotent() that wraps the method (a logging or transaction
+  // decorator): Nest calls its wrapper, which calls the tracked method.
+  @Post('wrapped')
+  @Wrapping()
+  @Idempotent()
+  @UseInterceptors(TimeoutInterceptor)
+  async wrapped() {
+    ran('wrapped-start');
+    await sleep(400);
+    ran('wrapped-end');
+    return { ok: true };
   }
 
   // Called twice per request by the retry: the first call's work takes 500 ms, the second's
@@ -222,6 +251,15 @@ describe.each<Platform>(['express', 'fastify'])('@idem/nestjs (nestrev13) on %s'
     await sleep(600);
     expect(count('nested-start')).toBe(before + 1);
     expect(retry.status).toBe(409);
+  });
+
+  it('holds the key for a handler a decorator above @Idempotent() wraps', async () => {
+    const k = key();
+    const before = count('wrapped-start');
+    expect((await send(url, '/attack/wrapped', { key: k, body: {} })).status).toBe(408);
+    expect((await send(url, '/attack/wrapped', { key: k, body: {} })).status).toBe(409);
+    await sleep(500);
+    expect(count('wrapped-start')).toBe(before + 1);
   });
 
   // FINDING (MEDIUM, obsrev14 review; fixed: every call Nest makes for the request is
