@@ -1,94 +1,29 @@
-import type { IncomingMessage, Server } from 'node:http';
-import { request as httpRequest } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency } from '../src/index.js';
+import { keepRawBody, type ParsedBodyApp, startParsedBodyApp } from './support/parsed-body-app.js';
 
 // review13: attacks on bcbc55c (a parsed body holding U+FFFD is refused unless req.rawBody
 // is a Buffer). Other lossy decoders than UTF-8 (express.text with a UTF-16 charset, qs's
 // invalid percent-escapes), and valid bodies that legitimately hold U+FFFD. idem mounted
 // after Express's parsers (as NestJS always runs them). Real Express on loopback.
 
-const store = createMemoryStore();
-let runs = 0;
-const errors: unknown[] = [];
-let server: Server;
-let port = 0;
-
+let app: ParsedBodyApp;
 beforeAll(async () => {
-  const app = express();
-  // `/kept` keeps the bytes as req.rawBody (as NestJS's rawBody option does), `/text` and
-  // `/json` keep nothing.
-  const keep = (req: IncomingMessage, _res: unknown, buf: Buffer) => {
-    (req as unknown as { rawBody: Buffer }).rawBody = Buffer.from(buf);
-  };
-  app.use('/kept', express.json({ verify: keep }));
-  app.use('/text', express.text());
-  app.use('/json', express.json());
-  app.use('/form', express.urlencoded({ extended: true }));
-  app.use('/simple', express.urlencoded({ extended: false }));
-  app.use(idempotency({ store, scope: 'global', onWarning: () => {} }));
-  app.post(['/kept', '/text', '/json', '/form', '/simple'], (_req, res) => {
-    runs++;
-    res.status(201).json({ run: runs });
-  });
-  app.use(
-    (error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
-      errors.push(error);
-      res.status(500).json({ name: error.name, message: error.message });
+  app = await startParsedBodyApp(
+    (withParsers) => {
+      withParsers.use('/kept', express.json({ verify: keepRawBody }));
+      withParsers.use('/text', express.text());
+      withParsers.use('/json', express.json());
+      withParsers.use('/form', express.urlencoded({ extended: true }));
+      withParsers.use('/simple', express.urlencoded({ extended: false }));
     },
+    ['/kept', '/text', '/json', '/form', '/simple'],
   );
-  server = app.listen(0, '127.0.0.1');
-  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
-  port = (server.address() as AddressInfo).port;
 });
-
-afterAll(async () => {
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-});
+afterAll(() => app.close());
 
 let counter = 0;
 const freshKey = () => `review13-${process.pid}-${++counter}`;
-
-function post(
-  path: string,
-  key: string,
-  body: Buffer,
-  type: string,
-): Promise<{ status: number; body: string; replayed: boolean }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(
-      {
-        host: '127.0.0.1',
-        port,
-        method: 'POST',
-        path,
-        agent: false,
-        headers: {
-          'content-type': type,
-          'idempotency-key': key,
-          'content-length': String(body.length),
-        },
-      },
-      (res: IncomingMessage) => {
-        const parts: Buffer[] = [];
-        res.on('data', (chunk: Buffer) => parts.push(chunk));
-        res.on('end', () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            body: Buffer.concat(parts).toString(),
-            replayed: res.headers['idempotent-replayed'] === 'true',
-          }),
-        );
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 const UTF16 = 'text/plain; charset=utf-16le';
 
@@ -103,13 +38,13 @@ describe('review13: lossy decoders other than UTF-8 before the middleware', () =
   // (or fall back to a req.rawBody Buffer).
   it('express.text() as UTF-16LE, an odd trailing byte: two bodies are never replayed one for the other', async () => {
     const key = freshKey();
-    const before = runs;
-    const first = await post('/text', key, Buffer.from([0x61, 0x00, 0x62]), UTF16);
-    const other = await post('/text', key, Buffer.from([0x61, 0x00, 0x63]), UTF16);
+    const before = app.runs;
+    const first = await app.post('/text', key, Buffer.from([0x61, 0x00, 0x62]), UTF16);
+    const other = await app.post('/text', key, Buffer.from([0x61, 0x00, 0x63]), UTF16);
     expect(other.replayed).toBe(false);
     expect([first.status, other.status]).toEqual([500, 500]);
     expect(JSON.parse(other.body).message).toMatch(/decoded as utf-16le/);
-    expect(runs).toBe(before);
+    expect(app.runs).toBe(before);
   });
 
   // FINDING (MEDIUM, isolation; fixed: refused, as a non-UTF-8 charset and as a lone
@@ -119,9 +54,9 @@ describe('review13: lossy decoders other than UTF-8 before the middleware', () =
   // Fix: refuse a parsed string that is not well-formed (`!parsed.isWellFormed()`), as U+FFFD.
   it('express.text() as UTF-16LE, lone surrogates: two bodies are never replayed one for the other', async () => {
     const key = freshKey();
-    const first = await post('/text', key, Buffer.from([0x00, 0xd8, 0x61, 0x00]), UTF16);
+    const first = await app.post('/text', key, Buffer.from([0x00, 0xd8, 0x61, 0x00]), UTF16);
     expect(first.replayed).toBe(false);
-    const other = await post('/text', key, Buffer.from([0x01, 0xd8, 0x61, 0x00]), UTF16);
+    const other = await app.post('/text', key, Buffer.from([0x01, 0xd8, 0x61, 0x00]), UTF16);
     expect(other.replayed).toBe(false);
   });
 
@@ -133,9 +68,9 @@ describe('review13: lossy decoders other than UTF-8 before the middleware', () =
   it.fails('express.urlencoded(), an invalid percent-escape: two bodies are never replayed one for the other', async () => {
     const key = freshKey();
     const form = 'application/x-www-form-urlencoded';
-    const first = await post('/form', key, Buffer.from('a=%FF'), form);
+    const first = await app.post('/form', key, Buffer.from('a=%FF'), form);
     expect(first.status).toBe(201);
-    const other = await post('/form', key, Buffer.from('a=%25FF'), form);
+    const other = await app.post('/form', key, Buffer.from('a=%25FF'), form);
     expect(other.replayed).toBe(false);
     expect(other.status).toBe(422);
   });
@@ -143,24 +78,24 @@ describe('review13: lossy decoders other than UTF-8 before the middleware', () =
   it('held: express.urlencoded() extended false, valid escapes told apart (a=%C3%A9 vs a=%C3%A8)', async () => {
     const key = freshKey();
     const form = 'application/x-www-form-urlencoded';
-    expect((await post('/simple', key, Buffer.from('a=%C3%A9'), form)).status).toBe(201);
-    expect((await post('/simple', key, Buffer.from('a=%C3%A8'), form)).status).toBe(422);
+    expect((await app.post('/simple', key, Buffer.from('a=%C3%A9'), form)).status).toBe(201);
+    expect((await app.post('/simple', key, Buffer.from('a=%C3%A8'), form)).status).toBe(422);
   });
 
   it('held: express.urlencoded(), an escape decoding to invalid UTF-8 (a=%C3%28 vs a=%C3%29) is never replayed', async () => {
     // qs's decodeURIComponent fails and leaves the text as it is: different texts.
     const key = freshKey();
     const form = 'application/x-www-form-urlencoded';
-    await post('/form', key, Buffer.from('a=%C3%28'), form);
-    const other = await post('/form', key, Buffer.from('a=%C3%29'), form);
+    await app.post('/form', key, Buffer.from('a=%C3%28'), form);
+    const other = await app.post('/form', key, Buffer.from('a=%C3%29'), form);
     expect(other.replayed).toBe(false);
   });
 
   it('held: express.json(), lone surrogates as JSON escapes ("\\ud800" vs "\\ud801") are told apart', async () => {
     const key = freshKey();
     const json = 'application/json';
-    expect((await post('/json', key, Buffer.from('{"a":"\\ud800"}'), json)).status).toBe(201);
-    const other = await post('/json', key, Buffer.from('{"a":"\\ud801"}'), json);
+    expect((await app.post('/json', key, Buffer.from('{"a":"\\ud800"}'), json)).status).toBe(201);
+    const other = await app.post('/json', key, Buffer.from('{"a":"\\ud801"}'), json);
     expect(other.replayed).toBe(false);
     expect(other.status).toBe(422);
   });
@@ -176,33 +111,37 @@ describe('review13: valid bodies holding U+FFFD after the parser', () => {
   // next test), which the message names, as the READMEs do.
   it('express.json(), {"note":"\\ufffd"} (valid JSON, ASCII bytes): refused with a message naming the fix, nothing run', async () => {
     const key = freshKey();
-    const before = runs;
+    const before = app.runs;
     const body = Buffer.from('{"note":"\\ufffd"}');
-    const first = await post('/json', key, body, 'application/json');
+    const first = await app.post('/json', key, body, 'application/json');
     expect(first.status).toBe(500);
     expect(JSON.parse(first.body).message).toMatch(/rawBody: true/);
-    expect(runs).toBe(before);
+    expect(app.runs).toBe(before);
   });
 
   it('express.text(), valid UTF-8 text holding U+FFFD (EF BF BD): refused, nothing run', async () => {
     const key = freshKey();
-    const before = runs;
-    const first = await post('/text', key, Buffer.from('a\uFFFDb'), 'text/plain');
+    const before = app.runs;
+    const first = await app.post('/text', key, Buffer.from('a\uFFFDb'), 'text/plain');
     expect(first.status).toBe(500);
     expect(JSON.parse(first.body).name).toBe('BodyAlreadyReadError');
-    expect(runs).toBe(before);
+    expect(app.runs).toBe(before);
   });
 
   it('held: the bytes kept as req.rawBody (a Buffer): a valid U+FFFD body runs, replays, another gets 422', async () => {
     const key = freshKey();
     const json = 'application/json';
-    const first = await post('/kept', key, Buffer.from('{"note":"\\ufffd"}'), json);
+    const first = await app.post('/kept', key, Buffer.from('{"note":"\\ufffd"}'), json);
     expect(first.status).toBe(201);
-    expect((await post('/kept', key, Buffer.from('{"note":"\\ufffd"}'), json)).replayed).toBe(true);
+    expect((await app.post('/kept', key, Buffer.from('{"note":"\\ufffd"}'), json)).replayed).toBe(
+      true,
+    );
     // The same JSON value written with the raw character: the bytes are JSON, parsed to the
     // same value: one request (as when mounted before the parser).
-    const raw = await post('/kept', key, Buffer.from('{"note":"\uFFFD"}'), json);
+    const raw = await app.post('/kept', key, Buffer.from('{"note":"\uFFFD"}'), json);
     expect(raw.status === 422 || raw.replayed).toBe(true);
-    expect((await post('/kept', key, Buffer.from('{"note":"x\\ufffd"}'), json)).status).toBe(422);
+    expect((await app.post('/kept', key, Buffer.from('{"note":"x\\ufffd"}'), json)).status).toBe(
+      422,
+    );
   });
 });
