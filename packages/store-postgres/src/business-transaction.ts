@@ -74,6 +74,12 @@ const RETRIABLE = new Set(['40001', '40P01']);
 
 const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
 const OK: OwnerWriteResult = { ok: true };
+/**
+ * How long a heartbeat waits for its extend inside the transaction before asking the server,
+ * through the pool, whether a statement of the transaction is running (see
+ * `BusinessTransaction.heartbeat`). An idle connection answers within milliseconds.
+ */
+const KEEPALIVE_ANSWER_MS = 250;
 
 function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
   return a !== undefined && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
@@ -122,8 +128,8 @@ export class BusinessTransaction {
   private xid: string | undefined;
   /** The connection was given back or dropped. */
   private gone = false;
-  /** A heartbeat's extend inside the transaction is on its way. */
-  private pinging = false;
+  /** A heartbeat's extend inside the transaction on its way: settles once the server answered. */
+  private pinging: Promise<void> | undefined;
   /** `pg_terminate_backend` of this transaction's backend, sent by `abort`. */
   private terminating: Promise<void> | undefined;
   private readonly onError = (error: Error) => {
@@ -366,15 +372,74 @@ export class BusinessTransaction {
    * passed, not the one of the acquisition. It commits only with the transaction: before,
    * the row lock keeps everybody out anyway; rolled back, the lease is the one before, as the
    * key is then released or recorded at once. Its row is already locked by the transaction,
-   * so it never waits for it; an error (an aborted transaction, a broken connection) changes
-   * nothing here.
+   * so it never waits for it.
+   *
+   * What it answers core is what the lease estimate (this heartbeat's start plus the lease)
+   * may rest on: OK only on evidence that the server keeps the transaction at least that
+   * long. Either the extend was answered (every statement starts the server's idle limit
+   * again), or, when the answer does not come within {@link KEEPALIVE_ANSWER_MS} (the
+   * connection busy with a statement of the operation, which the extend waits behind), the
+   * server is seen, through the pool, running a statement of this very transaction (a
+   * running statement is not idle, and the extend follows it at once). Without that
+   * evidence (a silent network, a backend gone or idle without having seen the extend) it
+   * throws `StoreUnavailableError`: core tries again and, when nothing answers, aborts the
+   * operation's signal at its lease estimate, before the server's idle limit can end the
+   * transaction and let a duplicate take the key over. (It used to answer OK at once: an
+   * owner whose network fell silent ran on unaborted, up to the maximum hold, beside the
+   * duplicate that took the key over one lease later.) After the transaction broke:
+   * `not_owner`. While the transaction is being ended (`COMMIT` on its way, or an operation
+   * that already ended): OK, without a statement, as the operation no longer runs.
    */
-  keepAlive(input: ExtendInput): void {
-    if (this.phase !== 'open' || this.rowState() !== 'held' || this.pinging) return;
-    this.pinging = true;
-    this.store.extendInTransaction(this.client, input).then(() => {
-      this.pinging = false;
-    });
+  async heartbeat(input: ExtendInput): Promise<OwnerWriteResult> {
+    if (this.rowState() === 'lost') return NOT_OWNER;
+    if (this.phase !== 'open') return OK;
+    let answer = this.pinging;
+    if (answer === undefined) {
+      // extendInTransaction never rejects: an error (an aborted transaction) is an answer too.
+      const sent = this.store.extendInTransaction(this.client, input);
+      answer = sent;
+      this.pinging = sent;
+      void sent.then(() => {
+        if (this.pinging === sent) this.pinging = undefined;
+      });
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const answered = await Promise.race([
+      answer.then(() => true),
+      new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), KEEPALIVE_ANSWER_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (this.rowState() === 'lost') return NOT_OWNER;
+    if (answered || (await this.runningHere())) return OK;
+    throw new StoreUnavailableError(
+      'The business transaction did not answer its heartbeat, and the server was not seen running a statement of it',
+    );
+  }
+
+  /**
+   * Whether the server is running a statement of this transaction now (read through the
+   * pool, within the store's statement time limit; false when it cannot tell).
+   */
+  private async runningHere(): Promise<boolean> {
+    const pid = (this.client as { processID?: unknown }).processID;
+    if (typeof pid !== 'number' || this.xid === undefined || this.gone) return false;
+    try {
+      const { rows } = await runStatement<{ running: boolean }>(
+        this.store.pool,
+        'extend',
+        {
+          // backend_xid is the 32-bit id; txid_current() (the xid kept) adds an epoch above it.
+          text: `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND backend_xid::text = ($2::bigint % 4294967296)::text) AS running`,
+          values: [pid, this.xid],
+        },
+        this.store.statementTimeoutMs,
+      );
+      return rows[0]?.running === true;
+    } catch {
+      return false;
+    }
   }
 
   /**

@@ -1,0 +1,149 @@
+import { InProgressError } from '@idem/core';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import {
+  createPostgresIdempotency,
+  createPostgresStore,
+  recommendedPoolConfig,
+} from '../src/index.js';
+import { DATABASE_URL, makePool, randomName, sleep } from './pg-env.js';
+import { insertCharge, untilTakenOver } from './take-over.js';
+import { startProxy } from './tcp-proxy.js';
+
+/**
+ * The heartbeats of a transactional execution whose business transaction holds the record
+ * answer "still held" only on evidence that the server keeps the transaction (their extend
+ * answered, or a statement of the transaction seen running): an owner whose network falls
+ * silent has its signal aborted at its lease estimate, before the server's idle limit ends
+ * the transaction and a duplicate takes over. They used to answer "still held" at once, and
+ * such an owner ran on unaborted beside the duplicate (up to the maximum hold).
+ */
+const schema = inject('pgSchema');
+const table = inject('pgTable');
+const charges = `"${schema}".silent_owner_charges`;
+const raw = makePool({ max: 2 });
+const url = new URL(DATABASE_URL);
+/** How late the event loop of a loaded machine may run the watchdog that aborts the signal. */
+const LAG_MS = 150;
+
+beforeAll(async () => {
+  await raw.query(`CREATE TABLE IF NOT EXISTS ${charges} (
+    id bigserial PRIMARY KEY, scope text NOT NULL, fence bigint NOT NULL)`);
+});
+afterAll(() => raw.end());
+
+const options = { leaseMs: 1_000, heartbeatMs: 200 };
+
+describe('the network of an owner holding its record falls silent', () => {
+  for (const pool of ['a pool without limits', 'recommendedPoolConfig()'] as const) {
+    it(`${pool}: its signal aborts before a duplicate takes the key over, one row`, async () => {
+      const proxy = await startProxy({ host: url.hostname, port: Number(url.port || 5432) });
+      const via = new URL(DATABASE_URL);
+      via.hostname = '127.0.0.1';
+      via.port = String(proxy.port);
+      const ownerPool = new pg.Pool({
+        connectionString: via.toString(),
+        max: 4,
+        ...(pool === 'recommendedPoolConfig()' ? recommendedPoolConfig() : {}),
+      });
+      ownerPool.on('error', () => {});
+      const dupPool = makePool({ max: 4 });
+      const keyPrefix = randomName('silent');
+      const scope = randomName('scope');
+      const owner = createPostgresIdempotency<string>({
+        store: createPostgresStore({ pool: ownerPool, table, keyPrefix, statementTimeoutMs: 500 }),
+        ...options,
+      });
+      const duplicates = createPostgresIdempotency<string>({
+        store: createPostgresStore({ pool: dupPool, table, keyPrefix }),
+        ...options,
+      });
+      let abortedAt: number | undefined;
+      let held!: () => void;
+      const holding = new Promise<void>((resolve) => {
+        held = resolve;
+      });
+      const first = owner.execute({ key: 'k', scope }, async ({ tx, fence, signal }) => {
+        await insertCharge(tx, charges, scope, fence);
+        signal.addEventListener('abort', () => {
+          abortedAt = performance.now();
+        });
+        held();
+        await new Promise(() => {}); // the owner never comes back
+        return 'first';
+      });
+      first.catch(() => {});
+      try {
+        await holding;
+        proxy.mode = 'silent';
+        const silentAt = performance.now();
+        let tookOverAt: number | undefined;
+        const { value: answer } = await untilTakenOver(
+          duplicates,
+          { key: 'k', scope },
+          async ({ tx, fence }) => {
+            tookOverAt = performance.now();
+            await insertCharge(tx, charges, scope, fence);
+            return 'duplicate';
+          },
+          { limitMs: 15_000, pauseMs: 50 },
+        );
+        expect(answer).toBe('duplicate');
+        expect(
+          abortedAt,
+          'the owner ran on, unaborted, when the duplicate took over',
+        ).toBeDefined();
+        // Due before the takeover; the loop of a loaded machine may run it a little late.
+        expect(abortedAt as number).toBeLessThanOrEqual((tookOverAt as number) + LAG_MS);
+        // And within about one lease of the silence (its last answered heartbeat's start).
+        expect((abortedAt as number) - silentAt).toBeLessThan(options.leaseMs + LAG_MS);
+        const { rows } = await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [scope]);
+        expect(rows.map((r) => Number(r.fence))).toEqual([2]);
+      } finally {
+        await proxy.close();
+        await dupPool.end();
+        void ownerPool.end().catch(() => {});
+      }
+    });
+  }
+});
+
+describe('a statement of the operation outlasts the lease', () => {
+  it('the heartbeats see it running: the signal never aborts, a duplicate gets 409, one row', async () => {
+    // The client waits for the long statement (the test pool's query_timeout would not).
+    const pool = makePool({ max: 4, query_timeout: 20_000 });
+    const keyPrefix = randomName('long');
+    const scope = randomName('scope');
+    const engine = createPostgresIdempotency<string>({
+      store: createPostgresStore({ pool, table, keyPrefix }),
+      ...options,
+    });
+    let signal: AbortSignal | undefined;
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    try {
+      const first = engine.execute({ key: 'k', scope }, async ({ tx, fence, signal: s }) => {
+        signal = s;
+        await insertCharge(tx, charges, scope, fence);
+        await tx.query("SET LOCAL statement_timeout = '30s'");
+        started();
+        // Two and a half leases in one statement: the connection cannot answer a heartbeat.
+        await tx.query('SELECT pg_sleep(2.5)');
+        return 'done';
+      });
+      await running;
+      await sleep(1_500);
+      await expect(
+        engine.execute({ key: 'k', scope }, async () => 'duplicate'),
+      ).rejects.toBeInstanceOf(InProgressError);
+      expect(await first).toEqual({ value: 'done', replayed: false });
+      expect(signal?.aborted).toBe(false);
+      const { rows } = await pool.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [scope]);
+      expect(rows.map((r) => Number(r.fence))).toEqual([1]);
+    } finally {
+      await pool.end();
+    }
+  });
+});
