@@ -376,11 +376,12 @@ export class BusinessTransaction {
    *
    * What it answers core is what the lease estimate (this heartbeat's start plus the lease)
    * may rest on: OK only on evidence that the server keeps the transaction at least that
-   * long. Either the extend was answered (every statement starts the server's idle limit
-   * again), or, when the answer does not come within {@link KEEPALIVE_ANSWER_MS} (the
-   * connection busy with a statement of the operation, which the extend waits behind), the
-   * server is seen, through the pool, running a statement of this very transaction (a
-   * running statement is not idle, and the extend follows it at once). Without that
+   * long. Either the extend this heartbeat sent was answered (every statement starts the
+   * server's idle limit again), or, when the answer does not come within
+   * {@link KEEPALIVE_ANSWER_MS} (the connection busy with a statement of the operation, which
+   * the extend waits behind) or an earlier extend is still unanswered, the server is seen,
+   * through the pool, running a statement of this very transaction (a running statement is
+   * not idle, and the extend follows it at once). Without that
    * evidence (a silent network, a backend gone or idle without having seen the extend) it
    * throws `StoreUnavailableError`: core tries again and, when nothing answers, aborts the
    * operation's signal at its lease estimate, before the server's idle limit can end the
@@ -393,24 +394,28 @@ export class BusinessTransaction {
   async heartbeat(input: ExtendInput): Promise<OwnerWriteResult> {
     if (this.rowState() === 'lost') return NOT_OWNER;
     if (this.phase !== 'open') return OK;
-    let answer = this.pinging;
-    if (answer === undefined) {
+    // Only an extend sent by this heartbeat can tell: the server handles it after the
+    // heartbeat started, so its idle limit then runs from later than core's estimate does.
+    // An earlier heartbeat's extend still unanswered may have been handled long before (its
+    // answer late on the way back): no second one is queued behind it (a silent connection
+    // would pile them up), and only a statement of the transaction running now can tell.
+    let answered = false;
+    if (this.pinging === undefined) {
       // extendInTransaction never rejects: an error (an aborted transaction) is an answer too.
       const sent = this.store.extendInTransaction(this.client, input);
-      answer = sent;
       this.pinging = sent;
       void sent.then(() => {
         if (this.pinging === sent) this.pinging = undefined;
       });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      answered = await Promise.race([
+        sent.then(() => true),
+        new Promise<false>((resolve) => {
+          timer = setTimeout(() => resolve(false), KEEPALIVE_ANSWER_MS);
+        }),
+      ]);
+      clearTimeout(timer);
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const answered = await Promise.race([
-      answer.then(() => true),
-      new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), KEEPALIVE_ANSWER_MS);
-      }),
-    ]);
-    clearTimeout(timer);
     if (this.rowState() === 'lost') return NOT_OWNER;
     if (answered || (await this.runningHere())) return OK;
     throw new StoreUnavailableError(

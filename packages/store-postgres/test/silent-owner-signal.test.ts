@@ -75,7 +75,7 @@ describe('the network of an owner holding its record falls silent', () => {
       first.catch(() => {});
       try {
         await holding;
-        proxy.mode = 'silent';
+        proxy.mode = 'blackhole';
         const silentAt = performance.now();
         let tookOverAt: number | undefined;
         const { value: answer } = await untilTakenOver(
@@ -106,6 +106,84 @@ describe('the network of an owner holding its record falls silent', () => {
       }
     });
   }
+});
+
+describe('the answers to the owner stall, then its network falls silent', () => {
+  const stallOptions = { leaseMs: 1_000, heartbeatMs: 100 };
+  it('an extend answered late renews nothing for a later heartbeat: the signal aborts before the takeover', async () => {
+    // The server handles the extend of the first heartbeat after the stall (its idle limit
+    // runs from then) but the answer only arrives 545 ms into the stall, as the network falls
+    // silent for good. A heartbeat that started meanwhile must not count that answer as a
+    // renewal from its own start: its lease estimate would pass after the server ended the
+    // transaction and a duplicate took over. Timing: heartbeats every 100 ms (the first after
+    // the stall within 100 ms), each waits 250 ms for its extend's answer, then 100 ms for
+    // the pool's check (the owner's statement limit), and a failed one is retried 20 ms
+    // later: so at 545 ms the retry of the first heartbeat is waiting (it started between 370
+    // and 470 ms), whatever the phase, with 75 ms to spare on either side.
+    const proxy = await startProxy({ host: url.hostname, port: Number(url.port || 5432) });
+    const via = new URL(DATABASE_URL);
+    via.hostname = '127.0.0.1';
+    via.port = String(proxy.port);
+    const ownerPool = new pg.Pool({ connectionString: via.toString(), max: 4 });
+    ownerPool.on('error', () => {});
+    const dupPool = makePool({ max: 4 });
+    const keyPrefix = randomName('stall');
+    const scope = randomName('scope');
+    const owner = createPostgresIdempotency<string>({
+      store: createPostgresStore({ pool: ownerPool, table, keyPrefix, statementTimeoutMs: 100 }),
+      ...stallOptions,
+    });
+    const duplicates = createPostgresIdempotency<string>({
+      store: createPostgresStore({ pool: dupPool, table, keyPrefix }),
+      ...stallOptions,
+    });
+    let abortedAt: number | undefined;
+    let held!: () => void;
+    const holding = new Promise<void>((resolve) => {
+      held = resolve;
+    });
+    const first = owner.execute({ key: 'k', scope }, async ({ tx, fence, signal }) => {
+      await insertCharge(tx, charges, scope, fence);
+      signal.addEventListener('abort', () => {
+        abortedAt = performance.now();
+      });
+      held();
+      await new Promise(() => {});
+      return 'first';
+    });
+    first.catch(() => {});
+    try {
+      await holding;
+      await sleep(100);
+      proxy.mode = 'hold-answers';
+      const stalledAt = performance.now();
+      await sleep(545);
+      proxy.mode = 'blackhole';
+      proxy.releaseHeld();
+      let tookOverAt: number | undefined;
+      const { value } = await untilTakenOver(
+        duplicates,
+        { key: 'k', scope },
+        async ({ tx, fence }) => {
+          tookOverAt = performance.now();
+          await insertCharge(tx, charges, scope, fence);
+          return 'duplicate';
+        },
+        { limitMs: 15_000, pauseMs: 50 },
+      );
+      expect(value).toBe('duplicate');
+      expect(abortedAt, 'the owner ran on, unaborted, when the duplicate took over').toBeDefined();
+      expect(abortedAt as number).toBeLessThanOrEqual((tookOverAt as number) + LAG_MS);
+      // No renewal after the stall began counts: about one lease from then at most.
+      expect((abortedAt as number) - stalledAt).toBeLessThan(stallOptions.leaseMs + LAG_MS);
+      const { rows } = await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [scope]);
+      expect(rows.map((r) => Number(r.fence))).toEqual([2]);
+    } finally {
+      await proxy.close();
+      await dupPool.end();
+      void ownerPool.end().catch(() => {});
+    }
+  });
 });
 
 describe('a statement of the operation outlasts the lease', () => {
