@@ -1,9 +1,8 @@
-import { StoreUnavailableError } from '@idem/core';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
 import { DATABASE_URL, makePool, randomName } from './pg-env.js';
-import { insertCharge, untilTakenOver } from './take-over.js';
+import { holdForever, insertCharge, untilTakenOver } from './take-over.js';
 import { startProxy } from './tcp-proxy.js';
 
 /**
@@ -47,40 +46,12 @@ describe('the owner of a held record goes silent', () => {
       ...options,
     });
     const insert = (tx: pg.PoolClient, fence: number) => insertCharge(tx, charges, scope, fence);
-    // An owner whose transaction could not start (its 500 ms limits, on a loaded machine)
-    // never holds the row: it starts again under a fresh key, at most three times, and fails
-    // with its error after that instead of waiting for the test's timeout.
-    let key = '';
-    const startOwner = async (attempt: number) => {
-      key = `k${attempt}`;
-      let held!: () => void;
-      const holding = new Promise<void>((resolve) => {
-        held = resolve;
-      });
-      const first = owner.execute({ key, scope }, async ({ tx, fence }) => {
-        const id = await insert(tx, fence);
-        held();
-        await new Promise(() => {}); // the owner never comes back
-        return id;
-      });
-      first.catch(() => {});
-      await Promise.race([
-        holding,
-        first.then(
-          () => Promise.reject(new Error('the owner returned')),
-          (error: unknown) => Promise.reject(error),
-        ),
-      ]);
-    };
     try {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await startOwner(attempt);
-          break;
-        } catch (error) {
-          if (!(error instanceof StoreUnavailableError) || attempt === 3) throw error;
-        }
-      }
+      // Its transaction may fail to start within its 500 ms limits on a loaded machine: then
+      // it starts again under a fresh key (see holdForever).
+      const key = await holdForever(owner, scope, async ({ tx, fence }) => {
+        await insert(tx, fence);
+      });
       // The network between the owner and the server goes silent (nothing reaches either).
       proxy.mode = 'silent';
       // Bounded: without a limit on the server, the row stays locked until the socket dies

@@ -7,8 +7,8 @@ import {
   recommendedPoolConfig,
 } from '../src/index.js';
 import { DATABASE_URL, makePool, randomName, sleep } from './pg-env.js';
-import { insertCharge, untilTakenOver } from './take-over.js';
-import { startProxy } from './tcp-proxy.js';
+import { holdForever, insertCharge, untilTakenOver } from './take-over.js';
+import { startProxy, type TcpProxy } from './tcp-proxy.js';
 
 /**
  * The heartbeats of a transactional execution whose business transaction holds the record
@@ -34,83 +34,94 @@ afterAll(() => raw.end());
 
 const options = { leaseMs: 1_000, heartbeatMs: 200 };
 
+interface Scenario {
+  /** The owner's pool config beyond its connection (through the proxy). */
+  poolConfig?: pg.PoolConfig;
+  /** The owner store's statement limit (its heartbeats' pool check is bounded by it). */
+  statementTimeoutMs: number;
+  engine: { leaseMs: number; heartbeatMs: number };
+  /** Cuts the owner off once it holds its record (the proxy's modes). */
+  cutOff: (proxy: TcpProxy) => Promise<void>;
+}
+
+/**
+ * An owner that holds its record through the proxy and never comes back, cut off by
+ * `cutOff`; a duplicate (direct connection) retried until it takes the key over. Checks the
+ * owner's signal aborted no later than the takeover (give or take the event loop's lag),
+ * within about a lease of the cut, and that one business row committed: the duplicate's.
+ */
+async function ownerCutOff({ poolConfig, statementTimeoutMs, engine, cutOff }: Scenario) {
+  const proxy = await startProxy({ host: url.hostname, port: Number(url.port || 5432) });
+  const via = new URL(DATABASE_URL);
+  via.hostname = '127.0.0.1';
+  via.port = String(proxy.port);
+  const ownerPool = new pg.Pool({ connectionString: via.toString(), max: 4, ...poolConfig });
+  ownerPool.on('error', () => {});
+  const dupPool = makePool({ max: 4 });
+  const keyPrefix = randomName('silent');
+  const scope = randomName('scope');
+  const owner = createPostgresIdempotency<string>({
+    store: createPostgresStore({ pool: ownerPool, table, keyPrefix, statementTimeoutMs }),
+    ...engine,
+  });
+  const duplicates = createPostgresIdempotency<string>({
+    store: createPostgresStore({ pool: dupPool, table, keyPrefix }),
+    ...engine,
+  });
+  let abortedAt: number | undefined;
+  try {
+    // Its transaction may fail to start within a short statement limit on a loaded machine:
+    // then it starts again under a fresh key (see holdForever).
+    const key = await holdForever(owner, scope, async ({ tx, fence, signal }) => {
+      await insertCharge(tx, charges, scope, fence);
+      signal.addEventListener('abort', () => {
+        abortedAt = performance.now();
+      });
+    });
+    const cutAt = performance.now();
+    await cutOff(proxy);
+    let tookOverAt: number | undefined;
+    const { value } = await untilTakenOver(
+      duplicates,
+      { key, scope },
+      async ({ tx, fence }) => {
+        tookOverAt = performance.now();
+        await insertCharge(tx, charges, scope, fence);
+        return 'duplicate';
+      },
+      { limitMs: 15_000, pauseMs: 50 },
+    );
+    expect(value).toBe('duplicate');
+    expect(abortedAt, 'the owner ran on, unaborted, when the duplicate took over').toBeDefined();
+    // Due before the takeover; the loop of a loaded machine may run it a little late.
+    expect(abortedAt as number).toBeLessThanOrEqual((tookOverAt as number) + LAG_MS);
+    // And within about one lease of the cut (its last answered heartbeat's start).
+    expect((abortedAt as number) - cutAt).toBeLessThan(engine.leaseMs + LAG_MS);
+    const { rows } = await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [scope]);
+    expect(rows.map((r) => Number(r.fence))).toEqual([2]);
+  } finally {
+    await proxy.close();
+    await dupPool.end();
+    void ownerPool.end().catch(() => {});
+  }
+}
+
 describe('the network of an owner holding its record falls silent', () => {
   for (const pool of ['a pool without limits', 'recommendedPoolConfig()'] as const) {
-    it(`${pool}: its signal aborts before a duplicate takes the key over, one row`, async () => {
-      const proxy = await startProxy({ host: url.hostname, port: Number(url.port || 5432) });
-      const via = new URL(DATABASE_URL);
-      via.hostname = '127.0.0.1';
-      via.port = String(proxy.port);
-      const ownerPool = new pg.Pool({
-        connectionString: via.toString(),
-        max: 4,
-        ...(pool === 'recommendedPoolConfig()' ? recommendedPoolConfig() : {}),
-      });
-      ownerPool.on('error', () => {});
-      const dupPool = makePool({ max: 4 });
-      const keyPrefix = randomName('silent');
-      const scope = randomName('scope');
-      const owner = createPostgresIdempotency<string>({
-        store: createPostgresStore({ pool: ownerPool, table, keyPrefix, statementTimeoutMs: 500 }),
-        ...options,
-      });
-      const duplicates = createPostgresIdempotency<string>({
-        store: createPostgresStore({ pool: dupPool, table, keyPrefix }),
-        ...options,
-      });
-      let abortedAt: number | undefined;
-      let held!: () => void;
-      const holding = new Promise<void>((resolve) => {
-        held = resolve;
-      });
-      const first = owner.execute({ key: 'k', scope }, async ({ tx, fence, signal }) => {
-        await insertCharge(tx, charges, scope, fence);
-        signal.addEventListener('abort', () => {
-          abortedAt = performance.now();
-        });
-        held();
-        await new Promise(() => {}); // the owner never comes back
-        return 'first';
-      });
-      first.catch(() => {});
-      try {
-        await holding;
-        proxy.mode = 'blackhole';
-        const silentAt = performance.now();
-        let tookOverAt: number | undefined;
-        const { value: answer } = await untilTakenOver(
-          duplicates,
-          { key: 'k', scope },
-          async ({ tx, fence }) => {
-            tookOverAt = performance.now();
-            await insertCharge(tx, charges, scope, fence);
-            return 'duplicate';
-          },
-          { limitMs: 15_000, pauseMs: 50 },
-        );
-        expect(answer).toBe('duplicate');
-        expect(
-          abortedAt,
-          'the owner ran on, unaborted, when the duplicate took over',
-        ).toBeDefined();
-        // Due before the takeover; the loop of a loaded machine may run it a little late.
-        expect(abortedAt as number).toBeLessThanOrEqual((tookOverAt as number) + LAG_MS);
-        // And within about one lease of the silence (its last answered heartbeat's start).
-        expect((abortedAt as number) - silentAt).toBeLessThan(options.leaseMs + LAG_MS);
-        const { rows } = await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [scope]);
-        expect(rows.map((r) => Number(r.fence))).toEqual([2]);
-      } finally {
-        await proxy.close();
-        await dupPool.end();
-        void ownerPool.end().catch(() => {});
-      }
-    });
+    it(`${pool}: its signal aborts before a duplicate takes the key over, one row`, () =>
+      ownerCutOff({
+        poolConfig: pool === 'recommendedPoolConfig()' ? recommendedPoolConfig() : {},
+        statementTimeoutMs: 500,
+        engine: options,
+        cutOff: async (proxy) => {
+          proxy.mode = 'blackhole';
+        },
+      }));
   }
 });
 
 describe('the answers to the owner stall, then its network falls silent', () => {
-  const stallOptions = { leaseMs: 1_000, heartbeatMs: 100 };
-  it('an extend answered late renews nothing for a later heartbeat: the signal aborts before the takeover', async () => {
+  it('an extend answered late renews nothing for a later heartbeat: the signal aborts before the takeover', () =>
     // The server handles the extend of the first heartbeat after the stall (its idle limit
     // runs from then) but the answer only arrives 545 ms into the stall, as the network falls
     // silent for good. A heartbeat that started meanwhile must not count that answer as a
@@ -120,70 +131,16 @@ describe('the answers to the owner stall, then its network falls silent', () => 
     // the pool's check (the owner's statement limit), and a failed one is retried 20 ms
     // later: so at 545 ms the retry of the first heartbeat is waiting (it started between 370
     // and 470 ms), whatever the phase, with 75 ms to spare on either side.
-    const proxy = await startProxy({ host: url.hostname, port: Number(url.port || 5432) });
-    const via = new URL(DATABASE_URL);
-    via.hostname = '127.0.0.1';
-    via.port = String(proxy.port);
-    const ownerPool = new pg.Pool({ connectionString: via.toString(), max: 4 });
-    ownerPool.on('error', () => {});
-    const dupPool = makePool({ max: 4 });
-    const keyPrefix = randomName('stall');
-    const scope = randomName('scope');
-    const owner = createPostgresIdempotency<string>({
-      store: createPostgresStore({ pool: ownerPool, table, keyPrefix, statementTimeoutMs: 100 }),
-      ...stallOptions,
-    });
-    const duplicates = createPostgresIdempotency<string>({
-      store: createPostgresStore({ pool: dupPool, table, keyPrefix }),
-      ...stallOptions,
-    });
-    let abortedAt: number | undefined;
-    let held!: () => void;
-    const holding = new Promise<void>((resolve) => {
-      held = resolve;
-    });
-    const first = owner.execute({ key: 'k', scope }, async ({ tx, fence, signal }) => {
-      await insertCharge(tx, charges, scope, fence);
-      signal.addEventListener('abort', () => {
-        abortedAt = performance.now();
-      });
-      held();
-      await new Promise(() => {});
-      return 'first';
-    });
-    first.catch(() => {});
-    try {
-      await holding;
-      await sleep(100);
-      proxy.mode = 'hold-answers';
-      const stalledAt = performance.now();
-      await sleep(545);
-      proxy.mode = 'blackhole';
-      proxy.releaseHeld();
-      let tookOverAt: number | undefined;
-      const { value } = await untilTakenOver(
-        duplicates,
-        { key: 'k', scope },
-        async ({ tx, fence }) => {
-          tookOverAt = performance.now();
-          await insertCharge(tx, charges, scope, fence);
-          return 'duplicate';
-        },
-        { limitMs: 15_000, pauseMs: 50 },
-      );
-      expect(value).toBe('duplicate');
-      expect(abortedAt, 'the owner ran on, unaborted, when the duplicate took over').toBeDefined();
-      expect(abortedAt as number).toBeLessThanOrEqual((tookOverAt as number) + LAG_MS);
-      // No renewal after the stall began counts: about one lease from then at most.
-      expect((abortedAt as number) - stalledAt).toBeLessThan(stallOptions.leaseMs + LAG_MS);
-      const { rows } = await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [scope]);
-      expect(rows.map((r) => Number(r.fence))).toEqual([2]);
-    } finally {
-      await proxy.close();
-      await dupPool.end();
-      void ownerPool.end().catch(() => {});
-    }
-  });
+    ownerCutOff({
+      statementTimeoutMs: 100,
+      engine: { leaseMs: 1_000, heartbeatMs: 100 },
+      cutOff: async (proxy) => {
+        proxy.mode = 'hold-answers';
+        await sleep(545);
+        proxy.mode = 'blackhole';
+        proxy.releaseHeld();
+      },
+    }));
 });
 
 describe('a statement of the operation outlasts the lease', () => {

@@ -1,4 +1,4 @@
-import { InProgressError } from '@idem/core';
+import { InProgressError, StoreUnavailableError } from '@idem/core';
 import type pg from 'pg';
 import { expect } from 'vitest';
 import { sleep } from './pg-env.js';
@@ -48,4 +48,54 @@ export async function insertCharge(
     [scope, fence],
   );
   return String(rows[0].id);
+}
+
+/**
+ * Starts an execution under `scope` whose operation runs `inside` (with the transaction, the
+ * fence and the signal) and then never comes back; resolves with its key once `inside` ran,
+ * i.e. once the transaction holds the record. An owner whose transaction could not start
+ * (short statement limits on a loaded machine: `StoreUnavailableError`) never holds the row:
+ * it starts again under a fresh key (`k1`, `k2`, `k3`), and the third failure is thrown
+ * instead of waiting for the test's timeout.
+ */
+export async function holdForever(
+  engine: {
+    execute(
+      request: { key: string; scope: string },
+      operation: (ctx: {
+        tx: pg.PoolClient;
+        fence: number;
+        signal: AbortSignal;
+      }) => Promise<string>,
+    ): Promise<unknown>;
+  },
+  scope: string,
+  inside: (ctx: { tx: pg.PoolClient; fence: number; signal: AbortSignal }) => Promise<void>,
+): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    const key = `k${attempt}`;
+    let held!: () => void;
+    const holding = new Promise<void>((resolve) => {
+      held = resolve;
+    });
+    const first = engine.execute({ key, scope }, async (ctx) => {
+      await inside(ctx);
+      held();
+      await new Promise(() => {}); // the owner never comes back
+      return 'returned';
+    });
+    first.catch(() => {});
+    try {
+      await Promise.race([
+        holding,
+        first.then(
+          () => Promise.reject(new Error('the owner returned')),
+          (error: unknown) => Promise.reject(error),
+        ),
+      ]);
+      return key;
+    } catch (error) {
+      if (!(error instanceof StoreUnavailableError) || attempt === 3) throw error;
+    }
+  }
 }
