@@ -71,6 +71,29 @@ describe('canonicalJson', () => {
     expect(() => canonicalJson(a)).toThrow(/Cycle detected at \/self\/back/);
   });
 
+  it('property: keys in UTF-16 code unit order, for few and many keys in any UTF-16', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.dictionary(fc.string({ unit: 'binary', maxLength: 6 }), fc.integer(), {
+            maxKeys: 16,
+          }),
+          fc.dictionary(fc.string({ unit: 'binary', maxLength: 6 }), fc.integer(), {
+            minKeys: 17,
+            maxKeys: 40,
+          }),
+        ),
+        (record) => {
+          const expected = Object.keys(record).sort();
+          expect(canonicalJson(record)).toBe(
+            `{${expected.map((k) => `${JSON.stringify(k)}:${record[k]}`).join(',')}}`,
+          );
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
   it('property: key order never matters and the output parses back to an equal value', () => {
     fc.assert(
       fc.property(fc.jsonValue(), (value) => {

@@ -117,6 +117,11 @@ const jsonTexts = fc
         fc.oneof(fc.string(), fc.constantFrom('__proto__', 'a', 'b', 'é', '😀', '10', '9')),
         fc.jsonValue({ maxDepth: 4 }),
       ),
+      // Objects with many members, names in any UTF-16.
+      fc.dictionary(fc.string({ unit: 'binary', maxLength: 4 }), fc.integer(), {
+        minKeys: 17,
+        maxKeys: 40,
+      }),
     ),
     fc.array(fc.nat(1000), { minLength: 1, maxLength: 40 }),
   )
