@@ -227,7 +227,10 @@ export class RecordTable {
    * tombstones (oldest release first), then in-progress records whose lease has passed
    * (oldest lease first), never `keep`. Returns false when that is not enough: what is left
    * is live leases and completed records within retention, which are never dropped. What
-   * could not fit even beside `keep` alone is refused before anything is evicted.
+   * could not fit even beside `keep` alone is refused before anything is evicted, and passed
+   * leases evicted by a call that is refused in the end are put back as they were: their
+   * owners may only be late (a held event loop) and can still renew or complete, which an
+   * eviction for nothing would have turned into not-owner answers and a second execution.
    */
   makeRoom(now: number, entries: number, bytes: number | (() => number), keep?: Slot): boolean {
     const kept = keep === undefined ? 0 : 1;
@@ -237,11 +240,25 @@ export class RecordTable {
     if (entries + kept > this.maxEntries || needed() + (keep?.cost ?? 0) > this.maxBytes) {
       return false;
     }
+    // Made only when a passed lease goes: most calls fit at once (no allocation on that path).
+    let passed: Slot[] | undefined;
+    let floorOfOthers = this.fenceFloor;
     while (!this.fits(entries, needed())) {
-      if (
-        !(this.evictExpired(now) || this.evictTombstone(keep) || this.evictPassedLease(now, keep))
-      )
+      const other = this.evictExpired(now) ?? this.evictTombstone(keep);
+      if (other !== undefined) {
+        if (other.fence > floorOfOthers) floorOfOthers = other.fence;
+        continue;
+      }
+      const lease = this.evictPassedLease(now, keep);
+      if (lease === undefined) {
+        if (passed !== undefined) {
+          for (const slot of passed) this.insert(slot);
+          this.fenceFloor = floorOfOthers;
+        }
         return false;
+      }
+      if (passed === undefined) passed = [lease];
+      else passed.push(lease);
     }
     return true;
   }
@@ -249,7 +266,7 @@ export class RecordTable {
   /** Removes every record expired at `now`; returns how many. */
   sweep(now: number): number {
     let removed = 0;
-    while (this.evictExpired(now)) removed++;
+    while (this.evictExpired(now) !== undefined) removed++;
     return removed;
   }
 
@@ -261,24 +278,24 @@ export class RecordTable {
     else if (!this.byRelease.has(slot)) this.byRelease.set(slot, ++this.releases);
   }
 
-  private evictExpired(now: number): boolean {
+  private evictExpired(now: number): Slot | undefined {
     const slot = this.byExpiry.peek();
-    if (slot === undefined || now < slot.expiresAt) return false;
+    if (slot === undefined || now < slot.expiresAt) return undefined;
     this.remove(slot);
-    return true;
+    return slot;
   }
 
-  private evictTombstone(keep: Slot | undefined): boolean {
+  private evictTombstone(keep: Slot | undefined): Slot | undefined {
     const slot = this.byRelease.peekExcept(keep);
-    if (slot === undefined) return false;
+    if (slot === undefined) return undefined;
     this.remove(slot);
-    return true;
+    return slot;
   }
 
-  private evictPassedLease(now: number, keep: Slot | undefined): boolean {
+  private evictPassedLease(now: number, keep: Slot | undefined): Slot | undefined {
     const slot = this.byLease.peekExcept(keep);
-    if (slot === undefined || now < slot.leaseUntil) return false;
+    if (slot === undefined || now < slot.leaseUntil) return undefined;
     this.remove(slot);
-    return true;
+    return slot;
   }
 }

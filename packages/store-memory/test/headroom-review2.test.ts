@@ -69,7 +69,7 @@ describe('review12: outcome headroom probe and room', () => {
   // is lost and a retry runs the operation again. Fix: before evicting, check that what may go
   // (expired + tombstones + passed leases, in queue order) would make `needed()` fit, else
   // refuse without evicting (e.g. keep running byte totals of the tombstone and lease queues).
-  it.fails('an acquire refused anyway does not evict a passed lease whose owner could still complete', async () => {
+  it('an acquire refused anyway does not evict a passed lease whose owner could still complete', async () => {
     const { clock, store, acquire, complete } = await lockedOut(['slow']);
     clock.t += 2 * LEASE_MS; // 'slow' is past its lease (its owner is late, not gone)
     expect(await took(acquire, 'refused')).toBe(false); // refused for the room it keeps

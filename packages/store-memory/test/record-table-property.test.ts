@@ -164,13 +164,24 @@ describe('RecordTable under random calls (model-based)', () => {
                 const tooBig =
                   step.entries + (keep ? 1 : 0) > maxEntries ||
                   step.bytes + (keep?.cost ?? 0) > maxBytes;
-                // Refused: too big even alone, or nothing droppable is left but `keep`.
+                // Refused: too big even alone, or nothing droppable is left but `keep` and the
+                // passed leases, every one of which is put back as it was (its owner may be
+                // late only, and still renew or complete).
+                const passedLease = (slot: Slot) =>
+                  slot.record.status === 'in_progress' &&
+                  now >= slot.record.leaseUntil &&
+                  now < slot.record.expiresAt;
                 if (!tooBig)
                   for (const slot of after)
-                    if (slot !== keep)
+                    if (slot !== keep && !passedLease(slot))
                       expect(droppable(slot, now), `refused while ${slot.key} was droppable`).toBe(
                         false,
                       );
+                for (const slot of before)
+                  if (passedLease(slot))
+                    expect(after.has(slot), `a refusal evicted the passed lease ${slot.key}`).toBe(
+                      true,
+                    );
               }
             } else {
               table.sweep(now);
