@@ -128,8 +128,8 @@ export class BusinessTransaction {
   private xid: string | undefined;
   /** The connection was given back or dropped. */
   private gone = false;
-  /** A heartbeat's extend inside the transaction on its way: settles once the server answered. */
-  private pinging: Promise<void> | undefined;
+  /** A heartbeat's extend inside the transaction on its way (see `extendInTransaction`). */
+  private pinging: Promise<boolean> | undefined;
   /** `pg_terminate_backend` of this transaction's backend, sent by `abort`. */
   private terminating: Promise<void> | undefined;
   private readonly onError = (error: Error) => {
@@ -144,8 +144,13 @@ export class BusinessTransaction {
     readonly owner: string,
     private readonly retentionMs: number,
     private readonly forget: () => void,
-    /** The lease: longest time the transaction may sit idle before the server ends it. */
+    /** Longest time the transaction may sit idle before the server ends it (the lease, and core's grace twice: see transactional-engine.ts). */
     private readonly idleLimitMs: number,
+    /**
+     * How far before a heartbeat's start the session may have gone idle for the heartbeat to
+     * count it as kept (the idle limit has this much beyond the lease and core's grace).
+     */
+    private readonly idleSlackMs: number,
   ) {
     client.on('error', this.onError);
     this.connection()?.on('readyForQuery', this.onReady);
@@ -230,15 +235,19 @@ export class BusinessTransaction {
   /**
    * Whether the transaction holds the record's row now: `held` (nobody can take the key
    * over), `lost` (it held it, but its connection broke or was dropped: it can no longer
-   * commit, and the row is free), or `none` (not locked yet, or the transaction ended).
+   * commit, and the row is free), or `none` (not locked yet, the transaction ended, or it
+   * failed: the lease is renewed in the store, owner-checked, as before the lock).
    */
   rowState(): 'held' | 'lost' | 'none' {
     if (!this.locked) return 'none';
     if (this.broken || this.gone) return 'lost';
     // The operation ended the transaction itself (a COMMIT on tx): the row is free, so the
     // lease must be renewed in the store again. (A new transaction it began is not seen
-    // here; the completion sees it.)
-    return this.endedSeen() ? 'none' : 'held';
+    // here; the completion sees it.) A statement of it failed (the operation caught the
+    // error and goes on): the server aborted the transaction there and then, and let its
+    // locks go, the row's too, although the block stays open until a ROLLBACK; nothing of it
+    // can commit, and only the stored lease keeps a duplicate out now.
+    return this.endedSeen() || this.transactionStatus() === 'E' ? 'none' : 'held';
   }
 
   private transactionStatus(): string | null | undefined {
@@ -376,12 +385,14 @@ export class BusinessTransaction {
    *
    * What it answers core is what the lease estimate (this heartbeat's start plus the lease)
    * may rest on: OK only on evidence that the server keeps the transaction at least that
-   * long. Either the extend this heartbeat sent was answered (every statement starts the
-   * server's idle limit again), or, when the answer does not come within
-   * {@link KEEPALIVE_ANSWER_MS} (the connection busy with a statement of the operation, which
-   * the extend waits behind) or an earlier extend is still unanswered, the server is seen,
-   * through the pool, running a statement of this very transaction (a running statement is
-   * not idle, and the extend follows it at once). Without that
+   * long. Either the extend this heartbeat sent was answered with a result (every statement
+   * starts the server's idle limit again; an error is no evidence: the server's own aborted
+   * the transaction and freed its locks, a client-side one such as `query_timeout` says
+   * nothing), or, when that does not come within {@link KEEPALIVE_ANSWER_MS} (the connection
+   * busy with statements of the operation, which the extend waits behind) or an earlier
+   * extend is still unanswered, the server is seen, through the pool, running a statement of
+   * this very transaction or having gone idle in it after the heartbeat began (see
+   * {@link liveSince}). Without that
    * evidence (a silent network, a backend gone or idle without having seen the extend) it
    * throws `StoreUnavailableError`: core tries again and, when nothing answers, aborts the
    * operation's signal at its lease estimate, before the server's idle limit can end the
@@ -392,16 +403,16 @@ export class BusinessTransaction {
    * that already ended): OK, without a statement, as the operation no longer runs.
    */
   async heartbeat(input: ExtendInput): Promise<OwnerWriteResult> {
+    const startedAt = performance.now();
     if (this.rowState() === 'lost') return NOT_OWNER;
     if (this.phase !== 'open') return OK;
     // Only an extend sent by this heartbeat can tell: the server handles it after the
     // heartbeat started, so its idle limit then runs from later than core's estimate does.
     // An earlier heartbeat's extend still unanswered may have been handled long before (its
     // answer late on the way back): no second one is queued behind it (a silent connection
-    // would pile them up), and only a statement of the transaction running now can tell.
+    // would pile them up), and only the server's view of the transaction can tell.
     let answered = false;
     if (this.pinging === undefined) {
-      // extendInTransaction never rejects: an error (an aborted transaction) is an answer too.
       const sent = this.store.extendInTransaction(this.client, input);
       this.pinging = sent;
       void sent.then(() => {
@@ -409,7 +420,7 @@ export class BusinessTransaction {
       });
       let timer: ReturnType<typeof setTimeout> | undefined;
       answered = await Promise.race([
-        sent.then(() => true),
+        sent,
         new Promise<false>((resolve) => {
           timer = setTimeout(() => resolve(false), KEEPALIVE_ANSWER_MS);
         }),
@@ -417,17 +428,23 @@ export class BusinessTransaction {
       clearTimeout(timer);
     }
     if (this.rowState() === 'lost') return NOT_OWNER;
-    if (answered || (await this.runningHere())) return OK;
+    if (answered || (await this.liveSince(startedAt))) return OK;
     throw new StoreUnavailableError(
-      'The business transaction did not answer its heartbeat, and the server was not seen running a statement of it',
+      'The business transaction did not answer its heartbeat, and the server was not seen keeping it since the heartbeat began',
     );
   }
 
   /**
-   * Whether the server is running a statement of this transaction now (read through the
-   * pool, within the store's statement time limit; false when it cannot tell).
+   * Whether the server keeps this transaction for a lease from `since` (this process's
+   * `performance.now()`) at least: it runs a statement of it now, or it went idle in it no
+   * earlier than `idleSlackMs` before `since` (its idle limit, which is longer than the lease
+   * by that much and core's grace, restarted then). Read through the pool, in
+   * `pg_stat_activity`, on the server's clock (how long ago `since` was is sent with the
+   * query, measured as it leaves, so the server reads the moment no later than it was);
+   * within the store's statement time limit; false when it cannot tell (the backend gone or
+   * in another transaction, a role that cannot see the session's state, no free connection).
    */
-  private async runningHere(): Promise<boolean> {
+  private async liveSince(since: number): Promise<boolean> {
     const pid = (this.client as { processID?: unknown }).processID;
     if (typeof pid !== 'number' || this.xid === undefined || this.gone) return false;
     try {
@@ -436,8 +453,8 @@ export class BusinessTransaction {
         'extend',
         {
           // backend_xid is the 32-bit id; txid_current() (the xid kept) adds an epoch above it.
-          text: `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND state = 'active' AND backend_xid::text = ($2::bigint % 4294967296)::text) AS running`,
-          values: [pid, this.xid],
+          text: `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_xid::text = ($2::bigint % 4294967296)::text AND (state = 'active' OR (state = 'idle in transaction' AND state_change >= clock_timestamp() - make_interval(secs => $3::double precision / 1000)))) AS running`,
+          values: [pid, this.xid, Math.max(0, performance.now() - since) + this.idleSlackMs],
         },
         this.store.statementTimeoutMs,
       );

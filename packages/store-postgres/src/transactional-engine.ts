@@ -208,7 +208,17 @@ export function createPostgresIdempotency<T = unknown>(
         : policy(settled);
     },
   });
-  const { retentionMs, leaseMs } = idem.settings;
+  const { retentionMs, leaseMs, heartbeatMs, storeTimeoutMs } = idem.settings;
+  // The server ends a transaction idle this long (set at BEGIN): the lease, and twice the
+  // grace core's lease keeper may add past its estimate before it aborts the signal (a
+  // renewal retried just before the estimate is given that long to land), so that an owner
+  // cut off from the server has its signal aborted before its transaction ends and a
+  // duplicate can take the key over.
+  const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
+  // And a tenth of the lease (at most a second) that a heartbeat's check may look back past
+  // its start (see BusinessTransaction.liveSince).
+  const idleSlackMs = Math.min(1_000, leaseMs / 10);
+  const idleLimitMs = leaseMs + 2 * grace + idleSlackMs;
 
   /** The policy's answer; one that throws counts as not final (core then decides itself). */
   function finalByPolicy(settled: Parameters<OutcomePolicy<T>>[0]): boolean {
@@ -279,7 +289,8 @@ export function createPostgresIdempotency<T = unknown>(
           execution.owner,
           retentionMs,
           () => executions.end(execution),
-          leaseMs,
+          idleLimitMs,
+          idleSlackMs,
         );
         execution.tx = current;
         tx = current;

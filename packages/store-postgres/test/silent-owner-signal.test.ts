@@ -1,5 +1,4 @@
 import { InProgressError } from '@idem/core';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import {
   createPostgresIdempotency,
@@ -7,7 +6,7 @@ import {
   recommendedPoolConfig,
 } from '../src/index.js';
 import { DATABASE_URL, makePool, randomName, sleep } from './pg-env.js';
-import { holdForever, insertCharge, untilTakenOver } from './take-over.js';
+import { type CutOffScenario, cutOffOwner, insertCharge } from './take-over.js';
 import { startProxy, type TcpProxy } from './tcp-proxy.js';
 
 /**
@@ -34,75 +33,37 @@ afterAll(() => raw.end());
 
 const options = { leaseMs: 1_000, heartbeatMs: 200 };
 
-interface Scenario {
-  /** The owner's pool config beyond its connection (through the proxy). */
-  poolConfig?: pg.PoolConfig;
-  /** The owner store's statement limit (its heartbeats' pool check is bounded by it). */
-  statementTimeoutMs: number;
-  engine: { leaseMs: number; heartbeatMs: number };
-  /** Cuts the owner off once it holds its record (the proxy's modes). */
-  cutOff: (proxy: TcpProxy) => Promise<void>;
-}
-
 /**
- * An owner that holds its record through the proxy and never comes back, cut off by
- * `cutOff`; a duplicate (direct connection) retried until it takes the key over. Checks the
- * owner's signal aborted no later than the takeover (give or take the event loop's lag),
- * within about a lease of the cut, and that one business row committed: the duplicate's.
+ * {@link cutOffOwner} through a proxy that `cutOff` drives; checks the owner's signal aborted
+ * no later than the takeover (give or take the event loop's lag) and within about a lease of
+ * the cut.
  */
-async function ownerCutOff({ poolConfig, statementTimeoutMs, engine, cutOff }: Scenario) {
+async function ownerCutOff({
+  cutOff,
+  ...scenario
+}: Omit<CutOffScenario, 'ownerUrl' | 'cutOff' | 'charges' | 'table'> & {
+  cutOff: (proxy: TcpProxy) => Promise<void>;
+}) {
   const proxy = await startProxy({ host: url.hostname, port: Number(url.port || 5432) });
   const via = new URL(DATABASE_URL);
   via.hostname = '127.0.0.1';
   via.port = String(proxy.port);
-  const ownerPool = new pg.Pool({ connectionString: via.toString(), max: 4, ...poolConfig });
-  ownerPool.on('error', () => {});
-  const dupPool = makePool({ max: 4 });
-  const keyPrefix = randomName('silent');
-  const scope = randomName('scope');
-  const owner = createPostgresIdempotency<string>({
-    store: createPostgresStore({ pool: ownerPool, table, keyPrefix, statementTimeoutMs }),
-    ...engine,
-  });
-  const duplicates = createPostgresIdempotency<string>({
-    store: createPostgresStore({ pool: dupPool, table, keyPrefix }),
-    ...engine,
-  });
-  let abortedAt: number | undefined;
   try {
-    // Its transaction may fail to start within a short statement limit on a loaded machine:
-    // then it starts again under a fresh key (see holdForever).
-    const key = await holdForever(owner, scope, async ({ tx, fence, signal }) => {
-      await insertCharge(tx, charges, scope, fence);
-      signal.addEventListener('abort', () => {
-        abortedAt = performance.now();
-      });
+    const { abortedAt, tookOverAt, cutAt } = await cutOffOwner({
+      ...scenario,
+      ownerUrl: via.toString(),
+      charges,
+      table,
+      cutOff: () => cutOff(proxy),
     });
-    const cutAt = performance.now();
-    await cutOff(proxy);
-    let tookOverAt: number | undefined;
-    const { value } = await untilTakenOver(
-      duplicates,
-      { key, scope },
-      async ({ tx, fence }) => {
-        tookOverAt = performance.now();
-        await insertCharge(tx, charges, scope, fence);
-        return 'duplicate';
-      },
-      { limitMs: 15_000, pauseMs: 50 },
-    );
-    expect(value).toBe('duplicate');
-    expect(abortedAt, 'the owner ran on, unaborted, when the duplicate took over').toBeDefined();
+    const aborted = abortedAt();
+    expect(aborted, 'the owner ran on, unaborted, when the duplicate took over').toBeDefined();
     // Due before the takeover; the loop of a loaded machine may run it a little late.
-    expect(abortedAt as number).toBeLessThanOrEqual((tookOverAt as number) + LAG_MS);
+    expect(aborted as number).toBeLessThanOrEqual(tookOverAt + LAG_MS);
     // And within about one lease of the cut (its last answered heartbeat's start).
-    expect((abortedAt as number) - cutAt).toBeLessThan(engine.leaseMs + LAG_MS);
-    const { rows } = await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [scope]);
-    expect(rows.map((r) => Number(r.fence))).toEqual([2]);
+    expect((aborted as number) - cutAt).toBeLessThan(scenario.engine.leaseMs + LAG_MS);
   } finally {
     await proxy.close();
-    await dupPool.end();
-    void ownerPool.end().catch(() => {});
   }
 }
 
