@@ -119,8 +119,34 @@ export class BusinessTransaction {
    */
   private seenIdle = false;
   private readonly onReady = (message: { status?: unknown } | undefined) => {
-    if (this.locked && this.phase === 'open' && message?.status === 'I') this.seenIdle = true;
+    if (!this.locked || this.phase !== 'open') return;
+    if (message?.status === 'I') this.seenIdle = true;
+    else if (message?.status === 'E') this.statementFailed();
+    else if (message?.status === 'T') {
+      this.readies++;
+      const waiter = this.readyWaiter;
+      if (waiter !== undefined && this.readies >= waiter.count) {
+        this.readyWaiter = undefined;
+        waiter.resolve(true);
+      }
+    }
   };
+  /** ReadyForQuery messages seen in the open transaction (status 'T'): statements answered. */
+  private readies = 0;
+  /** A heartbeat waiting for `count` answered statements (see `heartbeat`). */
+  private readyWaiter: { count: number; resolve: (answered: true) => void } | undefined;
+  /**
+   * Aborted when, after a statement of the transaction failed, the key turned out to be taken
+   * over (see `statementFailed`); made on first use.
+   */
+  private lostController: AbortController | undefined;
+  /** The check `statementFailed` started and that has not settled yet. */
+  private failureCheck: Promise<void> | undefined;
+  /**
+   * Until when (this process's `performance.now()`) the stored lease is known to last: from
+   * the acquisition, and from each renewal through the store after a failed statement.
+   */
+  private storedLeaseUntil: number;
   private broken: Error | undefined;
   /** The transaction holds the record's row (from the lock after BEGIN to its end). */
   private locked = false;
@@ -151,7 +177,11 @@ export class BusinessTransaction {
      * count it as kept (the idle limit has this much beyond the lease and core's grace).
      */
     private readonly idleSlackMs: number,
+    /** The lease core renews (the stored lease after a failed statement, see `heartbeat`). */
+    private readonly leaseMs: number,
   ) {
+    // The stored lease began no later than now (the acquisition came first).
+    this.storedLeaseUntil = performance.now() + leaseMs;
     client.on('error', this.onError);
     this.connection()?.on('readyForQuery', this.onReady);
   }
@@ -235,19 +265,15 @@ export class BusinessTransaction {
   /**
    * Whether the transaction holds the record's row now: `held` (nobody can take the key
    * over), `lost` (it held it, but its connection broke or was dropped: it can no longer
-   * commit, and the row is free), or `none` (not locked yet, the transaction ended, or it
-   * failed: the lease is renewed in the store, owner-checked, as before the lock).
+   * commit, and the row is free), or `none` (not locked yet, or the transaction ended).
    */
   rowState(): 'held' | 'lost' | 'none' {
     if (!this.locked) return 'none';
     if (this.broken || this.gone) return 'lost';
     // The operation ended the transaction itself (a COMMIT on tx): the row is free, so the
     // lease must be renewed in the store again. (A new transaction it began is not seen
-    // here; the completion sees it.) A statement of it failed (the operation caught the
-    // error and goes on): the server aborted the transaction there and then, and let its
-    // locks go, the row's too, although the block stays open until a ROLLBACK; nothing of it
-    // can commit, and only the stored lease keeps a duplicate out now.
-    return this.endedSeen() || this.transactionStatus() === 'E' ? 'none' : 'held';
+    // here; the completion sees it. A failed statement is `heartbeat`'s to tell.)
+    return this.endedSeen() ? 'none' : 'held';
   }
 
   private transactionStatus(): string | null | undefined {
@@ -406,32 +432,119 @@ export class BusinessTransaction {
     const startedAt = performance.now();
     if (this.rowState() === 'lost') return NOT_OWNER;
     if (this.phase !== 'open') return OK;
+    if (this.transactionStatus() === 'E') return this.heartbeatAfterFailure(input, startedAt);
     // Only an extend sent by this heartbeat can tell: the server handles it after the
     // heartbeat started, so its idle limit then runs from later than core's estimate does.
     // An earlier heartbeat's extend still unanswered may have been handled long before (its
     // answer late on the way back): no second one is queued behind it (a silent connection
     // would pile them up), and only the server's view of the transaction can tell.
-    let answered = false;
+    // Statements of the operation answered count too: node-postgres sends the next one of
+    // its queue as the previous one's ReadyForQuery arrives, so the second ReadyForQuery seen
+    // from now answers a statement sent from now (and the transaction still open, 'T'): the
+    // server's idle limit restarted after the heartbeat began. A connection busy with many
+    // quick statements, the extend queued behind them, proves itself that way.
+    const twoMore = this.readies + 2;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const evidence: Promise<boolean>[] = [
+      new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), KEEPALIVE_ANSWER_MS);
+      }),
+      new Promise<true>((resolve) => {
+        this.readyWaiter = { count: twoMore, resolve };
+      }),
+    ];
     if (this.pinging === undefined) {
       const sent = this.store.extendInTransaction(this.client, input);
       this.pinging = sent;
       void sent.then(() => {
         if (this.pinging === sent) this.pinging = undefined;
       });
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      answered = await Promise.race([
-        sent,
-        new Promise<false>((resolve) => {
-          timer = setTimeout(() => resolve(false), KEEPALIVE_ANSWER_MS);
-        }),
-      ]);
-      clearTimeout(timer);
+      evidence.push(sent);
     }
+    const answered = await Promise.race(evidence);
+    clearTimeout(timer);
+    this.readyWaiter = undefined;
     if (this.rowState() === 'lost') return NOT_OWNER;
     if (answered || (await this.liveSince(startedAt))) return OK;
     throw new StoreUnavailableError(
       'The business transaction did not answer its heartbeat, and the server was not seen keeping it since the heartbeat began',
     );
+  }
+
+  /**
+   * A heartbeat while a statement of the transaction has failed (the client's status 'E'; the
+   * operation caught the error). Inside a savepoint the transaction lives on and keeps the
+   * row: the server shows it idle in its aborted subtransaction with its id, and its idle
+   * limit runs from then ({@link liveSince}). Otherwise the server aborted the transaction at
+   * the error and freed the row: nothing of it can commit, and only the stored lease keeps a
+   * duplicate out, so it is renewed through the store, owner-checked (`not_owner`: the key
+   * was taken over; the signal aborts).
+   */
+  private async heartbeatAfterFailure(
+    input: ExtendInput,
+    startedAt: number,
+  ): Promise<OwnerWriteResult> {
+    const session = await this.sessionSince(startedAt);
+    if (session === 'kept') return OK;
+    // Still this transaction (a savepoint's error) but idle too long, or no answer: no
+    // evidence either way (and a renewal through the store would wait on the row it holds).
+    if (session !== 'other')
+      throw new StoreUnavailableError(
+        'A statement of the business transaction failed, and the server was not seen keeping the transaction since the heartbeat began',
+      );
+    const result = await this.store.extend(input);
+    if (result.ok) this.storedLeaseUntil = startedAt + input.leaseMs;
+    return result;
+  }
+
+  /**
+   * A statement failed (a ReadyForQuery with status 'E'). When the stored lease may pass
+   * before the next heartbeat (half a lease left, or less), it is renewed now, owner-checked,
+   * unless the server shows the transaction still holding the row (a savepoint's error): a
+   * key taken over meanwhile aborts {@link lostSignal} at once, rather than at the next
+   * heartbeat. (The server freed the row at the error: a duplicate may take over between the
+   * error and this renewal, a round trip or two, never later unnoticed.) One check at a time.
+   */
+  private statementFailed(): void {
+    if (this.failureCheck !== undefined) return;
+    if (performance.now() < this.storedLeaseUntil - this.leaseMs / 2) return;
+    const startedAt = performance.now();
+    const input: ExtendInput = {
+      key: this.storageKey,
+      owner: this.owner,
+      leaseMs: this.leaseMs,
+      retentionMs: this.retentionMs,
+    };
+    const check = this.heartbeatAfterFailure(input, startedAt).then(
+      (result) => {
+        if (!result.ok) this.lose();
+      },
+      () => {},
+    );
+    this.failureCheck = check;
+    void check.then(() => {
+      if (this.failureCheck === check) this.failureCheck = undefined;
+    });
+  }
+
+  /** The key was taken over after a failed statement: {@link lostSignal} aborts. */
+  private lose(): void {
+    this.lostController ??= new AbortController();
+    if (!this.lostController.signal.aborted)
+      this.lostController.abort(
+        new LeaseLostError(
+          'A statement of the business transaction failed and the key was taken over meanwhile',
+        ),
+      );
+  }
+
+  /**
+   * Aborts when, after a statement of the transaction failed (the server then freed the row),
+   * the key turned out to be taken over: the operation's signal joins it.
+   */
+  get lostSignal(): AbortSignal {
+    this.lostController ??= new AbortController();
+    return this.lostController.signal;
   }
 
   /**
@@ -445,22 +558,37 @@ export class BusinessTransaction {
    * in another transaction, a role that cannot see the session's state, no free connection).
    */
   private async liveSince(since: number): Promise<boolean> {
+    return (await this.sessionSince(since)) === 'kept';
+  }
+
+  /**
+   * {@link liveSince}, and what else the server shows of the transaction: `ours` (it still
+   * runs this transaction, but idle since before `since`), `other` (the backend no longer
+   * runs it: gone, or in no transaction with an id, as after an error that aborted it), or
+   * undefined when it cannot tell.
+   */
+  private async sessionSince(since: number): Promise<'kept' | 'ours' | 'other' | undefined> {
     const pid = (this.client as { processID?: unknown }).processID;
-    if (typeof pid !== 'number' || this.xid === undefined || this.gone) return false;
+    if (typeof pid !== 'number' || this.xid === undefined || this.gone) return undefined;
     try {
-      const { rows } = await runStatement<{ running: boolean }>(
+      const { rows } = await runStatement<{ ours: boolean; kept: boolean }>(
         this.store.pool,
         'extend',
         {
           // backend_xid is the 32-bit id; txid_current() (the xid kept) adds an epoch above it.
-          text: `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND backend_xid::text = ($2::bigint % 4294967296)::text AND (state = 'active' OR (state = 'idle in transaction' AND state_change >= clock_timestamp() - make_interval(secs => $3::double precision / 1000)))) AS running`,
+          text: `SELECT coalesce(bool_or(backend_xid::text = ($2::bigint % 4294967296)::text), false) AS ours, coalesce(bool_or(backend_xid::text = ($2::bigint % 4294967296)::text AND (state = 'active' OR (state IN ('idle in transaction', 'idle in transaction (aborted)') AND state_change >= clock_timestamp() - make_interval(secs => $3::double precision / 1000)))), false) AS kept, count(*) FILTER (WHERE state IS NOT NULL) AS visible FROM pg_stat_activity WHERE pid = $1`,
           values: [pid, this.xid, Math.max(0, performance.now() - since) + this.idleSlackMs],
         },
         this.store.statementTimeoutMs,
       );
-      return rows[0]?.running === true;
+      const row = rows[0] as { ours: boolean; kept: boolean; visible: string } | undefined;
+      if (row === undefined) return undefined;
+      if (row.kept) return 'kept';
+      if (row.ours) return 'ours';
+      // A role that cannot see the session's state sees no id either: it cannot tell.
+      return Number(row.visible) > 0 ? 'other' : undefined;
     } catch {
-      return false;
+      return undefined;
     }
   }
 

@@ -215,9 +215,10 @@ export function createPostgresIdempotency<T = unknown>(
   // cut off from the server has its signal aborted before its transaction ends and a
   // duplicate can take the key over.
   const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
-  // And a tenth of the lease (at most a second) that a heartbeat's check may look back past
-  // its start (see BusinessTransaction.liveSince).
-  const idleSlackMs = Math.min(1_000, leaseMs / 10);
+  // And a quarter of the lease (at most a second) that a heartbeat's check may look back past
+  // its start (see BusinessTransaction.liveSince): a busy client may leave its transaction
+  // idle that long between two statements and still be counted as keeping it.
+  const idleSlackMs = Math.min(1_000, leaseMs / 4);
   const idleLimitMs = leaseMs + 2 * grace + idleSlackMs;
 
   /** The policy's answer; one that throws counts as not final (core then decides itself). */
@@ -291,6 +292,7 @@ export function createPostgresIdempotency<T = unknown>(
           () => executions.end(execution),
           idleLimitMs,
           idleSlackMs,
+          leaseMs,
         );
         execution.tx = current;
         tx = current;
@@ -302,12 +304,15 @@ export function createPostgresIdempotency<T = unknown>(
         );
         await execution.whileNoHeartbeat(() => current.begin(begin, hold));
         let value: T;
+        // Core's signal, and the transaction's own after a failed statement (made on first use).
+        let signal: AbortSignal | undefined;
         try {
           value = await operation({
             fence: ctx.fence,
             storageKey: ctx.storageKey,
             get signal() {
-              return ctx.signal;
+              signal ??= eitherSignal(ctx.signal, current.lostSignal);
+              return signal;
             },
             tx: client,
           });
@@ -377,4 +382,24 @@ class OutcomeMarks {
     else this.others.delete(outcome);
     return true;
   }
+}
+
+/** A signal that aborts (with its reason) when either `a` or `b` does. */
+function eitherSignal(a: AbortSignal, b: AbortSignal): AbortSignal {
+  if (a.aborted) return a;
+  if (b.aborted) return b;
+  const both = new AbortController();
+  const onA = () => both.abort(a.reason);
+  const onB = () => both.abort(b.reason);
+  a.addEventListener('abort', onA, { once: true });
+  b.addEventListener('abort', onB, { once: true });
+  both.signal.addEventListener(
+    'abort',
+    () => {
+      a.removeEventListener('abort', onA);
+      b.removeEventListener('abort', onB);
+    },
+    { once: true },
+  );
+  return both.signal;
 }
