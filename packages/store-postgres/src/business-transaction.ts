@@ -74,12 +74,6 @@ const RETRIABLE = new Set(['40001', '40P01']);
 
 const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
 const OK: OwnerWriteResult = { ok: true };
-/**
- * How long a heartbeat waits for its extend inside the transaction before asking the server,
- * through the pool, whether a statement of the transaction is running (see
- * `BusinessTransaction.heartbeat`). An idle connection answers within milliseconds.
- */
-const KEEPALIVE_ANSWER_MS = 250;
 
 function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
   return a !== undefined && Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
@@ -119,34 +113,8 @@ export class BusinessTransaction {
    */
   private seenIdle = false;
   private readonly onReady = (message: { status?: unknown } | undefined) => {
-    if (!this.locked || this.phase !== 'open') return;
-    if (message?.status === 'I') this.seenIdle = true;
-    else if (message?.status === 'E') this.statementFailed();
-    else if (message?.status === 'T') {
-      this.readies++;
-      const waiter = this.readyWaiter;
-      if (waiter !== undefined && this.readies >= waiter.count) {
-        this.readyWaiter = undefined;
-        waiter.resolve(true);
-      }
-    }
+    if (this.locked && this.phase === 'open' && message?.status === 'I') this.seenIdle = true;
   };
-  /** ReadyForQuery messages seen in the open transaction (status 'T'): statements answered. */
-  private readies = 0;
-  /** A heartbeat waiting for `count` answered statements (see `heartbeat`). */
-  private readyWaiter: { count: number; resolve: (answered: true) => void } | undefined;
-  /**
-   * Aborted when, after a statement of the transaction failed, the key turned out to be taken
-   * over (see `statementFailed`); made on first use.
-   */
-  private lostController: AbortController | undefined;
-  /** The check `statementFailed` started and that has not settled yet. */
-  private failureCheck: Promise<void> | undefined;
-  /**
-   * Until when (this process's `performance.now()`) the stored lease is known to last: from
-   * the acquisition, and from each renewal through the store after a failed statement.
-   */
-  private storedLeaseUntil: number;
   private broken: Error | undefined;
   /** The transaction holds the record's row (from the lock after BEGIN to its end). */
   private locked = false;
@@ -154,8 +122,8 @@ export class BusinessTransaction {
   private xid: string | undefined;
   /** The connection was given back or dropped. */
   private gone = false;
-  /** A heartbeat's extend inside the transaction on its way (see `extendInTransaction`). */
-  private pinging: Promise<boolean> | undefined;
+  /** A heartbeat's extend inside the transaction is on its way. */
+  private pinging = false;
   /** `pg_terminate_backend` of this transaction's backend, sent by `abort`. */
   private terminating: Promise<void> | undefined;
   private readonly onError = (error: Error) => {
@@ -170,18 +138,9 @@ export class BusinessTransaction {
     readonly owner: string,
     private readonly retentionMs: number,
     private readonly forget: () => void,
-    /** Longest time the transaction may sit idle before the server ends it (the lease, and core's grace twice: see transactional-engine.ts). */
+    /** The lease: longest time the transaction may sit idle before the server ends it. */
     private readonly idleLimitMs: number,
-    /**
-     * How far before a heartbeat's start the session may have gone idle for the heartbeat to
-     * count it as kept (the idle limit has this much beyond the lease and core's grace).
-     */
-    private readonly idleSlackMs: number,
-    /** The lease core renews (the stored lease after a failed statement, see `heartbeat`). */
-    private readonly leaseMs: number,
   ) {
-    // The stored lease began no later than now (the acquisition came first).
-    this.storedLeaseUntil = performance.now() + leaseMs;
     client.on('error', this.onError);
     this.connection()?.on('readyForQuery', this.onReady);
   }
@@ -272,7 +231,7 @@ export class BusinessTransaction {
     if (this.broken || this.gone) return 'lost';
     // The operation ended the transaction itself (a COMMIT on tx): the row is free, so the
     // lease must be renewed in the store again. (A new transaction it began is not seen
-    // here; the completion sees it. A failed statement is `heartbeat`'s to tell.)
+    // here; the completion sees it.)
     return this.endedSeen() ? 'none' : 'held';
   }
 
@@ -407,189 +366,15 @@ export class BusinessTransaction {
    * passed, not the one of the acquisition. It commits only with the transaction: before,
    * the row lock keeps everybody out anyway; rolled back, the lease is the one before, as the
    * key is then released or recorded at once. Its row is already locked by the transaction,
-   * so it never waits for it.
-   *
-   * What it answers core is what the lease estimate (this heartbeat's start plus the lease)
-   * may rest on: OK only on evidence that the server keeps the transaction at least that
-   * long. Either the extend this heartbeat sent was answered with a result (every statement
-   * starts the server's idle limit again; an error is no evidence: the server's own aborted
-   * the transaction and freed its locks, a client-side one such as `query_timeout` says
-   * nothing), or, when that does not come within {@link KEEPALIVE_ANSWER_MS} (the connection
-   * busy with statements of the operation, which the extend waits behind) or an earlier
-   * extend is still unanswered, the server is seen, through the pool, running a statement of
-   * this very transaction or having gone idle in it after the heartbeat began (see
-   * {@link liveSince}). Without that
-   * evidence (a silent network, a backend gone or idle without having seen the extend) it
-   * throws `StoreUnavailableError`: core tries again and, when nothing answers, aborts the
-   * operation's signal at its lease estimate, before the server's idle limit can end the
-   * transaction and let a duplicate take the key over. (It used to answer OK at once: an
-   * owner whose network fell silent ran on unaborted, up to the maximum hold, beside the
-   * duplicate that took the key over one lease later.) After the transaction broke:
-   * `not_owner`. While the transaction is being ended (`COMMIT` on its way, or an operation
-   * that already ended): OK, without a statement, as the operation no longer runs.
+   * so it never waits for it; an error (an aborted transaction, a broken connection) changes
+   * nothing here.
    */
-  async heartbeat(input: ExtendInput): Promise<OwnerWriteResult> {
-    const startedAt = performance.now();
-    if (this.rowState() === 'lost') return NOT_OWNER;
-    if (this.phase !== 'open') return OK;
-    if (this.transactionStatus() === 'E') return this.heartbeatAfterFailure(input, startedAt);
-    // Only an extend sent by this heartbeat can tell: the server handles it after the
-    // heartbeat started, so its idle limit then runs from later than core's estimate does.
-    // An earlier heartbeat's extend still unanswered may have been handled long before (its
-    // answer late on the way back): no second one is queued behind it (a silent connection
-    // would pile them up), and only the server's view of the transaction can tell.
-    // Statements of the operation answered count too: node-postgres sends the next one of
-    // its queue as the previous one's ReadyForQuery arrives, so the second ReadyForQuery seen
-    // from now answers a statement sent from now (and the transaction still open, 'T'): the
-    // server's idle limit restarted after the heartbeat began. A connection busy with many
-    // quick statements, the extend queued behind them, proves itself that way.
-    const twoMore = this.readies + 2;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const evidence: Promise<boolean>[] = [
-      new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), KEEPALIVE_ANSWER_MS);
-      }),
-      new Promise<true>((resolve) => {
-        this.readyWaiter = { count: twoMore, resolve };
-      }),
-    ];
-    if (this.pinging === undefined) {
-      const sent = this.store.extendInTransaction(this.client, input);
-      this.pinging = sent;
-      void sent.then(() => {
-        if (this.pinging === sent) this.pinging = undefined;
-      });
-      evidence.push(sent);
-    }
-    const answered = await Promise.race(evidence);
-    clearTimeout(timer);
-    this.readyWaiter = undefined;
-    if (this.rowState() === 'lost') return NOT_OWNER;
-    if (answered || (await this.liveSince(startedAt))) return OK;
-    throw new StoreUnavailableError(
-      'The business transaction did not answer its heartbeat, and the server was not seen keeping it since the heartbeat began',
-    );
-  }
-
-  /**
-   * A heartbeat while a statement of the transaction has failed (the client's status 'E'; the
-   * operation caught the error). Inside a savepoint the transaction lives on and keeps the
-   * row: the server shows it idle in its aborted subtransaction with its id, and its idle
-   * limit runs from then ({@link liveSince}). Otherwise the server aborted the transaction at
-   * the error and freed the row: nothing of it can commit, and only the stored lease keeps a
-   * duplicate out, so it is renewed through the store, owner-checked (`not_owner`: the key
-   * was taken over; the signal aborts).
-   */
-  private async heartbeatAfterFailure(
-    input: ExtendInput,
-    startedAt: number,
-  ): Promise<OwnerWriteResult> {
-    const session = await this.sessionSince(startedAt);
-    if (session === 'kept') return OK;
-    // Still this transaction (a savepoint's error) but idle too long, or no answer: no
-    // evidence either way (and a renewal through the store would wait on the row it holds).
-    if (session !== 'other')
-      throw new StoreUnavailableError(
-        'A statement of the business transaction failed, and the server was not seen keeping the transaction since the heartbeat began',
-      );
-    const result = await this.store.extend(input);
-    if (result.ok) this.storedLeaseUntil = startedAt + input.leaseMs;
-    return result;
-  }
-
-  /**
-   * A statement failed (a ReadyForQuery with status 'E'). When the stored lease may pass
-   * before the next heartbeat (half a lease left, or less), it is renewed now, owner-checked,
-   * unless the server shows the transaction still holding the row (a savepoint's error): a
-   * key taken over meanwhile aborts {@link lostSignal} at once, rather than at the next
-   * heartbeat. (The server freed the row at the error: a duplicate may take over between the
-   * error and this renewal, a round trip or two, never later unnoticed.) One check at a time.
-   */
-  private statementFailed(): void {
-    if (this.failureCheck !== undefined) return;
-    if (performance.now() < this.storedLeaseUntil - this.leaseMs / 2) return;
-    const startedAt = performance.now();
-    const input: ExtendInput = {
-      key: this.storageKey,
-      owner: this.owner,
-      leaseMs: this.leaseMs,
-      retentionMs: this.retentionMs,
-    };
-    const check = this.heartbeatAfterFailure(input, startedAt).then(
-      (result) => {
-        if (!result.ok) this.lose();
-      },
-      () => {},
-    );
-    this.failureCheck = check;
-    void check.then(() => {
-      if (this.failureCheck === check) this.failureCheck = undefined;
+  keepAlive(input: ExtendInput): void {
+    if (this.phase !== 'open' || this.rowState() !== 'held' || this.pinging) return;
+    this.pinging = true;
+    this.store.extendInTransaction(this.client, input).then(() => {
+      this.pinging = false;
     });
-  }
-
-  /** The key was taken over after a failed statement: {@link lostSignal} aborts. */
-  private lose(): void {
-    this.lostController ??= new AbortController();
-    if (!this.lostController.signal.aborted)
-      this.lostController.abort(
-        new LeaseLostError(
-          'A statement of the business transaction failed and the key was taken over meanwhile',
-        ),
-      );
-  }
-
-  /**
-   * Aborts when, after a statement of the transaction failed (the server then freed the row),
-   * the key turned out to be taken over: the operation's signal joins it.
-   */
-  get lostSignal(): AbortSignal {
-    this.lostController ??= new AbortController();
-    return this.lostController.signal;
-  }
-
-  /**
-   * Whether the server keeps this transaction for a lease from `since` (this process's
-   * `performance.now()`) at least: it runs a statement of it now, or it went idle in it no
-   * earlier than `idleSlackMs` before `since` (its idle limit, which is longer than the lease
-   * by that much and core's grace, restarted then). Read through the pool, in
-   * `pg_stat_activity`, on the server's clock (how long ago `since` was is sent with the
-   * query, measured as it leaves, so the server reads the moment no later than it was);
-   * within the store's statement time limit; false when it cannot tell (the backend gone or
-   * in another transaction, a role that cannot see the session's state, no free connection).
-   */
-  private async liveSince(since: number): Promise<boolean> {
-    return (await this.sessionSince(since)) === 'kept';
-  }
-
-  /**
-   * {@link liveSince}, and what else the server shows of the transaction: `ours` (it still
-   * runs this transaction, but idle since before `since`), `other` (the backend no longer
-   * runs it: gone, or in no transaction with an id, as after an error that aborted it), or
-   * undefined when it cannot tell.
-   */
-  private async sessionSince(since: number): Promise<'kept' | 'ours' | 'other' | undefined> {
-    const pid = (this.client as { processID?: unknown }).processID;
-    if (typeof pid !== 'number' || this.xid === undefined || this.gone) return undefined;
-    try {
-      const { rows } = await runStatement<{ ours: boolean; kept: boolean }>(
-        this.store.pool,
-        'extend',
-        {
-          // backend_xid is the 32-bit id; txid_current() (the xid kept) adds an epoch above it.
-          text: `SELECT coalesce(bool_or(backend_xid::text = ($2::bigint % 4294967296)::text), false) AS ours, coalesce(bool_or(backend_xid::text = ($2::bigint % 4294967296)::text AND (state = 'active' OR (state IN ('idle in transaction', 'idle in transaction (aborted)') AND state_change >= clock_timestamp() - make_interval(secs => $3::double precision / 1000)))), false) AS kept, count(*) FILTER (WHERE state IS NOT NULL) AS visible FROM pg_stat_activity WHERE pid = $1`,
-          values: [pid, this.xid, Math.max(0, performance.now() - since) + this.idleSlackMs],
-        },
-        this.store.statementTimeoutMs,
-      );
-      const row = rows[0] as { ours: boolean; kept: boolean; visible: string } | undefined;
-      if (row === undefined) return undefined;
-      if (row.kept) return 'kept';
-      if (row.ours) return 'ours';
-      // A role that cannot see the session's state sees no id either: it cannot tell.
-      return Number(row.visible) > 0 ? 'other' : undefined;
-    } catch {
-      return undefined;
-    }
   }
 
   /**

@@ -3,6 +3,7 @@ import type { BusinessTransaction } from './business-transaction.js';
 
 /** Acquisitions whose operation has not started yet; bounded (a late acquire never runs one). */
 const MAX_WAITING = 10_000;
+const OK: OwnerWriteResult = { ok: true };
 const NOT_OWNER: OwnerWriteResult = { ok: false, reason: 'not_owner' };
 
 const id = (key: string, part: string | number) => `${key}\0${part}`;
@@ -15,14 +16,11 @@ const ignore = () => {};
  * While the transaction holds the record's row (locked right after `BEGIN`), nobody can
  * take the key over, and a heartbeat that wrote the row would wait for the transaction's
  * end (and, under repeatable read or serializable, make its completion fail with 40001). So
- * heartbeats then renew the lease inside the transaction: they send the owner-checked extend
- * on its connection (which keeps the transaction's idle limit, the lease, from ending it, and
- * keeps the stored lease current for the moment the operation ends the transaction itself)
- * and answer "still held" once the server answered it or is seen running a statement of the
- * transaction, a failure when neither (a silent network: the lease estimate then runs out
- * and the operation's signal aborts before the server ends the transaction), and "lost"
- * (`not_owner`) once it broke, so that the operation's signal aborts and the lease is left to
- * lapse. Before the lock and after the transaction ended,
+ * heartbeats then renew the lease inside the transaction: they answer "still held" while the
+ * transaction's connection lives (and send the owner-checked extend on it, which keeps the
+ * transaction's idle limit, the lease, from ending it, and keeps the stored lease current
+ * for the moment the operation ends the transaction itself), and "lost" (`not_owner`) once it broke, so that the
+ * operation's signal aborts and the lease is left to lapse. Before the lock and after the transaction ended,
  * they renew the lease in the store as usual; the lock is only sent when no heartbeat is in
  * flight (one that committed after the transaction's snapshot would fail it).
  */
@@ -44,8 +42,10 @@ export class RunningExecution {
   ): Promise<OwnerWriteResult> {
     if (this.locking) await this.locking;
     const row = this.tx?.rowState() ?? 'none';
-    // Held: renewed inside the transaction, OK only on evidence the server keeps it.
-    if (row === 'held' && this.tx) return this.tx.heartbeat(input);
+    if (row === 'held') {
+      this.tx?.keepAlive(input);
+      return OK;
+    }
     if (row === 'lost') return NOT_OWNER;
     const sent = send();
     this.beat = sent;

@@ -113,8 +113,7 @@ export interface PostgresStore extends IdempotencyStore {
    * that the stored lease stays current and commits with whatever commits the transaction.
    * Sent without a time limit of its own (a limit that fired while the statement waits behind
    * the operation's would leave the connection mid-protocol); it cannot wait for the row,
-   * which the transaction holds. Never rejects: true when the server answered with a result
-   * (the transaction lives on, its idle limit restarted), false on any error.
+   * which the transaction holds. Resolves whatever the answer.
    */
-  extendInTransaction(client: Queryable, input: ExtendInput): Promise<boolean>;
+  extendInTransaction(client: Queryable, input: ExtendInput): Promise<void>;
 }

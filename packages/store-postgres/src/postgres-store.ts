@@ -262,17 +262,14 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       return ok ? OK : NOT_OWNER;
     },
 
-    async extendInTransaction(client: Queryable, input: ExtendInput): Promise<boolean> {
+    async extendInTransaction(client: Queryable, input: ExtendInput): Promise<void> {
       const values = extendValues(input);
       const config = prepared
         ? { name: names.extend, text: texts.extend, values }
         : { text: texts.extend, values };
-      // Only a result is the server's answer that the transaction lives on: an error is not
-      // (the server's own ends the transaction and frees its locks; a client-side one, such as
-      // node-postgres' query_timeout, says nothing about the server).
-      return client.query(config).then(
-        () => true,
-        () => false,
+      await client.query(config).then(
+        () => {},
+        () => {},
       );
     },
 

@@ -208,18 +208,7 @@ export function createPostgresIdempotency<T = unknown>(
         : policy(settled);
     },
   });
-  const { retentionMs, leaseMs, heartbeatMs, storeTimeoutMs } = idem.settings;
-  // The server ends a transaction idle this long (set at BEGIN): the lease, and twice the
-  // grace core's lease keeper may add past its estimate before it aborts the signal (a
-  // renewal retried just before the estimate is given that long to land), so that an owner
-  // cut off from the server has its signal aborted before its transaction ends and a
-  // duplicate can take the key over.
-  const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
-  // And a quarter of the lease (at most a second) that a heartbeat's check may look back past
-  // its start (see BusinessTransaction.liveSince): a busy client may leave its transaction
-  // idle that long between two statements and still be counted as keeping it.
-  const idleSlackMs = Math.min(1_000, leaseMs / 4);
-  const idleLimitMs = leaseMs + 2 * grace + idleSlackMs;
+  const { retentionMs, leaseMs } = idem.settings;
 
   /** The policy's answer; one that throws counts as not final (core then decides itself). */
   function finalByPolicy(settled: Parameters<OutcomePolicy<T>>[0]): boolean {
@@ -290,8 +279,6 @@ export function createPostgresIdempotency<T = unknown>(
           execution.owner,
           retentionMs,
           () => executions.end(execution),
-          idleLimitMs,
-          idleSlackMs,
           leaseMs,
         );
         execution.tx = current;
@@ -304,15 +291,12 @@ export function createPostgresIdempotency<T = unknown>(
         );
         await execution.whileNoHeartbeat(() => current.begin(begin, hold));
         let value: T;
-        // Core's signal, and the transaction's own after a failed statement (made on first use).
-        let signal: AbortSignal | undefined;
         try {
           value = await operation({
             fence: ctx.fence,
             storageKey: ctx.storageKey,
             get signal() {
-              signal ??= eitherSignal(ctx.signal, current.lostSignal);
-              return signal;
+              return ctx.signal;
             },
             tx: client,
           });
@@ -382,24 +366,4 @@ class OutcomeMarks {
     else this.others.delete(outcome);
     return true;
   }
-}
-
-/** A signal that aborts (with its reason) when either `a` or `b` does. */
-function eitherSignal(a: AbortSignal, b: AbortSignal): AbortSignal {
-  if (a.aborted) return a;
-  if (b.aborted) return b;
-  const both = new AbortController();
-  const onA = () => both.abort(a.reason);
-  const onB = () => both.abort(b.reason);
-  a.addEventListener('abort', onA, { once: true });
-  b.addEventListener('abort', onB, { once: true });
-  both.signal.addEventListener(
-    'abort',
-    () => {
-      a.removeEventListener('abort', onA);
-      b.removeEventListener('abort', onB);
-    },
-    { once: true },
-  );
-  return both.signal;
 }
