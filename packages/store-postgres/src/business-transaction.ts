@@ -68,6 +68,21 @@ export function warnEnded(): void {
  */
 export const beforeOperation = new WeakSet<object>();
 
+/** The savepoint the operation runs in (see `BusinessTransaction.begin`). */
+const OPERATION_SAVEPOINT = 'idem_operation';
+
+/** How the heartbeats of a held record judge the server's answers (see `heartbeat`). */
+export interface HeartbeatTiming {
+  /** The transaction's idle limit on the server: the lease, and `lookBackMs` and core's grace. */
+  idleLimitMs: number;
+  /** How long before a heartbeat's start the server's idle timer may have been armed. */
+  lookBackMs: number;
+  /** Longest wait of a heartbeat for evidence (within core's time limit for a store call). */
+  waitMs: number;
+  /** How long a heartbeat waits for an answer before it asks the pool. */
+  checkAfterMs: number;
+}
+
 /** Tries of `BEGIN` + lock that met a serialization failure or a deadlock. */
 const MAX_BEGIN_TRIES = 3;
 const RETRIABLE = new Set(['40001', '40P01']);
@@ -112,8 +127,38 @@ export class BusinessTransaction {
    * seen, whatever happens to the connection afterwards.
    */
   private seenIdle = false;
+  /**
+   * The latest moment (this process's `performance.now()`) from which the server is known to
+   * keep the transaction, and the row it holds, for at least its idle limit: the server's idle
+   * timer, which alone ends a live transaction on its own (`idleLimit`), was last armed no
+   * earlier. Raised by every answer of the transaction's connection (see `onReady`), by the
+   * answer to a heartbeat's extend (from when it was sent), and by the pool seeing a
+   * statement of the transaction running (from when the check was sent).
+   */
+  private keptFrom = Number.NEGATIVE_INFINITY;
+  /** When the connection's latest ReadyForQuery arrived (see `onReady`). */
+  private readyAt: number | undefined;
+  /** A heartbeat's extend inside the transaction, on its way. */
+  private pinging = false;
+  /** A check of the transaction's backend through the pool, on its way. */
+  private checking = false;
+  /** Heartbeats waiting for evidence (woken by every change). */
+  private readonly waiters = new Set<() => void>();
   private readonly onReady = (message: { status?: unknown } | undefined) => {
-    if (this.locked && this.phase === 'open' && message?.status === 'I') this.seenIdle = true;
+    const now = performance.now();
+    const status = message?.status;
+    if (this.locked && this.phase === 'open') {
+      if (status === 'I') this.seenIdle = true;
+      // node-postgres sends a statement only once the answer to the one before has arrived
+      // (ReadyForQuery), so the statement this one answers reached the server after the
+      // previous ReadyForQuery reached us: the server armed its idle timer no earlier. (A
+      // failed statement ('E') leaves the transaction, and its row lock, alive: the operation
+      // runs inside a savepoint, see `begin`.)
+      else if ((status === 'T' || status === 'E') && this.readyAt !== undefined)
+        this.kept(this.readyAt);
+    }
+    this.readyAt = now;
+    this.wake();
   };
   private broken: Error | undefined;
   /** The transaction holds the record's row (from the lock after BEGIN to its end). */
@@ -122,13 +167,12 @@ export class BusinessTransaction {
   private xid: string | undefined;
   /** The connection was given back or dropped. */
   private gone = false;
-  /** A heartbeat's extend inside the transaction is on its way. */
-  private pinging = false;
   /** `pg_terminate_backend` of this transaction's backend, sent by `abort`. */
   private terminating: Promise<void> | undefined;
   private readonly onError = (error: Error) => {
     // The connection died (a terminated backend, a reset): the transaction cannot commit.
     this.broken = error;
+    this.wake();
   };
 
   constructor(
@@ -138,8 +182,7 @@ export class BusinessTransaction {
     readonly owner: string,
     private readonly retentionMs: number,
     private readonly forget: () => void,
-    /** The lease: longest time the transaction may sit idle before the server ends it. */
-    private readonly idleLimitMs: number,
+    private readonly timing: HeartbeatTiming,
   ) {
     client.on('error', this.onError);
     this.connection()?.on('readyForQuery', this.onReady);
@@ -157,9 +200,14 @@ export class BusinessTransaction {
   }
 
   /**
-   * Sends `BEGIN ...` and, in the same round trip, the lock of the record's row (`lockSql`):
-   * from here until the transaction ends nobody can take the key over, and a key lost
-   * before is known before the operation writes anything. A serialization failure or a
+   * Sends `BEGIN ...` and, in the same round trip, the lock of the record's row (`lockSql`),
+   * the transaction's idle limit and a savepoint: from here until the transaction ends
+   * nobody can take the key over, and a key lost before is known before the operation writes
+   * anything. The operation runs inside the savepoint, so that a statement of its that fails
+   * aborts only the savepoint's subtransaction: the transaction, and with it the row lock
+   * taken before, lives on until it is rolled back (a failed statement at the top level
+   * would release every lock at once, while the operation may still run, and a duplicate
+   * could take the key over as soon as the stored lease passed). A serialization failure or a
    * deadlock of the lock (a heartbeat that committed as the snapshot was taken) is retried
    * in a new transaction, a few times. Throws `LeaseLostError` (never an outcome) when the
    * record is no longer this execution's, `TransactionNotCommittedError` when the
@@ -177,15 +225,19 @@ export class BusinessTransaction {
           // Not the caller's any more; no transaction is open (that one committed).
           if (tid === undefined) return this.lost(false);
         }
+        const sentAt = performance.now();
         const results = await runStatement(
           this.client,
           'begin',
-          { text: `${beginSql}; ${hold.lock(tid)}; ${idleLimit(this.idleLimitMs)}` },
+          {
+            text: `${beginSql}; ${hold.lock(tid)}; ${idleLimit(this.timing.idleLimitMs)}; SAVEPOINT ${OPERATION_SAVEPOINT}`,
+          },
           timeoutMs,
         );
         const row = secondResult<{ fence: unknown; xid: unknown }>(results)[0];
         held = row?.fence != null;
         this.xid = typeof row?.xid === 'string' ? row.xid : undefined;
+        this.kept(sentAt);
       } catch (error) {
         const code = ((error as { cause?: { code?: unknown } }).cause as { code?: unknown })?.code;
         if (RETRIABLE.has(code as string) && tries < MAX_BEGIN_TRIES && !this.broken) {
@@ -357,24 +409,122 @@ export class BusinessTransaction {
   }
 
   /**
-   * A heartbeat while the row is held and the operation runs: the owner-checked extend of
-   * the lease, sent on the transaction's connection, inside the transaction (none while the
-   * last one is unanswered). It keeps the server's idle limit (the lease, set at `BEGIN`)
-   * from ending the transaction of a live owner, while a dead or frozen one lets the row go
-   * one lease after its last statement; and it keeps the stored lease current, so that an
-   * operation that commits the transaction itself (misuse) leaves a lease that has not
-   * passed, not the one of the acquisition. It commits only with the transaction: before,
-   * the row lock keeps everybody out anyway; rolled back, the lease is the one before, as the
-   * key is then released or recorded at once. Its row is already locked by the transaction,
-   * so it never waits for it; an error (an aborted transaction, a broken connection) changes
-   * nothing here.
+   * A heartbeat while the row is held and the operation runs. The row lock is the lease now:
+   * nobody can take the key over until the server ends the transaction, which it does on its
+   * own only when the transaction sat idle for its idle limit (set at `BEGIN`:
+   * `timing.idleLimitMs`, longer than the lease). So the heartbeat answers `held` only on
+   * evidence that the server's idle timer was last armed no earlier than `timing.lookBackMs`
+   * before the heartbeat's start (core then counts the lease as renewed from that start, and
+   * aborts the operation's signal at its estimate before the server can end the transaction):
+   *
+   * - an answer of the transaction's connection to a statement sent since then (the
+   *   operation's, or the owner-checked extend this sends inside the transaction, which also
+   *   restarts the idle timer and keeps the stored lease current for an operation that ends
+   *   the transaction itself);
+   * - the pool seeing a statement of this transaction running (`pg_stat_activity`: its
+   *   backend active with its id), asked when no answer came within `timing.checkAfterMs`
+   *   (the operation runs one long statement, and the extend waits behind it).
+   *
+   * Neither within `timing.waitMs` (the check's time limit after its wait, within core's time
+   * limit for a store call): `StoreUnavailableError`,
+   * a failed renewal (a silent network, a stalled server). `lost` when the connection broke,
+   * `free` when the operation ended the transaction itself (renew in the store then). Never
+   * more than one extend and one check on their way.
    */
-  keepAlive(input: ExtendInput): void {
-    if (this.phase !== 'open' || this.rowState() !== 'held' || this.pinging) return;
-    this.pinging = true;
-    this.store.extendInTransaction(this.client, input).then(() => {
-      this.pinging = false;
+  async heartbeat(input: ExtendInput): Promise<'held' | 'lost' | 'free'> {
+    const startedAt = performance.now();
+    const needed = startedAt - this.timing.lookBackMs;
+    const deadline = startedAt + this.timing.waitMs;
+    let checked = false;
+    for (;;) {
+      const row = this.rowState();
+      if (row === 'lost') return 'lost';
+      if (row === 'none' || this.phase !== 'open') return 'free';
+      this.ping(input);
+      if (this.keptFrom >= needed) return 'held';
+      const now = performance.now();
+      if (now >= deadline)
+        throw new StoreUnavailableError(
+          `No answer of the business transaction's connection within ${this.timing.waitMs} ms, and no statement of it seen running: the lease is not counted as renewed`,
+        );
+      if (!checked && now - startedAt >= this.timing.checkAfterMs) {
+        checked = true;
+        this.checkRunning();
+      }
+      const until = checked ? deadline : Math.min(deadline, startedAt + this.timing.checkAfterMs);
+      await this.changed(until - now);
+    }
+  }
+
+  /** Raises `keptFrom` (see there) and wakes the heartbeats that wait. */
+  private kept(from: number): void {
+    if (from > this.keptFrom) this.keptFrom = from;
+    this.wake();
+  }
+
+  private wake(): void {
+    for (const waiter of this.waiters) waiter();
+  }
+
+  /** Resolves on the next change (an answer, a break) or after `ms`. */
+  private changed(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(1, ms));
+      this.waiters.add(done);
     });
+  }
+
+  /** Sends the owner-checked extend inside the transaction, unless one is on its way. */
+  private ping(input: ExtendInput): void {
+    if (this.pinging || this.gone || this.broken) return;
+    this.pinging = true;
+    const sentAt = performance.now();
+    void this.store.extendInTransaction(this.client, input).then((answered) => {
+      this.pinging = false;
+      // A result (never an error: a client-side timeout says nothing of the server).
+      if (answered && this.phase === 'open') this.kept(sentAt);
+      else this.wake();
+    });
+  }
+
+  /**
+   * Asks the pool whether the transaction's backend runs a statement of this transaction
+   * now: its idle timer is then not armed, and is armed again only after that statement,
+   * so from the moment the check was sent at least. Any other answer, or none within the
+   * store's statement time limit, is no evidence (a role that cannot see the session, a pool
+   * with no free connection: the heartbeat then fails, never a false "held").
+   */
+  private checkRunning(): void {
+    const pid = (this.client as { processID?: unknown }).processID;
+    const xid = this.xid;
+    if (this.checking || typeof pid !== 'number' || xid === undefined || this.gone) return;
+    this.checking = true;
+    const sentAt = performance.now();
+    runStatement<{ running: boolean }>(
+      this.store.pool,
+      'extend',
+      {
+        // backend_xid is the 32-bit id; txid_current() (the xid kept) adds an epoch above it.
+        text: `SELECT coalesce(bool_or(state = 'active' AND backend_xid::text = ($2::bigint % 4294967296)::text), false) AS running FROM pg_stat_activity WHERE pid = $1`,
+        values: [pid, xid],
+      },
+      this.store.statementTimeoutMs,
+    ).then(
+      ({ rows }) => {
+        this.checking = false;
+        if (rows[0]?.running === true && this.phase === 'open') this.kept(sentAt);
+        else this.wake();
+      },
+      () => {
+        this.checking = false;
+        this.wake();
+      },
+    );
   }
 
   /**

@@ -16,11 +16,15 @@ const ignore = () => {};
  * While the transaction holds the record's row (locked right after `BEGIN`), nobody can
  * take the key over, and a heartbeat that wrote the row would wait for the transaction's
  * end (and, under repeatable read or serializable, make its completion fail with 40001). So
- * heartbeats then renew the lease inside the transaction: they answer "still held" while the
- * transaction's connection lives (and send the owner-checked extend on it, which keeps the
- * transaction's idle limit, the lease, from ending it, and keeps the stored lease current
- * for the moment the operation ends the transaction itself), and "lost" (`not_owner`) once it broke, so that the
- * operation's signal aborts and the lease is left to lapse. Before the lock and after the transaction ended,
+ * heartbeats then renew the lease inside the transaction: they send the owner-checked extend
+ * on its connection (which restarts the transaction's idle limit on the server, and keeps the
+ * stored lease current for the moment the operation ends the transaction itself) and answer
+ * "still held" only on evidence that the server keeps the transaction (an answer of its
+ * connection, or a statement of it seen running: see `BusinessTransaction.heartbeat`), a
+ * failure when there is none in time (a silent network: the lease estimate then passes and
+ * the operation's signal aborts before the server's idle limit ends the transaction), and
+ * "lost" (`not_owner`) once the connection broke, so that the operation's signal aborts and
+ * the lease is left to lapse. Before the lock and after the transaction ended,
  * they renew the lease in the store as usual; the lock is only sent when no heartbeat is in
  * flight (one that committed after the transaction's snapshot would fail it).
  */
@@ -42,11 +46,12 @@ export class RunningExecution {
   ): Promise<OwnerWriteResult> {
     if (this.locking) await this.locking;
     const row = this.tx?.rowState() ?? 'none';
-    if (row === 'held') {
-      this.tx?.keepAlive(input);
-      return OK;
-    }
-    if (row === 'lost') return NOT_OWNER;
+    if (row === 'held' && this.tx) {
+      // Renewed inside the transaction: OK only on evidence that the server keeps it.
+      const held = await this.tx.heartbeat(input);
+      if (held === 'held') return OK;
+      if (held === 'lost') return NOT_OWNER;
+    } else if (row === 'lost') return NOT_OWNER;
     const sent = send();
     this.beat = sent;
     const settled = () => {

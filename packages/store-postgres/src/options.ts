@@ -113,7 +113,9 @@ export interface PostgresStore extends IdempotencyStore {
    * that the stored lease stays current and commits with whatever commits the transaction.
    * Sent without a time limit of its own (a limit that fired while the statement waits behind
    * the operation's would leave the connection mid-protocol); it cannot wait for the row,
-   * which the transaction holds. Resolves whatever the answer.
+   * which the transaction holds. Never rejects: true when the server answered with a result,
+   * false on any error (a server's error, or a client-side one such as node-postgres'
+   * `query_timeout`, which says nothing of the server).
    */
-  extendInTransaction(client: Queryable, input: ExtendInput): Promise<void>;
+  extendInTransaction(client: Queryable, input: ExtendInput): Promise<boolean>;
 }

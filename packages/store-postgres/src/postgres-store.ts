@@ -262,14 +262,14 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       return ok ? OK : NOT_OWNER;
     },
 
-    async extendInTransaction(client: Queryable, input: ExtendInput): Promise<void> {
+    extendInTransaction(client: Queryable, input: ExtendInput): Promise<boolean> {
       const values = extendValues(input);
       const config = prepared
         ? { name: names.extend, text: texts.extend, values }
         : { text: texts.extend, values };
-      await client.query(config).then(
-        () => {},
-        () => {},
+      return client.query(config).then(
+        () => true,
+        () => false,
       );
     },
 

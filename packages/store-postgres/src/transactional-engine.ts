@@ -15,6 +15,7 @@ import type { Pool, PoolClient } from 'pg';
 import {
   BusinessTransaction,
   beforeOperation,
+  type HeartbeatTiming,
   TransactionEndedByOperationError,
   TransactionNotCommittedError,
   warnEnded,
@@ -92,6 +93,38 @@ export interface PostgresIdempotency<T> {
   drain(timeoutMs?: number): Promise<number>;
   /** The options in force, defaults filled in. */
   readonly settings: ResolvedSettings;
+}
+
+/** What timers may run early by, against the clocks compared (see `heartbeatTiming`). */
+const TIMER_MARGIN_MS = 5;
+
+/**
+ * How heartbeats judge the server's answers while the transaction holds the record (see
+ * `BusinessTransaction.heartbeat`). Core counts a renewal from the heartbeat's start and may
+ * keep the signal unaborted up to its grace past the estimate (a late renewal is given that
+ * long to land); a renewal counts when the server's idle timer was armed no earlier than
+ * `lookBackMs` before that start. So the server's idle limit is the lease, that look-back,
+ * core's grace, and a margin for timers that run a little early: the signal of an owner cut
+ * off from the server aborts before the server ends its transaction and a duplicate takes the
+ * key over, at most that idle limit after the cut. The look-back is a quarter of the lease (at
+ * most a second) and core's grace again: a busy operation's statements keep the heartbeats
+ * answered at once.
+ */
+export function heartbeatTiming(
+  settings: { leaseMs: number; heartbeatMs: number | false; storeTimeoutMs: number },
+  statementTimeoutMs: number,
+): HeartbeatTiming {
+  const { leaseMs, heartbeatMs, storeTimeoutMs } = settings;
+  const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
+  const lookBackMs = Math.min(1_000, leaseMs / 4) + grace;
+  const checkAfterMs = Math.min(250, leaseMs / 8, storeTimeoutMs / 2);
+  return {
+    lookBackMs,
+    idleLimitMs: leaseMs + lookBackMs + grace + TIMER_MARGIN_MS,
+    // The check's own time limit after its wait, within core's limit for a store call.
+    waitMs: Math.min(storeTimeoutMs, checkAfterMs + statementTimeoutMs),
+    checkAfterMs,
+  };
 }
 
 const BEGIN: Record<IsolationLevel, string> = {
@@ -208,7 +241,8 @@ export function createPostgresIdempotency<T = unknown>(
         : policy(settled);
     },
   });
-  const { retentionMs, leaseMs } = idem.settings;
+  const { retentionMs } = idem.settings;
+  const timing = heartbeatTiming(idem.settings, store.statementTimeoutMs);
 
   /** The policy's answer; one that throws counts as not final (core then decides itself). */
   function finalByPolicy(settled: Parameters<OutcomePolicy<T>>[0]): boolean {
@@ -279,7 +313,7 @@ export function createPostgresIdempotency<T = unknown>(
           execution.owner,
           retentionMs,
           () => executions.end(execution),
-          leaseMs,
+          timing,
         );
         execution.tx = current;
         tx = current;

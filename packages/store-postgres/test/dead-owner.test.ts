@@ -1,8 +1,8 @@
-import { InProgressError, StoreUnavailableError } from '@idem/core';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
-import { DATABASE_URL, makePool, randomName, sleep } from './pg-env.js';
+import { DATABASE_URL, makePool, randomName } from './pg-env.js';
+import { holdForever, insertCharge, untilTakenOver } from './take-over.js';
 import { startProxy } from './tcp-proxy.js';
 
 /**
@@ -45,66 +45,23 @@ describe('the owner of a held record goes silent', () => {
       store: createPostgresStore({ pool: dupPool, table, keyPrefix }),
       ...options,
     });
-    const insert = async (tx: pg.PoolClient, fence: number) =>
-      String(
-        (
-          await tx.query(`INSERT INTO ${charges} (scope, fence) VALUES ($1, $2) RETURNING id`, [
-            scope,
-            fence,
-          ])
-        ).rows[0].id,
-      );
-    // An owner whose transaction could not start (its 500 ms limits, on a loaded machine)
-    // never holds the row: it starts again under a fresh key, at most three times, and fails
-    // with its error after that instead of waiting for the test's timeout.
-    let key = '';
-    const startOwner = async (attempt: number) => {
-      key = `k${attempt}`;
-      let held!: () => void;
-      const holding = new Promise<void>((resolve) => {
-        held = resolve;
-      });
-      const first = owner.execute({ key, scope }, async ({ tx, fence }) => {
-        const id = await insert(tx, fence);
-        held();
-        await new Promise(() => {}); // the owner never comes back
-        return id;
-      });
-      first.catch(() => {});
-      await Promise.race([
-        holding,
-        first.then(
-          () => Promise.reject(new Error('the owner returned')),
-          (error: unknown) => Promise.reject(error),
-        ),
-      ]);
-    };
+    const insert = (tx: pg.PoolClient, fence: number) => insertCharge(tx, charges, scope, fence);
     try {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await startOwner(attempt);
-          break;
-        } catch (error) {
-          if (!(error instanceof StoreUnavailableError) || attempt === 3) throw error;
-        }
-      }
+      // Its transaction may fail to start within its 500 ms limits on a loaded machine: then
+      // it starts again under a fresh key (see holdForever).
+      const key = await holdForever(owner, scope, async ({ tx, fence }) => {
+        await insert(tx, fence);
+      });
       // The network between the owner and the server goes silent (nothing reaches either).
       proxy.mode = 'silent';
-      const started = performance.now();
-      let answer: string | undefined;
-      let conflicts = 0;
       // Bounded: without a limit on the server, the row stays locked until the socket dies
       // (hours with default TCP keep-alive), and every duplicate gets 409.
-      while (answer === undefined && performance.now() - started < 12_000) {
-        try {
-          answer = (await duplicates.execute({ key, scope }, ({ tx, fence }) => insert(tx, fence)))
-            .value;
-        } catch (error) {
-          expect(error).toBeInstanceOf(InProgressError);
-          conflicts++;
-          await sleep(200);
-        }
-      }
+      const { value: answer, conflicts } = await untilTakenOver(
+        duplicates,
+        { key, scope },
+        ({ tx, fence }) => insert(tx, fence),
+        { limitMs: 12_000, pauseMs: 200 },
+      );
       expect(answer, `still 409 after ${conflicts} tries`).toBeDefined();
       const { rows } = await raw.query(`SELECT id, fence FROM ${charges} WHERE scope = $1`, [
         scope,
@@ -147,24 +104,15 @@ describe('the maximum hold passes while a statement of the operation runs', () =
       expect(first).not.toBe('committed');
       // Bounded: the dropped connection alone leaves pg_sleep running (and the row locked)
       // for 30 s, and every retry meanwhile gets 409.
-      const started = performance.now();
-      let retry: string | undefined;
-      while (retry === undefined && performance.now() - started < 6_000) {
-        try {
-          retry = (
-            await engine.execute({ key: 'k', scope }, async ({ tx, fence }) => {
-              await tx.query(`INSERT INTO ${charges} (scope, fence) VALUES ($1, $2)`, [
-                scope,
-                fence,
-              ]);
-              return 'retried';
-            })
-          ).value;
-        } catch (error) {
-          expect(error).toBeInstanceOf(InProgressError);
-          await sleep(200);
-        }
-      }
+      const { value: retry } = await untilTakenOver(
+        engine,
+        { key: 'k', scope },
+        async ({ tx, fence }) => {
+          await insertCharge(tx, charges, scope, fence);
+          return 'retried';
+        },
+        { limitMs: 6_000, pauseMs: 200 },
+      );
       expect(retry).toBe('retried');
       const { rows } = await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1`, [scope]);
       expect(rows.map((r) => Number(r.fence))).toEqual([2]);
