@@ -89,15 +89,12 @@ describe('the answers to the owner stall, then its network falls silent', () => 
   it('an extend answered late renews nothing for a later heartbeat: the signal aborts before the takeover', () =>
     // The server handles the extend of the first heartbeat after the stall (its idle limit
     // runs from then) but the answer only arrives 545 ms into the stall, as the network falls
-    // silent for good. A heartbeat that started meanwhile must not count that answer as a
-    // renewal from its own start: its lease estimate would pass after the server ended the
-    // transaction and a duplicate took over. Timing: heartbeats every 100 ms (the first after
-    // the stall within 100 ms), each waits 250 ms for its extend's answer, then 100 ms for
-    // the pool's check (the owner's statement limit), and a failed one is retried 20 ms
-    // later: so at 545 ms the retry of the first heartbeat is waiting (it started between 370
-    // and 470 ms), whatever the phase, with 75 ms to spare on either side.
+    // silent for good. A heartbeat that started more than the look-back after that extend was
+    // sent must not count its answer as a renewal from its own start: its lease estimate would
+    // pass after the server ended the transaction and a duplicate took over. (Heartbeats
+    // every 100 ms: several start within the stall, before and after the look-back.)
     ownerCutOff({
-      statementTimeoutMs: 100,
+      statementTimeoutMs: 500,
       engine: { leaseMs: 1_000, heartbeatMs: 100 },
       cutOff: async (proxy) => {
         proxy.mode = 'hold-answers';
