@@ -9,7 +9,7 @@ import {
   StoreUnavailableError,
 } from '@idem/core';
 import type { PoolClient } from 'pg';
-import { type HoldRecordSql, idleLimit } from './hold-record-sql.js';
+import { type HoldRecordSql, idleLimit, tcpLimits } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
 import { runStatement } from './pg-call.js';
 import { rollbackIfOurs, transactionFate, transactionStatus } from './transaction-fate.js';
@@ -140,6 +140,10 @@ export class BusinessTransaction {
   private readyAt: number | undefined;
   /** A heartbeat's extend inside the transaction, on its way. */
   private pinging = false;
+  /** A heartbeat's extend inside the transaction answered that the record is another's. */
+  private notOwner = false;
+  /** Aborts when the transaction's connection broke while it held the row: see `lostSignal`. */
+  private lostController: AbortController | undefined;
   /** A check of the transaction's backend through the pool, on its way. */
   private checking = false;
   /** Heartbeats waiting for evidence (woken by every change). */
@@ -172,7 +176,11 @@ export class BusinessTransaction {
   private readonly onError = (error: Error) => {
     // The connection died (a terminated backend, a reset): the transaction cannot commit.
     this.broken = error;
-    this.wake();
+    this.connectionLost();
+  };
+  private readonly onEnd = () => {
+    this.broken ??= new Error('The business transaction connection ended');
+    this.connectionLost();
   };
 
   constructor(
@@ -185,7 +193,36 @@ export class BusinessTransaction {
     private readonly timing: HeartbeatTiming,
   ) {
     client.on('error', this.onError);
-    this.connection()?.on('readyForQuery', this.onReady);
+    client.on('end', this.onEnd);
+    // Before node-postgres' own listener, which sends the next statement queued: the moment
+    // noted is then no later than that statement left (see `onReady`).
+    this.connection()?.prependListener('readyForQuery', this.onReady);
+  }
+
+  /**
+   * The connection broke while the transaction held the row: the server frees the row, and
+   * the lease stored (committed) is the acquisition's or one renewed outside the
+   * transaction, which may have passed long ago, so a duplicate may take the key over at
+   * once. The operation's signal is told at once (see `lostSignal`), not at its next
+   * heartbeat.
+   */
+  private connectionLost(): void {
+    if (this.locked && this.phase === 'open' && !this.gone) {
+      this.lostController ??= new AbortController();
+      if (!this.lostController.signal.aborted)
+        this.lostController.abort(
+          new LeaseLostError(
+            "The business transaction's connection broke while it held the record: nothing of it commits, and the key may be taken over",
+          ),
+        );
+    }
+    this.wake();
+  }
+
+  /** Aborts (`LeaseLostError`) when the connection breaks while the row is held; the engine joins it to the operation's signal. */
+  get lostSignal(): AbortSignal {
+    this.lostController ??= new AbortController();
+    return this.lostController.signal;
   }
 
   /** node-postgres' protocol connection of the client (absent in pg-native). */
@@ -201,7 +238,7 @@ export class BusinessTransaction {
 
   /**
    * Sends `BEGIN ...` and, in the same round trip, the lock of the record's row (`lockSql`),
-   * the transaction's idle limit and a savepoint: from here until the transaction ends
+   * the transaction's idle limit (and TCP limits no shorter, see `tcpLimits`) and a savepoint: from here until the transaction ends
    * nobody can take the key over, and a key lost before is known before the operation writes
    * anything. The operation runs inside the savepoint, so that a statement of its that fails
    * aborts only the savepoint's subtransaction: the transaction, and with it the row lock
@@ -230,7 +267,7 @@ export class BusinessTransaction {
           this.client,
           'begin',
           {
-            text: `${beginSql}; ${hold.lock(tid)}; ${idleLimit(this.timing.idleLimitMs)}; SAVEPOINT ${OPERATION_SAVEPOINT}`,
+            text: `${beginSql}; ${hold.lock(tid)}; ${idleLimit(this.timing.idleLimitMs)}; ${tcpLimits(this.timing.idleLimitMs)}; SAVEPOINT ${OPERATION_SAVEPOINT}`,
           },
           timeoutMs,
         );
@@ -422,8 +459,9 @@ export class BusinessTransaction {
    *   restarts the idle timer and keeps the stored lease current for an operation that ends
    *   the transaction itself);
    * - the pool seeing a statement of this transaction running (`pg_stat_activity`: its
-   *   backend active with its id), asked when no answer came within `timing.checkAfterMs`
-   *   (the operation runs one long statement, and the extend waits behind it).
+   *   backend active with its id), asked at once when a statement was on its way on the
+   *   connection as the heartbeat started (the extend waits behind it: the operation may run
+   *   one long statement), else when no answer came within `timing.checkAfterMs`.
    *
    * Neither within `timing.waitMs` (the check's time limit after its wait, within core's time
    * limit for a store call): `StoreUnavailableError`,
@@ -435,10 +473,14 @@ export class BusinessTransaction {
     const startedAt = performance.now();
     const needed = startedAt - this.timing.lookBackMs;
     const deadline = startedAt + this.timing.waitMs;
+    // A statement is on its way on the connection (node-postgres sends the next only after
+    // its answer): the extend waits behind it, so the pool is asked at once.
+    const busy = (this.client as { readyForQuery?: unknown }).readyForQuery === false;
+    const checkAt = startedAt + (busy ? 0 : this.timing.checkAfterMs);
     let checked = false;
     for (;;) {
       const row = this.rowState();
-      if (row === 'lost') return 'lost';
+      if (row === 'lost' || this.notOwner) return 'lost';
       if (row === 'none' || this.phase !== 'open') return 'free';
       this.ping(input);
       if (this.keptFrom >= needed) return 'held';
@@ -447,11 +489,11 @@ export class BusinessTransaction {
         throw new StoreUnavailableError(
           `No answer of the business transaction's connection within ${this.timing.waitMs} ms, and no statement of it seen running: the lease is not counted as renewed`,
         );
-      if (!checked && now - startedAt >= this.timing.checkAfterMs) {
+      if (!checked && now >= checkAt) {
         checked = true;
         this.checkRunning();
       }
-      const until = checked ? deadline : Math.min(deadline, startedAt + this.timing.checkAfterMs);
+      const until = checked ? deadline : Math.min(deadline, checkAt);
       await this.changed(until - now);
     }
   }
@@ -484,11 +526,16 @@ export class BusinessTransaction {
     if (this.pinging || this.gone || this.broken) return;
     this.pinging = true;
     const sentAt = performance.now();
-    void this.store.extendInTransaction(this.client, input).then((answered) => {
+    void this.store.extendInTransaction(this.client, input).then((answer) => {
       this.pinging = false;
       // A result (never an error: a client-side timeout says nothing of the server).
-      if (answered && this.phase === 'open') this.kept(sentAt);
-      else this.wake();
+      if (answer === 'ok' && this.phase === 'open') this.kept(sentAt);
+      else {
+        // Not the owner's, inside what should be its own transaction: the operation ended
+        // the transaction itself (misuse) and the key was taken over meanwhile.
+        if (answer === 'not_owner') this.notOwner = true;
+        this.wake();
+      }
     });
   }
 
@@ -741,6 +788,7 @@ export class BusinessTransaction {
   private giveBack(): void {
     this.gone = true;
     this.client.off('error', this.onError);
+    this.client.off('end', this.onEnd);
     this.connection()?.off('readyForQuery', this.onReady);
     this.client.release();
   }
@@ -755,6 +803,7 @@ export class BusinessTransaction {
     if (this.gone) return;
     this.gone = true;
     this.client.off('error', this.onError);
+    this.client.off('end', this.onEnd);
     this.connection()?.off('readyForQuery', this.onReady);
     // A listener stays until the socket is gone: a late error must not crash the process.
     this.client.on('error', () => {});

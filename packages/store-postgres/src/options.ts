@@ -113,9 +113,13 @@ export interface PostgresStore extends IdempotencyStore {
    * that the stored lease stays current and commits with whatever commits the transaction.
    * Sent without a time limit of its own (a limit that fired while the statement waits behind
    * the operation's would leave the connection mid-protocol); it cannot wait for the row,
-   * which the transaction holds. Never rejects: true when the server answered with a result,
-   * false on any error (a server's error, or a client-side one such as node-postgres'
-   * `query_timeout`, which says nothing of the server).
+   * which the transaction holds. Never rejects: `ok` when the server renewed the lease,
+   * `not_owner` when it answered that the record is not the owner's, `failed` on any error (a
+   * server's error, or a client-side one such as node-postgres' `query_timeout`, which says
+   * nothing of the server).
    */
-  extendInTransaction(client: Queryable, input: ExtendInput): Promise<boolean>;
+  extendInTransaction(
+    client: Queryable,
+    input: ExtendInput,
+  ): Promise<'ok' | 'not_owner' | 'failed'>;
 }

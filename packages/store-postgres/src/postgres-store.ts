@@ -262,14 +262,17 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       return ok ? OK : NOT_OWNER;
     },
 
-    extendInTransaction(client: Queryable, input: ExtendInput): Promise<boolean> {
+    extendInTransaction(
+      client: Queryable,
+      input: ExtendInput,
+    ): Promise<'ok' | 'not_owner' | 'failed'> {
       const values = extendValues(input);
       const config = prepared
         ? { name: names.extend, text: texts.extend, values }
         : { text: texts.extend, values };
-      return client.query(config).then(
-        () => true,
-        () => false,
+      return client.query<{ lease_until: unknown }>(config).then(
+        ({ rows }) => (rows[0]?.lease_until == null ? 'not_owner' : 'ok'),
+        () => 'failed',
       );
     },
 

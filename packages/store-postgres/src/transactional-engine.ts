@@ -95,6 +95,9 @@ export interface PostgresIdempotency<T> {
   readonly settings: ResolvedSettings;
 }
 
+/** Longest `idle_in_transaction_session_timeout` PostgreSQL takes, in ms. */
+const MAX_IDLE_LIMIT_MS = 2_147_483_647;
+
 /** What timers may run early by, against the clocks compared (see `heartbeatTiming`). */
 const TIMER_MARGIN_MS = 5;
 
@@ -118,9 +121,14 @@ export function heartbeatTiming(
   const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
   const lookBackMs = Math.min(1_000, leaseMs / 4) + grace;
   const checkAfterMs = Math.min(250, leaseMs / 8, storeTimeoutMs / 2);
+  const idleLimitMs = leaseMs + lookBackMs + grace + TIMER_MARGIN_MS;
+  if (idleLimitMs > MAX_IDLE_LIMIT_MS)
+    throw new InvalidInputError(
+      `leaseMs is too long for the transactional engine: the transaction's idle limit (the lease and ${Math.ceil(idleLimitMs - leaseMs)} ms) must fit PostgreSQL's ${MAX_IDLE_LIMIT_MS} ms`,
+    );
   return {
     lookBackMs,
-    idleLimitMs: leaseMs + lookBackMs + grace + TIMER_MARGIN_MS,
+    idleLimitMs,
     // The check's own time limit after its wait, within core's limit for a store call.
     waitMs: Math.min(storeTimeoutMs, checkAfterMs + statementTimeoutMs),
     checkAfterMs,
@@ -326,11 +334,15 @@ export function createPostgresIdempotency<T = unknown>(
         await execution.whileNoHeartbeat(() => current.begin(begin, hold));
         let value: T;
         try {
+          // Core's signal, joined on first read with the transaction's own (its connection
+          // broke while it held the row: see BusinessTransaction.lostSignal).
+          let signal: AbortSignal | undefined;
           value = await operation({
             fence: ctx.fence,
             storageKey: ctx.storageKey,
             get signal() {
-              return ctx.signal;
+              signal ??= eitherSignal(ctx.signal, current.lostSignal);
+              return signal;
             },
             tx: client,
           });
@@ -400,4 +412,24 @@ class OutcomeMarks {
     else this.others.delete(outcome);
     return true;
   }
+}
+
+/** A signal that aborts (with its reason) when either `a` or `b` does. */
+function eitherSignal(a: AbortSignal, b: AbortSignal): AbortSignal {
+  if (a.aborted) return a;
+  if (b.aborted) return b;
+  const both = new AbortController();
+  const onA = () => both.abort(a.reason);
+  const onB = () => both.abort(b.reason);
+  a.addEventListener('abort', onA, { once: true });
+  b.addEventListener('abort', onB, { once: true });
+  both.signal.addEventListener(
+    'abort',
+    () => {
+      a.removeEventListener('abort', onA);
+      b.removeEventListener('abort', onB);
+    },
+    { once: true },
+  );
+  return both.signal;
 }

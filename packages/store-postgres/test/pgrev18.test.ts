@@ -402,29 +402,42 @@ describe('healthy owners under load', () => {
         pool,
         table,
         keyPrefix: randomName('r18load'),
-        statementTimeoutMs: 500,
+        // Limits a loaded machine's store calls meet.
+        statementTimeoutMs: 2_000,
       }),
       leaseMs: 1_000,
       heartbeatMs: 200,
       maxHoldMs: 60_000,
     });
     const signals: AbortSignal[] = [];
+    const reasons: string[] = [];
+    const reasonOf = (error: unknown) => {
+      reasons.push(
+        `${(error as Error)?.name}: ${(error as Error)?.message} ${String((error as { cause?: Error })?.cause?.message ?? '')}`,
+      );
+      throw error;
+    };
     try {
       const runs = Array.from({ length: 8 }, (_, i) =>
-        engine.execute({ key: `k${i}`, scope }, async ({ tx, fence, signal }) => {
-          signals.push(signal);
-          await insertCharge(tx, charges, scope, fence);
-          const started = performance.now();
-          for (let n = 0; n < 5_000 && performance.now() - started < 1_200; n++)
-            await tx.query('SELECT 1');
-          await tx.query("SET LOCAL statement_timeout = '30s'");
-          await tx.query('SELECT pg_sleep(1.3)');
-          await sleep(700); // idle in the transaction (e.g. a remote call)
-          return `v${i}`;
-        }),
+        engine
+          .execute({ key: `k${i}`, scope }, async ({ tx, fence, signal }) => {
+            signals.push(signal);
+            await insertCharge(tx, charges, scope, fence);
+            const started = performance.now();
+            for (let n = 0; n < 5_000 && performance.now() - started < 1_200; n++)
+              await tx.query('SELECT 1');
+            await tx.query("SET LOCAL statement_timeout = '30s'");
+            await tx.query('SELECT pg_sleep(1.3)');
+            await sleep(700); // idle in the transaction (e.g. a remote call)
+            return `v${i}`;
+          })
+          .catch(reasonOf),
       );
       const results = await Promise.allSettled(runs);
-      expect(results.map((r) => r.status)).toEqual(Array(8).fill('fulfilled'));
+      expect(
+        results.map((r) => r.status),
+        reasons.join('\n'),
+      ).toEqual(Array(8).fill('fulfilled'));
       expect(signals.filter((s) => s.aborted)).toHaveLength(0);
       const { rows } = await raw.query(
         `SELECT count(*)::int AS n FROM ${charges} WHERE scope = $1`,
