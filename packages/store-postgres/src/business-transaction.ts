@@ -9,7 +9,7 @@ import {
   StoreUnavailableError,
 } from '@idem/core';
 import type { PoolClient } from 'pg';
-import { type HoldRecordSql, idleLimit, tcpLimits } from './hold-record-sql.js';
+import { type HoldRecordSql, idleLimit } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
 import { runStatement } from './pg-call.js';
 import { rollbackIfOurs, transactionFate, transactionStatus } from './transaction-fate.js';
@@ -68,20 +68,11 @@ export function warnEnded(): void {
  */
 export const beforeOperation = new WeakSet<object>();
 
+/** A heartbeat's statement on the business transaction's connection (see `heartbeat`). */
+export const HEARTBEAT_SQL = 'SELECT 1 AS idem_heartbeat';
+
 /** The savepoint the operation runs in (see `BusinessTransaction.begin`). */
 const OPERATION_SAVEPOINT = 'idem_operation';
-
-/** How the heartbeats of a held record judge the server's answers (see `heartbeat`). */
-export interface HeartbeatTiming {
-  /** The transaction's idle limit on the server: the lease, and `lookBackMs` and core's grace. */
-  idleLimitMs: number;
-  /** How long before a heartbeat's start the server's idle timer may have been armed. */
-  lookBackMs: number;
-  /** Longest wait of a heartbeat for evidence (within core's time limit for a store call). */
-  waitMs: number;
-  /** How long a heartbeat waits for an answer before it asks the pool. */
-  checkAfterMs: number;
-}
 
 /** Tries of `BEGIN` + lock that met a serialization failure or a deadlock. */
 const MAX_BEGIN_TRIES = 3;
@@ -127,42 +118,12 @@ export class BusinessTransaction {
    * seen, whatever happens to the connection afterwards.
    */
   private seenIdle = false;
-  /**
-   * The latest moment (this process's `performance.now()`) from which the server is known to
-   * keep the transaction, and the row it holds, for at least its idle limit: the server's idle
-   * timer, which alone ends a live transaction on its own (`idleLimit`), was last armed no
-   * earlier. Raised by every answer of the transaction's connection (see `onReady`), by the
-   * answer to a heartbeat's extend (from when it was sent), and by the pool seeing a
-   * statement of the transaction running (from when the check was sent).
-   */
-  private keptFrom = Number.NEGATIVE_INFINITY;
-  /** When the connection's latest ReadyForQuery arrived (see `onReady`). */
-  private readyAt: number | undefined;
-  /** A heartbeat's extend inside the transaction, on its way. */
+  /** A heartbeat's statement on the transaction's connection, on its way. */
   private pinging = false;
-  /** A heartbeat's extend inside the transaction answered that the record is another's. */
-  private notOwner = false;
   /** Aborts when the transaction's connection broke while it held the row: see `lostSignal`. */
   private lostController: AbortController | undefined;
-  /** A check of the transaction's backend through the pool, on its way. */
-  private checking = false;
-  /** Heartbeats waiting for evidence (woken by every change). */
-  private readonly waiters = new Set<() => void>();
   private readonly onReady = (message: { status?: unknown } | undefined) => {
-    const now = performance.now();
-    const status = message?.status;
-    if (this.locked && this.phase === 'open') {
-      if (status === 'I') this.seenIdle = true;
-      // node-postgres sends a statement only once the answer to the one before has arrived
-      // (ReadyForQuery), so the statement this one answers reached the server after the
-      // previous ReadyForQuery reached us: the server armed its idle timer no earlier. (A
-      // failed statement ('E') leaves the transaction, and its row lock, alive: the operation
-      // runs inside a savepoint, see `begin`.)
-      else if ((status === 'T' || status === 'E') && this.readyAt !== undefined)
-        this.kept(this.readyAt);
-    }
-    this.readyAt = now;
-    this.wake();
+    if (this.locked && this.phase === 'open' && message?.status === 'I') this.seenIdle = true;
   };
   private broken: Error | undefined;
   /** The transaction holds the record's row (from the lock after BEGIN to its end). */
@@ -190,13 +151,14 @@ export class BusinessTransaction {
     readonly owner: string,
     private readonly retentionMs: number,
     private readonly forget: () => void,
-    private readonly timing: HeartbeatTiming,
+    /** The acquisition's fence (the held lease is renewed for it). */
+    private readonly fence: number,
+    /** The longest the transaction may sit idle before the server ends it. */
+    private readonly idleLimitMs: number,
   ) {
     client.on('error', this.onError);
     client.on('end', this.onEnd);
-    // Before node-postgres' own listener, which sends the next statement queued: the moment
-    // noted is then no later than that statement left (see `onReady`).
-    this.connection()?.prependListener('readyForQuery', this.onReady);
+    this.connection()?.on('readyForQuery', this.onReady);
   }
 
   /**
@@ -216,7 +178,6 @@ export class BusinessTransaction {
           ),
         );
     }
-    this.wake();
   }
 
   /** Aborts (`LeaseLostError`) when the connection breaks while the row is held; the engine joins it to the operation's signal. */
@@ -238,7 +199,7 @@ export class BusinessTransaction {
 
   /**
    * Sends `BEGIN ...` and, in the same round trip, the lock of the record's row (`lockSql`),
-   * the transaction's idle limit (and TCP limits no shorter, see `tcpLimits`) and a savepoint: from here until the transaction ends
+   * the transaction's idle limit and a savepoint: from here until the transaction ends
    * nobody can take the key over, and a key lost before is known before the operation writes
    * anything. The operation runs inside the savepoint, so that a statement of its that fails
    * aborts only the savepoint's subtransaction: the transaction, and with it the row lock
@@ -262,19 +223,17 @@ export class BusinessTransaction {
           // Not the caller's any more; no transaction is open (that one committed).
           if (tid === undefined) return this.lost(false);
         }
-        const sentAt = performance.now();
         const results = await runStatement(
           this.client,
           'begin',
           {
-            text: `${beginSql}; ${hold.lock(tid)}; ${idleLimit(this.timing.idleLimitMs)}; ${tcpLimits(this.timing.idleLimitMs)}; SAVEPOINT ${OPERATION_SAVEPOINT}`,
+            text: `${beginSql}; ${hold.lock(tid)}; ${idleLimit(this.idleLimitMs)}; SAVEPOINT ${OPERATION_SAVEPOINT}`,
           },
           timeoutMs,
         );
         const row = secondResult<{ fence: unknown; xid: unknown }>(results)[0];
         held = row?.fence != null;
         this.xid = typeof row?.xid === 'string' ? row.xid : undefined;
-        this.kept(sentAt);
       } catch (error) {
         const code = ((error as { cause?: { code?: unknown } }).cause as { code?: unknown })?.code;
         if (RETRIABLE.has(code as string) && tries < MAX_BEGIN_TRIES && !this.broken) {
@@ -446,130 +405,40 @@ export class BusinessTransaction {
   }
 
   /**
-   * A heartbeat while the row is held and the operation runs. The row lock is the lease now:
-   * nobody can take the key over until the server ends the transaction, which it does on its
-   * own only when the transaction sat idle for its idle limit (set at `BEGIN`:
-   * `timing.idleLimitMs`, longer than the lease). So the heartbeat answers `held` only on
-   * evidence that the server's idle timer was last armed no earlier than `timing.lookBackMs`
-   * before the heartbeat's start (core then counts the lease as renewed from that start, and
-   * aborts the operation's signal at its estimate before the server can end the transaction):
-   *
-   * - an answer of the transaction's connection to a statement sent since then (the
-   *   operation's, or the owner-checked extend this sends inside the transaction, which also
-   *   restarts the idle timer and keeps the stored lease current for an operation that ends
-   *   the transaction itself);
-   * - the pool seeing a statement of this transaction running (`pg_stat_activity`: its
-   *   backend active with its id), asked at once when a statement was on its way on the
-   *   connection as the heartbeat started (the extend waits behind it: the operation may run
-   *   one long statement), else when no answer came within `timing.checkAfterMs`.
-   *
-   * Neither within `timing.waitMs` (the check's time limit after its wait, within core's time
-   * limit for a store call): `StoreUnavailableError`,
-   * a failed renewal (a silent network, a stalled server). `lost` when the connection broke,
-   * `free` when the operation ended the transaction itself (renew in the store then). Never
-   * more than one extend and one check on their way.
+   * A heartbeat while the row is held and the operation runs. The row lock keeps every
+   * takeover out while the transaction lives, but nothing tells a takeover how long it will:
+   * the server may end it at any time (its idle limit for an owner gone silent, an operator's
+   * kill, a proxy that closed its side), and the record's own lease cannot be renewed while
+   * its row is locked, so it is the acquisition's, long passed in a long operation. So the
+   * heartbeat renews, through the pool, the held lease that a takeover honours besides the
+   * record's (`renewHeld`), owner-checked by the acquisition's fence: `held` when renewed (core
+   * counts the lease from the heartbeat's start, as for any store), `lost` when the record is
+   * another's, a thrown `StoreUnavailableError` when the server does not answer (a failed
+   * renewal). It also sends `SELECT 1` on the transaction's connection (none while the last
+   * is unanswered): that restarts the server's idle timer, which ends the transaction of an
+   * owner gone silent (the idle limit set at `BEGIN`), never a live one's; it runs inside the
+   * operation's savepoint and cannot fail there (no table, no privilege), so it never breaks
+   * the operation. `free` when the operation ended the transaction itself (renew in the store).
    */
   async heartbeat(input: ExtendInput): Promise<'held' | 'lost' | 'free'> {
-    const startedAt = performance.now();
-    const needed = startedAt - this.timing.lookBackMs;
-    const deadline = startedAt + this.timing.waitMs;
-    // A statement is on its way on the connection (node-postgres sends the next only after
-    // its answer): the extend waits behind it, so the pool is asked at once.
-    const busy = (this.client as { readyForQuery?: unknown }).readyForQuery === false;
-    const checkAt = startedAt + (busy ? 0 : this.timing.checkAfterMs);
-    let checked = false;
-    for (;;) {
-      const row = this.rowState();
-      if (row === 'lost' || this.notOwner) return 'lost';
-      if (row === 'none' || this.phase !== 'open') return 'free';
-      this.ping(input);
-      if (this.keptFrom >= needed) return 'held';
-      const now = performance.now();
-      if (now >= deadline)
-        throw new StoreUnavailableError(
-          `No answer of the business transaction's connection within ${this.timing.waitMs} ms, and no statement of it seen running: the lease is not counted as renewed`,
-        );
-      if (!checked && now >= checkAt) {
-        checked = true;
-        this.checkRunning();
-      }
-      const until = checked ? deadline : Math.min(deadline, checkAt);
-      await this.changed(until - now);
-    }
+    const row = this.rowState();
+    if (row === 'lost') return 'lost';
+    if (row === 'none' || this.phase !== 'open') return 'free';
+    this.ping();
+    const renewed = await this.store.renewHeld(input, this.fence);
+    return renewed === undefined ? 'lost' : 'held';
   }
 
-  /** Raises `keptFrom` (see there) and wakes the heartbeats that wait. */
-  private kept(from: number): void {
-    if (from > this.keptFrom) this.keptFrom = from;
-    this.wake();
-  }
-
-  private wake(): void {
-    for (const waiter of this.waiters) waiter();
-  }
-
-  /** Resolves on the next change (an answer, a break) or after `ms`. */
-  private changed(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.waiters.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, Math.max(1, ms));
-      this.waiters.add(done);
-    });
-  }
-
-  /** Sends the owner-checked extend inside the transaction, unless one is on its way. */
-  private ping(input: ExtendInput): void {
+  /** {@link HEARTBEAT_SQL} on the transaction's connection, unless one is on its way. */
+  private ping(): void {
     if (this.pinging || this.gone || this.broken) return;
     this.pinging = true;
-    const sentAt = performance.now();
-    void this.store.extendInTransaction(this.client, input).then((answer) => {
-      this.pinging = false;
-      // A result (never an error: a client-side timeout says nothing of the server).
-      if (answer === 'ok' && this.phase === 'open') this.kept(sentAt);
-      else {
-        // Not the owner's, inside what should be its own transaction: the operation ended
-        // the transaction itself (misuse) and the key was taken over meanwhile.
-        if (answer === 'not_owner') this.notOwner = true;
-        this.wake();
-      }
-    });
-  }
-
-  /**
-   * Asks the pool whether the transaction's backend runs a statement of this transaction
-   * now: its idle timer is then not armed, and is armed again only after that statement,
-   * so from the moment the check was sent at least. Any other answer, or none within the
-   * store's statement time limit, is no evidence (a role that cannot see the session, a pool
-   * with no free connection: the heartbeat then fails, never a false "held").
-   */
-  private checkRunning(): void {
-    const pid = (this.client as { processID?: unknown }).processID;
-    const xid = this.xid;
-    if (this.checking || typeof pid !== 'number' || xid === undefined || this.gone) return;
-    this.checking = true;
-    const sentAt = performance.now();
-    runStatement<{ running: boolean }>(
-      this.store.pool,
-      'extend',
-      {
-        // backend_xid is the 32-bit id; txid_current() (the xid kept) adds an epoch above it.
-        text: `SELECT coalesce(bool_or(state = 'active' AND backend_xid::text = ($2::bigint % 4294967296)::text), false) AS running FROM pg_stat_activity WHERE pid = $1`,
-        values: [pid, xid],
-      },
-      this.store.statementTimeoutMs,
-    ).then(
-      ({ rows }) => {
-        this.checking = false;
-        if (rows[0]?.running === true && this.phase === 'open') this.kept(sentAt);
-        else this.wake();
+    this.client.query(HEARTBEAT_SQL).then(
+      () => {
+        this.pinging = false;
       },
       () => {
-        this.checking = false;
-        this.wake();
+        this.pinging = false;
       },
     );
   }

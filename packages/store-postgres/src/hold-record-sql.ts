@@ -69,19 +69,3 @@ export function idleLimit(ms: number): string {
   const limit = Math.min(Math.max(1, Math.ceil(ms)), MAX_SETTING_MS);
   return `SET LOCAL idle_in_transaction_session_timeout = ${limit}`;
 }
-
-/**
- * Keeps the server from ending the transaction of an owner cut off from it before the idle
- * limit `ms` does, through TCP: a `tcp_user_timeout` (unacknowledged data, such as the answer
- * a silent client never takes) or a TCP keep-alive idle time set shorter than it (by the
- * sessions' defaults or `postgresql.conf`) is raised to it for the transaction (`SET LOCAL`
- * semantics: back as it was at its end). The heartbeats' evidence dates the end of a silent
- * owner's transaction by the idle limit alone. Zero (the system's default: minutes to hours)
- * and values already longer are left alone; so are Unix-socket sessions, where both read 0.
- */
-export function tcpLimits(ms: number): string {
-  const limit = Math.min(Math.max(1, Math.ceil(ms)), MAX_SETTING_MS);
-  const seconds = Math.ceil(limit / 1000);
-  // Both read as plain numbers of their unit (ms, s): their show hooks print no unit.
-  return `SELECT CASE WHEN current_setting('tcp_user_timeout')::bigint BETWEEN 1 AND ${limit - 1} THEN set_config('tcp_user_timeout', '${limit}', true) END, CASE WHEN current_setting('tcp_keepalives_idle')::bigint BETWEEN 1 AND ${seconds - 1} THEN set_config('tcp_keepalives_idle', '${seconds}', true) END`;
-}

@@ -108,18 +108,11 @@ export interface PostgresStore extends IdempotencyStore {
     transactionId: string,
   ): Promise<OwnerWriteResult | 'other_transaction'>;
   /**
-   * The transactional engine's heartbeat while its transaction holds the record's row
-   * (internal): the owner-checked `extend`, sent on `client` inside that transaction, so
-   * that the stored lease stays current and commits with whatever commits the transaction.
-   * Sent without a time limit of its own (a limit that fired while the statement waits behind
-   * the operation's would leave the connection mid-protocol); it cannot wait for the row,
-   * which the transaction holds. Never rejects: `ok` when the server renewed the lease,
-   * `not_owner` when it answered that the record is not the owner's, `failed` on any error (a
-   * server's error, or a client-side one such as node-postgres' `query_timeout`, which says
-   * nothing of the server).
+   * The transactional engine's heartbeat while its business transaction holds the record's
+   * row (internal): renews, through the pool, the lease a takeover honours besides the
+   * record's own (which the locked row keeps from being renewed), while the record is still
+   * the acquisition `fence` of `input.owner`. Answers the new deadline, or undefined when the
+   * record is another's. Throws the store's typed error when the server does not answer.
    */
-  extendInTransaction(
-    client: Queryable,
-    input: ExtendInput,
-  ): Promise<'ok' | 'not_owner' | 'failed'>;
+  renewHeld(input: ExtendInput, fence: number): Promise<number | undefined>;
 }

@@ -124,7 +124,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     release: `SELECT ${o.release}($1, $2, $3) AS ok`,
     extend: `SELECT ${o.extend}($1, $2, $3, $4) AS lease_until`,
     get: `SELECT status, fingerprint, owner, fence, lease_until, expires_at, outcome FROM ${o.table} WHERE key = $1 AND expires_at > ${NOW_MS}`,
-    deleteExpired: `DELETE FROM ${o.table} WHERE key IN (SELECT key FROM ${o.table} WHERE expires_at < ${NOW_MS} - $1::bigint AND lease_until < ${NOW_MS} - $1::bigint ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) AND expires_at < ${NOW_MS} - $1::bigint AND lease_until < ${NOW_MS} - $1::bigint`,
+    renewHeld: `SELECT ${o.renewHeld}($1, $2, $3, $4) AS lease_until`,
+    // The held leases that passed go too (a few: one per long transactional execution).
+    deleteExpired: `WITH held AS (DELETE FROM ${o.heldLeases} WHERE key IN (SELECT key FROM ${o.heldLeases} WHERE lease_until < ${NOW_MS} - $1::bigint LIMIT $2 FOR UPDATE SKIP LOCKED) AND lease_until < ${NOW_MS} - $1::bigint) DELETE FROM ${o.table} WHERE key IN (SELECT key FROM ${o.table} WHERE expires_at < ${NOW_MS} - $1::bigint AND lease_until < ${NOW_MS} - $1::bigint ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) AND expires_at < ${NOW_MS} - $1::bigint AND lease_until < ${NOW_MS} - $1::bigint`,
   };
   // Named after their text, so two stores (two tables, two versions) never share a name.
   const names = Object.fromEntries(
@@ -262,18 +264,16 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       return ok ? OK : NOT_OWNER;
     },
 
-    extendInTransaction(
-      client: Queryable,
-      input: ExtendInput,
-    ): Promise<'ok' | 'not_owner' | 'failed'> {
-      const values = extendValues(input);
-      const config = prepared
-        ? { name: names.extend, text: texts.extend, values }
-        : { text: texts.extend, values };
-      return client.query<{ lease_until: unknown }>(config).then(
-        ({ rows }) => (rows[0]?.lease_until == null ? 'not_owner' : 'ok'),
-        () => 'failed',
-      );
+    async renewHeld(input: ExtendInput, fence: number): Promise<number | undefined> {
+      if (!Number.isSafeInteger(fence)) throw new InvalidInputError('fence must be a safe integer');
+      const { rows } = await run<{ lease_until: string | null }>('renewHeld', [
+        rowKey(input.key),
+        checkOwner(input.owner),
+        fence,
+        duration('leaseMs', input.leaseMs),
+      ]);
+      const leaseUntil = rows[0]?.lease_until;
+      return leaseUntil == null ? undefined : Number(leaseUntil);
     },
 
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {

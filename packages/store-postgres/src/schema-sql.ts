@@ -22,6 +22,8 @@ export interface SchemaObjects {
   release: string;
   extend: string;
   hold: string;
+  heldLeases: string;
+  renewHeld: string;
 }
 
 export function schemaObjects(name: TableName): SchemaObjects {
@@ -33,6 +35,8 @@ export function schemaObjects(name: TableName): SchemaObjects {
     release: name.sibling('_release'),
     extend: name.sibling('_extend'),
     hold: name.sibling('_hold'),
+    heldLeases: name.sibling('_held_leases'),
+    renewHeld: name.sibling('_renew_held'),
   };
 }
 
@@ -97,6 +101,17 @@ BEGIN
 END
 $do$;
 
+-- The leases of records whose row a business transaction of the transactional engine holds
+-- (createPostgresIdempotency): renewed through the pool while the transaction runs (the
+-- record's own row is locked by it), and honoured by a takeover, so that a transaction ended
+-- by anything (a killed backend, a proxy, an idle limit) does not let a duplicate in before
+-- the owner's last renewal has passed. A row counts for its record's fence only.
+CREATE TABLE IF NOT EXISTS ${o.heldLeases} (
+  key         text COLLATE "C" PRIMARY KEY,
+  fence       bigint NOT NULL,
+  lease_until bigint NOT NULL
+);
+
 -- Takes the record, or answers the live record that prevents it. The first read takes no
 -- lock: a live record that is not the caller's own (a replay, a conflict) is answered
 -- without writing anything. Everything else is decided again under the row lock; a record
@@ -113,6 +128,8 @@ DECLARE
   found_row boolean;
   attempt int := 0;
   v_lock_timeout text := current_setting('lock_timeout');
+  v_held_fence bigint;
+  v_held_until bigint;
 BEGIN
   SELECT * INTO r FROM ${o.table} WHERE key = p_key;
   found_row := FOUND;
@@ -186,6 +203,28 @@ BEGIN
       o_fence := r.fence;
       RETURN;
     END IF;
+    IF r.status = 'in_progress' AND r.owner <> p_owner
+        AND (o_now >= r.lease_until OR o_now >= r.expires_at) THEN
+      -- Another owner's passed lease, its row free: its lease renewed while a business transaction
+      -- held the row still counts. The lease row is taken under lock (inserted if absent), so
+      -- a renewal on its way either committed before (and is seen) or waits for this
+      -- statement and then finds the record taken over.
+      INSERT INTO ${o.heldLeases} AS h (key, fence, lease_until) VALUES (p_key, r.fence, 0)
+      ON CONFLICT (key) DO UPDATE SET lease_until = h.lease_until
+      RETURNING h.fence, h.lease_until INTO v_held_fence, v_held_until;
+      IF v_held_fence = r.fence AND ${NOW_MS} < v_held_until THEN
+        o_acquired := false;
+        o_status := r.status;
+        o_fingerprint := r.fingerprint;
+        o_owner := r.owner;
+        o_fence := r.fence;
+        o_lease_until := v_held_until;
+        o_expires_at := greatest(r.expires_at, least(v_held_until + p_retention_ms, ${MAX_DEADLINE}));
+        o_outcome := r.outcome;
+        RETURN;
+      END IF;
+      DELETE FROM ${o.heldLeases} WHERE key = p_key;
+    END IF;
     IF r.status = 'released' OR o_now >= r.expires_at
         OR (r.status = 'in_progress' AND o_now >= r.lease_until) THEN
       UPDATE ${o.table} SET status = 'in_progress', fingerprint = p_fingerprint,
@@ -256,6 +295,31 @@ ${lockOwnRecord(o, 'NULL', " OR r.status <> 'in_progress'")}  v_lease := least(v
   UPDATE ${o.table} SET lease_until = v_lease,
     expires_at = greatest(r.expires_at, least(v_lease + p_retention_ms, ${MAX_DEADLINE}))
   WHERE key = p_key;
+  RETURN v_lease;
+END
+$fn$;
+
+-- Renews the lease of a record whose row the caller's business transaction holds (through
+-- another connection: the record's row is locked): answers the new deadline, or NULL when
+-- the record is no longer the caller's acquisition. The lease row first, under lock, then the
+-- record read afresh: a takeover racing it either waits for this renewal and honours it, or
+-- committed first and is seen here (the lease row is then given back).
+CREATE OR REPLACE FUNCTION ${o.renewHeld}(
+  p_key text, p_owner text, p_fence bigint, p_lease_ms bigint)
+RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  r ${o.table}%ROWTYPE;
+  v_lease bigint := least(${NOW_MS} + p_lease_ms, ${MAX_DEADLINE});
+BEGIN
+  INSERT INTO ${o.heldLeases} AS h (key, fence, lease_until) VALUES (p_key, p_fence, v_lease)
+  ON CONFLICT (key) DO UPDATE SET fence = EXCLUDED.fence, lease_until = EXCLUDED.lease_until
+  WHERE h.fence <= EXCLUDED.fence;
+  SELECT * INTO r FROM ${o.table} WHERE key = p_key;
+  IF NOT FOUND OR r.status <> 'in_progress' OR r.owner <> p_owner OR r.fence <> p_fence THEN
+    DELETE FROM ${o.heldLeases} WHERE key = p_key AND fence = p_fence;
+    RETURN NULL;
+  END IF;
   RETURN v_lease;
 END
 $fn$;

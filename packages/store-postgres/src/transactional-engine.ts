@@ -15,7 +15,6 @@ import type { Pool, PoolClient } from 'pg';
 import {
   BusinessTransaction,
   beforeOperation,
-  type HeartbeatTiming,
   TransactionEndedByOperationError,
   TransactionNotCommittedError,
   warnEnded,
@@ -98,41 +97,27 @@ export interface PostgresIdempotency<T> {
 /** Longest `idle_in_transaction_session_timeout` PostgreSQL takes, in ms. */
 const MAX_IDLE_LIMIT_MS = 2_147_483_647;
 
-/** What timers may run early by, against the clocks compared (see `heartbeatTiming`). */
-const TIMER_MARGIN_MS = 5;
-
 /**
- * How heartbeats judge the server's answers while the transaction holds the record (see
- * `BusinessTransaction.heartbeat`). Core counts a renewal from the heartbeat's start and may
- * keep the signal unaborted up to its grace past the estimate (a late renewal is given that
- * long to land); a renewal counts when the server's idle timer was armed no earlier than
- * `lookBackMs` before that start. So the server's idle limit is the lease, that look-back,
- * core's grace, and a margin for timers that run a little early: the signal of an owner cut
- * off from the server aborts before the server ends its transaction and a duplicate takes the
- * key over, at most that idle limit after the cut. The look-back is a quarter of the lease (at
- * most a second) and core's grace again: a busy operation's statements keep the heartbeats
- * answered at once.
+ * The business transaction's idle limit (set at `BEGIN`): the server ends a transaction idle
+ * this long, which frees the record's row of an owner gone silent. Heartbeats restart it
+ * (see `BusinessTransaction.heartbeat`), so it is the lease and a margin for heartbeats that
+ * run late (twice core's grace, a quarter of the lease, at most a second, and 5 ms): a live
+ * owner's transaction is never ended by it. A takeover waits for the held lease as well, so
+ * the limit is not what the owner's signal relies on.
  */
-export function heartbeatTiming(
-  settings: { leaseMs: number; heartbeatMs: number | false; storeTimeoutMs: number },
-  statementTimeoutMs: number,
-): HeartbeatTiming {
+export function transactionIdleLimit(settings: {
+  leaseMs: number;
+  heartbeatMs: number | false;
+  storeTimeoutMs: number;
+}): number {
   const { leaseMs, heartbeatMs, storeTimeoutMs } = settings;
   const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
-  const lookBackMs = Math.min(1_000, leaseMs / 4) + grace;
-  const checkAfterMs = Math.min(250, leaseMs / 8, storeTimeoutMs / 2);
-  const idleLimitMs = leaseMs + lookBackMs + grace + TIMER_MARGIN_MS;
+  const idleLimitMs = leaseMs + Math.min(1_000, leaseMs / 4) + 2 * grace + 5;
   if (idleLimitMs > MAX_IDLE_LIMIT_MS)
     throw new InvalidInputError(
       `leaseMs is too long for the transactional engine: the transaction's idle limit (the lease and ${Math.ceil(idleLimitMs - leaseMs)} ms) must fit PostgreSQL's ${MAX_IDLE_LIMIT_MS} ms`,
     );
-  return {
-    lookBackMs,
-    idleLimitMs,
-    // The check's own time limit after its wait, within core's limit for a store call.
-    waitMs: Math.min(storeTimeoutMs, checkAfterMs + statementTimeoutMs),
-    checkAfterMs,
-  };
+  return idleLimitMs;
 }
 
 const BEGIN: Record<IsolationLevel, string> = {
@@ -250,7 +235,7 @@ export function createPostgresIdempotency<T = unknown>(
     },
   });
   const { retentionMs } = idem.settings;
-  const timing = heartbeatTiming(idem.settings, store.statementTimeoutMs);
+  const idleLimitMs = transactionIdleLimit(idem.settings);
 
   /** The policy's answer; one that throws counts as not final (core then decides itself). */
   function finalByPolicy(settled: Parameters<OutcomePolicy<T>>[0]): boolean {
@@ -321,7 +306,8 @@ export function createPostgresIdempotency<T = unknown>(
           execution.owner,
           retentionMs,
           () => executions.end(execution),
-          timing,
+          ctx.fence,
+          idleLimitMs,
         );
         execution.tx = current;
         tx = current;

@@ -1,6 +1,7 @@
 import { deriveStorageKey, ReplayedFailureError } from '@idem/core';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { HEARTBEAT_SQL } from '../src/business-transaction.js';
 import {
   createPostgresIdempotency,
   createPostgresStore,
@@ -155,8 +156,9 @@ async function silentMidOperation(
 function onHeartbeat(tx: Tx, onBeat: () => void): void {
   const query = tx.query.bind(tx) as (...args: unknown[]) => unknown;
   (tx as unknown as { query: unknown }).query = (...args: unknown[]) => {
-    const text = (args[0] as { text?: unknown } | undefined)?.text;
-    if (typeof text === 'string' && /_extend"?\(/.test(text)) onBeat();
+    const first = args[0] as string | { text?: unknown } | undefined;
+    const text = typeof first === 'string' ? first : first?.text;
+    if (typeof text === 'string' && (/_extend"?\(/.test(text) || text === HEARTBEAT_SQL)) onBeat();
     return query(...args);
   };
 }
@@ -413,7 +415,7 @@ describe('heartbeats versus the operation’s own COMMIT', () => {
   const pool = makePool({ max: 4, query_timeout: 20_000, statement_timeout: 20_000 });
   afterAll(() => pool.end());
 
-  it('heartbeats that extend the lease inside the transaction keep every isolation level atomic: a return commits rows, lease and record together; a throw rolls all back', async () => {
+  it('heartbeats during the transaction keep every isolation level atomic: a return commits rows, lease and record together; a throw rolls all back', async () => {
     for (const isolationLevel of ['read committed', 'repeatable read', 'serializable'] as const) {
       const t = setup(pool, { leaseMs: 1_000, heartbeatMs: 100, isolationLevel });
       warnings.length = 0;

@@ -318,7 +318,10 @@ async function startMarkProxy() {
   return { state, url: via.toString() };
 }
 
-describe("the pool check's slack: idle since just before the heartbeat, then silence", () => {
+describe("the transaction's connection falls silent right after an answer (the pool answers)", () => {
+  // Was a check of the pool check's slack (the heartbeats' evidence): heartbeats now renew
+  // the held lease through the pool, so with only the transaction's connection silent the
+  // owner keeps the key (no duplicate takes over) and its signal.
   // Arithmetic: OK from the pool check needs state_change >= since - slack, so the server ends
   // the transaction no earlier than since - slack + (lease + 2 grace + slack) = since + lease
   // + 2 grace, while core aborts by since + lease + grace: a margin of one grace, which is
@@ -326,8 +329,7 @@ describe("the pool check's slack: idle since just before the heartbeat, then sil
   // (heartbeat 100 ms), the transaction's connection falls silent right after a statement
   // the server answered, and the owner's heartbeats keep coming every 100 ms: a strict check
   // (no lag allowance) that the signal aborted before the duplicate's operation ran.
-  it('with a 20 ms grace, the signal still aborts before the takeover (3 cuts, strict)', async () => {
-    const margins: number[] = [];
+  it('3 cuts: every duplicate gets 409 well past the idle limit, the owner not aborted', async () => {
     for (let round = 0; round < 3; round++) {
       const { state, url } = await startMarkProxy();
       const ownerPool = new pg.Pool({ connectionString: url, max: 4 });
@@ -359,25 +361,20 @@ describe("the pool check's slack: idle since just before the heartbeat, then sil
         const { value } = await untilTakenOver(
           duplicates,
           { key, scope },
-          async () => {
-            margins.push(abortedAt === undefined ? -1 : performance.now() - abortedAt);
-            return 'duplicate';
+          async () => 'duplicate',
+          {
+            limitMs: 2_500,
+            pauseMs: 20,
           },
-          { limitMs: 5_000, pauseMs: 5 },
         );
-        expect(value).toBe('duplicate');
+        expect(value).toBeUndefined();
+        expect(abortedAt).toBeUndefined();
       } finally {
         state.close();
         await dupPool.end();
         void ownerPool.end().catch(() => {});
       }
     }
-    // How long before the duplicate's operation the owner's signal aborted (ms).
-    console.info('margins', margins.map((m) => m.toFixed(1)).join(' '));
-    expect(
-      margins.every((m) => m >= 0),
-      `margins ${margins.map((m) => m.toFixed(1))}`,
-    ).toBe(true);
   });
 });
 

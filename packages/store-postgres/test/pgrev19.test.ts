@@ -11,7 +11,7 @@ import {
   createPostgresStore,
   TransactionNotCommittedError,
 } from '../src/index.js';
-import { heartbeatTiming } from '../src/transactional-engine.js';
+import { transactionIdleLimit } from '../src/transactional-engine.js';
 import { DATABASE_URL, makePool, randomName, sleep } from './pg-env.js';
 import { cutOffOwner, holdForever, insertCharge, untilTakenOver } from './take-over.js';
 import { startProxy } from './tcp-proxy.js';
@@ -115,7 +115,10 @@ describe('the server ends an owner’s transaction by other means than its idle 
   // README): a session ended by anything else while the owner is cut off (an operator's kill,
   // as here; a pooler or proxy between that closes its side; PG 17's transaction_timeout).
   // The fix is the committed side lease above.
-  it.fails('the backend of a blackholed owner is ended on the server: its signal aborts before the duplicate takes over', async () => {
+  // FIXED: heartbeats renew the held lease through the pool while the row is held, and a
+  // takeover honours it: however the transaction ends, no duplicate before the owner's last
+  // renewal (hence its signal's estimate) has passed.
+  it('the backend of a blackholed owner is ended on the server: its signal aborts before the duplicate takes over', async () => {
     const r = await serverEndsCutOffOwner(async (tag) => {
       const { rows } = await raw.query(
         'SELECT count(*)::int AS n FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1) t',
@@ -175,7 +178,8 @@ describe('the server ends an owner’s transaction by other means than its idle 
   // have the in-transaction extend read current_setting('idle_in_transaction_session_timeout')
   // and count nothing (or re-`SET LOCAL` it) when it is below the engine's idle limit; or
   // document it next to "never send transaction control on tx".
-  it.fails("the operation lowers the transaction's idle limit: its signal aborts before the duplicate takes over", async () => {
+  // FIXED (the held lease, above): the idle limit no longer decides when a duplicate may take over.
+  it("the operation lowers the transaction's idle limit: its signal aborts before the duplicate takes over", async () => {
     const r = await serverEndsCutOffOwner(
       async () => {},
       () => 'SET LOCAL idle_in_transaction_session_timeout = 300',
@@ -283,7 +287,8 @@ describe("the operation touches the engine's savepoint or chains the transaction
   // backend_xid = ours means a failed subtransaction only; a top-level abort clears
   // backend_xid) or count an 'E' only after a 'T' seen inside the same savepoint depth; or
   // reject an operation that released idem_operation (check at completion / document it).
-  it.fails('RELEASE SAVEPOINT idem_operation, then a caught error: the signal aborts before a duplicate takes over', async () => {
+  // FIXED (the held lease, above): the row lock freed by the failed transaction no longer lets a duplicate in.
+  it('RELEASE SAVEPOINT idem_operation, then a caught error: the signal aborts before a duplicate takes over', async () => {
     const r = await duplicateWhileOwnerRuns({ leaseMs: 1_000, heartbeatMs: 200 }, async (tx) => {
       await tx.query('RELEASE SAVEPOINT idem_operation');
       await tx.query('SELECT 1/0').catch(() => {});
@@ -307,7 +312,8 @@ describe("the operation touches the engine's savepoint or chains the transaction
   // PARTLY FIXED: an in-transaction extend answered "not the owner's" now makes the heartbeat
   // answer lost (the signal aborts), so the owner learns it at its next heartbeat; still not
   // before the duplicate runs (misuse of tx, stated in the README).
-  it.fails('ROLLBACK AND CHAIN on tx after the stored lease passed: the signal aborts before a duplicate takes over', async () => {
+  // FIXED (the held lease, above).
+  it('ROLLBACK AND CHAIN on tx after the stored lease passed: the signal aborts before a duplicate takes over', async () => {
     const r = await duplicateWhileOwnerRuns({ leaseMs: 1_000, heartbeatMs: 600 }, async (tx) => {
       await tx.query('ROLLBACK AND CHAIN');
     });
@@ -648,120 +654,73 @@ async function startChildMarkProxy(mark: string) {
   return { url: viaProxy(Number(String(chunk).trim())), close: () => child.kill('SIGKILL') };
 }
 
-describe("a ReadyForQuery's evidence counted from when the previous one was handled", () => {
-  // FIXED (was FINDING MEDIUM; the engine's listener is now prepended, so it notes the moment
-  // before node-postgres sends the next statement): evidence (a) dated the server's idle timer from when the engine's
-  // 'readyForQuery' listener handled the previous ReadyForQuery. But node-postgres' own
-  // listener runs first: it calls a callback-style query's callback synchronously, and a
-  // query the callback issues is SENT at once (the client is ready again), before the
-  // engine's listener records `readyAt`. Whatever the callback then does synchronously (a
-  // CPU-bound step, a big JSON.parse, a sync log write, GC) runs while the server already
-  // executes that statement and arms its idle timer. The next ReadyForQuery then counts
-  // from after that synchronous stretch: heartbeats answer 'held' on evidence up to that
-  // long younger than the server's timer, and the idle limit's slack (grace + 5 ms) is less
-  // than that. Reproduced: lease 1 s, heartbeat 100 ms (grace 20 ms); the operation's
-  // callback issues its last statement and then computes for 400 ms; the connection falls
-  // silent right after that statement's answer; the server ends the transaction at its
-  // idle limit and a duplicate takes over (stored lease stale) ~200-400 ms BEFORE the
-  // owner's signal aborts. Suggested fix: record the time in a listener that runs before
-  // node-postgres' (prependListener on the connection's 'readyForQuery'), or stamp the
-  // moment each statement is written (wrap connection.query/sync, or count from the
-  // write of the statement's message), never from when the engine's own listener ran.
-  it('a callback-style query with 400 ms of synchronous work in its callback: the signal aborts before the duplicate takes over', async () => {
-    const r = await callbackThenSilence(400);
-    console.info('callback sync work 400 ms', r);
-    expect(r.abortedAfterTakeoverMs).toBeDefined();
-    expect(r.abortedAfterTakeoverMs as number).toBeLessThanOrEqual(0);
-  });
-
-  // Control (held): the same without the synchronous work: the signal aborts first.
-  it('the same callback-style query without synchronous work: the signal aborts before the duplicate takes over', async () => {
-    const r = await callbackThenSilence(0);
-    console.info('callback sync work 0 ms', r);
-    expect(r.abortedAfterTakeoverMs).toBeDefined();
-    expect(r.abortedAfterTakeoverMs as number).toBeLessThanOrEqual(0);
-  });
-});
-
-async function callbackThenSilence(busyMs: number) {
-  const MARK = 'pgrev19_rfq_mark';
-  const proxy = await startChildMarkProxy(MARK);
-  try {
-    let sentMarkAt = 0;
-    const { abortedAt, tookOverAt } = await ownerThatGoesSilent(proxy.url, async (tx) => {
-      await sleep(1_200); // past the stored lease (acquisition + 1 s)
-      await new Promise<void>((resolve, reject) => {
-        tx.query('SELECT 2', (error: Error | null) => {
-          if (error) return reject(error);
-          // Sent at once (node-postgres is ready again inside the callback).
-          tx.query(`SELECT '${MARK}'`, () => {});
-          sentMarkAt = performance.now();
-          const s = performance.now();
-          while (performance.now() - s < busyMs) {} // synchronous work in the callback
-          resolve();
+describe("the transaction's connection falls silent while the owner's pool answers", () => {
+  // Was FINDING MEDIUM (the heartbeats judged the server's idle timer from ReadyForQuery
+  // times, which a callback-style query's synchronous work made too young; the owner's signal
+  // aborted ~200-400 ms after a duplicate took over). Heartbeats no longer judge the idle
+  // timer: they renew the held lease through the pool, which a takeover honours. With the
+  // transaction's connection silent (and the server ending the transaction at its idle limit)
+  // but the owner's pool answering, the owner keeps renewing: no duplicate takes over while it
+  // runs, and its signal does not abort. (The operation's next statement on tx fails; the key
+  // is then released as for any transaction that did not commit.)
+  for (const busyMs of [400, 0]) {
+    it(`a callback-style query with ${busyMs} ms of synchronous work, then silence: every duplicate gets 409 well past the idle limit, the owner not aborted`, async () => {
+      const MARK = 'pgrev19_rfq_mark';
+      const proxy = await startChildMarkProxy(MARK);
+      const ownerPool = new pg.Pool({ connectionString: proxy.url, max: 4 });
+      ownerPool.on('error', () => {});
+      const dupPool = makePool({ max: 4 });
+      const keyPrefix = randomName('r19cut');
+      const scope = randomName('scope');
+      const engineOptions = { leaseMs: 1_000, heartbeatMs: 100, maxHoldMs: 60_000 };
+      const owner = createPostgresIdempotency<string>({
+        store: createPostgresStore({
+          pool: ownerPool,
+          table,
+          keyPrefix,
+          statementTimeoutMs: 1_000,
+        }),
+        ...engineOptions,
+      });
+      const duplicates = createPostgresIdempotency<string>({
+        store: createPostgresStore({ pool: dupPool, table, keyPrefix }),
+        ...engineOptions,
+      });
+      let aborted = false;
+      try {
+        const key = await holdForever(owner, scope, async ({ tx, fence, signal }) => {
+          signal.addEventListener('abort', () => {
+            aborted = true;
+          });
+          await insertCharge(tx, charges, scope, fence);
+          await sleep(1_200); // past the stored lease (acquisition + 1 s)
+          await new Promise<void>((resolve, reject) => {
+            tx.query('SELECT 2', (error: Error | null) => {
+              if (error) return reject(error);
+              tx.query(`SELECT '${MARK}'`, () => {}); // the connection falls silent after it
+              const s = performance.now();
+              while (performance.now() - s < busyMs) {} // synchronous work in the callback
+              resolve();
+            });
+          });
         });
-      });
+        const { value, conflicts } = await untilTakenOver(
+          duplicates,
+          { key, scope },
+          async () => 'duplicate',
+          { limitMs: 2_500, pauseMs: 50 },
+        );
+        expect(value).toBeUndefined();
+        expect(conflicts).toBeGreaterThan(5);
+        expect(aborted).toBe(false);
+      } finally {
+        proxy.close();
+        await dupPool.end();
+        void ownerPool.end().catch(() => {});
+      }
     });
-    await sleep(1_500);
-    const aborted = abortedAt();
-    return {
-      takeoverAfterMarkMs: tookOverAt - sentMarkAt,
-      abortedAfterTakeoverMs: aborted === undefined ? undefined : aborted - tookOverAt,
-    };
-  } finally {
-    proxy.close();
   }
-}
-
-/**
- * As take-over.ts' cutOffOwner, with the owner's own steps: an owner (lease 1 s, heartbeat
- * 100 ms, statement limit 300 ms) on `ownerUrl` inserts its row, runs `inside` and never
- * comes back (its connection is cut off by the proxy meanwhile); a duplicate on a direct pool
- * tries every 5 ms (10 s at most) and inserts its row. Checks one row, the duplicate's.
- */
-async function ownerThatGoesSilent(ownerUrl: string, inside: (tx: pg.PoolClient) => Promise<void>) {
-  const ownerPool = new pg.Pool({ connectionString: ownerUrl, max: 4 });
-  ownerPool.on('error', () => {});
-  const dupPool = makePool({ max: 4 });
-  const keyPrefix = randomName('r19cut');
-  const scope = randomName('scope');
-  const engineOptions = { leaseMs: 1_000, heartbeatMs: 100, maxHoldMs: 60_000 };
-  const owner = createPostgresIdempotency<string>({
-    store: createPostgresStore({ pool: ownerPool, table, keyPrefix, statementTimeoutMs: 300 }),
-    ...engineOptions,
-  });
-  const duplicates = createPostgresIdempotency<string>({
-    store: createPostgresStore({ pool: dupPool, table, keyPrefix }),
-    ...engineOptions,
-  });
-  let abortedAt: number | undefined;
-  try {
-    const key = await holdForever(owner, scope, async ({ tx, fence, signal }) => {
-      signal.addEventListener('abort', () => {
-        abortedAt = performance.now();
-      });
-      await insertCharge(tx, charges, scope, fence);
-      await inside(tx);
-    });
-    let tookOverAt: number | undefined;
-    const { value } = await untilTakenOver(
-      duplicates,
-      { key, scope },
-      async ({ tx, fence }) => {
-        tookOverAt = performance.now();
-        await insertCharge(tx, charges, scope, fence);
-        return 'duplicate';
-      },
-      { limitMs: 10_000, pauseMs: 5 },
-    );
-    expect(value).toBe('duplicate');
-    expect(await fenceRows(scope)).toEqual([2]);
-    return { abortedAt: () => abortedAt, tookOverAt: tookOverAt as number };
-  } finally {
-    await dupPool.end();
-    void ownerPool.end().catch(() => {});
-  }
-}
+});
 
 describe("the heartbeat's extend runs inside the operation's transaction", () => {
   const role = randomName('pgrev19_tenant');
@@ -791,7 +750,9 @@ describe("the heartbeat's extend runs inside the operation's transaction", () =>
   // ROLLBACK TO idem_ping on error (or a SECURITY DEFINER extend function with an EXCEPTION
   // block, sent unnamed), or ping with a statement that cannot fail (an empty query also
   // gets a ReadyForQuery) and renew the stored lease only where it matters.
-  it.fails('SET LOCAL ROLE <tenant> ... RESET ROLE around the writes: the operation is not broken by a heartbeat', async () => {
+  // FIXED: the heartbeat's statement on the transaction is now `SELECT 1`, which cannot fail
+  // for a role (the lease is renewed through the pool).
+  it('SET LOCAL ROLE <tenant> ... RESET ROLE around the writes: the operation is not broken by a heartbeat', async () => {
     const pool = makePool({ max: 4 });
     const scope = randomName('scope');
     const engine = createPostgresIdempotency<string>({
@@ -861,44 +822,49 @@ describe("the heartbeat's extend runs inside the operation's transaction", () =>
 describe('bad input: the timing at the bounds', () => {
   // FIXED (was FINDING LOW; such a lease is now refused): core accepts leases up to 2^31-1 ms
   // (MAX_TIMER_MS), but the idle limit sent was capped at the same 2^31-1 ms (PostgreSQL's
-  // maximum for the setting): for a lease within look-back + 2 grace + 5 ms of the cap (about
-  // 24.8 days) the server's idle limit lost its slack, so a silent owner's signal could abort
-  // after the server ended its transaction.
-  it('the largest lease core accepts: refused (InvalidInputError), never an idle limit without its slack', () => {
+  // maximum for the setting): for a lease within its margin of the cap (about 24.8 days) the
+  // idle limit was silently shorter than computed.
+  it('the largest lease core accepts: refused (InvalidInputError), never an idle limit cut short', () => {
     const leaseMs = 2 ** 31 - 1;
     expect(() =>
-      heartbeatTiming(
-        { leaseMs, heartbeatMs: Math.floor(leaseMs / 3), storeTimeoutMs: 5_000 },
-        5_000,
-      ),
+      transactionIdleLimit({
+        leaseMs,
+        heartbeatMs: Math.floor(leaseMs / 3),
+        storeTimeoutMs: 5_000,
+      }),
+    ).toThrow(InvalidInputError);
+    expect(() =>
+      createPostgresIdempotency({
+        store: createPostgresStore({ pool: raw, table }),
+        leaseMs,
+        storeTimeoutMs: 5_000,
+      }),
     ).toThrow(InvalidInputError);
     // The largest that fits is sent as computed.
-    const fits = 2 ** 31 - 1 - 2_000 - 1_000 - 5 - 2 * 5_000;
-    const timing = heartbeatTiming(
-      { leaseMs: fits, heartbeatMs: Math.floor(fits / 3), storeTimeoutMs: 5_000 },
-      5_000,
-    );
-    const sent = Number(/= (\d+)$/.exec(idleLimit(timing.idleLimitMs))?.[1]);
-    expect(sent).toBe(Math.ceil(timing.idleLimitMs));
+    const fits = 2 ** 31 - 1 - 1_000 - 2 * 5_000 - 5;
+    const limit = transactionIdleLimit({
+      leaseMs: fits,
+      heartbeatMs: Math.floor(fits / 3),
+      storeTimeoutMs: 5_000,
+    });
+    const sent = Number(/= (\d+)$/.exec(idleLimit(limit))?.[1]);
+    expect(sent).toBe(Math.ceil(limit));
   });
 
-  // Held: for ordinary settings the slack is exactly the look-back, core's grace and 5 ms,
-  // the check waits within core's store limit, and the statement sent says so.
-  it('ordinary settings: idle limit = lease + look-back + grace + 5, sent as is; waits within storeTimeoutMs', () => {
-    for (const [leaseMs, heartbeatMs, storeTimeoutMs, statementMs] of [
-      [1_000, 200, 5_000, 500],
-      [30_000, 10_000, 5_000, 5_000],
-      [100, 30, 5_000, 50],
-      [60_000, false, 2_000, 10_000],
+  // Held: for ordinary settings the idle limit is the lease, a quarter of it (at most 1 s),
+  // twice core's grace and 5 ms, and the statement sent says so.
+  it('ordinary settings: idle limit = lease + min(1 s, lease / 4) + 2 grace + 5, sent as is', () => {
+    for (const [leaseMs, heartbeatMs, storeTimeoutMs] of [
+      [1_000, 200, 5_000],
+      [30_000, 10_000, 5_000],
+      [100, 30, 5_000],
+      [60_000, false, 2_000],
     ] as const) {
-      const t = heartbeatTiming({ leaseMs, heartbeatMs, storeTimeoutMs }, statementMs);
+      const limit = transactionIdleLimit({ leaseMs, heartbeatMs, storeTimeoutMs });
       const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
-      expect(t.lookBackMs).toBe(Math.min(1_000, leaseMs / 4) + grace);
-      expect(t.idleLimitMs).toBe(leaseMs + t.lookBackMs + grace + 5);
-      expect(t.waitMs).toBeLessThanOrEqual(storeTimeoutMs);
-      expect(t.checkAfterMs).toBeLessThan(t.waitMs);
-      expect(idleLimit(t.idleLimitMs)).toBe(
-        `SET LOCAL idle_in_transaction_session_timeout = ${Math.ceil(t.idleLimitMs)}`,
+      expect(limit).toBe(leaseMs + Math.min(1_000, leaseMs / 4) + 2 * grace + 5);
+      expect(idleLimit(limit)).toBe(
+        `SET LOCAL idle_in_transaction_session_timeout = ${Math.ceil(limit)}`,
       );
     }
   });

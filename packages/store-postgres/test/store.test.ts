@@ -188,7 +188,11 @@ describe('schema', () => {
         `SELECT indexname FROM pg_indexes WHERE schemaname = $1 ORDER BY indexname`,
         [schema],
       );
-      expect(rows.map((r) => r.indexname)).toEqual(['records_expires_at', 'records_pkey']);
+      expect(rows.map((r) => r.indexname)).toEqual([
+        'records_expires_at',
+        'records_held_leases_pkey',
+        'records_pkey',
+      ]);
     } finally {
       await raw.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
     }

@@ -121,6 +121,12 @@ export interface CutOffScenario {
   cutOff: () => Promise<void>;
   /** Pause between the duplicate's tries (default 50 ms). */
   pauseMs?: number;
+  /**
+   * The cut leaves the owner's pool answering (only its transaction's connection falls
+   * silent): the owner keeps renewing its held lease, so the duplicate must get 409 for this
+   * long, and nothing commits (the server ends the silent transaction at its idle limit).
+   */
+  noTakeoverForMs?: number;
 }
 
 /**
@@ -162,6 +168,17 @@ export async function cutOffOwner(
     });
     const cutAt = performance.now();
     await s.cutOff();
+    if (s.noTakeoverForMs !== undefined) {
+      const { value, conflicts } = await untilTakenOver(
+        duplicates,
+        { key, scope },
+        async () => 'duplicate',
+        { limitMs: s.noTakeoverForMs, pauseMs: s.pauseMs ?? 50 },
+      );
+      expect(value, 'a duplicate took over while the owner renewed').toBeUndefined();
+      expect(conflicts).toBeGreaterThan(0);
+      return { abortedAt: () => abortedAt, tookOverAt: Number.POSITIVE_INFINITY, cutAt };
+    }
     let tookOverAt: number | undefined;
     const { value } = await untilTakenOver(
       duplicates,

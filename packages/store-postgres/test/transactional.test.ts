@@ -65,7 +65,7 @@ describe('transactional execute', () => {
   it('commits the business row and the record together; a retry replays without running', async () => {
     const counted = makePool({ max: 4 });
     const onConnection = traceConnections(counted, (text) =>
-      /^BEGIN .*; SELECT .* FOR UPDATE; SET LOCAL idle_in_transaction_session_timeout = \d+; SELECT CASE .*; SAVEPOINT idem_operation$/.test(
+      /^BEGIN .*; SELECT .* FOR UPDATE; SET LOCAL idle_in_transaction_session_timeout = \d+; SAVEPOINT idem_operation$/.test(
         text,
       )
         ? 'BEGIN+lock'
