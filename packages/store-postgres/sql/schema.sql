@@ -148,7 +148,10 @@ BEGIN
         o_outcome := r.outcome;
         RETURN;
       END IF;
-      DELETE FROM "idem_records_held_leases" WHERE key = p_key;
+      -- Marked with the fence this takeover is about to write (never deleted): a renewal
+      -- racing it then meets this row changed (it waits for it, or fails to serialise under
+      -- repeatable read and is retried with a fresh snapshot) and never answers as the owner.
+      UPDATE "idem_records_held_leases" SET fence = r.fence + 1, lease_until = 0 WHERE key = p_key;
     END IF;
     IF r.status = 'released' OR o_now >= r.expires_at
         OR (r.status = 'in_progress' AND o_now >= r.lease_until) THEN
@@ -251,8 +254,10 @@ $fn$;
 -- Renews the lease of a record whose row the caller's business transaction holds (through
 -- another connection: the record's row is locked): answers the new deadline, or NULL when
 -- the record is no longer the caller's acquisition. The lease row first, under lock, then the
--- record read afresh: a takeover racing it either waits for this renewal and honours it, or
--- committed first and is seen here (the lease row is then given back).
+-- record: a takeover racing it either waits for this renewal and honours it, or changed the
+-- lease row first (its fence is then newer: nothing is renewed), in which case this statement
+-- waited for it and reads the record afresh (read committed), or failed to serialise (40001,
+-- repeatable read or serializable sessions) and is sent again.
 CREATE OR REPLACE FUNCTION "idem_records_renew_held"(
   p_key text, p_owner text, p_fence bigint, p_lease_ms bigint)
 RETURNS bigint

@@ -16,7 +16,7 @@ export interface TableName {
 
 // Lower-case unquoted identifiers only: what `CREATE TABLE idem_records` makes, so the name in
 // psql, in the migration file and in the store is one and the same. 63 bytes is PostgreSQL's
-// identifier limit; the longest sibling adds 12 characters (`_expires_at`, `_complete`).
+// identifier limit; the longest sibling adds 12 characters (`_held_leases`; `_expires_at`, `_complete`).
 const IDENTIFIER = /^[a-z_][a-z0-9_]*$/;
 const MAX_TABLE_LENGTH = 50;
 
