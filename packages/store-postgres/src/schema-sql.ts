@@ -304,7 +304,7 @@ $fn$;
 
 -- Renews the lease of a record whose row the caller's business transaction holds (through
 -- another connection: the record's row is locked): answers the new deadline, or NULL when
--- the record is no longer the caller's acquisition. The lease row first, under lock, then the
+-- the record is no longer the caller's acquisition (or the lease would outlive its expiry). The lease row first, under lock, then the
 -- record: a takeover racing it either waits for this renewal and honours it, or changed the
 -- lease row first (its fence is then newer: nothing is renewed), in which case this statement
 -- waited for it and reads the record afresh (read committed), or failed to serialise (40001,
@@ -319,10 +319,20 @@ DECLARE
 BEGIN
   INSERT INTO ${o.heldLeases} AS h (key, fence, lease_until) VALUES (p_key, p_fence, v_lease)
   ON CONFLICT (key) DO UPDATE SET fence = EXCLUDED.fence, lease_until = EXCLUDED.lease_until
-  WHERE h.fence <= EXCLUDED.fence;
+  WHERE h.fence <= EXCLUDED.fence OR h.lease_until < ${NOW_MS};
+  IF NOT FOUND THEN
+    -- A live lease of a later fence: nothing renewed.
+    RETURN NULL;
+  END IF;
   SELECT * INTO r FROM ${o.table} WHERE key = p_key;
   IF NOT FOUND OR r.status <> 'in_progress' OR r.owner <> p_owner OR r.fence <> p_fence THEN
     DELETE FROM ${o.heldLeases} WHERE key = p_key AND fence = p_fence;
+    RETURN NULL;
+  END IF;
+  IF v_lease > r.expires_at THEN
+    -- Never past the record's expiry (its row is locked, so it cannot move): a held lease
+    -- then always passes before deleteExpired may remove the record. Not renewed.
+    UPDATE ${o.heldLeases} SET lease_until = r.expires_at WHERE key = p_key AND fence = p_fence;
     RETURN NULL;
   END IF;
   RETURN v_lease;

@@ -402,8 +402,10 @@ describe('healthy owners under load', () => {
         // Limits a loaded machine's store calls meet.
         statementTimeoutMs: 2_000,
       }),
-      leaseMs: 1_000,
-      heartbeatMs: 200,
+      // Each heartbeat is a renewal through the pool: a lease a loaded machine's round trips
+      // fit (the statements below still outlast it).
+      leaseMs: 2_000,
+      heartbeatMs: 400,
       maxHoldMs: 60_000,
     });
     const signals: AbortSignal[] = [];
@@ -424,7 +426,7 @@ describe('healthy owners under load', () => {
             for (let n = 0; n < 5_000 && performance.now() - started < 1_200; n++)
               await tx.query('SELECT 1');
             await tx.query("SET LOCAL statement_timeout = '30s'");
-            await tx.query('SELECT pg_sleep(1.3)');
+            await tx.query('SELECT pg_sleep(2.3)');
             await sleep(700); // idle in the transaction (e.g. a remote call)
             return `v${i}`;
           })
