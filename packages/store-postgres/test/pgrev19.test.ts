@@ -205,7 +205,8 @@ async function duplicateWhileOwnerRuns(
   const scope = randomName('scope');
   const options = { ...engineOptions, maxHoldMs: 60_000 };
   const owner = createPostgresIdempotency<string>({
-    store: createPostgresStore({ pool, table, keyPrefix, statementTimeoutMs: 500 }),
+    // A limit a loaded machine's renewals meet.
+    store: createPostgresStore({ pool, table, keyPrefix, statementTimeoutMs: 2_000 }),
     ...options,
   });
   const duplicates = createPostgresIdempotency<string>({
@@ -672,13 +673,14 @@ describe("the transaction's connection falls silent while the owner's pool answe
       const dupPool = makePool({ max: 4 });
       const keyPrefix = randomName('r19cut');
       const scope = randomName('scope');
-      const engineOptions = { leaseMs: 1_000, heartbeatMs: 100, maxHoldMs: 60_000 };
+      // Each heartbeat is a renewal through the pool: a lease a loaded machine's round trips fit.
+      const engineOptions = { leaseMs: 2_000, heartbeatMs: 400, maxHoldMs: 60_000 };
       const owner = createPostgresIdempotency<string>({
         store: createPostgresStore({
           pool: ownerPool,
           table,
           keyPrefix,
-          statementTimeoutMs: 1_000,
+          statementTimeoutMs: 1_500,
         }),
         ...engineOptions,
       });
@@ -693,7 +695,7 @@ describe("the transaction's connection falls silent while the owner's pool answe
             aborted = true;
           });
           await insertCharge(tx, charges, scope, fence);
-          await sleep(1_200); // past the stored lease (acquisition + 1 s)
+          await sleep(2_200); // past the stored lease (acquisition + 2 s)
           await new Promise<void>((resolve, reject) => {
             tx.query('SELECT 2', (error: Error | null) => {
               if (error) return reject(error);
@@ -708,7 +710,8 @@ describe("the transaction's connection falls silent while the owner's pool answe
           duplicates,
           { key, scope },
           async () => 'duplicate',
-          { limitMs: 2_500, pauseMs: 50 },
+          // Past the idle limit (about 2.7 s) that ends the silent transaction on the server.
+          { limitMs: 3_500, pauseMs: 50 },
         );
         expect(value).toBeUndefined();
         expect(conflicts).toBeGreaterThan(5);
