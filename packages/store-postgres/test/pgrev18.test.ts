@@ -337,9 +337,15 @@ describe("the transaction's connection falls silent right after an answer (the p
       const dupPool = makePool({ max: 2 });
       const keyPrefix = randomName('r18slack');
       const scope = randomName('scope');
-      const engineOptions = { leaseMs: 1_000, heartbeatMs: 100, maxHoldMs: 60_000 };
+      // A lease and limits a loaded machine's pool renewals meet.
+      const engineOptions = { leaseMs: 2_000, heartbeatMs: 400, maxHoldMs: 60_000 };
       const owner = createPostgresIdempotency<string>({
-        store: createPostgresStore({ pool: ownerPool, table, keyPrefix, statementTimeoutMs: 300 }),
+        store: createPostgresStore({
+          pool: ownerPool,
+          table,
+          keyPrefix,
+          statementTimeoutMs: 1_500,
+        }),
         ...engineOptions,
       });
       const duplicates = createPostgresIdempotency<string>({
@@ -363,7 +369,7 @@ describe("the transaction's connection falls silent right after an answer (the p
           { key, scope },
           async () => 'duplicate',
           {
-            limitMs: 2_500,
+            limitMs: 3_500, // past the idle limit (about 2.7 s)
             pauseMs: 20,
           },
         );
