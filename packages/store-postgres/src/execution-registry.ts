@@ -16,15 +16,12 @@ const ignore = () => {};
  * While the transaction holds the record's row (locked right after `BEGIN`), nobody can
  * take the key over, and a heartbeat that wrote the row would wait for the transaction's
  * end (and, under repeatable read or serializable, make its completion fail with 40001). So
- * heartbeats then renew the lease inside the transaction: they send the owner-checked extend
- * on its connection (which restarts the transaction's idle limit on the server, and keeps the
- * stored lease current for the moment the operation ends the transaction itself) and answer
- * "still held" only on evidence that the server keeps the transaction (an answer of its
- * connection, or a statement of it seen running: see `BusinessTransaction.heartbeat`), a
- * failure when there is none in time (a silent network: the lease estimate then passes and
- * the operation's signal aborts before the server's idle limit ends the transaction), and
- * "lost" (`not_owner`) once the connection broke, so that the operation's signal aborts and
- * the lease is left to lapse. Before the lock and after the transaction ended,
+ * heartbeats then renew the record's held lease through the pool (see
+ * `BusinessTransaction.heartbeat`), which a takeover honours besides the record's own: "still
+ * held" when renewed, "lost" (`not_owner`) when the record is another's or the connection
+ * broke, so that the operation's signal aborts, and a failure when the server does not
+ * answer (the lease estimate then passes and the signal aborts before any duplicate can take
+ * over, however the transaction ended). Before the lock and after the transaction ended,
  * they renew the lease in the store as usual; the lock is only sent when no heartbeat is in
  * flight (one that committed after the transaction's snapshot would fail it).
  */
@@ -47,7 +44,7 @@ export class RunningExecution {
     if (this.locking) await this.locking;
     const row = this.tx?.rowState() ?? 'none';
     if (row === 'held' && this.tx) {
-      // Renewed inside the transaction: OK only on evidence that the server keeps it.
+      // The held lease, renewed through the pool (the record's row is locked).
       const held = await this.tx.heartbeat(input);
       if (held === 'held') return OK;
       if (held === 'lost') return NOT_OWNER;
