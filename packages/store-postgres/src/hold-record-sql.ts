@@ -63,7 +63,7 @@ const MAX_SETTING_MS = 2_147_483_647;
  * The transaction's idle limit, sent with the lock: an owner that died without the server
  * noticing (a blackholed network, a frozen process) would otherwise hold the row, and keep
  * every duplicate at 409, until the server's TCP keep-alive gives up (hours by default) or
- * forever. Heartbeats reset it while the owner lives (`BusinessTransaction.keepAlive`).
+ * forever. Heartbeats reset it while the owner lives (`BusinessTransaction.heartbeat`).
  */
 export function idleLimit(ms: number): string {
   const limit = Math.min(Math.max(1, Math.ceil(ms)), MAX_SETTING_MS);
