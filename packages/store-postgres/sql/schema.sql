@@ -130,8 +130,8 @@ BEGIN
     END IF;
     IF r.status = 'in_progress' AND r.owner <> p_owner
         AND (o_now >= r.lease_until OR o_now >= r.expires_at) THEN
-      -- Another owner's passed lease, its row free: its lease renewed while a business transaction
-      -- held the row still counts. The lease row is taken under lock (inserted if absent), so
+      -- Another owner's passed lease, its row free: its lease renewed while a business
+      -- transaction held the row still counts. The lease row is taken under lock (inserted if absent), so
       -- a renewal on its way either committed before (and is seen) or waits for this
       -- statement and then finds the record taken over.
       INSERT INTO "idem_records_held_leases" AS h (key, fence, lease_until) VALUES (p_key, r.fence, 0)
@@ -253,8 +253,9 @@ $fn$;
 
 -- Renews the lease of a record whose row the caller's business transaction holds (through
 -- another connection: the record's row is locked): answers the new deadline, or NULL when
--- the record is no longer the caller's acquisition (or the lease would outlive its expiry). The lease row first, under lock, then the
--- record: a takeover racing it either waits for this renewal and honours it, or changed the
+-- the record is no longer the caller's acquisition (or the lease would outlive its expiry).
+-- The lease row first, under lock, then the record: a takeover racing it either waits for
+-- this renewal and honours it, or changed the
 -- lease row first (its fence is then newer: nothing is renewed), in which case this statement
 -- waited for it and reads the record afresh (read committed), or failed to serialise (40001,
 -- repeatable read or serializable sessions) and is sent again.

@@ -14,8 +14,10 @@ import { cutOffOwner, holdForever, insertCharge, longStatementOwner } from './ta
 import { startProxy } from './tcp-proxy.js';
 
 /**
- * Adversarial review of "a transactional execution's heartbeat answers 'still held' only on
- * evidence from the server" (BusinessTransaction.heartbeat).
+ * Adversarial review (pgrev17) of the heartbeat-evidence design of cd3813b, since replaced by
+ * the held lease (BusinessTransaction.heartbeat renews it through the pool). The comments keep
+ * what each finding was against; the assertions state the guarantee, tested against the held
+ * lease now.
  */
 const schema = inject('pgSchema');
 const table = inject('pgTable');
@@ -165,7 +167,8 @@ async function silentTxConnection({
 }
 
 describe('healthy owners', () => {
-  // FINDING (MEDIUM): the activity check needs a connection of the SAME pool the business
+  // STILL OPEN with the held lease (its renewal needs a pool connection just the same; README
+  // "Known gaps"). FINDING (MEDIUM) against the evidence design: the activity check needs a connection of the SAME pool the business
   // transactions hold. When every connection is held by a transactional execution whose
   // statement outlasts 250 ms (a pool sized to the concurrency, a burst of slow requests),
   // the check waits for a connection until statementTimeoutMs and answers "cannot tell": the

@@ -14,9 +14,10 @@ import { DATABASE_URL, makePool, randomName, sleep } from './pg-env.js';
 import { holdForever, insertCharge, untilTakenOver } from './take-over.js';
 
 /**
- * Adversarial review (pgrev18) of the transactional engine's heartbeat evidence: the idle
- * limit + slack arithmetic, the 'E' (failed transaction) detection, savepoints, completion,
- * healthy owners under load.
+ * Adversarial review (pgrev18) of the transactional engine's heartbeat-evidence design (since
+ * replaced by the held lease, renewed through the pool): the idle limit, the 'E' (failed
+ * transaction) case, savepoints, completion, healthy owners under load. The assertions state
+ * the guarantee, tested against the held lease now.
  */
 const schema = inject('pgSchema');
 const table = inject('pgTable');

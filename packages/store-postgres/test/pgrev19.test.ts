@@ -17,10 +17,11 @@ import { cutOffOwner, holdForever, insertCharge, untilTakenOver } from './take-o
 import { startProxy } from './tcp-proxy.js';
 
 /**
- * Adversarial review (pgrev19) of cd3813b: transactional heartbeats answer 'held' only on
- * evidence that the server's idle timer was armed within the look-back; the operation runs
- * inside `SAVEPOINT idem_operation`. Findings are `it.fails` (the assertion states the
- * claimed guarantee); attacks that held are plain `it`.
+ * Adversarial review (pgrev19) of cd3813b: transactional heartbeats answered 'held' only on
+ * evidence that the server's idle timer was armed within the look-back (replaced since by the
+ * held lease, renewed through the pool); the operation runs inside `SAVEPOINT
+ * idem_operation`. Findings still open are `it.fails` (the assertion states the claimed
+ * guarantee); fixed ones and attacks that held are plain `it`.
  */
 const schema = inject('pgSchema');
 const table = inject('pgTable');
@@ -575,7 +576,8 @@ describe('an owner idle in a failed subtransaction, default heartbeat ratio', ()
 });
 
 describe('the activity check of a long statement under load', () => {
-  // FINDING (MEDIUM): a heartbeat of an owner running one statement longer than the lease
+  // STILL OPEN with the held lease: its renewal needs a pool connection just the same (README
+  // "Known gaps"). FINDING (MEDIUM) against the evidence design: a heartbeat of an owner running one statement longer than the lease
   // gets evidence only from the pool's activity check, which (1) is sent only after
   // checkAfterMs (min(250, lease/8, storeTimeout/2)) although the engine can see locally
   // that its connection has a statement in flight (the extend can only queue behind it),

@@ -11,11 +11,10 @@ import { startProxy, type TcpProxy } from './tcp-proxy.js';
 
 /**
  * The heartbeats of a transactional execution whose business transaction holds the record
- * answer "still held" only on evidence that the server keeps the transaction (their extend
- * answered, or a statement of the transaction seen running): an owner whose network falls
- * silent has its signal aborted at its lease estimate, before the server's idle limit ends
- * the transaction and a duplicate takes over. They used to answer "still held" at once, and
- * such an owner ran on unaborted beside the duplicate (up to the maximum hold).
+ * renew its held lease through the pool, which a takeover honours: an owner whose network
+ * falls silent cannot renew, so its signal aborts at its lease estimate, before a duplicate
+ * can take over. They used to answer "still held" at once, and such an owner ran on
+ * unaborted beside the duplicate (up to the maximum hold).
  */
 const schema = inject('pgSchema');
 const table = inject('pgTable');

@@ -109,7 +109,7 @@ export interface CutOffScenario {
   ownerUrl: string;
   /** The owner's pool config beyond its connection. */
   poolConfig?: pg.PoolConfig;
-  /** The owner store's statement limit (its heartbeats' pool check is bounded by it). */
+  /** The owner store's statement limit (its heartbeats' renewals are bounded by it). */
   statementTimeoutMs: number;
   engine: { leaseMs: number; heartbeatMs: number; maxHoldMs?: number };
   /** The business table (`id`, `scope`, `fence`) and its schema's record table. */
