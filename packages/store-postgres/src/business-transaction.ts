@@ -11,7 +11,7 @@ import {
 import type { PoolClient } from 'pg';
 import { type HoldRecordSql, idleLimit } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
-import { runStatement } from './pg-call.js';
+import { type Queryable, runStatement } from './pg-call.js';
 import { rollbackIfOurs, transactionFate, transactionStatus } from './transaction-fate.js';
 
 /** The rows of the second statement of a simple query of several. */
@@ -155,6 +155,11 @@ export class BusinessTransaction {
     private readonly fence: number,
     /** The longest the transaction may sit idle before the server ends it. */
     private readonly idleLimitMs: number,
+    /**
+     * Where the renewals and the termination of the backend are sent: the engine's renewal
+     * connection, outside the pool that the business transactions may all hold.
+     */
+    private readonly side: Queryable,
   ) {
     client.on('error', this.onError);
     client.on('end', this.onEnd);
@@ -410,7 +415,7 @@ export class BusinessTransaction {
    * the server may end it at any time (its idle limit for an owner gone silent, an operator's
    * kill, a proxy that closed its side), and the record's own lease cannot be renewed while
    * its row is locked, so it is the acquisition's, long passed in a long operation. So the
-   * heartbeat renews, through the pool, the held lease that a takeover honours besides the
+   * heartbeat renews, on the engine's renewal connection (outside the pool), the held lease that a takeover honours besides the
    * record's (`renewHeld`), owner-checked by the acquisition's fence: `held` when renewed (core
    * counts the lease from the heartbeat's start, as for any store), `lost` when the record is
    * another's, a thrown `StoreUnavailableError` when the server does not answer (a failed
@@ -425,7 +430,7 @@ export class BusinessTransaction {
     if (row === 'lost') return 'lost';
     if (row === 'none' || this.phase !== 'open') return 'free';
     this.ping();
-    const renewed = await this.store.renewHeld(input, this.fence);
+    const renewed = await this.store.renewHeld(input, this.fence, this.side);
     return renewed === undefined ? 'lost' : 'held';
   }
 
@@ -454,12 +459,12 @@ export class BusinessTransaction {
     this.broken = reason;
     // Dropping the connection alone leaves a statement still running on the server (one the
     // operation allowed a long statement_timeout) running, with the row locked, until it
-    // ends. So the backend is terminated first, through the pool, while the connection is
+    // ends. So the backend is terminated first, on the renewal connection, while the connection is
     // still open: the pid is then certainly still this transaction's backend.
     const pid = (this.client as { processID?: unknown }).processID;
     if (typeof pid === 'number' && !this.gone) {
       this.terminating = runStatement(
-        this.store.pool,
+        this.side,
         'abort',
         { text: 'SELECT pg_terminate_backend($1)', values: [pid] },
         this.store.statementTimeoutMs,

@@ -16,7 +16,7 @@ const ignore = () => {};
  * While the transaction holds the record's row (locked right after `BEGIN`), nobody can
  * take the key over, and a heartbeat that wrote the row would wait for the transaction's
  * end (and, under repeatable read or serializable, make its completion fail with 40001). So
- * heartbeats then renew the record's held lease through the pool (see
+ * heartbeats then renew the record's held lease on the engine's renewal connection (see
  * `BusinessTransaction.heartbeat`), which a takeover honours besides the record's own: "still
  * held" when renewed, "lost" (`not_owner`) when the record is another's or the connection
  * broke, so that the operation's signal aborts, and a failure when the server does not
@@ -44,7 +44,7 @@ export class RunningExecution {
     if (this.locking) await this.locking;
     const row = this.tx?.rowState() ?? 'none';
     if (row === 'held' && this.tx) {
-      // The held lease, renewed through the pool (the record's row is locked).
+      // The held lease, renewed outside the transaction (the record's row is locked).
       const held = await this.tx.heartbeat(input);
       if (held === 'held') return OK;
       if (held === 'lost') return NOT_OWNER;

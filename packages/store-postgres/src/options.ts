@@ -113,6 +113,8 @@ export interface PostgresStore extends IdempotencyStore {
    * record's own (which the locked row keeps from being renewed), while the record is still
    * the acquisition `fence` of `input.owner`. Answers the new deadline, or undefined when the
    * record is another's. Throws the store's typed error when the server does not answer.
+   * Sent on `via` (a connection outside any transaction block; the engine's own renewal
+   * connection), else through the pool.
    */
-  renewHeld(input: ExtendInput, fence: number): Promise<number | undefined>;
+  renewHeld(input: ExtendInput, fence: number, via?: Queryable): Promise<number | undefined>;
 }

@@ -140,13 +140,14 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     operation: keyof typeof texts,
     values: unknown[],
     target: Queryable = pool,
+    ownTransaction = target === pool,
   ) {
     const config = prepared
       ? { name: names[operation], text: texts[operation], values }
       : { text: texts[operation], values };
     // Through the pool each step is its own implicit transaction, retried after a
     // serialization failure; inside the caller's transaction (completeIn) it cannot be.
-    return target === pool
+    return ownTransaction
       ? runStep<R & Record<string, unknown>>(target, operation, config, timeoutMs)
       : runStatement<R & Record<string, unknown>>(target, operation, config, timeoutMs);
   }
@@ -264,14 +265,20 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       return ok ? OK : NOT_OWNER;
     },
 
-    async renewHeld(input: ExtendInput, fence: number): Promise<number | undefined> {
+    async renewHeld(
+      input: ExtendInput,
+      fence: number,
+      via: Queryable = pool,
+    ): Promise<number | undefined> {
       if (!Number.isSafeInteger(fence)) throw new InvalidInputError('fence must be a safe integer');
-      const { rows } = await run<{ lease_until: string | null }>('renewHeld', [
+      const values = [
         rowKey(input.key),
         checkOwner(input.owner),
         fence,
         duration('leaseMs', input.leaseMs),
-      ]);
+      ];
+      // Its own implicit transaction on `via` as well (never inside a transaction block).
+      const { rows } = await run<{ lease_until: string | null }>('renewHeld', values, via, true);
       const leaseUntil = rows[0]?.lease_until;
       return leaseUntil == null ? undefined : Number(leaseUntil);
     },

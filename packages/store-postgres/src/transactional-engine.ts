@@ -22,6 +22,7 @@ import {
 import { ExecutionRegistry } from './execution-registry.js';
 import { holdRecordSql } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
+import { RenewalConnection } from './renewal-connection.js';
 import { parseTableName } from './table-name.js';
 
 /** What a transactional operation receives: core's context plus the open transaction. */
@@ -246,6 +247,8 @@ export function createPostgresIdempotency<T = unknown>(
     }
   }
   const connectMs = store.statementTimeoutMs;
+  // A new connection may take longer than a statement (TLS, a busy server): up to a lease.
+  const renewals = new RenewalConnection(pool, Math.max(connectMs, idem.settings.leaseMs));
 
   /** A pool connection within the store's statement time limit; a late one goes back. */
   function connect(): Promise<PoolClient> {
@@ -286,12 +289,15 @@ export function createPostgresIdempotency<T = unknown>(
     if (typeof operation !== 'function')
       throw new InvalidInputError('execute needs an operation function');
     let tx: BusinessTransaction | undefined;
+    let unused: (() => void) | undefined;
     try {
       return await idem.execute(request, async (ctx) => {
         // Claimed at once, before any heartbeat of this execution can fire.
         const execution = executions.start(ctx.storageKey, ctx.fence);
         if (execution === undefined)
           throw new TransactionNotCommittedError('No acquisition is known for this execution');
+        // Opened (in the background) before the transaction takes a pool connection.
+        unused = renewals.use();
         let client: PoolClient;
         try {
           client = await connect();
@@ -308,6 +314,7 @@ export function createPostgresIdempotency<T = unknown>(
           () => executions.end(execution),
           ctx.fence,
           idleLimitMs,
+          renewals,
         );
         execution.tx = current;
         tx = current;
@@ -364,6 +371,7 @@ export function createPostgresIdempotency<T = unknown>(
       // Still open: core never wrote an outcome (the outcome policy threw). Nothing commits;
       // core left the key to its lease.
       if (tx?.phase === 'open') await tx.rollback();
+      unused?.();
     }
   }
 

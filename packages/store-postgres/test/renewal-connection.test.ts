@@ -1,0 +1,190 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
+import { RenewalConnection } from '../src/renewal-connection.js';
+import { DATABASE_URL, makePool, randomName, sleep } from './pg-env.js';
+import { insertCharge } from './take-over.js';
+import { startProxy } from './tcp-proxy.js';
+
+/**
+ * The transactional engine's own connection for held-lease renewals and backend
+ * terminations (src/renewal-connection.ts): outside the pool, built from the pool's options
+ * and set up by its `connect` listeners, replaced when it fails or falls silent, closed after
+ * it was last used, never keeping the process alive. (The pool held entirely by long
+ * transactions and the slow new connection are in pgrev17 and pgrev19.)
+ */
+const schema = inject('pgSchema');
+const table = inject('pgTable');
+const charges = `"${schema}".renewal_charges`;
+const raw = makePool({ max: 2 });
+const url = new URL(DATABASE_URL);
+
+afterAll(() => raw.end());
+
+const pidOf = async (connection: RenewalConnection) =>
+  Number((await connection.query({ text: 'SELECT pg_backend_pid() AS pid' })).rows[0]!.pid);
+
+const backendsNamed = async (name: string) =>
+  Number(
+    (
+      await raw.query(
+        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1',
+        [name],
+      )
+    ).rows[0].n,
+  );
+
+describe('the renewal connection', () => {
+  it("is not one of the pool's, and the pool's connect listeners set it up: a search_path set there finds the store's functions", async () => {
+    // The store's table named without its schema: only the listener's search_path finds it.
+    const pool = makePool({ max: 1, query_timeout: 20_000 });
+    const seen: unknown[] = [];
+    pool.on('connect', (client) => {
+      seen.push(client);
+      void client.query(`SET search_path TO "${schema}"`);
+    });
+    await raw.query(`CREATE TABLE IF NOT EXISTS ${charges} (
+      id bigserial PRIMARY KEY, scope text NOT NULL, fence bigint NOT NULL)`);
+    const bare = table.includes('.') ? table.slice(table.lastIndexOf('.') + 1) : table;
+    const engine = createPostgresIdempotency<string>({
+      store: createPostgresStore({
+        pool,
+        table: bare.replaceAll('"', ''),
+        keyPrefix: randomName('rc'),
+      }),
+      leaseMs: 1_000,
+      heartbeatMs: 200,
+    });
+    const scope = randomName('scope');
+    let signal: AbortSignal | undefined;
+    try {
+      // Longer than two leases, on the pool's only connection: the lease is renewed on the
+      // renewal connection or the signal aborts.
+      const result = await engine.execute({ key: 'k', scope }, async ({ tx, fence, signal: s }) => {
+        signal = s;
+        await insertCharge(tx, charges, scope, fence);
+        await tx.query("SET LOCAL statement_timeout = '30s'");
+        await tx.query('SELECT pg_sleep(2.3)');
+        return 'done';
+      });
+      expect(result).toEqual({ value: 'done', replayed: false });
+      expect(signal?.aborted).toBe(false);
+      expect(pool.totalCount).toBe(1);
+      // The pool's one client and the renewal connection.
+      expect(seen.length).toBe(2);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('a connection that falls silent is dropped at the statement time limit; the next statement opens another', async () => {
+    const proxy = await startProxy({ host: url.hostname, port: Number(url.port || 5432) });
+    const via = new URL(DATABASE_URL);
+    via.hostname = '127.0.0.1';
+    via.port = String(proxy.port);
+    const pool = makePool({ connectionString: via.toString(), max: 1 });
+    const connection = new RenewalConnection(pool, 2_000, 200);
+    try {
+      const first = await pidOf(connection);
+      proxy.mode = 'silent';
+      const started = performance.now();
+      await expect(
+        connection.query({ text: 'SELECT 1', query_timeout: 300 } as never),
+      ).rejects.toThrow(/timeout/i);
+      expect(performance.now() - started).toBeLessThan(1_500);
+      proxy.mode = 'pass';
+      const second = await pidOf(connection);
+      expect(second).not.toBe(first);
+    } finally {
+      await proxy.close();
+      await pool.end();
+    }
+  });
+
+  it('a terminated backend is replaced; an error the server reports keeps the connection', async () => {
+    const pool = makePool({ max: 1 });
+    const connection = new RenewalConnection(pool, 2_000, 200);
+    try {
+      const first = await pidOf(connection);
+      await expect(connection.query({ text: 'SELECT 1/0' })).rejects.toThrow(/division by zero/);
+      expect(await pidOf(connection)).toBe(first);
+      await raw.query('SELECT pg_terminate_backend($1)', [first]);
+      // The error reaches the client a moment later; until then a statement fails at once.
+      let second: number | undefined;
+      for (let i = 0; i < 50 && second === undefined; i++) {
+        second = await pidOf(connection).catch(() => undefined);
+        if (second === first) second = undefined;
+        if (second === undefined) await sleep(20);
+      }
+      expect(second).toBeGreaterThan(0);
+      expect(second).not.toBe(first);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('is closed once no execution used it for its linger time, and opened again by the next', async () => {
+    const name = randomName('idem-rc');
+    const pool = makePool({ max: 1, application_name: name });
+    const connection = new RenewalConnection(pool, 2_000, 300);
+    try {
+      const done = connection.use();
+      await connection.query({ text: 'SELECT 1' });
+      expect(await backendsNamed(name)).toBe(1);
+      await sleep(500);
+      // Still in use: kept.
+      expect(await backendsNamed(name)).toBe(1);
+      done();
+      done(); // a second call changes nothing
+      await sleep(700);
+      expect(await backendsNamed(name)).toBe(0);
+      const again = connection.use();
+      await connection.query({ text: 'SELECT 1' });
+      expect(await backendsNamed(name)).toBe(1);
+      again();
+      await sleep(700);
+      expect(await backendsNamed(name)).toBe(0);
+      // Used by an execution that ended before the connection was open (nothing sent on it).
+      connection.use()();
+      for (let i = 0; i < 100 && (await backendsNamed(name)) === 0; i++) await sleep(20);
+      expect(await backendsNamed(name)).toBe(1);
+      await sleep(700);
+      expect(await backendsNamed(name)).toBe(0);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('never keeps the process alive: a script that ran one execution and ended its pool exits at once', async () => {
+    const dist = fileURLToPath(new URL('../dist/index.js', import.meta.url));
+    const script = `
+      import pg from 'pg';
+      const { createPostgresIdempotency, createPostgresStore } = await import(${JSON.stringify(dist)});
+      const pool = new pg.Pool({ connectionString: ${JSON.stringify(DATABASE_URL)}, max: 2 });
+      const engine = createPostgresIdempotency({
+        store: createPostgresStore({ pool, table: ${JSON.stringify(table)}, keyPrefix: ${JSON.stringify(randomName('rcexit'))} }),
+      });
+      const r = await engine.execute({ key: 'k', scope: 's' }, async ({ tx }) => (await tx.query('SELECT 1 AS one')).rows[0].one);
+      await pool.end();
+      console.log(JSON.stringify(r));
+    `;
+    const started = performance.now();
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: fileURLToPath(new URL('..', import.meta.url)),
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout!.on('data', (chunk) => {
+      out += chunk;
+    });
+    const [code] = await once(child, 'exit');
+    const elapsed = performance.now() - started;
+    expect(code).toBe(0);
+    expect(JSON.parse(out)).toEqual({ value: 1, replayed: false });
+    // The renewal connection lingers 10 s after its last use; unref'd, it does not hold the
+    // process that long.
+    expect(elapsed).toBeLessThan(8_000);
+  });
+});
