@@ -27,9 +27,10 @@ function socketOf(client: Client): { destroy(): void; unref?(): void } | undefin
  * one until its time limit and the healthy owners' signals would abort.
  *
  * - Built as the pool builds its clients (`new pool.Client(pool.options)`, the pool's
- *   `connectionTimeoutMillis` bounded by `openMs`), and the pool's `connect` listeners run
- *   on it as on every new client of the pool (session settings such as `search_path` set
- *   there apply to it as well).
+ *   `connectionTimeoutMillis` bounded by `openMs`; `statement_timeout` and `lock_timeout`
+ *   the store's statement limit), and the pool's `connect` listeners run on it as on every
+ *   new client of the pool (session settings such as `search_path` set there apply to it
+ *   as well).
  * - Opened in the background when an execution begins to hold a record ({@link use}): no
  *   execution waits for it, only a renewal that needs it, within its own time limit; a
  *   renewal after a failed opening tries again.
@@ -51,6 +52,8 @@ export class RenewalConnection implements Queryable {
     private readonly pool: Pool,
     /** Longest wait for a new connection to be ready. */
     private readonly openMs: number,
+    /** The store's statement time limit, also set as the session's statement and lock timeouts. */
+    private readonly statementMs: number,
     /** How long it stays open once no execution uses it. */
     private readonly lingerMs = LINGER_MS,
   ) {}
@@ -110,6 +113,10 @@ export class RenewalConnection implements Queryable {
     const client = new ClientClass({
       ...options,
       connectionTimeoutMillis: Math.min(poolLimit, this.openMs),
+      // Only the store's short statements run here: the server ends one that waits for a lock
+      // or runs past the store's limit, so it never holds the renewals queued behind it.
+      statement_timeout: this.statementMs,
+      lock_timeout: this.statementMs,
     });
     // Before anything can fail: an error event without a listener would crash the process.
     client.on('error', () => this.destroy(client));

@@ -248,7 +248,11 @@ export function createPostgresIdempotency<T = unknown>(
   }
   const connectMs = store.statementTimeoutMs;
   // A new connection may take longer than a statement (TLS, a busy server): up to a lease.
-  const renewals = new RenewalConnection(pool, Math.max(connectMs, idem.settings.leaseMs));
+  const renewals = new RenewalConnection(
+    pool,
+    Math.max(connectMs, idem.settings.leaseMs),
+    connectMs,
+  );
 
   /** A pool connection within the store's statement time limit; a late one goes back. */
   function connect(): Promise<PoolClient> {

@@ -85,7 +85,7 @@ describe('the renewal connection', () => {
     via.hostname = '127.0.0.1';
     via.port = String(proxy.port);
     const pool = makePool({ connectionString: via.toString(), max: 1 });
-    const connection = new RenewalConnection(pool, 2_000, 200);
+    const connection = new RenewalConnection(pool, 2_000, 2_000, 200);
     try {
       const first = await pidOf(connection);
       proxy.mode = 'silent';
@@ -105,7 +105,7 @@ describe('the renewal connection', () => {
 
   it('a terminated backend is replaced; an error the server reports keeps the connection', async () => {
     const pool = makePool({ max: 1 });
-    const connection = new RenewalConnection(pool, 2_000, 200);
+    const connection = new RenewalConnection(pool, 2_000, 2_000, 200);
     try {
       const first = await pidOf(connection);
       await expect(connection.query({ text: 'SELECT 1/0' })).rejects.toThrow(/division by zero/);
@@ -125,10 +125,39 @@ describe('the renewal connection', () => {
     }
   });
 
+  it("a statement that waits for a lock is ended by the server at the store's limit, and the statements queued behind it go on", async () => {
+    const pool = makePool({ max: 1 });
+    const connection = new RenewalConnection(pool, 2_000, 300, 200);
+    const locker = await raw.connect();
+    const lockTable = `"${schema}".renewal_locks`;
+    try {
+      await raw.query(`CREATE TABLE IF NOT EXISTS ${lockTable} (id int PRIMARY KEY)`);
+      await raw.query(`INSERT INTO ${lockTable} VALUES (1) ON CONFLICT DO NOTHING`);
+      const pid = await pidOf(connection);
+      await locker.query('BEGIN');
+      await locker.query(`SELECT * FROM ${lockTable} WHERE id = 1 FOR UPDATE`);
+      const started = performance.now();
+      const blocked = connection.query({
+        text: `SELECT * FROM ${lockTable} WHERE id = 1 FOR UPDATE`,
+      });
+      const behind = pidOf(connection);
+      // lock_timeout (55P03) or statement_timeout (57014): both are the store's limit.
+      await expect(blocked).rejects.toMatchObject({
+        code: expect.stringMatching(/^(55P03|57014)$/),
+      });
+      expect(await behind).toBe(pid);
+      expect(performance.now() - started).toBeLessThan(1_500);
+    } finally {
+      await locker.query('ROLLBACK').catch(() => {});
+      locker.release();
+      await pool.end();
+    }
+  });
+
   it('is closed once no execution used it for its linger time, and opened again by the next', async () => {
     const name = randomName('idem-rc');
     const pool = makePool({ max: 1, application_name: name });
-    const connection = new RenewalConnection(pool, 2_000, 300);
+    const connection = new RenewalConnection(pool, 2_000, 2_000, 300);
     try {
       const done = connection.use();
       await connection.query({ text: 'SELECT 1' });
