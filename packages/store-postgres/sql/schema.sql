@@ -258,11 +258,16 @@ $fn$;
 -- this renewal and honours it, or changed the
 -- lease row first (its fence is then newer: nothing is renewed), in which case this statement
 -- waited for it and reads the record afresh (read committed), or failed to serialise (40001,
--- repeatable read or serializable sessions) and is sent again.
+-- repeatable read or serializable sessions) and is sent again. It waits at most
+-- 100ms for the lease row (a takeover or a clean-up holds it for one short statement):
+-- a row some other session keeps locked fails this renewal alone (55P03), at once, never the
+-- statements sent after it.
 CREATE OR REPLACE FUNCTION "idem_records_renew_held"(
   p_key text, p_owner text, p_fence bigint, p_lease_ms bigint)
 RETURNS bigint
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET lock_timeout = '100ms'
+AS $fn$
 DECLARE
   r "idem_records"%ROWTYPE;
   v_lease bigint := least(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + p_lease_ms, 9007199254740991);

@@ -309,11 +309,16 @@ $fn$;
 -- this renewal and honours it, or changed the
 -- lease row first (its fence is then newer: nothing is renewed), in which case this statement
 -- waited for it and reads the record afresh (read committed), or failed to serialise (40001,
--- repeatable read or serializable sessions) and is sent again.
+-- repeatable read or serializable sessions) and is sent again. It waits at most
+-- ${HELD_ROW_WAIT} for the lease row (a takeover or a clean-up holds it for one short statement):
+-- a row some other session keeps locked fails this renewal alone (55P03), at once, never the
+-- statements sent after it.
 CREATE OR REPLACE FUNCTION ${o.renewHeld}(
   p_key text, p_owner text, p_fence bigint, p_lease_ms bigint)
 RETURNS bigint
-LANGUAGE plpgsql AS $fn$
+LANGUAGE plpgsql
+SET lock_timeout = '${HELD_ROW_WAIT}'
+AS $fn$
 DECLARE
   r ${o.table}%ROWTYPE;
   v_lease bigint := least(${NOW_MS} + p_lease_ms, ${MAX_DEADLINE});

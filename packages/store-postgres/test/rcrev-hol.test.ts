@@ -1,4 +1,3 @@
-import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
 import { RenewalConnection } from '../src/renewal-connection.js';
@@ -63,7 +62,8 @@ const heldRowExists = async (key: string) =>
   (await raw.query(`SELECT 1 FROM ${heldLeases} WHERE key = $1`, [key])).rowCount === 1;
 
 describe('rcrev: head-of-line blocking on the one renewal connection', () => {
-  // FINDING (HIGH): one blocked renewal stalls every other owner's renewals. Repro: an engine
+  // FIXED (a free pool connection first, a new one while the renewal connection is busy, and
+  // renew_held waits at most 100 ms for its lease row). FINDING (HIGH): one blocked renewal stalls every other owner's renewals. Repro: an engine
   // (pool max 6, so 4 pool connections stay free; lease 2 s, heartbeat 400 ms, statement limit
   // 1 s) with two owners A and B holding their records. Another session holds a row lock on
   // A's row of <table>_held_leases (an operator's SELECT ... FOR UPDATE, a stuck takeover, any
@@ -78,7 +78,7 @@ describe('rcrev: head-of-line blocking on the one renewal connection', () => {
   // when the renewal connection is busy), give renew_held its own short lock_timeout
   // (a `SET lock_timeout` clause on the function) so a locked row fails that one renewal fast,
   // and do not destroy the connection when a statement timed out while still queued.
-  it.fails("a healthy owner's signal never aborts while another key's held-lease row is locked by some session", async () => {
+  it("a healthy owner's signal never aborts while another key's held-lease row is locked by some session", async () => {
     const pool = makePool({ max: 6 });
     const engine = createPostgresIdempotency<string>({
       store: createPostgresStore({
@@ -158,7 +158,7 @@ describe('rcrev: head-of-line blocking on the one renewal connection', () => {
     const fb = (b as { fence?: number }).fence ?? 1;
     await store.renewHeld({ key: 'a', owner: 'oa', leaseMs: 5_000, retentionMs: 3_600_000 }, fa);
     const locker = await raw.connect();
-    const renewals = new RenewalConnection(pool, 2_000, 200);
+    const renewals = new RenewalConnection(pool, 2_000, 2_000, 200);
     try {
       await locker.query('BEGIN');
       await locker.query(`SELECT 1 FROM ${heldLeases} WHERE key = $1 FOR UPDATE`, [
@@ -198,7 +198,9 @@ describe('rcrev: head-of-line blocking on the one renewal connection', () => {
     }
   });
 
-  // FINDING (MEDIUM): a statement that times out while still WAITING in node-postgres' queue
+  // FIXED (the renewal connection keeps its own queue and sends one statement at a time, each
+  // within what is left of its limit; one whose limit passed while waiting fails alone, never
+  // sent). FINDING (MEDIUM): a statement that times out while still WAITING in node-postgres' queue
   // (never sent) makes RenewalConnection.query destroy the connection: the statement in flight
   // on it, healthy and within its own limit, fails with it ("Connection terminated"). With many
   // owners renewing at once (queue depth x round trip > statement limit), one late renewal
@@ -207,9 +209,12 @@ describe('rcrev: head-of-line blocking on the one renewal connection', () => {
   // queued timeout from a sent one (only a statement on the wire that went unanswered says
   // the connection is silent), e.g. start the timer when the statement is sent, or check
   // client's active query before destroying.
-  it.fails('a statement that timed out in the queue does not fail the healthy statement in flight', async () => {
+  it('a statement that timed out in the queue does not fail the healthy statement in flight', async () => {
     const pool = makePool({ max: 1 });
-    const connection = new RenewalConnection(pool, 2_000, 200);
+    const connection = new RenewalConnection(pool, 2_000, 2_000, 200);
+    // The pool's one connection held (as by a business transaction): both statements go to
+    // the renewal connection, the second waits its turn there.
+    const held = await pool.connect();
     try {
       await connection.query({ text: 'SELECT 1' });
       const inFlight = connection
@@ -222,14 +227,16 @@ describe('rcrev: head-of-line blocking on the one renewal connection', () => {
         () => 'ok',
         (e: unknown) => `failed: ${(e as Error).message}`,
       );
-      expect(await queued).toMatch(/timeout/i);
+      expect(await queued).toMatch(/timed out waiting for the renewal connection/);
       expect(await inFlight).toBe('ok');
     } finally {
+      held.release();
       await pool.end();
     }
   });
 
-  // FINDING (LOW/MEDIUM): "one connection per engine" is not a bound on server backends. Each
+  // FIXED (renew_held's own lock_timeout, and the renewal connection's session limits: the
+  // server ends a waiting renewal itself). FINDING (LOW/MEDIUM): "one connection per engine" is not a bound on server backends. Each
   // time a blocked renewal's connection is destroyed client-side, its server backend stays,
   // waiting on the lock (PostgreSQL does not notice a closed socket while waiting, unless
   // client_connection_check_interval is set), and the next renewal opens another connection
@@ -241,7 +248,7 @@ describe('rcrev: head-of-line blocking on the one renewal connection', () => {
   // this engine's backends waiting on a lock (saw 3 with lease 1.5 s / 500 ms, 6 here; at most 1 claimed). Suggested fix: lock_timeout on
   // renew_held (function-level SET), and/or cancel (pg_cancel_backend via a cancel request,
   // which node-postgres can send) rather than just destroy the socket.
-  it.fails('the engine keeps at most one renewal backend on the server while a held-lease row is locked', async () => {
+  it('the engine keeps at most one renewal backend on the server while a held-lease row is locked', async () => {
     const app = randomName('rcrev-leak');
     // A pool without lock_timeout / statement_timeout (pg's defaults, as `new pg.Pool({ connectionString })`).
     const pool = makePool({

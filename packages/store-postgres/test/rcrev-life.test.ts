@@ -183,7 +183,8 @@ describe('rcrev: renewal connection lifecycle', () => {
     }
   }, 30_000);
 
-  // FINDING (LOW): the pool's 'connect' event is emitted on the renewal connection, but no
+  // FIXED (the pool's 'remove' listeners hear of each renewal client its 'connect' listeners
+  // saw, when it is closed). FINDING (LOW): the pool's 'connect' event is emitted on the renewal connection, but no
   // matching 'remove' (pg-pool emits 'remove' for every client it closes) when it is closed
   // after its linger, destroyed or replaced. Code that tracks the pool's clients with
   // connect/remove (metrics gauges, a Set of clients to configure or close) grows by one entry
@@ -192,12 +193,12 @@ describe('rcrev: renewal connection lifecycle', () => {
   // five 'connect', zero 'remove'. Suggested fix: emit 'remove' on the pool when the renewal
   // client is closed/destroyed (pg-pool's own contract), or do not emit pool events on it and
   // document a separate hook for session set-up.
-  it.fails("every 'connect' the pool's listeners see is matched by a 'remove' when that client is closed", async () => {
+  it("every 'connect' the pool's listeners see is matched by a 'remove' when that client is closed", async () => {
     const pool = makePool({ max: 1 });
     const tracked = new Set<unknown>();
     pool.on('connect', (c) => tracked.add(c));
     pool.on('remove', (c) => tracked.delete(c));
-    const connection = new RenewalConnection(pool, 2_000, 100);
+    const connection = new RenewalConnection(pool, 2_000, 2_000, 100);
     try {
       for (let i = 0; i < 5; i++) {
         const done = connection.use();
@@ -217,7 +218,7 @@ describe('rcrev: renewal connection lifecycle', () => {
     const pool = makePool({ max: 1 });
     const clients: import('pg').Client[] = [];
     pool.on('connect', (c) => clients.push(c as never));
-    const connection = new RenewalConnection(pool, 2_000, 100);
+    const connection = new RenewalConnection(pool, 2_000, 2_000, 100);
     try {
       await connection.query({ text: 'SELECT 1' });
       const first = clients[0]!;

@@ -128,6 +128,9 @@ describe('the renewal connection', () => {
   it("a statement that waits for a lock is ended by the server at the store's limit, and the statements queued behind it go on", async () => {
     const pool = makePool({ max: 1 });
     const connection = new RenewalConnection(pool, 2_000, 300, 200);
+    // The pool's one connection held (as by a business transaction): every statement goes to
+    // the renewal connection.
+    const held = await pool.connect();
     const locker = await raw.connect();
     const lockTable = `"${schema}".renewal_locks`;
     try {
@@ -150,6 +153,7 @@ describe('the renewal connection', () => {
     } finally {
       await locker.query('ROLLBACK').catch(() => {});
       locker.release();
+      held.release();
       await pool.end();
     }
   });
