@@ -28,9 +28,13 @@ const ansi = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, 'g');
 const strip = (text) => text.replace(ansi, '');
 const MAX_FILES = Number(process.env.IDEM_TEST_RERUN_MAX || 3);
 
-/** The passes of a package's `test` script: env assignments, files, a --config. */
-function passesOf(root) {
-  const script = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).scripts?.test ?? '';
+/**
+ * The passes of a package's test script (`test`, or `test:node24` in a Node 24 lane, as
+ * scripts/test.sh runs them): env assignments, files, a --config.
+ */
+function passesOf(root, major) {
+  const scripts = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).scripts ?? {};
+  const script = (major ? scripts['test:node24'] : scripts.test) ?? '';
   return script.split('&&').map((part) => {
     const words = part.trim().split(/\s+/);
     const env = [];
@@ -126,7 +130,7 @@ for (const arg of process.argv.slice(2)) {
       refuse(`${lane}: ${pkg} printed ${Math.max(state.errors, state.unhandled)} unhandled errors`);
       continue;
     }
-    const passes = passesOf(state.root);
+    const passes = passesOf(state.root, major);
     if (passes.some((pass) => pass === undefined)) {
       refuse(
         `${lane}: ${pkg}'s test script is not [VAR=...] vitest run [files] [--config f] passes`,

@@ -9,10 +9,13 @@
 #   - Every lane gets a Redis of its own (a throwaway redis-server on a free loopback port,
 #     stopped at the end) unless REDIS_URL is set: a test run never depends on what other runs
 #     left in the shared Redis, and never scans their keys.
-#   - Node 24 runs every package's tests too, in two more lanes at the same time
-#     (apps/node-binaries; IDEM_TEST_NODE24=0 leaves them out). Its property tests run
-#     IDEM_NODE24_PROPERTY_RUNS (25) times; their full counts run on Node 20. Two packages
-#     run on both Nodes from the Node 20 lane, and not again in Node 24's: the chaos suite
+#   - Node 24 runs each package's `test:node24` in two more lanes at the same time
+#     (apps/node-binaries; IDEM_TEST_NODE24=0 leaves them out): the whole suite where the
+#     code depends on the runtime, the contract and client-path files where the tests drive
+#     services (their fault and review files run on Node 20 only; README "Quick start"). Its
+#     property tests run IDEM_NODE24_PROPERTY_RUNS (25) times; their full counts run on
+#     Node 20. Three packages run on both Nodes from the Node 20 lane, and not again in Node
+#     24's: the runtime smoke suite (it serves its app from Node 24 too), the chaos suite
 #     (each row's app instances run on Node 20 and Node 24 side by side) and pack-check (the
 #     newest-peers app on Node 24, the floor-peers app on Node 20 and Node 24).
 #   - The chaos suite judges latency promises of apps under faults (answers within their
@@ -67,6 +70,7 @@ LANE24B=(
 BOTH_NODES=(
   @idem/chaos
   @idem/pack-check
+  @idem/runtime-smoke
 )
 
 tmp=$(mktemp -d)
@@ -92,6 +96,23 @@ if [ "${IDEM_TEST_NODE24:-1}" = "0" ]; then node24=0; fi
 if [ "$node24" = 1 ]; then
   # Fails here, before anything ran, when the Node 24 binary is missing.
   bash scripts/test-node.sh 24 node --version >/dev/null
+  # The Node 24 lanes run each package's `test:node24` (turbo skips a package without it):
+  # every package with tests has one, but those of BOTH_NODES, which cover Node 24 from the
+  # Node 20 lane.
+  missing=$(BOTH="${BOTH_NODES[*]}" node -e '
+    const { readFileSync, existsSync } = require("fs");
+    const both = new Set(process.env.BOTH.split(" "));
+    const dirs = JSON.parse(require("child_process").execSync("pnpm -r ls --depth -1 --json", { encoding: "utf8" }));
+    for (const { name, path } of dirs) {
+      const file = `${path}/package.json`;
+      if (!name || both.has(name) || !existsSync(file)) continue;
+      const scripts = JSON.parse(readFileSync(file, "utf8")).scripts ?? {};
+      if (scripts.test && !scripts["test:node24"]) console.log(name);
+    }')
+  if [ -n "$missing" ]; then
+    echo "test.sh: these packages have tests but no test:node24 script (the Node 24 lanes would skip them): $missing" >&2
+    exit 1
+  fi
 fi
 
 # A Redis of the lane's own, its URL in lane_url. With REDIS_URL set, or without redis-server
@@ -152,7 +173,7 @@ start_lane() {
     (
       export REDIS_URL="$url"
       export IDEM_PROPERTY_RUNS="${IDEM_NODE24_PROPERTY_RUNS:-25}"
-      bash scripts/test-node.sh "$major" pnpm exec turbo run test --only --continue --concurrency=1 "$@"
+      bash scripts/test-node.sh "$major" pnpm exec turbo run test:node24 --only --continue --concurrency=1 "$@"
     ) >"$log" 2>&1 &
   else
     REDIS_URL="$url" pnpm exec turbo run test --only --continue --concurrency=1 "$@" >"$log" 2>&1 &
