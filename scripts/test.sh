@@ -105,7 +105,7 @@ if [ "$node24" = 1 ]; then
     const dirs = JSON.parse(require("child_process").execSync("pnpm -r ls --depth -1 --json", { encoding: "utf8" }));
     for (const { name, path } of dirs) {
       const file = `${path}/package.json`;
-      // The workspace root's test script is this one.
+      // The workspace root: its test script is this one.
       if (!name || path === process.cwd() || both.has(name) || !existsSync(file)) continue;
       const scripts = JSON.parse(readFileSync(file, "utf8")).scripts ?? {};
       if (scripts.test && !scripts["test:node24"]) console.log(name);
