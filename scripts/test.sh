@@ -33,15 +33,14 @@ pnpm build
 # Lanes of the machine's Node (lane 1 is implicit: every package not listed below).
 LANE2=(
   @idem/store-postgres
-  @idem/cli
   @idem/store-memory
   @idem/client
-  @idem/runtime-smoke
   @idem/consumers
   @idem/benchmarks
   @idem/llm-api
 )
 LANE3=(
+  @idem/cli
   @idem/pack-check
   @idem/lambda
   @idem/store-conformance
@@ -58,6 +57,7 @@ ALONE=(
 # Node 24's two lanes: the packages of LANE24B there, every other package in the first but
 # those of BOTH_NODES, which run on Node 24 from the Node 20 lane.
 LANE24B=(
+  @idem/http
   @idem/cli
   @idem/express
   @idem/store-dynamodb
