@@ -1,0 +1,323 @@
+import { InProgressError } from '@idem/core';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
+import { runStatement } from '../src/pg-call.js';
+import { RenewalConnection } from '../src/renewal-connection.js';
+import { makePool, randomName, sleep } from './pg-env.js';
+import { localPortOf, startRcrev2Proxy } from './rcrev2-proxy.js';
+import { insertCharge } from './take-over.js';
+
+/**
+ * rcrev2: adversarial review (second round) of RenewalConnection's lifecycle and queue
+ * (582d21e): pool.end() mid-flight, outages that refuse connections, linger races, floods on a
+ * silent connection, and serializable sessions with takeovers racing renewals on every route.
+ */
+const schema = inject('pgSchema');
+const table = inject('pgTable');
+const charges = `"${schema}".rcrev2_life_charges`;
+const raw = makePool({ max: 3 });
+
+beforeAll(async () => {
+  await raw.query(`CREATE TABLE IF NOT EXISTS ${charges} (
+    id bigserial PRIMARY KEY, scope text NOT NULL, fence bigint NOT NULL)`);
+});
+afterAll(() => raw.end());
+
+const backends = async (app: string) =>
+  Number(
+    (
+      await raw.query(
+        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1',
+        [app],
+      )
+    ).rows[0].n,
+  );
+
+type Internals = { waiting: unknown[]; client: unknown };
+
+describe('rcrev2: renewal connection lifecycle', () => {
+  // FINDING (LOW): pool.end() resolves while the engine still has a backend open on the server
+  // with the pool's options (the renewal connection lingers 10 s after the last execution, and
+  // nothing closes it when the pool ends). Repro: one execution holding; pool.end() called
+  // mid-flight; the execution completes, pool.end() resolves; the server still lists a backend
+  // with the pool's application_name for up to 10 s. Why it matters: code that ends the pool
+  // and then drops the database / runs a migration that needs no sessions (DROP DATABASE,
+  // pg_terminate-free maintenance), or counts the app's connections, sees an unexpected one;
+  // the README says "count it ... one per engine", but not that it outlives pool.end().
+  // Suggested fix: listen to the pool's end (pg-pool sets `ending`; wrap/observe pool.end or
+  // check `pool.ending` when the last user leaves) and close the own connection at once then.
+  it.fails('after pool.end() resolved, no backend of the engine is left on the server', async () => {
+    const app = randomName('r2end');
+    const pool = makePool({ max: 2, application_name: app });
+    const engine = createPostgresIdempotency<string>({
+      store: createPostgresStore({ pool, table, keyPrefix: randomName('r2end'), statementTimeoutMs: 1_000 }),
+      leaseMs: 1_000,
+      heartbeatMs: 200,
+    });
+    const scope = randomName('scope');
+    let signal: AbortSignal | undefined;
+    let ending: Promise<void> | undefined;
+    const result = await engine.execute({ key: 'k', scope }, async ({ tx, fence, signal: s }) => {
+      signal = s;
+      await insertCharge(tx, charges, scope, fence);
+      ending = pool.end();
+      await sleep(1_500);
+      return 'done';
+    });
+    await ending;
+    await sleep(100);
+    const left = await backends(app);
+    console.info('after pool.end', { result, aborted: signal?.aborted, left });
+    expect(result).toEqual({ value: 'done', replayed: false });
+    expect(signal?.aborted).toBe(false);
+    expect(left).toBe(0);
+  });
+
+  // Held: the server refusing every connection for 1.5 s: each statement fails within its
+  // limit, at most one connection attempt per statement (no reopen storm), nothing stays
+  // queued, and the first statement after the outage lands.
+  it('an outage that refuses connections ends by itself; attempts bounded, nothing queued', async () => {
+    const proxy = await startRcrev2Proxy();
+    const pool = new pg.Pool({ connectionString: proxy.url, max: 1 });
+    pool.on('error', () => {});
+    const held = await pool.connect();
+    held.on('error', () => {});
+    const rc = new RenewalConnection(pool, 1_000, 300);
+    const unused = rc.use();
+    try {
+      await runStatement(rc, 'warm', { text: 'SELECT 1' }, 300);
+      proxy.state.refuse = true;
+      proxy.dropAll();
+      const before = proxy.connections();
+      let sent = 0;
+      let slowest = 0;
+      const end = performance.now() + 1_500;
+      while (performance.now() < end) {
+        const t = performance.now();
+        await runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 300).then(
+          () => {},
+          () => {},
+        );
+        slowest = Math.max(slowest, performance.now() - t);
+        sent++;
+        await sleep(50);
+      }
+      const attempts = proxy.connections() - before;
+      proxy.state.refuse = false;
+      const t = performance.now();
+      await runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 300);
+      const after = performance.now() - t;
+      await sleep(50);
+      console.info('refusing outage', { sent, attempts, slowest: Math.round(slowest), after: Math.round(after) });
+      expect(slowest).toBeLessThan(400);
+      expect(attempts).toBeLessThanOrEqual(sent + 1);
+      expect(after).toBeLessThan(300);
+      expect((rc as unknown as Internals).waiting.length).toBe(0);
+    } finally {
+      unused();
+      held.release();
+      proxy.close();
+      void pool.end().catch(() => {});
+    }
+  });
+
+  // Held: linger closes racing statements and use(): 80 rounds with a 25 ms linger and random
+  // pauses around it; every statement lands.
+  it('linger close racing statements and use(): every statement lands', async () => {
+    const pool = makePool({ max: 1 });
+    const held = await pool.connect();
+    const rc = new RenewalConnection(pool, 1_000, 500, 25);
+    let failed = 0;
+    try {
+      for (let i = 0; i < 80; i++) {
+        const unused = rc.use();
+        const first = runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 500);
+        if (i % 2 === 0) unused();
+        await first.catch(() => failed++);
+        await sleep(Math.floor(Math.random() * 50));
+        await runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 500).catch(() => failed++);
+        unused();
+      }
+      expect(failed).toBe(0);
+    } finally {
+      held.release();
+      await pool.end();
+    }
+  });
+
+  // Held: 300 statements at once on a renewal connection that fell silent (pool full): each
+  // settles within its limit (plus slack), the queue empties, the next statement reopens.
+  it('a flood on a silent renewal connection: bounded time, queue emptied, reopened', async () => {
+    const proxy = await startRcrev2Proxy();
+    const pool = new pg.Pool({ connectionString: proxy.url, max: 1 });
+    pool.on('error', () => {});
+    const held = await pool.connect();
+    held.on('error', () => {});
+    const rc = new RenewalConnection(pool, 1_000, 300);
+    const unused = rc.use();
+    try {
+      await runStatement(rc, 'warm', { text: 'SELECT 1' }, 300);
+      proxy.freeze(localPortOf((rc as unknown as Internals).client));
+      const t = performance.now();
+      const times = await Promise.all(
+        Array.from({ length: 300 }, () =>
+          runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 300).then(
+            () => performance.now() - t,
+            () => performance.now() - t,
+          ),
+        ),
+      );
+      await sleep(400);
+      const queued = (rc as unknown as Internals).waiting.length;
+      await runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 300);
+      console.info('flood', { slowest: Math.round(Math.max(...times)), queued });
+      expect(Math.max(...times)).toBeLessThan(400);
+      expect(queued).toBe(0);
+    } finally {
+      unused();
+      held.release();
+      proxy.close();
+      void pool.end().catch(() => {});
+    }
+  });
+
+});
+
+/**
+ * Sessions default to serializable (`default_transaction_isolation`); four owners hold (lease
+ * 500 ms, heartbeats 100 ms) while the pool flips between full and free (renewals on every
+ * route) and, once all hold, duplicates hammer each key. Asserts safety (no duplicate runs
+ * while its owner's signal is not aborted, one business row per key); returns what aborted.
+ */
+async function serializableScenario(): Promise<{ aborted: string[]; results: string[] }> {
+    const iso = process.env.R2_RC ? {} : { options: '-c default_transaction_isolation=serializable' };
+    const pool = makePool({ max: 6, ...iso });
+    const dupPool = makePool({ max: 4, ...iso });
+    const keyPrefix = randomName('r2ser');
+    const scope = randomName('scope');
+    const settings = { leaseMs: 500, heartbeatMs: 100, maxHoldMs: 60_000 };
+    const engine = createPostgresIdempotency<string>({
+      store: createPostgresStore({ pool, table, keyPrefix, statementTimeoutMs: 1_000 }),
+      ...settings,
+      onEvent: (event) => {
+        if (event.type === 'store_error') {
+          const e = event.error as Error & { cause?: { code?: string; message?: string } };
+          log.push(`${at()} store_error ${event.method} ${Math.round(event.durationMs ?? 0)}ms ${e.message} ${e.cause?.code ?? ''}`);
+        }
+      },
+    });
+    const dups = createPostgresIdempotency<string>({
+      store: createPostgresStore({ pool: dupPool, table, keyPrefix, statementTimeoutMs: 1_000 }),
+      ...settings,
+    });
+    const keys = ['a', 'b', 'c', 'd'];
+    const aborted: string[] = [];
+    const log: string[] = [];
+    const t0 = performance.now();
+    const at = () => Math.round(performance.now() - t0);
+    let duplicateRuns = 0;
+    let stop = false;
+    try {
+      const owners = keys.map((key) =>
+        engine.execute({ key, scope }, async ({ tx, fence, signal }) => {
+          signal.addEventListener('abort', () => {
+            aborted.push(key);
+            log.push(`${at()} owner ${key} aborted: ${(signal.reason as Error)?.message}`);
+          });
+          await insertCharge(tx, charges, scope, fence);
+          log.push(`${at()} owner ${key} holds fence ${fence}`);
+          await sleep(2_500);
+          log.push(`${at()} owner ${key} returns`);
+          return 'owner';
+        }).then(
+          (r) => r.value,
+          (e: unknown) => {
+            log.push(`${at()} owner ${key} failed: ${(e as Error).name} ${(e as Error).message}`);
+            return 'failed';
+          },
+        ),
+      );
+      const flipper = (async () => {
+        while (!stop && !process.env.R2_NOFLIP) {
+          const taken: pg.PoolClient[] = [];
+          for (let i = 0; i < 2; i++) taken.push(await pool.connect());
+          await sleep(41);
+          for (const c of taken) c.release();
+          await sleep(59);
+        }
+      })();
+      // The duplicates start once every owner holds its record.
+      const holdEnd = performance.now() + 5_000;
+      while (log.filter((l) => l.includes('holds')).length < keys.length && performance.now() < holdEnd)
+        await sleep(10);
+      expect(log.filter((l) => l.includes('holds')).length).toBe(keys.length);
+      const hammer = Promise.all(
+        keys.map(async (key) => {
+          const end = performance.now() + 2_600;
+          while (performance.now() < end) {
+            try {
+              await dups.execute({ key, scope }, async ({ tx, fence }) => {
+                duplicateRuns++;
+                log.push(`${at()} duplicate ran ${key} fence ${fence} (owner aborted: ${aborted.includes(key)})`);
+                await insertCharge(tx, charges, scope, fence);
+                return 'dup';
+              });
+            } catch (error) {
+              if (!(error instanceof InProgressError))
+                log.push(`${at()} duplicate ${key} error ${(error as Error).name} ${(error as Error).message}`);
+            }
+            await sleep(30);
+          }
+        }),
+      );
+      const results = await Promise.all(owners);
+      await hammer;
+      stop = true;
+      await flipper;
+      const { rows } = await raw.query(
+        `SELECT count(*)::int AS n FROM ${charges} WHERE scope = $1`,
+        [scope],
+      );
+      console.info('serializable', { duplicateRuns, aborted, rows: rows[0].n, log });
+      // Safety: a duplicate ran only for a key whose owner's signal had aborted before.
+      expect(log.filter((l) => l.includes('(owner aborted: false)'))).toEqual([]);
+      // Exactly once: one business row per key (the owner's, or the duplicate's after the
+      // owner's transaction rolled back).
+      expect(rows[0].n).toBe(4);
+      for (const r of results) expect(['owner', 'failed']).toContain(r);
+      return { aborted: [...aborted], results };
+    } finally {
+      stop = true;
+      await pool.end().catch(() => {});
+      await dupPool.end();
+    }
+}
+
+describe('rcrev2: serializable sessions', () => {
+  // Held: safety (exactly once, no duplicate run while the owner's signal is not aborted).
+  it('serializable sessions, routes flipping, duplicates hammering: exactly once, no duplicate while not aborted', async () => {
+    await serializableScenario();
+  });
+
+  // FINDING (MEDIUM, liveness; not isolated to RenewalConnection): with sessions defaulting to
+  // serializable (pool option `-c default_transaction_isolation=serializable`), lease 500 ms,
+  // heartbeat 100 ms, statement limit 1 s, four concurrent owners, healthy owners' signals abort
+  // ("The lease could not be renewed before it passed") in most runs (seen in 6 of 7 runs, also
+  // without the route flipping: R2_NOFLIP=1) while the same scenario under read committed never
+  // aborted (4 of 4). No store_error was reported: the renewals were slow, not failed. Unverified
+  // hypothesis:
+  // runStep's 40001 retries (exponential pauses, up to 8 tries within the 1 s statement limit,
+  // which is longer than the lease) caused by SSI conflicts between different keys' acquire /
+  // renew_held (index-page predicate locks). Suggested fix: bound a renewal's retries by what is
+  // left of the lease (not the statement limit), and run renew_held / the acquire under an
+  // explicit READ COMMITTED (`SET default_transaction_isolation` on the renewal connection, or
+  // `BEGIN ISOLATION LEVEL READ COMMITTED` wrapper) so SSI never fails them; at least
+  // document that serializable defaults need leases well above the statement limit.
+  it.fails('serializable sessions: no healthy owner is aborted (up to three runs)', async () => {
+    for (let run = 0; run < 3; run++) {
+      const { aborted } = await serializableScenario();
+      expect(aborted).toEqual([]);
+    }
+  });
+});

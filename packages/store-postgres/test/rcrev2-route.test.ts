@@ -1,0 +1,293 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
+import { runStatement } from '../src/pg-call.js';
+import { RenewalConnection } from '../src/renewal-connection.js';
+import { makePool, randomName, sleep } from './pg-env.js';
+import { localPortOf, startRcrev2Proxy } from './rcrev2-proxy.js';
+import { insertCharge } from './take-over.js';
+
+/**
+ * rcrev2: adversarial review (second round) of RenewalConnection's routing (582d21e): which
+ * route a renewal takes (free pool connection / own connection / new pool connection) and
+ * what each route costs a healthy owner.
+ */
+const schema = inject('pgSchema');
+const table = inject('pgTable');
+const heldLeases = `"${schema}"."idem_records_held_leases"`;
+const charges = `"${schema}".rcrev2_route_charges`;
+const raw = makePool({ max: 3 });
+
+beforeAll(async () => {
+  await raw.query(`CREATE TABLE IF NOT EXISTS ${charges} (
+    id bigserial PRIMARY KEY, scope text NOT NULL, fence bigint NOT NULL)`);
+});
+afterAll(() => raw.end());
+
+type Engine = ReturnType<typeof createPostgresIdempotency<string>>;
+
+/** An owner holding its record for `holdMs` (idle in its transaction), then returning. */
+function holdingOwner(engine: Engine, scope: string, key: string, holdMs: number) {
+  const state: {
+    storageKey?: string;
+    abortedAt?: number;
+    result?: unknown;
+    error?: unknown;
+    holding: boolean;
+  } = { holding: false };
+  const done = engine
+    .execute({ key, scope }, async ({ tx, fence, signal, storageKey }) => {
+      state.storageKey = storageKey;
+      signal.addEventListener('abort', () => {
+        state.abortedAt = performance.now();
+      });
+      await insertCharge(tx, charges, scope, fence);
+      state.holding = true;
+      await sleep(holdMs);
+      return 'done';
+    })
+    .then(
+      (r) => {
+        state.result = r;
+      },
+      (e: unknown) => {
+        state.error = e;
+      },
+    );
+  return { state, done };
+}
+
+async function until(check: () => boolean | Promise<boolean>, limitMs: number): Promise<boolean> {
+  const end = performance.now() + limitMs;
+  while (performance.now() < end) {
+    if (await check()) return true;
+    await sleep(20);
+  }
+  return false;
+}
+
+const rowsOf = async (scope: string) =>
+  (await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1 ORDER BY id`, [scope])).rows.map(
+    (r) => Number(r.fence),
+  );
+
+type Idle = { _idle: { client: unknown }[] };
+
+describe('rcrev2: renewal routes', () => {
+  // FINDING (MEDIUM): route (3) makes a renewal pay for opening a pool connection inside its
+  // time limit, contrary to the README ("no renewal pays for opening a connection in its time
+  // limit"). Repro: pool (max 4) with its only connection checked out (idle 0), the renewal
+  // connection open and warm; new connections then take 1.5 s (proxy). Three renewal-sized
+  // statements sent at once (what the engine's one heartbeat timer does when owners were
+  // acquired together): the first goes to the own connection, the two others see it busy and
+  // go to pool.query -> a new pool connection -> 1.5 s > the 1 s limit: they fail, while the
+  // own connection would have answered all three in a few ms. Why it matters: a healthy
+  // owner's renewal fails for nothing; repeated (see the engine test below) its signal aborts.
+  // Suggested fix: take route (3) only for a pool connection that is already being opened or
+  // free; otherwise queue on the own connection (it is FIFO and its statements are short), or
+  // open route (3)'s connection in the background and keep the statement on the own queue
+  // until one of the two is ready (first wins).
+  it.fails('statements that find the own connection busy are not delayed by opening a pool connection', async () => {
+    const proxy = await startRcrev2Proxy();
+    const pool = new pg.Pool({ connectionString: proxy.url, max: 4 });
+    pool.on('error', () => {});
+    const held = await pool.connect();
+    const rc = new RenewalConnection(pool, 3_000, 1_000);
+    const unused = rc.use();
+    try {
+      await runStatement(rc, 'warm', { text: 'SELECT 1' }, 1_000);
+      proxy.state.delayMs = 1_500;
+      const started = performance.now();
+      const results = await Promise.allSettled(
+        [1, 2, 3].map(() =>
+          runStatement(rc, 'renewHeld', { text: 'SELECT pg_sleep(0.02)' }, 1_000),
+        ),
+      );
+      const elapsed = performance.now() - started;
+      console.info('route 3 with slow new connections', {
+        statuses: results.map((r) => r.status),
+        elapsed: Math.round(elapsed),
+        totalCount: pool.totalCount,
+      });
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
+    } finally {
+      unused();
+      held.release();
+      proxy.close();
+      void pool.end().catch(() => {});
+    }
+  });
+
+  // Held (control): with fast new connections the same three statements all land.
+  it('control: the same three statements land when new connections are fast', async () => {
+    const proxy = await startRcrev2Proxy();
+    const pool = new pg.Pool({ connectionString: proxy.url, max: 4 });
+    pool.on('error', () => {});
+    const held = await pool.connect();
+    const rc = new RenewalConnection(pool, 3_000, 1_000);
+    const unused = rc.use();
+    try {
+      await runStatement(rc, 'warm', { text: 'SELECT 1' }, 1_000);
+      const results = await Promise.allSettled(
+        [1, 2, 3].map(() =>
+          runStatement(rc, 'renewHeld', { text: 'SELECT pg_sleep(0.02)' }, 1_000),
+        ),
+      );
+      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
+    } finally {
+      unused();
+      held.release();
+      proxy.close();
+      void pool.end().catch(() => {});
+    }
+  });
+
+  // Engine-level consequence of the finding above (see there): six owners holding, pool below
+  // its max, idle connections reaped after 200 ms (idleTimeoutMillis), new connections 1.5 s.
+  it.fails("six healthy owners are never aborted when new pool connections are slow", async () => {
+    const proxy = await startRcrev2Proxy();
+    const pool = makePool({ connectionString: proxy.url, max: 10, idleTimeoutMillis: 200 });
+    const engine = createPostgresIdempotency<string>({
+      store: createPostgresStore({
+        pool,
+        table,
+        keyPrefix: randomName('r2slow'),
+        statementTimeoutMs: 1_000,
+      }),
+      leaseMs: 2_000,
+      heartbeatMs: 500,
+      maxHoldMs: 60_000,
+    });
+    const scope = randomName('scope');
+    try {
+      const owners = ['a', 'b', 'c', 'd', 'e', 'f'].map((k) =>
+        holdingOwner(engine, scope, k, 6_000),
+      );
+      expect(await until(() => owners.every((o) => o.state.holding), 5_000)).toBe(true);
+      await sleep(300);
+      proxy.state.delayMs = 1_500;
+      await Promise.all(owners.map((o) => o.done));
+      const aborted = owners.filter((o) => o.state.abortedAt !== undefined).length;
+      console.info('slow new connections, 6 owners', {
+        aborted,
+        errors: owners.map((o) => (o.state.error as Error | undefined)?.name ?? null),
+        connections: proxy.connections(),
+      });
+      expect(aborted).toBe(0);
+      expect(owners.map((o) => o.state.result)).toEqual(
+        Array(6).fill({ value: 'done', replayed: false }),
+      );
+    } finally {
+      proxy.close();
+      void pool.end().catch(() => {});
+    }
+  });
+
+  // FINDING (MEDIUM): route (1) prefers an idle pool connection to the engine's own, and a
+  // renewal that fails on it (a stale flow: a NAT or load balancer silently dropped it while
+  // idle, the client does not know yet) is not retried elsewhere. Repro: pool
+  // (idleTimeoutMillis 0, as many production pools) via a proxy; owner A holds (lease 2 s,
+  // heartbeat 400 ms, statement limit 500 ms); five more pool connections are then idle and
+  // their flows frozen. Every renewal of A takes one of them (route 1), waits its 500 ms, fails
+  // (the pool drops that client); core retries 80 ms later on the next stale one... A's lease
+  // estimate passes and its signal aborts, although the server, A's transaction and the own
+  // renewal connection are all healthy. Suggested fix: when a pool-routed renewal fails without
+  // a server answer, send it again on the own connection within what is left of its limit (or
+  // route renewals to the own connection first when it is open and free: it is the one
+  // connection that is known to be alive, and the pool's idle ones are not).
+  it.fails("an owner whose pool's idle connections went stale keeps its lease (the own connection is healthy)", async () => {
+    const proxy = await startRcrev2Proxy();
+    const pool = makePool({ connectionString: proxy.url, max: 8, idleTimeoutMillis: 0 });
+    const engine = createPostgresIdempotency<string>({
+      store: createPostgresStore({
+        pool,
+        table,
+        keyPrefix: randomName('r2stale'),
+        statementTimeoutMs: 500,
+      }),
+      leaseMs: 2_000,
+      heartbeatMs: 400,
+      maxHoldMs: 60_000,
+    });
+    const scope = randomName('scope');
+    try {
+      const a = holdingOwner(engine, scope, 'a', 4_000);
+      expect(await until(() => a.state.holding, 5_000)).toBe(true);
+      // Five more pool connections, then idle; their flows go stale.
+      const extra = await Promise.all([1, 2, 3, 4, 5].map(() => pool.connect()));
+      for (const c of extra) c.release();
+      const idle = (pool as unknown as Idle)._idle.map((i) => i.client);
+      for (const c of idle) proxy.freeze(localPortOf(c));
+      await a.done;
+      console.info('stale idle pool connections', {
+        frozen: idle.length,
+        abortedAt: a.state.abortedAt,
+        error: (a.state.error as Error | undefined)?.name,
+        result: a.state.result,
+      });
+      expect(a.state.abortedAt).toBeUndefined();
+      expect(a.state.result).toEqual({ value: 'done', replayed: false });
+      expect(await rowsOf(scope)).toEqual([1]);
+    } finally {
+      proxy.close();
+      void pool.end().catch(() => {});
+    }
+  });
+
+  // Held: one owner's renewals alternating between the pool (idle connections free) and the
+  // own connection (pool full) never move its held lease backwards, and it is never aborted.
+  it("an owner's held lease never moves backwards while its renewals alternate routes", async () => {
+    const pool = makePool({ max: 3 });
+    const engine = createPostgresIdempotency<string>({
+      store: createPostgresStore({
+        pool,
+        table,
+        keyPrefix: randomName('r2order'),
+        statementTimeoutMs: 1_000,
+      }),
+      leaseMs: 1_000,
+      heartbeatMs: 100,
+      maxHoldMs: 60_000,
+    });
+    const scope = randomName('scope');
+    try {
+      const a = holdingOwner(engine, scope, 'a', 3_500);
+      expect(await until(() => a.state.holding, 5_000)).toBe(true);
+      const key = (await raw.query(`SELECT key FROM ${heldLeases} WHERE key LIKE '%' || $1`, [
+        a.state.storageKey,
+      ])).rows[0]?.key as string | undefined;
+      let stop = false;
+      // Toggles the pool between "two idle" and "full", at a pace unrelated to the heartbeat.
+      const toggler = (async () => {
+        while (!stop) {
+          const taken = await Promise.all([pool.connect(), pool.connect()]);
+          await sleep(37);
+          for (const c of taken) c.release();
+          await sleep(53);
+        }
+      })();
+      const samples: number[] = [];
+      const sampler = (async () => {
+        while (!stop) {
+          const { rows } = await raw.query(
+            `SELECT lease_until FROM ${heldLeases} WHERE key LIKE '%' || $1`,
+            [a.state.storageKey],
+          );
+          if (rows[0]) samples.push(Number(rows[0].lease_until));
+          await sleep(11);
+        }
+      })();
+      await a.done;
+      stop = true;
+      await Promise.all([toggler, sampler]);
+      const backwards = samples.filter((v, i) => i > 0 && v < samples[i - 1]!).length;
+      console.info('alternating routes', { key: key !== undefined, samples: samples.length, backwards });
+      expect(backwards).toBe(0);
+      expect(samples.length).toBeGreaterThan(50);
+      expect(a.state.abortedAt).toBeUndefined();
+      expect(a.state.result).toEqual({ value: 'done', replayed: false });
+    } finally {
+      await pool.end();
+    }
+  });
+});
