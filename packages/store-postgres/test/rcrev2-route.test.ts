@@ -144,44 +144,8 @@ describe('rcrev2: renewal routes', () => {
 
   // Engine-level consequence of the finding above (see there): six owners holding, pool below
   // its max, idle connections reaped after 200 ms (idleTimeoutMillis), new connections 1.5 s.
-  it.fails("six healthy owners are never aborted when new pool connections are slow", async () => {
-    const proxy = await startRcrev2Proxy();
-    const pool = makePool({ connectionString: proxy.url, max: 10, idleTimeoutMillis: 200 });
-    const engine = createPostgresIdempotency<string>({
-      store: createPostgresStore({
-        pool,
-        table,
-        keyPrefix: randomName('r2slow'),
-        statementTimeoutMs: 1_000,
-      }),
-      leaseMs: 2_000,
-      heartbeatMs: 500,
-      maxHoldMs: 60_000,
-    });
-    const scope = randomName('scope');
-    try {
-      const owners = ['a', 'b', 'c', 'd', 'e', 'f'].map((k) =>
-        holdingOwner(engine, scope, k, 6_000),
-      );
-      expect(await until(() => owners.every((o) => o.state.holding), 5_000)).toBe(true);
-      await sleep(300);
-      proxy.state.delayMs = 1_500;
-      await Promise.all(owners.map((o) => o.done));
-      const aborted = owners.filter((o) => o.state.abortedAt !== undefined).length;
-      console.info('slow new connections, 6 owners', {
-        aborted,
-        errors: owners.map((o) => (o.state.error as Error | undefined)?.name ?? null),
-        connections: proxy.connections(),
-      });
-      expect(aborted).toBe(0);
-      expect(owners.map((o) => o.state.result)).toEqual(
-        Array(6).fill({ value: 'done', replayed: false }),
-      );
-    } finally {
-      proxy.close();
-      void pool.end().catch(() => {});
-    }
-  });
+  // Not kept as a test: it reproduced in most runs but not all (see the README's known gaps of
+  // the routing); an it.fails that passes now and then would fail the suite at random.
 
   // FINDING (MEDIUM): route (1) prefers an idle pool connection to the engine's own, and a
   // renewal that fails on it (a stale flow: a NAT or load balancer silently dropped it while
@@ -253,9 +217,11 @@ describe('rcrev2: renewal routes', () => {
     try {
       const a = holdingOwner(engine, scope, 'a', 3_500);
       expect(await until(() => a.state.holding, 5_000)).toBe(true);
-      const key = (await raw.query(`SELECT key FROM ${heldLeases} WHERE key LIKE '%' || $1`, [
-        a.state.storageKey,
-      ])).rows[0]?.key as string | undefined;
+      const key = (
+        await raw.query(`SELECT key FROM ${heldLeases} WHERE key LIKE '%' || $1`, [
+          a.state.storageKey,
+        ])
+      ).rows[0]?.key as string | undefined;
       let stop = false;
       // Toggles the pool between "two idle" and "full", at a pace unrelated to the heartbeat.
       const toggler = (async () => {
@@ -281,7 +247,11 @@ describe('rcrev2: renewal routes', () => {
       stop = true;
       await Promise.all([toggler, sampler]);
       const backwards = samples.filter((v, i) => i > 0 && v < samples[i - 1]!).length;
-      console.info('alternating routes', { key: key !== undefined, samples: samples.length, backwards });
+      console.info('alternating routes', {
+        key: key !== undefined,
+        samples: samples.length,
+        backwards,
+      });
       expect(backwards).toBe(0);
       expect(samples.length).toBeGreaterThan(50);
       expect(a.state.abortedAt).toBeUndefined();
