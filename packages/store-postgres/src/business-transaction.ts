@@ -415,8 +415,8 @@ export class BusinessTransaction {
    * the server may end it at any time (its idle limit for an owner gone silent, an operator's
    * kill, a proxy that closed its side), and the record's own lease cannot be renewed while
    * its row is locked, so it is the acquisition's, long passed in a long operation. So the
-   * heartbeat renews, on the engine's renewal connection (outside the pool), the held lease that a takeover honours besides the
-   * record's (`renewHeld`), owner-checked by the acquisition's fence: `held` when renewed (core
+   * heartbeat renews, through the engine's renewal routes (never waiting for the pool), the
+   * held lease that a takeover honours besides the record's (`renewHeld`), owner-checked by the acquisition's fence: `held` when renewed (core
    * counts the lease from the heartbeat's start, as for any store), `lost` when the record is
    * another's, a thrown `StoreUnavailableError` when the server does not answer (a failed
    * renewal). It also sends `SELECT 1` on the transaction's connection (none while the last
@@ -459,8 +459,8 @@ export class BusinessTransaction {
     this.broken = reason;
     // Dropping the connection alone leaves a statement still running on the server (one the
     // operation allowed a long statement_timeout) running, with the row locked, until it
-    // ends. So the backend is terminated first, on the renewal connection, while the connection is
-    // still open: the pid is then certainly still this transaction's backend.
+    // ends. So the backend is terminated first (through the renewal routes), while the
+    // connection is still open: the pid is then certainly still this transaction's backend.
     const pid = (this.client as { processID?: unknown }).processID;
     if (typeof pid === 'number' && !this.gone) {
       this.terminating = runStatement(
