@@ -261,7 +261,8 @@ $fn$;
 -- repeatable read or serializable sessions) and is sent again. It waits at most
 -- 100ms for the lease row (a takeover or a clean-up holds it for one short statement):
 -- a row some other session keeps locked fails this renewal alone (55P03), at once, never the
--- statements sent after it.
+-- statements sent after it. The same renewal may arrive twice (sent again on another
+-- connection when the first went unanswered): the lease of one acquisition only moves forward.
 CREATE OR REPLACE FUNCTION "idem_records_renew_held"(
   p_key text, p_owner text, p_fence bigint, p_lease_ms bigint)
 RETURNS bigint
@@ -273,7 +274,9 @@ DECLARE
   v_lease bigint := least(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + p_lease_ms, 9007199254740991);
 BEGIN
   INSERT INTO "idem_records_held_leases" AS h (key, fence, lease_until) VALUES (p_key, p_fence, v_lease)
-  ON CONFLICT (key) DO UPDATE SET fence = EXCLUDED.fence, lease_until = EXCLUDED.lease_until
+  ON CONFLICT (key) DO UPDATE SET fence = EXCLUDED.fence,
+    lease_until = CASE WHEN h.fence = EXCLUDED.fence
+      THEN greatest(h.lease_until, EXCLUDED.lease_until) ELSE EXCLUDED.lease_until END
   WHERE h.fence <= EXCLUDED.fence OR h.lease_until < floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
   IF NOT FOUND THEN
     -- A live lease of a later fence: nothing renewed.

@@ -11,7 +11,8 @@ import {
 import type { PoolClient } from 'pg';
 import { type HoldRecordSql, idleLimit } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
-import { type Queryable, runStatement } from './pg-call.js';
+import { runStatement } from './pg-call.js';
+import type { SideRoutes } from './renewal-connection.js';
 import { rollbackIfOurs, transactionFate, transactionStatus } from './transaction-fate.js';
 
 /** The rows of the second statement of a simple query of several. */
@@ -157,9 +158,10 @@ export class BusinessTransaction {
     private readonly idleLimitMs: number,
     /**
      * Where the renewals and the termination of the backend are sent: the engine's renewal
-     * connection, outside the pool that the business transactions may all hold.
+     * connection, outside the pool that the business transactions may all hold (the
+     * renewals as repeatable statements, the termination sent once).
      */
-    private readonly side: Queryable,
+    private readonly side: SideRoutes,
   ) {
     client.on('error', this.onError);
     client.on('end', this.onEnd);
@@ -430,7 +432,7 @@ export class BusinessTransaction {
     if (row === 'lost') return 'lost';
     if (row === 'none' || this.phase !== 'open') return 'free';
     this.ping();
-    const renewed = await this.store.renewHeld(input, this.fence, this.side);
+    const renewed = await this.store.renewHeld(input, this.fence, this.side.repeatable);
     return renewed === undefined ? 'lost' : 'held';
   }
 

@@ -18,11 +18,26 @@ function socketOf(client: Client): { destroy(): void; unref?(): void } | undefin
     : undefined;
 }
 
-/** A statement waiting for the renewal connection. */
-interface Waiting {
+/** How often a lingering connection checks whether its pool was ended. */
+const LINGER_CHECK_MS = 200;
+
+/** A statement sent through the routes: sent once, or twice when it may be repeated. */
+interface Job {
   config: QueryConfig;
   /** When its time limit (`query_timeout`) passes, counted from the call. */
   deadline: number;
+  /** May be sent again while a send of it is unanswered (a renewal: never a termination). */
+  repeatable: boolean;
+  /** Sent again already: it now waits for the own connection, never an idle pool one. */
+  again: boolean;
+  /** Sends of it not answered yet. */
+  inFlight: number;
+  /** In the queue of the own connection. */
+  queued: boolean;
+  settled: boolean;
+  /** What it fails with when every send failed: the server's answer first. */
+  answer?: unknown;
+  last?: unknown;
   resolve(result: QueryResult<QueryResultRow>): void;
   reject(error: unknown): void;
 }
@@ -35,44 +50,69 @@ export class NotSentError extends Error {
   }
 }
 
+/** The routes of the statements that keep held records safe: `repeatable` for the renewals. */
+export interface SideRoutes extends Queryable {
+  /** For a statement that may run twice with the same effect (a held-lease renewal). */
+  readonly repeatable: Queryable;
+}
+
 /**
  * Where the transactional engine sends the statements that keep a held record safe while its
  * business transaction runs: the held-lease renewals, and the termination of a transaction's
- * backend at the maximum hold. Through the pool when it has a free connection at once (every
- * such statement in parallel, as any store call), else on a connection of the engine's own,
- * outside the pool, or, while that one is busy with another statement, on a new connection
- * of the pool if the pool is below its size: when every connection of the pool is held by a long business transaction
- * (a pool sized to the concurrency, a burst of slow requests), a statement through the pool
- * would wait for a free one until its time limit and the healthy owners' signals would abort;
- * a new pool connection would be opened within the statement's limit.
+ * backend at the maximum hold. When every connection of the pool is held by a long business
+ * transaction (a pool sized to the concurrency, a burst of slow requests), a statement through
+ * the pool would wait for a free one until its time limit, and the healthy owners' signals
+ * would abort. So:
+ * - **The engine's own connection first**, outside the pool, when it is open and free: the
+ *   one connection known to be alive (an idle pool connection may be a flow a NAT dropped).
+ * - **Else a free pool connection**, at once, when the pool has one and nobody waits for it
+ *   (statements side by side, one slow statement never delaying the others). A renewal sent
+ *   there that has no answer after a third of what was left of its limit, or that fails
+ *   without the server's answer, is sent again on the own connection (a renewal may run
+ *   twice: the held lease only moves forward); the first answer counts.
+ * - **Else the own connection's queue**, in order. While statements wait there and the pool
+ *   is below its size, new pool connections are opened in the background while the own one
+ *   is busy, one per waiting statement: the first one free (the own connection or a new
+ *   one) sends the next statement. No statement pays for opening a connection.
  *
  * The own connection:
  * - Built as the pool builds its clients (`new pool.Client(pool.options)`, the pool's
  *   `connectionTimeoutMillis` bounded by `openMs`; `statement_timeout` and `lock_timeout`
- *   the store's statement limit), and the pool's `connect` listeners run on it as on every
- *   new client of the pool, its `remove` listeners when it is closed (session settings such
- *   as `search_path` set there apply to it as well).
+ *   the store's statement limit, `default_transaction_isolation` read committed, whatever the
+ *   pool's sessions default to: a renewal never fails on a serialization conflict there), and
+ *   the pool's `connect` listeners run on it as on every new client of the pool, its `remove`
+ *   listeners when it is closed (session settings such as `search_path` set there apply to it
+ *   as well).
  * - Opened in the background when an execution begins to hold a record ({@link use}): no
- *   execution waits for it, only a statement that needs it, within its own time limit; a
- *   statement after a failed opening tries again.
- * - Sends one statement at a time, in order, each within what is left of its time limit
- *   (node-postgres' `query_timeout`, which the store sets on every statement): a limit counts
- *   from the call, and one that passes while the statement waits its turn fails that statement
- *   only ({@link NotSentError}), never the connection. A connection that reports an error,
- *   ends, or does not answer a statement it was sent within its limit is destroyed; the next
+ *   execution waits for it. An opening that fails fails the oldest statement waiting for it,
+ *   the next one opens again: one attempt per statement.
+ * - Sends one statement at a time, each within what is left of its time limit (node-postgres'
+ *   `query_timeout`, which the store sets on every statement): a limit counts from the call,
+ *   and one that passes while the statement waits its turn fails that statement only
+ *   ({@link NotSentError}), never the connection. A connection that reports an error, ends,
+ *   or does not answer a statement it was sent within its limit is destroyed; the next
  *   statement opens another.
- * - Kept while executions hold records and ten seconds after the last; its socket is unref'd,
- *   so an idle renewal connection never keeps the process alive.
+ * - Kept while executions hold records and ten seconds after the last, closed at once when
+ *   the pool was ended and no execution holds a record; its socket is unref'd, so an idle
+ *   renewal connection never keeps the process alive.
  */
-export class RenewalConnection implements Queryable {
+export class RenewalConnection implements SideRoutes {
   private client: Client | undefined;
   private opening: Promise<Client> | undefined;
   private users = 0;
-  private readonly waiting: Waiting[] = [];
+  /** Statements waiting for the own connection (or a new pool connection). */
+  private readonly waiting: Job[] = [];
   private sending = false;
+  /** New pool connections being opened for waiting statements. */
+  private growing = 0;
   private linger: ReturnType<typeof setTimeout> | undefined;
   /** Clients the pool's 'connect' listeners were told of. */
   private readonly announced = new WeakSet<Client>();
+
+  readonly repeatable: Queryable = {
+    query: <R extends QueryResultRow = QueryResultRow>(config: QueryConfig) =>
+      this.submit<R>(config, true),
+  };
 
   constructor(
     private readonly pool: Pool,
@@ -106,67 +146,205 @@ export class RenewalConnection implements Queryable {
     };
   }
 
+  /** A statement sent once (the termination of a backend). */
   query<R extends QueryResultRow = QueryResultRow>(config: QueryConfig): Promise<QueryResult<R>> {
-    const pool = this.pool;
-    // A free connection of the pool, at once (none waiting for one): nothing to wait for.
-    if (pool.idleCount > 0 && pool.waitingCount === 0) return pool.query<R>(config);
-    // The own connection busy and the pool below its size: a new pool connection (so that
-    // statements run side by side, one slow renewal never delaying the others). When the
-    // own connection is free, or still opening, it is used: opening one in the pool costs
-    // as much, within the statement's limit.
-    const ownBusy = this.sending || this.waiting.length > 0;
-    if (ownBusy && pool.waitingCount === 0 && pool.totalCount < (Number(pool.options.max) || 10))
-      return pool.query<R>(config);
+    return this.submit<R>(config, false);
+  }
+
+  private submit<R extends QueryResultRow>(
+    config: QueryConfig,
+    repeatable: boolean,
+  ): Promise<QueryResult<R>> {
     const limit = Number((config as { query_timeout?: unknown }).query_timeout);
     return new Promise<QueryResult<R>>((resolve, reject) => {
       this.waiting.push({
         config,
         deadline: limit > 0 ? performance.now() + limit : Number.POSITIVE_INFINITY,
-        resolve: resolve as Waiting['resolve'],
+        repeatable,
+        again: false,
+        inFlight: 0,
+        queued: true,
+        settled: false,
+        resolve: resolve as Job['resolve'],
         reject,
       });
-      void this.pump();
+      this.dispatch();
     });
   }
 
-  /** Sends the next waiting statement, unless one is on its way. */
-  private async pump(): Promise<void> {
-    if (this.sending) return;
-    const next = this.waiting.shift();
-    if (!next) {
+  /** A free pool connection now, nobody waiting for one. */
+  private poolFree(): boolean {
+    const pool = this.pool;
+    return !pool.ending && pool.idleCount > 0 && pool.waitingCount === 0;
+  }
+
+  /** Sends what can be sent now; opens what the rest waits for. */
+  private dispatch(): void {
+    const queue = this.waiting;
+    while (queue.length > 0) {
+      const job = queue[0] as Job;
+      if (job.settled) {
+        queue.shift();
+        job.queued = false;
+      } else if (job.deadline - performance.now() < 1) {
+        queue.shift();
+        job.queued = false;
+        this.failed(job, new NotSentError(), false);
+      } else if (this.client !== undefined && !this.sending) {
+        queue.shift();
+        job.queued = false;
+        void this.sendOwn(this.client, job);
+      } else if (!job.again && this.poolFree()) {
+        queue.shift();
+        job.queued = false;
+        this.sendPool(job);
+      } else break;
+    }
+    if (queue.length === 0) {
       this.idle();
       return;
     }
-    this.sending = true;
-    try {
-      const left = next.deadline - performance.now();
-      if (left < 1) throw new NotSentError();
-      const client = await this.open();
-      const sendLeft = Math.floor(next.deadline - performance.now());
-      if (sendLeft < 1) throw new NotSentError();
-      const config =
-        next.deadline === Number.POSITIVE_INFINITY
-          ? next.config
-          : ({ ...next.config, query_timeout: sendLeft } as QueryConfig);
-      try {
-        next.resolve(await client.query(config));
-      } catch (error) {
-        if (!answeredByServer(error)) this.destroy(client);
-        throw error;
-      }
-    } catch (error) {
-      next.reject(error);
-    } finally {
-      this.sending = false;
-      void this.pump();
+    if (this.client === undefined) this.open().catch(() => {});
+    this.grow();
+  }
+
+  /**
+   * While the own connection is busy: new pool connections in the background, one per
+   * waiting statement, within the pool's size. (While it opens, nothing: a new pool
+   * connection would be no faster.)
+   */
+  private grow(): void {
+    const pool = this.pool;
+    const max = Number(pool.options.max) || 10;
+    while (
+      this.sending &&
+      this.growing < this.waiting.length &&
+      !pool.ending &&
+      pool.idleCount === 0 &&
+      pool.waitingCount === 0 &&
+      pool.totalCount < max
+    ) {
+      this.growing++;
+      pool.connect().then(
+        (client) => {
+          this.growing--;
+          // Back to the pool at once, free: the next statement waiting takes it.
+          client.release();
+          this.dispatch();
+        },
+        () => {
+          this.growing--;
+        },
+      );
     }
   }
 
+  private async sendOwn(client: Client, job: Job): Promise<void> {
+    this.sending = true;
+    job.inFlight++;
+    try {
+      const result = await client.query(this.timed(job));
+      job.inFlight--;
+      this.succeeded(job, result);
+    } catch (error) {
+      job.inFlight--;
+      const answered = answeredByServer(error);
+      if (!answered) this.destroy(client);
+      this.failed(job, error, answered);
+    } finally {
+      this.sending = false;
+      this.dispatch();
+    }
+  }
+
+  /** On a free pool connection; a renewal unanswered for a third of its time is sent again. */
+  private sendPool(job: Job): void {
+    job.inFlight++;
+    const config = this.timed(job);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (job.repeatable) {
+      const left = Math.max(1, (job.deadline - performance.now()) / 3);
+      timer = setTimeout(() => this.sendAgain(job), Math.min(left, 2 ** 31 - 1));
+      timer.unref?.();
+    }
+    this.pool.query(config).then(
+      (result) => {
+        clearTimeout(timer);
+        job.inFlight--;
+        this.succeeded(job, result);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        job.inFlight--;
+        const answered = answeredByServer(error);
+        if (!answered) this.sendAgain(job);
+        this.failed(job, error, answered);
+      },
+    );
+  }
+
+  /** A repeatable statement's second send, on the own connection, within what is left. */
+  private sendAgain(job: Job): void {
+    if (!job.repeatable || job.again || job.settled || job.queued) return;
+    if (job.deadline - performance.now() < 1) return;
+    job.again = true;
+    job.queued = true;
+    this.waiting.unshift(job);
+    this.dispatch();
+  }
+
+  /** The job's config with what is left of its limit. */
+  private timed(job: Job): QueryConfig {
+    if (job.deadline === Number.POSITIVE_INFINITY) return job.config;
+    const left = Math.max(1, Math.floor(job.deadline - performance.now()));
+    return { ...job.config, query_timeout: left } as QueryConfig;
+  }
+
+  private succeeded(job: Job, result: QueryResult<QueryResultRow>): void {
+    if (job.settled) return;
+    job.settled = true;
+    if (job.queued) {
+      const at = this.waiting.indexOf(job);
+      if (at >= 0) this.waiting.splice(at, 1);
+      job.queued = false;
+    }
+    job.resolve(result);
+  }
+
+  /** One send of it failed (or it expired unsent): it fails once no send of it is left. */
+  private failed(job: Job, error: unknown, answered: boolean): void {
+    if (job.settled) return;
+    if (answered) job.answer ??= error;
+    job.last = error;
+    if (job.inFlight > 0 || job.queued) return;
+    job.settled = true;
+    job.reject(job.answer ?? job.last);
+  }
+
+  /**
+   * The own connection, opened once at a time. When the opening fails, the oldest statement
+   * waiting for it fails with the reason and the next one opens again.
+   */
   private open(): Promise<Client> {
     if (this.client) return Promise.resolve(this.client);
-    this.opening ??= this.connect().finally(() => {
-      this.opening = undefined;
-    });
+    this.opening ??= this.connect().then(
+      (client) => {
+        this.opening = undefined;
+        this.dispatch();
+        return client;
+      },
+      (error: unknown) => {
+        this.opening = undefined;
+        const job = this.waiting.find((waiting) => !waiting.settled);
+        if (job) {
+          this.waiting.splice(this.waiting.indexOf(job), 1);
+          job.queued = false;
+          this.failed(job, error, false);
+          this.dispatch();
+        }
+        throw error;
+      },
+    );
     return this.opening;
   }
 
@@ -203,29 +381,43 @@ export class RenewalConnection implements Queryable {
       this.close(client);
       throw error;
     }
+    // The store's functions are written for read committed: under a serializable default a
+    // renewal could fail on a conflict with any other key's statements. Sent before the
+    // first statement (node-postgres sends in order); a failure leaves the pool's default.
+    client.query("SET default_transaction_isolation = 'read committed'").catch(() => {});
     socketOf(client)?.unref?.();
     this.client = client;
-    // Opened for an execution that ended meanwhile: it lingers as after a use.
-    this.idle();
     return client;
   }
 
-  /** Closes the connection once no execution used it for `lingerMs`. */
+  /**
+   * Closes the connection once no execution used it for `lingerMs`, or at once when the pool
+   * was ended (checked every {@link LINGER_CHECK_MS} while it lingers).
+   */
   private idle(): void {
-    if (
-      this.users > 0 ||
-      this.sending ||
-      this.waiting.length > 0 ||
-      this.linger !== undefined ||
-      !this.client
-    )
-      return;
-    this.linger = setTimeout(() => {
+    const client = this.client;
+    if (this.users > 0 || this.sending || this.waiting.length > 0 || !client) return;
+    if (this.pool.ending) {
+      if (this.linger !== undefined) clearTimeout(this.linger);
       this.linger = undefined;
-      if (this.users > 0 || this.sending || this.waiting.length > 0) return;
-      const client = this.client;
-      if (client) this.close(client);
-    }, this.lingerMs);
+      this.close(client);
+      return;
+    }
+    if (this.linger !== undefined) return;
+    const until = performance.now() + this.lingerMs;
+    const check = (): void => {
+      this.linger = undefined;
+      if (this.users > 0 || this.sending || this.waiting.length > 0 || this.client !== client)
+        return;
+      const left = until - performance.now();
+      if (left <= 0 || this.pool.ending) {
+        this.close(client);
+        return;
+      }
+      this.linger = setTimeout(check, Math.min(left, LINGER_CHECK_MS));
+      this.linger.unref?.();
+    };
+    this.linger = setTimeout(check, Math.min(this.lingerMs, LINGER_CHECK_MS));
     this.linger.unref?.();
   }
 

@@ -28,6 +28,9 @@ export function countStatements(pool: pg.Pool): { take(): string[] } {
  * transaction's among them): a store step by its operation (from the prepared statement's
  * name), anything else as `label` names its text. Each entry is one round trip.
  */
+/** What the renewal connection sends once when it opens (src/renewal-connection.ts). */
+const RENEWAL_SESSION_SETUP = "SET default_transaction_isolation = 'read committed'";
+
 export function traceConnections(pool: pg.Pool, label: (text: string) => string): string[] {
   const sent: string[] = [];
   pool.on('connect', (client) => {
@@ -35,6 +38,8 @@ export function traceConnections(pool: pg.Pool, label: (text: string) => string)
     (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args) => {
       const config = args[0] as { name?: string; text?: string } | string;
       const text = typeof config === 'string' ? config : (config.text ?? '');
+      // The renewal connection's session set-up, sent once when it opens (not a step).
+      if (text === RENEWAL_SESSION_SETUP) return original(...args);
       sent.push(
         typeof config === 'object' && config.name ? config.name.split('_')[1]! : label(text),
       );

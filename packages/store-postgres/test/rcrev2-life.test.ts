@@ -37,7 +37,8 @@ const backends = async (app: string) =>
 type Internals = { waiting: unknown[]; client: unknown };
 
 describe('rcrev2: renewal connection lifecycle', () => {
-  // FINDING (LOW): pool.end() resolves while the engine still has a backend open on the server
+  // FIXED (closed at once when the pool was ended and no execution holds a record; a lingering
+  // connection checks every 200 ms). FINDING (LOW): pool.end() resolves while the engine still has a backend open on the server
   // with the pool's options (the renewal connection lingers 10 s after the last execution, and
   // nothing closes it when the pool ends). Repro: one execution holding; pool.end() called
   // mid-flight; the execution completes, pool.end() resolves; the server still lists a backend
@@ -47,7 +48,7 @@ describe('rcrev2: renewal connection lifecycle', () => {
   // the README says "count it ... one per engine", but not that it outlives pool.end().
   // Suggested fix: listen to the pool's end (pg-pool sets `ending`; wrap/observe pool.end or
   // check `pool.ending` when the last user leaves) and close the own connection at once then.
-  it.fails('after pool.end() resolved, no backend of the engine is left on the server', async () => {
+  it('after pool.end() resolved, no backend of the engine is left on the server', async () => {
     const app = randomName('r2end');
     const pool = makePool({ max: 2, application_name: app });
     const engine = createPostgresIdempotency<string>({
@@ -335,6 +336,9 @@ describe('rcrev2: serializable sessions', () => {
   // explicit READ COMMITTED (`SET default_transaction_isolation` on the renewal connection, or
   // `BEGIN ISOLATION LEVEL READ COMMITTED` wrapper) so SSI never fails them; at least
   // document that serializable defaults need leases well above the statement limit.
-  // Not kept as a test: it reproduced in most runs but not all (see the README's known gaps of
-  // the routing); an it.fails that passes now and then would fail the suite at random.
+  // Not kept as a test: it reproduced in most runs but not all; an it.fails that passes now
+  // and then would fail the suite at random. Later (lead, after the routing change that puts
+  // the own connection first and sets its sessions to read committed): the scenario above, run
+  // as is, aborted no owner in 5 of 5 runs; the build before that change also aborted none in
+  // 3 runs on that day's machine, so the cause stays unconfirmed.
 });
