@@ -1,11 +1,11 @@
 import { InProgressError } from '@idem/core';
-import pg from 'pg';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
 import { runStatement } from '../src/pg-call.js';
 import { RenewalConnection } from '../src/renewal-connection.js';
 import { makePool, randomName, sleep } from './pg-env.js';
-import { localPortOf, startRcrev2Proxy } from './rcrev2-proxy.js';
+import { localPortOf, withProxiedRenewals } from './rcrev2-proxy.js';
 import { insertCharge } from './take-over.js';
 
 /**
@@ -84,54 +84,44 @@ describe('rcrev2: renewal connection lifecycle', () => {
   // limit, at most one connection attempt per statement (no reopen storm), nothing stays
   // queued, and the first statement after the outage lands.
   it('an outage that refuses connections ends by itself; attempts bounded, nothing queued', async () => {
-    const proxy = await startRcrev2Proxy();
-    const pool = new pg.Pool({ connectionString: proxy.url, max: 1 });
-    pool.on('error', () => {});
-    const held = await pool.connect();
-    held.on('error', () => {});
-    const rc = new RenewalConnection(pool, 1_000, 300);
-    const unused = rc.use();
-    try {
-      await runStatement(rc, 'warm', { text: 'SELECT 1' }, 300);
-      proxy.state.refuse = true;
-      proxy.dropAll();
-      const before = proxy.connections();
-      let sent = 0;
-      let slowest = 0;
-      const end = performance.now() + 1_500;
-      while (performance.now() < end) {
+    await withProxiedRenewals(
+      { max: 1, holdOne: true, openMs: 1_000, statementMs: 300 },
+      async ({ proxy, rc }) => {
+        proxy.state.refuse = true;
+        proxy.dropAll();
+        const before = proxy.connections();
+        let sent = 0;
+        let slowest = 0;
+        const end = performance.now() + 1_500;
+        while (performance.now() < end) {
+          const t = performance.now();
+          await runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 300).then(
+            () => {},
+            () => {},
+          );
+          slowest = Math.max(slowest, performance.now() - t);
+          sent++;
+          await sleep(50);
+        }
+        const attempts = proxy.connections() - before;
+        proxy.state.refuse = false;
         const t = performance.now();
-        await runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 300).then(
-          () => {},
-          () => {},
-        );
-        slowest = Math.max(slowest, performance.now() - t);
-        sent++;
+        await runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 300);
+        const after = performance.now() - t;
         await sleep(50);
-      }
-      const attempts = proxy.connections() - before;
-      proxy.state.refuse = false;
-      const t = performance.now();
-      await runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 300);
-      const after = performance.now() - t;
-      await sleep(50);
-      console.info('refusing outage', {
-        sent,
-        attempts,
-        slowest: Math.round(slowest),
-        after: Math.round(after),
-      });
-      // Bounded (slack for a loaded machine's event loop).
-      expect(slowest).toBeLessThan(1_500);
-      expect(attempts).toBeLessThanOrEqual(sent + 1);
-      expect(after).toBeLessThan(2_000);
-      expect((rc as unknown as Internals).waiting.length).toBe(0);
-    } finally {
-      unused();
-      held.release();
-      proxy.close();
-      void pool.end().catch(() => {});
-    }
+        console.info('refusing outage', {
+          sent,
+          attempts,
+          slowest: Math.round(slowest),
+          after: Math.round(after),
+        });
+        // Bounded (slack for a loaded machine's event loop).
+        expect(slowest).toBeLessThan(1_500);
+        expect(attempts).toBeLessThanOrEqual(sent + 1);
+        expect(after).toBeLessThan(2_000);
+        expect((rc as unknown as Internals).waiting.length).toBe(0);
+      },
+    );
   });
 
   // Held: linger closes racing statements and use(): 80 rounds with a 25 ms linger and random
@@ -161,38 +151,28 @@ describe('rcrev2: renewal connection lifecycle', () => {
   // Held: 300 statements at once on a renewal connection that fell silent (pool full): each
   // settles within its limit (plus slack), the queue empties, the next statement reopens.
   it('a flood on a silent renewal connection: bounded time, queue emptied, reopened', async () => {
-    const proxy = await startRcrev2Proxy();
-    const pool = new pg.Pool({ connectionString: proxy.url, max: 1 });
-    pool.on('error', () => {});
-    const held = await pool.connect();
-    held.on('error', () => {});
-    const rc = new RenewalConnection(pool, 1_000, 300);
-    const unused = rc.use();
-    try {
-      await runStatement(rc, 'warm', { text: 'SELECT 1' }, 300);
-      proxy.freeze(localPortOf((rc as unknown as Internals).client));
-      const t = performance.now();
-      const times = await Promise.all(
-        Array.from({ length: 300 }, () =>
-          runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 300).then(
-            () => performance.now() - t,
-            () => performance.now() - t,
+    await withProxiedRenewals(
+      { max: 1, holdOne: true, openMs: 1_000, statementMs: 300 },
+      async ({ proxy, rc }) => {
+        proxy.freeze(localPortOf((rc as unknown as Internals).client));
+        const t = performance.now();
+        const times = await Promise.all(
+          Array.from({ length: 300 }, () =>
+            runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 300).then(
+              () => performance.now() - t,
+              () => performance.now() - t,
+            ),
           ),
-        ),
-      );
-      await sleep(400);
-      const queued = (rc as unknown as Internals).waiting.length;
-      await runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 300);
-      console.info('flood', { slowest: Math.round(Math.max(...times)), queued });
-      // Bounded: the 300 ms limit plus slack for a loaded machine's event loop.
-      expect(Math.max(...times)).toBeLessThan(1_500);
-      expect(queued).toBe(0);
-    } finally {
-      unused();
-      held.release();
-      proxy.close();
-      void pool.end().catch(() => {});
-    }
+        );
+        await sleep(400);
+        const queued = (rc as unknown as Internals).waiting.length;
+        await runStatement(rc, 'renewHeld', { text: 'SELECT 1' }, 300);
+        console.info('flood', { slowest: Math.round(Math.max(...times)), queued });
+        // Bounded: the 300 ms limit plus slack for a loaded machine's event loop.
+        expect(Math.max(...times)).toBeLessThan(1_500);
+        expect(queued).toBe(0);
+      },
+    );
   });
 });
 

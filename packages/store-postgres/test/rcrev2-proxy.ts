@@ -1,5 +1,8 @@
 import { once } from 'node:events';
 import { createConnection, createServer, type Socket } from 'node:net';
+import pg from 'pg';
+import { runStatement } from '../src/pg-call.js';
+import { RenewalConnection } from '../src/renewal-connection.js';
 import { DATABASE_URL } from './pg-env.js';
 
 const url = new URL(DATABASE_URL);
@@ -81,4 +84,50 @@ export async function startRcrev2Proxy() {
 /** The local port of a node-postgres client's socket. */
 export function localPortOf(client: unknown): number {
   return (client as { connection: { stream: Socket } }).connection.stream.localPort as number;
+}
+
+/** A pool behind the proxy and a renewal connection on it, opened and warm. */
+export interface ProxiedRenewals {
+  proxy: Awaited<ReturnType<typeof startRcrev2Proxy>>;
+  pool: pg.Pool;
+  rc: RenewalConnection;
+}
+
+/**
+ * Runs `body` with a pool (`max`, `idleTimeoutMillis`) behind a fresh proxy, one of its
+ * connections checked out when `holdOne` (as by a business transaction), and a renewal
+ * connection in use and warmed by one statement; everything is closed after.
+ */
+export async function withProxiedRenewals(
+  options: {
+    max: number;
+    idleTimeoutMillis?: number;
+    holdOne: boolean;
+    openMs: number;
+    statementMs: number;
+  },
+  body: (setup: ProxiedRenewals) => Promise<void>,
+): Promise<void> {
+  const proxy = await startRcrev2Proxy();
+  const pool = new pg.Pool({
+    connectionString: proxy.url,
+    max: options.max,
+    ...(options.idleTimeoutMillis === undefined
+      ? {}
+      : { idleTimeoutMillis: options.idleTimeoutMillis }),
+  });
+  pool.on('error', () => {});
+  const held = options.holdOne ? await pool.connect() : undefined;
+  held?.on('error', () => {});
+  const rc = new RenewalConnection(pool, options.openMs, options.statementMs);
+  const unused = rc.use();
+  try {
+    await runStatement(rc, 'warm', { text: 'SELECT 1' }, options.statementMs);
+    await body({ proxy, pool, rc });
+  } finally {
+    unused();
+    held?.release();
+    proxy.close();
+    void pool.end().catch(() => {});
+  }
 }

@@ -1,10 +1,8 @@
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
 import { runStatement } from '../src/pg-call.js';
-import { RenewalConnection } from '../src/renewal-connection.js';
 import { makePool, randomName, sleep } from './pg-env.js';
-import { localPortOf, startRcrev2Proxy } from './rcrev2-proxy.js';
+import { localPortOf, startRcrev2Proxy, withProxiedRenewals } from './rcrev2-proxy.js';
 import { insertCharge } from './take-over.js';
 
 /**
@@ -89,58 +87,40 @@ describe('rcrev2: renewal routes', () => {
   // open route (3)'s connection in the background and keep the statement on the own queue
   // until one of the two is ready (first wins).
   it('statements that find the own connection busy are not delayed by opening a pool connection', async () => {
-    const proxy = await startRcrev2Proxy();
-    const pool = new pg.Pool({ connectionString: proxy.url, max: 4 });
-    pool.on('error', () => {});
-    const held = await pool.connect();
-    const rc = new RenewalConnection(pool, 3_000, 1_000);
-    const unused = rc.use();
-    try {
-      await runStatement(rc, 'warm', { text: 'SELECT 1' }, 1_000);
-      proxy.state.delayMs = 1_500;
-      const started = performance.now();
-      const results = await Promise.allSettled(
-        [1, 2, 3].map(() =>
-          runStatement(rc, 'renewHeld', { text: 'SELECT pg_sleep(0.02)' }, 1_000),
-        ),
-      );
-      const elapsed = performance.now() - started;
-      console.info('route 3 with slow new connections', {
-        statuses: results.map((r) => r.status),
-        elapsed: Math.round(elapsed),
-        totalCount: pool.totalCount,
-      });
-      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
-    } finally {
-      unused();
-      held.release();
-      proxy.close();
-      void pool.end().catch(() => {});
-    }
+    await withProxiedRenewals(
+      { max: 4, holdOne: true, openMs: 3_000, statementMs: 1_000 },
+      async ({ proxy, pool, rc }) => {
+        proxy.state.delayMs = 1_500;
+        const started = performance.now();
+        const results = await Promise.allSettled(
+          [1, 2, 3].map(() =>
+            runStatement(rc, 'renewHeld', { text: 'SELECT pg_sleep(0.02)' }, 1_000),
+          ),
+        );
+        const elapsed = performance.now() - started;
+        console.info('route 3 with slow new connections', {
+          statuses: results.map((r) => r.status),
+          elapsed: Math.round(elapsed),
+          totalCount: pool.totalCount,
+        });
+        expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
+      },
+    );
   });
 
   // Held (control): with fast new connections the same three statements all land.
   it('control: the same three statements land when new connections are fast', async () => {
-    const proxy = await startRcrev2Proxy();
-    const pool = new pg.Pool({ connectionString: proxy.url, max: 4 });
-    pool.on('error', () => {});
-    const held = await pool.connect();
-    const rc = new RenewalConnection(pool, 3_000, 1_000);
-    const unused = rc.use();
-    try {
-      await runStatement(rc, 'warm', { text: 'SELECT 1' }, 1_000);
-      const results = await Promise.allSettled(
-        [1, 2, 3].map(() =>
-          runStatement(rc, 'renewHeld', { text: 'SELECT pg_sleep(0.02)' }, 1_000),
-        ),
-      );
-      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
-    } finally {
-      unused();
-      held.release();
-      proxy.close();
-      void pool.end().catch(() => {});
-    }
+    await withProxiedRenewals(
+      { max: 4, holdOne: true, openMs: 3_000, statementMs: 1_000 },
+      async ({ rc }) => {
+        const results = await Promise.allSettled(
+          [1, 2, 3].map(() =>
+            runStatement(rc, 'renewHeld', { text: 'SELECT pg_sleep(0.02)' }, 1_000),
+          ),
+        );
+        expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled']);
+      },
+    );
   });
 
   // Engine-level consequence of the finding above (see there): six owners holding, pool below
@@ -205,41 +185,34 @@ describe('rcrev2: renewal routes', () => {
   // (repeatable) is sent again on the own connection after a third of its limit and lands; a
   // statement sent once (the termination) is not repeated and fails at its limit.
   it('a renewal sent to a stale idle pool connection is sent again on the own connection; a termination is not', async () => {
-    const proxy = await startRcrev2Proxy();
-    const pool = new pg.Pool({ connectionString: proxy.url, max: 4, idleTimeoutMillis: 0 });
-    pool.on('error', () => {});
-    const rc = new RenewalConnection(pool, 3_000, 1_000);
-    const unused = rc.use();
-    try {
-      await runStatement(rc, 'warm', { text: 'SELECT 1' }, 1_000);
-      const stale = await Promise.all([pool.connect(), pool.connect()]);
-      for (const c of stale) c.release();
-      for (const c of (pool as unknown as Idle)._idle.map((i) => i.client))
-        proxy.freeze(localPortOf(c));
-      expect(pool.idleCount).toBe(2);
-      // The own connection busy for 200 ms: the next statement takes a stale pool connection.
-      const busy = runStatement(rc, 'warm', { text: 'SELECT pg_sleep(0.2)' }, 1_000);
-      const started = performance.now();
-      const renewal = runStatement(rc.repeatable, 'renewHeld', { text: 'SELECT 2 AS n' }, 900);
-      const { rows } = await renewal;
-      const renewedAfter = performance.now() - started;
-      await busy;
-      expect(rows[0]?.n).toBe(2);
-      // Sent again after 300 ms (a third of 900), answered at once by the own connection.
-      expect(renewedAfter).toBeGreaterThanOrEqual(250);
-      expect(renewedAfter).toBeLessThan(900);
-      // The same with a statement sent once: it waits on the stale connection to its limit.
-      const busyAgain = runStatement(rc, 'warm', { text: 'SELECT pg_sleep(0.2)' }, 1_000);
-      expect(pool.idleCount).toBe(1);
-      const once = runStatement(rc, 'abort', { text: 'SELECT 3' }, 600);
-      await expect(once).rejects.toThrow();
-      await busyAgain;
-      console.info('stale pool route', { renewedAfter: Math.round(renewedAfter) });
-    } finally {
-      unused();
-      proxy.close();
-      void pool.end().catch(() => {});
-    }
+    await withProxiedRenewals(
+      { max: 4, idleTimeoutMillis: 0, holdOne: false, openMs: 3_000, statementMs: 1_000 },
+      async ({ proxy, pool, rc }) => {
+        const stale = await Promise.all([pool.connect(), pool.connect()]);
+        for (const c of stale) c.release();
+        for (const c of (pool as unknown as Idle)._idle.map((i) => i.client))
+          proxy.freeze(localPortOf(c));
+        expect(pool.idleCount).toBe(2);
+        // The own connection busy for 200 ms: the next statement takes a stale pool connection.
+        const busy = runStatement(rc, 'warm', { text: 'SELECT pg_sleep(0.2)' }, 1_000);
+        const started = performance.now();
+        const renewal = runStatement(rc.repeatable, 'renewHeld', { text: 'SELECT 2 AS n' }, 900);
+        const { rows } = await renewal;
+        const renewedAfter = performance.now() - started;
+        await busy;
+        expect(rows[0]?.n).toBe(2);
+        // Sent again after 300 ms (a third of 900), answered at once by the own connection.
+        expect(renewedAfter).toBeGreaterThanOrEqual(250);
+        expect(renewedAfter).toBeLessThan(900);
+        // The same with a statement sent once: it waits on the stale connection to its limit.
+        const busyAgain = runStatement(rc, 'warm', { text: 'SELECT pg_sleep(0.2)' }, 1_000);
+        expect(pool.idleCount).toBe(1);
+        const once = runStatement(rc, 'abort', { text: 'SELECT 3' }, 600);
+        await expect(once).rejects.toThrow();
+        await busyAgain;
+        console.info('stale pool route', { renewedAfter: Math.round(renewedAfter) });
+      },
+    );
   });
 
   // Held: one owner's renewals alternating between the pool (idle connections free) and the
