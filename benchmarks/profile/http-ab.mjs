@@ -36,7 +36,7 @@ const connections = Number(values.connections);
 function cpuMicros(pid) {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   // utime and stime are fields 14 and 15 (1-based), 12 and 13 after the ') ' split.
-  return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
+  return { user: (Number(fields[11]) * 1e6) / 100, system: (Number(fields[12]) * 1e6) / 100 };
 }
 
 async function start(label, root) {
@@ -62,23 +62,30 @@ async function measure(server, amount) {
     requests:
       values.op === 'first' ? [request(`b${batch}-[<id>]`)] : keys.map((key) => request(key)),
   });
-  const used = cpuMicros(server.pid) - before;
+  const after = cpuMicros(server.pid);
+  const used = after.user + after.system - before.user - before.system;
+  const system = after.system - before.system;
   if ((result.errors || result.timeouts || result.non2xx) && !values.profile)
     throw new Error(`${server.label}: ${result.errors} errors, ${result.non2xx} non-2xx`);
-  return { perRequest: used / result.requests.total / 1, rps: result.requests.average };
+  const total = result.requests.total;
+  return { perRequest: used / total, system: system / total, rps: result.requests.average };
 }
 
 const servers = [await start('plain', 'plain'), await start('after', values.after)];
 if (values.before) servers.splice(1, 0, await start('before', values.before));
 for (const server of servers) await measure(server, Math.min(5000, requests)); // warm-up
 const figures = Object.fromEntries(servers.map((s) => [s.label, []]));
+const systemFigures = Object.fromEntries(servers.map((s) => [s.label, []]));
 for (let r = 0; r < rounds; r++) {
   const order = servers.map((_, i) => servers[(i + r) % servers.length]);
   const line = [];
   for (const server of order) {
-    const { perRequest, rps } = await measure(server, requests);
+    const { perRequest, system, rps } = await measure(server, requests);
     figures[server.label].push(perRequest);
-    line.push(`${server.label} ${perRequest.toFixed(1)} µs (${Math.round(rps)}/s)`);
+    systemFigures[server.label].push(system);
+    line.push(
+      `${server.label} ${perRequest.toFixed(1)} µs (kernel ${system.toFixed(1)}, ${Math.round(rps)}/s)`,
+    );
   }
   console.log(`round ${r + 1}: ${line.join(', ')}`);
 }
@@ -90,8 +97,9 @@ console.log(
 );
 for (const server of servers) {
   const m = median(figures[server.label]);
+  const system = median(systemFigures[server.label]);
   console.log(
-    `  ${server.label.padEnd(6)} ${m.toFixed(1)} µs/request CPU, plain/${server.label} = ${(plain / m).toFixed(2)}`,
+    `  ${server.label.padEnd(6)} ${m.toFixed(1)} µs/request CPU (kernel ${system.toFixed(1)}), plain/${server.label} = ${(plain / m).toFixed(2)}`,
   );
 }
 for (const server of servers) server.child.disconnect();

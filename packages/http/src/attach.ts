@@ -11,7 +11,8 @@ import {
   readNotRecorded,
   type StoredOutcome,
 } from '@idem/core';
-import { GENERATION_HEADER, mediaType } from './live-publish.js';
+import { GENERATION_HEADER } from './live-publish.js';
+import { mediaType } from './media-type.js';
 import { prepareReplay, replayedHeaders } from './replay.js';
 import { AnchorSkip } from './sse-resume.js';
 

@@ -1,4 +1,5 @@
 import { isLossy } from './json-ambiguity.js';
+import { sortInPlace } from './small-sort.js';
 
 /** The JSON text is ambiguous (see `isAmbiguousJson`): its bytes are the request. */
 export const AMBIGUOUS = null;
@@ -174,7 +175,7 @@ class Scan {
       this.i++;
       if (ch === 0x7d) break;
     }
-    if (members.length > 1) members.sort(byName);
+    if (members.length > 1) sortInPlace(members, byName);
     let out = '{';
     for (let m = 0; m < members.length; m++) {
       const member = members[m] as Member;

@@ -34,11 +34,6 @@ export interface LiveSettings {
   types: ReadonlySet<string>;
 }
 
-/** The media type of a `Content-Type` value, lowercase, without parameters. @internal */
-export function mediaType(contentType: string | null | undefined): string {
-  return (contentType ?? '').split(';', 1)[0]?.trim().toLowerCase() ?? '';
-}
-
 /**
  * The publishing side of a recorder: opened at `start` for a final response of a stream
  * type, fed every captured chunk, ended `ok` only once the outcome is stored. Past the

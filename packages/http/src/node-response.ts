@@ -4,6 +4,7 @@ import { type ResponseHeadSource, startFromOf } from './head-source.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import { readyForOwnMethods } from './own-methods.js';
 import type { ResponseRecorder } from './recorder.js';
+import { byCodeUnits, sortInPlace } from './small-sort.js';
 
 type Chunk = string | Uint8Array;
 type Callback = (error?: Error | null) => void;
@@ -292,7 +293,7 @@ class NodeHeadSource implements ResponseHeadSource {
     const { fields } = this;
     for (const name in fields)
       if (allowed.has(name)) picked.push([name, normalizedValue(fields[name] ?? '')]);
-    return picked.length > 1 ? picked.sort((a, b) => (a[0] < b[0] ? -1 : 1)) : picked;
+    return picked.length > 1 ? sortInPlace(picked, byFieldName) : picked;
   }
 
   contentLength(): string | null {
@@ -304,6 +305,11 @@ class NodeHeadSource implements ResponseHeadSource {
     const value = this.fields['content-type'];
     return value === undefined ? null : normalizedValue(value);
   }
+}
+
+/** Orders recorded fields by name (each name comes once from `getHeaders`). */
+function byFieldName(a: [string, string], b: [string, string]): number {
+  return byCodeUnits(a[0], b[0]);
 }
 
 /**

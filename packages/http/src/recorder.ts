@@ -1,13 +1,8 @@
 import { type Execution, isIdemError } from '@idem/core';
 import { CaptureBuffer } from './capture-buffer.js';
 import { type ResponseHeadSource, START_FROM } from './head-source.js';
-import {
-  LIVE_CAPTURE,
-  LIVE_GENERATION,
-  type LiveSettings,
-  LiveTee,
-  mediaType,
-} from './live-publish.js';
+import { LIVE_CAPTURE, LIVE_GENERATION, type LiveSettings, LiveTee } from './live-publish.js';
+import { mediaType } from './media-type.js';
 import type { ResponseHead, ResponsePolicy } from './policy.js';
 import { recordWebResponse } from './record-response.js';
 import { pickRecordedHeaders } from './recorded-headers.js';
@@ -230,33 +225,40 @@ export function createRecorder(
     return expectedLength === undefined || seen !== expectedLength;
   }
 
+  // Attached readers end as the caller does: normally only once the outcome is stored. Ended
+  // in this function's `finally` (every return awaits, so it runs once all is settled), not
+  // in one chained to its promise: a promise and two closures less a first execution.
   async function settle(): Promise<void> {
-    if (!head) {
-      await releaseQuietly();
-      throw new Error('ResponseRecorder.start must be called before finish');
-    }
-    if (!buffer) return releaseQuietly();
-    if (buffer.overflowed) return notRecorded();
     try {
-      await execution.complete(buffer.outcome());
-      stored = true;
-    } catch (error) {
-      // The store refused the outcome (its own limit, or full): core wrote the not-recorded
-      // marker instead, so a retry gets a problem rather than a second execution.
-      if (isIdemError(error, 'OUTCOME_TOO_LARGE') || isIdemError(error, 'STORE_FULL')) {
-        settings.warn(
-          `Response of ${execution.storageKey} was not recorded (${error.code}); retries with its key get a 500 outcome-not-recorded problem`,
-        );
-        return;
+      if (!head) {
+        await releaseQuietly();
+        throw new Error('ResponseRecorder.start must be called before finish');
       }
-      // Fail open: the store is down, but the caller chose to serve responses anyway.
-      if (settings.failOpen && isIdemError(error, 'STORE_UNAVAILABLE')) {
-        settings.warn(
-          `Response of ${execution.storageKey} was not recorded: the store is unavailable`,
-        );
-        return;
+      if (!buffer) return await releaseQuietly();
+      if (buffer.overflowed) return await notRecorded();
+      try {
+        await execution.complete(buffer.outcome());
+        stored = true;
+      } catch (error) {
+        // The store refused the outcome (its own limit, or full): core wrote the not-recorded
+        // marker instead, so a retry gets a problem rather than a second execution.
+        if (isIdemError(error, 'OUTCOME_TOO_LARGE') || isIdemError(error, 'STORE_FULL')) {
+          settings.warn(
+            `Response of ${execution.storageKey} was not recorded (${error.code}); retries with its key get a 500 outcome-not-recorded problem`,
+          );
+          return;
+        }
+        // Fail open: the store is down, but the caller chose to serve responses anyway.
+        if (settings.failOpen && isIdemError(error, 'STORE_UNAVAILABLE')) {
+          settings.warn(
+            `Response of ${execution.storageKey} was not recorded: the store is unavailable`,
+          );
+          return;
+        }
+        throw error;
       }
-      throw error;
+    } finally {
+      tee?.end(stored);
     }
   }
 
@@ -277,8 +279,7 @@ export function createRecorder(
 
   function finish(): Promise<void> {
     clearTimeout(idleTimer);
-    // Attached readers end as the caller does: normally only once the outcome is stored.
-    done ??= settle().finally(() => tee?.end(stored));
+    done ??= settle();
     return done;
   }
 

@@ -1,16 +1,11 @@
 import { canonicalJson, digestParts, fingerprint, isIdemError, type JsonValue } from '@idem/core';
 import type { IncomingRequest } from './handler.js';
 import { jsonTextOf } from './json-text.js';
+import { mediaType } from './media-type.js';
 import type { FingerprintOptions } from './options.js';
 import { type RequestBody, TextJsonBody } from './request-body.js';
 import type { RequestTarget } from './request-target.js';
-
-/** The media type of a Content-Type value, without parameters, lowercased ('' when absent). */
-function mediaType(contentType: string | undefined): string {
-  if (contentType === undefined) return '';
-  const end = contentType.indexOf(';');
-  return (end === -1 ? contentType : contentType.slice(0, end)).trim().toLowerCase();
-}
+import { byCodeUnits, sortInPlace } from './small-sort.js';
 
 /**
  * The request's fingerprint: method, path, query (unless turned off), body (canonical JSON
@@ -94,7 +89,7 @@ function fingerprintWithCanonical(
     ['route', route],
     ['body:json', canonical],
   ];
-  for (const name of Object.keys(extras).sort()) {
+  for (const name of sortInPlace(Object.keys(extras), byCodeUnits)) {
     const extra = extras[name];
     if (extra === undefined) continue;
     parts.push([`extra:${name}`, canonicalJson(extra)]);
