@@ -45,7 +45,7 @@ const backendsNamed = async (name: string) =>
   );
 
 describe('rcrev3: owners, duplicates and the pool', () => {
-  // Held: ten owners acquired together, each holding for 3 s (lease 1.5 s, heartbeats every
+  // Held: ten owners acquired together, each holding for 3.5 s (lease 1.5 s, heartbeats every
   // 300 ms, statement limit 500 ms), on a pool of 14 whose four other connections are idle
   // with their flows stalled once the owners hold (bytes delivered late, after the test's
   // duplicates ran; stalled before, they fail the acquisitions instead, not a renewal). Every

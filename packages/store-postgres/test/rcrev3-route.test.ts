@@ -269,3 +269,68 @@ describe('rcrev3: renewal routes', () => {
     }
   });
 });
+
+describe('rcrev3: growth and the pool', () => {
+  // Held: bursts of twelve repeatable statements while the own connection is busy with a
+  // 300 ms statement and the pool (max 3) has two connections checked out by "business
+  // transactions"; meanwhile a business transaction asks the pool for a connection. Five
+  // rounds. The pool never exceeds its max (sampled every 5 ms), every statement lands, the
+  // business transaction gets its connection within 1 s each round (our background
+  // connection goes to it first), and nothing is left growing: after the rounds, with the
+  // business connections back, the pool holds at most its max and no one waits.
+  it('growth stays within the pool max and hands its connection to a waiting business transaction', async () => {
+    const pool = makePool({ max: 3, idleTimeoutMillis: 0 });
+    const rc = new RenewalConnection(pool, 3_000, 2_000);
+    const unused = rc.use();
+    let maxTotal = 0;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        maxTotal = Math.max(maxTotal, pool.totalCount);
+        await sleep(5);
+      }
+    })();
+    const businessWaits: number[] = [];
+    let failed = 0;
+    try {
+      await runStatement(rc, 'warm', { text: 'SELECT 1' }, 2_000);
+      for (let round = 0; round < 5; round++) {
+        const business = [await pool.connect(), await pool.connect()];
+        const busy = runStatement(rc, 'warm', { text: 'SELECT pg_sleep(0.3)' }, 2_000);
+        const burst = Array.from({ length: 12 }, () =>
+          runStatement(rc.repeatable, 'renewHeld', { text: 'SELECT pg_sleep(0.01)' }, 2_000).then(
+            () => {},
+            () => {
+              failed++;
+            },
+          ),
+        );
+        const asked = performance.now();
+        const third = await pool.connect();
+        businessWaits.push(performance.now() - asked);
+        await Promise.all(burst);
+        await busy;
+        third.release();
+        for (const c of business) c.release();
+      }
+      await sleep(100);
+      console.info('growth bounds', {
+        maxTotal,
+        failed,
+        businessWaitsMs: businessWaits.map(Math.round),
+        total: pool.totalCount,
+        waiting: pool.waitingCount,
+      });
+      expect(maxTotal).toBeLessThanOrEqual(3);
+      expect(failed).toBe(0);
+      expect(Math.max(...businessWaits)).toBeLessThan(1_000);
+      expect(pool.totalCount).toBeLessThanOrEqual(3);
+      expect(pool.waitingCount).toBe(0);
+    } finally {
+      sampling = false;
+      await sampler;
+      unused();
+      await pool.end();
+    }
+  });
+});
