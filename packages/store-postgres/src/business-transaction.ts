@@ -8,7 +8,7 @@ import {
   type OwnerWriteResult,
   StoreUnavailableError,
 } from '@idem/core';
-import type { PoolClient } from 'pg';
+import type { PoolClient, QueryConfig } from 'pg';
 import { type HoldRecordSql, idleLimit } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
 import { runStatement } from './pg-call.js';
@@ -463,12 +463,16 @@ export class BusinessTransaction {
     // operation allowed a long statement_timeout) running, with the row locked, until it
     // ends. So the backend is terminated first (through the renewal routes), while the
     // connection is still open: the pid is then certainly still this transaction's backend.
+    // Once the transaction's id is known the statement names it too, so that it may be sent
+    // again (a pool connection that left it unanswered) without ever ending another backend
+    // that took the pid meanwhile; before, it is sent once.
     const pid = (this.client as { processID?: unknown }).processID;
     if (typeof pid === 'number' && !this.gone) {
+      const xid = this.xid;
       this.terminating = runStatement(
-        this.side,
+        xid === undefined ? this.side : this.side.repeatable,
         'abort',
-        { text: 'SELECT pg_terminate_backend($1)', values: [pid] },
+        terminationOf(pid, xid),
         this.store.statementTimeoutMs,
       ).then(
         () => {},
@@ -694,4 +698,19 @@ export class BusinessTransaction {
     if (this.terminating) void this.terminating.then(release);
     else release();
   }
+}
+
+/**
+ * The statement that ends a transaction's backend: by its pid alone, or, once the
+ * transaction's id (`txid_current()`) is known, by its pid and that id, which a backend that
+ * took the pid after this one ended never has (so it may be sent twice).
+ * @internal
+ */
+export function terminationOf(pid: number, xid: string | undefined): QueryConfig {
+  return xid === undefined
+    ? { text: 'SELECT pg_terminate_backend($1)', values: [pid] }
+    : {
+        text: `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1 AND backend_xid::text = ($2::bigint % ${2 ** 32})::text`,
+        values: [pid, xid],
+      };
 }

@@ -1,4 +1,4 @@
-import type { Client, Pool, QueryConfig, QueryResult, QueryResultRow } from 'pg';
+import type { Client, Pool, PoolClient, QueryConfig, QueryResult, QueryResultRow } from 'pg';
 import type { Queryable } from './pg-call.js';
 
 /** How long the connection stays open after the last execution that held a record ended. */
@@ -18,6 +18,9 @@ function socketOf(client: Client): { destroy(): void; unref?(): void } | undefin
     : undefined;
 }
 
+/** The own connection's sessions default to read committed (a startup option). */
+const READ_COMMITTED = '-c default_transaction_isolation=read\\ committed';
+
 /** How often a lingering connection checks whether its pool was ended. */
 const LINGER_CHECK_MS = 200;
 
@@ -32,6 +35,8 @@ interface Job {
   again: boolean;
   /** Sends of it not answered yet. */
   inFlight: number;
+  /** A new pool connection was opened in the background while it waited. */
+  grown?: boolean;
   /** In the queue of the own connection. */
   queued: boolean;
   settled: boolean;
@@ -103,8 +108,6 @@ export class RenewalConnection implements SideRoutes {
   /** Statements waiting for the own connection (or a new pool connection). */
   private readonly waiting: Job[] = [];
   private sending = false;
-  /** New pool connections being opened for waiting statements. */
-  private growing = 0;
   private linger: ReturnType<typeof setTimeout> | undefined;
   /** Clients the pool's 'connect' listeners were told of. */
   private readonly announced = new WeakSet<Client>();
@@ -209,34 +212,73 @@ export class RenewalConnection implements SideRoutes {
   }
 
   /**
-   * While the own connection is busy: new pool connections in the background, one per
-   * waiting statement, within the pool's size. (While it opens, nothing: a new pool
-   * connection would be no faster.)
+   * While the own connection is busy: a new pool connection in the background for each
+   * waiting statement that has none opening yet, within the pool's size. (While it opens,
+   * nothing: a new pool connection would be no faster.) A connection is not tied to its
+   * statement: when it opens it sends whichever statement waits then, so one that never opens
+   * (a pool without `connectionTimeoutMillis`, a server that stays silent) costs one pool slot,
+   * as for any client of the pool, and holds back no later statement.
    */
   private grow(): void {
+    if (!this.sending) return;
     const pool = this.pool;
     const max = Number(pool.options.max) || 10;
-    while (
-      this.sending &&
-      this.growing < this.waiting.length &&
-      !pool.ending &&
-      pool.idleCount === 0 &&
-      pool.waitingCount === 0 &&
-      pool.totalCount < max
-    ) {
-      this.growing++;
+    for (const job of this.waiting) {
+      if (pool.ending || pool.idleCount > 0 || pool.waitingCount > 0 || pool.totalCount >= max)
+        return;
+      if (job.settled || job.grown) continue;
+      job.grown = true;
       pool.connect().then(
         (client) => {
-          this.growing--;
-          // Back to the pool at once, free: the next statement waiting takes it.
-          client.release();
-          this.dispatch();
+          // Known alive, it just opened: it sends the next statement waiting, a statement
+          // sent again included, and goes back to the pool.
+          const next = this.nextWaiting();
+          if (next) this.sendFresh(client, next);
+          else client.release();
         },
-        () => {
-          this.growing--;
-        },
+        () => {},
       );
     }
+  }
+
+  /** The oldest statement still waiting (those whose limit passed fail, unsent). */
+  private nextWaiting(): Job | undefined {
+    const queue = this.waiting;
+    while (queue.length > 0) {
+      const job = queue.shift() as Job;
+      job.queued = false;
+      if (job.settled) continue;
+      if (job.deadline - performance.now() >= 1) return job;
+      this.failed(job, new NotSentError(), false);
+    }
+    this.idle();
+    return undefined;
+  }
+
+  /** On a pool connection that just opened for it; back to the pool after. */
+  private sendFresh(client: PoolClient, job: Job): void {
+    job.inFlight++;
+    // Checked out, a client has no error listener of the pool's.
+    const absorb = () => {};
+    client.on('error', absorb);
+    client.query(this.timed(job)).then(
+      (result) => {
+        client.off('error', absorb);
+        client.release();
+        job.inFlight--;
+        this.succeeded(job, result);
+        this.dispatch();
+      },
+      (error: unknown) => {
+        client.off('error', absorb);
+        const answered = answeredByServer(error);
+        client.release(answered ? undefined : (error as Error));
+        job.inFlight--;
+        if (!answered) this.sendAgain(job);
+        this.failed(job, error, answered);
+        this.dispatch();
+      },
+    );
   }
 
   private async sendOwn(client: Client, job: Job): Promise<void> {
@@ -348,6 +390,10 @@ export class RenewalConnection implements SideRoutes {
     return this.opening;
   }
 
+  /**
+   * A new own connection, set up as the pool sets up its clients: its `onConnect` hook
+   * (awaited), its `connect` listeners, its `verify` hook; all of it within `openMs`.
+   */
   private async connect(): Promise<Client> {
     const options = this.pool.options as unknown as Record<string, unknown>;
     const poolLimit = Number(options.connectionTimeoutMillis) || Number.POSITIVE_INFINITY;
@@ -359,6 +405,13 @@ export class RenewalConnection implements SideRoutes {
       // or runs past the store's limit, so it never holds the ones waiting behind it.
       statement_timeout: this.statementMs,
       lock_timeout: this.statementMs,
+      // The store's functions are written for read committed: under a serializable default a
+      // renewal could fail on a conflict with any other key's statements. A startup option
+      // (no statement): after the pool's own options, so it wins over a default set there
+      // (one set by `options=` in a connection string wins over it).
+      options: [typeof options.options === 'string' ? options.options : '', READ_COMMITTED]
+        .join(' ')
+        .trim(),
     });
     // Before anything can fail: an error event without a listener would crash the process.
     client.on('error', () => this.destroy(client));
@@ -366,28 +419,44 @@ export class RenewalConnection implements SideRoutes {
       this.forget(client);
       this.removed(client);
     });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const limit = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`The renewal connection was not set up within ${this.openMs} ms`)),
+        this.openMs,
+      );
+    });
     try {
-      await client.connect();
+      await Promise.race([this.setUp(client), limit]);
     } catch (error) {
       this.destroy(client);
       throw error;
+    } finally {
+      clearTimeout(timer);
     }
-    try {
-      // The pool's per-connection set-up (its listeners may query: those statements run
-      // before the first renewal). Its 'remove' listeners hear of it when it is closed.
-      this.announced.add(client);
-      this.pool.emit('connect', client);
-    } catch (error) {
-      this.close(client);
-      throw error;
-    }
-    // The store's functions are written for read committed: under a serializable default a
-    // renewal could fail on a conflict with any other key's statements. Sent before the
-    // first statement (node-postgres sends in order); a failure leaves the pool's default.
-    client.query("SET default_transaction_isolation = 'read committed'").catch(() => {});
     socketOf(client)?.unref?.();
     this.client = client;
     return client;
+  }
+
+  /** Connects and runs the pool's set-up of a new client on it. */
+  private async setUp(client: Client): Promise<void> {
+    const hooks = this.pool.options as unknown as {
+      onConnect?: (client: Client) => unknown;
+      verify?: (client: Client, done: (error?: unknown) => void) => void;
+    };
+    await client.connect();
+    if (typeof hooks.onConnect === 'function') await hooks.onConnect(client);
+    // Its listeners may query: those statements run before the first renewal. Its 'remove'
+    // listeners hear of it when it is closed.
+    this.announced.add(client);
+    this.pool.emit('connect', client);
+    const verify = hooks.verify;
+    if (typeof verify === 'function') {
+      await new Promise<void>((resolve, reject) => {
+        verify(client, (error) => (error ? reject(error) : resolve()));
+      });
+    }
   }
 
   /**

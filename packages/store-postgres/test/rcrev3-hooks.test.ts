@@ -106,7 +106,7 @@ describe('rcrev3: pool set-up hooks and the own renewal connection', () => {
   // open the own connection through the pool's hooks; or, at least, when a statement fails on
   // the own connection with a missing-object error (42883/42P01/3F000) that the pool's
   // connections do not have, send it on a pool connection; document it.
-  it.fails("a search_path set by the pool's onConnect hook reaches the own connection", async () => {
+  it("a search_path set by the pool's onConnect hook reaches the own connection", async () => {
     const outcome = await ownerOnHookedPool({
       onConnect: async (client: pg.ClientBase) => {
         await client.query(`SET search_path TO "${schema}"`);
@@ -128,7 +128,7 @@ describe('rcrev3: pool set-up hooks and the own renewal connection', () => {
   // as above with `verify: (c, cb) => c.query('SET search_path ...').then(() => cb(), cb)`.
   // LOW: `verify` is a legacy, undocumented-in-README pg-pool option, but it is in pool.options
   // and used for exactly this.
-  it.fails("a search_path set by the pool's verify hook reaches the own connection", async () => {
+  it("a search_path set by the pool's verify hook reaches the own connection", async () => {
     const outcome = await ownerOnHookedPool({
       verify: (client: pg.ClientBase, done: (error?: Error) => void) => {
         client.query(`SET search_path TO "${schema}"`).then(() => done(), done);
