@@ -420,15 +420,17 @@ export class RenewalConnection implements SideRoutes {
       this.removed(client);
     });
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const given = { up: false };
     const limit = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`The renewal connection was not set up within ${this.openMs} ms`)),
-        this.openMs,
-      );
+      timer = setTimeout(() => {
+        given.up = true;
+        reject(new Error(`The renewal connection was not set up within ${this.openMs} ms`));
+      }, this.openMs);
     });
     try {
-      await Promise.race([this.setUp(client), limit]);
+      await Promise.race([this.setUp(client, given), limit]);
     } catch (error) {
+      given.up = true;
       this.destroy(client);
       throw error;
     } finally {
@@ -439,14 +441,19 @@ export class RenewalConnection implements SideRoutes {
     return client;
   }
 
-  /** Connects and runs the pool's set-up of a new client on it. */
-  private async setUp(client: Client): Promise<void> {
+  /**
+   * Connects and runs the pool's set-up of a new client on it; a set-up given up (its time
+   * passed) goes no further, so no listener hears of a client that was destroyed.
+   */
+  private async setUp(client: Client, given: { up: boolean }): Promise<void> {
     const hooks = this.pool.options as unknown as {
       onConnect?: (client: Client) => unknown;
       verify?: (client: Client, done: (error?: unknown) => void) => void;
     };
     await client.connect();
+    if (given.up) return;
     if (typeof hooks.onConnect === 'function') await hooks.onConnect(client);
+    if (given.up) return;
     // Its listeners may query: those statements run before the first renewal. Its 'remove'
     // listeners hear of it when it is closed.
     this.announced.add(client);

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
 import { RenewalConnection } from '../src/renewal-connection.js';
@@ -153,6 +154,37 @@ describe('the renewal connection', () => {
     } finally {
       await locker.query('ROLLBACK').catch(() => {});
       locker.release();
+      held.release();
+      await pool.end();
+    }
+  });
+
+  it("a set-up that outlasts the opening's limit is given up: the statement fails, no listener hears of that client, the next opening works", async () => {
+    let hangMs = 0;
+    const pool = makePool({
+      max: 1,
+      onConnect: () => sleep(hangMs),
+    } as pg.PoolConfig);
+    let connects = 0;
+    let removes = 0;
+    const held = await pool.connect();
+    pool.on('connect', () => connects++);
+    pool.on('remove', () => removes++);
+    const connection = new RenewalConnection(pool, 300, 2_000, 200);
+    try {
+      hangMs = 1_000;
+      const started = performance.now();
+      await expect(
+        connection.query({ text: 'SELECT 1', query_timeout: 2_000 } as never),
+      ).rejects.toThrow(/not set up within 300 ms/);
+      expect(performance.now() - started).toBeLessThan(1_000);
+      // The hook returns later: the client it was given is not announced then.
+      await sleep(1_200);
+      expect({ connects, removes }).toEqual({ connects: 0, removes: 0 });
+      hangMs = 0;
+      expect((await connection.query({ text: 'SELECT 2 AS n' })).rows[0]?.n).toBe(2);
+      expect(connects).toBe(1);
+    } finally {
       held.release();
       await pool.end();
     }
