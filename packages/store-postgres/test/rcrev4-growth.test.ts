@@ -123,7 +123,7 @@ describe('rcrev4: growth', () => {
           { text: 'SELECT pg_sleep(0.4), pg_backend_pid() AS pid' },
           3_000,
         ).then(
-          (r) => `landed on ${r.rows[0].pid === victimPid ? 'the terminated one' : 'another'}`,
+          (r) => `landed on ${r.rows[0]?.pid === victimPid ? 'the terminated one' : 'another'}`,
           (e: Error) => `failed: ${e.message.slice(0, 100)}`,
         );
         await sleep(100);
