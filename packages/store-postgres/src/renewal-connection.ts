@@ -4,10 +4,23 @@ import type { Queryable } from './pg-call.js';
 /** How long the connection stays open after the last execution that held a record ended. */
 export const LINGER_MS = 10_000;
 
-/** The server answered the statement (an error it reported, the connection still fine). */
+/**
+ * The server answered the statement: an error it reported with the connection still fine.
+ * Not a FATAL or PANIC one, nor a connection exception (08) or a shutdown or termination of
+ * the backend (57P01-57P05): those end the connection, the statement was not judged.
+ */
 function answeredByServer(error: unknown): boolean {
   const reported = error as { severity?: unknown; code?: unknown } | null;
-  return typeof reported?.severity === 'string' && typeof reported.code === 'string';
+  const severity = reported?.severity;
+  const code = reported?.code;
+  return (
+    typeof severity === 'string' &&
+    typeof code === 'string' &&
+    severity !== 'FATAL' &&
+    severity !== 'PANIC' &&
+    !code.startsWith('08') &&
+    !code.startsWith('57P')
+  );
 }
 
 /** node-postgres' socket of a client (absent in pg-native). */
@@ -18,8 +31,8 @@ function socketOf(client: Client): { destroy(): void; unref?(): void } | undefin
     : undefined;
 }
 
-/** The own connection's sessions default to read committed (a startup option). */
-const READ_COMMITTED = '-c default_transaction_isolation=read\\ committed';
+/** The own connection's sessions default to read committed (sent first, see `setUp`). */
+const READ_COMMITTED = "SET default_transaction_isolation = 'read committed'";
 
 /** How often a lingering connection checks whether its pool was ended. */
 const LINGER_CHECK_MS = 200;
@@ -81,13 +94,14 @@ export interface SideRoutes extends Queryable {
  *   one) sends the next statement. No statement pays for opening a connection.
  *
  * The own connection:
- * - Built as the pool builds its clients (`new pool.Client(pool.options)`, the pool's
- *   `connectionTimeoutMillis` bounded by `openMs`; `statement_timeout` and `lock_timeout`
- *   the store's statement limit, `default_transaction_isolation` read committed, whatever the
- *   pool's sessions default to: a renewal never fails on a serialization conflict there), and
- *   the pool's `connect` listeners run on it as on every new client of the pool, its `remove`
- *   listeners when it is closed (session settings such as `search_path` set there apply to it
- *   as well).
+ * - Built as the pool builds its clients (`new pool.Client(pool.options)`: its options,
+ *   PGOPTIONS and a connection string's apply as to the pool's; `statement_timeout` and
+ *   `lock_timeout` the store's statement limit), `default_transaction_isolation` set to read
+ *   committed first, whatever the sessions default to (a renewal never fails on a
+ *   serialization conflict there), then set up by the pool's `onConnect` hook, `connect`
+ *   listeners and `verify` hook as every new client of the pool, its `remove` listeners
+ *   told when it is closed (session settings such as `search_path` made there apply to it
+ *   as well); all of it within `openMs`.
  * - Opened in the background when an execution begins to hold a record ({@link use}): no
  *   execution waits for it. An opening that fails fails the oldest statement waiting for it,
  *   the next one opens again: one attempt per statement.
@@ -405,14 +419,9 @@ export class RenewalConnection implements SideRoutes {
       // or runs past the store's limit, so it never holds the ones waiting behind it.
       statement_timeout: this.statementMs,
       lock_timeout: this.statementMs,
-      // The store's functions are written for read committed: under a serializable default a
-      // renewal could fail on a conflict with any other key's statements. A startup option
-      // (no statement): after the pool's own options, so it wins over a default set there
-      // (one set by `options=` in a connection string wins over it).
-      options: [typeof options.options === 'string' ? options.options : '', READ_COMMITTED]
-        .join(' ')
-        .trim(),
     });
+    // Unref'd from the start: an opening that hangs never keeps the process alive.
+    socketOf(client)?.unref?.();
     // Before anything can fail: an error event without a listener would crash the process.
     client.on('error', () => this.destroy(client));
     client.on('end', () => {
@@ -426,6 +435,7 @@ export class RenewalConnection implements SideRoutes {
         given.up = true;
         reject(new Error(`The renewal connection was not set up within ${this.openMs} ms`));
       }, this.openMs);
+      timer.unref?.();
     });
     try {
       await Promise.race([this.setUp(client, given), limit]);
@@ -436,6 +446,7 @@ export class RenewalConnection implements SideRoutes {
     } finally {
       clearTimeout(timer);
     }
+    // Again: a TLS connection replaced the socket unref'd above.
     socketOf(client)?.unref?.();
     this.client = client;
     return client;
@@ -451,6 +462,12 @@ export class RenewalConnection implements SideRoutes {
       verify?: (client: Client, done: (error?: unknown) => void) => void;
     };
     await client.connect();
+    if (given.up) return;
+    // The store's functions are written for read committed: under a serializable default (the
+    // role's, PGOPTIONS, the pool's `options`, a connection string's) a renewal could fail on a
+    // conflict with any other key's statements. First, alone on the connection: the pool's
+    // hooks below may still set another level, and theirs is then kept.
+    await client.query(READ_COMMITTED);
     if (given.up) return;
     if (typeof hooks.onConnect === 'function') await hooks.onConnect(client);
     if (given.up) return;

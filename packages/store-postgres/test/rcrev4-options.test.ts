@@ -75,7 +75,8 @@ describe('rcrev4: the own connection startup options', () => {
     expect(viaOwn).toEqual({ a: "it's x", i: 'read committed' });
   });
 
-  // FINDING (MEDIUM): the own connection drops PGOPTIONS. node-postgres takes a client's
+  // FIXED (no `options` of its own any more: read committed is the connection's first
+  // statement). FINDING (MEDIUM): the own connection drops PGOPTIONS. node-postgres takes a client's
   // startup `options` from its config, else from the PGOPTIONS environment variable; the own
   // connection always sets `options` (the pool's, or '' , plus read committed), so PGOPTIONS
   // never reaches it while every pool client has it. Repro: PGOPTIONS='-c search_path=<the
@@ -90,7 +91,7 @@ describe('rcrev4: the own connection startup options', () => {
   // such as search_path apply to it. Suggested fix: compute the options node-postgres would
   // use for a pool client (`new ConnectionParameters(pool.options).options`, which reads
   // PGOPTIONS and a connection string's `options=`) and append read committed to that.
-  it.fails('PGOPTIONS (search_path) reaches the own renewal connection: the owner is not aborted', async () => {
+  it('PGOPTIONS (search_path) reaches the own renewal connection: the owner is not aborted', async () => {
     const before = process.env.PGOPTIONS;
     process.env.PGOPTIONS = `-c search_path=${schema}`;
     const pool = makePool({ max: 1, query_timeout: 20_000 });
@@ -125,7 +126,7 @@ describe('rcrev4: the own connection startup options', () => {
     expect(outcome).toBe('done');
   }, 20_000);
 
-  // FINDING (LOW): pool `options` ending in a backslash make the own connection unopenable.
+  // FIXED (as above). FINDING (LOW): pool `options` ending in a backslash make the own connection unopenable.
   // The own connection joins the pool's options and read committed with a space; a trailing
   // `\` escapes that space, so the server gets `...=a\ -c default_transaction_isolation=read\
   // committed` and refuses the connection ("invalid command-line argument for server
@@ -137,7 +138,7 @@ describe('rcrev4: the own connection startup options', () => {
   // drop a trailing unescaped backslash before joining, or set the isolation by a
   // `SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ COMMITTED` after
   // connecting (inside the opening's limit).
-  it.fails('pool options ending in a backslash still open the own connection', async () => {
+  it('pool options ending in a backslash still open the own connection', async () => {
     const { viaPool, viaOwn } = await onBoth(
       { options: '-c application_name=a\\' },
       "SELECT current_setting('application_name') AS a",
@@ -146,7 +147,7 @@ describe('rcrev4: the own connection startup options', () => {
     expect(viaOwn).toEqual({ a: 'a' });
   });
 
-  // FINDING (LOW): a connection string with `options=` drops read committed entirely, not only
+  // FIXED (as above). FINDING (LOW): a connection string with `options=` drops read committed entirely, not only
   // an isolation set there. node-postgres lets a connection string's fields override the
   // config, so `options` is replaced whole. Repro: a login role whose sessions default to
   // serializable (`ALTER ROLE r SET default_transaction_isolation = 'serializable'`), the pool's
@@ -157,7 +158,7 @@ describe('rcrev4: the own connection startup options', () => {
   // serializable default is a common way to get it). Suggested fix: as above, start from the
   // effective options (`ConnectionParameters`) and pass the merged string with the connection
   // string's `options` removed, or SET the isolation after connecting.
-  it.fails("a connection string's options= keeps read committed on the own connection", async () => {
+  it("a connection string's options= keeps read committed on the own connection", async () => {
     const url = new URL(DATABASE_URL);
     url.username = serialRole;
     url.searchParams.set('options', '-c application_name=x');
