@@ -87,8 +87,12 @@ for (const arg of process.argv.slice(2)) {
       packages.set(pkg, { root: undefined, runs: 0, failed: [], errors: 0, unhandled: 0, pool: 0 });
     return packages.get(pkg);
   };
+  // turbo prefixes each line with `<package>:<task>: `, the task being the lane's script.
+  const prefix = major
+    ? /^(@[\w.-]+\/[\w.-]+):test:node24:(.*)$/
+    : /^(@[\w.-]+\/[\w.-]+):test:(.*)$/;
   for (const line of lines) {
-    const prefixed = /^(@[\w.-]+\/[\w.-]+):test:(.*)$/.exec(line);
+    const prefixed = prefix.exec(line);
     if (!prefixed) continue;
     const [, pkg, rest] = prefixed;
     const state = of(pkg);
