@@ -28,14 +28,20 @@ const freePort = (): Promise<number> =>
 export async function startPrivateRedis(): Promise<PrivateRedis> {
   const port = await freePort();
   let child: ChildProcess | undefined;
-  const start = async () => {
+  const spawnServer = () => {
     child = spawn(
       'redis-server',
       ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
       { stdio: 'ignore' },
     );
     child.once('error', () => {});
-    for (let attempt = 0; attempt < 100; attempt++) {
+  };
+  const start = async () => {
+    spawnServer();
+    // Up to 10 s on a loaded machine. A server that exited at once (its port taken for a
+    // moment, as the source port of some other loopback connection) is started again.
+    for (let attempt = 0; attempt < 200; attempt++) {
+      if (child?.exitCode !== null || child?.signalCode !== null) spawnServer();
       const probe = new Redis({
         port,
         host: '127.0.0.1',
