@@ -5,6 +5,13 @@ import type { Queryable } from './pg-call.js';
 export const LINGER_MS = 10_000;
 
 /**
+ * SQLSTATEs of a connection that ended or cannot go on: connection exceptions (08), a
+ * shutdown or termination of the backend (57P), insufficient resources (53), system and
+ * internal errors (58, XX), an idle-in-transaction timeout (25P03).
+ */
+const NO_ANSWER = /^(?:08|57P|53|58|XX|25P03)/;
+
+/**
  * The server answered the statement: an error it reported with the connection still fine.
  * Not a FATAL or PANIC one, nor a connection exception (08) or a shutdown or termination of
  * the backend (57P01-57P05): those end the connection, the statement was not judged.
@@ -18,8 +25,8 @@ function answeredByServer(error: unknown): boolean {
     typeof code === 'string' &&
     severity !== 'FATAL' &&
     severity !== 'PANIC' &&
-    !code.startsWith('08') &&
-    !code.startsWith('57P')
+    // By code as well: the severity is in the server's language (`lc_messages`).
+    !NO_ANSWER.test(code)
   );
 }
 
@@ -305,7 +312,10 @@ export class RenewalConnection implements SideRoutes {
     } catch (error) {
       job.inFlight--;
       const answered = answeredByServer(error);
-      if (!answered) this.destroy(client);
+      if (!answered) {
+        this.destroy(client);
+        this.sendAgain(job);
+      }
       this.failed(job, error, answered);
     } finally {
       this.sending = false;

@@ -133,7 +133,7 @@ describe('rcrev5: error classification through the routes', () => {
     expect(destroyed).toEqual([1]);
   });
 
-  // FINDING (LOW): a PostgreSQL server whose lc_messages is not English sends the severity
+  // FIXED (lead: codes 08, 57P, 53, 58, XX, 25P03 are no answer whatever the severity says; an unanswered send on the own connection is sent again). FINDING (LOW): a PostgreSQL server whose lc_messages is not English sends the severity
   // localized in the 'S' field (ru: "ВАЖНО" for FATAL, pl: "KATASTROFALNY", zh_CN: "致命错误");
   // pg-protocol parses only 'S' (severity = fields.S, the never-localized 'V' field is
   // dropped). answeredByServer compares severity with 'FATAL'/'PANIC', so a FATAL whose code
@@ -147,14 +147,14 @@ describe('rcrev5: error classification through the routes', () => {
   // localized severity: treat an error as answered only when node-postgres still holds the
   // connection as queryable afterwards (client not ended / no 'error' event), or read 'V' via
   // a parser hook; at least classify by code (the FATAL-only codes) besides severity.
-  it.fails('a localized FATAL severity is no answer: the renewal is sent again', async () => {
+  it('a localized FATAL severity is no answer: the renewal is sent again', async () => {
     const error = pg({ severity: 'ВАЖНО', code: '25P03' });
     const { rc, sent } = scripted({ poolError: error });
     expect(await outcome(rc.repeatable.query(config))).toBe('ok');
     expect(sent).toEqual(['pool', 'own']);
   });
 
-  // FINDING (LOW): a renewal first sent on the own connection that fails without the
+  // FIXED (lead: codes 08, 57P, 53, 58, XX, 25P03 are no answer whatever the severity says; an unanswered send on the own connection is sent again). FINDING (LOW): a renewal first sent on the own connection that fails without the
   // server's answer (its backend terminated mid-flight: FATAL 57P01, a connection reset) is
   // failed at once, with most of its limit left and a free pool connection at hand; the same
   // failure on a pool connection is sent again (rcrev4's fix). Repro: this test (own
@@ -166,7 +166,7 @@ describe('rcrev5: error classification through the routes', () => {
   // fix: in sendOwn, when not answered, call sendAgain(job) as sendPool/sendFresh do (the
   // own connection is destroyed, so the second send goes to a free pool connection or a new
   // own connection; `again` still bounds it to two sends).
-  it.fails('a renewal whose own-connection send is unanswered is sent again', async () => {
+  it('a renewal whose own-connection send is unanswered is sent again', async () => {
     const lost = pg({ severity: 'FATAL', code: '57P01' });
     const { rc, sent, pool } = scripted({ ownErrors: [lost] });
     // Open the own connection first (a warm statement), then fail its next send once.
