@@ -159,7 +159,8 @@ export class BusinessTransaction {
     /**
      * Where the renewals and the termination of the backend are sent: the engine's renewal
      * connection, outside the pool that the business transactions may all hold (the
-     * renewals as repeatable statements, the termination sent once).
+     * renewals as repeatable statements, the termination too once it names the
+     * transaction's id).
      */
     private readonly side: SideRoutes,
   ) {

@@ -49,9 +49,13 @@ interface Job {
   config: QueryConfig;
   /** When its time limit (`query_timeout`) passes, counted from the call. */
   deadline: number;
-  /** May be sent again while a send of it is unanswered (a renewal: never a termination). */
+  /**
+   * May be sent again while a send of it is unanswered: a renewal, a termination that names
+   * its transaction's id (never one by pid alone).
+   */
   repeatable: boolean;
-  /** Sent again already: it now waits for the own connection, never an idle pool one. */
+  /** Sent again already: it now waits for the own connection or a pool connection that just
+   * opened, never an idle pool one. */
   again: boolean;
   /** Sends of it not answered yet. */
   inFlight: number;
@@ -77,7 +81,8 @@ export class NotSentError extends Error {
 
 /** The routes of the statements that keep held records safe: `repeatable` for the renewals. */
 export interface SideRoutes extends Queryable {
-  /** For a statement that may run twice with the same effect (a held-lease renewal). */
+  /** For a statement that may run twice with the same effect (a held-lease renewal, an
+   * xid-guarded termination). */
   readonly repeatable: Queryable;
 }
 
@@ -94,7 +99,8 @@ export interface SideRoutes extends Queryable {
  *   (statements side by side, one slow statement never delaying the others). A renewal sent
  *   there that has no answer after a third of what was left of its limit, or that fails
  *   without the server's answer, is sent again on the own connection (a renewal may run
- *   twice: the held lease only moves forward); the first answer counts.
+ *   twice: the held lease only moves forward); the first answer counts. So is one left
+ *   unanswered by the own connection.
  * - **Else the own connection's queue**, in order. While statements wait there and the pool
  *   is below its size, new pool connections are opened in the background while the own one
  *   is busy, one per waiting statement: the first one free (the own connection or a new
@@ -115,9 +121,9 @@ export interface SideRoutes extends Queryable {
  * - Sends one statement at a time, each within what is left of its time limit (node-postgres'
  *   `query_timeout`, which the store sets on every statement): a limit counts from the call,
  *   and one that passes while the statement waits its turn fails that statement only
- *   ({@link NotSentError}), never the connection. A connection that reports an error, ends,
- *   or does not answer a statement it was sent within its limit is destroyed; the next
- *   statement opens another.
+ *   ({@link NotSentError}), never the connection. A connection that ends, fails a statement
+ *   without the server's answer (see `answeredByServer`) or leaves it unanswered within its
+ *   limit is destroyed; the next statement opens another.
  * - Kept while executions hold records and ten seconds after the last, closed at once when
  *   the pool was ended and no execution holds a record; its socket is unref'd, so an idle
  *   renewal connection never keeps the process alive.
