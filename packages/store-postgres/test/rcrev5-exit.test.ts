@@ -19,32 +19,29 @@ import { DATABASE_URL, randomName } from './pg-env.js';
 const table = inject('pgTable');
 const upstreamUrl = new URL(DATABASE_URL);
 
-function certificate(): { key: Buffer; cert: Buffer } | undefined {
-  try {
-    const dir = mkdtempSync(join(tmpdir(), 'rcrev5-'));
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-keyout',
-        join(dir, 'k.pem'),
-        '-out',
-        join(dir, 'c.pem'),
-        '-days',
-        '1',
-        '-subj',
-        '/CN=localhost',
-      ],
-      { stdio: 'ignore' },
-    );
-    return { key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) };
-  } catch {
-    return undefined;
-  }
+/** A self-signed pair made with `openssl` (Debian's, on the machine): fails loudly without it. */
+function certificate(): { key: Buffer; cert: Buffer } {
+  const dir = mkdtempSync(join(tmpdir(), 'rcrev5-'));
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      join(dir, 'k.pem'),
+      '-out',
+      join(dir, 'c.pem'),
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+    ],
+    { stdio: 'ignore' },
+  );
+  return { key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) };
 }
 
 async function startTlsProxy(tlsOn: boolean, forward: number) {
