@@ -6,6 +6,7 @@
  *   REDIS_URL=redis://127.0.0.1:6379 node profile/drive.mjs redis cycle 64 100000
  *
  * Arguments: store (memory | redis), operation (cycle | replay), concurrency, calls.
+ * `NO_CORK=1` turns the Redis store's write batching off (its connection never corked).
  * Then `node profile/top.mjs <file.cpuprofile>` lists the functions by self time.
  */
 import { randomBytes } from 'node:crypto';
@@ -28,6 +29,10 @@ if (storeName === 'redis') {
     lazyConnect: true,
   });
   await client.connect();
+  if (process.env.NO_CORK) {
+    client.stream.cork = () => {};
+    client.stream.uncork = () => {};
+  }
   store = createRedisStore({ client, keyPrefix: `idem-prof:${randomBytes(4).toString('hex')}:` });
 } else {
   store = createMemoryStore({

@@ -6,6 +6,7 @@ import { Cluster, type Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createRedisStore, type RedisStore } from '../src/index.js';
 import { ACQUIRE_LUA, COMPLETE_LUA, EXTEND_LUA, GET_LUA, RELEASE_LUA } from '../src/scripts.js';
+import { WRITE_BATCH_MAX } from '../src/write-batching.js';
 import {
   type Client,
   deletePrefix,
@@ -110,24 +111,33 @@ for (const target of targets) {
       ]);
     });
 
-    it("the store's commands of one tick leave in one socket write per connection", async () => {
+    it("the store's commands of one tick leave in one socket write per connection, at most WRITE_BATCH_MAX each", async () => {
       // A Cluster connects to each primary on first use: connect them all before counting.
       if (client instanceof Cluster) await Promise.all(client.nodes('master').map((n) => n.ping()));
       const writes = countSocketWrites(client);
-      const requests = Array.from({ length: 20 }, () => ({ key: 'k', scope: scope() }));
       const idem = createIdempotency({ store, heartbeatMs: false });
-      writes.reset();
-      const first = await Promise.all(requests.map((r) => idem.execute(r, async () => 1)));
-      expect(first.every((r) => r.replayed === false)).toBe(true);
-      // 20 acquires in one tick, then 20 completions in one tick: one write each, per node.
-      expect(writes.count).toBeGreaterThanOrEqual(2);
-      expect(writes.count).toBeLessThanOrEqual(2 * writes.connections);
-      expect(writes.chunks).toBe(40);
-      writes.reset();
-      const again = await Promise.all(requests.map((r) => idem.execute(r, async () => 2)));
-      expect(again.every((r) => r.replayed && r.value === 1)).toBe(true);
-      expect(writes.count).toBeLessThanOrEqual(writes.connections);
-      expect(writes.chunks).toBe(20);
+      for (const calls of [WRITE_BATCH_MAX, 3 * WRITE_BATCH_MAX + 5]) {
+        const requests = Array.from({ length: calls }, () => ({ key: 'k', scope: scope() }));
+        const batches = Math.ceil(calls / WRITE_BATCH_MAX);
+        writes.reset();
+        const first = await Promise.all(requests.map((r) => idem.execute(r, async () => 1)));
+        expect(first.every((r) => r.replayed === false)).toBe(true);
+        // The acquires of one tick, then the completions of one tick: one write per
+        // WRITE_BATCH_MAX commands each, per node (a Cluster flushes every primary at once).
+        expect(writes.count).toBeGreaterThanOrEqual(2 * batches);
+        expect(writes.count).toBeLessThanOrEqual(2 * batches * writes.connections);
+        expect(writes.chunks).toBe(2 * calls);
+        expect(writes.largest).toBeLessThanOrEqual(WRITE_BATCH_MAX);
+        writes.reset();
+        const again = await Promise.all(requests.map((r) => idem.execute(r, async () => 2)));
+        expect(again.every((r) => r.replayed && r.value === 1)).toBe(true);
+        expect(writes.count).toBeGreaterThanOrEqual(batches);
+        expect(writes.count).toBeLessThanOrEqual(batches * writes.connections);
+        expect(writes.chunks).toBe(calls);
+        expect(writes.largest).toBeLessThanOrEqual(WRITE_BATCH_MAX);
+        // One Redis: every batch but the last is full.
+        if (!(client instanceof Cluster)) expect(writes.largest).toBe(WRITE_BATCH_MAX);
+      }
       writes.restore();
     });
   });
@@ -139,7 +149,7 @@ for (const target of targets) {
  */
 function countSocketWrites(client: Client) {
   const nodes = client instanceof Cluster ? client.nodes('master') : [client as Redis];
-  const counter = { count: 0, chunks: 0, connections: nodes.length };
+  const counter = { count: 0, chunks: 0, largest: 0, connections: nodes.length };
   const restores: Array<() => void> = [];
   for (const node of nodes) {
     const stream = node.stream as unknown as {
@@ -150,11 +160,13 @@ function countSocketWrites(client: Client) {
     stream._write = (...args) => {
       counter.count++;
       counter.chunks++;
+      counter.largest = Math.max(counter.largest, 1);
       _write.apply(stream, args);
     };
     stream._writev = (chunks, ...rest) => {
       counter.count++;
       counter.chunks += chunks.length;
+      counter.largest = Math.max(counter.largest, chunks.length);
       _writev.call(stream, chunks, ...rest);
     };
     restores.push(() => {
@@ -169,10 +181,15 @@ function countSocketWrites(client: Client) {
     get chunks() {
       return counter.chunks;
     },
+    /** The most commands one write carried. */
+    get largest() {
+      return counter.largest;
+    },
     connections: counter.connections,
     reset() {
       counter.count = 0;
       counter.chunks = 0;
+      counter.largest = 0;
     },
     restore() {
       for (const undo of restores) undo();
