@@ -23,6 +23,8 @@ const result = (key) => ({ key, data: 'x'.repeat(Math.max(0, 512 - 22 - key.leng
 
 let client;
 let store;
+/** Key prefixes this run wrote to Redis: deleted at the end (SCAN + UNLINK). */
+const prefixes = [];
 if (storeName === 'redis') {
   client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', {
     ...recommendedRedisOptions(),
@@ -33,7 +35,9 @@ if (storeName === 'redis') {
     client.stream.cork = () => {};
     client.stream.uncork = () => {};
   }
-  store = createRedisStore({ client, keyPrefix: `idem-prof:${randomBytes(4).toString('hex')}:` });
+  const keyPrefix = `idem-prof:${randomBytes(4).toString('hex')}:`;
+  store = createRedisStore({ client, keyPrefix });
+  prefixes.push(keyPrefix);
 } else {
   store = createMemoryStore({
     maxEntries: 2 * calls + 10_000,
@@ -50,9 +54,11 @@ if (storeName === 'ni') {
   niStorage = new RedisStorageAdapter({ url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' });
   await niStorage.connect();
 }
+const niPrefix = `ni${randomBytes(4).toString('hex')}`;
+if (storeName === 'ni-redis') prefixes.push(niPrefix);
 const ni = niStorage
   ? new (await import('@node-idempotency/core')).Idempotency(niStorage, {
-      cacheKeyPrefix: `ni${randomBytes(4).toString('hex')}`,
+      cacheKeyPrefix: niPrefix,
     })
   : undefined;
 const request = (key) => ({ method: 'POST', path: '/op', headers: { 'idempotency-key': key } });
@@ -104,5 +110,17 @@ console.log(
   `${storeName} ${op} c${concurrency}: ${Math.round((calls / ms) * 1000)} ops/s, ${((cpu.user + cpu.system) / calls).toFixed(2)} CPU µs/op (user ${(cpu.user / calls).toFixed(2)}, system ${(cpu.system / calls).toFixed(2)})`,
 );
 await store.close?.();
+if (prefixes.length > 0) {
+  const cleaner = client ?? new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  for (const prefix of prefixes) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await cleaner.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      if (keys.length > 0) await cleaner.unlink(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+  }
+  if (cleaner !== client) cleaner.disconnect();
+}
 client?.disconnect();
 await niStorage?.disconnect?.();
