@@ -28,9 +28,23 @@ export const WRITE_BATCH_MAX = 16;
  * wire changes.
  *
  * Measured at 64 concurrent calls on loopback, the system calls were the larger part of the
- * client's CPU per call and of Redis's; see the README's Performance section.
+ * client's CPU per call and of Redis's; see the README's Performance section. Stores on one
+ * client share its batcher (another copy of this package keeps its own).
  */
 export function createWriteBatcher(client: Redis | Cluster): () => void {
+  // One per client: stores sharing a client cork the same sockets, and a flush at
+  // WRITE_BATCH_MAX must release every cork taken on them, not one store's only.
+  let batcher = batchers.get(client);
+  if (batcher === undefined) {
+    batcher = newWriteBatcher(client);
+    batchers.set(client, batcher);
+  }
+  return batcher;
+}
+
+const batchers = new WeakMap<Redis | Cluster, () => void>();
+
+function newWriteBatcher(client: Redis | Cluster): () => void {
   const corked: Corkable[] = [];
   let pending = false;
   let waiting = 0;

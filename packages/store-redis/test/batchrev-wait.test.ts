@@ -128,8 +128,8 @@ describe.skipIf(!haveServer)('batchrev: replica-waited pipelines among batched s
 });
 
 describe('batchrev: two stores on one client (shared Redis)', () => {
-  // FINDING (LOW): two stores on one client cork the same socket each; one store's flush at WRITE_BATCH_MAX only lowers the cork count, so a tick's commands leave in one write far above 16 (the throughput goal of 6aeb873 is lost; memory and correctness unaffected)
-  it.fails(`two stores sharing a client, ${4 * WRITE_BATCH_MAX} calls each in one tick: no write carries more than WRITE_BATCH_MAX commands`, async () => {
+  // FIXED (was FINDING LOW; stores on one client now share its batcher): two stores on one client corked the same socket each; one store's flush at WRITE_BATCH_MAX only lowers the cork count, so a tick's commands leave in one write far above 16 (the throughput goal of 6aeb873 is lost; memory and correctness unaffected)
+  it(`two stores sharing a client, ${4 * WRITE_BATCH_MAX} calls each in one tick: no write carries more than WRITE_BATCH_MAX commands`, async () => {
     const client = new Redis(REDIS_URL, {
       ...recommendedRedisOptions({ commandTimeoutMs: 5_000 }),
       lazyConnect: true,
