@@ -49,6 +49,8 @@ interface Job {
   config: QueryConfig;
   /** When its time limit (`query_timeout`) passes, counted from the call. */
   deadline: number;
+  /** When it was called (`performance.now()`). */
+  since: number;
   /**
    * May be sent again while a send of it is unanswered: a renewal, a termination that names
    * its transaction's id (never one by pid alone).
@@ -116,8 +118,10 @@ export interface SideRoutes extends Queryable {
  *   told when it is closed (session settings such as `search_path` made there apply to it
  *   as well); all of it within `openMs`.
  * - Opened in the background when an execution begins to hold a record ({@link use}): no
- *   execution waits for it. An opening that fails fails the oldest statement waiting for it,
- *   the next one opens again: one attempt per statement.
+ *   execution waits for it. An opening that fails fails the oldest statement that was
+ *   already waiting when it began (the opening was that statement's attempt); the next one
+ *   opens again, and a statement that came while it ran gets an opening of its own: one
+ *   attempt per statement.
  * - Sends one statement at a time, each within what is left of its time limit (node-postgres'
  *   `query_timeout`, which the store sets on every statement): a limit counts from the call,
  *   and one that passes while the statement waits its turn fails that statement only
@@ -187,9 +191,11 @@ export class RenewalConnection implements SideRoutes {
   ): Promise<QueryResult<R>> {
     const limit = Number((config as { query_timeout?: unknown }).query_timeout);
     return new Promise<QueryResult<R>>((resolve, reject) => {
+      const since = performance.now();
       this.waiting.push({
         config,
-        deadline: limit > 0 ? performance.now() + limit : Number.POSITIVE_INFINITY,
+        deadline: limit > 0 ? since + limit : Number.POSITIVE_INFINITY,
+        since,
         repeatable,
         again: false,
         inFlight: 0,
@@ -395,11 +401,16 @@ export class RenewalConnection implements SideRoutes {
 
   /**
    * The own connection, opened once at a time. When the opening fails, the oldest statement
-   * waiting for it fails with the reason and the next one opens again.
+   * that was waiting when it began fails with the reason (the opening was its attempt), and
+   * the next one opens again. A statement that came while it ran is not failed by it: an
+   * opening begun before it (by {@link use}, or for an earlier statement) may have been
+   * about to fail already.
    */
   private open(): Promise<Client> {
     if (this.client) return Promise.resolve(this.client);
-    this.opening ??= this.connect().then(
+    if (this.opening) return this.opening;
+    const began = performance.now();
+    this.opening = this.connect().then(
       (client) => {
         this.opening = undefined;
         this.dispatch();
@@ -407,13 +418,13 @@ export class RenewalConnection implements SideRoutes {
       },
       (error: unknown) => {
         this.opening = undefined;
-        const job = this.waiting.find((waiting) => !waiting.settled);
+        const job = this.waiting.find((waiting) => !waiting.settled && waiting.since <= began);
         if (job) {
           this.waiting.splice(this.waiting.indexOf(job), 1);
           job.queued = false;
           this.failed(job, error, false);
-          this.dispatch();
         }
+        if (this.waiting.length > 0) this.dispatch();
         throw error;
       },
     );
