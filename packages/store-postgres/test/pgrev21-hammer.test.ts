@@ -1,0 +1,171 @@
+import { InProgressError } from '@idem/core';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
+import { DATABASE_URL, randomName, sleep } from './pg-env.js';
+
+/**
+ * pgrev21: the exactly-once hammer through the engine while the renewal connection's openings
+ * fail intermittently (the pool's onConnect hook fails, after a random delay, half of the own
+ * connection's set-ups; a killer ends the own connection's backend every 400 ms so it must
+ * open again). Owners hold their keys 3 s with a 1 s lease and 250 ms heartbeats; duplicates
+ * of every key arrive every 100 ms. Each operation run and each committed business row is
+ * counted per key.
+ */
+const schema = inject('pgSchema');
+const table = inject('pgTable');
+const rowsTable = `"${schema}".pgrev21_hammer_rows`;
+const admin = new pg.Pool({ connectionString: DATABASE_URL, max: 2 });
+const OWN_APP = randomName('pgrev21own');
+const STATEMENT_MS = 1_000;
+
+beforeAll(async () => {
+  await admin.query(
+    `CREATE TABLE IF NOT EXISTS ${rowsTable} (id bigserial PRIMARY KEY, scope text NOT NULL, k text NOT NULL, fence bigint NOT NULL)`,
+  );
+});
+afterAll(() => admin.end());
+
+describe('pgrev21: exactly-once while the own connection opens badly', () => {
+  for (const [max, failRate] of [
+    [10, 0.5],
+    [7, 0.5],
+    [7, 0.85],
+  ] as const)
+    it(`pool max ${max}, ${failRate * 100}% of own set-ups fail: no key runs twice, no duplicate while its owner is healthy; every execute settles`, async () => {
+      const stats = { ownOpenings: 0, ownFailures: 0, kills: 0 };
+      const pool = new pg.Pool({
+        connectionString: DATABASE_URL,
+        max,
+        connectionTimeoutMillis: 2_000,
+        application_name: randomName('pgrev21h'),
+        onConnect: async (client: pg.Client) => {
+          const params = (
+            client as unknown as { connectionParameters: { statement_timeout?: unknown } }
+          ).connectionParameters;
+          if (params.statement_timeout !== STATEMENT_MS) return; // a pool client
+          stats.ownOpenings++;
+          await sleep(Math.random() * 200);
+          if (Math.random() < failRate) {
+            stats.ownFailures++;
+            throw new Error('pgrev21: own set-up fails');
+          }
+          await client.query(`SET application_name = '${OWN_APP}'`);
+        },
+      } as pg.PoolConfig);
+      pool.on('error', () => {});
+      const store = createPostgresStore({
+        pool,
+        table,
+        keyPrefix: randomName('p21h'),
+        statementTimeoutMs: STATEMENT_MS,
+      });
+      const engine = createPostgresIdempotency<string>({ store, leaseMs: 1_000, heartbeatMs: 250 });
+      const scope = randomName('scope');
+      const OWNERS = 6;
+      const keys = Array.from({ length: OWNERS }, (_, i) => `key${i}`);
+      type Run = { start: number; end?: number; aborted?: number; by: string };
+      const runs = new Map<string, Run[]>(keys.map((k) => [k, []]));
+      const operation =
+        (key: string, by: string) =>
+        async ({
+          tx,
+          fence,
+          signal,
+        }: {
+          tx: pg.PoolClient;
+          fence: number;
+          signal: AbortSignal;
+        }) => {
+          const run: Run = { start: performance.now(), by };
+          runs.get(key)?.push(run);
+          signal.addEventListener('abort', () => {
+            run.aborted ??= performance.now();
+          });
+          try {
+            await tx.query(`INSERT INTO ${rowsTable} (scope, k, fence) VALUES ($1, $2, $3)`, [
+              scope,
+              key,
+              fence,
+            ]);
+            const until = performance.now() + 3_000;
+            while (performance.now() < until) {
+              signal.throwIfAborted();
+              await sleep(50);
+            }
+            return `${key}:${by}`;
+          } finally {
+            run.end = performance.now();
+          }
+        };
+      let killing = true;
+      const killer = (async () => {
+        while (killing) {
+          await sleep(400);
+          const { rowCount } = await admin.query(
+            'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1',
+            [OWN_APP],
+          );
+          stats.kills += rowCount ?? 0;
+        }
+      })();
+      const outcomes: string[] = [];
+      const settle = (p: Promise<unknown>) =>
+        Promise.race([
+          p.then(
+            () => 'ok',
+            (error: unknown) =>
+              error instanceof InProgressError ? '409' : `${(error as Error).name}`,
+          ),
+          sleep(12_000).then(() => 'HUNG'),
+        ]).then((o) => {
+          outcomes.push(o);
+        });
+      const owners = keys.map((key) =>
+        settle(engine.execute({ key, scope }, operation(key, 'owner'))),
+      );
+      await sleep(100);
+      const dups: Promise<void>[] = [];
+      const t0 = performance.now();
+      while (performance.now() - t0 < 3_500) {
+        for (const key of keys)
+          dups.push(settle(engine.execute({ key, scope }, operation(key, 'dup'))));
+        await sleep(100);
+      }
+      await Promise.all([...owners, ...dups]);
+      killing = false;
+      await killer;
+      await pool.end();
+      const committed = (
+        await admin.query<{ k: string; n: number }>(
+          `SELECT k, count(*)::int AS n FROM ${rowsTable} WHERE scope = $1 GROUP BY k`,
+          [scope],
+        )
+      ).rows;
+      const count = (o: string) => outcomes.filter((x) => x === o).length;
+      const perKey = [...runs].map(
+        ([k, r]) => `${k}:${r.map((x) => `${x.by}${x.aborted ? '!' : ''}`).join(',')}`,
+      );
+      console.log('pgrev21 hammer', max, failRate, stats, {
+        ok: count('ok'),
+        conflicts: count('409'),
+        hung: count('HUNG'),
+        other: outcomes.filter((o) => o !== 'ok' && o !== '409'),
+        committed,
+        perKey,
+      });
+      expect(count('HUNG')).toBe(0);
+      for (const row of committed) expect(row.n).toBe(1);
+      // No two runs of a key overlap, and a second run begins only after the first aborted
+      // and its lease (1 s from its last renewal, at least from the abort) could have passed.
+      for (const [, list] of runs) {
+        for (let i = 1; i < list.length; i++) {
+          const prev = list[i - 1] as Run;
+          const next = list[i] as Run;
+          expect(prev.aborted, 'a second run while the first owner was healthy').toBeDefined();
+          expect(next.start).toBeGreaterThanOrEqual(prev.end ?? Number.POSITIVE_INFINITY);
+        }
+      }
+      expect(stats.ownOpenings).toBeGreaterThan(0);
+    }, 30_000);
+});

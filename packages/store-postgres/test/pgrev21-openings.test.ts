@@ -1,0 +1,94 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { runStatement } from '../src/pg-call.js';
+import { RenewalConnection } from '../src/renewal-connection.js';
+import { DATABASE_URL } from './pg-env.js';
+
+/**
+ * pgrev21: openings of the own connection per statement (c26a605). A pool whose `onConnect`
+ * hook stalls `ms` then fails (a server that answers the set-up late and badly), statements
+ * arriving together: each statement must see at most two openings (the one it found running
+ * and its own), and settle within its limit plus one opening.
+ */
+function stallingPool(ms: number, fail: (n: number) => boolean) {
+  const seen = { openings: 0, log: [] as { n: number; start: number; end: number }[] };
+  const pool = new pg.Pool({
+    connectionString: DATABASE_URL,
+    max: 1,
+    onConnect: async () => {
+      const n = ++seen.openings;
+      const start = performance.now();
+      await sleep(ms);
+      seen.log.push({ n, start, end: performance.now() });
+      if (fail(n)) throw new Error(`set-up ${n} fails`);
+    },
+  } as pg.PoolConfig);
+  pool.on('error', () => {});
+  return { pool, seen };
+}
+
+interface Outcome {
+  at: number;
+  ended: number;
+  ok: boolean;
+  error?: string;
+}
+
+async function burst(count: number, limitMs: number, stallMs: number) {
+  const { pool, seen } = stallingPool(stallMs, () => true);
+  const rc = new RenewalConnection(pool, 2_000, 2_000);
+  // A client held so the pool has no idle connection (pool max 1): only the own connection.
+  const held = await new pg.Pool({ connectionString: DATABASE_URL, max: 1 }).connect();
+  // Fill the pool: its one slot taken by a checked-out client whose hook passed is not
+  // possible with a failing hook, so the pool stays at 0 idle: poolFree() is false.
+  const done = rc.use(); // opening 1 begins now
+  await sleep(20);
+  const outcomes: Outcome[] = [];
+  const runs: Promise<void>[] = [];
+  for (let i = 0; i < count; i++) {
+    const at = performance.now();
+    const openingsBefore = seen.openings;
+    runs.push(
+      runStatement(rc, `s${i}`, { text: `SELECT ${i} AS i` }, limitMs).then(
+        () => {
+          outcomes[i] = { at, ended: performance.now(), ok: true };
+        },
+        (error: unknown) => {
+          outcomes[i] = {
+            at,
+            ended: performance.now(),
+            ok: false,
+            error: `${(error as Error).name}: ${(error as Error).message} (openings before ${openingsBefore}, after ${seen.openings})`,
+          };
+        },
+      ),
+    );
+    await sleep(5);
+  }
+  await Promise.all(runs);
+  done();
+  held.release();
+  await pool.end();
+  return { outcomes, seen };
+}
+
+describe('pgrev21: openings per statement', () => {
+  // FINDING (MEDIUM): statements that arrive together during one opening are given openings one after another (one per statement), so the n-th sees n+1 openings and the later ones expire unsent (NotSentError) without ever getting an opening of their own within their limit.
+  it.fails('five statements that arrive during one stalled opening: each sees at most two openings', async () => {
+    const stallMs = 300;
+    const limitMs = 1_000;
+    const { outcomes, seen } = await burst(5, limitMs, stallMs);
+    const starts = seen.log.map((o) => o.start);
+    const perStatement = outcomes.map(
+      (o) => starts.filter((s) => s + stallMs > o.at && s < o.ended).length,
+    );
+    console.log('pgrev21 openings', seen.openings, 'per statement', perStatement);
+    console.log(outcomes.map((o) => `${Math.round(o.ended - o.at)}ms ${o.error ?? 'ok'}`));
+    // Never past its limit by more than one opening.
+    for (const o of outcomes) expect(o.ended - o.at).toBeLessThan(limitMs + stallMs + 100);
+    // Every statement failed with the opening's reason (its own attempt), not unsent.
+    for (const o of outcomes) expect(o.error ?? '').toMatch(/set-up \d+ fails/);
+    for (const n of perStatement) expect(n).toBeLessThanOrEqual(2);
+  });
+});
