@@ -34,11 +34,12 @@ describe('pgrev21: exactly-once while the own connection opens badly', () => {
   ] as const)
     it(`pool max ${max}, ${failRate * 100}% of own set-ups fail: no key runs twice, no duplicate while its owner is healthy; every execute settles`, async () => {
       const stats = { ownOpenings: 0, ownFailures: 0, kills: 0 };
+      const app = randomName('pgrev21h');
       const pool = new pg.Pool({
         connectionString: DATABASE_URL,
         max,
         connectionTimeoutMillis: 2_000,
-        application_name: randomName('pgrev21h'),
+        application_name: app,
         onConnect: async (client: pg.Client) => {
           const params = (
             client as unknown as { connectionParameters: { statement_timeout?: unknown } }
@@ -52,7 +53,7 @@ describe('pgrev21: exactly-once while the own connection opens badly', () => {
           }
           await client.query(`SET application_name = '${OWN_APP}'`);
         },
-      } as pg.PoolConfig);
+      } as unknown as pg.PoolConfig);
       pool.on('error', () => {});
       const store = createPostgresStore({
         pool,
@@ -136,6 +137,15 @@ describe('pgrev21: exactly-once while the own connection opens badly', () => {
       killing = false;
       await killer;
       await pool.end();
+      await sleep(300);
+      const left = Number(
+        (
+          await admin.query(
+            'SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = ANY($1)',
+            [[app, OWN_APP]],
+          )
+        ).rows[0].n,
+      );
       const committed = (
         await admin.query<{ k: string; n: number }>(
           `SELECT k, count(*)::int AS n FROM ${rowsTable} WHERE scope = $1 GROUP BY k`,
@@ -153,8 +163,10 @@ describe('pgrev21: exactly-once while the own connection opens badly', () => {
         other: outcomes.filter((o) => o !== 'ok' && o !== '409'),
         committed,
         perKey,
+        left,
       });
       expect(count('HUNG')).toBe(0);
+      expect(left).toBe(0);
       for (const row of committed) expect(row.n).toBe(1);
       // No two runs of a key overlap, and a second run begins only after the first aborted
       // and its lease (1 s from its last renewal, at least from the abort) could have passed.
