@@ -43,6 +43,14 @@ const READ_COMMITTED = "SET default_transaction_isolation = 'read committed'";
 
 /** How often a lingering connection checks whether its pool was ended. */
 const LINGER_CHECK_MS = 200;
+/**
+ * After a failed opening, executions that begin do not open the own connection again for
+ * this long, doubled on each failure in a row up to {@link OPEN_BACKOFF_MAX_MS} (a statement
+ * that needs it still opens it): a server out of connections gets a few attempts a second,
+ * not one per execution.
+ */
+const OPEN_BACKOFF_MS = 100;
+const OPEN_BACKOFF_MAX_MS = 5_000;
 
 /** A statement sent through the routes: sent once, or twice when it may be repeated. */
 interface Job {
@@ -106,7 +114,11 @@ export interface SideRoutes extends Queryable {
  * - **Else the own connection's queue**, in order. While statements wait there and the pool
  *   is below its size, new pool connections are opened in the background while the own one
  *   is busy, one per waiting statement: the first one free (the own connection or a new
- *   one) sends the next statement. No statement pays for opening a connection.
+ *   one) sends the next statement. No statement pays for opening a connection. A pool
+ *   connection that comes back to the pool (a business transaction ended) takes the oldest
+ *   waiting statement that may go to the pool; one sent again waits for the own connection
+ *   or a pool connection that just opened, and never holds back a later one that may go to
+ *   the pool.
  *
  * The own connection:
  * - Built as the pool builds its clients (`new pool.Client(pool.options)`: its options,
@@ -118,10 +130,11 @@ export interface SideRoutes extends Queryable {
  *   told when it is closed (session settings such as `search_path` made there apply to it
  *   as well); all of it within `openMs`.
  * - Opened in the background when an execution begins to hold a record ({@link use}): no
- *   execution waits for it. An opening that fails fails the oldest statement that was
- *   already waiting when it began (the opening was that statement's attempt); the next one
- *   opens again, and a statement that came while it ran gets an opening of its own: one
- *   attempt per statement.
+ *   execution waits for it; after a failed opening, not again for a while (100 ms, doubling
+ *   up to 5 s while openings keep failing). An opening that fails fails every statement that
+ *   was already waiting when it began (the opening was their attempt); a statement that came
+ *   while it ran gets the next opening: one attempt per statement, at most two openings
+ *   seen.
  * - Sends one statement at a time, each within what is left of its time limit (node-postgres'
  *   `query_timeout`, which the store sets on every statement): a limit counts from the call,
  *   and one that passes while the statement waits its turn fails that statement only
@@ -140,6 +153,9 @@ export class RenewalConnection implements SideRoutes {
   private readonly waiting: Job[] = [];
   private sending = false;
   private linger: ReturnType<typeof setTimeout> | undefined;
+  /** Failed openings in a row, and until when {@link use} opens nothing after them. */
+  private failures = 0;
+  private quietUntil = 0;
   /** Clients the pool's 'connect' listeners were told of. */
   private readonly announced = new WeakSet<Client>();
 
@@ -159,6 +175,16 @@ export class RenewalConnection implements SideRoutes {
   ) {}
 
   /**
+   * While statements wait: a connection back in the pool may take one (it is idle once the
+   * pool's own release step ends, hence the tick). Listened to only while statements wait,
+   * so that an idle store adds no listener to the pool.
+   */
+  private readonly onRelease = () => {
+    if (this.waiting.length > 0) process.nextTick(() => this.dispatch());
+  };
+  private listening = false;
+
+  /**
    * An execution begins to hold a record: the connection is opened now if it is not open
    * (without waiting). Call the function returned once, when the execution ended.
    */
@@ -168,9 +194,11 @@ export class RenewalConnection implements SideRoutes {
       clearTimeout(this.linger);
       this.linger = undefined;
     }
-    this.open().catch(() => {
-      // A statement that needs it opens it again, within its own time limit.
-    });
+    if (this.client === undefined && performance.now() >= this.quietUntil) {
+      this.open().catch(() => {
+        // A statement that needs it opens it again, within its own time limit.
+      });
+    }
     let done = false;
     return () => {
       if (done) return;
@@ -214,31 +242,45 @@ export class RenewalConnection implements SideRoutes {
     return !pool.ending && pool.idleCount > 0 && pool.waitingCount === 0;
   }
 
-  /** Sends what can be sent now; opens what the rest waits for. */
+  /**
+   * Sends what can be sent now; opens what the rest waits for. The own connection takes the
+   * oldest statement; a free pool connection the oldest that may go to the pool (one sent
+   * again waits for the own connection or a pool connection that just opened, without
+   * holding back those after it).
+   */
   private dispatch(): void {
     const queue = this.waiting;
-    while (queue.length > 0) {
-      const job = queue[0] as Job;
+    let at = 0;
+    while (at < queue.length) {
+      const job = queue[at] as Job;
       if (job.settled) {
-        queue.shift();
+        queue.splice(at, 1);
         job.queued = false;
       } else if (job.deadline - performance.now() < 1) {
-        queue.shift();
+        queue.splice(at, 1);
         job.queued = false;
         this.failed(job, new NotSentError(), false);
       } else if (this.client !== undefined && !this.sending) {
-        queue.shift();
+        queue.splice(at, 1);
         job.queued = false;
         void this.sendOwn(this.client, job);
       } else if (!job.again && this.poolFree()) {
-        queue.shift();
+        queue.splice(at, 1);
         job.queued = false;
         this.sendPool(job);
-      } else break;
+      } else at++;
     }
     if (queue.length === 0) {
+      if (this.listening) {
+        this.listening = false;
+        this.pool.off('release', this.onRelease);
+      }
       this.idle();
       return;
+    }
+    if (!this.listening) {
+      this.listening = true;
+      this.pool.on('release', this.onRelease);
     }
     if (this.client === undefined) this.open().catch(() => {});
     this.grow();
@@ -246,20 +288,25 @@ export class RenewalConnection implements SideRoutes {
 
   /**
    * While the own connection is busy: a new pool connection in the background for each
-   * waiting statement that has none opening yet, within the pool's size. (While it opens,
-   * nothing: a new pool connection would be no faster.) A connection is not tied to its
-   * statement: when it opens it sends whichever statement waits then, so one that never opens
-   * (a pool without `connectionTimeoutMillis`, a server that stays silent) costs one pool slot,
-   * as for any client of the pool, and holds back no later statement.
+   * waiting statement that has none opening yet, within the pool's size. While it is not open
+   * yet, the same for each statement sent again only: such a statement takes no idle pool
+   * connection and would otherwise wait for an opening that may stall past the lease (the
+   * others take an idle pool connection when one comes back, and a new pool connection
+   * would open no faster than the own one). A connection is not tied to its statement: when
+   * it opens it sends whichever statement waits then, so one that never opens (a pool
+   * without `connectionTimeoutMillis`, a server that stays silent) costs one pool slot, as
+   * for any client of the pool, and holds back no later statement.
    */
   private grow(): void {
-    if (!this.sending) return;
+    const onlyAgain = !this.sending;
+    if (onlyAgain && this.client !== undefined) return;
     const pool = this.pool;
     const max = Number(pool.options.max) || 10;
     for (const job of this.waiting) {
-      if (pool.ending || pool.idleCount > 0 || pool.waitingCount > 0 || pool.totalCount >= max)
-        return;
+      if (pool.ending || pool.waitingCount > 0 || pool.totalCount >= max) return;
       if (job.settled || job.grown) continue;
+      // An idle pool connection serves a statement not sent again (dispatch sends it there).
+      if (!job.again && (onlyAgain || pool.idleCount > 0)) continue;
       job.grown = true;
       pool.connect().then(
         (client) => {
@@ -400,11 +447,10 @@ export class RenewalConnection implements SideRoutes {
   }
 
   /**
-   * The own connection, opened once at a time. When the opening fails, the oldest statement
-   * that was waiting when it began fails with the reason (the opening was its attempt), and
-   * the next one opens again. A statement that came while it ran is not failed by it: an
-   * opening begun before it (by {@link use}, or for an earlier statement) may have been
-   * about to fail already.
+   * The own connection, opened once at a time. When the opening fails, every statement that
+   * was waiting when it began fails with the reason (the opening was their attempt), and the
+   * next one opens again for those that came while it ran: an opening begun before them (by
+   * {@link use}, or for earlier statements) may have been about to fail already.
    */
   private open(): Promise<Client> {
     if (this.client) return Promise.resolve(this.client);
@@ -413,13 +459,19 @@ export class RenewalConnection implements SideRoutes {
     this.opening = this.connect().then(
       (client) => {
         this.opening = undefined;
+        this.failures = 0;
+        this.quietUntil = 0;
         this.dispatch();
         return client;
       },
       (error: unknown) => {
         this.opening = undefined;
-        const job = this.waiting.find((waiting) => !waiting.settled && waiting.since <= began);
-        if (job) {
+        this.failures++;
+        this.quietUntil =
+          performance.now() +
+          Math.min(OPEN_BACKOFF_MAX_MS, OPEN_BACKOFF_MS * 2 ** Math.min(this.failures - 1, 16));
+        const attempted = this.waiting.filter((job) => !job.settled && job.since <= began);
+        for (const job of attempted) {
           this.waiting.splice(this.waiting.indexOf(job), 1);
           job.queued = false;
           this.failed(job, error, false);

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { RenewalConnection } from '../src/renewal-connection.js';
+import { ownSetUpStalls } from './pgrev21-proxy.js';
 import { localPortOf } from './rcrev2-proxy.js';
 import { startRcrev3Proxy } from './rcrev3-proxy.js';
 
@@ -15,18 +16,13 @@ import { startRcrev3Proxy } from './rcrev3-proxy.js';
 const STATEMENT_MS = 2_000;
 
 describe('pgrev21: a statement sent again at the head of the queue', () => {
-  // FINDING (MEDIUM): a renewal sent again (waiting for the own connection, whose opening stalls) at the head of the queue holds back every later renewal although an idle pool connection is free: J2 expires unsent (NotSentError) ~400 ms past its limit, the pool idle the whole time.
-  it.fails('a later renewal goes to the idle pool connection at once, not behind the one sent again', async () => {
+  // FIXED (was FINDING MEDIUM): a renewal sent again (waiting for the own connection, whose opening stalls) at the head of the queue holds back every later renewal although an idle pool connection is free: J2 expires unsent (NotSentError) ~400 ms past its limit, the pool idle the whole time.
+  it('a later renewal goes to the idle pool connection at once, not behind the one sent again', async () => {
     const proxy = await startRcrev3Proxy();
     const pool = new pg.Pool({
       connectionString: proxy.url,
       max: 2,
-      onConnect: async (client: pg.Client) => {
-        const params = (
-          client as unknown as { connectionParameters: { statement_timeout?: unknown } }
-        ).connectionParameters;
-        if (params.statement_timeout === STATEMENT_MS) await new Promise(() => {}); // own: hangs
-      },
+      onConnect: ownSetUpStalls(STATEMENT_MS),
     } as unknown as pg.PoolConfig);
     pool.on('error', () => {});
     try {

@@ -53,15 +53,15 @@ async function run(ownStallMs: number, openMs: number, limitMs: number) {
 }
 
 describe('pgrev21: an idle pool connection while the own opening stalls', () => {
-  // FINDING (LOW): a renewal queued while the pool was busy is failed by the own connection's failed opening although a pool connection had been idle for ~250 ms (routing never re-checks the pool for a queued statement when an opening fails).
-  it.fails('the own opening fails after 300 ms, the pool idle from 50 ms: the renewal succeeds on the pool', async () => {
+  // FIXED (was FINDING LOW): a renewal queued while the pool was busy is failed by the own connection's failed opening although a pool connection had been idle for ~250 ms (routing never re-checks the pool for a queued statement when an opening fails).
+  it('the own opening fails after 300 ms, the pool idle from 50 ms: the renewal succeeds on the pool', async () => {
     const r = await run(300, 1_000, 1_000);
     console.log('pgrev21 idlepool fail-fast', r);
     expect(r.outcome).toMatch(/^ok/);
   });
 
-  // FINDING (LOW): while the own opening stalls past a renewal's limit, a pool connection idle for ~950 ms is never used (nothing re-dispatches the queue when the pool frees): the renewal fails at the opening's end, ~400 ms past its limit.
-  it.fails('the own opening stalls past the limit, the pool idle from 50 ms: the renewal succeeds on the pool', async () => {
+  // FIXED (was FINDING LOW): while the own opening stalls past a renewal's limit, a pool connection idle for ~950 ms is never used (nothing re-dispatches the queue when the pool frees): the renewal fails at the opening's end, ~400 ms past its limit.
+  it('the own opening stalls past the limit, the pool idle from 50 ms: the renewal succeeds on the pool', async () => {
     const r = await run(1_400, 1_400, 1_000);
     console.log('pgrev21 idlepool stall', r);
     expect(r.outcome).toMatch(/^ok/);

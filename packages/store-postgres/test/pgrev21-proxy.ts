@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { createConnection, createServer, type Socket } from 'node:net';
+import type pg from 'pg';
 import { DATABASE_URL } from './pg-env.js';
 
 const url = new URL(DATABASE_URL);
@@ -55,5 +56,18 @@ export async function startPgrev21Proxy() {
       for (const socket of sockets) socket.destroy();
       server.close();
     },
+  };
+}
+
+/**
+ * A pool `onConnect` hook that never settles for the renewal connection (told apart by its
+ * `statement_timeout`, the store's statement limit) while `stalls()` says so: its opening
+ * stalls until the opening's limit; the pool's own clients open as usual.
+ */
+export function ownSetUpStalls(statementMs: number, stalls: () => boolean = () => true) {
+  return async (client: pg.Client): Promise<void> => {
+    const params = (client as unknown as { connectionParameters: { statement_timeout?: unknown } })
+      .connectionParameters;
+    if (stalls() && params.statement_timeout === statementMs) await new Promise(() => {});
   };
 }
