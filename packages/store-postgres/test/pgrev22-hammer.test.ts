@@ -60,11 +60,26 @@ describe('pgrev22: exactly-once with frozen pool flows and stalling own openings
       const engine = createPostgresIdempotency<string>({ store, leaseMs: 1_000, heartbeatMs: 250 });
       const scope = randomName('scope');
       const keys = Array.from({ length: 6 }, (_, i) => `key${i}`);
-      type Run = { start: number; end?: number; aborted?: number; by: string };
+      type Run = {
+        start: number;
+        end?: number;
+        aborted?: number;
+        returned?: boolean;
+        threw?: string;
+        by: string;
+      };
       const runs = new Map<string, Run[]>(keys.map((k) => [k, []]));
       const operation =
         (key: string, by: string) =>
-        async ({ tx, fence, signal }: { tx: pg.PoolClient; fence: number; signal: AbortSignal }) => {
+        async ({
+          tx,
+          fence,
+          signal,
+        }: {
+          tx: pg.PoolClient;
+          fence: number;
+          signal: AbortSignal;
+        }) => {
           const run: Run = { start: performance.now(), by };
           runs.get(key)?.push(run);
           signal.addEventListener('abort', () => {
@@ -81,7 +96,11 @@ describe('pgrev22: exactly-once with frozen pool flows and stalling own openings
               signal.throwIfAborted();
               await sleep(50);
             }
+            run.returned = true;
             return `${key}:${by}`;
+          } catch (error) {
+            if (run.aborted === undefined) run.threw = (error as Error).message.slice(0, 40);
+            throw error;
           } finally {
             run.end = performance.now();
           }
@@ -152,7 +171,8 @@ describe('pgrev22: exactly-once with frozen pool flows and stalling own openings
       ).rows;
       const count = (o: string) => outcomes.filter((x) => x === o).length;
       const perKey = [...runs].map(
-        ([k, r]) => `${k}:${r.map((x) => `${x.by}${x.aborted ? '!' : ''}`).join(',')}`,
+        ([k, r]) =>
+          `${k}:${r.map((x) => `${x.by}${x.aborted ? '!' : x.threw ? `(${x.threw})` : ''}`).join(',')}`,
       );
       console.log('pgrev22 hammer', max, stats, {
         ok: count('ok'),
@@ -174,7 +194,13 @@ describe('pgrev22: exactly-once with frozen pool flows and stalling own openings
         for (let i = 1; i < list.length; i++) {
           const prev = list[i - 1] as Run;
           const next = list[i] as Run;
-          expect(prev.aborted, 'a second run while the first owner was healthy').toBeDefined();
+          // A run that returned is the key's one execution; one that was aborted or failed on
+          // its own (its business statement hit a frozen flow) committed nothing.
+          expect(prev.returned, 'a second run after one that completed').toBeUndefined();
+          expect(
+            prev.aborted !== undefined || prev.threw !== undefined,
+            'a second run while the first owner was healthy',
+          ).toBe(true);
           expect(next.start).toBeGreaterThanOrEqual(prev.end ?? Number.POSITIVE_INFINITY);
         }
       }

@@ -82,6 +82,41 @@ describe("pgrev22: the 'release' listener's dispatch", () => {
     }
   }, 10_000);
 
+  it('a release and, in the same tick after it, a waiter of the pool: the waiter gets it, not the renewal', async () => {
+    const proxy = await startPgrev22Proxy();
+    const pool = new pg.Pool({ connectionString: proxy.url, max: 2 });
+    pool.on('error', () => {});
+    const business = [await pool.connect(), await pool.connect()];
+    proxy.state.mode = 'blackhole';
+    const rc = new RenewalConnection(pool, 3_000, STATEMENT_MS);
+    try {
+      const t0 = performance.now();
+      const job = outcome(
+        rc.repeatable.query({ text: 'SELECT 1', query_timeout: 1_000 } as pg.QueryConfig),
+        t0,
+      );
+      await sleep(100);
+      (business.shift() as pg.PoolClient).release();
+      let waiterAt: number | undefined;
+      const waiter = pool.connect().then((c) => {
+        waiterAt = performance.now() - t0;
+        return c;
+      });
+      await sleep(200);
+      const jobSettledEarly = await Promise.race([job, sleep(1).then(() => 'pending')]);
+      (await waiter).release(); // now the renewal may take it
+      const result = await job;
+      console.log('pgrev22 release same-tick waiter', { waiterAt, jobSettledEarly, result });
+      expect(waiterAt).toBeLessThan(150);
+      expect(jobSettledEarly).toBe('pending');
+      expect(result).toMatch(/^ok/);
+    } finally {
+      for (const c of business) c.release();
+      await Promise.race([pool.end(), sleep(2_000)]);
+      proxy.close();
+    }
+  }, 10_000);
+
   it('a release and pool.end() in the same tick: nothing sent to the ended pool, every statement settles, pool.end() resolves', async () => {
     const proxy = await startPgrev22Proxy();
     const pool = new pg.Pool({ connectionString: proxy.url, max: 2 });
