@@ -181,8 +181,18 @@ export class RenewalConnection implements SideRoutes {
    */
   private readonly onRelease = () => {
     if (this.waiting.length > 0) process.nextTick(() => this.dispatch());
+    else this.listenWhileWaiting();
   };
   private listening = false;
+
+  /** The pool's 'release' event listened to while statements wait, and only then. */
+  private listenWhileWaiting(): void {
+    const wanted = this.waiting.length > 0;
+    if (wanted === this.listening) return;
+    this.listening = wanted;
+    if (wanted) this.pool.on('release', this.onRelease);
+    else this.pool.off('release', this.onRelease);
+  }
 
   /**
    * An execution begins to hold a record: the connection is opened now if it is not open
@@ -270,17 +280,10 @@ export class RenewalConnection implements SideRoutes {
         this.sendPool(job);
       } else at++;
     }
+    this.listenWhileWaiting();
     if (queue.length === 0) {
-      if (this.listening) {
-        this.listening = false;
-        this.pool.off('release', this.onRelease);
-      }
       this.idle();
       return;
-    }
-    if (!this.listening) {
-      this.listening = true;
-      this.pool.on('release', this.onRelease);
     }
     if (this.client === undefined) this.open().catch(() => {});
     this.grow();
@@ -292,21 +295,22 @@ export class RenewalConnection implements SideRoutes {
    * yet, the same for each statement sent again only: such a statement takes no idle pool
    * connection and would otherwise wait for an opening that may stall past the lease (the
    * others take an idle pool connection when one comes back, and a new pool connection
-   * would open no faster than the own one). A connection is not tied to its statement: when
-   * it opens it sends whichever statement waits then, so one that never opens (a pool
-   * without `connectionTimeoutMillis`, a server that stays silent) costs one pool slot, as
-   * for any client of the pool, and holds back no later statement.
+   * would open no faster than the own one). Only while the pool has no idle connection:
+   * `pool.connect()` would hand out an idle one, which may be a flow a NAT dropped, not a new
+   * one known alive. A connection is not tied to its statement: when it opens it sends
+   * whichever statement waits then, so one that never opens (a pool without
+   * `connectionTimeoutMillis`, a server that stays silent) costs one pool slot, as for any
+   * client of the pool, and holds back no later statement.
    */
   private grow(): void {
-    const onlyAgain = !this.sending;
-    if (onlyAgain && this.client !== undefined) return;
+    const ownOpen = this.client !== undefined;
+    if (ownOpen && !this.sending) return;
     const pool = this.pool;
     const max = Number(pool.options.max) || 10;
     for (const job of this.waiting) {
-      if (pool.ending || pool.waitingCount > 0 || pool.totalCount >= max) return;
-      if (job.settled || job.grown) continue;
-      // An idle pool connection serves a statement not sent again (dispatch sends it there).
-      if (!job.again && (onlyAgain || pool.idleCount > 0)) continue;
+      if (pool.ending || pool.idleCount > 0 || pool.waitingCount > 0 || pool.totalCount >= max)
+        return;
+      if (job.settled || job.grown || (!ownOpen && !job.again)) continue;
       job.grown = true;
       pool.connect().then(
         (client) => {
@@ -328,9 +332,13 @@ export class RenewalConnection implements SideRoutes {
       const job = queue.shift() as Job;
       job.queued = false;
       if (job.settled) continue;
-      if (job.deadline - performance.now() >= 1) return job;
+      if (job.deadline - performance.now() >= 1) {
+        this.listenWhileWaiting();
+        return job;
+      }
       this.failed(job, new NotSentError(), false);
     }
+    this.listenWhileWaiting();
     this.idle();
     return undefined;
   }
@@ -414,6 +422,8 @@ export class RenewalConnection implements SideRoutes {
     if (job.deadline - performance.now() < 1) return;
     job.again = true;
     job.queued = true;
+    // Its wait for a second route starts now: an opening begun before was not its attempt.
+    job.since = performance.now();
     this.waiting.unshift(job);
     this.dispatch();
   }
@@ -432,6 +442,7 @@ export class RenewalConnection implements SideRoutes {
       const at = this.waiting.indexOf(job);
       if (at >= 0) this.waiting.splice(at, 1);
       job.queued = false;
+      this.listenWhileWaiting();
     }
     job.resolve(result);
   }
@@ -477,6 +488,7 @@ export class RenewalConnection implements SideRoutes {
           this.failed(job, error, false);
         }
         if (this.waiting.length > 0) this.dispatch();
+        else this.listenWhileWaiting();
         throw error;
       },
     );

@@ -55,8 +55,8 @@ describe('pgrev22: a statement sent again grows onto an idle (dead) pool connect
     expect(r.j).toMatch(/^ok/);
   }, 10_000);
 
-  // FINDING (MEDIUM): grow() for a statement sent again calls pool.connect(), which hands out an idle pool connection (not a new one); with the pool's idle flows dead (NAT) the second send goes to another dead one and the renewal fails at its limit although the own connection opened at ~900 ms.
-  it.fails('two dead idle connections: the renewal sent again reaches a live route within its limit', async () => {
+  // FIXED (was FINDING MEDIUM): grow() for a statement sent again calls pool.connect(), which hands out an idle pool connection (not a new one); with the pool's idle flows dead (NAT) the second send goes to another dead one and the renewal fails at its limit although the own connection opened at ~900 ms.
+  it('two dead idle connections: the renewal sent again reaches a live route within its limit', async () => {
     const r = await scenario(2);
     console.log('pgrev22 growidle', r);
     expect(r.j).toMatch(/^ok/);
