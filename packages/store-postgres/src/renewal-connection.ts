@@ -153,6 +153,10 @@ export class RenewalConnection implements SideRoutes {
   private readonly waiting: Job[] = [];
   private sending = false;
   private linger: ReturnType<typeof setTimeout> | undefined;
+  /** When the running opening of the own connection began. */
+  private openingBegan = 0;
+  /** Looks again for stalled openings ({@link grow}). */
+  private growTimer: ReturnType<typeof setTimeout> | undefined;
   /** Failed openings in a row, and until when {@link use} opens nothing after them. */
   private failures = 0;
   private quietUntil = 0;
@@ -292,25 +296,37 @@ export class RenewalConnection implements SideRoutes {
   /**
    * While the own connection is busy: a new pool connection in the background for each
    * waiting statement that has none opening yet, within the pool's size. While it is not open
-   * yet, the same for each statement sent again only: such a statement takes no idle pool
-   * connection and would otherwise wait for an opening that may stall past the lease (the
-   * others take an idle pool connection when one comes back, and a new pool connection
-   * would open no faster than the own one). Only while the pool has no idle connection:
-   * `pool.connect()` would hand out an idle one, which may be a flow a NAT dropped, not a new
-   * one known alive. A connection is not tied to its statement: when it opens it sends
-   * whichever statement waits then, so one that never opens (a pool without
-   * `connectionTimeoutMillis`, a server that stays silent) costs one pool slot, as for any
-   * client of the pool, and holds back no later statement.
+   * yet: the same for each statement sent again (it takes no idle pool connection, and the
+   * opening may stall past the lease), and for any other once the opening has run a third of
+   * what the statement had left when it began to wait (a lost SYN, a stalled set-up; a
+   * timer looks again then). Only while the pool has no idle connection: `pool.connect()`
+   * would hand out an idle one, which may be a flow a NAT dropped, not a new one known alive.
+   * A connection is not tied to its statement: when it opens it sends whichever statement
+   * waits then, so one that never opens (a pool without `connectionTimeoutMillis`, a server
+   * that stays silent) costs one pool slot, as for any client of the pool, and holds back no
+   * later statement.
    */
   private grow(): void {
     const ownOpen = this.client !== undefined;
     if (ownOpen && !this.sending) return;
     const pool = this.pool;
     const max = Number(pool.options.max) || 10;
+    const now = performance.now();
+    let later = Number.POSITIVE_INFINITY;
     for (const job of this.waiting) {
       if (pool.ending || pool.idleCount > 0 || pool.waitingCount > 0 || pool.totalCount >= max)
-        return;
-      if (job.settled || job.grown || (!ownOpen && !job.again)) continue;
+        break;
+      if (job.settled || job.grown) continue;
+      if (!ownOpen && !job.again) {
+        // An opening that has run a third of what the statement had left when it began to
+        // wait is stalling (a lost SYN, a slow set-up): a new pool connection may open sooner.
+        if (this.opening === undefined) continue;
+        const stalledAt = Math.max(this.openingBegan, job.since) + (job.deadline - job.since) / 3;
+        if (now < stalledAt) {
+          later = Math.min(later, stalledAt);
+          continue;
+        }
+      }
       job.grown = true;
       pool.connect().then(
         (client) => {
@@ -322,6 +338,16 @@ export class RenewalConnection implements SideRoutes {
         },
         () => {},
       );
+    }
+    if (later !== Number.POSITIVE_INFINITY && this.growTimer === undefined) {
+      this.growTimer = setTimeout(
+        () => {
+          this.growTimer = undefined;
+          this.grow();
+        },
+        Math.max(1, Math.min(later - now, 2 ** 31 - 1)),
+      );
+      this.growTimer.unref?.();
     }
   }
 
@@ -467,6 +493,7 @@ export class RenewalConnection implements SideRoutes {
     if (this.client) return Promise.resolve(this.client);
     if (this.opening) return this.opening;
     const began = performance.now();
+    this.openingBegan = began;
     this.opening = this.connect().then(
       (client) => {
         this.opening = undefined;
