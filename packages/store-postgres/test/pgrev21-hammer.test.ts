@@ -1,7 +1,7 @@
-import { InProgressError } from '@idem/core';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
+import { hammerKeys, terminateEvery } from './hammer.js';
 import { DATABASE_URL, randomName, sleep } from './pg-env.js';
 
 /**
@@ -99,43 +99,13 @@ describe('pgrev21: exactly-once while the own connection opens badly', () => {
             run.end = performance.now();
           }
         };
-      let killing = true;
-      const killer = (async () => {
-        while (killing) {
-          await sleep(400);
-          const { rowCount } = await admin.query(
-            'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1',
-            [OWN_APP],
-          );
-          stats.kills += rowCount ?? 0;
-        }
-      })();
-      const outcomes: string[] = [];
-      const settle = (p: Promise<unknown>) =>
-        Promise.race([
-          p.then(
-            () => 'ok',
-            (error: unknown) =>
-              error instanceof InProgressError ? '409' : `${(error as Error).name}`,
-          ),
-          sleep(12_000).then(() => 'HUNG'),
-        ]).then((o) => {
-          outcomes.push(o);
-        });
-      const owners = keys.map((key) =>
-        settle(engine.execute({ key, scope }, operation(key, 'owner'))),
+      const stopKilling = terminateEvery(admin, OWN_APP, 400, stats);
+      const outcomes = await hammerKeys(
+        keys,
+        (key, role) => engine.execute({ key, scope }, operation(key, role)),
+        3_500,
       );
-      await sleep(100);
-      const dups: Promise<void>[] = [];
-      const t0 = performance.now();
-      while (performance.now() - t0 < 3_500) {
-        for (const key of keys)
-          dups.push(settle(engine.execute({ key, scope }, operation(key, 'dup'))));
-        await sleep(100);
-      }
-      await Promise.all([...owners, ...dups]);
-      killing = false;
-      await killer;
+      await stopKilling();
       await pool.end();
       await sleep(300);
       const left = Number(

@@ -1,7 +1,7 @@
-import { InProgressError } from '@idem/core';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
+import { hammerKeys, terminateEvery } from './hammer.js';
 import { DATABASE_URL, randomName, sleep } from './pg-env.js';
 import { isOwn, startPgrev22Proxy } from './pgrev22-proxy.js';
 import { localPortOf } from './rcrev2-proxy.js';
@@ -121,42 +121,14 @@ describe('pgrev22: exactly-once with frozen pool flows and stalling own openings
           }
         }
       })();
-      const killer = (async () => {
-        while (chaos) {
-          await sleep(700);
-          const { rowCount } = await admin.query(
-            'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1',
-            [ownApp],
-          );
-          stats.kills += rowCount ?? 0;
-        }
-      })();
-      const outcomes: string[] = [];
-      const settle = (p: Promise<unknown>) =>
-        Promise.race([
-          p.then(
-            () => 'ok',
-            (error: unknown) =>
-              error instanceof InProgressError ? '409' : `${(error as Error).name}`,
-          ),
-          sleep(12_000).then(() => 'HUNG'),
-        ]).then((o) => {
-          outcomes.push(o);
-        });
-      const owners = keys.map((key) =>
-        settle(engine.execute({ key, scope }, operation(key, 'owner'))),
+      const stopKilling = terminateEvery(admin, ownApp, 700, stats);
+      const outcomes = await hammerKeys(
+        keys,
+        (key, role) => engine.execute({ key, scope }, operation(key, role)),
+        3_000,
       );
-      await sleep(100);
-      const dups: Promise<void>[] = [];
-      const t0 = performance.now();
-      while (performance.now() - t0 < 3_000) {
-        for (const key of keys)
-          dups.push(settle(engine.execute({ key, scope }, operation(key, 'dup'))));
-        await sleep(100);
-      }
-      await Promise.all([...owners, ...dups]);
       chaos = false;
-      await Promise.all([freezer, killer]);
+      await Promise.all([freezer, stopKilling()]);
       clearInterval(sampler);
       const ended = await Promise.race([
         pool.end().then(() => 'ended'),
