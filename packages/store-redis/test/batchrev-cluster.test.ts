@@ -8,6 +8,7 @@ import { createIdempotency, deriveStorageKey } from '@idem/core';
 import { Cluster, type Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisStore, recommendedRedisClusterOptions } from '../src/index.js';
+import { type Outcome, timed } from './batchrev-timed.js';
 import {
   moveSlot,
   type RedisServer,
@@ -19,37 +20,6 @@ import {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const corked = (node: Redis) =>
   (node.stream as unknown as { writableCorked?: number } | undefined)?.writableCorked ?? 0;
-
-interface Outcome {
-  key: string;
-  ok: boolean;
-  replayed?: boolean;
-  value?: unknown;
-  error?: string;
-  ms: number;
-}
-
-async function timed(
-  key: string,
-  boundMs: number,
-  call: () => Promise<{ value: unknown; replayed: boolean }>,
-): Promise<Outcome> {
-  const started = Date.now();
-  let timer: NodeJS.Timeout | undefined;
-  const hung = new Promise<Outcome>((resolve) => {
-    timer = setTimeout(
-      () => resolve({ key, ok: false, error: 'HUNG', ms: Date.now() - started }),
-      boundMs,
-    );
-  });
-  const run = call().then(
-    (r) => ({ key, ok: true, replayed: r.replayed, value: r.value, ms: Date.now() - started }),
-    (e: unknown) => ({ key, ok: false, error: (e as Error).name, ms: Date.now() - started }),
-  );
-  const result = await Promise.race([run, hung]);
-  clearTimeout(timer);
-  return result;
-}
 
 /** CRC16/XMODEM, Redis Cluster's key hash. */
 function crc16(text: string): number {

@@ -10,6 +10,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisStore, recommendedRedisOptions } from '../src/index.js';
 import { WRITE_BATCH_MAX } from '../src/write-batching.js';
+import { type Outcome, timed } from './batchrev-timed.js';
 import {
   type RedisServer,
   redisBinariesAvailable,
@@ -23,37 +24,7 @@ const COMMAND_TIMEOUT = 1_000;
 const LEASE = 30_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-interface Outcome {
-  key: string;
-  ok: boolean;
-  replayed?: boolean;
-  value?: unknown;
-  error?: string;
-  ms: number;
-}
-
 /** Runs `call`, reporting how it ended and how long it took; `hung` past `boundMs`. */
-async function timed(
-  key: string,
-  boundMs: number,
-  call: () => Promise<{ value: unknown; replayed: boolean }>,
-): Promise<Outcome> {
-  const started = Date.now();
-  let timer: NodeJS.Timeout | undefined;
-  const hung = new Promise<Outcome>((resolve) => {
-    timer = setTimeout(
-      () => resolve({ key, ok: false, error: 'HUNG', ms: Date.now() - started }),
-      boundMs,
-    );
-  });
-  const run = call().then(
-    (r) => ({ key, ok: true, replayed: r.replayed, value: r.value, ms: Date.now() - started }),
-    (e: unknown) => ({ key, ok: false, error: (e as Error).name, ms: Date.now() - started }),
-  );
-  const result = await Promise.race([run, hung]);
-  clearTimeout(timer);
-  return result;
-}
 
 const corkedOf = (client: Redis) =>
   (client.stream as unknown as { writableCorked?: number } | undefined)?.writableCorked ?? 0;
