@@ -134,7 +134,7 @@ export interface SideRoutes extends Queryable {
  *   up to 5 s while openings keep failing). An opening that fails fails every statement that
  *   was already waiting when it began (the opening was their attempt); a statement that came
  *   while it ran gets the next opening: one attempt per statement, at most two openings
- *   seen.
+ *   seen (three when a second opening ran beside a stalling one, see {@link grow}).
  * - Sends one statement at a time, each within what is left of its time limit (node-postgres'
  *   `query_timeout`, which the store sets on every statement): a limit counts from the call,
  *   and one that passes while the statement waits its turn fails that statement only
@@ -155,8 +155,16 @@ export class RenewalConnection implements SideRoutes {
   private linger: ReturnType<typeof setTimeout> | undefined;
   /** When the running opening of the own connection began. */
   private openingBegan = 0;
+  /** A second opening running ({@link hedge}), and the opening it was started for. */
+  private hedging: Promise<Client> | undefined;
+  private hedged: Promise<Client> | undefined;
+  /** Openings running (at most two), and when the last one began. */
+  private attempts = 0;
+  private latestBegan = 0;
   /** Looks again for stalled openings ({@link grow}). */
   private growTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When {@link growTimer} fires. */
+  private growDue = Number.POSITIVE_INFINITY;
   /** Failed openings in a row, and until when {@link use} opens nothing after them. */
   private failures = 0;
   private quietUntil = 0;
@@ -301,6 +309,9 @@ export class RenewalConnection implements SideRoutes {
    * what the statement had left when it began to wait (a lost SYN, a stalled set-up; a
    * timer looks again then). Only while the pool has no idle connection: `pool.connect()`
    * would hand out an idle one, which may be a flow a NAT dropped, not a new one known alive.
+   * When no new pool connection can be had (the pool at its size, or idle connections it
+   * would hand out first) a statement past that point gets a second opening of the own
+   * connection instead ({@link hedge}).
    * A connection is not tied to its statement: when it opens it sends whichever statement
    * waits then, so one that never opens (a pool without `connectionTimeoutMillis`, a server
    * that stays silent) costs one pool slot, as for any client of the pool, and holds back no
@@ -314,18 +325,29 @@ export class RenewalConnection implements SideRoutes {
     const now = performance.now();
     let later = Number.POSITIVE_INFINITY;
     for (const job of this.waiting) {
-      if (pool.ending || pool.idleCount > 0 || pool.waitingCount > 0 || pool.totalCount >= max)
-        break;
       if (job.settled || job.grown) continue;
-      if (!ownOpen && !job.again) {
-        // An opening that has run a third of what the statement had left when it began to
-        // wait is stalling (a lost SYN, a slow set-up): a new pool connection may open sooner.
+      const roomy =
+        !pool.ending && pool.idleCount === 0 && pool.waitingCount === 0 && pool.totalCount < max;
+      if (ownOpen) {
+        if (!roomy) break;
+      } else {
         if (this.opening === undefined) continue;
-        const stalledAt = Math.max(this.openingBegan, job.since) + (job.deadline - job.since) / 3;
-        if (now < stalledAt) {
-          later = Math.min(later, stalledAt);
+        // An opening that has run a third of what the statement had left when it began to
+        // wait (a statement without a limit: of the opening's own limit) is stalling: a lost
+        // SYN, a slow set-up. For a statement sent again, counted from the opening's start: its
+        // first route just failed, and the opening has been running since before.
+        const left = Math.min(job.deadline - job.since, this.openMs);
+        const from = job.again ? this.openingBegan : Math.max(this.openingBegan, job.since);
+        const stalledAt = from + left / 3;
+        const stalled = now >= stalledAt;
+        if (!stalled) later = Math.min(later, stalledAt);
+        if (!roomy) {
+          // No new pool connection to be had (the pool at its size, or idle connections it
+          // would hand out first, which may be dead flows): a second opening of the own one.
+          if (stalled) this.hedge();
           continue;
         }
+        if (!job.again && !stalled) continue;
       }
       job.grown = true;
       pool.connect().then(
@@ -339,16 +361,32 @@ export class RenewalConnection implements SideRoutes {
         () => {},
       );
     }
-    if (later !== Number.POSITIVE_INFINITY && this.growTimer === undefined) {
-      this.growTimer = setTimeout(
-        () => {
-          this.growTimer = undefined;
-          this.grow();
-        },
-        Math.max(1, Math.min(later - now, 2 ** 31 - 1)),
-      );
-      this.growTimer.unref?.();
+    this.wakeAt(later);
+  }
+
+  /**
+   * Looks at the queue again at `at` (or earlier, when already due sooner): the earliest of a
+   * waiting statement's stall point ({@link grow}) and its time limit (it fails then, unsent,
+   * not when something else dispatches the queue). One timer, moved earlier when a statement
+   * needs it sooner.
+   */
+  private wakeAt(at: number): void {
+    for (const job of this.waiting) if (!job.settled) at = Math.min(at, job.deadline);
+    if (at === Number.POSITIVE_INFINITY || this.waiting.length === 0) return;
+    if (this.growTimer !== undefined) {
+      if (this.growDue <= at) return;
+      clearTimeout(this.growTimer);
     }
+    this.growDue = at;
+    this.growTimer = setTimeout(
+      () => {
+        this.growTimer = undefined;
+        this.growDue = Number.POSITIVE_INFINITY;
+        this.dispatch();
+      },
+      Math.max(1, Math.min(at - performance.now(), 2 ** 31 - 1)),
+    );
+    this.growTimer.unref?.();
   }
 
   /** The oldest statement still waiting (those whose limit passed fail, unsent). */
@@ -494,8 +532,39 @@ export class RenewalConnection implements SideRoutes {
     if (this.opening) return this.opening;
     const began = performance.now();
     this.openingBegan = began;
-    this.opening = this.connect().then(
+    this.opening = this.attempt(began);
+    return this.opening;
+  }
+
+  /**
+   * A second opening of the own connection while the running one stalls and a statement has
+   * no other route (see {@link grow}): once per opening, so at most two run at a time. The
+   * first to open is kept, the other closed when it opens.
+   */
+  private hedge(): void {
+    const first = this.opening;
+    if (first === undefined || this.hedged === first || this.pool.ending) return;
+    this.hedged = first;
+    this.hedging = this.attempt(performance.now());
+    this.hedging.catch(() => {});
+  }
+
+  /** One opening; the failure of the last one running fails the statements it was for. */
+  private attempt(began: number): Promise<Client> {
+    this.attempts++;
+    this.latestBegan = began;
+    const attempt: Promise<Client> = this.connect().then(
       (client) => {
+        this.attempts--;
+        if (this.hedging === attempt) this.hedging = undefined;
+        if (this.opening === attempt) this.opening = undefined;
+        if (this.client !== undefined) {
+          // The other opening was first.
+          this.close(client);
+          return this.client;
+        }
+        this.client = client;
+        // An opening still running is not waited for: it is closed when it opens.
         this.opening = undefined;
         this.failures = 0;
         this.quietUntil = 0;
@@ -503,12 +572,23 @@ export class RenewalConnection implements SideRoutes {
         return client;
       },
       (error: unknown) => {
-        this.opening = undefined;
+        this.attempts--;
+        if (this.hedging === attempt) this.hedging = undefined;
+        if (this.opening === attempt) {
+          // The second opening, still running, is now the one statements wait for.
+          this.opening = this.hedging;
+          this.hedging = undefined;
+          this.hedged = this.opening;
+        }
+        if (this.client !== undefined || this.attempts > 0) throw error;
         this.failures++;
         this.quietUntil =
           performance.now() +
           Math.min(OPEN_BACKOFF_MAX_MS, OPEN_BACKOFF_MS * 2 ** Math.min(this.failures - 1, 16));
-        const attempted = this.waiting.filter((job) => !job.settled && job.since <= began);
+        // Waiting when this opening or the one beside it began: it was their attempt.
+        const attempted = this.waiting.filter(
+          (job) => !job.settled && job.since <= this.latestBegan,
+        );
         for (const job of attempted) {
           this.waiting.splice(this.waiting.indexOf(job), 1);
           job.queued = false;
@@ -519,7 +599,7 @@ export class RenewalConnection implements SideRoutes {
         throw error;
       },
     );
-    return this.opening;
+    return attempt;
   }
 
   /**
@@ -566,7 +646,6 @@ export class RenewalConnection implements SideRoutes {
     }
     // Again: a TLS connection replaced the socket unref'd above.
     socketOf(client)?.unref?.();
-    this.client = client;
     return client;
   }
 

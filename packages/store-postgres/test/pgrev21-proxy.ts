@@ -68,6 +68,6 @@ export function ownSetUpStalls(statementMs: number, stalls: () => boolean = () =
   return async (client: pg.Client): Promise<void> => {
     const params = (client as unknown as { connectionParameters: { statement_timeout?: unknown } })
       .connectionParameters;
-    if (stalls() && params.statement_timeout === statementMs) await new Promise(() => {});
+    if (params.statement_timeout === statementMs && stalls()) await new Promise(() => {});
   };
 }
