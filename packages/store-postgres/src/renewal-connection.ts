@@ -51,6 +51,8 @@ const LINGER_CHECK_MS = 200;
  */
 const OPEN_BACKOFF_MS = 100;
 const OPEN_BACKOFF_MAX_MS = 5_000;
+/** After a failed opening, a statement waiting for the own connection opens it this much later. */
+const ON_DEMAND_GAP_MS = 150;
 
 /** A statement sent through the routes: sent once, or twice when it may be repeated. */
 interface Job {
@@ -168,6 +170,8 @@ export class RenewalConnection implements SideRoutes {
   /** Failed openings in a row, and until when {@link use} opens nothing after them. */
   private failures = 0;
   private quietUntil = 0;
+  /** When the last opening failed. */
+  private failedAt = Number.NEGATIVE_INFINITY;
   /** Clients the pool's 'connect' listeners were told of. */
   private readonly announced = new WeakSet<Client>();
 
@@ -297,7 +301,15 @@ export class RenewalConnection implements SideRoutes {
       this.idle();
       return;
     }
-    if (this.client === undefined) this.open().catch(() => {});
+    if (this.client === undefined) {
+      // Openings on demand are spaced too: after a failed opening the next one waits
+      // ON_DEMAND_GAP_MS (a server out of connections gets a few attempts a second, however
+      // many renewals fail and are retried meanwhile, and one that accepts again is tried
+      // within that gap, not after the executions' longer back-off).
+      const at = Math.min(this.quietUntil, this.failedAt + ON_DEMAND_GAP_MS);
+      if (this.opening !== undefined || performance.now() >= at) this.open().catch(() => {});
+      else this.wakeAt(at);
+    }
     this.grow();
   }
 
@@ -582,6 +594,7 @@ export class RenewalConnection implements SideRoutes {
         }
         if (this.client !== undefined || this.attempts > 0) throw error;
         this.failures++;
+        this.failedAt = performance.now();
         this.quietUntil =
           performance.now() +
           Math.min(OPEN_BACKOFF_MAX_MS, OPEN_BACKOFF_MS * 2 ** Math.min(this.failures - 1, 16));
