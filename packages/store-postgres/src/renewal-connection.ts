@@ -51,7 +51,7 @@ const LINGER_CHECK_MS = 200;
  */
 const OPEN_BACKOFF_MS = 100;
 const OPEN_BACKOFF_MAX_MS = 5_000;
-/** After a failed opening, a statement waiting for the own connection opens it this much later. */
+/** After a failed opening, one a waiting statement starts begins at least this long after it began. */
 const ON_DEMAND_GAP_MS = 150;
 
 /** A statement sent through the routes: sent once, or twice when it may be repeated. */
@@ -118,9 +118,9 @@ export interface SideRoutes extends Queryable {
  *   is busy, one per waiting statement: the first one free (the own connection or a new
  *   one) sends the next statement. No statement pays for opening a connection. A pool
  *   connection that comes back to the pool (a business transaction ended) takes the oldest
- *   waiting statement that may go to the pool; one sent again waits for the own connection
- *   or a pool connection that just opened, and never holds back a later one that may go to
- *   the pool.
+ *   waiting statement: it just answered, so it is known alive, and may take one sent again.
+ *   Otherwise one sent again waits for the own connection or a pool connection that just
+ *   opened, and never holds back a later one that may go to the pool.
  *
  * The own connection:
  * - Built as the pool builds its clients (`new pool.Client(pool.options)`: its options,
@@ -170,8 +170,6 @@ export class RenewalConnection implements SideRoutes {
   /** Failed openings in a row, and until when {@link use} opens nothing after them. */
   private failures = 0;
   private quietUntil = 0;
-  /** When the last opening failed. */
-  private failedAt = Number.NEGATIVE_INFINITY;
   /** Clients the pool's 'connect' listeners were told of. */
   private readonly announced = new WeakSet<Client>();
 
@@ -195,10 +193,20 @@ export class RenewalConnection implements SideRoutes {
    * pool's own release step ends, hence the tick). Listened to only while statements wait,
    * so that an idle store adds no listener to the pool.
    */
-  private readonly onRelease = () => {
-    if (this.waiting.length > 0) process.nextTick(() => this.dispatch());
-    else this.listenWhileWaiting();
+  private readonly onRelease = (error?: unknown) => {
+    if (this.waiting.length > 0) {
+      // Given back without an error by a transaction that just used it: known alive. It is
+      // the first idle one `pool.connect()` hands out (the pool's idle list is a stack), so a
+      // statement sent again may take it (see `releasedAlive`).
+      if (!error) this.releasedAlive = true;
+      process.nextTick(() => this.dispatch());
+    } else this.listenWhileWaiting();
   };
+  /**
+   * A pool connection just came back alive: the next dispatch may send one statement that was
+   * sent again to the pool (it gets that connection).
+   */
+  private releasedAlive = false;
   private listening = false;
 
   /** The pool's 'release' event listened to while statements wait, and only then. */
@@ -271,8 +279,8 @@ export class RenewalConnection implements SideRoutes {
   /**
    * Sends what can be sent now; opens what the rest waits for. The own connection takes the
    * oldest statement; a free pool connection the oldest that may go to the pool (one sent
-   * again waits for the own connection or a pool connection that just opened, without
-   * holding back those after it).
+   * again waits for the own connection, a pool connection that just opened or one that was
+   * just given back alive, without holding back those after it).
    */
   private dispatch(): void {
     const queue = this.waiting;
@@ -290,23 +298,26 @@ export class RenewalConnection implements SideRoutes {
         queue.splice(at, 1);
         job.queued = false;
         void this.sendOwn(this.client, job);
-      } else if (!job.again && this.poolFree()) {
+      } else if ((!job.again || this.releasedAlive) && this.poolFree()) {
+        if (job.again) this.releasedAlive = false;
         queue.splice(at, 1);
         job.queued = false;
         this.sendPool(job);
       } else at++;
     }
+    this.releasedAlive = false;
     this.listenWhileWaiting();
     if (queue.length === 0) {
       this.idle();
       return;
     }
     if (this.client === undefined) {
-      // Openings on demand are spaced too: after a failed opening the next one waits
-      // ON_DEMAND_GAP_MS (a server out of connections gets a few attempts a second, however
-      // many renewals fail and are retried meanwhile, and one that accepts again is tried
-      // within that gap, not after the executions' longer back-off).
-      const at = Math.min(this.quietUntil, this.failedAt + ON_DEMAND_GAP_MS);
+      // Openings on demand are spaced too: after a failed opening the next one begins at
+      // least ON_DEMAND_GAP_MS after it began (a server refusing connections gets a few
+      // attempts a second, however many renewals fail and are retried meanwhile; one that
+      // accepts again is tried within that gap, not after the executions' longer back-off;
+      // an opening that took that long already is followed at once).
+      const at = Math.min(this.quietUntil, this.latestBegan + ON_DEMAND_GAP_MS);
       if (this.opening !== undefined || performance.now() >= at) this.open().catch(() => {});
       else this.wakeAt(at);
     }
@@ -350,19 +361,25 @@ export class RenewalConnection implements SideRoutes {
         // first route just failed, and the opening has been running since before.
         const left = Math.min(job.deadline - job.since, this.openMs);
         const from = job.again ? this.openingBegan : Math.max(this.openingBegan, job.since);
+        if (!roomy) {
+          // No new pool connection to be had (the pool at its size, or idle connections it
+          // would hand out first, which may be dead flows): a second opening of the own one
+          // once the first has run half of that time (it costs a connection that is closed
+          // again when the first opens after all; a slow set-up is not given one).
+          const hedgeAt = from + left / 2;
+          if (now >= hedgeAt) this.hedge();
+          else later = Math.min(later, hedgeAt);
+          continue;
+        }
         const stalledAt = from + left / 3;
         const stalled = now >= stalledAt;
         if (!stalled) later = Math.min(later, stalledAt);
-        if (!roomy) {
-          // No new pool connection to be had (the pool at its size, or idle connections it
-          // would hand out first, which may be dead flows): a second opening of the own one.
-          if (stalled) this.hedge();
-          continue;
-        }
         if (!job.again && !stalled) continue;
       }
       job.grown = true;
-      pool.connect().then(
+      const connecting = pool.connect();
+      this.bound(connecting);
+      connecting.then(
         (client) => {
           // Known alive, it just opened: it sends the next statement waiting, a statement
           // sent again included, and goes back to the pool.
@@ -399,6 +416,24 @@ export class RenewalConnection implements SideRoutes {
       Math.max(1, Math.min(at - performance.now(), 2 ** 31 - 1)),
     );
     this.growTimer.unref?.();
+  }
+
+  /**
+   * A connection the pool opens for {@link grow}, given up after `openMs` when the pool has no
+   * `connectionTimeoutMillis` of its own: else a silent server would keep it connecting as long
+   * as TCP does, and `pool.end()` with it, for an attempt the application never made. (It is
+   * the client pg-pool added last to its clients; a pool without that list is left alone.)
+   */
+  private bound(connecting: Promise<PoolClient>): void {
+    const options = this.pool.options as { connectionTimeoutMillis?: unknown };
+    if (Number(options.connectionTimeoutMillis) > 0) return;
+    const clients = (this.pool as unknown as { _clients?: unknown })._clients;
+    const client = Array.isArray(clients) ? (clients.at(-1) as Client | undefined) : undefined;
+    if (client === undefined) return;
+    const timer = setTimeout(() => socketOf(client)?.destroy(), this.openMs);
+    timer.unref?.();
+    const settled = () => clearTimeout(timer);
+    connecting.then(settled, settled);
   }
 
   /** The oldest statement still waiting (those whose limit passed fail, unsent). */
@@ -594,7 +629,6 @@ export class RenewalConnection implements SideRoutes {
         }
         if (this.client !== undefined || this.attempts > 0) throw error;
         this.failures++;
-        this.failedAt = performance.now();
         this.quietUntil =
           performance.now() +
           Math.min(OPEN_BACKOFF_MAX_MS, OPEN_BACKOFF_MS * 2 ** Math.min(this.failures - 1, 16));

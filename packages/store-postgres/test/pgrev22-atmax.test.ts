@@ -69,8 +69,8 @@ describe('pgrev22: the pool at its max', () => {
     }
   }, 10_000);
 
-  // FINDING (LOW): a statement sent again never takes a connection back in the pool (only the own one or a grown one): with the pool at max and the own opening stalled, a business transaction's connection released at 700 ms stays idle while the renewal waits and fails at its limit (1.5 s).
-  it.fails('a statement sent again takes a connection a business transaction gave back', async () => {
+  // Was FINDING (LOW), fixed (a connection given back without an error may take one statement sent again: releasedAlive; answered at 703 ms after): a statement sent again never took a connection back in the pool (only the own one or a grown one): with the pool at max and the own opening stalled, a business transaction's connection released at 700 ms stays idle while the renewal waits and fails at its limit (1.5 s).
+  it('a statement sent again takes a connection a business transaction gave back', async () => {
     const proxy = await startPgrev22Proxy();
     const pool = new pg.Pool({ connectionString: proxy.url, max: 2 });
     pool.on('error', () => {});
@@ -93,16 +93,18 @@ describe('pgrev22: the pool at its max', () => {
       const idleAfterRelease = pool.idleCount;
       const result = await j;
       console.log('pgrev22 atmax again', { idleAfterRelease, result, idleAtEnd: pool.idleCount });
-      expect(idleAfterRelease).toBe(0);
+      // Answered on the connection given back (the frozen idle one would leave it to its
+      // limit, 1.5 s): within a moment of the release at 700 ms.
       expect(result).toMatch(/^ok/);
+      expect(Number(result.split(' ')[1])).toBeLessThan(1_000);
     } finally {
       await Promise.race([pool.end(), sleep(2_000)]);
       proxy.close();
     }
   }, 10_000);
 
-  // FINDING (LOW): a connection grown for a statement sent again that never connects (silent server, pool without connectionTimeoutMillis) keeps pool.end() from resolving: the store made a connection attempt the application never asked for, and the application's shutdown waits for it forever.
-  it.fails('pool.end() resolves while a grown connection is still connecting', async () => {
+  // Was FINDING (LOW), fixed (without the pool's connectionTimeoutMillis a connection grown for the store is given up after openMs: RenewalConnection.bound): a connection grown for a statement sent again that never connects (silent server, pool without connectionTimeoutMillis) keeps pool.end() from resolving: the store made a connection attempt the application never asked for, and the application's shutdown waits for it forever.
+  it('pool.end() resolves while a grown connection is still connecting', async () => {
     const proxy = await startPgrev22Proxy();
     const pool = new pg.Pool({ connectionString: proxy.url, max: 3 });
     pool.on('error', () => {});

@@ -113,8 +113,8 @@ describe('rcrev4: the own connection set-up hooks', () => {
   // fails the statements that were waiting when it began, with the set-up error (seen at
   // 605, 1209, 1809 ms; since rcrev5-opening use()'s opening fails none, and the next fails
   // every statement waiting when it began. Since the second opening beside a stalling one
-  // (pgrev22-growengine), begun at a third of openMs while the statements wait: both given
-  // up, all three fail at about 800 ms).
+  // (pgrev22-growengine), begun at half of openMs while the statements wait: both given
+  // up, all three fail at about 900 ms).
   // The third statement's limit (1.5 s) passed while the third opening ran: at the class
   // level it settles late, within one more openMs (runStatement bounds its caller at the
   // limit anyway; in the engine openMs is max(statement limit, lease), so a queued job can
@@ -159,8 +159,8 @@ describe('rcrev4: the own connection set-up hooks', () => {
     const out = await withHooks({ verify: () => {} } as pg.PoolConfig, 1, short);
     console.log('[rcrev4 verify never]', JSON.stringify(out));
     // use()'s opening is given up at 600 ms without failing the statement (it came after);
-    // the second opening begun beside it at 200 ms (the statement has no other route: the
-    // pool is at max) is given up at about 800 ms and fails it, within its 1.5 s limit.
+    // the second opening begun beside it at 300 ms (the statement has no other route: the
+    // pool is at max) is given up at about 900 ms and fails it, within its 1.5 s limit.
     expect(out.results[0]?.how).toContain('not set up within 600 ms');
     expect(out.results[0]?.at).toBeLessThan(1_500);
     expect([out.connects, out.removes, out.unmatched, out.leftBackends]).toEqual([2, 2, 0, 0]);
