@@ -16,8 +16,10 @@ beforeAll(async () => {
       withParsers.use('/json', express.json());
       withParsers.use('/form', express.urlencoded({ extended: true }));
       withParsers.use('/simple', express.urlencoded({ extended: false }));
+      withParsers.use('/keptform', express.urlencoded({ extended: true, verify: keepRawBody }));
+      withParsers.use('/formtext', express.text({ type: 'application/x-www-form-urlencoded' }));
     },
-    ['/kept', '/text', '/json', '/form', '/simple'],
+    ['/kept', '/text', '/json', '/form', '/simple', '/keptform', '/formtext'],
   );
 });
 afterAll(() => app.close());
@@ -26,6 +28,7 @@ let counter = 0;
 const freshKey = () => `review13-${process.pid}-${++counter}`;
 
 const UTF16 = 'text/plain; charset=utf-16le';
+const FORM = 'application/x-www-form-urlencoded';
 
 describe('review13: lossy decoders other than UTF-8 before the middleware', () => {
   // FINDING (MEDIUM, isolation; fixed: a parsed body whose Content-Type names a charset other
@@ -60,32 +63,121 @@ describe('review13: lossy decoders other than UTF-8 before the middleware', () =
     expect(other.replayed).toBe(false);
   });
 
-  // FINDING (LOW, isolation, same class as the known JSON.parse gap): qs (express.urlencoded,
-  // extended or not) leaves an invalid percent-escape as it is, so `a=%FF` and `a=%25FF` both
-  // parse to { a: '%FF' } (no U+FFFD): the second is replayed the first's outcome.
-  // Fix: document it with the parsed-body gap (mount before the parser), or refuse a parsed
-  // urlencoded body whose values hold '%' followed by two hex digits unless req.rawBody is kept.
-  it.fails('express.urlencoded(), an invalid percent-escape: two bodies are never replayed one for the other', async () => {
+  // Was FINDING (LOW, isolation, same class as the known JSON.parse gap) fixed: qs
+  // (express.urlencoded, extended or not) leaves an invalid percent-escape as it is, so
+  // `a=%FF` and `a=%25FF` both parse to { a: '%FF' } (no U+FFFD): the second was replayed the
+  // first's outcome. A parsed form (Content-Type application/x-www-form-urlencoded) whose names
+  // or values hold a '%' at any depth is now refused as decoded (500, nothing run, no key
+  // taken) unless req.rawBody is a Buffer: any '%', not only '%' and two hex digits, since
+  // `%ZZ` and `%25ZZ` (and `%` and `%25`) decode alike too (see checkForm in @idem/http).
+  it('express.urlencoded(), an invalid percent-escape: two bodies are never replayed one for the other', async () => {
     const key = freshKey();
-    const form = 'application/x-www-form-urlencoded';
-    const first = await app.post('/form', key, Buffer.from('a=%FF'), form);
-    expect(first.status).toBe(201);
-    const other = await app.post('/form', key, Buffer.from('a=%25FF'), form);
+    const before = app.runs;
+    const first = await app.post('/form', key, Buffer.from('a=%FF'), FORM);
+    expect(first.status).toBe(500);
+    const other = await app.post('/form', key, Buffer.from('a=%25FF'), FORM);
+    expect(other.replayed).toBe(false);
+    expect(other.status).toBe(500);
+    const problem = JSON.parse(other.body);
+    expect(problem.name).toBe('BodyAlreadyReadError');
+    expect(problem.message).toMatch(/holds a '%' in a name or value/);
+    expect(problem.message).toMatch(/mount the middleware before the body parser/);
+    expect(problem.message).toMatch(/req\.rawBody \(a Buffer/);
+    expect(app.runs).toBe(before);
+  });
+
+  // Pairs qs decodes alike (checked against qs: the second spells the first's text with %25),
+  // as names and values, nested (extended) or flat: every one is refused, never replayed.
+  const pairs: [string, string, string][] = [
+    ['/form', 'a=%FF', 'a=%25FF'],
+    ['/simple', 'a=%FF', 'a=%25FF'],
+    ['/form', 'a=%ZZ', 'a=%25ZZ'],
+    ['/simple', 'a=%ZZ', 'a=%25ZZ'],
+    ['/form', 'a=%', 'a=%25'],
+    ['/form', 'a=%FF+', 'a=%25FF%20'],
+    ['/form', 'a=%C3%28', 'a=%25C3%2528'],
+    ['/form', '%ZZ=1', '%25ZZ=1'],
+    ['/simple', '%ZZ=1', '%25ZZ=1'],
+    ['/form', 'a[b][%ZZ]=1', 'a[b][%25ZZ]=1'],
+    ['/form', 'a[b][c]=%ZZ', 'a[b][c]=%25ZZ'],
+    ['/form', 'a[]=x&a[]=%ZZ', 'a[]=x&a[]=%25ZZ'],
+    ['/form', 'a=1&b[0][c]=%', 'a=1&b[0][c]=%25'],
+  ];
+  for (const [path, one, two] of pairs) {
+    it(`express.urlencoded() at ${path}: ${one} and ${two} are both refused, nothing run`, async () => {
+      const key = freshKey();
+      const before = app.runs;
+      const first = await app.post(path, key, Buffer.from(one), FORM);
+      const other = await app.post(path, key, Buffer.from(two), FORM);
+      expect([first.status, other.status]).toEqual([500, 500]);
+      expect(other.replayed).toBe(false);
+      expect(JSON.parse(first.body).message).toMatch(/holds a '%'/);
+      expect(app.runs).toBe(before);
+    });
+  }
+
+  it('held: express.urlencoded(), forms with escapes but no decoded %: run, replayed, another body 422', async () => {
+    for (const path of ['/form', '/simple']) {
+      const key = freshKey();
+      const first = await app.post(path, key, Buffer.from('to=J%C3%A9r%C3%B4me+D&amount=10'), FORM);
+      expect(first.status).toBe(201);
+      // The same names and values spelled otherwise (%20 for +, %61 for a): the same form.
+      const same = await app.post(
+        path,
+        key,
+        Buffer.from('to=J%C3%A9r%C3%B4me%20D&%61mount=10'),
+        FORM,
+      );
+      expect(same.replayed).toBe(true);
+      expect(
+        (await app.post(path, key, Buffer.from('to=J%C3%A9r%C3%B4me+D&amount=11'), FORM)).status,
+      ).toBe(422);
+    }
+  });
+
+  it('held: a % in JSON is not a form escape: express.json() bodies holding % run and are told apart', async () => {
+    const key = freshKey();
+    const json = 'application/json';
+    expect((await app.post('/json', key, Buffer.from('{"a":"%FF","b%":1}'), json)).status).toBe(
+      201,
+    );
+    expect((await app.post('/json', key, Buffer.from('{"a":"%FF","b%":1}'), json)).replayed).toBe(
+      true,
+    );
+    expect((await app.post('/json', key, Buffer.from('{"a":"%25FF","b%":1}'), json)).status).toBe(
+      422,
+    );
+  });
+
+  it('held: a form left whole as text (express.text() for the form type) keeps its escapes: told apart', async () => {
+    const key = freshKey();
+    expect((await app.post('/formtext', key, Buffer.from('a=%FF'), FORM)).status).toBe(201);
+    expect((await app.post('/formtext', key, Buffer.from('a=%FF'), FORM)).replayed).toBe(true);
+    expect((await app.post('/formtext', key, Buffer.from('a=%25FF'), FORM)).status).toBe(422);
+  });
+
+  it('held: express.urlencoded() keeping the bytes as req.rawBody (verify): a=%FF runs, replays, a=%25FF is 422', async () => {
+    const key = freshKey();
+    const before = app.runs;
+    expect((await app.post('/keptform', key, Buffer.from('a=%FF'), FORM)).status).toBe(201);
+    expect((await app.post('/keptform', key, Buffer.from('a=%FF'), FORM)).replayed).toBe(true);
+    const other = await app.post('/keptform', key, Buffer.from('a=%25FF'), FORM);
     expect(other.replayed).toBe(false);
     expect(other.status).toBe(422);
+    expect(app.runs).toBe(before + 1);
   });
 
   it('held: express.urlencoded() extended false, valid escapes told apart (a=%C3%A9 vs a=%C3%A8)', async () => {
     const key = freshKey();
-    const form = 'application/x-www-form-urlencoded';
+    const form = FORM;
     expect((await app.post('/simple', key, Buffer.from('a=%C3%A9'), form)).status).toBe(201);
     expect((await app.post('/simple', key, Buffer.from('a=%C3%A8'), form)).status).toBe(422);
   });
 
   it('held: express.urlencoded(), an escape decoding to invalid UTF-8 (a=%C3%28 vs a=%C3%29) is never replayed', async () => {
-    // qs's decodeURIComponent fails and leaves the text as it is: different texts.
+    // qs's decodeURIComponent fails and leaves the text as it is, with its '%': refused.
     const key = freshKey();
-    const form = 'application/x-www-form-urlencoded';
+    const form = FORM;
     await app.post('/form', key, Buffer.from('a=%C3%28'), form);
     const other = await app.post('/form', key, Buffer.from('a=%C3%29'), form);
     expect(other.replayed).toBe(false);

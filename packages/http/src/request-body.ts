@@ -45,7 +45,8 @@ export class BodyAlreadyReadError extends Error {
  * - text holding a lone surrogate: UTF-16 decoding keeps one as it is, and its UTF-8
  *   encoding (what is fingerprinted) is U+FFFD's;
  * - a body whose Content-Type names a charset other than UTF-8 (UTF-16 decoding drops an odd
- *   trailing byte, other decoders map bytes they do not know to one character).
+ *   trailing byte, other decoders map bytes they do not know to one character);
+ * - a form parsed into names and values holding a '%' (see {@link checkForm}).
  * Refused as a body that can no longer be seen (500, nothing runs, no key is taken) unless
  * a reader kept the bytes as `req.rawBody` (a Buffer). A valid body that holds U+FFFD itself
  * is refused too: after the parser, nothing tells it from a decoded invalid one.
@@ -71,6 +72,33 @@ function checkCharset(contentType: string | null | undefined): void {
   const charset = charsetOf(contentType);
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')
     throw decodedBodyError(`was decoded as ${charset}, which may drop or merge bytes`);
+}
+
+const FORM_TYPE = /^application\/x-www-form-urlencoded\s*(?:;|$)/i;
+
+/**
+ * Throws when a form (`application/x-www-form-urlencoded`) parsed into names and values, whose
+ * JSON text is `text`, holds a '%' anywhere: in a name or a value, at any depth (qs's nested
+ * objects and arrays), since the JSON text holds every name and string and JSON never escapes
+ * '%'. Form decoders (qs: express.urlencoded extended or not, co-body for @koa/bodyparser;
+ * fast-querystring for @fastify/formbody) leave text they cannot decode as it is: qs decodes
+ * a name or a value with decodeURIComponent and, when that throws, keeps the whole text;
+ * fast-querystring likewise. So `%FF` (not UTF-8) and `%25FF` both give "%FF", and not only
+ * escapes of two hex digits: `%ZZ` and `%25ZZ` both give "%ZZ", `%` and `%25` both give "%",
+ * `%FF+` and `%25FF%20` both give "%FF " (a '+' becomes a space even in text left as it is).
+ * Refusing only '%' followed by two hex digits would leave those. The rule that makes two
+ * different forms never decode alike is any '%': decodeURIComponent throws only at a '%',
+ * so text left undecoded always keeps one, and a name or value without '%' was decoded
+ * whole, in which case forms that decode alike only spell the same text differently (`a`
+ * and `%61`), as JSON bodies that parse alike do. A decoded '%' can instead be a '%25' or
+ * a '%' the decoder gave up on: which one is lost. Text a parser left whole (a string) still
+ * has its escapes and is not concerned.
+ */
+function checkForm(contentType: string | null | undefined, text: string): void {
+  if (typeof contentType === 'string' && FORM_TYPE.test(contentType.trim()) && text.includes('%'))
+    throw decodedBodyError(
+      "holds a '%' in a name or value, which form decoding leaves for an invalid escape (%FF, %ZZ, a lone %) as well as for %25",
+    );
 }
 
 /** Throws when decoded `text` holds what a lossy decoding leaves (see {@link decodedBodyError}). */
@@ -251,6 +279,7 @@ export function bodyFromParsed(
   // Iterative past JSON.stringify's depth; its length bounds the text (a cycle included).
   const text = jsonTextOf(parsed, limit);
   if (text === undefined) throw new BodyTooLargeError(limit);
+  checkForm(contentType, text);
   if (!NON_ASCII.test(text)) {
     if (text.length > limit) throw new BodyTooLargeError(limit);
     // What a JSON parser gives (the usual case) is its own JSON text parsed again: used as

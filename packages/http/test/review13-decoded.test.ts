@@ -11,7 +11,7 @@ import { nodeRequestBody } from '../src/node.js';
 
 const LIMIT = 1_048_576;
 
-function bytesOf(parsed: unknown, type: string): string {
+function bytesOf(parsed: unknown, type: string | undefined): string {
   const body = bodyFromParsed(parsed, type, LIMIT);
   if (body.kind === 'bytes') return Buffer.from(body.bytes).toString('hex');
   if (body.kind === 'json') return canonicalJson(body.value as JsonValue);
@@ -162,5 +162,60 @@ describe('review13: nodeRequestBody, U+FFFD text with req.rawBody', () => {
     const b = await bodyOf(Buffer.from([0x61, 0xfe, 0x62]));
     expect(a).toBe('61ff62');
     expect(b).toBe('61fe62');
+  });
+});
+
+describe('bodyFromParsed: a parsed form holding a % (the invalid percent-escape finding)', () => {
+  const FORM = 'application/x-www-form-urlencoded';
+  const refused =
+    (parsed: unknown, type = FORM) =>
+    () =>
+      bodyFromParsed(parsed, type, LIMIT);
+
+  it("a '%' in a value or a name, at any depth, is refused as decoded", () => {
+    for (const parsed of [
+      { a: '%FF' },
+      { a: '%' },
+      { a: 'x%ZZ' },
+      { '%ZZ': '1' },
+      { a: { b: { '%': '1' } } },
+      { a: ['x', '%ZZ'] },
+      { a: [{ b: 'ok' }, { c: '50%' }] },
+      { a: 'é%' },
+    ])
+      expect(refused(parsed), JSON.stringify(parsed)).toThrow(/holds a '%' in a name or value/);
+    // The media type is matched without regard to case or parameters.
+    expect(refused({ a: '%' }, 'Application/X-WWW-Form-URLEncoded; charset=utf-8')).toThrow(
+      BodyAlreadyReadError,
+    );
+    expect(refused({ a: '%' }, `  ${FORM}`)).toThrow(BodyAlreadyReadError);
+  });
+
+  it('held: a form without any %, a % in another type, a form left whole as text: taken', () => {
+    expect(bytesOf({ a: 'x y', b: ['1', { c: 'é' }] }, FORM)).toBe(
+      '{"a":"x y","b":["1",{"c":"é"}]}',
+    );
+    expect(bytesOf({ a: '%FF' }, 'application/json')).toBe('{"a":"%FF"}');
+    expect(bytesOf({ a: '%FF' }, 'text/plain')).toBe('{"a":"%FF"}');
+    expect(bytesOf({ a: '%FF' }, undefined)).toBe('{"a":"%FF"}');
+    expect(bytesOf({ a: '%FF' }, 'application/x-www-form-urlencodedx')).toBe('{"a":"%FF"}');
+    // A string is the text as sent, escapes and all: a=%FF and a=%25FF stay two bodies.
+    expect(bytesOf('a=%FF', FORM)).toBe(Buffer.from('a=%FF').toString('hex'));
+    expect(bytesOf('a=%25FF', FORM)).toBe(Buffer.from('a=%25FF').toString('hex'));
+    expect(bytesOf(Buffer.from('a=%FF'), FORM)).toBe(Buffer.from('a=%FF').toString('hex'));
+  });
+
+  it('held: refused, then the bytes kept as req.rawBody (a Buffer) are fingerprinted', async () => {
+    const bodyOf = (sent: Buffer, parsed: unknown) =>
+      onRequest(sent, true, async (req) => {
+        req.headers['content-type'] = FORM;
+        (req as IncomingMessage & { rawBody?: unknown }).rawBody = (
+          req as IncomingMessage & { drained?: Buffer }
+        ).drained;
+        const body = await nodeRequestBody(req, parsed, LIMIT);
+        return body.kind === 'bytes' ? Buffer.from(body.bytes).toString() : body.kind;
+      });
+    expect(await bodyOf(Buffer.from('a=%FF'), { a: '%FF' })).toBe('a=%FF');
+    expect(await bodyOf(Buffer.from('a=%25FF'), { a: '%FF' })).toBe('a=%25FF');
   });
 });

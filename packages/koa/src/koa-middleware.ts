@@ -2,6 +2,7 @@ import {
   BodyAlreadyReadError,
   BodyTooLargeError,
   bodyFromBytes,
+  bodyFromParsed,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
@@ -85,7 +86,8 @@ function declaresBody(req: Context['req']): boolean {
 
 /**
  * The body of the request for the fingerprint: what a body parser that ran first made of it,
- * when it read it; else the bytes a reader that ran first kept on `ctx.request.rawBody` (a
+ * when it read it (or, when that is refused as decoded, what it kept on `ctx.request.rawBody`:
+ * see {@link keptInstead}); else the bytes a reader that ran first kept on `ctx.request.rawBody` (a
  * Buffer or a string, as `ctx.req.rawBody` is taken); else the raw bytes (@koa/bodyparser
  * leaves a type it does not parse unread, with a body of {}).
  * @throws BodyAlreadyReadError when a reader before the middleware is still reading the
@@ -98,8 +100,11 @@ function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
   const { req } = ctx;
   if (req.readableEnded) {
     const parsed = (ctx.request as { body?: unknown }).body;
-    if (parsed !== undefined) return nodeRequestBody(req, parsed, limit);
     const raw = (ctx.request as { rawBody?: unknown }).rawBody;
+    if (parsed !== undefined) {
+      const body = nodeRequestBody(req, parsed, limit);
+      return raw === undefined ? body : body.catch((error) => keptInstead(error, raw, req, limit));
+    }
     // Text with a U+FFFD is not trusted: a reader that decoded the bytes as UTF-8 puts one for
     // every invalid sequence, so different bodies give the same text.
     const bytes =
@@ -119,6 +124,29 @@ function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
   )
     return Promise.reject(new BodyAlreadyReadError());
   return nodeRequestBody(req, undefined, limit);
+}
+
+/**
+ * The body a reader kept on `ctx.request.rawBody` when the parsed body was refused as decoded
+ * in a way that may have lost bytes (see `bodyFromParsed`): @koa/bodyparser keeps the text
+ * it parsed there (a form's text with its percent-escapes, which its parsed names and values
+ * no longer tell apart). A Buffer is taken as it is; text as a parsed string is (refused
+ * when it holds U+FFFD or a lone surrogate, or its Content-Type names a charset other than
+ * UTF-8). Anything else, or kept text refused too: the first refusal, which says why.
+ */
+function keptInstead(
+  error: unknown,
+  raw: unknown,
+  req: Context['req'],
+  limit: number,
+): RequestBody {
+  if (!(error instanceof BodyAlreadyReadError)) throw error;
+  if (!(raw instanceof Uint8Array) && typeof raw !== 'string') throw error;
+  try {
+    return bodyFromParsed(raw, headerValue(req.headers, 'content-type'), limit);
+  } catch (refused) {
+    throw refused instanceof BodyAlreadyReadError ? error : refused;
+  }
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
+import { BodyAlreadyReadError, bodyFromParsed, type RequestBody } from '@idem/http';
 import {
   headerValue,
   nodeRequestBody,
@@ -35,6 +36,33 @@ type PlatformResponse = ServerResponse & {
   hijack?: () => void;
   getHeaders?: () => Record<string, unknown>;
 };
+
+/**
+ * The body for the fingerprint: as `nodeRequestBody` reads it from the Node request (the
+ * parsed body, or the bytes kept as `req.rawBody`, or the bytes read and put back). On
+ * Fastify, Nest's `rawBody: true` keeps the bytes on the Fastify request, not on the Node
+ * one: when the parsed body is refused as decoded in a way that may have lost bytes (U+FFFD,
+ * a form holding a '%': see `bodyFromParsed`), those bytes (a Buffer only) are fingerprinted.
+ */
+async function bodyOf(
+  raw: IncomingMessage,
+  request: PlatformRequest,
+  limit: number,
+): Promise<RequestBody> {
+  try {
+    return await nodeRequestBody(raw, request.body, limit);
+  } catch (error) {
+    const kept: unknown = (request as { rawBody?: unknown }).rawBody;
+    if (
+      !(error instanceof BodyAlreadyReadError) ||
+      (request as unknown) === raw ||
+      !(kept instanceof Uint8Array) ||
+      !raw.readableEnded
+    )
+      throw error;
+    return bodyFromParsed(kept, headerValue(raw.headers, 'content-type'), limit);
+  }
+}
 
 /** Framing headers of the reply that must not frame a body written in their place. */
 const FRAMING_HEADERS: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding']);
@@ -249,7 +277,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
       route: typeof operation === 'string' ? operation : operation(request),
       header: (name) => headerValue(raw.headers, name),
       // Parsed by the platform (JSON, text, a raw parser), or read and put back.
-      readBody: (limit) => nodeRequestBody(raw, request.body, limit),
+      readBody: (limit) => bodyOf(raw, request, limit),
     });
     if (signal.aborted) {
       // Nobody subscribes any more (an outer interceptor answered while this one waited or
