@@ -1,0 +1,169 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { RenewalConnection } from '../src/renewal-connection.js';
+import { DATABASE_URL, randomName } from './pg-env.js';
+
+/** pg's overloaded methods, called through with whatever they were given. */
+type Loose = (...args: unknown[]) => Promise<void>;
+/**
+ * pgrev24: a RenewalConnection over a real pool whose `Client` class gates the own
+ * connection's openings (told apart by its `statement_timeout`, the store's limit), one
+ * script entry per opening: `stall` (connect() never settles: a lost SYN, given up at
+ * openMs), `fail` (refused at once), `pass`, or a number (connects after that many ms). Own
+ * backends carry `<tag>-own` as application_name, pool backends `<tag>-pool`. Counts the
+ * openings running at once (RenewalConnection.connect wrapped), the pool's 'connect' and
+ * 'remove' events for own clients, and pool.connect() calls.
+ */
+export const STATEMENT_MS = 2_000;
+
+export type Step = 'stall' | 'fail' | 'pass' | number;
+
+export function harness(opts: { max?: number; openMs?: number; script: (n: number) => Step }) {
+  const tag = randomName('p24');
+  const stats = {
+    ownConstructed: 0,
+    running: 0,
+    maxRunning: 0,
+    openings: 0,
+    connectEvents: 0,
+    removeEvents: 0,
+    poolConnects: 0,
+    /** Statements with a time limit (the routes' sends) running on own clients, at most at once. */
+    ownSends: 0,
+    maxOwnSends: 0,
+    /** Those statements sent on own clients, in all. */
+    ownSent: 0,
+  };
+  const ownClients: pg.Client[] = [];
+  class GatedClient extends pg.Client {
+    constructor(config: pg.ClientConfig) {
+      const own = (config as { statement_timeout?: unknown }).statement_timeout === STATEMENT_MS;
+      super({ ...config, application_name: `${tag}-${own ? 'own' : 'pool'}` });
+      if (!own) return;
+      const step = opts.script(stats.ownConstructed++);
+      ownClients.push(this);
+      const connect = this.connect.bind(this) as unknown as Loose;
+      const query = this.query.bind(this) as unknown as Loose;
+      const self = this as unknown as { connect: Loose; query: Loose };
+      self.connect = (...args) => {
+        if (step === 'pass') return connect(...args);
+        if (step === 'stall') return new Promise(() => {});
+        if (step === 'fail')
+          return Promise.reject(
+            Object.assign(new Error('connect ECONNREFUSED (pgrev24 gate)'), {
+              code: 'ECONNREFUSED',
+            }),
+          );
+        return sleep(step).then(() => connect());
+      };
+      self.query = (...args) => {
+        const config = args[0] as { query_timeout?: unknown } | undefined;
+        const result = query(...args);
+        if (typeof config !== 'object' || !config?.query_timeout) return result;
+        stats.ownSends++;
+        stats.ownSent++;
+        stats.maxOwnSends = Math.max(stats.maxOwnSends, stats.ownSends);
+        const done = () => {
+          stats.ownSends--;
+        };
+        result.then(done, done);
+        return result;
+      };
+    }
+  }
+  const pool = new pg.Pool({
+    connectionString: DATABASE_URL,
+    max: opts.max ?? 1,
+    Client: GatedClient,
+  } as unknown as pg.PoolConfig);
+  pool.on('error', () => {});
+  pool.on('connect', (c) => {
+    if (ownClients.includes(c as unknown as pg.Client)) stats.connectEvents++;
+  });
+  pool.on('remove', (c) => {
+    if (ownClients.includes(c as unknown as pg.Client)) stats.removeEvents++;
+  });
+  const connect = pool.connect.bind(pool);
+  (pool as unknown as { connect: (cb?: unknown) => unknown }).connect = (cb?: unknown) => {
+    stats.poolConnects++;
+    return (connect as (cb?: unknown) => unknown)(cb);
+  };
+  const rc = new RenewalConnection(pool, opts.openMs ?? 6_000, STATEMENT_MS, 300);
+  const inner = rc as unknown as {
+    connect: () => Promise<pg.Client>;
+    client?: pg.Client;
+    opening?: Promise<pg.Client>;
+    attempts: number;
+    failures: number;
+    quietUntil: number;
+    growTimer?: NodeJS.Timeout;
+    waiting: unknown[];
+  };
+  const original = inner.connect.bind(rc);
+  inner.connect = async () => {
+    stats.openings++;
+    stats.running++;
+    stats.maxRunning = Math.max(stats.maxRunning, stats.running);
+    try {
+      return await original();
+    } finally {
+      stats.running--;
+    }
+  };
+  const admin = new pg.Client({ connectionString: DATABASE_URL });
+  return {
+    tag,
+    pool,
+    rc,
+    inner,
+    stats,
+    admin,
+    /** Backends of the own connection (or of the pool) in pg_stat_activity. */
+    async backends(kind: 'own' | 'pool' = 'own'): Promise<number> {
+      const { rows } = await admin.query(
+        'SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = $1',
+        [`${tag}-${kind}`],
+      );
+      return rows[0].n as number;
+    },
+    /** Terminates the own connection's backends; waits until the client forgot it. */
+    async killOwn(): Promise<number> {
+      const { rowCount } = await admin.query(
+        'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1',
+        [`${tag}-own`],
+      );
+      for (let i = 0; i < 100 && inner.client !== undefined; i++) await sleep(20);
+      return rowCount ?? 0;
+    },
+    async end() {
+      await Promise.race([pool.end(), sleep(2_000)]);
+      await admin.end().catch(() => {});
+    },
+  };
+}
+
+export const q = (ms?: number) =>
+  ms === undefined
+    ? ({ text: 'select 1 AS one' } as pg.QueryConfig)
+    : ({ text: 'select 1 AS one', query_timeout: ms } as pg.QueryConfig);
+
+/** A statement's outcome and when it settled (ms after `t0`). */
+export function settle(p: Promise<unknown>, t0: number): Promise<string> {
+  return p.then(
+    () => `ok ${Math.round(performance.now() - t0)}`,
+    (e: unknown) =>
+      `${(e as Error).name}:${(e as Error).message.slice(0, 36)} ${Math.round(performance.now() - t0)}`,
+  );
+}
+
+export const msOf = (outcome: string) => Number(outcome.split(' ').at(-1));
+
+/** Polls until `check` holds or `ms` passed. */
+export async function until(check: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    if (await check()) return true;
+    await sleep(25);
+  }
+  return check();
+}
