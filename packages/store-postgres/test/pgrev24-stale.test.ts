@@ -60,7 +60,7 @@ describe('pgrev24: a stale opening from the previous round', () => {
     }
   }, 12_000);
 
-  // FINDING (MEDIUM): a refused opening no longer fails the statement that was waiting for it while the previous round's loser (#0) still runs: `attempts > 0` swallows the failure (no statement failed, no dispatch, `opening` left undefined). The statement is re-opened only when the wake timer fires at its stall points (#3 at ~1 s, #4 at ~2 s) and fails at its limit, unsent: NotSentError at ~3000 ms instead of ECONNREFUSED at ~0 ms (control above). The engine's renewal loop is blind for the whole limit instead of retrying at once.
+  // FINDING (MEDIUM): a refused opening no longer fails the statement that was waiting for it while the previous round's loser (#0) still runs: `attempts > 0` swallows the failure (no statement failed, no dispatch, `opening` left undefined). The statement is re-opened only when the wake timer fires at its stall points (#3 at ~1 s, #4 at ~2 s) and fails at its limit, unsent: NotSentError at ~3000 ms instead of ECONNREFUSED at ~0 ms (control above), after 4-5 openings for that one statement (the README: at most two, three with a hedge). The engine's renewal loop is blind for the whole limit instead of retrying at once.
   it.fails('with the stale loser running: a refused opening still fails its statement at once', async () => {
     const { h, business, first, killed } = await afterHedgeWon((n) =>
       n === 0 ? 'stall' : n === 1 ? 'pass' : 'fail',
