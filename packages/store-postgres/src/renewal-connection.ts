@@ -30,6 +30,11 @@ function answeredByServer(error: unknown): boolean {
   );
 }
 
+/** node-postgres gave up waiting for the answer (`query_timeout`): the connection may be fine. */
+function timedOut(error: unknown): boolean {
+  return (error as { message?: unknown } | null)?.message === 'Query read timeout';
+}
+
 /** node-postgres' socket of a client (absent in pg-native). */
 function socketOf(client: Client): { destroy(): void; unref?(): void } | undefined {
   const stream = (client as { connection?: { stream?: { destroy?: unknown } } }).connection?.stream;
@@ -51,6 +56,17 @@ const LINGER_CHECK_MS = 200;
  */
 const OPEN_BACKOFF_MS = 100;
 const OPEN_BACKOFF_MAX_MS = 5_000;
+/**
+ * A statement with less of its limit left is not sent (it fails unsent): it could not be
+ * answered in time, and its timeout would be taken for a silent connection.
+ */
+const MIN_SEND_MS = 10;
+/**
+ * A statement given less than this that times out on the own connection does not get the
+ * connection destroyed: a busy event loop, not a silent server, is the likelier reason. A
+ * connection that is silent indeed fails the next statement, given more.
+ */
+const SILENT_AFTER_MS = 100;
 /** After a failed opening, one a waiting statement starts begins at least this long after it began. */
 const ON_DEMAND_GAP_MS = 150;
 
@@ -170,6 +186,8 @@ export class RenewalConnection implements SideRoutes {
   /** Failed openings in a row, and until when {@link use} opens nothing after them. */
   private failures = 0;
   private quietUntil = 0;
+  /** Gives up each opening running (see {@link connect}). */
+  private readonly connecting = new Set<() => void>();
   /** Clients the pool's 'connect' listeners were told of. */
   private readonly announced = new WeakSet<Client>();
 
@@ -290,7 +308,7 @@ export class RenewalConnection implements SideRoutes {
       if (job.settled) {
         queue.splice(at, 1);
         job.queued = false;
-      } else if (job.deadline - performance.now() < 1) {
+      } else if (job.deadline - performance.now() < MIN_SEND_MS) {
         queue.splice(at, 1);
         job.queued = false;
         this.failed(job, new NotSentError(), false);
@@ -364,9 +382,10 @@ export class RenewalConnection implements SideRoutes {
         if (!roomy) {
           // No new pool connection to be had (the pool at its size, or idle connections it
           // would hand out first, which may be dead flows): a second opening of the own one
-          // once the first has run half of that time (it costs a connection that is closed
-          // again when the first opens after all; a slow set-up is not given one).
-          const hedgeAt = from + left / 2;
+          // once the first has run a third of that time, counted from its start (a renewal
+          // that comes late in a stalled opening must not wait a third of its own time
+          // more: the lease may not last that long).
+          const hedgeAt = this.openingBegan + left / 3;
           if (now >= hedgeAt) this.hedge();
           else later = Math.min(later, hedgeAt);
           continue;
@@ -443,7 +462,7 @@ export class RenewalConnection implements SideRoutes {
       const job = queue.shift() as Job;
       job.queued = false;
       if (job.settled) continue;
-      if (job.deadline - performance.now() >= 1) {
+      if (job.deadline - performance.now() >= MIN_SEND_MS) {
         this.listenWhileWaiting();
         return job;
       }
@@ -483,6 +502,7 @@ export class RenewalConnection implements SideRoutes {
   private async sendOwn(client: Client, job: Job): Promise<void> {
     this.sending = true;
     job.inFlight++;
+    const given = job.deadline - performance.now();
     try {
       const result = await client.query(this.timed(job));
       job.inFlight--;
@@ -491,7 +511,7 @@ export class RenewalConnection implements SideRoutes {
       job.inFlight--;
       const answered = answeredByServer(error);
       if (!answered) {
-        this.destroy(client);
+        if (given >= SILENT_AFTER_MS || !timedOut(error)) this.destroy(client);
         this.sendAgain(job);
       }
       this.failed(job, error, answered);
@@ -530,7 +550,7 @@ export class RenewalConnection implements SideRoutes {
   /** A repeatable statement's second send, on the own connection, within what is left. */
   private sendAgain(job: Job): void {
     if (!job.repeatable || job.again || job.settled || job.queued) return;
-    if (job.deadline - performance.now() < 1) return;
+    if (job.deadline - performance.now() < MIN_SEND_MS) return;
     job.again = true;
     job.queued = true;
     // Its wait for a second route starts now: an opening begun before was not its attempt.
@@ -562,7 +582,8 @@ export class RenewalConnection implements SideRoutes {
   private failed(job: Job, error: unknown, answered: boolean): void {
     if (job.settled) return;
     if (answered) job.answer ??= error;
-    job.last = error;
+    // Sent before, it fails with what that send met, never as "not sent".
+    if (!(error instanceof NotSentError) || job.last === undefined) job.last = error;
     if (job.inFlight > 0 || job.queued) return;
     job.settled = true;
     job.reject(job.answer ?? job.last);
@@ -586,11 +607,12 @@ export class RenewalConnection implements SideRoutes {
   /**
    * A second opening of the own connection while the running one stalls and a statement has
    * no other route (see {@link grow}): once per opening, so at most two run at a time. The
-   * first to open is kept, the other closed when it opens.
+   * first to open is kept, the other given up at once (its connection destroyed).
    */
   private hedge(): void {
     const first = this.opening;
-    if (first === undefined || this.hedged === first || this.pool.ending) return;
+    if (first === undefined || this.hedged === first || this.attempts >= 2 || this.pool.ending)
+      return;
     this.hedged = first;
     this.hedging = this.attempt(performance.now());
     this.hedging.catch(() => {});
@@ -611,8 +633,11 @@ export class RenewalConnection implements SideRoutes {
           return this.client;
         }
         this.client = client;
-        // An opening still running is not waited for: it is closed when it opens.
+        // An opening still running is given up now (its connection destroyed): it would
+        // count as running until its limit and hold back the next round's openings.
         this.opening = undefined;
+        this.hedging = undefined;
+        for (const cancel of [...this.connecting]) cancel();
         this.failures = 0;
         this.quietUntil = 0;
         this.dispatch();
@@ -675,13 +700,16 @@ export class RenewalConnection implements SideRoutes {
     });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const given = { up: false };
+    let cancel: () => void = () => {};
     const limit = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         given.up = true;
         reject(new Error(`The renewal connection was not set up within ${this.openMs} ms`));
       }, this.openMs);
       timer.unref?.();
+      cancel = () => reject(new Error('The renewal connection was opened by another attempt'));
     });
+    this.connecting.add(cancel);
     try {
       await Promise.race([this.setUp(client, given), limit]);
     } catch (error) {
@@ -690,6 +718,7 @@ export class RenewalConnection implements SideRoutes {
       throw error;
     } finally {
       clearTimeout(timer);
+      this.connecting.delete(cancel);
     }
     // Again: a TLS connection replaced the socket unref'd above.
     socketOf(client)?.unref?.();

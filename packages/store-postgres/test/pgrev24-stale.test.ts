@@ -21,8 +21,8 @@ async function afterHedgeWon(script: (n: number) => Step) {
 }
 
 describe('pgrev24: a stale opening from the previous round', () => {
-  // FINDING (LOW): "at most two openings at a time" does not hold: hedge() checks only that the current opening was not hedged yet, not `attempts`, and a round's stalled loser keeps running (up to openMs) after its hedge won. Three rounds of "first stalls, hedge wins, its backend is killed" within openMs: 4 openings running at once (maxRunning 4 = the stale #0 and #2, the round's #4 and its hedge #5; expected ≤ 2). Each further round adds one (the random stress saw 4 as well).
-  it.fails('after the hedge won and its connection died, three rounds: at most two openings run at once', async () => {
+  // Was FINDING (LOW), fixed: when an opening wins, the other running one is given up at once (its connection destroyed), and hedge() requires fewer than two openings running: "at most two openings at a time" does not hold: hedge() checks only that the current opening was not hedged yet, not `attempts`, and a round's stalled loser keeps running (up to openMs) after its hedge won. Three rounds of "first stalls, hedge wins, its backend is killed" within openMs: 4 openings running at once (maxRunning 4 = the stale #0 and #2, the round's #4 and its hedge #5; expected ≤ 2). Each further round adds one (the random stress saw 4 as well).
+  it('after the hedge won and its connection died, three rounds: at most two openings run at once', async () => {
     const { h, business, first, killed } = await afterHedgeWon((n) =>
       n % 2 === 0 ? 'stall' : 'pass',
     );
@@ -60,8 +60,8 @@ describe('pgrev24: a stale opening from the previous round', () => {
     }
   }, 12_000);
 
-  // FINDING (MEDIUM): a refused opening no longer fails the statement that was waiting for it while the previous round's loser (#0) still runs: `attempts > 0` swallows the failure (no statement failed, no dispatch, `opening` left undefined). The statement is re-opened only when the wake timer fires at its stall points (#3 at ~1 s, #4 at ~2 s) and fails at its limit, unsent: NotSentError at ~3000 ms instead of ECONNREFUSED at ~0 ms (control above), after 4-5 openings for that one statement (the README: at most two, three with a hedge). The engine's renewal loop is blind for the whole limit instead of retrying at once.
-  it.fails('with the stale loser running: a refused opening still fails its statement at once', async () => {
+  // Was FINDING (MEDIUM), fixed: when an opening wins, the other running one is given up at once (its connection destroyed), and hedge() requires fewer than two openings running: a refused opening no longer fails the statement that was waiting for it while the previous round's loser (#0) still runs: `attempts > 0` swallows the failure (no statement failed, no dispatch, `opening` left undefined). The statement is re-opened only when the wake timer fires at its stall points (#3 at ~1 s, #4 at ~2 s) and fails at its limit, unsent: NotSentError at ~3000 ms instead of ECONNREFUSED at ~0 ms (control above), after 4-5 openings for that one statement (the README: at most two, three with a hedge). The engine's renewal loop is blind for the whole limit instead of retrying at once.
+  it('with the stale loser running: a refused opening still fails its statement at once', async () => {
     const { h, business, first, killed } = await afterHedgeWon((n) =>
       n === 0 ? 'stall' : n === 1 ? 'pass' : 'fail',
     );
@@ -102,8 +102,8 @@ describe('pgrev24: a stale opening from the previous round', () => {
     }
   }, 12_000);
 
-  // FINDING (MEDIUM): the back-off is disabled while the previous round's loser (#0) still runs: every refused opening sees `attempts > 0`, so `failures`/`quietUntil` are never set and each execution that begins opens again. 40 executions beginning over ~1 s made 40 connection attempts to a refusing server (control: ≤ 6), failures stayed 0. After a hedge won, that lasts up to openMs (max(statement limit, lease)) after the server started refusing: exactly the restart/failover window the back-off is for.
-  it.fails('with the stale loser running: executions beginning against a refusing server are backed off', async () => {
+  // Was FINDING (MEDIUM), fixed: when an opening wins, the other running one is given up at once (its connection destroyed), and hedge() requires fewer than two openings running: the back-off is disabled while the previous round's loser (#0) still runs: every refused opening sees `attempts > 0`, so `failures`/`quietUntil` are never set and each execution that begins opens again. 40 executions beginning over ~1 s made 40 connection attempts to a refusing server (control: ≤ 6), failures stayed 0. After a hedge won, that lasts up to openMs (max(statement limit, lease)) after the server started refusing: exactly the restart/failover window the back-off is for.
+  it('with the stale loser running: executions beginning against a refusing server are backed off', async () => {
     const { h, business, killed } = await afterHedgeWon((n) =>
       n === 0 ? 'stall' : n === 1 ? 'pass' : 'fail',
     );

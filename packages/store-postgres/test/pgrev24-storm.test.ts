@@ -106,8 +106,8 @@ describe('pgrev24: executions beginning at a refusing server after a hedge won',
     expect(r.attempts).toBeLessThanOrEqual(8);
   }, 15_000);
 
-  // FINDING (MEDIUM): see pgrev24-stale: while the blackholed first opening (the hedge's loser) still runs, every refused opening is swallowed (`attempts > 0`) and the back-off never starts: 30 executions beginning over ~0.85 s made 31-32 connection attempts to the refusing server (control: 4-5; asserted ≤ 8). Through the engine and a real proxy (the killed own backend, 1, was the hedge's: the blackholed opening never connected).
-  it.fails('after a hedge won over a blackholed opening: the back-off still holds the attempts down', async () => {
+  // Was FINDING (MEDIUM), fixed: when an opening wins, the other running one is given up at once: see pgrev24-stale: while the blackholed first opening (the hedge's loser) still runs, every refused opening is swallowed (`attempts > 0`) and the back-off never starts: 30 executions beginning over ~0.85 s made 31-32 connection attempts to the refusing server (control: 4-5; asserted ≤ 8). Through the engine and a real proxy (the killed own backend, 1, was the hedge's: the blackholed opening never connected).
+  it('after a hedge won over a blackholed opening: the back-off still holds the attempts down', async () => {
     const r = await phase2Attempts(true);
     console.log('pgrev24 storm stale', r);
     expect(r.killed).toBe(1);
