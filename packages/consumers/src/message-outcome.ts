@@ -1,8 +1,6 @@
 import {
-  callStore,
   createIdempotency,
   deriveKey,
-  deriveStorageKey,
   fingerprint,
   type Idempotency,
   type IdempotencyOptions,
@@ -15,7 +13,6 @@ import {
   type OperationContext,
   ReplayedFailureError,
   type Scope,
-  type StoredRecord,
 } from '@idem/core';
 
 /**
@@ -47,60 +44,6 @@ export interface MessageReport<TMessage> {
   message: TMessage;
   status: MessageStatus;
   error?: unknown;
-  /**
-   * `true` when the message was decided under its legacy key (JetStream: `stream:streamSequence`,
-   * recorded by an instance of an earlier version): see `legacyKeyLookup`.
-   */
-  legacyKey?: true;
-}
-
-/**
- * Where an earlier version of a broker helper recorded a message under another default key,
- * and what a record of this very message must show; `undefined` when there is nothing to
- * look up (see {@link legacyRecordBelongs}).
- */
-export interface LegacyKey {
-  /** The key the earlier version used (JetStream: `stream:streamSequence`). */
-  key: string;
-  /**
-   * When the broker stored the message, epoch ms (JetStream: `timestampNanos`): no record of
-   * this message can be older.
-   */
-  storedAtMs: number;
-}
-
-/**
- * How far the store's clock may lag the broker's before a legacy record of the same message
- * is taken for an older one (then the message runs under its new key: what happened without
- * the lookup). Kept small on purpose: a larger slack would let a record of a deleted and
- * recreated stream's message, completed just before the new one was stored, answer for it.
- */
-export const LEGACY_CLOCK_SLACK_MS = 1_000;
-
-/**
- * Whether a record found under a message's legacy key is this message's own, and so decides
- * it: not a `released` tombstone (nothing is recorded there: the message runs under its new
- * key), the same fingerprint (a stream message's body never changes, so another one is
- * another message: a deleted and recreated stream's sequences start at 1 again), and no older
- * than the message: a completed record's completion (`expiresAt - retentionMs`, the
- * `retentionMs` in force here, which the earlier version is assumed to have used) or an
- * in-progress record's lease deadline is not before `storedAtMs` (less the clock slack).
- */
-export function legacyRecordBelongs(
-  record: StoredRecord | undefined,
-  fingerprint: string,
-  storedAtMs: number,
-  retentionMs: number,
-): boolean {
-  if (record === undefined || record.fingerprint !== fingerprint) return false;
-  const since =
-    record.status === 'completed'
-      ? record.expiresAt - retentionMs
-      : record.status === 'in_progress'
-        ? record.leaseUntil
-        : Number.NaN;
-  // NaN (a tombstone, an unreadable deadline) is no evidence: never taken.
-  return since >= storedAtMs - LEGACY_CLOCK_SLACK_MS;
 }
 
 /** Options every consumer helper shares. */
@@ -151,12 +94,6 @@ export function messageProcessor<TMessage, T>(
     defaultKey: (message: TMessage) => JsonValue | undefined;
     body: (message: TMessage) => Uint8Array;
     defaultScope: (message: TMessage) => Scope;
-    /**
-     * The message's legacy key when its default key changed from an earlier version (used
-     * only with the default key); the record found there, if it is the message's own,
-     * decides the message under that key.
-     */
-    legacy?: ((message: TMessage) => LegacyKey | undefined) | undefined;
   },
 ): MessageProcessor<TMessage> {
   const {
@@ -172,12 +109,6 @@ export function messageProcessor<TMessage, T>(
   if (!(typeof retryDelayMs === 'number' && Number.isFinite(retryDelayMs) && retryDelayMs >= 0))
     throw new InvalidInputError('retryDelayMs must be a finite, non-negative number of ms');
   const engine = createIdempotency<T>(engineOptions);
-  const legacy = key === undefined || key === broker.defaultKey ? broker.legacy : undefined;
-  const { store } = engine.settings;
-  if (legacy && typeof store.get !== 'function')
-    throw new InvalidInputError(
-      'The legacy key lookup reads the store: the store must implement get (or turn the lookup off)',
-    );
   const report = (r: MessageReport<TMessage>) => {
     try {
       onMessage?.(r);
@@ -188,7 +119,6 @@ export function messageProcessor<TMessage, T>(
   const { maxHoldMs } = engine.settings;
   async function process(message: TMessage): Promise<Disposition> {
     let disposition: Disposition;
-    const decision = { legacyKey: false };
     let timer: ReturnType<typeof setTimeout> | undefined;
     // A handler still running when its hold ends has no lease left (heartbeats stop there):
     // the message goes back to the broker rather than keep its slot (and JetStream's
@@ -208,7 +138,7 @@ export function messageProcessor<TMessage, T>(
       );
     });
     try {
-      disposition = await Promise.race([decide(message, decision), holdPassed]);
+      disposition = await Promise.race([decide(message), holdPassed]);
     } catch (error) {
       disposition = { action: 'reject', status: 'rejected', error };
     } finally {
@@ -218,31 +148,10 @@ export function messageProcessor<TMessage, T>(
       message,
       status: disposition.status,
       error: disposition.action === 'ack' ? undefined : disposition.error,
-      ...(decision.legacyKey ? { legacyKey: true as const } : {}),
     });
     return disposition;
   }
-  /**
-   * The message's legacy key when the record there is the message's own (see
-   * {@link legacyRecordBelongs}), else `undefined`. One store read, under `storeTimeoutMs`;
-   * a failed or timed-out read throws (the message is given back, never run on a guess).
-   */
-  async function legacyKeyOf(
-    message: TMessage,
-    request: { key: string; scope: Scope; fingerprint: string },
-  ): Promise<string | undefined> {
-    const found = legacy?.(message);
-    const legacyKey = found && toKey(found.key);
-    if (found === undefined || legacyKey === undefined || legacyKey === request.key)
-      return undefined;
-    const storageKey = deriveStorageKey(request.scope, legacyKey);
-    const { storeTimeoutMs, retentionMs } = engine.settings;
-    const record = await callStore('get', storeTimeoutMs, () => store.get(storageKey));
-    return legacyRecordBelongs(record, request.fingerprint, found.storedAtMs, retentionMs)
-      ? legacyKey
-      : undefined;
-  }
-  async function decide(message: TMessage, decision: { legacyKey: boolean }): Promise<Disposition> {
+  async function decide(message: TMessage): Promise<Disposition> {
     const messageKey = toKey((key ?? broker.defaultKey)(message));
     if (messageKey === undefined)
       return {
@@ -260,14 +169,6 @@ export function messageProcessor<TMessage, T>(
     // (a handler may throw an idem error of its own, e.g. from a nested call): it is retried.
     let thrownByHandler = false;
     try {
-      // A message an earlier version recorded (or holds) under its legacy key is decided
-      // there by the same state machine: replayed, given back while in progress, taken over
-      // (with a higher fence) once the holder's lease passed.
-      const legacyKey = legacy ? await legacyKeyOf(message, request) : undefined;
-      if (legacyKey !== undefined) {
-        request.key = legacyKey;
-        decision.legacyKey = true;
-      }
       const result = await engine.execute(request, async (ctx) => {
         try {
           return await handler(message, ctx);

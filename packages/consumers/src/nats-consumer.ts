@@ -1,6 +1,6 @@
 import { InvalidInputError, type Scope } from '@idem/core';
 import { type IdempotentConsumer, settleWithin } from './amqp-consumer.js';
-import { type ConsumerOptions, type LegacyKey, messageProcessor } from './message-outcome.js';
+import { type ConsumerOptions, messageProcessor } from './message-outcome.js';
 
 /** The fields of a JetStream message read here (structurally `JsMsg` of `nats`). */
 export interface JsMsgLike {
@@ -43,19 +43,6 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
    * consumer's `ack_wait` does not pass meanwhile; keep it below `ack_wait`. @default 10_000
    */
   workingIntervalMs?: number;
-  /**
-   * Upgrade bridge for the default key's change (`stream:streamSequence` before,
-   * `stream:streamSequence:timestampNanos` now): a redelivered message (delivery 2 or later)
-   * without `Nats-Msg-Id` is first looked up under its old key (one store read, under
-   * `storeTimeoutMs`), and a record there that is this message's own (same fingerprint, not
-   * older than the message, not a released tombstone) decides it: replayed and acked,
-   * given back while in progress, taken over once its lease passed. Used only with the
-   * default `key`. Costs one store read per such redelivery; may be turned off once every
-   * instance runs this version and twice `retentionMs` has passed since the last older one
-   * stopped (an old record lives `retentionMs`; one taken over under its old key as long
-   * again). Without it such a recorded message whose ack was lost runs again. @default true
-   */
-  legacyKeyLookup?: boolean;
 }
 
 /**
@@ -64,9 +51,7 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
  * window), else `stream:streamSequence:timestampNanos`. The stored timestamp is the same at
  * every redelivery, and tells apart the messages of a deleted and recreated stream, whose
  * sequences start at 1 again (`stream:streamSequence` alone made them replay, or be
- * rejected as mismatches, against the old stream's records). A redelivery of a message an
- * earlier version recorded under `stream:streamSequence` is still found there (see
- * `legacyKeyLookup` of {@link consumeJetStream}).
+ * rejected as mismatches, against the old stream's records).
  */
 export const jetStreamMessageKey = (message: JsMsgLike): string => {
   const id = message.headers?.get('Nats-Msg-Id');
@@ -75,20 +60,6 @@ export const jetStreamMessageKey = (message: JsMsgLike): string => {
   return typeof timestampNanos === 'number' && Number.isFinite(timestampNanos)
     ? `${stream}:${streamSequence}:${timestampNanos}`
     : `${stream}:${streamSequence}`;
-};
-
-/**
- * The key an earlier version gave a message by default (`stream:streamSequence`) and when the
- * stream stored it, for a redelivered message whose default key is no longer that;
- * `undefined` otherwise. A first delivery on a durable consumer has been seen by no instance
- * of it, old or new, so nothing needs looking up (and a recreated stream's messages, whose
- * sequences meet the old stream's records, are not even compared with them then).
- */
-export const jetStreamLegacyKey = (message: JsMsgLike): LegacyKey | undefined => {
-  if (!(message.info.redeliveryCount > 1) || message.headers?.get('Nats-Msg-Id')) return undefined;
-  const { stream, streamSequence, timestampNanos } = message.info;
-  if (!(typeof timestampNanos === 'number' && Number.isFinite(timestampNanos))) return undefined;
-  return { key: `${stream}:${streamSequence}`, storedAtMs: timestampNanos / 1e6 };
 };
 
 /**
@@ -101,13 +72,7 @@ export const jetStreamLegacyKey = (message: JsMsgLike): LegacyKey | undefined =>
 export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   options: JetStreamConsumerOptions<TMessage, T>,
 ): Promise<IdempotentConsumer> {
-  const {
-    consumer,
-    concurrency = 1,
-    workingIntervalMs = 10_000,
-    legacyKeyLookup = true,
-    ...rest
-  } = options;
+  const { consumer, concurrency = 1, workingIntervalMs = 10_000, ...rest } = options;
   if (!(Number.isSafeInteger(concurrency) && concurrency > 0))
     throw new InvalidInputError('concurrency must be a positive integer');
   if (
@@ -118,11 +83,8 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     )
   )
     throw new InvalidInputError('workingIntervalMs must be a finite, positive number of ms');
-  if (typeof legacyKeyLookup !== 'boolean')
-    throw new InvalidInputError('legacyKeyLookup must be true or false');
   const processor = messageProcessor<TMessage, T>(rest, {
     defaultKey: jetStreamMessageKey,
-    legacy: legacyKeyLookup ? jetStreamLegacyKey : undefined,
     body: (message) => message.data,
     // Each durable consumer is its own application (billing, shipping...): one consumer's
     // outcome must never answer another's delivery of the same stream message.
