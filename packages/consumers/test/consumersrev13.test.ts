@@ -163,16 +163,11 @@ describe('consumers rev13 attacks', () => {
     expect(jetStreamMessageKey(m as JsMsg)).toMatch(/:\d{19}$/);
   });
 
-  // FINDING (LOW): the key change is not backward compatible inside a rolling deploy: a
-  // message recorded by an old instance under `stream:seq` whose ack was lost is redelivered
-  // to a new instance under `stream:seq:timestampNanos` and processed a second time (and
-  // both run concurrently while the two versions share a durable). The changeset notes it,
-  // but nothing bridges it (e.g. look up the old key before running, for a transition window).
-  it.fails('JetStream: a redelivery across the key upgrade is still exactly once', () => {
-    const info = { stream: 'S', consumer: 'w', streamSequence: 7, redeliveryCount: 1 };
-    const base = { data: new Uint8Array(), seq: 7, ack() {}, nak() {}, term() {}, working() {} };
-    const before = jetStreamMessageKey({ ...base, info });
-    const after = jetStreamMessageKey({ ...base, info: { ...info, timestampNanos: 1.7e18 } });
-    expect(after).toBe(before);
-  });
+  // Withdrawn (was FINDING LOW, "the key change is not backward compatible inside a rolling
+  // deploy"): @idem/consumers has never been released (version 0.0.0, its introducing changeset
+  // still pending), so no deployment holds records under `stream:seq`; the new key ships in the
+  // package's first release. A bridge was built (c9fc566) and reviewed (jsrev: a recreated
+  // stream's message acked with the old stream's outcome while an old message still ran, two
+  // instances running one message across the two keys, a lower fence after a takeover): it
+  // added those risks and a store read per redelivery to bridge nothing, so it was reverted.
 });

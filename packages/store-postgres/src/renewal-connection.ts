@@ -186,6 +186,8 @@ export class RenewalConnection implements SideRoutes {
   /** Failed openings in a row, and until when {@link use} opens nothing after them. */
   private failures = 0;
   private quietUntil = 0;
+  /** The own connection kept after a short timeout, until it answers again (see sendOwn). */
+  private suspect: Client | undefined;
   /** Gives up each opening running (see {@link connect}). */
   private readonly connecting = new Set<() => void>();
   /** Clients the pool's 'connect' listeners were told of. */
@@ -211,20 +213,30 @@ export class RenewalConnection implements SideRoutes {
    * pool's own release step ends, hence the tick). Listened to only while statements wait,
    * so that an idle store adds no listener to the pool.
    */
-  private readonly onRelease = (error?: unknown) => {
+  private readonly onRelease = (error?: unknown, client?: unknown) => {
     if (this.waiting.length > 0) {
-      // Given back without an error by a transaction that just used it: known alive. It is
-      // the first idle one `pool.connect()` hands out (the pool's idle list is a stack), so a
-      // statement sent again may take it (see `releasedAlive`).
-      if (!error) this.releasedAlive = true;
+      // Given back without an error by a transaction that just used it: known alive, if the
+      // pool kept it (it removes one at `maxUses`, expired or no longer queryable, after this
+      // event). See `releasedAlive`.
+      if (!error && client !== undefined) this.released = client;
       process.nextTick(() => this.dispatch());
     } else this.listenWhileWaiting();
   };
+  /** The connection last given back without an error while statements waited. */
+  private released: unknown;
+
   /**
-   * A pool connection just came back alive: the next dispatch may send one statement that was
-   * sent again to the pool (it gets that connection).
+   * A pool connection just came back alive and is the one `pool.connect()` hands out next (the
+   * pool's idle list is a stack): the next dispatch may send one statement that was sent
+   * again to the pool. Known only with pg-pool's idle list (`_idle`); otherwise never.
    */
-  private releasedAlive = false;
+  private releasedAlive(): boolean {
+    const released = this.released;
+    if (released === undefined) return false;
+    const idle = (this.pool as unknown as { _idle?: unknown })._idle;
+    if (!Array.isArray(idle) || idle.length === 0) return false;
+    return (idle[idle.length - 1] as { client?: unknown } | undefined)?.client === released;
+  }
   private listening = false;
 
   /** The pool's 'release' event listened to while statements wait, and only then. */
@@ -316,14 +328,14 @@ export class RenewalConnection implements SideRoutes {
         queue.splice(at, 1);
         job.queued = false;
         void this.sendOwn(this.client, job);
-      } else if ((!job.again || this.releasedAlive) && this.poolFree()) {
-        if (job.again) this.releasedAlive = false;
+      } else if ((!job.again || this.releasedAlive()) && this.poolFree()) {
+        if (job.again) this.released = undefined;
         queue.splice(at, 1);
         job.queued = false;
         this.sendPool(job);
       } else at++;
     }
-    this.releasedAlive = false;
+    this.released = undefined;
     this.listenWhileWaiting();
     if (queue.length === 0) {
       this.idle();
@@ -396,8 +408,9 @@ export class RenewalConnection implements SideRoutes {
         if (!job.again && !stalled) continue;
       }
       job.grown = true;
+      const before = this.poolClients();
       const connecting = pool.connect();
-      this.bound(connecting);
+      this.bound(connecting, before);
       connecting.then(
         (client) => {
           // Known alive, it just opened: it sends the next statement waiting, a statement
@@ -443,16 +456,28 @@ export class RenewalConnection implements SideRoutes {
    * as TCP does, and `pool.end()` with it, for an attempt the application never made. (It is
    * the client pg-pool added last to its clients; a pool without that list is left alone.)
    */
-  private bound(connecting: Promise<PoolClient>): void {
+  private bound(connecting: Promise<PoolClient>, before: readonly unknown[] | undefined): void {
     const options = this.pool.options as { connectionTimeoutMillis?: unknown };
-    if (Number(options.connectionTimeoutMillis) > 0) return;
-    const clients = (this.pool as unknown as { _clients?: unknown })._clients;
-    const client = Array.isArray(clients) ? (clients.at(-1) as Client | undefined) : undefined;
-    if (client === undefined) return;
-    const timer = setTimeout(() => socketOf(client)?.destroy(), this.openMs);
+    if (Number(options.connectionTimeoutMillis) > 0 || before === undefined) return;
+    // The client the call added, and only when it added exactly one (a `connect()` wrapped to
+    // reach the pool later adds none now: nothing is bounded then, never another client).
+    const added = (this.poolClients() ?? []).filter((c) => !before.includes(c));
+    if (added.length !== 1) return;
+    const client = added[0] as Client;
+    const timer = setTimeout(() => {
+      const still = this.poolClients()?.includes(client) ?? false;
+      if (still && !(client as unknown as { _connected?: boolean })._connected)
+        socketOf(client)?.destroy();
+    }, this.openMs);
     timer.unref?.();
     const settled = () => clearTimeout(timer);
     connecting.then(settled, settled);
+  }
+
+  /** pg-pool's clients (its private list), or undefined for a pool without one. */
+  private poolClients(): readonly unknown[] | undefined {
+    const clients = (this.pool as unknown as { _clients?: unknown })._clients;
+    return Array.isArray(clients) ? [...clients] : undefined;
   }
 
   /** The oldest statement still waiting (those whose limit passed fail, unsent). */
@@ -503,15 +528,28 @@ export class RenewalConnection implements SideRoutes {
     this.sending = true;
     job.inFlight++;
     const given = job.deadline - performance.now();
+    // After a short timeout it was kept, but it may be silent indeed: a statement it leaves
+    // unanswered for a third of its time has it destroyed (and is sent again when it may be).
+    let probe: ReturnType<typeof setTimeout> | undefined;
+    if (this.suspect === client) {
+      probe = setTimeout(() => this.destroy(client), Math.max(1, given / 3));
+      probe.unref?.();
+    }
     try {
       const result = await client.query(this.timed(job));
+      clearTimeout(probe);
+      if (this.suspect === client) this.suspect = undefined;
       job.inFlight--;
       this.succeeded(job, result);
     } catch (error) {
+      clearTimeout(probe);
       job.inFlight--;
       const answered = answeredByServer(error);
-      if (!answered) {
+      if (answered) {
+        if (this.suspect === client) this.suspect = undefined;
+      } else {
         if (given >= SILENT_AFTER_MS || !timedOut(error)) this.destroy(client);
+        else this.suspect = client;
         this.sendAgain(job);
       }
       this.failed(job, error, answered);
@@ -715,6 +753,10 @@ export class RenewalConnection implements SideRoutes {
     } catch (error) {
       given.up = true;
       this.destroy(client);
+      // A Client whose connect() comes later (an async step of its own first) would revive
+      // the destroyed socket: a connection nobody owns. Closed as soon as it connects.
+      const socket = socketOf(client) as { once?(event: string, f: () => void): void } | undefined;
+      socket?.once?.('connect', () => socketOf(client)?.destroy());
       throw error;
     } finally {
       clearTimeout(timer);

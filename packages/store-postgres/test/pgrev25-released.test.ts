@@ -93,12 +93,13 @@ describe('pgrev25: a statement sent again and a connection given back', () => {
     console.log('pgrev25 released alive', r);
     expect(r.result).toMatch(/^ok /);
     expect(Number(r.result.split(' ')[1])).toBeLessThan(900);
-    // Taken at the release: the frozen idle connection stays idle.
+    // Taken at the release (the frozen idle connection would have left it to its limit, 1.5 s;
+    // the idle count is not compared: under load the released connection may be idle again by
+    // the time it is read).
     expect(r.sentToPool.length).toBe(2);
-    expect(r.idleAfter).toBe(r.idleBefore);
   }, 10_000);
 
-  // FINDING (MEDIUM): a connection given back without an error but removed by pg-pool (it
+  // Was FINDING (MEDIUM), fixed: a statement sent again goes to the pool only while the released connection is the one pg-pool hands out next (top of its idle list): a connection given back without an error but removed by pg-pool (it
   // reached maxUses) still sets releasedAlive; the statement sent again goes to the top idle
   // connection, a frozen flow, at the release (sentToPool [0, ~655]) and fails at its limit
   // ('Query read timeout' at ~1500 ms) although the own connection opened at ~950 ms (it would
@@ -109,18 +110,18 @@ describe('pgrev25: a statement sent again and a connection given back', () => {
   // or: not `err`, not `pool.ending`, `client._queryable && !client._ending`,
   // `(client._poolUseCount ?? 0) < maxUses` (counted before the event), not expired), and
   // clear the mark on any other release/connect in the same tick.
-  it.fails('a connection removed at maxUses after a plain release: the statement sent again is answered', async () => {
+  it('a connection removed at maxUses after a plain release: the statement sent again is answered', async () => {
     const r = await scenario('maxUses');
     console.log('pgrev25 released maxUses', r);
     expect(r.result).toMatch(/^ok /);
     expect(Number(r.result.split(' ')[1])).toBeLessThan(1_200);
   }, 10_000);
 
-  // FINDING (MEDIUM): the same with a connection whose backend ended (pg_terminate_backend)
+  // Was FINDING (MEDIUM), fixed: a statement sent again goes to the pool only while the released connection is the one pg-pool hands out next (top of its idle list): the same with a connection whose backend ended (pg_terminate_backend)
   // and that the application gives back with a plain release(): pg-pool removes it
   // (`!client._queryable`), the statement sent again lands on the frozen idle connection and
   // fails at its limit (~1500 ms) instead of being answered by the own connection at ~950 ms.
-  it.fails('a dead connection given back with a plain release: the statement sent again is answered', async () => {
+  it('a dead connection given back with a plain release: the statement sent again is answered', async () => {
     const r = await scenario('killed');
     console.log('pgrev25 released killed', r);
     expect(r.result).toMatch(/^ok /);
