@@ -29,6 +29,16 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const corkedOf = (client: Redis) =>
   (client.stream as unknown as { writableCorked?: number } | undefined)?.writableCorked ?? 0;
 
+/**
+ * Waits (at most 10 s) until the client reconnected after the kills: on a loaded machine 300 ms
+ * were not always enough, and with the offline queue off a call before that fails at once.
+ */
+async function ready(client: Redis): Promise<void> {
+  const until = performance.now() + 10_000;
+  while (client.status !== 'ready' && performance.now() < until) await sleep(20);
+  await client.ping();
+}
+
 const haveServer = redisBinariesAvailable();
 
 describe.skipIf(!haveServer)(
@@ -101,6 +111,7 @@ describe.skipIf(!haveServer)(
       killing = false;
       await killer;
       await sleep(300);
+      await ready(client);
       // Every key again, 64 in a tick, connection healthy: an acknowledged completion replays.
       const acknowledged = outcomes.filter((o) => o.ok && o.replayed === false);
       const again = await Promise.all(
@@ -139,7 +150,7 @@ describe.skipIf(!haveServer)(
         keyPrefix: `br:${randomBytes(4).toString('hex')}:`,
       });
       const idem = createIdempotency<string>({ store, heartbeatMs: false, leaseMs: LEASE });
-      await client.ping();
+      await ready(client);
       const runs = new Map<string, number>();
       const original = client.sendCommand.bind(client) as (...args: unknown[]) => unknown;
       let scripts = 0;
@@ -171,7 +182,7 @@ describe.skipIf(!haveServer)(
       );
       (client as unknown as { sendCommand: unknown }).sendCommand = original;
       await sleep(500);
-      await client.ping();
+      await ready(client);
       const second = await Promise.all(
         keys.map((key) =>
           timed(key, 10_000, () =>
