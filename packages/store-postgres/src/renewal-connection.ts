@@ -457,21 +457,34 @@ export class RenewalConnection implements SideRoutes {
    * the client pg-pool added last to its clients; a pool without that list is left alone.)
    */
   private bound(connecting: Promise<PoolClient>, before: readonly unknown[] | undefined): void {
-    const options = this.pool.options as { connectionTimeoutMillis?: unknown };
-    if (Number(options.connectionTimeoutMillis) > 0 || before === undefined) return;
+    if (before === undefined) return;
     // The client the call added, and only when it added exactly one (a `connect()` wrapped to
     // reach the pool later adds none now: nothing is bounded then, never another client).
     const added = (this.poolClients() ?? []).filter((c) => !before.includes(c));
     if (added.length !== 1) return;
     const client = added[0] as Client;
-    const timer = setTimeout(() => {
-      const still = this.poolClients()?.includes(client) ?? false;
-      if (still && !(client as unknown as { _connected?: boolean })._connected)
-        socketOf(client)?.destroy();
-    }, this.openMs);
-    timer.unref?.();
-    const settled = () => clearTimeout(timer);
-    connecting.then(settled, settled);
+    // While it connects its socket does not keep the process alive (an attempt the
+    // application never made); once it is the pool's connection, it does as the pool's do.
+    socketOf(client)?.unref?.();
+    const options = this.pool.options as { connectionTimeoutMillis?: unknown };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (!(Number(options.connectionTimeoutMillis) > 0)) {
+      timer = setTimeout(() => {
+        const still = this.poolClients()?.includes(client) ?? false;
+        if (still && !(client as unknown as { _connected?: boolean })._connected)
+          socketOf(client)?.destroy();
+      }, this.openMs);
+      timer.unref?.();
+    }
+    connecting.then(
+      () => {
+        clearTimeout(timer);
+        const ref = (socketOf(client) as { ref?(): void } | undefined)?.ref;
+        if (!(this.pool.options as { allowExitOnIdle?: unknown }).allowExitOnIdle)
+          ref?.call(socketOf(client));
+      },
+      () => clearTimeout(timer),
+    );
   }
 
   /** pg-pool's clients (its private list), or undefined for a pool without one. */
@@ -530,9 +543,16 @@ export class RenewalConnection implements SideRoutes {
     const given = job.deadline - performance.now();
     // After a short timeout it was kept, but it may be silent indeed: a statement it leaves
     // unanswered for a third of its time has it destroyed (and is sent again when it may be).
+    // A statement that may not run twice (a termination) is not probed: destroying the
+    // connection would not stop the server from running it, and it would fail as not answered.
     let probe: ReturnType<typeof setTimeout> | undefined;
-    if (this.suspect === client) {
-      probe = setTimeout(() => this.destroy(client), Math.max(1, given / 3));
+    if (this.suspect === client && job.repeatable) {
+      probe = setTimeout(
+        () => {
+          if (this.suspect === client) this.destroy(client);
+        },
+        Math.max(1, given / 3),
+      );
       probe.unref?.();
     }
     try {
@@ -549,7 +569,7 @@ export class RenewalConnection implements SideRoutes {
         if (this.suspect === client) this.suspect = undefined;
       } else {
         if (given >= SILENT_AFTER_MS || !timedOut(error)) this.destroy(client);
-        else this.suspect = client;
+        else this.suspectUntilAnswered(client);
         this.sendAgain(job);
       }
       this.failed(job, error, answered);
@@ -583,6 +603,20 @@ export class RenewalConnection implements SideRoutes {
         this.failed(job, error, answered);
       },
     );
+  }
+
+  /**
+   * Kept after a short timeout: suspect until it answers again. node-postgres still reads the
+   * late answer of the statement that timed out; the server's next "ready for query" is that
+   * answer, and clears it.
+   */
+  private suspectUntilAnswered(client: Client): void {
+    this.suspect = client;
+    const connection = (client as unknown as { connection?: { once?: unknown } }).connection;
+    if (typeof connection?.once !== 'function') return;
+    (connection as { once(event: string, f: () => void): void }).once('readyForQuery', () => {
+      if (this.suspect === client) this.suspect = undefined;
+    });
   }
 
   /** A repeatable statement's second send, on the own connection, within what is left. */

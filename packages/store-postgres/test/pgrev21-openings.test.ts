@@ -16,7 +16,7 @@ function stallingPool(ms: number, fail: (n: number) => boolean) {
   const pool = new pg.Pool({
     connectionString: DATABASE_URL,
     max: 1,
-    onConnect: async (client: pg.Client) => {
+    onConnect: async (client: pg.ClientBase) => {
       // The own connection's openings only (its statement_timeout is the store's 2 s): a pool
       // connection grown for a waiting statement is not an opening of it.
       const params = (

@@ -35,6 +35,10 @@ say({ step: 'suspect', suspect: inner.suspect === inner.client && inner.client !
 // The parent blackholes new connections on this line.
 await new Promise((r) => setTimeout(r, 200));
 second.release(true);
+// The own connection dies here. (It used to be destroyed by the suspect probe under the slow
+// renewal below; since pgrev26's fix the late answer of the statement that timed out clears
+// the suspicion, so the child ends the connection itself to reach the same state.)
+(inner.client as { connection: { stream: { destroy(): void } } }).connection.stream.destroy();
 const pending = [q('SELECT pg_sleep(1)', 1_500)];
 await new Promise((r) => setTimeout(r, 600));
 pending.push(q('SELECT 1', 3_000), q('SELECT 1', 4_000));
