@@ -69,7 +69,9 @@ describe('review13: lossy decoders other than UTF-8 before the middleware', () =
   // first's outcome. A parsed form (Content-Type application/x-www-form-urlencoded) whose names
   // or values hold a '%' at any depth is now refused as decoded (500, nothing run, no key
   // taken) unless req.rawBody is a Buffer: any '%', not only '%' and two hex digits, since
-  // `%ZZ` and `%25ZZ` (and `%` and `%25`) decode alike too (see checkForm in @idem/http).
+  // `%ZZ` and `%25ZZ` (and `%` and `%25`) decode alike too. Since formfix every object parsed
+  // from a Content-Type that is not JSON is refused so (qs drops pairs without any '%' too:
+  // see formrev-qs.test.ts); the bytes are fingerprinted when req.rawBody is a Buffer.
   it('express.urlencoded(), an invalid percent-escape: two bodies are never replayed one for the other', async () => {
     const key = freshKey();
     const before = app.runs;
@@ -80,7 +82,7 @@ describe('review13: lossy decoders other than UTF-8 before the middleware', () =
     expect(other.status).toBe(500);
     const problem = JSON.parse(other.body);
     expect(problem.name).toBe('BodyAlreadyReadError');
-    expect(problem.message).toMatch(/holds a '%' in a name or value/);
+    expect(problem.message).toMatch(/parsed into names and values/);
     expect(problem.message).toMatch(/mount the middleware before the body parser/);
     expect(problem.message).toMatch(/req\.rawBody \(a Buffer/);
     expect(app.runs).toBe(before);
@@ -111,28 +113,32 @@ describe('review13: lossy decoders other than UTF-8 before the middleware', () =
       const other = await app.post(path, key, Buffer.from(two), FORM);
       expect([first.status, other.status]).toEqual([500, 500]);
       expect(other.replayed).toBe(false);
-      expect(JSON.parse(first.body).message).toMatch(/holds a '%'/);
+      expect(JSON.parse(first.body).message).toMatch(/parsed into names and values/);
       expect(app.runs).toBe(before);
     });
   }
 
-  it('held: express.urlencoded(), forms with escapes but no decoded %: run, replayed, another body 422', async () => {
+  // Was held: a parsed form without a decoded '%' was fingerprinted as parsed. formfix: every
+  // parsed form is refused (qs drops pairs with no '%' involved, see formrev-qs.test.ts);
+  // kept as req.rawBody, its bytes are fingerprinted: the same text spelled otherwise (%20
+  // for +) is another body then (422), as with the middleware before the parser.
+  it('formfix: express.urlencoded(), forms with escapes but no decoded %: refused (500); with the bytes kept, run, replayed, another body 422', async () => {
     for (const path of ['/form', '/simple']) {
       const key = freshKey();
+      const before = app.runs;
       const first = await app.post(path, key, Buffer.from('to=J%C3%A9r%C3%B4me+D&amount=10'), FORM);
-      expect(first.status).toBe(201);
-      // The same names and values spelled otherwise (%20 for +, %61 for a): the same form.
-      const same = await app.post(
-        path,
-        key,
-        Buffer.from('to=J%C3%A9r%C3%B4me%20D&%61mount=10'),
-        FORM,
-      );
-      expect(same.replayed).toBe(true);
-      expect(
-        (await app.post(path, key, Buffer.from('to=J%C3%A9r%C3%B4me+D&amount=11'), FORM)).status,
-      ).toBe(422);
+      expect(first.status).toBe(500);
+      expect(JSON.parse(first.body).message).toMatch(/parsed into names and values/);
+      expect(app.runs).toBe(before);
     }
+    const key = freshKey();
+    const body = Buffer.from('to=J%C3%A9r%C3%B4me+D&amount=10');
+    expect((await app.post('/keptform', key, body, FORM)).status).toBe(201);
+    expect((await app.post('/keptform', key, body, FORM)).replayed).toBe(true);
+    const spelt = Buffer.from('to=J%C3%A9r%C3%B4me%20D&amount=10');
+    expect((await app.post('/keptform', key, spelt, FORM)).status).toBe(422);
+    const other = Buffer.from('to=J%C3%A9r%C3%B4me+D&amount=11');
+    expect((await app.post('/keptform', key, other, FORM)).status).toBe(422);
   });
 
   it('held: a % in JSON is not a form escape: express.json() bodies holding % run and are told apart', async () => {
@@ -167,11 +173,13 @@ describe('review13: lossy decoders other than UTF-8 before the middleware', () =
     expect(app.runs).toBe(before + 1);
   });
 
-  it('held: express.urlencoded() extended false, valid escapes told apart (a=%C3%A9 vs a=%C3%A8)', async () => {
+  it('formfix: express.urlencoded() extended false, valid escapes (a=%C3%A9 vs a=%C3%A8): refused, never replayed', async () => {
     const key = freshKey();
     const form = FORM;
-    expect((await app.post('/simple', key, Buffer.from('a=%C3%A9'), form)).status).toBe(201);
-    expect((await app.post('/simple', key, Buffer.from('a=%C3%A8'), form)).status).toBe(422);
+    expect((await app.post('/simple', key, Buffer.from('a=%C3%A9'), form)).status).toBe(500);
+    const other = await app.post('/simple', key, Buffer.from('a=%C3%A8'), form);
+    expect(other.status).toBe(500);
+    expect(other.replayed).toBe(false);
   });
 
   it('held: express.urlencoded(), an escape decoding to invalid UTF-8 (a=%C3%28 vs a=%C3%29) is never replayed', async () => {

@@ -3,7 +3,9 @@ import {
   BodyAlreadyReadError,
   BodyTooLargeError,
   bodyFromBytes,
-  bodyFromParsed,
+  decodedBodyError,
+  isJsonContentType,
+  parsedBody,
   type RequestBody,
 } from './request-body.js';
 import { peekBody } from './request-body-peek.js';
@@ -23,15 +25,28 @@ function http2Body(req: IncomingMessage, length: string | undefined): boolean {
   return (req as { stream?: { endAfterHeaders?: boolean } }).stream?.endAfterHeaders === false;
 }
 
+/** Whether the request declares a body (see {@link nodeRequestBody}). */
+function declaresBody(req: IncomingMessage, length: string | undefined): boolean {
+  return (
+    (length !== undefined && length !== '0') ||
+    req.headers['transfer-encoding'] !== undefined ||
+    http2Body(req, length)
+  );
+}
+
 /**
- * The body of a Node request for the fingerprint: `parsed` when a body parser ran first
- * (anything but undefined), none when the request declares no body (HTTP/1.1: neither a
- * Content-Length nor a Transfer-Encoding; HTTP/2: a stream its headers ended), else the raw bytes,
- * read and put back ({@link peekBody}) so the app's own parsers read them as if we had not.
+ * The body of a Node request for the fingerprint: the bytes a reader kept as `req.rawBody`
+ * (a Buffer) when a body parser ran first (`parsed` anything but undefined), else `parsed`
+ * (an object only when its Content-Type is JSON: see `bodyFromParsed`); none when the request
+ * declares no body (HTTP/1.1: neither a Content-Length nor a Transfer-Encoding; HTTP/2: a
+ * stream its headers ended), else the raw bytes, read and put back ({@link peekBody}) so the
+ * app's own parsers read them as if we had not.
  * @throws BodyTooLargeError past `limit` bytes
  * @throws BodyAlreadyReadError when something else read the bytes (all or some) before, and
  * kept neither `parsed` nor the bytes as `req.rawBody`: taken as empty, another body under the
- * same key would be replayed this one's outcome.
+ * same key would be replayed this one's outcome. Also when `parsed` may have lost what tells
+ * different bodies apart (a form parsed into an object, text decoded with U+FFFD...) and no
+ * bytes were kept.
  */
 export async function nodeRequestBody(
   req: IncomingMessage,
@@ -39,31 +54,23 @@ export async function nodeRequestBody(
   limit: number,
 ): Promise<RequestBody> {
   const contentType = headerOf(req, 'content-type');
+  const length = headerOf(req, 'content-length');
   if (parsed !== undefined) {
-    try {
-      return bodyFromParsed(parsed, contentType, limit);
-    } catch (error) {
-      // Decoded in a way that may have lost bytes: the bytes, if a reader kept them as a
-      // Buffer (text kept would be decoded the same way), tell such bodies apart.
-      if (!(error instanceof BodyAlreadyReadError)) throw error;
-      const raw = rawBodyOf(req);
-      if (
-        !(raw instanceof Uint8Array) ||
-        typeof (req as { rawBody?: unknown }).rawBody === 'string'
-      )
-        throw error;
+    // The bytes, when a reader kept them as a Buffer, are the request itself: fingerprinted
+    // first, whatever the type (a parser loses what tells some bodies apart: a form's dropped
+    // pairs, JSON's repeated names, a text's leading BOM). Text kept is decoded as `parsed`.
+    const raw = (req as { rawBody?: unknown }).rawBody;
+    if (raw instanceof Uint8Array && req.readableEnded) {
       if (raw.length > limit) throw new BodyTooLargeError(limit);
       return bodyFromBytes(raw, contentType);
     }
+    // A parser's value for a request that declares no body (`{}`) stands for none of the
+    // losses above: taken as it is, as before.
+    const body = parsedBody(parsed, contentType, limit, !declaresBody(req, length));
+    if (typeof parsed === 'string') checkTextLength(req, parsed, contentType, length);
+    return body;
   }
-  const length = headerOf(req, 'content-length');
-  if (
-    (length === undefined || length === '0') &&
-    req.headers['transfer-encoding'] === undefined &&
-    !http2Body(req, length)
-  ) {
-    return { kind: 'none' };
-  }
+  if (!declaresBody(req, length)) return { kind: 'none' };
   const seen = peekedBody(req);
   if (seen !== undefined) {
     if (seen.length > limit) throw new BodyTooLargeError(limit);
@@ -79,6 +86,30 @@ export async function nodeRequestBody(
   const bytes = await peekBody(req, limit);
   rememberPeeked(req, bytes);
   return bodyFromBytes(bytes, contentType);
+}
+
+/**
+ * Throws when text a parser decoded from a body sent whole (a Content-Length, no
+ * Content-Encoding) is not as long in UTF-8 as the body was: the decoding dropped or changed
+ * bytes (a text parser strips a leading BOM; a decoder for another charset than the
+ * Content-Type names drops an odd trailing byte), so different bodies may decode alike.
+ * JSON types are left out: a JSON parser's string is not the body's text.
+ * @internal
+ */
+export function checkTextLength(
+  req: IncomingMessage,
+  text: string,
+  contentType: string | undefined,
+  length: string | undefined,
+): void {
+  if (length === undefined || isJsonContentType(contentType)) return;
+  const encoding = headerOf(req, 'content-encoding');
+  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') return;
+  if (!/^\d+$/.test(length.trim())) return;
+  if (Buffer.byteLength(text) !== Number(length.trim()))
+    throw decodedBodyError(
+      `is ${Buffer.byteLength(text)} bytes as UTF-8 text where ${length.trim()} were sent (a leading BOM stripped, or bytes decoded as another charset)`,
+    );
 }
 
 /**

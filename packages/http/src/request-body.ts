@@ -46,12 +46,13 @@ export class BodyAlreadyReadError extends Error {
  *   encoding (what is fingerprinted) is U+FFFD's;
  * - a body whose Content-Type names a charset other than UTF-8 (UTF-16 decoding drops an odd
  *   trailing byte, other decoders map bytes they do not know to one character);
- * - a form parsed into names and values holding a '%' (see {@link checkForm}).
+ * - an object parsed from a body whose Content-Type is not JSON (see {@link parsedObjectError}).
  * Refused as a body that can no longer be seen (500, nothing runs, no key is taken) unless
  * a reader kept the bytes as `req.rawBody` (a Buffer). A valid body that holds U+FFFD itself
  * is refused too: after the parser, nothing tells it from a decoded invalid one.
+ * @internal
  */
-function decodedBodyError(why: string): BodyAlreadyReadError {
+export function decodedBodyError(why: string): BodyAlreadyReadError {
   return new BodyAlreadyReadError(
     `The request body was decoded before the idempotency middleware and ${why}, so different bodies may decode alike: mount the middleware before the body parser, or keep the bytes as req.rawBody (a Buffer; NestJS: rawBody: true)`,
   );
@@ -74,31 +75,23 @@ function checkCharset(contentType: string | null | undefined): void {
     throw decodedBodyError(`was decoded as ${charset}, which may drop or merge bytes`);
 }
 
-const FORM_TYPE = /^application\/x-www-form-urlencoded\s*(?:;|$)/i;
-
 /**
- * Throws when a form (`application/x-www-form-urlencoded`) parsed into names and values, whose
- * JSON text is `text`, holds a '%' anywhere: in a name or a value, at any depth (qs's nested
- * objects and arrays), since the JSON text holds every name and string and JSON never escapes
- * '%'. Form decoders (qs: express.urlencoded extended or not, co-body for @koa/bodyparser;
- * fast-querystring for @fastify/formbody) leave text they cannot decode as it is: qs decodes
- * a name or a value with decodeURIComponent and, when that throws, keeps the whole text;
- * fast-querystring likewise. So `%FF` (not UTF-8) and `%25FF` both give "%FF", and not only
- * escapes of two hex digits: `%ZZ` and `%25ZZ` both give "%ZZ", `%` and `%25` both give "%",
- * `%FF+` and `%25FF%20` both give "%FF " (a '+' becomes a space even in text left as it is).
- * Refusing only '%' followed by two hex digits would leave those. The rule that makes two
- * different forms never decode alike is any '%': decodeURIComponent throws only at a '%',
- * so text left undecoded always keeps one, and a name or value without '%' was decoded
- * whole, in which case forms that decode alike only spell the same text differently (`a`
- * and `%61`), as JSON bodies that parse alike do. A decoded '%' can instead be a '%25' or
- * a '%' the decoder gave up on: which one is lost. Text a parser left whole (a string) still
- * has its escapes and is not concerned.
+ * Refusal of a body a parser before the middleware made into an object (names and values)
+ * although its Content-Type is not JSON: a form (`application/x-www-form-urlencoded`,
+ * `multipart/form-data`), or any type a parser was told to parse (a `type` option matching every type, Koa's
+ * `extendTypes`). Such parsers lose what tells different bodies apart, and nothing in the
+ * parsed object shows it: qs (express.urlencoded, @koa/bodyparser) and fast-querystring leave
+ * an escape they cannot decode as it is (`%FF` and `%25FF` both give "%FF"); qs drops a pair
+ * with an empty name (`=1`), the text after a closing bracket (`a[b]x=1`), array indexes
+ * (`a[7]=x` is `a[0]=x`), a `utf8=` pair with `charsetSentinel`; under @koa/bodyparser also
+ * every pair past 1,000, pairs named as `Object.prototype` members (`toString`,
+ * `constructor`, at any depth), and `a.b` becomes `a[b]`. Only the bytes tell such bodies
+ * apart: a reader that keeps them (`req.rawBody`, a Buffer) has them fingerprinted instead.
  */
-function checkForm(contentType: string | null | undefined, text: string): void {
-  if (typeof contentType === 'string' && FORM_TYPE.test(contentType.trim()) && text.includes('%'))
-    throw decodedBodyError(
-      "holds a '%' in a name or value, which form decoding leaves for an invalid escape (%FF, %ZZ, a lone %) as well as for %25",
-    );
+function parsedObjectError(): BodyAlreadyReadError {
+  return decodedBodyError(
+    'was parsed into names and values under a Content-Type that is not JSON (a form, or a type a parser was told to parse), which lose what tells different bodies apart (an invalid escape and %25, a dropped or merged pair, an array index)',
+  );
 }
 
 /** Throws when decoded `text` holds what a lossy decoding leaves (see {@link decodedBodyError}). */
@@ -250,16 +243,32 @@ export class TextJsonBody {
 
 /**
  * Interprets a body a framework already parsed: bytes and strings as sent, `undefined` or
- * `null` as none, anything else as the JSON value it was parsed from (measured by its JSON
- * text against `limit`).
+ * `null` as none, an object parsed from a JSON content type (`application/json`,
+ * `application/*+json`) as the JSON value it was parsed from (measured by its JSON text
+ * against `limit`). An object parsed from any other content type (a form) is refused (see
+ * {@link parsedObjectError}): the caller fingerprints the bytes instead when a reader kept them.
  * @throws BodyTooLargeError past `limit` bytes
  * @throws BodyAlreadyReadError when it was decoded in a way that may have lost bytes (see
- * {@link decodedBodyError})
+ * {@link decodedBodyError}), or is an object that has no JSON text (a cycle)
  */
 export function bodyFromParsed(
   parsed: unknown,
   contentType: string | null | undefined,
   limit: number,
+): RequestBody {
+  return parsedBody(parsed, contentType, limit, false);
+}
+
+/**
+ * {@link bodyFromParsed}; with `anyObject`, an object parsed under a Content-Type that is not
+ * JSON is taken as its JSON value too (for a request that declares no body: a parser's `{}`).
+ * @internal
+ */
+export function parsedBody(
+  parsed: unknown,
+  contentType: string | null | undefined,
+  limit: number,
+  anyObject: boolean,
 ): RequestBody {
   if (parsed === undefined || parsed === null) return { kind: 'none' };
   if (!(parsed instanceof Uint8Array)) {
@@ -276,10 +285,22 @@ export function bodyFromParsed(
     if (bytes.length > limit) throw new BodyTooLargeError(limit);
     return bodyFromBytes(bytes, contentType);
   }
-  // Iterative past JSON.stringify's depth; its length bounds the text (a cycle included).
-  const text = jsonTextOf(parsed, limit);
+  // Decided by what was parsed (an object) and not only by a form Content-Type: a parser told
+  // to parse forms under any type (a `type` option matching all) gives the same lossy objects.
+  if (!anyObject && typeof parsed === 'object' && !isJsonContentType(contentType))
+    throw parsedObjectError();
+  // Iterative past JSON.stringify's depth; its length bounds the text (a deep cycle included).
+  let text: string | undefined;
+  try {
+    text = jsonTextOf(parsed, limit);
+  } catch (error) {
+    // JSON.stringify's TypeError for a shallow cycle (or a BigInt) a custom parser made.
+    if (!(error instanceof TypeError)) throw error;
+    throw new BodyAlreadyReadError(
+      `The request body was parsed before the idempotency middleware into a value that has no JSON text (${error.message.split('\n')[0]}), so it cannot be fingerprinted: mount the middleware before the body parser, or keep the bytes as req.rawBody (a Buffer; NestJS: rawBody: true)`,
+    );
+  }
   if (text === undefined) throw new BodyTooLargeError(limit);
-  checkForm(contentType, text);
   if (!NON_ASCII.test(text)) {
     if (text.length > limit) throw new BodyTooLargeError(limit);
     // What a JSON parser gives (the usual case) is its own JSON text parsed again: used as

@@ -6,10 +6,12 @@ import {
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
+  isJsonContentType,
   type RequestBody,
 } from '@idem/http';
 import {
   canonicalPath,
+  checkTextLength,
   headerValue,
   nodeRequestBody,
   recordServerResponse,
@@ -85,23 +87,41 @@ function declaresBody(req: Context['req']): boolean {
 }
 
 /**
- * The body of the request for the fingerprint: what a body parser that ran first made of it,
- * when it read it (or, when that is refused as decoded, what it kept on `ctx.request.rawBody`:
- * see {@link keptInstead}); else the bytes a reader that ran first kept on `ctx.request.rawBody` (a
- * Buffer or a string, as `ctx.req.rawBody` is taken); else the raw bytes (@koa/bodyparser
- * leaves a type it does not parse unread, with a body of {}).
+ * The body of the request for the fingerprint, when a body parser ran first: the bytes a
+ * reader kept on `ctx.request.rawBody` (a Buffer) first, whatever the type; for an object
+ * parsed from a Content-Type that is not JSON (a form, or a type `extendTypes` names), the
+ * text @koa/bodyparser keeps there (see {@link keptText}), as a parsed form loses what tells
+ * different bodies apart (qs drops pairs past 1,000, pairs named `toString` or `constructor`,
+ * an empty name...); else what the parser made of it (as `nodeRequestBody` takes it: a
+ * parsed form without kept text is refused). When no parser read it: the bytes a reader that
+ * ran first kept on `ctx.request.rawBody` (a Buffer or a string, as `ctx.req.rawBody` is
+ * taken); else the raw bytes (@koa/bodyparser leaves a type it does not parse unread, with a
+ * body of {}).
  * @throws BodyAlreadyReadError when a reader before the middleware is still reading the
  * stream (its `'data'` listener attached or the stream flowing, `next()` called before the
  * end): its bytes are not idem's to take or wait for, and read by two they would be neither
  * the reader's whole body nor a trustworthy fingerprint. Also, as `nodeRequestBody`, when the
  * bytes were read and nothing trustworthy was kept.
  */
-function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
+async function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
   const { req } = ctx;
   if (req.readableEnded) {
     const parsed = (ctx.request as { body?: unknown }).body;
     const raw = (ctx.request as { rawBody?: unknown }).rawBody;
+    const contentType = headerValue(req.headers, 'content-type');
     if (parsed !== undefined) {
+      if (raw instanceof Uint8Array) {
+        if (raw.length > limit) throw new BodyTooLargeError(limit);
+        return bodyFromBytes(raw, contentType);
+      }
+      if (
+        typeof raw === 'string' &&
+        parsed !== null &&
+        typeof parsed === 'object' &&
+        !(parsed instanceof Uint8Array) &&
+        !isJsonContentType(contentType)
+      )
+        return keptText(req, raw, contentType, limit);
       const body = nodeRequestBody(req, parsed, limit);
       return raw === undefined ? body : body.catch((error) => keptInstead(error, raw, req, limit));
     }
@@ -114,25 +134,42 @@ function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
           ? Buffer.from(raw)
           : undefined;
     if (req.readableDidRead && bytes !== undefined) {
-      if (bytes.length > limit) return Promise.reject(new BodyTooLargeError(limit));
-      return Promise.resolve(bodyFromBytes(bytes, headerValue(req.headers, 'content-type')));
+      if (bytes.length > limit) throw new BodyTooLargeError(limit);
+      return bodyFromBytes(bytes, contentType);
     }
   } else if (
     !req.readableDidRead &&
     (req.readableFlowing === true || req.listenerCount('data') > 0) &&
     declaresBody(req)
   )
-    return Promise.reject(new BodyAlreadyReadError());
+    throw new BodyAlreadyReadError();
   return nodeRequestBody(req, undefined, limit);
 }
 
 /**
- * The body a reader kept on `ctx.request.rawBody` when the parsed body was refused as decoded
- * in a way that may have lost bytes (see `bodyFromParsed`): @koa/bodyparser keeps the text
- * it parsed there (a form's text with its percent-escapes, which its parsed names and values
- * no longer tell apart). A Buffer is taken as it is; text as a parsed string is (refused
- * when it holds U+FFFD or a lone surrogate, or its Content-Type names a charset other than
- * UTF-8). Anything else, or kept text refused too: the first refusal, which says why.
+ * The text @koa/bodyparser kept on `ctx.request.rawBody` of a body it parsed into an object
+ * (a form): the body as sent, with its percent-escapes and every pair, taken as a parsed
+ * string is (refused when it holds U+FFFD or a lone surrogate, when its Content-Type names a
+ * charset other than UTF-8, or when it is not as long as the body sent: decoded with another
+ * `encoding`).
+ */
+function keptText(
+  req: Context['req'],
+  raw: string,
+  contentType: string | undefined,
+  limit: number,
+): RequestBody {
+  const body = bodyFromParsed(raw, contentType, limit);
+  checkTextLength(req, raw, contentType, headerValue(req.headers, 'content-length'));
+  return body;
+}
+
+/**
+ * The body a reader kept on `ctx.request.rawBody` when the parsed body (a JSON value, a
+ * string) was refused as decoded in a way that may have lost bytes (see `bodyFromParsed`):
+ * @koa/bodyparser keeps the text it parsed there. Text is taken as a parsed string is
+ * (refused when it holds U+FFFD or a lone surrogate, or its Content-Type names a charset
+ * other than UTF-8). Anything else, or kept text refused too: the first refusal, which says why.
  */
 function keptInstead(
   error: unknown,
@@ -141,7 +178,7 @@ function keptInstead(
   limit: number,
 ): RequestBody {
   if (!(error instanceof BodyAlreadyReadError)) throw error;
-  if (!(raw instanceof Uint8Array) && typeof raw !== 'string') throw error;
+  if (typeof raw !== 'string') throw error;
   try {
     return bodyFromParsed(raw, headerValue(req.headers, 'content-type'), limit);
   } catch (refused) {

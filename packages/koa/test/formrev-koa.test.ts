@@ -13,6 +13,8 @@ import { idempotency } from '../src/index.js';
 // silently: past parameterLimit (1000), names that are Object.prototype members (toString,
 // constructor...: allowPrototypes is false), an empty name, text after a closing bracket.
 // Two different bodies then parse alike and the second is replayed. Real Koa on loopback.
+// formfix: for an object parsed from a Content-Type that is not JSON, the kept text (or a
+// kept Buffer, for every type) is fingerprinted first; without it the body is refused (500).
 
 type Reader = (ctx: Context, next: Next) => Promise<unknown>;
 const FORM = 'application/x-www-form-urlencoded';
@@ -84,7 +86,7 @@ describe('formrev koa: forms @koa/bodyparser parses alike without any %', () => 
   // Fix: for a form, fingerprint the text @koa/bodyparser keeps on ctx.request.rawBody (as the
   // '%' fallback does) first, not only when the parsed form is refused; refuse a parsed form
   // without kept text (see the Express file: no check over the parsed object sees a drop).
-  it.fails('1001 pairs, the last one differing: told apart (422)', async () => {
+  it('Was FINDING, fixed (the kept text is fingerprinted): 1001 pairs, the last one differing: told apart (422)', async () => {
     const h = await serve(bodyParser() as unknown as Reader);
     await expectTold(h, `${thousand}&amount=1`, `${thousand}&amount=9999`);
   });
@@ -93,23 +95,23 @@ describe('formrev koa: forms @koa/bodyparser parses alike without any %', () => 
   // co-body, so a pair named as an Object.prototype member (toString, constructor, valueOf,
   // hasOwnProperty, __proto__, at any depth: a[constructor]) is dropped: `amount=10&toString=1`
   // and `amount=10&toString=2` both parse to { amount: '10' }: replayed. Fix as above.
-  it.fails('a pair named toString with another value: told apart (422)', async () => {
+  it('Was FINDING, fixed (the kept text is fingerprinted): a pair named toString with another value: told apart (422)', async () => {
     const h = await serve(bodyParser() as unknown as Reader);
     await expectTold(h, 'amount=10&toString=1', 'amount=10&toString=2');
   });
-  it.fails('a nested pair named constructor with another value: told apart (422)', async () => {
+  it('Was FINDING, fixed (the kept text is fingerprinted): a nested pair named constructor with another value: told apart (422)', async () => {
     const h = await serve(bodyParser() as unknown as Reader);
     await expectTold(h, 'refund[constructor]=1&amount=10', 'refund[constructor]=2&amount=10');
   });
 
   // FINDING (MEDIUM, isolation): an empty name (`=1`) is dropped, as on Express. Fix as above.
-  it.fails('an empty name with another value: told apart (422)', async () => {
+  it('Was FINDING, fixed (the kept text is fingerprinted): an empty name with another value: told apart (422)', async () => {
     const h = await serve(bodyParser() as unknown as Reader);
     await expectTold(h, 'amount=10&=1', 'amount=10&=9999');
   });
 
   // FINDING (MEDIUM, isolation): text after a closing bracket is dropped, as on Express.
-  it.fails('text after a closing bracket: told apart (422)', async () => {
+  it('Was FINDING, fixed (the kept text is fingerprinted): text after a closing bracket: told apart (422)', async () => {
     const h = await serve(bodyParser() as unknown as Reader);
     await expectTold(h, 'refund[amount]x=10', 'refund[amount]y=10');
   });
@@ -117,7 +119,7 @@ describe('formrev koa: forms @koa/bodyparser parses alike without any %', () => 
   // FINDING (LOW, isolation): co-body forces allowDots: true, so `refund.amount=10` and
   // `refund[amount]=10` (a literal name "refund.amount" cannot be sent at all, not even as
   // refund%2Eamount) parse alike: replayed. Fix as above (the kept text tells them apart).
-  it.fails('a.b and a[b]: told apart (422)', async () => {
+  it('Was FINDING, fixed (the kept text is fingerprinted): a.b and a[b]: told apart (422)', async () => {
     const h = await serve(bodyParser() as unknown as Reader);
     await expectTold(h, 'refund.amount=10', 'refund[amount]=10');
   });
@@ -126,7 +128,7 @@ describe('formrev koa: forms @koa/bodyparser parses alike without any %', () => 
   // checkForm (Content-Type only) does not know: under text/plain, a=%FF and a=%25FF parse
   // alike, nothing is refused, so the kept text is never looked at: replayed. Fix: the '%'
   // rule (or the kept-text preference) for any parsed object of a non-JSON Content-Type.
-  it.fails('extendTypes form: text/plain, a=%FF and a=%25FF told apart (422)', async () => {
+  it('Was FINDING, fixed (the kept text is fingerprinted): extendTypes form: text/plain, a=%FF and a=%25FF told apart (422)', async () => {
     const h = await serve(
       bodyParser({ extendTypes: { form: ['text/plain'] } }) as unknown as Reader,
     );
@@ -139,10 +141,77 @@ describe('formrev koa: forms @koa/bodyparser parses alike without any %', () => 
   // checkCharset looks at the Content-Type only. Fix: refuse a parsed body (and kept text)
   // when a body parser option other than UTF-8 may be in play: e.g. compare the kept text's
   // UTF-8 length with Content-Length when the body was not compressed, and refuse on mismatch.
-  it.fails("encoding: 'utf-16le', an odd trailing byte: told apart (422)", async () => {
+  // Was FINDING (LOW), fixed: the kept text is refused when its UTF-8 length differs from
+  // the Content-Length of a body sent whole (no Content-Encoding): decoded as another
+  // charset than the Content-Type names. Both bodies are refused (500), never replayed.
+  // (A compressed body decoded with such an option is not measured: documented.)
+  it("Was FINDING, fixed (kept text shorter than the body sent: refused): encoding: 'utf-16le', an odd trailing byte", async () => {
     const h = await serve(bodyParser({ encoding: 'utf-16le' }) as unknown as Reader);
     const body = (last: number) => Buffer.from([0x61, 0, 0x3d, 0, 0x31, 0, last]);
-    await expectTold(h, body(0x78), body(0x79));
+    const key = randomUUID();
+    const first = await h.post(key, body(0x78));
+    const other = await h.post(key, body(0x79));
+    expect([first.status, other.status]).toEqual([500, 500]);
+    expect(other.headers['idempotent-replayed']).toBeUndefined();
+    expect(h.errors[0]?.message).toMatch(/bytes as UTF-8 text where 7 were sent/);
+    expect(h.runs()).toBe(0);
+  });
+
+  it('formfix: a parser that keeps no text (rawBody deleted): a parsed form is refused, nothing run', async () => {
+    const parse = bodyParser() as unknown as Reader;
+    const h = await serve((ctx, next) =>
+      parse(ctx, async () => {
+        delete (ctx.request as { rawBody?: unknown }).rawBody;
+        await next();
+      }),
+    );
+    const key = randomUUID();
+    const first = await h.post(key, 'amount=10&=1');
+    const other = await h.post(key, 'amount=10&=9999');
+    expect([first.status, other.status]).toEqual([500, 500]);
+    expect(h.errors[0]?.message).toMatch(/parsed into names and values/);
+    expect(h.runs()).toBe(0);
+  });
+
+  it('formfix: a Buffer kept on ctx.request.rawBody is fingerprinted first, JSON included', async () => {
+    const h = await serve(async (ctx, next) => {
+      const parts: Buffer[] = [];
+      for await (const chunk of ctx.req) parts.push(chunk as Buffer);
+      const bytes = Buffer.concat(parts);
+      (ctx.request as { rawBody?: unknown }).rawBody = bytes;
+      (ctx.request as { body?: unknown }).body = JSON.parse(bytes.toString());
+      await next();
+    });
+    await expectTold(h, '{"amount":1,"amount":2}', '{"amount":2}', 'application/json');
+  });
+
+  it('formfix: idem mounted before @koa/bodyparser (the recommended setup): forms run, replay, 422', async () => {
+    const koa = new Koa();
+    koa.silent = true;
+    koa.use(idempotency({ store: createMemoryStore(), scope: 'global', onWarning: () => {} }));
+    koa.use(bodyParser() as unknown as Koa.Middleware);
+    let runs = 0;
+    koa.use(async (ctx) => {
+      runs++;
+      ctx.status = 201;
+      ctx.body = { runs, body: (ctx.request as { body?: unknown }).body };
+    });
+    const app = await listening(koa.listen(0, '127.0.0.1'));
+    closers.push(() => app.close());
+    const post = (key: string, body: string) =>
+      send(app.url, '/charges', {
+        key,
+        body: Buffer.from(body),
+        headers: { 'content-type': FORM },
+      });
+    const key = randomUUID();
+    const first = await post(key, `${thousand}&amount=1`);
+    expect(first.status).toBe(201);
+    expect(JSON.parse(first.body.toString()).body.p5).toBe('5');
+    expect((await post(key, `${thousand}&amount=1`)).headers['idempotent-replayed']).toBe('true');
+    expect((await post(key, `${thousand}&amount=9999`)).status).toBe(422);
+    expect((await post(key, 'amount=10&=1')).status).toBe(422);
+    expect(runs).toBe(1);
   });
 });
 

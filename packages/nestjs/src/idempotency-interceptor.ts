@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import { BodyAlreadyReadError, bodyFromParsed, type RequestBody } from '@idem/http';
+import { BodyTooLargeError, bodyFromBytes, type RequestBody } from '@idem/http';
 import {
   headerValue,
   nodeRequestBody,
@@ -39,29 +39,28 @@ type PlatformResponse = ServerResponse & {
 
 /**
  * The body for the fingerprint: as `nodeRequestBody` reads it from the Node request (the
- * parsed body, or the bytes kept as `req.rawBody`, or the bytes read and put back). On
+ * bytes kept as `req.rawBody` first, else the parsed body, or the bytes read and put back). On
  * Fastify, Nest's `rawBody: true` keeps the bytes on the Fastify request, not on the Node
- * one: when the parsed body is refused as decoded in a way that may have lost bytes (U+FFFD,
- * a form holding a '%': see `bodyFromParsed`), those bytes (a Buffer only) are fingerprinted.
+ * one: when a parser ran, those bytes (a Buffer only) are fingerprinted first too, whatever
+ * the type (a parsed form, or JSON with a repeated member name, loses what tells different
+ * bodies apart: see `bodyFromParsed`).
  */
 async function bodyOf(
   raw: IncomingMessage,
   request: PlatformRequest,
   limit: number,
 ): Promise<RequestBody> {
-  try {
-    return await nodeRequestBody(raw, request.body, limit);
-  } catch (error) {
-    const kept: unknown = (request as { rawBody?: unknown }).rawBody;
-    if (
-      !(error instanceof BodyAlreadyReadError) ||
-      (request as unknown) === raw ||
-      !(kept instanceof Uint8Array) ||
-      !raw.readableEnded
-    )
-      throw error;
-    return bodyFromParsed(kept, headerValue(raw.headers, 'content-type'), limit);
+  const kept: unknown = (request as { rawBody?: unknown }).rawBody;
+  if (
+    (request as unknown) !== raw &&
+    request.body !== undefined &&
+    kept instanceof Uint8Array &&
+    raw.readableEnded
+  ) {
+    if (kept.length > limit) throw new BodyTooLargeError(limit);
+    return bodyFromBytes(kept, headerValue(raw.headers, 'content-type'));
   }
+  return nodeRequestBody(raw, request.body, limit);
 }
 
 /** Framing headers of the reply that must not frame a body written in their place. */

@@ -114,13 +114,19 @@ describe.each<Platform>(['express', 'fastify'])(
       expect(refused.status).toBe(500);
     });
 
-    it('held: a form without a decoded %: runs, replays, another body 422', async () => {
-      const key = randomUUID();
+    // Was held: a parsed form without a decoded '%' was fingerprinted as parsed. formfix: every
+    // parsed form is refused without the bytes (qs drops pairs with no '%' involved); with
+    // `rawBody: true` the bytes are fingerprinted (the same text spelled otherwise is 422).
+    it('formfix: a form without a decoded %: refused without rawBody; with rawBody: true runs, replays, another body 422', async () => {
       const before = count('form-escape');
-      expect((await post(plain, key, 'to=J%C3%A9r%C3%B4me+D&amount=10')).status).toBe(201);
-      const same = await post(plain, key, 'to=J%C3%A9r%C3%B4me%20D&amount=10');
-      expect(same.headers['idempotent-replayed']).toBe('true');
-      expect((await post(plain, key, 'to=J%C3%A9r%C3%B4me+D&amount=11')).status).toBe(422);
+      const body = 'to=J%C3%A9r%C3%B4me+D&amount=10';
+      const refused = await post(plain, randomUUID(), body);
+      expect(refused.status).toBe(500);
+      expect(count('form-escape')).toBe(before);
+      const key = randomUUID();
+      expect((await post(kept, key, body)).status).toBe(201);
+      expect((await post(kept, key, body)).headers['idempotent-replayed']).toBe('true');
+      expect((await post(kept, key, 'to=J%C3%A9r%C3%B4me+D&amount=11')).status).toBe(422);
       expect(count('form-escape')).toBe(before + 1);
     });
 
