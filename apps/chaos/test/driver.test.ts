@@ -49,17 +49,19 @@ describe('probeRecovery', () => {
     const s = await server(400);
     const attempts: Attempt[] = [];
     try {
+      // Each probe may take up to 3 s (was 1 s: on a loaded CI machine the server's 503s came
+      // after it and were recorded as timeouts, so no 503 was seen).
       const ms = await probeRecovery({
         tag: 't',
         targets: [s.url],
         since: s.started,
-        maxMs: 5_000,
-        attemptTimeoutMs: 1_000,
+        maxMs: 8_000,
+        attemptTimeoutMs: 3_000,
         attempts,
       });
       expect(ms).toBeGreaterThanOrEqual(400);
-      // Probes every 100 ms: ready within a few of them, not at the 5 s limit.
-      expect(ms).toBeLessThan(4_000);
+      // Probes every 100 ms: ready within a few of them, not at the 8 s limit.
+      expect(ms).toBeLessThan(7_000);
       expect(attempts.some((a) => a.client === -3 && a.status === 503)).toBe(true);
       expect(attempts.some((a) => a.client === -3 && a.status === 200)).toBe(true);
     } finally {
