@@ -9,6 +9,10 @@
  * @internal
  */
 export function jsonTextOf(value: unknown, maxLength: number): string | undefined {
+  // Every value writes at least one character: more values than `maxLength` is too long, known
+  // before `JSON.stringify` writes out shared subtrees in full (a YAML document of 874 bytes
+  // with aliases is 2^40 leaves: minutes of blocked event loop).
+  if (Number.isFinite(maxLength) && !withinValues(value, maxLength)) return undefined;
   try {
     const text = JSON.stringify(value) ?? '';
     return text.length > maxLength ? undefined : text;
@@ -59,4 +63,37 @@ export function jsonTextOf(value: unknown, maxLength: number): string | undefine
     for (let i = pieces.length - 1; i >= 0; i--) work.push(pieces[i] as (typeof pieces)[number]);
   }
   return length > maxLength ? undefined : out.join('');
+}
+
+/**
+ * Whether `value` has at most `budget` values (itself, its members and items, a shared
+ * subtree counted at each place it appears); walked without recursion and stopped at the
+ * budget. A cycle throws the `TypeError` `JSON.stringify` throws for one.
+ */
+function withinValues(value: unknown, budget: number): boolean {
+  const ancestors = new Set<object>();
+  const work: { value: unknown; leave?: true }[] = [{ value }];
+  let count = 0;
+  for (let item = work.pop(); item !== undefined; item = work.pop()) {
+    const current = item.value;
+    if (item.leave) {
+      ancestors.delete(current as object);
+      continue;
+    }
+    if (++count > budget) return false;
+    if (current === null || typeof current !== 'object' || 'toJSON' in current) continue;
+    if (ancestors.has(current)) throw new TypeError('Converting circular structure to JSON');
+    ancestors.add(current);
+    work.push({ value: current, leave: true });
+    if (Array.isArray(current)) {
+      if (current.length > budget - count) return false;
+      for (let i = current.length - 1; i >= 0; i--) work.push({ value: current[i] });
+    } else {
+      const keys = Object.keys(current);
+      if (keys.length > budget - count) return false;
+      for (let i = keys.length - 1; i >= 0; i--)
+        work.push({ value: (current as Record<string, unknown>)[keys[i] as string] });
+    }
+  }
+  return true;
 }

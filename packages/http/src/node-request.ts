@@ -62,6 +62,7 @@ export async function nodeRequestBody(
     const raw = (req as { rawBody?: unknown }).rawBody;
     if (raw instanceof Uint8Array && req.readableEnded) {
       if (raw.length > limit) throw new BodyTooLargeError(limit);
+      checkKeptLength(req, raw, length);
       return bodyFromBytes(raw, contentType);
     }
     // A parser's value for a request that declares no body (`{}`) stands for none of the
@@ -81,11 +82,28 @@ export async function nodeRequestBody(
     const raw = rawBodyOf(req);
     if (raw === undefined) throw new BodyAlreadyReadError();
     if (raw.length > limit) throw new BodyTooLargeError(limit);
+    if ((req as { rawBody?: unknown }).rawBody instanceof Uint8Array)
+      checkKeptLength(req, raw, length);
     return bodyFromBytes(raw, contentType);
   }
   const bytes = await peekBody(req, limit);
   rememberPeeked(req, bytes);
   return bodyFromBytes(bytes, contentType);
+}
+
+/**
+ * Throws when bytes a reader kept (`req.rawBody`) of a body sent whole (a Content-Length, no
+ * Content-Encoding) are not as many as were sent: a `verify` that keeps a part (a prefix)
+ * would make different bodies one request.
+ */
+function checkKeptLength(req: IncomingMessage, raw: Uint8Array, length: string | undefined): void {
+  if (length === undefined || !/^\d+$/.test(length.trim())) return;
+  const encoding = headerOf(req, 'content-encoding');
+  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') return;
+  if (raw.length !== Number(length.trim()))
+    throw new BodyAlreadyReadError(
+      `The request body's bytes kept as req.rawBody are ${raw.length} where ${length.trim()} were sent, so they cannot stand for the body: keep the whole body as req.rawBody, or mount the middleware before the body parser`,
+    );
 }
 
 /**
