@@ -59,12 +59,8 @@ export async function nodeRequestBody(
     // The bytes, when a reader kept them as a Buffer, are the request itself: fingerprinted
     // first, whatever the type (a parser loses what tells some bodies apart: a form's dropped
     // pairs, JSON's repeated names, a text's leading BOM). Text kept is decoded as `parsed`.
-    const raw = (req as { rawBody?: unknown }).rawBody;
-    if (raw instanceof Uint8Array && req.readableEnded) {
-      if (raw.length > limit) throw new BodyTooLargeError(limit);
-      checkKeptLength(req, raw, length);
-      return bodyFromBytes(raw, contentType);
-    }
+    const kept = keptBytesBody(req, (req as { rawBody?: unknown }).rawBody, limit);
+    if (kept !== undefined) return kept;
     // A parser's value for a request that declares no body (`{}`) stands for none of the
     // losses above: taken as it is, as before.
     const body = parsedBody(parsed, contentType, limit, !declaresBody(req, length));
@@ -79,12 +75,12 @@ export async function nodeRequestBody(
   }
   // Bytes were read off the stream by someone else (ours are put back, and remembered).
   if (req.readableDidRead) {
-    const raw = rawBodyOf(req);
-    if (raw === undefined) throw new BodyAlreadyReadError();
-    if (raw.length > limit) throw new BodyTooLargeError(limit);
-    if ((req as { rawBody?: unknown }).rawBody instanceof Uint8Array)
-      checkKeptLength(req, raw, length);
-    return bodyFromBytes(raw, contentType);
+    const kept = keptBytesBody(req, (req as { rawBody?: unknown }).rawBody, limit);
+    if (kept !== undefined) return kept;
+    const text = keptTextOf(req);
+    if (text === undefined) throw new BodyAlreadyReadError();
+    if (text.length > limit) throw new BodyTooLargeError(limit);
+    return bodyFromBytes(text, contentType);
   }
   const bytes = await peekBody(req, limit);
   rememberPeeked(req, bytes);
@@ -92,18 +88,45 @@ export async function nodeRequestBody(
 }
 
 /**
- * Throws when bytes a reader kept (`req.rawBody`) of a body sent whole (a Content-Length, no
- * Content-Encoding) are not as many as were sent: a `verify` that keeps a part (a prefix)
- * would make different bodies one request.
+ * The bytes a reader kept of the body (`kept`: `req.rawBody`, Koa's `ctx.request.rawBody`,
+ * the Fastify request's `rawBody` under NestJS), as the body for the fingerprint, when they
+ * are a Buffer (a `Uint8Array`) and the request stream ended; else undefined (the caller goes
+ * on with the parsed value or the raw bytes). Taken before a parsed value, whatever the
+ * type (see {@link nodeRequestBody}).
+ * @param name how the error names where the bytes were kept
+ * @throws BodyTooLargeError past `limit` bytes
+ * @throws BodyAlreadyReadError when the bytes are not as many as the Content-Length of a body
+ * sent whole (no Content-Encoding) says: a reader that keeps a part (a prefix, a signature
+ * window) would make different bodies one request. A chunked or compressed body is not
+ * measured (see {@link declaredLength}).
+ * @internal
  */
-function checkKeptLength(req: IncomingMessage, raw: Uint8Array, length: string | undefined): void {
-  if (length === undefined || !/^\d+$/.test(length.trim())) return;
-  const encoding = headerOf(req, 'content-encoding');
-  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') return;
-  if (raw.length !== Number(length.trim()))
+export function keptBytesBody(
+  req: IncomingMessage,
+  kept: unknown,
+  limit: number,
+  name = 'req.rawBody',
+): RequestBody | undefined {
+  if (!(kept instanceof Uint8Array) || !req.readableEnded) return undefined;
+  if (kept.length > limit) throw new BodyTooLargeError(limit);
+  const sent = declaredLength(req, headerOf(req, 'content-length'));
+  if (sent !== undefined && kept.length !== sent)
     throw new BodyAlreadyReadError(
-      `The request body's bytes kept as req.rawBody are ${raw.length} where ${length.trim()} were sent, so they cannot stand for the body: keep the whole body as req.rawBody, or mount the middleware before the body parser`,
+      `The request body's bytes kept as ${name} are ${kept.length} where ${sent} were sent, so they cannot stand for the body: keep the whole body as ${name}, or mount the middleware before the body parser`,
     );
+  return bodyFromBytes(kept, headerOf(req, 'content-type'));
+}
+
+/**
+ * How many bytes a body sent whole says it has: its Content-Length, when that is a number
+ * and the body has no Content-Encoding (or `identity`); else undefined: a chunked body has no
+ * count, and a compressed one's count is not that of the bytes a parser inflated.
+ */
+function declaredLength(req: IncomingMessage, length: string | undefined): number | undefined {
+  if (length === undefined || !/^\d+$/.test(length.trim())) return undefined;
+  const encoding = headerOf(req, 'content-encoding');
+  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') return undefined;
+  return Number(length.trim());
 }
 
 /**
@@ -120,13 +143,11 @@ export function checkTextLength(
   contentType: string | undefined,
   length: string | undefined,
 ): void {
-  if (length === undefined || isJsonContentType(contentType)) return;
-  const encoding = headerOf(req, 'content-encoding');
-  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') return;
-  if (!/^\d+$/.test(length.trim())) return;
-  if (Buffer.byteLength(text) !== Number(length.trim()))
+  if (isJsonContentType(contentType)) return;
+  const sent = declaredLength(req, length);
+  if (sent !== undefined && Buffer.byteLength(text) !== sent)
     throw decodedBodyError(
-      `is ${Buffer.byteLength(text)} bytes as UTF-8 text where ${length.trim()} were sent (a leading BOM stripped, or bytes decoded as another charset)`,
+      `is ${Buffer.byteLength(text)} bytes as UTF-8 text where ${sent} were sent (a leading BOM stripped, or bytes decoded as another charset)`,
     );
 }
 
@@ -157,15 +178,14 @@ function rememberPeeked(req: IncomingMessage, bytes: Buffer): void {
 }
 
 /**
- * The bytes a reader before the middleware kept of a body it read whole (`req.rawBody`, as
- * NestJS's `rawBody` option and the usual raw-body readers keep them), or undefined.
+ * The text a reader before the middleware kept of a body it read whole (`req.rawBody` as a
+ * string: kept bytes, a Buffer, are {@link keptBytesBody}'s), as its UTF-8 bytes, or
+ * undefined.
  */
-function rawBodyOf(req: IncomingMessage): Uint8Array | undefined {
+function keptTextOf(req: IncomingMessage): Uint8Array | undefined {
   if (!req.readableEnded) return undefined;
   const raw: unknown = (req as { rawBody?: unknown }).rawBody;
-  if (raw instanceof Uint8Array) return raw;
-  if (typeof raw === 'string') return trustedText(raw);
-  return undefined;
+  return typeof raw === 'string' ? trustedText(raw) : undefined;
 }
 
 /**
