@@ -13,6 +13,7 @@ import {
   canonicalPath,
   checkTextLength,
   headerValue,
+  keptBytesBody,
   nodeRequestBody,
   recordServerResponse,
   requestUrl,
@@ -88,7 +89,8 @@ function declaresBody(req: Context['req']): boolean {
 
 /**
  * The body of the request for the fingerprint, when a body parser ran first: the bytes a
- * reader kept on `ctx.request.rawBody` (a Buffer) first, whatever the type; for an object
+ * reader kept on `ctx.request.rawBody` (a Buffer) first, whatever the type, refused when they
+ * are not as many as an uncompressed body's Content-Length says (`keptBytesBody`); for an object
  * parsed from a Content-Type that is not JSON (a form, or a type `extendTypes` names), the
  * text @koa/bodyparser keeps there (see {@link keptText}), as a parsed form loses what tells
  * different bodies apart (qs drops pairs past 1,000, pairs named `toString` or `constructor`,
@@ -109,11 +111,12 @@ async function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
     const parsed = (ctx.request as { body?: unknown }).body;
     const raw = (ctx.request as { rawBody?: unknown }).rawBody;
     const contentType = headerValue(req.headers, 'content-type');
+    // A Buffer kept is the body itself (checked against the Content-Length), parsed or not.
+    if (parsed !== undefined || req.readableDidRead) {
+      const kept = keptBytesBody(req, raw, limit, 'ctx.request.rawBody');
+      if (kept !== undefined) return kept;
+    }
     if (parsed !== undefined) {
-      if (raw instanceof Uint8Array) {
-        if (raw.length > limit) throw new BodyTooLargeError(limit);
-        return bodyFromBytes(raw, contentType);
-      }
       if (
         typeof raw === 'string' &&
         parsed !== null &&
@@ -127,13 +130,8 @@ async function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
     }
     // Text with a U+FFFD is not trusted: a reader that decoded the bytes as UTF-8 puts one for
     // every invalid sequence, so different bodies give the same text.
-    const bytes =
-      raw instanceof Uint8Array
-        ? raw
-        : typeof raw === 'string' && !raw.includes('\uFFFD')
-          ? Buffer.from(raw)
-          : undefined;
-    if (req.readableDidRead && bytes !== undefined) {
+    if (req.readableDidRead && typeof raw === 'string' && !raw.includes('\uFFFD')) {
+      const bytes = Buffer.from(raw);
       if (bytes.length > limit) throw new BodyTooLargeError(limit);
       return bodyFromBytes(bytes, contentType);
     }

@@ -241,3 +241,69 @@ describe('formrev2 koa: values a custom parser makes', () => {
     await expectTold(h, Buffer.from('a=1&x=1'), Buffer.from('a=1&x=2'));
   });
 });
+
+describe('formrev2 koa: kept bytes not as many as the Content-Length', () => {
+  // Was FINDING (LOW), fixed: a Buffer on ctx.request.rawBody was fingerprinted as the body
+  // without the length check Express has (req.rawBody), so a reader that keeps a part (a
+  // prefix, a signature window) made two bodies one request: the second was replayed the
+  // first's outcome. Now refused as on Express (BodyAlreadyReadError, 500, nothing run).
+  const ONE = Buffer.from('to=alice&amount=1');
+  const OTHER = Buffer.from('to=alice&amount=9999');
+  /** Reads the whole body, keeps `keep(bytes)` on ctx.request.rawBody and, when `parse`, the form. */
+  const keeping =
+    (keep: (bytes: Buffer) => Buffer, parse = true): Reader =>
+    async (ctx, next) => {
+      const parts: Buffer[] = [];
+      for await (const chunk of ctx.req) parts.push(chunk as Buffer);
+      const bytes = Buffer.concat(parts);
+      const request = ctx.request as { body?: unknown; rawBody?: unknown };
+      if (parse) request.body = Object.fromEntries(new URLSearchParams(bytes.toString()));
+      request.rawBody = keep(bytes);
+      await next();
+    };
+  const prefix = (bytes: Buffer) => Buffer.from(bytes.subarray(0, 8));
+
+  for (const parse of [true, false]) {
+    const what = parse ? 'a parsed form' : 'no body parsed (a signature check)';
+    it(`kept bytes shorter than the Content-Length, ${what}: refused (500, nothing run)`, async () => {
+      const h = await serve(keeping(prefix, parse));
+      const key = randomUUID();
+      for (const body of [ONE, OTHER]) {
+        const r = await h.send(key, body, FORM);
+        expect([r.status, r.replayed]).toEqual([500, false]);
+      }
+      expect(h.errors.map((error) => error.name)).toEqual(Array(2).fill('BodyAlreadyReadError'));
+      expect(h.errors[0]?.message).toMatch(
+        /kept as ctx\.request\.rawBody are 8 where 17 were sent/,
+      );
+      expect(h.runs()).toBe(0);
+    });
+
+    it(`held: the whole body kept, ${what}: runs, replays itself, 422s another`, async () => {
+      const h = await serve(keeping((bytes) => bytes, parse));
+      const key = randomUUID();
+      expect((await h.send(key, ONE, FORM)).status).toBe(201);
+      const again = await h.send(key, ONE, FORM);
+      expect([again.status, again.replayed]).toEqual([201, true]);
+      const other = await h.send(key, OTHER, FORM);
+      expect([other.status, other.replayed]).toEqual([422, false]);
+      expect(h.runs()).toBe(1);
+    });
+  }
+
+  it('kept bytes longer than the Content-Length: refused (500, nothing run)', async () => {
+    const h = await serve(keeping((bytes) => Buffer.concat([bytes, Buffer.from('&')])));
+    expect((await h.send(randomUUID(), ONE, FORM)).status).toBe(500);
+    expect(h.errors[0]?.name).toBe('BodyAlreadyReadError');
+    expect(h.errors[0]?.message).toMatch(/are 18 where 17 were sent/);
+    expect(h.runs()).toBe(0);
+  });
+
+  // Known gap (LOW, as on Express): a chunked body has no Content-Length to measure kept
+  // bytes against (nor has a compressed one: its Content-Length counts other bytes), so a
+  // kept prefix is still taken for the body. Keep the whole body, or mount idem first.
+  it.fails('chunked: a kept prefix is refused', async () => {
+    const h = await serve(keeping(prefix));
+    expect((await h.send(randomUUID(), ONE, FORM, { chunked: true })).status).toBe(500);
+  });
+});
