@@ -1,9 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import { BodyTooLargeError, bodyFromBytes, type RequestBody } from '@idem/http';
+import type { RequestBody } from '@idem/http';
 import {
   headerValue,
+  keptBytesBody,
   nodeRequestBody,
   recordServerResponse,
   requestUrl,
@@ -43,22 +44,18 @@ type PlatformResponse = ServerResponse & {
  * Fastify, Nest's `rawBody: true` keeps the bytes on the Fastify request, not on the Node
  * one: when a parser ran, those bytes (a Buffer only) are fingerprinted first too, whatever
  * the type (a parsed form, or JSON with a repeated member name, loses what tells different
- * bodies apart: see `bodyFromParsed`).
+ * bodies apart: see `bodyFromParsed`), and refused as on Express when they are not as many
+ * as the Content-Length of an uncompressed body says (see `keptBytesBody`).
  */
 async function bodyOf(
   raw: IncomingMessage,
   request: PlatformRequest,
   limit: number,
 ): Promise<RequestBody> {
-  const kept: unknown = (request as { rawBody?: unknown }).rawBody;
-  if (
-    (request as unknown) !== raw &&
-    request.body !== undefined &&
-    kept instanceof Uint8Array &&
-    raw.readableEnded
-  ) {
-    if (kept.length > limit) throw new BodyTooLargeError(limit);
-    return bodyFromBytes(kept, headerValue(raw.headers, 'content-type'));
+  if ((request as unknown) !== raw && request.body !== undefined) {
+    const kept = (request as { rawBody?: unknown }).rawBody;
+    const body = keptBytesBody(raw, kept, limit, 'request.rawBody');
+    if (body !== undefined) return body;
   }
   return nodeRequestBody(raw, request.body, limit);
 }
