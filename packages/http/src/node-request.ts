@@ -119,13 +119,14 @@ export function keptBytesBody(
 
 /**
  * How many bytes a body sent whole says it has: its Content-Length, when that is a number
- * and the body has no Content-Encoding (or `identity`); else undefined: a chunked body has no
- * count, and a compressed one's count is not that of the bytes a parser inflated.
+ * and the body has no Content-Encoding (none, an empty one, or `identity`: the parsers read
+ * `'' || 'identity'` alike); else undefined: a chunked body has no count, and a compressed
+ * one's count is not that of the bytes a parser inflated.
  */
 function declaredLength(req: IncomingMessage, length: string | undefined): number | undefined {
   if (length === undefined || !/^\d+$/.test(length.trim())) return undefined;
-  const encoding = headerOf(req, 'content-encoding');
-  if (encoding !== undefined && encoding.trim().toLowerCase() !== 'identity') return undefined;
+  const encoding = headerOf(req, 'content-encoding')?.trim().toLowerCase();
+  if (encoding !== undefined && encoding !== '' && encoding !== 'identity') return undefined;
   return Number(length.trim());
 }
 

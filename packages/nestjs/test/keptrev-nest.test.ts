@@ -161,18 +161,26 @@ describe.each<Platform>(['express', 'fastify'])('keptrev nest on %s, rawBody: tr
     expect(count('keptrev')).toBe(before);
   });
 
-  // FINDING (LOW): an empty Content-Encoding switches the check off. Express: body-parser
+  // FINDING (LOW, fixed: an empty Content-Encoding is identity): an empty Content-Encoding switches the check off. Express: body-parser
   // reads `'' || 'identity'` as identity; Fastify never looks at Content-Encoding. Either
   // way the kept bytes are counted by the Content-Length, but declaredLength measures only
   // a missing or literal `identity` encoding, so Nest's kept bytes cut to a prefix (the
   // formrev2 model) make "to=alice&amount=1" and "to=alice&amount=9999" one request: the
   // second is replayed the first's 201 instead of 422. Fix: empty Content-Encoding =
   // identity in declaredLength.
-  it.fails('Content-Encoding: (empty), a prefix kept: refused or told apart', async () => {
-    await expectTold(
-      [[FORM, 'x-kept: prefix', length(ONE), 'Content-Encoding:'], ONE],
-      [[FORM, 'x-kept: prefix', length(OTHER), 'Content-Encoding:'], OTHER],
-    );
+  it('Content-Encoding: (empty), a prefix kept: refused or told apart', async () => {
+    // Refused now, as without the header: both 500 under one key, nothing run or replayed.
+    const k = key();
+    const before = count('keptrev');
+    for (const body of [ONE, OTHER]) {
+      const r = await send(
+        app,
+        [k, FORM, 'x-kept: prefix', length(body), 'Content-Encoding:'],
+        body,
+      );
+      expect([r.status, r.replayed]).toEqual([500, false]);
+    }
+    expect(count('keptrev')).toBe(before);
   });
 
   if (platform === 'fastify') {
