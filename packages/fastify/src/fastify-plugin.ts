@@ -228,11 +228,17 @@ function answer(
     // A body without a Content-Type would get Fastify's own: sent as a Response instead.
     if (whole && (!whole.body || hasContentType(whole.headers))) {
       reply.code(whole.status);
+      // The reason phrase the first client got (HTTP/1.x only: HTTP/2 has none). Fastify's
+      // `writeHead` passes none, so Node sends the response's `statusMessage`.
+      if (whole.reason !== undefined && !http2Stream(request))
+        reply.raw.statusMessage = whole.reason;
       for (const [name, value] of whole.headers) reply.header(name, value);
       reply.send(whole.body);
       return;
     }
     reply.code(decision.response.status);
+    const { statusText } = decision.response;
+    if (statusText !== '' && !http2Stream(request)) reply.raw.statusMessage = statusText;
     for (const [name, value] of decision.response.headers) reply.header(name, value);
     reply.send(decision.response);
     return;

@@ -15,6 +15,8 @@ export type {
   ScenarioAppConfig,
 } from './options.js';
 export { TENANT_HEADER } from './options.js';
+export type { ReasonPhraseApp, ReasonPhraseCase } from './reason-phrase.js';
+export { describeReasonPhrase } from './reason-phrase.js';
 export type { Behaviour, BehaviourInput, Reply } from './routes.js';
 export { binaryPayload, createRoutes, SSE_EVENTS, streamChunk } from './routes.js';
 export { runScenario } from './run.js';

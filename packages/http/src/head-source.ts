@@ -13,6 +13,11 @@ export interface ResponseHeadSource {
   contentLength(): string | null;
   /** `headers().get('content-type')`. */
   contentType(): string | null;
+  /**
+   * The reason phrase of the status line when it is not the status code's usual one (a
+   * `writeHead(status, message)` or `res.statusMessage`), to record with the response.
+   */
+  reason?(): string | undefined;
 }
 
 /**

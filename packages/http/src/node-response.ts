@@ -1,4 +1,9 @@
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import {
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
 import type { Socket } from 'node:net';
 import { type ResponseHeadSource, startFromOf } from './head-source.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
@@ -79,6 +84,21 @@ function mergesIntoOutHeaders(res: ServerResponse): boolean {
  */
 function isHttp2(res: ServerResponse): boolean {
   return 'createPushResponse' in res;
+}
+
+/** Longest reason phrase recorded: a longer one is replayed as the status code's usual one. */
+const MAX_REASON = 1024;
+
+/**
+ * The reason phrase of an HTTP/1.x response's status line (`given` to `writeHead`, else
+ * `res.statusMessage`) when it is not the status code's usual one, to be recorded and
+ * replayed; undefined for the usual one (or none). Node checks its characters as it makes the
+ * head: a phrase it refuses makes the head refused, and nothing is recorded.
+ */
+function customReason(res: ServerResponse, given: string | undefined): string | undefined {
+  const text = given ?? res.statusMessage;
+  if (typeof text !== 'string' || text === '' || text.length > MAX_REASON) return undefined;
+  return text === STATUS_CODES[res.statusCode] ? undefined : text;
 }
 
 /**
@@ -267,7 +287,12 @@ class NodeHeadSource implements ResponseHeadSource {
     private readonly fields: HeadFields,
     /** A value has a character past U+007F (see `sendsHeadAsLatin1`). */
     readonly pastAscii: boolean,
+    private readonly phrase: string | undefined,
   ) {}
+
+  reason(): string | undefined {
+    return this.phrase;
+  }
 
   /**
    * Built on first read from the fields read when the head was made, never from `res` or the
@@ -317,20 +342,28 @@ function byFieldName(a: [string, string], b: [string, string]): number {
  * Undefined when a name or value is one a `Headers` refuses: `headersOf` then throws as it
  * always did.
  */
-function nodeHeadSource(res: ServerResponse, extra: unknown): NodeHeadSource | undefined {
+function nodeHeadSource(
+  res: ServerResponse,
+  extra: unknown,
+  reason: string | undefined,
+): NodeHeadSource | undefined {
   // A value's `toString` may make another response's head meanwhile (a lazy value): the flag
   // it leaves is that head's, this one's is put back after.
   const outer = pastAscii;
   pastAscii = false;
   try {
-    return readHead(res, extra);
+    return readHead(res, extra, reason);
   } finally {
     pastAscii = outer;
   }
 }
 
 /** {@link nodeHeadSource}, `pastAscii` false when it begins. */
-function readHead(res: ServerResponse, extra: unknown): NodeHeadSource | undefined {
+function readHead(
+  res: ServerResponse,
+  extra: unknown,
+  reason: string | undefined,
+): NodeHeadSource | undefined {
   // Node checked these (lowercase token names). Their values are checked here: node:http2's
   // `setHeader` takes a value with a line break.
   // A copy made for us (null prototype; an array value is Node's own, never changed here):
@@ -351,7 +384,7 @@ function readHead(res: ServerResponse, extra: unknown): NodeHeadSource | undefin
   }
   const head = fields as HeadFields;
   if (extra && typeof extra === 'object' && !mergeExtra(res, head, extra, http2)) return undefined;
-  return new NodeHeadSource(head, pastAscii);
+  return new NodeHeadSource(head, pastAscii, reason);
 }
 
 /**
@@ -909,8 +942,9 @@ class ResponseRecording implements SocketHold {
    * `writeHead`. Answers the generation header's value when `inHead` (a `writeHead` call that
    * can carry it, see `withGeneration`) and the response is a published stream: the caller
    * then gives it to `writeHead` with `extra`; otherwise it is set here (`setHeader`).
+   * `phrase`: the reason phrase given to `writeHead` (else `res.statusMessage` is the one).
    */
-  start(extra?: unknown, inHead = false): string | undefined {
+  start(extra?: unknown, inHead = false, phrase?: string): string | undefined {
     if (this.started || this.bypass) return undefined;
     this.started = true;
     const { res, recorder } = this;
@@ -921,7 +955,8 @@ class ResponseRecording implements SocketHold {
     }
     try {
       const startFrom = startFromOf(recorder);
-      const source = startFrom && nodeHeadSource(res, extra);
+      const source =
+        startFrom && nodeHeadSource(res, extra, this.http2 ? undefined : customReason(res, phrase));
       if (source) {
         this.recording = (startFrom as NonNullable<typeof startFrom>)(res.statusCode, source);
         if (source.pastAscii && !this.http2) sendsHeadAsLatin1(res);
@@ -1120,7 +1155,11 @@ class ResponseRecording implements SocketHold {
     // place when no message is given (`writeHead(201, undefined, headers)` included).
     const at = typeof rest[0] === 'string' || rest[1] != null ? 1 : 0;
     const extra = rest[at];
-    const generation = this.start(extra, !this.http2 && canCarry(extra));
+    const generation = this.start(
+      extra,
+      !this.http2 && canCarry(extra),
+      typeof rest[0] === 'string' ? rest[0] : undefined,
+    );
     if (this.bypass) return this.writeHead.call(res, statusCode, ...rest);
     let args = rest;
     if (generation !== undefined) {

@@ -85,17 +85,35 @@ export function decisionStatus(
  */
 export function wholeDecisionResponse(
   decision: Extract<IdempotencyDecision, { action: 'respond' }>,
-): { status: number; headers: readonly (readonly [string, string])[]; body?: Buffer } | undefined {
+):
+  | {
+      status: number;
+      /** The reason phrase to send with the status, when not the status code's usual one. */
+      reason?: string | undefined;
+      headers: readonly (readonly [string, string])[];
+      body?: Buffer;
+    }
+  | undefined {
   const prepared = preparedResponseOf(decision);
   if (!prepared || prepared.chunks.length > 1) return undefined;
-  const { status, headers, chunks } = prepared;
+  const { status, reason, headers, chunks } = prepared;
   const [chunk] = chunks;
-  if (chunk === undefined) return { status, headers };
-  return { status, headers, body: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) };
+  if (chunk === undefined) return { status, reason, headers };
+  return {
+    status,
+    reason,
+    headers,
+    body: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength),
+  };
 }
 
-function sendPrepared(res: ServerResponse, { status, headers, chunks }: PreparedResponse): void {
+function sendPrepared(
+  res: ServerResponse,
+  { status, reason, headers, chunks }: PreparedResponse,
+): void {
   res.statusCode = status;
+  // HTTP/2 has no reason phrase (node:http2 warns when one is set).
+  if (reason !== undefined && !('createPushResponse' in res)) res.statusMessage = reason;
   for (const [name, value] of headers) res.setHeader(name, value);
   const last = chunks.length - 1;
   for (let i = 0; i < last; i++) res.write(chunks[i]);

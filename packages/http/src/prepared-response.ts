@@ -10,6 +10,8 @@ import type { IdempotencyDecision } from './handler.js';
  */
 export interface PreparedResponse {
   readonly status: number;
+  /** The status line's reason phrase, when not the status code's usual one. */
+  readonly reason?: string | undefined;
   /** Lowercase names, each once, in the order a `Headers` iterates them (sorted). */
   readonly headers: readonly (readonly [string, string])[];
   /** The body as the chunks it is sent in; empty for no body. */
@@ -65,11 +67,12 @@ export function preparedResponseOf(decision: object): PreparedResponse | undefin
  * @internal
  */
 export function webResponse(prepared: PreparedResponse): Response {
-  const { status, chunks } = prepared;
+  const { status, chunks, reason } = prepared;
   const headers = new Headers(prepared.headers as [string, string][]);
-  if (chunks.length === 0) return new Response(null, { status, headers });
-  if (chunks.length === 1)
-    return new Response(chunks[0] as Uint8Array<ArrayBuffer>, { status, headers });
+  const init: ResponseInit =
+    reason === undefined ? { status, headers } : { status, statusText: reason, headers };
+  if (chunks.length === 0) return new Response(null, init);
+  if (chunks.length === 1) return new Response(chunks[0] as Uint8Array<ArrayBuffer>, init);
   let index = 0;
   const stream = new ReadableStream<Uint8Array>(
     {
@@ -80,5 +83,5 @@ export function webResponse(prepared: PreparedResponse): Response {
     },
     { highWaterMark: 0 },
   );
-  return new Response(stream, { status, headers });
+  return new Response(stream, init);
 }

@@ -191,7 +191,11 @@ export function createRecorder(
     final = status >= 200 && status <= 599 && settings.isFinal(response);
     head = { status, headers: source.recorded(settings.recordedHeaders) };
     if (final) {
-      const meta = { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] };
+      const reason = source.reason?.();
+      const meta =
+        reason === undefined
+          ? { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] }
+          : { format: OUTCOME_FORMAT, status, reason, headers: head.headers, chunks: [] };
       buffer = new CaptureBuffer(settings.maxOutcomeBytes, meta);
       const live = settings.live;
       // A lost lease (taken over, lapsed) publishes nothing: its stream cannot end well. Its

@@ -9,15 +9,21 @@ const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
 
 interface HttpOutcomeMeta {
   status: number;
+  /** The status line's reason phrase, when it was not the status code's usual one. */
+  reason?: string;
   headers: [string, string][];
   chunks: number[];
 }
 
+/** A reason phrase as HTTP/1.1 and a Web `Response` take it (RFC 9112, 4), at most 1,024 characters. */
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]{1,1024}$/;
+
 function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
   const { meta } = outcome;
-  const { status, headers, chunks } = meta as Partial<HttpOutcomeMeta>;
+  const { status, reason, headers, chunks } = meta as Partial<HttpOutcomeMeta>;
   const valid =
     meta.format === OUTCOME_FORMAT &&
+    (reason === undefined || (typeof reason === 'string' && REASON_PHRASE.test(reason))) &&
     typeof status === 'number' &&
     Number.isInteger(status) &&
     status >= 200 &&
@@ -35,6 +41,7 @@ function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
     );
   return {
     status: status as number,
+    reason,
     headers: headers as [string, string][],
     chunks: chunks as number[],
   };
@@ -105,21 +112,22 @@ function normalized(recorded: readonly [string, string][]): [string, string][] {
 export function prepareReplay(outcome: StoredOutcome): PreparedResponse {
   const meta = readMeta(outcome);
   const headers = replayedHeaders(meta.headers);
-  if (NULL_BODY_STATUS.has(meta.status) || meta.chunks.length === 0)
-    return { status: meta.status, headers, chunks: [] };
+  const { status, reason } = meta;
+  if (NULL_BODY_STATUS.has(status) || meta.chunks.length === 0)
+    return { status, reason, headers, chunks: [] };
   const body = outcome.body;
-  if (meta.chunks.length === 1) return { status: meta.status, headers, chunks: [body] };
+  if (meta.chunks.length === 1) return { status, reason, headers, chunks: [body] };
   const chunks: Uint8Array[] = [];
   let offset = 0;
   for (const length of meta.chunks) {
     chunks.push(body.subarray(offset, offset + length));
     offset += length;
   }
-  return { status: meta.status, headers, chunks };
+  return { status, reason, headers, chunks };
 }
 
 /**
- * Rebuilds the recorded response: the same status, the recorded headers plus
+ * Rebuilds the recorded response: the same status (and reason phrase, as `statusText`), the recorded headers plus
  * `Idempotent-Replayed: true`, and the same body bytes, as a stream of the same chunks in
  * the same order (one chunk as bytes).
  * @throws OutcomeCorruptError when the outcome was not recorded by @idem/http

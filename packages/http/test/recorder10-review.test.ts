@@ -293,19 +293,44 @@ describe('recorder10 review: heads over HTTP/1.1 that held', () => {
 });
 
 describe('recorder10 review: the status line', () => {
-  // FINDING LOW (pre-existing, main does the same): the reason phrase the first client got
-  // (`writeHead(200, 'Ça va')`, or `res.statusMessage`) is not recorded: a replay sends
-  // Node's default (`OK`), so a client reading `statusText` sees another response. With a
-  // character past U+007F and `flushHeaders`, the first client even got it as UTF-8. Fix:
-  // record the status message (when it differs from the default) and replay it, as Latin-1.
-  // Left open: the record (core's outcome, every store's format) has no status text yet.
-  it.fails('FINDING LOW: a replay sends the reason phrase the first client got', async () => {
+  // FINDING LOW (fixed): the reason phrase the first client got (`writeHead(200, 'Ça va')`,
+  // or `res.statusMessage`) was not recorded: a replay sent Node's default (`OK`), so a
+  // client reading `statusText` saw another response. Now recorded (when it is not the
+  // status code's usual one, over HTTP/1.x) and replayed, as Latin-1 as Node sends it.
+  it('FINDING LOW (fixed): a replay sends the reason phrase the first client got', async () => {
     const { first, replay } = await firstAndReplay((res) => {
       res.writeHead(200, '\u00c7a va', { 'x-name': 'plain' });
       res.end('x');
     });
     expect(isReplay(replay)).toBe(true);
+    expect(headOf(first).status).toBe('HTTP/1.1 200 \u00c7a va');
     expect(headOf(replay).status).toBe(headOf(first).status);
+  });
+
+  it('a reason phrase set as statusMessage, the head made by end(): replayed', async () => {
+    const { first, replay } = await firstAndReplay((res) => {
+      res.statusCode = 201;
+      res.statusMessage = 'Made here';
+      res.end('x');
+    });
+    expect(isReplay(replay)).toBe(true);
+    expect(headOf(first).status).toBe('HTTP/1.1 201 Made here');
+    expect(headOf(replay).status).toBe(headOf(first).status);
+  });
+
+  it('the usual phrase, and none given: the replay has the usual one', async () => {
+    for (const head of [
+      (res: ServerResponse) => res.writeHead(202, 'Accepted'),
+      (res: ServerResponse) => res.writeHead(202),
+    ]) {
+      const { first, replay } = await firstAndReplay((res) => {
+        head(res);
+        res.end('x');
+      });
+      expect(isReplay(replay)).toBe(true);
+      expect(headOf(first).status).toBe('HTTP/1.1 202 Accepted');
+      expect(headOf(replay).status).toBe('HTTP/1.1 202 Accepted');
+    }
   });
 });
 

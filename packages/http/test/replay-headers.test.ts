@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { OUTCOME_FORMAT, REPLAYED_HEADER } from '../src/index.js';
+import { OUTCOME_FORMAT, REPLAYED_HEADER, replayResponse } from '../src/index.js';
 import { prepareReplay } from '../src/replay.js';
 
 // A replay keeps recorded header pairs as they are when a `Headers` would not change them,
@@ -92,5 +92,42 @@ describe('replayed headers', () => {
       [REPLAYED_HEADER, 'true'],
       ['x-z', ''],
     ]);
+  });
+});
+
+describe('the recorded reason phrase', () => {
+  // Typed as a string: the test also stores what a well-typed writer could not.
+  const outcome = (reason: unknown) => ({
+    meta: {
+      format: OUTCOME_FORMAT,
+      status: 201,
+      reason: reason as string,
+      headers: [],
+      chunks: [1],
+    },
+    body: new Uint8Array([120]),
+  });
+
+  it('is replayed as the status text, and none is none', () => {
+    expect(prepareReplay(outcome('Made \u00e9t\u00e9')).reason).toBe('Made \u00e9t\u00e9');
+    expect(replayResponse(outcome('Made')).statusText).toBe('Made');
+    expect(prepareReplay(outcome(undefined)).reason).toBeUndefined();
+    expect(replayResponse(outcome(undefined)).statusText).toBe('');
+  });
+
+  it('that HTTP could not carry makes the outcome unreadable, never a broken status line', () => {
+    for (const reason of [
+      '',
+      'a\r\nX-Injected: 1',
+      'a\nb',
+      '\u0100',
+      '\u0000',
+      'x'.repeat(1025),
+      7,
+      null,
+    ])
+      expect(() => prepareReplay(outcome(reason)), String(reason)).toThrow(
+        expect.objectContaining({ code: 'OUTCOME_CORRUPT' }),
+      );
   });
 });
