@@ -155,6 +155,11 @@ export function replayDecision(
   const headers = [...prepared.headers, [GENERATION_HEADER, String(fence)] as const].sort((a, b) =>
     a[0] < b[0] ? -1 : 1,
   );
-  const resumed: PreparedResponse = { status: prepared.status, headers, chunks };
+  const resumed: PreparedResponse = {
+    status: prepared.status,
+    reason: prepared.reason,
+    headers,
+    chunks,
+  };
   return respondWith(resumed, true);
 }

@@ -86,6 +86,13 @@ function isHttp2(res: ServerResponse): boolean {
   return 'createPushResponse' in res;
 }
 
+/** Whether `text` has a character past U+007F (a reason phrase Node sends one byte each as Latin-1). */
+function pastAsciiText(text: string | undefined): boolean {
+  if (text === undefined) return false;
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) > 0x7f) return true;
+  return false;
+}
+
 /** Longest reason phrase recorded: a longer one is replayed as the status code's usual one. */
 const MAX_REASON = 1024;
 
@@ -959,7 +966,9 @@ class ResponseRecording implements SocketHold {
         startFrom && nodeHeadSource(res, extra, this.http2 ? undefined : customReason(res, phrase));
       if (source) {
         this.recording = (startFrom as NonNullable<typeof startFrom>)(res.statusCode, source);
-        if (source.pastAscii && !this.http2) sendsHeadAsLatin1(res);
+        // A reason phrase past U+007F too: the replay sends it as Latin-1 (see `sendPrepared`).
+        if ((source.pastAscii || pastAsciiText(source.reason())) && !this.http2)
+          sendsHeadAsLatin1(res);
       } else {
         const headers = headersOf(res, extra);
         this.recording = recorder.start(res.statusCode, headers);
