@@ -139,8 +139,34 @@ export function freePort() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Resolves once something answers DynamoDB's API at `endpoint` (any HTTP answer to a
- * ListTables call counts); rejects after `timeoutMs`.
+ * Something else than DynamoDB answered at the endpoint: another server holds its port (one
+ * that took the port {@link freePort} found free before the emulator bound it).
+ */
+export class ForeignServerError extends Error {
+  name = 'ForeignServerError';
+}
+
+/**
+ * Whether `response` (to a ListTables call) is DynamoDB's: its list of tables, or one of its
+ * own errors (a real endpoint refusing the placeholder signature names an AWS error type).
+ * @param {Response} response
+ */
+async function answersAsDynamoDb(response) {
+  let body;
+  try {
+    body = JSON.parse(await response.text());
+  } catch {
+    return false;
+  }
+  if (typeof body !== 'object' || body === null) return false;
+  if (response.ok) return Array.isArray(body.TableNames);
+  return typeof body.__type === 'string' && body.__type.includes('com.amazon');
+}
+
+/**
+ * Resolves once DynamoDB answers its API at `endpoint` (a ListTables call answered with a
+ * list of tables, or with one of DynamoDB's own errors); rejects after `timeoutMs`, and at
+ * once with {@link ForeignServerError} when another server answers there.
  * @param {string} endpoint
  * @param {number} [timeoutMs]
  * @param {() => string | undefined} [failed] tells why waiting is pointless (the process died)
@@ -151,8 +177,9 @@ export async function waitForDynamoDb(endpoint, timeoutMs = 30_000, failed = () 
   while (Date.now() < deadline) {
     const why = failed();
     if (why) throw new Error(why);
+    let response;
     try {
-      const response = await fetch(endpoint, {
+      response = await fetch(endpoint, {
         method: 'POST',
         headers: {
           'content-type': 'application/x-amz-json-1.0',
@@ -163,24 +190,34 @@ export async function waitForDynamoDb(endpoint, timeoutMs = 30_000, failed = () 
         body: '{}',
         signal: AbortSignal.timeout(2_000),
       });
-      await response.arrayBuffer();
-      return;
     } catch (error) {
       last = error instanceof Error ? error.message : String(error);
+      await sleep(100);
+      continue;
     }
-    await sleep(100);
+    if (await answersAsDynamoDb(response)) return;
+    throw new ForeignServerError(
+      `${endpoint} answered ListTables with HTTP ${response.status}, not as DynamoDB: another server holds its port`,
+    );
   }
   throw new Error(`DynamoDB did not answer at ${endpoint} within ${timeoutMs} ms (${last})`);
 }
 
+/** Attempts of {@link startDynamoDbLocal}, each on a new port, when another server takes one. */
+const PORT_ATTEMPTS = 3;
+
 /**
  * Starts DynamoDB Local (`-inMemory`, a free port on 127.0.0.1) and waits until it answers,
- * or uses `DYNAMODB_ENDPOINT` when that is set (then nothing is started).
- * @param {{ jvmFlags?: readonly string[] }} [options] JVM flags (default {@link JVM_FLAGS};
- *   the benchmark passes none: its figures are the emulator's steady state)
+ * or uses `DYNAMODB_ENDPOINT` when that is set (then nothing is started). The port is free
+ * when picked, but the JVM takes a second or two to bind it: when another process took it
+ * meanwhile (the emulator cannot bind, or another server answers there), it starts again on
+ * another port, at most three times.
+ * @param {{ jvmFlags?: readonly string[], pickPort?: () => Promise<number> }} [options] JVM
+ *   flags (default {@link JVM_FLAGS}; the benchmark passes none: its figures are the
+ *   emulator's steady state); `pickPort` (default {@link freePort}) for tests of the retry
  * @returns {Promise<{ endpoint: string, started: boolean, stop: () => Promise<void> }>}
  */
-export async function startDynamoDbLocal({ jvmFlags = JVM_FLAGS } = {}) {
+export async function startDynamoDbLocal({ jvmFlags = JVM_FLAGS, pickPort = freePort } = {}) {
   const external = process.env.DYNAMODB_ENDPOINT;
   if (external) {
     await waitForDynamoDb(external, 10_000);
@@ -188,8 +225,31 @@ export async function startDynamoDbLocal({ jvmFlags = JVM_FLAGS } = {}) {
   }
   assertJava();
   const dir = fetchDynamoDbLocal();
-  const port = await freePort();
-  const endpoint = `http://127.0.0.1:${port}`;
+  for (let attempt = 1; ; attempt++) {
+    const port = await pickPort();
+    const endpoint = `http://127.0.0.1:${port}`;
+    const emulator = launch(dir, port, jvmFlags);
+    try {
+      await waitForDynamoDb(endpoint, 60_000, emulator.failed);
+      return { endpoint, started: true, stop: emulator.stop };
+    } catch (error) {
+      await emulator.stop();
+      const portTaken =
+        error instanceof ForeignServerError ||
+        /BindException|Address already in use|Failed to bind/i.test(String(error?.message));
+      if (!portTaken || attempt >= PORT_ATTEMPTS) throw error;
+    }
+  }
+}
+
+/**
+ * Runs DynamoDB Local on `port`: `failed()` tells why it stopped before answering (its last
+ * output), `stop()` ends it (SIGTERM, then SIGKILL after 5 s).
+ * @param {string} dir
+ * @param {number} port
+ * @param {readonly string[]} jvmFlags
+ */
+function launch(dir, port, jvmFlags) {
   const args = [
     ...jvmFlags,
     `-Djava.library.path=${join(dir, 'DynamoDBLocal_lib')}`,
@@ -231,13 +291,7 @@ export async function startDynamoDbLocal({ jvmFlags = JVM_FLAGS } = {}) {
       clearTimeout(timer);
     }
   };
-  try {
-    await waitForDynamoDb(endpoint, 60_000, () => exited);
-  } catch (error) {
-    await stop();
-    throw error;
-  }
-  return { endpoint, started: true, stop };
+  return { failed: () => exited, stop };
 }
 
 const isMain = process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
