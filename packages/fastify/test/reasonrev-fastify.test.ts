@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { connect as connectHttp2 } from 'node:http2';
-import { connect } from 'node:net';
 import { Readable } from 'node:stream';
+import { rawBodyText, rawIsReplay, rawPost, rawStatusLine } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,59 +11,10 @@ import { idempotency } from '../src/index.js';
 // response and replay compared as bytes off a raw HTTP/1.1 socket, and over HTTP/2 (h2c)
 // from a second Fastify on the same store.
 
-/** One request on its own connection; the raw bytes of the response (closed after it). */
-function rawPost(
-  url: string,
-  path: string,
-  key: string,
-  body = '{"a":1}',
-  extra = '',
-  version = '1.1',
-): Promise<Buffer> {
-  const { port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect(Number(port), '127.0.0.1');
-    const parts: Buffer[] = [];
-    const timer = setTimeout(() => socket.destroy(), 10_000);
-    socket.on('data', (part: Buffer) => parts.push(part));
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve(Buffer.concat(parts));
-    });
-    socket.write(
-      `POST ${path} HTTP/${version}\r\nHost: x\r\nConnection: close\r\nIdempotency-Key: ${key}\r\n` +
-        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`,
-    );
-  });
-}
-
-/** The final status line's bytes (after any 1xx), without its CRLF. */
-function statusLine(raw: Buffer): Buffer {
-  let at = 0;
-  while (/^HTTP\/1\.[01] 1\d\d /.test(raw.subarray(at, at + 13).toString('latin1')))
-    at = raw.indexOf('\r\n\r\n', at) + 4;
-  return raw.subarray(at, raw.indexOf('\r\n', at));
-}
-
-const lineText = (raw: Buffer) => statusLine(raw).toString('latin1');
-const isReplay = (raw: Buffer) => /\r\nidempotent-replayed: true\r\n/i.test(raw.toString('latin1'));
-/** The body after the head, chunked framing removed. */
-function bodyOf(raw: Buffer): string {
-  const text = raw.toString('latin1');
-  const at = text.indexOf('\r\n\r\n');
-  const rest = text.slice(at + 4);
-  if (!/\r\ntransfer-encoding: chunked/i.test(text.slice(0, at))) return rest;
-  let out = '';
-  let i = 0;
-  for (;;) {
-    const eol = rest.indexOf('\r\n', i);
-    const size = Number.parseInt(rest.slice(i, eol), 16);
-    if (!(size > 0)) return out;
-    out += rest.slice(eol + 2, eol + 2 + size);
-    i = eol + 2 + size + 2;
-  }
-}
+const statusLine = rawStatusLine;
+const lineText = (raw: Buffer) => rawStatusLine(raw).toString('latin1');
+const isReplay = rawIsReplay;
+const bodyOf = rawBodyText;
 
 let runs = 0;
 let serial = 0;
