@@ -7,7 +7,11 @@
  *
  *   node profile/saturation.mjs <hono|express|fastify> [rounds] [first|replay] [modes...]
  *
- * Modes as the suite's (`plain`, `idem`, `express-idempotency`); default `plain idem`.
+ * Modes as the suite's (`plain`, `idem`, `express-idempotency`); default `plain idem`. A mode
+ * given as `MODE@RATE` (`plain@18000`) is driven at most at RATE requests a second in all
+ * (autocannon's `overallRate`): the same server at another's throughput, to tell what a
+ * request costs a server at that load from what it costs at its own (a server answering fewer
+ * requests a second batches less and wakes a more idle client more often).
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -35,17 +39,22 @@ function times(pid, task) {
 }
 
 const servers = [];
-for (const mode of modes) {
+for (const given of modes) {
+  const [mode, rateText] = given.split('@');
+  const rate = rateText === undefined ? undefined : Number(rateText);
+  if (rate !== undefined && !(Number.isInteger(rate) && rate > 0))
+    throw new Error(`${given}: a rate is a positive whole number of requests a second`);
   const child = spawn(process.execPath, ['--import', 'tsx', serverFile, framework, mode], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   const { port } = await new Promise((resolve) => child.once('message', resolve));
-  servers.push({ mode, child, url: `http://127.0.0.1:${port}`, rows: [] });
+  servers.push({ mode: given, rate, child, url: `http://127.0.0.1:${port}`, rows: [] });
 }
 const load = (server, seconds) =>
   autocannon({
     url: server.url,
     connections: 64,
+    ...(server.rate === undefined ? {} : { overallRate: server.rate }),
     duration: seconds,
     sampleInt: 250,
     idReplacement: op === 'first',
