@@ -4,6 +4,7 @@ import {
   type AcquireResult,
   blocksAcquire,
   type CompleteInput,
+  checkClock,
   checkDuration,
   checkOutcome,
   checkPositiveInteger,
@@ -15,6 +16,7 @@ import {
   type OwnerWriteResult,
   ownerWriteResult,
   type ReleaseInput,
+  readClock,
   type StoreCapabilities,
   type StoredRecord,
   StoreUnavailableError,
@@ -85,6 +87,10 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     throw new InvalidInputError('A DynamoDBClient is required');
   if (typeof tableName !== 'string' || tableName.length === 0)
     throw new InvalidInputError('tableName is required');
+  if (!validTableName(tableName))
+    throw new InvalidInputError(
+      `tableName must be 3 to 255 characters of A-Z, a-z, 0-9, '_', '-' and '.' (DynamoDB's rule), or a table ARN; got ${JSON.stringify(tableName.slice(0, 300))}`,
+    );
   const compressAbove = options.compressAboveBytes ?? 4096;
   if (compressAbove !== false && !(Number.isSafeInteger(compressAbove) && compressAbove >= 0)) {
     throw new InvalidInputError('compressAboveBytes must be a non-negative integer or false');
@@ -92,7 +98,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   const keyPrefix = options.keyPrefix ?? '';
   if (!isWellFormed(keyPrefix))
     throw new InvalidInputError('keyPrefix must be a well-formed string');
-  const clock = options.clock ?? systemClock;
+  const clock = checkClock(options.clock ?? systemClock);
   const schema: ItemSchema = createItemSchema(
     {
       partitionKey: options.partitionKey ?? 'pk',
@@ -115,7 +121,15 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   );
   const capabilities: StoreCapabilities = { clock: 'injectable', maxOutcomeBytes };
 
-  const requests = createItemRequests(client, tableName, schema);
+  const requestDeadlineMs = checkPositiveInteger(
+    'requestDeadlineMs',
+    options.requestDeadlineMs ?? 5_000,
+  );
+  if (requestDeadlineMs > MAX_TIMER_MS)
+    throw new InvalidInputError(
+      `requestDeadlineMs must be at most ${MAX_TIMER_MS} (the longest timer Node keeps); got ${requestDeadlineMs}`,
+    );
+  const requests = createItemRequests(client, tableName, schema, requestDeadlineMs);
 
   /**
    * What this process last wrote for an acquisition it holds, by owner token: enough to
@@ -310,7 +324,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       // MAX_ACQUIRE_ATTEMPTS upserts follow, as before.
       const first = tombstones.delete(input.key) ? 1 : 0;
       for (let attempt = first; attempt <= MAX_ACQUIRE_ATTEMPTS; attempt++) {
-        const now = clock.now();
+        const now = readClock(clock);
         const leaseUntil = now + input.leaseMs;
         const expiresAt = leaseUntil + input.retentionMs;
         // The first attempt creates the item if the key is new (the common case: one PutItem);
@@ -406,7 +420,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       const packed = await packOutcome(input.outcome, threshold);
       const limit = outcomeBudget(schema, input.key, input.owner, packed.encoding);
       if (packed.bytes.length > limit) throw new OutcomeTooLargeError(packed.bytes.length, limit);
-      const now = clock.now();
+      const now = readClock(clock);
       const expiresAt = now + input.retentionMs;
       const { names } = schema;
       const values: Record<string, AttributeValue> = {
@@ -470,7 +484,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       checkOwner(input.owner);
       const turn = takeTurn(input.key, input.owner, true);
       try {
-        const now = clock.now();
+        const now = readClock(clock);
         const expiresAt = now + input.retentionMs;
         const { names } = schema;
         const written =
@@ -504,7 +518,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       checkDuration('retentionMs', input.retentionMs);
       const turn = takeTurn(input.key, input.owner, false);
       try {
-        const now = clock.now();
+        const now = readClock(clock);
         const leaseUntil = now + input.leaseMs;
         const expiresAt = leaseUntil + input.retentionMs;
         const written = await ownerWrite('extend', input.key, input.owner, now, EXTEND_UPDATE, {
@@ -526,7 +540,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     async get(key: string): Promise<StoredRecord | undefined> {
       checkSizes(schema, key);
       const raw = await requests.read(key);
-      if (!raw || clock.now() >= raw.expiresAt) return undefined;
+      if (!raw || readClock(clock) >= raw.expiresAt) return undefined;
       return toRecord(raw);
     },
 
@@ -534,4 +548,17 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       // Nothing to free: the client belongs to the caller.
     },
   };
+}
+
+/** Longest timer Node keeps (longer ones fire at once). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** DynamoDB's table names: 3 to 255 of `[A-Za-z0-9_.-]`. */
+const TABLE_NAME = /^[A-Za-z0-9_.-]{3,255}$/;
+/** A table ARN (`arn:<partition>:dynamodb:<region>:<account>:table/<name>`), which the API takes too. */
+const TABLE_ARN = /^arn:[a-z0-9-]+:dynamodb:[a-z0-9-]+:\d{12}:table\/([A-Za-z0-9_.-]{3,255})$/;
+
+/** Whether DynamoDB can take `name` as a `TableName`: a table name or a table ARN. */
+function validTableName(name: string): boolean {
+  return TABLE_NAME.test(name) || TABLE_ARN.test(name);
 }

@@ -54,7 +54,10 @@ export function createItemRequests(
   client: DynamoDBClient,
   tableName: string,
   schema: ItemSchema,
+  deadlineMs: number,
 ): ItemRequests {
+  /** Each request aborted past `deadlineMs` (see `requestDeadlineMs`), retries included. */
+  const bounded = () => ({ abortSignal: AbortSignal.timeout(deadlineMs) });
   // Expressions are constants, so their attribute-name maps are worked out once.
   const namesCache = new Map<string, Record<string, string>>();
   function names(update: string, condition: string): Record<string, string> {
@@ -83,6 +86,7 @@ export function createItemRequests(
             ReturnValues: returnOld.onSuccess ? 'ALL_OLD' : 'NONE',
             ReturnValuesOnConditionCheckFailure: returnOld.onFailure ? 'ALL_OLD' : 'NONE',
           }),
+          bounded(),
         );
         return output.Attributes ? { ok: true, old: output.Attributes } : { ok: true };
       } catch (error) {
@@ -104,6 +108,7 @@ export function createItemRequests(
             ExpressionAttributeValues: values,
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
           }),
+          bounded(),
         );
         return { ok: true };
       } catch (error) {
@@ -126,6 +131,7 @@ export function createItemRequests(
             Key: itemKey(schema, key),
             ConsistentRead: true,
           }),
+          bounded(),
         );
         item = output.Item;
       } catch (error) {

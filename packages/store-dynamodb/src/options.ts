@@ -48,6 +48,16 @@ export interface DynamoDbStoreOptions {
    * @default 4 MiB with compression, the uncompressed item budget without
    */
   maxOutcomeBytes?: number;
+  /**
+   * Longest one request of a store call (a GetItem, PutItem or UpdateItem, the client's own
+   * retries included) may take, in ms: past it the request is aborted (an `AbortSignal` given
+   * to `client.send`) and the call fails with `StoreUnavailableError`, whatever the client's
+   * timeouts. The client's `requestTimeout` ends only the wait for the response's head, and
+   * its `socketTimeout` only a silence: an endpoint that trickles the body in, a byte at a
+   * time, is cut only here. A positive integer, at most 2_147_483_647. @default 5_000 (core's
+   * default `storeTimeoutMs`)
+   */
+  requestDeadlineMs?: number;
 }
 
 /** A DynamoDB-backed store; see `createDynamoDbStore`. */

@@ -78,11 +78,38 @@ export function createItemSchema(
   for (const name of all) {
     if (typeof name !== 'string' || name.length === 0)
       throw new InvalidInputError('Attribute names must be non-empty strings');
+    if (!isWellFormed(name))
+      throw new InvalidInputError('Attribute names must be well-formed strings');
+  }
+  // DynamoDB's limits, checked here so that a store that could never write fails at creation
+  // (an InvalidInputError) rather than at every call (a 503 retried for ever).
+  const keyNames = [layout.partitionKey, ...(layout.single ? [layout.single.sortKey] : [])];
+  for (const name of keyNames) {
+    if (utf8(name) > MAX_KEY_ATTRIBUTE_NAME_BYTES)
+      throw new InvalidInputError(
+        `Key attribute names must be at most ${MAX_KEY_ATTRIBUTE_NAME_BYTES} bytes (UTF-8); got ${utf8(name)}`,
+      );
+  }
+  for (const name of Object.values(resolved)) {
+    if (utf8(name) > MAX_ATTRIBUTE_NAME_BYTES)
+      throw new InvalidInputError(
+        `Attribute names must be at most ${MAX_ATTRIBUTE_NAME_BYTES} bytes (UTF-8); got ${utf8(name)}`,
+      );
   }
   if (new Set(all).size !== all.length)
     throw new InvalidInputError(`Attribute names must be distinct: ${all.join(', ')}`);
-  if (layout.single && layout.single.partitionKeyValue.length === 0) {
-    throw new InvalidInputError('singleTable.partitionKeyValue must be a non-empty string');
+  if (layout.single) {
+    const value: unknown = layout.single.partitionKeyValue;
+    // Well-formed, as keyPrefix: two values differing only in a lone surrogate would be sent
+    // as the same bytes (U+FFFD) and share one partition.
+    if (typeof value !== 'string' || value.length === 0 || !isWellFormed(value))
+      throw new InvalidInputError(
+        'singleTable.partitionKeyValue must be a non-empty, well-formed string',
+      );
+    if (utf8(value) > MAX_PARTITION_KEY_BYTES)
+      throw new InvalidInputError(
+        `singleTable.partitionKeyValue must be at most ${MAX_PARTITION_KEY_BYTES} bytes (UTF-8), DynamoDB's partition key limit; got ${utf8(value)}`,
+      );
   }
   const placeholders: Record<string, string> = { '#pk': layout.partitionKey };
   for (const [field, placeholder] of Object.entries(PLACEHOLDERS)) {
@@ -173,6 +200,12 @@ export const MAX_ITEM_BYTES = 400 * 1024;
 export const MAX_FINGERPRINT_BYTES = 1024;
 /** Longest storage key with its prefix (UTF-8 bytes): DynamoDB's sort key limit. */
 export const MAX_KEY_BYTES = 1024;
+/** DynamoDB's partition key value limit (UTF-8 bytes), for `singleTable.partitionKeyValue`. */
+export const MAX_PARTITION_KEY_BYTES = 2048;
+/** DynamoDB's limit on the name of a key attribute (partition or sort key), UTF-8 bytes. */
+const MAX_KEY_ATTRIBUTE_NAME_BYTES = 255;
+/** DynamoDB's limit on any other attribute name, UTF-8 bytes. */
+const MAX_ATTRIBUTE_NAME_BYTES = 65_535;
 // A number attribute takes at most 21 bytes; a little slack on top for rounding in the service.
 const NUMBER_BYTES = 21;
 const SLACK_BYTES = 64;

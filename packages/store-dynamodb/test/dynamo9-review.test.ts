@@ -542,7 +542,7 @@ describe('dynamo9 review: memo bounds (no service: a client that accepts every w
       sent,
       store: createDynamoDbStore({
         client: client as unknown as DynamoDBClient,
-        tableName: 't',
+        tableName: 'idem',
         clock,
       }),
     };

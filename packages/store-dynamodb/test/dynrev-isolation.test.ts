@@ -270,7 +270,7 @@ describe('dynrev isolation: namespaces and clocks (options)', () => {
   };
   const single = layouts.find((l) => l.id === 'single')!;
 
-  // FINDING (LOW): `singleTable.partitionKeyValue` is not checked for well-formed UTF-16
+  // FINDING (LOW; fixed: refused at creation): `singleTable.partitionKeyValue` is not checked for well-formed UTF-16
   // (keyPrefix is, for exactly this reason). Two stores configured with partition key values
   // that differ only in a lone surrogate ('t\uD800' and 't\uDBFF') reach the same DynamoDB
   // items, so one tenant's/service's acquire finds and replays the other's records.
@@ -278,7 +278,7 @@ describe('dynrev isolation: namespaces and clocks (options)', () => {
   // acquire answers `found` with the first's owner. Fix: check partitionKeyValue with
   // isWellFormed (and its type, and DynamoDB's 2048-byte partition key limit) in
   // createItemSchema, throwing InvalidInputError.
-  it.fails('two partition key values that differ only in a lone surrogate are two namespaces (or refused at creation)', async () => {
+  it('two partition key values that differ only in a lone surrogate are two namespaces (or refused at creation)', async () => {
     const c = client();
     const tag = randomBytes(4).toString('hex');
     const make = (partitionKeyValue: string) =>
@@ -303,7 +303,7 @@ describe('dynrev isolation: namespaces and clocks (options)', () => {
     expect(await b.acquire(acquireInput(key))).toMatchObject({ kind: 'acquired', fence: 1 });
   });
 
-  // FINDING (MEDIUM): the injected clock's value is used unchecked by acquire, complete,
+  // FINDING (MEDIUM; fixed: every operation reads the clock through readClock): the injected clock's value is used unchecked by acquire, complete,
   // release, extend and get (only the admin reads it through core's readClock; the memory
   // store checks its clock with checkClock/readClock). A clock that returns a numeric string
   // (e.g. a time read from a header or another service) makes `now + leaseMs` a string
@@ -313,7 +313,7 @@ describe('dynrev isolation: namespaces and clocks (options)', () => {
   // Reproduce: createDynamoDbStore({ clock: { now: () => String(Date.now()) } }).acquire(...),
   // then acquire the key with a normal store: `found`, in progress. Fix: read the clock with
   // core's readClock (InvalidInputError for a non-finite non-number) in every operation.
-  it.fails('a clock that returns a numeric string is refused with InvalidInputError and writes nothing (no key blocked for millennia)', async () => {
+  it('a clock that returns a numeric string is refused with InvalidInputError and writes nothing (no key blocked for millennia)', async () => {
     const c = client();
     const prefix = `dynrev-clock:${randomBytes(4).toString('hex')}:`;
     const options: DynamoDbStoreOptions = {
@@ -336,13 +336,13 @@ describe('dynrev isolation: namespaces and clocks (options)', () => {
     expect(error).toBeInstanceOf(InvalidInputError);
   });
 
-  // FINDING (LOW): a clock that is not a clock is not refused at creation (core's checkClock
+  // FINDING (LOW; fixed: checkClock at creation, readClock at each call): a clock that is not a clock is not refused at creation (core's checkClock
   // exists for this and the memory store uses it): `clock: {}` fails every call with a plain
   // TypeError (not an IdemError), and a clock returning NaN fails every call as
   // STORE_UNAVAILABLE (DynamoDB ValidationException "cannot be converted into a number"), i.e.
   // a 503 retried for ever instead of a configuration error. Fix: checkClock at creation and
   // readClock at each call.
-  it.fails('an invalid clock is a typed InvalidInputError: at creation for `{}`, at the call for a NaN time', async () => {
+  it('an invalid clock is a typed InvalidInputError: at creation for `{}`, at the call for a NaN time', async () => {
     const c = client();
     expect(() =>
       createDynamoDbStore({

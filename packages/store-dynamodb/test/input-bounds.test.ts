@@ -53,7 +53,7 @@ describe('DynamoDB store: input bounds', () => {
     expect(take()).toEqual([]);
     const client = makeClient(endpoint);
     clients.add(client);
-    expect(() => createDynamoDbStore({ client, tableName: 't', keyPrefix: 'p\uD800' })).toThrow(
+    expect(() => createDynamoDbStore({ client, tableName: 'idem', keyPrefix: 'p\uD800' })).toThrow(
       InvalidInputError,
     );
   });

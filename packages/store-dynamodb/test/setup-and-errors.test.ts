@@ -78,22 +78,22 @@ describe('DynamoDB store: errors and set-up', () => {
     const sent = recordRequests(client);
     expect(() => createDynamoDbStore({ client, tableName: '' })).toThrow(InvalidInputError);
     expect(() =>
-      createDynamoDbStore({ client, tableName: 't', attributes: { owner: 'status' } }),
+      createDynamoDbStore({ client, tableName: 'idem', attributes: { owner: 'status' } }),
     ).toThrow(/distinct/);
     expect(() =>
-      createDynamoDbStore({ client, tableName: 't', attributes: { fence: 'pk' } }),
+      createDynamoDbStore({ client, tableName: 'idem', attributes: { fence: 'pk' } }),
     ).toThrow(/distinct/);
-    expect(() => createDynamoDbStore({ client, tableName: 't', compressAboveBytes: -1 })).toThrow(
-      InvalidInputError,
-    );
     expect(() =>
-      createDynamoDbStore({ client, tableName: 't', singleTable: { partitionKeyValue: '' } }),
+      createDynamoDbStore({ client, tableName: 'idem', compressAboveBytes: -1 }),
     ).toThrow(InvalidInputError);
-    const store = createDynamoDbStore({ client, tableName: 't' });
+    expect(() =>
+      createDynamoDbStore({ client, tableName: 'idem', singleTable: { partitionKeyValue: '' } }),
+    ).toThrow(InvalidInputError);
+    const store = createDynamoDbStore({ client, tableName: 'idem' });
     expect(store.capabilities).toEqual({ clock: 'injectable', maxOutcomeBytes: 4 * 1024 * 1024 });
     const raw = createDynamoDbStore({
       client,
-      tableName: 't',
+      tableName: 'idem',
       compressAboveBytes: false,
     }).capabilities;
     expect(raw.maxOutcomeBytes).toBeGreaterThan(395 * 1024);
