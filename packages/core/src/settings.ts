@@ -135,6 +135,15 @@ function checkHooks<T>(options: IdempotencyOptions<T>): void {
     throw new InvalidInputError('onEvent must be a function');
   if (clock !== undefined && !isFunction(clock?.now))
     throw new InvalidInputError('clock must have a now() method');
+  if (clock !== undefined) {
+    // Read once: a clock that answers a string (a time taken from a header) would make
+    // `now + leaseMs` a concatenation, and the local lease estimate centuries long.
+    const now: unknown = clock.now();
+    if (!(typeof now === 'number' && Number.isFinite(now)))
+      throw new InvalidInputError(
+        `clock.now() must return a finite number of epoch milliseconds; got ${typeof now === 'string' ? JSON.stringify(now.slice(0, 40)) : String(now)}`,
+      );
+  }
   if (
     outcomeCodec !== undefined &&
     !(isFunction(outcomeCodec?.seal) && isFunction(outcomeCodec?.open))

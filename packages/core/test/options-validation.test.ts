@@ -25,6 +25,9 @@ describe('createIdempotency refuses options out of range with INVALID_INPUT', ()
     ['serializer without methods', { serializer: {} }],
     ['onEvent not a function', { onEvent: 'log' }],
     ['clock without now()', { clock: {} }],
+    // A time taken from a header or another service, as text: `now + leaseMs` would concatenate.
+    ['clock.now() a numeric string', { clock: { now: () => String(Date.now()) } }],
+    ['clock.now() NaN', { clock: { now: () => Number.NaN } }],
     ['a store without methods', { store: {} }],
     ['a store without capabilities', { store: { ...new FakeStore(), capabilities: undefined } }],
   ])('%s', (_name, options) => {
