@@ -91,6 +91,22 @@ describe('clirev: one key per logical call, never shared', () => {
     expect(h.app.executions.get('req-twice')).toBe(1);
   });
 
+  it('one Request object passed to two concurrent calls: one is sent, the other refused; one execution', async () => {
+    const h = await startHarness();
+    const idemFetch = createIdempotentFetch();
+    const request = new Request(`${h.url}/charges`, postJson({ item: 'req-concurrent' }));
+    const settled = await Promise.allSettled([idemFetch(request), idemFetch(request)]);
+    const sent = settled.filter((r) => r.status === 'fulfilled');
+    const refused = settled.filter((r) => r.status === 'rejected');
+    expect(sent).toHaveLength(1);
+    expect(refused).toHaveLength(1);
+    expect(
+      isIdemClientError((refused[0] as PromiseRejectedResult).reason, 'BODY_NOT_REPLAYABLE'),
+    ).toBe(true);
+    expect(h.server.seen).toHaveLength(1);
+    expect(h.app.executions.get('req-concurrent')).toBe(1);
+  });
+
   it('a Blob body through a 503 and a lost response: same bytes and key on every attempt, one execution', async () => {
     const h = await startHarness((req) =>
       req.n === 1

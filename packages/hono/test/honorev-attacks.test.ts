@@ -438,6 +438,37 @@ describe('honorev: bodies, failures and concurrency', () => {
     expect(runs.get('slow:wait')).toBe(1);
   });
 
+  it('waiting duplicates of a first execution that fails (500, not recorded): exactly one of them runs again, the rest replay it', async () => {
+    const app = new Hono();
+    let failing = 0;
+    app.use(
+      idempotency({
+        store: createMemoryStore(),
+        scope: 'global',
+        wait: { timeoutMs: 5_000 },
+        onWarning: () => {},
+      }),
+    );
+    app.post('/flaky', async (c) => {
+      const n = ++failing;
+      await sleep(300);
+      return c.json({ n }, n === 1 ? 500 : 201);
+    });
+    const flakyPort = await listen(app);
+    const key = freshKey('flaky');
+    const answers = await Promise.all(
+      Array.from({ length: 6 }, (_, i) =>
+        sleep(i * 10).then(() => send(flakyPort, 'POST', '/flaky', { 'idempotency-key': key })),
+      ),
+    );
+    expect(answers.map((a) => a.status).sort()).toEqual([201, 201, 201, 201, 201, 500]);
+    expect(answers.filter((a) => a.headers['idempotent-replayed'] === 'true')).toHaveLength(4);
+    expect(new Set(answers.filter((a) => a.status === 201).map((a) => a.body))).toEqual(
+      new Set(['{"n":2}']),
+    );
+    expect(failing).toBe(2);
+  });
+
   it('replays never carry Set-Cookie or headers off the allowlist; they carry the marker', async () => {
     const key = freshKey('cookies');
     const h = { ...json, 'idempotency-key': key };
