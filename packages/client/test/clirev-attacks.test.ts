@@ -425,7 +425,9 @@ describe('clirev: hooks and options', () => {
   // `TypeError: strategy is not a function`; `keyFormat: 'quoted'` is silently taken as
   // 'sf-string'; `headerName: 'Idempotency Key'` (not a token) is accepted and every call
   // throws a TypeError from Headers; `fetch: 42` is accepted and every attempt's TypeError is
-  // retried as a network error. Reproduce: createIdempotentFetch(bad) does not throw. Fix: in
+  // retried as a network error; `methods: 'POST'` throws a bare TypeError from `.map`. The server
+  // side (@idem/http, @idem/hono) refuses every such option with InvalidInputError.
+  // Reproduce: createIdempotentFetch(bad) does not throw (or not a RangeError). Fix: in
   // resolveFetchOptions, throw RangeError (as for the numeric options) unless key is 'random',
   // 'content' or a function, keyFormat is 'sf-string' or 'bare', headerName/replayHeader are
   // HTTP tokens, and fetch/sleep/now/random/onAttempt/isInProgress/isRetryableStatus are functions.
@@ -434,6 +436,7 @@ describe('clirev: hooks and options', () => {
     ['keyFormat: "quoted"', { keyFormat: 'quoted' as never }],
     ['headerName: "Idempotency Key"', { headerName: 'Idempotency Key' }],
     ['fetch: 42', { fetch: 42 as never }],
+    ['methods: "POST" (a string, not a list)', { methods: 'POST' as never }],
   ];
   for (const [name, options] of badOptions) {
     it.fails(`${name} is refused at creation with a RangeError`, () => {

@@ -602,6 +602,25 @@ describe('honorev: options at creation', () => {
     expect(() =>
       idempotency({ store, scope: 'global', recordedHeaders: ['content-type', 'Set-Cookie'] }),
     ).toThrow(InvalidInputError);
+    for (const bad of [
+      { wait: { timeoutMs: -1 } },
+      { wait: true },
+      { leaseMs: 0 },
+      { retentionMs: Number.NaN },
+      { headerName: 'Idempotency Key' },
+      { inProgressRetryAfterSeconds: -1 },
+      { storeTimeoutMs: 0 },
+      { methods: 'POST' },
+      { maxBodyBytes: 1.5 },
+      { recordedHeaders: ['content type'] },
+      { isFinal: 'yes' },
+      { required: 'no' },
+    ]) {
+      expect(
+        () => idempotency({ store, scope: 'global', ...(bad as object) }),
+        JSON.stringify(bad),
+      ).toThrow(InvalidInputError);
+    }
     expect(() => idempotency({ store, scope: 'global', maxBodyBytes: -1 })).toThrow(
       InvalidInputError,
     );
