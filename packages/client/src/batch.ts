@@ -50,7 +50,8 @@ export interface RunBatchOptions<T> {
  * from the batch id and the item's index or own key. Every item gets a result, value or error;
  * one failure does not sink the batch. Because keys are stable, running the same batch again
  * after a crash re-sends every item with its old key, and a server that recorded an item's
- * outcome replays it instead of executing it again: only unrecorded items run.
+ * outcome replays it instead of executing it again: only unrecorded items run. The batch is
+ * `items` as it is at the call: items appended to the array while it runs are not run.
  */
 export async function runBatch<T, R>(
   items: readonly T[],
@@ -61,8 +62,10 @@ export async function runBatch<T, R>(
   if (!(Number.isSafeInteger(concurrency) && concurrency >= 1)) {
     throw new InvalidInputError('concurrency must be an integer of at least 1');
   }
-  const batchId = options.batchId ?? deriveKey({ batch: items as unknown as JsonValue });
-  const keys = items.map((item, index) => {
+  // The items as they are now: one appended while the batch runs is not part of it (it has no key).
+  const list = items.slice();
+  const batchId = options.batchId ?? deriveKey({ batch: list as unknown as JsonValue });
+  const keys = list.map((item, index) => {
     if (!options.itemKey) return batchItemKey(batchId, index);
     const own: unknown = options.itemKey(item, index);
     // batchItemKey reads a number as an index: a numeric own id would take another item's key.
@@ -77,20 +80,20 @@ export async function runBatch<T, R>(
     throw new InvalidInputError('itemKey returned the same key for two items of the batch');
   }
   const { signal } = options;
-  const results = new Array<BatchItemResult<R>>(items.length);
+  const results = new Array<BatchItemResult<R>>(list.length);
   let next = 0;
 
   async function worker(): Promise<void> {
     for (;;) {
       const index = next++;
-      if (index >= items.length) return;
+      if (index >= list.length) return;
       const key = keys[index] as string;
       if (signal?.aborted) {
         results[index] = { index, key, ok: false, error: signal.reason };
         continue;
       }
       try {
-        const value = await fn(items[index] as T, { key, index, batchId, signal });
+        const value = await fn(list[index] as T, { key, index, batchId, signal });
         results[index] = { index, key, ok: true, value };
       } catch (error) {
         results[index] = { index, key, ok: false, error };
@@ -98,6 +101,6 @@ export async function runBatch<T, R>(
     }
   }
 
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(concurrency, list.length) }, worker));
   return { batchId, results };
 }

@@ -20,8 +20,9 @@ export interface KeyRequest {
 /**
  * How a call gets its key when the caller did not set the key header:
  * - `'random'`: a fresh UUID per logical call;
- * - `'content'`: derived from method, URL and body bytes with `deriveKey` from `@idem/core`,
- *   so the same request made again (even by a restarted process) carries the same key. The key
+ * - `'content'`: derived from method, URL (as fetch sends it, `new URL(url).href`) and body
+ *   bytes with `deriveKey` from `@idem/core`, so the same request made again (even by a
+ *   restarted process) carries the same key. The key
  *   holds nothing of the caller: it is per caller only if the server scopes keys by principal;
  *   against a server with one key space, two callers sending the same content replay each
  *   other's response. It MUST NOT be used there, nor where two identical requests are two
@@ -145,7 +146,7 @@ export interface IdempotentFetchOptions {
   isRetryableStatus?: (status: number) => boolean;
   /** Largest one-shot stream body buffered so that it can be resent. @default 10_485_760 (10 MiB) */
   maxBufferedBodyBytes?: number;
-  /** Called after every attempt; an exception it throws is ignored. */
+  /** Called after every attempt; an exception it throws (or an async hook's rejection) is ignored. */
   onAttempt?: (event: AttemptEvent) => void;
   /** Waits between attempts (tests inject one). It SHOULD reject when `signal` aborts. */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
@@ -179,6 +180,76 @@ function count(name: string, value: number): number {
   return value;
 }
 
+/** An HTTP token (RFC 9110 section 5.6.2): what a header name or a method is made of. */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+function shown(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  const type = typeof value;
+  return `${type === 'object' || type === 'undefined' ? 'an' : 'a'} ${type}`;
+}
+
+/** The option's value, or `undefined` when it was not given (`undefined` or `null`). */
+function given<T>(value: T | null | undefined): T | undefined {
+  return value ?? undefined;
+}
+
+function fn<F>(name: string, value: F | undefined, fallback: F): F {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'function') {
+    throw new RangeError(`${name} must be a function, got ${shown(value)}`);
+  }
+  return value;
+}
+
+function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
+  if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
+    throw new RangeError(
+      `${name} must be ${allowed.map((a) => `'${a}'`).join(' or ')}, got ${shown(value)}`,
+    );
+  }
+  return value as T;
+}
+
+function token(name: string, value: unknown): string {
+  if (typeof value !== 'string' || !TOKEN.test(value)) {
+    throw new RangeError(
+      `${name} must be an HTTP token (letters, digits and !#$%&'*+-.^_\`|~, no spaces), got ${shown(value)}`,
+    );
+  }
+  return value;
+}
+
+function methodList(value: unknown): ReadonlySet<string> {
+  if (!Array.isArray(value)) {
+    throw new RangeError(
+      `methods must be an array of HTTP method names (e.g. ['POST', 'PATCH']), got ${shown(value)}`,
+    );
+  }
+  return new Set(value.map((m: unknown, i) => token(`methods[${i}]`, m).toUpperCase()));
+}
+
+function keyStrategy(value: unknown): KeyStrategy {
+  if (value === 'random' || value === 'content' || typeof value === 'function') {
+    return value as KeyStrategy;
+  }
+  throw new RangeError(`key must be 'random', 'content' or a function, got ${shown(value)}`);
+}
+
+function maxResumesOf(value: unknown): number {
+  if (value === false) return 0;
+  if (value === undefined) return 5;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new RangeError(
+      `resumeStreams must be false or { maxResumes?: number }, got ${shown(value)}`,
+    );
+  }
+  const { maxResumes } = value as { maxResumes?: number | null };
+  return count('resumeStreams.maxResumes', maxResumes ?? 5);
+}
+
 /** Options with their defaults applied and checked. */
 export interface ResolvedFetchOptions {
   baseFetch: FetchFunction;
@@ -201,54 +272,75 @@ export interface ResolvedFetchOptions {
   maxBuffered: number;
   /** 0 when streams are not resumed. */
   maxResumes: number;
+  /** Called after every attempt, if given. */
+  onAttempt: ((event: AttemptEvent) => void) | undefined;
   sleep: (ms: number, signal?: AbortSignal) => Promise<void>;
   now: () => number;
 }
 
-/** Applies defaults; throws `RangeError` on a bad value. */
+/**
+ * Applies defaults; throws `RangeError` on a bad value: a number out of range, a `key` or
+ * `keyFormat` outside its values, a header name or method that is not an HTTP token, `methods`
+ * that is not an array, a hook or injected function that is not a function. An option given as
+ * `undefined` (or `null`) takes its default.
+ */
 export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFetchOptions {
-  const baseFetch: FetchFunction =
-    options.fetch ?? ((input, init) => globalThis.fetch(input, init));
-  const methods = new Set((options.methods ?? ['POST', 'PATCH']).map((m) => m.toUpperCase()));
-  const strategy = options.key ?? 'random';
-  const headerName = options.headerName ?? 'Idempotency-Key';
-  const keyFormat = options.keyFormat ?? 'sf-string';
-  const replayHeader = options.replayHeader ?? 'Idempotent-Replayed';
+  if (typeof options !== 'object' || options === null) {
+    throw new RangeError(`options must be an object, got ${shown(options)}`);
+  }
+  const fetchOption = given(options.fetch);
+  const baseFetch: FetchFunction = fn<FetchFunction>('fetch', fetchOption, (input, init) =>
+    globalThis.fetch(input, init),
+  );
+  const methods = methodList(given(options.methods) ?? ['POST', 'PATCH']);
+  const strategy = keyStrategy(given(options.key) ?? 'random');
+  const headerName = token('headerName', given(options.headerName) ?? 'Idempotency-Key');
+  const keyFormat = oneOf('keyFormat', given(options.keyFormat) ?? 'sf-string', [
+    'sf-string',
+    'bare',
+  ] as const);
+  const replayHeader = token('replayHeader', given(options.replayHeader) ?? 'Idempotent-Replayed');
   const maxAttempts = count('maxAttempts', options.maxAttempts ?? 5);
   const delays: DelaySettings = {
     initialDelayMs: positive('initialDelayMs', options.initialDelayMs ?? 250, true),
     maxDelayMs: positive('maxDelayMs', options.maxDelayMs ?? 10_000, true),
     minDelayMs: positive('minDelayMs', options.minDelayMs ?? 100, true),
     maxRetryAfterMs: positive('maxRetryAfterMs', options.maxRetryAfterMs ?? 60_000, true),
-    random: options.random ?? Math.random,
+    random: fn('random', given(options.random), Math.random),
   };
   const inProgressWaitMs = positive('inProgressWaitMs', options.inProgressWaitMs ?? 60_000, true);
   const maxInProgressAttempts = count(
     'maxInProgressAttempts',
     options.maxInProgressAttempts ?? 100,
   );
-  const isInProgress = options.isInProgress ?? isInProgressAnswer;
+  const isInProgress = fn('isInProgress', given(options.isInProgress), isInProgressAnswer);
   const attemptTimeoutMs =
     options.attemptTimeoutMs === undefined
       ? Number.POSITIVE_INFINITY
       : positive('attemptTimeoutMs', options.attemptTimeoutMs);
   const deadlineMs =
     options.deadlineMs === undefined ? undefined : positive('deadlineMs', options.deadlineMs);
-  const retryableStatus = options.isRetryableStatus ?? isRetryableStatus;
+  const retryableStatus = fn(
+    'isRetryableStatus',
+    given(options.isRetryableStatus),
+    isRetryableStatus,
+  );
   const maxBuffered = positive(
     'maxBufferedBodyBytes',
     options.maxBufferedBodyBytes ?? 10 * 1024 * 1024,
     true,
   );
-  const maxResumes =
-    options.resumeStreams === false
-      ? 0
-      : count('resumeStreams.maxResumes', options.resumeStreams?.maxResumes ?? 5);
-  const sleep = options.sleep ?? abortableSleep;
-  const now = options.now ?? Date.now;
+  const maxResumes = maxResumesOf(given(options.resumeStreams));
+  const sleep = fn('sleep', given(options.sleep), abortableSleep);
+  const now = fn('now', given(options.now), Date.now);
+  const onAttempt = fn<((event: AttemptEvent) => void) | undefined>(
+    'onAttempt',
+    given(options.onAttempt),
+    undefined,
+  );
   return {
     baseFetch,
-    globalFetch: options.fetch === undefined,
+    globalFetch: fetchOption === undefined,
     methods,
     strategy,
     headerName,
@@ -264,6 +356,7 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
     retryableStatus,
     maxBuffered,
     maxResumes,
+    onAttempt,
     sleep,
     now,
   };

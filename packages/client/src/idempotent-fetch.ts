@@ -28,6 +28,14 @@ export function getIdempotencyInfo(response: Response): IdempotencyInfo | undefi
   return infos.get(response);
 }
 
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
+}
+
 function callerSignalOf(
   input: string | URL | Request,
   init: RequestInit | undefined,
@@ -100,9 +108,13 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
     sleep,
     now,
   } = settings;
+  const { onAttempt } = settings;
   const report = (event: AttemptEvent) => {
+    if (onAttempt === undefined) return;
     try {
-      options.onAttempt?.(event);
+      // An async hook (assignable to `(event) => void`) may reject: never an unhandled rejection.
+      const returned: unknown = onAttempt(event);
+      if (isThenable(returned)) Promise.resolve(returned).catch(() => {});
     } catch {
       // A broken hook must not break a request.
     }
@@ -134,6 +146,7 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
         });
       },
       settings.maxResumes,
+      request.signal,
     );
   };
 

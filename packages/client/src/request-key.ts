@@ -13,7 +13,22 @@ async function contentKey(request: PreparedRequest): Promise<string> {
   } catch {
     body = { base64: Buffer.from(bytes).toString('base64') };
   }
-  return deriveKey({ method: request.method, url: request.url, body });
+  return deriveKey({ method: request.method, url: normalizedUrl(request.url), body });
+}
+
+/**
+ * The URL as fetch sends it (`new URL(url, base).href`: scheme and host lowercased, default
+ * port dropped, dot segments resolved), so two spellings of one URL give one key. A relative
+ * URL is resolved against the page's location where there is one, as fetch does; one that
+ * does not parse (a relative URL for a custom fetch without a base) is kept as spelled.
+ */
+function normalizedUrl(url: string): string {
+  const base = (globalThis as { location?: { href?: unknown } }).location?.href;
+  try {
+    return new URL(url, typeof base === 'string' ? base : undefined).href;
+  } catch {
+    return url;
+  }
 }
 
 /**

@@ -21,13 +21,16 @@ export type ResumeCall = (
  * it asks for the rest with the same key and `Last-Event-ID` of the last event seen (and the
  * generation), skips what it already delivered, and goes on, so its reader gets one whole
  * stream, byte for byte. At most `maxResumes` times; then, or when the answer is not the rest
- * of the same generation, the body errors with `STREAM_NOT_RESUMABLE`.
+ * of the same generation, the body errors with `STREAM_NOT_RESUMABLE`. A read that fails
+ * because the caller's `signal` aborted is the caller's stop, not a break: the body errors
+ * with the signal's reason and nothing is resumed.
  * @internal
  */
 export function resumableResponse(
   response: Response,
   resume: ResumeCall,
   maxResumes: number,
+  signal?: AbortSignal,
 ): Response {
   const anchors = new SseAnchors();
   // The server resumes after the FIRST event with the id sent (ids may repeat: one id per
@@ -53,6 +56,7 @@ export function resumableResponse(
             if (read.done) return controller.close();
             bytes = read.value;
           } catch (error) {
+            if (signal?.aborted) return controller.error(signal.reason);
             if (resumes >= maxResumes)
               return controller.error(
                 notResumable(`${resumes} resumes did not finish the stream`, error),
@@ -63,6 +67,7 @@ export function resumableResponse(
             try {
               answer = await resume(last?.id, generation);
             } catch (resumeError) {
+              if (signal?.aborted) return controller.error(signal.reason);
               return controller.error(notResumable('the resume failed', resumeError));
             }
             const answered = answer.headers.get(GENERATION_HEADER);

@@ -1,6 +1,10 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { createIdempotentFetch, getIdempotencyInfo } from '../src/index.js';
+import {
+  createIdempotentFetch,
+  getIdempotencyInfo,
+  type IdempotentFetchOptions,
+} from '../src/index.js';
 import { inOrder, postJson, recordingSleep, startHarness } from './support/harness.js';
 
 describe('keys, hooks and options', () => {
@@ -122,5 +126,94 @@ describe('keys, hooks and options', () => {
     expect(() => createIdempotentFetch({ maxAttempts: 0 })).toThrow(RangeError);
     expect(() => createIdempotentFetch({ attemptTimeoutMs: -1 })).toThrow(RangeError);
     expect(() => createIdempotentFetch({ deadlineMs: Number.NaN })).toThrow(RangeError);
+  });
+
+  it('refuses every documented option of the wrong kind with a RangeError naming it', () => {
+    const bad: [IdempotentFetchOptions, RegExp][] = [
+      [{ fetch: 'fetch' as never }, /^fetch must be a function, got "fetch"$/],
+      [{ methods: 'POST' as never }, /^methods must be an array/],
+      [{ methods: ['POST', 'PUT X'] }, /^methods\[1\] must be an HTTP token/],
+      [{ methods: ['POST', 7 as never] }, /^methods\[1\] must be an HTTP token/],
+      [{ key: 'uuid' as never }, /^key must be 'random', 'content' or a function, got "uuid"$/],
+      [{ key: 42 as never }, /^key must be/],
+      [{ headerName: 'Idempotency Key' }, /^headerName must be an HTTP token/],
+      [{ headerName: '' }, /^headerName must be an HTTP token/],
+      [{ headerName: 'Idem:Key' }, /^headerName must be an HTTP token/],
+      [{ keyFormat: 'quoted' as never }, /^keyFormat must be 'sf-string' or 'bare', got "quoted"$/],
+      [{ replayHeader: 'Idempotent Replayed' }, /^replayHeader must be an HTTP token/],
+      [{ resumeStreams: true as never }, /^resumeStreams must be false or/],
+      [{ resumeStreams: { maxResumes: 0 } }, /^resumeStreams.maxResumes must be an integer/],
+      [{ minDelayMs: -1 }, /^minDelayMs must be a non-negative number$/],
+      [{ isInProgress: true as never }, /^isInProgress must be a function/],
+      [
+        { isRetryableStatus: [503] as never },
+        /^isRetryableStatus must be a function, got an array$/,
+      ],
+      [{ onAttempt: 'log' as never }, /^onAttempt must be a function/],
+      [{ sleep: 100 as never }, /^sleep must be a function/],
+      [{ random: 0.5 as never }, /^random must be a function/],
+      [{ now: new Date() as never }, /^now must be a function, got an object$/],
+    ];
+    for (const [options, message] of bad) {
+      expect(() => createIdempotentFetch(options), JSON.stringify(Object.keys(options))).toThrow(
+        RangeError,
+      );
+      expect(() => createIdempotentFetch(options)).toThrow(message);
+    }
+  });
+
+  it('accepts every documented option of the right kind, and undefined as the default', () => {
+    expect(() =>
+      createIdempotentFetch({
+        fetch: (input, init) => fetch(input, init),
+        methods: ['post', 'PUT', 'PATCH'],
+        key: 'content',
+        headerName: 'X-Idempotency-Key',
+        keyFormat: 'bare',
+        replayHeader: 'X-Replayed',
+        resumeStreams: {},
+        isInProgress: (answer) => answer.status === 409,
+        isRetryableStatus: (status) => status >= 500,
+        onAttempt: () => undefined,
+        sleep: async () => undefined,
+        random: () => 0,
+        now: () => 0,
+      }),
+    ).not.toThrow();
+    expect(() =>
+      createIdempotentFetch({ methods: [], resumeStreams: false, key: 'random' }),
+    ).not.toThrow();
+    expect(() =>
+      createIdempotentFetch({ key: async () => 'k', keyFormat: 'sf-string' }),
+    ).not.toThrow();
+    expect(() =>
+      createIdempotentFetch({
+        fetch: undefined,
+        methods: undefined,
+        key: undefined,
+        headerName: undefined,
+        onAttempt: undefined,
+        resumeStreams: undefined,
+      }),
+    ).not.toThrow();
+  });
+
+  it('key: "content" derives the same key from a URL spelled with a default port or an upper-case host', async () => {
+    const seen: string[] = [];
+    const idemFetch = createIdempotentFetch({
+      key: 'content',
+      keyFormat: 'bare',
+      fetch: async (_input, init) => {
+        seen.push(new Headers(init?.headers).get('idempotency-key') ?? '');
+        return new Response('{}', { status: 201 });
+      },
+    });
+    await idemFetch('https://API.example.com:443/v1/./charges', postJson({ item: 'n' }));
+    await idemFetch('https://api.example.com/v1/charges', postJson({ item: 'n' }));
+    // A relative URL (a custom fetch that resolves it itself) keeps its spelling.
+    await idemFetch('/v1/charges', postJson({ item: 'n' }));
+    expect(seen[0]).toBe(seen[1]);
+    expect(seen[2]).not.toBe(seen[0]);
+    expect(seen[2]).toMatch(/^[0-9a-f]{64}$/);
   });
 });
