@@ -267,6 +267,8 @@ export function createBegin<T>(
         tasks: context.tasks,
         operation,
         heartbeats: context.heartbeats,
+        // The first renewal counts from the send, as the lease estimate does.
+        roundTrip: context.heartbeats ? settings.clock.now() - call.callStartedAt : 0,
       });
       return { kind: 'acquired', execution };
     }

@@ -89,6 +89,8 @@ export class Execution {
       operation?: string | undefined;
       /** The engine's heartbeat queue (one Node timer for all its executions). */
       heartbeats?: FixedDelayTimers | undefined;
+      /** How long the acquire call took to answer (ms, by the settings' clock); 0 when unknown. */
+      roundTrip?: number;
     },
   ) {
     this.fence = init.fence;
@@ -106,6 +108,7 @@ export class Execution {
       init.callStartedAt,
       this.report,
       init.heartbeats,
+      init.roundTrip,
     );
     this.lease.operation = init.operation;
     this.lease.fence = init.fence;

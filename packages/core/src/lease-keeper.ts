@@ -53,6 +53,8 @@ export class LeaseKeeper implements TimedEntry {
     /** Told when the lease is lost (the execution's events; none when nobody listens). */
     private readonly report: ExecutionReport | undefined,
     heartbeats?: FixedDelayTimers,
+    /** How long the acquisition took to answer, `acquiredAt` to now (see `scheduleHeartbeat`). */
+    roundTrip = 0,
   ) {
     // The store started the lease no earlier than the call was sent: a safe lower bound.
     this.leaseEstimate = acquiredAt + settings.leaseMs;
@@ -64,7 +66,7 @@ export class LeaseKeeper implements TimedEntry {
       // The engine's shared queue when it is for this interval, else one of its own.
       this.heartbeats =
         heartbeats?.delayMs === heartbeatMs ? heartbeats : new FixedDelayTimers(heartbeatMs);
-      this.scheduleHeartbeat();
+      this.scheduleHeartbeat(false, roundTrip);
     }
   }
 
@@ -140,18 +142,31 @@ export class LeaseKeeper implements TimedEntry {
   }
 
   /**
-   * The next renewal: one heartbeat from now, or sooner after a failed one (a fifth of the
-   * interval, at least 10 ms), so a store that drops a renewal or two (a connection reset,
-   * a short outage) still gets several tries before the lease passes, not one.
+   * The next renewal: one heartbeat after the last call that renewed the lease was sent
+   * (`roundTrip`: how long ago that was, the call's round trip), or sooner after a failed one
+   * (a fifth of the interval, at least 10 ms), so a store that drops a renewal or two (a
+   * connection reset, a short outage) still gets several tries before the lease passes, not
+   * one.
+   *
+   * From the send, not from the answer: the lease estimate counts from the send, so a renewal
+   * counted from the answer would be sent a whole round trip later and answered two round
+   * trips past the point the estimate allows for, and on a slow link (a round trip of a third
+   * of the lease, with a third of it as heartbeat) the watchdog called the lease lost while
+   * the renewal that kept it was on its way (the redrev review: the key then passed to a
+   * competitor, which ran the operation again). Counted from the send, a renewal lands before
+   * the estimate whenever a round trip is shorter than the lease minus the heartbeat. A short
+   * round trip (under a tenth of the interval: the usual case) waits in the engine's shared
+   * queue, one heartbeat from now.
    */
-  private scheduleHeartbeat(failed = false): void {
+  private scheduleHeartbeat(failed = false, roundTrip = 0): void {
     const { heartbeatMs } = this.settings;
     if (heartbeatMs === false || this.isDone() || this.abandoned) return;
-    if (!failed) {
+    if (!failed && !(roundTrip > heartbeatMs / 10)) {
       this.heartbeats?.add(this);
       return;
     }
-    this.heartbeatTimer = setTimeout(() => void this.beat(), Math.max(10, heartbeatMs / 5));
+    const delay = failed ? heartbeatMs / 5 : heartbeatMs - roundTrip;
+    this.heartbeatTimer = setTimeout(() => void this.beat(), Math.max(10, delay));
     this.heartbeatTimer.unref?.();
   }
 
@@ -216,6 +231,8 @@ export class LeaseKeeper implements TimedEntry {
       }
       this.leaseEstimate = startedAt + lease;
       this.armWatchdog();
+      this.scheduleHeartbeat(false, clock.now() - startedAt);
+      return;
     } catch (error) {
       if (this.isDone()) return;
       // A late first renewal that failed: the lease passed without one.
@@ -234,8 +251,6 @@ export class LeaseKeeper implements TimedEntry {
           durationMs: performance.now() - timedFrom,
         });
       this.scheduleHeartbeat(true);
-      return;
     }
-    this.scheduleHeartbeat();
   }
 }

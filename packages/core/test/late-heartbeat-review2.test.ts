@@ -213,3 +213,70 @@ describe('review12: late heartbeat grace', () => {
     keeper.stop();
   });
 });
+
+describe('redrev: renewals on a slow link count from the send, as the lease estimate does', () => {
+  // FINDING (MEDIUM, redrev review; fixed: the next renewal is due one heartbeat after the
+  // last renewing call was SENT, not after it was answered): with a round trip of 600 ms, a
+  // lease of 1.5 s and a heartbeat of 500 ms, the first renewal went out 500 ms after the
+  // acquisition was answered (1.1 s after it was sent) and was answered at 1.7 s, past the
+  // estimate (1.5 s): the watchdog called the lease lost while the renewal that kept it was
+  // on its way, renewals stopped, and a competitor took the key over and ran the operation
+  // again (packages/store-redis/test/redrev-slow-network.test.ts shows it end to end).
+  it('a 600 ms round trip, lease 1.5 s, heartbeat 500 ms: the lease is kept for 3 s', async () => {
+    const store = new FakeStore();
+    await store.acquire({
+      key: KEY,
+      owner: OWNER,
+      fingerprint: 'fp',
+      leaseMs: 60_000,
+      retentionMs: 60_000,
+    });
+    store.lateMs = 600;
+    store.always.extend = 'late';
+    const lost: string[] = [];
+    const report = { leaseLost: (phase: string) => lost.push(phase) } as unknown as ExecutionReport;
+    const settings = resolveSettings({ store, leaseMs: 1_500, heartbeatMs: 500 });
+    // Made as the acquisition is answered, 600 ms after it was sent.
+    const keeper = new LeaseKeeper(
+      settings,
+      KEY,
+      OWNER,
+      settings.clock.now() - 600,
+      report,
+      undefined,
+      600,
+    );
+    const signal = keeper.signal;
+    await sleep(3_000);
+    keeper.stop();
+    expect(lost).toEqual([]);
+    expect(signal.aborted).toBe(false);
+    expect(store.calls.extend).toBeGreaterThanOrEqual(3);
+  });
+
+  it('a short round trip still waits one heartbeat (no renewal storm)', async () => {
+    const store = new FakeStore();
+    await store.acquire({
+      key: KEY,
+      owner: OWNER,
+      fingerprint: 'fp',
+      leaseMs: 60_000,
+      retentionMs: 60_000,
+    });
+    const settings = resolveSettings({ store, leaseMs: 1_500, heartbeatMs: 500 });
+    const keeper = new LeaseKeeper(
+      settings,
+      KEY,
+      OWNER,
+      settings.clock.now() - 2,
+      undefined,
+      undefined,
+      2,
+    );
+    await sleep(1_150);
+    keeper.stop();
+    // Due at about 500 and 1000 ms: two renewals, not dozens.
+    expect(store.calls.extend).toBeGreaterThanOrEqual(1);
+    expect(store.calls.extend).toBeLessThanOrEqual(3);
+  });
+});
