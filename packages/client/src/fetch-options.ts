@@ -90,7 +90,7 @@ export interface IdempotentFetchOptions {
    * resume is a call with this client's retries). `false` leaves a broken body broken.
    * @default { maxResumes: 5 }
    */
-  resumeStreams?: false | { maxResumes?: number };
+  resumeStreams?: boolean | { maxResumes?: number };
   /** Response header whose value `true` marks a replay. @default 'Idempotent-Replayed' */
   replayHeader?: string;
   /** Most attempts per logical call, the first included. @default 5 */
@@ -240,10 +240,11 @@ function keyStrategy(value: unknown): KeyStrategy {
 
 function maxResumesOf(value: unknown): number {
   if (value === false) return 0;
-  if (value === undefined) return 5;
+  // `true` was taken for the default before options were checked: still is.
+  if (value === undefined || value === true) return 5;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new RangeError(
-      `resumeStreams must be false or { maxResumes?: number }, got ${shown(value)}`,
+      `resumeStreams must be false, true or { maxResumes?: number }, got ${shown(value)}`,
     );
   }
   const { maxResumes } = value as { maxResumes?: number | null };

@@ -141,7 +141,7 @@ describe('keys, hooks and options', () => {
       [{ headerName: 'Idem:Key' }, /^headerName must be an HTTP token/],
       [{ keyFormat: 'quoted' as never }, /^keyFormat must be 'sf-string' or 'bare', got "quoted"$/],
       [{ replayHeader: 'Idempotent Replayed' }, /^replayHeader must be an HTTP token/],
-      [{ resumeStreams: true as never }, /^resumeStreams must be false or/],
+      [{ resumeStreams: 'yes' as never }, /^resumeStreams must be false, true or/],
       [{ resumeStreams: { maxResumes: 0 } }, /^resumeStreams.maxResumes must be an integer/],
       [{ minDelayMs: -1 }, /^minDelayMs must be a non-negative number$/],
       [{ isInProgress: true as never }, /^isInProgress must be a function/],
