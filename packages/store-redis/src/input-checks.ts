@@ -1,4 +1,5 @@
-import { checkStoreString, durationText as durationAsText } from '@idem/core';
+import { checkStoreString, durationText as durationAsText, InvalidInputError } from '@idem/core';
+import type { Cluster, Redis } from 'ioredis';
 
 /**
  * A duration in ms as a script argument ({@link durationAsText}): refuses (before anything
@@ -51,6 +52,59 @@ export const checkFingerprint = (fingerprint: unknown): string =>
 export const checkStorageKey = (storageKey: unknown): string =>
   checkStoreString('A storage key', storageKey, { extra: noBraces });
 
-/** A key prefix: a well-formed string without braces (a brace would become the hash tag). */
+/**
+ * Longest `keyPrefix`, in characters. Every record key and fence memory key carries it, so
+ * storage keys stay bounded in length whatever the options (a 1 MiB prefix made each storage
+ * key cost 2 MiB of key names).
+ */
+export const MAX_KEY_PREFIX_LENGTH = 1024;
+
+/**
+ * A key prefix: a well-formed string without braces (a brace would become the hash tag), at
+ * most {@link MAX_KEY_PREFIX_LENGTH} characters.
+ */
 export const checkKeyPrefix = (prefix: unknown): string =>
-  checkStoreString('keyPrefix', prefix, { allowEmpty: true, extra: noBraces });
+  checkStoreString('keyPrefix', prefix, {
+    allowEmpty: true,
+    extra: noBraces,
+    maxLength: MAX_KEY_PREFIX_LENGTH,
+  });
+
+/**
+ * The store's client: a real ioredis `Redis` or `Cluster` (either major the package supports),
+ * built without `stringNumbers`. `InvalidInputError` otherwise, at creation, for what would
+ * else fail at every call as if Redis were down:
+ * - a `Pipeline` (`redis.pipeline()`, `redis.multi()`) has the client's methods but sends
+ *   nothing until `exec()`, and a stub with `defineCommand` has none of them;
+ * - with `stringNumbers: true` (on a `Cluster`, in `redisOptions`) integer replies come back
+ *   as strings, so each acquire script ran (the record written, the key held for a lease)
+ *   before its reply could be read.
+ */
+export function checkClient(client: unknown): Redis | Cluster {
+  const candidate = client as Partial<Record<string, unknown>> | null | undefined;
+  if (
+    typeof candidate !== 'object' ||
+    candidate === null ||
+    candidate.isPipeline === true ||
+    typeof candidate.isCluster !== 'boolean' ||
+    typeof candidate.status !== 'string' ||
+    typeof candidate.defineCommand !== 'function' ||
+    typeof candidate.sendCommand !== 'function' ||
+    typeof candidate.options !== 'object' ||
+    candidate.options === null
+  ) {
+    throw new InvalidInputError(
+      'createRedisStore needs an ioredis Redis or Cluster client (not a pipeline, a multi or a stub)',
+    );
+  }
+  const options = candidate.options as {
+    stringNumbers?: unknown;
+    redisOptions?: { stringNumbers?: unknown };
+  };
+  if (options.stringNumbers === true || options.redisOptions?.stringNumbers === true) {
+    throw new InvalidInputError(
+      `createRedisStore needs a client without stringNumbers${candidate.isCluster ? ' (redisOptions.stringNumbers)' : ''}: the store reads integer replies as numbers`,
+    );
+  }
+  return client as Redis | Cluster;
+}

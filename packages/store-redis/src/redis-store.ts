@@ -4,7 +4,6 @@ import {
   type AcquireResult,
   type CompleteInput,
   checkOutcome,
-  checkPositiveInteger,
   type ExtendInput,
   errorMessage,
   guardStoreCall,
@@ -23,7 +22,9 @@ import {
 } from '@idem/core';
 import type { Cluster, Redis } from 'ioredis';
 import { DELETE_LUA, FORCE_RELEASE_LUA, INSPECT_LUA } from './admin-scripts.js';
+import { checkMaxOutcomeBytes, createOutcomeLimit } from './bulk-limit.js';
 import {
+  checkClient,
   checkFingerprint,
   checkKeyPrefix,
   checkOwner,
@@ -55,20 +56,25 @@ export interface RedisStoreOptions {
   /**
    * An ioredis client the caller built and owns: a standalone `Redis` (also one that talks
    * to a Sentinel-managed primary) or a `Cluster`. The store opens no connection and never
-   * closes it.
+   * closes it. Not a pipeline or a `multi()`, and not built with `stringNumbers: true`
+   * (`InvalidInputError`).
    */
   client: Redis | Cluster;
   /**
    * Prepended to every Redis key. Must not contain `{` or `}`: the store puts the storage
    * key in a hash tag (`<prefix>{<storageKey>}`) so that a record and its fence memory
-   * share a Cluster slot while records spread over all shards.
+   * share a Cluster slot while records spread over all shards. At most 1024 characters.
    * @default 'idem:'
    */
   keyPrefix?: string;
   /**
    * Largest encoded outcome accepted, in bytes; a larger one fails with
-   * `OutcomeTooLargeError` before anything is sent. Redis itself refuses any argument
-   * above its `proto-max-bulk-len` (512 MiB by default).
+   * `OutcomeTooLargeError` before anything is sent. At most 512 MiB less 64 KiB
+   * (536_805_376): Redis refuses any argument above its `proto-max-bulk-len` (512 MiB by
+   * default), and the record holds the owner, the fingerprint and a header next to the
+   * outcome. An outcome above 960 KiB is also checked against the server's own
+   * `proto-max-bulk-len` (less 64 KiB), read once with `CONFIG GET` when the first such
+   * outcome comes (a server that refuses `CONFIG` is taken to have the default).
    * @default 16_777_216 (16 MiB)
    */
   maxOutcomeBytes?: number;
@@ -243,17 +249,17 @@ function keptDurations(fenceMemoryMs: string) {
  * `StoreUnavailableError` with the ioredis error as `cause`.
  */
 export function createRedisStore(options: RedisStoreOptions): RedisStore {
-  const { client } = options;
-  if (!client || typeof (client as { defineCommand?: unknown }).defineCommand !== 'function') {
-    throw new InvalidInputError('createRedisStore needs an ioredis Redis or Cluster client');
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidInputError('createRedisStore needs an options object');
   }
+  const client = checkClient(options.client);
   const keyPrefix = checkKeyPrefix(options.keyPrefix ?? 'idem:');
-  const maxOutcomeBytes = checkPositiveInteger(
-    'maxOutcomeBytes',
+  const maxOutcomeBytes = checkMaxOutcomeBytes(
     options.maxOutcomeBytes ?? DEFAULT_MAX_OUTCOME_BYTES,
   );
   const fenceMemory = duration('fenceMemoryMs', options.fenceMemoryMs ?? DEFAULT_FENCE_MEMORY_MS);
   const redis = defineScripts(client);
+  const serverLimit = createOutcomeLimit(client);
   const wait = options.waitForReplicas;
   let runWaited: RunWaited | undefined;
   if (wait) {
@@ -312,19 +318,26 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       const key = redisKey(input.key);
       const fence = `${key}:fence`;
       const owner = checkOwner(input.owner);
+      const size = outcome.byteLength;
+      // Never send what Redis would refuse for its length: it would answer with a protocol
+      // error and close the connection, cutting every other call on it.
+      const fits = serverLimit.check(size);
+      if (fits) await call('complete', () => fits);
       // A view, not a copy: ioredis writes the bytes to the socket as they are.
       const body = Buffer.from(outcome.buffer, outcome.byteOffset, outcome.byteLength);
-      if (!runWaited) {
-        const done = await call('complete', () =>
-          redis.complete(key, fence, owner, durations, body, '0'),
+      const send = <T>(run: () => Promise<T>): Promise<T> =>
+        call('complete', () =>
+          run().catch((error: unknown) => {
+            throw serverLimit.failed(size, error) ?? error;
+          }),
         );
+      if (!runWaited) {
+        const done = await send(() => redis.complete(key, fence, owner, durations, body, '0'));
         return ownerWriteResult(done > 0);
       }
       // touch = 1: a redelivered completion rewrites its status, so this WAIT covers it.
       const args = [owner, durations, body, '1'] as const;
-      const waited = await call('complete', () =>
-        runWaited<number>(COMPLETE_LUA, [key, fence], args),
-      );
+      const waited = await send(() => runWaited<number>(COMPLETE_LUA, [key, fence], args));
       if (waited.reply === 0) return NOT_OWNER;
       if (waited.acknowledged < (wait?.replicas ?? 0))
         throw unconfirmed('complete', waited.acknowledged);

@@ -94,15 +94,18 @@ describe('redrev: bad input on the shared Redis (own random prefix)', () => {
     }
   });
 
-  // FINDING (LOW): createRedisStore accepts any object with a `defineCommand` function as its
-  // client: an ioredis Pipeline (`redis.pipeline()`, `redis.multi()`) or a stub. Every call then
-  // fails as an outage (StoreUnavailableError "Redis returned a malformed number: undefined" /
-  // "Cannot read properties of undefined (reading 'apply')"), i.e. a 503 forever that looks like
-  // a Redis problem, instead of a configuration error at creation. Reproduce:
-  // createRedisStore({ client: redis.pipeline() }) then store.acquire(...). Fix: at creation
-  // require a real client (`client.isCluster` boolean, `typeof client.sendCommand === 'function'`,
-  // `client.options` object, no `exec`), else InvalidInputError.
-  it.fails('a Pipeline or a stub with defineCommand is refused at creation (InvalidInputError)', () => {
+  // FINDING (LOW; fixed: checkClient in src/input-checks.ts refuses at creation anything that is
+  // not a real Redis/Cluster: a pipeline (`isPipeline`), no boolean `isCluster`, no `status`,
+  // `sendCommand`, `defineCommand` or `options`): createRedisStore accepts any object with a
+  // `defineCommand` function as its client: an ioredis Pipeline (`redis.pipeline()`,
+  // `redis.multi()`) or a stub. Every call then fails as an outage (StoreUnavailableError "Redis
+  // returned a malformed number: undefined" / "Cannot read properties of undefined (reading
+  // 'apply')"), i.e. a 503 forever that looks like a Redis problem, instead of a configuration
+  // error at creation. Reproduce: createRedisStore({ client: redis.pipeline() }) then
+  // store.acquire(...). Fix: at creation require a real client (`client.isCluster` boolean, `typeof
+  // client.sendCommand === 'function'`, `client.options` object, no `exec`), else
+  // InvalidInputError.
+  it('a Pipeline or a stub with defineCommand is refused at creation (InvalidInputError)', () => {
     expect(() => createRedisStore({ client: raw.pipeline() as never })).toThrow(InvalidInputError);
     expect(() => createRedisStore({ client: raw.multi() as never })).toThrow(InvalidInputError);
     expect(() => createRedisStore({ client: { defineCommand() {} } as never })).toThrow(
@@ -110,15 +113,16 @@ describe('redrev: bad input on the shared Redis (own random prefix)', () => {
     );
   });
 
-  // FINDING (LOW): a client built with ioredis's `stringNumbers: true` is accepted. Its
-  // integer replies come back as strings, so every acquire script RUNS in Redis (the record is
-  // written, the key is held for a whole lease) and then the store throws
-  // StoreUnavailableError("Redis returned a malformed number: 1"): a half-written record and a
-  // permanent 503 that looks like an outage. Reproduce: new Redis({ stringNumbers: true }),
-  // createRedisStore({ client }).acquire(...), then GET the record key: it is there. Fix:
-  // refuse `client.options.stringNumbers === true` (and on a Cluster `redisOptions`) at
-  // creation with InvalidInputError, or parse numeric strings in `integer()`.
-  it.fails('a client with stringNumbers: true is refused at creation, or works; never a half-written record', async () => {
+  // FINDING (LOW; fixed: checkClient in src/input-checks.ts refuses `options.stringNumbers` and a
+  // Cluster's `redisOptions.stringNumbers` at creation with InvalidInputError): a client built with
+  // ioredis's `stringNumbers: true` is accepted. Its integer replies come back as strings, so every
+  // acquire script RUNS in Redis (the record is written, the key is held for a whole lease) and
+  // then the store throws StoreUnavailableError("Redis returned a malformed number: 1"): a
+  // half-written record and a permanent 503 that looks like an outage. Reproduce: new Redis({
+  // stringNumbers: true }), createRedisStore({ client }).acquire(...), then GET the record key: it
+  // is there. Fix: refuse `client.options.stringNumbers === true` (and on a Cluster `redisOptions`)
+  // at creation with InvalidInputError, or parse numeric strings in `integer()`.
+  it('a client with stringNumbers: true is refused at creation, or works; never a half-written record', async () => {
     const sn = await connectTo(SHARED_PORT, { stringNumbers: true });
     try {
       const p = prefix();
@@ -139,13 +143,14 @@ describe('redrev: bad input on the shared Redis (own random prefix)', () => {
     }
   });
 
-  // FINDING (LOW): keyPrefix has no length bound. A 1 MiB prefix is accepted and then every
-  // record and every fence key carries it (2 MiB of key names per storage key, silently);
-  // a prefix past Redis's proto-max-bulk-len would only fail at the first call. The design
-  // says storage keys have a bounded length whatever the input. Reproduce:
-  // createRedisStore({ client, keyPrefix: 'x'.repeat(1 << 20) }). Fix: cap keyPrefix (e.g.
-  // 256 or 1024 characters) in checkKeyPrefix, InvalidInputError past it.
-  it.fails('a huge keyPrefix (1 MiB) is refused at creation', () => {
+  // FINDING (LOW; fixed: checkKeyPrefix in src/input-checks.ts caps keyPrefix at 1024 characters,
+  // InvalidInputError past it): keyPrefix has no length bound. A 1 MiB prefix is accepted and then
+  // every record and every fence key carries it (2 MiB of key names per storage key, silently); a
+  // prefix past Redis's proto-max-bulk-len would only fail at the first call. The design says
+  // storage keys have a bounded length whatever the input. Reproduce: createRedisStore({ client,
+  // keyPrefix: 'x'.repeat(1 << 20) }). Fix: cap keyPrefix (e.g. 256 or 1024 characters) in
+  // checkKeyPrefix, InvalidInputError past it.
+  it('a huge keyPrefix (1 MiB) is refused at creation', () => {
     expect(() => createRedisStore({ client, keyPrefix: 'x'.repeat(1 << 20) })).toThrow(
       InvalidInputError,
     );
@@ -314,21 +319,26 @@ describe.skipIf(!haveServer)('redrev: an outcome Redis refuses (proto-max-bulk-l
     if (server) await stopRedisServer(server);
   });
 
-  // FINDING (MEDIUM): the store checks an outcome only against its own maxOutcomeBytes, which
-  // nothing ties to what Redis accepts: creation takes any maxOutcomeBytes (even 1 TiB, above
-  // the 512 MiB proto-max-bulk-len the README mentions), and a server with a lower
-  // proto-max-bulk-len refuses a smaller one. Redis answers "Protocol error: invalid bulk
-  // length" and CLOSES the connection, which the store reports as StoreUnavailableError, so
-  // the engine retries the completion (every lease/10, until maxHoldMs), each retry dropping
-  // the client's shared connection (every other caller's in-flight calls are cut, new ones
-  // fail at once while it reconnects), and once the hold passes the lease runs out and the
-  // next retry EXECUTES THE OPERATION AGAIN (DESIGN: an outcome that does not fit must never
-  // hand the key to a retry). Reproduce: redis-server --proto-max-bulk-len 1mb, default
-  // store, execute() returning 1.5 MB, short lease/maxHold, retry after the lease: runs = 2.
-  // Fix: refuse maxOutcomeBytes above 512 MiB at creation, and classify an "invalid bulk
-  // length" refusal of a completion as OutcomeTooLargeError (so the engine writes its
-  // not-recorded marker), or read proto-max-bulk-len once and cap maxOutcomeBytes with it.
-  it.fails('an outcome above the server limit is a typed too-large error, and the operation never runs twice', async () => {
+  // FINDING (MEDIUM; fixed: src/bulk-limit.ts. createRedisStore refuses a maxOutcomeBytes above 512
+  // MiB - 64 KiB; complete reads the server's proto-max-bulk-len once (CONFIG GET, only for an
+  // outcome above 960 KiB; a server refusing CONFIG is taken to have the default) and throws
+  // OutcomeTooLargeError before sending one that does not fit; a completion Redis still refuses
+  // with "Protocol error: invalid bulk length" is OutcomeTooLargeError, never an outage. Core then
+  // records its not-recorded marker): the store checks an outcome only against its own
+  // maxOutcomeBytes, which nothing ties to what Redis accepts: creation takes any maxOutcomeBytes
+  // (even 1 TiB, above the 512 MiB proto-max-bulk-len the README mentions), and a server with a
+  // lower proto-max-bulk-len refuses a smaller one. Redis answers "Protocol error: invalid bulk
+  // length" and CLOSES the connection, which the store reports as StoreUnavailableError, so the
+  // engine retries the completion (every lease/10, until maxHoldMs), each retry dropping the
+  // client's shared connection (every other caller's in-flight calls are cut, new ones fail at once
+  // while it reconnects), and once the hold passes the lease runs out and the next retry EXECUTES
+  // THE OPERATION AGAIN (DESIGN: an outcome that does not fit must never hand the key to a retry).
+  // Reproduce: redis-server --proto-max-bulk-len 1mb, default store, execute() returning 1.5 MB,
+  // short lease/maxHold, retry after the lease: runs = 2. Fix: refuse maxOutcomeBytes above 512 MiB
+  // at creation, and classify an "invalid bulk length" refusal of a completion as
+  // OutcomeTooLargeError (so the engine writes its not-recorded marker), or read proto-max-bulk-len
+  // once and cap maxOutcomeBytes with it.
+  it('an outcome above the server limit is a typed too-large error, and the operation never runs twice', async () => {
     const store = createRedisStore({ client, keyPrefix: 'redrev-bulk:' });
     const idem = createIdempotency<string>({
       store,
@@ -366,7 +376,7 @@ describe.skipIf(!haveServer)('redrev: an outcome Redis refuses (proto-max-bulk-l
     expect(drops).toBe(0);
   });
 
-  it.fails('maxOutcomeBytes above what any Redis accepts (512 MiB) is refused at creation', () => {
+  it('maxOutcomeBytes above what any Redis accepts (512 MiB) is refused at creation', () => {
     expect(() => createRedisStore({ client, maxOutcomeBytes: 2 ** 40 })).toThrow(InvalidInputError);
   });
 });
