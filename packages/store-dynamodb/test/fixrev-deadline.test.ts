@@ -1,0 +1,236 @@
+/**
+ * fixrev: attacks on c49e7db (store-dynamodb): requestDeadlineMs aborting a request whose
+ * write DID land (the next call must recognise its own write), aborted sockets, and
+ * configurations the new creation-time checks must still accept.
+ */
+import { randomBytes } from 'node:crypto';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import {
+  createIdempotency,
+  type IdemEvent,
+  InProgressError,
+  InvalidInputError,
+  StoreUnavailableError,
+} from '@idem/core';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createDynamoDbStore } from '../src/index.js';
+import { type DelayProxy, startDelayProxy } from './fixrev-delay-proxy.js';
+
+const endpoint = inject('dynamodbEndpoint');
+const tables = inject('dynamodbTables');
+const HOUR = 3_600_000;
+
+let proxy: DelayProxy;
+const clients: DynamoDBClient[] = [];
+beforeAll(async () => {
+  proxy = await startDelayProxy(Number(new URL(endpoint).port));
+});
+afterAll(async () => {
+  for (const client of clients) client.destroy();
+  await proxy?.close();
+});
+
+function store(requestDeadlineMs: number, maxAttempts = 1) {
+  const client = new DynamoDBClient({
+    endpoint: proxy.endpoint,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'idemlocal', secretAccessKey: 'idemlocal' },
+    maxAttempts,
+  });
+  clients.push(client);
+  return createDynamoDbStore({
+    client,
+    tableName: tables.simple,
+    keyPrefix: `fixrev:${randomBytes(4).toString('hex')}:`,
+    requestDeadlineMs,
+  });
+}
+
+const input = () => ({
+  key: randomBytes(12).toString('hex'),
+  owner: randomBytes(12).toString('base64url'),
+  fingerprint: 'fp',
+  leaseMs: 30_000,
+  retentionMs: HOUR,
+});
+
+describe('fixrev: an aborted request whose write landed', () => {
+  it('acquire aborted after it landed: the redelivered acquire gets the same fence; complete aborted after it landed: the redelivered complete is ok', async () => {
+    const s = store(300);
+    const held = input();
+    proxy.delayMs = 700;
+    try {
+      await expect(s.acquire(held)).rejects.toBeInstanceOf(StoreUnavailableError);
+    } finally {
+      proxy.delayMs = 0;
+    }
+    const again = await s.acquire(held);
+    expect(again).toMatchObject({ kind: 'acquired', fence: 1, takeover: false });
+    // A different owner finds the record in progress (the first write did land).
+    expect((await s.acquire({ ...held, owner: 'someone-else' })).kind).toBe('found');
+    const outcome = new Uint8Array([7, 8, 9]);
+    proxy.delayMs = 700;
+    try {
+      await expect(s.complete({ ...held, outcome })).rejects.toBeInstanceOf(StoreUnavailableError);
+    } finally {
+      proxy.delayMs = 0;
+    }
+    expect(await s.complete({ ...held, outcome })).toEqual({ ok: true });
+    const record = await s.get(held.key);
+    expect(record?.status).toBe('completed');
+    expect(record?.fence).toBe(1);
+  });
+
+  it('through core: answers that come past the deadline never run the operation twice', async () => {
+    const s = store(300);
+    const idem = createIdempotency<string>({ store: s, storeTimeoutMs: 3_000, leaseMs: 5_000 });
+    let runs = 0;
+    const op = async () => {
+      runs++;
+      // Every answer from now on (the completion's) comes past the deadline, for a while.
+      proxy.delayMs = 700;
+      setTimeout(() => {
+        proxy.delayMs = 0;
+      }, 1_200).unref();
+      return 'once';
+    };
+    const key = `k1-${randomBytes(4).toString('hex')}`;
+    const first = await idem.execute({ key }, op).then(
+      (r) => r,
+      (e: unknown) => e,
+    );
+    proxy.delayMs = 0;
+    // However the first call ended, a retry never runs the operation again.
+    const deadline = Date.now() + 8_000;
+    let retry: unknown;
+    while (Date.now() < deadline) {
+      retry = await idem.execute({ key }, op).then(
+        (r) => r,
+        (e: unknown) => e,
+      );
+      if (retry && typeof retry === 'object' && 'value' in retry) break;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    expect(runs).toBe(1);
+    expect(retry).toEqual({ value: 'once', replayed: true });
+    expect(
+      first === retry || (first as { value?: string }).value === 'once' || first instanceof Error,
+    ).toBe(true);
+  });
+
+  it('aborted requests on a silent endpoint do not keep their sockets', async () => {
+    const s = store(200);
+    // One healthy call opens a pooled socket.
+    await s.acquire(input());
+    proxy.silent = true;
+    try {
+      for (let i = 0; i < 6; i++) {
+        await expect(s.acquire(input())).rejects.toBeInstanceOf(StoreUnavailableError);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Each aborted request's socket is destroyed: not six hung sockets held open.
+      expect(proxy.open).toBeLessThanOrEqual(2);
+    } finally {
+      proxy.silent = false;
+    }
+    expect((await s.acquire(input())).kind).toBe('acquired');
+  });
+});
+
+describe('fixrev: renewals from the send on a slow link (3c1cb85) with DynamoDB', () => {
+  it('every answer 350 ms late, lease 1.5 s, heartbeat 500 ms: the lease holds for 3 s, a retry is refused, one run', async () => {
+    const s = store(2_000);
+    const events: IdemEvent[] = [];
+    const idem = createIdempotency<string>({
+      store: s,
+      leaseMs: 1_500,
+      heartbeatMs: 500,
+      onEvent: (event) => {
+        events.push(event);
+      },
+    });
+    const key = `slow-${randomBytes(4).toString('hex')}`;
+    let runs = 0;
+    let aborted = false;
+    const op = async ({ signal }: { signal: AbortSignal }) => {
+      runs++;
+      await new Promise((resolve) => setTimeout(resolve, 3_000));
+      aborted = signal.aborted;
+      return 'slow';
+    };
+    proxy.delayMs = 350;
+    try {
+      const first = idem.execute({ key }, op);
+      await new Promise((resolve) => setTimeout(resolve, 1_800));
+      const second = await idem.execute({ key }, op).then(
+        (r) => r,
+        (e: unknown) => e,
+      );
+      expect(second).toBeInstanceOf(InProgressError);
+      expect(await first).toEqual({ value: 'slow', replayed: false });
+    } finally {
+      proxy.delayMs = 0;
+    }
+    expect(runs).toBe(1);
+    expect(aborted).toBe(false);
+    expect(events.filter((e) => e.type === 'lease_lost')).toEqual([]);
+    const extends_ = events.filter((e) => e.type === 'store_error');
+    expect(extends_).toEqual([]);
+    expect(await idem.execute({ key }, op)).toEqual({ value: 'slow', replayed: true });
+  });
+});
+
+describe('fixrev: valid configurations are still accepted at creation', () => {
+  const client = new DynamoDBClient({
+    endpoint: 'http://127.0.0.1:9',
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'x', secretAccessKey: 'x' },
+  });
+  afterAll(() => client.destroy());
+  const make = (extra: Record<string, unknown>) =>
+    createDynamoDbStore({ client, tableName: 'idem', ...extra } as never);
+
+  it('table names: dots, dashes, underscores, 3 and 255 characters, and ARNs of every partition', () => {
+    for (const tableName of [
+      'abc',
+      'my.table.v2',
+      'A-b_C.d',
+      'x'.repeat(255),
+      'arn:aws:dynamodb:us-east-1:123456789012:table/idem',
+      'arn:aws-cn:dynamodb:cn-north-1:123456789012:table/idem.v2',
+      'arn:aws-us-gov:dynamodb:us-gov-west-1:123456789012:table/idem_records',
+      'arn:aws-iso:dynamodb:us-iso-east-1:123456789012:table/idem',
+      'arn:aws-iso-b:dynamodb:us-isob-east-1:123456789012:table/idem',
+      `arn:aws:dynamodb:eu-west-1:123456789012:table/${'y'.repeat(255)}`,
+    ]) {
+      expect(() => make({ tableName }), tableName).not.toThrow();
+    }
+  });
+
+  it('table names DynamoDB refuses are refused (typed)', () => {
+    for (const tableName of ['ab', 'x'.repeat(256), 'has space', 'ümlaut', '', 'a/b']) {
+      expect(() => make({ tableName }), tableName).toThrow(InvalidInputError);
+    }
+  });
+
+  it('unicode and long attribute names, a 255-byte key name, a 2048-byte partition key value', () => {
+    expect(() =>
+      make({ partitionKey: 'k'.repeat(255), attributes: { status: 'состояние', owner: '所有者' } }),
+    ).not.toThrow();
+    expect(() =>
+      make({
+        singleTable: { partitionKeyValue: 'p'.repeat(2048), sortKey: 'é'.repeat(127) },
+        partitionKey: 'PK',
+      }),
+    ).not.toThrow();
+    expect(() => make({ partitionKey: 'k'.repeat(256) })).toThrow(InvalidInputError);
+  });
+
+  it('requestDeadlineMs: 1 and the longest timer are accepted; 0, fractions, Infinity are refused', () => {
+    expect(() => make({ requestDeadlineMs: 1 })).not.toThrow();
+    expect(() => make({ requestDeadlineMs: 2 ** 31 - 1 })).not.toThrow();
+    for (const bad of [0, 2.5, Number.POSITIVE_INFINITY, -5, '300']) {
+      expect(() => make({ requestDeadlineMs: bad }), String(bad)).toThrow(InvalidInputError);
+    }
+  });
+});
