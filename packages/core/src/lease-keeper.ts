@@ -154,7 +154,10 @@ export class LeaseKeeper implements TimedEntry {
    * of the lease, with a third of it as heartbeat) the watchdog called the lease lost while
    * the renewal that kept it was on its way (the redrev review: the key then passed to a
    * competitor, which ran the operation again). Counted from the send, a renewal lands before
-   * the estimate whenever a round trip is shorter than the lease minus the heartbeat. A short
+   * the estimate whenever a round trip is shorter than both the lease minus the heartbeat and
+   * half the lease (renewals go one at a time: one slower than the heartbeat is followed at
+   * once by the next, answered two round trips after the last renewing send; the fixrev
+   * review's `it.fails` in `test/fixrev-lease.test.ts` holds that bound). A short
    * round trip (under a tenth of the interval: the usual case) waits in the engine's shared
    * queue, one heartbeat from now.
    */
