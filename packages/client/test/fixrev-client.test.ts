@@ -75,6 +75,7 @@ describe('fixrev: option sets from the README and apps/llm-api are accepted', ()
       },
     ],
     ['resumeStreams {}', { resumeStreams: {} }],
+    ['resumeStreams true (the default, as before the checks)', { resumeStreams: true }],
     ['a key function', { key: () => 'k' }],
     [
       'every option undefined',
@@ -100,7 +101,7 @@ describe('fixrev: option sets from the README and apps/llm-api are accepted', ()
       { methods: 'POST' },
       { keyFormat: 'quoted' },
       { key: 'uuid' },
-      { resumeStreams: true },
+      { resumeStreams: 1 },
       { onAttempt: 'log' },
     ]) {
       expect(() => createIdempotentFetch(bad as never), JSON.stringify(bad)).toThrow(RangeError);
