@@ -106,8 +106,17 @@ export function messageProcessor<TMessage, T>(
     ...engineOptions
   } = options;
   if (typeof handler !== 'function') throw new InvalidInputError('handler must be a function');
-  if (!(typeof retryDelayMs === 'number' && Number.isFinite(retryDelayMs) && retryDelayMs >= 0))
-    throw new InvalidInputError('retryDelayMs must be a finite, non-negative number of ms');
+  if (
+    !(
+      typeof retryDelayMs === 'number' &&
+      Number.isFinite(retryDelayMs) &&
+      retryDelayMs >= 0 &&
+      retryDelayMs <= MAX_TIMER_MS
+    )
+  )
+    throw new InvalidInputError(
+      `retryDelayMs must be a non-negative number of ms, at most ${MAX_TIMER_MS} (the longest timer Node keeps, about 24.8 days: a longer one fires at once)`,
+    );
   const engine = createIdempotency<T>(engineOptions);
   const report = (r: MessageReport<TMessage>) => {
     try {

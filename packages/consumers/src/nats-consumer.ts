@@ -102,7 +102,10 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       clearInterval(working);
     }
     if (disposition.action === 'ack') message.ack();
-    else if (disposition.action === 'reject') message.term(String(disposition.error));
+    // A bare TERM: a reason (`+TERM <reason>`, nats-server 2.10) is not understood by earlier
+    // servers, which then leave the message pending and send it again at every ack_wait. The
+    // reason reaches `onMessage` (the disposition's error).
+    else if (disposition.action === 'reject') message.term();
     else message.nak(disposition.delayMs);
   }
 
