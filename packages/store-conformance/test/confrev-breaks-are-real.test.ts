@@ -1,0 +1,129 @@
+// confrev: each variant the suite does not catch (confrev-suite-mutants.test.ts) really breaks
+// its guarantee: a direct reproduction per variant, so the findings are not a no-op wrapper.
+import { ManualClock } from '@idem/core';
+import { describe, expect, it } from 'vitest';
+import { variants } from './confrev-mutants.js';
+import { createVariantStore } from './confrev-variants.js';
+
+const L = 30_000;
+const H = 3_600_000;
+const make = (name: string) => {
+  const clock = new ManualClock(1_000_000);
+  const v = variants[name];
+  if (!v) throw new Error(`no variant ${name}`);
+  return { clock, store: createVariantStore(v, clock) };
+};
+const input = (owner: string, extra = {}) => ({
+  key: 'k',
+  fingerprint: 'fp',
+  owner,
+  leaseMs: L,
+  retentionMs: H,
+  ...extra,
+});
+
+describe('confrev: the escaped variants really break the contract', () => {
+  it('takeover in the last 10% of a live lease: a second owner acquires while the lease is live', async () => {
+    const { clock, store } = make('takeover in the last 10% of a live lease');
+    const first = await store.acquire(input('a'));
+    expect(first.kind).toBe('acquired');
+    clock.advance(L * 0.95);
+    const second = await store.acquire(input('b'));
+    expect(second.kind).toBe('acquired'); // two owners inside a's lease
+  });
+
+  it('fence reset after an abandoned record expired: fence 1 again after fences 1 and 2', async () => {
+    const { clock, store } = make(
+      'fence reset after an abandoned (never completed) record expired',
+    );
+    await store.acquire(input('a', { retentionMs: 1_000 }));
+    await store.release({ key: 'k', owner: 'a', retentionMs: 1_000 });
+    const b = await store.acquire(input('b', { retentionMs: 1_000 }));
+    expect(b).toMatchObject({ kind: 'acquired', fence: 2 });
+    clock.advance(L + 1_000 + 10);
+    const c = await store.acquire(input('c'));
+    expect(c).toMatchObject({ kind: 'acquired', fence: 1 }); // reused
+  });
+
+  for (const name of [
+    'replayed outcome over 64 KiB truncated by one byte (acquire path only)',
+    'replayed outcome over 64 KiB answered empty (acquire path only)',
+  ]) {
+    it(`${name}: get is right, the replay is not`, async () => {
+      const { store } = make(name);
+      const outcome = new Uint8Array(256 * 1024).map((_, i) => i % 251);
+      await store.acquire(input('a'));
+      await store.complete({ key: 'k', owner: 'a', outcome, retentionMs: H });
+      expect(Buffer.from((await store.get('k'))!.outcome!).equals(Buffer.from(outcome))).toBe(true);
+      const found = await store.acquire(input('b'));
+      expect(found.kind).toBe('found');
+      if (found.kind !== 'found') return;
+      expect(Buffer.from(found.record.outcome!).equals(Buffer.from(outcome))).toBe(false);
+    });
+  }
+
+  it('outcome kept by reference: overwriting the caller buffer changes the replay', async () => {
+    const { store } = make(
+      'outcome kept by reference to the caller buffer (later mutation changes the replay)',
+    );
+    const buf = new TextEncoder().encode('charged 100');
+    await store.acquire(input('a'));
+    await store.complete({ key: 'k', owner: 'a', outcome: buf, retentionMs: H });
+    buf.fill(0);
+    const found = await store.acquire(input('b'));
+    if (found.kind !== 'found') throw new Error('expected found');
+    expect(new TextDecoder().decode(found.record.outcome)).not.toBe('charged 100');
+  });
+
+  it('complete by the owner of a released tombstone: the released key becomes completed', async () => {
+    const { store } = make('complete by the owner of a released tombstone accepted');
+    await store.acquire(input('a'));
+    expect(await store.release({ key: 'k', owner: 'a', retentionMs: H })).toEqual({ ok: true });
+    const late = await store.complete({
+      key: 'k',
+      owner: 'a',
+      outcome: new Uint8Array([1]),
+      retentionMs: H,
+    });
+    expect(late).toEqual({ ok: true });
+    expect((await store.get('k'))?.status).toBe('completed');
+  });
+
+  it('extend by the owner of a released tombstone: the key is locked again', async () => {
+    const { store } = make('extend by the owner of a released tombstone revives its lease');
+    await store.acquire(input('a'));
+    await store.release({ key: 'k', owner: 'a', retentionMs: H });
+    const late = await store.extend({ key: 'k', owner: 'a', leaseMs: L, retentionMs: H });
+    expect(late.ok).toBe(true);
+    expect((await store.acquire(input('b'))).kind).toBe('found'); // a retry is refused
+  });
+
+  it('capabilities lie (declares 8 MiB): a 2 MiB outcome under the declared limit is refused', async () => {
+    const { store } = make('capabilities lie: declares 8 MiB, refuses above 1 MiB');
+    expect(store.capabilities.maxOutcomeBytes).toBe(8 * 1024 * 1024);
+    await store.acquire(input('a'));
+    await expect(
+      store.complete({ key: 'k', owner: 'a', outcome: new Uint8Array(2 << 20), retentionMs: H }),
+    ).rejects.toThrow();
+  });
+
+  it('capabilities lie (declares no limit): a 5 MiB outcome is refused', async () => {
+    const { store } = make('capabilities lie: declares no limit, refuses above 4 MiB + 64 KiB');
+    expect(store.capabilities.maxOutcomeBytes).toBeUndefined();
+    await store.acquire(input('a'));
+    await expect(
+      store.complete({ key: 'k', owner: 'a', outcome: new Uint8Array(5 << 20), retentionMs: H }),
+    ).rejects.toThrow();
+  });
+
+  it('bounded store drops a completed record inside retention: a retry of it executes again', async () => {
+    const { store } = make(
+      'bounded store drops completed records inside retention (keeps the 2 newest)',
+    );
+    for (const key of ['k1', 'k2', 'k3']) {
+      await store.acquire({ ...input('a'), key });
+      await store.complete({ key, owner: 'a', outcome: new Uint8Array([7]), retentionMs: H });
+    }
+    expect((await store.acquire({ ...input('b'), key: 'k1' })).kind).toBe('acquired');
+  });
+});

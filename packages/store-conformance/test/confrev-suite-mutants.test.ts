@@ -1,0 +1,150 @@
+// confrev: mutation testing of @idem/store-conformance. Each variant wraps the real memory
+// store and breaks ONE guarantee of DESIGN.md; the suite (every example check, then the
+// exactly-once property with 150 runs when no check failed) must fail on it.
+import { describe, expect, it } from 'vitest';
+import { variants } from './confrev-mutants.js';
+import { suiteVerdict } from './confrev-variants.js';
+
+const T = 60_000;
+
+function caughtBy(name: string, check: string) {
+  it(
+    `the suite catches ${name}`,
+    async () => {
+      const v = variants[name];
+      expect(v, name).toBeDefined();
+      const verdict = await suiteVerdict(v!);
+      expect(verdict.checks.length > 0 || verdict.property !== undefined).toBe(true);
+      expect(verdict.checks.some((c) => c.startsWith(check))).toBe(true);
+    },
+    T,
+  );
+}
+
+function escapes(name: string) {
+  it.fails(
+    `the suite catches ${name}`,
+    async () => {
+      const v = variants[name];
+      expect(v, name).toBeDefined();
+      const verdict = await suiteVerdict(v!);
+      expect(verdict.checks.length > 0 || verdict.property !== undefined).toBe(true);
+    },
+    T,
+  );
+}
+
+describe('confrev: the unbroken wrapper passes (the variants differ from it in one thing)', () => {
+  it(
+    'the memory store behind the variant wrapper passes every check and the property',
+    async () => {
+      expect(await suiteVerdict({})).toEqual({ checks: [], property: undefined });
+    },
+    T,
+  );
+});
+
+describe('confrev: broken variants the suite catches', () => {
+  caughtBy('complete without the owner check', 'owner checks: complete, release and extend');
+  caughtBy('release by a non-owner', 'owner checks: complete, release and extend');
+  caughtBy('extend without the owner check', 'owner checks: complete, release and extend');
+  caughtBy('acquire that ignores a live lease (two owners)', 'acquire: of 16 concurrent');
+  caughtBy('fence not growing on takeover', 'fence: the fence grows');
+  caughtBy('fence reset after release', 'fence: the fence grows');
+  caughtBy('fence reset after retention expiry', 'fence: the fence grows');
+  caughtBy('admin delete forgetting the fence', 'admin: delete keeps fences growing');
+  caughtBy('completed record replayed after retention (get hides it)', 'retention: a completed');
+  caughtBy(
+    'one byte of the replayed outcome flipped (acquire path only)',
+    'outcomes: binary outcomes round-trip',
+  );
+  caughtBy(
+    'fingerprint mismatch not reported (found record shows the caller fingerprint)',
+    'mismatch: a different fingerprint',
+  );
+  caughtBy(
+    'fingerprint mismatch not reported on completed records only',
+    'mismatch: a different fingerprint',
+  );
+  caughtBy(
+    'redelivered acquire by the same owner gets a new fence',
+    'lost answers then redelivery: a repeated acquire by the same owner',
+  );
+  caughtBy(
+    'complete redelivery with different bytes accepted',
+    'lost answers then redelivery: a repeated complete with the same owner',
+  );
+  caughtBy('clock ignored (leases and retention never expire)', 'lease: a passed lease');
+  caughtBy('get answers expired records', 'retention: a completed record');
+  caughtBy('capabilities lie: declares 1 MiB, accepts 8 MiB', 'outcomes: past the declared limit');
+});
+
+describe('confrev: broken variants the suite does NOT catch', () => {
+  // FINDING (HIGH): guarantee (a) "while a lease is live, at most one execution per storage
+  // key" is only checked far from the lease end. A store that grants a takeover in the last 10%
+  // of a live lease (e.g. `leaseUntil - leaseMs / 10 <= now`, a clock-skew "safety margin" done
+  // the wrong way round) passes every check and 150 property runs. Reproduce: acquire with
+  // leaseMs L, advance 0.95 L, acquire with another owner and the same fingerprint: acquired.
+  // Suggested check: "a lease is live until its last millisecond": advance to leaseUntil - 1
+  // (injectable clock; with a server clock, to L - 2 * toleranceMs) and expect `found`, then
+  // advance past leaseUntil and expect a takeover.
+  escapes('takeover in the last 10% of a live lease');
+
+  // FINDING (MEDIUM): the fence only checked to keep growing after a *completed* record
+  // expired (and after delete). A store that keeps a fence floor for completed records but
+  // restarts at 1 when an abandoned in-progress record (or a released tombstone) expired passes.
+  // A downstream ledger that rejects lower fences then refuses every later execution of the key
+  // (or, with a ledger keyed by fence, two executions share fence 1). Reproduce: acquire
+  // (fence 1), release, acquire (2), let lease + retention pass, acquire: fence 1.
+  // Suggested check: in "the fence grows ...", also let an in-progress record and a released
+  // tombstone pass their retention and expect the next fence above every earlier one.
+  escapes('fence reset after an abandoned (never completed) record expired');
+
+  // FINDING (HIGH): guarantee (b) "every replay returns the first final outcome, byte for
+  // byte" is only checked on the replay path (`acquire` answering `found`) for outcomes up to
+  // 512 bytes; the 256 KiB and 4 MiB outcome checks read back through `get` only. A store whose
+  // acquire path reassembles large values wrongly (a chunked layout, a Lua script's bulk
+  // reply, a DynamoDB projection) drops the last byte, or answers an empty outcome, and passes.
+  // Reproduce: complete a 256 KiB outcome, acquire with another owner: found.record.outcome
+  // differs. Suggested check: in `storeOutcome`, when stored, also acquire with another owner
+  // and assertSameBytes(found.record.outcome, encoded).
+  escapes('replayed outcome over 64 KiB truncated by one byte (acquire path only)');
+  escapes('replayed outcome over 64 KiB answered empty (acquire path only)');
+
+  // FINDING (MEDIUM): no check that a stored outcome is a copy. An in-process store (a
+  // contributor's LRU/Map store) that keeps the caller's Uint8Array, or hands every reader
+  // the same array, replays whatever a caller later wrote into that buffer (pooled or reused
+  // buffers), breaking (b). Reproduce: complete with `buf`, `buf.fill(0)`, acquire: the replay
+  // is zeros. Suggested check: complete, then overwrite the caller's buffer and the array a
+  // `found` answer returned, and expect the next replay to be the original bytes.
+  escapes('outcome kept by reference to the caller buffer (later mutation changes the replay)');
+
+  // FINDING (MEDIUM): owner writes on a released tombstone by its former owner are never
+  // checked (contract 2: complete/extend succeed only on an in-progress record). A store whose
+  // conditions test only `owner == input.owner` lets a stale or redelivered complete turn a
+  // released key into a completed one (a retry that should run again replays instead, and a
+  // newer acquisition of the key races it), or lets a late heartbeat revive a lease on a key
+  // the executor gave up. Reproduce: acquire, release, complete (or extend) with the same
+  // owner: { ok: true }. Suggested check: in "owner checks", after release by the owner,
+  // complete/extend/release by that owner answer not_owner and the tombstone is unchanged.
+  escapes('complete by the owner of a released tombstone accepted');
+  escapes('extend by the owner of a released tombstone revives its lease');
+
+  // FINDING (LOW): `capabilities.maxOutcomeBytes` is only checked from above (one byte over it
+  // is refused) and, with no declared limit, at 4 MiB. A store that declares 8 MiB but refuses
+  // above 1 MiB, or declares no limit but refuses a bit above 4 MiB, passes: core/http trust the
+  // declared limit to decide whether an outcome can be recorded, and the store then throws
+  // OutcomeTooLargeError on outcomes it promised to take. Suggested check: an outcome of exactly
+  // the declared limit (minus encoding overhead) must round-trip; with no limit, 32 MiB must.
+  escapes('capabilities lie: declares 8 MiB, refuses above 1 MiB');
+  escapes('capabilities lie: declares no limit, refuses above 4 MiB + 64 KiB');
+
+  // FINDING (HIGH): contract 8 (a bounded store never drops a completed record inside its
+  // retention) is not checked at all: every check uses a fresh store with a handful of keys.
+  // A store that evicts completed records to make room (here: keeps the 2 newest) passes, and
+  // a retry of an evicted key executes a second time. Suggested check: complete N keys (N >
+  // a small `maxEntries` the adapter is created with, or a generous N such as 1,000 small
+  // records) and expect every one to be replayed inside its retention, or the acquire of a new
+  // key to fail with StoreFullError.
+  escapes('bounded store drops completed records inside retention (keeps the 2 newest)');
+});
