@@ -4,7 +4,7 @@ export { describeHttpConformance } from './describe.js';
 export type { FetchHandler } from './fetch-driver.js';
 export { fetchDriver, replyToResponse, respondWithRoute } from './fetch-driver.js';
 export type { Scenario, ScenarioContext } from './kit.js';
-export { PROBLEM, REPLAYED } from './kit.js';
+export { PROBLEM, RECORDED_HEADERS, REPLAYED } from './kit.js';
 export type { LivePace, LivePaceResult } from './live-pace.js';
 export { livePace } from './live-pace.js';
 export type {

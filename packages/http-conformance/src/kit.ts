@@ -26,6 +26,28 @@ export const PROBLEM = {
 /** Response header that marks a replay. */
 export const REPLAYED = 'idempotent-replayed';
 
+/**
+ * The response headers the contract records and replays by default (`@idem/http`'s
+ * `DEFAULT_RECORDED_HEADERS`, spelled out here as part of the published contract). A replay
+ * carries each of them exactly as the first response did, and none the first one lacked.
+ */
+export const RECORDED_HEADERS: readonly string[] = [
+  'cache-control',
+  'content-disposition',
+  'content-encoding',
+  'content-language',
+  'content-location',
+  'content-type',
+  'etag',
+  'expires',
+  'last-modified',
+  'link',
+  'location',
+  'retry-after',
+  'vary',
+  'x-content-type-options',
+];
+
 /** What a scenario can do and see. */
 export interface ScenarioContext {
   /** Sends a request (POST unless `method` says otherwise) to the app on a fresh connection. */
@@ -68,16 +90,34 @@ export async function waitFor(
   }
 }
 
+/**
+ * The library's own problem answer (400, 409, 413, 422, 500, 503): the status, an RFC 9457
+ * body of `type`, and no replay marker (it is no recorded outcome; a client that trusts the
+ * marker would stop retrying a 409).
+ */
 export function expectProblem(exchange: Exchange, status: number, type: string): void {
   expect(exchange.status, `status of ${exchange.body.toString('utf8').slice(0, 200)}`).toBe(status);
   expect(exchange.headers['content-type']).toMatch(/^application\/problem\+json/);
   expect(json(exchange)).toMatchObject({ type, status });
+  expect(
+    exchange.headers[REPLAYED],
+    `${REPLAYED} on a ${status} ${type} problem answer`,
+  ).toBeUndefined();
 }
 
+/**
+ * `replay` replays `original`: the same status, the replay marker, the same body bytes and
+ * every recorded header ({@link RECORDED_HEADERS}, Content-Type first) with the same value,
+ * none added or dropped.
+ */
 export function expectReplayOf(replay: Exchange, original: Exchange): void {
   expect(replay.status).toBe(original.status);
   expect(replay.headers[REPLAYED]).toBe('true');
   expect(replay.body.equals(original.body)).toBe(true);
+  const names = ['content-type', ...RECORDED_HEADERS.filter((name) => name !== 'content-type')];
+  for (const name of names) {
+    expect(replay.headers[name], `the replay's ${name} header`).toEqual(original.headers[name]);
+  }
 }
 
 export const newKey = () => `key-${randomUUID()}`;

@@ -20,8 +20,9 @@ function caught(name: string) {
   );
 }
 
-function escapes(name: string, proof: Scenario) {
-  it.fails(
+/** An escape the review found, now caught by a check added to the suite (was `it.fails`). */
+function escaped(name: string, proof: Scenario) {
+  it(
     `the suite catches ${name}`,
     async () => {
       const mutate = httpVariants[name];
@@ -73,15 +74,16 @@ describe('confrev: broken integrations the HTTP suite catches', () => {
   caught('problem answers sent as application/json');
 });
 
-describe('confrev: broken integrations the HTTP suite does NOT catch', () => {
-  // FINDING (MEDIUM): the replay's Content-Type is only compared for the binary and SSE
+describe('confrev: broken integrations the HTTP suite did NOT catch (fixed: checks added)', () => {
+  // FINDING (MEDIUM; fixed: check added): the replay's Content-Type is only compared for the binary and SSE
   // routes (whose types an adapter's "send bytes" call happens to keep), never for a JSON
   // outcome. An adapter that writes replayed bytes with the framework's Buffer-sending call
   // (Express `res.send(buffer)` sets application/octet-stream) replays JSON as octet-stream;
   // clients that parse by media type break on every retry. Reproduce: POST /charges twice
   // with one key: the replay's content-type is not the first answer's. Suggested check: in
   // `expectReplayOf`, compare every allowlisted header, content-type first, with the original.
-  escapes('replay of a JSON outcome answered as application/octet-stream', {
+  // Check added: `expectReplayOf` compares every header of `RECORDED_HEADERS` with the original.
+  escaped('replay of a JSON outcome answered as application/octet-stream', {
     group: 'confrev',
     name: 'a replayed JSON outcome keeps its content type',
     async run({ post }) {
@@ -93,14 +95,15 @@ describe('confrev: broken integrations the HTTP suite does NOT catch', () => {
     },
   });
 
-  // FINDING (MEDIUM): "streamed bodies (SSE) pass through live to the first caller" is never
+  // FINDING (MEDIUM; fixed: check added): "streamed bodies (SSE) pass through live to the first caller" is never
   // checked: the SSE scenario compares bytes and what reached the store, not when the first
   // caller got them (`Exchange.chunks` is recorded and unused). An integration (or a buffering
   // middleware it installs) that hands the first caller the whole stream only at its end
   // passes; an LLM stream then shows nothing until it finished. Suggested check: the first
   // SSE caller must receive event 0 before the route emitted its last event (e.g. the
   // `/stream?gap=` route: first chunk at least one gap before the end), or more than one chunk.
-  escapes('first SSE response buffered, not passed through live', {
+  // Check added: the SSE outcome scenario expects the first caller's body in more than one chunk.
+  escaped('first SSE response buffered, not passed through live', {
     group: 'confrev',
     name: 'the first SSE caller gets the events as they come, not in one piece at the end',
     async run({ post }) {
@@ -109,11 +112,13 @@ describe('confrev: broken integrations the HTTP suite does NOT catch', () => {
     },
   });
 
-  // FINDING (LOW): "later callers get the same bytes as a stream" / the scenario name "replays
+  // FINDING (LOW; fixed: check added): "later callers get the same bytes as a stream" / the scenario name "replays
   // the same bytes in the same chunks" checks the chunks recorded in the store, not the chunks
   // a replaying client receives. An integration that buffers the replay into one write passes.
   // Suggested check: the SSE replay arrives in more than one chunk (ideally one per event).
-  escapes('replayed stream sent in one chunk', {
+  // Check added (the README promises SSE "replayed in the same chunks"): the SSE outcome
+  // scenario expects the replay in more than one chunk.
+  escaped('replayed stream sent in one chunk', {
     group: 'confrev',
     name: 'an SSE replay arrives as a stream, not one piece',
     async run({ post }) {
@@ -125,12 +130,13 @@ describe('confrev: broken integrations the HTTP suite does NOT catch', () => {
     },
   });
 
-  // FINDING (LOW): the replay marker is only checked absent on first answers and present on
+  // FINDING (LOW; fixed: check added): the replay marker is only checked absent on first answers and present on
   // replays; the library's own 409 and 422 problem answers are never checked for it. An
   // integration that stamps `Idempotent-Replayed: true` on them tells clients a conflict is a
   // recorded outcome (a client that trusts the marker stops retrying a 409). Suggested check:
   // in `expectProblem`, `expect(exchange.headers[REPLAYED]).toBeUndefined()`.
-  escapes('Idempotent-Replayed marker on 409 and 422 problem answers', {
+  // Check added: `expectProblem` expects no replay marker on every problem answer it checks.
+  escaped('Idempotent-Replayed marker on 409 and 422 problem answers', {
     group: 'confrev',
     name: 'no replay marker on the library’s own 409 and 422 answers',
     async run(ctx) {

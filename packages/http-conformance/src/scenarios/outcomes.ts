@@ -58,11 +58,25 @@ export const OUTCOME_SCENARIOS: Scenario[] = [
     name: 'streams SSE live and replays the same bytes in the same chunks',
     async run({ post, calls, spy }) {
       const key = newKey();
-      const first = await post('/sse', { key, body: { prompt: 'hi' } });
+      // Events 40 ms apart: far more than a loopback write takes to arrive, so a first caller
+      // that gets them live sees them as separate chunks.
+      const path = '/sse?gap=40';
+      const first = await post(path, { key, body: { prompt: 'hi' } });
       const events = first.body.toString('utf8').split('\n\n').filter(Boolean);
       expect(events.map((e) => JSON.parse(e.split('data: ')[1]!).seq)).toEqual([0, 1, 2, 3, 4]);
-      const again = await post('/sse', { key, body: { prompt: 'hi' } });
+      // Live: the first caller got the stream as it was made, not in one piece at its end
+      // (as a buffering integration or middleware hands it over).
+      expect(
+        first.chunks.length,
+        'chunks of the first SSE response (one: it was buffered, not passed through live)',
+      ).toBeGreaterThan(1);
+      const again = await post(path, { key, body: { prompt: 'hi' } });
       expectReplayOf(again, first);
+      // The replay is a stream too, in the recorded chunks, not one write of the whole body.
+      expect(
+        again.chunks.length,
+        'chunks of the SSE replay (one: the replay was written in one piece)',
+      ).toBeGreaterThan(1);
       expect(again.headers['content-type']).toBe(first.headers['content-type']);
       expect(again.headers['content-type']).toMatch(/^text\/event-stream/);
       expect(calls('/sse')).toBe(1);
