@@ -1,5 +1,13 @@
-import { InvalidInputError, isIdemError, type JsonValue, ReplayedFailureError } from '@idem/core';
 import {
+  InvalidInputError,
+  isIdemError,
+  type JsonValue,
+  MAX_TIMER_MS,
+  ReplayedFailureError,
+} from '@idem/core';
+import {
+  checkFunction,
+  checkOptionsObject,
   DEFAULT_TIMEOUT_MARGIN_MS,
   type EngineOptions,
   engineForInvocation,
@@ -7,6 +15,7 @@ import {
   remainingMs,
   requestFor,
   type ScopeOption,
+  validateEngineOptions,
 } from './lambda-engine.js';
 import type { IdempotencyInfo } from './make-idempotent.js';
 
@@ -111,11 +120,16 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
   handler: RecordHandler<TRecord, TContext>,
   options: BatchOptions<TRecord, TContext>,
 ): (event: { Records?: TRecord[] }, context: TContext) => Promise<BatchResponse> {
+  checkFunction('handler', handler);
+  checkOptionsObject(options);
   const { key, payload, scope, timeoutMarginMs, onRecord, ...engineOptions } = options;
+  checkFunction('key', key, true);
+  if (payload !== false) checkFunction('payload', payload, true);
+  checkFunction('onRecord', onRecord, true);
   const margin = timeoutMarginMs ?? DEFAULT_TIMEOUT_MARGIN_MS;
   if (!(typeof margin === 'number' && Number.isFinite(margin) && margin >= 0))
     throw new InvalidInputError('timeoutMarginMs must be a finite, non-negative number of ms');
-  engineForInvocation(engineOptions, { functionName: '', getRemainingTimeInMillis: () => 1e9 });
+  validateEngineOptions(engineOptions);
   const report = (r: RecordReport<TRecord>) => {
     try {
       onRecord?.(r);
@@ -184,10 +198,17 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
             throw error;
           }
         });
-        const deadlinePassed = new Promise<typeof TIMED_OUT>((resolve) => {
-          timer = setTimeout(() => resolve(TIMED_OUT), Math.max(0, deadline - performance.now()));
-        });
-        const result = await Promise.race([run, deadlinePassed]);
+        // No clock (a local call, a test): the deadline is Infinity and no timer is armed
+        // (Node fires a timer of Infinity, or of more than 2^31-1 ms, after 1 ms).
+        const deadlinePassed = Number.isFinite(deadline)
+          ? new Promise<typeof TIMED_OUT>((resolve) => {
+              timer = setTimeout(
+                () => resolve(TIMED_OUT),
+                Math.min(MAX_TIMER_MS, Math.max(0, deadline - performance.now())),
+              );
+            })
+          : undefined;
+        const result = deadlinePassed ? await Promise.race([run, deadlinePassed]) : await run;
         if (result === TIMED_OUT) {
           // The record goes on in the background under its lease (capped at the deadline);
           // its outcome, if it lands, is replayed to the redelivery.

@@ -40,10 +40,35 @@ export type ScopeOption<TEvent, TContext> = Scope | ((event: TEvent, context: TC
 export const DEFAULT_TIMEOUT_MARGIN_MS = 1_000;
 
 /**
+ * Checks the user's engine options as `createIdempotency` does, before any clamping: a lease
+ * or hold of 0 or less, NaN, a heartbeat not shorter than the lease... throw
+ * `InvalidInputError` at creation (clamped by the time left, they would become a 1 ms lease
+ * that any duplicate takes over while the first still runs).
+ */
+export function validateEngineOptions<T>(options: EngineOptions<T>): void {
+  createIdempotency<T>(options);
+}
+
+/** `InvalidInputError` unless the options are an object. */
+export function checkOptionsObject(options: unknown): void {
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidInputError('The options must be an object ({ store, key, ... })');
+}
+
+/** `InvalidInputError` unless `value` is a function (or, when optional, undefined). */
+export function checkFunction(name: string, value: unknown, optional = false): void {
+  if (typeof value === 'function' || (optional && value === undefined)) return;
+  throw new InvalidInputError(
+    optional ? `${name} must be a function when given` : `${name} must be a function`,
+  );
+}
+
+/**
  * The engine for one invocation. The lease is never longer than the time the invocation has
  * left, and heartbeats stop renewing it at the deadline (`maxHoldMs`): when Lambda stops a
  * timed-out invocation, its key becomes free for the retry at about that moment, never
- * later (Powertools' in-progress expiry, but renewed while the handler is alive).
+ * later (Powertools' in-progress expiry, but renewed while the handler is alive). The options
+ * must have passed {@link validateEngineOptions}: only valid values are clamped here.
  */
 export function engineForInvocation<T>(
   options: EngineOptions<T>,

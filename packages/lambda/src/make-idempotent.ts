@@ -1,10 +1,13 @@
 import type { JsonValue, OperationContext } from '@idem/core';
 import {
+  checkFunction,
+  checkOptionsObject,
   type EngineOptions,
   engineForInvocation,
   type LambdaContextLike,
   requestFor,
   type ScopeOption,
+  validateEngineOptions,
 } from './lambda-engine.js';
 
 /** What an idempotent handler may read besides its event and context. */
@@ -62,9 +65,13 @@ export function makeIdempotent<TEvent, TResult, TContext extends LambdaContextLi
   handler: IdempotentHandler<TEvent, TResult, TContext>,
   options: MakeIdempotentOptions<TEvent, TResult, TContext>,
 ): (event: TEvent, context: TContext) => Promise<TResult> {
-  const { key, payload, scope, ...engineOptions } = options;
   // Checks the options once, at wrapping time, not at the first invocation.
-  engineForInvocation(engineOptions, { functionName: '', getRemainingTimeInMillis: () => 1e9 });
+  checkFunction('handler', handler);
+  checkOptionsObject(options);
+  const { key, payload, scope, ...engineOptions } = options;
+  checkFunction('key', key);
+  checkFunction('payload', payload, true);
+  validateEngineOptions(engineOptions);
   return async (event, context) => {
     const request = requestFor(
       event,

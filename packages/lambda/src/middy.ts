@@ -5,7 +5,14 @@ import {
   ReplayedFailureError,
   type StoredOutcome,
 } from '@idem/core';
-import { engineForInvocation, type LambdaContextLike, requestFor } from './lambda-engine.js';
+import {
+  checkFunction,
+  checkOptionsObject,
+  engineForInvocation,
+  type LambdaContextLike,
+  requestFor,
+  validateEngineOptions,
+} from './lambda-engine.js';
 import type { IdempotencyInfo, MakeIdempotentOptions } from './make-idempotent.js';
 
 /** The part of a Middy request the middleware uses (structurally Middy's `Request`). */
@@ -15,6 +22,8 @@ export interface MiddyRequestLike<TEvent, TResult, TContext> {
   response: TResult | undefined | null;
   error?: unknown;
   internal: Record<string, unknown>;
+  /** Set (Middy 6) to end the chain early, even with `undefined`. */
+  earlyResponse?: TResult | undefined | null;
 }
 
 /** A Middy middleware object (`before`, `after`, `onError`). */
@@ -29,9 +38,6 @@ export type MiddyIdempotencyOptions<TEvent, TResult, TContext extends LambdaCont
   MakeIdempotentOptions<TEvent, TResult, TContext>,
   'serializer' | 'isFinal'
 >;
-
-/** Where the middleware keeps the execution between `before` and `after`. */
-const EXECUTION = '@idem/lambda/execution';
 
 /** The handler's view of the execution: `context.idempotency` while it runs. */
 export type ContextWithIdempotency<TContext> = TContext & { idempotency?: IdempotencyInfo };
@@ -49,8 +55,15 @@ export type ContextWithIdempotency<TContext> = TContext & { idempotency?: Idempo
 export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>(
   options: MiddyIdempotencyOptions<TEvent, TResult, TContext>,
 ): IdempotencyMiddleware<TEvent, TResult, TContext> {
+  checkOptionsObject(options);
   const { key, payload, scope, ...engineOptions } = options;
-  engineForInvocation(engineOptions, { functionName: '', getRemainingTimeInMillis: () => 1e9 });
+  checkFunction('key', key);
+  checkFunction('payload', payload, true);
+  validateEngineOptions(engineOptions);
+  // The execution of each request between `before` and `after`/`onError`, by request object,
+  // for this middleware alone (`request.internal` is shared by every middleware, and by
+  // every invocation when the plugin sets one).
+  const executions = new WeakMap<object, Execution>();
   return {
     async before(request) {
       const { event, context } = request;
@@ -59,11 +72,15 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
       if (begun.kind === 'replay') {
         const value = replayed<TResult>(begun.outcome);
         request.response = value;
-        // Middy ends the chain early when `before` returns a value.
+        // Middy 6 ends the chain (no handler, no `after`) when `request.earlyResponse` is an own
+        // property, whatever its value; a returned value alone would not end it for `undefined`
+        // (the usual return of an SQS / SNS / EventBridge handler), which would run again.
+        request.earlyResponse = value;
         return value;
       }
       const { execution } = begun;
-      request.internal[EXECUTION] = execution;
+      executions.set(request, execution);
+      releaseOnEarlyResponse(executions, request, execution);
       (request.context as ContextWithIdempotency<TContext>).idempotency = {
         fence: execution.fence,
         get signal() {
@@ -74,7 +91,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
       return undefined;
     },
     async after(request) {
-      const execution = take(request);
+      const execution = take(executions, request);
       if (!execution) return;
       let outcome: StoredOutcome;
       try {
@@ -88,19 +105,52 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
       await execution.complete(outcome);
     },
     async onError(request) {
-      const execution = take(request);
+      const execution = take(executions, request);
       // The handler failed before anything was recorded: the key goes back for a retry.
       if (execution && !execution.finished) await execution.release().catch(() => {});
     },
   };
 }
 
-function take<TEvent, TResult, TContext>(
-  request: MiddyRequestLike<TEvent, TResult, TContext>,
-): Execution | undefined {
-  const execution = request.internal[EXECUTION] as Execution | undefined;
-  delete request.internal[EXECUTION];
+function take(executions: WeakMap<object, Execution>, request: object): Execution | undefined {
+  const execution = executions.get(request);
+  executions.delete(request);
   return execution;
+}
+
+/**
+ * A middleware after this one that answers early (its `before` returns a value, or sets
+ * `request.earlyResponse`) makes Middy skip the handler and every `after`, and no `onError`
+ * runs: no hook of this middleware would ever see the end of the invocation, and the key
+ * would stay in progress (heartbeats renewing it) until the deadline. Middy marks that end by
+ * assigning `request.earlyResponse`: an inherited setter catches the assignment, releases the
+ * key (nothing ran, nothing to record) and defines the own property Middy checks, holding a
+ * promise of the same value that settles once the release has landed. Middy returns
+ * `request.response`, which it sets from `earlyResponse`, from an async function: the
+ * invocation's result is that value, answered only after the key is free (Lambda freezes the
+ * environment once the handler has answered: a release still in flight then would not land).
+ */
+function releaseOnEarlyResponse(
+  executions: WeakMap<object, Execution>,
+  request: object,
+  execution: Execution,
+): void {
+  const proto = Object.create(Object.getPrototypeOf(request)) as object;
+  Object.defineProperty(proto, 'earlyResponse', {
+    configurable: true,
+    set(this: object, value: unknown) {
+      let answer: unknown = value;
+      if (take(executions, this) === execution && !execution.finished) {
+        answer = execution.release().then(
+          () => value,
+          () => value, // the lease runs out instead (heartbeats already stopped)
+        );
+      }
+      // Up the chain: another such setter (a second `idempotency()`), else an own property.
+      Reflect.set(Object.getPrototypeOf(proto) as object, 'earlyResponse', answer, this);
+    },
+  });
+  Object.setPrototypeOf(request, proto);
 }
 
 /** The value a recorded outcome stands for, as `execute` would replay it. */
