@@ -182,5 +182,13 @@ export async function storeOutcome(
     fence: 1,
     outcome: encoded,
   });
+  // The replay path too: another owner's acquire answers `found` with the outcome, byte for
+  // byte (a store may read large values back differently there than in `get`).
+  const found = assertFound(
+    await h.store.acquire(acquireInput(h, key)),
+    'a completed key is replayed',
+  );
+  assert.equal(found.record.status, 'completed');
+  assertSameBytes(found.record.outcome, encoded, 'the replayed outcome (acquire by another owner)');
   return { key, outcome: 'stored' };
 }

@@ -9,6 +9,7 @@ import {
 } from '@idem/core';
 import { adminChecks } from './checks-admin.js';
 import { adminStateChecks } from './checks-admin-states.js';
+import { boundaryChecks } from './checks-boundaries.js';
 import { engineChecks } from './checks-engine.js';
 import {
   acquireInput,
@@ -447,6 +448,7 @@ export const contractChecks: ContractCheck[] = [
       assert.equal(runs, 2);
     },
   },
+  ...boundaryChecks,
   ...engineChecks,
   ...redeliveryChecks,
   ...adminChecks,

@@ -31,6 +31,8 @@ export interface Harness {
   newKey(): string;
   /** The record through the second channel if the adapter gave one, else through `get`. */
   raw(key: string): Promise<StoredRecord | undefined>;
+  /** The suite's `capacity` option: how many records a bounded store made for it holds. */
+  capacity?: number;
   dispose(): Promise<void>;
 }
 
@@ -74,6 +76,7 @@ export async function createHarness(options: ConformanceOptions): Promise<Harnes
     time,
     newKey: () => randomHex(32),
     raw: (key) => (options.rawRead ? options.rawRead(store, key) : store.get(key)),
+    ...(options.capacity !== undefined ? { capacity: options.capacity } : {}),
     async dispose() {
       await options.destroyStore?.(store);
     },

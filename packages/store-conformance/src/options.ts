@@ -34,6 +34,15 @@ export interface ConformanceOptions {
    */
   rawRead?(store: IdempotencyStore, storageKey: string): Promise<StoredRecord | undefined>;
   /**
+   * For a bounded store (one that holds at most so many records, as the memory store's
+   * `maxEntries`): the number of records a store made by `createStore` holds. Create it small
+   * (a few dozen records): the capacity check completes `capacity + 4` keys and expects every
+   * completed one still replayed and the acquire of a new key, once full, refused with
+   * `StoreFullError` (contract 8). Without it, the check completes 24 keys and expects every
+   * one replayed (or a `StoreFullError`, which it accepts).
+   */
+  capacity?: number;
+  /**
    * Runs per property. @default `IDEM_PROPERTY_RUNS`, else 200 when `CI` is set, else 25
    */
   numRuns?: number;

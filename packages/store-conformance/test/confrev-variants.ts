@@ -44,11 +44,6 @@ export type Overrides = Partial<{
   innerClock(clock: Clock): Clock;
 }>;
 
-export interface Variant {
-  name: string;
-  overrides: Overrides;
-}
-
 const shown = (c: VariantCtx, key: string, fence: number) => fence - (c.fenceOffset.get(key) ?? 0);
 
 function mapRecord(v: Overrides, c: VariantCtx, key: string, r: StoredRecord | undefined) {
