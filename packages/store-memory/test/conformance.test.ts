@@ -22,3 +22,14 @@ describeStoreConformance('memory behind admitStore', {
   destroyStore: (store) => store.close?.(),
   numRuns: process.env.CI ? 200 : 50,
 });
+
+// A bounded memory store declares its bound (`capacity`): the suite's capacity check fills it
+// and expects StoreFullError for a new key, never a completed record dropped inside its
+// retention (contract 8), and every other check runs within the bound.
+describeStoreConformance('memory bounded to 16 records', {
+  clock: 'injectable',
+  capacity: 16,
+  createStore: ({ clock }) => createMemoryStore({ clock, sweepIntervalMs: 0, maxEntries: 16 }),
+  destroyStore: (store) => store.close?.(),
+  numRuns: process.env.CI ? 100 : 25,
+});
