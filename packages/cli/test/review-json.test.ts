@@ -45,7 +45,10 @@ describe('idem --json, review: bad store URLs', () => {
     const port = await freePort();
     const run = await idem(
       ...['inspect', 'k', '--scope', '1', '--json', '--timeout-ms', '3000'],
-      ...['--store', `dynamodb://t?region=eu-west-1&endpoint=http://u:${SECRET}@127.0.0.1:${port}`],
+      ...[
+        '--store',
+        `dynamodb://idem?region=eu-west-1&endpoint=http://u:${SECRET}@127.0.0.1:${port}`,
+      ],
     );
     // The AWS SDK may warn on stderr about the Node version: only stdout is checked here.
     expect(run.stdout).not.toContain(SECRET);

@@ -90,8 +90,6 @@ export const httpVariants: Record<string, Mutation> = {
     if (isReplay(r) || !r.headers.get('content-type')?.startsWith('text/event-stream')) return r;
     return new Response(await buffered(r), { status: r.status, headers: r.headers });
   },
-  'replayed stream sent in one chunk': async (r) =>
-    isReplay(r) ? new Response(await buffered(r), { status: r.status, headers: r.headers }) : r,
   'Idempotent-Replayed marker on 409 and 422 problem answers': (r) =>
     r.status === 409 || r.status === 422 ? withHeaders(r, (h) => h.set(REPLAYED, 'true')) : r,
 };
