@@ -8,7 +8,8 @@
  * - `trickle`: answers the same headers, then one body byte every `trickleMs` (a slow
  *   endpoint that is never idle long enough for a socket idle timeout);
  * - `lose-next`: forwards, and swallows the next answer, closing the connection.
- * Every socket it holds is destroyed by `close()`; timers are cleared.
+ * In `forward` mode, `delayMs` holds every answer that long (the request lands at once, its
+ * answer comes late). Every socket it holds is destroyed by `close()`; timers are cleared.
  */
 import { once } from 'node:events';
 import { createServer, type Socket, connect as tcpConnect } from 'node:net';
@@ -22,10 +23,14 @@ export interface FaultProxy {
   blackhole: boolean;
   /** Interval between trickled body bytes, ms. */
   trickleMs: number;
+  /** Holds every forwarded answer this many ms (forward mode); 0: at once. */
+  delayMs: number;
   /** Swallow the next `n` answers (forward mode), closing their connections. */
   loseNext(n?: number): void;
   readonly lost: number;
   readonly connections: number;
+  /** Client connections open now. */
+  readonly open: number;
   /** Destroys every connection held now (so a client's pooled sockets go away). */
   dropAll(): void;
   close(): Promise<void>;
@@ -39,16 +44,20 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
   let lose = 0;
   let lost = 0;
   let connections = 0;
+  let open = 0;
   const sockets = new Set<Socket>();
   const timers = new Set<ReturnType<typeof setInterval>>();
+  const held = new Set<ReturnType<typeof setTimeout>>();
   const track = (socket: Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     socket.on('error', () => socket.destroy());
   };
-  const state = { mode: 'forward' as ProxyMode, trickleMs: 200, blackhole: false };
+  const state = { mode: 'forward' as ProxyMode, trickleMs: 200, blackhole: false, delayMs: 0 };
   const server = createServer((client) => {
     connections++;
+    open++;
+    client.once('close', () => open--);
     track(client);
     const mode = state.mode;
     if (mode === 'silent') {
@@ -90,7 +99,15 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
         upstream.destroy();
         return;
       }
-      client.write(chunk);
+      if (state.delayMs <= 0) {
+        client.write(chunk);
+        return;
+      }
+      const timer = setTimeout(() => {
+        held.delete(timer);
+        if (!client.destroyed) client.write(chunk);
+      }, state.delayMs);
+      held.add(timer);
     });
     client.once('close', () => upstream.destroy());
     upstream.once('close', () => client.destroy());
@@ -116,6 +133,15 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
     get trickleMs() {
       return state.trickleMs;
     },
+    get delayMs() {
+      return state.delayMs;
+    },
+    set delayMs(value: number) {
+      state.delayMs = value;
+    },
+    get open() {
+      return open;
+    },
     set trickleMs(value: number) {
       state.trickleMs = value;
     },
@@ -134,6 +160,8 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
     async close() {
       for (const timer of timers) clearInterval(timer);
       timers.clear();
+      for (const timer of held) clearTimeout(timer);
+      held.clear();
       for (const socket of sockets) socket.destroy();
       server.close();
       await once(server, 'close');

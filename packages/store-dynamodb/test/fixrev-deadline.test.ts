@@ -14,16 +14,16 @@ import {
 } from '@idem/core';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createDynamoDbStore } from '../src/index.js';
-import { type DelayProxy, startDelayProxy } from './fixrev-delay-proxy.js';
+import { type FaultProxy, startFaultProxy } from './dynrev-proxy.js';
 
 const endpoint = inject('dynamodbEndpoint');
 const tables = inject('dynamodbTables');
 const HOUR = 3_600_000;
 
-let proxy: DelayProxy;
+let proxy: FaultProxy;
 const clients: DynamoDBClient[] = [];
 beforeAll(async () => {
-  proxy = await startDelayProxy(Number(new URL(endpoint).port));
+  proxy = await startFaultProxy(Number(new URL(endpoint).port));
 });
 afterAll(async () => {
   for (const client of clients) client.destroy();
@@ -122,7 +122,7 @@ describe('fixrev: an aborted request whose write landed', () => {
     const s = store(200);
     // One healthy call opens a pooled socket.
     await s.acquire(input());
-    proxy.silent = true;
+    proxy.blackhole = true;
     try {
       for (let i = 0; i < 6; i++) {
         await expect(s.acquire(input())).rejects.toBeInstanceOf(StoreUnavailableError);
@@ -131,7 +131,7 @@ describe('fixrev: an aborted request whose write landed', () => {
       // Each aborted request's socket is destroyed: not six hung sockets held open.
       expect(proxy.open).toBeLessThanOrEqual(2);
     } finally {
-      proxy.silent = false;
+      proxy.blackhole = false;
     }
     expect((await s.acquire(input())).kind).toBe('acquired');
   });
