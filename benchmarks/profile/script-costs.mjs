@@ -8,7 +8,9 @@
  * Phases, each after `CONFIG RESETSTAT`: the store's acquire of free keys, its complete of
  * them (a 560-byte outcome), its acquire of the completed keys (a replay); then scripts that
  * do only part of that work (nothing; `TIME`; `GET` and `SET`), and the peer's cycle (`SET NX
- * PX`, then `SET PX`). Prints µs of Redis CPU a call (`usec_per_call`, nested commands
+ * PX`, then `SET PX`); on a server that has `SET ... IFEQ` (Valkey 8.1, Redis 8.4), also a
+ * completion without Lua: one `SET` of a completed record conditional on the in-progress
+ * bytes (a 110-byte record first written untimed). Prints µs of Redis CPU a call (`usec_per_call`, nested commands
  * included) and the nested commands' share. Uses its own key prefix on REDIS_URL and deletes
  * it (SCAN + UNLINK) at the end; bounded by `calls` per phase.
  */
@@ -36,7 +38,8 @@ async function stats() {
   return out;
 }
 
-async function phase(label, one) {
+async function phase(label, one, setup) {
+  if (setup) await Promise.all(Array.from({ length: calls }, (_, i) => setup(i)));
   await admin.config('RESETSTAT');
   let next = 0;
   await Promise.all(
@@ -46,7 +49,7 @@ async function phase(label, one) {
   );
   const all = await stats();
   all.delete('config|resetstat');
-  const top = all.get('evalsha') ?? all.get('set');
+  const top = all.get('evalsha') ?? all.get('set') ?? all.get('setrange');
   const nested = [...all]
     .filter(([name]) => name !== 'evalsha')
     .map(
@@ -56,7 +59,7 @@ async function phase(label, one) {
     .join(', ');
   const perCall = all.has('evalsha')
     ? `${(top.usec / top.calls).toFixed(2)} µs a script call`
-    : `${([...all.values()].reduce((s, v) => s + v.usec, 0) / calls).toFixed(2)} µs a cycle`;
+    : `${([...all.values()].reduce((s, v) => s + v.usec, 0) / calls).toFixed(2)} µs a call of the phase`;
   console.log(`${label.padEnd(34)} ${perCall}  (nested µs a command: ${nested || 'none'})`);
 }
 
@@ -74,6 +77,12 @@ const scriptOf = async (body) => {
       '0',
     );
 };
+
+// `SET ... IFEQ` (Valkey 8.1, Redis 8.4): a syntax error on older servers.
+const ifeq = await admin.call('SET', `${keyPrefix}probe`, 'x', 'IFEQ', 'y').then(
+  () => true,
+  () => false,
+);
 
 try {
   for (let round = 1; round <= 2; round++) {
@@ -116,6 +125,18 @@ try {
         `local v = redis.call('GET', KEYS[1]) redis.call('SET', KEYS[1], ARGV[3]) return 1`,
       ),
     );
+    if (ifeq) {
+      const inProgress = 'p'.repeat(110);
+      const ifeqKey = (i) => `${keyPrefix}ifeq:${round}:${i}`;
+      await phase(
+        'SET IFEQ completion (no Lua)',
+        async (i) => {
+          const done = await client.set(ifeqKey(i), big, 'IFEQ', inProgress, 'PX', 86_400_000);
+          if (done !== 'OK') throw new Error(`${ifeqKey(i)} not completed`);
+        },
+        (i) => admin.set(ifeqKey(i), inProgress, 'PX', 30_000),
+      );
+    }
     await phase('peer cycle: SET NX PX, SET PX', async (i) => {
       const k = `${keyPrefix}peer:${round}:${i}`;
       await client.set(k, 'owner-token', 'PX', 30_000, 'NX');
