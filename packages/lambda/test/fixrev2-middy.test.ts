@@ -1,8 +1,8 @@
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { type ContextWithIdempotency, idempotency } from '../src/index.js';
-import { type Env, fakeContext, openEnv } from './lambda-env.js';
+import { type ContextWithIdempotency, idempotency, makeSqsBatchHandler } from '../src/index.js';
+import { type Env, fakeContext, openEnv, sqsRecord } from './lambda-env.js';
 
 // fixrev2: adversarial review of 045b18c (Middy early responses, WeakMap executions).
 
@@ -113,6 +113,83 @@ describe('fixrev2: Middy idempotency() after 045b18c (redis)', () => {
       .use({ before: async () => 'warm' });
     expect(await handler({ id: 'req-end' }, fakeContext(10_000))).toBe('warm');
     expect(seen).toBe('warm');
+  });
+
+  it('held: store down at the early-answer release: the answer still comes, the key frees at lease end', async () => {
+    const failingRelease = new Proxy(env.store, {
+      get(target, prop, receiver) {
+        if (prop === 'release') return async () => Promise.reject(new Error('store down'));
+        const v = Reflect.get(target, prop, receiver);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    let skip = true;
+    let runs = 0;
+    const make = (store: typeof env.store) =>
+      middy(async (_event: Ev) => {
+        runs += 1;
+        return 'ran';
+      })
+        .use(idempotency({ store, key: (event: Ev) => event.id, leaseMs: 400 }))
+        .use({ before: async () => (skip ? 'warm' : undefined) });
+    expect(await make(failingRelease)({ id: 'down' }, fakeContext(10_000))).toBe('warm');
+    skip = false;
+    const healthy = make(env.store);
+    // Still held by the unreleased lease (no heartbeat renews it).
+    await expect(healthy({ id: 'down' }, fakeContext(10_000))).rejects.toThrow();
+    expect(runs).toBe(0);
+    await new Promise((r) => setTimeout(r, 600));
+    expect(await healthy({ id: 'down' }, fakeContext(10_000))).toBe('ran');
+    expect(await healthy({ id: 'down' }, fakeContext(10_000))).toBe('ran');
+    expect(runs).toBe(1);
+  });
+
+  it('held: hooks called by hand on ONE request object reused for 3 invocations', async () => {
+    let runs = 0;
+    const mw = idempotency({ store: env.store, key: (event: Ev) => event.id });
+    const request: {
+      event: Ev;
+      context: Context;
+      response: unknown;
+      internal: Record<string, unknown>;
+      earlyResponse?: unknown;
+    } = { event: { id: 'r1' }, context: fakeContext(10_000), response: undefined, internal: {} };
+    for (const id of ['r1', 'r2', 'r1']) {
+      request.event = { id };
+      request.context = fakeContext(10_000);
+      request.response = undefined;
+      const early = await mw.before?.(request as never);
+      if (early === undefined && !Object.hasOwn(request, 'earlyResponse')) {
+        runs += 1;
+        request.response = `v-${id}`;
+        await mw.after?.(request as never);
+      } else {
+        expect(request.response).toBe(`v-${id}`);
+      }
+    }
+    expect(runs).toBe(2);
+  });
+
+  it('held: clockless and odd-clock SQS batches (no clock, NaN, 1e15 ms left) run each record once', async () => {
+    let runs = 0;
+    const batch = makeSqsBatchHandler(
+      async () => {
+        runs += 1;
+        await new Promise((r) => setTimeout(r, 30));
+      },
+      { store: env.store, key: (record) => record.body },
+    );
+    const contexts = [
+      { functionName: 'f' },
+      { functionName: 'f', getRemainingTimeInMillis: () => Number.NaN },
+      { functionName: 'f', getRemainingTimeInMillis: () => 1e15 },
+    ];
+    for (const [i, context] of contexts.entries()) {
+      const event = { Records: [sqsRecord(`c${i}-a`), sqsRecord(`c${i}-b`)] };
+      expect(await batch(event, context as never)).toEqual({ batchItemFailures: [] });
+      expect(await batch(event, context as never)).toEqual({ batchItemFailures: [] });
+    }
+    expect(runs).toBe(6);
   });
 
   it('held: control — without idempotency() the same onError middleware lets the error out', async () => {
