@@ -9,12 +9,13 @@ import {
   OutcomeNotRecordedError,
   OutcomeTooLargeError,
 } from '@idem/core';
-import { Redis } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRedisStore } from '../src/index.js';
+import { createRedisStore, recommendedRedisClusterOptions } from '../src/index.js';
 import {
   type RedisServer,
   redisBinariesAvailable,
+  startCluster,
   startRedisServer,
   stopRedisServer,
 } from './redis-servers.js';
@@ -331,6 +332,65 @@ describe.skipIf(!haveServer)('fixrev2: a transient ReplyError at the first CONFI
     } finally {
       client.disconnect();
       busy.disconnect();
+    }
+  });
+});
+
+describe.skipIf(!haveServer)('fixrev2: an own 3-primary Cluster with unequal limits', () => {
+  let servers: RedisServer[] = [];
+  beforeAll(async () => {
+    servers = await startCluster(3);
+  });
+  afterAll(async () => {
+    await Promise.all(servers.map(stopRedisServer));
+  });
+
+  it('held: least primary limit used (not sent, no drop); a primary lowered later: engine runs once per key', async () => {
+    const admins = await Promise.all(servers.map((s) => connectTo(s.port)));
+    const client = new Cluster(
+      servers.map((s) => ({ host: '127.0.0.1', port: s.port })),
+      { ...recommendedRedisClusterOptions({ commandTimeoutMs: 5_000 }), lazyConnect: true },
+    );
+    client.on('error', () => {});
+    try {
+      await Promise.all(admins.map((a) => a.config('SET', 'proto-max-bulk-len', String(4 * MiB))));
+      await (admins[2] as Redis).config('SET', 'proto-max-bulk-len', String(2 * MiB));
+      await client.connect();
+      const store = createRedisStore({ client, keyPrefix: `fr2-cl-${token()}:` });
+      // 3 MiB: above the least primary limit (2 MiB - 64 KiB) on whichever node the key lives.
+      for (const key of ['a', 'b', 'c', 'd']) {
+        const o = token();
+        await store.acquire(acquireInput(key, o));
+        expect(
+          await rejection(
+            store.complete({
+              key,
+              owner: o,
+              outcome: new Uint8Array(3 * MiB),
+              retentionMs: RETENTION,
+            }),
+          ),
+        ).toBeInstanceOf(OutcomeTooLargeError);
+      }
+      // Lower every primary to 1 MiB after the read: outcomes of 1.5 MiB through the engine.
+      await Promise.all(admins.map((a) => a.config('SET', 'proto-max-bulk-len', String(1 * MiB))));
+      const idem = createIdempotency<string>({ store, heartbeatMs: false });
+      const value = 'm'.repeat(1536 * KiB);
+      for (const key of ['k1', 'k2', 'k3', 'k4', 'k5']) {
+        let runs = 0;
+        for (let i = 0; i < 2; i++) {
+          await rejection(
+            idem.execute({ key, scope: 's' }, async () => {
+              runs++;
+              return value;
+            }),
+          );
+        }
+        expect(runs).toBe(1);
+      }
+    } finally {
+      client.disconnect();
+      for (const a of admins) a.disconnect();
     }
   });
 });
