@@ -57,12 +57,19 @@ describe('fixrev2: JetStream term and retryDelayMs', () => {
 
   it('held: retryDelayMs bounds at creation (0 and 2^31-1 taken; -1, NaN, 2^31, Infinity refused)', () => {
     const handler = async () => 'x';
+    const source = {
+      defaultKey: () => 'k',
+      body: () => new Uint8Array(),
+      defaultScope: () => ['fixrev2'],
+    } as never;
     for (const ok of [0, 2 ** 31 - 1, 0.5])
-      expect(() => messageProcessor({ store, handler, retryDelayMs: ok } as never)).not.toThrow();
+      expect(() =>
+        messageProcessor({ store, handler, retryDelayMs: ok } as never, source),
+      ).not.toThrow();
     for (const bad of [-1, Number.NaN, 2 ** 31, Number.POSITIVE_INFINITY, '5'])
-      expect(() => messageProcessor({ store, handler, retryDelayMs: bad } as never)).toThrow(
-        InvalidInputError,
-      );
+      expect(() =>
+        messageProcessor({ store, handler, retryDelayMs: bad } as never, source),
+      ).toThrow(InvalidInputError);
   });
 
   it('held: a rejected message is terminated with its reason reported, and not redelivered', async () => {

@@ -108,7 +108,7 @@ describe('fixrev2: Middy idempotency() after 045b18c (redis)', () => {
         seen = request.response;
       },
     })
-      .handler(async (_event: Ev) => 'ran')
+      .handler((async () => 'ran') as never)
       .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
       .use({ before: async () => 'warm' });
     expect(await handler({ id: 'req-end' }, fakeContext(10_000))).toBe('warm');

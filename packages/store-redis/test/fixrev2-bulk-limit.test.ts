@@ -414,7 +414,7 @@ describe('fixrev2: client look-alikes and keyPrefix', () => {
             retentionMs: RETENTION,
           }),
         ).toEqual({ ok: true });
-        await store.delete?.('x');
+        await client.del(store.redisKey('x'), `${store.redisKey('x')}:fence`);
       }
     } finally {
       sub.disconnect();
