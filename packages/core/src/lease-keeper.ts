@@ -22,8 +22,30 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  * the lease is lost. The watchdog that aborts at the lease estimate is armed with the first
  * heartbeat (always due before the lease passes: heartbeats are shorter than the lease),
  * when there are no heartbeats, or when renewals stop (`abandon`). A renewal retried after a
- * failure (a fifth of the interval) has a timer of its own. A first heartbeat that runs past
- * the lease estimate (the event loop was held up) renews before anything is called lost: only
+ * failure (a fifth of the interval), and a first one after a slow acquisition, have a timer
+ * of their own.
+ *
+ * A renewal is due one heartbeat after the previous renewing call was SENT, answered or not:
+ * the lease estimate counts from the send (the store started the lease no earlier), so a
+ * renewal counted from the answer would be sent a whole round trip later and answered two
+ * round trips past the point the estimate allows for (the redrev review: on a slow link the
+ * watchdog called the lease lost while the renewal that kept it was on its way, and the key
+ * passed to a competitor, which ran the operation again). Renewals that go one at a time have
+ * the same flaw one step later (the fixrev review: a round trip slower than the heartbeat was
+ * followed by the next send only at its answer, answered two round trips after the previous
+ * renewing send). So the next renewal is queued when one is sent and goes out on time even
+ * while that one is in flight, with at most two outstanding: a renewal due while two are
+ * is sent when one of them is answered. The estimate is the send of the newest (by send
+ * order) renewal that landed plus the lease it granted: the maximum over landed renewals on a
+ * clock that does not step back, and answers out of order never move it back. With a steady round trip
+ * `r` every renewal then lands before the estimate whenever `r` is shorter than both
+ * `leaseMs - heartbeatMs` and `(leaseMs + heartbeatMs) / 2` (the first bound is the smaller
+ * one for the default heartbeat of a third of the lease, and any longer one): sends go out a
+ * heartbeat apart while `r` is under two heartbeats, else in pairs, a heartbeat and then
+ * `r - heartbeatMs` apart. A store that does not answer is never awaited on more than two calls
+ * (one past `storeTimeoutMs` counts as failed), and the lease is lost at the estimate (plus
+ * the grace below when a renewal was sent within it). A first heartbeat that runs past the
+ * lease estimate (the event loop was held up) renews before anything is called lost: only
  * another owner, a failed renewal or one not answered within a fifth of the heartbeat (at most
  * `storeTimeoutMs`) loses the lease then.
  */
@@ -35,7 +57,17 @@ export class LeaseKeeper implements TimedEntry {
   private controller: AbortController | undefined;
   private abandoned = false;
   private leaseEstimate: number;
-  /** A renewal retried after a failure (the regular ones wait in `heartbeats`). */
+  /** Renewals sent so far, and the newest of them (by send order) that landed (0: none). */
+  private sent = 0;
+  private landed = 0;
+  /** Renewals sent and not answered yet: never more than two. */
+  private inFlight = 0;
+  /** A renewal came due while two were outstanding: it goes out when one of them is answered. */
+  private due = false;
+  /**
+   * The first renewal when the acquisition was slow, or one retried after a failure (the
+   * regular ones wait in `heartbeats`).
+   */
   private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
   private watchdogTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly heartbeats: FixedDelayTimers | undefined;
@@ -98,6 +130,7 @@ export class LeaseKeeper implements TimedEntry {
   private cancelHeartbeat(): void {
     this.heartbeats?.remove(this);
     clearTimeout(this.heartbeatTimer);
+    this.due = false;
   }
 
   // A method, not a field read: the phase changes while a renewal is awaited.
@@ -111,6 +144,8 @@ export class LeaseKeeper implements TimedEntry {
 
   private lose(phase: 'heartbeat' | 'max_hold', message: string): void {
     if (this.lost) return;
+    // While the operation runs, a lost lease ends the renewals (while finishing they go on).
+    if (this.phase === 'running') this.cancelHeartbeat();
     this.report?.leaseLost(phase);
     this.controller ??= new AbortController();
     this.controller.abort(new LeaseLostError(message));
@@ -142,24 +177,13 @@ export class LeaseKeeper implements TimedEntry {
   }
 
   /**
-   * The next renewal: one heartbeat after the last call that renewed the lease was sent
-   * (`roundTrip`: how long ago that was, the call's round trip), or sooner after a failed one
-   * (a fifth of the interval, at least 10 ms), so a store that drops a renewal or two (a
-   * connection reset, a short outage) still gets several tries before the lease passes, not
-   * one.
-   *
-   * From the send, not from the answer: the lease estimate counts from the send, so a renewal
-   * counted from the answer would be sent a whole round trip later and answered two round
-   * trips past the point the estimate allows for, and on a slow link (a round trip of a third
-   * of the lease, with a third of it as heartbeat) the watchdog called the lease lost while
-   * the renewal that kept it was on its way (the redrev review: the key then passed to a
-   * competitor, which ran the operation again). Counted from the send, a renewal lands before
-   * the estimate whenever a round trip is shorter than both the lease minus the heartbeat and
-   * half the lease (renewals go one at a time: one slower than the heartbeat is followed at
-   * once by the next, answered two round trips after the last renewing send; the fixrev
-   * review's `it.fails` in `test/fixrev-lease.test.ts` holds that bound). A short
-   * round trip (under a tenth of the interval: the usual case) waits in the engine's shared
-   * queue, one heartbeat from now.
+   * The first renewal, or one retried after a failure. The first is due one heartbeat after
+   * the acquisition was sent (`roundTrip`: how long ago that was, its round trip); a retried
+   * one a fifth of the interval after the failure (at least 10 ms), so a store that drops a
+   * renewal or two (a connection reset, a short outage) still gets several tries before the
+   * lease passes, not one. Every later regular renewal is queued by the one before it when
+   * that one is sent (see `beat`). A short acquisition (under a tenth of the interval: the
+   * usual case) waits in the engine's shared queue, one heartbeat from now.
    */
   private scheduleHeartbeat(failed = false, roundTrip = 0): void {
     const { heartbeatMs } = this.settings;
@@ -168,6 +192,8 @@ export class LeaseKeeper implements TimedEntry {
       this.heartbeats?.add(this);
       return;
     }
+    this.heartbeats?.remove(this);
+    clearTimeout(this.heartbeatTimer);
     const delay = failed ? heartbeatMs / 5 : heartbeatMs - roundTrip;
     this.heartbeatTimer = setTimeout(() => void this.beat(), Math.max(10, delay));
     this.heartbeatTimer.unref?.();
@@ -178,6 +204,12 @@ export class LeaseKeeper implements TimedEntry {
     // While the operation runs, a lost lease ends the renewals; while its final write is
     // retried, renewing may still win the lease back if nobody took the key over.
     if (this.phase === 'running' && this.lost) return;
+    // At most two renewals outstanding: a third waits for an answer (never a storm against a
+    // store that stops answering; the watchdog still fires at the estimate).
+    if (this.inFlight >= 2) {
+      this.due = true;
+      return;
+    }
     const { store, clock, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs, heartbeatMs } =
       this.settings;
     // The first heartbeat arms the watchdog: from now on the lease may pass while a renewal is
@@ -216,6 +248,12 @@ export class LeaseKeeper implements TimedEntry {
       if (late) this.expire();
       return; // let the lease lapse; the watchdog aborts
     }
+    // The next regular renewal is due one heartbeat after this one is sent, answered or not
+    // by then (see the class comment): queued now, so a slow answer does not push it back.
+    const seq = ++this.sent;
+    this.inFlight++;
+    clearTimeout(this.heartbeatTimer);
+    this.heartbeats?.add(this);
     try {
       const result = await callStore(
         'extend',
@@ -223,20 +261,31 @@ export class LeaseKeeper implements TimedEntry {
         () => store.extend({ key: this.key, owner: this.owner, leaseMs: lease, retentionMs }),
         { observe: storeCallObserver(this.settings, 'extend', this.key, this.operation) },
       );
+      this.inFlight--;
       if (this.isDone()) return;
       if (!result.ok) {
-        // While finishing, not_owner may mean our own complete just landed: the final
-        // write tells which.
+        // Either outstanding renewal refused ends the renewals. While finishing, not_owner
+        // may mean our own complete just landed: the final write tells which.
+        this.cancelHeartbeat();
         if (this.phase === 'running')
           this.lose('heartbeat', 'Another execution took this key over');
         else if (late) this.expire();
         return;
       }
-      this.leaseEstimate = startedAt + lease;
-      this.armWatchdog();
-      this.scheduleHeartbeat(false, clock.now() - startedAt);
+      // The estimate counts from the newest renewal that landed: an older one answered after
+      // it (out of order) never moves the estimate back.
+      if (seq > this.landed) {
+        this.landed = seq;
+        this.leaseEstimate = startedAt + lease;
+        this.armWatchdog();
+      }
+      if (this.due) {
+        this.due = false;
+        void this.beat();
+      }
       return;
     } catch (error) {
+      this.inFlight--;
       if (this.isDone()) return;
       // A late first renewal that failed: the lease passed without one.
       if (late) {
@@ -253,6 +302,9 @@ export class LeaseKeeper implements TimedEntry {
           error,
           durationMs: performance.now() - timedFrom,
         });
+      // Retried a fifth of the heartbeat from now, in place of the regular renewal queued at
+      // the send (still at most two outstanding: `beat` holds a third back).
+      this.due = false;
       this.scheduleHeartbeat(true);
     }
   }

@@ -36,8 +36,18 @@ export class FakeStore implements IdempotencyStore {
   readonly next: Record<Op, Fault[]> = { acquire: [], complete: [], release: [], extend: [] };
   readonly always: Partial<Record<Op, Fault>> = {};
   readonly calls: Record<Op, number> = { acquire: 0, complete: 0, release: 0, extend: 0 };
+  /** Calls made and not answered yet (a `hang` stays in flight), and the most at once. */
+  readonly inFlight: Record<Op, number> = { acquire: 0, complete: 0, release: 0, extend: 0 };
+  readonly maxInFlight: Record<Op, number> = { acquire: 0, complete: 0, release: 0, extend: 0 };
   /** How long a `late` call waits before it is applied. */
   lateMs = 100;
+  /** Per-call waits for the next `late` calls (`lateMs` once used up). */
+  readonly nextLateMs: Record<Op, number[]> = {
+    acquire: [],
+    complete: [],
+    release: [],
+    extend: [],
+  };
 
   constructor(
     private readonly clock: Clock = systemClock,
@@ -49,14 +59,28 @@ export class FakeStore implements IdempotencyStore {
     };
   }
 
-  private async run<T>(op: Op, apply: () => T): Promise<T> {
+  private run<T>(op: Op, apply: () => T): Promise<T> {
+    this.inFlight[op]++;
+    this.maxInFlight[op] = Math.max(this.maxInFlight[op], this.inFlight[op]);
+    const call = this.perform(op, apply);
+    const answered = () => {
+      this.inFlight[op]--;
+    };
+    call.then(answered, answered);
+    return call;
+  }
+
+  private async perform<T>(op: Op, apply: () => T): Promise<T> {
     this.calls[op]++;
     const fault = this.next[op].shift() ?? this.always[op];
     if (fault === 'throw') throw new Error(`${op} failed (injected)`);
     if (fault === 'hang') return new Promise<T>(() => {});
     if (fault === 'too_large') throw new OutcomeTooLargeError(1, 0);
     if (fault === 'full') throw new StoreFullError('full (injected)');
-    if (fault === 'late') await new Promise((resolve) => setTimeout(resolve, this.lateMs));
+    if (fault === 'late') {
+      const ms = this.nextLateMs[op].shift() ?? this.lateMs;
+      await new Promise((resolve) => setTimeout(resolve, ms));
+    }
     const result = apply();
     if (fault === 'lost') throw new Error(`${op} applied, answer lost (injected)`);
     if (fault === 'hang_after') return new Promise<T>(() => {});
