@@ -37,15 +37,19 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  * while that one is in flight, with at most two outstanding: a renewal due while two are
  * is sent when one of them is answered. The estimate is the send of the newest (by send
  * order) renewal that landed plus the lease it granted: the maximum over landed renewals on a
- * clock that does not step back, and answers out of order never move it back. With a steady round trip
- * `r` every renewal then lands before the estimate whenever `r` is shorter than both
- * `leaseMs - heartbeatMs` and `(leaseMs + heartbeatMs) / 2` (the first bound is the smaller
- * one for the default heartbeat of a third of the lease, and any longer one): sends go out a
- * heartbeat apart while `r` is under two heartbeats, else in pairs, a heartbeat and then
- * `r - heartbeatMs` apart. A store that does not answer is never awaited on more than two calls
- * (one past `storeTimeoutMs` counts as failed), and the lease is lost at the estimate (plus
- * the grace below when a renewal was sent within it). A first heartbeat that runs past the
- * lease estimate (the event loop was held up) renews before anything is called lost: only
+ * clock that does not step back, and answers out of order never move it back. With a steady
+ * round trip `r` every renewal then lands before the estimate whenever `r` is shorter than
+ * both `leaseMs - heartbeatMs` and `(leaseMs + heartbeatMs) / 2` (the first bound is the
+ * smaller one for the default heartbeat of a third of the lease, and any longer one): sends
+ * go out a heartbeat apart while `r` is under two heartbeats, else in pairs, a heartbeat and
+ * then `r - heartbeatMs` apart. The first renewal is the exception no schedule lifts: it cannot be
+ * sent before the acquisition is answered, so the acquisition's round trip plus its own must
+ * stay below the lease (on a link where every call takes `r`: `r` under half the lease).
+ *
+ * A store that does not answer is never awaited on more than two calls (one past
+ * `storeTimeoutMs` counts as failed), and the lease is lost at the estimate (plus the grace
+ * below when a renewal was sent within it). A first heartbeat that runs past the lease
+ * estimate (the event loop was held up) renews before anything is called lost: only
  * another owner, a failed renewal or one not answered within a fifth of the heartbeat (at most
  * `storeTimeoutMs`) loses the lease then.
  */
