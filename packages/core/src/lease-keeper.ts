@@ -237,9 +237,14 @@ export class LeaseKeeper implements TimedEntry {
     const late = now >= this.leaseEstimate;
     // Never past the maximum hold: no renewal can reach beyond it, so a grace there buys
     // nothing and would only let the operation run on past its bound.
-    if (now + grace >= this.leaseEstimate) {
+    // Nor when a renewal that landed reached the hold already: the watchdog is armed at its
+    // end. (Queued at the send, the next heartbeat can run just before that watchdog, on a
+    // clock a millisecond behind the timers, and would push it past the hold's end.)
+    const holdEnd = this.acquiredAt + maxHoldMs;
+    const atHold = this.landed > 0 && this.leaseEstimate >= holdEnd;
+    if (now + grace >= this.leaseEstimate && !atHold) {
       clearTimeout(this.watchdogTimer);
-      const holdLeft = this.acquiredAt + maxHoldMs - now;
+      const holdLeft = holdEnd - now;
       const delay = Math.max(0, Math.min(Math.max(grace, this.leaseEstimate - now), holdLeft));
       this.watchdogTimer = setTimeout(() => this.expire(), delay);
       this.watchdogTimer.unref?.();
@@ -278,10 +283,14 @@ export class LeaseKeeper implements TimedEntry {
       }
       // The estimate counts from the newest renewal that landed: an older one answered after
       // it (out of order) never moves the estimate back.
+      // (An estimate that did not change keeps its watchdog: a renewal cut to the maximum
+      // hold, sent on a clock a millisecond behind the timers, must not push it past the hold.)
       if (seq > this.landed) {
         this.landed = seq;
-        this.leaseEstimate = startedAt + lease;
-        this.armWatchdog();
+        if (startedAt + lease !== this.leaseEstimate) {
+          this.leaseEstimate = startedAt + lease;
+          this.armWatchdog();
+        }
       }
       if (this.due) {
         this.due = false;
