@@ -106,7 +106,10 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     // servers, which then leave the message pending and send it again at every ack_wait. The
     // reason reaches `onMessage` (the disposition's error).
     else if (disposition.action === 'reject') message.term();
-    else message.nak(disposition.delayMs);
+    // Whole milliseconds: nats.js sends the delay as `ms * 1e6` nanoseconds unrounded, and a
+    // server that cannot read a fractional duration (nats-server 2.9) takes a plain NAK and
+    // redelivers at once (a computed 2000 / 3 ms burned max_deliver in milliseconds).
+    else message.nak(Math.ceil(disposition.delayMs));
   }
 
   const loop = (async () => {

@@ -108,7 +108,8 @@ describe('fixrev2: JetStream term and retryDelayMs', () => {
   // milliseconds (the exact outage the retryDelayMs bound of 36fd168 was meant to prevent).
   // Suggested fix: require an integer retryDelayMs (Number.isSafeInteger) or round the delay
   // (Math.ceil) before message.nak(), also for computed in-progress delays.
-  it.fails('a fractional retryDelayMs (2000/3 ms) still delays the redelivery', async () => {
+  // Fixed: the JetStream consumer rounds the delay up to whole milliseconds before nak().
+  it('a fractional retryDelayMs (2000/3 ms) still delays the redelivery', async () => {
     const s = await jetStream(30_000, 20);
     await s.publish('{"a":1}', 'fr2-frac');
     let runs = 0;

@@ -45,9 +45,16 @@ export function checkMaxOutcomeBytes(value: unknown): number {
 export const isBulkLengthRefusal = (error: unknown): boolean =>
   /Protocol error: invalid bulk length/i.test(errorMessage(error));
 
-/** Redis answered the command with an error (CONFIG renamed, disabled or not allowed by an ACL). */
-const isReplyError = (error: unknown): boolean =>
-  error instanceof Error && error.name === 'ReplyError';
+/**
+ * Redis answered `CONFIG GET` with an error that lasts: the command renamed or disabled (`ERR
+ * unknown command`), or not allowed by an ACL (`NOPERM`). Not the replies of a passing state
+ * (`BUSY` while a script runs, `LOADING`, `TRYAGAIN`, `MASTERDOWN`, `CLUSTERDOWN`): those are
+ * asked again next time, like a failed connection.
+ */
+const isConfigRefusal = (error: unknown): boolean =>
+  error instanceof Error &&
+  error.name === 'ReplyError' &&
+  !/^(BUSY|LOADING|TRYAGAIN|MASTERDOWN|CLUSTERDOWN|MOVED|ASK|READONLY)\b/.test(error.message);
 
 /** `proto-max-bulk-len` from a `CONFIG GET` reply (a flat array, or a map); undefined if absent. */
 function bulkLenOf(reply: unknown): number | undefined {
@@ -87,12 +94,22 @@ async function readBulkLimit(client: Redis | Cluster): Promise<number | undefine
   return undefined;
 }
 
+/**
+ * How long a bound learned from a refusal is kept on a server that refuses `CONFIG` (each
+ * outcome above it is refused meanwhile without being sent; past it the next one is sent, and
+ * a refusal costs its connection once).
+ */
+export const LEARNED_BOUND_MS = 5 * 60_000;
+
 /** The server's limit on a completion's outcome; see {@link createOutcomeLimit}. */
 export interface OutcomeLimit {
   /**
    * Throws `OutcomeTooLargeError` when an outcome of `size` bytes is more than the server takes
    * in a completion. Resolves at once for a size every Redis takes ({@link ALWAYS_FITS_BYTES});
-   * otherwise reads the server's `proto-max-bulk-len` the first time and keeps it.
+   * otherwise reads the server's `proto-max-bulk-len` the first time and keeps it. An outcome
+   * the kept limit would refuse is judged by the server's setting read again (one read at a
+   * time, shared by the completions waiting on it): an operator who raised the limit, or a
+   * failover to a server set higher, is seen at the next outcome that needs it, not never.
    */
   check(size: number): Promise<void> | undefined;
   /**
@@ -107,14 +124,19 @@ export interface OutcomeLimit {
 /**
  * The limit Redis puts on a completion's outcome (`proto-max-bulk-len`, less
  * {@link COMPLETION_OVERHEAD_BYTES}), read lazily with `CONFIG GET`, only once an outcome
- * above {@link ALWAYS_FITS_BYTES} comes, and kept. A server that refuses `CONFIG` (a managed
- * Redis that renames or disables it, an ACL) is taken to have Redis's default, and is not
- * asked again; an outcome it still refuses for its length is recognised by Redis's answer.
- * A `CONFIG GET` that fails otherwise (the connection) rejects, and is asked again next time.
+ * above {@link ALWAYS_FITS_BYTES} comes, and kept; read again before an outcome above it is
+ * refused. A server that refuses `CONFIG` for good (a managed Redis that renames or disables
+ * it, an ACL) is taken to have Redis's default, and is not asked again; an outcome it still
+ * refuses for its length is recognised by Redis's answer, and that bound is kept for
+ * {@link LEARNED_BOUND_MS}. A `CONFIG GET` that fails otherwise (the connection, `BUSY` while
+ * a script runs, `LOADING`) rejects, and is asked again next time.
  */
 export function createOutcomeLimit(client: Redis | Cluster): OutcomeLimit {
   let known: number | undefined;
   let refused = false;
+  // Without CONFIG: when a refusal taught the bound `known` (it is forgotten after a while, so
+  // a limit raised since is found by sending, at the cost of one refusal).
+  let learnedAt = 0;
   let reading: Promise<number> | undefined;
   const read = (): Promise<number> => {
     reading ??= readBulkLimit(client).then(
@@ -125,7 +147,7 @@ export function createOutcomeLimit(client: Redis | Cluster): OutcomeLimit {
       },
       (error: unknown) => {
         reading = undefined;
-        if (!isReplyError(error)) throw error;
+        if (!isConfigRefusal(error)) throw error;
         refused = true;
         known = MAX_OUTCOME_BYTES_LIMIT;
         return known;
@@ -139,7 +161,15 @@ export function createOutcomeLimit(client: Redis | Cluster): OutcomeLimit {
   return {
     check(size) {
       if (size <= ALWAYS_FITS_BYTES) return undefined;
-      if (known !== undefined) {
+      if (known !== undefined && size <= known) return undefined;
+      // Refused by the kept limit, or none kept: ask the server (without CONFIG, the bound a
+      // refusal taught is all there is, until it ages out).
+      if (refused && known !== undefined) {
+        if (Date.now() - learnedAt < LEARNED_BOUND_MS) {
+          judge(size, known);
+          return undefined;
+        }
+        known = MAX_OUTCOME_BYTES_LIMIT;
         judge(size, known);
         return undefined;
       }
@@ -156,6 +186,7 @@ export function createOutcomeLimit(client: Redis | Cluster): OutcomeLimit {
       // CONFIG, that bound is all there is to keep; with it, the limit is read again.
       const limit = Math.min(size - 1, known ?? size - 1);
       known = refused ? limit : undefined;
+      learnedAt = Date.now();
       return new OutcomeTooLargeError(size, limit);
     },
   };

@@ -53,7 +53,7 @@ export const checkStorageKey = (storageKey: unknown): string =>
   checkStoreString('A storage key', storageKey, { extra: noBraces });
 
 /**
- * Longest `keyPrefix`, in characters. Every record key and fence memory key carries it, so
+ * Longest `keyPrefix`, in UTF-16 code units (`string.length`: an emoji counts two). Every record key and fence memory key carries it, so
  * storage keys stay bounded in length whatever the options (a 1 MiB prefix made each storage
  * key cost 2 MiB of key names).
  */
@@ -61,7 +61,7 @@ export const MAX_KEY_PREFIX_LENGTH = 1024;
 
 /**
  * A key prefix: a well-formed string without braces (a brace would become the hash tag), at
- * most {@link MAX_KEY_PREFIX_LENGTH} characters.
+ * most {@link MAX_KEY_PREFIX_LENGTH} UTF-16 code units.
  */
 export const checkKeyPrefix = (prefix: unknown): string =>
   checkStoreString('keyPrefix', prefix, {

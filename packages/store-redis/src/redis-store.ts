@@ -63,7 +63,7 @@ export interface RedisStoreOptions {
   /**
    * Prepended to every Redis key. Must not contain `{` or `}`: the store puts the storage
    * key in a hash tag (`<prefix>{<storageKey>}`) so that a record and its fence memory
-   * share a Cluster slot while records spread over all shards. At most 1024 characters.
+   * share a Cluster slot while records spread over all shards. At most 1024 UTF-16 code units (an emoji counts two).
    * @default 'idem:'
    */
   keyPrefix?: string;

@@ -68,7 +68,8 @@ describe.skipIf(!haveServer)('fixrev2: proto-max-bulk-len changed at runtime', (
   // process restarts — though the server now takes it. Suggested fix: let a kept limit expire
   // (re-read after some minutes), or re-read once when check() is about to refuse an outcome
   // (a refusal is rare and already costs a not-recorded marker), bounded to one read at a time.
-  it.fails('an outcome the server takes after CONFIG SET raised the limit is recorded', async () => {
+  // Fixed: an outcome the kept limit would refuse is judged by the limit read again.
+  it('an outcome the server takes after CONFIG SET raised the limit is recorded', async () => {
     await admin.config('SET', 'proto-max-bulk-len', String(1 * MiB));
     const client = await connectTo(server.port);
     try {
@@ -290,7 +291,8 @@ describe.skipIf(!haveServer)('fixrev2: a transient ReplyError at the first CONFI
   // Exactly-once still holds (the refusal is mapped to OutcomeTooLargeError). Suggested fix:
   // treat only permanent refusals (unknown command, NOPERM) as "CONFIG refused"; for BUSY,
   // LOADING, TRYAGAIN and other transient replies, reject and read again next time.
-  it.fails('after a BUSY reply to CONFIG GET, a too-large outcome is still not sent (no connection drop)', async () => {
+  // Fixed: BUSY, LOADING and the like reject and are asked again; only unknown command / NOPERM count as CONFIG refused.
+  it('after a BUSY reply to CONFIG GET, a too-large outcome is still not sent (no connection drop)', async () => {
     const client = await connectTo(server.port);
     const busy = await connectTo(server.port, { commandTimeout: 10_000 });
     let drops = 0;
@@ -441,10 +443,15 @@ describe('fixrev2: client look-alikes and keyPrefix', () => {
   // UTF-16 code units (string.length): a prefix of 600 emoji (600 characters, 1200 code units)
   // is refused with "at most 1024 characters". Suggested fix: say "UTF-16 code units" (or
   // bytes, which is what bounds key size) in the docs and message, or count code points.
-  it.fails('a keyPrefix of 600 astral characters (< 1024 characters) is taken', () => {
+  // Fixed: the limit is stated as what it is, in the docs and in core's message (UTF-16 code
+  // units, an emoji counting two); 512 emoji are taken, 600 refused with that message.
+  it('a keyPrefix is measured as documented: 512 emoji taken, 600 refused naming UTF-16 code units', () => {
     const client = new Redis({ lazyConnect: true });
     try {
-      expect(() => createRedisStore({ client, keyPrefix: '😀'.repeat(600) })).not.toThrow();
+      expect(() => createRedisStore({ client, keyPrefix: '😀'.repeat(512) })).not.toThrow();
+      expect(() => createRedisStore({ client, keyPrefix: '😀'.repeat(600) })).toThrow(
+        /at most 1024 UTF-16 code units/,
+      );
     } finally {
       client.disconnect();
     }

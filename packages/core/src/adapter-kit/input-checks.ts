@@ -125,7 +125,9 @@ export function checkStoreString(
       `${name} must be a ${allowEmpty ? '' : 'non-empty, '}${wellFormed ? 'well-formed ' : ''}string`,
       allowNul ? '' : ' without NUL',
       rules.extra ? `, ${rules.extra.says}` : '',
-      maxLength === Number.POSITIVE_INFINITY ? '' : `, at most ${maxLength} characters`,
+      maxLength === Number.POSITIVE_INFINITY
+        ? ''
+        : `, at most ${maxLength} UTF-16 code units (a character outside the Basic Multilingual Plane, an emoji, counts two)`,
     ];
     throw new InvalidInputError(parts.join(''));
   }
