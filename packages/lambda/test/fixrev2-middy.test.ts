@@ -1,3 +1,4 @@
+import { OutcomeNotRecordedError } from '@idem/core';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -27,7 +28,10 @@ describe('fixrev2: Middy idempotency() after 045b18c (redis)', () => {
   // the execution as "handler started" from the first call of `context.idempotency` or by
   // wrapping: record the early value as the outcome — `execution.complete(serialize(value))`
   // — when the setter fires after the handler, or mark it completeNotRecorded).
-  it.fails('a later middleware returning a value from `after` does not make the handler run twice', async () => {
+  // fixed: the middleware watches `request.response` writes (Middy writes the handler's result
+  // there, even `undefined`); an early answer after the handler returned records the early
+  // value (what the caller got) instead of releasing, and the retry replays it.
+  it('a later middleware returning a value from `after` does not make the handler run twice', async () => {
     let runs = 0;
     const handler = middy(async (_event: Ev) => {
       runs += 1;
@@ -54,7 +58,10 @@ describe('fixrev2: Middy idempotency() after 045b18c (redis)', () => {
   // undefined, do not wrap it in a promise (release synchronously-fire-and-await elsewhere, e.g.
   // release in the setter and await it from a `requestEnd`-like hook), or keep the value as
   // is and await the release before the value is observable.
-  it.fails('an onError middleware setting earlyResponse = undefined still lets the error out', async () => {
+  // fixed: the setter passes the value on as it is (never a promise); the decision (release:
+  // the handler threw) is made when Middy sets `request.error`, and an undefined answer in the
+  // onError chain is never turned into a promise, so Middy rethrows.
+  it('an onError middleware setting earlyResponse = undefined still lets the error out', async () => {
     const handler = middy(async (_event: Ev) => {
       throw new Error('boom');
     })
@@ -74,7 +81,10 @@ describe('fixrev2: Middy idempotency() after 045b18c (redis)', () => {
   // retry runs the handler a second time. Suggested fix: once the handler has returned
   // (request.response set before the after chain), record a not-recorded marker
   // (completeNotRecorded) instead of releasing, as the not_serializable path already does.
-  it.fails('a later middleware throwing in `after` does not make a succeeded handler run twice', async () => {
+  // fixed: when Middy sets `request.error` after the handler's result was written, the key
+  // gets a not-recorded marker (completeNotRecorded), not a release: the retry gets
+  // OutcomeNotRecordedError and the handler does not run again.
+  it('a later middleware throwing in `after` does not make a succeeded handler run twice', async () => {
     let runs = 0;
     let validatorFails = true;
     const handler = middy(async (_event: Ev) => {
@@ -101,7 +111,10 @@ describe('fixrev2: Middy idempotency() after 045b18c (redis)', () => {
   // where Middy documents the response. The invocation's own result is right. Suggested fix:
   // await the release where Middy awaits anyway (e.g. keep the value and await the release in
   // a plugin-independent way), or document it.
-  it.fails('request.response seen by requestEnd after an early answer is the value', async () => {
+  // fixed: `earlyResponse` holds the value; `request.response` reads as a promise of the value
+  // only while the release is in flight (Middy's `return request.response` waits for it), then
+  // as the value, which requestEnd sees.
+  it('request.response seen by requestEnd after an early answer is the value', async () => {
     let seen: unknown = 'unset';
     const handler = middy({
       requestEnd: (request: { response: unknown }) => {
@@ -287,6 +300,285 @@ describe('fixrev2: Middy idempotency() after 045b18c (redis)', () => {
     skip = false;
     const fence = await handler({ id: 'pre' }, fakeContext(10_000));
     expect(typeof fence).toBe('number');
+    expect(runs).toBe(1);
+  });
+});
+
+// fixrev2 fixes: the one decision per invocation whichever way Middy ends it.
+describe('fixrev2 fixes: early answers and errors around the handler (redis)', () => {
+  let env: Env;
+  beforeEach(async () => {
+    env = await openEnv('redis');
+  });
+  afterEach(async () => {
+    await env.close();
+  });
+
+  const settle = () => new Promise((r) => setTimeout(r, 50));
+
+  it('an early answer from a later `after` is recorded and replayed (what the caller got)', async () => {
+    let runs = 0;
+    let ends = 0;
+    const handler = middy({
+      requestEnd: () => {
+        ends += 1;
+      },
+    })
+      .handler((async () => {
+        runs += 1;
+        return { ok: true };
+      }) as never)
+      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use({ after: async (request: { response: unknown }) => ({ wrapped: request.response }) });
+    expect(await handler({ id: 'rec-early' }, fakeContext(10_000))).toEqual({
+      wrapped: { ok: true },
+    });
+    // The replay ends the chain in idempotency()'s `before`: the later `after` does not wrap again.
+    expect(await handler({ id: 'rec-early' }, fakeContext(10_000))).toEqual({
+      wrapped: { ok: true },
+    });
+    expect(runs).toBe(1);
+    expect(ends).toBe(2);
+  });
+
+  it('a non-serializable early answer after the handler: the caller gets it, a retry gets OutcomeNotRecordedError', async () => {
+    let runs = 0;
+    const handler = middy(async (_event: Ev) => {
+      runs += 1;
+      return 1;
+    })
+      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use({ after: async () => ({ big: 10n }) });
+    expect(await handler({ id: 'big-early' }, fakeContext(10_000))).toEqual({ big: 10n });
+    await expect(handler({ id: 'big-early' }, fakeContext(10_000))).rejects.toBeInstanceOf(
+      OutcomeNotRecordedError,
+    );
+    expect(runs).toBe(1);
+  });
+
+  it('falsy early answers after the handler (null, 0, false, "", undefined) are recorded, never released', async () => {
+    const values: unknown[] = [null, 0, false, '', undefined];
+    for (const [i, v] of values.entries()) {
+      let runs = 0;
+      const handler = middy(async (_event: Ev) => {
+        runs += 1;
+        return 'handler';
+      })
+        .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+        .use({
+          after: async (request: { earlyResponse?: unknown }) => {
+            request.earlyResponse = v;
+          },
+        });
+      expect(await handler({ id: `falsy-after-${i}` }, fakeContext(10_000))).toStrictEqual(v);
+      expect(await handler({ id: `falsy-after-${i}` }, fakeContext(10_000))).toStrictEqual(v);
+      expect(runs).toBe(1);
+    }
+  });
+
+  it('earlyResponse assigned twice after the handler: decided once, never released', async () => {
+    let runs = 0;
+    const handler = middy(async (_event: Ev) => {
+      runs += 1;
+      return 'handler';
+    })
+      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use({
+        after: async (request: { earlyResponse?: unknown }) => {
+          request.earlyResponse = 'first';
+          request.earlyResponse = 'second';
+          return 'third';
+        },
+      });
+    expect(await handler({ id: 'twice' }, fakeContext(10_000))).toBe('third');
+    // The first assignment made the decision: it is what a retry replays.
+    expect(await handler({ id: 'twice' }, fakeContext(10_000))).toBe('first');
+    expect(runs).toBe(1);
+  });
+
+  it('a later `after` throwing: the retry gets OutcomeNotRecordedError, not a second run', async () => {
+    let runs = 0;
+    const handler = middy(async (_event: Ev) => {
+      runs += 1;
+      return undefined;
+    })
+      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use({
+        after: async () => {
+          throw new Error('response validation failed');
+        },
+      });
+    await expect(handler({ id: 'after-throw-u' }, fakeContext(10_000))).rejects.toThrow(
+      'response validation failed',
+    );
+    await expect(handler({ id: 'after-throw-u' }, fakeContext(10_000))).rejects.toBeInstanceOf(
+      OutcomeNotRecordedError,
+    );
+    expect(runs).toBe(1);
+  });
+
+  it('a later `after` throwing, then an onError answering a value: the caller gets it, no second run', async () => {
+    let runs = 0;
+    const errors: unknown[] = [];
+    const handler = middy(async (_event: Ev) => {
+      runs += 1;
+      return { ok: true };
+    })
+      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use({
+        after: async () => {
+          throw new Error('response validation failed');
+        },
+        onError: async (request: { error?: unknown }) => {
+          errors.push(request.error);
+          return { statusCode: 500 };
+        },
+      });
+    expect(await handler({ id: 'after-throw-500' }, fakeContext(10_000))).toEqual({
+      statusCode: 500,
+    });
+    // The retry's OutcomeNotRecordedError (from idempotency()'s `before`) goes through the same
+    // onError chain.
+    expect(await handler({ id: 'after-throw-500' }, fakeContext(10_000))).toEqual({
+      statusCode: 500,
+    });
+    expect(errors[1]).toBeInstanceOf(OutcomeNotRecordedError);
+    expect(runs).toBe(1);
+  });
+
+  it('a later `after` throwing, then an onError setting earlyResponse = undefined: the error goes out, no second run', async () => {
+    let runs = 0;
+    const handler = middy(async (_event: Ev) => {
+      runs += 1;
+      return { ok: true };
+    })
+      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use({
+        after: async () => {
+          throw new Error('response validation failed');
+        },
+        onError: async (request: { earlyResponse?: unknown }) => {
+          request.earlyResponse = undefined;
+        },
+      });
+    await expect(handler({ id: 'after-throw-un' }, fakeContext(10_000))).rejects.toThrow(
+      'response validation failed',
+    );
+    await settle(); // the marker's write is in flight when Middy rethrows
+    await expect(handler({ id: 'after-throw-un' }, fakeContext(10_000))).rejects.toBeInstanceOf(
+      OutcomeNotRecordedError,
+    );
+    expect(runs).toBe(1);
+  });
+
+  it('the handler throwing, an onError answering a value: the caller gets it once the key is free; a retry runs', async () => {
+    let runs = 0;
+    let seen: unknown = 'unset';
+    const handler = middy({
+      requestEnd: (request: { response: unknown }) => {
+        seen = request.response;
+      },
+    })
+      .handler((async () => {
+        runs += 1;
+        if (runs === 1) throw new Error('boom');
+        return 'ok';
+      }) as never)
+      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use({ onError: async () => ({ statusCode: 502 }) });
+    expect(await handler({ id: 'h-throw' }, fakeContext(10_000))).toEqual({ statusCode: 502 });
+    expect(seen).toEqual({ statusCode: 502 });
+    // No wait: the release landed before the answer.
+    expect(await handler({ id: 'h-throw' }, fakeContext(10_000))).toBe('ok');
+    expect(await handler({ id: 'h-throw' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  it('the handler throwing, an onError setting earlyResponse = undefined: rethrown, the key released', async () => {
+    let runs = 0;
+    const handler = middy(async (_event: Ev) => {
+      runs += 1;
+      if (runs === 1) throw new Error('boom');
+      return 'ok';
+    })
+      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use({
+        onError: async (request: { earlyResponse?: unknown }) => {
+          request.earlyResponse = undefined;
+        },
+      });
+    await expect(handler({ id: 'h-throw-u' }, fakeContext(10_000))).rejects.toThrow('boom');
+    await settle(); // the release is in flight when Middy rethrows
+    expect(await handler({ id: 'h-throw-u' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  it('a later `before` setting earlyResponse = undefined: answers undefined after the release, the handler runs later', async () => {
+    let skip = true;
+    let runs = 0;
+    let seen: unknown = 'unset';
+    const handler = middy({
+      requestEnd: (request: { response: unknown }) => {
+        seen = request.response;
+      },
+    })
+      .handler((async () => {
+        runs += 1;
+        return 'ran';
+      }) as never)
+      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use({
+        before: async (request: { earlyResponse?: unknown }) => {
+          if (skip) request.earlyResponse = undefined;
+        },
+      });
+    expect(await handler({ id: 'pre-u' }, fakeContext(10_000))).toBeUndefined();
+    expect(seen).toBeUndefined();
+    expect(runs).toBe(0);
+    skip = false;
+    expect(await handler({ id: 'pre-u' }, fakeContext(10_000))).toBe('ran');
+    expect(await handler({ id: 'pre-u' }, fakeContext(10_000))).toBe('ran');
+    expect(runs).toBe(1);
+  });
+
+  it('a later `before` throwing: the key is released (nothing ran)', async () => {
+    let fail = true;
+    let runs = 0;
+    const handler = middy(async (_event: Ev) => {
+      runs += 1;
+      return 'ran';
+    })
+      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use({
+        before: async () => {
+          if (fail) throw new Error('bad input');
+        },
+      });
+    await expect(handler({ id: 'pre-throw' }, fakeContext(10_000))).rejects.toThrow('bad input');
+    fail = false;
+    expect(await handler({ id: 'pre-throw' }, fakeContext(10_000))).toBe('ran');
+    expect(await handler({ id: 'pre-throw' }, fakeContext(10_000))).toBe('ran');
+    expect(runs).toBe(1);
+  });
+
+  it('two idempotency() in one chain, a later `after` answering early: both keys record it', async () => {
+    let runs = 0;
+    const outer = idempotency({ store: env.store, key: (event: Ev) => `o-${event.id}` });
+    const inner = idempotency({ store: env.store, key: (event: Ev) => `i-${event.id}` });
+    const make = (...mws: object[]) => {
+      let h = middy(async (_event: Ev) => {
+        runs += 1;
+        return 'handler';
+      });
+      for (const mw of mws) h = h.use(mw as never);
+      return h;
+    };
+    const early = { after: async () => 'early' };
+    expect(await make(outer, inner, early)({ id: 'two-after' }, fakeContext(10_000))).toBe('early');
+    expect(await make(outer, inner, early)({ id: 'two-after' }, fakeContext(10_000))).toBe('early');
+    // Each key alone replays it too.
+    expect(await make(inner)({ id: 'two-after' }, fakeContext(10_000))).toBe('early');
+    expect(await make(outer)({ id: 'two-after' }, fakeContext(10_000))).toBe('early');
     expect(runs).toBe(1);
   });
 });
