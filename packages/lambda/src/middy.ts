@@ -69,6 +69,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
   return {
     async before(request) {
       const { event, context } = request;
+      invocations.delete(request); // (a request object used again: its last invocation is over)
       const req = requestFor(event, context, key(event, context), payload?.(event, context), scope);
       const begun = await engineForInvocation(engineOptions, context).begin(req);
       if (begun.kind === 'replay') {
@@ -164,12 +165,13 @@ function decide(invocation: Invocation, write: Promise<void>, swallow: boolean):
  */
 function decideOnError(invocation: Invocation, handlerReturned: boolean): void {
   const { execution } = invocation;
-  if (execution.finished) return decide(invocation, Promise.resolve(), true);
-  decide(
-    invocation,
-    handlerReturned ? execution.completeNotRecorded('not_serializable') : execution.release(),
-    true, // a failed release: the lease runs out instead (heartbeats already stopped)
-  );
+  const write = execution.finished
+    ? Promise.resolve()
+    : handlerReturned
+      ? execution.completeNotRecorded('not_serializable')
+      : execution.release();
+  // A failed release: the lease runs out instead (heartbeats already stopped).
+  decide(invocation, write, true);
 }
 
 /**
@@ -266,7 +268,8 @@ function recordEarly(invocation: Invocation, value: unknown): void {
     outcome = outcomeOf(value);
   } catch {
     // The caller gets the value; a retry gets `OutcomeNotRecordedError`, never a second run.
-    return decide(invocation, execution.completeNotRecorded('not_serializable'), true);
+    decide(invocation, execution.completeNotRecorded('not_serializable'), true);
+    return;
   }
   // A failed write fails the invocation (through Middy's answer), as in `after`.
   decide(invocation, execution.complete(outcome), false);
