@@ -561,6 +561,21 @@ describe('fixrev2 fixes: early answers and errors around the handler (redis)', (
     expect(runs).toBe(1);
   });
 
+  it("Middy's timeoutEarly (the handler still running): the key is released, as for a throw", async () => {
+    let runs = 0;
+    const handler = middy(async (_event: Ev) => {
+      runs += 1;
+      if (runs === 1) await new Promise((r) => setTimeout(r, 400));
+      return 'ok';
+    }).use(idempotency({ store: env.store, key: (event: Ev) => event.id }));
+    await expect(handler({ id: 'timeout' }, fakeContext(150))).rejects.toMatchObject({
+      name: 'TimeoutError',
+    });
+    expect(await handler({ id: 'timeout' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+    await new Promise((r) => setTimeout(r, 300)); // the first handler ends
+  });
+
   it('two idempotency() in one chain, a later `after` answering early: both keys record it', async () => {
     let runs = 0;
     const outer = idempotency({ store: env.store, key: (event: Ev) => `o-${event.id}` });
