@@ -89,6 +89,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         failed: false,
         decision: undefined,
         settled: false,
+        early: false,
         answerWaits: false,
       };
       invocations.set(request, invocation);
@@ -139,7 +140,9 @@ interface Invocation {
   decision: Promise<void> | undefined;
   /** The decision's write has settled. */
   settled: boolean;
-  /** An early answer ended the chain: Middy's answer waits for the decision's write. */
+  /** `request.earlyResponse` was assigned: a chain ended early. */
+  early: boolean;
+  /** Middy copied the early answer to `request.response`: its answer waits for the write. */
   answerWaits: boolean;
 }
 
@@ -196,9 +199,9 @@ function decideOnError(invocation: Invocation, handlerReturned: boolean): void {
  *
  * Lambda freezes the environment once the handler has answered: a write still in flight then
  * would not land. Middy returns `request.response` (copied from `earlyResponse`) from an async
- * function; while the decision's write is in flight after an early answer, reading
- * `request.response` gives a promise of the value, so the invocation answers once the write has
- * landed; then it gives the value again (what `requestEnd` and later readers see). Only in the
+ * function; once Middy has copied an early answer there, while the decision's write is in
+ * flight, reading `request.response` gives a promise of the value, so the invocation answers
+ * once the write has landed; then it gives the value again (what `requestEnd` sees). Only in the
  * `onError` chain, where Middy rethrows when `request.response` is `undefined`, an undefined
  * answer is never a promise: the error goes out with the write still in flight (a release
  * that does not land leaves the key to its lease, whose heartbeats have stopped).
@@ -221,7 +224,7 @@ function watchRequest(
             decide(invocation, execution.finished ? Promise.resolve() : execution.release(), true);
           else recordEarly(invocation, value);
         }
-        invocation.answerWaits = true;
+        invocation.early = true;
       }
       // Up the chain: another such setter (a second `idempotency()`), else an own property.
       Reflect.set(Object.getPrototypeOf(proto) as object, 'earlyResponse', value, this);
@@ -240,7 +243,11 @@ function watchRequest(
       return invocation.decision?.then(() => value) ?? value;
     },
     set(this: object, value: unknown) {
-      if (current(this) && !invocation.failed) invocation.writes += 1;
+      if (current(this)) {
+        if (!invocation.failed) invocation.writes += 1;
+        // Middy's copy of the early answer (a hook that set it and reads on sees its values).
+        if (invocation.early) invocation.answerWaits = true;
+      }
       response.set(this, value);
     },
   });

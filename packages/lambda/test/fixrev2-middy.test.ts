@@ -561,6 +561,33 @@ describe('fixrev2 fixes: early answers and errors around the handler (redis)', (
     expect(runs).toBe(1);
   });
 
+  it('a hook that sets earlyResponse and reads request.response on sees values, not promises', async () => {
+    const seen: unknown[] = [];
+    let skip = true;
+    const handler = middy(async (_event: Ev) => 'handler')
+      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use({
+        before: async (request: { earlyResponse?: unknown; response: unknown }) => {
+          if (!skip) return;
+          request.earlyResponse = 'warm';
+          seen.push(request.response);
+          await new Promise((r) => setTimeout(r, 5));
+          seen.push(request.response);
+        },
+        after: async (request: { earlyResponse?: unknown; response: unknown }) => {
+          request.earlyResponse = { wrapped: request.response };
+          seen.push(request.response);
+          await new Promise((r) => setTimeout(r, 5));
+          seen.push(request.response);
+        },
+      });
+    expect(await handler({ id: 'reads' }, fakeContext(10_000))).toBe('warm');
+    skip = false;
+    expect(await handler({ id: 'reads' }, fakeContext(10_000))).toEqual({ wrapped: 'handler' });
+    expect(await handler({ id: 'reads' }, fakeContext(10_000))).toEqual({ wrapped: 'handler' });
+    expect(seen).toEqual([undefined, undefined, 'handler', 'handler']);
+  });
+
   it("Middy's timeoutEarly (the handler still running): the key is released, as for a throw", async () => {
     let runs = 0;
     const handler = middy(async (_event: Ev) => {
