@@ -810,3 +810,39 @@ describe('leaserev: fast path through execute()', () => {
     expect(timers).toBeLessThanOrEqual(storeCalls);
   });
 });
+
+describe('leaserev: finishing through execute() (fake timers)', () => {
+  // FINDING (MEDIUM; the finishing finding above through execute()): the store stops
+  // answering (every extend and complete hangs) right as the operation ends. The final write
+  // is retried in the background until maxHoldMs, and the keeper keeps renewing while
+  // finishing, each extend timed out client-side after storeTimeoutMs and retried a fifth of
+  // the heartbeat later: extends outstanding at the store grow linearly (observed ~55 after
+  // 5 s with lease 600, heartbeat 200, storeTimeoutMs 50), not "at most two".
+  it.fails('a silent store while the final write is retried: extends outstanding at the store keep growing', async () => {
+    fakeAll();
+    const store = new FakeStore();
+    const idem = createIdempotency<string>({
+      store,
+      leaseMs: 600,
+      heartbeatMs: 200,
+      storeTimeoutMs: 50,
+      completionWaitMs: 100,
+      maxHoldMs: 60_000,
+    });
+    const run = idem
+      .execute({ key: 'k' }, async () => {
+        await new Promise((r) => setTimeout(r, 100));
+        store.always.extend = 'hang';
+        store.always.complete = 'hang';
+        return 'v';
+      })
+      .catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(5_000);
+    const outstanding = store.inFlight.extend;
+    store.always.complete = undefined;
+    await vi.advanceTimersByTimeAsync(2_000);
+    await run;
+    // Observed: dozens.
+    expect(outstanding).toBeLessThanOrEqual(4);
+  });
+});
