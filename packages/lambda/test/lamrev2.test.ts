@@ -1,0 +1,411 @@
+import { type IdempotencyStore, InProgressError, OutcomeNotRecordedError } from '@idem/core';
+import middy from '@middy/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createMemoryStore } from '../../store-memory/src/index.js';
+import { idempotency } from '../src/index.js';
+import { type Env, fakeContext, openEnv } from './lambda-env.js';
+
+// lamrev2: adversarial review of the one-decision-per-invocation Middy middleware (1b76235..bd822d9).
+
+type Ev = { id: string };
+type Req = Record<string, unknown>;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A store whose owner writes (complete / release) take `ms` before they start. */
+function slowWrites(store: IdempotencyStore, ms: number): IdempotencyStore {
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if ((prop === 'complete' || prop === 'release') && typeof v === 'function') {
+        return async (...args: unknown[]) => {
+          await sleep(ms);
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      }
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+}
+
+describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () => {
+  let env: Env;
+  beforeEach(async () => {
+    env = await openEnv('redis');
+  });
+  afterEach(async () => {
+    await env.close();
+  });
+
+  // FINDING (HIGH): the decision is taken at the FIRST write of `request.error`, whoever makes
+  // it. A later middleware whose `after` writes `request.error` without throwing (clearing it:
+  // `request.error = undefined`, or noting a soft error for a logger) after the handler
+  // RETURNED makes the watcher call decideOnError with writes === 1 (< 2) -> release. The
+  // after chain then completes normally, idempotency()'s `after` sees a decision and records
+  // nothing: the caller gets the handler's result, the key is free, the retry runs the handler
+  // a second time. Suggested fix: only treat a `request.error` write as Middy's catch when it
+  // comes right after Middy's reset of `request.response` (i.e. the write count went up by one
+  // with `undefined` since the handler's write), or decide on error in `onError` only; never
+  // release when the handler's result write has been seen (writes >= 1 after handler start).
+  it.fails('a later `after` writing request.error (no throw) after the handler returned: no second run', async () => {
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      return { ok: runs };
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        after: async (request: Req) => {
+          request.error = undefined; // a "clear stale error" middleware
+        },
+      });
+    for (let i = 0; i < 3; i++) {
+      const id = `after-err-${i}`;
+      runs = 0;
+      expect(await handler({ id }, fakeContext(10_000))).toEqual({ ok: 1 });
+      await handler({ id }, fakeContext(10_000));
+      expect(runs).toBe(1);
+    }
+  });
+
+  // FINDING (HIGH): same root cause in `before`: a later middleware's `before` that writes
+  // `request.error` (e.g. initialising `request.error = undefined`) releases the key BEFORE the
+  // handler runs; the handler then runs on a released key (another invocation may acquire and
+  // run it concurrently), its result is never recorded (decision already made), and every
+  // sequential retry runs it again. Suggested fix: as above; also never release from a watcher
+  // while the chain may still reach the handler (release only from onError / the catch).
+  it.fails('a later `before` writing request.error = undefined: the handler runs on a released key, retries rerun it', async () => {
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      return 'done';
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        before: async (request: Req) => {
+          request.error = undefined;
+        },
+      });
+    for (let i = 0; i < 3; i++) {
+      const id = `before-err-${i}`;
+      runs = 0;
+      await handler({ id }, fakeContext(10_000));
+      await handler({ id }, fakeContext(10_000));
+      expect(runs).toBe(1);
+    }
+  });
+
+  // FINDING (HIGH): the watcher is an own, configurable accessor. A later middleware that
+  // `delete`s `request.response` (or redefines it with Object.defineProperty, e.g. to make it
+  // non-enumerable for a logger) after the handler returned removes it; Middy's reset write
+  // is then unseen, and when an `after` throws, `request.error` is set with writes === 1 ->
+  // release (not the marker): the retry runs the handler a second time. Suggested fix: count
+  // the handler's return by another signal than the number of writes (e.g. `plugin`-free:
+  // wrap the handler via `context` access / record "handler returned" the first time
+  // `request.response` is written after `before` completed, stored in the Invocation and not
+  // derived from later writes), and make the accessor non-configurable, or on the error write
+  // check `writes >= 1` against a snapshot taken when idempotency()'s `before` finished.
+  it.fails('a later `after` deleting request.response, then throwing: no second run', async () => {
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      return { ok: true };
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        after: async (request: Req) => {
+          const value = request.response;
+          delete request.response;
+          request.response = value;
+          throw new Error('validator says no');
+        },
+      });
+    for (let i = 0; i < 3; i++) {
+      const id = `del-resp-${i}`;
+      runs = 0;
+      await expect(handler({ id }, fakeContext(10_000))).rejects.toThrow('validator says no');
+      await handler({ id }, fakeContext(10_000)).catch(() => {});
+      expect(runs).toBe(1);
+    }
+  });
+
+  // FINDING (HIGH): `earlyResponse` is watched only through an inherited setter, so a later
+  // `after` that answers early with Object.defineProperty (Middy only checks
+  // Object.hasOwn(request, 'earlyResponse')) after the handler returned ends the chain with no
+  // decision at all: idempotency()'s `after` is skipped, nothing is recorded, the key stays
+  // held until its lease ends (heartbeats keep running? the lease is capped by the time left),
+  // then a retry runs the handler a second time. Suggested fix: make the decision also at the
+  // end of the invocation (e.g. the getter of `request.response` Middy reads to return, or a
+  // timer at lease end), and treat "handler returned, no decision" as a record of
+  // `request.response`.
+  it.fails('a later `after` defining earlyResponse with defineProperty: recorded, no second run after the lease', async () => {
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      return { ok: true };
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id, leaseMs: 300 }))
+      .use({
+        after: async (request: Req) => {
+          Object.defineProperty(request, 'earlyResponse', {
+            value: { early: true },
+            enumerable: true,
+            writable: true,
+            configurable: true,
+          });
+        },
+      });
+    for (let i = 0; i < 3; i++) {
+      const id = `def-early-${i}`;
+      runs = 0;
+      // A function with 600 ms left: the lease and its heartbeats are capped by the deadline.
+      expect(await handler({ id }, fakeContext(600))).toEqual({ early: true });
+      await sleep(1_000);
+      await handler({ id }, fakeContext(10_000)).catch(() => {});
+      expect(runs).toBe(1);
+    }
+  });
+
+  // FINDING (MEDIUM): the same in `before` (nothing ran): an early answer defined with
+  // Object.defineProperty is never seen, no decision is made, and the key is held until its
+  // lease ends: a retry right away gets InProgressError instead of running. Suggested fix: as
+  // above (decide at the end of every invocation that made none).
+  it.fails('a later `before` defining earlyResponse with defineProperty: the key is free for the retry', async () => {
+    let runs = 0;
+    let skip = true;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      return 'ran';
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        before: async (request: Req) => {
+          if (skip)
+            Object.defineProperty(request, 'earlyResponse', { value: 'warm', enumerable: true });
+        },
+      });
+    for (let i = 0; i < 3; i++) {
+      const id = `def-early-before-${i}`;
+      runs = 0;
+      skip = true;
+      expect(await handler({ id }, fakeContext(10_000))).toBe('warm');
+      skip = false;
+      expect(await handler({ id }, fakeContext(10_000))).toBe('ran');
+      expect(runs).toBe(1);
+    }
+  });
+
+  // FINDING (MEDIUM): Middy's timeoutEarly with a `timeoutEarlyResponse` that RETURNS a value
+  // (a 504 instead of throwing; Middy documents this) goes through the `after` chain like a
+  // handler's return: idempotency() records the timeout answer as the key's final outcome while
+  // the handler is still running (its real result is lost), and every retry replays the 504
+  // forever although the operation may have succeeded (or failed and should be retried). The
+  // README says timeoutEarly releases the key. Suggested fix: detect the timeout (e.g. the
+  // execution's signal / Middy's abort signal passed as the handler's 3rd argument is aborted
+  // when `after` runs, or context.getRemainingTimeInMillis() <= timeoutEarlyInMillis) and
+  // release (or mark not-recorded) instead of recording.
+  it.fails("timeoutEarly with a value-returning timeoutEarlyResponse: the 504 is not recorded as the key's outcome", async () => {
+    for (let i = 0; i < 3; i++) {
+      const id = `timeout-value-${i}`;
+      let runs = 0;
+      const handler = middy(
+        async (_e: Ev) => {
+          runs += 1;
+          await sleep(runs === 1 ? 400 : 0);
+          return { statusCode: 200 };
+        },
+        { timeoutEarlyInMillis: 150, timeoutEarlyResponse: () => ({ statusCode: 504 }) },
+      ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+      expect(await handler({ id }, fakeContext(300))).toEqual({ statusCode: 504 });
+      await sleep(400);
+      const second = await handler({ id }, fakeContext(10_000));
+      // a retry should run (or get a not-recorded error), never replay the timeout as a result
+      expect(second).not.toEqual({ statusCode: 504 });
+    }
+  });
+
+  // FINDING (LOW): a later `after` that sets `request.response` to a promise (an async
+  // serializer storing its pending result): the caller gets the resolved value (Middy returns
+  // from an async function), idempotency()'s `after` JSON-serializes the Promise object itself
+  // ({}), and retries replay `{}`. Suggested fix: `await request.response` in `after` before
+  // serializing (Middy's answer is the awaited value anyway).
+  it.fails('a later `after` setting request.response to a promise: the replay is the value the caller got', async () => {
+    const handler = middy(async (_e: Ev) => ({ a: 1 }))
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        after: async (request: Req) => {
+          request.response = Promise.resolve({ wrapped: request.response });
+        },
+      });
+    for (let i = 0; i < 3; i++) {
+      const id = `thenable-${i}`;
+      const first = await handler({ id }, fakeContext(10_000));
+      expect(first).toEqual({ wrapped: { a: 1 } });
+      expect(await handler({ id }, fakeContext(10_000))).toEqual(first);
+    }
+  });
+
+  // FINDING (LOW): a middleware that seals/freezes the request (to catch accidental mutation)
+  // then answers early from `after`: without idempotency() Middy throws (cannot add
+  // earlyResponse in strict mode); with it, the inherited setter's Reflect.set fails
+  // silently, the chain does NOT end, the caller gets the handler's response while the key
+  // records the early value: a retry replays something the caller never got. Suggested fix:
+  // throw when Reflect.set returns false (as a plain assignment would).
+  it.fails('a sealed request and an early answer from `after`: the replay equals what the caller got', async () => {
+    const handler = middy(async (_e: Ev) => ({ handler: true }))
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        before: async (request: Req) => {
+          Object.seal(request);
+        },
+      })
+      .use({ after: async () => ({ early: true }) });
+    for (let i = 0; i < 3; i++) {
+      const id = `sealed-${i}`;
+      let first: unknown;
+      try {
+        first = await handler({ id }, fakeContext(10_000));
+      } catch (e) {
+        first = e;
+      }
+      const second = await handler({ id }, fakeContext(10_000)).catch((e: unknown) => e);
+      expect(second).toEqual(first);
+    }
+  });
+
+  it('held: onError earlyResponse = undefined with 200 ms writes: a retry right after the rethrow is in progress, not a second run', async () => {
+    const store = slowWrites(env.store, 200);
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      await sleep(10);
+      throw new Error('boom');
+    })
+      .use(idempotency({ store, key: (e: Ev) => e.id }))
+      .use({
+        onError: async (request: Req) => {
+          request.earlyResponse = undefined;
+        },
+      });
+    for (let i = 0; i < 3; i++) {
+      const id = `slow-onerror-${i}`;
+      runs = 0;
+      await expect(handler({ id }, fakeContext(10_000))).rejects.toThrow('boom');
+      await expect(handler({ id }, fakeContext(10_000))).rejects.toBeInstanceOf(InProgressError);
+      expect(runs).toBe(1);
+      await sleep(300);
+      await expect(handler({ id }, fakeContext(10_000))).rejects.toThrow('boom');
+      expect(runs).toBe(2); // released after the throw: the retry runs (correct)
+    }
+  });
+
+  it('held: after throws with 200 ms writes + onError earlyResponse = undefined: no second run', async () => {
+    const store = slowWrites(env.store, 200);
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      return 'ok';
+    })
+      .use(idempotency({ store, key: (e: Ev) => e.id }))
+      .use({
+        after: async () => {
+          throw new Error('bad response');
+        },
+        onError: async (request: Req) => {
+          request.earlyResponse = undefined;
+        },
+      });
+    for (let i = 0; i < 3; i++) {
+      const id = `slow-after-${i}`;
+      runs = 0;
+      await expect(handler({ id }, fakeContext(10_000))).rejects.toThrow('bad response');
+      await handler({ id }, fakeContext(10_000)).catch(() => {});
+      await sleep(300);
+      await expect(handler({ id }, fakeContext(10_000))).rejects.toBeInstanceOf(
+        OutcomeNotRecordedError,
+      );
+      expect(runs).toBe(1);
+    }
+  });
+
+  it('held: 20 concurrent invocations of one key (redis), falsy results: one run, all replays equal', async () => {
+    for (const result of [0, '', null, false, undefined]) {
+      let runs = 0;
+      const handler = middy(async (_e: Ev) => {
+        runs += 1;
+        await sleep(50);
+        return result;
+      }).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+      const id = `conc-${String(result)}`;
+      const settled = await Promise.allSettled(
+        Array.from({ length: 20 }, () => handler({ id }, fakeContext(10_000))),
+      );
+      expect(runs).toBe(1);
+      for (const s of settled) {
+        if (s.status === 'fulfilled') expect(s.value).toBe(result);
+        else expect(s.reason).toBeInstanceOf(InProgressError);
+      }
+      expect(await handler({ id }, fakeContext(10_000))).toBe(result);
+      expect(runs).toBe(1);
+    }
+  });
+
+  it('held: 20 concurrent invocations of one key (memory store), a later after answering early', async () => {
+    const store = createMemoryStore();
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      await sleep(30);
+      return { n: runs };
+    })
+      .use(idempotency({ store, key: (e: Ev) => e.id }))
+      .use({ after: async (request: Req) => ({ wrapped: request.response }) });
+    const settled = await Promise.allSettled(
+      Array.from({ length: 20 }, () => handler({ id: 'm' }, fakeContext(10_000))),
+    );
+    expect(runs).toBe(1);
+    expect(settled.filter((s) => s.status === 'fulfilled').length).toBeGreaterThanOrEqual(1);
+    expect(await handler({ id: 'm' }, fakeContext(10_000))).toEqual({ wrapped: { n: 1 } });
+  });
+
+  it('held: logging middlewares: JSON.stringify / Object.keys / structuredClone of request in after and requestEnd', async () => {
+    const seen: unknown[] = [];
+    const handler = middy(async (_e: Ev) => ({ v: 1 }), {
+      requestEnd: (request: Req) => {
+        seen.push(JSON.parse(JSON.stringify({ event: request.event, response: request.response })));
+      },
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        after: async (request: Req) => {
+          seen.push(Object.keys(request).sort());
+          seen.push(structuredClone({ event: request.event, response: request.response }));
+          return { early: request.response };
+        },
+      });
+    expect(await handler({ id: 'log' }, fakeContext(10_000))).toEqual({ early: { v: 1 } });
+    expect(seen[0]).toEqual(['context', 'error', 'event', 'internal', 'response']);
+    expect(seen[1]).toEqual({ event: { id: 'log' }, response: { v: 1 } });
+    expect(seen[2]).toEqual({ event: { id: 'log' }, response: { early: { v: 1 } } });
+  });
+
+  it('held: a later `after` setting response undefined, then throwing: marker, no second run', async () => {
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      return 1;
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        after: async (request: Req) => {
+          request.response = undefined;
+          throw new Error('x');
+        },
+      });
+    await expect(handler({ id: 'u-throw' }, fakeContext(10_000))).rejects.toThrow('x');
+    await expect(handler({ id: 'u-throw' }, fakeContext(10_000))).rejects.toBeInstanceOf(
+      OutcomeNotRecordedError,
+    );
+    expect(runs).toBe(1);
+  });
+});
