@@ -29,6 +29,39 @@ function slowWrites(store: IdempotencyStore, ms: number): IdempotencyStore {
   });
 }
 
+/**
+ * Lambda's freeze: owner writes (complete / release / extend) take `ms`; once `freeze()` is
+ * called (the invocation answered), a write that has not reached the store never lands.
+ */
+function freezable(store: IdempotencyStore, ms: number) {
+  let frozen = false;
+  const wrapped = new Proxy(store, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver);
+      if (
+        (prop === 'complete' || prop === 'release' || prop === 'extend') &&
+        typeof v === 'function'
+      ) {
+        return async (...args: unknown[]) => {
+          await sleep(ms);
+          if (frozen) return new Promise(() => {});
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      }
+      return typeof v === 'function' ? v.bind(target) : v;
+    },
+  });
+  return {
+    store: wrapped,
+    freeze() {
+      frozen = true;
+    },
+    thaw() {
+      frozen = false;
+    },
+  };
+}
+
 describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () => {
   let env: Env;
   beforeEach(async () => {
@@ -347,6 +380,123 @@ describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () 
       await handler({ id: `in-${i}` }, fakeContext(10_000));
       expect(seen).toBe(false);
     }
+  });
+
+  // FINDING (HIGH): the handler RETURNED, a later `after` throws (a response validator): the
+  // not-recorded marker is started when Middy sets `request.error`, and only idempotency()'s
+  // own `onError` awaits it. A later middleware whose `onError` rethrows (the common
+  // "log and rethrow": `throw request.error`) makes Middy throw at once, skipping
+  // idempotency()'s `onError`: the invocation ends with the marker write in flight; Lambda
+  // freezes, the write never lands, heartbeats stop, the lease (capped by the time left) ends
+  // and the retry runs the handler a SECOND time. (The README mentions the in-flight write
+  // only for `earlyResponse = undefined`, and the table promises no second run.) Simulated: a
+  // store whose owner writes take 200 ms and are lost once the invocation has answered.
+  // Suggested fix: await the decision before ANY onError hook can end the invocation: the
+  // decision is known when Middy sets `request.error`, but idempotency()'s onError runs last
+  // (Middy unshifts onError hooks). E.g. a companion middleware to use LAST in `.use()` (its
+  // onError runs FIRST) that awaits the decision, or a handler wrapper that awaits it before
+  // settling; at least document that a later onError must not throw or set earlyResponse =
+  // undefined, and correct the README table ("does not run twice").
+  it.fails('handler returned, `after` throws, a later `onError` rethrows: the marker lands, no second run after the lease', async () => {
+    for (let i = 0; i < 3; i++) {
+      const f = freezable(env.store, 200);
+      let runs = 0;
+      const handler = middy(async (_e: Ev) => {
+        runs += 1;
+        return 'charged';
+      })
+        .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+        .use({
+          after: async () => {
+            throw new Error('response invalid');
+          },
+          onError: async (request: Req) => {
+            throw request.error; // log and rethrow
+          },
+        });
+      const id = `rethrow-${i}`;
+      await expect(handler({ id }, fakeContext(600))).rejects.toThrow('response invalid');
+      f.freeze();
+      await sleep(900);
+      f.thaw();
+      await handler({ id }, fakeContext(10_000)).catch(() => {});
+      expect(runs).toBe(1);
+    }
+  });
+
+  // FINDING (HIGH, documented as "the key waits for the end of its lease" but contradicting
+  // "the handler does not run twice"): same with an `onError` that sets
+  // `request.earlyResponse = undefined` after the handler returned and an `after` threw: the
+  // marker is in flight as Middy rethrows; once frozen it never lands; after the lease the
+  // retry runs the handler again. Suggested fix: as above.
+  it.fails('handler returned, `after` throws, onError earlyResponse = undefined: no second run after the lease (freeze)', async () => {
+    for (let i = 0; i < 3; i++) {
+      const f = freezable(env.store, 200);
+      let runs = 0;
+      const handler = middy(async (_e: Ev) => {
+        runs += 1;
+        return 'charged';
+      })
+        .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+        .use({
+          after: async () => {
+            throw new Error('response invalid');
+          },
+          onError: async (request: Req) => {
+            request.earlyResponse = undefined;
+          },
+        });
+      const id = `rethrow-u-${i}`;
+      await expect(handler({ id }, fakeContext(600))).rejects.toThrow('response invalid');
+      f.freeze();
+      await sleep(900);
+      f.thaw();
+      await handler({ id }, fakeContext(10_000)).catch(() => {});
+      expect(runs).toBe(1);
+    }
+  });
+
+  it('held (control for the freeze simulation): handler returned, `after` throws, no other onError: marker lands', async () => {
+    for (let i = 0; i < 3; i++) {
+      const f = freezable(env.store, 200);
+      let runs = 0;
+      const handler = middy(async (_e: Ev) => {
+        runs += 1;
+        return 'charged';
+      })
+        .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+        .use({
+          after: async () => {
+            throw new Error('response invalid');
+          },
+        });
+      const id = `rethrow-ctl-${i}`;
+      await expect(handler({ id }, fakeContext(600))).rejects.toThrow('response invalid');
+      f.freeze();
+      await sleep(900);
+      f.thaw();
+      await expect(handler({ id }, fakeContext(10_000))).rejects.toBeInstanceOf(
+        OutcomeNotRecordedError,
+      );
+      expect(runs).toBe(1);
+    }
+  });
+
+  it('held (freeze): handler returned, a later `after` answers early: recorded before the answer', async () => {
+    const f = freezable(env.store, 200);
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      return 1;
+    })
+      .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+      .use({ after: async (request: Req) => ({ w: request.response }) });
+    expect(await handler({ id: 'fz-early' }, fakeContext(600))).toEqual({ w: 1 });
+    f.freeze();
+    await sleep(900);
+    f.thaw();
+    expect(await handler({ id: 'fz-early' }, fakeContext(10_000))).toEqual({ w: 1 });
+    expect(runs).toBe(1);
   });
 
   it('held: onError earlyResponse = undefined with 200 ms writes: a retry right after the rethrow is in progress, not a second run', async () => {
