@@ -456,6 +456,36 @@ describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () 
     }
   });
 
+  // FINDING (MEDIUM): same root cause when the HANDLER threw: a later `onError` that rethrows
+  // ends the invocation with the release in flight (idempotency()'s onError, which awaits it,
+  // never runs); frozen, it never lands and a retry within the lease gets InProgressError
+  // instead of running (the key is held for nothing until the lease ends). The README only
+  // mentions this for `earlyResponse = undefined`. Suggested fix: as above.
+  it.fails('handler threw, a later `onError` rethrows: the key is free for the retry (freeze)', async () => {
+    for (let i = 0; i < 3; i++) {
+      const f = freezable(env.store, 200);
+      let runs = 0;
+      const handler = middy(async (_e: Ev) => {
+        runs += 1;
+        if (runs === 1) throw new Error('transient');
+        return 'ok';
+      })
+        .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+        .use({
+          onError: async (request: Req) => {
+            throw request.error;
+          },
+        });
+      const id = `threw-rethrow-${i}`;
+      await expect(handler({ id }, fakeContext(5_000))).rejects.toThrow('transient');
+      f.freeze();
+      await sleep(300);
+      f.thaw();
+      expect(await handler({ id }, fakeContext(10_000))).toBe('ok');
+      expect(runs).toBe(2);
+    }
+  });
+
   it('held (control for the freeze simulation): handler returned, `after` throws, no other onError: marker lands', async () => {
     for (let i = 0; i < 3; i++) {
       const f = freezable(env.store, 200);
