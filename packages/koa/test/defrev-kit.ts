@@ -1,0 +1,541 @@
+/**
+ * defrev: checks the root README's "Defaults" and "What idem guarantees" against one HTTP
+ * adapter with its default options (store + scope only), over real sockets on loopback.
+ * The same file is copied into each adapter's test folder; each adapter's
+ * `defrev-<adapter>.test.ts` hands it a driver (the one of its conformance test).
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { createServer, type Server as NetServer, type Socket } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { IdempotencyStore } from '@idem/core';
+import {
+  type Behaviour,
+  type ConformanceAdapterOptions,
+  type Exchange,
+  PROBLEM,
+  REPLAYED,
+  type RunningApp,
+  type ScenarioAppConfig,
+  type SendOptions,
+  send,
+} from '@idem/http-conformance';
+import { createMemoryStore } from '@idem/store-memory';
+import { createRedisStore } from '@idem/store-redis';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+export interface DefrevAdapter {
+  name: string;
+  /** The adapter's conformance driver: its middleware with `options` and an x-tenant scope. */
+  start(config: ScenarioAppConfig): Promise<RunningApp>;
+  /** Builds the middleware without `scope`: should throw at creation. Omit where scope has a documented default. */
+  createWithoutScope?: (store: IdempotencyStore) => unknown | Promise<unknown>;
+}
+
+const enc = new TextEncoder();
+const NINE_MIB = 9 * 1024 * 1024;
+
+/** Runs per test id (`?t=`), per route. */
+const runs = new Map<string, number>();
+const ran = (path: string, t: string) => runs.get(`${path}?${t}`) ?? 0;
+function bump(path: string, query: URLSearchParams): number {
+  const id = `${path}?${query.get('t') ?? ''}`;
+  const n = (runs.get(id) ?? 0) + 1;
+  runs.set(id, n);
+  return n;
+}
+
+function jsonReply(status: number, value: unknown, headers: Record<string, string> = {}) {
+  return {
+    status,
+    headers: { 'content-type': 'application/json', ...headers },
+    body: enc.encode(JSON.stringify(value)),
+  };
+}
+
+async function* bigBody(): AsyncIterable<Uint8Array<ArrayBuffer>> {
+  const chunk = 256 * 1024;
+  for (let sent = 0; sent < NINE_MIB; sent += chunk) {
+    const bytes = new Uint8Array(chunk);
+    bytes.fill((sent / chunk) & 0xff);
+    yield bytes;
+  }
+}
+
+export const routes = new Map<string, Behaviour>([
+  [
+    '/ok',
+    async ({ body, query, tenant }) => {
+      const n = bump('/ok', query);
+      return jsonReply(
+        201,
+        { n, tenant, echo: body ?? null, random: Math.random() },
+        {
+          location: `/things/${n}`,
+          etag: `"v${n}"`,
+          'x-not-recorded': `run-${n}`,
+          'cache-control': 'no-store',
+        },
+      );
+    },
+  ],
+  [
+    '/status',
+    async ({ query }) => {
+      const n = bump('/status', query);
+      return jsonReply(Number(query.get('s')), { n, error: 'handler says no' });
+    },
+  ],
+  [
+    '/slow',
+    async ({ query }) => {
+      const n = bump('/slow', query);
+      await sleep(1500);
+      return jsonReply(201, { n });
+    },
+  ],
+  [
+    '/big',
+    async ({ query }) => {
+      bump('/big', query);
+      return {
+        status: 201,
+        headers: { 'content-type': 'application/octet-stream' },
+        body: bigBody(),
+      };
+    },
+  ],
+]);
+
+let seq = 0;
+const uid = (label: string) => `${label}-${Date.now().toString(36)}-${++seq}`;
+
+function header(x: Exchange, name: string): string | undefined {
+  const v = x.headers[name];
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+function problemOf(x: Exchange): { type?: string; title?: string; status?: number } {
+  try {
+    return JSON.parse(x.body.toString('utf8'));
+  } catch {
+    return {};
+  }
+}
+
+/** What the cross-adapter comparison looks at. */
+function summary(x: Exchange) {
+  const p = problemOf(x);
+  return {
+    status: x.status,
+    contentType: header(x, 'content-type'),
+    type: p.type,
+    title: p.title,
+    retryAfter: header(x, 'retry-after'),
+    replayed: header(x, REPLAYED),
+    bodyLength: x.body.length,
+    complete: x.complete,
+  };
+}
+
+function expectProblem(x: Exchange, status: number, type: string) {
+  expect({ status: x.status, type: problemOf(x).type }).toEqual({ status, type });
+  expect(header(x, 'content-type')).toMatch(/^application\/problem\+json/);
+}
+
+// ---------------------------------------------------------------- own Redis servers
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function ping(port: number): Promise<boolean> {
+  const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), 'ping'], {
+    encoding: 'utf8',
+    timeout: 2000,
+  });
+  return r.stdout?.trim() === 'PONG';
+}
+
+export interface OwnRedis {
+  port: number;
+  child: ChildProcess;
+}
+
+export async function startOwnRedis(port?: number): Promise<OwnRedis> {
+  const p = port ?? (await freePort());
+  const child = spawn(
+    'redis-server',
+    ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    if (await ping(p)) return { port: p, child };
+    await sleep(100);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`redis-server on ${p} did not start`);
+}
+
+export async function stopOwnRedis(server: OwnRedis): Promise<void> {
+  const child = server.child;
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+/** A TCP listener that accepts connections and never answers. */
+async function silentListener(): Promise<{ port: number; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server: NetServer = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function redisClient(port: number): Redis {
+  // A plain client: the store's own time limit (storeTimeoutMs, 5 s) is what must bound calls.
+  const client = new Redis({ host: '127.0.0.1', port, lazyConnect: true });
+  client.on('error', () => {});
+  client.connect().catch(() => {});
+  return client;
+}
+
+async function timed(p: Promise<Exchange>): Promise<{ x: Exchange; ms: number }> {
+  const start = Date.now();
+  const x = await p;
+  return { x, ms: Date.now() - start };
+}
+
+// ---------------------------------------------------------------- the suite
+
+export function defrevSuite(adapter: DefrevAdapter) {
+  const observed: Record<string, unknown> = {};
+  const note = (name: string, x: Exchange) => {
+    observed[name] = summary(x);
+  };
+
+  describe(`defrev ${adapter.name}: README defaults, default options`, () => {
+    let app: RunningApp;
+    const post = (path: string, t: string, options: SendOptions = {}) =>
+      send(app.url, `${path}?t=${t}`, { timeoutMs: 15_000, ...options });
+
+    beforeAll(async () => {
+      const options: ConformanceAdapterOptions = { store: createMemoryStore() };
+      app = await adapter.start({ options, routes });
+    });
+    afterAll(async () => {
+      await app?.close();
+      mkdirSync('/tmp/defrev', { recursive: true });
+      writeFileSync(`/tmp/defrev/${adapter.name}.json`, JSON.stringify(observed, null, 2));
+    });
+
+    if (adapter.createWithoutScope) {
+      const create = adapter.createWithoutScope;
+      it('held: creating the middleware without scope throws InvalidInputError at creation', async () => {
+        let thrown: unknown;
+        try {
+          await create(createMemoryStore());
+        } catch (error) {
+          thrown = error;
+        }
+        expect(thrown).toBeInstanceOf(Error);
+        expect((thrown as Error).name).toBe('InvalidInputError');
+        expect((thrown as Error).message).toMatch(/scope/);
+      });
+    }
+
+    for (const method of ['POST', 'PATCH']) {
+      it(`held: ${method} without Idempotency-Key -> 400 missing-key problem, handler not run`, async () => {
+        const t = uid('nokey');
+        const x = await post('/ok', t, { method, body: { a: 1 } });
+        note(`${method} no key`, x);
+        expectProblem(x, 400, PROBLEM.missingKey);
+        expect(ran('/ok', t)).toBe(0);
+      });
+    }
+
+    for (const method of ['GET', 'PUT', 'DELETE', 'HEAD']) {
+      it(`held: ${method} passes through untouched, with or without a key`, async () => {
+        const t = uid('pass');
+        const withBody = method === 'PUT' ? { body: { a: 1 } } : {};
+        const a = await post('/ok', t, { method, ...withBody });
+        const b = await post('/ok', t, { method, key: 'k-pass', ...withBody });
+        const c = await post('/ok', t, { method, key: 'k-pass', ...withBody });
+        note(`${method} pass-through`, c);
+        for (const x of [a, b, c]) {
+          expect(x.status).toBe(201);
+          expect(header(x, REPLAYED)).toBeUndefined();
+        }
+        expect(ran('/ok', t)).toBe(3);
+      });
+    }
+
+    const badKeys: Array<[string, string]> = [
+      ['empty', ''],
+      ['256 chars', 'k'.repeat(256)],
+      ['a control char (tab)', 'ab\tcd'],
+      ['non-ASCII (latin1 e-acute)', 'caf\u00e9'],
+    ];
+    for (const [label, key] of badKeys) {
+      it(`held: key ${label} -> 400 invalid-key problem, handler not run`, async () => {
+        const t = uid('badkey');
+        const x = await post('/ok', t, { key, body: { a: 1 } });
+        note(`bad key ${label}`, x);
+        expectProblem(x, 400, PROBLEM.invalidKey);
+        expect(ran('/ok', t)).toBe(0);
+      });
+    }
+
+    it('held: a 255-char key works (runs once, replayed)', async () => {
+      const t = uid('k255');
+      const key = 'K'.repeat(255);
+      const a = await post('/ok', t, { key, body: { a: 1 } });
+      const b = await post('/ok', t, { key, body: { a: 1 } });
+      expect(a.status).toBe(201);
+      expect(b.status).toBe(201);
+      expect(header(b, REPLAYED)).toBe('true');
+      expect(ran('/ok', t)).toBe(1);
+    });
+
+    for (const status of [500, 503, 400, 404, 409, 422]) {
+      it(`held: a ${status} from the handler is not recorded: the retry runs again`, async () => {
+        const t = uid(`s${status}`);
+        const key = uid('key');
+        const path = `/status?t=${t}&s=${status}`;
+        const x1 = await send(app.url, path, { key, body: { a: 1 } });
+        const x2 = await send(app.url, path, { key, body: { a: 1 } });
+        note(`handler ${status} retry`, x2);
+        expect(x1.status).toBe(status);
+        expect(x2.status).toBe(status);
+        expect(header(x2, REPLAYED)).toBeUndefined();
+        expect(ran('/status', t)).toBe(2);
+      });
+    }
+
+    it('held: a 201 is replayed byte for byte with Idempotent-Replayed: true and the recorded headers', async () => {
+      const t = uid('replay');
+      const key = uid('key');
+      const a = await post('/ok', t, { key, body: { amount: 5 } });
+      const b = await post('/ok', t, { key, body: { amount: 5 } });
+      note('201 first', a);
+      note('201 replay', b);
+      expect(a.status).toBe(201);
+      expect(header(a, REPLAYED)).toBeUndefined();
+      expect(b.status).toBe(201);
+      expect(header(b, REPLAYED)).toBe('true');
+      expect(b.body.equals(a.body)).toBe(true);
+      for (const name of ['content-type', 'location', 'etag', 'cache-control'])
+        expect([name, header(b, name)]).toEqual([name, header(a, name)]);
+      // not in the allowlist: not replayed
+      expect(header(b, 'x-not-recorded')).toBeUndefined();
+      expect(ran('/ok', t)).toBe(1);
+    });
+
+    it('held: a duplicate while the first runs gets 409 in-progress + Retry-After; then the replay', async () => {
+      const t = uid('slow');
+      const key = uid('key');
+      const first = post('/slow', t, { key, body: { a: 1 } });
+      await sleep(400);
+      const dup = await post('/slow', t, { key, body: { a: 1 } });
+      note('in progress dup', dup);
+      expectProblem(dup, 409, PROBLEM.inProgress);
+      expect(header(dup, 'retry-after')).toMatch(/^\d+$/);
+      const a = await first;
+      expect(a.status).toBe(201);
+      const again = await post('/slow', t, { key, body: { a: 1 } });
+      expect(again.status).toBe(201);
+      expect(header(again, REPLAYED)).toBe('true');
+      expect(again.body.equals(a.body)).toBe(true);
+      expect(ran('/slow', t)).toBe(1);
+    });
+
+    it('held: same key, different body -> 422 key-reused, handler not run again', async () => {
+      const t = uid('fp');
+      const key = uid('key');
+      const a = await post('/ok', t, { key, body: { amount: 5 } });
+      const b = await post('/ok', t, { key, body: { amount: 6 } });
+      note('422 different body', b);
+      expect(a.status).toBe(201);
+      expectProblem(b, 422, PROBLEM.keyReused);
+      expect(ran('/ok', t)).toBe(1);
+    });
+
+    it('held: same key, same JSON body with members in another order -> replay', async () => {
+      const t = uid('order');
+      const key = uid('key');
+      const a = await post('/ok', t, {
+        key,
+        body: Buffer.from('{"amount":5,"currency":"eur","meta":{"x":1,"y":2}}'),
+        headers: { 'content-type': 'application/json' },
+      });
+      const b = await post('/ok', t, {
+        key,
+        body: Buffer.from('{"meta":{"y":2,"x":1},"currency":"eur","amount":5}'),
+        headers: { 'content-type': 'application/json' },
+      });
+      note('reordered json replay', b);
+      expect(a.status).toBe(201);
+      expect(b.status).toBe(201);
+      expect(header(b, REPLAYED)).toBe('true');
+      expect(b.body.equals(a.body)).toBe(true);
+      expect(ran('/ok', t)).toBe(1);
+    });
+
+    it('held: the same key from two principals never replays across', async () => {
+      const t = uid('iso');
+      const key = uid('key');
+      const a = await post('/ok', t, { key, body: { a: 1 }, tenant: 'alice' });
+      const b = await post('/ok', t, { key, body: { a: 1 }, tenant: 'bob' });
+      const a2 = await post('/ok', t, { key, body: { a: 1 }, tenant: 'alice' });
+      const b2 = await post('/ok', t, { key, body: { a: 1 }, tenant: 'bob' });
+      expect(a.status).toBe(201);
+      expect(b.status).toBe(201);
+      expect(header(b, REPLAYED)).toBeUndefined();
+      expect(JSON.parse(b.body.toString()).tenant).toBe('bob');
+      expect(a2.body.equals(a.body)).toBe(true);
+      expect(b2.body.equals(b.body)).toBe(true);
+      expect(header(a2, REPLAYED)).toBe('true');
+      expect(header(b2, REPLAYED)).toBe('true');
+      expect(ran('/ok', t)).toBe(2);
+    });
+
+    it('held: a 9 MiB response streams in full and is not recorded; the retry gets 500 outcome-not-recorded, not a second run', async () => {
+      const t = uid('big');
+      const key = uid('key');
+      const a = await post('/big', t, { key, body: { a: 1 }, timeoutMs: 30_000 });
+      note('9MiB first', { ...a, body: Buffer.alloc(0) });
+      expect(a.status).toBe(201);
+      expect(a.complete).toBe(true);
+      expect(a.body.length).toBe(NINE_MIB);
+      const b = await post('/big', t, { key, body: { a: 1 }, timeoutMs: 30_000 });
+      note('9MiB retry', b);
+      expectProblem(b, 500, PROBLEM.outcomeNotRecorded);
+      expect(ran('/big', t)).toBe(1);
+    }, 60_000);
+  });
+
+  describe(`defrev ${adapter.name}: store down (@idem/store-redis), default options`, () => {
+    const BOUND_MS = 6_000;
+
+    it('held: own redis-server killed -> 503 store-unavailable + Retry-After within the bound; back up -> works, no restart', async () => {
+      const redis = await startOwnRedis();
+      const client = redisClient(redis.port);
+      const app = await adapter.start({
+        options: { store: createRedisStore({ client }) },
+        routes,
+      });
+      try {
+        const t = uid('down');
+        const ok = await send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 } });
+        expect(ok.status).toBe(201);
+        await stopOwnRedis(redis);
+        const results: Array<{ x: Exchange; ms: number }> = [];
+        for (let i = 0; i < 3; i++)
+          results.push(
+            await timed(
+              send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
+            ),
+          );
+        note('redis killed', results[0].x);
+        for (const { x, ms } of results) {
+          expectProblem(x, 503, PROBLEM.storeUnavailable);
+          expect(header(x, 'retry-after')).toMatch(/^\d+$/);
+          expect(ms).toBeLessThan(BOUND_MS);
+        }
+        expect(ran('/ok', t)).toBe(1);
+        const again = await startOwnRedis(redis.port);
+        try {
+          let last: Exchange | undefined;
+          const deadline = Date.now() + 15_000;
+          while (Date.now() < deadline) {
+            last = await send(app.url, `/ok?t=${t}`, {
+              key: uid('k'),
+              body: { a: 1 },
+              timeoutMs: 10_000,
+            });
+            if (last.status === 201) break;
+            await sleep(500);
+          }
+          expect(last?.status).toBe(201);
+        } finally {
+          await stopOwnRedis(again);
+        }
+      } finally {
+        await app.close().catch(() => {});
+        client.disconnect();
+        await stopOwnRedis(redis);
+      }
+    }, 60_000);
+
+    it('held: store pointed at a closed port -> 503 store-unavailable + Retry-After within the bound', async () => {
+      const port = await freePort();
+      const client = redisClient(port);
+      const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
+      try {
+        const t = uid('closed');
+        for (let i = 0; i < 2; i++) {
+          const { x, ms } = await timed(
+            send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
+          );
+          note('closed port', x);
+          expectProblem(x, 503, PROBLEM.storeUnavailable);
+          expect(header(x, 'retry-after')).toMatch(/^\d+$/);
+          expect(ms).toBeLessThan(BOUND_MS);
+        }
+        expect(ran('/ok', t)).toBe(0);
+      } finally {
+        await app.close().catch(() => {});
+        client.disconnect();
+      }
+    }, 60_000);
+
+    it('held: a silent store (accepts, never answers) -> 503 within the bound, not a hang', async () => {
+      const silent = await silentListener();
+      const client = redisClient(silent.port);
+      const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
+      try {
+        const t = uid('silent');
+        for (let i = 0; i < 2; i++) {
+          const { x, ms } = await timed(
+            send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
+          );
+          note('silent store', x);
+          expectProblem(x, 503, PROBLEM.storeUnavailable);
+          expect(header(x, 'retry-after')).toMatch(/^\d+$/);
+          expect(ms).toBeLessThan(BOUND_MS);
+        }
+        expect(ran('/ok', t)).toBe(0);
+      } finally {
+        await Promise.race([app.close().catch(() => {}), sleep(5_000)]);
+        client.disconnect();
+        await silent.close();
+      }
+    }, 60_000);
+  });
+
+  afterAll(() => {
+    mkdirSync('/tmp/defrev', { recursive: true });
+    writeFileSync(`/tmp/defrev/${adapter.name}.json`, JSON.stringify(observed, null, 2));
+  });
+}
