@@ -88,6 +88,13 @@ export const routes = new Map<string, Behaviour>([
     },
   ],
   [
+    '/nocontent',
+    async ({ query }) => {
+      bump('/nocontent', query);
+      return { status: 204, headers: { etag: '"nc"' }, body: new Uint8Array() };
+    },
+  ],
+  [
     '/slow',
     async ({ query }) => {
       const n = bump('/slow', query);
@@ -230,6 +237,7 @@ async function timed(p: Promise<Exchange>): Promise<{ x: Exchange; ms: number }>
 // ---------------------------------------------------------------- the suite
 
 export function defrevSuite(adapter: DefrevAdapter) {
+  defrevDeepSuite(adapter);
   const observed: Record<string, unknown> = {};
   const note = (name: string, x: Exchange) => {
     observed[name] = summary(x);
@@ -539,3 +547,182 @@ export function defrevSuite(adapter: DefrevAdapter) {
     writeFileSync(`/tmp/defrev/${adapter.name}.json`, JSON.stringify(observed, null, 2));
   });
 }
+
+/** Second pass: edges of the same claims. */
+function defrevDeepSuite(adapter: DefrevAdapter) {
+  describe(`defrev ${adapter.name}: edges, default options`, () => {
+    let app: RunningApp;
+    const post = (path: string, t: string, options: SendOptions = {}) =>
+      send(app.url, `${path}?t=${t}`, { timeoutMs: 15_000, ...options });
+    beforeAll(async () => {
+      app = await adapter.start({ options: { store: createMemoryStore() }, routes });
+    });
+    afterAll(async () => {
+      await app?.close();
+    });
+
+    it('held: a duplicate with another body while the first runs -> 422 key-reused', async () => {
+      const t = uid('slow422');
+      const key = uid('key');
+      const first = post('/slow', t, { key, body: { a: 1 } });
+      await sleep(400);
+      const dup = await post('/slow', t, { key, body: { a: 2 } });
+      expectProblem(dup, 422, PROBLEM.keyReused);
+      expect((await first).status).toBe(201);
+      expect(ran('/slow', t)).toBe(1);
+    });
+
+    it('held: a 204 (2xx, no body) is replayed as a 204 with Idempotent-Replayed', async () => {
+      const t = uid('nc');
+      const key = uid('key');
+      const a = await post('/nocontent', t, { key, body: { a: 1 } });
+      const b = await post('/nocontent', t, { key, body: { a: 1 } });
+      expect(a.status).toBe(204);
+      expect(b.status).toBe(204);
+      expect(b.body.length).toBe(0);
+      expect(header(b, REPLAYED)).toBe('true');
+      expect(header(b, 'etag')).toBe('"nc"');
+      expect(ran('/nocontent', t)).toBe(1);
+    });
+
+    for (const status of [302, 303]) {
+      it(`held: a ${status} (not 2xx) is not recorded: the retry runs again`, async () => {
+        const t = uid(`s${status}`);
+        const key = uid('key');
+        const path = `/status?t=${t}&s=${status}`;
+        const x1 = await send(app.url, path, { key, body: { a: 1 } });
+        const x2 = await send(app.url, path, { key, body: { a: 1 } });
+        expect([x1.status, x2.status]).toEqual([status, status]);
+        expect(header(x2, REPLAYED)).toBeUndefined();
+        expect(ran('/status', t)).toBe(2);
+      });
+    }
+
+    it('held: a quoted 255-char key (Structured Field form) works and replays', async () => {
+      const t = uid('q255');
+      const key = `"${'Q'.repeat(255)}"`;
+      const a = await post('/ok', t, { key, body: { a: 1 } });
+      const b = await post('/ok', t, { key, body: { a: 1 } });
+      expect(a.status).toBe(201);
+      expect(header(b, REPLAYED)).toBe('true');
+      expect(ran('/ok', t)).toBe(1);
+    });
+
+    it('held: a quoted 256-char key -> 400 invalid-key', async () => {
+      const t = uid('q256');
+      const x = await post('/ok', t, { key: `"${'Q'.repeat(256)}"`, body: { a: 1 } });
+      expectProblem(x, 400, PROBLEM.invalidKey);
+      expect(ran('/ok', t)).toBe(0);
+    });
+
+    it('held: a bare key with an inner space (printable ASCII) works; its quoted form is the same key', async () => {
+      const t = uid('space');
+      const a = await post('/ok', t, { key: 'a b', body: { a: 1 } });
+      const b = await post('/ok', t, { key: '"a b"', body: { a: 1 } });
+      expect(a.status).toBe(201);
+      expect(b.status).toBe(201);
+      expect(header(b, REPLAYED)).toBe('true');
+      expect(ran('/ok', t)).toBe(1);
+    });
+  });
+
+  describe(`defrev ${adapter.name}: store stalls mid-request (@idem/store-redis)`, () => {
+    it('held: redis frozen (SIGSTOP) while the handler runs: never a second run; once it thaws, the replay', async () => {
+      const redis = await startOwnRedis();
+      const client = redisClient(redis.port);
+      const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
+      try {
+        const t = uid('freeze');
+        const key = uid('k');
+        const first = timed(
+          send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 20_000 }),
+        );
+        await sleep(300);
+        redis.child.kill('SIGSTOP');
+        const firstDone = await first.catch((e) => ({ x: undefined, ms: -1, e }));
+        observedFreeze[adapter.name] = {
+          firstStatus: (firstDone as { x?: Exchange }).x?.status,
+          firstComplete: (firstDone as { x?: Exchange }).x?.complete,
+          firstMs: firstDone.ms,
+        };
+        // While frozen, a retry must not run the handler.
+        const during = await timed(
+          send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 }),
+        );
+        observedFreeze[adapter.name].duringStatus = during.x.status;
+        observedFreeze[adapter.name].duringMs = during.ms;
+        expect(during.ms).toBeLessThan(6_000);
+        expect([409, 503]).toContain(during.x.status);
+        redis.child.kill('SIGCONT');
+        let last: Exchange | undefined;
+        const statuses: number[] = [];
+        const deadline = Date.now() + 20_000;
+        while (Date.now() < deadline) {
+          last = await send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
+          statuses.push(last.status);
+          if (last.status !== 409 && last.status !== 503) break;
+          await sleep(500);
+        }
+        observedFreeze[adapter.name].after = statuses;
+        expect(last?.status).toBe(201);
+        expect(header(last as Exchange, REPLAYED)).toBe('true');
+        expect(ran('/slow', t)).toBe(1);
+      } finally {
+        redis.child.kill('SIGCONT');
+        await app.close().catch(() => {});
+        client.disconnect();
+        await stopOwnRedis(redis);
+        mkdirSync('/tmp/defrev', { recursive: true });
+        writeFileSync(
+          `/tmp/defrev/freeze-${adapter.name}.json`,
+          JSON.stringify(observedFreeze, null, 2),
+        );
+      }
+    }, 60_000);
+
+    it('held: a claim whose answer was lost (redis frozen past the time limit, then thawed) does not lock the key for long', async () => {
+      const redis = await startOwnRedis();
+      const client = redisClient(redis.port);
+      const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
+      try {
+        const t = uid('lost');
+        const key = uid('k');
+        // connect first
+        const warm = await send(app.url, `/ok?t=${t}`, { key: uid('w'), body: { a: 1 } });
+        expect(warm.status).toBe(201);
+        redis.child.kill('SIGSTOP');
+        const lost = await timed(
+          send(app.url, `/ok?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 }),
+        );
+        expectProblem(lost.x, 503, PROBLEM.storeUnavailable);
+        expect(lost.ms).toBeLessThan(6_000);
+        redis.child.kill('SIGCONT');
+        const start = Date.now();
+        const statuses: number[] = [];
+        let last: Exchange | undefined;
+        while (Date.now() - start < 40_000) {
+          last = await send(app.url, `/ok?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
+          statuses.push(last.status);
+          if (last.status === 201) break;
+          await sleep(1_000);
+        }
+        const lockedMs = Date.now() - start;
+        observedFreeze[`${adapter.name} lost-claim`] = { statuses, lockedMs };
+        writeFileSync(
+          `/tmp/defrev/lost-${adapter.name}.json`,
+          JSON.stringify({ statuses, lockedMs }),
+        );
+        expect(last?.status).toBe(201);
+        expect(ran('/ok', t)).toBe(2); // warm + one run of the key
+        expect(lockedMs).toBeLessThan(6_000);
+      } finally {
+        redis.child.kill('SIGCONT');
+        await app.close().catch(() => {});
+        client.disconnect();
+        await stopOwnRedis(redis);
+      }
+    }, 90_000);
+  });
+}
+
+const observedFreeze: Record<string, Record<string, unknown>> = {};
