@@ -88,6 +88,24 @@ export const routes = new Map<string, Behaviour>([
     },
   ],
   [
+    '/throw',
+    async ({ query }) => {
+      bump('/throw', query);
+      throw new Error('handler blew up');
+    },
+  ],
+  [
+    '/bigone',
+    async ({ query }) => {
+      bump('/bigone', query);
+      return {
+        status: 201,
+        headers: { 'content-type': 'application/octet-stream' },
+        body: new Uint8Array(NINE_MIB).fill(7),
+      };
+    },
+  ],
+  [
     '/nocontent',
     async ({ query }) => {
       bump('/nocontent', query);
@@ -626,6 +644,103 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
     });
   });
 
+  describe(`defrev ${adapter.name}: more edges, default options`, () => {
+    let app: RunningApp;
+    const post = (path: string, t: string, options: SendOptions = {}) =>
+      send(app.url, `${path}?t=${t}`, { timeoutMs: 15_000, ...options });
+    beforeAll(async () => {
+      app = await adapter.start({ options: { store: createMemoryStore() }, routes });
+    });
+    afterAll(async () => {
+      await app?.close();
+      writeFileSync(`/tmp/defrev/more-${adapter.name}.json`, JSON.stringify(more, null, 2));
+    });
+    const more: Record<string, unknown> = {};
+
+    it('held: a handler that throws (framework 500) is not recorded: the retry at once runs again (no 409)', async () => {
+      const t = uid('throw');
+      const key = uid('key');
+      const a = await post('/throw', t, { key, body: { a: 1 } });
+      const b = await post('/throw', t, { key, body: { a: 1 } });
+      more.throwFirst = summary(a);
+      more.throwRetry = summary(b);
+      expect(a.status).toBe(500);
+      expect(b.status).toBe(500);
+      expect(header(b, REPLAYED)).toBeUndefined();
+      expect(ran('/throw', t)).toBe(2);
+    });
+
+    it('held: the key in two header lines -> 400 invalid-key, not run', async () => {
+      const t = uid('twice');
+      const x = await post('/ok', t, { key: ['k-one', 'k-two'], body: { a: 1 } });
+      more.twoLines = summary(x);
+      expectProblem(x, 400, PROBLEM.invalidKey);
+      expect(ran('/ok', t)).toBe(0);
+    });
+
+    it('held: a 2 MiB JSON body (over maxBodyBytes 1 MiB) -> 413 body-too-large problem, not run', async () => {
+      const t = uid('bigreq');
+      const x = await post('/ok', t, {
+        key: uid('key'),
+        body: Buffer.from(JSON.stringify({ pad: 'p'.repeat(2 * 1024 * 1024) })),
+        headers: { 'content-type': 'application/json' },
+      });
+      more.bigRequest = summary(x);
+      expectProblem(x, 413, PROBLEM.bodyTooLarge);
+      expect(ran('/ok', t)).toBe(0);
+    });
+
+    it('held: principals that differ only in case never share a key', async () => {
+      const t = uid('case');
+      const key = uid('key');
+      const a = await post('/ok', t, { key, body: { a: 1 }, tenant: 'Alice' });
+      const b = await post('/ok', t, { key, body: { a: 1 }, tenant: 'alice' });
+      expect(a.status).toBe(201);
+      expect(b.status).toBe(201);
+      expect(header(b, REPLAYED)).toBeUndefined();
+      expect(ran('/ok', t)).toBe(2);
+    });
+
+    it('held: a 9 MiB response written in one piece reaches its caller whole; the retry gets 500 outcome-not-recorded', async () => {
+      const t = uid('bigone');
+      const key = uid('key');
+      const a = await post('/bigone', t, { key, body: { a: 1 }, timeoutMs: 30_000 });
+      more.bigOneFirst = { ...summary(a), contentLength: header(a, 'content-length') };
+      expect(a.status).toBe(201);
+      expect(a.complete).toBe(true);
+      expect(a.body.length).toBe(NINE_MIB);
+      const b = await post('/bigone', t, { key, body: { a: 1 }, timeoutMs: 30_000 });
+      more.bigOneRetry = summary(b);
+      expectProblem(b, 500, PROBLEM.outcomeNotRecorded);
+      expect(ran('/bigone', t)).toBe(1);
+    }, 60_000);
+
+    it('held: 10 parallel requests to a silent store all get 503 within the bound', async () => {
+      const silent = await silentListener();
+      const client = redisClient(silent.port);
+      const own = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
+      try {
+        const t = uid('silent10');
+        const results = await Promise.all(
+          Array.from({ length: 10 }, () =>
+            timed(
+              send(own.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
+            ),
+          ),
+        );
+        more.silent10 = results.map((r) => [r.x.status, r.ms]);
+        for (const { x, ms } of results) {
+          expectProblem(x, 503, PROBLEM.storeUnavailable);
+          expect(ms).toBeLessThan(6_000);
+        }
+      } finally {
+        await Promise.race([own.close().catch(() => {}), sleep(5_000)]);
+        client.disconnect();
+        await silent.close();
+      }
+    }, 60_000);
+  });
+
   describe(`defrev ${adapter.name}: store stalls mid-request (@idem/store-redis)`, () => {
     it('held: redis frozen (SIGSTOP) while the handler runs: never a second run; once it thaws, the replay', async () => {
       const redis = await startOwnRedis();
@@ -634,16 +749,22 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
       try {
         const t = uid('freeze');
         const key = uid('k');
+        const firstStart = Date.now();
         const first = timed(
           send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 20_000 }),
         );
         await sleep(300);
         redis.child.kill('SIGSTOP');
-        const firstDone = await first.catch((e) => ({ x: undefined, ms: -1, e }));
+        const firstDone = await first.catch((e: Error) => ({
+          x: undefined,
+          ms: Date.now() - firstStart,
+          error: e.message,
+        }));
         observedFreeze[adapter.name] = {
           firstStatus: (firstDone as { x?: Exchange }).x?.status,
           firstComplete: (firstDone as { x?: Exchange }).x?.complete,
           firstMs: firstDone.ms,
+          firstError: (firstDone as { error?: string }).error,
         };
         // While frozen, a retry must not run the handler.
         const during = await timed(
