@@ -31,6 +31,11 @@ export interface DefrevAdapter {
   start(config: ScenarioAppConfig): Promise<RunningApp>;
   /** Builds the middleware without `scope`: should throw at creation. Omit where scope has a documented default. */
   createWithoutScope?: (store: IdempotencyStore) => unknown | Promise<unknown>;
+  /**
+   * The framework's own body limit answers a body over 1 MiB before the middleware does, with
+   * the framework's 413 (not an idem problem). Set where that is observed (a finding).
+   */
+  frameworkBodyLimitFirst?: { finding: string };
 }
 
 const enc = new TextEncoder();
@@ -160,6 +165,7 @@ function summary(x: Exchange) {
     retryAfter: header(x, 'retry-after'),
     replayed: header(x, REPLAYED),
     bodyLength: x.body.length,
+    bodyHead: x.body.length <= 2048 ? x.body.toString('utf8').slice(0, 160) : undefined,
     complete: x.complete,
   };
 }
@@ -678,7 +684,7 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
       expect(ran('/ok', t)).toBe(0);
     });
 
-    it('held: a 2 MiB JSON body (over maxBodyBytes 1 MiB) -> 413 body-too-large problem, not run', async () => {
+    it('held: a 2 MiB JSON body (over maxBodyBytes 1 MiB) -> 413, handler not run', async () => {
       const t = uid('bigreq');
       const x = await post('/ok', t, {
         key: uid('key'),
@@ -686,9 +692,23 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
         headers: { 'content-type': 'application/json' },
       });
       more.bigRequest = summary(x);
-      expectProblem(x, 413, PROBLEM.bodyTooLarge);
+      expect(x.status).toBe(413);
       expect(ran('/ok', t)).toBe(0);
     });
+
+    // See the adapter's test file for the FINDING comment where this fails.
+    (adapter.frameworkBodyLimitFirst ? it.fails : it)(
+      `${adapter.frameworkBodyLimitFirst ? '' : 'held: '}a 2 MiB JSON body with default options gets the 413 body-too-large problem (application/problem+json) like the other adapters`,
+      async () => {
+        const t = uid('bigreq2');
+        const x = await post('/ok', t, {
+          key: uid('key'),
+          body: Buffer.from(JSON.stringify({ pad: 'p'.repeat(2 * 1024 * 1024) })),
+          headers: { 'content-type': 'application/json' },
+        });
+        expectProblem(x, 413, PROBLEM.bodyTooLarge);
+      },
+    );
 
     it('held: principals that differ only in case never share a key', async () => {
       const t = uid('case');
