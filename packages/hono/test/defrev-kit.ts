@@ -761,6 +761,54 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
     }, 60_000);
   });
 
+  describe(`defrev ${adapter.name}: operations and spellings, default options`, () => {
+    let app: RunningApp;
+    const spell: Record<string, unknown> = {};
+    beforeAll(async () => {
+      app = await adapter.start({ options: { store: createMemoryStore() }, routes });
+    });
+    afterAll(async () => {
+      await app?.close();
+      writeFileSync(`/tmp/defrev/spell-${adapter.name}.json`, JSON.stringify(spell, null, 2));
+    });
+
+    it('held: the same key on two routes is two keys (operation is part of the scope)', async () => {
+      const t = uid('ops');
+      const key = uid('key');
+      const a = await send(app.url, `/ok?t=${t}`, { key, body: { a: 1 } });
+      const b = await send(app.url, `/nocontent?t=${t}`, { key, body: { a: 1 } });
+      spell.twoRoutes = [summary(a), summary(b)];
+      expect(a.status).toBe(201);
+      expect(b.status).toBe(204);
+      expect(ran('/ok', t)).toBe(1);
+      expect(ran('/nocontent', t)).toBe(1);
+    });
+
+    for (const variant of ['/ok/', '/OK', '/%6Fk', '/ok//']) {
+      it(`held: a retry through another spelling of the path (${variant}) is never run again`, async () => {
+        const t = uid('spell');
+        const key = uid('key');
+        const a = await send(app.url, `/ok?t=${t}`, { key, body: { a: 1 } });
+        const b = await send(app.url, `${variant}?t=${t}`, { key, body: { a: 1 } });
+        spell[variant] = summary(b);
+        expect(a.status).toBe(201);
+        // replayed, refused (422), or not routed (404): not a second run
+        expect(ran('/ok', t)).toBe(1);
+      });
+    }
+
+    it('held: a retry with the query parameters in another order is never run again', async () => {
+      const t = uid('q');
+      const key = uid('key');
+      const a = await send(app.url, `/ok?t=${t}&a=1&b=2`, { key, body: { a: 1 } });
+      const b = await send(app.url, `/ok?t=${t}&b=2&a=1`, { key, body: { a: 1 } });
+      spell.queryOrder = summary(b);
+      expect(a.status).toBe(201);
+      expect([201, 422]).toContain(b.status);
+      expect(ran('/ok', t)).toBe(1);
+    });
+  });
+
   describe(`defrev ${adapter.name}: store stalls mid-request (@idem/store-redis)`, () => {
     it('held: redis frozen (SIGSTOP) while the handler runs: never a second run; once it thaws, the replay', async () => {
       const redis = await startOwnRedis();
