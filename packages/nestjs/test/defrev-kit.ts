@@ -16,6 +16,7 @@ import {
   PROBLEM,
   REPLAYED,
   type RunningApp,
+  rawPost,
   type ScenarioAppConfig,
   type SendOptions,
   send,
@@ -107,6 +108,17 @@ export const routes = new Map<string, Behaviour>([
         status: 201,
         headers: { 'content-type': 'application/octet-stream' },
         body: new Uint8Array(NINE_MIB).fill(7),
+      };
+    },
+  ],
+  [
+    '/size',
+    async ({ query }) => {
+      const n = bump('/size', query);
+      return {
+        status: 201,
+        headers: { 'content-type': 'application/octet-stream' },
+        body: new Uint8Array(Number(query.get('n'))).fill(n & 0xff),
       };
     },
   ],
@@ -807,6 +819,79 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
       expect([201, 422]).toContain(b.status);
       expect(ran('/ok', t)).toBe(1);
     });
+  });
+
+  describe(`defrev ${adapter.name}: raw keys and a full memory store, default options`, () => {
+    let app: RunningApp;
+    const raw: Record<string, unknown> = {};
+    beforeAll(async () => {
+      app = await adapter.start({ options: { store: createMemoryStore() }, routes });
+    });
+    afterAll(async () => {
+      await app?.close();
+      writeFileSync(`/tmp/defrev/raw-${adapter.name}.json`, JSON.stringify(raw, null, 2));
+    });
+
+    it('held: a key with DEL (0x7F) is refused with 400, handler not run', async () => {
+      const t = uid('del');
+      const res = await rawPost(
+        app.url,
+        `/ok?t=${t}`,
+        'ab\x7fcd',
+        '{"a":1}',
+        'x-tenant: tenant-a\r\n',
+      );
+      const text = res.toString('latin1');
+      raw.del = text.slice(0, 400);
+      expect(text.slice(0, 12)).toBe('HTTP/1.1 400');
+      expect(ran('/ok', t)).toBe(0);
+    });
+
+    it('held: memory store filled past 128 MiB: no record dropped, nothing runs twice, 503 store-full or 500 not-recorded instead', async () => {
+      const t = uid('full');
+      const size = 7.5 * 1024 * 1024;
+      const keys: string[] = [];
+      const firsts: Buffer[] = [];
+      const statuses: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const key = uid('fk');
+        const x = await send(app.url, `/size?t=${t}&n=${size}`, {
+          key,
+          body: { i },
+          timeoutMs: 30_000,
+        });
+        statuses.push(x.status);
+        keys.push(key);
+        firsts.push(x.status === 201 ? x.body : Buffer.alloc(0));
+        if (x.status === 503) {
+          expectProblem(x, 503, 'https://idem.dev/problems/store-full');
+          expect(header(x, 'retry-after')).toMatch(/^\d+$/);
+        }
+      }
+      raw.fullStatuses = statuses;
+      const retries: number[] = [];
+      const before = ran('/size', t);
+      for (let i = 0; i < keys.length; i++) {
+        const x = await send(app.url, `/size?t=${t}&n=${size}`, {
+          key: keys[i],
+          body: { i },
+          timeoutMs: 30_000,
+        });
+        retries.push(x.status);
+        if (statuses[i] === 201 && x.status === 201) {
+          expect(header(x, REPLAYED)).toBe('true');
+          expect(x.body.equals(firsts[i])).toBe(true);
+        }
+      }
+      raw.fullRetries = retries;
+      raw.fullRuns = [before, ran('/size', t)];
+      // a retry of a key that ran must not run again
+      const ranFirst = statuses.filter((s) => s === 201).length;
+      expect(before).toBe(ranFirst);
+      const rerunAllowed = statuses.filter((s) => s === 503).length; // nothing ran for those
+      expect(ran('/size', t) - before).toBeLessThanOrEqual(rerunAllowed);
+      expect(statuses).toContain(503);
+    }, 120_000);
   });
 
   describe(`defrev ${adapter.name}: store stalls mid-request (@idem/store-redis)`, () => {
