@@ -333,6 +333,8 @@ export function defrevSuite(adapter: DefrevAdapter) {
           expect(x.status).toBe(201);
           expect(header(x, REPLAYED)).toBeUndefined();
         }
+        if (method === 'PUT')
+          for (const x of [a, b, c]) expect(JSON.parse(x.body.toString()).echo).toEqual({ a: 1 });
         expect(ran('/ok', t)).toBe(3);
       });
     }
@@ -555,6 +557,69 @@ export function defrevSuite(adapter: DefrevAdapter) {
         client.disconnect();
       }
     }, 60_000);
+
+    async function untilCreated(url: string, t: string, withinMs: number) {
+      const statuses: number[] = [];
+      const deadline = Date.now() + withinMs;
+      let last: Exchange | undefined;
+      while (Date.now() < deadline) {
+        last = await send(url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 10_000 });
+        statuses.push(last.status);
+        if (last.status === 201) break;
+        await sleep(500);
+      }
+      return { last, statuses };
+    }
+
+    it('held: a store that was never up (closed port) starts working when redis-server comes up there, no restart', async () => {
+      const port = await freePort();
+      const client = redisClient(port);
+      const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
+      let redis: OwnRedis | undefined;
+      try {
+        const t = uid('neverup');
+        const x = await send(app.url, `/ok?t=${t}`, {
+          key: uid('k'),
+          body: { a: 1 },
+          timeoutMs: 15_000,
+        });
+        expectProblem(x, 503, PROBLEM.storeUnavailable);
+        redis = await startOwnRedis(port);
+        const { last, statuses } = await untilCreated(app.url, t, 20_000);
+        writeFileSync(`/tmp/defrev/neverup-${adapter.name}.json`, JSON.stringify(statuses));
+        expect(last?.status).toBe(201);
+      } finally {
+        await app.close().catch(() => {});
+        client.disconnect();
+        if (redis) await stopOwnRedis(redis);
+      }
+    }, 60_000);
+
+    it('held: after a silent store goes away and redis-server listens on its port, requests work again, no restart', async () => {
+      const silent = await silentListener();
+      const client = redisClient(silent.port);
+      const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
+      let redis: OwnRedis | undefined;
+      try {
+        const t = uid('silentback');
+        const x = await send(app.url, `/ok?t=${t}`, {
+          key: uid('k'),
+          body: { a: 1 },
+          timeoutMs: 15_000,
+        });
+        expectProblem(x, 503, PROBLEM.storeUnavailable);
+        await silent.close();
+        redis = await startOwnRedis(silent.port);
+        const { last, statuses } = await untilCreated(app.url, t, 30_000);
+        writeFileSync(`/tmp/defrev/silentback-${adapter.name}.json`, JSON.stringify(statuses));
+        expect(last?.status).toBe(201);
+      } finally {
+        await Promise.race([app.close().catch(() => {}), sleep(5_000)]);
+        client.disconnect();
+        await silent.close().catch(() => {});
+        if (redis) await stopOwnRedis(redis);
+      }
+    }, 90_000);
 
     it('held: a silent store (accepts, never answers) -> 503 within the bound, not a hang', async () => {
       const silent = await silentListener();
@@ -894,6 +959,57 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
       expect(ran('/size', t) - before).toBeLessThanOrEqual(rerunAllowed);
       expect(statuses).toContain(503);
     }, 120_000);
+  });
+
+  describe(`defrev ${adapter.name}: last edges, default options`, () => {
+    let app: RunningApp;
+    const post = (path: string, t: string, options: SendOptions = {}) =>
+      send(app.url, `${path}?t=${t}`, { timeoutMs: 15_000, ...options });
+    beforeAll(async () => {
+      app = await adapter.start({ options: { store: createMemoryStore() }, routes });
+    });
+    afterAll(async () => {
+      await app?.close();
+    });
+
+    it('held: the 409 comes at once (no waiting by default), and another principal with the key runs meanwhile', async () => {
+      const t = uid('slowiso');
+      const key = uid('key');
+      const first = post('/slow', t, { key, body: { a: 1 }, tenant: 'alice' });
+      await sleep(300);
+      const dup = await timed(post('/slow', t, { key, body: { a: 1 }, tenant: 'alice' }));
+      expectProblem(dup.x, 409, PROBLEM.inProgress);
+      expect(dup.ms).toBeLessThan(500);
+      const other = await post('/slow', t, { key, body: { a: 1 }, tenant: 'bob' });
+      expect(other.status).toBe(201);
+      expect(header(other, REPLAYED)).toBeUndefined();
+      expect((await first).status).toBe(201);
+      expect(ran('/slow', t)).toBe(2);
+    });
+
+    it('held: PATCH with a key runs once and is replayed', async () => {
+      const t = uid('patch');
+      const key = uid('key');
+      const a = await post('/ok', t, { method: 'PATCH', key, body: { a: 1 } });
+      const b = await post('/ok', t, { method: 'PATCH', key, body: { a: 1 } });
+      expect(a.status).toBe(201);
+      expect(header(b, REPLAYED)).toBe('true');
+      expect(b.body.equals(a.body)).toBe(true);
+      expect(ran('/ok', t)).toBe(1);
+    });
+
+    for (const [label, key] of [
+      ['unterminated quote', '"abc'],
+      ['bare key with a comma', 'a,b'],
+      ['bare key with a backslash', 'a\\b'],
+    ] as const) {
+      it(`held: ${label} -> 400 invalid-key, not run`, async () => {
+        const t = uid('sf');
+        const x = await post('/ok', t, { key, body: { a: 1 } });
+        expectProblem(x, 400, PROBLEM.invalidKey);
+        expect(ran('/ok', t)).toBe(0);
+      });
+    }
   });
 
   describe(`defrev ${adapter.name}: store stalls mid-request (@idem/store-redis)`, () => {
