@@ -5,8 +5,10 @@
  * `defrev-<adapter>.test.ts` hands it a driver (the one of its conformance test).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { IdempotencyStore } from '@idem/core';
 import {
@@ -215,11 +217,14 @@ export interface OwnRedis {
   child: ChildProcess;
 }
 
-export async function startOwnRedis(port?: number): Promise<OwnRedis> {
+export async function startOwnRedis(port?: number, dir?: string): Promise<OwnRedis> {
   const p = port ?? (await freePort());
+  const persistence = dir
+    ? ['--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always']
+    : ['--appendonly', 'no'];
   const child = spawn(
     'redis-server',
-    ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    ['--port', String(p), '--bind', '127.0.0.1', '--save', '', ...persistence],
     { stdio: 'ignore' },
   );
   const deadline = Date.now() + 10_000;
@@ -1082,6 +1087,45 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
         expect(seen.firstError).toBe('socket hang up');
       },
     );
+
+    it('held: redis killed (SIGKILL, AOF always) while the handler runs and restarted: the completion lands in the background, the retry gets the replay, never a second run', async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'defrev-aof-'));
+      let redis = await startOwnRedis(undefined, dir);
+      const client = redisClient(redis.port);
+      const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
+      try {
+        const t = uid('aof');
+        const key = uid('k');
+        const first = send(app.url, `/slow?t=${t}`, {
+          key,
+          body: { a: 1 },
+          timeoutMs: 20_000,
+        }).catch((e: Error) => e.message);
+        await sleep(300);
+        await stopOwnRedis(redis);
+        await sleep(2_000); // the handler ends (at 1.5 s) while redis is gone
+        redis = await startOwnRedis(redis.port, dir);
+        await first;
+        const statuses: number[] = [];
+        let last: Exchange | undefined;
+        const deadline = Date.now() + 30_000;
+        while (Date.now() < deadline) {
+          last = await send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
+          statuses.push(last.status);
+          if (last.status !== 409 && last.status !== 503) break;
+          await sleep(500);
+        }
+        writeFileSync(`/tmp/defrev/aof-${adapter.name}.json`, JSON.stringify(statuses));
+        expect(last?.status).toBe(201);
+        expect(header(last as Exchange, REPLAYED)).toBe('true');
+        expect(ran('/slow', t)).toBe(1);
+      } finally {
+        await app.close().catch(() => {});
+        client.disconnect();
+        await stopOwnRedis(redis);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }, 90_000);
 
     it('held: a claim whose answer was lost (redis frozen past the time limit, then thawed) does not lock the key for long', async () => {
       const redis = await startOwnRedis();
