@@ -56,4 +56,14 @@ defrevSuite({
       await app.close();
     }
   },
+  createWith: async (options) => {
+    const app = Fastify();
+    try {
+      // biome-ignore lint/suspicious/noExplicitAny: deliberately bad options
+      await app.register(idempotency, options as any);
+      await app.ready();
+    } finally {
+      await app.close();
+    }
+  },
 });

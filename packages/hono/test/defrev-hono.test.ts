@@ -62,4 +62,6 @@ defrevSuite({
   statusBeforeStored: { finding: 'hono flushes the status line first' },
   // biome-ignore lint/suspicious/noExplicitAny: deliberately missing the required scope
   createWithoutScope: (store) => idempotency({ store } as any),
+  // biome-ignore lint/suspicious/noExplicitAny: deliberately bad options
+  createWith: (options) => idempotency(options as any),
 });

@@ -48,4 +48,6 @@ defrevSuite({
   start,
   // biome-ignore lint/suspicious/noExplicitAny: deliberately missing the required scope
   createWithoutScope: (store) => idempotency({ store } as any),
+  // biome-ignore lint/suspicious/noExplicitAny: deliberately bad options
+  createWith: (options) => idempotency(options as any),
 });
