@@ -37,11 +37,11 @@ defrevSuite({
   name: 'fastify',
   start,
   // FINDING (LOW): a POST with a key and a 2 MiB JSON body gets Fastify's own 413
-  // (`application/json`, `{"code":"FST_ERR_CTP_BODY_TOO_LARGE",...}`), not the
+  // (`application/json; charset=utf-8`, `{"statusCode":413,"code":"FST_ERR_CTP_BODY_TOO_LARGE",...}`), not the
   // `application/problem+json` `https://idem.dev/problems/body-too-large` that Express, Koa
   // and Hono answer for the same input: Fastify's default `bodyLimit` (1 MiB) equals idem's
   // `maxBodyBytes` and answers first. Documented in packages/fastify/README.md ("Fastify's
-  // `bodyLimit` may answer first"), but the root README's status table promises the problem.
+  // `bodyLimit` may answer first"), but the @idem/http README's status table promises the problem.
   // Suggested fix: have the plugin map FST_ERR_CTP_BODY_TOO_LARGE on idempotent routes to the
   // body-too-large problem (an onError/setErrorHandler wrapper), or document it in the root README.
   frameworkBodyLimitFirst: { finding: 'fastify bodyLimit' },
