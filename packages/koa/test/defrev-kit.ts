@@ -10,7 +10,6 @@ import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { IdempotencyStore } from '@idem/core';
 import {
   type Behaviour,
   type ConformanceAdapterOptions,
@@ -27,6 +26,8 @@ import { createMemoryStore } from '@idem/store-memory';
 import { createRedisStore } from '@idem/store-redis';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+type IdempotencyStore = ConformanceAdapterOptions['store'];
 
 export interface DefrevAdapter {
   name: string;
@@ -539,7 +540,7 @@ export function defrevSuite(adapter: DefrevAdapter) {
               send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
             ),
           );
-        note('redis killed', results[0].x);
+        note('redis killed', (results[0] as { x: Exchange }).x);
         for (const { x, ms } of results) {
           expectProblem(x, 503, PROBLEM.storeUnavailable);
           expect(header(x, 'retry-after')).toMatch(/^\d+$/);
@@ -981,7 +982,7 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
         retries.push(x.status);
         if (statuses[i] === 201 && x.status === 201) {
           expect(header(x, REPLAYED)).toBe('true');
-          expect(x.body.equals(firsts[i])).toBe(true);
+          expect(x.body.equals(firsts[i] as Buffer)).toBe(true);
         }
       }
       raw.fullRetries = retries;
@@ -1075,8 +1076,9 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
         const during = await timed(
           send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 }),
         );
-        observedFreeze[adapter.name].duringStatus = during.x.status;
-        observedFreeze[adapter.name].duringMs = during.ms;
+        const seenFreeze = observedFreeze[adapter.name] as Record<string, unknown>;
+        seenFreeze.duringStatus = during.x.status;
+        seenFreeze.duringMs = during.ms;
         expect(during.ms).toBeLessThan(6_000);
         expect([409, 503]).toContain(during.x.status);
         redis.child.kill('SIGCONT');
@@ -1089,7 +1091,7 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
           if (last.status !== 409 && last.status !== 503) break;
           await sleep(500);
         }
-        observedFreeze[adapter.name].after = statuses;
+        seenFreeze.after = statuses;
         expect(last?.status).toBe(201);
         expect(header(last as Exchange, REPLAYED)).toBe('true');
         expect(ran('/slow', t)).toBe(1);
