@@ -3,8 +3,8 @@ import { pipeline } from 'node:stream/promises';
 import type { ScopeHint } from '@idem/http';
 import { listening, type ScenarioAppConfig, TENANT_HEADER } from '@idem/http-conformance';
 import express from 'express';
+import { defrevSuite } from '../../http-conformance/test/defrev-kit.js';
 import { idempotency } from '../src/index.js';
-import { defrevSuite } from './defrev-kit.js';
 
 // The driver of express.test.ts: the middleware with the given options, scope from x-tenant.
 async function start({ options, routes }: ScenarioAppConfig) {

@@ -2,8 +2,8 @@ import { Readable } from 'node:stream';
 import type { ScopeHint } from '@idem/http';
 import { type ScenarioAppConfig, TENANT_HEADER } from '@idem/http-conformance';
 import Fastify from 'fastify';
+import { defrevSuite } from '../../http-conformance/test/defrev-kit.js';
 import { idempotency } from '../src/index.js';
-import { defrevSuite } from './defrev-kit.js';
 
 // The driver of fastify.test.ts: the plugin with the given options, scope from x-tenant.
 async function start({ options, routes }: ScenarioAppConfig) {

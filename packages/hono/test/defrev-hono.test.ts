@@ -8,8 +8,8 @@ import {
   TENANT_HEADER,
 } from '@idem/http-conformance';
 import { Hono } from 'hono';
+import { defrevSuite } from '../../http-conformance/test/defrev-kit.js';
 import { idempotency } from '../src/index.js';
-import { defrevSuite } from './defrev-kit.js';
 
 // The driver of hono.test.ts: the middleware with the given options, scope from x-tenant.
 async function start({ options, routes }: ScenarioAppConfig) {

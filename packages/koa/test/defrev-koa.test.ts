@@ -4,8 +4,8 @@ import { listening, type ScenarioAppConfig, TENANT_HEADER } from '@idem/http-con
 import { bodyParser } from '@koa/bodyparser';
 import Router from '@koa/router';
 import Koa from 'koa';
+import { defrevSuite } from '../../http-conformance/test/defrev-kit.js';
 import { idempotency } from '../src/index.js';
-import { defrevSuite } from './defrev-kit.js';
 
 async function bytesOf(stream: AsyncIterable<Buffer>): Promise<Buffer> {
   const chunks: Buffer[] = [];

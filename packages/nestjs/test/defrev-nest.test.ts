@@ -1,6 +1,6 @@
 import { Module } from '@nestjs/common';
+import { defrevSuite } from '../../http-conformance/test/defrev-kit.js';
 import { IdempotencyModule } from '../src/index.js';
-import { defrevSuite } from './defrev-kit.js';
 import { nestDriver, type Platform, startNest } from './scenario-app.js';
 
 // The conformance driver of nest-express/nest-fastify.test.ts: `@Idempotent()` routes, the

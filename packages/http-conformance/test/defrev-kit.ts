@@ -1,7 +1,7 @@
 /**
  * defrev: checks the root README's "Defaults" and "What idem guarantees" against one HTTP
  * adapter with its default options (store + scope only), over real sockets on loopback.
- * The same file is copied into each adapter's test folder; each adapter's
+ * One file for every adapter (imported from each adapter's test folder); each adapter's
  * `defrev-<adapter>.test.ts` hands it a driver (the one of its conformance test).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -10,6 +10,10 @@ import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createMemoryStore } from '@idem/store-memory';
+import { createRedisStore } from '@idem/store-redis';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type Behaviour,
   type ConformanceAdapterOptions,
@@ -21,11 +25,7 @@ import {
   type ScenarioAppConfig,
   type SendOptions,
   send,
-} from '@idem/http-conformance';
-import { createMemoryStore } from '@idem/store-memory';
-import { createRedisStore } from '@idem/store-redis';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+} from '../src/index.js';
 
 type IdempotencyStore = ConformanceAdapterOptions['store'];
 
