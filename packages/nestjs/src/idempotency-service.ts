@@ -54,7 +54,14 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
       ...this.#options,
       ...route,
       store: this.#options.store,
-      scope: route.scope ?? this.#options.scope ?? userScope,
+      // Only a scope left out takes the default (the user): `null` is a bad value, refused by
+      // the HTTP handler at creation as on every other adapter, not read as "left out".
+      scope:
+        route.scope !== undefined
+          ? route.scope
+          : this.#options.scope !== undefined
+            ? this.#options.scope
+            : userScope,
     });
     this.#all.add(handler);
     return handler;
