@@ -3,6 +3,7 @@ import type { ExecutionSettings } from './execution.js';
 import type { ExecutionReport } from './execution-report.js';
 import { FixedDelayTimers, type TimedEntry } from './fixed-delay-timers.js';
 import { storeCallObserver } from './observe.js';
+import type { OwnerWriteResult } from './store.js';
 import { callStore } from './store-call.js';
 
 /** Where an execution is: running its operation, writing its final outcome, or done. */
@@ -34,8 +35,9 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  * the same flaw one step later (the fixrev review: a round trip slower than the heartbeat was
  * followed by the next send only at its answer, answered two round trips after the previous
  * renewing send). So the next renewal is queued when one is sent and goes out on time even
- * while that one is in flight, with at most two outstanding: a renewal due while two are
- * is sent when one of them is answered. The estimate is the send of the newest (by send
+ * while that one is in flight, with at most two outstanding at the store: a renewal due while
+ * two `store.extend` calls are unsettled (answered or failed at the store; one the keeper gave
+ * up on after `storeTimeoutMs` still counts until it settles) is sent when one of them settles. The estimate is the send of the newest (by send
  * order) renewal that landed plus the lease it granted: the maximum over landed renewals on a
  * clock that does not step back, and answers out of order never move it back. With a steady
  * round trip `r` every renewal then lands before the estimate whenever `r` is shorter than
@@ -46,8 +48,10 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  * sent before the acquisition is answered, so the acquisition's round trip plus its own must
  * stay below the lease (on a link where every call takes `r`: `r` under half the lease).
  *
- * A store that does not answer is never awaited on more than two calls (one past
- * `storeTimeoutMs` counts as failed), and the lease is lost at the estimate (plus the grace
+ * A store that does not answer never holds more than two renewals (one past `storeTimeoutMs`
+ * counts as failed but still holds its place until the store settles it, so a store that
+ * never does gets no more renewals, while running or finishing), and the lease is lost at the
+ * estimate (plus the grace
  * below when a renewal was sent within it). A first heartbeat that runs past the lease
  * estimate (the event loop was held up) renews before anything is called lost: only
  * another owner, a failed renewal or one not answered within a fifth of the heartbeat (at most
@@ -64,9 +68,18 @@ export class LeaseKeeper implements TimedEntry {
   /** Renewals sent so far, and the newest of them (by send order) that landed (0: none). */
   private sent = 0;
   private landed = 0;
-  /** Renewals sent and not answered yet: never more than two. */
+  /** Renewals the keeper awaits (answered or failed, a time limit passed, not yet). */
   private inFlight = 0;
-  /** A renewal came due while two were outstanding: it goes out when one of them is answered. */
+  /**
+   * `store.extend` calls not settled yet, whatever the keeper's time limit said: never more
+   * than two. A renewal past `storeTimeoutMs` counts as failed for the keeper but may still be
+   * queued at the store (a stalled connection): it stays counted here until it settles.
+   */
+  private storePending = 0;
+  /**
+   * A renewal came due while two were outstanding at the store: it goes out when one of them
+   * settles (never, if the store never settles them: the lease then passes by the estimate).
+   */
   private due = false;
   /**
    * The first renewal when the acquisition was slow, or one retried after a failure (the
@@ -203,14 +216,23 @@ export class LeaseKeeper implements TimedEntry {
     this.heartbeatTimer.unref?.();
   }
 
+  /** A renewal held back (`due`) goes out once fewer than two are outstanding at the store. */
+  private releaseDue(): void {
+    if (!this.due || this.inFlight >= 2 || this.storePending >= 2) return;
+    this.due = false;
+    void this.beat();
+  }
+
   private async beat(): Promise<void> {
     if (this.isDone() || this.abandoned) return;
     // While the operation runs, a lost lease ends the renewals; while its final write is
     // retried, renewing may still win the lease back if nobody took the key over.
     if (this.phase === 'running' && this.lost) return;
-    // At most two renewals outstanding: a third waits for an answer (never a storm against a
-    // store that stops answering; the watchdog still fires at the estimate).
-    if (this.inFlight >= 2) {
+    // At most two renewals outstanding at the store, counting those whose time limit passed
+    // but that the store has not settled: a third waits until one settles (never a storm
+    // against a store that stops answering, running or finishing; the watchdog still fires at
+    // the estimate).
+    if (this.inFlight >= 2 || this.storePending >= 2) {
       this.due = true;
       return;
     }
@@ -263,13 +285,29 @@ export class LeaseKeeper implements TimedEntry {
     this.inFlight++;
     clearTimeout(this.heartbeatTimer);
     this.heartbeats?.add(this);
-    try {
-      const result = await callStore(
-        'extend',
-        storeTimeoutMs,
-        () => store.extend({ key: this.key, owner: this.owner, leaseMs: lease, retentionMs }),
-        { observe: storeCallObserver(this.settings, 'extend', this.key, this.operation) },
+    // Whether the keeper stopped awaiting this call (answered, failed or timed out).
+    let awaited = true;
+    const send = (): Promise<OwnerWriteResult> => {
+      // (Promise.resolve: the same promise for a native one, a promise for a plain value.)
+      const call = Promise.resolve(
+        store.extend({ key: this.key, owner: this.owner, leaseMs: lease, retentionMs }),
       );
+      this.storePending++;
+      // Settled at the store: counted out, independent of the time limit. Registered before
+      // `callStore`'s own reactions, so it runs before the answer below is handled.
+      const settled = () => {
+        this.storePending--;
+        // A call the keeper gave up on (time limit) settles late: a held-back renewal may go.
+        if (!awaited) this.releaseDue();
+      };
+      call.then(settled, settled);
+      return call;
+    };
+    try {
+      const result = await callStore('extend', storeTimeoutMs, send, {
+        observe: storeCallObserver(this.settings, 'extend', this.key, this.operation),
+      });
+      awaited = false;
       this.inFlight--;
       if (this.isDone()) return;
       if (!result.ok) {
@@ -292,12 +330,10 @@ export class LeaseKeeper implements TimedEntry {
           this.armWatchdog();
         }
       }
-      if (this.due) {
-        this.due = false;
-        void this.beat();
-      }
+      this.releaseDue();
       return;
     } catch (error) {
+      awaited = false;
       this.inFlight--;
       if (this.isDone()) return;
       // A late first renewal that failed: the lease passed without one.
@@ -316,7 +352,8 @@ export class LeaseKeeper implements TimedEntry {
           durationMs: performance.now() - timedFrom,
         });
       // Retried a fifth of the heartbeat from now, in place of the regular renewal queued at
-      // the send (still at most two outstanding: `beat` holds a third back).
+      // the send (still at most two outstanding at the store: `beat` holds a third back until
+      // one settles).
       this.due = false;
       this.scheduleHeartbeat(true);
     }
