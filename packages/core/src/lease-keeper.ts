@@ -51,8 +51,8 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  * A store that does not answer never holds more than two renewals (one past `storeTimeoutMs`
  * counts as failed but still holds its place until the store settles it, so a store that
  * never does gets no more renewals, while running or finishing), and the lease is lost at the
- * estimate (plus the grace
- * below when a renewal was sent within it). A first heartbeat that runs past the lease
+ * estimate (plus the grace below when a heartbeat the event loop held up sent a renewal
+ * within it; one that ran on time, such as a retried renewal, gets none). A first heartbeat that runs past the lease
  * estimate (the event loop was held up) renews before anything is called lost: only
  * another owner, a failed renewal or one not answered within a fifth of the heartbeat (at most
  * `storeTimeoutMs`) loses the lease then.
@@ -81,6 +81,13 @@ export class LeaseKeeper implements TimedEntry {
    * settles (never, if the store never settles them: the lease then passes by the estimate).
    */
   private due = false;
+  /** The held-back renewal (`due`) came from a heartbeat the event loop held up (see `beat`). */
+  private dueHeldUp = false;
+  /**
+   * When the armed heartbeat (queued or on its own timer) is due, on `clock`: a heartbeat that
+   * runs well after it was held up by the event loop (see `beat`).
+   */
+  private beatDueAt = 0;
   /**
    * The first renewal when the acquisition was slow, or one retried after a failure (the
    * regular ones wait in `heartbeats`).
@@ -205,14 +212,19 @@ export class LeaseKeeper implements TimedEntry {
   private scheduleHeartbeat(failed = false, roundTrip = 0): void {
     const { heartbeatMs } = this.settings;
     if (heartbeatMs === false || this.isDone() || this.abandoned) return;
+    // The first renewal counts from the acquisition's answer, `acquiredAt + roundTrip` (time
+    // spent between that answer and this keeper is the event loop's, not the schedule's).
+    const from = failed ? this.settings.clock.now() : this.acquiredAt + roundTrip;
     if (!failed && !(roundTrip > heartbeatMs / 10)) {
+      this.beatDueAt = from + heartbeatMs;
       this.heartbeats?.add(this);
       return;
     }
     this.heartbeats?.remove(this);
     clearTimeout(this.heartbeatTimer);
-    const delay = failed ? heartbeatMs / 5 : heartbeatMs - roundTrip;
-    this.heartbeatTimer = setTimeout(() => void this.beat(), Math.max(10, delay));
+    const delay = Math.max(10, failed ? heartbeatMs / 5 : heartbeatMs - roundTrip);
+    this.beatDueAt = from + delay;
+    this.heartbeatTimer = setTimeout(() => void this.beat(), delay);
     this.heartbeatTimer.unref?.();
   }
 
@@ -220,10 +232,11 @@ export class LeaseKeeper implements TimedEntry {
   private releaseDue(): void {
     if (!this.due || this.inFlight >= 2 || this.storePending >= 2) return;
     this.due = false;
-    void this.beat();
+    void this.beat(true);
   }
 
-  private async beat(): Promise<void> {
+  /** A renewal; `released`: one held back (`due`) that goes out now. */
+  private async beat(released = false): Promise<void> {
     if (this.isDone() || this.abandoned) return;
     // While the operation runs, a lost lease ends the renewals; while its final write is
     // retried, renewing may still win the lease back if nobody took the key over.
@@ -232,12 +245,18 @@ export class LeaseKeeper implements TimedEntry {
     // but that the store has not settled: a third waits until one settles (never a storm
     // against a store that stops answering, running or finishing; the watchdog still fires at
     // the estimate).
-    if (this.inFlight >= 2 || this.storePending >= 2) {
-      this.due = true;
-      return;
-    }
     const { store, clock, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs, heartbeatMs } =
       this.settings;
+    const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
+    const now = clock.now();
+    // Held up: the event loop ran this heartbeat later than it was due, by more than timers
+    // drift (a quarter of the grace, at least 5 ms). A held-back one keeps what its beat was.
+    const heldUp = released ? this.dueHeldUp : now - this.beatDueAt > Math.max(5, grace / 4);
+    if (this.inFlight >= 2 || this.storePending >= 2) {
+      this.due = true;
+      this.dueHeldUp = heldUp;
+      return;
+    }
     // The first heartbeat arms the watchdog: from now on the lease may pass while a renewal is
     // awaited. One that runs late, past the lease estimate (this process's event loop was
     // held up longer than the lease: a long poll phase under load, a synchronous stretch),
@@ -251,11 +270,15 @@ export class LeaseKeeper implements TimedEntry {
     // an owner that took the key over meanwhile. A failure or another owner loses it too.
     // The same holds for every later heartbeat the loop ran late (the watchdog, due at the
     // estimate, would run right after it in the same timers phase, before any store could
-    // answer) and for one that runs just before the estimate (the watchdog would fire a few
-    // ms later, before the renewal can land): whenever the watchdog would fire within the
-    // grace, it is moved to the end of the grace, never earlier than the estimate.
-    const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
-    const now = clock.now();
+    // answer) and for one the loop held up to just before the estimate (the watchdog would
+    // fire a few ms later, before the renewal can land): whenever the watchdog would fire
+    // within the grace, it is moved to the end of the grace, never earlier than the estimate.
+    // Only then: a heartbeat that runs ON TIME near the estimate (a renewal retried after
+    // failures, one held back while two were outstanding and released by an answer) keeps
+    // the watchdog at the estimate. The estimate can be the store's own deadline (a renewal
+    // applied the moment it was sent), and a watchdog past it let the operation run on beside
+    // a competitor that acquired at that deadline (the leaserev review: up to the grace, 2 s
+    // with the defaults).
     const late = now >= this.leaseEstimate;
     // Never past the maximum hold: no renewal can reach beyond it, so a grace there buys
     // nothing and would only let the operation run on past its bound.
@@ -264,7 +287,7 @@ export class LeaseKeeper implements TimedEntry {
     // clock a millisecond behind the timers, and would push it past the hold's end.)
     const holdEnd = this.acquiredAt + maxHoldMs;
     const atHold = this.landed > 0 && this.leaseEstimate >= holdEnd;
-    if (now + grace >= this.leaseEstimate && !atHold) {
+    if (now + grace >= this.leaseEstimate && !atHold && (late || heldUp)) {
       clearTimeout(this.watchdogTimer);
       const holdLeft = holdEnd - now;
       const delay = Math.max(0, Math.min(Math.max(grace, this.leaseEstimate - now), holdLeft));
@@ -285,6 +308,7 @@ export class LeaseKeeper implements TimedEntry {
     this.inFlight++;
     clearTimeout(this.heartbeatTimer);
     this.heartbeats?.add(this);
+    this.beatDueAt = startedAt + (heartbeatMs || 0);
     // Whether the keeper stopped awaiting this call (answered, failed or timed out).
     let awaited = true;
     const send = (): Promise<OwnerWriteResult> => {
