@@ -89,6 +89,12 @@ export class LeaseKeeper implements TimedEntry {
    */
   private beatDueAt = 0;
   /**
+   * The renewal a held-up heartbeat sent with a grace (0: none outstanding), and the grace's
+   * end: until that renewal settles, no answer moves the watchdog earlier than that end.
+   */
+  private graceSeq = 0;
+  private graceEnd = 0;
+  /**
    * The first renewal when the acquisition was slow, or one retried after a failure (the
    * regular ones wait in `heartbeats`).
    */
@@ -177,7 +183,14 @@ export class LeaseKeeper implements TimedEntry {
 
   private armWatchdog(): void {
     clearTimeout(this.watchdogTimer);
-    const delay = Math.max(0, this.leaseEstimate - this.settings.clock.now());
+    // Never earlier than the grace of a held-up heartbeat whose renewal is still outstanding:
+    // after a stall the answer of a renewal that was in flight through it lands with an
+    // estimate long passed, and re-armed at that estimate the watchdog fired at once, before
+    // the late renewal (sent with its grace, answered within it) could land (the leaserev
+    // review: a spurious loss of a lease nobody took).
+    const until =
+      this.graceSeq !== 0 ? Math.max(this.leaseEstimate, this.graceEnd) : this.leaseEstimate;
+    const delay = Math.max(0, until - this.settings.clock.now());
     this.watchdogTimer = setTimeout(() => this.expire(), delay);
     this.watchdogTimer.unref?.();
   }
@@ -286,6 +299,8 @@ export class LeaseKeeper implements TimedEntry {
     // end. (Queued at the send, the next heartbeat can run just before that watchdog, on a
     // clock a millisecond behind the timers, and would push it past the hold's end.)
     const holdEnd = this.acquiredAt + maxHoldMs;
+    // The end of the grace this heartbeat armed past the estimate (0: none).
+    let graceEnd = 0;
     const atHold = this.landed > 0 && this.leaseEstimate >= holdEnd;
     if (now + grace >= this.leaseEstimate && !atHold && (late || heldUp)) {
       clearTimeout(this.watchdogTimer);
@@ -293,6 +308,7 @@ export class LeaseKeeper implements TimedEntry {
       const delay = Math.max(0, Math.min(Math.max(grace, this.leaseEstimate - now), holdLeft));
       this.watchdogTimer = setTimeout(() => this.expire(), delay);
       this.watchdogTimer.unref?.();
+      if (now + delay > this.leaseEstimate) graceEnd = now + delay;
     } else if (this.watchdogTimer === undefined) this.armWatchdog();
     const startedAt = clock.now();
     const timedFrom = this.settings.observed ? performance.now() : 0;
@@ -306,6 +322,10 @@ export class LeaseKeeper implements TimedEntry {
     // by then (see the class comment): queued now, so a slow answer does not push it back.
     const seq = ++this.sent;
     this.inFlight++;
+    if (graceEnd !== 0) {
+      this.graceSeq = seq;
+      this.graceEnd = graceEnd;
+    }
     clearTimeout(this.heartbeatTimer);
     this.heartbeats?.add(this);
     this.beatDueAt = startedAt + (heartbeatMs || 0);
@@ -333,6 +353,7 @@ export class LeaseKeeper implements TimedEntry {
       });
       awaited = false;
       this.inFlight--;
+      if (seq === this.graceSeq) this.graceSeq = 0;
       if (this.isDone()) return;
       if (!result.ok) {
         // Either outstanding renewal refused ends the renewals. While finishing, not_owner
@@ -359,6 +380,7 @@ export class LeaseKeeper implements TimedEntry {
     } catch (error) {
       awaited = false;
       this.inFlight--;
+      if (seq === this.graceSeq) this.graceSeq = 0;
       if (this.isDone()) return;
       // A late first renewal that failed: the lease passed without one.
       if (late) {

@@ -823,7 +823,8 @@ describe('leaserev: a stall with a renewal in flight (real timers)', () => {
   // than before. Suggested fix: in armWatchdog, never move a watchdog that a late beat pushed
   // to the end of its grace earlier while that beat's renewal is outstanding (keep
   // max(estimate, graceEnd) until that renewal answers).
-  it.fails('a 2 s stall, the in-flight renewal answered after the late heartbeat: the lease is called lost though the late renewal lands within the grace', async () => {
+  // fixed: until the late heartbeat's renewal settles, no answer moves the watchdog earlier than its grace.
+  it('a 2 s stall, the in-flight renewal answered after the late heartbeat: the lease is called lost though the late renewal lands within the grace', async () => {
     const store = new LinkStore();
     store.legs = [
       { req: 0, resp: 5, fault: 'ok' }, // sent ~300
