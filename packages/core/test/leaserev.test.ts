@@ -370,6 +370,9 @@ describe('leaserev: targeted orders (fake timers)', () => {
   // count the estimate and the watchdog on a monotonic clock (performance.now, as
   // FixedDelayTimers already does), or arm the watchdog for `lease - (now - startedAt)` with
   // both ends from a monotonic source.
+  // Not fixed yet (leasefix2): this test injects its clock, and the keeper must keep honouring
+  // an injected one (ManualClock tests); a monotonic source for the default clock alone would
+  // not reach it and changes what fake-timer tests that fake Date/performance see. Left open.
   it.fails('the wall clock steps back 1 s while a renewal is in flight: the keeper holds on 1 s past the store lease', async () => {
     fakeAll();
     let offset = 0;
