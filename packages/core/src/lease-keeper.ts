@@ -1,3 +1,4 @@
+import { systemClock } from './clock.js';
 import { LeaseLostError } from './errors.js';
 import type { ExecutionSettings } from './execution.js';
 import type { ExecutionReport } from './execution-report.js';
@@ -106,6 +107,14 @@ export class LeaseKeeper implements TimedEntry {
   timerPrev: TimedEntry | undefined = undefined;
   timerNext: TimedEntry | undefined = undefined;
   timerQueued = false;
+  /**
+   * The keeper's clock: with the default clock (`Date.now`), `performance.now()` shifted to
+   * read `Date.now()` at construction, so the estimate and the watchdog count elapsed time
+   * on a monotonic source (a wall clock stepped back while a renewal was in flight armed the
+   * watchdog that much too late: the leaserev review). An injected clock is used as given.
+   * (`undefined`: the injected clock. A number, not a closure: nothing allocated a keeper.)
+   */
+  private readonly monotonicShift: number | undefined;
 
   constructor(
     private readonly settings: ExecutionSettings,
@@ -118,6 +127,8 @@ export class LeaseKeeper implements TimedEntry {
     /** How long the acquisition took to answer, `acquiredAt` to now (see `scheduleHeartbeat`). */
     roundTrip = 0,
   ) {
+    this.monotonicShift =
+      settings.clock === systemClock ? Date.now() - performance.now() : undefined;
     // The store started the lease no earlier than the call was sent: a safe lower bound.
     this.leaseEstimate = acquiredAt + settings.leaseMs;
     const { heartbeatMs } = settings;
@@ -135,6 +146,12 @@ export class LeaseKeeper implements TimedEntry {
   /** The regular heartbeat is due (called by `heartbeats`). */
   onTimer(): void {
     void this.beat();
+  }
+
+  /** The keeper's time (see `monotonicShift`). */
+  private now(): number {
+    const shift = this.monotonicShift;
+    return shift === undefined ? this.settings.clock.now() : performance.now() + shift;
   }
 
   /** Aborts when the lease is lost (or may have been). */
@@ -190,7 +207,7 @@ export class LeaseKeeper implements TimedEntry {
     // review: a spurious loss of a lease nobody took).
     const until =
       this.graceSeq !== 0 ? Math.max(this.leaseEstimate, this.graceEnd) : this.leaseEstimate;
-    const delay = Math.max(0, until - this.settings.clock.now());
+    const delay = Math.max(0, until - this.now());
     this.watchdogTimer = setTimeout(() => this.expire(), delay);
     this.watchdogTimer.unref?.();
   }
@@ -204,7 +221,7 @@ export class LeaseKeeper implements TimedEntry {
     // maximum hold read as a lost heartbeat is not enforced (the transactional engine ends
     // the business transaction only for `max_hold`).
     const holdEnd = this.acquiredAt + this.settings.maxHoldMs;
-    const holdPassed = this.leaseEstimate >= holdEnd || this.settings.clock.now() >= holdEnd;
+    const holdPassed = this.leaseEstimate >= holdEnd || this.now() >= holdEnd;
     this.lose(
       holdPassed ? 'max_hold' : 'heartbeat',
       holdPassed
@@ -227,7 +244,7 @@ export class LeaseKeeper implements TimedEntry {
     if (heartbeatMs === false || this.isDone() || this.abandoned) return;
     // The first renewal counts from the acquisition's answer, `acquiredAt + roundTrip` (time
     // spent between that answer and this keeper is the event loop's, not the schedule's).
-    const from = failed ? this.settings.clock.now() : this.acquiredAt + roundTrip;
+    const from = failed ? this.now() : this.acquiredAt + roundTrip;
     if (!failed && !(roundTrip > heartbeatMs / 10)) {
       this.beatDueAt = from + heartbeatMs;
       this.heartbeats?.add(this);
@@ -258,10 +275,9 @@ export class LeaseKeeper implements TimedEntry {
     // but that the store has not settled: a third waits until one settles (never a storm
     // against a store that stops answering, running or finishing; the watchdog still fires at
     // the estimate).
-    const { store, clock, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs, heartbeatMs } =
-      this.settings;
+    const { store, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs, heartbeatMs } = this.settings;
     const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
-    const now = clock.now();
+    const now = this.now();
     // Held up: the event loop ran this heartbeat later than it was due, by more than timers
     // drift (a quarter of the grace, at least 5 ms). A held-back one keeps what its beat was.
     const heldUp = released ? this.dueHeldUp : now - this.beatDueAt > Math.max(5, grace / 4);
@@ -310,7 +326,7 @@ export class LeaseKeeper implements TimedEntry {
       this.watchdogTimer.unref?.();
       if (now + delay > this.leaseEstimate) graceEnd = now + delay;
     } else if (this.watchdogTimer === undefined) this.armWatchdog();
-    const startedAt = clock.now();
+    const startedAt = this.now();
     const timedFrom = this.settings.observed ? performance.now() : 0;
     // Never renew past the maximum hold: the last renewal is cut to what is left of it.
     const lease = Math.min(leaseMs, this.acquiredAt + maxHoldMs - startedAt);
