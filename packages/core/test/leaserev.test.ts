@@ -869,7 +869,8 @@ describe('leaserev: a stall with a renewal in flight (real timers)', () => {
     ];
     store.fallback = { req: 0, resp: 10, fault: 'ok' }; // the late renewal: 10 ms < grace 60 ms
     const { keeper, signal, lost } = await keeperOn(store, { leaseMs: 900, heartbeatMs: 300 });
-    await sleep(605);
+    // Until the second renewal (due at ~600) is out, however late the timers run here.
+    for (let waited = 0; store.sent < 2 && waited < 3_000; waited += 5) await sleep(5);
     expect(store.sent).toBe(2);
     const until = Date.now() + 2_000;
     while (Date.now() < until) {
