@@ -154,7 +154,11 @@ describe('leaserev2 (2): due + unsettled counter after stop()/abandon() (fake ti
   it('held: stop() with two unsettled and a renewal held back: their settling sends nothing, no timer left', async () => {
     fakeAll();
     const store = new ManualStore();
-    const { keeper } = await keeperOn(store, { leaseMs: 600, heartbeatMs: 200, storeTimeoutMs: 30 });
+    const { keeper } = await keeperOn(store, {
+      leaseMs: 600,
+      heartbeatMs: 200,
+      storeTimeoutMs: 30,
+    });
     await vi.advanceTimersByTimeAsync(450); // two sent (200, 400), both timed out
     expect(store.sent).toBe(2);
     await vi.advanceTimersByTimeAsync(60); // a retry held back (due)
@@ -195,5 +199,473 @@ describe('leaserev2 (2): due + unsettled counter after stop()/abandon() (fake ti
     expect(store.sent).toBe(2);
     expect(signal.aborted).toBe(true);
     expect(vi.getTimerCount()).toBe(0);
+  });
+});
+
+/** Steps `Date.now()` (and so the default clock and an in-process store's) by `offset`. */
+function stepDate(): { by: (ms: number) => void } {
+  const orig = Date.now.bind(Date);
+  let offset = 0;
+  vi.spyOn(Date, 'now').mockImplementation(() => orig() + offset);
+  return { by: (ms) => (offset += ms) };
+}
+
+describe('leaserev2 (4): the default clock vs a stepped Date.now() (fake timers)', () => {
+  // FINDING (HIGH, pre-existing: not introduced by 9713a3b, the Date-clock keeper did the same):
+  // an in-process store counts the lease on Date.now() (FakeStore and @idem/store-memory use
+  // systemClock), the keeper on timers / performance.now(). Date.now() steps forward 2 s at
+  // 100 ms: the store calls the lease passed and a competitor acquires at once, while the
+  // signal stays un-aborted until the next heartbeat (300) finds not_owner (observed
+  // overlapMs 200, i.e. up to one heartbeat, a third of the lease by default). Expected: the
+  // signal aborted when the store hands the key over; with the keeper on a monotonic clock
+  // now, the in-process store's leases would have to be too.
+  it.fails('Date.now() steps forward 2 s: the in-process store hands the key to a competitor while the signal is not aborted', async () => {
+    fakeAll();
+    const store = new FakeStore(); // systemClock: the same wall clock as @idem/store-memory
+    const step = stepDate();
+    const { keeper, signal } = await keeperOn(store, { leaseMs: 900, heartbeatMs: 300 });
+    await vi.advanceTimersByTimeAsync(100);
+    step.by(2_000);
+    const got = await store.acquire({
+      key: KEY,
+      owner: 'thief',
+      fingerprint: 'fp',
+      leaseMs: 60_000,
+      retentionMs: 60_000,
+    });
+    expect(got.kind).toBe('acquired');
+    let overlapMs = 0;
+    for (let t = 0; t < 1_000 && !signal.aborted; t++) {
+      await vi.advanceTimersByTimeAsync(1);
+      overlapMs++;
+    }
+    keeper.stop();
+    // The heartbeat at 300 finds the thief: overlapMs ~200.
+    expect(signal.aborted).toBe(true);
+    expect(overlapMs).toBeLessThanOrEqual(1);
+  });
+
+  it('held: Date.now() steps back 1 h after the acquisition: maxHoldMs still ends the hold in elapsed time', async () => {
+    fakeAll();
+    const store = new FakeStore();
+    const step = stepDate();
+    const { keeper, signal, lost, acquiredAt } = await keeperOn(store, {
+      leaseMs: 600,
+      heartbeatMs: 200,
+      maxHoldMs: 2_000,
+    });
+    await vi.advanceTimersByTimeAsync(50);
+    step.by(-3_600_000);
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(signal.aborted).toBe(true);
+    expect(lost[0]?.phase).toBe('max_hold');
+    // lost.at is read on the stepped Date: elapsed = at + 1 h - acquiredAt.
+    expect((lost[0]?.at ?? 0) + 3_600_000 - acquiredAt).toBeLessThanOrEqual(2_000);
+    keeper.stop();
+  });
+});
+
+describe('leaserev2 (5): finishing with a silent store through execute() (fake timers)', () => {
+  it('held: extends and completes hang from the end of the operation: at most two extends ever, execute settles by maxHoldMs, completes bounded', async () => {
+    fakeAll();
+    const store = new FakeStore();
+    const idem = createIdempotency<string>({
+      store,
+      leaseMs: 600,
+      heartbeatMs: 200,
+      storeTimeoutMs: 50,
+      completionWaitMs: 100,
+      maxHoldMs: 3_000,
+    });
+    let settledAt = -1;
+    const t0 = Date.now();
+    const run = idem
+      .execute({ key: 'k' }, async () => {
+        await new Promise((r) => setTimeout(r, 100));
+        store.always.extend = 'hang';
+        store.always.complete = 'hang';
+        return 'v';
+      })
+      .then(
+        (v) => v,
+        (e: unknown) => e,
+      )
+      .finally(() => {
+        settledAt = Date.now() - t0;
+      });
+    await vi.advanceTimersByTimeAsync(20_000);
+    await run;
+    const snapshot = { ...store.calls, settledAt, timers: vi.getTimerCount() };
+    expect(store.calls.extend, JSON.stringify(snapshot)).toBeLessThanOrEqual(2);
+    expect(settledAt, JSON.stringify(snapshot)).toBeGreaterThanOrEqual(0);
+    expect(store.calls.complete, JSON.stringify(snapshot)).toBeLessThanOrEqual(60);
+    console.log('silent finishing', JSON.stringify(snapshot));
+  });
+
+  // FINDING (MEDIUM): with the default clock the keeper counts maxHoldMs on performance.now()
+  // (9713a3b), but the final write's retries (execution.ts completeUntilSettled:
+  // `deadline: acquiredAt + maxHoldMs` on `settings.clock`) still count it on Date.now().
+  // Date.now() steps back 1 h while the operation runs; complete then fails at the store: the
+  // keeper calls max_hold at 3 s elapsed, but complete is retried on and on (observed ~1300
+  // complete calls in 60 s, ~22 per second, and it would go on for the whole hour). Expected:
+  // no complete after maxHoldMs (+ one storeTimeoutMs) elapsed, as without the step.
+  it.fails('Date.now() steps back 1 h while the final write is retried against a failing store: complete retried long past maxHoldMs', async () => {
+    fakeAll();
+    const store = new FakeStore();
+    const step = stepDate();
+    const idem = createIdempotency<string>({
+      store,
+      leaseMs: 600,
+      heartbeatMs: 200,
+      storeTimeoutMs: 50,
+      completionWaitMs: 100,
+      maxHoldMs: 3_000,
+    });
+    const run = idem
+      .execute({ key: 'k' }, async () => {
+        await new Promise((r) => setTimeout(r, 100));
+        store.always.complete = 'throw';
+        step.by(-3_600_000);
+        return 'v';
+      })
+      .then(
+        (v) => v,
+        (e: unknown) => e,
+      );
+    await vi.advanceTimersByTimeAsync(4_000);
+    const atHoldEnd = store.calls.complete;
+    await vi.advanceTimersByTimeAsync(56_000);
+    const snapshot = { atHoldEnd, at60s: store.calls.complete, extend: store.calls.extend };
+    console.log('stepped back finishing', JSON.stringify(snapshot));
+    store.always.complete = undefined;
+    step.by(3_600_000);
+    await vi.advanceTimersByTimeAsync(10_000);
+    await run;
+    expect(snapshot.at60s, JSON.stringify(snapshot)).toBe(snapshot.atHoldEnd);
+  });
+
+  it('held: the same failing complete without a clock step: no complete after maxHoldMs elapsed', async () => {
+    fakeAll();
+    const store = new FakeStore();
+    const idem = createIdempotency<string>({
+      store,
+      leaseMs: 600,
+      heartbeatMs: 200,
+      storeTimeoutMs: 50,
+      completionWaitMs: 100,
+      maxHoldMs: 3_000,
+    });
+    const run = idem
+      .execute({ key: 'k' }, async () => {
+        await new Promise((r) => setTimeout(r, 100));
+        store.always.complete = 'throw';
+        return 'v';
+      })
+      .then(
+        (v) => v,
+        (e: unknown) => e,
+      );
+    await vi.advanceTimersByTimeAsync(4_000);
+    const atHoldEnd = store.calls.complete;
+    await vi.advanceTimersByTimeAsync(56_000);
+    expect(store.calls.complete).toBe(atHoldEnd);
+    store.always.complete = undefined;
+    await run;
+  });
+});
+
+type Leg = { req: number; resp: number; fault: 'ok' | 'lost' | 'hang' | 'throw' | 'notowner' };
+
+/**
+ * A FakeStore behind a link: each extend is applied `req` after it is sent and answered
+ * `resp` later; `hang` is applied and never answered, `lost` applied with its answer lost,
+ * `throw` fails at once unapplied, `notowner` answers not_owner unapplied (a store that lies).
+ */
+class LinkStore extends FakeStore {
+  legs: Leg[] = [];
+  fallback: Leg = { req: 0, resp: 0, fault: 'hang' };
+  sent = 0;
+  /** Answered ok: when sent, when answered, the lease it asked for. */
+  answers: Array<{ sentAt: number; at: number; leaseMs: number }> = [];
+  notOwner = 0;
+  override extend(input: ExtendInput): Promise<OwnerWriteResult> {
+    const leg = this.legs.shift() ?? this.fallback;
+    this.sent++;
+    const sentAt = Date.now();
+    if (leg.fault === 'throw') return Promise.reject(new Error('extend failed (injected)'));
+    return new Promise<OwnerWriteResult>((resolve, reject) => {
+      setTimeout(() => {
+        if (leg.fault === 'notowner') {
+          setTimeout(() => {
+            this.notOwner++;
+            resolve({ ok: false, reason: 'not_owner' });
+          }, leg.resp);
+          return;
+        }
+        void super.extend(input).then((r) => {
+          if (leg.fault === 'hang') return;
+          setTimeout(() => {
+            if (leg.fault === 'lost') reject(new Error('answer lost (injected)'));
+            else {
+              if (r.ok) this.answers.push({ sentAt, at: Date.now(), leaseMs: input.leaseMs });
+              else this.notOwner++;
+              resolve(r);
+            }
+          }, leg.resp);
+        });
+      }, leg.req);
+    });
+  }
+}
+
+const legArb = (maxMs: number) =>
+  fc.record({
+    req: fc.integer({ min: 0, max: maxMs }),
+    resp: fc.integer({ min: 0, max: maxMs }),
+    fault: fc.constantFrom<Leg['fault']>(
+      'ok',
+      'ok',
+      'ok',
+      'ok',
+      'ok',
+      'lost',
+      'hang',
+      'throw',
+      'notowner',
+    ),
+  });
+
+type Case = {
+  legs: Leg[];
+  leaseMs: number;
+  hbFrac: number;
+  storeTimeoutMs: number;
+  stalls: Array<{ at: number; ms: number }>;
+};
+
+/**
+ * One run: a competitor takes the key over the first ms the store's lease for OWNER passed
+ * (after a stall: at its end, before anything else of ours runs). Measures the ms the signal
+ * stayed un-aborted while the competitor held the key, and a loss before the keeper's own
+ * estimate from renewals it saw answered in time.
+ */
+async function run(c: Case) {
+  fakeAll();
+  const heartbeatMs = Math.max(20, Math.floor(c.leaseMs * c.hbFrac));
+  const grace = Math.min(c.storeTimeoutMs, Math.max(10, heartbeatMs / 5));
+  const store = new LinkStore();
+  store.legs = c.legs.slice();
+  const { keeper, signal, lost, acquiredAt } = await keeperOn(store, {
+    leaseMs: c.leaseMs,
+    heartbeatMs,
+    storeTimeoutMs: c.storeTimeoutMs,
+  });
+  let stolen = false;
+  let overlapMs = 0;
+  let stalled = false;
+  const stalls = c.stalls.slice().sort((a, b) => a.at - b.at);
+  const tryThief = async () => {
+    const r = store.records.get(KEY);
+    if (!stolen && r && r.owner === OWNER && Date.now() >= r.leaseUntil) {
+      const got = await store.acquire({
+        key: KEY,
+        owner: 'thief',
+        fingerprint: 'fp',
+        leaseMs: 60_000,
+        retentionMs: 60_000,
+      });
+      if (got.kind === 'acquired') stolen = true;
+    }
+  };
+  const runMs = c.leaseMs * 5;
+  for (let t = 0; t < runMs && !(signal.aborted && stolen); ) {
+    const s = stalls[0];
+    if (s && s.at <= t) {
+      stalls.shift();
+      stalled = true;
+      // The competitor runs in another process: it takes the key during our stall if the
+      // lease passes within it, before our timers at the stall's end.
+      const r = store.records.get(KEY);
+      if (r && r.owner === OWNER && r.leaseUntil < Date.now() + s.ms) {
+        await vi.advanceTimersByTimeAsync(0);
+        const clock = sinonClock();
+        for (const tm of Object.values(clock.timers ?? {}))
+          if (clock.now + s.ms > tm.callAt) tm.callAt = clock.now + s.ms;
+        // Move the store's clock to the lease end without running our timers.
+        clock.now = Math.max(clock.now, r.leaseUntil);
+        await tryThief();
+        const left = acquiredAt + t + s.ms - clock.now;
+        await stall(Math.max(0, left));
+      } else await stall(s.ms);
+      t += s.ms;
+    } else {
+      await vi.advanceTimersByTimeAsync(1);
+      t++;
+    }
+    await tryThief();
+    if (stolen && !signal.aborted) overlapMs++;
+  }
+  keeper.stop();
+  const sentAtStop = store.sent;
+  await vi.advanceTimersByTimeAsync(c.leaseMs * 2);
+  const afterStop = store.sent - sentAtStop;
+  vi.useRealTimers();
+  // The keeper's own estimate from answers it saw in time (before its time limit).
+  let estimate = acquiredAt + c.leaseMs;
+  for (const a of store.answers)
+    if (a.at - a.sentAt < c.storeTimeoutMs - 1 && a.at < (lost[0]?.at ?? Number.POSITIVE_INFINITY))
+      estimate = Math.max(estimate, a.sentAt + a.leaseMs);
+  return {
+    heartbeatMs,
+    grace,
+    overlapMs,
+    stalled,
+    lost,
+    estimate,
+    afterStop,
+    notOwner: store.notOwner,
+  };
+}
+
+const caseArb = (withStalls: boolean) =>
+  fc.record({
+    legs: fc.array(legArb(250), { minLength: 1, maxLength: 12 }),
+    leaseMs: fc.constantFrom(300, 600, 900),
+    hbFrac: fc.constantFrom(0.2, 1 / 3, 0.5),
+    storeTimeoutMs: fc.constantFrom(20, 60, 300, 2_000),
+    stalls: withStalls
+      ? fc.array(
+          fc.record({
+            at: fc.integer({ min: 0, max: 2_000 }),
+            ms: fc.integer({ min: 5, max: 700 }),
+          }),
+          { maxLength: 3 },
+        )
+      : fc.constant([]),
+  });
+
+describe('leaserev2 (3): random links, failures, not_owner, stalls (fake timers, property)', () => {
+  it('held: no stalls: the signal is never un-aborted while the competitor holds; never lost before its own estimate; nothing after stop()', async () => {
+    let stolenRuns = 0;
+    await fc.assert(
+      fc.asyncProperty(caseArb(false), async (c) => {
+        const r = await run(c);
+        const info = JSON.stringify({ c, r });
+        expect(r.overlapMs, info).toBe(0);
+        expect(r.afterStop, info).toBe(0);
+        const loss = r.lost[0];
+        if (loss && r.notOwner === 0) expect(loss.at, info).toBeGreaterThanOrEqual(r.estimate - 1);
+        if (r.lost.length > 0) stolenRuns++;
+      }),
+      { numRuns: Number(process.env.LR2_RUNS ?? 100), seed: Number(process.env.LR2_SEED ?? 7) },
+    );
+    expect(stolenRuns).toBeGreaterThan(10);
+  }, 60_000);
+
+  it('held: with event-loop stalls: overlap never beyond the grace of a held-up heartbeat', async () => {
+    const worst: unknown[] = [];
+    await fc.assert(
+      fc.asyncProperty(caseArb(true), async (c) => {
+        const r = await run(c);
+        if (r.overlapMs > 0) worst.push({ overlap: r.overlapMs, grace: r.grace, c });
+        expect(r.overlapMs, JSON.stringify({ c, r })).toBeLessThanOrEqual(
+          r.stalled ? Math.ceil(r.grace) + 2 : 0,
+        );
+      }),
+      { numRuns: Number(process.env.LR2_RUNS ?? 100), seed: Number(process.env.LR2_SEED ?? 11) },
+    );
+    console.log('stall overlaps', worst.length, JSON.stringify(worst.slice(0, 3)));
+  }, 60_000);
+});
+
+/** Extends the test applies to the store and answers by hand, each on its own. */
+class HandStore extends FakeStore {
+  handles: Array<{
+    sentAt: number;
+    apply: () => Promise<OwnerWriteResult>;
+    answer: (r: OwnerWriteResult | Error) => void;
+  }> = [];
+  override extend(input: ExtendInput): Promise<OwnerWriteResult> {
+    return new Promise<OwnerWriteResult>((resolve, reject) => {
+      this.handles.push({
+        sentAt: Date.now(),
+        apply: () => super.extend(input),
+        answer: (r) => (r instanceof Error ? reject(r) : resolve(r)),
+      });
+    });
+  }
+}
+
+describe('leaserev2: a held-back renewal keeps its held-up flag until released (fake timers)', () => {
+  /**
+   * lease 1000, heartbeat 200, storeTimeoutMs 50 (grace 40, held up past 10 ms). E0 at 200
+   * applied at send and answered: estimate = store deadline = 1200. E1 (400) and E2 (retried
+   * at 490) reach no store and time out; the retry at 580 finds two unsettled and is held back
+   * (`due`). 600 ms later, 20 ms before the estimate, E1 fails at the store: the held-back
+   * renewal goes out ON TIME (nothing is late at 1180). A competitor acquires at the store
+   * deadline 1200; E3 never reaches the store.
+   */
+  async function scenario(hiccupMs: number) {
+    fakeAll();
+    const store = new HandStore();
+    const { keeper, signal, lost, acquiredAt } = await keeperOn(store, {
+      leaseMs: 1_000,
+      heartbeatMs: 200,
+      storeTimeoutMs: 50,
+    });
+    const at = (t: number) => vi.advanceTimersByTimeAsync(acquiredAt + t - Date.now());
+    await at(200);
+    const e0 = store.handles[0];
+    if (!e0) throw new Error('no E0');
+    const r0 = await e0.apply();
+    e0.answer(r0);
+    await at(570);
+    expect(store.handles.length).toBe(3); // E0, E1, E2 (retried at 490)
+    if (hiccupMs > 0) await stall(hiccupMs);
+    await at(1_180);
+    expect(store.handles.length).toBe(3);
+    store.handles[1]?.answer(new Error('E1 failed at the store'));
+    await vi.advanceTimersByTimeAsync(0);
+    const storeDeadline = store.records.get(KEY)?.leaseUntil ?? 0;
+    await at(storeDeadline - acquiredAt);
+    const thief = await store.acquire({
+      key: KEY,
+      owner: 'thief',
+      fingerprint: 'fp',
+      leaseMs: 60_000,
+      retentionMs: 60_000,
+    });
+    expect(thief.kind).toBe('acquired');
+    let overlapMs = 0;
+    for (let t = 0; t < 100 && !signal.aborted; t++) {
+      overlapMs++;
+      await vi.advanceTimersByTimeAsync(1);
+    }
+    keeper.stop();
+    return {
+      overlapMs,
+      sent: store.handles.length,
+      lostAt: (lost[0]?.at ?? 0) - acquiredAt,
+      storeDeadline: storeDeadline - acquiredAt,
+    };
+  }
+
+  it('held: no hiccup: the released renewal keeps the watchdog at the estimate (= the store deadline)', async () => {
+    const r = await scenario(0);
+    expect(r.overlapMs, JSON.stringify(r)).toBeLessThanOrEqual(1);
+  });
+
+  // FINDING (HIGH): `dueHeldUp` outlives the hold-up. A retry held back (two extends
+  // unsettled) by a 30 ms event-loop hiccup at 580 keeps `heldUp` for as long as it waits; when
+  // an unsettled extend settles 600 ms later, 20 ms before the estimate, the released renewal
+  // (on time: nothing is late at 1180) moves the watchdog to now + grace = 1220, past the
+  // estimate, which is the store's own deadline (E0 applied at send). A competitor acquires at
+  // 1200; the signal stays un-aborted until 1220 (observed overlapMs 20, lostAt 1220; the same
+  // run without the hiccup aborts at 1200). The grace is min(storeTimeoutMs, heartbeat / 5):
+  // up to 2 s with the defaults. Expected: a released renewal is held up only if its release
+  // ran late (or the flag is dropped once the hold-up's own estimate window passed).
+  it.fails('a 30 ms hiccup 600 ms earlier: the released renewal gets a grace past the store deadline', async () => {
+    const r = await scenario(30);
+    expect(r.overlapMs, JSON.stringify(r)).toBeLessThanOrEqual(1);
   });
 });
