@@ -541,7 +541,7 @@ const caseArb = (withStalls: boolean) =>
           }),
           { maxLength: 3 },
         )
-      : fc.constant([]),
+      : fc.constant<Array<{ at: number; ms: number }>>([]),
   });
 
 describe('leaserev2 (3): random links, failures, not_owner, stalls (fake timers, property)', () => {
