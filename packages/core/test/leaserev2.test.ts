@@ -669,3 +669,76 @@ describe('leaserev2: a held-back renewal keeps its held-up flag until released (
     expect(r.overlapMs, JSON.stringify(r)).toBeLessThanOrEqual(1);
   });
 });
+
+describe('leaserev2 (4): Date.now() steps while the acquisition is in flight (fake timers)', () => {
+  /** A remote store: its own clock (elapsed time), unaffected by this process's Date.now(). */
+  class RemoteStore extends FakeStore {
+    onAcquire: (() => void) | undefined;
+    constructor(base: number) {
+      super({ now: () => base + performance.now() });
+    }
+    override acquire(input: Parameters<FakeStore['acquire']>[0]) {
+      const r = super.acquire(input);
+      this.onAcquire?.();
+      return r;
+    }
+  }
+
+  async function run(stepMs: number, hang = true) {
+    fakeAll();
+    const store = new RemoteStore(Date.now() - performance.now());
+    const step = stepDate();
+    store.onAcquire = () => step.by(stepMs);
+    const idem = createIdempotency<string>({
+      store,
+      leaseMs: 600,
+      heartbeatMs: 200,
+      storeTimeoutMs: 50,
+      maxHoldMs: 60_000,
+    });
+    const t0 = performance.now();
+    let abortedAt = -1;
+    const ran = idem
+      .execute({ key: 'k' }, async ({ signal }) => {
+        if (hang) store.always.extend = 'hang';
+        await new Promise<void>((resolve) => {
+          signal.addEventListener('abort', () => {
+            abortedAt = performance.now() - t0;
+            resolve();
+          });
+          setTimeout(resolve, 20_000);
+        });
+        return 'v';
+      })
+      .catch((e: unknown) => e);
+    await vi.advanceTimersByTimeAsync(21_000);
+    await ran;
+    return { abortedAt, extends: store.calls.extend };
+  }
+
+  it('held: no step: the signal aborts by the lease end (the store never answers a renewal)', async () => {
+    const r = await run(0);
+    expect(r.abortedAt, JSON.stringify(r)).toBeGreaterThanOrEqual(0);
+    expect(r.abortedAt, JSON.stringify(r)).toBeLessThanOrEqual(601);
+  });
+
+  // FINDING (HIGH): 9713a3b takes the performance.now() shift at the keeper's construction,
+  // after the acquisition answered, but `acquiredAt` (the estimate's and maxHoldMs' origin) was
+  // read on Date.now() when the acquire was sent. Date.now() steps back 5 s while the acquire
+  // is in flight (a remote store, its own clock): the keeper's estimate lands 5 s too late in
+  // its own frame. The store never answers a renewal; its lease passes at 600 ms, but the
+  // signal aborts only at 5600 ms (observed abortedAt 5600, 2 extends): 5 s beside any owner
+  // that acquired at 600. (The Date-clock keeper before 9713a3b did the same: not a
+  // regression, but the commit's "stepped wall clock" fix misses this window.) Expected:
+  // aborted by 600 ms (acquiredAt taken on the keeper's monotonic frame).
+  it.fails('Date.now() steps back 5 s while the acquire is in flight: the signal aborts 5 s after the store lease passed', async () => {
+    const r = await run(-5_000);
+    expect(r.abortedAt, JSON.stringify(r)).toBeGreaterThanOrEqual(0);
+    expect(r.abortedAt, JSON.stringify(r)).toBeLessThanOrEqual(601);
+  });
+
+  it('held: Date.now() steps forward 5 s while the acquire is in flight, the store answering every renewal: no spurious loss', async () => {
+    const r = await run(5_000, false);
+    expect(r.abortedAt, JSON.stringify(r)).toBe(-1);
+  });
+});
