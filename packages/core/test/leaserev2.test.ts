@@ -605,24 +605,27 @@ describe('leaserev2: a held-back renewal keeps its held-up flag until released (
    * renewal goes out ON TIME (nothing is late at 1180). A competitor acquires at the store
    * deadline 1200; E3 never reaches the store.
    */
-  async function scenario(hiccupMs: number) {
+  async function scenario(
+    hiccupMs: number,
+    o = { leaseMs: 1_000, heartbeatMs: 200, storeTimeoutMs: 50, stallAt: 570, releaseAt: 1_180 },
+  ) {
     fakeAll();
     const store = new HandStore();
     const { keeper, signal, lost, acquiredAt } = await keeperOn(store, {
-      leaseMs: 1_000,
-      heartbeatMs: 200,
-      storeTimeoutMs: 50,
+      leaseMs: o.leaseMs,
+      heartbeatMs: o.heartbeatMs,
+      storeTimeoutMs: o.storeTimeoutMs,
     });
     const at = (t: number) => vi.advanceTimersByTimeAsync(acquiredAt + t - Date.now());
-    await at(200);
+    await at(o.heartbeatMs);
     const e0 = store.handles[0];
     if (!e0) throw new Error('no E0');
     const r0 = await e0.apply();
     e0.answer(r0);
-    await at(570);
+    await at(o.stallAt);
     expect(store.handles.length).toBe(3); // E0, E1, E2 (retried at 490)
     if (hiccupMs > 0) await stall(hiccupMs);
-    await at(1_180);
+    await at(o.releaseAt);
     expect(store.handles.length).toBe(3);
     store.handles[1]?.answer(new Error('E1 failed at the store'));
     await vi.advanceTimersByTimeAsync(0);
@@ -637,7 +640,7 @@ describe('leaserev2: a held-back renewal keeps its held-up flag until released (
     });
     expect(thief.kind).toBe('acquired');
     let overlapMs = 0;
-    for (let t = 0; t < 100 && !signal.aborted; t++) {
+    for (let t = 0; t < 5_000 && !signal.aborted; t++) {
       overlapMs++;
       await vi.advanceTimersByTimeAsync(1);
     }
@@ -666,6 +669,33 @@ describe('leaserev2: a held-back renewal keeps its held-up flag until released (
   // ran late (or the flag is dropped once the hold-up's own estimate window passed).
   it.fails('a 30 ms hiccup 600 ms earlier: the released renewal gets a grace past the store deadline', async () => {
     const r = await scenario(30);
+    expect(r.overlapMs, JSON.stringify(r)).toBeLessThanOrEqual(1);
+  });
+
+  // FINDING (HIGH, the one above with the defaults: lease 30 s, heartbeat 10 s, storeTimeoutMs
+  // 5 s, grace 2 s, held up past 500 ms): E0 at 10 s sets the estimate and the store deadline
+  // to 40 s; E1 (20 s) and E2 (27 s) time out unsettled; the retry due at 34 s runs 600 ms
+  // late and is held back; E1 fails at the store at 39.9 s and releases it: the watchdog moves
+  // to 41.9 s (observed overlapMs ~1900 beside a competitor that acquired at 40 s).
+  it.fails('defaults: a 600 ms hold-up 6 s before the estimate: the released renewal runs on ~1.9 s past the store deadline', async () => {
+    const r = await scenario(700, {
+      leaseMs: 30_000,
+      heartbeatMs: 10_000,
+      storeTimeoutMs: 5_000,
+      stallAt: 33_900,
+      releaseAt: 39_900,
+    });
+    expect(r.overlapMs, JSON.stringify(r)).toBeLessThanOrEqual(1);
+  });
+
+  it('held: defaults, no hold-up: aborted at the store deadline', async () => {
+    const r = await scenario(0, {
+      leaseMs: 30_000,
+      heartbeatMs: 10_000,
+      storeTimeoutMs: 5_000,
+      stallAt: 33_900,
+      releaseAt: 39_900,
+    });
     expect(r.overlapMs, JSON.stringify(r)).toBeLessThanOrEqual(1);
   });
 });
