@@ -84,6 +84,8 @@ export class LeaseKeeper implements TimedEntry {
   private due = false;
   /** The held-back renewal (`due`) came from a heartbeat the event loop held up (see `beat`). */
   private dueHeldUp = false;
+  /** When the renewal was held back (`due`), on the keeper's clock. */
+  private dueSince = 0;
   /**
    * When the armed heartbeat (queued or on its own timer) is due, on `clock`: a heartbeat that
    * runs well after it was held up by the event loop (see `beat`).
@@ -279,11 +281,18 @@ export class LeaseKeeper implements TimedEntry {
     const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
     const now = this.now();
     // Held up: the event loop ran this heartbeat later than it was due, by more than timers
-    // drift (a quarter of the grace, at least 5 ms). A held-back one keeps what its beat was.
-    const heldUp = released ? this.dueHeldUp : now - this.beatDueAt > Math.max(5, grace / 4);
+    // drift (a quarter of the grace, at least 5 ms). A held-back one keeps what its beat was
+    // only when released at once (an answer the same stall held up); released later, it goes
+    // out on time (the leaserev2 review: a stale flag gave a renewal released just before the
+    // estimate a grace past the store's deadline).
+    const drift = Math.max(5, grace / 4);
+    const heldUp = released
+      ? this.dueHeldUp && now - this.dueSince <= drift
+      : now - this.beatDueAt > drift;
     if (this.inFlight >= 2 || this.storePending >= 2) {
       this.due = true;
       this.dueHeldUp = heldUp;
+      this.dueSince = now;
       return;
     }
     // The first heartbeat arms the watchdog: from now on the lease may pass while a renewal is
