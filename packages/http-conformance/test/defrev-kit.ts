@@ -518,9 +518,7 @@ export function defrevSuite(adapter: DefrevAdapter) {
     }, 60_000);
   });
 
-  // Concurrent: each test has its own redis-server, port and app, and most of each test is
-  // waiting out the 5-second store time limit (one at a time, the group took about 45 s).
-  describe.concurrent(`defrev ${adapter.name}: store down (@idem/store-redis), default options`, () => {
+  describe(`defrev ${adapter.name}: store down (@idem/store-redis), default options`, () => {
     const BOUND_MS = 6_000;
 
     it('held: own redis-server killed -> 503 store-unavailable + Retry-After within the bound; back up -> works, no restart', async () => {
