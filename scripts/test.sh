@@ -260,6 +260,18 @@ sum() {
 }
 # Each lane's exit status: a vitest that crashed or timed out prints no count, only this.
 echo "lanes: ${lane_codes[*]}"
+# Each lane's vitest passes and their durations, for balancing the lanes above.
+for log in "${lane_logs[@]}"; do
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | node -e '
+    const rows = [];
+    for (const line of require("fs").readFileSync(0, "utf8").split("\n")) {
+      const m = /^(@[\w/-]+):([\w:]+):\s+Duration\s+([\d.]+)(m?s)/.exec(line);
+      if (m) rows.push([m[1].replace("@idem/", ""), Number(m[3]) / (m[4] === "ms" ? 1000 : 1)]);
+    }
+    const total = rows.reduce((a, [, s]) => a + s, 0);
+    console.log(`durations ${process.argv[1]}: ${Math.round(total)} s:` + rows.map(([n, s]) => ` ${n} ${Math.round(s)}`).join(""));
+  ' "$(basename "$log" .log)"
+done
 echo "nodes: $(node --version) (lanes 1-3)$([ "$node24" = 1 ] && echo ", $(bash scripts/test-node.sh 24 node --version | tail -n 1) (node24 lanes; chaos and pack-check run Node 24 from lanes 1-3, counted there)")"
 if [ "$node24" = 1 ]; then
   sum "$tmp/node24.log" "tests in the Node 24 lanes: " || status=1

@@ -34,6 +34,7 @@ async function start({ options, routes }: ScenarioAppConfig) {
 
 defrevSuite({
   name: 'express',
+  outageRows: 'all',
   start,
   // biome-ignore lint/suspicious/noExplicitAny: deliberately missing the required scope
   createWithoutScope: (store) => idempotency({ store } as any),

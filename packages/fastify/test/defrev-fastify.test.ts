@@ -35,6 +35,7 @@ async function start({ options, routes }: ScenarioAppConfig) {
 
 defrevSuite({
   name: 'fastify',
+  outageRows: 'representative',
   start,
   // FINDING (LOW): a POST with a key and a 2 MiB JSON body gets Fastify's own 413
   // (`application/json; charset=utf-8`, `{"statusCode":413,"code":"FST_ERR_CTP_BODY_TOO_LARGE",...}`), not the

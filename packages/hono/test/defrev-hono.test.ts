@@ -47,6 +47,7 @@ async function start({ options, routes }: ScenarioAppConfig) {
 
 defrevSuite({
   name: 'hono',
+  outageRows: 'all',
   start,
   // FINDING (LOW): when the final write fails (Redis frozen with SIGSTOP while a 1.5 s handler
   // runs), the first caller on Hono receives `201` and its headers when the handler returns,

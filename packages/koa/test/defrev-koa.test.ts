@@ -45,6 +45,7 @@ async function start({ options, routes }: ScenarioAppConfig) {
 
 defrevSuite({
   name: 'koa',
+  outageRows: 'representative',
   start,
   // biome-ignore lint/suspicious/noExplicitAny: deliberately missing the required scope
   createWithoutScope: (store) => idempotency({ store } as any),

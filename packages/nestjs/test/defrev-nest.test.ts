@@ -39,12 +39,14 @@ const createWith = (platform: Platform) => async (options: Record<string, unknow
 const nestBodyLimit = { finding: 'nest platform body parser' };
 defrevSuite({
   name: 'nest-express',
+  outageRows: 'representative',
   ...nestDriver('express'),
   createWith: createWith('express'),
   frameworkBodyLimitFirst: nestBodyLimit,
 });
 defrevSuite({
   name: 'nest-fastify',
+  outageRows: 'representative',
   ...nestDriver('fastify'),
   createWith: createWith('fastify'),
   frameworkBodyLimitFirst: nestBodyLimit,
