@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { RenewalConnection } from '../src/renewal-connection.js';
+import { startLoadProbe } from './load-probe.js';
 import { DATABASE_URL, randomName } from './pg-env.js';
 import { startPgrev21Proxy } from './pgrev21-proxy.js';
 
@@ -27,11 +28,13 @@ describe('pgrev26: a flapping server and renewal storms from six engines', () =>
     const uses = engines.map((rc) => rc.use());
     const acceptedBefore = proxy.state.accepted;
     let going = true;
-    const outcomes: { engine: number; at: number; ok: boolean }[] = [];
+    const outcomes: { engine: number; called: number; at: number; ok: boolean }[] = [];
+    const probe = startLoadProbe();
     const t0 = performance.now();
     const storms = engines.map(async (rc, engine) => {
       const pending: Promise<void>[] = [];
       for (let i = 0; i < 200 && going; i++) {
+        const called = performance.now() - t0;
         pending.push(
           rc.repeatable
             .query({ text: 'SELECT 1', query_timeout: 500 } as pg.QueryConfig)
@@ -40,7 +43,7 @@ describe('pgrev26: a flapping server and renewal storms from six engines', () =>
               () => false,
             )
             .then((ok) => {
-              outcomes.push({ engine, at: performance.now() - t0, ok });
+              outcomes.push({ engine, called, at: performance.now() - t0, ok });
             }),
         );
         await sleep(40);
@@ -74,16 +77,22 @@ describe('pgrev26: a flapping server and renewal storms from six engines', () =>
     await sleep(1_000);
     going = false;
     await Promise.all(storms);
-    // Per engine: the first renewal called after passAt that answered, and the last failure.
+    // Per engine: the first renewal called after passAt that answered, and the last failure,
+    // by when it was called (a renewal called before passAt and refused at its opening may
+    // settle after it: on a loaded machine, late).
     const recovery = engines.map((_, e) => {
       const mine = outcomes.filter((o) => o.engine === e && o.at > passAt);
       const firstOk = mine.find((o) => o.ok);
-      const lastFail = mine.filter((o) => !o.ok).at(-1);
+      const lastFail = mine.filter((o) => !o.ok && o.called > passAt).at(-1);
       return {
         firstOk: firstOk ? Math.round(firstOk.at - passAt) : -1,
-        lastFail: lastFail ? Math.round(lastFail.at - passAt) : -1,
+        lastFail: lastFail ? Math.round(lastFail.called - passAt) : -1,
       };
     });
+    // How much the machine held this process and the server up in the recovery window (the
+    // opening's 200 ms is an idle machine's; a loaded one's adds this much).
+    const slowness = Math.round(probe.slowness(t0 + passAt, t0 + passAt + 1_000));
+    await probe.stop();
     uses.forEach((done) => {
       done();
     });
@@ -99,6 +108,7 @@ describe('pgrev26: a flapping server and renewal storms from six engines', () =>
       kills,
       perEnginePerSecond: Math.round(perEnginePerSecond * 10) / 10,
       recovery,
+      slowness,
       ok: outcomes.filter((o) => o.ok).length,
       failed: outcomes.filter((o) => !o.ok).length,
       ended,
@@ -114,9 +124,9 @@ describe('pgrev26: a flapping server and renewal storms from six engines', () =>
     for (const r of recovery) {
       expect(r.firstOk).toBeGreaterThanOrEqual(0);
       // Failures after the server accepts again come only from openings refused before.
-      expect(r.lastFail).toBeLessThan(150 + 200);
+      expect(r.lastFail).toBeLessThan(150 + 200 + slowness);
     }
     expect(result.listeners).toBe(0);
     expect(kills).toBeGreaterThan(0);
-  }, 15_000);
+  }, 40_000);
 });

@@ -78,18 +78,41 @@ describe('rcrev3: owners, duplicates and the pool', () => {
     const aborted: string[] = [];
     let holding = 0;
     const stalled: number[] = [];
+    const refused: string[] = [];
     try {
-      const owners = keys.map((key) =>
-        engine.execute({ key, scope }, async ({ tx, fence, signal }) => {
-          signal.addEventListener('abort', () => aborted.push(key));
-          await insertCharge(tx, charges, scope, fence);
-          holding++;
-          await sleep(3_500);
-          return 'done';
-        }),
-      );
+      // The owners' connections opened beforehand: ten openings through the proxy at once
+      // inside the acquisitions' 500 ms limit fail some acquisitions on a loaded machine, and
+      // the scenario is about owners that hold. An acquisition that still fails before its
+      // operation ran (nothing held, nothing written) is tried again: the owner is one that
+      // holds.
+      const warm = await Promise.all(keys.map(() => pool.connect()));
+      for (const c of warm) c.release();
+      const own = async (key: string) => {
+        for (let attempt = 1; ; attempt++) {
+          let ran = false;
+          try {
+            return await engine.execute({ key, scope }, async ({ tx, fence, signal }) => {
+              ran = true;
+              signal.addEventListener('abort', () => aborted.push(key));
+              await insertCharge(tx, charges, scope, fence);
+              holding++;
+              await sleep(3_500);
+              return 'done';
+            });
+          } catch (error) {
+            // (An acquisition given up at its limit may have landed: its record is then in
+            // progress until its lease passes.)
+            const name = (error as Error).name;
+            const retry = name === 'StoreUnavailableError' || name === 'InProgressError';
+            if (ran || attempt >= 20 || !retry) throw error;
+            refused.push(`${key}: ${name} ${(error as Error).message}`);
+            await sleep(200);
+          }
+        }
+      };
+      const owners = keys.map(own);
       const results = Promise.allSettled(owners);
-      await until(() => holding === keys.length, 8_000);
+      await until(() => holding === keys.length, 15_000);
       // Four more connections, then idle, their flows stalled: only renewals take them now.
       const extra = await Promise.all([1, 2, 3, 4].map(() => pool.connect()));
       for (const c of extra) c.release();
@@ -129,8 +152,14 @@ describe('rcrev3: owners, duplicates and the pool', () => {
       console.info('ten owners, stalled idle pool connections', {
         holding,
         stalled: stalled.length,
+        refused,
         aborted: aborted.length,
         fulfilled: settled.filter((s) => s.status === 'fulfilled').length,
+        rejected: settled.flatMap((s) =>
+          s.status === 'rejected'
+            ? [`${(s.reason as Error).name}: ${(s.reason as Error).message}`]
+            : [],
+        ),
         conflicts,
         ran,
         other,
