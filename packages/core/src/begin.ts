@@ -1,4 +1,5 @@
 import type { BackgroundTasks } from './background.js';
+import { elapsedClock } from './clock.js';
 import {
   InProgressError,
   MismatchError,
@@ -95,6 +96,7 @@ interface Attempt extends Call {
 /** One acquire's call: who asked and when (for events and the give-back of a failed one). */
 interface Call {
   owner: string;
+  /** When the acquire was sent, on the engine's clock for durations (`elapsedClock`). */
   callStartedAt: number;
   timedFrom: number;
 }
@@ -127,6 +129,10 @@ export function createBegin<T>(
   forExecute?: boolean,
 ) => Begun<T> | Promise<Begun<T>> {
   const { settings, giveBacks, viewReplays } = context;
+  // Durations (the lease from the acquire's send, its round trip) are counted on a monotonic
+  // clock with the default clock: a wall clock stepped while the acquire is in flight must not
+  // move the lease estimate (the leaserev2 review). An injected clock is used as given.
+  const elapsed = elapsedClock(settings.clock);
   // A store's view form (outcome bytes valid until its next call) is taken only where no
   // code of the caller's can run between the call and the decoding: no event listener (one
   // is called with the call's timing, and could call the store), checked again per call
@@ -174,7 +180,7 @@ export function createBegin<T>(
     const { storageKey } = attempt;
     const call: Call = attempt;
     call.owner = newOwner();
-    call.callStartedAt = settings.clock.now();
+    call.callStartedAt = elapsed.now();
     call.timedFrom = settings.observed ? performance.now() : 0;
     const input: AcquireInput = {
       key: storageKey,
@@ -268,7 +274,7 @@ export function createBegin<T>(
         operation,
         heartbeats: context.heartbeats,
         // The first renewal counts from the send, as the lease estimate does.
-        roundTrip: context.heartbeats ? settings.clock.now() - call.callStartedAt : 0,
+        roundTrip: context.heartbeats ? elapsed.now() - call.callStartedAt : 0,
       });
       return { kind: 'acquired', execution };
     }

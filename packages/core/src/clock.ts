@@ -6,6 +6,40 @@ export interface Clock {
 /** The system clock (`Date.now`). */
 export const systemClock: Clock = { now: () => Date.now() };
 
+// `performance.timeOrigin`, read again only when `performance` is another object (a test's
+// fake timers swap it): one identity check a reading, nothing allocated.
+let originOf: Performance | undefined;
+let origin = 0;
+
+/**
+ * A monotonic clock in epoch-like milliseconds: `performance.timeOrigin + performance.now()`.
+ * It reads `Date.now()` (to within a millisecond) until the wall clock is stepped or slewed,
+ * and never follows a step (NTP, an operator, a VM resumed): durations measured on it are
+ * elapsed time. Where `timeOrigin` is missing it is anchored at its first reading.
+ * @internal
+ */
+export const monotonicClock: Clock = {
+  now: () => {
+    const clock = performance;
+    if (clock !== originOf) {
+      originOf = clock;
+      const given = clock.timeOrigin;
+      origin = typeof given === 'number' && given > 0 ? given : Date.now() - clock.now();
+    }
+    return origin + clock.now();
+  },
+};
+
+/**
+ * The clock the engine measures its durations on (the acquisition's send, the lease estimate,
+ * heartbeats, the watchdog, `maxHoldMs`, the final write's and a give-back's deadlines):
+ * {@link monotonicClock} for the default {@link systemClock}, an injected clock as given.
+ * @internal
+ */
+export function elapsedClock(clock: Clock): Clock {
+  return clock === systemClock ? monotonicClock : clock;
+}
+
 /**
  * A clock that moves only when told to; for tests of leases and retention without real
  * waiting.

@@ -1,5 +1,5 @@
 import { BackgroundTasks } from './background.js';
-import type { Clock } from './clock.js';
+import { type Clock, elapsedClock } from './clock.js';
 import {
   InvalidInputError,
   LeaseLostError,
@@ -84,12 +84,13 @@ export class Execution {
     init: {
       fence: number;
       takeover: boolean;
+      /** When the acquire was sent, on the engine's clock for durations (`elapsedClock`). */
       callStartedAt: number;
       tasks?: BackgroundTasks;
       operation?: string | undefined;
       /** The engine's heartbeat queue (one Node timer for all its executions). */
       heartbeats?: FixedDelayTimers | undefined;
-      /** How long the acquire call took to answer (ms, by the settings' clock); 0 when unknown. */
+      /** How long the acquire call took to answer (ms, on that clock); 0 when unknown. */
       roundTrip?: number;
     },
   ) {
@@ -503,7 +504,7 @@ export class Execution {
     onFailure: () => void,
     first?: Promise<OwnerWriteResult>,
   ): Promise<void> {
-    const { store, storeTimeoutMs, clock, maxHoldMs } = this.settings;
+    const { store, storeTimeoutMs, maxHoldMs } = this.settings;
     const input = this.completeInput(bytes);
     // A synchronous form that answered a promise is not called synchronously again.
     const sync = first ? undefined : syncFormOf(store.complete);
@@ -514,7 +515,9 @@ export class Execution {
         {
           operation: 'complete',
           timeoutMs: storeTimeoutMs,
-          clock,
+          // `maxHoldMs` in elapsed time from the acquire's send, as the lease keeper counts it
+          // (a wall clock stepped back must not prolong the retries: the leaserev2 review).
+          clock: elapsedClock(this.settings.clock),
           deadline: this.acquiredAt + maxHoldMs,
           // Retried well inside the lease: a 3 s lease gets a try at least every 300 ms.
           maxDelayMs: this.settings.leaseMs / 10,

@@ -1,4 +1,5 @@
 import type { BackgroundTasks } from './background.js';
+import { elapsedClock } from './clock.js';
 import { storeCallObserver } from './observe.js';
 import type { ResolvedSettings } from './settings.js';
 import type { AcquireResult } from './store.js';
@@ -57,11 +58,13 @@ export class GiveBacks {
     storageKey: string,
     operation: string | undefined,
     owner: string,
+    /** When the acquire was sent, on the engine's clock for durations (`elapsedClock`). */
     callStartedAt: number,
     call: Promise<AcquireResult> | undefined,
   ): void {
     if (this.pending >= MAX_PENDING_GIVE_BACKS) return;
-    const { store, storeTimeoutMs, clock, retentionMs, leaseMs } = this.settings;
+    const { store, storeTimeoutMs, retentionMs, leaseMs } = this.settings;
+    const clock = elapsedClock(this.settings.clock);
     const deadline = callStartedAt + leaseMs;
     this.pending++;
     const giveBack = (async () => {

@@ -1,4 +1,4 @@
-import { systemClock } from './clock.js';
+import { type Clock, elapsedClock } from './clock.js';
 import { LeaseLostError } from './errors.js';
 import type { ExecutionSettings } from './execution.js';
 import type { ExecutionReport } from './execution-report.js';
@@ -110,18 +110,20 @@ export class LeaseKeeper implements TimedEntry {
   timerNext: TimedEntry | undefined = undefined;
   timerQueued = false;
   /**
-   * The keeper's clock: with the default clock (`Date.now`), `performance.now()` shifted to
-   * read `Date.now()` at construction, so the estimate and the watchdog count elapsed time
-   * on a monotonic source (a wall clock stepped back while a renewal was in flight armed the
-   * watchdog that much too late: the leaserev review). An injected clock is used as given.
-   * (`undefined`: the injected clock. A number, not a closure: nothing allocated a keeper.)
+   * The keeper's clock, the engine's for durations (`elapsedClock`): with the default clock
+   * (`Date.now`) a monotonic one, so the estimate and the watchdog count elapsed time (a wall
+   * clock stepped back while a renewal was in flight armed the watchdog that much too late:
+   * the leaserev review). `acquiredAt` is read on it too, by the engine when the acquire is
+   * sent (a step while the acquire was in flight moved the estimate by the step: leaserev2).
+   * An injected clock is used as given. (The same object for every keeper: none allocated.)
    */
-  private readonly monotonicShift: number | undefined;
+  private readonly clock: Clock;
 
   constructor(
     private readonly settings: ExecutionSettings,
     private readonly key: string,
     private readonly owner: string,
+    /** When the acquire was sent, on the engine's clock for durations (`elapsedClock`). */
     private readonly acquiredAt: number,
     /** Told when the lease is lost (the execution's events; none when nobody listens). */
     private readonly report: ExecutionReport | undefined,
@@ -129,8 +131,7 @@ export class LeaseKeeper implements TimedEntry {
     /** How long the acquisition took to answer, `acquiredAt` to now (see `scheduleHeartbeat`). */
     roundTrip = 0,
   ) {
-    this.monotonicShift =
-      settings.clock === systemClock ? Date.now() - performance.now() : undefined;
+    this.clock = elapsedClock(settings.clock);
     // The store started the lease no earlier than the call was sent: a safe lower bound.
     this.leaseEstimate = acquiredAt + settings.leaseMs;
     const { heartbeatMs } = settings;
@@ -150,10 +151,9 @@ export class LeaseKeeper implements TimedEntry {
     void this.beat();
   }
 
-  /** The keeper's time (see `monotonicShift`). */
+  /** The keeper's time (see `clock`). */
   private now(): number {
-    const shift = this.monotonicShift;
-    return shift === undefined ? this.settings.clock.now() : performance.now() + shift;
+    return this.clock.now();
   }
 
   /** Aborts when the lease is lost (or may have been). */

@@ -68,7 +68,14 @@ export interface IdempotencyOptions<T = unknown> {
   isFinal?: OutcomePolicy<T>;
   /** How values become stored outcomes and back. @default jsonSerializer */
   serializer?: OutcomeSerializer<T>;
-  /** Local clock for lease bookkeeping (the store decides expiry by its own clock). @default systemClock */
+  /**
+   * Local clock for lease bookkeeping (the store decides expiry by its own clock). With the
+   * default `systemClock` the engine measures every duration (the lease from the acquire's
+   * send, heartbeats, the watchdog, `maxHoldMs`, the final write's retries, a give-back's
+   * deadline) on a monotonic clock (`performance.timeOrigin + performance.now()`), so a
+   * stepped wall clock moves none of them; an injected clock is used as given (a `ManualClock`
+   * drives them in tests). @default systemClock
+   */
   clock?: Clock;
   /**
    * Receives events (see `IdemEvent`): hit / miss / conflict / mismatch / lease_lost /

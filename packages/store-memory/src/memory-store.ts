@@ -23,8 +23,8 @@ import {
   type StoreCapabilities,
   type StoredRecord,
   StoreFullError,
-  systemClock,
 } from '@idem/core';
+import { storeClock } from './clock.js';
 import { type HeldOutcome, hold, holds, release, type ViewBuffer, viewOf } from './held-outcome.js';
 import { checkString, copied, sweepInterval } from './input.js';
 import { isAscii } from './latin1.js';
@@ -76,8 +76,13 @@ export function engineFormsOf(store: MemoryStore): EngineForms | undefined {
 /** Options of {@link createMemoryStore}. */
 export interface MemoryStoreOptions {
   /**
-   * Clock that decides expiry. A call made while it answers anything but a finite number
-   * MUST fail with `InvalidInputError` and change nothing. @default systemClock
+   * Clock that decides expiry (leases and retention). With the default, `systemClock` (given
+   * or not), the store counts on a monotonic clock (`performance.timeOrigin +
+   * performance.now()`): a stepped wall clock neither hands a live lease to a competitor nor
+   * cuts a retention short, and the store agrees with the engine's lease keeper in the same
+   * process, which counts elapsed time too. Any other clock is used as given (a `ManualClock`
+   * in tests). A call made while it answers anything but a finite number MUST fail with
+   * `InvalidInputError` and change nothing. @default systemClock
    */
   clock?: Clock;
   /**
@@ -235,7 +240,7 @@ function checkWrite(call: string, input: unknown): asserts input is ReleaseInput
  * anything. Outcomes and strings are copied in and records copied out.
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
-  const clock = checkClock(options.clock ?? systemClock);
+  const clock = storeClock(options.clock === undefined ? undefined : checkClock(options.clock));
   const maxEntries = checkPositiveInteger('maxEntries', options.maxEntries ?? DEFAULT_MAX_ENTRIES);
   const maxBytes = checkPositiveInteger('maxBytes', options.maxBytes ?? DEFAULT_MAX_BYTES);
   if (maxBytes < MIN_MAX_BYTES) {

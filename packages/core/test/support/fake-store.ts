@@ -1,3 +1,4 @@
+import { elapsedClock } from '../../src/clock.js';
 import {
   type AcquireInput,
   type AcquireResult,
@@ -49,10 +50,15 @@ export class FakeStore implements IdempotencyStore {
     extend: [],
   };
 
-  constructor(
-    private readonly clock: Clock = systemClock,
-    maxOutcomeBytes?: number,
-  ) {
+  /**
+   * The clock that decides expiry: as `@idem/store-memory` does, the default (`systemClock`)
+   * counts on a monotonic clock (a wall clock stepped forward must not hand a key over while
+   * the engine's keeper, counting elapsed time, still holds it); an injected one as given.
+   */
+  private readonly clock: Clock;
+
+  constructor(clock: Clock = systemClock, maxOutcomeBytes?: number) {
+    this.clock = elapsedClock(clock);
     this.capabilities = {
       clock: 'injectable',
       ...(maxOutcomeBytes === undefined ? {} : { maxOutcomeBytes }),
