@@ -82,9 +82,13 @@ describe('pgrev21: exactly-once while the own connection opens badly', () => {
           const run: Run = { start: performance.now(), by };
           holder.run = run;
           runs.get(key)?.push(run);
-          signal.addEventListener('abort', () => {
-            run.aborted ??= performance.now();
-          });
+          // A signal aborted before the operation started (the lease lost while the execution
+          // waited for a pool connection) fires no 'abort' event for a listener added now.
+          if (signal.aborted) run.aborted = run.start;
+          else
+            signal.addEventListener('abort', () => {
+              run.aborted ??= performance.now();
+            });
           try {
             await tx.query(`INSERT INTO ${rowsTable} (scope, k, fence) VALUES ($1, $2, $3)`, [
               scope,

@@ -92,10 +92,14 @@ async function scenario(opts: {
     (key: string) =>
     async ({ tx, signal }: { tx: pg.PoolClient; signal: AbortSignal }) => {
       runs[key] = (runs[key] ?? 0) + 1;
-      signal.addEventListener('abort', () => {
+      const onAbort = () => {
         aborted.push(key);
         events.push(`${at()} abort ${key}`);
-      });
+      };
+      // Aborted before the operation started (the lease lost while the execution waited for a
+      // pool connection): no 'abort' event comes for a listener added now.
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort);
       await tx.query(`INSERT INTO ${rowsTable} (scope, k) VALUES ($1, $2)`, [scope, key]);
       const until = performance.now() + 3_000;
       while (performance.now() < until) {
