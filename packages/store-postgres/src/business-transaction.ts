@@ -264,15 +264,29 @@ export class BusinessTransaction {
     }
   }
 
+  /**
+   * Core called the lease lost while the transaction was being opened (a wait for a pool
+   * connection, a slow BEGIN): the row is held now, but heartbeats have ended, so the
+   * transaction's idle limit would end it and a retry take the key over while the operation
+   * ran. Ends the transaction before the operation starts; `LeaseLostError`, never an outcome.
+   */
+  notStarted(): Promise<never> {
+    return this.lost(
+      true,
+      'The lease was lost while the business transaction was being opened; the operation did not run',
+    );
+  }
+
   /** The record is not this execution's any more: ends the transaction, `LeaseLostError`. */
-  private async lost(open: boolean): Promise<never> {
+  private async lost(
+    open: boolean,
+    message = 'The key was taken over (or given up) before the business transaction could hold it; the operation did not run',
+  ): Promise<never> {
     this.phase = 'done';
     this.forget();
     if (open) await this.endWith('ROLLBACK');
     else this.giveBack();
-    const lost = new LeaseLostError(
-      'The key was taken over (or given up) before the business transaction could hold it; the operation did not run',
-    );
+    const lost = new LeaseLostError(message);
     beforeOperation.add(lost);
     throw lost;
   }

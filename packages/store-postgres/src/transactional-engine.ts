@@ -329,6 +329,9 @@ export function createPostgresIdempotency<T = unknown>(
           isolationLevel === 'serializable',
         );
         await execution.whileNoHeartbeat(() => current.begin(begin, hold));
+        // Lost while the transaction was opened: the operation never starts (it would run with
+        // its signal already aborted, and a retry could take the key once the transaction ends).
+        if (ctx.signal.aborted) await current.notStarted();
         let value: T;
         try {
           // Core's signal, joined on first read with the transaction's own (its connection
