@@ -265,20 +265,6 @@ export function createBegin<T>(
     const durationMs = observed ? since(call.timedFrom) : 0;
     if (result.kind === 'acquired') {
       const { fence, takeover } = result;
-      // The lease counts from the send: an answer that came after it passed (a slow store,
-      // or an event loop held up) holds a lease another caller may have taken over already,
-      // and the operation would start beside it before any renewal could tell. Never run:
-      // the caller gets a store error (503 over HTTP) and retries; the lease runs out.
-      const roundTrip = elapsed.now() - call.callStartedAt;
-      if (roundTrip >= settings.leaseMs)
-        throw failed(
-          attempt,
-          call,
-          new StoreUnavailableError(
-            `The store answered the acquisition after ${Math.round(roundTrip)} ms, past its lease of ${settings.leaseMs} ms; the operation did not run`,
-          ),
-          undefined,
-        );
       if (observed) emit({ type: 'miss', storageKey, operation, fence, takeover, durationMs });
       const execution = new Execution(settings, storageKey, call.owner, {
         fence,
@@ -288,7 +274,7 @@ export function createBegin<T>(
         operation,
         heartbeats: context.heartbeats,
         // The first renewal counts from the send, as the lease estimate does.
-        roundTrip,
+        roundTrip: context.heartbeats ? elapsed.now() - call.callStartedAt : 0,
       });
       return { kind: 'acquired', execution };
     }
