@@ -1,7 +1,9 @@
+import { settleWithin } from './adapter-kit/store-errors.js';
 import type { BackgroundTasks } from './background.js';
 import { elapsedClock } from './clock.js';
 import {
   InProgressError,
+  LeaseLostError,
   MismatchError,
   OutcomeNotRecordedError,
   StoreUnavailableError,
@@ -138,6 +140,14 @@ export function createBegin<T>(
   // is called with the call's timing, and could call the store), checked again per call
   // for the codec. Every replay decodes (or, for `begin`, copies) the body at once.
   const viewable = !settings.observed;
+  // An acquisition holds the key for `leaseMs` counted from its send. One that has not been
+  // answered when less than a short runway of that lease is left (a tenth of it, at most
+  // 1 s) is never used: a caller may take the key over once the lease passes, and the
+  // operation would start beside it (a store slower than the lease, an event loop held up).
+  // Waiting for it is bounded by that point too, when it comes before `storeTimeoutMs`.
+  const { leaseMs, storeTimeoutMs } = settings;
+  const leaseBound = leaseMs - Math.min(leaseMs / 10, 1_000);
+  const boundByLease = leaseBound < storeTimeoutMs;
 
   function begin(
     request: IdempotentRequest,
@@ -206,10 +216,10 @@ export function createBegin<T>(
       // A store that answers at once (in process) is called directly: no promise, no timer.
       // A form that answered a promise after all is awaited under the time limit.
       answer = sync
-        ? callStoreSync('acquire', sync, input, observe, settings.storeTimeoutMs)
+        ? callStoreSync('acquire', sync, input, observe, storeTimeoutMs)
         : callStore(
             'acquire',
-            settings.storeTimeoutMs,
+            storeTimeoutMs,
             () => {
               sent = store.acquire(input);
               return sent;
@@ -219,24 +229,52 @@ export function createBegin<T>(
     } catch (error) {
       throw failed(attempt, call, error, undefined);
     }
-    if (!(answer instanceof Promise)) return found(attempt, call, answer);
-    const pending = answer;
+    if (!(answer instanceof Promise)) return found(attempt, call, answer, false);
+    const timed = answer;
+    // The lease passes before `storeTimeoutMs` (a lease that short, or a time limit that
+    // long): not waited for past the runway (see `leaseBound`).
+    const pending = boundByLease
+      ? settleWithin(timed, leaseBound, { onTimeout: () => notAnsweredInLease() })
+      : timed;
     return pending.then(
-      (result) => found(attempt, call, result),
+      (result) => found(attempt, call, result, true),
       (error: unknown) => {
-        throw failed(attempt, call, error, sent ?? (sync ? pending : undefined));
+        throw failed(attempt, call, error, sent ?? (sync ? timed : undefined));
       },
     );
   }
 
-  /** A failed acquire: reported, and given back if it may have been applied; the error to throw. */
+  /** The error of an acquire not answered before the runway of its lease (see `leaseBound`). */
+  function notAnsweredInLease(): LeaseLostError {
+    return new LeaseLostError(
+      `The store did not answer the acquisition within ${Math.round(leaseBound)} ms of its send, too close to the end of its ${leaseMs} ms lease: another caller may take the key over once it passes, so the operation did not run (an acquisition that landed is given back)`,
+    );
+  }
+
+  /**
+   * A failed acquire: reported, and given back if it may have been applied; the error to
+   * throw. A store error that comes once the runway of the lease was reached (an event loop
+   * held up past it) is a `LeaseLostError` too, never a `StoreUnavailableError`: the
+   * acquire may have landed, and a caller may take the key over from it once its lease
+   * passes, so nothing may run on the strength of it, not even fail-open (an integration's
+   * `failOpen` runs the operation unprotected on `STORE_UNAVAILABLE` only).
+   */
   function failed(
     attempt: Attempt,
     call: Call,
-    error: unknown,
+    failure: unknown,
     sent: Promise<AcquireResult> | undefined,
   ): unknown {
     const { storageKey, operation } = attempt;
+    let error = failure;
+    if (
+      error instanceof StoreUnavailableError &&
+      !error.unsent &&
+      elapsed.now() - call.callStartedAt >= leaseBound
+    ) {
+      error = notAnsweredInLease();
+      (error as Error).cause = failure;
+    }
     if (settings.observed)
       settings.emit({
         type: 'store_error',
@@ -248,23 +286,42 @@ export function createBegin<T>(
         durationMs: since(call.timedFrom),
       });
     // An acquire that may have been applied is given back; one refused before it was
-    // sent (an admission limit) holds nothing.
-    if (error instanceof StoreUnavailableError && !error.unsent)
+    // sent (an admission limit) holds nothing. (Owner-checked: never anyone else's hold.)
+    if (
+      (error instanceof StoreUnavailableError && !error.unsent) ||
+      error instanceof LeaseLostError
+    )
       giveBacks.releaseIfApplied(storageKey, operation, call.owner, call.callStartedAt, sent);
     return error;
   }
 
-  /** What an acquire answered: the acquisition, a replay, a conflict to wait out, or an error. */
+  /**
+   * What an acquire answered: the acquisition, a replay, a conflict to wait out, or an error.
+   * `answeredLater`: the store's answer came as a promise (an answer given at once is read
+   * on the clock only when heartbeats need its round trip).
+   */
   function found(
     attempt: Attempt,
     call: Call,
     result: AcquireResult,
+    answeredLater: boolean,
   ): Begun<T> | Wait | Promise<Begun<T>> {
     const { storageKey, operation } = attempt;
     const { observed, emit } = settings;
     const durationMs = observed ? since(call.timedFrom) : 0;
     if (result.kind === 'acquired') {
       const { fence, takeover } = result;
+      // The lease counts from the send: an answer that comes with less than the runway of it
+      // left (the time limit above fired late, an event loop held up, a store that answered
+      // at once but slowly) is refused and given back, as an acquire not answered in time.
+      const roundTrip =
+        answeredLater || context.heartbeats ? elapsed.now() - call.callStartedAt : 0;
+      if (roundTrip >= leaseBound) {
+        const late = new LeaseLostError(
+          `The store answered the acquisition ${Math.round(roundTrip)} ms after its send, too close to the end of its ${leaseMs} ms lease (or past it): another caller may take the key over once it passes, so the operation did not run (the acquisition is given back)`,
+        );
+        throw failed(attempt, call, late, undefined);
+      }
       if (observed) emit({ type: 'miss', storageKey, operation, fence, takeover, durationMs });
       const execution = new Execution(settings, storageKey, call.owner, {
         fence,
@@ -274,7 +331,7 @@ export function createBegin<T>(
         operation,
         heartbeats: context.heartbeats,
         // The first renewal counts from the send, as the lease estimate does.
-        roundTrip: context.heartbeats ? elapsed.now() - call.callStartedAt : 0,
+        roundTrip,
       });
       return { kind: 'acquired', execution };
     }

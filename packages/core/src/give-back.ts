@@ -13,19 +13,27 @@ import { retryStoreCall } from './store-retry.js';
 export const MAX_PENDING_GIVE_BACKS = 64;
 
 /**
- * What `call` answered, once it settled within `ms` (on an unref'd timer); undefined when it
- * failed or is still pending.
+ * How `call` settled within `ms` (on an unref'd timer): `{ answer }` (undefined when it
+ * failed), or undefined when it is still pending.
  */
-async function settledWithin<R>(call: Promise<R>, ms: number): Promise<R | undefined> {
-  if (!(ms > 0)) return undefined;
+async function settledWithin<R>(
+  call: Promise<R>,
+  ms: number,
+): Promise<{ answer: R | undefined } | undefined> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<undefined>((resolve) => {
-    const started = setTimeout(() => resolve(undefined), ms);
+    const started = setTimeout(() => resolve(undefined), Math.max(0, ms));
     started.unref?.();
     timer = started;
   });
   try {
-    return await Promise.race([call.catch(() => undefined), timeout]);
+    return await Promise.race([
+      call.then(
+        (answer) => ({ answer }),
+        () => ({ answer: undefined }),
+      ),
+      timeout,
+    ]);
   } finally {
     clearTimeout(timer);
   }
@@ -51,8 +59,12 @@ export class GiveBacks {
    *
    * A timed-out acquire may still be on its way: a release sent before it lands finds
    * nothing, and the acquire then holds the key after all. So the give-back first waits for
-   * the abandoned `call` to settle (until that lease would have passed), and skips the
-   * release when its late answer says nothing was acquired.
+   * the abandoned `call` to settle (for a lease and a store time limit from its send), and
+   * skips the release when its late answer says nothing was acquired, or when it never
+   * settles (its lease, if it landed, then runs out). The store may have applied the acquire
+   * as late as it answered, so the lease it could hold counts from that answer: the release
+   * is retried until a lease from then has passed (an acquire refused for answering too late
+   * in its lease is given back too, though the lease counted from its send has passed).
    */
   releaseIfApplied(
     storageKey: string,
@@ -65,11 +77,16 @@ export class GiveBacks {
     if (this.pending >= MAX_PENDING_GIVE_BACKS) return;
     const { store, storeTimeoutMs, retentionMs, leaseMs } = this.settings;
     const clock = elapsedClock(this.settings.clock);
-    const deadline = callStartedAt + leaseMs;
     this.pending++;
     const giveBack = (async () => {
-      const late = call && (await settledWithin(call, deadline - clock.now()));
-      if (late?.kind === 'found' || clock.now() >= deadline) return;
+      if (call) {
+        const late = await settledWithin(
+          call,
+          callStartedAt + leaseMs + storeTimeoutMs - clock.now(),
+        );
+        if (late === undefined || late.answer?.kind === 'found') return;
+      }
+      const deadline = clock.now() + leaseMs;
       await retryStoreCall(
         {
           operation: 'release',

@@ -22,8 +22,9 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  * own (the heartbeat waits in the engine's {@link FixedDelayTimers}, one Node timer for all
  * its executions), and the abort controller is created only when somebody reads `signal` or
  * the lease is lost. The watchdog that aborts at the lease estimate is armed with the first
- * heartbeat (always due before the lease passes: heartbeats are shorter than the lease),
- * when there are no heartbeats, or when renewals stop (`abandon`). A renewal retried after a
+ * heartbeat (usually due well before the lease passes), at once when that heartbeat is due
+ * only at or past the estimate (an acquisition answered late in its lease), when there are
+ * no heartbeats, or when renewals stop (`abandon`). A renewal retried after a
  * failure (a fifth of the interval), and a first one after a slow acquisition, have a timer
  * of their own.
  *
@@ -143,6 +144,11 @@ export class LeaseKeeper implements TimedEntry {
       this.heartbeats =
         heartbeats?.delayMs === heartbeatMs ? heartbeats : new FixedDelayTimers(heartbeatMs);
       this.scheduleHeartbeat(false, roundTrip);
+      // A first heartbeat due at or past the estimate (an acquisition answered late in its
+      // lease, a heartbeat close to the lease) cannot renew before the lease may pass: the
+      // watchdog is armed now, not by that heartbeat (the rev3 review: the operation ran on
+      // with a live signal beside a caller that took the key over at the store's deadline).
+      if (this.beatDueAt >= this.leaseEstimate) this.armWatchdog();
     }
   }
 

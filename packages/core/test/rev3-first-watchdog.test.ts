@@ -1,11 +1,20 @@
 /**
- * rev3 review of aef51a9: an acquisition answered just inside its lease (less than 10 ms
- * left) with heartbeats on. Fake timers (they fake `performance` too, so the default clock's
+ * rev3 review of aef51a9: an acquisition answered just inside its lease with heartbeats on.
+ * The lease keeper armed its watchdog only with the first heartbeat, which after a slow
+ * acquisition (round trip over the heartbeat) is due max(10 ms, heartbeatMs - roundTrip)
+ * later, and after a fast one a heartbeat later: an acquisition answered with less than that
+ * left of its lease (10 ms after a slow one, or a heartbeat close to the lease after a fast
+ * one) started the operation, and nothing aborted its signal at the lease estimate: a
+ * competitor took the key over at the store's deadline and ran while the first execution's
+ * signal was still live (until the late heartbeat's renewal was refused). Fixed twice over:
+ * an acquisition answered within the last tenth of its lease (at most 1 s) is refused and
+ * given back (`late-acquire.test.ts`), and a first heartbeat due at or past the estimate arms
+ * the watchdog at once. Fake timers (they fake `performance` too, so the default clock's
  * monotonic reading follows them).
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { AcquireInput, AcquireResult, IdempotencyStore } from '../src/index.js';
-import { createIdempotency } from '../src/index.js';
+import { createIdempotency, LeaseLostError } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
 
 afterEach(() => {
@@ -27,15 +36,15 @@ function answeredAfter(base: FakeStore, ms: number): IdempotencyStore {
   return store;
 }
 
-async function scenario(heartbeatMs: number | false) {
+async function scenario(leaseMs: number, heartbeatMs: number | false, answerMs: number) {
   vi.useFakeTimers();
   const base = new FakeStore();
-  const settings = { leaseMs: 1_000, heartbeatMs, storeTimeoutMs: 5_000 } as const;
-  const first = createIdempotency<string>({ store: answeredAfter(base, 995), ...settings });
+  const settings = { leaseMs, heartbeatMs, storeTimeoutMs: 5_000 } as const;
+  const first = createIdempotency<string>({ store: answeredAfter(base, answerMs), ...settings });
   const second = createIdempotency<string>({ store: base, ...settings });
   const request = { key: 'k', scope: { principal: 'p' } };
   let firstSignal: AbortSignal | undefined;
-  let finish!: () => void;
+  let finish: () => void = () => {};
   const firstRun = first
     .execute(request, (ctx) => {
       firstSignal = ctx.signal;
@@ -44,9 +53,9 @@ async function scenario(heartbeatMs: number | false) {
       });
     })
     .catch((e: unknown) => e);
-  await vi.advanceTimersByTimeAsync(995); // answered with 5 ms of its lease left: it runs
-  expect(firstSignal?.aborted).toBe(false);
-  await vi.advanceTimersByTimeAsync(6); // the lease estimate (and the store's lease) passed
+  await vi.advanceTimersByTimeAsync(answerMs);
+  const abortedOnAnswer = firstSignal?.aborted;
+  await vi.advanceTimersByTimeAsync(leaseMs - answerMs + 1); // the store's lease passed
   let abortedWhenSecondRan: boolean | undefined;
   const secondResult = await second.execute(request, async () => {
     abortedWhenSecondRan = firstSignal?.aborted;
@@ -54,32 +63,38 @@ async function scenario(heartbeatMs: number | false) {
   });
   finish();
   await vi.advanceTimersByTimeAsync(100);
-  await firstRun;
+  const firstOutcome = await firstRun;
   await vi.advanceTimersByTimeAsync(2_000);
   await first.drain(0).catch(() => {});
   await second.drain(0).catch(() => {});
-  return { secondResult, abortedWhenSecondRan };
+  return { secondResult, abortedOnAnswer, abortedWhenSecondRan, firstOutcome };
 }
 
-describe('rev3: an operation started with less than 10 ms of its lease left', () => {
+describe('rev3: an operation started close to the end of its lease', () => {
   it('held (no heartbeats): the watchdog aborts it at the lease estimate, before a takeover runs', async () => {
-    const { secondResult, abortedWhenSecondRan } = await scenario(false);
+    const { secondResult, abortedOnAnswer, abortedWhenSecondRan } = await scenario(50, false, 42);
+    expect(abortedOnAnswer).toBe(false);
     expect(secondResult).toEqual({ value: 'second', replayed: false });
     expect(abortedWhenSecondRan).toBe(true);
   });
 
-  // FINDING (LOW): with heartbeats on, the lease keeper arms its watchdog only with the first
-  // heartbeat, which after a slow acquisition (round trip over the heartbeat) is due
-  // max(10 ms, heartbeatMs - roundTrip) later. An acquisition answered with less than 10 ms of
-  // lease left passes aef51a9's check (`roundTrip >= leaseMs`), starts the operation, and
-  // nothing aborts its signal at the lease estimate: a competitor takes the key over at the
-  // store's deadline and runs while the first execution's signal is still live (until the
-  // late heartbeat's renewal is refused: 10 ms plus the renewal's round trip, up to the grace,
-  // 2 s with the defaults). Without heartbeats the watchdog fires at the estimate. Either arm
-  // the watchdog at the estimate in that case, or refuse an answer that leaves less than the
-  // first heartbeat's delay (or a round trip) of lease.
-  it.fails('heartbeats on: its signal is aborted before a takeover runs', async () => {
-    const { secondResult, abortedWhenSecondRan } = await scenario(300);
+  it('heartbeats on, answered with 5 ms of a 1 s lease left: refused (LeaseLostError), never started', async () => {
+    const { secondResult, abortedWhenSecondRan, firstOutcome } = await scenario(1_000, 300, 995);
+    expect(secondResult).toEqual({ value: 'second', replayed: false });
+    expect(abortedWhenSecondRan).toBeUndefined(); // the first operation never ran
+    expect(firstOutcome).toBeInstanceOf(LeaseLostError);
+  });
+
+  it('heartbeats on, slow acquisition answered with 8 ms of a 50 ms lease left (first heartbeat due 10 ms later): aborted before a takeover runs', async () => {
+    const { secondResult, abortedOnAnswer, abortedWhenSecondRan } = await scenario(50, 20, 42);
+    expect(abortedOnAnswer).toBe(false);
+    expect(secondResult).toEqual({ value: 'second', replayed: false });
+    expect(abortedWhenSecondRan).toBe(true);
+  });
+
+  it('heartbeats on, close to the lease (990 of 1000 ms), fast acquisition: aborted before a takeover runs', async () => {
+    const { secondResult, abortedOnAnswer, abortedWhenSecondRan } = await scenario(1_000, 990, 20);
+    expect(abortedOnAnswer).toBe(false);
     expect(secondResult).toEqual({ value: 'second', replayed: false });
     expect(abortedWhenSecondRan).toBe(true);
   });
