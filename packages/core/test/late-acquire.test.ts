@@ -121,7 +121,12 @@ describe('an acquisition answered after its lease passed', () => {
       // The store holds the late acquisition until its answer (400 ms); the give-back
       // releases it then.
       await sleep(200);
-      expect(await retry.execute(request, async () => (runs.push('retry'), 'retry'))).toEqual({
+      expect(
+        await retry.execute(request, async () => {
+          runs.push('retry');
+          return 'retry';
+        }),
+      ).toEqual({
         value: 'retry',
         replayed: false,
       });
@@ -144,7 +149,10 @@ describe('an acquisition answered after its lease passed', () => {
     const runs: string[] = [];
     late.delayNext(50);
     const call = idem
-      .execute(request, async () => (runs.push('first'), 'first'))
+      .execute(request, async () => {
+        runs.push('first');
+        return 'first';
+      })
       .catch((e: unknown) => e);
     // The answer is due at 50 ms, the time limit at 270 ms: both run only after 330 ms, the
     // answer first.
@@ -156,7 +164,12 @@ describe('an acquisition answered after its lease passed', () => {
     expect(runs).toEqual([]);
     await idem.drain(2_000);
     // Given back: the key is free at once.
-    expect(await idem.execute(request, async () => (runs.push('retry'), 'retry'))).toEqual({
+    expect(
+      await idem.execute(request, async () => {
+        runs.push('retry');
+        return 'retry';
+      }),
+    ).toEqual({
       value: 'retry',
       replayed: false,
     });
@@ -194,7 +207,10 @@ describe('an acquisition answered after its lease passed', () => {
     late.delayNext(500);
     let firstRan = false;
     const firstError = first
-      .execute(request, async () => ((firstRan = true), 'first'))
+      .execute(request, async () => {
+        firstRan = true;
+        return 'first';
+      })
       .catch((e: unknown) => e);
     await sleep(400);
     let release!: () => void;

@@ -66,7 +66,8 @@ export interface BeginAnswers {
 }
 
 /**
- * The answer to an error of `engine.begin`: 422, 409, 503 (or a pass when failing open), a
+ * The answer to an error of `engine.begin`: 422, 409, 503 (or a pass when failing open, never
+ * for an acquisition answered too late in its lease), a
  * 500 for an outcome that was not recorded or does not decode; undefined for an error
  * that is not the state machine's (rethrown).
  * @internal
@@ -96,6 +97,11 @@ export function answerBeginError(
       { 'retry-after': String(seconds) },
     );
   }
+  // The store answered the acquisition too late in its lease (or not before it was nearly
+  // over): the handler did not run, and must not run unprotected either (`failOpen`), since
+  // a caller may take the key over once that lease passes. The acquisition is given back:
+  // a retry with the same key runs.
+  if (isIdemError(error, 'LEASE_LOST')) return storeUnavailable(tuning.unavailableRetryAfter);
   if (isIdemError(error, 'STORE_UNAVAILABLE') || isIdemError(error, 'STORE_FULL')) {
     if (tuning.failOpen) return { action: 'pass', reason: 'fail-open' };
     if (isIdemError(error, 'STORE_FULL')) return storeFull(tuning.unavailableRetryAfter);
