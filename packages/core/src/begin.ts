@@ -229,7 +229,7 @@ export function createBegin<T>(
     } catch (error) {
       throw failed(attempt, call, error, undefined);
     }
-    if (!(answer instanceof Promise)) return found(attempt, call, answer, false);
+    if (!(answer instanceof Promise)) return found(attempt, call, answer);
     const timed = answer;
     // The lease passes before `storeTimeoutMs` (a lease that short, or a time limit that
     // long): not waited for past the runway (see `leaseBound`).
@@ -237,7 +237,7 @@ export function createBegin<T>(
       ? settleWithin(timed, leaseBound, { onTimeout: () => notAnsweredInLease() })
       : timed;
     return pending.then(
-      (result) => found(attempt, call, result, true),
+      (result) => found(attempt, call, result),
       (error: unknown) => {
         throw failed(attempt, call, error, sent ?? (sync ? timed : undefined));
       },
@@ -295,16 +295,11 @@ export function createBegin<T>(
     return error;
   }
 
-  /**
-   * What an acquire answered: the acquisition, a replay, a conflict to wait out, or an error.
-   * `answeredLater`: the store's answer came as a promise (an answer given at once is read
-   * on the clock only when heartbeats need its round trip).
-   */
+  /** What an acquire answered: the acquisition, a replay, a conflict to wait out, or an error. */
   function found(
     attempt: Attempt,
     call: Call,
     result: AcquireResult,
-    answeredLater: boolean,
   ): Begun<T> | Wait | Promise<Begun<T>> {
     const { storageKey, operation } = attempt;
     const { observed, emit } = settings;
@@ -313,9 +308,10 @@ export function createBegin<T>(
       const { fence, takeover } = result;
       // The lease counts from the send: an answer that comes with less than the runway of it
       // left (the time limit above fired late, an event loop held up, a store that answered
-      // at once but slowly) is refused and given back, as an acquire not answered in time.
-      const roundTrip =
-        answeredLater || context.heartbeats ? elapsed.now() - call.callStartedAt : 0;
+      // at once but slowly: a pause of the process within the call) is refused and given
+      // back, as an acquire not answered in time. (One clock reading: the heartbeats'
+      // schedule needs it too.)
+      const roundTrip = elapsed.now() - call.callStartedAt;
       if (roundTrip >= leaseBound) {
         const late = new LeaseLostError(
           `The store answered the acquisition ${Math.round(roundTrip)} ms after its send, too close to the end of its ${leaseMs} ms lease (or past it): another caller may take the key over once it passes, so the operation did not run (the acquisition is given back)`,
@@ -331,7 +327,7 @@ export function createBegin<T>(
         operation,
         heartbeats: context.heartbeats,
         // The first renewal counts from the send, as the lease estimate does.
-        roundTrip,
+        roundTrip: context.heartbeats ? roundTrip : 0,
       });
       return { kind: 'acquired', execution };
     }

@@ -60,11 +60,12 @@ export class GiveBacks {
    * A timed-out acquire may still be on its way: a release sent before it lands finds
    * nothing, and the acquire then holds the key after all. So the give-back first waits for
    * the abandoned `call` to settle (for a lease and a store time limit from its send), and
-   * skips the release when its late answer says nothing was acquired, or when it never
-   * settles (its lease, if it landed, then runs out). The store may have applied the acquire
-   * as late as it answered, so the lease it could hold counts from that answer: the release
-   * is retried until a lease from then has passed (an acquire refused for answering too late
-   * in its lease is given back too, though the lease counted from its send has passed).
+   * skips the release when its late answer says nothing was acquired (one still unanswered
+   * then is released anyway: harmless if it never lands). The store may have applied the
+   * acquire as late as it answered, so the lease it could hold counts from that answer: the
+   * release is retried until a lease from then has passed (an acquire refused for answering
+   * too late in its lease is given back too, though the lease counted from its send has
+   * passed).
    */
   releaseIfApplied(
     storageKey: string,
@@ -84,7 +85,7 @@ export class GiveBacks {
           call,
           callStartedAt + leaseMs + storeTimeoutMs - clock.now(),
         );
-        if (late === undefined || late.answer?.kind === 'found') return;
+        if (late?.answer?.kind === 'found') return;
       }
       const deadline = clock.now() + leaseMs;
       await retryStoreCall(

@@ -14,6 +14,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import type { AcquireInput, AcquireResult, IdempotencyStore } from '../src/index.js';
 import {
+  answersSynchronously,
   createIdempotency,
   InProgressError,
   LeaseLostError,
@@ -174,6 +175,40 @@ describe('an acquisition answered after its lease passed', () => {
       replayed: false,
     });
     await idem.drain(2_000);
+  });
+
+  it('a store that answers at once, but only once its lease is nearly over (the process paused within the call), is refused too, heartbeats off', async () => {
+    let releases = 0;
+    const store: IdempotencyStore = {
+      capabilities: { clock: 'injectable' },
+      acquire: answersSynchronously((input: AcquireInput) => {
+        holdLoop(95);
+        return {
+          kind: 'acquired' as const,
+          fence: 1,
+          leaseUntil: Date.now() + input.leaseMs,
+          takeover: false,
+        };
+      }),
+      release: answersSynchronously(() => {
+        releases++;
+        return { ok: true as const };
+      }),
+      complete: async () => ({ ok: true as const }),
+      extend: async () => ({ ok: true as const, leaseUntil: 0 }),
+    };
+    const idem = createIdempotency<string>({ store, leaseMs: 100, heartbeatMs: false });
+    let ran = false;
+    const error = await idem
+      .execute(request, async () => {
+        ran = true;
+        return 'ran';
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LeaseLostError);
+    expect(ran).toBe(false);
+    await idem.drain(2_000);
+    expect(releases).toBe(1);
   });
 
   it('a store time limit that fires past the runway (the event loop held) is LEASE_LOST, not STORE_UNAVAILABLE', async () => {
