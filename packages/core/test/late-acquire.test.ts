@@ -196,6 +196,7 @@ describe('an acquisition answered after its lease passed', () => {
       }),
       complete: async () => ({ ok: true as const }),
       extend: async () => ({ ok: true as const, leaseUntil: 0 }),
+      get: async () => undefined,
     };
     const idem = createIdempotency<string>({ store, leaseMs: 100, heartbeatMs: false });
     let ran = false;
