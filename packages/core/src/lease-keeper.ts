@@ -105,6 +105,8 @@ export class LeaseKeeper implements TimedEntry {
   private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
   private watchdogTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly heartbeats: FixedDelayTimers | undefined;
+  /** The first heartbeat is due too close to the estimate to count on (see the constructor). */
+  private firstBeatUnsure = false;
   // The regular heartbeat's place in `heartbeats` (see TimedEntry).
   timerDue = 0;
   timerPrev: TimedEntry | undefined = undefined;
@@ -144,11 +146,16 @@ export class LeaseKeeper implements TimedEntry {
       this.heartbeats =
         heartbeats?.delayMs === heartbeatMs ? heartbeats : new FixedDelayTimers(heartbeatMs);
       this.scheduleHeartbeat(false, roundTrip);
-      // A first heartbeat due at or past the estimate (an acquisition answered late in its
-      // lease, a heartbeat close to the lease) cannot renew before the lease may pass: the
-      // watchdog is armed now, not by that heartbeat (the rev3 review: the operation ran on
-      // with a live signal beside a caller that took the key over at the store's deadline).
-      if (this.beatDueAt >= this.leaseEstimate) this.armWatchdog();
+      // A first heartbeat due at, past or just before the estimate (within what a timer may
+      // run late: an acquisition answered late in its lease, a heartbeat close to the lease)
+      // cannot be counted on to renew before the lease may pass: the watchdog is armed now,
+      // at the estimate, and that heartbeat gives it no grace unless the event loop held it
+      // up (the rev3 review: the operation ran on with a live signal beside a caller that
+      // took the key over at the store's deadline). (The margin bounds `beat`'s drift.)
+      if (this.beatDueAt + Math.max(5, heartbeatMs / 20) >= this.leaseEstimate) {
+        this.firstBeatUnsure = true;
+        this.armWatchdog();
+      }
     }
   }
 
@@ -333,7 +340,11 @@ export class LeaseKeeper implements TimedEntry {
     // The end of the grace this heartbeat armed past the estimate (0: none).
     let graceEnd = 0;
     const atHold = this.landed > 0 && this.leaseEstimate >= holdEnd;
-    if (now + grace >= this.leaseEstimate && !atHold && (late || heldUp)) {
+    // A first heartbeat due too close to the estimate (see the constructor) that runs on time
+    // gets no grace: the watchdog armed at the estimate stays.
+    const unsure = this.firstBeatUnsure && !heldUp;
+    this.firstBeatUnsure = false;
+    if (now + grace >= this.leaseEstimate && !atHold && (late || heldUp) && !unsure) {
       clearTimeout(this.watchdogTimer);
       const holdLeft = holdEnd - now;
       const delay = Math.max(0, Math.min(Math.max(grace, this.leaseEstimate - now), holdLeft));

@@ -21,10 +21,17 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-/** The next acquire is applied at once; its answer comes `ms` later. */
-function answeredAfter(base: FakeStore, ms: number): IdempotencyStore {
+/**
+ * The next acquire is applied at once; its answer comes `ms` later. Renewals are applied
+ * `extendMs` after their send.
+ */
+function answeredAfter(base: FakeStore, ms: number, extendMs = 0): IdempotencyStore {
   let first = true;
   const store = Object.create(base) as IdempotencyStore;
+  store.extend = async (input) => {
+    if (extendMs > 0) await new Promise((resolve) => setTimeout(resolve, extendMs));
+    return base.extend(input);
+  };
   store.acquire = async (input: AcquireInput): Promise<AcquireResult> => {
     const result = await base.acquire(input);
     if (first) {
@@ -36,11 +43,19 @@ function answeredAfter(base: FakeStore, ms: number): IdempotencyStore {
   return store;
 }
 
-async function scenario(leaseMs: number, heartbeatMs: number | false, answerMs: number) {
+async function scenario(
+  leaseMs: number,
+  heartbeatMs: number | false,
+  answerMs: number,
+  extendMs = 0,
+) {
   vi.useFakeTimers();
   const base = new FakeStore();
   const settings = { leaseMs, heartbeatMs, storeTimeoutMs: 5_000 } as const;
-  const first = createIdempotency<string>({ store: answeredAfter(base, answerMs), ...settings });
+  const first = createIdempotency<string>({
+    store: answeredAfter(base, answerMs, extendMs),
+    ...settings,
+  });
   const second = createIdempotency<string>({ store: base, ...settings });
   const request = { key: 'k', scope: { principal: 'p' } };
   let firstSignal: AbortSignal | undefined;
@@ -94,6 +109,13 @@ describe('rev3: an operation started close to the end of its lease', () => {
 
   it('heartbeats on, close to the lease (990 of 1000 ms), fast acquisition: aborted before a takeover runs', async () => {
     const { secondResult, abortedOnAnswer, abortedWhenSecondRan } = await scenario(1_000, 990, 20);
+    expect(abortedOnAnswer).toBe(false);
+    expect(secondResult).toEqual({ value: 'second', replayed: false });
+    expect(abortedWhenSecondRan).toBe(true);
+  });
+
+  it('heartbeats on, first heartbeat due exactly at the lease estimate (answered at 40 of 50 ms), renewals applied 5 ms after their send: aborted before a takeover runs', async () => {
+    const { secondResult, abortedOnAnswer, abortedWhenSecondRan } = await scenario(50, 20, 40, 5);
     expect(abortedOnAnswer).toBe(false);
     expect(secondResult).toEqual({ value: 'second', replayed: false });
     expect(abortedWhenSecondRan).toBe(true);
