@@ -33,8 +33,9 @@ export const monotonicClock: Clock = {
 /**
  * The clock the engine measures its durations on (the acquisition's send, the lease estimate,
  * heartbeats, the watchdog, `maxHoldMs`, the final write's and a give-back's deadlines):
- * {@link monotonicClock} for the default {@link systemClock}, an injected clock as given.
- * @internal
+ * {@link monotonicClock} for the default {@link systemClock}, an injected clock as given. A
+ * store that keeps its own leases in this process (the memory store) judges them on it too, so
+ * that the store and the engine count a lease alike when the wall clock is stepped.
  */
 export function elapsedClock(clock: Clock): Clock {
   return clock === systemClock ? monotonicClock : clock;

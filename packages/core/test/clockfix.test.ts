@@ -12,6 +12,7 @@ import {
   systemClock,
 } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
+import { stepDate } from './support/step-date.js';
 
 afterEach(() => {
   vi.useRealTimers();
@@ -24,13 +25,6 @@ const fakeAll = () =>
   });
 
 /** Steps `Date.now()` (and so `systemClock`) by `offset`. */
-function stepDate(): { by: (ms: number) => void } {
-  const orig = Date.now.bind(Date);
-  let offset = 0;
-  vi.spyOn(Date, 'now').mockImplementation(() => orig() + offset);
-  return { by: (ms) => (offset += ms) };
-}
-
 describe('the engine clock for durations', () => {
   it('is monotonic for the default clock, the injected clock as given', () => {
     expect(elapsedClock(systemClock)).toBe(monotonicClock);

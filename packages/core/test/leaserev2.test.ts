@@ -11,6 +11,7 @@ import { createIdempotency } from '../src/index.js';
 import { LeaseKeeper } from '../src/lease-keeper.js';
 import { resolveSettings } from '../src/settings.js';
 import { FakeStore } from './support/fake-store.js';
+import { stepDate } from './support/step-date.js';
 
 const KEY = 'k';
 const OWNER = 'me';
@@ -203,13 +204,6 @@ describe('leaserev2 (2): due + unsettled counter after stop()/abandon() (fake ti
 });
 
 /** Steps `Date.now()` (and so the default clock and an in-process store's) by `offset`. */
-function stepDate(): { by: (ms: number) => void } {
-  const orig = Date.now.bind(Date);
-  let offset = 0;
-  vi.spyOn(Date, 'now').mockImplementation(() => orig() + offset);
-  return { by: (ms) => (offset += ms) };
-}
-
 describe('leaserev2 (4): the default clock vs a stepped Date.now() (fake timers)', () => {
   // FINDING (HIGH, pre-existing: not introduced by 9713a3b, the Date-clock keeper did the same):
   // an in-process store counts the lease on Date.now() (FakeStore and @idem/store-memory use
