@@ -24,6 +24,7 @@ import {
   callStoreSync,
   type Latin1Record,
   latin1FormOf,
+  pendingOf,
   syncFormOf,
   viewFormOf,
 } from './store-call.js';
@@ -216,7 +217,7 @@ export function createBegin<T>(
       // A store that answers at once (in process) is called directly: no promise, no timer.
       // A form that answered a promise after all is awaited under the time limit.
       answer = sync
-        ? callStoreSync('acquire', sync, input, observe, storeTimeoutMs)
+        ? callStoreSync('acquire', sync, input, observe, storeTimeoutMs, boundByLease)
         : callStore(
             'acquire',
             storeTimeoutMs,
@@ -224,7 +225,9 @@ export function createBegin<T>(
               sent = store.acquire(input);
               return sent;
             },
-            { observe },
+            // Bound by the lease, the wait ends before `storeTimeoutMs`: its timer must not
+            // keep the process alive after a refusal (the lease bound's own timer does until then).
+            boundByLease ? { observe, unref: true } : { observe },
           );
     } catch (error) {
       throw failed(attempt, call, error, undefined);
@@ -239,8 +242,15 @@ export function createBegin<T>(
     return pending.then(
       (result) => found(attempt, call, result),
       (error: unknown) => {
-        throw failed(attempt, call, error, sent ?? (sync ? timed : undefined));
+        throw failed(attempt, call, error, sent ?? (sync ? pendingOf(timed) : undefined));
       },
+    );
+  }
+
+  /** The error of an acquisition whose operation would start `ms` after its send, past the runway. */
+  function lateToStart(ms: number): LeaseLostError {
+    return new LeaseLostError(
+      `The operation would start ${Math.round(ms)} ms after the acquisition was sent, too close to the end of its ${leaseMs} ms lease (or past it): another caller may take the key over once it passes, so the operation did not run (the acquisition is given back)`,
     );
   }
 
@@ -318,7 +328,13 @@ export function createBegin<T>(
         );
         throw failed(attempt, call, late, undefined);
       }
-      if (observed) emit({ type: 'miss', storageKey, operation, fence, takeover, durationMs });
+      if (observed) {
+        emit({ type: 'miss', storageKey, operation, fence, takeover, durationMs });
+        // A listener runs inside this call and may hold the event loop up: past the runway
+        // now, the operation would start after the store's deadline (the latrev review).
+        const held = elapsed.now() - call.callStartedAt;
+        if (held >= leaseBound) throw failed(attempt, call, lateToStart(held), undefined);
+      }
       const execution = new Execution(settings, storageKey, call.owner, {
         fence,
         takeover,

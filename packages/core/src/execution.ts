@@ -121,6 +121,17 @@ export class Execution {
   }
 
   /**
+   * Whether it is too late in the lease to start the operation: at or past the runway the
+   * engine leaves an acquisition (a tenth of the lease, at most 1 s, before it may pass). An
+   * event loop held up between the acquisition and the operation's start; `execute` then
+   * gives the key back and rejects with `LeaseLostError`.
+   * @internal for the engine
+   */
+  pastRunway(): boolean {
+    return this.lease.pastRunway();
+  }
+
+  /**
    * Stops renewing the lease without releasing the key: the lease then runs out by itself
    * and a retry may take over, while a late `complete` still succeeds if nobody did. For
    * callers that can no longer tell whether the operation will finish (a response body

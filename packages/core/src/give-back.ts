@@ -22,7 +22,9 @@ async function settledWithin<R>(
 ): Promise<{ answer: R | undefined } | undefined> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<undefined>((resolve) => {
-    const started = setTimeout(() => resolve(undefined), Math.max(0, ms));
+    // Within Node's timer range (a longer delay fires after 1 ms): a store time limit near
+    // 2^31 ms still waits, not gives back at once.
+    const started = setTimeout(() => resolve(undefined), Math.min(Math.max(0, ms), 2 ** 31 - 1));
     started.unref?.();
     timer = started;
   });

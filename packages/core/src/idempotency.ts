@@ -1,6 +1,11 @@
 import { BackgroundTasks } from './background.js';
 import { createBegin } from './begin.js';
-import { InvalidInputError, OutcomeNotRecordedError, ReplayedFailureError } from './errors.js';
+import {
+  InvalidInputError,
+  LeaseLostError,
+  OutcomeNotRecordedError,
+  ReplayedFailureError,
+} from './errors.js';
 import type { Execution } from './execution.js';
 import { FixedDelayTimers } from './fixed-delay-timers.js';
 import { GiveBacks } from './give-back.js';
@@ -83,6 +88,15 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     // microtask, never inside the caller's call.
     if (!(answer instanceof Promise)) await undefined;
     const execution = begun.execution;
+    // The event loop may have been held up since the acquisition was answered (a listener,
+    // other callbacks before this one): past the runway the operation would start beside a
+    // caller that takes the key over once the lease passes (the latrev review).
+    if (execution.pastRunway()) {
+      await execution.release().catch(() => {});
+      throw new LeaseLostError(
+        `The operation would start too close to the end of its ${settings.leaseMs} ms lease (the event loop was held up since the acquisition): another caller may take the key over once it passes, so it did not run (the acquisition was given back)`,
+      );
+    }
     let settled: Settled<T>;
     try {
       const value = await operation(new ExecutionContext(execution));

@@ -147,12 +147,19 @@ export class LeaseKeeper implements TimedEntry {
         heartbeats?.delayMs === heartbeatMs ? heartbeats : new FixedDelayTimers(heartbeatMs);
       this.scheduleHeartbeat(false, roundTrip);
       // A first heartbeat due at, past or just before the estimate (within what a timer may
-      // run late: an acquisition answered late in its lease, a heartbeat close to the lease)
-      // cannot be counted on to renew before the lease may pass: the watchdog is armed now,
-      // at the estimate, and that heartbeat gives it no grace unless the event loop held it
-      // up (the rev3 review: the operation ran on with a live signal beside a caller that
-      // took the key over at the store's deadline). (The margin bounds `beat`'s drift.)
-      if (this.beatDueAt + Math.max(5, heartbeatMs / 20) >= this.leaseEstimate) {
+      // run late, or within the grace a held-up heartbeat gets: an acquisition answered late
+      // in its lease, a heartbeat close to the lease) cannot be counted on to renew before
+      // the lease may pass: the watchdog is armed now, at the estimate, and that heartbeat
+      // gives it no grace (the rev3 review: the operation ran on with a live signal beside a
+      // caller that took the key over at the store's deadline; the latrev review: held up a
+      // little past its drift, such a heartbeat moved the watchdog a grace past the estimate).
+      // So is the first heartbeat after a slow acquisition (over a tenth of the interval: one
+      // on its own timer, due soon after the answer, a heartbeat from the send): held up a
+      // little past its drift it ran with the estimate close, and its grace reached past it.
+      if (
+        roundTrip > heartbeatMs / 10 ||
+        this.beatDueAt + Math.max(5, heartbeatMs / 20, this.grace()) >= this.leaseEstimate
+      ) {
         this.firstBeatUnsure = true;
         this.armWatchdog();
       }
@@ -164,6 +171,16 @@ export class LeaseKeeper implements TimedEntry {
     void this.beat();
   }
 
+  /**
+   * How long past the estimate a held-up heartbeat's renewal may still land (see `beat`): the
+   * retry interval of a failed renewal, a fifth of the heartbeat (at least 10 ms, at most
+   * `storeTimeoutMs`).
+   */
+  private grace(): number {
+    const { storeTimeoutMs, heartbeatMs } = this.settings;
+    return Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
+  }
+
   /** The keeper's time (see `clock`). */
   private now(): number {
     return this.clock.now();
@@ -173,6 +190,16 @@ export class LeaseKeeper implements TimedEntry {
   get signal(): AbortSignal {
     this.controller ??= new AbortController();
     return this.controller.signal;
+  }
+
+  /**
+   * Whether the operation would start too late in the lease: at or past the runway the engine
+   * leaves an acquisition (a tenth of the lease, at most 1 s, before its estimate; see
+   * `begin`). An event loop held up between the acquisition and the operation's start.
+   */
+  pastRunway(): boolean {
+    const { leaseMs } = this.settings;
+    return this.now() - this.acquiredAt >= leaseMs - Math.min(leaseMs / 10, 1_000);
   }
 
   /** Stops renewing; the lease runs out by itself (the watchdog still aborts the signal). */
@@ -291,7 +318,7 @@ export class LeaseKeeper implements TimedEntry {
     // against a store that stops answering, running or finishing; the watchdog still fires at
     // the estimate).
     const { store, leaseMs, retentionMs, maxHoldMs, storeTimeoutMs, heartbeatMs } = this.settings;
-    const grace = Math.min(storeTimeoutMs, Math.max(10, (heartbeatMs || 0) / 5));
+    const grace = this.grace();
     const now = this.now();
     // Held up: the event loop ran this heartbeat later than it was due, by more than timers
     // drift (a quarter of the grace, at least 5 ms). A held-back one keeps what its beat was
@@ -340,9 +367,13 @@ export class LeaseKeeper implements TimedEntry {
     // The end of the grace this heartbeat armed past the estimate (0: none).
     let graceEnd = 0;
     const atHold = this.landed > 0 && this.leaseEstimate >= holdEnd;
-    // A first heartbeat due too close to the estimate (see the constructor) that runs on time
-    // gets no grace: the watchdog armed at the estimate stays.
-    const unsure = this.firstBeatUnsure && !heldUp;
+    // A heartbeat due within a grace of the estimate gets none, held up or not: the grace is
+    // for a stall that made a heartbeat due well before the estimate late, not for one that
+    // was due close to it anyway (the latrev review: after an acquisition answered late in its
+    // lease, a first heartbeat held up a little past its drift moved the watchdog a grace past
+    // the store's deadline, and the operation ran on beside a caller that took the key over).
+    // Nor does a first heartbeat due too close to the estimate (see the constructor).
+    const unsure = this.firstBeatUnsure || this.beatDueAt + grace >= this.leaseEstimate;
     this.firstBeatUnsure = false;
     if (now + grace >= this.leaseEstimate && !atHold && (late || heldUp) && !unsure) {
       clearTimeout(this.watchdogTimer);

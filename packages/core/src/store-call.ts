@@ -287,13 +287,26 @@ export function callStoreSync<I, R>(
     }
   }
   if (isThenable(answer)) {
-    const pending = answer as PromiseLike<Awaited<R>>;
-    return callStore<Awaited<R>>(operation, timeoutMs, () => Promise.resolve(pending), {
-      observe,
-      unref,
-    });
+    const pending = Promise.resolve(answer as PromiseLike<Awaited<R>>);
+    const timed = callStore<Awaited<R>>(operation, timeoutMs, () => pending, { observe, unref });
+    // The store's own promise, for whoever must wait for the call itself to settle (a
+    // give-back sent when the time limit passed could land before the call it gives back).
+    (timed as Pending<Awaited<R>>)[PENDING] = pending;
+    return timed;
   }
   return answer;
+}
+
+const PENDING = Symbol('pending');
+type Pending<R> = Promise<R> & { [PENDING]?: Promise<R> };
+
+/**
+ * The store's own promise behind a timed one {@link callStoreSync} gave for a synchronous
+ * form that answered a promise after all (settles when the store does, not at the time
+ * limit); otherwise `timed` itself.
+ */
+export function pendingOf<R>(timed: Promise<R>): Promise<R> {
+  return (timed as Pending<R>)[PENDING] ?? timed;
 }
 
 function isThenable(value: unknown): value is PromiseLike<unknown> {

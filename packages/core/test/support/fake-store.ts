@@ -104,33 +104,36 @@ export class FakeStore implements IdempotencyStore {
   }
 
   acquire(input: AcquireInput): Promise<AcquireResult> {
-    return this.run('acquire', () => {
-      const now = this.clock.now();
-      const found = this.live(input.key);
-      const leaseUntil = now + input.leaseMs;
-      if (found?.status === 'in_progress' && found.owner === input.owner) {
-        // A redelivered acquire: the caller's own acquisition, renewed.
-        found.leaseUntil = leaseUntil;
-        found.expiresAt = Math.max(found.expiresAt, leaseUntil + input.retentionMs);
-        return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false };
-      }
-      if (
-        (found?.status === 'in_progress' && now < found.leaseUntil) ||
-        found?.status === 'completed'
-      ) {
-        return { kind: 'found', record: { ...found }, now };
-      }
-      const fence = (this.records.get(input.key)?.fence ?? 0) + 1;
-      this.records.set(input.key, {
-        status: 'in_progress',
-        fingerprint: input.fingerprint,
-        owner: input.owner,
-        fence,
-        leaseUntil,
-        expiresAt: leaseUntil + input.retentionMs,
-      });
-      return { kind: 'acquired', fence, leaseUntil, takeover: found?.status === 'in_progress' };
+    return this.run('acquire', () => this.acquireSync(input));
+  }
+
+  /** The acquire applied at once (no fault, not counted): for a synchronous form in a test. */
+  acquireSync(input: AcquireInput): AcquireResult {
+    const now = this.clock.now();
+    const found = this.live(input.key);
+    const leaseUntil = now + input.leaseMs;
+    if (found?.status === 'in_progress' && found.owner === input.owner) {
+      // A redelivered acquire: the caller's own acquisition, renewed.
+      found.leaseUntil = leaseUntil;
+      found.expiresAt = Math.max(found.expiresAt, leaseUntil + input.retentionMs);
+      return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false };
+    }
+    if (
+      (found?.status === 'in_progress' && now < found.leaseUntil) ||
+      found?.status === 'completed'
+    ) {
+      return { kind: 'found', record: { ...found }, now };
+    }
+    const fence = (this.records.get(input.key)?.fence ?? 0) + 1;
+    this.records.set(input.key, {
+      status: 'in_progress',
+      fingerprint: input.fingerprint,
+      owner: input.owner,
+      fence,
+      leaseUntil,
+      expiresAt: leaseUntil + input.retentionMs,
     });
+    return { kind: 'acquired', fence, leaseUntil, takeover: found?.status === 'in_progress' };
   }
 
   complete(input: CompleteInput): Promise<OwnerWriteResult> {
