@@ -344,6 +344,7 @@ export function createBegin<T>(
         heartbeats: context.heartbeats,
         // The first renewal counts from the send, as the lease estimate does.
         roundTrip: context.heartbeats ? roundTrip : 0,
+        giveBacks,
       });
       return { kind: 'acquired', execution };
     }

@@ -12,6 +12,7 @@ import {
 import type { EventSink } from './events.js';
 import { ExecutionReport } from './execution-report.js';
 import type { FixedDelayTimers } from './fixed-delay-timers.js';
+import type { GiveBacks } from './give-back.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type NotRecordedDetails, notRecordedOutcome, plainNotRecorded } from './not-recorded.js';
 import {
@@ -73,6 +74,7 @@ export class Execution {
   private readonly tasks: BackgroundTasks;
   private readonly lease: LeaseKeeper;
   private lastStoreError: StoreUnavailableError | undefined;
+  private readonly giveBacks: GiveBacks | undefined;
   /** Events of this acquisition; none (and nothing built) when nobody listens. */
   private readonly report: ExecutionReport | undefined;
 
@@ -92,8 +94,11 @@ export class Execution {
       heartbeats?: FixedDelayTimers | undefined;
       /** How long the acquire call took to answer (ms, on that clock); 0 when unknown. */
       roundTrip?: number;
+      /** The engine's give-backs: a release that failed in {@link refuseLateStart} is retried there. */
+      giveBacks?: GiveBacks | undefined;
     },
   ) {
+    this.giveBacks = init.giveBacks;
     this.fence = init.fence;
     this.takeover = init.takeover;
     this.operation = init.operation;
@@ -123,12 +128,40 @@ export class Execution {
   /**
    * Whether it is too late in the lease to start the operation: at or past the runway the
    * engine leaves an acquisition (a tenth of the lease, at most 1 s, before it may pass). An
-   * event loop held up between the acquisition and the operation's start; `execute` then
-   * gives the key back and rejects with `LeaseLostError`.
-   * @internal for the engine
+   * event loop held up between the acquisition and the operation's start (a listener, other
+   * callbacks, a synchronous stretch).
    */
   pastRunway(): boolean {
     return this.lease.pastRunway();
+  }
+
+  /**
+   * Call right before the operation starts, when you run it yourself after `begin`: when it
+   * is too late in the lease to start it ({@link pastRunway}), gives the key back (a release
+   * that fails is retried in the background until the lease has passed) and returns the
+   * `LeaseLostError` to answer with (a retry executes again; HTTP integrations answer 503);
+   * else `undefined`, and the operation may start. `execute` does this itself: another
+   * caller may take the key over once the lease passes, so an operation started that late
+   * would run beside it.
+   */
+  async refuseLateStart(): Promise<LeaseLostError | undefined> {
+    if (!this.lease.pastRunway()) return undefined;
+    try {
+      await this.release();
+    } catch (error) {
+      // Another owner holds the key already: nothing to give back.
+      if (!(error instanceof LeaseLostError))
+        this.giveBacks?.releaseIfApplied(
+          this.storageKey,
+          this.operation,
+          this.owner,
+          this.acquiredAt,
+          undefined,
+        );
+    }
+    return new LeaseLostError(
+      `The operation would start too close to the end of its ${this.settings.leaseMs} ms lease (the event loop was held up since the acquisition): another caller may take the key over once it passes, so it did not run (the acquisition was given back)`,
+    );
   }
 
   /**

@@ -1,11 +1,6 @@
 import { BackgroundTasks } from './background.js';
 import { createBegin } from './begin.js';
-import {
-  InvalidInputError,
-  LeaseLostError,
-  OutcomeNotRecordedError,
-  ReplayedFailureError,
-} from './errors.js';
+import { InvalidInputError, OutcomeNotRecordedError, ReplayedFailureError } from './errors.js';
 import type { Execution } from './execution.js';
 import { FixedDelayTimers } from './fixed-delay-timers.js';
 import { GiveBacks } from './give-back.js';
@@ -92,10 +87,8 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     // other callbacks before this one): past the runway the operation would start beside a
     // caller that takes the key over once the lease passes (the latrev review).
     if (execution.pastRunway()) {
-      await execution.release().catch(() => {});
-      throw new LeaseLostError(
-        `The operation would start too close to the end of its ${settings.leaseMs} ms lease (the event loop was held up since the acquisition): another caller may take the key over once it passes, so it did not run (the acquisition was given back)`,
-      );
+      const late = await execution.refuseLateStart();
+      if (late) throw late;
     }
     let settled: Settled<T>;
     try {

@@ -25,8 +25,8 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  * heartbeat (usually due well before the lease passes), at once when that heartbeat is due
  * only at or past the estimate (an acquisition answered late in its lease), when there are
  * no heartbeats, or when renewals stop (`abandon`). A renewal retried after a
- * failure (a fifth of the interval), and a first one after a slow acquisition, have a timer
- * of their own.
+ * failure (a fifth of the interval), and a first one after a slow acquisition (or made
+ * late after its answer), have a timer of their own.
  *
  * A renewal is due one heartbeat after the previous renewing call was SENT, answered or not:
  * the lease estimate counts from the send (the store started the lease no earlier), so a
@@ -105,6 +105,9 @@ export class LeaseKeeper implements TimedEntry {
   private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
   private watchdogTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly heartbeats: FixedDelayTimers | undefined;
+  /** When the newest renewal was sent, and the lease it asks for (see `beat`). */
+  private lastSentAt = 0;
+  private lastLease = 0;
   /** The first heartbeat is due too close to the estimate to count on (see the constructor). */
   private firstBeatUnsure = false;
   // The regular heartbeat's place in `heartbeats` (see TimedEntry).
@@ -148,18 +151,14 @@ export class LeaseKeeper implements TimedEntry {
       this.scheduleHeartbeat(false, roundTrip);
       // A first heartbeat due at, past or just before the estimate (within what a timer may
       // run late, or within the grace a held-up heartbeat gets: an acquisition answered late
-      // in its lease, a heartbeat close to the lease) cannot be counted on to renew before
-      // the lease may pass: the watchdog is armed now, at the estimate, and that heartbeat
-      // gives it no grace (the rev3 review: the operation ran on with a live signal beside a
-      // caller that took the key over at the store's deadline; the latrev review: held up a
-      // little past its drift, such a heartbeat moved the watchdog a grace past the estimate).
-      // So is the first heartbeat after a slow acquisition (over a tenth of the interval: one
-      // on its own timer, due soon after the answer, a heartbeat from the send): held up a
-      // little past its drift it ran with the estimate close, and its grace reached past it.
-      if (
-        roundTrip > heartbeatMs / 10 ||
-        this.beatDueAt + Math.max(5, heartbeatMs / 20, this.grace()) >= this.leaseEstimate
-      ) {
+      // in its lease, a keeper made late after its answer, a heartbeat close to the lease)
+      // cannot be counted on to renew before the lease may pass: the watchdog is armed now,
+      // at the estimate, and that heartbeat gives it no grace (the rev3 review: the operation
+      // ran on with a live signal beside a caller that took the key over at the store's
+      // deadline; the latrev review: held up a little past its drift, such a heartbeat moved
+      // the watchdog a grace past the estimate). `beatDueAt` is when the heartbeat will run
+      // (see `scheduleHeartbeat`), not when it should have.
+      if (this.beatDueAt + Math.max(5, heartbeatMs / 20, this.grace()) >= this.leaseEstimate) {
         this.firstBeatUnsure = true;
         this.armWatchdog();
       }
@@ -284,18 +283,30 @@ export class LeaseKeeper implements TimedEntry {
   private scheduleHeartbeat(failed = false, roundTrip = 0): void {
     const { heartbeatMs } = this.settings;
     if (heartbeatMs === false || this.isDone() || this.abandoned) return;
-    // The first renewal counts from the acquisition's answer, `acquiredAt + roundTrip` (time
-    // spent between that answer and this keeper is the event loop's, not the schedule's).
-    const from = failed ? this.now() : this.acquiredAt + roundTrip;
-    if (!failed && !(roundTrip > heartbeatMs / 10)) {
-      this.beatDueAt = from + heartbeatMs;
-      this.heartbeats?.add(this);
-      return;
+    const now = this.now();
+    let delay: number;
+    if (failed) delay = Math.max(10, heartbeatMs / 5);
+    else {
+      // The first renewal is due one heartbeat after the acquisition was sent, as the lease
+      // counts. Made soon after that send (the usual case: under a tenth of the interval),
+      // it waits in the shared queue, which counts a heartbeat from NOW. Made later (a slow
+      // acquisition, or an event loop held up between the answer and this keeper: a `miss`
+      // listener), it gets a timer of its own for what is left of the interval, at least
+      // 10 ms: a queued one would run a heartbeat after that hold, possibly past the
+      // estimate with nothing armed to call the lease lost (the runrev review: a listener
+      // that held the loop 800 of 1000 ms left the operation a live signal 130 ms past the
+      // store's deadline, 8 s with a 30 s lease).
+      const sinceSend = Math.max(roundTrip, now - this.acquiredAt);
+      if (sinceSend <= heartbeatMs / 10) {
+        this.beatDueAt = now + heartbeatMs;
+        this.heartbeats?.add(this);
+        return;
+      }
+      delay = Math.max(10, heartbeatMs - sinceSend);
     }
     this.heartbeats?.remove(this);
     clearTimeout(this.heartbeatTimer);
-    const delay = Math.max(10, failed ? heartbeatMs / 5 : heartbeatMs - roundTrip);
-    this.beatDueAt = from + delay;
+    this.beatDueAt = now + delay;
     this.heartbeatTimer = setTimeout(() => void this.beat(), delay);
     this.heartbeatTimer.unref?.();
   }
@@ -367,13 +378,26 @@ export class LeaseKeeper implements TimedEntry {
     // The end of the grace this heartbeat armed past the estimate (0: none).
     let graceEnd = 0;
     const atHold = this.landed > 0 && this.leaseEstimate >= holdEnd;
-    // A heartbeat due within a grace of the estimate gets none, held up or not: the grace is
-    // for a stall that made a heartbeat due well before the estimate late, not for one that
-    // was due close to it anyway (the latrev review: after an acquisition answered late in its
-    // lease, a first heartbeat held up a little past its drift moved the watchdog a grace past
-    // the store's deadline, and the operation ran on beside a caller that took the key over).
-    // Nor does a first heartbeat due too close to the estimate (see the constructor).
-    const unsure = this.firstBeatUnsure || this.beatDueAt + grace >= this.leaseEstimate;
+    // A heartbeat due late in the lease gets none, held up or not: the grace is for a stall
+    // that made a heartbeat due on the regular schedule (the lease minus the heartbeat before
+    // the estimate) run late, not for one that was due close to the estimate anyway. "Close":
+    // under half that regular gap, or under the grace itself (the latrev review: after an
+    // acquisition answered late in its lease, or a keeper made late after its answer, a
+    // first heartbeat held up a little past its drift moved the watchdog a grace past the
+    // store's deadline, and the operation ran on beside a caller that took the key over).
+    // Judged on when the heartbeat was due, not on how long the acquisition took: a slow one
+    // (say 150 ms of a 3 s lease) leaves its first heartbeat on the regular schedule, and
+    // taking its grace called a lease nobody took lost after a stall (the runrev review).
+    // With a renewal still in flight, the estimate it is judged against is the one that
+    // renewal gives when it lands (its send plus its lease), not the older one (runrev: with
+    // a heartbeat near half the lease, a slow renewal took the grace from the next one).
+    // Nor does a first heartbeat due at or past the estimate get one (see the constructor).
+    const reference =
+      this.inFlight > 0
+        ? Math.max(this.leaseEstimate, this.lastSentAt + this.lastLease)
+        : this.leaseEstimate;
+    const closeWithin = Math.max(grace, (leaseMs - (heartbeatMs || 0)) / 2);
+    const unsure = this.firstBeatUnsure || this.beatDueAt + closeWithin >= reference;
     this.firstBeatUnsure = false;
     if (now + grace >= this.leaseEstimate && !atHold && (late || heldUp) && !unsure) {
       clearTimeout(this.watchdogTimer);
@@ -395,6 +419,8 @@ export class LeaseKeeper implements TimedEntry {
     // by then (see the class comment): queued now, so a slow answer does not push it back.
     const seq = ++this.sent;
     this.inFlight++;
+    this.lastSentAt = startedAt;
+    this.lastLease = lease;
     if (graceEnd !== 0) {
       this.graceSeq = seq;
       this.graceEnd = graceEnd;

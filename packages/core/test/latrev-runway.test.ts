@@ -22,12 +22,7 @@ import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import type {
-  AcquireInput,
-  AcquireResult,
-  IdempotencyEvent,
-  IdempotencyStore,
-} from '../src/index.js';
+import type { AcquireInput, AcquireResult, IdemEvent, IdempotencyStore } from '../src/index.js';
 import {
   answersSynchronously,
   createIdempotency,
@@ -36,7 +31,7 @@ import {
   StoreUnavailableError,
 } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
-import { holdLoop } from './support/held-loop.js';
+import { holdLoop, slowAnswers } from './support/held-loop.js';
 
 const request = { key: 'k', scope: { principal: 'p' } };
 
@@ -63,7 +58,7 @@ describe('latrev: the runway is judged where the operation starts', () => {
         leaseMs: 1_000,
         heartbeatMs,
         storeTimeoutMs: 5_000,
-        onEvent: (event: IdempotencyEvent) => {
+        onEvent: (event: IdemEvent) => {
           if (event.type !== 'store_call') events.push(event.type);
           if (event.type === 'miss') holdLoop(950); // the runway ends at 900 ms
         },
@@ -150,22 +145,9 @@ describe('latrev: a first heartbeat due close to the estimate gets no grace past
   it('answered at 880 of a 1000 ms lease, first heartbeat held up 100 ms: the signal is aborted when a competitor takes the key over', async () => {
     const base = new FakeStore();
     const leaseMs = 1_000;
-    const store = Object.create(base) as IdempotencyStore;
     // The acquire is applied at once and answered 880 ms later; renewals land 150 ms after
     // their send (after the store's deadline, so the competitor's takeover wins).
-    let firstAcquire = true;
-    store.acquire = async (input: AcquireInput): Promise<AcquireResult> => {
-      const result = await base.acquire(input);
-      if (firstAcquire) {
-        firstAcquire = false;
-        await sleep(880);
-      }
-      return result;
-    };
-    store.extend = async (input) => {
-      await sleep(150);
-      return base.extend(input);
-    };
+    const store = slowAnswers(base, 880, 150);
     const first = createIdempotency<string>({
       store,
       leaseMs,
@@ -212,8 +194,9 @@ describe('latrev: give-backs wait for the acquire they give back', () => {
     store.acquire = answersSynchronously((input: AcquireInput) => {
       calls++;
       if (calls > 1) return base.acquireSync(input);
-      // Applied 300 ms after the call, long after the 100 ms time limit.
-      return sleep(300).then(() => base.acquireSync(input));
+      // Applied 300 ms after the call, long after the 100 ms time limit. A hostile form: it
+      // was declared synchronous but answers a promise, which the type does not allow.
+      return sleep(300).then(() => base.acquireSync(input)) as unknown as AcquireResult;
     });
     const idem = createIdempotency<string>({
       store,

@@ -26,3 +26,25 @@ export async function takeOver(store: FakeStore): Promise<void> {
   });
   expect(taken).toMatchObject({ kind: 'acquired', takeover: true });
 }
+
+/**
+ * `base` with its first acquire applied at once and answered `acquireMs` later, and every
+ * extend applied `extendMs` after its send.
+ */
+export function slowAnswers(base: FakeStore, acquireMs: number, extendMs: number): FakeStore {
+  const store = Object.create(base) as FakeStore;
+  let firstAcquire = true;
+  store.acquire = async (input) => {
+    const result = await base.acquire(input);
+    if (firstAcquire) {
+      firstAcquire = false;
+      await new Promise((resolve) => setTimeout(resolve, acquireMs));
+    }
+    return result;
+  };
+  store.extend = async (input) => {
+    await new Promise((resolve) => setTimeout(resolve, extendMs));
+    return base.extend(input);
+  };
+  return store;
+}
