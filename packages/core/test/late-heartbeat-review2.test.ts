@@ -1,8 +1,11 @@
 /**
  * review12: attacks on the late first heartbeat's grace (commit 680f89e): a first heartbeat
  * that runs past the lease estimate arms a grace of min(storeTimeoutMs, max(10, heartbeatMs/5))
- * and sends the owner-checked extend. Most cases drive a LeaseKeeper directly, made late by an
- * `acquiredAt` in the past (no held event loop needed).
+ * and sends the owner-checked extend. Most cases drive a LeaseKeeper directly and hold the
+ * event loop past its first heartbeat. (They used to make the keeper with an `acquiredAt` in
+ * the past instead: its first heartbeat then waited a whole heartbeat from the keeper's
+ * making and looked held up. Since runrev the first heartbeat counts from the send, so such
+ * a keeper renews at once or, past its estimate, is lost at once, as it should be.)
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
@@ -47,16 +50,18 @@ describe('review12: late heartbeat grace', () => {
   // Fix: in beat(), when the first heartbeat arms the watchdog, arm it at
   // max(leaseEstimate - now, grace) (i.e. `late = clock.now() + grace >= this.leaseEstimate`).
   it('a first heartbeat just before the estimate keeps the lease when the store answers within the grace', async () => {
-    // lease 2000, heartbeat 1000 (grace 200); the first beat runs ~60 ms before the estimate.
+    // lease 2000, heartbeat 1000 (grace 200); the first beat, held up, runs ~60 ms before the
+    // estimate.
     const { store, keeper, signal, lost } = await keeperOf(
       { leaseMs: 2_000, heartbeatMs: 1_000 },
-      940,
+      0,
     );
     // The renewal answers in 120 ms: past the estimate, within the grace (margins of about
     // 60 and 80 ms for a loaded machine that starts the timers a moment apart).
     store.lateMs = 120;
     store.next.extend.push('late');
-    await sleep(1_400);
+    holdLoop(1_940);
+    await sleep(400);
     keeper.stop();
     expect(store.calls.extend).toBeGreaterThanOrEqual(1);
     expect(lost).toEqual([]);
@@ -67,13 +72,14 @@ describe('review12: late heartbeat grace', () => {
     // lease 2000, heartbeat 1000 (grace 200); the first beat runs ~200 ms past the estimate.
     const { store, keeper, signal, lost } = await keeperOf(
       { leaseMs: 2_000, heartbeatMs: 1_000 },
-      1_200,
+      0,
     );
     // Well within the grace: the two timers start a moment apart (a loaded machine may pause
     // the process between them), so their order needs a wide margin.
     store.lateMs = 20;
     store.next.extend.push('late');
-    await sleep(1_300);
+    holdLoop(2_200);
+    await sleep(300);
     keeper.stop();
     expect(store.calls.extend).toBeGreaterThanOrEqual(1);
     expect(lost).toEqual([]);
@@ -103,11 +109,13 @@ describe('review12: late heartbeat grace', () => {
   });
 
   it('held: a renewal landing after the grace fired does not un-lose the lease nor renew again', async () => {
-    // lease 100, heartbeat 50: grace 10; the renewal answers in 40 ms.
-    const { store, keeper, signal, lost } = await keeperOf({ leaseMs: 100, heartbeatMs: 50 }, 300);
+    // lease 100, heartbeat 50: grace 10; the first beat runs at ~300 (held up), the renewal
+    // answers in 40 ms, after the grace.
+    const { store, keeper, signal, lost } = await keeperOf({ leaseMs: 100, heartbeatMs: 50 }, 0);
     store.lateMs = 40;
     store.next.extend.push('late');
-    await sleep(350); // past the renewal and the new estimate it armed
+    holdLoop(300);
+    await sleep(200); // past the renewal (~340) and the new estimate it armed (~400)
     expect(signal.aborted).toBe(true);
     expect(signal.reason).toBeInstanceOf(LeaseLostError);
     expect(lost).toEqual(['heartbeat']);
@@ -116,12 +124,10 @@ describe('review12: late heartbeat grace', () => {
   });
 
   it('held: stop() during a hanging late renewal clears the grace timer', async () => {
-    const { store, keeper, signal, lost } = await keeperOf(
-      { leaseMs: 1_000, heartbeatMs: 500 },
-      2_000,
-    );
+    const { store, keeper, signal, lost } = await keeperOf({ leaseMs: 1_000, heartbeatMs: 500 }, 0);
     store.always.extend = 'hang';
-    await sleep(520); // the late beat has started, grace (100 ms) armed
+    holdLoop(1_100);
+    await sleep(20); // the late beat has started, grace (100 ms) armed
     expect(store.calls.extend).toBe(1);
     const grace = (keeper as unknown as { watchdogTimer: { _destroyed?: boolean } }).watchdogTimer;
     expect(grace).toBeDefined();
@@ -133,8 +139,9 @@ describe('review12: late heartbeat grace', () => {
   });
 
   it('held: abandon() during a late renewal that lands: no more renewals, the watchdog aborts at the new estimate', async () => {
-    // lease 300, heartbeat 150: grace 30; the renewal answers in 15 ms.
-    const { store, keeper, signal, lost } = await keeperOf({ leaseMs: 300, heartbeatMs: 150 }, 600);
+    // lease 300, heartbeat 150: grace 30; the first beat runs at ~450 (held up), the renewal
+    // answers in 15 ms.
+    const { store, keeper, signal, lost } = await keeperOf({ leaseMs: 300, heartbeatMs: 150 }, 0);
     const extend = store.extend.bind(store);
     store.extend = (input) => {
       keeper.abandon();
@@ -142,7 +149,8 @@ describe('review12: late heartbeat grace', () => {
     };
     store.lateMs = 15;
     store.next.extend.push('late');
-    await sleep(250); // beat at ~150, renewal at ~165, new estimate ~465
+    holdLoop(450);
+    await sleep(100); // beat at ~450, renewal at ~465, new estimate ~750
     expect(signal.aborted).toBe(false);
     await sleep(350);
     expect(signal.aborted).toBe(true);
@@ -154,7 +162,7 @@ describe('review12: late heartbeat grace', () => {
   it('held: finishing, late, and another owner took the key: lost at once (not_owner)', async () => {
     const { store, keeper, signal, lost } = await keeperOf(
       { leaseMs: 100, heartbeatMs: 50 },
-      300,
+      0,
       10,
     );
     keeper.phase = 'finishing';
@@ -168,7 +176,8 @@ describe('review12: late heartbeat grace', () => {
         retentionMs: 60_000,
       }),
     ).toMatchObject({ kind: 'acquired', takeover: true });
-    await sleep(45); // the beat at ~50 ms: not_owner
+    holdLoop(100); // the beat (due at ~50 ms) runs past the estimate (100): not_owner
+    await sleep(20);
     expect(store.calls.extend).toBe(1);
     expect(signal.aborted).toBe(true);
     expect(lost).toEqual(['heartbeat']);
@@ -176,13 +185,11 @@ describe('review12: late heartbeat grace', () => {
   });
 
   it('held: finishing, late, renewal hangs: lost when the grace passes', async () => {
-    const { store, keeper, signal, lost } = await keeperOf(
-      { leaseMs: 1_000, heartbeatMs: 500 },
-      2_000,
-    );
+    const { store, keeper, signal, lost } = await keeperOf({ leaseMs: 1_000, heartbeatMs: 500 }, 0);
     keeper.phase = 'finishing';
     store.always.extend = 'hang';
-    await sleep(530); // beat at 500, grace 100: not yet
+    holdLoop(1_100);
+    await sleep(30); // beat at ~1100, grace 100: not yet
     expect(signal.aborted).toBe(false);
     await sleep(150);
     expect(signal.aborted).toBe(true);
@@ -191,12 +198,12 @@ describe('review12: late heartbeat grace', () => {
   });
 
   it('held: a late renewal cut by maxHoldMs lands and the hold end is reported as max_hold', async () => {
-    // Acquired 500 ms ago with a lease of 400 (the estimate passed), hold 800: the first beat
-    // at ~550 is late and renews for only what is left of the hold (~250 ms, not 400). A beat
-    // held up to 250 ms by a loaded machine still renews; the hold ends ~300 ms from now.
+    // A lease of 400, hold 800, the loop held 550 ms (the estimate passed): the first beat at
+    // ~550 is late and renews for only what is left of the hold (~250 ms, not 400). A beat
+    // held up to 250 ms by a loaded machine still renews; the hold ends at ~800.
     const { store, keeper, signal, lost } = await keeperOf(
       { leaseMs: 400, heartbeatMs: 50, maxHoldMs: 800 },
-      500,
+      0,
     );
     const extends_: number[] = [];
     const extend = store.extend.bind(store);
@@ -204,7 +211,8 @@ describe('review12: late heartbeat grace', () => {
       extends_.push(input.leaseMs);
       return extend(input);
     };
-    await sleep(700);
+    holdLoop(550);
+    await sleep(450);
     expect(extends_.length).toBeGreaterThanOrEqual(1);
     // Every renewal was cut to the hold: none asked for the whole lease.
     expect(Math.max(...extends_)).toBeLessThanOrEqual(250 + 5);
