@@ -5,7 +5,7 @@
  * `defrev-<adapter>.test.ts` hands it a driver (the one of its conformance test).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -323,8 +323,6 @@ export function defrevSuite(adapter: DefrevAdapter) {
     });
     afterAll(async () => {
       await app?.close();
-      mkdirSync('/tmp/defrev', { recursive: true });
-      writeFileSync(`/tmp/defrev/${adapter.name}.json`, JSON.stringify(observed, null, 2));
     });
 
     if (adapter.createWithoutScope) {
@@ -653,8 +651,7 @@ export function defrevSuite(adapter: DefrevAdapter) {
           });
           expectProblem(x, 503, PROBLEM.storeUnavailable);
           redis = await startOwnRedis(port);
-          const { last, statuses } = await untilCreated(app.url, t, 20_000);
-          writeFileSync(`/tmp/defrev/neverup-${adapter.name}.json`, JSON.stringify(statuses));
+          const { last } = await untilCreated(app.url, t, 20_000);
           expect(last?.status).toBe(201);
         } finally {
           await app.close().catch(() => {});
@@ -685,8 +682,7 @@ export function defrevSuite(adapter: DefrevAdapter) {
           expectProblem(x, 503, PROBLEM.storeUnavailable);
           await silent.close();
           redis = await startOwnRedis(silent.port);
-          const { last, statuses } = await untilCreated(app.url, t, 30_000);
-          writeFileSync(`/tmp/defrev/silentback-${adapter.name}.json`, JSON.stringify(statuses));
+          const { last } = await untilCreated(app.url, t, 30_000);
           expect(last?.status).toBe(201);
         } finally {
           await Promise.race([app.close().catch(() => {}), sleep(5_000)]);
@@ -727,11 +723,6 @@ export function defrevSuite(adapter: DefrevAdapter) {
       },
       60_000,
     );
-  });
-
-  afterAll(() => {
-    mkdirSync('/tmp/defrev', { recursive: true });
-    writeFileSync(`/tmp/defrev/${adapter.name}.json`, JSON.stringify(observed, null, 2));
   });
 }
 
@@ -822,7 +813,6 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
     });
     afterAll(async () => {
       await app?.close();
-      writeFileSync(`/tmp/defrev/more-${adapter.name}.json`, JSON.stringify(more, null, 2));
     });
     const more: Record<string, unknown> = {};
 
@@ -939,7 +929,6 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
     });
     afterAll(async () => {
       await app?.close();
-      writeFileSync(`/tmp/defrev/spell-${adapter.name}.json`, JSON.stringify(spell, null, 2));
     });
 
     it('held: the same key on two routes is two keys (operation is part of the scope)', async () => {
@@ -987,7 +976,6 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
     });
     afterAll(async () => {
       await app?.close();
-      writeFileSync(`/tmp/defrev/raw-${adapter.name}.json`, JSON.stringify(raw, null, 2));
     });
 
     it('held: a key with DEL (0x7F) is refused with 400, handler not run', async () => {
@@ -1156,11 +1144,6 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
         await app.close().catch(() => {});
         client.disconnect();
         await stopOwnRedis(redis);
-        mkdirSync('/tmp/defrev', { recursive: true });
-        writeFileSync(
-          `/tmp/defrev/freeze-${adapter.name}.json`,
-          JSON.stringify(observedFreeze, null, 2),
-        );
       }
     }, 60_000);
 
@@ -1202,7 +1185,6 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
           if (last.status !== 409 && last.status !== 503) break;
           await sleep(500);
         }
-        writeFileSync(`/tmp/defrev/aof-${adapter.name}.json`, JSON.stringify(statuses));
         expect(last?.status).toBe(201);
         expect(header(last as Exchange, REPLAYED)).toBe('true');
         expect(ran('/slow', t)).toBe(1);
@@ -1247,10 +1229,6 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
           }
           const lockedMs = Date.now() - start;
           observedFreeze[`${adapter.name} lost-claim`] = { statuses, lockedMs };
-          writeFileSync(
-            `/tmp/defrev/lost-${adapter.name}.json`,
-            JSON.stringify({ statuses, lockedMs }),
-          );
           expect(last?.status).toBe(201);
           expect(ran('/ok', t)).toBe(2); // warm + one run of the key
           expect(lockedMs).toBeLessThan(6_000);
