@@ -333,7 +333,21 @@ export function createBegin<T>(
         // A listener runs inside this call and may hold the event loop up: past the runway
         // now, the operation would start after the store's deadline (the latrev review).
         const held = elapsed.now() - call.callStartedAt;
-        if (held >= leaseBound) throw failed(attempt, call, lateToStart(held), undefined);
+        if (held >= leaseBound) {
+          const refused = failed(attempt, call, lateToStart(held), undefined);
+          // Every `miss` has its `execution_end` (the runrev2 review: without it, `miss`
+          // minus `execution_end` counted this refused acquisition as held for good). The
+          // acquisition is given back in the background: this process no longer holds it.
+          emit({
+            type: 'execution_end',
+            storageKey,
+            operation,
+            fence,
+            result: 'lease_lost',
+            durationMs: held,
+          });
+          throw refused;
+        }
       }
       const execution = new Execution(settings, storageKey, call.owner, {
         fence,

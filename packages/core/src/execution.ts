@@ -145,12 +145,26 @@ export class Execution {
    * would run beside it.
    */
   async refuseLateStart(): Promise<LeaseLostError | undefined> {
+    // Only before the operation: past the runway for good once the operation ran that long,
+    // a finished or abandoned execution given back here would hand a retry the key while its
+    // outcome is being written, or after `abandon` chose to let the lease run out (the
+    // runrev2 review).
+    if (this.lease.phase !== 'running' || this.lease.isAbandoned)
+      throw new InvalidInputError(
+        'refuseLateStart is called right before the operation starts: this execution was already completed, released or abandoned',
+      );
     if (!this.lease.pastRunway()) return undefined;
+    // The caller is answered within what is left of the lease (at least 10 ms), never after
+    // `storeTimeoutMs` (the process is kept alive that long at most: the caller awaits the
+    // answer): a release not answered by then, or failed, is given back in the background
+    // (retried until the lease has passed, on unref'd timers), as a refused acquisition is
+    // (the runrev2 review: a hanging release held the refusal, and the process, for the whole
+    // store time limit).
+    const within = Math.min(this.settings.storeTimeoutMs, Math.max(10, this.lease.leaseLeft()));
     try {
-      await this.release();
+      await this.releaseWithin(within);
     } catch (error) {
-      // Another owner holds the key already: nothing to give back.
-      if (!(error instanceof LeaseLostError))
+      if (error instanceof StoreUnavailableError)
         this.giveBacks?.releaseIfApplied(
           this.storageKey,
           this.operation,
@@ -392,6 +406,11 @@ export class Execution {
    * store failed (the record stays in progress until its lease passes).
    */
   async release(): Promise<void> {
+    return this.releaseWithin(this.settings.storeTimeoutMs);
+  }
+
+  /** `release` with a time limit of `timeoutMs`. */
+  private async releaseWithin(timeoutMs: number): Promise<void> {
     this.startFinishing();
     this.stop();
     const { store, retentionMs } = this.settings;
@@ -401,16 +420,12 @@ export class Execution {
       const input = { key: this.storageKey, owner: this.owner, retentionMs };
       const observe = this.report?.observer('release');
       const sync = syncFormOf(store.release);
-      const answer = sync
-        ? callStoreSync('release', sync, input, observe, this.settings.storeTimeoutMs)
-        : undefined;
+      const answer = sync ? callStoreSync('release', sync, input, observe, timeoutMs) : undefined;
       result = sync
         ? answer instanceof Promise
           ? await answer
           : (answer as OwnerWriteResult)
-        : await callStore('release', this.settings.storeTimeoutMs, () => store.release(input), {
-            observe,
-          });
+        : await callStore('release', timeoutMs, () => store.release(input), { observe });
     } catch (error) {
       this.report?.storeError('release', error, performance.now() - startedAt);
       this.report?.end('abandoned');

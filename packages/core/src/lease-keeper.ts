@@ -201,6 +201,16 @@ export class LeaseKeeper implements TimedEntry {
     return this.now() - this.acquiredAt >= leaseMs - Math.min(leaseMs / 10, 1_000);
   }
 
+  /** Whether `abandon` was called. */
+  get isAbandoned(): boolean {
+    return this.abandoned;
+  }
+
+  /** What is left of the lease estimate, in ms (0 once it passed). */
+  leaseLeft(): number {
+    return Math.max(0, this.leaseEstimate - this.now());
+  }
+
   /** Stops renewing; the lease runs out by itself (the watchdog still aborts the signal). */
   abandon(): void {
     this.abandoned = true;
@@ -381,7 +391,10 @@ export class LeaseKeeper implements TimedEntry {
     // A heartbeat due late in the lease gets none, held up or not: the grace is for a stall
     // that made a heartbeat due on the regular schedule (the lease minus the heartbeat before
     // the estimate) run late, not for one that was due close to the estimate anyway. "Close":
-    // under half that regular gap, or under the grace itself (the latrev review: after an
+    // under half that regular gap (not the grace: with a heartbeat over 5/6 of the lease the
+    // grace is longer than the gap, and every held-up heartbeat lost it, the runrev2 review;
+    // a first heartbeat due within the grace of the estimate gets none, see the constructor)
+    // (the latrev review: after an
     // acquisition answered late in its lease, or a keeper made late after its answer, a
     // first heartbeat held up a little past its drift moved the watchdog a grace past the
     // store's deadline, and the operation ran on beside a caller that took the key over).
@@ -396,7 +409,7 @@ export class LeaseKeeper implements TimedEntry {
       this.inFlight > 0
         ? Math.max(this.leaseEstimate, this.lastSentAt + this.lastLease)
         : this.leaseEstimate;
-    const closeWithin = Math.max(grace, (leaseMs - (heartbeatMs || 0)) / 2);
+    const closeWithin = (leaseMs - (heartbeatMs || 0)) / 2;
     const unsure = this.firstBeatUnsure || this.beatDueAt + closeWithin >= reference;
     this.firstBeatUnsure = false;
     if (now + grace >= this.leaseEstimate && !atHold && (late || heldUp) && !unsure) {

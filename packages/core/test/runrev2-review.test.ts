@@ -1,8 +1,8 @@
 /**
  * runrev2: an adversarial review of 6f7b887 and 6a1096f (the runway judged where the operation
  * starts, `execution.refuseLateStart()`, the first heartbeat counted from the acquire's send,
- * no held-up grace for a heartbeat due late in the lease). `it.fails` tests are findings: they
- * fail on the reviewed code (each carries a `FINDING` comment); `it` tests are attacks that
+ * no held-up grace for a heartbeat due late in the lease). Tests with a `FINDING` comment were
+ * findings (`it.fails` on the reviewed code, fixed since); the others are attacks that
  * held. Real timers: a held-up loop is a busy wait.
  */
 import { spawnSync } from 'node:child_process';
@@ -37,7 +37,7 @@ async function competitor(store: FakeStore, leaseMs: number) {
 }
 
 describe('runrev2: refuseLateStart misuse (called when the operation is not about to start)', () => {
-  // FINDING (MEDIUM): refuseLateStart() on an execution that is already finishing (complete()
+  // FINDING (MEDIUM; fixed, this test failed before the fix): refuseLateStart() on an execution that is already finishing (complete()
   // in flight, its final write being retried after a store error) and past the runway (which
   // is only "time since the acquire's send >= 0.9 lease", so every execution that ran longer
   // than that is "past" it forever) calls release(), which throws InvalidInputError ("already
@@ -50,7 +50,7 @@ describe('runrev2: refuseLateStart misuse (called when the operation is not abou
   // a competitor runs. Fix: refuseLateStart must check the phase first (throw
   // InvalidInputError, or return undefined, when `finished`), and give back only on a
   // StoreUnavailableError from release (never on InvalidInputError).
-  it.fails('refuseLateStart while complete() is retrying: the key is not given back, the outcome lands, no second run', async () => {
+  it('refuseLateStart while complete() is retrying: the key is not given back, the outcome lands, no second run', async () => {
     const store = new FakeStore();
     const idem = createIdempotency<string>({ store, leaseMs: 300, storeTimeoutMs: 2_000 });
     const begun = await idem.begin(request);
@@ -71,14 +71,14 @@ describe('runrev2: refuseLateStart misuse (called when the operation is not abou
     expect(misuse).toBeInstanceOf(InvalidInputError);
   });
 
-  // FINDING (LOW): the same root cause, harmless to the record but not a clear error:
+  // FINDING (LOW; fixed, this test failed before the fix): the same root cause, harmless to the record but not a clear error:
   // refuseLateStart() called a second time (or after release()/complete() landed) past the
   // runway returns a fresh LeaseLostError ("did not run, the acquisition was given back") and
   // starts another background give-back (a second store.release, a GiveBacks slot for up to a
   // lease), instead of throwing InvalidInputError like every other call on a finished
   // execution. After complete() it tells the caller the operation did not run when it did.
   // Fix: as above (check `finished` first).
-  it.fails('refuseLateStart after complete() landed (past the runway): a clear InvalidInputError, no release sent', async () => {
+  it('refuseLateStart after complete() landed (past the runway): a clear InvalidInputError, no release sent', async () => {
     const store = new FakeStore();
     const idem = createIdempotency<string>({ store, leaseMs: 300, storeTimeoutMs: 2_000 });
     const begun = await idem.begin(request);
@@ -91,7 +91,7 @@ describe('runrev2: refuseLateStart misuse (called when the operation is not abou
     expect(misuse).toBeInstanceOf(InvalidInputError);
   });
 
-  // FINDING (LOW): the same check is missing after abandon(), where `finished` stays false (so
+  // FINDING (LOW; fixed, this test failed before the fix): the same check is missing after abandon(), where `finished` stays false (so
   // a fix that only checks `finished` misses it): abandon() exists so that a caller that can
   // no longer tell whether the operation will finish does NOT release the key ("releasing at
   // once could let a retry run it a second time"), yet refuseLateStart() past the runway
@@ -99,7 +99,7 @@ describe('runrev2: refuseLateStart misuse (called when the operation is not abou
   // refuseLateStart(): the record is released and a competitor runs at once (before the
   // lease would have passed). Fix: refuseLateStart refuses (InvalidInputError) once the
   // execution was abandoned, completed or released (track "started"/"abandoned" on Execution).
-  it.fails('refuseLateStart after abandon() (past the runway): the key is not released, a competitor still waits for the lease', async () => {
+  it('refuseLateStart after abandon() (past the runway): the key is not released, a competitor still waits for the lease', async () => {
     const store = new FakeStore();
     const idem = createIdempotency<string>({ store, leaseMs: 300, storeTimeoutMs: 2_000 });
     const begun = await idem.begin(request);
@@ -142,7 +142,7 @@ describe('runrev2: refuseLateStart misuse (called when the operation is not abou
 });
 
 describe('runrev2: a refusal at the runway is bounded in time', () => {
-  // FINDING (LOW): execute's refusal at the runway (and @idem/http's 503, same code) awaits
+  // FINDING (LOW; fixed, this test failed before the fix): execute's refusal at the runway (and @idem/http's 503, same code) awaits
   // execution.release() under the full storeTimeoutMs on a ref'd timer before it rejects.
   // A store whose release hangs makes the caller wait storeTimeoutMs (3 s here, 5 s by
   // default) for an answer that was decided at the runway (lease 200 ms), and keeps the
@@ -152,7 +152,7 @@ describe('runrev2: a refusal at the runway is bounded in time', () => {
   // 3000: execute rejects LEASE_LOST only ~3000 ms after the call. Fix: hand the release to
   // GiveBacks at once (its calls are unref'd and retried until the lease passes) and reject
   // without awaiting it, or bound the awaited release by what is left of the lease, unref'd.
-  it.fails('a release that hangs: execute still rejects LEASE_LOST within the lease, not after storeTimeoutMs', async () => {
+  it('a release that hangs: execute still rejects LEASE_LOST within the lease, not after storeTimeoutMs', async () => {
     const store = new FakeStore();
     store.always.release = 'hang';
     const idem = createIdempotency<string>({
@@ -180,8 +180,8 @@ describe('runrev2: a refusal at the runway is bounded in time', () => {
 
   // The child runs the built package (the tests run after `pnpm build`).
   const dist = fileURLToPath(new URL('../dist/index.js', import.meta.url));
-  // FINDING (LOW): see above; the process side of it.
-  it.fails('a refusal at the runway with a hanging release does not keep the process alive until storeTimeoutMs', () => {
+  // FINDING (LOW; fixed, this test failed before the fix): see above; the process side of it.
+  it('a refusal at the runway with a hanging release does not keep the process alive until storeTimeoutMs', () => {
     if (!existsSync(dist)) throw new Error(`${dist} is missing: run pnpm build first`);
     const body = `
       const store = {
@@ -386,7 +386,7 @@ describe('runrev2: the held-up grace of a heartbeat on the regular schedule', ()
     });
   });
 
-  // FINDING (LOW): with heartbeatMs above 5/6 of leaseMs (allowed: it only has to be shorter
+  // FINDING (LOW; fixed, this test failed before the fix): with heartbeatMs above 5/6 of leaseMs (allowed: it only has to be shorter
   // than the lease) the new "due late in the lease" rule takes the held-up grace from EVERY
   // heartbeat, the regular ones included: `beatDueAt + max(grace, (lease - hb) / 2) >=
   // estimate` holds whenever `hb + hb / 5 >= lease`. The README says "Every heartbeat on the
@@ -399,7 +399,7 @@ describe('runrev2: the held-up grace of a heartbeat on the regular schedule', ()
   // stall with heartbeat 800 keeps the lease (test above). Fix: judge "late in the lease" on
   // (lease - hb) / 2 alone for a heartbeat on the regular schedule (or cap the grace at
   // (lease - hb) / 2 instead of dropping it), or reject/document heartbeatMs > 5/6 leaseMs.
-  it.fails('heartbeat 850 of 1000 ms, the second heartbeat (due 1700) held up past the estimate (1850) to 1880: its renewal lands within the grace, no loss, no second run', async () => {
+  it('heartbeat 850 of 1000 ms, the second heartbeat (due 1700) held up past the estimate (1850) to 1880: its renewal lands within the grace, no loss, no second run', async () => {
     const seen = await stallAroundSecondHeartbeat(850, 1_650, 1_880);
     expect(seen).toEqual({
       first: { value: 'first', replayed: false },
@@ -441,7 +441,7 @@ describe('runrev2: events of a refusal at the runway', () => {
     };
   }
 
-  // FINDING (MEDIUM, observability only): the runway check 6f7b887 added right after the
+  // FINDING (MEDIUM, observability only; fixed, this test failed before the fix): the runway check 6f7b887 added right after the
   // `miss` event (begin.ts `found`: `held >= leaseBound` -> `throw failed(...)`) emits `miss`
   // and then only `store_error` (acquire, LEASE_LOST) and the give-back's `store_call`: no
   // `execution_end`, although the README promises `execution_end` "exactly once per miss"
@@ -452,7 +452,7 @@ describe('runrev2: events of a refusal at the runway', () => {
   // step later, in execute via refuseLateStart, emits `released` + `execution_end`: held,
   // test below.) Fix: emit `execution_end` (result `released`/`lease_lost`, fence, duration)
   // on that path, or judge the runway there before emitting `miss`.
-  it.fails('a miss listener that holds the loop past the runway: execution_end once per miss', async () => {
+  it('a miss listener that holds the loop past the runway: execution_end once per miss', async () => {
     expect(await refusedEvents(false)).toEqual({ miss: 1, end: 1 });
   });
 

@@ -58,6 +58,10 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
     });
     if (decision.action === 'pass') return next();
     if (decision.action === 'respond') return sendDecisionResponse(res, decision);
+    // Judged where the route starts (see the recorder's `lateStart`): past the lease's runway
+    // since the acquisition, the key is given back and 503 answered instead.
+    const late = decision.recorder.lateStart();
+    if (late) return sendDecisionResponse(res, await late);
     res.locals.idempotency = decision.recorder.context;
     recordServerResponse(res, decision.recorder, {
       // An error answered before any route matched (a body parser's 400, a 404) is not the

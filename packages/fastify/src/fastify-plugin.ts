@@ -243,6 +243,16 @@ function answer(
     reply.send(decision.response);
     return;
   }
+  // Judged where the route starts (see the recorder's `lateStart`): past the lease's runway
+  // since the acquisition, the key is given back and 503 answered instead.
+  const late = decision.recorder.lateStart();
+  if (late) {
+    late.then(
+      (refused) => answer(request, reply, refused, done),
+      (error: Error) => done(error),
+    );
+    return;
+  }
   request.idempotency = decision.recorder.context;
   // Record at the Node response: every payload Fastify sends (buffers, Node and Web
   // streams, Response objects) ends up there, written chunk by chunk.

@@ -181,6 +181,14 @@ export function idempotency(
         response = decision.response;
       } else {
         const { recorder } = decision;
+        // Judged where the handler starts (see the recorder's `lateStart`): past the lease's
+        // runway since the acquisition, the key is given back and 503 answered instead.
+        const late = recorder.lateStart();
+        if (late) {
+          c.res = undefined;
+          c.res = (await late).response;
+          return;
+        }
         c.set('idempotency', recorder.context);
         if (peeked.body) offerBodyToHono(c, peeked.body);
         try {

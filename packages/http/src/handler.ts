@@ -290,6 +290,10 @@ export function createIdempotencyHandler<R = Request>(
     if (decision.action === 'pass') return next(request, undefined);
     if (decision.action === 'respond') return decision.response;
     const { recorder } = decision;
+    // Judged again where the handler starts: `begin` judged it one microtask hop before (the
+    // runrev2 review: a task run in that hop held the loop past the lease's runway).
+    const late = recorder.lateStart();
+    if (late) return (await late).response;
     let response: Response;
     try {
       response = await next(request, recorder.context);

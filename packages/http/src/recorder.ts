@@ -1,5 +1,7 @@
 import { type Execution, isIdemError } from '@idem/core';
+import { storeUnavailable } from './answers.js';
 import { CaptureBuffer } from './capture-buffer.js';
+import type { IdempotencyDecision } from './handler.js';
 import { type ResponseHeadSource, START_FROM } from './head-source.js';
 import { LIVE_CAPTURE, LIVE_GENERATION, type LiveSettings, LiveTee } from './live-publish.js';
 import { mediaType } from './media-type.js';
@@ -82,6 +84,15 @@ export interface ResponseRecorder {
     response: Response,
     signal?: AbortSignal | (() => AbortSignal | undefined),
   ): Promise<Response>;
+  /**
+   * Call right before the handler starts, with no `await` between the call and the start:
+   * `undefined` when the handler may start (checked synchronously: no microtask hop added);
+   * when the event loop was held up since the acquisition until the lease's runway (its last
+   * tenth, at most 1 s), the handler must not start (a caller may take the key over once the
+   * lease passes): the key is given back and the promise resolves to the decision to answer
+   * with instead, a 503 problem (a retry with the same key runs).
+   */
+  lateStart(): Promise<Extract<IdempotencyDecision, { action: 'respond' }>> | undefined;
 }
 
 interface RecorderSettings {
@@ -336,6 +347,10 @@ export function createRecorder(
       recordWebResponse(recorder, response, signal, {
         unavailableRetryAfter: settings.unavailableRetryAfter,
       }),
+    lateStart: () =>
+      execution.pastRunway()
+        ? execution.refuseLateStart().then(() => storeUnavailable(settings.unavailableRetryAfter))
+        : undefined,
   };
   // Set after the literal: a computed key in it made every recorder slower to create.
   recorder[START_FROM] = startFrom;

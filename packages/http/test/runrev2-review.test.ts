@@ -1,7 +1,7 @@
 /**
  * runrev2: an adversarial review of the runway check `@idem/http` got in 6a1096f
- * (`execution.refuseLateStart()` in `begin`, answered 503). `it.fails` tests are findings
- * (each with a `FINDING` comment); `it` tests are attacks that held. Real timers.
+ * (`execution.refuseLateStart()` in `begin`, answered 503). Tests with a `FINDING` comment
+ * were findings (`it.fails` on the reviewed code, fixed since); the others are attacks that held. Real timers.
  */
 import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it } from 'vitest';
@@ -31,7 +31,7 @@ function holdAfterMiss(depth: number, ms: number, t0: number, done: (at: number)
 }
 
 describe('runrev2: the handler never starts past the runway', () => {
-  // FINDING (LOW): the runway is judged in `begin` (handler.ts, before `createRecorder` and the
+  // FINDING (LOW; fixed, this test failed before the fix): the runway is judged in `begin` (handler.ts, before `createRecorder` and the
   // decision's return), but `handle` starts the handler only after `await begin(...)` resumes:
   // one more microtask hop than `execute`, where the check and the operation's call are in the
   // same synchronous stretch. A stall in a microtask that runs in that hop (here: a chain of
@@ -44,7 +44,7 @@ describe('runrev2: the handler never starts past the runway', () => {
   // their handler add hops of their own. Fix: judge the runway where the handler is called
   // (in `handle` right before `next`, and expose it to adapters, e.g. a recorder method they
   // call synchronously before the handler), not only at the end of `begin`.
-  it.fails('a microtask chain of depth 2 holding 320 of a 300 ms lease: 503, or the handler started before the hold', async () => {
+  it('a microtask chain of depth 2 holding 320 of a 300 ms lease: 503, or the handler started before the hold', async () => {
     const t0 = performance.now();
     let heldEnd = -1;
     let startedAt = -1;
@@ -106,12 +106,12 @@ describe('runrev2: the handler never starts past the runway', () => {
 });
 
 describe('runrev2: the 503 at the runway is bounded', () => {
-  // FINDING (LOW): the refusal awaits `execution.release()` under the full storeTimeoutMs
+  // FINDING (LOW; fixed, this test failed before the fix): the refusal awaits `execution.release()` under the full storeTimeoutMs
   // before it answers: a store whose release hangs turns a decision made at the runway of a
   // 300 ms lease into a 503 sent only after storeTimeoutMs (3 s here, 5 s by default), with a
   // ref'd timer keeping the process alive meanwhile. Fix: give the key back in the background
   // (GiveBacks, unref'd, retried until the lease passes) and answer at once.
-  it.fails('release hangs: the 503 comes within the lease, not after storeTimeoutMs', async () => {
+  it('release hangs: the 503 comes within the lease, not after storeTimeoutMs', async () => {
     const store = createMemoryStore();
     store.release = () => new Promise(() => {});
     let hold = true;

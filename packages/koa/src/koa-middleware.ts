@@ -214,6 +214,10 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
     });
     if (decision.action === 'pass') return next();
     if (decision.action === 'respond') return answer(ctx, decision);
+    // Judged where the next middleware starts (see the recorder's `lateStart`): past the
+    // lease's runway since the acquisition, the key is given back and 503 answered instead.
+    const late = decision.recorder.lateStart();
+    if (late) return answer(ctx, await late);
     ctx.state.idempotency = decision.recorder.context;
     recordServerResponse(ctx.res, decision.recorder);
     detachEarlyFinishWatch(ctx, warn);

@@ -265,7 +265,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     signal: AbortSignal,
   ): Promise<{ result: Observable<unknown>; res?: ServerResponse; run?: HandlerRun }> {
     const raw: IncomingMessage = request.raw ?? (request as unknown as IncomingMessage);
-    const decision = await this.service.handlerFor(route).begin({
+    let decision = await this.service.handlerFor(route).begin({
       signal,
       native: request,
       method: request.method,
@@ -286,6 +286,10 @@ export class IdempotencyInterceptor implements NestInterceptor {
     }
     if (decision.action === 'pass') return { result: next.handle() };
     const res = response.raw ?? response;
+    // Judged where the handler starts (see the recorder's `lateStart`): past the lease's
+    // runway since the acquisition, the key is given back and 503 answered instead.
+    const late = decision.action === 'execute' ? decision.recorder.lateStart() : undefined;
+    if (late) decision = await late;
     if (decision.action === 'respond') {
       // Fastify: the reply is ours to write (Fastify neither sends nor warns about it), with
       // the headers its hooks set on it.
