@@ -142,7 +142,10 @@ export class Execution {
    * `LeaseLostError` to answer with (a retry executes again; HTTP integrations answer 503);
    * else `undefined`, and the operation may start. `execute` does this itself: another
    * caller may take the key over once the lease passes, so an operation started that late
-   * would run beside it.
+   * would run beside it. Answers within what is left of the lease (at least 10 ms), never
+   * after `storeTimeoutMs`.
+   * @throws InvalidInputError on an execution already completed, released or abandoned
+   * (nothing is touched: it is a check for the start of the operation only).
    */
   async refuseLateStart(): Promise<LeaseLostError | undefined> {
     // Only before the operation: past the runway for good once the operation ran that long,
