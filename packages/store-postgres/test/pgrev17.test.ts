@@ -205,12 +205,15 @@ describe('healthy owners', () => {
           return key;
         }),
       );
+      // Settled from the start: a run that fails while an assertion below fails first is no
+      // unhandled rejection (which keeps CI from rerunning the file alone).
+      const settled = Promise.allSettled(runs);
       await sleep(1_800);
       // Nobody can take over: the transactions hold the rows.
       await expect(
         duplicates.execute({ key: 'a', scope }, async () => 'duplicate'),
       ).rejects.toBeInstanceOf(InProgressError);
-      const results = await Promise.allSettled(runs);
+      const results = await settled;
       expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
       expect(signals.map((s) => s.aborted)).toEqual([false, false]);
     } finally {
