@@ -390,14 +390,14 @@ export class LeaseKeeper implements TimedEntry {
     const atHold = this.landed > 0 && this.leaseEstimate >= holdEnd;
     // A heartbeat due late in the lease gets none, held up or not: the grace is for a stall
     // that made a heartbeat due on the regular schedule (the lease minus the heartbeat before
-    // the estimate) run late, not for one that was due close to the estimate anyway. "Close":
-    // under half that regular gap (not the grace: with a heartbeat over 5/6 of the lease the
-    // grace is longer than the gap, and every held-up heartbeat lost it, the runrev2 review;
-    // a first heartbeat due within the grace of the estimate gets none, see the constructor)
-    // (the latrev review: after an
-    // acquisition answered late in its lease, or a keeper made late after its answer, a
-    // first heartbeat held up a little past its drift moved the watchdog a grace past the
-    // store's deadline, and the operation ran on beside a caller that took the key over).
+    // the estimate) run late, not for one that was due close to the estimate anyway (the
+    // latrev review: after an acquisition answered late in its lease, or a keeper made late
+    // after its answer, a first heartbeat held up a little past its drift moved the watchdog
+    // a grace past the store's deadline, and the operation ran on beside a caller that took
+    // the key over). "Close": under half that regular gap. Not under the grace: with a
+    // heartbeat over 5/6 of the lease the grace is longer than the gap, and every held-up
+    // heartbeat lost it (the runrev2 review); a first heartbeat due within the grace of the
+    // estimate gets none anyway (see the constructor).
     // Judged on when the heartbeat was due, not on how long the acquisition took: a slow one
     // (say 150 ms of a 3 s lease) leaves its first heartbeat on the regular schedule, and
     // taking its grace called a lease nobody took lost after a stall (the runrev review).

@@ -254,16 +254,15 @@ export function createIdempotencyHandler<R = Request>(
       await begun.execution.release().catch(() => {});
       return unknownEventId();
     }
+    const recorder = createRecorder(key, begun.execution, recorderSettings);
     // The event loop may have been held up since the acquisition was answered (a listener,
     // other callbacks): too late in the lease, the handler would run beside a caller that
-    // takes the key over once it passes. Given back, answered 503 (the runrev review).
-    if (begun.execution.pastRunway()) {
-      const late = await begun.execution.refuseLateStart();
-      const answer = late && answerBeginError(late, beginAnswers);
-      if (answer) return answer;
-      if (late) throw late;
-    }
-    return { action: 'execute', recorder: createRecorder(key, begun.execution, recorderSettings) };
+    // takes the key over once it passes. Given back, answered 503 (the runrev review). The
+    // integrations judge it again where they start the handler (`lateStart`); this one
+    // covers an integration that does not.
+    const late = recorder.lateStart();
+    if (late) return late;
+    return { action: 'execute', recorder };
   }
 
   async function handle(
