@@ -75,20 +75,20 @@ describe('rev9 nest: the handler never starts past the runway', () => {
   afterAll(async () => close());
 
   // FINDING (LOW): the interceptor calls `recorder.lateStart()` inside the async `#run`, but the
-  // handler only starts when `intercept`'s `.then` callback subscribes to `next.handle()`: at
-  // least one microtask hop later (the async function's return, then the reaction). A stall
-  // in a microtask that runs in that hop (here a chain queued by the miss listener; in a
-  // server, another request's continuation) lets the handler start after the hold, past the
-  // end of its lease, with a live signal, beside a caller that may have taken the key over at
-  // the store's deadline: lease 300 ms, a hold of 320 ms, the handler starts at ~320 ms with
-  // `signal.aborted === false` and the request is answered 201. The same class as the
-  // runrev2 http finding (fixed in `handle`, not in this adapter). Repro: the depths below,
-  // one key each; one of them lands the hold between lateStart and the subscription.
-  // Suggested fix: call `lateStart()` in the `.then` callback right before
-  // `result.subscribe(...)` (no hop between the judgement and the handler's start), answering
-  // the 503 from there. (Nest's own `handle()` adds one more hop, `nextFn` being async, which
-  // the adapter cannot see; the adapter's own hop it can remove. Express, Fastify, Koa and Hono
-  // with the same chains start the handler before the hold or answer 503: they held.)
+  // handler only starts two microtask hops later: `#run`'s return, then `intercept`'s `.then`
+  // callback subscribes to `next.handle()`, and Nest's own `handle()` (an async `nextFn`,
+  // then `mergeAll`) adds another. A stall in a microtask that runs in those hops (here a
+  // chain queued by the miss listener; in a server, another request's continuation) lets the
+  // handler start after the hold, past the end of its lease, with a live signal, beside a
+  // caller that may have taken the key over at the store's deadline: lease 300 ms, a hold of
+  // 320 ms queued at depth 3 or 4, the handler starts at ~321 ms with `signal.aborted ===
+  // false`, answered 201. The same class as the runrev2 http finding (fixed in `handle`, not
+  // here). Express, Fastify, Koa and Hono with the same chains (depths 1-14) answer 503 or
+  // start the handler before the hold: they held. Suggested fix: judge it where the method
+  // is really called: `@Idempotent()` already wraps it (`trackedHandler`, which finds the
+  // request's HandlerRun in async context), so the HandlerRun can carry `lateStart` and the
+  // wrapper answer the 503 instead of calling the method. (Tried on a copy: moving the call
+  // into the `.then` callback right before `subscribe` catches depth 3 but not depth 4.)
   it.fails('a microtask chain held 320 of a 300 ms lease: 503, or the handler started before the hold', async () => {
     const late: { depth: number; start: number; heldEnd: number; live?: boolean }[] = [];
     for (let depth = 1; depth <= 12; depth++) {
