@@ -2,6 +2,9 @@
  * Work an engine goes on with after the caller got its answer (a final write retried until
  * the store comes back). A server waits for it at shutdown with `drain`.
  */
+/** The longest delay Node's timers keep (about 24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class BackgroundTasks {
   private readonly pending = new Set<Promise<unknown>>();
 
@@ -27,7 +30,8 @@ export class BackgroundTasks {
       if (left <= 0) break;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, left);
+        // Node fires a longer timer at once (and warns): a longer wait is armed again.
+        timer = setTimeout(resolve, Math.min(left, MAX_TIMER_MS));
       });
       await Promise.race([Promise.all(this.pending), timeout]);
       clearTimeout(timer);

@@ -54,10 +54,20 @@ function perStore(channel: LiveStreams, store: IdempotencyStore): LiveStreams {
   };
 }
 
-function positive(name: string, value: number | undefined, fallback: number): number {
+/** The longest delay Node's timers keep (about 24.8 days): a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function positive(
+  name: string,
+  value: number | undefined,
+  fallback: number,
+  max = Number.MAX_SAFE_INTEGER,
+): number {
   const resolved = value ?? fallback;
-  if (!(Number.isSafeInteger(resolved) && resolved > 0))
-    throw new InvalidInputError(`liveStreams.${name} must be a positive integer`);
+  if (!(Number.isSafeInteger(resolved) && resolved > 0 && resolved <= max))
+    throw new InvalidInputError(
+      `liveStreams.${name} must be a positive integer${max < Number.MAX_SAFE_INTEGER ? ` of ms, at most ${max} (the longest timer Node keeps, about 24.8 days)` : ''}; got ${String(resolved)}`,
+    );
   return resolved;
 }
 
@@ -90,9 +100,9 @@ export function resolveLiveStreams(
       storeTimeoutMs: outcomes.storeTimeoutMs,
       outcomes,
       maxReaders: positive('maxReaders', options.maxReaders, 32),
-      stallMs: positive('stallMs', options.stallMs, 15_000),
-      blockMs: positive('blockMs', options.blockMs, 1_000),
-      anchorWaitMs: positive('anchorWaitMs', options.anchorWaitMs, 2_000),
+      stallMs: positive('stallMs', options.stallMs, 15_000, MAX_TIMER_MS),
+      blockMs: positive('blockMs', options.blockMs, 1_000, MAX_TIMER_MS),
+      anchorWaitMs: positive('anchorWaitMs', options.anchorWaitMs, 2_000, MAX_TIMER_MS),
     },
   };
 }

@@ -90,7 +90,10 @@ export interface ResponseRecorder {
    * when the event loop was held up since the acquisition until the lease's runway (its last
    * tenth, at most 1 s), the handler must not start (a caller may take the key over once the
    * lease passes): the key is given back and the promise resolves to the decision to answer
-   * with instead, a 503 problem (a retry with the same key runs).
+   * with instead, a 503 problem (a retry with the same key runs); every later call answers
+   * that same promise. Once the response started (`start`, `recordResponse`) or the recorder
+   * ended (`finish`, `fail`) it answers `undefined` and touches nothing: the handler ran,
+   * and only its lease (the context's `signal`) decides then.
    */
   lateStart(): Promise<Extract<IdempotencyDecision, { action: 'respond' }>> | undefined;
 }
@@ -176,6 +179,7 @@ export function createRecorder(
   let done: Promise<void> | undefined;
   let tee: LiveTee | undefined;
   let stored = false;
+  let refused: ReturnType<ResponseRecorder['lateStart']>;
 
   function start(status: number, headers: Headers): boolean {
     return startWith(
@@ -347,10 +351,18 @@ export function createRecorder(
       recordWebResponse(recorder, response, signal, {
         unavailableRetryAfter: settings.unavailableRetryAfter,
       }),
-    lateStart: () =>
-      execution.pastRunway()
-        ? execution.refuseLateStart().then(() => storeUnavailable(settings.unavailableRetryAfter))
-        : undefined,
+    lateStart: () => {
+      // Judged again at each call before the handler starts (`begin` and then the adapter),
+      // never once its response started or the recorder ended (the rev9 review: a late call
+      // gave the key back under a handler that was running, renewed). A refusal is answered
+      // alike to every later call.
+      if (refused || head || done) return refused;
+      if (!execution.pastRunway()) return undefined;
+      refused = execution
+        .refuseLateStart()
+        .then(() => storeUnavailable(settings.unavailableRetryAfter));
+      return refused;
+    },
   };
   // Set after the literal: a computed key in it made every recorder slower to create.
   recorder[START_FROM] = startFrom;

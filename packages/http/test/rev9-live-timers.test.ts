@@ -28,7 +28,7 @@ describe('rev9: liveStreams.blockMs past 2^31 - 1 ms', () => {
   // of overflow warnings while it waits. Suggested fix: bound them at 2^31 - 1 in
   // `resolveLiveStreams` (INVALID_INPUT past it, as core does for leaseMs/storeTimeoutMs),
   // or cap the timers.
-  it.fails('an attached reader waiting for the next event does not poll on overflowed timers', async () => {
+  it('an attached reader waiting for the next event does not poll on overflowed timers', async () => {
     let overflows = 0;
     const onWarning = (warning: Error) => {
       if (warning.name === 'TimeoutOverflowWarning') overflows++;
@@ -58,5 +58,25 @@ describe('rev9: liveStreams.blockMs past 2^31 - 1 ms', () => {
     }
     expect(app.runs()).toBe(1);
     expect(overflows).toBe(0);
+  });
+
+  it('stallMs, blockMs and anchorWaitMs past 2^31 - 1 ms are refused up front, typed; 2^31 - 1 is taken', () => {
+    for (const name of ['stallMs', 'blockMs', 'anchorWaitMs'] as const) {
+      expect(() =>
+        sseApp(createMemoryStore(), {
+          liveStreams: { channel: createMemoryLiveStreams(), [name]: 2 ** 31 },
+        }),
+      ).toThrow(
+        expect.objectContaining({
+          code: 'INVALID_INPUT',
+          message: expect.stringContaining(`liveStreams.${name}`),
+        }),
+      );
+      expect(() =>
+        sseApp(createMemoryStore(), {
+          liveStreams: { channel: createMemoryLiveStreams(), [name]: 2 ** 31 - 1 },
+        }),
+      ).not.toThrow();
+    }
   });
 });
