@@ -30,10 +30,38 @@ export class HandlerRun {
    * guard started, a pool it created) is not one of the request's.
    */
   closed = false;
+  /**
+   * Judges, at the handler's first call, whether it starts too late (see {@link lateStart}):
+   * a promise when it must not start, settled once the refusal was answered.
+   */
+  private judge: (() => Promise<void> | undefined) | undefined;
   /** Calls whose promise has not settled yet. */
   private unsettled = 0;
   private fulfilled = false;
   private settleAll: ((fulfilled: boolean) => void) | undefined;
+
+  /** Sets what judges the handler's start at its first call (see {@link lateStart}). */
+  judgeStart(judge: () => Promise<void> | undefined): void {
+    this.judge = judge;
+  }
+
+  /**
+   * At the handler's first call, where Nest really calls it (two microtask hops after the
+   * interceptor's own check: its subscription, then Nest's `handle()`; the rev9 review): the
+   * recorder's `lateStart` judged once more. `undefined`: call the handler. Otherwise the
+   * handler must not start: the key was given back and a 503 written; what is returned to
+   * Nest instead never settles (as the interceptor's `NEVER`), so that Nest sends nothing more.
+   */
+  lateStart(): Promise<never> | undefined {
+    const judge = this.judge;
+    this.judge = undefined;
+    const refused = judge?.();
+    if (refused === undefined) return undefined;
+    return refused.then(
+      () => new Promise<never>(() => {}),
+      () => new Promise<never>(() => {}),
+    );
+  }
 
   /** Notes that the request was answered, or given up, now. */
   answered(): void {
@@ -103,6 +131,8 @@ export function trackedHandler<F extends (...args: never[]) => unknown>(handler:
   const tracked = function (this: unknown, ...args: never[]) {
     const run = handlerRuns.getStore();
     if (!run || run.closed || insideHandler.getStore() === run) return handler.apply(this, args);
+    const refused = run.lateStart();
+    if (refused) return refused;
     return insideHandler.run(run, () => run.returned(handler.apply(this, args)));
   };
   const reflect = Reflect as unknown as {

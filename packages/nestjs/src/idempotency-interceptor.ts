@@ -306,7 +306,18 @@ export class IdempotencyInterceptor implements NestInterceptor {
     // between this one and the handler timed out) goes out, but the key stays held until the
     // handler settled.
     const run = new HandlerRun();
-    recordServerResponse(res, recorderHeldForHandler(decision.recorder, run));
+    const { recorder } = decision;
+    // Judged again where Nest calls the handler (a tracked one, `@Idempotent()`'s).
+    run.judgeStart(() =>
+      recorder.lateStart()?.then((refusal) => {
+        if (response.hijack) {
+          carryReplyHeaders(response, res);
+          response.hijack();
+        }
+        return sendDecisionResponse(res, refusal);
+      }),
+    );
+    recordServerResponse(res, recorderHeldForHandler(recorder, run));
     connectionAsRecorded(raw, res);
     return { result: handlerRuns.run(run, () => next.handle()), res, run };
   }
