@@ -6,7 +6,7 @@
  */
 import { createIdempotency, LeaseLostError } from '@idem/core';
 import type { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createRedisStore, type RedisStore } from '../src/index.js';
 import {
   type RedisServer,
@@ -38,6 +38,26 @@ describe.skipIf(!haveServer)('redrev: lost answers, resent after something else 
   const acq = (store: RedisStore, owner: string, leaseMs = 30_000) =>
     store.acquire({ key: 'k', fingerprint: 'fp', owner, leaseMs, retentionMs: RETENTION });
 
+  /**
+   * `promise`, marked handled: its rejection still reaches whoever awaits it, but an assertion
+   * that fails before that await leaves no unhandled rejection behind.
+   */
+  const handled = <T>(promise: Promise<T>): Promise<T> => {
+    promise.catch(() => {});
+    return promise;
+  };
+  // A lost answer ends the proxy's connection: the client behind it reconnects. Each test
+  // starts once both clients answer (bounded), not on a client still reconnecting from the
+  // test before (on a loaded machine: "Stream isn't writeable").
+  beforeEach(async () => {
+    for (const client of [viaProxy, direct]) {
+      for (let i = 0; i < 100; i++) {
+        if ((await client.ping().catch(() => undefined)) === 'PONG') break;
+        await sleep(50);
+      }
+    }
+  });
+
   beforeAll(async () => {
     server = await startRedisServer();
     proxy = await startLossyProxy(server.port);
@@ -57,7 +77,7 @@ describe.skipIf(!haveServer)('redrev: lost answers, resent after something else 
     const ownerA = token();
     expect((await acq(a, ownerA)).kind).toBe('acquired');
     proxy.loseNextAnswer(500);
-    const releasing = a.release({ key: 'k', owner: ownerA, retentionMs: RETENTION });
+    const releasing = handled(a.release({ key: 'k', owner: ownerA, retentionMs: RETENTION }));
     await sleep(150);
     const ownerB = token();
     expect(await acq(b, ownerB)).toMatchObject({ kind: 'acquired', fence: 2 });
@@ -88,7 +108,9 @@ describe.skipIf(!haveServer)('redrev: lost answers, resent after something else 
     expect((await acq(a, ownerA, 300)).kind).toBe('acquired');
     const outcome = new Uint8Array([9, 0, 255]);
     proxy.loseNextAnswer(700);
-    const completing = a.complete({ key: 'k', owner: ownerA, outcome, retentionMs: RETENTION });
+    const completing = handled(
+      a.complete({ key: 'k', owner: ownerA, outcome, retentionMs: RETENTION }),
+    );
     await sleep(400); // past A's lease
     const retry = await acq(b, token());
     expect(retry.kind).toBe('found');
@@ -111,7 +133,9 @@ describe.skipIf(!haveServer)('redrev: lost answers, resent after something else 
     const ownerA = token();
     expect((await acq(a, ownerA, 400)).kind).toBe('acquired');
     proxy.loseNextAnswer(600);
-    const extending = a.extend({ key: 'k', owner: ownerA, leaseMs: 2_000, retentionMs: RETENTION });
+    const extending = handled(
+      a.extend({ key: 'k', owner: ownerA, leaseMs: 2_000, retentionMs: RETENTION }),
+    );
     await sleep(450); // past the first lease, inside the renewed one
     expect((await acq(b, token())).kind).toBe('found');
     expect(await extending).toMatchObject({ ok: true });
@@ -138,7 +162,7 @@ describe.skipIf(!haveServer)('redrev: lost answers, resent after something else 
     await sleep(300);
     const ownerA = token();
     proxy.loseNextAnswer(500);
-    const taking = acq(a, ownerA);
+    const taking = handled(acq(a, ownerA));
     await sleep(150);
     expect(
       await b.complete({
@@ -187,15 +211,17 @@ describe.skipIf(!haveServer)('redrev: lost answers, resent after something else 
     };
     proxy.loseNextAnswer(400); // acquire
     const competing: Promise<unknown>[] = [];
-    const first = idemA.execute({ key: 'order', scope: 't' }, async () => {
-      runs++;
-      proxy.loseNextAnswer(400); // likely a heartbeat
-      competing.push(competitor());
-      await sleep(700);
-      competing.push(competitor());
-      proxy.loseNextAnswer(400); // complete
-      return 'A';
-    });
+    const first = handled(
+      idemA.execute({ key: 'order', scope: 't' }, async () => {
+        runs++;
+        proxy.loseNextAnswer(400); // likely a heartbeat
+        competing.push(competitor());
+        await sleep(700);
+        competing.push(competitor());
+        proxy.loseNextAnswer(400); // complete
+        return 'A';
+      }),
+    );
     competing.push(
       (async () => {
         await sleep(200);
