@@ -2,8 +2,7 @@
  * Work an engine goes on with after the caller got its answer (a final write retried until
  * the store comes back). A server waits for it at shutdown with `drain`.
  */
-/** The longest delay Node's timers keep (about 24.8 days). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+import { MAX_TIMER_MS } from './adapter-kit/input-checks.js';
 
 export class BackgroundTasks {
   private readonly pending = new Set<Promise<unknown>>();

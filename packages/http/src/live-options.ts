@@ -4,6 +4,7 @@ import {
   InvalidInputError,
   type LiveGeneration,
   type LiveStreams,
+  MAX_TIMER_MS,
   type OutcomeOpenSettings,
 } from '@idem/core';
 import type { AttachSettings } from './attach.js';
@@ -53,9 +54,6 @@ function perStore(channel: LiveStreams, store: IdempotencyStore): LiveStreams {
     stats: () => channel.stats(),
   };
 }
-
-/** The longest delay Node's timers keep (about 24.8 days): a longer one fires at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 function positive(
   name: string,
