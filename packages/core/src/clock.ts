@@ -3,8 +3,27 @@ export interface Clock {
   now(): number;
 }
 
+/**
+ * Mark of {@link systemClock}, registered globally (`Symbol.for`) so that the system clock of
+ * another copy of `@idem/core` in the process (the CommonJS build beside the ES module one, or
+ * two installed versions) is recognised as the system clock too.
+ */
+const SYSTEM_CLOCK = Symbol.for('@idem/core.systemClock');
+
 /** The system clock (`Date.now`). */
-export const systemClock: Clock = { now: () => Date.now() };
+export const systemClock: Clock = Object.defineProperty({ now: () => Date.now() }, SYSTEM_CLOCK, {
+  value: true,
+});
+
+/** Whether `clock` is the system clock of this or another copy of `@idem/core`. */
+function isSystemClock(clock: Clock): boolean {
+  return (
+    clock === systemClock ||
+    ((typeof clock === 'object' || typeof clock === 'function') &&
+      clock !== null &&
+      (clock as unknown as Record<symbol, unknown>)[SYSTEM_CLOCK] === true)
+  );
+}
 
 // `performance.timeOrigin`, read again only when `performance` is another object (a test's
 // fake timers swap it): one identity check a reading, nothing allocated.
@@ -33,12 +52,12 @@ export const monotonicClock: Clock = {
 /**
  * The clock the engine measures its durations on (the acquisition's send, the lease estimate,
  * heartbeats, the watchdog, `maxHoldMs`, the final write's and a give-back's deadlines):
- * {@link monotonicClock} for the default {@link systemClock}, an injected clock as given. A
+ * {@link monotonicClock} for the default {@link systemClock} (any copy's), an injected clock as given. A
  * store that keeps its own leases in this process (the memory store) judges them on it too, so
  * that the store and the engine count a lease alike when the wall clock is stepped.
  */
 export function elapsedClock(clock: Clock): Clock {
-  return clock === systemClock ? monotonicClock : clock;
+  return isSystemClock(clock) ? monotonicClock : clock;
 }
 
 /**

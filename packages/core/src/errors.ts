@@ -19,8 +19,20 @@ export type IdemErrorCode =
   | 'REPLAYED_FAILURE';
 
 /**
+ * Mark of {@link IdemError}'s prototype, registered globally (`Symbol.for`): the errors of
+ * another copy of `@idem/core` in the process carry it too.
+ */
+const IDEM_ERROR = Symbol.for('@idem/core.IdemError');
+
+/**
  * Base class of every error idem raises. `cause` carries the underlying error, if any. `C` is
  * the union of codes of the package that raises it: core's {@link IdemErrorCode} by default.
+ *
+ * `instanceof` recognises the errors of another copy of `@idem/core` too (the CommonJS build
+ * beside the ES module one, two installed versions): an error of another copy is an instance
+ * of this copy's class of the same name (`StoreFullError`, or `IdemError` for any of them).
+ * So a store built on one copy and an engine or adapter on another agree on what a store's
+ * error means (a full store stays `STORE_FULL`, an outage is retried as one).
  */
 export class IdemError<C extends string = IdemErrorCode> extends Error {
   /** Stable discriminant. */
@@ -31,7 +43,33 @@ export class IdemError<C extends string = IdemErrorCode> extends Error {
     this.code = code;
     this.name = new.target.name;
   }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class `instanceof` asks about (IdemError or a subclass, which inherits this method), not IdemError.
+    // biome-ignore lint/complexity/noUselessThisAlias: named once for both uses below.
+    const asked = this;
+    if (Function.prototype[Symbol.hasInstance].call(asked, value)) return true;
+    if ((typeof value !== 'object' && typeof value !== 'function') || value === null) return false;
+    // Another copy's error: a class of this one's name on its prototype chain, at or below
+    // that copy's IdemError prototype (the marked one). Bounded: prototype chains are short,
+    // and a proxy's traps are not called for more than that walk.
+    let named = false;
+    let depth = 0;
+    for (
+      let proto: object | null = Object.getPrototypeOf(value);
+      proto !== null && depth < 64;
+      proto = Object.getPrototypeOf(proto), depth++
+    ) {
+      if (!named && Object.hasOwn(proto, 'constructor')) {
+        const ctor = (proto as { constructor?: unknown }).constructor;
+        named = typeof ctor === 'function' && ctor.name === asked.name;
+      }
+      if (Object.hasOwn(proto, IDEM_ERROR)) return named;
+    }
+    return false;
+  }
 }
+Object.defineProperty(IdemError.prototype, IDEM_ERROR, { value: true });
 
 /** The idempotency key is missing, empty, too long or contains non printable-ASCII characters. */
 export class InvalidKeyError extends IdemError {

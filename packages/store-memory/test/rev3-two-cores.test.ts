@@ -22,7 +22,7 @@ describe('rev3: systemClock from another copy of @idem/core', () => {
     expect(cjsCore.systemClock.now()).toBeGreaterThan(0);
   });
 
-  // FINDING (LOW): `createMemoryStore({ clock: systemClock })` with the systemClock of another
+  // FIXED (was FINDING LOW; core marks systemClock with Symbol.for): `createMemoryStore({ clock: systemClock })` with the systemClock of another
   // copy of core (a CommonJS `require('@idem/core')` beside the ES module build, or two
   // versions installed) is taken for a custom clock: the store judges leases on the wall
   // clock while the engine (default clock) counts them on the monotonic one: the leaserev2
@@ -30,7 +30,7 @@ describe('rev3: systemClock from another copy of @idem/core', () => {
   // the first execution's signal is not aborted, and both run. The README promises the
   // monotonic clock for `systemClock` "given or not". (A brand, e.g. Symbol.for, would
   // recognise every copy's systemClock.)
-  it.fails('a wall-clock step does not hand a live lease to a competitor', async () => {
+  it('a wall-clock step does not hand a live lease to a competitor', async () => {
     const orig = Date.now.bind(Date);
     let offset = 0;
     vi.spyOn(Date, 'now').mockImplementation(() => orig() + offset);
@@ -68,7 +68,7 @@ describe('rev3: systemClock from another copy of @idem/core', () => {
     expect(second).toMatchObject({ code: 'IN_PROGRESS' });
   });
 
-  // FINDING (LOW; not from the three commits, the same two-copies hazard): core recognises a
+  // FIXED (was FINDING LOW; IdemError instanceof recognises another copy): core recognised a
   // store's typed errors by `instanceof IdemError` of its own copy (toStoreError, and
   // `instanceof StoreUnavailableError` in the give-back and the final write's retries). A
   // store built on another copy (here the CommonJS build, required) that refuses an acquire
@@ -77,7 +77,7 @@ describe('rev3: systemClock from another copy of @idem/core', () => {
   // acquire that was never applied; at `complete`, a StoreFullError/OutcomeTooLargeError of
   // the other copy is retried as an outage until maxHoldMs instead of writing the
   // not-recorded marker. (Duck-typing on `code`, or a Symbol.for brand, would cover copies.)
-  it.fails('a full store built on the other copy of core is STORE_FULL for the engine', async () => {
+  it('a full store built on the other copy of core is STORE_FULL for the engine', async () => {
     const cjsMemory = require('@idem/store-memory') as {
       createMemoryStore: typeof createMemoryStore;
     };
