@@ -350,7 +350,21 @@ async function recordWhole(
   if (unchanged) return unchanged;
   const [only = new Uint8Array(0)] = chunks;
   if (chunks.length > 1) return new Response(chunkStream(chunks), init);
-  return new Response(only as Uint8Array<ArrayBuffer>, init);
+  return new Response(only as Uint8Array<ArrayBuffer>, bytesInit(init));
+}
+
+/**
+ * `init` for a body answered as bytes: without the handler's `Transfer-Encoding` (a stream
+ * helper's `chunked`), since a server frames bytes with a Content-Length and RFC 9112 (6.1)
+ * forbids sending both: a client refuses such a head, and an intermediary that frames by
+ * Content-Length would read the chunk framing as the next response.
+ */
+function bytesInit(init: ResponseInit): ResponseInit {
+  const { headers } = init;
+  if (!(headers instanceof Headers) || !headers.has('transfer-encoding')) return init;
+  const without = new Headers(headers);
+  without.delete('transfer-encoding');
+  return { ...init, headers: without };
 }
 
 /** The state of a live stream read ahead of its first caller. */
