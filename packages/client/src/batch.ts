@@ -35,7 +35,9 @@ export interface RunBatchOptions<T> {
   /**
    * The item's own stable key (an order id, a row id); items are then keyed by it instead of
    * their index, so reordering or inserting items between runs keeps each item's key. Keys MUST
-   * be strings (`String(order.id)`), unique within the batch; anything else is refused.
+   * be strings (`String(order.id)`), unique within the batch; anything else is refused. Needs a
+   * {@link batchId} (refused without one: a batch id derived from the items would change with
+   * their order and number).
    * @default the item's index
    */
   itemKey?: (item: T, index: number) => string;
@@ -61,6 +63,14 @@ export async function runBatch<T, R>(
   const concurrency = options.concurrency ?? 4;
   if (!(Number.isSafeInteger(concurrency) && concurrency >= 1)) {
     throw new InvalidInputError('concurrency must be an integer of at least 1');
+  }
+  // Items keyed by their own id are meant to keep their keys when a re-run's items come back
+  // reordered or extended; a batch id derived from the items (in order) would change then, and
+  // every item would get a new key and run again. Such a batch names its run.
+  if (options.itemKey !== undefined && options.batchId === undefined) {
+    throw new InvalidInputError(
+      'itemKey needs a batchId that names the run (the same on a re-run): the default batch id is derived from the items in order, so a re-run whose items were reordered or extended would give every item a new key and run it again',
+    );
   }
   // The items as they are now: one appended while the batch runs is not part of it (it has no key).
   const list = items.slice();

@@ -204,8 +204,11 @@ describe('runBatch against a loopback @idem server with faults', () => {
     expect(a.batchId).toBe(b.batchId);
     expect(c.batchId).not.toBe(a.batchId);
     expect(a.results.map((r) => r.key)).toEqual(b.results.map((r) => r.key));
-    await expect(runBatch([1, 2], noop, { itemKey: () => 'same' })).rejects.toMatchObject({
+    await expect(
+      runBatch([1, 2], noop, { batchId: 'b', itemKey: () => 'same' }),
+    ).rejects.toMatchObject({
       code: 'INVALID_INPUT',
+      message: expect.stringContaining('same key for two items'),
     });
   });
 
@@ -216,8 +219,9 @@ describe('runBatch against a loopback @idem server with faults', () => {
     const itemKey = ((order: { id: number }) => order.id) as unknown as (o: {
       id: number;
     }) => string;
-    await expect(runBatch(orders, noop, { itemKey })).rejects.toMatchObject({
+    await expect(runBatch(orders, noop, { batchId: 'b', itemKey })).rejects.toMatchObject({
       code: 'INVALID_INPUT',
+      message: expect.stringContaining('not a string'),
     });
   });
 });
