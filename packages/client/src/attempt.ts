@@ -1,4 +1,4 @@
-import { boundSignal } from './call-bounds.js';
+import { boundSignal, raceSignal } from './call-bounds.js';
 import type { FetchFunction } from './fetch-options.js';
 import type { PreparedRequest } from './request-body.js';
 
@@ -27,13 +27,16 @@ export async function sendAttempt(
   const bound = boundSignal(request.signal, limit, 'The attempt');
   const startedAt = now();
   try {
-    const response = await baseFetch(request.url, {
-      ...request.rest,
-      method: request.method,
-      headers: new Headers(request.headers),
-      body: request.body as BodyInit | undefined,
-      signal: bound.signal,
-    });
+    const response = await untilAborted(
+      baseFetch(request.url, {
+        ...request.rest,
+        method: request.method,
+        headers: new Headers(request.headers),
+        body: request.body as BodyInit | undefined,
+        signal: bound.signal,
+      }),
+      bound.signal,
+    );
     return { response, durationMs: now() - startedAt };
   } catch (error) {
     const expired = bound.expired()
@@ -45,4 +48,21 @@ export async function sendAttempt(
   } finally {
     bound.dispose();
   }
+}
+
+/**
+ * `call`, or the signal's reason once it aborts first: a `fetch` option that does not pass the
+ * signal on (a wrapper that rebuilds the init) still ends at the attempt's limit, the deadline
+ * or the caller's abort. A response that comes after has its body cancelled (its connection
+ * freed); the request itself cannot be taken back.
+ */
+function untilAborted(call: Promise<Response>, signal: AbortSignal): Promise<Response> {
+  return raceSignal(call, signal).catch((error: unknown) => {
+    if (signal.aborted)
+      call.then(
+        (response) => response.body?.cancel().catch(() => {}),
+        () => {},
+      );
+    throw error;
+  });
 }

@@ -173,6 +173,20 @@ function positive(name: string, value: number, allowZero = false): number {
   return value;
 }
 
+/** The longest timer Node keeps (about 24.8 days): a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A duration a timer waits for: {@link positive}, and at most {@link MAX_TIMER_MS}. */
+function duration(name: string, value: number, allowZero = false): number {
+  positive(name, value, allowZero);
+  if (value > MAX_TIMER_MS) {
+    throw new RangeError(
+      `${name} must be at most ${MAX_TIMER_MS} ms (the longest timer Node keeps, about 24.8 days)`,
+    );
+  }
+  return value;
+}
+
 function count(name: string, value: number): number {
   if (!(Number.isSafeInteger(value) && value >= 1)) {
     throw new RangeError(`${name} must be an integer of at least 1`);
@@ -303,13 +317,13 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
   const replayHeader = token('replayHeader', given(options.replayHeader) ?? 'Idempotent-Replayed');
   const maxAttempts = count('maxAttempts', options.maxAttempts ?? 5);
   const delays: DelaySettings = {
-    initialDelayMs: positive('initialDelayMs', options.initialDelayMs ?? 250, true),
-    maxDelayMs: positive('maxDelayMs', options.maxDelayMs ?? 10_000, true),
-    minDelayMs: positive('minDelayMs', options.minDelayMs ?? 100, true),
-    maxRetryAfterMs: positive('maxRetryAfterMs', options.maxRetryAfterMs ?? 60_000, true),
+    initialDelayMs: duration('initialDelayMs', options.initialDelayMs ?? 250, true),
+    maxDelayMs: duration('maxDelayMs', options.maxDelayMs ?? 10_000, true),
+    minDelayMs: duration('minDelayMs', options.minDelayMs ?? 100, true),
+    maxRetryAfterMs: duration('maxRetryAfterMs', options.maxRetryAfterMs ?? 60_000, true),
     random: fn('random', given(options.random), Math.random),
   };
-  const inProgressWaitMs = positive('inProgressWaitMs', options.inProgressWaitMs ?? 60_000, true);
+  const inProgressWaitMs = duration('inProgressWaitMs', options.inProgressWaitMs ?? 60_000, true);
   const maxInProgressAttempts = count(
     'maxInProgressAttempts',
     options.maxInProgressAttempts ?? 100,
@@ -318,9 +332,9 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
   const attemptTimeoutMs =
     options.attemptTimeoutMs === undefined
       ? Number.POSITIVE_INFINITY
-      : positive('attemptTimeoutMs', options.attemptTimeoutMs);
+      : duration('attemptTimeoutMs', options.attemptTimeoutMs);
   const deadlineMs =
-    options.deadlineMs === undefined ? undefined : positive('deadlineMs', options.deadlineMs);
+    options.deadlineMs === undefined ? undefined : duration('deadlineMs', options.deadlineMs);
   const retryableStatus = fn(
     'isRetryableStatus',
     given(options.isRetryableStatus),

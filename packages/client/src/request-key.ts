@@ -1,7 +1,11 @@
-import { deriveKey, generateKey, validateKey } from '@idem/core';
+import { deriveKey, generateKey, InvalidKeyError, validateKey } from '@idem/core';
+
 import type { KeyStrategy } from './fetch-options.js';
 import { formatKeyHeader, parseKeyHeader } from './key-header.js';
 import { bodyBytes, type PreparedRequest } from './request-body.js';
+
+/** A leading or trailing space or tab, which a field value loses on the wire. */
+const BARE_EDGE_SPACE = /^[ \t]|[ \t]$/;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -17,15 +21,19 @@ async function contentKey(request: PreparedRequest): Promise<string> {
 }
 
 /**
- * The URL as fetch sends it (`new URL(url, base).href`: scheme and host lowercased, default
- * port dropped, dot segments resolved), so two spellings of one URL give one key. A relative
+ * The URL as fetch sends it (`new URL(url, base).href` without its `#fragment`: scheme and
+ * host lowercased, default port dropped, dot segments resolved), so two spellings of one URL
+ * give one key. A relative
  * URL is resolved against the page's location where there is one, as fetch does; one that
  * does not parse (a relative URL for a custom fetch without a base) is kept as spelled.
  */
 function normalizedUrl(url: string): string {
   const base = (globalThis as { location?: { href?: unknown } }).location?.href;
   try {
-    return new URL(url, typeof base === 'string' ? base : undefined).href;
+    const parsed = new URL(url, typeof base === 'string' ? base : undefined);
+    // The fragment never leaves the client: fetch sends the URL without it.
+    parsed.hash = '';
+    return parsed.href;
   } catch {
     return url;
   }
@@ -53,6 +61,13 @@ export async function assignKey(
       body: request.body,
     });
     validateKey(key);
+  }
+  if (keyFormat === 'bare' && BARE_EDGE_SPACE.test(key)) {
+    // A field value loses its leading and trailing spaces on the wire (RFC 9110 5.5): this key
+    // would reach the server as another one ('k' for ' k') and be answered with its outcome.
+    throw new InvalidKeyError(
+      `keyFormat 'bare' cannot carry a key that starts or ends with a space or a tab (the server would read another key): ${JSON.stringify(key)}; use the default 'sf-string' format or another key`,
+    );
   }
   request.headers.set(headerName, formatKeyHeader(key, keyFormat));
   return key;
