@@ -65,8 +65,11 @@ export const USAGE = `Usage: idem <inspect|release|delete> <key> --store <url> <
 Scope (one of; the storage key is derived from it and the key, as @idem/core does):
   --scope <json>           the scope as JSON, e.g. '["tenant-1","POST /charges"]'
   --principal <p> --operation <op>
-                           the scope @idem/http uses: ["idem/http/v1", p, op], op as
-                           "POST /orders" (method and matched route)
+                           the scope @idem/http uses: ["idem/http/v1", p, op], p a string,
+                           op as "POST /orders" (method and matched route)
+  --principal-json <json> --operation <op>
+                           the same with a principal that is not a string (a number
+                           42, an object '{"tenant":"t1"}'), as the app's scope hook returns it
   --global --operation <op>  @idem/http with scope: 'global' (null principal)
   --storage-key            <key> is the storage key itself (64 hex characters)
 Options:
@@ -76,10 +79,61 @@ Options:
   --timeout-ms <ms>        give up after this long (default 10000)
 Exit codes: 0 done, 1 store error, 2 usage error, 3 no such record, 4 not in progress`;
 
+const SCOPE_OPTIONS = ['scope', 'principal', 'principal-json', 'global'] as const;
+
+/** Whether JSON reads `text` as something other than a string (`42`, `true`, `{...}`). */
+function jsonNotString(text: string): boolean {
+  try {
+    return typeof JSON.parse(text) !== 'string';
+  } catch {
+    return false;
+  }
+}
+
+function principalOf(values: Record<string, string | boolean | undefined>): JsonValue {
+  if (values.global === true) return null;
+  const json = values['principal-json'];
+  if (typeof json === 'string') {
+    let principal: JsonValue;
+    try {
+      principal = JSON.parse(json) as JsonValue;
+    } catch {
+      throw new UsageError(`--principal-json must be JSON: ${json}`);
+    }
+    if (principal === null)
+      throw new UsageError('--principal-json null is the global scope: give --global');
+    return principal;
+  }
+  const text = String(values.principal);
+  // The app's scope hook may return the number 42 or the string "42": they derive two storage
+  // keys, and guessing one answers "no record" for the other.
+  if (jsonNotString(text))
+    throw new UsageError(
+      `--principal ${text} is ambiguous: give --principal-json ${text} if the app's scope hook returns it as JSON (a number, an object), or --principal-json '${JSON.stringify(text)}' if it returns the string`,
+    );
+  return text;
+}
+
+/**
+ * The key as @idem/http keeps it: it reads the header's quoted form ("order-7") as order-7,
+ * and never keeps a key with a quote or a backslash.
+ */
+function httpKey(key: string): string {
+  if (key.includes('"') || key.includes('\\')) {
+    const unquoted = /^"((?:[^"\\]|\\["\\])*)"$/.exec(key)?.[1]?.replace(/\\(["\\])/g, '$1');
+    throw new UsageError(
+      `@idem/http never keeps a key with a quote or a backslash: ${key} looks like the header's quoted form; give the key as it reads it${unquoted === undefined ? '' : ` (${unquoted})`}`,
+    );
+  }
+  return key;
+}
+
 function scopeOf(values: Record<string, string | boolean | undefined>): JsonValue {
-  const given = ['scope', 'principal', 'global'].filter((name) => values[name] !== undefined);
+  const given = SCOPE_OPTIONS.filter((name) => values[name] !== undefined);
   if (given.length !== 1)
-    throw new UsageError('Give exactly one of --scope, --principal or --global (or --storage-key)');
+    throw new UsageError(
+      'Give exactly one of --scope, --principal, --principal-json or --global (or --storage-key)',
+    );
   if (typeof values.scope === 'string') {
     if (values.operation !== undefined)
       throw new UsageError('--operation goes with --principal or --global');
@@ -90,9 +144,10 @@ function scopeOf(values: Record<string, string | boolean | undefined>): JsonValu
     }
   }
   if (typeof values.operation !== 'string')
-    throw new UsageError('--principal and --global need --operation (e.g. "POST /orders")');
-  const principal = values.global === true ? null : String(values.principal);
-  return ['idem/http/v1', principal, values.operation];
+    throw new UsageError(
+      '--principal, --principal-json and --global need --operation (e.g. "POST /orders")',
+    );
+  return ['idem/http/v1', principalOf(values), values.operation];
 }
 
 /** Parses `argv` (without `node` and the script); throws {@link UsageError}. */
@@ -122,12 +177,13 @@ export function parseCommand(argv: string[]): CliCommand {
   if (values['storage-key'] === true) {
     if (!/^[0-9a-f]{64}$/.test(key))
       throw new UsageError('A storage key is 64 lowercase hex characters');
-    if (['scope', 'principal', 'global'].some((name) => values[name as 'scope'] !== undefined))
+    if (SCOPE_OPTIONS.some((name) => values[name] !== undefined))
       throw new UsageError('--storage-key takes no scope');
     storageKey = key;
   } else {
     try {
-      storageKey = deriveStorageKey(scopeOf(values), key);
+      const scope = scopeOf(values);
+      storageKey = deriveStorageKey(scope, values.scope === undefined ? httpKey(key) : key);
     } catch (error) {
       if (isIdemError(error)) throw new UsageError(error.message);
       throw error;
@@ -153,6 +209,7 @@ function parse(argv: string[]) {
       store: { type: 'string' },
       scope: { type: 'string' },
       principal: { type: 'string' },
+      'principal-json': { type: 'string' },
       operation: { type: 'string' },
       global: { type: 'boolean' },
       'storage-key': { type: 'boolean' },

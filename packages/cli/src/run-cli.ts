@@ -170,6 +170,16 @@ export async function runCli(argv: string[], io: CliIo = processIo): Promise<num
     } else io.err(`idem: ${line}`);
     return EXIT.storeError;
   } finally {
-    await opened?.close().catch(() => undefined);
+    // Closing is bounded too: a pool still opening a connection to a silent server would wait
+    // out its own connection timeout. It goes on in the background (its timers unref'd).
+    const closing = opened?.close().catch(() => undefined);
+    if (closing)
+      await settleWithin(closing, CLOSE_WAIT_MS, {
+        onTimeout: () => new GaveUpError('close'),
+        unref: true,
+      }).catch(() => undefined);
   }
 }
+
+/** Longest wait for the store's connections to close once the command is answered. */
+const CLOSE_WAIT_MS = 250;

@@ -53,8 +53,8 @@ describe('rev10a cli', () => {
     client.disconnect();
   });
 
-  // FINDING (LOW): the <key> argument is taken literally: the Idempotency-Key header value as a log shows it ("order-7", the Structured Field String our own client sends by default) derives another storage key, so inspect/release of a stuck key answer "no record" (exit 3).
-  it.fails('inspect with the key as the header carried it ("order-7") finds the record, or says how to give it', async () => {
+  // FIXED (was FINDING LOW): the <key> argument is taken literally: the Idempotency-Key header value as a log shows it ("order-7", the Structured Field String our own client sends by default) derives another storage key, so inspect/release of a stuck key answer "no record" (exit 3).
+  it('inspect with the key as the header carried it ("order-7") finds the record, or says how to give it', async () => {
     let open: () => void = () => undefined;
     const gate = new Promise<void>((resolve) => {
       open = resolve;
@@ -88,7 +88,9 @@ describe('rev10a cli', () => {
       const quoted = await run('inspect', '"order-7"', ...scope, ...store);
       // Expected: 0 (the same record: the header's Structured Field String is unquoted as
       // @idem/http does) or 2 (a usage error saying to give the key without quotes).
-      // Observed: 3, "no record at 6c3f…", for a key that is stuck right now.
+      // Before the fix: 3, "no record at 6c3f…", for a key that is stuck right now.
+      expect(quoted.code).toBe(2);
+      expect(quoted.lines.join('\n')).toContain('(order-7)');
       expect([0, 2]).toContain(quoted.code);
     } finally {
       open();
@@ -96,8 +98,8 @@ describe('rev10a cli', () => {
     }
   });
 
-  // FINDING (LOW): --principal is always a string, but @idem/http principals are any JSON value but null (a numeric user id 42, an object { tenant, user }): for them --principal derives another storage key and inspect/release answer "no record" (exit 3) for a record that exists.
-  it.fails('--principal 42 finds the record of a scope hook that returns { principal: 42 } (or says to use --scope)', async () => {
+  // FIXED (was FINDING LOW): --principal is always a string, but @idem/http principals are any JSON value but null (a numeric user id 42, an object { tenant, user }): for them --principal derives another storage key and inspect/release answer "no record" (exit 3) for a record that exists.
+  it('--principal 42 finds the record of a scope hook that returns { principal: 42 } (or says to use --scope)', async () => {
     const handler = withIdempotency(async () => Response.json({ ok: true }), {
       store: createRedisStore({ client, keyPrefix: prefix }),
       scope: () => ({ principal: 42 }), // a numeric user id, as many apps have
@@ -122,12 +124,25 @@ describe('rev10a cli', () => {
       ...store,
     );
     // Expected: 0 (the same record), or a usage error saying the principal is taken as a
-    // string and to give --scope. Observed: 3, "no record" (scope ["idem/http/v1","42",...]).
-    expect([0, 2]).toContain(viaPrincipal.code);
+    // string and to give --scope. Before the fix: 3, "no record" (scope ["idem/http/v1","42",...]).
+    expect(viaPrincipal.code).toBe(2);
+    expect(viaPrincipal.lines.join('\n')).toContain('--principal-json 42');
+    // --principal-json reads it as the hook returns it: the record is found.
+    const viaJson = await run(
+      ...['inspect', 'order-42', '--principal-json', '42', '--operation', 'POST /orders'],
+      ...store,
+    );
+    expect(viaJson.code).toBe(0);
+    // A string principal is still taken as it is.
+    const stringId = await run(
+      ...['inspect', 'order-42', '--principal', 'acct-42', '--operation', 'POST /orders'],
+      ...store,
+    );
+    expect(stringId.code).toBe(3);
   });
 
-  // FINDING (LOW): runCli overruns --timeout-ms against a silent PostgreSQL: the finally awaits pool.end() without a bound, which waits out the pool's own 2 s connection timeout (2.0 s for --timeout-ms 500).
-  it.fails('a silent PostgreSQL: runCli answers within --timeout-ms (500 ms, plus a margin)', async () => {
+  // FIXED (was FINDING LOW): runCli overruns --timeout-ms against a silent PostgreSQL: the finally awaits pool.end() without a bound, which waits out the pool's own 2 s connection timeout (2.0 s for --timeout-ms 500).
+  it('a silent PostgreSQL: runCli answers within --timeout-ms (500 ms, plus a margin)', async () => {
     const server = await silentServer();
     try {
       const result = await run(
@@ -136,7 +151,7 @@ describe('rev10a cli', () => {
       );
       expect(result.code).toBe(1);
       expect(result.lines.join('\n')).toMatch(/gave up after 500 ms/);
-      // Observed: about 2_000 ms (recommendedPoolConfig's connectionTimeoutMillis), whatever
+      // Before the fix: about 2_000 ms (recommendedPoolConfig's connectionTimeoutMillis), whatever
       // --timeout-ms says below it.
       expect(result.ms).toBeLessThan(1_000);
     } finally {

@@ -1,5 +1,5 @@
 import { InvalidInputError, type Scope } from '@idem/core';
-import { type ConsumerOptions, messageProcessor } from './message-outcome.js';
+import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 
 /** The fields of an amqplib message read here (structurally `ConsumeMessage`). */
 export interface AmqpMessageLike {
@@ -26,7 +26,11 @@ export interface AmqpConsumerOptions<TMessage extends AmqpMessageLike, T>
   extends ConsumerOptions<TMessage, T> {
   /** An open amqplib channel (the caller owns it, and its connection). */
   channel: AmqpChannelLike<TMessage>;
-  /** The queue to consume (it must exist). */
+  /**
+   * The queue to consume (it must exist). `''` (the queue last declared on the channel, e.g. a
+   * server-named one) only with an explicit `scope`: the default scope `['amqp', queue]` would
+   * be one for every such queue.
+   */
   queue: string;
   /** Messages in flight at once (`channel.prefetch`): an integer 1..65535. @default 10 */
   prefetch?: number;
@@ -34,7 +38,11 @@ export interface AmqpConsumerOptions<TMessage extends AmqpMessageLike, T>
 
 /** A running consumer. */
 export interface IdempotentConsumer {
-  /** Stops taking messages and waits (at most `timeoutMs`) for those in flight. */
+  /**
+   * Stops taking messages, gives back at once the messages held for a later delivery, and
+   * waits (at most `timeoutMs` in all, from 0 to 2^31-1 ms, or `Infinity`: no bound) for
+   * those in flight. Another value is refused (`InvalidInputError`).
+   */
   stop(timeoutMs?: number): Promise<void>;
   /** Messages being processed or waiting to be given back. */
   readonly inFlight: number;
@@ -60,12 +68,23 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   // 0 is RabbitMQ's "unlimited" (every message of the queue in memory at once).
   if (!(Number.isInteger(prefetch) && prefetch >= 1 && prefetch <= 65_535))
     throw new InvalidInputError('prefetch must be an integer from 1 to 65535');
+  if (typeof queue !== 'string') throw new InvalidInputError('queue must be a string');
+  // '' is "the queue last declared on this channel" (a server-named queue): ['amqp', ''] would
+  // be the scope of every such queue, and one instance's outcome would answer another's copy.
+  if (queue === '' && rest.scope === undefined)
+    throw new InvalidInputError(
+      "queue '' (the queue last declared on the channel) needs an explicit scope: pass the server-assigned name as queue, or a scope of its own",
+    );
   const processor = messageProcessor<TMessage, T>(rest, {
     defaultKey: amqpMessageKey,
     body: (message) => message.content,
     defaultScope: () => ['amqp', queue] as Scope,
   });
   const inFlight = new Set<Promise<void>>();
+  // Messages held for a later delivery: stop() gives them back at once (their timers would
+  // keep the process alive for up to the delay after the connection is closed).
+  const held = new Set<() => void>();
+  let stopped = false;
   // Broker calls on a channel that closed meanwhile throw; the broker redelivers anyway.
   const safely = (call: () => void) => {
     try {
@@ -78,8 +97,21 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     const disposition = await processor.process(message);
     if (disposition.action === 'ack') return safely(() => channel.ack(message));
     if (disposition.action === 'reject') return safely(() => channel.nack(message, false, false));
-    // Held unacked for the delay (it keeps its prefetch slot), then requeued.
-    await new Promise((resolve) => setTimeout(resolve, disposition.delayMs));
+    // Held unacked for the delay (it keeps its prefetch slot), then requeued; at once when
+    // the consumer stops.
+    if (!stopped)
+      await new Promise<void>((resolve) => {
+        const release = () => {
+          clearTimeout(timer);
+          held.delete(release);
+          resolve();
+        };
+        const timer = setTimeout(release, disposition.delayMs);
+        // The open channel keeps the process alive while it can take the nack; once it is
+        // closed (without a stop()), the nack is moot: the broker requeues the message.
+        timer.unref?.();
+        held.add(release);
+      });
     safely(() => channel.nack(message, false, true));
   }
   await channel.prefetch(prefetch);
@@ -92,14 +124,19 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     },
     { noAck: false },
   );
-  let stopped = false;
+  let cancelled: Promise<unknown> | undefined;
   return {
     async stop(timeoutMs = 30_000) {
-      if (!stopped) {
-        stopped = true;
-        await channel.cancel(consumerTag).catch(() => {});
-      }
-      await settleWithin([...inFlight], timeoutMs);
+      checkStopTimeout(timeoutMs);
+      const deadline = performance.now() + timeoutMs;
+      stopped = true;
+      // Bounded: a broker that went silent never answers the cancel.
+      cancelled ??= channel.cancel(consumerTag).catch(() => {});
+      await settleWithin([cancelled], timeoutMs);
+      // After the cancel (the broker takes the frames of a channel in order): the requeued
+      // messages are not delivered to this consumer again.
+      for (const release of [...held]) release();
+      await settleWithin([...inFlight], Math.max(0, deadline - performance.now()));
     },
     get inFlight() {
       return inFlight.size;
@@ -107,8 +144,29 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   };
 }
 
-/** Waits for the tasks, at most `timeoutMs`. */
+/**
+ * `stop(timeoutMs)`: a number of ms from 0 to 2^31-1 (Node's longest timer: a longer one
+ * fires at once), or `Infinity` for "as long as it takes".
+ */
+export function checkStopTimeout(timeoutMs: unknown): asserts timeoutMs is number {
+  if (
+    !(
+      typeof timeoutMs === 'number' &&
+      timeoutMs >= 0 &&
+      (timeoutMs <= MAX_TIMER_MS || timeoutMs === Number.POSITIVE_INFINITY)
+    )
+  )
+    throw new InvalidInputError(
+      `stop(timeoutMs): a number of ms from 0 to ${MAX_TIMER_MS}, or Infinity (no bound)`,
+    );
+}
+
+/** Waits for the tasks, at most `timeoutMs` (`Infinity`: until they settle). */
 export async function settleWithin(tasks: Promise<unknown>[], timeoutMs: number): Promise<void> {
+  if (timeoutMs === Number.POSITIVE_INFINITY) {
+    await Promise.allSettled(tasks);
+    return;
+  }
   let timer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([
     Promise.allSettled(tasks),

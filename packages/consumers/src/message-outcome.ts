@@ -1,4 +1,5 @@
 import {
+  canonicalJson,
   createIdempotency,
   deriveKey,
   fingerprint,
@@ -60,7 +61,11 @@ export interface ConsumerOptions<TMessage, T> extends ConsumerEngineOptions<T> {
    * @default the message body, byte for byte
    */
   payload?: ((message: TMessage) => JsonValue | Uint8Array) | false;
-  /** What keys are unique within. @default `['amqp', queue]` / `['nats', stream, consumer]` */
+  /**
+   * What keys are unique within: canonical JSON (else `InvalidInputError` at creation).
+   * @default `['amqp', queue]` / `['nats', stream, durable consumer]` (`['nats', stream]`
+   * for an ordered or ephemeral consumer, whose name changes at every start)
+   */
   scope?: Scope;
   /**
    * Delay before a failed message is delivered again. A duplicate in progress elsewhere is
@@ -69,7 +74,10 @@ export interface ConsumerOptions<TMessage, T> extends ConsumerEngineOptions<T> {
    * delivery. @default 1_000
    */
   retryDelayMs?: number;
-  /** Told what happened to each message. Errors it throws are ignored. */
+  /**
+   * Told what happened to each message. Errors it throws, and the rejection of a promise it
+   * returns, are ignored.
+   */
   onMessage?: (report: MessageReport<TMessage>) => void;
 }
 
@@ -106,6 +114,24 @@ export function messageProcessor<TMessage, T>(
     ...engineOptions
   } = options;
   if (typeof handler !== 'function') throw new InvalidInputError('handler must be a function');
+  // A field name where a function belongs (`key: 'orderId'`, from JS or a JSON config) would
+  // reject, and drop, every message: refused here instead.
+  if (key !== undefined && typeof key !== 'function')
+    throw new InvalidInputError('key must be a function of the message');
+  if (payload !== undefined && payload !== false && typeof payload !== 'function')
+    throw new InvalidInputError('payload must be a function of the message, or false');
+  if (onMessage !== undefined && typeof onMessage !== 'function')
+    throw new InvalidInputError('onMessage must be a function');
+  // A scope canonical JSON refuses (NaN, a Map...) would reject, and drop, every message.
+  if (scope !== undefined) {
+    try {
+      canonicalJson(scope);
+    } catch (cause) {
+      throw new InvalidInputError(
+        `scope must be canonical JSON: ${cause instanceof Error ? cause.message : String(cause)}`,
+      );
+    }
+  }
   if (
     !(
       typeof retryDelayMs === 'number' &&
@@ -120,7 +146,15 @@ export function messageProcessor<TMessage, T>(
   const engine = createIdempotency<T>(engineOptions);
   const report = (r: MessageReport<TMessage>) => {
     try {
-      onMessage?.(r);
+      // An async listener (assignable to `(report) => void`) may reject: that rejection must
+      // not become an unhandled rejection, which kills the process.
+      const returned: unknown = onMessage?.(r);
+      if (
+        returned !== null &&
+        (typeof returned === 'object' || typeof returned === 'function') &&
+        'then' in returned
+      )
+        Promise.resolve(returned).then(undefined, () => {});
     } catch {
       // A broken listener must not change what the broker is told.
     }
@@ -177,8 +211,10 @@ export function messageProcessor<TMessage, T>(
     // What the handler itself threw is never taken for the engine's verdict on the message
     // (a handler may throw an idem error of its own, e.g. from a nested call): it is retried.
     let thrownByHandler = false;
+    let ranHere = false;
     try {
       const result = await engine.execute(request, async (ctx) => {
+        ranHere = true;
         try {
           return await handler(message, ctx);
         } catch (error) {
@@ -190,14 +226,14 @@ export function messageProcessor<TMessage, T>(
     } catch (error) {
       if (thrownByHandler)
         return { action: 'retry', status: 'failed', delayMs: retryDelayMs, error };
-      return classify(error, retryDelayMs, engine.settings.leaseMs);
+      return classify(error, retryDelayMs, engine.settings.leaseMs, ranHere);
     }
   }
   return { process, engine: engine as Idempotency<unknown> };
 }
 
 /** Node's longest timer (a longer one fires at once). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * When to deliver again a duplicate whose key is in progress elsewhere: once the holder's
@@ -233,13 +269,19 @@ export function inProgressDelayMs(
 const MAX_IN_PROGRESS_DELAY_MS = 10 * 60_000;
 
 /** What an error of `execute` means for the message. */
-function classify(error: unknown, retryDelayMs: number, leaseMs: number): Disposition {
+function classify(
+  error: unknown,
+  retryDelayMs: number,
+  leaseMs: number,
+  ranHere: boolean,
+): Disposition {
   // A recorded failure (under a policy that records failures) is an outcome like any other.
   if (error instanceof ReplayedFailureError) return { action: 'ack', status: 'replayed' };
   // The handler ran once and its outcome could not be stored: a marker stands for it, and
-  // running the handler again is what must never happen.
+  // running the handler again is what must never happen. `processed` for the delivery that
+  // ran it; a duplicate answered by the marker did not run it: `replayed`.
   if (isIdemError(error) && ['OUTCOME_TOO_LARGE', 'OUTCOME_NOT_RECORDED'].includes(error.code))
-    return { action: 'ack', status: 'processed' };
+    return { action: 'ack', status: ranHere ? 'processed' : 'replayed' };
   if (error instanceof InProgressError) {
     const delayMs = inProgressDelayMs(error.retryAfterMs, retryDelayMs, leaseMs);
     return { action: 'retry', status: 'in_progress', delayMs, error };

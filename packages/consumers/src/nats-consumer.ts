@@ -1,6 +1,6 @@
 import { InvalidInputError, type Scope } from '@idem/core';
-import { type IdempotentConsumer, settleWithin } from './amqp-consumer.js';
-import { type ConsumerOptions, messageProcessor } from './message-outcome.js';
+import { checkStopTimeout, type IdempotentConsumer, settleWithin } from './amqp-consumer.js';
+import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 
 /** The fields of a JetStream message read here (structurally `JsMsg` of `nats`). */
 export interface JsMsgLike {
@@ -29,12 +29,22 @@ export interface ConsumerMessagesLike<TMessage extends JsMsgLike> extends AsyncI
 /** A pull consumer (structurally `Consumer` of `nats`, from `js.consumers.get(stream, name)`). */
 export interface JetStreamConsumerLike<TMessage extends JsMsgLike> {
   consume(options?: { max_messages?: number }): Promise<ConsumerMessagesLike<TMessage>>;
+  /**
+   * The consumer's info (`Consumer.info(true)` of `nats`: the cached one, no broker call once
+   * `consume()` has started), read to tell a durable consumer from an ordered or ephemeral
+   * one for the default scope.
+   */
+  info?(cached?: boolean): Promise<{ name?: string; config?: { durable_name?: string } }>;
 }
 
 /** Options of {@link consumeJetStream}. */
 export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
   extends ConsumerOptions<TMessage, T> {
-  /** A durable pull consumer with explicit acks. */
+  /**
+   * A pull consumer with explicit acks: a durable one (its name is in the default scope), or
+   * an ordered / ephemeral one (its name changes at every start: the default scope is then
+   * `['nats', stream]`).
+   */
   consumer: JetStreamConsumerLike<TMessage>;
   /** Messages processed at once. @default 1 */
   concurrency?: number;
@@ -79,18 +89,37 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     !(
       typeof workingIntervalMs === 'number' &&
       Number.isFinite(workingIntervalMs) &&
-      workingIntervalMs > 0
+      workingIntervalMs > 0 &&
+      workingIntervalMs <= MAX_TIMER_MS
     )
   )
-    throw new InvalidInputError('workingIntervalMs must be a finite, positive number of ms');
+    throw new InvalidInputError(
+      `workingIntervalMs must be a positive number of ms, at most ${MAX_TIMER_MS} (the longest timer Node keeps: a longer one fires every ms)`,
+    );
+  // Set once consume() has started (before any message is handled).
+  let durable = true;
   const processor = messageProcessor<TMessage, T>(rest, {
     defaultKey: jetStreamMessageKey,
     body: (message) => message.data,
     // Each durable consumer is its own application (billing, shipping...): one consumer's
-    // outcome must never answer another's delivery of the same stream message.
-    defaultScope: (message) => ['nats', message.info.stream, message.info.consumer] as Scope,
+    // outcome must never answer another's delivery of the same stream message. An ordered or
+    // ephemeral consumer's name is random per start (and per reset): in the scope, it would
+    // make a restarted process run every message again.
+    defaultScope: (message) =>
+      (durable
+        ? ['nats', message.info.stream, message.info.consumer]
+        : ['nats', message.info.stream]) as Scope,
   });
   const messages = await consumer.consume({ max_messages: Math.max(concurrency, 1) * 2 });
+  if (rest.scope === undefined && typeof consumer.info === 'function') {
+    try {
+      const info = await consumer.info(true);
+      durable = typeof info?.config?.durable_name === 'string' && info.config.durable_name !== '';
+    } catch (error) {
+      messages.stop();
+      throw error;
+    }
+  }
   const inFlight = new Set<Promise<void>>();
 
   async function handle(message: TMessage): Promise<void> {
@@ -128,6 +157,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   let stopped = false;
   return {
     async stop(timeoutMs = 30_000) {
+      checkStopTimeout(timeoutMs);
       if (!stopped) {
         stopped = true;
         messages.stop();
