@@ -46,6 +46,8 @@ export function resumableResponse(
   let delivered = 0;
   let skip = 0;
   let resumes = 0;
+  // Set by cancel(): a resume answered after it is cancelled at once (its connection closed).
+  let cancelled: { reason: unknown } | undefined;
   const body = new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
@@ -69,6 +71,10 @@ export function resumableResponse(
             } catch (resumeError) {
               if (signal?.aborted) return controller.error(signal.reason);
               return controller.error(notResumable('the resume failed', resumeError));
+            }
+            if (cancelled) {
+              answer.body?.cancel(cancelled.reason).catch(() => {});
+              return;
             }
             const answered = answer.headers.get(GENERATION_HEADER);
             if (!(answer.ok && answer.body) || (generation !== null && answered !== generation)) {
@@ -100,7 +106,10 @@ export function resumableResponse(
         }
       },
       cancel(reason) {
-        return reader.cancel(reason);
+        cancelled = { reason };
+        // The current reader: the live one, or the broken one while a resume is under way
+        // (whose answer is then cancelled as it comes).
+        return reader.cancel(reason).catch(() => {});
       },
     },
     { highWaterMark: 0 },

@@ -42,8 +42,8 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
   extends ConsumerOptions<TMessage, T> {
   /**
    * A pull consumer with explicit acks: a durable one (its name is in the default scope), or
-   * an ordered / ephemeral one (its name changes at every start: the default scope is then
-   * `['nats', stream]`).
+   * an ordered / ephemeral one with an explicit `scope` (its name changes at every start, so
+   * without one it is refused, `InvalidInputError`).
    */
   consumer: JetStreamConsumerLike<TMessage>;
   /** Messages processed at once. @default 1 */
@@ -96,19 +96,15 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     throw new InvalidInputError(
       `workingIntervalMs must be a positive number of ms, at most ${MAX_TIMER_MS} (the longest timer Node keeps: a longer one fires every ms)`,
     );
-  // Set once consume() has started (before any message is handled).
+  // Read once consume() has started (before any message is handled).
   let durable = true;
   const processor = messageProcessor<TMessage, T>(rest, {
     defaultKey: jetStreamMessageKey,
     body: (message) => message.data,
     // Each durable consumer is its own application (billing, shipping...): one consumer's
-    // outcome must never answer another's delivery of the same stream message. An ordered or
-    // ephemeral consumer's name is random per start (and per reset): in the scope, it would
-    // make a restarted process run every message again.
-    defaultScope: (message) =>
-      (durable
-        ? ['nats', message.info.stream, message.info.consumer]
-        : ['nats', message.info.stream]) as Scope,
+    // outcome must never answer another's delivery of the same stream message (an ordered or
+    // ephemeral consumer, whose name changes at every start, is refused below without a scope).
+    defaultScope: (message) => ['nats', message.info.stream, message.info.consumer] as Scope,
   });
   const messages = await consumer.consume({ max_messages: Math.max(concurrency, 1) * 2 });
   if (rest.scope === undefined && typeof consumer.info === 'function') {
@@ -118,6 +114,16 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     } catch (error) {
       messages.stop();
       throw error;
+    }
+    // An ordered or ephemeral consumer's name is random per start: in the default scope it
+    // would make a restarted process run every message again; left out, two applications
+    // reading the stream would answer each other's messages. Only the app can say which
+    // outcomes its messages share.
+    if (!durable) {
+      messages.stop();
+      throw new InvalidInputError(
+        "an ordered or ephemeral JetStream consumer needs an explicit scope (its name changes at every start, so the default ['nats', stream, consumer] would run every message again after a restart): pass scope, e.g. ['nats', stream, 'billing']",
+      );
     }
   }
   const inFlight = new Set<Promise<void>>();

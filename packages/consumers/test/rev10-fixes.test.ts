@@ -138,7 +138,7 @@ describe('rev10a fixes: stop()', () => {
     await consumer.stop(Number.POSITIVE_INFINITY); // nothing in flight: returns
     const js = await consumeJetStream({
       store: store(),
-      consumer: fakeJetStream([]).consumer,
+      consumer: fakeJetStream([], 'durable').consumer,
       handler: async () => 1,
     });
     for (const bad of [Number.NaN, -1, 2 ** 31])
@@ -227,7 +227,7 @@ describe('rev10a fixes: options checked at creation', () => {
       await expect(
         consumeJetStream({
           store: store(),
-          consumer: fakeJetStream([]).consumer,
+          consumer: fakeJetStream([], 'durable').consumer,
           workingIntervalMs,
           handler: async () => 1,
         }),
@@ -271,16 +271,17 @@ function jsMessage(stream: string, consumerName: string, seq: number): JsMsgLike
 }
 
 describe('rev10a fixes: the JetStream default scope', () => {
-  it('durable consumers keep their name in the scope; non-durable ones (random names) do not', async () => {
+  it('durable consumers keep their name in the scope; non-durable ones (random names) need a scope', async () => {
     const stream = uniqueName('s');
     const s = store();
-    async function run(consumerName: string, durableName: string | undefined) {
+    async function run(consumerName: string, durableName: string | undefined, scope?: string[]) {
       const statuses: string[] = [];
       const c = await consumeJetStream({
         store: s,
         consumer: fakeJetStream([jsMessage(stream, consumerName, 1)], durableName).consumer,
         handler: async () => 1,
         onMessage: (r) => statuses.push(r.status),
+        ...(scope ? { scope } : {}),
       });
       const until = performance.now() + 5_000;
       while (statuses.length < 1 && performance.now() < until) await sleep(10);
@@ -290,8 +291,13 @@ describe('rev10a fixes: the JetStream default scope', () => {
     // Two durable consumers (two applications): each runs the message.
     expect(await run('billing', 'billing')).toEqual(['processed']);
     expect(await run('shipping', 'shipping')).toEqual(['processed']);
-    // Ephemeral consumers with random names: the second start replays.
-    expect(await run('OC_a1', undefined)).toEqual(['processed']);
-    expect(await run('OC_b2', undefined)).toEqual(['replayed']);
+    // Ephemeral consumers with random names: refused without a scope, nothing handled.
+    await expect(run('OC_a1', undefined)).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+      message: expect.stringContaining('needs an explicit scope'),
+    });
+    // With one, the second start (another random name) replays.
+    expect(await run('OC_a1', undefined, ['app', stream])).toEqual(['processed']);
+    expect(await run('OC_b2', undefined, ['app', stream])).toEqual(['replayed']);
   });
 });

@@ -130,10 +130,15 @@ describe('rev10a consumers: ephemeral consumer names in the default scope', () =
     const names = new Set<string>();
     // One "process": an ordered consumer (js.consumers.get(stream) without a name) read to
     // the end of the stream, then stopped.
+    // Without a scope such a consumer is refused (its name changes at every start).
+    await expect(
+      consumeJetStream({ store, consumer: await js.consumers.get(stream), handler: async () => 1 }),
+    ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     async function processOnce(): Promise<void> {
       let seen = 0;
       const consumer = await consumeJetStream({
         store,
+        scope: ['rev10a-app', stream],
         consumer: await js.consumers.get(stream),
         handler: async (message) => {
           runs.push((JSON.parse(new TextDecoder().decode(message.data)) as { i: number }).i);
@@ -152,9 +157,9 @@ describe('rev10a consumers: ephemeral consumer names in the default scope', () =
     await processOnce();
     expect(runs).toEqual([0, 1, 2]);
     await processOnce(); // the process restarted: the ordered consumer reads the stream again
-    // Expected: the second reading is answered from the records ('replayed'), no handler
-    // runs again. Observed: runs [0, 1, 2, 0, 1, 2], statuses all 'processed': the two
-    // consumers had two random names, so two scopes.
+    // The second reading is answered from the records ('replayed'), no handler runs again.
+    // Before the fix (default scope): runs [0, 1, 2, 0, 1, 2], statuses all 'processed': the
+    // two consumers had two random names, so two scopes.
     expect(names.size).toBe(2);
     expect(statuses.slice(3)).toEqual(['replayed', 'replayed', 'replayed']);
     expect(runs).toEqual([0, 1, 2]);
