@@ -28,7 +28,7 @@ describe('contentTypeParameters', () => {
       ]),
     );
     expect(contentTypeParameters('text/plain')).toEqual(new Map());
-    expect(contentTypeParameters('text/plain; a=1; A=2').get('a')).toEqual(['1', '2']);
+    expect(contentTypeParameters('text/plain; a=1; A=2')?.get('a')).toEqual(['1', '2']);
     // An unquoted value beyond a token runs to the next `;` (as undici reads it).
     expect(contentTypeParameters('multipart/form-data; boundary=a:b/c=d e \t;x=1')).toEqual(
       new Map([
