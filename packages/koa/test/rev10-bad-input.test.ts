@@ -57,14 +57,16 @@ function raw(port: number, target: string, headers: string) {
 }
 
 describe('rev10 koa: request targets the URL parser refuses', () => {
-  // FINDING (LOW): an absolute-form target whose authority the URL parser refuses (port 99999, a bad escape in the host) makes begin() throw a TypeError from requestTarget: a 500 (Koa's text/plain Internal Server Error) instead of a 400 problem
-  it.fails('http://a:99999/x and http://a%zz/x: a 4xx, nothing run', async () => {
+  // FIXED (was FINDING LOW): an absolute-form target whose authority the URL parser refuses (port 99999, a bad escape in the host) makes begin() throw a TypeError from requestTarget: a 500 (Koa's text/plain Internal Server Error) instead of a 400 problem
+  it('http://a:99999/x and http://a%zz/x: a 400 problem, nothing run', async () => {
     const { port, runs } = await start();
     for (const target of ['http://a:99999/x', 'http://a%zz/x', 'https://user@:80/x']) {
       const answer = await raw(port, target, 'Idempotency-Key: k1\r\n');
       // Observed: 500 for each.
       expect(answer.status, target).toBeGreaterThanOrEqual(400);
       expect(answer.status, target).toBeLessThan(500);
+      expect(answer.status, target).toBe(400);
+      expect(answer.type, target).toMatch(/^application\/problem\+json/);
     }
     expect(runs).toEqual([]);
   });
