@@ -81,11 +81,28 @@ interface Setup {
   bodyTimeoutMs: number;
 }
 
+/**
+ * The options `@idem/http` takes: without this plugin's own (`bodyTimeoutMs`) and those
+ * Fastify's `register` reads (`prefix`, `logLevel`, `logSerializers`), as `@idem/http`
+ * refuses an option name it does not know.
+ */
+function httpOptions(options: FastifyIdempotencyOptions): HttpIdempotencyOptions<FastifyRequest> {
+  const {
+    bodyTimeoutMs: _bodyTimeoutMs,
+    prefix: _prefix,
+    logLevel: _logLevel,
+    logSerializers: _logSerializers,
+    ...rest
+  } = options as FastifyIdempotencyOptions &
+    Record<'prefix' | 'logLevel' | 'logSerializers', unknown>;
+  return rest;
+}
+
 const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, options, done) => {
   let base: Setup;
   try {
     base = {
-      handler: createIdempotencyHandler<FastifyRequest>(options),
+      handler: createIdempotencyHandler<FastifyRequest>(httpOptions(options)),
       bodyTimeoutMs: bodyTimeoutOf(options.bodyTimeoutMs, 'bodyTimeoutMs'),
     };
   } catch (error) {
@@ -103,11 +120,9 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     let setup = perRoute.get(route);
     if (!setup) {
       setup = {
-        handler: createIdempotencyHandler<FastifyRequest>({
-          ...options,
-          ...route,
-          store: options.store,
-        }),
+        handler: createIdempotencyHandler<FastifyRequest>(
+          httpOptions({ ...options, ...route, store: options.store }),
+        ),
         bodyTimeoutMs:
           route.bodyTimeoutMs === undefined
             ? base.bodyTimeoutMs

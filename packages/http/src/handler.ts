@@ -24,7 +24,7 @@ import {
   readBodyLimited,
 } from './request-body.js';
 import { fingerprintOf } from './request-fingerprint.js';
-import { requestTarget } from './request-target.js';
+import { type RequestTarget, requestTarget } from './request-target.js';
 import { canonicalPath } from './route-path.js';
 import { createScopeResolver } from './scope.js';
 
@@ -100,7 +100,7 @@ const DEFAULT_METHODS = ['POST', 'PATCH'];
 
 /**
  * Creates the HTTP layer. Order of checks for a method that needs a key: key present and
- * valid (400) -> scope (500 when the hook gives no principal) -> body size (413) -> fingerprint mismatch (422) -> in progress (409
+ * valid (400) -> request target parses as a URL (400) -> scope (500 when the hook gives no principal) -> body size (413) -> fingerprint mismatch (422) -> in progress (409
  * with Retry-After, or a bounded wait) -> replay (`Idempotent-Replayed: true`) -> execute.
  * The store down gives 503 with Retry-After unless `failOpen`.
  */
@@ -174,6 +174,19 @@ export function createIdempotencyHandler<R = Request>(
     if (!parsed.ok)
       return respond(400, PROBLEM_TYPES.invalidKey, 'Invalid Idempotency-Key', parsed.reason);
     const key = parsed.key;
+    // Before the scope hook and the body: a target the URL parser refuses (`http://a:99999/x`)
+    // is the client's error (400), not a TypeError out of begin (500).
+    let url: RequestTarget;
+    try {
+      url = requestTarget(request.url);
+    } catch {
+      return respond(
+        400,
+        PROBLEM_TYPES.invalidTarget,
+        'Invalid request target',
+        'The request target does not parse as a URL; nothing was run or stored',
+      );
+    }
 
     // 'global' and the fingerprint without an extras hook answer at once: no promise to wait on.
     const scoped = scopeOf(request.native, method, request.url);
@@ -199,7 +212,6 @@ export function createIdempotencyHandler<R = Request>(
       throw error;
     }
 
-    const url = requestTarget(request.url);
     // Without a matched route (a fetch-style handler), the path in the one spelling routers
     // treat alike: a retry through `o%2D1` for `o-1` must not be another operation.
     const operation = hint.operation ?? `${method} ${request.route ?? canonicalPath(url.pathname)}`;

@@ -4,8 +4,13 @@
  * every time they encode a form (`fetch` with a `FormData` body, browsers, curl), so the retry
  * of one upload must not be told apart by it; a changed field, file name or file content is
  * another request. The preamble and epilogue (text outside the parts, which every parser
- * ignores) are left out too.
+ * ignores) are left out too. Transport padding after a boundary (RFC 2046) is kept: busboy
+ * skips the part after a padded boundary where other parsers read it. The boundary is the
+ * Content-Type's `boundary` parameter read per RFC 9110 5.6.6 (`contentTypeParameters`); a
+ * Content-Type whose parameters do not parse, or that names two boundaries, is refused (400).
  */
+
+import { contentTypeParameters } from './content-type.js';
 
 /** At most this many parts in a multipart body; more → 413. */
 export const MAX_MULTIPART_PARTS = 1_000;
@@ -35,11 +40,26 @@ export function isMultipartFormContentType(contentType: string | null | undefine
   return typeof contentType === 'string' && MULTIPART_FORM.test(contentType.trim());
 }
 
-/** The `boundary` parameter of a content type (token or quoted string), else undefined. */
+/**
+ * The `boundary` parameter of a content type, read as RFC 9110 5.6.6 says (a `boundary=`
+ * inside another parameter's quoted value is that value, not the boundary), else undefined.
+ * @throws MalformedBodyError when the parameter list does not parse, or names `boundary`
+ *   more than once (parsers differ on which one they split on: no guess)
+ */
 function boundaryOf(contentType: string): string | undefined {
-  const match = /;\s*boundary\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))/i.exec(contentType);
-  if (!match) return undefined;
-  return match[1] !== undefined ? match[1].replace(/\\(.)/g, '$1') : match[2];
+  const params = contentTypeParameters(contentType);
+  if (!params) {
+    throw new MalformedBodyError(
+      'The Content-Type parameters of the multipart/form-data body do not parse (RFC 9110 5.6.6)',
+    );
+  }
+  const boundaries = params.get('boundary');
+  if (boundaries && boundaries.length > 1) {
+    throw new MalformedBodyError(
+      'The Content-Type of the multipart/form-data body names more than one boundary',
+    );
+  }
+  return boundaries?.[0];
 }
 
 const CR = 13;
@@ -122,7 +142,13 @@ export function canonicalMultipart(bytes: Uint8Array, contentType: string): Uint
   for (;;) {
     // After a boundary: `--` closes the body; else optional padding, then a line break.
     if (bytes[at] === DASH && bytes[at + 1] === DASH) break;
+    const padStart = at;
     while (bytes[at] === 0x20 || bytes[at] === 0x09) at++;
+    // Transport padding (RFC 2046) is kept: parsers do not agree on it (busboy skips the
+    // part after a padded boundary, others read it), so two bodies whose parts differ only
+    // in where the padding is may be two different forms to the app. A part entry starts
+    // with a digit; a padding entry with `p`, so no two part lists encode alike.
+    const padding = bytes.subarray(padStart, at);
     if (bytes[at] !== CR || bytes[at + 1] !== LF) {
       throw new MalformedBodyError('A multipart boundary line does not end with CRLF');
     }
@@ -146,6 +172,7 @@ export function canonicalMultipart(bytes: Uint8Array, contentType: string): Uint
     }
     const headers = encoder.encode(JSON.stringify(partHeaders(part.subarray(0, split))));
     const content = part.subarray(split === 0 ? 2 : split + 4);
+    if (padding.length > 0) out.push(encoder.encode(`p${padding.length}:`), padding);
     out.push(
       encoder.encode(`${headers.length}:`),
       headers,

@@ -1,5 +1,6 @@
-import { InvalidInputError } from '@idem/core';
-import type { HttpIdempotencyOptions } from './options.js';
+import { InvalidInputError, type WaitOptions } from '@idem/core';
+import type { LiveStreamOptions } from './live-options.js';
+import type { FingerprintOptions, HttpIdempotencyOptions } from './options.js';
 
 // RFC 9110 5.6.2 token: the form of a header field name and of a method.
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -35,16 +36,94 @@ export function retryAfterSeconds(name: string, value: unknown, fallback: number
   return Math.max(1, Math.ceil(value));
 }
 
+// The option names, each list typed against its interface: an option added to (or taken
+// from) a type without its name here fails the build.
+const OPTION_NAMES: Record<keyof HttpIdempotencyOptions<unknown>, true> = {
+  store: true,
+  leaseMs: true,
+  heartbeatMs: true,
+  maxHoldMs: true,
+  retentionMs: true,
+  storeTimeoutMs: true,
+  completionWaitMs: true,
+  maxOutcomeBytes: true,
+  wait: true,
+  clock: true,
+  onEvent: true,
+  outcomeCodec: true,
+  methods: true,
+  required: true,
+  headerName: true,
+  scope: true,
+  fingerprint: true,
+  isFinal: true,
+  recordedHeaders: true,
+  maxBodyBytes: true,
+  failOpen: true,
+  inProgressRetryAfterSeconds: true,
+  unavailableRetryAfterSeconds: true,
+  onWarning: true,
+  liveStreams: true,
+};
+const FINGERPRINT_NAMES: Record<keyof FingerprintOptions<unknown>, true> = {
+  headers: true,
+  exclude: true,
+  query: true,
+  extras: true,
+};
+const LIVE_STREAM_NAMES: Record<keyof LiveStreamOptions, true> = {
+  channel: true,
+  mediaTypes: true,
+  maxReaders: true,
+  stallMs: true,
+  blockMs: true,
+  anchorWaitMs: true,
+};
+const WAIT_NAMES: Record<keyof WaitOptions, true> = { timeoutMs: true, pollMs: true };
+
+/**
+ * Refuses a name of `value` (an options object) that is not one of `known`: a misspelt
+ * option (`retention`, `fingerprint.querry`) would otherwise be ignored without a word. A
+ * name set to `undefined` says nothing and passes (an options object spread from another).
+ */
+function knownNames(prefix: string, value: object, known: Record<string, true>): void {
+  for (const name of Object.keys(value)) {
+    if (Object.hasOwn(known, name) || (value as Record<string, unknown>)[name] === undefined)
+      continue;
+    const lower = name.toLowerCase();
+    const near = Object.keys(known).find((option) => {
+      const candidate = option.toLowerCase();
+      return candidate === lower || candidate.startsWith(lower) || lower.startsWith(candidate);
+    });
+    throw new InvalidInputError(
+      `${prefix}${name} is not an option of @idem/http${near ? ` (did you mean ${prefix}${near}?)` : ''}`,
+    );
+  }
+}
+
 /**
  * Checks the HTTP options that core does not: each would otherwise fail (or silently
- * misbehave) on every request rather than at creation.
+ * misbehave) on every request rather than at creation. An option name it does not know (at
+ * the top level, in `fingerprint`, `liveStreams` or `wait`) is refused: an adapter takes its
+ * own options (`@idem/fastify`'s `bodyTimeoutMs`) out before it hands the rest here.
  * @throws InvalidInputError naming the option
  * @internal
  */
 export function checkHttpOptions<R>(options: HttpIdempotencyOptions<R>): void {
-  const { methods, headerName, fingerprint } = options;
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidInputError('the options must be an object');
+  knownNames('', options, OPTION_NAMES);
+  const { methods, headerName, fingerprint, liveStreams, wait } = options;
   if (methods !== undefined && !(Array.isArray(methods) && methods.every(isToken)))
     throw new InvalidInputError('methods must be a list of HTTP method names');
+  // An empty list protects nothing: every request would pass through, a keyless POST run.
+  if (methods !== undefined && methods.length === 0)
+    throw new InvalidInputError(
+      'methods must name at least one HTTP method (an empty list protects no request; leave the middleware out instead)',
+    );
+  if (typeof liveStreams === 'object' && liveStreams !== null)
+    knownNames('liveStreams.', liveStreams, LIVE_STREAM_NAMES);
+  if (typeof wait === 'object' && wait !== null) knownNames('wait.', wait, WAIT_NAMES);
   if (headerName !== undefined && !isToken(headerName))
     throw new InvalidInputError('headerName must be a header field name');
   optionalBoolean('required', options.required);
@@ -55,6 +134,7 @@ export function checkHttpOptions<R>(options: HttpIdempotencyOptions<R>): void {
   if (fingerprint === undefined) return;
   if (typeof fingerprint !== 'object' || fingerprint === null)
     throw new InvalidInputError('fingerprint must be an object');
+  knownNames('fingerprint.', fingerprint, FINGERPRINT_NAMES);
   headerNames('fingerprint.headers', fingerprint.headers);
   const { exclude } = fingerprint;
   if (

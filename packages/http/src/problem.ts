@@ -16,6 +16,11 @@ export const PROBLEM_TYPES = {
    * it (`@idem/fastify`'s `bodyTimeoutMs`); nothing was run or stored.
    */
   bodyTimeout: 'https://idem.dev/problems/body-timeout',
+  /**
+   * 400: the request target (an absolute-form URL: a port past 65535, a bad escape in the
+   * host) does not parse as a URL; nothing was run or stored.
+   */
+  invalidTarget: 'https://idem.dev/problems/invalid-target',
   /** 400: the body does not parse as its content type says (a multipart body without its boundary). */
   malformedBody: 'https://idem.dev/problems/malformed-body',
   /** 409: a request with this key is still being processed. */

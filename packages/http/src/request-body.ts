@@ -1,5 +1,6 @@
 import type { JsonValue } from '@idem/core';
 import { AMBIGUOUS, canonicalJsonText } from './canonical-text.js';
+import { contentTypeParameters } from './content-type.js';
 import { isAmbiguousJson } from './json-ambiguity.js';
 import { jsonTextOf } from './json-text.js';
 import { canonicalMultipart, isMultipartFormContentType } from './multipart.js';
@@ -61,11 +62,20 @@ export function decodedBodyError(why: string): BodyAlreadyReadError {
 const FFFD = 'holds U+FFFD, which UTF-8 decoding puts for every invalid byte sequence';
 const LONE_SURROGATE = /\p{Cs}/u;
 
-/** The charset a Content-Type names, lower-cased, or undefined when it names none. */
+/**
+ * The charset a Content-Type names, lower-cased, or undefined when it names none; its
+ * parameters read per RFC 9110 5.6.6 (a `charset=` inside another parameter's quoted value
+ * is not the charset). A parameter list that does not parse, or names the charset twice,
+ * is refused: parsers differ on what they decode it as.
+ */
 function charsetOf(contentType: string | null | undefined): string | undefined {
   if (!contentType) return undefined;
-  const match = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(contentType);
-  return match ? (match[1] as string).toLowerCase() : undefined;
+  const params = contentTypeParameters(contentType);
+  if (!params) throw decodedBodyError('has Content-Type parameters that do not parse');
+  const charsets = params.get('charset');
+  if (charsets && charsets.length > 1)
+    throw decodedBodyError('has a Content-Type that names more than one charset');
+  return charsets?.[0]?.toLowerCase();
 }
 
 /** Throws when the Content-Type names a charset other than UTF-8 (see {@link decodedBodyError}). */

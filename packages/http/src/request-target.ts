@@ -33,7 +33,9 @@ function originParses(origin: string): boolean {
  * `new URL(url, 'http://localhost')` gives them, without making a `URL` for the usual
  * spellings: an `http(s)` origin the parser takes (checked once per origin) or none, a path
  * and a query of characters it leaves unchanged, no fragment. Anything else goes through
- * `URL` (which throws for a URL it cannot parse, as before).
+ * `URL`.
+ * @throws TypeError for a URL the parser refuses (`http://a:99999/x`, `http://a%zz/x`):
+ *   `begin` answers it with a 400 `invalid-target` problem
  */
 export function requestTarget(url: string): RequestTarget {
   let start = -1;
