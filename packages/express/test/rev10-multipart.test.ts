@@ -1,9 +1,7 @@
-import { existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { connect } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { createMemoryStore } from '@idem/store-memory';
 import express, { type RequestHandler } from 'express';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -11,17 +9,9 @@ import { idempotency } from '../src/index.js';
 
 // rev10: the multipart fingerprint must see the form the app's parser sees. The parser here
 // is multer 2 (busboy 1.6), the one the README points Express users to ("put the middleware
-// before the multipart parser"). It is not a dependency of this package: it is taken from the
-// workspace store, where @nestjs/platform-express brought it.
-
-const multerDir = fileURLToPath(
-  new URL('../../../node_modules/.pnpm/multer@2.5.0/node_modules/multer', import.meta.url),
-);
-if (!existsSync(multerDir))
-  throw new Error(
-    `multer 2.5.0 not found at ${multerDir}: run pnpm install at the workspace root (it comes with @nestjs/platform-express)`,
-  );
-const multer = createRequire(import.meta.url)(multerDir) as () => { none(): RequestHandler };
+// before the multipart parser"); a devDependency of this package for this test.
+const require = createRequire(import.meta.url);
+const multer = require('multer') as () => { none(): RequestHandler };
 
 const servers: Server[] = [];
 afterAll(() =>
