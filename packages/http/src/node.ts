@@ -39,23 +39,29 @@ export async function sendWebResponse(res: ServerResponse, response: Response): 
   }
 }
 
-function drained(res: ServerResponse): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
+/** Resolves true once `res` drains, false when it closes first (the client left). */
+function drained(res: ServerResponse): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const drain = () => done(true);
+    const close = () => done(false);
+    const done = (open: boolean) => {
+      res.off('drain', drain);
+      res.off('close', close);
+      resolve(open && !res.destroyed);
     };
-    res.once('drain', done);
-    res.once('close', done);
+    res.once('drain', drain);
+    res.once('close', close);
   });
 }
 
 /**
  * Writes the answer of a `respond` decision (a replay, or one of the library's own errors)
- * to a Node response. One that @idem/http built is written as it is, chunk by chunk in the
- * same tick (a body of one chunk with `end`, so it goes out with its `Content-Length` in one
- * write), with no Web `Response` or stream in between; any other with {@link sendWebResponse}.
+ * to a Node response. One that @idem/http built is written as it is, with no Web `Response`
+ * or stream in between: a body of one chunk with `end`, so it goes out with its
+ * `Content-Length` in one write; a body of several chunks (a recorded stream) coalesced into
+ * writes of up to 64 KiB, the next one only once the socket took the last (see
+ * `sendPrepared`). Any other answer goes through {@link sendWebResponse}. The promise settles
+ * once the body is handed to the socket, or the client has gone.
  */
 export function sendDecisionResponse(
   res: ServerResponse,
@@ -63,8 +69,7 @@ export function sendDecisionResponse(
 ): Promise<void> {
   const prepared = preparedResponseOf(decision);
   if (!prepared) return sendWebResponse(res, decision.response);
-  sendPrepared(res, prepared);
-  return Promise.resolve();
+  return sendPrepared(res, prepared) ?? Promise.resolve();
 }
 
 /**
@@ -107,18 +112,66 @@ export function wholeDecisionResponse(
   };
 }
 
+/**
+ * The most bytes of a recorded stream's small chunks that a replay copies into one write.
+ * A record of many small chunks (a token-by-token stream) would otherwise go out one write a
+ * chunk, each with its own chunked framing and queued entry: a 1 MB record of 1-byte chunks
+ * queued ~6 MB on the socket and ~0.4 GB of heap for a client that did not read.
+ */
+const REPLAY_WRITE_BYTES = 64 * 1024;
+
+/**
+ * Writes a prepared answer. No body, or one chunk: in this tick, with `end` (the hot path:
+ * no promise, no copy). Several chunks: `write`s of up to {@link REPLAY_WRITE_BYTES} (small
+ * chunks copied together, a larger one as it is), then `end` without data, so the head is
+ * the first execution's (chunked, no `Content-Length` added). While the socket takes them it
+ * stays in this tick; once it asks to wait, the next write waits for 'drain' (a promise,
+ * returned), and stops when the response closes first (the client left): a replay to a client
+ * that does not read holds what the first execution held, not the whole body queued.
+ */
 function sendPrepared(
   res: ServerResponse,
   { status, reason, headers, chunks }: PreparedResponse,
-): void {
+): Promise<void> | undefined {
   res.statusCode = status;
   // HTTP/2 has no reason phrase (node:http2 warns when one is set).
   if (reason !== undefined && !('createPushResponse' in res)) res.statusMessage = reason;
   for (const [name, value] of headers) res.setHeader(name, value);
-  const last = chunks.length - 1;
-  for (let i = 0; i < last; i++) res.write(chunks[i]);
-  if (last < 0) res.end();
-  else res.end(chunks[last]);
+  if (chunks.length > 1) return writeChunks(res, chunks, 0);
+  if (chunks.length === 0) res.end();
+  else res.end(chunks[0]);
+  return undefined;
+}
+
+/** Writes `chunks` from `from` on, coalesced, with backpressure, then ends `res`. */
+function writeChunks(
+  res: ServerResponse,
+  chunks: readonly Uint8Array[],
+  from: number,
+): Promise<void> | undefined {
+  let next = from;
+  while (next < chunks.length) {
+    const start = next;
+    let size = (chunks[next++] as Uint8Array).byteLength;
+    while (next < chunks.length) {
+      const length = (chunks[next] as Uint8Array).byteLength;
+      if (size + length > REPLAY_WRITE_BYTES) break;
+      size += length;
+      next++;
+    }
+    const piece =
+      next - start === 1
+        ? (chunks[start] as Uint8Array)
+        : Buffer.concat(chunks.slice(start, next) as Uint8Array[], size);
+    if (!res.write(piece)) {
+      const resume = next;
+      return drained(res).then((open) => {
+        if (open) return writeChunks(res, chunks, resume);
+      });
+    }
+  }
+  res.end();
+  return undefined;
 }
 
 /** One header of a Node request as a single string (repeated fields joined by ", "). */
