@@ -142,6 +142,41 @@ function clientSignal(c: Context): AbortSignal {
   return controller.signal;
 }
 
+/** Headers of the placeholder `c.res` an answer never takes: they describe that empty body. */
+const PLACEHOLDER_ONLY = new Set(['content-length', 'content-type', 'transfer-encoding']);
+
+/**
+ * Puts `answer` (a replay, one of the library's own answers) on `c.res` with the headers
+ * upstream middleware set on Hono's placeholder response before `next()` (`cors()`, a request
+ * id, `c.header()`), as Hono merges them when a handler replaces `c.res` and as the Node
+ * adapters send them, with two differences: a header the answer has itself (the recorded
+ * outcome's, the replay marker, a problem's) is never overridden, and the placeholder's
+ * `Content-Length`, `Content-Type` and `Transfer-Encoding` (of its empty body) are never
+ * taken. Upstream `Set-Cookie` lines go along (each kept), unless the answer has its own.
+ */
+function answerWith(c: Context, answer: Response): void {
+  // Hono's getter makes the placeholder (from `c.header()` values) when there is none yet.
+  const upstream = c.res.headers;
+  let response = answer;
+  let own: Set<string> | undefined;
+  for (const [name, value] of upstream) {
+    if (PLACEHOLDER_ONLY.has(name)) continue;
+    own ??= new Set(answer.headers.keys());
+    if (own.has(name)) continue;
+    try {
+      response.headers.append(name, value);
+    } catch {
+      // Headers that cannot change (a `Response` from `fetch`): a copy takes them.
+      response = new Response(response.body, response);
+      response.headers.append(name, value);
+    }
+  }
+  // Unset first: assigning over a response merges the old one's headers into the new,
+  // over its own (done above, the answer's own first).
+  c.res = undefined;
+  c.res = response;
+}
+
 /**
  * Hono 4 middleware that makes POST and PATCH (by default) idempotent by their
  * `Idempotency-Key` header. It hands Hono's own Web `Request` and `Response` to
@@ -176,34 +211,34 @@ export function idempotency(
         readBody: (limit) => readBody(c, limit, peeked),
       });
       if (decision.action === 'pass') return next();
-      let response: Response;
       if (decision.action === 'respond') {
-        response = decision.response;
-      } else {
-        const { recorder } = decision;
-        // Judged where the handler starts (see the recorder's `lateStart`): past the lease's
-        // runway since the acquisition, the key is given back and 503 answered instead.
-        const late = recorder.lateStart();
-        if (late) {
-          c.res = undefined;
-          c.res = (await late).response;
-          return;
-        }
-        c.set('idempotency', recorder.context);
-        if (peeked.body) offerBodyToHono(c, peeked.body);
-        try {
-          // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
-          await next();
-          // The signal only when the body has to be read as a stream: on @hono/node-server
-          // it makes the Web `Request` when nothing has yet, and a whole body needs none.
-          response = await recorder.recordResponse(c.res, () => clientSignal(c));
-        } catch (error) {
-          // Never leave the key held: released, so a retry executes again.
-          await recorder.fail(error);
-          throw error;
-        }
+        answerWith(c, decision.response);
+        return;
       }
-      // Unset first: assigning over a response merges the old one's headers into the new.
+      const { recorder } = decision;
+      // Judged where the handler starts (see the recorder's `lateStart`): past the lease's
+      // runway since the acquisition, the key is given back and 503 answered instead.
+      const late = recorder.lateStart();
+      if (late) {
+        answerWith(c, (await late).response);
+        return;
+      }
+      c.set('idempotency', recorder.context);
+      if (peeked.body) offerBodyToHono(c, peeked.body);
+      let response: Response;
+      try {
+        // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
+        await next();
+        // The signal only when the body has to be read as a stream: on @hono/node-server
+        // it makes the Web `Request` when nothing has yet, and a whole body needs none.
+        response = await recorder.recordResponse(c.res, () => clientSignal(c));
+      } catch (error) {
+        // Never leave the key held: released, so a retry executes again.
+        await recorder.fail(error);
+        throw error;
+      }
+      // Unset first: assigning over a response merges the old one's headers into the new
+      // (`c.res` is the handler's response, merged with upstream's already).
       c.res = undefined;
       c.res = response;
     };

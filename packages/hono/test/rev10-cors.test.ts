@@ -58,8 +58,8 @@ async function post(port: number, key: string, body = '{}') {
 }
 
 describe('rev10 hono: CORS on a replay and on the problems idem answers', () => {
-  // FINDING (MEDIUM): with cors() mounted BEFORE idempotency() (the usual order), replays and idem's own problem answers (422 key-reused here, 409, 400) lose the Access-Control-Allow-Origin cors() set on c.res: the first response has it, the replay and the 422 do not, so a browser retry cannot read either; fix in hono-middleware.ts: keep the headers upstream set (merge the placeholder c.res headers into a respond decision, minus Set-Cookie)
-  it.fails('cors first: the replay and the 422 carry Access-Control-Allow-Origin', async () => {
+  // FIXED (was FINDING MEDIUM): with cors() mounted BEFORE idempotency() (the usual order), replays and idem's own problem answers (422 key-reused here, 409, 400) lose the Access-Control-Allow-Origin cors() set on c.res: the first response has it, the replay and the 422 do not, so a browser retry cannot read either; fix in hono-middleware.ts: keep the headers upstream set (merge the placeholder c.res headers into a respond decision, minus Set-Cookie)
+  it('cors first: the replay and the 422 carry Access-Control-Allow-Origin', async () => {
     const { port, runs } = await start('cors-first');
     expect((await post(port, 'cors')).allowOrigin).toBe('https://app.example');
     const replay = await post(port, 'cors');
@@ -71,7 +71,57 @@ describe('rev10 hono: CORS on a replay and on the problems idem answers', () => 
       'https://app.example',
       'https://app.example',
     ]);
+    // Tightened: a 400 (a key that is not a valid one) carries it too.
+    const bad = await fetch(`http://127.0.0.1:${port}/charges`, {
+      method: 'POST',
+      headers: { 'idempotency-key': 'bad"key', origin: 'https://app.example' },
+      body: '{}',
+      signal: AbortSignal.timeout(5_000),
+    });
+    await bad.arrayBuffer();
+    expect([bad.status, bad.headers.get('access-control-allow-origin')]).toEqual([
+      400,
+      'https://app.example',
+    ]);
     expect(runs()).toBe(1);
+  });
+
+  it('upstream headers never override the replay own ones, nor the placeholder body headers', async () => {
+    const app = new Hono();
+    app.use(async (c, next) => {
+      c.header('x-request-id', 'r-1');
+      c.header('idempotent-replayed', 'no');
+      c.header('location', '/upstream');
+      c.header('content-type', 'text/html');
+      c.header('set-cookie', 'a=1');
+      c.header('set-cookie', 'b=2', { append: true });
+      await next();
+    });
+    app.use(idempotency({ store: createMemoryStore(), scope: 'global', onWarning: () => {} }));
+    let runs = 0;
+    app.post('/charges', (c) => {
+      runs++;
+      c.header('location', '/charges/1');
+      return c.json({ id: 1 }, 201);
+    });
+    const send = () =>
+      app.request('/charges', {
+        method: 'POST',
+        headers: { 'idempotency-key': 'own', 'content-type': 'application/json' },
+        body: '{}',
+      });
+    const first = await send();
+    expect(first.status).toBe(201);
+    await first.arrayBuffer();
+    const replay = await send();
+    expect(replay.status).toBe(201);
+    expect(await replay.json()).toEqual({ id: 1 });
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.headers.get('location')).toBe('/charges/1');
+    expect(replay.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(replay.headers.get('x-request-id')).toBe('r-1');
+    expect(replay.headers.getSetCookie()).toEqual(['a=1', 'b=2']);
+    expect(runs).toBe(1);
   });
 
   // FINDING (LOW): with cors() mounted after idempotency(), the replay has no CORS headers either (middleware after idem never runs for a replay; neither README says where cors() goes)
