@@ -62,8 +62,10 @@ describe('rev10a client: memory with a long-lived caller signal', () => {
     // Expected: no per-call growth beyond noise (a few bytes per call, as without a signal).
     // Before the fix (Node v20.20.2): without ≈ 0 B/call, with the signal ≈ 107 B/call, kept
     // after GC (12.8 MB for 120k calls in a standalone run).
+    // (A run without the signal can come out below zero: the heap settled lower than after
+    // the warm-up, as Node 24 does. Growth is judged against zero then.)
     expect(withSignal, JSON.stringify({ without, withSignal, node: process.version })).toBeLessThan(
-      without + 25,
+      Math.max(without, 0) + 25,
     );
   }, 120_000);
 });
