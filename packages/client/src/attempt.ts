@@ -26,6 +26,9 @@ export async function sendAttempt(
   const limit = Math.min(limits.attemptTimeoutMs, limits.remainingMs);
   const bound = boundSignal(request.signal, limit, 'The attempt');
   const startedAt = now();
+  // The body (once there is one) is read with this attempt's signal: the caller's abort
+  // reaches it for as long as the body is alive.
+  let body: ReadableStream<Uint8Array> | null = null;
   try {
     const response = await untilAborted(
       baseFetch(request.url, {
@@ -37,6 +40,7 @@ export async function sendAttempt(
       }),
       bound.signal,
     );
+    body = response.body;
     return { response, durationMs: now() - startedAt };
   } catch (error) {
     const expired = bound.expired()
@@ -46,7 +50,7 @@ export async function sendAttempt(
       : undefined;
     return { error, ...(expired ? { expired } : {}), durationMs: now() - startedAt };
   } finally {
-    bound.dispose();
+    bound.dispose(body);
   }
 }
 

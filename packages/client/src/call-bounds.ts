@@ -10,60 +10,64 @@ export interface Bound {
   signal: AbortSignal;
   /** True once the time limit passed (rather than the caller aborting). */
   expired(): boolean;
-  /** Stops the timer. The caller's abort still reaches `signal` afterwards. */
-  dispose(): void;
+  /**
+   * Stops the timer. Without `keepWhile`, the caller's abort stops reaching `signal` (the step
+   * is over). With it, the caller's abort still reaches `signal` for as long as `keepWhile` is
+   * alive (a response body being read with that signal), and no longer once it is collected.
+   */
+  dispose(keepWhile?: object | null): void;
 }
 
-/** The controller of a joined signal, kept by the signal: they live and go together. */
-const kController = Symbol('controller');
-
 /**
- * The joined signals that follow each caller signal, weakly, behind one listener on it: a
- * long-lived caller signal (an app's shutdown signal) gets one listener in all, not one per
- * call, and keeps no joined signal alive.
+ * The controllers of the joined signals that follow each caller signal, behind one listener
+ * on it: a long-lived caller signal (an app's shutdown signal) gets one listener in all, not
+ * one per call. Each controller is held (strongly: a fetch wrapper may hold its signal only
+ * weakly, as `AbortSignal.any` does) until its step is over or what it serves is collected.
  */
-const followers = new WeakMap<AbortSignal, Set<WeakRef<AbortController>>>();
+const followers = new WeakMap<AbortSignal, Set<AbortController>>();
 
-/** Takes a collected joined signal out of its caller's followers. */
-const unfollow =
+/** Forgets a joined signal once what it serves (a response body) is collected. */
+const forgetting =
   typeof FinalizationRegistry === 'function'
     ? new FinalizationRegistry<() => void>((forget) => forget())
     : undefined;
 
+interface Followed {
+  signal: AbortSignal;
+  /** The caller's abort no longer reaches `signal`. */
+  forget(): void;
+}
+
 /**
- * A signal that aborts when `caller` or `own` does. The caller's signal reaches it through a
- * weak reference kept in {@link followers}, dropped once the joined signal is collected: a
- * long-lived caller signal keeps nothing per call. (Node 20's `AbortSignal.any` kept about
- * 100 bytes per call on such a signal, for good: rev10a.)
+ * A signal that aborts when `caller` or `own` does. (Node 20's `AbortSignal.any` kept about
+ * 100 bytes per call on a long-lived caller signal, for good: rev10a.)
  */
-function follow(caller: AbortSignal, own: AbortSignal): AbortSignal {
+function follow(caller: AbortSignal, own: AbortSignal): Followed {
   const joined = new AbortController();
-  (joined.signal as AbortSignal & { [kController]?: AbortController })[kController] = joined;
   if (caller.aborted) {
     joined.abort(caller.reason);
-    return joined.signal;
+    return { signal: joined.signal, forget: () => {} };
   }
   let set = followers.get(caller);
   if (!set) {
-    const created = new Set<WeakRef<AbortController>>();
+    const created = new Set<AbortController>();
     set = created;
     followers.set(caller, created);
     caller.addEventListener(
       'abort',
       () => {
         followers.delete(caller);
-        for (const ref of created) ref.deref()?.abort(caller.reason);
+        const all = [...created];
         created.clear();
+        for (const controller of all) controller.abort(caller.reason);
       },
       { once: true },
     );
   }
-  const ref = new WeakRef(joined);
   const mine = set;
-  mine.add(ref);
-  unfollow?.register(joined.signal, () => mine.delete(ref));
-  own.addEventListener('abort', () => ref.deref()?.abort(own.reason), { once: true });
-  return joined.signal;
+  mine.add(joined);
+  own.addEventListener('abort', () => joined.abort(own.reason), { once: true });
+  return { signal: joined.signal, forget: () => mine.delete(joined) };
 }
 
 /**
@@ -83,10 +87,16 @@ export function boundSignal(caller: AbortSignal | undefined, ms: number, what: s
           );
         }, limit)
       : undefined;
+  const followed = caller ? follow(caller, own.signal) : undefined;
   return {
-    signal: caller ? follow(caller, own.signal) : own.signal,
+    signal: followed ? followed.signal : own.signal,
     expired: () => expired,
-    dispose: () => clearTimeout(timer),
+    dispose: (keepWhile) => {
+      clearTimeout(timer);
+      if (!followed) return;
+      if (keepWhile && forgetting) forgetting.register(keepWhile, followed.forget);
+      else if (!keepWhile) followed.forget();
+    },
   };
 }
 

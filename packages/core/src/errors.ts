@@ -60,16 +60,26 @@ export class IdemError<C extends string = IdemErrorCode> extends Error {
       proto !== null && depth < 64;
       proto = Object.getPrototypeOf(proto), depth++
     ) {
-      if (!named && Object.hasOwn(proto, 'constructor')) {
-        const ctor = (proto as { constructor?: unknown }).constructor;
-        named = typeof ctor === 'function' && ctor.name === asked.name;
-      }
+      if (!named && Object.hasOwn(proto, 'constructor')) named = nameIs(proto, asked.name);
+      // This copy's own IdemError: the native check above already said no (an app's class
+      // of the same name, built on this copy, is not core's).
+      if (proto === IdemError.prototype) return false;
       if (Object.hasOwn(proto, IDEM_ERROR)) return named;
     }
     return false;
   }
 }
 Object.defineProperty(IdemError.prototype, IDEM_ERROR, { value: true });
+
+/** Whether `proto`'s own constructor is a function named `name` (never throws: a hostile getter says no). */
+function nameIs(proto: object, name: string): boolean {
+  try {
+    const ctor = (proto as { constructor?: unknown }).constructor;
+    return typeof ctor === 'function' && ctor.name === name;
+  } catch {
+    return false;
+  }
+}
 
 /** The idempotency key is missing, empty, too long or contains non printable-ASCII characters. */
 export class InvalidKeyError extends IdemError {

@@ -144,3 +144,41 @@ describe('rev10 express + multer: the multipart fingerprint and the parser agree
     expect(charged).toEqual(['1000']);
   });
 });
+
+// rev11: a quoted-pair in the boundary (the review of the rev10 fixes).
+const busboyForm = (amount: string) =>
+  `--a\\bc\r\nContent-Disposition: form-data; name="amount"\r\n\r\n${amount}\r\n--a\\bc--\r\n` +
+  // What idem reads as the form (busboy's epilogue): the same in both requests.
+  `--abc\r\nContent-Disposition: form-data; name="note"\r\n\r\nsame\r\n--abc--\r\n`;
+const type = 'multipart/form-data; boundary="a\\bc"';
+
+describe('rev11 express + multer: a quoted-pair in the boundary', () => {
+  // FIXED (was FINDING HIGH): boundary="a\bc": idem unescaped the quoted-pair (boundary abc)
+  // while busboy/multer keeps the backslash (a\bc); the form multer reads lay in what idem
+  // took for the preamble, so two requests with different amounts got one fingerprint and the
+  // second (amount 5) was answered the first's replay (charged 1000) instead of 422. A
+  // multipart Content-Type with a backslash is now refused (400 problem, nothing run): parsers
+  // read quoted-pairs differently, and RFC 2046 boundaries have no backslash.
+  it('a boundary with a quoted-pair: 400, nothing run, never the other replay', async () => {
+    const { port, charged } = await start();
+    const first = await post(port, 'rev11-qp', type, busboyForm('1000'));
+    expect(first.status).toBe(400);
+    expect(first.text).toContain('backslash');
+    const second = await post(port, 'rev11-qp', type, busboyForm('5'));
+    expect(second.replayed).toBe(false);
+    expect(second.status).toBe(400);
+    expect(charged).toEqual([]);
+  });
+
+  it('held: the same forms with a plain boundary are told apart (201, then 422)', async () => {
+    const { port, charged } = await start();
+    const plainType = 'multipart/form-data; boundary=abc';
+    const form = (amount: string) =>
+      `--abc\r\nContent-Disposition: form-data; name="amount"\r\n\r\n${amount}\r\n--abc--\r\n`;
+    expect((await post(port, 'rev11-plain', plainType, form('1000'))).status).toBe(201);
+    const second = await post(port, 'rev11-plain', plainType, form('5'));
+    expect(second.replayed).toBe(false);
+    expect(second.status).toBe(422);
+    expect(charged).toEqual(['1000']);
+  });
+});

@@ -35,7 +35,10 @@ const isOws = (char: string | undefined): boolean => char === ' ' || char === '\
  * to the next `;` (see below). The media type itself (before the first `;`) is not looked at: it
  * holds no quotes.
  */
-export function contentTypeParameters(contentType: string): Map<string, string[]> | undefined {
+export function contentTypeParameters(
+  contentType: string,
+  how: { spacesAroundEquals?: boolean } = {},
+): Map<string, string[]> | undefined {
   const params = new Map<string, string[]>();
   const text = contentType;
   let i = text.indexOf(';');
@@ -51,9 +54,13 @@ export function contentTypeParameters(contentType: string): Map<string, string[]
     if (i === end || text[i] === ';') continue;
     const nameStart = i;
     while (i < end && isTchar(text[i] as string)) i++;
-    if (i === nameStart || text[i] !== '=') return undefined;
-    const name = text.slice(nameStart, i).toLowerCase();
+    const nameEnd = i;
+    // `charset = utf-8`: not RFC 9110, but body-parser (content-type) reads it so.
+    if (how.spacesAroundEquals) while (isOws(text[i])) i++;
+    if (nameEnd === nameStart || text[i] !== '=') return undefined;
+    const name = text.slice(nameStart, nameEnd).toLowerCase();
     i++;
+    if (how.spacesAroundEquals) while (isOws(text[i])) i++;
     let value = '';
     if (text[i] === '"') {
       i++;

@@ -47,6 +47,14 @@ export function isMultipartFormContentType(contentType: string | null | undefine
  *   more than once (parsers differ on which one they split on: no guess)
  */
 function boundaryOf(contentType: string): string | undefined {
+  // A backslash: a quoted-pair in the boundary, which parsers undo differently (busboy keeps
+  // it, undici and this parser drop it): the app could split on another boundary than this
+  // fingerprint. RFC 2046 boundaries have no backslash either.
+  if (contentType.includes('\\')) {
+    throw new MalformedBodyError(
+      'The Content-Type of the multipart/form-data body has a backslash (a quoted-pair parsers read differently)',
+    );
+  }
   const params = contentTypeParameters(contentType);
   if (!params) {
     throw new MalformedBodyError(

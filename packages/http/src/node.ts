@@ -41,6 +41,9 @@ export async function sendWebResponse(res: ServerResponse, response: Response): 
 
 /** Resolves true once `res` drains, false when it closes first (the client left). */
 function drained(res: ServerResponse): Promise<boolean> {
+  // Gone already (the client left before or during the replay): its 'close' has been emitted
+  // and no 'drain' will come.
+  if (res.destroyed || res.closed || res.writableEnded) return Promise.resolve(false);
   return new Promise<boolean>((resolve) => {
     const drain = () => done(true);
     const close = () => done(false);

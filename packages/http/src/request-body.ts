@@ -70,7 +70,8 @@ const LONE_SURROGATE = /\p{Cs}/u;
  */
 function charsetOf(contentType: string | null | undefined): string | undefined {
   if (!contentType) return undefined;
-  const params = contentTypeParameters(contentType);
+  // The parsers before the middleware (body-parser's content-type) take `charset = utf-8`.
+  const params = contentTypeParameters(contentType, { spacesAroundEquals: true });
   if (!params) throw decodedBodyError('has Content-Type parameters that do not parse');
   const charsets = params.get('charset');
   if (charsets && charsets.length > 1)

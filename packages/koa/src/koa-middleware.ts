@@ -221,19 +221,7 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
     ctx.state.idempotency = decision.recorder.context;
     recordServerResponse(ctx.res, decision.recorder);
     detachEarlyFinishWatch(ctx, warn);
-    try {
-      await next();
-    } catch (error) {
-      // A throw once the head went out: Koa's error handler cannot answer 500 any more and
-      // leaves the response open, so no end (or break) would ever reach the recorder, and the
-      // key would stay in progress until `maxHoldMs`. The execution failed, as a broken
-      // stream does: the key is released so a retry runs again. Koa's error handling still
-      // runs (the error goes on); a throw before the head is answered 500 by Koa, and that
-      // answer is recorded or not by the policy as usual.
-      const res = ctx.res;
-      if (res.headersSent && !res.writableEnded) void decision.recorder.fail(error);
-      throw error;
-    }
+    await next();
   };
 }
 

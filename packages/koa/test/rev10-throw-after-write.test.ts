@@ -67,13 +67,16 @@ async function retryStatus(port: number, key: string): Promise<number | 'no head
 }
 
 describe('rev10 koa: a middleware that throws after writing its head', () => {
-  // FIXED (was FINDING MEDIUM): the error that comes back through the middleware's await next() after the head went out is not handed to the recorder: Koa leaves the response open, the key stays in progress and every retry is 409 until maxHoldMs (1 h by default; measured: still 409 after 8 s with leaseMs 1000, freed at maxHoldMs 4000); fix in koa-middleware.ts: catch around await next() and recorder.fail(error) (or end/destroy the response) when the head was sent
-  it('the failed execution frees its key: a retry soon after runs again, not 409', async () => {
+  // Left open: a fix (release at the throw, rev10c) was merged and reverted: rev11 showed a
+  // response still streaming after the throw then completed while a retry ran the handler
+  // again (test/rev11-throw-while-streaming.test.ts). A wait until maxHoldMs is the safe side.
+  // FINDING (MEDIUM): the error that comes back through the middleware's await next() after the head went out is not handed to the recorder: Koa leaves the response open, the key stays in progress and every retry is 409 until maxHoldMs (1 h by default; measured: still 409 after 8 s with leaseMs 1000, freed at maxHoldMs 4000); fix in koa-middleware.ts: catch around await next() and recorder.fail(error) (or end/destroy the response) when the head was sent
+  it.fails('the failed execution frees its key: a retry soon after runs again, not 409', async () => {
     const { port, runs } = await start(true);
     stayingClient(port, 'throw-after-write');
     await sleep(500);
-    // Observed: 409 in-progress. Tightened: the retry runs the handler again (its head is 200).
-    expect(await retryStatus(port, 'throw-after-write')).toBe(200);
+    // Observed: 409 in-progress.
+    expect(await retryStatus(port, 'throw-after-write')).not.toBe(409);
     expect(runs()).toBe(2);
   });
 

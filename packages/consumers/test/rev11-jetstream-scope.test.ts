@@ -1,0 +1,80 @@
+import { createRedisStore } from '@idem/store-redis';
+import { Redis } from 'ioredis';
+import { AckPolicy, type JsMsg, type NatsConnection } from 'nats';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { consumeJetStream } from '../src/index.js';
+import { connectNats, uniqueName } from './brokers.js';
+
+// rev11: consumeJetStream refuses an ordered / ephemeral consumer without an explicit scope
+// (its name changes at every start). Against a real NATS JetStream: which consumers does the
+// durable_name test accept, and does one it accepts keep its messages' keys across restarts?
+
+let nc: NatsConnection;
+const redis = new Redis(process.env.IDEM_REDIS_URL ?? 'redis://127.0.0.1:6379', {
+  maxRetriesPerRequest: 2,
+});
+const prefix = `${uniqueName('rev11-consumers-js')}:`;
+const createMemoryStore = () => createRedisStore({ client: redis, keyPrefix: prefix });
+const streams: string[] = [];
+beforeAll(async () => {
+  nc = await connectNats();
+});
+afterAll(async () => {
+  const jsm = await nc.jetstreamManager();
+  for (const s of streams) await jsm.streams.delete(s).catch(() => {});
+  await nc.close();
+  const keys = await redis.keys(`${prefix}*`);
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+});
+
+async function stream() {
+  const jsm = await nc.jetstreamManager();
+  const name = uniqueName('rev11js').replace(/-/g, '_');
+  await jsm.streams.add({ name, subjects: [`${name}.>`] });
+  streams.push(name);
+  return { jsm, name, js: nc.jetstream() };
+}
+
+describe('rev11 JetStream consumers and the default scope', () => {
+  it('an ordered consumer without a scope is refused; a durable one is taken', async () => {
+    const { jsm, name, js } = await stream();
+    const ordered = await js.consumers.get(name);
+    await expect(
+      consumeJetStream({
+        consumer: ordered as never,
+        store: createMemoryStore(),
+        handler: async () => 'ok',
+      }),
+    ).rejects.toThrow(/explicit scope/);
+    await jsm.consumers.add(name, { durable_name: 'billing', ack_policy: AckPolicy.Explicit });
+    const durable = await js.consumers.get(name, 'billing');
+    const running = await consumeJetStream({
+      consumer: durable as never,
+      store: createMemoryStore(),
+      handler: async () => 'ok',
+    });
+    await running.stop(2_000);
+  });
+
+  // FINDING (LOW): a named (non-durable) consumer created with a stable `name` (NATS 2.9+ API) is refused without a scope although its name, and so the default scope, is the same at every start
+  it.fails('a consumer with a stable name but no durable_name is taken (its name does not change)', async () => {
+    const { jsm, name, js } = await stream();
+    await jsm.consumers.add(name, {
+      name: 'shipping',
+      ack_policy: AckPolicy.Explicit,
+      inactive_threshold: 60_000_000_000,
+    });
+    const named = await js.consumers.get(name, 'shipping');
+    const seen: string[] = [];
+    const running = await consumeJetStream({
+      consumer: named as never,
+      store: createMemoryStore(),
+      handler: async (m: JsMsg) => {
+        seen.push(m.info.consumer);
+        return 'ok';
+      },
+    });
+    await running.stop(2_000);
+  });
+});
