@@ -63,13 +63,16 @@ export class IdemError<C extends string = IdemErrorCode> extends Error {
       if (!named && Object.hasOwn(proto, 'constructor')) named = nameIs(proto, asked.name);
       // This copy's own IdemError: the native check above already said no (an app's class
       // of the same name, built on this copy, is not core's).
-      if (proto === IdemError.prototype) return false;
+      if (proto === ownPrototype) return false;
       if (Object.hasOwn(proto, IDEM_ERROR)) return named;
     }
     return false;
   }
 }
 Object.defineProperty(IdemError.prototype, IDEM_ERROR, { value: true });
+// Named outside the class: a reference to the class inside its own body makes the bundler
+// rename it (`class _IdemError`), and the class names are what copies are matched by.
+const ownPrototype: object = IdemError.prototype;
 
 /** Whether `proto`'s own constructor is a function named `name` (never throws: a hostile getter says no). */
 function nameIs(proto: object, name: string): boolean {

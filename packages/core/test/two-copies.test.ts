@@ -34,6 +34,12 @@ function errorsOf(copy: typeof esm) {
 describe('errors of another copy of core', () => {
   it('the premise: the two copies have different classes', () => {
     expect(cjs.IdemError).not.toBe(esm.IdemError);
+    // Copies are matched by class name: the build must keep the names as written.
+    for (const copy of [cjs, esm]) {
+      expect(copy.IdemError.name).toBe('IdemError');
+      expect(copy.StoreFullError.name).toBe('StoreFullError');
+      expect(new copy.IdemError('INVALID_INPUT', 'x').name).toBe('IdemError');
+    }
     expect(Object.getPrototypeOf(new cjs.StoreFullError('x'))).not.toBe(
       esm.StoreFullError.prototype,
     );
