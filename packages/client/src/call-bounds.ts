@@ -3,7 +3,7 @@
  */
 
 /** setTimeout cannot wait past 2^31 - 1 ms; a limit that far away is no limit in practice. */
-const MAX_TIMER_MS = 2_147_483_647;
+export const MAX_TIMER_MS = 2_147_483_647;
 
 /** A signal that aborts when the caller's signal does or when a time limit passes. */
 export interface Bound {

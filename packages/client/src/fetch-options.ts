@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from './call-bounds.js';
 import { type ConflictAnswer, isInProgressAnswer } from './in-progress.js';
 import type { ReplayableBody } from './request-body.js';
 import { abortableSleep, type DelaySettings, isRetryableStatus } from './retry-policy.js';
@@ -172,9 +173,6 @@ function positive(name: string, value: number, allowZero = false): number {
   }
   return value;
 }
-
-/** The longest timer Node keeps (about 24.8 days): a longer one fires at once. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** A duration a timer waits for: {@link positive}, and at most {@link MAX_TIMER_MS}. */
 function duration(name: string, value: number, allowZero = false): number {
