@@ -64,7 +64,9 @@ export interface ResponseRecorder {
    * The client went away before the end. The body is still read and recorded when it ends;
    * heartbeats go on while it keeps producing output, and stop once it has been silent for a
    * whole lease, so a handler that stopped writing frees the key within two leases, never
-   * holding it for `maxHoldMs`.
+   * holding it for `maxHoldMs`. Adapters call it too for a response whose handler failed
+   * after its head went out and which nothing ended (Koa leaves it open): whether anything
+   * still writes to it is not known, so it is watched alike.
    */
   clientGone(): void;
   /**

@@ -221,7 +221,17 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
     ctx.state.idempotency = decision.recorder.context;
     recordServerResponse(ctx.res, decision.recorder);
     detachEarlyFinishWatch(ctx, warn);
-    await next();
+    try {
+      await next();
+    } catch (error) {
+      // Past the head, Koa's error handler can answer nothing and leaves the response open,
+      // and something the route started may still write to it and end it (a piped stream):
+      // releasing now could run a retry beside it. The response is watched as one whose
+      // client left: while it stays silent for a whole lease its heartbeats stop, so the key
+      // is free within two leases, and a response that ends after all is still recorded.
+      if (ctx.res.headersSent && !ctx.res.writableEnded) decision.recorder.clientGone();
+      throw error;
+    }
   };
 }
 
