@@ -1,4 +1,5 @@
 import { canonicalJson, digestParts, fingerprint, isIdemError, type JsonValue } from '@idem/core';
+import { contentTypeParameters } from './content-type.js';
 import type { IncomingRequest } from './handler.js';
 import { jsonTextOf } from './json-text.js';
 import { mediaType } from './media-type.js';
@@ -21,8 +22,9 @@ export function fingerprintOf<R>(
   const extras: Record<string, JsonValue> = {};
   if (options?.query ?? true) extras.query = url.search;
   // The same bytes as another media type are another request (a merge patch is not a JSON
-  // patch, a form is not text); parameters such as charset, and case, do not matter.
-  if (body.kind !== 'none') extras['content-type'] = mediaType(request.header('content-type'));
+  // patch, a form is not text), and so are they under another charset (see below).
+  if (body.kind !== 'none')
+    extras['content-type'] = fingerprintedType(request.header('content-type'));
   for (const name of options?.headers ?? [])
     extras[`header:${name.toLowerCase()}`] = request.header(name) ?? null;
   // Without an extras hook there is nothing to wait for: no promise to make.
@@ -39,6 +41,29 @@ export function fingerprintOf<R>(
       extras[`extra:${name}`] = value;
     return digest(method, url, read, extras, options);
   })();
+}
+
+/**
+ * What of a Content-Type is fingerprinted: the media type (lowercase), and the charset when it
+ * names one other than UTF-8 (`text/plain;charset=iso-8859-1`). A parser after the middleware
+ * decodes the same bytes by the charset (`express.text()`, `express.urlencoded()`), so they are
+ * another request under another charset. UTF-8 (however spelled) and no charset add nothing,
+ * so the fingerprints of such requests are those of earlier versions, and a retry across an
+ * upgrade is still replayed. Other parameters (a multipart boundary is in the body) and case do
+ * not matter. A parameter list that does not parse (parsers read it differently) adds itself
+ * as sent; a charset named twice adds both.
+ */
+function fingerprintedType(contentType: string | undefined): string {
+  const type = mediaType(contentType);
+  if (contentType === undefined || contentType.indexOf(';') === -1) return type;
+  // `charset = utf-8` as body-parser reads it.
+  const params = contentTypeParameters(contentType, { spacesAroundEquals: true });
+  if (!params) return `${type};${contentType.slice(contentType.indexOf(';') + 1).trim()}`;
+  const charsets = params.get('charset');
+  if (!charsets) return type;
+  const named = charsets.map((charset) => charset.trim().toLowerCase());
+  if (named.length === 1 && (named[0] === 'utf-8' || named[0] === 'utf8')) return type;
+  return `${type};charset=${named.join(',')}`;
 }
 
 function digest<R>(

@@ -85,6 +85,32 @@ describe('fingerprints and the media type of the body', () => {
     ],
     ['text vs bytes', ['text/plain', 'a=1'], ['application/octet-stream', 'a=1']],
     ['form vs text', ['application/x-www-form-urlencoded', 'a=1'], ['text/plain', 'a=1']],
+    // A parser after the middleware decodes the same bytes by the charset: another request.
+    [
+      'UTF-8 vs ISO-8859-1 text',
+      ['text/plain; charset=utf-8', 'café'],
+      ['text/plain; charset=iso-8859-1', 'café'],
+    ],
+    [
+      'no charset vs ISO-8859-1 form',
+      ['application/x-www-form-urlencoded', 'a=b'],
+      ['application/x-www-form-urlencoded; charset=latin1', 'a=b'],
+    ],
+    [
+      'ISO-8859-1 vs Windows-1252',
+      ['text/plain; charset=iso-8859-1', 'x'],
+      ['text/plain; charset=windows-1252', 'x'],
+    ],
+    [
+      'one charset vs two',
+      ['text/plain; charset=latin1', 'x'],
+      ['text/plain; charset=latin1; charset=utf-8', 'x'],
+    ],
+    [
+      'parameters that parse vs ones that do not',
+      ['text/plain; charset=latin1', 'x'],
+      ['text/plain; charset=latin1; x', 'x'],
+    ],
   ])('the same bytes as %s: 422', async (_name, first, second) => {
     const again = await pair(first, second);
     expect(again.status).toBe(422);
@@ -95,6 +121,24 @@ describe('fingerprints and the media type of the body', () => {
       ['application/json', '{"a":1}'],
       ['Application/JSON ; charset=UTF-8', '{"a":1}'],
     );
+    expect(again.headers[REPLAYED_HEADER]).toBe('true');
+  });
+
+  it.each<[string, string, string]>([
+    ['no charset and utf-8', 'text/plain', 'text/plain;charset=utf-8'],
+    ['utf8, quoted, spaced', 'text/plain; charset=UTF-8', 'text/plain; charset = "utf8"'],
+    [
+      'another charset in another case',
+      'text/plain; charset=ISO-8859-1',
+      'TEXT/plain;Charset="iso-8859-1"',
+    ],
+    [
+      'another parameter',
+      'text/plain; charset=latin1',
+      'text/plain; format=flowed; charset=latin1',
+    ],
+  ])('%s: still a replay', async (_name, first, second) => {
+    const again = await pair([first, 'x'], [second, 'x']);
     expect(again.headers[REPLAYED_HEADER]).toBe('true');
   });
 });
