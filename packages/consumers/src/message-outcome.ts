@@ -63,7 +63,7 @@ export interface ConsumerOptions<TMessage, T> extends ConsumerEngineOptions<T> {
   payload?: ((message: TMessage) => JsonValue | Uint8Array) | false;
   /**
    * What keys are unique within: canonical JSON (else `InvalidInputError` at creation).
-   * @default `['amqp', queue]` / `['nats', stream, durable consumer]` (required for an ordered
+   * @default `['amqp', queue]` / `['nats', stream, durable or named consumer]` (required for an ordered
    * or ephemeral consumer, whose name changes at every start)
    */
   scope?: Scope;

@@ -34,16 +34,38 @@ export interface JetStreamConsumerLike<TMessage extends JsMsgLike> {
    * `consume()` has started), read to tell a durable consumer from an ordered or ephemeral
    * one for the default scope.
    */
-  info?(cached?: boolean): Promise<{ name?: string; config?: { durable_name?: string } }>;
+  info?(cached?: boolean): Promise<{
+    name?: string;
+    config?: { durable_name?: string; name?: string; ack_policy?: string };
+  }>;
+}
+
+/**
+ * Whether a consumer's name is the same at every start, so it may be in the default scope: a
+ * durable consumer, or one the application named (`name`, NATS 2.9+) with acks. Not an
+ * ephemeral one the server named (its config has no `name`), nor an ordered one (nats.js
+ * draws its name at every start; it never acks).
+ */
+function stableName(
+  config: { durable_name?: string; name?: string; ack_policy?: string } | undefined,
+): boolean {
+  if (typeof config?.durable_name === 'string' && config.durable_name !== '') return true;
+  return (
+    typeof config?.name === 'string' &&
+    config.name !== '' &&
+    typeof config.ack_policy === 'string' &&
+    config.ack_policy !== 'none'
+  );
 }
 
 /** Options of {@link consumeJetStream}. */
 export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
   extends ConsumerOptions<TMessage, T> {
   /**
-   * A pull consumer with explicit acks: a durable one (its name is in the default scope), or
-   * an ordered / ephemeral one with an explicit `scope` (its name changes at every start, so
-   * without one it is refused, `InvalidInputError`).
+   * A pull consumer with explicit acks: a durable one or one the application named (`name`:
+   * its name is in the default scope, so it must be the same at every start), or an ordered /
+   * ephemeral one with an explicit `scope` (its name changes at every start, so without one it
+   * is refused, `InvalidInputError`).
    */
   consumer: JetStreamConsumerLike<TMessage>;
   /** Messages processed at once. @default 1 */
@@ -110,7 +132,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   if (rest.scope === undefined && typeof consumer.info === 'function') {
     try {
       const info = await consumer.info(true);
-      durable = typeof info?.config?.durable_name === 'string' && info.config.durable_name !== '';
+      durable = stableName(info?.config);
     } catch (error) {
       messages.stop();
       throw error;
@@ -122,7 +144,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     if (!durable) {
       messages.stop();
       throw new InvalidInputError(
-        "an ordered or ephemeral JetStream consumer needs an explicit scope (its name changes at every start, so the default ['nats', stream, consumer] would run every message again after a restart): pass scope, e.g. ['nats', stream, 'billing']",
+        "an ordered or ephemeral JetStream consumer (no durable_name, no name of the application's) needs an explicit scope (its name changes at every start, so the default ['nats', stream, consumer] would run every message again after a restart): pass scope, e.g. ['nats', stream, 'billing']",
       );
     }
   }

@@ -57,8 +57,8 @@ describe('rev11 JetStream consumers and the default scope', () => {
     await running.stop(2_000);
   });
 
-  // FINDING (LOW): a named (non-durable) consumer created with a stable `name` (NATS 2.9+ API) is refused without a scope although its name, and so the default scope, is the same at every start
-  it.fails('a consumer with a stable name but no durable_name is taken (its name does not change)', async () => {
+  // FIXED (was FINDING LOW): a named (non-durable) consumer created with a stable `name` (NATS 2.9+ API) was refused without a scope although its name, and so the default scope, is the same at every start
+  it('a consumer with a stable name but no durable_name is taken (its name does not change)', async () => {
     const { jsm, name, js } = await stream();
     await jsm.consumers.add(name, {
       name: 'shipping',
@@ -66,6 +66,7 @@ describe('rev11 JetStream consumers and the default scope', () => {
       inactive_threshold: 60_000_000_000,
     });
     const named = await js.consumers.get(name, 'shipping');
+    await js.publish(`${name}.orders`, new TextEncoder().encode('order 1'));
     const seen: string[] = [];
     const running = await consumeJetStream({
       consumer: named as never,
@@ -75,6 +76,23 @@ describe('rev11 JetStream consumers and the default scope', () => {
         return 'ok';
       },
     });
+    const until = Date.now() + 5_000;
+    while (seen.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
     await running.stop(2_000);
+    // Handled under its own name (the default scope ['nats', stream, 'shipping']).
+    expect(seen).toEqual(['shipping']);
+  });
+
+  it('an ephemeral consumer the server named (explicit acks, no name given) is still refused', async () => {
+    const { jsm, name, js } = await stream();
+    const added = await jsm.consumers.add(name, { ack_policy: AckPolicy.Explicit });
+    const ephemeral = await js.consumers.get(name, added.name);
+    await expect(
+      consumeJetStream({
+        consumer: ephemeral as never,
+        store: createMemoryStore(),
+        handler: async () => 'ok',
+      }),
+    ).rejects.toThrow(/explicit scope/);
   });
 });
