@@ -8,6 +8,7 @@ import {
   type IdempotencyHandler,
   peekBody,
   type RequestBody,
+  type ResponseRecorder,
   readBodyLimited,
 } from '@idem/http';
 import type { Context, MiddlewareHandler } from 'hono';
@@ -112,6 +113,20 @@ async function readBody(
   const bytes = new Uint8Array(await c.req.arrayBuffer());
   if (bytes.length > limit) throw new BodyTooLargeError(limit);
   return bodyFromBytes(bytes, contentType);
+}
+
+/** The recorder of each request the middleware runs idempotently (see `failedExecution`). */
+const recorders = new WeakMap<Context, ResponseRecorder>();
+
+/**
+ * The execution of `c` failed although its response may still end normally (a stream
+ * helper's callback threw): its response is not recorded and its key is released, so a
+ * retry runs again. Nothing when the middleware did not run `c` idempotently.
+ * @internal
+ */
+export function failedExecution(c: Context, error: unknown): void {
+  const recorder = recorders.get(c);
+  if (recorder) void recorder.fail(error);
 }
 
 /** What the middleware reads of @hono/node-server's Node response (`c.env.outgoing`). */
@@ -224,6 +239,7 @@ export function idempotency(
         return;
       }
       c.set('idempotency', recorder.context);
+      recorders.set(c, recorder);
       if (peeked.body) offerBodyToHono(c, peeked.body);
       let response: Response;
       try {

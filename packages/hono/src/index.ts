@@ -1,2 +1,3 @@
 export type { HonoIdempotencyOptions, IdempotencyVariables } from './hono-middleware.js';
 export { idempotency } from './hono-middleware.js';
+export { stream, streamSSE, streamText } from './streaming.js';
