@@ -100,6 +100,33 @@ export function boundSignal(caller: AbortSignal | undefined, ms: number, what: s
   };
 }
 
+/** A signal that aborts when the caller's signal or another one does. */
+export interface Joined {
+  signal: AbortSignal;
+  /** As {@link Bound.dispose}: the caller's abort stops reaching `signal` (or once `keepWhile` is collected). */
+  dispose(keepWhile?: object | null): void;
+}
+
+/** Joins the caller's signal (when there is one) and `other`, with no time limit. */
+export function joinSignals(caller: AbortSignal | undefined, other: AbortSignal): Joined {
+  if (!caller) return { signal: other, dispose: () => {} };
+  const followed = follow(caller, other);
+  if (other.aborted && !followed.signal.aborted) {
+    // follow() listens for `other` to abort; one aborted already does not fire again.
+    const joined = new AbortController();
+    joined.abort(other.reason);
+    followed.forget();
+    return { signal: joined.signal, dispose: () => {} };
+  }
+  return {
+    signal: followed.signal,
+    dispose: (keepWhile) => {
+      if (keepWhile && forgetting) forgetting.register(keepWhile, followed.forget);
+      else if (!keepWhile) followed.forget();
+    },
+  };
+}
+
 /**
  * Settles as `promise` does, or rejects with the signal's reason as soon as it aborts (already
  * aborted included). Leaves no listener behind.

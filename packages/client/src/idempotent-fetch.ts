@@ -1,5 +1,5 @@
 import { sendAttempt } from './attempt.js';
-import { boundSignal, raceSignal } from './call-bounds.js';
+import { boundSignal, joinSignals, raceSignal } from './call-bounds.js';
 import { IdemClientError } from './errors.js';
 import {
   type AttemptEvent,
@@ -19,7 +19,12 @@ import {
 import { checkSendable, type PreparedRequest, prepareRequest } from './request-body.js';
 import { assignKey } from './request-key.js';
 import { IDEMPOTENT_METHODS, parseRetryAfter, retryDelay } from './retry-policy.js';
-import { GENERATION_HEADER, isResumableStream, resumableResponse } from './stream-resume.js';
+import {
+  GENERATION_HEADER,
+  isResumableStream,
+  lastEventIdHeader,
+  resumableResponse,
+} from './stream-resume.js';
 
 const infos = new WeakMap<Response, IdempotencyInfo>();
 
@@ -132,18 +137,29 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
       return response;
     return resumableResponse(
       response,
-      (lastEventId, generation) => {
+      async (lastEventId, generation, cancelled) => {
         const headers = new Headers(request.headers);
-        // Empty when no event had an id yet: the stream from its start.
-        headers.set('last-event-id', lastEventId ?? '');
+        // Empty when no event had an id yet: the stream from its start. UTF-8, as EventSource
+        // sends it (a header value is bytes: an id past Latin-1 could not be set as it is).
+        headers.set('last-event-id', lastEventIdHeader(lastEventId ?? ''));
         if (generation !== null) headers.set(GENERATION_HEADER, generation);
-        return idempotentFetch(request.url, {
-          ...request.rest,
-          method: request.method,
-          headers,
-          ...(request.body === undefined ? {} : { body: request.body as BodyInit }),
-          ...(request.signal ? { signal: request.signal } : {}),
-        });
+        // The caller's abort and the body's cancel both end the resume.
+        const joined = joinSignals(request.signal, cancelled);
+        let body: ReadableStream<Uint8Array> | null = null;
+        try {
+          const answer = await idempotentFetch(request.url, {
+            ...request.rest,
+            method: request.method,
+            headers,
+            ...(request.body === undefined ? {} : { body: request.body as BodyInit }),
+            signal: joined.signal,
+          });
+          body = answer.body;
+          return answer;
+        } finally {
+          // The caller's abort reaches the resumed body for as long as it is alive.
+          joined.dispose(body);
+        }
       },
       settings.maxResumes,
       request.signal,

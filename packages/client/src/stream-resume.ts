@@ -10,11 +10,32 @@ export function isResumableStream(response: Response): boolean {
   return response.ok && response.body !== null && type === 'text/event-stream';
 }
 
-/** Sends the resume request: same key, `Last-Event-ID` when one was seen, the generation. @internal */
+/**
+ * Sends the resume request: same key, `Last-Event-ID` when one was seen, the generation. It
+ * must end (its connection closed, no more retries) once `cancelled` aborts: the body was
+ * cancelled. @internal
+ */
 export type ResumeCall = (
   lastEventId: string | undefined,
   generation: string | null,
+  cancelled: AbortSignal,
 ) => Promise<Response>;
+
+/**
+ * The `Last-Event-ID` header value of an event id: its UTF-8 bytes, each one Latin-1
+ * character (a header value is a byte string), as the HTML EventSource sends it. ASCII ids are
+ * unchanged. @internal
+ */
+export function lastEventIdHeader(id: string): string {
+  let ascii = true;
+  for (let i = 0; i < id.length && ascii; i++) ascii = id.charCodeAt(i) < 0x80;
+  if (ascii) return id;
+  let value = '';
+  for (const byte of utf8.encode(id)) value += String.fromCharCode(byte);
+  return value;
+}
+
+const utf8 = new TextEncoder();
 
 /**
  * `response` with a body that survives breaks: when a read fails (the connection dropped),
@@ -23,7 +44,8 @@ export type ResumeCall = (
  * stream, byte for byte. At most `maxResumes` times; then, or when the answer is not the rest
  * of the same generation, the body errors with `STREAM_NOT_RESUMABLE`. A read that fails
  * because the caller's `signal` aborted is the caller's stop, not a break: the body errors
- * with the signal's reason and nothing is resumed.
+ * with the signal's reason and nothing is resumed. Cancelling the body aborts a resume under
+ * way (its connection closed, no retry after) and sends no other.
  * @internal
  */
 export function resumableResponse(
@@ -46,8 +68,10 @@ export function resumableResponse(
   let delivered = 0;
   let skip = 0;
   let resumes = 0;
-  // Set by cancel(): a resume answered after it is cancelled at once (its connection closed).
-  let cancelled: { reason: unknown } | undefined;
+  // Aborted by cancel(): a resume under way is aborted, and one answered after is cancelled at
+  // once (its connection closed); none is sent after.
+  const cancelling = new AbortController();
+  const cancelled = cancelling.signal;
   const body = new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
@@ -58,6 +82,7 @@ export function resumableResponse(
             if (read.done) return controller.close();
             bytes = read.value;
           } catch (error) {
+            if (cancelled.aborted) return;
             if (signal?.aborted) return controller.error(signal.reason);
             if (resumes >= maxResumes)
               return controller.error(
@@ -67,12 +92,13 @@ export function resumableResponse(
             const last = anchors.last;
             let answer: Response;
             try {
-              answer = await resume(last?.id, generation);
+              answer = await resume(last?.id, generation, cancelled);
             } catch (resumeError) {
+              if (cancelled.aborted) return;
               if (signal?.aborted) return controller.error(signal.reason);
               return controller.error(notResumable('the resume failed', resumeError));
             }
-            if (cancelled) {
+            if (cancelled.aborted) {
               answer.body?.cancel(cancelled.reason).catch(() => {});
               return;
             }
@@ -106,9 +132,10 @@ export function resumableResponse(
         }
       },
       cancel(reason) {
-        cancelled = { reason };
+        // A resume under way is aborted (its request, and any retry of it, ends now).
+        cancelling.abort(reason);
         // The current reader: the live one, or the broken one while a resume is under way
-        // (whose answer is then cancelled as it comes).
+        // (whose answer, should one still come, is then cancelled as it comes).
         return reader.cancel(reason).catch(() => {});
       },
     },

@@ -19,6 +19,13 @@ interface Harness {
 
 /** An SSE endpoint behind @idem/http; the first response's connection is cut after `cutAfter` bytes. */
 async function start(events: string[], cutAfter: number): Promise<Harness> {
+  return startRaw(
+    events.map((event) => encoder.encode(event)),
+    cutAfter,
+  );
+}
+
+async function startRaw(events: Uint8Array[], cutAfter: number): Promise<Harness> {
   let executions = 0;
   const handle = withIdempotency(
     async () => {
@@ -27,7 +34,7 @@ async function start(events: string[], cutAfter: number): Promise<Harness> {
       const body = new ReadableStream<Uint8Array>({
         async pull(controller) {
           if (n > 0) await new Promise((resolve) => setTimeout(resolve, 20));
-          controller.enqueue(encoder.encode(events[n++] as string));
+          controller.enqueue(events[n++] as Uint8Array);
           if (n === events.length) controller.close();
         },
       });
@@ -87,6 +94,9 @@ afterEach(async () => {
   for (const harness of harnesses.splice(0)) await harness.close();
 });
 
+/** The header value as the server reads it: the id's UTF-8 bytes, one Latin-1 character each. */
+const wire = (id: string) => Buffer.from(id, 'utf8').toString('latin1');
+
 const eventsWithIds = (ids: string[]) => ids.map((id, i) => `id: ${id}\ndata: part ${i}\n\n`);
 
 async function readThroughCut(ids: string[]): Promise<{ text: string; harness: Harness }> {
@@ -109,10 +119,12 @@ describe('rev10a client: resuming streams whose event ids are not ASCII', () => 
     expect(text).toBe(eventsWithIds(ids).join(''));
     expect(harness.executions()).toBe(1);
     expect(harness.lastEventIds).toHaveLength(2);
+    // Sent as UTF-8 (rev12; before, the one Latin-1 byte of é), and read back so by @idem/http.
+    expect(harness.lastEventIds[1]).toBe(wire('é-3'));
   });
 
-  // FINDING (LOW): an event id with a character past U+00FF (CJK, emoji: any UTF-8 the SSE grammar allows) cannot be put in the Last-Event-ID header (Headers takes ByteStrings): the resume throws before it is sent and the body errors with STREAM_NOT_RESUMABLE instead of resuming.
-  it.fails('ids past Latin-1 (事件-n) resume exactly too, one execution', async () => {
+  // FIXED (was FINDING LOW): an event id with a character past U+00FF (CJK, emoji: any UTF-8 the SSE grammar allows) could not be put in the Last-Event-ID header (Headers takes ByteStrings): the resume threw before it was sent and the body errored with STREAM_NOT_RESUMABLE instead of resuming. The id now goes as its UTF-8 bytes (as EventSource sends it) and @idem/http decodes it so.
+  it('ids past Latin-1 (事件-n) resume exactly too, one execution', async () => {
     const ids = ['事件-1', '事件-2', '事件-3', '事件-4', '事件-5'];
     // Expected: the whole stream, byte for byte, through the cut (Last-Event-ID sent as the
     // id's UTF-8 bytes, as EventSource does, and read back so by @idem/http). Observed: the
@@ -121,5 +133,46 @@ describe('rev10a client: resuming streams whose event ids are not ASCII', () => 
     const { text, harness } = await readThroughCut(ids);
     expect(text).toBe(eventsWithIds(ids).join(''));
     expect(harness.executions()).toBe(1);
+    expect(harness.lastEventIds).toEqual([undefined, wire('事件-3')]);
+  });
+
+  it('ids at the edges (U+0080, U+00FF, astral, U+FFFD, mixed with ASCII) resume exactly, one execution each', async () => {
+    for (const prefix of ['\u0080', '\u00ff', '😀', '\ufffd', 'a\u00e9事😀 b']) {
+      const ids = [1, 2, 3, 4, 5].map((n) => `${prefix}-${n}`);
+      const { text, harness } = await readThroughCut(ids);
+      expect(text).toBe(eventsWithIds(ids).join(''));
+      expect(harness.executions()).toBe(1);
+      expect(harness.lastEventIds).toEqual([undefined, wire(`${prefix}-3`)]);
+    }
+  });
+
+  it('ASCII ids go as they are', async () => {
+    const ids = ['a-1', 'a-2', 'a-3', 'a-4', 'a-5'];
+    const { text, harness } = await readThroughCut(ids);
+    expect(text).toBe(eventsWithIds(ids).join(''));
+    expect(harness.lastEventIds).toEqual([undefined, 'a-3']);
+  });
+
+  it('an id the stream sent as bytes that are not UTF-8 (read as U+FFFD on both sides) resumes exactly', async () => {
+    // 0xff is no UTF-8: the client and @idem/http both read the id with U+FFFD in its place.
+    const raw = [1, 2, 3, 4, 5].map((n) =>
+      Buffer.concat([
+        Buffer.from('id: '),
+        Buffer.from([0xff]),
+        Buffer.from(`-${n}\ndata: ${n}\n\n`),
+      ]),
+    );
+    const events = raw.map((bytes) => bytes.toString('latin1'));
+    const harness = await startRaw(raw, raw.slice(0, 3).reduce((sum, b) => sum + b.length, 0) + 5);
+    harnesses.push(harness);
+    const response = await createIdempotentFetch()(`${harness.url}/v1/stream`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
+    const bytes = Buffer.from(await response.arrayBuffer());
+    expect(bytes.toString('latin1')).toBe(events.join(''));
+    expect(harness.executions()).toBe(1);
+    expect(harness.lastEventIds).toEqual([undefined, wire('\ufffd-3')]);
   });
 });

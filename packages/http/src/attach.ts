@@ -14,7 +14,7 @@ import {
 import { GENERATION_HEADER } from './live-publish.js';
 import { mediaType } from './media-type.js';
 import { prepareReplay, replayedHeaders } from './replay.js';
-import { AnchorSkip } from './sse-resume.js';
+import { AnchorSkip, UNREADABLE_EVENT_ID } from './sse-resume.js';
 
 /** How attached readers are bounded. @internal */
 export interface AttachSettings {
@@ -109,6 +109,11 @@ export async function attachToStream(
         ? new AnchorSkip(lastEventId)
         : undefined;
     const ready: Uint8Array[] = [];
+    // No event carries an id that is not UTF-8: no wait for it to be published.
+    if (skip && lastEventId === UNREADABLE_EVENT_ID) {
+      close();
+      return { kind: 'unknown-event' };
+    }
     if (skip) {
       // Nothing is answered before the named event is found: an unknown id gets a problem,
       // never a stream that the client would splice onto another.

@@ -7,13 +7,14 @@ import { mediaType } from './media-type.js';
 import { type PreparedResponse, respondWith } from './prepared-response.js';
 import { PROBLEM_TYPES } from './problem.js';
 import { prepareReplay } from './replay.js';
-import { chunksAfterEvent, LAST_EVENT_ID_HEADER } from './sse-resume.js';
+import { chunksAfterEvent, LAST_EVENT_ID_HEADER, lastEventIdOf } from './sse-resume.js';
 
 /** Request header with which a caller opts out of attaching (`false`): it gets the 409. */
 export const ATTACH_HEADER = 'idempotent-attach';
 
 /** What a request says about resuming a stream. @internal */
 export interface ResumeHints {
+  /** The id `Last-Event-ID` names, decoded from UTF-8 ({@link lastEventIdOf}). */
   lastEventId: string | undefined;
   /** The generation the caller holds (`Idempotent-Generation`), when it resumes one. */
   generation: string | undefined;
@@ -24,7 +25,8 @@ export interface ResumeHints {
 /** Reads the resume hints of a request. @internal */
 export function resumeHints(header: (name: string) => string | undefined): ResumeHints {
   // Empty: a resume that saw no event id yet, from the start of the stream.
-  const lastEventId = header(LAST_EVENT_ID_HEADER) || undefined;
+  const sent = header(LAST_EVENT_ID_HEADER);
+  const lastEventId = sent ? lastEventIdOf(sent) : undefined;
   const generation = header(GENERATION_HEADER)?.trim();
   const attach = header(ATTACH_HEADER)?.trim().toLowerCase() !== 'false';
   // What almost every request says (nothing): one object for all of them, never changed.

@@ -4,6 +4,41 @@ import { lastEventIdForm, SseAnchors } from '@idem/core';
 export const LAST_EVENT_ID_HEADER = 'last-event-id';
 
 /**
+ * What a `Last-Event-ID` whose bytes are not UTF-8 is read as: an id no event carries (the SSE
+ * grammar drops an id with a NUL, and no header value holds one), so that the resume is
+ * answered as for an unknown id, never from another event. @internal
+ */
+export const UNREADABLE_EVENT_ID = '\u0000';
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * The event id a `Last-Event-ID` header value names. The id is sent as UTF-8 (as EventSource
+ * and `@idem/client` send it), and a header value arrives as a byte string: Node, and Fetch
+ * `Headers` (Hono, the Web handler), give each byte as one Latin-1 character. The bytes are
+ * decoded as UTF-8, so that the id is the one the stream sent; ASCII is unchanged. Bytes that
+ * are not UTF-8 give {@link UNREADABLE_EVENT_ID}. A value with a character past U+00FF is not
+ * a byte string (it was decoded already): it is the id as it is.
+ * @internal
+ */
+export function lastEventIdOf(value: string): string {
+  let ascii = true;
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    if (code > 0xff) return value;
+    if (code >= 0x80) ascii = false;
+  }
+  if (ascii) return value;
+  const bytes = new Uint8Array(value.length);
+  for (let i = 0; i < value.length; i++) bytes[i] = value.charCodeAt(i);
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    return UNREADABLE_EVENT_ID;
+  }
+}
+
+/**
  * Drops the bytes of a server-sent event stream up to and including the event whose `id`
  * field is `lastEventId` (its anchor, see `SseAnchors`); what follows passes unchanged.
  * @internal
