@@ -41,6 +41,7 @@ export type {
 export { makeIdempotent } from './make-idempotent.js';
 export type {
   ContextWithIdempotency,
+  IdempotencyLastMiddleware,
   IdempotencyMiddleware,
   MiddyIdempotencyOptions,
   MiddyRequestLike,
