@@ -46,4 +46,4 @@ export type {
   MiddyIdempotencyOptions,
   MiddyRequestLike,
 } from './middy.js';
-export { idempotency } from './middy.js';
+export { idempotency, idempotentTimeoutResponse } from './middy.js';

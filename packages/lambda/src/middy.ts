@@ -101,6 +101,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
       const invocation: Invocation = {
         execution,
         returned: false,
+        timedOut: false,
         pending: undefined,
         resetGuess: undefined,
         failed: false,
@@ -123,10 +124,16 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
     async after(request) {
       const invocation = invocations.get(request);
       if (!invocation || invocation.decision) return;
+      const { execution } = invocation;
+      if (invocation.timedOut) {
+        // Middy's early timeout answered: the handler may still be running, as for a throw.
+        decideOnError(invocation, false);
+        await invocation.decision;
+        return;
+      }
       // The `after` chain runs once the handler has returned.
       settle(invocation);
       invocation.returned = true;
-      const { execution } = invocation;
       let value: unknown = request.response;
       if (isThenable(value)) {
         // A later `after` stored a promise: Middy answers with its settled value.
@@ -162,7 +169,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
     last: {
       async after(request) {
         const invocation = invocations.get(request);
-        if (!invocation || invocation.failed) return;
+        if (!invocation || invocation.failed || invocation.timedOut) return;
         settle(invocation);
         invocation.returned = true;
       },
@@ -184,6 +191,8 @@ interface Invocation {
    * true it stays true: no later write, deletion or redefinition undoes it.
    */
   returned: boolean;
+  /** Middy wrote a `timeoutEarlyResponse` made by {@link idempotentTimeoutResponse}. */
+  timedOut: boolean;
   /** Writes of `request.response` in the current synchronous run (the last one's value). */
   pending: { count: number; lastUndefined: boolean } | undefined;
   /** What `returned` would be if the last `request.error = undefined` was Middy's catch. */
@@ -319,6 +328,11 @@ function watchRequest(
       return;
     }
     if (invocation.failed) return;
+    if (!invocation.returned && !invocation.pending && takeTimeoutAnswer(value)) {
+      // Middy's early timeout won the race with the handler: not the handler's return.
+      invocation.timedOut = true;
+      return;
+    }
     if (!invocation.pending) {
       invocation.pending = { count: 0, lastUndefined: false };
       queueMicrotask(() => settle(invocation));
@@ -372,6 +386,50 @@ function watchRequest(
 function watched(request: object): boolean {
   const setter = Object.getOwnPropertyDescriptor(request, 'response')?.set;
   return setter !== undefined && responseWatches.has(setter);
+}
+
+/** Answers made by {@link idempotentTimeoutResponse}: objects, and primitives for a moment. */
+const timeoutAnswers = new WeakSet<object>();
+const timeoutPrimitives: unknown[] = [];
+
+/**
+ * Wraps Middy's `timeoutEarlyResponse` when it returns a value (a 504) instead of throwing:
+ * `middy(handler, { timeoutEarlyResponse: idempotentTimeoutResponse(() => ({ statusCode: 504 })) })`.
+ * `idempotency()` then knows that answer is Middy's early timeout, not the handler's return:
+ * the key is released (the handler may still be running), as when the default throws.
+ */
+export function idempotentTimeoutResponse<T>(response: () => T): () => T {
+  checkFunction('response', response);
+  return () => {
+    const value = response();
+    if (isThenable(value)) Promise.resolve(value).then(markTimeoutAnswer, () => {});
+    else markTimeoutAnswer(value);
+    return value;
+  };
+}
+
+function markTimeoutAnswer(value: unknown): void {
+  if ((typeof value === 'object' && value !== null) || typeof value === 'function') {
+    timeoutAnswers.add(value);
+    return;
+  }
+  // A primitive cannot be told apart by identity: it marks the next equal write, in the
+  // microtasks that follow (Middy writes it then), and no later.
+  timeoutPrimitives.push(value);
+  setTimeout(() => {
+    const at = timeoutPrimitives.findIndex((v) => Object.is(v, value));
+    if (at >= 0) timeoutPrimitives.splice(at, 1);
+  }, 0).unref?.();
+}
+
+/** `value` is an answer of {@link idempotentTimeoutResponse} (a primitive is taken once). */
+function takeTimeoutAnswer(value: unknown): boolean {
+  if ((typeof value === 'object' && value !== null) || typeof value === 'function')
+    return timeoutAnswers.has(value);
+  const at = timeoutPrimitives.findIndex((v) => Object.is(v, value));
+  if (at < 0) return false;
+  timeoutPrimitives.splice(at, 1);
+  return true;
 }
 
 /** The handler returned, then a later hook answered early: its value is what is replayed. */

@@ -2,7 +2,7 @@ import { type IdempotencyStore, InProgressError, OutcomeNotRecordedError } from 
 import middy from '@middy/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createMemoryStore } from '../../store-memory/src/index.js';
-import { idempotency } from '../src/index.js';
+import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
 
 // lamrev2: adversarial review of the one-decision-per-invocation Middy middleware (1b76235..bd822d9).
@@ -244,6 +244,9 @@ describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () 
   // execution's signal / Middy's abort signal passed as the handler's 3rd argument is aborted
   // when `after` runs, or context.getRemainingTimeInMillis() <= timeoutEarlyInMillis) and
   // release (or mark not-recorded) instead of recording.
+  // Still open for a bare `timeoutEarlyResponse` (the middleware cannot tell Middy's timeout
+  // answer from the handler's return); fixed when it is wrapped in idempotentTimeoutResponse()
+  // (see the next tests).
   it.fails("timeoutEarly with a value-returning timeoutEarlyResponse: the 504 is not recorded as the key's outcome", async () => {
     for (let i = 0; i < 3; i++) {
       const id = `timeout-value-${i}`;
@@ -262,6 +265,56 @@ describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () 
       // a retry should run (or get a not-recorded error), never replay the timeout as a result
       expect(second).not.toEqual({ statusCode: 504 });
     }
+  });
+
+  // FIXED with the wrapper (was FINDING MEDIUM): the wrapped timeout answer is known as such.
+  it('with idempotentTimeoutResponse: a value-returning timeout answer is not recorded, the key is released', async () => {
+    for (const [k, answer] of [
+      { statusCode: 504 },
+      'timed out',
+      Promise.resolve({ statusCode: 504 }),
+    ].entries()) {
+      for (let i = 0; i < 2; i++) {
+        const id = `timeout-wrapped-${k}-${i}`;
+        let runs = 0;
+        const handler = middy(
+          async (_e: Ev) => {
+            runs += 1;
+            await sleep(runs === 1 ? 400 : 0);
+            return { statusCode: 200 };
+          },
+          {
+            timeoutEarlyInMillis: 150,
+            timeoutEarlyResponse: idempotentTimeoutResponse(() => answer),
+          },
+        ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+        const first = await handler({ id }, fakeContext(300));
+        expect(first).toEqual(await answer);
+        await sleep(400);
+        // released: the retry runs the handler (not a replay of the timeout answer)
+        expect(await handler({ id }, fakeContext(10_000))).toEqual({ statusCode: 200 });
+        expect(runs).toBe(2);
+        expect(await handler({ id }, fakeContext(10_000))).toEqual({ statusCode: 200 });
+        expect(runs).toBe(2);
+      }
+    }
+  });
+
+  it('with idempotentTimeoutResponse: a handler that returns in time is recorded as usual (even an equal value)', async () => {
+    let runs = 0;
+    const handler = middy(
+      async (_e: Ev) => {
+        runs += 1;
+        return 'timed out';
+      },
+      {
+        timeoutEarlyInMillis: 150,
+        timeoutEarlyResponse: idempotentTimeoutResponse(() => 'timed out'),
+      },
+    ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    expect(await handler({ id: 'in-time' }, fakeContext(10_000))).toBe('timed out');
+    expect(await handler({ id: 'in-time' }, fakeContext(10_000))).toBe('timed out');
+    expect(runs).toBe(1);
   });
 
   // FIXED (was FINDING LOW): `after` awaits a thenable response before recording.
