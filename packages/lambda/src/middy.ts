@@ -109,6 +109,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         settled: false,
         answerWaits: false,
         copyOpen: false,
+        rethrow: undefined,
       };
       invocations.set(request, invocation);
       watchRequest(invocations, request, invocation);
@@ -205,6 +206,8 @@ interface Invocation {
   settled: boolean;
   /** Middy copied an early answer to `request.response`: its answer waits for the decision. */
   answerWaits: boolean;
+  /** The answer of an `onError` chain that left `undefined`: Middy's rethrow, once decided. */
+  rethrow: Promise<never> | undefined;
   /** The synchronous run of that copy is still going (the hook that wrote it reads values). */
   copyOpen: boolean;
 }
@@ -303,8 +306,11 @@ const responseWatches = new WeakSet<object>();
  * would not land. Middy returns `request.response` from an async function; after the copy's
  * run, while the decision's write is in flight, reading `request.response` gives a promise of
  * the value, so the invocation answers once the write has landed; then it gives the value
- * again (what `requestEnd` sees). Only in the `onError` chain, where Middy rethrows when
- * `request.response` is `undefined`, an undefined answer is never a promise.
+ * again (what `requestEnd` sees). In the `onError` chain, where Middy rethrows when
+ * `request.response` is `undefined` (an `onError` set `earlyResponse = undefined`), that read
+ * gives a promise rejecting with `request.error` once the write has landed: Middy returns it,
+ * the caller gets the same error. A later `onError` that throws ends the invocation with no
+ * read: only `idem.last` (its `onError` runs first) can wait then.
  */
 function watchRequest(
   invocations: WeakMap<object, Invocation>,
@@ -349,7 +355,13 @@ function watchRequest(
       if (!current(this) || !invocation.answerWaits || invocation.copyOpen) return value;
       if (!invocation.decision) decideEarly(invocation, value);
       if (invocation.settled) return value;
-      if (value === undefined && invocation.failed) return value;
+      if (value === undefined && invocation.failed) {
+        // Middy rethrows `request.error` when the `onError` chain leaves `undefined`: it gets
+        // instead a promise that rejects with it once the write has landed (one promise for
+        // its two reads, `typeof` then `return`).
+        invocation.rethrow ??= rethrowAfter(invocation, this);
+        return invocation.rethrow;
+      }
       return invocation.decision?.then(() => value) ?? value;
     },
     set: setResponse,
@@ -380,6 +392,20 @@ function watchRequest(
       if (reset && pending) invocation.resetGuess = invocation.returned || pending.count >= 2;
     },
   });
+}
+
+/** A promise rejecting with `request.error` once the decision's write has landed. */
+function rethrowAfter(invocation: Invocation, request: object): Promise<never> {
+  const rethrow = (invocation.decision ?? Promise.resolve()).then(
+    () => {
+      throw Reflect.get(request, 'error');
+    },
+    () => {
+      throw Reflect.get(request, 'error');
+    },
+  );
+  rethrow.catch(() => {}); // (Middy adopts it; a read that does not is no unhandled rejection)
+  return rethrow;
 }
 
 /** The watch of `request.response` by an `idempotency()` is still in place. */
