@@ -273,6 +273,9 @@ function decideEarly(invocation: Invocation, value: unknown): void {
   settle(invocation);
   const { execution } = invocation;
   if (invocation.failed) decideOnError(invocation, invocation.returned);
+  // The last step was `response = undefined; error = undefined`: Middy's catch of a thrown
+  // `undefined` (then an `onError` answered early), or a hook clearing both: never a record.
+  else if (invocation.resetGuess !== undefined) decideOnError(invocation, invocation.resetGuess);
   else if (!invocation.returned || execution.finished)
     decide(invocation, execution.finished ? Promise.resolve() : execution.release(), true);
   else recordEarly(invocation, value);
@@ -322,7 +325,6 @@ function watchRequest(
   const setResponse = function (this: object, value: unknown) {
     response.set(this, value);
     if (!current(this)) return;
-    invocation.resetGuess = undefined;
     if (Object.hasOwn(this, 'earlyResponse')) {
       // Middy's copy of an early answer (or a hook's own write after answering early).
       settle(invocation);
@@ -333,6 +335,7 @@ function watchRequest(
       });
       return;
     }
+    invocation.resetGuess = undefined;
     if (invocation.failed) return;
     if (!invocation.returned && !invocation.pending && takeTimeoutAnswer(value)) {
       // Middy's early timeout won the race with the handler: not the handler's return.
@@ -355,6 +358,9 @@ function watchRequest(
       if (!current(this) || !invocation.answerWaits || invocation.copyOpen) return value;
       if (!invocation.decision) decideEarly(invocation, value);
       if (invocation.settled) return value;
+      // (Maybe Middy's catch of a thrown `undefined`: it may rethrow on this read.)
+      if (value === undefined && !invocation.failed && invocation.resetGuess !== undefined)
+        return value;
       if (value === undefined && invocation.failed) {
         // Middy rethrows `request.error` when the `onError` chain leaves `undefined`: it gets
         // instead a promise that rejects with it once the write has landed (one promise for

@@ -715,6 +715,51 @@ describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () 
     expect(runs).toBe(4); // released: the retry ran again
   });
 
+  // Middy's catch of a thrown `undefined` writes `request.error = undefined`, like a middleware
+  // clearing it: the key is still released when nothing returned, and the error still goes out.
+  it('a handler or a later `before` throwing undefined: rejected as without idempotency(), the key released', async () => {
+    let runs = 0;
+    let failBefore = false;
+    const handler = (onErrorEarly: boolean) =>
+      middy(async (_e: Ev) => {
+        runs += 1;
+        if (runs === 1) throw undefined;
+        return 'ok';
+      })
+        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use({
+          before: async () => {
+            if (failBefore) throw undefined;
+          },
+          onError: async (request: Req) => {
+            if (onErrorEarly) request.earlyResponse = undefined;
+          },
+        });
+    for (const onErrorEarly of [false, true]) {
+      const h = handler(onErrorEarly);
+      const id = `throw-undef-${onErrorEarly}`;
+      runs = 0;
+      failBefore = false;
+      const first = await h({ id }, fakeContext(10_000)).then(
+        () => 'resolved',
+        (e: unknown) => ({ rejected: e }),
+      );
+      expect(first).toEqual({ rejected: undefined });
+      expect(await h({ id }, fakeContext(10_000))).toBe('ok');
+      expect(runs).toBe(2);
+      failBefore = true;
+      const id2 = `before-undef-${onErrorEarly}`;
+      const second = await h({ id: id2 }, fakeContext(10_000)).then(
+        () => 'resolved',
+        (e: unknown) => ({ rejected: e }),
+      );
+      expect(second).toEqual({ rejected: undefined });
+      failBefore = false;
+      expect(await h({ id: id2 }, fakeContext(10_000))).toBe('ok');
+      expect(runs).toBe(3);
+    }
+  });
+
   it('held (control for the freeze simulation): handler returned, `after` throws, no other onError: marker lands', async () => {
     for (let i = 0; i < 3; i++) {
       const f = freezable(env.store, 200);
