@@ -41,8 +41,9 @@ export type {
 export { makeIdempotent } from './make-idempotent.js';
 export type {
   ContextWithIdempotency,
+  IdempotencyLastMiddleware,
   IdempotencyMiddleware,
   MiddyIdempotencyOptions,
   MiddyRequestLike,
 } from './middy.js';
-export { idempotency } from './middy.js';
+export { idempotency, idempotentTimeoutResponse } from './middy.js';

@@ -31,6 +31,19 @@ export interface IdempotencyMiddleware<TEvent, TResult, TContext> {
   before: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<TResult | undefined>;
   after: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<void>;
   onError: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<void>;
+  /**
+   * The companion to use LAST in `.use()`: Middy runs its `after` first once the handler has
+   * returned, and its `onError` first when an error is caught, which waits for the decision's
+   * store write (release or not-recorded marker) before any later `onError` can end the
+   * invocation (a rethrow, `earlyResponse = undefined`).
+   */
+  last: IdempotencyLastMiddleware<TEvent, TResult, TContext>;
+}
+
+/** The companion of {@link idempotency} to use last in `.use()` (see `last`). */
+export interface IdempotencyLastMiddleware<TEvent, TResult, TContext> {
+  after: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<void>;
+  onError: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<void>;
 }
 
 /** Options of {@link idempotency}: those of `makeIdempotent` without a custom serializer or policy. */
@@ -52,7 +65,9 @@ export type ContextWithIdempotency<TContext> = TContext & { idempotency?: Idempo
  * so a retry runs again (successes only are recorded; the JSON serializer is used); once the
  * handler has returned, the key is never released: an error in a later `after` leaves a
  * not-recorded marker, an early answer from a later `after` is recorded. Put it first in
- * `.use()` so that the response it records is the one the later middlewares' `after` produced.
+ * `.use()` so that the response it records is the one the later middlewares' `after` produced,
+ * and its `last` companion last (`.use(idem.last)`) so that no later `onError` ends the
+ * invocation before the decision's write has landed.
  */
 export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>(
   options: MiddyIdempotencyOptions<TEvent, TResult, TContext>,
@@ -85,12 +100,16 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
       const { execution } = begun;
       const invocation: Invocation = {
         execution,
-        writes: 0,
+        returned: false,
+        timedOut: false,
+        pending: undefined,
+        resetGuess: undefined,
         failed: false,
         decision: undefined,
         settled: false,
-        early: false,
         answerWaits: false,
+        copyOpen: false,
+        rethrow: undefined,
       };
       invocations.set(request, invocation);
       watchRequest(invocations, request, invocation);
@@ -107,9 +126,31 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
       const invocation = invocations.get(request);
       if (!invocation || invocation.decision) return;
       const { execution } = invocation;
+      if (invocation.timedOut) {
+        // Middy's early timeout answered: the handler may still be running, as for a throw.
+        decideOnError(invocation, false);
+        await invocation.decision;
+        return;
+      }
+      // The `after` chain runs once the handler has returned.
+      settle(invocation);
+      invocation.returned = true;
+      let value: unknown = request.response;
+      if (isThenable(value)) {
+        // A later `after` stored a promise: Middy answers with its settled value.
+        try {
+          value = await value;
+        } catch {
+          // The caller gets the rejection; the handler ran: a retry must not run it again.
+          decide(invocation, execution.completeNotRecorded('not_serializable'), true);
+          await invocation.decision;
+          return;
+        }
+        if (invocation.decision) return; // decided meanwhile (an unusual hook ended the chain)
+      }
       let outcome: StoredOutcome;
       try {
-        outcome = outcomeOf(request.response);
+        outcome = outcomeOf(value);
       } catch (cause) {
         // The handler ran: a marker keeps a retry from running it again.
         decide(invocation, execution.completeNotRecorded('not_serializable'), true);
@@ -123,8 +164,22 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
       const invocation = invocations.get(request);
       if (!invocation) return;
       // Made when Middy set `request.error` (see `watchRequest`), unless that was not seen.
-      if (!invocation.decision) decideOnError(invocation, invocation.writes >= 2);
+      if (!invocation.decision) decideAtCatch(invocation);
       await invocation.decision?.catch(() => {});
+    },
+    last: {
+      async after(request) {
+        const invocation = invocations.get(request);
+        if (!invocation || invocation.failed || invocation.timedOut) return;
+        settle(invocation);
+        invocation.returned = true;
+      },
+      async onError(request) {
+        const invocation = invocations.get(request);
+        if (!invocation) return;
+        if (!invocation.decision) decideAtCatch(invocation);
+        await invocation.decision?.catch(() => {});
+      },
     },
   };
 }
@@ -132,18 +187,36 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
 /** What one `idempotency()` knows of one invocation it acquired the key for. */
 interface Invocation {
   execution: Execution;
-  /** Writes of `request.response` seen before `request.error` was first set. */
-  writes: number;
-  /** `request.error` was set: Middy runs the `onError` chain. */
+  /**
+   * The handler has returned (or something that looks like it: see `watchRequest`). Once
+   * true it stays true: no later write, deletion or redefinition undoes it.
+   */
+  returned: boolean;
+  /** Middy wrote a `timeoutEarlyResponse` made by {@link idempotentTimeoutResponse}. */
+  timedOut: boolean;
+  /** Writes of `request.response` in the current synchronous run (the last one's value). */
+  pending: { count: number; lastUndefined: boolean } | undefined;
+  /** What `returned` would be if the last `request.error = undefined` was Middy's catch. */
+  resetGuess: boolean | undefined;
+  /** Middy caught an error: it runs the `onError` chain. */
   failed: boolean;
   /** The one decision (record, not-recorded marker or release) once made: its store write. */
   decision: Promise<void> | undefined;
   /** The decision's write has settled. */
   settled: boolean;
-  /** `request.earlyResponse` was assigned: a chain ended early. */
-  early: boolean;
-  /** Middy copied the early answer to `request.response`: its answer waits for the write. */
+  /** Middy copied an early answer to `request.response`: its answer waits for the decision. */
   answerWaits: boolean;
+  /** The answer of an `onError` chain that left `undefined`: Middy's rethrow, once decided. */
+  rethrow: Promise<never> | undefined;
+  /** The synchronous run of that copy is still going (the hook that wrote it reads values). */
+  copyOpen: boolean;
+}
+
+/** The pending writes of `request.response` were not Middy's reset: the handler returned. */
+function settle(invocation: Invocation): void {
+  if (!invocation.pending) return;
+  invocation.pending = undefined;
+  invocation.returned = true;
 }
 
 /** Makes the invocation's one decision; `swallow` for the writes whose failure is not the caller's. */
@@ -158,6 +231,19 @@ function decide(invocation: Invocation, write: Promise<void>, swallow: boolean):
       invocation.settled = true;
     },
   );
+}
+
+/**
+ * The decision in an `onError` hook when Middy's catch was not seen (it threw `undefined`, or
+ * a middleware removed the watch of `request.response`).
+ */
+function decideAtCatch(invocation: Invocation): void {
+  settle(invocation);
+  const returned = invocation.failed
+    ? invocation.returned
+    : (invocation.resetGuess ?? invocation.returned);
+  invocation.failed = true;
+  decideOnError(invocation, returned);
 }
 
 /**
@@ -178,33 +264,56 @@ function decideOnError(invocation: Invocation, handlerReturned: boolean): void {
 }
 
 /**
+ * The decision when a chain ended early (Middy copied `request.earlyResponse` to
+ * `request.response`), made when Middy reads that answer to return it. Before the handler
+ * (nothing returned): nothing ran, the key is released. After the handler returned: the key
+ * is never released; the answer, what the caller gets, is recorded and replayed.
+ */
+function decideEarly(invocation: Invocation, value: unknown): void {
+  settle(invocation);
+  const { execution } = invocation;
+  if (invocation.failed) decideOnError(invocation, invocation.returned);
+  // The last step was `response = undefined; error = undefined`: Middy's catch of a thrown
+  // `undefined` (then an `onError` answered early), or a hook clearing both: never a record.
+  else if (invocation.resetGuess !== undefined) decideOnError(invocation, invocation.resetGuess);
+  else if (!invocation.returned || execution.finished)
+    decide(invocation, execution.finished ? Promise.resolve() : execution.release(), true);
+  else recordEarly(invocation, value);
+}
+
+/** Setters of `request.response` installed by any `idempotency()`, to know the watch is on. */
+const responseWatches = new WeakSet<object>();
+
+/**
  * Watches the request the key was acquired for, to make the one decision of the invocation
  * whichever way Middy ends it, and to know whether the handler has returned (Middy tells no
  * middleware; a middleware after this one may end the chain where no hook of this one runs):
  *
  * - `request.response`: Middy writes the handler's result there before the `after` chain (even
- *   `undefined`), and resets it to `undefined` when it catches an error, just before it sets
- *   `request.error`. A write before the error is the handler's return, or that reset.
- * - `request.error`: Middy sets it when it catches an error, then runs `onError`. The decision
- *   is made then (see {@link decideOnError}): with two writes before it, the handler returned.
- * - `request.earlyResponse`: Middy 6 sets it whenever a hook returns a value (in `before`,
- *   `after` or `onError`), or a hook sets it, and ends that chain: no hook of this middleware
- *   may run after it. An inherited setter catches the first assignment (it then defines the own
- *   property Middy checks, holding the value as it is: `undefined` stays `undefined`, so an
- *   `onError` that sets it lets Middy rethrow). Before the handler (no write yet): nothing ran,
- *   the key is released. After the handler returned (`after` chain): the handler ran, so the
- *   key is never released; the early value, what the caller gets, is recorded and replayed
- *   (a value the JSON serializer refuses leaves a not-recorded marker instead). In the
- *   `onError` chain: the decision made when the error was set stands.
+ *   `undefined`), and, when it catches an error, resets it to `undefined` and sets
+ *   `request.error` in the same synchronous run. A write not followed in its run by such an
+ *   error is the handler's return (or a later `before`'s write, taken as one): `returned`
+ *   then holds for the rest of the invocation.
+ * - `request.error`: a write of a value right after a write of `undefined` to
+ *   `request.response` is Middy's catch: the decision is made then (see
+ *   {@link decideOnError}). Any other write (a middleware clearing or noting an error) is not.
+ *   When the watch of `request.response` is gone (deleted or redefined), a value written while
+ *   `request.response` is `undefined` is taken as Middy's catch.
+ * - an early answer: Middy 6 ends a chain when `request.earlyResponse` is an own property
+ *   (however it got there), and copies it to `request.response`; a write of `request.response`
+ *   while `request.earlyResponse` is own is that copy. The decision is made when the answer is
+ *   read after the copy's synchronous run (Middy's `return request.response`), on the value
+ *   read, what the caller gets (see {@link decideEarly}).
  *
  * Lambda freezes the environment once the handler has answered: a write still in flight then
- * would not land. Middy returns `request.response` (copied from `earlyResponse`) from an async
- * function; once Middy has copied an early answer there, while the decision's write is in
- * flight, reading `request.response` gives a promise of the value, so the invocation answers
- * once the write has landed; then it gives the value again (what `requestEnd` sees). Only in the
- * `onError` chain, where Middy rethrows when `request.response` is `undefined`, an undefined
- * answer is never a promise: the error goes out with the write still in flight (a release
- * that does not land leaves the key to its lease, whose heartbeats have stopped).
+ * would not land. Middy returns `request.response` from an async function; after the copy's
+ * run, while the decision's write is in flight, reading `request.response` gives a promise of
+ * the value, so the invocation answers once the write has landed; then it gives the value
+ * again (what `requestEnd` sees). In the `onError` chain, where Middy rethrows when
+ * `request.response` is `undefined` (an `onError` set `earlyResponse = undefined`), that read
+ * gives a promise rejecting with `request.error` once the write has landed: Middy returns it,
+ * the caller gets the same error. A later `onError` that throws ends the invocation with no
+ * read: only `idem.last` (its `onError` runs first) can wait then.
  */
 function watchRequest(
   invocations: WeakMap<object, Invocation>,
@@ -212,44 +321,56 @@ function watchRequest(
   invocation: Invocation,
 ): void {
   const current = (target: object) => invocations.get(target) === invocation;
-  const proto = Object.create(Object.getPrototypeOf(request)) as object;
-  Object.defineProperty(proto, 'earlyResponse', {
-    configurable: true,
-    set(this: object, value: unknown) {
-      if (current(this)) {
-        if (!invocation.decision) {
-          const { execution } = invocation;
-          if (invocation.failed) decideOnError(invocation, invocation.writes >= 2);
-          else if (invocation.writes === 0 || execution.finished)
-            decide(invocation, execution.finished ? Promise.resolve() : execution.release(), true);
-          else recordEarly(invocation, value);
-        }
-        invocation.early = true;
-      }
-      // Up the chain: another such setter (a second `idempotency()`), else an own property.
-      Reflect.set(Object.getPrototypeOf(proto) as object, 'earlyResponse', value, this);
-    },
-  });
-  Object.setPrototypeOf(request, proto);
-
   const response = chainedProperty(request, 'response');
+  const setResponse = function (this: object, value: unknown) {
+    response.set(this, value);
+    if (!current(this)) return;
+    if (Object.hasOwn(this, 'earlyResponse')) {
+      // Middy's copy of an early answer (or a hook's own write after answering early).
+      settle(invocation);
+      invocation.answerWaits = true;
+      invocation.copyOpen = true;
+      queueMicrotask(() => {
+        invocation.copyOpen = false;
+      });
+      return;
+    }
+    invocation.resetGuess = undefined;
+    if (invocation.failed) return;
+    if (!invocation.returned && !invocation.pending && takeTimeoutAnswer(value)) {
+      // Middy's early timeout won the race with the handler: not the handler's return.
+      invocation.timedOut = true;
+      return;
+    }
+    if (!invocation.pending) {
+      invocation.pending = { count: 0, lastUndefined: false };
+      queueMicrotask(() => settle(invocation));
+    }
+    invocation.pending.count += 1;
+    invocation.pending.lastUndefined = value === undefined;
+  };
+  responseWatches.add(setResponse);
   Object.defineProperty(request, 'response', {
     configurable: true,
     enumerable: true,
     get(this: object) {
       const value = response.get(this);
-      if (!current(this) || !invocation.answerWaits || invocation.settled) return value;
-      if (value === undefined && invocation.failed) return value;
+      if (!current(this) || !invocation.answerWaits || invocation.copyOpen) return value;
+      if (!invocation.decision) decideEarly(invocation, value);
+      if (invocation.settled) return value;
+      // (Maybe Middy's catch of a thrown `undefined`: it may rethrow on this read.)
+      if (value === undefined && !invocation.failed && invocation.resetGuess !== undefined)
+        return value;
+      if (value === undefined && invocation.failed) {
+        // Middy rethrows `request.error` when the `onError` chain leaves `undefined`: it gets
+        // instead a promise that rejects with it once the write has landed (one promise for
+        // its two reads, `typeof` then `return`).
+        invocation.rethrow ??= rethrowAfter(invocation, this);
+        return invocation.rethrow;
+      }
       return invocation.decision?.then(() => value) ?? value;
     },
-    set(this: object, value: unknown) {
-      if (current(this)) {
-        if (!invocation.failed) invocation.writes += 1;
-        // Middy's copy of the early answer (a hook that set it and reads on sees its values).
-        if (invocation.early) invocation.answerWaits = true;
-      }
-      response.set(this, value);
-    },
+    set: setResponse,
   });
   const error = chainedProperty(request, 'error');
   Object.defineProperty(request, 'error', {
@@ -261,25 +382,122 @@ function watchRequest(
     set(this: object, value: unknown) {
       error.set(this, value);
       if (!current(this) || invocation.failed) return;
-      invocation.failed = true;
-      if (!invocation.decision) decideOnError(invocation, invocation.writes >= 2);
+      const { pending } = invocation;
+      const reset = pending?.lastUndefined === true;
+      const unwatched =
+        !pending && !watched(this) && Reflect.get(this, 'response', this) === undefined;
+      if (value !== undefined && (reset || unwatched)) {
+        // Middy's catch: its reset of `request.response` was not the handler's return.
+        invocation.pending = undefined;
+        if (pending && pending.count >= 2) invocation.returned = true;
+        invocation.failed = true;
+        if (!invocation.decision) decideOnError(invocation, invocation.returned);
+        return;
+      }
+      // Not Middy's catch, unless it threw `undefined`: `onError` knows (see decideAtCatch).
+      if (reset && pending) invocation.resetGuess = invocation.returned || pending.count >= 2;
     },
   });
 }
 
-/** The handler returned, then a later `after` answered early: its value is what is replayed. */
+/** A promise rejecting with `request.error` once the decision's write has landed. */
+function rethrowAfter(invocation: Invocation, request: object): Promise<never> {
+  const rethrow = (invocation.decision ?? Promise.resolve()).then(
+    () => {
+      throw Reflect.get(request, 'error');
+    },
+    () => {
+      throw Reflect.get(request, 'error');
+    },
+  );
+  rethrow.catch(() => {}); // (Middy adopts it; a read that does not is no unhandled rejection)
+  return rethrow;
+}
+
+/** The watch of `request.response` by an `idempotency()` is still in place. */
+function watched(request: object): boolean {
+  const setter = Object.getOwnPropertyDescriptor(request, 'response')?.set;
+  return setter !== undefined && responseWatches.has(setter);
+}
+
+/** Answers made by {@link idempotentTimeoutResponse}: objects, and primitives for a moment. */
+const timeoutAnswers = new WeakSet<object>();
+const timeoutPrimitives: unknown[] = [];
+
+/**
+ * Wraps Middy's `timeoutEarlyResponse` when it returns a value (a 504) instead of throwing:
+ * `middy(handler, { timeoutEarlyResponse: idempotentTimeoutResponse(() => ({ statusCode: 504 })) })`.
+ * `idempotency()` then knows that answer is Middy's early timeout, not the handler's return:
+ * the key is released (the handler may still be running), as when the default throws.
+ */
+export function idempotentTimeoutResponse<T>(response: () => T): () => T {
+  checkFunction('response', response);
+  return () => {
+    const value = response();
+    if (isThenable(value)) Promise.resolve(value).then(markTimeoutAnswer, () => {});
+    else markTimeoutAnswer(value);
+    return value;
+  };
+}
+
+function markTimeoutAnswer(value: unknown): void {
+  if ((typeof value === 'object' && value !== null) || typeof value === 'function') {
+    timeoutAnswers.add(value);
+    return;
+  }
+  // A primitive cannot be told apart by identity: it marks the next equal write, in the
+  // microtasks that follow (Middy writes it then), and no later.
+  timeoutPrimitives.push(value);
+  setTimeout(() => {
+    const at = timeoutPrimitives.findIndex((v) => Object.is(v, value));
+    if (at >= 0) timeoutPrimitives.splice(at, 1);
+  }, 0).unref?.();
+}
+
+/** `value` is an answer of {@link idempotentTimeoutResponse} (a primitive is taken once). */
+function takeTimeoutAnswer(value: unknown): boolean {
+  if ((typeof value === 'object' && value !== null) || typeof value === 'function')
+    return timeoutAnswers.has(value);
+  const at = timeoutPrimitives.findIndex((v) => Object.is(v, value));
+  if (at < 0) return false;
+  timeoutPrimitives.splice(at, 1);
+  return true;
+}
+
+/** The handler returned, then a later hook answered early: its value is what is replayed. */
 function recordEarly(invocation: Invocation, value: unknown): void {
   const { execution } = invocation;
+  if (isThenable(value)) {
+    // Middy answers with its settled value: that is what is recorded (a rejection: a marker).
+    const write = Promise.resolve(value).then(
+      (settled) => recordValue(execution, settled),
+      () => execution.completeNotRecorded('not_serializable').catch(() => {}),
+    );
+    decide(invocation, write, false);
+    return;
+  }
+  // A failed write fails the invocation (through Middy's answer), as in `after`.
+  decide(invocation, recordValue(execution, value), false);
+}
+
+/** Records `value`; one the JSON serializer refuses leaves a not-recorded marker instead. */
+function recordValue(execution: Execution, value: unknown): Promise<void> {
   let outcome: StoredOutcome;
   try {
     outcome = outcomeOf(value);
   } catch {
     // The caller gets the value; a retry gets `OutcomeNotRecordedError`, never a second run.
-    decide(invocation, execution.completeNotRecorded('not_serializable'), true);
-    return;
+    return execution.completeNotRecorded('not_serializable').catch(() => {});
   }
-  // A failed write fails the invocation (through Middy's answer), as in `after`.
-  decide(invocation, execution.complete(outcome), false);
+  return execution.complete(outcome);
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
+  );
 }
 
 /** Get and set of an own property as it was, a value or another middleware's accessor. */

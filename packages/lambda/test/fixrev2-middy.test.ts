@@ -376,7 +376,7 @@ describe('fixrev2 fixes: early answers and errors around the handler (redis)', (
     }
   });
 
-  it('earlyResponse assigned twice after the handler: decided once, never released', async () => {
+  it('earlyResponse assigned twice after the handler: decided once, never released, replays the answer', async () => {
     let runs = 0;
     const handler = middy(async (_event: Ev) => {
       runs += 1;
@@ -391,8 +391,9 @@ describe('fixrev2 fixes: early answers and errors around the handler (redis)', (
         },
       });
     expect(await handler({ id: 'twice' }, fakeContext(10_000))).toBe('third');
-    // The first assignment made the decision: it is what a retry replays.
-    expect(await handler({ id: 'twice' }, fakeContext(10_000))).toBe('first');
+    // The decision is made on the answer Middy returns (lamrev2): a retry replays what the
+    // caller got (it replayed the first assignment before).
+    expect(await handler({ id: 'twice' }, fakeContext(10_000))).toBe('third');
     expect(runs).toBe(1);
   });
 
