@@ -45,7 +45,7 @@ function raw(port: number, key: string, headerLines: Buffer, body: Buffer) {
     socket.on('error', () => {});
     socket.on('data', (chunk) => {
       text += chunk.toString('latin1');
-      const match = /^HTTP\/1\.1 (\d{3})[^]*?\r\n\r\n/.exec(text);
+      const match = /^HTTP\/1\.1 (\d{3})[\s\S]*?\r\n\r\n/.exec(text);
       if (match) done(Number(match[1]));
     });
     socket.on('close', () => done(0));

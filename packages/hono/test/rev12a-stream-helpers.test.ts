@@ -278,6 +278,48 @@ describe('rev12a @idem/hono stream helpers', () => {
     expect(runs).toBe(2);
   });
 
+  it('a throw before the first await while onError still streams: a duplicate attached to the retry live stream gets the retry bytes only', async () => {
+    let runs = 0;
+    const app = new Hono();
+    app.use(
+      '/work',
+      idempotency({ store: createMemoryStore(), scope: 'global', onWarning: () => {} }),
+    );
+    app.post('/work', (c) => {
+      runs++;
+      const run = runs;
+      return streamSSE(
+        c,
+        async (s) => {
+          if (run === 1) throw new Error('at once');
+          for (const part of ['a', 'b', 'c']) {
+            await s.writeSSE({ data: `run ${run} ${part}` });
+            await s.sleep(150);
+          }
+        },
+        async (_e, s) => {
+          for (const part of ['x', 'y', 'z']) {
+            await s.writeSSE({ data: `failed ${run} ${part}` });
+            await s.sleep(150);
+          }
+        },
+      );
+    });
+    const port = await serveApp(app);
+    const firstP = post(port, 'orphan');
+    await sleep(60);
+    const secondP = post(port, 'orphan');
+    await sleep(120);
+    const attached = await post(port, 'orphan');
+    const [first, second] = await Promise.all([firstP, secondP]);
+    expect(first.text).toContain('data: failed 1 z');
+    const whole = 'data: run 2 a\n\ndata: run 2 b\n\ndata: run 2 c\n\n';
+    expect(second).toMatchObject({ status: 200, replayed: false, text: whole });
+    expect(attached.text).toBe(whole);
+    expect((await post(port, 'orphan')).text).toBe(whole);
+    expect(runs).toBe(2);
+  });
+
   it("the wrappers' types are Hono's", () => {
     expectTypeOf(streamSSE).toEqualTypeOf(honoStreamSSE);
     expectTypeOf(streamText).toEqualTypeOf(honoStreamText);
