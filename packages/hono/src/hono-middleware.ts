@@ -120,13 +120,13 @@ const recorders = new WeakMap<Context, ResponseRecorder>();
 
 /**
  * The execution of `c` failed although its response may still end normally (a stream
- * helper's callback threw): its response is not recorded and its key is released, so a
- * retry runs again. Nothing when the middleware did not run `c` idempotently.
+ * helper's callback threw): its response is not recorded, and its key is released once the
+ * body ends (the helper's `onError` may still write to it or work until then), so a retry
+ * runs again, never beside it. Nothing when the middleware did not run `c` idempotently.
  * @internal
  */
-export function failedExecution(c: Context, error: unknown): void {
-  const recorder = recorders.get(c);
-  if (recorder) void recorder.fail(error);
+export function failedExecution(c: Context): void {
+  recorders.get(c)?.failAtEnd();
 }
 
 /** What the middleware reads of @hono/node-server's Node response (`c.env.outgoing`). */

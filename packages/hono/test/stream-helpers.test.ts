@@ -1,6 +1,6 @@
 import { type ServerType, serve } from '@hono/node-server';
 import { createMemoryStore } from '@idem/store-memory';
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotency, stream, streamSSE, streamText } from '../src/index.js';
 
@@ -29,7 +29,7 @@ async function start(helper: Helper, withOnError: boolean) {
         errors.push(error.message);
       }
     : undefined;
-  const handler = (c: Parameters<Parameters<typeof app.post>[1]>[0]) => {
+  const handler = (c: Context) => {
     runs++;
     const fail = runs === 1;
     if (helper === 'sse')

@@ -70,6 +70,13 @@ export interface ResponseRecorder {
    */
   clientGone(): void;
   /**
+   * The execution failed, but its body may still be written and end normally (a stream
+   * helper that catches the handler's throw and closes the stream): when the body ends, the
+   * key is released instead of the response recorded. Until then nothing changes: the key
+   * stays held (renewed) while anything may still write, so a retry never runs beside it.
+   */
+  failAtEnd(): void;
+  /**
    * Wraps a Web `Response` so its body is recorded while it streams to the caller; the
    * returned body ends (or errors) only after `finish` settled; for a response without a body
    * whose outcome has not landed within `completionWaitMs`, it resolves with a 503
@@ -181,6 +188,8 @@ export function createRecorder(
   let done: Promise<void> | undefined;
   let tee: LiveTee | undefined;
   let stored = false;
+  // The execution failed though its body may end normally (`failAtEnd`): released at the end.
+  let failedAtEnd = false;
   let refused: ReturnType<ResponseRecorder['lateStart']>;
 
   function start(status: number, headers: Headers): boolean {
@@ -255,7 +264,7 @@ export function createRecorder(
         await releaseQuietly();
         throw new Error('ResponseRecorder.start must be called before finish');
       }
-      if (!buffer) return await releaseQuietly();
+      if (!buffer || failedAtEnd) return await releaseQuietly();
       if (buffer.overflowed) return await notRecorded();
       try {
         await execution.complete(buffer.outcome());
@@ -349,6 +358,9 @@ export function createRecorder(
     finish,
     fail,
     clientGone,
+    failAtEnd: () => {
+      failedAtEnd = true;
+    },
     recordResponse: (response, signal) =>
       recordWebResponse(recorder, response, signal, {
         unavailableRetryAfter: settings.unavailableRetryAfter,
