@@ -102,8 +102,8 @@ describe('rev12a express: the charset in the fingerprint', () => {
       expect([spelling, await fingerprintFor(spelling)]).toEqual([spelling, bare]);
   });
 
-  // FINDING (LOW): the commit and its changeset say only a request naming a charset other than UTF-8 changes its stored fingerprint, but a Content-Type whose parameter list does not parse (`text/plain; x`, `text/plain; charset=`), names UTF-8 twice (`charset=utf-8; charset=utf-8`) or an empty quoted charset (`charset=""`, which body-parser decodes as its default UTF-8) now fingerprints differently from before (the raw parameter text or the charset list is added): a retry across the upgrade of such a request gets 422 instead of its replay. Fix: add nothing for a list that does not name `charset` at all, treat a repeated UTF-8 and an empty charset as UTF-8 (none), or list these cases in the changeset and README.
-  it.fails.each([
+  // FIXED (was FINDING LOW; a list that never names charset, UTF-8 named twice and an empty charset add nothing now): the commit and its changeset said only a request naming a charset other than UTF-8 changes its stored fingerprint, but a Content-Type whose parameter list does not parse (`text/plain; x`, `text/plain; charset=`), names UTF-8 twice (`charset=utf-8; charset=utf-8`) or an empty quoted charset (`charset=""`, which body-parser decodes as its default UTF-8) now fingerprints differently from before (the raw parameter text or the charset list is added): a retry across the upgrade of such a request gets 422 instead of its replay. Fix: add nothing for a list that does not name `charset` at all, treat a repeated UTF-8 and an empty charset as UTF-8 (none), or list these cases in the changeset and README.
+  it.each([
     ['an unparsable list without any charset', 'text/plain; x'],
     ['an empty charset', 'text/plain; charset=""'],
     ['UTF-8 named twice', 'text/plain; charset=utf-8; charset=UTF-8'],
@@ -111,6 +111,7 @@ describe('rev12a express: the charset in the fingerprint', () => {
     expect(await fingerprintFor(contentType)).toBe(await fingerprintFor('text/plain'));
   });
 
+  // Left open, documented in @idem/http's README (keep text and form parsers' default charset UTF-8 behind the middleware).
   // FINDING (LOW): with a parser whose default charset is not UTF-8 (body-parser's documented `defaultCharset`, here express.text({ defaultCharset: 'iso-8859-1' })), a request without charset and the same bytes with `charset=utf-8` decode differently (cafÃ© vs café) but share a fingerprint (UTF-8 and none add nothing): the second is replayed the first's outcome instead of 422. Fix: fingerprint an explicit charset (utf-8 included) apart from none when the app says its parsers' default is not UTF-8 (an option), or document that defaultCharset must stay UTF-8 behind idem.
   it.fails('a parser with defaultCharset iso-8859-1: no charset and charset=utf-8 are two requests (422), not a replay', async () => {
     const seen: unknown[] = [];

@@ -47,23 +47,31 @@ export function fingerprintOf<R>(
  * What of a Content-Type is fingerprinted: the media type (lowercase), and the charset when it
  * names one other than UTF-8 (`text/plain;charset=iso-8859-1`). A parser after the middleware
  * decodes the same bytes by the charset (`express.text()`, `express.urlencoded()`), so they are
- * another request under another charset. UTF-8 (however spelled) and no charset add nothing,
- * so the fingerprints of such requests are those of earlier versions, and a retry across an
- * upgrade is still replayed. Other parameters (a multipart boundary is in the body) and case do
- * not matter. A parameter list that does not parse (parsers read it differently) adds itself
- * as sent; a charset named twice adds both.
+ * another request under another charset. A parameter list that never names `charset`, UTF-8
+ * (however spelled, named twice), an empty charset (parsers take their default, UTF-8) and no
+ * charset add nothing, so the fingerprints of such requests are those of earlier versions and
+ * a retry across an upgrade is still replayed. Other parameters (a multipart boundary is in the
+ * body) and case do not matter. A parameter list that names `charset` but does not parse
+ * (parsers read it differently) adds itself as sent; a charset named twice, not both UTF-8,
+ * adds both.
  */
 function fingerprintedType(contentType: string | undefined): string {
   const type = mediaType(contentType);
-  if (contentType === undefined || contentType.indexOf(';') === -1) return type;
+  if (contentType === undefined) return type;
+  const semicolon = contentType.indexOf(';');
+  if (semicolon === -1 || !/charset/i.test(contentType)) return type;
   // `charset = utf-8` as body-parser reads it.
   const params = contentTypeParameters(contentType, { spacesAroundEquals: true });
-  if (!params) return `${type};${contentType.slice(contentType.indexOf(';') + 1).trim()}`;
+  if (!params) return `${type};${contentType.slice(semicolon + 1).trim()}`;
   const charsets = params.get('charset');
   if (!charsets) return type;
-  const named = charsets.map((charset) => charset.trim().toLowerCase());
-  if (named.length === 1 && (named[0] === 'utf-8' || named[0] === 'utf8')) return type;
-  return `${type};charset=${named.join(',')}`;
+  // Parsers take one of a repeated charset (which one differs): UTF-8 named twice is UTF-8, a
+  // list with another charset in it is fingerprinted whole.
+  const named = charsets.map((charset) => {
+    const name = charset.trim().toLowerCase();
+    return name === '' || name === 'utf8' ? 'utf-8' : name;
+  });
+  return named.every((name) => name === 'utf-8') ? type : `${type};charset=${named.join(',')}`;
 }
 
 function digest<R>(
