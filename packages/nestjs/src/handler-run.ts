@@ -180,8 +180,8 @@ export class HandlerRun {
    * Called by a tracked handler with what it returned; answers what Nest gets. A thenable that
    * is not a promise (a query builder that runs its query at each `then()`: Knex, Mongoose)
    * is turned into one promise, once, and that promise is what Nest awaits: following it and
-   * Nest awaiting it must not run it twice. An Observable is followed through `call` (see
-   * {@link HandlerCall.follow}).
+   * Nest awaiting it must not run it twice. An Observable, returned or what the promise
+   * resolves to, is followed through `call` (see {@link HandlerCall.follow}).
    */
   returned(result: unknown, call: HandlerCall): unknown {
     if (
@@ -197,7 +197,9 @@ export class HandlerRun {
         () => release(false),
       );
       call.close();
-      return promise;
+      // An Observable the promise resolves to (an `async` method's) is followed too, from its
+      // subscription on (what the method did before it returned is not watched).
+      return promise.then((value) => (isObservable(value) ? call.follow(value) : value));
     }
     if (isObservable(result)) {
       const followed = call.follow(result);
@@ -353,6 +355,8 @@ class HandlerCall {
 }
 
 const TRACKED = Symbol.for('@idem/nestjs.tracked-handler');
+/** The class of `async` functions: one always returns a promise, the work followed as such. */
+const AsyncFunction = Object.getPrototypeOf(async () => {}).constructor as unknown;
 
 /**
  * A route handler that reports its calls to the {@link HandlerRun} of its request (none
@@ -365,6 +369,9 @@ export function trackedHandler<F extends (...args: never[]) => unknown>(
   key?: PropertyKey,
 ): F {
   if ((handler as { [TRACKED]?: true })[TRACKED]) return handler;
+  // Only a method that may return an Observable has its synchronous part watched (the promise
+  // hooks cost a few microseconds a call): not an `async` one.
+  const mayObserve = !(handler instanceof (AsyncFunction as typeof Function));
   const tracked = function (this: unknown, ...args: never[]) {
     const run = handlerRuns.getStore();
     if (
@@ -377,7 +384,7 @@ export function trackedHandler<F extends (...args: never[]) => unknown>(
     const refused = run.lateStart();
     if (refused) return refused;
     const call = new HandlerCall(run);
-    call.open();
+    if (mayObserve) call.open();
     let result: unknown;
     try {
       result = insideHandler.run(call, () => handler.apply(this, args));
