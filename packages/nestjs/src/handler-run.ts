@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { promiseHooks } from 'node:v8';
+import * as v8 from 'node:v8';
 import type { ResponseRecorder } from '@idem/http';
 import { isObservable, Observable, type Subscription } from 'rxjs';
 
@@ -239,8 +239,15 @@ const hooks = {
     call.unmade();
   },
 };
+/**
+ * V8's promise hooks, where the runtime has them (Node 16.14 and later; read through the
+ * namespace, so that a runtime without them still loads this module: nothing is watched there).
+ */
+const promiseHooks = (v8 as { promiseHooks?: typeof v8.promiseHooks }).promiseHooks;
 function hooksOn(): void {
-  if (watching++ === 0) stopHooks = promiseHooks.createHook(hooks) as () => void;
+  if (watching++ === 0 && typeof promiseHooks?.createHook === 'function') {
+    stopHooks = promiseHooks.createHook(hooks) as () => void;
+  }
 }
 function hooksOff(): void {
   if (--watching > 0) return;
