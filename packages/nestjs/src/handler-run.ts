@@ -1,27 +1,31 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import * as v8 from 'node:v8';
 import type { ResponseRecorder } from '@idem/http';
+import { isObservable, Observable, type Subscription } from 'rxjs';
 
 /**
- * The route handler of one recorded request, as the interceptor sees it: whether it returned
- * a promise that has not settled yet. An interceptor between this one and the handler (Nest's
+ * The route handler of one recorded request, as the interceptor sees it: whether the work of
+ * its calls is still running. An interceptor between this one and the handler (Nest's
  * documented `TimeoutInterceptor`) can answer while the handler still runs; that answer is not
  * the handler's outcome, and releasing the key on it would let a retry run the handler a
  * second time beside the first.
  */
 export class HandlerRun {
   /**
-   * Set while a promise the handler returned has not settled: resolves true when one of them
-   * fulfilled, false when every one rejected. Nest calls the handler once per subscription
-   * (an interceptor between that resubscribes, `retry()`, calls it again while the first
-   * call's work may still run): every call's promise is followed, `pending` lasts until all
-   * settled.
+   * Set while work of a handler call is known to run: a promise the handler returned that has
+   * not settled, or, for an Observable it returned, a subscription of it that has not ended
+   * or a promise made in the call's async context that has not settled (see
+   * {@link HandlerCall}). Resolves true unless every call's outcome was a failure (its promise
+   * rejected, its Observable failed). Nest calls the handler once per subscription (an
+   * interceptor between that resubscribes, `retry()`, calls it again while the first call's
+   * work may still run): every call is followed, `pending` lasts until all of them ended.
    */
   pending: Promise<boolean> | undefined;
   /**
-   * The request was answered by something other than the handler while its promise was
-   * pending: the observable the interceptor subscribed to gave a value or an error (an
-   * interceptor between them timed out), or the interceptor's own subscriber left (one
-   * outside it did).
+   * The request was answered by something other than the handler while its work was pending:
+   * the observable the interceptor subscribed to gave a value or an error that the handler's
+   * own Observable was not giving at that moment (an interceptor between them timed out), or
+   * the interceptor's own subscriber left (one outside it did).
    */
   overtaken = false;
   /**
@@ -31,14 +35,33 @@ export class HandlerRun {
    */
   closed = false;
   /**
+   * The function Nest calls for the request (`context.getHandler()`): a tracked method is
+   * one of the request's calls only when it is that function, or what that function (a
+   * decorator's wrapper above `@Idempotent()`) calls as the same method of the same instance.
+   */
+  handler: unknown;
+  /**
+   * The execution's lease signal (aborted once the key is lost: taken over, lapsed, or
+   * `maxHoldMs` passed), read only when an Observable's work is watched: the watch ends then.
+   */
+  leaseSignal: (() => AbortSignal) | undefined;
+  /**
    * Judges, at the handler's first call, whether it starts too late (see {@link lateStart}):
    * a promise when it must not start, settled once the refusal was answered.
    */
   private judge: (() => Promise<void> | undefined) | undefined;
-  /** Calls whose promise has not settled yet. */
+  /** Units of work held (see {@link hold}) not ended yet. */
   private unsettled = 0;
   private fulfilled = false;
+  private rejected = false;
   private settleAll: ((fulfilled: boolean) => void) | undefined;
+  /** How deep the interceptor is in passing on a notification of the handler's Observable. */
+  private emitting = 0;
+  /** Calls whose async context is watched now. */
+  private readonly watched = new Set<HandlerCall>();
+  /** Set once the outcome was recorded or released, or the lease lost: nothing is watched. */
+  ended = false;
+  private stopOnLeaseLoss: (() => void) | undefined;
 
   /** Sets what judges the handler's start at its first call (see {@link lateStart}). */
   judgeStart(judge: () => Promise<void> | undefined): void {
@@ -63,77 +86,320 @@ export class HandlerRun {
     );
   }
 
+  /** Whether a tracked method called as `self[key]` is the request's handler (see {@link handler}). */
+  calledAs(tracked: unknown, self: unknown, key: PropertyKey | undefined): boolean {
+    if (this.handler === undefined || this.handler === tracked) return true;
+    if (key === undefined || (typeof self !== 'object' && typeof self !== 'function')) return false;
+    return self !== null && (self as Record<PropertyKey, unknown>)[key] === this.handler;
+  }
+
   /** Notes that the request was answered, or given up, now. */
   answered(): void {
-    if (this.pending) this.overtaken = true;
+    if (this.pending && this.emitting === 0) this.overtaken = true;
+  }
+
+  /**
+   * Passes on a notification of the handler's Observable: what the interceptor gets meanwhile
+   * is the handler's answer (see {@link answered}), and what runs downstream (interceptors,
+   * Nest's response) is not the handler's work.
+   */
+  pass(notify: () => void): void {
+    this.emitting++;
+    try {
+      insideHandler.run(undefined, notify);
+    } finally {
+      this.emitting--;
+    }
+  }
+
+  /**
+   * Holds one unit of the handler's work; answers what ends it, with its outcome: true
+   * fulfilled, false failed, undefined neither (work that was only watched).
+   */
+  hold(): (outcome: boolean | undefined) => void {
+    if (this.unsettled++ === 0) {
+      this.fulfilled = false;
+      this.rejected = false;
+      // Made outside any handler's context: a call watching its promises must not wait on it.
+      this.pending = insideHandler.run(
+        undefined,
+        () =>
+          new Promise<boolean>((resolve) => {
+            this.settleAll = resolve;
+          }),
+      );
+    }
+    let done = false;
+    return (outcome) => {
+      if (done) return;
+      done = true;
+      if (outcome === true) this.fulfilled = true;
+      else if (outcome === false) this.rejected = true;
+      if (--this.unsettled > 0) return;
+      // Cleared here, in a callback attached before Nest awaits the promise (or before the
+      // Observable's end is passed on): before Nest sends the handler's own answer.
+      const resolve = this.settleAll;
+      this.pending = undefined;
+      this.settleAll = undefined;
+      resolve?.(this.fulfilled || !this.rejected);
+    };
+  }
+
+  /** Starts watching a call's async context (see {@link HandlerCall}). */
+  watch(call: HandlerCall): void {
+    this.watched.add(call);
+  }
+
+  /** Stops watching a call's async context. */
+  unwatch(call: HandlerCall): void {
+    this.watched.delete(call);
+  }
+
+  /**
+   * A call follows an Observable: its watch ends at the latest when the lease is lost (the
+   * key was given up: a promise that never settles is not watched for ever).
+   */
+  boundByLease(): void {
+    if (this.stopOnLeaseLoss || this.ended || !this.leaseSignal) return;
+    const signal = this.leaseSignal();
+    const stop = () => this.end();
+    this.stopOnLeaseLoss = () => signal.removeEventListener('abort', stop);
+    if (signal.aborted) this.end();
+    else signal.addEventListener('abort', stop, { once: true });
+  }
+
+  /** The outcome was recorded or released, or the lease lost: no call is watched any more. */
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.stopOnLeaseLoss?.();
+    for (const call of [...this.watched]) call.stop();
   }
 
   /**
    * Called by a tracked handler with what it returned; answers what Nest gets. A thenable that
    * is not a promise (a query builder that runs its query at each `then()`: Knex, Mongoose)
    * is turned into one promise, once, and that promise is what Nest awaits: following it and
-   * Nest awaiting it must not run it twice.
+   * Nest awaiting it must not run it twice. An Observable, returned or what the promise
+   * resolves to, is followed through `call` (see {@link HandlerCall.follow}).
    */
-  returned(result: unknown): unknown {
+  returned(result: unknown, call: HandlerCall): unknown {
     if (
-      !(
-        (typeof result === 'object' || typeof result === 'function') &&
-        result !== null &&
-        typeof (result as PromiseLike<unknown>).then === 'function'
-      )
-    )
-      return result;
-    const promise =
-      result instanceof Promise ? result : Promise.resolve(result as PromiseLike<unknown>);
-    if (this.unsettled++ === 0) {
-      this.fulfilled = false;
-      this.pending = new Promise<boolean>((resolve) => {
-        this.settleAll = resolve;
-      });
+      (typeof result === 'object' || typeof result === 'function') &&
+      result !== null &&
+      typeof (result as PromiseLike<unknown>).then === 'function'
+    ) {
+      const promise =
+        result instanceof Promise ? result : Promise.resolve(result as PromiseLike<unknown>);
+      const release = this.hold();
+      promise.then(
+        () => release(true),
+        () => release(false),
+      );
+      call.close();
+      // An Observable the promise resolves to (an `async` method's) is followed too, from its
+      // subscription on (what the method did before it returned is not watched).
+      return promise.then((value) => (isObservable(value) ? call.follow(value) : value));
     }
-    const settled = (fulfilled: boolean) => {
-      if (fulfilled) this.fulfilled = true;
-      if (--this.unsettled > 0) return;
-      // Cleared here, in a callback attached before Nest awaits the promise: before Nest
-      // sends the handler's own answer.
-      const resolve = this.settleAll;
-      this.pending = undefined;
-      this.settleAll = undefined;
-      resolve?.(this.fulfilled);
-    };
-    promise.then(
-      () => settled(true),
-      () => settled(false),
-    );
-    return promise;
+    if (isObservable(result)) {
+      const followed = call.follow(result);
+      call.check();
+      return followed;
+    }
+    call.close();
+    return result;
   }
 }
 
 /**
- * Set while a tracked handler runs (and in what it awaits): a tracked method it calls in turn
- * (a sibling route, `super.method()`) is part of its call, not another call of the route.
+ * Set while a tracked handler runs (and in what it awaits, and in the subscription of an
+ * Observable it returned): a tracked method it calls in turn (a sibling route,
+ * `super.method()`) is part of its call, not another call of the route; a promise made
+ * there is its work, while its call is watched.
  */
-const insideHandler = new AsyncLocalStorage<HandlerRun>();
+const insideHandler = new AsyncLocalStorage<HandlerCall | undefined>();
 
 /** The run of the request whose handler is called in this async context. */
 export const handlerRuns = new AsyncLocalStorage<HandlerRun>();
 
-const TRACKED = Symbol.for('@idem/nestjs.tracked-handler');
+/** Promises made in a watched call's async context and not settled yet, with their call. */
+const watchedPromises = new WeakMap<Promise<unknown>, HandlerCall>();
+/** Calls watched now: V8's promise hooks are on while there is one. */
+let watching = 0;
+let stopHooks: (() => void) | undefined;
+const hooks = {
+  init(promise: Promise<unknown>): void {
+    const call = insideHandler.getStore();
+    if (call?.watching) call.made(promise);
+  },
+  settled(promise: Promise<unknown>): void {
+    const call = watchedPromises.get(promise);
+    if (!call) return;
+    watchedPromises.delete(promise);
+    call.unmade();
+  },
+};
+/**
+ * V8's promise hooks, where the runtime has them (Node 16.14 and later; read through the
+ * namespace, so that a runtime without them still loads this module: nothing is watched there).
+ */
+const promiseHooks = (v8 as { promiseHooks?: typeof v8.promiseHooks }).promiseHooks;
+function hooksOn(): void {
+  if (watching++ === 0 && typeof promiseHooks?.createHook === 'function') {
+    stopHooks = promiseHooks.createHook(hooks) as () => void;
+  }
+}
+function hooksOff(): void {
+  if (--watching > 0) return;
+  const stop = stopHooks;
+  stopHooks = undefined;
+  stop?.();
+}
 
 /**
- * A route handler that reports what it returned to the {@link HandlerRun} of its request
- * (none outside an idempotent request: it is then the handler itself). It carries the
- * original's reflect metadata (route path, method, and every decorator's applied before it)
- * and its name.
+ * One call of a tracked handler for the request. While it runs, and for an Observable it
+ * returns, while its subscription lasts and after, it holds the run (see
+ * {@link HandlerRun.pending}) for its work: the promises made in its async context (the
+ * handler's own code and what it awaits, an `async` function it starts, what the Observable
+ * does when subscribed or torn down), watched with V8's promise hooks (on only while a call
+ * is watched). An Observable torn down by an interceptor (a timeout) stops what its teardown
+ * stops (an `HttpService` request is aborted, its promise rejects); the promise behind
+ * `from(promise)` goes on, and the key stays held until it settled. Work that no promise
+ * stands for (a callback timer, an event listener) is not seen.
  */
-export function trackedHandler<F extends (...args: never[]) => unknown>(handler: F): F {
+class HandlerCall {
+  watching = false;
+  private release: ((outcome: boolean | undefined) => void) | undefined;
+  private promises = 0;
+  private subscriptions = 0;
+  private outcome: boolean | undefined;
+
+  constructor(readonly run: HandlerRun) {}
+
+  /** Holds the run for this call's work and watches its async context. */
+  open(): void {
+    if (this.run.ended) return;
+    this.release ??= this.run.hold();
+    if (this.watching) return;
+    this.watching = true;
+    this.run.watch(this);
+    hooksOn();
+  }
+
+  /** Stops watching (the hold is kept as it is). */
+  stop(): void {
+    if (!this.watching) return;
+    this.watching = false;
+    this.run.unwatch(this);
+    hooksOff();
+  }
+
+  /** The call's work ended (or is followed otherwise): stops watching and ends its hold. */
+  close(): void {
+    this.stop();
+    const release = this.release;
+    this.release = undefined;
+    release?.(this.outcome);
+  }
+
+  /** Ends the hold once nothing of the call's work is known to run. */
+  check(): void {
+    if (this.subscriptions === 0 && this.promises === 0) this.close();
+  }
+
+  /** A promise was made in the call's async context. */
+  made(promise: Promise<unknown>): void {
+    watchedPromises.set(promise, this);
+    this.promises++;
+  }
+
+  /** A promise made in the call's async context settled. */
+  unmade(): void {
+    // Judged after the promise hook: it must neither make nor resolve a promise itself.
+    if (--this.promises === 0) queueMicrotask(() => this.check());
+  }
+
+  /**
+   * The Observable the handler returned, as Nest gets it: subscribed in the call's async
+   * context; each subscription holds the run until it completes (fulfilled), fails (failed)
+   * or is torn down (neither failed nor known to have ended: the answer that went out is
+   * judged as usual), and the promises its subscription and teardown made are watched.
+   */
+  follow(source: Observable<unknown>): Observable<unknown> {
+    this.run.boundByLease();
+    return new Observable<unknown>((subscriber) => {
+      this.subscriptions++;
+      this.open();
+      let ended = false;
+      const end = (outcome: boolean) => {
+        if (ended) return;
+        ended = true;
+        if (outcome) this.outcome = true;
+        else this.outcome ??= false;
+        this.subscriptions--;
+        this.check();
+      };
+      let inner: Subscription | undefined;
+      insideHandler.run(this, () => {
+        inner = source.subscribe({
+          next: (value) => this.run.pass(() => subscriber.next(value)),
+          error: (error: unknown) => {
+            end(false);
+            this.run.pass(() => subscriber.error(error));
+          },
+          complete: () => {
+            end(true);
+            this.run.pass(() => subscriber.complete());
+          },
+        });
+      });
+      return () => {
+        insideHandler.run(this, () => inner?.unsubscribe());
+        end(true);
+      };
+    });
+  }
+}
+
+const TRACKED = Symbol.for('@idem/nestjs.tracked-handler');
+/** The class of `async` functions: one always returns a promise, the work followed as such. */
+const AsyncFunction = Object.getPrototypeOf(async () => {}).constructor as unknown;
+
+/**
+ * A route handler that reports its calls to the {@link HandlerRun} of its request (none
+ * outside an idempotent request: it is then the handler itself). It carries the original's
+ * reflect metadata (route path, method, and every decorator's applied before it) and its
+ * name. `key` is the method's name on its class.
+ */
+export function trackedHandler<F extends (...args: never[]) => unknown>(
+  handler: F,
+  key?: PropertyKey,
+): F {
   if ((handler as { [TRACKED]?: true })[TRACKED]) return handler;
+  // Only a method that may return an Observable has its synchronous part watched (the promise
+  // hooks cost a few microseconds a call): not an `async` one.
+  const mayObserve = !(handler instanceof (AsyncFunction as typeof Function));
   const tracked = function (this: unknown, ...args: never[]) {
     const run = handlerRuns.getStore();
-    if (!run || run.closed || insideHandler.getStore() === run) return handler.apply(this, args);
+    if (
+      !run ||
+      run.closed ||
+      insideHandler.getStore()?.run === run ||
+      !run.calledAs(tracked, this, key)
+    )
+      return handler.apply(this, args);
     const refused = run.lateStart();
     if (refused) return refused;
-    return insideHandler.run(run, () => run.returned(handler.apply(this, args)));
+    const call = new HandlerCall(run);
+    if (mayObserve) call.open();
+    let result: unknown;
+    try {
+      result = insideHandler.run(call, () => handler.apply(this, args));
+    } catch (error) {
+      call.close();
+      throw error;
+    }
+    return run.returned(result, call);
   };
   const reflect = Reflect as unknown as {
     getOwnMetadataKeys?(target: object): unknown[];
@@ -153,10 +419,11 @@ export function trackedHandler<F extends (...args: never[]) => unknown>(handler:
 
 /**
  * The recorder as `recordServerResponse` gets it: a `finish` or `fail` that comes while the
- * handler's promise is still pending and something else answered (see `overtaken`; a handler
+ * handler's work is still pending and something else answered (see `overtaken`; a handler
  * that ends a `@Res()` response itself is recorded as before) lets the answer go out at
- * once, but keeps the key held (its lease renewed) until the handler settled; then the key is
- * released if the handler failed, and otherwise the answer that went out is judged as usual.
+ * once, but keeps the key held (its lease renewed) until the handler's work ended; then the
+ * key is released if the handler failed, and otherwise the answer that went out is judged as
+ * usual. Once the outcome goes to the recorder, the run's watch ends (see {@link HandlerRun.end}).
  */
 export function recorderHeldForHandler(
   recorder: ResponseRecorder,
@@ -164,10 +431,20 @@ export function recorderHeldForHandler(
 ): ResponseRecorder {
   let deferred: Promise<void> | undefined;
   const later = (settle: () => Promise<void>, pending: Promise<boolean>): Promise<void> => {
-    deferred ??= pending.then((fulfilled) =>
-      fulfilled ? settle().catch(() => {}) : recorder.fail(new Error('The handler failed')),
+    // Attached outside the handler's context: a call watching its promises must not wait on it.
+    deferred ??= insideHandler.run(undefined, () =>
+      pending.then((fulfilled) => {
+        run.end();
+        return fulfilled
+          ? settle().catch(() => {})
+          : recorder.fail(new Error('The handler failed'));
+      }),
     );
     return Promise.resolve();
+  };
+  const now = (settle: () => Promise<void>): Promise<void> => {
+    run.end();
+    return settle();
   };
   const held = Object.create(recorder) as ResponseRecorder;
   Object.defineProperties(held, {
@@ -175,14 +452,16 @@ export function recorderHeldForHandler(
       value: () => {
         if (deferred) return Promise.resolve();
         const pending = run.overtaken ? run.pending : undefined;
-        return pending ? later(() => recorder.finish(), pending) : recorder.finish();
+        const settle = () => recorder.finish();
+        return pending ? later(settle, pending) : now(settle);
       },
     },
     fail: {
       value: (error: unknown) => {
         if (deferred) return Promise.resolve();
         const pending = run.overtaken ? run.pending : undefined;
-        return pending ? later(() => recorder.fail(error), pending) : recorder.fail(error);
+        const settle = () => recorder.fail(error);
+        return pending ? later(settle, pending) : now(settle);
       },
     },
   });

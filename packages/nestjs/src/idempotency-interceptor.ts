@@ -195,7 +195,15 @@ export class IdempotencyInterceptor implements NestInterceptor {
       // bounded wait (`wait`) at once, and a decision that comes after it is dropped.
       const teardown = new AbortController();
       let handlerRun: HandlerRun | undefined;
-      this.#run(route, operation, request, response, next, teardown.signal).then(
+      this.#run(
+        route,
+        operation,
+        request,
+        response,
+        next,
+        teardown.signal,
+        context.getHandler(),
+      ).then(
         ({ result, res, run }) => {
           if (subscriber.closed) return;
           handlerRun = run;
@@ -263,6 +271,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     response: PlatformResponse,
     next: CallHandler,
     signal: AbortSignal,
+    handler: unknown,
   ): Promise<{ result: Observable<unknown>; res?: ServerResponse; run?: HandlerRun }> {
     const raw: IncomingMessage = request.raw ?? (request as unknown as IncomingMessage);
     let decision = await this.service.handlerFor(route).begin({
@@ -301,12 +310,15 @@ export class IdempotencyInterceptor implements NestInterceptor {
       return { result: NEVER };
     }
     request.idempotency = decision.recorder.context;
-    // The handler (tracked by `@Idempotent()`) reports its promise to `run`, through the
-    // async context it is called in: an answer sent while it is still pending (an interceptor
-    // between this one and the handler timed out) goes out, but the key stays held until the
-    // handler settled.
+    // The handler (tracked by `@Idempotent()`) reports its calls to `run`, through the async
+    // context it is called in: an answer sent while a call's work is still pending (an
+    // interceptor between this one and the handler timed out) goes out, but the key stays
+    // held until that work ended.
     const run = new HandlerRun();
     const { recorder } = decision;
+    // Only calls of the function Nest calls for the route are the request's (see `calledAs`).
+    run.handler = handler;
+    run.leaseSignal = () => recorder.context.signal;
     // Judged again where Nest calls the handler (a tracked one, `@Idempotent()`'s).
     run.judgeStart(() =>
       recorder.lateStart()?.then((refusal) => {

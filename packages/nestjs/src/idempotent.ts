@@ -34,7 +34,7 @@ function trackRoutes(target: abstract new (...args: never[]) => unknown): void {
       if (!reflect.hasOwnMetadata(METHOD_METADATA, method)) continue;
       Object.defineProperty(prototype, name, {
         ...descriptor,
-        value: trackedHandler(method as (...args: never[]) => unknown),
+        value: trackedHandler(method as (...args: never[]) => unknown, name),
       });
     }
   }
@@ -55,7 +55,10 @@ export function Idempotent(
   return ((target: object, key?: string | symbol, descriptor?: PropertyDescriptor) => {
     if (descriptor) {
       if (options !== false && typeof descriptor.value === 'function') {
-        descriptor.value = trackedHandler(descriptor.value as (...args: never[]) => unknown);
+        descriptor.value = trackedHandler(
+          descriptor.value as (...args: never[]) => unknown,
+          key as string | symbol,
+        );
       }
       return mark(target, key as string | symbol, descriptor);
     }
