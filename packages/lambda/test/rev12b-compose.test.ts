@@ -333,8 +333,8 @@ describe('rev12b: compositions and failures (redis)', () => {
     let runs = 0;
     const handler = middy((_e: Ev) => {
       runs += 1;
-      // biome-ignore lint/suspicious/noThenProperty: a thenable on purpose
       return {
+        // biome-ignore lint/suspicious/noThenProperty: a thenable on purpose
         then: (res: (v: unknown) => void) => setTimeout(() => res({ v: runs }), 5),
       } as never;
     }).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
@@ -391,7 +391,10 @@ describe('rev12b: compositions and failures (redis)', () => {
   // check `Object.isExtensible` / configurability in `before` and throw a typed configuration
   // error BEFORE acquiring the key (or fall back to hooks-only decisions), and document it.
   it.fails('a sealed request (plugin requestStart): the handler answers as with Middy alone', async () => {
-    const plugin = { requestStart: (request: object) => Object.seal(request) };
+    // (Middy's types give requestStart no argument; it is called with the request)
+    const plugin = {
+      requestStart: ((request: object) => Object.seal(request)) as unknown as () => void,
+    };
     const plain = middy(async () => 'v', plugin);
     expect(await plain({ id: 's' }, fakeContext(10_000))).toBe('v');
     const handler = middy(async () => 'v', plugin).use(
@@ -406,9 +409,9 @@ describe('rev12b: compositions and failures (redis)', () => {
       runs += 1;
       return 'v';
     };
-    const sealed = middy(base, { requestStart: (r: object) => Object.seal(r) }).use(
-      idempotency({ store: env.store, key: (e: Ev) => e.id }),
-    );
+    const sealed = middy(base, {
+      requestStart: ((r: object) => Object.seal(r)) as unknown as () => void,
+    }).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
     await expect(sealed({ id: 'sealed-2' }, fakeContext(10_000))).rejects.toThrow(TypeError);
     const open = middy(base).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
     expect(await open({ id: 'sealed-2' }, fakeContext(10_000))).toBe('v');
