@@ -1,5 +1,5 @@
 import type { IdempotencyStore } from '@idem/core';
-import middy from '@middy/core';
+import middy, { type MiddlewareObj } from '@middy/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
@@ -245,13 +245,13 @@ describe('rev12b: idem.last, freeze, timeouts (redis)', () => {
     };
     for (const [name, { handler, mw }] of Object.entries(paths)) {
       const alone = await settle(
-        middy(handler).use(mw as never)({ id: name }, fakeContext(10_000)),
+        middy(handler).use(mw as MiddlewareObj)({ id: name }, fakeContext(10_000)),
       );
       const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
       const withIdem = await settle(
         middy(handler)
           .use(idem)
-          .use(mw as never)
+          .use(mw as MiddlewareObj)
           .use(idem.last)({ id: name }, fakeContext(10_000)),
       );
       expect({ name, ...withIdem }).toEqual({ name, ...alone });
