@@ -143,7 +143,8 @@ describe('rev12b: the watch of request.response / request.error (redis)', () => 
     expect(runs).toBe(1);
   });
 
-  // FINDING (MEDIUM): a middleware used after idempotency() (the documented order) whose
+  // FINDING (LOW; documented in the README as a limitation, but it contradicts the table row
+  // "the handler throws: released" and Middy alone): a middleware used after idempotency() (the documented order) whose
   // `before` initialises `request.response` (a default `{ headers: {} }` that the handler's
   // return later replaces) makes the watch take that write as "the handler returned" (sticky).
   // When the handler then THROWS (a transient error), the key gets a not-recorded marker
@@ -200,7 +201,8 @@ describe('rev12b: the watch of request.response / request.error (redis)', () => 
     expect(runs).toBe(1);
   });
 
-  // FINDING (LOW): the handler throws `undefined` (rare, but the lamrev2 guard exists for it),
+  // FINDING (LOW; the README documents this "looks like a return" for an onError writing
+  // request.response without idem.last): the handler throws `undefined` (rare, but the lamrev2 guard exists for it),
   // and an `onError` error handler in the classic Middy style writes `request.response = 500`
   // (no earlyResponse): that write clears `resetGuess` and is taken as the handler's return,
   // so idempotency()'s `onError` leaves a not-recorded marker instead of releasing: every
@@ -246,7 +248,8 @@ describe('rev12b: the watch of request.response / request.error (redis)', () => 
     expect(runs).toBe(2);
   });
 
-  // FINDING (LOW): a `before` hook that answers early and writes request.response itself
+  // FINDING (LOW; the README says such a read "may get the promise", not that the decoration is
+  // silently lost): a `before` hook that answers early and writes request.response itself
   // (`request.response = request.earlyResponse = cached`), then awaits (a metrics call) and
   // decorates `request.response`: with a slow store write, that later read gives a PROMISE
   // (the release in flight), so `request.response.headers` is undefined and the hook throws a
