@@ -446,6 +446,72 @@ describe('rev12b: compositions and failures (redis)', () => {
     expect(await open({ id: 'frozen' }, fakeContext(10_000))).toBe('v');
     expect(runs).toBe(1);
   });
+
+  it('held: a store whose release / complete THROW synchronously: the caller gets the handler error (release) or a store error (record), never a hang', async () => {
+    const syncThrow = new Proxy(env.store, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver);
+        if (prop === 'release' || prop === 'complete')
+          return () => {
+            throw new Error(`sync ${String(prop)}`);
+          };
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    let runs = 0;
+    const handler = middy(async (e: Ev) => {
+      runs += 1;
+      if (e.id.startsWith('t')) throw new Error('handler error');
+      return 'v';
+    })
+      .use(idempotency({ store: syncThrow, key: (e: Ev) => e.id, storeTimeoutMs: 300 }))
+      .use({
+        onError: async (request: Req) => {
+          if (request.event.id.endsWith('u')) request.earlyResponse = undefined;
+        },
+      });
+    for (const id of ['t1', 't2u']) {
+      await expect(handler({ id }, fakeContext(10_000))).rejects.toThrow('handler error');
+    }
+    const rec = await settle(handler({ id: 'r1' }, fakeContext(10_000)));
+    expect(rec).toHaveProperty('error');
+    expect(runs).toBe(3);
+  });
+
+  it('held: many reads of request.response (hooks and a requestEnd plugin) with slow writes see values, never promises', async () => {
+    const store = faulty(env.store, 80);
+    const seen: unknown[] = [];
+    const plugin = {
+      requestEnd: ((request: Req) => {
+        for (let i = 0; i < 5; i++) seen.push(request.response);
+      }) as unknown as () => void,
+    };
+    for (const path of ['before-early', 'after-early', 'plain', 'onError-early']) {
+      seen.length = 0;
+      const handler = middy(async (e: Ev) => {
+        if (e.id.startsWith('onError')) throw new Error('h');
+        return { from: 'handler' };
+      }, plugin)
+        .use(idempotency({ store, key: (e: Ev) => e.id }))
+        .use({
+          before: async (request: Req) => {
+            if (request.event.id.startsWith('before')) return { from: 'before' };
+          },
+          after: async (request: Req) => {
+            for (let i = 0; i < 5; i++) seen.push(request.response);
+            if (request.event.id.startsWith('after')) return { from: 'after' };
+          },
+          onError: async () => ({ from: 'onError' }),
+        });
+      const got = await handler({ id: path }, fakeContext(10_000));
+      expect(got).toEqual({
+        from: path.split('-')[0] === 'plain' ? 'handler' : path.split('-')[0],
+      });
+      for (const v of seen)
+        expect(v).toEqual(expect.objectContaining({ from: expect.any(String) }));
+      expect(seen.some((v) => v instanceof Promise)).toBe(false);
+    }
+  });
 });
 
 describe('rev12b: the memory store', () => {
