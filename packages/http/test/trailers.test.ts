@@ -433,7 +433,7 @@ describe('trailers on node:http', () => {
     const idem = createIdempotencyHandler({ store: createMemoryStore(), scope: 'global' });
     const begin = () =>
       idem.begin({
-        native: {},
+        native: {} as Request,
         method: 'POST',
         url: 'http://localhost/',
         header: (name) => (name.toLowerCase() === 'idempotency-key' ? '"k"' : undefined),
@@ -469,7 +469,7 @@ describe('trailers on node:http2 (compat response)', () => {
     });
     const server: Http2Server = http2CreateServer(async (req, res) => {
       const decision = await idem.begin({
-        native: req,
+        native: req as unknown as Request,
         method: req.method ?? 'GET',
         url: requestUrl(req.url ?? '/'),
         header: (name) => req.headers[name.toLowerCase()] as string | undefined,
