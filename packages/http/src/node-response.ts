@@ -344,13 +344,17 @@ class NodeHeadSource implements ResponseHeadSource {
   }
 }
 
+const NO_FIELDS: readonly [string, string][] = [];
+
 /**
  * The trailer fields Node sends after the body of `res` (`addTrailers`), as name, value pairs
  * in order, read when the app ends it. HTTP/1.1 sends them only with chunked framing (not to
  * an HTTP/1.0 client, nor after a `Content-Length`): none then, as the first client got none.
  * HTTP/2's compat response sends them at the end of its stream.
  */
-function sentTrailers(res: ServerResponse, http2: boolean): [string, string][] {
+function sentTrailers(res: ServerResponse, http2: boolean): readonly [string, string][] {
+  // The usual case first, with nothing made: no trailers over HTTP/1.1.
+  if (!http2 && !(res as ServerResponse & { _trailer?: unknown })._trailer) return NO_FIELDS;
   const fields: [string, string][] = [];
   if (http2) {
     for (const symbol of Object.getOwnPropertySymbols(res)) {
