@@ -170,7 +170,7 @@ function sendPrepared(
  * Whether `res` can send trailers: not to a HEAD request (no body, no trailer section), and
  * over HTTP/1.x only with chunked framing, which Node does not use for an HTTP/1.0 client
  * (unless it sent `TE: chunked`): Node refuses a `Trailer` header then, and the replay goes
- * without its trailers, Content-Length framed, as it did before they were recorded.
+ * without its trailers, framed as it was before trailers were recorded.
  */
 function carriesTrailers(res: ServerResponse, http2: boolean): boolean {
   if (http2) return (res as ServerResponse & { req?: { method?: string } }).req?.method !== 'HEAD';

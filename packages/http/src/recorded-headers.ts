@@ -50,11 +50,6 @@ export function resolveRecordedHeaders(names: readonly string[] | undefined): Re
   return new Set(list);
 }
 
-/** Whether `name` (lowercase) is a field never recorded or replayed, as a header or a trailer. */
-export function neverRecorded(name: string): boolean {
-  return NEVER_RECORDED.has(name);
-}
-
 /**
  * The names a response's `Trailer` header declares (lowercase, each once), from its value
  * (null: none). Items that are no field name are skipped.
@@ -88,7 +83,7 @@ const NEVER_TRAILERS = new Set([
 
 /**
  * The trailer fields of a response that are recorded: the ones its `Trailer` header declared
- * (`declared`), never a field of {@link neverRecorded} nor one a trailer cannot carry (see
+ * (`declared`), never a field that is never recorded (`NEVER_RECORDED`) nor one a trailer cannot carry (see
  * `NEVER_TRAILERS`). Answers the recorded pairs as a `Headers` iterates them (lowercase names,
  * each once, values of a repeated name joined by `, `, sorted) and the names left out.
  */
