@@ -60,14 +60,17 @@ describe('rev10 express: trailers', () => {
     expect(runs()).toBe(1);
   });
 
-  // FINDING (LOW): trailers (res.addTrailers) are neither recorded nor refused: the first client gets "X-Checksum: sha-abc", every replay the body alone (Content-Length framed, no Trailer), silently; expected the trailer replayed (allowlisted like a header) or the response marked/not recorded
-  it.fails('the replay carries the trailer the first client got', async () => {
+  // FIXED (was FINDING LOW): trailers (res.addTrailers) were neither recorded nor refused: the first client got "X-Checksum: sha-abc", every replay the body alone (Content-Length framed, no Trailer), silently. The trailer fields the response's Trailer header declares are now recorded and replayed (chunked, named in a Trailer header, sent after the body).
+  it('the replay carries the trailer the first client got', async () => {
     const { port, runs } = await start();
     await raw(port, 'trailer-replay');
     const replay = await raw(port, 'trailer-replay');
     expect(replay).toContain('idempotent-replayed: true');
-    // Observed: "...Content-Length: 3\r\n\r\nabc", no X-Checksum anywhere.
-    expect(replay).toMatch(/x-checksum: sha-abc/i);
+    expect(replay).toMatch(/\r\ntrailer: x-checksum\r\n/i);
+    expect(replay).toMatch(/\r\ntransfer-encoding: chunked\r\n/i);
+    expect(replay).not.toMatch(/content-length/i);
+    // The body, then the trailer section, as the first client got them.
+    expect(replay).toMatch(/\r\n\r\n3\r\nabc\r\n0\r\nx-checksum: sha-abc\r\n\r\n$/i);
     expect(runs()).toBe(1);
   });
 });

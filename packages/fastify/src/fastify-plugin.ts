@@ -8,7 +8,12 @@ import {
   type IdempotencyHandler,
   PROBLEM_TYPES,
 } from '@idem/http';
-import { decisionStatus, recordServerResponse, wholeDecisionResponse } from '@idem/http/node';
+import {
+  decisionStatus,
+  decisionTrailers,
+  recordServerResponse,
+  wholeDecisionResponse,
+} from '@idem/http/node';
 import type {
   FastifyPluginCallback,
   FastifyReply,
@@ -248,6 +253,7 @@ function answer(
       if (whole.reason !== undefined && !http2Stream(request))
         reply.raw.statusMessage = whole.reason;
       for (const [name, value] of whole.headers) reply.header(name, value);
+      replayTrailers(request, reply, whole.trailers);
       reply.send(whole.body);
       return;
     }
@@ -255,6 +261,8 @@ function answer(
     const { statusText } = decision.response;
     if (statusText !== '' && !http2Stream(request)) reply.raw.statusMessage = statusText;
     for (const [name, value] of decision.response.headers) reply.header(name, value);
+    // A Web `Response` carries no trailers: Fastify sends the recorded ones after its body.
+    replayTrailers(request, reply, decisionTrailers(decision));
     reply.send(decision.response);
     return;
   }
@@ -273,6 +281,29 @@ function answer(
   // streams, Response objects) ends up there, written chunk by chunk.
   recordServerResponse(reply.raw, decision.recorder);
   done();
+}
+
+/**
+ * The recorded trailer fields of a replay, sent after its body with Fastify's `reply.trailer`
+ * (it names them in a `Trailer` header and frames the body chunked). Not to a HEAD request,
+ * nor to an HTTP/1.0 client that did not ask for chunked framing (`TE: chunked`): those get
+ * the body alone, as Node sends a response's trailers to neither.
+ */
+function replayTrailers(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  trailers: readonly (readonly [string, string])[] | undefined,
+): void {
+  if (!trailers || trailers.length === 0 || request.raw.method === 'HEAD') return;
+  const raw = reply.raw as { useChunkedEncodingByDefault?: boolean };
+  if (!http2Stream(request) && raw.useChunkedEncodingByDefault === false) return;
+  for (const [name, value] of trailers) {
+    try {
+      reply.trailer(name, async () => value);
+    } catch {
+      // A name Fastify refuses as a trailer (never recorded as one by @idem/http).
+    }
+  }
 }
 
 /**

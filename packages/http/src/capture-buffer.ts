@@ -23,7 +23,7 @@ export class CaptureBuffer {
    */
   private metaBytes: number | undefined;
   /** At least `metaBytes`, found without writing the JSON (see {@link jsonBound}). */
-  private readonly metaBound: number;
+  private metaBound: number;
   /** True once the outcome passed the limit: nothing is held any more. */
   overflowed = false;
 
@@ -33,7 +33,7 @@ export class CaptureBuffer {
    */
   constructor(
     private readonly limit: number,
-    private readonly meta: StoredOutcome['meta'],
+    private meta: StoredOutcome['meta'],
   ) {
     // encodeOutcome: 4 bytes of magic, 4 of metadata length, the metadata JSON, the body.
     this.metaBound = jsonBound(meta, 0);
@@ -66,6 +66,23 @@ export class CaptureBuffer {
       this.bytes = grow(this.bytes, used + chunk.length, this.limit);
     this.bytes.set(chunk, used);
     this.lengths.push(chunk.length);
+  }
+
+  /**
+   * Adds the response's recorded trailer fields to the metadata (`trailers`, only when there
+   * are some): they count toward the limit as the rest of the outcome does, and one that
+   * passes it drops everything held, as a body chunk would.
+   */
+  trailers(pairs: [string, string][]): void {
+    if (this.overflowed || pairs.length === 0) return;
+    this.meta = { ...this.meta, trailers: pairs };
+    this.metaBound = jsonBound(this.meta, 0);
+    this.metaBytes = undefined;
+    if (this.passed()) {
+      this.overflowed = true;
+      this.bytes = new Uint8Array(0);
+      this.lengths = [];
+    }
   }
 
   /**

@@ -13,6 +13,8 @@ export interface ResponseHeadSource {
   contentLength(): string | null;
   /** `headers().get('content-type')`. */
   contentType(): string | null;
+  /** `headers().get('trailer')`: the trailer fields the response declares. */
+  trailer?(): string | null;
   /**
    * The reason phrase of the status line when it is not the status code's usual one (a
    * `writeHead(status, message)` or `res.statusMessage`), to record with the response.
@@ -33,5 +35,22 @@ export function startFromOf(
 ): ((status: number, source: ResponseHeadSource) => boolean) | undefined {
   return (recorder as { [START_FROM]?: (status: number, source: ResponseHeadSource) => boolean })[
     START_FROM
+  ];
+}
+
+/**
+ * Key of the function that gives a recorder made by @idem/http the trailer fields of the
+ * response (name, value pairs as sent, in order), called before `finish` (registered, as
+ * {@link START_FROM}). The fields its `Trailer` header declared are recorded with the outcome.
+ * @internal
+ */
+export const TRAILERS = Symbol.for('@idem/http.recorder.trailers');
+
+/** `recorder`'s trailer intake (see {@link TRAILERS}), when @idem/http made it. @internal */
+export function trailersOf(
+  recorder: object,
+): ((fields: readonly (readonly [string, string])[]) => void) | undefined {
+  return (recorder as { [TRAILERS]?: (fields: readonly (readonly [string, string])[]) => void })[
+    TRAILERS
   ];
 }

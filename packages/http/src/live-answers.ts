@@ -162,6 +162,7 @@ export function replayDecision(
     reason: prepared.reason,
     headers,
     chunks,
+    trailers: prepared.trailers,
   };
   return respondWith(resumed, true);
 }

@@ -5,7 +5,7 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import type { Socket } from 'node:net';
-import { type ResponseHeadSource, startFromOf } from './head-source.js';
+import { type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import { readyForOwnMethods } from './own-methods.js';
 import type { ResponseRecorder } from './recorder.js';
@@ -337,6 +337,53 @@ class NodeHeadSource implements ResponseHeadSource {
     const value = this.fields['content-type'];
     return value === undefined ? null : normalizedValue(value);
   }
+
+  trailer(): string | null {
+    const value = this.fields.trailer;
+    return value === undefined ? null : normalizedValue(value);
+  }
+}
+
+const NO_FIELDS: readonly [string, string][] = [];
+
+/**
+ * The trailer fields Node sends after the body of `res` (`addTrailers`), as name, value pairs
+ * in order, read when the app ends it. HTTP/1.1 sends them only with chunked framing (not to
+ * an HTTP/1.0 client, nor after a `Content-Length`): none then, as the first client got none.
+ * HTTP/2's compat response sends them at the end of its stream.
+ */
+function sentTrailers(res: ServerResponse, http2: boolean): readonly [string, string][] {
+  // The usual case first, with nothing made: no trailers over HTTP/1.1.
+  if (!http2 && !(res as ServerResponse & { _trailer?: unknown })._trailer) return NO_FIELDS;
+  const fields: [string, string][] = [];
+  if (http2) {
+    for (const symbol of Object.getOwnPropertySymbols(res)) {
+      if (symbol.description !== 'trailers') continue;
+      const trailers = (res as unknown as Record<symbol, unknown>)[symbol];
+      if (!trailers || typeof trailers !== 'object') break;
+      for (const [name, value] of Object.entries(trailers)) {
+        if (value === undefined || value === null) continue;
+        for (const item of Array.isArray(value) ? value : [value])
+          fields.push([name, String(item)]);
+      }
+      break;
+    }
+    return fields;
+  }
+  const own = res as ServerResponse & {
+    _trailer?: unknown;
+    chunkedEncoding?: boolean;
+    _hasBody?: boolean;
+  };
+  const text = own._trailer;
+  if (typeof text !== 'string' || text === '' || own.chunkedEncoding !== true || !own._hasBody)
+    return fields;
+  // As Node wrote them: `name: value\r\n` each (a name is a token, a value has no line break).
+  for (const line of text.split('\r\n')) {
+    const colon = line.indexOf(':');
+    if (colon > 0) fields.push([line.slice(0, colon), stripEdges(line.slice(colon + 1))]);
+  }
+  return fields;
 }
 
 /** Orders recorded fields by name (each name comes once from `getHeaders`). */
@@ -1307,6 +1354,12 @@ class ResponseRecording implements SocketHold {
       // Read ahead: the capture holds it, sent with the rest of the capture after the record.
       if (this.ahead) this.tookAhead(this.ahead, buffer, false, false);
       else if (buffer.length > 0) this.held.push(buffer);
+    }
+    // The trailers the app added (`addTrailers`) are Node's to send with the end: recorded
+    // with the outcome when its `Trailer` header declared them (see the recorder).
+    if (this.recording) {
+      const trailers = sentTrailers(res, this.http2);
+      if (trailers.length > 0) trailersOf(recorder)?.(trailers);
     }
     recorder.finish().then(
       () => this.ended(callback),

@@ -100,19 +100,31 @@ export function wholeDecisionResponse(
       reason?: string | undefined;
       headers: readonly (readonly [string, string])[];
       body?: Buffer;
+      /** The recorded trailer fields, to send after the body (see {@link decisionTrailers}). */
+      trailers?: readonly (readonly [string, string])[];
     }
   | undefined {
   const prepared = preparedResponseOf(decision);
   if (!prepared || prepared.chunks.length > 1) return undefined;
-  const { status, reason, headers, chunks } = prepared;
+  const { status, reason, headers, chunks, trailers } = prepared;
   const [chunk] = chunks;
-  if (chunk === undefined) return { status, reason, headers };
-  return {
-    status,
-    reason,
-    headers,
-    body: Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength),
-  };
+  const whole: NonNullable<ReturnType<typeof wholeDecisionResponse>> = { status, reason, headers };
+  if (chunk !== undefined)
+    whole.body = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  if (trailers !== undefined) whole.trailers = trailers;
+  return whole;
+}
+
+/**
+ * The trailer fields of a replay to send after its body (lowercase names, each once), for a
+ * framework that sends the body itself (Fastify's `reply.trailer`): `decision.response`, a Web
+ * `Response`, cannot carry them. Empty for an answer without trailers, or one @idem/http did
+ * not build.
+ */
+export function decisionTrailers(
+  decision: Extract<IdempotencyDecision, { action: 'respond' }>,
+): readonly (readonly [string, string])[] {
+  return preparedResponseOf(decision)?.trailers ?? [];
 }
 
 /**
@@ -134,16 +146,36 @@ const REPLAY_WRITE_BYTES = 64 * 1024;
  */
 function sendPrepared(
   res: ServerResponse,
-  { status, reason, headers, chunks }: PreparedResponse,
+  { status, reason, headers, chunks, trailers }: PreparedResponse,
 ): Promise<void> | undefined {
   res.statusCode = status;
+  const http2 = 'createPushResponse' in res;
   // HTTP/2 has no reason phrase (node:http2 warns when one is set).
-  if (reason !== undefined && !('createPushResponse' in res)) res.statusMessage = reason;
+  if (reason !== undefined && !http2) res.statusMessage = reason;
   for (const [name, value] of headers) res.setHeader(name, value);
+  if (trailers !== undefined && trailers.length > 0 && carriesTrailers(res, http2)) {
+    // Named in a `Trailer` header, which makes Node frame the body chunked (no
+    // `Content-Length`, even for an `end(chunk)`), and sent with the end.
+    res.setHeader('trailer', trailers.map(([name]) => name).join(', '));
+    // An object: node:http2's compat response reads no array of pairs (names come once).
+    res.addTrailers(Object.fromEntries(trailers));
+  }
   if (chunks.length > 1) return writeChunks(res, chunks, 0);
   if (chunks.length === 0) res.end();
   else res.end(chunks[0]);
   return undefined;
+}
+
+/**
+ * Whether `res` can send trailers: not to a HEAD request (no body, no trailer section), and
+ * over HTTP/1.x only with chunked framing, which Node does not use for an HTTP/1.0 client
+ * (unless it sent `TE: chunked`): Node refuses a `Trailer` header then, and the replay goes
+ * without its trailers, framed as it was before trailers were recorded.
+ */
+function carriesTrailers(res: ServerResponse, http2: boolean): boolean {
+  if (http2) return (res as ServerResponse & { req?: { method?: string } }).req?.method !== 'HEAD';
+  const own = res as ServerResponse & { _hasBody?: boolean; useChunkedEncodingByDefault?: boolean };
+  return own._hasBody !== false && own.useChunkedEncodingByDefault !== false;
 }
 
 /** Writes `chunks` from `from` on, coalesced, with backpressure, then ends `res`. */

@@ -16,6 +16,11 @@ export interface PreparedResponse {
   readonly headers: readonly (readonly [string, string])[];
   /** The body as the chunks it is sent in; empty for no body. */
   readonly chunks: readonly Uint8Array[];
+  /**
+   * The recorded trailer fields (lowercase names, each once, sorted), sent after the body by
+   * the Node sender; a Web `Response` cannot carry them (see {@link webResponse}).
+   */
+  readonly trailers?: readonly (readonly [string, string])[] | undefined;
 }
 
 // Registered, so that the two entry points (`@idem/http`, `@idem/http/node`), each bundled
@@ -63,7 +68,7 @@ export function preparedResponseOf(decision: object): PreparedResponse | undefin
 
 /**
  * `prepared` as a Web `Response`: no body, the one chunk as bytes, or a stream of the
- * chunks, one a read, in order.
+ * chunks, one a read, in order. Its trailers are left out: a Web `Response` has none.
  * @internal
  */
 export function webResponse(prepared: PreparedResponse): Response {

@@ -50,6 +50,65 @@ export function resolveRecordedHeaders(names: readonly string[] | undefined): Re
   return new Set(list);
 }
 
+/**
+ * The names a response's `Trailer` header declares (lowercase, each once), from its value
+ * (null: none). Items that are no field name are skipped.
+ */
+export function declaredTrailers(value: string | null | undefined): Set<string> {
+  const names = new Set<string>();
+  if (!value) return names;
+  for (const item of value.split(',')) {
+    const name = item.trim().toLowerCase();
+    if (FIELD_NAME.test(name)) names.add(name);
+  }
+  return names;
+}
+
+const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+
+/**
+ * Fields that RFC 9110 (6.5.1) says a trailer cannot carry (framing, routing, request
+ * modifiers, authentication, response control data, how to process the content): never
+ * recorded as trailers, declared or not (Fastify refuses them as trailers too).
+ */
+const NEVER_TRAILERS = new Set([
+  'authorization',
+  'cache-control',
+  'content-encoding',
+  'content-range',
+  'content-type',
+  'host',
+  'max-forwards',
+]);
+
+/**
+ * The trailer fields of a response that are recorded: the ones its `Trailer` header declared
+ * (`declared`), never a field that is never recorded (`NEVER_RECORDED`) nor one a trailer cannot carry (see
+ * `NEVER_TRAILERS`). Answers the recorded pairs as a `Headers` iterates them (lowercase names,
+ * each once, values of a repeated name joined by `, `, sorted) and the names left out.
+ */
+export function pickRecordedTrailers(
+  fields: readonly (readonly [string, string])[],
+  declared: ReadonlySet<string>,
+): { recorded: [string, string][]; left: string[] } {
+  const kept = new Headers();
+  const left: string[] = [];
+  for (const [field, value] of fields) {
+    const name = field.toLowerCase();
+    let taken = false;
+    if (declared.has(name) && !NEVER_RECORDED.has(name) && !NEVER_TRAILERS.has(name)) {
+      try {
+        kept.append(name, value);
+        taken = true;
+      } catch {
+        // A name or value a `Headers` refuses (Node checked them: not seen in practice).
+      }
+    }
+    if (!taken && !left.includes(name)) left.push(name);
+  }
+  return { recorded: [...kept], left };
+}
+
 /** The allowlisted headers of a response, in a stable order, as [name, value] pairs. */
 export function pickRecordedHeaders(
   headers: Headers,

@@ -2,12 +2,12 @@ import { type Execution, isIdemError } from '@idem/core';
 import { storeUnavailable } from './answers.js';
 import { CaptureBuffer } from './capture-buffer.js';
 import type { IdempotencyDecision } from './handler.js';
-import { type ResponseHeadSource, START_FROM } from './head-source.js';
+import { type ResponseHeadSource, START_FROM, TRAILERS } from './head-source.js';
 import { LIVE_CAPTURE, LIVE_GENERATION, type LiveSettings, LiveTee } from './live-publish.js';
 import { mediaType } from './media-type.js';
 import type { ResponseHead, ResponsePolicy } from './policy.js';
 import { recordWebResponse } from './record-response.js';
-import { pickRecordedHeaders } from './recorded-headers.js';
+import { declaredTrailers, pickRecordedHeaders, pickRecordedTrailers } from './recorded-headers.js';
 
 /** What the handler can use of the idempotent execution it runs in. */
 export interface IdempotencyContext {
@@ -191,6 +191,8 @@ export function createRecorder(
   // The execution failed though its body may end normally (`failAtEnd`): released at the end.
   let failedAtEnd = false;
   let refused: ReturnType<ResponseRecorder['lateStart']>;
+  /** The `Trailer` header of a final response (read when trailers come). */
+  let trailerHeader: string | null | undefined;
 
   function start(status: number, headers: Headers): boolean {
     return startWith(
@@ -201,6 +203,7 @@ export function createRecorder(
         recorded: (allowed) => pickRecordedHeaders(headers, allowed),
         contentLength: () => headers.get('content-length'),
         contentType: () => headers.get('content-type'),
+        trailer: () => headers.get('trailer'),
       },
     );
   }
@@ -223,6 +226,7 @@ export function createRecorder(
           ? { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] }
           : { format: OUTCOME_FORMAT, status, reason, headers: head.headers, chunks: [] };
       buffer = new CaptureBuffer(settings.maxOutcomeBytes, meta);
+      trailerHeader = source.trailer?.() ?? null;
       const live = settings.live;
       // A lost lease (taken over, lapsed) publishes nothing: its stream cannot end well. Its
       // signal is read last: the engine makes an AbortController on the first read, and a
@@ -307,6 +311,19 @@ export function createRecorder(
     }
   }
 
+  // The response's trailer fields, before `finish`: the ones its `Trailer` header declared go
+  // into the outcome (and count toward its cap); any other is named in a warning, never
+  // dropped from replays silently.
+  function trailers(fields: readonly (readonly [string, string])[]): void {
+    if (!buffer || done || fields.length === 0) return;
+    const { recorded, left } = pickRecordedTrailers(fields, declaredTrailers(trailerHeader));
+    buffer.trailers(recorded);
+    if (left.length > 0)
+      settings.warn(
+        `Trailer field(s) ${left.join(', ')} of ${execution.storageKey} were not recorded (not declared in its Trailer header, or never recorded as a trailer); replays go without them`,
+      );
+  }
+
   function finish(): Promise<void> {
     clearTimeout(idleTimer);
     done ??= settle();
@@ -380,6 +397,7 @@ export function createRecorder(
   };
   // Set after the literal: a computed key in it made every recorder slower to create.
   recorder[START_FROM] = startFrom;
+  (recorder as { [TRAILERS]?: typeof trailers })[TRAILERS] = trailers;
   (recorder as { [LIVE_GENERATION]?: () => number | undefined })[LIVE_GENERATION] = () =>
     tee?.fence;
   (recorder as { [LIVE_CAPTURE]?: () => Uint8Array | undefined })[LIVE_CAPTURE] = () =>

@@ -13,6 +13,8 @@ interface HttpOutcomeMeta {
   reason?: string;
   headers: [string, string][];
   chunks: number[];
+  /** The recorded trailer fields (lowercase names, each once); absent when there were none. */
+  trailers?: [string, string][];
 }
 
 /** A reason phrase as HTTP/1.1 and a Web `Response` take it (RFC 9112, 4), at most 1,024 characters. */
@@ -20,7 +22,8 @@ const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]{1,1024}$/;
 
 function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
   const { meta } = outcome;
-  const { status, reason, headers, chunks } = meta as Partial<HttpOutcomeMeta>;
+  // Fields other than these are ignored (a record of a later version replays without them).
+  const { status, reason, headers, chunks, trailers } = meta as Partial<HttpOutcomeMeta>;
   const valid =
     meta.format === OUTCOME_FORMAT &&
     (reason === undefined || (typeof reason === 'string' && REASON_PHRASE.test(reason))) &&
@@ -34,7 +37,18 @@ function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
     ) &&
     Array.isArray(chunks) &&
     chunks.every((n) => Number.isSafeInteger(n) && n > 0) &&
-    chunks.reduce((a, b) => a + b, 0) === outcome.body.length;
+    chunks.reduce((a, b) => a + b, 0) === outcome.body.length &&
+    (trailers === undefined ||
+      (Array.isArray(trailers) &&
+        trailers.every(
+          (t) =>
+            Array.isArray(t) &&
+            t.length === 2 &&
+            typeof t[0] === 'string' &&
+            typeof t[1] === 'string' &&
+            TRAILER_NAME.test(t[0]) &&
+            TRAILER_VALUE.test(t[1]),
+        )));
   if (!valid)
     throw new OutcomeCorruptError(
       'The stored outcome is not an HTTP response recorded by @idem/http',
@@ -44,8 +58,13 @@ function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
     reason,
     headers: headers as [string, string][],
     chunks: chunks as number[],
+    trailers,
   };
 }
+
+/** A recorded trailer field: a lowercase token name, and a value Node sends as it is. */
+const TRAILER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+const TRAILER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 // RFC 9110 token characters, lowercase letters only (as a `Headers` iterates names).
 const NAME_CHARS = new Uint8Array(128);
@@ -113,23 +132,34 @@ export function prepareReplay(outcome: StoredOutcome): PreparedResponse {
   const meta = readMeta(outcome);
   const headers = replayedHeaders(meta.headers);
   const { status, reason } = meta;
-  if (NULL_BODY_STATUS.has(status) || meta.chunks.length === 0)
-    return { status, reason, headers, chunks: [] };
+  // A response without a body has no trailer section either.
+  if (NULL_BODY_STATUS.has(status)) return { status, reason, headers, chunks: [] };
+  const trailers = meta.trailers?.length ? meta.trailers : undefined;
+  if (meta.chunks.length === 0)
+    return trailers
+      ? { status, reason, headers, chunks: [], trailers }
+      : { status, reason, headers, chunks: [] };
   const body = outcome.body;
-  if (meta.chunks.length === 1) return { status, reason, headers, chunks: [body] };
+  if (meta.chunks.length === 1)
+    return trailers
+      ? { status, reason, headers, chunks: [body], trailers }
+      : { status, reason, headers, chunks: [body] };
   const chunks: Uint8Array[] = [];
   let offset = 0;
   for (const length of meta.chunks) {
     chunks.push(body.subarray(offset, offset + length));
     offset += length;
   }
-  return { status, reason, headers, chunks };
+  return trailers
+    ? { status, reason, headers, chunks, trailers }
+    : { status, reason, headers, chunks };
 }
 
 /**
  * Rebuilds the recorded response: the same status (and reason phrase, as `statusText`), the recorded headers plus
  * `Idempotent-Replayed: true`, and the same body bytes, as a stream of the same chunks in
- * the same order (one chunk as bytes).
+ * the same order (one chunk as bytes). A Web `Response` has no trailers: recorded trailer
+ * fields are not in it (the Node adapters send them, see `sendDecisionResponse`).
  * @throws OutcomeCorruptError when the outcome was not recorded by @idem/http
  */
 export function replayResponse(outcome: StoredOutcome): Response {
