@@ -8,8 +8,6 @@ import { createMemoryStore } from '@idem/store-memory';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createIdempotentFetch } from '../src/index.js';
 
-const encoder = new TextEncoder();
-
 interface Harness {
   url: string;
   executions: () => number;
@@ -18,13 +16,6 @@ interface Harness {
 }
 
 /** An SSE endpoint behind @idem/http; the first response's connection is cut after `cutAfter` bytes. */
-async function start(events: string[], cutAfter: number): Promise<Harness> {
-  return startRaw(
-    events.map((event) => encoder.encode(event)),
-    cutAfter,
-  );
-}
-
 async function startRaw(events: Uint8Array[], cutAfter: number): Promise<Harness> {
   let executions = 0;
   const handle = withIdempotency(
@@ -96,21 +87,6 @@ afterEach(async () => {
 
 /** The header value as the server reads it: the id's UTF-8 bytes, one Latin-1 character each. */
 const wire = (id: string) => Buffer.from(id, 'utf8').toString('latin1');
-
-const eventsWithIds = (ids: string[]) => ids.map((id, i) => `id: ${id}\ndata: part ${i}\n\n`);
-
-async function readThroughCut(ids: string[]): Promise<{ text: string; harness: Harness }> {
-  const events = eventsWithIds(ids);
-  // Cut in the middle of the fourth event, after three whole events with ids.
-  const harness = await start(events, Buffer.byteLength(events.slice(0, 3).join('')) + 5);
-  harnesses.push(harness);
-  const response = await createIdempotentFetch()(`${harness.url}/v1/stream`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: '{"stream":true}',
-  });
-  return { text: await response.text(), harness };
-}
 
 async function readRawThroughCut(raw: Buffer[], cutEvents: number) {
   const harness = await startRaw(
