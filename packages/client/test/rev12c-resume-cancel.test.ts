@@ -348,3 +348,57 @@ describe('rev12c client: exactly once behind @idem/http (live stream, cancel dur
     }
   });
 });
+
+describe('rev12c client: cancel while the resume reads a problem body or waits on in-progress', () => {
+  async function startProblem(kind: '409-hang' | '500-hang' | '409-wait') {
+    const resumes: Seen[] = [];
+    const server = createServer((req, res) => {
+      req.resume();
+      if (req.headers['last-event-id'] === undefined) {
+        res.writeHead(200, {
+          'content-type': 'text/event-stream',
+          'idempotent-generation': 'g1',
+        });
+        res.write(FIRST);
+        setTimeout(() => res.socket?.destroy(), 30);
+        return;
+      }
+      const seen: Seen = { lastEventId: req.headers['last-event-id'] as string, res };
+      resumes.push(seen);
+      res.on('close', () => {
+        seen.closedAt = performance.now();
+      });
+      const status = kind === '500-hang' ? 500 : 409;
+      res.writeHead(status, {
+        'content-type': 'application/problem+json',
+        ...(kind === '409-wait' ? { 'retry-after': '1' } : {}),
+      });
+      const problem = `{"type":"https://idem.dev/problems/in-progress","status":${status}}`;
+      // '-hang': half the problem body, then nothing (the client reads it, bounded by 5 s).
+      if (kind === '409-wait') res.end(problem);
+      else res.write(problem.slice(0, 20));
+    });
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/s`, resumes };
+  }
+
+  for (const kind of ['409-hang', '500-hang', '409-wait'] as const) {
+    it(`held: ${kind}: the cancel settles at once, the resume's connection is closed, no other request`, async () => {
+      const { url, resumes } = await startProblem(kind);
+      const response = await open(url);
+      const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+      await reader.read();
+      const pending = reader.read().catch(() => undefined);
+      expect(await until(() => resumes.length === 1)).toBe(true);
+      await sleep(100); // the client is reading the problem body (or waiting to retry)
+      const at = performance.now();
+      await reader.cancel(new Error('stop'));
+      await pending;
+      expect(performance.now() - at).toBeLessThan(500);
+      expect(await until(() => resumes[0]?.closedAt !== undefined, 1_500)).toBe(true);
+      await sleep(kind === '409-wait' ? 1_300 : 200);
+      expect(resumes).toHaveLength(1);
+    });
+  }
+});
