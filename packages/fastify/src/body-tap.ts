@@ -156,6 +156,14 @@ export class BodyTap {
   }
 
   /**
+   * Whether {@link BodyTap.take} has its final answer now, with no wait: the whole body came
+   * in (or went past the cap, or the copy was stopped), its client did not abandon it.
+   */
+  settled(): boolean {
+    return !this.gone && (this.state !== 'open' || this.ended);
+  }
+
+  /**
    * The whole body, once it is in, within `timeoutMs` (from now): {@link BodyTap.take}'s
    * answer, waiting for the rest when its end has not come yet. Never a partial copy:
    * undefined when the copy cannot be whole (released, or the stream ended without the tap
@@ -170,7 +178,7 @@ export class BodyTap {
   whole(timeoutMs: number): Promise<Uint8Array | 'over' | undefined> {
     const { raw } = this;
     if (this.gone) return Promise.reject(wentAway());
-    if (this.state !== 'open' || this.ended) return Promise.resolve(this.take());
+    if (this.settled()) return Promise.resolve(this.take());
     if (raw.readableEnded) return Promise.resolve(undefined);
     if (raw.destroyed) return Promise.reject(wentAway());
     const reading =

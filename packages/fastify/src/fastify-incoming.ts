@@ -127,21 +127,51 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
    * @throws RequestOverError when the request was over before (see {@link FastifyIncoming.finished})
    * @throws Error when its client went away before the body was all in
    */
-  async readBody(limit: number): Promise<RequestBody> {
-    if (this.over) throw new RequestOverError();
-    const { tap, native } = this;
-    const contentType = headerValue(native.headers, 'content-type');
-    let copy: Uint8Array | 'over' | undefined = tap === 'over' ? tap : undefined;
-    if (tap instanceof BodyTap) {
+  readBody(limit: number): Promise<RequestBody> {
+    // Not an async function: the usual body (all in by preHandler, Fastify's parser read it)
+    // is answered without waiting a turn, and without an async frame of its own.
+    try {
+      if (this.over) throw new RequestOverError();
+      const { tap } = this;
+      if (!(tap instanceof BodyTap)) return Promise.resolve(this.bodyOf(tap, tap, limit));
+      if (!tap.settled()) return this.awaitBody(tap, limit);
+      let copy: Uint8Array | 'over' | undefined;
       try {
-        copy = await tap.whole(this.bodyTimeoutMs);
-        if (tap.leftUnread) this.closeAfter = true;
+        copy = tap.take();
       } finally {
         this.release();
       }
+      return Promise.resolve(this.bodyOf(tap, copy, limit));
+    } catch (error) {
+      return Promise.reject(error);
     }
+  }
+
+  /** {@link FastifyIncoming.readBody} of a body whose rest is still coming in (or whose client went away). */
+  private async awaitBody(tap: BodyTap, limit: number): Promise<RequestBody> {
+    let copy: Uint8Array | 'over' | undefined;
+    try {
+      copy = await tap.whole(this.bodyTimeoutMs);
+      if (tap.leftUnread) this.closeAfter = true;
+    } finally {
+      this.release();
+    }
+    return this.bodyOf(tap, copy, limit);
+  }
+
+  /**
+   * The body for the fingerprint from the copy `tap` gave (`copy`: its bytes, `'over'`, or
+   * none), else from how Node framed the request or Fastify's parsed body.
+   */
+  private bodyOf(
+    tap: BodyTap | 'over' | undefined,
+    copy: Uint8Array | 'over' | undefined,
+    limit: number,
+  ): RequestBody {
     // Its HTTP/2 stream closed while the plugin waited (the copy was dropped with it).
     if (this.over) throw new RequestOverError();
+    const { native } = this;
+    const contentType = headerValue(native.headers, 'content-type');
     if (copy === 'over') throw new BodyTooLargeError(limit);
     if (copy !== undefined) {
       if (copy.length > limit) throw new BodyTooLargeError(limit);

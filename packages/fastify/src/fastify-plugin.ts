@@ -278,8 +278,11 @@ function answer(
   }
   request.idempotency = decision.recorder.context;
   // Record at the Node response: every payload Fastify sends (buffers, Node and Web
-  // streams, Response objects) ends up there, written chunk by chunk.
-  recordServerResponse(reply.raw, decision.recorder);
+  // streams, Response objects) ends up there, written chunk by chunk. `reply.sent` reads true
+  // once the route ended the response, as without idem, while its end waits for the record:
+  // an async route that returns the reply is then done at once, not once the response's
+  // 'finish' comes (Fastify's `reply.then` would add its listeners to the Node response).
+  recordServerResponse(reply.raw, decision.recorder, { endedWhileHeld: true });
   done();
 }
 

@@ -456,9 +456,15 @@ function mergeExtra(
     if (value === undefined || value === null) return true;
     const checked = checkedValue(value, http2);
     if (checked === undefined) return false;
+    const list = fields[name];
+    // A name's first value as it is (a one-item list reads the same everywhere): Fastify
+    // gives every header to `writeHead`.
+    if (list === undefined && typeof checked === 'string') {
+      fields[name] = checked;
+      return true;
+    }
     const items = typeof checked === 'string' ? [checked] : checked;
     if (items.length === 0) return true;
-    const list = fields[name];
     fields[name] =
       list === undefined ? items : [...(typeof list === 'string' ? [list] : list), ...items];
     return true;
@@ -676,6 +682,23 @@ export interface RecordServerResponseOptions {
    * @default every response is
    */
   isHandlerOutcome?: (status: number) => boolean;
+  /**
+   * Whether `res.writableEnded` reads true from the app's `end` on, as Node has it once `end`
+   * is called, while that end waits for the outcome to be recorded. Otherwise it reads true
+   * only once the held end went out. Fastify reads it as `reply.sent`: an async route that
+   * returns the reply would otherwise wait for the response's 'finish' (`reply.then` adds
+   * its listeners to `res`), and a second `reply.send` would not be refused as it is
+   * without idem. Nothing else of `res` changes (Node's own `finished` is left alone: its
+   * `end` reads it when the held end goes out).
+   * @default false
+   */
+  endedWhileHeld?: boolean;
+}
+
+/** `writableEnded` of a response whose app called `end` (see `endedWhileHeld`): one getter for all. */
+const ENDED: PropertyDescriptor = { configurable: true, enumerable: false, get: endedTrue };
+function endedTrue(): boolean {
+  return true;
 }
 
 /**
@@ -743,6 +766,8 @@ class ResponseRecording implements SocketHold {
     private readonly res: ServerResponse,
     private readonly recorder: ResponseRecorder,
     private readonly isHandlerOutcome: ((status: number) => boolean) | undefined,
+    /** See {@link RecordServerResponseOptions.endedWhileHeld}. */
+    private readonly endedWhileHeld = false,
   ) {
     this.writeHead = res.writeHead as Loose;
     this.write = res.write as Loose;
@@ -1349,6 +1374,9 @@ class ResponseRecording implements SocketHold {
     // An `end` that comes first: its chunk is the whole body, as Node counts it.
     if (first) this.implicitHead(buffer === undefined ? 0 : buffer.length);
     this.ending = true;
+    // Shared, and only a getter: one cached hidden-class transition, never an accessor pair
+    // of its own a response (which would make every response's class a new one).
+    if (this.endedWhileHeld) Object.defineProperty(res, 'writableEnded', ENDED);
     if (buffer !== undefined) {
       recorder.capture(buffer);
       // Read ahead: the capture holds it, sent with the rest of the capture after the record.
@@ -1450,7 +1478,12 @@ export function recordServerResponse(
   recorder: ResponseRecorder,
   options: RecordServerResponseOptions = {},
 ): void {
-  const recording = new ResponseRecording(res, recorder, options.isHandlerOutcome);
+  const recording = new ResponseRecording(
+    res,
+    recorder,
+    options.isHandlerOutcome,
+    options.endedWhileHeld === true,
+  );
   const request = (res as ServerResponse & { req?: IncomingMessage }).req;
   // An HTTP/2 response has no socket to hold: its `socket` is a proxy of its stream (and of
   // the connection's socket, shared by every stream of it); its stream is held instead, and

@@ -1,3 +1,5 @@
+import { IncomingMessage, ServerResponse } from 'node:http';
+import { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { types } from 'node:util';
 
 const SPARE = Symbol('idem.spare');
@@ -9,6 +11,18 @@ const SPARE = Symbol('idem.spare');
  */
 const V8_MAJOR = Number((globalThis.process?.versions?.v8 ?? '').split('.')[0]);
 const COPIES_DETACHED_CLASSES = V8_MAJOR > 0 && V8_MAJOR < 13;
+
+/**
+ * The prototypes Node's servers make their requests and responses with. An object that still
+ * has one of them was not given another (Express's `setPrototypeOf`), so it is in the
+ * transition tree, where readying it would only cost (Fastify's, Koa's, a plain server's).
+ */
+const NODE_PROTOTYPES: ReadonlySet<object> = new Set([
+  IncomingMessage.prototype,
+  ServerResponse.prototype,
+  Http2ServerRequest.prototype,
+  Http2ServerResponse.prototype,
+]);
 
 /**
  * Readies `object` for own properties added one by one on every request, at the cost of one.
@@ -26,7 +40,8 @@ const COPIES_DETACHED_CLASSES = V8_MAJOR > 0 && V8_MAJOR < 13;
  * again: on an object still in the transition tree (a plain Node server's) that only takes a
  * cached transition and goes back to the class it had. Nothing observable changes (but the
  * place of `existing` among the object's keys). Does nothing on a V8 that does not copy
- * (Node 24).
+ * (Node 24), nor to an object that still has the prototype Node made it with (see
+ * `NODE_PROTOTYPES`).
  *
  * Done only where it is safe: on an extensible object that is no Proxy, and `existing` only
  * when it is an own data property, writable, enumerable and configurable (as an assignment
@@ -41,6 +56,7 @@ export function readyForOwnMethods(object: object, existing?: string): void {
     // A Proxy's traps may refuse or answer otherwise than they do; frozen, sealed,
     // non-extensible: nothing can be added, there is nothing to gain.
     if (types.isProxy(target) || !Object.isExtensible(target)) return;
+    if (NODE_PROTOTYPES.has(Object.getPrototypeOf(target))) return;
     if (existing !== undefined && redefine(target, existing)) return;
     addAndRemoveSpare(target);
   } catch {
