@@ -83,7 +83,8 @@ describe('rev12b: compositions and failures (redis)', () => {
     expect(runs).toBe(2);
   });
 
-  // FINDING (MEDIUM): two idempotency() instances (an outer tenant-wide key and an inner
+  // FIXED (was FINDING MEDIUM): the first read of an early answer hands out one promise (handled), and every read of that value gets the same one.
+  // Was: FINDING (MEDIUM): two idempotency() instances (an outer tenant-wide key and an inner
   // per-order key, both acquired) and an `onError` that sets `earlyResponse = undefined` (the
   // "rethrow" of lamrev2's HIGH fix). Middy reads request.response twice (`typeof`, then
   // `return`): the inner watch gets the outer's rethrow PROMISE as the value (not undefined),
@@ -92,7 +93,7 @@ describe('rev12b: compositions and failures (redis)', () => {
   // the invocation and exits the process on one). Fix: unwrap an inner read that is the rethrow
   // of an outer watch (share the rethrow per request, e.g. a WeakMap request -> rethrow), or
   // cache the promise handed out per copy and `.catch(() => {})` a copy of it.
-  it.fails('two idempotency() instances, onError earlyResponse = undefined: the error goes out, no unhandled rejection', async () => {
+  it('two idempotency() instances, onError earlyResponse = undefined: the error goes out, no unhandled rejection', async () => {
     let runs = 0;
     const outer = idempotency({ store: env.store, key: (e: Ev) => `o:${e.id}` });
     const inner = idempotency({ store: env.store, key: (e: Ev) => `i:${e.id}` });
@@ -117,14 +118,15 @@ describe('rev12b: compositions and failures (redis)', () => {
     expect(runs).toBe(2);
   });
 
-  // FINDING (LOW): two idempotency() instances and a value-returning Middy timeout wrapped in
+  // FIXED (was FINDING LOW): a timeout answer is marked for each invocation whose handler is running (each takes its own mark).
+  // Was: FINDING (LOW): two idempotency() instances and a value-returning Middy timeout wrapped in
   // idempotentTimeoutResponse() with a PRIMITIVE answer ('timed out'): the primitive mark is
   // taken once, by the first watch that sees Middy's write (the outer one, chained under the
   // inner), so the inner takes that answer as the handler's return and RECORDS the timeout
   // answer as its key's outcome while the handler is still running (the lamrev2 MEDIUM back for
   // the inner key). Fix: mark primitives per write (e.g. keep the mark until the end of the
   // microtask run instead of consuming it at the first take), or per request.
-  it.fails('two idempotency() instances, a primitive timeout answer: neither key records it', async () => {
+  it('two idempotency() instances, a primitive timeout answer: neither key records it', async () => {
     let runs = 0;
     const outer = idempotency({ store: env.store, key: (e: Ev) => `o:${e.id}` });
     const inner = idempotency({ store: env.store, key: (e: Ev) => `i:${e.id}` });
@@ -170,14 +172,15 @@ describe('rev12b: compositions and failures (redis)', () => {
     expect(runs).toBe(2);
   });
 
-  // FINDING (LOW): idempotentTimeoutResponse() marks an object answer for the life of the
+  // FIXED (was FINDING LOW): object answers are marked like primitives: for the running invocations, until the next macrotask.
+  // Was: FINDING (LOW): idempotentTimeoutResponse() marks an object answer for the life of the
   // process (a WeakSet by identity). With a shared constant (`const GATEWAY_TIMEOUT = {
   // statusCode: 504 }`, returned both by the wrapped timeout answer and by the handler when
   // its own downstream call times out), once Middy's timeout has fired once, every later
   // handler RETURN of that constant is taken as Middy's timeout: the key is released although
   // the handler ran (a retry runs it again). Fix: mark the answer for the write Middy makes
   // right after the call only (as for primitives), or compare with the request being timed out.
-  it.fails('a constant object used as timeout answer and handler return: a later handler return is recorded', async () => {
+  it('a constant object used as timeout answer and handler return: a later handler return is recorded', async () => {
     const GATEWAY_TIMEOUT = { statusCode: 504 };
     let runs = 0;
     let slow = true;
@@ -534,14 +537,15 @@ describe('rev12b: the memory store', () => {
     expect(runs).toBe(1);
   });
 
-  // FINDING (LOW): the primitive mark of idempotentTimeoutResponse() is process-wide state: a
+  // FIXED (was FINDING LOW): marks go to the invocations whose handler is running when the answer is made, not to the process.
+  // Was: FINDING (LOW): the primitive mark of idempotentTimeoutResponse() is process-wide state: a
   // timeout answer of ANOTHER Middy handler in the same process (here one without
   // idempotency(), or an invocation whose race was already won) is taken by the next
   // invocation whose handler returns the equal primitive in the same tick: its real return is
   // taken as a timeout, the key released, the retry runs the handler a second time. Fix: scope
   // the mark to the request (e.g. the wrapper marks, Middy writes it to THAT request: compare
   // the abort of Middy's `signal` handed to the handler, or keep the mark per plugin instance).
-  it.fails("a primitive timeout mark made elsewhere is not taken by another invocation's return", async () => {
+  it("a primitive timeout mark made elsewhere is not taken by another invocation's return", async () => {
     const store = createMemoryStore();
     const timeoutAnswer = idempotentTimeoutResponse(() => 'accepted');
     let runs = 0;

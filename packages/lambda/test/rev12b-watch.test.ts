@@ -38,7 +38,8 @@ describe('rev12b: the watch of request.response / request.error (redis)', () => 
     await env.close();
   });
 
-  // FINDING (HIGH): the handler RETURNS undefined (the usual SQS / SNS / EventBridge handler)
+  // FIXED (was FINDING HIGH): a lone `undefined` then an error write, before the handler is known to have returned, is ambiguous: no decision at the write; idempotency()'s own `after` settles it (returned: recorded).
+  // Was: FINDING (HIGH): the handler RETURNS undefined (the usual SQS / SNS / EventBridge handler)
   // and the first `after` hook Middy runs (the middleware used last) writes `request.error` in
   // its synchronous start (a soft error noted for a logger, as in the lamrev2 HIGH). Middy
   // calls that hook in the same synchronous run as its write of the handler's `undefined` to
@@ -51,7 +52,7 @@ describe('rev12b: the watch of request.response / request.error (redis)', () => 
   // keep it as a guess and decide in the first hook of idempotency() that runs next (its
   // `after` => it returned; its / idem.last's `onError` => catch) or at an early-answer read;
   // or have `idem.last` carry a `before` hook marking the end of the before chain.
-  it.fails('handler returns undefined, the first `after` notes request.error (no throw): no second run', async () => {
+  it('handler returns undefined, the first `after` notes request.error (no throw): no second run', async () => {
     let runs = 0;
     const handler = middy(async (_e: Ev) => {
       runs += 1;
@@ -93,14 +94,15 @@ describe('rev12b: the watch of request.response / request.error (redis)', () => 
     }
   });
 
-  // FINDING (HIGH): same root cause, other path: the handler returns undefined, the first
+  // FIXED (was FINDING HIGH): the same ambiguity, settled at Middy's read of the early answer: one read (not the onError chain, which reads twice in one run) means the handler returned: recorded.
+  // Was: FINDING (HIGH): same root cause, other path: the handler returns undefined, the first
   // `after` clears `request.error = undefined` (lamrev2's "clear stale error" middleware) in
   // its synchronous start: the watch keeps `resetGuess = false` ("maybe Middy's catch of a
   // thrown undefined, nothing returned"). A later `after` then answers early: decideEarly
   // trusts resetGuess over `returned` and RELEASES the key; the caller gets the early answer,
   // the retry runs the handler a second time. Fix: as above; at least `resetGuess` must never
   // be taken once an `after` hook has run (Middy never runs the after chain after a catch).
-  it.fails('handler returns undefined, `after` clears request.error, a later `after` answers early: no second run', async () => {
+  it('handler returns undefined, `after` clears request.error, a later `after` answers early: no second run', async () => {
     let runs = 0;
     const handler = middy(async (_e: Ev) => {
       runs += 1;
@@ -201,7 +203,8 @@ describe('rev12b: the watch of request.response / request.error (redis)', () => 
     expect(runs).toBe(1);
   });
 
-  // FINDING (LOW; the README documents this "looks like a return" for an onError writing
+  // FIXED (was FINDING LOW): writes of request.response while the catch-like pair is ambiguous are not taken as the handler's return; idempotency()'s onError settles it as Middy's catch: released.
+  // Was: FINDING (LOW; the README documents this "looks like a return" for an onError writing
   // request.response without idem.last): the handler throws `undefined` (rare, but the lamrev2 guard exists for it),
   // and an `onError` error handler in the classic Middy style writes `request.response = 500`
   // (no earlyResponse): that write clears `resetGuess` and is taken as the handler's return,
@@ -209,7 +212,7 @@ describe('rev12b: the watch of request.response / request.error (redis)', () => 
   // retry gets OutcomeNotRecordedError (here turned into the same 500 by that onError), the
   // handler never runs again. Fix: no write after
   // Middy's catch (or its guess) is a handler return: `returned` must only be set before it.
-  it.fails('handler throws undefined, an `onError` writes a 500 response: released, the retry runs', async () => {
+  it('handler throws undefined, an `onError` writes a 500 response: released, the retry runs', async () => {
     let runs = 0;
     const handler = middy(async (_e: Ev) => {
       runs += 1;
