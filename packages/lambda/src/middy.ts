@@ -1,5 +1,6 @@
 import {
   type Execution,
+  InvalidInputError,
   jsonSerializer,
   OutcomeNotRecordedError,
   ReplayedFailureError,
@@ -85,6 +86,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
     async before(request) {
       const { event, context } = request;
       invocations.delete(request); // (a request object used again: its last invocation is over)
+      checkWatchable(request); // (before the key is acquired: a refusal holds nothing)
       const req = requestFor(event, context, key(event, context), payload?.(event, context), scope);
       const begun = await engineForInvocation(engineOptions, context).begin(req);
       if (begun.kind === 'replay') {
@@ -504,6 +506,21 @@ function finalAnswer(invocation: Invocation, request: object, value: unknown): u
 
 function isObjectLike(value: unknown): value is object {
   return (typeof value === 'object' && value !== null) || typeof value === 'function';
+}
+
+/**
+ * `InvalidInputError` unless the watch can be installed on `request` (a plugin that seals or
+ * freezes the request at `requestStart` makes `response` and `error` non-configurable).
+ */
+function checkWatchable(request: object): void {
+  for (const name of ['response', 'error']) {
+    const own = Object.getOwnPropertyDescriptor(request, name);
+    if (own ? own.configurable : Object.isExtensible(request)) continue;
+    throw new InvalidInputError(
+      `idempotency() cannot watch request.${name}: the Middy request is sealed or frozen ` +
+        '(seal it, if at all, in a middleware used after idempotency())',
+    );
+  }
 }
 
 /** The watch of `request.response` by an `idempotency()` is still in place. */
