@@ -33,16 +33,19 @@ export interface IdempotencyMiddleware<TEvent, TResult, TContext> {
   after: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<void>;
   onError: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<void>;
   /**
-   * The companion to use LAST in `.use()`: Middy runs its `after` first once the handler has
-   * returned, and its `onError` first when an error is caught, which waits for the decision's
-   * store write (release or not-recorded marker) before any later `onError` can end the
-   * invocation (a rethrow, `earlyResponse = undefined`).
+   * The companion to use LAST in `.use()`: Middy runs its `before` last (a later `before`
+   * writing a default `request.response` is then not taken for the handler's return), its
+   * `after` first once the handler has returned, and its `onError` first when an error is
+   * caught, which waits for the decision's store write (release or not-recorded marker) before
+   * any later `onError` can end the invocation (a rethrow, `earlyResponse = undefined`).
    */
   last: IdempotencyLastMiddleware<TEvent, TResult, TContext>;
 }
 
 /** The companion of {@link idempotency} to use last in `.use()` (see `last`). */
 export interface IdempotencyLastMiddleware<TEvent, TResult, TContext> {
+  /** Runs last in the `before` chain: a write of `request.response` before it is no return. */
+  before: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<undefined>;
   after: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<void>;
   onError: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<void>;
 }
@@ -173,6 +176,18 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
       await invocation.decision?.catch(() => {});
     },
     last: {
+      async before(request) {
+        const invocation = invocations.get(request);
+        if (!invocation || invocation.decision || invocation.failed) return undefined;
+        // The end of the `before` chain: the writes of `request.response` so far were the
+        // `before` hooks' (a default response), not the handler's return.
+        invocation.pending = undefined;
+        invocation.ambiguous = false;
+        invocation.maybeCaught = false;
+        invocation.returned = false;
+        running.add(invocation);
+        return undefined;
+      },
       async after(request) {
         const invocation = invocations.get(request);
         if (!invocation || invocation.failed || invocation.timedOut) return;

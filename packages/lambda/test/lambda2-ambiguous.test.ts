@@ -247,4 +247,50 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
     expect(await handler({ id: 'amb-string-last' }, fakeContext(10_000))).toBe('ok');
     expect(runs).toBe(2);
   });
+
+  it('with idem.last: a later `before` initialising request.response, the handler throws: released, the retry runs', async () => {
+    let runs = 0;
+    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const handler = middy(async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return { statusCode: 200 };
+    })
+      .use(idem)
+      .use({
+        before: async (request: Req) => {
+          request.response = { headers: {} }; // default response, replaced by the handler's
+        },
+      })
+      .use(idem.last);
+    await expect(handler({ id: 'init-last' }, fakeContext(10_000))).rejects.toThrow('transient');
+    expect(await handler({ id: 'init-last' }, fakeContext(10_000))).toEqual({ statusCode: 200 });
+    expect(await handler({ id: 'init-last' }, fakeContext(10_000))).toEqual({ statusCode: 200 });
+    expect(runs).toBe(2);
+  });
+
+  it('with idem.last: a later `before` initialising request.response, the handler returns undefined, an `after` throws: a marker', async () => {
+    let runs = 0;
+    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const handler = middy(async () => {
+      runs += 1;
+      return undefined;
+    })
+      .use(idem)
+      .use({
+        before: async (request: Req) => {
+          request.response = { headers: {} };
+        },
+        after: async () => {
+          throw new Error('invalid response');
+        },
+      })
+      .use(idem.last);
+    await expect(handler({ id: 'init-last-after' }, fakeContext(10_000))).rejects.toThrow(
+      'invalid response',
+    );
+    const retry = await settle(handler({ id: 'init-last-after' }, fakeContext(10_000)));
+    expect((retry as { error: unknown }).error).toBeInstanceOf(OutcomeNotRecordedError);
+    expect(runs).toBe(1);
+  });
 });
