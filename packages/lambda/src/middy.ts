@@ -116,6 +116,8 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         settled: false,
         answerWaits: false,
         copyOpen: false,
+        copyTurn: 0,
+        copyFresh: false,
         read: undefined,
       };
       invocations.set(request, invocation);
@@ -238,6 +240,13 @@ interface Invocation {
   answerWaits: boolean;
   /** The synchronous run of that copy is still going (the hook that wrote it reads values). */
   copyOpen: boolean;
+  /** Copies so far (to know the last one). */
+  copyTurn: number;
+  /**
+   * No turn of the event loop has passed since the last copy: Middy reads its copy to return
+   * it in the microtasks that follow it; a read after an `await` on a timer or I/O is a hook's.
+   */
+  copyFresh: boolean;
   /** The answer handed to the first read of an early answer (one promise for every read). */
   read: FinalRead | undefined;
 }
@@ -374,7 +383,9 @@ const responseWatches = new WeakSet<object>();
  *   read after the copy's synchronous run (Middy's `return request.response`), on the value
  *   read, what the caller gets (see {@link decideEarly}). In the `onError` chain Middy reads it
  *   twice in one synchronous run (`typeof request.response`, then `return`), elsewhere once:
- *   the first read hands out a promise, and the decision waits for the end of that run.
+ *   the first read hands out a promise, and the decision waits for the end of that run. A
+ *   read once a turn of the event loop has passed since the last copy is a hook's (it
+ *   answered early, then awaited a timer or I/O): it gets the value, and Middy copies again.
  *
  * Lambda freezes the environment once the handler has answered: a write still in flight then
  * would not land. Middy returns `request.response` from an async function; after the copy's
@@ -404,6 +415,12 @@ function watchRequest(
       queueMicrotask(() => {
         invocation.copyOpen = false;
       });
+      invocation.copyTurn += 1;
+      invocation.copyFresh = true;
+      const turn = invocation.copyTurn;
+      setImmediate(() => {
+        if (invocation.copyTurn === turn) invocation.copyFresh = false;
+      }).unref?.();
       return;
     }
     if (invocation.failed || invocation.decision) return;
@@ -431,6 +448,8 @@ function watchRequest(
     get(this: object) {
       const value = response.get(this);
       if (!current(this) || !invocation.answerWaits || invocation.copyOpen) return value;
+      // (A hook that answered early and reads after an `await`: Middy copies again after it.)
+      if (!invocation.copyFresh && !invocation.read?.open) return value;
       return finalAnswer(invocation, this, value);
     },
     set: setResponse,
