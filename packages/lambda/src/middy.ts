@@ -1,5 +1,6 @@
 import {
   type Execution,
+  InvalidInputError,
   jsonSerializer,
   OutcomeNotRecordedError,
   ReplayedFailureError,
@@ -32,16 +33,19 @@ export interface IdempotencyMiddleware<TEvent, TResult, TContext> {
   after: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<void>;
   onError: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<void>;
   /**
-   * The companion to use LAST in `.use()`: Middy runs its `after` first once the handler has
-   * returned, and its `onError` first when an error is caught, which waits for the decision's
-   * store write (release or not-recorded marker) before any later `onError` can end the
-   * invocation (a rethrow, `earlyResponse = undefined`).
+   * The companion to use LAST in `.use()`: Middy runs its `before` last (a later `before`
+   * writing a default `request.response` is then not taken for the handler's return), its
+   * `after` first once the handler has returned, and its `onError` first when an error is
+   * caught, which waits for the decision's store write (release or not-recorded marker) before
+   * any later `onError` can end the invocation (a rethrow, `earlyResponse = undefined`).
    */
   last: IdempotencyLastMiddleware<TEvent, TResult, TContext>;
 }
 
 /** The companion of {@link idempotency} to use last in `.use()` (see `last`). */
 export interface IdempotencyLastMiddleware<TEvent, TResult, TContext> {
+  /** Runs last in the `before` chain: a write of `request.response` before it is no return. */
+  before: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<undefined>;
   after: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<void>;
   onError: (request: MiddyRequestLike<TEvent, TResult, TContext>) => Promise<void>;
 }
@@ -85,6 +89,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
     async before(request) {
       const { event, context } = request;
       invocations.delete(request); // (a request object used again: its last invocation is over)
+      checkWatchable(request); // (before the key is acquired: a refusal holds nothing)
       const req = requestFor(event, context, key(event, context), payload?.(event, context), scope);
       const begun = await engineForInvocation(engineOptions, context).begin(req);
       if (begun.kind === 'replay') {
@@ -102,16 +107,22 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         execution,
         returned: false,
         timedOut: false,
+        timeoutMarks: [],
         pending: undefined,
-        resetGuess: undefined,
+        ambiguous: false,
+        maybeCaught: false,
         failed: false,
         decision: undefined,
         settled: false,
         answerWaits: false,
         copyOpen: false,
-        rethrow: undefined,
+        copyTurn: 0,
+        copyFresh: false,
+        read: undefined,
       };
       invocations.set(request, invocation);
+      for (const other of running) if (other.execution.finished) running.delete(other);
+      running.add(invocation);
       watchRequest(invocations, request, invocation);
       (request.context as ContextWithIdempotency<TContext>).idempotency = {
         fence: execution.fence,
@@ -132,9 +143,8 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         await invocation.decision;
         return;
       }
-      // The `after` chain runs once the handler has returned.
-      settle(invocation);
-      invocation.returned = true;
+      // The `after` chain runs once the handler has returned (Middy runs it after no catch).
+      markReturned(invocation);
       let value: unknown = request.response;
       if (isThenable(value)) {
         // A later `after` stored a promise: Middy answers with its settled value.
@@ -168,11 +178,22 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
       await invocation.decision?.catch(() => {});
     },
     last: {
+      async before(request) {
+        const invocation = invocations.get(request);
+        if (!invocation || invocation.decision || invocation.failed) return undefined;
+        // The end of the `before` chain: the writes of `request.response` so far were the
+        // `before` hooks' (a default response), not the handler's return.
+        invocation.pending = undefined;
+        invocation.ambiguous = false;
+        invocation.maybeCaught = false;
+        invocation.returned = false;
+        running.add(invocation);
+        return undefined;
+      },
       async after(request) {
         const invocation = invocations.get(request);
         if (!invocation || invocation.failed || invocation.timedOut) return;
-        settle(invocation);
-        invocation.returned = true;
+        markReturned(invocation);
       },
       async onError(request) {
         const invocation = invocations.get(request);
@@ -194,10 +215,21 @@ interface Invocation {
   returned: boolean;
   /** Middy wrote a `timeoutEarlyResponse` made by {@link idempotentTimeoutResponse}. */
   timedOut: boolean;
+  /** Answers of {@link idempotentTimeoutResponse} made while this handler ran (for a moment). */
+  timeoutMarks: unknown[];
   /** Writes of `request.response` in the current synchronous run (the last one's value). */
   pending: { count: number; lastUndefined: boolean } | undefined;
-  /** What `returned` would be if the last `request.error = undefined` was Middy's catch. */
-  resetGuess: boolean | undefined;
+  /**
+   * A lone write of `undefined` to `request.response`, then a write of `request.error`, in one
+   * synchronous run, before the handler was known to have returned: Middy's catch (the handler
+   * or a `before` threw), or the handler's `undefined` and the first `after` hook writing
+   * `request.error` itself. Writes alone cannot tell; the next hook of this middleware does
+   * (its `after`: it returned; an `onError`: Middy caught), or Middy's read of the answer.
+   * Never a release while it holds (see `watchRequest`).
+   */
+  ambiguous: boolean;
+  /** After the handler returned: `response = undefined; error = undefined` (a catch of `undefined`?). */
+  maybeCaught: boolean;
   /** Middy caught an error: it runs the `onError` chain. */
   failed: boolean;
   /** The one decision (record, not-recorded marker or release) once made: its store write. */
@@ -206,21 +238,58 @@ interface Invocation {
   settled: boolean;
   /** Middy copied an early answer to `request.response`: its answer waits for the decision. */
   answerWaits: boolean;
-  /** The answer of an `onError` chain that left `undefined`: Middy's rethrow, once decided. */
-  rethrow: Promise<never> | undefined;
   /** The synchronous run of that copy is still going (the hook that wrote it reads values). */
   copyOpen: boolean;
+  /** Copies so far (to know the last one). */
+  copyTurn: number;
+  /**
+   * No turn of the event loop has passed since the last copy: Middy reads its copy to return
+   * it in the microtasks that follow it; a read after an `await` on a timer or I/O is a hook's.
+   */
+  copyFresh: boolean;
+  /** The answer handed to the first read of an early answer (one promise for every read). */
+  read: FinalRead | undefined;
 }
 
-/** The pending writes of `request.response` were not Middy's reset: the handler returned. */
+/** The first read of an early answer after its copy: Middy's, to return it. */
+interface FinalRead {
+  value: unknown;
+  /** Still in the synchronous run of that read: a second read there is Middy's `onError` chain. */
+  open: boolean;
+  /** Middy read twice in one run (`typeof request.response`, then `return`): the `onError` chain. */
+  onErrorChain: boolean;
+  promise: Promise<unknown>;
+}
+
+/** Invocations whose handler may be running (for {@link idempotentTimeoutResponse}). */
+const running = new Set<Invocation>();
+
+/**
+ * The pending writes of `request.response` were not Middy's reset: the handler returned
+ * (unless ambiguous: then they are a hook's writes, which tell nothing).
+ */
 function settle(invocation: Invocation): void {
   if (!invocation.pending) return;
   invocation.pending = undefined;
+  if (!invocation.ambiguous) setReturned(invocation);
+}
+
+function setReturned(invocation: Invocation): void {
   invocation.returned = true;
+  running.delete(invocation);
+}
+
+/** A hook of this middleware in the `after` chain runs: Middy caught nothing, the handler returned. */
+function markReturned(invocation: Invocation): void {
+  settle(invocation);
+  invocation.ambiguous = false;
+  invocation.maybeCaught = false;
+  setReturned(invocation);
 }
 
 /** Makes the invocation's one decision; `swallow` for the writes whose failure is not the caller's. */
 function decide(invocation: Invocation, write: Promise<void>, swallow: boolean): void {
+  running.delete(invocation);
   const decision = swallow ? write.catch(() => {}) : write;
   invocation.decision = decision;
   decision.then(
@@ -234,16 +303,15 @@ function decide(invocation: Invocation, write: Promise<void>, swallow: boolean):
 }
 
 /**
- * The decision in an `onError` hook when Middy's catch was not seen (it threw `undefined`, or
- * a middleware removed the watch of `request.response`).
+ * The decision once an `onError` hook (of `idempotency()` or `idem.last`) runs, or Middy's
+ * answer comes from the `onError` chain: Middy caught an error. An ambiguous write pair
+ * before it was that catch (the handler did not return).
  */
 function decideAtCatch(invocation: Invocation): void {
   settle(invocation);
-  const returned = invocation.failed
-    ? invocation.returned
-    : (invocation.resetGuess ?? invocation.returned);
+  invocation.ambiguous = false;
   invocation.failed = true;
-  decideOnError(invocation, returned);
+  decideOnError(invocation, invocation.returned);
 }
 
 /**
@@ -265,18 +333,21 @@ function decideOnError(invocation: Invocation, handlerReturned: boolean): void {
 
 /**
  * The decision when a chain ended early (Middy copied `request.earlyResponse` to
- * `request.response`), made when Middy reads that answer to return it. Before the handler
- * (nothing returned): nothing ran, the key is released. After the handler returned: the key
- * is never released; the answer, what the caller gets, is recorded and replayed.
+ * `request.response`), made when Middy reads that answer to return it. In the `onError`
+ * chain: as at a catch. Otherwise, before the handler (nothing returned): nothing ran, the key
+ * is released. After the handler returned (or an ambiguous pair: then it was not Middy's
+ * catch, which would have run the `onError` chain): the key is never released; the answer,
+ * what the caller gets, is recorded and replayed.
  */
-function decideEarly(invocation: Invocation, value: unknown): void {
+function decideEarly(invocation: Invocation, value: unknown, onErrorChain: boolean): void {
+  if (onErrorChain || invocation.failed) {
+    decideAtCatch(invocation);
+    return;
+  }
   settle(invocation);
+  if (invocation.ambiguous) markReturned(invocation);
   const { execution } = invocation;
-  if (invocation.failed) decideOnError(invocation, invocation.returned);
-  // The last step was `response = undefined; error = undefined`: Middy's catch of a thrown
-  // `undefined` (then an `onError` answered early), or a hook clearing both: never a record.
-  else if (invocation.resetGuess !== undefined) decideOnError(invocation, invocation.resetGuess);
-  else if (!invocation.returned || execution.finished)
+  if (!invocation.returned || execution.finished)
     decide(invocation, execution.finished ? Promise.resolve() : execution.release(), true);
   else recordEarly(invocation, value);
 }
@@ -294,26 +365,37 @@ const responseWatches = new WeakSet<object>();
  *   `request.error` in the same synchronous run. A write not followed in its run by such an
  *   error is the handler's return (or a later `before`'s write, taken as one): `returned`
  *   then holds for the rest of the invocation.
- * - `request.error`: a write of a value right after a write of `undefined` to
- *   `request.response` is Middy's catch: the decision is made then (see
- *   {@link decideOnError}). Any other write (a middleware clearing or noting an error) is not.
- *   When the watch of `request.response` is gone (deleted or redefined), a value written while
- *   `request.response` is `undefined` is taken as Middy's catch.
+ * - `request.error`: a write right after a write of `undefined` to `request.response` may be
+ *   Middy's catch. After the handler returned (or after two writes of `request.response` in
+ *   that run) it is taken as one: a value, and the decision (a not-recorded marker) is made
+ *   then. Before, it is ambiguous: the handler may have returned `undefined`, then the first
+ *   `after` hook (which Middy calls in that run) written `request.error`. Then no decision is
+ *   made at the write: the next hook of this middleware settles it (its `after`: the handler
+ *   returned; its or `idem.last`'s `onError`: Middy caught, the key is released), or Middy's
+ *   read of an early answer (the `onError` chain: released; otherwise: recorded), or Middy's
+ *   own write when a later `onError` throws (`e.originalError = request.error`). Any other
+ *   write (a middleware clearing or noting an error) changes nothing. When the watch of
+ *   `request.response` is gone (deleted or redefined), a value written while
+ *   `request.response` is `undefined` is taken the same way.
  * - an early answer: Middy 6 ends a chain when `request.earlyResponse` is an own property
  *   (however it got there), and copies it to `request.response`; a write of `request.response`
  *   while `request.earlyResponse` is own is that copy. The decision is made when the answer is
  *   read after the copy's synchronous run (Middy's `return request.response`), on the value
- *   read, what the caller gets (see {@link decideEarly}).
+ *   read, what the caller gets (see {@link decideEarly}). In the `onError` chain Middy reads it
+ *   twice in one synchronous run (`typeof request.response`, then `return`), elsewhere once:
+ *   the first read hands out a promise, and the decision waits for the end of that run. A
+ *   read once a turn of the event loop has passed since the last copy is a hook's (it
+ *   answered early, then awaited a timer or I/O): it gets the value, and Middy copies again.
  *
  * Lambda freezes the environment once the handler has answered: a write still in flight then
  * would not land. Middy returns `request.response` from an async function; after the copy's
  * run, while the decision's write is in flight, reading `request.response` gives a promise of
  * the value, so the invocation answers once the write has landed; then it gives the value
  * again (what `requestEnd` sees). In the `onError` chain, where Middy rethrows when
- * `request.response` is `undefined` (an `onError` set `earlyResponse = undefined`), that read
- * gives a promise rejecting with `request.error` once the write has landed: Middy returns it,
- * the caller gets the same error. A later `onError` that throws ends the invocation with no
- * read: only `idem.last` (its `onError` runs first) can wait then.
+ * `request.response` is `undefined` (an `onError` set `earlyResponse = undefined`), that
+ * promise rejects with `request.error` once the write has landed: Middy returns it, the caller
+ * gets the same error. A later `onError` that throws ends the invocation with no read: only
+ * `idem.last` (its `onError` runs first) can wait then.
  */
 function watchRequest(
   invocations: WeakMap<object, Invocation>,
@@ -333,11 +415,21 @@ function watchRequest(
       queueMicrotask(() => {
         invocation.copyOpen = false;
       });
+      invocation.copyTurn += 1;
+      invocation.copyFresh = true;
+      const turn = invocation.copyTurn;
+      setImmediate(() => {
+        if (invocation.copyTurn === turn) invocation.copyFresh = false;
+      }).unref?.();
       return;
     }
-    invocation.resetGuess = undefined;
-    if (invocation.failed) return;
-    if (!invocation.returned && !invocation.pending && takeTimeoutAnswer(value)) {
+    if (invocation.failed || invocation.decision) return;
+    if (
+      !invocation.returned &&
+      !invocation.ambiguous &&
+      !invocation.pending &&
+      takeTimeoutAnswer(invocation, value)
+    ) {
       // Middy's early timeout won the race with the handler: not the handler's return.
       invocation.timedOut = true;
       return;
@@ -356,19 +448,9 @@ function watchRequest(
     get(this: object) {
       const value = response.get(this);
       if (!current(this) || !invocation.answerWaits || invocation.copyOpen) return value;
-      if (!invocation.decision) decideEarly(invocation, value);
-      if (invocation.settled) return value;
-      // (Maybe Middy's catch of a thrown `undefined`: it may rethrow on this read.)
-      if (value === undefined && !invocation.failed && invocation.resetGuess !== undefined)
-        return value;
-      if (value === undefined && invocation.failed) {
-        // Middy rethrows `request.error` when the `onError` chain leaves `undefined`: it gets
-        // instead a promise that rejects with it once the write has landed (one promise for
-        // its two reads, `typeof` then `return`).
-        invocation.rethrow ??= rethrowAfter(invocation, this);
-        return invocation.rethrow;
-      }
-      return invocation.decision?.then(() => value) ?? value;
+      // (A hook that answered early and reads after an `await`: Middy copies again after it.)
+      if (!invocation.copyFresh && !invocation.read?.open) return value;
+      return finalAnswer(invocation, this, value);
     },
     set: setResponse,
   });
@@ -380,38 +462,99 @@ function watchRequest(
       return error.get(this);
     },
     set(this: object, value: unknown) {
+      const previous = current(this) ? error.get(this) : undefined;
       error.set(this, value);
-      if (!current(this) || invocation.failed) return;
+      if (!current(this) || invocation.failed || invocation.decision) return;
       const { pending } = invocation;
       const reset = pending?.lastUndefined === true;
       const unwatched =
-        !pending && !watched(this) && Reflect.get(this, 'response', this) === undefined;
-      if (value !== undefined && (reset || unwatched)) {
-        // Middy's catch: its reset of `request.response` was not the handler's return.
+        value !== undefined &&
+        !pending &&
+        !watched(this) &&
+        Reflect.get(this, 'response', this) === undefined;
+      if (reset || unwatched) {
         invocation.pending = undefined;
-        if (pending && pending.count >= 2) invocation.returned = true;
-        invocation.failed = true;
-        if (!invocation.decision) decideOnError(invocation, invocation.returned);
+        if (invocation.returned || invocation.ambiguous || (pending && pending.count >= 2)) {
+          // Not the handler's lone return: Middy's catch (or a hook's pair, taken as one) once
+          // the handler has returned, or a second such pair (one of them was not the catch:
+          // the safe side, the handler returned).
+          invocation.ambiguous = false;
+          setReturned(invocation);
+          if (value === undefined) {
+            invocation.maybeCaught = true; // (a catch of `undefined`, or a hook clearing both)
+            return;
+          }
+          invocation.failed = true;
+          decideOnError(invocation, true);
+          return;
+        }
+        // Middy's catch, or the handler's `undefined` then an `after` writing request.error.
+        invocation.ambiguous = true;
         return;
       }
-      // Not Middy's catch, unless it threw `undefined`: `onError` knows (see decideAtCatch).
-      if (reset && pending) invocation.resetGuess = invocation.returned || pending.count >= 2;
+      if (
+        (invocation.ambiguous || invocation.maybeCaught) &&
+        isObjectLike(value) &&
+        Object.hasOwn(value, 'originalError') &&
+        (value as { originalError?: unknown }).originalError === previous
+      ) {
+        // Middy's catch of a throwing `onError` (`e.originalError = request.error; request.error
+        // = e`): the onError chain ran, so the pair before was Middy's catch.
+        decideAtCatch(invocation);
+      }
     },
   });
 }
 
-/** A promise rejecting with `request.error` once the decision's write has landed. */
-function rethrowAfter(invocation: Invocation, request: object): Promise<never> {
-  const rethrow = (invocation.decision ?? Promise.resolve()).then(
-    () => {
-      throw Reflect.get(request, 'error');
-    },
-    () => {
-      throw Reflect.get(request, 'error');
-    },
-  );
-  rethrow.catch(() => {}); // (Middy adopts it; a read that does not is no unhandled rejection)
-  return rethrow;
+/**
+ * Middy's read of an early answer once its copy's run is over: a promise of the answer that
+ * settles once the decision's write has landed (the same promise for every read of that value).
+ */
+function finalAnswer(invocation: Invocation, request: object, value: unknown): unknown {
+  const read = invocation.read;
+  if (read?.open) {
+    // A second read in the run of the first: Middy's `onError` chain (`typeof`, `return`).
+    read.onErrorChain = true;
+    if (!invocation.decision) decideEarly(invocation, read.value, true);
+    return read.promise;
+  }
+  if (invocation.settled) return value;
+  if (read && Object.is(read.value, value)) return read.promise;
+  const next: FinalRead = { value, open: true, onErrorChain: false, promise: Promise.resolve() };
+  invocation.read = next;
+  next.promise = Promise.resolve()
+    .then(() => {
+      next.open = false;
+      // One read: the `before` or `after` chain answered early.
+      if (!invocation.decision) decideEarly(invocation, value, false);
+      return invocation.decision;
+    })
+    .then(() => {
+      // Middy rethrows `request.error` when the `onError` chain leaves `undefined`.
+      if (next.onErrorChain && value === undefined) throw Reflect.get(request, 'error');
+      return value;
+    });
+  next.promise.catch(() => {}); // (a read that is not returned is no unhandled rejection)
+  return next.promise;
+}
+
+function isObjectLike(value: unknown): value is object {
+  return (typeof value === 'object' && value !== null) || typeof value === 'function';
+}
+
+/**
+ * `InvalidInputError` unless the watch can be installed on `request` (a plugin that seals or
+ * freezes the request at `requestStart` makes `response` and `error` non-configurable).
+ */
+function checkWatchable(request: object): void {
+  for (const name of ['response', 'error']) {
+    const own = Object.getOwnPropertyDescriptor(request, name);
+    if (own ? own.configurable : Object.isExtensible(request)) continue;
+    throw new InvalidInputError(
+      `idempotency() cannot watch request.${name}: the Middy request is sealed or frozen ` +
+        '(seal it, if at all, in a middleware used after idempotency())',
+    );
+  }
 }
 
 /** The watch of `request.response` by an `idempotency()` is still in place. */
@@ -419,10 +562,6 @@ function watched(request: object): boolean {
   const setter = Object.getOwnPropertyDescriptor(request, 'response')?.set;
   return setter !== undefined && responseWatches.has(setter);
 }
-
-/** Answers made by {@link idempotentTimeoutResponse}: objects, and primitives for a moment. */
-const timeoutAnswers = new WeakSet<object>();
-const timeoutPrimitives: unknown[] = [];
 
 /**
  * Wraps Middy's `timeoutEarlyResponse` when it returns a value (a 504) instead of throwing:
@@ -440,27 +579,26 @@ export function idempotentTimeoutResponse<T>(response: () => T): () => T {
   };
 }
 
+/**
+ * Marks the answer for the invocations whose handler is running now (Middy writes it to the
+ * one it timed out in the microtasks that follow), until the next macrotask, and no later.
+ */
 function markTimeoutAnswer(value: unknown): void {
-  if ((typeof value === 'object' && value !== null) || typeof value === 'function') {
-    timeoutAnswers.add(value);
-    return;
-  }
-  // A primitive cannot be told apart by identity: it marks the next equal write, in the
-  // microtasks that follow (Middy writes it then), and no later.
-  timeoutPrimitives.push(value);
+  const marked = [...running].filter((invocation) => !invocation.execution.finished);
+  for (const invocation of marked) invocation.timeoutMarks.push(value);
   setTimeout(() => {
-    const at = timeoutPrimitives.findIndex((v) => Object.is(v, value));
-    if (at >= 0) timeoutPrimitives.splice(at, 1);
+    for (const invocation of marked) {
+      const at = invocation.timeoutMarks.findIndex((v) => Object.is(v, value));
+      if (at >= 0) invocation.timeoutMarks.splice(at, 1);
+    }
   }, 0).unref?.();
 }
 
-/** `value` is an answer of {@link idempotentTimeoutResponse} (a primitive is taken once). */
-function takeTimeoutAnswer(value: unknown): boolean {
-  if ((typeof value === 'object' && value !== null) || typeof value === 'function')
-    return timeoutAnswers.has(value);
-  const at = timeoutPrimitives.findIndex((v) => Object.is(v, value));
+/** `value` is an answer of {@link idempotentTimeoutResponse} marked for this invocation (taken once). */
+function takeTimeoutAnswer(invocation: Invocation, value: unknown): boolean {
+  const at = invocation.timeoutMarks.findIndex((v) => Object.is(v, value));
   if (at < 0) return false;
-  timeoutPrimitives.splice(at, 1);
+  invocation.timeoutMarks.splice(at, 1);
   return true;
 }
 

@@ -258,7 +258,8 @@ describe('rev12b: idem.last, freeze, timeouts (redis)', () => {
     }
   });
 
-  // FINDING (LOW): Middy's catch of a thrown `undefined` (a validator or handler throwing
+  // FIXED (was FINDING LOW): Middy's read of the answer gets a promise; a second read in the same run is the onError chain, whose promise rejects with request.error once the write has landed.
+  // Was: FINDING (LOW): Middy's catch of a thrown `undefined` (a validator or handler throwing
   // `undefined`) followed by an `onError` that sets `earlyResponse = undefined`: the getter
   // hands Middy `undefined` at once while the decision's write is in flight (middy.ts: "Maybe
   // Middy's catch of a thrown undefined"), so Middy rethrows before the write lands. Lambda
@@ -269,7 +270,7 @@ describe('rev12b: idem.last, freeze, timeouts (redis)', () => {
   // return the same kind of promise as `rethrowAfter` (rejecting with `request.error` once the
   // write has landed) when the copy happens in the onError chain, e.g. told by Middy's catch
   // guess (`resetGuess !== undefined`) having been made before any `after` hook ran.
-  it.fails('(freeze) handler returned, `after` throws undefined, onError earlyResponse = undefined: no second run after the lease', async () => {
+  it('(freeze) handler returned, `after` throws undefined, onError earlyResponse = undefined: no second run after the lease', async () => {
     for (let i = 0; i < 2; i++) {
       const f = freezable(env.store, 150);
       let runs = 0;
@@ -296,7 +297,8 @@ describe('rev12b: idem.last, freeze, timeouts (redis)', () => {
     }
   });
 
-  it.fails('(freeze) handler throws undefined, onError earlyResponse = undefined: the key is free for the retry', async () => {
+  // FIXED (was FINDING LOW): the second case of the finding above: the same promise, the release lands before the rethrow.
+  it('(freeze) handler throws undefined, onError earlyResponse = undefined: the key is free for the retry', async () => {
     const f = freezable(env.store, 150);
     let runs = 0;
     const handler = middy(async () => {

@@ -1,0 +1,296 @@
+import { InProgressError, OutcomeNotRecordedError } from '@idem/core';
+import middy from '@middy/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { idempotency } from '../src/index.js';
+import { type Env, fakeContext, openEnv } from './lambda-env.js';
+
+// lambda2: the ambiguous write pair (`response = undefined; error = ...` in one run, before the
+// handler is known to have returned) is settled by idempotency()'s own hooks or Middy's read,
+// never released at the write. These tests pin each way it is settled, and its costs.
+
+type Ev = { id: string };
+// biome-ignore lint/suspicious/noExplicitAny: a Middy request poked at as any middleware would
+type Req = any;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const settle = (p: Promise<unknown>) =>
+  p.then(
+    (value) => ({ value }),
+    (error: unknown) => ({ error }),
+  );
+
+describe('lambda2: the ambiguous catch-like pair (redis)', () => {
+  let env: Env;
+  beforeEach(async () => {
+    env = await openEnv('redis');
+  });
+  afterEach(async () => {
+    await env.close();
+  });
+
+  it('handler returns undefined, the first `after` notes request.error, a later `after` throws: a marker, no second run', async () => {
+    let runs = 0;
+    const handler = middy(async () => {
+      runs += 1;
+      return undefined;
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        after: async () => {
+          throw new Error('invalid response');
+        },
+      })
+      .use({
+        after: async (request: Req) => {
+          request.error = new Error('soft'); // runs first, in Middy's run of the handler's write
+        },
+      });
+    await expect(handler({ id: 'amb-throw' }, fakeContext(10_000))).rejects.toThrow(
+      'invalid response',
+    );
+    const retry = await settle(handler({ id: 'amb-throw' }, fakeContext(10_000)));
+    expect((retry as { error: unknown }).error).toBeInstanceOf(OutcomeNotRecordedError);
+    expect(runs).toBe(1);
+  });
+
+  it('handler returns undefined, the first `after` notes request.error, a later `after` sets earlyResponse = undefined: recorded', async () => {
+    let runs = 0;
+    const handler = middy(async () => {
+      runs += 1;
+      return undefined;
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        after: async (request: Req) => {
+          request.earlyResponse = undefined;
+        },
+      })
+      .use({
+        after: async (request: Req) => {
+          request.error = new Error('soft');
+        },
+      });
+    expect(await settle(handler({ id: 'amb-undef' }, fakeContext(10_000)))).toEqual({
+      value: undefined,
+    });
+    expect(await settle(handler({ id: 'amb-undef' }, fakeContext(10_000)))).toEqual({
+      value: undefined,
+    });
+    expect(runs).toBe(1);
+  });
+
+  it("the handler throws, a later `onError` rethrows (no idem.last, no freeze): released at Middy's rethrow, the retry runs", async () => {
+    let runs = 0;
+    const handler = middy(async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return 'ok';
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        onError: async (request: Req) => {
+          throw request.error;
+        },
+      });
+    await expect(handler({ id: 'amb-rethrow' }, fakeContext(10_000))).rejects.toThrow('transient');
+    await sleep(100); // (the release is in flight when the error goes out: see idem.last)
+    expect(await handler({ id: 'amb-rethrow' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  it('the handler throws, a later `onError` wraps the error and throws (no idem.last): released, the retry runs', async () => {
+    let runs = 0;
+    const handler = middy(async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return 'ok';
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        onError: async (request: Req) => {
+          throw new Error('wrapped', { cause: request.error });
+        },
+      });
+    await expect(handler({ id: 'amb-wrap' }, fakeContext(10_000))).rejects.toThrow('wrapped');
+    await sleep(100);
+    expect(await handler({ id: 'amb-wrap' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  it('the handler throws, an `onError` answers early (no idem.last): released, the retry runs', async () => {
+    let runs = 0;
+    const handler = middy(async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return 'ok';
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({ onError: async () => ({ statusCode: 500 }) });
+    expect(await handler({ id: 'amb-500' }, fakeContext(10_000))).toEqual({ statusCode: 500 });
+    expect(await handler({ id: 'amb-500' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  it('with idem.last: the handler throws, the first `onError` writes response = undefined and a new error: released', async () => {
+    let runs = 0;
+    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const handler = middy(async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return 'ok';
+    })
+      .use(idem)
+      .use({
+        onError: async (request: Req) => {
+          request.response = undefined;
+          request.error = new Error('normalized');
+        },
+      })
+      .use(idem.last);
+    await expect(handler({ id: 'amb-norm-last' }, fakeContext(10_000))).rejects.toThrow(
+      'normalized',
+    );
+    expect(await handler({ id: 'amb-norm-last' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  // FINDING (LOW): the cost of never releasing on an ambiguous pair. Without idem.last, the
+  // handler throws, and the first `onError` Middy calls writes `request.response = undefined`
+  // and then a new `request.error` in its synchronous start: a second catch-like pair. One of
+  // the two was not Middy's catch; if it was the first, the handler returned (the first
+  // `after` wrote the error): the safe side is taken, a not-recorded marker, and the retry gets
+  // OutcomeNotRecordedError instead of running. Use idem.last (see the test above).
+  it.fails('without idem.last: the handler throws, the first `onError` writes response = undefined and a new error: released', async () => {
+    let runs = 0;
+    const handler = middy(async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return 'ok';
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        onError: async (request: Req) => {
+          request.response = undefined;
+          request.error = new Error('normalized');
+        },
+      });
+    await expect(handler({ id: 'amb-norm' }, fakeContext(10_000))).rejects.toThrow('normalized');
+    expect(await handler({ id: 'amb-norm' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  // FINDING (LOW): the other cost. Without idem.last, the handler throws and a later `onError`
+  // throws a value Middy cannot tag (a string: Middy's own `e.originalError = ...` throws a
+  // TypeError): no hook of idempotency() runs and Middy writes nothing, so the ambiguous pair is
+  // never settled and nothing is released: the key is held until its lease ends (retries get
+  // InProgressError meanwhile; never a second run). With idem.last the release lands first.
+  it.fails('without idem.last: the handler throws, a later `onError` throws a string: the key is free for the retry', async () => {
+    let runs = 0;
+    const handler = middy(async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return 'ok';
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        onError: async () => {
+          throw 'failed';
+        },
+      });
+    await settle(handler({ id: 'amb-string' }, fakeContext(10_000)));
+    await sleep(100);
+    expect(await handler({ id: 'amb-string' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  it('held (the cost, bounded): the same key is free once its lease ends', async () => {
+    let runs = 0;
+    const handler = middy(async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return 'ok';
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id, leaseMs: 500 }))
+      .use({
+        onError: async (request: Req) => {
+          if (request.error instanceof InProgressError) return; // (lets the duplicate's error out)
+          throw 'failed';
+        },
+      });
+    // (Heartbeats renew the lease until the invocation's deadline: in Lambda the freeze stops
+    // them at the answer; here the deadline, 800 ms, bounds them.)
+    await settle(handler({ id: 'amb-string-lease' }, fakeContext(800)));
+    const early = await settle(handler({ id: 'amb-string-lease' }, fakeContext(10_000)));
+    expect((early as { error: unknown }).error).toBeInstanceOf(InProgressError);
+    await sleep(1_000);
+    expect(await handler({ id: 'amb-string-lease' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  it('with idem.last: the handler throws, a later `onError` throws a string: the key is free for the retry', async () => {
+    let runs = 0;
+    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const handler = middy(async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return 'ok';
+    })
+      .use(idem)
+      .use({
+        onError: async () => {
+          throw 'failed';
+        },
+      })
+      .use(idem.last);
+    await settle(handler({ id: 'amb-string-last' }, fakeContext(10_000)));
+    expect(await handler({ id: 'amb-string-last' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  it('with idem.last: a later `before` initialising request.response, the handler throws: released, the retry runs', async () => {
+    let runs = 0;
+    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const handler = middy(async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return { statusCode: 200 };
+    })
+      .use(idem)
+      .use({
+        before: async (request: Req) => {
+          request.response = { headers: {} }; // default response, replaced by the handler's
+        },
+      })
+      .use(idem.last);
+    await expect(handler({ id: 'init-last' }, fakeContext(10_000))).rejects.toThrow('transient');
+    expect(await handler({ id: 'init-last' }, fakeContext(10_000))).toEqual({ statusCode: 200 });
+    expect(await handler({ id: 'init-last' }, fakeContext(10_000))).toEqual({ statusCode: 200 });
+    expect(runs).toBe(2);
+  });
+
+  it('with idem.last: a later `before` initialising request.response, the handler returns undefined, an `after` throws: a marker', async () => {
+    let runs = 0;
+    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const handler = middy(async () => {
+      runs += 1;
+      return undefined;
+    })
+      .use(idem)
+      .use({
+        before: async (request: Req) => {
+          request.response = { headers: {} };
+        },
+        after: async () => {
+          throw new Error('invalid response');
+        },
+      })
+      .use(idem.last);
+    await expect(handler({ id: 'init-last-after' }, fakeContext(10_000))).rejects.toThrow(
+      'invalid response',
+    );
+    const retry = await settle(handler({ id: 'init-last-after' }, fakeContext(10_000)));
+    expect((retry as { error: unknown }).error).toBeInstanceOf(OutcomeNotRecordedError);
+    expect(runs).toBe(1);
+  });
+});
