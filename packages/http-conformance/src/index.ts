@@ -5,6 +5,8 @@ export type { FetchHandler } from './fetch-driver.js';
 export { fetchDriver, replyToResponse, respondWithRoute } from './fetch-driver.js';
 export type { Scenario, ScenarioContext } from './kit.js';
 export { PROBLEM, RECORDED_HEADERS, REPLAYED } from './kit.js';
+export type { LastEventIdApp } from './last-event-id.js';
+export { describeLastEventIdBytes, LAST_EVENT_ID_EVENTS } from './last-event-id.js';
 export type { LivePace, LivePaceResult } from './live-pace.js';
 export { livePace } from './live-pace.js';
 export type {
