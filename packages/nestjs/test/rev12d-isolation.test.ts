@@ -9,10 +9,10 @@ import {
   BadRequestException,
   Controller,
   Get,
+  Module,
   Post,
   UseGuards,
   UseInterceptors,
-  Module,
 } from '@nestjs/common';
 import { defer, mergeMap, of, throwError } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -184,136 +184,145 @@ class ClassWideController {
 })
 class AppModule {}
 
-describe.each<Platform>(['express', 'fastify'])('@idem/nestjs (rev12d isolation) on %s', (platform) => {
-  let url = '';
-  let close = async () => {};
-  let controller: IsoController | undefined;
-  beforeAll(async () => {
-    const started = await startNest(platform, AppModule);
-    ({ url, close } = started);
-    controller = started.app.get(IsoController);
-  });
-  afterAll(async () => {
-    controller?.stopPoller();
-    await close();
-  });
-
-  it('keeps A held while concurrent requests open and close their own windows, and frees it when A ended though B still runs', async () => {
-    const k = key();
-    const started = count('iso-slow-start');
-    const ended = count('iso-slow-end');
-    const busyEnded = count('iso-busy-end');
-    expect((await send(url, '/iso/slow', { key: k, body: {} })).status).toBe(408);
-    // B (not idempotent) runs a long promise chain; 30 idempotent requests open and close windows.
-    const busy = send(url, '/iso/busy', { body: {} });
-    const quick = await Promise.all(
-      Array.from({ length: 30 }, () => send(url, '/iso/quick', { key: key(), body: {} })),
-    );
-    expect(quick.every((r) => r.status === 201)).toBe(true);
-    // A's work still runs: its key must still be held.
-    expect(count('iso-slow-end')).toBe(ended);
-    expect((await send(url, '/iso/slow', { key: k, body: {} })).status).toBe(409);
-    await until(() => count('iso-slow-end') > ended);
-    await sleep(50);
-    // A ended; B's promises (another request's context) must not hold A's key.
-    expect(count('iso-busy-end')).toBe(busyEnded);
-    expect((await send(url, '/iso/slow', { key: k, body: {} })).status).toBe(408);
-    expect(count('iso-slow-start')).toBe(started + 2);
-    expect((await busy).status).toBe(201);
-    await until(() => count('iso-slow-end') > ended + 1);
-  });
-
-  // FINDING (LOW): a client (pool, flusher) the handler lazily creates on its first call
-  // keeps running in that call's async context; its timer's promises are counted as the
-  // call's work, so the key of that first request stays held (409 to its retry) until
-  // maxHoldMs although its own work ended long before (and the process pays the promise hooks
-  // all that time). Bounded by maxHoldMs, never unsafe. Fix: do not count promises made in a
-  // timer/interval the call's context created after the call's subscription ended (e.g. wrap
-  // setInterval/setTimeout callbacks with insideHandler.exit while no subscription is open),
-  // or document that lazily created clients must be created outside the handler
-  // (AsyncResource.bind / onModuleInit).
-  let lazyKey = '';
-  let lazyAt = 0;
-  it.fails('frees the key of the request that lazily started a background timer once its own work ended', async () => {
-    const k = key();
-    lazyKey = k;
-    lazyAt = Date.now();
-    const started = count('iso-lazy-start');
-    const ended = count('iso-lazy-end');
-    expect((await send(url, '/iso/lazy', { key: k, body: {} })).status).toBe(408);
-    await until(() => count('iso-lazy-end') > ended);
-    await sleep(100);
-    expect((await send(url, '/iso/lazy', { key: k, body: {} })).status).toBe(408);
-    expect(count('iso-lazy-start')).toBe(started + 2);
-  });
-
-  it('still frees the key of the request that started the timer by maxHoldMs (bounded), and turns the hooks off', async () => {
-    expect(lazyKey).not.toBe('');
-    let status = 409;
-    for (let i = 0; i < 60 && status === 409; i++) {
-      await sleep(100);
-      status = (await send(url, '/iso/lazy', { key: lazyKey, body: {} })).status;
-    }
-    expect(status).toBe(408);
-    // maxHoldMs 2500 + leaseMs 500, with slack.
-    expect(Date.now() - lazyAt).toBeLessThan(4500);
-    await until(() => live === 0, 2000);
-    expect(live).toBe(0);
-  });
-
-  it('leaves no promise hook enabled after errors, timeouts and answers', async () => {
-    await until(() => live === 0, 4000);
-    const paths = ['/iso/sync-throw', '/iso/obs-error', '/iso/async-throw', '/iso/quick', '/iso/slow'];
-    const before = created;
-    for (const path of paths) {
-      const r = await send(url, path, { key: key(), body: {} });
-      expect(r.status).toBeLessThan(500);
-    }
-    expect(created).toBeGreaterThan(before);
-    await until(() => live === 0, 2000);
-    expect(live).toBe(0);
-  });
-
-  it('enables no promise hook for a route that is not idempotent, exempted, or needs no key', async () => {
-    await until(() => live === 0, 4000);
-    const before = created;
-    for (let i = 0; i < 5; i++) {
-      expect((await send(url, '/plain/obs', { key: key(), body: {} })).status).toBe(201);
-      expect((await send(url, '/classwide/exempt', { key: key(), body: {} })).status).toBe(201);
-      expect((await send(url, '/classwide/read', { method: 'GET' })).status).toBe(200);
-    }
-    expect(created).toBe(before);
-    expect(live).toBe(0);
-  });
-
-  it("keeps an app's AsyncLocalStorage, async_hooks and promiseHooks users working across windows", async () => {
-    let hookInits = 0;
-    const userHook = createHook({
-      init(_id, type) {
-        if (type === 'PROMISE') hookInits++;
-      },
-    }).enable();
-    let v8Inits = 0;
-    const stopV8 = promiseHooks.onInit(() => {
-      v8Inits++;
+describe.each<Platform>(['express', 'fastify'])(
+  '@idem/nestjs (rev12d isolation) on %s',
+  (platform) => {
+    let url = '';
+    let close = async () => {};
+    let controller: IsoController | undefined;
+    beforeAll(async () => {
+      const started = await startNest(platform, AppModule);
+      ({ url, close } = started);
+      controller = started.app.get(IsoController);
     });
-    try {
-      const r = await send(url, '/iso/als', { key: key(), body: {} });
-      expect(r.status).toBe(201);
-      expect(json(r)).toEqual({ tag: 'mine' });
+    afterAll(async () => {
+      controller?.stopPoller();
+      await close();
+    });
+
+    it('keeps A held while concurrent requests open and close their own windows, and frees it when A ended though B still runs', async () => {
+      const k = key();
+      const started = count('iso-slow-start');
+      const ended = count('iso-slow-end');
+      const busyEnded = count('iso-busy-end');
+      expect((await send(url, '/iso/slow', { key: k, body: {} })).status).toBe(408);
+      // B (not idempotent) runs a long promise chain; 30 idempotent requests open and close windows.
+      const busy = send(url, '/iso/busy', { body: {} });
+      const quick = await Promise.all(
+        Array.from({ length: 30 }, () => send(url, '/iso/quick', { key: key(), body: {} })),
+      );
+      expect(quick.every((r) => r.status === 201)).toBe(true);
+      // A's work still runs: its key must still be held.
+      expect(count('iso-slow-end')).toBe(ended);
+      expect((await send(url, '/iso/slow', { key: k, body: {} })).status).toBe(409);
+      await until(() => count('iso-slow-end') > ended);
+      await sleep(50);
+      // A ended; B's promises (another request's context) must not hold A's key.
+      expect(count('iso-busy-end')).toBe(busyEnded);
+      expect((await send(url, '/iso/slow', { key: k, body: {} })).status).toBe(408);
+      expect(count('iso-slow-start')).toBe(started + 2);
+      expect((await busy).status).toBe(201);
+      await until(() => count('iso-slow-end') > ended + 1);
+    });
+
+    // FINDING (LOW): a client (pool, flusher) the handler lazily creates on its first call
+    // keeps running in that call's async context; its timer's promises are counted as the
+    // call's work, so the key of that first request stays held (409 to its retry) until
+    // maxHoldMs although its own work ended long before (and the process pays the promise hooks
+    // all that time). Bounded by maxHoldMs, never unsafe. Fix: do not count promises made in a
+    // timer/interval the call's context created after the call's subscription ended (e.g. wrap
+    // setInterval/setTimeout callbacks with insideHandler.exit while no subscription is open),
+    // or document that lazily created clients must be created outside the handler
+    // (AsyncResource.bind / onModuleInit).
+    let lazyKey = '';
+    let lazyAt = 0;
+    it.fails('frees the key of the request that lazily started a background timer once its own work ended', async () => {
+      const k = key();
+      lazyKey = k;
+      lazyAt = Date.now();
+      const started = count('iso-lazy-start');
+      const ended = count('iso-lazy-end');
+      expect((await send(url, '/iso/lazy', { key: k, body: {} })).status).toBe(408);
+      await until(() => count('iso-lazy-end') > ended);
+      await sleep(100);
+      expect((await send(url, '/iso/lazy', { key: k, body: {} })).status).toBe(408);
+      expect(count('iso-lazy-start')).toBe(started + 2);
+    });
+
+    it('still frees the key of the request that started the timer by maxHoldMs (bounded), and turns the hooks off', async () => {
+      expect(lazyKey).not.toBe('');
+      let status = 409;
+      for (let i = 0; i < 60 && status === 409; i++) {
+        await sleep(100);
+        status = (await send(url, '/iso/lazy', { key: lazyKey, body: {} })).status;
+      }
+      expect(status).toBe(408);
+      // maxHoldMs 2500 + leaseMs 500, with slack.
+      expect(Date.now() - lazyAt).toBeLessThan(4500);
       await until(() => live === 0, 2000);
-      // After the package's hook was stopped, the others still see promises.
-      const h = hookInits;
-      const v = v8Inits;
-      await Promise.resolve().then(() => 1);
-      expect(hookInits).toBeGreaterThan(h);
-      expect(v8Inits).toBeGreaterThan(v);
-    } finally {
-      userHook.disable();
-      stopV8();
-    }
-  });
-});
+      expect(live).toBe(0);
+    });
+
+    it('leaves no promise hook enabled after errors, timeouts and answers', async () => {
+      await until(() => live === 0, 4000);
+      const paths = [
+        '/iso/sync-throw',
+        '/iso/obs-error',
+        '/iso/async-throw',
+        '/iso/quick',
+        '/iso/slow',
+      ];
+      const before = created;
+      for (const path of paths) {
+        const r = await send(url, path, { key: key(), body: {} });
+        expect(r.status).toBeLessThan(500);
+      }
+      expect(created).toBeGreaterThan(before);
+      await until(() => live === 0, 2000);
+      expect(live).toBe(0);
+    });
+
+    it('enables no promise hook for a route that is not idempotent, exempted, or needs no key', async () => {
+      await until(() => live === 0, 4000);
+      const before = created;
+      for (let i = 0; i < 5; i++) {
+        expect((await send(url, '/plain/obs', { key: key(), body: {} })).status).toBe(201);
+        expect((await send(url, '/classwide/exempt', { key: key(), body: {} })).status).toBe(201);
+        expect((await send(url, '/classwide/read', { method: 'GET' })).status).toBe(200);
+      }
+      expect(created).toBe(before);
+      expect(live).toBe(0);
+    });
+
+    it("keeps an app's AsyncLocalStorage, async_hooks and promiseHooks users working across windows", async () => {
+      let hookInits = 0;
+      const userHook = createHook({
+        init(_id, type) {
+          if (type === 'PROMISE') hookInits++;
+        },
+      }).enable();
+      let v8Inits = 0;
+      const stopV8 = promiseHooks.onInit(() => {
+        v8Inits++;
+      });
+      try {
+        const r = await send(url, '/iso/als', { key: key(), body: {} });
+        expect(r.status).toBe(201);
+        expect(json(r)).toEqual({ tag: 'mine' });
+        await until(() => live === 0, 2000);
+        // After the package's hook was stopped, the others still see promises.
+        const h = hookInits;
+        const v = v8Inits;
+        await Promise.resolve().then(() => 1);
+        expect(hookInits).toBeGreaterThan(h);
+        expect(v8Inits).toBeGreaterThan(v);
+      } finally {
+        userHook.disable();
+        stopV8();
+      }
+    });
+  },
+);
 
 afterAll(() => {
   promiseHooks.createHook = realCreateHook;

@@ -1,0 +1,322 @@
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as v8 from 'node:v8';
+import { Worker } from 'node:worker_threads';
+import { send } from '@idem/http-conformance';
+import { createMemoryStore } from '@idem/store-memory';
+import {
+  type CallHandler,
+  Controller,
+  type ExecutionContext,
+  Injectable,
+  Module,
+  type NestInterceptor,
+  Param,
+  Post,
+  UseGuards,
+  UseInterceptors,
+} from '@nestjs/common';
+import { defer, from, interval, map, NEVER, Observable, shareReplay, switchMap } from 'rxjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { IdempotencyModule, Idempotent } from '../src/index.js';
+import { count, ran, TimeoutInterceptor } from './review-kit.js';
+import { type Platform, startNest, TenantGuard } from './scenario-app.js';
+
+/**
+ * rev12d review of the Observable-work commits: a retry while the first request's work still
+ * runs, for the shapes that work takes (a fetch, a switchMap chain, work scheduled with
+ * setImmediate / nextTick / queueMicrotask, a shared Observable, a callback timer, a worker
+ * thread), and the bound on an Observable nobody ends.
+ */
+const key = () => `rev12d-once-${randomUUID()}`;
+const until = async (check: () => boolean, ms = 3000) => {
+  for (let waited = 0; waited < ms && !check(); waited += 10) await sleep(10);
+};
+
+// Live hooks the package enabled (see rev12d-isolation.test.ts).
+const promiseHooks = v8.promiseHooks;
+const realCreateHook = promiseHooks.createHook;
+let live = 0;
+promiseHooks.createHook = ((hooks: Parameters<typeof realCreateHook>[0]) => {
+  const stop = realCreateHook(hooks);
+  if ('before' in hooks || 'after' in hooks) return stop;
+  live++;
+  let stopped = false;
+  return () => {
+    if (!stopped) {
+      stopped = true;
+      live--;
+    }
+    stop();
+  };
+}) as typeof realCreateHook;
+
+/** The downstream service: answers after 400 ms (`/slow`) or 50 ms (`/fast`). */
+let upstream = '';
+const upstreamServer: Server = createServer((req, res) => {
+  const slow = req.url?.startsWith('/slow');
+  ran(slow ? 'up-slow-recv' : 'up-fast-recv');
+  setTimeout(
+    () => {
+      ran(slow ? 'up-slow-done' : 'up-fast-done');
+      res.end('{"ok":true}');
+    },
+    slow ? 400 : 50,
+  );
+});
+
+/** A worker thread that answers each job 400 ms later. */
+const worker = new Worker(
+  `const { parentPort } = require('node:worker_threads');
+   parentPort.on('message', (id) => setTimeout(() => parentPort.postMessage(id), 400));`,
+  { eval: true },
+);
+worker.unref();
+worker.on('message', () => ran('worker-end'));
+
+/** Answers a fallback at 150 ms but keeps the handler's subscription open (never unsubscribes it). */
+@Injectable()
+class LeakyFallbackInterceptor implements NestInterceptor {
+  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    return new Observable((subscriber) => {
+      next.handle().subscribe({ error: () => {} });
+      const timer = setTimeout(() => {
+        subscriber.next({ fallback: true });
+        subscriber.complete();
+      }, 150);
+      return () => clearTimeout(timer);
+    });
+  }
+}
+
+const async400 = async (name: string) => {
+  ran(`${name}-start`);
+  await sleep(400);
+  ran(`${name}-end`);
+};
+
+@Controller('once')
+@UseGuards(TenantGuard)
+class OnceController {
+  private shared: Observable<unknown> | undefined;
+
+  @Post('fetch')
+  @Idempotent()
+  @UseInterceptors(TimeoutInterceptor)
+  fetchIt() {
+    return from(fetch(`${upstream}/slow`).then((r) => r.json()));
+  }
+
+  // HttpService-like chain: a fast call, then a slow one started in switchMap.
+  @Post('chain')
+  @Idempotent()
+  @UseInterceptors(TimeoutInterceptor)
+  chain() {
+    return defer(() => fetch(`${upstream}/fast`)).pipe(
+      switchMap((r) => from(r.text())),
+      switchMap(() => from(fetch(`${upstream}/slow`).then((r) => r.json()))),
+    );
+  }
+
+  // Work scheduled from the subscription with a callback scheduler, running past the timeout.
+  @Post('sched/:kind')
+  @Idempotent()
+  @UseInterceptors(TimeoutInterceptor)
+  scheduled(@Param('kind') kind: string) {
+    return new Observable<unknown>((subscriber) => {
+      const work = () =>
+        void async400(`sched-${kind}`).then(() => {
+          subscriber.next({ ok: true });
+          subscriber.complete();
+        });
+      if (kind === 'immediate') setImmediate(work);
+      else if (kind === 'tick') process.nextTick(work);
+      else if (kind === 'micro') queueMicrotask(work);
+      else setTimeout(work, 20);
+    });
+  }
+
+  // One Observable shared across requests (a cached computation): started by the first.
+  @Post('shared')
+  @Idempotent()
+  @UseInterceptors(TimeoutInterceptor)
+  sharedWork() {
+    this.shared ??= defer(() => from(async400('shared'))).pipe(shareReplay(1));
+    return this.shared.pipe(map(() => ({ ok: true })));
+  }
+
+  // A callback API (a driver with callbacks, an EventEmitter) wrapped without a teardown
+  // that could stop it: the work goes on after the timeout unsubscribed.
+  @Post('callback')
+  @Idempotent()
+  @UseInterceptors(TimeoutInterceptor)
+  callback() {
+    return new Observable<unknown>((subscriber) => {
+      ran('cb-start');
+      setTimeout(() => {
+        ran('cb-end');
+        subscriber.next({ ok: true });
+        subscriber.complete();
+      }, 400);
+    });
+  }
+
+  // CPU work handed to a worker thread; the answer is its message.
+  @Post('worker')
+  @Idempotent()
+  @UseInterceptors(TimeoutInterceptor)
+  inWorker() {
+    const id = randomUUID();
+    ran('worker-start');
+    worker.postMessage(id);
+    return new Observable<unknown>((subscriber) => {
+      const on = (message: unknown) => {
+        if (message !== id) return;
+        subscriber.next({ ok: true });
+        subscriber.complete();
+      };
+      worker.on('message', on);
+      return () => worker.off('message', on);
+    });
+  }
+
+  // Never completes, and the interceptor between never unsubscribes it.
+  @Post('endless')
+  @Idempotent({ leaseMs: 400, maxHoldMs: 900 })
+  @UseInterceptors(LeakyFallbackInterceptor)
+  endless() {
+    ran('endless-start');
+    return interval(50).pipe(switchMap(() => from(sleep(10))));
+  }
+
+  // A promise that never settles, as `from(...)` of it: held at most maxHoldMs.
+  @Post('never')
+  @Idempotent({ leaseMs: 400, maxHoldMs: 900 })
+  @UseInterceptors(TimeoutInterceptor)
+  never() {
+    ran('never-start');
+    return NEVER;
+  }
+}
+
+@Module({
+  imports: [IdempotencyModule.forRoot({ store: createMemoryStore(), onWarning: () => {} })],
+  controllers: [OnceController],
+})
+class AppModule {}
+
+beforeAll(async () => {
+  await new Promise<void>((resolve) => upstreamServer.listen(0, '127.0.0.1', resolve));
+  upstream = `http://127.0.0.1:${(upstreamServer.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  promiseHooks.createHook = realCreateHook;
+  upstreamServer.closeAllConnections();
+  await new Promise((resolve) => upstreamServer.close(resolve));
+  await worker.terminate();
+});
+
+describe.each<Platform>(['express', 'fastify'])(
+  '@idem/nestjs (rev12d exactly-once) on %s',
+  (platform) => {
+    let url = '';
+    let close = async () => {};
+    beforeAll(async () => {
+      ({ url, close } = await startNest(platform, AppModule));
+    });
+    afterAll(() => close());
+
+    /** First request times out (408); a retry while `running()` must be 409; after `ended`, it runs again. */
+    const heldWhileRunning = async (path: string, started: string, ended: string) => {
+      const k = key();
+      const s = count(started);
+      const e = count(ended);
+      expect((await send(url, path, { key: k, body: {} })).status).toBe(408);
+      expect(count(ended)).toBe(e);
+      expect((await send(url, path, { key: k, body: {} })).status).toBe(409);
+      expect(count(started)).toBe(s + 1);
+      await until(() => count(ended) > e);
+      await sleep(60);
+      expect((await send(url, path, { key: k, body: {} })).status).toBe(408);
+      expect(count(started)).toBe(s + 2);
+      await until(() => count(ended) > e + 1);
+    };
+
+    it('holds the key while a fetch behind from(promise) runs on after the timeout', async () => {
+      await heldWhileRunning('/once/fetch', 'up-slow-recv', 'up-slow-done');
+    });
+
+    it('holds the key while the slow call a switchMap chain started runs on after the timeout', async () => {
+      await heldWhileRunning('/once/chain', 'up-slow-recv', 'up-slow-done');
+    });
+
+    for (const kind of ['immediate', 'tick', 'micro', 'timeout20']) {
+      it(`holds the key while async work scheduled with ${kind} from the subscription runs`, async () => {
+        await heldWhileRunning(`/once/sched/${kind}`, `sched-${kind}-start`, `sched-${kind}-end`);
+      });
+    }
+
+    it('runs a shared Observable once across requests and holds the key of the one that started it', async () => {
+      const before = count('shared-start');
+      const k1 = key();
+      expect((await send(url, '/once/shared', { key: k1, body: {} })).status).toBe(408);
+      // Another request (another key) joins the shared work: it does not run it again.
+      expect((await send(url, '/once/shared', { key: key(), body: {} })).status).toBe(408);
+      expect((await send(url, '/once/shared', { key: k1, body: {} })).status).toBe(409);
+      expect(count('shared-start')).toBe(before + 1);
+      await until(() => count('shared-end') > 0);
+    });
+
+    // FINDING (LOW, documented in the README's "Not seen"): a callback API wrapped in an
+    // Observable without a teardown that stops it (a callback driver, an EventEmitter) is
+    // released at the timeout's unsubscription; the retry runs the work a second time beside
+    // the first. Fix: hold the key until the subscriber is completed/errored or a grace period
+    // (e.g. keep a torn-down subscription held until its `subscriber` is notified or `leaseMs`
+    // passes), or keep documenting it as unsupported.
+    it.fails('holds the key while a callback Observable (no teardown) runs on after the timeout', async () => {
+      await heldWhileRunning('/once/callback', 'cb-start', 'cb-end');
+    });
+
+    // FINDING (LOW, documented as "Not seen: an event listener"): work handed to a worker
+    // thread (or an in-process queue) goes on after the timeout unsubscribed the listener for
+    // its answer: the key is released and the retry posts the job a second time. Fix: document
+    // the worker/queue pattern explicitly with the workaround (return a promise of the job's
+    // end, e.g. `from(once(worker, 'message'))` started in the handler, which is watched).
+    it.fails('holds the key while a worker thread still runs the job of the first request', async () => {
+      await heldWhileRunning('/once/worker', 'worker-start', 'worker-end');
+    });
+
+    it('frees a key whose Observable never ends and is never unsubscribed by maxHoldMs, and turns the hooks off', async () => {
+      const k = key();
+      const at = Date.now();
+      const first = await send(url, '/once/endless', { key: k, body: {} });
+      expect(first.status).toBe(201);
+      let status = 409;
+      let again = first;
+      for (let i = 0; i < 40 && status === 409; i++) {
+        await sleep(100);
+        again = await send(url, '/once/endless', { key: k, body: {} });
+        status = again.status;
+      }
+      // Executed again (not replayed): the fallback answer was never the handler's outcome.
+      expect(status).toBe(201);
+      expect(again.headers['idempotent-replayed']).toBeUndefined();
+      expect(Date.now() - at).toBeLessThan(2500);
+      await sleep(1500);
+      await until(() => live === 0, 2000);
+      expect(live).toBe(0);
+    });
+
+    it('frees the key of a never-ending Observable unsubscribed at the timeout at once', async () => {
+      const k = key();
+      const before = count('never-start');
+      expect((await send(url, '/once/never', { key: k, body: {} })).status).toBe(408);
+      await sleep(50);
+      expect((await send(url, '/once/never', { key: k, body: {} })).status).toBe(408);
+      expect(count('never-start')).toBe(before + 2);
+    });
+  },
+);
