@@ -19,7 +19,18 @@ import {
   UseGuards,
   UseInterceptors,
 } from '@nestjs/common';
-import { defer, from, interval, map, NEVER, Observable, shareReplay, switchMap } from 'rxjs';
+import {
+  defer,
+  from,
+  interval,
+  map,
+  NEVER,
+  Observable,
+  Subject,
+  shareReplay,
+  switchMap,
+  take,
+} from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IdempotencyModule, Idempotent } from '../src/index.js';
 import { count, ran, TimeoutInterceptor } from './review-kit.js';
@@ -77,6 +88,12 @@ const worker = new Worker(
 worker.unref();
 worker.on('message', () => ran('worker-end'));
 
+/** A hot source (a ready/refresh signal) ticking every 100 ms from a timer outside any request. */
+const ticks = new Subject<number>();
+let tick = 0;
+const ticker = setInterval(() => ticks.next(tick++), 100);
+ticker.unref();
+
 /** Answers a fallback at 150 ms but keeps the handler's subscription open (never unsubscribes it). */
 @Injectable()
 class LeakyFallbackInterceptor implements NestInterceptor {
@@ -102,6 +119,7 @@ const async400 = async (name: string) => {
 @UseGuards(TenantGuard)
 class OnceController {
   private shared: Observable<unknown> | undefined;
+  private token: Observable<string> | undefined;
 
   @Post('fetch')
   @Idempotent()
@@ -146,6 +164,27 @@ class OnceController {
   sharedWork() {
     this.shared ??= defer(() => from(async400('shared'))).pipe(shareReplay(1));
     return this.shared.pipe(map(() => ({ ok: true })));
+  }
+
+  // A config/token Observable cached for all requests (shareReplay), fetched once (100 ms),
+  // then each request's own work (400 ms, not cancellable) started in switchMap.
+  @Post('after-shared/:name')
+  @Idempotent()
+  @UseInterceptors(TimeoutInterceptor)
+  afterShared(@Param('name') name: string) {
+    this.token ??= defer(() => from(sleep(100).then(() => 'token'))).pipe(shareReplay(1));
+    return this.token.pipe(switchMap(() => from(async400(`after-shared-${name}`))));
+  }
+
+  // Waits for the next signal of a hot Subject, then does its own work (400 ms).
+  @Post('after-hot')
+  @Idempotent()
+  @UseInterceptors(TimeoutInterceptor)
+  afterHot() {
+    return ticks.pipe(
+      take(1),
+      switchMap(() => from(async400('after-hot'))),
+    );
   }
 
   // A callback API (a driver with callbacks, an EventEmitter) wrapped without a teardown
@@ -216,6 +255,7 @@ afterAll(async () => {
   promiseHooks.createHook = realCreateHook;
   upstreamServer.closeAllConnections();
   await new Promise((resolve) => upstreamServer.close(resolve));
+  clearInterval(ticker);
   await worker.terminate();
 });
 
@@ -268,6 +308,42 @@ describe.each<Platform>(['express', 'fastify'])(
       expect((await send(url, '/once/shared', { key: k1, body: {} })).status).toBe(409);
       expect(count('shared-start')).toBe(before + 1);
       await until(() => count('shared-end') > 0);
+    });
+
+    // FINDING (MEDIUM): the work a request's Observable starts in an operator (switchMap) runs
+    // in the async context the upstream value arrives in. When that upstream is shared and
+    // still in flight (a cached token/config fetched once with shareReplay, started by request
+    // A), request B's own work is made in A's context: it is counted as A's (holding A's key),
+    // and B's call sees no promise of its own. After the timeout unsubscribed B, B's key is
+    // released while its work (a non-cancellable promise) still runs, and B's retry runs it a
+    // second time. Fix: not fully fixable by context attribution; at least hold a torn-down
+    // subscription while promises made *during its subscription's operator callbacks* run (e.g.
+    // run follow()'s inner subscriber notifications under the call's context is not enough:
+    // the operators are upstream). Document it under "Not seen" (work triggered by a value a
+    // shared or hot source emits), and advise `from(promise)` started in the handler itself.
+    it.fails("holds B's key while B's own work, started after a shared in-flight Observable A started, runs", async () => {
+      const kA = key();
+      const kB = key();
+      const startedB = count('after-shared-b-start');
+      const endedB = count('after-shared-b-end');
+      const [a, b] = await Promise.all([
+        send(url, '/once/after-shared/a', { key: kA, body: {} }),
+        sleep(20).then(() => send(url, '/once/after-shared/b', { key: kB, body: {} })),
+      ]);
+      expect(a.status).toBe(408);
+      expect(b.status).toBe(408);
+      expect(count('after-shared-b-end')).toBe(endedB);
+      // B's work still runs: B's retry must be 409, not a second run of it.
+      expect((await send(url, '/once/after-shared/b', { key: kB, body: {} })).status).toBe(409);
+      expect(count('after-shared-b-start')).toBe(startedB + 1);
+      await until(() => count('after-shared-b-end') > endedB);
+    });
+
+    // FINDING (MEDIUM, same cause): work started after a value of a hot Subject (fed from a
+    // timer, an event bus, a message consumer outside any request) runs in the emitter's
+    // context: not seen at all; the timeout releases the key and the retry runs it again.
+    it.fails('holds the key while the work started after a hot Subject emitted runs on', async () => {
+      await heldWhileRunning('/once/after-hot', 'after-hot-start', 'after-hot-end');
     });
 
     // FINDING (LOW, documented in the README's "Not seen"): a callback API wrapped in an
