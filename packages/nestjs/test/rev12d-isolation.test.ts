@@ -149,9 +149,62 @@ class IsoController {
   }
 }
 
+/** A decorator that wraps the method (logging, metrics), as many apps stack above or below. */
+function Logged(): MethodDecorator {
+  return (_target, _key, descriptor: PropertyDescriptor) => {
+    const original = descriptor.value as (...args: unknown[]) => unknown;
+    const wrapped = function (this: unknown, ...args: unknown[]) {
+      ran('logged');
+      return original.apply(this, args);
+    };
+    for (const k of Reflect.getOwnMetadataKeys(original)) {
+      Reflect.defineMetadata(k, Reflect.getOwnMetadata(k, original), wrapped);
+    }
+    descriptor.value = wrapped;
+    return descriptor;
+  };
+}
+
+@Controller('wrapped')
+@UseGuards(TenantGuard)
+class WrappedController {
+  @Logged()
+  @Post('above')
+  @Idempotent()
+  @UseInterceptors(TimeoutInterceptor)
+  above() {
+    return defer(async () => {
+      ran('wrapped-above-start');
+      await sleep(400);
+      ran('wrapped-above-end');
+      return { ok: true };
+    });
+  }
+
+  @Post('below')
+  @Idempotent()
+  @UseInterceptors(TimeoutInterceptor)
+  @Logged()
+  below() {
+    return defer(async () => {
+      ran('wrapped-below-start');
+      await sleep(400);
+      ran('wrapped-below-end');
+      return { ok: true };
+    });
+  }
+}
+
 // No @Idempotent anywhere: must never enable a hook.
 @Controller('plain')
 class PlainController {
+  // Reports whether a promise hook of the package is enabled while it runs.
+  @Post('probe')
+  async probe() {
+    await sleep(5);
+    return { live };
+  }
+
   @Post('obs')
   obs() {
     return defer(async () => {
@@ -185,7 +238,7 @@ class ClassWideController {
 
 @Module({
   imports: [IdempotencyModule.forRoot({ store: createMemoryStore(), onWarning: () => {} })],
-  controllers: [IsoController, PlainController, ClassWideController],
+  controllers: [IsoController, PlainController, ClassWideController, WrappedController],
 })
 class AppModule {}
 
@@ -299,6 +352,38 @@ describe.each<Platform>(['express', 'fastify'])(
       }
       expect(created).toBe(before);
       expect(live).toBe(0);
+    });
+
+    for (const where of ['above', 'below']) {
+      it(`holds the key of a route wrapped by another method decorator ${where} @Idempotent()`, async () => {
+        const k = key();
+        const started = count(`wrapped-${where}-start`);
+        const ended = count(`wrapped-${where}-end`);
+        expect((await send(url, `/wrapped/${where}`, { key: k, body: {} })).status).toBe(408);
+        expect((await send(url, `/wrapped/${where}`, { key: k, body: {} })).status).toBe(409);
+        expect(count(`wrapped-${where}-start`)).toBe(started + 1);
+        await until(() => count(`wrapped-${where}-end`) > ended);
+      });
+    }
+
+    // FINDING (LOW): V8's promise hooks are process-wide: while any idempotent request's
+    // Observable work is watched (up to maxHoldMs, 1 h by default, see the lazily started loop
+    // above), every promise of every route pays them, idempotent or not: measured at about
+    // 2x the cost of a bare `await` (1e6 awaits: 120-130 ms -> 230 ms on Node 20, 54 -> 121 ms
+    // on Node 24). The README says "promises cost a little more meanwhile"; a route that is not
+    // @Idempotent does not pay nothing. Fix: make following an Observable's promises opt-in
+    // (an option, or `@Idempotent({ followObservable: true })`), so apps that need none of it
+    // never enable the hooks; and say the cost is process-wide in the README.
+    it.fails('enables no promise hook while a route that is not idempotent runs beside a watched request', async () => {
+      const k = key();
+      const ended = count('iso-slow-end');
+      const slow = send(url, '/iso/slow', { key: k, body: {} });
+      await sleep(50);
+      const probe = await send(url, '/plain/probe', { body: {} });
+      expect(probe.status).toBe(201);
+      await slow;
+      await until(() => count('iso-slow-end') > ended);
+      expect(json(probe)).toEqual({ live: 0 });
     });
 
     it("keeps an app's AsyncLocalStorage, async_hooks and promiseHooks users working across windows", async () => {
