@@ -95,6 +95,22 @@ class OutcomeController {
     return failsLater('async-fails');
   }
 
+  // A plain (not `async`) method that returns a promise of an Observable: `.then()` chains,
+  // or an `async` method compiled for an older target (TypeScript's __awaiter).
+  @Post('then-observable')
+  @Idempotent({ leaseMs: 400, maxHoldMs: 3000 })
+  @UseInterceptors(TimeoutInterceptor)
+  thenObservable() {
+    return sleep(10).then(() =>
+      defer(async () => {
+        ran('then-obs-start');
+        await sleep(200);
+        ran('then-obs-end');
+        return { ok: true };
+      }),
+    );
+  }
+
   // Its teardown throws (a driver's cancel that throws on a closed handle).
   @Post('teardown-throws')
   @Idempotent({ leaseMs: 400, maxHoldMs: 3000 })
@@ -149,6 +165,27 @@ describe.each<Platform>(['express', 'fastify'])(
     // starts, and a new hold resets the outcome: the Observable's failure decides.
     it('releases the key when the Observable an async method resolved to failed after another answer went out', async () => {
       await releasedAfterFailure('/outcome/async-fails', 'async-fails');
+    });
+
+    // FINDING (MEDIUM): a plain method's synchronous part is watched (`mayObserve`); the
+    // promises it makes are counted, then `returned()` closes the call (the hooks go off)
+    // before they settle, so their `settled` is never seen and the call's `promises` count
+    // stays above 0. When the promise resolves to an Observable, `follow()` reopens the same
+    // call with that stale count: after a timeout unsubscribed it, `check()` never closes the
+    // call, the key is held (409 to every retry) and the hooks stay on until maxHoldMs (1 h by
+    // default) though the work ended. Fix: give each watch an epoch (store `{ call, epoch }`
+    // in `watchedPromises`, bump the epoch and zero `promises` in `close()`, ignore a settle
+    // of an older epoch), or follow a promise-returned Observable with a new HandlerCall.
+    // (Checked: zeroing `promises` in `close()` alone makes this test pass.)
+    it.fails('frees the key once the Observable a plain method returned a promise of ended after the timeout', async () => {
+      const k = key();
+      const started = count('then-obs-start');
+      const ended = count('then-obs-end');
+      expect((await send(url, '/outcome/then-observable', { key: k, body: {} })).status).toBe(408);
+      await until(() => count('then-obs-end') > ended);
+      await sleep(100);
+      expect((await send(url, '/outcome/then-observable', { key: k, body: {} })).status).toBe(408);
+      expect(count('then-obs-start')).toBe(started + 2);
     });
 
     // FINDING (LOW): `follow()`'s teardown calls `inner.unsubscribe()` and then `end(true)`;
