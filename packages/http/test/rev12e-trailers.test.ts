@@ -666,13 +666,13 @@ describe('rev12e: writeHead headers (the first value kept as a string)', () => {
       res.setHeader('vary', ['accept', 'origin']);
       res.setHeader('etag', '"old"');
       res.setHeader('Set-Cookie', ['a=1']);
-      res.writeHead(200, {
+      res.writeHead(200, <import('node:http').OutgoingHttpHeaders>(<unknown>{
         Vary: 'cookie',
         etag: ['"new"'],
         link: ['<x>; rel=x', '<y>; rel=y'],
         'Set-Cookie': ['b=2', 'c=3'],
         'content-type': 'text/plain',
-      });
+      }));
       res.end('abc');
     });
     const first = await post(port, 'wh2');
