@@ -1,6 +1,6 @@
 import { type IncomingHttpHeaders, request } from 'node:http';
 import { connect as http2Connect } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect } from 'node:net';
 import { Readable } from 'node:stream';
 import { createMemoryStore } from '@idem/store-memory';
 import Fastify, { type FastifyInstance } from 'fastify';
@@ -156,6 +156,83 @@ function answer(value: Answer | Error): Answer {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Everything the server sends on one socket for `text`, until it closes or `ms` passed. */
+function raw(port: number, text: string, ms = 2_000): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    let data = '';
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve(data);
+    }, ms);
+    socket.setEncoding('latin1');
+    socket.on('data', (chunk: string) => {
+      data += chunk;
+    });
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+    socket.write(text);
+  });
+}
+
+interface Parsed {
+  status: number;
+  headers: [string, string][];
+  body: string;
+  trailers: [string, string][];
+}
+
+/** A strict HTTP/1.1 response parser (Content-Length or chunked with trailers); throws on bad framing. */
+function parseResponses(text: string): Parsed[] {
+  const out: Parsed[] = [];
+  let at = 0;
+  const line = () => {
+    const end = text.indexOf('\r\n', at);
+    if (end < 0) throw new Error(`no line end at ${at}`);
+    const value = text.slice(at, end);
+    at = end + 2;
+    return value;
+  };
+  const fields = () => {
+    const list: [string, string][] = [];
+    for (let l = line(); l !== ''; l = line()) {
+      const colon = l.indexOf(':');
+      if (colon <= 0) throw new Error(`bad field line ${l}`);
+      list.push([l.slice(0, colon).toLowerCase(), l.slice(colon + 1).trim()]);
+    }
+    return list;
+  };
+  while (at < text.length) {
+    const status = /^HTTP\/1\.1 (\d{3})/.exec(line());
+    if (!status) throw new Error('bad status line');
+    const headers = fields();
+    const get = (name: string) => headers.find(([n]) => n === name)?.[1];
+    let body = '';
+    let trailers: [string, string][] = [];
+    if (get('transfer-encoding') === 'chunked') {
+      for (;;) {
+        const size = Number.parseInt(line(), 16);
+        if (!Number.isFinite(size)) throw new Error('bad chunk size');
+        if (size === 0) break;
+        body += text.slice(at, at + size);
+        at += size;
+        if (line() !== '') throw new Error('bad chunk end');
+      }
+      trailers = fields();
+    } else {
+      const length = Number(get('content-length') ?? Number.NaN);
+      if (!Number.isFinite(length)) throw new Error('no framing');
+      body = text.slice(at, at + length);
+      at += length;
+    }
+    out.push({ status: Number(status[1]), headers, body, trailers });
+  }
+  return out;
+}
+
 describe('rev12e fastify: the end held for the record, reply.sent read true', () => {
   it('an async route that throws after reply.send (error handler late): the client gets the sent 201, never a 500; the replay is the same', async () => {
     let runs = 0;
@@ -218,6 +295,96 @@ describe('rev12e fastify: the end held for the record, reply.sent read true', ()
     expect(again.headers['idempotent-replayed']).toBe('true');
     expect(runs).toBe(1);
     expect(logs.join('')).not.toMatch(/"level":50/);
+  });
+
+  it('pipelined on one keep-alive socket: a first execution with reply.trailer (the end held), its replays whole and streamed, another key between; every response parses, trailers where they belong', async () => {
+    const { store } = slowStore(50);
+    let runs = 0;
+    const { port } = await start(
+      (app) => {
+        app.post('/orders', async (_request, reply) => {
+          runs++;
+          reply.type('text/plain');
+          reply.trailer('x-sum', async () => 'sum');
+          return reply.code(201).send('abc');
+        });
+        app.post('/stream', async (_request, reply) => {
+          runs++;
+          reply.type('text/plain');
+          reply.trailer('x-sum', async () => 'sum');
+          return reply.code(201).send(Readable.from([Buffer.from('a'), Buffer.from('bc')]));
+        });
+      },
+      { store },
+    );
+    const req = (path: string, key: string, close = false) =>
+      `POST ${path} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: "${key}"\r\nContent-Type: application/json\r\nContent-Length: 13\r\n${close ? 'Connection: close\r\n' : ''}\r\n{"sku":"A-1"}`;
+    // Prime the keys (pipelined, the retries would meet them in progress).
+    answer(await post(port, 'pipe-w'));
+    answer(await post(port, 'pipe-s', { path: '/stream' }));
+    const text = await raw(
+      port,
+      req('/orders', 'pipe-w') +
+        req('/stream', 'pipe-s') +
+        req('/orders', 'pipe-new') +
+        req('/orders', 'pipe-w') +
+        req('/stream', 'pipe-s', true),
+    );
+    const answers = parseResponses(text);
+    expect(answers).toHaveLength(5);
+    for (const a of answers) {
+      expect(a.status).toBe(201);
+      expect(a.body).toBe('abc');
+      expect(a.trailers).toEqual([['x-sum', 'sum']]);
+    }
+    expect(
+      answers.map((a) => a.headers.some(([n, v]) => n === 'idempotent-replayed' && v === 'true')),
+    ).toEqual([true, true, false, true, true]);
+    expect(runs).toBe(3);
+  });
+
+  it('a duplicate arriving while the first end is held: never a second run; it gets 409 in-progress or the replay', async () => {
+    const { store } = slowStore(300);
+    let runs = 0;
+    const { port } = await start(
+      (app) => {
+        app.post('/orders', async (_request, reply) => {
+          runs++;
+          return reply.code(201).send({ order: runs });
+        });
+      },
+      { store },
+    );
+    const first = post(port, 'dup-held');
+    await sleep(60);
+    const second = answer(await post(port, 'dup-held'));
+    expect(answer(await first)).toMatchObject({ status: 201, body: '{"order":1}', complete: true });
+    if (second.status === 201) {
+      expect(second.body).toBe('{"order":1}');
+      expect(second.headers['idempotent-replayed']).toBe('true');
+    } else expect(second.status).toBe(409);
+    expect(runs).toBe(1);
+  });
+
+  it('a hijacked route that calls reply.raw.end twice while the end is held: the first end is the response and the record, as without idem', async () => {
+    let runs = 0;
+    const errors: string[] = [];
+    const { port } = await start((app) => {
+      app.post('/orders', async (_request, reply) => {
+        runs++;
+        reply.hijack();
+        reply.raw.writeHead(201, { 'content-type': 'text/plain' });
+        reply.raw.end('first');
+        reply.raw.end('second', () => {});
+        reply.raw.on('error', (error) => errors.push(String((error as { code?: string }).code)));
+      });
+    });
+    const first = answer(await post(port, 'end-twice'));
+    const again = answer(await post(port, 'end-twice'));
+    expect(first).toMatchObject({ status: 201, body: 'first', complete: true });
+    expect(again).toMatchObject({ status: 201, body: 'first' });
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(runs).toBe(1);
   });
 
   it('a store whose complete never answers: the client never gets a complete response (bounded), onResponse runs at most once, no second response', async () => {
