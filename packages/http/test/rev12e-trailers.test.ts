@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import {
   createServer,
   type IncomingHttpHeaders,
@@ -10,6 +11,8 @@ import { connect as http2Connect, createServer as http2CreateServer } from 'node
 import { type AddressInfo, connect } from 'node:net';
 import { OutcomeCorruptError, type StoredOutcome } from '@idem/core';
 import { createMemoryStore } from '@idem/store-memory';
+import { createRedisStore } from '@idem/store-redis';
+import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   bodyFromBytes,
@@ -750,5 +753,56 @@ describe('rev12e: writeHead headers (the first value kept as a string)', () => {
       expect(replay.headers[name], name).toBe(first.headers[name]);
     expect(first.headers['set-cookie']).toBeDefined();
     expect(replay.headers['set-cookie']).toBeUndefined();
+  });
+});
+
+describe('rev12e: trailers through Redis (127.0.0.1:6379)', () => {
+  it('trailers (Latin-1, many) round-trip through the Redis store; trailers past the store limit: not recorded, the retry is told so, the first client got them', async () => {
+    const client = new Redis('redis://127.0.0.1:6379', {
+      lazyConnect: true,
+      maxRetriesPerRequest: 1,
+    });
+    await client.connect();
+    const prefix = `rev12e-trailers:${randomBytes(6).toString('hex')}:`;
+    try {
+      const names = Array.from({ length: 50 }, (_, i) => `x-t${i}`);
+      const { port, runs } = await serve(
+        (_req, res) => {
+          res.setHeader('Trailer', names.join(', '));
+          res.write('abc');
+          res.addTrailers(Object.fromEntries(names.map((name, i) => [name, `caf\u00e9-${i}`])));
+          res.end();
+        },
+        { store: createRedisStore({ client, keyPrefix: prefix }) },
+      );
+      const first = await post(port, 'redis-1');
+      const replay = await post(port, 'redis-1');
+      expect(replay.headers['idempotent-replayed']).toBe('true');
+      // Recorded sorted by name (as a Headers iterates them), the values byte for byte.
+      expect(replay.trailers).toEqual(first.trailers);
+      expect(replay.trailers['x-t7']).toBe('caf\u00e9-7');
+      expect(Object.keys(replay.trailers)).toHaveLength(50);
+      expect(runs()).toBe(1);
+      // The store's own limit (lower than maxOutcomeBytes) counts the trailers too.
+      const small = await serve(
+        (_req, res) => {
+          res.setHeader('Trailer', 'x-big');
+          res.write('abc');
+          res.addTrailers({ 'x-big': 'v'.repeat(3_000) });
+          res.end();
+        },
+        { store: createRedisStore({ client, keyPrefix: prefix, maxOutcomeBytes: 2_048 }) },
+      );
+      const big = await post(small.port, 'redis-2');
+      expect(big.trailers['x-big']).toHaveLength(3_000);
+      const retry = await post(small.port, 'redis-2');
+      expect(retry.status).toBe(500);
+      expect(retry.body.toString()).toContain('outcome-not-recorded');
+      expect(small.runs()).toBe(1);
+    } finally {
+      const keys = await client.keys(`${prefix}*`);
+      if (keys.length > 0) await client.del(...keys);
+      client.disconnect();
+    }
   });
 });
