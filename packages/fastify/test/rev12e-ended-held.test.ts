@@ -627,6 +627,30 @@ describe('rev12e fastify over HTTP/2', () => {
   });
 });
 
+describe('rev12e fastify: header values Fastify gives to writeHead', () => {
+  it('numbers, one-item lists and names in another case: the replay has what the first client got', async () => {
+    let runs = 0;
+    const { port } = await start((app) => {
+      app.post('/orders', async (_request, reply) => {
+        runs++;
+        reply.header('Retry-After', 120);
+        reply.header('link', ['<a>; rel=a']);
+        reply.header('ETag', '"v1"');
+        reply.header('Content-Language', ['en', 'fr']);
+        return reply.code(202).send({ ok: true });
+      });
+    });
+    const first = answer(await post(port, 'values'));
+    const again = answer(await post(port, 'values'));
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    for (const name of ['retry-after', 'link', 'etag', 'content-language', 'content-type'])
+      expect(again.headers[name], name).toBe(first.headers[name]);
+    expect(first.headers['retry-after']).toBe('120');
+    expect(first.headers['content-language']).toBe('en, fr');
+    expect(runs).toBe(1);
+  });
+});
+
 describe('rev12e fastify: crafted trailers in the store', () => {
   it('HTTP/1.1: a stored Set-Cookie / Content-Length trailer is not replayed (Fastify refuses it through reply.trailer)', async () => {
     const { store } = slowStore(

@@ -27,6 +27,7 @@ import {
   requestUrl,
   sendDecisionResponse,
 } from '../src/node.js';
+import { readyForOwnMethods } from '../src/own-methods.js';
 import { respondWith } from '../src/prepared-response.js';
 import { prepareReplay } from '../src/replay.js';
 
@@ -534,6 +535,26 @@ describe('rev12e: recording trailers on node:http', () => {
       expect(warning).toContain(name);
   });
 
+  it('trailers declared in two Trailer lines of a flat writeHead array, one trailer named twice in addTrailers: every declared one recorded, the repeated values joined', async () => {
+    const { port, runs } = await serve((_req, res) => {
+      res.writeHead(200, ['Trailer', 'x-a', 'Content-Type', 'text/plain', 'Trailer', 'X-B']);
+      res.write('abc');
+      res.addTrailers([
+        ['x-a', '1'],
+        ['X-B', '2'],
+        ['x-a', '3'],
+      ]);
+      res.end();
+    });
+    const first = await post(port, 'two-lines');
+    expect(first.rawTrailers).toEqual(['x-a', '1', 'X-B', '2', 'x-a', '3']);
+    const replay = await post(port, 'two-lines');
+    expect(replay.headers['idempotent-replayed']).toBe('true');
+    expect(replay.headers.trailer).toBe('x-a, x-b');
+    expect(replay.trailers).toEqual({ 'x-a': '1, 3', 'x-b': '2' });
+    expect(runs()).toBe(1);
+  });
+
   it('a Latin-1 trailer value replays byte for byte as the first client got it', async () => {
     const value = 'caf\u00e9 \u00ff\tend';
     const { port } = await serve((_req, res) => {
@@ -833,5 +854,38 @@ describe('rev12e: trailers through Redis (127.0.0.1:6379)', () => {
       if (keys.length > 0) await client.del(...keys);
       client.disconnect();
     }
+  });
+});
+
+describe("rev12e: readyForOwnMethods skips objects with Node's own prototypes", () => {
+  it('a plain node:http request and response keep their keys in order and every value; an object with another prototype keeps its values and its existing key', async () => {
+    let checked = false;
+    const server = createServer((req, res) => {
+      (res as unknown as Record<string, unknown>).extra = 1;
+      const reqKeys = Reflect.ownKeys(req);
+      const resKeys = Reflect.ownKeys(res);
+      readyForOwnMethods(req, 'res');
+      readyForOwnMethods(res, 'req');
+      expect(Reflect.ownKeys(req)).toEqual(reqKeys);
+      expect(Reflect.ownKeys(res)).toEqual(resKeys);
+      const proto = Object.create(Object.getPrototypeOf(res));
+      const other = Object.setPrototypeOf({ a: 1, req: 'r', b: 2 }, proto);
+      readyForOwnMethods(other, 'req');
+      expect({ ...other }).toEqual({ a: 1, req: 'r', b: 2 });
+      expect(Object.getOwnPropertyDescriptor(other, 'req')).toEqual({
+        value: 'r',
+        writable: true,
+        enumerable: true,
+        configurable: true,
+      });
+      checked = true;
+      res.end('ok');
+    });
+    const port = await listen(server);
+    const text = (
+      await raw(port, 'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+    ).toString('latin1');
+    expect(text).toMatch(/^HTTP\/1\.1 200/);
+    expect(checked).toBe(true);
   });
 });
