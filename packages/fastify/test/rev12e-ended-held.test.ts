@@ -431,6 +431,51 @@ describe('rev12e fastify: the end held for the record, reply.sent read true', ()
     expect(clientAt).toBeGreaterThanOrEqual(completed[0] as number);
   });
 
+  it('with reply.trailer (Fastify ends after the trailer values resolve): the client sees the complete response, trailers included, only after the outcome is stored', async () => {
+    const { store, completed } = slowStore(200);
+    const { port } = await start(
+      (app) => {
+        app.post('/orders', async (_request, reply) => {
+          reply.type('text/plain');
+          reply.trailer('x-sum', async () => 'sum');
+          return reply.code(201).send('abc');
+        });
+      },
+      { store },
+    );
+    const first = answer(await post(port, 'trailer-order'));
+    const clientAt = Date.now();
+    expect(first).toMatchObject({ status: 201, body: 'abc', complete: true });
+    expect(first.trailers).toEqual({ 'x-sum': 'sum' });
+    expect(completed).toHaveLength(1);
+    expect(clientAt).toBeGreaterThanOrEqual(completed[0] as number);
+  });
+
+  it('Fastify connectionTimeout shorter than the held end: the outcome is still stored once, the retry replays it (never a second run)', async () => {
+    const { store, completed } = slowStore(600);
+    let runs = 0;
+    const { port } = await start(
+      (app) => {
+        app.post('/orders', async (_request, reply) => {
+          runs++;
+          return reply.code(201).send({ order: runs });
+        });
+      },
+      { store, leaseMs: 2_000 },
+      { connectionTimeout: 200 },
+    );
+    const first = await post(port, 'conn-timeout');
+    if (!(first instanceof Error) && first.complete) {
+      expect(first).toMatchObject({ status: 201, body: '{"order":1}' });
+    }
+    await sleep(700);
+    expect(completed).toHaveLength(1);
+    const again = answer(await post(port, 'conn-timeout'));
+    expect(again).toMatchObject({ status: 201, body: '{"order":1}' });
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(runs).toBe(1);
+  });
+
   it('reply.raw.write after reply.send while the end is held: the client gets the sent body only, as without idem; the replay is the same', async () => {
     let runs = 0;
     const errors: string[] = [];
