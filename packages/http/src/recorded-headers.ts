@@ -81,6 +81,16 @@ const NEVER_TRAILERS = new Set([
   'max-forwards',
 ]);
 
+/** Whether a trailer field of this (lowercase) name may be recorded and replayed. */
+export function isRecordableTrailer(name: string): boolean {
+  return !NEVER_RECORDED.has(name) && !NEVER_TRAILERS.has(name);
+}
+
+/** Whether a (lowercase) header name is one that is never recorded (a stored one is forged). */
+export function isNeverRecorded(name: string): boolean {
+  return NEVER_RECORDED.has(name);
+}
+
 /**
  * The trailer fields of a response that are recorded: the ones its `Trailer` header declared
  * (`declared`), never a field that is never recorded (`NEVER_RECORDED`) nor one a trailer cannot carry (see
@@ -92,11 +102,12 @@ export function pickRecordedTrailers(
   declared: ReadonlySet<string>,
 ): { recorded: [string, string][]; left: string[] } {
   const kept = new Headers();
-  const left: string[] = [];
+  // A Set: a response may add any number of trailers (linear, not a list searched each time).
+  const left = new Set<string>();
   for (const [field, value] of fields) {
     const name = field.toLowerCase();
     let taken = false;
-    if (declared.has(name) && !NEVER_RECORDED.has(name) && !NEVER_TRAILERS.has(name)) {
+    if (declared.has(name) && isRecordableTrailer(name)) {
       try {
         kept.append(name, value);
         taken = true;
@@ -104,9 +115,9 @@ export function pickRecordedTrailers(
         // A name or value a `Headers` refuses (Node checked them: not seen in practice).
       }
     }
-    if (!taken && !left.includes(name)) left.push(name);
+    if (!taken) left.add(name);
   }
-  return { recorded: [...kept], left };
+  return { recorded: [...kept], left: [...left] };
 }
 
 /** The allowlisted headers of a response, in a stable order, as [name, value] pairs. */

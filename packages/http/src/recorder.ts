@@ -318,10 +318,16 @@ export function createRecorder(
     if (!buffer || done || fields.length === 0) return;
     const { recorded, left } = pickRecordedTrailers(fields, declaredTrailers(trailerHeader));
     buffer.trailers(recorded);
-    if (left.length > 0)
+    if (left.length > 0) {
+      // Named up to a few: a response may add thousands.
+      const named =
+        left.length > 8
+          ? `${left.slice(0, 8).join(', ')} and ${left.length - 8} more`
+          : left.join(', ');
       settings.warn(
-        `Trailer field(s) ${left.join(', ')} of ${execution.storageKey} were not recorded (not declared in its Trailer header, or never recorded as a trailer); replays go without them`,
+        `Trailer field(s) ${named} of ${execution.storageKey} were not recorded (not declared in its Trailer header, or never recorded as a trailer); replays go without them`,
       );
+    }
   }
 
   function finish(): Promise<void> {

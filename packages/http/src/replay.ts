@@ -1,5 +1,6 @@
 import { OutcomeCorruptError, type StoredOutcome } from '@idem/core';
 import { type PreparedResponse, webResponse } from './prepared-response.js';
+import { isNeverRecorded, isRecordableTrailer } from './recorded-headers.js';
 import { OUTCOME_FORMAT } from './recorder.js';
 
 /** Header that marks a replayed response. */
@@ -33,7 +34,12 @@ function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
     status <= 599 &&
     Array.isArray(headers) &&
     headers.every(
-      (h) => Array.isArray(h) && h.length === 2 && h.every((v) => typeof v === 'string'),
+      (h) =>
+        Array.isArray(h) &&
+        h.length === 2 &&
+        h.every((v) => typeof v === 'string') &&
+        // Never recorded (Set-Cookie, framing, hop-by-hop): a stored one was not written here.
+        !isNeverRecorded(h[0].toLowerCase()),
     ) &&
     Array.isArray(chunks) &&
     chunks.every((n) => Number.isSafeInteger(n) && n > 0) &&
@@ -47,8 +53,12 @@ function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
             typeof t[0] === 'string' &&
             typeof t[1] === 'string' &&
             TRAILER_NAME.test(t[0]) &&
-            TRAILER_VALUE.test(t[1]),
-        )));
+            TRAILER_VALUE.test(t[1]) &&
+            // Never a field the recorder leaves out (Set-Cookie, framing, connection-specific
+            // fields HTTP/2 refuses), and each name once, as recorded.
+            isRecordableTrailer(t[0]),
+        ) &&
+        new Set(trailers.map((t) => t[0])).size === trailers.length));
   if (!valid)
     throw new OutcomeCorruptError(
       'The stored outcome is not an HTTP response recorded by @idem/http',

@@ -244,8 +244,8 @@ const declaring: App = (_req, res) => {
 };
 
 describe('rev12e: crafted trailers from the store', () => {
-  it.fails('node:http2: a stored trailer HTTP/2 forbids (connection, keep-alive, transfer-encoding, upgrade, proxy-connection) neither crashes the process nor hangs the replay', async () => {
-    // FINDING (MEDIUM): readMeta checks a stored trailer only as a lowercase token with a
+  it('node:http2: a stored trailer HTTP/2 forbids (connection, keep-alive, transfer-encoding, upgrade, proxy-connection) neither crashes the process nor hangs the replay', async () => {
+    // FIXED (was FINDING MEDIUM; readMeta refuses it, the trailer names kept in a Set, the warning bounded): readMeta checks a stored trailer only as a lowercase token with a
     // visible value. A record whose meta 'trailers' names a connection-specific field (a
     // corrupt or hostile store entry) passes, and the Node sender hands it to node:http2's
     // compat `addTrailers`; at the end of the stream `sendTrailers` throws
@@ -307,8 +307,8 @@ describe('rev12e: crafted trailers from the store', () => {
     }
   });
 
-  it.fails('node:http: a stored trailer of a field never recorded (set-cookie, content-length, transfer-encoding, trailer, content-type) is never replayed', async () => {
-    // FINDING (LOW): the recorder never records these as trailers (NEVER_RECORDED,
+  it('node:http: a stored trailer of a field never recorded (set-cookie, content-length, transfer-encoding, trailer, content-type) is never replayed', async () => {
+    // FIXED (was FINDING LOW; readMeta refuses it, the trailer names kept in a Set, the warning bounded): the recorder never records these as trailers (NEVER_RECORDED,
     // NEVER_TRAILERS), but readMeta accepts them from the store and the Node sender sends
     // them: a corrupt or hostile record replays a `Set-Cookie` (or a framing field) as a
     // trailer, named in the replay's `Trailer` header (clients and proxies that merge
@@ -335,8 +335,8 @@ describe('rev12e: crafted trailers from the store', () => {
     }
   });
 
-  it.fails('a stored record naming one trailer twice is corrupt, or replays both values', async () => {
-    // FINDING (LOW): the format says a recorded trailer name comes once, but readMeta takes
+  it('a stored record naming one trailer twice is corrupt, or replays both values', async () => {
+    // FIXED (was FINDING LOW; readMeta refuses it, the trailer names kept in a Set, the warning bounded): the format says a recorded trailer name comes once, but readMeta takes
     // [['x-a','1'],['x-a','2']]: the replay declares `Trailer: x-a, x-a` and sends only the
     // last value (Object.fromEntries). Fix: refuse a repeated name in readMeta
     // (OutcomeCorruptError), as it is never recorded so.
@@ -405,8 +405,8 @@ describe('rev12e: crafted trailers from the store', () => {
     expect(text).not.toMatch(/set-cookie/i);
   });
 
-  it.fails('a stored record with a Content-Length header and trailers: sendDecisionResponse never throws synchronously (and leaves no Trailer header that makes the fallback end throw too)', async () => {
-    // FINDING (LOW): readMeta trusts stored header names (content-length is never recorded),
+  it('a stored record with a Content-Length header and trailers: sendDecisionResponse never throws synchronously (and leaves no Trailer header that makes the fallback end throw too)', async () => {
+    // FIXED (was FINDING LOW; readMeta refuses it, the trailer names kept in a Set, the warning bounded): readMeta trusts stored header names (content-length is never recorded),
     // and the sender names the trailers in a `Trailer` header: with a `Content-Length` Node
     // refuses the head (ERR_HTTP_TRAILER_INVALID), thrown synchronously out of
     // sendDecisionResponse (typed to return a Promise), with the `Trailer` header left set,
@@ -589,8 +589,8 @@ describe('rev12e: recording trailers on node:http', () => {
     expect(runs()).toBe(1);
   });
 
-  it.fails("30,000 undeclared trailers: the app's end call stays fast (linear) and the warning naming them stays bounded", async () => {
-    // FINDING (LOW): pickRecordedTrailers keeps the names left out in an array and checks
+  it("30,000 undeclared trailers: the app's end call stays fast (linear) and the warning naming them stays bounded", async () => {
+    // FIXED (was FINDING LOW; readMeta refuses it, the trailer names kept in a Set, the warning bounded): pickRecordedTrailers keeps the names left out in an array and checks
     // each with `left.includes` (quadratic): 30,000 undeclared trailers (say, an app that
     // forwards an upstream's trailers without declaring them) block the event loop for
     // about 1.5 s inside the app's `end` (50,000: about 4.5 s), where Node alone takes a few
