@@ -1,0 +1,129 @@
+import middy from '@middy/core';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
+import { type Env, fakeContext, openEnv } from './lambda-env.js';
+
+// rev12f: the timeout mark of idempotentTimeoutResponse() (per running invocation, until the
+// next macrotask) under CONCURRENT invocations of one handler instance (Lambda Managed
+// Instances multi-concurrency, or any server running Middy handlers concurrently).
+
+type Ev = { id: string };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('rev12f: timeout marks across concurrent invocations (redis)', () => {
+  let env: Env;
+  beforeEach(async () => {
+    env = await openEnv('redis');
+  });
+  afterEach(async () => {
+    await env.close();
+  });
+
+  // FINDING (HIGH): Middy 6 hands every concurrent invocation the SAME AbortSignal (a shared
+  // `handlerAbort`, "because it's slow") and aborts it when ONE invocation's timeoutEarly
+  // fires, then calls timeoutEarlyResponse. A handler B that stops on abort and returns
+  // `undefined` (an SQS handler: "stop, done") resolves in the microtasks right after, while
+  // A's timeout mark (`undefined`, from idempotentTimeoutResponse(() => undefined)) is set for
+  // every running invocation, B included. B's Middy write of its own `undefined` return is
+  // taken as B's timeout: B's key is RELEASED although B's handler returned; Middy alone
+  // answered B's caller `undefined` (success): the retry of B runs B's handler a second time.
+  // Fix: mark the timeout answer for the timed-out invocation only (e.g. wrap per request: the
+  // wrapper cannot know it, so compare the write with Middy's race instead: have `before`
+  // install a per-request marker that the wrapped factory reads through a request-scoped
+  // AsyncLocalStorage store entered in `before`), or never take an `undefined` / shared
+  // primitive answer as a timeout once another running invocation could return it (refuse
+  // such answers in idempotentTimeoutResponse with InvalidInputError).
+  it.fails("A's timeout (answer undefined) aborts B via Middy's shared signal; B returns undefined: B is recorded, not run twice", async () => {
+    const runs: Record<string, number> = {};
+    const handler = middy(
+      async (e: Ev, _ctx: unknown, opts?: { signal: AbortSignal }) => {
+        runs[e.id] = (runs[e.id] ?? 0) + 1;
+        if (e.id.startsWith('A')) {
+          await sleep(400);
+          return undefined;
+        }
+        if ((runs[e.id] ?? 0) > 1) return undefined;
+        // B: waits for its work, stops when aborted (the signal Middy passes it).
+        await new Promise<void>((resolve) => {
+          opts?.signal.addEventListener('abort', () => resolve(), { once: true });
+          setTimeout(resolve, 2_000);
+        });
+        return undefined;
+      },
+      {
+        timeoutEarlyInMillis: 150,
+        timeoutEarlyResponse: idempotentTimeoutResponse(() => undefined),
+      },
+    ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    const a = handler({ id: 'A1' }, fakeContext(300));
+    const b = handler({ id: 'B1' }, fakeContext(10_000));
+    expect(await a).toBeUndefined();
+    expect(await b).toBeUndefined();
+    await sleep(50);
+    // B's caller got a success: its retry must replay it, not run B again.
+    expect(await handler({ id: 'B1' }, fakeContext(10_000))).toBeUndefined();
+    expect(runs.B1).toBe(1);
+  });
+
+  // Same with a shared constant object answer (`GATEWAY_TIMEOUT`, returned by B when its own
+  // downstream call is aborted): B's 504 is a final answer of B, taken for A's timeout.
+  // FINDING (MEDIUM): as above with an object answer shared by the timeout factory and the
+  // handler: B's returned constant is released instead of recorded; the retry runs B again.
+  // Fix: as above (mark the timed-out invocation only).
+  it.fails("a shared constant timeout answer returned by B in the tick of A's timeout: B recorded", async () => {
+    const GATEWAY_TIMEOUT = { statusCode: 504 };
+    const runs: Record<string, number> = {};
+    const handler = middy(
+      async (e: Ev, _ctx: unknown, opts?: { signal: AbortSignal }) => {
+        runs[e.id] = (runs[e.id] ?? 0) + 1;
+        if (e.id.startsWith('A')) {
+          await sleep(400);
+          return { statusCode: 200 };
+        }
+        if ((runs[e.id] ?? 0) > 1) return { statusCode: 200 };
+        await new Promise<void>((resolve) => {
+          opts?.signal.addEventListener('abort', () => resolve(), { once: true });
+          setTimeout(resolve, 2_000);
+        });
+        return GATEWAY_TIMEOUT; // B's downstream call was aborted: B's final answer
+      },
+      {
+        timeoutEarlyInMillis: 150,
+        timeoutEarlyResponse: idempotentTimeoutResponse(() => GATEWAY_TIMEOUT),
+      },
+    ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    const a = handler({ id: 'A2' }, fakeContext(300));
+    const b = handler({ id: 'B2' }, fakeContext(10_000));
+    expect(await a).toBe(GATEWAY_TIMEOUT);
+    expect(await b).toBe(GATEWAY_TIMEOUT);
+    await sleep(50);
+    expect(await handler({ id: 'B2' }, fakeContext(10_000))).toEqual(GATEWAY_TIMEOUT);
+    expect(runs.B2).toBe(1);
+  });
+
+  it("held: B returns undefined one macrotask after A's undefined timeout answer: B recorded", async () => {
+    const runs: Record<string, number> = {};
+    const handler = middy(
+      async (e: Ev) => {
+        runs[e.id] = (runs[e.id] ?? 0) + 1;
+        if (e.id.startsWith('A')) await sleep(400);
+        else if ((runs[e.id] ?? 0) === 1) await sleep(200); // well after A's timeout at ~150 ms
+        return undefined;
+      },
+      {
+        timeoutEarlyInMillis: 150,
+        timeoutEarlyResponse: idempotentTimeoutResponse(() => undefined),
+      },
+    ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    const a = handler({ id: 'A3' }, fakeContext(300));
+    const b = handler({ id: 'B3' }, fakeContext(10_000));
+    expect(await a).toBeUndefined();
+    expect(await b).toBeUndefined();
+    expect(await handler({ id: 'B3' }, fakeContext(10_000))).toBeUndefined();
+    expect(runs.B3).toBe(1);
+    await sleep(300);
+    // A timed out: released, its retry runs.
+    expect(await handler({ id: 'A3' }, fakeContext(10_000))).toBeUndefined();
+    expect(runs.A3).toBe(2);
+  });
+});
