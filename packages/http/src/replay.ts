@@ -21,6 +21,12 @@ interface HttpOutcomeMeta {
 /** A reason phrase as HTTP/1.1 and a Web `Response` take it (RFC 9112, 4), at most 1,024 characters. */
 const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]{1,1024}$/;
 
+/** A stored header name the recorder never writes, other than the replay marker it overrides. */
+function forgedHeader(name: string): boolean {
+  const lower = name.toLowerCase();
+  return lower !== REPLAYED_HEADER && isNeverRecorded(lower);
+}
+
 function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
   const { meta } = outcome;
   // Fields other than these are ignored (a record of a later version replays without them).
@@ -39,7 +45,8 @@ function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
         h.length === 2 &&
         h.every((v) => typeof v === 'string') &&
         // Never recorded (Set-Cookie, framing, hop-by-hop): a stored one was not written here.
-        !isNeverRecorded(h[0].toLowerCase()),
+        // The replay marker is the exception: the replay sets its own over it, as it always did.
+        !forgedHeader(h[0]),
     ) &&
     Array.isArray(chunks) &&
     chunks.every((n) => Number.isSafeInteger(n) && n > 0) &&
