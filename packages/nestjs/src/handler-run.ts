@@ -222,8 +222,11 @@ const insideHandler = new AsyncLocalStorage<HandlerCall | undefined>();
 /** The run of the request whose handler is called in this async context. */
 export const handlerRuns = new AsyncLocalStorage<HandlerRun>();
 
-/** Promises made in a watched call's async context and not settled yet, with their call. */
-const watchedPromises = new WeakMap<Promise<unknown>, HandlerCall>();
+/**
+ * Promises made in a watched call's async context and not settled yet, with their call and the
+ * call's hold they count for (its {@link HandlerCall.epoch} when made).
+ */
+const watchedPromises = new WeakMap<Promise<unknown>, { call: HandlerCall; epoch: number }>();
 /** Calls watched now: V8's promise hooks are on while there is one. */
 let watching = 0;
 let stopHooks: (() => void) | undefined;
@@ -233,10 +236,10 @@ const hooks = {
     if (call?.watching) call.made(promise);
   },
   settled(promise: Promise<unknown>): void {
-    const call = watchedPromises.get(promise);
-    if (!call) return;
+    const made = watchedPromises.get(promise);
+    if (!made) return;
     watchedPromises.delete(promise);
-    call.unmade();
+    made.call.unmade(made.epoch);
   },
 };
 /**
@@ -271,6 +274,14 @@ class HandlerCall {
   watching = false;
   private release: ((outcome: boolean | undefined) => void) | undefined;
   private promises = 0;
+  /**
+   * Grows at each {@link close}: the promises counted before it are no longer the call's
+   * (their settles, when the hooks see them at all, are ignored). A promise-returning call is
+   * closed when it returns, and its hold is the promise's; an Observable that promise resolves
+   * to reopens the call with a count of its own (what the method did before it returned is not
+   * watched, as for an `async` method).
+   */
+  epoch = 0;
   private subscriptions = 0;
   private outcome: boolean | undefined;
 
@@ -297,6 +308,10 @@ class HandlerCall {
   /** The call's work ended (or is followed otherwise): stops watching and ends its hold. */
   close(): void {
     this.stop();
+    // Once not watched, a settle of what was counted may be missed: the count is dropped
+    // with the hold it stood for (rev12d: a stale count kept a reopened call held).
+    this.epoch++;
+    this.promises = 0;
     const release = this.release;
     this.release = undefined;
     release?.(this.outcome);
@@ -309,12 +324,13 @@ class HandlerCall {
 
   /** A promise was made in the call's async context. */
   made(promise: Promise<unknown>): void {
-    watchedPromises.set(promise, this);
+    watchedPromises.set(promise, { call: this, epoch: this.epoch });
     this.promises++;
   }
 
   /** A promise made in the call's async context settled. */
-  unmade(): void {
+  unmade(epoch: number): void {
+    if (epoch !== this.epoch) return;
     // Judged after the promise hook: it must neither make nor resolve a promise itself.
     if (--this.promises === 0) queueMicrotask(() => this.check());
   }
@@ -354,8 +370,13 @@ class HandlerCall {
         });
       });
       return () => {
-        insideHandler.run(this, () => inner?.unsubscribe());
-        end(true);
+        // A teardown of the source that throws (a driver's cancel on a closed handle) still
+        // ends this subscription's hold: nothing of it runs any more (rev12d).
+        try {
+          insideHandler.run(this, () => inner?.unsubscribe());
+        } finally {
+          end(true);
+        }
       };
     });
   }
