@@ -46,6 +46,11 @@ export class HandlerRun {
    */
   leaseSignal: (() => AbortSignal) | undefined;
   /**
+   * Whether an Observable the handler returns is followed (the module's `followObservables`):
+   * when not, no call is watched and the promise hooks are never enabled for the request.
+   */
+  followObservables = true;
+  /**
    * Judges, at the handler's first call, whether it starts too late (see {@link lateStart}):
    * a promise when it must not start, settled once the refusal was answered.
    */
@@ -199,9 +204,11 @@ export class HandlerRun {
       call.close();
       // An Observable the promise resolves to (an `async` method's) is followed too, from its
       // subscription on (what the method did before it returned is not watched).
-      return promise.then((value) => (isObservable(value) ? call.follow(value) : value));
+      return promise.then((value) =>
+        isObservable(value) && this.followObservables ? call.follow(value) : value,
+      );
     }
-    if (isObservable(result)) {
+    if (isObservable(result) && this.followObservables) {
       const followed = call.follow(result);
       call.check();
       return followed;
@@ -412,7 +419,7 @@ export function trackedHandler<F extends (...args: never[]) => unknown>(
     const refused = run.lateStart();
     if (refused) return refused;
     const call = new HandlerCall(run);
-    if (mayObserve) call.open();
+    if (mayObserve && run.followObservables) call.open();
     let result: unknown;
     try {
       result = insideHandler.run(call, () => handler.apply(this, args));
