@@ -111,6 +111,23 @@ class OutcomeController {
     );
   }
 
+  // The same with work that outlives the timeout by longer: held meanwhile (a fresh count
+  // for the Observable must not forget what it runs).
+  @Post('then-observable-slow')
+  @Idempotent({ leaseMs: 400, maxHoldMs: 3000 })
+  @UseInterceptors(TimeoutInterceptor)
+  thenObservableSlow() {
+    void sleep(1000); // made before it returned: not watched (see the README)
+    return sleep(10).then(() =>
+      defer(async () => {
+        ran('then-obs-slow-start');
+        await sleep(450);
+        ran('then-obs-slow-end');
+        return { ok: true };
+      }),
+    );
+  }
+
   // Its teardown throws (a driver's cancel that throws on a closed handle).
   @Post('teardown-throws')
   @Idempotent({ leaseMs: 400, maxHoldMs: 3000 })
@@ -182,6 +199,22 @@ describe.each<Platform>(['express', 'fastify'])(
       await sleep(100);
       expect((await send(url, '/outcome/then-observable', { key: k, body: {} })).status).toBe(408);
       expect(count('then-obs-start')).toBe(started + 2);
+    });
+
+    it('holds the key while the Observable a plain method returned a promise of still runs, and frees it once it ended', async () => {
+      const k = key();
+      const started = count('then-obs-slow-start');
+      const ended = count('then-obs-slow-end');
+      const path = '/outcome/then-observable-slow';
+      expect((await send(url, path, { key: k, body: {} })).status).toBe(408);
+      expect(count('then-obs-slow-end')).toBe(ended);
+      expect((await send(url, path, { key: k, body: {} })).status).toBe(409);
+      expect(count('then-obs-slow-start')).toBe(started + 1);
+      await until(() => count('then-obs-slow-end') > ended);
+      await sleep(60);
+      expect((await send(url, path, { key: k, body: {} })).status).toBe(408);
+      expect(count('then-obs-slow-start')).toBe(started + 2);
+      await until(() => count('then-obs-slow-end') > ended + 1);
     });
 
     // FIXED (was FINDING LOW): `follow()`'s teardown called `inner.unsubscribe()` and then
