@@ -46,6 +46,11 @@ export class HandlerRun {
    */
   leaseSignal: (() => AbortSignal) | undefined;
   /**
+   * Whether an Observable the handler returns is followed (the module's `followObservables`):
+   * when not, no call is watched and the promise hooks are never enabled for the request.
+   */
+  followObservables = true;
+  /**
    * Judges, at the handler's first call, whether it starts too late (see {@link lateStart}):
    * a promise when it must not start, settled once the refusal was answered.
    */
@@ -199,9 +204,11 @@ export class HandlerRun {
       call.close();
       // An Observable the promise resolves to (an `async` method's) is followed too, from its
       // subscription on (what the method did before it returned is not watched).
-      return promise.then((value) => (isObservable(value) ? call.follow(value) : value));
+      return promise.then((value) =>
+        isObservable(value) && this.followObservables ? call.follow(value) : value,
+      );
     }
-    if (isObservable(result)) {
+    if (isObservable(result) && this.followObservables) {
       const followed = call.follow(result);
       call.check();
       return followed;
@@ -222,8 +229,11 @@ const insideHandler = new AsyncLocalStorage<HandlerCall | undefined>();
 /** The run of the request whose handler is called in this async context. */
 export const handlerRuns = new AsyncLocalStorage<HandlerRun>();
 
-/** Promises made in a watched call's async context and not settled yet, with their call. */
-const watchedPromises = new WeakMap<Promise<unknown>, HandlerCall>();
+/**
+ * Promises made in a watched call's async context and not settled yet, with their call and the
+ * call's hold they count for (its {@link HandlerCall.epoch} when made).
+ */
+const watchedPromises = new WeakMap<Promise<unknown>, { call: HandlerCall; epoch: number }>();
 /** Calls watched now: V8's promise hooks are on while there is one. */
 let watching = 0;
 let stopHooks: (() => void) | undefined;
@@ -233,10 +243,10 @@ const hooks = {
     if (call?.watching) call.made(promise);
   },
   settled(promise: Promise<unknown>): void {
-    const call = watchedPromises.get(promise);
-    if (!call) return;
+    const made = watchedPromises.get(promise);
+    if (!made) return;
     watchedPromises.delete(promise);
-    call.unmade();
+    made.call.unmade(made.epoch);
   },
 };
 /**
@@ -271,6 +281,14 @@ class HandlerCall {
   watching = false;
   private release: ((outcome: boolean | undefined) => void) | undefined;
   private promises = 0;
+  /**
+   * Grows at each {@link close}: the promises counted before it are no longer the call's
+   * (their settles, when the hooks see them at all, are ignored). A promise-returning call is
+   * closed when it returns, and its hold is the promise's; an Observable that promise resolves
+   * to reopens the call with a count of its own (what the method did before it returned is not
+   * watched, as for an `async` method).
+   */
+  epoch = 0;
   private subscriptions = 0;
   private outcome: boolean | undefined;
 
@@ -297,6 +315,10 @@ class HandlerCall {
   /** The call's work ended (or is followed otherwise): stops watching and ends its hold. */
   close(): void {
     this.stop();
+    // Once not watched, a settle of what was counted may be missed: the count is dropped
+    // with the hold it stood for (rev12d: a stale count kept a reopened call held).
+    this.epoch++;
+    this.promises = 0;
     const release = this.release;
     this.release = undefined;
     release?.(this.outcome);
@@ -309,12 +331,13 @@ class HandlerCall {
 
   /** A promise was made in the call's async context. */
   made(promise: Promise<unknown>): void {
-    watchedPromises.set(promise, this);
+    watchedPromises.set(promise, { call: this, epoch: this.epoch });
     this.promises++;
   }
 
   /** A promise made in the call's async context settled. */
-  unmade(): void {
+  unmade(epoch: number): void {
+    if (epoch !== this.epoch) return;
     // Judged after the promise hook: it must neither make nor resolve a promise itself.
     if (--this.promises === 0) queueMicrotask(() => this.check());
   }
@@ -354,8 +377,13 @@ class HandlerCall {
         });
       });
       return () => {
-        insideHandler.run(this, () => inner?.unsubscribe());
-        end(true);
+        // A teardown of the source that throws (a driver's cancel on a closed handle) still
+        // ends this subscription's hold: nothing of it runs any more (rev12d).
+        try {
+          insideHandler.run(this, () => inner?.unsubscribe());
+        } finally {
+          end(true);
+        }
       };
     });
   }
@@ -391,7 +419,7 @@ export function trackedHandler<F extends (...args: never[]) => unknown>(
     const refused = run.lateStart();
     if (refused) return refused;
     const call = new HandlerCall(run);
-    if (mayObserve) call.open();
+    if (mayObserve && run.followObservables) call.open();
     let result: unknown;
     try {
       result = insideHandler.run(call, () => handler.apply(this, args));

@@ -318,6 +318,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     const { recorder } = decision;
     // Only calls of the function Nest calls for the route are the request's (see `calledAs`).
     run.handler = handler;
+    run.followObservables = this.service.followObservables;
     run.leaseSignal = () => recorder.context.signal;
     // Judged again where Nest calls the handler (a tracked one, `@Idempotent()`'s).
     run.judgeStart(() =>

@@ -22,7 +22,9 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
   @Inject(DiscoveryService) private readonly discovery!: DiscoveryService;
   @Inject(MetadataScanner) private readonly scanner!: MetadataScanner;
   @Inject(Reflector) private readonly reflector!: Reflector;
-  readonly #options: Omit<NestIdempotencyOptions, 'shutdownDrainMs'>;
+  readonly #options: Omit<NestIdempotencyOptions, 'shutdownDrainMs' | 'followObservables'>;
+  /** Whether an Observable a handler returns is followed (see `followObservables`). */
+  readonly followObservables: boolean;
   readonly #shutdownDrainMs: number | undefined;
   readonly #base: IdempotencyHandler<NestHttpRequest>;
   readonly #perRoute = new WeakMap<IdempotentOptions, IdempotencyHandler<NestHttpRequest>>();
@@ -32,7 +34,7 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
     if (typeof options !== 'object' || options === null) {
       throw new InvalidInputError('IdempotencyModule needs an options object with a store');
     }
-    const { shutdownDrainMs, ...rest } = options;
+    const { shutdownDrainMs, followObservables, ...rest } = options;
     // Checked now: at shutdown, a bad value would make app.close() fail and drain nothing.
     if (
       shutdownDrainMs !== undefined &&
@@ -44,6 +46,10 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
     ) {
       throw new InvalidInputError('shutdownDrainMs must be a finite, non-negative number of ms');
     }
+    if (followObservables !== undefined && typeof followObservables !== 'boolean') {
+      throw new InvalidInputError('followObservables must be a boolean');
+    }
+    this.followObservables = followObservables ?? true;
     this.#options = rest;
     this.#shutdownDrainMs = shutdownDrainMs;
     this.#base = this.#create({});

@@ -40,14 +40,24 @@ export interface NestIdempotencyOptions
    * rather than leave their keys to a second run; 0 does not wait. @default the lease
    */
   shutdownDrainMs?: number;
+  /**
+   * Follow an Observable a route handler returns (or an `async` method resolves to): when an
+   * interceptor answers first (a timeout), the key stays held until its work ended, watched
+   * with V8's promise hooks, which are process-wide: while one request's work is watched,
+   * every promise of the process costs more. `false` never enables them: the key of such a
+   * request is then released (or the answer recorded) once the answer went out, while the
+   * Observable's work may still run, so a retry can run the handler beside it. A returned
+   * promise is followed either way. @default true
+   */
+  followObservables?: boolean;
 }
 
 /**
  * Per-route (or per-controller) settings of {@link Idempotent}: any option of the module but
- * the store and `shutdownDrainMs`, plus `operation`. A method's settings replace its controller's whole.
+ * the store, `shutdownDrainMs` and `followObservables`, plus `operation`. A method's settings replace its controller's whole.
  */
 export interface IdempotentOptions
-  extends Partial<Omit<NestIdempotencyOptions, 'store' | 'shutdownDrainMs'>> {
+  extends Partial<Omit<NestIdempotencyOptions, 'store' | 'shutdownDrainMs' | 'followObservables'>> {
   /**
    * Name the key space is unique within, in place of the route pattern Nest matched (the
    * method stays part of it: `${METHOD} ${operation}`). Give two routes the same one to make

@@ -154,6 +154,10 @@ describe('module options are checked at startup (review)', () => {
       'a shutdownDrainMs that is not a number',
       { store: createMemoryStore(), shutdownDrainMs: '5' },
     ],
+    [
+      'a followObservables that is not a boolean',
+      { store: createMemoryStore(), followObservables: 'no' },
+    ],
     ['no options at all', undefined],
   ] as const) {
     it(`fails NestFactory.create with InvalidInputError for ${label}`, async () => {

@@ -60,6 +60,9 @@ const appStore = new AsyncLocalStorage<{ tag: string }>();
 @UseGuards(TenantGuard)
 class IsoController {
   private consuming = false;
+  private consumingOutside = false;
+  /** Runs a function in the async context the controller was made in (outside any request). */
+  private readonly outsideRequests = AsyncLocalStorage.snapshot();
 
   @Post('slow')
   @Idempotent()
@@ -109,6 +112,28 @@ class IsoController {
     });
   }
 
+  // The README's advice for such a client: started outside the request's async context
+  // (here with a snapshot taken when the controller was made; or in onModuleInit).
+  @Post('lazy-outside')
+  @Idempotent({ leaseMs: 500, maxHoldMs: 2500 })
+  @UseInterceptors(TimeoutInterceptor)
+  lazyOutside() {
+    if (!this.consumingOutside) {
+      this.consumingOutside = true;
+      this.outsideRequests(() => {
+        void (async () => {
+          while (this.consumingOutside) await sleep(30);
+        })();
+      });
+    }
+    return defer(async () => {
+      ran('iso-lazy-outside-start');
+      await sleep(300);
+      ran('iso-lazy-outside-end');
+      return { ok: true };
+    });
+  }
+
   @Post('sync-throw')
   @Idempotent()
   syncThrow() {
@@ -146,6 +171,7 @@ class IsoController {
 
   stopPoller() {
     this.consuming = false;
+    this.consumingOutside = false;
   }
 }
 
@@ -294,6 +320,11 @@ describe.each<Platform>(['express', 'fastify'])(
     // promise counted before; run the subscription's async callbacks through an
     // AsyncResource that is destroyed at teardown), or document that clients must be created
     // outside handlers (onModuleInit) and bound with AsyncResource.bind.
+    // Kept open (wt/nest2): no sound fix; such a loop is started by the handler's own code,
+    // as `from(work())` is, and both run on after the subscription ended: telling them apart
+    // would forget real work. Documented in the README (start such clients outside the
+    // request: onModuleInit, or a snapshot `AsyncLocalStorage.snapshot()` taken outside it);
+    // the advice is checked by the test after the next one.
     let lazyKey = '';
     let lazyAt = 0;
     it.fails('frees the key of the request that lazily started a background loop once its own work ended', async () => {
@@ -319,6 +350,21 @@ describe.each<Platform>(['express', 'fastify'])(
       expect(status).toBe(408);
       // maxHoldMs 2500 + leaseMs 500, with slack.
       expect(Date.now() - lazyAt).toBeLessThan(4500);
+      await until(() => live === 0, 2000);
+      expect(live).toBe(0);
+    });
+
+    it('frees the key of a request whose lazily started loop runs outside its async context (the README advice), and turns the hooks off', async () => {
+      const k = key();
+      const started = count('iso-lazy-outside-start');
+      const ended = count('iso-lazy-outside-end');
+      expect((await send(url, '/iso/lazy-outside', { key: k, body: {} })).status).toBe(408);
+      expect((await send(url, '/iso/lazy-outside', { key: k, body: {} })).status).toBe(409);
+      await until(() => count('iso-lazy-outside-end') > ended);
+      await sleep(100);
+      expect((await send(url, '/iso/lazy-outside', { key: k, body: {} })).status).toBe(408);
+      expect(count('iso-lazy-outside-start')).toBe(started + 2);
+      await until(() => count('iso-lazy-outside-end') > ended + 1);
       await until(() => live === 0, 2000);
       expect(live).toBe(0);
     });
@@ -374,6 +420,9 @@ describe.each<Platform>(['express', 'fastify'])(
     // @Idempotent does not pay nothing. Fix: make following an Observable's promises opt-in
     // (an option, or `@Idempotent({ followObservable: true })`), so apps that need none of it
     // never enable the hooks; and say the cost is process-wide in the README.
+    // Kept open by design (wt/nest2): the README now says the cost is process-wide, with these
+    // figures, and `followObservables: false` (module option, test/follow-off.test.ts) never
+    // enables the hooks; by default this test's behaviour stays as it is.
     it.fails('enables no promise hook while a route that is not idempotent runs beside a watched request', async () => {
       const k = key();
       const ended = count('iso-slow-end');

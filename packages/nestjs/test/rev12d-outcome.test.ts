@@ -111,6 +111,23 @@ class OutcomeController {
     );
   }
 
+  // The same with work that outlives the timeout by longer: held meanwhile (a fresh count
+  // for the Observable must not forget what it runs).
+  @Post('then-observable-slow')
+  @Idempotent({ leaseMs: 400, maxHoldMs: 3000 })
+  @UseInterceptors(TimeoutInterceptor)
+  thenObservableSlow() {
+    void sleep(1000); // made before it returned: not watched (see the README)
+    return sleep(10).then(() =>
+      defer(async () => {
+        ran('then-obs-slow-start');
+        await sleep(450);
+        ran('then-obs-slow-end');
+        return { ok: true };
+      }),
+    );
+  }
+
   // Its teardown throws (a driver's cancel that throws on a closed handle).
   @Post('teardown-throws')
   @Idempotent({ leaseMs: 400, maxHoldMs: 3000 })
@@ -167,17 +184,13 @@ describe.each<Platform>(['express', 'fastify'])(
       await releasedAfterFailure('/outcome/async-fails', 'async-fails');
     });
 
-    // FINDING (MEDIUM): a plain method's synchronous part is watched (`mayObserve`); the
-    // promises it makes are counted, then `returned()` closes the call (the hooks go off)
-    // before they settle, so their `settled` is never seen and the call's `promises` count
-    // stays above 0. When the promise resolves to an Observable, `follow()` reopens the same
-    // call with that stale count: after a timeout unsubscribed it, `check()` never closes the
-    // call, the key is held (409 to every retry) and the hooks stay on until maxHoldMs (1 h by
-    // default) though the work ended. Fix: give each watch an epoch (store `{ call, epoch }`
-    // in `watchedPromises`, bump the epoch and zero `promises` in `close()`, ignore a settle
-    // of an older epoch), or follow a promise-returned Observable with a new HandlerCall.
-    // (Checked: zeroing `promises` in `close()` alone makes this test pass.)
-    it.fails('frees the key once the Observable a plain method returned a promise of ended after the timeout', async () => {
+    // FIXED (was FINDING MEDIUM): a plain method's synchronous part is watched (`mayObserve`);
+    // the promises it made were counted, then `returned()` closed the call (the hooks went
+    // off) before they settled, so their settle was never seen and the stale count was reused
+    // when `follow()` reopened the same call for the Observable the promise resolved to: the
+    // key was held (409) and the hooks on until maxHoldMs. Now `close()` drops the count with
+    // the hold it stood for and starts a new epoch; a settle of an older epoch is ignored.
+    it('frees the key once the Observable a plain method returned a promise of ended after the timeout', async () => {
       const k = key();
       const started = count('then-obs-start');
       const ended = count('then-obs-end');
@@ -188,12 +201,27 @@ describe.each<Platform>(['express', 'fastify'])(
       expect(count('then-obs-start')).toBe(started + 2);
     });
 
-    // FINDING (LOW): `follow()`'s teardown calls `inner.unsubscribe()` and then `end(true)`;
-    // when the source's teardown throws (rxjs rethrows it as an UnsubscriptionError) `end` is
-    // never reached: the subscription stays counted, the key is held (409 to the retry) and the
-    // promise hooks stay on until maxHoldMs (1 h by default), though nothing runs any more.
-    // Fix: `try { insideHandler.run(this, () => inner?.unsubscribe()) } finally { end(true) }`.
-    it.fails('frees the key once an Observable whose teardown throws was torn down', async () => {
+    it('holds the key while the Observable a plain method returned a promise of still runs, and frees it once it ended', async () => {
+      const k = key();
+      const started = count('then-obs-slow-start');
+      const ended = count('then-obs-slow-end');
+      const path = '/outcome/then-observable-slow';
+      expect((await send(url, path, { key: k, body: {} })).status).toBe(408);
+      expect(count('then-obs-slow-end')).toBe(ended);
+      expect((await send(url, path, { key: k, body: {} })).status).toBe(409);
+      expect(count('then-obs-slow-start')).toBe(started + 1);
+      await until(() => count('then-obs-slow-end') > ended);
+      await sleep(60);
+      expect((await send(url, path, { key: k, body: {} })).status).toBe(408);
+      expect(count('then-obs-slow-start')).toBe(started + 2);
+      await until(() => count('then-obs-slow-end') > ended + 1);
+    });
+
+    // FIXED (was FINDING LOW): `follow()`'s teardown called `inner.unsubscribe()` and then
+    // `end(true)`; when the source's teardown threw (rxjs rethrows it as an
+    // UnsubscriptionError) `end` was never reached: the subscription stayed counted, the key
+    // held (409) and the hooks on until maxHoldMs. Now `end(true)` runs in a `finally`.
+    it('frees the key once an Observable whose teardown throws was torn down', async () => {
       const k = key();
       const before = count('tt-start');
       const teardowns = count('tt-teardown');
