@@ -107,7 +107,6 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         execution,
         returned: false,
         timedOut: false,
-        timeoutMarks: [],
         pending: undefined,
         ambiguous: false,
         maybeCaught: false,
@@ -121,8 +120,6 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         read: undefined,
       };
       invocations.set(request, invocation);
-      for (const other of running) if (other.execution.finished) running.delete(other);
-      running.add(invocation);
       watchRequest(invocations, request, invocation);
       (request.context as ContextWithIdempotency<TContext>).idempotency = {
         fence: execution.fence,
@@ -187,7 +184,6 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         invocation.ambiguous = false;
         invocation.maybeCaught = false;
         invocation.returned = false;
-        running.add(invocation);
         return undefined;
       },
       async after(request) {
@@ -215,8 +211,6 @@ interface Invocation {
   returned: boolean;
   /** Middy wrote a `timeoutEarlyResponse` made by {@link idempotentTimeoutResponse}. */
   timedOut: boolean;
-  /** Answers of {@link idempotentTimeoutResponse} made while this handler ran (for a moment). */
-  timeoutMarks: unknown[];
   /** Writes of `request.response` in the current synchronous run (the last one's value). */
   pending: { count: number; lastUndefined: boolean } | undefined;
   /**
@@ -251,18 +245,13 @@ interface Invocation {
   read: FinalRead | undefined;
 }
 
-/** The first read of an early answer after its copy: Middy's, to return it. */
+/** The first read of an early answer after its copy (Middy's, to return it, or another reader's). */
 interface FinalRead {
   value: unknown;
-  /** Still in the synchronous run of that read: a second read there is Middy's `onError` chain. */
-  open: boolean;
-  /** Middy read twice in one run (`typeof request.response`, then `return`): the `onError` chain. */
-  onErrorChain: boolean;
   promise: Promise<unknown>;
+  /** The value itself goes to every read (an ambiguous pair ended by an early `undefined`). */
+  raw: boolean;
 }
-
-/** Invocations whose handler may be running (for {@link idempotentTimeoutResponse}). */
-const running = new Set<Invocation>();
 
 /**
  * The pending writes of `request.response` were not Middy's reset: the handler returned
@@ -276,7 +265,6 @@ function settle(invocation: Invocation): void {
 
 function setReturned(invocation: Invocation): void {
   invocation.returned = true;
-  running.delete(invocation);
 }
 
 /** A hook of this middleware in the `after` chain runs: Middy caught nothing, the handler returned. */
@@ -289,7 +277,6 @@ function markReturned(invocation: Invocation): void {
 
 /** Makes the invocation's one decision; `swallow` for the writes whose failure is not the caller's. */
 function decide(invocation: Invocation, write: Promise<void>, swallow: boolean): void {
-  running.delete(invocation);
   const decision = swallow ? write.catch(() => {}) : write;
   invocation.decision = decision;
   decision.then(
@@ -333,14 +320,16 @@ function decideOnError(invocation: Invocation, handlerReturned: boolean): void {
 
 /**
  * The decision when a chain ended early (Middy copied `request.earlyResponse` to
- * `request.response`), made when Middy reads that answer to return it. In the `onError`
- * chain: as at a catch. Otherwise, before the handler (nothing returned): nothing ran, the key
- * is released. After the handler returned (or an ambiguous pair: then it was not Middy's
- * catch, which would have run the `onError` chain): the key is never released; the answer,
- * what the caller gets, is recorded and replayed.
+ * `request.response`), made at the first read of that answer after the copy (Middy's, to
+ * return it, or any other reader's: the number of reads tells nothing). Once a catch is known
+ * (see {@link decideAtCatch}): made there already. Otherwise, before the handler (nothing
+ * returned): nothing ran, the key is released. After the handler returned, or an ambiguous
+ * pair (taken as the handler's return: only an `onError` hook of `idempotency()` or
+ * `idem.last` proves a catch): the key is never released; the answer, what the caller gets,
+ * is recorded and replayed.
  */
-function decideEarly(invocation: Invocation, value: unknown, onErrorChain: boolean): void {
-  if (onErrorChain || invocation.failed) {
+function decideEarly(invocation: Invocation, value: unknown): void {
+  if (invocation.failed) {
     decideAtCatch(invocation);
     return;
   }
@@ -428,7 +417,7 @@ function watchRequest(
       !invocation.returned &&
       !invocation.ambiguous &&
       !invocation.pending &&
-      takeTimeoutAnswer(invocation, value)
+      takeTimeoutAnswer(this, value)
     ) {
       // Middy's early timeout won the race with the handler: not the handler's return.
       invocation.timedOut = true;
@@ -449,7 +438,7 @@ function watchRequest(
       const value = response.get(this);
       if (!current(this) || !invocation.answerWaits || invocation.copyOpen) return value;
       // (A hook that answered early and reads after an `await`: Middy copies again after it.)
-      if (!invocation.copyFresh && !invocation.read?.open) return value;
+      if (!invocation.copyFresh) return value;
       return finalAnswer(invocation, this, value);
     },
     set: setResponse,
@@ -493,13 +482,16 @@ function watchRequest(
         return;
       }
       if (
-        (invocation.ambiguous || invocation.maybeCaught) &&
+        invocation.maybeCaught &&
         isObjectLike(value) &&
         Object.hasOwn(value, 'originalError') &&
         (value as { originalError?: unknown }).originalError === previous
       ) {
         // Middy's catch of a throwing `onError` (`e.originalError = request.error; request.error
-        // = e`): the onError chain ran, so the pair before was Middy's catch.
+        // = e`) once the handler has returned: a not-recorded marker. (While the pair is
+        // ambiguous the same write may be an `after` hook's error normalizer: it decides
+        // nothing; `idempotency()`'s own `after` or `onError`, or `idem.last`, settle the pair,
+        // else the key's lease lapses at the invocation's deadline.)
         decideAtCatch(invocation);
       }
     },
@@ -507,35 +499,36 @@ function watchRequest(
 }
 
 /**
- * Middy's read of an early answer once its copy's run is over: a promise of the answer that
- * settles once the decision's write has landed (the same promise for every read of that value).
+ * A read of an early answer once its copy's run is over (Middy's `return request.response`,
+ * or another reader's): a promise of the answer that settles once the decision's write has
+ * landed (the same promise for every read of that value). It rejects (with `request.error`)
+ * only where Middy alone would rethrow: a catch this middleware knows of (`failed`) and an
+ * answer of `undefined`; never in the `before` chain, never for a value.
  */
 function finalAnswer(invocation: Invocation, request: object, value: unknown): unknown {
-  const read = invocation.read;
-  if (read?.open) {
-    // A second read in the run of the first: Middy's `onError` chain (`typeof`, `return`).
-    read.onErrorChain = true;
-    if (!invocation.decision) decideEarly(invocation, read.value, true);
-    return read.promise;
-  }
   if (invocation.settled) return value;
-  if (read && Object.is(read.value, value)) return read.promise;
-  const next: FinalRead = { value, open: true, onErrorChain: false, promise: Promise.resolve() };
-  invocation.read = next;
-  next.promise = Promise.resolve()
-    .then(() => {
-      next.open = false;
-      // One read: the `before` or `after` chain answered early.
-      if (!invocation.decision) decideEarly(invocation, value, false);
-      return invocation.decision;
-    })
-    .then(() => {
-      // Middy rethrows `request.error` when the `onError` chain leaves `undefined`.
-      if (next.onErrorChain && value === undefined) throw Reflect.get(request, 'error');
-      return value;
-    });
-  next.promise.catch(() => {}); // (a read that is not returned is no unhandled rejection)
-  return next.promise;
+  const read = invocation.read;
+  if (read && Object.is(read.value, value)) return read.raw ? value : read.promise;
+  if (!invocation.decision && invocation.ambiguous && value === undefined) {
+    // An ambiguous pair ended by an early `undefined`: Middy returns it (the `after` chain) or
+    // rethrows `request.error` (its `onError` chain), which no read tells apart. Taken as the
+    // handler's return (recorded), the value goes to Middy as it is, so that the caller gets
+    // what Middy alone gives; the record's write is then not awaited (`idem.last` settles the
+    // pair before: see the README).
+    decideEarly(invocation, value);
+    invocation.read = { value, promise: Promise.resolve(value), raw: true };
+    return value;
+  }
+  if (!invocation.decision) decideEarly(invocation, value);
+  const caught = invocation.failed;
+  const promise = (invocation.decision ?? Promise.resolve()).then(() => {
+    // Middy rethrows `request.error` when the `onError` chain leaves `undefined`.
+    if (caught && value === undefined) throw Reflect.get(request, 'error');
+    return value;
+  });
+  promise.catch(() => {}); // (a read that is not returned is no unhandled rejection)
+  invocation.read = { value, promise, raw: false };
+  return promise;
 }
 
 function isObjectLike(value: unknown): value is object {
@@ -547,6 +540,13 @@ function isObjectLike(value: unknown): value is object {
  * freezes the request at `requestStart` makes `response` and `error` non-configurable).
  */
 function checkWatchable(request: object): void {
+  if (!Object.isExtensible(request)) {
+    // (A replay adds `request.earlyResponse`.)
+    throw new InvalidInputError(
+      'idempotency() cannot watch the Middy request: it is not extensible ' +
+        '(seal it, if at all, in a middleware used after idempotency())',
+    );
+  }
   for (const name of ['response', 'error']) {
     const own = Object.getOwnPropertyDescriptor(request, name);
     if (own ? own.configurable : Object.isExtensible(request)) continue;
@@ -567,38 +567,59 @@ function watched(request: object): boolean {
  * Wraps Middy's `timeoutEarlyResponse` when it returns a value (a 504) instead of throwing:
  * `middy(handler, { timeoutEarlyResponse: idempotentTimeoutResponse(() => ({ statusCode: 504 })) })`.
  * `idempotency()` then knows that answer is Middy's early timeout, not the handler's return:
- * the key is released (the handler may still be running), as when the default throws.
+ * the key is released (the handler may still be running), as when the default throws. The
+ * answer is known by identity: `response` must return a new object each time (or a promise of
+ * one); anything else (`undefined`, `null`, a primitive, an object it returned before) is
+ * refused with `InvalidInputError`, which Middy then rejects the invocation with (the key is
+ * released, as for a throwing `timeoutEarlyResponse`).
  */
 export function idempotentTimeoutResponse<T>(response: () => T): () => T {
   checkFunction('response', response);
   return () => {
     const value = response();
-    if (isThenable(value)) Promise.resolve(value).then(markTimeoutAnswer, () => {});
-    else markTimeoutAnswer(value);
+    if (isThenable(value)) {
+      return Promise.resolve(value).then((settled) => {
+        markTimeoutAnswer(settled);
+        return settled;
+      }) as T;
+    }
+    markTimeoutAnswer(value);
     return value;
   };
 }
 
-/**
- * Marks the answer for the invocations whose handler is running now (Middy writes it to the
- * one it timed out in the microtasks that follow), until the next macrotask, and no later.
- */
+/** Answers made by {@link idempotentTimeoutResponse}, by identity. */
+const timeoutAnswers = new WeakSet<object>();
+/** The request each timeout answer was written to (taken by the first write of it). */
+const timeoutTaken = new WeakSet<object>();
+const timeoutAnswerOf = new WeakMap<object, object>();
+
 function markTimeoutAnswer(value: unknown): void {
-  const marked = [...running].filter((invocation) => !invocation.execution.finished);
-  for (const invocation of marked) invocation.timeoutMarks.push(value);
-  setTimeout(() => {
-    for (const invocation of marked) {
-      const at = invocation.timeoutMarks.findIndex((v) => Object.is(v, value));
-      if (at >= 0) invocation.timeoutMarks.splice(at, 1);
-    }
-  }, 0).unref?.();
+  if (!isObjectLike(value) || isThenable(value)) {
+    throw new InvalidInputError(
+      'idempotentTimeoutResponse(): the timeout answer must be a new object each time ' +
+        `(got ${value === null ? 'null' : typeof value}); idempotency() knows it by identity`,
+    );
+  }
+  if (timeoutAnswers.has(value)) {
+    throw new InvalidInputError(
+      'idempotentTimeoutResponse(): the timeout answer must be a new object each time ' +
+        '(got one it returned before); idempotency() knows it by identity',
+    );
+  }
+  timeoutAnswers.add(value);
 }
 
-/** `value` is an answer of {@link idempotentTimeoutResponse} marked for this invocation (taken once). */
-function takeTimeoutAnswer(invocation: Invocation, value: unknown): boolean {
-  const at = invocation.timeoutMarks.findIndex((v) => Object.is(v, value));
-  if (at < 0) return false;
-  invocation.timeoutMarks.splice(at, 1);
+/**
+ * `value` is an answer of {@link idempotentTimeoutResponse} written to `request` by Middy: the
+ * first request it is written to takes it (every `idempotency()` on that request sees it);
+ * the handler of another request returning the same object is not timed out.
+ */
+function takeTimeoutAnswer(request: object, value: unknown): boolean {
+  if (!isObjectLike(value) || !timeoutAnswers.has(value)) return false;
+  if (timeoutTaken.has(value)) return timeoutAnswerOf.get(request) === value;
+  timeoutTaken.add(value);
+  timeoutAnswerOf.set(request, value);
   return true;
 }
 

@@ -472,9 +472,11 @@ describe('fixrev2 fixes: early answers and errors around the handler (redis)', (
     expect(runs).toBe(1);
   });
 
+  // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('the handler throwing, an onError answering a value: the caller gets it once the key is free; a retry runs', async () => {
     let runs = 0;
     let seen: unknown = 'unset';
+    const idemL0 = idempotency({ store: env.store, key: (event: Ev) => event.id });
     const handler = middy({
       requestEnd: (request: { response: unknown }) => {
         seen = request.response;
@@ -485,8 +487,9 @@ describe('fixrev2 fixes: early answers and errors around the handler (redis)', (
         if (runs === 1) throw new Error('boom');
         return 'ok';
       }) as never)
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
-      .use({ onError: async () => ({ statusCode: 502 }) });
+      .use(idemL0)
+      .use({ onError: async () => ({ statusCode: 502 }) })
+      .use(idemL0.last);
     expect(await handler({ id: 'h-throw' }, fakeContext(10_000))).toEqual({ statusCode: 502 });
     expect(seen).toEqual({ statusCode: 502 });
     // No wait: the release landed before the answer.
@@ -495,19 +498,22 @@ describe('fixrev2 fixes: early answers and errors around the handler (redis)', (
     expect(runs).toBe(2);
   });
 
+  // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('the handler throwing, an onError setting earlyResponse = undefined: rethrown, the key released', async () => {
     let runs = 0;
+    const idemL0 = idempotency({ store: env.store, key: (event: Ev) => event.id });
     const handler = middy(async (_event: Ev) => {
       runs += 1;
       if (runs === 1) throw new Error('boom');
       return 'ok';
     })
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idemL0)
       .use({
         onError: async (request: { earlyResponse?: unknown }) => {
           request.earlyResponse = undefined;
         },
-      });
+      })
+      .use(idemL0.last);
     await expect(handler({ id: 'h-throw-u' }, fakeContext(10_000))).rejects.toThrow('boom');
     await settle(); // the release is in flight when Middy rethrows
     expect(await handler({ id: 'h-throw-u' }, fakeContext(10_000))).toBe('ok');

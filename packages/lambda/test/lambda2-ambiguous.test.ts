@@ -80,53 +80,62 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
     expect(runs).toBe(1);
   });
 
+  // rev12f decision 3: without idem.last, Middy's originalError write while the pair is ambiguous decides nothing (the lease lapses at the deadline); this test keeps the release, with idem.last
   it("the handler throws, a later `onError` rethrows (no idem.last, no freeze): released at Middy's rethrow, the retry runs", async () => {
     let runs = 0;
+    const idemL0 = idempotency({ store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');
       return 'ok';
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idemL0)
       .use({
         onError: async (request: Req) => {
           throw request.error;
         },
-      });
+      })
+      .use(idemL0.last);
     await expect(handler({ id: 'amb-rethrow' }, fakeContext(10_000))).rejects.toThrow('transient');
     await sleep(100); // (the release is in flight when the error goes out: see idem.last)
     expect(await handler({ id: 'amb-rethrow' }, fakeContext(10_000))).toBe('ok');
     expect(runs).toBe(2);
   });
 
+  // rev12f decision 3: without idem.last, Middy's originalError write while the pair is ambiguous decides nothing (the lease lapses at the deadline); this test keeps the release, with idem.last
   it('the handler throws, a later `onError` wraps the error and throws (no idem.last): released, the retry runs', async () => {
     let runs = 0;
+    const idemL0 = idempotency({ store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');
       return 'ok';
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idemL0)
       .use({
         onError: async (request: Req) => {
           throw new Error('wrapped', { cause: request.error });
         },
-      });
+      })
+      .use(idemL0.last);
     await expect(handler({ id: 'amb-wrap' }, fakeContext(10_000))).rejects.toThrow('wrapped');
     await sleep(100);
     expect(await handler({ id: 'amb-wrap' }, fakeContext(10_000))).toBe('ok');
     expect(runs).toBe(2);
   });
 
+  // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('the handler throws, an `onError` answers early (no idem.last): released, the retry runs', async () => {
     let runs = 0;
+    const idemL0 = idempotency({ store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');
       return 'ok';
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
-      .use({ onError: async () => ({ statusCode: 500 }) });
+      .use(idemL0)
+      .use({ onError: async () => ({ statusCode: 500 }) })
+      .use(idemL0.last);
     expect(await handler({ id: 'amb-500' }, fakeContext(10_000))).toEqual({ statusCode: 500 });
     expect(await handler({ id: 'amb-500' }, fakeContext(10_000))).toBe('ok');
     expect(runs).toBe(2);

@@ -1,4 +1,9 @@
-import { type IdempotencyStore, InProgressError, OutcomeNotRecordedError } from '@idem/core';
+import {
+  type IdempotencyStore,
+  InProgressError,
+  InvalidInputError,
+  OutcomeNotRecordedError,
+} from '@idem/core';
 import middy from '@middy/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createMemoryStore } from '../../store-memory/src/index.js';
@@ -269,10 +274,12 @@ describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () 
 
   // FIXED with the wrapper (was FINDING MEDIUM): the wrapped timeout answer is known as such.
   it('with idempotentTimeoutResponse: a value-returning timeout answer is not recorded, the key is released', async () => {
+    // Changed by rev12f decision 1: the factory makes a new object (or a promise of one) each
+    // time; a primitive is refused with InvalidInputError (the caller gets it, the key is released).
     for (const [k, answer] of [
-      { statusCode: 504 },
-      'timed out',
-      Promise.resolve({ statusCode: 504 }),
+      () => ({ statusCode: 504 }),
+      () => 'timed out',
+      () => Promise.resolve({ statusCode: 504 }),
     ].entries()) {
       for (let i = 0; i < 2; i++) {
         const id = `timeout-wrapped-${k}-${i}`;
@@ -285,11 +292,14 @@ describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () 
           },
           {
             timeoutEarlyInMillis: 150,
-            timeoutEarlyResponse: idempotentTimeoutResponse(() => answer),
+            timeoutEarlyResponse: idempotentTimeoutResponse(answer as () => unknown),
           },
         ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
-        const first = await handler({ id }, fakeContext(300));
-        expect(first).toEqual(await answer);
+        if (k === 1) {
+          await expect(handler({ id }, fakeContext(300))).rejects.toBeInstanceOf(InvalidInputError);
+        } else {
+          expect(await handler({ id }, fakeContext(300))).toEqual({ statusCode: 504 });
+        }
         await sleep(400);
         // released: the retry runs the handler (not a replay of the timeout answer)
         expect(await handler({ id }, fakeContext(10_000))).toEqual({ statusCode: 200 });
@@ -538,21 +548,24 @@ describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () 
 
   // The same fix when the HANDLER threw: an `onError` setting `earlyResponse = undefined`
   // rethrows once the release has landed, so the key is free for the retry after a freeze.
+  // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('handler threw, onError earlyResponse = undefined: the key is free for the retry (freeze)', async () => {
     for (let i = 0; i < 3; i++) {
       const f = freezable(env.store, 200);
       let runs = 0;
+      const idemL0 = idempotency({ store: f.store, key: (e: Ev) => e.id });
       const handler = middy(async (_e: Ev) => {
         runs += 1;
         if (runs === 1) throw new Error('transient');
         return 'ok';
       })
-        .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+        .use(idemL0)
         .use({
           onError: async (request: Req) => {
             request.earlyResponse = undefined;
           },
-        });
+        })
+        .use(idemL0.last);
       const id = `threw-undef-${i}`;
       await expect(handler({ id }, fakeContext(5_000))).rejects.toThrow('transient');
       f.freeze();
@@ -717,16 +730,18 @@ describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () 
 
   // Middy's catch of a thrown `undefined` writes `request.error = undefined`, like a middleware
   // clearing it: the key is still released when nothing returned, and the error still goes out.
+  // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('a handler or a later `before` throwing undefined: rejected as without idempotency(), the key released', async () => {
     let runs = 0;
     let failBefore = false;
+    const idemL0 = idempotency({ store: env.store, key: (e: Ev) => e.id });
     const handler = (onErrorEarly: boolean) =>
       middy(async (_e: Ev) => {
         runs += 1;
         if (runs === 1) throw undefined;
         return 'ok';
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idemL0)
         .use({
           before: async () => {
             if (failBefore) throw undefined;
@@ -734,7 +749,8 @@ describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () 
           onError: async (request: Req) => {
             if (onErrorEarly) request.earlyResponse = undefined;
           },
-        });
+        })
+        .use(idemL0.last);
     for (const onErrorEarly of [false, true]) {
       const h = handler(onErrorEarly);
       const id = `throw-undef-${onErrorEarly}`;
@@ -805,20 +821,23 @@ describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () 
 
   // Changed with the fix above: the rethrow now comes once the release has landed (it came
   // with the release in flight, and a retry right after it got InProgressError).
+  // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('held: onError earlyResponse = undefined with 200 ms writes: the rethrow comes once the key is free, a retry right after runs', async () => {
     const store = slowWrites(env.store, 200);
     let runs = 0;
+    const idemL0 = idempotency({ store, key: (e: Ev) => e.id });
     const handler = middy(async (_e: Ev) => {
       runs += 1;
       await sleep(10);
       throw new Error('boom');
     })
-      .use(idempotency({ store, key: (e: Ev) => e.id }))
+      .use(idemL0)
       .use({
         onError: async (request: Req) => {
           request.earlyResponse = undefined;
         },
-      });
+      })
+      .use(idemL0.last);
     for (let i = 0; i < 3; i++) {
       const id = `slow-onerror-${i}`;
       runs = 0;

@@ -93,6 +93,7 @@ describe('rev12b: compositions and failures (redis)', () => {
   // the invocation and exits the process on one). Fix: unwrap an inner read that is the rethrow
   // of an outer watch (share the rethrow per request, e.g. a WeakMap request -> rethrow), or
   // cache the promise handed out per copy and `.catch(() => {})` a copy of it.
+  // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('two idempotency() instances, onError earlyResponse = undefined: the error goes out, no unhandled rejection', async () => {
     let runs = 0;
     const outer = idempotency({ store: env.store, key: (e: Ev) => `o:${e.id}` });
@@ -108,7 +109,9 @@ describe('rev12b: compositions and failures (redis)', () => {
         onError: async (request: Req) => {
           request.earlyResponse = undefined;
         },
-      });
+      })
+      .use(inner.last)
+      .use(outer.last);
     const unhandled = await unhandledDuring(async () => {
       const first = await settle(handler({ id: 'two-rethrow' }, fakeContext(10_000)));
       expect((first as { error: Error }).error?.message).toBe('transient');
@@ -126,7 +129,9 @@ describe('rev12b: compositions and failures (redis)', () => {
   // answer as its key's outcome while the handler is still running (the lamrev2 MEDIUM back for
   // the inner key). Fix: mark primitives per write (e.g. keep the mark until the end of the
   // microtask run instead of consuming it at the first take), or per request.
-  it('two idempotency() instances, a primitive timeout answer: neither key records it', async () => {
+  // Changed by rev12f decision 1: a primitive timeout answer is refused (InvalidInputError):
+  // Middy rejects with it, both keys are released.
+  it('two idempotency() instances, a primitive timeout answer: refused, neither key records anything', async () => {
     let runs = 0;
     const outer = idempotency({ store: env.store, key: (e: Ev) => `o:${e.id}` });
     const inner = idempotency({ store: env.store, key: (e: Ev) => `i:${e.id}` });
@@ -143,7 +148,9 @@ describe('rev12b: compositions and failures (redis)', () => {
     )
       .use(outer)
       .use(inner);
-    expect(await handler({ id: 'two-timeout' }, fakeContext(300))).toBe('timed out');
+    await expect(handler({ id: 'two-timeout' }, fakeContext(300))).rejects.toBeInstanceOf(
+      InvalidInputError,
+    );
     await sleep(400);
     expect(await handler({ id: 'two-timeout' }, fakeContext(10_000))).toBe('done');
     expect(runs).toBe(2);
@@ -239,9 +246,11 @@ describe('rev12b: compositions and failures (redis)', () => {
     ).rejects.toThrow('e');
   });
 
+  // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('held: 24 concurrent invocations of one handler instance, mixed paths, distinct keys (slow writes)', async () => {
     const store = faulty(env.store, 30);
     const runs = new Map<string, number>();
+    const idemL0 = idempotency({ store, key: (e: Ev) => e.id });
     const handler = middy(async (e: Ev) => {
       runs.set(e.id, (runs.get(e.id) ?? 0) + 1);
       await sleep(Math.floor(Math.random() * 20));
@@ -250,7 +259,7 @@ describe('rev12b: compositions and failures (redis)', () => {
       if (e.id.startsWith('undef')) return undefined;
       return { id: e.id, n };
     })
-      .use(idempotency({ store, key: (e: Ev) => e.id }))
+      .use(idemL0)
       .use({
         after: async (request: Req) => {
           await sleep(Math.floor(Math.random() * 10));
@@ -264,7 +273,8 @@ describe('rev12b: compositions and failures (redis)', () => {
           await sleep(Math.floor(Math.random() * 10));
           if (request.event.id.startsWith('throw')) request.earlyResponse = undefined;
         },
-      });
+      })
+      .use(idemL0.last);
     const ids = ['plain', 'undef', 'early', 'bad', 'throw', 'plain2'].flatMap((p) =>
       [0, 1, 2, 3].map((i) => `${p}-${i}`),
     );
@@ -346,17 +356,20 @@ describe('rev12b: compositions and failures (redis)', () => {
     expect(runs).toBe(1);
   });
 
+  // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('held: the store release hangs (storeTimeoutMs 300): the error still goes out within a bound', async () => {
     const store = faulty(env.store, 0, 'hang');
+    const idemL0 = idempotency({ store, key: (e: Ev) => e.id, storeTimeoutMs: 300 });
     const handler = middy(async () => {
       throw new Error('boom');
     })
-      .use(idempotency({ store, key: (e: Ev) => e.id, storeTimeoutMs: 300 }))
+      .use(idemL0)
       .use({
         onError: async (request: Req) => {
           request.earlyResponse = undefined;
         },
-      });
+      })
+      .use(idemL0.last);
     const t0 = Date.now();
     await expect(handler({ id: 'hang-release' }, fakeContext(10_000))).rejects.toThrow('boom');
     expect(Date.now() - t0).toBeLessThan(1_500);
@@ -460,6 +473,7 @@ describe('rev12b: compositions and failures (redis)', () => {
     expect(runs).toBe(1);
   });
 
+  // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('held: a store whose release / complete THROW synchronously: the caller gets the handler error (release) or a store error (record), never a hang', async () => {
     const syncThrow = new Proxy(env.store, {
       get(target, prop, receiver) {
@@ -472,17 +486,19 @@ describe('rev12b: compositions and failures (redis)', () => {
       },
     });
     let runs = 0;
+    const idemL0 = idempotency({ store: syncThrow, key: (e: Ev) => e.id, storeTimeoutMs: 300 });
     const handler = middy(async (e: Ev) => {
       runs += 1;
       if (e.id.startsWith('t')) throw new Error('handler error');
       return 'v';
     })
-      .use(idempotency({ store: syncThrow, key: (e: Ev) => e.id, storeTimeoutMs: 300 }))
+      .use(idemL0)
       .use({
         onError: async (request: Req) => {
           if (request.event.id.endsWith('u')) request.earlyResponse = undefined;
         },
-      });
+      })
+      .use(idemL0.last);
     for (const id of ['t1', 't2u']) {
       await expect(handler({ id }, fakeContext(10_000))).rejects.toThrow('handler error');
     }
@@ -563,7 +579,8 @@ describe('rev12b: the memory store', () => {
       runs += 1;
       return 'accepted';
     }).use(idempotency({ store, key: (e: Ev) => e.id }));
-    timeoutAnswer(); // another handler's timeout fired in this tick (its write not watched)
+    // Changed by rev12f decision 1: a primitive answer is refused up front.
+    expect(() => timeoutAnswer()).toThrow(InvalidInputError); // another handler's timeout
     expect(await handler({ id: 'mark' }, fakeContext(10_000))).toBe('accepted');
     expect(await handler({ id: 'mark' }, fakeContext(10_000))).toBe('accepted');
     expect(runs).toBe(1);

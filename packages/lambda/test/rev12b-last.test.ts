@@ -135,16 +135,19 @@ describe('rev12b: idem.last, freeze, timeouts (redis)', () => {
     expect(runs).toBe(1);
   });
 
+  // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('held (freeze): the handler threw, an `onError` answers early with a 500: the release landed before the answer', async () => {
     const f = freezable(env.store, 150);
     let runs = 0;
+    const idemL0 = idempotency({ store: f.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');
       return 'ok';
     })
-      .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
-      .use({ onError: async () => ({ statusCode: 500 }) });
+      .use(idemL0)
+      .use({ onError: async () => ({ statusCode: 500 }) })
+      .use(idemL0.last);
     expect(await handler({ id: 'err-early' }, fakeContext(5_000))).toEqual({ statusCode: 500 });
     f.freeze();
     await sleep(250);
@@ -298,20 +301,23 @@ describe('rev12b: idem.last, freeze, timeouts (redis)', () => {
   });
 
   // FIXED (was FINDING LOW): the second case of the finding above: the same promise, the release lands before the rethrow.
+  // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('(freeze) handler throws undefined, onError earlyResponse = undefined: the key is free for the retry', async () => {
     const f = freezable(env.store, 150);
     let runs = 0;
+    const idemL0 = idempotency({ store: f.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw undefined;
       return 'ok';
     })
-      .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+      .use(idemL0)
       .use({
         onError: async (request: Req) => {
           request.earlyResponse = undefined;
         },
-      });
+      })
+      .use(idemL0.last);
     expect(await settle(handler({ id: 'undef-h' }, fakeContext(5_000)))).toEqual({
       error: undefined,
     });

@@ -49,7 +49,8 @@ describe('rev12f: other readers of an early answer (redis)', () => {
     await env.close();
   });
 
-  // FINDING (HIGH): the handler returns undefined (SQS), the first `after` notes request.error
+  // FIXED (was FINDING HIGH): no read counting; the ambiguous pair ended early is taken as returned.
+  // Was: the handler returns undefined (SQS), the first `after` notes request.error
   // (the ambiguous pair) and starts a background log that reads request.response; a later
   // `after` answers early with a value. When the log's read lands in the synchronous run of
   // Middy's `return request.response` (4 settled awaits here, Node 20/22), the watch counts two
@@ -58,7 +59,7 @@ describe('rev12f: other readers of an early answer (redis)', () => {
   // the chain from the number of reads (any code can read); decide the ambiguous pair as
   // "returned" unless an onError hook of idempotency()/idem.last or Middy's originalError write
   // proves the catch, or require idem.last whenever other middlewares are used and decide there.
-  it.fails("ambiguous pair + a background read at Middy's read: the handler never runs twice", async () => {
+  it("ambiguous pair + a background read at Middy's read: the handler never runs twice", async () => {
     const failures: string[] = [];
     for (const hops of HOPS) {
       let runs = 0;
@@ -78,14 +79,15 @@ describe('rev12f: other readers of an early answer (redis)', () => {
     expect(failures).toEqual([]);
   });
 
-  // FINDING (MEDIUM): the same background read, with idem.last and no ambiguous pair: a later
+  // FIXED (was FINDING MEDIUM): no read counting: a rejection only after a known catch.
+  // Was: the same background read, with idem.last and no ambiguous pair: a later
   // `after` answers early with `undefined` (sets earlyResponse = undefined). The two reads make
   // the watch take Middy's onError chain: its answer promise REJECTS (with request.error,
   // here `undefined`) where Middy alone answers `undefined` (success), and a not-recorded marker
   // is left: the retry gets OutcomeNotRecordedError instead of the replayed success. Fix: as
   // above; at the least never turn a value Middy would return into a rejection unless
   // request.error is set by a catch this middleware saw.
-  it.fails('idem.last, an `after` answers early with undefined, a background read: the caller gets undefined, the retry replays it', async () => {
+  it('idem.last, an `after` answers early with undefined, a background read: the caller gets undefined, the retry replays it', async () => {
     const failures: string[] = [];
     for (const hops of HOPS) {
       let runs = 0;
@@ -113,10 +115,11 @@ describe('rev12f: other readers of an early answer (redis)', () => {
     expect(failures).toEqual([]);
   });
 
-  // FINDING (MEDIUM): as above with a value answer (a 200 from a later `after`): the caller gets
+  // FIXED (was FINDING MEDIUM): no read counting: the early value is recorded.
+  // Was: as above with a value answer (a 200 from a later `after`): the caller gets
   // it, but a not-recorded marker is written instead of the record: the retry gets
   // OutcomeNotRecordedError (a failure) where the README promises a replay of the answer.
-  it.fails('an `after` answers early with a value, a background read: the retry replays it', async () => {
+  it('an `after` answers early with a value, a background read: the retry replays it', async () => {
     const failures: string[] = [];
     for (const hops of HOPS) {
       let runs = 0;
@@ -144,7 +147,8 @@ describe('rev12f: other readers of an early answer (redis)', () => {
     expect(failures).toEqual([]);
   });
 
-  // FINDING (MEDIUM): a `before` (an SQS "skip this message" filter) answers early with
+  // FIXED (was FINDING MEDIUM): no read counting: never a rejection in the before chain.
+  // Was: a `before` (an SQS "skip this message" filter) answers early with
   // `undefined` (earlyResponse = undefined); an earlier `before` started a background log of the
   // request. When the log's read lands in the run of Middy's `return request.response`, the watch
   // takes the two reads for the onError chain and its answer promise REJECTS with
@@ -152,7 +156,7 @@ describe('rev12f: other readers of an early answer (redis)', () => {
   // `undefined` (for SQS: the message is retried instead of deleted). The key is released (as
   // it should be). Fix: as above (do not infer the chain from read counts; in the before chain
   // nothing was caught: never reject there).
-  it.fails('a `before` answers early with undefined, a background read: the caller gets undefined', async () => {
+  it('a `before` answers early with undefined, a background read: the caller gets undefined', async () => {
     const failures: string[] = [];
     for (const hops of HOPS) {
       let runs = 0;
@@ -246,7 +250,10 @@ describe('rev12f: other readers of an early answer (redis)', () => {
     expect(runs).toBe(1);
   });
 
-  it('held: an onError that reads request.response twice (typeof, value) then answers early with a 500: released, the retry runs', async () => {
+  // Changed by rev12f decision 2 (no read counting): without idem.last, a handler that throws
+  // and a later `onError` that answers early is taken as returned: the 500 is recorded (the
+  // documented cost; idem.last releases it: see rev12b-last).
+  it('an onError that reads request.response twice (typeof, value) then answers early with a 500 (no idem.last): recorded (decision 2)', async () => {
     let runs = 0;
     const handler = middy(async () => {
       runs += 1;
@@ -262,7 +269,7 @@ describe('rev12f: other readers of an early answer (redis)', () => {
       });
     expect(await handler({ id: 'oe' }, fakeContext(10_000))).toEqual({ statusCode: 500 });
     await sleep(20);
-    expect(await handler({ id: 'oe' }, fakeContext(10_000))).toBe('ok');
-    expect(runs).toBe(2);
+    expect(await handler({ id: 'oe' }, fakeContext(10_000))).toEqual({ statusCode: 500 });
+    expect(runs).toBe(1);
   });
 });

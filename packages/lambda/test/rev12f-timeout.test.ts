@@ -1,3 +1,4 @@
+import { InvalidInputError } from '@idem/core';
 import middy from '@middy/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
@@ -19,7 +20,9 @@ describe('rev12f: timeout marks across concurrent invocations (redis)', () => {
     await env.close();
   });
 
-  // FINDING (HIGH): Middy 6 hands every concurrent invocation the SAME AbortSignal (a shared
+  // FIXED (was FINDING HIGH): a timeout answer is an object known by identity; `undefined` is
+  // refused (InvalidInputError: A's invocation rejects with it, A's key is released).
+  // Was: Middy 6 hands every concurrent invocation the SAME AbortSignal (a shared
   // `handlerAbort`, "because it's slow") and aborts it when ONE invocation's timeoutEarly
   // fires, then calls timeoutEarlyResponse. A handler B that stops on abort and returns
   // `undefined` (an SQS handler: "stop, done") resolves in the microtasks right after, while
@@ -33,7 +36,7 @@ describe('rev12f: timeout marks across concurrent invocations (redis)', () => {
   // AsyncLocalStorage store entered in `before`), or never take an `undefined` / shared
   // primitive answer as a timeout once another running invocation could return it (refuse
   // such answers in idempotentTimeoutResponse with InvalidInputError).
-  it.fails("A's timeout (answer undefined) aborts B via Middy's shared signal; B returns undefined: B is recorded, not run twice", async () => {
+  it("A's timeout (answer undefined) aborts B via Middy's shared signal; B returns undefined: B is recorded, not run twice", async () => {
     const runs: Record<string, number> = {};
     const handler = middy(
       async (e: Ev, _ctx: unknown, opts?: { signal: AbortSignal }) => {
@@ -57,7 +60,7 @@ describe('rev12f: timeout marks across concurrent invocations (redis)', () => {
     ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
     const a = handler({ id: 'A1' }, fakeContext(300));
     const b = handler({ id: 'B1' }, fakeContext(10_000));
-    expect(await a).toBeUndefined();
+    await expect(a).rejects.toBeInstanceOf(InvalidInputError);
     expect(await b).toBeUndefined();
     await sleep(50);
     // B's caller got a success: its retry must replay it, not run B again.
@@ -67,10 +70,11 @@ describe('rev12f: timeout marks across concurrent invocations (redis)', () => {
 
   // Same with a shared constant object answer (`GATEWAY_TIMEOUT`, returned by B when its own
   // downstream call is aborted): B's 504 is a final answer of B, taken for A's timeout.
-  // FINDING (MEDIUM): as above with an object answer shared by the timeout factory and the
+  // FIXED (was FINDING MEDIUM): the answer is taken by the first request Middy writes it to (A).
+  // Was: as above with an object answer shared by the timeout factory and the
   // handler: B's returned constant is released instead of recorded; the retry runs B again.
   // Fix: as above (mark the timed-out invocation only).
-  it.fails("a shared constant timeout answer returned by B in the tick of A's timeout: B recorded", async () => {
+  it("a shared constant timeout answer returned by B in the tick of A's timeout: B recorded", async () => {
     const GATEWAY_TIMEOUT = { statusCode: 504 };
     const runs: Record<string, number> = {};
     const handler = middy(
@@ -101,7 +105,8 @@ describe('rev12f: timeout marks across concurrent invocations (redis)', () => {
     expect(runs.B2).toBe(1);
   });
 
-  it("held: B returns undefined one macrotask after A's undefined timeout answer: B recorded", async () => {
+  // Changed by rev12f decision 1: an `undefined` timeout answer is refused (InvalidInputError).
+  it("held: B returns undefined one macrotask after A's refused undefined timeout answer: B recorded", async () => {
     const runs: Record<string, number> = {};
     const handler = middy(
       async (e: Ev) => {
@@ -117,7 +122,7 @@ describe('rev12f: timeout marks across concurrent invocations (redis)', () => {
     ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
     const a = handler({ id: 'A3' }, fakeContext(300));
     const b = handler({ id: 'B3' }, fakeContext(10_000));
-    expect(await a).toBeUndefined();
+    await expect(a).rejects.toBeInstanceOf(InvalidInputError);
     expect(await b).toBeUndefined();
     expect(await handler({ id: 'B3' }, fakeContext(10_000))).toBeUndefined();
     expect(runs.B3).toBe(1);
