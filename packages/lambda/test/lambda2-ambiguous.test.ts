@@ -103,7 +103,7 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
   });
 
   // rev12f decision 3: without idem.last, Middy's originalError write while the pair is ambiguous decides nothing (the lease lapses at the deadline); this test keeps the release, with idem.last
-  it('the handler throws, a later `onError` wraps the error and throws (no idem.last): released, the retry runs', async () => {
+  it('with idem.last: the handler throws, a later `onError` wraps the error and throws: released, the retry runs', async () => {
     let runs = 0;
     const idemL0 = idempotency({ store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
@@ -125,7 +125,7 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
   });
 
   // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
-  it('the handler throws, an `onError` answers early (no idem.last): released, the retry runs', async () => {
+  it('with idem.last: the handler throws, an `onError` answers early: released, the retry runs', async () => {
     let runs = 0;
     const idemL0 = idempotency({ store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
@@ -139,6 +139,60 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
     expect(await handler({ id: 'amb-500' }, fakeContext(10_000))).toEqual({ statusCode: 500 });
     expect(await handler({ id: 'amb-500' }, fakeContext(10_000))).toBe('ok');
     expect(runs).toBe(2);
+  });
+
+  // The two costs the README states for the middleware without idem.last (rev12f decisions 2
+  // and 3), pinned: never a second run, at worst an error's answer kept or a key held to the
+  // invocation's deadline.
+  it('without idem.last: the handler throws, a later `onError` wraps the error and throws: the key is held until the deadline, then the retry runs once', async () => {
+    let runs = 0;
+    const handler = middy(async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return 'ok';
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({
+        onError: async (request: Req) => {
+          throw new Error('wrapped', { cause: request.error });
+        },
+      });
+    const started = performance.now();
+    await expect(handler({ id: 'amb-wrap-alone' }, fakeContext(600))).rejects.toThrow('wrapped');
+    // Undecided: the key stays held (no release was seen), so a retry now is refused (its
+    // InProgressError goes through the same onError, which wraps it).
+    const heldBack = (answer: { error?: unknown }) =>
+      (answer.error as { cause?: unknown } | undefined)?.cause instanceof InProgressError;
+    expect(heldBack(await settle(handler({ id: 'amb-wrap-alone' }, fakeContext(10_000))))).toBe(
+      true,
+    );
+    expect(runs).toBe(1);
+    let answer: { value?: unknown; error?: unknown } = {};
+    while (performance.now() - started < 5_000) {
+      await sleep(150);
+      answer = await settle(handler({ id: 'amb-wrap-alone' }, fakeContext(10_000)));
+      if (!heldBack(answer)) break;
+    }
+    expect(answer).toEqual({ value: 'ok' });
+    expect(runs).toBe(2);
+  });
+
+  it('without idem.last: the handler throws, a later `onError` answers early: that answer is recorded and replayed, the handler never runs again', async () => {
+    let runs = 0;
+    const handler = middy(async () => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return 'ok';
+    })
+      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use({ onError: async () => ({ statusCode: 500 }) });
+    expect(await handler({ id: 'amb-500-alone' }, fakeContext(10_000))).toEqual({
+      statusCode: 500,
+    });
+    expect(await handler({ id: 'amb-500-alone' }, fakeContext(10_000))).toEqual({
+      statusCode: 500,
+    });
+    expect(runs).toBe(1);
   });
 
   it('with idem.last: the handler throws, the first `onError` writes response = undefined and a new error: released', async () => {
