@@ -161,7 +161,7 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
     await expect(handler({ id: 'amb-wrap-alone' }, fakeContext(600))).rejects.toThrow('wrapped');
     // Undecided: the key stays held (no release was seen), so a retry now is refused (its
     // InProgressError goes through the same onError, which wraps it).
-    const heldBack = (answer: { error?: unknown }) =>
+    const heldBack = (answer: { value?: unknown; error?: unknown }) =>
       (answer.error as { cause?: unknown } | undefined)?.cause instanceof InProgressError;
     expect(heldBack(await settle(handler({ id: 'amb-wrap-alone' }, fakeContext(10_000))))).toBe(
       true,
