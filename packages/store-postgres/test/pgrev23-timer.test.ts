@@ -93,7 +93,9 @@ describe('pgrev23: the grow timer', () => {
       const after = s.counts();
       console.log('pgrev23 timer atmax', r, before, mid, after);
       expect(mid.connects - before.connects).toBe(0);
-      expect(mid.grows - before.grows).toBeLessThanOrEqual(3);
+      // A storm is hundreds in 600 ms (a 1 ms loop); the timer re-arms a few times at most. 6,
+      // not 3: beside the chaos run (CI's alone-pg step) one late firing made it 4.
+      expect(mid.grows - before.grows).toBeLessThanOrEqual(6);
       expect(s.inner.growTimer).toBeUndefined();
     } finally {
       for (const c of held) c.release();
