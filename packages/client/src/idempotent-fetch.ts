@@ -1,3 +1,4 @@
+import { isThenable } from '@idem/core';
 import { sendAttempt } from './attempt.js';
 import { boundSignal, joinSignals, raceSignal } from './call-bounds.js';
 import { IdemClientError } from './errors.js';
@@ -31,14 +32,6 @@ const infos = new WeakMap<Response, IdempotencyInfo>();
 /** The key, attempt count and replay flag of a response returned by an idempotent fetch. */
 export function getIdempotencyInfo(response: Response): IdempotencyInfo | undefined {
   return infos.get(response);
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    (typeof value === 'object' || typeof value === 'function') &&
-    value !== null &&
-    typeof (value as { then?: unknown }).then === 'function'
-  );
 }
 
 function callerSignalOf(

@@ -148,7 +148,13 @@ export type {
   StoredRecord,
 } from './store.js';
 export type { Latin1CompleteInput, StoreCallOptions, SyncFormOptions } from './store-call.js';
-export { answersSynchronously, callStore, SYNC_FORM, syncFormOf } from './store-call.js';
+export {
+  answersSynchronously,
+  callStore,
+  isThenable,
+  SYNC_FORM,
+  syncFormOf,
+} from './store-call.js';
 export type { StoreRetryOptions } from './store-retry.js';
 export { retryStoreCall } from './store-retry.js';
 export type { OutcomeOpenSettings } from './stored-outcome.js';

@@ -309,7 +309,11 @@ export function pendingOf<R>(timed: Promise<R>): Promise<R> {
   return (timed as Pending<R>)[PENDING] ?? timed;
 }
 
-function isThenable(value: unknown): value is PromiseLike<unknown> {
+/**
+ * Whether `value` is a thenable (an object or function with a `then` method), as `await`
+ * takes it. Shared by the packages that await what user code returns. @internal
+ */
+export function isThenable(value: unknown): value is PromiseLike<unknown> {
   return (
     value !== null &&
     (typeof value === 'object' || typeof value === 'function') &&

@@ -59,12 +59,17 @@ export function declaredTrailers(value: string | null | undefined): Set<string> 
   if (!value) return names;
   for (const item of value.split(',')) {
     const name = item.trim().toLowerCase();
-    if (FIELD_NAME.test(name)) names.add(name);
+    if (isLowercaseFieldName(name)) names.add(name);
   }
   return names;
 }
 
 const FIELD_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+
+/** Whether `name` is a field name as a `Headers` iterates it: a token, lowercase. */
+export function isLowercaseFieldName(name: string): boolean {
+  return FIELD_NAME.test(name);
+}
 
 /**
  * Fields that RFC 9110 (6.5.1) says a trailer cannot carry (framing, routing, request

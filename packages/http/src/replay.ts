@@ -1,6 +1,6 @@
 import { OutcomeCorruptError, type StoredOutcome } from '@idem/core';
 import { type PreparedResponse, webResponse } from './prepared-response.js';
-import { isNeverRecorded, isRecordableTrailer } from './recorded-headers.js';
+import { isLowercaseFieldName, isNeverRecorded, isRecordableTrailer } from './recorded-headers.js';
 import { OUTCOME_FORMAT } from './recorder.js';
 
 /** Header that marks a replayed response. */
@@ -59,7 +59,7 @@ function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
             t.length === 2 &&
             typeof t[0] === 'string' &&
             typeof t[1] === 'string' &&
-            TRAILER_NAME.test(t[0]) &&
+            isLowercaseFieldName(t[0]) &&
             TRAILER_VALUE.test(t[1]) &&
             // Never a field the recorder leaves out (Set-Cookie, framing, connection-specific
             // fields HTTP/2 refuses), and each name once, as recorded.
@@ -79,8 +79,7 @@ function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
   };
 }
 
-/** A recorded trailer field: a lowercase token name, and a value Node sends as it is. */
-const TRAILER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/;
+/** A recorded trailer field's value: one Node sends as it is. */
 const TRAILER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 // RFC 9110 token characters, lowercase letters only (as a `Headers` iterates names).
@@ -151,24 +150,20 @@ export function prepareReplay(outcome: StoredOutcome): PreparedResponse {
   const { status, reason } = meta;
   // A response without a body has no trailer section either.
   if (NULL_BODY_STATUS.has(status)) return { status, reason, headers, chunks: [] };
-  const trailers = meta.trailers?.length ? meta.trailers : undefined;
-  if (meta.chunks.length === 0)
-    return trailers
-      ? { status, reason, headers, chunks: [], trailers }
-      : { status, reason, headers, chunks: [] };
   const body = outcome.body;
-  if (meta.chunks.length === 1)
-    return trailers
-      ? { status, reason, headers, chunks: [body], trailers }
-      : { status, reason, headers, chunks: [body] };
-  const chunks: Uint8Array[] = [];
-  let offset = 0;
-  for (const length of meta.chunks) {
-    chunks.push(body.subarray(offset, offset + length));
-    offset += length;
+  let chunks: Uint8Array[];
+  if (meta.chunks.length <= 1) chunks = meta.chunks.length === 0 ? [] : [body];
+  else {
+    chunks = [];
+    let offset = 0;
+    for (const length of meta.chunks) {
+      chunks.push(body.subarray(offset, offset + length));
+      offset += length;
+    }
   }
-  return trailers
-    ? { status, reason, headers, chunks, trailers }
+  // Only when there are some: a replay without trailers keeps the shape it always had.
+  return meta.trailers?.length
+    ? { status, reason, headers, chunks, trailers: meta.trailers }
     : { status, reason, headers, chunks };
 }
 

@@ -1,6 +1,7 @@
 import {
   type Execution,
   InvalidInputError,
+  isThenable,
   jsonSerializer,
   OutcomeNotRecordedError,
   ReplayedFailureError,
@@ -649,14 +650,6 @@ function recordValue(execution: Execution, value: unknown): Promise<void> {
     return execution.completeNotRecorded('not_serializable').catch(() => {});
   }
   return execution.complete(outcome);
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return (
-    (typeof value === 'object' || typeof value === 'function') &&
-    value !== null &&
-    typeof (value as { then?: unknown }).then === 'function'
-  );
 }
 
 /** Get and set of an own property as it was, a value or another middleware's accessor. */

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import * as v8 from 'node:v8';
+import { isThenable } from '@idem/core';
 import type { ResponseRecorder } from '@idem/http';
 import { isObservable, Observable, type Subscription } from 'rxjs';
 
@@ -189,13 +190,8 @@ export class HandlerRun {
    * resolves to, is followed through `call` (see {@link HandlerCall.follow}).
    */
   returned(result: unknown, call: HandlerCall): unknown {
-    if (
-      (typeof result === 'object' || typeof result === 'function') &&
-      result !== null &&
-      typeof (result as PromiseLike<unknown>).then === 'function'
-    ) {
-      const promise =
-        result instanceof Promise ? result : Promise.resolve(result as PromiseLike<unknown>);
+    if (isThenable(result)) {
+      const promise = result instanceof Promise ? result : Promise.resolve(result);
       const release = this.hold();
       promise.then(
         () => release(true),
