@@ -1,0 +1,89 @@
+import { createIdempotency } from '@idem/core';
+import { createMemoryStore } from '@idem/store-memory';
+import type { Span, Tracer } from '@opentelemetry/api';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ATTR, METRIC, SPAN } from '../src/index.js';
+import { telemetry } from './support/telemetry.js';
+
+// rev13 adversarial review of @idem/otel: cardinality of metric attributes, and an SDK that throws.
+
+let current: ReturnType<typeof telemetry> | undefined;
+afterEach(async () => {
+  await current?.shutdown();
+  current = undefined;
+});
+
+describe('rev13 otel: bounded cardinality', () => {
+  // FINDING (MEDIUM): every metric carries `idem.operation` as given, and nothing bounds how
+  // many distinct values it takes. @idem/http's default operation is the method and the
+  // request's *path* whenever the framework names no route (`handler.ts`: `${method}
+  // ${request.route ?? canonicalPath(url.pathname)}`; its README: Next.js route handlers, Bun,
+  // Deno and workers get `POST /api/orders/o-1/pay`, "a key is unique per order"), and its
+  // README tells those users to pass `onEvent: createOtelListener()`. Then every order id is
+  // a new time series on every instrument (results, in-flight, outcome size, execution
+  // duration): 300 orders give 300 series per instrument here; in production the SDK's
+  // cardinality limit (2,000 per instrument) fills up and every route seen after that lands
+  // in the overflow series, and ids (emails, account numbers) in paths reach the metrics
+  // backend. Reproduce: 300 executes whose operation is `POST /api/orders/o-<i>/pay`, count
+  // the distinct `idem.operation` values of `idem.results`. Suggested fix: bound the distinct
+  // operation values a listener puts on metrics (`maxOperations`, default 100; later ones are
+  // counted as `idem.operation: "_other"`), keep the full operation on spans.
+  it.fails('operations that are paths (one per order) do not make one metric series each', async () => {
+    const t = telemetry();
+    current = t;
+    const idem = createIdempotency({
+      store: createMemoryStore(),
+      heartbeatMs: false,
+      onEvent: t.listener,
+    });
+    for (let i = 0; i < 300; i++) {
+      const operation = `POST /api/orders/o-${i}/pay`;
+      await idem.execute(
+        { key: `k-${i}`, scope: ['idem/http/v1', 'user-1', operation], operation },
+        async () => ({ ok: i }),
+      );
+    }
+    const points = (await t.metrics()).get(METRIC.results) ?? [];
+    const operations = new Set(points.map((p) => p.attributes[ATTR.operation]));
+    expect(operations.size).toBeLessThanOrEqual(101);
+    // Every execution is still counted.
+    const misses = points
+      .filter((p) => p.attributes[ATTR.result] === 'miss')
+      .reduce((sum, p) => sum + Number(p.value), 0);
+    expect(misses).toBe(300);
+  }, 20_000);
+});
+
+describe('rev13 otel: an SDK that throws', () => {
+  // FINDING (LOW): the listener does span work before metric work in one function, so an SDK
+  // whose tracer throws (a span processor that throws in onStart, a broken exporter wired
+  // synchronously) skips the metric updates of that event but not of the matching one:
+  // `miss` throws in `startSpan` before `inFlight.add(1)`, while `execution_end` (no span
+  // open, nothing to end) still runs `inFlight.add(-1)`. `idem.leases.in_flight` then drifts
+  // below zero for good, one per throw, and the `miss` is not counted in `idem.results`.
+  // Reproduce: a tracer whose startSpan throws; execute once; in-flight reads -1. Suggested
+  // fix: isolate span calls (try/catch) so a tracer failure never skips a metric update.
+  it.fails('a tracer that throws does not unbalance idem.leases.in_flight nor lose the miss count', async () => {
+    const throwing = {
+      startSpan(): Span {
+        throw new Error('span processor failed');
+      },
+      startActiveSpan() {
+        throw new Error('span processor failed');
+      },
+    } as unknown as Tracer;
+    const t2 = telemetry({ tracer: throwing });
+    current = t2;
+    const idem = createIdempotency({
+      store: createMemoryStore(),
+      heartbeatMs: false,
+      onEvent: t2.listener,
+    });
+    await idem.execute({ key: 'k', scope: ['s'], operation: 'POST /x' }, async () => 1);
+    expect(await t2.point(METRIC.inFlight, { [ATTR.operation]: 'POST /x' })).toBe(0);
+    expect(
+      await t2.point(METRIC.results, { [ATTR.operation]: 'POST /x', [ATTR.result]: 'miss' }),
+    ).toBe(1);
+    expect(t2.spans(SPAN.execute)).toHaveLength(0);
+  }, 10_000);
+});
