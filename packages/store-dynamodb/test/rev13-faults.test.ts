@@ -1,0 +1,209 @@
+/**
+ * rev13 adversarial review of @idem/store-dynamodb: requests that land late (after the
+ * caller gave up on them), operator writes on items that are not records of this store,
+ * and large outcomes through the engine.
+ */
+import { randomBytes } from 'node:crypto';
+import { PutItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
+import {
+  createIdempotency,
+  ManualClock,
+  OutcomeNotRecordedError,
+  OutcomeTooLargeError,
+  StoreUnavailableError,
+} from '@idem/core';
+import { describe, expect, it } from 'vitest';
+import { createDynamoDbStore } from '../src/index.js';
+import { decodeRaw, layouts, makeClient } from './dynamodb-env.js';
+import {
+  acquireInput,
+  clients,
+  endpoint,
+  HOUR,
+  newKey,
+  newOwner,
+  setup,
+  tables,
+} from './store-fixture.js';
+
+type Input = Record<string, unknown>;
+
+/**
+ * Arms a middleware that takes the next heartbeat (an UpdateItem that sets the lease and is
+ * not an acquire) out of the wire: it keeps a copy of its input and fails it as a timeout
+ * would, so the caller sees the heartbeat fail. `deliver()` then sends the very same request
+ * on another client: DynamoDB applies it late, as a request held up in the network (or in
+ * the service) after the client gave up on it.
+ */
+function holdNextHeartbeat(client: ReturnType<typeof makeClient>) {
+  let armed = false;
+  let held: Input | undefined;
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      const input = args.input as Input;
+      const values = (input.ExpressionAttributeValues ?? {}) as Record<string, unknown>;
+      if (
+        armed &&
+        context.commandName === 'UpdateItemCommand' &&
+        ':leaseUntil' in values &&
+        !(':zero' in values)
+      ) {
+        armed = false;
+        held = structuredClone(input);
+        const error = new Error('socket hang up (request held in the network)');
+        error.name = 'TimeoutError';
+        throw error;
+      }
+      return next(args);
+    },
+    { step: 'initialize', name: 'rev13HoldHeartbeat' },
+  );
+  return {
+    arm() {
+      armed = true;
+    },
+    async deliver(): Promise<void> {
+      if (!held) throw new Error('no heartbeat was held');
+      const other = makeClient(endpoint);
+      clients.add(other);
+      await other.send(new UpdateItemCommand(held as never));
+    },
+  };
+}
+
+describe.each(layouts)('rev13 DynamoDB: late requests ($name)', (layout) => {
+  // FINDING (LOW): a heartbeat that lands late shortens a lease a later heartbeat already
+  // renewed. `extend` is `SET leaseUntil = :leaseUntil` on `owner = me AND in_progress AND
+  // not expired`: nothing keeps the lease from moving back. Heartbeat H1 (sent at t+10 s,
+  // lease to t+40 s) is held up and the client gives up on it (timeout, StoreUnavailable);
+  // H2 (t+20 s) lands and answers `ok, leaseUntil t+50 s`; then H1 lands (DynamoDB applies a
+  // request the client abandoned whenever it reaches it): the item's lease is t+40 s again.
+  // At t+45 s another caller takes the key over (fence 2) while the owner runs its operation
+  // on a lease the store told it lasts until t+50 s: two executions at once, which the
+  // lease promises not to allow (DESIGN "exactly once" (a)). Reproduced deterministically
+  // with a manual clock, H1 captured in SDK middleware and sent again later on another
+  // client. Suggested fix: make the renewal monotonic (`AND leaseUntil <= :leaseUntil` in
+  // EXTEND's condition; a refused renewal of the caller's own record whose lease is already
+  // later answers ok with that lease).
+  it.fails('a heartbeat that lands after a later one does not move the lease back: no takeover before the lease the last renewal answered', async () => {
+    const clock = new ManualClock(Date.now());
+    const t = setup(layout, { clock });
+    const hold = holdNextHeartbeat(t.client);
+    const key = newKey();
+    const input = acquireInput(key, { leaseMs: 30_000, retentionMs: HOUR });
+    expect(await t.store.acquire(input)).toMatchObject({ kind: 'acquired', fence: 1 });
+    const renew = { key, owner: input.owner, leaseMs: 30_000, retentionMs: HOUR };
+
+    clock.advance(10_000);
+    hold.arm();
+    await expect(t.store.extend(renew)).rejects.toBeInstanceOf(StoreUnavailableError);
+
+    clock.advance(10_000);
+    const renewed = await t.store.extend(renew);
+    expect(renewed).toEqual({ ok: true, leaseUntil: clock.now() + 30_000 });
+    const promised = (renewed as { leaseUntil: number }).leaseUntil;
+
+    await hold.deliver();
+
+    // Past H1's lease, before the one H2 answered: the key is still the owner's.
+    clock.advance(25_000);
+    expect(clock.now()).toBeLessThan(promised);
+    const other = await t.store.acquire(acquireInput(key));
+    expect(other.kind).toBe('found');
+    expect(decodeRaw(layout, (await t.raw(key))!).leaseUntil).toBe(promised);
+  }, 20_000);
+});
+
+describe.each(layouts)('rev13 DynamoDB: operator writes ($name)', (layout) => {
+  // FINDING (LOW): `admin.delete` writes to any item at the key (`attribute_exists(pk)`),
+  // also one that is not a record under this store's attribute names, and only then finds
+  // out: it decodes the ALL_OLD item and throws StoreUnavailableError ("not an idem
+  // record"). The item is half-written: the store's status/owner/fingerprint/lease/expiry
+  // attributes are added beside the item's own, and the caller is told the store failed.
+  // That is what `idem delete --store dynamodb://<table>` does on an application whose store
+  // has custom `attributes` (the CLI cannot name them): exit 1 "store_unavailable", the
+  // record not deleted, stray attributes left. Reproduce: PutItem an item with other
+  // attribute names at a key, `admin.delete(key)`. Suggested fix: make the condition require
+  // the record's own attributes (`attribute_exists(status)`) and answer a typed error
+  // without writing when the item is not a record.
+  it.fails('admin.delete of an item that is not a record of this store changes nothing and fails typed', async () => {
+    const t = setup(layout);
+    const key = newKey();
+    const foreign = {
+      ...t.store.itemKey(key),
+      appStatus: { S: 'completed' },
+      appOwner: { S: 'someone' },
+      appExpiresAt: { N: String(Date.now() + HOUR) },
+    };
+    await t.client.send(new PutItemCommand({ TableName: tables[layout.id], Item: foreign }));
+    const error = await t.store.admin.delete(key).catch((e: unknown) => e);
+    expect(await t.raw(key), 'the item is left as it was').toEqual(foreign);
+    expect(error).toBeInstanceOf(StoreUnavailableError);
+  }, 20_000);
+
+  it('admin.forceRelease and inspect of an item that is not a record change nothing', async () => {
+    const t = setup(layout);
+    const key = newKey();
+    const foreign = { ...t.store.itemKey(key), appStatus: { S: 'in_progress' } };
+    await t.client.send(new PutItemCommand({ TableName: tables[layout.id], Item: foreign }));
+    await expect(t.store.admin.forceRelease(key)).rejects.toBeInstanceOf(StoreUnavailableError);
+    await expect(t.store.admin.inspect(key)).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await t.raw(key)).toEqual(foreign);
+  });
+
+  it('an expired record TTL has not removed yet counts as gone everywhere: get, inspect, forceRelease, owner writes, acquire', async () => {
+    const clock = new ManualClock(Date.now());
+    const t = setup(layout, { clock });
+    const key = newKey();
+    const input = acquireInput(key, { leaseMs: 1_000, retentionMs: 2_000 });
+    await t.store.acquire(input);
+    clock.advance(3_000);
+    expect(await t.raw(key)).toBeDefined();
+    expect(await t.store.get(key)).toBeUndefined();
+    expect(await t.store.admin.inspect(key)).toBeUndefined();
+    expect(await t.store.admin.forceRelease(key)).toEqual({ ok: false, reason: 'not_found' });
+    const w = { key, owner: input.owner, retentionMs: HOUR };
+    expect(await t.store.extend({ ...w, leaseMs: 1_000 })).toMatchObject({ ok: false });
+    expect(await t.store.complete({ ...w, outcome: new Uint8Array([1]) })).toMatchObject({
+      ok: false,
+    });
+    expect(await t.store.admin.delete(key)).toEqual({ deleted: false });
+    expect(await t.store.acquire(acquireInput(key))).toMatchObject({
+      kind: 'acquired',
+      fence: 2,
+    });
+  });
+});
+
+describe('rev13 DynamoDB: an outcome that does not fit, through the engine', () => {
+  it('an incompressible 600 KB outcome: typed OUTCOME_TOO_LARGE, nothing half-written, the key is never run again', async () => {
+    const client = makeClient(endpoint);
+    clients.add(client);
+    const layout = layouts[0]!;
+    const prefix = `rev13:${randomBytes(4).toString('hex')}:`;
+    const store = createDynamoDbStore({
+      client,
+      tableName: tables[layout.id],
+      keyPrefix: prefix,
+    });
+    const idem = createIdempotency<string>({ store, heartbeatMs: false });
+    let runs = 0;
+    const big = randomBytes(600 * 1024).toString('base64');
+    const request = { key: `k-${newOwner()}`, scope: ['tenant', 'POST /big'] };
+    const first = await idem
+      .execute(request, async () => {
+        runs++;
+        return big;
+      })
+      .catch((e: unknown) => e);
+    expect(first).toBeInstanceOf(OutcomeTooLargeError);
+    const again = await idem
+      .execute(request, async () => {
+        runs++;
+        return 'second run';
+      })
+      .catch((e: unknown) => e);
+    expect(again).toBeInstanceOf(OutcomeNotRecordedError);
+    expect(runs).toBe(1);
+  }, 30_000);
+});
