@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { PutItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import {
   createIdempotency,
+  deriveStorageKey,
   ManualClock,
   OutcomeNotRecordedError,
   OutcomeTooLargeError,
@@ -205,5 +206,136 @@ describe('rev13 DynamoDB: an outcome that does not fit, through the engine', () 
       .catch((e: unknown) => e);
     expect(again).toBeInstanceOf(OutcomeNotRecordedError);
     expect(runs).toBe(1);
+  }, 30_000);
+});
+
+/** A TCP proxy to DynamoDB Local that can go down (connections refused, sockets cut) and come back on its port. */
+async function startSwitchProxy(upstreamPort: number) {
+  const { createServer, connect } = await import('node:net');
+  const sockets = new Set<import('node:net').Socket>();
+  const track = (socket: import('node:net').Socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+  };
+  const make = () =>
+    createServer((client) => {
+      track(client);
+      const upstream = connect({ host: '127.0.0.1', port: upstreamPort });
+      track(upstream);
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.once('close', () => upstream.destroy());
+      upstream.once('close', () => client.destroy());
+    });
+  let server = make();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : 0;
+  let up = true;
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    async down() {
+      if (!up) return;
+      up = false;
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+    async up() {
+      if (up) return;
+      server = make();
+      await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+      up = true;
+    },
+    async close() {
+      await this.down();
+    },
+  };
+}
+
+describe('rev13 DynamoDB: an outage longer than the SDK retries, through the engine', () => {
+  it('the store goes down while the operation runs and stays down past every retry: execute fails typed in time, the completion lands once it is back, the retry replays, one run', async () => {
+    const proxy = await startSwitchProxy(Number(new URL(endpoint).port));
+    const { DynamoDBClient } = await import('@aws-sdk/client-dynamodb');
+    const { recommendedDynamoDbClientConfig } = await import('../src/index.js');
+    const client = new DynamoDBClient({
+      endpoint: proxy.endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'idemlocal', secretAccessKey: 'idemlocal' },
+      ...recommendedDynamoDbClientConfig({
+        requestTimeoutMs: 500,
+        connectionTimeoutMs: 300,
+        maxAttempts: 2,
+      }),
+    });
+    clients.add(client);
+    const layout = layouts[0]!;
+    const prefix = `rev13o:${randomBytes(4).toString('hex')}:`;
+    const store = createDynamoDbStore({
+      client,
+      tableName: tables[layout.id],
+      keyPrefix: prefix,
+      requestDeadlineMs: 1_500,
+    });
+    const idem = createIdempotency<string>({
+      store,
+      leaseMs: 2_000,
+      heartbeatMs: 600,
+      storeTimeoutMs: 1_500,
+      completionWaitMs: 1_000,
+    });
+    const request = { key: `k-${newOwner()}`, scope: ['tenant', 'POST /outage'] };
+    let runs = 0;
+    try {
+      const started = performance.now();
+      const first = await idem
+        .execute(request, async () => {
+          runs++;
+          await proxy.down();
+          return 'charged';
+        })
+        .catch((e: unknown) => e);
+      const tookMs = performance.now() - started;
+      expect(first).toBeInstanceOf(StoreUnavailableError);
+      expect(tookMs).toBeLessThan(8_000);
+      // A retry during the outage: typed, bounded, runs nothing.
+      const during = await idem
+        .execute(request, async () => {
+          runs++;
+          return 'again';
+        })
+        .catch((e: unknown) => e);
+      expect(during).toBeInstanceOf(StoreUnavailableError);
+      // Down for 6 s: past the lease, every SDK retry and the completion's wait.
+      await new Promise((r) => setTimeout(r, 6_000));
+      await proxy.up();
+      // The engine's background completion lands once the store is back.
+      const raw = makeClient(endpoint);
+      clients.add(raw);
+      const deadline = performance.now() + 10_000;
+      let status: string | undefined;
+      while (performance.now() < deadline) {
+        const { GetItemCommand } = await import('@aws-sdk/client-dynamodb');
+        const out = await raw.send(
+          new GetItemCommand({
+            TableName: tables[layout.id],
+            Key: store.itemKey(deriveStorageKey(request.scope, request.key)),
+            ConsistentRead: true,
+          }),
+        );
+        status = out.Item?.status?.S;
+        if (status === 'completed') break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(status).toBe('completed');
+      const retry = await idem.execute(request, async () => {
+        runs++;
+        return 'third';
+      });
+      expect(retry).toMatchObject({ value: 'charged', replayed: true });
+      expect(runs).toBe(1);
+    } finally {
+      await proxy.close();
+    }
   }, 30_000);
 });
