@@ -87,3 +87,18 @@ describe('rev13 otel: an SDK that throws', () => {
     expect(t2.spans(SPAN.execute)).toHaveLength(0);
   }, 10_000);
 });
+
+describe('rev13 otel: options', () => {
+  // FINDING (LOW): `maxOpenExecutions` is not checked: `NaN` (a value read from an unset
+  // environment variable, `Number(process.env.X)`) makes `executions.size >= NaN` false for
+  // ever, so the one bound on the listener's memory is gone without a word; a string is
+  // compared as a number by coercion. Reproduce: `createOtelListener({ maxOpenExecutions:
+  // NaN })` is accepted. Suggested fix: refuse anything but a non-negative integer (or
+  // Infinity, explicitly) with a TypeError/RangeError at creation.
+  it.fails('maxOpenExecutions that is not a count is refused at creation', async () => {
+    const { createOtelListener } = await import('../src/index.js');
+    for (const bad of [Number.NaN, -1, 1.5, '100' as unknown as number]) {
+      expect(() => createOtelListener({ maxOpenExecutions: bad }), String(bad)).toThrow();
+    }
+  });
+});
