@@ -63,30 +63,38 @@ function holdNextHeartbeat(client: ReturnType<typeof makeClient>) {
     arm() {
       armed = true;
     },
-    async deliver(): Promise<void> {
+    async deliver(): Promise<'applied' | 'refused'> {
       if (!held) throw new Error('no heartbeat was held');
       const other = makeClient(endpoint);
       clients.add(other);
-      await other.send(new UpdateItemCommand(held as never));
+      try {
+        await other.send(new UpdateItemCommand(held as never));
+        return 'applied';
+      } catch (error) {
+        // Refused by its condition: what a renewal that comes too late should get.
+        if ((error as { name?: string }).name === 'ConditionalCheckFailedException')
+          return 'refused';
+        throw error;
+      }
     },
   };
 }
 
 describe.each(layouts)('rev13 DynamoDB: late requests ($name)', (layout) => {
-  // FINDING (LOW): a heartbeat that lands late shortens a lease a later heartbeat already
-  // renewed. `extend` is `SET leaseUntil = :leaseUntil` on `owner = me AND in_progress AND
-  // not expired`: nothing keeps the lease from moving back. Heartbeat H1 (sent at t+10 s,
-  // lease to t+40 s) is held up and the client gives up on it (timeout, StoreUnavailable);
-  // H2 (t+20 s) lands and answers `ok, leaseUntil t+50 s`; then H1 lands (DynamoDB applies a
-  // request the client abandoned whenever it reaches it): the item's lease is t+40 s again.
-  // At t+45 s another caller takes the key over (fence 2) while the owner runs its operation
-  // on a lease the store told it lasts until t+50 s: two executions at once, which the
-  // lease promises not to allow (DESIGN "exactly once" (a)). Reproduced deterministically
-  // with a manual clock, H1 captured in SDK middleware and sent again later on another
-  // client. Suggested fix: make the renewal monotonic (`AND leaseUntil <= :leaseUntil` in
-  // EXTEND's condition; a refused renewal of the caller's own record whose lease is already
-  // later answers ok with that lease).
-  it.fails('a heartbeat that lands after a later one does not move the lease back: no takeover before the lease the last renewal answered', async () => {
+  // FIXED (was FINDING LOW): a heartbeat that landed late shortened a lease a later heartbeat
+  // had already renewed. `extend` was `SET leaseUntil = :leaseUntil` on `owner = me AND
+  // in_progress AND not expired`: nothing kept the lease from moving back. Heartbeat H1 (sent
+  // at t+10 s, lease to t+40 s) is held up and the client gives up on it (timeout,
+  // StoreUnavailable); H2 (t+20 s) lands and answers `ok, leaseUntil t+50 s`; then H1 lands
+  // (DynamoDB applies a request the client abandoned whenever it reaches it): the item's lease
+  // was t+40 s again, and at t+45 s another caller took the key over (fence 2) while the owner
+  // ran on a lease the store had told it lasts until t+50 s: two executions at once (DESIGN
+  // "exactly once" (a)). Needs a request delayed past the heartbeat interval, hence LOW.
+  // Reproduced deterministically with a manual clock, H1 captured in SDK middleware and sent
+  // again later on another client. Fix: renewals carry `AND leaseUntil <= :leaseUntil`; a
+  // refused renewal of the caller's own record whose lease already runs later answers ok with
+  // that lease (from the refusal's ALL_OLD item, no extra request).
+  it('a heartbeat that lands after a later one does not move the lease back: no takeover before the lease the last renewal answered', async () => {
     const clock = new ManualClock(Date.now());
     const t = setup(layout, { clock });
     const hold = holdNextHeartbeat(t.client);
@@ -116,18 +124,17 @@ describe.each(layouts)('rev13 DynamoDB: late requests ($name)', (layout) => {
 });
 
 describe.each(layouts)('rev13 DynamoDB: operator writes ($name)', (layout) => {
-  // FINDING (LOW): `admin.delete` writes to any item at the key (`attribute_exists(pk)`),
-  // also one that is not a record under this store's attribute names, and only then finds
-  // out: it decodes the ALL_OLD item and throws StoreUnavailableError ("not an idem
-  // record"). The item is half-written: the store's status/owner/fingerprint/lease/expiry
-  // attributes are added beside the item's own, and the caller is told the store failed.
-  // That is what `idem delete --store dynamodb://<table>` does on an application whose store
-  // has custom `attributes` (the CLI cannot name them): exit 1 "store_unavailable", the
-  // record not deleted, stray attributes left. Reproduce: PutItem an item with other
-  // attribute names at a key, `admin.delete(key)`. Suggested fix: make the condition require
-  // the record's own attributes (`attribute_exists(status)`) and answer a typed error
-  // without writing when the item is not a record.
-  it.fails('admin.delete of an item that is not a record of this store changes nothing and fails typed', async () => {
+  // FIXED (was FINDING LOW): `admin.delete` wrote to any item at the key
+  // (`attribute_exists(pk)`), also one that is not a record under this store's attribute
+  // names, and only then found out: it decoded the ALL_OLD item and threw
+  // StoreUnavailableError ("not an idem record"). The item was half-written: the store's
+  // status/owner/fingerprint/lease/expiry attributes added beside the item's own, and the
+  // caller told the store failed. That is what `idem delete --store dynamodb://<table>` did
+  // on an application whose store has custom `attributes` (the CLI cannot name them): exit 1
+  // "store_unavailable", the record not deleted, stray attributes left. Fix: the condition
+  // requires a record of this store (status one of the three, fence and expiry present); a
+  // refusal on another item throws the typed error with nothing written.
+  it('admin.delete of an item that is not a record of this store changes nothing and fails typed', async () => {
     const t = setup(layout);
     const key = newKey();
     const foreign = {
