@@ -14,21 +14,19 @@ afterEach(async () => {
 });
 
 describe('rev13 otel: bounded cardinality', () => {
-  // FINDING (MEDIUM): every metric carries `idem.operation` as given, and nothing bounds how
-  // many distinct values it takes. @idem/http's default operation is the method and the
-  // request's *path* whenever the framework names no route (`handler.ts`: `${method}
-  // ${request.route ?? canonicalPath(url.pathname)}`; its README: Next.js route handlers, Bun,
-  // Deno and workers get `POST /api/orders/o-1/pay`, "a key is unique per order"), and its
-  // README tells those users to pass `onEvent: createOtelListener()`. Then every order id is
-  // a new time series on every instrument (results, in-flight, outcome size, execution
-  // duration): 300 orders give 300 series per instrument here; in production the SDK's
-  // cardinality limit (2,000 per instrument) fills up and every route seen after that lands
-  // in the overflow series, and ids (emails, account numbers) in paths reach the metrics
-  // backend. Reproduce: 300 executes whose operation is `POST /api/orders/o-<i>/pay`, count
-  // the distinct `idem.operation` values of `idem.results`. Suggested fix: bound the distinct
-  // operation values a listener puts on metrics (`maxOperations`, default 100; later ones are
-  // counted as `idem.operation: "_other"`), keep the full operation on spans.
-  it.fails('operations that are paths (one per order) do not make one metric series each', async () => {
+  // FIXED (was FINDING MEDIUM): every metric carried `idem.operation` as given, and nothing
+  // bounded how many distinct values it took. @idem/http's default operation is the method
+  // and the request's *path* whenever the framework names no route (`handler.ts`:
+  // `${method} ${request.route ?? canonicalPath(url.pathname)}`; its README: Next.js route
+  // handlers, Bun, Deno and workers get `POST /api/orders/o-1/pay`, "a key is unique per
+  // order"), and its README tells those users to pass `onEvent: createOtelListener()`. Then
+  // every order id was a new time series on every instrument (results, in-flight, outcome
+  // size, execution duration): 300 orders gave 300 series per instrument; in production the
+  // SDK's cardinality limit (2,000 per instrument) fills up, every route seen after that lands
+  // in the overflow series, and ids in paths reach the metrics backend. Fix: `maxOperations`
+  // (default 100) distinct operation values on metrics; later ones are counted as
+  // `idem.operation: "_other"`; spans keep the operation.
+  it('operations that are paths (one per order) do not make one metric series each', async () => {
     const t = telemetry();
     current = t;
     const idem = createIdempotency({
@@ -46,6 +44,13 @@ describe('rev13 otel: bounded cardinality', () => {
     const points = (await t.metrics()).get(METRIC.results) ?? [];
     const operations = new Set(points.map((p) => p.attributes[ATTR.operation]));
     expect(operations.size).toBeLessThanOrEqual(101);
+    expect(operations.has('_other')).toBe(true);
+    // Spans keep the operation as it is.
+    expect(
+      t
+        .spans(SPAN.acquire)
+        .some((s) => s.attributes[ATTR.operation] === 'POST /api/orders/o-299/pay'),
+    ).toBe(true);
     // Every execution is still counted.
     const misses = points
       .filter((p) => p.attributes[ATTR.result] === 'miss')
@@ -55,15 +60,14 @@ describe('rev13 otel: bounded cardinality', () => {
 });
 
 describe('rev13 otel: an SDK that throws', () => {
-  // FINDING (LOW): the listener does span work before metric work in one function, so an SDK
-  // whose tracer throws (a span processor that throws in onStart, a broken exporter wired
-  // synchronously) skips the metric updates of that event but not of the matching one:
-  // `miss` throws in `startSpan` before `inFlight.add(1)`, while `execution_end` (no span
-  // open, nothing to end) still runs `inFlight.add(-1)`. `idem.leases.in_flight` then drifts
-  // below zero for good, one per throw, and the `miss` is not counted in `idem.results`.
-  // Reproduce: a tracer whose startSpan throws; execute once; in-flight reads -1. Suggested
-  // fix: isolate span calls (try/catch) so a tracer failure never skips a metric update.
-  it.fails('a tracer that throws does not unbalance idem.leases.in_flight nor lose the miss count', async () => {
+  // FIXED (was FINDING LOW): the listener did span work before metric work in one function,
+  // so an SDK whose tracer throws (a span processor that throws in onStart, an exporter wired
+  // synchronously) skipped the metric updates of that event but not of the matching one:
+  // `miss` threw in `startSpan` before `inFlight.add(1)`, while `execution_end` (no span open)
+  // still ran `inFlight.add(-1)`: `idem.leases.in_flight` drifted below zero for good, one
+  // per throw, and the `miss` was not counted in `idem.results`. Fix: every span or metric
+  // update runs guarded on its own (`guard`), so a throwing SDK loses that update only.
+  it('a tracer that throws does not unbalance idem.leases.in_flight nor lose the miss count', async () => {
     const throwing = {
       startSpan(): Span {
         throw new Error('span processor failed');
@@ -89,16 +93,20 @@ describe('rev13 otel: an SDK that throws', () => {
 });
 
 describe('rev13 otel: options', () => {
-  // FINDING (LOW): `maxOpenExecutions` is not checked: `NaN` (a value read from an unset
-  // environment variable, `Number(process.env.X)`) makes `executions.size >= NaN` false for
-  // ever, so the one bound on the listener's memory is gone without a word; a string is
-  // compared as a number by coercion. Reproduce: `createOtelListener({ maxOpenExecutions:
-  // NaN })` is accepted. Suggested fix: refuse anything but a non-negative integer (or
-  // Infinity, explicitly) with a TypeError/RangeError at creation.
-  it.fails('maxOpenExecutions that is not a count is refused at creation', async () => {
+  // FIXED (was FINDING LOW): `maxOpenExecutions` was not checked: `NaN` (a value read from an
+  // unset environment variable, `Number(process.env.X)`) made `executions.size >= NaN` false
+  // for ever, so the one bound on the listener's memory was gone without a word; a string was
+  // compared by coercion. Fix: a non-negative integer or Infinity, else RangeError at
+  // creation (and the same for the new `maxOperations`).
+  it('maxOpenExecutions that is not a count is refused at creation', async () => {
     const { createOtelListener } = await import('../src/index.js');
     for (const bad of [Number.NaN, -1, 1.5, '100' as unknown as number]) {
-      expect(() => createOtelListener({ maxOpenExecutions: bad }), String(bad)).toThrow();
+      expect(() => createOtelListener({ maxOpenExecutions: bad }), String(bad)).toThrow(RangeError);
+      expect(() => createOtelListener({ maxOperations: bad }), String(bad)).toThrow(RangeError);
     }
+    for (const good of [0, 1, 10_000, Number.POSITIVE_INFINITY])
+      expect(() =>
+        createOtelListener({ maxOpenExecutions: good, maxOperations: good }),
+      ).not.toThrow();
   });
 });
