@@ -30,17 +30,18 @@ async function inProcess(...args: string[]) {
 const scope = ['--global', '--operation', 'POST /orders'];
 
 describe('rev13 cli: dynamodb:// URLs the CLI cannot use are usage errors', () => {
-  // FINDING (LOW): a `dynamodb://` URL whose parts the CLI itself cannot use fails as if the
-  // store had failed: exit 1 (`store_unavailable` or `store_error`) instead of exit 2
-  // `bad_store_url`, though nothing was sent. The README: "2 usage error, including options a
-  // store refuses before sending anything" and `bad_store_url` "when --store ... names no
+  // FIXED (was FINDING LOW): a `dynamodb://` URL whose parts the CLI itself cannot use failed
+  // as if the store had failed: exit 1 (`store_unavailable` or `store_error`) instead of exit
+  // 2 `bad_store_url`, though nothing was sent. The README: "2 usage error, including options
+  // a store refuses before sending anything" and `bad_store_url` "when --store ... names no
   // table". Cases: `endpoint=` not a URL or with a port out of range (the SDK's "Invalid
-  // URL", reported as DynamoDB unavailable), a table name with a bad %-escape (`URIError:
-  // URI malformed`, `store_error`), no region in the URL nor in AWS_REGION ("Region is
-  // missing", `store_unavailable`). A script that retries exit 1 (the store is down) retries
-  // a command line that can never work. Suggested fix: check them in openDynamoDb and throw
-  // UsageError('...', 'bad_store_url').
-  it.fails.each([
+  // URL", reported as DynamoDB unavailable), a table name with a bad %-escape (`URIError: URI
+  // malformed`, `store_error`), no region in the URL nor where the SDK looks ("Region is
+  // missing", `store_unavailable`). A script that retries exit 1 (the store is down) retried a
+  // command line that can never work. Fix: openDynamoDb checks the table escape, the endpoint
+  // (an http(s) URL), the region (a name; one must resolve) and throws UsageError
+  // ('bad_store_url') before any request.
+  it.each([
     ['endpoint not a URL', 'dynamodb://orders?region=us-east-1&endpoint=notaurl'],
     [
       'endpoint port out of range',
@@ -51,6 +52,8 @@ describe('rev13 cli: dynamodb:// URLs the CLI cannot use are usage errors', () =
       'dynamodb://%E0orders?region=us-east-1&endpoint=http://127.0.0.1:1',
     ],
     ['no region anywhere', 'dynamodb://orders?endpoint=http://127.0.0.1:1'],
+    ['endpoint not http(s)', 'dynamodb://orders?region=us-east-1&endpoint=ftp://127.0.0.1:1'],
+    ['region not a name', 'dynamodb://orders?region=us%20east&endpoint=http://127.0.0.1:1'],
   ])('%s: exit 2, bad_store_url', async (_name, store) => {
     const saved = process.env.AWS_REGION;
     const savedDefault = process.env.AWS_DEFAULT_REGION;
@@ -79,15 +82,14 @@ describe('rev13 cli: dynamodb:// URLs the CLI cannot use are usage errors', () =
 
 describe('rev13 cli: --json keeps stderr empty with a dynamodb:// store', () => {
   const nodeMajor = Number(process.versions.node.split('.')[0]);
-  // FINDING (LOW): `--json` promises one JSON object on stdout "and nothing on stderr", but
-  // on Node 20 (which the CLI supports: engines >= 20) every `dynamodb://` run also prints the
-  // AWS SDK's multi-line `NodeVersionSupportWarning` on stderr (the SDK emits it when a
-  // client is made on Node < 22). A script that reads `2>&1`, or treats any stderr as an
-  // error, breaks. Reproduce: spawn `idem inspect ... --store dynamodb://t?region=...
-  // --json` on Node 20. Suggested fix: the CLI sets
-  // AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED (unless the user set it) before it
-  // makes the client, as this repository's own test configs do.
-  it.runIf(nodeMajor < 22).fails(
+  // FIXED (was FINDING LOW): `--json` promises one JSON object on stdout "and nothing on
+  // stderr", but on Node 20 (which the CLI supports: engines >= 20) every `dynamodb://` run
+  // also printed the AWS SDK's multi-line `NodeVersionSupportWarning` on stderr (the SDK emits
+  // it when a client is made on Node < 22). A script that reads `2>&1`, or treats any stderr
+  // as an error, broke. Fix: the `idem` executable sets
+  // AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED (unless the user set it) before it runs
+  // a command, as this repository's own test configs do.
+  it.runIf(nodeMajor < 22)(
     'the spawned CLI prints nothing on stderr',
     async () => {
       requireBuild();
