@@ -8,6 +8,7 @@ import { PutItemCommand, UpdateItemCommand } from '@aws-sdk/client-dynamodb';
 import {
   createIdempotency,
   deriveStorageKey,
+  InvalidInputError,
   ManualClock,
   OutcomeNotRecordedError,
   OutcomeTooLargeError,
@@ -345,4 +346,76 @@ describe('rev13 DynamoDB: an outage longer than the SDK retries, through the eng
       await proxy.close();
     }
   }, 30_000);
+});
+
+describe('rev13 DynamoDB: ensureTable bounds', () => {
+  // FINDING (LOW): ensureTable's requests (DescribeTable, CreateTable, DescribeTimeToLive,
+  // UpdateTimeToLive) carry no deadline: `requestDeadlineMs` bounds only the data path, and
+  // `timeoutMs` only the wait between polls. With a client built without timeouts (the SDK's
+  // default, which the README warns about), `await store.ensureTable({ timeoutMs: 1000 })`
+  // on an endpoint that accepts and never answers (a proxy or VPC endpoint gone silent)
+  // hangs for ever: a deploy step or a server's start-up that never ends. Measured: still
+  // pending after 15 s. Reproduce: a TCP server that never answers, a default
+  // DynamoDBClient, ensureTable({ timeoutMs: 1000 }). Suggested fix: give every ensureTable
+  // request the store's AbortSignal deadline (requestDeadlineMs), so it fails with
+  // StoreUnavailableError.
+  it.fails('ensureTable on a silent endpoint with a default client settles, typed, within its bounds', async () => {
+    const { createServer } = await import('node:net');
+    const { DynamoDBClient } = await import('@aws-sdk/client-dynamodb');
+    const { within } = await import('./dynrev-proxy.js');
+    const sockets = new Set<import('node:net').Socket>();
+    const server = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('data', () => {});
+      socket.on('error', () => socket.destroy());
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = server.address();
+    const port = typeof address === 'object' && address ? address.port : 0;
+    // No timeouts at all: the SDK's defaults.
+    const client = new DynamoDBClient({
+      endpoint: `http://127.0.0.1:${port}`,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'idemlocal', secretAccessKey: 'idemlocal' },
+      maxAttempts: 1,
+    });
+    clients.add(client);
+    const store = createDynamoDbStore({
+      client,
+      tableName: 'rev13-silent',
+      requestDeadlineMs: 500,
+    });
+    try {
+      const result = await within(store.ensureTable({ timeoutMs: 1_000, pollMs: 50 }), 6_000);
+      expect(result.settled, `still pending after ${Math.round(result.ms)} ms`).toBe(true);
+      if (result.settled) {
+        expect(result.ok).toBe(false);
+        if (!result.ok) expect(result.error).toBeInstanceOf(StoreUnavailableError);
+      }
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    }
+  }, 15_000);
+
+  // FINDING (LOW): ensureTable's `timeoutMs` and `pollMs` are not checked: `timeoutMs: NaN`
+  // makes `Date.now() >= NaN` false, so a table that never becomes ACTIVE is polled for ever,
+  // and `pollMs: 0` (or negative, or NaN) polls DescribeTable in a tight loop, billed and
+  // throttled. Every duration elsewhere in the store is checked (InvalidInputError). Suggested
+  // fix: checkDuration both before any request.
+  it.fails('ensureTable refuses a timeoutMs or pollMs that is not a duration, before any request', async () => {
+    const t = setup(layouts[0]!);
+    for (const bad of [
+      { timeoutMs: Number.NaN },
+      { timeoutMs: -1 },
+      { pollMs: Number.NaN },
+      { pollMs: -5 },
+    ]) {
+      t.take();
+      await expect(t.store.ensureTable(bad), JSON.stringify(bad)).rejects.toBeInstanceOf(
+        InvalidInputError,
+      );
+      expect(t.take(), 'nothing sent').toEqual([]);
+    }
+  });
 });
