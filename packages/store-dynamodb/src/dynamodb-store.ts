@@ -356,7 +356,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     capabilities,
     tableName,
     itemKey: (storageKey) => itemKey(schema, storageKey),
-    ensureTable: (ensureOptions) => ensureTable(client, tableName, schema, ensureOptions),
+    ensureTable: (ensureOptions) =>
+      ensureTable(client, tableName, schema, ensureOptions, requestDeadlineMs),
     admin: createDynamoDbAdmin(requests, schema, clock),
 
     async acquire(input: AcquireInput): Promise<AcquireResult> {

@@ -349,17 +349,15 @@ describe('rev13 DynamoDB: an outage longer than the SDK retries, through the eng
 });
 
 describe('rev13 DynamoDB: ensureTable bounds', () => {
-  // FINDING (LOW): ensureTable's requests (DescribeTable, CreateTable, DescribeTimeToLive,
-  // UpdateTimeToLive) carry no deadline: `requestDeadlineMs` bounds only the data path, and
-  // `timeoutMs` only the wait between polls. With a client built without timeouts (the SDK's
-  // default, which the README warns about), `await store.ensureTable({ timeoutMs: 1000 })`
-  // on an endpoint that accepts and never answers (a proxy or VPC endpoint gone silent)
-  // hangs for ever: a deploy step or a server's start-up that never ends. Measured: still
-  // pending after 15 s. Reproduce: a TCP server that never answers, a default
-  // DynamoDBClient, ensureTable({ timeoutMs: 1000 }). Suggested fix: give every ensureTable
-  // request the store's AbortSignal deadline (requestDeadlineMs), so it fails with
-  // StoreUnavailableError.
-  it.fails('ensureTable on a silent endpoint with a default client settles, typed, within its bounds', async () => {
+  // FIXED (was FINDING LOW): ensureTable's requests (DescribeTable, CreateTable,
+  // DescribeTimeToLive, UpdateTimeToLive) carried no deadline: `requestDeadlineMs` bounded
+  // only the data path, and `timeoutMs` only the wait between polls. With a client built
+  // without timeouts (the SDK's default, which the README warns about), `await
+  // store.ensureTable({ timeoutMs: 1000 })` on an endpoint that accepts and never answers
+  // hung for ever (measured: still pending after 15 s): a deploy step or a server's start-up
+  // that never ends. Fix: every ensureTable request gets the store's AbortSignal deadline
+  // (requestDeadlineMs) and fails with StoreUnavailableError past it.
+  it('ensureTable on a silent endpoint with a default client settles, typed, within its bounds', async () => {
     const { createServer } = await import('node:net');
     const { DynamoDBClient } = await import('@aws-sdk/client-dynamodb');
     const { within } = await import('./dynrev-proxy.js');
@@ -398,14 +396,15 @@ describe('rev13 DynamoDB: ensureTable bounds', () => {
     }
   }, 15_000);
 
-  // FINDING (LOW): ensureTable's `timeoutMs` and `pollMs` are not checked: `timeoutMs: NaN`
-  // makes `Date.now() >= NaN` false, so a table that never becomes ACTIVE is polled for ever,
-  // and `pollMs: 0` (or negative, or NaN) polls DescribeTable in a tight loop, billed and
-  // throttled. Every duration elsewhere in the store is checked (InvalidInputError). Suggested
-  // fix: checkDuration both before any request.
-  it.fails('ensureTable refuses a timeoutMs or pollMs that is not a duration, before any request', async () => {
+  // FIXED (was FINDING LOW): ensureTable's `timeoutMs` and `pollMs` were not checked:
+  // `timeoutMs: NaN` made `Date.now() >= NaN` false, so a table that never becomes ACTIVE was
+  // polled for ever, and `pollMs` 0, negative or NaN polled DescribeTable in a tight loop,
+  // billed and throttled. Every other duration of the store is checked. Fix: both checked
+  // (InvalidInputError) before any request; pollMs 1 to 2^31 - 1 ms.
+  it('ensureTable refuses a timeoutMs or pollMs that is not a duration, before any request', async () => {
     const t = setup(layouts[0]!);
     for (const bad of [
+      { pollMs: 0 },
       { timeoutMs: Number.NaN },
       { timeoutMs: -1 },
       { pollMs: Number.NaN },
