@@ -418,3 +418,29 @@ describe('rev13 DynamoDB: ensureTable bounds', () => {
     }
   });
 });
+
+describe('rev13 DynamoDB: recommendedDynamoDbClientConfig bounds', () => {
+  // FINDING (LOW): recommendedDynamoDbClientConfig accepts any safe integer for
+  // `requestTimeoutMs` (and `connectionTimeoutMs`), but the request handler arms Node timers
+  // with them, and a timer past 2^31 - 1 ms fires after 1 ms (TimeoutOverflowWarning):
+  // `{ requestTimeoutMs: 3_000_000_000 }` (someone meaning "no limit in practice") makes every
+  // request fail at once with "exceeded the configured 3000000000 ms requestTimeout"; the
+  // store is down for good while DynamoDB is fine. `requestDeadlineMs` on the store is
+  // already refused past that bound. Suggested fix: refuse values past 2_147_483_647 with
+  // InvalidInputError, as for requestDeadlineMs.
+  it.fails('timeouts past the longest Node timer are refused, not turned into 1 ms', async () => {
+    const { recommendedDynamoDbClientConfig } = await import('../src/index.js');
+    expect(() => recommendedDynamoDbClientConfig({ requestTimeoutMs: 3_000_000_000 })).toThrow(
+      InvalidInputError,
+    );
+    expect(() => recommendedDynamoDbClientConfig({ connectionTimeoutMs: 2 ** 31 })).toThrow(
+      InvalidInputError,
+    );
+    expect(() =>
+      recommendedDynamoDbClientConfig({
+        requestTimeoutMs: 2 ** 31 - 1,
+        connectionTimeoutMs: 2 ** 31 - 1,
+      }),
+    ).not.toThrow();
+  });
+});
