@@ -82,7 +82,7 @@ function holdNextHeartbeat(client: ReturnType<typeof makeClient>) {
 }
 
 describe.each(layouts)('rev13 DynamoDB: late requests ($name)', (layout) => {
-  // FIXED (was FINDING LOW): a heartbeat that landed late shortened a lease a later heartbeat
+  // FIXED (was FINDING MEDIUM): a heartbeat that landed late shortened a lease a later heartbeat
   // had already renewed. `extend` was `SET leaseUntil = :leaseUntil` on `owner = me AND
   // in_progress AND not expired`: nothing kept the lease from moving back. Heartbeat H1 (sent
   // at t+10 s, lease to t+40 s) is held up and the client gives up on it (timeout,
@@ -90,7 +90,11 @@ describe.each(layouts)('rev13 DynamoDB: late requests ($name)', (layout) => {
   // (DynamoDB applies a request the client abandoned whenever it reaches it): the item's lease
   // was t+40 s again, and at t+45 s another caller took the key over (fence 2) while the owner
   // ran on a lease the store had told it lasts until t+50 s: two executions at once (DESIGN
-  // "exactly once" (a)). Needs a request delayed past the heartbeat interval, hence LOW.
+  // "exactly once" (a)). MEDIUM: core's lease keeper keeps up to two renewals outstanding at
+  // the store on a slow link (lease-keeper.ts: the next one goes out a heartbeat after the
+  // previous send, answered or not), so two renewals of one owner race on two connections by
+  // design, and DynamoDB may apply them in either order; a request applied after its client
+  // gave up (past requestDeadlineMs) does the same.
   // Reproduced deterministically with a manual clock, H1 captured in SDK middleware and sent
   // again later on another client. Fix: renewals carry `AND leaseUntil <= :leaseUntil`; a
   // refused renewal of the caller's own record whose lease already runs later answers ok with
