@@ -447,3 +447,75 @@ describe('rev13 DynamoDB: recommendedDynamoDbClientConfig bounds', () => {
     ).not.toThrow();
   });
 });
+
+describe('rev13 DynamoDB: random lost and late answers through the engine', () => {
+  it('12 keys x 3 concurrent callers, 2 processes, random answers lost (SDK retries) and 0-150 ms late: each key runs once, every caller ends with the first outcome', async () => {
+    const { startFaultProxy } = await import('./dynrev-proxy.js');
+    const { DynamoDBClient } = await import('@aws-sdk/client-dynamodb');
+    const { InProgressError } = await import('@idem/core');
+    const proxy = await startFaultProxy(Number(new URL(endpoint).port));
+    // A seeded generator: the same faults every run.
+    let seed = 0x5eed13;
+    const random = () => {
+      seed = (seed * 1_103_515_245 + 12_345) & 0x7fffffff;
+      return seed / 0x7fffffff;
+    };
+    const prefix = `rev13r:${randomBytes(4).toString('hex')}:`;
+    const engines = [0, 1].map(() => {
+      const client = new DynamoDBClient({
+        endpoint: proxy.endpoint,
+        region: 'us-east-1',
+        credentials: { accessKeyId: 'idemlocal', secretAccessKey: 'idemlocal' },
+        maxAttempts: 3,
+      });
+      clients.add(client);
+      const store = createDynamoDbStore({
+        client,
+        tableName: tables.simple,
+        keyPrefix: prefix,
+        requestDeadlineMs: 4_000,
+      });
+      return createIdempotency<string>({ store, leaseMs: 8_000, storeTimeoutMs: 4_000 });
+    });
+    const runs = new Map<string, number>();
+    const faults = setInterval(() => {
+      proxy.delayMs = Math.floor(random() * 150);
+      if (random() < 0.3) proxy.loseNext(1);
+    }, 40);
+    try {
+      const deadline = performance.now() + 20_000;
+      const caller = async (key: string, who: number): Promise<string> => {
+        const idem = engines[who % 2]!;
+        for (;;) {
+          if (performance.now() > deadline) throw new Error(`caller of ${key} never finished`);
+          try {
+            const result = await idem.execute({ key, scope: ['t', 'POST /pay'] }, async () => {
+              runs.set(key, (runs.get(key) ?? 0) + 1);
+              await new Promise((r) => setTimeout(r, 20 + random() * 60));
+              return `paid ${key} by ${who}`;
+            });
+            return result.value;
+          } catch (error) {
+            if (error instanceof InProgressError || error instanceof StoreUnavailableError) {
+              await new Promise((r) => setTimeout(r, 50 + random() * 100));
+              continue;
+            }
+            throw error;
+          }
+        }
+      };
+      const keys = Array.from({ length: 12 }, (_, i) => `order-${i}`);
+      const outcomes = await Promise.all(
+        keys.map((key) => Promise.all([0, 1, 2].map((who) => caller(key, who)))),
+      );
+      for (const [i, values] of outcomes.entries()) {
+        expect(new Set(values).size, `key ${keys[i]}: ${values.join(' | ')}`).toBe(1);
+        expect(runs.get(keys[i]!), `runs of ${keys[i]}`).toBe(1);
+      }
+      expect(proxy.lost).toBeGreaterThan(0);
+    } finally {
+      clearInterval(faults);
+      await proxy.close();
+    }
+  }, 30_000);
+});
