@@ -78,20 +78,70 @@ async function openPostgres(command: CliCommand): Promise<OpenedStore> {
   return { admin: adminOf(store), describe: shown(command.store), close: () => pool.end() };
 }
 
+/** The table a `dynamodb://<table>` URL names (percent-escapes decoded), or '' for none. */
+function urlTable(store: URL): string {
+  const raw = store.hostname || store.pathname.replace(/^\/+/, '');
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new UsageError(
+      `${shown(store)}: the table name has a malformed %-escape`,
+      'bad_store_url',
+    );
+  }
+}
+
+/** The `endpoint=` parameter, checked: an http(s) URL the SDK can send to. */
+function urlEndpoint(store: URL): string | undefined {
+  const endpoint = store.searchParams.get('endpoint') ?? undefined;
+  if (endpoint === undefined) return undefined;
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(endpoint);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:'))
+    throw new UsageError(
+      `${shown(store)}: endpoint must be an http:// or https:// URL (endpoint=http://127.0.0.1:8000)`,
+      'bad_store_url',
+    );
+  return endpoint;
+}
+
 async function openDynamoDb(command: CliCommand): Promise<OpenedStore> {
-  const tableName =
-    command.table ??
-    decodeURIComponent(command.store.hostname || command.store.pathname.replace(/^\/+/, ''));
+  const tableName = command.table ?? urlTable(command.store);
   if (!tableName)
     throw new UsageError('dynamodb://<table>: name the table (or give --table)', 'bad_store_url');
-  const region = command.store.searchParams.get('region') ?? process.env.AWS_REGION;
-  const endpoint = command.store.searchParams.get('endpoint') ?? undefined;
+  const given = command.store.searchParams.get('region') ?? undefined;
+  // A region is a hostname component (the SDK builds the endpoint from it).
+  if (given !== undefined && !/^[A-Za-z0-9-]{1,64}$/.test(given))
+    throw new UsageError(`${shown(command.store)}: region is not a region name`, 'bad_store_url');
+  const region = given ?? process.env.AWS_REGION;
+  const endpoint = urlEndpoint(command.store);
   const client = new DynamoDBClient({
     ...recommendedDynamoDbClientConfig(),
     ...(region ? { region } : {}),
     ...(endpoint ? { endpoint } : {}),
   });
-  const store = createDynamoDbStore({ client, tableName, keyPrefix: command.prefix ?? '' });
+  // No region in the URL nor anywhere the SDK looks (AWS_REGION, the shared config file): a
+  // command line that can never work, found before anything is sent.
+  try {
+    await client.config.region();
+  } catch (error) {
+    client.destroy();
+    throw new UsageError(
+      `${shown(command.store)}: no region (add ?region=eu-west-1, or set AWS_REGION): ${(error as Error).message}`,
+      'bad_store_url',
+    );
+  }
+  let store: ReturnType<typeof createDynamoDbStore>;
+  try {
+    store = createDynamoDbStore({ client, tableName, keyPrefix: command.prefix ?? '' });
+  } catch (error) {
+    client.destroy();
+    throw error;
+  }
   return {
     admin: adminOf(store),
     describe: `dynamodb table ${tableName}${endpoint ? ` at ${shownEndpoint(endpoint)}` : ''}`,

@@ -32,6 +32,25 @@ export interface OtelListenerOptions {
    * @default 10_000
    */
   maxOpenExecutions?: number;
+  /**
+   * Most distinct `idem.operation` values put on metrics. Operations past it are counted
+   * under `idem.operation: "_other"` (spans keep the operation as it is). An operation is
+   * meant to be a route, but `@idem/http`'s default is the request's path when the framework
+   * names no route (Next.js route handlers, Bun, Deno, workers): one series per order id
+   * without this bound. `Infinity` removes it. @default 100
+   */
+  maxOperations?: number;
+}
+
+/** The `idem.operation` metric label of operations past `maxOperations`. */
+export const OTHER_OPERATION = '_other';
+
+/** A count option: a non-negative integer, or `Infinity`. */
+function countOption(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (value === Number.POSITIVE_INFINITY || (Number.isSafeInteger(value) && value >= 0))
+    return value;
+  throw new RangeError(`${name} must be a non-negative integer or Infinity; got ${String(value)}`);
 }
 
 const SCOPE_NAME = '@idem/otel';
@@ -56,7 +75,16 @@ const nowMs = (): number => performance.timeOrigin + performance.now();
 export function createOtelListener(options: OtelListenerOptions = {}): IdemEventListener {
   const tracer =
     options.spans === false ? undefined : (options.tracer ?? trace.getTracer(SCOPE_NAME));
-  const maxOpen = options.maxOpenExecutions ?? 10_000;
+  const maxOpen = countOption('maxOpenExecutions', options.maxOpenExecutions, 10_000);
+  const maxOperations = countOption('maxOperations', options.maxOperations, 100);
+  /** Operations admitted as metric labels; only grows, so a label never changes for one. */
+  const operations = new Set<string>();
+  const operationLabel = (operation: string): string => {
+    if (operations.has(operation)) return operation;
+    if (operations.size >= maxOperations) return OTHER_OPERATION;
+    operations.add(operation);
+    return operation;
+  };
   // Without a meter of the caller's, the global provider is read at each event: the metrics
   // API has no proxy (unlike the tracer's), so a meter taken before the SDK registered its
   // provider would record nothing, ever. Instruments are made again when the provider changes.
@@ -82,13 +110,15 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
       ? { [ATTR.storageKey]: event.storageKey }
       : { [ATTR.storageKey]: event.storageKey, [ATTR.operation]: event.operation };
   const labels = (event: IdemEvent, extra: Attributes = {}): Attributes =>
-    event.operation === undefined ? extra : { [ATTR.operation]: event.operation, ...extra };
+    event.operation === undefined
+      ? extra
+      : { [ATTR.operation]: operationLabel(event.operation), ...extra };
   const count = (
     m: Instruments | undefined,
     event: IdemEvent,
     result: string,
     extra: Attributes = {},
-  ) => m?.results.add(1, labels(event, { [ATTR.result]: result, ...extra }));
+  ) => guard(() => m?.results.add(1, labels(event, { [ATTR.result]: result, ...extra })));
 
   /** A span that ran for `durationMs` until now, under `parent` (default: the active context). */
   function finished(
@@ -99,15 +129,17 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
     parent?: Span,
   ): void {
     if (!tracer) return;
-    const end = nowMs();
-    const ctx = parent ? trace.setSpan(context.active(), parent) : context.active();
-    const span = tracer.startSpan(
-      name,
-      { kind: SpanKind.INTERNAL, startTime: end - durationMs, attributes },
-      ctx,
-    );
-    if (error !== undefined) fail(span, error);
-    span.end(end);
+    guard(() => {
+      const end = nowMs();
+      const ctx = parent ? trace.setSpan(context.active(), parent) : context.active();
+      const span = tracer.startSpan(
+        name,
+        { kind: SpanKind.INTERNAL, startTime: end - durationMs, attributes },
+        ctx,
+      );
+      if (error !== undefined) fail(span, error);
+      span.end(end);
+    });
   }
 
   const executionKey = (event: { storageKey: string; fence: number }) =>
@@ -118,16 +150,31 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
     // on different stores sharing this listener) gets none rather than leaking the first.
     const key = executionKey(event);
     if (!tracer || executions.size >= maxOpen || executions.has(key)) return;
-    const span = tracer.startSpan(
-      SPAN.execute,
-      { kind: SpanKind.INTERNAL, attributes },
-      context.active(),
-    );
-    executions.set(key, span);
+    guard(() => {
+      const span = tracer.startSpan(
+        SPAN.execute,
+        { kind: SpanKind.INTERNAL, attributes },
+        context.active(),
+      );
+      executions.set(key, span);
+    });
+  }
+
+  /** Adds an event to the open execute span of `event`, if there is one. */
+  function note(
+    event: { storageKey: string; fence: number },
+    name: string,
+    attributes?: Attributes,
+  ): void {
+    const span = executions.get(executionKey(event));
+    if (span) guard(() => span.addEvent(name, attributes));
   }
 
   return (event) => {
-    const m = instruments();
+    let m: Instruments | undefined;
+    guard(() => {
+      m = instruments();
+    });
     switch (event.type) {
       case 'miss': {
         const attributes = {
@@ -138,7 +185,7 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
         finished(SPAN.acquire, event.durationMs, { ...attributes, [ATTR.result]: 'miss' });
         openExecution(event, attributes);
         count(m, event, 'miss', { [ATTR.takeover]: event.takeover });
-        m?.inFlight.add(1, labels(event));
+        guard(() => m?.inFlight.add(1, labels(event)));
         return;
       }
       case 'hit': {
@@ -187,17 +234,17 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
             event.error,
           );
         else if (event.fence !== undefined)
-          executions
-            .get(executionKey({ storageKey: event.storageKey, fence: event.fence }))
-            ?.addEvent('idem.store_error', method);
+          note({ storageKey: event.storageKey, fence: event.fence }, 'idem.store_error', method);
         count(m, event, 'store_error', method);
         return;
       }
       case 'store_call':
-        m?.storeDuration.record(event.durationMs / 1_000, {
-          [ATTR.storeMethod]: event.method,
-          [ATTR.storeOutcome]: event.ok ? 'ok' : 'error',
-        });
+        guard(() =>
+          m?.storeDuration.record(event.durationMs / 1_000, {
+            [ATTR.storeMethod]: event.method,
+            [ATTR.storeOutcome]: event.ok ? 'ok' : 'error',
+          }),
+        );
         return;
       case 'completed': {
         const parent = executions.get(executionKey(event));
@@ -213,32 +260,36 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
           undefined,
           parent,
         );
-        m?.outcomeSize.record(event.outcomeBytes, labels(event));
+        guard(() => m?.outcomeSize.record(event.outcomeBytes, labels(event)));
         return;
       }
       case 'lease_lost':
-        executions.get(executionKey(event))?.addEvent('idem.lease_lost', { phase: event.phase });
+        note(event, 'idem.lease_lost', { phase: event.phase });
         count(m, event, 'lease_lost', { phase: event.phase });
         return;
       case 'released':
       case 'outcome_not_recorded':
       case 'completion_abandoned':
-        executions.get(executionKey(event))?.addEvent(`idem.${event.type}`);
+        note(event, `idem.${event.type}`);
         return;
       case 'execution_end': {
         const key = executionKey(event);
         const span = executions.get(key);
         if (span) {
           executions.delete(key);
-          span.setAttribute(ATTR.result, event.result);
-          if (FAILED.has(event.result))
-            span.setStatus({ code: SpanStatusCode.ERROR, message: event.result });
-          span.end();
+          guard(() => {
+            span.setAttribute(ATTR.result, event.result);
+            if (FAILED.has(event.result))
+              span.setStatus({ code: SpanStatusCode.ERROR, message: event.result });
+            span.end();
+          });
         }
-        m?.inFlight.add(-1, labels(event));
-        m?.executionDuration.record(
-          event.durationMs / 1_000,
-          labels(event, { [ATTR.result]: event.result }),
+        guard(() => m?.inFlight.add(-1, labels(event)));
+        guard(() =>
+          m?.executionDuration.record(
+            event.durationMs / 1_000,
+            labels(event, { [ATTR.result]: event.result }),
+          ),
         );
         return;
       }
@@ -276,6 +327,19 @@ function instrumentsOf(meter: Meter): Instruments {
       unit: 's',
     }),
   };
+}
+
+/**
+ * Runs one span or metric update: an SDK that throws there (a span processor, an exporter
+ * wired synchronously, a meter) loses that update only, never the others of the event, so
+ * `idem.leases.in_flight` stays balanced and `idem.results` counts every result.
+ */
+function guard(update: () => void): void {
+  try {
+    update();
+  } catch {
+    // The SDK's failure; core would ignore it anyway, but the event's other updates run.
+  }
 }
 
 function fail(span: Span, error: unknown): void {

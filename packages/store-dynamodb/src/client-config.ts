@@ -1,15 +1,18 @@
 import type { DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
 import { InvalidInputError } from '@idem/core';
 
+/** Longest timer Node keeps (longer ones fire after 1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Options of {@link recommendedDynamoDbClientConfig}. */
 export interface RecommendedDynamoDbClientInput {
   /**
    * Longest an attempt may wait for its answer, in ms (the request handler's `requestTimeout`
-   * with `throwOnRequestTimeout`, and `socketTimeout`).
+   * with `throwOnRequestTimeout`, and `socketTimeout`): 1 to 2_147_483_647.
    * @default 2_000
    */
   requestTimeoutMs?: number;
-  /** Longest a new connection may take to open, in ms. @default 1_000 */
+  /** Longest a new connection may take to open, in ms: 1 to 2_147_483_647. @default 1_000 */
   connectionTimeoutMs?: number;
   /**
    * Attempts per call, the first included (the SDK's `maxAttempts`). Keep
@@ -51,6 +54,17 @@ export function recommendedDynamoDbClientConfig(
   ] as const) {
     if (!(Number.isSafeInteger(value) && value > 0))
       throw new InvalidInputError(`${name} must be a positive integer`);
+  }
+  // The request handler arms Node timers with these: past the longest one Node keeps, a timer
+  // fires after 1 ms, and every request would fail at once.
+  for (const [name, value] of [
+    ['requestTimeoutMs', requestTimeout],
+    ['connectionTimeoutMs', connectionTimeout],
+  ] as const) {
+    if (value > MAX_TIMER_MS)
+      throw new InvalidInputError(
+        `${name} must be at most ${MAX_TIMER_MS} (the longest timer Node keeps); got ${value}`,
+      );
   }
   return {
     maxAttempts,

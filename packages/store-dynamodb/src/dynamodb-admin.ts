@@ -1,5 +1,6 @@
 import { type Clock, createStoreAdmin, readClock, type StoreAdmin } from '@idem/core';
 import {
+  COMPLETED,
   DELETE_CONDITION,
   DELETE_UPDATE,
   FORCE_RELEASE_CONDITION,
@@ -59,11 +60,23 @@ export function createDynamoDbAdmin(
         key,
         DELETE_UPDATE,
         DELETE_CONDITION,
-        { ':released': RELEASED, ':owner': { S: owner }, ':none': { S: '' }, ':now': num(now) },
-        { onSuccess: true },
+        {
+          ':inProgress': IN_PROGRESS,
+          ':completed': COMPLETED,
+          ':released': RELEASED,
+          ':owner': { S: owner },
+          ':none': { S: '' },
+          ':now': num(now),
+        },
+        { onSuccess: true, onFailure: true },
       );
-      // No item: nothing to delete, and nothing was created (the condition failed).
-      return result.ok && !!result.old && now < decodeItem(schema, result.old).expiresAt;
+      if (!result.ok) {
+        // An item that is not a record of this store: nothing was written, and it says so.
+        if (result.item && Object.keys(result.item).length > 0) decodeItem(schema, result.item);
+        // No item: nothing to delete, and nothing was created (the condition failed).
+        return false;
+      }
+      return !!result.old && now < decodeItem(schema, result.old).expiresAt;
     },
   });
 }

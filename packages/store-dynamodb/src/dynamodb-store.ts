@@ -30,6 +30,7 @@ import {
   COMPLETE_UPDATE_ENCODED,
   COMPLETED,
   CREATE_CONDITION,
+  EXTEND_CONDITION,
   EXTEND_UPDATE,
   IN_PROGRESS,
   MAX_ACQUIRE_ATTEMPTS,
@@ -296,6 +297,49 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     return found ? { ok: false, found } : { ok: false };
   }
 
+  /**
+   * The owner-checked renewal of a lease to `leaseUntil` (a heartbeat, or a redelivered
+   * acquire's): never moves the lease back. Answers the lease the record holds now: this one,
+   * or a later one a renewal that landed first already gave it (then nothing is written).
+   */
+  async function renew(
+    operation: string,
+    key: string,
+    owner: string,
+    now: number,
+    leaseUntil: number,
+    expiresAt: number,
+  ): Promise<{ ok: true; leaseUntil: number } | { ok: false }> {
+    checkSizes(schema, key);
+    checkOwner(owner);
+    const written = await requests.update(
+      operation,
+      key,
+      EXTEND_UPDATE,
+      EXTEND_CONDITION,
+      {
+        ':leaseUntil': num(leaseUntil),
+        ':expiresAt': num(expiresAt),
+        ':ttl': ttlOf(expiresAt),
+        ':owner': { S: owner },
+        ':inProgress': IN_PROGRESS,
+        ':now': num(now),
+      },
+      { onFailure: true },
+    );
+    if (written.ok) return { ok: true, leaseUntil };
+    // The item that refused it came back with the refusal (ALL_OLD): no extra request.
+    let found: RawRecord | undefined;
+    try {
+      found = written.item ? decodeItem(schema, written.item) : undefined;
+    } catch {
+      // Not a record of this store: not the caller's lease either.
+    }
+    return ownRecord(found, 'in_progress', owner, now) && found.leaseUntil > leaseUntil
+      ? { ok: true, leaseUntil: found.leaseUntil }
+      : { ok: false };
+  }
+
   /** The record is unexpired, in `status` and held by `owner`: the caller's own earlier write. */
   const ownRecord = (
     found: RawRecord | undefined,
@@ -312,7 +356,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     capabilities,
     tableName,
     itemKey: (storageKey) => itemKey(schema, storageKey),
-    ensureTable: (ensureOptions) => ensureTable(client, tableName, schema, ensureOptions),
+    ensureTable: (ensureOptions) =>
+      ensureTable(client, tableName, schema, ensureOptions, requestDeadlineMs),
     admin: createDynamoDbAdmin(requests, schema, clock),
 
     async acquire(input: AcquireInput): Promise<AcquireResult> {
@@ -388,14 +433,22 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
         if (ownRecord(found, 'in_progress', input.owner, now)) {
           // This very acquisition, delivered again (an SDK retry after a lost answer): it
           // keeps its fence and renews its lease, owner-checked like a heartbeat.
-          const renewed = await ownerWrite('acquire', input.key, input.owner, now, EXTEND_UPDATE, {
-            ':leaseUntil': num(leaseUntil),
-            ':expiresAt': num(expiresAt),
-            ':ttl': ttlOf(expiresAt),
-          });
+          const renewed = await renew(
+            'acquire',
+            input.key,
+            input.owner,
+            now,
+            leaseUntil,
+            expiresAt,
+          );
           if (renewed.ok) {
             if (result.item && onlyOwnAttributes(result.item))
-              hold({ ...input, fingerprint: found.fingerprint, fence: found.fence, leaseUntil });
+              hold({
+                ...input,
+                fingerprint: found.fingerprint,
+                fence: found.fence,
+                leaseUntil: renewed.leaseUntil,
+              });
             return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false };
           }
           continue;
@@ -521,17 +574,13 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
         const now = readClock(clock);
         const leaseUntil = now + input.leaseMs;
         const expiresAt = leaseUntil + input.retentionMs;
-        const written = await ownerWrite('extend', input.key, input.owner, now, EXTEND_UPDATE, {
-          ':leaseUntil': num(leaseUntil),
-          ':expiresAt': num(expiresAt),
-          ':ttl': ttlOf(expiresAt),
-        });
+        const written = await renew('extend', input.key, input.owner, now, leaseUntil, expiresAt);
         // The held lease follows the heartbeat; a refused one is no longer this owner's.
         if (turn.lease) {
-          if (written.ok) turn.lease.leaseUntil = leaseUntil;
+          if (written.ok) turn.lease.leaseUntil = written.leaseUntil;
           else end(input.owner, turn.lease);
         }
-        return ownerWriteResult(written.ok, leaseUntil);
+        return written.ok ? ownerWriteResult(true, written.leaseUntil) : ownerWriteResult(false);
       } finally {
         turn.leave();
       }

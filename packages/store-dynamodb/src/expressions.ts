@@ -54,6 +54,12 @@ export const COMPLETE_UPDATE = 'SET #st = :completed, #ex = :expiresAt, #tt = :t
 export const COMPLETE_UPDATE_ENCODED = `${COMPLETE_UPDATE}, #oe = :encoding`;
 export const RELEASE_UPDATE = 'SET #st = :released, #lu = :now, #ex = :expiresAt, #tt = :ttl';
 export const EXTEND_UPDATE = 'SET #lu = :leaseUntil, #ex = :expiresAt, #tt = :ttl';
+// A renewal never moves the lease back: one that reaches DynamoDB after a later renewal of the
+// same owner (held up in the network after its caller gave up on it) fails this condition
+// instead of shortening the lease the later one granted, which another caller could then take
+// over while the owner still runs on the lease it was told it has. The refused renewal of the
+// owner's own record whose lease already runs later answers ok (see `renew`).
+export const EXTEND_CONDITION = `${OWNED_CONDITION} AND #lu <= :leaseUntil`;
 // An operator's forced release: any unexpired in-progress record (lease live or passed)
 // becomes a tombstone with fence + 1 and an owner no executor holds; its expiry is kept.
 export const FORCE_RELEASE_CONDITION = '#st = :inProgress AND #ex > :now';
@@ -63,6 +69,10 @@ export const FORCE_RELEASE_UPDATE =
 // next acquire takes it with fence + 1), with a fresh owner and no fingerprint or outcome.
 // Its TTL attribute is kept, so DynamoDB's TTL deletion (which forgets the fence) comes no
 // earlier than the deleted record's own retention would have let it.
-export const DELETE_CONDITION = 'attribute_exists(#pk)';
+// Only an item that is a record of this store (its status, fence and expiry under this
+// store's attribute names): any other item at the key (another application's, or a store
+// configured with other attribute names) is left as it is, not half-written.
+export const DELETE_CONDITION =
+  '#st IN (:inProgress, :completed, :released) AND attribute_exists(#fe) AND attribute_exists(#ex)';
 export const DELETE_UPDATE =
   'SET #st = :released, #ow = :owner, #fp = :none, #lu = :now, #ex = :now REMOVE #oc, #oe';

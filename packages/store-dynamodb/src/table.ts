@@ -6,15 +6,19 @@ import {
   type TableDescription,
   UpdateTimeToLiveCommand,
 } from '@aws-sdk/client-dynamodb';
-import { InvalidInputError, toStoreError } from '@idem/core';
+import { checkDuration, InvalidInputError, toStoreError } from '@idem/core';
 import type { ItemSchema } from './record-item.js';
 import { DYNAMODB_ERRORS, isNamed } from './sdk-errors.js';
 
 /** Options of `ensureTable()`. */
 export interface EnsureTableOptions {
-  /** Longest wait for a new table to become ACTIVE, in ms. @default 120_000 */
+  /**
+   * Longest wait for a new table to become ACTIVE, in ms (each request of ensureTable is
+   * bounded apart from it by the store's `requestDeadlineMs`). A non-negative number.
+   * @default 120_000
+   */
   timeoutMs?: number;
-  /** Poll interval while waiting, in ms. @default 500 */
+  /** Poll interval while waiting, in ms: 1 to 2_147_483_647. @default 500 */
   pollMs?: number;
 }
 
@@ -62,12 +66,21 @@ function checkKeySchema(tableName: string, table: TableDescription, schema: Item
   }
 }
 
+/** Longest timer Node keeps (a longer sleep would fire at once: a tight polling loop). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Options of one request: aborted past the store's `requestDeadlineMs`, as every other. */
+const bounded = (deadlineMs: number) => ({ abortSignal: AbortSignal.timeout(deadlineMs) });
+
 async function describe(
   client: DynamoDBClient,
   tableName: string,
+  deadlineMs: number,
 ): Promise<TableDescription | undefined> {
   try {
-    return (await client.send(new DescribeTableCommand({ TableName: tableName }))).Table;
+    return (
+      await client.send(new DescribeTableCommand({ TableName: tableName }), bounded(deadlineMs))
+    ).Table;
   } catch (error) {
     if (isNamed(error, 'ResourceNotFoundException')) return undefined;
     throw toStoreError(DYNAMODB_ERRORS, 'DescribeTable', error);
@@ -85,10 +98,13 @@ export async function ensureTable(
   tableName: string,
   schema: ItemSchema,
   options: EnsureTableOptions = {},
+  requestDeadlineMs = 5_000,
 ): Promise<EnsureTableResult> {
-  const timeoutMs = options.timeoutMs ?? 120_000;
-  const pollMs = options.pollMs ?? 500;
-  let table = await describe(client, tableName);
+  // Checked before any request: NaN would poll for ever, 0 or a huge value in a tight loop.
+  const timeoutMs = checkDuration('timeoutMs', options.timeoutMs ?? 120_000);
+  const pollMs = checkDuration('pollMs', options.pollMs ?? 500, MAX_TIMER_MS);
+  if (pollMs < 1) throw new InvalidInputError('pollMs must be at least 1 ms');
+  let table = await describe(client, tableName, requestDeadlineMs);
   let created = false;
   if (!table) {
     const keySchema = keySchemaOf(schema);
@@ -103,6 +119,7 @@ export async function ensureTable(
             AttributeType: 'S',
           })),
         }),
+        bounded(requestDeadlineMs),
       );
       created = true;
     } catch (error) {
@@ -113,7 +130,7 @@ export async function ensureTable(
   }
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    table = await describe(client, tableName);
+    table = await describe(client, tableName, requestDeadlineMs);
     if (table?.TableStatus === 'ACTIVE') break;
     if (Date.now() >= deadline) {
       throw toStoreError(
@@ -129,8 +146,12 @@ export async function ensureTable(
   const ttlName = schema.names.ttl;
   let ttl: { TimeToLiveStatus?: string; AttributeName?: string } | undefined;
   try {
-    ttl = (await client.send(new DescribeTimeToLiveCommand({ TableName: tableName })))
-      .TimeToLiveDescription;
+    ttl = (
+      await client.send(
+        new DescribeTimeToLiveCommand({ TableName: tableName }),
+        bounded(requestDeadlineMs),
+      )
+    ).TimeToLiveDescription;
   } catch (error) {
     throw toStoreError(DYNAMODB_ERRORS, 'DescribeTimeToLive', error);
   }
@@ -154,6 +175,7 @@ export async function ensureTable(
         TableName: tableName,
         TimeToLiveSpecification: { AttributeName: ttlName, Enabled: true },
       }),
+      bounded(requestDeadlineMs),
     );
   } catch (error) {
     throw toStoreError(DYNAMODB_ERRORS, 'UpdateTimeToLive', error);
