@@ -112,7 +112,7 @@ describe('rev13 consumers: RabbitMQ consumer_timeout and held deliveries', () =>
     redis.disconnect();
   }, 20_000);
 
-  // FINDING (MEDIUM): a failed message is held unacked for `retryDelayMs` before its nack
+  // FIXED (was FINDING MEDIUM): a failed message was held unacked for `retryDelayMs` before its nack
   // (RabbitMQ cannot delay a requeue), and retryDelayMs is accepted up to 2^31-1 ms. Past the
   // broker's `consumer_timeout` (30 min by default) RabbitMQ closes the channel with
   // PRECONDITION_FAILED ("delivery acknowledgement on channel … timed out"): the channel's
@@ -122,9 +122,9 @@ describe('rev13 consumers: RabbitMQ consumer_timeout and held deliveries', () =>
   // by itself. retryDelayMs: 3_600_000 ("back off an hour") is enough. The in-progress hold was
   // capped at 10 min for exactly this reason (consumersrev13), the failure hold was not.
   // Reproduce: consumer_timeout 1.5 s, a handler that fails once, retryDelayMs 4 s.
-  // Suggested fix: an option `consumerTimeoutMs` (default RabbitMQ's 30 min) and never hold a
-  // delivery past a third of it from its delivery: give it back then (document it).
-  it.fails('a failed message held for a retryDelayMs past consumer_timeout: the channel survives and the message runs again', {
+  // Fix: option `consumerTimeoutMs` (default RabbitMQ's 30 min); no delivery is held past a
+  // third of it from its delivery: it is given back then (README).
+  it('a failed message held for a retryDelayMs past consumer_timeout: the channel survives and the message runs again', {
     timeout: 20_000,
   }, async () => {
     if (!connection) throw new Error('no private RabbitMQ');
@@ -141,7 +141,7 @@ describe('rev13 consumers: RabbitMQ consumer_timeout and held deliveries', () =>
       channel,
       queue,
       retryDelayMs: 4_000,
-      // The broker's consumer_timeout (this option does not exist before the fix: ignored).
+      // The broker's consumer_timeout (before the fix no such option: ignored).
       consumerTimeoutMs: CONSUMER_TIMEOUT_MS,
       handler: async () => {
         runs += 1;
@@ -149,7 +149,7 @@ describe('rev13 consumers: RabbitMQ consumer_timeout and held deliveries', () =>
         return 'ok';
       },
       onMessage: (r) => statuses.push(r.status),
-    } as Parameters<typeof consumeAmqp>[0]);
+    });
     admin.sendToQueue(queue, Buffer.from('{"order":1}'), { messageId: 'order-1' });
     const deadline = performance.now() + 8_000;
     while (performance.now() < deadline && !(runs >= 2 && statuses.length >= 2)) await sleep(50);

@@ -24,7 +24,7 @@ describe('rev13 consumers: JetStream stop()', () => {
     redis.disconnect();
   });
 
-  // FINDING (MEDIUM): stop() calls `messages.stop()` and waits for `[loop, ...inFlight]` as
+  // FIXED (was FINDING MEDIUM): stop() called `messages.stop()` and waits for `[loop, ...inFlight]` as
   // they are at that moment. nats.js's iterator goes on yielding the messages it had already
   // pulled (`max_messages` is 2 × concurrency) after stop(), and the loop hands each to a new
   // handler: handlers START after stop() (seen: 3 of 8 with concurrency 2), and the last one
@@ -32,9 +32,9 @@ describe('rev13 consumers: JetStream stop()', () => {
   // `await consumer.stop(); await nc.close(); process.exit()`, then kills a handler that began
   // after the stop, mid-side-effect: the crash path (key held to the end of its lease, the
   // side effect run again by the takeover unless fenced) on every graceful restart.
-  // Suggested fix: once stopped, hand no message to a handler (nak it at once, so another
-  // instance gets it now rather than after ack_wait), and wait for every task started.
-  it.fails('no handler starts after stop(); none runs when it resolves; the rest run once later', {
+  // Fix: once stopped, no message reaches a handler (each is nak'ed at once, for another
+  // instance), so the tasks stop() waits for are all there are.
+  it('no handler starts after stop(); none runs when it resolves; the rest run once later', {
     timeout: 25_000,
   }, async () => {
     nc ??= await connectNats();
@@ -45,7 +45,9 @@ describe('rev13 consumers: JetStream stop()', () => {
     await jsm.consumers.add(stream, {
       durable_name: 'w',
       ack_policy: AckPolicy.Explicit,
-      ack_wait: 30_000_000_000,
+      // Short: a message nats.js received after stop() is dropped by its stopped iterator
+      // (never yielded, never nak'ed) and comes back only after ack_wait.
+      ack_wait: 2_000_000_000,
     });
     const js = nc.jetstream();
     for (let n = 1; n <= 8; n++) await js.publish(`${stream}.orders`, `{"n":${n}}`);
@@ -70,6 +72,7 @@ describe('rev13 consumers: JetStream stop()', () => {
       store,
       consumer: await js.consumers.get(stream, 'w'),
       concurrency: 2,
+      workingIntervalMs: 500,
       handler,
     });
     const deadline = performance.now() + 5_000;
@@ -83,6 +86,7 @@ describe('rev13 consumers: JetStream stop()', () => {
       store,
       consumer: await js.consumers.get(stream, 'w'),
       concurrency: 2,
+      workingIntervalMs: 500,
       handler,
     });
     const end = performance.now() + 12_000;

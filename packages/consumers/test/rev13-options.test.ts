@@ -12,13 +12,13 @@ describe('rev13 consumers: options', () => {
   const store = createRedisStore({ client: redis, keyPrefix: 'rev13-options-unused:' });
   afterAll(() => redis.disconnect());
 
-  // FINDING (LOW): `channel` (consumeAmqp) and `consumer` (consumeJetStream) are not checked:
+  // FIXED (was FINDING LOW): `channel` (consumeAmqp) and `consumer` (consumeJetStream) are not checked:
   // a missing one (a config typo from JS, an `await` forgotten: a Promise where the channel
   // belongs) fails with a bare TypeError ("Cannot read properties of undefined (reading
   // 'prefetch')", "consumer.consume is not a function"), while every other option (handler,
   // key, payload, scope, prefetch, store…) gives InvalidInputError naming it. A missing options
-  // object is a destructuring TypeError. Suggested fix: check them first, InvalidInputError.
-  it.fails('a missing or wrong channel / consumer / options object is an InvalidInputError naming it', {
+  // object is a destructuring TypeError. Fix: they are checked first, InvalidInputError.
+  it('a missing or wrong channel / consumer / options object is an InvalidInputError naming it', {
     timeout: 5_000,
   }, async () => {
     const handler = async () => 'ok';
@@ -45,5 +45,40 @@ describe('rev13 consumers: options', () => {
       }
     }
     expect(outcomes).toEqual(cases.map(([name]) => `${name}: typed`));
+  });
+});
+
+describe('rev13 consumers: consumerTimeoutMs', () => {
+  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2, lazyConnect: true });
+  const store = createRedisStore({ client: redis, keyPrefix: 'rev13-options-unused:' });
+  afterAll(() => redis.disconnect());
+  const fakeChannel = () => ({
+    prefetch: async () => {},
+    consume: async () => ({ consumerTag: 't' }),
+    cancel: async () => {},
+    ack() {},
+    nack() {},
+  });
+
+  it('is a positive number of ms or Infinity; anything else is refused before any broker call', {
+    timeout: 5_000,
+  }, async () => {
+    const outcomes: string[] = [];
+    for (const consumerTimeoutMs of [0, -1, Number.NaN, '60000', 1_000, Number.POSITIVE_INFINITY]) {
+      try {
+        const consumer = await consumeAmqp({
+          store,
+          queue: 'q',
+          handler: async () => 'ok',
+          channel: fakeChannel(),
+          consumerTimeoutMs: consumerTimeoutMs as number,
+        });
+        await consumer.stop(100);
+        outcomes.push('accepted');
+      } catch (error) {
+        outcomes.push(error instanceof InvalidInputError ? 'typed' : (error as Error).name);
+      }
+    }
+    expect(outcomes).toEqual(['typed', 'typed', 'typed', 'typed', 'accepted', 'accepted']);
   });
 });
