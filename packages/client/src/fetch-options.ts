@@ -147,7 +147,11 @@ export interface IdempotentFetchOptions {
   isRetryableStatus?: (status: number) => boolean;
   /** Largest one-shot stream body buffered so that it can be resent. @default 10_485_760 (10 MiB) */
   maxBufferedBodyBytes?: number;
-  /** Called after every attempt; an exception it throws (or an async hook's rejection) is ignored. */
+  /**
+   * Called after every attempt, one the caller's signal aborted included (`error`: the abort
+   * reason, `willRetry: false`; its `key` is the one to retry the call with); an exception it
+   * throws (or an async hook's rejection) is ignored.
+   */
   onAttempt?: (event: AttemptEvent) => void;
   /** Waits between attempts (tests inject one). It SHOULD reject when `signal` aborts. */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;

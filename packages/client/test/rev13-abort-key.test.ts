@@ -2,20 +2,27 @@
 // caller to retry with. A real node:http server behind @idem/http on loopback.
 import { describe, expect, it } from 'vitest';
 import { type AttemptEvent, createIdempotentFetch } from '../src/index.js';
+import type { Fault } from './support/fault-server.js';
 import { inOrder, inProgressAnswer, postJson, startHarness } from './support/harness.js';
 
+/** The fault with its body stalled after the first bytes. */
+function stalled(fault: Fault): Fault {
+  if (fault.kind !== 'status') throw new Error('only a status fault has a body to stall');
+  return { ...fault, stallBody: true };
+}
+
 describe('rev13 client: an aborted call still names its key', () => {
-  // FINDING (MEDIUM): when the caller's signal aborts an attempt in flight (the usual
-  // `signal: AbortSignal.timeout(…)` around a slow call), the call rejects with the signal's
-  // reason and onAttempt is never called for that attempt: the random key the server already
-  // received is exposed nowhere (the reason carries no key, there is no response). The README
+  // FIXED (was FINDING MEDIUM): when the caller's signal aborted an attempt in flight (the usual
+  // `signal: AbortSignal.timeout(…)` around a slow call), the call rejected with the signal's
+  // reason and onAttempt was never called for that attempt: the random key the server already
+  // received was exposed nowhere (the reason carries no key, there is no response). The README
   // ("Trying the same logical call again yourself") promises it in "the `key` of `onAttempt`
   // events, e.g. when your own signal aborted the call", and onAttempt's doc says "after every
-  // attempt". A caller that retries can only do so with a new key, and the server runs the
+  // attempt". A caller that retried could only do so with a new key, and the server ran the
   // call (the charge) twice. Reproduce: a server slower than the caller's timeout, one call.
-  // Suggested fix: report the aborted attempt to onAttempt (error = the reason, willRetry
-  // false) before rejecting, also when the abort comes while a 409/500 problem body is read.
-  it.fails('an attempt aborted by the caller is reported with its key, so a retry with it runs once', {
+  // Fix: the aborted attempt is reported to onAttempt (error: the reason, willRetry: false)
+  // before the call rejects, also when the abort comes while a 409/500 problem body is read.
+  it('an attempt aborted by the caller is reported with its key, so a retry with it runs once', {
     timeout: 15_000,
   }, async () => {
     const h = await startHarness();
@@ -46,13 +53,13 @@ describe('rev13 client: an aborted call still names its key', () => {
   });
 
   // The same while the in-progress 409's problem body is being read (the other place a caller's
-  // abort ends the call without a report).
-  it.fails('an abort while an in-progress 409 body is read is reported with the key too', {
+  // abort ended the call without a report).
+  it('an abort while an in-progress 409 body is read is reported with the key too', {
     timeout: 15_000,
   }, async () => {
     const controller = new AbortController();
     // First answer: an in-progress 409 whose body stalls; the caller aborts meanwhile.
-    const h = await startHarness(inOrder({ ...inProgressAnswer('1'), stallBody: true }));
+    const h = await startHarness(inOrder(stalled(inProgressAnswer('1'))));
     const events: AttemptEvent[] = [];
     const idemFetch = createIdempotentFetch({ onAttempt: (e) => events.push(e) });
     setTimeout(() => controller.abort(new Error('user gave up')), 200);
