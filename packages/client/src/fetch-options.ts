@@ -78,8 +78,10 @@ export interface IdempotentFetchOptions {
   headerName?: string;
   /**
    * How a generated key is written: `'sf-string'` as a Structured Field String (`"…"`) per
-   * draft-ietf-httpapi-idempotency-key-header, or `'bare'` as Stripe clients send it. A key
-   * header the caller set is sent unchanged.
+   * draft-ietf-httpapi-idempotency-key-header, or `'bare'` as Stripe clients send it (a key
+   * with a space or tab at either end, or a leading `"`, is then refused with
+   * `InvalidKeyError`: the server would read another key). A key header the caller set is sent
+   * unchanged.
    * @default 'sf-string'
    */
   keyFormat?: 'sf-string' | 'bare';

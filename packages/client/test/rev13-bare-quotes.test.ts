@@ -6,15 +6,15 @@ import { createIdempotentFetch } from '../src/index.js';
 import { postJson, startHarness } from './support/harness.js';
 
 describe("rev13 client: keyFormat 'bare' and quotes", () => {
-  // FINDING (LOW): rev10 made keyFormat 'bare' refuse a key with a space or tab at either end
+  // FIXED (was FINDING LOW): rev10 made keyFormat 'bare' refuse a key with a space or tab at either end
   // (the wire drops them, so two keys became one). A key that starts with a double quote is the
   // same trap: sent bare, `"order-7"` (a valid key: printable ASCII) is read by the server as a
   // Structured Field String, the key `order-7`. Two logical calls whose key function returns
   // `"order-7"` and `order-7` (two keys, as the key-function contract asks) reach the server as
   // one key: the second is answered with the first's outcome (`Idempotent-Replayed: true`) and
-  // never runs. Suggested fix: refuse (InvalidKeyError) a key that starts with `"` under
-  // keyFormat 'bare', as the edge spaces are refused.
-  it.fails("keyFormat 'bare': a key starting with a double quote never reaches the server as another key", {
+  // never runs. Fix: keyFormat 'bare' refuses (InvalidKeyError) a key that starts with `"`, as
+  // it refuses the edge spaces.
+  it("keyFormat 'bare': a key starting with a double quote never reaches the server as another key", {
     timeout: 10_000,
   }, async () => {
     const h = await startHarness();
