@@ -1,4 +1,5 @@
-import { deriveKey, generateKey, InvalidKeyError, validateKey } from '@idem/core';
+import { deriveKey, generateKey, InvalidKeyError, isIdemError, validateKey } from '@idem/core';
+import { IdemClientError } from './errors.js';
 
 import type { KeyStrategy } from './fetch-options.js';
 import { formatKeyHeader, parseKeyHeader } from './key-header.js';
@@ -15,13 +16,26 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 async function contentKey(request: PreparedRequest): Promise<string> {
   const bytes = await bodyBytes(request);
-  let body: string | { base64: string };
   try {
-    body = utf8.decode(bytes);
-  } catch {
-    body = { base64: Buffer.from(bytes).toString('base64') };
+    let body: string | { base64: string };
+    try {
+      body = utf8.decode(bytes);
+    } catch (error) {
+      if (!(error instanceof TypeError)) throw error; // not UTF-8: base64 below
+      body = { base64: Buffer.from(bytes).toString('base64') };
+    }
+    return deriveKey({ method: request.method, url: normalizedUrl(request.url), body });
+  } catch (error) {
+    // A body whose text (or base64) would pass V8's longest string (about 512 MB of text,
+    // 400 MB of bytes) cannot give a key this way: a typed error, the keys of every body that
+    // could be encoded left as they were.
+    if (isIdemError(error)) throw error;
+    throw new IdemClientError(
+      'KEY_NOT_DERIVABLE',
+      `The body (${bytes.byteLength} bytes) is too large to derive a key from its content; pass an Idempotency-Key header or use key: "random".`,
+      { cause: error },
+    );
   }
-  return deriveKey({ method: request.method, url: normalizedUrl(request.url), body });
 }
 
 /**
