@@ -60,6 +60,13 @@ export async function runBatch<T, R>(
   fn: (item: T, context: BatchItemContext) => Promise<R>,
   options: RunBatchOptions<T> = {},
 ): Promise<BatchResult<R>> {
+  // Refused before any item runs: a missing `fn` would fail every item as if it had been tried.
+  if (!Array.isArray(items)) throw new InvalidInputError('items must be an array');
+  if (typeof fn !== 'function') throw new InvalidInputError('fn must be a function');
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidInputError('options must be an object');
+  if (options.itemKey !== undefined && typeof options.itemKey !== 'function')
+    throw new InvalidInputError('itemKey must be a function (item, index) => string');
   const concurrency = options.concurrency ?? 4;
   if (!(Number.isSafeInteger(concurrency) && concurrency >= 1)) {
     throw new InvalidInputError('concurrency must be an integer of at least 1');

@@ -10,7 +10,8 @@ import { IdemError } from '@idem/core';
  * - `DEADLINE_EXCEEDED`: the overall deadline passed before a response was obtained; `cause`
  *   is the last attempt's error, if any.
  * - `KEY_NOT_DERIVABLE`: `key: 'content'` was asked for a body whose bytes are not
- *   deterministic (`FormData`).
+ *   deterministic (`FormData`), or one too large to encode for the key (past V8's longest
+ *   string: about 400 MB of bytes that are not UTF-8, 512 MB of text).
  * - `INVALID_INPUT`: fetch could never send the request (a relative URL, a GET or HEAD with a
  *   body, a forbidden method); nothing was sent and nothing retried. `cause` is fetch's
  *   `TypeError`. Checked only when the client sends with the global fetch.

@@ -78,8 +78,10 @@ export interface IdempotentFetchOptions {
   headerName?: string;
   /**
    * How a generated key is written: `'sf-string'` as a Structured Field String (`"…"`) per
-   * draft-ietf-httpapi-idempotency-key-header, or `'bare'` as Stripe clients send it. A key
-   * header the caller set is sent unchanged.
+   * draft-ietf-httpapi-idempotency-key-header, or `'bare'` as Stripe clients send it (a key
+   * with a space or tab at either end, or a leading `"`, is then refused with
+   * `InvalidKeyError`: the server would read another key). A key header the caller set is sent
+   * unchanged.
    * @default 'sf-string'
    */
   keyFormat?: 'sf-string' | 'bare';
@@ -147,7 +149,11 @@ export interface IdempotentFetchOptions {
   isRetryableStatus?: (status: number) => boolean;
   /** Largest one-shot stream body buffered so that it can be resent. @default 10_485_760 (10 MiB) */
   maxBufferedBodyBytes?: number;
-  /** Called after every attempt; an exception it throws (or an async hook's rejection) is ignored. */
+  /**
+   * Called after every attempt, one the caller's signal aborted included (`error`: the abort
+   * reason, `willRetry: false`; its `key` is the one to retry the call with); an exception it
+   * throws (or an async hook's rejection) is ignored.
+   */
   onAttempt?: (event: AttemptEvent) => void;
   /** Waits between attempts (tests inject one). It SHOULD reject when `signal` aborts. */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;

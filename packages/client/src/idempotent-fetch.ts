@@ -206,7 +206,22 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
       let delayMs: number;
       if (sent.response === undefined) {
         lastError = error;
-        if (callerSignal?.aborted) throw callerSignal.reason;
+        if (callerSignal?.aborted) {
+          // Reported too: the key it carried is what a later retry of this call must send
+          // (the server may be running it), and the abort reason does not carry it.
+          const reason: unknown = callerSignal.reason;
+          report({
+            attempt,
+            method,
+            url,
+            key,
+            error: reason,
+            replayed: false,
+            willRetry: false,
+            durationMs,
+          });
+          throw reason;
+        }
         const failure: AttemptFailure = expired === 'attempt' ? 'timeout' : 'network';
         const base = { attempt, method, url, key, error, replayed: false, failure, durationMs };
         if (expired === 'deadline') {
@@ -241,6 +256,14 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
         const replayed = response.headers.get(replayHeader)?.trim().toLowerCase() === 'true';
         const status = response.status;
         const base = { attempt, method, url, key, status, replayed, durationMs };
+        // The caller's abort while a problem body is read ends the call: reported with the key.
+        const abortedWhileReading = (error: unknown): unknown => {
+          if (callerSignal?.aborted) {
+            report({ ...base, error: callerSignal.reason, willRetry: false });
+            return callerSignal.reason;
+          }
+          return error;
+        };
         const finish = (failure?: AttemptFailure) => {
           report({ ...base, ...(failure ? { failure } : {}), willRetry: false });
           if (failure === undefined && key !== undefined) response = resumable(request, response);
@@ -256,6 +279,8 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
             callerSignal,
             limitMs: Math.min(PROBLEM_READ_LIMIT_MS, attemptTimeoutMs, deadline - now()),
             isInProgress,
+          }).catch((error: unknown) => {
+            throw abortedWhileReading(error);
           });
           response = conflict.response;
           if (conflict.inProgress) failure = 'in-progress';
@@ -273,7 +298,11 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
             read.dispose();
           }
           response = peeked.response;
-          callerSignal?.throwIfAborted();
+          if (callerSignal?.aborted) {
+            // Nobody will read this body: let the connection go.
+            response.body?.cancel().catch(() => undefined);
+            throw abortedWhileReading(undefined);
+          }
           if (peeked.problemType !== undefined && FINAL_PROBLEM_TYPES.has(peeked.problemType)) {
             return finish();
           }

@@ -1,23 +1,41 @@
-import { deriveKey, generateKey, InvalidKeyError, validateKey } from '@idem/core';
+import { deriveKey, generateKey, InvalidKeyError, isIdemError, validateKey } from '@idem/core';
+import { IdemClientError } from './errors.js';
 
 import type { KeyStrategy } from './fetch-options.js';
 import { formatKeyHeader, parseKeyHeader } from './key-header.js';
 import { bodyBytes, type PreparedRequest } from './request-body.js';
 
-/** A leading or trailing space or tab, which a field value loses on the wire. */
-const BARE_EDGE_SPACE = /^[ \t]|[ \t]$/;
+/**
+ * What a bare key cannot carry: a leading or trailing space or tab (a field value loses them on
+ * the wire), or a leading double quote (the server reads the value as a quoted key: `"k"` is
+ * the key `k`).
+ */
+const BARE_UNCARRIABLE = /^[ \t"]|[ \t]$/;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 async function contentKey(request: PreparedRequest): Promise<string> {
   const bytes = await bodyBytes(request);
-  let body: string | { base64: string };
   try {
-    body = utf8.decode(bytes);
-  } catch {
-    body = { base64: Buffer.from(bytes).toString('base64') };
+    let body: string | { base64: string };
+    try {
+      body = utf8.decode(bytes);
+    } catch (error) {
+      if (!(error instanceof TypeError)) throw error; // not UTF-8: base64 below
+      body = { base64: Buffer.from(bytes).toString('base64') };
+    }
+    return deriveKey({ method: request.method, url: normalizedUrl(request.url), body });
+  } catch (error) {
+    // A body whose text (or base64) would pass V8's longest string (about 512 MB of text,
+    // 400 MB of bytes) cannot give a key this way: a typed error, the keys of every body that
+    // could be encoded left as they were.
+    if (isIdemError(error)) throw error;
+    throw new IdemClientError(
+      'KEY_NOT_DERIVABLE',
+      `The body (${bytes.byteLength} bytes) is too large to derive a key from its content; pass an Idempotency-Key header or use key: "random".`,
+      { cause: error },
+    );
   }
-  return deriveKey({ method: request.method, url: normalizedUrl(request.url), body });
 }
 
 /**
@@ -62,11 +80,12 @@ export async function assignKey(
     });
     validateKey(key);
   }
-  if (keyFormat === 'bare' && BARE_EDGE_SPACE.test(key)) {
-    // A field value loses its leading and trailing spaces on the wire (RFC 9110 5.5): this key
-    // would reach the server as another one ('k' for ' k') and be answered with its outcome.
+  if (keyFormat === 'bare' && BARE_UNCARRIABLE.test(key)) {
+    // A field value loses its leading and trailing spaces on the wire (RFC 9110 5.5), and one
+    // that starts with a quote is a Structured Field String to the server: this key would reach
+    // it as another one ('k' for ' k' or '"k"') and be answered with that one's outcome.
     throw new InvalidKeyError(
-      `keyFormat 'bare' cannot carry a key that starts or ends with a space or a tab (the server would read another key): ${JSON.stringify(key)}; use the default 'sf-string' format or another key`,
+      `keyFormat 'bare' cannot carry a key that starts or ends with a space or a tab, or starts with a double quote (the server would read another key): ${JSON.stringify(key)}; use the default 'sf-string' format or another key`,
     );
   }
   request.headers.set(headerName, formatKeyHeader(key, keyFormat));

@@ -55,9 +55,11 @@ export interface BackoffSettings {
  * from 1.
  */
 export function backoffDelay(retry: number, settings: BackoffSettings): number {
+  // 2 ** 1024 is Infinity, and 0 * Infinity is NaN (initialDelayMs 0 from retry 1025 on): the
+  // exponent stops at 1023, whose power is finite, so the ceiling is a number whatever the retry.
   const ceiling = Math.min(
     settings.maxDelayMs,
-    settings.initialDelayMs * 2 ** Math.max(0, retry - 1),
+    settings.initialDelayMs * 2 ** Math.min(1023, Math.max(0, retry - 1)),
   );
   return Math.floor(unit(settings.random) * ceiling);
 }

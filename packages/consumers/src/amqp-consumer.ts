@@ -34,6 +34,15 @@ export interface AmqpConsumerOptions<TMessage extends AmqpMessageLike, T>
   queue: string;
   /** Messages in flight at once (`channel.prefetch`): an integer 1..65535. @default 10 */
   prefetch?: number;
+  /**
+   * The broker's `consumer_timeout`: RabbitMQ closes a channel that keeps a delivery unacked
+   * longer (PRECONDITION_FAILED; the consumer is gone). A message waiting to be given back
+   * (`retryDelayMs`, or an in-progress duplicate's wait) is held at most a third of it from its
+   * delivery, then given back: a longer `retryDelayMs` is cut to that on RabbitMQ. Set it to
+   * the broker's value when it is not the default (`Infinity` when the broker has none).
+   * @default 1_800_000 (RabbitMQ's default, 30 min)
+   */
+  consumerTimeoutMs?: number;
 }
 
 /** A running consumer. */
@@ -64,10 +73,35 @@ export const amqpMessageKey = (message: AmqpMessageLike): string | undefined =>
 export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   options: AmqpConsumerOptions<TMessage, T>,
 ): Promise<IdempotentConsumer> {
-  const { channel, queue, prefetch = 10, ...rest } = options;
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidInputError('consumeAmqp needs an options object');
+  const { channel, queue, prefetch = 10, consumerTimeoutMs = 1_800_000, ...rest } = options;
+  // A missing channel (or a Promise of one, an `await` forgotten) is named, not a TypeError.
+  if (
+    typeof channel !== 'object' ||
+    channel === null ||
+    !['prefetch', 'consume', 'cancel', 'ack', 'nack'].every(
+      (name) => typeof (channel as unknown as Record<string, unknown>)[name] === 'function',
+    )
+  )
+    throw new InvalidInputError(
+      'channel must be an open amqplib channel (with prefetch, consume, cancel, ack and nack)',
+    );
   // 0 is RabbitMQ's "unlimited" (every message of the queue in memory at once).
   if (!(Number.isInteger(prefetch) && prefetch >= 1 && prefetch <= 65_535))
     throw new InvalidInputError('prefetch must be an integer from 1 to 65535');
+  if (
+    !(
+      typeof consumerTimeoutMs === 'number' &&
+      consumerTimeoutMs > 0 &&
+      (Number.isFinite(consumerTimeoutMs) || consumerTimeoutMs === Number.POSITIVE_INFINITY)
+    )
+  )
+    throw new InvalidInputError(
+      'consumerTimeoutMs must be a positive number of ms (the broker’s consumer_timeout), or Infinity',
+    );
+  // Held past RabbitMQ's consumer_timeout, a delivery gets its channel closed by the broker.
+  const holdLimitMs = consumerTimeoutMs / 3;
   if (typeof queue !== 'string') throw new InvalidInputError('queue must be a string');
   // '' is "the queue last declared on this channel" (a server-named queue): ['amqp', ''] would
   // be the scope of every such queue, and one instance's outcome would answer another's copy.
@@ -93,20 +127,26 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       // The channel is gone: every unacked message goes back to the queue.
     }
   };
-  async function handle(message: TMessage): Promise<void> {
+  async function handle(message: TMessage, deliveredAt: number): Promise<void> {
     const disposition = await processor.process(message);
     if (disposition.action === 'ack') return safely(() => channel.ack(message));
     if (disposition.action === 'reject') return safely(() => channel.nack(message, false, false));
     // Held unacked for the delay (it keeps its prefetch slot), then requeued; at once when
-    // the consumer stops.
-    if (!stopped)
+    // the consumer stops. Never past a third of consumer_timeout from the delivery (the time
+    // the handler took counts): the broker would close the channel.
+    const holdMs = Math.min(
+      disposition.delayMs,
+      Math.max(0, deliveredAt + holdLimitMs - performance.now()),
+      MAX_TIMER_MS,
+    );
+    if (!stopped && holdMs > 0)
       await new Promise<void>((resolve) => {
         const release = () => {
           clearTimeout(timer);
           held.delete(release);
           resolve();
         };
-        const timer = setTimeout(release, disposition.delayMs);
+        const timer = setTimeout(release, holdMs);
         // The open channel keeps the process alive while it can take the nack; once it is
         // closed (without a stop()), the nack is moot: the broker requeues the message.
         timer.unref?.();
@@ -119,7 +159,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     queue,
     (message) => {
       if (message === null) return; // the broker cancelled the consumer
-      const task = handle(message).finally(() => inFlight.delete(task));
+      const task = handle(message, performance.now()).finally(() => inFlight.delete(task));
       inFlight.add(task);
     },
     { noAck: false },

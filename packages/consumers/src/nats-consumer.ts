@@ -104,7 +104,18 @@ export const jetStreamMessageKey = (message: JsMsgLike): string => {
 export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   options: JetStreamConsumerOptions<TMessage, T>,
 ): Promise<IdempotentConsumer> {
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidInputError('consumeJetStream needs an options object');
   const { consumer, concurrency = 1, workingIntervalMs = 10_000, ...rest } = options;
+  // A missing consumer (or a Promise of one, an `await` forgotten) is named, not a TypeError.
+  if (
+    typeof consumer !== 'object' ||
+    consumer === null ||
+    typeof (consumer as { consume?: unknown }).consume !== 'function'
+  )
+    throw new InvalidInputError(
+      'consumer must be a JetStream pull consumer (js.consumers.get(stream, name)), with consume()',
+    );
   if (!(Number.isSafeInteger(concurrency) && concurrency > 0))
     throw new InvalidInputError('concurrency must be a positive integer');
   if (
@@ -169,8 +180,20 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     else message.nak(Math.ceil(disposition.delayMs));
   }
 
+  let stopped = false;
   const loop = (async () => {
     for await (const message of messages) {
+      // nats.js goes on yielding what it had already pulled after `messages.stop()`: once
+      // stopped, none of it reaches a handler (stop() would not wait for it, and a process
+      // that exits then would kill it mid-handler). Given back at once, for another instance.
+      if (stopped) {
+        try {
+          message.nak();
+        } catch {
+          // a closed connection: JetStream redelivers after ack_wait
+        }
+        continue;
+      }
       const task = handle(message)
         .catch(() => {}) // a broker call on a closed connection: JetStream redelivers
         .finally(() => inFlight.delete(task));
@@ -182,7 +205,6 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     // are redelivered by JetStream; the connection's own `closed()` says why.
   });
 
-  let stopped = false;
   return {
     async stop(timeoutMs = 30_000) {
       checkStopTimeout(timeoutMs);
