@@ -89,6 +89,95 @@ afterAll(async () => {
 });
 
 describe.skipIf(!haveServer)('rev13: silent path, then healed for new connections', () => {
+  it('lease lapse on a silent path, takeover by a second engine, late completion: the first is aborted before the second starts, never overwrites it, every replay is the second outcome', {
+    timeout: 30_000,
+  }, async () => {
+    const redis = await startRedisServer();
+    const path = await startSilentProxy(redis.port);
+    const viaProxy = new Redis({
+      host: '127.0.0.1',
+      port: path.port,
+      ...recommendedRedisOptions({ commandTimeoutMs: 400, maxReconnectDelayMs: 200 }),
+      lazyConnect: true,
+    });
+    const direct = new Redis({
+      host: '127.0.0.1',
+      port: redis.port,
+      ...recommendedRedisOptions({ commandTimeoutMs: 400, maxReconnectDelayMs: 200 }),
+      lazyConnect: true,
+    });
+    for (const c of [viaProxy, direct]) {
+      c.on('error', () => {});
+      opened.push(c);
+      await c.connect();
+    }
+    try {
+      const prefix = `r13l:${randomBytes(3).toString('hex')}:`;
+      const settings = { leaseMs: 1_500, heartbeatMs: 500, storeTimeoutMs: 1_000 };
+      const a = createIdempotency<string>({
+        store: createRedisStore({ client: viaProxy, keyPrefix: prefix }),
+        ...settings,
+      });
+      const b = createIdempotency<string>({
+        store: createRedisStore({ client: direct, keyPrefix: prefix }),
+        ...settings,
+      });
+      const t0 = performance.now();
+      let abortedA = -1;
+      let startedB = -1;
+      const fences: number[] = [];
+      const first = a
+        .execute({ key: 'K', scope: 's' }, async (ctx) => {
+          fences.push(ctx.fence);
+          ctx.signal.addEventListener('abort', () => {
+            abortedA = performance.now() - t0;
+          });
+          await sleep(3_500); // ignores its signal: the worst case
+          return 'A';
+        })
+        .then(
+          (r) => ({ ok: true as const, value: r.value }),
+          (e: unknown) => ({ ok: false as const, code: (e as { code?: string }).code }),
+        );
+      await sleep(300);
+      path.silence();
+      let second: { value: string; replayed: boolean } | undefined;
+      const pollUntil = performance.now() + 6_000;
+      while (!second && performance.now() < pollUntil) {
+        try {
+          second = await b.execute({ key: 'K', scope: 's' }, async (ctx) => {
+            startedB = performance.now() - t0;
+            fences.push(ctx.fence);
+            return 'B';
+          });
+        } catch {
+          await sleep(100);
+        }
+      }
+      path.heal();
+      const resultA = await first;
+      await sleep(1_500); // A's completion retries on the healed path
+      const replayA = await a
+        .execute({ key: 'K', scope: 's' }, async () => 'again')
+        .catch((e: unknown) => e);
+      const replayB = await b.execute({ key: 'K', scope: 's' }, async () => 'again');
+      console.log(
+        `[rev13 lapse] abortedA=${Math.round(abortedA)} startedB=${Math.round(startedB)} fences=${fences} resultA=${JSON.stringify(resultA)} ` +
+          `second=${JSON.stringify(second)} replayA=${JSON.stringify(replayA)} replayB=${JSON.stringify(replayB)}`,
+      );
+      expect(second?.value).toBe('B');
+      expect(abortedA).toBeGreaterThanOrEqual(0);
+      expect(abortedA).toBeLessThanOrEqual(startedB);
+      expect(fences[1]).toBeGreaterThan(fences[0] as number);
+      expect(resultA.ok).toBe(false);
+      expect(replayB).toMatchObject({ value: 'B', replayed: true });
+      expect(replayA).toMatchObject({ value: 'B', replayed: true });
+    } finally {
+      await path.close();
+      await stopRedisServer(redis);
+    }
+  });
+
   it('execute() stays bounded while silent; after the heal the next calls succeed without a restart', {
     timeout: 30_000,
   }, async () => {
