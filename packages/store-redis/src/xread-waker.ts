@@ -52,6 +52,10 @@ interface Lane {
   blocked: boolean;
 }
 
+/** An error answered by Redis itself (the connection works), as ioredis names it. */
+const isReplyError = (error: unknown): boolean =>
+  error instanceof Error && error.name === 'ReplyError';
+
 const nodeName = (redis: Redis) => `${redis.options.host}:${redis.options.port}`;
 
 function compareIds(a: string, b: string): number {
@@ -206,9 +210,19 @@ export class XReadWaker {
     ]).finally(() => clearTimeout(timer)) as Promise<[string, unknown[]][] | null>;
   }
 
-  /** Connections of one node for its slot groups: created on first use, at most LANES_PER_NODE. */
+  /**
+   * Connections of one node for its slot groups: created on first use, at most LANES_PER_NODE.
+   * A lane whose connection has ended is replaced by a new one: ioredis builds a Cluster's
+   * node connections with `retryStrategy: null`, so their duplicates never reconnect, and a
+   * lane kept after its connection dropped (a blip, a proxy or primary restart, CLIENT KILL)
+   * failed every later round on its node for as long as readers kept waiting there.
+   */
   private lanesOf(node: string, count: number): Lane[] {
-    const lanes = this.lanes.get(node) ?? [];
+    const lanes = (this.lanes.get(node) ?? []).filter((lane) => {
+      if (lane.connection.status !== 'end') return true;
+      lane.connection.disconnect();
+      return false;
+    });
     this.lanes.set(node, lanes);
     const primary = (this.blocking as Cluster)
       .nodes('master')
@@ -286,7 +300,11 @@ export class XReadWaker {
           void this.unblockLanes();
           return;
         }
-        lane.id = undefined;
+        // The connection failed (dropped, or the XREAD timed out on a silent one): the lane
+        // is closed and the next round opens another to the node's primary. An answer from
+        // Redis (-ASK while the slot migrates) leaves the connection as it is.
+        if (isReplyError(error)) lane.id = undefined;
+        else this.dropLane(lane);
         failed = true;
       } finally {
         lane.blocked = false;
@@ -301,7 +319,8 @@ export class XReadWaker {
         runs.push(blockOn(lanes[g] as Lane, groups[g] as string[]));
       if (blocking < groups.length)
         runs.push(
-          this.poll(lanes[blocking] as Lane, groups.slice(blocking)).catch(() => {
+          this.poll(lanes[blocking] as Lane, groups.slice(blocking)).catch((error: unknown) => {
+            if (!isReplyError(error)) this.dropLane(lanes[blocking] as Lane);
             failed = true;
           }),
         );
@@ -347,6 +366,16 @@ export class XReadWaker {
       if (this.roundEnding || performance.now() + POLL_MS >= until) return;
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
+  }
+
+  /** Closes `lane` and forgets it: the next round of its node opens a fresh connection. */
+  private dropLane(lane: Lane): void {
+    lane.connection.disconnect();
+    lane.id = undefined;
+    const lanes = this.lanes.get(lane.node);
+    if (lanes === undefined) return;
+    const at = lanes.indexOf(lane);
+    if (at !== -1) lanes.splice(at, 1);
   }
 
   private closeLanes(): void {
