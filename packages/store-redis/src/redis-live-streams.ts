@@ -1,4 +1,7 @@
 import {
+  checkObject,
+  checkStoreString,
+  checkTimerMs,
   InvalidInputError,
   type LiveEntry,
   type LiveGeneration,
@@ -8,6 +11,7 @@ import {
   type LiveReader,
   type LiveReadOptions,
   type LiveStreams,
+  MAX_TIMER_MS,
 } from '@idem/core';
 import type { Cluster, Redis } from 'ioredis';
 import type { RedisStore } from './redis-store.js';
@@ -31,13 +35,16 @@ export interface RedisLiveStreamOptions {
    * never read each other's streams, even for the same storage key and fence.
    */
   store: Pick<RedisStore, 'redisKey'>;
-  /** Prefix of the stream keys. @default 'idem:live:' */
+  /** Prefix of the stream keys: a well-formed string. @default 'idem:live:' */
   keyPrefix?: string;
   /** How long an ended generation stays readable before it is deleted (ms). @default 5_000 */
   endGraceMs?: number;
-  /** Longest single `XREAD BLOCK` (ms). @default 1_000 */
+  /**
+   * Longest single `XREAD BLOCK` (ms). With `commandTimeoutMs`, at most 2_147_483_647 (a
+   * round is given up after both: a longer Node timer fires after 1 ms). @default 1_000
+   */
   blockMs?: number;
-  /** Time limit of every other call (ms). @default 2_000 */
+  /** Time limit of every other call (ms), at most 2_147_483_647. @default 2_000 */
   commandTimeoutMs?: number;
 }
 
@@ -155,15 +162,23 @@ function decode(fields: Fields): LiveEntry | undefined {
  * Constructing it opens no connection.
  */
 export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStreams {
+  checkObject('createRedisLiveStreams', options);
   const { client } = options;
   if (!client || !options.blockingClient || typeof options.store?.redisKey !== 'function')
     throw new InvalidInputError('createRedisLiveStreams needs client, blockingClient and store');
   if (client === options.blockingClient)
     throw new InvalidInputError('blockingClient must be another connection than client');
-  const prefix = options.keyPrefix ?? 'idem:live:';
+  const prefix = checkStoreString('keyPrefix', options.keyPrefix ?? 'idem:live:', {
+    allowEmpty: true,
+  });
   const endGraceMs = positive('endGraceMs', options.endGraceMs, 5_000);
-  const blockMs = positive('blockMs', options.blockMs, 1_000);
-  const timeoutMs = positive('commandTimeoutMs', options.commandTimeoutMs, 2_000);
+  // Both drive Node timers (a longer one fires after 1 ms), the waker's round limit their sum.
+  const blockMs = checkTimerMs('blockMs', options.blockMs ?? 1_000);
+  const timeoutMs = checkTimerMs('commandTimeoutMs', options.commandTimeoutMs ?? 2_000);
+  if (blockMs + timeoutMs > MAX_TIMER_MS)
+    throw new InvalidInputError(
+      `blockMs + commandTimeoutMs must be at most ${MAX_TIMER_MS} (a round is given up after both)`,
+    );
   const gate = new CallGate(timeoutMs);
   const waker = new XReadWaker(client, options.blockingClient, blockMs, timeoutMs, gate);
   const { store } = options;

@@ -38,12 +38,12 @@ describe('rev13: bad input', () => {
     blocking?.disconnect();
   });
 
-  // FINDING (LOW): `store.acquire(null)` (and complete, release, extend with null or undefined)
+  // FIXED (was FINDING LOW; each method starts with checkObject): `store.acquire(null)` (and complete, release, extend with null or undefined)
   // rejects with a TypeError ("Cannot read properties of null (reading 'leaseMs')"), not the
   // typed InvalidInputError every other bad input gets (the memory store answers
   // "acquire needs an input object"). A caller branching on `code` sees no code. Reproduce:
   // createRedisStore({ client }).acquire(null). Fix: checkObject(call, input) first in each.
-  it.fails('a store method given no input object rejects with InvalidInputError', {
+  it('a store method given no input object rejects with InvalidInputError', {
     timeout: 10_000,
   }, async () => {
     const store = createRedisStore({ client, keyPrefix: 'rev13-bad:' });
@@ -55,7 +55,8 @@ describe('rev13: bad input', () => {
     }
   });
 
-  // FINDING (LOW): recommendedRedisOptions / recommendedRedisClusterOptions accept a
+  // FIXED (was FINDING LOW; src/client-options.ts checks both with checkTimerMs, and the input
+  // with checkObject): recommendedRedisOptions / recommendedRedisClusterOptions accepted a
   // commandTimeoutMs above 2^31 - 1 ms (any safe integer). ioredis arms `commandTimeout`,
   // `socketTimeout` and `connectTimeout` with Node timers, and Node fires a longer timer after
   // 1 ms (TimeoutOverflowWarning): every socket is destroyed 1 ms after a write, so the
@@ -63,7 +64,7 @@ describe('rev13: bad input', () => {
   // Reproduce: new Redis({ ...recommendedRedisOptions({ commandTimeoutMs: 2 ** 31 }) }).ping().
   // `recommendedRedisOptions(null)` is a TypeError too. Fix: checkTimerMs (core's MAX_TIMER_MS),
   // and an options object check.
-  it.fails('recommended client options refuse a timeout past what Node timers honour, and a null input', () => {
+  it('recommended client options refuse a timeout past what Node timers honour, and a null input', () => {
     for (const make of [recommendedRedisOptions, recommendedRedisClusterOptions]) {
       expect(() => make({ commandTimeoutMs: MAX_TIMER_MS + 1 })).toThrow(InvalidInputError);
       expect(() => make({ maxReconnectDelayMs: MAX_TIMER_MS + 1 })).toThrow(InvalidInputError);
@@ -72,14 +73,15 @@ describe('rev13: bad input', () => {
     }
   });
 
-  // FINDING (LOW): createRedisLiveStreams accepts commandTimeoutMs and blockMs above what a
+  // FIXED (was FINDING LOW; src/redis-live-streams.ts: checkObject, checkTimerMs for both and
+  // their sum, checkStoreString for keyPrefix): createRedisLiveStreams accepted commandTimeoutMs and blockMs above what a
   // Node timer honours: its call gate arms `setTimeout(commandTimeoutMs)` and the waker
   // `setTimeout(blockMs + commandTimeoutMs)`, which then fire after 1 ms, so every call
   // "times out" at once (publishers give their generation up, readers end). It also accepts
   // a keyPrefix that is not a string (`{}` becomes "[object Object]" in every stream key), and
   // `createRedisLiveStreams()` / `(null)` is a TypeError. Fix: checkTimerMs for both (their sum
   // included), checkStoreString for keyPrefix, an options object check.
-  it.fails('createRedisLiveStreams refuses timer lengths Node does not honour, a non-string keyPrefix and no options', () => {
+  it('createRedisLiveStreams refuses timer lengths Node does not honour, a non-string keyPrefix and no options', () => {
     const store = createRedisStore({ client, keyPrefix: 'rev13-bad:' });
     const base = { client, blockingClient: blocking, store };
     const bad: Record<string, unknown>[] = [
