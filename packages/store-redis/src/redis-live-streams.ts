@@ -136,6 +136,60 @@ export class CallGate {
 /** Most calls left unanswered by a silent Redis before the gate stops probing. */
 const MAX_UNANSWERED = 4;
 
+/**
+ * Body bytes waiting to be written as one entry: `length` bytes from `offset`, either a view of
+ * the recorder's `body` (the whole capture so far, never written again below its length: no
+ * copy), or copies of the parts when a chunk came without it.
+ */
+interface QueuedChunk {
+  offset: number;
+  length: number;
+  body: Uint8Array | undefined;
+  parts: Uint8Array[] | undefined;
+}
+
+/** What a publisher has waiting: an entry's fields, or body bytes still joining. */
+type Queued = { fields: Fields; create: boolean } | { chunk: QueuedChunk };
+
+/** `body` when it holds the bytes up to `end` (the recorder's capture), else undefined. */
+const coveringBody = (body: Uint8Array | undefined, end: number) =>
+  body !== undefined && body.length >= end ? body : undefined;
+
+function newChunk(offset: number, bytes: Uint8Array, body: Uint8Array | undefined): QueuedChunk {
+  const covering = coveringBody(body, offset + bytes.length);
+  return {
+    offset,
+    length: bytes.length,
+    body: covering,
+    // Without the capture the caller may reuse `bytes`: copied now, as before.
+    parts: covering ? undefined : [Buffer.from(bytes)],
+  };
+}
+
+function joinChunk(chunk: QueuedChunk, bytes: Uint8Array, body: Uint8Array | undefined): void {
+  const end = chunk.offset + chunk.length + bytes.length;
+  const covering = coveringBody(body, end);
+  if (chunk.body !== undefined && covering !== undefined) chunk.body = covering;
+  else {
+    if (chunk.body !== undefined) {
+      chunk.parts = [Buffer.from(chunk.body.subarray(chunk.offset, chunk.offset + chunk.length))];
+      chunk.body = undefined;
+    }
+    (chunk.parts ??= []).push(Buffer.from(bytes));
+  }
+  chunk.length += bytes.length;
+}
+
+/** The entry to write for what is queued. */
+function toWrite(item: Queued): { fields: Fields; create: boolean } {
+  if (!('chunk' in item)) return item;
+  const { offset, length, body, parts } = item.chunk;
+  const data = body
+    ? Buffer.from(body.buffer, body.byteOffset + offset, length)
+    : Buffer.concat(parts ?? []);
+  return { fields: ['k', 'c', 'o', String(offset), 'd', data], create: false };
+}
+
 function decode(fields: Fields): LiveEntry | undefined {
   const map = new Map<string, Buffer | string>();
   for (let i = 0; i + 1 < fields.length; i += 2)
@@ -216,11 +270,11 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
           throw new Error('XADD failed, or the stream expired');
       });
     };
-    let queued: { fields: Fields; create: boolean }[] = [];
+    let queued: Queued[] = [];
     let sending: Promise<void> | undefined;
     /** Sends what is queued now (the caller's turn, so it goes out before later calls). */
     const send = (): Promise<void> => {
-      const batch = queued;
+      const batch = queued.map(toWrite);
       queued = [];
       const sent = broken
         ? Promise.resolve()
@@ -243,6 +297,24 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
       queued.push({ fields, create });
       sending ??= send();
       return sending;
+    };
+    /**
+     * Queues a chunk: one that continues the chunk queued last (both waiting behind a write in
+     * flight) joins it, so a response written in tiny chunks costs Redis one entry per write,
+     * not one per chunk (1-byte chunks cost it about 25 times their bytes, one entry each).
+     */
+    const writeChunk = (offset: number, bytes: Uint8Array, body: Uint8Array | undefined) => {
+      const last = queued[queued.length - 1];
+      if (
+        last !== undefined &&
+        'chunk' in last &&
+        last.chunk.offset + last.chunk.length === offset
+      ) {
+        joinChunk(last.chunk, bytes, body);
+        return;
+      }
+      queued.push({ chunk: newChunk(offset, bytes, body) });
+      sending ??= send();
     };
     const expire = (ms: number) => gate.run(() => client.pexpire(key, ms)).catch(() => {});
     const renew = setInterval(
@@ -281,11 +353,10 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
     return {
       append(entry) {
         if (ended || broken) return;
-        const fields: Fields =
-          entry.kind === 'head'
-            ? ['k', 'h', 'd', JSON.stringify({ status: entry.status, headers: entry.headers })]
-            : ['k', 'c', 'o', String(entry.offset), 'd', Buffer.from(entry.bytes)];
-        void write(fields, entry.kind === 'head');
+        if (entry.kind === 'head') {
+          const head = JSON.stringify({ status: entry.status, headers: entry.headers });
+          void write(['k', 'h', 'd', head], true);
+        } else writeChunk(entry.offset, entry.bytes, entry.body);
       },
       async end(ok) {
         if (ended) return;
