@@ -148,6 +148,12 @@ interface QueuedChunk {
   parts: Uint8Array[] | undefined;
 }
 
+/**
+ * Largest entry that joined chunks make: entries stay small next to any `proto-max-bulk-len`
+ * (1 MiB at the least) and to a reader's batch; the per-entry cost is already small there.
+ */
+const MAX_JOINED_BYTES = 64 * 1024;
+
 /** What a publisher has waiting: an entry's fields, or body bytes still joining. */
 type Queued = { fields: Fields; create: boolean } | { chunk: QueuedChunk };
 
@@ -300,15 +306,17 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
     };
     /**
      * Queues a chunk: one that continues the chunk queued last (both waiting behind a write in
-     * flight) joins it, so a response written in tiny chunks costs Redis one entry per write,
-     * not one per chunk (1-byte chunks cost it about 25 times their bytes, one entry each).
+     * flight) joins it, up to {@link MAX_JOINED_BYTES}, so a response written in tiny chunks
+     * costs Redis about one entry per write, not one per chunk (1-byte chunks cost it about 25
+     * times their bytes, one entry each).
      */
     const writeChunk = (offset: number, bytes: Uint8Array, body: Uint8Array | undefined) => {
       const last = queued[queued.length - 1];
       if (
         last !== undefined &&
         'chunk' in last &&
-        last.chunk.offset + last.chunk.length === offset
+        last.chunk.offset + last.chunk.length === offset &&
+        last.chunk.length + bytes.length <= MAX_JOINED_BYTES
       ) {
         joinChunk(last.chunk, bytes, body);
         return;

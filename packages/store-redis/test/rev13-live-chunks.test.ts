@@ -33,7 +33,7 @@ describe('rev13: live stream of tiny chunks', () => {
   // 16-byte chunks 2.5x), held for the lease or the end grace, and a reader needs one XRANGE
   // per `maxEntries` entries to catch up. With the outcome cap at a few MiB, one generation
   // can take ~100 MB of a Redis that the store's records share (under noeviction: new keys
-  // then get STORE_FULL). Reproduce: publish, append 20,000 one-byte chunks in one tick, XLEN.
+  // then get STORE_FULL). Reproduce: publish, append 150,000 one-byte chunks in one tick, XLEN.
   // Fix: merge the contiguous chunks of a batch into one entry (the `body` the recorder hands
   // over is the whole capture, so the merged bytes are one view of it).
   it('chunks that wait together behind a write in flight are written as few entries, near the response size in Redis memory', {
@@ -55,7 +55,7 @@ describe('rev13: live stream of tiny chunks', () => {
     const publisher = live.publish({ ...generation, leaseMs: 30_000, signal: controller.signal });
     try {
       publisher.append({ kind: 'head', status: 200, headers: [] });
-      const total = 20_000;
+      const total = 150_000;
       const body = new Uint8Array(total);
       for (let i = 0; i < total; i++) body[i] = 97 + (i % 26);
       // One tick: the head's write is in flight, every chunk waits behind it.
@@ -73,6 +73,8 @@ describe('rev13: live stream of tiny chunks', () => {
         for (const entry of read.entries) {
           if (entry.kind === 'chunk') {
             expect(entry.offset).toBe(got.length);
+            // Joined entries stay small (64 KiB at most) next to any proto-max-bulk-len.
+            expect(entry.bytes.length).toBeLessThanOrEqual(64 * 1024);
             got.push(...entry.bytes);
           } else if (entry.kind === 'end') ended = entry.ok;
         }
