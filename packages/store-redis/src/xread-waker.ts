@@ -183,11 +183,25 @@ export class XReadWaker {
     );
   }
 
+  /**
+   * The blocking client's ioredis `keyPrefix` ('' without one): ioredis adds it to the keys
+   * of every command, and XREAD answers with the keys as Redis names them, prefix included.
+   */
+  private get keyPrefix(): string {
+    const prefix = (this.blocking.options as { keyPrefix?: unknown }).keyPrefix;
+    return typeof prefix === 'string' ? prefix : '';
+  }
+
   private wake(reply: [string, unknown[]][] | null): void {
-    for (const [key] of reply ?? []) {
-      const entry = this.waiting.get(String(key));
+    const prefix = this.keyPrefix;
+    for (const [named] of reply ?? []) {
+      // Waiters are kept by the key as the channel names it, without the client's prefix
+      // (before, with a prefix, none was found: readers were woken by their wait running out).
+      const text = String(named);
+      const key = prefix !== '' && text.startsWith(prefix) ? text.slice(prefix.length) : text;
+      const entry = this.waiting.get(key);
       if (!entry) continue;
-      this.waiting.delete(String(key));
+      this.waiting.delete(key);
       for (const wake of [...entry.wakers]) wake();
     }
   }
@@ -228,7 +242,11 @@ export class XReadWaker {
       .nodes('master')
       .find((redis) => nodeName(redis) === node);
     while (primary && lanes.length < Math.min(count, LANES_PER_NODE)) {
-      const lane: Lane = { connection: primary.duplicate(), node, id: undefined, blocked: false };
+      // A Cluster's node connections carry no keyPrefix (ioredis adds the Cluster's own at its
+      // level): the lane gets it, so its XREAD waits on the keys the publishers write.
+      const prefix = this.keyPrefix;
+      const connection = primary.duplicate(prefix === '' ? {} : { keyPrefix: prefix });
+      const lane: Lane = { connection, node, id: undefined, blocked: false };
       lane.connection.on('error', () => undefined);
       lane.connection.on('ready', () => {
         lane.id = undefined;
@@ -264,8 +282,10 @@ export class XReadWaker {
     if (cluster.status !== 'ready') throw new Error('cluster not ready');
     const slots = (cluster as unknown as { slots: string[][] }).slots;
     const bySlot = new Map<number, string[]>();
+    const prefix = this.keyPrefix;
     for (const key of keys) {
-      const slot = keySlot(key);
+      // The slot of the key as Redis names it: a prefix with a hash tag decides it.
+      const slot = keySlot(prefix + key);
       bySlot.set(slot, [...(bySlot.get(slot) ?? []), key]);
     }
     const byNode = new Map<string, string[][]>();
