@@ -87,7 +87,7 @@ describe.skipIf(!haveServer)('rev13: Cluster outages (own 3-primary Cluster)', (
   }
 
   it('one primary killed for 8 s, then restarted: bounded meanwhile, every slot answers again by itself', {
-    timeout: 60_000,
+    timeout: 30_000,
   }, async () => {
     const { run, runs } = engine();
     expect((await allAnswer(run, 'warm', 5_000)).ms).toBeGreaterThanOrEqual(0);
@@ -117,7 +117,7 @@ describe.skipIf(!haveServer)('rev13: Cluster outages (own 3-primary Cluster)', (
   });
 
   it('every primary killed for 8 s, then restarted: every slot answers again by itself', {
-    timeout: 60_000,
+    timeout: 30_000,
   }, async () => {
     const { run, runs } = engine();
     expect((await allAnswer(run, 'warm', 10_000)).ms).toBeGreaterThanOrEqual(0);
