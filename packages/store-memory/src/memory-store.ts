@@ -240,6 +240,8 @@ function checkWrite(call: string, input: unknown): asserts input is ReleaseInput
  * anything. Outcomes and strings are copied in and records copied out.
  */
 export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore {
+  // `{}` stands in for undefined only: null (or a number) is refused, not read as defaults.
+  checkObject('createMemoryStore', options);
   const clock = storeClock(options.clock === undefined ? undefined : checkClock(options.clock));
   const maxEntries = checkPositiveInteger('maxEntries', options.maxEntries ?? DEFAULT_MAX_ENTRIES);
   const maxBytes = checkPositiveInteger('maxBytes', options.maxBytes ?? DEFAULT_MAX_BYTES);

@@ -1,4 +1,4 @@
-import { InvalidInputError } from '@idem/core';
+import { checkObject, checkTimerMs } from '@idem/core';
 import type { ClusterOptions, RedisOptions } from 'ioredis';
 
 /** Options of {@link recommendedRedisOptions} and {@link recommendedRedisClusterOptions}. */
@@ -18,16 +18,15 @@ export interface RecommendedRedisOptionsInput {
   maxReconnectDelayMs?: number;
 }
 
+/**
+ * The two durations, checked: positive integers of ms that Node's timers honour (at most
+ * 2^31 - 1). ioredis arms its command, socket and connect timeouts with `setTimeout`, which
+ * fires a longer delay after 1 ms: every socket was destroyed right after its first write.
+ */
 function settings(input: RecommendedRedisOptionsInput) {
-  const commandTimeout = input.commandTimeoutMs ?? 2_000;
-  const maxDelay = input.maxReconnectDelayMs ?? 1_000;
-  for (const [name, value] of [
-    ['commandTimeoutMs', commandTimeout],
-    ['maxReconnectDelayMs', maxDelay],
-  ] as const) {
-    if (!(Number.isSafeInteger(value) && value > 0))
-      throw new InvalidInputError(`${name} must be a positive integer number of ms`);
-  }
+  checkObject('recommended Redis options', input);
+  const commandTimeout = checkTimerMs('commandTimeoutMs', input.commandTimeoutMs ?? 2_000);
+  const maxDelay = checkTimerMs('maxReconnectDelayMs', input.maxReconnectDelayMs ?? 1_000);
   return { commandTimeout, maxDelay };
 }
 

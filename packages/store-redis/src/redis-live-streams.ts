@@ -1,4 +1,7 @@
 import {
+  checkObject,
+  checkStoreString,
+  checkTimerMs,
   InvalidInputError,
   type LiveEntry,
   type LiveGeneration,
@@ -8,6 +11,7 @@ import {
   type LiveReader,
   type LiveReadOptions,
   type LiveStreams,
+  MAX_TIMER_MS,
 } from '@idem/core';
 import type { Cluster, Redis } from 'ioredis';
 import type { RedisStore } from './redis-store.js';
@@ -31,13 +35,16 @@ export interface RedisLiveStreamOptions {
    * never read each other's streams, even for the same storage key and fence.
    */
   store: Pick<RedisStore, 'redisKey'>;
-  /** Prefix of the stream keys. @default 'idem:live:' */
+  /** Prefix of the stream keys: a well-formed string. @default 'idem:live:' */
   keyPrefix?: string;
   /** How long an ended generation stays readable before it is deleted (ms). @default 5_000 */
   endGraceMs?: number;
-  /** Longest single `XREAD BLOCK` (ms). @default 1_000 */
+  /**
+   * Longest single `XREAD BLOCK` (ms). With `commandTimeoutMs`, at most 2_147_483_647 (a
+   * round is given up after both: a longer Node timer fires after 1 ms). @default 1_000
+   */
   blockMs?: number;
-  /** Time limit of every other call (ms). @default 2_000 */
+  /** Time limit of every other call (ms), at most 2_147_483_647. @default 2_000 */
   commandTimeoutMs?: number;
 }
 
@@ -129,6 +136,66 @@ export class CallGate {
 /** Most calls left unanswered by a silent Redis before the gate stops probing. */
 const MAX_UNANSWERED = 4;
 
+/**
+ * Body bytes waiting to be written as one entry: `length` bytes from `offset`, either a view of
+ * the recorder's `body` (the whole capture so far, never written again below its length: no
+ * copy), or copies of the parts when a chunk came without it.
+ */
+interface QueuedChunk {
+  offset: number;
+  length: number;
+  body: Uint8Array | undefined;
+  parts: Uint8Array[] | undefined;
+}
+
+/**
+ * Largest entry that joined chunks make: entries stay small next to any `proto-max-bulk-len`
+ * (1 MiB at the least) and to a reader's batch; the per-entry cost is already small there.
+ */
+const MAX_JOINED_BYTES = 64 * 1024;
+
+/** What a publisher has waiting: an entry's fields, or body bytes still joining. */
+type Queued = { fields: Fields; create: boolean } | { chunk: QueuedChunk };
+
+/** `body` when it holds the bytes up to `end` (the recorder's capture), else undefined. */
+const coveringBody = (body: Uint8Array | undefined, end: number) =>
+  body !== undefined && body.length >= end ? body : undefined;
+
+function newChunk(offset: number, bytes: Uint8Array, body: Uint8Array | undefined): QueuedChunk {
+  const covering = coveringBody(body, offset + bytes.length);
+  return {
+    offset,
+    length: bytes.length,
+    body: covering,
+    // Without the capture the caller may reuse `bytes`: copied now, as before.
+    parts: covering ? undefined : [Buffer.from(bytes)],
+  };
+}
+
+function joinChunk(chunk: QueuedChunk, bytes: Uint8Array, body: Uint8Array | undefined): void {
+  const end = chunk.offset + chunk.length + bytes.length;
+  const covering = coveringBody(body, end);
+  if (chunk.body !== undefined && covering !== undefined) chunk.body = covering;
+  else {
+    if (chunk.body !== undefined) {
+      chunk.parts = [Buffer.from(chunk.body.subarray(chunk.offset, chunk.offset + chunk.length))];
+      chunk.body = undefined;
+    }
+    (chunk.parts ??= []).push(Buffer.from(bytes));
+  }
+  chunk.length += bytes.length;
+}
+
+/** The entry to write for what is queued. */
+function toWrite(item: Queued): { fields: Fields; create: boolean } {
+  if (!('chunk' in item)) return item;
+  const { offset, length, body, parts } = item.chunk;
+  const data = body
+    ? Buffer.from(body.buffer, body.byteOffset + offset, length)
+    : Buffer.concat(parts ?? []);
+  return { fields: ['k', 'c', 'o', String(offset), 'd', data], create: false };
+}
+
 function decode(fields: Fields): LiveEntry | undefined {
   const map = new Map<string, Buffer | string>();
   for (let i = 0; i + 1 < fields.length; i += 2)
@@ -155,15 +222,23 @@ function decode(fields: Fields): LiveEntry | undefined {
  * Constructing it opens no connection.
  */
 export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStreams {
+  checkObject('createRedisLiveStreams', options);
   const { client } = options;
   if (!client || !options.blockingClient || typeof options.store?.redisKey !== 'function')
     throw new InvalidInputError('createRedisLiveStreams needs client, blockingClient and store');
   if (client === options.blockingClient)
     throw new InvalidInputError('blockingClient must be another connection than client');
-  const prefix = options.keyPrefix ?? 'idem:live:';
+  const prefix = checkStoreString('keyPrefix', options.keyPrefix ?? 'idem:live:', {
+    allowEmpty: true,
+  });
   const endGraceMs = positive('endGraceMs', options.endGraceMs, 5_000);
-  const blockMs = positive('blockMs', options.blockMs, 1_000);
-  const timeoutMs = positive('commandTimeoutMs', options.commandTimeoutMs, 2_000);
+  // Both drive Node timers (a longer one fires after 1 ms), the waker's round limit their sum.
+  const blockMs = checkTimerMs('blockMs', options.blockMs ?? 1_000);
+  const timeoutMs = checkTimerMs('commandTimeoutMs', options.commandTimeoutMs ?? 2_000);
+  if (blockMs + timeoutMs > MAX_TIMER_MS)
+    throw new InvalidInputError(
+      `blockMs + commandTimeoutMs must be at most ${MAX_TIMER_MS} (a round is given up after both)`,
+    );
   const gate = new CallGate(timeoutMs);
   const waker = new XReadWaker(client, options.blockingClient, blockMs, timeoutMs, gate);
   const { store } = options;
@@ -201,11 +276,11 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
           throw new Error('XADD failed, or the stream expired');
       });
     };
-    let queued: { fields: Fields; create: boolean }[] = [];
+    let queued: Queued[] = [];
     let sending: Promise<void> | undefined;
     /** Sends what is queued now (the caller's turn, so it goes out before later calls). */
     const send = (): Promise<void> => {
-      const batch = queued;
+      const batch = queued.map(toWrite);
       queued = [];
       const sent = broken
         ? Promise.resolve()
@@ -228,6 +303,26 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
       queued.push({ fields, create });
       sending ??= send();
       return sending;
+    };
+    /**
+     * Queues a chunk: one that continues the chunk queued last (both waiting behind a write in
+     * flight) joins it, up to {@link MAX_JOINED_BYTES}, so a response written in tiny chunks
+     * costs Redis about one entry per write, not one per chunk (1-byte chunks cost it about 25
+     * times their bytes, one entry each).
+     */
+    const writeChunk = (offset: number, bytes: Uint8Array, body: Uint8Array | undefined) => {
+      const last = queued[queued.length - 1];
+      if (
+        last !== undefined &&
+        'chunk' in last &&
+        last.chunk.offset + last.chunk.length === offset &&
+        last.chunk.length + bytes.length <= MAX_JOINED_BYTES
+      ) {
+        joinChunk(last.chunk, bytes, body);
+        return;
+      }
+      queued.push({ chunk: newChunk(offset, bytes, body) });
+      sending ??= send();
     };
     const expire = (ms: number) => gate.run(() => client.pexpire(key, ms)).catch(() => {});
     const renew = setInterval(
@@ -266,11 +361,10 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
     return {
       append(entry) {
         if (ended || broken) return;
-        const fields: Fields =
-          entry.kind === 'head'
-            ? ['k', 'h', 'd', JSON.stringify({ status: entry.status, headers: entry.headers })]
-            : ['k', 'c', 'o', String(entry.offset), 'd', Buffer.from(entry.bytes)];
-        void write(fields, entry.kind === 'head');
+        if (entry.kind === 'head') {
+          const head = JSON.stringify({ status: entry.status, headers: entry.headers });
+          void write(['k', 'h', 'd', head], true);
+        } else writeChunk(entry.offset, entry.bytes, entry.body);
       },
       async end(ok) {
         if (ended) return;

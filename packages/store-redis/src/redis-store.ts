@@ -3,6 +3,7 @@ import {
   type AcquireInput,
   type AcquireResult,
   type CompleteInput,
+  checkObject,
   checkOutcome,
   type ExtendInput,
   errorMessage,
@@ -286,6 +287,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     admin: createRedisAdmin(redis, redisKey, fenceMemory, call),
 
     async acquire(input: AcquireInput): Promise<AcquireResult> {
+      checkObject('acquire', input);
       const lease = leaseText(input.leaseMs);
       const retention = retentionText(input.retentionMs);
       const key = redisKey(input.key);
@@ -313,6 +315,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
 
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
+      checkObject('complete', input);
       const outcome = checkOutcome(input.outcome, maxOutcomeBytes);
       const durations = durationsOf.complete(retentionText(input.retentionMs));
       const key = redisKey(input.key);
@@ -345,6 +348,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
 
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
+      checkObject('release', input);
       const retention = retentionText(input.retentionMs);
       const key = redisKey(input.key);
       const owner = checkOwner(input.owner);
@@ -355,6 +359,7 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
     },
 
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
+      checkObject('extend', input);
       const lease = leaseText(input.leaseMs);
       const retention = retentionText(input.retentionMs);
       const key = redisKey(input.key);

@@ -52,6 +52,10 @@ interface Lane {
   blocked: boolean;
 }
 
+/** An error answered by Redis itself (the connection works), as ioredis names it. */
+const isReplyError = (error: unknown): boolean =>
+  error instanceof Error && error.name === 'ReplyError';
+
 const nodeName = (redis: Redis) => `${redis.options.host}:${redis.options.port}`;
 
 function compareIds(a: string, b: string): number {
@@ -179,11 +183,25 @@ export class XReadWaker {
     );
   }
 
+  /**
+   * The blocking client's ioredis `keyPrefix` ('' without one): ioredis adds it to the keys
+   * of every command, and XREAD answers with the keys as Redis names them, prefix included.
+   */
+  private get keyPrefix(): string {
+    const prefix = (this.blocking.options as { keyPrefix?: unknown }).keyPrefix;
+    return typeof prefix === 'string' ? prefix : '';
+  }
+
   private wake(reply: [string, unknown[]][] | null): void {
-    for (const [key] of reply ?? []) {
-      const entry = this.waiting.get(String(key));
+    const prefix = this.keyPrefix;
+    for (const [named] of reply ?? []) {
+      // Waiters are kept by the key as the channel names it, without the client's prefix
+      // (before, with a prefix, none was found: readers were woken by their wait running out).
+      const text = String(named);
+      const key = prefix !== '' && text.startsWith(prefix) ? text.slice(prefix.length) : text;
+      const entry = this.waiting.get(key);
       if (!entry) continue;
-      this.waiting.delete(String(key));
+      this.waiting.delete(key);
       for (const wake of [...entry.wakers]) wake();
     }
   }
@@ -206,15 +224,29 @@ export class XReadWaker {
     ]).finally(() => clearTimeout(timer)) as Promise<[string, unknown[]][] | null>;
   }
 
-  /** Connections of one node for its slot groups: created on first use, at most LANES_PER_NODE. */
+  /**
+   * Connections of one node for its slot groups: created on first use, at most LANES_PER_NODE.
+   * A lane whose connection has ended is replaced by a new one: ioredis builds a Cluster's
+   * node connections with `retryStrategy: null`, so their duplicates never reconnect, and a
+   * lane kept after its connection dropped (a blip, a proxy or primary restart, CLIENT KILL)
+   * failed every later round on its node for as long as readers kept waiting there.
+   */
   private lanesOf(node: string, count: number): Lane[] {
-    const lanes = this.lanes.get(node) ?? [];
+    const lanes = (this.lanes.get(node) ?? []).filter((lane) => {
+      if (lane.connection.status !== 'end') return true;
+      lane.connection.disconnect();
+      return false;
+    });
     this.lanes.set(node, lanes);
     const primary = (this.blocking as Cluster)
       .nodes('master')
       .find((redis) => nodeName(redis) === node);
     while (primary && lanes.length < Math.min(count, LANES_PER_NODE)) {
-      const lane: Lane = { connection: primary.duplicate(), node, id: undefined, blocked: false };
+      // A Cluster's node connections carry no keyPrefix (ioredis adds the Cluster's own at its
+      // level): the lane gets it, so its XREAD waits on the keys the publishers write.
+      const prefix = this.keyPrefix;
+      const connection = primary.duplicate(prefix === '' ? {} : { keyPrefix: prefix });
+      const lane: Lane = { connection, node, id: undefined, blocked: false };
       lane.connection.on('error', () => undefined);
       lane.connection.on('ready', () => {
         lane.id = undefined;
@@ -250,8 +282,10 @@ export class XReadWaker {
     if (cluster.status !== 'ready') throw new Error('cluster not ready');
     const slots = (cluster as unknown as { slots: string[][] }).slots;
     const bySlot = new Map<number, string[]>();
+    const prefix = this.keyPrefix;
     for (const key of keys) {
-      const slot = keySlot(key);
+      // The slot of the key as Redis names it: a prefix with a hash tag decides it.
+      const slot = keySlot(prefix + key);
       bySlot.set(slot, [...(bySlot.get(slot) ?? []), key]);
     }
     const byNode = new Map<string, string[][]>();
@@ -286,7 +320,11 @@ export class XReadWaker {
           void this.unblockLanes();
           return;
         }
-        lane.id = undefined;
+        // The connection failed (dropped, or the XREAD timed out on a silent one): the lane
+        // is closed and the next round opens another to the node's primary. An answer from
+        // Redis (-ASK while the slot migrates) leaves the connection as it is.
+        if (isReplyError(error)) lane.id = undefined;
+        else this.dropLane(lane);
         failed = true;
       } finally {
         lane.blocked = false;
@@ -301,7 +339,8 @@ export class XReadWaker {
         runs.push(blockOn(lanes[g] as Lane, groups[g] as string[]));
       if (blocking < groups.length)
         runs.push(
-          this.poll(lanes[blocking] as Lane, groups.slice(blocking)).catch(() => {
+          this.poll(lanes[blocking] as Lane, groups.slice(blocking)).catch((error: unknown) => {
+            if (!isReplyError(error)) this.dropLane(lanes[blocking] as Lane);
             failed = true;
           }),
         );
@@ -347,6 +386,16 @@ export class XReadWaker {
       if (this.roundEnding || performance.now() + POLL_MS >= until) return;
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
+  }
+
+  /** Closes `lane` and forgets it: the next round of its node opens a fresh connection. */
+  private dropLane(lane: Lane): void {
+    lane.connection.disconnect();
+    lane.id = undefined;
+    const lanes = this.lanes.get(lane.node);
+    if (lanes === undefined) return;
+    const at = lanes.indexOf(lane);
+    if (at !== -1) lanes.splice(at, 1);
   }
 
   private closeLanes(): void {

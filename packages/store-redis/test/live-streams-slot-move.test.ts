@@ -60,6 +60,30 @@ async function readAll(reader: LiveReader): Promise<LiveEntry[]> {
 
 const chunk = (i: number) => new Uint8Array([i, 255 - i, 0, i]);
 
+/**
+ * `entries` with contiguous chunks joined: chunks appended while a write is in flight go out
+ * as one entry (rev13), so only the bytes, their order and the head and end are compared.
+ */
+function joined(entries: LiveEntry[]): LiveEntry[] {
+  const out: LiveEntry[] = [];
+  for (const entry of entries) {
+    const last = out.at(-1);
+    if (
+      entry.kind === 'chunk' &&
+      last?.kind === 'chunk' &&
+      last.offset + last.bytes.length === entry.offset
+    ) {
+      out[out.length - 1] = {
+        kind: 'chunk',
+        offset: last.offset,
+        bytes: new Uint8Array([...last.bytes, ...entry.bytes]),
+      };
+    } else
+      out.push(entry.kind === 'chunk' ? { ...entry, bytes: new Uint8Array(entry.bytes) } : entry);
+  }
+  return out;
+}
+
 describe.skipIf(!redisBinariesAvailable())('live streams when their slot moves', () => {
   let servers: RedisServer[] = [];
   let client: Cluster;
@@ -174,7 +198,7 @@ describe.skipIf(!redisBinariesAvailable())('live streams when their slot moves',
     }
     await publisher.end(true);
     const entries = [...(first.status === 'entries' ? first.entries : []), ...(await rest)];
-    expect(entries).toEqual(expected(CHUNKS));
+    expect(joined(entries)).toEqual(joined(expected(CHUNKS)));
     reader.close();
     stopOther.abort();
     expect((await otherWait).status).toBe('idle');
@@ -196,7 +220,7 @@ describe.skipIf(!redisBinariesAvailable())('live streams when their slot moves',
       expect(Number(await client.pttl(streamKey))).toBeGreaterThan(0);
     });
     const entries = [...(first.status === 'entries' ? first.entries : []), ...(await rest)];
-    expect(entries).toEqual(expected(CHUNKS));
+    expect(joined(entries)).toEqual(joined(expected(CHUNKS)));
     reader.close();
   }, 20_000);
 });
