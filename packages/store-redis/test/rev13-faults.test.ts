@@ -5,8 +5,6 @@
  * blackholes every connection it has (then heals for new connections only).
  */
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import { createServer, type Socket, connect as tcpConnect } from 'node:net';
 import { createIdempotency } from '@idem/core';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
