@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { type IdempotencyVariables, idempotency } from '@idem/hono';
+import { REPLAYED_HEADER } from '@idem/http';
 import { createOtelListener } from '@idem/otel';
 import { type Context, type Handler, Hono, type MiddlewareHandler } from 'hono';
 import type { Backend } from './backend.js';
@@ -167,6 +168,12 @@ export function createApp(options: AppOptions): LlmApp {
       return;
     }
     const response = first;
+    // A replay, or a retry attached to the stream in flight: nothing of it is recorded, so
+    // nothing needs reading once its client is gone. Sent as it is: when the client leaves,
+    // the server cancels its body, and an attached reader gives its slot back at once (pumped
+    // to the end, a gone client's reader kept one of the stream's `maxReaders` slots until
+    // the first execution ended, and real retries got 409 instead of the live stream).
+    if (response.headers.get(REPLAYED_HEADER) === 'true') return;
     let delivered: Response;
     if (response.headers.get('content-type')?.startsWith('text/event-stream')) {
       const streamed = deliverStreamed(response);

@@ -16,7 +16,7 @@ describe('rev13: retries attached to a stream in flight whose clients went away 
     await server?.close();
   });
 
-  // FINDING (LOW, availability of attach): the app's `deliver` middleware (src/app.ts) pumps
+  // FIXED (was FINDING LOW, availability of attach): the app's `deliver` middleware (src/app.ts) pumped
   // every event-stream response with `deliverStreamed`, which reads the body to its end
   // whether or not the client is still there. That is right for an execution (its outcome is
   // recorded when its body ends), but it does the same for a retry attached to the stream in
@@ -28,10 +28,10 @@ describe('rev13: retries attached to a stream in flight whose clients went away 
   // real retry gets 409 instead of the live stream until the first execution ends (minutes
   // for a long answer). Reproduce: a slow streamed completion; 32 retries with its key that
   // read one chunk and disconnect; a 33rd retry: 409 for the rest of the stream.
-  // Suggested fix: `deliver` passes a response marked `Idempotent-Replayed: true` (an attached
-  // stream or a replay: nothing to record) straight to the client, so that its disconnection
-  // cancels the attached body and frees its slot.
-  it.fails('a retry attaches (200, live) once 32 earlier attached clients went away', async () => {
+  // Fixed: `deliver` passes a response marked `Idempotent-Replayed: true` (an attached stream
+  // or a replay: nothing to record) straight to the client, so that its disconnection cancels
+  // the attached body and frees its slot (this test got 409 before).
+  it('a retry attaches (200, live) once 32 earlier attached clients went away', async () => {
     const key = generateKey();
     const body = JSON.stringify({
       model: 'local-1',
