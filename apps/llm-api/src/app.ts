@@ -17,6 +17,12 @@ import { InFlight } from './http/in-flight.js';
 import { messagesHandler } from './http/messages.js';
 import { MAX_BODY_BYTES, requestGuard } from './http/request-guard.js';
 import { BillBacklog } from './ledger/persistent-bill.js';
+import {
+  DEFAULT_USAGE_LIMIT,
+  type LedgerUsage,
+  MAX_USAGE_LIMIT,
+  summarize,
+} from './ledger/usage-summary.js';
 import type { ChatModel } from './model/model.js';
 
 /** What the app is built from. */
@@ -240,22 +246,41 @@ export function createApp(options: AppOptions): LlmApp {
     if (shuttingDown) return notReady('shutting_down');
     return c.json({ status: 'ready', store: backend.kind }, 200, { 'cache-control': 'no-store' });
   });
-  app.get('/v1/usage', async (c) => {
-    const [entries, stats] = await Promise.all([backend.ledger.entries(), backend.ledger.stats()]);
-    const totals = {
-      messages: entries.length,
-      prompt_tokens: 0,
-      completion_tokens: 0,
-      total_tokens: 0,
-    };
-    for (const e of entries) {
-      totals.prompt_tokens += e.promptTokens;
-      totals.completion_tokens += e.completionTokens;
-      totals.total_tokens += e.totalTokens;
+  // Concurrent reads of the usage share one read of the ledger (per limit).
+  const usageReads = new Map<number, Promise<LedgerUsage>>();
+  const readUsage = (limit: number): Promise<LedgerUsage> => {
+    let read = usageReads.get(limit);
+    if (!read) {
+      const { ledger } = backend;
+      read = (
+        ledger.usage
+          ? ledger.usage(limit)
+          : ledger.entries().then((entries) => summarize(entries, limit))
+      ).finally(() => usageReads.delete(limit));
+      usageReads.set(limit, read);
     }
+    return read;
+  };
+  // The most recent bills (`?limit=`, 1,000 by default) and the totals of all of them: never
+  // the whole ledger, which grows with every bill (listed whole, 500,000 bills held every
+  // request of the process for seconds).
+  app.get('/v1/usage', async (c) => {
+    const asked = c.req.query('limit');
+    const limit = asked === undefined ? DEFAULT_USAGE_LIMIT : Number(asked);
+    if (!(Number.isSafeInteger(limit) && limit >= 1 && limit <= MAX_USAGE_LIMIT) || asked === '') {
+      return errorResponse(
+        400,
+        'invalid_request_error',
+        `\`limit\` must be an integer from 1 to ${MAX_USAGE_LIMIT}`,
+      );
+    }
+    const [{ recent, totals }, stats] = await Promise.all([
+      readUsage(limit),
+      backend.ledger.stats(),
+    ]);
     return c.json({
       object: 'list',
-      data: entries.map((e) => ({
+      data: recent.map((e) => ({
         message_id: e.messageId,
         model: e.model,
         prompt_tokens: e.promptTokens,
@@ -264,6 +289,7 @@ export function createApp(options: AppOptions): LlmApp {
         fence: e.fence,
         billed_at: new Date(e.billedAt).toISOString(),
       })),
+      has_more: totals.messages > recent.length,
       totals,
       model_executions: {
         started: stats.model_started,
