@@ -7,7 +7,7 @@ import { type OwnRedis, startOwnRedis } from './own-redis.js';
 import { randomPrefix } from './redis.js';
 
 /** Long enough for HVALS of every bill to answer: the time goes to the app's own work. */
-const STORE_TIMEOUT_MS = 5_000;
+const STORE_TIMEOUT_MS = 15_000;
 /** Bills already in the ledger: a busy API's few days. */
 const BILLS = 500_000;
 

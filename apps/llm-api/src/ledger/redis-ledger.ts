@@ -10,7 +10,7 @@ import {
 import { UsageAccumulator } from './usage-summary.js';
 
 /** Bills one `HSCAN` step of {@link createRedisLedger}'s `usage` asks for. */
-const SCAN_COUNT = 2_000;
+const SCAN_COUNT = 5_000;
 
 // KEYS[1] ledger hash (message id -> entry JSON); ARGV: id, fence, entry JSON.
 // Returns {code, current fence}: 1 billed, 2 replaced, 3 duplicate, 0 stale.
