@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import { type IdempotencyVariables, idempotency } from '@idem/hono';
+import { REPLAYED_HEADER } from '@idem/http';
 import { createOtelListener } from '@idem/otel';
 import { type Context, type Handler, Hono, type MiddlewareHandler } from 'hono';
 import type { Backend } from './backend.js';
@@ -16,6 +17,12 @@ import { InFlight } from './http/in-flight.js';
 import { messagesHandler } from './http/messages.js';
 import { MAX_BODY_BYTES, requestGuard } from './http/request-guard.js';
 import { BillBacklog } from './ledger/persistent-bill.js';
+import {
+  DEFAULT_USAGE_LIMIT,
+  type LedgerUsage,
+  MAX_USAGE_LIMIT,
+  summarize,
+} from './ledger/usage-summary.js';
 import type { ChatModel } from './model/model.js';
 
 /** What the app is built from. */
@@ -167,6 +174,12 @@ export function createApp(options: AppOptions): LlmApp {
       return;
     }
     const response = first;
+    // A replay, or a retry attached to the stream in flight: nothing of it is recorded, so
+    // nothing needs reading once its client is gone. Sent as it is: when the client leaves,
+    // the server cancels its body, and an attached reader gives its slot back at once (pumped
+    // to the end, a gone client's reader kept one of the stream's `maxReaders` slots until
+    // the first execution ended, and real retries got 409 instead of the live stream).
+    if (response.headers.get(REPLAYED_HEADER) === 'true') return;
     let delivered: Response;
     if (response.headers.get('content-type')?.startsWith('text/event-stream')) {
       const streamed = deliverStreamed(response);
@@ -233,22 +246,41 @@ export function createApp(options: AppOptions): LlmApp {
     if (shuttingDown) return notReady('shutting_down');
     return c.json({ status: 'ready', store: backend.kind }, 200, { 'cache-control': 'no-store' });
   });
-  app.get('/v1/usage', async (c) => {
-    const [entries, stats] = await Promise.all([backend.ledger.entries(), backend.ledger.stats()]);
-    const totals = {
-      messages: entries.length,
-      prompt_tokens: 0,
-      completion_tokens: 0,
-      total_tokens: 0,
-    };
-    for (const e of entries) {
-      totals.prompt_tokens += e.promptTokens;
-      totals.completion_tokens += e.completionTokens;
-      totals.total_tokens += e.totalTokens;
+  // Concurrent reads of the usage share one read of the ledger (per limit).
+  const usageReads = new Map<number, Promise<LedgerUsage>>();
+  const readUsage = (limit: number): Promise<LedgerUsage> => {
+    let read = usageReads.get(limit);
+    if (!read) {
+      const { ledger } = backend;
+      read = (
+        ledger.usage
+          ? ledger.usage(limit)
+          : ledger.entries().then((entries) => summarize(entries, limit))
+      ).finally(() => usageReads.delete(limit));
+      usageReads.set(limit, read);
     }
+    return read;
+  };
+  // The most recent bills (`?limit=`, 1,000 by default) and the totals of all of them: never
+  // the whole ledger, which grows with every bill (listed whole, 500,000 bills held every
+  // request of the process for seconds).
+  app.get('/v1/usage', async (c) => {
+    const asked = c.req.query('limit');
+    const limit = asked === undefined ? DEFAULT_USAGE_LIMIT : Number(asked);
+    if (!(Number.isSafeInteger(limit) && limit >= 1 && limit <= MAX_USAGE_LIMIT) || asked === '') {
+      return errorResponse(
+        400,
+        'invalid_request_error',
+        `\`limit\` must be an integer from 1 to ${MAX_USAGE_LIMIT}`,
+      );
+    }
+    const [{ recent, totals }, stats] = await Promise.all([
+      readUsage(limit),
+      backend.ledger.stats(),
+    ]);
     return c.json({
       object: 'list',
-      data: entries.map((e) => ({
+      data: recent.map((e) => ({
         message_id: e.messageId,
         model: e.model,
         prompt_tokens: e.promptTokens,
@@ -257,6 +289,7 @@ export function createApp(options: AppOptions): LlmApp {
         fence: e.fence,
         billed_at: new Date(e.billedAt).toISOString(),
       })),
+      has_more: totals.messages > recent.length,
       totals,
       model_executions: {
         started: stats.model_started,

@@ -7,6 +7,22 @@ export type ParsedKey = { ok: true; key: string } | { ok: false; reason: string 
 const UNESCAPED = /^[\x20\x21\x23-\x5b\x5d-\x7e]$/;
 
 /**
+ * `value` without the optional white space HTTP allows around a field value (RFC 9110 5.5:
+ * SP and HTAB only). Not `String.prototype.trim`, which also drops Unicode white space: Node
+ * reads a header byte past 0x7F as Latin-1, so a NO-BREAK SPACE (0xA0) sent around a key was
+ * dropped and the key taken as another one instead of refused.
+ */
+function trimOws(value: string): string {
+  let start = 0;
+  let end = value.length;
+  while (start < end && (value.charCodeAt(start) === 0x20 || value.charCodeAt(start) === 0x09))
+    start++;
+  while (end > start && (value.charCodeAt(end - 1) === 0x20 || value.charCodeAt(end - 1) === 0x09))
+    end--;
+  return start === 0 && end === value.length ? value : value.slice(start, end);
+}
+
+/**
  * Parses an `Idempotency-Key` field value: a Structured Field String (RFC 8941: `"..."`
  * with `\"` and `\\` as the only escapes; RFC 8941 parameters after it, in every value form
  * the RFC allows, are checked and ignored) or the bare token form that Stripe-style clients
@@ -15,7 +31,7 @@ const UNESCAPED = /^[\x20\x21\x23-\x5b\x5d-\x7e]$/;
  * characters; anything else is refused with a reason, never repaired.
  */
 export function parseIdempotencyKey(fieldValue: string): ParsedKey {
-  const value = fieldValue.trim();
+  const value = trimOws(fieldValue);
   if (value.length === 0) return { ok: false, reason: 'The Idempotency-Key header is empty' };
   let key: string;
   if (value.startsWith('"')) {
@@ -71,7 +87,7 @@ function parseSfString(value: string): ParsedKey {
       key += next;
       i++;
     } else if (ch === '"') {
-      const rest = value.slice(i + 1).trimEnd();
+      const rest = value.slice(i + 1);
       // Parameters (RFC 8941 `;key=value`) are part of an Item and are ignored; anything else,
       // such as a second header field joined with a comma, is refused.
       if (!PARAMETERS.test(rest)) {

@@ -1,6 +1,7 @@
 import type { Admission } from '@idem/core';
 import { callWithin } from '../stores/bounded-call.js';
 import type { Ledger } from './ledger.js';
+import type { LedgerUsage } from './usage-summary.js';
 
 /**
  * The ledger with every call bounded by `timeoutMs` and every store failure typed as
@@ -11,6 +12,14 @@ export function boundLedger(ledger: Ledger, timeoutMs: number): Ledger {
   return {
     bill: (entry) => callWithin('ledger.bill', timeoutMs, () => ledger.bill(entry)),
     entries: () => callWithin('ledger.entries', timeoutMs, () => ledger.entries()),
+    ...(ledger.usage
+      ? {
+          usage: (limit: number): Promise<LedgerUsage> =>
+            callWithin('ledger.usage', timeoutMs, (signal) =>
+              (ledger.usage as NonNullable<Ledger['usage']>)(limit, signal),
+            ),
+        }
+      : {}),
     count: (name) => callWithin('ledger.count', timeoutMs, () => ledger.count(name)),
     stats: () => callWithin('ledger.stats', timeoutMs, () => ledger.stats()),
   };
@@ -25,6 +34,14 @@ export function admitLedger(ledger: Ledger, admission: Admission): Ledger {
   return {
     bill: (entry) => admission.run('essential', () => ledger.bill(entry)),
     entries: () => admission.run('sheddable', () => ledger.entries()),
+    ...(ledger.usage
+      ? {
+          usage: (limit: number, signal?: AbortSignal): Promise<LedgerUsage> =>
+            admission.run('sheddable', () =>
+              (ledger.usage as NonNullable<Ledger['usage']>)(limit, signal),
+            ),
+        }
+      : {}),
     count: (name) => admission.run('essential', () => ledger.count(name)),
     stats: () => admission.run('sheddable', () => ledger.stats()),
   };

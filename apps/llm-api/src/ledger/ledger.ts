@@ -1,3 +1,5 @@
+import { type LedgerUsage, summarize } from './usage-summary.js';
+
 /** One billed message. */
 export interface LedgerEntry {
   /** The message (or chat completion) id; one entry per id, ever. */
@@ -43,8 +45,15 @@ export type StatName = 'model_started' | 'model_completed' | 'model_failed';
 export interface Ledger {
   /** Bills a message; throws {@link StaleFenceError} when a higher fence already billed it. */
   bill(entry: LedgerEntry): Promise<BillResult>;
-  /** Every entry, oldest bill first. */
+  /** Every entry, oldest bill first. Reads the whole ledger: not for a request path. */
   entries(): Promise<LedgerEntry[]>;
+  /**
+   * The `limit` most recent bills (oldest first) and the totals of every bill, without
+   * holding more than a few `limit`s of entries or the event loop for long, however large the
+   * ledger (`GET /v1/usage`). Optional: a ledger without it is summarised from `entries()`.
+   * A ledger that reads in steps stops at the next step once `signal` aborts.
+   */
+  usage?(limit: number, signal?: AbortSignal): Promise<LedgerUsage>;
   /** Adds one to a counter. */
   count(name: StatName): Promise<void>;
   /** The counters (absent ones are 0). */
@@ -93,6 +102,11 @@ export function createMemoryLedger(options: MemoryLedgerOptions = {}): Ledger {
     },
     async entries() {
       return [...rows.values()].sort((a, b) => a.billedAt - b.billedAt).map((e) => ({ ...e }));
+    },
+    // At most `maxEntries` rows, summed in one pass; only `limit` of them copied.
+    async usage(limit) {
+      const { recent, totals } = summarize(rows.values(), limit);
+      return { recent: recent.map((e) => ({ ...e })), totals };
     },
     async count(name) {
       counters[name] += 1;

@@ -112,6 +112,34 @@ export function createPostgresLedger(pool: Queryable, prefix: string): PostgresL
       return rows.map((r) => r.entry);
     },
 
+    // Summed and paged by the database: the app reads `limit` rows, never the whole ledger.
+    async usage(limit: number) {
+      const [totals, recent] = await Promise.all([
+        pool.query<{ messages: string; prompt: string; completion: string; total: string }>({
+          text: `SELECT count(*) AS messages,
+                   coalesce(sum((entry->>'promptTokens')::bigint), 0) AS prompt,
+                   coalesce(sum((entry->>'completionTokens')::bigint), 0) AS completion,
+                   coalesce(sum((entry->>'totalTokens')::bigint), 0) AS total
+                 FROM ${LEDGER_TABLE} WHERE starts_with(message_id, $1)`,
+          values: [prefix],
+        }),
+        pool.query<{ entry: LedgerEntry }>({
+          text: `SELECT entry FROM ${LEDGER_TABLE} WHERE starts_with(message_id, $1) ORDER BY billed_at DESC LIMIT $2`,
+          values: [prefix, limit],
+        }),
+      ]);
+      const row = totals.rows[0];
+      return {
+        recent: recent.rows.map((r) => r.entry).reverse(),
+        totals: {
+          messages: Number(row?.messages ?? 0),
+          prompt_tokens: Number(row?.prompt ?? 0),
+          completion_tokens: Number(row?.completion ?? 0),
+          total_tokens: Number(row?.total ?? 0),
+        },
+      };
+    },
+
     async count(name: StatName) {
       await pool.query({
         text: `INSERT INTO ${STATS_TABLE} AS s (name, n) VALUES ($1, 1) ON CONFLICT (name) DO UPDATE SET n = s.n + 1`,
