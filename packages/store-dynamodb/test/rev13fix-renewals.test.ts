@@ -84,7 +84,7 @@ function withoutAllOld(client: ReturnType<typeof setup>['client']): void {
 }
 
 describe.each(layouts)('rev13fix DynamoDB: a service that sends no ALL_OLD ($name)', (layout) => {
-  // FINDING (LOW): renew() (extend, and a redelivered acquire's renewal) decides "refused only
+  // FIXED (was FINDING LOW): renew() (extend, and a redelivered acquire's renewal) decides "refused only
   // because my lease is already later" from the refusal's ALL_OLD item alone. A service that
   // sends none back (older DynamoDB Local builds, which the store supports everywhere else:
   // acquire and ownerWrite fall back to a consistent read) turns that refusal into not_owner:
@@ -92,8 +92,8 @@ describe.each(layouts)('rev13fix DynamoDB: a service that sends no ALL_OLD ($nam
   // lease lost, core aborts an operation whose lease is live, and a redelivered acquire loops
   // instead of answering its acquisition. Reproduce: acquire, extend 60 s, then extend 30 s a
   // second later, the condition failures stripped of their Item. Suggested fix: in renew(), no
-  // item -> requests.read(key) (consistent GetItem), as ownerWrite does.
-  it.fails('a renewal refused only because the lease is later answers ok without ALL_OLD too', async () => {
+  // item -> requests.read(key) (consistent GetItem), as ownerWrite does. Fixed so.
+  it('a renewal refused only because the lease is later answers ok without ALL_OLD too', async () => {
     const clock = new ManualClock(Date.now());
     const t = setup(layout, { clock });
     withoutAllOld(t.client);
