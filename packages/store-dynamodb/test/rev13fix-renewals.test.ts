@@ -4,10 +4,11 @@
  * record) renews through the same monotonic renewal; a refused renewal answers `ok` only for
  * the caller's own record; the held lease of the PutItem completion follows what the item holds.
  */
-import { ManualClock } from '@idem/core';
+import { createIdempotency, ManualClock } from '@idem/core';
 import { describe, expect, it } from 'vitest';
-import { decodeRaw, layouts } from './dynamodb-env.js';
-import { acquireInput, HOUR, newKey, setup } from './store-fixture.js';
+import { createDynamoDbStore } from '../src/index.js';
+import { decodeRaw, layouts, makeClient } from './dynamodb-env.js';
+import { acquireInput, clients, endpoint, HOUR, newKey, setup, tables } from './store-fixture.js';
 
 describe.each(layouts)('rev13fix DynamoDB: renewals never move a lease back ($name)', (layout) => {
   it('a redelivered acquire of the owner does not shorten the lease a heartbeat gave, and the completion still lands', async () => {
@@ -116,5 +117,49 @@ describe.each(layouts)('rev13fix DynamoDB: a service that sends no ALL_OLD ($nam
       retentionMs: HOUR,
     });
     expect(earlier).toEqual(later);
+  }, 20_000);
+});
+
+describe('rev13fix DynamoDB: monotonic renewals and maxHoldMs, through the engine', () => {
+  // The README (rev13) says the key "may stay held up to a lease (less a heartbeat) past
+  // maxHoldMs", since core's last renewal, cut to end at the hold, cannot shorten the lease the
+  // previous one granted. Checked here: core cuts every renewal to end at the hold at the
+  // latest, so no renewal ever granted a lease past it (on one clock): the lease the store
+  // keeps never passes acquire time + maxHoldMs (plus the request's own latency).
+  it('an operation that outlives maxHoldMs: no lease the store granted passes the hold', async () => {
+    const client = makeClient(endpoint);
+    clients.add(client);
+    const layout = layouts[0]!;
+    const store = createDynamoDbStore({
+      client,
+      tableName: tables[layout.id],
+      keyPrefix: `rev13fix:${newKey().slice(0, 8)}:`,
+    });
+    const granted: number[] = [];
+    const watched = {
+      ...store,
+      extend: async (input: Parameters<typeof store.extend>[0]) => {
+        const result = await store.extend(input);
+        if (result.ok) granted.push(result.leaseUntil);
+        return result;
+      },
+    };
+    const maxHoldMs = 1_500;
+    const idem = createIdempotency<string>({
+      store: watched,
+      leaseMs: 900,
+      heartbeatMs: 300,
+      maxHoldMs,
+    });
+    const startedAt = Date.now();
+    // (It still completes: nobody took the key over, and its completion is owner-checked.)
+    await idem
+      .execute({ key: `k-${newKey().slice(0, 16)}`, scope: ['t', 'POST /hold'] }, async () => {
+        await new Promise((resolve) => setTimeout(resolve, 2_500));
+        return 'late';
+      })
+      .catch((error: unknown) => error);
+    expect(granted.length).toBeGreaterThan(1);
+    expect(Math.max(...granted)).toBeLessThanOrEqual(startedAt + maxHoldMs + 250);
   }, 20_000);
 });
