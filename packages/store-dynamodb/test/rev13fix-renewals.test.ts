@@ -140,7 +140,7 @@ describe('rev13fix DynamoDB: monotonic renewals and maxHoldMs, through the engin
       ...store,
       extend: async (input: Parameters<typeof store.extend>[0]) => {
         const result = await store.extend(input);
-        if (result.ok) granted.push(result.leaseUntil);
+        if (result.ok && result.leaseUntil !== undefined) granted.push(result.leaseUntil);
         return result;
       },
     };
