@@ -328,13 +328,19 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       { onFailure: true },
     );
     if (written.ok) return { ok: true, leaseUntil };
-    // The item that refused it came back with the refusal (ALL_OLD): no extra request.
+    // The item that refused it came back with the refusal (ALL_OLD): no extra request; a
+    // consistent read only when the service sent none back (older DynamoDB Local builds), as
+    // for acquire and the other owner writes: else the owner's renewal that finds its lease
+    // already later would answer not_owner, and core would end a live execution.
+    // (A failed read throws its typed store error, as ownerWrite's does.)
     let found: RawRecord | undefined;
-    try {
-      found = written.item ? decodeItem(schema, written.item) : undefined;
-    } catch {
-      // Not a record of this store: not the caller's lease either.
-    }
+    if (!written.item) found = await requests.read(key);
+    else
+      try {
+        found = decodeItem(schema, written.item);
+      } catch {
+        // Not a record of this store: not the caller's lease either.
+      }
     return ownRecord(found, 'in_progress', owner, now) && found.leaseUntil > leaseUntil
       ? { ok: true, leaseUntil: found.leaseUntil }
       : { ok: false };
