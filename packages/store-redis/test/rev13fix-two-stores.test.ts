@@ -76,7 +76,8 @@ describe('rev13fix: two stores, two channels, ioredis keyPrefix', () => {
       for (const c of [client, blockingA, blockingB]) c.disconnect();
     }
   });
-  // FINDING (LOW, bounded time of a wake-up): two channels (two stores under other prefixes,
+  // FIXED (was FINDING LOW, bounded time of a wake-up; fixed in src/redis-live-streams.ts:
+  // one waker per blocking connection, shared by the channels that name it): two channels (two stores under other prefixes,
   // "staging" and "production", or two apps in one process) given the same `blockingClient`
   // (the README only says "another connection" than `client`; nothing refuses a shared one)
   // each run their own XREAD BLOCK loop on that one connection: one waker's XREAD waits behind
@@ -85,7 +86,7 @@ describe('rev13fix: two stores, two channels, ioredis keyPrefix', () => {
   // Reproduce: as below. Suggested fix: one waker per blocking connection (a WeakMap from the
   // blockingClient to its waker, shared by the channels that name it), or refuse a
   // blockingClient already in use by another channel with InvalidInputError.
-  it.fails('two channels sharing one blockingClient both wake their readers by their entries promptly', {
+  it('two channels sharing one blockingClient both wake their readers by their entries promptly', {
     timeout: 25_000,
   }, async () => {
     const tag = randomBytes(3).toString('hex');
