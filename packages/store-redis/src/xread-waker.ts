@@ -264,8 +264,14 @@ export class XReadWaker {
       const connection = primary.duplicate(prefix === '' ? {} : { keyPrefix: prefix });
       const lane: Lane = { connection, node, id: undefined, blocked: false };
       lane.connection.on('error', () => undefined);
+      // A reconnected lane has another id: asked again. Not on its first `ready`: the lane
+      // connects lazily for the `CLIENT ID` its first round sends, which that connection
+      // answers; forgetting it left the first round of every new lane without an id, so it
+      // could not be ended early (a new reader, a failed lane) and ran its whole block (rev13fix).
+      let connected = false;
       lane.connection.on('ready', () => {
-        lane.id = undefined;
+        if (connected) lane.id = undefined;
+        connected = true;
       });
       lanes.push(lane);
     }
