@@ -191,7 +191,8 @@ function joinChunk(chunk: QueuedChunk, bytes: Uint8Array, body: Uint8Array | und
       chunk.parts = [Buffer.from(chunk.body.subarray(chunk.offset, chunk.offset + chunk.length))];
       chunk.body = undefined;
     }
-    (chunk.parts ??= []).push(Buffer.from(bytes));
+    chunk.parts ??= [];
+    chunk.parts.push(Buffer.from(bytes));
   }
   chunk.length += bytes.length;
 }
