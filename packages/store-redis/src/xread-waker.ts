@@ -94,9 +94,14 @@ export class XReadWaker {
     private readonly timeoutMs: number,
     private readonly gate: CallGate,
   ) {
-    // A reconnected connection has another id: ask again before the next round.
+    // A reconnected connection has another id: ask again before the next round. Not on the
+    // first 'ready' of a connection that was not ready yet: the CLIENT ID that connected it
+    // (the waker's first, with lazyConnect) is answered by that connection, and forgetting it
+    // left the first round without an id to end it early with (rev13fix).
+    let connected = blocking.status === 'ready';
     blocking.on('ready', () => {
-      this.blockingId = undefined;
+      if (connected) this.blockingId = undefined;
+      connected = true;
     });
   }
 
