@@ -51,6 +51,15 @@ export interface RedisLiveStreamOptions {
 type Fields = (Buffer | string)[];
 type XEntry = [Buffer | string, Fields];
 
+/** The waker of each blocking connection, shared by the channels that name it. */
+const wakers = new WeakMap<object, XReadWaker>();
+
+/** The ioredis `keyPrefix` a client adds to every key ('' without one). */
+function ioredisKeyPrefix(redis: Redis | Cluster): string {
+  const prefix = (redis.options as { keyPrefix?: unknown } | undefined)?.keyPrefix;
+  return typeof prefix === 'string' ? prefix : '';
+}
+
 function positive(name: string, value: number | undefined, fallback: number): number {
   const resolved = value ?? fallback;
   if (!(Number.isSafeInteger(resolved) && resolved > 0))
@@ -139,7 +148,8 @@ const MAX_UNANSWERED = 4;
 /**
  * Body bytes waiting to be written as one entry: `length` bytes from `offset`, either a view of
  * the recorder's `body` (the whole capture so far, never written again below its length: no
- * copy), or copies of the parts when a chunk came without it.
+ * copy while queued, one copy of the joined bytes when sent), or copies of the parts when a
+ * chunk came without it.
  */
 interface QueuedChunk {
   offset: number;
@@ -187,12 +197,17 @@ function joinChunk(chunk: QueuedChunk, bytes: Uint8Array, body: Uint8Array | und
   chunk.length += bytes.length;
 }
 
-/** The entry to write for what is queued. */
+/**
+ * The entry to write for what is queued. Its bytes are a copy of the joined range, not a view
+ * of the capture: ioredis keeps a command's arguments until Redis answers it, so a view would
+ * hold the response's whole capture buffer for as long as Redis stays silent, after the
+ * response ended (rev13fix: 20 streams held 20 x 4 MiB for 1 KiB written each).
+ */
 function toWrite(item: Queued): { fields: Fields; create: boolean } {
   if (!('chunk' in item)) return item;
   const { offset, length, body, parts } = item.chunk;
   const data = body
-    ? Buffer.from(body.buffer, body.byteOffset + offset, length)
+    ? Buffer.from(body.subarray(offset, offset + length))
     : Buffer.concat(parts ?? []);
   return { fields: ['k', 'c', 'o', String(offset), 'd', data], create: false };
 }
@@ -229,6 +244,14 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
     throw new InvalidInputError('createRedisLiveStreams needs client, blockingClient and store');
   if (client === options.blockingClient)
     throw new InvalidInputError('blockingClient must be another connection than client');
+  // The publisher's keys get `client`'s ioredis keyPrefix, the waker's XREAD the blocking
+  // connection's: with two prefixes no reader could ever be woken by an entry.
+  const written = ioredisKeyPrefix(client);
+  const waited = ioredisKeyPrefix(options.blockingClient);
+  if (written !== waited)
+    throw new InvalidInputError(
+      `client and blockingClient must have the same ioredis keyPrefix (${JSON.stringify(written)} and ${JSON.stringify(waited)}): the waker would wait on keys nobody writes`,
+    );
   const prefix = checkStoreString('keyPrefix', options.keyPrefix ?? 'idem:live:', {
     allowEmpty: true,
   });
@@ -241,7 +264,16 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
       `blockMs + commandTimeoutMs must be at most ${MAX_TIMER_MS} (a round is given up after both)`,
     );
   const gate = new CallGate(timeoutMs);
-  const waker = new XReadWaker(client, options.blockingClient, blockMs, timeoutMs, gate);
+  // One waker per blocking connection: two channels (two stores) given the same one each ran
+  // an XREAD BLOCK loop on it, one waiting behind the other's block, so their readers were
+  // woken up to `blockMs` late (rev13fix). Stream keys name their channel and store: one loop
+  // waits for both (with the timings of the first channel made on that connection).
+  let waker = wakers.get(options.blockingClient);
+  if (waker === undefined) {
+    waker = new XReadWaker(client, options.blockingClient, blockMs, timeoutMs, gate);
+    wakers.set(options.blockingClient, waker);
+  }
+  const shared = waker;
   const { store } = options;
   const keyOf = ({ storageKey, fence }: LiveGeneration) =>
     `${prefix}${store.redisKey(storageKey)}:${fence}`;
@@ -407,7 +439,7 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
         return { status: 'missing' };
       }
       if (first.status !== 'idle' || read.waitMs <= 0 || read.signal?.aborted) return first;
-      await waker.wait(key, cursor === '-' ? '0-0' : cursor, read.waitMs, read.signal);
+      await shared.wait(key, cursor === '-' ? '0-0' : cursor, read.waitMs, read.signal);
       try {
         return await range(read.maxEntries);
       } catch {

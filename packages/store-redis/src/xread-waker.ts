@@ -94,9 +94,14 @@ export class XReadWaker {
     private readonly timeoutMs: number,
     private readonly gate: CallGate,
   ) {
-    // A reconnected connection has another id: ask again before the next round.
+    // A reconnected connection has another id: ask again before the next round. Not on the
+    // first 'ready' of a connection that was not ready yet: the CLIENT ID that connected it
+    // (the waker's first, with lazyConnect) is answered by that connection, and forgetting it
+    // left the first round without an id to end it early with (rev13fix).
+    let connected = blocking.status === 'ready';
     blocking.on('ready', () => {
-      this.blockingId = undefined;
+      if (connected) this.blockingId = undefined;
+      connected = true;
     });
   }
 
@@ -206,6 +211,22 @@ export class XReadWaker {
     }
   }
 
+  /**
+   * How long one XREAD blocks on `connection`: `blockMs`, but three quarters at most of the
+   * connection's own ioredis `commandTimeout` and `socketTimeout` (as `recommendedRedisOptions`
+   * sets them): a block that outlasts them is cut by ioredis, which also destroys the socket,
+   * so the connection was torn down and reconnected every round while readers waited.
+   */
+  private blockFor(connection: Redis | Cluster): number {
+    const options = connection.options as { commandTimeout?: unknown; socketTimeout?: unknown };
+    let block = this.blockMs;
+    for (const limit of [options?.commandTimeout, options?.socketTimeout]) {
+      if (typeof limit === 'number' && limit > 0)
+        block = Math.min(block, Math.max(1, Math.floor((limit * 3) / 4)));
+    }
+    return block;
+  }
+
   private xread(
     connection: Redis | Cluster,
     keys: string[],
@@ -213,7 +234,7 @@ export class XReadWaker {
     const ids = keys.map((key) => this.waiting.get(key)?.id ?? '$');
     let timer: NodeJS.Timeout | undefined;
     return Promise.race([
-      connection.xread('COUNT', 1, 'BLOCK', this.blockMs, 'STREAMS', ...keys, ...ids),
+      connection.xread('COUNT', 1, 'BLOCK', this.blockFor(connection), 'STREAMS', ...keys, ...ids),
       new Promise<never>((_, reject) => {
         timer = setTimeout(
           () => reject(new Error('XREAD timed out')),
@@ -248,8 +269,14 @@ export class XReadWaker {
       const connection = primary.duplicate(prefix === '' ? {} : { keyPrefix: prefix });
       const lane: Lane = { connection, node, id: undefined, blocked: false };
       lane.connection.on('error', () => undefined);
+      // A reconnected lane has another id: asked again. Not on its first `ready`: the lane
+      // connects lazily for the `CLIENT ID` its first round sends, which that connection
+      // answers; forgetting it left the first round of every new lane without an id, so it
+      // could not be ended early (a new reader, a failed lane) and ran its whole block (rev13fix).
+      let connected = false;
       lane.connection.on('ready', () => {
-        lane.id = undefined;
+        if (connected) lane.id = undefined;
+        connected = true;
       });
       lanes.push(lane);
     }
@@ -321,10 +348,15 @@ export class XReadWaker {
           return;
         }
         // The connection failed (dropped, or the XREAD timed out on a silent one): the lane
-        // is closed and the next round opens another to the node's primary. An answer from
-        // Redis (-ASK while the slot migrates) leaves the connection as it is.
+        // is closed and the next round opens another to the node's primary, at once: the
+        // round's other XREADs are ended (as for -MOVED), or its readers would wait for their
+        // block (up to `blockMs`) before the lane is replaced. An answer from Redis (-ASK
+        // while the slot migrates) leaves the connection as it is.
         if (isReplyError(error)) lane.id = undefined;
-        else this.dropLane(lane);
+        else {
+          this.dropLane(lane);
+          void this.unblockLanes();
+        }
         failed = true;
       } finally {
         lane.blocked = false;
@@ -340,7 +372,10 @@ export class XReadWaker {
       if (blocking < groups.length)
         runs.push(
           this.poll(lanes[blocking] as Lane, groups.slice(blocking)).catch((error: unknown) => {
-            if (!isReplyError(error)) this.dropLane(lanes[blocking] as Lane);
+            if (!isReplyError(error)) {
+              this.dropLane(lanes[blocking] as Lane);
+              void this.unblockLanes();
+            }
             failed = true;
           }),
         );
@@ -408,15 +443,18 @@ export class XReadWaker {
     this.running = true;
     try {
       while (this.waiting.size > 0) {
-        const keys = [...this.waiting.keys()];
         try {
           if (this.blocking.isCluster) {
             this.inRound = true;
             this.roundEnding = false;
-            await this.clusterRound(keys);
+            await this.clusterRound([...this.waiting.keys()]);
           } else {
             // Before the round: a blocked connection would answer only after its block.
             await this.idOfBlocking();
+            // The keys are taken after that wait, with no other between them and `inRound`: a
+            // reader that started waiting meanwhile (not in the round, and no UNBLOCK since no
+            // round was on) was missed and woken only by its wait running out (rev13fix).
+            const keys = [...this.waiting.keys()];
             this.round += 1;
             this.inRound = true;
             this.wake(await this.xread(this.blocking, keys));
