@@ -21,10 +21,17 @@ export interface RedisServer {
   args: string[];
 }
 
-/** Whether `redis-server` and `redis-cli` can be run from PATH. */
+/**
+ * `redis-server` and `redis-cli` can be run from PATH: true, or it throws. The fault tests
+ * start servers of their own; without the binaries they fail with this message instead of
+ * being skipped (a skipped fault test would pass CI with nothing checked).
+ */
 export function redisBinariesAvailable(): boolean {
   const ok = (bin: string) => spawnSync(bin, ['--version'], { stdio: 'ignore' }).status === 0;
-  return ok('redis-server') && ok('redis-cli');
+  if (ok('redis-server') && ok('redis-cli')) return true;
+  throw new Error(
+    'redis-server and redis-cli are not on PATH: the fault tests start Redis servers of their own (apt-get install redis-server)',
+  );
 }
 
 function portIsFree(port: number): Promise<boolean> {
