@@ -2,10 +2,12 @@
 # Runs every test of the project on real services, on Node 20 (the machine's) and on Node 24.
 # The README's test command.
 #
-# The packages' test tasks run in three lanes side by side on the machine's Node, one package
-# at a time within a lane. The machine has two cores and most packages spend most of their
-# time waiting (leases, outages, brokers, child processes), so the lanes overlap their waits;
-# the split below keeps the lanes' wall times close to each other.
+# The packages' test tasks run in five lanes side by side, one package at a time within a
+# lane: three of the machine's Node, and two that run Node 24's passes first, then more
+# packages on the machine's Node (THEN24A/THEN24B). The machine has two cores and most
+# packages spend most of their time waiting (leases, outages, brokers, child processes), so
+# the lanes overlap their waits; the split below keeps the lanes' wall times close to each
+# other (CI's: lanes 1-3 and each Node 24 lane with its THEN list, 450-550 s each).
 #   - Every lane gets a Redis of its own (a throwaway redis-server on a free loopback port,
 #     stopped at the end) unless REDIS_URL is set: a test run never depends on what other runs
 #     left in the shared Redis, and never scans their keys.
@@ -14,7 +16,7 @@
 #     code depends on the runtime, the contract and client-path files where the tests drive
 #     services (their fault and review files run on Node 20 only; README "Quick start"). Its
 #     property tests run IDEM_NODE24_PROPERTY_RUNS (25) times; their full counts run on
-#     Node 20. Three packages run on both Nodes from the Node 20 lane, and not again in Node
+#     Node 20. Three packages run on both Nodes from their Node 20 task, and not again in Node
 #     24's: the runtime smoke suite (it serves its app from Node 24 too), the chaos suite
 #     (each row's app instances run on Node 20 and Node 24 side by side) and pack-check (the
 #     newest-peers app on Node 24, the floor-peers app on Node 20 and Node 24).
@@ -26,8 +28,9 @@
 #     Side by side with four lanes its memory-1mib row measured the CPU left to it (the app
 #     15-35 s behind); with the other lanes at nice 10 instead, their own timing tests starved
 #     in turn.
-#   - store-postgres runs before the lanes too, beside the chaos run, on Node 20 (about 3.7
-#     minutes) then on Node 24 (its test:node24, about 40 s; ALONE_ALL below). Each of the two
+#   - store-postgres runs before the lanes too, beside the chaos run, on Node 20 (about 3
+#     minutes in CI, four files at a time) then on Node 24 (its test:node24, about 20 s;
+#     ALONE_ALL below). Each of the two
 #     uses under half a core (chaos 110 CPU-seconds in 230 s, store-postgres 93 in 225, run
 #     side by side: both passed, chaos's worst latency 3.6 s of its 10 s bound).
 # IDEM_TEST_LANES=1 runs everything in one lane per Node, one package after another. Every
@@ -35,27 +38,37 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh --services
-pnpm build
+# IDEM_TEST_BUILT=1: the caller built just now and reads the builds meanwhile (.ci/run's
+# typecheck and lint): a second turbo build would restore the same outputs under it.
+if [ "${IDEM_TEST_BUILT:-}" != 1 ]; then pnpm build; fi
 
 # Lanes of the machine's Node (lane 1 is implicit: every package not listed below).
 LANE2=(
-  @idem/store-memory
-  @idem/client
   @idem/consumers
-  @idem/benchmarks
   @idem/llm-api
   @idem/store-redis
   @idem/express
 )
 LANE3=(
   @idem/cli
-  @idem/pack-check
   @idem/lambda
   @idem/store-conformance
   @idem/nestjs
   @idem/koa
   @idem/otel
   @idem/fastify
+)
+# Packages of the machine's Node that run in the Node 24 lanes once those lanes' own packages
+# are done (the Node 24 passes are shorter: this evens out the five lanes' wall times).
+THEN24A=(
+  @idem/store-memory
+  @idem/pack-check
+  @idem/http-conformance
+  @idem/runtime-smoke
+)
+THEN24B=(
+  @idem/client
+  @idem/benchmarks
 )
 # Run before the lanes, side by side with nothing else (see above): chaos's timing-judging
 # part (its other files run in lane 1), and the whole of ALONE_ALL.
@@ -73,6 +86,7 @@ ALONE_ALL=(
 # those of BOTH_NODES, which run on Node 24 from the Node 20 lane, and ALONE_ALL's (alone).
 LANE24B=(
   @idem/http
+  @idem/client
   @idem/cli
   @idem/express
   @idem/store-dynamodb
@@ -172,49 +186,88 @@ filters() {
 # The complement: --filter=!<name> for each.
 excluding() { filters "$@" | sed 's/^--filter=/--filter=!/'; }
 
-# start_lane <log> <node major or ""> <filter args...>: one lane in the background.
+# start_lane <log> <node major or ""> <filter args...> [then <log> <node major or ""> <filter
+# args...>]...: one lane in the background, its segments one after another (a Node 24 lane
+# can go on with Node 20 packages once its own are done), each turbo run with its own log.
 lane_pids=()
+# Per lane: the indexes of its segments in lane_logs/lane_args.
+lane_segments=()
 lane_logs=()
 lane_codes=()
-# <node major>|<redis url>|<log> of each lane (for scripts/rerun-failed.mjs), and of the failed.
+# <node major>|<redis url>|<log> of each segment (for scripts/rerun-failed.mjs), and of the failed.
 lane_args=()
 failed_lanes=()
-start_lane() {
-  local log=$1 major=$2
-  shift 2
-  lane_redis
-  local url=$lane_url
-  if [ -n "$major" ]; then
+# run_segment <redis url> <log> <node major or -> <filter args...>: one turbo run; its exit
+# status goes to <log>.rc.
+run_segment() {
+  local url=$1 log=$2 major=$3 code=0
+  shift 3
+  if [ "$major" != - ]; then
     (
       export REDIS_URL="$url"
       export IDEM_PROPERTY_RUNS="${IDEM_NODE24_PROPERTY_RUNS:-25}"
       bash scripts/test-node.sh "$major" pnpm exec turbo run test:node24 --only --continue --concurrency=1 "$@"
-    ) >"$log" 2>&1 &
+    ) >"$log" 2>&1 || code=$?
   else
-    REDIS_URL="$url" pnpm exec turbo run test --only --continue --concurrency=1 "$@" >"$log" 2>&1 &
+    REDIS_URL="$url" pnpm exec turbo run test --only --continue --concurrency=1 "$@" >"$log" 2>&1 || code=$?
   fi
-  lane_pids+=("$!")
-  lane_logs+=("$log")
-  lane_args+=("$major|$url|$log")
+  echo "$code" >"$log.rc"
 }
-# lane_done <index> <exit status>
-lane_done() {
-  lane_codes+=("$(basename "${lane_logs[$1]}" .log): exit $2")
-  if [ "$2" != 0 ]; then failed_lanes+=("${lane_args[$1]}"); fi
+start_lane() {
+  lane_redis
+  local url=$lane_url arg position=0 segment=() segments=() indexes=""
+  # Filter args hold no spaces: a segment travels as one word list, "-" for the machine's Node.
+  for arg in "$@" then; do
+    if [ "$arg" = then ]; then
+      segments+=("${segment[*]}")
+      segment=()
+      position=0
+      continue
+    fi
+    if [ "$position" = 1 ] && [ -z "$arg" ]; then arg=-; fi
+    segment+=("$arg")
+    position=$((position + 1))
+  done
+  local words
+  for words in "${segments[@]}"; do
+    read -r -a segment <<<"$words"
+    local major=${segment[1]}
+    if [ "$major" = - ]; then major=; fi
+    indexes+=" ${#lane_logs[@]}"
+    lane_logs+=("${segment[0]}")
+    lane_args+=("$major|$url|${segment[0]}")
+    rm -f "${segment[0]}.rc"
+  done
+  (
+    for words in "${segments[@]}"; do
+      read -r -a segment <<<"$words"
+      run_segment "$url" "${segment[@]}"
+    done
+  ) &
+  lane_pids+=("$!")
+  lane_segments+=("$indexes")
+}
+# lane_wait <lane index>: waits for the lane, then records each segment's exit status (a
+# segment without its .rc file did not finish: failed).
+lane_wait() {
+  wait "${lane_pids[$1]}" || true
+  local index log code
+  for index in ${lane_segments[$1]}; do
+    log=${lane_logs[$index]}
+    code=$(cat "$log.rc" 2>/dev/null || echo 1)
+    lane_codes+=("$(basename "$log" .log): exit $code")
+    if [ "$code" != 0 ]; then failed_lanes+=("${lane_args[$index]}"); fi
+  done
 }
 
 # --only: the builds ran above; the lanes must not replay build outputs under each other.
 if [ "${IDEM_TEST_LANES:-}" = "1" ]; then
   start_lane "$tmp/lane1.log" ""
-  lane_status=0
-  wait "${lane_pids[0]}" || lane_status=$?
-  lane_done 0 "$lane_status"
+  lane_wait 0
   if [ "$node24" = 1 ]; then
     mapfile -t g1 < <(excluding BOTH_NODES)
     start_lane "$tmp/node24-1.log" 24 "${g1[@]}"
-    lane_status=0
-    wait "${lane_pids[1]}" || lane_status=$?
-    lane_done 1 "$lane_status"
+    lane_wait 1
   fi
 else
   mapfile -t f2 < <(filters LANE2)
@@ -222,7 +275,7 @@ else
   # Before the lanes, side by side, and by themselves: the ALONE packages' timing-judging part
   # (their other files in lane 1; IDEM_CHAOS_FILES: see apps/chaos/vitest.config.ts), and
   # the ALONE_ALL packages on Node 20, then on Node 24.
-  mapfile -t f1 < <(excluding LANE2 LANE3 ALONE_ALL)
+  mapfile -t f1 < <(excluding LANE2 LANE3 THEN24A THEN24B ALONE_ALL)
   mapfile -t f0 < <(filters ALONE)
   mapfile -t fa < <(filters ALONE_ALL)
   chaos_lane=
@@ -234,32 +287,33 @@ else
     for major in "" 24; do
       if [ -n "$major" ] && [ "$node24" != 1 ]; then continue; fi
       start_lane "$tmp/alone-pg${major}.log" "$major" "${fa[@]}"
-      lane_status=0
-      wait "${lane_pids[-1]}" || lane_status=$?
-      lane_done "$((${#lane_pids[@]} - 1))" "$lane_status"
+      lane_wait "$((${#lane_pids[@]} - 1))"
     done
   fi
-  if [ -n "$chaos_lane" ]; then
-    lane_status=0
-    wait "${lane_pids[$chaos_lane]}" || lane_status=$?
-    lane_done "$chaos_lane" "$lane_status"
-  fi
+  if [ -n "$chaos_lane" ]; then lane_wait "$chaos_lane"; fi
   export IDEM_CHAOS_FILES=side
   first=${#lane_pids[@]}
   start_lane "$tmp/lane1.log" "" "${f1[@]}"
   start_lane "$tmp/lane2.log" "" "${f2[@]}"
   start_lane "$tmp/lane3.log" "" "${f3[@]}"
+  mapfile -t t1 < <(filters THEN24A)
+  mapfile -t t2 < <(filters THEN24B)
+  # (A segment with no filter would run every package: none is started.)
+  then1=()
+  then2=()
+  if [ "${#t1[@]}" -gt 0 ]; then then1=(then "$tmp/lane4.log" "" "${t1[@]}"); fi
+  if [ "${#t2[@]}" -gt 0 ]; then then2=(then "$tmp/lane5.log" "" "${t2[@]}"); fi
   if [ "$node24" = 1 ]; then
     mapfile -t g2 < <(filters LANE24B)
     mapfile -t g1 < <(excluding LANE24B BOTH_NODES ALONE_ALL)
-    start_lane "$tmp/node24-1.log" 24 "${g1[@]}"
-    start_lane "$tmp/node24-2.log" 24 "${g2[@]}"
+    start_lane "$tmp/node24-1.log" 24 "${g1[@]}" "${then1[@]}"
+    start_lane "$tmp/node24-2.log" 24 "${g2[@]}" "${then2[@]}"
+  else
+    # Without the Node 24 lanes, those packages of the machine's Node run in two lanes of their own.
+    if [ "${#t1[@]}" -gt 0 ]; then start_lane "$tmp/lane4.log" "" "${t1[@]}"; fi
+    if [ "${#t2[@]}" -gt 0 ]; then start_lane "$tmp/lane5.log" "" "${t2[@]}"; fi
   fi
-  for ((i = first; i < ${#lane_pids[@]}; i++)); do
-    lane_status=0
-    wait "${lane_pids[$i]}" || lane_status=$?
-    lane_done "$i" "$lane_status"
-  done
+  for ((i = first; i < ${#lane_pids[@]}; i++)); do lane_wait "$i"; done
 fi
 : >"$tmp/all.log"
 : >"$tmp/node24.log"

@@ -12,6 +12,6 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // The suites mostly wait on real leases (server clock): run the files side by side.
-    maxWorkers: 3,
+    maxWorkers: 4,
   },
 });

@@ -537,191 +537,215 @@ export function defrevSuite(adapter: DefrevAdapter) {
     }, 60_000);
   });
 
-  describe(`defrev ${adapter.name}: store down (@idem/store-redis), default options`, () => {
-    const BOUND_MS = 6_000;
+  // The outage and stall rows mostly wait (the store's 5 s time limit, outages, restarts), each
+  // on its own redis-server, client and app: they run side by side (about 12 s, not 60).
+  describe.concurrent(`defrev ${adapter.name}: outages and stalls, side by side`, () => {
+    describe(`defrev ${adapter.name}: store down (@idem/store-redis), default options`, () => {
+      const BOUND_MS = 6_000;
 
-    it('held: own redis-server killed -> 503 store-unavailable + Retry-After within the bound; back up -> works, no restart', async () => {
-      const redis = await startOwnRedis();
-      const client = redisClient(redis.port);
-      const app = await adapter.start({
-        options: { store: createRedisStore({ client }) },
-        routes,
-      });
-      try {
-        const t = uid('down');
-        const ok = await send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 } });
-        expect(ok.status).toBe(201);
-        await stopOwnRedis(redis);
-        const results: Array<{ x: Exchange; ms: number }> = [];
-        for (let i = 0; i < 3; i++)
-          results.push(
-            await timed(
-              send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
-            ),
-          );
-        note('redis killed', (results[0] as { x: Exchange }).x);
-        for (const { x, ms } of results) {
-          expectProblem(x, 503, PROBLEM.storeUnavailable);
-          expect(header(x, 'retry-after')).toMatch(/^\d+$/);
-          expect(ms).toBeLessThan(BOUND_MS);
-        }
-        expect(ran('/ok', t)).toBe(1);
-        const again = await startOwnRedis(redis.port);
+      it('held: own redis-server killed -> 503 store-unavailable + Retry-After within the bound; back up -> works, no restart', async () => {
+        const redis = await startOwnRedis();
+        const client = redisClient(redis.port);
+        const app = await adapter.start({
+          options: { store: createRedisStore({ client }) },
+          routes,
+        });
         try {
-          let last: Exchange | undefined;
-          const deadline = Date.now() + 15_000;
-          while (Date.now() < deadline) {
-            last = await send(app.url, `/ok?t=${t}`, {
+          const t = uid('down');
+          const ok = await send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 } });
+          expect(ok.status).toBe(201);
+          await stopOwnRedis(redis);
+          const results: Array<{ x: Exchange; ms: number }> = [];
+          for (let i = 0; i < 3; i++)
+            results.push(
+              await timed(
+                send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
+              ),
+            );
+          note('redis killed', (results[0] as { x: Exchange }).x);
+          for (const { x, ms } of results) {
+            expectProblem(x, 503, PROBLEM.storeUnavailable);
+            expect(header(x, 'retry-after')).toMatch(/^\d+$/);
+            expect(ms).toBeLessThan(BOUND_MS);
+          }
+          expect(ran('/ok', t)).toBe(1);
+          const again = await startOwnRedis(redis.port);
+          try {
+            let last: Exchange | undefined;
+            const deadline = Date.now() + 15_000;
+            while (Date.now() < deadline) {
+              last = await send(app.url, `/ok?t=${t}`, {
+                key: uid('k'),
+                body: { a: 1 },
+                timeoutMs: 10_000,
+              });
+              if (last.status === 201) break;
+              await sleep(500);
+            }
+            expect(last?.status).toBe(201);
+          } finally {
+            await stopOwnRedis(again);
+          }
+        } finally {
+          await app.close().catch(() => {});
+          client.disconnect();
+          await stopOwnRedis(redis);
+        }
+      }, 60_000);
+
+      outageRow(adapter)(
+        'held: store pointed at a closed port -> 503 store-unavailable + Retry-After within the bound',
+        async () => {
+          const port = await freePort();
+          const client = redisClient(port);
+          const app = await adapter.start({
+            options: { store: createRedisStore({ client }) },
+            routes,
+          });
+          try {
+            const t = uid('closed');
+            for (let i = 0; i < 2; i++) {
+              const { x, ms } = await timed(
+                send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
+              );
+              note('closed port', x);
+              expectProblem(x, 503, PROBLEM.storeUnavailable);
+              expect(header(x, 'retry-after')).toMatch(/^\d+$/);
+              expect(ms).toBeLessThan(BOUND_MS);
+            }
+            expect(ran('/ok', t)).toBe(0);
+          } finally {
+            await app.close().catch(() => {});
+            client.disconnect();
+          }
+        },
+        60_000,
+      );
+
+      async function untilCreated(url: string, t: string, withinMs: number) {
+        const statuses: number[] = [];
+        const deadline = Date.now() + withinMs;
+        let last: Exchange | undefined;
+        while (Date.now() < deadline) {
+          last = await send(url, `/ok?t=${t}`, {
+            key: uid('k'),
+            body: { a: 1 },
+            timeoutMs: 10_000,
+          });
+          statuses.push(last.status);
+          if (last.status === 201) break;
+          await sleep(500);
+        }
+        return { last, statuses };
+      }
+
+      outageRow(adapter)(
+        'held: a store that was never up (closed port) starts working when redis-server comes up there, no restart',
+        async () => {
+          const port = await freePort();
+          const client = redisClient(port);
+          const app = await adapter.start({
+            options: { store: createRedisStore({ client }) },
+            routes,
+          });
+          let redis: OwnRedis | undefined;
+          try {
+            const t = uid('neverup');
+            const x = await send(app.url, `/ok?t=${t}`, {
               key: uid('k'),
               body: { a: 1 },
-              timeoutMs: 10_000,
+              timeoutMs: 15_000,
             });
-            if (last.status === 201) break;
-            await sleep(500);
-          }
-          expect(last?.status).toBe(201);
-        } finally {
-          await stopOwnRedis(again);
-        }
-      } finally {
-        await app.close().catch(() => {});
-        client.disconnect();
-        await stopOwnRedis(redis);
-      }
-    }, 60_000);
-
-    outageRow(adapter)(
-      'held: store pointed at a closed port -> 503 store-unavailable + Retry-After within the bound',
-      async () => {
-        const port = await freePort();
-        const client = redisClient(port);
-        const app = await adapter.start({
-          options: { store: createRedisStore({ client }) },
-          routes,
-        });
-        try {
-          const t = uid('closed');
-          for (let i = 0; i < 2; i++) {
-            const { x, ms } = await timed(
-              send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
-            );
-            note('closed port', x);
             expectProblem(x, 503, PROBLEM.storeUnavailable);
-            expect(header(x, 'retry-after')).toMatch(/^\d+$/);
-            expect(ms).toBeLessThan(BOUND_MS);
+            redis = await startOwnRedis(port);
+            const { last } = await untilCreated(app.url, t, 20_000);
+            expect(last?.status).toBe(201);
+          } finally {
+            await app.close().catch(() => {});
+            client.disconnect();
+            if (redis) await stopOwnRedis(redis);
           }
-          expect(ran('/ok', t)).toBe(0);
-        } finally {
-          await app.close().catch(() => {});
-          client.disconnect();
-        }
-      },
-      60_000,
-    );
+        },
+        60_000,
+      );
 
-    async function untilCreated(url: string, t: string, withinMs: number) {
-      const statuses: number[] = [];
-      const deadline = Date.now() + withinMs;
-      let last: Exchange | undefined;
-      while (Date.now() < deadline) {
-        last = await send(url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 10_000 });
-        statuses.push(last.status);
-        if (last.status === 201) break;
-        await sleep(500);
-      }
-      return { last, statuses };
-    }
-
-    outageRow(adapter)(
-      'held: a store that was never up (closed port) starts working when redis-server comes up there, no restart',
-      async () => {
-        const port = await freePort();
-        const client = redisClient(port);
-        const app = await adapter.start({
-          options: { store: createRedisStore({ client }) },
-          routes,
-        });
-        let redis: OwnRedis | undefined;
-        try {
-          const t = uid('neverup');
-          const x = await send(app.url, `/ok?t=${t}`, {
-            key: uid('k'),
-            body: { a: 1 },
-            timeoutMs: 15_000,
+      outageRow(adapter)(
+        'held: after a silent store goes away and redis-server listens on its port, requests work again, no restart',
+        async () => {
+          const silent = await silentListener();
+          const client = redisClient(silent.port);
+          const app = await adapter.start({
+            options: { store: createRedisStore({ client }) },
+            routes,
           });
-          expectProblem(x, 503, PROBLEM.storeUnavailable);
-          redis = await startOwnRedis(port);
-          const { last } = await untilCreated(app.url, t, 20_000);
-          expect(last?.status).toBe(201);
-        } finally {
-          await app.close().catch(() => {});
-          client.disconnect();
-          if (redis) await stopOwnRedis(redis);
-        }
-      },
-      60_000,
-    );
-
-    outageRow(adapter)(
-      'held: after a silent store goes away and redis-server listens on its port, requests work again, no restart',
-      async () => {
-        const silent = await silentListener();
-        const client = redisClient(silent.port);
-        const app = await adapter.start({
-          options: { store: createRedisStore({ client }) },
-          routes,
-        });
-        let redis: OwnRedis | undefined;
-        try {
-          const t = uid('silentback');
-          const x = await send(app.url, `/ok?t=${t}`, {
-            key: uid('k'),
-            body: { a: 1 },
-            timeoutMs: 15_000,
-          });
-          expectProblem(x, 503, PROBLEM.storeUnavailable);
-          await silent.close();
-          redis = await startOwnRedis(silent.port);
-          const { last } = await untilCreated(app.url, t, 30_000);
-          expect(last?.status).toBe(201);
-        } finally {
-          await Promise.race([app.close().catch(() => {}), sleep(5_000)]);
-          client.disconnect();
-          await silent.close().catch(() => {});
-          if (redis) await stopOwnRedis(redis);
-        }
-      },
-      90_000,
-    );
-
-    outageRow(adapter)(
-      'held: a silent store (accepts, never answers) -> 503 within the bound, not a hang',
-      async () => {
-        const silent = await silentListener();
-        const client = redisClient(silent.port);
-        const app = await adapter.start({
-          options: { store: createRedisStore({ client }) },
-          routes,
-        });
-        try {
-          const t = uid('silent');
-          for (let i = 0; i < 2; i++) {
-            const { x, ms } = await timed(
-              send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
-            );
-            note('silent store', x);
+          let redis: OwnRedis | undefined;
+          try {
+            const t = uid('silentback');
+            const x = await send(app.url, `/ok?t=${t}`, {
+              key: uid('k'),
+              body: { a: 1 },
+              timeoutMs: 15_000,
+            });
             expectProblem(x, 503, PROBLEM.storeUnavailable);
-            expect(header(x, 'retry-after')).toMatch(/^\d+$/);
-            expect(ms).toBeLessThan(BOUND_MS);
+            await silent.close();
+            redis = await startOwnRedis(silent.port);
+            const { last } = await untilCreated(app.url, t, 30_000);
+            expect(last?.status).toBe(201);
+          } finally {
+            await Promise.race([app.close().catch(() => {}), sleep(5_000)]);
+            client.disconnect();
+            await silent.close().catch(() => {});
+            if (redis) await stopOwnRedis(redis);
           }
-          expect(ran('/ok', t)).toBe(0);
-        } finally {
-          await Promise.race([app.close().catch(() => {}), sleep(5_000)]);
-          client.disconnect();
-          await silent.close();
-        }
+        },
+        90_000,
+      );
+
+      outageRow(adapter)(
+        'held: a silent store (accepts, never answers) -> 503 within the bound, not a hang',
+        async () => {
+          const silent = await silentListener();
+          const client = redisClient(silent.port);
+          const app = await adapter.start({
+            options: { store: createRedisStore({ client }) },
+            routes,
+          });
+          try {
+            const t = uid('silent');
+            for (let i = 0; i < 2; i++) {
+              const { x, ms } = await timed(
+                send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
+              );
+              note('silent store', x);
+              expectProblem(x, 503, PROBLEM.storeUnavailable);
+              expect(header(x, 'retry-after')).toMatch(/^\d+$/);
+              expect(ms).toBeLessThan(BOUND_MS);
+            }
+            expect(ran('/ok', t)).toBe(0);
+          } finally {
+            await Promise.race([app.close().catch(() => {}), sleep(5_000)]);
+            client.disconnect();
+            await silent.close();
+          }
+        },
+        60_000,
+      );
+    });
+    describe(`defrev ${adapter.name}: store stalls mid-request (@idem/store-redis)`, () => {
+      stallRows(adapter);
+    });
+  });
+
+  describe(`defrev ${adapter.name}: what the stalled store's first caller saw`, () => {
+    // Reads what the SIGSTOP row saw (it runs after the concurrent outage rows). See the adapter's test
+    // file for the FINDING comment where this fails.
+    (adapter.statusBeforeStored ? it.fails : it)(
+      `${adapter.statusBeforeStored ? '' : 'held: '}the first caller whose outcome could not be stored (store frozen) gets a connection error and no 2xx status, as on the other adapters`,
+      () => {
+        const seen = observedFreeze[adapter.name] ?? {};
+        expect(seen.firstStatus).toBeUndefined();
+        expect(seen.firstError).toBe('socket hang up');
       },
-      60_000,
     );
   });
 }
@@ -1090,158 +1114,151 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
       });
     }
   });
-
-  describe(`defrev ${adapter.name}: store stalls mid-request (@idem/store-redis)`, () => {
-    it('held: redis frozen (SIGSTOP) while the handler runs: never a second run; once it thaws, the replay', async () => {
-      const redis = await startOwnRedis();
-      const client = redisClient(redis.port);
-      const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
-      try {
-        const t = uid('freeze');
-        const key = uid('k');
-        const firstStart = Date.now();
-        const first = timed(
-          send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 20_000 }),
-        );
-        await sleep(300);
-        redis.child.kill('SIGSTOP');
-        const firstDone = await first.catch((e: Error) => ({
-          x: undefined,
-          ms: Date.now() - firstStart,
-          error: e.message,
-        }));
-        observedFreeze[adapter.name] = {
-          firstStatus: (firstDone as { x?: Exchange }).x?.status,
-          firstComplete: (firstDone as { x?: Exchange }).x?.complete,
-          firstMs: firstDone.ms,
-          firstError: (firstDone as { error?: string }).error,
-        };
-        // While frozen, a retry must not run the handler.
-        const during = await timed(
-          send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 }),
-        );
-        const seenFreeze = observedFreeze[adapter.name] as Record<string, unknown>;
-        seenFreeze.duringStatus = during.x.status;
-        seenFreeze.duringMs = during.ms;
-        expect(during.ms).toBeLessThan(6_000);
-        expect([409, 503]).toContain(during.x.status);
-        redis.child.kill('SIGCONT');
-        let last: Exchange | undefined;
-        const statuses: number[] = [];
-        const deadline = Date.now() + 20_000;
-        while (Date.now() < deadline) {
-          last = await send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
-          statuses.push(last.status);
-          if (last.status !== 409 && last.status !== 503) break;
-          await sleep(500);
-        }
-        seenFreeze.after = statuses;
-        expect(last?.status).toBe(201);
-        expect(header(last as Exchange, REPLAYED)).toBe('true');
-        expect(ran('/slow', t)).toBe(1);
-      } finally {
-        redis.child.kill('SIGCONT');
-        await app.close().catch(() => {});
-        client.disconnect();
-        await stopOwnRedis(redis);
-      }
-    }, 60_000);
-
-    // Reads what the test above saw (tests of a file run in order). See the adapter's test
-    // file for the FINDING comment where this fails.
-    (adapter.statusBeforeStored ? it.fails : it)(
-      `${adapter.statusBeforeStored ? '' : 'held: '}the first caller whose outcome could not be stored (store frozen) gets a connection error and no 2xx status, as on the other adapters`,
-      () => {
-        const seen = observedFreeze[adapter.name] ?? {};
-        expect(seen.firstStatus).toBeUndefined();
-        expect(seen.firstError).toBe('socket hang up');
-      },
-    );
-
-    it('held: redis killed (SIGKILL, AOF always) while the handler runs and restarted: the completion lands in the background, the retry gets the replay, never a second run', async () => {
-      const dir = mkdtempSync(join(tmpdir(), 'defrev-aof-'));
-      let redis = await startOwnRedis(undefined, dir);
-      const client = redisClient(redis.port);
-      const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
-      try {
-        const t = uid('aof');
-        const key = uid('k');
-        const first = send(app.url, `/slow?t=${t}`, {
-          key,
-          body: { a: 1 },
-          timeoutMs: 20_000,
-        }).catch((e: Error) => e.message);
-        await sleep(300);
-        await stopOwnRedis(redis);
-        await sleep(2_000); // the handler ends (at 1.5 s) while redis is gone
-        redis = await startOwnRedis(redis.port, dir);
-        await first;
-        const statuses: number[] = [];
-        let last: Exchange | undefined;
-        const deadline = Date.now() + 30_000;
-        while (Date.now() < deadline) {
-          last = await send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
-          statuses.push(last.status);
-          if (last.status !== 409 && last.status !== 503) break;
-          await sleep(500);
-        }
-        expect(last?.status).toBe(201);
-        expect(header(last as Exchange, REPLAYED)).toBe('true');
-        expect(ran('/slow', t)).toBe(1);
-      } finally {
-        await app.close().catch(() => {});
-        client.disconnect();
-        await stopOwnRedis(redis);
-        rmSync(dir, { recursive: true, force: true });
-      }
-    }, 90_000);
-
-    outageRow(adapter)(
-      'held: a claim whose answer was lost (redis frozen past the time limit, then thawed) does not lock the key for long',
-      async () => {
-        const redis = await startOwnRedis();
-        const client = redisClient(redis.port);
-        const app = await adapter.start({
-          options: { store: createRedisStore({ client }) },
-          routes,
-        });
-        try {
-          const t = uid('lost');
-          const key = uid('k');
-          // connect first
-          const warm = await send(app.url, `/ok?t=${t}`, { key: uid('w'), body: { a: 1 } });
-          expect(warm.status).toBe(201);
-          redis.child.kill('SIGSTOP');
-          const lost = await timed(
-            send(app.url, `/ok?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 }),
-          );
-          expectProblem(lost.x, 503, PROBLEM.storeUnavailable);
-          expect(lost.ms).toBeLessThan(6_000);
-          redis.child.kill('SIGCONT');
-          const start = Date.now();
-          const statuses: number[] = [];
-          let last: Exchange | undefined;
-          while (Date.now() - start < 40_000) {
-            last = await send(app.url, `/ok?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
-            statuses.push(last.status);
-            if (last.status === 201) break;
-            await sleep(1_000);
-          }
-          const lockedMs = Date.now() - start;
-          observedFreeze[`${adapter.name} lost-claim`] = { statuses, lockedMs };
-          expect(last?.status).toBe(201);
-          expect(ran('/ok', t)).toBe(2); // warm + one run of the key
-          expect(lockedMs).toBeLessThan(6_000);
-        } finally {
-          redis.child.kill('SIGCONT');
-          await app.close().catch(() => {});
-          client.disconnect();
-          await stopOwnRedis(redis);
-        }
-      },
-      90_000,
-    );
-  });
 }
 
 const observedFreeze: Record<string, Record<string, unknown>> = {};
+
+/**
+ * The rows where the store stalls while a handler runs (registered inside the outage rows'
+ * concurrent describe of `defrevSuite`: each row has its own redis-server, client and app).
+ */
+function stallRows(adapter: DefrevAdapter) {
+  it('held: redis frozen (SIGSTOP) while the handler runs: never a second run; once it thaws, the replay', async () => {
+    const redis = await startOwnRedis();
+    const client = redisClient(redis.port);
+    const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
+    try {
+      const t = uid('freeze');
+      const key = uid('k');
+      const firstStart = Date.now();
+      const first = timed(
+        send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 20_000 }),
+      );
+      await sleep(300);
+      redis.child.kill('SIGSTOP');
+      const firstDone = await first.catch((e: Error) => ({
+        x: undefined,
+        ms: Date.now() - firstStart,
+        error: e.message,
+      }));
+      observedFreeze[adapter.name] = {
+        firstStatus: (firstDone as { x?: Exchange }).x?.status,
+        firstComplete: (firstDone as { x?: Exchange }).x?.complete,
+        firstMs: firstDone.ms,
+        firstError: (firstDone as { error?: string }).error,
+      };
+      // While frozen, a retry must not run the handler.
+      const during = await timed(
+        send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 }),
+      );
+      const seenFreeze = observedFreeze[adapter.name] as Record<string, unknown>;
+      seenFreeze.duringStatus = during.x.status;
+      seenFreeze.duringMs = during.ms;
+      expect(during.ms).toBeLessThan(6_000);
+      expect([409, 503]).toContain(during.x.status);
+      redis.child.kill('SIGCONT');
+      let last: Exchange | undefined;
+      const statuses: number[] = [];
+      const deadline = Date.now() + 20_000;
+      while (Date.now() < deadline) {
+        last = await send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
+        statuses.push(last.status);
+        if (last.status !== 409 && last.status !== 503) break;
+        await sleep(500);
+      }
+      seenFreeze.after = statuses;
+      expect(last?.status).toBe(201);
+      expect(header(last as Exchange, REPLAYED)).toBe('true');
+      expect(ran('/slow', t)).toBe(1);
+    } finally {
+      redis.child.kill('SIGCONT');
+      await app.close().catch(() => {});
+      client.disconnect();
+      await stopOwnRedis(redis);
+    }
+  }, 60_000);
+
+  it('held: redis killed (SIGKILL, AOF always) while the handler runs and restarted: the completion lands in the background, the retry gets the replay, never a second run', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'defrev-aof-'));
+    let redis = await startOwnRedis(undefined, dir);
+    const client = redisClient(redis.port);
+    const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
+    try {
+      const t = uid('aof');
+      const key = uid('k');
+      const first = send(app.url, `/slow?t=${t}`, {
+        key,
+        body: { a: 1 },
+        timeoutMs: 20_000,
+      }).catch((e: Error) => e.message);
+      await sleep(300);
+      await stopOwnRedis(redis);
+      await sleep(2_000); // the handler ends (at 1.5 s) while redis is gone
+      redis = await startOwnRedis(redis.port, dir);
+      await first;
+      const statuses: number[] = [];
+      let last: Exchange | undefined;
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline) {
+        last = await send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
+        statuses.push(last.status);
+        if (last.status !== 409 && last.status !== 503) break;
+        await sleep(500);
+      }
+      expect(last?.status).toBe(201);
+      expect(header(last as Exchange, REPLAYED)).toBe('true');
+      expect(ran('/slow', t)).toBe(1);
+    } finally {
+      await app.close().catch(() => {});
+      client.disconnect();
+      await stopOwnRedis(redis);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
+
+  outageRow(adapter)(
+    'held: a claim whose answer was lost (redis frozen past the time limit, then thawed) does not lock the key for long',
+    async () => {
+      const redis = await startOwnRedis();
+      const client = redisClient(redis.port);
+      const app = await adapter.start({
+        options: { store: createRedisStore({ client }) },
+        routes,
+      });
+      try {
+        const t = uid('lost');
+        const key = uid('k');
+        // connect first
+        const warm = await send(app.url, `/ok?t=${t}`, { key: uid('w'), body: { a: 1 } });
+        expect(warm.status).toBe(201);
+        redis.child.kill('SIGSTOP');
+        const lost = await timed(
+          send(app.url, `/ok?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 }),
+        );
+        expectProblem(lost.x, 503, PROBLEM.storeUnavailable);
+        expect(lost.ms).toBeLessThan(6_000);
+        redis.child.kill('SIGCONT');
+        const start = Date.now();
+        const statuses: number[] = [];
+        let last: Exchange | undefined;
+        while (Date.now() - start < 40_000) {
+          last = await send(app.url, `/ok?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
+          statuses.push(last.status);
+          if (last.status === 201) break;
+          await sleep(1_000);
+        }
+        const lockedMs = Date.now() - start;
+        observedFreeze[`${adapter.name} lost-claim`] = { statuses, lockedMs };
+        expect(last?.status).toBe(201);
+        expect(ran('/ok', t)).toBe(2); // warm + one run of the key
+        expect(lockedMs).toBeLessThan(6_000);
+      } finally {
+        redis.child.kill('SIGCONT');
+        await app.close().catch(() => {});
+        client.disconnect();
+        await stopOwnRedis(redis);
+      }
+    },
+    90_000,
+  );
+}
