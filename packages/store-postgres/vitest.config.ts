@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { firstFiles } from '../../scripts/vitest-first-files.js';
 
 export default defineConfig({
   test: {
@@ -13,5 +14,7 @@ export default defineConfig({
     hookTimeout: 60_000,
     // The suites mostly wait on real leases (server clock): run the files side by side.
     maxWorkers: 4,
+    // The property suite (about 90 s in CI) first: started last, it was the package's tail.
+    sequence: { sequencer: firstFiles(['test/conformance.test.ts']) },
   },
 });
