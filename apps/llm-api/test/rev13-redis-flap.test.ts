@@ -1,12 +1,10 @@
 import { generateKey } from '@idem/core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../src/config.js';
-import { type RunningServer, startServer } from '../src/server.js';
+import { describe, expect, it } from 'vitest';
 import { answer, firstSuccess } from './answers.js';
+import { useAppBehindProxy } from './fault-harness.js';
 import { BOUND_MS, STORE_TIMEOUT_MS, sleep } from './fault-stack.js';
-import { type OwnRedis, startOwnRedis } from './own-redis.js';
+import { startOwnRedis } from './own-redis.js';
 import { randomPrefix } from './redis.js';
-import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 
 /**
  * The app on a redis-server of the test's own behind a TCP proxy of its own that flaps:
@@ -14,31 +12,28 @@ import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
  * not) in flight and retried with their keys throughout.
  */
 describe('rev13: the app on Redis behind a flapping network', () => {
-  let redis: OwnRedis;
-  let proxy: TcpProxy;
-  let server: RunningServer;
-  beforeAll(async () => {
-    redis = await startOwnRedis(['--appendonly', 'yes', '--appendfsync', 'always', '--save', '']);
-    proxy = await startTcpProxy(`http://127.0.0.1:${redis.port}`);
-    server = await startServer(
-      parseConfig({
-        PORT: '0',
-        REDIS_URL: `redis://127.0.0.1:${proxy.port}`,
-        IDEM_KEY_PREFIX: randomPrefix(),
-        IDEM_LEASE_MS: '3000',
-        IDEM_STORE_TIMEOUT_MS: String(STORE_TIMEOUT_MS),
-        MODEL_CHUNK_DELAY_MS: '20',
-      }),
-    );
-  }, 30_000);
-  afterAll(async () => {
-    proxy?.set('pass');
-    await server?.close();
-    await proxy?.close();
-    await redis?.stop();
+  const app = useAppBehindProxy({
+    startStore: async () => {
+      const redis = await startOwnRedis([
+        '--appendonly',
+        'yes',
+        '--appendfsync',
+        'always',
+        '--save',
+        '',
+      ]);
+      return { target: `http://127.0.0.1:${redis.port}`, stop: () => redis.stop() };
+    },
+    env: (proxy) => ({
+      REDIS_URL: `redis://127.0.0.1:${proxy.port}`,
+      IDEM_KEY_PREFIX: randomPrefix(),
+      MODEL_CHUNK_DELAY_MS: '20',
+    }),
+    hookTimeoutMs: 30_000,
   });
 
   it('answers every request in bound, never 500; each key runs its model once; service returns', async () => {
+    const { proxy, server } = app();
     expect((await firstSuccess(server.url, 30, 100, BOUND_MS, Date.now())).recovered).toBe(true);
     const usage0 = JSON.parse((await answer(`${server.url}/v1/usage`, {}, BOUND_MS)).body);
     const keys = Array.from({ length: 6 }, (_, i) => ({

@@ -212,8 +212,8 @@ export async function startCluster(primaries = 3): Promise<RedisServer[]> {
   }
 }
 
-/** `redis-cli -p <port> ...args` on a test server; its trimmed output. */
-export async function cli(server: RedisServer, ...args: string[]): Promise<string> {
+/** `redis-cli -p <port> ...args` on a test server (or any node: `{ port }`); its trimmed output. */
+export async function cli(server: Pick<RedisServer, 'port'>, ...args: string[]): Promise<string> {
   const { stdout } = await run('redis-cli', ['-p', String(server.port), ...args]);
   return stdout.trim();
 }

@@ -5,61 +5,18 @@
  * loses its connection (a network blip, a proxy restart, CLIENT KILL, a primary restarted)
  * never reconnects. The question: are readers still woken by their entries afterwards?
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { Cluster } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createRedisLiveStreams,
-  createRedisStore,
-  recommendedRedisClusterOptions,
-} from '../src/index.js';
-import {
-  type RedisServer,
-  redisBinariesAvailable,
-  startCluster,
-  stopRedisServer,
-} from './redis-servers.js';
+import { describe, expect, it } from 'vitest';
+import { killXreadConnections, laneChannel, useLaneCluster } from './cluster-lanes.js';
+import { primeReader } from './live-readers.js';
+import { redisBinariesAvailable } from './redis-servers.js';
 
-const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const haveServer = redisBinariesAvailable();
-
-async function cli(port: number, ...args: string[]): Promise<string> {
-  return (await run('redis-cli', ['-p', String(port), ...args])).stdout.trim();
-}
 
 describe.skipIf(!haveServer)(
   'rev13: live-stream lanes on a Cluster after a dropped connection',
   () => {
-    let servers: RedisServer[] = [];
-    let client: Cluster;
-    let blocking: Cluster;
-    beforeAll(async () => {
-      servers = await startCluster(3);
-      const make = () =>
-        new Cluster(
-          servers.map((s) => ({ host: '127.0.0.1', port: s.port })),
-          {
-            ...recommendedRedisClusterOptions({
-              commandTimeoutMs: 1_000,
-              maxReconnectDelayMs: 200,
-            }),
-            lazyConnect: true,
-          },
-        );
-      client = make();
-      blocking = make();
-      client.on('error', () => {});
-      blocking.on('error', () => {});
-      await client.connect();
-      await blocking.connect();
-    }, 60_000);
-    afterAll(async () => {
-      client?.disconnect();
-      blocking?.disconnect();
-      for (const s of servers) await stopRedisServer(s);
-    });
+    const cluster = useLaneCluster({ commandTimeoutMs: 1_000, maxReconnectDelayMs: 200 });
 
     // FIXED (was FINDING MEDIUM, bounded time / recovery; fixed in src/xread-waker.ts: a lane
     // whose connection ended or failed is closed and replaced by a fresh duplicate of the node's
@@ -78,26 +35,14 @@ describe.skipIf(!haveServer)(
     it('a reader waiting on a node whose lane connections were killed is woken by its next entry, not by its wait running out', {
       timeout: 30_000,
     }, async () => {
-      const store = createRedisStore({ client, keyPrefix: 'r13lanes:' });
-      const live = createRedisLiveStreams({
-        client,
-        blockingClient: blocking,
-        store,
-        keyPrefix: 'r13lanes:live:',
-        blockMs: 1_000,
-        endGraceMs: 500,
-      });
+      const { servers } = cluster;
+      const { live } = laneChannel(cluster, 'r13lanes', 1_000);
       const controller = new AbortController();
       const generation = { storageKey: 'k1', fence: 1 };
       const publisher = live.publish({ ...generation, leaseMs: 20_000, signal: controller.signal });
       publisher.append({ kind: 'head', status: 200, headers: [] });
       const reader = live.open(generation);
-      let read = await reader.next({ waitMs: 0, maxEntries: 10 });
-      for (let i = 0; i < 50 && read.status !== 'entries'; i++) {
-        await sleep(20);
-        read = await reader.next({ waitMs: 0, maxEntries: 10 });
-      }
-      expect(read.status).toBe('entries');
+      expect((await primeReader(reader)).status).toBe('entries');
       const body = new Uint8Array(64).fill(120);
       const wakeAfter = async (offset: number, before: () => Promise<void>) => {
         const waiting = reader.next({ waitMs: 6_000, maxEntries: 10 });
@@ -126,14 +71,7 @@ describe.skipIf(!haveServer)(
       // time to notice and go again.
       const killLanes = async () => {
         let killed = 0;
-        for (const s of servers) {
-          const list = await cli(s.port, 'client', 'list', 'type', 'normal');
-          for (const line of list.split('\n')) {
-            if (!/ cmd=xread /.test(line)) continue;
-            const id = /id=(\d+)/.exec(line)?.[1];
-            if (id) killed += Number(await cli(s.port, 'client', 'kill', 'id', id));
-          }
-        }
+        for (const s of servers) killed += await killXreadConnections(s.port);
         expect(killed).toBeGreaterThan(0);
         await sleep(800);
       };

@@ -3,49 +3,16 @@
  * can the first round of a fresh lane be ended early when a new reader starts waiting on
  * another slot? A Cluster of its own; never the shared services.
  */
-import { Cluster } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createRedisLiveStreams,
-  createRedisStore,
-  recommendedRedisClusterOptions,
-} from '../src/index.js';
-import {
-  type RedisServer,
-  redisBinariesAvailable,
-  startCluster,
-  stopRedisServer,
-} from './redis-servers.js';
+import { describe, expect, it } from 'vitest';
+import { laneChannel, useLaneCluster } from './cluster-lanes.js';
+import { primeReader } from './live-readers.js';
+import { redisBinariesAvailable } from './redis-servers.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const haveServer = redisBinariesAvailable();
 
 describe.skipIf(!haveServer)('rev13fix: the first round of a fresh lane', () => {
-  let servers: RedisServer[] = [];
-  let client: Cluster;
-  let blocking: Cluster;
-  beforeAll(async () => {
-    servers = await startCluster(3);
-    const make = () =>
-      new Cluster(
-        servers.map((s) => ({ host: '127.0.0.1', port: s.port })),
-        {
-          ...recommendedRedisClusterOptions({ commandTimeoutMs: 8_000, maxReconnectDelayMs: 200 }),
-          lazyConnect: true,
-        },
-      );
-    client = make();
-    blocking = make();
-    client.on('error', () => {});
-    blocking.on('error', () => {});
-    await client.connect();
-    await blocking.connect();
-  }, 60_000);
-  afterAll(async () => {
-    client?.disconnect();
-    blocking?.disconnect();
-    for (const s of servers) await stopRedisServer(s);
-  });
+  const cluster = useLaneCluster({ commandTimeoutMs: 8_000, maxReconnectDelayMs: 200 });
 
   // FIXED (was FINDING MEDIUM, bounded time of a wake-up; fixed in src/xread-waker.ts: a
   // lane forgets its id on a reconnect only, not on its first 'ready'): a lane is a lazy
@@ -59,16 +26,7 @@ describe.skipIf(!haveServer)('rev13fix: the first round of a fresh lane', () => 
   it('a reader that starts waiting during the first round of a fresh lane is woken by its entry', {
     timeout: 30_000,
   }, async () => {
-    const store = createRedisStore({ client, keyPrefix: 'r13fxn:' });
-    const prefix = 'r13fxn:live:';
-    const live = createRedisLiveStreams({
-      client,
-      blockingClient: blocking,
-      store,
-      keyPrefix: prefix,
-      blockMs: 5_000,
-      endGraceMs: 500,
-    });
+    const { live } = laneChannel(cluster, 'r13fxn', 5_000);
     const controller = new AbortController();
     const a = { storageKey: 'first', fence: 1 };
     const b = { storageKey: 'second', fence: 1 };
@@ -78,14 +36,8 @@ describe.skipIf(!haveServer)('rev13fix: the first round of a fresh lane', () => 
     publisherB.append({ kind: 'head', status: 200, headers: [] });
     const readerA = live.open(a);
     const readerB = live.open(b);
-    for (const reader of [readerA, readerB]) {
-      let read = await reader.next({ waitMs: 0, maxEntries: 10 });
-      for (let i = 0; i < 50 && read.status !== 'entries'; i++) {
-        await sleep(20);
-        read = await reader.next({ waitMs: 0, maxEntries: 10 });
-      }
-      expect(read.status).toBe('entries');
-    }
+    for (const reader of [readerA, readerB])
+      expect((await primeReader(reader)).status).toBe('entries');
     // A waits alone: the round opens fresh lanes and blocks for blockMs.
     const waitingA = readerA.next({ waitMs: 10_000, maxEntries: 10 });
     await sleep(300);

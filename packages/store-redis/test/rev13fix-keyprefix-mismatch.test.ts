@@ -9,6 +9,7 @@ import { InvalidInputError } from '@idem/core';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { createRedisLiveStreams, createRedisStore, recommendedRedisOptions } from '../src/index.js';
+import { primeReader } from './live-readers.js';
 import { deletePrefix, REDIS_URL } from './targets.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -56,12 +57,7 @@ describe('rev13fix: client and blockingClient with different ioredis keyPrefixes
       const publisher = live.publish({ ...generation, leaseMs: 10_000, signal: controller.signal });
       publisher.append({ kind: 'head', status: 200, headers: [] });
       const reader = live.open(generation);
-      let read = await reader.next({ waitMs: 0, maxEntries: 10 });
-      for (let i = 0; i < 50 && read.status !== 'entries'; i++) {
-        await sleep(20);
-        read = await reader.next({ waitMs: 0, maxEntries: 10 });
-      }
-      expect(read.status).toBe('entries');
+      expect((await primeReader(reader)).status).toBe('entries');
       const waiting = reader.next({ waitMs: 3_000, maxEntries: 10 });
       await sleep(150);
       const sentAt = performance.now();

@@ -6,82 +6,23 @@
  * Cluster's own), nothing piles up, and afterwards a reader there is woken by its entry at
  * once. A Cluster of its own; never the shared services.
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { Cluster } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createRedisLiveStreams,
-  createRedisStore,
-  recommendedRedisClusterOptions,
-} from '../src/index.js';
-import {
-  type RedisServer,
-  redisBinariesAvailable,
-  startCluster,
-  stopRedisServer,
-} from './redis-servers.js';
+import { describe, expect, it } from 'vitest';
+import { killXreadConnections, laneChannel, primaryOf, useLaneCluster } from './cluster-lanes.js';
+import { cli, redisBinariesAvailable } from './redis-servers.js';
 
-const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function cli(port: number, ...args: string[]): Promise<string> {
-  return (await run('redis-cli', ['-p', String(port), ...args])).stdout.trim();
-}
-
 describe.skipIf(!redisBinariesAvailable())('rev13fix: lanes of a flapping primary', () => {
-  let servers: RedisServer[] = [];
-  let client: Cluster;
-  let blocking: Cluster;
-  beforeAll(async () => {
-    servers = await startCluster(3);
-    const make = () =>
-      new Cluster(
-        servers.map((s) => ({ host: '127.0.0.1', port: s.port })),
-        {
-          ...recommendedRedisClusterOptions({ commandTimeoutMs: 2_000, maxReconnectDelayMs: 200 }),
-          lazyConnect: true,
-        },
-      );
-    client = make();
-    blocking = make();
-    client.on('error', () => {});
-    blocking.on('error', () => {});
-    await client.connect();
-    await blocking.connect();
-  }, 60_000);
-  afterAll(async () => {
-    client?.disconnect();
-    blocking?.disconnect();
-    for (const s of servers) await stopRedisServer(s);
-  });
+  const cluster = useLaneCluster({ commandTimeoutMs: 2_000, maxReconnectDelayMs: 200 });
 
   it('killing the lanes of one primary 15 times leaves its connections bounded and wakes working', {
     timeout: 30_000,
   }, async () => {
-    const store = createRedisStore({ client, keyPrefix: 'r13fxf:' });
-    const prefix = 'r13fxf:live:';
-    const live = createRedisLiveStreams({
-      client,
-      blockingClient: blocking,
-      store,
-      keyPrefix: prefix,
-      blockMs: 300,
-      endGraceMs: 500,
-    });
-    const slotMap = (blocking as unknown as { slots: string[][] }).slots;
+    const { store, prefix, live } = laneChannel(cluster, 'r13fxf', 300);
     const picked: { key: string; node: string }[] = [];
     for (let i = 0; i < 60 && picked.length < 6; i++) {
       const key = `k${i}`;
-      const slot = Number(
-        await cli(
-          servers[0]?.port as number,
-          'cluster',
-          'keyslot',
-          `${prefix}${store.redisKey(key)}:1`,
-        ),
-      );
-      picked.push({ key, node: slotMap[slot]?.[0] as string });
+      picked.push({ key, node: await primaryOf(cluster, `${prefix}${store.redisKey(key)}:1`) });
     }
     const target = picked[0]?.node as string;
     const portOf = (node: string) => Number(node.split(':')[1]);
@@ -100,7 +41,7 @@ describe.skipIf(!redisBinariesAvailable())('rev13fix: lanes of a flapping primar
       reader.close();
     });
     const ours = async (port: number) =>
-      (await cli(port, 'client', 'list', 'type', 'normal'))
+      (await cli({ port }, 'client', 'list', 'type', 'normal'))
         .split('\n')
         .filter((line) => line.length > 0 && !/ cmd=client\|list /.test(line)).length;
     await sleep(400);
@@ -108,13 +49,7 @@ describe.skipIf(!redisBinariesAvailable())('rev13fix: lanes of a flapping primar
     let killed = 0;
     let most = 0;
     for (let round = 0; round < 15; round++) {
-      for (const line of (await cli(portOf(target), 'client', 'list', 'type', 'normal')).split(
-        '\n',
-      )) {
-        if (!/ cmd=xread /.test(line)) continue;
-        const id = /id=(\d+)/.exec(line)?.[1];
-        if (id) killed += Number(await cli(portOf(target), 'client', 'kill', 'id', id));
-      }
+      killed += await killXreadConnections(portOf(target));
       await sleep(150 + (round % 3) * 100);
       most = Math.max(most, await ours(portOf(target)));
     }

@@ -5,56 +5,16 @@
  * of the failed lane's node is not woken by its entry until the others' block runs out.
  * A Cluster of its own (kills lane connections with CLIENT KILL); never the shared services.
  */
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { Cluster } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  createRedisLiveStreams,
-  createRedisStore,
-  recommendedRedisClusterOptions,
-} from '../src/index.js';
-import {
-  type RedisServer,
-  redisBinariesAvailable,
-  startCluster,
-  stopRedisServer,
-} from './redis-servers.js';
+import { describe, expect, it } from 'vitest';
+import { killXreadConnections, laneChannel, primaryOf, useLaneCluster } from './cluster-lanes.js';
+import { primeReader } from './live-readers.js';
+import { redisBinariesAvailable } from './redis-servers.js';
 
-const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const haveServer = redisBinariesAvailable();
 
-async function cli(port: number, ...args: string[]): Promise<string> {
-  return (await run('redis-cli', ['-p', String(port), ...args])).stdout.trim();
-}
-
 describe.skipIf(!haveServer)('rev13fix: a failed lane while another primary blocks', () => {
-  let servers: RedisServer[] = [];
-  let client: Cluster;
-  let blocking: Cluster;
-  beforeAll(async () => {
-    servers = await startCluster(3);
-    const make = () =>
-      new Cluster(
-        servers.map((s) => ({ host: '127.0.0.1', port: s.port })),
-        {
-          ...recommendedRedisClusterOptions({ commandTimeoutMs: 8_000, maxReconnectDelayMs: 200 }),
-          lazyConnect: true,
-        },
-      );
-    client = make();
-    blocking = make();
-    client.on('error', () => {});
-    blocking.on('error', () => {});
-    await client.connect();
-    await blocking.connect();
-  }, 60_000);
-  afterAll(async () => {
-    client?.disconnect();
-    blocking?.disconnect();
-    for (const s of servers) await stopRedisServer(s);
-  });
+  const cluster = useLaneCluster({ commandTimeoutMs: 8_000, maxReconnectDelayMs: 200 });
 
   // FIXED (was FINDING LOW; fixed in src/xread-waker.ts: a lane that failed ends the round's
   // other XREADs, as -MOVED does, so the next round replaces it at once): on a Cluster, when one lane's XREAD fails (its connection was killed or
@@ -69,29 +29,10 @@ describe.skipIf(!haveServer)('rev13fix: a failed lane while another primary bloc
   it('a reader on a primary whose lane was killed is woken by its next entry though another primary blocks', {
     timeout: 30_000,
   }, async () => {
-    const store = createRedisStore({ client, keyPrefix: 'r13fxl:' });
-    const prefix = 'r13fxl:live:';
-    const live = createRedisLiveStreams({
-      client,
-      blockingClient: blocking,
-      store,
-      keyPrefix: prefix,
-      blockMs: 5_000,
-      endGraceMs: 500,
-    });
+    const { store, prefix, live } = laneChannel(cluster, 'r13fxl', 5_000);
     // Two storage keys whose streams live on two different primaries.
-    const slotMap = (blocking as unknown as { slots: string[][] }).slots;
-    const nodeOf = async (storageKey: string) => {
-      const slot = Number(
-        await cli(
-          servers[0]?.port as number,
-          'cluster',
-          'keyslot',
-          `${prefix}${store.redisKey(storageKey)}:1`,
-        ),
-      );
-      return slotMap[slot]?.[0] as string;
-    };
+    const nodeOf = (storageKey: string) =>
+      primaryOf(cluster, `${prefix}${store.redisKey(storageKey)}:1`);
     const picked: { key: string; node: string }[] = [];
     for (let i = 0; i < 40 && picked.length < 2; i++) {
       const key = `k${i}`;
@@ -117,26 +58,15 @@ describe.skipIf(!haveServer)('rev13fix: a failed lane while another primary bloc
     publisherB.append({ kind: 'head', status: 200, headers: [] });
     const readerA = live.open({ storageKey: a.key, fence: 1 });
     const readerB = live.open({ storageKey: b.key, fence: 1 });
-    for (const reader of [readerA, readerB]) {
-      let read = await reader.next({ waitMs: 0, maxEntries: 10 });
-      for (let i = 0; i < 50 && read.status !== 'entries'; i++) {
-        await sleep(20);
-        read = await reader.next({ waitMs: 0, maxEntries: 10 });
-      }
-      expect(read.status).toBe('entries');
-    }
+    for (const reader of [readerA, readerB])
+      expect((await primeReader(reader)).status).toBe('entries');
     // B's reader keeps waiting (nothing comes on B): its lane blocks for blockMs.
     const waitingB = readerB.next({ waitMs: 10_000, maxEntries: 10 });
     const waitingA = readerA.next({ waitMs: 10_000, maxEntries: 10 });
     await sleep(300);
     // Kill the XREAD connection of A's primary (the lane), as a blip or proxy restart would.
     const portA = Number(a.node.split(':')[1]);
-    let killed = 0;
-    for (const line of (await cli(portA, 'client', 'list', 'type', 'normal')).split('\n')) {
-      if (!/ cmd=xread /.test(line)) continue;
-      const id = /id=(\d+)/.exec(line)?.[1];
-      if (id) killed += Number(await cli(portA, 'client', 'kill', 'id', id));
-    }
+    const killed = await killXreadConnections(portA);
     expect(killed).toBeGreaterThan(0);
     await sleep(100);
     const sentAt = performance.now();

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { createRedisLiveStreams, createRedisStore } from '../src/index.js';
+import { openReaderPair } from './live-readers.js';
 import { deletePrefix, REDIS_URL } from './targets.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -41,13 +42,11 @@ describe('rev13fix: a lazily connected blockingClient', () => {
       });
       const a = { storageKey: 'a', fence: 1 };
       const b = { storageKey: 'b', fence: 1 };
-      const pubA = live.publish({ ...a, leaseMs: 10_000, signal: controller.signal });
-      const pubB = live.publish({ ...b, leaseMs: 10_000, signal: controller.signal });
-      pubA.append({ kind: 'head', status: 200, headers: [] });
-      pubB.append({ kind: 'head', status: 200, headers: [] });
-      await sleep(100);
-      const readerA = live.open(a);
-      const readerB = live.open(b);
+      const { pubB, readerA, readerB } = await openReaderPair(
+        [live, a],
+        [live, b],
+        controller.signal,
+      );
       await readerA.next({ waitMs: 0, maxEntries: 10 });
       await readerB.next({ waitMs: 0, maxEntries: 10 });
       const waitingA = readerA.next({ waitMs: 6_000, maxEntries: 10 });

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { createRedisLiveStreams, createRedisStore, recommendedRedisOptions } from '../src/index.js';
+import { openReaderPair, wakeInTurns } from './live-readers.js';
 import { deletePrefix, REDIS_URL } from './targets.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -35,13 +36,12 @@ describe('rev13fix: two stores, two channels, ioredis keyPrefix', () => {
       const liveA = createRedisLiveStreams({ client, blockingClient: blockingA, store: storeA });
       const liveB = createRedisLiveStreams({ client, blockingClient: blockingB, store: storeB });
       const generation = { storageKey: 'same', fence: 1 };
-      const pubA = liveA.publish({ ...generation, leaseMs: 10_000, signal: controller.signal });
-      const pubB = liveB.publish({ ...generation, leaseMs: 10_000, signal: controller.signal });
-      pubA.append({ kind: 'head', status: 200, headers: [] });
-      pubB.append({ kind: 'head', status: 201, headers: [] });
-      await sleep(100);
-      const readerA = liveA.open(generation);
-      const readerB = liveB.open(generation);
+      const { pubA, readerA, readerB } = await openReaderPair(
+        [liveA, generation],
+        [liveB, generation],
+        controller.signal,
+        [200, 201],
+      );
       const headA = await readerA.next({ waitMs: 0, maxEntries: 10 });
       const headB = await readerB.next({ waitMs: 0, maxEntries: 10 });
       expect(
@@ -107,38 +107,12 @@ describe('rev13fix: two stores, two channels, ioredis keyPrefix', () => {
       const liveA = channel('staging');
       const liveB = channel('production');
       const generation = { storageKey: 's', fence: 1 };
-      const pubA = liveA.publish({ ...generation, leaseMs: 10_000, signal: controller.signal });
-      const pubB = liveB.publish({ ...generation, leaseMs: 10_000, signal: controller.signal });
-      pubA.append({ kind: 'head', status: 200, headers: [] });
-      pubB.append({ kind: 'head', status: 200, headers: [] });
-      await sleep(100);
-      const readerA = liveA.open(generation);
-      const readerB = liveB.open(generation);
-      await readerA.next({ waitMs: 0, maxEntries: 10 });
-      await readerB.next({ waitMs: 0, maxEntries: 10 });
-      for (let i = 0; i < 4; i++) {
-        const waitingA = readerA.next({ waitMs: 4_000, maxEntries: 10 });
-        const waitingB = readerB.next({ waitMs: 4_000, maxEntries: 10 });
-        await sleep(200);
-        const order: [string, typeof pubA, Promise<unknown>][] =
-          i % 2 === 0
-            ? [
-                ['B', pubB, waitingB],
-                ['A', pubA, waitingA],
-              ]
-            : [
-                ['A', pubA, waitingA],
-                ['B', pubB, waitingB],
-              ];
-        for (const [name, publisher, waiting] of order) {
-          const sentAt = performance.now();
-          publisher.append({ kind: 'chunk', offset: i, bytes: new Uint8Array([1]) });
-          await waiting;
-          waits.push(`${name}:${Math.round(performance.now() - sentAt)}`);
-        }
-      }
-      readerA.close();
-      readerB.close();
+      const pair = await openReaderPair(
+        [liveA, generation],
+        [liveB, generation],
+        controller.signal,
+      );
+      waits.push(...(await wakeInTurns(pair)));
     } finally {
       controller.abort();
       await deletePrefix(client, `r13fxs-${tag}`);

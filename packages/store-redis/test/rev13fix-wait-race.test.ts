@@ -7,9 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { createRedisLiveStreams, createRedisStore, recommendedRedisOptions } from '../src/index.js';
+import { openReaderPair, wakeInTurns } from './live-readers.js';
 import { deletePrefix, REDIS_URL } from './targets.js';
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('rev13fix: readers that start waiting together', () => {
   // FIXED (was FINDING MEDIUM, bounded time of a wake-up; fixed in src/xread-waker.ts: a
@@ -42,38 +41,8 @@ describe('rev13fix: readers that start waiting together', () => {
       });
       const a = { storageKey: 'a', fence: 1 };
       const b = { storageKey: 'b', fence: 1 };
-      const pubA = live.publish({ ...a, leaseMs: 10_000, signal: controller.signal });
-      const pubB = live.publish({ ...b, leaseMs: 10_000, signal: controller.signal });
-      pubA.append({ kind: 'head', status: 200, headers: [] });
-      pubB.append({ kind: 'head', status: 200, headers: [] });
-      await sleep(100);
-      const readerA = live.open(a);
-      const readerB = live.open(b);
-      await readerA.next({ waitMs: 0, maxEntries: 10 });
-      await readerB.next({ waitMs: 0, maxEntries: 10 });
-      for (let i = 0; i < 4; i++) {
-        const waitingA = readerA.next({ waitMs: 4_000, maxEntries: 10 });
-        const waitingB = readerB.next({ waitMs: 4_000, maxEntries: 10 });
-        await sleep(200);
-        const order: [string, typeof pubA, Promise<unknown>][] =
-          i % 2 === 0
-            ? [
-                ['B', pubB, waitingB],
-                ['A', pubA, waitingA],
-              ]
-            : [
-                ['A', pubA, waitingA],
-                ['B', pubB, waitingB],
-              ];
-        for (const [name, publisher, waiting] of order) {
-          const sentAt = performance.now();
-          publisher.append({ kind: 'chunk', offset: i, bytes: new Uint8Array([1]) });
-          await waiting;
-          waits.push(`${name}:${Math.round(performance.now() - sentAt)}`);
-        }
-      }
-      readerA.close();
-      readerB.close();
+      const pair = await openReaderPair([live, a], [live, b], controller.signal);
+      waits.push(...(await wakeInTurns(pair)));
     } finally {
       controller.abort();
       await deletePrefix(client, `r13fxw-${tag}`);
