@@ -20,13 +20,7 @@ describe('callStore time limits (one shared timer per limit length)', () => {
   it('times out every call that does not answer, each after its own limit, and only those', async () => {
     const started = performance.now();
     const first = callStore('acquire', 150, never);
-    // The later calls start 300 ms after the first: a limit counted from a later call would
-    // put the first's timeout at 450 ms or more, well apart from its own 150 even when a
-    // loaded machine fires timers 50-100 ms late (60 ms apart, one CI run missed the bound).
-    await resolveAfter(300, null);
-    const answered = callStore('acquire', 150, () => resolveAfter(20, 'answered'));
-    const second = callStore('acquire', 150, never);
-    const late = callStore('complete', 150, () => resolveAfter(400, 'too late'));
+    // Its handler is attached at once: it rejects before the later calls start.
     const firstAt = first.then(
       () => Number.NaN,
       (error: unknown) => {
@@ -35,6 +29,13 @@ describe('callStore time limits (one shared timer per limit length)', () => {
         return performance.now() - started;
       },
     );
+    // The later calls start 300 ms after the first: a limit counted from a later call would
+    // put the first's timeout at 450 ms or more, well apart from its own 150 even when a
+    // loaded machine fires timers 50-100 ms late (60 ms apart, one CI run missed the bound).
+    await resolveAfter(300, null);
+    const answered = callStore('acquire', 150, () => resolveAfter(20, 'answered'));
+    const second = callStore('acquire', 150, never);
+    const late = callStore('complete', 150, () => resolveAfter(400, 'too late'));
     const secondAt = second.then(
       () => Number.NaN,
       () => performance.now() - started,
