@@ -139,86 +139,80 @@ for (const target of targets) {
   });
 }
 
-const haveServer = redisBinariesAvailable();
+// Throws (fails the file) when redis-server or redis-cli is missing: these tests never skip.
+redisBinariesAvailable();
 
-describe.skipIf(!haveServer)(
-  'answers lost on the wire, resent by ioredis after a reconnect',
-  () => {
-    let server: RedisServer;
-    let proxy: Awaited<ReturnType<typeof startLostAnswerProxy>>;
-    let client: Redis;
-    let raw: Redis;
+describe('answers lost on the wire, resent by ioredis after a reconnect', () => {
+  let server: RedisServer;
+  let proxy: Awaited<ReturnType<typeof startLostAnswerProxy>>;
+  let client: Redis;
+  let raw: Redis;
 
-    beforeAll(async () => {
-      server = await startRedisServer();
-      proxy = await startLostAnswerProxy(server.port);
-      // The recommended options: ioredis resends what a dropped connection left unanswered.
-      const options = { ...recommendedRedisOptions(TEST_CLIENT_BOUNDS), lazyConnect: true };
-      client = new Redis({ host: '127.0.0.1', port: proxy.port, ...options });
-      raw = new Redis({ host: '127.0.0.1', port: server.port, ...options });
-      await Promise.all([client.connect(), raw.connect()]);
+  beforeAll(async () => {
+    server = await startRedisServer();
+    proxy = await startLostAnswerProxy(server.port);
+    // The recommended options: ioredis resends what a dropped connection left unanswered.
+    const options = { ...recommendedRedisOptions(TEST_CLIENT_BOUNDS), lazyConnect: true };
+    client = new Redis({ host: '127.0.0.1', port: proxy.port, ...options });
+    raw = new Redis({ host: '127.0.0.1', port: server.port, ...options });
+    await Promise.all([client.connect(), raw.connect()]);
+  });
+  afterAll(async () => {
+    client?.disconnect();
+    raw?.disconnect();
+    await proxy?.close();
+    if (server) await stopRedisServer(server);
+  });
+
+  it('store calls: the resent acquire is the acquisition, the resent complete succeeds', async () => {
+    const store = createRedisStore({ client, keyPrefix: randomPrefix() });
+    const me = owner();
+    const input = {
+      key: 'k',
+      fingerprint: 'fp',
+      owner: me,
+      leaseMs: LEASE,
+      retentionMs: RETENTION,
+    };
+    const connectionsBefore = proxy.connections;
+    proxy.loseNextAnswer();
+    const acquired = await store.acquire(input);
+    expect(proxy.lost, 'the first answer was lost').toBe(1);
+    expect(proxy.connections, 'ioredis reconnected').toBe(connectionsBefore + 1);
+    expect(acquired).toMatchObject({ kind: 'acquired', fence: 1, takeover: false });
+
+    const outcome = new Uint8Array(randomBytes(300));
+    proxy.loseNextAnswer();
+    expect(await store.complete({ key: 'k', owner: me, outcome, retentionMs: RETENTION })).toEqual({
+      ok: true,
     });
-    afterAll(async () => {
-      client?.disconnect();
-      raw?.disconnect();
-      await proxy?.close();
-      if (server) await stopRedisServer(server);
+    expect(proxy.lost).toBe(2);
+    const record = await rawRecord(raw, store.redisKey('k'));
+    expect(record).toMatchObject({ status: 'completed', owner: me, fence: 1 });
+    expect(Buffer.from(record!.outcome!).equals(Buffer.from(outcome))).toBe(true);
+
+    proxy.loseNextAnswer();
+    expect(await store.release({ key: 'k', owner: me, retentionMs: RETENTION })).toEqual(NOT_OWNER);
+  });
+
+  it('execute: a lost answer on acquire and on complete still runs the operation once, no IN_PROGRESS', async () => {
+    const store = createRedisStore({ client, keyPrefix: randomPrefix() });
+    const idem = createIdempotency<string>({ store, heartbeatMs: false });
+    let runs = 0;
+    const lostBefore = proxy.lost;
+    proxy.loseNextAnswer(); // the acquire's answer
+    const first = await idem.execute({ key: 'order-1', scope: 't' }, async () => {
+      runs++;
+      proxy.loseNextAnswer(); // the complete's answer
+      return 'charged';
     });
-
-    it('store calls: the resent acquire is the acquisition, the resent complete succeeds', async () => {
-      const store = createRedisStore({ client, keyPrefix: randomPrefix() });
-      const me = owner();
-      const input = {
-        key: 'k',
-        fingerprint: 'fp',
-        owner: me,
-        leaseMs: LEASE,
-        retentionMs: RETENTION,
-      };
-      const connectionsBefore = proxy.connections;
-      proxy.loseNextAnswer();
-      const acquired = await store.acquire(input);
-      expect(proxy.lost, 'the first answer was lost').toBe(1);
-      expect(proxy.connections, 'ioredis reconnected').toBe(connectionsBefore + 1);
-      expect(acquired).toMatchObject({ kind: 'acquired', fence: 1, takeover: false });
-
-      const outcome = new Uint8Array(randomBytes(300));
-      proxy.loseNextAnswer();
-      expect(
-        await store.complete({ key: 'k', owner: me, outcome, retentionMs: RETENTION }),
-      ).toEqual({
-        ok: true,
-      });
-      expect(proxy.lost).toBe(2);
-      const record = await rawRecord(raw, store.redisKey('k'));
-      expect(record).toMatchObject({ status: 'completed', owner: me, fence: 1 });
-      expect(Buffer.from(record!.outcome!).equals(Buffer.from(outcome))).toBe(true);
-
-      proxy.loseNextAnswer();
-      expect(await store.release({ key: 'k', owner: me, retentionMs: RETENTION })).toEqual(
-        NOT_OWNER,
-      );
+    expect(proxy.lost - lostBefore).toBe(2);
+    expect(first).toEqual({ value: 'charged', replayed: false });
+    const retry = await idem.execute({ key: 'order-1', scope: 't' }, async () => {
+      runs++;
+      return 'again';
     });
-
-    it('execute: a lost answer on acquire and on complete still runs the operation once, no IN_PROGRESS', async () => {
-      const store = createRedisStore({ client, keyPrefix: randomPrefix() });
-      const idem = createIdempotency<string>({ store, heartbeatMs: false });
-      let runs = 0;
-      const lostBefore = proxy.lost;
-      proxy.loseNextAnswer(); // the acquire's answer
-      const first = await idem.execute({ key: 'order-1', scope: 't' }, async () => {
-        runs++;
-        proxy.loseNextAnswer(); // the complete's answer
-        return 'charged';
-      });
-      expect(proxy.lost - lostBefore).toBe(2);
-      expect(first).toEqual({ value: 'charged', replayed: false });
-      const retry = await idem.execute({ key: 'order-1', scope: 't' }, async () => {
-        runs++;
-        return 'again';
-      });
-      expect(retry).toEqual({ value: 'charged', replayed: true });
-      expect(runs).toBe(1);
-    });
-  },
-);
+    expect(retry).toEqual({ value: 'charged', replayed: true });
+    expect(runs).toBe(1);
+  });
+});

@@ -30,11 +30,12 @@ import {
 } from './redrev-helpers.js';
 import { rawRecord } from './targets.js';
 
-const haveServer = redisBinariesAvailable();
+// Throws (fails the file) when redis-server or redis-cli is missing: these tests never skip.
+redisBinariesAvailable();
 const RETENTION = 60_000;
 const MAX_RECONNECT = 500; // connectTo's maxReconnectDelayMs
 
-describe.skipIf(!haveServer)('redrev: kill -9 and restart empty, long outage', () => {
+describe('redrev: kill -9 and restart empty, long outage', () => {
   let server: RedisServer | undefined;
   const clients: Redis[] = [];
   afterAll(async () => {
@@ -121,125 +122,122 @@ describe.skipIf(!haveServer)('redrev: kill -9 and restart empty, long outage', (
   });
 });
 
-describe.skipIf(!haveServer)(
-  'redrev: a full Redis (maxmemory 4mb, noeviction) under the engine',
-  () => {
-    let server: RedisServer | undefined;
-    const clients: Redis[] = [];
-    afterAll(async () => {
-      for (const c of clients) c.disconnect();
-      if (server) await stopRedisServer(server);
-    });
+describe('redrev: a full Redis (maxmemory 4mb, noeviction) under the engine', () => {
+  let server: RedisServer | undefined;
+  const clients: Redis[] = [];
+  afterAll(async () => {
+    for (const c of clients) c.disconnect();
+    if (server) await stopRedisServer(server);
+  });
 
-    it('new keys get StoreFullError and never run; running executions renew, complete, are redelivered and replay; a takeover changes nothing', async () => {
-      server = await startRedisServer(['--maxmemory', '4mb', '--maxmemory-policy', 'noeviction']);
-      const client = await connectTo(server.port);
-      const raw = await connectTo(server.port);
-      clients.push(client, raw);
-      const store = createRedisStore({ client, keyPrefix: 'redrev-oom:' });
-      const idem = createIdempotency<string>({
-        store,
-        leaseMs: 3_000,
-        heartbeatMs: 500,
-        retentionMs: RETENTION,
-      });
-      // A stale execution whose lease will have passed (a takeover candidate).
-      const staleOwner = token();
-      expect(
-        (
-          await store.acquire({
-            key: 'stale',
-            fingerprint: 'fp',
-            owner: staleOwner,
-            leaseMs: 200,
-            retentionMs: RETENTION,
-          })
-        ).kind,
-      ).toBe('acquired');
-      // A redelivery candidate.
-      const mine = token();
-      const acquired = await store.acquire({
+  it('new keys get StoreFullError and never run; running executions renew, complete, are redelivered and replay; a takeover changes nothing', async () => {
+    server = await startRedisServer(['--maxmemory', '4mb', '--maxmemory-policy', 'noeviction']);
+    const client = await connectTo(server.port);
+    const raw = await connectTo(server.port);
+    clients.push(client, raw);
+    const store = createRedisStore({ client, keyPrefix: 'redrev-oom:' });
+    const idem = createIdempotency<string>({
+      store,
+      leaseMs: 3_000,
+      heartbeatMs: 500,
+      retentionMs: RETENTION,
+    });
+    // A stale execution whose lease will have passed (a takeover candidate).
+    const staleOwner = token();
+    expect(
+      (
+        await store.acquire({
+          key: 'stale',
+          fingerprint: 'fp',
+          owner: staleOwner,
+          leaseMs: 200,
+          retentionMs: RETENTION,
+        })
+      ).kind,
+    ).toBe('acquired');
+    // A redelivery candidate.
+    const mine = token();
+    const acquired = await store.acquire({
+      key: 'mine',
+      fingerprint: 'fp',
+      owner: mine,
+      leaseMs: 30_000,
+      retentionMs: RETENTION,
+    });
+    expect(acquired.kind).toBe('acquired');
+    let runs = 0;
+    let fill: () => Promise<void> = async () => {};
+    const running = idem.execute({ key: 'running', scope: 't' }, async () => {
+      runs++;
+      await fill();
+      await sleep(1_200); // heartbeats under a full Redis
+      return 'r'.repeat(200_000);
+    });
+    fill = async () => {
+      const filler = 'f'.repeat(100_000);
+      for (let i = 0; i < 200; i++) {
+        const refused = await raw.set(`redrev-filler:${i}`, filler).then(
+          () => false,
+          (e: unknown) => String((e as Error).message).startsWith('OOM'),
+        );
+        if (refused) return;
+      }
+      throw new Error('Redis never filled up');
+    };
+    // Wait until the filler ran, then try new keys.
+    await sleep(300);
+    while (
+      (await raw.set('redrev-probe', 'x').then(
+        () => true,
+        () => false,
+      )) === true
+    )
+      await sleep(50);
+    const fresh = await settle(
+      () =>
+        idem.execute({ key: 'new', scope: 't' }, async () => {
+          runs++;
+          return 'n';
+        }),
+      8_000,
+    );
+    expect(fresh.error).toBeInstanceOf(StoreFullError);
+    expect((fresh.error as Error).cause).toBeInstanceOf(Error);
+    // The redelivered acquisition of a held key is not refused.
+    expect(
+      await store.acquire({
         key: 'mine',
         fingerprint: 'fp',
         owner: mine,
         leaseMs: 30_000,
         retentionMs: RETENTION,
-      });
-      expect(acquired.kind).toBe('acquired');
-      let runs = 0;
-      let fill: () => Promise<void> = async () => {};
-      const running = idem.execute({ key: 'running', scope: 't' }, async () => {
-        runs++;
-        await fill();
-        await sleep(1_200); // heartbeats under a full Redis
-        return 'r'.repeat(200_000);
-      });
-      fill = async () => {
-        const filler = 'f'.repeat(100_000);
-        for (let i = 0; i < 200; i++) {
-          const refused = await raw.set(`redrev-filler:${i}`, filler).then(
-            () => false,
-            (e: unknown) => String((e as Error).message).startsWith('OOM'),
-          );
-          if (refused) return;
-        }
-        throw new Error('Redis never filled up');
-      };
-      // Wait until the filler ran, then try new keys.
-      await sleep(300);
-      while (
-        (await raw.set('redrev-probe', 'x').then(
-          () => true,
-          () => false,
-        )) === true
-      )
-        await sleep(50);
-      const fresh = await settle(
-        () =>
-          idem.execute({ key: 'new', scope: 't' }, async () => {
-            runs++;
-            return 'n';
-          }),
-        8_000,
-      );
-      expect(fresh.error).toBeInstanceOf(StoreFullError);
-      expect((fresh.error as Error).cause).toBeInstanceOf(Error);
-      // The redelivered acquisition of a held key is not refused.
-      expect(
-        await store.acquire({
-          key: 'mine',
-          fingerprint: 'fp',
-          owner: mine,
-          leaseMs: 30_000,
-          retentionMs: RETENTION,
-        }),
-      ).toMatchObject({
-        kind: 'acquired',
-        fence: (acquired as { fence: number }).fence,
-      });
-      // A takeover of the stale key needs memory: refused, the stale record unchanged.
-      const before = await rawRecord(raw, store.redisKey('stale'));
-      const takeover = await store
-        .acquire({
-          key: 'stale',
-          fingerprint: 'fp',
-          owner: token(),
-          leaseMs: 30_000,
-          retentionMs: RETENTION,
-        })
-        .catch((e: unknown) => e);
-      expect(takeover).toBeInstanceOf(StoreFullError);
-      expect(await rawRecord(raw, store.redisKey('stale'))).toEqual(before);
-      // The running execution completes (200 kB over maxmemory) and replays.
-      const done = await running;
-      expect(done.replayed).toBe(false);
-      const replay = await idem.execute({ key: 'running', scope: 't' }, async () => {
-        runs++;
-        return 'again';
-      });
-      expect(replay.replayed).toBe(true);
-      expect(replay.value).toBe('r'.repeat(200_000));
-      expect(runs).toBe(1);
+      }),
+    ).toMatchObject({
+      kind: 'acquired',
+      fence: (acquired as { fence: number }).fence,
     });
-  },
-);
+    // A takeover of the stale key needs memory: refused, the stale record unchanged.
+    const before = await rawRecord(raw, store.redisKey('stale'));
+    const takeover = await store
+      .acquire({
+        key: 'stale',
+        fingerprint: 'fp',
+        owner: token(),
+        leaseMs: 30_000,
+        retentionMs: RETENTION,
+      })
+      .catch((e: unknown) => e);
+    expect(takeover).toBeInstanceOf(StoreFullError);
+    expect(await rawRecord(raw, store.redisKey('stale'))).toEqual(before);
+    // The running execution completes (200 kB over maxmemory) and replays.
+    const done = await running;
+    expect(done.replayed).toBe(false);
+    const replay = await idem.execute({ key: 'running', scope: 't' }, async () => {
+      runs++;
+      return 'again';
+    });
+    expect(replay.replayed).toBe(true);
+    expect(replay.value).toBe('r'.repeat(200_000));
+    expect(runs).toBe(1);
+  });
+});
