@@ -41,6 +41,56 @@ export interface JetStreamConsumerLike<TMessage extends JsMsgLike> {
 }
 
 /**
+ * Stops the pull without dropping what the server already sent for it. nats.js's
+ * `messages.stop()` unsubscribes the pull's inbox at once, and the messages the server was
+ * still sending for the last pull are then dropped by the client: ack-pending at the server,
+ * they would come back only when `ack_wait` passes, each having spent a delivery of
+ * `max_deliver`. Draining the inbox's subscription instead (UNSUB, then a PING/PONG round
+ * trip) hands the consumer everything the server sent before it saw the UNSUB (the loop
+ * `nak`s it at once, for another instance), and the server delivers nothing after it to an
+ * inbox nobody listens on. nats.js 2.x ends the iteration when the drained subscription
+ * closes; `messages.stop()` follows in every case (a no-op once ended), and after 5 s at most
+ * (a broker that went silent). A `messages` without that subscription (another client, a later
+ * nats.js) is stopped as before.
+ */
+const DRAIN_LIMIT_MS = 5_000;
+
+/**
+ * The delay of the `nak` that gives back what arrived once stopped. nats.js sends the pull
+ * requests it had queued as its iterator reaches them, so some leave after the UNSUB; sent
+ * with no delay, the `nak`s could reach the server while it still takes in those requests,
+ * and a redelivery then went to a pull nobody listened to (nats-server 2.9.10: 1 message of
+ * 8 lost until `ack_wait` in about 1 stop of 5 mid-flow; none in 60 runs with this delay,
+ * under two busy loops: `test/rev13fix-jetstream-stop.test.ts`). The `nak`s themselves
+ * leave at once, so `stop()` is not longer for it.
+ */
+const GIVE_BACK_DELAY_MS = 250;
+
+function stopPulling(messages: { stop(): void }): void {
+  const sub = (messages as { sub?: { drain?: unknown; isClosed?: () => boolean } }).sub;
+  if (typeof sub?.drain !== 'function' || sub.isClosed?.() === true) {
+    messages.stop();
+    return;
+  }
+  let drained: Promise<unknown>;
+  try {
+    drained = Promise.resolve((sub.drain as () => Promise<unknown>).call(sub));
+  } catch {
+    messages.stop();
+    return;
+  }
+  // A broker that went silent never answers the PING: the pull is stopped anyway.
+  const bound = setTimeout(() => messages.stop(), DRAIN_LIMIT_MS);
+  bound.unref?.();
+  drained
+    .catch(() => {})
+    .then(() => {
+      clearTimeout(bound);
+      messages.stop();
+    });
+}
+
+/**
  * Whether a consumer's name is the same at every start, so it may be in the default scope: a
  * durable consumer, or one the application named (`name`, NATS 2.9+) with acks. Not an
  * ephemeral one the server named (its config has no `name`), nor an ordered one (nats.js
@@ -181,17 +231,18 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   }
 
   let stopped = false;
+  // What arrived once stopped, given back when the pull's subscription has ended.
+  const late: TMessage[] = [];
   const loop = (async () => {
     for await (const message of messages) {
-      // nats.js goes on yielding what it had already pulled after `messages.stop()`: once
+      // nats.js goes on yielding what it had already pulled after the pull is stopped: once
       // stopped, none of it reaches a handler (stop() would not wait for it, and a process
-      // that exits then would kill it mid-handler). Given back at once, for another instance.
+      // that exits then would kill it mid-handler). It is given back once the subscription
+      // has ended, for another instance (see GIVE_BACK_DELAY_MS): a `nak` sent earlier could
+      // have the server redeliver it to this instance's own pull, still open, and the message
+      // would be dropped with the subscription (ack-pending until `ack_wait`).
       if (stopped) {
-        try {
-          message.nak();
-        } catch {
-          // a closed connection: JetStream redelivers after ack_wait
-        }
+        late.push(message);
         continue;
       }
       const task = handle(message)
@@ -200,17 +251,27 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       inFlight.add(task);
       if (inFlight.size >= concurrency) await Promise.race(inFlight);
     }
-  })().catch(() => {
-    // The subscription ended with an error (the connection closed for good): unacked messages
-    // are redelivered by JetStream; the connection's own `closed()` says why.
-  });
+  })()
+    .catch(() => {
+      // The subscription ended with an error (the connection closed for good): unacked messages
+      // are redelivered by JetStream; the connection's own `closed()` says why.
+    })
+    .finally(() => {
+      for (const message of late.splice(0)) {
+        try {
+          message.nak(GIVE_BACK_DELAY_MS);
+        } catch {
+          // a closed connection: JetStream redelivers after ack_wait
+        }
+      }
+    });
 
   return {
     async stop(timeoutMs = 30_000) {
       checkStopTimeout(timeoutMs);
       if (!stopped) {
         stopped = true;
-        messages.stop();
+        stopPulling(messages);
       }
       await settleWithin([loop, ...inFlight], timeoutMs);
     },
