@@ -48,6 +48,44 @@ promiseHooks.createHook = ((hooks: Parameters<typeof realCreateHook>[0]) => {
   };
 }) as typeof realCreateHook;
 
+/**
+ * Gates the test holds: a route whose gate is armed waits until the test opens it (10 s at
+ * most) instead of its usual time, so "A still runs" and "B still runs" do not depend on how
+ * fast the machine sends 30 requests (a timing flake under CI's load, seen at the
+ * `iso-slow-end` count).
+ */
+const gates = new Map<string, { opened: Promise<void>; isOpen: boolean; open: () => void }>();
+function armGate(name: string): () => void {
+  let open = () => {};
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  const gate = {
+    opened,
+    isOpen: false,
+    open: () => {
+      gate.isOpen = true;
+      gates.delete(name);
+      open();
+    },
+  };
+  gates.set(name, gate);
+  return gate.open;
+}
+/** Waits for the gate when armed (at most 10 s), else `ms`. */
+async function hold(name: string, ms: number): Promise<void> {
+  const gate = gates.get(name);
+  if (!gate) return sleep(ms);
+  // No promise of A's context may stay pending once the gate opened (the package counts
+  // them as A's work): the 10 s fallback is a timer cleared then, not a second promise.
+  let timer: NodeJS.Timeout | undefined;
+  await new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, 10_000);
+    void gate.opened.then(resolve);
+  });
+  clearTimeout(timer);
+}
+
 const key = () => `rev12d-iso-${randomUUID()}`;
 const until = async (check: () => boolean, ms = 3000) => {
   for (let waited = 0; waited < ms && !check(); waited += 10) await sleep(10);
@@ -70,7 +108,7 @@ class IsoController {
   slow() {
     return defer(async () => {
       ran('iso-slow-start');
-      await sleep(400);
+      await hold('iso-slow', 400);
       ran('iso-slow-end');
       return { ok: true };
     });
@@ -86,7 +124,11 @@ class IsoController {
   @Post('busy')
   async busy() {
     ran('iso-busy-start');
-    for (let i = 0; i < 60; i++) await sleep(25);
+    // A long promise chain in another request's context: until the test opens the gate when
+    // it is armed (10 s at most), else 1.5 s.
+    const gate = gates.get('iso-busy');
+    const until = performance.now() + (gate ? 10_000 : 1_500);
+    while (performance.now() < until && !(gate?.isOpen ?? false)) await sleep(25);
     ran('iso-busy-end');
     return { ok: true };
   }
@@ -289,6 +331,8 @@ describe.each<Platform>(['express', 'fastify'])(
       const started = count('iso-slow-start');
       const ended = count('iso-slow-end');
       const busyEnded = count('iso-busy-end');
+      const openA = armGate('iso-slow');
+      const openB = armGate('iso-busy');
       expect((await send(url, '/iso/slow', { key: k, body: {} })).status).toBe(408);
       // B (not idempotent) runs a long promise chain; 30 idempotent requests open and close windows.
       const busy = send(url, '/iso/busy', { body: {} });
@@ -299,12 +343,14 @@ describe.each<Platform>(['express', 'fastify'])(
       // A's work still runs: its key must still be held.
       expect(count('iso-slow-end')).toBe(ended);
       expect((await send(url, '/iso/slow', { key: k, body: {} })).status).toBe(409);
+      openA();
       await until(() => count('iso-slow-end') > ended);
       await sleep(50);
       // A ended; B's promises (another request's context) must not hold A's key.
       expect(count('iso-busy-end')).toBe(busyEnded);
       expect((await send(url, '/iso/slow', { key: k, body: {} })).status).toBe(408);
       expect(count('iso-slow-start')).toBe(started + 2);
+      openB();
       expect((await busy).status).toBe(201);
       await until(() => count('iso-slow-end') > ended + 1);
     });
