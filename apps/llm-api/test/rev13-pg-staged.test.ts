@@ -1,8 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { StoreUnavailableError } from '@idem/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Backend, openBackend } from '../src/backend.js';
 import { billingKeyOf } from '../src/http/metering.js';
 import type { LedgerEntry } from '../src/ledger/ledger.js';
+import { billPersistently, isTransientStoreFailure } from '../src/ledger/persistent-bill.js';
+import { createPostgresLedger } from '../src/ledger/postgres-ledger.js';
 import { deleteDemoRows } from '../src/stores/postgres-cleanup.js';
 
 const DATABASE_URL = process.env.DATABASE_URL?.trim() || 'postgres://postgres@127.0.0.1:5432/test';
@@ -31,22 +35,20 @@ const bill = (storageKey: string, fence: number): LedgerEntry => ({
 });
 
 describe('rev13: PostgreSQL staged bills past MAX_STAGED', () => {
-  // FINDING (LOW, billing; open): on PostgreSQL a keyed bill is staged in process memory
-  // (`createPostgresLedger`'s `pending`, at most MAX_STAGED = 10,000, the oldest dropped) and
-  // written by the transaction that completes the record. `completingWithBills.complete`
-  // completes a record that has no staged bill without billing (`if (!bill) return
-  // store.complete(input)`). So once more than 10,000 executions sit between their bill and
-  // their completion (a PostgreSQL outage under load: every completion retries in the
-  // background while each model run stages its bill; or dead entries of executions that lost
-  // their lease or could not release, which are never removed otherwise), the oldest live
-  // ones lose their staged bill and complete unbilled: the answer is recorded and replayed,
-  // the tokens are never billed, against the README's "an answer is recorded and billed
-  // together or not at all". Reproduce: this test (acquire, bill, 10,000 other bills,
-  // complete: the record is completed, the ledger has no bill for it).
-  // Suggested fix: a keyed completion (fence >= 1) whose staged bill is gone fails as a store
-  // failure instead of completing unbilled (core retries it; the lease runs out and a retry
-  // bills), and dead entries are dropped when their execution ends (not-owner answers).
-  it.fails('a completed keyed record always carries its bill', async () => {
+  // FIXED (was FINDING LOW, billing): on PostgreSQL a keyed bill is staged in process memory
+  // (`createPostgresLedger`'s `pending`, at most MAX_STAGED = 10,000) and written by the
+  // transaction that completes the record; `completingWithBills.complete` completes a record
+  // that has no staged bill without billing. The oldest staged bill was dropped to make room,
+  // so once more than 10,000 executions sat between their bill and their completion (a
+  // PostgreSQL outage under load) the oldest live ones completed unbilled: the answer recorded
+  // and replayed, the tokens never billed, against the README's "an answer is recorded and
+  // billed together or not at all". Reproduced by the first test (acquire, bill, 10,000 other
+  // bills, complete: the record was completed, the ledger had no bill for it).
+  // Fix: a live staged bill is never dropped. Room is made by dropping bills staged longer
+  // ago than an execution can complete (twice core's maxHoldMs); while every slot holds a
+  // live bill, a new one is refused as a transient store failure, so `billPersistently`
+  // retries it until a completion makes room (the client hears 503 after the lease).
+  it('a completed keyed record always carries its bill; the bill past the bound waits', async () => {
     const key = randomBytes(32).toString('hex');
     const owner = 'owner-a';
     await backend.store.acquire({
@@ -57,8 +59,19 @@ describe('rev13: PostgreSQL staged bills past MAX_STAGED', () => {
       retentionMs: HOUR,
     });
     expect(await backend.ledger.bill(bill(key, 1))).toBe('billed');
-    for (let i = 0; i < 10_000; i++)
-      await backend.ledger.bill(bill(randomBytes(32).toString('hex'), 1));
+    const answers: Record<string, number> = {};
+    let refusal: unknown;
+    for (let i = 0; i < 10_000; i++) {
+      try {
+        const result = await backend.ledger.bill(bill(randomBytes(32).toString('hex'), 1));
+        answers[result] = (answers[result] ?? 0) + 1;
+      } catch (error) {
+        refusal ??= error;
+        answers.refused = (answers.refused ?? 0) + 1;
+      }
+    }
+    expect(answers).toEqual({ billed: 9_999, refused: 1 });
+    expect(isTransientStoreFailure(refusal)).toBe(true);
     const done = await backend.store.complete({
       key,
       owner,
@@ -69,5 +82,55 @@ describe('rev13: PostgreSQL staged bills past MAX_STAGED', () => {
     expect((await backend.store.get(key))?.status).toBe('completed');
     const billed = (await backend.ledger.entries()).map((e) => e.messageId);
     expect(billed).toContain(`msg_${billingKeyOf(key)}`);
+    // Its completion made room: the next bill is staged.
+    expect(await backend.ledger.bill(bill(randomBytes(32).toString('hex'), 1))).toBe('billed');
   }, 30_000);
+
+  const noPool = {
+    query: () => {
+      throw new Error('a staged bill never reaches the pool');
+    },
+  } as never;
+
+  it('makes room by dropping only bills staged longer ago than an execution can complete', async () => {
+    let clock = 0;
+    const ledger = createPostgresLedger(noPool, prefix, {
+      maxStaged: 3,
+      stagedForMs: 10_000,
+      now: () => clock,
+    });
+    const [a, b, c, d, e] = Array.from({ length: 5 }, () => randomBytes(32).toString('hex'));
+    expect(await ledger.bill(bill(a as string, 1))).toBe('billed');
+    clock = 5_000;
+    expect(await ledger.bill(bill(b as string, 1))).toBe('billed');
+    expect(await ledger.bill(bill(c as string, 1))).toBe('billed');
+    // Full, none dead: refused, nothing dropped.
+    await expect(ledger.bill(bill(d as string, 1))).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect([a, b, c].map((k) => ledger.staged(k as string)?.fence)).toEqual([1, 1, 1]);
+    // A takeover's bill for a staged key needs no new slot: it replaces, even when full.
+    expect(await ledger.bill(bill(b as string, 2))).toBe('replaced');
+    // `a` was staged 10 s ago: its execution can no longer complete; it makes room.
+    clock = 10_000;
+    expect(await ledger.bill(bill(d as string, 1))).toBe('billed');
+    expect(ledger.staged(a as string)).toBeUndefined();
+    // `b` (re-staged at 5 s), `c` and `d` are live: the next one waits.
+    await expect(ledger.bill(bill(e as string, 1))).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect([b, c, d].map((k) => ledger.staged(k as string)?.fence)).toEqual([2, 1, 1]);
+  });
+
+  it('a bill refused while the ledger is full lands once a completion makes room', async () => {
+    const ledger = createPostgresLedger(noPool, prefix, { maxStaged: 1 });
+    const [a, b] = [randomBytes(32).toString('hex'), randomBytes(32).toString('hex')];
+    expect(await ledger.bill(bill(a, 1))).toBe('billed');
+    const waiting = billPersistently(ledger, bill(b, 1), { retryForMs: 5_000 });
+    let settled = false;
+    void waiting.finally(() => {
+      settled = true;
+    });
+    await sleep(200);
+    expect(settled).toBe(false);
+    ledger.unstage(a);
+    await expect(waiting).resolves.toBe('billed');
+    expect(ledger.staged(b)?.fence).toBe(1);
+  });
 });

@@ -1,3 +1,4 @@
+import { StoreUnavailableError } from '@idem/core';
 import type { Queryable } from '@idem/store-postgres';
 import { BILLING_KEY_LENGTH } from '../http/metering.js';
 import {
@@ -42,6 +43,25 @@ SELECT (SELECT inserted FROM written) AS inserted,
 const MAX_STAGED = 10_000;
 
 /**
+ * How long a staged bill may wait for its completion: twice core's `maxHoldMs` (1 hour, the
+ * app's), past which an execution can no longer write its outcome (core gives up the final
+ * write at its acquisition plus `maxHoldMs`, and a bill is staged after the acquisition), so
+ * a bill staged longer ago belongs to an execution that ended without completing (its
+ * process lost the store for good, or its lease was lost and nobody billed the key since).
+ */
+const STAGED_FOR_MS = 2 * 3_600_000;
+
+/** Options of {@link createPostgresLedger} (tests). */
+export interface PostgresLedgerOptions {
+  /** @default 10_000 */
+  maxStaged?: number;
+  /** @default 7_200_000 */
+  stagedForMs?: number;
+  /** Milliseconds of a monotonic clock. @default performance.now */
+  now?: () => number;
+}
+
+/**
  * The token ledger in PostgreSQL, billed **in the same transaction as the completion** of
  * the request's idempotency record.
  *
@@ -61,9 +81,24 @@ export interface PostgresLedger extends Ledger {
   billOn(client: Queryable, entry: LedgerEntry): Promise<BillResult>;
 }
 
-export function createPostgresLedger(pool: Queryable, prefix: string): PostgresLedger {
-  const pending = new Map<string, LedgerEntry>();
+export function createPostgresLedger(
+  pool: Queryable,
+  prefix: string,
+  options: PostgresLedgerOptions = {},
+): PostgresLedger {
+  const maxStaged = options.maxStaged ?? MAX_STAGED;
+  const stagedForMs = options.stagedForMs ?? STAGED_FOR_MS;
+  const now = options.now ?? (() => performance.now());
+  // Oldest first: a bill staged again (a takeover's) moves to the end.
+  const pending = new Map<string, { entry: LedgerEntry; at: number }>();
   const slot = (messageId: string) => messageId.slice(-BILLING_KEY_LENGTH);
+  const dropDead = () => {
+    const before = now() - stagedForMs;
+    for (const [key, { at }] of pending) {
+      if (at > before) break;
+      pending.delete(key);
+    }
+  };
 
   async function billOn(client: Queryable, entry: LedgerEntry): Promise<BillResult> {
     const { rows } = await client.query<{ inserted: boolean | null; current: string | null }>({
@@ -80,27 +115,35 @@ export function createPostgresLedger(pool: Queryable, prefix: string): PostgresL
 
   return {
     billOn,
-    staged: (storageKey) => pending.get(storageKey.slice(0, BILLING_KEY_LENGTH)),
+    staged: (storageKey) => pending.get(storageKey.slice(0, BILLING_KEY_LENGTH))?.entry,
     unstage(storageKey, entry) {
       const key = storageKey.slice(0, BILLING_KEY_LENGTH);
-      if (entry === undefined || pending.get(key) === entry) pending.delete(key);
+      if (entry === undefined || pending.get(key)?.entry === entry) pending.delete(key);
     },
 
     async bill(entry) {
       if (entry.fence === 0) return billOn(pool, entry);
       const key = slot(entry.messageId);
-      const current = pending.get(key);
+      const current = pending.get(key)?.entry;
       if (current && current.fence > entry.fence)
         throw new StaleFenceError(entry.messageId, entry.fence, current.fence);
       if (current && current.fence === entry.fence) return 'duplicate';
-      pending.delete(key);
-      pending.set(key, { ...entry });
-      // Bounded: an execution that never completes (its process lost the store for good)
-      // leaves its bill staged; the oldest go first.
-      for (const oldest of pending.keys()) {
-        if (pending.size <= MAX_STAGED) break;
-        pending.delete(oldest);
+      // Bounded, and never by dropping a live bill: its execution would then complete
+      // unbilled (`completingWithBills` completes a record with no staged bill as it is).
+      // Bills of executions that can no longer complete go first; while every slot holds a
+      // live one, a new bill waits like a bill during a store outage (a transient store
+      // failure: `billPersistently` retries it, the client hears 503 after the lease, the
+      // backlog stops new model runs), until completions make room.
+      if (!current) {
+        dropDead();
+        if (pending.size >= maxStaged)
+          throw new StoreUnavailableError(
+            `the ledger holds ${pending.size} bills waiting for their completion (at most ${maxStaged}): this one waits for room`,
+            { unsent: true },
+          );
       }
+      pending.delete(key);
+      pending.set(key, { entry: { ...entry }, at: now() });
       return current ? 'replaced' : 'billed';
     },
 
