@@ -231,6 +231,10 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   }
 
   let stopped = false;
+  // Set while the loop waits for a handler slot; stop() calls it so the loop reads on at once.
+  // (A wait of its own each time: a race with one promise pending until stop() would keep a
+  // reaction per message for as long as the consumer runs.)
+  let wakeLoop: (() => void) | undefined;
   // What arrived once stopped, given back when the pull's subscription has ended.
   const late: TMessage[] = [];
   const loop = (async () => {
@@ -249,7 +253,16 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         .catch(() => {}) // a broker call on a closed connection: JetStream redelivers
         .finally(() => inFlight.delete(task));
       inFlight.add(task);
-      if (inFlight.size >= concurrency) await Promise.race(inFlight);
+      // Once stopped, the loop no longer waits for a slot: what nats.js pulled behind the
+      // running handlers is given back when the drain ends, not when a long handler ends (a
+      // stop() that timed out on one, then a process that exits, left it to ack_wait).
+      if (inFlight.size >= concurrency) {
+        await new Promise<void>((resolve) => {
+          wakeLoop = resolve;
+          void Promise.race(inFlight).then(resolve);
+        });
+        wakeLoop = undefined;
+      }
     }
   })()
     .catch(() => {
@@ -271,6 +284,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       checkStopTimeout(timeoutMs);
       if (!stopped) {
         stopped = true;
+        wakeLoop?.();
         stopPulling(messages);
       }
       await settleWithin([loop, ...inFlight], timeoutMs);

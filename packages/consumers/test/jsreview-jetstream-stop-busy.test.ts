@@ -1,0 +1,164 @@
+// Review of the rev14 JetStream stop() (drain, then give back what arrived once stopped): with
+// every handler slot taken, the loop waited for a slot before reading on, so the messages
+// nats.js had pulled and no handler took were given back only when a running handler ended.
+// A stop() that timed out on a long handler, then a process that exits (or closes its
+// connection), never gave them back: they came back only at ack_wait (30 s by default).
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createRedisStore } from '@idem/store-redis';
+import { REDIS_URL } from '@idem/test-ledger';
+import { Redis } from 'ioredis';
+import { AckPolicy, type NatsConnection } from 'nats';
+import { afterAll, describe, expect, it } from 'vitest';
+import { consumeJetStream, type JsMsgLike } from '../src/index.js';
+import { connectNats, uniqueName } from './brokers.js';
+
+const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
+const prefix = `${uniqueName('jsreview-js-busy')}:`;
+const storeOnRedis = () => createRedisStore({ client: redis, keyPrefix: prefix });
+const connections: NatsConnection[] = [];
+const streams: string[] = [];
+afterAll(async () => {
+  const [nc] = connections;
+  if (nc && !nc.isClosed()) {
+    const jsm = await nc.jetstreamManager();
+    for (const stream of streams) await jsm.streams.delete(stream).catch(() => {});
+  }
+  for (const c of connections) if (!c.isClosed()) await c.close();
+  const keys = await redis.keys(`${prefix}*`);
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+});
+
+function message(seq: number, naks: number[]): JsMsgLike {
+  return {
+    data: new TextEncoder().encode(`{"n":${seq}}`),
+    seq,
+    info: { stream: 'S', consumer: 'w', streamSequence: seq, redeliveryCount: 1 },
+    ack() {},
+    nak() {
+      naks.push(seq);
+    },
+    working() {},
+    term() {},
+  };
+}
+
+describe('jsreview consumers: JetStream stop() with every handler slot taken', () => {
+  it('what nats.js pulled and no handler took is given back once the drain ends, not when a running handler ends', async () => {
+    const naks: number[] = [];
+    const queued = [message(1, naks), message(2, naks), message(3, naks)];
+    let wake: (() => void) | undefined;
+    let ended = false;
+    let finishDrain: (() => void) | undefined;
+    const messages = {
+      sub: {
+        isClosed: () => false,
+        drain: () =>
+          new Promise<void>((resolve) => {
+            finishDrain = () => {
+              ended = true;
+              wake?.();
+              resolve();
+            };
+          }),
+      },
+      stop() {
+        ended = true;
+        wake?.();
+      },
+      async *[Symbol.asyncIterator]() {
+        for (;;) {
+          while (queued.length > 0) yield queued.shift() as JsMsgLike;
+          if (ended) return;
+          await new Promise<void>((resolve) => {
+            wake = resolve;
+          });
+        }
+      },
+    };
+    let release: (() => void) | undefined;
+    const handled: number[] = [];
+    const consumer = await consumeJetStream({
+      store: storeOnRedis(),
+      consumer: { consume: async () => messages as never },
+      scope: ['test', uniqueName('busy')],
+      concurrency: 1,
+      handler: async (m) => {
+        handled.push(m.seq);
+        await new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        return 1;
+      },
+    });
+    await sleep(50);
+    expect(handled).toEqual([1]);
+    const stopping = consumer.stop(5_000);
+    finishDrain?.();
+    await sleep(50);
+    // The handler of 1 still runs: 2 and 3 are given back already.
+    expect(naks).toEqual([2, 3]);
+    expect(consumer.inFlight).toBe(1);
+    release?.();
+    await stopping;
+    expect(handled).toEqual([1]);
+  });
+
+  it('live NATS: a stop() that times out on a long handler, then a closed connection, still gives back what was pulled (a second instance gets it at once, not at ack_wait)', {
+    timeout: 15_000,
+  }, async () => {
+    const ncA = await connectNats();
+    connections.push(ncA);
+    const ncB = await connectNats();
+    connections.push(ncB);
+    const jsm = await ncB.jetstreamManager();
+    const stream = uniqueName('JSREVIEW_BUSY').replace(/-/g, '_');
+    streams.push(stream);
+    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+    await jsm.consumers.add(stream, {
+      durable_name: 'w',
+      ack_policy: AckPolicy.Explicit,
+      ack_wait: 30_000_000_000,
+    });
+    for (let n = 1; n <= 4; n++) await ncB.jetstream().publish(`${stream}.o`, `{"n":${n}}`);
+    const store = storeOnRedis();
+    const seen: number[] = [];
+    const n = (m: { data: Uint8Array }) =>
+      (JSON.parse(Buffer.from(m.data).toString()) as { n: number }).n;
+    let releaseA: (() => void) | undefined;
+    const start = async (nc: NatsConnection, concurrency: number, wait: boolean) =>
+      consumeJetStream({
+        store,
+        consumer: await nc.jetstream().consumers.get(stream, 'w'),
+        concurrency,
+        workingIntervalMs: 500,
+        handler: async (m) => {
+          seen.push(n(m));
+          // A's handler: longer than stop()'s timeout.
+          if (wait)
+            await new Promise<void>((resolve) => {
+              releaseA = resolve;
+            });
+          return 1;
+        },
+      });
+    const a = await start(ncA, 1, true);
+    const until = performance.now() + 3_000;
+    while (performance.now() < until && seen.length === 0) await sleep(10);
+    expect(seen).toEqual([1]);
+    // nats.js has pulled 2 (max_messages 2 x concurrency) behind the running handler.
+    await sleep(100);
+    await a.stop(300);
+    // The process exits now (here: closes its connection; the handler of 1 is cut off).
+    await ncA.close();
+    releaseA?.();
+    const b = await start(ncB, 4, false);
+    const end = performance.now() + 4_000;
+    while (performance.now() < end && !(seen.includes(2) && seen.includes(3) && seen.includes(4)))
+      await sleep(20);
+    await b.stop(2_000);
+    // 1 was cut off mid-handler (stop() timed out): it comes back at ack_wait, as documented.
+    // 2, 3, 4 never started: none of them waits for ack_wait (30 s; 4 s waited here).
+    expect([...new Set(seen)].sort()).toEqual([1, 2, 3, 4]);
+  });
+});
