@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StoreUnavailableError } from '@idem/core';
+import type { PostgresStore } from '@idem/store-postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Backend, openBackend } from '../src/backend.js';
 import { billingKeyOf } from '../src/http/metering.js';
@@ -8,6 +9,7 @@ import type { LedgerEntry } from '../src/ledger/ledger.js';
 import { billPersistently, isTransientStoreFailure } from '../src/ledger/persistent-bill.js';
 import { createPostgresLedger } from '../src/ledger/postgres-ledger.js';
 import { deleteDemoRows } from '../src/stores/postgres-cleanup.js';
+import { completingWithBills } from '../src/stores/postgres-connection.js';
 
 const DATABASE_URL = process.env.DATABASE_URL?.trim() || 'postgres://postgres@127.0.0.1:5432/test';
 const prefix = `llm-test:${randomBytes(4).toString('hex')}:`;
@@ -132,5 +134,39 @@ describe('rev13: PostgreSQL staged bills past MAX_STAGED', () => {
     ledger.unstage(a);
     await expect(waiting).resolves.toBe('billed');
     expect(ledger.staged(b)?.fence).toBe(1);
+  });
+
+  it("an old execution's release answered late never unstages the bill of the key's new owner", async () => {
+    // A's release commits, but its answer reaches this process late (a slow connection):
+    // meanwhile a retry took the key (fence 2) in this process, ran the model and staged
+    // its bill, replacing A's. A's `ok` must not unstage B's bill: B would complete unbilled.
+    const ledger = createPostgresLedger(noPool, prefix);
+    let answer: (result: { ok: true }) => void = () => undefined;
+    const store = {
+      release: () =>
+        new Promise((resolve) => {
+          answer = resolve;
+        }),
+    } as unknown as PostgresStore;
+    const wrapped = completingWithBills(store, noPool, ledger);
+    const key = randomBytes(32).toString('hex');
+    expect(await ledger.bill(bill(key, 1))).toBe('billed');
+    const releasing = wrapped.release({ key, owner: 'owner-a', retentionMs: HOUR });
+    expect(await ledger.bill(bill(key, 2))).toBe('replaced');
+    answer({ ok: true });
+    expect(await releasing).toEqual({ ok: true });
+    expect(ledger.staged(key)?.fence).toBe(2);
+  });
+
+  it('a release that succeeds unstages the bill its execution staged', async () => {
+    const ledger = createPostgresLedger(noPool, prefix);
+    const store = { release: async () => ({ ok: true }) } as unknown as PostgresStore;
+    const wrapped = completingWithBills(store, noPool, ledger);
+    const key = randomBytes(32).toString('hex');
+    expect(await ledger.bill(bill(key, 1))).toBe('billed');
+    expect(await wrapped.release({ key, owner: 'owner-a', retentionMs: HOUR })).toEqual({
+      ok: true,
+    });
+    expect(ledger.staged(key)).toBeUndefined();
   });
 });

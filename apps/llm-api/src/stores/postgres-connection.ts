@@ -36,8 +36,12 @@ export function completingWithBills(
     extend: (input) => store.extend(input),
     get: (key) => store.get(key),
     async release(input) {
+      // Only the bill staged when the release was sent: its answer may come after the key was
+      // taken again in this process (a retry once the release committed) and the new owner
+      // staged its own bill, which must stay for its completion.
+      const bill = ledger.staged(input.key);
       const result = await store.release(input);
-      if (result.ok) ledger.unstage(input.key);
+      if (result.ok && bill) ledger.unstage(input.key, bill);
       return result;
     },
     async complete(input): Promise<OwnerWriteResult> {
