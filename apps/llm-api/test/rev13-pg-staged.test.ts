@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StoreUnavailableError } from '@idem/core';
 import type { PostgresStore } from '@idem/store-postgres';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { type Backend, openBackend } from '../src/backend.js';
 import { billingKeyOf } from '../src/http/metering.js';
 import type { LedgerEntry } from '../src/ledger/ledger.js';
@@ -169,4 +169,56 @@ describe('rev13: PostgreSQL staged bills past MAX_STAGED', () => {
     });
     expect(ledger.staged(key)).toBeUndefined();
   });
+
+  // Review of 7cfda0b (finding C, LOW): a completion answered not-owner rolled back and left
+  // its staged bill, since the staged bill may be the new owner's (a takeover in this
+  // process). After a takeover by another process nothing replaced it: it held a slot for two
+  // hours, and enough of them refused every new keyed bill meanwhile. Now the completion reads
+  // the record: a bill below the record's fence (or of a record gone) is dropped.
+  it("a completion that lost the key drops its own staged bill, never the new owner's", async () => {
+    // A backend of its own: the first test filled the shared one's staging.
+    const own = `${prefix}own:`;
+    const backend = await openBackend({ kind: 'postgres', url: DATABASE_URL }, own, {
+      timeoutMs: 2_000,
+    });
+    onTestFinished(async () => {
+      await deleteDemoRows(DATABASE_URL, own).catch(() => undefined);
+      await backend.close();
+    });
+    const store = backend.store;
+    // Another process took the key over: this process's bill is dead.
+    const lost = randomBytes(32).toString('hex');
+    const input = { fingerprint: '', leaseMs: 50, retentionMs: HOUR };
+    expect((await store.acquire({ key: lost, owner: 'owner-a', ...input })).kind).toBe('acquired');
+    expect(await backend.ledger.bill(bill(lost, 1))).toBe('billed');
+    await sleep(120);
+    const taken = await store.acquire({ key: lost, owner: 'owner-b', ...input, leaseMs: 30_000 });
+    expect(taken).toMatchObject({ kind: 'acquired', fence: 2, takeover: true });
+    const outcome = new Uint8Array([1]);
+    expect(
+      await store.complete({ key: lost, owner: 'owner-a', outcome, retentionMs: HOUR }),
+    ).toEqual(expect.objectContaining({ ok: false }));
+    // Its slot is free again: the bill the ledger would take next for this key is new.
+    expect(await backend.ledger.bill(bill(lost, 2))).toBe('billed');
+
+    // A takeover in this process: the staged bill is the new owner's, and stays.
+    const mine = randomBytes(32).toString('hex');
+    expect((await store.acquire({ key: mine, owner: 'owner-a', ...input })).kind).toBe('acquired');
+    expect(await backend.ledger.bill(bill(mine, 1))).toBe('billed');
+    await sleep(120);
+    expect(
+      await store.acquire({ key: mine, owner: 'owner-b', ...input, leaseMs: 30_000 }),
+    ).toMatchObject({ kind: 'acquired', fence: 2 });
+    expect(await backend.ledger.bill(bill(mine, 2))).toBe('replaced');
+    expect(
+      await store.complete({ key: mine, owner: 'owner-a', outcome, retentionMs: HOUR }),
+    ).toEqual(expect.objectContaining({ ok: false }));
+    expect(
+      await store.complete({ key: mine, owner: 'owner-b', outcome, retentionMs: HOUR }),
+    ).toEqual({ ok: true });
+    const billed = (await backend.ledger.entries()).filter(
+      (e) => e.messageId === `msg_${billingKeyOf(mine)}`,
+    );
+    expect(billed.map((e) => e.fence)).toEqual([2]);
+  }, 20_000);
 });

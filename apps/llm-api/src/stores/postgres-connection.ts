@@ -7,6 +7,7 @@ import {
 import pg from 'pg';
 import type { Backend } from '../backend.js';
 import { boundLedger } from '../ledger/bounded-ledger.js';
+import type { LedgerEntry } from '../ledger/ledger.js';
 import {
   createPostgresLedger,
   LEDGER_SCHEMA,
@@ -30,6 +31,20 @@ export function completingWithBills(
   pool: pg.Pool,
   ledger: PostgresLedger,
 ): IdempotencyStore {
+  /**
+   * This execution lost the key: the bill staged for it is dead unless it is the new owner's
+   * (a takeover in this process stages its own, with the record's fence). A dead one would
+   * hold a slot until it ages out (two hours): after a takeover by another process nothing
+   * else replaces it. Best effort: a failed read leaves it to age out.
+   */
+  async function dropBillOfLostKey(key: string, bill: LedgerEntry): Promise<void> {
+    try {
+      const record = await store.get(key);
+      if (!record || record.fence > bill.fence) ledger.unstage(key, bill);
+    } catch {
+      // the store away: the bill ages out
+    }
+  }
   return {
     capabilities: store.capabilities,
     acquire: (input) => store.acquire(input),
@@ -56,18 +71,19 @@ export function completingWithBills(
         failure ??= error;
       };
       client.on('error', onError);
+      let written: OwnerWriteResult;
       try {
         await client.query('BEGIN');
-        const written = await store.completeIn(client, input);
+        written = await store.completeIn(client, input);
         if (!written.ok) {
           // Another execution owns the key: its own completion carries its own bill.
           await client.query('ROLLBACK');
+        } else {
+          await ledger.billOn(client, bill);
+          await client.query('COMMIT');
+          ledger.unstage(input.key, bill);
           return written;
         }
-        await ledger.billOn(client, bill);
-        await client.query('COMMIT');
-        ledger.unstage(input.key, bill);
-        return written;
       } catch (error) {
         failure = error instanceof Error ? error : new Error(String(error));
         throw error;
@@ -76,6 +92,8 @@ export function completingWithBills(
         // A connection whose transaction failed is dropped: it ends on the server.
         client.release(failure);
       }
+      await dropBillOfLostKey(input.key, bill);
+      return written;
     },
   };
 }
