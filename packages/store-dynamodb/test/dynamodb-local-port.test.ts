@@ -43,12 +43,19 @@ describe('DynamoDB Local on a port another server took', () => {
   it('startDynamoDbLocal starts again on another port, and that one answers as DynamoDB', async () => {
     const taken = await foreignServer();
     const picked: number[] = [];
+    // What is checked is starting the emulator itself: an external DynamoDB named by
+    // DYNAMODB_ENDPOINT (which the README offers for running the suite) would be used
+    // instead, with no port picked.
+    const external = process.env.DYNAMODB_ENDPOINT;
+    delete process.env.DYNAMODB_ENDPOINT;
     const local = await startDynamoDbLocal({
       pickPort: async () => {
         const port = picked.length === 0 ? taken : await freePort();
         picked.push(port);
         return port;
       },
+    }).finally(() => {
+      if (external !== undefined) process.env.DYNAMODB_ENDPOINT = external;
     });
     try {
       expect(picked.length).toBe(2);
