@@ -6,6 +6,37 @@ import { MAX_TIMER_MS } from './adapter-kit/input-checks.js';
 
 export class BackgroundTasks {
   private readonly pending = new Set<Promise<unknown>>();
+  /** Ends the pauses of optional work (see {@link pause}) when a drain starts. */
+  private readonly wakers = new Set<() => void>();
+  private drainsStarted = 0;
+
+  /** How many drains have started: optional work started before one stops. */
+  get drains(): number {
+    return this.drainsStarted;
+  }
+
+  /**
+   * Waits `ms` on an unref'd timer for work that is only worth doing while the engine serves
+   * (a give-back looking again for an acquire that may land late): resolves `true` then, or
+   * `false` at once when a drain starts meanwhile, so a shutdown does not wait for it.
+   */
+  pause(ms: number): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        resolve(false);
+      };
+      const timer = setTimeout(
+        () => {
+          this.wakers.delete(wake);
+          resolve(true);
+        },
+        Math.min(Math.max(0, ms), MAX_TIMER_MS),
+      );
+      (timer as { unref?: () => void }).unref?.();
+      this.wakers.add(wake);
+    });
+  }
 
   /** How many tasks have not settled yet. */
   get size(): number {
@@ -23,6 +54,9 @@ export class BackgroundTasks {
 
   /** Resolves when no task is pending or `timeoutMs` passed; returns how many are left. */
   async drain(timeoutMs: number): Promise<number> {
+    this.drainsStarted++;
+    for (const wake of this.wakers) wake();
+    this.wakers.clear();
     const deadline = performance.now() + timeoutMs;
     while (this.pending.size > 0) {
       const left = deadline - performance.now();

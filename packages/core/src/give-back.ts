@@ -12,6 +12,9 @@ import { retryStoreCall } from './store-retry.js';
  */
 export const MAX_PENDING_GIVE_BACKS = 64;
 
+/** The first pause before a give-back looks again for an acquire that may land late. */
+const RECHECK_FIRST_MS = 500;
+
 /**
  * How `call` settled within `ms` (on an unref'd timer): `{ answer }` (undefined when it
  * failed), or undefined when it is still pending.
@@ -67,7 +70,9 @@ export class GiveBacks {
    * acquire as late as it answered, so the lease it could hold counts from that answer: the
    * release is retried until a lease from then has passed (an acquire refused for answering
    * too late in its lease is given back too, though the lease counted from its send has
-   * passed).
+   * passed). A call that failed (its time limit) may still land after a release that found
+   * nothing: then the release is sent again, with doubling pauses, until a lease from the
+   * first one has passed, unless a drain starts.
    */
   releaseIfApplied(
     storageKey: string,
@@ -82,24 +87,36 @@ export class GiveBacks {
     const clock = elapsedClock(this.settings.clock);
     this.pending++;
     const giveBack = (async () => {
+      // Whether the acquire is known to have landed (it answered `acquired`, too late).
+      let landed = false;
       if (call) {
         const late = await settledWithin(
           call,
           callStartedAt + leaseMs + storeTimeoutMs - clock.now(),
         );
         if (late?.answer?.kind === 'found') return;
+        landed = late?.answer?.kind === 'acquired';
       }
       const deadline = clock.now() + leaseMs;
-      await retryStoreCall(
-        {
-          operation: 'release',
-          timeoutMs: storeTimeoutMs,
-          clock,
-          deadline,
-          observe: storeCallObserver(this.settings, 'release', storageKey, operation),
-        },
-        () => store.release({ key: storageKey, owner, retentionMs }),
-      );
+      const observe = storeCallObserver(this.settings, 'release', storageKey, operation);
+      const drains = this.tasks.drains;
+      let pause = Math.max(1, Math.min(RECHECK_FIRST_MS, leaseMs / 4));
+      for (;;) {
+        const released = await retryStoreCall(
+          { operation: 'release', timeoutMs: storeTimeoutMs, clock, deadline, observe },
+          () => store.release({ key: storageKey, owner, retentionMs }),
+        );
+        if (released.ok || landed) return;
+        // Nothing held under this owner yet. The acquire's own call failing (its time limit)
+        // does not mean the store dropped it: a server that went silent with the statement
+        // read (a frozen PostgreSQL backend, a paused Redis) applies it when it resumes, after
+        // this release, and the phantom would answer IN_PROGRESS for a whole lease. Looked
+        // for again, with doubling pauses, until a lease from the first release has passed;
+        // not once a drain started (a shutdown leaves a late phantom to its lease, as before).
+        if (this.tasks.drains !== drains || clock.now() + pause >= deadline) return;
+        if (!(await this.tasks.pause(pause))) return;
+        pause = Math.min(pause * 2, Math.max(1, leaseMs / 4));
+      }
     })().finally(() => this.pending--);
     this.tasks.track(giveBack);
   }

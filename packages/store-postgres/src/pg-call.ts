@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { guardStoreCall, type StoreErrorRules } from '@idem/core';
+import { guardStoreCall, type StoreErrorRules, StoreUnavailableError } from '@idem/core';
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg';
 
 /**
@@ -54,12 +54,90 @@ export function runStatement<R extends QueryResultRow>(
   config: QueryConfig,
   timeoutMs: number,
 ): Promise<QueryResult<R>> {
-  return guardStoreCall(
-    POSTGRES_ERRORS,
-    operation,
-    () => target.query<R>({ ...config, query_timeout: timeoutMs } as QueryConfig),
-    { timeoutMs },
-  );
+  const statement = { ...config, query_timeout: timeoutMs } as QueryConfig;
+  if (!isPool(target))
+    return guardStoreCall(POSTGRES_ERRORS, operation, () => target.query<R>(statement), {
+      timeoutMs,
+    });
+  // Through a pool: the connection is taken here rather than by `pool.query`, so that a
+  // statement whose caller stopped waiting (the time limit passed while every connection was
+  // busy, or the server silent) is never sent once a connection frees up, and its failure
+  // says it was not sent (`unsent`). Core gives back every acquire that may have been
+  // applied, at most 64 at once: during an outage, those of acquires that only waited for a
+  // connection filled that bound, and an acquire a resumed server did apply was left holding
+  // its key for a whole lease (seen with the server frozen 8 s: keys no handler ran for
+  // answered 409 for 30 s).
+  let phase: 'waiting' | 'sent' | 'abandoned' = 'waiting';
+  const run = async (): Promise<QueryResult<R>> => {
+    const client = await target.connect();
+    if (phase === 'abandoned') {
+      client.release();
+      throw new Error('not sent: its caller stopped waiting');
+    }
+    phase = 'sent';
+    // As `pool.query` does: a connection that breaks while checked out emits 'error' on it
+    // (with no listener, the process ends); a failed statement's connection is dropped.
+    let released = false;
+    const release = (error?: Error) => {
+      if (released) return;
+      released = true;
+      client.removeListener('error', onError);
+      client.release(error);
+    };
+    const onError = (error: Error) => release(error);
+    client.once('error', onError);
+    try {
+      const result = await client.query<R>(statement);
+      release();
+      return result;
+    } catch (error) {
+      release(error instanceof Error ? error : new Error(String(error)));
+      throw error;
+    }
+  };
+  return guardStoreCall(POSTGRES_ERRORS, operation, run, { timeoutMs }).catch((error: unknown) => {
+    if (phase !== 'waiting') throw error;
+    phase = 'abandoned';
+    throw error instanceof StoreUnavailableError && !error.unsent
+      ? new StoreUnavailableError(`${error.message} (not sent: no connection was free)`, {
+          cause: error.cause,
+          unsent: true,
+        })
+      : error;
+  });
+}
+
+/** The pool's side used here: a connection checked out and given back (a `pg.Pool`). */
+interface PoolLike extends Queryable {
+  connect(): Promise<PoolClientLike>;
+}
+interface PoolClientLike extends Queryable {
+  release(error?: Error | boolean): void;
+  once(event: 'error', listener: (error: Error) => void): unknown;
+  removeListener(event: 'error', listener: (error: Error) => void): unknown;
+}
+
+/**
+ * A `pg.Pool` used as node-postgres made it: not a `Client` nor a checked-out `PoolClient`
+ * (whose `connect` is another thing), and not a pool whose `query` was wrapped (on the
+ * instance, or by a subclass: metrics, tracing, a test's counter) or its `connect`, which is
+ * used through its `query` as given. The `query` and `connect` in force must both come from
+ * the class that defines `totalCount` (pg-pool's `Pool`).
+ */
+function isPool(target: Queryable): target is PoolLike {
+  const t = target as Partial<PoolLike> & { waitingCount?: unknown; totalCount?: unknown };
+  if (
+    typeof t.connect !== 'function' ||
+    typeof t.waitingCount !== 'number' ||
+    typeof t.totalCount !== 'number'
+  )
+    return false;
+  for (let o: object | null = target; o !== null; o = Object.getPrototypeOf(o)) {
+    const query = Object.hasOwn(o, 'query');
+    const connect = Object.hasOwn(o, 'connect');
+    if (query || connect) return query && connect && Object.hasOwn(o, 'totalCount');
+  }
+  return false;
 }
 
 /** SQLSTATEs after which the server rolled the statement's transaction back: a new one may succeed. */
