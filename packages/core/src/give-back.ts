@@ -86,6 +86,9 @@ export class GiveBacks {
     const { store, storeTimeoutMs, retentionMs, leaseMs } = this.settings;
     const clock = elapsedClock(this.settings.clock);
     this.pending++;
+    // Drains started from here on end the looking again (one started while the give-back
+    // waits for the acquire to settle, too).
+    const drains = this.tasks.drains;
     const giveBack = (async () => {
       // Whether the acquire is known to have landed (it answered `acquired`, too late).
       let landed = false;
@@ -99,7 +102,6 @@ export class GiveBacks {
       }
       const deadline = clock.now() + leaseMs;
       const observe = storeCallObserver(this.settings, 'release', storageKey, operation);
-      const drains = this.tasks.drains;
       let pause = Math.max(1, Math.min(RECHECK_FIRST_MS, leaseMs / 4));
       for (;;) {
         const released = await retryStoreCall(

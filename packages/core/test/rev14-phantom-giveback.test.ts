@@ -30,6 +30,16 @@ function appliedAfterItFailed(base: FakeStore, failAfterMs: number, applyAfterMs
   return { store, applied: () => applied };
 }
 
+/** Every acquire fails after `failAfterMs` and is never applied. */
+function neverApplied(base: FakeStore, failAfterMs: number): IdempotencyStore {
+  const store = Object.create(base) as IdempotencyStore;
+  store.acquire = () =>
+    sleep(failAfterMs).then(() => {
+      throw new StoreUnavailableError('timed out, never applied');
+    });
+  return store;
+}
+
 const request = { key: 'k', scope: { principal: 'p' } };
 
 describe('a give-back whose acquire lands after its own release', () => {
@@ -78,11 +88,7 @@ describe('a give-back whose acquire lands after its own release', () => {
 
   it('an acquire that never lands is looked for a bounded number of times', async () => {
     const base = new FakeStore();
-    const store = Object.create(base) as IdempotencyStore;
-    store.acquire = () =>
-      sleep(50).then(() => {
-        throw new StoreUnavailableError('timed out, never applied');
-      });
+    const store = neverApplied(base, 50);
     const leaseMs = 2_000;
     const idem = createIdempotency<string>({
       store,
@@ -124,11 +130,7 @@ describe('a give-back whose acquire lands after its own release', () => {
 
   it('a drain (a shutdown) ends the looking at once: it does not wait a lease for it', async () => {
     const base = new FakeStore();
-    const store = Object.create(base) as IdempotencyStore;
-    store.acquire = () =>
-      sleep(50).then(() => {
-        throw new StoreUnavailableError('timed out, never applied');
-      });
+    const store = neverApplied(base, 50);
     const idem = createIdempotency<string>({
       store,
       leaseMs: 30_000,
@@ -144,6 +146,30 @@ describe('a give-back whose acquire lands after its own release', () => {
     expect(await idem.drain(10_000)).toBe(0);
     expect(performance.now() - started).toBeLessThan(500);
     await sleep(700);
+    expect(base.calls.release).toBe(1);
+  });
+  it('a drain started while the give-back waits for its acquire ends the looking too', async () => {
+    // Found in the unsentreview of d8ab711: the count of drains was read after the give-back
+    // waited for the abandoned acquire to settle, so a drain started during that wait went
+    // unnoticed and the pauses that followed were never woken (the drain waited its whole
+    // time limit: 4 s, 1 left).
+    const base = new FakeStore();
+    // The store's own call outlives core's time limit (200 ms), then fails: never applied.
+    const idem = createIdempotency<string>({
+      store: neverApplied(base, 600),
+      leaseMs: 30_000,
+      storeTimeoutMs: 200,
+      heartbeatMs: false,
+    });
+    await expect(idem.execute(request, async () => 'x')).rejects.toBeInstanceOf(
+      StoreUnavailableError,
+    );
+    await sleep(50);
+    // The give-back waits for the acquire (until about 600 ms); the drain starts before.
+    expect(base.calls.release).toBe(0);
+    const started = performance.now();
+    expect(await idem.drain(4_000)).toBe(0);
+    expect(performance.now() - started).toBeLessThan(1_500);
     expect(base.calls.release).toBe(1);
   });
 });
