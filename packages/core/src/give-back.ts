@@ -90,8 +90,10 @@ export class GiveBacks {
     // waits for the acquire to settle, too).
     const drains = this.tasks.drains;
     const giveBack = (async () => {
-      // Whether the acquire is known to have landed (it answered `acquired`, too late).
-      let landed = false;
+      // Whether the acquisition is known to have landed: it answered `acquired` (too late),
+      // or there is no acquire call (an acquisition whose own release failed: it existed,
+      // so a release that finds nothing means that one was applied).
+      let landed = call === undefined;
       if (call) {
         const late = await settledWithin(
           call,
