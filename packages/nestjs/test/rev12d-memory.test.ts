@@ -91,8 +91,10 @@ class MemController {
   @UseInterceptors(TimeoutInterceptor)
   slow(@Req() req: object) {
     watch(req);
+    // Well past the interceptor's 150 ms: under load both timers can fire in one turn of the
+    // loop, and a 200 ms one then answered 201 instead of the timeout's 408 (seen in CI).
     return defer(async () => {
-      await sleep(200);
+      await sleep(600);
       return { n: ran('mem-slow') };
     });
   }
@@ -147,7 +149,7 @@ describe.each<Platform>(['express', 'fastify'])(
       const slowBefore = count('mem-slow');
       await burst('/mem/quick', 2000, 50, 201);
       await burst('/mem/slow', 500, 100, 408);
-      // The 500 slow handlers go on after their 408 (200 ms each): all of them ended.
+      // The 500 slow handlers go on after their 408 (600 ms each): all of them ended.
       await settle(() => count('mem-slow') >= slowBefore + 500 && live === 0);
       await settle(() => finalized - finBefore >= Math.floor((registered - regBefore) * 0.95));
       const heapAfter = process.memoryUsage().heapUsed;

@@ -1,4 +1,4 @@
-import { InProgressError } from '@idem/core';
+import { InProgressError, LeaseLostError } from '@idem/core';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
@@ -444,9 +444,11 @@ describe('rcrev2: serializable sessions', () => {
             })
           ).value;
         } catch (error) {
-          // Not run: the key still held, or (a loaded machine) no pool connection in time.
+          // Not run: the key still held, or (a loaded machine) no pool connection in time, or
+          // its acquisition answered too late in its 300 ms lease (seen in CI's lanes).
           expect(
             error instanceof InProgressError ||
+              error instanceof LeaseLostError ||
               (error as Error).name === 'TransactionNotCommittedError',
             String(error),
           ).toBe(true);
