@@ -40,19 +40,7 @@ export interface JetStreamConsumerLike<TMessage extends JsMsgLike> {
   }>;
 }
 
-/**
- * Stops the pull without dropping what the server already sent for it. nats.js's
- * `messages.stop()` unsubscribes the pull's inbox at once, and the messages the server was
- * still sending for the last pull are then dropped by the client: ack-pending at the server,
- * they would come back only when `ack_wait` passes, each having spent a delivery of
- * `max_deliver`. Draining the inbox's subscription instead (UNSUB, then a PING/PONG round
- * trip) hands the consumer everything the server sent before it saw the UNSUB (the loop
- * `nak`s it at once, for another instance), and the server delivers nothing after it to an
- * inbox nobody listens on. nats.js 2.x ends the iteration when the drained subscription
- * closes; `messages.stop()` follows in every case (a no-op once ended), and after 5 s at most
- * (a broker that went silent). A `messages` without that subscription (another client, a later
- * nats.js) is stopped as before.
- */
+/** How long `stop()` waits for the broker to answer the drain before stopping the pull anyway. */
 const DRAIN_LIMIT_MS = 5_000;
 
 /**
@@ -66,6 +54,19 @@ const DRAIN_LIMIT_MS = 5_000;
  */
 const GIVE_BACK_DELAY_MS = 250;
 
+/**
+ * Stops the pull without dropping what the server already sent for it. nats.js's
+ * `messages.stop()` unsubscribes the pull's inbox at once, and the messages the server was
+ * still sending for the last pull are then dropped by the client: ack-pending at the server,
+ * they would come back only when `ack_wait` passes, each having spent a delivery of
+ * `max_deliver`. Draining the inbox's subscription instead (UNSUB, then a PING/PONG round
+ * trip) hands the consumer everything the server sent before it saw the UNSUB (the loop
+ * gives it back, see {@link GIVE_BACK_DELAY_MS}), and the server delivers nothing after it to
+ * an inbox nobody listens on. nats.js 2.x ends the iteration when the drained subscription
+ * closes; `messages.stop()` follows in every case (a no-op once ended), and after 5 s at most
+ * (a broker that went silent). A `messages` without that subscription (another client, a later
+ * nats.js) is stopped as before.
+ */
 function stopPulling(messages: { stop(): void }): void {
   const sub = (messages as { sub?: { drain?: unknown; isClosed?: () => boolean } }).sub;
   if (typeof sub?.drain !== 'function' || sub.isClosed?.() === true) {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import amqp, { type ChannelModel } from 'amqplib';
-import { connect, type NatsConnection } from 'nats';
+import { AckPolicy, connect, type NatsConnection } from 'nats';
 
 /** RabbitMQ the tests use. */
 export const AMQP_URL = process.env.IDEM_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -40,4 +40,29 @@ export async function connectNats(): Promise<NatsConnection> {
     );
   }
   return nc;
+}
+
+/**
+ * A new stream (named from `prefix`, recorded in `streams` for the test's clean-up) with a
+ * durable pull consumer `w` (explicit acks, `ackWaitMs`), and `count` messages `{"n":1}`...
+ * published on `<stream>.orders`. Answers the stream's name.
+ */
+export async function durableStream(
+  nc: NatsConnection,
+  prefix: string,
+  streams: string[],
+  { ackWaitMs, count }: { ackWaitMs: number; count: number },
+): Promise<string> {
+  const jsm = await nc.jetstreamManager();
+  const stream = uniqueName(prefix).replace(/-/g, '_');
+  streams.push(stream);
+  await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+  await jsm.consumers.add(stream, {
+    durable_name: 'w',
+    ack_policy: AckPolicy.Explicit,
+    ack_wait: ackWaitMs * 1_000_000,
+  });
+  const js = nc.jetstream();
+  for (let n = 1; n <= count; n++) await js.publish(`${stream}.orders`, `{"n":${n}}`);
+  return stream;
 }

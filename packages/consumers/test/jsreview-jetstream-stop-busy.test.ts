@@ -7,10 +7,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createRedisStore } from '@idem/store-redis';
 import { REDIS_URL } from '@idem/test-ledger';
 import { Redis } from 'ioredis';
-import { AckPolicy, type NatsConnection } from 'nats';
+import type { NatsConnection } from 'nats';
 import { afterAll, describe, expect, it } from 'vitest';
-import { consumeJetStream, type JsMsgLike } from '../src/index.js';
-import { connectNats, uniqueName } from './brokers.js';
+import { consumeJetStream } from '../src/index.js';
+import { connectNats, durableStream, uniqueName } from './brokers.js';
+import { fakeMessages, message } from './fake-jetstream.js';
 
 const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
 const prefix = `${uniqueName('jsreview-js-busy')}:`;
@@ -29,53 +30,21 @@ afterAll(async () => {
   redis.disconnect();
 });
 
-function message(seq: number, naks: number[]): JsMsgLike {
-  return {
-    data: new TextEncoder().encode(`{"n":${seq}}`),
-    seq,
-    info: { stream: 'S', consumer: 'w', streamSequence: seq, redeliveryCount: 1 },
-    ack() {},
-    nak() {
-      naks.push(seq);
-    },
-    working() {},
-    term() {},
-  };
-}
-
 describe('jsreview consumers: JetStream stop() with every handler slot taken', () => {
   it('what nats.js pulled and no handler took is given back once the drain ends, not when a running handler ends', async () => {
-    const naks: number[] = [];
-    const queued = [message(1, naks), message(2, naks), message(3, naks)];
-    let wake: (() => void) | undefined;
-    let ended = false;
+    const naks: Array<[number, number | undefined]> = [];
     let finishDrain: (() => void) | undefined;
-    const messages = {
-      sub: {
-        isClosed: () => false,
-        drain: () =>
-          new Promise<void>((resolve) => {
-            finishDrain = () => {
-              ended = true;
-              wake?.();
-              resolve();
-            };
-          }),
-      },
-      stop() {
-        ended = true;
-        wake?.();
-      },
-      async *[Symbol.asyncIterator]() {
-        for (;;) {
-          while (queued.length > 0) yield queued.shift() as JsMsgLike;
-          if (ended) return;
-          await new Promise<void>((resolve) => {
-            wake = resolve;
-          });
-        }
-      },
-    };
+    const { messages, push, end } = fakeMessages({
+      isClosed: () => false,
+      drain: () =>
+        new Promise<void>((resolve) => {
+          finishDrain = () => {
+            end();
+            resolve();
+          };
+        }),
+    });
+    for (const seq of [1, 2, 3]) push(message(seq, naks));
     let release: (() => void) | undefined;
     const handled: number[] = [];
     const consumer = await consumeJetStream({
@@ -97,7 +66,7 @@ describe('jsreview consumers: JetStream stop() with every handler slot taken', (
     finishDrain?.();
     await sleep(50);
     // The handler of 1 still runs: 2 and 3 are given back already.
-    expect(naks).toEqual([2, 3]);
+    expect(naks.map(([seq]) => seq)).toEqual([2, 3]);
     expect(consumer.inFlight).toBe(1);
     release?.();
     await stopping;
@@ -111,16 +80,10 @@ describe('jsreview consumers: JetStream stop() with every handler slot taken', (
     connections.push(ncA);
     const ncB = await connectNats();
     connections.push(ncB);
-    const jsm = await ncB.jetstreamManager();
-    const stream = uniqueName('JSREVIEW_BUSY').replace(/-/g, '_');
-    streams.push(stream);
-    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
-    await jsm.consumers.add(stream, {
-      durable_name: 'w',
-      ack_policy: AckPolicy.Explicit,
-      ack_wait: 30_000_000_000,
+    const stream = await durableStream(ncB, 'JSREVIEW_BUSY', streams, {
+      ackWaitMs: 30_000,
+      count: 4,
     });
-    for (let n = 1; n <= 4; n++) await ncB.jetstream().publish(`${stream}.o`, `{"n":${n}}`);
     const store = storeOnRedis();
     const seen: number[] = [];
     const n = (m: { data: Uint8Array }) =>

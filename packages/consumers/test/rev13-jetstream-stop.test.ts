@@ -3,10 +3,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createRedisStore } from '@idem/store-redis';
 import { REDIS_URL } from '@idem/test-ledger';
 import { Redis } from 'ioredis';
-import { AckPolicy, type NatsConnection } from 'nats';
+import type { NatsConnection } from 'nats';
 import { afterAll, describe, expect, it } from 'vitest';
 import { consumeJetStream } from '../src/index.js';
-import { connectNats, uniqueName } from './brokers.js';
+import { connectNats, durableStream, uniqueName } from './brokers.js';
 
 describe('rev13 consumers: JetStream stop()', () => {
   const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
@@ -38,19 +38,10 @@ describe('rev13 consumers: JetStream stop()', () => {
     timeout: 25_000,
   }, async () => {
     nc ??= await connectNats();
-    const jsm = await nc.jetstreamManager();
-    const stream = uniqueName('REV13_STOP').replace(/-/g, '_');
-    streams.push(stream);
-    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
-    await jsm.consumers.add(stream, {
-      durable_name: 'w',
-      ack_policy: AckPolicy.Explicit,
-      // Short: a message nats.js received after stop() is dropped by its stopped iterator
-      // (never yielded, never nak'ed) and comes back only after ack_wait.
-      ack_wait: 2_000_000_000,
-    });
     const js = nc.jetstream();
-    for (let n = 1; n <= 8; n++) await js.publish(`${stream}.orders`, `{"n":${n}}`);
+    // Short ack_wait: a message nats.js received after stop() and dropped (never yielded,
+    // never nak'ed) comes back after it.
+    const stream = await durableStream(nc, 'REV13_STOP', streams, { ackWaitMs: 2_000, count: 8 });
     const store = createRedisStore({ client: redis, keyPrefix: prefix });
     const runs = new Map<number, number>();
     let running = 0;

@@ -4,10 +4,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { createRedisStore } from '@idem/store-redis';
 import { REDIS_URL } from '@idem/test-ledger';
 import { Redis } from 'ioredis';
-import { AckPolicy, type NatsConnection } from 'nats';
+import type { NatsConnection } from 'nats';
 import { afterAll, describe, expect, it } from 'vitest';
 import { consumeJetStream } from '../src/index.js';
-import { connectNats, uniqueName } from './brokers.js';
+import { connectNats, durableStream, uniqueName } from './brokers.js';
 
 describe('rev13fix consumers: JetStream stop() gives back what it did not run', () => {
   const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
@@ -46,16 +46,8 @@ describe('rev13fix consumers: JetStream stop() gives back what it did not run', 
     async ({ stopAfterMs }) => {
       nc ??= await connectNats();
       const jsm = await nc.jetstreamManager();
-      const stream = uniqueName('REV13FIX').replace(/-/g, '_');
-      streams.push(stream);
-      await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
-      await jsm.consumers.add(stream, {
-        durable_name: 'w',
-        ack_policy: AckPolicy.Explicit,
-        ack_wait: 30_000_000_000,
-      });
       const js = nc.jetstream();
-      for (let n = 1; n <= 8; n++) await js.publish(`${stream}.orders`, `{"n":${n}}`);
+      const stream = await durableStream(nc, 'REV13FIX', streams, { ackWaitMs: 30_000, count: 8 });
       const store = createRedisStore({ client: redis, keyPrefix: prefix });
       const runs = new Map<number, number>();
       const seen: Array<[number, number, number]> = [];

@@ -6,8 +6,9 @@ import { createRedisStore } from '@idem/store-redis';
 import { REDIS_URL } from '@idem/test-ledger';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
-import { consumeJetStream, type JsMsgLike } from '../src/index.js';
+import { consumeJetStream } from '../src/index.js';
 import { uniqueName } from './brokers.js';
+import { fakeMessages, message } from './fake-jetstream.js';
 
 const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
 const prefix = `${uniqueName('rev14-js-drain')}:`;
@@ -17,53 +18,6 @@ afterAll(async () => {
   if (keys.length > 0) await redis.del(...keys);
   redis.disconnect();
 });
-
-function message(seq: number, naks: Array<[number, number | undefined]>): JsMsgLike {
-  return {
-    data: new TextEncoder().encode(`{"n":${seq}}`),
-    seq,
-    info: { stream: 'S', consumer: 'w', streamSequence: seq, redeliveryCount: 1 },
-    ack() {},
-    nak(millis?: number) {
-      naks.push([seq, millis]);
-    },
-    working() {},
-    term() {},
-  };
-}
-
-/** A `messages` whose iteration ends when `end()` is called; `queue` what it yields first. */
-function fakeMessages(sub: unknown) {
-  const queued: JsMsgLike[] = [];
-  let wake: (() => void) | undefined;
-  let ended = false;
-  const calls = { stop: 0 };
-  const end = () => {
-    ended = true;
-    wake?.();
-  };
-  const messages = {
-    sub,
-    stop() {
-      calls.stop += 1;
-      end();
-    },
-    async *[Symbol.asyncIterator]() {
-      for (;;) {
-        while (queued.length > 0) yield queued.shift() as JsMsgLike;
-        if (ended) return;
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-        });
-      }
-    },
-  };
-  const push = (m: JsMsgLike) => {
-    queued.push(m);
-    wake?.();
-  };
-  return { messages, calls, push, end };
-}
 
 async function start(messages: object) {
   return consumeJetStream({
