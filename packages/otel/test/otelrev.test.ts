@@ -1,0 +1,105 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  createIdempotency,
+  createOutcomeCodec,
+  type IdempotencyOptions,
+  jsonSerializer,
+  type OutcomeCodec,
+} from '@idem/core';
+import { createMemoryStore } from '@idem/store-memory';
+import { type HrTime, SpanStatusCode } from '@opentelemetry/api';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { afterEach, describe, expect, it } from 'vitest';
+import { SPAN } from '../src/index.js';
+import { telemetry } from './support/telemetry.js';
+
+// otelrev: adversarial review of @idem/otel (spans placed from the events' durations, metric
+// attributes, privacy of what reaches a span).
+
+let current: ReturnType<typeof telemetry> | undefined;
+afterEach(async () => {
+  await current?.shutdown();
+  current = undefined;
+});
+
+function setup(options: Partial<IdempotencyOptions> = {}) {
+  const t = telemetry();
+  current = t;
+  const idem = createIdempotency<unknown>({
+    store: createMemoryStore(),
+    heartbeatMs: false,
+    onEvent: t.listener,
+    ...options,
+  });
+  return { ...t, idem };
+}
+
+const ms = (time: HrTime): number => time[0] * 1_000 + time[1] / 1e6;
+const length = (span: ReadableSpan | undefined): number =>
+  span ? ms(span.endTime) - ms(span.startTime) : Number.NaN;
+
+const DECODE_MS = 60;
+const request = { key: 'k', scope: ['t'], operation: 'POST /x' };
+
+describe('otelrev: a replay span covers the decoding, the acquire span ends before it', () => {
+  // FIXED (was FINDING LOW): on a `hit` both spans ended at the event: the acquire span ran
+  // [event - durationMs, event] although the store had answered `decodeMs` (plus the value's
+  // decode) earlier, so it overlapped the replay span and sat late under the request span;
+  // core read `decodeMs` before the value was decoded (a serializer's `deserialize`, the JSON
+  // parse of a recorded value: 160 ms for a 5 MB outcome) and emitted the event after it, so
+  // that decode was in no span. For `outcome_corrupt` the replay span had no length at all
+  // (an `outcomeCodec` open that failed after a key service call took its time out of every
+  // span). Fix: core's `decodeMs` runs from the store's answer to the event (`hit` and,
+  // new, `outcome_corrupt`); the acquire span ends `decodeMs` before the event.
+  it('hit: a slow deserialize is in the replay span, not after the acquire span', async () => {
+    let slow = false;
+    const t = setup({
+      serializer: {
+        serialize: (value: unknown) => jsonSerializer.serialize(value),
+        deserialize: (outcome: Parameters<typeof jsonSerializer.deserialize>[0]) => {
+          if (slow) {
+            const until = performance.now() + DECODE_MS;
+            while (performance.now() < until) {
+              // a slow decode
+            }
+          }
+          return jsonSerializer.deserialize(outcome);
+        },
+      },
+    });
+    await t.idem.execute(request, async () => ({ n: 1 }));
+    slow = true;
+    const before = performance.timeOrigin + performance.now();
+    await t.idem.execute(request, async () => ({ n: 2 }));
+    const acquire = t.spans(SPAN.acquire).at(-1);
+    const [replay] = t.spans(SPAN.replay);
+    expect(length(replay)).toBeGreaterThanOrEqual(DECODE_MS - 1);
+    expect(ms(acquire?.endTime ?? [0, 0])).toBeLessThanOrEqual(ms(replay?.startTime ?? [0, 0]));
+    // The acquire starts no earlier than the call (1 ms for the conversions to hrtime).
+    expect(ms(acquire?.startTime ?? [0, 0])).toBeGreaterThanOrEqual(before - 1);
+  });
+
+  it('outcome_corrupt: a codec open that fails after a while is the replay span', async () => {
+    const store = createMemoryStore();
+    const keyring = (fill: number) =>
+      createOutcomeCodec({ keys: [{ id: `k${fill}`, key: new Uint8Array(32).fill(fill) }] });
+    const writer = createIdempotency({ store, outcomeCodec: keyring(1) });
+    await writer.execute(request, async () => 1);
+    // The reader's keys come from a key service that takes its time, and lack the writer's.
+    const reader = keyring(2);
+    const slow: OutcomeCodec = {
+      seal: (encoded, context) => reader.seal(encoded, context),
+      open: (stored, context) => sleep(DECODE_MS).then(() => reader.open(stored, context)),
+    };
+    const t = setup({ store, outcomeCodec: slow });
+    await expect(t.idem.execute(request, async () => 2)).rejects.toMatchObject({
+      code: 'OUTCOME_CORRUPT',
+    });
+    const [acquire] = t.spans(SPAN.acquire);
+    const [replay] = t.spans(SPAN.replay);
+    expect(replay?.status.code).toBe(SpanStatusCode.ERROR);
+    // Timers may fire a millisecond early on Node's own clock.
+    expect(length(replay)).toBeGreaterThanOrEqual(DECODE_MS - 2);
+    expect(ms(acquire?.endTime ?? [0, 0])).toBeLessThanOrEqual(ms(replay?.startTime ?? [0, 0]));
+  });
+});
