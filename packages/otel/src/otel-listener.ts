@@ -45,6 +45,9 @@ export interface OtelListenerOptions {
 /** The `idem.operation` metric label of operations past `maxOperations`. */
 export const OTHER_OPERATION = '_other';
 
+/** The longest operation (UTF-16 code units) a metric label keeps; longer ones are `_other`. */
+const MAX_OPERATION_LABEL = 256;
+
 /** A count option: a non-negative integer, or `Infinity`. */
 function countOption(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -88,6 +91,10 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
   const operations = new Set<string>();
   const operationLabel = (operation: string): string => {
     if (operations.has(operation)) return operation;
+    // A client's path (a route Express or Hono did not match yet) can be kilobytes long: one
+    // such label is sent with every series at every export. It takes no slot either.
+    if (typeof operation !== 'string' || operation.length > MAX_OPERATION_LABEL)
+      return OTHER_OPERATION;
     if (operations.size >= maxOperations) return OTHER_OPERATION;
     operations.add(operation);
     return operation;

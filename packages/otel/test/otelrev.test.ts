@@ -10,7 +10,7 @@ import { createMemoryStore } from '@idem/store-memory';
 import { type HrTime, SpanStatusCode } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { afterEach, describe, expect, it } from 'vitest';
-import { SPAN } from '../src/index.js';
+import { ATTR, OTHER_OPERATION, SPAN } from '../src/index.js';
 import { telemetry } from './support/telemetry.js';
 
 // otelrev: adversarial review of @idem/otel (spans placed from the events' durations, metric
@@ -101,5 +101,42 @@ describe('otelrev: a replay span covers the decoding, the acquire span ends befo
     // Timers may fire a millisecond early on Node's own clock.
     expect(length(replay)).toBeGreaterThanOrEqual(DECODE_MS - 2);
     expect(ms(acquire?.endTime ?? [0, 0])).toBeLessThanOrEqual(ms(replay?.startTime ?? [0, 0]));
+  });
+});
+
+describe('otelrev: metric labels of client-controlled operations', () => {
+  // FIXED (was FINDING LOW): an operation is the request's path wherever no route matched
+  // (Express's `app.use`, which its README mounts first; a path no Hono route matches;
+  // fetch-style handlers), so a client chose the `idem.operation` label's value and length.
+  // `maxOperations` bounded how many, not how long: 100 paths of 8 KB (Node's default header
+  // limit allows 16 KB) were 100 labels of 8 KB, kept by the SDK for every series of every
+  // instrument and sent with each at every export (MB a minute to the backend), and they
+  // took the 100 slots for good. Fix: an operation longer than 256 characters counts as
+  // `_other` on metrics and takes no slot; spans keep it.
+  it('a kilobytes-long operation is _other on metrics, takes no slot, and stays on spans', async () => {
+    const t = telemetry({ maxOperations: 2 });
+    current = t;
+    const idem = createIdempotency({
+      store: createMemoryStore(),
+      heartbeatMs: false,
+      onEvent: t.listener,
+    });
+    const long = (i: number) => `POST /${String(i).padEnd(8_000, 'x')}`;
+    const operations = [long(1), long(2), long(3), 'POST /charges', 'POST /refunds'];
+    for (const [i, operation] of operations.entries())
+      await idem.execute({ key: `k-${i}`, scope: ['s', operation], operation }, async () => i);
+    const labels = new Set<unknown>();
+    for (const points of (await t.metrics()).values())
+      for (const point of points) labels.add(point.attributes[ATTR.operation]);
+    labels.delete(undefined); // instruments without the operation (store latency)
+    // (Cut to 20 characters: a failure prints them.)
+    expect([...labels].map((label) => String(label).slice(0, 20)).sort()).toEqual([
+      'POST /charges',
+      'POST /refunds',
+      OTHER_OPERATION,
+    ]);
+    expect(
+      t.spans(SPAN.acquire).filter((s) => s.attributes[ATTR.operation] === long(2)),
+    ).toHaveLength(1);
   });
 });
