@@ -284,8 +284,8 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
         return;
       }
       case 'lease_lost':
-        note(event, 'idem.lease_lost', { phase: event.phase });
-        count(m, event, 'lease_lost', { phase: event.phase });
+        note(event, 'idem.lease_lost', { [ATTR.leaseLostPhase]: event.phase });
+        count(m, event, 'lease_lost', { [ATTR.leaseLostPhase]: event.phase });
         return;
       case 'released':
       case 'outcome_not_recorded':

@@ -4,13 +4,14 @@ import {
   createOutcomeCodec,
   type IdempotencyOptions,
   jsonSerializer,
+  ManualClock,
   type OutcomeCodec,
 } from '@idem/core';
 import { createMemoryStore } from '@idem/store-memory';
 import { type HrTime, SpanStatusCode } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ATTR, OTHER_OPERATION, SPAN } from '../src/index.js';
+import { ATTR, METRIC, OTHER_OPERATION, SPAN } from '../src/index.js';
 import { telemetry } from './support/telemetry.js';
 
 // otelrev: adversarial review of @idem/otel (spans placed from the events' durations, metric
@@ -138,5 +139,35 @@ describe('otelrev: metric labels of client-controlled operations', () => {
     expect(
       t.spans(SPAN.acquire).filter((s) => s.attributes[ATTR.operation] === long(2)),
     ).toHaveLength(1);
+  });
+});
+
+describe('otelrev: attribute names', () => {
+  // FIXED (was FINDING LOW): a lost lease was counted in `idem.results` with a bare `phase`
+  // attribute (and the span event had one too): outside the `idem.` namespace every other
+  // attribute is in, in no README table and not in `ATTR`, so dashboards could only find
+  // it by reading the source. Now `idem.lease_lost.phase` (`ATTR.leaseLostPhase`).
+  it('a lost lease is counted with idem.lease_lost.phase, on the metric and the span event', async () => {
+    const clock = new ManualClock();
+    const t = setup({ store: createMemoryStore({ clock }), clock, leaseMs: 30_000 });
+    const first = await t.idem.begin(request);
+    clock.advance(30_001);
+    const second = await t.idem.begin(request);
+    if (first.kind !== 'acquired' || second.kind !== 'acquired')
+      throw new Error('expected acquisitions');
+    await expect(first.execution.release()).rejects.toMatchObject({ code: 'LEASE_LOST' });
+    const points = (await t.metrics()).get(METRIC.results) ?? [];
+    const lost = points.filter((p) => p.attributes[ATTR.result] === 'lease_lost');
+    expect(lost.map((p) => p.attributes)).toEqual([
+      {
+        [ATTR.result]: 'lease_lost',
+        [ATTR.operation]: 'POST /x',
+        'idem.lease_lost.phase': 'release',
+      },
+    ]);
+    const [stale] = t.spans(SPAN.execute);
+    const event = stale?.events.find((e) => e.name === 'idem.lease_lost');
+    expect(event?.attributes).toEqual({ 'idem.lease_lost.phase': 'release' });
+    await second.execution.release();
   });
 });
