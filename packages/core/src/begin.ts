@@ -398,7 +398,7 @@ export function createBegin<T>(
           attempt.forExecute && viewReplays ? JSON_VALUE_META : undefined,
         );
       } catch (error) {
-        throw corrupt(attempt, record, error, durationMs);
+        throw corrupt(attempt, call, record, error, durationMs);
       }
       const outcomeBytes = stored.length;
       if (!(opened instanceof Promise))
@@ -406,7 +406,7 @@ export function createBegin<T>(
       return opened.then(
         (outcome) => replayed(attempt, call, record, outcome, outcomeBytes, durationMs),
         (error: unknown) => {
-          throw corrupt(attempt, record, error, durationMs);
+          throw corrupt(attempt, call, record, error, durationMs);
         },
       );
     }
@@ -430,11 +430,27 @@ export function createBegin<T>(
   }
 
   /** A recorded outcome that does not open or decode: reported; the error to throw. */
-  function corrupt(attempt: Attempt, record: StoredRecord, error: unknown, durationMs: number) {
+  function corrupt(
+    attempt: Attempt,
+    call: Call,
+    record: StoredRecord,
+    error: unknown,
+    durationMs: number,
+  ) {
     if (settings.observed) {
       const { storageKey, operation } = attempt;
       const { fence } = record;
-      settings.emit({ type: 'outcome_corrupt', storageKey, operation, fence, error, durationMs });
+      // The opening that failed, up to now (a codec's key service may have taken a while).
+      const decodeMs = since(call.timedFrom) - durationMs;
+      settings.emit({
+        type: 'outcome_corrupt',
+        storageKey,
+        operation,
+        fence,
+        error,
+        durationMs,
+        decodeMs,
+      });
     }
     return error;
   }
@@ -451,8 +467,6 @@ export function createBegin<T>(
     outcomeBytes: number,
     durationMs: number,
   ): Begun<T> {
-    // As `replayed` reports it: the outcome read (here its text), not the value parsed.
-    const decodeMs = settings.observed ? since(call.timedFrom) - durationMs : 0;
     let value: T | undefined;
     let failure: { error: unknown } | undefined;
     try {
@@ -461,6 +475,8 @@ export function createBegin<T>(
       failure = { error };
     }
     if (settings.observed) {
+      // As `replayed` reports it: from the store's answer to now, the value parsed.
+      const decodeMs = since(call.timedFrom) - durationMs;
       const { storageKey, operation } = attempt;
       settings.emit({
         type: 'hit',
@@ -487,7 +503,6 @@ export function createBegin<T>(
   ): Begun<T> {
     const { storageKey, operation, forExecute } = attempt;
     const { observed } = settings;
-    const decodeMs = observed ? since(call.timedFrom) - durationMs : 0;
     const marker = readNotRecorded(outcome);
     // `execute` gets the value, decoded before any listener runs: a view of the record's
     // bytes is read before anything else can touch them.
@@ -502,6 +517,9 @@ export function createBegin<T>(
     }
     const { fence } = record;
     if (observed) {
+      // From the store's answer to now: the outcome opened and (for `execute`) its value
+      // decoded, so a listener can place the acquire before it (the otelrev review).
+      const decodeMs = since(call.timedFrom) - durationMs;
       settings.emit({
         type: 'hit',
         storageKey,

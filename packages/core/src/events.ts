@@ -24,7 +24,10 @@ export type IdemEvent =
   | (EventBase & { type: 'miss'; fence: number; takeover: boolean; durationMs: number })
   /**
    * An acquire found a completed record: its outcome is replayed. `durationMs`: the acquire
-   * call; `decodeMs`: opening and decoding the stored outcome; `outcomeBytes`: as stored.
+   * call; `decodeMs`: from the store's answer to the event, opening and decoding the stored
+   * outcome (for `execute`, the value too: the serializer's decode or the JSON parse), so the
+   * acquire ended `decodeMs` before the event; `outcomeBytes`: as stored. A record whose
+   * outcome was not recorded (a marker: the caller gets `OUTCOME_NOT_RECORDED`) is a `hit` too.
    */
   | (EventBase & {
       type: 'hit';
@@ -72,9 +75,16 @@ export type IdemEvent =
   /**
    * A completed record's outcome could not be opened or decoded (tampered, truncated,
    * encrypted with a key not in the keyring): the caller gets `OUTCOME_CORRUPT`, never a
-   * replay. `durationMs`: the acquire call.
+   * replay. `durationMs`: the acquire call; `decodeMs`: from the store's answer to the
+   * event, the opening that failed (an `outcomeCodec`'s call included).
    */
-  | (EventBase & { type: 'outcome_corrupt'; fence: number; error: unknown; durationMs: number })
+  | (EventBase & {
+      type: 'outcome_corrupt';
+      fence: number;
+      error: unknown;
+      durationMs: number;
+      decodeMs: number;
+    })
   /**
    * The operation ran but its outcome was not recorded (`reason`); a final marker is written
    * instead so a retry does not run it again (`size` of the outcome when known).

@@ -224,7 +224,9 @@ function decodeMeta(bytes: Uint8Array): { meta: StoredOutcome['meta']; bodyStart
   try {
     meta = JSON.parse(decoder.decode(bytes.subarray(HEADER, bodyStart)));
   } catch (cause) {
-    throw new OutcomeCorruptError(`Stored outcome metadata is not valid JSON: ${String(cause)}`);
+    // Not the parser's message: V8 quotes the text it failed on (the recorded response's
+    // metadata), and this message reaches logs and spans (the otelrev review).
+    throw new OutcomeCorruptError('Stored outcome metadata is not valid JSON', { cause });
   }
   if (meta === null || typeof meta !== 'object' || Array.isArray(meta)) {
     throw new OutcomeCorruptError('Stored outcome metadata is not an object');

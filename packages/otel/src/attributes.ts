@@ -18,6 +18,8 @@ export const ATTR = {
   storeMethod: 'idem.store.method',
   /** ok | error (a failure or a timeout). */
   storeOutcome: 'idem.store.outcome',
+  /** Where a lost lease was noticed: heartbeat | complete | release | max_hold. */
+  leaseLostPhase: 'idem.lease_lost.phase',
 } as const;
 
 /** Span names. */
@@ -30,7 +32,10 @@ export const SPAN = {
 
 /** Metric instrument names. */
 export const METRIC = {
-  /** Counter of results (`idem.result`, `idem.operation`; `idem.store.method` for store errors). */
+  /**
+   * Counter of results (`idem.result`, `idem.operation`; `idem.takeover` for misses,
+   * `idem.store.method` for store errors, `idem.lease_lost.phase` for lost leases).
+   */
   results: 'idem.results',
   /** Histogram of store call durations in seconds (`idem.store.method`, `idem.store.outcome`). */
   storeDuration: 'idem.store.duration',

@@ -45,6 +45,9 @@ export interface OtelListenerOptions {
 /** The `idem.operation` metric label of operations past `maxOperations`. */
 export const OTHER_OPERATION = '_other';
 
+/** The longest operation (UTF-16 code units) a metric label keeps; longer ones are `_other`. */
+const MAX_OPERATION_LABEL = 256;
+
 /** A count option: a non-negative integer, or `Infinity`. */
 function countOption(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
@@ -64,6 +67,13 @@ const FAILED: ReadonlySet<ExecutionEndResult> = new Set(['lease_lost', 'abandone
 const nowMs = (): number => performance.timeOrigin + performance.now();
 
 /**
+ * A duration from an event as a span length: a non-negative finite number of ms, else 0 (a
+ * `NaN` start time would reach the exporter, whose batch may then fail as a whole).
+ */
+const spanMs = (ms: number | undefined): number =>
+  typeof ms === 'number' && ms > 0 && ms < Number.POSITIVE_INFINITY ? ms : 0;
+
+/**
  * An `onEvent` listener for `createIdempotency` that turns the engine's events into
  * OpenTelemetry spans (`idem.acquire`, `idem.execute`, `idem.complete`, `idem.replay`) and
  * metrics (`idem.results`, `idem.store.duration`, `idem.leases.in_flight`,
@@ -81,6 +91,10 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
   const operations = new Set<string>();
   const operationLabel = (operation: string): string => {
     if (operations.has(operation)) return operation;
+    // A client's path (a route Express or Hono did not match yet) can be kilobytes long: one
+    // such label is sent with every series at every export. It takes no slot either.
+    if (typeof operation !== 'string' || operation.length > MAX_OPERATION_LABEL)
+      return OTHER_OPERATION;
     if (operations.size >= maxOperations) return OTHER_OPERATION;
     operations.add(operation);
     return operation;
@@ -120,25 +134,31 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
     extra: Attributes = {},
   ) => guard(() => m?.results.add(1, labels(event, { [ATTR.result]: result, ...extra })));
 
-  /** A span that ran for `durationMs` until now, under `parent` (default: the active context). */
+  /**
+   * A span that ran for `durationMs` and ended `beforeMs` before now (the acquire of a replay
+   * ended when the decoding began), under `parent` (default: the active context).
+   */
   function finished(
     name: string,
     durationMs: number,
     attributes: Attributes,
-    error?: unknown,
-    parent?: Span,
+    more: { error?: unknown; parent?: Span | undefined; beforeMs?: number } = {},
   ): void {
     if (!tracer) return;
+    const { error, parent } = more;
     guard(() => {
-      const end = nowMs();
+      const end = nowMs() - spanMs(more.beforeMs);
       const ctx = parent ? trace.setSpan(context.active(), parent) : context.active();
       const span = tracer.startSpan(
         name,
-        { kind: SpanKind.INTERNAL, startTime: end - durationMs, attributes },
+        { kind: SpanKind.INTERNAL, startTime: end - spanMs(durationMs), attributes },
         ctx,
       );
-      if (error !== undefined) fail(span, error);
-      span.end(end);
+      try {
+        if (error !== undefined) fail(span, error);
+      } finally {
+        span.end(end);
+      }
     });
   }
 
@@ -195,7 +215,8 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
           [ATTR.outcomeBytes]: event.outcomeBytes,
           [ATTR.result]: 'hit',
         };
-        finished(SPAN.acquire, event.durationMs, attributes);
+        // The acquire ended when the store answered, `decodeMs` before the event.
+        finished(SPAN.acquire, event.durationMs, attributes, { beforeMs: event.decodeMs });
         finished(SPAN.replay, event.decodeMs, attributes);
         count(m, event, 'hit');
         return;
@@ -219,8 +240,8 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
           [ATTR.fence]: event.fence,
           [ATTR.result]: 'outcome_corrupt',
         };
-        finished(SPAN.acquire, event.durationMs, attributes);
-        finished(SPAN.replay, 0, attributes, event.error);
+        finished(SPAN.acquire, event.durationMs, attributes, { beforeMs: event.decodeMs });
+        finished(SPAN.replay, event.decodeMs, attributes, { error: event.error });
         count(m, event, 'outcome_corrupt');
         return;
       }
@@ -231,7 +252,7 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
             SPAN.acquire,
             event.durationMs,
             { ...base(event), ...method, [ATTR.result]: 'store_error' },
-            event.error,
+            { error: event.error },
           );
         else if (event.fence !== undefined)
           note({ storageKey: event.storageKey, fence: event.fence }, 'idem.store_error', method);
@@ -257,15 +278,14 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
             [ATTR.outcomeBytes]: event.outcomeBytes,
             [ATTR.result]: 'completed',
           },
-          undefined,
-          parent,
+          { parent },
         );
         guard(() => m?.outcomeSize.record(event.outcomeBytes, labels(event)));
         return;
       }
       case 'lease_lost':
-        note(event, 'idem.lease_lost', { phase: event.phase });
-        count(m, event, 'lease_lost', { phase: event.phase });
+        note(event, 'idem.lease_lost', { [ATTR.leaseLostPhase]: event.phase });
+        count(m, event, 'lease_lost', { [ATTR.leaseLostPhase]: event.phase });
         return;
       case 'released':
       case 'outcome_not_recorded':

@@ -1,6 +1,6 @@
 import { createIdempotency } from '@idem/core';
 import { createMemoryStore } from '@idem/store-memory';
-import { metrics, type Tracer, trace } from '@opentelemetry/api';
+import { metrics, trace } from '@opentelemetry/api';
 import {
   AggregationTemporality,
   InMemoryMetricExporter,
@@ -14,7 +14,7 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createOtelListener, METRIC, SPAN } from '../src/index.js';
-import { telemetry } from './support/telemetry.js';
+import { countingOpen, telemetry } from './support/telemetry.js';
 
 // Adversarial review of @idem/otel (issue 17, point 1).
 
@@ -54,22 +54,8 @@ describe('@idem/otel under attack', () => {
   it('two engines sharing one listener, same storage key and fence: no execute span is left open', async () => {
     const t = telemetry();
     // Count the execute spans started and ended through the tracer.
-    let open = 0;
-    const tracer: Tracer = {
-      startSpan(name, options, ctx) {
-        const span = t.tracer.startSpan(name, options, ctx);
-        if (name !== SPAN.execute) return span;
-        open++;
-        const end = span.end.bind(span);
-        span.end = (time) => {
-          open--;
-          end(time);
-        };
-        return span;
-      },
-      startActiveSpan: t.tracer.startActiveSpan.bind(t.tracer) as Tracer['startActiveSpan'],
-    };
-    const listener = createOtelListener({ tracer, metrics: false });
+    const counted = countingOpen(t.tracer, SPAN.execute);
+    const listener = createOtelListener({ tracer: counted.tracer, metrics: false });
     try {
       const [a, b] = [createMemoryStore(), createMemoryStore()].map((store) =>
         createIdempotency({ store, onEvent: listener, heartbeatMs: false }),
@@ -80,7 +66,7 @@ describe('@idem/otel under attack', () => {
       for (const begun of [first, second])
         if (begun?.kind === 'acquired')
           await begun.execution.complete({ meta: {}, body: new Uint8Array() });
-      expect(open).toBe(0);
+      expect(counted.open()).toBe(0);
       expect(t.spans(SPAN.execute).length).toBeGreaterThan(0);
     } finally {
       await t.shutdown();

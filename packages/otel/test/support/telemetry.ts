@@ -1,4 +1,4 @@
-import { context } from '@opentelemetry/api';
+import { context, type Tracer } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import {
   AggregationTemporality,
@@ -73,5 +73,30 @@ export function telemetry(options: OtelListenerOptions = {}) {
       await tracerProvider.shutdown();
       await meterProvider.shutdown();
     },
+  };
+}
+
+/**
+ * `tracer`, counting the spans named `name` it started and that were not ended yet (the
+ * listener's open `idem.execute` spans, seen from outside).
+ */
+export function countingOpen(tracer: Tracer, name: string): { tracer: Tracer; open(): number } {
+  let open = 0;
+  return {
+    tracer: {
+      startSpan(spanName, options, ctx) {
+        const span = tracer.startSpan(spanName, options, ctx);
+        if (spanName !== name) return span;
+        open++;
+        const end = span.end.bind(span);
+        span.end = (time) => {
+          open--;
+          end(time);
+        };
+        return span;
+      },
+      startActiveSpan: tracer.startActiveSpan.bind(tracer) as Tracer['startActiveSpan'],
+    },
+    open: () => open,
   };
 }
