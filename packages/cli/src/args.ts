@@ -115,17 +115,17 @@ function principalOf(values: Record<string, string | boolean | undefined>): Json
 }
 
 /**
- * The key as @idem/http keeps it: it reads the header's quoted form ("order-7") as order-7,
- * and never keeps a key with a quote or a backslash.
+ * The key as @idem/http keeps it. It reads the header's quoted form ("order-7") as order-7,
+ * so a key that starts with a quote is most likely that form pasted from a log, and is
+ * refused naming the key it stands for. A quote or a backslash elsewhere is kept: only the
+ * quoted form carries one (`"a\"b"` is the key a"b), and this is the key it gave.
  */
-function httpKey(key: string): string {
-  if (key.includes('"') || key.includes('\\')) {
-    const unquoted = /^"((?:[^"\\]|\\["\\])*)"$/.exec(key)?.[1]?.replace(/\\(["\\])/g, '$1');
-    throw new UsageError(
-      `@idem/http never keeps a key with a quote or a backslash: ${key} looks like the header's quoted form; give the key as it reads it${unquoted === undefined ? '' : ` (${unquoted})`}`,
-    );
-  }
-  return key;
+function httpKey(key: string, scope: JsonValue): string {
+  if (!key.startsWith('"')) return key;
+  const unquoted = /^"((?:[^"\\]|\\["\\])*)"$/.exec(key)?.[1]?.replace(/\\(["\\])/g, '$1');
+  throw new UsageError(
+    `${key} starts with a quote: @idem/http reads the header's quoted form "..." as the key inside it${unquoted === undefined ? '' : ` (${unquoted})`}; give that key, or, for a key that really starts with a quote, --scope '${JSON.stringify(scope)}'`,
+  );
 }
 
 function scopeOf(values: Record<string, string | boolean | undefined>): JsonValue {
@@ -183,7 +183,7 @@ export function parseCommand(argv: string[]): CliCommand {
   } else {
     try {
       const scope = scopeOf(values);
-      storageKey = deriveStorageKey(scope, values.scope === undefined ? httpKey(key) : key);
+      storageKey = deriveStorageKey(scope, values.scope === undefined ? httpKey(key, scope) : key);
     } catch (error) {
       if (isIdemError(error)) throw new UsageError(error.message);
       throw error;

@@ -13,7 +13,10 @@ import { type OpenedStore, openStore } from './open-store.js';
 export const EXIT = {
   /** The action was done (or the record shown). */
   ok: 0,
-  /** The store failed or could not be reached; nothing is known to have changed. */
+  /**
+   * The store failed, could not be reached or did not answer in time: a `release` or `delete`
+   * that was sent may still have been applied (inspect the key).
+   */
   storeError: 1,
   /** The command line is wrong; nothing was sent. */
   usage: 2,
@@ -34,7 +37,38 @@ const processIo: CliIo = {
   err: (line) => process.stderr.write(`${line}\n`),
 };
 
-const iso = (ms: number) => new Date(ms).toISOString();
+/**
+ * A deadline as a date; one past the last date JavaScript can show (year 275760: an app's
+ * `retentionMs: Number.MAX_SAFE_INTEGER` keeps a record until epoch ms 2^53 - 1) as its ms.
+ */
+const iso = (ms: number) => {
+  const date = new Date(ms);
+  return Number.isNaN(date.getTime()) ? `epoch ms ${ms} (past year 275760)` : date.toISOString();
+};
+
+/**
+ * A string the store holds (an owner, a fingerprint), for a terminal: control characters
+ * (an escape sequence, a carriage return that would draw another line over this one) and
+ * invisible direction marks are shown as `\uXXXX` instead of acting on the operator's screen.
+ */
+function printable(text: string): string {
+  let shown = '';
+  for (const ch of text) {
+    const c = ch.charCodeAt(0);
+    if (ch === '\\') shown += '\\\\';
+    else if (c < 0x20 || (c >= 0x7f && c <= 0x9f) || DIRECTION_MARKS.has(c))
+      shown += `\\u${c.toString(16).padStart(4, '0')}`;
+    else shown += ch;
+  }
+  return shown;
+}
+
+// Invisible marks that reorder what the terminal draws, and the Unicode line separators.
+const DIRECTION_MARKS = new Set([
+  0x061c, 0x200e, 0x200f, 0x2028, 0x2029, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067,
+  0x2068, 0x2069,
+]);
+
 const inSeconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
 function describeRecord(key: string, r: RecordInspection): string[] {
@@ -47,12 +81,12 @@ function describeRecord(key: string, r: RecordInspection): string[] {
   return [
     `storage key  ${key}`,
     `status       ${r.status}`,
-    `owner        ${r.owner}`,
+    `owner        ${printable(r.owner)}`,
     `fence        ${r.fence}`,
     `lease        ${lease}`,
     `retained     until ${iso(r.expiresAt)} (${inSeconds(r.expiresAt - r.now)} left)`,
     `outcome      ${r.outcomeBytes} bytes`,
-    `fingerprint  ${r.fingerprint}`,
+    `fingerprint  ${printable(r.fingerprint)}`,
   ];
 }
 
@@ -99,7 +133,7 @@ async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise
     const result = await admin.forceRelease(key);
     if (result.ok) {
       print({ storageKey: key, ...result }, [
-        `released ${key}: fence is now ${result.fence}; the execution of owner ${result.previousOwner} can no longer complete`,
+        `released ${key}: fence is now ${result.fence}; the execution of owner ${printable(result.previousOwner)} can no longer complete`,
       ]);
       return EXIT.ok;
     }
@@ -144,7 +178,14 @@ export async function runCli(argv: string[], io: CliIo = processIo): Promise<num
     return usage(error, error.code);
   }
   let opened: OpenedStore | undefined;
-  const timedOut = () => new GaveUpError(`gave up after ${command.timeoutMs} ms (--timeout-ms)`);
+  // A release or delete already sent may still be applied after the command gave up (a
+  // store that answers late, a statement waiting for a row lock): say so, never "nothing done".
+  const mayApply =
+    command.action === 'inspect'
+      ? ''
+      : `; the ${command.action} may still be applied once the store answers: inspect the key before acting again`;
+  const timedOut = () =>
+    new GaveUpError(`gave up after ${command.timeoutMs} ms (--timeout-ms)${mayApply}`);
   try {
     const work = (async () => {
       opened = await openStore(command);

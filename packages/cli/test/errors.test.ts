@@ -1,5 +1,5 @@
-import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type SilentServer, silentServer } from './in-process.js';
 import { idem, requireBuild } from './spawn-cli.js';
 
 describe('idem: usage errors (exit 2) and store errors (exit 1)', () => {
@@ -60,22 +60,13 @@ describe('idem: usage errors (exit 2) and store errors (exit 1)', () => {
   });
 
   describe('a store that never answers', () => {
-    let server: Server;
+    let server: SilentServer;
     let port = 0;
-    const sockets = new Set<Socket>();
     beforeAll(async () => {
-      // Accepts connections and says nothing: the command's time limit must end it.
-      server = createServer((socket) => {
-        sockets.add(socket);
-        socket.on('error', () => {});
-      });
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      port = (server.address() as { port: number }).port;
+      server = await silentServer();
+      port = server.port;
     });
-    afterAll(async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    });
+    afterAll(() => server.close());
 
     it('gives up after --timeout-ms with exit 1', async () => {
       const started = Date.now();

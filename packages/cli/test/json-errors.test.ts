@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer } from 'node:net';
 import { createRedisStore, recommendedRedisOptions } from '@idem/store-redis';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../src/index.js';
+import { type SilentServer, silentServer } from './in-process.js';
 import { type CliRun, idem, requireBuild } from './spawn-cli.js';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -125,21 +126,13 @@ describe('idem --json: every error is one JSON object on stdout, with a non-zero
   });
 
   describe('a store that never answers', () => {
-    let server: Server;
+    let server: SilentServer;
     let port = 0;
-    const sockets = new Set<Socket>();
     beforeAll(async () => {
-      server = createServer((socket) => {
-        sockets.add(socket);
-        socket.on('error', () => {});
-      });
-      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-      port = (server.address() as { port: number }).port;
+      server = await silentServer();
+      port = server.port;
     });
-    afterAll(async () => {
-      for (const socket of sockets) socket.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-    });
+    afterAll(() => server.close());
 
     it('gives up after --timeout-ms: timeout, exit 1', async () => {
       const json = await jsonFailure(

@@ -1,36 +1,19 @@
 // rev11: --principal-json (a principal that is not a string), --principal refused when JSON
 // reads it as a non-string, quoted keys refused: against records @idem/http wrote in Redis.
-import { randomBytes } from 'node:crypto';
 import { withIdempotency } from '@idem/http';
-import { createRedisStore, recommendedRedisOptions } from '@idem/store-redis';
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli } from '../src/index.js';
+import { createRedisStore } from '@idem/store-redis';
+import { describe, expect, it } from 'vitest';
+import { REDIS_URL, redisUnderPrefix, runInProcess } from './in-process.js';
 
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-async function run(...argv: string[]): Promise<{ code: number; lines: string[] }> {
-  const lines: string[] = [];
-  const code = await runCli(argv, { out: (l) => lines.push(l), err: (l) => lines.push(l) });
-  return { code, lines };
-}
+const run = runInProcess;
 
 describe('rev11 cli --principal-json', () => {
-  let client: Redis;
-  const prefix = `rev11-cli:${randomBytes(4).toString('hex')}:`;
-  beforeAll(async () => {
-    client = new Redis(REDIS_URL, { ...recommendedRedisOptions(), lazyConnect: true });
-    await client.connect();
-  });
-  afterAll(async () => {
-    const keys = await client.keys(`${prefix}*`);
-    if (keys.length > 0) await client.del(...keys);
-    client.disconnect();
-  });
+  const redis = redisUnderPrefix('rev11-cli');
+  const { prefix } = redis;
 
   async function record(principal: unknown, key: string) {
     const handler = withIdempotency(async () => Response.json({ ok: true }), {
-      store: createRedisStore({ client, keyPrefix: prefix }),
+      store: createRedisStore({ client: redis.client(), keyPrefix: prefix }),
       scope: () => ({ principal: principal as never }),
     });
     const response = await handler(

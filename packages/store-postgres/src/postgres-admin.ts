@@ -3,12 +3,27 @@ import {
   createStoreAdmin,
   type RecordStatus,
   type StoreAdmin,
+  StoreUnavailableError,
 } from '@idem/core';
 import { type Queryable, runStatement } from './pg-call.js';
 import { NOW_MS } from './schema-sql.js';
 
 /** The inspect row: `now`, then the record's columns named as the kit reads them. */
 type InspectRow = { now: string; status: RecordStatus | null } & Omit<AdminRecordRead, 'status'>;
+
+// A fence a store writes: a whole number from 0 that a JS number holds exactly (one more
+// for a release, which raises it). A row outside it was written by hand: an operator's write
+// would carry it on (a release answering a fence the caller cannot use, after the write)
+// and is refused instead.
+const SANE_FENCE = 'old.fence BETWEEN 0 AND 9007199254740991';
+const SANE_TO_RAISE = 'old.fence BETWEEN 0 AND 9007199254740990';
+
+function refuseMalformed(sane: boolean | null | undefined, fence: unknown): void {
+  if (sane === false)
+    throw new StoreUnavailableError(
+      `PostgreSQL row with fence ${String(fence)} (not written by a store, or no fence left below 2^53 to raise): left as it is`,
+    );
+}
 
 /**
  * The operator actions of a PostgreSQL store, one plain statement each (no function of the
@@ -48,22 +63,27 @@ export function createPostgresAdmin(
         live: boolean | null;
         owner: string | null;
         fence: string | null;
+        sane: boolean | null;
+        old_fence: string | null;
       }>(
         'forceRelease',
         `WITH c AS (SELECT ${NOW_MS} AS now),
-         old AS (SELECT key, status, owner, expires_at FROM ${table} WHERE key = $1 FOR UPDATE),
+         old AS (SELECT key, status, owner, fence, expires_at FROM ${table} WHERE key = $1 FOR UPDATE),
          upd AS (
            UPDATE ${table} t SET status = 'released', owner = $2, fence = t.fence + 1,
                   lease_until = c.now, outcome = NULL
            FROM old, c
            WHERE t.key = old.key AND old.status = 'in_progress' AND old.expires_at > c.now
+             AND ${SANE_TO_RAISE}
            RETURNING t.fence)
-         SELECT old.status, old.expires_at > c.now AS live, old.owner, (SELECT fence FROM upd) AS fence
+         SELECT old.status, old.expires_at > c.now AS live, old.owner, (SELECT fence FROM upd) AS fence,
+                ${SANE_TO_RAISE} AS sane, old.fence AS old_fence
          FROM c LEFT JOIN old ON true`,
         [rowKey(key), owner],
       );
       const row = rows[0];
       if (!row?.status || !row.live) return 'not_found';
+      if (row.status === 'in_progress') refuseMalformed(row.sane, row.old_fence);
       if (row.fence === null) return 'not_in_progress';
       return { fence: row.fence, previousOwner: row.owner ?? '' };
     },
@@ -73,18 +93,24 @@ export function createPostgresAdmin(
       // holds, no fingerprint, no outcome. `lease_until` keeps the deleted record's deadline,
       // and `deleteExpired` spares a row until both deadlines passed: the fence is forgotten
       // no earlier than the record's own retention would have let it be.
-      const { rows } = await run<{ live: boolean | null }>(
+      const { rows } = await run<{
+        live: boolean | null;
+        sane: boolean | null;
+        old_fence: string | null;
+      }>(
         'delete',
         `WITH c AS (SELECT ${NOW_MS} AS now),
-         old AS (SELECT key, lease_until, expires_at FROM ${table} WHERE key = $1 FOR UPDATE),
+         old AS (SELECT key, fence, lease_until, expires_at FROM ${table} WHERE key = $1 FOR UPDATE),
          upd AS (
            UPDATE ${table} t SET status = 'released', owner = $2, fingerprint = '', outcome = NULL,
                   lease_until = greatest(old.lease_until, old.expires_at),
                   expires_at = least(old.expires_at, c.now)
-           FROM old, c WHERE t.key = old.key)
-         SELECT old.expires_at > c.now AS live FROM c LEFT JOIN old ON true`,
+           FROM old, c WHERE t.key = old.key AND ${SANE_FENCE})
+         SELECT old.expires_at > c.now AS live, ${SANE_FENCE} AS sane, old.fence AS old_fence
+         FROM c LEFT JOIN old ON true`,
         [rowKey(key), owner],
       );
+      refuseMalformed(rows[0]?.sane, rows[0]?.old_fence);
       return rows[0]?.live === true;
     },
   });

@@ -15,6 +15,20 @@ import {
 const READ_NOW = `${READ}${NOW}`;
 
 /**
+ * Refuses, before anything is written, a record whose header an operator's write would carry
+ * on: a status other than 1..3, a fence that is not a whole number in 0..2^53 - 1, a deadline that is not finite, or owner and fingerprint lengths past
+ * the value's end. Such a value was not written by a store (by hand, or corrupted): a forced
+ * release or a delete would turn it into a tombstone (and the fence memory into garbage)
+ * while the caller is told it failed, or that it worked.
+ */
+const SANE = `if st and not (st >= 1 and st <= 3 and f - f == 0 and f >= 0 and f % 1 == 0
+  and f <= 9007199254740991 and lu - lu == 0 and ex - ex == 0
+  and ${HEADER_BYTES} + ol + fl <= #v) then
+  return redis.error_reply('idem: malformed record (not written by a store): left as it is')
+end
+`;
+
+/**
  * KEYS: record. Returns `{now}` when there is no live record, else `{now, record}` (raw bytes
  * of this layout; a record of the earlier layout converted).
  */
@@ -28,8 +42,9 @@ return {now, v}
  * is), `{2, fence, previousOwner}` when it became a released tombstone with fence + 1 and the
  * new owner (its retention deadline kept; the fence memory records the new fence).
  */
-export const FORCE_RELEASE_LUA = `${READ_NOW}${LEGACY}if not st or not (now < ex) then return {0} end
+export const FORCE_RELEASE_LUA = `${READ_NOW}${LEGACY}${SANE}if not st or not (now < ex) then return {0} end
 if st ~= 1 then return {1} end
+if f >= 9007199254740991 then return redis.error_reply('idem: no fence left below 2^53 for this key') end
 local previous = string.sub(v, ${HEADER_BYTES + 1}, ${HEADER_BYTES} + ol)
 local fingerprint = string.sub(v, ${HEADER_BYTES + 1} + ol, ${HEADER_BYTES} + ol + fl)
 local memory = tonumber(ARGV[2])
@@ -44,14 +59,15 @@ return {2, f, previous}
 `;
 
 /**
- * KEYS: record. ARGV: fenceMemoryMs. Deletes it (any layout, any status; the fence memory key
+ * KEYS: record. ARGV: fenceMemoryMs. Deletes it (any layout, any status, not a malformed one:
+ * see {@link SANE}; the fence memory key
  * stays, so fences keep growing). Without fence memory (`fenceMemoryMs` 0) a live record
  * becomes a tombstone that holds only its fence (released, expired now, no owner, fingerprint
  * or outcome) until the deleted record's own deadline: the next execution takes fence + 1, not
  * 1 again (a live stream and a resume of generation 1 would otherwise be the deleted
  * execution's). Returns 1 when a live record was deleted, else 0.
  */
-export const DELETE_LUA = `${READ_NOW}${LEGACY}local live = st and now < ex
+export const DELETE_LUA = `${READ_NOW}${LEGACY}${SANE}local live = st and now < ex
 if live and tonumber(ARGV[1]) == 0 then
   ${setRecord(
     `struct.pack(${HEADER}, ${RECORD_FORMAT}, 3, f, now, now, 0, 0, 0)`,

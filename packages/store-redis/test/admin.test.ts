@@ -1,7 +1,7 @@
 /**
  * The admin surface on Redis beyond the conformance suite: one round trip each, a record of
  * the earlier layout (a hash) force-released and deleted like one of this layout, and the
- * fence memory that keeps fences growing after `delete`.
+ * fence memory that keeps fences growing after `delete`; values no store wrote left as they are.
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,6 +25,28 @@ const acquireInput = (key: string, who = owner()) => ({
   leaseMs: 30_000,
   retentionMs: 60_000,
 });
+
+interface Header {
+  status?: number;
+  fence?: number;
+  ownerLength?: number;
+  expiresAt?: number;
+}
+
+/** A value of the documented layout (scripts.ts) with owner `o`, fingerprint `f`. */
+function value(header: Header): Buffer {
+  const now = Date.now();
+  const head = Buffer.alloc(42);
+  head[0] = 1;
+  head[1] = header.status ?? 1;
+  head.writeDoubleBE(header.fence ?? 1, 2);
+  head.writeDoubleBE(now + 60_000, 10);
+  head.writeDoubleBE(header.expiresAt ?? now + 120_000, 18);
+  head.writeDoubleBE(0, 26);
+  head.writeUInt32BE(header.ownerLength ?? 1, 34);
+  head.writeUInt32BE(1, 38);
+  return Buffer.concat([head, Buffer.from('of')]);
+}
 
 describe.skipIf(skipTarget(standalone))('admin on Redis (standalone)', () => {
   let client: Client;
@@ -118,5 +140,48 @@ describe.skipIf(skipTarget(standalone))('admin on Redis (standalone)', () => {
     expect(await raw.type(key)).toBe('hash');
     expect(await store.admin.delete('old')).toEqual({ deleted: true });
     expect(await raw.exists(key)).toBe(0);
+  });
+
+  // clirev: an operator's forceRelease or delete (`idem release`, `idem delete`) on a value of
+  // this layout that no store wrote (by hand, or corrupted) leaves it as it is and fails,
+  // instead of carrying its header on into a tombstone (a NaN fence became the fence memory
+  // -9223372036854778000) while the caller is told it failed, or that it worked.
+  it.each([
+    ['an unknown status', { status: 7 }],
+    ['a NaN fence', { fence: Number.NaN }],
+    ['a negative fence', { fence: -5 }],
+    ['a fraction of a fence', { fence: 1.5 }],
+    ['an infinite retention deadline', { expiresAt: Number.POSITIVE_INFINITY }],
+    ['an owner length past the end', { ownerLength: 0xffff_ffff }],
+  ] as const)('%s: forceRelease and delete write nothing and fail', async (_what, header) => {
+    for (const action of ['forceRelease', 'delete'] as const) {
+      const key = randomBytes(32).toString('hex');
+      const redisKey = `${prefix}{${key}}`;
+      const written = value(header);
+      await raw.set(redisKey, written, 'PX', 120_000);
+      await expect(store.admin[action](key)).rejects.toThrow(/malformed record/);
+      expect((await raw.getBuffer(redisKey))?.equals(written)).toBe(true);
+      expect(await raw.exists(`${redisKey}:fence`)).toBe(0);
+    }
+  });
+
+  it('at fence 2^53 - 1: forceRelease writes nothing and fails (no fence left); delete works', async () => {
+    const key = randomBytes(32).toString('hex');
+    const redisKey = `${prefix}{${key}}`;
+    const written = value({ fence: 2 ** 53 - 1 });
+    await raw.set(redisKey, written, 'PX', 120_000);
+    await expect(store.admin.forceRelease(key)).rejects.toThrow(/no fence left below 2\^53/);
+    expect((await raw.getBuffer(redisKey))?.equals(written)).toBe(true);
+    expect(await store.admin.delete(key)).toEqual({ deleted: true });
+  });
+
+  it('a record a store wrote at the largest fence a release can raise is still released', async () => {
+    const key = randomBytes(32).toString('hex');
+    await raw.set(`${prefix}{${key}}`, value({ fence: 2 ** 53 - 2 }), 'PX', 120_000);
+    expect(await store.admin.forceRelease(key)).toEqual({
+      ok: true,
+      fence: 2 ** 53 - 1,
+      previousOwner: 'o',
+    });
   });
 });
