@@ -3,6 +3,7 @@ import {
   type AdminReleaseAnswer,
   type Clock,
   createStoreAdmin,
+  meetsExpectation,
   readClock,
   type StoreAdmin,
   StoreUnavailableError,
@@ -141,7 +142,7 @@ export function createDynamoDbAdmin(
       const record = raw && { ...raw, outcomeBytes: raw.outcome?.length };
       return { now: readClock(clock), record };
     },
-    forceRelease(key, owner) {
+    forceRelease(key, owner, expected) {
       return decideAndWrite<AdminReleaseAnswer>(
         key,
         (item, now) => {
@@ -150,6 +151,10 @@ export function createDynamoDbAdmin(
           const { record } = read;
           if (!(now < record.expiresAt)) return { answer: 'not_found' };
           if (record.status !== 'in_progress') return { answer: 'not_in_progress' };
+          // Another execution than the one expected: the write below is held to the owner and
+          // fence read, so one that takes the key over after this read refuses it too.
+          if (!meetsExpectation(record, expected))
+            return { answer: { changed: true, owner: record.owner, fence: record.fence } };
           if (record.fence >= Number.MAX_SAFE_INTEGER)
             throw leftAsItIs(`at fence ${record.fence}: no fence left below 2^53 to raise it to`);
           const expressions = { update: FORCE_RELEASE_UPDATE, condition: FORCE_RELEASE_CONDITION };

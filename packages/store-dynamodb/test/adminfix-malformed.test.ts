@@ -7,10 +7,11 @@
  * a delete of an item with a bad fence wrote its tombstone and answered success.
  */
 import { type AttributeValue, PutItemCommand } from '@aws-sdk/client-dynamodb';
-import { StoreUnavailableError } from '@idem/core';
+import { ManualClock, StoreUnavailableError } from '@idem/core';
 import { describe, expect, it } from 'vitest';
-import { type Layout, layouts, makeClient } from './dynamodb-env.js';
-import { clients, endpoint, HOUR, newKey, setup, tables } from './store-fixture.js';
+import { createDynamoDbStore } from '../src/index.js';
+import { decodeRaw, type Layout, layouts, makeClient } from './dynamodb-env.js';
+import { acquireInput, clients, endpoint, HOUR, newKey, setup, tables } from './store-fixture.js';
 
 type Item = Record<string, AttributeValue>;
 
@@ -147,5 +148,43 @@ describe.each(layouts)(
       },
       30_000,
     );
+  },
+);
+
+describe.each(layouts)(
+  'adminfix DynamoDB: forceRelease limited to the execution inspected ($name)',
+  (layout) => {
+    it('a takeover between the read and the write: the write is refused, the answer is changed, the new execution runs on', async () => {
+      const clock = new ManualClock(Date.now());
+      const t = setup(layout, { clock });
+      const key = newKey();
+      const first = acquireInput(key, { leaseMs: 1_000 });
+      const { fence } = (await t.store.acquire(first)) as { fence: number };
+      clock.advance(2_000);
+      const retry = acquireInput(key);
+      let taken: unknown;
+      // The retry's acquire goes through the same client: its own UpdateItem must not trigger it.
+      const other = makeClient(endpoint);
+      clients.add(other);
+      const store = createDynamoDbStore({
+        client: other,
+        tableName: tables[layout.id],
+        keyPrefix: t.prefix,
+        clock,
+        ...layout.options,
+      });
+      beforeNextUpdate(t.client, async () => {
+        taken = await store.acquire(retry);
+      });
+      expect(await t.store.admin.forceRelease(key, { owner: first.owner, fence })).toEqual({
+        ok: false,
+        reason: 'changed',
+        owner: retry.owner,
+        fence: fence + 1,
+      });
+      expect(taken).toMatchObject({ kind: 'acquired', fence: fence + 1, takeover: true });
+      const record = decodeRaw(layout, (await t.raw(key))!);
+      expect(record).toMatchObject({ status: 'in_progress', owner: retry.owner, fence: fence + 1 });
+    }, 30_000);
   },
 );
