@@ -19,6 +19,11 @@ export interface CliCommand {
   json: boolean;
   /** Longest the whole command may take, in ms. */
   timeoutMs: number;
+  /**
+   * `release` only: the execution to release (`--owner`, `--fence`, as `inspect` showed
+   * them); `undefined` releases whatever is in progress.
+   */
+  expected: { owner?: string; fence?: number } | undefined;
 }
 
 // Query parameters a driver may take a credential from (pg reads `?password=`).
@@ -77,7 +82,11 @@ Options:
   --table <name>           PostgreSQL table (default idem_records); DynamoDB table
   --json                   print JSON
   --timeout-ms <ms>        give up after this long (default 10000)
-Exit codes: 0 done, 1 store error, 2 usage error, 3 no such record, 4 not in progress`;
+release only (recommended: the values inspect printed):
+  --owner <token>          release only while the record still has this owner
+  --fence <n>              release only while the record still has this fence
+Exit codes: 0 done, 1 store error, 2 usage error, 3 no such record, 4 not in progress,
+  5 changed (release --owner/--fence: another execution holds the key now)`;
 
 const SCOPE_OPTIONS = ['scope', 'principal', 'principal-json', 'global'] as const;
 
@@ -192,12 +201,35 @@ export function parseCommand(argv: string[]): CliCommand {
   return {
     action,
     storageKey,
+    expected: expectationOf(action, values),
     store,
     prefix: values.prefix,
     table: values.table,
     json: values.json === true,
     timeoutMs,
   };
+}
+
+/** `--owner` and `--fence`, for `release` only. */
+function expectationOf(
+  action: CliAction,
+  values: Record<string, string | boolean | undefined>,
+): CliCommand['expected'] {
+  const { owner, fence } = values;
+  if (owner === undefined && fence === undefined) return undefined;
+  if (action !== 'release') throw new UsageError('--owner and --fence go with release');
+  const expected: { owner?: string; fence?: number } = {};
+  if (typeof owner === 'string') {
+    if (owner.length === 0) throw new UsageError('--owner must not be empty');
+    expected.owner = owner;
+  }
+  if (typeof fence === 'string') {
+    const n = Number(fence);
+    if (!(/^\d+$/.test(fence) && Number.isSafeInteger(n)))
+      throw new UsageError(`--fence must be a whole number (the fence inspect printed): ${fence}`);
+    expected.fence = n;
+  }
+  return expected;
 }
 
 function parse(argv: string[]) {
@@ -217,6 +249,8 @@ function parse(argv: string[]) {
       table: { type: 'string' },
       json: { type: 'boolean' },
       'timeout-ms': { type: 'string' },
+      owner: { type: 'string' },
+      fence: { type: 'string' },
     },
   });
 }

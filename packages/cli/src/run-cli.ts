@@ -24,6 +24,11 @@ export const EXIT = {
   notFound: 3,
   /** `release` of a record that is not in progress (completed or released): left as it is. */
   notInProgress: 4,
+  /**
+   * `release --owner/--fence` of a record that another execution holds now (it took the key
+   * over since `inspect`): left as it is.
+   */
+  changed: 5,
 } as const;
 
 /** Where the command writes: the process's streams by default. */
@@ -108,7 +113,9 @@ export type CliErrorCode =
   /** Exit 3: no live record at that key. */
   | 'not_found'
   /** Exit 4: `release` of a record that is not in progress. */
-  | 'not_in_progress';
+  | 'not_in_progress'
+  /** Exit 5: `release --owner/--fence` of a record another execution holds now. */
+  | 'changed';
 
 const failure = (code: CliErrorCode, message: string) => ({ error: { code, message } });
 
@@ -130,12 +137,22 @@ async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise
     return EXIT.ok;
   }
   if (command.action === 'release') {
-    const result = await admin.forceRelease(key);
+    const { expected } = command;
+    const result = await admin.forceRelease(key, expected);
     if (result.ok) {
       print({ storageKey: key, ...result }, [
         `released ${key}: fence is now ${result.fence}; the execution of owner ${printable(result.previousOwner)} can no longer complete`,
       ]);
       return EXIT.ok;
+    }
+    if (result.reason === 'changed') {
+      const wanted = [
+        ...(expected?.owner === undefined ? [] : [`owner ${printable(expected.owner)}`]),
+        ...(expected?.fence === undefined ? [] : [`fence ${expected.fence}`]),
+      ].join(', ');
+      const message = `${key} is no longer the execution you gave (${wanted}): owner ${printable(result.owner)} holds it now at fence ${result.fence}; left as it is (inspect it again before releasing)`;
+      print({ storageKey: key, ...result, ...failure('changed', message) }, [message]);
+      return EXIT.changed;
     }
     const message =
       result.reason === 'not_found'

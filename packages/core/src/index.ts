@@ -6,7 +6,7 @@ export type {
   AdminReleaseAnswer,
   ServiceNumber,
 } from './adapter-kit/admin.js';
-export { createStoreAdmin } from './adapter-kit/admin.js';
+export { createStoreAdmin, meetsExpectation } from './adapter-kit/admin.js';
 export type { StoreStringRules } from './adapter-kit/input-checks.js';
 export {
   checkClock,
@@ -136,6 +136,7 @@ export type {
   AcquireResult,
   CompleteInput,
   ExtendInput,
+  ForceReleaseExpectation,
   ForceReleaseResult,
   IdempotencyStore,
   OwnerWriteResult,

@@ -151,7 +151,31 @@ export type ForceReleaseResult =
        * `released`, and was left as it is (delete a completed record to forget its outcome).
        */
       reason: 'not_found' | 'not_in_progress';
+    }
+  | {
+      ok: false;
+      /**
+       * Only with a {@link ForceReleaseExpectation}: the live record is `in_progress` but no
+       * longer the execution expected (another acquisition took the key over since it was
+       * inspected): it was left as it is.
+       */
+      reason: 'changed';
+      /** Owner token of the in-progress record the store holds now. */
+      owner: string;
+      /** Its fence. */
+      fence: number;
     };
+
+/**
+ * The execution an operator means to release, as `inspect` showed it: {@link
+ * StoreAdmin.forceRelease} releases the record only while it is still that execution.
+ */
+export interface ForceReleaseExpectation {
+  /** Owner token the in-progress record MUST still hold (`inspect`'s `owner`). */
+  owner?: string;
+  /** Fence the in-progress record MUST still hold (`inspect`'s `fence`). */
+  fence?: number;
+}
 
 /**
  * Operator actions on one storage key, for tooling (`@idem/cli`) and runbooks; the state
@@ -168,8 +192,17 @@ export interface StoreAdmin {
    * now`, and its `expiresAt` kept. The cut-off executor's `complete`, `extend` and `release`
    * then answer `not_owner`, and the next `acquire` takes the key with a higher fence still.
    * A `completed` or `released` record MUST be left unchanged (`not_in_progress`).
+   *
+   * With `expected` (recommended: the `owner` and `fence` that `inspect` showed), the store
+   * MUST release the record only if the live `in_progress` record still holds that owner
+   * and/or fence, decided in the same atomic step as the write; otherwise it MUST change
+   * nothing and answer `changed` with the owner and fence it holds now. Without it, any
+   * in-progress record is released: if the inspected lease passed and a retry took the key
+   * over before the release landed, the healthy new execution would be cut off instead.
+   * Throws `InvalidInputError` for an owner that is not a non-empty string or a fence that
+   * is not a whole number from 0.
    */
-  forceRelease(key: string): Promise<ForceReleaseResult>;
+  forceRelease(key: string, expected?: ForceReleaseExpectation): Promise<ForceReleaseResult>;
   /**
    * Removes the record whatever its status; answers whether a live record was there. The
    * key's fence MUST outlive it (a floor, a fence memory, or a tombstone that holds only the

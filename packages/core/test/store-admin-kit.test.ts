@@ -109,4 +109,82 @@ describe('createStoreAdmin (adapter kit)', () => {
       message: expect.stringContaining('Test inspect failed'),
     });
   });
+
+  it('passes a checked expectation to forceRelease and answers changed with the current owner and fence', async () => {
+    const seen: unknown[] = [];
+    const { built } = admin({
+      forceRelease: async (_key, _owner, expected) => {
+        seen.push(expected);
+        return { changed: true, owner: new TextEncoder().encode('o2'), fence: '4' };
+      },
+    });
+    expect(await built.forceRelease('k', { owner: 'o1', fence: 3 })).toEqual({
+      ok: false,
+      reason: 'changed',
+      owner: 'o2',
+      fence: 4,
+    });
+    await built.forceRelease('k', { fence: 3 });
+    await built.forceRelease('k', { owner: 'o1', fence: undefined });
+    expect(seen).toEqual([{ owner: 'o1', fence: 3 }, { fence: 3 }, { owner: 'o1' }]);
+  });
+
+  it('without an expectation (or an empty one) the primitive gets none: behaviour as before', async () => {
+    const seen: unknown[] = [];
+    const { built } = admin({
+      forceRelease: async (_key, _owner, expected) => {
+        seen.push(expected);
+        return { fence: 4, previousOwner: 'o1' };
+      },
+    });
+    expect(await built.forceRelease('k')).toEqual({ ok: true, fence: 4, previousOwner: 'o1' });
+    expect(await built.forceRelease('k', {})).toEqual({ ok: true, fence: 4, previousOwner: 'o1' });
+    expect(seen).toEqual([undefined, undefined]);
+  });
+
+  it('refuses a bad expectation before any primitive runs', async () => {
+    let called = false;
+    const { built } = admin({
+      forceRelease: async () => {
+        called = true;
+        return 'not_found';
+      },
+    });
+    for (const bad of [
+      null,
+      'o1',
+      { owner: '' },
+      { owner: 7 },
+      { fence: -1 },
+      { fence: 1.5 },
+      { fence: '3' },
+      { fence: 2 ** 53 },
+    ])
+      await expect(
+        built.forceRelease('k', bad as never),
+        JSON.stringify(bad),
+      ).rejects.toBeInstanceOf(InvalidInputError);
+    expect(called).toBe(false);
+  });
+
+  it('fails loudly when a store released another execution than expected, or answered changed for the expected one', async () => {
+    const { built } = admin({ forceRelease: async () => ({ fence: 4, previousOwner: 'o2' }) });
+    await expect(built.forceRelease('k', { owner: 'o1' })).rejects.toThrow(
+      /does not honour forceRelease's expectation/,
+    );
+    await expect(built.forceRelease('k', { fence: 2 })).rejects.toBeInstanceOf(
+      StoreUnavailableError,
+    );
+    expect(await built.forceRelease('k', { owner: 'o2', fence: 3 })).toEqual({
+      ok: true,
+      fence: 4,
+      previousOwner: 'o2',
+    });
+    const { built: confused } = admin({
+      forceRelease: async () => ({ changed: true, owner: 'o1', fence: 3 }),
+    });
+    await expect(confused.forceRelease('k', { owner: 'o1', fence: 3 })).rejects.toBeInstanceOf(
+      StoreUnavailableError,
+    );
+  });
 });

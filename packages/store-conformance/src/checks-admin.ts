@@ -16,7 +16,7 @@ import type { Harness } from './harness.js';
 const notOwner = { ok: false, reason: 'not_owner' };
 
 /** The store's admin, failing the check when the store has none. */
-function adminOf(h: Harness): StoreAdmin {
+export function adminOf(h: Harness): StoreAdmin {
   const { admin } = h.store;
   assert.ok(
     admin &&
@@ -29,7 +29,7 @@ function adminOf(h: Harness): StoreAdmin {
 }
 
 /** Every owner-checked write of `owner` answers not_owner and leaves the record as it was. */
-async function assertCutOff(h: Harness, key: string, owner: string): Promise<void> {
+export async function assertCutOff(h: Harness, key: string, owner: string): Promise<void> {
   const before = await readBoth(h, key);
   const write = { key, owner, retentionMs: RETENTION_MS };
   assert.deepEqual(

@@ -8,6 +8,7 @@ import {
   MismatchError,
 } from '@idem/core';
 import { adminChecks } from './checks-admin.js';
+import { adminExpectChecks } from './checks-admin-expect.js';
 import { adminStateChecks } from './checks-admin-states.js';
 import { boundaryChecks } from './checks-boundaries.js';
 import { engineChecks } from './checks-engine.js';
@@ -453,4 +454,5 @@ export const contractChecks: ContractCheck[] = [
   ...redeliveryChecks,
   ...adminChecks,
   ...adminStateChecks,
+  ...adminExpectChecks,
 ];

@@ -73,9 +73,14 @@ export function createVariantStore(v: Overrides, clock: Clock): IdempotencyStore
       const { outcome: _, ...fields } = seen;
       return { ...r, ...fields, fence: shown(c, key, seen.fence) } as RecordInspection;
     },
-    async forceRelease(key) {
-      const r = await innerAdmin.forceRelease(key);
-      return r.ok ? { ...r, fence: shown(c, key, r.fence) } : r;
+    async forceRelease(key, expected) {
+      // The expected fence is a shown one: the inner store holds it plus the key's offset.
+      const inner =
+        expected?.fence === undefined
+          ? expected
+          : { ...expected, fence: expected.fence + (c.fenceOffset.get(key) ?? 0) };
+      const r = await innerAdmin.forceRelease(key, inner);
+      return r.ok || r.reason === 'changed' ? { ...r, fence: shown(c, key, r.fence) } : r;
     },
     delete: (key) => (v.delete ? v.delete(key, c) : innerAdmin.delete(key)),
   };

@@ -29,6 +29,7 @@ export type Bug =
   | 'force-release-keeps-fence'
   | 'force-release-keeps-owner'
   | 'force-release-destroys-completed'
+  | 'force-release-ignores-expectation'
   | 'delete-keeps-record'
   | 'delete-forgets-fence'
   | 'wrong-clock-capability';
@@ -79,11 +80,16 @@ export function createNaiveStore(
         const { outcome, ...rest } = r;
         return { ...rest, outcomeBytes: outcome?.length ?? 0, now };
       },
-      async forceRelease(key) {
+      async forceRelease(key, expected) {
         const r = read(key, clock.now());
         if (!r) return { ok: false, reason: 'not_found' };
         if (r.status !== 'in_progress' && bug !== 'force-release-destroys-completed')
           return { ok: false, reason: 'not_in_progress' };
+        const other =
+          (expected?.owner !== undefined && expected.owner !== r.owner) ||
+          (expected?.fence !== undefined && expected.fence !== r.fence);
+        if (other && bug !== 'force-release-ignores-expectation')
+          return { ok: false, reason: 'changed', owner: r.owner, fence: r.fence };
         const previousOwner = r.owner;
         delete r.outcome;
         r.status = 'released';

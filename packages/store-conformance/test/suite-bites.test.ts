@@ -84,6 +84,7 @@ describe('the suite bites: each broken store fails it', () => {
     ['force-release-keeps-fence', 'admin'],
     ['force-release-keeps-owner', 'admin'],
     ['force-release-destroys-completed', 'admin'],
+    ['force-release-ignores-expectation', 'admin'],
     ['delete-keeps-record', 'admin'],
     ['delete-forgets-fence', 'admin'],
     ['wrong-clock-capability', 'capabilities'],

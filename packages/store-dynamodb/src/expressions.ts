@@ -60,19 +60,30 @@ export const EXTEND_UPDATE = 'SET #lu = :leaseUntil, #ex = :expiresAt, #tt = :tt
 // over while the owner still runs on the lease it was told it has. The refused renewal of the
 // owner's own record whose lease already runs later answers ok (see `renew`).
 export const EXTEND_CONDITION = `${OWNED_CONDITION} AND #lu <= :leaseUntil`;
-// An operator's forced release: any unexpired in-progress record (lease live or passed)
-// becomes a tombstone with fence + 1 and an owner no executor holds; its expiry is kept.
-export const FORCE_RELEASE_CONDITION = '#st = :inProgress AND #ex > :now';
+// Operator writes decide on the item they read first (a consistent GetItem) and write only
+// that item: a condition cannot tell a whole number from a fraction, so an item a store did
+// not write (a fence of another type, negative, fractional or past 2^53, no fingerprint, an
+// unknown status) is refused by the reader before anything is sent, and the write's
+// condition holds it to what was read (status, owner, fence, attribute types). Any write
+// of another caller in between changes one of them and fails the condition; the admin then
+// decides again on the item it brings back, at most this many times in a row.
+export const MAX_ADMIN_ATTEMPTS = 8;
+export const STRING_TYPE: AttributeValue = { S: 'S' };
+export const NUMBER_TYPE: AttributeValue = { S: 'N' };
+const AS_READ =
+  '#ow = :seenOwner AND #fe = :seenFence AND attribute_type(#fp, :string) AND attribute_type(#lu, :number)';
+// An operator's forced release: the unexpired in-progress record that was read (lease live or
+// passed) becomes a tombstone with fence + 1 and an owner no executor holds; its expiry is kept.
+export const FORCE_RELEASE_CONDITION = `#st = :inProgress AND #ex > :now AND ${AS_READ}`;
 export const FORCE_RELEASE_UPDATE =
-  'SET #st = :released, #ow = :owner, #fe = #fe + :one, #lu = :now';
-// An operator's delete: the item becomes an expired tombstone that holds only the fence (the
-// next acquire takes it with fence + 1), with a fresh owner and no fingerprint or outcome.
-// Its TTL attribute is kept, so DynamoDB's TTL deletion (which forgets the fence) comes no
-// earlier than the deleted record's own retention would have let it.
-// Only an item that is a record of this store (its status, fence and expiry under this
-// store's attribute names): any other item at the key (another application's, or a store
-// configured with other attribute names) is left as it is, not half-written.
-export const DELETE_CONDITION =
-  '#st IN (:inProgress, :completed, :released) AND attribute_exists(#fe) AND attribute_exists(#ex)';
+  'SET #st = :released, #ow = :owner, #fe = :nextFence, #lu = :now';
+// An operator's delete: the item read (any status, live or expired) becomes an expired
+// tombstone that holds only the fence (the next acquire takes it with fence + 1), with a fresh
+// owner and no fingerprint or outcome. Its TTL attribute is kept, so DynamoDB's TTL deletion
+// (which forgets the fence) comes no earlier than the deleted record's own retention would
+// have let it. Its expiry as read is part of the condition: whether a live record was deleted
+// is decided on it. Any other item at the key (another application's, or a store configured
+// with other attribute names) is refused by the reader, not half-written.
+export const DELETE_CONDITION = `#st = :seenStatus AND #ex = :seenExpires AND ${AS_READ}`;
 export const DELETE_UPDATE =
   'SET #st = :released, #ow = :owner, #fp = :none, #lu = :now, #ex = :now REMOVE #oc, #oe';

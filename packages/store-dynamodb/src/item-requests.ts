@@ -48,6 +48,8 @@ export interface ItemRequests {
     values?: Record<string, AttributeValue>,
   ): Promise<WriteResult | undefined>;
   read(key: string): Promise<RawRecord | undefined>;
+  /** The item at `key` as stored (a consistent GetItem), not decoded. */
+  readItem(key: string): Promise<Record<string, AttributeValue> | undefined>;
 }
 
 export function createItemRequests(
@@ -68,6 +70,22 @@ export function createItemRequests(
       namesCache.set(cacheKey, found);
     }
     return found;
+  }
+
+  async function readItem(key: string): Promise<Record<string, AttributeValue> | undefined> {
+    try {
+      const output = await client.send(
+        new GetItemCommand({
+          TableName: tableName,
+          Key: itemKey(schema, key),
+          ConsistentRead: true,
+        }),
+        bounded(),
+      );
+      return output.Item;
+    } catch (error) {
+      throw toStoreError(DYNAMODB_ERRORS, 'get', error);
+    }
   }
 
   let putDenied = false;
@@ -123,21 +141,10 @@ export function createItemRequests(
     },
 
     async read(key) {
-      let item: Record<string, AttributeValue> | undefined;
-      try {
-        const output = await client.send(
-          new GetItemCommand({
-            TableName: tableName,
-            Key: itemKey(schema, key),
-            ConsistentRead: true,
-          }),
-          bounded(),
-        );
-        item = output.Item;
-      } catch (error) {
-        throw toStoreError(DYNAMODB_ERRORS, 'get', error);
-      }
+      const item = await readItem(key);
       return item ? decodeItem(schema, item) : undefined;
     },
+
+    readItem,
   };
 }

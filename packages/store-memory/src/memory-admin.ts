@@ -1,4 +1,10 @@
-import { type Clock, createStoreAdmin, readClock, type StoreAdmin } from '@idem/core';
+import {
+  type Clock,
+  createStoreAdmin,
+  meetsExpectation,
+  readClock,
+  type StoreAdmin,
+} from '@idem/core';
 import { newSlot, type RecordTable } from './record-table.js';
 
 /**
@@ -17,12 +23,14 @@ export function createMemoryAdmin(table: RecordTable, clock: Clock): StoreAdmin 
       const record = { status, fingerprint, owner, fence, leaseUntil, expiresAt };
       return { now, record: { ...record, outcomeBytes: outcome?.length } };
     },
-    async forceRelease(key, owner) {
+    async forceRelease(key, owner, expected) {
       const now = readClock(clock);
       const slot = table.live(key, now);
       if (!slot) return 'not_found';
       const found = slot.record;
       if (found.status !== 'in_progress') return 'not_in_progress';
+      if (!meetsExpectation(found, expected))
+        return { changed: true, owner: found.owner, fence: found.fence };
       const fence = found.fence + 1;
       // A new slot: the owner string changes. The tombstone costs less than the in-progress
       // record it replaces (no outcome reserve), so it always fits.

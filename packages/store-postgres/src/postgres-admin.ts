@@ -17,6 +17,9 @@ type InspectRow = { now: string; status: RecordStatus | null } & Omit<AdminRecor
 // and is refused instead.
 const SANE_FENCE = 'old.fence BETWEEN 0 AND 9007199254740991';
 const SANE_TO_RAISE = 'old.fence BETWEEN 0 AND 9007199254740990';
+// The execution an operator expects to release ($3 owner, $4 fence; NULL for any).
+const EXPECTED =
+  '($3::text IS NULL OR old.owner = $3::text) AND ($4::bigint IS NULL OR old.fence = $4::bigint)';
 
 function refuseMalformed(sane: boolean | null | undefined, fence: unknown): void {
   if (sane === false)
@@ -56,14 +59,17 @@ export function createPostgresAdmin(
       const { now, status, ...record } = rows[0] as InspectRow;
       return { now, record: status ? { status, ...record } : undefined };
     },
-    async forceRelease(key, owner) {
-      // `old` is the row as locked (the latest version); the update decides on it.
+    async forceRelease(key, owner, expected) {
+      // `old` is the row as locked (the latest version); the update decides on it, and only
+      // on the execution expected ($3 owner, $4 fence; NULL for any).
       const { rows } = await run<{
         status: RecordStatus | null;
         live: boolean | null;
         owner: string | null;
         fence: string | null;
         sane: boolean | null;
+        raisable: boolean | null;
+        expected: boolean | null;
         old_fence: string | null;
       }>(
         'forceRelease',
@@ -74,17 +80,23 @@ export function createPostgresAdmin(
                   lease_until = c.now, outcome = NULL
            FROM old, c
            WHERE t.key = old.key AND old.status = 'in_progress' AND old.expires_at > c.now
-             AND ${SANE_TO_RAISE}
+             AND ${SANE_TO_RAISE} AND ${EXPECTED}
            RETURNING t.fence)
          SELECT old.status, old.expires_at > c.now AS live, old.owner, (SELECT fence FROM upd) AS fence,
-                ${SANE_TO_RAISE} AS sane, old.fence AS old_fence
+                ${SANE_FENCE} AS sane, ${SANE_TO_RAISE} AS raisable, ${EXPECTED} AS expected,
+                old.fence AS old_fence
          FROM c LEFT JOIN old ON true`,
-        [rowKey(key), owner],
+        [rowKey(key), owner, expected?.owner ?? null, expected?.fence ?? null],
       );
       const row = rows[0];
       if (!row?.status || !row.live) return 'not_found';
-      if (row.status === 'in_progress') refuseMalformed(row.sane, row.old_fence);
-      if (row.fence === null) return 'not_in_progress';
+      if (row.status !== 'in_progress') return 'not_in_progress';
+      refuseMalformed(row.sane, row.old_fence);
+      if (row.expected === false)
+        return { changed: true, owner: row.owner ?? '', fence: row.old_fence ?? '' };
+      refuseMalformed(row.raisable, row.old_fence);
+      if (row.fence === null)
+        throw new StoreUnavailableError('PostgreSQL forceRelease updated no row');
       return { fence: row.fence, previousOwner: row.owner ?? '' };
     },
     async delete(key, owner) {

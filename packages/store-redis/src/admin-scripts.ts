@@ -37,15 +37,21 @@ return {now, v}
 `;
 
 /**
- * KEYS: record, fence memory. ARGV: the new owner token, fenceMemoryMs.
+ * KEYS: record, fence memory. ARGV: the new owner token, fenceMemoryMs, the expected owner
+ * and the expected fence (each `''` for any).
  * Returns `{0}` when there is no live record, `{1}` when it is not in progress (left as it
- * is), `{2, fence, previousOwner}` when it became a released tombstone with fence + 1 and the
- * new owner (its retention deadline kept; the fence memory records the new fence).
+ * is), `{3, fence, owner}` when it is in progress but not with the expected owner or fence
+ * (left as it is), `{2, fence, previousOwner}` when it became a released tombstone with
+ * fence + 1 and the new owner (its retention deadline kept; the fence memory records the new
+ * fence).
  */
 export const FORCE_RELEASE_LUA = `${READ_NOW}${LEGACY}${SANE}if not st or not (now < ex) then return {0} end
 if st ~= 1 then return {1} end
-if f >= 9007199254740991 then return redis.error_reply('idem: no fence left below 2^53 for this key') end
 local previous = string.sub(v, ${HEADER_BYTES + 1}, ${HEADER_BYTES} + ol)
+if (ARGV[3] ~= '' and ARGV[3] ~= previous) or (ARGV[4] ~= '' and tonumber(ARGV[4]) ~= f) then
+  return {3, f, previous}
+end
+if f >= 9007199254740991 then return redis.error_reply('idem: no fence left below 2^53 for this key') end
 local fingerprint = string.sub(v, ${HEADER_BYTES + 1} + ol, ${HEADER_BYTES} + ol + fl)
 local memory = tonumber(ARGV[2])
 local expiresAt = ex

@@ -9,6 +9,8 @@ export interface AdminCommands {
     fenceKey: string,
     owner: string,
     fenceMemoryMs: string,
+    expectedOwner: string,
+    expectedFence: string,
   ): Promise<Reply[]>;
   delete(key: string, fenceMemoryMs: string): Promise<number>;
 }
@@ -31,13 +33,24 @@ export function createRedisAdmin(
       const { outcome, ...record } = toRecord(reply[1], false);
       return { now: integer(reply[0]), record: { ...record, outcomeBytes: outcome?.length } };
     },
-    async forceRelease(storageKey, owner) {
+    async forceRelease(storageKey, owner, expected) {
       const key = redisKey(storageKey);
+      // `''` for an expectation not given: no owner token is empty.
+      const expectedOwner = expected?.owner ?? '';
+      const expectedFence = expected?.fence === undefined ? '' : String(expected.fence);
       const reply = await call('forceRelease', () =>
-        commands.forceRelease(key, `${key}:fence`, owner, fenceMemory),
+        commands.forceRelease(
+          key,
+          `${key}:fence`,
+          owner,
+          fenceMemory,
+          expectedOwner,
+          expectedFence,
+        ),
       );
       const code = integer(reply[0]);
       if (code === 2) return { fence: integer(reply[1]), previousOwner: String(reply[2]) };
+      if (code === 3) return { changed: true, fence: integer(reply[1]), owner: String(reply[2]) };
       return code === 0 ? 'not_found' : 'not_in_progress';
     },
     async delete(storageKey) {

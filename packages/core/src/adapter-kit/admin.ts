@@ -1,5 +1,10 @@
 import { InvalidInputError, StoreUnavailableError } from '../errors.js';
-import type { ForceReleaseResult, RecordStatus, StoreAdmin } from '../store.js';
+import type {
+  ForceReleaseExpectation,
+  ForceReleaseResult,
+  RecordStatus,
+  StoreAdmin,
+} from '../store.js';
 import { checkStoreString, forcedReleaseOwner } from './input-checks.js';
 import { inspectionOf } from './owner-writes.js';
 import { guardStoreCall, type StoreErrorRules } from './store-errors.js';
@@ -19,10 +24,14 @@ export interface AdminRecordRead {
   outcomeBytes?: ServiceNumber | null;
 }
 
-/** What a forced release did: nothing (`not_found`, `not_in_progress`) or the new fence. */
+/**
+ * What a forced release did: nothing (`not_found`, `not_in_progress`, or `changed`: the
+ * in-progress record is not the one expected, with its owner and fence) or the new fence.
+ */
 export type AdminReleaseAnswer =
   | 'not_found'
   | 'not_in_progress'
+  | { changed: true; owner: string | Uint8Array; fence: ServiceNumber }
   | { fence: ServiceNumber; previousOwner: string | Uint8Array };
 
 /**
@@ -35,11 +44,18 @@ export interface AdminPrimitives {
   /** The store's clock and the record at `key`, if any (the kit hides an expired one). */
   read(key: string): Promise<{ now: ServiceNumber; record?: AdminRecordRead | undefined }>;
   /**
-   * When the live record is `in_progress`: make it a `released` tombstone with fence + 1,
-   * `owner`, `leaseUntil = now`, `expiresAt` kept, and answer the new fence and the owner it
-   * replaced. Else change nothing and answer why.
+   * When the live record is `in_progress` (and, with `expected`, holds its owner and/or
+   * fence, checked in the same atomic step as the write): make it a `released` tombstone
+   * with fence + 1, `owner`, `leaseUntil = now`, `expiresAt` kept, and answer the new fence
+   * and the owner it replaced. Else change nothing and answer why (`changed`, with the
+   * record's owner and fence, when only the expectation failed). The kit has checked
+   * `expected`; it is never an empty object.
    */
-  forceRelease(key: string, owner: string): Promise<AdminReleaseAnswer>;
+  forceRelease(
+    key: string,
+    owner: string,
+    expected?: ForceReleaseExpectation,
+  ): Promise<AdminReleaseAnswer>;
   /**
    * Remove the record (a tombstone holding only the fence may take its place, owned by
    * `tombstoneOwner`); answer whether a live record was there.
@@ -84,27 +100,79 @@ export function createStoreAdmin(primitives: AdminPrimitives): StoreAdmin {
       };
       return inspectionOf(inspection, at, count('outcomeBytes', record.outcomeBytes ?? 0));
     },
-    async forceRelease(key): Promise<ForceReleaseResult> {
+    async forceRelease(key, expected): Promise<ForceReleaseResult> {
       const k = checked(key);
+      const expect = expectation(expected);
       const answer = await call('forceRelease', () =>
-        primitives.forceRelease(k, forcedReleaseOwner()),
+        primitives.forceRelease(k, forcedReleaseOwner(), expect),
       );
       if (typeof answer === 'string') return { ok: false, reason: answer };
-      const { previousOwner } = answer;
-      return {
-        ok: true,
+      if ('changed' in answer) {
+        const found = { owner: text(answer.owner), fence: count('fence', answer.fence) };
+        if (expect && meetsExpectation(found, expect))
+          throw new StoreUnavailableError(
+            `The store answered changed for the record it expected (owner ${found.owner}, fence ${found.fence})`,
+          );
+        return { ok: false, reason: 'changed', ...found };
+      }
+      const released = {
         fence: count('fence', answer.fence),
-        previousOwner:
-          typeof previousOwner === 'string'
-            ? previousOwner
-            : new TextDecoder().decode(previousOwner),
+        previousOwner: text(answer.previousOwner),
       };
+      // A store that ignores the expectation released another execution: say so, loudly.
+      if (
+        expect &&
+        !meetsExpectation({ owner: released.previousOwner, fence: released.fence - 1 }, expect)
+      )
+        throw new StoreUnavailableError(
+          `The store released owner ${released.previousOwner} at fence ${released.fence - 1}, not the execution expected: it does not honour forceRelease's expectation`,
+        );
+      return { ok: true, ...released };
     },
     async delete(key) {
       const k = checked(key);
       return { deleted: await call('delete', () => primitives.delete(k, forcedReleaseOwner())) };
     },
   };
+}
+
+/** An owner token as the service answered it (bytes are UTF-8). */
+const text = (value: string | Uint8Array): string =>
+  typeof value === 'string' ? value : new TextDecoder().decode(value);
+
+/**
+ * The expectation of a forced release, checked: `undefined` when none was given (or an
+ * object without `owner` and `fence`), else `InvalidInputError` for an owner that is not a
+ * non-empty string or a fence that is not a whole number from 0.
+ */
+function expectation(expected: unknown): ForceReleaseExpectation | undefined {
+  if (expected === undefined) return undefined;
+  if (typeof expected !== 'object' || expected === null)
+    throw new InvalidInputError('forceRelease expects an object { owner?, fence? }');
+  const { owner, fence } = expected as Record<string, unknown>;
+  const checked: ForceReleaseExpectation = {};
+  if (owner !== undefined) checked.owner = checkStoreString('expected owner', owner);
+  if (fence !== undefined) {
+    if (!(typeof fence === 'number' && Number.isSafeInteger(fence) && fence >= 0))
+      throw new InvalidInputError('The expected fence must be a whole number from 0');
+    checked.fence = fence;
+  }
+  return checked.owner === undefined && checked.fence === undefined ? undefined : checked;
+}
+
+/**
+ * Whether an in-progress record with this owner and fence is the execution a forced release
+ * expects (always, without an expectation): for a store that decides in JavaScript inside
+ * its atomic step (the memory store, a read-then-conditional-write).
+ */
+export function meetsExpectation(
+  found: { owner: string; fence: number },
+  expected: ForceReleaseExpectation | undefined,
+): boolean {
+  return (
+    (expected?.owner === undefined || expected.owner === found.owner) &&
+    (expected?.fence === undefined || expected.fence === found.fence)
+  );
 }
 
 /** A deadline or clock reading the service answered: a finite number, else the store is broken. */
