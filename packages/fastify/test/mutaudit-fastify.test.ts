@@ -17,6 +17,7 @@ const app = Fastify({ forceCloseConnections: true });
 const runs = new Map<string, number>();
 const ran = (name: string) => runs.set(name, (runs.get(name) ?? 0) + 1);
 let url = '';
+const seen: string[] = [];
 
 beforeAll(async () => {
   await app.register(idempotency, {
@@ -52,6 +53,26 @@ beforeAll(async () => {
         .send(Readable.from(chunks()));
     },
   );
+  // Notes what its onSend hook is handed, and whether the reply says it is a replay.
+  app.post(
+    '/seen',
+    {
+      onSend: async (_request, reply, payload) => {
+        const kind =
+          payload instanceof Response
+            ? 'Response'
+            : Buffer.isBuffer(payload)
+              ? 'Buffer'
+              : typeof payload;
+        seen.push(`${reply.statusCode} ${kind} ${String(reply.getHeader('idempotent-replayed'))}`);
+        return payload;
+      },
+    },
+    async (_request, reply) => {
+      ran('seen');
+      return reply.code(201).send({ ok: true });
+    },
+  );
   url = await app.listen({ port: 0, host: '127.0.0.1' });
 });
 afterAll(() => app.close());
@@ -79,5 +100,15 @@ describe('@idem/fastify mutation audit', () => {
     expect(replay.headers['idempotent-replayed']).toBe('true');
     expect(replay.headers.location).toBe('/streamed/1');
     expect(runs.get('streamed')).toBe(1);
+  });
+
+  // README ("Status codes"): what an onSend hook is handed, so that it can let replays through.
+  it("hands onSend a one-chunk replay and the plugin's answers as a Buffer, marked on the reply", async () => {
+    const key = newKey();
+    await send(url, '/seen', { key, body: { a: 1 } });
+    await send(url, '/seen', { key, body: { a: 1 } });
+    await send(url, '/seen', { key, body: { a: 2 } });
+    expect(seen).toEqual(['201 string undefined', '201 Buffer true', '422 Buffer undefined']);
+    expect(runs.get('seen')).toBe(1);
   });
 });
