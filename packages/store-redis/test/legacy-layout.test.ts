@@ -40,7 +40,8 @@ for (const target of targets) {
   describe.skipIf(skipTarget(target))(`records of the earlier layout on ${target.name}`, () => {
     let client: Client;
     let raw: Client;
-    let prefix = randomPrefix();
+    // Every prefix a test used (a test may build several stores), deleted after it.
+    const prefixes: string[] = [];
     let store: RedisStore;
 
     beforeAll(async () => {
@@ -52,12 +53,13 @@ for (const target of targets) {
       raw?.disconnect();
     });
     afterEach(async () => {
-      await deletePrefix(raw, prefix);
+      for (const prefix of prefixes.splice(0)) await deletePrefix(raw, prefix);
     });
 
     /** A fresh store, and a hash record of the earlier layout at its key `k`. */
     async function legacy(record: LegacyRecord): Promise<string> {
-      prefix = randomPrefix();
+      const prefix = randomPrefix();
+      prefixes.push(prefix);
       store = createRedisStore({ client, keyPrefix: prefix });
       const key = store.redisKey('k');
       const fields: (string | Buffer)[] = ['s', record.s, 'fp', record.fp, 'o', record.o];
