@@ -29,11 +29,16 @@ end
 `;
 
 /**
- * KEYS: record. Returns `{now}` when there is no live record, else `{now, record}` (raw bytes
- * of this layout; a record of the earlier layout converted).
+ * KEYS: record. Returns `{now}` when there is no live record, else `{now, head, outcomeBytes}`:
+ * the record's header, owner and fingerprint (raw bytes of this layout; a record of the
+ * earlier layout converted) and the length of the outcome after them, which an inspection
+ * reports and never reads (a 10 MB outcome took 1.3 s to fetch for its size). A value whose
+ * lengths run past its end is answered whole, for the decoder to refuse.
  */
 export const INSPECT_LUA = `${READ_NOW}${LEGACY}if not st or not (now < ex) then return {now} end
-return {now, v}
+local kept = ${HEADER_BYTES} + ol + fl
+if kept > #v then return {now, v} end
+return {now, string.sub(v, 1, kept), #v - kept}
 `;
 
 /**

@@ -31,7 +31,9 @@ export function createRedisAdmin(
       const reply = await call('inspect', () => commands.inspect(redisKey(storageKey)));
       if (reply.length < 2) return { now: integer(reply[0]) };
       const { outcome, ...record } = toRecord(reply[1], false);
-      return { now: integer(reply[0]), record: { ...record, outcomeBytes: outcome?.length } };
+      // The script sends the record without its outcome, and the outcome's length.
+      const outcomeBytes = reply.length > 2 ? integer(reply[2]) : outcome?.length;
+      return { now: integer(reply[0]), record: { ...record, outcomeBytes } };
     },
     async forceRelease(storageKey, owner, expected) {
       const key = redisKey(storageKey);
