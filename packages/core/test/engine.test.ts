@@ -337,7 +337,11 @@ describe('leases in real time', () => {
       return { abortedAt: Date.now(), leaseEnd: record?.leaseUntil ?? 0, opStart };
     });
     const { abortedAt, leaseEnd, opStart } = result.value;
-    expect(abortedAt - before).toBeGreaterThanOrEqual(450 - 1);
+    // Not before the maximum hold, less what a timer may run early: Node starts a timer from
+    // its loop's clock, read when the loop turn began, so under load it fires as many ms early
+    // as that turn had run (448 against 449 failed a loaded CI lane). Still far from an abort
+    // at the unrenewed lease (300) or at the renewal (~400).
+    expect(abortedAt - before).toBeGreaterThanOrEqual(450 - 25);
     // Without the cut, the renewal at ~400 ms would hold the key until ~700 ms.
     expect(leaseEnd - opStart).toBeLessThanOrEqual(450 + 1);
     expect(leaseEnd - before).toBeGreaterThanOrEqual(300);
