@@ -315,7 +315,7 @@ export function createBegin<T>(
     const { observed, emit } = settings;
     const durationMs = observed ? since(call.timedFrom) : 0;
     if (result.kind === 'acquired') {
-      const { fence, takeover } = result;
+      const { fence, takeover, origin } = result;
       // The lease counts from the send: an answer that comes with less than the runway of it
       // left (the time limit above fired late, an event loop held up, a store that answered
       // at once but slowly: a pause of the process within the call) is refused and given
@@ -352,6 +352,7 @@ export function createBegin<T>(
       const execution = new Execution(settings, storageKey, call.owner, {
         fence,
         takeover,
+        origin,
         callStartedAt: call.callStartedAt,
         tasks: context.tasks,
         operation,

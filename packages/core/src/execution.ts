@@ -13,6 +13,7 @@ import type { EventSink } from './events.js';
 import { ExecutionReport } from './execution-report.js';
 import type { FixedDelayTimers } from './fixed-delay-timers.js';
 import type { GiveBacks } from './give-back.js';
+import { originIdOf } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import { type NotRecordedDetails, notRecordedOutcome, plainNotRecorded } from './not-recorded.js';
 import {
@@ -67,6 +68,13 @@ export class Execution {
   readonly fence: number;
   /** True when this acquisition took over a passed lease of another owner. */
   readonly takeover: boolean;
+  /**
+   * Owner token of the acquisition that began this logical request, as the store keeps it
+   * (this execution's own `owner` when the key was free). Internal: a store secret; use
+   * {@link originId}.
+   */
+  readonly origin: string;
+  #originId: string | undefined;
   /** The request's operation (the scope's operation), as reported in events. */
   readonly operation: string | undefined;
 
@@ -86,6 +94,8 @@ export class Execution {
     init: {
       fence: number;
       takeover: boolean;
+      /** The store's `origin` for this acquisition. */
+      origin: string;
       /** When the acquire was sent, on the engine's clock for durations (`elapsedClock`). */
       callStartedAt: number;
       tasks?: BackgroundTasks;
@@ -101,6 +111,7 @@ export class Execution {
     this.giveBacks = init.giveBacks;
     this.fence = init.fence;
     this.takeover = init.takeover;
+    this.origin = init.origin;
     this.operation = init.operation;
     this.acquiredAt = init.callStartedAt;
     this.report = settings.observed
@@ -118,6 +129,20 @@ export class Execution {
     );
     this.lease.operation = init.operation;
     this.lease.fence = init.fence;
+  }
+
+  /**
+   * The logical request's id: the same for every execution of it (a retry after a failure
+   * or a release, a takeover after a crash or a lost lease), a new one once the key is used
+   * again after its record's retention passed (a new request under an old key). Name what
+   * the request creates elsewhere (a message id, a ledger row, a downstream idempotency
+   * key) by it, and let the `fence` decide between its executions. 32 lowercase hex
+   * characters, derived from the storage key and the store's origin token (which it does
+   * not reveal); computed on first read.
+   */
+  get originId(): string {
+    if (this.#originId === undefined) this.#originId = originIdOf(this.storageKey, this.origin);
+    return this.#originId;
   }
 
   /** Aborts when the lease is lost (or may have been: renewal failed past the deadline, or max hold passed). */

@@ -27,6 +27,13 @@ export interface OperationContext {
   signal: AbortSignal;
   /** The derived storage key (stable for a scope and key). */
   storageKey: string;
+  /**
+   * The logical request's id (32 hex characters): the same for every execution of it (a
+   * retry after a failure, a takeover after a crash), a new one when the key is used again
+   * after its record's retention passed. Name what the operation creates elsewhere by it
+   * (not by the storage key, which outlives the request), and fence its writes with `fence`.
+   */
+  originId: string;
 }
 
 /** Result of `begin`: either the stored outcome to replay, or an execution to run. */

@@ -42,16 +42,26 @@ class ExecutionContext implements OperationContext {
     enumerable: true,
     configurable: true,
   };
+  static readonly #originId: PropertyDescriptor = {
+    get(this: ExecutionContext): string {
+      return this[EXECUTION].originId;
+    },
+    enumerable: true,
+    configurable: true,
+  };
   // Declared only: made in the constructor, in the literal's order.
   declare readonly fence: number;
   declare readonly signal: AbortSignal;
   declare readonly storageKey: string;
+  declare readonly originId: string;
   readonly [EXECUTION]: Execution;
   constructor(execution: Execution) {
     this[EXECUTION] = execution;
     this.fence = execution.fence;
     Object.defineProperty(this, 'signal', ExecutionContext.#signal);
     this.storageKey = execution.storageKey;
+    // Read when used: a digest the operations that do not name anything by it never pay.
+    Object.defineProperty(this, 'originId', ExecutionContext.#originId);
   }
 }
 

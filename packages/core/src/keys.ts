@@ -85,6 +85,23 @@ export function deriveKey(parts: JsonValue, options: { prefix?: string } = {}): 
 }
 
 /**
+ * The `originId` of an execution: the first 32 hex characters of a digest of the storage key
+ * and the store's origin token (see `IdempotencyStore.acquire`).
+ * @internal
+ */
+export function originIdOf(storageKey: string, origin: string): string {
+  if (typeof origin !== 'string' || origin.length === 0) {
+    throw new InvalidInputError(
+      'The store answered the acquisition without an origin token: it does not implement the origin of the store contract (see IdempotencyStore.acquire), so no originId can be given',
+    );
+  }
+  return digestParts('idem/origin-id/v1', [
+    ['key', storageKey],
+    ['origin', origin],
+  ]).slice(0, 32);
+}
+
+/**
  * The key of one item of a batch: derived from the batch id and the item's index (a number)
  * or its own key (a string). Re-running the same batch gives each item the same key.
  */

@@ -18,6 +18,12 @@ export interface StoredRecord {
   owner: string;
   /** Fencing token of the latest acquisition (1 for the first). */
   fence: number;
+  /**
+   * Owner token of the acquisition that began the key's current logical request (see
+   * {@link IdempotencyStore.acquire}); absent in a record written before stores kept it,
+   * which then counts its `owner` as its origin.
+   */
+  origin?: string;
   /** Lease deadline; meaningful while `status` is `in_progress`. */
   leaseUntil: number;
   /**
@@ -60,6 +66,13 @@ export type AcquireResult =
       leaseUntil: number;
       /** True when a passed lease of another owner was taken over; `false` for a redelivery. */
       takeover: boolean;
+      /**
+       * Owner token of the acquisition that began this logical request: `input.owner` when
+       * the key was free (no record, or the record's `expiresAt` passed); the record's
+       * origin when a live record was taken over or a live `released` tombstone acquired;
+       * the record's origin, unchanged, for a redelivery.
+       */
+      origin: string;
     }
   | {
       kind: 'found';
@@ -252,6 +265,17 @@ export interface IdempotencyStore {
    * unchanged>, takeover: false, leaseUntil: now + leaseMs }` and renew the lease
    * (`leaseUntil = now + leaseMs`, `expiresAt >= leaseUntil + retentionMs`), with no fence
    * increment and no other change. It MUST NOT answer `found` for the caller's own record.
+   *
+   * Origin: every record MUST keep the owner token of the acquisition that began its logical
+   * request, and every `acquired` answer MUST carry it (`origin`). An acquisition of a free
+   * key (no record, or one whose `expiresAt` passed, whatever its status) begins a new one:
+   * origin = `input.owner`. A takeover of an `in_progress` record whose lease passed, and an
+   * acquisition of a `released` tombstone, both within the record's `expiresAt`, continue
+   * the record's: its origin, carried over (a record without one: its `owner`). A
+   * redelivery answers the record's origin. `forceRelease` keeps it; `delete` forgets it.
+   * Core derives `originId` from it: the same for every execution of one logical request
+   * (a retry after a failure, a takeover after a crash), new once the key is used again
+   * after its retention, so that what the request writes elsewhere can be named by it.
    */
   acquire(input: AcquireInput): Promise<AcquireResult>;
 

@@ -188,6 +188,7 @@ describe('an acquisition answered after its lease passed', () => {
           fence: 1,
           leaseUntil: Date.now() + input.leaseMs,
           takeover: false,
+          origin: input.owner,
         };
       }),
       release: answersSynchronously(() => {

@@ -322,9 +322,10 @@ describe('memory7 review: the operation context as a class', () => {
       reason = signal.reason;
       return 'x';
     });
-    expect(keys).toEqual(['fence', 'signal', 'storageKey']);
+    expect(keys).toEqual(['fence', 'signal', 'storageKey', 'originId']);
     expect(spread.signal).toBeInstanceOf(AbortSignal);
     expect(typeof spread.storageKey).toBe('string');
+    expect(spread.originId).toMatch(/^[0-9a-f]{32}$/);
     expect((reason as Error).name).toBe('LeaseLostError');
     expect(r.value).toBe('x');
   });
@@ -365,7 +366,7 @@ function referenceKeepingStore(opts: { laterRead?: boolean; mutateInput?: boolea
         leaseUntil,
         expiresAt: leaseUntil + i.retentionMs,
       });
-      return { kind: 'acquired' as const, fence, leaseUntil, takeover: false };
+      return { kind: 'acquired' as const, fence, leaseUntil, takeover: false, origin: i.owner };
     }),
     complete: answersSynchronously((i: CompleteInput) => {
       const write = () => {

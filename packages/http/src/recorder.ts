@@ -19,6 +19,13 @@ export interface IdempotencyContext {
   fence: number;
   /** Aborts when the lease on the key is lost. */
   signal: AbortSignal;
+  /**
+   * The logical request's id (32 hex characters): the same for every execution of it (a
+   * retry after a failure, a takeover after a crash), a new one once the key is used again
+   * after its record's retention passed. Name what the handler creates elsewhere (an order,
+   * a message, a ledger row) by it rather than by the key, and fence its writes with `fence`.
+   */
+  originId: string;
 }
 
 /** Format tag of the outcomes @idem/http stores. */
@@ -158,9 +165,18 @@ class ExecutionContext implements IdempotencyContext {
     enumerable: true,
     configurable: true,
   };
+  /** `originId` the same way: a digest, computed when a handler reads it. */
+  static readonly #originId: PropertyDescriptor = {
+    get(this: ExecutionContext): string {
+      return this.#execution.originId;
+    },
+    enumerable: true,
+    configurable: true,
+  };
   readonly storageKey: string;
   readonly fence: number;
   declare readonly signal: AbortSignal;
+  declare readonly originId: string;
   readonly #execution: Execution;
   constructor(
     readonly key: string,
@@ -170,6 +186,7 @@ class ExecutionContext implements IdempotencyContext {
     this.fence = execution.fence;
     this.#execution = execution;
     Object.defineProperty(this, 'signal', ExecutionContext.#signal);
+    Object.defineProperty(this, 'originId', ExecutionContext.#originId);
   }
 }
 

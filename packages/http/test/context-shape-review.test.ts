@@ -6,7 +6,7 @@ import { withIdempotency } from '../src/index.js';
 // (a spread into a log record or a service call, as with res.locals.idempotency) must still
 // get the signal, as it did when the context was a plain object.
 describe('the handler context (review)', () => {
-  it('a copy of the context keeps its signal; its own members are the four of before', async () => {
+  it('a copy of the context keeps its signal and originId; its own members are the four of before and originId', async () => {
     const fetchLike = withIdempotency(
       async (_request, context) => {
         const copy = { ...context };
@@ -14,6 +14,7 @@ describe('the handler context (review)', () => {
           keys: Object.keys(context ?? {}).sort(),
           copied: copy.signal instanceof AbortSignal,
           same: copy.signal === context?.signal,
+          originId: copy.originId === context?.originId && /^[0-9a-f]{32}$/.test(copy.originId),
         });
       },
       { store: createMemoryStore(), scope: 'global' },
@@ -25,9 +26,10 @@ describe('the handler context (review)', () => {
       }),
     );
     expect(await response.json()).toEqual({
-      keys: ['fence', 'key', 'signal', 'storageKey'],
+      keys: ['fence', 'key', 'originId', 'signal', 'storageKey'],
       copied: true,
       same: true,
+      originId: true,
     });
   });
 });

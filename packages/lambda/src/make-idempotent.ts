@@ -18,6 +18,12 @@ export interface IdempotencyInfo {
   signal: AbortSignal;
   /** The storage key (stable for the scope and key). */
   storageKey: string;
+  /**
+   * The logical request's id (32 hex characters): the same for every execution of it (a
+   * retry after a failure, a takeover after a timeout), new once the key is used again after
+   * its record's retention passed. Name what the handler creates elsewhere by it.
+   */
+  originId: string;
 }
 
 /** Options of {@link makeIdempotent}. */

@@ -128,6 +128,9 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
           return execution.signal;
         },
         storageKey: execution.storageKey,
+        get originId() {
+          return execution.originId;
+        },
       };
       return undefined;
     },

@@ -12,6 +12,7 @@ import { adminExpectChecks } from './checks-admin-expect.js';
 import { adminStateChecks } from './checks-admin-states.js';
 import { boundaryChecks } from './checks-boundaries.js';
 import { engineChecks } from './checks-engine.js';
+import { originChecks } from './checks-origin.js';
 import {
   acquireInput,
   assertAcquired,
@@ -452,6 +453,7 @@ export const contractChecks: ContractCheck[] = [
   ...boundaryChecks,
   ...engineChecks,
   ...redeliveryChecks,
+  ...originChecks,
   ...adminChecks,
   ...adminStateChecks,
   ...adminExpectChecks,

@@ -32,7 +32,10 @@ export type Bug =
   | 'force-release-ignores-expectation'
   | 'delete-keeps-record'
   | 'delete-forgets-fence'
-  | 'wrong-clock-capability';
+  | 'wrong-clock-capability'
+  | 'takeover-new-origin'
+  | 'release-new-origin'
+  | 'origin-outlives-retention';
 
 const yieldToOthers = () => new Promise<void>((resolve) => setTimeout(resolve, 0));
 
@@ -49,6 +52,8 @@ export function createNaiveStore(
   const map = new Map<string, StoredRecord>();
   // Fences of expired records, so a key's fence keeps growing after expiry.
   const lastFence = new Map<string, number>();
+  // Only for the 'origin-outlives-retention' bug: origins kept past their record.
+  const lastOrigin = new Map<string, string>();
   const notOwner: OwnerWriteResult = { ok: false, reason: 'not_owner' };
   const copy = (r: StoredRecord): StoredRecord => ({
     ...r,
@@ -77,7 +82,7 @@ export function createNaiveStore(
         const now = clock.now();
         const r = read(key, now);
         if (!r) return undefined;
-        const { outcome, ...rest } = r;
+        const { outcome, origin: _origin, ...rest } = r;
         return { ...rest, outcomeBytes: outcome?.length ?? 0, now };
       },
       async forceRelease(key, expected) {
@@ -127,6 +132,7 @@ export function createNaiveStore(
           fence: found.fence,
           leaseUntil: found.leaseUntil,
           takeover: false,
+          origin: found.origin ?? found.owner,
         };
       }
       if (live(found))
@@ -145,15 +151,26 @@ export function createNaiveStore(
       const leaseUntil = now + input.leaseMs;
       const expiresAt =
         bug === 'in-progress-expires-with-lease' ? leaseUntil : leaseUntil + input.retentionMs;
+      // The logical request: a live record's is carried on, a free key begins one.
+      const carried = found ? (found.origin ?? found.owner) : lastOrigin.get(input.key);
+      const fresh =
+        carried === undefined ||
+        (bug === 'takeover-new-origin' && found?.status === 'in_progress') ||
+        (bug === 'release-new-origin' && found?.status === 'released') ||
+        (bug !== 'origin-outlives-retention' && !found);
+      const origin = fresh ? input.owner : carried;
       map.set(input.key, {
         status: 'in_progress',
         fingerprint: input.fingerprint,
         owner: input.owner,
+        origin,
         fence,
         leaseUntil,
         expiresAt,
       });
-      return { kind: 'acquired', fence, leaseUntil, takeover: found?.status === 'in_progress' };
+      if (bug === 'origin-outlives-retention') lastOrigin.set(input.key, origin);
+      const takeover = found?.status === 'in_progress';
+      return { kind: 'acquired', fence, leaseUntil, takeover, origin };
     },
     async complete(input) {
       const now = clock.now();

@@ -88,6 +88,9 @@ describe('the suite bites: each broken store fails it', () => {
     ['delete-keeps-record', 'admin'],
     ['delete-forgets-fence', 'admin'],
     ['wrong-clock-capability', 'capabilities'],
+    ['takeover-new-origin', 'origin'],
+    ['release-new-origin', 'origin'],
+    ['origin-outlives-retention', 'origin'],
   ];
   for (const [bug, group] of admin) {
     it(`${bug} is caught by the ${group} checks`, async () => {

@@ -35,8 +35,15 @@ export function createMemoryAdmin(table: RecordTable, clock: Clock): StoreAdmin 
       // A new slot: the owner string changes. The tombstone costs less than the in-progress
       // record it replaces (no outcome reserve), so it always fits.
       table.remove(slot);
-      const { fingerprint, expiresAt } = found;
-      const tombstone = { status: 'released' as const, fingerprint, owner, fence, expiresAt };
+      const { fingerprint, expiresAt, origin } = slot;
+      const tombstone = {
+        status: 'released' as const,
+        fingerprint,
+        owner,
+        origin,
+        fence,
+        expiresAt,
+      };
       table.insert(newSlot(slot.key, { ...tombstone, leaseUntil: now }));
       return { fence, previousOwner: found.owner };
     },

@@ -148,6 +148,7 @@ function clone(
     fingerprint: record.fingerprint,
     owner: record.owner,
     fence: record.fence,
+    origin: record.origin,
     leaseUntil: record.leaseUntil,
     expiresAt: record.expiresAt,
   };
@@ -305,7 +306,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
         // A redelivered acquire: the caller's own acquisition, renewed, fence unchanged.
         const expiresAt = Math.max(record.expiresAt, leaseUntil + input.retentionMs);
         table.update(found, 'in_progress', leaseUntil, expiresAt, record.outcome);
-        return { kind: 'acquired', fence: record.fence, leaseUntil, takeover: false };
+        const origin = found.origin;
+        return { kind: 'acquired', fence: record.fence, leaseUntil, takeover: false, origin };
       }
       const isLive =
         (record.status === 'in_progress' && now < record.leaseUntil) ||
@@ -314,10 +316,15 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     }
     // No record, a tombstone or a passed lease: the new record takes its place.
     const fence = (found ? found.record.fence : table.fenceFloor) + 1;
+    const owner = engine ? input.owner : copied(input.owner);
+    // A live record (a passed lease, a tombstone) continues its logical request; a free key
+    // (none, or expired: `live` answers none) begins one.
+    const origin = found ? found.origin : owner;
     const record: HeldRecord = {
       status: 'in_progress',
       fingerprint: copied(input.fingerprint),
-      owner: engine ? input.owner : copied(input.owner),
+      owner,
+      origin,
       fence,
       leaseUntil,
       expiresAt: leaseUntil + input.retentionMs,
@@ -340,6 +347,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       fence,
       leaseUntil,
       takeover: found?.record.status === 'in_progress',
+      origin,
     };
   };
 

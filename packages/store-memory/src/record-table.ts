@@ -34,11 +34,13 @@ export class Slot implements HeldRecord {
   status: HeldRecord['status'];
   fingerprint: string;
   owner: string;
+  /** Owner token of the acquisition that began the logical request (`owner` when it did). */
+  origin: string;
   fence: number;
   leaseUntil: number;
   expiresAt: number;
   outcome: HeldOutcome | undefined;
-  /** Accounted bytes of the key, fingerprint and owner (they never change for one slot). */
+  /** Accounted bytes of the key, fingerprint, owner and origin (they never change for one slot). */
   readonly strings: number;
   /** Accounted bytes, see {@link recordCost}. */
   cost: number;
@@ -54,11 +56,17 @@ export class Slot implements HeldRecord {
     this.status = record.status;
     this.fingerprint = record.fingerprint;
     this.owner = record.owner;
+    this.origin = record.origin ?? record.owner;
     this.fence = record.fence;
     this.leaseUntil = record.leaseUntil;
     this.expiresAt = record.expiresAt;
     this.outcome = record.outcome;
-    this.strings = stringBytes(key) + stringBytes(record.fingerprint) + stringBytes(record.owner);
+    this.strings =
+      stringBytes(key) +
+      stringBytes(record.fingerprint) +
+      stringBytes(record.owner) +
+      // A carried origin is another string; a record that began its request holds one.
+      (this.origin === record.owner ? 0 : stringBytes(this.origin));
     this.cost = recordCost(this.strings, record);
   }
 
@@ -181,6 +189,7 @@ export class RecordTable {
   replace(slot: Slot, record: HeldRecord): void {
     slot.fingerprint = record.fingerprint;
     slot.owner = record.owner;
+    slot.origin = record.origin ?? record.owner;
     slot.fence = record.fence;
     this.update(slot, record.status, record.leaseUntil, record.expiresAt, record.outcome);
   }

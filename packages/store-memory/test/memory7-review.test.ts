@@ -47,6 +47,10 @@ function costOf(key: string, record: StoredRecord): number {
     stringBytes(key) +
     stringBytes(record.fingerprint) +
     stringBytes(record.owner) +
+    // A carried origin (another owner's token) is a string of its own.
+    (record.origin === undefined || record.origin === record.owner
+      ? 0
+      : stringBytes(record.origin)) +
     payload
   );
 }

@@ -27,6 +27,7 @@ describe('redelivered calls (the answer was lost, the client library sent the ca
       kind: 'acquired',
       fence: 1,
       takeover: false,
+      origin: 'me',
       leaseUntil: clock.now() + 2_000,
     });
     const record = await store.get('k');
@@ -45,6 +46,7 @@ describe('redelivered calls (the answer was lost, the client library sent the ca
       kind: 'acquired',
       fence: 1,
       takeover: false,
+      origin: 'me',
       leaseUntil: clock.now() + LEASE_MS,
     });
     expect((await store.get('k'))?.leaseUntil).toBe(clock.now() + LEASE_MS);

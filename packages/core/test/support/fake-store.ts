@@ -116,7 +116,8 @@ export class FakeStore implements IdempotencyStore {
       // A redelivered acquire: the caller's own acquisition, renewed.
       found.leaseUntil = leaseUntil;
       found.expiresAt = Math.max(found.expiresAt, leaseUntil + input.retentionMs);
-      return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false };
+      const origin = found.origin ?? found.owner;
+      return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false, origin };
     }
     if (
       (found?.status === 'in_progress' && now < found.leaseUntil) ||
@@ -125,15 +126,19 @@ export class FakeStore implements IdempotencyStore {
       return { kind: 'found', record: { ...found }, now };
     }
     const fence = (this.records.get(input.key)?.fence ?? 0) + 1;
+    // A live record's logical request goes on; a free key begins one.
+    const origin = found ? (found.origin ?? found.owner) : input.owner;
     this.records.set(input.key, {
       status: 'in_progress',
       fingerprint: input.fingerprint,
       owner: input.owner,
+      origin,
       fence,
       leaseUntil,
       expiresAt: leaseUntil + input.retentionMs,
     });
-    return { kind: 'acquired', fence, leaseUntil, takeover: found?.status === 'in_progress' };
+    const takeover = found?.status === 'in_progress';
+    return { kind: 'acquired', fence, leaseUntil, takeover, origin };
   }
 
   complete(input: CompleteInput): Promise<OwnerWriteResult> {
