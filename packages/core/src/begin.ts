@@ -336,8 +336,18 @@ export function createBegin<T>(
         if (held >= leaseBound) {
           const refused = failed(attempt, call, lateToStart(held), undefined);
           // Every `miss` has its `execution_end` (the runrev2 review: without it, `miss`
-          // minus `execution_end` counted this refused acquisition as held for good). The
-          // acquisition is given back in the background: this process no longer holds it.
+          // minus `execution_end` counted this refused acquisition as held for good), and
+          // an `execution_end` of `lease_lost` its `lease_lost` (the otel review: counted in
+          // `idem.execute` but not in `idem.results`). The acquisition is given back in the
+          // background: this process no longer holds it.
+          emit({
+            type: 'lease_lost',
+            storageKey,
+            operation,
+            fence,
+            phase: 'start',
+            durationMs: held,
+          });
           emit({
             type: 'execution_end',
             storageKey,

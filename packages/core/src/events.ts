@@ -47,13 +47,15 @@ export type IdemEvent =
   /**
    * Another execution took the key over, or (phase `heartbeat`, `max_hold`) the lease passed
    * without a renewal: renewals kept failing, the execution was abandoned, or `maxHoldMs`
-   * passed; a final write may still land after it if nobody took the key over. Once per
-   * acquisition. `durationMs`: since this one acquired it.
+   * passed; a final write may still land after it if nobody took the key over. Phase
+   * `start`: the acquisition was refused before the operation started, too late in its
+   * lease (a `miss` listener held the event loop up). Once per acquisition. `durationMs`:
+   * since this one acquired it.
    */
   | (EventBase & {
       type: 'lease_lost';
       fence: number;
-      phase: 'heartbeat' | 'complete' | 'release' | 'max_hold';
+      phase: 'heartbeat' | 'complete' | 'release' | 'max_hold' | 'start';
       durationMs: number;
     })
   /**

@@ -414,12 +414,15 @@ describe('runrev2: events of a refusal at the runway', () => {
   /** The events of one execute whose miss listener holds the loop 190 of a 200 ms lease. */
   async function refusedEvents(inMicrotask: boolean) {
     const types: string[] = [];
+    const results: string[] = [];
     const idem = createIdempotency<string>({
       store: new FakeStore(),
       leaseMs: 200,
       heartbeatMs: false,
       onEvent: (event) => {
         types.push(event.type);
+        if (event.type === 'execution_end') results.push(event.result);
+        if (event.type === 'lease_lost') results.push(`lease_lost:${event.phase}`);
         if (event.type !== 'miss') return;
         if (inMicrotask) queueMicrotask(() => holdLoop(190));
         else holdLoop(190);
@@ -438,6 +441,7 @@ describe('runrev2: events of a refusal at the runway', () => {
     return {
       miss: types.filter((t) => t === 'miss').length,
       end: types.filter((t) => t === 'execution_end').length,
+      results,
     };
   }
 
@@ -452,11 +456,20 @@ describe('runrev2: events of a refusal at the runway', () => {
   // step later, in execute via refuseLateStart, emits `released` + `execution_end`: held,
   // test below.) Fix: emit `execution_end` (result `released`/`lease_lost`, fence, duration)
   // on that path, or judge the runway there before emitting `miss`.
-  it('a miss listener that holds the loop past the runway: execution_end once per miss', async () => {
-    expect(await refusedEvents(false)).toEqual({ miss: 1, end: 1 });
+  // Its `lease_lost` end comes with a `lease_lost` event (phase `start`), so that
+  // `idem.results{lease_lost}` counts it as `idem.execute` does (the otel review, LOW).
+  it('a miss listener that holds the loop past the runway: execution_end once per miss, its lease_lost event (phase start) first', async () => {
+    expect(await refusedEvents(false)).toEqual({
+      miss: 1,
+      end: 1,
+      results: ['lease_lost:start', 'lease_lost'],
+    });
   });
 
   it('held: a hold in a microtask after the miss (refused in execute): execution_end once per miss', async () => {
-    expect(await refusedEvents(true)).toEqual({ miss: 1, end: 1 });
+    const events = await refusedEvents(true);
+    expect({ miss: events.miss, end: events.end }).toEqual({ miss: 1, end: 1 });
+    expect(events.results).toHaveLength(1);
+    expect(events.results[0]).not.toMatch(/^lease_lost:/);
   });
 });
