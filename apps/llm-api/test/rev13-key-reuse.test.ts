@@ -37,24 +37,20 @@ describe('rev13: a key used again once its record expired (Redis)', () => {
   };
   const usage = async () => (await (await fetch(`${server.url}/v1/usage`)).json()) as UsageJson;
 
-  // FINDING (MEDIUM, billing / message ids; open): a message id is derived from the storage key
-  // alone (`billingTarget`: `msg_` + the key's first 32 characters), so that every execution of
-  // one logical request, a takeover included, bills the same ledger entry. But a storage key
-  // outlives its logical request: once the completed record's retention (24 h) passes, the
-  // same Idempotency-Key is a new request (DESIGN.md: "retention passed -> ACQUIRED"), and it
-  // gets the same message id. Within the fence memory (store-redis keeps a key's fence 24 h
-  // past its record) its fence is higher, and its bill REPLACES the first request's entry
-  // ("a higher fence replaces the entry and never adds to it"): two model runs, two answers
-  // delivered, one bill, the first request's tokens gone from the ledger, and two different
-  // messages under one id. Later (fence restarted at 1, or on stores without fence memory)
-  // its bill is taken for a duplicate of the first ('duplicate'): not billed at all; with the
-  // old entry at fence 2 the new execution's bill is refused as stale (409 lease_lost)
-  // although nothing else runs (these two by reading the code, not run here). Reproduce: this test (Redis drops a record at the end of its
-  // retention; the test deletes it, as that expiry does, instead of waiting 24 h).
-  // Suggested fix: tell a new logical request from a takeover when the key is acquired
-  // (core knows whether the record it replaced had completed: expose it, or a cycle number,
-  // on the execution context) and derive the message id from the storage key and that cycle.
-  it.fails('a new request under an expired key is billed as a new message', async () => {
+  // FIXED (was FINDING MEDIUM, billing / message ids): a message id was derived from the
+  // storage key alone (`billingTarget`: `msg_` + the key's first 32 characters), so that every
+  // execution of one logical request, a takeover included, billed the same ledger entry. But a
+  // storage key outlives its logical request: once the completed record's retention (24 h)
+  // passed, the same Idempotency-Key was a new request and got the same message id; within
+  // the fence memory its higher fence REPLACED the first request's bill (two model runs, two
+  // answers, one bill, two messages under one id); later (fences restarted) it was taken for
+  // a duplicate, or refused as stale. Fix: the stores keep each record's origin (the owner
+  // token of the acquisition that began its logical request: carried over by takeovers and
+  // by retries after a release, new for a free or expired key) and core hands the handler an
+  // `originId` derived from it; the message id is `msg_` + originId. Reproduce: this test
+  // (Redis drops a record at the end of its retention; the test deletes it, as that expiry
+  // does, instead of waiting 24 h). It failed before the fix.
+  it('a new request under an expired key is billed as a new message', async () => {
     const before = await usage();
     const first = await post('the first report');
     expect(first.status).toBe(201);

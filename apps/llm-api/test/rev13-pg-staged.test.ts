@@ -4,7 +4,6 @@ import { StoreUnavailableError } from '@idem/core';
 import type { PostgresStore } from '@idem/store-postgres';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { type Backend, openBackend } from '../src/backend.js';
-import { billingKeyOf } from '../src/http/metering.js';
 import type { LedgerEntry } from '../src/ledger/ledger.js';
 import { billPersistently, isTransientStoreFailure } from '../src/ledger/persistent-bill.js';
 import { createPostgresLedger } from '../src/ledger/postgres-ledger.js';
@@ -26,8 +25,11 @@ afterAll(async () => {
   await backend?.close();
 });
 
+/** A request's message id in these tests (the app derives it from the request's originId). */
+const idOf = (storageKey: string) => `msg_${storageKey.slice(0, 32)}`;
+
 const bill = (storageKey: string, fence: number): LedgerEntry => ({
-  messageId: `msg_${billingKeyOf(storageKey)}`,
+  messageId: idOf(storageKey),
   model: 'local-1',
   promptTokens: 3,
   completionTokens: 4,
@@ -60,12 +62,13 @@ describe('rev13: PostgreSQL staged bills past MAX_STAGED', () => {
       leaseMs: 30_000,
       retentionMs: HOUR,
     });
-    expect(await backend.ledger.bill(bill(key, 1))).toBe('billed');
+    expect(await backend.ledger.bill(bill(key, 1), key)).toBe('billed');
     const answers: Record<string, number> = {};
     let refusal: unknown;
     for (let i = 0; i < 10_000; i++) {
       try {
-        const result = await backend.ledger.bill(bill(randomBytes(32).toString('hex'), 1));
+        const other = randomBytes(32).toString('hex');
+        const result = await backend.ledger.bill(bill(other, 1), other);
         answers[result] = (answers[result] ?? 0) + 1;
       } catch (error) {
         refusal ??= error;
@@ -83,9 +86,10 @@ describe('rev13: PostgreSQL staged bills past MAX_STAGED', () => {
     expect(done).toEqual({ ok: true });
     expect((await backend.store.get(key))?.status).toBe('completed');
     const billed = (await backend.ledger.entries()).map((e) => e.messageId);
-    expect(billed).toContain(`msg_${billingKeyOf(key)}`);
+    expect(billed).toContain(idOf(key));
     // Its completion made room: the next bill is staged.
-    expect(await backend.ledger.bill(bill(randomBytes(32).toString('hex'), 1))).toBe('billed');
+    const another = randomBytes(32).toString('hex');
+    expect(await backend.ledger.bill(bill(another, 1), another)).toBe('billed');
   }, 30_000);
 
   const noPool = {
@@ -102,29 +106,33 @@ describe('rev13: PostgreSQL staged bills past MAX_STAGED', () => {
       now: () => clock,
     });
     const [a, b, c, d, e] = Array.from({ length: 5 }, () => randomBytes(32).toString('hex'));
-    expect(await ledger.bill(bill(a as string, 1))).toBe('billed');
+    expect(await ledger.bill(bill(a as string, 1), a as string)).toBe('billed');
     clock = 5_000;
-    expect(await ledger.bill(bill(b as string, 1))).toBe('billed');
-    expect(await ledger.bill(bill(c as string, 1))).toBe('billed');
+    expect(await ledger.bill(bill(b as string, 1), b as string)).toBe('billed');
+    expect(await ledger.bill(bill(c as string, 1), c as string)).toBe('billed');
     // Full, none dead: refused, nothing dropped.
-    await expect(ledger.bill(bill(d as string, 1))).rejects.toBeInstanceOf(StoreUnavailableError);
+    await expect(ledger.bill(bill(d as string, 1), d as string)).rejects.toBeInstanceOf(
+      StoreUnavailableError,
+    );
     expect([a, b, c].map((k) => ledger.staged(k as string)?.fence)).toEqual([1, 1, 1]);
     // A takeover's bill for a staged key needs no new slot: it replaces, even when full.
-    expect(await ledger.bill(bill(b as string, 2))).toBe('replaced');
+    expect(await ledger.bill(bill(b as string, 2), b as string)).toBe('replaced');
     // `a` was staged 10 s ago: its execution can no longer complete; it makes room.
     clock = 10_000;
-    expect(await ledger.bill(bill(d as string, 1))).toBe('billed');
+    expect(await ledger.bill(bill(d as string, 1), d as string)).toBe('billed');
     expect(ledger.staged(a as string)).toBeUndefined();
     // `b` (re-staged at 5 s), `c` and `d` are live: the next one waits.
-    await expect(ledger.bill(bill(e as string, 1))).rejects.toBeInstanceOf(StoreUnavailableError);
+    await expect(ledger.bill(bill(e as string, 1), e as string)).rejects.toBeInstanceOf(
+      StoreUnavailableError,
+    );
     expect([b, c, d].map((k) => ledger.staged(k as string)?.fence)).toEqual([2, 1, 1]);
   });
 
   it('a bill refused while the ledger is full lands once a completion makes room', async () => {
     const ledger = createPostgresLedger(noPool, prefix, { maxStaged: 1 });
     const [a, b] = [randomBytes(32).toString('hex'), randomBytes(32).toString('hex')];
-    expect(await ledger.bill(bill(a, 1))).toBe('billed');
-    const waiting = billPersistently(ledger, bill(b, 1), { retryForMs: 5_000 });
+    expect(await ledger.bill(bill(a, 1), a)).toBe('billed');
+    const waiting = billPersistently(ledger, bill(b, 1), { retryForMs: 5_000, recordKey: b });
     let settled = false;
     void waiting.finally(() => {
       settled = true;
@@ -150,9 +158,9 @@ describe('rev13: PostgreSQL staged bills past MAX_STAGED', () => {
     } as unknown as PostgresStore;
     const wrapped = completingWithBills(store, noPool, ledger);
     const key = randomBytes(32).toString('hex');
-    expect(await ledger.bill(bill(key, 1))).toBe('billed');
+    expect(await ledger.bill(bill(key, 1), key)).toBe('billed');
     const releasing = wrapped.release({ key, owner: 'owner-a', retentionMs: HOUR });
-    expect(await ledger.bill(bill(key, 2))).toBe('replaced');
+    expect(await ledger.bill(bill(key, 2), key)).toBe('replaced');
     answer({ ok: true });
     expect(await releasing).toEqual({ ok: true });
     expect(ledger.staged(key)?.fence).toBe(2);
@@ -163,7 +171,7 @@ describe('rev13: PostgreSQL staged bills past MAX_STAGED', () => {
     const store = { release: async () => ({ ok: true }) } as unknown as PostgresStore;
     const wrapped = completingWithBills(store, noPool, ledger);
     const key = randomBytes(32).toString('hex');
-    expect(await ledger.bill(bill(key, 1))).toBe('billed');
+    expect(await ledger.bill(bill(key, 1), key)).toBe('billed');
     expect(await wrapped.release({ key, owner: 'owner-a', retentionMs: HOUR })).toEqual({
       ok: true,
     });
@@ -190,7 +198,7 @@ describe('rev13: PostgreSQL staged bills past MAX_STAGED', () => {
     const lost = randomBytes(32).toString('hex');
     const input = { fingerprint: '', leaseMs: 50, retentionMs: HOUR };
     expect((await store.acquire({ key: lost, owner: 'owner-a', ...input })).kind).toBe('acquired');
-    expect(await backend.ledger.bill(bill(lost, 1))).toBe('billed');
+    expect(await backend.ledger.bill(bill(lost, 1), lost)).toBe('billed');
     await sleep(120);
     const taken = await store.acquire({ key: lost, owner: 'owner-b', ...input, leaseMs: 30_000 });
     expect(taken).toMatchObject({ kind: 'acquired', fence: 2, takeover: true });
@@ -199,26 +207,24 @@ describe('rev13: PostgreSQL staged bills past MAX_STAGED', () => {
       await store.complete({ key: lost, owner: 'owner-a', outcome, retentionMs: HOUR }),
     ).toEqual(expect.objectContaining({ ok: false }));
     // Its slot is free again: the bill the ledger would take next for this key is new.
-    expect(await backend.ledger.bill(bill(lost, 2))).toBe('billed');
+    expect(await backend.ledger.bill(bill(lost, 2), lost)).toBe('billed');
 
     // A takeover in this process: the staged bill is the new owner's, and stays.
     const mine = randomBytes(32).toString('hex');
     expect((await store.acquire({ key: mine, owner: 'owner-a', ...input })).kind).toBe('acquired');
-    expect(await backend.ledger.bill(bill(mine, 1))).toBe('billed');
+    expect(await backend.ledger.bill(bill(mine, 1), mine)).toBe('billed');
     await sleep(120);
     expect(
       await store.acquire({ key: mine, owner: 'owner-b', ...input, leaseMs: 30_000 }),
     ).toMatchObject({ kind: 'acquired', fence: 2 });
-    expect(await backend.ledger.bill(bill(mine, 2))).toBe('replaced');
+    expect(await backend.ledger.bill(bill(mine, 2), mine)).toBe('replaced');
     expect(
       await store.complete({ key: mine, owner: 'owner-a', outcome, retentionMs: HOUR }),
     ).toEqual(expect.objectContaining({ ok: false }));
     expect(
       await store.complete({ key: mine, owner: 'owner-b', outcome, retentionMs: HOUR }),
     ).toEqual({ ok: true });
-    const billed = (await backend.ledger.entries()).filter(
-      (e) => e.messageId === `msg_${billingKeyOf(mine)}`,
-    );
+    const billed = (await backend.ledger.entries()).filter((e) => e.messageId === idOf(mine));
     expect(billed.map((e) => e.fence)).toEqual([2]);
   }, 20_000);
 });

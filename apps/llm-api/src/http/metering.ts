@@ -9,12 +9,19 @@ export interface BillingTarget {
   messageId: string;
   /** The execution's fencing token (0 for a request sent without a key). */
   fence: number;
+  /**
+   * The storage key of the request's record (none without a key): a ledger that bills in
+   * the completion's transaction (PostgreSQL) stages the bill under it, where the
+   * completion finds it.
+   */
+  recordKey?: string;
 }
 
 /**
- * The message id of a request: derived from the storage key when the request has a key, so
- * every execution of one logical request (a takeover after a lost lease included) bills the
- * same ledger entry; random otherwise.
+ * The message id of a request: derived from its logical request (`originId`) when the
+ * request has a key, so every execution of it (a retry after a failure, a takeover after a
+ * lost lease) bills the same ledger entry, while the same key used again once its record's
+ * retention passed (a new request) bills a new one; random otherwise.
  */
 export function billingTarget(
   prefix: string,
@@ -22,20 +29,12 @@ export function billingTarget(
 ): BillingTarget {
   if (!context)
     return { messageId: `${prefix}${crypto.randomUUID().replaceAll('-', '')}`, fence: 0 };
-  return { messageId: `${prefix}${billingKeyOf(context.storageKey)}`, fence: context.fence };
+  return {
+    messageId: `${prefix}${context.originId}`,
+    fence: context.fence,
+    recordKey: context.storageKey,
+  };
 }
-
-/**
- * The part of a keyed request's message id that comes from its storage key: the id's last
- * {@link BILLING_KEY_LENGTH} characters. A ledger that bills in the completion's transaction
- * (PostgreSQL) finds the bill of a completing execution by it.
- */
-export function billingKeyOf(storageKey: string): string {
-  return storageKey.slice(0, BILLING_KEY_LENGTH);
-}
-
-/** Length of {@link billingKeyOf}. */
-export const BILLING_KEY_LENGTH = 32;
 
 /**
  * The key forwarded to an upstream model: derived from the storage key (itself derived from
@@ -134,7 +133,12 @@ export async function* metered(
       fence: target.fence,
       billedAt: Date.now(),
     },
-    { retryForMs: options.billRetryMs, stop: options.stop, backlog: options.backlog },
+    {
+      retryForMs: options.billRetryMs,
+      stop: options.stop,
+      backlog: options.backlog,
+      recordKey: target.recordKey,
+    },
   );
   // The model has run: the bill is never given up for the client's sake (a 503 now would
   // release the key and the retry would run the model again). Past `billWaitMs` the client

@@ -10,7 +10,8 @@ import type { LedgerUsage } from './usage-summary.js';
  */
 export function boundLedger(ledger: Ledger, timeoutMs: number): Ledger {
   return {
-    bill: (entry) => callWithin('ledger.bill', timeoutMs, () => ledger.bill(entry)),
+    bill: (entry, recordKey) =>
+      callWithin('ledger.bill', timeoutMs, () => ledger.bill(entry, recordKey)),
     entries: () => callWithin('ledger.entries', timeoutMs, () => ledger.entries()),
     ...(ledger.usage
       ? {
@@ -32,7 +33,7 @@ export function boundLedger(ledger: Ledger, timeoutMs: number): Ledger {
  */
 export function admitLedger(ledger: Ledger, admission: Admission): Ledger {
   return {
-    bill: (entry) => admission.run('essential', () => ledger.bill(entry)),
+    bill: (entry, recordKey) => admission.run('essential', () => ledger.bill(entry, recordKey)),
     entries: () => admission.run('sheddable', () => ledger.entries()),
     ...(ledger.usage
       ? {

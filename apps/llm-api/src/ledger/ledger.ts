@@ -43,8 +43,12 @@ export type StatName = 'model_started' | 'model_completed' | 'model_failed';
  * per message id, replaced only by a higher fence.
  */
 export interface Ledger {
-  /** Bills a message; throws {@link StaleFenceError} when a higher fence already billed it. */
-  bill(entry: LedgerEntry): Promise<BillResult>;
+  /**
+   * Bills a message; throws {@link StaleFenceError} when a higher fence already billed it.
+   * `recordKey`: the storage key of the request's idempotency record, for a ledger that
+   * bills in the completion's transaction (the others ignore it).
+   */
+  bill(entry: LedgerEntry, recordKey?: string): Promise<BillResult>;
   /** Every entry, oldest bill first. Reads the whole ledger: not for a request path. */
   entries(): Promise<LedgerEntry[]>;
   /**

@@ -14,6 +14,8 @@ export interface BillRetryOptions {
   stop?: AbortSignal | undefined;
   /** Counts this bill while it retries (from its first failure until it settles). */
   backlog?: BillBacklog | undefined;
+  /** The storage key of the request's record, handed to `Ledger.bill` (see there). */
+  recordKey?: string | undefined;
 }
 
 /**
@@ -99,13 +101,13 @@ export async function billPersistently(
   entry: LedgerEntry,
   options: BillRetryOptions,
 ): Promise<BillResult> {
-  const { retryForMs, stop, backlog } = options;
+  const { retryForMs, stop, backlog, recordKey } = options;
   let deadline: number | undefined;
   let pauseMs = 50;
   let failure: unknown;
   try {
     for (;;) {
-      const attempt = ledger.bill(entry);
+      const attempt = ledger.bill(entry, recordKey);
       try {
         return await (failure === undefined || !stop ? attempt : unlessStopped(attempt, stop));
       } catch (error) {

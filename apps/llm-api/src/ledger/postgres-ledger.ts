@@ -1,6 +1,5 @@
 import { StoreUnavailableError } from '@idem/core';
 import type { Queryable } from '@idem/store-postgres';
-import { BILLING_KEY_LENGTH } from '../http/metering.js';
 import {
   type BillResult,
   type Ledger,
@@ -89,9 +88,9 @@ export function createPostgresLedger(
   const maxStaged = options.maxStaged ?? MAX_STAGED;
   const stagedForMs = options.stagedForMs ?? STAGED_FOR_MS;
   const now = options.now ?? (() => performance.now());
-  // Oldest first: a bill staged again (a takeover's) moves to the end.
+  // By the storage key of the request's record (where its completion finds it); oldest
+  // first: a bill staged again (a takeover's) moves to the end.
   const pending = new Map<string, { entry: LedgerEntry; at: number }>();
-  const slot = (messageId: string) => messageId.slice(-BILLING_KEY_LENGTH);
   const dropDead = () => {
     const before = now() - stagedForMs;
     for (const [key, { at }] of pending) {
@@ -115,16 +114,22 @@ export function createPostgresLedger(
 
   return {
     billOn,
-    staged: (storageKey) => pending.get(storageKey.slice(0, BILLING_KEY_LENGTH))?.entry,
+    staged: (storageKey) => pending.get(storageKey)?.entry,
     unstage(storageKey, entry) {
-      const key = storageKey.slice(0, BILLING_KEY_LENGTH);
-      if (entry === undefined || pending.get(key)?.entry === entry) pending.delete(key);
+      if (entry === undefined || pending.get(storageKey)?.entry === entry)
+        pending.delete(storageKey);
     },
 
-    async bill(entry) {
+    async bill(entry, recordKey) {
       if (entry.fence === 0) return billOn(pool, entry);
-      const key = slot(entry.messageId);
-      const current = pending.get(key)?.entry;
+      // A keyed bill without its record's key (a caller outside the app's metering) is
+      // staged by its message id: no completion finds it, and it ages out.
+      const key = recordKey ?? entry.messageId;
+      const found = pending.get(key)?.entry;
+      // A bill staged for another message under this record's key is an earlier logical
+      // request's (the key used again after its retention), whose execution can no longer
+      // complete: this one takes its slot, whatever their fences.
+      const current = found?.messageId === entry.messageId ? found : undefined;
       if (current && current.fence > entry.fence)
         throw new StaleFenceError(entry.messageId, entry.fence, current.fence);
       if (current && current.fence === entry.fence) return 'duplicate';
@@ -134,7 +139,7 @@ export function createPostgresLedger(
       // live one, a new bill waits like a bill during a store outage (a transient store
       // failure: `billPersistently` retries it, the client hears 503 after the lease, the
       // backlog stops new model runs), until completions make room.
-      if (!current) {
+      if (!found) {
         dropDead();
         if (pending.size >= maxStaged)
           throw new StoreUnavailableError(
