@@ -16,9 +16,9 @@ export async function appWithFailingBills(
   const state = { failing: true };
   backend.ledger = {
     ...ledger,
-    bill: async (entry) => {
+    bill: async (entry, recordKey) => {
       if (state.failing) throw new StoreUnavailableError('the ledger is unreachable (injected)');
-      return ledger.bill(entry);
+      return ledger.bill(entry, recordKey);
     },
   };
   const { app } = createApp({ backend, model: createLocalModel({ chunkDelayMs: 0 }), ...options });

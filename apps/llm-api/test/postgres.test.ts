@@ -3,7 +3,6 @@ import { createIdempotency } from '@idem/core';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Backend, openBackend } from '../src/backend.js';
-import { billingKeyOf } from '../src/http/metering.js';
 import type { LedgerEntry } from '../src/ledger/ledger.js';
 import { deleteDemoRows } from '../src/stores/postgres-cleanup.js';
 import { openPostgresBackend, RECORDS_TABLE } from '../src/stores/postgres-connection.js';
@@ -30,8 +29,11 @@ afterAll(async () => {
   await raw.end();
 });
 
+/** A request's message id in these tests (the app derives it from the request's originId). */
+const idOf = (storageKey: string) => `msg_${storageKey.slice(0, 32)}`;
+
 const bill = (storageKey: string, fence: number): LedgerEntry => ({
-  messageId: `msg_${billingKeyOf(storageKey)}`,
+  messageId: idOf(storageKey),
   model: 'local-1',
   promptTokens: 3,
   completionTokens: 4,
@@ -54,12 +56,12 @@ describe('PostgreSQL backend: the bill commits with the completion', () => {
       leaseMs: 30_000,
       retentionMs: HOUR,
     });
-    expect(await backend.ledger.bill(bill(key, 1))).toBe('billed');
-    expect(await billed()).not.toContainEqual([`msg_${billingKeyOf(key)}`, 1]);
+    expect(await backend.ledger.bill(bill(key, 1), key)).toBe('billed');
+    expect(await billed()).not.toContainEqual([idOf(key), 1]);
     expect(await backend.store.complete({ key, owner, outcome, retentionMs: HOUR })).toEqual({
       ok: true,
     });
-    expect(await billed()).toContainEqual([`msg_${billingKeyOf(key)}`, 1]);
+    expect(await billed()).toContainEqual([idOf(key), 1]);
     expect((await backend.store.get(key))?.status).toBe('completed');
   });
 
@@ -72,7 +74,7 @@ describe('PostgreSQL backend: the bill commits with the completion', () => {
       leaseMs: 50,
       retentionMs: HOUR,
     });
-    await backend.ledger.bill(bill(key, 1));
+    await backend.ledger.bill(bill(key, 1), key);
     await new Promise((resolve) => setTimeout(resolve, 80));
     const taken = await backend.store.acquire({
       key,
@@ -82,20 +84,18 @@ describe('PostgreSQL backend: the bill commits with the completion', () => {
       retentionMs: HOUR,
     });
     expect(taken).toMatchObject({ kind: 'acquired', fence: 2, takeover: true });
-    expect(await backend.ledger.bill(bill(key, 2))).toBe('replaced');
+    expect(await backend.ledger.bill(bill(key, 2), key)).toBe('replaced');
     expect(
       await backend.store.complete({ key, owner: 'stale', outcome, retentionMs: HOUR }),
     ).toEqual({
       ok: false,
       reason: 'not_owner',
     });
-    expect(await billed()).not.toContainEqual([`msg_${billingKeyOf(key)}`, 1]);
+    expect(await billed()).not.toContainEqual([idOf(key), 1]);
     expect(await backend.store.complete({ key, owner: 'new', outcome, retentionMs: HOUR })).toEqual(
       { ok: true },
     );
-    expect((await billed()).filter(([id]) => id === `msg_${billingKeyOf(key)}`)).toEqual([
-      [`msg_${billingKeyOf(key)}`, 2],
-    ]);
+    expect((await billed()).filter(([id]) => id === idOf(key))).toEqual([[idOf(key), 2]]);
   });
 
   it('a released execution is not billed', async () => {
@@ -107,11 +107,11 @@ describe('PostgreSQL backend: the bill commits with the completion', () => {
       leaseMs: 30_000,
       retentionMs: HOUR,
     });
-    await backend.ledger.bill(bill(key, 1));
+    await backend.ledger.bill(bill(key, 1), key);
     expect(await backend.store.release({ key, owner: 'o', retentionMs: HOUR })).toEqual({
       ok: true,
     });
-    expect(await billed()).not.toContainEqual([`msg_${billingKeyOf(key)}`, 1]);
+    expect(await billed()).not.toContainEqual([idOf(key), 1]);
   });
 
   it('a completion whose connection is killed mid-transaction records and bills nothing; core retries it, once', async () => {
@@ -131,9 +131,9 @@ describe('PostgreSQL backend: the bill commits with the completion', () => {
         await blocker.query('BEGIN');
         await blocker.query(
           `INSERT INTO llm_api_ledger (message_id, fence, billed_at, entry) VALUES ($1, 0, 0, '{}')`,
-          [`${prefix}msg_${billingKeyOf(ctx.storageKey)}`],
+          [`${prefix}${idOf(ctx.storageKey)}`],
         );
-        await backend.ledger.bill(bill(ctx.storageKey, ctx.fence));
+        await backend.ledger.bill(bill(ctx.storageKey, ctx.fence), ctx.storageKey);
         return 'answer';
       });
       let killed = 0;
@@ -154,8 +154,8 @@ describe('PostgreSQL backend: the bill commits with the completion', () => {
       await blocker.query('ROLLBACK').catch(() => undefined);
       blocker.release();
     }
-    expect((await billed()).filter(([id]) => id === `msg_${billingKeyOf(storageKey)}`)).toEqual([
-      [`msg_${billingKeyOf(storageKey)}`, 1],
+    expect((await billed()).filter(([id]) => id === idOf(storageKey))).toEqual([
+      [idOf(storageKey), 1],
     ]);
     expect((await backend.store.get(storageKey))?.status).toBe('completed');
   });
