@@ -80,10 +80,12 @@ function readRecord(schema: ItemSchema, item: Item): ReadRecord {
  * and `delete` read the item first (a consistent GetItem), refuse one no store wrote before
  * anything is sent, and then send one UpdateItem whose condition holds the item to what was
  * read (its status, owner, fence and attribute types): a write of another caller in between
- * fails it, and the decision is taken again on the item that failed it. `delete` leaves an
- * expired tombstone that holds only the fence (no outcome, no fingerprint, an owner no
- * executor holds, the TTL attribute kept), so the next acquisition continues above it.
- * Expiry by the store's clock.
+ * fails it, and the decision is taken again on the item that failed it. `forceRelease` keeps
+ * the record's origin (an item without one gets its owner's, before the owner changes), so
+ * the retry continues the logical request. `delete` leaves an expired tombstone that holds
+ * only the fence (no outcome, no fingerprint, no origin, an owner no executor holds, the TTL
+ * attribute kept), so the next acquisition continues above it and begins a new logical
+ * request. Expiry by the store's clock.
  */
 export function createDynamoDbAdmin(
   requests: ItemRequests,

@@ -24,8 +24,10 @@ import {
 } from '@idem/core';
 import { createDynamoDbAdmin } from './dynamodb-admin.js';
 import {
-  ACQUIRE_CONDITION,
-  ACQUIRE_UPDATE,
+  ACQUIRE_BEGIN_CONDITION,
+  ACQUIRE_BEGIN_UPDATE,
+  ACQUIRE_CONTINUE_CONDITION,
+  ACQUIRE_CONTINUE_UPDATE,
   COMPLETE_UPDATE,
   COMPLETE_UPDATE_ENCODED,
   COMPLETED,
@@ -66,8 +68,10 @@ import { ensureTable } from './table.js';
  * request that either applies or returns the live item
  * (`ReturnValuesOnConditionCheckFailure: ALL_OLD`). Acquire is a PutItem of the new record
  * (`attribute_not_exists`, fence 1) for a key the table does not hold, and otherwise the
- * upsert: one conditional UpdateItem whose fence the service computes from the stored one.
- * Complete and release, by the store that acquired, are a PutItem of the whole item on
+ * upsert: one conditional UpdateItem whose fence the service computes from the stored one,
+ * in one of two forms by the record's origin rule (an expired item begins a new logical
+ * request, a live one continues its own), picked from the item the create brought back or
+ * the tombstone this store released. Complete and release, by the store that acquired, are a PutItem of the whole item on
  * owner, status, expiry, fence and lease (it knows every attribute the item holds), and an
  * UpdateItem on owner, status and expiry when it does not (another process, or a heartbeat
  * it did not see); extend is that UpdateItem. A role without `dynamodb:PutItem` gets the
@@ -144,6 +148,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   interface HeldLease {
     key: string;
     fingerprint: string;
+    /** The origin the acquisition wrote (or found, for a redelivery): written back whole. */
+    origin: string;
     fence: number;
     leaseUntil: number;
     /** Writes of this lease on their way. */
@@ -161,6 +167,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     held.set(lease.owner, {
       key: lease.key,
       fingerprint: lease.fingerprint,
+      origin: lease.origin,
       fence: lease.fence,
       leaseUntil: lease.leaseUntil,
     });
@@ -175,18 +182,20 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   ]);
   const onlyOwnAttributes = (item: Record<string, AttributeValue>): boolean =>
     Object.keys(item).every((name) => ownAttributes.has(name));
-  // Keys this store released: their item (a tombstone) exists, so their next acquire goes
-  // straight to the upsert instead of a PutItem that would fail first (a retry after a
-  // failed execution, on the same process). Bounded like the held leases; a stale entry only
-  // costs the upsert's request kind.
-  const tombstones = new Set<string>();
-  function rememberTombstone(key: string): void {
+  // Keys this store released, with the tombstone's expiry: their item exists, so their next
+  // acquire goes straight to the upsert instead of a PutItem that would fail first (a retry
+  // after a failed execution, on the same process), in the form the expiry picks (a live
+  // tombstone continues its logical request, an expired one begins another). Bounded like
+  // the held leases; a stale entry only costs the other form's request, sent on the item
+  // the refused one brings back.
+  const tombstones = new Map<string, number>();
+  function rememberTombstone(key: string, expiresAt: number): void {
     tombstones.delete(key);
     if (tombstones.size >= MAX_HELD_LEASES) {
-      const oldest = tombstones.values().next();
+      const oldest = tombstones.keys().next();
       if (!oldest.done) tombstones.delete(oldest.value);
     }
-    tombstones.add(key);
+    tombstones.set(key, expiresAt);
   }
   interface Turn {
     /**
@@ -238,6 +247,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     const { names } = schema;
     item[names.fingerprint] = { S: lease.fingerprint };
     item[names.owner] = { S: owner };
+    item[names.origin] = { S: lease.origin };
     item[names.fence] = num(lease.fence);
     const result = await requests.create(operation, key, item, OWNED_PUT_CONDITION, {
       ':owner': { S: owner },
@@ -262,6 +272,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       leaseUntil: raw.leaseUntil,
       expiresAt: raw.expiresAt,
     };
+    if (raw.origin !== undefined) record.origin = raw.origin;
     if (raw.outcome) record.outcome = await unpackOutcome(raw.outcome, raw.outcomeEncoding);
     return record;
   }
@@ -372,15 +383,33 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       checkDuration('leaseMs', input.leaseMs);
       checkDuration('retentionMs', input.retentionMs);
       // Attempt 0 is the create (skipped for a key this store released); up to
-      // MAX_ACQUIRE_ATTEMPTS upserts follow, as before.
-      const first = tombstones.delete(input.key) ? 1 : 0;
+      // MAX_ACQUIRE_ATTEMPTS upserts follow, as before, each in the form the expiry of the
+      // item last seen picks (see ACQUIRE_BEGIN_UPDATE): none seen, or expired, begins a new
+      // logical request; a live one continues its own.
+      const released = tombstones.get(input.key);
+      tombstones.delete(input.key);
+      let seenExpiresAt = released;
+      const first = released === undefined ? 0 : 1;
       for (let attempt = first; attempt <= MAX_ACQUIRE_ATTEMPTS; attempt++) {
         const now = readClock(clock);
         const leaseUntil = now + input.leaseMs;
         const expiresAt = leaseUntil + input.retentionMs;
+        const continues = seenExpiresAt !== undefined && now < seenExpiresAt;
         // The first attempt creates the item if the key is new (the common case: one PutItem);
         // one that finds an item the key is free in (released, expired, lease passed) goes on
         // to the upsert, which computes the next fence from the stored one.
+        const values: Record<string, AttributeValue> = {
+          ':inProgress': IN_PROGRESS,
+          ':fingerprint': { S: input.fingerprint },
+          ':owner': { S: input.owner },
+          ':zero': num(0),
+          ':one': num(1),
+          ':leaseUntil': num(leaseUntil),
+          ':expiresAt': num(expiresAt),
+          ':ttl': ttlOf(expiresAt),
+          ':now': num(now),
+        };
+        if (continues) values[':released'] = RELEASED;
         const result =
           attempt === 0
             ? await requests.create(
@@ -390,6 +419,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
                   [schema.names.status]: IN_PROGRESS,
                   [schema.names.fingerprint]: { S: input.fingerprint },
                   [schema.names.owner]: { S: input.owner },
+                  [schema.names.origin]: { S: input.owner },
                   [schema.names.fence]: num(1),
                   [schema.names.leaseUntil]: num(leaseUntil),
                   [schema.names.expiresAt]: num(expiresAt),
@@ -400,20 +430,9 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
             : await requests.update(
                 'acquire',
                 input.key,
-                ACQUIRE_UPDATE,
-                ACQUIRE_CONDITION,
-                {
-                  ':inProgress': IN_PROGRESS,
-                  ':released': RELEASED,
-                  ':fingerprint': { S: input.fingerprint },
-                  ':owner': { S: input.owner },
-                  ':zero': num(0),
-                  ':one': num(1),
-                  ':leaseUntil': num(leaseUntil),
-                  ':expiresAt': num(expiresAt),
-                  ':ttl': ttlOf(expiresAt),
-                  ':now': num(now),
-                },
+                continues ? ACQUIRE_CONTINUE_UPDATE : ACQUIRE_BEGIN_UPDATE,
+                continues ? ACQUIRE_CONTINUE_CONDITION : ACQUIRE_BEGIN_CONDITION,
+                values,
                 { onSuccess: true, onFailure: true },
               );
         // PutItem not permitted: the upsert does it all.
@@ -422,13 +441,17 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
           const old = result.old;
           const previous = old && Object.keys(old).length > 0 ? decodeItem(schema, old) : undefined;
           const fence = (previous?.fence ?? 0) + 1;
-          if (!old || onlyOwnAttributes(old)) hold({ ...input, fence, leaseUntil });
+          // The origin the write stored: the live item's, carried over (its owner's when it has
+          // none), or this owner's for a key that was free.
+          const origin = continues && previous ? (previous.origin ?? previous.owner) : input.owner;
+          if (!old || onlyOwnAttributes(old)) hold({ ...input, origin, fence, leaseUntil });
           return {
             kind: 'acquired',
             fence,
             leaseUntil,
             // A lease that passed within retention: another owner's execution was cut short.
             takeover: previous?.status === 'in_progress' && now < previous.expiresAt,
+            origin,
           };
         }
         // ALL_OLD brings the item that failed the condition; a consistent read only when the
@@ -436,9 +459,10 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
         const found = result.item
           ? decodeItem(schema, result.item)
           : await requests.read(input.key);
+        seenExpiresAt = found?.expiresAt;
         if (ownRecord(found, 'in_progress', input.owner, now)) {
           // This very acquisition, delivered again (an SDK retry after a lost answer): it
-          // keeps its fence and renews its lease, owner-checked like a heartbeat.
+          // keeps its fence and origin and renews its lease, owner-checked like a heartbeat.
           const renewed = await renew(
             'acquire',
             input.key,
@@ -447,22 +471,25 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
             leaseUntil,
             expiresAt,
           );
+          const origin = found.origin ?? found.owner;
           if (renewed.ok) {
             if (result.item && onlyOwnAttributes(result.item))
               hold({
                 ...input,
                 fingerprint: found.fingerprint,
+                origin,
                 fence: found.fence,
                 leaseUntil: renewed.leaseUntil,
               });
-            return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false };
+            return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false, origin };
           }
           continue;
         }
         if (found && blocksAcquire(found, now))
           return { kind: 'found', record: await toRecord(found), now };
-        // A free key that already has an item (the create's answer), or an item that changed
-        // between the write and the read: the upsert, with the new state.
+        // A free key that already has an item (the create's answer), an item that changed
+        // between the write and the read, or one the other form of the upsert is for: the
+        // upsert, with the new state.
       }
       throw new StoreUnavailableError(
         `DynamoDB acquire gave up after ${MAX_ACQUIRE_ATTEMPTS} attempts: the item keeps changing or is not an idem record`,
@@ -564,9 +591,12 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
             true,
           ));
         // This owner's tombstone already: this release, delivered again.
-        const released = written.ok || ownRecord(written.found, 'released', input.owner, now);
-        if (released) rememberTombstone(input.key);
-        return ownerWriteResult(released);
+        const found = written.ok ? undefined : written.found;
+        if (written.ok) rememberTombstone(input.key, expiresAt);
+        else if (ownRecord(found, 'released', input.owner, now))
+          rememberTombstone(input.key, found.expiresAt);
+        else return ownerWriteResult(false);
+        return ownerWriteResult(true);
       } finally {
         turn.leave();
       }

@@ -24,17 +24,33 @@ export const ttlOf = (expiresAt: number): AttributeValue => num(Math.ceil(expire
 // A passed lease is taken over only from another owner: the caller's own in-progress record
 // fails the condition, and the store renews that lease instead (a redelivered acquire keeps
 // its fence).
-export const ACQUIRE_UPDATE =
+//
+// The upsert comes in two forms, one per origin rule, because an update expression cannot
+// choose a value by the item's state (only the condition can look at it). Their conditions
+// split "the key is free" in two, so each applies only where its origin is the right one:
+// - "begins": no item, or its retention passed (whatever its status: DynamoDB keeps an
+//   expired item until TTL deletion). A new logical request: origin = the new owner.
+// - "continues": a live released tombstone, or a live in-progress record of another owner
+//   whose lease passed. The item's origin is carried over (`if_not_exists(#og, #ow)`: an item
+//   written before stores kept an origin counts its owner; every operand of an update
+//   expression reads the item as it was before the update, so `#ow` is the old owner).
+// The store picks the form from the item it last saw (the create's or the other form's
+// ALL_OLD, or a tombstone it released); an item that is not in that form's state refuses it
+// with ALL_OLD and the store sends the other. The answer's origin comes from the ALL_OLD
+// values of the write that applied: no extra request.
+const ACQUIRE_SET =
   'SET #st = :inProgress, #fp = :fingerprint, #ow = :owner, #fe = if_not_exists(#fe, :zero) + :one, ' +
-  '#lu = :leaseUntil, #ex = :expiresAt, #tt = :ttl REMOVE #oc, #oe';
-export const ACQUIRE_CONDITION =
-  'attribute_not_exists(#pk) OR #st = :released OR #ex <= :now OR ' +
-  '(#st = :inProgress AND #lu <= :now AND #ow <> :owner)';
+  '#lu = :leaseUntil, #ex = :expiresAt, #tt = :ttl';
+export const ACQUIRE_BEGIN_UPDATE = `${ACQUIRE_SET}, #og = :owner REMOVE #oc, #oe`;
+export const ACQUIRE_BEGIN_CONDITION = 'attribute_not_exists(#pk) OR #ex <= :now';
+export const ACQUIRE_CONTINUE_UPDATE = `${ACQUIRE_SET}, #og = if_not_exists(#og, #ow) REMOVE #oc, #oe`;
+export const ACQUIRE_CONTINUE_CONDITION =
+  '#ex > :now AND (#st = :released OR (#st = :inProgress AND #lu <= :now AND #ow <> :owner))';
 // The first acquisition of a key the table has never held (or whose item TTL deleted): a
 // conditional PutItem of the whole record with fence 1, which is what the upsert above would
 // compute there. DynamoDB Local spends less on a PutItem than on an UpdateItem, and so does
 // the SDK (no expressions to send); any other state fails it with the live item, and the
-// upsert decides.
+// upsert decides. It writes the origin too (the new owner: a new logical request).
 export const CREATE_CONDITION = 'attribute_not_exists(#pk)';
 // Owner-checked writes: the caller's own in-progress record that has not expired (a passed
 // lease is fine as long as nobody took it over: that would have changed the owner).
@@ -73,17 +89,21 @@ export const NUMBER_TYPE: AttributeValue = { S: 'N' };
 const AS_READ =
   '#ow = :seenOwner AND #fe = :seenFence AND attribute_type(#fp, :string) AND attribute_type(#lu, :number)';
 // An operator's forced release: the unexpired in-progress record that was read (lease live or
-// passed) becomes a tombstone with fence + 1 and an owner no executor holds; its expiry is kept.
+// passed) becomes a tombstone with fence + 1 and an owner no executor holds; its expiry is kept,
+// and so is its origin, for the retry that continues the logical request (an item without
+// one gets its owner's, read before the owner changes, not the operator's token).
 export const FORCE_RELEASE_CONDITION = `#st = :inProgress AND #ex > :now AND ${AS_READ}`;
 export const FORCE_RELEASE_UPDATE =
-  'SET #st = :released, #ow = :owner, #fe = :nextFence, #lu = :now';
+  'SET #st = :released, #ow = :owner, #fe = :nextFence, #lu = :now, #og = if_not_exists(#og, #ow)';
 // An operator's delete: the item read (any status, live or expired) becomes an expired
 // tombstone that holds only the fence (the next acquire takes it with fence + 1), with a fresh
-// owner and no fingerprint or outcome. Its TTL attribute is kept, so DynamoDB's TTL deletion
-// (which forgets the fence) comes no earlier than the deleted record's own retention would
-// have let it. Its expiry as read is part of the condition: whether a live record was deleted
-// is decided on it. Any other item at the key (another application's, or a store configured
-// with other attribute names) is refused by the reader, not half-written.
+// owner and no fingerprint, outcome or origin (the next acquisition begins a new logical
+// request: an expired item takes the "begins" upsert, and no origin is left to carry). Its
+// TTL attribute is kept, so DynamoDB's TTL deletion (which forgets the fence) comes no
+// earlier than the deleted record's own retention would have let it. Its expiry as read is
+// part of the condition: whether a live record was deleted is decided on it. Any other item
+// at the key (another application's, or a store configured with other attribute names) is
+// refused by the reader, not half-written.
 export const DELETE_CONDITION = `#st = :seenStatus AND #ex = :seenExpires AND ${AS_READ}`;
 export const DELETE_UPDATE =
-  'SET #st = :released, #ow = :owner, #fp = :none, #lu = :now, #ex = :now REMOVE #oc, #oe';
+  'SET #st = :released, #ow = :owner, #fp = :none, #lu = :now, #ex = :now REMOVE #oc, #oe, #og';

@@ -9,6 +9,12 @@ export interface RecordAttributeNames {
   fingerprint: string;
   /** `S`: owner token of the latest acquisition. @default 'owner' */
   owner: string;
+  /**
+   * `S`: owner token of the acquisition that began the record's logical request (the
+   * contract's `origin`); absent in an item written before stores kept it, which then
+   * counts its `owner`. @default 'origin'
+   */
+  origin: string;
   /** `N`: fencing token of the latest acquisition. @default 'fence' */
   fence: string;
   /** `N`: lease deadline, epoch ms. @default 'leaseUntil' */
@@ -28,6 +34,7 @@ export const defaultAttributeNames: Readonly<RecordAttributeNames> = Object.free
   status: 'status',
   fingerprint: 'fingerprint',
   owner: 'owner',
+  origin: 'origin',
   fence: 'fence',
   leaseUntil: 'leaseUntil',
   expiresAt: 'expiresAt',
@@ -56,6 +63,7 @@ const PLACEHOLDERS: Record<keyof RecordAttributeNames, string> = {
   status: '#st',
   fingerprint: '#fp',
   owner: '#ow',
+  origin: '#og',
   fence: '#fe',
   leaseUntil: '#lu',
   expiresAt: '#ex',
@@ -145,6 +153,8 @@ export interface RawRecord {
   status: RecordStatus;
   fingerprint: string;
   owner: string;
+  /** The item's origin attribute; absent in an item written before stores kept it. */
+  origin?: string;
   fence: number;
   leaseUntil: number;
   expiresAt: number;
@@ -184,6 +194,7 @@ export function decodeItem(schema: ItemSchema, item: Record<string, AttributeVal
     leaseUntil: num(item, names.leaseUntil),
     expiresAt: num(item, names.expiresAt),
   };
+  if (item[names.origin] !== undefined) record.origin = str(item, names.origin);
   if (status === 'completed') {
     const bytes = item[names.outcome]?.B;
     if (bytes === undefined) throw malformed(`completed record without ${names.outcome}`);
@@ -214,8 +225,9 @@ const utf8 = (value: string) => Buffer.byteLength(value, 'utf8');
 
 /**
  * Largest `outcome` value that fits a completed item of this key and owner, by DynamoDB's
- * item size rules: every attribute name and value counted, the fingerprint reserved at its
- * maximum, numbers at their maximum.
+ * item size rules: every attribute name and value counted, the fingerprint and the origin
+ * (another owner's token, when a takeover or a retry after a release carried it over)
+ * reserved at their maximum, numbers at their maximum.
  */
 export function outcomeBudget(
   schema: ItemSchema,
@@ -230,6 +242,7 @@ export function outcomeBudget(
   used += utf8(names.status) + utf8('completed');
   used += utf8(names.fingerprint) + MAX_FINGERPRINT_BYTES;
   used += utf8(names.owner) + utf8(owner);
+  used += utf8(names.origin) + MAX_OWNER_BYTES;
   for (const name of [names.fence, names.leaseUntil, names.expiresAt, names.ttl])
     used += utf8(name) + NUMBER_BYTES;
   used += utf8(names.outcome);

@@ -30,6 +30,7 @@ const defaultNames = {
   status: 'status',
   fingerprint: 'fingerprint',
   owner: 'owner',
+  origin: 'origin',
   fence: 'fence',
   leaseUntil: 'leaseUntil',
   expiresAt: 'expiresAt',
@@ -42,6 +43,7 @@ const customNames = {
   status: 'idemStatus',
   fingerprint: 'idemFp',
   owner: 'idemOwner',
+  origin: 'idemOrigin',
   fence: 'idemFence',
   leaseUntil: 'idemLease',
   expiresAt: 'idemExpires',
@@ -148,6 +150,8 @@ export function decodeRaw(layout: Layout, item: Record<string, AttributeValue>):
     leaseUntil: Number(item[n.leaseUntil]?.N),
     expiresAt: Number(item[n.expiresAt]?.N),
   };
+  const origin = item[n.origin]?.S;
+  if (origin !== undefined) record.origin = origin;
   const body = item[n.outcome]?.B;
   if (body) {
     const encoding = item[n.outcomeEncoding]?.S;

@@ -37,6 +37,7 @@ describe('dynrev sizes: the largest item one can make', () => {
       status: `s${'a'.repeat(199)}`,
       fingerprint: `f${'a'.repeat(199)}`,
       owner: `o${'a'.repeat(199)}`,
+      origin: `g${'a'.repeat(199)}`,
       fence: `n${'a'.repeat(199)}`,
       leaseUntil: `l${'a'.repeat(199)}`,
       expiresAt: `e${'a'.repeat(199)}`,

@@ -28,6 +28,7 @@ describe.each(layouts)('DynamoDB items: $name', (layout) => {
       fence: 1,
       leaseUntil: clock.now() + 30_000,
       takeover: false,
+      origin: input.owner,
     });
     const item = await t.raw(key);
     expect(item).toBeDefined();
@@ -37,6 +38,7 @@ describe.each(layouts)('DynamoDB items: $name', (layout) => {
       [n.status]: { S: 'in_progress' },
       [n.fingerprint]: { S: 'fp' },
       [n.owner]: { S: input.owner },
+      [n.origin]: { S: input.owner },
       [n.fence]: { N: '1' },
       [n.leaseUntil]: { N: String(clock.now() + 30_000) },
       [n.expiresAt]: { N: String(expiresAt) },
@@ -151,7 +153,7 @@ describe.each(layouts)('DynamoDB items: $name', (layout) => {
     });
   });
 
-  it('an admin delete leaves an expired tombstone holding the fence, with its TTL kept and no outcome', async () => {
+  it('an admin delete leaves an expired tombstone holding the fence, with its TTL kept and no outcome or origin', async () => {
     const clock = new ManualClock(Date.now());
     const t = setup(layout, { clock });
     const key = newKey();
@@ -162,7 +164,8 @@ describe.each(layouts)('DynamoDB items: $name', (layout) => {
     const before = await t.raw(key);
     expect(await t.store.admin.delete(key)).toEqual({ deleted: true });
     const after = await t.raw(key);
-    const { [n.outcome]: _outcome, ...kept } = before!;
+    expect(before![n.origin]).toEqual({ S: input.owner });
+    const { [n.outcome]: _outcome, [n.origin]: _origin, ...kept } = before!;
     expect(after).toEqual({
       ...kept,
       [n.status]: { S: 'released' },
@@ -175,7 +178,13 @@ describe.each(layouts)('DynamoDB items: $name', (layout) => {
     // TTL deletion (which forgets the fence) comes no earlier than the record's retention.
     expect(after![n.ttl]).toEqual(before![n.ttl]);
     expect(await t.store.get(key)).toBeUndefined();
-    expect(await t.store.acquire(acquireInput(key))).toMatchObject({ kind: 'acquired', fence: 2 });
+    // The next acquisition begins a new logical request: its own origin.
+    const next = acquireInput(key);
+    expect(await t.store.acquire(next)).toMatchObject({
+      kind: 'acquired',
+      fence: 2,
+      origin: next.owner,
+    });
     // A key with no item: nothing to delete, and no tombstone created.
     const missing = newKey();
     expect(await t.store.admin.delete(missing)).toEqual({ deleted: false });

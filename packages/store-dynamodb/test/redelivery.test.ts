@@ -36,6 +36,7 @@ describe.each(layouts)('DynamoDB redelivered calls: $name', (layout) => {
       fence: 1,
       leaseUntil: clock.now() + 1_000,
       takeover: false,
+      origin: input.owner,
     });
     // The acquire's condition fails on the caller's own record; the renewal is one more write.
     expect(t.take()).toEqual(['acquire', 'extend']);
@@ -43,6 +44,7 @@ describe.each(layouts)('DynamoDB redelivered calls: $name', (layout) => {
       status: 'in_progress',
       fingerprint: 'fp',
       owner: input.owner,
+      origin: input.owner,
       fence: 1,
       leaseUntil: clock.now() + 1_000,
       expiresAt: clock.now() + 1_000 + HOUR,
@@ -58,14 +60,17 @@ describe.each(layouts)('DynamoDB redelivered calls: $name', (layout) => {
     });
     clock.advance(5_000);
     const newer = acquireInput(key);
+    // The takeover continues the logical request the caller began.
     expect(await t.store.acquire(newer)).toMatchObject({
       kind: 'acquired',
       fence: 2,
       takeover: true,
+      origin: input.owner,
     });
     const late = await t.store.acquire(input);
     expect(late.kind).toBe('found');
-    if (late.kind === 'found') expect(late.record).toMatchObject({ owner: newer.owner, fence: 2 });
+    if (late.kind === 'found')
+      expect(late.record).toMatchObject({ owner: newer.owner, origin: input.owner, fence: 2 });
   });
 
   it('a complete that finds its own completion with the same bytes succeeds in one request and changes nothing', async () => {

@@ -46,6 +46,7 @@ describe.each(layouts)('DynamoDB whole-item completion and release: $name', (lay
       status: 'completed',
       fingerprint: 'fp-1',
       owner: input.owner,
+      origin: input.owner,
       fence: 1,
       leaseUntil,
       expiresAt: clock.now() + HOUR,
@@ -62,6 +63,7 @@ describe.each(layouts)('DynamoDB whole-item completion and release: $name', (lay
       status: 'released',
       fingerprint: 'fp',
       owner: second.owner,
+      origin: second.owner,
       fence: 1,
       leaseUntil: clock.now(),
       expiresAt: clock.now() + HOUR,
@@ -69,7 +71,11 @@ describe.each(layouts)('DynamoDB whole-item completion and release: $name', (lay
     // The tombstone keeps the fence: the next acquisition gets 2, and since this store wrote
     // the tombstone it sends the upsert alone (no PutItem to fail first).
     t.sent.length = 0;
-    expect(await t.store.acquire(acquireInput(released))).toMatchObject({ fence: 2 });
+    // The tombstone is live: the retry continues its logical request.
+    expect(await t.store.acquire(acquireInput(released))).toMatchObject({
+      fence: 2,
+      origin: second.owner,
+    });
     expect(t.sent.map((r) => r.command)).toEqual(['UpdateItemCommand']);
   });
 
