@@ -10,8 +10,45 @@ CREATE TABLE IF NOT EXISTS "idem_records" (
   fence       bigint NOT NULL,
   lease_until bigint NOT NULL,
   expires_at  bigint NOT NULL,
-  outcome     bytea
+  outcome     bytea,
+  origin      text
 );
+
+-- The owner token of the acquisition that began the record's logical request (NULL in a row
+-- an earlier version wrote: its owner counts as its origin). A table created by a version
+-- before origins gains the column here, only when it lacks it: ALTER TABLE takes an ACCESS
+-- EXCLUSIVE lock even with IF NOT EXISTS, and a run at every start would queue every store
+-- statement behind the transactions that use the table. When it does run (once), it waits
+-- at most 100ms at a time for those transactions, 5 times, so that the store's
+-- statements queued behind it are held up no longer, then fails with what to do. Adding a
+-- nullable column without a default rewrites nothing.
+DO $do$
+DECLARE
+  v_lock_timeout text := current_setting('lock_timeout');
+  v_tries int := 0;
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '"idem_records"'::regclass
+      AND attname = 'origin' AND NOT attisdropped) THEN
+    RETURN;
+  END IF;
+  LOOP
+    BEGIN
+      PERFORM set_config('lock_timeout', '100ms', true);
+      ALTER TABLE "idem_records" ADD COLUMN IF NOT EXISTS origin text;
+      PERFORM set_config('lock_timeout', v_lock_timeout, true);
+      RETURN;
+    EXCEPTION WHEN lock_not_available THEN
+      v_tries := v_tries + 1;
+      IF v_tries >= 5 THEN
+        RAISE EXCEPTION 'idem: could not add the column origin to %: transactions on the table kept it locked; run ensureSchema() again, or at a quiet moment: ALTER TABLE "idem_records" ADD COLUMN IF NOT EXISTS origin text;', 'idem_records'
+          USING ERRCODE = 'lock_not_available',
+            HINT = 'Then run the whole schema script (ensureSchema() or sql/schema.sql): its functions write the column.';
+      END IF;
+      PERFORM pg_sleep(0.1 * v_tries);
+    END;
+  END LOOP;
+END
+$do$;
 
 -- Keeps deleteExpired() (DELETE ... WHERE expires_at < cutoff) an index range scan.
 -- Created only when the table lacks it: CREATE INDEX IF NOT EXISTS takes a SHARE lock on
@@ -42,6 +79,13 @@ CREATE TABLE IF NOT EXISTS "idem_records_held_leases" (
 -- without writing anything. Everything else is decided again under the row lock; a record
 -- in progress whose row another transaction holds (its business transaction) is answered
 -- as in progress after 100ms.
+-- An acquired answer carries the record's origin in o_owner (a found one, the record's
+-- owner): the columns stay those of the version before origins, so that a process of that
+-- version still running keeps its prepared statement (a changed result type fails it).
+-- The origin is the caller's own token when the key was free (no record, or an expired
+-- one, an admin delete's tombstone included); a takeover and the acquisition of a released
+-- tombstone within its retention carry the record's over (a row written before origins:
+-- its owner); a redelivery answers it.
 CREATE OR REPLACE FUNCTION "idem_records_acquire"(
   p_key text, p_fingerprint text, p_owner text, p_lease_ms bigint, p_retention_ms bigint,
   OUT o_acquired boolean, OUT o_takeover boolean, OUT o_now bigint, OUT o_status text,
@@ -108,12 +152,15 @@ BEGIN
     o_expires_at := least(o_lease_until + p_retention_ms, 9007199254740991);
     o_takeover := false;
     IF NOT found_row THEN
-      INSERT INTO "idem_records" (key, status, fingerprint, owner, fence, lease_until, expires_at)
-      VALUES (p_key, 'in_progress', p_fingerprint, p_owner, 1, o_lease_until, o_expires_at)
+      INSERT INTO "idem_records" (key, status, fingerprint, owner, fence, lease_until, expires_at,
+        origin)
+      VALUES (p_key, 'in_progress', p_fingerprint, p_owner, 1, o_lease_until, o_expires_at,
+        p_owner)
       ON CONFLICT (key) DO NOTHING;
       IF FOUND THEN
         o_acquired := true;
         o_fence := 1;
+        o_owner := p_owner;
         RETURN;
       END IF;
       -- Another acquire inserted it first; the next read (a new snapshot) sees it.
@@ -126,6 +173,7 @@ BEGIN
       WHERE key = p_key;
       o_acquired := true;
       o_fence := r.fence;
+      o_owner := coalesce(r.origin, r.owner);
       RETURN;
     END IF;
     IF r.status = 'in_progress' AND r.owner <> p_owner
@@ -155,9 +203,10 @@ BEGIN
     END IF;
     IF r.status = 'released' OR o_now >= r.expires_at
         OR (r.status = 'in_progress' AND o_now >= r.lease_until) THEN
+      o_owner := CASE WHEN o_now < r.expires_at THEN coalesce(r.origin, r.owner) ELSE p_owner END;
       UPDATE "idem_records" SET status = 'in_progress', fingerprint = p_fingerprint,
         owner = p_owner, fence = r.fence + 1, lease_until = o_lease_until,
-        expires_at = o_expires_at, outcome = NULL
+        expires_at = o_expires_at, outcome = NULL, origin = o_owner
       WHERE key = p_key;
       o_acquired := true;
       o_takeover := r.status = 'in_progress' AND o_now < r.expires_at;

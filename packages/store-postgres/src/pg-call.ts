@@ -10,8 +10,9 @@ export interface Queryable {
   query<R extends QueryResultRow = QueryResultRow>(config: QueryConfig): Promise<QueryResult<R>>;
 }
 
-// SQLSTATEs that mean the store's table or functions are not there.
-const MISSING_SCHEMA = new Set(['42P01', '42883', '3F000']);
+// SQLSTATEs that mean the store's table or functions are not there, or a column of this
+// version is not (42703: a table created before origins, its schema not run again).
+const MISSING_SCHEMA = new Set(['42P01', '42883', '3F000', '42703']);
 
 function describe(error: unknown): string {
   if (error instanceof Error) {
@@ -35,7 +36,7 @@ const POSTGRES_ERRORS: StoreErrorRules = {
   hint: (error) => {
     const code = codeOf(error);
     return typeof code === 'string' && MISSING_SCHEMA.has(code)
-      ? ' (the store schema is missing: run store.ensureSchema() or apply sql/schema.sql)'
+      ? ' (the store schema is missing or of an earlier version: run store.ensureSchema() or apply sql/schema.sql)'
       : '';
   },
 };

@@ -61,7 +61,8 @@ export function createPostgresAdmin(
     },
     async forceRelease(key, owner, expected) {
       // `old` is the row as locked (the latest version); the update decides on it, and only
-      // on the execution expected ($3 owner, $4 fence; NULL for any).
+      // on the execution expected ($3 owner, $4 fence; NULL for any). The origin stays for
+      // the retry (a row written before origins gets its owner's, which the release replaces).
       const { rows } = await run<{
         status: RecordStatus | null;
         live: boolean | null;
@@ -77,7 +78,7 @@ export function createPostgresAdmin(
          old AS (SELECT key, status, owner, fence, expires_at FROM ${table} WHERE key = $1 FOR UPDATE),
          upd AS (
            UPDATE ${table} t SET status = 'released', owner = $2, fence = t.fence + 1,
-                  lease_until = c.now, outcome = NULL
+                  lease_until = c.now, outcome = NULL, origin = coalesce(t.origin, t.owner)
            FROM old, c
            WHERE t.key = old.key AND old.status = 'in_progress' AND old.expires_at > c.now
              AND ${SANE_TO_RAISE} AND ${EXPECTED}
@@ -101,10 +102,11 @@ export function createPostgresAdmin(
     },
     async delete(key, owner) {
       // The row stays as a tombstone that holds only the fence: released, expired now (so
-      // nothing reads it and the next acquire takes it with fence + 1), an owner no executor
-      // holds, no fingerprint, no outcome. `lease_until` keeps the deleted record's deadline,
-      // and `deleteExpired` spares a row until both deadlines passed: the fence is forgotten
-      // no earlier than the record's own retention would have let it be.
+      // nothing reads it and the next acquire takes it with fence + 1 and its own token as
+      // the origin), an owner no executor holds, no fingerprint, no outcome, no origin.
+      // `lease_until` keeps the deleted record's deadline, and `deleteExpired` spares a row
+      // until both deadlines passed: the fence is forgotten no earlier than the record's own
+      // retention would have let it be.
       const { rows } = await run<{
         live: boolean | null;
         sane: boolean | null;
@@ -115,6 +117,7 @@ export function createPostgresAdmin(
          old AS (SELECT key, fence, lease_until, expires_at FROM ${table} WHERE key = $1 FOR UPDATE),
          upd AS (
            UPDATE ${table} t SET status = 'released', owner = $2, fingerprint = '', outcome = NULL,
+                  origin = NULL,
                   lease_until = greatest(old.lease_until, old.expires_at),
                   expires_at = least(old.expires_at, c.now)
            FROM old, c WHERE t.key = old.key AND ${SANE_FENCE})

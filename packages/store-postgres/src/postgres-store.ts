@@ -14,6 +14,7 @@ import {
   type ReleaseInput,
   type StoreCapabilities,
   type StoredRecord,
+  StoreUnavailableError,
 } from '@idem/core';
 import {
   checkFingerprint,
@@ -26,8 +27,8 @@ import {
 import type { PostgresStore, PostgresStoreOptions } from './options.js';
 import { type Queryable, runStatement, runStep } from './pg-call.js';
 import { createPostgresAdmin } from './postgres-admin.js';
-import { NOW_MS, schemaObjects, schemaSql } from './schema-sql.js';
-import { parseTableName } from './table-name.js';
+import { NOW_MS, originColumnSql, schemaObjects, schemaSql } from './schema-sql.js';
+import { parseTableName, type TableName } from './table-name.js';
 
 const DEFAULT_MAX_OUTCOME_BYTES = 16 * 1024 * 1024;
 const DEFAULT_STATEMENT_TIMEOUT_MS = 2_000;
@@ -42,6 +43,8 @@ interface RecordRow {
   lease_until: string;
   expires_at: string;
   outcome: Buffer | null;
+  /** NULL in a row written before origins (its owner counts as its origin). */
+  origin?: string | null;
 }
 
 interface AcquireRow {
@@ -50,7 +53,8 @@ interface AcquireRow {
   o_now: string;
   o_status: RecordStatus;
   o_fingerprint: string;
-  o_owner: string;
+  /** The record's owner in a found answer, its origin in an acquired one (see the schema). */
+  o_owner: string | null;
   o_fence: string;
   o_lease_until: string;
   o_expires_at: string;
@@ -66,8 +70,23 @@ function toRecord(row: RecordRow): StoredRecord {
     leaseUntil: Number(row.lease_until),
     expiresAt: Number(row.expires_at),
   };
+  if (row.origin != null) record.origin = row.origin;
   if (row.outcome) record.outcome = row.outcome;
   return record;
+}
+
+/**
+ * The failure of an acquisition answered by the acquire function of a schema older than
+ * this version (no origin): the table and functions were not brought up to date. The
+ * acquisition was applied (a `StoreUnavailableError` that may have been applied: core gives
+ * it back).
+ */
+function outdatedSchema(name: TableName): StoreUnavailableError {
+  return new StoreUnavailableError(
+    `PostgreSQL schema of ${name.text} is of an earlier version (its acquire function answers no origin): ` +
+      `run store.ensureSchema() once, or apply this version's sql/schema.sql (schemaSql('${name.text}')), ` +
+      `which adds the column (${originColumnSql(name)}) and replaces the functions`,
+  );
 }
 
 /** The bytes of an outcome as a Buffer view (no copy): node-postgres sends Buffers as bytea. */
@@ -123,7 +142,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     completeInTx: `SELECT CASE WHEN txid_current_if_assigned() = $5::bigint THEN ${o.complete}($1, $2, $3, $4) END AS ok`,
     release: `SELECT ${o.release}($1, $2, $3) AS ok`,
     extend: `SELECT ${o.extend}($1, $2, $3, $4) AS lease_until`,
-    get: `SELECT status, fingerprint, owner, fence, lease_until, expires_at, outcome FROM ${o.table} WHERE key = $1 AND expires_at > ${NOW_MS}`,
+    get: `SELECT status, fingerprint, owner, fence, lease_until, expires_at, outcome, origin FROM ${o.table} WHERE key = $1 AND expires_at > ${NOW_MS}`,
     renewHeld: `SELECT ${o.renewHeld}($1, $2, $3, $4) AS lease_until`,
     // The held leases that passed go too (a few: one per long transactional execution).
     deleteExpired: `WITH held AS (DELETE FROM ${o.heldLeases} WHERE key IN (SELECT key FROM ${o.heldLeases} WHERE lease_until < ${NOW_MS} - $1::bigint LIMIT $2 FOR UPDATE SKIP LOCKED) AND lease_until < ${NOW_MS} - $1::bigint) DELETE FROM ${o.table} WHERE key IN (SELECT key FROM ${o.table} WHERE expires_at < ${NOW_MS} - $1::bigint AND lease_until < ${NOW_MS} - $1::bigint ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) AND expires_at < ${NOW_MS} - $1::bigint AND lease_until < ${NOW_MS} - $1::bigint`,
@@ -220,11 +239,15 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       const { rows } = await run<AcquireRow>('acquire', values);
       const row = rows[0]!;
       if (row.o_acquired) {
+        // The function answers the origin in `o_owner`; one of the version before origins
+        // answers nothing there (its acquisition applied: core gives it back).
+        if (row.o_owner == null) throw outdatedSchema(name);
         return {
           kind: 'acquired',
           fence: Number(row.o_fence),
           leaseUntil: Number(row.o_lease_until),
           takeover: row.o_takeover,
+          origin: row.o_owner,
         };
       }
       return {
@@ -233,7 +256,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         record: toRecord({
           status: row.o_status,
           fingerprint: row.o_fingerprint,
-          owner: row.o_owner,
+          owner: row.o_owner as string,
           fence: row.o_fence,
           lease_until: row.o_lease_until,
           expires_at: row.o_expires_at,

@@ -344,6 +344,10 @@ export function createPostgresIdempotency<T = unknown>(
               signal ??= eitherSignal(ctx.signal, current.lostSignal);
               return signal;
             },
+            // Core's, read when used (a digest of the store's origin).
+            get originId() {
+              return ctx.originId;
+            },
             tx: client,
           });
         } catch (error) {

@@ -1,0 +1,319 @@
+-- @idem/store-postgres schema for idem_records. Safe to run again.
+-- Times are epoch milliseconds by the database clock (clock_timestamp()).
+SELECT pg_advisory_xact_lock(hashtext('idem-schema:idem_records'));
+
+CREATE TABLE IF NOT EXISTS "idem_records" (
+  key         text COLLATE "C" PRIMARY KEY,
+  status      text   NOT NULL CHECK (status IN ('in_progress', 'completed', 'released')),
+  fingerprint text   NOT NULL,
+  owner       text   NOT NULL,
+  fence       bigint NOT NULL,
+  lease_until bigint NOT NULL,
+  expires_at  bigint NOT NULL,
+  outcome     bytea
+);
+
+-- Keeps deleteExpired() (DELETE ... WHERE expires_at < cutoff) an index range scan.
+-- Created only when the table lacks it: CREATE INDEX IF NOT EXISTS takes a SHARE lock on
+-- the table even when the index exists, so a run at a process start would wait for every
+-- transaction writing the table, and every store write would queue behind it.
+DO $do$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+      WHERE i.indrelid = '"idem_records"'::regclass AND c.relname = 'idem_records_expires_at') THEN
+    CREATE INDEX IF NOT EXISTS "idem_records_expires_at" ON "idem_records" (expires_at);
+  END IF;
+END
+$do$;
+
+-- The leases of records whose row a business transaction of the transactional engine holds
+-- (createPostgresIdempotency): renewed through the pool while the transaction runs (the
+-- record's own row is locked by it), and honoured by a takeover, so that a transaction ended
+-- by anything (a killed backend, a proxy, an idle limit) does not let a duplicate in before
+-- the owner's last renewal has passed. A row counts for its record's fence only.
+CREATE TABLE IF NOT EXISTS "idem_records_held_leases" (
+  key         text COLLATE "C" PRIMARY KEY,
+  fence       bigint NOT NULL,
+  lease_until bigint NOT NULL
+);
+
+-- Takes the record, or answers the live record that prevents it. The first read takes no
+-- lock: a live record that is not the caller's own (a replay, a conflict) is answered
+-- without writing anything. Everything else is decided again under the row lock; a record
+-- in progress whose row another transaction holds (its business transaction) is answered
+-- as in progress after 100ms.
+CREATE OR REPLACE FUNCTION "idem_records_acquire"(
+  p_key text, p_fingerprint text, p_owner text, p_lease_ms bigint, p_retention_ms bigint,
+  OUT o_acquired boolean, OUT o_takeover boolean, OUT o_now bigint, OUT o_status text,
+  OUT o_fingerprint text, OUT o_owner text, OUT o_fence bigint, OUT o_lease_until bigint,
+  OUT o_expires_at bigint, OUT o_outcome bytea)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  r "idem_records"%ROWTYPE;
+  found_row boolean;
+  attempt int := 0;
+  v_lock_timeout text := current_setting('lock_timeout');
+  v_held_fence bigint;
+  v_held_until bigint;
+BEGIN
+  SELECT * INTO r FROM "idem_records" WHERE key = p_key;
+  found_row := FOUND;
+  o_now := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+  LOOP
+    IF found_row AND o_now < r.expires_at AND (r.status = 'completed' OR
+        (r.status = 'in_progress' AND o_now < r.lease_until AND r.owner <> p_owner)) THEN
+      o_acquired := false;
+      o_takeover := false;
+      o_status := r.status;
+      o_fingerprint := r.fingerprint;
+      o_owner := r.owner;
+      o_fence := r.fence;
+      o_lease_until := r.lease_until;
+      o_expires_at := r.expires_at;
+      o_outcome := r.outcome;
+      RETURN;
+    END IF;
+    attempt := attempt + 1;
+    IF attempt > 10 THEN
+      RAISE EXCEPTION 'idem acquire of % gave up: the record keeps changing', p_key;
+    END IF;
+    IF found_row AND r.status = 'in_progress' AND r.owner <> p_owner THEN
+      -- Another owner's passed lease. Its business transaction may hold the row for as long
+      -- as it runs (and renews nothing meanwhile): wait only as long as a store statement
+      -- holds a row (another takeover, the owner's complete), then answer in progress. The
+      -- setting is undone with the block (on error) or right after the lock.
+      BEGIN
+        PERFORM set_config('lock_timeout', '100ms', true);
+        SELECT * INTO r FROM "idem_records" WHERE key = p_key FOR UPDATE;
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
+      EXCEPTION WHEN lock_not_available THEN
+        o_acquired := false;
+        o_takeover := false;
+        o_status := r.status;
+        o_fingerprint := r.fingerprint;
+        o_owner := r.owner;
+        o_fence := r.fence;
+        -- Not renewed while the row is held: a hint as if it had just been.
+        o_lease_until := least(greatest(r.lease_until, o_now + p_lease_ms), 9007199254740991);
+        o_expires_at := r.expires_at;
+        o_outcome := r.outcome;
+        RETURN;
+      END;
+    ELSE
+      SELECT * INTO r FROM "idem_records" WHERE key = p_key FOR UPDATE;
+    END IF;
+    found_row := FOUND;
+    o_now := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+    o_lease_until := least(o_now + p_lease_ms, 9007199254740991);
+    o_expires_at := least(o_lease_until + p_retention_ms, 9007199254740991);
+    o_takeover := false;
+    IF NOT found_row THEN
+      INSERT INTO "idem_records" (key, status, fingerprint, owner, fence, lease_until, expires_at)
+      VALUES (p_key, 'in_progress', p_fingerprint, p_owner, 1, o_lease_until, o_expires_at)
+      ON CONFLICT (key) DO NOTHING;
+      IF FOUND THEN
+        o_acquired := true;
+        o_fence := 1;
+        RETURN;
+      END IF;
+      -- Another acquire inserted it first; the next read (a new snapshot) sees it.
+      CONTINUE;
+    END IF;
+    IF r.status = 'in_progress' AND r.owner = p_owner AND o_now < r.expires_at THEN
+      -- This very acquisition, delivered again: same fence, lease renewed.
+      o_expires_at := greatest(r.expires_at, o_expires_at);
+      UPDATE "idem_records" SET lease_until = o_lease_until, expires_at = o_expires_at
+      WHERE key = p_key;
+      o_acquired := true;
+      o_fence := r.fence;
+      RETURN;
+    END IF;
+    IF r.status = 'in_progress' AND r.owner <> p_owner
+        AND (o_now >= r.lease_until OR o_now >= r.expires_at) THEN
+      -- Another owner's passed lease, its row free: its lease renewed while a business
+      -- transaction held the row still counts. The lease row is taken under lock (inserted if absent), so
+      -- a renewal on its way either committed before (and is seen) or waits for this
+      -- statement and then finds the record taken over.
+      INSERT INTO "idem_records_held_leases" AS h (key, fence, lease_until) VALUES (p_key, r.fence, 0)
+      ON CONFLICT (key) DO UPDATE SET lease_until = h.lease_until
+      RETURNING h.fence, h.lease_until INTO v_held_fence, v_held_until;
+      IF v_held_fence = r.fence AND floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint < v_held_until THEN
+        o_acquired := false;
+        o_status := r.status;
+        o_fingerprint := r.fingerprint;
+        o_owner := r.owner;
+        o_fence := r.fence;
+        o_lease_until := v_held_until;
+        o_expires_at := greatest(r.expires_at, least(v_held_until + p_retention_ms, 9007199254740991));
+        o_outcome := r.outcome;
+        RETURN;
+      END IF;
+      -- Marked with the fence this takeover is about to write (never deleted): a renewal
+      -- racing it then meets this row changed (it waits for it, or fails to serialise under
+      -- repeatable read and is retried with a fresh snapshot) and never answers as the owner.
+      UPDATE "idem_records_held_leases" SET fence = r.fence + 1, lease_until = 0 WHERE key = p_key;
+    END IF;
+    IF r.status = 'released' OR o_now >= r.expires_at
+        OR (r.status = 'in_progress' AND o_now >= r.lease_until) THEN
+      UPDATE "idem_records" SET status = 'in_progress', fingerprint = p_fingerprint,
+        owner = p_owner, fence = r.fence + 1, lease_until = o_lease_until,
+        expires_at = o_expires_at, outcome = NULL
+      WHERE key = p_key;
+      o_acquired := true;
+      o_takeover := r.status = 'in_progress' AND o_now < r.expires_at;
+      o_fence := r.fence + 1;
+      RETURN;
+    END IF;
+    -- Live and not ours: answered at the top of the loop.
+  END LOOP;
+END
+$fn$;
+
+-- Records the outcome if the caller still owns the in-progress record. A repeat of the
+-- caller's own completion (same owner, same bytes) answers true and changes nothing.
+CREATE OR REPLACE FUNCTION "idem_records_complete"(
+  p_key text, p_owner text, p_outcome bytea, p_retention_ms bigint)
+RETURNS boolean
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  r "idem_records"%ROWTYPE;
+  v_now bigint;
+BEGIN
+  SELECT * INTO r FROM "idem_records" WHERE key = p_key FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+  v_now := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+  IF v_now >= r.expires_at OR r.owner <> p_owner THEN
+    RETURN false;
+  END IF;
+  IF r.status = 'in_progress' THEN
+    UPDATE "idem_records" SET status = 'completed', outcome = p_outcome,
+      expires_at = least(v_now + p_retention_ms, 9007199254740991)
+    WHERE key = p_key;
+    RETURN true;
+  END IF;
+  RETURN r.status = 'completed' AND r.outcome = p_outcome;
+END
+$fn$;
+
+-- Gives the key up (a tombstone that keeps the fence) if the caller still owns the
+-- in-progress record. A repeat of the caller's own release answers true.
+CREATE OR REPLACE FUNCTION "idem_records_release"(p_key text, p_owner text, p_retention_ms bigint)
+RETURNS boolean
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  r "idem_records"%ROWTYPE;
+  v_now bigint;
+BEGIN
+  SELECT * INTO r FROM "idem_records" WHERE key = p_key FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+  v_now := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+  IF v_now >= r.expires_at OR r.owner <> p_owner THEN
+    RETURN false;
+  END IF;
+  IF r.status = 'in_progress' THEN
+    UPDATE "idem_records" SET status = 'released', outcome = NULL,
+      expires_at = least(v_now + p_retention_ms, 9007199254740991)
+    WHERE key = p_key;
+    RETURN true;
+  END IF;
+  RETURN r.status = 'released';
+END
+$fn$;
+
+-- Renews the lease if the caller still owns the in-progress record; answers the new lease
+-- deadline, or NULL when it changed nothing.
+CREATE OR REPLACE FUNCTION "idem_records_extend"(
+  p_key text, p_owner text, p_lease_ms bigint, p_retention_ms bigint)
+RETURNS bigint
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  r "idem_records"%ROWTYPE;
+  v_now bigint;
+  v_lease bigint;
+BEGIN
+  SELECT * INTO r FROM "idem_records" WHERE key = p_key FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  v_now := floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+  IF v_now >= r.expires_at OR r.owner <> p_owner OR r.status <> 'in_progress' THEN
+    RETURN NULL;
+  END IF;
+  v_lease := least(v_now + p_lease_ms, 9007199254740991);
+  UPDATE "idem_records" SET lease_until = v_lease,
+    expires_at = greatest(r.expires_at, least(v_lease + p_retention_ms, 9007199254740991))
+  WHERE key = p_key;
+  RETURN v_lease;
+END
+$fn$;
+
+-- Renews the lease of a record whose row the caller's business transaction holds (through
+-- another connection: the record's row is locked): answers the new deadline, or NULL when
+-- the record is no longer the caller's acquisition (or the lease would outlive its expiry).
+-- The lease row first, under lock, then the record: a takeover racing it either waits for
+-- this renewal and honours it, or changed the
+-- lease row first (its fence is then newer: nothing is renewed), in which case this statement
+-- waited for it and reads the record afresh (read committed), or failed to serialise (40001,
+-- repeatable read or serializable sessions) and is sent again. It waits at most
+-- 100ms for the lease row (a takeover or a clean-up holds it for one short statement):
+-- a row some other session keeps locked fails this renewal alone (55P03), at once, never the
+-- statements sent after it. The same renewal may arrive twice (sent again on another
+-- connection when the first went unanswered): the lease of one acquisition only moves forward.
+CREATE OR REPLACE FUNCTION "idem_records_renew_held"(
+  p_key text, p_owner text, p_fence bigint, p_lease_ms bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET lock_timeout = '100ms'
+AS $fn$
+DECLARE
+  r "idem_records"%ROWTYPE;
+  v_lease bigint := least(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + p_lease_ms, 9007199254740991);
+BEGIN
+  INSERT INTO "idem_records_held_leases" AS h (key, fence, lease_until) VALUES (p_key, p_fence, v_lease)
+  ON CONFLICT (key) DO UPDATE SET fence = EXCLUDED.fence,
+    lease_until = CASE WHEN h.fence = EXCLUDED.fence
+      THEN greatest(h.lease_until, EXCLUDED.lease_until) ELSE EXCLUDED.lease_until END
+  WHERE h.fence <= EXCLUDED.fence OR h.lease_until < floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+  IF NOT FOUND THEN
+    -- A live lease of a later fence: nothing renewed.
+    RETURN NULL;
+  END IF;
+  SELECT * INTO r FROM "idem_records" WHERE key = p_key;
+  IF NOT FOUND OR r.status <> 'in_progress' OR r.owner <> p_owner OR r.fence <> p_fence THEN
+    DELETE FROM "idem_records_held_leases" WHERE key = p_key AND fence = p_fence;
+    RETURN NULL;
+  END IF;
+  IF v_lease > r.expires_at THEN
+    -- Never past the record's expiry (its row is locked, so it cannot move): a held lease
+    -- then always passes before deleteExpired may remove the record. Not renewed.
+    UPDATE "idem_records_held_leases" SET lease_until = r.expires_at WHERE key = p_key AND fence = p_fence;
+    RETURN NULL;
+  END IF;
+  RETURN v_lease;
+END
+$fn$;
+
+-- For a serializable business transaction: holds the record's row by its tuple id (read
+-- beforehand, outside that transaction) while it is still the caller's, and answers its fence
+-- (NULL when it is not). A tuple id scan leaves a predicate lock on this one row, where a
+-- look-up by key would leave one on a whole page of the primary key's index, which every
+-- other serializable completion writing into that page would conflict with.
+CREATE OR REPLACE FUNCTION "idem_records_hold"(p_tid tid, p_key text, p_owner text, p_fence bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_bitmapscan = off SET enable_indexscan = off
+AS $fn$
+DECLARE
+  v_fence bigint;
+BEGIN
+  SELECT fence INTO v_fence FROM "idem_records"
+  WHERE ctid = p_tid AND key = p_key AND owner = p_owner AND fence = p_fence
+    AND status = 'in_progress' AND expires_at > floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint
+  FOR UPDATE;
+  RETURN v_fence;
+END
+$fn$;
