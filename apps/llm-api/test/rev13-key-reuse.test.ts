@@ -1,7 +1,10 @@
 import type { Redis } from 'ioredis';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config.js';
 import { type RunningServer, startServer } from '../src/server.js';
+import { deleteDemoRows } from '../src/stores/postgres-cleanup.js';
+import { RECORDS_TABLE } from '../src/stores/postgres-connection.js';
 import { connectRedis, deletePrefix, REDIS_URL, randomPrefix } from './redis.js';
 import type { UsageJson } from './stack.js';
 
@@ -60,6 +63,64 @@ describe('rev13: a key used again once its record expired (Redis)', () => {
     await redis.del(records[0] as string);
     const second = await post('the next day: another report');
     expect(second.status).toBe(201);
+    const after = await usage();
+    expect(after.model_executions.started - before.model_executions.started).toBe(2);
+    expect({
+      distinctIds: second.json.id !== first.json.id,
+      billed: after.totals.messages - before.totals.messages,
+    }).toEqual({ distinctIds: true, billed: 2 });
+  }, 20_000);
+});
+
+describe('rev13: a key used again once its record expired (PostgreSQL, bills in the completion transaction)', () => {
+  const DATABASE_URL =
+    process.env.DATABASE_URL?.trim() || 'postgres://postgres@127.0.0.1:5432/test';
+  let server: RunningServer;
+  const raw = new pg.Pool({ connectionString: DATABASE_URL, max: 1 });
+  const prefix = randomPrefix();
+  beforeAll(async () => {
+    server = await startServer(
+      parseConfig({
+        PORT: '0',
+        DATABASE_URL,
+        IDEM_KEY_PREFIX: prefix,
+        MODEL_CHUNK_DELAY_MS: '1',
+        IDEM_OTEL: 'off',
+      }),
+    );
+  });
+  afterAll(async () => {
+    await server?.close();
+    await deleteDemoRows(DATABASE_URL, prefix).catch(() => undefined);
+    await raw.end();
+  });
+
+  const post = async (prompt: string) => {
+    const response = await fetch(`${server.url}/api/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': 'daily-report' },
+      body: JSON.stringify({ prompt, model: 'local-1' }),
+    });
+    return { status: response.status, json: (await response.json()) as { id: string } };
+  };
+  const usage = async () => (await (await fetch(`${server.url}/v1/usage`)).json()) as UsageJson;
+
+  it('the retention passed (the row stays until deleteExpired): a new message, billed beside the first', async () => {
+    const before = await usage();
+    const first = await post('the first report');
+    expect(first.status).toBe(201);
+    // PostgreSQL keeps the row; its retention has passed (the test moves its deadline into
+    // the past, as a day going by does).
+    const { rowCount } = await raw.query(
+      `UPDATE ${RECORDS_TABLE} SET expires_at = 1 WHERE starts_with(key, $1) AND status = 'completed'`,
+      [prefix],
+    );
+    expect(rowCount).toBe(1);
+    const second = await post('the next day: another report');
+    expect(second.status).toBe(201);
+    // A retry of the second request replays it (same id), and bills nothing.
+    const replay = await post('the next day: another report');
+    expect(replay.json.id).toBe(second.json.id);
     const after = await usage();
     expect(after.model_executions.started - before.model_executions.started).toBe(2);
     expect({
