@@ -3,7 +3,7 @@
  * what a free key's acquisition, its completion and a replay cost Redis (`INFO commandstats`
  * µs per `EVALSHA`, and the redis-server process's CPU from `/proc/<pid>/stat` when Redis
  * runs on this machine). Calls go through each build's store, 256 at a time (corked into
- * one write), on fresh keys.
+ * one write; `AB_BATCH=1`: one after the other, a simple loop), on fresh keys.
  *
  *   BENCH_BASELINE=/tmp/base pnpm --filter @idem/store-redis exec tsx bench/script-ab.ts
  *
@@ -30,7 +30,7 @@ import { unlinkPrefix } from './unlink-prefix.js';
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const CALLS = Number(process.env.AB_CALLS ?? 8_000);
 const ROUNDS = Number(process.env.AB_ROUNDS ?? 5);
-const BATCH = 256;
+const BATCH = Number(process.env.AB_BATCH ?? 256);
 const prefix = `idem-ab:${randomBytes(4).toString('hex')}:`;
 const baselineDir = process.env.BENCH_BASELINE;
 if (!baselineDir) throw new Error('BENCH_BASELINE: a directory with <dir>/store-redis/index.js');

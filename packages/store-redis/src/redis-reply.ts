@@ -1,5 +1,5 @@
 import { type RecordStatus, type StoredRecord, StoreUnavailableError } from '@idem/core';
-import { HEADER_BYTES, RECORD_FORMAT } from './scripts.js';
+import { HEADER_BYTES, ORIGIN_FORMAT, RECORD_FORMAT } from './scripts.js';
 
 /** A RESP reply as ioredis hands it to a `...Buffer` command: bulk strings stay bytes. */
 export type Reply = Buffer | number | null | Reply[];
@@ -32,30 +32,44 @@ function safe(value: number): number {
 
 /**
  * Decodes a record's bytes as the scripts store and return them (the layout in scripts.ts).
+ * A format-1 record's origin is its owner; a format-2 record's, its origin section.
  * With `copy`, the outcome is copied into a plain Uint8Array that does not pin the socket's
  * buffer; without, it is a plain Uint8Array view of the reply's bytes.
  */
 export function toRecord(value: Reply | undefined, copy: boolean): StoredRecord {
   if (!Buffer.isBuffer(value) || value.length < HEADER_BYTES) throw malformed('too short');
-  if (value[0] !== RECORD_FORMAT) throw malformed(`unknown format ${value[0]}`);
+  const format = value[0];
+  if (format !== RECORD_FORMAT && format !== ORIGIN_FORMAT) {
+    throw malformed(`unknown format ${format}`);
+  }
   const status = STATUSES[value[1]!];
   if (status === undefined) throw malformed(`unknown status ${value[1]}`);
   const ownerEnd = HEADER_BYTES + value.readUInt32BE(34);
   const fingerprintEnd = ownerEnd + value.readUInt32BE(38);
   if (fingerprintEnd > value.length) throw malformed('truncated');
+  const owner = value.toString('utf8', HEADER_BYTES, ownerEnd);
+  let origin = owner;
+  let outcomeStart = fingerprintEnd;
+  if (format === ORIGIN_FORMAT) {
+    if (fingerprintEnd + 4 > value.length) throw malformed('truncated');
+    outcomeStart = fingerprintEnd + 4 + value.readUInt32BE(fingerprintEnd);
+    if (outcomeStart > value.length) throw malformed('truncated');
+    origin = value.toString('utf8', fingerprintEnd + 4, outcomeStart);
+  }
   const record: StoredRecord = {
     status,
     fingerprint: value.toString('utf8', ownerEnd, fingerprintEnd),
-    owner: value.toString('utf8', HEADER_BYTES, ownerEnd),
+    owner,
     fence: safe(value.readDoubleBE(2)),
+    origin,
     leaseUntil: safe(value.readDoubleBE(10)),
     expiresAt: safe(value.readDoubleBE(18)),
   };
   if (status === 'completed') {
-    const start = value.byteOffset + fingerprintEnd;
-    const length = value.length - fingerprintEnd;
+    const start = value.byteOffset + outcomeStart;
+    const length = value.length - outcomeStart;
     record.outcome = copy
-      ? new Uint8Array(value.subarray(fingerprintEnd))
+      ? new Uint8Array(value.subarray(outcomeStart))
       : new Uint8Array(value.buffer, start, length);
   }
   return record;

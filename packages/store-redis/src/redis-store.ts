@@ -159,17 +159,24 @@ function defineScripts(client: Redis | Cluster): ScriptedClient {
 }
 
 /**
- * Decodes the acquire script's reply (see ACQUIRE_LUA). A found record's outcome is a view
- * into the reply's bytes (fresh memory of this reply, shared with no other record): core
- * decodes it at once, so copying it here would only cost an allocation.
+ * Decodes the acquire script's reply (see ACQUIRE_LUA) to an acquisition by `owner`. A found
+ * record's outcome is a view into the reply's bytes (fresh memory of this reply, shared with
+ * no other record): core decodes it at once, so copying it here would only cost an
+ * allocation. An acquisition's origin comes back only when it is not `owner` (a takeover, a
+ * retry after a release, a redelivery of either).
  */
-function decodeAcquire(reply: Reply[]): AcquireResult {
+function decodeAcquire(reply: Reply[], owner: string): AcquireResult {
   if (integer(reply[0]) === 1) {
+    const carried = reply[4];
+    if (carried !== undefined && !Buffer.isBuffer(carried)) {
+      throw new StoreUnavailableError(`Redis returned a malformed origin: ${String(carried)}`);
+    }
     return {
       kind: 'acquired',
       fence: integer(reply[1]),
       leaseUntil: integer(reply[2]),
       takeover: integer(reply[3]) === 1,
+      origin: carried === undefined ? owner : carried.toString('utf8'),
     };
   }
   return { kind: 'found', record: toRecord(reply[2], false), now: integer(reply[1]) };
@@ -237,8 +244,8 @@ function keptDurations(fenceMemoryMs: string) {
  * what its first delivery would have answered, and never applies twice (contract rule 7):
  * - an `acquire` that finds an unexpired in-progress record held by its own owner token
  *   (lease live, or passed without anybody taking it over) is that acquisition: it renews
- *   the lease from now and answers `acquired` with the record's fence, unchanged, and
- *   `takeover: false`;
+ *   the lease from now and answers `acquired` with the record's fence, unchanged, its
+ *   origin and `takeover: false`;
  * - a `complete` that finds the record completed by its own owner with the very same
  *   outcome bytes answers `{ ok: true }` and changes nothing; with other bytes, `not_owner`;
  * - a `release` that finds its own owner's tombstone answers `{ ok: true }`;
@@ -298,13 +305,14 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
       if (!runWaited) {
         return decodeAcquire(
           await call('acquire', () => redis.acquire(key, fence, fingerprint, owner, durations)),
+          owner,
         );
       }
       const args = [fingerprint, owner, durations] as const;
       const waited = await call('acquire', () =>
         runWaited<Reply[]>(ACQUIRE_LUA, [key, fence], args),
       );
-      const result = decodeAcquire(waited.reply);
+      const result = decodeAcquire(waited.reply, owner);
       if (result.kind === 'acquired' && waited.acknowledged < (wait?.replicas ?? 0)) {
         // Nothing ran yet: give the key back (owner-checked) so that a retry need not wait
         // for the lease to pass. Best effort: if this fails too, the lease passes by itself.

@@ -4,20 +4,37 @@
  * one Cluster slot; the scripts run unchanged on a Redis Cluster. Each reads the clock with
  * `TIME` inside the script, so Redis alone decides whether a lease or a retention passed.
  *
- * Record layout (format 1): one string per storage key, at `<prefix>{<storageKey>}`: a
- * 42-byte header, then the owner, the fingerprint and, once completed, the outcome bytes.
+ * Record layout: one string per storage key, at `<prefix>{<storageKey>}`: a 42-byte header,
+ * then the owner, the fingerprint, in format 2 the origin section, and, once completed, the
+ * outcome bytes.
  *
  * | offset | type   | field                                                         |
  * |--------|--------|---------------------------------------------------------------|
- * | 0      | u8     | format, 1                                                     |
+ * | 0      | u8     | format: 1 (the origin is the owner), 2 (an origin section)    |
  * | 1      | u8     | status: 1 in progress, 2 completed, 3 released                |
  * | 2      | f64 BE | fence of the latest acquisition                               |
  * | 10     | f64 BE | lease deadline, epoch ms by Redis's clock                     |
  * | 18     | f64 BE | retention deadline, epoch ms (the key's PEXPIREAT is ex - 1)  |
  * | 26     | f64 BE | until when the fence memory key is kept (0: not written)      |
- * | 34     | u32 BE | owner length in bytes                                         |
- * | 38     | u32 BE | fingerprint length in bytes                                   |
- * | 42     | bytes  | owner, fingerprint, outcome (completed only, to the end)      |
+ * | 34     | u32 BE | owner length in bytes (`ol`)                                  |
+ * | 38     | u32 BE | fingerprint length in bytes (`fl`)                            |
+ * | 42     | bytes  | owner, then fingerprint                                       |
+ * | 42+ol+fl | u32 BE | format 2 only: origin length in bytes, then the origin      |
+ * | ...    | bytes  | outcome (completed only, to the end)                          |
+ *
+ * The origin (store contract, `acquire`, "Origin") is the owner token of the acquisition that
+ * began the record's logical request. A record whose origin is its own owner (a free key's
+ * acquisition, the common case) is format 1, byte for byte the record a build from before
+ * origins wrote, and such a record, read by this build, counts its owner as its origin: on
+ * format-1 records the builds before and after share a Redis during a rolling deploy.
+ * A record that carries another acquisition's origin (a takeover of a passed lease, an
+ * acquisition of a released tombstone, an operator's forced release) is format 2: the origin
+ * follows the fingerprint, before the outcome. Both formats share the header, so every
+ * offset a script reads from it, and the owner's place, are the same in both; only finding
+ * the outcome (a completion's redelivery check, a read) skips the origin section. A
+ * renewal, a completion or a release keeps the format and the origin section as they are.
+ * An earlier version refuses a format-2 record ("unknown record format", a
+ * `StoreUnavailableError`): it fails closed, it never takes it for a free key.
  *
  * Deadlines and fences are integers below 2^53, exact in a double: `struct.pack` writes
  * them without any number formatting, and the client reads them with `readDoubleBE`. A step
@@ -64,8 +81,10 @@
 
 /** Length of the record header. */
 export const HEADER_BYTES = 42;
-/** The record format this version writes (header byte 0). */
+/** Header byte 0 of a record whose origin is its owner (no origin section). */
 export const RECORD_FORMAT = 1;
+/** Header byte 0 of a record with an origin section (its origin is another owner's token). */
+export const ORIGIN_FORMAT = 2;
 
 // `now` by Redis's clock, epoch ms. Lua 5.1 coerces TIME's strings in arithmetic.
 export const NOW = `
@@ -91,17 +110,46 @@ const HEAD = `'>BBdddd'`;
 export const HEADER = `'>BBddddI4I4'`;
 
 /**
+ * Returns an error unless the string `v` is a record of format 1 or 2. A format-1 record
+ * compares once, as before format 2 existed (a replay is decided right after this).
+ */
+const FORMATS = `if string.byte(v, 1) ~= ${RECORD_FORMAT} and string.byte(v, 1) ~= ${ORIGIN_FORMAT} then
+    return redis.error_reply('idem: unknown record format')
+  end`;
+
+/**
  * Reads KEYS[1] as `v` (a string of this layout, or false) and unpacks its header into
- * `st, f, lu, ex, fm, ol, fl`. A hash of the earlier layout leaves `v` a table (`legacy`).
+ * `fmt, st, f, lu, ex, fm, ol, fl`. A hash of the earlier layout leaves `v` a table (`legacy`).
  */
 export const READ = `
 local v = redis.pcall('GET', KEYS[1])
-local _, st, f, lu, ex, fm, ol, fl
+local fmt, st, f, lu, ex, fm, ol, fl
 if type(v) == 'string' then
-  if string.byte(v, 1) ~= ${RECORD_FORMAT} then return redis.error_reply('idem: unknown record format') end
-  _, st, f, lu, ex, fm, ol, fl = struct.unpack(${HEADER}, v)
+  ${FORMATS}
+  fmt, st, f, lu, ex, fm, ol, fl = struct.unpack(${HEADER}, v)
 end
 `;
+
+/**
+ * Lua, inside a block run for a format-2 record `v` only: sets `origin` (declared by the
+ * caller) to the token of its origin section, which follows the fingerprint.
+ */
+export const CARRIED_ORIGIN = `local at = ${HEADER_BYTES + 1} + ol + fl
+    origin = string.sub(v, at + 4, at + 3 + struct.unpack('>I4', v, at))`;
+
+/**
+ * The value of a format-2 record: header, owner, fingerprint and the origin section (the
+ * Lua expressions of each field).
+ */
+export const withOrigin = (
+  status: number,
+  numbers: string,
+  owner: string,
+  fingerprint: string,
+  origin: string,
+): string =>
+  `struct.pack(${HEADER}, ${ORIGIN_FORMAT}, ${status}, ${numbers}, #${owner}, #${fingerprint}) ..
+    ${owner} .. ${fingerprint} .. struct.pack('>I4', #${origin}) .. ${origin}`;
 
 /**
  * Writes the fence memory (KEYS[2]) when `memory` > 0 and the record's new retention
@@ -137,9 +185,9 @@ if not (now < ex) then return 0 end
 
 /**
  * When `v` is a table (KEYS[1] holds a hash of the earlier layout), sets `v` to that record
- * converted to this layout in memory (nothing is written), or to false when it has no
- * status, and unpacks its header. Inline, not a function: a closure would be created on
- * every call of the script.
+ * converted to this layout in memory (nothing is written; format 1: its origin is its owner),
+ * or to false when it has no status, and unpacks its header. Inline, not a function: a
+ * closure would be created on every call of the script.
  */
 export const LEGACY = `
 if type(v) == 'table' then
@@ -150,7 +198,7 @@ if type(v) == 'table' then
     local o, fp = h[3] or '', h[2] or ''
     v = struct.pack(${HEADER}, ${RECORD_FORMAT}, code, tonumber(h[4]) or 0, tonumber(h[5]) or 0,
       tonumber(h[6]) or 0, 0, #o, #fp) .. o .. fp .. (code == 2 and h[7] or '')
-    _, st, f, lu, ex, fm, ol, fl = struct.unpack(${HEADER}, v)
+    fmt, st, f, lu, ex, fm, ol, fl = struct.unpack(${HEADER}, v)
   end
 end
 `;
@@ -214,8 +262,16 @@ local expiresAt = math.min(leaseUntil + retentionMs, 9007199254740991)`;
 /**
  * KEYS: record, fence memory. ARGV: fingerprint, owner, durations
  * ({@link packDurations}: leaseMs, retentionMs, fenceMemoryMs).
- * Returns `{1, fence, leaseUntil, takeover}` when acquired, or `{0, now, record}` with the
- * live record that prevented it (raw bytes of this layout).
+ * Returns `{1, fence, leaseUntil, takeover}` when acquired with ARGV[2] as the origin, `{1,
+ * fence, leaseUntil, takeover, origin}` when acquired with another origin, or `{0, now,
+ * record}` with the live record that prevented it (raw bytes of this layout).
+ *
+ * Origin: a free key (no record, or an expired one) begins a logical request, whose origin
+ * is ARGV[2] (a format-1 record, as before origins were kept: the reply is unchanged too).
+ * A takeover of a passed lease and an acquisition of a released tombstone, the record
+ * unexpired, carry the record's origin over (format 1: its owner; format 2: its origin
+ * section) into a format-2 record. A redelivery keeps the record as it is and answers its
+ * origin (format 2 only: a format-1 record's is the caller's own token).
  *
  * A replay (a completed record of this layout, unexpired) is decided first, from the status
  * byte and the retention deadline alone: nothing else of the header is unpacked and no
@@ -228,9 +284,9 @@ local expiresAt = math.min(leaseUntil + retentionMs, 9007199254740991)`;
  */
 export const ACQUIRE_LUA = `
 local v = redis.pcall('GET', KEYS[1])
-local _, st, f, lu, ex, fm, ol, fl
+local fmt, st, f, lu, ex, fm, ol, fl
 if type(v) == 'string' then
-  if string.byte(v, 1) ~= ${RECORD_FORMAT} then return redis.error_reply('idem: unknown record format') end
+  ${FORMATS}
   st = string.byte(v, 2)
 end
 ${NOW}
@@ -238,9 +294,9 @@ if st == 2 then
   ex = struct.unpack('>d', v, 19)
   if now < ex then return {0, now, v} end
 end
-if st then _, st, f, lu, ex, fm, ol, fl = struct.unpack(${HEADER}, v) end
+if st then fmt, st, f, lu, ex, fm, ol, fl = struct.unpack(${HEADER}, v) end
 local old = type(v) == 'table'
-${LEGACY}local takeover = 0
+${LEGACY}local takeover, origin = 0
 if st then
   if now < ex then
     if st == 1 then
@@ -248,7 +304,7 @@ if st then
         ${ACQUIRE_DURATIONS}
         redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
         ${REMEMBER}
-        local head = struct.pack(${HEAD}, ${RECORD_FORMAT}, 1, f, leaseUntil, expiresAt, fm)
+        local head = struct.pack(${HEAD}, fmt, 1, f, leaseUntil, expiresAt, fm)
         if old then
           -- Rewritten in this layout (SET drops the expiry: set again).
           redis.call('SET', KEYS[1], head .. string.sub(v, 35))
@@ -256,13 +312,23 @@ if st then
         else
           redis.call('SETRANGE', KEYS[1], 0, head)
         end
-        return {1, f, leaseUntil, 0}
+        if fmt == ${ORIGIN_FORMAT} then
+          ${CARRIED_ORIGIN}
+        end
+        return {1, f, leaseUntil, 0, origin}
       end
       if now < lu then return {0, now, v} end
       takeover = 1
     elseif st == 2 then
       return {0, now, v}
     end
+    -- A passed lease or a released tombstone: the same logical request goes on.
+    if fmt == ${ORIGIN_FORMAT} then
+      ${CARRIED_ORIGIN}
+    else
+      origin = string.sub(v, ${HEADER_BYTES + 1}, ${HEADER_BYTES} + ol)
+    end
+    if origin == ARGV[2] then origin = nil end
   end
 else
   f = 0
@@ -285,6 +351,14 @@ else
   fm = 0
   ${REMEMBER}
 end
+if origin then
+  ${setRecord(
+    withOrigin(1, 'f, leaseUntil, expiresAt, fm', 'ARGV[2]', 'ARGV[1]', 'origin'),
+    `string.format('%d', expiresAt - 1)`,
+  )}
+  return {1, f, leaseUntil, takeover, origin}
+end
+-- A free key (or a record whose origin is this owner): format 1, as before origins were kept.
 ${setRecord(
   `struct.pack(${HEADER}, ${RECORD_FORMAT}, 1, f, leaseUntil, expiresAt, fm, #ARGV[2], #ARGV[1]) ..
     ARGV[2] .. ARGV[1]`,
@@ -306,7 +380,10 @@ return {1, f, leaseUntil, takeover}
  */
 export const COMPLETE_LUA = `${MINE}
 if st == 2 then
-  if string.sub(v, ${HEADER_BYTES + 1} + ol + fl) ~= ARGV[3] then return 0 end
+  -- The outcome follows the fingerprint, and in format 2 the origin section.
+  local body = ${HEADER_BYTES + 1} + ol + fl
+  if fmt == ${ORIGIN_FORMAT} then body = body + 4 + struct.unpack('>I4', v, body) end
+  if string.sub(v, body) ~= ARGV[3] then return 0 end
   if ARGV[4] == '1' and ex - 1 > now then
     redis.call('PEXPIREAT', KEYS[1], string.format('%d', ex - 1))
   end
@@ -319,7 +396,8 @@ local at = string.format('%d', expiresAt - 1)
 redis.call('PEXPIREAT', KEYS[1], at)
 ${REMEMBER}
 -- One value of its exact size: APPEND would leave Redis's growth room (about as much again).
-${setRecord(`struct.pack(${HEAD}, ${RECORD_FORMAT}, 2, f, lu, expiresAt, fm) .. string.sub(v, 35) .. ARGV[3]`, 'at')}
+-- The format, the owner, the fingerprint and the origin section stay as they are.
+${setRecord(`struct.pack(${HEAD}, fmt, 2, f, lu, expiresAt, fm) .. string.sub(v, 35) .. ARGV[3]`, 'at')}
 return 1
 `;
 
@@ -335,7 +413,7 @@ local memory = tonumber(ARGV[3])
 local expiresAt = math.min(now + tonumber(ARGV[2]), 9007199254740991)
 redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
 ${REMEMBER}
-redis.call('SETRANGE', KEYS[1], 0, struct.pack(${HEAD}, ${RECORD_FORMAT}, 3, f, now, expiresAt, fm))
+redis.call('SETRANGE', KEYS[1], 0, struct.pack(${HEAD}, fmt, 3, f, now, expiresAt, fm))
 return 1
 `;
 
@@ -350,7 +428,7 @@ local leaseUntil = math.min(now + tonumber(ARGV[2]), 9007199254740991)
 local expiresAt = math.min(leaseUntil + tonumber(ARGV[3]), 9007199254740991)
 redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
 ${REMEMBER}
-redis.call('SETRANGE', KEYS[1], 0, struct.pack(${HEAD}, ${RECORD_FORMAT}, 1, f, leaseUntil, expiresAt, fm))
+redis.call('SETRANGE', KEYS[1], 0, struct.pack(${HEAD}, fmt, 1, f, leaseUntil, expiresAt, fm))
 return leaseUntil
 `;
 

@@ -132,10 +132,13 @@ describe.skipIf(skipTarget(standalone))('admin on Redis (standalone)', () => {
     });
     expect(await raw.type(key)).toBe('string');
     const record = await rawRecord(raw, key);
+    // The tombstone keeps the stuck execution's logical request: a hash has no origin, so
+    // its owner began it.
     expect(record).toMatchObject({
       status: 'released',
       fence: 5,
       fingerprint: 'fp-old',
+      origin: stuck,
       expiresAt: now + 90_000,
     });
     expect(record?.owner).not.toBe(stuck);

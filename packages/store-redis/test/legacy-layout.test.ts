@@ -4,6 +4,9 @@
  * after an upgrade they are judged like records of the current layout, so no request whose
  * outcome the earlier version recorded runs again, no live lease is broken, and fences keep
  * growing. The hashes are written here with plain commands, as the earlier scripts did.
+ * Neither they nor the string records written before origins were kept (format 1, the second
+ * block) hold an origin: their owner began their logical request, so a takeover or the retry
+ * of a released one carries the owner over as the origin.
  */
 import { randomBytes } from 'node:crypto';
 import { createIdempotency, deriveStorageKey, encodeOutcome } from '@idem/core';
@@ -14,10 +17,12 @@ import {
   deletePrefix,
   keyGoneAt,
   randomPrefix,
+  rawFormat,
   rawRecord,
   redisNow,
   skipTarget,
   targets,
+  untilGone,
 } from './targets.js';
 
 const LEASE = 30_000;
@@ -87,6 +92,8 @@ for (const target of targets) {
           fingerprint: 'fp',
           owner: me,
           fence: 3,
+          // A record written before origins were kept counts its owner as its origin.
+          origin: me,
           leaseUntil: now,
           expiresAt: now + DAY,
           outcome: out,
@@ -129,7 +136,13 @@ for (const target of targets) {
       const found = await acquire(owner(), 'other');
       expect(found).toMatchObject({
         kind: 'found',
-        record: { status: 'in_progress', fingerprint: 'fp', owner: theirs, fence: 7 },
+        record: {
+          status: 'in_progress',
+          fingerprint: 'fp',
+          owner: theirs,
+          fence: 7,
+          origin: theirs,
+        },
       });
       // An owner of this version never holds a hash: these change nothing.
       const w = { key: 'k', owner: theirs, retentionMs: RETENTION };
@@ -142,24 +155,28 @@ for (const target of targets) {
 
     it('takes over a passed lease of the earlier layout with the next fence, in the current layout', async () => {
       const now = await redisNow(raw);
+      const crashed = owner();
       const key = await legacy({
         s: 'in_progress',
         fp: 'fp',
-        o: owner(),
+        o: crashed,
         f: 7,
         lu: now - 1,
         ex: now + RETENTION,
       });
       const me = owner();
       const taken = await acquire(me);
-      expect(taken).toMatchObject({ kind: 'acquired', fence: 8, takeover: true });
+      // The hash holds no origin: its owner began the logical request, which goes on.
+      expect(taken).toMatchObject({ kind: 'acquired', fence: 8, takeover: true, origin: crashed });
       if (taken.kind !== 'acquired') throw new Error('unreachable');
       expect(await raw.type(key)).toBe('string');
+      expect(await rawFormat(raw, key)).toBe(2);
       expect(await rawRecord(raw, key)).toEqual({
         status: 'in_progress',
         fingerprint: 'fp',
         owner: me,
         fence: 8,
+        origin: crashed,
         leaseUntil: taken.leaseUntil,
         expiresAt: taken.leaseUntil + RETENTION,
       });
@@ -174,10 +191,17 @@ for (const target of targets) {
 
     it('continues the fence of a released or expired record of the earlier layout', async () => {
       const now = await redisNow(raw);
-      await legacy({ s: 'released', fp: 'fp', o: owner(), f: 4, lu: now, ex: now + RETENTION });
+      const gaveUp = owner();
+      await legacy({ s: 'released', fp: 'fp', o: gaveUp, f: 4, lu: now, ex: now + RETENTION });
       // As an earlier version with fenceMemoryMs 0 left it: the fence is in the hash alone.
       await raw.del(store.fenceKey('k'));
-      expect(await acquire(owner())).toMatchObject({ kind: 'acquired', fence: 5, takeover: false });
+      // The retry of a released request continues it: the hash's owner is its origin.
+      expect(await acquire(owner())).toMatchObject({
+        kind: 'acquired',
+        fence: 5,
+        takeover: false,
+        origin: gaveUp,
+      });
 
       // Expired by its retention deadline while Redis still holds the key.
       const key = await legacy({
@@ -191,8 +215,10 @@ for (const target of targets) {
       });
       await raw.pexpireat(key, now + RETENTION);
       expect(await store.get('k')).toBeUndefined();
-      const again = await acquire(owner());
-      expect(again).toMatchObject({ kind: 'acquired', fence: 10, takeover: false });
+      // An expired record is a free key: a new logical request, whose origin is its owner.
+      const next = owner();
+      const again = await acquire(next);
+      expect(again).toMatchObject({ kind: 'acquired', fence: 10, takeover: false, origin: next });
       const record = await rawRecord(raw, key);
       expect(record?.status).toBe('in_progress');
       expect(record?.outcome).toBeUndefined();
@@ -210,17 +236,151 @@ for (const target of targets) {
         ex: now + 1_000 + RETENTION,
       });
       const again = await acquire(me);
-      expect(again).toMatchObject({ kind: 'acquired', fence: 2, takeover: false });
+      expect(again).toMatchObject({ kind: 'acquired', fence: 2, takeover: false, origin: me });
       if (again.kind !== 'acquired') throw new Error('unreachable');
+      expect(await rawFormat(raw, key)).toBe(1);
       expect(await rawRecord(raw, key)).toEqual({
         status: 'in_progress',
         fingerprint: 'fp',
         owner: me,
         fence: 2,
+        origin: me,
         leaseUntil: again.leaseUntil,
         expiresAt: again.leaseUntil + RETENTION,
       });
       expect(await keyGoneAt(raw, key)).toBe(again.leaseUntil + RETENTION);
+    });
+
+    describe('records written before origins were kept (format 1)', () => {
+      /**
+       * A fresh store, and at its key `k` a record as the build before origins wrote it
+       * (format 1: 42-byte header, owner, fingerprint, outcome; no origin anywhere), written
+       * with plain commands, with its fence memory.
+       */
+      async function preOrigin(record: {
+        status: 1 | 2 | 3;
+        o: string;
+        f: number;
+        lu: number;
+        ex: number;
+        out?: Uint8Array;
+      }): Promise<string> {
+        const prefix = randomPrefix();
+        prefixes.push(prefix);
+        store = createRedisStore({ client, keyPrefix: prefix });
+        const head = Buffer.alloc(42);
+        head[0] = 1;
+        head[1] = record.status;
+        head.writeDoubleBE(record.f, 2);
+        head.writeDoubleBE(record.lu, 10);
+        head.writeDoubleBE(record.ex, 18);
+        head.writeDoubleBE(record.ex + DAY, 26);
+        head.writeUInt32BE(Buffer.byteLength(record.o), 34);
+        head.writeUInt32BE(2, 38);
+        const key = store.redisKey('k');
+        const value = [head, Buffer.from(record.o), Buffer.from('fp')];
+        if (record.out) value.push(Buffer.from(record.out));
+        await raw.set(key, Buffer.concat(value), 'PXAT', record.ex - 1);
+        await raw.set(store.fenceKey('k'), String(record.f), 'PXAT', record.ex + DAY);
+        return key;
+      }
+      it('a takeover of a passed lease carries its owner as the origin', async () => {
+        const now = await redisNow(raw);
+        const crashed = owner();
+        const key = await preOrigin({
+          status: 1,
+          o: crashed,
+          f: 4,
+          lu: now - 1,
+          ex: now + RETENTION,
+        });
+        expect(await store.get('k')).toMatchObject({ owner: crashed, origin: crashed, fence: 4 });
+        const me = owner();
+        const taken = await acquire(me);
+        expect(taken).toMatchObject({
+          kind: 'acquired',
+          fence: 5,
+          takeover: true,
+          origin: crashed,
+        });
+        if (taken.kind !== 'acquired') throw new Error('unreachable');
+        expect(await rawFormat(raw, key)).toBe(2);
+        expect(await rawRecord(raw, key)).toEqual({
+          status: 'in_progress',
+          fingerprint: 'fp',
+          owner: me,
+          fence: 5,
+          origin: crashed,
+          leaseUntil: taken.leaseUntil,
+          expiresAt: taken.leaseUntil + RETENTION,
+        });
+        // The taker completes; the replay answers the outcome and the origin.
+        const outcome = new Uint8Array([1, 2, 3]);
+        expect(
+          await store.complete({ key: 'k', owner: me, outcome, retentionMs: RETENTION }),
+        ).toEqual({ ok: true });
+        expect(await acquire(owner())).toMatchObject({
+          kind: 'found',
+          record: { status: 'completed', owner: me, origin: crashed, outcome },
+        });
+      });
+
+      it('the retry of a released tombstone carries its owner; a live lease is found with its owner as origin', async () => {
+        const now = await redisNow(raw);
+        const gaveUp = owner();
+        await preOrigin({ status: 3, o: gaveUp, f: 2, lu: now, ex: now + RETENTION });
+        expect(await acquire(owner())).toMatchObject({
+          kind: 'acquired',
+          fence: 3,
+          takeover: false,
+          origin: gaveUp,
+        });
+        const running = owner();
+        await preOrigin({
+          status: 1,
+          o: running,
+          f: 1,
+          lu: now + LEASE,
+          ex: now + LEASE + RETENTION,
+        });
+        expect(await acquire(owner())).toMatchObject({
+          kind: 'found',
+          record: { status: 'in_progress', owner: running, origin: running, fence: 1 },
+        });
+        // Its own owner's redelivered acquire: the origin is its owner, the record format 1.
+        expect(await acquire(running)).toMatchObject({
+          kind: 'acquired',
+          fence: 1,
+          takeover: false,
+          origin: running,
+        });
+        expect(await rawFormat(raw, store.redisKey('k'))).toBe(1);
+      });
+
+      it('a completed record is replayed byte for byte; once expired the key begins a new request', async () => {
+        const now = await redisNow(raw);
+        const done = owner();
+        const out = new Uint8Array([0, 255, 13, 10]);
+        const key = await preOrigin({ status: 2, o: done, f: 6, lu: now, ex: now + 300, out });
+        expect(await acquire(owner())).toEqual({
+          kind: 'found',
+          now: expect.any(Number),
+          record: {
+            status: 'completed',
+            fingerprint: 'fp',
+            owner: done,
+            fence: 6,
+            origin: done,
+            leaseUntil: now,
+            expiresAt: now + 300,
+            outcome: out,
+          },
+        });
+        expect(await store.admin.inspect('k')).toMatchObject({ outcomeBytes: out.length });
+        await untilGone(raw, key);
+        const next = owner();
+        expect(await acquire(next)).toMatchObject({ kind: 'acquired', fence: 7, origin: next });
+      });
     });
   });
 }

@@ -1,11 +1,11 @@
 /**
- * Shared by the mutation-audit tests (`mutaudit-*.test.ts`): two clients of the shared
- * standalone Redis (one for the stores under test, one for raw reads), a fresh random key
- * prefix per test, and every key under the prefixes used deleted after each test.
+ * Shared by the mutation-audit tests (`mutaudit-*.test.ts`) and others: two clients of one
+ * target (one for the stores under test, one for raw reads), a fresh random key prefix per
+ * test, and every key under the prefixes used deleted after each test.
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import { type Client, deletePrefix, randomPrefix, standalone } from './targets.js';
+import { type Client, deletePrefix, randomPrefix, standalone, type Target } from './targets.js';
 
 /** A fresh owner token. */
 export const owner = (): string => randomBytes(16).toString('base64url');
@@ -21,12 +21,20 @@ export interface StandaloneSession {
 
 /** Registers the hooks (call at the top of a test file) and gives the clients. */
 export function standaloneSession(): StandaloneSession {
+  return targetSession(standalone);
+}
+
+/**
+ * {@link standaloneSession} on `target`: registers the hooks (call at the top of a test file
+ * or of a `describe`) and gives the clients.
+ */
+export function targetSession(target: Target): StandaloneSession {
   let client: Client | undefined;
   let raw: Client | undefined;
   const used: string[] = [];
   beforeAll(async () => {
-    client = await standalone.connect();
-    raw = await standalone.connect();
+    client = await target.connect();
+    raw = await target.connect();
   });
   afterEach(async () => {
     for (const prefix of used.splice(0)) if (raw) await deletePrefix(raw, prefix);

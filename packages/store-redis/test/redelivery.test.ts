@@ -61,11 +61,11 @@ for (const target of targets) {
       fresh();
       const me = owner();
       const first = await acquire(me);
-      expect(first).toMatchObject({ kind: 'acquired', fence: 1, takeover: false });
+      expect(first).toMatchObject({ kind: 'acquired', fence: 1, takeover: false, origin: me });
       if (first.kind !== 'acquired') throw new Error('unreachable');
       await sleep(20);
       const again = await acquire(me);
-      expect(again).toMatchObject({ kind: 'acquired', fence: 1, takeover: false });
+      expect(again).toMatchObject({ kind: 'acquired', fence: 1, takeover: false, origin: me });
       if (again.kind !== 'acquired') throw new Error('unreachable');
       expect(again.leaseUntil).toBeGreaterThan(first.leaseUntil);
       const record = await rawRecord(raw, store.redisKey('k'));
@@ -74,6 +74,7 @@ for (const target of targets) {
         fingerprint: 'fp',
         owner: me,
         fence: 1,
+        origin: me,
         leaseUntil: again.leaseUntil,
         expiresAt: again.leaseUntil + RETENTION,
       });
@@ -89,7 +90,7 @@ for (const target of targets) {
       await acquire(me, 100);
       await sleep(200);
       const again = await acquire(me);
-      expect(again).toMatchObject({ kind: 'acquired', fence: 1, takeover: false });
+      expect(again).toMatchObject({ kind: 'acquired', fence: 1, takeover: false, origin: me });
       expect(await rawRecord(raw, store.redisKey('k'))).toMatchObject({
         status: 'in_progress',
         owner: me,
@@ -99,10 +100,25 @@ for (const target of targets) {
       expect(await acquire(me, 100)).toMatchObject({ kind: 'acquired', fence: 1 });
       await sleep(200);
       const newer = owner();
-      expect(await acquire(newer)).toMatchObject({ kind: 'acquired', fence: 2, takeover: true });
+      // The takeover continues the logical request `me` began: its origin is carried over.
+      expect(await acquire(newer)).toMatchObject({
+        kind: 'acquired',
+        fence: 2,
+        takeover: true,
+        origin: me,
+      });
+      // Delivered again, the takeover answers the same origin.
+      expect(await acquire(newer)).toMatchObject({
+        kind: 'acquired',
+        fence: 2,
+        takeover: false,
+        origin: me,
+      });
       const late = await acquire(me);
       expect(late.kind).toBe('found');
-      if (late.kind === 'found') expect(late.record).toMatchObject({ owner: newer, fence: 2 });
+      if (late.kind === 'found') {
+        expect(late.record).toMatchObject({ owner: newer, fence: 2, origin: me });
+      }
     });
 
     it('a complete that finds its own completion with the same bytes succeeds and changes nothing', async () => {
@@ -179,7 +195,7 @@ describe('answers lost on the wire, resent by ioredis after a reconnect', () => 
     const acquired = await store.acquire(input);
     expect(proxy.lost, 'the first answer was lost').toBe(1);
     expect(proxy.connections, 'ioredis reconnected').toBe(connectionsBefore + 1);
-    expect(acquired).toMatchObject({ kind: 'acquired', fence: 1, takeover: false });
+    expect(acquired).toMatchObject({ kind: 'acquired', fence: 1, takeover: false, origin: me });
 
     const outcome = new Uint8Array(randomBytes(300));
     proxy.loseNextAnswer();

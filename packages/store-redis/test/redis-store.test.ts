@@ -76,7 +76,8 @@ for (const target of targets) {
         retentionMs: RETENTION,
       });
       const after = await redisNow(raw);
-      expect(result).toMatchObject({ kind: 'acquired', fence: 1, takeover: false });
+      // A free key begins a logical request: its origin is the acquisition's own owner.
+      expect(result).toMatchObject({ kind: 'acquired', fence: 1, takeover: false, origin: me });
       if (result.kind !== 'acquired') throw new Error('unreachable');
       expect(result.leaseUntil).toBeGreaterThanOrEqual(before + LEASE);
       expect(result.leaseUntil).toBeLessThanOrEqual(after + LEASE);
@@ -87,6 +88,7 @@ for (const target of targets) {
         fingerprint: 'fp-1',
         owner: me,
         fence: 1,
+        origin: me,
         leaseUntil: result.leaseUntil,
         expiresAt: result.leaseUntil + RETENTION,
       });

@@ -187,6 +187,7 @@ describe('waitForReplicas: failover in the middle of load', () => {
     expect(await store.acquire({ ...w, fingerprint: 'fp', leaseMs: 30_000 })).toMatchObject({
       kind: 'acquired',
       fence: 1,
+      origin: 'me',
     });
     await signalRedisServer(replicaServer, 'SIGSTOP');
     const outcome = new Uint8Array([1, 2, 3]);
@@ -229,6 +230,7 @@ describe('waitForReplicas: failover in the middle of load', () => {
         kind: 'acquired',
         fence: 1,
         takeover: false,
+        origin: 'me',
       });
       const outcome = new Uint8Array([4, 5, 6]);
       proxy.loseNextAnswer();

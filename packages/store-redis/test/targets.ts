@@ -100,7 +100,9 @@ export async function deletePrefix(client: Client, prefix: string): Promise<numb
 
 /**
  * Reads a record straight from Redis with a plain GET, decoding the bytes by the documented
- * layout (scripts.ts) independently of the adapter's own Lua read path and decoder.
+ * layout (scripts.ts) independently of the adapter's own Lua read path and decoder. The
+ * origin is a format-2 record's origin section, a format-1 record's owner ({@link rawFormat}
+ * tells the two apart).
  */
 export async function rawRecord(
   client: Client,
@@ -109,7 +111,8 @@ export async function rawRecord(
   const bytes = await client.getBuffer(redisKey);
   if (!bytes) return undefined;
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (view.getUint8(0) !== 1) throw new Error(`raw record ${redisKey} has format ${bytes[0]}`);
+  const format = view.getUint8(0);
+  if (format !== 1 && format !== 2) throw new Error(`raw record ${redisKey} has format ${format}`);
   const statuses = [undefined, 'in_progress', 'completed', 'released'] as const;
   const status = statuses[view.getUint8(1)];
   if (!status) throw new Error(`raw record ${redisKey} has status ${bytes[1]}`);
@@ -120,13 +123,34 @@ export async function rawRecord(
     fingerprint: bytes.subarray(owner, fingerprint).toString('utf8'),
     owner: bytes.subarray(42, owner).toString('utf8'),
     fence: view.getFloat64(2),
+    origin: bytes.subarray(42, owner).toString('utf8'),
     leaseUntil: view.getFloat64(10),
     expiresAt: view.getFloat64(18),
   };
-  if (fingerprint < bytes.length || status === 'completed') {
-    record.outcome = new Uint8Array(bytes.subarray(fingerprint));
+  let end = fingerprint;
+  if (format === 2) {
+    end = fingerprint + 4 + view.getUint32(fingerprint);
+    record.origin = bytes.subarray(fingerprint + 4, end).toString('utf8');
+  }
+  if (end < bytes.length || status === 'completed') {
+    record.outcome = new Uint8Array(bytes.subarray(end));
   }
   return record;
+}
+
+/** The format byte of the record at `redisKey` (1: its origin is its owner; 2: an origin section), or undefined. */
+export async function rawFormat(client: Client, redisKey: string): Promise<number | undefined> {
+  const bytes = await client.getBuffer(redisKey);
+  return bytes ? bytes[0] : undefined;
+}
+
+/** Waits (at most `limitMs`, polling) until Redis no longer has `redisKey`. */
+export async function untilGone(client: Client, redisKey: string, limitMs = 5_000): Promise<void> {
+  const started = performance.now();
+  while ((await client.exists(redisKey)) === 1) {
+    if (performance.now() - started > limitMs) throw new Error(`${redisKey} still there`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
 
 /** Rewrites the retention deadline in a record's header (as if Redis had not freed it yet). */
