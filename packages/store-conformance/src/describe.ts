@@ -31,7 +31,7 @@ export function describeStoreConformance(name: string, options: ConformanceOptio
     describe('exactly once under faults (property)', () => {
       const numRuns = resolveNumRuns(options);
       it(
-        `(a)-(e) hold over ${numRuns} random interleavings of retries, failures, crashes, store faults and lease expiry`,
+        `(a)-(f) hold over ${numRuns} random interleavings of retries, failures, crashes, store faults and lease expiry`,
         async () => {
           await fc.assert(exactlyOnceProperty(options), { numRuns, ...replayParameters() });
         },

@@ -112,6 +112,7 @@ export async function runScenario(
   const scope = `scope-${randomBytes(4).toString('hex')}`;
   const clientKey = (i: number) => `key-${i}`;
   let executions = 0;
+  const originIds = new Map<string, Set<string>>();
 
   async function attempt(req: LogicalRequest, behave: Behaviour): Promise<Answer | 'retry'> {
     let crashed!: () => void;
@@ -120,8 +121,13 @@ export async function runScenario(
     });
     const run = idem.execute(
       { key: clientKey(req.keyIndex), scope, fingerprint: `payload-${req.payload}` },
-      async ({ fence, storageKey }) => {
+      async ({ fence, storageKey, originId }) => {
         const execution = `exec-${++executions}`;
+        // (f): every execution of a key's one logical request (no record expires within a
+        // scenario: the retention is an hour) names it by the same originId.
+        const ids = originIds.get(storageKey) ?? new Set<string>();
+        ids.add(originId);
+        originIds.set(storageKey, ids);
         const value: OpValue = { execution, fence, payload: req.payload };
         if (behave === 'fail_before')
           throw new OperationFailure(`${execution} failed before its side effect`);
@@ -223,6 +229,19 @@ export async function runScenario(
         }
       }
     }
+    const owners = new Map<string, string>();
+    for (const [storageKey, ids] of originIds) {
+      if (ids.size > 1)
+        problems.push(
+          `(f) the executions of one logical request got ${ids.size} originIds: ${[...ids].join(', ')}`,
+        );
+      for (const id of ids) {
+        const other = owners.get(id);
+        if (other !== undefined && other !== storageKey)
+          problems.push(`(f) two storage keys share the originId ${id}`);
+        owners.set(id, storageKey);
+      }
+    }
     for (const [storageKey, completion] of observed.completions) {
       const record = await h.raw(storageKey);
       if (record?.status !== 'completed' || record.owner !== completion.owner) {
@@ -265,7 +284,7 @@ function classify(error: unknown, stripe: boolean): Answer | 'retry' {
   throw error;
 }
 
-/** The fast-check property behind (a)–(e). */
+/** The fast-check property behind (a)–(f). */
 export function exactlyOnceProperty(options: ConformanceOptions) {
   return fc.asyncProperty(fc.scheduler(), scenarioArb, async (s, scenario) => {
     const problems = await runScenario(options, s, scenario);
