@@ -8,6 +8,18 @@ import { RECORDS_TABLE } from '../src/stores/postgres-connection.js';
 import { connectRedis, deletePrefix, REDIS_URL, randomPrefix } from './redis.js';
 import type { UsageJson } from './stack.js';
 
+/** The same client request, `daily-report`, with another prompt each day. */
+async function postReport(url: string, prompt: string) {
+  const response = await fetch(`${url}/api/messages`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'idempotency-key': 'daily-report' },
+    body: JSON.stringify({ prompt, model: 'local-1' }),
+  });
+  return { status: response.status, json: (await response.json()) as { id: string } };
+}
+
+const usageOf = async (url: string) => (await (await fetch(`${url}/v1/usage`)).json()) as UsageJson;
+
 describe('rev13: a key used again once its record expired (Redis)', () => {
   let server: RunningServer;
   let redis: Redis;
@@ -30,15 +42,8 @@ describe('rev13: a key used again once its record expired (Redis)', () => {
     redis?.disconnect();
   });
 
-  const post = async (prompt: string) => {
-    const response = await fetch(`${server.url}/api/messages`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'idempotency-key': 'daily-report' },
-      body: JSON.stringify({ prompt, model: 'local-1' }),
-    });
-    return { status: response.status, json: (await response.json()) as { id: string } };
-  };
-  const usage = async () => (await (await fetch(`${server.url}/v1/usage`)).json()) as UsageJson;
+  const post = (prompt: string) => postReport(server.url, prompt);
+  const usage = () => usageOf(server.url);
 
   // FIXED (was FINDING MEDIUM, billing / message ids): a message id was derived from the
   // storage key alone (`billingTarget`: `msg_` + the key's first 32 characters), so that every
@@ -95,15 +100,8 @@ describe('rev13: a key used again once its record expired (PostgreSQL, bills in 
     await raw.end();
   });
 
-  const post = async (prompt: string) => {
-    const response = await fetch(`${server.url}/api/messages`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'idempotency-key': 'daily-report' },
-      body: JSON.stringify({ prompt, model: 'local-1' }),
-    });
-    return { status: response.status, json: (await response.json()) as { id: string } };
-  };
-  const usage = async () => (await (await fetch(`${server.url}/v1/usage`)).json()) as UsageJson;
+  const post = (prompt: string) => postReport(server.url, prompt);
+  const usage = () => usageOf(server.url);
 
   it('the retention passed (the row stays until deleteExpired): a new message, billed beside the first', async () => {
     const before = await usage();
