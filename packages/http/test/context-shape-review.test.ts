@@ -14,7 +14,8 @@ describe('the handler context (review)', () => {
           keys: Object.keys(context ?? {}).sort(),
           copied: copy.signal instanceof AbortSignal,
           same: copy.signal === context?.signal,
-          originId: copy.originId === context?.originId && /^[0-9a-f]{32}$/.test(copy.originId ?? ''),
+          originId:
+            copy.originId === context?.originId && /^[0-9a-f]{32}$/.test(copy.originId ?? ''),
         });
       },
       { store: createMemoryStore(), scope: 'global' },

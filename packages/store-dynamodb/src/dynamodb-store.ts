@@ -42,6 +42,7 @@ import {
   OWNED_PUT_CONDITION,
   RELEASE_UPDATE,
   RELEASED,
+  STRING_TYPE,
   TYPICAL_KEY_LENGTH,
   TYPICAL_OWNER_LENGTH,
   ttlOf,
@@ -409,7 +410,10 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
           ':ttl': ttlOf(expiresAt),
           ':now': num(now),
         };
-        if (continues) values[':released'] = RELEASED;
+        if (continues) {
+          values[':released'] = RELEASED;
+          values[':string'] = STRING_TYPE;
+        }
         const result =
           attempt === 0
             ? await requests.create(

@@ -44,8 +44,13 @@ const ACQUIRE_SET =
 export const ACQUIRE_BEGIN_UPDATE = `${ACQUIRE_SET}, #og = :owner REMOVE #oc, #oe`;
 export const ACQUIRE_BEGIN_CONDITION = 'attribute_not_exists(#pk) OR #ex <= :now';
 export const ACQUIRE_CONTINUE_UPDATE = `${ACQUIRE_SET}, #og = if_not_exists(#og, #ow) REMOVE #oc, #oe`;
+// The continuing form also holds the origin it carries to what a store writes (absent, or a
+// non-empty string): an item with another (by hand, or corrupted) refuses it, comes back with
+// the refusal and is refused by the reader, so a key this store released, whose upsert is
+// sent without a read, never carries it into a record before anything checked it.
 export const ACQUIRE_CONTINUE_CONDITION =
-  '#ex > :now AND (#st = :released OR (#st = :inProgress AND #lu <= :now AND #ow <> :owner))';
+  '#ex > :now AND (#st = :released OR (#st = :inProgress AND #lu <= :now AND #ow <> :owner)) AND ' +
+  '(attribute_not_exists(#og) OR (attribute_type(#og, :string) AND size(#og) > :zero))';
 // The first acquisition of a key the table has never held (or whose item TTL deleted): a
 // conditional PutItem of the whole record with fence 1, which is what the upsert above would
 // compute there. DynamoDB Local spends less on a PutItem than on an UpdateItem, and so does

@@ -194,7 +194,12 @@ export function decodeItem(schema: ItemSchema, item: Record<string, AttributeVal
     leaseUntil: num(item, names.leaseUntil),
     expiresAt: num(item, names.expiresAt),
   };
-  if (item[names.origin] !== undefined) record.origin = str(item, names.origin);
+  if (item[names.origin] !== undefined) {
+    // No store writes an empty origin (an owner token is never empty).
+    const origin = str(item, names.origin);
+    if (origin === '') throw malformed(`attribute ${names.origin} is empty`);
+    record.origin = origin;
+  }
   if (status === 'completed') {
     const bytes = item[names.outcome]?.B;
     if (bytes === undefined) throw malformed(`completed record without ${names.outcome}`);

@@ -166,6 +166,11 @@ BEGIN
       -- Another acquire inserted it first; the next read (a new snapshot) sees it.
       CONTINUE;
     END IF;
+    -- An empty origin (no store writes one: by hand, or corrupted) would be carried into
+    -- every later acquisition of the record: refused before anything is written.
+    IF r.origin = '' AND o_now < r.expires_at THEN
+      RAISE EXCEPTION 'idem: malformed record % (an empty origin, not written by a store): left as it is', p_key;
+    END IF;
     IF r.status = 'in_progress' AND r.owner = p_owner AND o_now < r.expires_at THEN
       -- This very acquisition, delivered again: same fence, lease renewed.
       o_expires_at := greatest(r.expires_at, o_expires_at);

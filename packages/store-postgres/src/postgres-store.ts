@@ -70,6 +70,12 @@ function toRecord(row: RecordRow): StoredRecord {
     leaseUntil: Number(row.lease_until),
     expiresAt: Number(row.expires_at),
   };
+  if (row.origin === '') {
+    // No store writes one (an acquisition refuses such a row too).
+    throw new StoreUnavailableError(
+      'PostgreSQL returned a malformed record: an empty origin (not written by a store)',
+    );
+  }
   if (row.origin != null) record.origin = row.origin;
   if (row.outcome) record.outcome = row.outcome;
   return record;

@@ -20,7 +20,7 @@ const READ_NOW = `${READ}${NOW}`;
 /**
  * Refuses, before anything is written, a record whose header an operator's write would carry
  * on: a status other than 1..3, a fence that is not a whole number in 0..2^53 - 1, a deadline that is not finite, or owner and fingerprint lengths past
- * the value's end (in format 2, the origin section's too). Such a value was not written by a
+ * the value's end (in format 2, the origin section's too, or an empty origin). Such a value was not written by a
  * store (by hand, or corrupted): a forced release or a delete would turn it into a tombstone
  * (and the fence memory into garbage) while the caller is told it failed, or that it worked.
  */
@@ -28,6 +28,7 @@ const SANE = `if st and not (st >= 1 and st <= 3 and f - f == 0 and f >= 0 and f
   and f <= 9007199254740991 and lu - lu == 0 and ex - ex == 0
   and ${HEADER_BYTES} + ol + fl <= #v
   and (fmt ~= ${ORIGIN_FORMAT} or (${HEADER_BYTES + 4} + ol + fl <= #v
+    and struct.unpack('>I4', v, ${HEADER_BYTES + 1} + ol + fl) > 0
     and ${HEADER_BYTES + 4} + ol + fl + struct.unpack('>I4', v, ${HEADER_BYTES + 1} + ol + fl) <= #v))) then
   return redis.error_reply('idem: malformed record (not written by a store): left as it is')
 end

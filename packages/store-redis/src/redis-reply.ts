@@ -54,6 +54,8 @@ export function toRecord(value: Reply | undefined, copy: boolean): StoredRecord 
     if (fingerprintEnd + 4 > value.length) throw malformed('truncated');
     outcomeStart = fingerprintEnd + 4 + value.readUInt32BE(fingerprintEnd);
     if (outcomeStart > value.length) throw malformed('truncated');
+    // No store writes an empty origin (an owner token is never empty).
+    if (outcomeStart === fingerprintEnd + 4) throw malformed('empty origin');
     origin = value.toString('utf8', fingerprintEnd + 4, outcomeStart);
   }
   const record: StoredRecord = {

@@ -132,10 +132,17 @@ end
 
 /**
  * Lua, inside a block run for a format-2 record `v` only: sets `origin` (declared by the
- * caller) to the token of its origin section, which follows the fingerprint.
+ * caller) to the token of its origin section, which follows the fingerprint. An origin
+ * section that is empty or runs past the value's end (no store writes either: by hand, or
+ * corrupted) returns an error before the caller writes anything: taken as found, a cut or
+ * empty origin was carried into a well-formed record.
  */
 export const CARRIED_ORIGIN = `local at = ${HEADER_BYTES + 1} + ol + fl
-    origin = string.sub(v, at + 4, at + 3 + struct.unpack('>I4', v, at))`;
+    local n = #v >= at + 3 and struct.unpack('>I4', v, at) or 0
+    if n == 0 or at + 3 + n > #v then
+      return redis.error_reply('idem: malformed record (origin section): left as it is')
+    end
+    origin = string.sub(v, at + 4, at + 3 + n)`;
 
 /**
  * The value of a format-2 record: header, owner, fingerprint and the origin section (the
@@ -301,6 +308,10 @@ if st then
   if now < ex then
     if st == 1 then
       if string.sub(v, ${HEADER_BYTES + 1}, ${HEADER_BYTES} + ol) == ARGV[2] then
+        -- The origin first: a malformed one is refused before anything is written.
+        if fmt == ${ORIGIN_FORMAT} then
+          ${CARRIED_ORIGIN}
+        end
         ${ACQUIRE_DURATIONS}
         redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
         ${REMEMBER}
@@ -311,9 +322,6 @@ if st then
           redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
         else
           redis.call('SETRANGE', KEYS[1], 0, head)
-        end
-        if fmt == ${ORIGIN_FORMAT} then
-          ${CARRIED_ORIGIN}
         end
         return {1, f, leaseUntil, 0, origin}
       end

@@ -125,13 +125,26 @@ export function createPostgresLedger(
       // A keyed bill without its record's key (a caller outside the app's metering) is
       // staged by its message id: no completion finds it, and it ages out.
       const key = recordKey ?? entry.messageId;
-      const found = pending.get(key)?.entry;
-      // A bill staged for another message under this record's key is an earlier logical
-      // request's (the key used again after its retention), whose execution can no longer
-      // complete: this one takes its slot, whatever their fences.
+      const staged = pending.get(key);
+      const found = staged?.entry;
       const current = found?.messageId === entry.messageId ? found : undefined;
       if (current && current.fence > entry.fence)
         throw new StaleFenceError(entry.messageId, entry.fence, current.fence);
+      // A bill staged for another message under this record's key belongs to another logical
+      // request (the key used again after its retention). The record's fence keeps growing
+      // across them (its row expires in place), so the one with the lower fence is the
+      // earlier request's, whose execution can no longer complete: a lower-fenced bill arriving
+      // late (a retry of it) is stale and never takes the later request's slot, which its
+      // completion needs; the later request's bill takes the earlier one's. A bill staged
+      // longer ago than an execution can complete is dead and gives its slot up to any.
+      if (
+        staged &&
+        found &&
+        !current &&
+        found.fence > entry.fence &&
+        staged.at > now() - stagedForMs
+      )
+        throw new StaleFenceError(entry.messageId, entry.fence, found.fence);
       if (current && current.fence === entry.fence) return 'duplicate';
       // Bounded, and never by dropping a live bill: its execution would then complete
       // unbilled (`completingWithBills` completes a record with no staged bill as it is).
