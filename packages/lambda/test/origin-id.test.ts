@@ -19,7 +19,7 @@ describe.each(storeKinds)('originId on %s: one id per logical request', (kind) =
     const seen: string[] = [];
     let fail = true;
     const handler = makeIdempotent(
-      async (event: Ev, _ctx: Context, idem) => {
+      async (_event: Ev, _ctx: Context, idem) => {
         seen.push(idem.originId);
         if (fail) {
           fail = false;
