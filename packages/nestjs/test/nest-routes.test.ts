@@ -46,7 +46,13 @@ class ChargesController {
   @Post('charges')
   @Idempotent()
   charge(@Body() body: unknown, @IdemContext() idem: IdempotencyContext | undefined) {
-    return { n: count('charges'), body, key: idem?.key, fence: idem?.fence };
+    return {
+      n: count('charges'),
+      body,
+      key: idem?.key,
+      fence: idem?.fence,
+      originId: idem?.originId,
+    };
   }
 
   @Put('items/:id')
@@ -160,10 +166,15 @@ describe.each<Platform>(['express', 'fastify'])('@idem/nestjs on platform-%s', (
       expect(calls.get('charges') ?? 0).toBe(before);
     });
 
-    it('hands the handler the key and fence through @IdemContext()', async () => {
+    it('hands the handler the key, fence and originId through @IdemContext()', async () => {
       const k = key();
       const answer = json(await post('/charges', { key: k, headers: user({ id: 'erin' }) }));
       expect(answer).toMatchObject({ key: k, fence: expect.any(Number) });
+      expect((answer as { originId: string }).originId).toMatch(/^[0-9a-f]{32}$/);
+      const other = json(await post('/charges', { key: key(), headers: user({ id: 'erin' }) }));
+      expect((other as { originId: string }).originId).not.toBe(
+        (answer as { originId: string }).originId,
+      );
     });
   });
 
