@@ -50,6 +50,8 @@ export function createMemoryAdmin(table: RecordTable, clock: Clock): StoreAdmin 
     async delete(key) {
       const slot = table.live(key, readClock(clock));
       if (slot) table.remove(slot);
+      // The origin an eviction kept goes too: a later acquisition begins a new request.
+      table.forgetRemnantAt(key);
       return slot !== undefined;
     },
   });

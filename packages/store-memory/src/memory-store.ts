@@ -96,15 +96,28 @@ export interface MemoryStoreOptions {
    * of overhead, and its outcome bytes plus 512 (an in-progress record reserves room for a
    * 1 KiB outcome). When a new record or an outcome does not fit (in entries or bytes), the store
    * frees room in this order: expired records, then released tombstones, then in-progress
-   * records whose lease has passed. It MUST NOT drop a completed record within its
-   * retention or a live lease: when only those remain, `acquire` and `complete` throw
-   * `StoreFullError` and change nothing. A `complete` with an outcome of at most 1 KiB
+   * records whose lease has passed. A tombstone or passed lease evicted within its
+   * retention leaves a remnant until then (its key and origin, about 300 bytes, no entry):
+   * the retry or takeover that acquires the key next carries its logical request on (the
+   * same `originId`, and a takeover when it was in progress), as without the eviction. It
+   * MUST NOT drop a completed record within its retention, a live lease or a remnant before
+   * its expiry (unless `forgetOriginsWhenFull`): when only those remain, `acquire` and
+   * `complete` throw `StoreFullError` and change nothing. A `complete` with an outcome of at most 1 KiB
    * never fails for room. An `acquire` also keeps room for one typical outcome of each
    * record in progress (a moving average of recent outcome sizes): a new key is refused
    * before it runs rather than its outcome after.
    * @default 134_217_728 (128 MiB)
    */
   maxBytes?: number;
+  /**
+   * When only completed records within retention, live leases and remnants are left and a
+   * record or outcome needs bytes, evict the remnants that expire first instead of
+   * answering `StoreFullError`: the retry of such a request then begins a new logical request
+   * (another `originId`, not a takeover). For a store that must keep taking new keys
+   * through a flood of failing requests, at the price of the origin of the oldest failed
+   * ones. See `maxBytes`. @default false
+   */
+  forgetOriginsWhenFull?: boolean;
   /**
    * Largest encoded outcome accepted, in bytes; a larger one gets `OutcomeTooLargeError`
    * before anything is written. At most `maxBytes`.
@@ -122,7 +135,10 @@ export interface MemoryStoreOptions {
 export interface MemoryStore extends IdempotencyStore {
   /** Number of records held, expired ones not yet swept included. */
   readonly size: number;
-  /** Bytes accounted to the records held (see `maxBytes`); never more than `maxBytes`. */
+  /**
+   * Bytes accounted to the records and remnants held (see `maxBytes`); never more than
+   * `maxBytes`.
+   */
   readonly bytes: number;
   /** Removes expired records now; returns how many. */
   sweep(): number;
@@ -256,7 +272,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   if (maxOutcomeBytes > maxBytes) {
     throw new InvalidInputError('maxOutcomeBytes must not exceed maxBytes');
   }
-  const table = new RecordTable(maxEntries, maxBytes);
+  const forgetOrigins = options.forgetOriginsWhenFull ?? false;
+  if (typeof forgetOrigins !== 'boolean') {
+    throw new InvalidInputError('forgetOriginsWhenFull must be a boolean');
+  }
+  const table = new RecordTable(maxEntries, maxBytes, forgetOrigins);
   const headroom = new OutcomeHeadroom();
   const capabilities: StoreCapabilities = { clock: 'injectable', maxOutcomeBytes };
 
@@ -317,9 +337,11 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     // No record, a tombstone or a passed lease: the new record takes its place.
     const fence = (found ? found.record.fence : table.fenceFloor) + 1;
     const owner = engine ? input.owner : copied(input.owner);
-    // A live record (a passed lease, a tombstone) continues its logical request; a free key
-    // (none, or expired: `live` answers none) begins one.
-    const origin = found ? found.origin : owner;
+    // What a tombstone or passed lease evicted within its retention left (see Remnant).
+    const remnant = found ? undefined : table.remnant(input.key, now);
+    // A live record (a passed lease, a tombstone, or the remnant of one) continues its
+    // logical request; a free key (none, or expired: `live` answers none) begins one.
+    const origin = found ? found.origin : remnant ? remnant.origin : owner;
     const record: HeldRecord = {
       status: 'in_progress',
       fingerprint: copied(input.fingerprint),
@@ -334,7 +356,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     // this one included (see OutcomeHeadroom). Made around the record replaced: refused, it
     // stays (its owner may complete).
     const replaced = found?.status === 'in_progress' ? 1 : 0;
-    const base = found ? slot.cost - found.cost : slot.cost;
+    // The remnant goes when the record is inserted (in bytes only: it holds no entry).
+    const base = slot.cost - (found ? found.cost : remnant ? remnant.cost : 0);
     const needed = () =>
       base + headroom.spare(table.inProgress - replaced, maxBytes - slot.cost, now);
     const room = found ? table.makeRoom(now, 0, needed, found) : table.makeRoom(now, 1, needed);
@@ -346,7 +369,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       kind: 'acquired',
       fence,
       leaseUntil,
-      takeover: found?.record.status === 'in_progress',
+      takeover: found ? found.record.status === 'in_progress' : remnant?.takeover === true,
       origin,
     };
   };

@@ -110,6 +110,35 @@ export function costOf(
   return RECORD_OVERHEAD_BYTES + strings + payload;
 }
 
+/**
+ * Estimated bytes one {@link Remnant} costs beyond its key and origin strings (the remnant
+ * object, its map entry and its queue entry). Measured with `scripts/record-overhead.mjs`
+ * (case `evicted`); kept on the safe side.
+ */
+export const REMNANT_OVERHEAD_BYTES = 256;
+
+/**
+ * What an evicted live record (a released tombstone or a passed lease, within its retention)
+ * leaves behind until its `expiresAt`: the origin of its logical request, so that the retry
+ * or the takeover that acquires the key next carries it on (the store contract's "Origin"),
+ * and whether it was in progress (that acquisition is then a takeover). Its fence lives on in
+ * the table's fence floor. A remnant is never evicted before it expires: the table frees
+ * room by turning records into remnants, which cost far less (their overhead and two strings
+ * against a record's overhead, four strings and its outcome reserve).
+ */
+export class Remnant {
+  /** Position in the queue by expiry (-1: not in it). */
+  expiryAt = -1;
+
+  constructor(
+    readonly key: string,
+    readonly origin: string,
+    readonly expiresAt: number,
+    readonly takeover: boolean,
+    readonly cost: number,
+  ) {}
+}
+
 /** A slot for a record at `key` (not yet in any table). */
 export function newSlot(key: string, record: HeldRecord): Slot {
   return new Slot(key, record);
@@ -143,15 +172,29 @@ export class RecordTable {
       slot.releaseAt = at;
     },
   );
+  /** Remnants of evicted live records by key (never a key the table holds a slot for). */
+  private readonly remnants = new Map<string, Remnant>();
+  private readonly remnantsByExpiry = new DeadlineHeap<Remnant>(
+    (remnant) => remnant.expiryAt,
+    (remnant, at) => {
+      remnant.expiryAt = at;
+    },
+  );
   private releases = 0;
-  /** Sum of every slot's cost. */
+  /** Sum of every slot's and every remnant's cost. */
   bytes = 0;
   /** Highest fence of every forgotten record: a new record starts above it. */
   fenceFloor = 0;
 
+  /**
+   * @param forgetOrigins when only live records and remnants are left and bytes are short,
+   * evict the oldest remnants too (their origins are forgotten) instead of refusing
+   * (`MemoryStoreOptions.forgetOriginsWhenFull`).
+   */
   constructor(
     private readonly maxEntries: number,
     private readonly maxBytes: number,
+    private readonly forgetOrigins = false,
   ) {}
 
   get size(): number {
@@ -163,9 +206,39 @@ export class RecordTable {
     return this.byLease.length;
   }
 
-  /** Entries in the eviction queues (never more than three a record). */
+  /** Entries in the eviction queues (never more than three a record and one a remnant). */
   get queued(): number {
-    return this.byExpiry.length + this.byLease.length + this.byRelease.length;
+    return (
+      this.byExpiry.length +
+      this.byLease.length +
+      this.byRelease.length +
+      this.remnantsByExpiry.length
+    );
+  }
+
+  /** Remnants held (see {@link Remnant}), expired ones not yet swept included. */
+  get remnantCount(): number {
+    return this.remnants.size;
+  }
+
+  /**
+   * The remnant at `key` unless it has expired at `now` (an expired one is removed). Only a
+   * key without a live slot has one.
+   */
+  remnant(key: string, now: number): Remnant | undefined {
+    if (this.remnants.size === 0) return undefined;
+    const remnant = this.remnants.get(key);
+    if (remnant && now >= remnant.expiresAt) {
+      this.forgetRemnant(remnant);
+      return undefined;
+    }
+    return remnant;
+  }
+
+  /** Forgets the remnant at `key`, if any (an operator's `delete`: the origin goes too). */
+  forgetRemnantAt(key: string): void {
+    const remnant = this.remnants.get(key);
+    if (remnant) this.forgetRemnant(remnant);
   }
 
   /** The slot at `key` unless it has expired at `now` (an expired one is removed). */
@@ -178,8 +251,9 @@ export class RecordTable {
     return slot;
   }
 
-  /** Adds a record at a key that has none. */
+  /** Adds a record at a key that has none; the key's remnant, if any, goes (the record carries its origin on). */
   insert(slot: Slot): void {
+    if (this.remnants.size > 0) this.forgetRemnantAt(slot.key);
     this.slots.set(slot.key, slot);
     this.bytes += slot.cost;
     this.track(slot);
@@ -212,18 +286,19 @@ export class RecordTable {
     this.track(slot);
   }
 
-  /** Forgets a record, raising the fence floor to its fence. */
-  remove(slot: Slot): void {
+  /** Forgets a record, raising the fence floor to its fence; false if the table did not hold it. */
+  remove(slot: Slot): boolean {
     // Out of the queues first, whatever the map says: an eviction loop that meets a slot
     // the table no longer holds still makes progress (it cannot happen today, see
     // test/record-table-property.test.ts; this keeps a future slip from looping for ever).
     this.byExpiry.delete(slot);
     this.byLease.delete(slot);
     this.byRelease.delete(slot);
-    if (this.slots.get(slot.key) !== slot) return;
+    if (this.slots.get(slot.key) !== slot) return false;
     this.slots.delete(slot.key);
     this.bytes -= slot.cost;
     if (slot.fence > this.fenceFloor) this.fenceFloor = slot.fence;
+    return true;
   }
 
   /** Whether `entries` more records and `bytes` more bytes would fit now. */
@@ -232,10 +307,13 @@ export class RecordTable {
   }
 
   /**
-   * Frees room for `entries` records and `bytes` bytes: expired records first, then released
-   * tombstones (oldest release first), then in-progress records whose lease has passed
-   * (oldest lease first), never `keep`. Returns false when that is not enough: what is left
-   * is live leases and completed records within retention, which are never dropped. What
+   * Frees room for `entries` records and `bytes` bytes: expired remnants and records first,
+   * then released tombstones (oldest release first), then in-progress records whose lease
+   * has passed (oldest lease first), never `keep`. A tombstone or passed lease evicted (both
+   * within their retention) leaves a {@link Remnant} in its place, which costs bytes but no
+   * entry. Then, with `forgetOrigins` and bytes short, the remnants that expire first.
+   * Returns false when that is not enough: what is left is live leases, completed records
+   * within retention and remnants, which are never dropped before they expire. What
    * could not fit even beside `keep` alone is refused before anything is evicted, and passed
    * leases evicted by a call that is refused in the end are put back as they were: their
    * owners may only be late (a held event loop) and can still renew or complete, which an
@@ -253,14 +331,25 @@ export class RecordTable {
     let passed: Slot[] | undefined;
     let floorOfOthers = this.fenceFloor;
     while (!this.fits(entries, needed())) {
+      if (this.evictExpiredRemnant(now)) continue;
       const other = this.evictExpired(now) ?? this.evictTombstone(keep);
       if (other !== undefined) {
         if (other.fence > floorOfOthers) floorOfOthers = other.fence;
         continue;
       }
       const lease = this.evictPassedLease(now, keep);
+      // Remnants hold bytes, no entry: forgotten (when allowed) only where bytes are short.
+      if (
+        lease === undefined &&
+        this.forgetOrigins &&
+        this.slots.size + entries <= this.maxEntries &&
+        this.evictOldestRemnant()
+      ) {
+        continue;
+      }
       if (lease === undefined) {
         if (passed !== undefined) {
+          // Each takes its remnant's place again (insert forgets it).
           for (const slot of passed) this.insert(slot);
           this.fenceFloor = floorOfOthers;
         }
@@ -272,10 +361,11 @@ export class RecordTable {
     return true;
   }
 
-  /** Removes every record expired at `now`; returns how many. */
+  /** Removes every record and remnant expired at `now`; returns how many records. */
   sweep(now: number): number {
     let removed = 0;
     while (this.evictExpired(now) !== undefined) removed++;
+    while (this.evictExpiredRemnant(now));
     return removed;
   }
 
@@ -294,17 +384,57 @@ export class RecordTable {
     return slot;
   }
 
+  private evictOldestRemnant(): boolean {
+    const remnant = this.remnantsByExpiry.peek();
+    if (remnant === undefined) return false;
+    this.forgetRemnant(remnant);
+    return true;
+  }
+
+  private evictExpiredRemnant(now: number): boolean {
+    const remnant = this.remnantsByExpiry.peek();
+    if (remnant === undefined || now < remnant.expiresAt) return false;
+    this.forgetRemnant(remnant);
+    return true;
+  }
+
+  // A tombstone or passed lease is evicted only when no record has expired (the queue by
+  // expiry is taken first), so it is within its retention: it leaves a remnant.
   private evictTombstone(keep: Slot | undefined): Slot | undefined {
     const slot = this.byRelease.peekExcept(keep);
     if (slot === undefined) return undefined;
-    this.remove(slot);
+    this.evictLive(slot);
     return slot;
   }
 
   private evictPassedLease(now: number, keep: Slot | undefined): Slot | undefined {
     const slot = this.byLease.peekExcept(keep);
     if (slot === undefined || now < slot.leaseUntil) return undefined;
-    this.remove(slot);
+    this.evictLive(slot);
     return slot;
+  }
+
+  /** Removes a live slot, leaving its remnant (which costs less: see {@link Remnant}). */
+  private evictLive(slot: Slot): void {
+    // A slot the table no longer holds (see remove) leaves nothing: its key is another's.
+    if (!this.remove(slot)) return;
+    const cost = REMNANT_OVERHEAD_BYTES + stringBytes(slot.key) + stringBytes(slot.origin);
+    const remnant = new Remnant(
+      slot.key,
+      slot.origin,
+      slot.expiresAt,
+      slot.status === 'in_progress',
+      cost,
+    );
+    this.remnants.set(slot.key, remnant);
+    this.remnantsByExpiry.set(remnant, remnant.expiresAt);
+    this.bytes += cost;
+  }
+
+  private forgetRemnant(remnant: Remnant): void {
+    this.remnantsByExpiry.delete(remnant);
+    if (this.remnants.get(remnant.key) !== remnant) return;
+    this.remnants.delete(remnant.key);
+    this.bytes -= remnant.cost;
   }
 }

@@ -92,19 +92,12 @@ describe('originrev: one originId per logical request through the engine (memory
 });
 
 describe('originrev: eviction and the origin (memory store)', () => {
-  // FINDING (MEDIUM): the memory store evicts released tombstones and passed leases when it
-  // is full (README "Eviction"), and with them their origin: the retry of the same logical
-  // request, within the record's retention, then begins a new origin and gets another
-  // originId. Before origins, an application naming its effects by the storage key (as
-  // llm-api did) kept one name across that retry; now a retry after an eviction bills a
-  // second message (llm-api's memory backend) although the contract says a retry after a
-  // failure and a takeover after a crash keep the originId. The fence floor keeps fences
-  // growing across eviction; nothing keeps origins. Fix (a design choice, not local): keep
-  // the origin of an evicted live record (e.g. evict only a tombstone's or passed lease's
-  // outcome reserve and keep a small origin-only tombstone, accounted), or never evict live
-  // tombstones and passed leases within retention (StoreFullError instead), or at least
-  // document in the README and in core's originId that an eviction ends the logical request.
-  it.fails('a retry after its released tombstone was evicted keeps the originId (fails: a new one)', async () => {
+  // FINDING (MEDIUM, fixed): the memory store evicts released tombstones and passed leases
+  // when it is full (README "Eviction"), and with them it forgot their origin: the retry of
+  // the same logical request, within the record's retention, began a new origin and got
+  // another originId (on llm-api's memory backend: a second bill). An evicted live record now
+  // leaves a remnant (its origin, until its retention ends) that the next acquisition carries on.
+  it('a retry after its released tombstone was evicted keeps the originId', async () => {
     const clock = new ManualClock(1_000_000_000);
     const store = createMemoryStore({ clock, maxEntries: 2, sweepIntervalMs: 0 });
     const idem = createIdempotency<string>({
@@ -138,7 +131,7 @@ describe('originrev: eviction and the origin (memory store)', () => {
     expect(seen[1]).toBe(seen[0]);
   });
 
-  it.fails('a takeover after the passed lease was evicted keeps the origin (fails: the taker begins a new one)', async () => {
+  it('a takeover after the passed lease was evicted keeps the origin, and is a takeover', async () => {
     const clock = new ManualClock(1_000_000_000);
     const store = createMemoryStore({ clock, maxEntries: 2, sweepIntervalMs: 0 });
     const input = (key: string, owner: string) => ({
@@ -159,6 +152,7 @@ describe('originrev: eviction and the origin (memory store)', () => {
     expect(await store.acquire(input('a', 'taker'))).toMatchObject({
       kind: 'acquired',
       origin: 'crashed',
+      takeover: true,
     });
   });
 });

@@ -17,30 +17,65 @@ function heapAfterCollection(): number {
 }
 
 describe('a full store under churn', () => {
-  it('a flood of released keys keeps the heap near maxBytes: evicted records are not kept alive by the queues', async () => {
+  const floodOf = (store: ReturnType<typeof createMemoryStore>) => async () => {
+    const key = randomBytes(32).toString('base64url');
+    const owner = randomUUID();
+    const fingerprint = randomBytes(32).toString('base64url');
+    await store.acquire({ key, owner, fingerprint, leaseMs: 30_000, retentionMs: RETENTION_MS });
+    await store.release({ key, owner, retentionMs: RETENTION_MS });
+  };
+
+  it('a flood of released keys fills the store with remnants, then STORE_FULL; the heap stays near maxBytes', async () => {
     const maxBytes = 16 * MiB;
     const clock = new ManualClock();
     const before = heapAfterCollection();
     const store = createMemoryStore({ clock, maxBytes, sweepIntervalMs: 0 });
-    const flood = async () => {
-      const key = randomBytes(32).toString('base64url');
-      const owner = randomUUID();
-      const fingerprint = randomBytes(32).toString('base64url');
-      await store.acquire({ key, owner, fingerprint, leaseMs: 30_000, retentionMs: RETENTION_MS });
-      await store.release({ key, owner, retentionMs: RETENTION_MS });
-    };
+    const flood = floodOf(store);
+    let admitted = 0;
+    let refused: unknown;
+    while (refused === undefined && admitted < 200_000) {
+      try {
+        await flood();
+        admitted++;
+      } catch (error) {
+        refused = error;
+      }
+    }
+    expect(refused).toBeInstanceOf(StoreFullError);
+    // About three times the tombstones that fit: each evicted one leaves a third of its bytes.
+    const tombstones = Math.floor(maxBytes / 1_000);
+    expect(admitted).toBeGreaterThan(2 * tombstones);
+    expect(store.bytes).toBeLessThanOrEqual(maxBytes);
+    const grown = heapAfterCollection() - before;
+    // Accounted bytes are an estimate of the real cost (scripts/record-overhead.mjs); evicted
+    // records left in the eviction queues used to double it.
+    expect(grown).toBeLessThan(1.25 * maxBytes);
+    // The refusal ends by itself when the retentions pass.
+    clock.advance(RETENTION_MS + 30_000);
+    await flood();
+  });
+
+  it('with forgetOriginsWhenFull, a flood of released keys turns over for ever and the heap stays near maxBytes', async () => {
+    const maxBytes = 8 * MiB;
+    const clock = new ManualClock();
+    const before = heapAfterCollection();
+    const store = createMemoryStore({
+      clock,
+      maxBytes,
+      sweepIntervalMs: 0,
+      forgetOriginsWhenFull: true,
+    });
+    const flood = floodOf(store);
     let full = 0;
     while (store.size > full || full === 0) {
       full = store.size;
       await flood();
     }
-    // Every new key now evicts the oldest tombstone: three store-fulls of turnover.
-    for (let i = 0; i < 3 * full; i++) await flood();
-    expect(store.size).toBe(full);
+    // Every new key now evicts the oldest tombstone, and remnants fill the bytes until the
+    // oldest go: several store-fulls of turnover, none refused.
+    for (let i = 0; i < 2 * Math.floor(maxBytes / 300); i++) await flood();
     expect(store.bytes).toBeLessThanOrEqual(maxBytes);
     const grown = heapAfterCollection() - before;
-    // Accounted bytes are an estimate of the real cost (scripts/record-overhead.mjs); evicted
-    // records left in the eviction queues used to double it.
     expect(grown).toBeLessThan(1.25 * maxBytes);
   });
 

@@ -2,7 +2,14 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HeldRecord, Slot } from '../src/record-table.js';
 import { newSlot, RecordTable } from '../src/record-table.js';
-import { checkTable, guardLoops, slotAt, slotsOf } from './table-invariants.js';
+import {
+  checkTable,
+  guardLoops,
+  remnantAt,
+  remnantsOf,
+  slotAt,
+  slotsOf,
+} from './table-invariants.js';
 
 const numRuns = Number(process.env.IDEM_PROPERTY_RUNS) || 100;
 
@@ -104,8 +111,9 @@ describe('RecordTable under random calls (model-based)', () => {
         fc.array(opArb, { minLength: 20, maxLength: 150, size: 'max' }),
         fc.integer({ min: 1, max: 6 }),
         fc.integer({ min: 3_000, max: 24_000 }),
-        (ops, maxEntries, maxBytes) => {
-          const table = new RecordTable(maxEntries, maxBytes);
+        fc.boolean(),
+        (ops, maxEntries, maxBytes, forgetOrigins) => {
+          const table = new RecordTable(maxEntries, maxBytes, forgetOrigins);
           let now = 1_000_000;
           let owners = 0;
           const gone: Slot[] = [];
@@ -115,6 +123,7 @@ describe('RecordTable under random calls (model-based)', () => {
           for (const step of ops) {
             const k = 'key' in step ? (KEYS[step.key] as string) : '';
             const before = slotsOf(table);
+            const remnantsBefore = remnantsOf(table);
             if (step.op === 'advance') now += step.ms;
             else if (step.op === 'live') {
               const slot = table.live(k, now);
@@ -126,6 +135,8 @@ describe('RecordTable under random calls (model-based)', () => {
               if (slotAt(table, k) === undefined) {
                 const fence = table.fenceFloor + 1;
                 table.insert(newSlot(k, recordOf(step.shape, now, fence, `o${++owners}`)));
+                // The record takes the place of the key's remnant.
+                expect(remnantAt(table, k)).toBeUndefined();
               }
             } else if (step.op === 'replace') {
               // Same key, fingerprint, owner and fence; any status, any deadlines.
@@ -159,6 +170,24 @@ describe('RecordTable under random calls (model-based)', () => {
                 expect(droppable(slot, now), `makeRoom evicted live ${slot.key}`).toBe(true);
               }
               if (keep) expect(after.has(keep)).toBe(true);
+              // A live record evicted leaves its origin in a remnant (unless forgotten in
+              // turn, which only forgetOrigins allows); a live remnant is never dropped but
+              // with forgetOrigins, or for the record that took its key.
+              for (const slot of before) {
+                if (after.has(slot) || now >= slot.record.expiresAt) continue;
+                const remnant = remnantAt(table, slot.key);
+                if (!forgetOrigins || remnant) {
+                  expect(remnant?.origin, `no remnant for ${slot.key}`).toBe(slot.origin);
+                  expect(remnant?.takeover).toBe(slot.record.status === 'in_progress');
+                  expect(remnant?.expiresAt).toBe(slot.record.expiresAt);
+                }
+              }
+              if (!forgetOrigins)
+                for (const remnant of remnantsBefore)
+                  if (now < remnant.expiresAt)
+                    expect(remnantAt(table, remnant.key), `dropped remnant ${remnant.key}`).toBe(
+                      remnant,
+                    );
               if (made) expect(table.fits(step.entries, step.bytes)).toBe(true);
               else {
                 const tooBig =
@@ -171,6 +200,9 @@ describe('RecordTable under random calls (model-based)', () => {
                   slot.record.status === 'in_progress' &&
                   now >= slot.record.leaseUntil &&
                   now < slot.record.expiresAt;
+                // Refused with forgetOrigins: no remnant is left where bytes were short.
+                if (!tooBig && forgetOrigins && slotsOf(table).length + step.entries <= maxEntries)
+                  expect(remnantsOf(table)).toEqual([]);
                 if (!tooBig)
                   for (const slot of after)
                     if (slot !== keep && !passedLease(slot))

@@ -1,5 +1,12 @@
 import type { DeadlineHeap } from '../src/deadline-heap.js';
-import { RecordTable, recordCost, type Slot } from '../src/record-table.js';
+import {
+  REMNANT_OVERHEAD_BYTES,
+  RecordTable,
+  type Remnant,
+  recordCost,
+  type Slot,
+  stringBytes,
+} from '../src/record-table.js';
 
 /** What the tests read of a table's private state. */
 interface TableInside {
@@ -7,6 +14,8 @@ interface TableInside {
   byExpiry: DeadlineHeap<Slot>;
   byLease: DeadlineHeap<Slot>;
   byRelease: DeadlineHeap<Slot>;
+  remnants: Map<string, Remnant>;
+  remnantsByExpiry: DeadlineHeap<Remnant>;
 }
 
 /** What the tests read of a heap's private state. */
@@ -91,6 +100,39 @@ export function checkTable(table: RecordTable, gone: Iterable<Slot> = []): void 
       () => `${key} (${status}) in byRelease: ${released.has(slot)}`,
     );
   }
+  // Remnants: one a key the table holds no slot for, each once in its queue by expiry, at
+  // the cost of its overhead and two strings.
+  const { remnants, remnantsByExpiry } = inside(table);
+  const { deadlines, items } = remnantsByExpiry as unknown as {
+    deadlines: number[];
+    items: Remnant[];
+  };
+  check(
+    items.length === remnants.size && deadlines.length === items.length,
+    () => `remnantsByExpiry: ${items.length} items, ${remnants.size} remnants`,
+  );
+  for (let i = 0; i < items.length; i++) {
+    const remnant = items[i] as Remnant;
+    check(remnants.get(remnant.key) === remnant, () => `remnant ${remnant.key} not in the map`);
+    check(remnant.expiryAt === i, () => `remnant ${remnant.key} says it is at ${remnant.expiryAt}`);
+    check(
+      deadlines[i] === remnant.expiresAt,
+      () => `remnant ${remnant.key}: deadline ${deadlines[i]}`,
+    );
+    if (i > 0)
+      check(
+        (deadlines[(i - 1) >> 1] as number) <= (deadlines[i] as number),
+        () => `remnantsByExpiry: heap order broken at ${i}`,
+      );
+  }
+  for (const [key, remnant] of remnants) {
+    check(!slots.has(key), () => `${key} has both a slot and a remnant`);
+    check(
+      remnant.cost === REMNANT_OVERHEAD_BYTES + stringBytes(key) + stringBytes(remnant.origin),
+      () => `remnant ${key}: cost ${remnant.cost}`,
+    );
+    bytes += remnant.cost;
+  }
   check(table.bytes === bytes, () => `bytes ${table.bytes}, sum of the costs ${bytes}`);
   for (const slot of gone) {
     if (slots.get(slot.key) === slot) continue;
@@ -111,6 +153,16 @@ export function slotAt(table: RecordTable, key: string): Slot | undefined {
   return inside(table).slots.get(key);
 }
 
+/** The table's remnant at `key`, expired or not. */
+export function remnantAt(table: RecordTable, key: string): Remnant | undefined {
+  return inside(table).remnants.get(key);
+}
+
+/** Every remnant in the table. */
+export function remnantsOf(table: RecordTable): Remnant[] {
+  return [...inside(table).remnants.values()];
+}
+
 /** Every slot in the table. */
 export function slotsOf(table: RecordTable): Slot[] {
   return [...inside(table).slots.values()];
@@ -123,7 +175,7 @@ export class UnboundedLoopError extends Error {}
  * Counts the iterations of the table's eviction loops on every `RecordTable` (each
  * `makeRoom` iteration calls `fits` once; each `sweep` iteration calls `evictExpired` once)
  * and throws {@link UnboundedLoopError} as soon as one call runs more iterations than the
- * records it could evict plus two: a loop that would never end fails the test instead of
+ * records and remnants it could evict plus two: a loop that would never end fails the test instead of
  * hanging it. `most()` is the most iterations one call took.
  */
 export function guardLoops(): { restore: () => void; most: () => number } {
@@ -134,6 +186,7 @@ export function guardLoops(): { restore: () => void; most: () => number } {
     sweep: proto.sweep as Method,
     fits: proto.fits as Method,
     evictExpired: proto.evictExpired as Method,
+    evictExpiredRemnant: proto.evictExpiredRemnant as Method,
   };
   let counting: 'fits' | 'evictExpired' | undefined;
   let budget = 0;
@@ -143,7 +196,8 @@ export function guardLoops(): { restore: () => void; most: () => number } {
     function (this: RecordTable, ...args) {
       if (counting !== undefined) throw new Error('eviction loops do not nest');
       counting = counted;
-      budget = this.size + 2;
+      // Each record evicted may leave a remnant that is evicted in turn (forgetOrigins).
+      budget = 2 * this.size + this.remnantCount + 2;
       used = 0;
       try {
         return original.apply(this, args);
@@ -168,6 +222,7 @@ export function guardLoops(): { restore: () => void; most: () => number } {
   proto.sweep = loop(saved.sweep, 'evictExpired');
   proto.fits = counted(saved.fits, 'fits');
   proto.evictExpired = counted(saved.evictExpired, 'evictExpired');
+  proto.evictExpiredRemnant = counted(saved.evictExpiredRemnant, 'evictExpired');
   return {
     restore: () => Object.assign(proto, saved),
     most: () => most,
