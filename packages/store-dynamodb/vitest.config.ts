@@ -5,6 +5,8 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 export default defineConfig({
   test: {
+    // Files share their worker processes (README "Tests"): about half the CPU of one process a file.
+    isolate: false,
     include: ['test/**/*.test.ts'],
     // Starts DynamoDB Local (or uses DYNAMODB_ENDPOINT) and creates this run's tables.
     globalSetup: ['test/global-setup.ts'],

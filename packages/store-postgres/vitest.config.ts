@@ -3,6 +3,8 @@ import { firstFiles } from '../../scripts/vitest-first-files.js';
 
 export default defineConfig({
   test: {
+    // Files share their worker processes (README "Tests"): about half the CPU of one process a file.
+    isolate: false,
     include: ['test/**/*.test.ts'],
     // The fault test runs alone afterwards (vitest.fault.config.ts): its worker processes
     // would starve the short real leases of the other files on a 2-core machine.

@@ -13,6 +13,8 @@ if (ioredisMajor !== '5' && ioredisMajor !== '6') {
 export default defineConfig({
   resolve: ioredisMajor === '6' ? { alias: { ioredis: 'ioredis6' } } : {},
   test: {
+    // Files share their worker processes (README "Tests"): about half the CPU of one process a file.
+    isolate: false,
     include: ['test/**/*.test.ts'],
     // One Redis Cluster for the whole run, started and torn down here.
     globalSetup: ['test/global-setup.ts'],
