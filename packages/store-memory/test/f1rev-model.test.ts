@@ -48,8 +48,15 @@ const RETENTIONS = [0, 1, 3_000, 3_000];
 
 type Who = { kind: 'fresh'; long: boolean } | { kind: 'last' } | { kind: 'stale'; index: number };
 type Op =
-  | { op: 'acquire'; key: number; who: Who; form: 'plain' | 'view' | 'latin1'; retention: number }
-  | { op: 'release' | 'extend'; key: number; who: Who; retention: number }
+  | {
+      op: 'acquire';
+      key: number;
+      who: Who;
+      form: 'plain' | 'view' | 'latin1';
+      retention: number;
+      lease?: number;
+    }
+  | { op: 'release' | 'extend'; key: number; who: Who; retention: number; lease?: number }
   | { op: 'complete'; key: number; who: Who; size: number; same: boolean; retention: number }
   | { op: 'forceRelease' | 'delete' | 'get'; key: number }
   | { op: 'sweep' }
@@ -58,6 +65,8 @@ type Op =
 
 const key = fc.nat(KEYS.length - 1);
 const retention = fc.constantFrom(...RETENTIONS);
+// Mostly the usual lease; sometimes none at all (passed as soon as it is granted).
+const lease = fc.constantFrom(LEASE, LEASE, LEASE, 0);
 const who: fc.Arbitrary<Who> = fc.oneof(
   { arbitrary: fc.record({ kind: fc.constant('fresh' as const), long: fc.boolean() }), weight: 3 },
   { arbitrary: fc.record({ kind: fc.constant('last' as const) }), weight: 3 },
@@ -71,6 +80,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       who,
       form: fc.constantFrom('plain' as const, 'view' as const, 'latin1' as const),
       retention,
+      lease,
     }),
     weight: 8,
   },
@@ -80,6 +90,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       key,
       who,
       retention,
+      lease,
     }),
     weight: 4,
   },
@@ -371,7 +382,8 @@ async function run(config: Config, plan: Op[]): Promise<void> {
       if (step.op === 'acquire') {
         const owner = ownerFor(k, step.who, rec);
         const fingerprint = `fp${++n}`;
-        const input = { key: k, owner, fingerprint, leaseMs: LEASE, retentionMs: step.retention };
+        const leaseMs = step.lease ?? LEASE;
+        const input = { key: k, owner, fingerprint, leaseMs, retentionMs: step.retention };
         const before = liveRemnantKeys(now);
         const ownRemnant = remnantAt(table, k);
         const call =
@@ -385,7 +397,7 @@ async function run(config: Config, plan: Op[]): Promise<void> {
         } catch (e) {
           error = e;
         }
-        const leaseUntil = now + LEASE;
+        const leaseUntil = now + leaseMs;
         if (rec && !rec.evicted && rec.status === 'in_progress' && rec.owner === owner) {
           // A redelivery: never refused, fence and origin unchanged.
           expect(error).toBeUndefined();
@@ -487,10 +499,11 @@ async function run(config: Config, plan: Op[]): Promise<void> {
               reason: 'not_owner',
             });
         } else if (step.op === 'extend') {
-          const answer = await store.extend({ ...write, leaseMs: LEASE });
+          const leaseMs = step.lease ?? LEASE;
+          const answer = await store.extend({ ...write, leaseMs });
           if (mine?.status === 'in_progress') {
-            expect(answer).toEqual({ ok: true, leaseUntil: now + LEASE });
-            mine.leaseUntil = now + LEASE;
+            expect(answer).toEqual({ ok: true, leaseUntil: now + leaseMs });
+            mine.leaseUntil = now + leaseMs;
             mine.expiresAt = mine.leaseUntil + step.retention;
           } else
             expect(answer, `${k}: extend by a non-owner`).toEqual({
