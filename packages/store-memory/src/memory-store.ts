@@ -360,7 +360,10 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     const base = slot.cost - (found ? found.cost : remnant ? remnant.cost : 0);
     const needed = () =>
       base + headroom.spare(table.inProgress - replaced, maxBytes - slot.cost, now);
-    const room = found ? table.makeRoom(now, 0, needed, found) : table.makeRoom(now, 1, needed);
+    // The remnant is kept through the eviction (never forgotten for room): `base` counts it freed.
+    const room = found
+      ? table.makeRoom(now, 0, needed, found)
+      : table.makeRoom(now, 1, needed, undefined, remnant);
     if (!room) throw full('a new record');
     if (found) table.remove(found);
     table.insert(slot);

@@ -183,6 +183,8 @@ export class RecordTable {
   private releases = 0;
   /** Sum of every slot's and every remnant's cost. */
   bytes = 0;
+  /** Sum of every remnant's cost (part of {@link bytes}). */
+  private remnantBytes = 0;
   /** Highest fence of every forgotten record: a new record starts above it. */
   fenceFloor = 0;
 
@@ -311,20 +313,29 @@ export class RecordTable {
    * then released tombstones (oldest release first), then in-progress records whose lease
    * has passed (oldest lease first), never `keep`. A tombstone or passed lease evicted (both
    * within their retention) leaves a {@link Remnant} in its place, which costs bytes but no
-   * entry. Then, with `forgetOrigins` and bytes short, the remnants that expire first.
+   * entry. Then, with `forgetOrigins` and bytes short, the remnants that expire first (never
+   * `keepRemnant`, the remnant the caller's record replaces), and only when forgetting them
+   * all would be enough: a call refused in the end forgets no origin.
    * Returns false when that is not enough: what is left is live leases, completed records
    * within retention and remnants, which are never dropped before they expire. What
-   * could not fit even beside `keep` alone is refused before anything is evicted, and passed
+   * could not fit even beside `keep` (or `keepRemnant`) alone is refused before anything is evicted, and passed
    * leases evicted by a call that is refused in the end are put back as they were: their
    * owners may only be late (a held event loop) and can still renew or complete, which an
    * eviction for nothing would have turned into not-owner answers and a second execution.
    */
-  makeRoom(now: number, entries: number, bytes: number | (() => number), keep?: Slot): boolean {
+  makeRoom(
+    now: number,
+    entries: number,
+    bytes: number | (() => number),
+    keep?: Slot,
+    keepRemnant?: Remnant,
+  ): boolean {
     const kept = keep === undefined ? 0 : 1;
     // `bytes` as a function is read again after every eviction (the room an acquire keeps
     // for outcomes shrinks as passed leases go).
     const needed = typeof bytes === 'function' ? bytes : () => bytes;
-    if (entries + kept > this.maxEntries || needed() + (keep?.cost ?? 0) > this.maxBytes) {
+    const keptBytes = (keep?.cost ?? 0) + (keepRemnant?.cost ?? 0);
+    if (entries + kept > this.maxEntries || needed() + keptBytes > this.maxBytes) {
       return false;
     }
     // Made only when a passed lease goes: most calls fit at once (no allocation on that path).
@@ -343,7 +354,8 @@ export class RecordTable {
         lease === undefined &&
         this.forgetOrigins &&
         this.slots.size + entries <= this.maxEntries &&
-        this.evictOldestRemnant()
+        this.bytes - this.forgettable(keepRemnant) + needed() <= this.maxBytes &&
+        this.evictOldestRemnant(keepRemnant)
       ) {
         continue;
       }
@@ -384,8 +396,14 @@ export class RecordTable {
     return slot;
   }
 
-  private evictOldestRemnant(): boolean {
-    const remnant = this.remnantsByExpiry.peek();
+  /** Bytes of the remnants held but `keep`. */
+  private forgettable(keep: Remnant | undefined): number {
+    const kept = keep !== undefined && this.remnants.get(keep.key) === keep ? keep.cost : 0;
+    return this.remnantBytes - kept;
+  }
+
+  private evictOldestRemnant(keep: Remnant | undefined): boolean {
+    const remnant = this.remnantsByExpiry.peekExcept(keep);
     if (remnant === undefined) return false;
     this.forgetRemnant(remnant);
     return true;
@@ -429,6 +447,7 @@ export class RecordTable {
     this.remnants.set(slot.key, remnant);
     this.remnantsByExpiry.set(remnant, remnant.expiresAt);
     this.bytes += cost;
+    this.remnantBytes += cost;
   }
 
   private forgetRemnant(remnant: Remnant): void {
@@ -436,5 +455,6 @@ export class RecordTable {
     if (this.remnants.get(remnant.key) !== remnant) return;
     this.remnants.delete(remnant.key);
     this.bytes -= remnant.cost;
+    this.remnantBytes -= remnant.cost;
   }
 }

@@ -8,9 +8,9 @@
 import { InvalidInputError, ManualClock, StoreFullError } from '@idem/core';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { createMemoryStore, type MemoryStore } from '../src/index.js';
-import { REMNANT_OVERHEAD_BYTES, RecordTable, stringBytes } from '../src/record-table.js';
-import { checkTable, remnantAt, slotAt } from './table-invariants.js';
+import { createMemoryStore } from '../src/index.js';
+import { REMNANT_OVERHEAD_BYTES, stringBytes } from '../src/record-table.js';
+import { checkTable, probeTable, remnantAt, slotAt } from './table-invariants.js';
 
 const LEASE_MS = 1_000;
 const RETENTION_MS = 60_000;
@@ -313,21 +313,3 @@ describe('remnants through the table (invariants after every step)', () => {
     expect(remnantsUsed).toBeGreaterThanOrEqual(Math.max(1, Math.floor(propertyRuns / 50)));
   });
 });
-
-/** The store's table, found by wrapping RecordTable.prototype.live once. */
-function probeTable(store: MemoryStore): RecordTable {
-  const proto = RecordTable.prototype as unknown as { live: RecordTable['live'] };
-  const original = proto.live;
-  let found: RecordTable | undefined;
-  proto.live = function (this: RecordTable, key: string, now: number) {
-    found = this;
-    return original.call(this, key, now);
-  };
-  try {
-    void store.get('probe');
-  } finally {
-    proto.live = original;
-  }
-  if (!found) throw new Error('no table found');
-  return found;
-}

@@ -1,4 +1,5 @@
 import type { DeadlineHeap } from '../src/deadline-heap.js';
+import type { MemoryStore } from '../src/index.js';
 import {
   REMNANT_OVERHEAD_BYTES,
   RecordTable,
@@ -16,6 +17,7 @@ interface TableInside {
   byRelease: DeadlineHeap<Slot>;
   remnants: Map<string, Remnant>;
   remnantsByExpiry: DeadlineHeap<Remnant>;
+  remnantBytes: number;
 }
 
 /** What the tests read of a heap's private state. */
@@ -125,14 +127,20 @@ export function checkTable(table: RecordTable, gone: Iterable<Slot> = []): void 
         () => `remnantsByExpiry: heap order broken at ${i}`,
       );
   }
+  let remnantBytes = 0;
   for (const [key, remnant] of remnants) {
     check(!slots.has(key), () => `${key} has both a slot and a remnant`);
     check(
       remnant.cost === REMNANT_OVERHEAD_BYTES + stringBytes(key) + stringBytes(remnant.origin),
       () => `remnant ${key}: cost ${remnant.cost}`,
     );
-    bytes += remnant.cost;
+    remnantBytes += remnant.cost;
   }
+  bytes += remnantBytes;
+  check(
+    inside(table).remnantBytes === remnantBytes,
+    () => `remnant bytes ${inside(table).remnantBytes}, sum of their costs ${remnantBytes}`,
+  );
   check(table.bytes === bytes, () => `bytes ${table.bytes}, sum of the costs ${bytes}`);
   for (const slot of gone) {
     if (slots.get(slot.key) === slot) continue;
@@ -227,4 +235,22 @@ export function guardLoops(): { restore: () => void; most: () => number } {
     restore: () => Object.assign(proto, saved),
     most: () => most,
   };
+}
+
+/** The store's table, found by wrapping RecordTable.prototype.live once. */
+export function probeTable(store: MemoryStore): RecordTable {
+  const proto = RecordTable.prototype as unknown as { live: RecordTable['live'] };
+  const original = proto.live;
+  let found: RecordTable | undefined;
+  proto.live = function (this: RecordTable, key: string, now: number) {
+    found = this;
+    return original.call(this, key, now);
+  };
+  try {
+    void store.get('probe');
+  } finally {
+    proto.live = original;
+  }
+  if (!found) throw new Error('no table found');
+  return found;
 }
