@@ -1,10 +1,19 @@
 import { defineConfig } from 'vitest/config';
+import { processes } from '../../scripts/vitest-own-process.js';
 
 export default defineConfig({
   test: {
-    // Files share their worker processes (README "Tests"): about half the CPU of one process a file.
-    isolate: false,
     include: ['test/**/*.test.ts'],
+    // Files share worker processes but these, which observe the whole process (timers
+    // created, heap, module mocks, globals): see scripts/vitest-own-process.ts.
+    ...processes([
+      'test/completion-retry.test.ts',
+      'test/derivation-vectors-portable.test.ts',
+      'test/fixed-delay-timers.test.ts',
+      'test/core9-review.test.ts',
+      'test/leaserev.test.ts',
+      'test/live-streams-review.test.ts',
+    ]),
     testTimeout: 30_000,
   },
 });

@@ -1,10 +1,22 @@
 import { defineConfig } from 'vitest/config';
+import { processes } from '../../scripts/vitest-own-process.js';
 
 export default defineConfig({
   test: {
-    // Files share their worker processes (README "Tests"): about half the CPU of one process a file.
-    isolate: false,
     include: ['test/**/*.test.ts'],
+    // Files share worker processes but these, which observe the whole process (timers
+    // created, heap, module mocks, globals): see scripts/vitest-own-process.ts.
+    ...processes([
+      'test/global-scope.test.ts',
+      'test/live-memory.test.ts',
+      'test/outcome-cap.test.ts',
+      'test/recorder8-review.test.ts',
+      'test/lightweight-response.test.ts',
+      // These serve with @hono/node-server, which replaces the global Response for good.
+      'test/rev10-short-stream.test.ts',
+      'test/after-acquisition.test.ts',
+      'test/fastify10-review.test.ts',
+    ]),
     testTimeout: 30_000,
   },
 });

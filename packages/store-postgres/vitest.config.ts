@@ -3,8 +3,9 @@ import { firstFiles } from '../../scripts/vitest-first-files.js';
 
 export default defineConfig({
   test: {
-    // Files share their worker processes (README "Tests"): about half the CPU of one process a file.
-    isolate: false,
+    // A process a file (vitest's default), unlike the other packages: this suite runs beside
+    // the chaos run only (scripts/test.sh), off the lanes' critical path, and hundreds of its
+    // tests judge time against a real server.
     include: ['test/**/*.test.ts'],
     // The fault test runs alone afterwards (vitest.fault.config.ts): its worker processes
     // would starve the short real leases of the other files on a 2-core machine.

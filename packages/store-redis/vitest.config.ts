@@ -1,5 +1,6 @@
 import { defineConfig } from 'vitest/config';
 import { firstFiles } from '../../scripts/vitest-first-files.js';
+import { processes } from '../../scripts/vitest-own-process.js';
 
 /**
  * IDEM_IOREDIS=6 runs the suite on ioredis 6 (the `ioredis6` alias devDependency) instead of
@@ -13,9 +14,10 @@ if (ioredisMajor !== '5' && ioredisMajor !== '6') {
 export default defineConfig({
   resolve: ioredisMajor === '6' ? { alias: { ioredis: 'ioredis6' } } : {},
   test: {
-    // Files share their worker processes (README "Tests"): about half the CPU of one process a file.
-    isolate: false,
     include: ['test/**/*.test.ts'],
+    // Files share worker processes but these, which observe the whole process (timers
+    // created, heap, module mocks, globals): see scripts/vitest-own-process.ts.
+    ...processes(['test/redrev-silent.test.ts', 'test/rev13fix-view-pin.test.ts']),
     // One Redis Cluster for the whole run, started and torn down here.
     globalSetup: ['test/global-setup.ts'],
     testTimeout: 60_000,

@@ -30,6 +30,12 @@ afterAll(async () => {
   redis.disconnect();
 });
 
+/** Waits until `done()` holds, 10 s at most (then the assertion after it fails). */
+async function until(done: () => boolean): Promise<void> {
+  const end = performance.now() + 10_000;
+  while (!done() && performance.now() < end) await sleep(10);
+}
+
 describe('jsreview consumers: JetStream stop() with every handler slot taken', () => {
   it('what nats.js pulled and no handler took is given back once the drain ends, not when a running handler ends', async () => {
     const naks: Array<[number, number | undefined]> = [];
@@ -60,12 +66,13 @@ describe('jsreview consumers: JetStream stop() with every handler slot taken', (
         return 1;
       },
     });
-    await sleep(50);
+    // Polled, not a fixed sleep: under a loaded CI lane the store's acquire took over 50 ms.
+    await until(() => handled.length > 0);
     expect(handled).toEqual([1]);
     const stopping = consumer.stop(5_000);
     finishDrain?.();
-    await sleep(50);
-    // The handler of 1 still runs: 2 and 3 are given back already.
+    await until(() => naks.length >= 2);
+    // The handler of 1 still runs (released below): 2 and 3 are given back already.
     expect(naks.map(([seq]) => seq)).toEqual([2, 3]);
     expect(consumer.inFlight).toBe(1);
     release?.();

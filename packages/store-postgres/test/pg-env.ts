@@ -42,3 +42,21 @@ export const acquireInput = (
   leaseMs: extra.leaseMs ?? 30_000,
   retentionMs: extra.retentionMs ?? HOUR,
 });
+
+/**
+ * Drops a role a test made (what it owns, then the role), trying again when another
+ * session's catalog change at the same moment fails it with "tuple concurrently updated"
+ * (files run four at a time): 5 attempts at most, 100 ms apart.
+ */
+export async function dropRole(client: pg.Pool | pg.Client, role: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await client.query(`DROP OWNED BY ${role}`);
+      await client.query(`DROP ROLE ${role}`);
+      return;
+    } catch (error) {
+      if (attempt >= 5 || !String(error).includes('tuple concurrently updated')) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}

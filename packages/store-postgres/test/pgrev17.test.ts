@@ -9,7 +9,7 @@ import {
   createPostgresStore,
   TransactionNotCommittedError,
 } from '../src/index.js';
-import { DATABASE_URL, makePool, randomName, sleep } from './pg-env.js';
+import { DATABASE_URL, dropRole, makePool, randomName, sleep } from './pg-env.js';
 import { cutOffOwner, holdForever, insertCharge, longStatementOwner } from './take-over.js';
 import { startProxy } from './tcp-proxy.js';
 
@@ -265,8 +265,7 @@ describe('the activity check under a pool that switches role', () => {
     await raw.query(`GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "${schema}" TO ${role}`);
   });
   afterAll(async () => {
-    await raw.query(`DROP OWNED BY ${role}`);
-    await raw.query(`DROP ROLE ${role}`);
+    await dropRole(raw, role); // tried again on "tuple concurrently updated" (see pg-env)
   });
 
   // FINDING (LOW): pg_stat_activity shows `state`/`backend_xid` of a session only to roles

@@ -12,7 +12,7 @@ import {
   TransactionNotCommittedError,
 } from '../src/index.js';
 import { transactionIdleLimit } from '../src/transactional-engine.js';
-import { DATABASE_URL, makePool, randomName, sleep } from './pg-env.js';
+import { DATABASE_URL, dropRole, makePool, randomName, sleep } from './pg-env.js';
 import { cutOffOwner, holdForever, insertCharge, untilTakenOver } from './take-over.js';
 import { startProxy } from './tcp-proxy.js';
 
@@ -744,8 +744,7 @@ describe("the heartbeat's extend runs inside the operation's transaction", () =>
     await raw.query(`GRANT USAGE ON ALL SEQUENCES IN SCHEMA "${schema}" TO ${role}`);
   });
   afterAll(async () => {
-    await raw.query(`DROP OWNED BY ${role}`);
-    await raw.query(`DROP ROLE ${role}`);
+    await dropRole(raw, role); // tried again on "tuple concurrently updated" (see pg-env)
   });
 
   // FINDING (MEDIUM): since cd3813b every heartbeat sends an extend ON the operation's
