@@ -95,6 +95,18 @@ function describeRecord(key: string, r: RecordInspection): string[] {
   ];
 }
 
+/** What a `delete` forgot, as read just before it. */
+function forgotten(
+  was: Pick<RecordInspection, 'status' | 'owner' | 'fence' | 'outcomeBytes'>,
+): string {
+  const at = `as read just before: fence ${was.fence}`;
+  if (was.status === 'completed')
+    return `it held a completed outcome (${was.outcomeBytes} bytes, ${at}): the next request with this key executes again`;
+  if (was.status === 'in_progress')
+    return `it was in progress (owner ${printable(was.owner)}, ${at}): that execution can no longer complete, and the next request with this key executes again, possibly while it still runs`;
+  return `it was a released key (${at}): nothing had been recorded under it`;
+}
+
 /**
  * What `--json` prints in `error.code`: exactly when the exit code is not 0, the one JSON
  * object a run prints on stdout has an `error` member `{ code, message }`.
@@ -161,9 +173,24 @@ async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise
     print({ storageKey: key, ...result, ...failure(result.reason, message) }, [message]);
     return result.reason === 'not_found' ? EXIT.notFound : EXIT.notInProgress;
   }
+  // What the delete forgets, read just before it (the store's delete answers only whether it
+  // removed a record): for the operator's record of what they undid.
+  const before = await admin.inspect(key);
   const { deleted } = await admin.delete(key);
   if (deleted) {
-    print({ storageKey: key, deleted }, [`deleted ${key}`]);
+    const was =
+      before === undefined
+        ? undefined
+        : {
+            status: before.status,
+            owner: before.owner,
+            fence: before.fence,
+            outcomeBytes: before.outcomeBytes,
+          };
+    print({ storageKey: key, deleted, ...(was === undefined ? {} : { was }) }, [
+      `deleted ${key}`,
+      ...(was === undefined ? [] : [forgotten(was)]),
+    ]);
     return EXIT.ok;
   }
   print({ storageKey: key, deleted, ...failure('not_found', noRecord) }, [noRecord]);

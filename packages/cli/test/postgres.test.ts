@@ -68,7 +68,11 @@ describe('idem against a real PostgreSQL', () => {
 
     expect(await idemJson('delete', 'refund-1', ...args)).toEqual({
       code: 0,
-      json: { storageKey: first.key, deleted: true },
+      json: {
+        storageKey: first.key,
+        deleted: true,
+        was: { status: 'completed', owner: 'owner-b', fence: 3, outcomeBytes: 3 },
+      },
     });
     // What stays is a tombstone holding only the fence: no outcome, no fingerprint.
     const tombstone = await pool.query(

@@ -133,7 +133,14 @@ describe('idem against a real Redis, on records an @idem/http handler wrote', ()
       '--prefix',
       prefix,
     );
-    expect(text).toEqual({ code: 0, stdout: `deleted ${storageKey}\n`, stderr: '' });
+    expect(text).toMatchObject({ code: 0, stderr: '' });
+    expect(text.stdout.split('\n')).toEqual([
+      `deleted ${storageKey}`,
+      expect.stringMatching(
+        /^it held a completed outcome \(\d+ bytes, as read just before: fence 3\): the next request with this key executes again$/,
+      ),
+      '',
+    ]);
     expect(await client.exists(`${prefix}{${storageKey}}`)).toBe(0);
     const gone = await idem('inspect', 'order-7', ...http());
     expect(gone.code).toBe(3);
