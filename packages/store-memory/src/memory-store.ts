@@ -335,10 +335,17 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       if (isLive) return { kind: 'found', record: clone(record, bytes), now };
     }
     // No record, a tombstone or a passed lease: the new record takes its place.
-    const fence = (found ? found.record.fence : table.fenceFloor) + 1;
     const owner = engine ? input.owner : copied(input.owner);
     // What a tombstone or passed lease evicted within its retention left (see Remnant).
     const remnant = found ? undefined : table.remnant(input.key, now);
+    // The owner of an evicted passed lease acquiring again: its own acquisition redelivered,
+    // answered as the record would have (same fence, not a takeover). Nobody acquired the key
+    // since (the remnant is still there), so that fence is still the key's highest.
+    const redelivered = remnant?.owner !== undefined && remnant.owner === input.owner;
+    const fence =
+      remnant !== undefined && redelivered
+        ? remnant.fence
+        : (found ? found.record.fence : table.fenceFloor) + 1;
     // A live record (a passed lease, a tombstone, or the remnant of one) continues its
     // logical request; a free key (none, or expired: `live` answers none) begins one.
     const origin = found ? found.origin : remnant ? remnant.origin : owner;
@@ -372,7 +379,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       kind: 'acquired',
       fence,
       leaseUntil,
-      takeover: found ? found.record.status === 'in_progress' : remnant?.takeover === true,
+      takeover: found
+        ? found.record.status === 'in_progress'
+        : remnant?.takeover === true && !redelivered,
       origin,
     };
   };

@@ -136,6 +136,12 @@ export class Remnant {
     readonly expiresAt: number,
     readonly takeover: boolean,
     readonly cost: number,
+    /**
+     * Owner and fence of an evicted passed lease (undefined for a tombstone): its owner's
+     * redelivered acquire is answered as its own acquisition, at the same fence.
+     */
+    readonly owner: string | undefined = undefined,
+    readonly fence = 0,
   ) {}
 }
 
@@ -436,13 +442,18 @@ export class RecordTable {
   private evictLive(slot: Slot): void {
     // A slot the table no longer holds (see remove) leaves nothing: its key is another's.
     if (!this.remove(slot)) return;
-    const cost = REMNANT_OVERHEAD_BYTES + stringBytes(slot.key) + stringBytes(slot.origin);
+    const leased = slot.status === 'in_progress';
+    // The owner is one more string only when it did not begin the request (a takeover's).
+    const owner = leased && slot.owner !== slot.origin ? stringBytes(slot.owner) : 0;
+    const cost = REMNANT_OVERHEAD_BYTES + stringBytes(slot.key) + stringBytes(slot.origin) + owner;
     const remnant = new Remnant(
       slot.key,
       slot.origin,
       slot.expiresAt,
-      slot.status === 'in_progress',
+      leased,
       cost,
+      leased ? slot.owner : undefined,
+      slot.fence,
     );
     this.remnants.set(slot.key, remnant);
     this.remnantsByExpiry.set(remnant, remnant.expiresAt);

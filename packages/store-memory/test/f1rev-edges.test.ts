@@ -54,15 +54,13 @@ describe('f1rev: forgetOriginsWhenFull bad values', () => {
 });
 
 describe('f1rev: what a remnant does not remember', () => {
-  // FINDING (LOW, not fixed: a design choice). The remnant of an evicted passed lease keeps
-  // its origin but not its owner or fence, so a redelivered acquire by that very owner (its
-  // first answer lost) is answered as a takeover with a new fence, where the record, had it
-  // not been evicted, would have answered the redelivery (`takeover: false`, fence unchanged,
-  // store contract "Redelivery"). The origin, what exactly-once rests on, is carried either
-  // way, and the new fence is above the old one. In process nothing loses an answer, and core
-  // reads `takeover` only for its `miss` event. A fix keeps the owner and fence in the
-  // remnant (the owner's bytes when it is not the origin: a takeover's owner).
-  it.fails('a redelivered acquire of an evicted passed lease by its own owner is a redelivery', async () => {
+  // FINDING (LOW, fixed): the remnant of an evicted passed lease kept its origin but not its
+  // owner or fence, so a redelivered acquire by that very owner (its first answer lost) was
+  // answered as a takeover with a new fence, where the record, had it not been evicted, would
+  // have answered the redelivery (`takeover: false`, fence unchanged, store contract
+  // "Redelivery"). The remnant keeps the owner and fence now (the owner's bytes accounted
+  // when it is not the origin: a takeover's owner).
+  it('a redelivered acquire of an evicted passed lease by its own owner is a redelivery', async () => {
     const clock = new ManualClock(1_000_000_000);
     const store = createMemoryStore({ clock, maxEntries: 1, sweepIntervalMs: 0 });
     const input = (key: string, owner: string) => ({

@@ -131,7 +131,13 @@ export function checkTable(table: RecordTable, gone: Iterable<Slot> = []): void 
   for (const [key, remnant] of remnants) {
     check(!slots.has(key), () => `${key} has both a slot and a remnant`);
     check(
-      remnant.cost === REMNANT_OVERHEAD_BYTES + stringBytes(key) + stringBytes(remnant.origin),
+      remnant.cost ===
+        REMNANT_OVERHEAD_BYTES +
+          stringBytes(key) +
+          stringBytes(remnant.origin) +
+          (remnant.owner === undefined || remnant.owner === remnant.origin
+            ? 0
+            : stringBytes(remnant.owner)),
       () => `remnant ${key}: cost ${remnant.cost}`,
     );
     remnantBytes += remnant.cost;
