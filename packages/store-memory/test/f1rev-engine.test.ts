@@ -68,6 +68,8 @@ function noisy(store: MemoryStore, fillers: number, carried: () => void): Idempo
   };
 }
 
+const runs = Number(process.env.IDEM_PROPERTY_RUNS) || 300;
+
 describe('f1rev: originId through the engine under eviction', () => {
   it('originrev engine scenarios on a store kept full by failing filler requests (120 scenarios)', async () => {
     const tables: ReturnType<typeof probeTable>[] = [];
@@ -90,7 +92,7 @@ describe('f1rev: originId through the engine under eviction', () => {
     expect(tally.takeoversSeen).toBeGreaterThan(10);
   }, 60_000);
 
-  it('execute on the store itself: one originId per key, one effect, replays after (300 runs)', async () => {
+  it(`execute on the store itself: one originId per key, one effect, replays after (${runs} runs)`, async () => {
     type Step =
       | { kind: 'execute'; key: number; behave: 'ok' | 'fail' }
       | { kind: 'crash'; key: number }
@@ -207,10 +209,11 @@ describe('f1rev: originId through the engine under eviction', () => {
           await idem.drain(1_000);
         },
       ),
-      { numRuns: Number(process.env.IDEM_PROPERTY_RUNS) || 300 },
+      { numRuns: runs },
     );
-    // Executions that took their key from a remnant, and crashed first attempts.
-    expect(carried).toBeGreaterThan(30);
-    expect(crashed).toBeGreaterThan(30);
+    // Executions that took their key from a remnant, and crashed first attempts (about 0.7
+    // of each a run; Node 24's pass runs 25).
+    expect(carried).toBeGreaterThan(runs / 10);
+    expect(crashed).toBeGreaterThan(runs / 10);
   }, 60_000);
 });
