@@ -5,14 +5,11 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     // Files share worker processes but these, which observe the whole process (timers
-    // created, heap, module mocks, globals): see scripts/vitest-own-process.ts.
+    // created, module mocks, globals): see scripts/vitest-own-process.ts.
     ...processes([
       'test/completion-retry.test.ts',
       'test/derivation-vectors-portable.test.ts',
       'test/fixed-delay-timers.test.ts',
-      'test/core9-review.test.ts',
-      'test/leaserev.test.ts',
-      'test/live-streams-review.test.ts',
     ]),
     testTimeout: 30_000,
   },

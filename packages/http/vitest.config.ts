@@ -4,13 +4,9 @@ import { processes } from '../../scripts/vitest-own-process.js';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // Files share worker processes but these, which observe the whole process (timers
-    // created, heap, module mocks, globals): see scripts/vitest-own-process.ts.
+    // Files share worker processes but these, which observe the whole process (module
+    // mocks, globals): see scripts/vitest-own-process.ts.
     ...processes([
-      'test/global-scope.test.ts',
-      'test/live-memory.test.ts',
-      'test/outcome-cap.test.ts',
-      'test/recorder8-review.test.ts',
       'test/lightweight-response.test.ts',
       // These serve with @hono/node-server, which replaces the global Response for good.
       'test/rev10-short-stream.test.ts',

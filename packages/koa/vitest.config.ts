@@ -4,9 +4,8 @@ import { processes } from '../../scripts/vitest-own-process.js';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // Files share worker processes but these, which observe the whole process (timers
-    // created, heap, module mocks, globals): see scripts/vitest-own-process.ts.
-    ...processes(['test/rev10-replay-chunks.test.ts']),
+    // Files share their worker processes: see scripts/vitest-own-process.ts.
+    ...processes([]),
     testTimeout: 30_000,
   },
 });

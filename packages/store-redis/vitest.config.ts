@@ -15,9 +15,8 @@ export default defineConfig({
   resolve: ioredisMajor === '6' ? { alias: { ioredis: 'ioredis6' } } : {},
   test: {
     include: ['test/**/*.test.ts'],
-    // Files share worker processes but these, which observe the whole process (timers
-    // created, heap, module mocks, globals): see scripts/vitest-own-process.ts.
-    ...processes(['test/redrev-silent.test.ts', 'test/rev13fix-view-pin.test.ts']),
+    // Files share their worker processes: see scripts/vitest-own-process.ts.
+    ...processes([]),
     // One Redis Cluster for the whole run, started and torn down here.
     globalSetup: ['test/global-setup.ts'],
     testTimeout: 60_000,
