@@ -48,6 +48,7 @@ LANE2=(
   @idem/llm-api
   @idem/store-redis
   @idem/express
+  @idem/otel
 )
 LANE3=(
   @idem/cli
@@ -55,7 +56,6 @@ LANE3=(
   @idem/store-conformance
   @idem/nestjs
   @idem/koa
-  @idem/otel
   @idem/fastify
 )
 # Packages of the machine's Node that run in the Node 24 lanes once those lanes' own packages
@@ -69,6 +69,7 @@ THEN24A=(
 THEN24B=(
   @idem/client
   @idem/benchmarks
+  @idem/hono
 )
 # Run before the lanes, side by side with nothing else (see above): chaos's timing-judging
 # part (its other files run in lane 1), and the whole of ALONE_ALL.
