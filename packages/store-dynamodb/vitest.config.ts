@@ -10,6 +10,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // Starts DynamoDB Local (or uses DYNAMODB_ENDPOINT) and creates this run's tables.
     globalSetup: ['test/global-setup.ts'],
+    // Destroys the clients a file made through test/store-fixture.ts, after each file.
+    setupFiles: ['test/close-clients.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
   },

@@ -94,8 +94,15 @@ describe('rev13 cli: --json keeps stderr empty with a dynamodb:// store', () => 
     async () => {
       requireBuild();
       const port = await deadPort();
-      // The child inherits this process's environment: no opt-out, dummy credentials.
-      const saved = { ...process.env };
+      // The child inherits this process's environment: no opt-out, dummy credentials. Put
+      // back name by name: \`process.env = copy\` would leave the files that run after this one
+      // in the same worker process a plain object, not the environment.
+      const names = [
+        'AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED',
+        'AWS_ACCESS_KEY_ID',
+        'AWS_SECRET_ACCESS_KEY',
+      ] as const;
+      const saved = names.map((name) => process.env[name]);
       delete process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED;
       process.env.AWS_ACCESS_KEY_ID = 'rev13';
       process.env.AWS_SECRET_ACCESS_KEY = 'rev13';
@@ -106,7 +113,11 @@ describe('rev13 cli: --json keeps stderr empty with a dynamodb:// store', () => 
           ...['--store', `dynamodb://orders?region=us-east-1&endpoint=http://127.0.0.1:${port}`],
         );
       } finally {
-        process.env = saved;
+        names.forEach((name, i) => {
+          const value = saved[i];
+          if (value === undefined) delete process.env[name];
+          else process.env[name] = value;
+        });
       }
       expect(run.code).toBe(1);
       expect(JSON.parse(run.stdout).error.code).toBe('store_unavailable');

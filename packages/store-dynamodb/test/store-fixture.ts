@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { ManualClock } from '@idem/core';
-import { afterAll, expect, inject } from 'vitest';
+import { expect, inject } from 'vitest';
 import { createDynamoDbStore } from '../src/index.js';
 import {
   type Layout,
@@ -9,13 +9,12 @@ import {
   recordRequests,
   type SentRequest,
 } from './dynamodb-env.js';
+import { clients } from './fixture-clients.js';
 
 export const endpoint = inject('dynamodbEndpoint');
 export const tables = inject('dynamodbTables');
-export const clients = new Set<ReturnType<typeof makeClient>>();
-afterAll(() => {
-  for (const client of clients) client.destroy();
-});
+/** The clients a file made (or added): test/close-clients.ts destroys them after the file. */
+export { clients };
 
 export const HOUR = 3_600_000;
 

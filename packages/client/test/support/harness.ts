@@ -1,5 +1,5 @@
 import { PROBLEM_TYPES } from '@idem/http';
-import { afterEach } from 'vitest';
+import { onTestFinished } from 'vitest';
 import { type ChargesApp, createChargesApp } from './charges-app.js';
 import {
   type Fault,
@@ -15,13 +15,12 @@ export interface Harness {
   url: string;
 }
 
-const open: FaultServer[] = [];
-
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((s) => s.close()));
-});
-
-/** A charges app behind the idempotency layer behind the fault injector, on loopback. */
+/**
+ * A charges app behind the idempotency layer behind the fault injector, on loopback, closed
+ * when the test that started it ends. (Not an `afterEach` here: this module is evaluated once
+ * per worker process, so a hook registered at its top level would close only the first test
+ * file's servers, and every later file in that process would leave its servers listening.)
+ */
 export async function startHarness(
   fault?: (request: SeenRequest) => Fault | undefined,
   options: { leaseMs?: number } = {},
@@ -31,7 +30,7 @@ export async function startHarness(
     handler: idempotent(app.handler, options),
     ...(fault ? { fault } : {}),
   });
-  open.push(server);
+  onTestFinished(() => server.close());
   return { app, server, url: server.url };
 }
 
