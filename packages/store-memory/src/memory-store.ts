@@ -238,6 +238,30 @@ class OutcomeHeadroom {
  */
 const MIN_MAX_BYTES = RECORD_OVERHEAD_BYTES + OUTCOME_OVERHEAD_BYTES + MARKER_OUTCOME_BYTES + 1024;
 
+/**
+ * The sweep timer of a store: it holds the table only weakly (and is made outside
+ * `createMemoryStore`, whose closures would otherwise keep the table alive through their
+ * shared scope), so a store dropped without `close()` is collected with its records, and
+ * its timer then stops itself.
+ */
+function startSweep(
+  table: { deref(): RecordTable | undefined },
+  clock: Clock,
+  interval: number,
+): ReturnType<typeof setInterval> {
+  const timer = setInterval(() => {
+    const held = table.deref();
+    if (held === undefined) {
+      clearInterval(timer);
+      return;
+    }
+    const now = clock.now();
+    if (Number.isFinite(now)) held.sweep(now); // a bad reading waits for the next tick
+  }, interval);
+  timer.unref?.();
+  return timer;
+}
+
 /** Checks the key and owner of an owner-checked write and its retention. */
 function checkWrite(call: string, input: unknown): asserts input is ReleaseInput {
   checkObject(call, input);
@@ -290,11 +314,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
   const interval = sweepInterval(options.sweepIntervalMs ?? 60_000);
   let timer: ReturnType<typeof setInterval> | undefined;
   if (interval > 0) {
-    timer = setInterval(() => {
-      const now = clock.now();
-      if (Number.isFinite(now)) table.sweep(now); // a bad reading waits for the next tick
-    }, interval);
-    timer.unref?.();
+    // A runtime without WeakRef holds the table (the timer is unref'd; close() stops it).
+    const held = typeof WeakRef === 'function' ? new WeakRef(table) : { deref: () => table };
+    timer = startSweep(held, clock, interval);
   }
 
   // The buffer the acquire's view form writes a found outcome into (see `viewOf`).
