@@ -111,8 +111,9 @@ export function costOf(
 }
 
 /**
- * Estimated bytes one {@link Remnant} costs beyond its key and origin strings (the remnant
- * object, its map entry and its queue entry). Measured with `scripts/record-overhead.mjs`
+ * Estimated bytes one {@link Remnant} costs beyond its strings (key, origin, and a passed
+ * lease's owner when it is not the origin): the remnant object, its map entry and its queue
+ * entry. Measured with `scripts/record-overhead.mjs`
  * (case `evicted`); kept on the safe side.
  */
 export const REMNANT_OVERHEAD_BYTES = 256;
@@ -121,10 +122,12 @@ export const REMNANT_OVERHEAD_BYTES = 256;
  * What an evicted live record (a released tombstone or a passed lease, within its retention)
  * leaves behind until its `expiresAt`: the origin of its logical request, so that the retry
  * or the takeover that acquires the key next carries it on (the store contract's "Origin"),
- * and whether it was in progress (that acquisition is then a takeover). Its fence lives on in
- * the table's fence floor. A remnant is never evicted before it expires: the table frees
- * room by turning records into remnants, which cost far less (their overhead and two strings
- * against a record's overhead, four strings and its outcome reserve).
+ * and whether it was in progress (that acquisition is then a takeover; a passed lease's
+ * owner and fence are kept too, for its redelivered acquire). A new record's fence starts
+ * above the table's fence floor. A remnant is evicted before it expires only with
+ * `forgetOrigins`: the table frees room by turning records into remnants, which cost far
+ * less (their overhead and two or three strings against a record's overhead, four strings
+ * and its outcome reserve).
  */
 export class Remnant {
   /** Position in the queue by expiry (-1: not in it). */
