@@ -2,13 +2,9 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import type { AddressInfo } from 'node:net';
 import { createMemoryStore } from '@idem/store-memory';
 import { afterEach, describe, expect, it } from 'vitest';
-import { bodyFromBytes, createIdempotencyHandler, readBodyLimited } from '../src/index.js';
-import {
-  headerValue,
-  recordServerResponse,
-  requestUrl,
-  sendDecisionResponse,
-} from '../src/node.js';
+import { createIdempotencyHandler } from '../src/index.js';
+import { recordServerResponse, sendDecisionResponse } from '../src/node.js';
+import { described } from './support/recorded-server.js';
 
 // rev11: the coalesced replay (node.ts writeChunks) of a recorded stream of several chunks,
 // when the client has already gone before the replay starts (it left during the store's
@@ -58,14 +54,7 @@ async function start(gate: (req: IncomingMessage) => Promise<void>) {
   });
   const settled: Array<'settled' | 'pending'> = [];
   const server = createServer(async (req, res) => {
-    const decision = await idem.begin({
-      native: req,
-      method: req.method ?? 'GET',
-      url: requestUrl(req.url ?? '/'),
-      header: (name) => headerValue(req.headers, name),
-      readBody: async (limit) =>
-        bodyFromBytes(await readBodyLimited(req, limit), req.headers['content-type']),
-    });
+    const decision = await idem.begin(described(req));
     if (decision.action === 'respond') {
       await gate(req);
       const state: { v: 'settled' | 'pending' } = { v: 'pending' };

@@ -15,21 +15,15 @@ import { createRedisStore } from '@idem/store-redis';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  bodyFromBytes,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   OUTCOME_FORMAT,
-  readBodyLimited,
 } from '../src/index.js';
-import {
-  headerValue,
-  recordServerResponse,
-  requestUrl,
-  sendDecisionResponse,
-} from '../src/node.js';
+import { recordServerResponse, sendDecisionResponse } from '../src/node.js';
 import { readyForOwnMethods } from '../src/own-methods.js';
 import { respondWith } from '../src/prepared-response.js';
 import { prepareReplay } from '../src/replay.js';
+import { described } from './support/recorded-server.js';
 
 // rev12e: adversarial review of trailers (recorded from `addTrailers`, meta 'trailers',
 // replayed by the Node sender) and of `endedWhileHeld` on node:http / node:http2.
@@ -73,14 +67,7 @@ async function serve(
   });
   const server = createServer(async (req, res) => {
     if (withIdem) {
-      const decision = await idem.begin({
-        native: req,
-        method: req.method ?? 'GET',
-        url: requestUrl(req.url ?? '/'),
-        header: (name) => headerValue(req.headers, name),
-        readBody: async (limit) =>
-          bodyFromBytes(await readBodyLimited(req, limit), req.headers['content-type']),
-      });
+      const decision = await idem.begin(described(req));
       if (decision.action === 'respond') return sendDecisionResponse(res, decision);
       if (decision.action !== 'execute') throw new Error(decision.action);
       recordServerResponse(res, decision.recorder, { endedWhileHeld });

@@ -5,13 +5,9 @@ import type { IdempotencyStore } from '@idem/core';
 import { listening, type RunningApp, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { afterEach, describe, expect, it } from 'vitest';
-import { bodyFromBytes, createIdempotencyHandler, readBodyLimited } from '../src/index.js';
-import {
-  headerValue,
-  recordServerResponse,
-  requestUrl,
-  sendDecisionResponse,
-} from '../src/node.js';
+import { createIdempotencyHandler } from '../src/index.js';
+import { recordServerResponse, sendDecisionResponse } from '../src/node.js';
+import { described } from './support/recorded-server.js';
 
 // A response whose outcome is settled (its held end went out, or it was destroyed after a
 // record that failed) holds nothing of its execution: `res` and `req` keep their replaced
@@ -39,14 +35,7 @@ async function serve(store: IdempotencyStore, beforeEnd?: (storageKey: string) =
   });
   const server = createServer(async (req, res) => {
     kept.push({ req, res });
-    const decision = await idem.begin({
-      native: req,
-      method: req.method ?? 'GET',
-      url: requestUrl(req.url ?? '/'),
-      header: (name) => headerValue(req.headers, name),
-      readBody: async (limit) =>
-        bodyFromBytes(await readBodyLimited(req, limit), req.headers['content-type']),
-    });
+    const decision = await idem.begin(described(req));
     if (decision.action === 'respond') return sendDecisionResponse(res, decision);
     if (decision.action !== 'execute') throw new Error(`unexpected ${decision.action}`);
     recorders.push(new WeakRef(decision.recorder));

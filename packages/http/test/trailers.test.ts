@@ -18,16 +18,13 @@ import { createMemoryStore } from '@idem/store-memory';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CaptureBuffer } from '../src/capture-buffer.js';
 import {
-  bodyFromBytes,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   OUTCOME_FORMAT,
-  readBodyLimited,
   replayResponse,
 } from '../src/index.js';
 import {
   decisionTrailers,
-  headerValue,
   recordServerResponse,
   requestUrl,
   sendDecisionResponse,
@@ -35,6 +32,7 @@ import {
 } from '../src/node.js';
 import { respondWith } from '../src/prepared-response.js';
 import { prepareReplay } from '../src/replay.js';
+import { described } from './support/recorded-server.js';
 
 // Trailers (`res.addTrailers`): the fields a response's `Trailer` header declares are recorded
 // with its outcome (meta `trailers`, optional) and replayed after the body by the Node sender;
@@ -160,14 +158,7 @@ async function serve(app: App, options: Partial<HttpIdempotencyOptions<IncomingM
     ...options,
   });
   const server: Server = createServer(async (req, res) => {
-    const decision = await idem.begin({
-      native: req,
-      method: req.method ?? 'GET',
-      url: requestUrl(req.url ?? '/'),
-      header: (name) => headerValue(req.headers, name),
-      readBody: async (limit) =>
-        bodyFromBytes(await readBodyLimited(req, limit), req.headers['content-type']),
-    });
+    const decision = await idem.begin(described(req));
     if (decision.action === 'respond') {
       const write = res.write;
       res.write = function counted(this: ServerResponse, ...args: unknown[]) {

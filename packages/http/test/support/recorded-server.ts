@@ -6,9 +6,22 @@ import {
   bodyFromBytes,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
+  type IncomingRequest,
   readBodyLimited,
 } from '../../src/index.js';
 import { headerValue, recordServerResponse, requestUrl, sendWebResponse } from '../../src/node.js';
+
+/** A `node:http` request as `begin()` takes it (the body read whole, up to its limit). */
+export function described(req: IncomingMessage): IncomingRequest<IncomingMessage> {
+  return {
+    native: req,
+    method: req.method ?? 'GET',
+    url: requestUrl(req.url ?? '/'),
+    header: (name) => headerValue(req.headers, name),
+    readBody: async (limit) =>
+      bodyFromBytes(await readBodyLimited(req, limit), req.headers['content-type']),
+  };
+}
 
 /** A handler of the app under test, on a plain `node:http` server. */
 export type RecordedApp = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
@@ -33,14 +46,7 @@ export async function serveRecorded(
     ...options,
   });
   const server = createServer(async (req, res) => {
-    const decision = await idem.begin({
-      native: req,
-      method: req.method ?? 'GET',
-      url: requestUrl(req.url ?? '/'),
-      header: (name) => headerValue(req.headers, name),
-      readBody: async (limit) =>
-        bodyFromBytes(await readBodyLimited(req, limit), req.headers['content-type']),
-    });
+    const decision = await idem.begin(described(req));
     if (decision.action === 'respond') return sendWebResponse(res, decision.response);
     if (decision.action === 'execute') recordServerResponse(res, decision.recorder);
     try {
