@@ -5,7 +5,16 @@
 import { MAX_TIMER_MS } from './adapter-kit/input-checks.js';
 
 export class BackgroundTasks {
-  private readonly pending = new Set<Promise<unknown>>();
+  /**
+   * Tasks not settled yet: a count, not a set of them. A `Set` that every execution adds to and
+   * deletes from is rehashed over and over, and V8 links each table it leaves to the next one
+   * (for iterators): once one of those tables was promoted, every later one stayed reachable
+   * from a dead table in the old generation until the next mark-compact (about 150 B promoted
+   * an execution on the Redis store, benchmarks/HISTORY.md, twentieth pass).
+   */
+  private pending = 0;
+  /** Resolves the drains waiting for {@link pending} to reach 0. */
+  private idle: (() => void)[] = [];
   /** Ends the pauses of optional work (see {@link pause}) when a drain starts. */
   private readonly wakers = new Set<() => void>();
   private drainsStarted = 0;
@@ -40,17 +49,21 @@ export class BackgroundTasks {
 
   /** How many tasks have not settled yet. */
   get size(): number {
-    return this.pending.size;
+    return this.pending;
   }
 
   /** Tracks `task` until it settles. Its rejection is the task's own business (reported by events). */
   track(task: Promise<unknown>): void {
-    const settled: Promise<unknown> = task.then(
-      () => this.pending.delete(settled),
-      () => this.pending.delete(settled),
-    );
-    this.pending.add(settled);
+    this.pending++;
+    task.then(this.settled, this.settled);
   }
+
+  private readonly settled = (): void => {
+    if (--this.pending > 0 || this.idle.length === 0) return;
+    const idle = this.idle;
+    this.idle = [];
+    for (const resolve of idle) resolve();
+  };
 
   /** Resolves when no task is pending or `timeoutMs` passed; returns how many are left. */
   async drain(timeoutMs: number): Promise<number> {
@@ -58,17 +71,22 @@ export class BackgroundTasks {
     for (const wake of this.wakers) wake();
     this.wakers.clear();
     const deadline = performance.now() + timeoutMs;
-    while (this.pending.size > 0) {
+    while (this.pending > 0) {
       const left = deadline - performance.now();
       if (left <= 0) break;
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<void>((resolve) => {
+      let done: (() => void) | undefined;
+      await new Promise<void>((resolve) => {
+        done = resolve;
+        this.idle.push(resolve);
         // Node fires a longer timer at once (and warns): a longer wait is armed again.
         timer = setTimeout(resolve, Math.min(left, MAX_TIMER_MS));
       });
-      await Promise.race([Promise.all(this.pending), timeout]);
       clearTimeout(timer);
+      // A wait the timer ended is no longer one to resolve.
+      const at = this.idle.indexOf(done as () => void);
+      if (at >= 0) this.idle.splice(at, 1);
     }
-    return this.pending.size;
+    return this.pending;
   }
 }
