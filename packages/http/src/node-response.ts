@@ -1321,7 +1321,8 @@ class ResponseRecording implements SocketHold {
     const { res } = this;
     if (this.bypass) return this.write.call(res, chunk, encoding, cb) as boolean;
     if (this.ending) {
-      if (this.released) return this.write.call(res, chunk, encoding, cb) as boolean;
+      if (this.released || this.recorder === SETTLED)
+        return this.write.call(res, chunk, encoding, cb) as boolean;
       // The real end waits for the record: a write now would reach the client ahead of the
       // held body. Pass it on after the end, where Node refuses it as it always does.
       this.late ??= [];
@@ -1357,7 +1358,8 @@ class ResponseRecording implements SocketHold {
   ): ServerResponse {
     const { res, recorder } = this;
     if (this.ending) {
-      if (this.released) return this.end.call(res, chunk, encoding, cb) as ServerResponse;
+      if (this.released || this.recorder === SETTLED)
+        return this.end.call(res, chunk, encoding, cb) as ServerResponse;
       // As a late write: Node gets it after the real end (calls its callback, refuses a chunk).
       this.late ??= [];
       this.late.push([true, chunk, encoding, cb]);
@@ -1451,12 +1453,23 @@ class ResponseRecording implements SocketHold {
     this.held = [];
   }
 
-  /** Recording failed: the response is destroyed, never ended. */
+  /**
+   * Recording failed: the response is destroyed, never ended. The writes and ends the app
+   * made while the end was held go to Node after the destroy, as every later one does (see
+   * `onWrite`): Node answers them as for a destroyed response (their callbacks get
+   * ERR_STREAM_DESTROYED), none is kept.
+   */
   private failed(error: unknown): void {
+    const { res } = this;
     this.stopAhead();
-    this.destroy.call(this.res, error instanceof Error ? error : new Error(String(error)));
+    this.destroy.call(res, error instanceof Error ? error : new Error(String(error)));
     this.releaseClose();
     this.settle();
+    const late = this.late;
+    this.late = undefined;
+    if (late)
+      for (const [end, chunk, encoding, cb] of late)
+        (end ? this.end : this.write).call(res, chunk, encoding, cb);
   }
 
   onDestroy(error?: Error): unknown {
