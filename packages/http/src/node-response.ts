@@ -703,16 +703,18 @@ function endedTrue(): boolean {
 
 /**
  * What a recording holds in place of its recorder once the response is settled: its held end
- * went out after the record, or it was destroyed after a record that failed. Every call passes
- * straight to Node from then on and none reaches the recorder, but `res` and `req` keep their
- * replaced methods, and through them the recording, until they are collected themselves.
- * Letting go of the recorder there lets the execution's objects (the recorder and its
- * capture, the engine's execution, the request's fingerprint) die young. Dead objects in the
- * old generation keep what they point to through every scavenge until the next mark-compact,
- * and V8 allocates Node's request and response objects there directly once their allocation
- * sites' objects mostly survived a scavenge, as they do under load: an idem Fastify server
- * promoted 3.0 KB a first execution, 0.8 with this (benchmarks/HISTORY.md, twentieth pass).
- * Inert where the settled response could still reach it: never aborted, records nothing.
+ * went out after the record, it was destroyed after a record that failed, or it went through
+ * unrecorded to its end (not the handler's outcome, or ended after its client left). Every
+ * call passes straight to Node from then on and none reaches the recorder, but `res` and
+ * `req` keep their replaced methods, and through them the recording, until they are
+ * collected themselves. Letting go of the recorder there lets the execution's objects (the
+ * recorder and its capture, the engine's execution, the request's fingerprint) die young.
+ * Dead objects in the old generation keep what they point to through every scavenge until
+ * the next mark-compact, and V8 allocates Node's request and response objects there directly
+ * once their allocation sites' objects mostly survived a scavenge, as they do under load: an
+ * idem Fastify server promoted 3.0 KB a first execution, 0.7 with this (benchmarks/HISTORY.md,
+ * twentieth pass). Inert where the settled response could still reach it: never aborted,
+ * records nothing.
  */
 const SETTLED: ResponseRecorder = {
   context: { signal: new AbortController().signal } as ResponseRecorder['context'],
@@ -1377,6 +1379,7 @@ class ResponseRecording implements SocketHold {
       void recorder.fail(new Error('The response was ended because the client left'));
       const result = this.end.call(res, chunk, encoding, cb);
       this.releaseClose();
+      this.recorder = SETTLED;
       return result as ServerResponse;
     }
     // A chunk Node refuses (`end(123)`): it throws before making any head or ending.
@@ -1386,7 +1389,10 @@ class ResponseRecording implements SocketHold {
     this.start();
     if (this.bypass) {
       this.releaseHold();
-      return this.end.call(res, chunk, encoding, cb) as ServerResponse;
+      const ended = this.end.call(res, chunk, encoding, cb) as ServerResponse;
+      // Passed through, and every later call does: nothing asks the recorder again.
+      this.recorder = SETTLED;
+      return ended;
     }
     let callback = cb;
     if (typeof chunk === 'function') {

@@ -24,7 +24,17 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((app) => app.close()));
 });
 
-async function serve(store: IdempotencyStore, beforeEnd?: (storageKey: string) => Promise<void>) {
+interface Serving {
+  /** Runs before the app's end (given the execution's storage key). */
+  beforeEnd?: (storageKey: string) => Promise<void>;
+  /** The app's status (200 unless given). */
+  status?: number;
+  /** As `recordServerResponse`'s option. */
+  isHandlerOutcome?: (status: number) => boolean;
+}
+
+async function serve(store: IdempotencyStore, serving: Serving = {}) {
+  const { beforeEnd, status = 200, isHandlerOutcome } = serving;
   const kept: { req: IncomingMessage; res: ServerResponse }[] = [];
   const recorders: WeakRef<object>[] = [];
   const contexts: WeakRef<object>[] = [];
@@ -40,7 +50,8 @@ async function serve(store: IdempotencyStore, beforeEnd?: (storageKey: string) =
     if (decision.action !== 'execute') throw new Error(`unexpected ${decision.action}`);
     recorders.push(new WeakRef(decision.recorder));
     contexts.push(new WeakRef(decision.recorder.context));
-    recordServerResponse(res, decision.recorder);
+    recordServerResponse(res, decision.recorder, { isHandlerOutcome });
+    res.statusCode = status;
     res.setHeader('content-type', 'text/plain');
     await beforeEnd?.(decision.recorder.context.storageKey);
     res.end(`done ${req.headers['idempotency-key']}`);
@@ -85,9 +96,9 @@ describe('a settled response holds nothing of its execution', () => {
     // An operator deletes each record while its execution runs: the completion finds its
     // lease gone (not an outage to retry), and the record fails.
     const store = createMemoryStore();
-    const { url, kept, recorders } = await serve(store, (storageKey) =>
-      store.admin.delete(storageKey).then(() => undefined),
-    );
+    const { url, kept, recorders } = await serve(store, {
+      beforeEnd: (storageKey) => store.admin.delete(storageKey).then(() => undefined),
+    });
     for (let i = 0; i < 10; i++) {
       // Never a body that was not recorded: the connection is cut instead of ended.
       await expect(send(url, '/orders', { key: `f-${i}`, body: { i } })).rejects.toThrow(
@@ -97,5 +108,24 @@ describe('a settled response holds nothing of its execution', () => {
     expect(kept).toHaveLength(10);
     expect((kept[0] as { res: ServerResponse }).res.destroyed).toBe(true);
     expect(await collected(recorders)).toBe(10);
+  });
+
+  it('a response that went through unrecorded (not the handler outcome): its recorder is collected too', async () => {
+    const { url, kept, recorders } = await serve(createMemoryStore(), {
+      status: 404,
+      // As the Express adapter judges an answer made before any route matched.
+      isHandlerOutcome: (status) => status !== 404,
+    });
+    for (let i = 0; i < 10; i++) {
+      const answer = await send(url, '/missing', { key: `b-${i}`, body: { i } });
+      expect(answer.status).toBe(404);
+      expect(answer.body.toString()).toBe(`done b-${i}`);
+    }
+    // Never recorded: the key was released, a retry runs the app again.
+    const again = await send(url, '/missing', { key: 'b-0', body: { i: 0 } });
+    expect(again.status).toBe(404);
+    expect(again.headers['idempotent-replayed']).toBeUndefined();
+    expect(kept).toHaveLength(11);
+    expect(await collected(recorders)).toBe(11);
   });
 });

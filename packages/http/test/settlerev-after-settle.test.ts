@@ -96,11 +96,13 @@ describe('settlerev: a settled response behaves as before', () => {
       for (let i = 0; i < 50 && !logs.get(key)?.includes('done'); i++) await sleep(10);
       // As Node answers them (the same at 07aad06): the writes queued while the end was held
       // are refused after it, and their 'error' destroys the response, as without idem.
-      expect(logs.get(key)).toEqual([
+      const log = logs.get(key) as Log;
+      // Node 20 emits 'finish' before the end's callback, Node 24 after it (with or without
+      // idem): either order, the rest exactly.
+      expect(log.slice(2, 4).sort()).toEqual(['end:ok', 'res:finish']);
+      expect([...log.slice(0, 2), ...log.slice(4)]).toEqual([
         'write:true',
         'late-write:false',
-        'res:finish',
-        'end:ok',
         'late-write:ERR_STREAM_WRITE_AFTER_END',
         'res:error:ERR_STREAM_WRITE_AFTER_END',
         'late-end:ERR_STREAM_WRITE_AFTER_END',
