@@ -6,11 +6,10 @@ import { MAX_TIMER_MS } from './adapter-kit/input-checks.js';
 
 export class BackgroundTasks {
   /**
-   * Tasks not settled yet: a count, not a set of them. A `Set` that every execution adds to and
-   * deletes from is rehashed over and over, and V8 links each table it leaves to the next one
-   * (for iterators): once one of those tables was promoted, every later one stayed reachable
-   * from a dead table in the old generation until the next mark-compact (about 150 B promoted
-   * an execution on the Redis store, benchmarks/HISTORY.md, twentieth pass).
+   * Tasks not settled yet: a count, not a set of them. A `Set` that every execution added to
+   * and deleted from allocated a new table on most deletes (V8 shrinks it when it empties):
+   * about 150 B an execution on the Redis store, kept past a scavenge (V8's sampling heap
+   * profiler, benchmarks/HISTORY.md, twentieth pass). A count allocates nothing.
    */
   private pending = 0;
   /** Resolves the drains waiting for {@link pending} to reach 0. */
