@@ -153,4 +153,23 @@ describe('settlerev: BackgroundTasks.drain', () => {
     expect(await tasks.drain(1_000)).toBe(0);
     expect(await paused).toBe(false);
   });
+
+  it('a drain ends when the last task settles, long before its timeout', async () => {
+    const tasks = new BackgroundTasks();
+    const task = gate();
+    tasks.track(task.promise);
+    const started = performance.now();
+    const draining = tasks.drain(10_000);
+    setTimeout(() => task.open(), 30);
+    expect(await draining).toBe(0);
+    expect(performance.now() - started).toBeLessThan(5_000);
+  });
+
+  it('100,000 tasks tracked and settled leave the count at 0', async () => {
+    const tasks = new BackgroundTasks();
+    for (let i = 0; i < 100_000; i++) tasks.track(Promise.resolve(i));
+    expect(tasks.size).toBe(100_000);
+    expect(await tasks.drain(10_000)).toBe(0);
+    expect(waiters(tasks)).toBe(0);
+  });
 });

@@ -203,6 +203,17 @@ export function h2ResetAfter(client: ClientHttp2Session, key: string, chunks = 1
   return { got: got.promise, closed: closed.promise };
 }
 
+/** Options of a keyed HTTP/1.1 POST of a one-byte body on its own connection to loopback. */
+export function keyedPost(port: number, key: string) {
+  return {
+    host: '127.0.0.1',
+    port,
+    method: 'POST',
+    agent: false,
+    headers: { 'idempotency-key': key, 'content-length': '1' },
+  };
+}
+
 /** A request whose stream the client resets once the first chunk came; resolves on its close. */
 export function resetAfterFirst(client: ClientHttp2Session, key: string): Promise<void> {
   return h2ResetAfter(client, key).closed;
@@ -214,13 +225,7 @@ export function resetAfterFirst(client: ClientHttp2Session, key: string): Promis
  */
 export async function h1LeaveAfterFirst(port: number, key: string): Promise<void> {
   const firstOut = deferred();
-  const req = h1Request({
-    host: '127.0.0.1',
-    port,
-    method: 'POST',
-    agent: false,
-    headers: { 'idempotency-key': key, 'content-length': '1' },
-  });
+  const req = h1Request(keyedPost(port, key));
   req.on('error', () => {});
   req.on('response', (res) => res.once('data', () => firstOut.resolve()));
   req.end('b');

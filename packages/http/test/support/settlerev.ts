@@ -1,5 +1,6 @@
 import { type IncomingMessage, request } from 'node:http';
 import { createMemoryStore } from '@idem/store-memory';
+import { keyedPost } from './h2c.js';
 
 // Shared by the settlerev review's tests (a keyed POST over its own HTTP/1.1 connection, and
 // a store whose first completion finds its record deleted).
@@ -15,13 +16,7 @@ export interface H1Answer {
 /** A keyed POST (body `b`) on its own connection; `onFirst` runs at the first body chunk. */
 export function h1Post(port: number, key: string, onFirst?: () => void): Promise<H1Answer> {
   return new Promise((resolve, reject) => {
-    const req = request({
-      host: '127.0.0.1',
-      port,
-      method: 'POST',
-      agent: false,
-      headers: { 'idempotency-key': key, 'content-length': '1' },
-    });
+    const req = request(keyedPost(port, key));
     req.on('error', reject);
     req.on('response', (res) => {
       const parts: Buffer[] = [];
