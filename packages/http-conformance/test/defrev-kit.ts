@@ -287,10 +287,56 @@ function redisClient(port: number): Redis {
   return client;
 }
 
-async function timed(p: Promise<Exchange>): Promise<{ x: Exchange; ms: number }> {
+/**
+ * How long this process's event loop ran late within a window: a sampler ticks every 25 ms and
+ * keeps how late each tick came. CI runs many suites on two cores at a load of 25 and more; a
+ * store's 5 s timer that is due while the process waits for a core fires that much late, and
+ * the 503 goes out later still.
+ */
+const lateness = (() => {
+  const TICK_MS = 25;
+  const ticks: Array<{ at: number; late: number }> = [];
+  let last = Date.now();
+  const timer = setInterval(() => {
+    const now = Date.now();
+    const late = now - last - TICK_MS;
+    last = now;
+    if (late > 0) ticks.push({ at: now, late });
+    while (ticks.length > 0 && (ticks[0] as { at: number }).at < now - 120_000) ticks.shift();
+  }, TICK_MS);
+  timer.unref();
+  return (from: number, to: number): number => {
+    let sum = 0;
+    for (const tick of ticks) if (tick.at > from && tick.at <= to + TICK_MS) sum += tick.late;
+    return sum;
+  };
+})();
+
+/** The store's default time limit. */
+const STORE_LIMIT_MS = 5_000;
+
+/**
+ * Answered within the store's default time limit plus 1 s, not counting how late the loop ran
+ * while the limit could not run: a request answered `e` ms after the limit's 5 s started its
+ * timer within the first `e` ms and saw it fire within the last `e`; loop lateness in the 5 s
+ * between delays nothing. So the lateness counted is the one in those two windows. A limit
+ * chained onto another (10 s) or a hang still fails unless the process was kept off a core for
+ * most of the whole time.
+ */
+function expectWithinStoreBound(r: { ms: number; start: number }): void {
+  const over = Math.max(0, r.ms - STORE_LIMIT_MS);
+  const end = r.start + r.ms;
+  const stalled =
+    over >= STORE_LIMIT_MS
+      ? lateness(r.start, end)
+      : lateness(r.start, r.start + over) + lateness(end - over, end);
+  expect(r.ms - stalled).toBeLessThan(STORE_LIMIT_MS + 1_000);
+}
+
+async function timed(p: Promise<Exchange>): Promise<{ x: Exchange; ms: number; start: number }> {
   const start = Date.now();
   const x = await p;
-  return { x, ms: Date.now() - start };
+  return { x, ms: Date.now() - start, start };
 }
 
 // ---------------------------------------------------------------- the suite
@@ -541,8 +587,6 @@ export function defrevSuite(adapter: DefrevAdapter) {
   // on its own redis-server, client and app: they run side by side (about 12 s, not 60).
   describe.concurrent(`defrev ${adapter.name}: outages and stalls, side by side`, () => {
     describe(`defrev ${adapter.name}: store down (@idem/store-redis), default options`, () => {
-      const BOUND_MS = 6_000;
-
       it('held: own redis-server killed -> 503 store-unavailable + Retry-After within the bound; back up -> works, no restart', async () => {
         const redis = await startOwnRedis();
         const client = redisClient(redis.port);
@@ -555,7 +599,7 @@ export function defrevSuite(adapter: DefrevAdapter) {
           const ok = await send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 } });
           expect(ok.status).toBe(201);
           await stopOwnRedis(redis);
-          const results: Array<{ x: Exchange; ms: number }> = [];
+          const results: Array<{ x: Exchange; ms: number; start: number }> = [];
           for (let i = 0; i < 3; i++)
             results.push(
               await timed(
@@ -563,10 +607,10 @@ export function defrevSuite(adapter: DefrevAdapter) {
               ),
             );
           note('redis killed', (results[0] as { x: Exchange }).x);
-          for (const { x, ms } of results) {
-            expectProblem(x, 503, PROBLEM.storeUnavailable);
-            expect(header(x, 'retry-after')).toMatch(/^\d+$/);
-            expect(ms).toBeLessThan(BOUND_MS);
+          for (const r of results) {
+            expectProblem(r.x, 503, PROBLEM.storeUnavailable);
+            expect(header(r.x, 'retry-after')).toMatch(/^\d+$/);
+            expectWithinStoreBound(r);
           }
           expect(ran('/ok', t)).toBe(1);
           const again = await startOwnRedis(redis.port);
@@ -605,13 +649,13 @@ export function defrevSuite(adapter: DefrevAdapter) {
           try {
             const t = uid('closed');
             for (let i = 0; i < 2; i++) {
-              const { x, ms } = await timed(
+              const r = await timed(
                 send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
               );
-              note('closed port', x);
-              expectProblem(x, 503, PROBLEM.storeUnavailable);
-              expect(header(x, 'retry-after')).toMatch(/^\d+$/);
-              expect(ms).toBeLessThan(BOUND_MS);
+              note('closed port', r.x);
+              expectProblem(r.x, 503, PROBLEM.storeUnavailable);
+              expect(header(r.x, 'retry-after')).toMatch(/^\d+$/);
+              expectWithinStoreBound(r);
             }
             expect(ran('/ok', t)).toBe(0);
           } finally {
@@ -713,13 +757,13 @@ export function defrevSuite(adapter: DefrevAdapter) {
           try {
             const t = uid('silent');
             for (let i = 0; i < 2; i++) {
-              const { x, ms } = await timed(
+              const r = await timed(
                 send(app.url, `/ok?t=${t}`, { key: uid('k'), body: { a: 1 }, timeoutMs: 15_000 }),
               );
-              note('silent store', x);
-              expectProblem(x, 503, PROBLEM.storeUnavailable);
-              expect(header(x, 'retry-after')).toMatch(/^\d+$/);
-              expect(ms).toBeLessThan(BOUND_MS);
+              note('silent store', r.x);
+              expectProblem(r.x, 503, PROBLEM.storeUnavailable);
+              expect(header(r.x, 'retry-after')).toMatch(/^\d+$/);
+              expectWithinStoreBound(r);
             }
             expect(ran('/ok', t)).toBe(0);
           } finally {
@@ -931,9 +975,9 @@ function defrevDeepSuite(adapter: DefrevAdapter) {
             ),
           );
           more.silent10 = results.map((r) => [r.x.status, r.ms]);
-          for (const { x, ms } of results) {
-            expectProblem(x, 503, PROBLEM.storeUnavailable);
-            expect(ms).toBeLessThan(6_000);
+          for (const r of results) {
+            expectProblem(r.x, 503, PROBLEM.storeUnavailable);
+            expectWithinStoreBound(r);
           }
         } finally {
           await Promise.race([own.close().catch(() => {}), sleep(5_000)]);
@@ -1154,7 +1198,7 @@ function stallRows(adapter: DefrevAdapter) {
       const seenFreeze = observedFreeze[adapter.name] as Record<string, unknown>;
       seenFreeze.duringStatus = during.x.status;
       seenFreeze.duringMs = during.ms;
-      expect(during.ms).toBeLessThan(6_000);
+      expectWithinStoreBound(during);
       expect([409, 503]).toContain(during.x.status);
       redis.child.kill('SIGCONT');
       let last: Exchange | undefined;
@@ -1236,7 +1280,7 @@ function stallRows(adapter: DefrevAdapter) {
           send(app.url, `/ok?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 }),
         );
         expectProblem(lost.x, 503, PROBLEM.storeUnavailable);
-        expect(lost.ms).toBeLessThan(6_000);
+        expectWithinStoreBound(lost);
         redis.child.kill('SIGCONT');
         const start = Date.now();
         const statuses: number[] = [];
