@@ -703,8 +703,9 @@ function endedTrue(): boolean {
 
 /**
  * What a recording holds in place of its recorder once the response is settled: its held end
- * went out after the record, it was destroyed after a record that failed, or it went through
- * unrecorded to its end (not the handler's outcome, or ended after its client left). Every
+ * went out after the record, it was destroyed after a record that failed, the app destroyed
+ * it before its end, or it went through unrecorded to its end (not the handler's outcome, or
+ * ended after its client left). Every
  * call passes straight to Node from then on and none reaches the recorder, but `res` and
  * `req` keep their replaced methods, and through them the recording, until they are
  * collected themselves. Letting go of the recorder there lets the execution's objects (the
@@ -1486,11 +1487,15 @@ class ResponseRecording implements SocketHold {
     if (!this.res.socket && isAbortOutgoing(error)) {
       if (this.inFlight() ? this.clientLeft() : this.gone && !this.closeReleased) return this.res;
     }
-    if (!this.ending && !this.destroying && !this.bypass) void this.recorder.fail(error);
+    // The app destroyed a response it had not ended: never recorded, the key is released.
+    const abandoned = !this.ending && !this.destroying && !this.bypass;
+    if (abandoned) void this.recorder.fail(error);
     this.stopAhead();
     this.destroying = true;
     const result = this.destroy.call(this.res, error);
     this.releaseClose();
+    // Settled: what the app does after its destroy goes to Node, which refuses it.
+    if (abandoned) this.settle();
     return result;
   }
 }

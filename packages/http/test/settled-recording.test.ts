@@ -31,13 +31,16 @@ interface Serving {
   status?: number;
   /** As `recordServerResponse`'s option. */
   isHandlerOutcome?: (status: number) => boolean;
+  /** The app writes part of its body and destroys the response instead of ending it. */
+  destroys?: boolean;
 }
 
 async function serve(store: IdempotencyStore, serving: Serving = {}) {
-  const { beforeEnd, status = 200, isHandlerOutcome } = serving;
+  const { beforeEnd, status = 200, isHandlerOutcome, destroys = false } = serving;
   const kept: { req: IncomingMessage; res: ServerResponse }[] = [];
   const recorders: WeakRef<object>[] = [];
   const contexts: WeakRef<object>[] = [];
+  const late: (Error | null | undefined)[] = [];
   const idem = createIdempotencyHandler<IncomingMessage>({
     store,
     scope: 'global',
@@ -54,12 +57,19 @@ async function serve(store: IdempotencyStore, serving: Serving = {}) {
     res.statusCode = status;
     res.setHeader('content-type', 'text/plain');
     await beforeEnd?.(decision.recorder.context.storageKey);
+    if (destroys) {
+      res.write('part of ');
+      res.destroy();
+      // What the app does after its destroy goes to Node, which refuses it; nothing is kept.
+      res.write('more', (error) => late.push(error));
+      return;
+    }
     res.end(`done ${req.headers['idempotency-key']}`);
   });
   server.listen(0, '127.0.0.1');
   const app = await listening(server);
   servers.push(app);
-  return { url: app.url, kept, recorders, contexts };
+  return { url: app.url, kept, recorders, contexts, late };
 }
 
 async function collected(refs: WeakRef<object>[]): Promise<number> {
@@ -127,5 +137,25 @@ describe('a settled response holds nothing of its execution', () => {
     expect(again.headers['idempotent-replayed']).toBeUndefined();
     expect(kept).toHaveLength(11);
     expect(await collected(recorders)).toBe(11);
+  });
+
+  it('a response the app destroyed: the key is released, and its recorder is collected', async () => {
+    const { url, kept, recorders, contexts, late } = await serve(createMemoryStore(), {
+      destroys: true,
+    });
+    for (let i = 0; i < 10; i++)
+      await expect(send(url, '/orders', { key: `d-${i}`, body: { i } })).rejects.toThrow();
+    // Released, not recorded: a retry runs the app again (and is destroyed again).
+    await expect(send(url, '/orders', { key: 'd-0', body: { i: 0 } })).rejects.toThrow();
+    expect(kept).toHaveLength(11);
+    expect(recorders).toHaveLength(11);
+    expect((kept[0] as { res: ServerResponse }).res.destroyed).toBe(true);
+    await new Promise((resolve) => setImmediate(resolve));
+    // The write after the destroy was Node's to refuse, as without idem.
+    expect(late).toHaveLength(11);
+    for (const error of late)
+      expect((error as NodeJS.ErrnoException)?.code).toBe('ERR_STREAM_DESTROYED');
+    expect(await collected(recorders)).toBe(11);
+    expect(await collected(contexts)).toBe(11);
   });
 });
