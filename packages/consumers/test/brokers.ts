@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { REDIS_URL } from '@idem/test-ledger';
 import amqp, { type ChannelModel } from 'amqplib';
+import { Redis } from 'ioredis';
 import { AckPolicy, connect, type NatsConnection } from 'nats';
+import { afterAll, beforeAll } from 'vitest';
 
 /** RabbitMQ the tests use. */
 export const AMQP_URL = process.env.IDEM_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -65,4 +68,40 @@ export async function durableStream(
   const js = nc.jetstream();
   for (let n = 1; n <= count; n++) await js.publish(`${stream}.orders`, `{"n":${n}}`);
   return stream;
+}
+
+/**
+ * What a JetStream test file shares: a Redis client and a key prefix unique to the run (for
+ * the store), the NATS connection (made before the file's tests) and the streams it added.
+ * Registers the file's `beforeAll` and `afterAll`: after its tests the streams and the
+ * prefix's keys are deleted and both connections closed.
+ */
+export function jetStreamBed(label: string) {
+  const bed = {
+    /** Set before the file's tests run. */
+    nc: undefined as unknown as NatsConnection,
+    redis: new Redis(process.env.IDEM_REDIS_URL ?? REDIS_URL, { maxRetriesPerRequest: 2 }),
+    prefix: `${uniqueName(label)}:`,
+    streams: [] as string[],
+    /** A new stream named from `label`, taking `<name>.>`, deleted after the file's tests. */
+    async stream() {
+      const jsm = await bed.nc.jetstreamManager();
+      const name = uniqueName(label).replace(/-/g, '_');
+      await jsm.streams.add({ name, subjects: [`${name}.>`] });
+      bed.streams.push(name);
+      return { jsm, name, js: bed.nc.jetstream() };
+    },
+  };
+  beforeAll(async () => {
+    bed.nc = await connectNats();
+  });
+  afterAll(async () => {
+    const jsm = await bed.nc.jetstreamManager();
+    for (const s of bed.streams) await jsm.streams.delete(s).catch(() => {});
+    await bed.nc.close();
+    const keys = await bed.redis.keys(`${bed.prefix}*`);
+    if (keys.length > 0) await bed.redis.del(...keys);
+    bed.redis.disconnect();
+  });
+  return bed;
 }

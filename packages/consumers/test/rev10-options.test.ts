@@ -4,29 +4,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isIdemError } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
-import { REDIS_URL } from '@idem/test-ledger';
-import { Redis } from 'ioredis';
-import { AckPolicy, type Consumer, type JsMsg, type NatsConnection } from 'nats';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AckPolicy, type Consumer, type JsMsg } from 'nats';
+import { describe, expect, it } from 'vitest';
 import { consumeJetStream, type JetStreamConsumerLike } from '../src/index.js';
-import { connectNats, uniqueName } from './brokers.js';
+import { jetStreamBed } from './brokers.js';
 
-const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
-const prefix = `${uniqueName('rev10a-consumers-opt')}:`;
-let nc: NatsConnection;
-const streams: string[] = [];
-
-beforeAll(async () => {
-  nc = await connectNats();
-});
-afterAll(async () => {
-  const jsm = await nc.jetstreamManager();
-  for (const s of streams) await jsm.streams.delete(s).catch(() => undefined);
-  await nc.close();
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
+const bed = jetStreamBed('rev10a-consumers-opt');
+const { redis, prefix } = bed;
 
 /** The real pull consumer, its messages' `working()` calls counted (they still reach NATS). */
 function countingWorking(consumer: Consumer): {
@@ -58,13 +42,10 @@ function countingWorking(consumer: Consumer): {
 }
 
 async function streamWithOneMessage(): Promise<{ stream: string; consumer: Consumer }> {
-  const jsm = await nc.jetstreamManager();
-  const stream = uniqueName('rev10a_opt').replace(/[^A-Za-z0-9_-]/g, '_');
-  streams.push(stream);
-  await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+  const { jsm, name: stream, js } = await bed.stream();
   await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit });
-  await nc.jetstream().publish(`${stream}.a`, new TextEncoder().encode('{"n":1}'));
-  return { stream, consumer: await nc.jetstream().consumers.get(stream, 'c') };
+  await js.publish(`${stream}.a`, new TextEncoder().encode('{"n":1}'));
+  return { stream, consumer: await js.consumers.get(stream, 'c') };
 }
 
 describe('rev10a consumers: options past the longest timer', () => {
@@ -117,11 +98,7 @@ describe('rev10a consumers: options past the longest timer', () => {
 describe('rev10a consumers: ephemeral consumer names in the default scope', () => {
   // FIXED (was FINDING MEDIUM): the default JetStream scope includes info.consumer, which is random per instance for an ordered (ephemeral) consumer: after a restart the same stream messages are delivered again under a new scope and every handler runs a second time.
   it('JetStream ordered consumer: a restarted process re-reading the stream replays, never runs a message twice', async () => {
-    const jsm = await nc.jetstreamManager();
-    const stream = uniqueName('rev10a_ord').replace(/[^A-Za-z0-9_-]/g, '_');
-    streams.push(stream);
-    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
-    const js = nc.jetstream();
+    const { name: stream, js } = await bed.stream();
     for (let i = 0; i < 3; i++)
       await js.publish(`${stream}.a`, new TextEncoder().encode(JSON.stringify({ i })));
     const store = createRedisStore({ client: redis, keyPrefix: prefix });

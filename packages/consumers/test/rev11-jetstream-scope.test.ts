@@ -1,40 +1,16 @@
 import { createRedisStore } from '@idem/store-redis';
-import { Redis } from 'ioredis';
-import { AckPolicy, type JsMsg, type NatsConnection } from 'nats';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AckPolicy, type JsMsg } from 'nats';
+import { describe, expect, it } from 'vitest';
 import { consumeJetStream } from '../src/index.js';
-import { connectNats, uniqueName } from './brokers.js';
+import { jetStreamBed } from './brokers.js';
 
 // rev11: consumeJetStream refuses an ordered / ephemeral consumer without an explicit scope
 // (its name changes at every start). Against a real NATS JetStream: which consumers does the
 // durable_name test accept, and does one it accepts keep its messages' keys across restarts?
 
-let nc: NatsConnection;
-const redis = new Redis(process.env.IDEM_REDIS_URL ?? 'redis://127.0.0.1:6379', {
-  maxRetriesPerRequest: 2,
-});
-const prefix = `${uniqueName('rev11-consumers-js')}:`;
-const createMemoryStore = () => createRedisStore({ client: redis, keyPrefix: prefix });
-const streams: string[] = [];
-beforeAll(async () => {
-  nc = await connectNats();
-});
-afterAll(async () => {
-  const jsm = await nc.jetstreamManager();
-  for (const s of streams) await jsm.streams.delete(s).catch(() => {});
-  await nc.close();
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
-
-async function stream() {
-  const jsm = await nc.jetstreamManager();
-  const name = uniqueName('rev11js').replace(/-/g, '_');
-  await jsm.streams.add({ name, subjects: [`${name}.>`] });
-  streams.push(name);
-  return { jsm, name, js: nc.jetstream() };
-}
+const bed = jetStreamBed('rev11-consumers-js');
+const createStore = () => createRedisStore({ client: bed.redis, keyPrefix: bed.prefix });
+const stream = () => bed.stream();
 
 describe('rev11 JetStream consumers and the default scope', () => {
   it('an ordered consumer without a scope is refused; a durable one is taken', async () => {
@@ -43,7 +19,7 @@ describe('rev11 JetStream consumers and the default scope', () => {
     await expect(
       consumeJetStream({
         consumer: ordered as never,
-        store: createMemoryStore(),
+        store: createStore(),
         handler: async () => 'ok',
       }),
     ).rejects.toThrow(/explicit scope/);
@@ -51,7 +27,7 @@ describe('rev11 JetStream consumers and the default scope', () => {
     const durable = await js.consumers.get(name, 'billing');
     const running = await consumeJetStream({
       consumer: durable as never,
-      store: createMemoryStore(),
+      store: createStore(),
       handler: async () => 'ok',
     });
     await running.stop(2_000);
@@ -70,7 +46,7 @@ describe('rev11 JetStream consumers and the default scope', () => {
     const seen: string[] = [];
     const running = await consumeJetStream({
       consumer: named as never,
-      store: createMemoryStore(),
+      store: createStore(),
       handler: async (m: JsMsg) => {
         seen.push(m.info.consumer);
         return 'ok';
@@ -90,7 +66,7 @@ describe('rev11 JetStream consumers and the default scope', () => {
     await expect(
       consumeJetStream({
         consumer: ephemeral as never,
-        store: createMemoryStore(),
+        store: createStore(),
         handler: async () => 'ok',
       }),
     ).rejects.toThrow(/explicit scope/);

@@ -1,40 +1,16 @@
 import { createRedisStore } from '@idem/store-redis';
-import { Redis } from 'ioredis';
 import { AckPolicy, type JsMsg, type NatsConnection } from 'nats';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { consumeJetStream, type JsMsgLike } from '../src/index.js';
-import { connectNats, uniqueName } from './brokers.js';
+import { jetStreamBed } from './brokers.js';
 
 // rev12a: attacks on 1c5091e (a JetStream consumer with a config `name` and an ack_policy
 // other than none is taken without a scope, its name in the default scope). Real NATS
 // JetStream on 4222 and Redis on 6379.
 
-let nc: NatsConnection;
-const redis = new Redis(process.env.IDEM_REDIS_URL ?? 'redis://127.0.0.1:6379', {
-  maxRetriesPerRequest: 2,
-});
-const prefix = `${uniqueName('rev12a-consumers')}:`;
-const store = () => createRedisStore({ client: redis, keyPrefix: prefix });
-const streams: string[] = [];
-beforeAll(async () => {
-  nc = await connectNats();
-});
-afterAll(async () => {
-  const jsm = await nc.jetstreamManager();
-  for (const s of streams) await jsm.streams.delete(s).catch(() => {});
-  await nc.close();
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
-
-async function stream() {
-  const jsm = await nc.jetstreamManager();
-  const name = uniqueName('rev12a').replace(/-/g, '_');
-  await jsm.streams.add({ name, subjects: [`${name}.>`] });
-  streams.push(name);
-  return { jsm, name, js: nc.jetstream() };
-}
+const bed = jetStreamBed('rev12a-consumers');
+const store = () => createRedisStore({ client: bed.redis, keyPrefix: bed.prefix });
+const stream = () => bed.stream();
 
 const until = async (done: () => boolean, ms = 5_000) => {
   const end = Date.now() + ms;

@@ -1,28 +1,13 @@
 // Review round 13 (rev13client): consumeJetStream's stop() on the real NATS JetStream and Redis.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createRedisStore } from '@idem/store-redis';
-import { REDIS_URL } from '@idem/test-ledger';
-import { Redis } from 'ioredis';
-import type { NatsConnection } from 'nats';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { consumeJetStream } from '../src/index.js';
-import { connectNats, durableStream, uniqueName } from './brokers.js';
+import { durableStream, jetStreamBed } from './brokers.js';
 
 describe('rev13 consumers: JetStream stop()', () => {
-  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
-  const prefix = `${uniqueName('rev13-js-stop')}:`;
-  const streams: string[] = [];
-  let nc: NatsConnection | undefined;
-  afterAll(async () => {
-    if (nc) {
-      const jsm = await nc.jetstreamManager();
-      for (const stream of streams) await jsm.streams.delete(stream).catch(() => {});
-      await nc.close();
-    }
-    const keys = await redis.keys(`${prefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
-  });
+  const bed = jetStreamBed('rev13-js-stop');
+  const { redis, prefix, streams } = bed;
 
   // FIXED (was FINDING MEDIUM): stop() called `messages.stop()` and waits for `[loop, ...inFlight]` as
   // they are at that moment. nats.js's iterator goes on yielding the messages it had already
@@ -37,11 +22,13 @@ describe('rev13 consumers: JetStream stop()', () => {
   it('no handler starts after stop(); none runs when it resolves; the rest run once later', {
     timeout: 25_000,
   }, async () => {
-    nc ??= await connectNats();
-    const js = nc.jetstream();
+    const js = bed.nc.jetstream();
     // Short ack_wait: a message nats.js received after stop() and dropped (never yielded,
     // never nak'ed) comes back after it.
-    const stream = await durableStream(nc, 'REV13_STOP', streams, { ackWaitMs: 2_000, count: 8 });
+    const stream = await durableStream(bed.nc, 'REV13_STOP', streams, {
+      ackWaitMs: 2_000,
+      count: 8,
+    });
     const store = createRedisStore({ client: redis, keyPrefix: prefix });
     const runs = new Map<number, number>();
     let running = 0;

@@ -2,28 +2,13 @@
 // the rev13 test used a 2 s ack_wait, which hides a message that only comes back at ack_wait.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createRedisStore } from '@idem/store-redis';
-import { REDIS_URL } from '@idem/test-ledger';
-import { Redis } from 'ioredis';
-import type { NatsConnection } from 'nats';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { consumeJetStream } from '../src/index.js';
-import { connectNats, durableStream, uniqueName } from './brokers.js';
+import { durableStream, jetStreamBed } from './brokers.js';
 
 describe('rev13fix consumers: JetStream stop() gives back what it did not run', () => {
-  const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
-  const prefix = `${uniqueName('rev13fix-js')}:`;
-  const streams: string[] = [];
-  let nc: NatsConnection | undefined;
-  afterAll(async () => {
-    if (nc) {
-      const jsm = await nc.jetstreamManager();
-      for (const stream of streams) await jsm.streams.delete(stream).catch(() => {});
-      await nc.close();
-    }
-    const keys = await redis.keys(`${prefix}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
-  });
+  const bed = jetStreamBed('rev13fix-js');
+  const { redis, prefix, streams } = bed;
 
   // FIXED (was FINDING LOW): stop() called nats.js's `messages.stop()`, which unsubscribes the
   // pull's inbox while the server may still be sending the batch it pulled (max_messages =
@@ -44,10 +29,12 @@ describe('rev13fix consumers: JetStream stop() gives back what it did not run', 
       timeout: 45_000,
     },
     async ({ stopAfterMs }) => {
-      nc ??= await connectNats();
-      const jsm = await nc.jetstreamManager();
-      const js = nc.jetstream();
-      const stream = await durableStream(nc, 'REV13FIX', streams, { ackWaitMs: 30_000, count: 8 });
+      const jsm = await bed.nc.jetstreamManager();
+      const js = bed.nc.jetstream();
+      const stream = await durableStream(bed.nc, 'REV13FIX', streams, {
+        ackWaitMs: 30_000,
+        count: 8,
+      });
       const store = createRedisStore({ client: redis, keyPrefix: prefix });
       const runs = new Map<number, number>();
       const seen: Array<[number, number, number]> = [];
