@@ -71,6 +71,12 @@ export const adminExpectChecks: ContractCheck[] = [
         // Both must hold: one of the two is not enough.
         { owner: second.owner, fence: first.fence },
         { owner: first.owner, fence: second.fence },
+        // An owner this store may not be able to hold (U+0000, a character outside the
+        // Basic Multilingual Plane, past its longest owner): still a different execution,
+        // answered `changed`, never a store error.
+        { owner: `${second.owner}\0` },
+        { owner: `${second.owner}\u{1F600}` },
+        { owner: second.owner.padEnd(5_000, 'x') },
       ];
       for (const expected of stale) {
         assert.deepEqual(

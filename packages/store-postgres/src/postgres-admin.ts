@@ -18,8 +18,10 @@ type InspectRow = { now: string; status: RecordStatus | null } & Omit<AdminRecor
 const SANE_FENCE = 'old.fence BETWEEN 0 AND 9007199254740991';
 const SANE_TO_RAISE = 'old.fence BETWEEN 0 AND 9007199254740990';
 // The execution an operator expects to release ($3 owner, $4 fence; NULL for any).
+// The expected owner goes as its UTF-8 bytes: an owner the column cannot hold (U+0000) is
+// still a parameter, one that matches no row, rather than an encoding error.
 const EXPECTED =
-  '($3::text IS NULL OR old.owner = $3::text) AND ($4::bigint IS NULL OR old.fence = $4::bigint)';
+  "($3::bytea IS NULL OR convert_to(old.owner, 'UTF8') = $3::bytea) AND ($4::bigint IS NULL OR old.fence = $4::bigint)";
 
 function refuseMalformed(sane: boolean | null | undefined, fence: unknown): void {
   if (sane === false)
@@ -87,7 +89,12 @@ export function createPostgresAdmin(
                 ${SANE_FENCE} AS sane, ${SANE_TO_RAISE} AS raisable, ${EXPECTED} AS expected,
                 old.fence AS old_fence
          FROM c LEFT JOIN old ON true`,
-        [rowKey(key), owner, expected?.owner ?? null, expected?.fence ?? null],
+        [
+          rowKey(key),
+          owner,
+          expected?.owner === undefined ? null : Buffer.from(expected.owner, 'utf8'),
+          expected?.fence ?? null,
+        ],
       );
       const row = rows[0];
       if (!row?.status || !row.live) return 'not_found';
