@@ -46,6 +46,27 @@ function store(requestDeadlineMs: number, maxAttempts = 1) {
   });
 }
 
+/**
+ * A call made with no fault switched on, tried again while it ends at the store's request
+ * deadline (and for nothing else). The deadlines here (200 and 300 ms) are set for the faulted
+ * calls, whose answers the proxy holds 700 ms or forever; a healthy round trip to DynamoDB
+ * Local under CI load (two cores, load 25 and more) took longer than 300 ms and failed the
+ * test on a call no fault touched. A store that does not recover aborts every try (and each
+ * try is itself a call that may land and lose its answer, which the checks below must hold
+ * for anyway), so the bound of 20 tries fails it.
+ */
+async function healthy<T>(call: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await call();
+    } catch (error) {
+      const cause = (error as { cause?: { name?: unknown } }).cause;
+      const deadline = error instanceof StoreUnavailableError && cause?.name === 'AbortError';
+      if (!deadline || tries >= 20) throw error;
+    }
+  }
+}
+
 const input = () => ({
   key: randomBytes(12).toString('hex'),
   owner: randomBytes(12).toString('base64url'),
@@ -64,10 +85,10 @@ describe('fixrev: an aborted request whose write landed', () => {
     } finally {
       proxy.delayMs = 0;
     }
-    const again = await s.acquire(held);
+    const again = await healthy(() => s.acquire(held));
     expect(again).toMatchObject({ kind: 'acquired', fence: 1, takeover: false });
     // A different owner finds the record in progress (the first write did land).
-    expect((await s.acquire({ ...held, owner: 'someone-else' })).kind).toBe('found');
+    expect((await healthy(() => s.acquire({ ...held, owner: 'someone-else' }))).kind).toBe('found');
     const outcome = new Uint8Array([7, 8, 9]);
     proxy.delayMs = 700;
     try {
@@ -75,8 +96,8 @@ describe('fixrev: an aborted request whose write landed', () => {
     } finally {
       proxy.delayMs = 0;
     }
-    expect(await s.complete({ ...held, outcome })).toEqual({ ok: true });
-    const record = await s.get(held.key);
+    expect(await healthy(() => s.complete({ ...held, outcome }))).toEqual({ ok: true });
+    const record = await healthy(() => s.get(held.key));
     expect(record?.status).toBe('completed');
     expect(record?.fence).toBe(1);
   });
@@ -100,15 +121,18 @@ describe('fixrev: an aborted request whose write landed', () => {
       (e: unknown) => e,
     );
     proxy.delayMs = 0;
-    // However the first call ended, a retry never runs the operation again.
-    const deadline = Date.now() + 8_000;
+    // However the first call ended, a retry never runs the operation again: retried until one
+    // replays. (Under CI load a call may also end at the 300 ms deadline with no fault on, the
+    // first one's acquisition included: the operation then runs in a retry, once, once the
+    // first's 5 s lease has passed; so the wait is up to 20 s, not 8.)
+    const deadline = Date.now() + 20_000;
     let retry: unknown;
     while (Date.now() < deadline) {
       retry = await idem.execute({ key }, op).then(
         (r) => r,
         (e: unknown) => e,
       );
-      if (retry && typeof retry === 'object' && 'value' in retry) break;
+      if (retry && typeof retry === 'object' && (retry as { replayed?: unknown }).replayed) break;
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
     expect(runs).toBe(1);
@@ -121,25 +145,30 @@ describe('fixrev: an aborted request whose write landed', () => {
   it('aborted requests on a silent endpoint do not keep their sockets', async () => {
     const s = store(200);
     // One healthy call opens a pooled socket.
-    await s.acquire(input());
+    await healthy(() => s.acquire(input()));
+    // Sockets open before: this store's pooled one, and those the earlier tests' clients keep
+    // alive in their pools until afterAll (how many depends on how those tests went).
+    const before = proxy.open;
     proxy.blackhole = true;
     try {
       for (let i = 0; i < 6; i++) {
         await expect(s.acquire(input())).rejects.toBeInstanceOf(StoreUnavailableError);
       }
-      // Each aborted request's socket is destroyed: not six hung sockets held open. The proxy
-      // sees each close when its FIN arrives, which a loaded machine delays (a fixed 300 ms
-      // wait failed once under CI): polled for up to 3 s. A socket the SDK kept would stay open
-      // far longer (a blackholed request has no end of its own).
+      // Each aborted request's socket is destroyed: not six hung sockets held open (the first
+      // one takes the pooled socket, so none more than before). The proxy sees each close
+      // when its FIN arrives, which a loaded machine delays (a fixed 300 ms wait failed once
+      // under CI): polled for up to 3 s. A socket the SDK kept would stay open far longer (a
+      // blackholed request has no end of its own).
       const until = Date.now() + 3_000;
-      while (proxy.open > 2 && Date.now() < until) {
+      while (proxy.open > before && Date.now() < until) {
         await new Promise((resolve) => setTimeout(resolve, 50));
       }
-      expect(proxy.open).toBeLessThanOrEqual(2);
+      console.log('fixrev sockets open', { before, after: proxy.open });
+      expect(proxy.open).toBeLessThanOrEqual(before);
     } finally {
       proxy.blackhole = false;
     }
-    expect((await s.acquire(input())).kind).toBe('acquired');
+    expect((await healthy(() => s.acquire(input()))).kind).toBe('acquired');
   });
 });
 

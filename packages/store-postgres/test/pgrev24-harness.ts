@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
+import { latenessAround, sampleLoopLateness } from '../../../scripts/loop-lateness.js';
 import { RenewalConnection } from '../src/renewal-connection.js';
 import { DATABASE_URL, randomName } from './pg-env.js';
 
@@ -19,6 +20,7 @@ export const STATEMENT_MS = 2_000;
 export type Step = 'stall' | 'fail' | 'pass' | number;
 
 export function harness(opts: { max?: number; openMs?: number; script: (n: number) => Step }) {
+  sampleLoopLateness();
   const tag = randomName('p24');
   const stats = {
     ownConstructed: 0,
@@ -33,6 +35,12 @@ export function harness(opts: { max?: number; openMs?: number; script: (n: numbe
     maxOwnSends: 0,
     /** Those statements sent on own clients, in all. */
     ownSent: 0,
+    /**
+     * The own connection's real connects to the server (after a scripted delay), from call
+     * to settlement (performance.now()): the server's set-up time, which the renewal
+     * connection does not control (under CI load, a backend fork and authentication).
+     */
+    connects: [] as Array<{ from: number; to: number }>,
   };
   const ownClients: pg.Client[] = [];
   class GatedClient extends pg.Client {
@@ -45,8 +53,18 @@ export function harness(opts: { max?: number; openMs?: number; script: (n: numbe
       const connect = this.connect.bind(this) as unknown as Loose;
       const query = this.query.bind(this) as unknown as Loose;
       const self = this as unknown as { connect: Loose; query: Loose };
+      const timed = (...args: unknown[]) => {
+        const span = { from: performance.now(), to: Number.POSITIVE_INFINITY };
+        stats.connects.push(span);
+        const done = () => {
+          span.to = performance.now();
+        };
+        const connecting = connect(...args);
+        connecting.then(done, done);
+        return connecting;
+      };
       self.connect = (...args) => {
-        if (step === 'pass') return connect(...args);
+        if (step === 'pass') return timed(...args);
         if (step === 'stall') return new Promise(() => {});
         if (step === 'fail')
           return Promise.reject(
@@ -54,7 +72,7 @@ export function harness(opts: { max?: number; openMs?: number; script: (n: numbe
               code: 'ECONNREFUSED',
             }),
           );
-        return sleep(step).then(() => connect());
+        return sleep(step).then(() => timed());
       };
       self.query = (...args) => {
         const config = args[0] as { query_timeout?: unknown } | undefined;
@@ -157,6 +175,27 @@ export function settle(p: Promise<unknown>, t0: number): Promise<string> {
 }
 
 export const msOf = (outcome: string) => Number(outcome.split(' ').at(-1));
+
+/**
+ * The part of a statement's time (`outcome` settled `msOf(outcome)` ms after `t0`) the renewal
+ * connection is answerable for: without the real connects to the server that ended within it
+ * (the server's set-up, see `stats.connects`), and without the event loop's lateness in the
+ * windows where it could delay the product's timers due `due` ms after `t0` (see
+ * scripts/loop-lateness.ts; lateness within a connect is in that connect's time already).
+ * A timer chained onto another, a wait for a later opening, or a hedge begun late still
+ * count in full.
+ */
+export function ownMs(
+  outcome: string,
+  t0: number,
+  due: readonly number[],
+  connects: ReadonlyArray<{ from: number; to: number }>,
+): number {
+  const end = t0 + msOf(outcome);
+  const within = connects.filter((c) => c.from >= t0 && c.to <= end);
+  const server = within.reduce((sum, c) => sum + (c.to - c.from), 0);
+  return msOf(outcome) - server - latenessAround(t0, end, due, within);
+}
 
 /** Polls until `check` holds or `ms` passed. */
 export async function until(check: () => boolean | Promise<boolean>, ms: number): Promise<boolean> {

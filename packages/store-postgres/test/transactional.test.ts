@@ -29,6 +29,9 @@ afterAll(async () => {
   await raw.end();
 });
 
+/** The lease of the takeover test's two executions. */
+const LEASE_MS = 2_000;
+
 /** A fresh engine and scope; `charge` inserts one business row in the transaction. */
 function setup(
   extra: Partial<Parameters<typeof createPostgresIdempotency<{ id: string }>>[0]> = {},
@@ -163,24 +166,36 @@ describe('transactional execute', () => {
         reached();
         return gate.then(() => connect());
       };
-      const t = setup({ leaseMs: 300 });
+      // Leases of 2 s: core gives an acquisition back, before the operation, when its answer
+      // comes within a tenth of the lease's end (it failed CI at load 25 with 300 ms leases:
+      // the first's acquisition answered after 270 ms, its operation never asked for the
+      // connection, and the test waited for that until its timeout).
+      const t = setup({ leaseMs: LEASE_MS });
       // The connection wait is bounded by the statement limit: room for a slow retry meanwhile.
       const slowStore = createPostgresStore({
         pool: slowPool,
         table,
         keyPrefix: t.keyPrefix,
-        statementTimeoutMs: 4_500,
+        statementTimeoutMs: 15_000,
       });
       const slow = createPostgresIdempotency<{ id: string }>({
         store: slowStore,
-        leaseMs: 300,
+        leaseMs: LEASE_MS,
         heartbeatMs: false,
       });
       const first = slow.execute({ key: 'k', scope: t.scope }, t.charge('k'));
       first.catch(() => {});
-      // The first acquired (its operation asks for a connection); its 300 ms lease then passes.
-      await connecting;
-      await sleep(400);
+      // The first acquired (its operation asks for a connection); its lease then passes (on
+      // the server's clock, from before the ask). A first that ends before it asks fails here
+      // with its reason, not at the test's timeout.
+      await Promise.race([
+        connecting,
+        first.then(
+          () => Promise.reject(new Error('the first ended before it asked for a connection')),
+          (error: unknown) => Promise.reject(error),
+        ),
+      ]);
+      await sleep(LEASE_MS + 100);
       const retry = await t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
       open();
       expect(retry.replayed).toBe(false);
