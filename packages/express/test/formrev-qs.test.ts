@@ -4,6 +4,7 @@ import { type Exchange, listening, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { timedOnCpu } from '../../../scripts/loop-lateness.js';
 import { idempotency } from '../src/index.js';
 
 // formrev: attacks on cc288e5 (a parsed urlencoded form holding a '%' is refused as decoded).
@@ -336,16 +337,21 @@ describe('formrev: held (express.urlencoded before idem; formfix: with the bytes
   it('bounded: a wide form (50k pairs, ~0.9 MB parsed) runs and replays in bounded time; 200k pairs is 413', async () => {
     const pairs = (n: number) => Array.from({ length: n }, (_, i) => `k${i}=v${i}`).join('&');
     const key = randomUUID();
-    // The bound is the whole run's (below), not the client's 5 s idle timeout per request: a
-    // loaded CI lane took past 5 s for one of them (3 s for all four alone).
-    const big = (k: string, body: string) => post('/big', k, body, FORM, {}, 15_000);
-    const started = performance.now();
-    expect((await big(key, pairs(50_000))).status).toBe(201);
-    const replay = await big(key, pairs(50_000));
-    expect(replay.headers['idempotent-replayed']).toBe('true');
-    expect((await big(key, pairs(49_999))).status).toBe(422);
-    // Past maxBodyBytes (1 MiB by default, measured on the kept bytes): 413, not run.
-    expect((await big(randomUUID(), pairs(200_000))).status).toBe(413);
-    expect(performance.now() - started).toBeLessThan(15_000);
-  });
+    // The bound (15 s for all four; 3 s alone) is judged on this process's own time, as CPU
+    // and as wall time less the loop thread's wait for a core (scripts/loop-lateness.ts): a
+    // loaded CI lane (two cores, load 25 and more) took 35-40 s of wall time for it. The
+    // client's idle timeout and the test's own are wide for that reason, not the bound.
+    const big = (k: string, body: string) => post('/big', k, body, FORM, {}, 60_000);
+    const { wallMs, waitedMs, cpuMs } = await timedOnCpu(async () => {
+      expect((await big(key, pairs(50_000))).status).toBe(201);
+      const replay = await big(key, pairs(50_000));
+      expect(replay.headers['idempotent-replayed']).toBe('true');
+      expect((await big(key, pairs(49_999))).status).toBe(422);
+      // Past maxBodyBytes (1 MiB by default, measured on the kept bytes): 413, not run.
+      expect((await big(randomUUID(), pairs(200_000))).status).toBe(413);
+    });
+    console.log('formrev wide form', { wallMs, waitedMs, cpuMs });
+    expect(cpuMs).toBeLessThan(15_000);
+    expect(wallMs - waitedMs).toBeLessThan(15_000);
+  }, 120_000);
 });
