@@ -1494,8 +1494,12 @@ class ResponseRecording implements SocketHold {
     this.destroying = true;
     const result = this.destroy.call(this.res, error);
     this.releaseClose();
-    // Settled: what the app does after its destroy goes to Node, which refuses it.
-    if (abandoned) this.settle();
+    // Settled: what the app does after its destroy goes straight to Node, which refuses it
+    // as it would without idem (an end marks the response ended at once, a write makes no head).
+    if (abandoned) {
+      this.bypass = true;
+      this.settle();
+    }
     return result;
   }
 }
