@@ -63,7 +63,9 @@ describe('rev10 express: a replay of many small chunks to a client that does not
     const first = await fetch(`http://127.0.0.1:${port}/stream`, {
       method: 'POST',
       headers: { 'idempotency-key': 'many-chunks' },
-      signal: AbortSignal.timeout(20_000),
+      // Set-up, not a bound: 1,000,000 writes of one byte take seconds of CPU, and far longer
+      // on CI's two cores at a load of 25 and more (20 s was not enough there once).
+      signal: AbortSignal.timeout(60_000),
     });
     expect((await first.arrayBuffer()).byteLength).toBe(CHUNKS);
     expect(runs()).toBe(1);
@@ -107,7 +109,7 @@ describe('rev10 express: a replay of many small chunks to a client that does not
       at = lineEnd + 2 + size + 2;
     }
     expect(body).toBe(CHUNKS);
-  }, 60_000);
+  }, 90_000);
 
   it('held: the same response for its first execution to a client that does not read stays bounded (backpressure)', async () => {
     const { port, accepted, runs } = await start();
