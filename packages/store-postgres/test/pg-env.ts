@@ -44,19 +44,24 @@ export const acquireInput = (
 });
 
 /**
- * Drops a role a test made (what it owns, then the role), trying again when another
- * session's catalog change at the same moment fails it with "tuple concurrently updated"
- * (files run four at a time): 5 attempts at most, 100 ms apart.
+ * Runs a catalog change (CREATE ROLE, GRANT, DROP ...), trying again when another session's
+ * catalog change at the same moment fails it with "tuple concurrently updated" (files run
+ * four at a time, and several grant on the same schema): 5 attempts at most, 100 ms apart.
  */
-export async function dropRole(client: pg.Pool | pg.Client, role: string): Promise<void> {
+export async function catalogChange(client: pg.Pool | pg.Client, sql: string): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await client.query(`DROP OWNED BY ${role}`);
-      await client.query(`DROP ROLE ${role}`);
+      await client.query(sql);
       return;
     } catch (error) {
       if (attempt >= 5 || !String(error).includes('tuple concurrently updated')) throw error;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   }
+}
+
+/** Drops a role a test made (what it owns, then the role); see {@link catalogChange}. */
+export async function dropRole(client: pg.Pool | pg.Client, role: string): Promise<void> {
+  await catalogChange(client, `DROP OWNED BY ${role}`);
+  await catalogChange(client, `DROP ROLE ${role}`);
 }

@@ -9,7 +9,7 @@ import {
   createPostgresStore,
   TransactionNotCommittedError,
 } from '../src/index.js';
-import { DATABASE_URL, dropRole, makePool, randomName, sleep } from './pg-env.js';
+import { catalogChange, DATABASE_URL, dropRole, makePool, randomName, sleep } from './pg-env.js';
 import { cutOffOwner, holdForever, insertCharge, longStatementOwner } from './take-over.js';
 import { startProxy } from './tcp-proxy.js';
 
@@ -258,11 +258,11 @@ describe("answers that come back late, then silence (the transaction's connectio
 describe('the activity check under a pool that switches role', () => {
   const role = randomName('pgrev17_app');
   beforeAll(async () => {
-    await raw.query(`CREATE ROLE ${role} NOLOGIN`);
-    await raw.query(`GRANT USAGE ON SCHEMA "${schema}" TO ${role}`);
-    await raw.query(`GRANT ALL ON ALL TABLES IN SCHEMA "${schema}" TO ${role}`);
-    await raw.query(`GRANT ALL ON ALL SEQUENCES IN SCHEMA "${schema}" TO ${role}`);
-    await raw.query(`GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "${schema}" TO ${role}`);
+    await catalogChange(raw, `CREATE ROLE ${role} NOLOGIN`);
+    await catalogChange(raw, `GRANT USAGE ON SCHEMA "${schema}" TO ${role}`);
+    await catalogChange(raw, `GRANT ALL ON ALL TABLES IN SCHEMA "${schema}" TO ${role}`);
+    await catalogChange(raw, `GRANT ALL ON ALL SEQUENCES IN SCHEMA "${schema}" TO ${role}`);
+    await catalogChange(raw, `GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "${schema}" TO ${role}`);
   });
   afterAll(async () => {
     await dropRole(raw, role); // tried again on "tuple concurrently updated" (see pg-env)

@@ -12,7 +12,7 @@ import {
   TransactionNotCommittedError,
 } from '../src/index.js';
 import { transactionIdleLimit } from '../src/transactional-engine.js';
-import { DATABASE_URL, dropRole, makePool, randomName, sleep } from './pg-env.js';
+import { catalogChange, DATABASE_URL, dropRole, makePool, randomName, sleep } from './pg-env.js';
 import { cutOffOwner, holdForever, insertCharge, untilTakenOver } from './take-over.js';
 import { startProxy } from './tcp-proxy.js';
 
@@ -738,10 +738,10 @@ describe("the transaction's connection falls silent while the owner's pool answe
 describe("the heartbeat's extend runs inside the operation's transaction", () => {
   const role = randomName('pgrev19_tenant');
   beforeAll(async () => {
-    await raw.query(`CREATE ROLE ${role} NOLOGIN`);
-    await raw.query(`GRANT USAGE ON SCHEMA "${schema}" TO ${role}`);
-    await raw.query(`GRANT SELECT, INSERT ON ${charges} TO ${role}`);
-    await raw.query(`GRANT USAGE ON ALL SEQUENCES IN SCHEMA "${schema}" TO ${role}`);
+    await catalogChange(raw, `CREATE ROLE ${role} NOLOGIN`);
+    await catalogChange(raw, `GRANT USAGE ON SCHEMA "${schema}" TO ${role}`);
+    await catalogChange(raw, `GRANT SELECT, INSERT ON ${charges} TO ${role}`);
+    await catalogChange(raw, `GRANT USAGE ON ALL SEQUENCES IN SCHEMA "${schema}" TO ${role}`);
   });
   afterAll(async () => {
     await dropRole(raw, role); // tried again on "tuple concurrently updated" (see pg-env)

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
-import { DATABASE_URL, randomName } from './pg-env.js';
+import { catalogChange, DATABASE_URL, randomName } from './pg-env.js';
 import { startPgrev21Proxy } from './pgrev21-proxy.js';
 
 /**
@@ -20,10 +20,10 @@ beforeAll(async () => {
     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$`);
   await admin.query(`ALTER ROLE ${ROLE} CONNECTION LIMIT 4`);
   const schema = inject('pgSchema');
-  await admin.query(`GRANT USAGE, CREATE ON SCHEMA "${schema}" TO ${ROLE}`);
-  await admin.query(`GRANT ALL ON ALL TABLES IN SCHEMA "${schema}" TO ${ROLE}`);
-  await admin.query(`GRANT ALL ON ALL SEQUENCES IN SCHEMA "${schema}" TO ${ROLE}`);
-  await admin.query(`GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "${schema}" TO ${ROLE}`);
+  await catalogChange(admin, `GRANT USAGE, CREATE ON SCHEMA "${schema}" TO ${ROLE}`);
+  await catalogChange(admin, `GRANT ALL ON ALL TABLES IN SCHEMA "${schema}" TO ${ROLE}`);
+  await catalogChange(admin, `GRANT ALL ON ALL SEQUENCES IN SCHEMA "${schema}" TO ${ROLE}`);
+  await catalogChange(admin, `GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA "${schema}" TO ${ROLE}`);
 });
 afterAll(() => admin.end());
 
