@@ -36,7 +36,12 @@ const connections = Number(values.connections);
 function cpuMicros(pid) {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
   // utime and stime are fields 14 and 15 (1-based), 12 and 13 after the ') ' split.
-  return { user: (Number(fields[11]) * 1e6) / 100, system: (Number(fields[12]) * 1e6) / 100 };
+  // minflt is field 10 (index 7): pages the process touched for the first time.
+  return {
+    user: (Number(fields[11]) * 1e6) / 100,
+    system: (Number(fields[12]) * 1e6) / 100,
+    faults: Number(fields[7]),
+  };
 }
 
 async function start(label, root) {
@@ -65,10 +70,16 @@ async function measure(server, amount) {
   const after = cpuMicros(server.pid);
   const used = after.user + after.system - before.user - before.system;
   const system = after.system - before.system;
+  const faults = after.faults - before.faults;
   if ((result.errors || result.timeouts || result.non2xx) && !values.profile)
     throw new Error(`${server.label}: ${result.errors} errors, ${result.non2xx} non-2xx`);
   const total = result.requests.total;
-  return { perRequest: used / total, system: system / total, rps: result.requests.average };
+  return {
+    perRequest: used / total,
+    system: system / total,
+    faults: faults / total,
+    rps: result.requests.average,
+  };
 }
 
 const servers = [await start('plain', 'plain'), await start('after', values.after)];
@@ -80,11 +91,11 @@ for (let r = 0; r < rounds; r++) {
   const order = servers.map((_, i) => servers[(i + r) % servers.length]);
   const line = [];
   for (const server of order) {
-    const { perRequest, system, rps } = await measure(server, requests);
+    const { perRequest, system, faults, rps } = await measure(server, requests);
     figures[server.label].push(perRequest);
     systemFigures[server.label].push(system);
     line.push(
-      `${server.label} ${perRequest.toFixed(1)} µs (kernel ${system.toFixed(1)}, ${Math.round(rps)}/s)`,
+      `${server.label} ${perRequest.toFixed(1)} µs (kernel ${system.toFixed(1)}, ${faults.toFixed(3)} page faults, ${Math.round(rps)}/s)`,
     );
   }
   console.log(`round ${r + 1}: ${line.join(', ')}`);
