@@ -181,6 +181,18 @@ end
 const FENCE_LEFT = `if f > 9007199254740991 then return redis.error_reply('idem: no fence left below 2^53 for this key') end`;
 
 /**
+ * Lua condition, after the write's `PEXPIREAT KEYS[1] expiresAt - 1`: the key is gone, because
+ * that expiry was already due (a release with a retention of 0 or 1 ms, an extend or a
+ * redelivered acquire with a lease and a retention of 0): Redis deletes a key whose
+ * `PEXPIREAT` is in the past at once. The header must then not be rewritten: `SETRANGE` on
+ * the missing key created a new value of the header alone, without an expiry, that every
+ * later call failed to read (the rev20 review: the key answered `STORE_UNAVAILABLE` for
+ * ever). The record expired as it was written; the fence memory (written just before) keeps
+ * its fence. Asked only when the deadline is that close (no extra call otherwise).
+ */
+const EXPIRED_AT_ONCE = `(expiresAt - 1 <= now + 1000 and redis.call('EXISTS', KEYS[1]) == 0)`;
+
+/**
  * Owner check of complete, release and extend: returns 0 unless the record is of this
  * layout, unexpired, and held by ARGV[1]. Each script then checks the status it accepts.
  */
@@ -315,6 +327,7 @@ if st then
         ${ACQUIRE_DURATIONS}
         redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
         ${REMEMBER}
+        if ${EXPIRED_AT_ONCE} then return {1, f, leaseUntil, 0, origin} end
         local head = struct.pack(${HEAD}, fmt, 1, f, leaseUntil, expiresAt, fm)
         if old then
           -- Rewritten in this layout (SET drops the expiry: set again).
@@ -421,6 +434,7 @@ local memory = tonumber(ARGV[3])
 local expiresAt = math.min(now + tonumber(ARGV[2]), 9007199254740991)
 redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
 ${REMEMBER}
+if ${EXPIRED_AT_ONCE} then return 1 end
 redis.call('SETRANGE', KEYS[1], 0, struct.pack(${HEAD}, fmt, 3, f, now, expiresAt, fm))
 return 1
 `;
@@ -436,6 +450,7 @@ local leaseUntil = math.min(now + tonumber(ARGV[2]), 9007199254740991)
 local expiresAt = math.min(leaseUntil + tonumber(ARGV[3]), 9007199254740991)
 redis.call('PEXPIREAT', KEYS[1], string.format('%d', expiresAt - 1))
 ${REMEMBER}
+if ${EXPIRED_AT_ONCE} then return leaseUntil end
 redis.call('SETRANGE', KEYS[1], 0, struct.pack(${HEAD}, fmt, 1, f, leaseUntil, expiresAt, fm))
 return leaseUntil
 `;
