@@ -12,14 +12,15 @@ export function brandError(error: Error, name: string): void {
 }
 
 /**
- * `value instanceof target` for a class {@link brandError} brands: an instance of either copy
- * of `own` (the class that declares the check), and for a subclass of it, the usual prototype
- * check.
+ * `value instanceof target` for a class {@link brandError} brands: the usual prototype check,
+ * and for `own` itself (the class that declares the check, not a subclass) an instance of the
+ * other copy of it too.
  * @internal
  */
 export function isBranded(target: object, own: object, name: string, value: unknown): boolean {
-  if (target !== own) return Function.prototype[Symbol.hasInstance].call(target, value);
+  if (Function.prototype[Symbol.hasInstance].call(target, value)) return true;
   return (
+    target === own &&
     typeof value === 'object' &&
     value !== null &&
     (value as Record<symbol, unknown>)[Symbol.for(`@idem/http.${name}`)] === true
