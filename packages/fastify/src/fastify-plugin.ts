@@ -77,6 +77,12 @@ declare module 'fastify' {
  * when idempotency is off for it, null until looked at.
  */
 const kIncoming = Symbol('@idem/fastify incoming');
+/**
+ * Where the plugin's `onRoute` hook leaves, on a route's `config`, the name of the constraints
+ * Fastify routes it by (`constraints: { version, host, ... }`), for its operation (see
+ * {@link constraintsName}).
+ */
+const kConstraints = Symbol('@idem/fastify constraints');
 interface Held {
   [kIncoming]: FastifyIncoming | false | null;
 }
@@ -148,10 +154,13 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     const route = request.routeOptions;
     const setup = setupOf(route.config?.idempotency);
     if (!setup) return false;
+    // Routes that share a URL but not their constraints (`version`, `host`) are operations of
+    // their own: a key taken on one never replays its answer to a request another serves.
+    const constraints = (route.config as { [kConstraints]?: string } | undefined)?.[kConstraints];
     const incoming = new FastifyIncoming(
       request,
       setup.handler,
-      route.url as string,
+      constraints === undefined ? (route.url as string) : `${route.url as string}${constraints}`,
       setup.bodyTimeoutMs,
     );
     if (copy) incoming.copyBody();
@@ -163,6 +172,10 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   // error waits for onReady, as app.post() at the top level would otherwise throw it there.
   const routeErrors: Error[] = [];
   fastify.addHook('onRoute', (route) => {
+    const constraints = constraintsName(route.constraints);
+    // Read back from `request.routeOptions.config`, which Fastify copies from this one.
+    if (constraints !== undefined)
+      route.config = { ...route.config, [kConstraints]: constraints } as typeof route.config;
     const setting = route.config?.idempotency;
     if (setting === undefined || setting === false) return;
     try {
@@ -409,6 +422,29 @@ function boundDrain(request: FastifyRequest, reply: FastifyReply, bodyTimeoutMs:
   raw.once('close', stop);
   res.once('finish', arm);
   res.once('close', arm);
+}
+
+/**
+ * The constraints a route is declared with, as a suffix of its operation: ` constraints=` and
+ * their names and values as declared, in name order (a `RegExp` host as its source and flags);
+ * undefined for a route without any, whose operation stays its URL pattern.
+ */
+function constraintsName(constraints: unknown): string | undefined {
+  if (typeof constraints !== 'object' || constraints === null) return undefined;
+  const names = Object.keys(constraints).sort();
+  if (names.length === 0) return undefined;
+  const values = constraints as Record<string, unknown>;
+  const parts = names.map((name) => {
+    const value = values[name];
+    if (typeof value === 'string' || value instanceof RegExp) return [name, String(value)];
+    try {
+      // A custom strategy's value as JSON; one JSON cannot hold (a BigInt) as its string.
+      return [name, JSON.parse(JSON.stringify(value) ?? 'null') as unknown];
+    } catch {
+      return [name, String(value)];
+    }
+  });
+  return ` constraints=${JSON.stringify(parts)}`;
 }
 
 function hasContentType(headers: readonly (readonly [string, string])[]): boolean {

@@ -11,6 +11,7 @@
  */
 
 import { contentTypeParameters } from './content-type.js';
+import { brandError, isBranded } from './error-brand.js';
 
 /** At most this many parts in a multipart body; more → 413. */
 export const MAX_MULTIPART_PARTS = 1_000;
@@ -19,17 +20,31 @@ export const MAX_MULTIPART_HEADER_BYTES = 16_384;
 
 /** Thrown for a body its content type says is multipart but is not; answered with 400. */
 export class MalformedBodyError extends Error {
+  /** Also an instance of this class made by the other entry point's copy (see `brandError`). */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: the class `instanceof` is asked about (a subclass too)
+    return isBranded(this, MalformedBodyError, 'MalformedBodyError', value);
+  }
+
   constructor(reason: string) {
     super(reason);
     this.name = 'MalformedBodyError';
+    brandError(this, 'MalformedBodyError');
   }
 }
 
 /** Thrown when a multipart body has too many parts or too many header bytes in a part; 413. */
 export class BodyPartsLimitError extends Error {
+  /** Also an instance of this class made by the other entry point's copy (see `brandError`). */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: the class `instanceof` is asked about (a subclass too)
+    return isBranded(this, BodyPartsLimitError, 'BodyPartsLimitError', value);
+  }
+
   constructor(reason: string) {
     super(reason);
     this.name = 'BodyPartsLimitError';
+    brandError(this, 'BodyPartsLimitError');
   }
 }
 

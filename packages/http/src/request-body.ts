@@ -1,6 +1,7 @@
 import type { JsonValue } from '@idem/core';
 import { AMBIGUOUS, canonicalJsonText } from './canonical-text.js';
 import { contentTypeParameters } from './content-type.js';
+import { brandError, isBranded } from './error-brand.js';
 import { isAmbiguousJson } from './json-ambiguity.js';
 import { jsonTextOf } from './json-text.js';
 import { canonicalMultipart, isMultipartFormContentType } from './multipart.js';
@@ -16,9 +17,16 @@ export type RequestBody =
 
 /** Thrown by a body reader when the body is larger than the limit; answered with 413. */
 export class BodyTooLargeError extends Error {
+  /** Also an instance of this class made by the other entry point's copy (see `brandError`). */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: the class `instanceof` is asked about (a subclass too)
+    return isBranded(this, BodyTooLargeError, 'BodyTooLargeError', value);
+  }
+
   constructor(readonly limit: number) {
     super(`The request body is larger than ${limit} bytes`);
     this.name = 'BodyTooLargeError';
+    brandError(this, 'BodyTooLargeError');
   }
 }
 
@@ -30,11 +38,18 @@ export class BodyTooLargeError extends Error {
  * key is taken; the framework answers 500.
  */
 export class BodyAlreadyReadError extends Error {
+  /** Also an instance of this class made by the other entry point's copy (see `brandError`). */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: the class `instanceof` is asked about (a subclass too)
+    return isBranded(this, BodyAlreadyReadError, 'BodyAlreadyReadError', value);
+  }
+
   constructor(
     message = 'The request body was read before the idempotency middleware, which can no longer fingerprint it: mount the middleware before the code that reads the body, or have that code keep the bytes as req.rawBody (a Buffer or string) or the parsed body as req.body',
   ) {
     super(message);
     this.name = 'BodyAlreadyReadError';
+    brandError(this, 'BodyAlreadyReadError');
   }
 }
 

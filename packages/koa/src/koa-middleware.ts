@@ -34,7 +34,13 @@ export type KoaIdempotencyOptions = HttpIdempotencyOptions<Context>;
  */
 function routeOf(ctx: Context): string {
   const matched = (ctx as { _matchedRoute?: unknown })._matchedRoute;
-  if (typeof matched === 'string') return matched;
+  if (typeof matched === 'string') {
+    // Routers told apart by their `host` option serve one path with routes of their own: a
+    // key taken on one host's route must not replay its answer to another's.
+    const host = (ctx as { router?: { host?: unknown } }).router?.host;
+    if (host === undefined || host === null || host === '') return matched;
+    return `${matched} host=${(Array.isArray(host) ? host : [host]).map(String).join(',')}`;
+  }
   return canonicalPath(targetPath(ctx.originalUrl));
 }
 
