@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, request as httpRequest, type IncomingMessage } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
@@ -106,6 +107,22 @@ describe('@idem/http CommonJS build: a body error of @idem/http/node is answered
       expect(own instanceof Sub).toBe(false);
       expect(new Sub(1) instanceof Class).toBe(true);
       expect(new Sub(1) instanceof Sub).toBe(true);
+    }
+  });
+
+  it('the CommonJS entry points share one copy of the modules they both use (tsup splitting)', () => {
+    // Each class of a shared module is defined once across dist/*.cjs, in a chunk both
+    // entries require: an instanceof across them (the JSON body's fast fingerprint, the body
+    // errors) then holds without any brand, as in the ESM build.
+    const dist = new URL('../dist/', import.meta.url);
+    const files = readdirSync(dist).filter((name) => name.endsWith('.cjs'));
+    const text = (name: string) => readFileSync(new URL(name, dist), 'utf8');
+    for (const shared of ['TextJsonBody', 'PreparedDecision', ...NAMES]) {
+      const defining = files.filter((name) =>
+        new RegExp(`\\b${shared} = (\\(_class\\d* = )?class\\b`).test(text(name)),
+      );
+      expect([shared, defining.length]).toEqual([shared, 1]);
+      expect(defining[0]).toMatch(/^chunk-/);
     }
   });
 });
