@@ -1,6 +1,7 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { latenessAround, sampleLoopLateness } from '../../../scripts/loop-lateness.js';
 import {
   createIdempotentFetch,
   getIdempotencyInfo,
@@ -95,22 +96,27 @@ describe('rev20 client: reading a problem body is bounded by default', () => {
     const failure = await stalled(500, 'https://idem.dev/problems/outcome-not-recorded');
     // One attempt each: the bound under test is the read of the first answer's body.
     const idemFetch = createIdempotentFetch({ maxAttempts: 1, maxInProgressAttempts: 1 });
+    sampleLoopLateness();
     const started = performance.now();
+    // 20 s only to end a hang; the bound is judged below.
     const [a, b] = await Promise.all([
-      within(idemFetch(conflict.url, post), 9_000),
-      within(idemFetch(failure.url, post), 9_000),
+      within(idemFetch(conflict.url, post), 20_000),
+      within(idemFetch(failure.url, post), 20_000),
     ]);
-    const elapsed = performance.now() - started;
+    const ended = performance.now();
+    const elapsed = ended - started;
     expect(a).not.toBe('still waiting');
     expect(b).not.toBe('still waiting');
     if (a === 'still waiting' || b === 'still waiting') return;
     expect(elapsed).toBeGreaterThanOrEqual(4_500);
-    expect(elapsed).toBeLessThan(8_000);
+    // The 5 s limit and 1 s, less only the event loop's lateness that could have delayed the
+    // limit's timer (CONTRIBUTING: time bounds under CI's load).
+    expect(elapsed - latenessAround(started, ended, [5_000])).toBeLessThan(6_000);
     // The type could not be read: each answer goes back as it is, after one attempt.
     expect(a.status).toBe(409);
     expect(b.status).toBe(500);
     expect(conflict.hits()).toBe(1);
     expect(failure.hits()).toBe(1);
     await Promise.all([a.body?.cancel(), b.body?.cancel()]);
-  }, 20_000);
+  }, 30_000);
 });
