@@ -16,9 +16,11 @@ describe('rev20 consumers: the JetStream working() heartbeat', () => {
   it('is sent while a handler longer than ack_wait runs (no redelivery), and stops once it ends', {
     timeout: 25_000,
   }, async () => {
-    // ack_wait 1 s, a handler of 2.5 s, working() every 250 ms: the server never redelivers.
+    // ack_wait 2 s, a handler of 4 s, working() every 250 ms: the server never redelivers. (A
+    // 2 s ack_wait leaves room for the event loop being held up under CI's load: a heartbeat
+    // would have to come 1.75 s late for a redelivery.)
     const stream = await durableStream(bed.nc, 'REV20_WORKING', streams, {
-      ackWaitMs: 1_000,
+      ackWaitMs: 2_000,
       count: 1,
     });
     const statuses: string[] = [];
@@ -39,7 +41,7 @@ describe('rev20 consumers: the JetStream working() heartbeat', () => {
           heartbeats += 1;
           working();
         };
-        await sleep(2_500);
+        await sleep(4_000);
         return 'done';
       },
       onMessage: (r) => statuses.push(r.status),
