@@ -27,8 +27,8 @@ it('a clock stepped back on the executor: the lease passes at the store while it
     keyPrefix: a.prefix,
     clock: steppedClock,
   });
-  const engineA = createIdempotency({ store: storeA, leaseMs: 1_500, heartbeatMs: 300 });
-  const engineB = createIdempotency({ store: a.store, leaseMs: 1_500, heartbeatMs: 300 });
+  const engineA = createIdempotency({ store: storeA, leaseMs: 3_000, heartbeatMs: 300 });
+  const engineB = createIdempotency({ store: a.store, leaseMs: 3_000, heartbeatMs: 300 });
   const request = { key: 'rev20-clock', scope: 'global' };
 
   let signalA: AbortSignal | undefined;
@@ -45,8 +45,9 @@ it('a clock stepped back on the executor: the lease passes at the store while it
   while (signalA === undefined && Date.now() < until) await sleep(10);
   // The host's wall clock steps back by a minute (NTP correcting a clock that ran ahead).
   behind = 60_000;
-  // Two leases later, by real time: every renewal A sent meanwhile answered ok.
-  await sleep(3_200);
+  // Two leases later, by real time: every renewal A sent meanwhile answered ok. (3 s leases:
+  // A's own estimate outlives a renewal answered 2.7 s late under CI's load.)
+  await sleep(6_400);
   const aliveBeforeB = signalA?.aborted === false;
   const second = await engineB.execute(request, async ({ fence }) => fence);
   mayEnd();
