@@ -11,6 +11,7 @@ import { adminChecks } from './checks-admin.js';
 import { adminExpectChecks } from './checks-admin-expect.js';
 import { adminStateChecks } from './checks-admin-states.js';
 import { boundaryChecks } from './checks-boundaries.js';
+import { dueDeadlineChecks } from './checks-due.js';
 import { engineChecks } from './checks-engine.js';
 import { originChecks } from './checks-origin.js';
 import {
@@ -453,6 +454,7 @@ export const contractChecks: ContractCheck[] = [
   ...boundaryChecks,
   ...engineChecks,
   ...redeliveryChecks,
+  ...dueDeadlineChecks,
   ...originChecks,
   ...adminChecks,
   ...adminStateChecks,

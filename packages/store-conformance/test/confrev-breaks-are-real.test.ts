@@ -1,6 +1,6 @@
 // confrev: each variant the suite does not catch (confrev-suite-mutants.test.ts) really breaks
 // its guarantee: a direct reproduction per variant, so the findings are not a no-op wrapper.
-import { ManualClock } from '@idem/core';
+import { type IdempotencyStore, ManualClock, StoreUnavailableError } from '@idem/core';
 import { describe, expect, it } from 'vitest';
 import { variants } from './confrev-mutants.js';
 import { createVariantStore } from './confrev-variants.js';
@@ -125,5 +125,43 @@ describe('confrev: the escaped variants really break the contract', () => {
       await store.complete({ key, owner: 'a', outcome: new Uint8Array([7]), retentionMs: H });
     }
     expect((await store.acquire({ ...input('b'), key: 'k1' })).kind).toBe('acquired');
+  });
+
+  for (const [name, write] of [
+    [
+      'release with a due retention deadline leaves the key unreadable (Redis before rev20)',
+      (store: IdempotencyStore) => store.release({ key: 'k', owner: 'a', retentionMs: 1 }),
+    ],
+    [
+      'extend with a due deadline leaves the key unreadable (Redis before rev20)',
+      (store: IdempotencyStore) =>
+        store.extend({ key: 'k', owner: 'a', leaseMs: 0, retentionMs: 0 }),
+    ],
+    [
+      'redelivered acquire with a due deadline leaves the key unreadable (Redis before rev20)',
+      (store: IdempotencyStore) => store.acquire(input('a', { leaseMs: 0, retentionMs: 0 })),
+    ],
+    [
+      'complete with a due retention deadline leaves the key unreadable',
+      (store: IdempotencyStore) =>
+        store.complete({ key: 'k', owner: 'a', outcome: new Uint8Array([1]), retentionMs: 0 }),
+    ],
+  ] as const) {
+    it(`${name}: the write answers ok, then every call on the key fails, for ever`, async () => {
+      const { clock, store } = make(name);
+      await store.acquire(input('a'));
+      const answer = await write(store);
+      expect(answer).toMatchObject('kind' in answer ? { kind: 'acquired' } : { ok: true });
+      clock.advance(H);
+      await expect(store.acquire(input('b'))).rejects.toThrow(StoreUnavailableError);
+      await expect(store.get('k')).rejects.toThrow(StoreUnavailableError);
+    });
+  }
+
+  it('fence reset after a due release: the next acquisition repeats fence 1', async () => {
+    const { store } = make('fence reset after a release with a due retention deadline');
+    expect(await store.acquire(input('a'))).toMatchObject({ kind: 'acquired', fence: 1 });
+    expect(await store.release({ key: 'k', owner: 'a', retentionMs: 0 })).toEqual({ ok: true });
+    expect(await store.acquire(input('b'))).toMatchObject({ kind: 'acquired', fence: 1 });
   });
 });

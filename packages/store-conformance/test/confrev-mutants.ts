@@ -1,5 +1,5 @@
 // The broken variants (one guarantee each) the confrev review runs the suite against.
-import type { AcquireInput, StoredRecord } from '@idem/core';
+import { type AcquireInput, type StoredRecord, StoreUnavailableError } from '@idem/core';
 import type { Overrides, VariantCtx } from './confrev-variants.js';
 
 /** Takes the key from whoever holds it (operator force-release, then acquire). */
@@ -28,6 +28,67 @@ function fenceAfter(
 
 const LAST = 'last-status:';
 const track = (c: VariantCtx, key: string, status: string) => c.state.set(LAST + key, status);
+
+/** The writes {@link unreadableAfterDueWrite} breaks a key on. */
+type DueWrite = 'release' | 'extend' | 'redelivered acquire' | 'complete';
+
+const UNREADABLE = 'unreadable:';
+
+/**
+ * store-redis before rev20 (d276dfe): a write whose new retention deadline is due when
+ * written (`expiresAt - 1 <= now`: a release or complete with a retention of 0 or 1 ms, an
+ * extend or a redelivered acquire with a lease and a retention adding up to at most 1 ms)
+ * set the key's expiry in the past, then rewrote the header of a key Redis had just deleted:
+ * a value of the header alone, without an expiry, that every later call failed to read
+ * (`STORE_UNAVAILABLE`, for ever). The write itself answered ok. Here: the write is applied,
+ * then every later call on the key throws `StoreUnavailableError`. The Redis bug had the
+ * first three; `complete` (a whole new value there, never hit) is the same mistake in a store
+ * that rewrites a completed record in place.
+ */
+function unreadableAfterDueWrite(write: DueWrite): Overrides {
+  const check = (c: VariantCtx, key: string) => {
+    if (c.state.get(UNREADABLE + key))
+      throw new StoreUnavailableError('the record cannot be read', {
+        cause: new Error('a header alone, without an expiry, where a record was'),
+      });
+  };
+  const broken = (c: VariantCtx, key: string, which: DueWrite, deadlineMs: number) => {
+    if (which === write && deadlineMs <= 1) c.state.set(UNREADABLE + key, true);
+  };
+  return {
+    async acquire(i, c) {
+      check(c, i.key);
+      const before = await c.inner.get(i.key);
+      const r = await c.inner.acquire(i);
+      const redelivered = before?.status === 'in_progress' && before.owner === i.owner;
+      if (r.kind === 'acquired' && redelivered)
+        broken(c, i.key, 'redelivered acquire', i.leaseMs + i.retentionMs);
+      return r;
+    },
+    async complete(i, c) {
+      check(c, i.key);
+      const r = await c.inner.complete(i);
+      if (r.ok) broken(c, i.key, 'complete', i.retentionMs);
+      return r;
+    },
+    async release(i, c) {
+      check(c, i.key);
+      const r = await c.inner.release(i);
+      if (r.ok) broken(c, i.key, 'release', i.retentionMs);
+      return r;
+    },
+    async extend(i, c) {
+      check(c, i.key);
+      const r = await c.inner.extend(i);
+      if (r.ok) broken(c, i.key, 'extend', i.leaseMs + i.retentionMs);
+      return r;
+    },
+    async get(key, c) {
+      check(c, key);
+      return c.inner.get(key);
+    },
+  };
+}
 
 export const variants: Record<string, Overrides> = {
   'complete without the owner check': {
@@ -288,5 +349,24 @@ export const variants: Record<string, Overrides> = {
       }
       return r;
     },
+  },
+  'release with a due retention deadline leaves the key unreadable (Redis before rev20)':
+    unreadableAfterDueWrite('release'),
+  'extend with a due deadline leaves the key unreadable (Redis before rev20)':
+    unreadableAfterDueWrite('extend'),
+  'redelivered acquire with a due deadline leaves the key unreadable (Redis before rev20)':
+    unreadableAfterDueWrite('redelivered acquire'),
+  'complete with a due retention deadline leaves the key unreadable':
+    unreadableAfterDueWrite('complete'),
+  // A due release that drops the record and its fence with it (a store that writes its fence
+  // memory only for a record that outlives the write): the next acquisition starts again.
+  'fence reset after a release with a due retention deadline': {
+    async release(i, c) {
+      const r = await c.inner.release(i);
+      if (r.ok && i.retentionMs <= 1) c.state.set(`due:${i.key}`, true);
+      return r;
+    },
+    // Map.delete answers whether the key was marked: the one acquisition after it resets.
+    acquire: fenceAfter((_before, c, key) => c.state.delete(`due:${key}`)),
   },
 };

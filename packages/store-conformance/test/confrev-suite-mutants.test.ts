@@ -170,4 +170,33 @@ describe('confrev: broken variants the suite did NOT catch before the boundary c
     'bounded store drops completed records inside retention (keeps the 2 newest)',
     'capacity: a bounded store never drops a completed record',
   );
+
+  // FINDING (HIGH): no check wrote a deadline that is already due when written. Every check
+  // and the property keep records for at least a lease, so a store that breaks a key on a
+  // release or complete with a retention of 0 or 1 ms (core's smallest `retentionMs` is 1 ms),
+  // or on an extend or redelivered acquire with a lease and a retention of 0, passed the whole
+  // suite: store-redis did, before rev20 (its scripts rewrote the header of a key Redis had just
+  // deleted, and the key answered STORE_UNAVAILABLE for ever). Each variant below passed every
+  // older check and 150 property runs.
+  // FINDING (HIGH; fixed: the four "due deadlines" checks added)
+  caughtBy(
+    'release with a due retention deadline leaves the key unreadable (Redis before rev20)',
+    'due deadlines: a release with a retention of 0 or 1 ms',
+  );
+  caughtBy(
+    'extend with a due deadline leaves the key unreadable (Redis before rev20)',
+    'due deadlines: an extend with a lease and a retention of 0',
+  );
+  caughtBy(
+    'redelivered acquire with a due deadline leaves the key unreadable (Redis before rev20)',
+    'due deadlines: a redelivered acquire with a lease and a retention of 0',
+  );
+  caughtBy(
+    'complete with a due retention deadline leaves the key unreadable',
+    'due deadlines: a complete with a retention of 0 or 1 ms',
+  );
+  caughtBy(
+    'fence reset after a release with a due retention deadline',
+    'due deadlines: a release with a retention of 0 or 1 ms',
+  );
 });
