@@ -43,7 +43,12 @@ export interface AcquireInput {
   fingerprint: string;
   /** Fresh random owner token of this acquisition. */
   owner: string;
-  /** Lease length in ms. */
+  /**
+   * Lease length in ms. Every duration of this contract is a finite number >= 0, and a store
+   * MUST accept 0: a deadline already due when written (`leaseMs` and `retentionMs` 0, a
+   * `release` or `complete` with `retentionMs` 0) leaves the key free at once, its fence
+   * still growing, and every later call working (the conformance suite's "due deadlines").
+   */
   leaseMs: number;
   /**
    * How long the record (and so its fence) must outlive its lease, in ms. A record the
@@ -308,7 +313,11 @@ export interface IdempotencyStore {
 
   /**
    * Renews the lease to `now + leaseMs`, only if the record is `in_progress` and owned by
-   * `owner`. Otherwise it MUST change nothing and return `not_owner`.
+   * `owner`. Otherwise it MUST change nothing and return `not_owner`. A store MAY keep a
+   * lease that ends later than `now + leaseMs` (never move a lease back: a renewal that
+   * arrives after a later one of the same owner, or from a clock behind the one that wrote
+   * it), here and in a redelivered `acquire`, and then SHOULD answer the lease it keeps
+   * (`leaseUntil`); the DynamoDB store does. A lease that has passed is never kept.
    */
   extend(input: ExtendInput): Promise<OwnerWriteResult>;
 
