@@ -38,7 +38,9 @@ export class IdemClientError extends IdemError<IdemClientErrorCode> {
   /**
    * The idempotency key the attempts carried (`RETRIES_EXHAUSTED`, `DEADLINE_EXCEEDED`), when
    * one was sent. The server may have executed the call: to try the same logical call again
-   * later, send this key (`'Idempotency-Key': error.key`), never a new one.
+   * later, send this key (`'Idempotency-Key': formatKeyHeader(error.key, 'sf-string')`: the key
+   * as it is would reach the server as another key when it has a space at either end or starts
+   * with a double quote), never a new one.
    */
   readonly key: string | undefined;
 

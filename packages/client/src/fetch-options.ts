@@ -165,7 +165,10 @@ export interface IdempotentFetchOptions {
 
 /** What {@link getIdempotencyInfo} tells about a response. */
 export interface IdempotencyInfo {
-  /** The key sent on every attempt, or `undefined` for a method that gets none. */
+  /**
+   * The key sent on every attempt, or `undefined` for a method that gets none. The key itself,
+   * not its header form: send it again as `formatKeyHeader(key, 'sf-string')`.
+   */
   key: string | undefined;
   /** Attempts it took, the first included. */
   attempts: number;

@@ -18,7 +18,7 @@ import {
   type NestInterceptor,
   StreamableFile,
 } from '@nestjs/common';
-import { Reflector } from '@nestjs/core';
+import { HttpAdapterHost, Reflector } from '@nestjs/core';
 import { NEVER, Observable, type Subscription } from 'rxjs';
 import { HandlerRun, handlerRuns, recorderHeldForHandler } from './handler-run.js';
 import { IdempotencyService } from './idempotency-service.js';
@@ -176,6 +176,7 @@ function connectionAsRecorded(request: IncomingMessage, res: ServerResponse): vo
 export class IdempotencyInterceptor implements NestInterceptor {
   @Inject(IdempotencyService) private readonly service!: IdempotencyService;
   @Inject(Reflector) private readonly reflector!: Reflector;
+  @Inject(HttpAdapterHost) private readonly adapterHost!: HttpAdapterHost;
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (context.getType() !== 'http') return next.handle();
@@ -256,12 +257,37 @@ export class IdempotencyInterceptor implements NestInterceptor {
       const label = (one: unknown) => (typeof one === 'string' ? one : 'neutral');
       suffix += ` version=${(Array.isArray(version) ? version : [version]).map(label).join(',')}`;
     }
+    let perHost = false;
     if (host !== undefined && host !== null) {
+      const hosts: unknown[] = Array.isArray(host) ? host : [host];
       // A string as written, a RegExp as its source and flags (`/^(.+)\.example\.com$/i`).
-      suffix += ` host=${(Array.isArray(host) ? host : [host]).map(String).join(',')}`;
+      suffix += ` host=${hosts.map(String).join(',')}`;
+      // A host option with a parameter (`:tenant.example.com`) or a RegExp serves several
+      // hosts (tenants, shops) with one handler: the host the request came to is named too,
+      // or a key taken on one tenant's host would replay its answer on another's whenever
+      // their principals are alike (user ids numbered per tenant).
+      perHost = hosts.some((one) => typeof one !== 'string' || /[:*{(]/.test(one));
     }
     if (suffix === '') return routePattern;
+    if (perHost)
+      return (request) => `${routePattern(request)}${suffix} hostname=${this.#hostname(request)}`;
     return (request) => `${routePattern(request)}${suffix}`;
+  }
+
+  /** The host name Nest matched the request's host option against (lower-cased). */
+  #hostname(request: NestHttpRequest): string {
+    const adapter = this.adapterHost?.httpAdapter as
+      | { getRequestHostname?: (request: unknown) => unknown }
+      | undefined;
+    const matched =
+      typeof adapter?.getRequestHostname === 'function'
+        ? adapter.getRequestHostname(request)
+        : undefined;
+    const name =
+      typeof matched === 'string'
+        ? matched
+        : String(request.headers.host ?? '').replace(/:\d*$/, '');
+    return name.toLowerCase();
   }
 
   async #run(

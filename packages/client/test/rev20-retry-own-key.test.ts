@@ -1,0 +1,56 @@
+// Review round 20 (advedge): trying a logical call again yourself with the key the client
+// reports (`getIdempotencyInfo(response).key`, `error.key`, `onAttempt`'s `key`). That key is
+// the key itself, not its header form: a key the default 'sf-string' format carries but the
+// bare form does not (a leading or trailing space, a leading double quote: valid keys, 1..255
+// printable ASCII) reaches the server as ANOTHER key when put into the header as it is (the
+// README's recipe before this round), and the call executes a second time. Sent as
+// `formatKeyHeader(key, 'sf-string')` it is the same key: the retry is replayed.
+// A real node:http server behind @idem/http on loopback.
+import { describe, expect, it } from 'vitest';
+import { createIdempotentFetch, formatKeyHeader, getIdempotencyInfo } from '../src/index.js';
+import { postJson, startHarness } from './support/harness.js';
+
+const KEYS = ['"order-7"', ' order-8', 'order-9 '];
+
+async function firstThenRetry(key: string, header: (key: string) => string) {
+  const h = await startHarness();
+  const item = `item-${KEYS.indexOf(key)}`;
+  const idemFetch = createIdempotentFetch({ key: () => key });
+  const first = await idemFetch(`${h.url}/charges`, postJson({ item }));
+  await first.text();
+  const reported = getIdempotencyInfo(first)?.key as string;
+  // The same logical call again, as the README says: the same key in the key header.
+  const again = await idemFetch(
+    `${h.url}/charges`,
+    postJson({ item }, { headers: { 'Idempotency-Key': header(reported) } }),
+  );
+  await again.text();
+  return {
+    reported,
+    status: [first.status, again.status],
+    replayed: again.headers.get('idempotent-replayed'),
+    runs: h.app.executions.get(item),
+    keysAtServer: h.server.seen.map((r) => r.key),
+  };
+}
+
+describe('rev20 client: trying a call again with the key the client reported', () => {
+  for (const key of KEYS) {
+    it(`formatKeyHeader(key, 'sf-string') replays, never runs again: ${JSON.stringify(key)}`, {
+      timeout: 10_000,
+    }, async () => {
+      const seen = await firstThenRetry(key, (k) => formatKeyHeader(k, 'sf-string'));
+      expect(seen.reported).toBe(key);
+      expect(seen, JSON.stringify(seen)).toMatchObject({ runs: 1, replayed: 'true' });
+    });
+
+    // The recipe as the README gave it before this round: the key as the header value. Kept
+    // failing on purpose: it shows why the README now says formatKeyHeader.
+    it.fails(`the key as it is in the header runs the call again: ${JSON.stringify(key)}`, {
+      timeout: 10_000,
+    }, async () => {
+      const seen = await firstThenRetry(key, (k) => k);
+      expect(seen, JSON.stringify(seen)).toMatchObject({ runs: 1, replayed: 'true' });
+    });
+  }
+});
