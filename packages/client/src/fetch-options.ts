@@ -2,6 +2,7 @@ import { MAX_TIMER_MS } from './call-bounds.js';
 import { type ConflictAnswer, isInProgressAnswer } from './in-progress.js';
 import type { ReplayableBody } from './request-body.js';
 import { abortableSleep, type DelaySettings, isRetryableStatus } from './retry-policy.js';
+import { GENERATION_HEADER } from './stream-resume.js';
 
 /** `fetch`'s signature, as the openai and Anthropic SDKs accept it. */
 export type FetchFunction = (
@@ -259,6 +260,78 @@ function keyStrategy(value: unknown): KeyStrategy {
   throw new RangeError(`key must be 'random', 'content' or a function, got ${shown(value)}`);
 }
 
+/** The names {@link IdempotentFetchOptions} has: any other is refused (a misspelt option). */
+const OPTION_NAMES: Record<keyof IdempotentFetchOptions, true> = {
+  fetch: true,
+  methods: true,
+  key: true,
+  headerName: true,
+  keyFormat: true,
+  resumeStreams: true,
+  replayHeader: true,
+  maxAttempts: true,
+  initialDelayMs: true,
+  maxDelayMs: true,
+  minDelayMs: true,
+  maxRetryAfterMs: true,
+  inProgressWaitMs: true,
+  maxInProgressAttempts: true,
+  isInProgress: true,
+  attemptTimeoutMs: true,
+  deadlineMs: true,
+  isRetryableStatus: true,
+  maxBufferedBodyBytes: true,
+  onAttempt: true,
+  sleep: true,
+  random: true,
+  now: true,
+};
+
+/**
+ * Refuses a name of `value` that is not one of `known`: a misspelt option (`maxAttempt`,
+ * `resumeStreams: { maxResume: 3 }`) would otherwise take the default without a word. A name
+ * set to `undefined` says nothing and passes (options spread from another object).
+ */
+function knownNames(prefix: string, value: object, known: Record<string, true>): void {
+  for (const name of Object.keys(value)) {
+    if (Object.hasOwn(known, name) || (value as Record<string, unknown>)[name] === undefined)
+      continue;
+    const lower = name.toLowerCase();
+    const near = Object.keys(known).find((option) => {
+      const candidate = option.toLowerCase();
+      return candidate === lower || candidate.startsWith(lower) || lower.startsWith(candidate);
+    });
+    throw new RangeError(
+      `${prefix}${name} is not an option of @idem/client${near ? ` (did you mean ${prefix}${near}?)` : ''}`,
+    );
+  }
+}
+
+/**
+ * Request headers the client writes or that carry the request itself: as `headerName`, the
+ * key would be read from (and written over) the caller's content type, a resumed stream's
+ * `Last-Event-ID` or generation, or the message framing.
+ */
+const MANAGED_HEADERS = new Set([
+  'content-type',
+  'content-length',
+  'content-encoding',
+  'transfer-encoding',
+  'host',
+  'connection',
+  'last-event-id',
+  GENERATION_HEADER,
+]);
+
+function keyHeaderName(value: unknown): string {
+  const name = token('headerName', value ?? 'Idempotency-Key');
+  if (MANAGED_HEADERS.has(name.toLowerCase()))
+    throw new RangeError(
+      `headerName must not be ${name}: the client sets or reads that header itself`,
+    );
+  return name;
+}
+
 function maxResumesOf(value: unknown): number {
   if (value === false) return 0;
   // `true` was taken for the default before options were checked: still is.
@@ -268,6 +341,7 @@ function maxResumesOf(value: unknown): number {
       `resumeStreams must be false, true or { maxResumes?: number }, got ${shown(value)}`,
     );
   }
+  knownNames('resumeStreams.', value, { maxResumes: true });
   const { maxResumes } = value as { maxResumes?: number | null };
   return count('resumeStreams.maxResumes', maxResumes ?? 5);
 }
@@ -310,13 +384,14 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
   if (typeof options !== 'object' || options === null) {
     throw new RangeError(`options must be an object, got ${shown(options)}`);
   }
+  knownNames('', options, OPTION_NAMES);
   const fetchOption = given(options.fetch);
   const baseFetch: FetchFunction = fn<FetchFunction>('fetch', fetchOption, (input, init) =>
     globalThis.fetch(input, init),
   );
   const methods = methodList(given(options.methods) ?? ['POST', 'PATCH']);
   const strategy = keyStrategy(given(options.key) ?? 'random');
-  const headerName = token('headerName', given(options.headerName) ?? 'Idempotency-Key');
+  const headerName = keyHeaderName(given(options.headerName));
   const keyFormat = oneOf('keyFormat', given(options.keyFormat) ?? 'sf-string', [
     'sf-string',
     'bare',
