@@ -55,12 +55,14 @@ const iso = (ms: number) => {
  * A string the store holds (an owner, a fingerprint), for a terminal: control characters
  * (an escape sequence, a carriage return that would draw another line over this one) and
  * invisible direction marks are shown as `\uXXXX` instead of acting on the operator's screen.
+ * `backslashes` false leaves `\` as it is: for a message that echoes the operator's input (a
+ * key, a `--scope`), whose quoted hints are to be copied as shown.
  */
-function printable(text: string): string {
+function printable(text: string, backslashes = true): string {
   let shown = '';
   for (const ch of text) {
     const c = ch.charCodeAt(0);
-    if (ch === '\\') shown += '\\\\';
+    if (ch === '\\' && backslashes) shown += '\\\\';
     else if (c < 0x20 || (c >= 0x7f && c <= 0x9f) || DIRECTION_MARKS.has(c))
       shown += `\\u${c.toString(16).padStart(4, '0')}`;
     else shown += ch;
@@ -73,6 +75,18 @@ const DIRECTION_MARKS = new Set([
   0x061c, 0x200e, 0x200f, 0x2028, 0x2029, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067,
   0x2068, 0x2069,
 ]);
+
+/**
+ * `value` as one JSON line whose characters cannot act on a terminal either: JSON escapes the
+ * C0 controls, and here DEL, the C1 controls (U+009B is a CSI on some terminals) and the
+ * direction marks are escaped too (`\u009b`: the same string once parsed).
+ */
+function jsonLine(value: unknown): string {
+  return JSON.stringify(value).replace(
+    /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
+    (ch) => `\\u${ch.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
 
 const inSeconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
@@ -135,8 +149,8 @@ async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise
   const { admin } = opened;
   const key = command.storageKey;
   const print = (json: unknown, text: string[]) => {
-    if (command.json) io.out(JSON.stringify(json));
-    else for (const line of text) io.out(line);
+    if (command.json) io.out(jsonLine(json));
+    else for (const line of text) io.out(printable(line, false));
   };
   const noRecord = `no record at ${key}`;
   if (command.action === 'inspect') {
@@ -210,8 +224,8 @@ const wantsJson = (argv: readonly string[]) => argv.includes('--json');
 export async function runCli(argv: string[], io: CliIo = processIo): Promise<number> {
   const json = wantsJson(argv);
   const usage = (error: UsageError | Error, code: UsageErrorCode = 'usage') => {
-    if (json) io.out(JSON.stringify(failure(code, error.message)));
-    else io.err(`idem: ${error.message}\n\n${USAGE}`);
+    if (json) io.out(jsonLine(failure(code, error.message)));
+    else io.err(`idem: ${printable(error.message, false)}\n\n${USAGE}`);
     return EXIT.usage;
   };
   let command: CliCommand;
@@ -251,8 +265,8 @@ export async function runCli(argv: string[], io: CliIo = processIo): Promise<num
           : isIdemError(error) && error.code === 'STORE_UNAVAILABLE'
             ? 'store_unavailable'
             : 'store_error';
-      io.out(JSON.stringify(failure(code, line)));
-    } else io.err(`idem: ${line}`);
+      io.out(jsonLine(failure(code, line)));
+    } else io.err(`idem: ${printable(line, false)}`);
     return EXIT.storeError;
   } finally {
     // Closing is bounded too: a pool still opening a connection to a silent server would wait
