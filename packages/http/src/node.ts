@@ -22,35 +22,62 @@ export async function sendWebResponse(res: ServerResponse, response: Response): 
     return;
   }
   const reader = response.body.getReader();
+  // The response closed before its end (the client left, or it was destroyed): the body is
+  // cancelled (an attached live reader frees its place at once). Whatever
+  // `writableFinished` reads: node:http2's compat response reads true once its client reset
+  // the stream.
   const onClose = () => {
-    if (!res.writableFinished) reader.cancel().catch(() => {});
+    reader.cancel().catch(() => {});
   };
   res.once('close', onClose);
+  let ended = false;
   try {
     for (let read = await reader.read(); !read.done; read = await reader.read()) {
-      if (!res.write(read.value)) await drained(res);
-      if (res.destroyed) return;
+      if (!res.write(read.value) && !(await drained(res))) return;
+      if (takesNoMore(res)) return;
     }
     res.end();
+    ended = true;
   } catch (error) {
-    res.destroy(error instanceof Error ? error : new Error(String(error)));
+    const failure = error instanceof Error ? error : new Error(String(error));
+    // HTTP/2: destroyed on the next turn. The body broke in the same tick as another stream
+    // of the session was reset by its client (an attached live reader whose first execution
+    // failed as its client left): a stream reset then, while the session still handles that
+    // RST_STREAM, makes node:http2 loop in `submitRstStream` forever, CPU and memory growing
+    // (seen on Node 20.20; nodejs/node#52952).
+    if ('createPushResponse' in res) setImmediate(() => res.destroy(failure));
+    else res.destroy(failure);
   } finally {
     res.off('close', onClose);
+    // Stopped before the end (the response closed, or is closing): nothing reads the body on.
+    if (!ended) reader.cancel().catch(() => {});
   }
+}
+
+/**
+ * Whether `res` takes no more: destroyed, closed or ended, or, over HTTP/2, its stream closed
+ * (node:http2's compat response has neither `destroyed` nor `closed`; after its client reset
+ * the stream, `write` answers false and no 'drain' or 'close' comes any more).
+ */
+function takesNoMore(res: ServerResponse): boolean {
+  if (res.destroyed || res.closed || res.writableEnded) return true;
+  const stream = (res as ServerResponse & { stream?: { destroyed?: boolean; closed?: boolean } })
+    .stream;
+  return stream !== undefined && (stream.destroyed === true || stream.closed === true);
 }
 
 /** Resolves true once `res` drains, false when it closes first (the client left). */
 function drained(res: ServerResponse): Promise<boolean> {
   // Gone already (the client left before or during the replay): its 'close' has been emitted
   // and no 'drain' will come.
-  if (res.destroyed || res.closed || res.writableEnded) return Promise.resolve(false);
+  if (takesNoMore(res)) return Promise.resolve(false);
   return new Promise<boolean>((resolve) => {
     const drain = () => done(true);
     const close = () => done(false);
     const done = (open: boolean) => {
       res.off('drain', drain);
       res.off('close', close);
-      resolve(open && !res.destroyed);
+      resolve(open && !takesNoMore(res));
     };
     res.once('drain', drain);
     res.once('close', close);

@@ -78,6 +78,106 @@ const scripts: Record<string, Script> = {
   },
 };
 
+// rev19's LOW: a write after the destroy with an invalid `res.statusCode` (set after the
+// destroy or before it, or given to `writeHead` after it) goes to Node unchanged, as every
+// later call does (`bypass`). Before, idem's implicit head threw ERR_HTTP_INVALID_STATUS_CODE
+// out of the `write`, where Node refuses the write without making a head (its callback gets
+// ERR_STREAM_DESTROYED). Node itself throws from an `end()` without a chunk (it makes the
+// head), and, over HTTP/2, from the status setter (ERR_HTTP2_STATUS_INVALID): idem as well.
+const codeOf = (error: unknown) =>
+  (error as NodeJS.ErrnoException | null | undefined)?.code ?? String(error);
+
+/** Runs `act`, logging what it answered or threw (as the app would see it). */
+function attempt(log: Log, name: string, act: () => unknown): void {
+  try {
+    const answer = act();
+    log.push(`${name} -> ${typeof answer === 'boolean' ? answer : 'done'}`);
+  } catch (error) {
+    log.push(`${name} threw ${codeOf(error)}`);
+  }
+}
+
+const invalid: [string, unknown][] = [
+  ['99', 99],
+  ['1000', 1000],
+  ['NaN', Number.NaN],
+  ['a string', 'abc'],
+];
+
+const setStatus = (res: ServerResponse, log: Log, status: unknown) =>
+  attempt(log, 'set status', () => {
+    (res as { statusCode: unknown }).statusCode = status;
+  });
+
+for (const [label, status] of invalid) {
+  scripts[`destroy, status ${label}, write(cb), end(chunk, cb)`] = (res, log, step) => {
+    res.destroy();
+    step('destroy');
+    setStatus(res, log, status);
+    attempt(log, 'write', () => res.write('a', cb(log, 'write')));
+    step('write');
+    attempt(log, 'end', () => res.end('b', cb(log, 'end')));
+    step('end');
+  };
+  scripts[`status ${label}, destroy, write(cb), end(cb)`] = (res, log, step) => {
+    setStatus(res, log, status);
+    res.destroy();
+    step('destroy');
+    attempt(log, 'write', () => res.write('a', cb(log, 'write')));
+    step('write');
+    attempt(log, 'end', () => res.end(cb(log, 'end')));
+    step('end');
+  };
+  scripts[`status ${label}, destroy, end(chunk, cb)`] = (res, log, step) => {
+    setStatus(res, log, status);
+    res.destroy(new Error('gone'));
+    step('destroy');
+    attempt(log, 'end', () => res.end('b', cb(log, 'end')));
+    step('end');
+  };
+  scripts[`write, status ${label}, destroy, write(cb), end(cb)`] = (res, log, step) => {
+    res.write('a');
+    setStatus(res, log, status);
+    res.destroy();
+    step('destroy');
+    attempt(log, 'write', () => res.write('b', cb(log, 'write')));
+    step('write');
+    attempt(log, 'end', () => res.end(cb(log, 'end')));
+    step('end');
+  };
+}
+scripts['destroy, writeHead(99), write(cb), end(cb)'] = (res, log, step) => {
+  res.destroy();
+  step('destroy');
+  attempt(log, 'writeHead', () => {
+    res.writeHead(99);
+  });
+  step('writeHead');
+  attempt(log, 'write', () => res.write('a', cb(log, 'write')));
+  step('write');
+  attempt(log, 'end', () => res.end(cb(log, 'end')));
+  step('end');
+};
+scripts['destroy, writeHead(1000, headers), end(chunk, cb)'] = (res, log, step) => {
+  res.destroy();
+  attempt(log, 'writeHead', () => {
+    res.writeHead(1000, { 'content-type': 'text/plain' });
+  });
+  step('writeHead');
+  attempt(log, 'end', () => res.end('b', cb(log, 'end')));
+  step('end');
+};
+scripts['status 99, destroy, writeHead(99), end(chunk, cb)'] = (res, log, step) => {
+  setStatus(res, log, 99);
+  res.destroy();
+  attempt(log, 'writeHead', () => {
+    res.writeHead(99);
+  });
+  step('writeHead');
+  attempt(log, 'end', () => res.end('b', cb(log, 'end')));
+  step('end');
+};
+
 let port = 0;
 let h2Port = 0;
 let runs = 0;
