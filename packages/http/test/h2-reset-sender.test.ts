@@ -31,7 +31,7 @@ import { h1Post } from './support/settlerev.js';
 afterEach(closeAll);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const bounded = <T>(promise: Promise<T>, ms = 3_000) =>
+const bounded = <T>(promise: Promise<T>, ms = 10_000) =>
   Promise.race([promise, sleep(ms).then(() => 'hung' as const)]);
 const encoder = new TextEncoder();
 
@@ -79,7 +79,7 @@ describe.each([false, true])('senders after the client left (h2c %s)', (h2) => {
         async pull(controller) {
           if (n > 0) await sleep(20);
           controller.enqueue(encoder.encode(`data: ${++n}\n\n`));
-          if (n === 100) controller.close();
+          if (n === 1_000) controller.close();
         },
         cancel() {
           cancelled = true;
@@ -91,8 +91,9 @@ describe.each([false, true])('senders after the client left (h2c %s)', (h2) => {
       );
     });
     await leave(port, h2, 'w1');
-    // Long before the body's 2 s end: the send stops when the client is gone.
-    expect(await bounded(sent.promise, 1_500)).toBe('settled');
+    // Long before the body's end (1,000 parts 20 ms apart, 20 s and more): the send stops
+    // when the client is gone.
+    expect(await bounded(sent.promise, 5_000)).toBe('settled');
     expect(cancelled).toBe(true);
   });
 
