@@ -117,4 +117,10 @@ export interface PostgresStore extends IdempotencyStore {
    * connection), else through the pool.
    */
   renewHeld(input: ExtendInput, fence: number, via?: Queryable): Promise<number | undefined>;
+  /**
+   * `extend` sent on `via` (internal): the transactional engine's heartbeat outside a held
+   * row goes through the pool as it always did, while the store's own `extend` renews on its
+   * renewal route (see `extend`).
+   */
+  extendVia(input: ExtendInput, via: Queryable): Promise<OwnerWriteResult>;
 }

@@ -16,6 +16,7 @@ import {
   type StoredRecord,
   StoreUnavailableError,
 } from '@idem/core';
+import type { Pool } from 'pg';
 import {
   checkFingerprint,
   checkKey,
@@ -27,6 +28,7 @@ import {
 import type { PostgresStore, PostgresStoreOptions } from './options.js';
 import { type Queryable, runStatement, runStep } from './pg-call.js';
 import { createPostgresAdmin } from './postgres-admin.js';
+import { RenewalConnection } from './renewal-connection.js';
 import { NOW_MS, originColumnSql, schemaObjects, schemaSql } from './schema-sql.js';
 import { parseTableName, type TableName } from './table-name.js';
 
@@ -179,6 +181,35 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 
   const rowKey = (storageKey: string): string => checkKey(keyPrefix + checkKey(storageKey));
 
+  /**
+   * Where `extend` is sent through a `pg.Pool`: a {@link RenewalConnection} (a free pool
+   * connection at once, else a connection of the store's own outside the pool, opened when
+   * needed and closed 10 s after its last statement). Through the pool's queue, a renewal
+   * waited behind the app's own statements and new acquisitions: operations that held every
+   * connection of a shared pool longer than a lease starved their own renewals, the healthy
+   * owner's signal aborted, and a retry waiting in the queue took the key over and ran the
+   * operation again (`test/rev20-pool-outage.test.ts`). A client or a checked-out client is
+   * used as given.
+   */
+  let renewals: RenewalConnection | undefined;
+  function renewalRoute(leaseMs: number): Queryable {
+    if (!isPgPool(pool)) return pool;
+    renewals ??= new RenewalConnection(pool, Math.max(timeoutMs, leaseMs), timeoutMs);
+    return renewals.repeatable;
+  }
+
+  async function extendOn(input: ExtendInput, via: Queryable): Promise<OwnerWriteResult> {
+    // Its own implicit transaction on `via` as well (never inside a transaction block).
+    const { rows } = await run<{ lease_until: string | null }>(
+      'extend',
+      extendValues(input),
+      via,
+      true,
+    );
+    const leaseUntil = rows[0]?.lease_until;
+    return leaseUntil == null ? NOT_OWNER : { ok: true, leaseUntil: Number(leaseUntil) };
+  }
+
   function completeValues(input: CompleteInput): unknown[] {
     return [
       rowKey(input.key),
@@ -322,11 +353,12 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       return rows[0]?.ok ? OK : NOT_OWNER;
     },
 
-    async extend(input: ExtendInput): Promise<OwnerWriteResult> {
-      const { rows } = await run<{ lease_until: string | null }>('extend', extendValues(input));
-      const leaseUntil = rows[0]?.lease_until;
-      return leaseUntil == null ? NOT_OWNER : { ok: true, leaseUntil: Number(leaseUntil) };
+    extend(input: ExtendInput): Promise<OwnerWriteResult> {
+      const leaseMs = typeof input.leaseMs === 'number' && input.leaseMs > 0 ? input.leaseMs : 0;
+      return extendOn(input, renewalRoute(leaseMs));
     },
+
+    extendVia: extendOn,
 
     async get(key: string): Promise<StoredRecord | undefined> {
       const { rows } = await run<RecordRow>('get', [rowKey(key)]);
@@ -351,4 +383,10 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       // Nothing to free: the pool belongs to the caller.
     },
   };
+}
+
+/** A `pg.Pool` (its `connect` and counts), not a `Client` nor a checked-out client. */
+function isPgPool(pool: unknown): pool is Pool {
+  const candidate = pool as { connect?: unknown; totalCount?: unknown } | null;
+  return typeof candidate?.connect === 'function' && typeof candidate.totalCount === 'number';
 }

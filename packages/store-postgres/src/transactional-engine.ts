@@ -195,7 +195,10 @@ export function createPostgresIdempotency<T = unknown>(
     },
     extend(input) {
       const execution = executions.byOwner(input.key, input.owner);
-      return execution ? execution.extend(input, () => store.extend(input)) : store.extend(input);
+      // Through the pool, as before the store's own extend got a renewal route: the engine
+      // keeps its held rows safe on its own renewal connection (`renewHeld`).
+      const send = () => store.extendVia(input, store.pool);
+      return execution ? execution.extend(input, send) : send();
     },
     get: (key) => store.get(key),
   };

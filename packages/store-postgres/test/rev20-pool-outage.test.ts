@@ -49,25 +49,28 @@ function engineOn(store: PostgresStore) {
 }
 
 describe('rev20 PostgreSQL (plain store): pool slots and a slow or frozen server', () => {
-  it('operations that hold every connection of their own pool for longer than a lease: the store on a pool of its own keeps their leases', async () => {
+  it("operations that hold every connection of the store's own pool for longer than a lease: their leases are kept, nothing runs twice", async () => {
+    // One pool for the store and the operations, as the README's example has it. Through the
+    // pool's queue the renewals waited behind the business transactions: both healthy owners
+    // lost their leases and both operations ran again after their writes committed. They now
+    // go to a connection of the store's own when no pool connection is free.
     const pool = makePool(2);
-    // Shared with the operations (\`createPostgresStore({ pool })\`), the renewals wait behind
-    // the business transactions and the healthy owners lose their leases (README).
-    const storePool = makePool(2);
     const store = createPostgresStore({
-      pool: storePool,
+      pool,
       keyPrefix: `hold${Date.now()}`,
       statementTimeoutMs: LIMIT,
     });
     const idem = engineOn(store);
     const scope = ['t', 'POST /hold'];
     const running = new Map<string, number>();
+    const runs = new Map<string, number>();
     let overlaps = 0;
     let aborted = 0;
     const op =
       (key: string) =>
       async ({ signal }: { signal: AbortSignal }) => {
         running.set(key, (running.get(key) ?? 0) + 1);
+        runs.set(key, (runs.get(key) ?? 0) + 1);
         if ((running.get(key) ?? 0) > 1) overlaps++;
         // A business transaction on the same pool, 4 s long (a slow server, a slow handler):
         // longer than the 3 s lease, renewed every second by the heartbeat.
@@ -105,6 +108,7 @@ describe('rev20 PostgreSQL (plain store): pool slots and a slow or frozen server
     );
     expect(aborted, 'a healthy owner lost its lease for want of a pool connection').toBe(0);
     expect(overlaps, 'a duplicate ran beside its healthy owner').toBe(0);
+    expect([...runs.values()], 'each operation ran once').toEqual([1, 1]);
     expect(await idem.drain(5_000)).toBe(0);
   }, 40_000);
 
