@@ -1,3 +1,4 @@
+import { unknownOptionMessage } from '@idem/core';
 import { MAX_TIMER_MS } from './call-bounds.js';
 import { type ConflictAnswer, isInProgressAnswer } from './in-progress.js';
 import type { ReplayableBody } from './request-body.js';
@@ -293,18 +294,8 @@ const OPTION_NAMES: Record<keyof IdempotentFetchOptions, true> = {
  * set to `undefined` says nothing and passes (options spread from another object).
  */
 function knownNames(prefix: string, value: object, known: Record<string, true>): void {
-  for (const name of Object.keys(value)) {
-    if (Object.hasOwn(known, name) || (value as Record<string, unknown>)[name] === undefined)
-      continue;
-    const lower = name.toLowerCase();
-    const near = Object.keys(known).find((option) => {
-      const candidate = option.toLowerCase();
-      return candidate === lower || candidate.startsWith(lower) || lower.startsWith(candidate);
-    });
-    throw new RangeError(
-      `${prefix}${name} is not an option of @idem/client${near ? ` (did you mean ${prefix}${near}?)` : ''}`,
-    );
-  }
+  const message = unknownOptionMessage(prefix, value, known, '@idem/client');
+  if (message !== undefined) throw new RangeError(message);
 }
 
 /**

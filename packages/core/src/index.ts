@@ -20,6 +20,7 @@ export {
   forcedReleaseOwner,
   MAX_TIMER_MS,
   readClock,
+  unknownOptionMessage,
 } from './adapter-kit/input-checks.js';
 export {
   blocksAcquire,

@@ -1,4 +1,4 @@
-import { InvalidInputError, type WaitOptions } from '@idem/core';
+import { InvalidInputError, unknownOptionMessage, type WaitOptions } from '@idem/core';
 import type { LiveStreamOptions } from './live-options.js';
 import type { FingerprintOptions, HttpIdempotencyOptions } from './options.js';
 
@@ -87,18 +87,8 @@ const WAIT_NAMES: Record<keyof WaitOptions, true> = { timeoutMs: true, pollMs: t
  * name set to `undefined` says nothing and passes (an options object spread from another).
  */
 function knownNames(prefix: string, value: object, known: Record<string, true>): void {
-  for (const name of Object.keys(value)) {
-    if (Object.hasOwn(known, name) || (value as Record<string, unknown>)[name] === undefined)
-      continue;
-    const lower = name.toLowerCase();
-    const near = Object.keys(known).find((option) => {
-      const candidate = option.toLowerCase();
-      return candidate === lower || candidate.startsWith(lower) || lower.startsWith(candidate);
-    });
-    throw new InvalidInputError(
-      `${prefix}${name} is not an option of @idem/http${near ? ` (did you mean ${prefix}${near}?)` : ''}`,
-    );
-  }
+  const message = unknownOptionMessage(prefix, value, known, '@idem/http');
+  if (message !== undefined) throw new InvalidInputError(message);
 }
 
 /**

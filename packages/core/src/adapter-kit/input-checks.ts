@@ -158,3 +158,29 @@ export function readClock(clock: Clock): number {
 export function forcedReleaseOwner(): string {
   return `idem-admin:${crypto.randomUUID()}`;
 }
+
+/**
+ * The message for the first name of `value` (an options object) that is not one of `known`,
+ * naming the near one, or undefined when every name is known: a misspelt option
+ * (`retention`, `maxAttempt`) would otherwise take its default without a word. A name set to
+ * `undefined` says nothing and passes (options spread from another object). Each package
+ * throws it as its own error type.
+ */
+export function unknownOptionMessage(
+  prefix: string,
+  value: object,
+  known: Readonly<Record<string, true>>,
+  library: string,
+): string | undefined {
+  for (const name of Object.keys(value)) {
+    if (Object.hasOwn(known, name) || (value as Record<string, unknown>)[name] === undefined)
+      continue;
+    const lower = name.toLowerCase();
+    const near = Object.keys(known).find((option) => {
+      const candidate = option.toLowerCase();
+      return candidate === lower || candidate.startsWith(lower) || lower.startsWith(candidate);
+    });
+    return `${prefix}${name} is not an option of ${library}${near ? ` (did you mean ${prefix}${near}?)` : ''}`;
+  }
+  return undefined;
+}
