@@ -11,6 +11,7 @@ import {
 import {
   decisionStatus,
   decisionTrailers,
+  destroyBroken,
   recordServerResponse,
   wholeDecisionResponse,
 } from '@idem/http/node';
@@ -276,7 +277,9 @@ function answer(
     for (const [name, value] of decision.response.headers) reply.header(name, value);
     // A Web `Response` carries no trailers: Fastify sends the recorded ones after its body.
     replayTrailers(request, reply, decisionTrailers(decision));
-    reply.send(decision.response);
+    reply.send(
+      http2Stream(request) ? destroyedOnBreak(decision.response, reply) : decision.response,
+    );
     return;
   }
   // Judged where the route starts (see the recorder's `lateStart`): past the lease's runway
@@ -297,6 +300,47 @@ function answer(
   // 'finish' comes (Fastify's `reply.then` would add its listeners to the Node response).
   recordServerResponse(reply.raw, decision.recorder, { endedWhileHeld: true });
   done();
+}
+
+/**
+ * HTTP/2: `response` with its body read through, so that a body that breaks once the head is
+ * sent (an attached live stream whose execution failed) has its stream reset by
+ * `destroyBroken`, with the error and on the next turn, not by Fastify: it would reset it at
+ * once, maybe while the session still handles another stream's RST_STREAM (the first client
+ * leaving, its app aborting the body then), where node:http2 loops forever
+ * (nodejs/node#52952), and with NO_ERROR, which the client takes for a whole body. A body
+ * that breaks before the head is left to Fastify (its error answer), as is a client that
+ * leaves (Fastify cancels the body on the response's 'close').
+ */
+function destroyedOnBreak(response: Response, reply: FastifyReply): Response {
+  if (response.body === null) return response;
+  const source = response.body.getReader();
+  const res = reply.raw;
+  const body = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        let read: ReadableStreamReadResult<Uint8Array>;
+        try {
+          read = await source.read();
+        } catch (error) {
+          if (!res.headersSent) controller.error(error);
+          // Nothing enqueued: Fastify's read waits, and cancels this body once the response
+          // is closed.
+          else destroyBroken(res, error);
+          return;
+        }
+        if (read.done) controller.close();
+        else controller.enqueue(read.value);
+      },
+      cancel(reason) {
+        return source.cancel(reason).catch(() => {});
+      },
+    },
+    // Read only as Fastify reads (after each 'drain'): no chunk read ahead of the client.
+    { highWaterMark: 0 },
+  );
+  const { status, statusText, headers } = response;
+  return new Response(body, { status, statusText, headers });
 }
 
 /**

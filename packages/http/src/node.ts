@@ -39,19 +39,26 @@ export async function sendWebResponse(res: ServerResponse, response: Response): 
     res.end();
     ended = true;
   } catch (error) {
-    const failure = error instanceof Error ? error : new Error(String(error));
-    // HTTP/2: destroyed on the next turn. The body broke in the same tick as another stream
-    // of the session was reset by its client (an attached live reader whose first execution
-    // failed as its client left): a stream reset then, while the session still handles that
-    // RST_STREAM, makes node:http2 loop in `submitRstStream` forever, CPU and memory growing
-    // (seen on Node 20.20; nodejs/node#52952).
-    if ('createPushResponse' in res) setImmediate(() => res.destroy(failure));
-    else res.destroy(failure);
+    destroyBroken(res, error);
   } finally {
     res.off('close', onClose);
     // Stopped before the end (the response closed, or is closing): nothing reads the body on.
     if (!ended) reader.cancel().catch(() => {});
   }
+}
+
+/**
+ * Destroys `res` whose body broke (with `error`, as an `Error`), for a framework that writes
+ * a Web body itself (Fastify's `reply.send`): over HTTP/2 on the next turn. The body may have
+ * broken in the same tick as another stream of the session was reset by its client (an
+ * attached live reader whose first execution failed as its client left): a stream reset
+ * then, while the session still handles that RST_STREAM, makes node:http2 loop in
+ * `submitRstStream` forever, CPU and memory growing (seen on Node 20.20; nodejs/node#52952).
+ */
+export function destroyBroken(res: ServerResponse, error: unknown): void {
+  const failure = error instanceof Error ? error : new Error(String(error));
+  if ('createPushResponse' in res) setImmediate(() => res.destroy(failure));
+  else res.destroy(failure);
 }
 
 /**

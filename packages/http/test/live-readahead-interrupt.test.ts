@@ -16,7 +16,6 @@
  * the attached stream inside node:http2's handling of the client's RST_STREAM, where Node 20
  * loops forever (see `sendWebResponse`).
  */
-import { spawn } from 'node:child_process';
 import {
   createServer,
   request as h1Request,
@@ -31,6 +30,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type HttpIdempotencyOptions, withIdempotency } from '../src/index.js';
 import { webNodeHandler } from './live/web-server.js';
 import { closeAll, listenLoopback, recordedHandler, session } from './support/h2c.js';
+import { inChild } from './support/in-child.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const encoder = new TextEncoder();
@@ -544,49 +544,12 @@ describe.each(beds)(
 
 const child = fileURLToPath(new URL('./live/readahead-abort-child.ts', import.meta.url));
 
-/**
- * Runs the child over `beds` (in order); answers its JSON line per bed, by bed, and what else
- * it printed. A bed that spins the process stops it: killed once it printed nothing for 20 s
- * after a line (30 s for the first), as it would spin, and grow, forever; the beds from that
- * one on have no line.
- */
-function inChild(beds: string[]): Promise<{ lines: Map<string, unknown>; output: string }> {
-  return new Promise((resolve) => {
-    const run = spawn(process.execPath, ['--import', 'tsx', child], {
-      env: { ...process.env, BEDS: beds.join(',') },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    // Its start (tsx compiles the sources) may take a while on a loaded machine; a bed, not.
-    let timer = setTimeout(() => run.kill('SIGKILL'), 30_000);
-    const took = (data: Buffer) => {
-      output += data.toString();
-      clearTimeout(timer);
-      timer = setTimeout(() => run.kill('SIGKILL'), 20_000);
-    };
-    run.stdout.on('data', took);
-    run.stderr.on('data', (data: Buffer) => {
-      output += data.toString();
-    });
-    run.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      const lines = new Map<string, unknown>();
-      for (const line of output.split('\n')) {
-        if (!line.startsWith('{')) continue;
-        const { bed, ...rest } = JSON.parse(line) as { bed: string };
-        lines.set(bed, rest);
-      }
-      resolve({ lines, output: `exit ${signal ?? code}: ${output}` });
-    });
-  });
-}
-
 describe('a live read-ahead stopped by the app as its first client leaves, in the same tick (a process of its own)', () => {
   // HTTP/1.1 first: a bed that spins the process leaves no line for those after it.
   const order = ['web:h1', 'node:h1', 'web:h2c', 'node:h2c'];
   let ran: Awaited<ReturnType<typeof inChild>>;
   beforeAll(async () => {
-    ran = await inChild(order);
+    ran = await inChild(child, order);
   }, 90_000);
 
   it.each(order)(

@@ -9,25 +9,18 @@
  * (web | node), PROTO (h1 | h2c). Prints one JSON line: how the attached reader ended, the
  * retry's answer, the runs, and any unhandled error.
  */
-import {
-  createServer,
-  request as h1Request,
-  type IncomingMessage,
-  type ServerResponse,
-} from 'node:http';
-import { type ClientHttp2Session, constants, createServer as createH2cServer } from 'node:http2';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { type ClientHttp2Session, createServer as createH2cServer } from 'node:http2';
 import { createMemoryLiveStreams } from '@idem/core';
 import { createMemoryStore } from '@idem/store-memory';
 import { withIdempotency } from '../../src/index.js';
 import { closeAll, listenLoopback, recordedHandler, session } from '../support/h2c.js';
+import { firstLeaves, openKeyed } from './keyed-open.js';
 import { webNodeHandler } from './web-server.js';
 
 const problems: string[] = [];
 process.on('unhandledRejection', (error) => problems.push(String(error)));
 process.on('uncaughtException', (error) => problems.push(String(error)));
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const bounded = <T>(promise: Promise<T>, ms: number) =>
-  Promise.race([promise, sleep(ms).then(() => 'hung' as const)]);
 const encoder = new TextEncoder();
 async function run(path: 'web' | 'node', h2: boolean) {
   const options = {
@@ -75,84 +68,7 @@ async function run(path: 'web' | 'node', h2: boolean) {
   const port = await listenLoopback(h2 ? createH2cServer(handle as never) : createServer(handle));
   const client: ClientHttp2Session | undefined = h2 ? session(port) : undefined;
 
-  interface Opened {
-    first: Promise<void>;
-    done: Promise<string>;
-    leave(): void;
-  }
-
-  function open(extra: Record<string, string> = {}): Opened {
-    let first = () => {};
-    const firstCame = new Promise<void>((resolve) => {
-      first = resolve;
-    });
-    const headers = { 'idempotency-key': 'k', 'content-type': 'application/json', ...extra };
-    if (client) {
-      const stream = client.request({ ':method': 'POST', ':path': '/', ...headers });
-      let status = 0;
-      let replayed = false;
-      let body = '';
-      let ended = false;
-      const done = new Promise<string>((resolve) => {
-        stream.on('response', (h) => {
-          status = Number(h[':status']);
-          replayed = h['idempotent-replayed'] === 'true';
-        });
-        stream.on('data', (chunk: Buffer) => {
-          body += chunk.toString();
-          first();
-        });
-        stream.on('end', () => {
-          ended = true;
-        });
-        stream.on('error', () => {});
-        stream.on('close', () =>
-          resolve(
-            `${status} replayed=${replayed} ${JSON.stringify(body)} ${ended && stream.rstCode === 0 ? 'ended' : 'broken'}`,
-          ),
-        );
-      });
-      stream.end('{}');
-      return { first: firstCame, done, leave: () => stream.close(constants.NGHTTP2_CANCEL) };
-    }
-    let req: ReturnType<typeof h1Request> | undefined;
-    const done = new Promise<string>((resolve) => {
-      req = h1Request({
-        host: '127.0.0.1',
-        port,
-        method: 'POST',
-        path: '/',
-        agent: false,
-        headers,
-      });
-      req.on('error', () => resolve('broken'));
-      req.on('response', (res) => {
-        let body = '';
-        res.on('data', (chunk: Buffer) => {
-          body += chunk.toString();
-          first();
-        });
-        const replayed = res.headers['idempotent-replayed'] === 'true';
-        const seen = (end: string) =>
-          resolve(`${res.statusCode} replayed=${replayed} ${JSON.stringify(body)} ${end}`);
-        res.on('end', () => seen(res.complete ? 'ended' : 'broken'));
-        res.on('error', () => seen('broken'));
-        res.on('close', () => seen('broken'));
-      });
-      req.end('{}');
-    });
-    return { first: firstCame, done, leave: () => req?.destroy() };
-  }
-
-  const first = open();
-  await bounded(first.first, 3_000);
-  const attached = open();
-  await bounded(attached.first, 3_000);
-  first.leave();
-  const reader = await bounded(attached.done, 3_000);
-  // Released at once: the retry runs again (it would attach, or get 409, while in progress).
-  await sleep(50);
-  const retry = await bounded(open({ 'x-quick': '1' }).done, 3_000);
+  const { reader, retry } = await firstLeaves((extra) => openKeyed(port, client, extra));
   return { reader, retry, runs: runs() };
 }
 
