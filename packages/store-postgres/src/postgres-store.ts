@@ -194,7 +194,9 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
    */
   let renewals: RenewalConnection | undefined;
   function renewalRoute(leaseMs: number): Queryable {
-    if (!isPgPool(pool)) return pool;
+    // An ended pool refuses the statement, as it refuses every other call (no connection is
+    // opened outside it).
+    if (!isPgPool(pool) || pool.ending) return pool;
     renewals ??= sharedRenewals(pool, timeoutMs, Math.max(timeoutMs, leaseMs));
     return renewals.repeatable;
   }

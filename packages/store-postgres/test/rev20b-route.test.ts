@@ -4,7 +4,10 @@
  *     connection more than the pool's `max` at most, not one per store.
  * (2) Pools of other shapes still renew, free or busy: an APM-like subclass wrapping `query`
  *     and `connect`, a pool with no timeouts at all, a `pg.Client`.
+ * (3) After pool.end() the store opens nothing more: extend fails as every other call (it
+ *     opened a connection outside the ended pool and renewed).
  */
+import { StoreUnavailableError } from '@idem/core';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { createPostgresStore } from '../src/index.js';
@@ -99,5 +102,17 @@ describe('rev20b: the renewal route of several stores on one pool', () => {
     } finally {
       await client.end();
     }
+  });
+
+  it('after pool.end(): extend fails typed as the other calls, and opens no connection', async () => {
+    const pool = makePool({ max: 1, application_name: `${APP}e` });
+    const store = createPostgresStore({ pool, table: TABLE, keyPrefix: `${APP}e` });
+    const lease = await held(store);
+    await pool.end();
+    const error = await store.extend(lease).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(StoreUnavailableError);
   });
 });
