@@ -28,7 +28,7 @@ import {
 import type { PostgresStore, PostgresStoreOptions } from './options.js';
 import { type Queryable, runStatement, runStep } from './pg-call.js';
 import { createPostgresAdmin } from './postgres-admin.js';
-import { RenewalConnection } from './renewal-connection.js';
+import { answeredByServer, RenewalConnection } from './renewal-connection.js';
 import { NOW_MS, originColumnSql, schemaObjects, schemaSql } from './schema-sql.js';
 import { parseTableName, type TableName } from './table-name.js';
 
@@ -168,6 +168,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     values: unknown[],
     target: Queryable = pool,
     ownTransaction = target === pool,
+    limitMs = timeoutMs,
   ) {
     const config = prepared
       ? { name: names[operation], text: texts[operation], values }
@@ -175,8 +176,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     // Through the pool each step is its own implicit transaction, retried after a
     // serialization failure; inside the caller's transaction (completeIn) it cannot be.
     return ownTransaction
-      ? runStep<R & Record<string, unknown>>(target, operation, config, timeoutMs)
-      : runStatement<R & Record<string, unknown>>(target, operation, config, timeoutMs);
+      ? runStep<R & Record<string, unknown>>(target, operation, config, limitMs)
+      : runStatement<R & Record<string, unknown>>(target, operation, config, limitMs);
   }
 
   const rowKey = (storageKey: string): string => checkKey(keyPrefix + checkKey(storageKey));
@@ -193,18 +194,25 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
    */
   let renewals: RenewalConnection | undefined;
   function renewalRoute(leaseMs: number): Queryable {
-    if (!isPgPool(pool)) return pool;
-    renewals ??= new RenewalConnection(pool, Math.max(timeoutMs, leaseMs), timeoutMs);
+    // An ended pool refuses the statement, as it refuses every other call (no connection is
+    // opened outside it).
+    if (!isPgPool(pool) || pool.ending) return pool;
+    renewals ??= sharedRenewals(pool, timeoutMs, Math.max(timeoutMs, leaseMs));
     return renewals.repeatable;
   }
 
-  async function extendOn(input: ExtendInput, via: Queryable): Promise<OwnerWriteResult> {
+  async function extendOn(
+    input: ExtendInput,
+    via: Queryable,
+    limitMs = timeoutMs,
+  ): Promise<OwnerWriteResult> {
     // Its own implicit transaction on `via` as well (never inside a transaction block).
     const { rows } = await run<{ lease_until: string | null }>(
       'extend',
       extendValues(input),
       via,
       true,
+      limitMs,
     );
     const leaseUntil = rows[0]?.lease_until;
     return leaseUntil == null ? NOT_OWNER : { ok: true, leaseUntil: Number(leaseUntil) };
@@ -355,7 +363,23 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
 
     extend(input: ExtendInput): Promise<OwnerWriteResult> {
       const leaseMs = typeof input.leaseMs === 'number' && input.leaseMs > 0 ? input.leaseMs : 0;
-      return extendOn(input, renewalRoute(leaseMs));
+      const route = renewalRoute(leaseMs);
+      if (route === pool) return extendOn(input, pool);
+      const began = performance.now();
+      // Failed without the server's answer (its own connection refused: the server at
+      // `max_connections`, a role's connection limit; or broken): the pool's queue for the time
+      // left, as before the renewal route. A renewal may be sent twice (owner-checked, the
+      // lease set from the server's clock), and it never takes longer than one statement's limit.
+      return extendOn(input, route).catch((error: unknown) => {
+        const left = Math.floor(timeoutMs - (performance.now() - began));
+        if (
+          !(error instanceof StoreUnavailableError) ||
+          answeredByServer((error as { cause?: unknown }).cause) ||
+          left < FALLBACK_MIN_MS
+        )
+          throw error;
+        return extendOn(input, pool, left);
+      });
     },
 
     extendVia: extendOn,
@@ -384,6 +408,29 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     },
   };
 }
+
+/**
+ * The stores on one pool (a table or a key prefix each) share its renewal connection, one per
+ * statement limit (the session's `statement_timeout`): one connection more than the pool's
+ * `max`, not one per store.
+ */
+const renewalsByPool = new WeakMap<Pool, Map<number, RenewalConnection>>();
+function sharedRenewals(pool: Pool, statementMs: number, openMs: number): RenewalConnection {
+  let byLimit = renewalsByPool.get(pool);
+  if (!byLimit) {
+    byLimit = new Map();
+    renewalsByPool.set(pool, byLimit);
+  }
+  let renewals = byLimit.get(statementMs);
+  if (!renewals) {
+    renewals = new RenewalConnection(pool, openMs, statementMs);
+    byLimit.set(statementMs, renewals);
+  }
+  return renewals;
+}
+
+/** Less time left than this after the renewal route failed: no fallback to the pool's queue. */
+const FALLBACK_MIN_MS = 10;
 
 /** A `pg.Pool` (its `connect` and counts), not a `Client` nor a checked-out client. */
 function isPgPool(pool: unknown): pool is Pool {

@@ -16,7 +16,7 @@ const NO_ANSWER = /^(?:08|57P|53|58|XX|25P03)/;
  * Not a FATAL or PANIC one, nor a connection exception (08) or a shutdown or termination of
  * the backend (57P01-57P05): those end the connection, the statement was not judged.
  */
-function answeredByServer(error: unknown): boolean {
+export function answeredByServer(error: unknown): boolean {
   const reported = error as { severity?: unknown; code?: unknown } | null;
   const severity = reported?.severity;
   const code = reported?.code;
