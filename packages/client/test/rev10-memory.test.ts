@@ -70,5 +70,6 @@ describe('rev10a client: memory with a long-lived caller signal', () => {
     expect(withSignal, JSON.stringify({ without, withSignal, node: process.version })).toBeLessThan(
       Math.max(without, 0) + 25,
     );
-  }, 120_000);
+    // 29 s alone; more than 120 s once on CI, in its own process at the end of a loaded lane.
+  }, 300_000);
 });

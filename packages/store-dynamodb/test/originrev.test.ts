@@ -65,7 +65,7 @@ describe.each(layouts)('originrev DynamoDB: $name', (layout) => {
     expect(make({ origin: 'idemOrigin' })).not.toThrow();
   });
 
-  it('two processes against the origin model, deadlines exact (60 sequences)', async () => {
+  it('two processes against the origin model, deadlines exact (100 sequences)', async () => {
     const tally = await checkOriginModel(
       () => {
         const manual = new ManualClock(Date.now());
@@ -93,7 +93,9 @@ describe.each(layouts)('originrev DynamoDB: $name', (layout) => {
           newKeys: (n) => Array.from({ length: n }, newKey),
         };
       },
-      { clock: 'manual', numRuns: 60 },
+      // 100: the edge cases reached vary by run (16 of 60 one run, 10 another, which failed the
+      // bound below); 100 sequences reach about 27.
+      { clock: 'manual', numRuns: 100 },
     );
     expect(tally.carried).toBeGreaterThan(15);
     expect(tally.edges).toBeGreaterThan(10);
