@@ -172,9 +172,11 @@ describe('rcrev: renewal connection lifecycle', () => {
       expect(pool.eventNames().map((n) => [n, pool.listenerCount(n)])).toEqual(listenersBefore);
       await pool.end();
       // Only the renewal connection is left, until its linger passes (the pool's backends
-      // take a moment to leave pg_stat_activity).
+      // take a moment to leave pg_stat_activity). The pool ended, so the renewal connection
+      // may close at its next check (every 200 ms) before the pool's backends are all gone:
+      // at most one left, then none.
       for (let i = 0; i < 40 && (await backends(app)) > 1; i++) await sleep(25);
-      expect(await backends(app)).toBe(1);
+      expect(await backends(app)).toBeLessThanOrEqual(1);
       await sleep(LINGER_MS + 800);
       expect(await backends(app)).toBe(0);
     } finally {
