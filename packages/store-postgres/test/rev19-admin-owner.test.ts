@@ -14,11 +14,17 @@ const pool = makePool({ max: 2 });
 const table = inject('pgTable');
 const store = createPostgresStore({ pool, table });
 const extra: { pool: pg.Pool; drop: string }[] = [];
+// DROP DATABASE waits for a checkpoint: under CI's load it ran past the pool's query
+// timeout once. Clean-up, not a bound: a minute each.
 afterAll(async () => {
   for (const { pool: p } of extra) await p.end();
-  for (const { drop } of extra) await pool.query(`DROP DATABASE IF EXISTS ${drop} WITH (FORCE)`);
+  for (const { drop } of extra)
+    await pool.query({
+      text: `DROP DATABASE IF EXISTS ${drop} WITH (FORCE)`,
+      query_timeout: 60_000,
+    } as pg.QueryConfig);
   await pool.end();
-});
+}, 180_000);
 
 const HELD = ['é-owner', 'owner-😀', '所有者', 'A\u030A', '\u00C5', `${'x'.repeat(253)}ü😀`];
 
@@ -86,9 +92,11 @@ describe('rev19 forceRelease expected owner as UTF-8 bytes', () => {
   for (const encoding of ['LATIN1', 'SQL_ASCII']) {
     it(`${encoding} database: held owners match; an owner it cannot hold answers changed`, async () => {
       const db = randomName('rev19');
-      await pool.query(
-        `CREATE DATABASE ${db} ENCODING '${encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`,
-      );
+      // Set-up, a minute at most: CREATE DATABASE waits for a checkpoint too.
+      await pool.query({
+        text: `CREATE DATABASE ${db} ENCODING '${encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`,
+        query_timeout: 60_000,
+      } as pg.QueryConfig);
       const url = new URL(DATABASE_URL);
       url.pathname = `/${db}`;
       const p = new pg.Pool({ connectionString: url.toString(), max: 2 });
@@ -97,6 +105,6 @@ describe('rev19 forceRelease expected owner as UTF-8 bytes', () => {
       const s = createPostgresStore({ pool: p, table: 'idem_records' });
       await s.ensureSchema();
       await checks(s, encoding === 'LATIN1' ? ['é-owner', '\u00C5', 'plain'] : HELD);
-    });
+    }, 120_000);
   }
 });
