@@ -17,6 +17,10 @@ export interface PostgresServer {
   port: number;
   /** `postgres://postgres@127.0.0.1:<port>/postgres`: the server itself, not the proxy. */
   url: string;
+  /** SIGSTOP to the postmaster, then every backend, by PID: a server that falls silent. */
+  freeze(): void;
+  /** SIGCONT to every backend, then the postmaster: it answers again. */
+  thaw(): void;
   /** SIGKILL to the postmaster and every backend, by PID; resolves once they are gone. */
   kill9(): Promise<void>;
   /**
@@ -266,6 +270,19 @@ export async function startPostgres(): Promise<PostgresServer> {
   return {
     port,
     url,
+    freeze() {
+      const current = child;
+      if (!current || current.done) return;
+      // The postmaster first, so it forks nothing between the listing and the stop.
+      current.signal('SIGSTOP');
+      for (const pid of childrenOf(current.pid)) signalPid(pid, 'SIGSTOP');
+    },
+    thaw() {
+      const current = child;
+      if (!current || current.done) return;
+      for (const pid of childrenOf(current.pid)) signalPid(pid, 'SIGCONT');
+      current.signal('SIGCONT');
+    },
     kill9: killAll,
     restart: start,
     async close() {

@@ -7,24 +7,24 @@
 import { createIdempotency, type IdemError, StoreUnavailableError } from '@idem/core';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type PostgresServer, startPostgres } from '../../../apps/chaos/src/postgres-server.js';
 import { createPostgresStore, type PostgresStore, recommendedPoolConfig } from '../src/index.js';
-import { type OwnPostgres, startOwnPostgres } from './own-postgres.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const LIMIT = 500;
 
-let server: OwnPostgres;
+let server: PostgresServer;
 const pools: pg.Pool[] = [];
 
 beforeAll(async () => {
-  server = await startOwnPostgres();
+  server = await startPostgres();
   const pool = makePool(2);
   await createPostgresStore({ pool }).ensureSchema();
   await pool.query('CREATE TABLE IF NOT EXISTS business (k text PRIMARY KEY, at timestamptz)');
 }, 60_000);
 afterAll(async () => {
   for (const pool of pools) await pool.end().catch(() => {});
-  await server?.destroy();
+  await server?.close();
 });
 
 function makePool(max: number): pg.Pool {
