@@ -3,7 +3,7 @@ import { MAX_TIMER_MS } from './call-bounds.js';
 import { type ConflictAnswer, isInProgressAnswer } from './in-progress.js';
 import type { ReplayableBody } from './request-body.js';
 import { abortableSleep, type DelaySettings, isRetryableStatus } from './retry-policy.js';
-import { GENERATION_HEADER } from './stream-resume.js';
+import { EVENT_ID_ENCODING_HEADER, GENERATION_HEADER } from './stream-resume.js';
 
 /** `fetch`'s signature, as the openai and Anthropic SDKs accept it. */
 export type FetchFunction = (
@@ -312,6 +312,7 @@ const MANAGED_HEADERS = new Set([
   'connection',
   'last-event-id',
   GENERATION_HEADER,
+  EVENT_ID_ENCODING_HEADER,
 ]);
 
 function keyHeaderName(value: unknown): string {

@@ -21,6 +21,7 @@ import { checkSendable, type PreparedRequest, prepareRequest } from './request-b
 import { assignKey } from './request-key.js';
 import { IDEMPOTENT_METHODS, parseRetryAfter, retryDelay } from './retry-policy.js';
 import {
+  EVENT_ID_ENCODING_HEADER,
   GENERATION_HEADER,
   isResumableStream,
   lastEventIdHeader,
@@ -134,7 +135,12 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
         const headers = new Headers(request.headers);
         // Empty when no event had an id yet: the stream from its start. UTF-8, as EventSource
         // sends it (a header value is bytes: an id past Latin-1 could not be set as it is).
-        headers.set('last-event-id', lastEventIdHeader(lastEventId ?? ''));
+        const value = lastEventIdHeader(lastEventId ?? '');
+        headers.set('last-event-id', value);
+        // Marked as UTF-8 past ASCII: unmarked, the same bytes may also be an older client's
+        // Latin-1 id, and a stream holding both ids is not resumed (`@idem/http`).
+        if (value !== (lastEventId ?? '')) headers.set(EVENT_ID_ENCODING_HEADER, 'utf-8');
+        else headers.delete(EVENT_ID_ENCODING_HEADER);
         if (generation !== null) headers.set(GENERATION_HEADER, generation);
         // The caller's abort and the body's cancel both end the resume.
         const joined = joinSignals(request.signal, cancelled);

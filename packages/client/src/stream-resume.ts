@@ -4,6 +4,13 @@ import { IdemClientError } from './errors.js';
 /** Response header naming the generation of a live stream (set by `@idem/http`). */
 export const GENERATION_HEADER = 'idempotent-generation';
 
+/**
+ * Request header saying that `Last-Event-ID` is the id's UTF-8 bytes (`utf-8`), sent with an
+ * id past ASCII: `@idem/http` reads such bytes unmarked as possibly an older client's Latin-1
+ * id too, and refuses a resume that both readings would place. @internal
+ */
+export const EVENT_ID_ENCODING_HEADER = 'idempotent-last-event-id-encoding';
+
 /** Whether a final response is an event stream that can be resumed. @internal */
 export function isResumableStream(response: Response): boolean {
   const type = response.headers.get('content-type')?.split(';', 1)[0]?.trim().toLowerCase();
@@ -38,6 +45,19 @@ export function lastEventIdHeader(id: string): string {
 const utf8 = new TextEncoder();
 
 /**
+ * Whether an event id (in the form a header carries it) can be sent in `Last-Event-ID`: a
+ * header value holds no control character but HTAB (Node's `fetch` refuses one, servers
+ * answer 400), while the SSE grammar allows every one but NUL, CR and LF in an id. @internal
+ */
+export function sendableEventId(form: string): boolean {
+  for (let i = 0; i < form.length; i++) {
+    const code = form.charCodeAt(i);
+    if ((code < 0x20 && code !== 0x09) || code === 0x7f) return false;
+  }
+  return true;
+}
+
+/**
  * `response` with a body that survives breaks: when a read fails (the connection dropped),
  * it asks for the rest with the same key and `Last-Event-ID` of the last event seen (and the
  * generation), skips what it already delivered, and goes on, so its reader gets one whole
@@ -58,9 +78,13 @@ export function resumableResponse(
   // The server resumes after the FIRST event with the id sent (ids may repeat: one id per
   // message over several events, or an id that comes back): where each id first ended.
   const firstEnds = new Map<string, number>();
+  // The latest event seen whose id can be sent back (see `sendableEventId`), in header form:
+  // a resume starts after it ('' or none: from the start), and the client skips the rest.
+  let resumeFrom: string | undefined;
   const noteAnchor = (id: string, end: number) => {
     const form = lastEventIdForm(id);
     if (!firstEnds.has(form)) firstEnds.set(form, end);
+    if (sendableEventId(form)) resumeFrom = form;
     return false;
   };
   const generation = response.headers.get(GENERATION_HEADER);
@@ -89,10 +113,12 @@ export function resumableResponse(
                 notResumable(`${resumes} resumes did not finish the stream`, error),
               );
             resumes++;
-            const last = anchors.last;
+            // After the last event seen whose id can be sent: an id with a control character
+            // cannot go in a header, an earlier event's (or the start) can, and is as exact.
+            const form = resumeFrom ?? '';
             let answer: Response;
             try {
-              answer = await resume(last?.id, generation, cancelled);
+              answer = await resume(form === '' ? undefined : form, generation, cancelled);
             } catch (resumeError) {
               if (cancelled.aborted) return;
               if (signal?.aborted) return controller.error(signal.reason);
@@ -112,9 +138,8 @@ export function resumableResponse(
                 ),
               );
             }
-            // The answer starts right after the last event seen: what was delivered past it is skipped.
-            // An empty id (none seen, or `id:` that reset it) asks for the whole stream.
-            const form = last ? lastEventIdForm(last.id) : '';
+            // The answer starts right after the first event with that id: what was delivered past
+            // it is skipped. An empty id (none seen, or `id:` that reset it) asks for the whole stream.
             skip = delivered - (form === '' ? 0 : (firstEnds.get(form) ?? 0));
             reader = answer.body.getReader();
             continue;

@@ -46,7 +46,9 @@ export type AttachAnswer =
   /** The stream is compressed (`Content-Encoding`): `Last-Event-ID` cannot be honoured. */
   | { kind: 'encoded' }
   /** `Last-Event-ID` names no event of this generation: nothing can be resumed. */
-  | { kind: 'unknown-event' };
+  | { kind: 'unknown-event' }
+  /** Its UTF-8 and Latin-1 readings both name an event published so far (see `ResumeHints`). */
+  | { kind: 'ambiguous-event' };
 
 /** Why an attached body ended with an error (the first execution did not store an outcome). */
 export class LiveStreamBrokenError extends Error {
@@ -68,10 +70,11 @@ const BATCH = 64;
  */
 export async function attachToStream(
   generation: LiveGeneration,
-  lastEventId: string | undefined,
+  resume: { lastEventId: string | undefined; latin1EventId: string | undefined },
   settings: AttachSettings,
   readers: Map<string, number>,
 ): Promise<AttachAnswer> {
+  const { lastEventId, latin1EventId } = resume;
   const id = `${generation.fence}:${generation.storageKey}`;
   const count = readers.get(id) ?? 0;
   if (count >= settings.maxReaders) return { kind: 'none' };
@@ -114,6 +117,11 @@ export async function attachToStream(
       close();
       return { kind: 'unknown-event' };
     }
+    // An unmarked value past ASCII whose Latin-1 reading names another event (see
+    // `ResumeHints.latin1EventId`): refused when that event was published too.
+    const other = skip && latin1EventId !== undefined ? new AnchorSkip(latin1EventId) : undefined;
+    // A step read ahead for that check (the end, an error), for the body to take first.
+    let pending: SourceStep | undefined;
     if (skip) {
       // Nothing is answered before the named event is found: an unknown id gets a problem,
       // never a stream that the client would splice onto another.
@@ -121,6 +129,8 @@ export async function attachToStream(
       while (!skip.found) {
         const next = await source.next(Math.max(1, until - performance.now()));
         if (next.kind === 'bytes') {
+          other?.take(next.bytes);
+          if (other?.found) break;
           const part = skip.take(next.bytes);
           if (part) ready.push(part);
           continue;
@@ -128,6 +138,21 @@ export async function attachToStream(
         if (next.kind === 'idle' && performance.now() < until) continue;
         close();
         return { kind: next.kind === 'error' ? 'none' : 'unknown-event' };
+      }
+      // The other event may follow the named one in what the client saw: all that is
+      // published so far is read (no wait: what the client saw was published before).
+      while (other && !other.found) {
+        const next = await source.next(0);
+        if (next.kind !== 'bytes') {
+          if (next.kind !== 'idle') pending = next;
+          break;
+        }
+        other.take(next.bytes);
+        ready.push(next.bytes);
+      }
+      if (other?.found) {
+        close();
+        return { kind: 'ambiguous-event' };
       }
     }
     const headers = new Headers(replayedHeaders(head.headers));
@@ -153,7 +178,8 @@ export async function attachToStream(
               controller.enqueue(bytes);
               break;
             }
-            const next = await source.next(settings.blockMs);
+            const next = pending ?? (await source.next(settings.blockMs));
+            pending = undefined;
             if (closed) return;
             if (next.kind === 'idle') continue;
             if (next.kind === 'end') {

@@ -7,7 +7,14 @@ import { mediaType } from './media-type.js';
 import { type PreparedResponse, respondWith } from './prepared-response.js';
 import { PROBLEM_TYPES } from './problem.js';
 import { prepareReplay } from './replay.js';
-import { chunksAfterEvent, LAST_EVENT_ID_HEADER, lastEventIdOf } from './sse-resume.js';
+import {
+  chunksAfterEvent,
+  hasEvent,
+  LAST_EVENT_ID_ENCODING_HEADER,
+  LAST_EVENT_ID_HEADER,
+  lastEventIdOf,
+  latin1ReadingOf,
+} from './sse-resume.js';
 
 /** Request header with which a caller opts out of attaching (`false`): it gets the 409. */
 export const ATTACH_HEADER = 'idempotent-attach';
@@ -16,6 +23,12 @@ export const ATTACH_HEADER = 'idempotent-attach';
 export interface ResumeHints {
   /** The id `Last-Event-ID` names, decoded from UTF-8 ({@link lastEventIdOf}). */
   lastEventId: string | undefined;
+  /**
+   * The id the same bytes name when read as Latin-1 (a client before UTF-8 ids sent them so),
+   * when the request does not mark its value UTF-8 and that reading differs
+   * ({@link latin1ReadingOf}): a resume whose stream has an event of this id too is refused.
+   */
+  latin1EventId: string | undefined;
   /** The generation the caller holds (`Idempotent-Generation`), when it resumes one. */
   generation: string | undefined;
   /** False when the caller opted out of attaching. */
@@ -27,15 +40,19 @@ export function resumeHints(header: (name: string) => string | undefined): Resum
   // Empty: a resume that saw no event id yet, from the start of the stream.
   const sent = header(LAST_EVENT_ID_HEADER);
   const lastEventId = sent ? lastEventIdOf(sent) : undefined;
+  const marked = header(LAST_EVENT_ID_ENCODING_HEADER)?.trim().toLowerCase() === 'utf-8';
+  const latin1EventId =
+    sent && lastEventId !== undefined && !marked ? latin1ReadingOf(sent, lastEventId) : undefined;
   const generation = header(GENERATION_HEADER)?.trim();
   const attach = header(ATTACH_HEADER)?.trim().toLowerCase() !== 'false';
   // What almost every request says (nothing): one object for all of them, never changed.
   if (lastEventId === undefined && generation === undefined && attach) return NO_HINTS;
-  return { lastEventId, generation, attach };
+  return { lastEventId, latin1EventId, generation, attach };
 }
 
 const NO_HINTS: ResumeHints = Object.freeze({
   lastEventId: undefined,
+  latin1EventId: undefined,
   generation: undefined,
   attach: true,
 });
@@ -85,6 +102,21 @@ function encodedStream(): IdempotencyDecision {
   );
 }
 
+/**
+ * 412: the bytes of `Last-Event-ID` name an event of the stream read as UTF-8 and another one
+ * read as Latin-1, and the request does not say which (`Idempotent-Last-Event-ID-Encoding:
+ * utf-8`, as `@idem/client` sends it): either may be the one the client saw, so neither place
+ * is trusted. @internal
+ */
+export function ambiguousEventId(): IdempotencyDecision {
+  return respond(
+    412,
+    PROBLEM_TYPES.unknownEventId,
+    'Ambiguous Last-Event-ID',
+    `This Last-Event-ID names one event of the stream under this key read as UTF-8 and another read as Latin-1 (as clients before UTF-8 ids sent it); nothing was run. Send the id as UTF-8 with ${LAST_EVENT_ID_ENCODING_HEADER}: utf-8, or no Last-Event-ID for the whole stream`,
+  );
+}
+
 /** 412: `Last-Event-ID` names no event of the stream under the key (or there is none). @internal */
 export function unknownEventId(): IdempotencyDecision {
   return respond(
@@ -113,10 +145,11 @@ export async function attachDecision(
   if (fence === undefined || storageKey === undefined) return undefined;
   const refused = refusedGeneration(hints, fence);
   if (refused) return refused;
-  const answer = await attachToStream({ storageKey, fence }, hints.lastEventId, settings, readers);
+  const answer = await attachToStream({ storageKey, fence }, hints, settings, readers);
   if (answer.kind === 'stream')
     return { action: 'respond', response: answer.response, replayed: true };
   if (answer.kind === 'unknown-event') return unknownEventId();
+  if (answer.kind === 'ambiguous-event') return ambiguousEventId();
   if (answer.kind === 'encoded') return encodedStream();
   if (!answer.gone) return undefined;
   // No such generation: not published yet (the handler has not answered, or not a stream),
@@ -150,6 +183,8 @@ export function replayDecision(
   let chunks: readonly Uint8Array[] = prepared.chunks;
   if (hints.lastEventId !== undefined && encoded(prepared.headers)) return encodedStream();
   if (hints.lastEventId !== undefined) {
+    if (hints.latin1EventId !== undefined && hasEvent(prepared.chunks, hints.latin1EventId))
+      return ambiguousEventId();
     const rest = chunksAfterEvent(prepared.chunks, hints.lastEventId);
     if (!rest) return unknownEventId();
     chunks = rest;

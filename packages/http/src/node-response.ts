@@ -357,16 +357,13 @@ function sentTrailers(res: ServerResponse, http2: boolean): readonly [string, st
   if (!http2 && !(res as ServerResponse & { _trailer?: unknown })._trailer) return NO_FIELDS;
   const fields: [string, string][] = [];
   if (http2) {
-    for (const symbol of Object.getOwnPropertySymbols(res)) {
-      if (symbol.description !== 'trailers') continue;
-      const trailers = (res as unknown as Record<symbol, unknown>)[symbol];
-      if (!trailers || typeof trailers !== 'object') break;
-      for (const [name, value] of Object.entries(trailers)) {
-        if (value === undefined || value === null) continue;
-        for (const item of Array.isArray(value) ? value : [value])
-          fields.push([name, String(item)]);
-      }
-      break;
+    const symbol = http2TrailersSymbol(res);
+    const trailers =
+      symbol === undefined ? undefined : (res as unknown as Record<symbol, unknown>)[symbol];
+    if (!trailers || typeof trailers !== 'object') return fields;
+    for (const [name, value] of Object.entries(trailers)) {
+      if (value === undefined || value === null) continue;
+      for (const item of Array.isArray(value) ? value : [value]) fields.push([name, String(item)]);
     }
     return fields;
   }
@@ -384,6 +381,43 @@ function sentTrailers(res: ServerResponse, http2: boolean): readonly [string, st
     if (colon > 0) fields.push([line.slice(0, colon), stripEdges(line.slice(colon + 1))]);
   }
   return fields;
+}
+
+/** The trailer section of `res` as Node holds it, to be put back by {@link restoreTrailers}. */
+type TrailerState =
+  | { readonly text: unknown }
+  | { readonly symbol: symbol; readonly fields: unknown }
+  | undefined;
+
+/** node:http2's own symbol for the trailers of a compat response (`addTrailers` fills it). */
+function http2TrailersSymbol(res: ServerResponse): symbol | undefined {
+  return Object.getOwnPropertySymbols(res).find((symbol) => symbol.description === 'trailers');
+}
+
+/**
+ * The trailer section of `res` when the app ends it: what {@link sentTrailers} recorded. Node
+ * reads it only when the end goes out, which idem holds until the outcome is stored; an
+ * `addTrailers` the app makes in between (a no-op over HTTP/1.1 without idem: the section
+ * went out with the end) must not reach the first client, which then gets what is replayed.
+ */
+function trailerState(res: ServerResponse, http2: boolean): TrailerState {
+  if (!http2) return { text: (res as ServerResponse & { _trailer?: unknown })._trailer };
+  const symbol = http2TrailersSymbol(res);
+  if (symbol === undefined) return undefined;
+  const fields = (res as unknown as Record<symbol, unknown>)[symbol];
+  // node:http2 adds to this object in place: a copy, with its null prototype.
+  return {
+    symbol,
+    fields:
+      fields && typeof fields === 'object' ? Object.assign(Object.create(null), fields) : fields,
+  };
+}
+
+/** Puts the trailer section read by {@link trailerState} back on `res`. */
+function restoreTrailers(res: ServerResponse, state: TrailerState): void {
+  if (state === undefined) return;
+  if ('symbol' in state) (res as unknown as Record<symbol, unknown>)[state.symbol] = state.fields;
+  else (res as ServerResponse & { _trailer?: unknown })._trailer = state.text;
 }
 
 /** Orders recorded fields by name (each name comes once from `getHeaders`). */
@@ -789,6 +823,8 @@ class ResponseRecording implements SocketHold {
   private deferred: { event: string; args: unknown[]; listeners: Listener[] }[] | undefined;
   /** HTTP/2: the hold of the response's stream (see `holdStream`). */
   private h2: StreamHold | undefined;
+  /** The trailer section at the app's end, sent with the held end (see `trailerState`). */
+  private trailers: TrailerState;
 
   constructor(
     private readonly res: ServerResponse,
@@ -1423,6 +1459,8 @@ class ResponseRecording implements SocketHold {
       const trailers = sentTrailers(res, this.http2);
       if (trailers.length > 0) trailersOf(recorder)?.(trailers);
     }
+    // As they stand now: what the held end sends (see `ended`), whatever the app adds meanwhile.
+    this.trailers = trailerState(res, this.http2);
     recorder.finish().then(
       () => this.ended(callback),
       (error: unknown) => this.failed(error),
@@ -1440,6 +1478,8 @@ class ResponseRecording implements SocketHold {
       held.push(Buffer.from(rest.buffer, rest.byteOffset, rest.byteLength));
     }
     this.released = true;
+    restoreTrailers(res, this.trailers);
+    this.trailers = undefined;
     // The last held chunk goes with the end: one write, as a plain `end(chunk)` makes.
     const last = held.pop();
     for (const buffer of held) this.write.call(res, buffer);

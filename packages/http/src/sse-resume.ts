@@ -39,6 +39,26 @@ export function lastEventIdOf(value: string): string {
 }
 
 /**
+ * Request header with which a client says that its `Last-Event-ID` is the id's UTF-8 bytes
+ * (value `utf-8`), as `@idem/client` sends it for an id past ASCII. Without it a value past
+ * ASCII may be a Latin-1 one (see {@link latin1ReadingOf}).
+ */
+export const LAST_EVENT_ID_ENCODING_HEADER = 'idempotent-last-event-id-encoding';
+
+/**
+ * The other id an unmarked `Last-Event-ID` value may name: its bytes read as Latin-1, one
+ * character a byte, as `@idem/client` before its UTF-8 ids (and a browser's `fetch`) sends an
+ * id in U+0080..U+00FF. Undefined where there is no other reading: ASCII, bytes that are not
+ * UTF-8 (`utf8Reading` is {@link UNREADABLE_EVENT_ID}: that client's resume is answered as for
+ * an unknown id), or a value decoded already. When both readings name events of the stream,
+ * the bytes do not say which one the client saw: the resume is refused, never spliced.
+ * @internal
+ */
+export function latin1ReadingOf(value: string, utf8Reading: string): string | undefined {
+  return utf8Reading === value || utf8Reading === UNREADABLE_EVENT_ID ? undefined : value;
+}
+
+/**
  * Drops the bytes of a server-sent event stream up to and including the event whose `id`
  * field is `lastEventId` (its anchor, see `SseAnchors`); what follows passes unchanged.
  * @internal
@@ -84,4 +104,17 @@ export function chunksAfterEvent(
     if (part && part.length > 0) rest.push(part);
   }
   return skip.found ? rest : undefined;
+}
+
+/**
+ * Whether the event stream `chunks` holds an event whose id is `id` (an anchor: see
+ * `SseAnchors`). @internal
+ */
+export function hasEvent(chunks: readonly Uint8Array[], id: string): boolean {
+  const skip = new AnchorSkip(id);
+  for (const chunk of chunks) {
+    skip.take(chunk);
+    if (skip.found) return true;
+  }
+  return false;
 }

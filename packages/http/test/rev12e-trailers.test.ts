@@ -626,8 +626,9 @@ describe('rev12e: recording trailers on node:http', () => {
     expect(runs()).toBe(1);
   });
 
-  it.fails('a trailer the app adds after its end (while the end waits for the record) is not sent: the first client gets what it would without idem, as the replay does', async () => {
-    // FINDING (LOW): the app's `end` is held until the outcome is stored; the trailers are
+  it('a trailer the app adds after its end (while the end waits for the record) is not sent: the first client gets what it would without idem, as the replay does', async () => {
+    // FIXED (was FINDING LOW; the trailer section read at the app's end is put back on `res`
+    // before the held end goes out): the app's `end` is held until the outcome is stored; the trailers are
     // read for the record at the app's end, but Node reads `res._trailer` only when the
     // held end goes out. An `addTrailers` after `end` (a no-op without idem: the trailer
     // section was written) is sent to the first client, never recorded: the first client
@@ -651,6 +652,73 @@ describe('rev12e: recording trailers on node:http', () => {
       expect(replay.headers['idempotent-replayed']).toBe('true');
       expect(first.trailers).toEqual({ 'x-a': '1' });
       expect(replay.trailers).toEqual(first.trailers);
+    }
+  });
+
+  it('node:http2: a trailer added after the end (before the record is stored) is sent to neither client; the first one gets what is replayed', async () => {
+    // node:http2 sends the trailers on 'wantTrailers', after the end: the app's late
+    // `addTrailers` would reach the first client (never the record) unless the section read at
+    // the app's end is put back before the held end goes out.
+    const idem = createIdempotencyHandler<IncomingMessage>({
+      store: createMemoryStore(),
+      scope: 'global',
+      onWarning: () => {},
+    });
+    let runs = 0;
+    const server = http2CreateServer(async (req, res) => {
+      const decision = await idem.begin(described(req as never));
+      if (decision.action === 'respond') return sendDecisionResponse(res as never, decision);
+      if (decision.action !== 'execute') throw new Error(decision.action);
+      recordServerResponse(res as never, decision.recorder);
+      runs++;
+      res.setHeader('Trailer', 'x-a, x-late');
+      res.write('abc');
+      res.addTrailers({ 'x-a': '1' });
+      res.end();
+      res.addTrailers({ 'x-late': 'late' });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const client = http2Connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    client.on('error', () => {});
+    const ask = () =>
+      new Promise<{ body: string; trailers: Record<string, unknown>; replayed: unknown }>(
+        (resolve, reject) => {
+          const stream = client.request({
+            ':method': 'POST',
+            ':path': '/',
+            'idempotency-key': '"h2-late"',
+          });
+          const timer = setTimeout(() => stream.destroy(new Error('no end within 3 s')), 3_000);
+          let body = '';
+          let trailers: Record<string, unknown> = {};
+          let replayed: unknown;
+          stream.setEncoding('utf8');
+          stream.on('response', (headers) => {
+            replayed = headers['idempotent-replayed'];
+          });
+          stream.on('data', (chunk: string) => {
+            body += chunk;
+          });
+          stream.on('trailers', (fields) => {
+            trailers = Object.fromEntries(Object.entries(fields));
+          });
+          stream.on('error', reject);
+          stream.on('end', () => {
+            clearTimeout(timer);
+            resolve({ body, trailers, replayed });
+          });
+          stream.end();
+        },
+      );
+    try {
+      const first = await ask();
+      const replay = await ask();
+      expect(first).toEqual({ body: 'abc', trailers: { 'x-a': '1' }, replayed: undefined });
+      expect(replay).toEqual({ body: 'abc', trailers: first.trailers, replayed: 'true' });
+      expect(runs).toBe(1);
+    } finally {
+      client.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
     }
   });
 
