@@ -82,6 +82,11 @@ interface Job {
    * its transaction's id (never one by pid alone).
    */
   repeatable: boolean;
+  /**
+   * Waits behind every other statement (a final write of the plain store): never ahead of a
+   * renewal or a termination, which keep other executions' leases and bounds.
+   */
+  deferred: boolean;
   /** Sent again already: it now waits for the own connection or a pool connection that just
    * opened, never an idle pool one. */
   again: boolean;
@@ -198,6 +203,16 @@ export class RenewalConnection implements SideRoutes {
       this.submit<R>(config, true),
   };
 
+  /**
+   * For a statement sent once that waits behind every other one (the plain store's
+   * completions when the pool would queue them): the renewals and terminations queued
+   * meanwhile go first.
+   */
+  readonly deferred: Queryable = {
+    query: <R extends QueryResultRow = QueryResultRow>(config: QueryConfig) =>
+      this.submit<R>(config, false, true),
+  };
+
   constructor(
     private readonly pool: Pool,
     /** Longest wait for a new connection to be ready. */
@@ -280,22 +295,29 @@ export class RenewalConnection implements SideRoutes {
   private submit<R extends QueryResultRow>(
     config: QueryConfig,
     repeatable: boolean,
+    deferred = false,
   ): Promise<QueryResult<R>> {
     const limit = Number((config as { query_timeout?: unknown }).query_timeout);
     return new Promise<QueryResult<R>>((resolve, reject) => {
       const since = performance.now();
-      this.waiting.push({
+      const job: Job = {
         config,
         deadline: limit > 0 ? since + limit : Number.POSITIVE_INFINITY,
         since,
         repeatable,
+        deferred,
         again: false,
         inFlight: 0,
         queued: true,
         settled: false,
         resolve: resolve as Job['resolve'],
         reject,
-      });
+      };
+      // Ahead of the deferred ones (there are none in a store that sends no final writes).
+      const queue = this.waiting;
+      const at = deferred ? -1 : queue.findIndex((waiting) => waiting.deferred);
+      if (at < 0) queue.push(job);
+      else queue.splice(at, 0, job);
       this.dispatch();
     });
   }
