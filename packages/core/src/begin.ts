@@ -136,7 +136,8 @@ export function createBegin<T>(
   const { settings, giveBacks, viewReplays } = context;
   // Durations (the lease from the acquire's send, its round trip) are counted on a monotonic
   // clock with the default clock: a wall clock stepped while the acquire is in flight must not
-  // move the lease estimate (the leaserev2 review). An injected clock is used as given.
+  // move the lease estimate (the leaserev2 review). An injected clock is used as given (the
+  // send is read on the monotonic clock as well: see LeaseKeeper).
   const elapsed = elapsedClock(settings.clock);
   // A store's view form (outcome bytes valid until its next call) is taken only where no
   // code of the caller's can run between the call and the decoding: no event listener (one

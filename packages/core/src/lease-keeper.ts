@@ -121,7 +121,8 @@ export class LeaseKeeper implements TimedEntry {
    * clock stepped back while a renewal was in flight armed the watchdog that much too late:
    * the leaserev review). `acquiredAt` is read on it too, by the engine when the acquire is
    * sent (a step while the acquire was in flight moved the estimate by the step: leaserev2).
-   * An injected clock is used as given. (The same object for every keeper: none allocated.)
+   * An injected clock is used as given (bounded by `mono`, below). (The same object for
+   * every keeper: none allocated.)
    */
   private readonly clock: Clock;
   /**
