@@ -197,7 +197,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     // An ended pool refuses the statement, as it refuses every other call (no connection is
     // opened outside it).
     if (!isPgPool(pool) || pool.ending) return pool;
-    renewals ??= sharedRenewals(pool, timeoutMs, Math.max(timeoutMs, leaseMs));
+    // (Shared: its opening may take as long as the longest lease renewed through it.)
+    renewals = sharedRenewals(pool, timeoutMs, Math.max(timeoutMs, leaseMs));
     return renewals.repeatable;
   }
 
@@ -256,6 +257,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     values: unknown[],
   ): Promise<QueryResult<R & Record<string, unknown>>> {
     if (!isPgPool(pool) || pool.ending || poolServesAtOnce(pool)) return run<R>(operation, values);
+    // (Its opening within the statement limit, raised by a renewal for a longer lease.)
     renewals ??= sharedRenewals(pool, timeoutMs, timeoutMs);
     const route = renewals.deferred;
     const began = performance.now();
@@ -464,7 +466,7 @@ function sharedRenewals(pool: Pool, statementMs: number, openMs: number): Renewa
   if (!renewals) {
     renewals = new RenewalConnection(pool, openMs, statementMs);
     byLimit.set(statementMs, renewals);
-  }
+  } else renewals.allowOpening(openMs);
   return renewals;
 }
 

@@ -215,8 +215,8 @@ export class RenewalConnection implements SideRoutes {
 
   constructor(
     private readonly pool: Pool,
-    /** Longest wait for a new connection to be ready. */
-    private readonly openMs: number,
+    /** Longest wait for a new connection to be ready (raised by {@link allowOpening}). */
+    private openMs: number,
     /** The store's statement time limit, also set as the session's statement and lock timeouts. */
     private readonly statementMs: number,
     /** How long it stays open once no execution uses it. */
@@ -285,6 +285,14 @@ export class RenewalConnection implements SideRoutes {
       this.users--;
       this.idle();
     };
+  }
+
+  /**
+   * Lets an opening take up to `ms` from now on, when that is longer (a store's renewals for a
+   * longer lease share a connection first opened for its final writes); never shortens it.
+   */
+  allowOpening(ms: number): void {
+    if (ms > this.openMs) this.openMs = ms;
   }
 
   /** A statement sent once (the termination of a backend). */
