@@ -1,6 +1,6 @@
 import { settleWithin } from './adapter-kit/store-errors.js';
 import type { BackgroundTasks } from './background.js';
-import { elapsedClock } from './clock.js';
+import { elapsedClock, monotonicClock } from './clock.js';
 import {
   InProgressError,
   LeaseLostError,
@@ -101,6 +101,8 @@ interface Call {
   owner: string;
   /** When the acquire was sent, on the engine's clock for durations (`elapsedClock`). */
   callStartedAt: number;
+  /** The same on {@link monotonicClock}, with an injected clock (0 with the default one). */
+  callStartedAtMono: number;
   timedFrom: number;
 }
 
@@ -134,7 +136,8 @@ export function createBegin<T>(
   const { settings, giveBacks, viewReplays } = context;
   // Durations (the lease from the acquire's send, its round trip) are counted on a monotonic
   // clock with the default clock: a wall clock stepped while the acquire is in flight must not
-  // move the lease estimate (the leaserev2 review). An injected clock is used as given.
+  // move the lease estimate (the leaserev2 review). An injected clock is used as given (the
+  // send is read on the monotonic clock as well: see LeaseKeeper).
   const elapsed = elapsedClock(settings.clock);
   // A store's view form (outcome bytes valid until its next call) is taken only where no
   // code of the caller's can run between the call and the decoding: no event listener (one
@@ -166,6 +169,7 @@ export function createBegin<T>(
       poll: wait ? (wait.pollMs ?? 50) : 0,
       owner: '',
       callStartedAt: 0,
+      callStartedAtMono: 0,
       timedFrom: 0,
     };
     const step = acquire(attempt);
@@ -192,6 +196,8 @@ export function createBegin<T>(
     const call: Call = attempt;
     call.owner = newOwner();
     call.callStartedAt = elapsed.now();
+    // With an injected clock the lease is counted on elapsed time too (see LeaseKeeper).
+    if (elapsed !== monotonicClock) call.callStartedAtMono = monotonicClock.now();
     call.timedFrom = settings.observed ? performance.now() : 0;
     const input: AcquireInput = {
       key: storageKey,
@@ -364,6 +370,7 @@ export function createBegin<T>(
         takeover,
         origin,
         callStartedAt: call.callStartedAt,
+        callStartedAtMono: elapsed === monotonicClock ? undefined : call.callStartedAtMono,
         tasks: context.tasks,
         operation,
         heartbeats: context.heartbeats,

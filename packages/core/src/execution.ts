@@ -98,6 +98,8 @@ export class Execution {
       origin: string;
       /** When the acquire was sent, on the engine's clock for durations (`elapsedClock`). */
       callStartedAt: number;
+      /** The same on the monotonic clock, with an injected clock (see LeaseKeeper). */
+      callStartedAtMono?: number | undefined;
       tasks?: BackgroundTasks;
       operation?: string | undefined;
       /** The engine's heartbeat queue (one Node timer for all its executions). */
@@ -126,6 +128,7 @@ export class Execution {
       this.report,
       init.heartbeats,
       init.roundTrip,
+      init.callStartedAtMono,
     );
     this.lease.operation = init.operation;
     this.lease.fence = init.fence;

@@ -1,4 +1,4 @@
-import { type Clock, elapsedClock } from './clock.js';
+import { type Clock, elapsedClock, monotonicClock } from './clock.js';
 import { LeaseLostError } from './errors.js';
 import type { ExecutionSettings } from './execution.js';
 import type { ExecutionReport } from './execution-report.js';
@@ -121,9 +121,24 @@ export class LeaseKeeper implements TimedEntry {
    * clock stepped back while a renewal was in flight armed the watchdog that much too late:
    * the leaserev review). `acquiredAt` is read on it too, by the engine when the acquire is
    * sent (a step while the acquire was in flight moved the estimate by the step: leaserev2).
-   * An injected clock is used as given. (The same object for every keeper: none allocated.)
+   * An injected clock is used as given (bounded by `mono`, below). (The same object for
+   * every keeper: none allocated.)
    */
   private readonly clock: Clock;
+  /**
+   * With an injected clock, elapsed time too ({@link monotonicClock}; undefined with the
+   * default clock, which is that clock already). The lease is counted on both and the earlier
+   * end is taken: an injected clock stepped back while a renewal was in flight moved the
+   * estimate by the step, and the watchdog fired that much past the store's lease (the
+   * leaserev review, left open for injected clocks by leasefix2). One stepped forward still
+   * only ends it earlier. (A `ManualClock` that does not move meanwhile counts as it did: the
+   * timers that fire the watchdog count real time anyway.)
+   */
+  private readonly mono: Clock | undefined;
+  /** On `mono`: the acquisition's send, the lease estimate and the grace's end. */
+  private readonly monoAcquiredAt: number;
+  private monoEstimate = 0;
+  private monoGraceEnd = 0;
 
   constructor(
     private readonly settings: ExecutionSettings,
@@ -136,8 +151,19 @@ export class LeaseKeeper implements TimedEntry {
     heartbeats?: FixedDelayTimers,
     /** How long the acquisition took to answer, `acquiredAt` to now (see `scheduleHeartbeat`). */
     roundTrip = 0,
+    /**
+     * When the acquire was sent on {@link monotonicClock} (with an injected clock; else
+     * unused). Without it: now less the time since `acquiredAt` on the injected clock.
+     */
+    acquiredAtMono?: number,
   ) {
     this.clock = elapsedClock(settings.clock);
+    this.mono = this.clock === monotonicClock ? undefined : monotonicClock;
+    this.monoAcquiredAt =
+      this.mono === undefined
+        ? 0
+        : (acquiredAtMono ?? this.mono.now() - Math.max(0, this.clock.now() - acquiredAt));
+    this.monoEstimate = this.monoAcquiredAt + settings.leaseMs;
     // The store started the lease no earlier than the call was sent: a safe lower bound.
     this.leaseEstimate = acquiredAt + settings.leaseMs;
     const { heartbeatMs } = settings;
@@ -198,7 +224,11 @@ export class LeaseKeeper implements TimedEntry {
    */
   pastRunway(): boolean {
     const { leaseMs } = this.settings;
-    return this.now() - this.acquiredAt >= leaseMs - Math.min(leaseMs / 10, 1_000);
+    const sinceSend = Math.max(
+      this.now() - this.acquiredAt,
+      this.mono === undefined ? 0 : this.mono.now() - this.monoAcquiredAt,
+    );
+    return sinceSend >= leaseMs - Math.min(leaseMs / 10, 1_000);
   }
 
   /** Whether `abandon` was called. */
@@ -208,7 +238,25 @@ export class LeaseKeeper implements TimedEntry {
 
   /** What is left of the lease estimate, in ms (0 once it passed). */
   leaseLeft(): number {
-    return Math.max(0, this.leaseEstimate - this.now());
+    return Math.max(0, this.left());
+  }
+
+  /**
+   * What is left of the lease estimate, in ms (negative once it passed): on the keeper's
+   * clock, and with an injected one never more than on elapsed time (see `mono`).
+   */
+  private left(): number {
+    const left = this.leaseEstimate - this.now();
+    return this.mono === undefined ? left : Math.min(left, this.monoEstimate - this.mono.now());
+  }
+
+  /** What is left of the maximum hold, in ms (on both clocks, as `left`). */
+  private holdLeft(): number {
+    const { maxHoldMs } = this.settings;
+    const left = this.acquiredAt + maxHoldMs - this.now();
+    return this.mono === undefined
+      ? left
+      : Math.min(left, this.monoAcquiredAt + maxHoldMs - this.mono.now());
   }
 
   /** Stops renewing; the lease runs out by itself (the watchdog still aborts the signal). */
@@ -256,9 +304,14 @@ export class LeaseKeeper implements TimedEntry {
     // estimate long passed, and re-armed at that estimate the watchdog fired at once, before
     // the late renewal (sent with its grace, answered within it) could land (the leaserev
     // review: a spurious loss of a lease nobody took).
-    const until =
-      this.graceSeq !== 0 ? Math.max(this.leaseEstimate, this.graceEnd) : this.leaseEstimate;
-    const delay = Math.max(0, until - this.now());
+    let delay = this.left();
+    if (this.graceSeq !== 0) {
+      let graceLeft = this.graceEnd - this.now();
+      if (this.mono !== undefined)
+        graceLeft = Math.min(graceLeft, this.monoGraceEnd - this.mono.now());
+      delay = Math.max(delay, graceLeft);
+    }
+    delay = Math.max(0, delay);
     this.watchdogTimer = setTimeout(() => this.expire(), delay);
     this.watchdogTimer.unref?.();
   }
@@ -272,7 +325,7 @@ export class LeaseKeeper implements TimedEntry {
     // maximum hold read as a lost heartbeat is not enforced (the transactional engine ends
     // the business transaction only for `max_hold`).
     const holdEnd = this.acquiredAt + this.settings.maxHoldMs;
-    const holdPassed = this.leaseEstimate >= holdEnd || this.now() >= holdEnd;
+    const holdPassed = this.leaseEstimate >= holdEnd || this.holdLeft() <= 0;
     this.lose(
       holdPassed ? 'max_hold' : 'heartbeat',
       holdPassed
@@ -378,7 +431,8 @@ export class LeaseKeeper implements TimedEntry {
     // applied the moment it was sent), and a watchdog past it let the operation run on beside
     // a competitor that acquired at that deadline (the leaserev review: up to the grace, 2 s
     // with the defaults).
-    const late = now >= this.leaseEstimate;
+    const left = this.left();
+    const late = left <= 0;
     // Never past the maximum hold: no renewal can reach beyond it, so a grace there buys
     // nothing and would only let the operation run on past its bound.
     // Nor when a renewal that landed reached the hold already: the watchdog is armed at its
@@ -388,6 +442,7 @@ export class LeaseKeeper implements TimedEntry {
     // The end of the grace this heartbeat armed past the estimate (0: none).
     let graceEnd = 0;
     const atHold = this.landed > 0 && this.leaseEstimate >= holdEnd;
+    // (On the injected clock only: an estimate counted from a send, as `holdEnd`.)
     // A heartbeat due late in the lease gets none, held up or not: the grace is for a stall
     // that made a heartbeat due on the regular schedule (the lease minus the heartbeat before
     // the estimate) run late, not for one that was due close to the estimate anyway (the
@@ -412,18 +467,21 @@ export class LeaseKeeper implements TimedEntry {
     const closeWithin = (leaseMs - (heartbeatMs || 0)) / 2;
     const unsure = this.firstBeatUnsure || this.beatDueAt + closeWithin >= reference;
     this.firstBeatUnsure = false;
-    if (now + grace >= this.leaseEstimate && !atHold && (late || heldUp) && !unsure) {
+    if (grace >= left && !atHold && (late || heldUp) && !unsure) {
       clearTimeout(this.watchdogTimer);
-      const holdLeft = holdEnd - now;
-      const delay = Math.max(0, Math.min(Math.max(grace, this.leaseEstimate - now), holdLeft));
+      const delay = Math.max(0, Math.min(Math.max(grace, left), this.holdLeft()));
       this.watchdogTimer = setTimeout(() => this.expire(), delay);
       this.watchdogTimer.unref?.();
-      if (now + delay > this.leaseEstimate) graceEnd = now + delay;
+      if (delay > left) graceEnd = now + delay;
     } else if (this.watchdogTimer === undefined) this.armWatchdog();
     const startedAt = this.now();
+    const startedAtMono = this.mono === undefined ? 0 : this.mono.now();
     const timedFrom = this.settings.observed ? performance.now() : 0;
     // Never renew past the maximum hold: the last renewal is cut to what is left of it.
-    const lease = Math.min(leaseMs, this.acquiredAt + maxHoldMs - startedAt);
+    const lease =
+      this.mono === undefined
+        ? Math.min(leaseMs, this.acquiredAt + maxHoldMs - startedAt)
+        : Math.min(leaseMs, this.holdLeft());
     if (lease <= 0) {
       if (late) this.expire();
       return; // let the lease lapse; the watchdog aborts
@@ -437,6 +495,7 @@ export class LeaseKeeper implements TimedEntry {
     if (graceEnd !== 0) {
       this.graceSeq = seq;
       this.graceEnd = graceEnd;
+      if (this.mono !== undefined) this.monoGraceEnd = startedAtMono + (graceEnd - now);
     }
     clearTimeout(this.heartbeatTimer);
     this.heartbeats?.add(this);
@@ -482,8 +541,10 @@ export class LeaseKeeper implements TimedEntry {
       // hold, sent on a clock a millisecond behind the timers, must not push it past the hold.)
       if (seq > this.landed) {
         this.landed = seq;
-        if (startedAt + lease !== this.leaseEstimate) {
+        const monoEstimate = this.mono === undefined ? 0 : startedAtMono + lease;
+        if (startedAt + lease !== this.leaseEstimate || monoEstimate !== this.monoEstimate) {
           this.leaseEstimate = startedAt + lease;
+          this.monoEstimate = monoEstimate;
           this.armWatchdog();
         }
       }

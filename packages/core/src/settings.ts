@@ -74,7 +74,9 @@ export interface IdempotencyOptions<T = unknown> {
    * send, heartbeats, the watchdog, `maxHoldMs`, the final write's retries, a give-back's
    * deadline) on a monotonic clock (`performance.timeOrigin + performance.now()`), so a
    * stepped wall clock moves none of them; an injected clock is used as given (a `ManualClock`
-   * drives them in tests). @default systemClock
+   * drives them in tests), except that a lease is never counted longer than its elapsed time
+   * from the send (`performance.now()`): one stepped back cannot keep a signal live past the
+   * store's lease. @default systemClock
    */
   clock?: Clock;
   /**

@@ -370,10 +370,10 @@ describe('leaserev: targeted orders (fake timers)', () => {
   // count the estimate and the watchdog on a monotonic clock (performance.now, as
   // FixedDelayTimers already does), or arm the watchdog for `lease - (now - startedAt)` with
   // both ends from a monotonic source.
-  // Fixed for the default clock only (leasefix2, see the next test): this test injects its
-  // clock, and the keeper keeps honouring an injected one as given (ManualClock tests), so a
-  // stepping injected clock still delays the watchdog. Left open for injected clocks.
-  it.fails('the wall clock steps back 1 s while a renewal is in flight: the keeper holds on 1 s past the store lease', async () => {
+  // Fixed for the default clock (leasefix2, see the next test), and for an injected clock
+  // (lease21): the keeper counts the lease on elapsed time (performance.now, from the send)
+  // as well as on the injected clock, and takes the earlier end.
+  it('the wall clock steps back 1 s while a renewal is in flight: the keeper holds on 1 s past the store lease', async () => {
     fakeAll();
     let offset = 0;
     const clock = { now: () => Date.now() + offset };

@@ -28,6 +28,7 @@ import {
   ACQUIRE_BEGIN_UPDATE,
   ACQUIRE_CONTINUE_CONDITION,
   ACQUIRE_CONTINUE_UPDATE,
+  CLOCK_STEP_MS,
   COMPLETE_UPDATE,
   COMPLETE_UPDATE_ENCODED,
   COMPLETED,
@@ -153,6 +154,13 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     origin: string;
     fence: number;
     leaseUntil: number;
+    /**
+     * The clock's reading the lease was last counted from (its write's `now`), and
+     * `performance.now()` at that reading: how far the clock should read now, had it not been
+     * stepped back (see `extend`).
+     */
+    clockAt: number;
+    monoAt: number;
     /** Writes of this lease on their way. */
     inFlight?: number;
     /** A completion or release was sent: the item is no longer known. */
@@ -171,6 +179,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       origin: lease.origin,
       fence: lease.fence,
       leaseUntil: lease.leaseUntil,
+      clockAt: lease.clockAt,
+      monoAt: lease.monoAt,
     });
   }
   // The attributes a record is made of. An item that holds any other (an operator's tag, an
@@ -393,6 +403,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       const first = released === undefined ? 0 : 1;
       for (let attempt = first; attempt <= MAX_ACQUIRE_ATTEMPTS; attempt++) {
         const now = readClock(clock);
+        const nowMono = performance.now();
         const leaseUntil = now + input.leaseMs;
         const expiresAt = leaseUntil + input.retentionMs;
         const continues = seenExpiresAt !== undefined && now < seenExpiresAt;
@@ -448,7 +459,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
           // The origin the write stored: the live item's, carried over (its owner's when it has
           // none), or this owner's for a key that was free.
           const origin = continues && previous ? (previous.origin ?? previous.owner) : input.owner;
-          if (!old || onlyOwnAttributes(old)) hold({ ...input, origin, fence, leaseUntil });
+          if (!old || onlyOwnAttributes(old))
+            hold({ ...input, origin, fence, leaseUntil, clockAt: now, monoAt: nowMono });
           return {
             kind: 'acquired',
             fence,
@@ -484,6 +496,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
                 origin,
                 fence: found.fence,
                 leaseUntil: renewed.leaseUntil,
+                clockAt: now,
+                monoAt: nowMono,
               });
             return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false, origin };
           }
@@ -611,14 +625,43 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       checkDuration('retentionMs', input.retentionMs);
       const turn = takeTurn(input.key, input.owner, false);
       try {
-        const now = readClock(clock);
-        const leaseUntil = now + input.leaseMs;
-        const expiresAt = leaseUntil + input.retentionMs;
-        const written = await renew('extend', input.key, input.owner, now, leaseUntil, expiresAt);
+        let now = readClock(clock);
+        const nowMono = performance.now();
+        let leaseUntil = now + input.leaseMs;
+        let expiresAt = leaseUntil + input.retentionMs;
+        let written = await renew('extend', input.key, input.owner, now, leaseUntil, expiresAt);
+        const { lease } = turn;
+        // Kept: the stored lease ends later than this renewal asked. Normally a renewal that
+        // landed first; but when this process's clock was stepped back since it counted the
+        // lease (NTP correcting a clock that ran ahead, an operator), every renewal asks for an
+        // earlier end, none moves the stored one, and it runs out in real time while core's
+        // estimate (counted from each renewal's send, on elapsed time) says it was renewed:
+        // the executor's signal stayed live beside a process with a correct clock that took
+        // the key over (the rev20 review). So when the clock reads behind where elapsed time
+        // since the lease's last write puts it, by more than NTP ever slews (it steps past
+        // 128 ms), the renewal is sent again counted from that reading: the lease ends where
+        // this renewal would have put it without the step. (Its expiry condition too: a lease
+        // that passed by that reading is not this owner's any more.) One clock that stands
+        // still (a ManualClock) while real time passes counts as stepped back as well.
+        if (lease && written.ok && written.leaseUntil > leaseUntil) {
+          const unstepped = lease.clockAt + (nowMono - lease.monoAt);
+          if (unstepped - now > CLOCK_STEP_MS && unstepped + input.leaseMs > written.leaseUntil) {
+            now = unstepped;
+            leaseUntil = now + input.leaseMs;
+            expiresAt = leaseUntil + input.retentionMs;
+            written = await renew('extend', input.key, input.owner, now, leaseUntil, expiresAt);
+          }
+        }
         // The held lease follows the heartbeat; a refused one is no longer this owner's.
-        if (turn.lease) {
-          if (written.ok) turn.lease.leaseUntil = written.leaseUntil;
-          else end(input.owner, turn.lease);
+        if (lease) {
+          if (written.ok) {
+            lease.leaseUntil = written.leaseUntil;
+            // Counted from this reading when this renewal set the end.
+            if (written.leaseUntil === leaseUntil) {
+              lease.clockAt = now;
+              lease.monoAt = nowMono;
+            }
+          } else end(input.owner, lease);
         }
         return written.ok ? ownerWriteResult(true, written.leaseUntil) : ownerWriteResult(false);
       } finally {

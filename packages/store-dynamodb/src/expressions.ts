@@ -71,6 +71,12 @@ export const OWNED_PUT_CONDITION = `${OWNED_CONDITION} AND #fe = :fence AND #lu 
 // Owner leases a store remembers for the PutItem completion; past this, the oldest are
 // forgotten and their completion is the UpdateItem.
 export const MAX_HELD_LEASES = 10_000;
+
+/**
+ * How far behind elapsed time the clock must read for a renewal to count it stepped back (see
+ * the store's `extend`): more than NTP slews (it steps an offset past 128 ms).
+ */
+export const CLOCK_STEP_MS = 100;
 export const COMPLETE_UPDATE = 'SET #st = :completed, #ex = :expiresAt, #tt = :ttl, #oc = :outcome';
 export const COMPLETE_UPDATE_ENCODED = `${COMPLETE_UPDATE}, #oe = :encoding`;
 export const RELEASE_UPDATE = 'SET #st = :released, #lu = :now, #ex = :expiresAt, #tt = :ttl';

@@ -1,14 +1,16 @@
 /**
  * rev20: an executor whose wall clock steps back (or runs behind) on a store that decides
- * expiry by the client clock. Its renewals ask for leases that end earlier than the one
- * stored; the store refuses to move a lease back and answers `ok` with the stored one
+ * expiry by the client clock. Its renewals asked for leases that end earlier than the one
+ * stored; the store refuses to move a lease back and answered `ok` with the stored one
  * (README "Guarantees"), and core counts its lease estimate on its own monotonic clock from
- * the send. So the executor keeps a live `signal` while the lease stored in DynamoDB runs
- * out in real time, and a process with a correct clock takes the key over beside it: (a),
- * one execution while a lease is live, holds only with synchronised clocks. Pinned as it
- * is; README "Clock" says so.
+ * the send. So the executor kept a live `signal` while the lease stored in DynamoDB ran out in
+ * real time, and a process with a correct clock took the key over beside it (pinned so until
+ * lease21). Now a renewal that finds the clock behind where elapsed time since the lease's
+ * last write puts it (a step back after the acquisition) counts from that reading: the stored
+ * lease moves on in real time, the other process gets IN_PROGRESS. A clock already behind
+ * when the lease was acquired is still beyond reach (README "Clock").
  */
-import { type Clock, createIdempotency } from '@idem/core';
+import { type Clock, createIdempotency, InProgressError } from '@idem/core';
 import { expect, it } from 'vitest';
 import { createDynamoDbStore } from '../src/index.js';
 import { layouts } from './dynamodb-env.js';
@@ -16,7 +18,7 @@ import { setup, tables } from './store-fixture.js';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-it('a clock stepped back on the executor: the lease passes at the store while its signal stays live', async () => {
+it('a clock stepped back on the executor: its renewals still move the stored lease on, nobody takes the key over beside its live signal', async () => {
   const layout = layouts[0]!;
   let behind = 0;
   const steppedClock: Clock = { now: () => Date.now() - behind };
@@ -49,10 +51,20 @@ it('a clock stepped back on the executor: the lease passes at the store while it
   // A's own estimate outlives a renewal answered 2.7 s late under CI's load.)
   await sleep(6_400);
   const aliveBeforeB = signalA?.aborted === false;
-  const second = await engineB.execute(request, async ({ fence }) => fence);
+  let bRan = false;
+  const second = await engineB
+    .execute(request, async ({ fence }) => {
+      bRan = true;
+      return fence;
+    })
+    .catch((error: unknown) => error);
   mayEnd();
-  await first;
-  // What happens: B took the key over (fence 2) while A still held a live signal.
-  expect(second.value).toBe(2);
+  const outcomeA = await first;
+  // Before lease21: B took the key over (fence 2) while A still held a live signal.
   expect(aliveBeforeB).toBe(true);
+  expect(second).toBeInstanceOf(InProgressError);
+  expect(bRan).toBe(false);
+  expect(outcomeA).toEqual({ value: 'a', replayed: false });
+  const replay = await engineB.execute(request, async () => 'b');
+  expect(replay).toEqual({ value: 'a', replayed: true });
 }, 30_000);

@@ -16,7 +16,7 @@ import {
   type StoredRecord,
   StoreUnavailableError,
 } from '@idem/core';
-import type { Pool } from 'pg';
+import type { Pool, QueryResult } from 'pg';
 import {
   checkFingerprint,
   checkKey,
@@ -197,7 +197,8 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
     // An ended pool refuses the statement, as it refuses every other call (no connection is
     // opened outside it).
     if (!isPgPool(pool) || pool.ending) return pool;
-    renewals ??= sharedRenewals(pool, timeoutMs, Math.max(timeoutMs, leaseMs));
+    // (Shared: its opening may take as long as the longest lease renewed through it.)
+    renewals = sharedRenewals(pool, timeoutMs, Math.max(timeoutMs, leaseMs));
     return renewals.repeatable;
   }
 
@@ -233,6 +234,43 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
   ): Promise<OwnerWriteResult> {
     const { rows } = await run<{ ok: boolean }>('complete', completeValues(input), target);
     return rows[0]?.ok ? OK : NOT_OWNER;
+  }
+
+  /**
+   * A final write (`complete`, `release`) of the plain store: through the pool when a
+   * connection is free at once or can be opened with nobody waiting (the usual case, as
+   * before); when the pool would queue it (every connection busy, others waiting), through
+   * the renewal route, as `extend`. In the pool's queue a completion waited behind the app's
+   * statements and the acquisitions that piled up during an outage until its time limit,
+   * again at every retry, while the renewals (off the queue) kept the lease: the caller got
+   * STORE_UNAVAILABLE for an operation that had succeeded, and the key stayed in progress
+   * until the completion got through or the maximum hold passed and the operation ran again.
+   * Both writes are owner-checked and a repeat is recognised (contract rule 7), so one sent
+   * on the renewal route that failed without the server's answer is sent again through the
+   * pool's queue for the time left, as `extend`. Sent once there (not `repeatable`: a large
+   * outcome is not uploaded twice) and behind every renewal waiting for the route
+   * (`deferred`). A release goes the same way: a burst of them (core gives back up to 64
+   * acquisitions at once after an outage) waits behind the renewals too.
+   */
+  async function finalWrite<R extends object>(
+    operation: 'complete' | 'release',
+    values: unknown[],
+  ): Promise<QueryResult<R & Record<string, unknown>>> {
+    if (!isPgPool(pool) || pool.ending || poolServesAtOnce(pool)) return run<R>(operation, values);
+    // (Its opening within the statement limit, raised by a renewal for a longer lease.)
+    renewals ??= sharedRenewals(pool, timeoutMs, timeoutMs);
+    const route = renewals.deferred;
+    const began = performance.now();
+    return run<R>(operation, values, route, true).catch((error: unknown) => {
+      const left = Math.floor(timeoutMs - (performance.now() - began));
+      if (
+        !(error instanceof StoreUnavailableError) ||
+        answeredByServer((error as { cause?: unknown }).cause) ||
+        left < FALLBACK_MIN_MS
+      )
+        throw error;
+      return run<R>(operation, values, pool, true, left);
+    });
   }
 
   function extendValues(input: ExtendInput): unknown[] {
@@ -310,7 +348,10 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
       };
     },
 
-    complete: (input) => complete(input, undefined),
+    async complete(input: CompleteInput): Promise<OwnerWriteResult> {
+      const { rows } = await finalWrite<{ ok: boolean }>('complete', completeValues(input));
+      return rows[0]?.ok ? OK : NOT_OWNER;
+    },
 
     completeIn(client: Queryable, input: CompleteInput): Promise<OwnerWriteResult> {
       const refused = checkTransactionClient(client);
@@ -357,7 +398,7 @@ export function createPostgresStore(options: PostgresStoreOptions): PostgresStor
         checkOwner(input.owner),
         duration('retentionMs', input.retentionMs),
       ];
-      const { rows } = await run<{ ok: boolean }>('release', values);
+      const { rows } = await finalWrite<{ ok: boolean }>('release', values);
       return rows[0]?.ok ? OK : NOT_OWNER;
     },
 
@@ -425,12 +466,24 @@ function sharedRenewals(pool: Pool, statementMs: number, openMs: number): Renewa
   if (!renewals) {
     renewals = new RenewalConnection(pool, openMs, statementMs);
     byLimit.set(statementMs, renewals);
-  }
+  } else renewals.allowOpening(openMs);
   return renewals;
 }
 
 /** Less time left than this after the renewal route failed: no fallback to the pool's queue. */
 const FALLBACK_MIN_MS = 10;
+
+/**
+ * The pool hands a connection out now: one is idle, or it may open one, and nobody waits.
+ * (Not a free idle one's liveness: as before, a statement on a dead idle connection fails by
+ * its limit and core retries it.)
+ */
+function poolServesAtOnce(pool: Pool): boolean {
+  if (pool.waitingCount > 0) return false;
+  if (pool.idleCount > 0) return true;
+  const max = Number(pool.options.max) || 10;
+  return pool.totalCount < max;
+}
 
 /** A `pg.Pool` (its `connect` and counts), not a `Client` nor a checked-out client. */
 function isPgPool(pool: unknown): pool is Pool {

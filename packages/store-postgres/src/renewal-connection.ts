@@ -82,6 +82,11 @@ interface Job {
    * its transaction's id (never one by pid alone).
    */
   repeatable: boolean;
+  /**
+   * Waits behind every other statement (a final write of the plain store): never ahead of a
+   * renewal or a termination, which keep other executions' leases and bounds.
+   */
+  deferred: boolean;
   /** Sent again already: it now waits for the own connection or a pool connection that just
    * opened, never an idle pool one. */
   again: boolean;
@@ -198,10 +203,20 @@ export class RenewalConnection implements SideRoutes {
       this.submit<R>(config, true),
   };
 
+  /**
+   * For a statement sent once that waits behind every other one (the plain store's
+   * completions when the pool would queue them): the renewals and terminations queued
+   * meanwhile go first.
+   */
+  readonly deferred: Queryable = {
+    query: <R extends QueryResultRow = QueryResultRow>(config: QueryConfig) =>
+      this.submit<R>(config, false, true),
+  };
+
   constructor(
     private readonly pool: Pool,
-    /** Longest wait for a new connection to be ready. */
-    private readonly openMs: number,
+    /** Longest wait for a new connection to be ready (raised by {@link allowOpening}). */
+    private openMs: number,
     /** The store's statement time limit, also set as the session's statement and lock timeouts. */
     private readonly statementMs: number,
     /** How long it stays open once no execution uses it. */
@@ -272,6 +287,14 @@ export class RenewalConnection implements SideRoutes {
     };
   }
 
+  /**
+   * Lets an opening take up to `ms` from now on, when that is longer (a store's renewals for a
+   * longer lease share a connection first opened for its final writes); never shortens it.
+   */
+  allowOpening(ms: number): void {
+    if (ms > this.openMs) this.openMs = ms;
+  }
+
   /** A statement sent once (the termination of a backend). */
   query<R extends QueryResultRow = QueryResultRow>(config: QueryConfig): Promise<QueryResult<R>> {
     return this.submit<R>(config, false);
@@ -280,22 +303,29 @@ export class RenewalConnection implements SideRoutes {
   private submit<R extends QueryResultRow>(
     config: QueryConfig,
     repeatable: boolean,
+    deferred = false,
   ): Promise<QueryResult<R>> {
     const limit = Number((config as { query_timeout?: unknown }).query_timeout);
     return new Promise<QueryResult<R>>((resolve, reject) => {
       const since = performance.now();
-      this.waiting.push({
+      const job: Job = {
         config,
         deadline: limit > 0 ? since + limit : Number.POSITIVE_INFINITY,
         since,
         repeatable,
+        deferred,
         again: false,
         inFlight: 0,
         queued: true,
         settled: false,
         resolve: resolve as Job['resolve'],
         reject,
-      });
+      };
+      // Ahead of the deferred ones (there are none in a store that sends no final writes).
+      const queue = this.waiting;
+      const at = deferred ? -1 : queue.findIndex((waiting) => waiting.deferred);
+      if (at < 0) queue.push(job);
+      else queue.splice(at, 0, job);
       this.dispatch();
     });
   }

@@ -989,6 +989,9 @@ describe('a statement whose upload outlasts the idle limit', () => {
   // first and the backend stays active without an idle timer while Bind trickles in.)
   // Suggested fix: document it (send large payloads as parameters or with COPY, or in
   // statements each quicker to send than the lease), or let the idle limit be raised.
+  // Kept open (lease21, README "Known gap"): keeping the idle timer off during an upload (a
+  // Flush ahead of the Query, or the limit off around it) leaves an owner frozen or gone
+  // mid-upload holding the row until TCP gives up; the server cannot tell it from this one.
   it.fails('a 1.2 MB literal (simple query) at ~400 KB/s, lease 1 s: the healthy owner completes, not aborted', async () => {
     const r = await slowUpload(false);
     console.info('slow upload, literal', r);
