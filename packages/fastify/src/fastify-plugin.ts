@@ -7,6 +7,7 @@ import {
   type IdempotencyDecision,
   type IdempotencyHandler,
   PROBLEM_TYPES,
+  problemResponse,
 } from '@idem/http';
 import {
   decisionStatus,
@@ -234,6 +235,35 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
       },
     );
   });
+  // Fastify's own 413 (its `bodyLimit`, 1 MiB by default as `maxBodyBytes`, answers before
+  // preHandler) to a request whose body `begin` would have read: the body-too-large problem
+  // the library answers past `maxBodyBytes`, as on the other adapters. Only Fastify's own
+  // answer (its error's serialisation), never an app's error handler's body.
+  fastify.addHook('onSend', (request, reply, payload, done) => {
+    if (
+      reply.statusCode !== 413 ||
+      typeof payload !== 'string' ||
+      !payload.includes(FASTIFY_BODY_TOO_LARGE)
+    )
+      return done(null, payload);
+    // (False or null: idempotency off for the route, or no body.)
+    const incoming = (request as unknown as Held)[kIncoming] || undefined;
+    // Not once a route ran under a key (its own answer is recorded as it is).
+    if (!incoming?.readsBody || request.idempotency) return done(null, payload);
+    const problem = problemResponse({
+      type: PROBLEM_TYPES.bodyTooLarge,
+      title: 'Request body too large',
+      status: 413,
+      detail: 'The request body exceeds the configured limit',
+    });
+    for (const [name, value] of problem.headers) reply.header(name, value);
+    // Fastify's serialisation framed its own payload: the problem's is framed anew.
+    reply.removeHeader('content-length');
+    problem.text().then(
+      (body) => done(null, body),
+      (error: Error) => done(error),
+    );
+  });
   // A request answered before preHandler (Fastify's 400 for a body that does not parse, 413,
   // 415, a hook's early reply) drops its copy as it ends, not when the request is collected.
   fastify.addHook('onResponse', (request, _reply, done) => {
@@ -243,6 +273,9 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   });
   done();
 };
+
+/** How Fastify's error serialisation names its own 413 (`FST_ERR_CTP_BODY_TOO_LARGE`). */
+const FASTIFY_BODY_TOO_LARGE = '"code":"FST_ERR_CTP_BODY_TOO_LARGE"';
 
 /** Carries out `begin`'s decision (see the README's "Status codes"). */
 function answer(
