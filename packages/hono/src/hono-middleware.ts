@@ -136,6 +136,8 @@ interface NodeOutgoing {
   writableFinished?: boolean;
   headersSent?: boolean;
   destroy?(error?: Error): unknown;
+  /** HTTP/2: the stream of node:http2's compatibility response. */
+  stream?: { close?(code: number): unknown };
   once(event: 'close', listener: () => void): unknown;
 }
 
@@ -165,9 +167,16 @@ const ALREADY_SENT = 'x-hono-already-sent';
 function dropConnection(c: Context): boolean {
   const outgoing = nodeResponseOf(c);
   if (!outgoing || outgoing.headersSent || typeof outgoing.destroy !== 'function') return false;
-  outgoing.destroy();
+  // HTTP/2 (node:http2's compatibility response): the stream is reset with INTERNAL_ERROR, not
+  // the NO_ERROR a plain destroy sends; the session's other streams go on.
+  const stream = outgoing.stream;
+  if (typeof stream?.close === 'function') stream.close(NGHTTP2_INTERNAL_ERROR);
+  else outgoing.destroy();
   return true;
 }
+
+/** node:http2's `constants.NGHTTP2_INTERNAL_ERROR` (not imported: this module runs off Node too). */
+const NGHTTP2_INTERNAL_ERROR = 2;
 
 /**
  * An abort signal for "the client is gone". On @hono/node-server it follows the Node response

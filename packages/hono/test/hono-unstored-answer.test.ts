@@ -1,4 +1,5 @@
 import { request } from 'node:http';
+import { createServer as createH2Server, connect as http2Connect } from 'node:http2';
 import { type ServerType, serve } from '@hono/node-server';
 import { type IdempotencyStore, StoreUnavailableError } from '@idem/core';
 import { createMemoryStore } from '@idem/store-memory';
@@ -226,5 +227,54 @@ describe('@idem/hono on @hono/node-server: a first execution that failed before 
       true,
       'part 1\npart 2\npart 3\n',
     ]);
+  });
+
+  it('over HTTP/2: the stream is reset with no head; the session serves the next stream', async () => {
+    const h2 = await new Promise<{ server: ServerType; url: string }>((resolve) => {
+      const server = serve(
+        { fetch: app.fetch, port: 0, hostname: '127.0.0.1', createServer: createH2Server },
+        (info) => resolve({ server, url: `http://127.0.0.1:${info.port}` }),
+      );
+    });
+    const client = http2Connect(h2.url);
+    client.on('error', () => {});
+    const exchange = (key: string) =>
+      new Promise<{ status?: number; rst?: number; body: string }>((resolve) => {
+        const seen: { status?: number; rst?: number; body: string } = { body: '' };
+        const stream = client.request({
+          ':method': 'POST',
+          ':path': '/json',
+          'idempotency-key': key,
+          'content-type': 'application/json',
+        });
+        stream.on('response', (headers) => {
+          seen.status = Number(headers[':status']);
+        });
+        stream.setEncoding('utf8');
+        stream.on('data', (chunk: string) => {
+          seen.body += chunk;
+        });
+        stream.on('error', () => {});
+        stream.on('close', () => {
+          seen.rst = stream.rstCode;
+          resolve(seen);
+        });
+        stream.end('{"a":1}');
+      });
+    try {
+      down.complete = true;
+      const first = await exchange('h2-unstored');
+      down.complete = false;
+      expect(first.status).toBeUndefined();
+      expect(first.body).toBe('');
+      // Reset as an error (INTERNAL_ERROR), not NO_ERROR.
+      expect(first.rst).toBe(2);
+      const next = await exchange('h2-next');
+      expect([next.status, next.body]).toEqual([201, '{"ok":true}']);
+    } finally {
+      down.complete = false;
+      client.destroy();
+      await new Promise<void>((resolve) => h2.server.close(() => resolve()));
+    }
   });
 });
