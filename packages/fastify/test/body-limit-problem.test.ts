@@ -49,6 +49,8 @@ describe('@idem/fastify: Fastify bodyLimit answers the body-too-large problem to
     app.post('/charge', async () => run('charge'));
     app.post('/tight', { bodyLimit: 1000 }, async () => run('tight'));
     app.post('/off', { config: { idempotency: false } }, async () => run('off'));
+    // A method that needs no key: the hook is not even on the route.
+    app.put('/put', async () => run('put'));
     await app.register(async (scoped) => {
       scoped.setErrorHandler((error, _request, reply) => {
         void reply
@@ -106,9 +108,12 @@ describe('@idem/fastify: Fastify bodyLimit answers the body-too-large problem to
     expect(JSON.parse(x.body)).toMatchObject({ type: PROBLEM_TYPES.bodyTooLarge, status: 413 });
   });
 
-  it("without a key, or on a route idempotency is off for, Fastify's own 413 stays", async () => {
+  it("without a key, on a route idempotency is off for, or for a method that needs none, Fastify's own 413 stays", async () => {
     expectFastifys(await send(url, '/charge', { body: big(), headers: jsonType }));
     expectFastifys(await send(url, '/off', { key: 'off-1', body: big(), headers: jsonType }));
+    expectFastifys(
+      await send(url, '/put', { method: 'PUT', key: 'put-1', body: big(), headers: jsonType }),
+    );
   });
 
   it("an app's own error handler keeps its answer", async () => {
