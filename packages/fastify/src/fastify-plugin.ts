@@ -7,6 +7,7 @@ import {
   type IdempotencyDecision,
   type IdempotencyHandler,
   PROBLEM_TYPES,
+  problemResponse,
 } from '@idem/http';
 import {
   decisionStatus,
@@ -20,6 +21,7 @@ import type {
   FastifyReply,
   FastifyRequest,
   HookHandlerDoneFunction,
+  onSendHookHandler,
 } from 'fastify';
 import { BodyTimeoutError } from './body-tap.js';
 import { FastifyIncoming, framedEmpty } from './fastify-incoming.js';
@@ -178,16 +180,24 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     if (constraints !== undefined)
       route.config = { ...route.config, [kConstraints]: constraints } as typeof route.config;
     const setting = route.config?.idempotency;
-    if (setting === undefined || setting === false) return;
+    if (setting === false) return;
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    let setup: Setup | undefined;
     try {
-      setupOf(setting);
+      setup = setupOf(setting);
     } catch (error) {
-      const method = Array.isArray(route.method) ? route.method.join(',') : route.method;
       routeErrors.push(
-        new TypeError(`@idem/fastify, route ${method} ${route.url}: ${(error as Error).message}`, {
-          cause: error,
-        }),
+        new TypeError(
+          `@idem/fastify, route ${methods.join(',')} ${route.url}: ${(error as Error).message}`,
+          { cause: error },
+        ),
       );
+      return;
+    }
+    // Only a route with a method whose keyed body the plugin reads pays the hook.
+    if (setup && methods.some((method) => readsKeyedBody(setup, method))) {
+      const own = route.onSend;
+      route.onSend = own === undefined ? [bodyLimitProblem] : [...[own].flat(), bodyLimitProblem];
     }
   });
   fastify.addHook('onReady', (ready) => ready(routeErrors[0]));
@@ -243,6 +253,47 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   });
   done();
 };
+
+/**
+ * A route's `onSend` hook (added in `onRoute`): Fastify's own 413 (its `bodyLimit`, 1 MiB by
+ * default as `maxBodyBytes`, answers before preHandler) to a request whose body `begin` would
+ * have read goes out as the body-too-large problem the library answers past `maxBodyBytes`,
+ * as on the other adapters. Only Fastify's own answer (its error's serialisation), never an
+ * app's error handler's body.
+ */
+const bodyLimitProblem: onSendHookHandler = (request, reply, payload, done) => {
+  if (
+    reply.statusCode !== 413 ||
+    typeof payload !== 'string' ||
+    !payload.includes(FASTIFY_BODY_TOO_LARGE)
+  )
+    return done(null, payload);
+  // (False or null: idempotency off for the route, or no body.)
+  const incoming = (request as unknown as Held)[kIncoming] || undefined;
+  // Not once a route ran under a key (its own answer is recorded as it is).
+  if (!incoming?.readsBody || request.idempotency) return done(null, payload);
+  const problem = problemResponse({
+    type: PROBLEM_TYPES.bodyTooLarge,
+    title: 'Request body too large',
+    status: 413,
+    detail: 'The request body exceeds the configured limit',
+  });
+  for (const [name, value] of problem.headers) reply.header(name, value);
+  // Fastify's serialisation framed its own payload: the problem's is framed anew.
+  reply.removeHeader('content-length');
+  problem.text().then(
+    (body) => done(null, body),
+    (error: Error) => done(error),
+  );
+};
+
+/** Whether `begin` reads the body of a keyed request of `method` on a route of `setup`. */
+function readsKeyedBody(setup: Setup, method: string): boolean {
+  return setup.handler.bodyLimit({ method, header: () => 'probe' }) !== undefined;
+}
+
+/** How Fastify's error serialisation names its own 413 (`FST_ERR_CTP_BODY_TOO_LARGE`). */
+const FASTIFY_BODY_TOO_LARGE = '"code":"FST_ERR_CTP_BODY_TOO_LARGE"';
 
 /** Carries out `begin`'s decision (see the README's "Status codes"). */
 function answer(

@@ -37,15 +37,11 @@ defrevSuite({
   name: 'fastify',
   outageRows: 'representative',
   start,
-  // FINDING (LOW): a POST with a key and a 2 MiB JSON body gets Fastify's own 413
-  // (`application/json; charset=utf-8`, `{"statusCode":413,"code":"FST_ERR_CTP_BODY_TOO_LARGE",...}`), not the
-  // `application/problem+json` `https://idem.dev/problems/body-too-large` that Express, Koa
-  // and Hono answer for the same input: Fastify's default `bodyLimit` (1 MiB) equals idem's
-  // `maxBodyBytes` and answers first. Documented in packages/fastify/README.md ("Fastify's
-  // `bodyLimit` may answer first"), but the @idem/http README's status table promises the problem.
-  // Suggested fix: have the plugin map FST_ERR_CTP_BODY_TOO_LARGE on idempotent routes to the
-  // body-too-large problem (an onError/setErrorHandler wrapper), or document it in the root README.
-  frameworkBodyLimitFirst: { finding: 'fastify bodyLimit' },
+  // Fixed (was FINDING LOW, frameworkBodyLimitFirst): a POST with a key and a 2 MiB JSON body
+  // got Fastify's own 413 (`{"statusCode":413,"code":"FST_ERR_CTP_BODY_TOO_LARGE",...}`), not the
+  // `application/problem+json` body-too-large problem of Express, Koa and Hono. The plugin's
+  // onSend hook now answers that problem in place of Fastify's own 413 to a request whose body
+  // idem would have read (test/body-limit-problem.test.ts).
   // Registration is where the plugin's options are read.
   createWithoutScope: async (store) => {
     const app = Fastify();

@@ -866,6 +866,9 @@ describe('fastify7 review: bounded memory and time', () => {
   // (bodyTimeoutMs, 30 s by default): past it the request gets a 408 body-timeout problem
   // and its connection closes (test/fastify8-body-wait.test.ts), but not within the 1.5 s
   // this test gives the route's own 300 ms timer. (No key is held meanwhile: see above.)
+  // Kept open (wt/nest21): running the route before its body is whole would break the order
+  // of checks (a 422 for a reused key with another body comes before execution); the README
+  // says to give such a route its idle bound as `bodyTimeoutMs`.
   it.fails('a stalled upload left to the route reaches the route, which answers it with its own timeout', async () => {
     const { port } = await tapApp((app) => {
       leaveToRoute(app, 'application/x-upload');

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import {
+  answerMustAbort,
   BodyTooLargeError,
   bodyFromBytes,
   createIdempotencyHandler,
@@ -133,8 +134,49 @@ export function failedExecution(c: Context): void {
 interface NodeOutgoing {
   destroyed?: boolean;
   writableFinished?: boolean;
+  headersSent?: boolean;
+  destroy?(error?: Error): unknown;
+  /** HTTP/2: the stream of node:http2's compatibility response. */
+  stream?: { close?(code: number): unknown };
   once(event: 'close', listener: () => void): unknown;
 }
+
+/** @hono/node-server's Node response (`c.env.outgoing`); undefined elsewhere. */
+function nodeResponseOf(c: Context): NodeOutgoing | undefined {
+  const outgoing = (c.env as { outgoing?: unknown } | undefined)?.outgoing as
+    | NodeOutgoing
+    | undefined;
+  if (!nodeRequestOf(c) || typeof outgoing?.once !== 'function') return undefined;
+  return outgoing;
+}
+
+/**
+ * The header by which @hono/node-server leaves alone a response the app sent (or dropped)
+ * itself (its `RESPONSE_ALREADY_SENT`): it then writes nothing.
+ */
+const ALREADY_SENT = 'x-hono-already-sent';
+
+/**
+ * Drops the connection of a first execution that failed before anything of its response went
+ * out (see `answerMustAbort`: its outcome could not be stored, or its body broke at once), as
+ * the Node adapters do: on @hono/node-server the client then sees no status at all, where
+ * node-server would send the 2xx head (and, for a body failing on its first read, end it
+ * as an empty, complete one). False elsewhere (Bun, Deno, workers): the runtime gets the
+ * response, whose body fails after its head.
+ */
+function dropConnection(c: Context): boolean {
+  const outgoing = nodeResponseOf(c);
+  if (!outgoing || outgoing.headersSent || typeof outgoing.destroy !== 'function') return false;
+  // HTTP/2 (node:http2's compatibility response): the stream is reset with INTERNAL_ERROR, not
+  // the NO_ERROR a plain destroy sends; the session's other streams go on.
+  const stream = outgoing.stream;
+  if (typeof stream?.close === 'function') stream.close(NGHTTP2_INTERNAL_ERROR);
+  else outgoing.destroy();
+  return true;
+}
+
+/** node:http2's `constants.NGHTTP2_INTERNAL_ERROR` (not imported: this module runs off Node too). */
+const NGHTTP2_INTERNAL_ERROR = 2;
 
 /**
  * An abort signal for "the client is gone". On @hono/node-server it follows the Node response
@@ -144,10 +186,8 @@ interface NodeOutgoing {
  * `maxHoldMs`. Elsewhere, the request's own signal.
  */
 function clientSignal(c: Context): AbortSignal {
-  const outgoing = (c.env as { outgoing?: unknown } | undefined)?.outgoing as
-    | NodeOutgoing
-    | undefined;
-  if (!nodeRequestOf(c) || typeof outgoing?.once !== 'function') return c.req.raw.signal;
+  const outgoing = nodeResponseOf(c);
+  if (!outgoing) return c.req.raw.signal;
   const controller = new AbortController();
   const gone = () => {
     if (!outgoing.writableFinished) controller.abort(new Error('The client closed the connection'));
@@ -252,6 +292,13 @@ export function idempotency(
         // Never leave the key held: released, so a retry executes again.
         await recorder.fail(error);
         throw error;
+      }
+      if (answerMustAbort(response) && dropConnection(c)) {
+        // Nothing is sent: node-server leaves a response so marked alone. A 500 for upstream
+        // middleware that logs the status: the execution failed as far as the client knows.
+        c.res = undefined;
+        c.res = new Response(null, { status: 500, headers: { [ALREADY_SENT]: '1' } });
+        return;
       }
       // Unset first: assigning over a response merges the old one's headers into the new
       // (`c.res` is the handler's response, merged with upstream's already).

@@ -49,18 +49,10 @@ defrevSuite({
   name: 'hono',
   outageRows: 'all',
   start,
-  // FINDING (LOW): when the final write fails (Redis frozen with SIGSTOP while a 1.5 s handler
-  // runs), the first caller on Hono receives `201` and its headers when the handler returns,
-  // then, ~6.6 s in, a truncated body (aborted after completionWaitMs). On @idem/express,
-  // @idem/fastify, @idem/koa and @idem/nestjs (both platforms) the same caller gets no status
-  // at all: 'socket hang up' at ~6.5 s. Nothing runs twice either way (the retry after the
-  // thaw is the replay), but a Hono client that trusts the status line without reading the
-  // body sees "201 Created" for a response idem treats as failed. Documented only in
-  // general terms ("the end reaches the client only after the outcome is stored").
-  // Suggested fix: state per adapter in the README what the caller sees when the outcome
-  // cannot be stored, or have the Hono path hold the status of a small non-live response
-  // until the completion (as the Node recorder does).
-  statusBeforeStored: { finding: 'hono flushes the status line first' },
+  // Fixed (was FINDING LOW, statusBeforeStored): when the final write fails (Redis frozen with
+  // SIGSTOP while a 1.5 s handler runs), the first caller on Hono got `201` and its headers, then
+  // an empty or cut body. The middleware now drops the connection before node-server sends a
+  // head (`answerMustAbort`), so the caller sees 'socket hang up', as on the other adapters.
   // biome-ignore lint/suspicious/noExplicitAny: deliberately missing the required scope
   createWithoutScope: (store) => idempotency({ store } as any),
   // biome-ignore lint/suspicious/noExplicitAny: deliberately bad options

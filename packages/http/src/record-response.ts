@@ -84,7 +84,7 @@ export async function recordWebResponse(
   const ahead = await readAhead(reader);
   if (ahead.end === 'failed') {
     await fail(ahead.error);
-    return new Response(chunkStream(ahead.chunks, ahead), init);
+    return failedAnswer(new Response(chunkStream(ahead.chunks, ahead), init));
   }
   if (ahead.end === 'done') return recordWhole(recorder, ahead.chunks, init);
 
@@ -302,6 +302,27 @@ export async function recordWebResponse(
   return wrapped;
 }
 
+/** See {@link answerMustAbort}. */
+const failedAnswers = new WeakSet<Response>();
+
+function failedAnswer(response: Response): Response {
+  failedAnswers.add(response);
+  return response;
+}
+
+/**
+ * Whether `response`, as answered by {@link ResponseRecorder.recordResponse}, stands for an
+ * execution that failed before any byte of it could be sent: a whole body whose outcome could
+ * not be stored (`finish` rejected), or a body that broke while it was read ahead. Its body
+ * fails on the first read, after its head went out; a server that can should instead drop
+ * the connection without sending anything (a Web adapter on Node: destroy the Node response),
+ * so the client sees no status at all, as with the Node adapters, never a 2xx head (some
+ * servers even end a body that fails on its first read as an empty, complete one).
+ */
+export function answerMustAbort(response: Response): boolean {
+  return failedAnswers.has(response);
+}
+
 /** No body (204, 304, HEAD): record first; the response goes out only after that. */
 async function finishBodiless(
   recorder: ResponseRecorder,
@@ -345,7 +366,7 @@ async function recordWhole(
   try {
     await recorder.finish();
   } catch (error) {
-    return new Response(chunkStream([], { error }), init);
+    return failedAnswer(new Response(chunkStream([], { error }), init));
   }
   if (unchanged) return unchanged;
   const [only = new Uint8Array(0)] = chunks;

@@ -12,4 +12,5 @@ export type {
   NestIdempotencyOptions,
 } from './options.js';
 export { IDEMPOTENCY_OPTIONS, IDEMPOTENT_METADATA } from './options.js';
+export type { UserPrincipal } from './principal.js';
 export { principalFromUser, userScope } from './principal.js';

@@ -2,21 +2,32 @@ import type { JsonValue } from '@idem/core';
 import type { ScopeHint } from '@idem/http';
 import type { NestHttpRequest } from './options.js';
 
+/** The principal {@link principalFromUser} gives: an id, a subject, or a subject with its issuer. */
+export type UserPrincipal = string | number | { iss: string; sub: string | number };
+
 /**
  * The principal of a guard-set `request.user`: its `id`, else its `sub` (the JWT subject),
  * when that is a non-empty string or a finite number; undefined otherwise (no user, or one
  * with neither), which gives the request a 500 `no-principal` problem: nothing runs and no
- * two callers share a key space by accident. The rest of the user (roles, token times) is
- * left out on purpose: a retry with a refreshed token is the same caller.
+ * two callers share a key space by accident. A subject is unique only within its issuer
+ * (OpenID Connect: the pair `iss`, `sub` names the user): with a non-empty string `iss`
+ * beside it, the principal is both (`{ iss, sub }`), so that the same subject from two
+ * identity providers is two callers. The rest of the user (roles, token times) is left out
+ * on purpose: a retry with a refreshed token is the same caller.
  */
-export function principalFromUser(user: unknown): string | number | undefined {
+export function principalFromUser(user: unknown): UserPrincipal | undefined {
   if (typeof user !== 'object' || user === null) return undefined;
-  const { id, sub } = user as { id?: unknown; sub?: unknown };
-  for (const value of [id, sub]) {
-    if (typeof value === 'string' && value !== '') return value;
-    if (typeof value === 'number' && Number.isFinite(value)) return value;
-  }
-  return undefined;
+  const { id, sub, iss } = user as { id?: unknown; sub?: unknown; iss?: unknown };
+  if (isIdentifier(id)) return id;
+  if (!isIdentifier(sub)) return undefined;
+  return typeof iss === 'string' && iss !== '' ? { iss, sub } : sub;
+}
+
+function isIdentifier(value: unknown): value is string | number {
+  return (
+    (typeof value === 'string' && value !== '') ||
+    (typeof value === 'number' && Number.isFinite(value))
+  );
 }
 
 /** The default scope hook: the principal of `request.user` ({@link principalFromUser}). */
