@@ -242,7 +242,10 @@ export function createIdempotencyHandler<R = Request>(
     }
     if (begun.kind === 'replay') {
       try {
-        return replayDecision(begun.outcome, begun.fence, hints);
+        return await replayDecision(begun.outcome, begun.fence, hints, {
+          acceptEncoding: request.header('accept-encoding'),
+          bound: settings.maxOutcomeBytes,
+        });
       } catch (error) {
         if (!isIdemError(error, 'OUTCOME_CORRUPT')) throw error;
         return respond(
