@@ -9,6 +9,7 @@
  */
 
 import type { PreparedResponse } from './prepared-response.js';
+import { varyWith } from './recorded-headers.js';
 import { concatBytes } from './request-body.js';
 
 /** RFC 9110 5.6.2 token, lowercase (a coding's name is case-insensitive). */
@@ -189,14 +190,6 @@ function decodedBound(maxOutcomeBytes: number): number {
   return Number.isFinite(maxOutcomeBytes) ? Math.min(maxOutcomeBytes, MOST) : UNBOUNDED_DEFAULT;
 }
 
-/** `Vary` that names `Accept-Encoding` (the replay now depends on it). */
-function varyWithAcceptEncoding(vary: string | undefined): string {
-  if (vary === undefined || vary.trim() === '') return 'accept-encoding';
-  const names = vary.split(',').map((name) => name.trim().toLowerCase());
-  if (names.includes('*') || names.includes('accept-encoding')) return vary;
-  return `${vary}, accept-encoding`;
-}
-
 /**
  * The replay as the retry can read it: as recorded when it has no body, no content coding,
  * or one the retry accepts; else decoded (no `Content-Encoding`, a strong `ETag` made weak:
@@ -233,7 +226,7 @@ export async function replayForAccepted(
     else if (name === 'etag' && !value.startsWith('W/')) headers.push([name, `W/${value}`]);
     else headers.push([name, value]);
   }
-  headers.push(['vary', varyWithAcceptEncoding(vary)]);
+  headers.push(['vary', varyWith(vary, 'accept-encoding')]);
   headers.sort((a, b) => (a[0] < b[0] ? -1 : 1));
   return {
     status: prepared.status,

@@ -188,12 +188,12 @@ export async function replayDecision(
   outcome: StoredOutcome,
   fence: number,
   hints: ResumeHints,
-  coding: { acceptEncoding: string | undefined; bound: number },
+  request: { acceptEncoding: string | undefined; origin: string | null; bound: number },
 ): Promise<IdempotencyDecision> {
   const accepted = await replayForAccepted(
-    prepareReplay(outcome),
-    coding.acceptEncoding,
-    coding.bound,
+    prepareReplay(outcome, request.origin),
+    request.acceptEncoding,
+    request.bound,
   );
   if (typeof accepted === 'string') return codingNotAcceptable(accepted);
   const prepared = accepted;
