@@ -129,7 +129,11 @@ describe("rev21 hono: a warning for Hono's own stream helpers behind idempotency
     const sse = helpers === 'hono' ? streamSSE : idemStreamSSE;
     const text = helpers === 'hono' ? streamText : idemStreamText;
     app.post('/sse', (c) => sse(c, async (stream) => stream.writeSSE({ data: 'a' })));
-    app.post('/text', (c) => text(c, async (stream) => stream.write('a')));
+    app.post('/text', (c) =>
+      text(c, async (stream) => {
+        await stream.write('a');
+      }),
+    );
     for (const [path, key] of [
       ['/sse', 'w1'],
       ['/text', 'w2'],
