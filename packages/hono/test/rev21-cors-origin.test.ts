@@ -7,17 +7,17 @@ import { idempotency } from '../src/index.js';
 // rev21 (rev10-cors, idem first): the CORS fields of the recorded response are replayed with
 // it only to a retry from the Origin they were computed for: never a grant to another Origin.
 
-function app() {
+function app(order: 'idem-first' | 'cors-first' = 'idem-first') {
   let runs = 0;
   const hono = new Hono();
-  hono.use(
-    idempotency({ store: createMemoryStore(), scope: 'global', onWarning: () => {} }),
-    cors({
-      origin: ['https://app.example', 'https://b.example'],
-      credentials: true,
-      exposeHeaders: ['idempotent-replayed'],
-    }),
-  );
+  const guard = idempotency({ store: createMemoryStore(), scope: 'global', onWarning: () => {} });
+  const allow = cors({
+    origin: ['https://app.example', 'https://b.example'],
+    credentials: true,
+    exposeHeaders: ['idempotent-replayed'],
+  });
+  if (order === 'idem-first') hono.use(guard, allow);
+  else hono.use(allow, guard);
   hono.post('/charges', (c) => {
     runs++;
     return c.json({ id: 1 }, 201);
@@ -85,6 +85,24 @@ describe('rev21 hono: CORS fields of a replay, cors() mounted after idem', () =>
     const { send, runs } = app();
     expect((await send(undefined)).status).toBe(201);
     expect(await send('https://app.example')).toMatchObject({ replayed: true, allowOrigin: null });
+    expect(runs()).toBe(1);
+  });
+
+  it('cors() first: every replay carries what cors() answers its own Origin, never the first one', async () => {
+    const { send, runs } = app('cors-first');
+    expect((await send('https://app.example')).allowOrigin).toBe('https://app.example');
+    expect(await send('https://app.example')).toMatchObject({
+      replayed: true,
+      allowOrigin: 'https://app.example',
+    });
+    expect(await send('https://b.example')).toMatchObject({
+      replayed: true,
+      allowOrigin: 'https://b.example',
+      credentials: 'true',
+    });
+    // What cors() itself answers an origin it refuses (Hono's sets Allow-Credentials anyway),
+    // never the recorded grant.
+    expect(await send('https://evil.example')).toMatchObject({ replayed: true, allowOrigin: null });
     expect(runs()).toBe(1);
   });
 });
