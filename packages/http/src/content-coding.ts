@@ -115,6 +115,8 @@ async function viaDecompressionStream(
   bytes: Uint8Array,
   bound: number,
 ): Promise<Uint8Array> {
+  // Every runtime @idem/http supports has it; one that has not cannot decode here.
+  if (typeof DecompressionStream !== 'function') throw new Undecoded('unsupported');
   const stream = new DecompressionStream(format);
   const writer = stream.writable.getWriter();
   // Failures show on the reading side; these two only follow them.

@@ -121,6 +121,12 @@ describe('rev21 @idem/http: a recorded Content-Encoding the retry refuses', () =
     // No Accept-Encoding: any coding is acceptable (RFC 9110 12.5.3).
     expect((await send(undefined)).coding).toBe('gzip');
     expect((await send('')).text).toBe(TEXT);
+    // Identity refused as well: still the decoded body (readable), never the gzip.
+    expect(await send('identity;q=0, *;q=0')).toMatchObject({
+      status: 201,
+      coding: null,
+      text: TEXT,
+    });
     expect(runs()).toBe(1);
   });
 
@@ -224,6 +230,18 @@ describe('rev21 @idem/http: a recorded Content-Encoding the retry refuses', () =
     expect(refused.text).toMatch(/cannot decode/);
     vi.restoreAllMocks();
     expect(await br.send('gzip')).toMatchObject({ status: 201, text: TEXT });
+  });
+
+  it('a runtime without DecompressionStream answers 406, not a crash', async () => {
+    const { send } = server({ body: gzipSync(TEXT), headers: { 'content-encoding': 'gzip' } });
+    await send(undefined);
+    vi.stubGlobal('DecompressionStream', undefined);
+    try {
+      expect((await send('identity')).status).toBe(406);
+    } finally {
+      vi.unstubAllGlobals();
+    }
+    expect(await send('identity')).toMatchObject({ status: 201, text: TEXT });
   });
 
   it('gzip and deflate decode without node:zlib (the Web platform only)', async () => {
