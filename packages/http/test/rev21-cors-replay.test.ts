@@ -11,25 +11,19 @@ type Meta = Record<string, JsonValue | undefined>;
 
 /** A memory store whose found records have their outcome metadata rewritten by `rewrite`. */
 function rewritingStore(rewrite: (meta: Meta) => Meta): IdempotencyStore {
-  const memory = createMemoryStore();
-  return {
-    ...memory,
-    capabilities: memory.capabilities,
-    get: memory.get,
-    complete: memory.complete,
-    release: memory.release,
-    extend: memory.extend,
-    acquire: async (input) => {
-      const result = await memory.acquire(input);
-      if (result.kind !== 'found' || !result.record.outcome) return result;
-      const outcome = decodeOutcome(result.record.outcome);
-      const meta = rewrite({ ...outcome.meta });
-      return {
-        ...result,
-        record: { ...result.record, outcome: encodeOutcome({ meta, body: outcome.body }) },
-      };
-    },
+  const store = createMemoryStore();
+  const acquire = store.acquire.bind(store);
+  store.acquire = async (input) => {
+    const result = await acquire(input);
+    if (result.kind !== 'found' || !result.record.outcome) return result;
+    const outcome = decodeOutcome(result.record.outcome);
+    const meta = rewrite({ ...outcome.meta });
+    return {
+      ...result,
+      record: { ...result.record, outcome: encodeOutcome({ meta, body: outcome.body }) },
+    };
   };
+  return store;
 }
 
 function server(store: IdempotencyStore = createMemoryStore()) {
