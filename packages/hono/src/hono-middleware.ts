@@ -130,6 +130,31 @@ export function failedExecution(c: Context): void {
   recorders.get(c)?.failAtEnd();
 }
 
+/** Contexts whose response comes from a stream helper of @idem/hono (see `markIdemHelper`). */
+const idemHelpers = new WeakSet<Context>();
+
+/**
+ * Marks `c`'s response as made by a stream helper of @idem/hono (`stream`, `streamText`,
+ * `streamSSE`), which marks the execution failed when its callback throws.
+ * @internal
+ */
+export function markIdemHelper(c: Context): void {
+  idemHelpers.add(c);
+}
+
+/**
+ * Whether the response of `c` looks made by Hono's own `streamSSE` or `streamText` (from
+ * `hono/streaming`): those set `Transfer-Encoding: chunked` on it, which a Web `Response`
+ * otherwise never carries; @idem/hono's own helpers are told apart by their mark. Only a
+ * warning hangs on it: Hono's `stream()` sets no such header and is not seen.
+ */
+function honoStreamHelper(c: Context, response: Response): boolean {
+  return !idemHelpers.has(c) && response.headers.get('transfer-encoding') === 'chunked';
+}
+
+const HONO_HELPER_WARNING =
+  "A response behind idempotency() was made by Hono's own streamSSE or streamText (hono/streaming): they catch a throw of their callback and end the body normally, so a stream cut short by an error is recorded and replayed as a success. Import stream, streamText and streamSSE from @idem/hono instead (same arguments, same response)";
+
 /** What the middleware reads of @hono/node-server's Node response (`c.env.outgoing`). */
 interface NodeOutgoing {
   destroyed?: boolean;
@@ -247,6 +272,20 @@ export function idempotency(
 ): MiddlewareHandler<{ Variables: IdempotencyVariables }> & Pick<IdempotencyHandler, 'drain'> {
   const handler = createIdempotencyHandler<Context>(options);
   const waits = options.wait !== undefined && options.wait !== false;
+  // Once per middleware: a route that uses Hono's helpers uses them for every request.
+  let helperWarned = false;
+  const warnHelper = () => {
+    helperWarned = true;
+    const listener =
+      options.onWarning ?? ((message: string) => console.warn(`[@idem/hono] ${message}`));
+    // A broken warning listener must not change an answer, nor (rejecting) crash the process.
+    try {
+      const result: unknown = listener(HONO_HELPER_WARNING);
+      if (result instanceof Promise) result.catch(() => {});
+    } catch {
+      // As above.
+    }
+  };
   const middleware: MiddlewareHandler<{ Variables: IdempotencyVariables }> =
     async function idempotencyMiddleware(c, next) {
       const request = c.req.raw;
@@ -285,6 +324,7 @@ export function idempotency(
       try {
         // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
         await next();
+        if (!helperWarned && honoStreamHelper(c, c.res)) warnHelper();
         // The signal only when the body has to be read as a stream: on @hono/node-server
         // it makes the Web `Request` when nothing has yet, and a whole body needs none.
         response = await recorder.recordResponse(c.res, () => clientSignal(c));

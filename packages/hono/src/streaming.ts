@@ -4,7 +4,7 @@ import {
   streamSSE as honoStreamSSE,
   streamText as honoStreamText,
 } from 'hono/streaming';
-import { failedExecution } from './hono-middleware.js';
+import { failedExecution, markIdemHelper } from './hono-middleware.js';
 
 /**
  * The callback of a stream helper, such that a throw marks the execution failed before Hono's
@@ -13,6 +13,8 @@ import { failedExecution } from './hono-middleware.js';
  * the work again instead of replaying a stream cut short.
  */
 function failing<S>(c: Context, cb: (stream: S) => Promise<void>): (stream: S) => Promise<void> {
+  // Told apart from Hono's own helpers, which the middleware warns about.
+  markIdemHelper(c);
   return async (stream) => {
     try {
       await cb(stream);

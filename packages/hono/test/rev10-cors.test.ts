@@ -124,8 +124,8 @@ describe('rev10 hono: CORS on a replay and on the problems idem answers', () => 
     expect(runs).toBe(1);
   });
 
-  // FINDING (LOW): with cors() mounted after idempotency(), the replay has no CORS headers either (middleware after idem never runs for a replay; neither README says where cors() goes)
-  it.fails('idem first: the replay carries the Access-Control-Allow-Origin the first response had', async () => {
+  // FIXED (was FINDING LOW): with cors() mounted after idempotency(), the replay had no CORS headers either (middleware after idem never runs for a replay); fix in @idem/http: the response's Access-Control-Allow-Origin / -Allow-Credentials / -Expose-Headers are recorded with the request Origin they were computed for and replayed only to a retry from that same Origin (with Vary: Origin)
+  it('idem first: the replay carries the Access-Control-Allow-Origin the first response had', async () => {
     const { port, runs } = await start('idem-first');
     expect((await post(port, 'cors2')).allowOrigin).toBe('https://app.example');
     const replay = await post(port, 'cors2');

@@ -242,7 +242,11 @@ export function createIdempotencyHandler<R = Request>(
     }
     if (begun.kind === 'replay') {
       try {
-        return replayDecision(begun.outcome, begun.fence, hints);
+        return await replayDecision(begun.outcome, begun.fence, hints, {
+          acceptEncoding: request.header('accept-encoding'),
+          origin: request.header('origin') ?? null,
+          bound: settings.maxOutcomeBytes,
+        });
       } catch (error) {
         if (!isIdemError(error, 'OUTCOME_CORRUPT')) throw error;
         return respond(
@@ -266,7 +270,12 @@ export function createIdempotencyHandler<R = Request>(
       await begun.execution.release().catch(() => {});
       return unknownEventId();
     }
-    const recorder = createRecorder(key, begun.execution, recorderSettings);
+    const recorder = createRecorder(
+      key,
+      begun.execution,
+      recorderSettings,
+      request.header('origin') ?? null,
+    );
     // The event loop may have been held up since the acquisition was answered (a listener,
     // other callbacks): too late in the lease, the handler would run beside a caller that
     // takes the key over once it passes. Given back, answered 503 (the runrev review). The

@@ -1,6 +1,7 @@
 import { callStore, InProgressError, type StoredOutcome } from '@idem/core';
 import { respond } from './answers.js';
 import { type AttachSettings, attachToStream, encoded } from './attach.js';
+import { replayForAccepted, type UndecodedReason } from './content-coding.js';
 import type { IdempotencyDecision } from './handler.js';
 import { GENERATION_HEADER } from './live-publish.js';
 import { mediaType } from './media-type.js';
@@ -117,6 +118,23 @@ export function ambiguousEventId(): IdempotencyDecision {
   );
 }
 
+const UNDECODED: Record<UndecodedReason, string> = {
+  corrupt: 'its body does not decode',
+  'too-large': 'its body decoded is larger than the bound (maxOutcomeBytes)',
+  unsupported: 'this server cannot decode that coding',
+};
+
+/** 406: the recorded coding is refused by the retry and could not be undone for it. @internal */
+function codingNotAcceptable(reason: UndecodedReason): IdempotencyDecision {
+  return respond(
+    406,
+    PROBLEM_TYPES.codingNotAcceptable,
+    'Recorded content coding not acceptable',
+    `The response recorded under this key has a Content-Encoding this request's Accept-Encoding refuses, and ${UNDECODED[reason]}; nothing was run. Retry with an Accept-Encoding that takes it`,
+    { vary: 'accept-encoding' },
+  );
+}
+
 /** 412: `Last-Event-ID` names no event of the stream under the key (or there is none). @internal */
 export function unknownEventId(): IdempotencyDecision {
   return respond(
@@ -166,12 +184,19 @@ export async function attachDecision(
  * event stream (with its generation named, and checked when the caller names one).
  * @internal
  */
-export function replayDecision(
+export async function replayDecision(
   outcome: StoredOutcome,
   fence: number,
   hints: ResumeHints,
-): IdempotencyDecision {
-  const prepared = prepareReplay(outcome);
+  request: { acceptEncoding: string | undefined; origin: string | null; bound: number },
+): Promise<IdempotencyDecision> {
+  const accepted = await replayForAccepted(
+    prepareReplay(outcome, request.origin),
+    request.acceptEncoding,
+    request.bound,
+  );
+  if (typeof accepted === 'string') return codingNotAcceptable(accepted);
+  const prepared = accepted;
   const type = prepared.headers.find(([name]) => name === 'content-type')?.[1];
   if (
     (hints.lastEventId === undefined && hints.generation === undefined) ||

@@ -44,6 +44,13 @@ export const PROBLEM_TYPES = {
    * `maxOutcomeBytes` or the store's limit); it is not run again for the key's retention.
    */
   outcomeNotRecorded: 'https://idem.dev/problems/outcome-not-recorded',
+  /**
+   * 406: the recorded response has a content coding (a compressing middleware after idem)
+   * that the retry's `Accept-Encoding` refuses, and its body could not be decoded for it
+   * (corrupt, larger decoded than `maxOutcomeBytes`, or a coding this runtime cannot decode);
+   * nothing was run. The same key with an `Accept-Encoding` that takes the coding replays it.
+   */
+  codingNotAcceptable: 'https://idem.dev/problems/coding-not-acceptable',
   /** 500: a stored outcome could not be read back. */
   outcomeUnreadable: 'https://idem.dev/problems/outcome-unreadable',
   /** 500: the handler threw; recorded only when the outcome policy makes failures final. */

@@ -18,6 +18,25 @@ export const DEFAULT_RECORDED_HEADERS: readonly string[] = [
   'x-content-type-options',
 ];
 
+/**
+ * The CORS fields of an actual (not preflight) response: recorded apart from the allowlist,
+ * with the request `Origin` they were computed for, and replayed only to a request from that
+ * same `Origin` (a CORS middleware mounted after idem does not run for a replay).
+ */
+export const CORS_RESPONSE_HEADERS: ReadonlySet<string> = new Set([
+  'access-control-allow-credentials',
+  'access-control-allow-origin',
+  'access-control-expose-headers',
+]);
+
+/** A `Vary` value (undefined: none) that names `name` (lowercase), as it was when it did. */
+export function varyWith(vary: string | undefined, name: string): string {
+  if (vary === undefined || vary.trim() === '') return name;
+  const names = vary.split(',').map((item) => item.trim().toLowerCase());
+  if (names.includes('*') || names.includes(name)) return vary;
+  return `${vary}, ${name}`;
+}
+
 // RFC 9110 7.6.1 connection-specific fields, plus fields that describe one transfer.
 const NEVER_RECORDED = new Set([
   'set-cookie',

@@ -1,4 +1,4 @@
-import { type Execution, isIdemError } from '@idem/core';
+import { type Execution, isIdemError, type StoredOutcome } from '@idem/core';
 import { storeUnavailable } from './answers.js';
 import { CaptureBuffer } from './capture-buffer.js';
 import type { IdempotencyDecision } from './handler.js';
@@ -7,7 +7,12 @@ import { LIVE_CAPTURE, LIVE_GENERATION, type LiveSettings, LiveTee } from './liv
 import { mediaType } from './media-type.js';
 import type { ResponseHead, ResponsePolicy } from './policy.js';
 import { recordWebResponse } from './record-response.js';
-import { declaredTrailers, pickRecordedHeaders, pickRecordedTrailers } from './recorded-headers.js';
+import {
+  CORS_RESPONSE_HEADERS,
+  declaredTrailers,
+  pickRecordedHeaders,
+  pickRecordedTrailers,
+} from './recorded-headers.js';
 
 /** What the handler can use of the idempotent execution it runs in. */
 export interface IdempotencyContext {
@@ -195,6 +200,7 @@ export function createRecorder(
   key: string,
   execution: Execution,
   settings: RecorderSettings,
+  origin: string | null = null,
 ): ResponseRecorder {
   const context: IdempotencyContext = new ExecutionContext(key, execution);
   let head: { status: number; headers: [string, string][] } | undefined;
@@ -238,10 +244,14 @@ export function createRecorder(
     head = { status, headers: source.recorded(settings.recordedHeaders) };
     if (final) {
       const reason = source.reason?.();
-      const meta =
+      const plain: StoredOutcome['meta'] =
         reason === undefined
           ? { format: OUTCOME_FORMAT, status, headers: head.headers, chunks: [] }
           : { format: OUTCOME_FORMAT, status, reason, headers: head.headers, chunks: [] };
+      // The CORS fields with the Origin they were computed for (see CORS_RESPONSE_HEADERS);
+      // only when there are some: an outcome without them keeps the shape it always had.
+      const cors = source.recorded(CORS_RESPONSE_HEADERS);
+      const meta = cors.length > 0 ? { ...plain, cors: { origin, headers: cors } } : plain;
       buffer = new CaptureBuffer(settings.maxOutcomeBytes, meta);
       trailerHeader = source.trailer?.() ?? null;
       const live = settings.live;

@@ -1,6 +1,12 @@
 import { OutcomeCorruptError, type StoredOutcome } from '@idem/core';
 import { type PreparedResponse, webResponse } from './prepared-response.js';
-import { isLowercaseFieldName, isNeverRecorded, isRecordableTrailer } from './recorded-headers.js';
+import {
+  CORS_RESPONSE_HEADERS,
+  isLowercaseFieldName,
+  isNeverRecorded,
+  isRecordableTrailer,
+  varyWith,
+} from './recorded-headers.js';
 import { OUTCOME_FORMAT } from './recorder.js';
 
 /** Header that marks a replayed response. */
@@ -16,6 +22,11 @@ interface HttpOutcomeMeta {
   chunks: number[];
   /** The recorded trailer fields (lowercase names, each once); absent when there were none. */
   trailers?: [string, string][];
+  /**
+   * The response's CORS fields and the request `Origin` (null: none) they were computed
+   * for; absent when it had none.
+   */
+  cors?: { origin: string | null; headers: [string, string][] };
 }
 
 /** A reason phrase as HTTP/1.1 and a Web `Response` take it (RFC 9112, 4), at most 1,024 characters. */
@@ -30,7 +41,7 @@ function forgedHeader(name: string): boolean {
 function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
   const { meta } = outcome;
   // Fields other than these are ignored (a record of a later version replays without them).
-  const { status, reason, headers, chunks, trailers } = meta as Partial<HttpOutcomeMeta>;
+  const { status, reason, headers, chunks, trailers, cors } = meta as Partial<HttpOutcomeMeta>;
   const valid =
     meta.format === OUTCOME_FORMAT &&
     (reason === undefined || (typeof reason === 'string' && REASON_PHRASE.test(reason))) &&
@@ -65,7 +76,8 @@ function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
             // fields HTTP/2 refuses), and each name once, as recorded.
             isRecordableTrailer(t[0]),
         ) &&
-        new Set(trailers.map((t) => t[0])).size === trailers.length));
+        new Set(trailers.map((t) => t[0])).size === trailers.length)) &&
+    (cors === undefined || validCors(cors));
   if (!valid)
     throw new OutcomeCorruptError(
       'The stored outcome is not an HTTP response recorded by @idem/http',
@@ -76,7 +88,45 @@ function readMeta(outcome: StoredOutcome): HttpOutcomeMeta {
     headers: headers as [string, string][],
     chunks: chunks as number[],
     trailers,
+    cors,
   };
+}
+
+/** Recorded CORS fields as the recorder writes them: only those names, values Node sends. */
+function validCors(cors: unknown): boolean {
+  if (typeof cors !== 'object' || cors === null) return false;
+  const { origin, headers } = cors as Partial<NonNullable<HttpOutcomeMeta['cors']>>;
+  return (
+    (origin === null || typeof origin === 'string') &&
+    Array.isArray(headers) &&
+    headers.every(
+      (h) =>
+        Array.isArray(h) &&
+        h.length === 2 &&
+        typeof h[1] === 'string' &&
+        CORS_RESPONSE_HEADERS.has(h[0]) &&
+        TRAILER_VALUE.test(h[1]),
+    )
+  );
+}
+
+/**
+ * `headers` (sorted, as a `Headers` iterates them) with the recorded CORS fields added when
+ * the request comes from the `Origin` they were computed for (null: no `Origin`), never over a
+ * recorded field of the same name; `Vary: Origin` either way (the replay depends on it).
+ */
+function withCors(
+  headers: [string, string][],
+  cors: NonNullable<HttpOutcomeMeta['cors']>,
+  origin: string | null,
+): [string, string][] {
+  const out = headers.filter(([name]) => name !== 'vary');
+  const vary = headers.find(([name]) => name === 'vary')?.[1];
+  out.push(['vary', varyWith(vary, 'origin')]);
+  if (cors.origin === origin)
+    for (const pair of cors.headers)
+      if (!headers.some(([name]) => name === pair[0])) out.push([pair[0], pair[1]]);
+  return out.sort((a, b) => (a[0] < b[0] ? -1 : 1));
 }
 
 /** A recorded trailer field's value: one Node sends as it is. */
@@ -141,12 +191,16 @@ function normalized(recorded: readonly [string, string][]): [string, string][] {
 /**
  * The recorded response, prepared: the same status, the recorded headers plus
  * `Idempotent-Replayed: true`, and the same body bytes in the same chunks, in the same order.
+ * With `origin` (the replay's request `Origin`, null for none), the CORS fields recorded for
+ * that same `Origin` too (see {@link withCors}); without it, none.
  * @throws OutcomeCorruptError when the outcome was not recorded by @idem/http
  * @internal
  */
-export function prepareReplay(outcome: StoredOutcome): PreparedResponse {
+export function prepareReplay(outcome: StoredOutcome, origin?: string | null): PreparedResponse {
   const meta = readMeta(outcome);
-  const headers = replayedHeaders(meta.headers);
+  const recorded = replayedHeaders(meta.headers);
+  const headers =
+    meta.cors && origin !== undefined ? withCors(recorded, meta.cors, origin) : recorded;
   const { status, reason } = meta;
   // A response without a body has no trailer section either.
   if (NULL_BODY_STATUS.has(status)) return { status, reason, headers, chunks: [] };

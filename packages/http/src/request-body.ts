@@ -173,6 +173,11 @@ export async function readBodyLimited(
       parts.push(bytes);
     }
   }
+  return concatBytes(parts, size);
+}
+
+/** `parts` in one array of `size` bytes (their total). @internal */
+export function concatBytes(parts: readonly Uint8Array[], size: number): Uint8Array {
   const out = new Uint8Array(size);
   let offset = 0;
   for (const part of parts) {

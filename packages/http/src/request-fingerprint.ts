@@ -27,6 +27,8 @@ export function fingerprintOf<R>(
     extras['content-type'] = fingerprintedType(request.header('content-type'));
   for (const name of options?.headers ?? [])
     extras[`header:${name.toLowerCase()}`] = request.header(name) ?? null;
+  const override = methodOverrides(request, method);
+  if (override) extras['method-override'] = override;
   // Without an extras hook there is nothing to wait for: no promise to make.
   const hook = options?.extras;
   if (!hook) return digest(method, url, body, extras, options);
@@ -41,6 +43,34 @@ export function fingerprintOf<R>(
       extras[`extra:${name}`] = value;
     return digest(method, url, read, extras, options);
   })();
+}
+
+/**
+ * The well-known method-override headers (`methodOverride` of Hono, Express's
+ * `method-override`, Rails, ASP.NET): a framework that honours one after the middleware runs
+ * another method than the request line's, so another overridden method under the key is
+ * another request (422), never the first one's replay.
+ */
+const OVERRIDE_HEADERS = ['x-http-method', 'x-http-method-override', 'x-method-override'];
+
+/**
+ * The override headers a request sends, by name, each value trimmed and uppercased (methods
+ * are matched that way); undefined when it sends none other than empty or its own method.
+ * Then nothing is added: the fingerprints of such requests are those of earlier versions, and
+ * a retry across an upgrade is still replayed.
+ */
+function methodOverrides<R>(
+  request: IncomingRequest<R>,
+  method: string,
+): Record<string, string> | undefined {
+  let found: Record<string, string> | undefined;
+  for (const name of OVERRIDE_HEADERS) {
+    const value = request.header(name)?.trim().toUpperCase();
+    if (!value || value === method) continue;
+    found ??= {};
+    found[name] = value;
+  }
+  return found;
 }
 
 /**
