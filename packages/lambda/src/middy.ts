@@ -88,7 +88,10 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
   const invocations = new WeakMap<object, Invocation>();
   return {
     async before(request) {
-      const { event, context } = request;
+      // (`context` read before `event`: an outer idempotency() watching both must not take
+      // these reads for Middy's call of the handler, which reads `event`, then `context`.)
+      const context = request.context;
+      const event = request.event;
       invocations.delete(request); // (a request object used again: its last invocation is over)
       checkWatchable(request); // (before the key is acquired: a refusal holds nothing)
       const req = requestFor(event, context, key(event, context), payload?.(event, context), scope);
@@ -119,10 +122,12 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         copyTurn: 0,
         copyFresh: false,
         read: undefined,
+        lastRead: undefined,
+        called: false,
       };
       invocations.set(request, invocation);
       watchRequest(invocations, request, invocation);
-      (request.context as ContextWithIdempotency<TContext>).idempotency = {
+      (context as ContextWithIdempotency<TContext>).idempotency = {
         fence: execution.fence,
         get signal() {
           return execution.signal;
@@ -247,6 +252,16 @@ interface Invocation {
   copyFresh: boolean;
   /** The answer handed to the first read of an early answer (one promise for every read). */
   read: FinalRead | undefined;
+  /** The last access to the request this invocation watched: a read of `request.event`? */
+  lastRead: 'event' | undefined;
+  /**
+   * The handler may have been called: a read of `request.event` then of `request.context`
+   * with no other watched access between (Middy's `lambdaHandler(request.event,
+   * request.context, ...)`, or a hook reading both alike), or the watch of those reads is
+   * gone. Until then a write of `request.response` is a `before` hook's, never the handler's
+   * return (see `watchRequest`).
+   */
+  called: boolean;
 }
 
 /** The first read of an early answer after its copy (Middy's, to return it, or another reader's). */
@@ -396,10 +411,12 @@ function watchRequest(
   invocation: Invocation,
 ): void {
   const current = (target: object) => invocations.get(target) === invocation;
+  watchCall(request, invocation, current);
   const response = chainedProperty(request, 'response');
   const setResponse = function (this: object, value: unknown) {
     response.set(this, value);
     if (!current(this)) return;
+    invocation.lastRead = undefined;
     if (Object.hasOwn(this, 'earlyResponse')) {
       // Middy's copy of an early answer (or a hook's own write after answering early).
       settle(invocation);
@@ -417,6 +434,8 @@ function watchRequest(
       return;
     }
     if (invocation.failed || invocation.decision) return;
+    // Before Middy called the handler: a `before` hook's write (a default response), not a return.
+    if (!mayHaveCalled(this, invocation)) return;
     if (
       !invocation.returned &&
       !invocation.ambiguous &&
@@ -440,7 +459,9 @@ function watchRequest(
     enumerable: true,
     get(this: object) {
       const value = response.get(this);
-      if (!current(this) || !invocation.answerWaits || invocation.copyOpen) return value;
+      if (!current(this)) return value;
+      invocation.lastRead = undefined;
+      if (!invocation.answerWaits || invocation.copyOpen) return value;
       // (A hook that answered early and reads after an `await`: Middy copies again after it.)
       if (!invocation.copyFresh) return value;
       return finalAnswer(invocation, this, value);
@@ -452,12 +473,18 @@ function watchRequest(
     configurable: true,
     enumerable: true,
     get(this: object) {
+      if (current(this)) invocation.lastRead = undefined;
       return error.get(this);
     },
     set(this: object, value: unknown) {
       const previous = current(this) ? error.get(this) : undefined;
       error.set(this, value);
-      if (!current(this) || invocation.failed || invocation.decision) return;
+      if (!current(this)) return;
+      invocation.lastRead = undefined;
+      if (invocation.failed || invocation.decision) return;
+      // Before Middy called the handler nothing ran: no pair decides anything (a catch of a
+      // `before` is released by the next hook of this middleware, or at an early answer).
+      if (!mayHaveCalled(this, invocation)) return;
       const { pending } = invocation;
       const reset = pending?.lastUndefined === true;
       const unwatched =
@@ -500,6 +527,69 @@ function watchRequest(
       }
     },
   });
+}
+
+/** Getters of `request.event` / `request.context` installed by any `idempotency()`. */
+const callWatches = new WeakSet<object>();
+
+/**
+ * Watches the reads of `request.event` and `request.context` to know when Middy may have
+ * called the handler: Middy 6 calls `lambdaHandler(request.event, request.context, ...)`, a
+ * read of `event` right followed by one of `context`, after the `before` chain. Until such a
+ * pair of reads, a write of `request.response` is a later `before` hook's (a default
+ * response): never the handler's return. A hook reading both alike counts too (the safe side:
+ * the writes after it are taken as before). A property that cannot be watched
+ * (non-configurable), or a watch deleted or redefined later, counts as called.
+ */
+function watchCall(
+  request: object,
+  invocation: Invocation,
+  current: (target: object) => boolean,
+): void {
+  for (const name of ['event', 'context'] as const) {
+    const own = Object.getOwnPropertyDescriptor(request, name);
+    if (own && !own.configurable) {
+      invocation.called = true;
+      return;
+    }
+  }
+  for (const name of ['event', 'context'] as const) {
+    const property = chainedProperty(request, name);
+    const get = function (this: object) {
+      const value = property.get(this);
+      if (current(this)) {
+        if (name === 'context' && invocation.lastRead === 'event') invocation.called = true;
+        invocation.lastRead = name === 'event' ? 'event' : undefined;
+      }
+      return value;
+    };
+    callWatches.add(get);
+    Object.defineProperty(request, name, {
+      configurable: true,
+      enumerable: true,
+      get,
+      set(this: object, value: unknown) {
+        property.set(this, value);
+        if (current(this)) invocation.lastRead = undefined;
+      },
+    });
+  }
+}
+
+/**
+ * The handler may have been called (see {@link watchCall}); once the watch of the reads is
+ * gone (deleted or redefined), it may have been, for the rest of the invocation.
+ */
+function mayHaveCalled(request: object, invocation: Invocation): boolean {
+  if (invocation.called) return true;
+  for (const name of ['event', 'context']) {
+    const getter = Object.getOwnPropertyDescriptor(request, name)?.get;
+    if (getter === undefined || !callWatches.has(getter)) {
+      invocation.called = true;
+      break;
+    }
+  }
+  return invocation.called;
 }
 
 /**

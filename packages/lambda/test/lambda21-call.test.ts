@@ -1,0 +1,222 @@
+import { OutcomeNotRecordedError } from '@idem/core';
+import middy from '@middy/core';
+import { describe, expect, it } from 'vitest';
+import { idempotency } from '../src/index.js';
+import { fakeContext, settle, sleep, useEnv } from './lambda-env.js';
+
+// lambda21: idempotency() watches Middy's call of the handler (`lambdaHandler(request.event,
+// request.context, ...)`: a read of `event` right followed by one of `context`); a write of
+// request.response before that call is a `before` hook's (a default response), never the
+// handler's return. These tests attack that watch: it must never take a real return for a
+// `before` write (a second run), whatever later middlewares do to the request.
+
+type Ev = { id: string };
+// biome-ignore lint/suspicious/noExplicitAny: a Middy request poked at as any middleware would
+type Req = any;
+
+/** A later middleware whose `before` writes a default response (the handler's replaces it). */
+const defaultResponse = {
+  before: async (request: Req) => {
+    request.response = { headers: {} };
+  },
+};
+
+describe('lambda21: the handler-call watch of idempotency() (redis)', () => {
+  const env = useEnv('redis');
+  const idem = () => idempotency({ store: env().store, key: (e: Ev) => e.id });
+
+  it('a later `before` writes a default response, another answers early: released (nothing ran), the retry runs', async () => {
+    let runs = 0;
+    let warm = true;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      return 'ran';
+    })
+      .use(idem())
+      .use(defaultResponse)
+      .use({ before: async () => (warm ? 'warm' : undefined) });
+    expect(await handler({ id: 'default-early' }, fakeContext(10_000))).toBe('warm');
+    warm = false;
+    expect(await handler({ id: 'default-early' }, fakeContext(10_000))).toBe('ran');
+    expect(await handler({ id: 'default-early' }, fakeContext(10_000))).toBe('ran');
+    expect(runs).toBe(1);
+  });
+
+  it('a later `before` writes a default response, the handler returns, a later `after` throws: a marker, no second run', async () => {
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      return 'charged';
+    })
+      .use(idem())
+      .use({
+        after: async () => {
+          throw new Error('response invalid');
+        },
+      })
+      .use(defaultResponse);
+    await expect(handler({ id: 'default-after' }, fakeContext(10_000))).rejects.toThrow(
+      'response invalid',
+    );
+    const retry = await settle(handler({ id: 'default-after' }, fakeContext(10_000)));
+    expect(retry.error).toBeInstanceOf(OutcomeNotRecordedError);
+    expect(runs).toBe(1);
+  });
+
+  it('a later `before` replaces the watch of request.event / request.context: taken as called, no second run', async () => {
+    const replacers: Array<(request: Req) => void> = [
+      (request) => {
+        Object.defineProperty(request, 'event', {
+          value: request.event,
+          writable: true,
+          configurable: true,
+          enumerable: true,
+        });
+      },
+      (request) => {
+        const context = request.context;
+        delete request.context;
+        request.context = context;
+      },
+      (request) => {
+        // its own accessor over ours (a tracing middleware): Middy's reads go through its getter
+        const own = Object.getOwnPropertyDescriptor(request, 'context') as PropertyDescriptor;
+        let stored = own.value;
+        Object.defineProperty(request, 'context', {
+          configurable: true,
+          enumerable: true,
+          get() {
+            return own.get ? own.get.call(this) : stored;
+          },
+          set(value) {
+            if (own.set) own.set.call(this, value);
+            else stored = value;
+          },
+        });
+      },
+    ];
+    for (const [k, replace] of replacers.entries()) {
+      let runs = 0;
+      const handler = middy(async (_e: Ev) => {
+        runs += 1;
+        return 'charged';
+      })
+        .use(idem())
+        .use({
+          before: async (request: Req) => {
+            replace(request);
+          },
+          after: async () => {
+            throw new Error('response invalid');
+          },
+        });
+      const id = `replaced-${k}`;
+      await expect(handler({ id }, fakeContext(10_000))).rejects.toThrow('response invalid');
+      const retry = await settle(handler({ id }, fakeContext(10_000)));
+      expect(retry.error).toBeInstanceOf(OutcomeNotRecordedError);
+      expect(runs).toBe(1);
+    }
+  });
+
+  it('a later `before` reading request.event alone, then writing a default response; the handler throws: released', async () => {
+    let runs = 0;
+    const handler = middy(async (e: Ev) => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return { statusCode: 200, id: e.id };
+    })
+      .use(idem())
+      .use({
+        before: async (request: Req) => {
+          if (typeof request.event.id !== 'string') throw new Error('400');
+          request.response = { headers: {} };
+        },
+      });
+    await expect(handler({ id: 'event-read' }, fakeContext(10_000))).rejects.toThrow('transient');
+    expect(await handler({ id: 'event-read' }, fakeContext(10_000))).toEqual({
+      statusCode: 200,
+      id: 'event-read',
+    });
+    expect(runs).toBe(2);
+  });
+
+  it('held (the cost left): a later `before` reading event and context, then writing a default response; the handler throws: a marker', async () => {
+    // Such reads look like Middy's call of the handler: the write after them is taken as a
+    // return (the safe side), as before lambda21. idem.last forgets it (its `before` runs last).
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      throw new Error('transient');
+    })
+      .use(idem())
+      .use({
+        before: async (request: Req) => {
+          const { event, context } = request;
+          if (!event || !context) throw new Error('400');
+          request.response = { headers: {} };
+        },
+      });
+    await expect(handler({ id: 'both-read' }, fakeContext(10_000))).rejects.toThrow('transient');
+    const retry = await settle(handler({ id: 'both-read' }, fakeContext(10_000)));
+    expect(retry.error).toBeInstanceOf(OutcomeNotRecordedError);
+    expect(runs).toBe(1);
+  });
+
+  it('two idempotency() and a later `before` writing a default response: a throw releases both keys, a return records both', async () => {
+    let runs = 0;
+    let fail = true;
+    const outer = idempotency({ store: env().store, key: (e: Ev) => `outer-${e.id}` });
+    const inner = idempotency({ store: env().store, key: (e: Ev) => `inner-${e.id}` });
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      if (fail) throw new Error('transient');
+      return 'ok';
+    })
+      .use(outer)
+      .use(inner)
+      .use(defaultResponse);
+    await expect(handler({ id: 'two' }, fakeContext(10_000))).rejects.toThrow('transient');
+    fail = false;
+    expect(await handler({ id: 'two' }, fakeContext(10_000))).toBe('ok');
+    expect(await handler({ id: 'two' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  it("a later `before` writing a default response, the handler timed out by Middy's default: released, the retry runs", async () => {
+    let runs = 0;
+    const handler = middy(
+      async (_e: Ev) => {
+        runs += 1;
+        await sleep(runs === 1 ? 400 : 0);
+        return 'ok';
+      },
+      { timeoutEarlyInMillis: 150 },
+    )
+      .use(idem())
+      .use(defaultResponse);
+    await expect(handler({ id: 'default-timeout' }, fakeContext(300))).rejects.toThrow();
+    await sleep(400);
+    expect(await handler({ id: 'default-timeout' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  it('a synchronous handler throwing after a default response: released; returning: recorded', async () => {
+    let runs = 0;
+    const handler = middy((_e: Ev) => {
+      runs += 1;
+      if (runs === 1) throw new Error('sync');
+      return 'ok';
+    })
+      .use(idem())
+      .use({
+        ...defaultResponse,
+        after: async (request: Req) => {
+          request.response = `${request.response}!`;
+        },
+      });
+    await expect(handler({ id: 'sync' }, fakeContext(10_000))).rejects.toThrow('sync');
+    expect(await handler({ id: 'sync' }, fakeContext(10_000))).toBe('ok!');
+    expect(await handler({ id: 'sync' }, fakeContext(10_000))).toBe('ok!');
+    expect(runs).toBe(2);
+  });
+});
