@@ -88,10 +88,12 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
   const invocations = new WeakMap<object, Invocation>();
   return {
     async before(request) {
-      // (`context` read before `event`: an outer idempotency() watching both must not take
-      // these reads for Middy's call of the handler, which reads `event`, then `context`.)
-      const context = request.context;
+      // (An outer idempotency() watching these reads must not take them for Middy's call of
+      // the handler, a read of `event` right followed by one of `context`: the read of
+      // `request.error` between them, which it watches too, breaks that pair.)
       const event = request.event;
+      void request.error;
+      const context = request.context;
       invocations.delete(request); // (a request object used again: its last invocation is over)
       checkWatchable(request); // (before the key is acquired: a refusal holds nothing)
       const req = requestFor(event, context, key(event, context), payload?.(event, context), scope);

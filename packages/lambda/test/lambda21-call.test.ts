@@ -25,21 +25,30 @@ describe('lambda21: the handler-call watch of idempotency() (redis)', () => {
   const env = useEnv('redis');
   const idem = () => idempotency({ store: env().store, key: (e: Ev) => e.id });
 
-  it('a later `before` writes a default response, another answers early: released (nothing ran), the retry runs', async () => {
-    let runs = 0;
-    let warm = true;
-    const handler = middy(async (_e: Ev) => {
-      runs += 1;
-      return 'ran';
-    })
-      .use(idem())
-      .use(defaultResponse)
-      .use({ before: async () => (warm ? 'warm' : undefined) });
-    expect(await handler({ id: 'default-early' }, fakeContext(10_000))).toBe('warm');
-    warm = false;
-    expect(await handler({ id: 'default-early' }, fakeContext(10_000))).toBe('ran');
-    expect(await handler({ id: 'default-early' }, fakeContext(10_000))).toBe('ran');
-    expect(runs).toBe(1);
+  it('a later `before` writes a default response, another answers early (a value or undefined): released (nothing ran), the retry runs', async () => {
+    const answers: Array<(request: Req) => unknown> = [
+      async () => 'warm',
+      async (request) => {
+        request.earlyResponse = undefined;
+      },
+    ];
+    for (const [k, answer] of answers.entries()) {
+      let runs = 0;
+      let warm = true;
+      const handler = middy(async (_e: Ev) => {
+        runs += 1;
+        return 'ran';
+      })
+        .use(idem())
+        .use(defaultResponse)
+        .use({ before: async (request: Req) => (warm ? answer(request) : undefined) });
+      const id = `default-early-${k}`;
+      expect(await handler({ id }, fakeContext(10_000))).toBe(k === 0 ? 'warm' : undefined);
+      warm = false;
+      expect(await handler({ id }, fakeContext(10_000))).toBe('ran');
+      expect(await handler({ id }, fakeContext(10_000))).toBe('ran');
+      expect(runs).toBe(1);
+    }
   });
 
   it('a later `before` writes a default response, the handler returns, a later `after` throws: a marker, no second run', async () => {
@@ -179,6 +188,27 @@ describe('lambda21: the handler-call watch of idempotency() (redis)', () => {
     fail = false;
     expect(await handler({ id: 'two' }, fakeContext(10_000))).toBe('ok');
     expect(await handler({ id: 'two' }, fakeContext(10_000))).toBe('ok');
+    expect(runs).toBe(2);
+  });
+
+  it('two idempotency() and a later `before` reading request.context, then writing a default response; the handler throws: both released', async () => {
+    // (the inner idempotency()'s own reads of event and context must not look like the call)
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      if (runs === 1) throw new Error('transient');
+      return 'ok';
+    })
+      .use(idempotency({ store: env().store, key: (e: Ev) => `outer-${e.id}` }))
+      .use(idempotency({ store: env().store, key: (e: Ev) => `inner-${e.id}` }))
+      .use({
+        before: async (request: Req) => {
+          if (!request.context) throw new Error('no context');
+          request.response = { headers: {} };
+        },
+      });
+    await expect(handler({ id: 'two-ctx' }, fakeContext(10_000))).rejects.toThrow('transient');
+    expect(await handler({ id: 'two-ctx' }, fakeContext(10_000))).toBe('ok');
     expect(runs).toBe(2);
   });
 

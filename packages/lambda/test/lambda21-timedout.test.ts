@@ -160,13 +160,18 @@ describe('lambda21: a timed-out batch record (redis)', () => {
   });
 
   it('the signal read first after the give-up is aborted already; the info spreads like the engine context', async () => {
-    let late: { reason: string | undefined; keys: string[] } | undefined;
+    let late: { reason: string | undefined; keys: string[]; same: boolean } | undefined;
     let done: Promise<void> | undefined;
     const handler = makeSqsBatchHandler(
       async (_record: SQSRecord, _ctx: Context, idem: IdempotencyInfo) => {
         done = sleep(800).then(() => {
-          const reason = idem.signal.reason as Error | undefined;
-          late = { reason: reason?.name, keys: Object.keys({ ...idem }) };
+          const first = idem.signal;
+          const reason = first.reason as Error | undefined;
+          late = {
+            reason: reason?.name,
+            keys: Object.keys({ ...idem }),
+            same: idem.signal === first,
+          };
         });
         await done;
       },
@@ -178,6 +183,7 @@ describe('lambda21: a timed-out batch record (redis)', () => {
     expect(late).toEqual({
       reason: 'TimeoutError',
       keys: ['fence', 'signal', 'storageKey', 'originId'],
+      same: true,
     });
   });
 
