@@ -558,11 +558,11 @@ function watchCall(
   for (const name of ['event', 'context'] as const) {
     const property = chainedProperty(request, name);
     const get = function (this: object) {
+      // (Judged before the chained getter runs: what it reads must not hide Middy's pair.)
+      if (name === 'context' && current(this) && invocation.lastRead === 'event')
+        invocation.called = true;
       const value = property.get(this);
-      if (current(this)) {
-        if (name === 'context' && invocation.lastRead === 'event') invocation.called = true;
-        invocation.lastRead = name === 'event' ? 'event' : undefined;
-      }
+      if (current(this)) invocation.lastRead = name === 'event' ? 'event' : undefined;
       return value;
     };
     callWatches.add(get);

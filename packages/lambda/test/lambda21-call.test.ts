@@ -127,6 +127,43 @@ describe('lambda21: the handler-call watch of idempotency() (redis)', () => {
     }
   });
 
+  it('a plugin accessor on request.context that reads request.error: the call is still seen, no second run', async () => {
+    // (requestStart runs before idempotency()'s `before`: the watch chains to its accessor)
+    const plugin = {
+      requestStart: ((request: Req) => {
+        let context = request.context;
+        Object.defineProperty(request, 'context', {
+          configurable: true,
+          enumerable: true,
+          get() {
+            if (request.error !== undefined) return context; // (a tracer noting errors)
+            return context;
+          },
+          set(value) {
+            context = value;
+          },
+        });
+      }) as unknown as () => void,
+    };
+    let runs = 0;
+    const handler = middy(async (_e: Ev) => {
+      runs += 1;
+      return 'charged';
+    }, plugin)
+      .use(idem())
+      .use({
+        after: async () => {
+          throw new Error('response invalid');
+        },
+      });
+    await expect(handler({ id: 'plugin-ctx' }, fakeContext(10_000))).rejects.toThrow(
+      'response invalid',
+    );
+    const retry = await settle(handler({ id: 'plugin-ctx' }, fakeContext(10_000)));
+    expect(retry.error).toBeInstanceOf(OutcomeNotRecordedError);
+    expect(runs).toBe(1);
+  });
+
   it('a later `before` reading request.event alone, then writing a default response; the handler throws: released', async () => {
     let runs = 0;
     const handler = middy(async (e: Ev) => {
