@@ -126,6 +126,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         read: undefined,
         lastRead: undefined,
         called: false,
+        preCallPair: false,
       };
       invocations.set(request, invocation);
       watchRequest(invocations, request, invocation);
@@ -195,6 +196,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         invocation.ambiguous = false;
         invocation.maybeCaught = false;
         invocation.returned = false;
+        invocation.preCallPair = false; // (the chain went on: not Middy's catch)
         return undefined;
       },
       async after(request) {
@@ -222,8 +224,11 @@ interface Invocation {
   returned: boolean;
   /** Middy wrote a `timeoutEarlyResponse` made by {@link idempotentTimeoutResponse}. */
   timedOut: boolean;
-  /** Writes of `request.response` in the current synchronous run (the last one's value). */
-  pending: { count: number; lastUndefined: boolean } | undefined;
+  /**
+   * Writes of `request.response` in the current synchronous run (the last one's value, and
+   * whether the handler may have been called then: before that, no write is a return).
+   */
+  pending: { count: number; lastUndefined: boolean; called: boolean } | undefined;
   /**
    * A lone write of `undefined` to `request.response`, then a write of `request.error`, in one
    * synchronous run, before the handler was known to have returned: Middy's catch (the handler
@@ -264,6 +269,11 @@ interface Invocation {
    * return (see `watchRequest`).
    */
   called: boolean;
+  /**
+   * A catch-like pair before the handler was called: Middy's catch of a `before` hook (or a
+   * hook's own writes). Nothing ran: it decides nothing, never taken for a return.
+   */
+  preCallPair: boolean;
 }
 
 /** The first read of an early answer after its copy (Middy's, to return it, or another reader's). */
@@ -279,9 +289,10 @@ interface FinalRead {
  * (unless ambiguous: then they are a hook's writes, which tell nothing).
  */
 function settle(invocation: Invocation): void {
-  if (!invocation.pending) return;
+  const { pending } = invocation;
+  if (!pending) return;
   invocation.pending = undefined;
-  if (!invocation.ambiguous) setReturned(invocation);
+  if (!invocation.ambiguous && pending.called) setReturned(invocation);
 }
 
 function setReturned(invocation: Invocation): void {
@@ -436,9 +447,11 @@ function watchRequest(
       return;
     }
     if (invocation.failed || invocation.decision) return;
-    // Before Middy called the handler: a `before` hook's write (a default response), not a return.
-    if (!mayHaveCalled(this, invocation)) return;
+    // Before Middy called the handler: a `before` hook's write (a default response), not a
+    // return (it is still counted: Middy's catch of a `before` writes a pair too).
+    const called = mayHaveCalled(this, invocation);
     if (
+      called &&
       !invocation.returned &&
       !invocation.ambiguous &&
       !invocation.pending &&
@@ -449,11 +462,12 @@ function watchRequest(
       return;
     }
     if (!invocation.pending) {
-      invocation.pending = { count: 0, lastUndefined: false };
+      invocation.pending = { count: 0, lastUndefined: false, called };
       queueMicrotask(() => settle(invocation));
     }
     invocation.pending.count += 1;
     invocation.pending.lastUndefined = value === undefined;
+    invocation.pending.called = called;
   };
   responseWatches.add(setResponse);
   Object.defineProperty(request, 'response', {
@@ -484,9 +498,6 @@ function watchRequest(
       if (!current(this)) return;
       invocation.lastRead = undefined;
       if (invocation.failed || invocation.decision) return;
-      // Before Middy called the handler nothing ran: no pair decides anything (a catch of a
-      // `before` is released by the next hook of this middleware, or at an early answer).
-      if (!mayHaveCalled(this, invocation)) return;
       const { pending } = invocation;
       const reset = pending?.lastUndefined === true;
       const unwatched =
@@ -494,6 +505,16 @@ function watchRequest(
         !pending &&
         !watched(this) &&
         Reflect.get(this, 'response', this) === undefined;
+      if (!mayHaveCalled(this, invocation)) {
+        // Before Middy called the handler nothing ran: a pair (Middy's catch of a `before`, or
+        // a hook's writes) decides nothing; the next hook of this middleware releases, or an
+        // early answer does (see `finalAnswer`).
+        if (reset || unwatched) {
+          invocation.pending = undefined;
+          invocation.preCallPair = true;
+        }
+        return;
+      }
       if (reset || unwatched) {
         invocation.pending = undefined;
         if (invocation.returned || invocation.ambiguous || (pending && pending.count >= 2)) {
@@ -605,12 +626,14 @@ function finalAnswer(invocation: Invocation, request: object, value: unknown): u
   if (invocation.settled) return value;
   const read = invocation.read;
   if (read && Object.is(read.value, value)) return read.raw ? value : read.promise;
-  if (!invocation.decision && invocation.ambiguous && value === undefined) {
+  const catchLike = invocation.ambiguous || (invocation.preCallPair && !invocation.returned);
+  if (!invocation.decision && catchLike && value === undefined) {
     // An ambiguous pair ended by an early `undefined`: Middy returns it (the `after` chain) or
     // rethrows `request.error` (its `onError` chain), which no read tells apart. Taken as the
     // handler's return (recorded), the value goes to Middy as it is, so that the caller gets
     // what Middy alone gives; the record's write is then not awaited (`idem.last` settles the
-    // pair before: see the README).
+    // pair before: see the README). The same for a pair before the handler was called (a
+    // `before` threw, or a hook's writes in the `before` chain), except that it is released.
     decideEarly(invocation, value);
     invocation.read = { value, promise: Promise.resolve(value), raw: true };
     return value;

@@ -286,4 +286,40 @@ describe('lambda21: the handler-call watch of idempotency() (redis)', () => {
     expect(await handler({ id: 'sync' }, fakeContext(10_000))).toBe('ok!');
     expect(runs).toBe(2);
   });
+
+  it('a later `before` throws, a later `onError` answers early (undefined, a value, a new error pair): as Middy alone, released', async () => {
+    const onErrors: Array<(request: Req) => Promise<unknown>> = [
+      async (request) => {
+        request.earlyResponse = undefined; // Middy rethrows request.error
+      },
+      async () => ({ statusCode: 400 }),
+      async (request) => {
+        request.response = undefined;
+        request.error = new Error('normalized');
+      },
+    ];
+    for (const [k, onError] of onErrors.entries()) {
+      let runs = 0;
+      let valid = false;
+      const handler = middy(async (_e: Ev) => {
+        runs += 1;
+        return 'ok';
+      })
+        .use(idem())
+        .use({ onError })
+        .use({
+          before: async () => {
+            if (!valid) throw new Error('400 invalid input');
+          },
+        });
+      const id = `before-throws-${k}`;
+      const first = await settle(handler({ id }, fakeContext(10_000)));
+      if (k === 1) expect(first.value).toEqual({ statusCode: 400 });
+      else
+        expect((first.error as Error).message).toBe(k === 0 ? '400 invalid input' : 'normalized');
+      valid = true;
+      expect(await handler({ id }, fakeContext(10_000))).toBe('ok');
+      expect(runs).toBe(1);
+    }
+  });
 });
