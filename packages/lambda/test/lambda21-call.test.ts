@@ -1,7 +1,7 @@
 import { OutcomeNotRecordedError } from '@idem/core';
 import middy from '@middy/core';
 import { describe, expect, it } from 'vitest';
-import { idempotency } from '../src/index.js';
+import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { fakeContext, settle, sleep, useEnv } from './lambda-env.js';
 
 // lambda21: idempotency() watches Middy's call of the handler (`lambdaHandler(request.event,
@@ -249,22 +249,32 @@ describe('lambda21: the handler-call watch of idempotency() (redis)', () => {
     expect(runs).toBe(2);
   });
 
-  it("a later `before` writing a default response, the handler timed out by Middy's default: released, the retry runs", async () => {
-    let runs = 0;
-    const handler = middy(
-      async (_e: Ev) => {
-        runs += 1;
-        await sleep(runs === 1 ? 400 : 0);
-        return 'ok';
-      },
-      { timeoutEarlyInMillis: 150 },
-    )
-      .use(idem())
-      .use(defaultResponse);
-    await expect(handler({ id: 'default-timeout' }, fakeContext(300))).rejects.toThrow();
-    await sleep(400);
-    expect(await handler({ id: 'default-timeout' }, fakeContext(10_000))).toBe('ok');
-    expect(runs).toBe(2);
+  it('a later `before` writing a default response, the handler timed out by Middy (default or wrapped answer): released, the retry runs', async () => {
+    for (const wrapped of [false, true]) {
+      let runs = 0;
+      const handler = middy(
+        async (_e: Ev) => {
+          runs += 1;
+          await sleep(runs === 1 ? 400 : 0);
+          return 'ok';
+        },
+        wrapped
+          ? {
+              timeoutEarlyInMillis: 150,
+              timeoutEarlyResponse: idempotentTimeoutResponse(() => ({ statusCode: 504 })),
+            }
+          : { timeoutEarlyInMillis: 150 },
+      )
+        .use(idem())
+        .use(defaultResponse);
+      const id = `default-timeout-${wrapped}`;
+      const first = await settle(handler({ id }, fakeContext(300)));
+      if (wrapped) expect(first.value).toEqual({ statusCode: 504 });
+      else expect(first.error).toBeInstanceOf(Error);
+      await sleep(400);
+      expect(await handler({ id }, fakeContext(10_000))).toBe('ok');
+      expect(runs).toBe(2);
+    }
   });
 
   it('a synchronous handler throwing after a default response: released; returning: recorded', async () => {
@@ -320,6 +330,38 @@ describe('lambda21: the handler-call watch of idempotency() (redis)', () => {
       valid = true;
       expect(await handler({ id }, fakeContext(10_000))).toBe('ok');
       expect(runs).toBe(1);
+    }
+  });
+
+  it('a later `before` writing a catch-like pair itself (no throw): the handler throws: released; it returns, an `after` throws: a marker', async () => {
+    for (const returns of [false, true]) {
+      let runs = 0;
+      const handler = middy(async (_e: Ev) => {
+        runs += 1;
+        if (!returns && runs === 1) throw new Error('transient');
+        return 'ok';
+      })
+        .use(idem())
+        .use({
+          after: async () => {
+            if (returns) throw new Error('response invalid');
+          },
+        })
+        .use({
+          before: async (request: Req) => {
+            request.response = undefined;
+            request.error = new Error('noted'); // (a hook noting an error, no throw)
+            request.error = undefined;
+          },
+        });
+      const id = `pair-in-before-${returns}`;
+      await expect(handler({ id }, fakeContext(10_000))).rejects.toThrow(
+        returns ? 'response invalid' : 'transient',
+      );
+      const retry = await settle(handler({ id }, fakeContext(10_000)));
+      if (returns) expect(retry.error).toBeInstanceOf(OutcomeNotRecordedError);
+      else expect(retry.value).toBe('ok');
+      expect(runs).toBe(returns ? 1 : 2);
     }
   });
 });
