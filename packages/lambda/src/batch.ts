@@ -3,7 +3,9 @@ import {
   isIdemError,
   type JsonValue,
   MAX_TIMER_MS,
+  type OutcomePolicy,
   ReplayedFailureError,
+  successOnly,
 } from '@idem/core';
 import {
   checkFunction,
@@ -18,6 +20,55 @@ import {
   validateEngineOptions,
 } from './lambda-engine.js';
 import type { IdempotencyInfo } from './make-idempotent.js';
+
+/**
+ * The handler's view of a record's execution: the engine's, with a `signal` that also aborts
+ * (a `TimeoutError` `DOMException`) when the batch gives the record up at its deadline
+ * (`timed_out`). Own enumerable members in the engine's order (`{ ...idempotency }` works);
+ * the signal is made only when read.
+ */
+class RecordInfo implements IdempotencyInfo {
+  // Declared only: made in the constructor, in the engine context's order.
+  declare readonly fence: number;
+  declare readonly signal: AbortSignal;
+  declare readonly storageKey: string;
+  declare readonly originId: string;
+  #controller: AbortController | undefined;
+  #gaveUp: unknown;
+  constructor(execution: IdempotencyInfo) {
+    this.fence = execution.fence;
+    Object.defineProperty(this, 'signal', {
+      enumerable: true,
+      configurable: true,
+      get: () => this.#signal(execution),
+    });
+    this.storageKey = execution.storageKey;
+    Object.defineProperty(this, 'originId', {
+      enumerable: true,
+      configurable: true,
+      get: () => execution.originId,
+    });
+  }
+  #signal(execution: IdempotencyInfo): AbortSignal {
+    if (this.#controller) return this.#controller.signal;
+    const controller = new AbortController();
+    this.#controller = controller;
+    const lease = execution.signal;
+    if (this.#gaveUp !== undefined) controller.abort(this.#gaveUp);
+    else if (lease.aborted) controller.abort(lease.reason);
+    else lease.addEventListener('abort', () => controller.abort(lease.reason), { once: true });
+    return controller.signal;
+  }
+  /** The batch reports the record `timed_out` and answers: the handler should stop. */
+  giveUp(): void {
+    if (this.#gaveUp !== undefined) return;
+    this.#gaveUp = new DOMException(
+      'The batch gave this record up at its deadline (timed_out): it is delivered again',
+      'TimeoutError',
+    );
+    this.#controller?.abort(this.#gaveUp);
+  }
+}
 
 /** One entry of the partial-batch response: the record Lambda must deliver again. */
 export interface BatchItemFailure {
@@ -36,7 +87,8 @@ export interface BatchResponse {
  * - `replayed`: a recorded outcome exists (a redelivery, or a failure recorded as final):
  *   the handler did not run;
  * - `failed`: the handler threw, a duplicate is still in progress, or the store failed;
- * - `timed_out`: the invocation's deadline came while the record ran (it goes on, fenced);
+ * - `timed_out`: the invocation's deadline came while the record ran (its handler's `signal`
+ *   aborts; it goes on under its lease, fenced, and is given back if it had not started);
  * - `not_attempted`: skipped after an earlier failure of an ordered source, or past the deadline;
  * - `rejected` (Kinesis, DynamoDB Streams): the record can never be processed as it is (the
  *   key function found no key or threw, an invalid key, another payload under a recorded key:
@@ -114,6 +166,12 @@ export interface BatchSource<TRecord> {
 
 const TIMED_OUT = Symbol('timed out');
 
+/**
+ * Thrown instead of running the handler when the key was acquired only after the batch gave
+ * the record up (a slow acquisition past the deadline): never final, the key is released.
+ */
+const NOT_STARTED = new Error('The batch gave this record up before its handler started');
+
 /** Builds a batch handler for a source; see `makeSqsBatchHandler` and its siblings. */
 export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
   source: BatchSource<TRecord>,
@@ -130,6 +188,13 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
   if (!(typeof margin === 'number' && Number.isFinite(margin) && margin >= 0))
     throw new InvalidInputError('timeoutMarginMs must be a finite, non-negative number of ms');
   validateEngineOptions(engineOptions);
+  const policy = (engineOptions.isFinal ?? successOnly) as OutcomePolicy<unknown>;
+  // A record given up before its handler started is released, whatever the policy says.
+  const recordOptions = {
+    ...engineOptions,
+    isFinal: (settled: Parameters<OutcomePolicy<unknown>>[0]) =>
+      !(!settled.ok && settled.error === NOT_STARTED) && policy(settled),
+  };
   const report = (r: RecordReport<TRecord>) => {
     try {
       onRecord?.(r);
@@ -186,13 +251,18 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
       }
       // What the handler itself threw is never taken for the engine's verdict on the record.
       let thrownByHandler = false;
+      let info: RecordInfo | undefined;
+      let gaveUp = false;
       try {
         // One engine per record: its lease and hold are capped by the time left now, so a
         // record that outlives the invocation frees its key at the deadline, not later.
-        const engine = engineForInvocation(engineOptions, context);
+        const engine = engineForInvocation(recordOptions, context);
         const run = engine.execute(request, async (ctx) => {
+          // (Acquired after the answer: the handler must not start behind the redelivery.)
+          if (gaveUp) throw NOT_STARTED;
+          info = new RecordInfo(ctx);
           try {
-            return await handler(record, context, ctx);
+            return await handler(record, context, info);
           } catch (error) {
             thrownByHandler = true;
             throw error;
@@ -211,7 +281,13 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
         const result = deadlinePassed ? await Promise.race([run, deadlinePassed]) : await run;
         if (result === TIMED_OUT) {
           // The record goes on in the background under its lease (capped at the deadline);
-          // its outcome, if it lands, is replayed to the redelivery.
+          // its outcome, if it lands while it still owns the key, is replayed to the
+          // redelivery (after a takeover its writes are refused: owner-checked). Its signal
+          // aborts now, before the answer (after which Lambda freezes the environment, and a
+          // later invocation thaws it): a handler that honours it stops instead of running on
+          // beside the redelivery.
+          gaveUp = true;
+          info?.giveUp();
           run.catch(() => {});
           fail('timed_out');
           stop = true;

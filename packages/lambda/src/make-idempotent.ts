@@ -14,7 +14,10 @@ import {
 export interface IdempotencyInfo {
   /** Fencing token of this execution: pass it to downstream writes that reject a lower one. */
   fence: number;
-  /** Aborts when the lease is lost (another execution took the key over). */
+  /**
+   * Aborts when the lease is lost (another execution took the key over); in a batch also when
+   * the batch gives the record up at the invocation's deadline (`timed_out`: a `TimeoutError`).
+   */
   signal: AbortSignal;
   /** The storage key (stable for the scope and key). */
   storageKey: string;

@@ -88,7 +88,12 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
   const invocations = new WeakMap<object, Invocation>();
   return {
     async before(request) {
-      const { event, context } = request;
+      // (An outer idempotency() watching these reads must not take them for Middy's call of
+      // the handler, a read of `event` right followed by one of `context`: the read of
+      // `request.error` between them, which it watches too, breaks that pair.)
+      const event = request.event;
+      void request.error;
+      const context = request.context;
       invocations.delete(request); // (a request object used again: its last invocation is over)
       checkWatchable(request); // (before the key is acquired: a refusal holds nothing)
       const req = requestFor(event, context, key(event, context), payload?.(event, context), scope);
@@ -119,10 +124,13 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         copyTurn: 0,
         copyFresh: false,
         read: undefined,
+        lastRead: undefined,
+        called: false,
+        preCallPair: false,
       };
       invocations.set(request, invocation);
       watchRequest(invocations, request, invocation);
-      (request.context as ContextWithIdempotency<TContext>).idempotency = {
+      (context as ContextWithIdempotency<TContext>).idempotency = {
         fence: execution.fence,
         get signal() {
           return execution.signal;
@@ -188,6 +196,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         invocation.ambiguous = false;
         invocation.maybeCaught = false;
         invocation.returned = false;
+        invocation.preCallPair = false; // (the chain went on: not Middy's catch)
         return undefined;
       },
       async after(request) {
@@ -215,8 +224,11 @@ interface Invocation {
   returned: boolean;
   /** Middy wrote a `timeoutEarlyResponse` made by {@link idempotentTimeoutResponse}. */
   timedOut: boolean;
-  /** Writes of `request.response` in the current synchronous run (the last one's value). */
-  pending: { count: number; lastUndefined: boolean } | undefined;
+  /**
+   * Writes of `request.response` in the current synchronous run (the last one's value, and
+   * whether the handler may have been called then: before that, no write is a return).
+   */
+  pending: { count: number; lastUndefined: boolean; called: boolean } | undefined;
   /**
    * A lone write of `undefined` to `request.response`, then a write of `request.error`, in one
    * synchronous run, before the handler was known to have returned: Middy's catch (the handler
@@ -247,6 +259,21 @@ interface Invocation {
   copyFresh: boolean;
   /** The answer handed to the first read of an early answer (one promise for every read). */
   read: FinalRead | undefined;
+  /** The last access to the request this invocation watched: a read of `request.event`? */
+  lastRead: 'event' | undefined;
+  /**
+   * The handler may have been called: a read of `request.event` then of `request.context`
+   * with no other watched access between (Middy's `lambdaHandler(request.event,
+   * request.context, ...)`, or a hook reading both alike), or the watch of those reads is
+   * gone. Until then a write of `request.response` is a `before` hook's, never the handler's
+   * return (see `watchRequest`).
+   */
+  called: boolean;
+  /**
+   * A catch-like pair before the handler was called: Middy's catch of a `before` hook (or a
+   * hook's own writes). Nothing ran: it decides nothing, never taken for a return.
+   */
+  preCallPair: boolean;
 }
 
 /** The first read of an early answer after its copy (Middy's, to return it, or another reader's). */
@@ -262,9 +289,10 @@ interface FinalRead {
  * (unless ambiguous: then they are a hook's writes, which tell nothing).
  */
 function settle(invocation: Invocation): void {
-  if (!invocation.pending) return;
+  const { pending } = invocation;
+  if (!pending) return;
   invocation.pending = undefined;
-  if (!invocation.ambiguous) setReturned(invocation);
+  if (!invocation.ambiguous && pending.called) setReturned(invocation);
 }
 
 function setReturned(invocation: Invocation): void {
@@ -396,10 +424,12 @@ function watchRequest(
   invocation: Invocation,
 ): void {
   const current = (target: object) => invocations.get(target) === invocation;
+  watchCall(request, invocation, current);
   const response = chainedProperty(request, 'response');
   const setResponse = function (this: object, value: unknown) {
     response.set(this, value);
     if (!current(this)) return;
+    invocation.lastRead = undefined;
     if (Object.hasOwn(this, 'earlyResponse')) {
       // Middy's copy of an early answer (or a hook's own write after answering early).
       settle(invocation);
@@ -417,7 +447,11 @@ function watchRequest(
       return;
     }
     if (invocation.failed || invocation.decision) return;
+    // Before Middy called the handler: a `before` hook's write (a default response), not a
+    // return (it is still counted: Middy's catch of a `before` writes a pair too).
+    const called = mayHaveCalled(this, invocation);
     if (
+      called &&
       !invocation.returned &&
       !invocation.ambiguous &&
       !invocation.pending &&
@@ -428,11 +462,12 @@ function watchRequest(
       return;
     }
     if (!invocation.pending) {
-      invocation.pending = { count: 0, lastUndefined: false };
+      invocation.pending = { count: 0, lastUndefined: false, called };
       queueMicrotask(() => settle(invocation));
     }
     invocation.pending.count += 1;
     invocation.pending.lastUndefined = value === undefined;
+    invocation.pending.called = called;
   };
   responseWatches.add(setResponse);
   Object.defineProperty(request, 'response', {
@@ -440,7 +475,9 @@ function watchRequest(
     enumerable: true,
     get(this: object) {
       const value = response.get(this);
-      if (!current(this) || !invocation.answerWaits || invocation.copyOpen) return value;
+      if (!current(this)) return value;
+      invocation.lastRead = undefined;
+      if (!invocation.answerWaits || invocation.copyOpen) return value;
       // (A hook that answered early and reads after an `await`: Middy copies again after it.)
       if (!invocation.copyFresh) return value;
       return finalAnswer(invocation, this, value);
@@ -452,12 +489,15 @@ function watchRequest(
     configurable: true,
     enumerable: true,
     get(this: object) {
+      if (current(this)) invocation.lastRead = undefined;
       return error.get(this);
     },
     set(this: object, value: unknown) {
       const previous = current(this) ? error.get(this) : undefined;
       error.set(this, value);
-      if (!current(this) || invocation.failed || invocation.decision) return;
+      if (!current(this)) return;
+      invocation.lastRead = undefined;
+      if (invocation.failed || invocation.decision) return;
       const { pending } = invocation;
       const reset = pending?.lastUndefined === true;
       const unwatched =
@@ -465,6 +505,16 @@ function watchRequest(
         !pending &&
         !watched(this) &&
         Reflect.get(this, 'response', this) === undefined;
+      if (!mayHaveCalled(this, invocation)) {
+        // Before Middy called the handler nothing ran: a pair (Middy's catch of a `before`, or
+        // a hook's writes) decides nothing; the next hook of this middleware releases, or an
+        // early answer does (see `finalAnswer`).
+        if (reset || unwatched) {
+          invocation.pending = undefined;
+          invocation.preCallPair = true;
+        }
+        return;
+      }
       if (reset || unwatched) {
         invocation.pending = undefined;
         if (invocation.returned || invocation.ambiguous || (pending && pending.count >= 2)) {
@@ -502,6 +552,69 @@ function watchRequest(
   });
 }
 
+/** Getters of `request.event` / `request.context` installed by any `idempotency()`. */
+const callWatches = new WeakSet<object>();
+
+/**
+ * Watches the reads of `request.event` and `request.context` to know when Middy may have
+ * called the handler: Middy 6 calls `lambdaHandler(request.event, request.context, ...)`, a
+ * read of `event` right followed by one of `context`, after the `before` chain. Until such a
+ * pair of reads, a write of `request.response` is a later `before` hook's (a default
+ * response): never the handler's return. A hook reading both alike counts too (the safe side:
+ * the writes after it are taken as before). A property that cannot be watched
+ * (non-configurable), or a watch deleted or redefined later, counts as called.
+ */
+function watchCall(
+  request: object,
+  invocation: Invocation,
+  current: (target: object) => boolean,
+): void {
+  for (const name of ['event', 'context'] as const) {
+    const own = Object.getOwnPropertyDescriptor(request, name);
+    if (own && !own.configurable) {
+      invocation.called = true;
+      return;
+    }
+  }
+  for (const name of ['event', 'context'] as const) {
+    const property = chainedProperty(request, name);
+    const get = function (this: object) {
+      // (Judged before the chained getter runs: what it reads must not hide Middy's pair.)
+      if (name === 'context' && current(this) && invocation.lastRead === 'event')
+        invocation.called = true;
+      const value = property.get(this);
+      if (current(this)) invocation.lastRead = name === 'event' ? 'event' : undefined;
+      return value;
+    };
+    callWatches.add(get);
+    Object.defineProperty(request, name, {
+      configurable: true,
+      enumerable: true,
+      get,
+      set(this: object, value: unknown) {
+        property.set(this, value);
+        if (current(this)) invocation.lastRead = undefined;
+      },
+    });
+  }
+}
+
+/**
+ * The handler may have been called (see {@link watchCall}); once the watch of the reads is
+ * gone (deleted or redefined), it may have been, for the rest of the invocation.
+ */
+function mayHaveCalled(request: object, invocation: Invocation): boolean {
+  if (invocation.called) return true;
+  for (const name of ['event', 'context']) {
+    const getter = Object.getOwnPropertyDescriptor(request, name)?.get;
+    if (getter === undefined || !callWatches.has(getter)) {
+      invocation.called = true;
+      break;
+    }
+  }
+  return invocation.called;
+}
+
 /**
  * A read of an early answer once its copy's run is over (Middy's `return request.response`,
  * or another reader's): a promise of the answer that settles once the decision's write has
@@ -513,12 +626,14 @@ function finalAnswer(invocation: Invocation, request: object, value: unknown): u
   if (invocation.settled) return value;
   const read = invocation.read;
   if (read && Object.is(read.value, value)) return read.raw ? value : read.promise;
-  if (!invocation.decision && invocation.ambiguous && value === undefined) {
+  const catchLike = invocation.ambiguous || (invocation.preCallPair && !invocation.returned);
+  if (!invocation.decision && catchLike && value === undefined) {
     // An ambiguous pair ended by an early `undefined`: Middy returns it (the `after` chain) or
     // rethrows `request.error` (its `onError` chain), which no read tells apart. Taken as the
     // handler's return (recorded), the value goes to Middy as it is, so that the caller gets
     // what Middy alone gives; the record's write is then not awaited (`idem.last` settles the
-    // pair before: see the README).
+    // pair before: see the README). The same for a pair before the handler was called (a
+    // `before` threw, or a hook's writes in the `before` chain), except that it is released.
     decideEarly(invocation, value);
     invocation.read = { value, promise: Promise.resolve(value), raw: true };
     return value;

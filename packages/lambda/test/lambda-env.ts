@@ -5,7 +5,7 @@ import { createRedisStore } from '@idem/store-redis';
 import { createFencedLedger, type FencedLedger, REDIS_URL } from '@idem/test-ledger';
 import type { Context, DynamoDBRecord, KinesisStreamRecord, SQSEvent, SQSRecord } from 'aws-lambda';
 import { Redis } from 'ioredis';
-import { inject } from 'vitest';
+import { afterEach, beforeEach, inject } from 'vitest';
 import { localClient } from './dynamodb-client.js';
 
 /** The stores every scenario runs on. */
@@ -155,3 +155,24 @@ export function streamRecord(id: string): DynamoDBRecord {
 }
 
 export type { SQSEvent };
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A promise's outcome as a value: `{ value }` or `{ error }`. */
+export const settle = (p: Promise<unknown>): Promise<{ value?: unknown; error?: unknown }> =>
+  p.then(
+    (value) => ({ value }),
+    (error: unknown) => ({ error }),
+  );
+
+/** An {@link Env} of `kind` opened before each test of the current suite and closed after it. */
+export function useEnv(kind: StoreKind): () => Env {
+  let env: Env | undefined;
+  beforeEach(async () => {
+    env = await openEnv(kind);
+  });
+  afterEach(async () => {
+    await env?.close();
+  });
+  return () => env as Env;
+}

@@ -145,7 +145,10 @@ describe('rev12b: the watch of request.response / request.error (redis)', () => 
     expect(runs).toBe(1);
   });
 
-  // FINDING (LOW; documented in the README as a limitation, but it contradicts the table row
+  // FIXED (lambda21; was FINDING LOW): idempotency() watches Middy's call of the handler (a read
+  // of request.event right followed by one of request.context): a write of request.response
+  // before it is a `before` hook's, never the handler's return (test/lambda21-call.test.ts).
+  // Was: FINDING (LOW; documented in the README as a limitation, but it contradicts the table row
   // "the handler throws: released" and Middy alone): a middleware used after idempotency() (the documented order) whose
   // `before` initialises `request.response` (a default `{ headers: {} }` that the handler's
   // return later replaces) makes the watch take that write as "the handler returned" (sticky).
@@ -161,7 +164,7 @@ describe('rev12b: the watch of request.response / request.error (redis)', () => 
   // last in the before chain) that forgets such writes, so with `.use(idem.last)` the first
   // case is released (test/lambda2-ambiguous.test.ts); the second (a later `before` throwing
   // before idem.last's `before` runs) stays a marker.
-  it.fails('a later `before` initialising request.response, the handler throws: released, the retry runs', async () => {
+  it('a later `before` initialising request.response, the handler throws: released, the retry runs', async () => {
     let runs = 0;
     const handler = middy(async (_e: Ev) => {
       runs += 1;
@@ -182,7 +185,7 @@ describe('rev12b: the watch of request.response / request.error (redis)', () => 
     expect(runs).toBe(2);
   });
 
-  it.fails('a later `before` initialising request.response, then a later `before` rejecting the input: the retry gets the same rejection', async () => {
+  it('a later `before` initialising request.response, then a later `before` rejecting the input: the retry gets the same rejection', async () => {
     let runs = 0;
     let valid = false;
     const handler = middy(async (_e: Ev) => {
