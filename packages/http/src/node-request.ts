@@ -9,6 +9,7 @@ import {
   type RequestBody,
 } from './request-body.js';
 import { peekBody } from './request-body-peek.js';
+import { releaseTap, tappedInstead } from './request-body-tap.js';
 
 function headerOf(req: IncomingMessage, name: string): string | undefined {
   const value = req.headers[name];
@@ -60,12 +61,24 @@ export async function nodeRequestBody(
     // first, whatever the type (a parser loses what tells some bodies apart: a form's dropped
     // pairs, JSON's repeated names, a text's leading BOM). Text kept is decoded as `parsed`.
     const kept = keptBytesBody(req, (req as { rawBody?: unknown }).rawBody, limit);
-    if (kept !== undefined) return kept;
-    // A parser's value for a request that declares no body (`{}`) stands for none of the
-    // losses above: taken as it is, as before.
-    const body = parsedBody(parsed, contentType, limit, !declaresBody(req, length));
+    if (kept !== undefined) return tappedInstead(req, limit, kept);
+    // A parser's value for a request that declares no body (`{}`), or whose body turned out
+    // empty (chunked, no byte), stands for none of the losses above: taken as it is.
+    const body = parsedBody(
+      parsed,
+      contentType,
+      limit,
+      !declaresBody(req, length) || bodyWasEmpty(req),
+    );
     if (typeof parsed === 'string') checkTextLength(req, parsed, contentType, length);
-    return body;
+    // A JSON parser's value (the usual request) is the body's own: fingerprinted as it is,
+    // with no second look at the bytes. Anything else a parser kept or made of them is taken
+    // only as far as the checks above go: the bytes as sent, when tapped, are the body.
+    if (body.kind === 'json' && typeof parsed === 'object' && !(parsed instanceof Uint8Array)) {
+      releaseTap(req);
+      return body;
+    }
+    return tappedInstead(req, limit, body);
   }
   if (!declaresBody(req, length)) return { kind: 'none' };
   const seen = peekedBody(req);
@@ -76,15 +89,26 @@ export async function nodeRequestBody(
   // Bytes were read off the stream by someone else (ours are put back, and remembered).
   if (req.readableDidRead) {
     const kept = keptBytesBody(req, (req as { rawBody?: unknown }).rawBody, limit);
-    if (kept !== undefined) return kept;
+    if (kept !== undefined) return tappedInstead(req, limit, kept);
     const text = keptTextOf(req);
     if (text === undefined) throw new BodyAlreadyReadError();
     if (text.length > limit) throw new BodyTooLargeError(limit);
-    return bodyFromBytes(text, contentType);
+    return tappedInstead(req, limit, bodyFromBytes(text, contentType));
   }
+  // Read here and put back: the tap has nothing more to give.
+  releaseTap(req);
   const bytes = await peekBody(req, limit);
   rememberPeeked(req, bytes);
   return bodyFromBytes(bytes, contentType);
+}
+
+/**
+ * Whether the body a reader read whole before the middleware had no byte (a chunked request
+ * that sent none): the stream ended without ever giving data.
+ */
+function bodyWasEmpty(req: IncomingMessage): boolean {
+  const state = (req as { _readableState?: { dataEmitted?: unknown } })._readableState;
+  return req.readableEnded && state?.dataEmitted === false;
 }
 
 /**

@@ -6,6 +6,7 @@ export { checkTextLength, keptBytesBody, nodeRequestBody } from './node-request.
 export type { RecordServerResponseOptions } from './node-response.js';
 export { headersOf, recordServerResponse } from './node-response.js';
 export { readyForOwnMethods } from './own-methods.js';
+export { tappedInstead, tappedRequestBody, tapRequestBodies } from './request-body-tap.js';
 export { canonicalPath, targetPath } from './route-path.js';
 
 /**
