@@ -1,8 +1,10 @@
 import type { IncomingMessage } from 'node:http';
+import { isAmbiguousJson } from './json-ambiguity.js';
 import {
   BodyAlreadyReadError,
   BodyTooLargeError,
   bodyFromBytes,
+  bodyFromParsed,
   decodedBodyError,
   isJsonContentType,
   parsedBody,
@@ -100,6 +102,24 @@ export async function nodeRequestBody(
   const bytes = await peekBody(req, limit);
   rememberPeeked(req, bytes);
   return bodyFromBytes(bytes, contentType);
+}
+
+/**
+ * `body`, a JSON parser's value taken by {@link nodeRequestBody}, or the JSON text the parser
+ * kept (`text`: @koa/bodyparser's `ctx.request.rawBody`) in its place when the text says more
+ * than the value: a repeated member name, a number the value rounds (see `isAmbiguousJson`),
+ * which make different bodies parse alike. The text is taken as a parsed string is (refused
+ * when it holds U+FFFD or a lone surrogate). One scan of the text for the usual body.
+ * @internal
+ */
+export function keptJsonText(
+  body: RequestBody,
+  text: string,
+  contentType: string | undefined,
+  limit: number,
+): RequestBody {
+  if (body.kind !== 'json' || body.bytes !== undefined || !isAmbiguousJson(text)) return body;
+  return bodyFromParsed(text, contentType, limit);
 }
 
 /**

@@ -171,7 +171,7 @@ export function releaseTap(req: IncomingMessage): void {
  * undefined when it was not tapped, its end has not come, or its encoding is another.
  * @throws BodyTooLargeError past `limit` bytes (decoded)
  */
-export function tappedRequestBody(req: IncomingMessage, limit: number): RequestBody | undefined {
+function tappedRequestBody(req: IncomingMessage, limit: number): RequestBody | undefined {
   const tap = (req as { [TAP]?: RequestBodyTap })[TAP];
   if (tap === undefined) return undefined;
   const sent = tap.take();

@@ -14,12 +14,12 @@ import {
   checkTextLength,
   headerValue,
   keptBytesBody,
+  keptJsonText,
   nodeRequestBody,
   recordServerResponse,
   requestUrl,
   sendDecisionResponse,
   tappedInstead,
-  tappedRequestBody,
   tapRequestBodies,
   targetPath,
 } from '@idem/http/node';
@@ -135,22 +135,16 @@ async function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
         if (!isJsonContentType(contentType))
           return tappedInstead(req, limit, keptText(req, raw, contentType, limit));
         // JSON @koa/bodyparser parsed and kept the text of: its value as the checks take it,
-        // told apart by the bytes as sent when tapped (a repeated member name, an integer past
-        // 2^53 that the value loses).
-        // Taken first: the value's own path lets the bytes go.
-        const tapped = tappedRequestBody(req, limit);
+        // or the text when it says more than the value (see `keptJsonText`).
         const body = await nodeRequestBody(req, parsed, limit).catch((error) =>
           keptInstead(error, raw, req, limit),
         );
-        return tapped ?? body;
+        return keptJsonText(body, raw, contentType, limit);
       }
       const body = nodeRequestBody(req, parsed, limit);
       return raw === undefined
         ? body
-        : body.then(
-            (taken) => tappedInstead(req, limit, taken),
-            (error) => tappedInstead(req, limit, keptInstead(error, raw, req, limit)),
-          );
+        : body.catch((error) => tappedInstead(req, limit, keptInstead(error, raw, req, limit)));
     }
     // Text with a U+FFFD is not trusted: a reader that decoded the bytes as UTF-8 puts one for
     // every invalid sequence, so different bodies give the same text.
