@@ -1,6 +1,6 @@
 import { subscribe } from 'node:diagnostics_channel';
 import type { IncomingMessage } from 'node:http';
-import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
+import * as zlib from 'node:zlib';
 import { BodyTooLargeError, bodyFromBytes, type RequestBody } from './request-body.js';
 
 type Push = (chunk: unknown, encoding?: BufferEncoding) => boolean;
@@ -166,7 +166,7 @@ export function releaseTap(req: IncomingMessage): void {
 
 /**
  * The body of `req` as it came off the connection, whole (see {@link tapRequestBodies}),
- * decoded of its Content-Encoding as the parsers do (gzip, deflate, br: a body labelled so
+ * decoded of its Content-Encoding as the parsers do (gzip, deflate, br, zstd: a body labelled so
  * whose bytes do not decode is taken as sent, as a reader that does not inflate got it);
  * undefined when it was not tapped, its end has not come, or its encoding is another.
  * @throws BodyTooLargeError past `limit` bytes (decoded)
@@ -184,11 +184,21 @@ function tappedRequestBody(req: IncomingMessage, limit: number): RequestBody | u
   return bodyFromBytes(bytes, type);
 }
 
-const DECODERS: Record<string, typeof gunzipSync> = {
-  gzip: gunzipSync,
-  'x-gzip': gunzipSync,
-  deflate: inflateSync,
-  br: brotliDecompressSync,
+type Decode = (bytes: Buffer, options: { maxOutputLength: number }) => Buffer;
+const zstd = (zlib as { zstdDecompressSync?: Decode }).zstdDecompressSync;
+
+/**
+ * The decoders of the encodings the parsers inflate (body-parser: gzip, deflate, br, and zstd
+ * where zlib has it; Koa's inflation: gzip and deflate alike, br). `unzip` takes a gzip or a
+ * zlib stream whichever it is labelled, as inflation does (body-parser refuses the other with
+ * 400: the middleware never sees it).
+ */
+const DECODERS: Record<string, Decode> = {
+  gzip: zlib.unzipSync,
+  'x-gzip': zlib.unzipSync,
+  deflate: zlib.unzipSync,
+  br: zlib.brotliDecompressSync,
+  ...(zstd ? { zstd } : {}),
 };
 
 function decoded(sent: Buffer, encoding: string | undefined, limit: number): Buffer | undefined {
