@@ -1,8 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { request } from 'node:http';
 import { gzipSync } from 'node:zlib';
-import type { IdempotencyStore } from '@idem/core';
-import { listening } from '@idem/http-conformance';
+import { listening, send as sendOne } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { bodyParser } from '@koa/bodyparser';
 import Koa, { type Middleware } from 'koa';
@@ -27,7 +25,9 @@ const FORM = 'application/x-www-form-urlencoded';
 const JSON_TYPE = 'application/json';
 const BOM = Buffer.from([0xef, 0xbb, 0xbf]);
 
-async function serve(store: IdempotencyStore, parserFirst: boolean) {
+type Store = ReturnType<typeof createMemoryStore>;
+
+async function serve(store: Store, parserFirst: boolean) {
   const koa = new Koa();
   koa.silent = true;
   const parser = bodyParser({ enableTypes: ['json', 'form', 'text'] }) as unknown as Middleware;
@@ -45,37 +45,24 @@ async function serve(store: IdempotencyStore, parserFirst: boolean) {
   });
   const app = await listening(koa.listen(0, '127.0.0.1'));
   closers.push(() => app.close());
-  const send = (
+  const send = async (
     key: string,
     body: Buffer,
     headers: Record<string, string>,
     chunked = false,
-  ): Promise<Reply> =>
-    new Promise((resolve, reject) => {
-      const all: Record<string, string> = { 'idempotency-key': key, ...headers };
-      if (chunked) all['transfer-encoding'] = 'chunked';
-      else all['content-length'] = String(body.length);
-      const req = request(
-        new URL('/charges', app.url),
-        { method: 'POST', headers: all, agent: false },
-        (res) => {
-          res.resume();
-          res.on('end', () =>
-            resolve({
-              status: res.statusCode ?? 0,
-              replayed: res.headers['idempotent-replayed'] !== undefined,
-            }),
-          );
-        },
-      );
-      req.setTimeout(5000, () => req.destroy(new Error('timed out')));
-      req.on('error', reject);
-      if (chunked && body.length > 1) {
-        req.write(body.subarray(0, 1));
-        req.write(body.subarray(1));
-      } else if (body.length > 0) req.write(body);
-      req.end();
+  ): Promise<Reply> => {
+    const exchange = await sendOne(app.url, '/charges', {
+      key,
+      body,
+      headers,
+      tenant: null,
+      chunked,
     });
+    return {
+      status: exchange.status,
+      replayed: exchange.headers['idempotent-replayed'] !== undefined,
+    };
+  };
   const fingerprint = async (key: string) =>
     (await store.get(storageKeys.get(key) ?? ''))?.fingerprint;
   return { send, runs: () => runs, fingerprint };
