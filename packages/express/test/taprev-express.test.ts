@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Agent } from 'node:http';
+import { Agent, IncomingMessage } from 'node:http';
 import { brotliCompressSync, constants, deflateSync, gzipSync } from 'node:zlib';
 import type { IdempotencyStore } from '@idem/core';
 import { listening, send } from '@idem/http-conformance';
@@ -90,8 +90,19 @@ beforeAll(async () => {
       },
     }),
   );
-  after.use(idempotency({ store, scope: 'global', onWarning: () => {} }));
+  after.use(idempotency({ store, scope: 'global', required: false, onWarning: () => {} }));
   after.post('/x', route);
+  after.post('/probe', (req, res) => {
+    const tap = (req as unknown as Record<symbol, unknown>)[Symbol.for('idem.requestBodyTap')];
+    res.status(201).json({
+      tapped: tap !== undefined,
+      // Put back at the end of the body, as the prototype's.
+      ownPush: Object.hasOwn(req, 'push'),
+      push: req.push === IncomingMessage.prototype.push,
+      // Nothing kept once idem read the body.
+      kept: (tap as { parts?: unknown[] } | undefined)?.parts?.length ?? 0,
+    });
+  });
   after.use(onError);
   const [one, two] = await Promise.all([
     listening(first.listen(0, '127.0.0.1')),
@@ -271,6 +282,28 @@ describe('taprev express: encodings the parser inflates', () => {
     });
     expect(r.status).toBe(413);
     expect(runs).toBe(before);
+  });
+});
+
+describe('taprev express: what the tap leaves behind', () => {
+  it('a keyed body: its push is put back at its end, nothing kept once idem read it', async () => {
+    const key = randomUUID();
+    const r = await raw('/after/probe', key, Buffer.from('pay 1'), TEXT, { chunked: true });
+    expect(JSON.parse(r.body)).toEqual({ tapped: true, ownPush: true, push: true, kept: 0 });
+  });
+
+  it('a request without a key is never tapped', async () => {
+    const exchange = await send(url, '/probe', {
+      body: Buffer.from('pay 1'),
+      headers: TEXT,
+      tenant: null,
+    });
+    expect(JSON.parse(exchange.body.toString())).toEqual({
+      tapped: false,
+      ownPush: false,
+      push: true,
+      kept: 0,
+    });
   });
 });
 
