@@ -19,6 +19,8 @@ interface TapRule {
  */
 interface TapRegistry {
   rules: Map<string, TapRule>;
+  /** The rules' values, read for every request. */
+  list: TapRule[];
   subscribed: boolean;
 }
 const REGISTRY = Symbol.for('idem.requestBodyTap.registry');
@@ -28,7 +30,7 @@ function registry(): TapRegistry {
   const global = globalThis as { [REGISTRY]?: TapRegistry };
   let found = global[REGISTRY];
   if (!found) {
-    found = { rules: new Map(), subscribed: false };
+    found = { rules: new Map(), list: [], subscribed: false };
     global[REGISTRY] = found;
   }
   return found;
@@ -47,23 +49,18 @@ class RequestBodyTap {
   private parts: Buffer[] = [];
   private size = 0;
   private state: 'open' | 'ended' | 'over' | 'released' = 'open';
-  private readonly push: Push;
-  private readonly wrapper: Push;
+  /** The request's `push` before the tap (put back at the end of the body, or when stopped). */
+  readonly push: Push;
 
   constructor(
     private readonly req: IncomingMessage,
     private readonly cap: number,
   ) {
-    const push = req.push as Push;
-    this.push = push;
-    this.wrapper = (chunk, encoding) => {
-      this.onPush(chunk, encoding);
-      return push.call(req, chunk, encoding);
-    };
-    req.push = this.wrapper;
+    this.push = req.push as Push;
+    req.push = tapPush;
   }
 
-  private onPush(chunk: unknown, encoding: BufferEncoding | undefined): void {
+  onPush(chunk: unknown, encoding: BufferEncoding | undefined): void {
     if (this.state !== 'open') return;
     if (chunk === null) {
       this.state = 'ended';
@@ -108,8 +105,17 @@ class RequestBodyTap {
   private restore(): void {
     // Put back as an own property (a delete would slow the request's other properties down),
     // and only when nobody wrapped it after the tap.
-    if (this.req.push === this.wrapper) this.req.push = this.push;
+    if (this.req.push === tapPush) this.req.push = this.push;
   }
+}
+
+type Tapped = IncomingMessage & { [TAP]?: RequestBodyTap };
+
+/** The `push` of a tapped request: one function for every request (no closure made for each). */
+function tapPush(this: Tapped, chunk: unknown, encoding?: BufferEncoding): boolean {
+  const tap = this[TAP] as RequestBodyTap;
+  tap.onPush(chunk, encoding);
+  return tap.push.call(this, chunk, encoding);
 }
 
 /** Whether the request declares a body: a Content-Length past 0, or a Transfer-Encoding. */
@@ -123,7 +129,7 @@ function onRequestStart(message: unknown): void {
   const req = (message as { request?: IncomingMessage }).request;
   if (!req || !declaresBody(req)) return;
   let cap = -1;
-  for (const rule of registry().rules.values()) {
+  for (const rule of registry().list) {
     if (rule.limit > cap && rule.methods.has(req.method ?? '') && req.headers[rule.header])
       cap = rule.limit;
   }
@@ -131,7 +137,7 @@ function onRequestStart(message: unknown): void {
   // Nothing was read yet: the channel is told of a request before Node's parser pushes a byte
   // of its body, and before any listener of the server sees it.
   if (req.readableLength > 0 || req.readableDidRead) return;
-  (req as { [TAP]?: RequestBodyTap })[TAP] = new RequestBodyTap(req, cap);
+  (req as Tapped)[TAP] = new RequestBodyTap(req, cap);
 }
 
 /**
@@ -153,7 +159,10 @@ export function tapRequestBodies(options: {
   const limit = options.maxBodyBytes ?? 1_048_576;
   const taps = registry();
   const id = `${header} ${limit} ${methods.join(',')}`;
-  if (!taps.rules.has(id)) taps.rules.set(id, { header, methods: new Set(methods), limit });
+  if (!taps.rules.has(id)) {
+    taps.rules.set(id, { header, methods: new Set(methods), limit });
+    taps.list = [...taps.rules.values()];
+  }
   if (taps.subscribed) return;
   taps.subscribed = true;
   subscribe('http.server.request.start', onRequestStart);
@@ -161,7 +170,7 @@ export function tapRequestBodies(options: {
 
 /** Stops the tap of `req` and drops what it kept (a middleware that reads the bytes itself). */
 export function releaseTap(req: IncomingMessage): void {
-  (req as { [TAP]?: RequestBodyTap })[TAP]?.release();
+  (req as Tapped)[TAP]?.release();
 }
 
 /**
@@ -172,7 +181,7 @@ export function releaseTap(req: IncomingMessage): void {
  * @throws BodyTooLargeError past `limit` bytes (decoded)
  */
 function tappedRequestBody(req: IncomingMessage, limit: number): RequestBody | undefined {
-  const tap = (req as { [TAP]?: RequestBodyTap })[TAP];
+  const tap = (req as Tapped)[TAP];
   if (tap === undefined) return undefined;
   const sent = tap.take();
   if (sent === undefined) return undefined;
