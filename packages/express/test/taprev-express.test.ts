@@ -254,6 +254,24 @@ describe('taprev express: encodings the parser inflates', () => {
     });
   }
 
+  it('gzip JSON after express.json(): a repeated member name and the name once are told apart', async () => {
+    const headers = { ...JSON_TYPE, 'content-encoding': 'gzip' };
+    await expectTold(
+      [
+        gzipSync(Buffer.from('{"to":"alice","to":"mallory"}')),
+        gzipSync(Buffer.from('{"to":"mallory"}')),
+      ],
+      headers,
+    );
+    // The same JSON spelled otherwise is still one request.
+    const key = randomUUID();
+    expect(
+      (await raw('/after/x', key, gzipSync(Buffer.from('{"a":1,"b":2}')), headers)).status,
+    ).toBe(201);
+    const again = await raw('/after/x', key, gzipSync(Buffer.from('{ "b":2, "a":1 }')), headers);
+    expect([again.status, again.replayed]).toEqual([201, true]);
+  });
+
   it('gzip: the inflated bytes are the fingerprint idem first takes of the plain body', async () => {
     const text = Buffer.from('pay 30');
     const keyFirst = randomUUID();

@@ -11,7 +11,7 @@ import {
   type RequestBody,
 } from './request-body.js';
 import { peekBody } from './request-body-peek.js';
-import { releaseTap, tappedInstead } from './request-body-tap.js';
+import { releaseTap, tappedInstead, tappedUnlessJson } from './request-body-tap.js';
 
 function headerOf(req: IncomingMessage, name: string): string | undefined {
   const value = req.headers[name];
@@ -74,12 +74,11 @@ export async function nodeRequestBody(
     );
     if (typeof parsed === 'string') checkTextLength(req, parsed, contentType, length);
     // A JSON parser's value (the usual request) is the body's own: fingerprinted as it is,
-    // with no second look at the bytes. Anything else a parser kept or made of them is taken
-    // only as far as the checks above go: the bytes as sent, when tapped, are the body.
-    if (body.kind === 'json' && typeof parsed === 'object' && !(parsed instanceof Uint8Array)) {
-      releaseTap(req);
-      return body;
-    }
+    // with no second look at the bytes (`tappedUnlessJson`). Anything else a parser kept or
+    // made of them is taken only as far as the checks above go: the bytes as sent, when
+    // tapped, are the body.
+    if (body.kind === 'json' && typeof parsed === 'object' && !(parsed instanceof Uint8Array))
+      return tappedUnlessJson(req, limit, body);
     return tappedInstead(req, limit, body);
   }
   if (!declaresBody(req, length)) return { kind: 'none' };
