@@ -1,5 +1,5 @@
 import { subscribe } from 'node:diagnostics_channel';
-import type { IncomingMessage } from 'node:http';
+import { IncomingMessage } from 'node:http';
 import * as zlib from 'node:zlib';
 import { BodyTooLargeError, bodyFromBytes, type RequestBody } from './request-body.js';
 
@@ -92,8 +92,8 @@ class RequestBodyTap {
   }
 
   /**
-   * Whether the whole body came in, uncompressed, and starts (after JSON's white space) with
-   * `{` or `[`: what a JSON parser made an object of. Undefined while its end has not come.
+   * Whether the whole body came in and its bytes as sent start (after JSON's white space) with
+   * `{` or `[`: what a JSON parser makes an object of. Undefined while its end has not come.
    */
   startsLikeJson(): boolean | undefined {
     if (this.state !== 'ended') return undefined;
@@ -129,7 +129,9 @@ type Tapped = IncomingMessage & { [TAP]?: RequestBodyTap };
 
 /** The `push` of a tapped request: one function for every request (no closure made for each). */
 function tapPush(this: Tapped, chunk: unknown, encoding?: BufferEncoding): boolean {
-  const tap = this[TAP] as RequestBodyTap;
+  const tap = this[TAP];
+  // Called on something else (a wrapper that kept it as its original, on another stream).
+  if (!tap) return (IncomingMessage.prototype.push as Push).call(this, chunk, encoding);
   tap.onPush(chunk, encoding);
   return tap.push.call(this, chunk, encoding);
 }
