@@ -10,6 +10,7 @@ import {
   recordServerResponse,
   requestUrl,
   sendDecisionResponse,
+  tapRequestBodies,
 } from '@idem/http/node';
 import type { Request, RequestHandler, Response } from 'express';
 import { routeOf } from './express-route.js';
@@ -30,6 +31,9 @@ export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>;
  */
 export function idempotency(options: ExpressIdempotencyOptions): RequestHandler {
   const handler = createIdempotencyHandler<Request>(options);
+  // A body parser mounted before the middleware reads the body first: the bytes as sent are
+  // kept for it as they come in (see `tapRequestBodies`).
+  tapRequestBodies(options);
   return async function idempotencyMiddleware(req, res, next) {
     const target = req.originalUrl;
     const decision = await handler.begin({

@@ -111,7 +111,8 @@ describe('rev12a express: the charset in the fingerprint', () => {
     expect(await fingerprintFor(contentType)).toBe(await fingerprintFor('text/plain'));
   });
 
-  // Left open, documented in @idem/http's README (keep text and form parsers' default charset UTF-8 behind the middleware).
+  // Left open, documented in @idem/http's README (keep text and form parsers' default charset UTF-8 behind the middleware): telling them apart
+  // breaks the guarantee held above (UTF-8 spelled any way keeps the stored fingerprint of earlier versions).
   // FINDING (LOW): with a parser whose default charset is not UTF-8 (body-parser's documented `defaultCharset`, here express.text({ defaultCharset: 'iso-8859-1' })), a request without charset and the same bytes with `charset=utf-8` decode differently (cafÃ© vs café) but share a fingerprint (UTF-8 and none add nothing): the second is replayed the first's outcome instead of 422. Fix: fingerprint an explicit charset (utf-8 included) apart from none when the app says its parsers' default is not UTF-8 (an option), or document that defaultCharset must stay UTF-8 behind idem.
   it.fails('a parser with defaultCharset iso-8859-1: no charset and charset=utf-8 are two requests (422), not a replay', async () => {
     const seen: unknown[] = [];

@@ -1,4 +1,4 @@
-import { request, type Server } from 'node:http';
+import { type Agent, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { RunningApp } from './options.js';
 import { TENANT_HEADER } from './options.js';
@@ -31,9 +31,16 @@ export interface SendOptions {
   timeoutMs?: number;
   /** Goes away (destroys the connection) once this many body bytes arrived. */
   leaveAfterBytes?: number;
+  /**
+   * Sends the body with `Transfer-Encoding: chunked` (no Content-Length), in two chunks when it
+   * has two bytes or more. @default false
+   */
+  chunked?: boolean;
+  /** The agent (a keep-alive one reuses connections). @default a fresh connection */
+  agent?: Agent;
 }
 
-/** Sends one request over real HTTP on loopback, on a fresh connection. */
+/** Sends one request over real HTTP on loopback, on a fresh connection (unless an `agent` is given). */
 export function send(baseUrl: string, path: string, options: SendOptions = {}): Promise<Exchange> {
   const url = new URL(path, baseUrl);
   const raw =
@@ -47,14 +54,16 @@ export function send(baseUrl: string, path: string, options: SendOptions = {}): 
     headers['content-type'] ??= Buffer.isBuffer(options.body)
       ? 'application/octet-stream'
       : 'application/json';
-    headers['content-length'] = String(raw.length);
+    if (options.chunked) headers['transfer-encoding'] = 'chunked';
+    else headers['content-length'] = String(raw.length);
   }
   if (options.key !== undefined && options.key !== null)
     headers['idempotency-key'] = typeof options.key === 'string' ? options.key : [...options.key];
   const tenant = options.tenant === undefined ? 'tenant-a' : options.tenant;
   if (tenant !== null) headers[TENANT_HEADER] = tenant;
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: options.method ?? 'POST', headers, agent: false }, (res) => {
+    const agent = options.agent ?? false;
+    const req = request(url, { method: options.method ?? 'POST', headers, agent }, (res) => {
       const chunks: Buffer[] = [];
       let received = 0;
       let settled = false;
@@ -84,7 +93,10 @@ export function send(baseUrl: string, path: string, options: SendOptions = {}): 
     });
     req.setTimeout(options.timeoutMs ?? 5_000, () => req.destroy(new Error(`${url} timed out`)));
     req.on('error', reject);
-    req.end(raw);
+    if (options.chunked && raw !== undefined && raw.length > 1) {
+      req.write(raw.subarray(0, 1));
+      req.end(raw.subarray(1));
+    } else req.end(raw);
   });
 }
 

@@ -1,14 +1,17 @@
 import type { IncomingMessage } from 'node:http';
+import { isAmbiguousJson } from './json-ambiguity.js';
 import {
   BodyAlreadyReadError,
   BodyTooLargeError,
   bodyFromBytes,
+  bodyFromParsed,
   decodedBodyError,
   isJsonContentType,
   parsedBody,
   type RequestBody,
 } from './request-body.js';
 import { peekBody } from './request-body-peek.js';
+import { releaseTap, tappedInstead, tappedUnlessJson } from './request-body-tap.js';
 
 function headerOf(req: IncomingMessage, name: string): string | undefined {
   const value = req.headers[name];
@@ -60,12 +63,23 @@ export async function nodeRequestBody(
     // first, whatever the type (a parser loses what tells some bodies apart: a form's dropped
     // pairs, JSON's repeated names, a text's leading BOM). Text kept is decoded as `parsed`.
     const kept = keptBytesBody(req, (req as { rawBody?: unknown }).rawBody, limit);
-    if (kept !== undefined) return kept;
-    // A parser's value for a request that declares no body (`{}`) stands for none of the
-    // losses above: taken as it is, as before.
-    const body = parsedBody(parsed, contentType, limit, !declaresBody(req, length));
+    if (kept !== undefined) return tappedInstead(req, limit, kept);
+    // A parser's value for a request that declares no body (`{}`), or whose body turned out
+    // empty (chunked, no byte), stands for none of the losses above: taken as it is.
+    const body = parsedBody(
+      parsed,
+      contentType,
+      limit,
+      !declaresBody(req, length) || bodyWasEmpty(req),
+    );
     if (typeof parsed === 'string') checkTextLength(req, parsed, contentType, length);
-    return body;
+    // A JSON parser's value (the usual request) is the body's own: fingerprinted as it is,
+    // with no second look at the bytes (`tappedUnlessJson`). Anything else a parser kept or
+    // made of them is taken only as far as the checks above go: the bytes as sent, when
+    // tapped, are the body.
+    if (body.kind === 'json' && typeof parsed === 'object' && !(parsed instanceof Uint8Array))
+      return tappedUnlessJson(req, limit, body);
+    return tappedInstead(req, limit, body);
   }
   if (!declaresBody(req, length)) return { kind: 'none' };
   const seen = peekedBody(req);
@@ -76,15 +90,44 @@ export async function nodeRequestBody(
   // Bytes were read off the stream by someone else (ours are put back, and remembered).
   if (req.readableDidRead) {
     const kept = keptBytesBody(req, (req as { rawBody?: unknown }).rawBody, limit);
-    if (kept !== undefined) return kept;
+    if (kept !== undefined) return tappedInstead(req, limit, kept);
     const text = keptTextOf(req);
     if (text === undefined) throw new BodyAlreadyReadError();
     if (text.length > limit) throw new BodyTooLargeError(limit);
-    return bodyFromBytes(text, contentType);
+    return tappedInstead(req, limit, bodyFromBytes(text, contentType));
   }
+  // Read here and put back: the tap has nothing more to give.
+  releaseTap(req);
   const bytes = await peekBody(req, limit);
   rememberPeeked(req, bytes);
   return bodyFromBytes(bytes, contentType);
+}
+
+/**
+ * `body`, a JSON parser's value taken by {@link nodeRequestBody}, or the JSON text the parser
+ * kept (`text`: @koa/bodyparser's `ctx.request.rawBody`) in its place when the text says more
+ * than the value: a repeated member name, a number the value rounds (see `isAmbiguousJson`),
+ * which make different bodies parse alike. The text is taken as a parsed string is (refused
+ * when it holds U+FFFD or a lone surrogate). One scan of the text for the usual body.
+ * @internal
+ */
+export function keptJsonText(
+  body: RequestBody,
+  text: string,
+  contentType: string | undefined,
+  limit: number,
+): RequestBody {
+  if (body.kind !== 'json' || body.bytes !== undefined || !isAmbiguousJson(text)) return body;
+  return bodyFromParsed(text, contentType, limit);
+}
+
+/**
+ * Whether the body a reader read whole before the middleware had no byte (a chunked request
+ * that sent none): the stream ended without ever giving data.
+ */
+function bodyWasEmpty(req: IncomingMessage): boolean {
+  const state = (req as { _readableState?: { dataEmitted?: unknown } })._readableState;
+  return req.readableEnded && state?.dataEmitted === false;
 }
 
 /**

@@ -2,10 +2,11 @@ import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { IdempotencyDecision } from './handler.js';
 import { type PreparedResponse, preparedResponseOf } from './prepared-response.js';
 
-export { checkTextLength, keptBytesBody, nodeRequestBody } from './node-request.js';
+export { checkTextLength, keptBytesBody, keptJsonText, nodeRequestBody } from './node-request.js';
 export type { RecordServerResponseOptions } from './node-response.js';
 export { headersOf, recordServerResponse } from './node-response.js';
 export { readyForOwnMethods } from './own-methods.js';
+export { tappedInstead, tapRequestBodies } from './request-body-tap.js';
 export { canonicalPath, targetPath } from './route-path.js';
 
 /**

@@ -14,10 +14,13 @@ import {
   checkTextLength,
   headerValue,
   keptBytesBody,
+  keptJsonText,
   nodeRequestBody,
   recordServerResponse,
   requestUrl,
   sendDecisionResponse,
+  tappedInstead,
+  tapRequestBodies,
   targetPath,
 } from '@idem/http/node';
 import type { Context, Middleware } from 'koa';
@@ -120,26 +123,35 @@ async function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
     // A Buffer kept is the body itself (checked against the Content-Length), parsed or not.
     if (parsed !== undefined || req.readableDidRead) {
       const kept = keptBytesBody(req, raw, limit, 'ctx.request.rawBody');
-      if (kept !== undefined) return kept;
+      if (kept !== undefined) return tappedInstead(req, limit, kept);
     }
     if (parsed !== undefined) {
       if (
         typeof raw === 'string' &&
         parsed !== null &&
         typeof parsed === 'object' &&
-        !(parsed instanceof Uint8Array) &&
-        !isJsonContentType(contentType)
-      )
-        return keptText(req, raw, contentType, limit);
+        !(parsed instanceof Uint8Array)
+      ) {
+        if (!isJsonContentType(contentType))
+          return tappedInstead(req, limit, keptText(req, raw, contentType, limit));
+        // JSON @koa/bodyparser parsed and kept the text of: its value as the checks take it,
+        // or the text when it says more than the value (see `keptJsonText`).
+        const body = await nodeRequestBody(req, parsed, limit).catch((error) =>
+          keptInstead(error, raw, req, limit),
+        );
+        return keptJsonText(body, raw, contentType, limit);
+      }
       const body = nodeRequestBody(req, parsed, limit);
-      return raw === undefined ? body : body.catch((error) => keptInstead(error, raw, req, limit));
+      return raw === undefined
+        ? body
+        : body.catch((error) => tappedInstead(req, limit, keptInstead(error, raw, req, limit)));
     }
     // Text with a U+FFFD is not trusted: a reader that decoded the bytes as UTF-8 puts one for
     // every invalid sequence, so different bodies give the same text.
     if (req.readableDidRead && typeof raw === 'string' && !raw.includes('\uFFFD')) {
       const bytes = Buffer.from(raw);
       if (bytes.length > limit) throw new BodyTooLargeError(limit);
-      return bodyFromBytes(bytes, contentType);
+      return tappedInstead(req, limit, bodyFromBytes(bytes, contentType));
     }
   } else if (
     !req.readableDidRead &&
@@ -203,6 +215,9 @@ function keptInstead(
  */
 export function idempotency(options: KoaIdempotencyOptions): Middleware {
   const handler = createIdempotencyHandler<Context>(options);
+  // A body parser mounted before the middleware reads the body first: the bytes as sent are
+  // kept for it as they come in (see `tapRequestBodies`).
+  tapRequestBodies(options);
   let warned = false;
   const warn = (message: string) => {
     if (warned) return;

@@ -9,6 +9,7 @@ import {
   recordServerResponse,
   requestUrl,
   sendDecisionResponse,
+  tappedInstead,
 } from '@idem/http/node';
 import {
   type CallHandler,
@@ -55,7 +56,7 @@ async function bodyOf(
   if ((request as unknown) !== raw && request.body !== undefined) {
     const kept = (request as { rawBody?: unknown }).rawBody;
     const body = keptBytesBody(raw, kept, limit, 'request.rawBody');
-    if (body !== undefined) return body;
+    if (body !== undefined) return tappedInstead(raw, limit, body);
   }
   return nodeRequestBody(raw, request.body, limit);
 }

@@ -1,5 +1,6 @@
 import { InvalidInputError } from '@idem/core';
 import { createIdempotencyHandler, type IdempotencyHandler } from '@idem/http';
+import { tapRequestBodies } from '@idem/http/node';
 import { Inject, Injectable, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import {
@@ -56,7 +57,7 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
   }
 
   #create(route: Omit<IdempotentOptions, 'operation'>): IdempotencyHandler<NestHttpRequest> {
-    const handler = createIdempotencyHandler<NestHttpRequest>({
+    const options = {
       ...this.#options,
       ...route,
       store: this.#options.store,
@@ -68,7 +69,11 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
           : this.#options.scope !== undefined
             ? this.#options.scope
             : userScope,
-    });
+    };
+    const handler = createIdempotencyHandler<NestHttpRequest>(options);
+    // The platform's parser reads the body before the interceptor: the bytes as sent are kept
+    // for it as they come in (see `tapRequestBodies`).
+    tapRequestBodies(options);
     this.#all.add(handler);
     return handler;
   }

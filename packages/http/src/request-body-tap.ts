@@ -1,0 +1,282 @@
+import { subscribe } from 'node:diagnostics_channel';
+import { IncomingMessage } from 'node:http';
+import * as zlib from 'node:zlib';
+import { BodyTooLargeError, bodyFromBytes, type RequestBody } from './request-body.js';
+
+type Push = (chunk: unknown, encoding?: BufferEncoding) => boolean;
+
+/** What one middleware reads of a request (see {@link tapRequestBodies}). */
+interface TapRule {
+  header: string;
+  methods: ReadonlySet<string>;
+  limit: number;
+}
+
+/**
+ * The rules of every middleware that tapped, shared by the ESM and CJS copies of this module
+ * (one subscription, one property on the request for both): one entry a distinct rule, so an
+ * app made again and again (tests) adds nothing after the first.
+ */
+interface TapRegistry {
+  rules: Map<string, TapRule>;
+  /** The rules' values, read for every request. */
+  list: TapRule[];
+  subscribed: boolean;
+}
+const REGISTRY = Symbol.for('idem.requestBodyTap.registry');
+const TAP = Symbol.for('idem.requestBodyTap');
+
+function registry(): TapRegistry {
+  const global = globalThis as { [REGISTRY]?: TapRegistry };
+  let found = global[REGISTRY];
+  if (!found) {
+    found = { rules: new Map(), list: [], subscribed: false };
+    global[REGISTRY] = found;
+  }
+  return found;
+}
+
+/**
+ * The body bytes of one request as Node's HTTP/1 server pushed them, before any reader:
+ * the request's own `push` (what Node's parser calls with every chunk of the body, then with
+ * null at its end) is wrapped from the request's start to the end of its body. It adds no
+ * listener and never changes how or when the stream is read; it sees each byte once whatever
+ * readers do with them (bytes put back with `unshift` do not go through `push`). The chunks
+ * are kept as Node made them (no copy: each is a fresh allocation of the socket's read), at
+ * most `cap` bytes: past that, nothing is kept (`'over'`).
+ */
+class RequestBodyTap {
+  private parts: Buffer[] = [];
+  private size = 0;
+  private state: 'open' | 'ended' | 'over' | 'released' = 'open';
+  /** The request's `push` before the tap (put back at the end of the body, or when stopped). */
+  readonly push: Push;
+
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly cap: number,
+  ) {
+    this.push = req.push as Push;
+    req.push = tapPush;
+  }
+
+  onPush(chunk: unknown, encoding: BufferEncoding | undefined): void {
+    if (this.state !== 'open') return;
+    if (chunk === null) {
+      this.state = 'ended';
+      this.restore();
+      return;
+    }
+    const bytes =
+      typeof chunk === 'string'
+        ? Buffer.from(chunk, encoding ?? 'utf8')
+        : chunk instanceof Uint8Array
+          ? (chunk as Buffer)
+          : undefined;
+    if (bytes === undefined) {
+      if (chunk !== undefined) this.stop('released');
+      return;
+    }
+    this.size += bytes.length;
+    if (this.size > this.cap) this.stop('over');
+    else if (bytes.length > 0) this.parts.push(bytes);
+  }
+
+  /** The whole body once its end came (once), `'over'` past the cap, else undefined. */
+  take(): Buffer | 'over' | undefined {
+    if (this.state === 'over') return 'over';
+    if (this.state !== 'ended') return undefined;
+    const { parts, size } = this;
+    this.stop('released');
+    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size);
+  }
+
+  /**
+   * Whether the whole body came in and its bytes as sent start (after JSON's white space) with
+   * `{` or `[`: what a JSON parser makes an object of. Undefined while its end has not come.
+   */
+  startsLikeJson(): boolean | undefined {
+    if (this.state !== 'ended') return undefined;
+    for (const part of this.parts) {
+      for (let i = 0; i < part.length; i++) {
+        const byte = part[i];
+        if (byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d) continue;
+        return byte === 0x7b /* { */ || byte === 0x5b; /* [ */
+      }
+    }
+    return false;
+  }
+
+  /** Stops copying and drops what was kept. */
+  release(): void {
+    if (this.state !== 'over') this.stop('released');
+  }
+
+  private stop(state: 'over' | 'released'): void {
+    this.state = state;
+    this.parts = [];
+    this.restore();
+  }
+
+  private restore(): void {
+    // Put back as an own property (a delete would slow the request's other properties down),
+    // and only when nobody wrapped it after the tap.
+    if (this.req.push === tapPush) this.req.push = this.push;
+  }
+}
+
+type Tapped = IncomingMessage & { [TAP]?: RequestBodyTap };
+
+/** The `push` of a tapped request: one function for every request (no closure made for each). */
+function tapPush(this: Tapped, chunk: unknown, encoding?: BufferEncoding): boolean {
+  const tap = this[TAP];
+  // Called on something else (a wrapper that kept it as its original, on another stream).
+  if (!tap) return (IncomingMessage.prototype.push as Push).call(this, chunk, encoding);
+  tap.onPush(chunk, encoding);
+  return tap.push.call(this, chunk, encoding);
+}
+
+/** Whether the request declares a body: a Content-Length past 0, or a Transfer-Encoding. */
+function declaresBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  if (length !== undefined) return length.trim() !== '0';
+  return req.headers['transfer-encoding'] !== undefined;
+}
+
+function onRequestStart(message: unknown): void {
+  const req = (message as { request?: IncomingMessage }).request;
+  if (!req || !declaresBody(req)) return;
+  let cap = -1;
+  for (const rule of registry().list) {
+    if (rule.limit > cap && rule.methods.has(req.method ?? '') && req.headers[rule.header])
+      cap = rule.limit;
+  }
+  if (cap < 0) return;
+  // Nothing was read yet: the channel is told of a request before Node's parser pushes a byte
+  // of its body, and before any listener of the server sees it.
+  if (req.readableLength > 0 || req.readableDidRead) return;
+  (req as Tapped)[TAP] = new RequestBodyTap(req, cap);
+}
+
+/**
+ * Has the body of every HTTP/1 request that a middleware made with `options` will fingerprint
+ * (its method needs a key and it carries one, up to its `maxBodyBytes`) kept as it comes off
+ * the connection, before any body parser reads it (Node's `http.server.request.start`
+ * diagnostics channel, told of a request before its body is read): a middleware mounted after
+ * a parser then fingerprints the bytes as sent (see {@link tappedRequestBody}), as one mounted
+ * before it does, instead of what the parser kept of them. Once a process, then once a
+ * distinct rule; requests without a key are left alone. HTTP/2 requests are not tapped.
+ */
+export function tapRequestBodies(options: {
+  headerName?: string | undefined;
+  methods?: readonly string[] | undefined;
+  maxBodyBytes?: number | undefined;
+}): void {
+  const header = (options.headerName ?? 'Idempotency-Key').toLowerCase();
+  const methods = (options.methods ?? ['POST', 'PATCH']).map((m) => m.toUpperCase()).sort();
+  const limit = options.maxBodyBytes ?? 1_048_576;
+  const taps = registry();
+  const id = `${header} ${limit} ${methods.join(',')}`;
+  if (!taps.rules.has(id)) {
+    taps.rules.set(id, { header, methods: new Set(methods), limit });
+    taps.list = [...taps.rules.values()];
+  }
+  if (taps.subscribed) return;
+  taps.subscribed = true;
+  subscribe('http.server.request.start', onRequestStart);
+}
+
+/** Stops the tap of `req` and drops what it kept (a middleware that reads the bytes itself). */
+export function releaseTap(req: IncomingMessage): void {
+  (req as Tapped)[TAP]?.release();
+}
+
+/**
+ * The body of `req` as it came off the connection, whole (see {@link tapRequestBodies}),
+ * decoded of its Content-Encoding as the parsers do (gzip, deflate, br, zstd: a body labelled so
+ * whose bytes do not decode is taken as sent, as a reader that does not inflate got it);
+ * undefined when it was not tapped, its end has not come, or its encoding is another.
+ * @throws BodyTooLargeError past `limit` bytes (decoded)
+ */
+function tappedRequestBody(req: IncomingMessage, limit: number): RequestBody | undefined {
+  const tap = (req as Tapped)[TAP];
+  if (tap === undefined) return undefined;
+  const sent = tap.take();
+  if (sent === undefined) return undefined;
+  if (sent === 'over') throw new BodyTooLargeError(limit);
+  const bytes = decoded(sent, req.headers['content-encoding'], limit);
+  if (bytes === undefined) return undefined;
+  if (bytes.length > limit) throw new BodyTooLargeError(limit);
+  const type = req.headers['content-type'];
+  return bodyFromBytes(bytes, type);
+}
+
+type Decode = (bytes: Buffer, options: { maxOutputLength: number }) => Buffer;
+const zstd = (zlib as { zstdDecompressSync?: Decode }).zstdDecompressSync;
+
+/**
+ * The decoders of the encodings the parsers inflate (body-parser: gzip, deflate, br, and zstd
+ * where zlib has it; Koa's inflation: gzip and deflate alike, br). `unzip` takes a gzip or a
+ * zlib stream whichever it is labelled, as inflation does (body-parser refuses the other with
+ * 400: the middleware never sees it).
+ */
+const DECODERS: Record<string, Decode> = {
+  gzip: zlib.unzipSync,
+  'x-gzip': zlib.unzipSync,
+  deflate: zlib.unzipSync,
+  br: zlib.brotliDecompressSync,
+  ...(zstd ? { zstd } : {}),
+};
+
+function decoded(sent: Buffer, encoding: string | undefined, limit: number): Buffer | undefined {
+  const name = encoding?.trim().toLowerCase();
+  if (!name || name === 'identity') return sent;
+  const decode = Object.hasOwn(DECODERS, name) ? DECODERS[name] : undefined;
+  if (!decode) return undefined;
+  try {
+    // One byte past the limit is enough to refuse: a small bomb is never inflated whole.
+    return decode(sent, { maxOutputLength: limit + 1 });
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE')
+      throw new BodyTooLargeError(limit);
+    // Not that encoding: no parser inflated it (it would have refused it), the bytes as sent
+    // are what a reader got.
+    return sent;
+  }
+}
+
+/**
+ * `body`, what a middleware after a reader took of the request once its checks passed (bytes
+ * or text the reader kept, text or values a parser made), or in its place the bytes as they
+ * came off the connection when they were tapped (see {@link tappedRequestBody}): what the
+ * reader kept or decoded may have lost what tells two bodies apart (a leading BOM, an odd
+ * byte of UTF-16, a prefix kept, a form's dropped pairs). The tap never makes a request
+ * refused or taken that was not: it only tells taken ones apart by their bytes.
+ * @throws BodyTooLargeError past `limit` bytes as sent (decoded)
+ */
+export function tappedInstead(req: IncomingMessage, limit: number, body: RequestBody): RequestBody {
+  return tappedRequestBody(req, limit) ?? body;
+}
+
+/**
+ * {@link tappedInstead} for an object a parser before the middleware made of a body whose
+ * Content-Type is JSON: `body`, its JSON value, when the body as sent could be what a JSON
+ * parser parsed into an object (uncompressed, starting with `{` or `[`: the usual request,
+ * with no second look at its bytes); else the tapped bytes, when tapped: a form parser told to
+ * parse every type (`type: '*\/*'`) makes an object of `a=1&=2` labelled JSON too, and loses
+ * what tells it from `a=1&=9`.
+ * @throws BodyTooLargeError past `limit` bytes as sent (decoded)
+ */
+export function tappedUnlessJson(
+  req: IncomingMessage,
+  limit: number,
+  body: RequestBody,
+): RequestBody {
+  const tap = (req as Tapped)[TAP];
+  const encoding = req.headers['content-encoding']?.trim().toLowerCase();
+  if (tap?.startsLikeJson() === true && (!encoding || encoding === 'identity')) {
+    tap.release();
+    return body;
+  }
+  return tappedInstead(req, limit, body);
+}
