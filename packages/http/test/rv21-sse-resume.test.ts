@@ -148,7 +148,7 @@ function firstCallThrough(url: string, key: string, until: string) {
 // pause before the last event: the check must read past several channel batches (64 entries).
 const fillers = Array.from({ length: 100 }, (_, n) => event(`f${n}`, `filler ${n}`));
 const events = [event('é', 'utf8 one'), ...fillers, event('Ã©', 'latin1 one'), event('z', 'last')];
-const after = (index: number) => events.slice(index + 1).join('');
+const restAfter = (index: number) => events.slice(index + 1).join('');
 
 describe('rv21 @idem/http: Last-Event-ID readings on a live stream, past one channel batch', () => {
   for (const channel of ['memory', 'redis'] as const) {
@@ -177,14 +177,14 @@ describe('rv21 @idem/http: Last-Event-ID readings on a live stream, past one cha
         'idempotent-generation': '1',
         'idempotent-last-event-id-encoding': 'UTF-8 ',
       });
-      expect([marked.status, marked.body]).toEqual([200, after(0)]);
+      expect([marked.status, marked.body]).toEqual([200, restAfter(0)]);
       // The old client's own event, marked as what it is not: its bytes are not UTF-8 of it.
       const afterLatin1 = await post(app.url, key, {
         'last-event-id': utf8Header('Ã©'),
         'idempotent-generation': '1',
         'idempotent-last-event-id-encoding': 'utf-8',
       });
-      expect([afterLatin1.status, afterLatin1.body]).toEqual([200, after(101)]);
+      expect([afterLatin1.status, afterLatin1.body]).toEqual([200, restAfter(101)]);
       expect(await first.done).toBe(events.join(''));
       // On replay: the same answers.
       const replayUnmarked = await post(app.url, key, { 'last-event-id': utf8Header('é') });
@@ -196,7 +196,7 @@ describe('rv21 @idem/http: Last-Event-ID readings on a live stream, past one cha
         'last-event-id': utf8Header('é'),
         'idempotent-last-event-id-encoding': 'utf-8',
       });
-      expect([replayMarked.status, replayMarked.body]).toEqual([200, after(0)]);
+      expect([replayMarked.status, replayMarked.body]).toEqual([200, restAfter(0)]);
       expect(app.runs()).toBe(1);
     });
   }
