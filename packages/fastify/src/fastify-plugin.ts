@@ -262,12 +262,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
  * app's error handler's body.
  */
 const bodyLimitProblem: onSendHookHandler = (request, reply, payload, done) => {
-  if (
-    reply.statusCode !== 413 ||
-    typeof payload !== 'string' ||
-    !payload.includes(FASTIFY_BODY_TOO_LARGE)
-  )
-    return done(null, payload);
+  if (reply.statusCode !== 413 || !isFastifyBodyTooLarge(payload)) return done(null, payload);
   // (False or null: idempotency off for the route, or no body.)
   const incoming = (request as unknown as Held)[kIncoming] || undefined;
   // Not once a route ran under a key (its own answer is recorded as it is).
@@ -292,8 +287,36 @@ function readsKeyedBody(setup: Setup, method: string): boolean {
   return setup.handler.bodyLimit({ method, header: () => 'probe' }) !== undefined;
 }
 
-/** How Fastify's error serialisation names its own 413 (`FST_ERR_CTP_BODY_TOO_LARGE`). */
-const FASTIFY_BODY_TOO_LARGE = '"code":"FST_ERR_CTP_BODY_TOO_LARGE"';
+/** Fastify's own 413 (`FST_ERR_CTP_BODY_TOO_LARGE`). */
+const FASTIFY_BODY_TOO_LARGE = 'FST_ERR_CTP_BODY_TOO_LARGE';
+
+/** The fields of Fastify's error serialisation (its default error handler's answer). */
+const FASTIFY_ERROR_FIELDS = ['statusCode', 'code', 'error', 'message'];
+
+/**
+ * Whether `payload` is Fastify's own serialisation of its body-limit error: exactly its
+ * fields, that code. An app's answer that names the code with words or fields of its own (an
+ * error handler's JSON, a hook's) is the app's, and stays.
+ */
+function isFastifyBodyTooLarge(payload: unknown): boolean {
+  if (typeof payload !== 'string' || !payload.includes(FASTIFY_BODY_TOO_LARGE)) return false;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(payload);
+  } catch {
+    return false;
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return false;
+  const fields = parsed as Record<string, unknown>;
+  const names = Object.keys(fields);
+  return (
+    names.length === FASTIFY_ERROR_FIELDS.length &&
+    FASTIFY_ERROR_FIELDS.every((name) => names.includes(name)) &&
+    fields.code === FASTIFY_BODY_TOO_LARGE &&
+    fields.statusCode === 413 &&
+    fields.error === 'Payload Too Large'
+  );
+}
 
 /** Carries out `begin`'s decision (see the README's "Status codes"). */
 function answer(

@@ -825,6 +825,11 @@ class ResponseRecording implements SocketHold {
   private h2: StreamHold | undefined;
   /** The trailer section at the app's end, sent with the held end (see `trailerState`). */
   private trailers: TrailerState;
+  /**
+   * HTTP/2: the head as it stood when the recorder took it (the first `write` or `end`), for
+   * Node to send when the held body goes out (see `implicitHead`).
+   */
+  private h2Head: { status: number; headers: OutgoingHttpHeaders } | undefined;
 
   constructor(
     private readonly res: ServerResponse,
@@ -1293,6 +1298,21 @@ class ResponseRecording implements SocketHold {
 
   onWriteHead(statusCode: number, rest: unknown[]): unknown {
     const { res } = this;
+    // HTTP/2: Node makes the head on the first chunk it is given (or the end), which idem
+    // may hold until the outcome is stored: it goes out as it was when recorded, whatever
+    // the app changed meanwhile (a status, a header: a late error path reading `headersSent`).
+    const head = this.h2Head;
+    if (head !== undefined) {
+      this.h2Head = undefined;
+      if (!this.bypass && !res.headersSent) {
+        for (const name of res.getHeaderNames())
+          if (!(name in head.headers)) res.removeHeader(name);
+        for (const [name, value] of Object.entries(head.headers))
+          if (value !== undefined) res.setHeader(name, value);
+        res.statusCode = head.status;
+        return this.writeHead.call(res, head.status);
+      }
+    }
     // Not the first head (Node refuses it as it always does), or not ours.
     if (this.bypass || res.headersSent) return this.writeHead.call(res, statusCode, ...rest);
     res.statusCode = statusCode;
@@ -1343,8 +1363,12 @@ class ResponseRecording implements SocketHold {
   private implicitHead(length?: number): void {
     const res = this.res as ServerResponse & { _contentLength?: number; _implicitHeader(): void };
     // HTTP/2 has no head to make ahead: its status was checked when set, its head goes
-    // out with the first chunk (or the end).
-    if (this.bypass || res.headersSent || this.http2) return;
+    // out with the first chunk (or the end), as it is now (see `onWriteHead`).
+    if (this.bypass || res.headersSent) return;
+    if (this.http2) {
+      this.h2Head = { status: res.statusCode, headers: res.getHeaders() };
+      return;
+    }
     if (length !== undefined) res._contentLength = length;
     res._implicitHeader();
   }

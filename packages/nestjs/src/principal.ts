@@ -12,15 +12,20 @@ export type UserPrincipal = string | number | { iss: string; sub: string | numbe
  * two callers share a key space by accident. A subject is unique only within its issuer
  * (OpenID Connect: the pair `iss`, `sub` names the user): with a non-empty string `iss`
  * beside it, the principal is both (`{ iss, sub }`), so that the same subject from two
- * identity providers is two callers. The rest of the user (roles, token times) is left out
- * on purpose: a retry with a refreshed token is the same caller.
+ * identity providers is two callers. With an `iss` that is neither a string nor null (a
+ * number, an object) there is no principal: such an issuer is never dropped, which would make
+ * one caller of the same subject from two issuers. The rest of the user (roles, token times)
+ * is left out on purpose: a retry with a refreshed token is the same caller.
  */
 export function principalFromUser(user: unknown): UserPrincipal | undefined {
   if (typeof user !== 'object' || user === null) return undefined;
   const { id, sub, iss } = user as { id?: unknown; sub?: unknown; iss?: unknown };
   if (isIdentifier(id)) return id;
   if (!isIdentifier(sub)) return undefined;
-  return typeof iss === 'string' && iss !== '' ? { iss, sub } : sub;
+  if (typeof iss === 'string' && iss !== '') return { iss, sub };
+  // No issuer (none, null or ''): the subject alone. An issuer of another type (a number, an
+  // object) would be dropped, and the same subject of two such issuers be one caller: none.
+  return iss === undefined || iss === null || iss === '' ? sub : undefined;
 }
 
 function isIdentifier(value: unknown): value is string | number {
