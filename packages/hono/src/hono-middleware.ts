@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import {
+  answerInsteadOfAbort,
   answerMustAbort,
   BodyTooLargeError,
   bodyFromBytes,
@@ -333,12 +334,16 @@ export function idempotency(
         await recorder.fail(error);
         throw error;
       }
-      if (answerMustAbort(response) && dropConnection(c)) {
-        // Nothing is sent: node-server leaves a response so marked alone. A 500 for upstream
-        // middleware that logs the status: the execution failed as far as the client knows.
-        c.res = undefined;
-        c.res = new Response(null, { status: 500, headers: { [ALREADY_SENT]: '1' } });
-        return;
+      if (answerMustAbort(response)) {
+        if (dropConnection(c)) {
+          // Nothing is sent: node-server leaves a response so marked alone. A 500 for upstream
+          // middleware that logs the status: the execution failed as far as the client knows.
+          c.res = undefined;
+          c.res = new Response(null, { status: 500, headers: { [ALREADY_SENT]: '1' } });
+          return;
+        }
+        // No connection to drop (Bun, Deno, workers): the store's 503, never the 2xx head.
+        response = answerInsteadOfAbort(response);
       }
       // Unset first: assigning over a response merges the old one's headers into the new
       // (`c.res` is the handler's response, merged with upstream's already).

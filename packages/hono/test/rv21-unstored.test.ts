@@ -31,6 +31,7 @@ interface Seen {
   body: string;
   error?: string;
   replayed?: string;
+  retryAfter?: string;
 }
 
 function post(base: string, path: string, key: string, method = 'POST'): Promise<Seen> {
@@ -45,6 +46,7 @@ function post(base: string, path: string, key: string, method = 'POST'): Promise
     req.on('response', (res) => {
       seen.status = res.statusCode;
       seen.replayed = res.headers['idempotent-replayed'] as string | undefined;
+      seen.retryAfter = res.headers['retry-after'] as string | undefined;
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
         seen.body += chunk;
@@ -201,13 +203,11 @@ describe('rv21 @idem/hono: an unstored first execution', () => {
     expect(runs.slow).toBe(1);
   });
 
-  // FINDING (MEDIUM, documented limit, open): with no Node response to drop (Bun, Deno, a
-  // worker: `app.fetch` given a Web Request), a whole body whose outcome could not be stored
-  // still answers the handler's 2xx head; its body fails after it. A client that trusts the
-  // status (a 201 whose body it does not read) takes an unstored outcome for a success, and
-  // answerMustAbort gives the adapter no answer to send instead (a 503 with Retry-After, as a
-  // bodiless response already gets from recordResponse, would do).
-  it.fails('a runtime with no Node response: an unstored whole body never reaches the client as a 2xx', async () => {
+  // Was FINDING (MEDIUM), fixed: with no Node response to drop (Bun, Deno, a worker:
+  // `app.fetch` given a Web Request), a whole body whose outcome could not be stored answered
+  // the handler's 2xx head, its body failing after it; a client that trusts the status took an
+  // unstored outcome for a success. It now gets the store's 503 with Retry-After instead.
+  it("a runtime with no Node response: an unstored whole body is the store's 503 (Retry-After), never a 2xx", async () => {
     down.complete = true;
     let first: Seen;
     try {
@@ -215,10 +215,11 @@ describe('rv21 @idem/hono: an unstored first execution', () => {
     } finally {
       down.complete = false;
     }
-    expect(first.status === undefined || first.status >= 500).toBe(true);
+    expect(first.status).toBe(503);
+    expect(first.retryAfter).toBe('1');
   });
 
-  it('a runtime with no Node response: the unstored 2xx body at least never completes, and the retry replays', async () => {
+  it('a runtime with no Node response: the unstored answer is never a complete 2xx, and the retry replays', async () => {
     down.complete = true;
     let first: Seen;
     try {
@@ -226,7 +227,8 @@ describe('rv21 @idem/hono: an unstored first execution', () => {
     } finally {
       down.complete = false;
     }
-    expect(first.complete).not.toBe(true);
+    expect(first.status).not.toBeUndefined();
+    expect(first.complete === true && (first.status ?? 0) < 300).toBe(false);
     const retry = await settled(webBase, '/json', 'rv21-web-2');
     expect([retry.status, retry.replayed, retry.body]).toEqual([201, 'true', '{"ok":true}']);
   });

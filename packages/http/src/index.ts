@@ -22,7 +22,7 @@ export type { ResponseHead, ResponsePolicy } from './policy.js';
 export { finalOn2xx, finalOnceStarted } from './policy.js';
 export type { ProblemDetails, ProblemType } from './problem.js';
 export { PROBLEM_TYPES, problemResponse } from './problem.js';
-export { answerMustAbort } from './record-response.js';
+export { answerInsteadOfAbort, answerMustAbort } from './record-response.js';
 export { DEFAULT_RECORDED_HEADERS } from './recorded-headers.js';
 export type { IdempotencyContext, ResponseRecorder } from './recorder.js';
 export { OUTCOME_FORMAT } from './recorder.js';

@@ -55,12 +55,18 @@ export async function recordWebResponse(
     if (typeof light.body === 'string') {
       // A string cannot change: the response goes out as it is once the outcome is stored.
       const bytes = encoder.encode(light.body);
-      return recordWhole(recorder, [bytes], init, generation === undefined ? response : undefined);
+      return recordWhole(
+        recorder,
+        [bytes],
+        init,
+        options,
+        generation === undefined ? response : undefined,
+      );
     }
     // Bytes are the handler's, and node-server sends them only after the final write: a
     // handler that reuses its buffer (another request meanwhile) would change what goes out.
     // The caller gets a copy taken now, as a Web `Response` would have taken one.
-    return recordWhole(recorder, [light.body.slice()], init);
+    return recordWhole(recorder, [light.body.slice()], init, options);
   }
   const unusable = unusableResponse(response);
   if (unusable) {
@@ -86,7 +92,7 @@ export async function recordWebResponse(
     await fail(ahead.error);
     return failedAnswer(new Response(chunkStream(ahead.chunks, ahead), init));
   }
-  if (ahead.end === 'done') return recordWhole(recorder, ahead.chunks, init);
+  if (ahead.end === 'done') return recordWhole(recorder, ahead.chunks, init, options);
 
   // Still streaming: what was read ahead comes first, then the read under way, each as
   // any later read.
@@ -302,11 +308,14 @@ export async function recordWebResponse(
   return wrapped;
 }
 
-/** See {@link answerMustAbort}. */
-const failedAnswers = new WeakSet<Response>();
+/**
+ * See {@link answerMustAbort}: each failed answer, with what a server that cannot drop the
+ * connection sends instead (undefined: the failed answer itself).
+ */
+const failedAnswers = new WeakMap<Response, Response | undefined>();
 
-function failedAnswer(response: Response): Response {
-  failedAnswers.add(response);
+function failedAnswer(response: Response, instead?: Response): Response {
+  failedAnswers.set(response, instead);
   return response;
 }
 
@@ -321,6 +330,18 @@ function failedAnswer(response: Response): Response {
  */
 export function answerMustAbort(response: Response): boolean {
   return failedAnswers.has(response);
+}
+
+/**
+ * For a server that cannot drop the connection (Bun, Deno, workers: the runtime sends the
+ * head of whatever it is given), what to send in place of a response {@link answerMustAbort}
+ * marks: for a whole body whose outcome could not be stored, the store's 503 with
+ * Retry-After (the write goes on in the background; a retry with the key replays or runs),
+ * never the handler's 2xx head; for a body that broke while read ahead, the broken response
+ * itself (its head is the handler's, as without idem). `response` itself when not marked.
+ */
+export function answerInsteadOfAbort(response: Response): Response {
+  return failedAnswers.get(response) ?? response;
 }
 
 /** No body (204, 304, HEAD): record first; the response goes out only after that. */
@@ -360,13 +381,17 @@ async function recordWhole(
   recorder: ResponseRecorder,
   chunks: Uint8Array[],
   init: ResponseInit,
+  options: { unavailableRetryAfter?: number },
   unchanged?: Response,
 ): Promise<Response> {
   for (const chunk of chunks) recorder.capture(chunk);
   try {
     await recorder.finish();
   } catch (error) {
-    return failedAnswer(new Response(chunkStream([], { error }), init));
+    const instead = isIdemError(error, 'STORE_UNAVAILABLE')
+      ? storeUnavailable(options.unavailableRetryAfter ?? 1).response
+      : undefined;
+    return failedAnswer(new Response(chunkStream([], { error }), init), instead);
   }
   if (unchanged) return unchanged;
   const [only = new Uint8Array(0)] = chunks;
