@@ -15,17 +15,23 @@ afterAll(() =>
   Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve)))),
 );
 
-async function start(mode: 'form' | 'query', query: boolean) {
+async function start(mode: 'form' | 'query' | 'x-method', query: boolean, headers?: string[]) {
   const app = new Hono();
   app.use(
     idempotency({
-      fingerprint: { query },
+      fingerprint: { query, headers },
       methods: ['POST', 'PATCH', 'DELETE'],
       scope: 'global',
       store: createMemoryStore(),
       onWarning() {},
     }),
-    methodOverride(mode === 'form' ? { app } : { app, query: '_method' }),
+    methodOverride(
+      mode === 'form'
+        ? { app }
+        : mode === 'query'
+          ? { app, query: '_method' }
+          : { app, header: 'X-Method' },
+    ),
   );
   const runs: string[] = [];
   for (const method of ['post', 'delete', 'patch'] as const)
@@ -41,12 +47,18 @@ async function start(mode: 'form' | 'query', query: boolean) {
   return { port, runs };
 }
 
-async function post(port: number, query: string, form?: string) {
+async function post(
+  port: number,
+  query: string,
+  form?: string,
+  extra: Record<string, string> = {},
+) {
   const response = await fetch(`http://127.0.0.1:${port}/items/1${query}`, {
     method: 'POST',
     headers: {
       'idempotency-key': 'one-key',
       'content-type': form === undefined ? 'application/json' : 'application/x-www-form-urlencoded',
+      ...extra,
     },
     body: form ?? '{}',
     signal: AbortSignal.timeout(5_000),
@@ -89,6 +101,14 @@ describe('rv21c hono: methodOverride by form field or query, idem mounted first'
     expect((await post(port, '')).status).toBe(422);
     // Another query otherwise, the same `_method`: still the replay (the query is off).
     expect(await post(port, '?_method=delete&page=2')).toMatchObject({ replayed: true });
+    expect(runs).toEqual(['delete']);
+  });
+
+  it('a custom override header (documented limit): with it in fingerprint.headers, 422', async () => {
+    const { port, runs } = await start('x-method', true, ['x-method']);
+    expect((await post(port, '', undefined, { 'x-method': 'DELETE' })).did).toBe('delete');
+    expect((await post(port, '', undefined, { 'x-method': 'PATCH' })).status).toBe(422);
+    expect((await post(port, '')).status).toBe(422);
     expect(runs).toEqual(['delete']);
   });
 });
