@@ -21,6 +21,7 @@ export const PROBLEM = {
   noPrincipal: 'https://idem.dev/problems/no-principal',
   outcomeNotRecorded: 'https://idem.dev/problems/outcome-not-recorded',
   handlerFailed: 'https://idem.dev/problems/handler-failed',
+  codingNotAcceptable: 'https://idem.dev/problems/coding-not-acceptable',
 } as const;
 
 /** Response header that marks a replay. */

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { gzipSync } from 'node:zlib';
 
 /** What a route answers, framework-neutral; each driver writes it natively. */
 export interface Reply {
@@ -21,6 +22,9 @@ export interface BehaviourInput {
 export type Behaviour = (input: BehaviourInput) => Promise<Reply>;
 
 const encoder = new TextEncoder();
+
+/** The text the `/coded` route compresses. */
+export const CODED_TEXT = 'the coded report; '.repeat(200);
 
 /** Events the `/sse` route sends. */
 export const SSE_EVENTS = 5;
@@ -97,6 +101,7 @@ const numberParam = (query: URLSearchParams, name: string, fallback: number) => 
  * | `/stream`  | 200 octet stream of `?chunks=` (4) chunks of `?size=` (256) bytes, `?gap=` ms apart |
  * | `/broken`  | 200 text stream that throws after two chunks                                 |
  * | `/endless` | 200 octet stream that does not end (500 chunks), a chunk every `?gap=` ms (20); each chunk produced counts as a call of `/endless:chunks` |
+ * | `/coded`   | 201 {@link CODED_TEXT} gzipped `?layers=` (1) times, `Content-Encoding: gzip` that many times, `ETag: "coded"`; with `?allow=`, CORS fields granting that origin |
  */
 export function createRoutes(): {
   routes: ReadonlyMap<string, Behaviour>;
@@ -183,6 +188,26 @@ export function createRoutes(): {
           headers: { 'content-type': 'application/octet-stream' },
           body: forever(),
         };
+      },
+    ],
+    [
+      '/coded',
+      async ({ query }) => {
+        count('/coded');
+        const layers = Math.max(1, Math.min(20, numberParam(query, 'layers', 1)));
+        let body = encoder.encode(CODED_TEXT) as Uint8Array<ArrayBuffer>;
+        for (let i = 0; i < layers; i++) body = new Uint8Array(gzipSync(body));
+        const headers: Record<string, string> = {
+          'content-type': 'text/plain',
+          'content-encoding': Array(layers).fill('gzip').join(', '),
+          etag: '"coded"',
+        };
+        const allow = query.get('allow');
+        if (allow) {
+          headers['access-control-allow-origin'] = allow;
+          headers['access-control-allow-credentials'] = 'true';
+        }
+        return { status: 201, headers, body };
       },
     ],
     [

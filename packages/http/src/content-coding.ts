@@ -75,7 +75,15 @@ export function acceptsCodings(acceptEncoding: string | undefined, codings: stri
 }
 
 /** Why a body was not decoded. */
-export type UndecodedReason = 'corrupt' | 'too-large' | 'unsupported';
+export type UndecodedReason = 'corrupt' | 'too-large' | 'unsupported' | 'stacked';
+
+/**
+ * Most codings undone for one replay (curl's limit, after its CVE-2022-32206): each one is a
+ * pass over up to the bound, so a recorded `gzip, gzip, …` of thousands would cost seconds of
+ * CPU per retry for a body of a few KiB. Real responses have one, at most two.
+ * @internal
+ */
+export const MAX_DECODED_CODINGS = 5;
 
 class Undecoded extends Error {
   constructor(readonly reason: UndecodedReason) {
@@ -213,6 +221,7 @@ export async function replayForAccepted(
   const size = prepared.chunks.reduce((n, chunk) => n + chunk.length, 0);
   let body: Uint8Array | undefined;
   if (size > 0) {
+    if (codings.length > MAX_DECODED_CODINGS) return 'stacked';
     try {
       body = await decode(codings, joined(prepared.chunks, size), decodedBound(bound));
     } catch (error) {

@@ -122,6 +122,7 @@ const UNDECODED: Record<UndecodedReason, string> = {
   corrupt: 'its body does not decode',
   'too-large': 'its body decoded is larger than the bound (maxOutcomeBytes)',
   unsupported: 'this server cannot decode that coding',
+  stacked: 'it has more content codings than this server decodes (at most 5)',
 };
 
 /** 406: the recorded coding is refused by the retry and could not be undone for it. @internal */

@@ -27,7 +27,11 @@ export function fingerprintOf<R>(
     extras['content-type'] = fingerprintedType(request.header('content-type'));
   for (const name of options?.headers ?? [])
     extras[`header:${name.toLowerCase()}`] = request.header(name) ?? null;
-  const override = methodOverrides(request, method);
+  const override = methodOverrides(
+    request,
+    method,
+    options?.query === false ? url.search : undefined,
+  );
   if (override) extras['method-override'] = override;
   // Without an extras hook there is nothing to wait for: no promise to make.
   const hook = options?.extras;
@@ -53,22 +57,33 @@ export function fingerprintOf<R>(
  */
 const OVERRIDE_HEADERS = ['x-http-method', 'x-http-method-override', 'x-method-override'];
 
+/** The query parameter method-override middlewares read (Hono's `query` option, Express's `method-override('_method')`, Rails, Laravel). */
+const OVERRIDE_PARAMETER = '_method';
+
 /**
  * The override headers a request sends, by name, each value trimmed and uppercased (methods
  * are matched that way); undefined when it sends none other than empty or its own method.
  * Then nothing is added: the fingerprints of such requests are those of earlier versions, and
- * a retry across an upgrade is still replayed.
+ * a retry across an upgrade is still replayed. With `search` (the query string, given only
+ * when the query is left out of the fingerprint), its `_method` parameters too (all of them,
+ * as `query:_method`): otherwise `?_method=DELETE` and `?_method=PATCH` would be one request.
  */
 function methodOverrides<R>(
   request: IncomingRequest<R>,
   method: string,
+  search: string | undefined,
 ): Record<string, string> | undefined {
   let found: Record<string, string> | undefined;
-  for (const name of OVERRIDE_HEADERS) {
-    const value = request.header(name)?.trim().toUpperCase();
-    if (!value || value === method) continue;
+  const add = (name: string, raw: string | undefined) => {
+    const value = raw?.trim().toUpperCase();
+    if (!value || value === method) return;
     found ??= {};
     found[name] = value;
+  };
+  for (const name of OVERRIDE_HEADERS) add(name, request.header(name));
+  if (search && search.length > 1) {
+    const values = new URLSearchParams(search).getAll(OVERRIDE_PARAMETER);
+    if (values.length > 0) add(`query:${OVERRIDE_PARAMETER}`, values.join(', '));
   }
   return found;
 }

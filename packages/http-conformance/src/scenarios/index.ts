@@ -7,6 +7,7 @@ import { KEY_FORM_SCENARIOS } from './key-forms.js';
 import { LIMIT_SCENARIOS } from './limits.js';
 import { OUTCOME_SCENARIOS } from './outcomes.js';
 import { PROTOCOL_SCENARIOS } from './protocol.js';
+import { REPLAY_CODING_SCENARIOS } from './rv21c-replay-coding.js';
 
 /** Every scenario of the HTTP contract, in the order the suite runs them. */
 export const httpScenarios: readonly Scenario[] = [
@@ -19,4 +20,5 @@ export const httpScenarios: readonly Scenario[] = [
   ...AFTER_ACQUISITION_SCENARIOS,
   ...STORE_FAULT_SCENARIOS,
   ...LIMIT_SCENARIOS,
+  ...REPLAY_CODING_SCENARIOS,
 ];
