@@ -1,7 +1,7 @@
 import { OutcomeNotRecordedError } from '@idem/core';
 import middy from '@middy/core';
 import { describe, expect, it } from 'vitest';
-import { idempotency } from '../src/index.js';
+import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { fakeContext, settle, sleep, useEnv } from './lambda-env.js';
 
 // rv21l review of lambda21 (the Middy handler-call watch): attacks on exactly-once through
@@ -96,8 +96,11 @@ describe('rv21l: the Middy handler-call watch under real chains (redis)', () => 
       key: (e: HttpEvent) => e.headers['idempotency-key'] ?? '',
     });
   /** idempotency(), http-json-body-parser, do-not-wait-for-empty-event-loop, a default response. */
-  const parsedChain = (handler: ReturnType<typeof counting>['handler']) =>
-    middy(handler)
+  const parsedChain = (
+    handler: ReturnType<typeof counting>['handler'],
+    plugin?: Parameters<typeof middy>[1],
+  ) =>
+    middy(handler, plugin)
       .use(idem())
       .use(jsonBodyParser())
       .use(doNotWaitForEmptyEventLoop())
@@ -319,6 +322,20 @@ describe('rv21l: the Middy handler-call watch under real chains (redis)', () => 
     expect(await handler(httpEvent('k-timeout'), fakeContext(10_000))).toEqual({
       statusCode: 201,
     });
+    expect(counter.runs).toBe(2);
+  });
+
+  // (And with a wrapped 504: the default response made the timeout's answer look like a write
+  // after the handler's return, so the 504 was recorded and replayed to every retry, though
+  // the handler never returned it.)
+  it('json-body-parser, do-not-wait, a default response, Middy early timeout (a wrapped 504): released, never replayed', async () => {
+    const counter = counting((run) => run === 1, true);
+    const handler = parsedChain(counter.handler, {
+      timeoutEarlyResponse: idempotentTimeoutResponse(() => ({ statusCode: 504 })),
+    });
+    expect(await handler(httpEvent('k-504'), fakeContext(300))).toEqual({ statusCode: 504 });
+    await sleep(50);
+    expect(await handler(httpEvent('k-504'), fakeContext(10_000))).toEqual({ statusCode: 201 });
     expect(counter.runs).toBe(2);
   });
 });
