@@ -36,6 +36,17 @@ const doNotWaitForEmptyEventLoop = () => ({
   },
 });
 
+/**
+ * @middy/input-output-logger 6 with `awsContext: true` (`before`): reads `request.event`, then
+ * `request.context`, in one synchronous run, as Middy's call of the handler does.
+ */
+const inputOutputLogger = (logged: unknown[]) => ({
+  before: async (request: Req) => {
+    const message = { event: request.event, context: { ...request.context } };
+    logged.push(JSON.parse(JSON.stringify(message)));
+  },
+});
+
 /** A later middleware whose `before` writes a default response (the handler's replaces it). */
 const defaultResponse = () => ({
   before: async (request: Req) => {
@@ -337,5 +348,30 @@ describe('rv21l: the Middy handler-call watch under real chains (redis)', () => 
     await sleep(50);
     expect(await handler(httpEvent('k-504'), fakeContext(10_000))).toEqual({ statusCode: 201 });
     expect(counter.runs).toBe(2);
+  });
+
+  // The documented cost that stays: a hook reading both in one run (input-output-logger with
+  // `awsContext`) looks like the call; `idem.last` (used last) still tells its default
+  // response from the handler's return.
+  it('held: input-output-logger (awsContext), a default response, `idem.last`: a handler that threw runs again on retry', async () => {
+    const logged: unknown[] = [];
+    const counter = counting((run) => run === 1);
+    const guard = idem();
+    const handler = middy(counter.handler)
+      .use(guard)
+      .use(inputOutputLogger(logged))
+      .use(defaultResponse())
+      .use(guard.last);
+    await expect(handler(httpEvent('k-logger'), fakeContext(10_000))).rejects.toThrow(
+      'card declined',
+    );
+    expect(await handler(httpEvent('k-logger'), fakeContext(10_000))).toEqual({
+      statusCode: 201,
+    });
+    expect(await handler(httpEvent('k-logger'), fakeContext(10_000))).toEqual({
+      statusCode: 201,
+    });
+    expect(counter.runs).toBe(2);
+    expect(logged).toHaveLength(2); // (the replay answers in `before`: no later hook runs)
   });
 });
