@@ -126,6 +126,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         read: undefined,
         lastRead: undefined,
         called: false,
+        callGetters: undefined,
         preCallPair: false,
       };
       invocations.set(request, invocation);
@@ -259,7 +260,10 @@ interface Invocation {
   copyFresh: boolean;
   /** The answer handed to the first read of an early answer (one promise for every read). */
   read: FinalRead | undefined;
-  /** The last access to the request this invocation watched: a read of `request.event`? */
+  /**
+   * The last access to the request this invocation watched: a read of `request.event` in the
+   * current synchronous run? (Cleared at the end of that run: Middy's call reads both in one.)
+   */
   lastRead: 'event' | undefined;
   /**
    * The handler may have been called: a read of `request.event` then of `request.context`
@@ -269,6 +273,8 @@ interface Invocation {
    * return (see `watchRequest`).
    */
   called: boolean;
+  /** This invocation's getters of `request.event` and `request.context` (see `mayHaveCalled`). */
+  callGetters: { event: object; context: object } | undefined;
   /**
    * A catch-like pair before the handler was called: Middy's catch of a `before` hook (or a
    * hook's own writes). Nothing ran: it decides nothing, never taken for a return.
@@ -552,8 +558,11 @@ function watchRequest(
   });
 }
 
-/** Getters of `request.event` / `request.context` installed by any `idempotency()`. */
-const callWatches = new WeakSet<object>();
+/**
+ * Getters of `request.event` / `request.context` installed by any `idempotency()`, each to the
+ * getter it chains to (the one in place before it), if any.
+ */
+const callWatches = new WeakMap<object, object | undefined>();
 
 /**
  * Watches the reads of `request.event` and `request.context` to know when Middy may have
@@ -576,17 +585,26 @@ function watchCall(
       return;
     }
   }
+  const getters: Partial<Record<'event' | 'context', object>> = {};
   for (const name of ['event', 'context'] as const) {
+    const chained = Object.getOwnPropertyDescriptor(request, name)?.get;
     const property = chainedProperty(request, name);
     const get = function (this: object) {
       // (Judged before the chained getter runs: what it reads must not hide Middy's pair.)
       if (name === 'context' && current(this) && invocation.lastRead === 'event')
         invocation.called = true;
       const value = property.get(this);
-      if (current(this)) invocation.lastRead = name === 'event' ? 'event' : undefined;
+      if (current(this)) {
+        invocation.lastRead = name === 'event' ? 'event' : undefined;
+        // Middy reads both in one synchronous run: a read of `event` at the end of one hook
+        // and of `context` in the next (http-json-body-parser, then
+        // do-not-wait-for-empty-event-loop) is no call.
+        if (name === 'event') queueMicrotask(() => clearEventRead(invocation));
+      }
       return value;
     };
-    callWatches.add(get);
+    callWatches.set(get, chained);
+    getters[name] = get;
     Object.defineProperty(request, name, {
       configurable: true,
       enumerable: true,
@@ -597,17 +615,28 @@ function watchCall(
       },
     });
   }
+  invocation.callGetters = getters as { event: object; context: object };
+}
+
+function clearEventRead(invocation: Invocation): void {
+  invocation.lastRead = undefined;
 }
 
 /**
  * The handler may have been called (see {@link watchCall}); once the watch of the reads is
- * gone (deleted or redefined), it may have been, for the rest of the invocation.
+ * gone (deleted or redefined), it may have been, for the rest of the invocation. The watch is
+ * this invocation's getter, or another `idempotency()`'s chaining to it (an inner one's): one
+ * installed where this one was removed never tells it of Middy's reads.
  */
 function mayHaveCalled(request: object, invocation: Invocation): boolean {
   if (invocation.called) return true;
-  for (const name of ['event', 'context']) {
-    const getter = Object.getOwnPropertyDescriptor(request, name)?.get;
-    if (getter === undefined || !callWatches.has(getter)) {
+  for (const name of ['event', 'context'] as const) {
+    const own = invocation.callGetters?.[name];
+    let getter = Object.getOwnPropertyDescriptor(request, name)?.get as object | undefined;
+    // (Bounded: each getter chains to one installed before it.)
+    for (let hops = 0; getter !== undefined && getter !== own && hops < 64; hops++)
+      getter = callWatches.get(getter);
+    if (own === undefined || getter !== own) {
       invocation.called = true;
       break;
     }
