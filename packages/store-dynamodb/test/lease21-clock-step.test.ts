@@ -4,29 +4,16 @@
  * channel (the raw item); a step under the threshold, a clock stepped forward and a
  * ManualClock (the conformance suite's) renew as before.
  */
-import { type Clock, ManualClock } from '@idem/core';
+import { ManualClock } from '@idem/core';
 import { expect, it } from 'vitest';
-import { createDynamoDbStore } from '../src/index.js';
 import { layouts } from './dynamodb-env.js';
-import { setup, tables } from './store-fixture.js';
+import { steppedStore } from './stepped-store.js';
+import { setup } from './store-fixture.js';
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const layout = layouts[0]!;
 const LEASE = 3_000;
 const RETAIN = 60_000;
-
-function steppedStore() {
-  const base = setup(layout);
-  let offset = 0;
-  const clock: Clock = { now: () => Date.now() + offset };
-  const store = createDynamoDbStore({
-    client: base.client,
-    tableName: tables[layout.id],
-    keyPrefix: base.prefix,
-    clock,
-  });
-  return { ...base, store, step: (ms: number) => (offset += ms) };
-}
 
 const leaseOf = async (raw: (key: string) => Promise<Record<string, unknown> | undefined>) =>
   Number((((await raw('k')) ?? {}) as Record<string, { N?: string }>).leaseUntil?.N);
