@@ -143,6 +143,29 @@ describe('rv21: the keeper with an injected clock, bounded by elapsed time', () 
     expect(store.maxInFlight.extend).toBeLessThanOrEqual(2);
   });
 
+  it('held: 200 executions on an injected clock stepped back mid-run, renewing, then done: no timer left, no record in progress', async () => {
+    fakeAll();
+    const stepping = steppingClock();
+    const store = new FakeStore();
+    const idem = createIdempotency<string>({ store, clock: stepping.clock, ...LEASE });
+    const runs = Array.from({ length: 200 }, (_, i) =>
+      idem.execute({ key: `k${i}`, scope: 'global' }, async () => {
+        // Each runs past a few heartbeats (renewals sent and landed).
+        await new Promise((resolve) => setTimeout(resolve, 450 + (i % 7) * 10));
+        return `v${i}`;
+      }),
+    );
+    await vi.advanceTimersByTimeAsync(250);
+    stepping.step(-60_000);
+    await vi.advanceTimersByTimeAsync(1_000);
+    const values = await Promise.all(runs);
+    expect(values.map((r) => r.value)).toEqual(runs.map((_, i) => `v${i}`));
+    expect(store.calls.extend).toBeGreaterThanOrEqual(400);
+    expect([...store.records.values()].every((r) => r.status === 'completed')).toBe(true);
+    await idem.drain(1_000);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
   it('held: a lease of 2 ms (heartbeat 1 ms) with an injected clock: recorded, or refused as a late start; never left in progress', async () => {
     fakeAll();
     const store = new FakeStore();
