@@ -166,6 +166,44 @@ describe('rv21: the keeper with an injected clock, bounded by elapsed time', () 
     expect(vi.getTimerCount()).toBe(0);
   });
 
+  // FINDING (LOW), open (README "Clocks"): the give-back of an acquire that may have landed
+  // (its call timed out) looks for the phantom again until a lease has passed, on the injected
+  // clock alone: a ManualClock that stands still never lets it pass, so the give-back sends a
+  // release every lease/4 for as long as the process runs and holds one of the 64 give-back
+  // slots for good (64 such and no acquisition is given back any more); a clock stepped back
+  // an hour keeps it going an hour. Bounding it by elapsed time as the keeper now is (tried)
+  // breaks test/clockfix.test.ts's pinned "an injected clock stepped back still drives it as
+  // given": for a store on that clock the phantom's lease is still live by it, and giving back
+  // longer is the safe side there. Left to the lead: a cap in elapsed time (maxHoldMs?).
+  it.fails('a ManualClock standing still, an acquire that never answers: its give-back ends within a lease (and a store time limit) of elapsed time', async () => {
+    fakeAll();
+    const clock = new ManualClock();
+    const store = new FakeStore(clock);
+    store.always.acquire = 'hang';
+    const idem = createIdempotency<string>({
+      store,
+      clock,
+      leaseMs: 400,
+      heartbeatMs: false,
+      storeTimeoutMs: 50,
+    });
+    const refused = idem
+      .execute({ key: 'k', scope: 'global' }, async () => 'v')
+      .catch((error: unknown) => error);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(await refused).toBeInstanceOf(Error);
+    // The give-back waits for the acquire a lease and a time limit (450 ms), then looks for the
+    // phantom with releases for a lease (400 ms): all over within a second.
+    const releasesAfter = async (ms: number) => {
+      await vi.advanceTimersByTimeAsync(ms);
+      return store.calls.release;
+    };
+    const released = await releasesAfter(2_000);
+    expect(released).toBeGreaterThanOrEqual(1);
+    expect(await releasesAfter(10_000)).toBe(released);
+    expect(vi.getTimerCount()).toBe(0);
+  });
+
   it('held: a lease of 2 ms (heartbeat 1 ms) with an injected clock: recorded, or refused as a late start; never left in progress', async () => {
     fakeAll();
     const store = new FakeStore();

@@ -209,6 +209,27 @@ describe('rv21: final writes on the renewal route', () => {
     expect(most).toBeLessThanOrEqual(2);
   });
 
+  it('held: renewals do not starve a completion: 60 renewals queued at once and more every 20 ms, the completion queued behind them still lands within its limit', async () => {
+    const pool = poolOf(1, randomName('rv21g'));
+    const s = storeOn(pool, 1_500);
+    const leases = await Promise.all(Array.from({ length: 60 }, (_, i) => s.lease(`r${i}`)));
+    const last = await s.lease('final');
+    const busy = occupy(pool, 1, 1_200);
+    await sleep(30);
+    const renewing = leases.map((lease) => s.store.extend(lease));
+    const completing = s.store.complete({ ...last, outcome: outcome('through') });
+    // A steady stream of renewals behind it as well (each goes ahead of the completion).
+    const more: Promise<{ ok: boolean }>[] = [];
+    for (let i = 0; i < 25; i++) {
+      more.push(s.store.extend(leases[i % leases.length]!));
+      await sleep(20);
+    }
+    expect(await completing).toEqual({ ok: true });
+    expect((await Promise.all([...renewing, ...more])).every((r) => r.ok)).toBe(true);
+    await busy;
+    expect((await rowOf(`${s.prefix}final`))?.status).toBe('completed');
+  });
+
   it('held: after pool.end() a completion is refused typed, opens no connection and writes nothing', async () => {
     const app = randomName('rv21e');
     const pool = poolOf(1, app);
