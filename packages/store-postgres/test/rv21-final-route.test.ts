@@ -6,9 +6,10 @@
  * limit); rows read through a pool of their own (not the adapter).
  */
 import { StoreUnavailableError } from '@idem/core';
-import type pg from 'pg';
-import { afterAll, describe, expect, it } from 'vitest';
-import { createPostgresStore } from '../src/index.js';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type PostgresServer, startPostgres } from '../../../apps/chaos/src/postgres-server.js';
+import { createPostgresStore, recommendedPoolConfig } from '../src/index.js';
 import { runExitChild } from './exit-child-run.js';
 import { DATABASE_URL, makePool, randomName, sleep } from './pg-env.js';
 import { useTable } from './rev20b-env.js';
@@ -259,4 +260,70 @@ describe('rv21: final writes on the renewal route', () => {
     });
     expect(r.afterMs).toBeLessThan(1_500);
   }, 20_000);
+});
+
+describe("rv21: a final write on the route when the server freezes (a server of this file's own)", () => {
+  let server: PostgresServer;
+  let frozen = false;
+  beforeAll(async () => {
+    server = await startPostgres();
+    const setup = new pg.Pool({ connectionString: server.url, max: 1 });
+    await createPostgresStore({ pool: setup }).ensureSchema();
+    await setup.end();
+  }, 60_000);
+  afterAll(async () => {
+    if (frozen) server?.thaw();
+    await server?.close();
+  });
+
+  it('held: the completion in flight on the route fails typed WHILE the server is frozen (bounded), and after the thaw the outcome is recorded once: the retry is recognised, another owner refused', async () => {
+    const pool = new pg.Pool({
+      connectionString: server.url,
+      ...recommendedPoolConfig({ statementTimeoutMs: 600 }),
+      max: 1,
+    });
+    pool.on('error', () => {});
+    pools.push(pool);
+    const prefix = randomName('rv21z');
+    const store = createPostgresStore({ pool, keyPrefix: prefix, statementTimeoutMs: 600 });
+    const lease = { key: 'k', owner: 'owner-a', leaseMs: 30_000, retentionMs: 60_000 };
+    expect((await store.acquire({ ...lease, fingerprint: 'f' })).kind).toBe('acquired');
+    // The pool's one connection checked out by the app: the completion takes the route.
+    const app = await pool.connect();
+    let settled = false;
+    const completing = store
+      .complete({ ...lease, outcome: outcome('frozen') })
+      .catch((error: unknown) => error)
+      .finally(() => {
+        settled = true;
+      });
+    await sleep(5);
+    server.freeze();
+    frozen = true;
+    // Bounded: it settles while the server is still frozen (the loop waits 5 s at most).
+    for (let i = 0; i < 100 && !settled; i++) await sleep(50);
+    const settledWhileFrozen = settled;
+    server.thaw();
+    frozen = false;
+    app.release();
+    expect(settledWhileFrozen).toBe(true);
+    const first = await completing;
+    // Landed before the freeze (ok), or failed typed: never another kind of answer.
+    if (!(first instanceof StoreUnavailableError)) expect(first).toEqual({ ok: true });
+    let again: unknown;
+    for (let i = 0; i < 40; i++) {
+      again = await store
+        .complete({ ...lease, outcome: outcome('frozen') })
+        .catch((e: unknown) => e);
+      if (!(again instanceof Error)) break;
+      await sleep(100);
+    }
+    expect(again).toEqual({ ok: true });
+    expect(await store.complete({ ...lease, owner: 'owner-b', outcome: outcome('other') })).toEqual(
+      { ok: false, reason: 'not_owner' },
+    );
+    const record = await store.get('k');
+    expect(record?.status).toBe('completed');
+    expect(new TextDecoder().decode(record?.outcome)).toBe('frozen');
+  }, 30_000);
 });
