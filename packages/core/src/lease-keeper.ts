@@ -184,7 +184,9 @@ export class LeaseKeeper implements TimedEntry {
       // deadline; the latrev review: held up a little past its drift, such a heartbeat moved
       // the watchdog a grace past the estimate). `beatDueAt` is when the heartbeat will run
       // (see `scheduleHeartbeat`), not when it should have.
-      if (this.beatDueAt + Math.max(5, heartbeatMs / 20, this.grace()) >= this.leaseEstimate) {
+      // (Counted as what is left, on both clocks with an injected one: see `left`.)
+      const margin = Math.max(5, heartbeatMs / 20, this.grace());
+      if (this.beatDueAt - this.now() + margin >= this.left()) {
         this.firstBeatUnsure = true;
         this.armWatchdog();
       }
@@ -359,7 +361,14 @@ export class LeaseKeeper implements TimedEntry {
       // estimate with nothing armed to call the lease lost (the runrev review: a listener
       // that held the loop 800 of 1000 ms left the operation a live signal 130 ms past the
       // store's deadline, 8 s with a 30 s lease).
-      const sinceSend = Math.max(roundTrip, now - this.acquiredAt);
+      // With an injected clock, elapsed time too (the rv21 review: one stepped back while the
+      // acquire was in flight read a slow acquisition as just sent, queued its first renewal a
+      // whole heartbeat after the answer and armed no watchdog: the signal outlived the lease).
+      const sinceSend = Math.max(
+        roundTrip,
+        now - this.acquiredAt,
+        this.mono === undefined ? 0 : this.mono.now() - this.monoAcquiredAt,
+      );
       if (sinceSend <= heartbeatMs / 10) {
         this.beatDueAt = now + heartbeatMs;
         this.heartbeats?.add(this);

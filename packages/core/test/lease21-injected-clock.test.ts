@@ -8,56 +8,11 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createIdempotency, ManualClock } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
+import { runUntilAbort as abortAt, fakeAll } from './support/lease-run.js';
 
 afterEach(() => {
   vi.useRealTimers();
 });
-
-const fakeAll = () =>
-  vi.useFakeTimers({
-    toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date', 'performance'],
-  });
-
-/**
- * Runs one execution on `store` with `clock`; `step(elapsedMs)` is called every fake
- * millisecond. Resolves with when (elapsed ms from the execute call) its signal aborted
- * (-1: never within `runMs`), and when the store's lease for it passed (elapsed, by the
- * store's own clock, the monotonic one).
- */
-async function abortAt(
-  store: FakeStore,
-  clock: { now(): number },
-  step: (elapsed: number) => void,
-  runMs: number,
-  options: { leaseMs: number; heartbeatMs: number | false },
-): Promise<{ abortedAt: number; leaseEnd: number }> {
-  const idem = createIdempotency<string>({ store, clock, storeTimeoutMs: 5_000, ...options });
-  const p0 = performance.now();
-  let abortedAt = -1;
-  let leaseEnd = -1;
-  const run = idem
-    .execute({ key: 'k', scope: 'global' }, ({ signal }) => {
-      signal.addEventListener('abort', () => {
-        abortedAt = performance.now() - p0;
-      });
-      return new Promise<string>((resolve) => {
-        signal.addEventListener('abort', () => resolve('aborted'));
-      });
-    })
-    .catch((error: unknown) => error);
-  for (let t = 0; t < runMs; t++) {
-    await vi.advanceTimersByTimeAsync(1);
-    step(performance.now() - p0);
-    const record = [...store.records.values()][0];
-    // The store's lease on its own (monotonic, faked) clock: leaseUntil is on it.
-    if (leaseEnd < 0 && record && performance.timeOrigin + performance.now() >= record.leaseUntil)
-      leaseEnd = performance.now() - p0;
-    if (abortedAt >= 0 && leaseEnd >= 0) break;
-  }
-  await vi.advanceTimersByTimeAsync(10);
-  await run;
-  return { abortedAt, leaseEnd };
-}
 
 describe('lease21: an injected clock that steps, a store on elapsed time', () => {
   it('steps back 1 s while the ACQUIRE is in flight: the signal aborts by the store lease, not 1 s past it', async () => {

@@ -641,9 +641,12 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
         // since the lease's last write puts it, by more than NTP ever slews (it steps past
         // 128 ms), the renewal is sent again counted from that reading: the lease ends where
         // this renewal would have put it without the step. (Its expiry condition too: a lease
-        // that passed by that reading is not this owner's any more.) One clock that stands
-        // still (a ManualClock) while real time passes counts as stepped back as well.
-        if (lease && written.ok && written.leaseUntil > leaseUntil) {
+        // that passed by that reading is not this owner's any more.) Only for a clock that reads
+        // earlier than at the lease's last write (stepped back for sure): one that stands still
+        // (a ManualClock) while real time passes decides expiry by its own reading, and a
+        // renewal shorter than the stored lease (cut to the maximum hold) is kept as it is (the
+        // rv21 review: re-sent from real time, a ManualClock's lease outlived the clock).
+        if (lease && written.ok && written.leaseUntil > leaseUntil && now < lease.clockAt) {
           const unstepped = lease.clockAt + (nowMono - lease.monoAt);
           if (unstepped - now > CLOCK_STEP_MS && unstepped + input.leaseMs > written.leaseUntil) {
             now = unstepped;
