@@ -91,22 +91,6 @@ class RequestBodyTap {
     return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size);
   }
 
-  /**
-   * Whether the whole body came in and its bytes as sent start (after JSON's white space) with
-   * `{` or `[`: what a JSON parser makes an object of. Undefined while its end has not come.
-   */
-  startsLikeJson(): boolean | undefined {
-    if (this.state !== 'ended') return undefined;
-    for (const part of this.parts) {
-      for (let i = 0; i < part.length; i++) {
-        const byte = part[i];
-        if (byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d) continue;
-        return byte === 0x7b /* { */ || byte === 0x5b; /* [ */
-      }
-    }
-    return false;
-  }
-
   /** Stops copying and drops what was kept. */
   release(): void {
     if (this.state !== 'over') this.stop('released');
@@ -256,27 +240,4 @@ function decoded(sent: Buffer, encoding: string | undefined, limit: number): Buf
  */
 export function tappedInstead(req: IncomingMessage, limit: number, body: RequestBody): RequestBody {
   return tappedRequestBody(req, limit) ?? body;
-}
-
-/**
- * {@link tappedInstead} for an object a parser before the middleware made of a body whose
- * Content-Type is JSON: `body`, its JSON value, when the body as sent could be what a JSON
- * parser parsed into an object (uncompressed, starting with `{` or `[`: the usual request,
- * with no second look at its bytes); else the tapped bytes, when tapped: a form parser told to
- * parse every type (`type: '*\/*'`) makes an object of `a=1&=2` labelled JSON too, and loses
- * what tells it from `a=1&=9`.
- * @throws BodyTooLargeError past `limit` bytes as sent (decoded)
- */
-export function tappedUnlessJson(
-  req: IncomingMessage,
-  limit: number,
-  body: RequestBody,
-): RequestBody {
-  const tap = (req as Tapped)[TAP];
-  const encoding = req.headers['content-encoding']?.trim().toLowerCase();
-  if (tap?.startsLikeJson() === true && (!encoding || encoding === 'identity')) {
-    tap.release();
-    return body;
-  }
-  return tappedInstead(req, limit, body);
 }
