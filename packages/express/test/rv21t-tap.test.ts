@@ -122,6 +122,13 @@ beforeAll(async () => {
   small.post('/x', route);
   await serve('small', small);
 
+  // The main app's header and methods, a 16-byte limit.
+  const tiny = express();
+  tiny.use(express.text({ limit: '64mb' }));
+  tiny.use(idempotency({ store, scope: 'global', maxBodyBytes: 16, onWarning: () => {} }));
+  tiny.post('/x', route);
+  await serve('tiny', tiny);
+
   // A reader that keeps the bytes as sent (no inflating) as req.rawBody, then idem.
   const rawKeeper = express();
   rawKeeper.use((req, _res, next) => {
@@ -437,11 +444,43 @@ describe('rv21t express: apps with other options in one process', () => {
     expect(other.status).toBe(201);
   });
 
+  it('the same header and methods at 16 bytes and at the default: each app keeps its own limit', async () => {
+    const body = Buffer.from('w'.repeat(100));
+    for (const chunked of [false, true]) {
+      expect((await post('tiny', '/x', randomUUID(), body, TEXT, { chunked })).status).toBe(413);
+      expect((await post('main', '/x', randomUUID(), body, TEXT, { chunked })).status).toBe(201);
+    }
+    const small = Buffer.from('0123456789');
+    const key = randomUUID();
+    expect((await post('tiny', '/x', key, small, TEXT, { chunked: true })).status).toBe(201);
+    const again = await post('tiny', '/x', key, small, TEXT);
+    expect([again.status, again.replayed]).toEqual([201, true]);
+  });
+
+  // Was FINDING (LOW), fixed: every distinct maxBodyBytes added a rule for good, each read for
+  // every request with a body in the process: apps made with ever other limits (one for each
+  // tenant, or made for each request) grew the registry and the cost of every request without
+  // bound. One rule a header and set of methods now, at the largest limit.
+  it('apps made with 200 different limits and one header and methods add at most one rule', () => {
+    const registry = () =>
+      (globalThis as Record<symbol, { rules: Map<string, unknown> }>)[REGISTRY];
+    const before = registry()?.rules.size ?? 0;
+    for (let i = 0; i < 200; i++)
+      idempotency({ store, scope: 'global', maxBodyBytes: 1_000 + i, onWarning: () => {} });
+    expect(registry()?.rules.size).toBeLessThanOrEqual(before + 1);
+  });
+
   it('an app made again and again with one set of options adds one rule, not one per app', () => {
     const registry = (globalThis as Record<symbol, { rules: Map<string, unknown> }>)[REGISTRY];
     const before = registry?.rules.size ?? 0;
     for (let i = 0; i < 200; i++)
-      idempotency({ store, scope: 'global', maxBodyBytes: 12_345, onWarning: () => {} });
+      idempotency({
+        store,
+        scope: 'global',
+        headerName: 'X-Rv21-Again',
+        maxBodyBytes: 12_345,
+        onWarning: () => {},
+      });
     const after = (globalThis as Record<symbol, { rules: Map<string, unknown> }>)[REGISTRY]?.rules
       .size;
     expect(after).toBe(before + 1);

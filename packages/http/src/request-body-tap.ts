@@ -9,13 +9,15 @@ type Push = (chunk: unknown, encoding?: BufferEncoding) => boolean;
 interface TapRule {
   header: string;
   methods: ReadonlySet<string>;
+  /** The largest `maxBodyBytes` of the middlewares with this header and these methods. */
   limit: number;
 }
 
 /**
  * The rules of every middleware that tapped, shared by the ESM and CJS copies of this module
- * (one subscription, one property on the request for both): one entry a distinct rule, so an
- * app made again and again (tests) adds nothing after the first.
+ * (one subscription, one property on the request for both): one entry a distinct header and
+ * set of methods, so an app made again and again (tests), with any limits, adds nothing after
+ * the first.
  */
 interface TapRegistry {
   rules: Map<string, TapRule>;
@@ -160,11 +162,15 @@ export function tapRequestBodies(options: {
   const methods = (options.methods ?? ['POST', 'PATCH']).map((m) => m.toUpperCase()).sort();
   const limit = options.maxBodyBytes ?? 1_048_576;
   const taps = registry();
-  const id = `${header} ${limit} ${methods.join(',')}`;
-  if (!taps.rules.has(id)) {
+  // One rule a header and set of methods, at the largest limit asked: a request it matches
+  // is kept up to the largest limit of the rules it matches anyway, so apps made with ever
+  // other limits (one for each tenant) add nothing to what every request reads.
+  const id = `${header} ${methods.join(',')}`;
+  const rule = taps.rules.get(id);
+  if (rule === undefined) {
     taps.rules.set(id, { header, methods: new Set(methods), limit });
     taps.list = [...taps.rules.values()];
-  }
+  } else if (limit > rule.limit) rule.limit = limit;
   if (taps.subscribed) return;
   taps.subscribed = true;
   subscribe('http.server.request.start', onRequestStart);
