@@ -487,6 +487,25 @@ describe('rv21t express: apps with other options in one process', () => {
   });
 });
 
+describe('rv21t express: a reader that keeps the bytes as sent (no inflating)', () => {
+  // FINDING (LOW): the tap inflates a body labelled gzip for every reader, and takes one whose
+  // bytes do not inflate as sent: for a reader that keeps the bytes as sent without inflating
+  // (its own `req.rawBody`), `hello` labelled gzip and gzip(`hello`) labelled gzip are one
+  // request, though the app got different bytes (idem first fingerprints them apart). The
+  // parsers refuse the first (400), so only a non-inflating reader meets it. Fix idea: when
+  // the kept bytes are the bytes as sent, take them undecoded.
+  it.fails('`hello` labelled gzip, then gzip(`hello`), under one key: 422', async () => {
+    const key = randomUUID();
+    const before = runs;
+    const headers = { 'content-type': 'application/octet-stream', 'content-encoding': 'gzip' };
+    const first = await post('rawKeeper', '/x', key, Buffer.from('hello'), headers);
+    expect([first.status, first.replayed]).toEqual([201, false]);
+    const other = await post('rawKeeper', '/x', key, gzipSync('hello'), headers);
+    expect([other.status, other.replayed]).toEqual([422, false]);
+    expect(runs - before).toBe(1);
+  });
+});
+
 describe('rv21t express: time and memory', () => {
   it('a 1 GiB-inflating gzip kept as sent (2 MiB limit): 413 with well under a second of CPU', async () => {
     const member = gzipSync(Buffer.alloc(64 * 1_048_576));

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, request, type Server } from 'node:http';
+import { connect as connectHttp2, createServer as createHttp2Server } from 'node:http2';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -110,5 +111,41 @@ describe('rv21t http: ESM and CJS copies in one process', () => {
     expect(await exchange('PUT', { 'x-rv21-esm': 'k', 'content-length': '0' }, '')).toEqual(
       untouched,
     );
+  });
+});
+
+describe('rv21t http: HTTP/2', () => {
+  it('a keyed HTTP/2 request with a body is not tapped (no channel for it), read as ever', async () => {
+    const h2 = createHttp2Server((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const tapped = (req as unknown as Record<symbol, unknown>)[TAP] !== undefined;
+        res.end(JSON.stringify({ tapped, body: Buffer.concat(chunks).toString() }));
+      });
+    });
+    await new Promise<void>((resolve) => h2.listen(0, '127.0.0.1', resolve));
+    const client = connectHttp2(`http://127.0.0.1:${(h2.address() as AddressInfo).port}`);
+    try {
+      const reply = await new Promise<string>((resolve, reject) => {
+        const stream = client.request({
+          ':method': 'PUT',
+          ':path': '/',
+          'x-rv21-esm': 'k',
+          'content-type': 'text/plain',
+        });
+        let text = '';
+        stream.on('data', (c) => {
+          text += c;
+        });
+        stream.on('end', () => resolve(text));
+        stream.on('error', reject);
+        stream.end('h2 body');
+      });
+      expect(JSON.parse(reply)).toEqual({ tapped: false, body: 'h2 body' });
+    } finally {
+      client.close();
+      await new Promise((resolve) => h2.close(resolve));
+    }
   });
 });
