@@ -122,6 +122,26 @@ beforeAll(async () => {
   small.post('/x', route);
   await serve('small', small);
 
+  // A middleware that peeks at the first chunk and puts it back (`unshift`), then the text
+  // parser, then idem.
+  const peeker = express();
+  peeker.use((req, _res, next) => {
+    if (
+      req.headers['transfer-encoding'] === undefined &&
+      req.headers['content-length'] === undefined
+    )
+      return next();
+    req.once('readable', () => {
+      const chunk = req.read() as Buffer | null;
+      if (chunk !== null) req.unshift(chunk);
+      next();
+    });
+  });
+  peeker.use(express.text());
+  peeker.use(idempotency({ store, scope: 'global', onWarning: () => {} }));
+  peeker.post('/x', route);
+  await serve('peeker', peeker);
+
   // The main app's header and methods, a 16-byte limit.
   const tiny = express();
   tiny.use(express.text({ limit: '64mb' }));
@@ -346,6 +366,21 @@ describe('rv21t express: which request the tapped chunks belong to', () => {
     expect(runs - before).toBe(1);
   });
 
+  it('a peek that puts the first chunk back (unshift): each byte tapped once, a BOM told apart', async () => {
+    const key = randomUUID();
+    const before = runs;
+    const body = Buffer.from('\ufeffpay 10 to alice');
+    const first = await post('peeker', '/x', key, body, TEXT, { chunked: true });
+    expect([first.status, first.replayed]).toEqual([201, false]);
+    const again = await post('peeker', '/x', key, body, TEXT, { chunked: true });
+    expect([again.status, again.replayed]).toEqual([201, true]);
+    const stripped = await post('peeker', '/x', key, Buffer.from('pay 10 to alice'), TEXT, {
+      chunked: true,
+    });
+    expect(stripped.status).toBe(422);
+    expect(runs - before).toBe(1);
+  });
+
   it('the same JSON sent gzip, then plain, then chunked: one request (replayed)', async () => {
     const key = randomUUID();
     const before = runs;
@@ -528,7 +563,9 @@ describe('rv21t express: time and memory', () => {
   // FINDING (LOW): a keyed request to a route no idem middleware reads keeps its whole body
   // (up to the largest maxBodyBytes of any idem app in the process) referenced from the
   // request for as long as the request lives, even when the route streamed the bytes away:
-  // an upload route that holds each request open multiplies memory by the body size.
+  // an upload route that holds each request open multiplies memory by the body size. Left
+  // open (documented in the @idem/http README): at the request's start nothing tells which
+  // route, if any, will read it.
   it.fails('a keyed upload a route without idem streamed away is not kept by the tap', async () => {
     const body = Buffer.alloc(900 * 1024, 0x61);
     const reply = await send(urls.plain as string, '/stream', {
