@@ -11,7 +11,7 @@ import {
   type RequestBody,
 } from './request-body.js';
 import { peekBody } from './request-body-peek.js';
-import { releaseTap, tappedInstead, tappedUnlessJson } from './request-body-tap.js';
+import { releaseTap, tappedInstead } from './request-body-tap.js';
 
 function headerOf(req: IncomingMessage, name: string): string | undefined {
   const value = req.headers[name];
@@ -73,12 +73,12 @@ export async function nodeRequestBody(
       !declaresBody(req, length) || bodyWasEmpty(req),
     );
     if (typeof parsed === 'string') checkTextLength(req, parsed, contentType, length);
-    // A JSON parser's value (the usual request) is the body's own: fingerprinted as it is,
-    // with no second look at the bytes (`tappedUnlessJson`). Anything else a parser kept or
-    // made of them is taken only as far as the checks above go: the bytes as sent, when
-    // tapped, are the body.
-    if (body.kind === 'json' && typeof parsed === 'object' && !(parsed instanceof Uint8Array))
-      return tappedUnlessJson(req, limit, body);
+    // What a parser kept or made of the bytes is taken only as far as the checks above go:
+    // the bytes as sent, when tapped, are the body. A JSON-typed object too: nothing tells a
+    // JSON parser's value from one another parser made of a body that starts like JSON (a
+    // form parser under every type makes `{"a":1}&=2` and `{"a":1}&=9` one object), and the
+    // bytes' fingerprint is a JSON parser's value's, but for what the value loses (a repeated
+    // member name, an integer past 2^53), as when idem reads the body first.
     return tappedInstead(req, limit, body);
   }
   if (!declaresBody(req, length)) return { kind: 'none' };

@@ -9,13 +9,15 @@ type Push = (chunk: unknown, encoding?: BufferEncoding) => boolean;
 interface TapRule {
   header: string;
   methods: ReadonlySet<string>;
+  /** The largest `maxBodyBytes` of the middlewares with this header and these methods. */
   limit: number;
 }
 
 /**
  * The rules of every middleware that tapped, shared by the ESM and CJS copies of this module
- * (one subscription, one property on the request for both): one entry a distinct rule, so an
- * app made again and again (tests) adds nothing after the first.
+ * (one subscription, one property on the request for both): one entry a distinct header and
+ * set of methods, so an app made again and again (tests), with any limits, adds nothing after
+ * the first.
  */
 interface TapRegistry {
   rules: Map<string, TapRule>;
@@ -91,22 +93,6 @@ class RequestBodyTap {
     return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, size);
   }
 
-  /**
-   * Whether the whole body came in and its bytes as sent start (after JSON's white space) with
-   * `{` or `[`: what a JSON parser makes an object of. Undefined while its end has not come.
-   */
-  startsLikeJson(): boolean | undefined {
-    if (this.state !== 'ended') return undefined;
-    for (const part of this.parts) {
-      for (let i = 0; i < part.length; i++) {
-        const byte = part[i];
-        if (byte === 0x20 || byte === 0x09 || byte === 0x0a || byte === 0x0d) continue;
-        return byte === 0x7b /* { */ || byte === 0x5b; /* [ */
-      }
-    }
-    return false;
-  }
-
   /** Stops copying and drops what was kept. */
   release(): void {
     if (this.state !== 'over') this.stop('released');
@@ -176,11 +162,15 @@ export function tapRequestBodies(options: {
   const methods = (options.methods ?? ['POST', 'PATCH']).map((m) => m.toUpperCase()).sort();
   const limit = options.maxBodyBytes ?? 1_048_576;
   const taps = registry();
-  const id = `${header} ${limit} ${methods.join(',')}`;
-  if (!taps.rules.has(id)) {
+  // One rule a header and set of methods, at the largest limit asked: a request it matches
+  // is kept up to the largest limit of the rules it matches anyway, so apps made with ever
+  // other limits (one for each tenant) add nothing to what every request reads.
+  const id = `${header} ${methods.join(',')}`;
+  const rule = taps.rules.get(id);
+  if (rule === undefined) {
     taps.rules.set(id, { header, methods: new Set(methods), limit });
     taps.list = [...taps.rules.values()];
-  }
+  } else if (limit > rule.limit) rule.limit = limit;
   if (taps.subscribed) return;
   taps.subscribed = true;
   subscribe('http.server.request.start', onRequestStart);
@@ -256,27 +246,4 @@ function decoded(sent: Buffer, encoding: string | undefined, limit: number): Buf
  */
 export function tappedInstead(req: IncomingMessage, limit: number, body: RequestBody): RequestBody {
   return tappedRequestBody(req, limit) ?? body;
-}
-
-/**
- * {@link tappedInstead} for an object a parser before the middleware made of a body whose
- * Content-Type is JSON: `body`, its JSON value, when the body as sent could be what a JSON
- * parser parsed into an object (uncompressed, starting with `{` or `[`: the usual request,
- * with no second look at its bytes); else the tapped bytes, when tapped: a form parser told to
- * parse every type (`type: '*\/*'`) makes an object of `a=1&=2` labelled JSON too, and loses
- * what tells it from `a=1&=9`.
- * @throws BodyTooLargeError past `limit` bytes as sent (decoded)
- */
-export function tappedUnlessJson(
-  req: IncomingMessage,
-  limit: number,
-  body: RequestBody,
-): RequestBody {
-  const tap = (req as Tapped)[TAP];
-  const encoding = req.headers['content-encoding']?.trim().toLowerCase();
-  if (tap?.startsLikeJson() === true && (!encoding || encoding === 'identity')) {
-    tap.release();
-    return body;
-  }
-  return tappedInstead(req, limit, body);
 }
