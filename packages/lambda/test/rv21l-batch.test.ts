@@ -92,7 +92,7 @@ for (const kind of ['memory', 'redis'] as const) {
       expect(runs).toBe(1);
       // The late acquisition was granted, and its release, landing after the takeover, refused.
       expect(answers.map((a) => a.call)).toEqual(['acquire', 'release']);
-      expect((answers[0]?.answer as { kind?: string }).kind).toBe('acquired');
+      expect((answers[0]?.answer as { kind?: string } | undefined)?.kind).toBe('acquired');
       expect(answers[1]?.answer).toEqual({ ok: false, reason: 'not_owner' });
     });
 
