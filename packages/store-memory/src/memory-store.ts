@@ -140,6 +140,11 @@ export interface MemoryStore extends IdempotencyStore {
    * `maxBytes`.
    */
   readonly bytes: number;
+  /**
+   * The part of `bytes` held by remnants: what a released or passed-lease record evicted
+   * within its retention leaves (its key and origin, no entry) until its retention ends.
+   */
+  readonly remnantBytes: number;
   /** Removes expired records now; returns how many. */
   sweep(): number;
   /** Stops the sweep timer. The store keeps working for calls made after. */
@@ -452,6 +457,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     },
     get bytes() {
       return table.bytes;
+    },
+    get remnantBytes() {
+      return table.remnantBytesHeld;
     },
     sweep,
     // `view` and `latin1` are held by core, where only its engine reads them.

@@ -227,6 +227,11 @@ export class RecordTable {
     );
   }
 
+  /** Bytes of the remnants held (part of {@link bytes}), expired ones not yet swept included. */
+  get remnantBytesHeld(): number {
+    return this.remnantBytes;
+  }
+
   /** Remnants held (see {@link Remnant}), expired ones not yet swept included. */
   get remnantCount(): number {
     return this.remnants.size;
