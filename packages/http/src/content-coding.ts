@@ -209,15 +209,34 @@ function decodedBound(maxOutcomeBytes: number): number {
  * `Content-Encoding`.
  * @internal
  */
-export async function replayForAccepted(
+export function replayForAccepted(
   prepared: PreparedResponse,
   acceptEncoding: string | undefined,
   bound: number,
-): Promise<PreparedResponse | UndecodedReason> {
+): PreparedResponse | Promise<PreparedResponse | UndecodedReason> {
+  // The common replay (nothing recorded with a coding, or one the retry takes) answers at
+  // once, with no promise made: only a decode waits.
+  const codings = refusedCodings(prepared, acceptEncoding);
+  return codings === undefined ? prepared : undoCodings(prepared, codings, bound);
+}
+
+/** The codings of the recorded `Content-Encoding` when the retry refuses them, else undefined. */
+function refusedCodings(
+  prepared: PreparedResponse,
+  acceptEncoding: string | undefined,
+): string[] | undefined {
   const recorded = prepared.headers.find(([name]) => name === 'content-encoding')?.[1];
-  if (recorded === undefined) return prepared;
+  if (recorded === undefined) return undefined;
   const codings = appliedCodings(recorded);
-  if (codings.length === 0 || acceptsCodings(acceptEncoding, codings)) return prepared;
+  if (codings.length === 0 || acceptsCodings(acceptEncoding, codings)) return undefined;
+  return codings;
+}
+
+async function undoCodings(
+  prepared: PreparedResponse,
+  codings: string[],
+  bound: number,
+): Promise<PreparedResponse | UndecodedReason> {
   const size = prepared.chunks.reduce((n, chunk) => n + chunk.length, 0);
   let body: Uint8Array | undefined;
   if (size > 0) {

@@ -242,11 +242,13 @@ export function createIdempotencyHandler<R = Request>(
     }
     if (begun.kind === 'replay') {
       try {
-        return await replayDecision(begun.outcome, begun.fence, hints, {
+        const replay = replayDecision(begun.outcome, begun.fence, hints, {
           acceptEncoding: request.header('accept-encoding'),
           origin: request.header('origin') ?? null,
           bound: settings.maxOutcomeBytes,
         });
+        // A promise only when the recorded coding is undone for this retry.
+        return replay instanceof Promise ? await replay : replay;
       } catch (error) {
         if (!isIdemError(error, 'OUTCOME_CORRUPT')) throw error;
         return respond(

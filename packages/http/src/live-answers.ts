@@ -185,19 +185,30 @@ export async function attachDecision(
  * event stream (with its generation named, and checked when the caller names one).
  * @internal
  */
-export async function replayDecision(
+export function replayDecision(
   outcome: StoredOutcome,
   fence: number,
   hints: ResumeHints,
   request: { acceptEncoding: string | undefined; origin: string | null; bound: number },
-): Promise<IdempotencyDecision> {
-  const accepted = await replayForAccepted(
+): IdempotencyDecision | Promise<IdempotencyDecision> {
+  const accepted = replayForAccepted(
     prepareReplay(outcome, request.origin),
     request.acceptEncoding,
     request.bound,
   );
-  if (typeof accepted === 'string') return codingNotAcceptable(accepted);
-  const prepared = accepted;
+  // Answered at once unless the recorded coding has to be undone for this retry.
+  if (!(accepted instanceof Promise)) return replayOf(accepted, fence, hints);
+  return accepted.then((decoded) =>
+    typeof decoded === 'string' ? codingNotAcceptable(decoded) : replayOf(decoded, fence, hints),
+  );
+}
+
+/** The replay of `prepared` (as the retry reads it), resumed after its `Last-Event-ID`. */
+function replayOf(
+  prepared: PreparedResponse,
+  fence: number,
+  hints: ResumeHints,
+): IdempotencyDecision {
   const type = prepared.headers.find(([name]) => name === 'content-type')?.[1];
   if (
     (hints.lastEventId === undefined && hints.generation === undefined) ||
