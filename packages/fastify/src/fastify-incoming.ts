@@ -31,11 +31,6 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
   private declaredOver = false;
   /** Its response finished (or its HTTP/2 stream closed) before the body was read. */
   private over = false;
-  /**
-   * `begin` will read its body (idempotency on for the route, a method that needs a key, a
-   * key sent): set by {@link FastifyIncoming.copyBody}.
-   */
-  readsBody = false;
 
   constructor(
     readonly native: FastifyRequest,
@@ -61,7 +56,6 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
   copyBody(): void {
     const limit = this.handler.bodyLimit(this);
     if (limit === undefined) return;
-    this.readsBody = true;
     // A declared length past the limit is answered 413 (by Fastify or begin), never copied.
     if (Number(this.native.headers['content-length']) > limit) {
       this.tap = 'over';

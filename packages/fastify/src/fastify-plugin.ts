@@ -7,7 +7,6 @@ import {
   type IdempotencyDecision,
   type IdempotencyHandler,
   PROBLEM_TYPES,
-  problemResponse,
 } from '@idem/http';
 import {
   decisionStatus,
@@ -21,7 +20,6 @@ import type {
   FastifyReply,
   FastifyRequest,
   HookHandlerDoneFunction,
-  onSendHookHandler,
 } from 'fastify';
 import { BodyTimeoutError } from './body-tap.js';
 import { FastifyIncoming, framedEmpty } from './fastify-incoming.js';
@@ -180,24 +178,16 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     if (constraints !== undefined)
       route.config = { ...route.config, [kConstraints]: constraints } as typeof route.config;
     const setting = route.config?.idempotency;
-    if (setting === false) return;
-    const methods = Array.isArray(route.method) ? route.method : [route.method];
-    let setup: Setup | undefined;
+    if (setting === undefined || setting === false) return;
     try {
-      setup = setupOf(setting);
+      setupOf(setting);
     } catch (error) {
+      const method = Array.isArray(route.method) ? route.method.join(',') : route.method;
       routeErrors.push(
-        new TypeError(
-          `@idem/fastify, route ${methods.join(',')} ${route.url}: ${(error as Error).message}`,
-          { cause: error },
-        ),
+        new TypeError(`@idem/fastify, route ${method} ${route.url}: ${(error as Error).message}`, {
+          cause: error,
+        }),
       );
-      return;
-    }
-    // Only a route with a method whose keyed body the plugin reads pays the hook.
-    if (setup && methods.some((method) => readsKeyedBody(setup, method))) {
-      const own = route.onSend;
-      route.onSend = own === undefined ? [bodyLimitProblem] : [...[own].flat(), bodyLimitProblem];
     }
   });
   fastify.addHook('onReady', (ready) => ready(routeErrors[0]));
@@ -253,70 +243,6 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   });
   done();
 };
-
-/**
- * A route's `onSend` hook (added in `onRoute`): Fastify's own 413 (its `bodyLimit`, 1 MiB by
- * default as `maxBodyBytes`, answers before preHandler) to a request whose body `begin` would
- * have read goes out as the body-too-large problem the library answers past `maxBodyBytes`,
- * as on the other adapters. Only Fastify's own answer (its error's serialisation), never an
- * app's error handler's body.
- */
-const bodyLimitProblem: onSendHookHandler = (request, reply, payload, done) => {
-  if (reply.statusCode !== 413 || !isFastifyBodyTooLarge(payload)) return done(null, payload);
-  // (False or null: idempotency off for the route, or no body.)
-  const incoming = (request as unknown as Held)[kIncoming] || undefined;
-  // Not once a route ran under a key (its own answer is recorded as it is).
-  if (!incoming?.readsBody || request.idempotency) return done(null, payload);
-  const problem = problemResponse({
-    type: PROBLEM_TYPES.bodyTooLarge,
-    title: 'Request body too large',
-    status: 413,
-    detail: 'The request body exceeds the configured limit',
-  });
-  for (const [name, value] of problem.headers) reply.header(name, value);
-  // Fastify's serialisation framed its own payload: the problem's is framed anew.
-  reply.removeHeader('content-length');
-  problem.text().then(
-    (body) => done(null, body),
-    (error: Error) => done(error),
-  );
-};
-
-/** Whether `begin` reads the body of a keyed request of `method` on a route of `setup`. */
-function readsKeyedBody(setup: Setup, method: string): boolean {
-  return setup.handler.bodyLimit({ method, header: () => 'probe' }) !== undefined;
-}
-
-/** Fastify's own 413 (`FST_ERR_CTP_BODY_TOO_LARGE`). */
-const FASTIFY_BODY_TOO_LARGE = 'FST_ERR_CTP_BODY_TOO_LARGE';
-
-/** The fields of Fastify's error serialisation (its default error handler's answer). */
-const FASTIFY_ERROR_FIELDS = ['statusCode', 'code', 'error', 'message'];
-
-/**
- * Whether `payload` is Fastify's own serialisation of its body-limit error: exactly its
- * fields, that code. An app's answer that names the code with words or fields of its own (an
- * error handler's JSON, a hook's) is the app's, and stays.
- */
-function isFastifyBodyTooLarge(payload: unknown): boolean {
-  if (typeof payload !== 'string' || !payload.includes(FASTIFY_BODY_TOO_LARGE)) return false;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(payload);
-  } catch {
-    return false;
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return false;
-  const fields = parsed as Record<string, unknown>;
-  const names = Object.keys(fields);
-  return (
-    names.length === FASTIFY_ERROR_FIELDS.length &&
-    FASTIFY_ERROR_FIELDS.every((name) => names.includes(name)) &&
-    fields.code === FASTIFY_BODY_TOO_LARGE &&
-    fields.statusCode === 413 &&
-    fields.error === 'Payload Too Large'
-  );
-}
 
 /** Carries out `begin`'s decision (see the README's "Status codes"). */
 function answer(
