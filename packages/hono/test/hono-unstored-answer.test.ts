@@ -1,73 +1,14 @@
-import { request } from 'node:http';
 import { createServer as createH2Server, connect as http2Connect } from 'node:http2';
 import { type ServerType, serve } from '@hono/node-server';
-import { type IdempotencyStore, StoreUnavailableError } from '@idem/core';
-import { createMemoryStore } from '@idem/store-memory';
 import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
+import { flakyStore, post, type Seen } from './unstored-support.js';
 
 // A first execution that fails before anything of its response went out (its outcome could not
 // be stored, or its body broke on the first read) must reach its client as no response at all
 // (the connection dropped), as on the Node adapters: never a 2xx head, and never, as
 // @hono/node-server does with a body failing on its first read, an empty complete 2xx.
-
-/** A memory store whose `complete` fails while `down.complete` is set. */
-function flakyStore(): { store: IdempotencyStore; down: { complete: boolean } } {
-  const inner = createMemoryStore();
-  const down = { complete: false };
-  const store: IdempotencyStore = Object.create(inner);
-  store.complete = (input) =>
-    down.complete
-      ? Promise.reject(new StoreUnavailableError('complete refused (test)'))
-      : inner.complete(input);
-  return { store, down };
-}
-
-interface Seen {
-  status?: number;
-  complete?: boolean;
-  body: string;
-  error?: string;
-  replayed?: string;
-}
-
-/** A raw POST: what the client saw, status line included, and how it ended. */
-function post(base: string, path: string, key: string): Promise<Seen> {
-  return new Promise((resolve) => {
-    const seen: Seen = { body: '' };
-    const req = request(`${base}${path}`, {
-      method: 'POST',
-      headers: { 'idempotency-key': key, 'content-type': 'application/json' },
-    });
-    req.setTimeout(15_000, () => req.destroy(new Error('client timeout')));
-    req.on('response', (res) => {
-      seen.status = res.statusCode;
-      seen.replayed = res.headers['idempotent-replayed'] as string | undefined;
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        seen.body += chunk;
-      });
-      res.on('end', () => {
-        seen.complete = res.complete;
-        resolve(seen);
-      });
-      res.on('error', (error) => {
-        seen.complete = false;
-        seen.error = error.message;
-        resolve(seen);
-      });
-      res.on('aborted', () => {
-        seen.complete = false;
-      });
-    });
-    req.on('error', (error) => {
-      seen.error = error.message;
-      resolve(seen);
-    });
-    req.end('{"a":1}');
-  });
-}
 
 const runs: Record<string, number> = {};
 const count = (name: string) => {

@@ -4,70 +4,15 @@
 // outcome, the key must not be left to a second execution, a pipelined request on the same
 // connection must keep exactly-once, a bodiless answer, and a runtime with no Node response
 // (Bun, Deno: the Web `Response` is all it gets). Real servers on loopback.
-import { createServer, request, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { type AddressInfo, connect } from 'node:net';
 import { type ServerType, serve } from '@hono/node-server';
-import { type IdempotencyStore, StoreUnavailableError } from '@idem/core';
-import { createMemoryStore } from '@idem/store-memory';
 import { Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
+import { flakyStore, post as rawPost, type Seen } from './unstored-support.js';
 
-/** A memory store whose `complete` fails while `down.complete` is set. */
-function flakyStore(): { store: IdempotencyStore; down: { complete: boolean } } {
-  const inner = createMemoryStore();
-  const down = { complete: false };
-  const store: IdempotencyStore = Object.create(inner);
-  store.complete = (input) =>
-    down.complete
-      ? Promise.reject(new StoreUnavailableError('complete refused (test)'))
-      : inner.complete(input);
-  return { store, down };
-}
-
-interface Seen {
-  status?: number;
-  complete?: boolean;
-  body: string;
-  error?: string;
-  replayed?: string;
-  retryAfter?: string;
-}
-
-function post(base: string, path: string, key: string, method = 'POST'): Promise<Seen> {
-  return new Promise((resolve) => {
-    const seen: Seen = { body: '' };
-    const req = request(`${base}${path}`, {
-      method,
-      headers: { 'idempotency-key': key, 'content-type': 'application/json' },
-      agent: false,
-    });
-    req.setTimeout(15_000, () => req.destroy(new Error('client timeout')));
-    req.on('response', (res) => {
-      seen.status = res.statusCode;
-      seen.replayed = res.headers['idempotent-replayed'] as string | undefined;
-      seen.retryAfter = res.headers['retry-after'] as string | undefined;
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => {
-        seen.body += chunk;
-      });
-      res.on('end', () => {
-        seen.complete = res.complete;
-        resolve(seen);
-      });
-      res.on('error', (error) => {
-        seen.complete = false;
-        seen.error = error.message;
-        resolve(seen);
-      });
-    });
-    req.on('error', (error) => {
-      seen.error = error.message;
-      resolve(seen);
-    });
-    req.end(method === 'POST' || method === 'PATCH' ? '{"a":1}' : undefined);
-  });
-}
+const post = (base: string, path: string, key: string) => rawPost(base, path, key, true);
 
 const runs: Record<string, number> = {};
 const count = (name: string) => {
