@@ -137,7 +137,9 @@ describe.each<Platform>(['express', 'fastify'])(
       }
       const gc = collectGarbage();
       let alive = seen.length;
-      for (let round = 0; round < 20 && alive > 0; round++) {
+      // Up to 2 s of collections: in a loaded CI lane the last request could still be held by
+      // its connection after 400 ms (one of 10,728 failed once so, and passed alone).
+      for (let round = 0; round < 100 && alive > 0; round++) {
         gc();
         await new Promise((resolve) => setTimeout(resolve, 20));
         alive = seen.filter((ref) => ref.deref() !== undefined).length;
