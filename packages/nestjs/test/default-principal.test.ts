@@ -19,7 +19,7 @@ import { type Platform, startNest } from './scenario-app.js';
 // different callers must never share a key space through it: a replay of one caller's answer
 // to another leaks it (the fingerprint is the request, the same for both).
 
-/** Sets `request.user` to the JSON of the `x-user` header, as a guard would. */
+/** Sets `request.user` from the `x-user` header's JSON; `x-user-proto` becomes its prototype. */
 @Injectable()
 class UserGuard implements CanActivate {
   canActivate(context: ExecutionContext): boolean {
@@ -27,7 +27,11 @@ class UserGuard implements CanActivate {
       .switchToHttp()
       .getRequest<{ headers: Record<string, unknown>; user?: unknown }>();
     const user = request.headers['x-user'];
-    if (typeof user === 'string') request.user = JSON.parse(user);
+    const proto = request.headers['x-user-proto'];
+    if (typeof user !== 'string') return true;
+    const own = JSON.parse(user) as object;
+    request.user =
+      typeof proto === 'string' ? Object.assign(Object.create(JSON.parse(proto)), own) : own;
     return true;
   }
 }
@@ -62,6 +66,24 @@ describe('principalFromUser', () => {
     expect(principalFromUser({ sub: 's1', iss: '' })).toBe('s1');
     expect(principalFromUser({})).toBeUndefined();
   });
+
+  // rv21 review: was FINDING (LOW): an `iss` that is not a string (a number, an object) was
+  // ignored, so the same subject from issuers 1 and 2 shared one key space. Now such a user
+  // has no default principal (500 no-principal): nothing is shared.
+  it('an issuer that is not a string is never dropped silently (no principal rather than the bare subject)', () => {
+    for (const iss of [1, 2, true, { url: 'https://a' }, ['https://a'], new URL('https://a')])
+      expect(principalFromUser({ sub: 's1', iss })).toBeUndefined();
+  });
+
+  it('an inherited (prototype) iss and sub count as the user own ones', () => {
+    const user = Object.assign(Object.create({ iss: 'https://a', sub: 's1' }), {});
+    expect(principalFromUser(user)).toEqual({ iss: 'https://a', sub: 's1' });
+  });
+
+  it("a user's toJSON plays no part: the principal is built from iss and sub only", () => {
+    const user = { sub: 's1', iss: 'https://a', toJSON: () => ({}) };
+    expect(principalFromUser(user)).toEqual({ iss: 'https://a', sub: 's1' });
+  });
 });
 
 describe.each<Platform>(['express', 'fastify'])(
@@ -74,29 +96,43 @@ describe.each<Platform>(['express', 'fastify'])(
     });
     afterAll(() => close());
 
-    const post = (key: string, user: unknown) =>
-      send(url, '/who', { key, body: { a: 1 }, headers: { 'x-user': JSON.stringify(user) } });
+    const post = (key: string, user: unknown, proto?: unknown) =>
+      send(url, '/who', {
+        key,
+        body: { a: 1 },
+        headers: {
+          'x-user': JSON.stringify(user),
+          ...(proto === undefined ? {} : { 'x-user-proto': JSON.stringify(proto) }),
+        },
+      });
 
-    /** The second user's request with the first's key runs on its own: no replay across them. */
-    const separate = async (first: unknown, second: unknown) => {
+    /**
+     * The second caller's request with the first's key never gets the first's answer: each
+     * runs (201), or is refused for a caller the default cannot name (500 no-principal).
+     */
+    const separate = async (first: [unknown, unknown?], second: [unknown, unknown?]) => {
       const key = `who-${randomUUID()}`;
-      const a = await post(key, first);
-      const b = await post(key, second);
-      expect(a.status).toBe(201);
-      expect(b.status).toBe(201);
+      const a = await post(key, ...first);
+      const b = await post(key, ...second);
+      expect([201, 500]).toContain(a.status);
+      expect([201, 500]).toContain(b.status);
       expect(b.headers['idempotent-replayed']).toBeUndefined();
-      expect(b.body.toString()).not.toBe(a.body.toString());
+      if (a.status === 201) expect(b.body.toString()).not.toBe(a.body.toString());
+      return [a.status, b.status];
     };
 
     it('the same subject from two issuers is two callers', async () => {
-      await separate(
-        { sub: '1234', iss: 'https://idp-a.example' },
-        { sub: '1234', iss: 'https://idp-b.example' },
-      );
+      // Both run: the pair is a principal, not a refusal.
+      expect(
+        await separate(
+          [{ sub: '1234', iss: 'https://idp-a.example' }],
+          [{ sub: '1234', iss: 'https://idp-b.example' }],
+        ),
+      ).toEqual([201, 201]);
     });
 
     it('an id and a numeric id of the same digits are two callers', async () => {
-      await separate({ id: 42 }, { id: '42' });
+      expect(await separate([{ id: 42 }], [{ id: '42' }])).toEqual([201, 201]);
     });
 
     it('the same caller with a refreshed token is one caller (the replay)', async () => {
@@ -106,6 +142,33 @@ describe.each<Platform>(['express', 'fastify'])(
       expect(a.status).toBe(201);
       expect(b.headers['idempotent-replayed']).toBe('true');
       expect(b.body.equals(a.body)).toBe(true);
+    });
+
+    // rv21 review: attacks on isolation through the default (see principalFromUser above).
+    it('the same subject with two numeric issuers is never one caller', async () => {
+      await separate([{ sub: '1234', iss: 1 }], [{ sub: '1234', iss: 2 }]);
+    });
+
+    it('the same subject with an object issuer and with none is never one caller', async () => {
+      await separate([{ sub: '1234', iss: { host: 'idp-a' } }], [{ sub: '1234' }]);
+    });
+
+    it('the same subject with an inherited issuer and with another own issuer: two callers', async () => {
+      await separate(
+        [{ sub: '1234' }, { iss: 'https://idp-a.example' }],
+        [{ sub: '1234', iss: 'https://idp-b.example' }],
+      );
+    });
+
+    it('a string issuer is not the same as a subject spelled like the pair', async () => {
+      await separate(
+        [{ sub: '1234', iss: 'https://idp-a.example' }],
+        [{ sub: JSON.stringify({ iss: 'https://idp-a.example', sub: '1234' }) }],
+      );
+    });
+
+    it('a numeric subject and a string subject under one issuer are two callers', async () => {
+      await separate([{ sub: 7, iss: 'https://a' }], [{ sub: '7', iss: 'https://a' }]);
     });
   },
 );
