@@ -69,9 +69,11 @@ function noisy(store: MemoryStore, fillers: number, carried: () => void): Idempo
 }
 
 const runs = Number(process.env.IDEM_PROPERTY_RUNS) || 300;
+/** Enough scenarios that the remnant bounds below hold by a wide margin (mean about 0.28 a scenario). */
+const SCENARIOS = 300;
 
 describe('f1rev: originId through the engine under eviction', () => {
-  it('originrev engine scenarios on a store kept full by failing filler requests (120 scenarios)', async () => {
+  it(`originrev engine scenarios on a store kept full by failing filler requests (${SCENARIOS} scenarios)`, async () => {
     const tables: ReturnType<typeof probeTable>[] = [];
     let carried = 0;
     const tally = await checkOriginEngine(async () => {
@@ -85,11 +87,12 @@ describe('f1rev: originId through the engine under eviction', () => {
         leaseMs: LEASE,
         toleranceMs: 0,
       };
-    }, 120);
+    }, SCENARIOS);
     for (const table of tables) checkTable(table);
-    // The scenarios' retries did take their keys from remnants.
-    expect(carried).toBeGreaterThan(20);
-    expect(tally.takeoversSeen).toBeGreaterThan(10);
+    // The scenarios' retries did take their keys from remnants. About one scenario in nine
+    // carries a key (27-40 of 120 in six runs); at 120 a bound of 20 failed once in CI.
+    expect(carried).toBeGreaterThan(SCENARIOS / 10);
+    expect(tally.takeoversSeen).toBeGreaterThan(SCENARIOS / 4);
   }, 60_000);
 
   it(`execute on the store itself: one originId per key, one effect, replays after (${runs} runs)`, async () => {
