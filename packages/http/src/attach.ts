@@ -11,6 +11,7 @@ import {
   readNotRecorded,
   type StoredOutcome,
 } from '@idem/core';
+import { refusesCoding } from './content-coding.js';
 import { GENERATION_HEADER } from './live-publish.js';
 import { mediaType } from './media-type.js';
 import { prepareReplay, replayedHeaders } from './replay.js';
@@ -70,11 +71,16 @@ const BATCH = 64;
  */
 export async function attachToStream(
   generation: LiveGeneration,
-  resume: { lastEventId: string | undefined; latin1EventId: string | undefined },
+  resume: {
+    lastEventId: string | undefined;
+    latin1EventId: string | undefined;
+    /** The duplicate's `Accept-Encoding` (undefined: none sent, which takes any coding). */
+    acceptEncoding?: string | undefined;
+  },
   settings: AttachSettings,
   readers: Map<string, number>,
 ): Promise<AttachAnswer> {
-  const { lastEventId, latin1EventId } = resume;
+  const { lastEventId, latin1EventId, acceptEncoding } = resume;
   const id = `${generation.fence}:${generation.storageKey}`;
   const count = readers.get(id) ?? 0;
   if (count >= settings.maxReaders) return { kind: 'none' };
@@ -99,6 +105,13 @@ export async function attachToStream(
     if (lastEventId !== undefined && encoded(head.headers)) {
       close();
       return { kind: 'encoded' };
+    }
+    // A duplicate that refuses the stream's coding (RFC 9110 12.5.3) is not handed bytes it
+    // said it cannot read: it gets the 409 (or its bounded wait), and once the outcome is
+    // stored, the replay, decoded for it.
+    if (acceptEncoding !== undefined && refusesCoding(head.headers, acceptEncoding)) {
+      close();
+      return { kind: 'none' };
     }
     const source = new LiveSource(
       reader,

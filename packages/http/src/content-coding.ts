@@ -216,16 +216,28 @@ export function replayForAccepted(
 ): PreparedResponse | Promise<PreparedResponse | UndecodedReason> {
   // The common replay (nothing recorded with a coding, or one the retry takes) answers at
   // once, with no promise made: only a decode waits.
-  const codings = refusedCodings(prepared, acceptEncoding);
+  const codings = refusedCodings(prepared.headers, acceptEncoding);
   return codings === undefined ? prepared : undoCodings(prepared, codings, bound);
+}
+
+/**
+ * Whether a request that sent `acceptEncoding` refuses the coding of a response with
+ * `headers` (lower-case names), as a replay of it would be decoded for that request.
+ * @internal
+ */
+export function refusesCoding(
+  headers: readonly (readonly [string, string])[],
+  acceptEncoding: string | undefined,
+): boolean {
+  return refusedCodings(headers, acceptEncoding) !== undefined;
 }
 
 /** The codings of the recorded `Content-Encoding` when the retry refuses them, else undefined. */
 function refusedCodings(
-  prepared: PreparedResponse,
+  headers: readonly (readonly [string, string])[],
   acceptEncoding: string | undefined,
 ): string[] | undefined {
-  const recorded = prepared.headers.find(([name]) => name === 'content-encoding')?.[1];
+  const recorded = headers.find(([name]) => name === 'content-encoding')?.[1];
   if (recorded === undefined) return undefined;
   const codings = appliedCodings(recorded);
   if (codings.length === 0 || acceptsCodings(acceptEncoding, codings)) return undefined;

@@ -232,7 +232,13 @@ export function createIdempotencyHandler<R = Request>(
           request.signal ? { signal: request.signal } : {},
         );
       } catch (error) {
-        const attached = await attachDecision(error, hints, live?.attach, readers);
+        const attached = await attachDecision(
+          error,
+          hints,
+          live?.attach,
+          readers,
+          request.header('accept-encoding'),
+        );
         if (attached === 'gone' && look === 0) continue;
         if (attached && attached !== 'gone') return attached;
         const answer = answerBeginError(error, beginAnswers);

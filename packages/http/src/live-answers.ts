@@ -158,13 +158,19 @@ export async function attachDecision(
   hints: ResumeHints,
   settings: AttachSettings | undefined,
   readers: Map<string, number>,
+  acceptEncoding: string | undefined,
 ): Promise<IdempotencyDecision | 'gone' | undefined> {
   if (!(settings && hints.attach && error instanceof InProgressError)) return undefined;
   const { fence, storageKey } = error;
   if (fence === undefined || storageKey === undefined) return undefined;
   const refused = refusedGeneration(hints, fence);
   if (refused) return refused;
-  const answer = await attachToStream({ storageKey, fence }, hints, settings, readers);
+  const answer = await attachToStream(
+    { storageKey, fence },
+    { lastEventId: hints.lastEventId, latin1EventId: hints.latin1EventId, acceptEncoding },
+    settings,
+    readers,
+  );
   if (answer.kind === 'stream')
     return { action: 'respond', response: answer.response, replayed: true };
   if (answer.kind === 'unknown-event') return unknownEventId();

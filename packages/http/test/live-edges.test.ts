@@ -97,6 +97,38 @@ describe('live streams: a compressed (gzip) stream', () => {
     expect(app.runs()).toBe(1);
     expect(channel.stats()).toEqual({ generations: 0, readers: 0, bytes: 0 });
   });
+
+  it('a duplicate that refuses the coding gets the 409, never gzip bytes; one that takes gzip attaches; once stored, the replay is decoded for it', async () => {
+    const channel = createMemoryLiveStreams();
+    const app = gzipApp(channel);
+    const first = await app.handle(post('g2', {}));
+    const firstBytes = bytesOf(first);
+    for (const refusing of ['identity', '', 'gzip;q=0', 'br', '*;q=0']) {
+      const joiner = await app.handle(post('g2', {}, { 'accept-encoding': refusing }));
+      expect([refusing, joiner.status]).toEqual([refusing, 409]);
+      expect(joiner.headers.get('content-encoding')).toBeNull();
+      expect(((await joiner.json()) as { type: string }).type).toBe(
+        'https://idem.dev/problems/in-progress',
+      );
+    }
+    for (const taking of ['gzip', 'x-gzip, br', '*']) {
+      const joiner = await app.handle(post('g2', {}, { 'accept-encoding': taking }));
+      expect([taking, joiner.status, joiner.headers.get('content-encoding')]).toEqual([
+        taking,
+        200,
+        'gzip',
+      ]);
+      expect(joiner.headers.get(REPLAYED_HEADER)).toBe('true');
+      expect(gunzipSync(await bytesOf(joiner)).toString()).toBe(events);
+    }
+    expect(same(await firstBytes, gzipped)).toBe(true);
+    const replay = await app.handle(post('g2', {}, { 'accept-encoding': 'identity' }));
+    expect(replay.status).toBe(200);
+    expect(replay.headers.get('content-encoding')).toBeNull();
+    expect(await replay.text()).toBe(events);
+    expect(app.runs()).toBe(1);
+    expect(channel.stats()).toEqual({ generations: 0, readers: 0, bytes: 0 });
+  });
 });
 
 describe('live streams: maxReaders', () => {
