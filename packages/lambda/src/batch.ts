@@ -172,6 +172,15 @@ const TIMED_OUT = Symbol('timed out');
  */
 const NOT_STARTED = new Error('The batch gave this record up before its handler started');
 
+/**
+ * What the handler threw once the batch had given its record up (reported `timed_out` and
+ * sent back; its signal aborted): never final, the key is released for the redelivery, whatever
+ * the policy says (`everythingFinal` would otherwise replay the abort as the record's answer).
+ */
+class GivenUpFailure {
+  constructor(readonly error: unknown) {}
+}
+
 /** Builds a batch handler for a source; see `makeSqsBatchHandler` and its siblings. */
 export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
   source: BatchSource<TRecord>,
@@ -189,11 +198,15 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
     throw new InvalidInputError('timeoutMarginMs must be a finite, non-negative number of ms');
   validateEngineOptions(engineOptions);
   const policy = (engineOptions.isFinal ?? successOnly) as OutcomePolicy<unknown>;
-  // A record given up before its handler started is released, whatever the policy says.
+  // A record given up before its handler started, or whose handler failed after the give-up
+  // (the abort of its signal), is released, whatever the policy says.
   const recordOptions = {
     ...engineOptions,
     isFinal: (settled: Parameters<OutcomePolicy<unknown>>[0]) =>
-      !(!settled.ok && settled.error === NOT_STARTED) && policy(settled),
+      !(
+        !settled.ok &&
+        (settled.error === NOT_STARTED || settled.error instanceof GivenUpFailure)
+      ) && policy(settled),
   };
   const report = (r: RecordReport<TRecord>) => {
     try {
@@ -265,7 +278,8 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
             return await handler(record, context, info);
           } catch (error) {
             thrownByHandler = true;
-            throw error;
+            // (After the give-up nobody awaits `run`: the wrapper only reaches the policy.)
+            throw gaveUp ? new GivenUpFailure(error) : error;
           }
         });
         // No clock (a local call, a test): the deadline is Infinity and no timer is armed

@@ -115,6 +115,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         timedOut: false,
         pending: undefined,
         ambiguous: false,
+        ambiguousRun: false,
         maybeCaught: false,
         failed: false,
         decision: undefined,
@@ -239,6 +240,14 @@ interface Invocation {
    * Never a release while it holds (see `watchRequest`).
    */
   ambiguous: boolean;
+  /**
+   * The ambiguous pair was written in the current synchronous run (cleared at its end). Middy's
+   * catch always follows an `await` (of the handler, or of the hook that threw), so a second
+   * catch-like pair in that run is never Middy's catch: it is the first `onError` hook's own
+   * writes (after Middy's catch), or the first `after` hook's (after the handler's
+   * `undefined`). It leaves the pair ambiguous, for the next sign to settle.
+   */
+  ambiguousRun: boolean;
   /** After the handler returned: `response = undefined; error = undefined` (a catch of `undefined`?). */
   maybeCaught: boolean;
   /** Middy caught an error: it runs the `onError` chain. */
@@ -399,8 +408,10 @@ const responseWatches = new WeakSet<object>();
  *   `after` hook (which Middy calls in that run) written `request.error`. Then no decision is
  *   made at the write: the next hook of this middleware settles it (its `after`: the handler
  *   returned; its or `idem.last`'s `onError`: Middy caught, the key is released), or Middy's
- *   read of an early answer (the `onError` chain: released; otherwise: recorded), or Middy's
- *   own write when a later `onError` throws (`e.originalError = request.error`). Any other
+ *   read of an early answer (taken as the handler's return: recorded). Middy's own write when
+ *   a later `onError` throws (`e.originalError = request.error`) settles nothing (an `after`
+ *   hook's error normalizer writes alike). A second such pair in the run of the ambiguous one
+ *   is a hook's (Middy's catch follows an `await`): it leaves the question open. Any other
  *   write (a middleware clearing or noting an error) changes nothing. When the watch of
  *   `request.response` is gone (deleted or redefined), a value written while
  *   `request.response` is `undefined` is taken the same way.
@@ -523,10 +534,16 @@ function watchRequest(
       }
       if (reset || unwatched) {
         invocation.pending = undefined;
+        // A hook's second pair in the run of the ambiguous one (see `ambiguousRun`): the
+        // ambiguous pair stays the question (a first `onError` normalizing the error, released
+        // by the next `onError` of this middleware; an `after` hook's, recorded by its `after`).
+        if (invocation.ambiguous && invocation.ambiguousRun) return;
         if (invocation.returned || invocation.ambiguous || (pending && pending.count >= 2)) {
           // Not the handler's lone return: Middy's catch (or a hook's pair, taken as one) once
-          // the handler has returned, or a second such pair (one of them was not the catch:
-          // the safe side, the handler returned).
+          // the handler has returned, or a second such pair in a later run (Middy's catch of a
+          // later hook's throw, once the handler returned `undefined` and the first `after`
+          // wrote request.error: the safe side, the handler returned), or two writes of
+          // `request.response` before the error (one of them was not Middy's reset).
           invocation.ambiguous = false;
           setReturned(invocation);
           if (value === undefined) {
@@ -539,6 +556,10 @@ function watchRequest(
         }
         // Middy's catch, or the handler's `undefined` then an `after` writing request.error.
         invocation.ambiguous = true;
+        invocation.ambiguousRun = true;
+        queueMicrotask(() => {
+          invocation.ambiguousRun = false;
+        });
         return;
       }
       if (

@@ -218,16 +218,16 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
     expect(runs).toBe(2);
   });
 
-  // FINDING (LOW): the cost of never releasing on an ambiguous pair. Without idem.last, the
-  // handler throws, and the first `onError` Middy calls writes `request.response = undefined`
-  // and then a new `request.error` in its synchronous start: a second catch-like pair. One of
-  // the two was not Middy's catch; if it was the first, the handler returned (the first
-  // `after` wrote the error): the safe side is taken, a not-recorded marker, and the retry gets
-  // OutcomeNotRecordedError instead of running. Use idem.last (see the test above).
-  // lambda21: left open: the two pairs are the same writes in the same steps as a handler's
-  // `undefined`, an `after` noting an error, then a later `after`'s throw: releasing would
-  // run a handler that returned a second time.
-  it.fails('without idem.last: the handler throws, the first `onError` writes response = undefined and a new error: released', async () => {
+  // FIXED (was FINDING LOW): the cost of never releasing on an ambiguous pair. Without
+  // idem.last, the handler throws, and the first `onError` Middy calls writes
+  // `request.response = undefined` and then a new `request.error` in its synchronous start: a
+  // second catch-like pair. It was taken for Middy's catch of a later `after` (the handler
+  // returned `undefined`, the first `after` wrote the error): a not-recorded marker, the retry
+  // got OutcomeNotRecordedError instead of running. But Middy's catch always follows an
+  // `await`, never in the run of the first pair: a second pair in that run is a hook's own, so
+  // the first stays ambiguous and idempotency()'s `onError` releases (a first `after`'s two
+  // pairs are recorded by its `after`: see the held test below).
+  it('without idem.last: the handler throws, the first `onError` writes response = undefined and a new error: released', async () => {
     let runs = 0;
     const handler = middy(async () => {
       runs += 1;
@@ -246,12 +246,58 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
     expect(runs).toBe(2);
   });
 
+  // The other side of the test above: the same two pairs in one run written by the first
+  // `after` hook, after the handler returned `undefined`: they stay ambiguous, and what comes
+  // next settles them on the side of the return (never a release: no second run).
+  it('held: handler returns undefined, the first `after` writes two catch-like pairs in one run: recorded (or a marker after a later throw), no second run', async () => {
+    for (const next of ['none', 'throw', 'early'] as const) {
+      let runs = 0;
+      const handler = middy(async () => {
+        runs += 1;
+        return undefined;
+      })
+        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use({
+          after: async () => {
+            if (next === 'throw') throw new Error('invalid response');
+            if (next === 'early') return { early: true };
+          },
+        })
+        .use({
+          after: async (request: Req) => {
+            request.error = new Error('soft');
+            request.response = undefined;
+            request.error = new Error('softer');
+          },
+        });
+      const id = `amb-two-pairs-${next}`;
+      const first = await settle(handler({ id }, fakeContext(10_000)));
+      const retry = await settle(handler({ id }, fakeContext(10_000)));
+      if (next === 'none') {
+        expect(first).toEqual({ value: undefined });
+        expect(retry).toEqual({ value: undefined });
+      } else if (next === 'early') {
+        expect(first).toEqual({ value: { early: true } });
+        expect(retry).toEqual({ value: { early: true } });
+      } else {
+        expect((first as { error: Error }).error.message).toBe('invalid response');
+        expect((retry as { error: unknown }).error).toBeInstanceOf(OutcomeNotRecordedError);
+      }
+      expect(runs).toBe(1);
+    }
+  });
+
   // FINDING (LOW): the other cost. Without idem.last, the handler throws and a later `onError`
   // throws a value Middy cannot tag (a string: Middy's own `e.originalError = ...` throws a
   // TypeError): no hook of idempotency() runs and Middy writes nothing, so the ambiguous pair is
   // never settled and nothing is released: the key is held until its lease ends (retries get
   // InProgressError meanwhile; never a second run). With idem.last the release lands first.
-  // lambda21: left open, as above: nothing after the ambiguous pair tells a catch.
+  // Left open (lambda21, wt/lambda): nothing after the ambiguous pair tells a catch. Middy's
+  // `e.originalError = ...` throws (a TypeError) with no write, and no hook of idempotency()
+  // runs; every other ending (its `after` or `onError`, a catch of a later `after`'s throw, an
+  // early answer) writes or reads something. Releasing on that silence would need a moment to
+  // decide at, and a first `after` hook that awaits I/O is silent just as long: the handler's
+  // `undefined` would then be released and run again. Use idem.last (next tests).
   it.fails('without idem.last: the handler throws, a later `onError` throws a string: the key is free for the retry', async () => {
     let runs = 0;
     const handler = middy(async () => {

@@ -38,43 +38,70 @@ const statuses = (reports: RecordReport<SQSRecord>[]) => reports.map((r) => r.st
 describe('lambda21: a timed-out batch record (redis)', () => {
   const env = useEnv('redis');
 
-  it('its signal aborts (TimeoutError) before the batch answers; a handler that honours it stops and frees the key for the redelivery', async () => {
-    let runs = 0;
-    let seen: AbortSignal | undefined;
-    let stopped: Promise<unknown> | undefined;
-    const reports: RecordReport<SQSRecord>[] = [];
-    const handler = makeSqsBatchHandler(
-      async (record: SQSRecord, _ctx: Context, idem: IdempotencyInfo) => {
-        runs += 1;
-        if (runs > 1) return `${record.body} shipped`;
-        const { signal } = idem;
-        seen = signal;
-        stopped = new Promise((_, reject) => {
-          signal.addEventListener('abort', () => reject(signal.reason), { once: true });
-        });
-        return stopped;
-      },
-      { store: env().store, timeoutMarginMs: 300, onRecord: (r) => reports.push(r) },
-    );
-    const record = sqsRecord('order-1');
-    const first = await handler({ Records: [record] }, fakeContext(800));
-    expect(statuses(reports)).toEqual(['timed_out']);
-    expect(first.batchItemFailures).toEqual([{ itemIdentifier: record.messageId }]);
-    // Aborted by the batch, not at the lease's end (the lease lasts until ~800 ms).
-    expect(seen?.aborted).toBe(true);
-    expect((seen?.reason as Error | undefined)?.name).toBe('TimeoutError');
-    await expect(stopped).rejects.toThrow(/timed_out/);
-    // The handler stopped and its release lands: a redelivery runs (without the release, one
-    // gets InProgressError until the lease lapses at the first invocation's deadline).
-    let processed = false;
-    for (let i = 0; i < 10 && !processed; i++) {
-      await sleep(50);
-      reports.length = 0;
-      await handler({ Records: [record] }, fakeContext(10_000));
-      processed = statuses(reports)[0] === 'processed';
+  it('its signal aborts (TimeoutError) before the batch answers; a handler that honours it stops and frees the key for the redelivery (any isFinal)', async () => {
+    // (With everythingFinal too: the failure the abort makes is the deadline's, never the
+    // record's final outcome; recorded, the redelivery would be `replayed` and never run.)
+    for (const isFinal of [undefined, everythingFinal]) {
+      let runs = 0;
+      let seen: AbortSignal | undefined;
+      let stopped: Promise<unknown> | undefined;
+      const reports: RecordReport<SQSRecord>[] = [];
+      const handler = makeSqsBatchHandler(
+        async (record: SQSRecord, _ctx: Context, idem: IdempotencyInfo) => {
+          runs += 1;
+          if (runs > 1) return `${record.body} shipped`;
+          const { signal } = idem;
+          seen = signal;
+          stopped = new Promise((_, reject) => {
+            signal.addEventListener('abort', () => reject(signal.reason), { once: true });
+          });
+          return stopped;
+        },
+        { store: env().store, isFinal, timeoutMarginMs: 300, onRecord: (r) => reports.push(r) },
+      );
+      const record = sqsRecord(`order-1-${isFinal ? 'final' : 'default'}`);
+      const first = await handler({ Records: [record] }, fakeContext(800));
+      expect(statuses(reports)).toEqual(['timed_out']);
+      expect(first.batchItemFailures).toEqual([{ itemIdentifier: record.messageId }]);
+      // Aborted by the batch, not at the lease's end (the lease lasts until ~800 ms).
+      expect(seen?.aborted).toBe(true);
+      expect((seen?.reason as Error | undefined)?.name).toBe('TimeoutError');
+      await expect(stopped).rejects.toThrow(/timed_out/);
+      // The handler stopped and its release lands: a redelivery runs (without the release, one
+      // gets InProgressError until the lease lapses at the first invocation's deadline).
+      let seenStatuses: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        await sleep(50);
+        reports.length = 0;
+        await handler({ Records: [record] }, fakeContext(10_000));
+        seenStatuses = statuses(reports);
+        if (seenStatuses[0] !== 'failed') break; // (InProgressError while the release is in flight)
+      }
+      expect(seenStatuses).toEqual(['processed']);
+      expect(runs).toBe(2);
     }
-    expect(processed).toBe(true);
-    expect(runs).toBe(2);
+  });
+
+  it('held: isFinal: everythingFinal: a failure before the deadline is still final (replayed, never run again)', async () => {
+    let runs = 0;
+    const reports: RecordReport<SQSRecord>[] = [];
+    const failing = makeSqsBatchHandler(
+      async (_record: SQSRecord) => {
+        runs += 1;
+        throw new Error('declined');
+      },
+      {
+        store: env().store,
+        isFinal: everythingFinal,
+        timeoutMarginMs: 300,
+        onRecord: (r) => reports.push(r),
+      },
+    );
+    const record = sqsRecord('order-final');
+    await failing({ Records: [record] }, fakeContext(10_000));
+    await failing({ Records: [record] }, fakeContext(10_000));
+    expect(statuses(reports)).toEqual(['failed', 'replayed']);
+    expect(runs).toBe(1);
   });
 
   it('a handler that ignores the signal and ends after the takeover: its outcome and fenced write are refused, the redelivery is replayed', async () => {

@@ -412,6 +412,12 @@ describe('rev12b: compositions and failures (redis)', () => {
   // lambda21: left open: on a sealed request Middy itself cannot write request.earlyResponse
   // (a replay could not end the chain), and without the watch a later `after`'s throw looks
   // like the handler's (a release would run it twice).
+  // wt/lambda: re-examined, still open. A hooks-only fallback would pass this test (the first
+  // run records 'v') but break two guarantees: a replay of `undefined` (the usual SQS / SNS
+  // handler) cannot end the chain, so it would either run the handler again or fail at every
+  // retry; and `onError` could not tell the handler's throw from a later `after`'s, so it must
+  // leave a marker on every throw (errors never retried, against successes-only). The typed
+  // refusal before the key is acquired (the held test below) is the safe answer.
   it.fails('a sealed request (plugin requestStart): the handler answers as with Middy alone', async () => {
     // (Middy's types give requestStart no argument; it is called with the request)
     const plugin = {
