@@ -59,6 +59,10 @@ class RecordInfo implements IdempotencyInfo {
     else lease.addEventListener('abort', () => controller.abort(lease.reason), { once: true });
     return controller.signal;
   }
+  /** The handler read its signal: the give-up's abort may be what it failed of. */
+  signalRead(): boolean {
+    return this.#controller !== undefined;
+  }
   /** The batch reports the record `timed_out` and answers: the handler should stop. */
   giveUp(): void {
     if (this.#gaveUp !== undefined) return;
@@ -173,9 +177,11 @@ const TIMED_OUT = Symbol('timed out');
 const NOT_STARTED = new Error('The batch gave this record up before its handler started');
 
 /**
- * What the handler threw once the batch had given its record up (reported `timed_out` and
- * sent back; its signal aborted): never final, the key is released for the redelivery, whatever
- * the policy says (`everythingFinal` would otherwise replay the abort as the record's answer).
+ * What a handler that read its signal threw once the batch had given its record up (reported
+ * `timed_out` and sent back; its signal aborted): never final, the key is released for the
+ * redelivery, whatever the policy says (`everythingFinal` would otherwise replay the abort as
+ * the record's answer). A handler that never read its signal cannot have been stopped by the
+ * give-up: its failure is its own, and the policy's to judge (as before the deadline).
  */
 class GivenUpFailure {
   constructor(readonly error: unknown) {}
@@ -199,7 +205,7 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
   validateEngineOptions(engineOptions);
   const policy = (engineOptions.isFinal ?? successOnly) as OutcomePolicy<unknown>;
   // A record given up before its handler started, or whose handler failed after the give-up
-  // (the abort of its signal), is released, whatever the policy says.
+  // once it had read its signal (the abort's failure), is released, whatever the policy says.
   const recordOptions = {
     ...engineOptions,
     isFinal: (settled: Parameters<OutcomePolicy<unknown>>[0]) =>
@@ -273,13 +279,14 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
         const run = engine.execute(request, async (ctx) => {
           // (Acquired after the answer: the handler must not start behind the redelivery.)
           if (gaveUp) throw NOT_STARTED;
-          info = new RecordInfo(ctx);
+          const view = new RecordInfo(ctx);
+          info = view;
           try {
-            return await handler(record, context, info);
+            return await handler(record, context, view);
           } catch (error) {
             thrownByHandler = true;
             // (After the give-up nobody awaits `run`: the wrapper only reaches the policy.)
-            throw gaveUp ? new GivenUpFailure(error) : error;
+            throw gaveUp && view.signalRead() ? new GivenUpFailure(error) : error;
           }
         });
         // No clock (a local call, a test): the deadline is Infinity and no timer is armed
