@@ -106,6 +106,14 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
     this.release();
   }
 
+  /**
+   * Whether `begin` is still to read the body it will fingerprint: the copy is held (a keyed
+   * request of a method that needs its key, neither read by `begin` nor over yet).
+   */
+  awaitsBegin(): boolean {
+    return this.tap !== undefined;
+  }
+
   /** Drops the copy and stops copying (after `begin`, or at the response for a request that never got there). */
   release(): void {
     const { tap } = this;

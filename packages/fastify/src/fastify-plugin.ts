@@ -7,6 +7,7 @@ import {
   type IdempotencyDecision,
   type IdempotencyHandler,
   PROBLEM_TYPES,
+  type ProblemType,
 } from '@idem/http';
 import {
   decisionStatus,
@@ -16,10 +17,12 @@ import {
   wholeDecisionResponse,
 } from '@idem/http/node';
 import type {
+  FastifyInstance,
   FastifyPluginCallback,
   FastifyReply,
   FastifyRequest,
   HookHandlerDoneFunction,
+  RouteOptions,
 } from 'fastify';
 import { BodyTimeoutError } from './body-tap.js';
 import { FastifyIncoming, framedEmpty } from './fastify-incoming.js';
@@ -178,17 +181,25 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     if (constraints !== undefined)
       route.config = { ...route.config, [kConstraints]: constraints } as typeof route.config;
     const setting = route.config?.idempotency;
-    if (setting === undefined || setting === false) return;
+    if (setting === false) return;
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    let setup: Setup | undefined;
     try {
-      setupOf(setting);
+      setup = setupOf(setting);
     } catch (error) {
-      const method = Array.isArray(route.method) ? route.method.join(',') : route.method;
       routeErrors.push(
-        new TypeError(`@idem/fastify, route ${method} ${route.url}: ${(error as Error).message}`, {
-          cause: error,
-        }),
+        new TypeError(
+          `@idem/fastify, route ${methods.join(',')} ${route.url}: ${(error as Error).message}`,
+          { cause: error },
+        ),
       );
+      return;
     }
+    // Fastify's own body limit (the route's, its parser's) refuses a body before preHandler,
+    // with its own 413: the route's error handler, which only an error reaches, answers a
+    // keyed request's with the body-too-large problem instead (no cost to any other request).
+    if (setup && readsBodies(setup.handler, methods))
+      route.errorHandler = answeringBodyLimit(route.errorHandler);
   });
   fastify.addHook('onReady', (ready) => ready(routeErrors[0]));
   fastify.decorateRequest('idempotency', null);
@@ -372,20 +383,71 @@ function replayTrailers(
  */
 function timedOut(request: FastifyRequest, reply: FastifyReply, error: BodyTimeoutError): void {
   endsUnread(request, reply);
+  sendProblem(
+    reply,
+    408,
+    PROBLEM_TYPES.bodyTimeout,
+    'Request body timed out',
+    `The rest of the request body did not come in within ${error.timeoutMs} ms; nothing was run or stored`,
+  );
+}
+
+/** One of the plugin's own problems (`application/problem+json`, never cached), sent. */
+function sendProblem(
+  reply: FastifyReply,
+  status: number,
+  type: ProblemType,
+  title: string,
+  detail: string,
+): void {
   reply
-    .code(408)
+    .code(status)
     .header('cache-control', 'no-store')
     .header('content-type', 'application/problem+json')
-    .send(
-      Buffer.from(
-        JSON.stringify({
-          type: PROBLEM_TYPES.bodyTimeout,
-          title: 'Request body timed out',
-          status: 408,
-          detail: `The rest of the request body did not come in within ${error.timeoutMs} ms; nothing was run or stored`,
-        }),
-      ),
-    );
+    .send(Buffer.from(JSON.stringify({ type, title, status, detail })));
+}
+
+type RouteErrorHandler = NonNullable<RouteOptions['errorHandler']>;
+
+/** Whether `handler` reads the body of a keyed request of one of `methods` (needs its key). */
+function readsBodies(handler: IdempotencyHandler<FastifyRequest>, methods: readonly string[]) {
+  return methods.some((method) => handler.bodyLimit({ method, header: () => '' }) !== undefined);
+}
+
+/**
+ * The error handler of an idempotent route (its own, `own`, behind it): Fastify's body limit
+ * (`FST_ERR_CTP_BODY_TOO_LARGE`, the route's or its content-type parser's `bodyLimit`, or a
+ * body that decodes past it) refusing a request whose body `begin` would read (a method that
+ * needs a key, a key sent), before `begin` ran, gets the body-too-large problem that the
+ * plugin answers past `maxBodyBytes`, still a 413 and with the connection closed as Fastify
+ * closes it: a limit set lower than `maxBodyBytes` stays the limit. Every other error, and
+ * that one for any other request, goes on as without the plugin: to the route's own handler,
+ * else (thrown) to the instance's, Fastify's way to hand an error to the next handler.
+ * Called only for errors: nothing of it runs for a request that has none.
+ */
+function answeringBodyLimit(own: RouteErrorHandler | undefined): RouteErrorHandler {
+  return function idempotencyBodyLimit(this: FastifyInstance, error, request, reply) {
+    const incoming = (request as unknown as Held)[kIncoming];
+    if (
+      (error as { code?: unknown } | null)?.code === 'FST_ERR_CTP_BODY_TOO_LARGE' &&
+      incoming instanceof FastifyIncoming &&
+      incoming.awaitsBegin()
+    ) {
+      sendProblem(
+        reply,
+        413,
+        PROBLEM_TYPES.bodyTooLarge,
+        'Request body too large',
+        'The request body exceeds the configured limit',
+      );
+      return;
+    }
+    if (own) return own.call(this, error, request, reply);
+    if (error instanceof Error) throw error;
+    // A thrown value that is no Error would be sent as a payload (200): handed to the
+    // instance's handler instead, which Fastify would have called.
+    return request.server.errorHandler(error, request, reply);
+  };
 }
 
 /** The HTTP/2 stream of a request that came over HTTP/2 (Node's compatibility layer). */

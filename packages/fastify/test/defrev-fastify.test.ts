@@ -37,19 +37,14 @@ defrevSuite({
   name: 'fastify',
   outageRows: 'representative',
   start,
-  // FINDING (LOW): a POST with a key and a 2 MiB JSON body gets Fastify's own 413
-  // (`application/json; charset=utf-8`, `{"statusCode":413,"code":"FST_ERR_CTP_BODY_TOO_LARGE",...}`), not the
-  // `application/problem+json` `https://idem.dev/problems/body-too-large` that Express, Koa
-  // and Hono answer for the same input: Fastify's default `bodyLimit` (1 MiB) equals idem's
-  // `maxBodyBytes` and answers first. Documented in packages/fastify/README.md ("Fastify's
-  // `bodyLimit` may answer first"), but the @idem/http README's status table promises the problem.
-  // Kept open on purpose (2026-12-06): a route `onSend` hook that replaced Fastify's own 413
-  // with the problem was built and reviewed, then taken out. Fastify runs no onSend hook chain
-  // for a route without one, and adding it cost every first execution of an idempotent route
-  // 5.5 µs of the server's CPU (56.0 → 61.5 µs a request, 10 %; 55.5 without the hook,
-  // benchmarks/profile/http-ab.mjs) for a 413 that is a 413 either way. To get the problem,
-  // set the route's or the parser's `bodyLimit` above `maxBodyBytes` (README).
-  frameworkBodyLimitFirst: { finding: 'fastify bodyLimit' },
+  // FINDING (LOW), fixed: a POST with a key and a 2 MiB JSON body got Fastify's own 413
+  // (`{"statusCode":413,"code":"FST_ERR_CTP_BODY_TOO_LARGE",...}`), not the body-too-large
+  // problem of Express, Koa and Hono: Fastify's default `bodyLimit` (1 MiB) equals idem's
+  // `maxBodyBytes` and answers first. (An `onSend` hook rewriting that 413 cost every first
+  // execution 10 % and was taken out.) Now the plugin gives each idempotent route an error
+  // handler at registration (onRoute), which only an error reaches: Fastify's body-limit error
+  // for a keyed request gets the problem, every other error goes on to the app's handlers
+  // (test/bodylimit-error-handler.test.ts). The kit's check runs as `it`.
   // Registration is where the plugin's options are read.
   createWithoutScope: async (store) => {
     const app = Fastify();

@@ -868,7 +868,10 @@ describe('fastify7 review: bounded memory and time', () => {
   // this test gives the route's own 300 ms timer. (No key is held meanwhile: see above.)
   // Kept open (wt/nest21): running the route before its body is whole would break the order
   // of checks (a 422 for a reused key with another body comes before execution); the README
-  // says to give such a route its idle bound as `bodyTimeoutMs`.
+  // says to give such a route its idle bound as `bodyTimeoutMs`. Re-examined (wt/bodylimit):
+  // no registration-time or error-path change can close it either; the route could only see
+  // the stall by running before its body is whole, i.e. before the key is checked (422) and
+  // taken, so a duplicate or a reused key would run it.
   it.fails('a stalled upload left to the route reaches the route, which answers it with its own timeout', async () => {
     const { port } = await tapApp((app) => {
       leaveToRoute(app, 'application/x-upload');

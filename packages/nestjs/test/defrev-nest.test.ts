@@ -15,10 +15,19 @@ import { nestDriver, type Platform, startNest } from './scenario-app.js';
 // parsers (body-parser's own limit on Express, bodyLimit 1 MiB on Fastify) the interceptor never sees such a body; the 413
 // is not documented as the platform's. Suggested fix: document it in the Nest README (the
 // platform's body limit answers first; raise it above maxBodyBytes to get idem's problem).
-// Kept open (wt/nest21): the parser's error reaches only Nest's global exception filters (the
-// interceptor never runs); a filter of the library there would take the place of the app's own
-// for every HttpException. The README's option row says the 413 is the platform's and how to
-// get idem's problem (a parser limit above maxBodyBytes), checked by
+// Kept open (wt/nest21; re-examined in wt/bodylimit, where @idem/fastify's was closed): the
+// parser refuses the body before Nest routes the request, so no guard, interceptor or
+// controller filter runs and nobody can tell whether the route is `@Idempotent()`. The error
+// passes only through the platform's error handling and Nest's exception layer, which asks the
+// global filters alone. Answering it there would take the app's own handling's place, on
+// every route: an Express error middleware or Fastify error handler of the library answers
+// before every filter of the app; an APP_FILTER of the library is chosen before the app's own
+// APP_FILTER filters (the root module's come first, and Nest tries the last registered first;
+// checked on both platforms with two catch-all filters), and a filter cannot hand an exception
+// on to the app's next filter (one that declines leaves it to Nest's built-in filter). Raising
+// the platform's limit at module init would change it for every route (body-parser's 100 KB
+// default on Express). The README's option row says the 413 is the platform's and how to get
+// idem's problem (a parser limit above maxBodyBytes), checked by
 // test/platform-body-limit.test.ts.
 
 // Options are checked at startup: a bad one fails NestFactory.create (Nest README).
