@@ -14,6 +14,7 @@ import type { PostgresStore } from './options.js';
 import { runStatement } from './pg-call.js';
 import type { SideRoutes } from './renewal-connection.js';
 import { rollbackIfOurs, transactionFate, transactionStatus } from './transaction-fate.js';
+import { UploadGuard } from './upload-guard.js';
 
 /** The rows of the second statement of a simple query of several. */
 function secondResult<R>(results: unknown): R[] {
@@ -133,6 +134,8 @@ export class BusinessTransaction {
   private xid: string | undefined;
   /** The connection was given back or dropped. */
   private gone = false;
+  /** Watches the operation's statements while the row is held (see `UploadGuard`). */
+  private uploads: UploadGuard | undefined;
   /** `pg_terminate_backend` of this transaction's backend, sent by `abort`. */
   private terminating: Promise<void> | undefined;
   private readonly onError = (error: Error) => {
@@ -163,6 +166,11 @@ export class BusinessTransaction {
      * transaction's id).
      */
     private readonly side: SideRoutes,
+    /**
+     * Arms a guard for one large statement of the operation's (see `UploadGuard`): resolves
+     * true once it runs. Without it, every statement is sent under the idle limit.
+     */
+    private readonly armUpload?: (backend: { pid: number; xid: string }) => Promise<boolean>,
   ) {
     client.on('error', this.onError);
     client.on('end', this.onEnd);
@@ -260,8 +268,18 @@ export class BusinessTransaction {
       }
       if (!held) return this.lost(true);
       this.locked = true;
+      this.guardUploads();
       return;
     }
+  }
+
+  /** From the lock on: the operation's large statements are sent under an upload guard. */
+  private guardUploads(): void {
+    const pid = (this.client as { processID?: unknown }).processID;
+    const xid = this.xid;
+    const arm = this.armUpload;
+    if (!arm || typeof pid !== 'number' || xid === undefined) return;
+    this.uploads = UploadGuard.install(this.client, () => arm({ pid, xid }));
   }
 
   /**
@@ -682,6 +700,7 @@ export class BusinessTransaction {
 
   private giveBack(): void {
     this.gone = true;
+    this.uploads?.uninstall();
     this.client.off('error', this.onError);
     this.client.off('end', this.onEnd);
     this.connection()?.off('readyForQuery', this.onReady);
@@ -697,6 +716,7 @@ export class BusinessTransaction {
   private drop(error: unknown): void {
     if (this.gone) return;
     this.gone = true;
+    this.uploads?.uninstall(true);
     this.client.off('error', this.onError);
     this.client.off('end', this.onEnd);
     this.connection()?.off('readyForQuery', this.onReady);

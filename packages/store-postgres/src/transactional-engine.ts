@@ -24,6 +24,7 @@ import { holdRecordSql } from './hold-record-sql.js';
 import type { PostgresStore } from './options.js';
 import { RenewalConnection } from './renewal-connection.js';
 import { parseTableName } from './table-name.js';
+import { armUploadGuard, uploadGuardSql } from './upload-guard.js';
 
 /** What a transactional operation receives: core's context plus the open transaction. */
 export interface TransactionContext extends OperationContext {
@@ -322,6 +323,23 @@ export function createPostgresIdempotency<T = unknown>(
           ctx.fence,
           idleLimitMs,
           renewals,
+          (backend) =>
+            armUploadGuard(
+              pool,
+              uploadGuardSql(
+                table,
+                {
+                  key: store.rowKey(ctx.storageKey),
+                  owner: execution.owner,
+                  fence: ctx.fence,
+                  ...backend,
+                },
+                // The idle limit's margin over the lease, counted from the last renewal.
+                idleLimitMs - idem.settings.leaseMs,
+                (value) => client.escapeLiteral(value),
+              ),
+              connectMs,
+            ),
         );
         execution.tx = current;
         tx = current;

@@ -15,6 +15,7 @@ import { transactionIdleLimit } from '../src/transactional-engine.js';
 import { catalogChange, DATABASE_URL, dropRole, makePool, randomName, sleep } from './pg-env.js';
 import { cutOffOwner, holdForever, insertCharge, untilTakenOver } from './take-over.js';
 import { startProxy } from './tcp-proxy.js';
+import { startThrottledProxy } from './throttled-proxy.js';
 
 /**
  * Adversarial review (pgrev19) of cd3813b: transactional heartbeats answered 'held' only on
@@ -882,52 +883,13 @@ describe('bad input: the timing at the bounds', () => {
   });
 });
 
-/** A loopback proxy that forwards what clients send at `bytesPerTick` every 50 ms (answers at once). */
-async function startSlowUplinkProxy(bytesPerTick: number) {
-  const sockets = new Set<Socket>();
-  const timers = new Set<ReturnType<typeof setInterval>>();
-  const server = createServer((client) => {
-    const upstream = createConnection({ host: url.hostname, port: Number(url.port || 5432) });
-    sockets.add(client);
-    sockets.add(upstream);
-    let pending = Buffer.alloc(0);
-    client.on('data', (chunk: Buffer) => {
-      pending = Buffer.concat([pending, chunk]);
-    });
-    const pump = setInterval(() => {
-      if (pending.length === 0 || upstream.destroyed) return;
-      upstream.write(pending.subarray(0, bytesPerTick));
-      pending = pending.subarray(bytesPerTick);
-    }, 50);
-    timers.add(pump);
-    upstream.on('data', (chunk: Buffer) => client.write(chunk));
-    const end = () => {
-      clearInterval(pump);
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on('close', end).on('error', end);
-    upstream.on('close', end).on('error', end);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    url: viaProxy((server.address() as { port: number }).port),
-    close: () => {
-      for (const t of timers) clearInterval(t);
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
-}
-
 /**
  * One owner (lease 1 s, heartbeat 200 ms) behind a ~400 KB/s uplink sends one statement of
  * about 1.2 MB: a parameter (extended protocol: Parse arrives first) or a literal (one simple
  * Query message).
  */
 async function slowUpload(asParameter: boolean) {
-  const proxy = await startSlowUplinkProxy(20_000);
+  const proxy = await startThrottledProxy(20_000);
   const pool = new pg.Pool({ connectionString: proxy.url, max: 4 });
   pool.on('error', () => {});
   // Warm (the heartbeats' pool check must not wait for a connection: finding above).
@@ -989,10 +951,13 @@ describe('a statement whose upload outlasts the idle limit', () => {
   // first and the backend stays active without an idle timer while Bind trickles in.)
   // Suggested fix: document it (send large payloads as parameters or with COPY, or in
   // statements each quicker to send than the lease), or let the idle limit be raised.
-  // Kept open (lease21, README "Known gap"): keeping the idle timer off during an upload (a
-  // Flush ahead of the Query, or the limit off around it) leaves an owner frozen or gone
-  // mid-upload holding the row until TCP gives up; the server cannot tell it from this one.
-  it.fails('a 1.2 MB literal (simple query) at ~400 KB/s, lease 1 s: the healthy owner completes, not aborted', async () => {
+  // FIXED (upload guard, src/upload-guard.ts): a statement's first message of 64 KiB or more
+  // is sent behind a Flush (read with the idle timer off) once a guard runs on another
+  // connection, which ends the transaction when the owner's leases pass, as the idle limit
+  // would have for an owner frozen or gone mid-upload (test/upload-guard.test.ts: the owner's
+  // uplink stops mid-upload, the guard ends its transaction, the duplicate takes over after
+  // its signal aborted). Without a pool connection free at once for the guard, as before.
+  it('a 1.2 MB literal (simple query) at ~400 KB/s, lease 1 s: the healthy owner completes, not aborted', async () => {
     const r = await slowUpload(false);
     console.info('slow upload, literal', r);
     expect(r.upload).toMatchObject({ n: 1_200_000 });

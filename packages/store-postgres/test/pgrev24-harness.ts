@@ -10,14 +10,17 @@ type Loose = (...args: unknown[]) => Promise<void>;
  * pgrev24: a RenewalConnection over a real pool whose `Client` class gates the own
  * connection's openings (told apart by its `statement_timeout`, the store's limit), one
  * script entry per opening: `stall` (connect() never settles: a lost SYN, given up at
- * openMs), `fail` (refused at once), `pass`, or a number (connects after that many ms). Own
+ * openMs), `fail` (refused at once), `pass`, a number (connects after that many ms), or
+ * `{ at }` (connects at once, and its connect() settles no sooner than `at` ms after the
+ * call: the server's set-up runs during the delay, so a loaded machine's slow backend start
+ * does not eat into what is left of the opening's limit after it). Own
  * backends carry `<tag>-own` as application_name, pool backends `<tag>-pool`. Counts the
  * openings running at once (RenewalConnection.connect wrapped), the pool's 'connect' and
  * 'remove' events for own clients, and pool.connect() calls.
  */
 export const STATEMENT_MS = 2_000;
 
-export type Step = 'stall' | 'fail' | 'pass' | number;
+export type Step = 'stall' | 'fail' | 'pass' | number | { at: number };
 
 export function harness(opts: { max?: number; openMs?: number; script: (n: number) => Step }) {
   sampleLoopLateness();
@@ -72,7 +75,21 @@ export function harness(opts: { max?: number; openMs?: number; script: (n: numbe
               code: 'ECONNREFUSED',
             }),
           );
-        return sleep(step).then(() => timed());
+        if (typeof step === 'number') return sleep(step).then(() => timed());
+        // Connects now; settles at `at` at the earliest. Only the set-up's time past `at`
+        // delayed the opening: that part counts as the server's (see `connects`).
+        const due = performance.now() + step.at;
+        const connecting = connect(...args);
+        const late = () => {
+          const now = performance.now();
+          if (now > due) stats.connects.push({ from: due, to: now });
+        };
+        connecting.then(late, late);
+        const atDue = () => sleep(Math.max(0, due - performance.now()));
+        return connecting.then(
+          (value) => atDue().then(() => value),
+          (error: unknown) => atDue().then(() => Promise.reject(error)),
+        );
       };
       self.query = (...args) => {
         const config = args[0] as { query_timeout?: unknown } | undefined;
@@ -143,6 +160,20 @@ export function harness(opts: { max?: number; openMs?: number; script: (n: numbe
         [`${tag}-${kind}`],
       );
       return rows[0].n as number;
+    },
+    /**
+     * Backends of that kind once at most `n` are left, or after `ms`: a backend whose client
+     * closed leaves pg_stat_activity when the server's process has exited, which a loaded
+     * machine delays (a fixed sleep before counting failed CI so).
+     */
+    async backendsDown(kind: 'own' | 'pool', n: number, ms = 5_000): Promise<number> {
+      const end = performance.now() + ms;
+      let count = await this.backends(kind);
+      while (count > n && performance.now() < end) {
+        await sleep(25);
+        count = await this.backends(kind);
+      }
+      return count;
     },
     /** Terminates the own connection's backends; waits until the client forgot it. */
     async killOwn(): Promise<number> {

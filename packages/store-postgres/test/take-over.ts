@@ -39,6 +39,12 @@ export async function untilTakenOver(
   return { value: undefined, conflicts };
 }
 
+/** Creates (if missing) a table of business rows for {@link insertCharge}. */
+export async function createCharges(pool: pg.Pool, table: string): Promise<void> {
+  await pool.query(`CREATE TABLE IF NOT EXISTS ${table} (
+    id bigserial PRIMARY KEY, scope text NOT NULL, fence bigint NOT NULL)`);
+}
+
 /** Inserts one business row of `scope` with `fence` in `table` through `tx`. */
 export async function insertCharge(
   tx: pg.PoolClient,

@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -42,10 +43,43 @@ function portIsFree(port: number): Promise<boolean> {
   });
 }
 
-/** A free port whose cluster bus port (port + 10000) is free too. */
+/**
+ * The low end of the kernel's ephemeral port range: every outgoing connection (and
+ * `listen(0)`) takes its local port from that range, without SO_REUSEADDR, and while it holds
+ * one a redis-server cannot bind it. A port drawn from it could be taken so while its server
+ * is down (a test's kill -9 and restart on the same port: 6.5 s in which a loaded CI lane opens
+ * thousands of loopback connections), and the restart would fail: "Address already in use".
+ */
+function ephemeralLow(): number {
+  try {
+    const low = Number(
+      readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0],
+    );
+    if (Number.isInteger(low) && low > 0) return low;
+  } catch {
+    // Not Linux: the low end most systems use by default.
+  }
+  return 32_768;
+}
+
+/** Where servers' ports are drawn from: below the ephemeral range, the bus port too. */
+function portRange(): { from: number; count: number } {
+  const low = ephemeralLow();
+  const from = 10_000;
+  // port + 10000 (the cluster bus) stays below the ephemeral range too.
+  const count = low - 10_000 - from;
+  // A range that leaves no room (a tuned kernel): the whole span, as before.
+  return count >= 1_000 ? { from, count } : { from: 20_000, count: 35_000 };
+}
+
+/**
+ * A free port whose cluster bus port (port + 10000) is free too, both outside the ephemeral
+ * range (see {@link ephemeralLow}).
+ */
 async function freePort(taken: Set<number>): Promise<number> {
+  const range = portRange();
   for (let attempt = 0; attempt < 200; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 35_000);
+    const port = range.from + Math.floor(Math.random() * range.count);
     if (taken.has(port) || taken.has(port + 10_000)) continue;
     if ((await portIsFree(port)) && (await portIsFree(port + 10_000))) {
       taken.add(port);

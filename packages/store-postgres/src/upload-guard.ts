@@ -1,0 +1,295 @@
+import type { EventEmitter } from 'node:events';
+import type { Pool, PoolClient } from 'pg';
+import { NOW_MS, schemaObjects } from './schema-sql.js';
+import type { TableName } from './table-name.js';
+
+/**
+ * A statement's first message at least this large is sent under an upload guard (see
+ * {@link UploadGuard}). A smaller one is in the socket's buffers at once and reaches the
+ * server within the idle limit on any link that carries the heartbeats.
+ */
+export const GUARDED_BYTES = 64 * 1024;
+
+/**
+ * The messages that can open a statement after a ReadyForQuery: Query (simple protocol),
+ * Parse, or Bind (a named statement prepared before).
+ */
+const OPENING = new Set([0x51, 0x50, 0x42]);
+
+/**
+ * The protocol's Flush message. The server disarms its idle timer once it has read a whole
+ * message and arms it again only when it sends ReadyForQuery, which a Flush never causes: the
+ * message after it is read with no idle timer at all.
+ */
+const FLUSH = Buffer.from([0x48, 0, 0, 0, 4]);
+
+/** What the guard's server-side loop reports to the engine (a NOTICE). */
+const ARMED = 'idem upload guard: armed';
+const NOT_ARMED = 'idem upload guard: not armed';
+
+/** node-postgres' protocol connection (absent in pg-native): the parts the guard uses. */
+interface ProtocolConnection extends EventEmitter {
+  _send(buffer: Buffer): boolean;
+  flush(): void;
+  stream: { writable?: boolean; write(buffer: Buffer): boolean };
+}
+
+function protocolOf(client: PoolClient): ProtocolConnection | undefined {
+  const connection = (client as unknown as { connection?: Partial<ProtocolConnection> }).connection;
+  return typeof connection?._send === 'function' &&
+    typeof connection.flush === 'function' &&
+    typeof connection.prependListener === 'function' &&
+    typeof connection.stream?.write === 'function'
+    ? (connection as ProtocolConnection)
+    : undefined;
+}
+
+/** What a guard needs to know of the transaction it watches. */
+export interface GuardedRecord {
+  /** The row key of the record. */
+  key: string;
+  owner: string;
+  fence: number;
+  /** The backend's pid and the transaction's 64-bit id (`txid_current()`). */
+  pid: number;
+  xid: string;
+}
+
+/**
+ * The guard's loop: a `DO` block run on another connection while the transaction's backend
+ * reads one statement's first message with its idle timer off (a Flush went first). It
+ * reports `armed` once it found the backend idle inside this transaction, then returns as
+ * soon as the backend read the message (its state changed: the server's own limits apply
+ * again) or left the transaction, and ends the backend (by pid and transaction id) once the
+ * record's lease and its held lease, as a takeover reads them, passed `marginMs` ago: the
+ * owner stopped renewing (frozen, gone, cut off), as the idle limit it stands in for would
+ * have found it silent. Values are spliced as literals: `literal` MUST quote them
+ * (node-postgres' `escapeLiteral`); the pid, fence and ids are checked integers.
+ */
+export function uploadGuardSql(
+  name: TableName,
+  record: GuardedRecord,
+  marginMs: number,
+  literal: (value: string) => string,
+): string {
+  if (!Number.isSafeInteger(record.fence)) throw new RangeError('fence must be a safe integer');
+  if (!Number.isSafeInteger(record.pid)) throw new RangeError('pid must be a safe integer');
+  if (!/^\d{1,20}$/.test(record.xid)) throw new RangeError('xid must be a transaction id');
+  const o = schemaObjects(name);
+  const key = literal(record.key);
+  const owner = literal(record.owner);
+  // pg_stat_activity shows the 32-bit transaction id.
+  const xid32 = (BigInt(record.xid) % 2n ** 32n).toString();
+  const margin = Math.max(0, Math.ceil(marginMs));
+  return `DO $idem_upload_guard$
+DECLARE
+  v_since timestamptz := clock_timestamp();
+  v_state text;
+  v_change timestamptz;
+  v_xid text;
+  v_lease bigint;
+  v_held bigint;
+  v_armed boolean := false;
+BEGIN
+  LOOP
+    PERFORM pg_stat_clear_snapshot();
+    SELECT state, state_change, backend_xid::text INTO v_state, v_change, v_xid
+    FROM pg_stat_activity WHERE pid = ${record.pid};
+    IF NOT FOUND OR v_xid IS DISTINCT FROM '${xid32}' THEN
+      IF NOT v_armed THEN RAISE NOTICE '${NOT_ARMED}'; END IF;
+      RETURN;
+    END IF;
+    IF v_state IS NULL OR v_state NOT LIKE 'idle in transaction%' OR v_change > v_since THEN
+      IF NOT v_armed THEN RAISE NOTICE '${NOT_ARMED}'; END IF;
+      RETURN;
+    END IF;
+    IF NOT v_armed THEN
+      v_armed := true;
+      RAISE NOTICE '${ARMED}';
+    END IF;
+    SELECT lease_until INTO v_lease FROM ${o.table}
+    WHERE key = ${key} AND owner = ${owner} AND fence = ${record.fence} AND status = 'in_progress';
+    SELECT lease_until INTO v_held FROM ${o.heldLeases}
+    WHERE key = ${key} AND fence = ${record.fence};
+    IF ${NOW_MS} >= greatest(coalesce(v_lease, 0), coalesce(v_held, 0)) + ${margin} THEN
+      PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
+      WHERE pid = ${record.pid} AND backend_xid::text = '${xid32}';
+      RETURN;
+    END IF;
+    PERFORM pg_sleep(0.05);
+  END LOOP;
+END
+$idem_upload_guard$`;
+}
+
+/**
+ * Runs a guard (`sql`) on a pool connection taken at once (never waiting in the pool's queue:
+ * the application's statements wait there, and the upload would wait behind them); resolves
+ * `true` once it is armed, `false` when it could not be (no free connection, no answer within
+ * `limitMs`, a failure, the backend not found idle in its transaction). The connection goes
+ * back to the pool when the guard returns.
+ */
+export function armUploadGuard(pool: Pool, sql: string, limitMs: number): Promise<boolean> {
+  const max = Number(pool.options.max) || 10;
+  const free =
+    !pool.ending && pool.waitingCount === 0 && (pool.idleCount > 0 || pool.totalCount < max);
+  if (!free) return Promise.resolve(false);
+  return new Promise<boolean>((resolve) => {
+    let settled = false;
+    const settle = (armed: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(armed);
+    };
+    const timer = setTimeout(() => settle(false), limitMs);
+    timer.unref?.();
+    pool.connect().then(
+      (client) => {
+        if (settled) {
+          client.release();
+          return;
+        }
+        void guardOn(client, sql, settle);
+      },
+      () => settle(false),
+    );
+  });
+}
+
+/** The guard's statements on `client`, which goes back to the pool (dropped on a failure). */
+async function guardOn(
+  client: PoolClient,
+  sql: string,
+  settle: (armed: boolean) => void,
+): Promise<void> {
+  const onNotice = (notice: { message?: unknown }) => {
+    if (notice.message === ARMED) settle(true);
+    else if (notice.message === NOT_ARMED) settle(false);
+  };
+  const absorb = () => {};
+  client.on('notice', onNotice);
+  client.on('error', absorb);
+  // No limit of the session's may end the loop (it lasts as long as the upload), and its
+  // NOTICE must reach the client; all of it undone at COMMIT.
+  const forever = 2 ** 31 - 1;
+  try {
+    // Read committed whatever the session defaults to: each of the loop's reads must see the
+    // renewals committed meanwhile (one snapshot for the whole loop would see none).
+    await client.query(
+      'BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0; SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL client_min_messages = notice',
+    );
+    await client.query({ text: sql, query_timeout: forever } as never);
+    await client.query('COMMIT');
+    settle(false);
+    client.off('notice', onNotice);
+    client.off('error', absorb);
+    client.release();
+  } catch (error) {
+    settle(false);
+    client.off('notice', onNotice);
+    client.release(error instanceof Error ? error : new Error(String(error)));
+  }
+}
+
+/**
+ * Keeps the server's idle limit from ending a healthy owner's transaction while one of its
+ * statements is still on its way to the server. PostgreSQL arms the idle-in-transaction
+ * timer when it sends ReadyForQuery and disarms it only once it has read the next message
+ * whole: a statement's first message that takes longer than the idle limit to arrive (a
+ * large simple query on a slow uplink) had the transaction ended mid-upload, although its
+ * owner was alive and sending.
+ *
+ * So, while the transaction holds the record, a statement whose first message is at least
+ * {@link GUARDED_BYTES} is held back until a guard runs on another connection (see
+ * {@link uploadGuardSql}), then sent behind a Flush: the server reads it with no idle timer,
+ * and the guard stands in for it, ending the transaction once the owner's leases passed (an
+ * owner frozen or gone mid-upload), exactly when the idle limit would have found it silent.
+ * No guard to be had (no free pool connection at once, no answer in time): the statement goes
+ * as before, under the idle timer. Smaller messages, and everything after the first message
+ * of a statement, are sent as they come.
+ */
+export class UploadGuard {
+  /** A ReadyForQuery came and nothing was sent since: the next message opens a statement. */
+  private atReady = true;
+  /** Messages held back while a guard is armed. */
+  private held: Array<() => void> | undefined;
+  private installed = false;
+  private readonly onReady = () => {
+    this.atReady = true;
+  };
+  /** The connection's own `_send` and `flush` properties before (none: its prototype's). */
+  private readonly own: Array<[string, PropertyDescriptor | undefined]> = [];
+
+  private constructor(
+    private readonly connection: ProtocolConnection,
+    private readonly arm: () => Promise<boolean>,
+  ) {}
+
+  /**
+   * Installs a guard on the transaction's connection, right after its `BEGIN` answered (the
+   * connection is at a ReadyForQuery); undefined where the client has no protocol connection
+   * to watch (pg-native).
+   */
+  static install(client: PoolClient, arm: () => Promise<boolean>): UploadGuard | undefined {
+    const connection = protocolOf(client);
+    if (!connection) return undefined;
+    const guard = new UploadGuard(connection, arm);
+    // Ahead of node-postgres' own listener, which sends the next statement from it.
+    connection.prependListener('readyForQuery', guard.onReady);
+    for (const name of ['_send', 'flush'])
+      guard.own.push([name, Object.getOwnPropertyDescriptor(connection, name)]);
+    const send = connection._send;
+    const flush = connection.flush;
+    connection._send = (buffer: Buffer) => guard.send(buffer, () => send.call(connection, buffer));
+    connection.flush = () => {
+      if (guard.held) guard.held.push(() => flush.call(connection));
+      else flush.call(connection);
+    };
+    guard.installed = true;
+    return guard;
+  }
+
+  /**
+   * The connection's own methods again: it goes back to the pool, or is dropped (`discard`:
+   * what was held back is never sent).
+   */
+  uninstall(discard = false): void {
+    if (!this.installed) return;
+    this.installed = false;
+    const connection = this.connection as unknown as Record<string, unknown>;
+    for (const [name, before] of this.own) {
+      if (before) Object.defineProperty(connection, name, before);
+      else delete connection[name];
+    }
+    this.connection.off('readyForQuery', this.onReady);
+    if (discard) this.held = undefined;
+    else this.release(false);
+  }
+
+  private send(buffer: Buffer, write: () => boolean): boolean {
+    if (this.held) {
+      this.held.push(write);
+      return true;
+    }
+    const opening = this.atReady;
+    this.atReady = false;
+    if (!opening || buffer.length < GUARDED_BYTES || !OPENING.has(buffer[0] as number))
+      return write();
+    this.held = [write];
+    this.arm().then(
+      (armed) => this.release(armed),
+      () => this.release(false),
+    );
+    return true;
+  }
+
+  /** Sends what was held back: behind a Flush when a guard is armed. */
+  private release(armed: boolean): void {
+    const held = this.held;
+    if (!held) return;
+    this.held = undefined;
+    if (armed && this.connection.stream.writable !== false) this.connection.stream.write(FLUSH);
+    for (const write of held) write();
+  }
+}
