@@ -114,6 +114,17 @@ function httpOptions(options: FastifyIdempotencyOptions): HttpIdempotencyOptions
 }
 
 const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, options, done) => {
+  // A second registration (here or in a parent scope) would throw Fastify's "decorator
+  // already present" out of this callback, uncaught, and fail register() only at
+  // pluginTimeout: refused at once instead.
+  if (fastify.hasRequestDecorator('idempotency')) {
+    done(
+      new Error(
+        '@idem/fastify is already registered on this instance or a parent one (a request decorator named "idempotency" is present): register it once; routes tune it with config.idempotency',
+      ),
+    );
+    return;
+  }
   let base: Setup;
   try {
     base = {
@@ -444,9 +455,11 @@ function answeringBodyLimit(own: RouteErrorHandler | undefined): RouteErrorHandl
     }
     if (own) return own.call(this, error, request, reply);
     if (error instanceof Error) throw error;
-    // A thrown value that is no Error would be sent as a payload (200): handed to the
-    // instance's handler instead, which Fastify would have called.
-    return request.server.errorHandler(error, request, reply);
+    // A thrown value that is no Error would be sent as a payload (200), and calling the
+    // instance's handler here would leave Fastify's next handler at that same one (called
+    // again if it rethrows or sends an Error): a rejected promise is how Fastify hands any
+    // value on as an error, to the instance's handler, then to its parent's.
+    return Promise.reject(error);
   };
 }
 
