@@ -185,18 +185,30 @@ export function releaseTap(req: IncomingMessage): void {
  * The body of `req` as it came off the connection, whole (see {@link tapRequestBodies}),
  * decoded of its Content-Encoding as the parsers do (gzip, deflate, br, zstd: a body labelled so
  * whose bytes do not decode is taken as sent, as a reader that does not inflate got it);
- * undefined when it was not tapped, its end has not come, or its encoding is another.
+ * undefined when it was not tapped, its end has not come, or its encoding is another, and
+ * when the bytes a reader kept (`kept`) are the bytes as sent under an encoding: that reader
+ * did not inflate, and what it kept is what the app got (`hello` labelled gzip is not
+ * gzip(`hello`) for it), so the caller's body stands.
  * @throws BodyTooLargeError past `limit` bytes (decoded)
  */
-function tappedRequestBody(req: IncomingMessage, limit: number): RequestBody | undefined {
+function tappedRequestBody(
+  req: IncomingMessage,
+  limit: number,
+  kept: Uint8Array | undefined,
+): RequestBody | undefined {
   const tap = (req as Tapped)[TAP];
   if (tap === undefined) return undefined;
   const sent = tap.take();
   if (sent === undefined) return undefined;
   if (sent === 'over') throw new BodyTooLargeError(limit);
-  const bytes = decoded(sent, req.headers['content-encoding'], limit);
+  const encoding = req.headers['content-encoding'];
+  // Inflated first, up to the limit: a body that inflates past it is refused (413) whoever
+  // read it, as before.
+  const bytes = decoded(sent, encoding, limit);
   if (bytes === undefined) return undefined;
   if (bytes.length > limit) throw new BodyTooLargeError(limit);
+  // Only a body whose bytes changed is compared (rare): unlabelled, they are the same anyway.
+  if (bytes !== sent && kept !== undefined && sent.equals(kept)) return undefined;
   const type = req.headers['content-type'];
   return bodyFromBytes(bytes, type);
 }
@@ -242,8 +254,15 @@ function decoded(sent: Buffer, encoding: string | undefined, limit: number): Buf
  * reader kept or decoded may have lost what tells two bodies apart (a leading BOM, an odd
  * byte of UTF-16, a prefix kept, a form's dropped pairs). The tap never makes a request
  * refused or taken that was not: it only tells taken ones apart by their bytes.
+ * @param kept the bytes a reader kept (`req.rawBody`) when `body` is made of them: equal to
+ * the bytes as sent under a Content-Encoding, they are taken as they are, not inflated
  * @throws BodyTooLargeError past `limit` bytes as sent (decoded)
  */
-export function tappedInstead(req: IncomingMessage, limit: number, body: RequestBody): RequestBody {
-  return tappedRequestBody(req, limit) ?? body;
+export function tappedInstead(
+  req: IncomingMessage,
+  limit: number,
+  body: RequestBody,
+  kept?: Uint8Array,
+): RequestBody {
+  return tappedRequestBody(req, limit, kept) ?? body;
 }
