@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import type { IdempotencyStore } from '@idem/core';
+import { releaseTap } from '@idem/http/node';
 import { listening, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
@@ -170,6 +171,14 @@ beforeAll(async () => {
   // No idem at all: a route that streams the body away, and one that never reads it.
   const plain = express();
   plain.post('/stream', (req, res) => {
+    let seen = 0;
+    req.on('data', (chunk: Buffer) => {
+      seen += chunk.length;
+    });
+    req.on('end', () => res.status(200).json({ seen, ...tapState(req) }));
+  });
+  plain.post('/stream-released', (req, res) => {
+    releaseTap(req);
     let seen = 0;
     req.on('data', (chunk: Buffer) => {
       seen += chunk.length;
@@ -565,8 +574,14 @@ describe('rv21t express: time and memory', () => {
   // (up to the largest maxBodyBytes of any idem app in the process) referenced from the
   // request for as long as the request lives, even when the route streamed the bytes away:
   // an upload route that holds each request open multiplies memory by the body size. Left
-  // open (documented in the @idem/http README): at the request's start nothing tells which
-  // route, if any, will read it.
+  // open (documented in the @idem/http README, with the workaround below): at the request's
+  // start nothing tells which route, if any, will read it, and releasing later on what the
+  // app shows breaks the tap where it is needed: an `app.all('/api/*', auth)` route is
+  // dispatched (req.route set, no idem in it) while the body arrives for an app-level idem
+  // after the parsers; an idem behind a wrapper (`unless(idem)`) or in a mounted sub-app is
+  // not in the router's stacks; a NestJS interceptor reads the tap from inside the route's
+  // handler. Each would fingerprint what the parser kept instead of the bytes (a BOM, a
+  // prefix, a form's dropped pairs) on a guess.
   it.fails('a keyed upload a route without idem streamed away is not kept by the tap', async () => {
     const body = Buffer.alloc(900 * 1024, 0x61);
     const reply = await send(urls.plain as string, '/stream', {
@@ -578,6 +593,21 @@ describe('rv21t express: time and memory', () => {
     const seen = JSON.parse(reply.body.toString()) as { seen: number; kept: number };
     expect(seen.seen).toBe(body.length);
     expect(seen.kept).toBe(0);
+  });
+
+  it('the workaround: a route that streams a keyed upload away calls releaseTap(req) first, nothing is kept', async () => {
+    const body = Buffer.alloc(900 * 1024, 0x61);
+    const reply = await send(urls.plain as string, '/stream-released', {
+      key: randomUUID(),
+      body,
+      headers: TEXT,
+      tenant: null,
+    });
+    expect(JSON.parse(reply.body.toString())).toEqual({
+      seen: body.length,
+      tapped: true,
+      kept: 0,
+    });
   });
 
   it('a keyed body nobody reads: the tap keeps no more than the socket gave before backpressure', async () => {

@@ -211,7 +211,13 @@ export function tapRequestBodies(options: {
   watchHttp2Streams(onStreamStart);
 }
 
-/** Stops the tap of `req` and drops what it kept (a middleware that reads the bytes itself). */
+/**
+ * Stops the tap of `req` and drops what it kept: a middleware that reads the bytes itself, or
+ * a route no idem middleware runs before that streams a keyed body away (an upload), whose
+ * tapped bytes would otherwise stay referenced from the request while it lives (at most the
+ * largest `maxBodyBytes`): nothing at the request's start tells which route, if any, reads
+ * it. Nothing when `req` was not tapped.
+ */
 export function releaseTap(req: IncomingMessage): void {
   tapOf(req)?.release();
 }
