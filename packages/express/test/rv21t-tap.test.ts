@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import type { IdempotencyStore } from '@idem/core';
+import { releaseTap } from '@idem/http/node';
 import { listening, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
@@ -169,13 +170,17 @@ beforeAll(async () => {
 
   // No idem at all: a route that streams the body away, and one that never reads it.
   const plain = express();
-  plain.post('/stream', (req, res) => {
+  // Streams the body away (after `releaseTap` when told to), then says what the tap kept.
+  const streamAway = (release: boolean) => (req: express.Request, res: express.Response) => {
+    if (release) releaseTap(req);
     let seen = 0;
     req.on('data', (chunk: Buffer) => {
       seen += chunk.length;
     });
     req.on('end', () => res.status(200).json({ seen, ...tapState(req) }));
-  });
+  };
+  plain.post('/stream', streamAway(false));
+  plain.post('/stream-released', streamAway(true));
   plain.post('/unread', (req, res) => {
     setTimeout(() => res.status(200).json(tapState(req)), 300);
   });
@@ -523,13 +528,14 @@ describe('rv21t express: apps with other options in one process', () => {
 });
 
 describe('rv21t express: a reader that keeps the bytes as sent (no inflating)', () => {
-  // FINDING (LOW): the tap inflates a body labelled gzip for every reader, and takes one whose
-  // bytes do not inflate as sent: for a reader that keeps the bytes as sent without inflating
-  // (its own `req.rawBody`), `hello` labelled gzip and gzip(`hello`) labelled gzip are one
-  // request, though the app got different bytes (idem first fingerprints them apart). The
-  // parsers refuse the first (400), so only a non-inflating reader meets it. Fix idea: when
-  // the kept bytes are the bytes as sent, take them undecoded.
-  it.fails('`hello` labelled gzip, then gzip(`hello`), under one key: 422', async () => {
+  // Was FINDING (LOW), fixed (kept bytes equal to the bytes as sent under an encoding are
+  // taken as they are, not inflated): the tap inflated a body labelled gzip for every reader,
+  // and took one whose bytes do not inflate as sent: for a reader that keeps the bytes as sent
+  // without inflating (its own `req.rawBody`), `hello` labelled gzip and gzip(`hello`)
+  // labelled gzip were one request, though the app got different bytes (idem first
+  // fingerprints them apart). The parsers refuse the first (400), so only a non-inflating
+  // reader meets it.
+  it('`hello` labelled gzip, then gzip(`hello`), under one key: 422', async () => {
     const key = randomUUID();
     const before = runs;
     const headers = { 'content-type': 'application/octet-stream', 'content-encoding': 'gzip' };
@@ -564,19 +570,38 @@ describe('rv21t express: time and memory', () => {
   // (up to the largest maxBodyBytes of any idem app in the process) referenced from the
   // request for as long as the request lives, even when the route streamed the bytes away:
   // an upload route that holds each request open multiplies memory by the body size. Left
-  // open (documented in the @idem/http README): at the request's start nothing tells which
-  // route, if any, will read it.
-  it.fails('a keyed upload a route without idem streamed away is not kept by the tap', async () => {
-    const body = Buffer.alloc(900 * 1024, 0x61);
-    const reply = await send(urls.plain as string, '/stream', {
+  // open (documented in the @idem/http README, with the workaround below): at the request's
+  // start nothing tells which route, if any, will read it, and releasing later on what the
+  // app shows breaks the tap where it is needed: an `app.all('/api/*', auth)` route is
+  // dispatched (req.route set, no idem in it) while the body arrives for an app-level idem
+  // after the parsers; an idem behind a wrapper (`unless(idem)`) or in a mounted sub-app is
+  // not in the router's stacks; a NestJS interceptor reads the tap from inside the route's
+  // handler. Each would fingerprint what the parser kept instead of the bytes (a BOM, a
+  // prefix, a form's dropped pairs) on a guess.
+  const UPLOAD = Buffer.alloc(900 * 1024, 0x61);
+  /** A keyed 900 KiB upload to a route of the app without idem: what its route saw and the tap kept. */
+  const upload = async (path: string) => {
+    const reply = await send(urls.plain as string, path, {
       key: randomUUID(),
-      body,
+      body: UPLOAD,
       headers: TEXT,
       tenant: null,
     });
-    const seen = JSON.parse(reply.body.toString()) as { seen: number; kept: number };
-    expect(seen.seen).toBe(body.length);
+    return JSON.parse(reply.body.toString()) as { seen: number; tapped: boolean; kept: number };
+  };
+
+  it.fails('a keyed upload a route without idem streamed away is not kept by the tap', async () => {
+    const seen = await upload('/stream');
+    expect(seen.seen).toBe(UPLOAD.length);
     expect(seen.kept).toBe(0);
+  });
+
+  it('the workaround: a route that streams a keyed upload away calls releaseTap(req) first, nothing is kept', async () => {
+    expect(await upload('/stream-released')).toEqual({
+      seen: UPLOAD.length,
+      tapped: true,
+      kept: 0,
+    });
   });
 
   it('a keyed body nobody reads: the tap keeps no more than the socket gave before backpressure', async () => {

@@ -15,6 +15,7 @@ import {
 } from '@idem/http';
 import type { Context, MiddlewareHandler } from 'hono';
 import { offerBodyToHono } from './body-cache.js';
+import { watchHelperBody, watchHelperFailures } from './hono-helper-failures.js';
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Hono `Context`. */
 export type HonoIdempotencyOptions = HttpIdempotencyOptions<Context>;
@@ -146,15 +147,16 @@ export function markIdemHelper(c: Context): void {
 /**
  * Whether the response of `c` looks made by Hono's own `streamSSE` or `streamText` (from
  * `hono/streaming`): those set `Transfer-Encoding: chunked` on it, which a Web `Response`
- * otherwise never carries; @idem/hono's own helpers are told apart by their mark. Only a
- * warning hangs on it: Hono's `stream()` sets no such header and is not seen.
+ * otherwise never carries; @idem/hono's own helpers are told apart by their mark. A warning
+ * and the watch for a failed callback (see `watchHelperBody`) hang on it: Hono's `stream()`
+ * sets no such header and is not seen.
  */
 function honoStreamHelper(c: Context, response: Response): boolean {
-  return !idemHelpers.has(c) && response.headers.get('transfer-encoding') === 'chunked';
+  return response.headers.get('transfer-encoding') === 'chunked' && !idemHelpers.has(c);
 }
 
 const HONO_HELPER_WARNING =
-  "A response behind idempotency() was made by Hono's own streamSSE or streamText (hono/streaming): they catch a throw of their callback and end the body normally, so a stream cut short by an error is recorded and replayed as a success. Import stream, streamText and streamSSE from @idem/hono instead (same arguments, same response)";
+  "A response behind idempotency() was made by Hono's own streamSSE or streamText (hono/streaming): they catch a throw of their callback and end the body normally. Without an onError the middleware sees the throw (Hono logs it) and does not record the stream; a throw handed to onError is yours, and a stream cut short so is recorded and replayed as a success. Import stream, streamText and streamSSE from @idem/hono instead (same arguments, same response)";
 
 /** What the middleware reads of @hono/node-server's Node response (`c.env.outgoing`). */
 interface NodeOutgoing {
@@ -272,6 +274,9 @@ export function idempotency(
   options: HonoIdempotencyOptions,
 ): MiddlewareHandler<{ Variables: IdempotencyVariables }> & Pick<IdempotencyHandler, 'drain'> {
   const handler = createIdempotencyHandler<Context>(options);
+  // Hono's own helpers hide a throw of their callback but for a log line (see
+  // `watchHelperFailures`): watched from now on, before any request.
+  watchHelperFailures();
   const waits = options.wait !== undefined && options.wait !== false;
   // Once per middleware: a route that uses Hono's helpers uses them for every request.
   let helperWarned = false;
@@ -325,7 +330,11 @@ export function idempotency(
       try {
         // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
         await next();
-        if (!helperWarned && honoStreamHelper(c, c.res)) warnHelper();
+        if (honoStreamHelper(c, c.res)) {
+          if (!helperWarned) warnHelper();
+          // A throw of the callback Hono's helper hides: not recorded, released at the end.
+          watchHelperBody(c.res.body, () => recorder.failAtEnd());
+        }
         // The signal only when the body has to be read as a stream: on @hono/node-server
         // it makes the Web `Request` when nothing has yet, and a whole body needs none.
         response = await recorder.recordResponse(c.res, () => clientSignal(c));

@@ -1,8 +1,8 @@
 import { type ServerType, serve } from '@hono/node-server';
 import { createMemoryStore } from '@idem/store-memory';
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import { streamSSE, streamText } from 'hono/streaming';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import {
   idempotency,
   streamSSE as idemStreamSSE,
@@ -78,16 +78,15 @@ async function post(port: number, key: string) {
 }
 
 describe('rev10 hono: a streamSSE callback that throws mid-stream', () => {
-  // LIMIT (documented, rev21): left as it is for Hono's own helpers. They catch the throw
-  // inside a closure of theirs and then close the stream as on success; what reaches the
-  // middleware (the response, its body's clean end) is the same as for a stream that ended
-  // well, and the only trace (console.error, or onError) is not the middleware's to watch
-  // without false positives (another request's log line). @idem/hono's streamSSE / stream /
-  // streamText (test/stream-helpers.test.ts) are the fix to use; the middleware now warns
-  // (onWarning, once) when a response looks made by Hono's own streamSSE / streamText (test
-  // below), and the README says so at its example and under "streams that fail".
-  // FINDING (MEDIUM): Hono's streamSSE/stream helpers swallow the callback's error and close the body normally, so idem records the truncated stream as a final 200 and every retry for 24 h replays "Hel" without running again; neither README says so (the flagship example is exactly this)
-  it.fails('the retry runs the completion again instead of replaying the truncated stream', async () => {
+  // Was FINDING (MEDIUM), fixed for a helper without onError: Hono's streamSSE/stream helpers
+  // swallow the callback's error and close the body normally, so idem recorded the truncated
+  // stream as a final 200 and every retry for 24 h replayed "Hel" without running again. The
+  // only trace is Hono's own `console.error(e)`, followed in the same synchronous step by the
+  // stream's `close()`: the middleware watches that exact pair (a console.error whose caller
+  // is the helper's code, then a helper stream's close before any other job), so another
+  // request's log line is never taken for it (tests below). A throw handed to onError is the
+  // app's (abort the writer, or use @idem/hono's helpers, which need neither).
+  it('the retry runs the completion again instead of replaying the truncated stream', async () => {
     const { port, runs } = await start(false);
     const first = await post(port, 'sse-fail');
     expect(first.text).toBe('data: Hel\n\n');
@@ -158,5 +157,135 @@ describe("rev21 hono: a warning for Hono's own stream helpers behind idempotency
 
   it("@idem/hono's helpers: no warning", async () => {
     expect(await warningsFor('idem')).toEqual([]);
+  });
+});
+
+describe("rev10 hono: the watch on Hono's own helpers, told apart", () => {
+  type Route = (c: Context, attempt: number) => Response | Promise<Response>;
+  let restoreConsole: (() => void) | undefined;
+  afterEach(() => {
+    restoreConsole?.();
+    restoreConsole = undefined;
+  });
+
+  /** A server whose POST /work runs `route` behind idempotency (no onError anywhere). */
+  async function serveRoute(route: Route) {
+    let runs = 0;
+    const logged: unknown[] = [];
+    const silenced = console.error;
+    // Hono's helper logs the throw: kept out of the test output, and counted.
+    console.error = (...args: unknown[]) => {
+      logged.push(args[0]);
+    };
+    const app = new Hono();
+    app.use(idempotency({ store: createMemoryStore(), scope: 'global', onWarning: () => {} }));
+    app.post('/work', (c) => route(c, ++runs));
+    app.post('/log', (c) => {
+      console.error(new Error('another request logs'));
+      return c.json({ logged: true }, 201);
+    });
+    const port = await new Promise<number>((resolve) => {
+      const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) =>
+        resolve(info.port),
+      );
+      servers.push(server);
+    });
+    const call = async (key: string, path = '/work') => {
+      const response = await fetch(`http://127.0.0.1:${port}${path}`, {
+        method: 'POST',
+        headers: { 'idempotency-key': key },
+        signal: AbortSignal.timeout(5_000),
+      });
+      return {
+        status: response.status,
+        replayed: response.headers.get('idempotent-replayed') === 'true',
+        text: await response.text().catch(() => '(cut)'),
+      };
+    };
+    restoreConsole = () => {
+      console.error = silenced;
+    };
+    return { call, runs: () => runs, logged };
+  }
+
+  it("Hono's streamText whose callback throws mid-stream: the retry runs again, then replays", async () => {
+    const h = await serveRoute((c, attempt) =>
+      streamText(c, async (s) => {
+        await s.write('Hel');
+        await s.sleep(30);
+        if (attempt === 1) throw new Error('failed mid-stream');
+        await s.write('lo');
+      }),
+    );
+    expect((await h.call('text-1')).text).toBe('Hel');
+    expect(await h.call('text-1')).toEqual({ status: 200, replayed: false, text: 'Hello' });
+    expect(await h.call('text-1')).toEqual({ status: 200, replayed: true, text: 'Hello' });
+    expect(h.runs()).toBe(2);
+    expect(h.logged).toHaveLength(1);
+  });
+
+  it('a callback that throws before its first await (caught before the middleware sees the response): not recorded', async () => {
+    const h = await serveRoute((c, attempt) =>
+      streamSSE(c, async (s) => {
+        if (attempt === 1) throw new Error('refused at once');
+        await s.writeSSE({ data: 'ok' });
+      }),
+    );
+    expect((await h.call('early-1')).text).toBe('');
+    expect(await h.call('early-1')).toEqual({
+      status: 200,
+      replayed: false,
+      text: 'data: ok\n\n',
+    });
+    expect((await h.call('early-1')).replayed).toBe(true);
+    expect(h.runs()).toBe(2);
+  });
+
+  it("held: a callback that logs an Error itself and ends well is recorded (its log line is not the helper's)", async () => {
+    const h = await serveRoute((c) =>
+      streamSSE(c, async (s) => {
+        console.error(new Error('a warning of the app'));
+        await s.writeSSE({ data: 'a' });
+        await s.sleep(20);
+        console.error(new Error('another one'));
+        await s.writeSSE({ data: 'b' });
+        // Logged last, right before the helper closes the stream: by the callback, and in
+        // the job just before the helper's own (not the helper's catch either).
+        console.error(new Error('the last word'));
+        queueMicrotask(() => console.error(new Error('just before the close')));
+      }),
+    );
+    const first = await h.call('logs-1');
+    expect(first.text).toBe('data: a\n\ndata: b\n\n');
+    expect(await h.call('logs-1')).toEqual({ ...first, replayed: true });
+    expect(h.runs()).toBe(1);
+    expect(h.logged).toHaveLength(4);
+  });
+
+  it('held: streams ending well while other requests log Errors and another stream fails: only the failed one runs again', async () => {
+    const h = await serveRoute((c, attempt) =>
+      streamSSE(c, async (s) => {
+        const key = c.req.header('idempotency-key') ?? '';
+        await s.writeSSE({ data: key });
+        await s.sleep(20);
+        if (key === 'mixed-fail' && attempt <= 8) throw new Error('this one fails');
+        await s.writeSSE({ data: 'end' });
+      }),
+    );
+    const keys = ['mixed-a', 'mixed-b', 'mixed-fail', 'mixed-c'];
+    const logs = Array.from({ length: 6 }, (_, i) => h.call(`log-${i}`, '/log'));
+    const firsts = await Promise.all(keys.map((key) => h.call(key)));
+    for (const log of await Promise.all(logs)) expect(log.status).toBe(201);
+    expect(firsts.map((r) => r.text)).toEqual([
+      'data: mixed-a\n\ndata: end\n\n',
+      'data: mixed-b\n\ndata: end\n\n',
+      'data: mixed-fail\n\n',
+      'data: mixed-c\n\ndata: end\n\n',
+    ]);
+    const runsBefore = h.runs();
+    const again = await Promise.all(keys.map((key) => h.call(key)));
+    expect(again.map((r) => r.replayed)).toEqual([true, true, false, true]);
+    // Only the failed key ran again.
+    expect(h.runs()).toBe(runsBefore + 1);
   });
 });

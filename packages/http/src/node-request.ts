@@ -62,8 +62,9 @@ export async function nodeRequestBody(
     // The bytes, when a reader kept them as a Buffer, are the request itself: fingerprinted
     // first, whatever the type (a parser loses what tells some bodies apart: a form's dropped
     // pairs, JSON's repeated names, a text's leading BOM). Text kept is decoded as `parsed`.
-    const kept = keptBytesBody(req, (req as { rawBody?: unknown }).rawBody, limit);
-    if (kept !== undefined) return tappedInstead(req, limit, kept);
+    const raw = (req as { rawBody?: unknown }).rawBody;
+    const kept = keptBytesBody(req, raw, limit);
+    if (kept !== undefined) return tappedInstead(req, limit, kept, raw as Uint8Array);
     // A parser's value for a request that declares no body (`{}`), or whose body turned out
     // empty (chunked, no byte), stands for none of the losses above: taken as it is.
     const body = parsedBody(
@@ -89,8 +90,9 @@ export async function nodeRequestBody(
   }
   // Bytes were read off the stream by someone else (ours are put back, and remembered).
   if (req.readableDidRead) {
-    const kept = keptBytesBody(req, (req as { rawBody?: unknown }).rawBody, limit);
-    if (kept !== undefined) return tappedInstead(req, limit, kept);
+    const raw = (req as { rawBody?: unknown }).rawBody;
+    const kept = keptBytesBody(req, raw, limit);
+    if (kept !== undefined) return tappedInstead(req, limit, kept, raw as Uint8Array);
     const text = keptTextOf(req);
     if (text === undefined) throw new BodyAlreadyReadError();
     if (text.length > limit) throw new BodyTooLargeError(limit);

@@ -6,7 +6,7 @@ export { checkTextLength, keptBytesBody, keptJsonText, nodeRequestBody } from '.
 export type { RecordServerResponseOptions } from './node-response.js';
 export { headersOf, recordServerResponse } from './node-response.js';
 export { readyForOwnMethods } from './own-methods.js';
-export { tappedInstead, tapRequestBodies } from './request-body-tap.js';
+export { releaseTap, tappedInstead, tapRequestBodies } from './request-body-tap.js';
 export { canonicalPath, targetPath } from './route-path.js';
 
 /**

@@ -70,6 +70,7 @@ const FINGERPRINT_NAMES: Record<keyof FingerprintOptions<unknown>, true> = {
   exclude: true,
   query: true,
   extras: true,
+  defaultCharset: true,
 };
 const LIVE_STREAM_NAMES: Record<keyof LiveStreamOptions, true> = {
   channel: true,
@@ -139,4 +140,7 @@ export function checkHttpOptions<R>(options: HttpIdempotencyOptions<R>): void {
     );
   optionalBoolean('fingerprint.query', fingerprint.query);
   optionalFunction('fingerprint.extras', fingerprint.extras);
+  const { defaultCharset } = fingerprint;
+  if (defaultCharset !== undefined && !isToken(defaultCharset))
+    throw new InvalidInputError('fingerprint.defaultCharset must be a charset name (a token)');
 }

@@ -1,6 +1,8 @@
 import { subscribe } from 'node:diagnostics_channel';
-import { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
+import { type Http2StreamStart, watchHttp2Streams } from './http2-streams.js';
 import { BodyTooLargeError, bodyFromBytes, type RequestBody } from './request-body.js';
 
 type Push = (chunk: unknown, encoding?: BufferEncoding) => boolean;
@@ -38,10 +40,15 @@ function registry(): TapRegistry {
   return found;
 }
 
+/** What the tap wraps: an HTTP/1 request, or the stream of an HTTP/2 one. */
+type TappedStream = Pick<IncomingMessage, 'push'>;
+
 /**
- * The body bytes of one request as Node's HTTP/1 server pushed them, before any reader:
- * the request's own `push` (what Node's parser calls with every chunk of the body, then with
- * null at its end) is wrapped from the request's start to the end of its body. It adds no
+ * The body bytes of one request as Node's server pushed them, before any reader: the own
+ * `push` of the request (HTTP/1: what Node's parser calls with every chunk of the body, then
+ * with null at its end), or of its stream (HTTP/2: what the session calls with every DATA
+ * frame's bytes, the compatibility request reading them from there), is wrapped from the
+ * request's start to the end of its body. It adds no
  * listener and never changes how or when the stream is read; it sees each byte once whatever
  * readers do with them (bytes put back with `unshift` do not go through `push`). The chunks
  * are kept as Node made them (no copy: each is a fresh allocation of the socket's read), at
@@ -55,7 +62,7 @@ class RequestBodyTap {
   readonly push: Push;
 
   constructor(
-    private readonly req: IncomingMessage,
+    private readonly req: TappedStream,
     private readonly cap: number,
   ) {
     this.push = req.push as Push;
@@ -111,13 +118,13 @@ class RequestBodyTap {
   }
 }
 
-type Tapped = IncomingMessage & { [TAP]?: RequestBodyTap };
+type Tapped = TappedStream & { [TAP]?: RequestBodyTap };
 
 /** The `push` of a tapped request: one function for every request (no closure made for each). */
 function tapPush(this: Tapped, chunk: unknown, encoding?: BufferEncoding): boolean {
   const tap = this[TAP];
   // Called on something else (a wrapper that kept it as its original, on another stream).
-  if (!tap) return (IncomingMessage.prototype.push as Push).call(this, chunk, encoding);
+  if (!tap) return (Readable.prototype.push as Push).call(this, chunk, encoding);
   tap.onPush(chunk, encoding);
   return tap.push.call(this, chunk, encoding);
 }
@@ -129,14 +136,19 @@ function declaresBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined;
 }
 
+/** The largest limit of the rules a request of `method` with `headers` matches, else -1. */
+function capOf(method: string, headers: IncomingHttpHeaders): number {
+  let cap = -1;
+  for (const rule of registry().list) {
+    if (rule.limit > cap && rule.methods.has(method) && headers[rule.header]) cap = rule.limit;
+  }
+  return cap;
+}
+
 function onRequestStart(message: unknown): void {
   const req = (message as { request?: IncomingMessage }).request;
   if (!req || !declaresBody(req)) return;
-  let cap = -1;
-  for (const rule of registry().list) {
-    if (rule.limit > cap && rule.methods.has(req.method ?? '') && req.headers[rule.header])
-      cap = rule.limit;
-  }
+  const cap = capOf(req.method ?? '', req.headers);
   if (cap < 0) return;
   // Nothing was read yet: the channel is told of a request before Node's parser pushes a byte
   // of its body, and before any listener of the server sees it.
@@ -144,14 +156,36 @@ function onRequestStart(message: unknown): void {
   (req as Tapped)[TAP] = new RequestBodyTap(req, cap);
 }
 
+/** An HTTP/2 request's stream, as its server opens it (see `watchHttp2Streams`). */
+function onStreamStart(stream: Http2StreamStart, headers: IncomingHttpHeaders): void {
+  // A body is framed by the protocol: there is one unless the HEADERS frame ended the stream.
+  if (stream.endAfterHeaders !== false) return;
+  const method = headers[':method'];
+  const cap = capOf(typeof method === 'string' ? method : '', headers);
+  if (cap < 0 || stream.readableLength > 0 || stream.readableDidRead) return;
+  (stream as Tapped)[TAP] = new RequestBodyTap(stream, cap);
+}
+
 /**
- * Has the body of every HTTP/1 request that a middleware made with `options` will fingerprint
+ * The tap of `req`: its own (HTTP/1), or its stream's (HTTP/2: `node:http2`'s compatibility
+ * request, whose `stream` is the one the server opened).
+ */
+function tapOf(req: IncomingMessage): RequestBodyTap | undefined {
+  return (
+    (req as Tapped)[TAP] ?? ((req as { stream?: unknown }).stream as Tapped | undefined)?.[TAP]
+  );
+}
+
+/**
+ * Has the body of every request that a middleware made with `options` will fingerprint
  * (its method needs a key and it carries one, up to its `maxBodyBytes`) kept as it comes off
- * the connection, before any body parser reads it (Node's `http.server.request.start`
- * diagnostics channel, told of a request before its body is read): a middleware mounted after
- * a parser then fingerprints the bytes as sent (see {@link tappedRequestBody}), as one mounted
- * before it does, instead of what the parser kept of them. Once a process, then once a
- * distinct rule; requests without a key are left alone. HTTP/2 requests are not tapped.
+ * the connection, before any body parser reads it: a middleware mounted after a parser then
+ * fingerprints the bytes as sent (see {@link tappedRequestBody}), as one mounted before it
+ * does, instead of what the parser kept of them. HTTP/1: Node's `http.server.request.start`
+ * diagnostics channel, told of a request before its body is read. HTTP/2 (`node:http2`'s
+ * servers): the request's stream, as its server opens it, before the compatibility layer
+ * makes the request (see `watchHttp2Streams`); connections accepted before the first call are
+ * not seen. Once a process, then once a distinct rule; requests without a key are left alone.
  */
 export function tapRequestBodies(options: {
   headerName?: string | undefined;
@@ -174,29 +208,48 @@ export function tapRequestBodies(options: {
   if (taps.subscribed) return;
   taps.subscribed = true;
   subscribe('http.server.request.start', onRequestStart);
+  watchHttp2Streams(onStreamStart);
 }
 
-/** Stops the tap of `req` and drops what it kept (a middleware that reads the bytes itself). */
+/**
+ * Stops the tap of `req` and drops what it kept: a middleware that reads the bytes itself, or
+ * a route no idem middleware runs before that streams a keyed body away (an upload), whose
+ * tapped bytes would otherwise stay referenced from the request while it lives (at most the
+ * largest `maxBodyBytes`): nothing at the request's start tells which route, if any, reads
+ * it. Nothing when `req` was not tapped.
+ */
 export function releaseTap(req: IncomingMessage): void {
-  (req as Tapped)[TAP]?.release();
+  tapOf(req)?.release();
 }
 
 /**
  * The body of `req` as it came off the connection, whole (see {@link tapRequestBodies}),
  * decoded of its Content-Encoding as the parsers do (gzip, deflate, br, zstd: a body labelled so
  * whose bytes do not decode is taken as sent, as a reader that does not inflate got it);
- * undefined when it was not tapped, its end has not come, or its encoding is another.
+ * undefined when it was not tapped, its end has not come, or its encoding is another, and
+ * when the bytes a reader kept (`kept`) are the bytes as sent under an encoding: that reader
+ * did not inflate, and what it kept is what the app got (`hello` labelled gzip is not
+ * gzip(`hello`) for it), so the caller's body stands.
  * @throws BodyTooLargeError past `limit` bytes (decoded)
  */
-function tappedRequestBody(req: IncomingMessage, limit: number): RequestBody | undefined {
-  const tap = (req as Tapped)[TAP];
+function tappedRequestBody(
+  req: IncomingMessage,
+  limit: number,
+  kept: Uint8Array | undefined,
+): RequestBody | undefined {
+  const tap = tapOf(req);
   if (tap === undefined) return undefined;
   const sent = tap.take();
   if (sent === undefined) return undefined;
   if (sent === 'over') throw new BodyTooLargeError(limit);
-  const bytes = decoded(sent, req.headers['content-encoding'], limit);
+  const encoding = req.headers['content-encoding'];
+  // Inflated first, up to the limit: a body that inflates past it is refused (413) whoever
+  // read it, as before.
+  const bytes = decoded(sent, encoding, limit);
   if (bytes === undefined) return undefined;
   if (bytes.length > limit) throw new BodyTooLargeError(limit);
+  // Only a body whose bytes changed is compared (rare): unlabelled, they are the same anyway.
+  if (bytes !== sent && kept !== undefined && sent.equals(kept)) return undefined;
   const type = req.headers['content-type'];
   return bodyFromBytes(bytes, type);
 }
@@ -242,8 +295,15 @@ function decoded(sent: Buffer, encoding: string | undefined, limit: number): Buf
  * reader kept or decoded may have lost what tells two bodies apart (a leading BOM, an odd
  * byte of UTF-16, a prefix kept, a form's dropped pairs). The tap never makes a request
  * refused or taken that was not: it only tells taken ones apart by their bytes.
+ * @param kept the bytes a reader kept (`req.rawBody`) when `body` is made of them: equal to
+ * the bytes as sent under a Content-Encoding, they are taken as they are, not inflated
  * @throws BodyTooLargeError past `limit` bytes as sent (decoded)
  */
-export function tappedInstead(req: IncomingMessage, limit: number, body: RequestBody): RequestBody {
-  return tappedRequestBody(req, limit) ?? body;
+export function tappedInstead(
+  req: IncomingMessage,
+  limit: number,
+  body: RequestBody,
+  kept?: Uint8Array,
+): RequestBody {
+  return tappedRequestBody(req, limit, kept) ?? body;
 }

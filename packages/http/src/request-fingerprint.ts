@@ -4,7 +4,7 @@ import type { IncomingRequest } from './handler.js';
 import { jsonTextOf } from './json-text.js';
 import { mediaType } from './media-type.js';
 import type { FingerprintOptions } from './options.js';
-import { type RequestBody, TextJsonBody } from './request-body.js';
+import { isJsonContentType, type RequestBody, TextJsonBody } from './request-body.js';
 import type { RequestTarget } from './request-target.js';
 import { byCodeUnits, sortInPlace } from './small-sort.js';
 
@@ -24,7 +24,10 @@ export function fingerprintOf<R>(
   // The same bytes as another media type are another request (a merge patch is not a JSON
   // patch, a form is not text), and so are they under another charset (see below).
   if (body.kind !== 'none')
-    extras['content-type'] = fingerprintedType(request.header('content-type'));
+    extras['content-type'] = fingerprintedType(
+      request.header('content-type'),
+      options?.defaultCharset,
+    );
   for (const name of options?.headers ?? [])
     extras[`header:${name.toLowerCase()}`] = request.header(name) ?? null;
   const override = methodOverrides(
@@ -98,25 +101,43 @@ function methodOverrides<R>(
  * a retry across an upgrade is still replayed. Other parameters (a multipart boundary is in the
  * body) and case do not matter. A parameter list that names `charset` but does not parse
  * (parsers read it differently) adds itself as sent; a charset named twice, not both UTF-8,
- * adds both.
+ * adds both. With `defaultCharset` (`fingerprint.defaultCharset`: the parsers' default is
+ * another charset), a type that is not JSON naming no charset, or an empty one, is taken as
+ * naming that default: decoded by it, it is another request than `charset=utf-8`.
  */
-function fingerprintedType(contentType: string | undefined): string {
+function fingerprintedType(contentType: string | undefined, defaultCharset?: string): string {
   const type = mediaType(contentType);
   if (contentType === undefined) return type;
+  // Only an app that says its parsers' default is not UTF-8 pays for this.
+  const fallback =
+    defaultCharset === undefined ? undefined : implicitCharset(defaultCharset, contentType);
   const semicolon = contentType.indexOf(';');
-  if (semicolon === -1 || !/charset/i.test(contentType)) return type;
+  if (semicolon === -1 || !/charset/i.test(contentType))
+    return fallback === undefined ? type : `${type};charset=${fallback}`;
   // `charset = utf-8` as body-parser reads it.
   const params = contentTypeParameters(contentType, { spacesAroundEquals: true });
   if (!params) return `${type};${contentType.slice(semicolon + 1).trim()}`;
   const charsets = params.get('charset');
-  if (!charsets) return type;
+  if (!charsets) return fallback === undefined ? type : `${type};charset=${fallback}`;
   // Parsers take one of a repeated charset (which one differs): UTF-8 named twice is UTF-8, a
   // list with another charset in it is fingerprinted whole.
   const named = charsets.map((charset) => {
     const name = charset.trim().toLowerCase();
-    return name === '' || name === 'utf8' ? 'utf-8' : name;
+    if (name === '') return fallback ?? 'utf-8';
+    return name === 'utf8' ? 'utf-8' : name;
   });
   return named.every((name) => name === 'utf-8') ? type : `${type};charset=${named.join(',')}`;
+}
+
+/**
+ * The charset a request of `contentType` naming none is decoded with, under a parsers'
+ * default of `defaultCharset`, when that is not UTF-8; undefined for UTF-8 and for JSON types
+ * (JSON parsers decode UTF-8 whatever their text parsers' default).
+ */
+function implicitCharset(defaultCharset: string, contentType: string): string | undefined {
+  const name = defaultCharset.trim().toLowerCase();
+  if (name === 'utf-8' || name === 'utf8' || isJsonContentType(contentType)) return undefined;
+  return name;
 }
 
 function digest<R>(

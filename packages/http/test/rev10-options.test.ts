@@ -54,6 +54,10 @@ describe('rev10 options', () => {
       }),
     );
     expect(() => create({ fingerprint: { querry: false } })).toThrow(/fingerprint\.querry/);
+    for (const defaultCharset of ['', 'iso 8859-1', 'utf-8;x', 8])
+      expect(() => create({ fingerprint: { defaultCharset } as never })).toThrow(
+        /fingerprint\.defaultCharset/,
+      );
     expect(() => create({ liveStreams: { mediatypes: ['text/plain'] } })).toThrow(
       /liveStreams\.mediatypes.*liveStreams\.mediaTypes/,
     );
@@ -76,7 +80,13 @@ describe('rev10 options', () => {
         methods: ['POST'],
         required: true,
         headerName: 'Idempotency-Key',
-        fingerprint: { headers: ['x-a'], exclude: ['a.b'], query: true, extras: () => ({}) },
+        fingerprint: {
+          headers: ['x-a'],
+          exclude: ['a.b'],
+          query: true,
+          extras: () => ({}),
+          defaultCharset: 'iso-8859-1',
+        },
         isFinal: () => true,
         recordedHeaders: ['x-a'],
         maxBodyBytes: 10,

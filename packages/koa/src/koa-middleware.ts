@@ -123,7 +123,7 @@ async function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
     // A Buffer kept is the body itself (checked against the Content-Length), parsed or not.
     if (parsed !== undefined || req.readableDidRead) {
       const kept = keptBytesBody(req, raw, limit, 'ctx.request.rawBody');
-      if (kept !== undefined) return tappedInstead(req, limit, kept);
+      if (kept !== undefined) return tappedInstead(req, limit, kept, raw as Uint8Array);
     }
     if (parsed !== undefined) {
       if (

@@ -275,14 +275,25 @@ describe('keptrev koa: HTTP/2 (no Content-Length: the frames count the body)', (
     await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
   });
 
-  async function h2() {
+  /** What the tap of the request's stream holds when the route runs. */
+  function streamTapOf(ctx: Context): { tapped: boolean; kept: number } {
+    const stream = (ctx.req as unknown as { stream: Record<symbol, { parts?: Buffer[] }> }).stream;
+    const tap = stream[Symbol.for('idem.requestBodyTap')];
+    let kept = 0;
+    for (const part of tap?.parts ?? []) kept += part.length;
+    return { tapped: tap !== undefined, kept };
+  }
+
+  async function h2(reader: Reader | undefined = keeper) {
     const app = new Koa();
     app.silent = true;
-    app.use(keeper);
+    if (reader) app.use(reader);
     app.use(idempotency({ store: createMemoryStore(), scope: 'global', onWarning: () => {} }));
     let runs = 0;
+    let tap = { tapped: false, kept: -1 };
     app.use(async (ctx) => {
       runs++;
+      tap = streamTapOf(ctx);
       ctx.status = 201;
       ctx.body = { runs };
     });
@@ -315,7 +326,7 @@ describe('keptrev koa: HTTP/2 (no Content-Length: the frames count the body)', (
         request.on('error', reject);
         request.end(body);
       });
-    return { post, runs: () => runs };
+    return { post, runs: () => runs, tap: () => tap };
   }
 
   it('held: with a content-length, a prefix kept is refused', async () => {
@@ -328,18 +339,43 @@ describe('keptrev koa: HTTP/2 (no Content-Length: the frames count the body)', (
     expect(h.runs()).toBe(0);
   });
 
-  // FINDING (LOW), left open (documented in @idem/http's README: HTTP/2 requests are not
-  // tapped, Node 20 has no diagnostics channel for them): HTTP/2 requests usually carry no content-length (the DATA frames carry
-  // the body), so the check never runs there: a prefix-keeping reader makes two bodies one
-  // request (the second replayed). The README's "left open" list names chunked and
-  // compressed bodies only; HTTP/2 without a content-length is the same gap and unlisted.
-  // Fix: document it with the chunked case (or count the bytes that went through the stream).
-  it.fails('no content-length (HTTP/2 framing), a prefix kept: refused or told apart', async () => {
+  // Was FINDING (LOW), fixed (HTTP/2 requests are tapped now: Node 20 has no diagnostics
+  // channel for them, but `net.server.socket` names the server of each connection, and an
+  // HTTP/2 one gets a `stream` listener put before its compatibility layer's): HTTP/2 requests
+  // usually carry no content-length (the DATA frames carry the body), so the check never runs
+  // there: a prefix-keeping reader made two bodies one request (the second replayed). The
+  // bytes of the stream are fingerprinted in place of the prefix now, as for chunked HTTP/1.
+  it('no content-length (HTTP/2 framing), a prefix kept: refused or told apart', async () => {
     const h = await h2();
     const k = randomUUID();
     const first = await h.post(k, ONE, { 'x-kept': 'prefix' });
     expect(first.status).toBe(201);
     const other = await h.post(k, OTHER, { 'x-kept': 'prefix' });
     expect([other.status, other.replayed]).toEqual([422, false]);
+    // The same body with its prefix kept is the first one's replay.
+    const same = await h.post(k, ONE, { 'x-kept': 'prefix' });
+    expect([same.status, same.replayed]).toEqual([201, true]);
+    expect(h.runs()).toBe(1);
+  });
+
+  it('HTTP/2, @koa/bodyparser before idem: a leading BOM it strips is told apart (no content-length to measure)', async () => {
+    const h = await h2(bodyParser() as unknown as Reader);
+    const k = randomUUID();
+    const bommed = Buffer.concat([BOM, Buffer.from('a=1')]);
+    expect((await h.post(k, Buffer.from('a=1'))).status).toBe(201);
+    const other = await h.post(k, bommed);
+    expect([other.status, other.replayed]).toEqual([422, false]);
+    expect(h.runs()).toBe(1);
+  });
+
+  it('HTTP/2 with idem first: the stream is tapped until idem reads the body, then nothing is kept', async () => {
+    const h = await h2(undefined);
+    const k = randomUUID();
+    const first = await h.post(k, ONE);
+    expect(first.status).toBe(201);
+    expect(h.tap()).toEqual({ tapped: true, kept: 0 });
+    const other = await h.post(k, OTHER);
+    expect([other.status, other.replayed]).toEqual([422, false]);
+    expect((await h.post(k, ONE)).replayed).toBe(true);
   });
 });

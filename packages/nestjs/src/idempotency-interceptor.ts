@@ -56,7 +56,7 @@ async function bodyOf(
   if ((request as unknown) !== raw && request.body !== undefined) {
     const kept = (request as { rawBody?: unknown }).rawBody;
     const body = keptBytesBody(raw, kept, limit, 'request.rawBody');
-    if (body !== undefined) return tappedInstead(raw, limit, body);
+    if (body !== undefined) return tappedInstead(raw, limit, body, kept as Uint8Array);
   }
   return nodeRequestBody(raw, request.body, limit);
 }
