@@ -307,7 +307,14 @@ export function createBegin<T>(
       (error instanceof StoreUnavailableError && !error.unsent) ||
       error instanceof LeaseLostError
     )
-      giveBacks.releaseIfApplied(storageKey, operation, call.owner, call.callStartedAt, sent);
+      giveBacks.releaseIfApplied(
+        storageKey,
+        operation,
+        call.owner,
+        call.callStartedAt,
+        sent,
+        elapsed === monotonicClock ? undefined : call.callStartedAtMono,
+      );
     return error;
   }
 

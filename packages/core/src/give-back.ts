@@ -1,5 +1,5 @@
 import type { BackgroundTasks } from './background.js';
-import { elapsedClock } from './clock.js';
+import { elapsedClock, monotonicClock } from './clock.js';
 import { storeCallObserver } from './observe.js';
 import type { ResolvedSettings } from './settings.js';
 import type { AcquireResult } from './store.js';
@@ -73,6 +73,14 @@ export class GiveBacks {
    * passed). A call that failed (its time limit) may still land after a release that found
    * nothing: then the release is sent again, with doubling pauses, until a lease from the
    * first one has passed, unless a drain starts.
+   *
+   * With an injected clock the wait for the call and the looking again are bounded by elapsed
+   * time too (the earlier end is taken, as the lease keeper does): when a late acquire lands
+   * is a matter of real time, whatever the clock reads (the rv21 review: a `ManualClock` that
+   * stands still kept the looking again going, a release every lease/4, for as long as the
+   * process ran, and held one of the give-back slots for good). The release retried while the
+   * store fails stays on the injected clock as given: the acquisition may have landed, and for
+   * a store on that clock its lease is live until that clock passes it.
    */
   releaseIfApplied(
     storageKey: string,
@@ -81,10 +89,14 @@ export class GiveBacks {
     /** When the acquire was sent, on the engine's clock for durations (`elapsedClock`). */
     callStartedAt: number,
     call: Promise<AcquireResult> | undefined,
+    /** The same on {@link monotonicClock}, with an injected clock (see above). */
+    callStartedAtMono?: number,
   ): void {
     if (this.pending >= MAX_PENDING_GIVE_BACKS) return;
     const { store, storeTimeoutMs, retentionMs, leaseMs } = this.settings;
     const clock = elapsedClock(this.settings.clock);
+    // Elapsed time beside an injected clock (none for the default one, which is that clock).
+    const mono = clock === monotonicClock ? undefined : monotonicClock;
     this.pending++;
     // Drains started from here on end the looking again (one started while the give-back
     // waits for the acquire to settle, too).
@@ -95,14 +107,18 @@ export class GiveBacks {
       // so a release that finds nothing means that one was applied).
       let landed = call === undefined;
       if (call) {
+        const wait = leaseMs + storeTimeoutMs;
         const late = await settledWithin(
           call,
-          callStartedAt + leaseMs + storeTimeoutMs - clock.now(),
+          mono === undefined || callStartedAtMono === undefined
+            ? callStartedAt + wait - clock.now()
+            : Math.min(callStartedAt + wait - clock.now(), callStartedAtMono + wait - mono.now()),
         );
         if (late?.answer?.kind === 'found') return;
         landed = late?.answer?.kind === 'acquired';
       }
       const deadline = clock.now() + leaseMs;
+      const monoDeadline = mono === undefined ? 0 : mono.now() + leaseMs;
       const observe = storeCallObserver(this.settings, 'release', storageKey, operation);
       let pause = Math.max(1, Math.min(RECHECK_FIRST_MS, leaseMs / 4));
       for (;;) {
@@ -117,7 +133,12 @@ export class GiveBacks {
         // this release, and the phantom would answer IN_PROGRESS for a whole lease. Looked
         // for again, with doubling pauses, until a lease from the first release has passed;
         // not once a drain started (a shutdown leaves a late phantom to its lease, as before).
-        if (this.tasks.drains !== drains || clock.now() + pause >= deadline) return;
+        if (
+          this.tasks.drains !== drains ||
+          clock.now() + pause >= deadline ||
+          (mono !== undefined && mono.now() + pause >= monoDeadline)
+        )
+          return;
         if (!(await this.tasks.pause(pause))) return;
         pause = Math.min(pause * 2, Math.max(1, leaseMs / 4));
       }

@@ -584,6 +584,27 @@ describe('leaserev2 (3): random links, failures, not_owner, stalls (fake timers,
   }, 60_000);
 });
 
+/**
+ * A competitor acquires the key (its lease passed at the store): how many ms (of at most 5 s)
+ * the keeper's `signal` stays live beside it.
+ */
+async function overlapBesideThief(store: FakeStore, signal: AbortSignal): Promise<number> {
+  const thief = await store.acquire({
+    key: KEY,
+    owner: 'thief',
+    fingerprint: 'fp',
+    leaseMs: 60_000,
+    retentionMs: 60_000,
+  });
+  expect(thief.kind).toBe('acquired');
+  let overlapMs = 0;
+  for (let t = 0; t < 5_000 && !signal.aborted; t++) {
+    overlapMs++;
+    await vi.advanceTimersByTimeAsync(1);
+  }
+  return overlapMs;
+}
+
 /** Extends the test applies to the store and answers by hand, each on its own. */
 class HandStore extends FakeStore {
   handles: Array<{
@@ -637,19 +658,7 @@ describe('leaserev2: a held-back renewal keeps its held-up flag until released (
     await vi.advanceTimersByTimeAsync(0);
     const storeDeadline = store.records.get(KEY)?.leaseUntil ?? 0;
     await at(storeDeadline - acquiredAt);
-    const thief = await store.acquire({
-      key: KEY,
-      owner: 'thief',
-      fingerprint: 'fp',
-      leaseMs: 60_000,
-      retentionMs: 60_000,
-    });
-    expect(thief.kind).toBe('acquired');
-    let overlapMs = 0;
-    for (let t = 0; t < 5_000 && !signal.aborted; t++) {
-      overlapMs++;
-      await vi.advanceTimersByTimeAsync(1);
-    }
+    const overlapMs = await overlapBesideThief(store, signal);
     keeper.stop();
     return {
       overlapMs,
@@ -705,6 +714,85 @@ describe('leaserev2: a held-back renewal keeps its held-up flag until released (
       releaseAt: 39_900,
     });
     expect(r.overlapMs, JSON.stringify(r)).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('rv21: the held-up check of a heartbeat (fake timers, hand-answered store)', () => {
+  // A heartbeat the event loop ran later than it was due, by more than timers drift, is "held
+  // up": when the watchdog would fire within the grace, its renewal gets that grace past the
+  // estimate (the stall, not the store, made it late). Removing or loosening the check fails one
+  // of these: a held-back renewal released at once after the stall (the answer the same stall
+  // held up) keeps its beat's held-up status, and a heartbeat within timers drift of its due
+  // time is on time (no grace past the store's deadline).
+  async function renewing(o: { leaseMs: number; heartbeatMs: number }) {
+    fakeAll();
+    const store = new HandStore();
+    const run = await keeperOn(store, { ...o, storeTimeoutMs: 5_000 });
+    const at = (t: number) => vi.advanceTimersByTimeAsync(run.acquiredAt + t - Date.now());
+    /** The `n`th renewal sent (asserted), applied at the store now. */
+    const apply = async (n: number) => {
+      const handle = store.handles[n];
+      if (!handle) throw new Error(`renewal ${n} not sent`);
+      return { handle, result: await handle.apply() };
+    };
+    return { ...run, store, at, apply };
+  }
+
+  it("held: a heartbeat held up 360 ms while two renewals are unsettled, released at once by the older one's answer: its renewal lands within the grace, the lease is kept", async () => {
+    // lease 1000, heartbeat 300: grace 60, drift 15.
+    const { keeper, signal, lost, store, at, apply } = await renewing({
+      leaseMs: 1_000,
+      heartbeatMs: 300,
+    });
+    await at(300);
+    const e0 = await apply(0); // applied (store lease 1300), answered only after the stall
+    await at(600);
+    const e1 = await apply(1); // applied and answered: estimate = store lease = 1600
+    e1.handle.answer(e1.result);
+    await at(900); // E2: never reaches the store
+    await at(1_190);
+    // The heartbeat due at 1200 runs at 1560 (40 ms before the estimate): two renewals are
+    // unsettled, it is held back.
+    await stall(370);
+    expect(store.handles).toHaveLength(3);
+    // The older renewal's answer, held up by the same stall, settles it: the held-back renewal
+    // goes out at once (no estimate change: E1 landed later).
+    e0.handle.answer(e0.result);
+    await vi.advanceTimersByTimeAsync(0);
+    const e3 = await apply(3); // applied at its send: store lease 2560
+    // Answered 50 ms later: past the estimate (1600), within the grace (1620).
+    await vi.advanceTimersByTimeAsync(50);
+    e3.handle.answer(e3.result);
+    await at(2_000);
+    expect(store.records.get(KEY)?.owner).toBe(OWNER);
+    // Without the held-up status of the released renewal, the watchdog fired at 1600: a lease
+    // nobody took called lost.
+    expect(lost).toEqual([]);
+    expect(signal.aborted).toBe(false);
+    keeper.stop();
+  });
+
+  it('held: a heartbeat 10 ms late (within timers drift) 100 ms before the estimate: on time, no grace: aborted at the store deadline', async () => {
+    // lease 1000, heartbeat 900: grace 180 (a fifth of the heartbeat), drift 45. The grace is
+    // longer than the 100 ms between a regular heartbeat and its estimate.
+    const { keeper, signal, store, acquiredAt, at, apply } = await renewing({
+      leaseMs: 1_000,
+      heartbeatMs: 900,
+    });
+    await at(900);
+    const e0 = await apply(0); // estimate = store deadline = 1900
+    e0.handle.answer(e0.result);
+    await at(1_795);
+    // The heartbeat due at 1800 runs at 1810; its renewal (E1) never reaches the store.
+    await stall(15);
+    expect(store.handles).toHaveLength(2);
+    const storeDeadline = store.records.get(KEY)?.leaseUntil ?? 0;
+    expect(storeDeadline - acquiredAt).toBe(1_900);
+    await at(1_900);
+    const overlapMs = await overlapBesideThief(store, signal);
+    // Counted as held up, it got the grace: the signal stayed live to 1990 beside the thief.
+    expect(overlapMs).toBeLessThanOrEqual(1);
+    keeper.stop();
   });
 });
 

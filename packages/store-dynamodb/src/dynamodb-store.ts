@@ -9,6 +9,7 @@ import {
   checkOutcome,
   checkPositiveInteger,
   type ExtendInput,
+  elapsedClock,
   InvalidInputError,
   NOT_OWNER,
   OutcomeTooLargeError,
@@ -106,6 +107,10 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   if (!isWellFormed(keyPrefix))
     throw new InvalidInputError('keyPrefix must be a well-formed string');
   const clock = checkClock(options.clock ?? systemClock);
+  // The default clock (`Date.now`, any copy of core's) is the wall clock, which follows real
+  // time but for a step: its renewals are counted on elapsed time too (see `countFrom`). An
+  // injected one decides as given (a ManualClock that stands still while real time passes).
+  const wallClock = elapsedClock(clock) !== clock;
   const schema: ItemSchema = createItemSchema(
     {
       partitionKey: options.partitionKey ?? 'pk',
@@ -157,7 +162,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     /**
      * The clock's reading the lease was last counted from (its write's `now`), and
      * `performance.now()` at that reading: how far the clock should read now, had it not been
-     * stepped back (see `extend`).
+     * stepped back (see `countFrom`).
      */
     clockAt: number;
     monoAt: number;
@@ -234,6 +239,26 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
         lease.inFlight = (lease.inFlight ?? 1) - 1;
       },
     };
+  }
+  /**
+   * The reading a renewal of `lease` (this process's last write of it, if it has one) counts
+   * from: the clock's, or, when the clock reads more than NTP slews (CLOCK_STEP_MS) behind
+   * where the time elapsed since that write puts it, that point: the clock was stepped back
+   * (NTP correcting a clock that ran ahead, an operator), and a renewal counted from its reading
+   * would end the stored lease short by the step while core counts its estimate on elapsed
+   * time from the send, so the executor's `signal` outlived the stored lease and a process with
+   * a correct clock could take the key over beside it (the rev20 and rv21 reviews). (Its expiry
+   * condition too: a lease that passed by that point is not this owner's any more.)
+   * For the system clock whatever the step: a wall clock follows real time, so reading behind it
+   * is a step (the rv21 review: a step smaller than the time since the last write, the common
+   * one, left every later renewal short by it). For an injected clock only when it reads
+   * earlier than at that write (stepped back for sure): one that stands still or advances less
+   * than real time (a ManualClock, the conformance suite's) decides expiry by its own reading.
+   */
+  function countFrom(lease: HeldLease | undefined, now: number, nowMono: number): number {
+    if (lease === undefined) return now;
+    const unstepped = lease.clockAt + (nowMono - lease.monoAt);
+    return unstepped - now > CLOCK_STEP_MS && (wallClock || now < lease.clockAt) ? unstepped : now;
   }
   function end(owner: string, lease: HeldLease): void {
     lease.ended = true;
@@ -478,17 +503,28 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
         seenExpiresAt = found?.expiresAt;
         if (ownRecord(found, 'in_progress', input.owner, now)) {
           // This very acquisition, delivered again (an SDK retry after a lost answer): it
-          // keeps its fence and origin and renews its lease, owner-checked like a heartbeat.
+          // keeps its fence and origin and renews its lease, owner-checked like a heartbeat,
+          // and counted like one (a clock stepped back since its first delivery: the rv21
+          // review).
+          const prior = held.get(input.owner);
+          const known = prior?.key === input.key ? prior : undefined;
+          const from = countFrom(known, now, nowMono);
+          const asked = from + input.leaseMs;
           const renewed = await renew(
             'acquire',
             input.key,
             input.owner,
-            now,
-            leaseUntil,
-            expiresAt,
+            from,
+            asked,
+            asked + input.retentionMs,
           );
           const origin = found.origin ?? found.owner;
           if (renewed.ok) {
+            // Counted from this reading when this renewal set the end, else from the write
+            // that did (a reading after a step recorded as the count's start hid the step
+            // from later renewals, and the stored lease stayed where it was).
+            const counted =
+              renewed.leaseUntil !== asked && known ? known : { clockAt: from, monoAt: nowMono };
             if (result.item && onlyOwnAttributes(result.item))
               hold({
                 ...input,
@@ -496,8 +532,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
                 origin,
                 fence: found.fence,
                 leaseUntil: renewed.leaseUntil,
-                clockAt: now,
-                monoAt: nowMono,
+                clockAt: counted.clockAt,
+                monoAt: counted.monoAt,
               });
             return { kind: 'acquired', fence: found.fence, leaseUntil, takeover: false, origin };
           }
@@ -625,36 +661,12 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       checkDuration('retentionMs', input.retentionMs);
       const turn = takeTurn(input.key, input.owner, false);
       try {
-        let now = readClock(clock);
-        const nowMono = performance.now();
-        let leaseUntil = now + input.leaseMs;
-        let expiresAt = leaseUntil + input.retentionMs;
-        let written = await renew('extend', input.key, input.owner, now, leaseUntil, expiresAt);
         const { lease } = turn;
-        // Kept: the stored lease ends later than this renewal asked. Normally a renewal that
-        // landed first; but when this process's clock was stepped back since it counted the
-        // lease (NTP correcting a clock that ran ahead, an operator), every renewal asks for an
-        // earlier end, none moves the stored one, and it runs out in real time while core's
-        // estimate (counted from each renewal's send, on elapsed time) says it was renewed:
-        // the executor's signal stayed live beside a process with a correct clock that took
-        // the key over (the rev20 review). So when the clock reads behind where elapsed time
-        // since the lease's last write puts it, by more than NTP ever slews (it steps past
-        // 128 ms), the renewal is sent again counted from that reading: the lease ends where
-        // this renewal would have put it without the step. (Its expiry condition too: a lease
-        // that passed by that reading is not this owner's any more.) Only for a clock that reads
-        // earlier than at the lease's last write (stepped back for sure): one that stands still
-        // (a ManualClock) while real time passes decides expiry by its own reading, and a
-        // renewal shorter than the stored lease (cut to the maximum hold) is kept as it is (the
-        // rv21 review: re-sent from real time, a ManualClock's lease outlived the clock).
-        if (lease && written.ok && written.leaseUntil > leaseUntil && now < lease.clockAt) {
-          const unstepped = lease.clockAt + (nowMono - lease.monoAt);
-          if (unstepped - now > CLOCK_STEP_MS && unstepped + input.leaseMs > written.leaseUntil) {
-            now = unstepped;
-            leaseUntil = now + input.leaseMs;
-            expiresAt = leaseUntil + input.retentionMs;
-            written = await renew('extend', input.key, input.owner, now, leaseUntil, expiresAt);
-          }
-        }
+        const nowMono = performance.now();
+        const now = countFrom(lease, readClock(clock), nowMono);
+        const leaseUntil = now + input.leaseMs;
+        const expiresAt = leaseUntil + input.retentionMs;
+        const written = await renew('extend', input.key, input.owner, now, leaseUntil, expiresAt);
         // The held lease follows the heartbeat; a refused one is no longer this owner's.
         if (lease) {
           if (written.ok) {

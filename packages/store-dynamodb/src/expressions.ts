@@ -74,7 +74,7 @@ export const MAX_HELD_LEASES = 10_000;
 
 /**
  * How far behind elapsed time the clock must read for a renewal to count it stepped back (see
- * the store's `extend`): more than NTP slews (it steps an offset past 128 ms).
+ * the store's `countFrom`): more than NTP slews (it steps an offset past 128 ms).
  */
 export const CLOCK_STEP_MS = 100;
 export const COMPLETE_UPDATE = 'SET #st = :completed, #ex = :expiresAt, #tt = :ttl, #oc = :outcome';

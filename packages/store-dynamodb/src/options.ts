@@ -29,6 +29,9 @@ export interface DynamoDbStoreOptions {
   /**
    * Clock that decides expiry: DynamoDB has no server clock usable in a condition, so every
    * condition compares with this clock's `now`. Keep your servers' clocks in sync (NTP).
+   * With the default, a renewal after the clock stepped back counts from elapsed time since
+   * the lease's last write (README "Clock"); an injected clock is taken as given (only a
+   * reading earlier than at that write counts as a step): leave it unset in production.
    * @default systemClock
    */
   clock?: Clock;
