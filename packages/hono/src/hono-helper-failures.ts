@@ -10,11 +10,12 @@ import { SSEStreamingApi } from 'hono/streaming';
  * is told failed (see {@link watchHelperBody}), so a middleware does not record it.
  *
  * What is watched: `close` on the prototype of Hono's `StreamingApi` (the one this module's
- * `hono/streaming` resolves to), and `console.error`. Installed once, when a middleware is made;
- * nothing runs per request until a helper's callback fails. Not seen (the stream is recorded,
- * as before): a throw handed to an `onError` (it is the app's then), a Hono bundled so its
- * file names are lost, another copy of Hono than this module's, and a `console.error`
- * replaced later by one that does not call the one it replaced.
+ * `hono/streaming` resolves to), and `console.error`. Installed once a process (the copies of
+ * this module share one watch), when a middleware is made; per request, one comparison (is
+ * the watcher still on top of `console.error`?) until a helper's callback fails. Not seen
+ * (the stream is recorded, as before): a throw handed to an `onError` (it is the app's then),
+ * a Hono bundled so its file names are lost, another copy of Hono than this module's, and a
+ * `console.error` replaced while the route runs by one that does not call the one it replaced.
  */
 
 /** A helper stream, as far as it is read here. */
@@ -23,15 +24,47 @@ interface HelperStream {
   close(): Promise<void>;
 }
 
-/** Bodies of helper streams whose callback threw before a middleware watched them. */
-const failedBodies = new WeakSet<object>();
-/** What to do when the helper of a body a middleware watches fails. */
-const watchers = new WeakMap<object, () => void>();
-/** A helper's `console.error` was just seen: its `close` comes next, in the same step. */
-let failing = false;
+/**
+ * What the watch shares with every other copy of this module in the process (the ESM and CJS
+ * builds, two installs): one `console.error` watcher, one flag, one set of watched bodies. Per
+ * copy, each copy on top of the other's watcher would take it for a logger put there since
+ * and wrap it again, on every middleware made and every helper response: a chain of watchers
+ * growing for as long as the process lives.
+ */
+interface WatchState {
+  /** Bodies of helper streams whose callback threw before a middleware watched them. */
+  failedBodies: WeakSet<object>;
+  /** What to do when the helper of a body a middleware watches fails. */
+  watchers: WeakMap<object, () => void>;
+  /** A helper's `console.error` was just seen: its `close` comes next, in the same step. */
+  failing: boolean;
+  /** The `console.error` put in place last (by any copy). */
+  watchedError: ((...args: unknown[]) => unknown) | undefined;
+  /** The `StreamingApi` prototypes whose `close` is wrapped (one a copy of Hono). */
+  wrapped: WeakSet<object>;
+}
+
+const STATE = Symbol.for('idem.hono.helperFailures');
+
+function sharedState(): WatchState {
+  const global = globalThis as { [STATE]?: WatchState };
+  let found = global[STATE];
+  if (!found) {
+    found = {
+      failedBodies: new WeakSet(),
+      watchers: new WeakMap(),
+      failing: false,
+      watchedError: undefined,
+      wrapped: new WeakSet(),
+    };
+    global[STATE] = found;
+  }
+  return found;
+}
+
+const state = sharedState();
+/** Whether this copy's Hono stream prototype is wrapped. */
 let installed = false;
-/** The `console.error` this module put in place. */
-let watchedError: ((...args: unknown[]) => unknown) | undefined;
 
 /** The helper's code, as the first frame of a stack names it (ESM, CJS, JSR sources). */
 const HELPER_FRAME = /[\\/]helper[\\/]streaming[\\/](?:sse|stream)\.[cm]?[jt]s\b/;
@@ -66,53 +99,66 @@ function calledByHelper(errorWatcher: (...args: unknown[]) => unknown): boolean 
 function watchConsoleError(): void {
   const previous = console.error;
   const errorWatcher = function (this: unknown, ...args: unknown[]): unknown {
-    if (!failing && calledByHelper(errorWatcher)) {
-      failing = true;
+    if (!state.failing && calledByHelper(errorWatcher)) {
+      state.failing = true;
       // Never left standing past this step: the helper's `close` comes before any other job.
       queueMicrotask(() => {
-        failing = false;
+        state.failing = false;
       });
     }
     return previous.apply(this, args);
   };
   try {
     console.error = errorWatcher;
-    watchedError = errorWatcher;
+    state.watchedError = errorWatcher;
   } catch {
     // A console that cannot be changed: nothing is seen.
   }
 }
 
-/** Watches `console.error` again when it was replaced since (a logger, a test). */
-function rewatchConsoleError(): void {
-  if (watchedError !== undefined && console.error !== watchedError) watchConsoleError();
+/**
+ * Watches `console.error` again when it was replaced since (a logger, a test): the watcher is
+ * put back on top, so Hono's helper is its caller. Also called by a middleware before the
+ * route runs (one comparison): a callback that throws before its first await is logged
+ * before the middleware sees its response.
+ */
+export function rewatchConsoleError(): void {
+  if (state.watchedError !== undefined && console.error !== state.watchedError) watchConsoleError();
 }
 
-/** Wraps the `close` of Hono's `StreamingApi` and `console.error` (once a module copy). */
+/**
+ * Wraps the `close` of Hono's `StreamingApi` (once a copy of Hono) and `console.error` (once a
+ * process; again when something replaced it since).
+ */
 export function watchHelperFailures(): void {
-  if (installed) {
-    rewatchConsoleError();
-    return;
+  if (!installed) {
+    installed = true;
+    wrapClose();
   }
-  installed = true;
+  if (state.watchedError === undefined) watchConsoleError();
+  else rewatchConsoleError();
+}
+
+/** Wraps the `close` of the `StreamingApi` of this copy's Hono, unless another copy did. */
+function wrapClose(): void {
   const proto = Object.getPrototypeOf(SSEStreamingApi.prototype) as HelperStream | null;
   const close = proto?.close;
-  if (!proto || typeof close !== 'function') return;
+  if (!proto || typeof close !== 'function' || state.wrapped.has(proto)) return;
+  state.wrapped.add(proto);
   proto.close = function closeWatched(this: HelperStream): Promise<void> {
-    if (failing) {
-      failing = false;
+    if (state.failing) {
+      state.failing = false;
       const body = this.responseReadable;
       if (typeof body === 'object' && body !== null) {
-        const watcher = watchers.get(body);
+        const watcher = state.watchers.get(body);
         if (watcher) {
-          watchers.delete(body);
+          state.watchers.delete(body);
           watcher();
-        } else failedBodies.add(body);
+        } else state.failedBodies.add(body);
       }
     }
     return close.call(this);
   };
-  watchConsoleError();
 }
 
 /**
@@ -125,8 +171,8 @@ export function watchHelperFailures(): void {
 export function watchHelperBody(body: unknown, onFailure: () => void): void {
   if (!installed || typeof body !== 'object' || body === null) return;
   rewatchConsoleError();
-  if (failedBodies.has(body)) {
-    failedBodies.delete(body);
+  if (state.failedBodies.has(body)) {
+    state.failedBodies.delete(body);
     onFailure();
-  } else watchers.set(body, onFailure);
+  } else state.watchers.set(body, onFailure);
 }

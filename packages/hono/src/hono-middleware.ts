@@ -15,7 +15,11 @@ import {
 } from '@idem/http';
 import type { Context, MiddlewareHandler } from 'hono';
 import { offerBodyToHono } from './body-cache.js';
-import { watchHelperBody, watchHelperFailures } from './hono-helper-failures.js';
+import {
+  rewatchConsoleError,
+  watchHelperBody,
+  watchHelperFailures,
+} from './hono-helper-failures.js';
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Hono `Context`. */
 export type HonoIdempotencyOptions = HttpIdempotencyOptions<Context>;
@@ -327,6 +331,9 @@ export function idempotency(
       recorders.set(c, recorder);
       if (peeked.body) offerBodyToHono(c, peeked.body);
       let response: Response;
+      // A logger put on console.error since would hide a helper's catch that comes before the
+      // response does (a callback that throws before its first await): the watch back on top.
+      rewatchConsoleError();
       try {
         // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
         await next();

@@ -79,8 +79,10 @@ export async function nodeRequestBody(
     // JSON parser's value from one another parser made of a body that starts like JSON (a
     // form parser under every type makes `{"a":1}&=2` and `{"a":1}&=9` one object), and the
     // bytes' fingerprint is a JSON parser's value's, but for what the value loses (a repeated
-    // member name, an integer past 2^53), as when idem reads the body first.
-    return tappedInstead(req, limit, body);
+    // member name, an integer past 2^53), as when idem reads the body first. A Buffer or text
+    // parsed is what the reader made of the bytes: equal to them as sent under a coding, the
+    // reader did not inflate them, and they stand.
+    return tappedInstead(req, limit, body, keptValue(parsed));
   }
   if (!declaresBody(req, length)) return { kind: 'none' };
   const seen = peekedBody(req);
@@ -96,13 +98,19 @@ export async function nodeRequestBody(
     const text = keptTextOf(req);
     if (text === undefined) throw new BodyAlreadyReadError();
     if (text.length > limit) throw new BodyTooLargeError(limit);
-    return tappedInstead(req, limit, bodyFromBytes(text, contentType));
+    // The text's bytes: the bytes as sent when the reader did not inflate them.
+    return tappedInstead(req, limit, bodyFromBytes(text, contentType), text);
   }
   // Read here and put back: the tap has nothing more to give.
   releaseTap(req);
   const bytes = await peekBody(req, limit);
   rememberPeeked(req, bytes);
   return bodyFromBytes(bytes, contentType);
+}
+
+/** `parsed` when it is bytes or text (what a reader made of the bytes), else undefined. */
+function keptValue(parsed: unknown): Uint8Array | string | undefined {
+  return parsed instanceof Uint8Array || typeof parsed === 'string' ? parsed : undefined;
 }
 
 /**

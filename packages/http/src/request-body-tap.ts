@@ -227,15 +227,17 @@ export function releaseTap(req: IncomingMessage): void {
  * decoded of its Content-Encoding as the parsers do (gzip, deflate, br, zstd: a body labelled so
  * whose bytes do not decode is taken as sent, as a reader that does not inflate got it);
  * undefined when it was not tapped, its end has not come, or its encoding is another, and
- * when the bytes a reader kept (`kept`) are the bytes as sent under an encoding: that reader
- * did not inflate, and what it kept is what the app got (`hello` labelled gzip is not
- * gzip(`hello`) for it), so the caller's body stands.
+ * when what a reader kept or made of the bytes (`kept`: bytes, or text as its UTF-8) is the
+ * bytes as sent under an encoding: that reader did not inflate, and what it kept is what the
+ * app got (`hello` labelled gzip is not gzip(`hello`) for it), so the caller's body stands.
+ * That is checked before anything is inflated: a small gzip that inflates past the limit is
+ * no body too large for a reader that keeps it as it came.
  * @throws BodyTooLargeError past `limit` bytes (decoded)
  */
 function tappedRequestBody(
   req: IncomingMessage,
   limit: number,
-  kept: Uint8Array | undefined,
+  kept: Uint8Array | string | undefined,
 ): RequestBody | undefined {
   const tap = tapOf(req);
   if (tap === undefined) return undefined;
@@ -243,15 +245,27 @@ function tappedRequestBody(
   if (sent === undefined) return undefined;
   if (sent === 'over') throw new BodyTooLargeError(limit);
   const encoding = req.headers['content-encoding'];
+  // Only a labelled body is compared (rare): unlabelled, the bytes are taken as they are.
+  if (kept !== undefined && isLabelled(encoding) && isSent(sent, kept)) return undefined;
   // Inflated first, up to the limit: a body that inflates past it is refused (413) whoever
-  // read it, as before.
+  // inflated it, as before.
   const bytes = decoded(sent, encoding, limit);
   if (bytes === undefined) return undefined;
   if (bytes.length > limit) throw new BodyTooLargeError(limit);
-  // Only a body whose bytes changed is compared (rare): unlabelled, they are the same anyway.
-  if (bytes !== sent && kept !== undefined && sent.equals(kept)) return undefined;
   const type = req.headers['content-type'];
   return bodyFromBytes(bytes, type);
+}
+
+/** Whether a Content-Encoding names a coding (not none, empty or `identity`). */
+function isLabelled(encoding: string | undefined): boolean {
+  const name = encoding?.trim().toLowerCase();
+  return name !== undefined && name !== '' && name !== 'identity';
+}
+
+/** Whether `kept` (bytes, or text as its UTF-8) is `sent`, byte for byte. */
+function isSent(sent: Buffer, kept: Uint8Array | string): boolean {
+  if (typeof kept !== 'string') return sent.equals(kept);
+  return Buffer.byteLength(kept) === sent.length && sent.equals(Buffer.from(kept));
 }
 
 type Decode = (bytes: Buffer, options: { maxOutputLength: number }) => Buffer;
@@ -295,15 +309,17 @@ function decoded(sent: Buffer, encoding: string | undefined, limit: number): Buf
  * reader kept or decoded may have lost what tells two bodies apart (a leading BOM, an odd
  * byte of UTF-16, a prefix kept, a form's dropped pairs). The tap never makes a request
  * refused or taken that was not: it only tells taken ones apart by their bytes.
- * @param kept the bytes a reader kept (`req.rawBody`) when `body` is made of them: equal to
- * the bytes as sent under a Content-Encoding, they are taken as they are, not inflated
+ * @param kept what `body` is made of when a reader kept or made it of the bytes: the bytes it
+ * kept (`req.rawBody`), or the Buffer or text it parsed them into. Equal to the bytes as sent
+ * under a Content-Encoding, they are taken as they are, not inflated: the reader did not
+ * inflate them.
  * @throws BodyTooLargeError past `limit` bytes as sent (decoded)
  */
 export function tappedInstead(
   req: IncomingMessage,
   limit: number,
   body: RequestBody,
-  kept?: Uint8Array,
+  kept?: Uint8Array | string,
 ): RequestBody {
   return tappedRequestBody(req, limit, kept) ?? body;
 }

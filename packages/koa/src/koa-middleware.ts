@@ -133,7 +133,7 @@ async function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
         !(parsed instanceof Uint8Array)
       ) {
         if (!isJsonContentType(contentType))
-          return tappedInstead(req, limit, keptText(req, raw, contentType, limit));
+          return tappedInstead(req, limit, keptText(req, raw, contentType, limit), raw);
         // JSON @koa/bodyparser parsed and kept the text of: its value as the checks take it,
         // or the text when it says more than the value (see `keptJsonText`).
         const body = await nodeRequestBody(req, parsed, limit).catch((error) =>
@@ -144,14 +144,17 @@ async function bodyOf(ctx: Context, limit: number): Promise<RequestBody> {
       const body = nodeRequestBody(req, parsed, limit);
       return raw === undefined
         ? body
-        : body.catch((error) => tappedInstead(req, limit, keptInstead(error, raw, req, limit)));
+        : body.catch((error) =>
+            tappedInstead(req, limit, keptInstead(error, raw, req, limit), raw as string),
+          );
     }
     // Text with a U+FFFD is not trusted: a reader that decoded the bytes as UTF-8 puts one for
     // every invalid sequence, so different bodies give the same text.
     if (req.readableDidRead && typeof raw === 'string' && !raw.includes('\uFFFD')) {
       const bytes = Buffer.from(raw);
       if (bytes.length > limit) throw new BodyTooLargeError(limit);
-      return tappedInstead(req, limit, bodyFromBytes(bytes, contentType));
+      // Kept as it came (a reader that did not inflate): the bytes stand, not inflated.
+      return tappedInstead(req, limit, bodyFromBytes(bytes, contentType), bytes);
     }
   } else if (
     !req.readableDidRead &&

@@ -1,12 +1,10 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { TLSSocket } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, inject, it } from 'vitest';
+import { selfSignedCertificate } from '../../../scripts/self-signed-certificate.js';
 import { DATABASE_URL, randomName } from './pg-env.js';
 
 /**
@@ -19,33 +17,8 @@ import { DATABASE_URL, randomName } from './pg-env.js';
 const table = inject('pgTable');
 const upstreamUrl = new URL(DATABASE_URL);
 
-/** A self-signed pair made with `openssl` (Debian's, on the machine): fails loudly without it. */
-function certificate(): { key: Buffer; cert: Buffer } {
-  const dir = mkdtempSync(join(tmpdir(), 'rcrev5-'));
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-keyout',
-      join(dir, 'k.pem'),
-      '-out',
-      join(dir, 'c.pem'),
-      '-days',
-      '1',
-      '-subj',
-      '/CN=localhost',
-    ],
-    { stdio: 'ignore' },
-  );
-  return { key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) };
-}
-
 async function startTlsProxy(tlsOn: boolean, forward: number) {
-  const pair = tlsOn ? certificate() : undefined;
+  const pair = tlsOn ? selfSignedCertificate() : undefined;
   const sockets = new Set<Socket>();
   let accepted = 0;
   const server: Server = createServer((raw) => {
