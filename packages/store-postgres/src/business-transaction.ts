@@ -168,9 +168,14 @@ export class BusinessTransaction {
     private readonly side: SideRoutes,
     /**
      * Arms a guard for one large statement of the operation's (see `UploadGuard`): resolves
-     * true once it runs. Without it, every statement is sent under the idle limit.
+     * true once it runs, within `limitMs`; a statement waits for it at most until `holdMs`
+     * passed since the last ReadyForQuery. Without it, every statement is sent under the
+     * idle limit.
      */
-    private readonly armUpload?: (backend: { pid: number; xid: string }) => Promise<boolean>,
+    private readonly armUpload?: {
+      arm: (backend: { pid: number; xid: string }, limitMs: number) => Promise<boolean>;
+      holdMs: number;
+    },
   ) {
     client.on('error', this.onError);
     client.on('end', this.onEnd);
@@ -277,9 +282,13 @@ export class BusinessTransaction {
   private guardUploads(): void {
     const pid = (this.client as { processID?: unknown }).processID;
     const xid = this.xid;
-    const arm = this.armUpload;
-    if (!arm || typeof pid !== 'number' || xid === undefined) return;
-    this.uploads = UploadGuard.install(this.client, () => arm({ pid, xid }));
+    const uploads = this.armUpload;
+    if (!uploads || typeof pid !== 'number' || xid === undefined) return;
+    this.uploads = UploadGuard.install(
+      this.client,
+      (limitMs) => uploads.arm({ pid, xid }, limitMs),
+      uploads.holdMs,
+    );
   }
 
   /**

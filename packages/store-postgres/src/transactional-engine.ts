@@ -241,6 +241,10 @@ export function createPostgresIdempotency<T = unknown>(
   });
   const { retentionMs } = idem.settings;
   const idleLimitMs = transactionIdleLimit(idem.settings);
+  // The longest a large statement waits for its upload guard, counted from the last
+  // ReadyForQuery (the server's idle timer runs meanwhile): the idle limit less half its
+  // margin over the lease, left for the statement (its Flush) to reach the server.
+  const uploadHoldMs = idleLimitMs - (idleLimitMs - idem.settings.leaseMs) / 2;
 
   /** The policy's answer; one that throws counts as not final (core then decides itself). */
   function finalByPolicy(settled: Parameters<OutcomePolicy<T>>[0]): boolean {
@@ -323,23 +327,26 @@ export function createPostgresIdempotency<T = unknown>(
           ctx.fence,
           idleLimitMs,
           renewals,
-          (backend) =>
-            armUploadGuard(
-              pool,
-              uploadGuardSql(
-                table,
-                {
-                  key: store.rowKey(ctx.storageKey),
-                  owner: execution.owner,
-                  fence: ctx.fence,
-                  ...backend,
-                },
-                // The idle limit's margin over the lease, counted from the last renewal.
-                idleLimitMs - idem.settings.leaseMs,
-                (value) => client.escapeLiteral(value),
+          {
+            arm: (backend, limitMs) =>
+              armUploadGuard(
+                pool,
+                uploadGuardSql(
+                  table,
+                  {
+                    key: store.rowKey(ctx.storageKey),
+                    owner: execution.owner,
+                    fence: ctx.fence,
+                    ...backend,
+                  },
+                  // The idle limit's margin over the lease, counted from the last renewal.
+                  idleLimitMs - idem.settings.leaseMs,
+                  (value) => client.escapeLiteral(value),
+                ),
+                Math.min(connectMs, limitMs),
               ),
-              connectMs,
-            ),
+            holdMs: uploadHoldMs,
+          },
         );
         execution.tx = current;
         tx = current;

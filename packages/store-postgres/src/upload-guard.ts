@@ -58,13 +58,19 @@ export interface GuardedRecord {
 /**
  * The guard's loop: a `DO` block run on another connection while the transaction's backend
  * reads one statement's first message with its idle timer off (a Flush went first). It
- * reports `armed` once it found the backend idle inside this transaction, then returns as
- * soon as the backend read the message (its state changed: the server's own limits apply
- * again) or left the transaction, and ends the backend (by pid and transaction id) once the
- * record's lease and its held lease, as a takeover reads them, passed `marginMs` ago: the
- * owner stopped renewing (frozen, gone, cut off), as the idle limit it stands in for would
- * have found it silent. Values are spliced as literals: `literal` MUST quote them
- * (node-postgres' `escapeLiteral`); the pid, fence and ids are checked integers.
+ * reports `armed` once it found the backend idle inside this transaction, read both leases
+ * and knows it may end that backend (`pg_terminate_backend`'s own rule: the backend's role's
+ * privileges or `pg_signal_backend`, and a superuser's backend only as a superuser; a role
+ * that merely sees the backend, through `pg_read_all_stats`, is told `not armed`, so the
+ * statement goes under the idle limit), then returns as soon as the backend read the message
+ * (its state changed: the server's own limits apply again) or left the transaction, and ends
+ * the backend (by pid and transaction id, read again just before: `pg_stat_activity` is a
+ * snapshot kept for the guard's whole transaction, and a lease read may have waited for a
+ * lock meanwhile) once the record's lease and its held lease, as a takeover reads them,
+ * passed `marginMs` ago: the owner stopped renewing (frozen, gone, cut off), as the idle
+ * limit it stands in for would have found it silent. Values are spliced as literals:
+ * `literal` MUST quote them (node-postgres' `escapeLiteral`); the pid, fence and ids are
+ * checked integers.
  */
 export function uploadGuardSql(
   name: TableName,
@@ -87,13 +93,14 @@ DECLARE
   v_state text;
   v_change timestamptz;
   v_xid text;
+  v_role oid;
   v_lease bigint;
   v_held bigint;
   v_armed boolean := false;
 BEGIN
   LOOP
     PERFORM pg_stat_clear_snapshot();
-    SELECT state, state_change, backend_xid::text INTO v_state, v_change, v_xid
+    SELECT state, state_change, backend_xid::text, usesysid INTO v_state, v_change, v_xid, v_role
     FROM pg_stat_activity WHERE pid = ${record.pid};
     IF NOT FOUND OR v_xid IS DISTINCT FROM '${xid32}' THEN
       IF NOT v_armed THEN RAISE NOTICE '${NOT_ARMED}'; END IF;
@@ -103,15 +110,22 @@ BEGIN
       IF NOT v_armed THEN RAISE NOTICE '${NOT_ARMED}'; END IF;
       RETURN;
     END IF;
-    IF NOT v_armed THEN
-      v_armed := true;
-      RAISE NOTICE '${ARMED}';
-    END IF;
     SELECT lease_until INTO v_lease FROM ${o.table}
     WHERE key = ${key} AND owner = ${owner} AND fence = ${record.fence} AND status = 'in_progress';
     SELECT lease_until INTO v_held FROM ${o.heldLeases}
     WHERE key = ${key} AND fence = ${record.fence};
+    IF NOT v_armed THEN
+      IF NOT coalesce(pg_has_role(v_role, 'USAGE') OR pg_has_role('pg_signal_backend', 'USAGE'), false)
+          OR (coalesce((SELECT rolsuper FROM pg_roles WHERE oid = v_role), true)
+            AND NOT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)) THEN
+        RAISE NOTICE '${NOT_ARMED}';
+        RETURN;
+      END IF;
+      v_armed := true;
+      RAISE NOTICE '${ARMED}';
+    END IF;
     IF ${NOW_MS} >= greatest(coalesce(v_lease, 0), coalesce(v_held, 0)) + ${margin} THEN
+      PERFORM pg_stat_clear_snapshot();
       PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
       WHERE pid = ${record.pid} AND backend_xid::text = '${xid32}';
       RETURN;
@@ -212,29 +226,39 @@ async function guardOn(
 export class UploadGuard {
   /** A ReadyForQuery came and nothing was sent since: the next message opens a statement. */
   private atReady = true;
+  /** When the last ReadyForQuery came: the server's idle timer runs from about then. */
+  private readyAt = performance.now();
   /** Messages held back while a guard is armed. */
   private held: Array<() => void> | undefined;
   private installed = false;
   private readonly onReady = () => {
     this.atReady = true;
+    this.readyAt = performance.now();
   };
   /** The connection's own `_send` and `flush` properties before (none: its prototype's). */
   private readonly own: Array<[string, PropertyDescriptor | undefined]> = [];
 
   private constructor(
     private readonly connection: ProtocolConnection,
-    private readonly arm: () => Promise<boolean>,
+    private readonly arm: (limitMs: number) => Promise<boolean>,
+    private readonly holdMs: number,
   ) {}
 
   /**
    * Installs a guard on the transaction's connection, right after its `BEGIN` answered (the
    * connection is at a ReadyForQuery); undefined where the client has no protocol connection
-   * to watch (pg-native).
+   * to watch (pg-native). `arm(limitMs)` must resolve within `limitMs`; a statement is held
+   * for it at most until `holdMs` passed since the last ReadyForQuery (the server's idle
+   * timer runs meanwhile: nothing was sent), then sent as it is.
    */
-  static install(client: PoolClient, arm: () => Promise<boolean>): UploadGuard | undefined {
+  static install(
+    client: PoolClient,
+    arm: (limitMs: number) => Promise<boolean>,
+    holdMs: number,
+  ): UploadGuard | undefined {
     const connection = protocolOf(client);
     if (!connection) return undefined;
-    const guard = new UploadGuard(connection, arm);
+    const guard = new UploadGuard(connection, arm, holdMs);
     // Ahead of node-postgres' own listener, which sends the next statement from it.
     connection.prependListener('readyForQuery', guard.onReady);
     for (const name of ['_send', 'flush'])
@@ -276,8 +300,17 @@ export class UploadGuard {
     this.atReady = false;
     if (!opening || buffer.length < GUARDED_BYTES || !OPENING.has(buffer[0] as number))
       return write();
+    // Held while the idle timer runs: never past what is left of the idle limit.
+    const left = this.holdMs - (performance.now() - this.readyAt);
+    if (!(left > 0)) return write();
     this.held = [write];
-    this.arm().then(
+    let arming: Promise<boolean>;
+    try {
+      arming = this.arm(left);
+    } catch {
+      arming = Promise.resolve(false);
+    }
+    arming.then(
       (armed) => this.release(armed),
       () => this.release(false),
     );

@@ -65,3 +65,27 @@ export async function dropRole(client: pg.Pool | pg.Client, role: string): Promi
   await catalogChange(client, `DROP OWNED BY ${role}`);
   await catalogChange(client, `DROP ROLE ${role}`);
 }
+
+/** Polls `check` every 25 ms until `done` holds of its answer or `ms` passed; its last answer. */
+export async function pollUntil<T>(
+  check: () => Promise<T>,
+  done: (value: T) => boolean,
+  ms: number,
+): Promise<T> {
+  const end = performance.now() + ms;
+  let value = await check();
+  while (!done(value) && performance.now() < end) {
+    await sleep(25);
+    value = await check();
+  }
+  return value;
+}
+
+/** Backends running an upload guard's loop now (other than `pool`'s own), their text containing `containing`. */
+export async function uploadGuardsRunning(pool: pg.Pool, containing = ''): Promise<number> {
+  const { rows } = await pool.query(
+    "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'DO $idem_upload_guard$%' AND strpos(query, $1) > 0 AND pid <> pg_backend_pid()",
+    [containing],
+  );
+  return Number(rows[0].n);
+}

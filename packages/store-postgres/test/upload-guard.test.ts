@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
 import { GUARDED_BYTES } from '../src/upload-guard.js';
-import { makePool, randomName, sleep } from './pg-env.js';
+import { makePool, pollUntil, randomName, sleep, uploadGuardsRunning } from './pg-env.js';
 import { createCharges, insertCharge } from './take-over.js';
 import { startThrottledProxy } from './throttled-proxy.js';
 
@@ -48,25 +48,7 @@ const fenceRows = async (scope: string) =>
   );
 
 /** Backends running a guard's loop now. */
-const guardsRunning = async () =>
-  Number(
-    (
-      await raw.query(
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'DO $idem_upload_guard$%' AND pid <> pg_backend_pid()",
-      )
-    ).rows[0].n,
-  );
-
-/** Polls `check` every 25 ms until it holds or `ms` passed; its last answer. */
-async function until<T>(check: () => Promise<T>, done: (value: T) => boolean, ms: number) {
-  const end = performance.now() + ms;
-  let value = await check();
-  while (!done(value) && performance.now() < end) {
-    await sleep(25);
-    value = await check();
-  }
-  return value;
-}
+const guardsRunning = () => uploadGuardsRunning(raw);
 
 describe('upload guard', () => {
   it('the owner’s uplink stops mid-upload of a 1.2 MB literal: the guard ends its transaction once its leases passed, the duplicate takes over after its signal aborted, nothing of the owner commits', async () => {
@@ -122,7 +104,7 @@ describe('upload guard', () => {
       // The server's FATAL reaches the owner (its downlink works): ended by the guard
       // (57P01, an administrator command), not by the idle limit (25P03), which does not run
       // while the message is read behind a Flush.
-      const ended = await until(
+      const ended = await pollUntil(
         async () => uploadError,
         (e) => e !== undefined,
         5_000,
@@ -245,9 +227,9 @@ describe('upload guard', () => {
         }
         return 'done';
       });
-      const left = await until(guardsRunning, (n) => n === 0, 5_000);
+      const left = await pollUntil(guardsRunning, (n) => n === 0, 5_000);
       // The guard's connection back once its COMMIT answered (a renewal may hold one briefly).
-      const idle = await until(
+      const idle = await pollUntil(
         async () => pool.totalCount - pool.idleCount,
         (busy) => busy === 0,
         5_000,
