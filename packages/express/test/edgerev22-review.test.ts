@@ -4,6 +4,7 @@ import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
+import { answerGot, idemBeforeText } from './support/text-parser-app.js';
 
 // edgerev22: adversarial review of the merge of wt/edges through real Express apps on
 // loopback: the tap's bytes as sent under a Content-Encoding label (a46738a) with a reader
@@ -74,42 +75,45 @@ describe('edgerev22 express: a reader that does not inflate, its Buffer as the p
 });
 
 describe('edgerev22 express: fingerprint.defaultCharset with a text parser for every type', () => {
-  // FINDING LOW (left, documented): `fingerprint.defaultCharset` is not applied to JSON types
-  // (JSON parsers decode UTF-8 whatever the text parsers' default, and so a JSON request keeps
+  // FINDING LOW (fixed in edgefix): `fingerprint.defaultCharset` was not applied to JSON types
+  // (JSON parsers decode UTF-8 whatever the text parsers' default, and so a JSON request kept
   // the fingerprint it had without the option). A text parser told to parse every type (the
   // `type: () => true` of rev12a's own setup) decodes a JSON body naming no charset by its
   // default too: `{"a":"café"}` as application/json reaches the route as `{"a":"cafÃ©"}`, with
-  // `charset=utf-8` as `{"a":"café"}`, and the two fingerprint alike: the second is replayed
-  // the first one's outcome. Closing it makes every JSON request naming no charset another
-  // request than one naming UTF-8 under the option, which apps whose JSON parser runs first
-  // (the usual) do not need. Workaround (README): add the header to the fingerprint,
-  // `fingerprint: { headers: ['content-type'] }`.
+  // `charset=utf-8` as `{"a":"café"}`, and the two fingerprinted alike: the second was replayed
+  // the first one's outcome. Now a request naming no charset under the option is fingerprinted
+  // as naming the default whatever its type (the option is not released yet, and an app
+  // without it keeps every fingerprint); with a JSON parser in front (the usual), the cost
+  // is a 422 for a retry that changes its Content-Type's spelling under one key, never a second
+  // run. The Content-Type header in the fingerprint (the test below) stays a stricter choice.
   /** express.text for every type, iso-8859-1 by default, said to idem (with `headers`). */
   function textForEveryType(headers?: string[]) {
-    const app = express();
-    app.use(
-      idempotency({
-        store: createMemoryStore(),
-        scope: 'global',
-        onWarning: () => {},
-        fingerprint: { defaultCharset: 'iso-8859-1', ...(headers ? { headers } : {}) },
-      }),
-    );
-    app.use(express.text({ type: () => true, defaultCharset: 'iso-8859-1' }));
-    app.post('/x', (req, res) => {
-      res.status(201).json({ got: req.body });
+    const app = idemBeforeText({
+      fingerprint: { defaultCharset: 'iso-8859-1', ...(headers ? { headers } : {}) },
+      text: { type: () => true, defaultCharset: 'iso-8859-1' },
     });
+    app.post('/x', answerGot());
     return app;
   }
   const body = Buffer.from('{"a":"caf\u00e9"}', 'utf8');
 
-  it.fails('application/json without charset and with charset=utf-8, decoded differently by the text parser: 422', async () => {
+  it('application/json without charset and with charset=utf-8, decoded differently by the text parser: 422', async () => {
     const post = await poster(textForEveryType(), 'json-cs');
     const first = await post(body, { 'content-type': 'application/json' });
     expect(first.body).toEqual({ got: '{"a":"caf\u00c3\u00a9"}' });
     const second = await post(body, { 'content-type': 'application/json; charset=utf-8' });
-    // Observed: 201, replayed, { got: '{"a":"cafÃ©"}' } where the route reads '{"a":"café"}'.
+    // Was: 201, replayed, { got: '{"a":"cafÃ©"}' } where the route reads '{"a":"café"}'.
     expect([second.status, second.replayed]).toEqual([422, false]);
+    // The default named, or none again, is the same decoding: the first one's replay.
+    for (const same of ['application/json', 'application/json; charset=ISO-8859-1']) {
+      const again = await post(body, { 'content-type': same });
+      expect([same, again.status, again.replayed, again.body]).toEqual([
+        same,
+        201,
+        true,
+        { got: '{"a":"caf\u00c3\u00a9"}' },
+      ]);
+    }
   });
 
   it('held: the workaround, the Content-Type header in the fingerprint: 422', async () => {

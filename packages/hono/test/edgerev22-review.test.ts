@@ -1,10 +1,11 @@
 import { createRequire } from 'node:module';
-import { type ServerType, serve } from '@hono/node-server';
+import type { ServerType } from '@hono/node-server';
 import { createMemoryStore } from '@idem/store-memory';
 import { type Context, Hono } from 'hono';
 import { streamSSE, streamText } from 'hono/streaming';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
+import { keyedPost, serveOnLoopback } from './keyed-post-support.js';
 
 // edgerev22: adversarial review of fa25651 (a throw in the callback of Hono's own
 // streamSSE/streamText without onError is seen through Hono's `console.error` of it and the
@@ -47,24 +48,8 @@ async function serveApp(route: Route, make: typeof idempotency = idempotency) {
   const app = new Hono();
   app.use(make({ store: createMemoryStore(), scope: 'global', onWarning: () => {} }));
   app.post('/work', (c) => route(c, ++runs));
-  const port = await new Promise<number>((resolve) => {
-    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) =>
-      resolve(info.port),
-    );
-    servers.push(server);
-  });
-  const call = async (key: string) => {
-    const response = await fetch(`http://127.0.0.1:${port}/work`, {
-      method: 'POST',
-      headers: { 'idempotency-key': key },
-      signal: AbortSignal.timeout(5_000),
-    });
-    return {
-      status: response.status,
-      replayed: response.headers.get('idempotent-replayed') === 'true',
-      text: await response.text().catch(() => '(cut)'),
-    };
-  };
+  const port = await serveOnLoopback(app, servers);
+  const call = (key: string) => keyedPost(`http://127.0.0.1:${port}/work`, key);
   return { call, runs: () => runs };
 }
 

@@ -1,4 +1,4 @@
-import { type ServerType, serve } from '@hono/node-server';
+import type { ServerType } from '@hono/node-server';
 import { createMemoryStore } from '@idem/store-memory';
 import { type Context, Hono } from 'hono';
 import { streamSSE, streamText } from 'hono/streaming';
@@ -8,6 +8,7 @@ import {
   streamSSE as idemStreamSSE,
   streamText as idemStreamText,
 } from '../src/index.js';
+import { keyedPost, serveOnLoopback } from './keyed-post-support.js';
 
 // rev10: the README's own completion example (`streamSSE`) when the work fails mid-stream.
 // Hono's stream helpers catch what the callback throws (console.error, or `onError`) and then
@@ -54,28 +55,11 @@ async function start(abortOnError: boolean) {
         : undefined,
     ),
   );
-  const port = await new Promise<number>((resolve) => {
-    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) =>
-      resolve(info.port),
-    );
-    servers.push(server);
-  });
+  const port = await serveOnLoopback(app, servers);
   return { port, runs: () => runs };
 }
 
-async function post(port: number, key: string) {
-  const response = await fetch(`http://127.0.0.1:${port}/completions`, {
-    method: 'POST',
-    headers: { 'idempotency-key': key },
-    signal: AbortSignal.timeout(5_000),
-  });
-  const text = await response.text().catch(() => '(cut)');
-  return {
-    status: response.status,
-    replayed: response.headers.get('idempotent-replayed') === 'true',
-    text,
-  };
-}
+const post = (port: number, key: string) => keyedPost(`http://127.0.0.1:${port}/completions`, key);
 
 describe('rev10 hono: a streamSSE callback that throws mid-stream', () => {
   // Was FINDING (MEDIUM), fixed for a helper without onError: Hono's streamSSE/stream helpers
@@ -184,24 +168,8 @@ describe("rev10 hono: the watch on Hono's own helpers, told apart", () => {
       console.error(new Error('another request logs'));
       return c.json({ logged: true }, 201);
     });
-    const port = await new Promise<number>((resolve) => {
-      const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) =>
-        resolve(info.port),
-      );
-      servers.push(server);
-    });
-    const call = async (key: string, path = '/work') => {
-      const response = await fetch(`http://127.0.0.1:${port}${path}`, {
-        method: 'POST',
-        headers: { 'idempotency-key': key },
-        signal: AbortSignal.timeout(5_000),
-      });
-      return {
-        status: response.status,
-        replayed: response.headers.get('idempotent-replayed') === 'true',
-        text: await response.text().catch(() => '(cut)'),
-      };
-    };
+    const port = await serveOnLoopback(app, servers);
+    const call = (key: string, path = '/work') => keyedPost(`http://127.0.0.1:${port}${path}`, key);
     restoreConsole = () => {
       console.error = silenced;
     };

@@ -1,8 +1,9 @@
-import { type ServerType, serve } from '@hono/node-server';
+import type { ServerType } from '@hono/node-server';
 import { createMemoryStore } from '@idem/store-memory';
 import { type Context, Hono } from 'hono';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotency, stream, streamSSE, streamText } from '../src/index.js';
+import { keyedPost, serveOnLoopback } from './keyed-post-support.js';
 
 // @idem/hono's stream helpers: Hono's (same arguments), but a throw of the callback is not
 // recorded. Hono's own helpers catch the throw and end the body normally, so the stream cut
@@ -60,12 +61,7 @@ async function start(helper: Helper, withOnError: boolean) {
   // Hono's helper without onError logs the throw: kept out of the test output.
   const quiet = console.error;
   if (!withOnError) console.error = () => {};
-  const port = await new Promise<number>((resolve) => {
-    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) =>
-      resolve(info.port),
-    );
-    servers.push(server);
-  });
+  const port = await serveOnLoopback(app, servers);
   return {
     port,
     runs: () => runs,
@@ -76,19 +72,8 @@ async function start(helper: Helper, withOnError: boolean) {
   };
 }
 
-async function post(port: number, key: string, path = '/work') {
-  const response = await fetch(`http://127.0.0.1:${port}${path}`, {
-    method: 'POST',
-    headers: { 'idempotency-key': key },
-    signal: AbortSignal.timeout(5_000),
-  });
-  const text = await response.text().catch(() => '(cut)');
-  return {
-    status: response.status,
-    replayed: response.headers.get('idempotent-replayed') === 'true',
-    text,
-  };
-}
+const post = (port: number, key: string, path = '/work') =>
+  keyedPost(`http://127.0.0.1:${port}${path}`, key);
 
 describe.each<[Helper, string, string]>([
   ['sse', 'data: Hel\n\n', 'data: Hel\n\ndata: lo\n\n'],

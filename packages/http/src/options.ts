@@ -39,8 +39,9 @@ export interface FingerprintOptions<R> {
   /**
    * The charset the text and form parsers after the middleware decode a body with when its
    * Content-Type names none (body-parser's `defaultCharset`, `express.text({ defaultCharset })`).
-   * Set it when that is not UTF-8: a request whose Content-Type (not a JSON type) names no
-   * charset, or an empty one, is then fingerprinted as naming this one, so the same bytes
+   * Set it when that is not UTF-8: a request whose Content-Type (a JSON type too: a text
+   * parser told to parse every type decodes it so) names no charset, or an empty one, is
+   * then fingerprinted as naming this one, so the same bytes
    * under `charset=utf-8`, which such a parser decodes otherwise, are another request (422),
    * never the first one's replay. Without it, no charset and UTF-8 are one request. Changing
    * it changes the fingerprints of requests naming no charset (their retries across the

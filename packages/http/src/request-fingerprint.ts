@@ -4,7 +4,7 @@ import type { IncomingRequest } from './handler.js';
 import { jsonTextOf } from './json-text.js';
 import { mediaType } from './media-type.js';
 import type { FingerprintOptions } from './options.js';
-import { isJsonContentType, type RequestBody, TextJsonBody } from './request-body.js';
+import { type RequestBody, TextJsonBody } from './request-body.js';
 import type { RequestTarget } from './request-target.js';
 import { byCodeUnits, sortInPlace } from './small-sort.js';
 
@@ -102,15 +102,17 @@ function methodOverrides<R>(
  * body) and case do not matter. A parameter list that names `charset` but does not parse
  * (parsers read it differently) adds itself as sent; a charset named twice, not both UTF-8,
  * adds both. With `defaultCharset` (`fingerprint.defaultCharset`: the parsers' default is
- * another charset), a type that is not JSON naming no charset, or an empty one, is taken as
- * naming that default: decoded by it, it is another request than `charset=utf-8`.
+ * another charset), a type naming no charset, or an empty one, is taken as naming that
+ * default: decoded by it, it is another request than `charset=utf-8`. JSON types too: a JSON
+ * parser decodes UTF-8 whatever, but a text parser told to parse every type decodes
+ * `application/json` naming none by its default (edgerev22), and nothing before the parsers
+ * tells which one reads it; a JSON request naming none under the option is the default named.
  */
 function fingerprintedType(contentType: string | undefined, defaultCharset?: string): string {
   const type = mediaType(contentType);
   if (contentType === undefined) return type;
   // Only an app that says its parsers' default is not UTF-8 pays for this.
-  const fallback =
-    defaultCharset === undefined ? undefined : implicitCharset(defaultCharset, contentType);
+  const fallback = defaultCharset === undefined ? undefined : implicitCharset(defaultCharset);
   const semicolon = contentType.indexOf(';');
   if (semicolon === -1 || !/charset/i.test(contentType))
     return fallback === undefined ? type : `${type};charset=${fallback}`;
@@ -130,14 +132,13 @@ function fingerprintedType(contentType: string | undefined, defaultCharset?: str
 }
 
 /**
- * The charset a request of `contentType` naming none is decoded with, under a parsers'
- * default of `defaultCharset`, when that is not UTF-8; undefined for UTF-8 and for JSON types
- * (JSON parsers decode UTF-8 whatever their text parsers' default).
+ * The charset a request naming none is decoded with, under a parsers' default of
+ * `defaultCharset`, when that is not UTF-8 (undefined for UTF-8), whatever its type: JSON
+ * types too (see {@link fingerprintedType}).
  */
-function implicitCharset(defaultCharset: string, contentType: string): string | undefined {
+function implicitCharset(defaultCharset: string): string | undefined {
   const name = defaultCharset.trim().toLowerCase();
-  if (name === 'utf-8' || name === 'utf8' || isJsonContentType(contentType)) return undefined;
-  return name;
+  return name === 'utf-8' || name === 'utf8' ? undefined : name;
 }
 
 function digest<R>(

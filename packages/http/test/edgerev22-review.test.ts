@@ -533,6 +533,21 @@ describe('edgerev22 http: fingerprint.defaultCharset, charset spellings', () => 
     }
   });
 
+  // edgefix: JSON types too (a text parser told to parse every type decodes `application/json`
+  // naming none by its default; express/test/edgerev22-review.test.ts).
+  it('JSON types under iso-8859-1: none is the default named, another request than UTF-8', () => {
+    const json = '{"a":"caf\u00e9"}';
+    for (const type of ['application/json', 'application/merge-patch+json']) {
+      const none = fingerprintWith(type, json, 'iso-8859-1');
+      expect(fingerprintWith(`${type}; charset=iso-8859-1`, json, 'iso-8859-1')).toBe(none);
+      expect(fingerprintWith(`${type}; charset=""`, json, 'iso-8859-1')).toBe(none);
+      const utf8 = fingerprintWith(`${type}; charset=utf-8`, json, 'iso-8859-1');
+      expect(utf8).not.toBe(none);
+      // UTF-8 named, and no option at all: the fingerprint of earlier versions.
+      expect(utf8).toBe(fingerprintWith(type, json));
+    }
+  });
+
   it('held: utf-8 or utf8 as the default is no default at all (the fingerprints of earlier versions)', () => {
     for (const spelling of ['utf-8', 'UTF8', ' utf-8 '])
       expect(fingerprintWith('text/plain', body, spelling)).toBe(

@@ -1,10 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import {
-  type ClientHttp2Session,
-  createSecureServer,
-  connect as http2Connect,
-  type IncomingHttpHeaders,
-} from 'node:http2';
+import { type ClientHttp2Session, createSecureServer, connect as http2Connect } from 'node:http2';
 import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { deflateSync } from 'node:zlib';
@@ -14,6 +9,7 @@ import Koa, { type Context, type Next } from 'koa';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { selfSignedCertificate } from '../../../scripts/self-signed-certificate.js';
 import { idempotency } from '../src/index.js';
+import { h2FormPost } from './support/h2-post.js';
 
 // edgerev22: adversarial review of the merge of wt/edges through real Koa apps on loopback:
 // the tap's bytes as sent under a Content-Encoding label with a reader that keeps text and
@@ -112,29 +108,7 @@ describe('edgerev22 koa: HTTP/2 over TLS', () => {
     const client = http2Connect(`https://127.0.0.1:${port}`, { rejectUnauthorized: false });
     client.on('error', () => {});
     sessions.push(client);
-    const h2 = (k: string, body: Buffer) =>
-      new Promise<Reply>((resolve, reject) => {
-        const request = client.request({
-          ':method': 'POST',
-          ':path': '/charges',
-          'content-type': 'application/x-www-form-urlencoded',
-          'idempotency-key': k,
-          'x-kept': 'prefix',
-        });
-        let headers: IncomingHttpHeaders = {};
-        request.on('response', (h) => {
-          headers = h;
-        });
-        request.resume();
-        request.on('end', () =>
-          resolve({
-            status: Number(headers[':status']),
-            replayed: headers['idempotent-replayed'] !== undefined,
-          }),
-        );
-        request.on('error', reject);
-        request.end(body);
-      });
+    const h2 = (k: string, body: Buffer) => h2FormPost(client, k, body, { 'x-kept': 'prefix' });
     // HTTP/1.1 over TLS, chunked (no Content-Length to measure the prefix against).
     const h1 = (k: string, body: Buffer) =>
       new Promise<Reply>((resolve, reject) => {

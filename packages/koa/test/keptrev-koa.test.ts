@@ -4,7 +4,6 @@ import {
   createServer as createHttp2Server,
   type Http2Server,
   connect as http2Connect,
-  type IncomingHttpHeaders,
 } from 'node:http2';
 import { type AddressInfo, connect } from 'node:net';
 import { listening } from '@idem/http-conformance';
@@ -13,6 +12,7 @@ import { bodyParser } from '@koa/bodyparser';
 import Koa, { type Context, type Next } from 'koa';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
+import { h2FormPost } from './support/h2-post.js';
 
 // keptrev: attacks on ed8974d (Koa's ctx.request.rawBody bytes through keptBytesBody, checked
 // against the Content-Length of an uncompressed body). Real Koa on loopback, with a reader
@@ -304,28 +304,7 @@ describe('keptrev koa: HTTP/2 (no Content-Length: the frames count the body)', (
     client.on('error', () => {});
     sessions.push(client);
     const post = (k: string, body: Buffer, extra: Record<string, string> = {}) =>
-      new Promise<{ status: number; replayed: boolean }>((resolve, reject) => {
-        const request = client.request({
-          ':method': 'POST',
-          ':path': '/charges',
-          'content-type': 'application/x-www-form-urlencoded',
-          'idempotency-key': k,
-          ...extra,
-        });
-        let headers: IncomingHttpHeaders = {};
-        request.on('response', (h) => {
-          headers = h;
-        });
-        request.resume();
-        request.on('end', () =>
-          resolve({
-            status: Number(headers[':status']),
-            replayed: headers['idempotent-replayed'] !== undefined,
-          }),
-        );
-        request.on('error', reject);
-        request.end(body);
-      });
+      h2FormPost(client, k, body, extra);
     return { post, runs: () => runs, tap: () => tap };
   }
 
