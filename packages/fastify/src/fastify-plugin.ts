@@ -420,6 +420,9 @@ function sendProblem(
 
 type RouteErrorHandler = NonNullable<RouteOptions['errorHandler']>;
 
+/** The `done` of {@link answer} for a decision that answers the request (never called then). */
+const noDone: HookHandlerDoneFunction = () => {};
+
 /** Whether `handler` reads the body of a keyed request of one of `methods` (needs its key). */
 function readsBodies(handler: IdempotencyHandler<FastifyRequest>, methods: readonly string[]) {
   return methods.some((method) => handler.bodyLimit({ method, header: () => '' }) !== undefined);
@@ -431,10 +434,12 @@ function readsBodies(handler: IdempotencyHandler<FastifyRequest>, methods: reado
  * body that decodes past it) refusing a request whose body `begin` would read (a method that
  * needs a key, a key sent), before `begin` ran, gets the body-too-large problem that the
  * plugin answers past `maxBodyBytes`, still a 413 and with the connection closed as Fastify
- * closes it: a limit set lower than `maxBodyBytes` stays the limit. Every other error, and
- * that one for any other request, goes on as without the plugin: to the route's own handler,
- * else (thrown) to the instance's, Fastify's way to hand an error to the next handler.
- * Called only for errors: nothing of it runs for a request that has none.
+ * closes it: a limit set lower than `maxBodyBytes` stays the limit. As past `maxBodyBytes`,
+ * `begin`'s checks before its scope hook come first (an invalid key: 400, the connection
+ * still closed). Every other error, and that one for any other request, goes on as without
+ * the plugin: to the route's own handler, else (thrown) to the instance's, Fastify's way to
+ * hand an error to the next handler. Called only for errors: nothing of it runs for a
+ * request that has none.
  */
 function answeringBodyLimit(own: RouteErrorHandler | undefined): RouteErrorHandler {
   return function idempotencyBodyLimit(this: FastifyInstance, error, request, reply) {
@@ -444,6 +449,14 @@ function answeringBodyLimit(own: RouteErrorHandler | undefined): RouteErrorHandl
       incoming instanceof FastifyIncoming &&
       incoming.awaitsBegin()
     ) {
+      // begin's checks before its scope hook come first, as past maxBodyBytes: an invalid key
+      // gets its 400 whichever limit refused the body. (The scope hook is not run: it may
+      // need what the app's preValidation or preHandler hooks set, which never ran.)
+      const early = incoming.handler.beforeScope(incoming);
+      if (early?.action === 'respond') {
+        answer(request, reply, early, noDone);
+        return;
+      }
       sendProblem(
         reply,
         413,
@@ -457,10 +470,39 @@ function answeringBodyLimit(own: RouteErrorHandler | undefined): RouteErrorHandl
     if (error instanceof Error) throw error;
     // A thrown value that is no Error would be sent as a payload (200), and calling the
     // instance's handler here would leave Fastify's next handler at that same one (called
-    // again if it rethrows or sends an Error): a rejected promise is how Fastify hands any
-    // value on as an error, to the instance's handler, then to its parent's.
+    // again if it rethrows or sends an Error). Handed on as Fastify hands on an error it
+    // caught (see `sendAsError`); else as a rejected promise, which Fastify also takes for an
+    // error, but publishes once more on its `fastify.request.handler` tracing channel.
+    if (sendAsError(reply, error)) return;
     return Promise.reject(error);
   };
+}
+
+/**
+ * Fastify's private flag that makes `reply.send(value)` go to the next error handler whatever
+ * the value (`kReplyIsError`: Fastify sets it, then sends, wherever it hands on a value a
+ * route or hook threw or rejected with), found on the reply by its description; cached, and
+ * looked for again on a reply that lacks it (another copy of Fastify).
+ */
+let replyIsError: symbol | undefined;
+const REPLY_IS_ERROR = 'fastify.reply.isError';
+
+/**
+ * Sends `value` (no Error) to the reply's next error handler as Fastify sends what a route
+ * threw: the flag set, then `reply.send`; false when this Fastify has no such flag, unset, on
+ * its reply (then nothing was done). Only on the error path: a request without an error never
+ * gets here.
+ */
+function sendAsError(reply: FastifyReply, value: unknown): boolean {
+  const flags = reply as unknown as Record<symbol, unknown>;
+  if (replyIsError === undefined || !Object.hasOwn(reply, replyIsError))
+    replyIsError = Object.getOwnPropertySymbols(reply).find(
+      (symbol) => symbol.description === REPLY_IS_ERROR,
+    );
+  if (replyIsError === undefined || flags[replyIsError] !== false) return false;
+  flags[replyIsError] = true;
+  reply.send(value);
+  return true;
 }
 
 /** The HTTP/2 stream of a request that came over HTTP/2 (Node's compatibility layer). */

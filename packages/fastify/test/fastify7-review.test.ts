@@ -859,19 +859,23 @@ describe('fastify7 review: bounded memory and time', () => {
     }
   });
 
-  // FINDING LOW (kept as it.fails on purpose): an upload left to the route used to reach the
-  // route at once, so a route could bound a stalled upload itself (an idle timer, as upload
-  // handlers do). The fingerprint needs the whole body before the route runs, so the route
-  // cannot see a stalled upload first. Since fastify8 the plugin bounds its own wait
-  // (bodyTimeoutMs, 30 s by default): past it the request gets a 408 body-timeout problem
-  // and its connection closes (test/fastify8-body-wait.test.ts), but not within the 1.5 s
-  // this test gives the route's own 300 ms timer. (No key is held meanwhile: see above.)
-  // Kept open (wt/nest21): running the route before its body is whole would break the order
-  // of checks (a 422 for a reused key with another body comes before execution); the README
-  // says to give such a route its idle bound as `bodyTimeoutMs`. Re-examined (wt/bodylimit):
-  // no registration-time or error-path change can close it either; the route could only see
-  // the stall by running before its body is whole, i.e. before the key is checked (422) and
-  // taken, so a duplicate or a reused key would run it.
+  // FINDING LOW, kept as it.fails: it cannot be fixed without giving up exactly-once. An
+  // upload left to the route used to reach the route at once, so a route could bound a stalled
+  // upload itself (an idle timer, as upload handlers do). Why not now: the key is checked and
+  // taken (422 for a reused key with another body, 409 for a duplicate, the replay) on the
+  // fingerprint of the whole body, so the route may only run once the body is whole; a route
+  // that ran on part of it would run before the key is taken, and a duplicate or a reused key
+  // would run it (and whatever it does with the bytes as they come) too. Taking the key before
+  // the body is whole does not help either: the record's fingerprint would be unknown while
+  // the route runs (a reused key with another body would get 409, then 422, not 422 first)
+  // and every store would need a write of the fingerprint afterwards. Re-examined at
+  // wt/nest21, wt/bodylimit and wt/fastfix. Workarounds, checked by the next test: the route's
+  // `bodyTimeoutMs` (`config: { idempotency: { bodyTimeoutMs } }`) bounds the plugin's wait
+  // for the body, from preHandler, with a 408 body-timeout problem and the connection closed
+  // (it bounds the whole wait, not idleness: set it to the longest a whole upload may take);
+  // for an idle bound, Fastify's `connectionTimeout` (server-wide) closes a connection that
+  // sends nothing for that long, also while the plugin waits (no answer is sent). No key is
+  // held meanwhile either way (see above).
   it.fails('a stalled upload left to the route reaches the route, which answers it with its own timeout', async () => {
     const { port } = await tapApp((app) => {
       leaveToRoute(app, 'application/x-upload');
@@ -890,6 +894,45 @@ describe('fastify7 review: bounded memory and time', () => {
     const h = { 'content-type': 'application/x-upload', 'idempotency-key': 'stall' };
     const [r] = await rawExchange(port, [head('/u', h, 1_000), 'x'.repeat(100)], 1_500);
     expect(r?.status).toBe(408);
+  });
+
+  it("the workarounds for it: the route's bodyTimeoutMs (408 body-timeout, connection closed) or Fastify's connectionTimeout (connection closed); the route never runs, no key is held", async () => {
+    let runs = 0;
+    const route = (app: FastifyInstance, config = {}) => {
+      leaveToRoute(app, 'application/x-upload');
+      app.post('/u', { config }, (request, reply) => {
+        runs++;
+        const parts: Buffer[] = [];
+        request.raw.on('data', (c: Buffer) => parts.push(c));
+        request.raw.on('end', () => reply.send({ size: Buffer.concat(parts).length }));
+      });
+    };
+    const h = { 'content-type': 'application/x-upload', 'idempotency-key': 'stall-around' };
+    const stalled = [head('/u', h, 1_000), 'x'.repeat(100)];
+    const whole = [head('/u', h, 1_000, true), 'x'.repeat(1_000)];
+    const timed = await tapApp((app) => route(app, { idempotency: { bodyTimeoutMs: 300 } }));
+    const idle = await tapApp((app) => route(app), { fastify: { connectionTimeout: 300 } });
+    for (const [name, { port }] of [
+      ['bodyTimeoutMs', timed],
+      ['connectionTimeout', idle],
+    ] as const) {
+      const before = runs;
+      const started = Date.now();
+      const answers = await rawExchange(port, stalled, 5_000);
+      const ms = Date.now() - started;
+      expect({ name, status: answers[0]?.status, ran: runs - before }).toEqual({
+        name,
+        status: name === 'bodyTimeoutMs' ? 408 : undefined,
+        ran: 0,
+      });
+      if (name === 'bodyTimeoutMs') expect(answers[0]?.headers.connection).toBe('close');
+      // Closed by the server (rawExchange waits 5 s for that), well before Node's requestTimeout.
+      expect(ms).toBeLessThan(5_000);
+      // No key held: the whole upload with the same key runs.
+      const [done] = await rawExchange(port, whole, 5_000);
+      expect({ name, status: done?.status }).toEqual({ name, status: 200 });
+    }
+    expect(runs).toBe(2);
   });
 
   it('5,000 requests with bodies: no retained growth, every request collected, push never wrapped on a prototype', async () => {

@@ -5,7 +5,7 @@
  * `defrev-<adapter>.test.ts` hands it a driver (the one of its conformance test).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server as NetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -90,6 +90,63 @@ async function* bigBody(): AsyncIterable<Uint8Array<ArrayBuffer>> {
   }
 }
 
+/**
+ * Gates of the `/gated` route, per test id (`?t=`): its handler runs, then waits until the test
+ * opens the gate (or {@link GATE_MS} passed, so that no handler waits for ever), so that a test
+ * acts on the store while the handler is known to run, whatever the machine's load.
+ */
+const gates = new Map<string, { opened: Promise<void>; open(): void }>();
+const GATE_MS = 30_000;
+function gate(t: string): { opened: Promise<void>; open(): void } {
+  let entry = gates.get(t);
+  if (!entry) {
+    let open = () => {};
+    const opened = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, GATE_MS);
+      open = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    entry = { opened, open };
+    gates.set(t, entry);
+  }
+  return entry;
+}
+const gateOf = (t: string): Promise<void> => gate(t).opened;
+
+/**
+ * Resolves once the handler of `path` ran `count` times for test id `t` (the acquisition and
+ * everything before the handler are done), polling; throws after `timeoutMs`.
+ */
+async function handlerStarted(path: string, t: string, count = 1, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (ran(path, t) < count) {
+    if (Date.now() > deadline)
+      throw new Error(`the handler of ${path} did not start within ${timeoutMs} ms`);
+    await sleep(10);
+  }
+}
+
+/**
+ * Resolves once `pid` is stopped (SIGSTOP delivered: state T in /proc), polling for at most
+ * 5 s; where /proc is not there, at once.
+ */
+async function stopped(pid: number | undefined): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (pid !== undefined && Date.now() < deadline) {
+    let state: string | undefined;
+    try {
+      state = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
+    } catch {
+      return;
+    }
+    if (state === 'T' || state === 't') return;
+    await sleep(5);
+  }
+  throw new Error(`process ${pid} did not stop within 5 s`);
+}
+
 export const routes = new Map<string, Behaviour>([
   [
     '/ok',
@@ -155,6 +212,14 @@ export const routes = new Map<string, Behaviour>([
     async ({ query }) => {
       const n = bump('/slow', query);
       await sleep(1500);
+      return jsonReply(201, { n });
+    },
+  ],
+  [
+    '/gated',
+    async ({ query }) => {
+      const n = bump('/gated', query);
+      await gateOf(query.get('t') ?? '');
       return jsonReply(201, { n });
     },
   ],
@@ -1145,15 +1210,21 @@ function stallRows(adapter: DefrevAdapter) {
     const redis = await startOwnRedis();
     const client = redisClient(redis.port);
     const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
+    const t = uid('freeze');
     try {
-      const t = uid('freeze');
       const key = uid('k');
       const firstStart = Date.now();
       const first = timed(
-        send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 20_000 }),
+        send(app.url, `/gated?t=${t}`, { key, body: { a: 1 }, timeoutMs: 20_000 }),
       );
-      await sleep(300);
+      // Frozen once the handler runs (the key is taken), then the handler ends: its outcome
+      // meets the frozen store. (A fixed 300 ms wait froze the store before the acquisition
+      // under a load of 30, where the first request of an app takes longer: the first caller
+      // got a 503 and the retry after the thaw ran the handler, rightly, but not this row.)
+      await handlerStarted('/gated', t);
       redis.child.kill('SIGSTOP');
+      await stopped(redis.child.pid);
+      gate(t).open();
       const firstDone = await first.catch((e: Error) => ({
         x: undefined,
         ms: Date.now() - firstStart,
@@ -1167,7 +1238,7 @@ function stallRows(adapter: DefrevAdapter) {
       };
       // While frozen, a retry must not run the handler.
       const during = await timed(
-        send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 }),
+        send(app.url, `/gated?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 }),
       );
       const seenFreeze = observedFreeze[adapter.name] as Record<string, unknown>;
       seenFreeze.duringStatus = during.x.status;
@@ -1179,7 +1250,7 @@ function stallRows(adapter: DefrevAdapter) {
       const statuses: number[] = [];
       const deadline = Date.now() + 20_000;
       while (Date.now() < deadline) {
-        last = await send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
+        last = await send(app.url, `/gated?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
         statuses.push(last.status);
         if (last.status !== 409 && last.status !== 503) break;
         await sleep(500);
@@ -1187,8 +1258,9 @@ function stallRows(adapter: DefrevAdapter) {
       seenFreeze.after = statuses;
       expect(last?.status).toBe(201);
       expect(header(last as Exchange, REPLAYED)).toBe('true');
-      expect(ran('/slow', t)).toBe(1);
+      expect(ran('/gated', t)).toBe(1);
     } finally {
+      gate(t).open();
       redis.child.kill('SIGCONT');
       await app.close().catch(() => {});
       client.disconnect();
@@ -1201,32 +1273,36 @@ function stallRows(adapter: DefrevAdapter) {
     let redis = await startOwnRedis(undefined, dir);
     const client = redisClient(redis.port);
     const app = await adapter.start({ options: { store: createRedisStore({ client }) }, routes });
+    const t = uid('aof');
     try {
-      const t = uid('aof');
       const key = uid('k');
-      const first = send(app.url, `/slow?t=${t}`, {
+      const first = send(app.url, `/gated?t=${t}`, {
         key,
         body: { a: 1 },
         timeoutMs: 20_000,
       }).catch((e: Error) => e.message);
-      await sleep(300);
+      // Killed once the handler runs (the key is taken: not after a fixed wait, which the
+      // acquisition can outlast under load), then the handler ends while redis is gone.
+      await handlerStarted('/gated', t);
       await stopOwnRedis(redis);
-      await sleep(2_000); // the handler ends (at 1.5 s) while redis is gone
+      gate(t).open();
+      await sleep(2_000); // the completion is tried while redis is gone
       redis = await startOwnRedis(redis.port, dir);
       await first;
       const statuses: number[] = [];
       let last: Exchange | undefined;
       const deadline = Date.now() + 30_000;
       while (Date.now() < deadline) {
-        last = await send(app.url, `/slow?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
+        last = await send(app.url, `/gated?t=${t}`, { key, body: { a: 1 }, timeoutMs: 15_000 });
         statuses.push(last.status);
         if (last.status !== 409 && last.status !== 503) break;
         await sleep(500);
       }
       expect(last?.status).toBe(201);
       expect(header(last as Exchange, REPLAYED)).toBe('true');
-      expect(ran('/slow', t)).toBe(1);
+      expect(ran('/gated', t)).toBe(1);
     } finally {
+      gate(t).open();
       await app.close().catch(() => {});
       client.disconnect();
       await stopOwnRedis(redis);

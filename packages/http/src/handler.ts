@@ -80,6 +80,19 @@ export interface IdempotencyHandler<R = Request> {
   /** The lower-level step for framework adapters; see {@link IdempotencyDecision}. */
   begin(request: IncomingRequest<R>): Promise<IdempotencyDecision>;
   /**
+   * The answer {@link begin} gives this request from the checks it makes before the `scope`
+   * hook: pass (a method that needs no key, an optional key absent), 400 (missing or invalid
+   * key, a request target that does not parse); undefined when `begin` would go on to the
+   * `scope` hook and the body. Synchronous; runs no hook and reads no body. For an adapter
+   * whose framework refused the body (a lower body limit of its own) before `begin` could
+   * run: answer this decision where there is one, else the body-too-large problem, as `begin`
+   * answers a body past `maxBodyBytes` after these checks (and after the `scope` hook, which
+   * may need what the app's later hooks set, so it is not run here).
+   */
+  beforeScope(
+    request: Pick<IncomingRequest<R>, 'method' | 'url' | 'header'>,
+  ): IdempotencyDecision | undefined;
+  /**
    * The most body bytes {@link begin} reads of a request with this method and headers (the
    * `limit` its `readBody` gets: `maxBodyBytes`), or undefined when it will not read it
    * (the method needs no key, or the request carries none). A number does not promise a read:
@@ -157,8 +170,14 @@ export function createIdempotencyHandler<R = Request>(
   };
   const scopeOf = createScopeResolver<R>(options.scope, warn);
 
-  async function begin(request: IncomingRequest<R>): Promise<IdempotencyDecision> {
-    const method = request.method.toUpperCase();
+  /**
+   * The key of a request whose `method` (upper case) needs one, or begin's answer without it:
+   * pass (a method that needs no key, an optional key absent), 400 (missing or invalid key).
+   */
+  function keyOf(
+    request: Pick<IncomingRequest<R>, 'header'>,
+    method: string,
+  ): string | IdempotencyDecision {
     if (!methods.has(method)) return { action: 'pass', reason: 'method' };
     const field = request.header(headerName);
     if (field === undefined) {
@@ -173,20 +192,17 @@ export function createIdempotencyHandler<R = Request>(
     const parsed = parseIdempotencyKey(field);
     if (!parsed.ok)
       return respond(400, PROBLEM_TYPES.invalidKey, 'Invalid Idempotency-Key', parsed.reason);
-    const key = parsed.key;
+    return parsed.key;
+  }
+
+  async function begin(request: IncomingRequest<R>): Promise<IdempotencyDecision> {
+    const method = request.method.toUpperCase();
+    const key = keyOf(request, method);
+    if (typeof key !== 'string') return key;
     // Before the scope hook and the body: a target the URL parser refuses (`http://a:99999/x`)
     // is the client's error (400), not a TypeError out of begin (500).
-    let url: RequestTarget;
-    try {
-      url = requestTarget(request.url);
-    } catch {
-      return respond(
-        400,
-        PROBLEM_TYPES.invalidTarget,
-        'Invalid request target',
-        'The request target does not parse as a URL; nothing was run or stored',
-      );
-    }
+    const url = targetOf(request.url);
+    if (url === undefined) return invalidTarget();
 
     // 'global' and the fingerprint without an extras hook answer at once: no promise to wait on.
     const scoped = scopeOf(request.native, method, request.url);
@@ -339,6 +355,14 @@ export function createIdempotencyHandler<R = Request>(
     }
   }
 
+  function beforeScope(
+    request: Pick<IncomingRequest<R>, 'method' | 'url' | 'header'>,
+  ): IdempotencyDecision | undefined {
+    const key = keyOf(request, request.method.toUpperCase());
+    if (typeof key !== 'string') return key;
+    return targetOf(request.url) === undefined ? invalidTarget() : undefined;
+  }
+
   function bodyLimit(request: Pick<IncomingRequest<R>, 'method' | 'header'>): number | undefined {
     // Without a key, begin passes or answers 400 before any body is read.
     if (!methods.has(request.method.toUpperCase()) || request.header(headerName) === undefined)
@@ -346,7 +370,32 @@ export function createIdempotencyHandler<R = Request>(
     return maxBodyBytes;
   }
 
-  return { begin, handle, bodyLimit, drain: (timeoutMs) => engine.drain(timeoutMs) };
+  return {
+    begin,
+    handle,
+    beforeScope,
+    bodyLimit,
+    drain: (timeoutMs) => engine.drain(timeoutMs),
+  };
+}
+
+/** The request target as `begin` reads it, or undefined when the URL parser refuses it. */
+function targetOf(url: string): RequestTarget | undefined {
+  try {
+    return requestTarget(url);
+  } catch {
+    return undefined;
+  }
+}
+
+/** 400 before the scope hook: the request target does not parse as a URL. */
+function invalidTarget(): IdempotencyDecision {
+  return respond(
+    400,
+    PROBLEM_TYPES.invalidTarget,
+    'Invalid request target',
+    'The request target does not parse as a URL; nothing was run or stored',
+  );
 }
 
 /**
