@@ -42,6 +42,12 @@ export class HandlerRun {
    */
   handler: unknown;
   /**
+   * The controller instances Nest calls the route's handler on (one per module declaring the
+   * controller), when known (a controller of the default, singleton scope): a call of the
+   * handler on any other object (an instance work of the request made itself) is not Nest's.
+   */
+  instances: ReadonlySet<object> | undefined;
+  /**
    * The execution's lease signal (aborted once the key is lost: taken over, lapsed, or
    * `maxHoldMs` passed), read only when an Observable's work is watched: the watch ends then.
    */
@@ -92,8 +98,12 @@ export class HandlerRun {
     );
   }
 
-  /** Whether a tracked method called as `self[key]` is the request's handler (see {@link handler}). */
+  /**
+   * Whether a tracked method called as `self[key]` is the request's handler (see
+   * {@link handler}), on an instance Nest calls it on (see {@link instances}).
+   */
   calledAs(tracked: unknown, self: unknown, key: PropertyKey | undefined): boolean {
+    if (this.instances !== undefined && !this.instances.has(self as object)) return false;
     if (this.handler === undefined || this.handler === tracked) return true;
     if (key === undefined || (typeof self !== 'object' && typeof self !== 'function')) return false;
     return self !== null && (self as Record<PropertyKey, unknown>)[key] === this.handler;

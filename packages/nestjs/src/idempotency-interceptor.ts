@@ -205,6 +205,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
         next,
         teardown.signal,
         context.getHandler(),
+        context.getClass(),
       ).then(
         ({ result, res, run }) => {
           if (subscriber.closed) return;
@@ -299,6 +300,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     next: CallHandler,
     signal: AbortSignal,
     handler: unknown,
+    controller: unknown,
   ): Promise<{ result: Observable<unknown>; res?: ServerResponse; run?: HandlerRun }> {
     const raw: IncomingMessage = request.raw ?? (request as unknown as IncomingMessage);
     let decision = await this.service.handlerFor(route).begin({
@@ -343,8 +345,10 @@ export class IdempotencyInterceptor implements NestInterceptor {
     // held until that work ended.
     const run = new HandlerRun();
     const { recorder } = decision;
-    // Only calls of the function Nest calls for the route are the request's (see `calledAs`).
+    // Only calls of the function Nest calls for the route, on an instance Nest calls it on,
+    // are the request's (see `calledAs`).
     run.handler = handler;
+    run.instances = this.service.controllerInstances(controller);
     run.followObservables = this.service.followObservables;
     run.leaseSignal = () => recorder.context.signal;
     // Judged again where Nest calls the handler (a tracked one, `@Idempotent()`'s).

@@ -1,8 +1,14 @@
 import { InvalidInputError } from '@idem/core';
 import { createIdempotencyHandler, type IdempotencyHandler } from '@idem/http';
 import { tapRequestBodies } from '@idem/http/node';
-import { Inject, Injectable, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
+import {
+  Inject,
+  Injectable,
+  type OnApplicationShutdown,
+  type OnModuleInit,
+  Optional,
+} from '@nestjs/common';
+import { DiscoveryService, HttpAdapterHost, MetadataScanner, Reflector } from '@nestjs/core';
 import {
   IDEMPOTENCY_OPTIONS,
   IDEMPOTENT_METADATA,
@@ -10,6 +16,12 @@ import {
   type NestHttpRequest,
   type NestIdempotencyOptions,
 } from './options.js';
+import {
+  answerExpressBodyLimit,
+  answerFastifyBodyLimit,
+  bodyReader,
+  markRoutes,
+} from './platform-body-limit.js';
 import { userScope } from './principal.js';
 
 /**
@@ -20,9 +32,7 @@ import { userScope } from './principal.js';
  */
 @Injectable()
 export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
-  @Inject(DiscoveryService) private readonly discovery!: DiscoveryService;
   @Inject(MetadataScanner) private readonly scanner!: MetadataScanner;
-  @Inject(Reflector) private readonly reflector!: Reflector;
   readonly #options: Omit<NestIdempotencyOptions, 'shutdownDrainMs' | 'followObservables'>;
   /** Whether an Observable a handler returns is followed (see `followObservables`). */
   readonly followObservables: boolean;
@@ -31,7 +41,12 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
   readonly #perRoute = new WeakMap<IdempotentOptions, IdempotencyHandler<NestHttpRequest>>();
   readonly #all = new Set<IdempotencyHandler<NestHttpRequest>>();
 
-  constructor(@Inject(IDEMPOTENCY_OPTIONS) options: NestIdempotencyOptions) {
+  constructor(
+    @Inject(IDEMPOTENCY_OPTIONS) options: NestIdempotencyOptions,
+    @Inject(DiscoveryService) private readonly discovery: DiscoveryService,
+    @Inject(Reflector) private readonly reflector: Reflector,
+    @Optional() @Inject(HttpAdapterHost) private readonly adapterHost?: HttpAdapterHost,
+  ) {
     if (typeof options !== 'object' || options === null) {
       throw new InvalidInputError('IdempotencyModule needs an options object with a store');
     }
@@ -54,7 +69,41 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
     this.#options = rest;
     this.#shutdownDrainMs = shutdownDrainMs;
     this.#base = this.#create({});
+    this.#answerPlatformBodyLimit();
   }
+
+  /** The `@Idempotent()` settings of a route, as the interceptor reads them (method, then class). */
+  #settingsOf(method: object, controller: object): IdempotentOptions | false | undefined {
+    return this.reflector.getAllAndOverride<IdempotentOptions | false | undefined>(
+      IDEMPOTENT_METADATA,
+      [method as () => unknown, controller as () => unknown],
+    );
+  }
+
+  /**
+   * The platform's own body limit refusing a keyed request to an `@Idempotent()` route gets
+   * the `body-too-large` problem (see `platform-body-limit.ts`). Made here, before Nest
+   * registers the routes (`app.init()`): the route methods are marked now, so that the handlers
+   * Nest registers for them carry it, and Fastify's `onRoute` hook sees every route. Express's
+   * error middleware waits for `onModuleInit` (after the routes, before Nest's exception layer).
+   */
+  #answerPlatformBodyLimit(): void {
+    const adapter = this.adapterHost?.httpAdapter as
+      | { getType?(): unknown; getInstance?(): unknown }
+      | undefined;
+    const type = typeof adapter?.getType === 'function' ? adapter.getType() : undefined;
+    if (type !== 'express' && type !== 'fastify') return;
+    const byName = markRoutes(this.discovery.getControllers(), (method, controller) =>
+      this.#settingsOf(method, controller),
+    );
+    const reads = bodyReader((settings) => this.handlerFor(settings));
+    const instance = adapter?.getInstance?.() as never;
+    if (type === 'fastify') answerFastifyBodyLimit(instance, byName, reads);
+    else this.#expressBodyLimit = () => answerExpressBodyLimit(instance, byName, reads);
+  }
+
+  /** Adds the Express error middleware (see {@link #answerPlatformBodyLimit}), once. */
+  #expressBodyLimit: (() => void) | undefined;
 
   #create(route: Omit<IdempotentOptions, 'operation'>): IdempotencyHandler<NestHttpRequest> {
     const options = {
@@ -103,7 +152,12 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
 
   /** @internal Makes the handlers of every `@Idempotent()` controller and route now. */
   onModuleInit(): void {
-    for (const { metatype, instance } of this.discovery.getControllers()) {
+    const expressBodyLimit = this.#expressBodyLimit;
+    this.#expressBodyLimit = undefined;
+    expressBodyLimit?.();
+    for (const wrapper of this.discovery.getControllers()) {
+      this.#noteInstance(wrapper);
+      const { metatype, instance } = wrapper;
       if (!metatype || !instance) continue;
       const read = (target: object) =>
         this.reflector.get<IdempotentOptions | false | undefined>(
@@ -117,6 +171,41 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
         if (method) found.push(read(method));
       }
       for (const route of found) if (route) this.handlerFor(route);
+    }
+  }
+
+  /**
+   * The controller instances Nest calls a controller class's routes on (one per module that
+   * declares it), or undefined where that is not known: a class not found at startup, or one
+   * of a request scope (Nest makes an instance per request).
+   * @internal
+   */
+  controllerInstances(controller: unknown): ReadonlySet<object> | undefined {
+    return this.#instances.get(controller) ?? undefined;
+  }
+
+  /** Instances by controller class: null once one of them is not a single instance. */
+  readonly #instances = new Map<unknown, Set<object> | null>();
+
+  #noteInstance(wrapper: {
+    metatype?: unknown;
+    instance?: unknown;
+    isDependencyTreeStatic?(): boolean;
+  }): void {
+    const { metatype, instance } = wrapper;
+    if (typeof metatype !== 'function') return;
+    const single =
+      typeof instance === 'object' &&
+      instance !== null &&
+      typeof wrapper.isDependencyTreeStatic === 'function' &&
+      wrapper.isDependencyTreeStatic();
+    // Nest names the class of a call by its instance's constructor (`context.getClass()`).
+    const classes = new Set([metatype, single ? (instance as object).constructor : metatype]);
+    for (const one of classes) {
+      const known = this.#instances.get(one);
+      if (!single || known === null) this.#instances.set(one, null);
+      else if (known) known.add(instance as object);
+      else this.#instances.set(one, new Set([instance as object]));
     }
   }
 

@@ -10,6 +10,7 @@ import {
   type CallHandler,
   Controller,
   type ExecutionContext,
+  type INestApplication,
   Injectable,
   type MiddlewareConsumer,
   Module,
@@ -256,8 +257,9 @@ class AppModule {
 describe.each<Platform>(['express', 'fastify'])('@idem/nestjs (callrev14) on %s', (platform) => {
   let url = '';
   let close = async () => {};
+  let app: INestApplication | undefined;
   beforeAll(async () => {
-    ({ url, close } = await startNest(platform, AppModule));
+    ({ url, close, app } = await startNest(platform, AppModule));
   });
   afterAll(async () => {
     if (worker) clearInterval(worker);
@@ -265,6 +267,37 @@ describe.each<Platform>(['express', 'fastify'])('@idem/nestjs (callrev14) on %s'
     jobs.length = 0;
     await close();
   });
+
+  /**
+   * Request A (`pipe-b`) starts the worker in its pipe; while A runs, a job of the worker (in
+   * A's context) calls the route's own method on `instance` for 1.5 s. A's own work ends
+   * first: its 408 is released under finalOn2xx, and its retry must run (not get 409 for as
+   * long as the job runs).
+   */
+  const jobCallsOwnRoute = async (instance: CallrevController) => {
+    if (worker) clearInterval(worker);
+    worker = undefined;
+    const k = key();
+    const before = count('pipe-b');
+    const ended = count('pipe-b-end');
+    const first = send(url, '/callrev/pipe-b', { key: k, body: {} });
+    await sleep(60);
+    let jobDone = false;
+    jobs.push(() => instance.pipeB({ ms: 1500 }).finally(() => (jobDone = true)));
+    try {
+      expect((await first).status).toBe(408);
+      await until(() => count('pipe-b-end') > ended);
+      await sleep(100);
+      // A's own work ended, its 408 is released under finalOn2xx: the retry runs.
+      const retried = await send(url, '/callrev/pipe-b', { key: k, body: {} });
+      expect(jobDone).toBe(false);
+      expect(retried.status).toBe(408);
+      expect(count('pipe-b')).toBe(before + 3);
+    } finally {
+      // Nothing of this test runs on into the next one.
+      await until(() => jobDone && count('pipe-b-end') >= count('pipe-b') - before + ended);
+    }
+  };
 
   // FINDING (HIGH, fixed: a thenable that is not a promise is turned into one promise, once, and Nest gets that promise; pre-existing, not introduced by 98e4a4d): HandlerRun.returned() follows a non-promise thenable with
   // `Promise.resolve(result).then(...)`, which calls its `then()`; Nest calls it again to get
@@ -436,37 +469,29 @@ describe.each<Platform>(['express', 'fastify'])('@idem/nestjs (callrev14) on %s'
     await sleep(400);
   });
 
-  // FINDING (LOW, left): the narrower case of the one above: work the request's pipe started
-  // that calls the route's OWN method on a controller instance while the request runs (a job
-  // replaying the route) still joins the request's run: Nest calls that same function, and a
-  // call through the async context alone cannot be told from Nest's (its call comes after
-  // the pipes, in the very context the pipe's worker kept). A's key stays held until the job
-  // ended. Fix: would need Nest to mark its own call of the handler.
-  it.fails('does not hold request A for its own route method a worker its pipe started calls', async () => {
-    if (worker) clearInterval(worker);
-    worker = undefined;
-    const k = key();
-    const before = count('pipe-b');
-    const ended = count('pipe-b-end');
-    const first = send(url, '/callrev/pipe-b', { key: k, body: {} });
-    await sleep(60);
-    // The route's own method, called on a controller instance by the worker (in A's
-    // context), for 1.5 s.
-    const instance = Object.create(CallrevController.prototype) as CallrevController;
-    let jobDone = false;
-    jobs.push(() => instance.pipeB({ ms: 1500 }).finally(() => (jobDone = true)));
-    try {
-      expect((await first).status).toBe(408);
-      await until(() => count('pipe-b-end') > ended);
-      await sleep(100);
-      // A's own work ended, its 408 is released under finalOn2xx: the retry runs.
-      const retried = await send(url, '/callrev/pipe-b', { key: k, body: {} });
-      expect(jobDone).toBe(false);
-      expect(retried.status).toBe(408);
-      expect(count('pipe-b')).toBe(before + 3);
-    } finally {
-      // Nothing of this test runs on into the next one.
-      await until(() => jobDone && count('pipe-b-end') >= count('pipe-b') - before + ended);
-    }
+  // FIXED (was FINDING LOW, left open before): the narrower case of the one above: work the
+  // request's pipe started that calls the route's OWN method on a controller instance while
+  // the request runs (a job replaying the route) joined the request's run (Nest calls that
+  // same function, in the very context the pipe's worker kept), and A's key stayed held until
+  // the job ended. Nest calls a route of a controller of the default (singleton) scope on the
+  // instance it made (one per module declaring the controller): a call on any other object
+  // (here an instance the job made) is not Nest's, and no longer joins the run. The call on
+  // Nest's own instance stays a gap: see the next test.
+  it('does not hold request A for its own route method a worker its pipe started calls on another instance', async () => {
+    await jobCallsOwnRoute(Object.create(CallrevController.prototype) as CallrevController);
+  });
+
+  // FINDING (LOW, left): as above, but the job calls the route's method on the controller
+  // instance Nest itself calls it on (a job that holds the singleton controller, got with
+  // `app.get()` or injected). Nest's call and this one are the same function on the same
+  // object, in the same async context (the job's worker was started by A's pipe, so it kept
+  // A's context): the interceptor, which sees neither Nest's call site nor the job's, cannot
+  // tell them apart. A's key stays held until the job ended (bounded by maxHoldMs; never
+  // freed early, so exactly-once holds). Fix: would need Nest to mark its own call of the
+  // handler. What the app can do: start such workers outside the request's context (in
+  // onModuleInit, or through an `AsyncLocalStorage.snapshot()` taken at startup), and have
+  // jobs call a service rather than a controller's route method.
+  it.fails("does not hold request A for its own route method a worker its pipe started calls on Nest's instance", async () => {
+    await jobCallsOwnRoute(app?.get(CallrevController) as CallrevController);
   });
 });
