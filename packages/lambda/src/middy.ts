@@ -66,8 +66,9 @@ export type ContextWithIdempotency<TContext> = TContext & { idempotency?: Idempo
  * `before` acquires the key: a recorded response is returned at once (the handler does not
  * run), a duplicate in progress throws `InProgressError`; otherwise the handler runs with
  * `context.idempotency` (fence, signal, storageKey) and `after` records its response
- * (owner-checked) before Middy returns it. When the handler throws, `onError` releases the key
- * so a retry runs again (successes only are recorded; the JSON serializer is used); once the
+ * (owner-checked) before Middy returns it. When the handler throws, the key is released (at
+ * Middy's catch, known by the call site of its write, else in `onError`) so a retry runs
+ * again (successes only are recorded; the JSON serializer is used); once the
  * handler has returned, the key is never released: an error in a later `after` leaves a
  * not-recorded marker, an early answer from a later `after` is recorded. Put it first in
  * `.use()` so that the response it records is the one the later middlewares' `after` produced,
@@ -88,6 +89,8 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
   const invocations = new WeakMap<object, Invocation>();
   return {
     async before(request) {
+      // (First, while Middy's own functions are the callers of this hook: see `middyFrames`.)
+      const frames = middyFrames();
       // (An outer idempotency() watching these reads must not take them for Middy's call of
       // the handler, a read of `event` right followed by one of `context`: the read of
       // `request.error` between them, which it watches too, breaks that pair.)
@@ -129,6 +132,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
         called: false,
         callGetters: undefined,
         preCallPair: false,
+        frames,
       };
       invocations.set(request, invocation);
       watchRequest(invocations, request, invocation);
@@ -232,6 +236,7 @@ interface Invocation {
    */
   pending: { count: number; lastUndefined: boolean; called: boolean } | undefined;
   /**
+   * (Only where the writer of `request.error` is not known: see {@link writerOf}.)
    * A lone write of `undefined` to `request.response`, then a write of `request.error`, in one
    * synchronous run, before the handler was known to have returned: Middy's catch (the handler
    * or a `before` threw), or the handler's `undefined` and the first `after` hook writing
@@ -289,6 +294,8 @@ interface Invocation {
    * hook's own writes). Nothing ran: it decides nothing, never taken for a return.
    */
   preCallPair: boolean;
+  /** Where Middy's functions are (see {@link middyFrames}): to tell its writes from a hook's. */
+  frames: MiddyFrames | undefined;
 }
 
 /** The first read of an early answer after its copy (Middy's, to return it, or another reader's). */
@@ -349,6 +356,33 @@ function decideAtCatch(invocation: Invocation): void {
 }
 
 /**
+ * Middy itself wrote `request.error` (see {@link writerOf}): its catch (`request.response =
+ * undefined; request.error = e` in one synchronous step) or its rethrow once an `onError` threw
+ * (`e.originalError = request.error; request.error = e`). Either way Middy caught an error: the
+ * decision is made now (released if the handler has not returned, else a not-recorded marker),
+ * before any later `onError` can end the invocation. Middy's reset of `request.response` just
+ * before is no return; an ambiguous pair before a catch was a hook's (Middy catches once).
+ */
+function decideAtMiddyWrite(invocation: Invocation, value: unknown, previous: unknown): void {
+  const { pending } = invocation;
+  const reset = pending?.lastUndefined === true;
+  if (pending && reset) {
+    invocation.pending = undefined;
+    // (Another write before the reset in its step is not Middy's: taken as a return, the safe side.)
+    if (pending.count >= 2 && pending.called) setReturned(invocation);
+  }
+  const rethrow =
+    !reset &&
+    isObjectLike(value) &&
+    Object.hasOwn(value, 'originalError') &&
+    (value as { originalError?: unknown }).originalError === previous;
+  if (invocation.ambiguous && !rethrow) setReturned(invocation);
+  invocation.ambiguous = false;
+  invocation.maybeCaught = false;
+  decideAtCatch(invocation);
+}
+
+/**
  * The decision once Middy runs the `onError` chain: the handler threw (or a `before` did, or
  * the handler timed out): the key is released so a retry runs again. The handler returned and
  * a later `after` threw (a response validator): it ran, so a not-recorded marker keeps a retry
@@ -401,16 +435,20 @@ const responseWatches = new WeakSet<object>();
  *   `request.error` in the same synchronous run. A write not followed in its run by such an
  *   error is the handler's return (or a later `before`'s write, taken as one): `returned`
  *   then holds for the rest of the invocation.
- * - `request.error`: a write right after a write of `undefined` to `request.response` may be
- *   Middy's catch. After the handler returned (or after two writes of `request.response` in
- *   that run) it is taken as one: a value, and the decision (a not-recorded marker) is made
- *   then. Before, it is ambiguous: the handler may have returned `undefined`, then the first
- *   `after` hook (which Middy calls in that run) written `request.error`. Then no decision is
- *   made at the write: the next hook of this middleware settles it (its `after`: the handler
- *   returned; its or `idem.last`'s `onError`: Middy caught, the key is released), or Middy's
- *   read of an early answer (taken as the handler's return: recorded). Middy's own write when
- *   a later `onError` throws (`e.originalError = request.error`) settles nothing (an `after`
- *   hook's error normalizer writes alike). A second such pair in the run of the ambiguous one
+ * - `request.error`: who wrote it, told by the writer's call site (see {@link writerOf}):
+ *   Middy's own write (its catch or its rethrow) decides at once (released, or a marker once
+ *   the handler returned); a hook's changes nothing. Where the writer is not known (no call
+ *   sites, a frame between), the writes alone decide, as follows. A write right after a write
+ *   of `undefined` to `request.response` may be Middy's catch. After the handler returned (or
+ *   after two writes of `request.response` in that run) it is taken as one: a value, and the
+ *   decision (a not-recorded marker) is made then. Before, it is ambiguous: the handler may
+ *   have returned `undefined`, then the first `after` hook (which Middy calls in that run)
+ *   written `request.error`. Then no decision is made at the write: the next hook of this
+ *   middleware settles it (its `after`: the handler returned; its or `idem.last`'s
+ *   `onError`: Middy caught, the key is released), or Middy's read of an early answer (taken
+ *   as the handler's return: recorded). Middy's own write when a later `onError` throws
+ *   (`e.originalError = request.error`) settles nothing (an `after` hook's error normalizer
+ *   writes alike). A second such pair in the run of the ambiguous one
  *   is a hook's (Middy's catch follows an `await`): it leaves the question open. Any other
  *   write (a middleware clearing or noting an error) changes nothing. When the watch of
  *   `request.response` is gone (deleted or redefined), a value written while
@@ -511,10 +549,20 @@ function watchRequest(
     },
     set(this: object, value: unknown) {
       const previous = current(this) ? error.get(this) : undefined;
-      error.set(this, value);
+      // (The setter in place before, called with no frame between: see `writerOf`.)
+      if (error.setter) error.setter.call(this, value);
+      else error.set(this, value);
       if (!current(this)) return;
       invocation.lastRead = undefined;
       if (invocation.failed || invocation.decision) return;
+      const writer = writerOf(invocation.frames);
+      // A hook's own write (noting, clearing or normalizing an error): never Middy's catch.
+      if (writer === 'hook') return;
+      if (writer === 'middy') {
+        decideAtMiddyWrite(invocation, value, previous);
+        return;
+      }
+      // Unknown writer (no call sites, or a frame between): told by the writes alone.
       const { pending } = invocation;
       const reset = pending?.lastUndefined === true;
       const unwatched =
@@ -700,6 +748,146 @@ function finalAnswer(invocation: Invocation, request: object, value: unknown): u
   return promise;
 }
 
+/**
+ * Where Middy's own functions are, seen from a hook of this middleware as Middy calls it: the
+ * function that called the hook (Middy 6: `runMiddlewares`) and the one that called that
+ * (`runRequest`, which also calls the handler, catches and rethrows). Each is known by its
+ * script and the position where it starts (V8 call sites, as in Node). `undefined` where call
+ * sites are not available or tell no position: the writes alone decide then.
+ */
+interface MiddyFrames {
+  hookCaller: string;
+  runner: string;
+}
+
+/**
+ * The caller frames of `before` (called first thing in it). Middy calls the first hooks in the
+ * step of its own call, later ones once `runMiddlewares` resumed after an `await`: its caller
+ * is then an async frame, below Node's microtask runner (`node:` frames are never Middy's).
+ */
+function middyFrames(): MiddyFrames | undefined {
+  const sites = callSites(middyFrames);
+  const own = siteId(sites?.[0]);
+  const hookCaller = siteId(sites?.[1]);
+  let at = 2;
+  while (sites && at < sites.length && nodeInternal(sites[at])) at += 1;
+  const runner = siteId(sites?.[at]);
+  if (!own || !hookCaller || !runner) return undefined;
+  if (own === hookCaller || own === runner || hookCaller === runner) return undefined;
+  return { hookCaller, runner };
+}
+
+/**
+ * Who wrote `request.error` (called first thing in its setter, whose frame is the first one):
+ * `'middy'` when the first frame past this module's setters is Middy's `runRequest` itself
+ * (its catch or its rethrow), `'hook'` when it is a function called, directly or not, by
+ * Middy's caller of hooks (`runMiddlewares`: a hook's own write, even after an `await`: the
+ * async frames show it), else `undefined` (unknown: a frame of another watcher between, a
+ * plugin, no call sites).
+ */
+function writerOf(frames: MiddyFrames | undefined): 'middy' | 'hook' | undefined {
+  if (!frames) return undefined;
+  const sites = callSites(writerOf);
+  const own = siteId(sites?.[0]);
+  if (!sites || !own) return undefined;
+  let at = 1;
+  // (Another idempotency()'s setter of the same module chained to this one, and a built-in
+  // that relays the write: `Reflect.set`, `Object.assign`.)
+  while (at < sites.length && (siteId(sites[at]) === own || builtIn(sites[at]))) at += 1;
+  const writer = siteId(sites[at]);
+  if (writer === undefined || writer === frames.hookCaller) return undefined;
+  if (writer === frames.runner) return 'middy';
+  for (let below = at + 1; below < sites.length; below += 1) {
+    const id = siteId(sites[below]);
+    if (id === frames.hookCaller) return 'hook';
+    if (id === frames.runner) return undefined;
+  }
+  return undefined;
+}
+
+/** The part of V8's `CallSite` used here. */
+interface CallSiteLike {
+  getFileName?(): unknown;
+  getLineNumber?(): unknown;
+  getEnclosingLineNumber?(): unknown;
+  getEnclosingColumnNumber?(): unknown;
+  isEval?(): unknown;
+}
+
+/** A frame of Node's own code (its microtask runner, its module loader). */
+function nodeInternal(site: CallSiteLike | undefined): boolean {
+  try {
+    const file = site?.getFileName?.();
+    return typeof file === 'string' && file.startsWith('node:');
+  } catch {
+    return false;
+  }
+}
+
+/** A frame of a built-in function (no script, no line: `Reflect.set`, `Object.assign`). */
+function builtIn(site: CallSiteLike | undefined): boolean {
+  try {
+    return (
+      site !== undefined &&
+      site.getFileName?.() == null &&
+      site.getLineNumber?.() == null &&
+      site.isEval?.() !== true
+    );
+  } catch {
+    return false;
+  }
+}
+
+/** A call site's function: its script and where the function starts in it. */
+function siteId(site: CallSiteLike | undefined): string | undefined {
+  if (!site) return undefined;
+  try {
+    const file = site.getFileName?.();
+    const line = site.getEnclosingLineNumber?.();
+    const column = site.getEnclosingColumnNumber?.();
+    if (typeof file !== 'string' || typeof line !== 'number' || typeof column !== 'number')
+      return undefined;
+    return `${line}:${column}:${file}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The call sites (sync and async frames) below `skip`'s caller, first that caller; `undefined`
+ * without V8's `Error.captureStackTrace`. `Error.prepareStackTrace` and `Error.stackTraceLimit`
+ * are put back as they were before this returns.
+ */
+function callSites(skip: (...args: never[]) => unknown): CallSiteLike[] | undefined {
+  const E = Error as unknown as {
+    captureStackTrace?: (target: object, skip?: unknown) => void;
+    prepareStackTrace?: unknown;
+    stackTraceLimit?: unknown;
+  };
+  if (typeof E.captureStackTrace !== 'function') return undefined;
+  const hadPrepare = Object.hasOwn(E, 'prepareStackTrace');
+  const prepare = E.prepareStackTrace;
+  const limit = E.stackTraceLimit;
+  const holder: { stack?: unknown } = {};
+  try {
+    E.prepareStackTrace = (_error: unknown, sites: unknown) => sites;
+    E.stackTraceLimit = 12;
+    E.captureStackTrace(holder, skip);
+    const sites = holder.stack; // (made now, with this prepareStackTrace)
+    return Array.isArray(sites) ? (sites as CallSiteLike[]) : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    try {
+      if (hadPrepare) E.prepareStackTrace = prepare;
+      else delete E.prepareStackTrace;
+      E.stackTraceLimit = limit;
+    } catch {
+      // (a frozen Error: nothing was changed)
+    }
+  }
+}
+
 function isObjectLike(value: unknown): value is object {
   return (typeof value === 'object' && value !== null) || typeof value === 'function';
 }
@@ -820,16 +1008,24 @@ function recordValue(execution: Execution, value: unknown): Promise<void> {
   return execution.complete(outcome);
 }
 
-/** Get and set of an own property as it was, a value or another middleware's accessor. */
+/**
+ * Get and set of an own property as it was, a value or another middleware's accessor
+ * (`setter`: that accessor's own setter, to call with no frame of this module between).
+ */
 function chainedProperty(
   target: object,
   name: string,
-): { get(self: object): unknown; set(self: object, value: unknown): void } {
+): {
+  get(self: object): unknown;
+  set(self: object, value: unknown): void;
+  setter?: (this: object, value: unknown) => void;
+} {
   const before = Object.getOwnPropertyDescriptor(target, name);
   if (before?.get || before?.set) {
     return {
       get: (self) => before.get?.call(self),
       set: (self, value) => before.set?.call(self, value),
+      setter: before.set,
     };
   }
   let stored: unknown = before?.value;

@@ -3,9 +3,11 @@ import type { IdempotencyStore } from '@idem/core';
 import { createDynamoDbStore } from '@idem/store-dynamodb';
 import { createRedisStore } from '@idem/store-redis';
 import { createFencedLedger, type FencedLedger, REDIS_URL } from '@idem/test-ledger';
+import middy from '@middy/core';
 import type { Context, DynamoDBRecord, KinesisStreamRecord, SQSEvent, SQSRecord } from 'aws-lambda';
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, inject } from 'vitest';
+import { idempotency } from '../src/index.js';
 import { localClient } from './dynamodb-client.js';
 
 /** The stores every scenario runs on. */
@@ -175,4 +177,41 @@ export function useEnv(kind: StoreKind): () => Env {
     await env?.close();
   });
   return () => env as Env;
+}
+
+/**
+ * Runs `fn` as where V8's call sites are not available (`Error.captureStackTrace` captures
+ * nothing): idempotency() then cannot tell Middy's own writes of `request.error` from a hook's
+ * and decides by the writes alone (the README's fallback). Put back however `fn` ends.
+ */
+export async function withoutCallSites<T>(fn: () => Promise<T>): Promise<T> {
+  const descriptor = Object.getOwnPropertyDescriptor(Error, 'captureStackTrace');
+  if (!descriptor) throw new Error('this runtime has no Error.captureStackTrace to take away');
+  Object.defineProperty(Error, 'captureStackTrace', { ...descriptor, value: () => {} });
+  try {
+    return await fn();
+  } finally {
+    Object.defineProperty(Error, 'captureStackTrace', descriptor);
+  }
+}
+
+/**
+ * A Middy handler behind `idempotency()` (key: `event.id`, no `idem.last`) and one later
+ * `onError` hook, whose base handler throws on its first run, then answers 'ok'; `runs()`
+ * counts the runs of the base handler.
+ */
+export function throwsOnce(
+  store: IdempotencyStore,
+  // biome-ignore lint/suspicious/noExplicitAny: a Middy request poked at as any middleware would
+  onError: (request: any) => Promise<unknown>,
+) {
+  let runs = 0;
+  const handler = middy(async () => {
+    runs += 1;
+    if (runs === 1) throw new Error('transient');
+    return 'ok';
+  })
+    .use(idempotency({ store, key: (e: { id: string }) => e.id }))
+    .use({ onError });
+  return { handler, runs: () => runs };
 }

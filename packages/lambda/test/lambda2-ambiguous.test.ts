@@ -2,7 +2,7 @@ import { InProgressError, OutcomeNotRecordedError } from '@idem/core';
 import middy from '@middy/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
-import { type Env, fakeContext, openEnv } from './lambda-env.js';
+import { type Env, fakeContext, openEnv, throwsOnce, withoutCallSites } from './lambda-env.js';
 
 // lambda2: the ambiguous write pair (`response = undefined; error = ...` in one run, before the
 // handler is known to have returned) is settled by idempotency()'s own hooks or Middy's read,
@@ -144,55 +144,52 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
   // The two costs the README states for the middleware without idem.last (rev12f decisions 2
   // and 3), pinned: never a second run, at worst an error's answer kept or a key held to the
   // invocation's deadline.
-  it('without idem.last: the handler throws, a later `onError` wraps the error and throws: the key is held until the deadline, then the retry runs once', async () => {
-    let runs = 0;
-    const handler = middy(async () => {
-      runs += 1;
-      if (runs === 1) throw new Error('transient');
-      return 'ok';
-    })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
-      .use({
-        onError: async (request: Req) => {
+  // lamfix: since idempotency() tells Middy's own write of request.error by its call site, both
+  // are gone where V8's call sites are available (`sites`: released at Middy's catch, the
+  // retry runs at once); they remain the fallback without them (pinned as they were).
+  it('without idem.last: the handler throws, a later `onError` wraps the error and throws: released at once; without call sites the key is held until the deadline, then the retry runs once', async () => {
+    for (const sites of [true, false]) {
+      const run = async () => {
+        const { handler, runs: ran } = throwsOnce(env.store, async (request: Req) => {
           throw new Error('wrapped', { cause: request.error });
-        },
-      });
-    const started = performance.now();
-    await expect(handler({ id: 'amb-wrap-alone' }, fakeContext(600))).rejects.toThrow('wrapped');
-    // Undecided: the key stays held (no release was seen), so a retry now is refused (its
-    // InProgressError goes through the same onError, which wraps it).
-    const heldBack = (answer: { value?: unknown; error?: unknown }) =>
-      (answer.error as { cause?: unknown } | undefined)?.cause instanceof InProgressError;
-    expect(heldBack(await settle(handler({ id: 'amb-wrap-alone' }, fakeContext(10_000))))).toBe(
-      true,
-    );
-    expect(runs).toBe(1);
-    let answer: { value?: unknown; error?: unknown } = {};
-    while (performance.now() - started < 5_000) {
-      await sleep(150);
-      answer = await settle(handler({ id: 'amb-wrap-alone' }, fakeContext(10_000)));
-      if (!heldBack(answer)) break;
+        });
+        const id = `amb-wrap-alone-${sites}`;
+        const started = performance.now();
+        await expect(handler({ id }, fakeContext(600))).rejects.toThrow('wrapped');
+        // (with call sites the release is in flight when the error goes out: see idem.last)
+        if (sites) await sleep(100);
+        // Without call sites, undecided: the key stays held (no release was seen), so a retry
+        // now is refused (its InProgressError goes through the same onError, which wraps it).
+        // With them, released: the retry runs now, well before the lease (600 ms) ends.
+        const heldBack = (answer: { value?: unknown; error?: unknown }) =>
+          (answer.error as { cause?: unknown } | undefined)?.cause instanceof InProgressError;
+        let answer = await settle(handler({ id }, fakeContext(10_000)));
+        expect(heldBack(answer)).toBe(!sites);
+        expect(ran()).toBe(sites ? 2 : 1);
+        while (heldBack(answer) && performance.now() - started < 5_000) {
+          await sleep(150);
+          answer = await settle(handler({ id }, fakeContext(10_000)));
+        }
+        expect(answer).toEqual({ value: 'ok' });
+        expect(ran()).toBe(2);
+      };
+      await (sites ? run() : withoutCallSites(run));
     }
-    expect(answer).toEqual({ value: 'ok' });
-    expect(runs).toBe(2);
   });
 
-  it('without idem.last: the handler throws, a later `onError` answers early: that answer is recorded and replayed, the handler never runs again', async () => {
-    let runs = 0;
-    const handler = middy(async () => {
-      runs += 1;
-      if (runs === 1) throw new Error('transient');
-      return 'ok';
-    })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
-      .use({ onError: async () => ({ statusCode: 500 }) });
-    expect(await handler({ id: 'amb-500-alone' }, fakeContext(10_000))).toEqual({
-      statusCode: 500,
-    });
-    expect(await handler({ id: 'amb-500-alone' }, fakeContext(10_000))).toEqual({
-      statusCode: 500,
-    });
-    expect(runs).toBe(1);
+  it('without idem.last: the handler throws, a later `onError` answers early: the caller gets it, released; without call sites that answer is recorded and replayed, the handler never runs again', async () => {
+    for (const sites of [true, false]) {
+      const run = async () => {
+        const { handler, runs } = throwsOnce(env.store, async () => ({ statusCode: 500 }));
+        const id = `amb-500-alone-${sites}`;
+        expect(await handler({ id }, fakeContext(10_000))).toEqual({ statusCode: 500 });
+        const retry = sites ? 'ok' : { statusCode: 500 };
+        expect(await handler({ id }, fakeContext(10_000))).toEqual(retry);
+        expect(await handler({ id }, fakeContext(10_000))).toEqual(retry);
+        expect(runs()).toBe(sites ? 2 : 1);
+      };
+      await (sites ? run() : withoutCallSites(run));
+    }
   });
 
   it('with idem.last: the handler throws, the first `onError` writes response = undefined and a new error: released', async () => {
@@ -287,18 +284,16 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
     }
   });
 
-  // FINDING (LOW): the other cost. Without idem.last, the handler throws and a later `onError`
-  // throws a value Middy cannot tag (a string: Middy's own `e.originalError = ...` throws a
-  // TypeError): no hook of idempotency() runs and Middy writes nothing, so the ambiguous pair is
-  // never settled and nothing is released: the key is held until its lease ends (retries get
-  // InProgressError meanwhile; never a second run). With idem.last the release lands first.
-  // Left open (lambda21, wt/lambda): nothing after the ambiguous pair tells a catch. Middy's
-  // `e.originalError = ...` throws (a TypeError) with no write, and no hook of idempotency()
-  // runs; every other ending (its `after` or `onError`, a catch of a later `after`'s throw, an
-  // early answer) writes or reads something. Releasing on that silence would need a moment to
-  // decide at, and a first `after` hook that awaits I/O is silent just as long: the handler's
-  // `undefined` would then be released and run again. Use idem.last (next tests).
-  it.fails('without idem.last: the handler throws, a later `onError` throws a string: the key is free for the retry', async () => {
+  // FIXED (lamfix; was FINDING LOW): the other cost. Without idem.last, the handler throws and a
+  // later `onError` throws a value Middy cannot tag (a string: Middy's own
+  // `e.originalError = ...` throws a TypeError): no hook of idempotency() runs and Middy writes
+  // nothing after, so the ambiguous pair was never settled and the key was held until its lease
+  // ended. Left open before (lambda21, wt/lambda) because by the writes alone nothing after the
+  // pair tells a catch. Now idempotency() tells Middy's own write of request.error (its catch,
+  // in `runRequest`) from a hook's by the writer's call site (V8 call sites; see README "Whose
+  // write"): the pair is Middy's catch at its write, the release starts there, before any
+  // `onError` runs. (Without call sites the cost stays: the held test below.)
+  it('without idem.last: the handler throws, a later `onError` throws a string: the key is free for the retry', async () => {
     let runs = 0;
     const handler = middy(async () => {
       runs += 1;
@@ -317,28 +312,30 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
     expect(runs).toBe(2);
   });
 
-  it('held (the cost, bounded): the same key is free once its lease ends', async () => {
-    let runs = 0;
-    const handler = middy(async () => {
-      runs += 1;
-      if (runs === 1) throw new Error('transient');
-      return 'ok';
-    })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id, leaseMs: 500 }))
-      .use({
-        onError: async (request: Req) => {
-          if (request.error instanceof InProgressError) return; // (lets the duplicate's error out)
-          throw 'failed';
-        },
-      });
-    // (Heartbeats renew the lease until the invocation's deadline: in Lambda the freeze stops
-    // them at the answer; here the deadline, 800 ms, bounds them.)
-    await settle(handler({ id: 'amb-string-lease' }, fakeContext(800)));
-    const early = await settle(handler({ id: 'amb-string-lease' }, fakeContext(10_000)));
-    expect((early as { error: unknown }).error).toBeInstanceOf(InProgressError);
-    await sleep(1_000);
-    expect(await handler({ id: 'amb-string-lease' }, fakeContext(10_000))).toBe('ok');
-    expect(runs).toBe(2);
+  it('held (the cost without call sites, bounded): the same key is free once its lease ends', async () => {
+    await withoutCallSites(async () => {
+      let runs = 0;
+      const handler = middy(async () => {
+        runs += 1;
+        if (runs === 1) throw new Error('transient');
+        return 'ok';
+      })
+        .use(idempotency({ store: env.store, key: (e: Ev) => e.id, leaseMs: 500 }))
+        .use({
+          onError: async (request: Req) => {
+            if (request.error instanceof InProgressError) return; // (lets the duplicate's error out)
+            throw 'failed';
+          },
+        });
+      // (Heartbeats renew the lease until the invocation's deadline: in Lambda the freeze stops
+      // them at the answer; here the deadline, 800 ms, bounds them.)
+      await settle(handler({ id: 'amb-string-lease' }, fakeContext(800)));
+      const early = await settle(handler({ id: 'amb-string-lease' }, fakeContext(10_000)));
+      expect((early as { error: unknown }).error).toBeInstanceOf(InProgressError);
+      await sleep(1_000);
+      expect(await handler({ id: 'amb-string-lease' }, fakeContext(10_000))).toBe('ok');
+      expect(runs).toBe(2);
+    });
   });
 
   it('with idem.last: the handler throws, a later `onError` throws a string: the key is free for the retry', async () => {

@@ -14,7 +14,7 @@ import {
   makeSqsBatchHandler,
   type RecordReport,
 } from '../src/index.js';
-import { fakeContext, settle, sleep, sqsRecord, useEnv } from './lambda-env.js';
+import { fakeContext, settle, sleep, sqsRecord, useEnv, withoutCallSites } from './lambda-env.js';
 
 // lamrev22: adversarial review of two merged changes.
 // (1) batch.ts: a record's failure after the batch gave it up (timed_out, signal aborted) is
@@ -277,6 +277,15 @@ const normalizer = (awaits: boolean, error: () => unknown = () => new Error('nor
   },
 });
 
+/** An `after` that awaits, then writes `response = undefined` and an error, without throwing. */
+const notingAfter = {
+  after: async (request: Req) => {
+    await sleep(5);
+    request.response = undefined;
+    request.error = new Error('noted');
+  },
+};
+
 /** An `after` that writes two catch-like pairs in its synchronous start, then throws or not. */
 const twoPairs = (throws: boolean) => ({
   after: (request: Req) => {
@@ -340,17 +349,18 @@ describe('lamrev22: Middy, a second error pair (redis)', () => {
     expect(h.runs()).toBe(2);
   });
 
-  // FINDING MEDIUM: the merged fix covers only a normalizer that writes in its synchronous
-  // start. The same first `onError` that awaits anything first (even an already settled
-  // promise: a logger flush, a config read) and then writes `request.response = undefined;
-  // request.error = ...` leaves a not-recorded marker: the handler THREW, yet every retry gets
-  // OutcomeNotRecordedError (for the whole retention) and it never runs again. Left open: by
-  // writes alone that second pair is the same as Middy's catch of a later `after`'s throw once
-  // the handler returned `undefined` and the first `after` wrote request.error (lambda2's
-  // 'a marker, no second run'): releasing there would run a handler that returned a second
-  // time. Workaround: `.use(idem.last)`, or write the pair before the first `await` (next
-  // tests); README "The ambiguous pair" says so.
-  it.fails('without idem.last: the handler throws, the first `onError` awaits, then writes response = undefined and a new error: released, the retry runs', async () => {
+  // FIXED (lamfix; was FINDING MEDIUM): the merged fix covered only a normalizer that writes in
+  // its synchronous start. The same first `onError` that awaits anything first (even an already
+  // settled promise: a logger flush, a config read) and then writes `request.response =
+  // undefined; request.error = ...` left a not-recorded marker: the handler THREW, yet every
+  // retry got OutcomeNotRecordedError and it never ran again. By writes alone that second pair
+  // is the same as Middy's catch of a later `after`'s throw once the handler returned
+  // `undefined` and the first `after` wrote request.error. Now idempotency() knows Middy's own
+  // write of request.error by its call site (Middy's `runRequest`; a hook's write has Middy's
+  // `runMiddlewares` below it, after an `await` too): the first pair is Middy's catch, released
+  // at its write, and the hook's later pair changes nothing. (Without V8 call sites the cost
+  // stays: the pinned test below.)
+  it('without idem.last: the handler throws, the first `onError` awaits, then writes response = undefined and a new error: released, the retry runs', async () => {
     const h = flaky();
     const handler = middy(h.run).use(idem()).use(normalizer(true));
     const [first, retry] = await twice(handler, 'await-norm');
@@ -359,12 +369,14 @@ describe('lamrev22: Middy, a second error pair (redis)', () => {
     expect(h.runs()).toBe(2);
   });
 
-  it('held: the cost above, pinned: never a second run (the retry gets OutcomeNotRecordedError)', async () => {
-    const h = flaky();
-    const handler = middy(h.run).use(idem()).use(normalizer(true));
-    const [, retry] = await twice(handler, 'await-norm-pin');
-    expect((retry as { error: unknown }).error).toBeInstanceOf(OutcomeNotRecordedError);
-    expect(h.runs()).toBe(1);
+  it('held: the cost above without call sites, pinned: never a second run (the retry gets OutcomeNotRecordedError)', async () => {
+    await withoutCallSites(async () => {
+      const h = flaky();
+      const handler = middy(h.run).use(idem()).use(normalizer(true));
+      const [, retry] = await twice(handler, 'await-norm-pin');
+      expect((retry as { error: unknown }).error).toBeInstanceOf(OutcomeNotRecordedError);
+      expect(h.runs()).toBe(1);
+    });
   });
 
   it('held: with idem.last, the first `onError` awaits, then normalizes: released, the retry runs', async () => {
@@ -415,30 +427,51 @@ describe('lamrev22: Middy, a second error pair (redis)', () => {
     expect(h.runs()).toBe(1);
   });
 
-  // FINDING LOW (pre-existing, not the merged change): an `after` hook that awaits, then
-  // writes `request.response = undefined; request.error = ...` WITHOUT throwing, after the
-  // handler returned: the pair is taken for Middy's catch of a later hook and a not-recorded
-  // marker is written at once, though the `after` chain completes and Middy returns
-  // `undefined`: the caller got an answer, the retry gets OutcomeNotRecordedError instead of its
-  // replay. Never a second run. Left open: the decision is made at the pair because a later
-  // `onError` that throws may end the invocation with no other sign (README, known gaps);
-  // deferring it would let the lease lapse and run a returned handler again. Workaround: do
-  // not write request.error in an `after` hook without throwing (Middy ignores it there).
-  it.fails('an `after` that awaits, then writes response = undefined and an error without throwing: the answer (undefined) is recorded and replayed', async () => {
+  // FIXED (lamfix; was FINDING LOW, pre-existing): an `after` hook that awaits, then writes
+  // `request.response = undefined; request.error = ...` WITHOUT throwing, after the handler
+  // returned: the pair was taken for Middy's catch of a later hook and a not-recorded marker was
+  // written at once, though the `after` chain completes and Middy returns `undefined`: the
+  // caller got an answer, the retry got OutcomeNotRecordedError instead of its replay. It was
+  // decided at the pair because a later `onError` that throws may end the invocation with no
+  // other sign. Now the writer's call site tells: this write is a hook's (Middy's
+  // `runMiddlewares` is below it), which changes nothing, and the catch of any later throw is
+  // Middy's own write, decided at once (a marker). (Without V8 call sites it stays: next test.)
+  it('an `after` that awaits, then writes response = undefined and an error without throwing: the answer (undefined) is recorded and replayed', async () => {
     const h = returning({ statusCode: 200 });
-    const handler = middy(h.run)
-      .use(idem())
-      .use({
-        after: async (request: Req) => {
-          await sleep(5);
-          request.response = undefined;
-          request.error = new Error('noted');
-        },
-      });
+    const handler = middy(h.run).use(idem()).use(notingAfter);
     expect(await twice(handler, 'after-noted')).toEqual([
       { value: undefined },
       { value: undefined },
     ]);
     expect(h.runs()).toBe(1);
+  });
+
+  it('held: the same noting `after`, then a later `after` that throws or not: a marker or the replay, one run; without call sites the noted pair alone leaves a marker', async () => {
+    for (const sites of [true, false]) {
+      for (const laterThrows of [true, false]) {
+        const h = returning({ statusCode: 200 });
+        const handler = middy(h.run)
+          .use(idem())
+          .use({
+            after: async () => {
+              if (laterThrows) throw new Error('invalid response');
+            },
+          })
+          .use(notingAfter);
+        const id = `noted-then-${sites}-${laterThrows}`;
+        const [first, retry] = sites
+          ? await twice(handler, id)
+          : await withoutCallSites(() => twice(handler, id));
+        if (laterThrows) {
+          expect((first as { error: Error }).error.message).toBe('invalid response');
+          expect((retry as { error: unknown }).error).toBeInstanceOf(OutcomeNotRecordedError);
+        } else {
+          expect(first).toEqual({ value: undefined });
+          if (sites) expect(retry).toEqual({ value: undefined });
+          else expect((retry as { error: unknown }).error).toBeInstanceOf(OutcomeNotRecordedError);
+        }
+        expect(h.runs()).toBe(1);
+      }
+    }
   });
 });

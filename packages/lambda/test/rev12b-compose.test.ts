@@ -418,6 +418,14 @@ describe('rev12b: compositions and failures (redis)', () => {
   // retry; and `onError` could not tell the handler's throw from a later `after`'s, so it must
   // leave a marker on every throw (errors never retried, against successes-only). The typed
   // refusal before the key is acquired (the held test below) is the safe answer.
+  // lamfix: re-examined, still open. Knowing the writer's call site does not help: Middy 6 ends
+  // a chain early only through an own `request.earlyResponse` (`Object.hasOwn`), which a sealed
+  // request cannot get (Middy's own `request.earlyResponse = res` throws a TypeError), so a
+  // replay cannot skip the handler; ending `before` with a throw instead runs every later
+  // `onError` on a made-up error and cannot answer `undefined` (Middy rethrows when
+  // request.response is undefined after the onError chain). A function that answers its first
+  // call and then fails (or reruns) every retry is worse than the refusal at the first call.
+  // Workaround (README "Known gaps"): seal in a middleware used after idempotency().
   it.fails('a sealed request (plugin requestStart): the handler answers as with Middy alone', async () => {
     // (Middy's types give requestStart no argument; it is called with the request)
     const plugin = {
