@@ -15,14 +15,18 @@ export const systemClock: Clock = Object.defineProperty({ now: () => Date.now() 
   value: true,
 });
 
+/** Whether `clock` carries `mark` (own or inherited). */
+function marked(clock: Clock, mark: symbol): boolean {
+  return (
+    (typeof clock === 'object' || typeof clock === 'function') &&
+    clock !== null &&
+    (clock as unknown as Record<symbol, unknown>)[mark] === true
+  );
+}
+
 /** Whether `clock` is the system clock of this or another copy of `@idem/core`. */
 function isSystemClock(clock: Clock): boolean {
-  return (
-    clock === systemClock ||
-    ((typeof clock === 'object' || typeof clock === 'function') &&
-      clock !== null &&
-      (clock as unknown as Record<symbol, unknown>)[SYSTEM_CLOCK] === true)
-  );
+  return clock === systemClock || marked(clock, SYSTEM_CLOCK);
 }
 
 // `performance.timeOrigin`, read again only when `performance` is another object (a test's
@@ -61,8 +65,25 @@ export function elapsedClock(clock: Clock): Clock {
 }
 
 /**
+ * Mark of {@link ManualClock} (on its prototype: subclasses carry it), registered globally
+ * like {@link systemClock}'s so that another copy's ManualClock is recognised too.
+ */
+const MANUAL_CLOCK = Symbol.for('@idem/core.manualClock');
+
+/**
+ * Whether `clock` is a {@link ManualClock} (of any copy of `@idem/core`, or a subclass): one
+ * that moves only when told to, whose reading decides expiry however much real time passed.
+ * Every other clock follows real time but for a step (the system clock, an injected wall clock
+ * such as a time service's), so a store that keeps leases may count a renewal on elapsed time
+ * when such a clock reads behind it.
+ */
+export function isManualClock(clock: Clock): boolean {
+  return marked(clock, MANUAL_CLOCK);
+}
+
+/**
  * A clock that moves only when told to; for tests of leases and retention without real
- * waiting.
+ * waiting. Stores recognise it ({@link isManualClock}): its own reading decides expiry.
  */
 export class ManualClock implements Clock {
   private current: number;
@@ -87,3 +108,4 @@ export class ManualClock implements Clock {
     this.current = epochMs;
   }
 }
+Object.defineProperty(ManualClock.prototype, MANUAL_CLOCK, { value: true });

@@ -42,7 +42,7 @@ export { admitStore, createAdmission } from './admission.js';
 export type { JsonValue } from './canonical-json.js';
 export { canonicalJson, MAX_CANONICAL_DEPTH } from './canonical-json.js';
 export type { Clock } from './clock.js';
-export { elapsedClock, ManualClock, systemClock } from './clock.js';
+export { elapsedClock, isManualClock, ManualClock, systemClock } from './clock.js';
 export type { EncodedPart } from './encoding.js';
 export { digestParts } from './encoding.js';
 export type { IdemErrorCode, NotCanonicalReason, NotRecordedReason } from './errors.js';

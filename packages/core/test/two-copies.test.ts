@@ -148,3 +148,25 @@ describe('systemClock of another copy of core', () => {
     expect(esm.elapsedClock(lookAlike)).toBe(lookAlike);
   });
 });
+
+describe('ManualClock of another copy of core', () => {
+  it("is a ManualClock here (and a subclass of either copy's); no other clock is", () => {
+    expect(cjs.ManualClock).not.toBe(esm.ManualClock);
+    class Stepped extends cjs.ManualClock {}
+    for (const clock of [new esm.ManualClock(), new cjs.ManualClock(), new Stepped()]) {
+      expect(esm.isManualClock(clock)).toBe(true);
+      expect(cjs.isManualClock(clock)).toBe(true);
+    }
+    const manual = new esm.ManualClock();
+    // The mark stays off the instance: equality and printing see only the time.
+    expect(Object.getOwnPropertySymbols(manual)).toEqual([]);
+    for (const clock of [
+      esm.systemClock,
+      cjs.systemClock,
+      { now: () => manual.now() },
+      { now: () => 42, [Symbol('@idem/core.manualClock')]: true },
+    ]) {
+      expect(esm.isManualClock(clock)).toBe(false);
+    }
+  });
+});

@@ -9,8 +9,8 @@ import {
   checkOutcome,
   checkPositiveInteger,
   type ExtendInput,
-  elapsedClock,
   InvalidInputError,
+  isManualClock,
   NOT_OWNER,
   OutcomeTooLargeError,
   OWNED,
@@ -107,10 +107,11 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   if (!isWellFormed(keyPrefix))
     throw new InvalidInputError('keyPrefix must be a well-formed string');
   const clock = checkClock(options.clock ?? systemClock);
-  // The default clock (`Date.now`, any copy of core's) is the wall clock, which follows real
-  // time but for a step: its renewals are counted on elapsed time too (see `countFrom`). An
-  // injected one decides as given (a ManualClock that stands still while real time passes).
-  const wallClock = elapsedClock(clock) !== clock;
+  // Every clock but a ManualClock (any copy's, or a subclass) follows real time but for a step
+  // (the default `Date.now`, an injected wall clock): its renewals are counted on elapsed time
+  // too (see `countFrom`). A ManualClock decides as given (it stands still while real time
+  // passes, or is advanced less than it).
+  const wallClock = !isManualClock(clock);
   const schema: ItemSchema = createItemSchema(
     {
       partitionKey: options.partitionKey ?? 'pk',
@@ -249,11 +250,12 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
    * time from the send, so the executor's `signal` outlived the stored lease and a process with
    * a correct clock could take the key over beside it (the rev20 and rv21 reviews). (Its expiry
    * condition too: a lease that passed by that point is not this owner's any more.)
-   * For the system clock whatever the step: a wall clock follows real time, so reading behind it
-   * is a step (the rv21 review: a step smaller than the time since the last write, the common
-   * one, left every later renewal short by it). For an injected clock only when it reads
-   * earlier than at that write (stepped back for sure): one that stands still or advances less
-   * than real time (a ManualClock, the conformance suite's) decides expiry by its own reading.
+   * For a wall clock (the system clock, an injected one) whatever the step: it follows real
+   * time, so reading behind it is a step (the rv21 review: a step smaller than the time since
+   * the last write, the common one, left every later renewal short by it; so did any step of an
+   * injected wall clock). For a ManualClock only when it reads earlier than at that write
+   * (stepped back for sure): one that stands still or is advanced less than real time (the
+   * conformance suite's) decides expiry by its own reading.
    */
   function countFrom(lease: HeldLease | undefined, now: number, nowMono: number): number {
     if (lease === undefined) return now;

@@ -408,10 +408,11 @@ export class RenewalConnection implements SideRoutes {
     const now = performance.now();
     let later = Number.POSITIVE_INFINITY;
     for (const job of this.waiting) {
-      if (job.settled || job.grown) continue;
+      if (job.settled) continue;
       const roomy =
         !pool.ending && pool.idleCount === 0 && pool.waitingCount === 0 && pool.totalCount < max;
       if (ownOpen) {
+        if (job.grown) continue;
         if (!roomy) break;
       } else {
         if (this.opening === undefined) continue;
@@ -422,37 +423,81 @@ export class RenewalConnection implements SideRoutes {
         const left = Math.min(job.deadline - job.since, this.openMs);
         const from = job.again ? this.openingBegan : Math.max(this.openingBegan, job.since);
         if (!roomy) {
+          // A statement sent again while the pool has idle connections: its first send, on
+          // one of them, went unanswered (or failed unanswered), so the others the pool would
+          // hand out first may be dead flows as well (a NAT dropped them all): a new pool
+          // connection past them, at once, as for a statement sent again in a pool without
+          // idle ones (see `growPastIdle`).
+          if (job.again && !job.grown && this.growPastIdle(max)) job.grown = true;
           // No new pool connection to be had (the pool at its size, or idle connections it
-          // would hand out first, which may be dead flows): a second opening of the own one
-          // once the first has run a third of that time, counted from its start (a renewal
-          // that comes late in a stalled opening must not wait a third of its own time
-          // more: the lease may not last that long).
+          // would hand out first, which may be dead flows), or it too may stall: a second
+          // opening of the own one once the first has run a third of that time, counted from
+          // its start (a renewal that comes late in a stalled opening must not wait a third
+          // of its own time more: the lease may not last that long).
           const hedgeAt = this.openingBegan + left / 3;
           if (now >= hedgeAt) this.hedge();
           else later = Math.min(later, hedgeAt);
           continue;
         }
+        if (job.grown) continue;
         const stalledAt = from + left / 3;
         const stalled = now >= stalledAt;
         if (!stalled) later = Math.min(later, stalledAt);
         if (!job.again && !stalled) continue;
       }
       job.grown = true;
-      const before = this.poolClients();
-      const connecting = pool.connect();
-      this.bound(connecting, before);
-      connecting.then(
-        (client) => {
-          // Known alive, it just opened: it sends the next statement waiting, a statement
-          // sent again included, and goes back to the pool.
-          const next = this.nextWaiting();
-          if (next) this.sendFresh(client, next);
-          else client.release();
-        },
-        () => {},
-      );
+      this.takeFresh(() => pool.connect());
     }
     this.wakeAt(later);
+  }
+
+  /**
+   * A connection the pool opens (`open`: `pool.connect()` or, past its idle connections,
+   * `newClient`), bounded ({@link bound}); known alive once open, it sends the next statement
+   * waiting, a statement sent again included, and goes back to the pool.
+   */
+  private takeFresh(open: () => Promise<PoolClient>): void {
+    const before = this.poolClients();
+    const connecting = open();
+    this.bound(connecting, before);
+    connecting.then(
+      (client) => {
+        const next = this.nextWaiting();
+        if (next) this.sendFresh(client, next);
+        else client.release();
+      },
+      () => {},
+    );
+  }
+
+  /**
+   * A new pool connection although the pool has idle ones (which `pool.connect()` would hand
+   * out first, and a statement sent again must not take: see {@link grow}), when the pool is
+   * below its size and nobody waits for it: opened and set up by pg-pool itself
+   * (`pool.newClient`, the step `connect()` takes when it has no idle connection: its options,
+   * its `onConnect` hook, its `connect` and `acquire` events, its `verify` hook, its
+   * `connectionTimeoutMillis`), so the application's pool sees what a `connect()` made then,
+   * and none of its idle connections is checked out. False where it cannot be had (a pool
+   * without that step, or no room): the statement keeps its other routes.
+   */
+  private growPastIdle(max: number): boolean {
+    const pool = this.pool;
+    const newClient = (pool as unknown as { newClient?: unknown }).newClient;
+    if (typeof newClient !== 'function') return false;
+    if (pool.ending || pool.waitingCount > 0 || pool.totalCount >= max) return false;
+    this.takeFresh(
+      () =>
+        new Promise<PoolClient>((resolve, reject) => {
+          // pg-pool's pending item: called once, with the client checked out (or the error).
+          newClient.call(pool, {
+            callback: (error: unknown, client: PoolClient | undefined) => {
+              if (error || client === undefined) reject(error);
+              else resolve(client);
+            },
+          });
+        }),
+    );
+    return true;
   }
 
   /**

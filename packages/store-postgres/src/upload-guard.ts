@@ -15,6 +15,35 @@ export const GUARDED_BYTES = 64 * 1024;
  * Parse, or Bind (a named statement prepared before).
  */
 const OPENING = new Set([0x51, 0x50, 0x42]);
+/** The Query message (simple protocol). */
+const QUERY = 0x51;
+
+/**
+ * Whether a Query message (`buffer`) is a `COPY ... FROM STDIN`: the server reads its data
+ * with no idle timer, and however large it will be is not known when it opens (a stream of
+ * CopyData messages, written by node-postgres or straight into the socket by
+ * pg-copy-streams). Told by its first word (after blanks; not after a comment) at the cost of
+ * a few byte comparisons for any other statement; the rest of its text only for a COPY.
+ */
+function copiesIn(buffer: Buffer): boolean {
+  // The text starts after the type byte and the length; it ends with a zero byte.
+  const end = buffer.length - 1;
+  let at = 5;
+  while (
+    at < end &&
+    (buffer[at] === 0x20 || ((buffer[at] as number) >= 0x09 && (buffer[at] as number) <= 0x0d))
+  )
+    at++;
+  if (
+    at + 4 > end ||
+    ((buffer[at] as number) | 0x20) !== 0x63 ||
+    ((buffer[at + 1] as number) | 0x20) !== 0x6f ||
+    ((buffer[at + 2] as number) | 0x20) !== 0x70 ||
+    ((buffer[at + 3] as number) | 0x20) !== 0x79
+  )
+    return false;
+  return /\bfrom\s+stdin\b/i.test(buffer.toString('latin1', at + 4, end));
+}
 
 /**
  * The protocol's Flush message. The server disarms its idle timer once it has read a whole
@@ -31,7 +60,14 @@ const NOT_ARMED = 'idem upload guard: not armed';
 interface ProtocolConnection extends EventEmitter {
   _send(buffer: Buffer): boolean;
   flush(): void;
-  stream: { writable?: boolean; write(buffer: Buffer): boolean };
+  stream: {
+    writable?: boolean;
+    write(buffer: Buffer): boolean;
+    /** A net.Socket's (absent where node-postgres does not cork either). */
+    writableCorked?: number;
+    cork?(): void;
+    uncork?(): void;
+  };
 }
 
 function protocolOf(client: PoolClient): ProtocolConnection | undefined {
@@ -57,13 +93,16 @@ export interface GuardedRecord {
 
 /**
  * The guard's loop: a `DO` block run on another connection while the transaction's backend
- * reads one statement's first message with its idle timer off (a Flush went first). It
- * reports `armed` once it found the backend idle inside this transaction, read both leases
- * and knows it may end that backend (`pg_terminate_backend`'s own rule: the backend's role's
- * privileges or `pg_signal_backend`, and a superuser's backend only as a superuser; a role
- * that merely sees the backend, through `pg_read_all_stats`, is told `not armed`, so the
- * statement goes under the idle limit), then returns as soon as the backend read the message
- * (its state changed: the server's own limits apply again) or left the transaction, and ends
+ * reads one statement with no idle timer (its first message behind a Flush, or its later
+ * messages: the server reads those with no idle timer at all). It reports `armed` once it
+ * found the backend idle inside this transaction, read both leases and knows it may end that
+ * backend (`pg_terminate_backend`'s own rule: the backend's role's privileges or
+ * `pg_signal_backend`, and a superuser's backend only as a superuser; a role that merely sees
+ * the backend, through `pg_read_all_stats`, is told `not armed`, so the statement goes under
+ * the idle limit), then watches the whole statement, while the backend runs it or waits for
+ * the rest of it (`active`: a Bind after its Parse, data after a `COPY`), and returns as soon
+ * as the statement ended (the backend idle in its transaction again, since the guard began:
+ * its ReadyForQuery armed the server's idle timer) or the backend left the transaction, and ends
  * the backend (by pid and transaction id, read again just before: `pg_stat_activity` is a
  * snapshot kept for the guard's whole transaction, and a lease read may have waited for a
  * lock meanwhile) once the record's lease and its held lease, as a takeover reads them,
@@ -106,7 +145,12 @@ BEGIN
       IF NOT v_armed THEN RAISE NOTICE '${NOT_ARMED}'; END IF;
       RETURN;
     END IF;
-    IF v_state IS NULL OR v_state NOT LIKE 'idle in transaction%' OR v_change > v_since THEN
+    IF v_state LIKE 'idle in transaction%' THEN
+      IF v_change > v_since THEN
+        IF NOT v_armed THEN RAISE NOTICE '${NOT_ARMED}'; END IF;
+        RETURN;
+      END IF;
+    ELSIF NOT v_armed OR v_state IS DISTINCT FROM 'active' THEN
       IF NOT v_armed THEN RAISE NOTICE '${NOT_ARMED}'; END IF;
       RETURN;
     END IF;
@@ -220,12 +264,28 @@ async function guardOn(
  * and the guard stands in for it, ending the transaction once the owner's leases passed (an
  * owner frozen or gone mid-upload), exactly when the idle limit would have found it silent.
  * No guard to be had (no free pool connection at once, no answer in time): the statement goes
- * as before, under the idle timer. Smaller messages, and everything after the first message
- * of a statement, are sent as they come.
+ * as before, under the idle timer.
+ *
+ * The server reads a statement's later messages (a Bind after its Parse) with no idle timer
+ * at all: one at least {@link GUARDED_BYTES} (a large parameter of an unnamed statement) had an
+ * owner frozen or cut off mid-upload keep the record's row for as long as TCP kept its
+ * connection. node-postgres writes an extended-protocol statement's messages into its socket
+ * corked, and sends them at once when it uncorks: so a large later message whose statement
+ * opened in that corked write (nothing of it sent yet) keeps the socket corked one step more,
+ * the whole statement held in the socket's buffer while a guard is armed, as for a large first
+ * message (the guard watches the whole statement, see {@link uploadGuardSql}); then it goes.
+ * Smaller messages are sent as they come.
  */
 export class UploadGuard {
   /** A ReadyForQuery came and nothing was sent since: the next message opens a statement. */
   private atReady = true;
+  /**
+   * The statement's first message was written into a corked socket: until it is uncorked,
+   * nothing of the statement is on its way (see `send`).
+   */
+  private openedCorked = false;
+  /** The socket is kept corked one step more while a guard is armed (see `send`). */
+  private corkedByGuard = false;
   /** When the last ReadyForQuery came: the server's idle timer runs from about then. */
   private readyAt = performance.now();
   /** Messages held back while a guard is armed. */
@@ -288,7 +348,9 @@ export class UploadGuard {
     }
     this.connection.off('readyForQuery', this.onReady);
     if (discard) this.held = undefined;
-    else this.release(false);
+    // (A socket corked by the guard is uncorked either way: else the pool's end of a dropped
+    // connection, written behind it, would never go. The statement in it never commits.)
+    this.release(false);
   }
 
   private send(buffer: Buffer, write: () => boolean): boolean {
@@ -296,14 +358,43 @@ export class UploadGuard {
       this.held.push(write);
       return true;
     }
-    const opening = this.atReady;
-    this.atReady = false;
-    if (!opening || buffer.length < GUARDED_BYTES || !OPENING.has(buffer[0] as number))
+    const stream = this.connection.stream;
+    if (this.atReady) {
+      this.atReady = false;
+      // node-postgres corks an extended-protocol statement (Parse, Bind, ... Sync) and uncorks
+      // after its last message: its later messages are written before anything is sent.
+      this.openedCorked = (stream.writableCorked as number) > 0;
+      if (
+        (buffer.length < GUARDED_BYTES || !OPENING.has(buffer[0] as number)) &&
+        (buffer[0] !== QUERY || !copiesIn(buffer))
+      )
+        return write();
+      // Held while the idle timer runs: never past what is left of the idle limit.
+      const left = this.holdMs - (performance.now() - this.readyAt);
+      if (!(left > 0)) return write();
+      this.held = [write];
+      this.guard(left);
+      return true;
+    }
+    if (buffer.length < GUARDED_BYTES || !this.openedCorked) return write();
+    // A large later message (a Bind after its Parse), which the server would read with no
+    // idle timer, of a statement opened in the write still corked: nothing of it was sent.
+    this.openedCorked = false;
+    if (!((stream.writableCorked as number) > 0) || typeof stream.uncork !== 'function')
       return write();
-    // Held while the idle timer runs: never past what is left of the idle limit.
     const left = this.holdMs - (performance.now() - this.readyAt);
     if (!(left > 0)) return write();
-    this.held = [write];
+    // One cork more: node-postgres' uncork after the statement's last message leaves the
+    // socket corked, the statement in its buffer, until the guard answers.
+    stream.cork?.();
+    this.corkedByGuard = true;
+    const written = write();
+    this.guard(left);
+    return written;
+  }
+
+  /** Arms a guard within `left`, then sends what it held back (see `release`). */
+  private guard(left: number): void {
     let arming: Promise<boolean>;
     try {
       arming = this.arm(left);
@@ -314,11 +405,19 @@ export class UploadGuard {
       (armed) => this.release(armed),
       () => this.release(false),
     );
-    return true;
   }
 
-  /** Sends what was held back: behind a Flush when a guard is armed. */
+  /**
+   * Sends what was held back: behind a Flush when a guard is armed (a statement's first
+   * message: the server reads it with no idle timer then); or uncorks the socket, whose
+   * buffer holds a whole statement (its small first message is read under the idle timer,
+   * the rest with none).
+   */
   private release(armed: boolean): void {
+    if (this.corkedByGuard) {
+      this.corkedByGuard = false;
+      this.connection.stream.uncork?.();
+    }
     const held = this.held;
     if (!held) return;
     this.held = undefined;

@@ -82,6 +82,46 @@ async function armedOnce(counts: { armed: number }): Promise<void> {
 
 const big = (bytes: number) => `SELECT length('${'x'.repeat(bytes)}') AS n`;
 
+/** node-postgres' protocol connection: what a COPY's submittable sends on. */
+interface CopyConnection {
+  query(text: string): void;
+  sendCopyFromChunk(chunk: Buffer): void;
+  endCopyFrom(): void;
+}
+
+/**
+ * `COPY <table> FROM STDIN` of `data` on `tx`, its CopyData sent as one message by
+ * node-postgres (as pg-copy-streams sends its chunks); resolves at its ReadyForQuery.
+ */
+function copyIn(tx: pg.PoolClient, table: string, data: Buffer): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let failed: unknown;
+    const submittable = {
+      submit: (connection: CopyConnection) => connection.query(`COPY ${table} FROM STDIN`),
+      handleCopyInResponse: (connection: CopyConnection) => {
+        connection.sendCopyFromChunk(data);
+        connection.endCopyFrom();
+      },
+      handleError: (error: unknown) => {
+        failed ??= error;
+        reject(error);
+      },
+      handleReadyForQuery: () => (failed ? reject(failed) : resolve()),
+      handleCommandComplete: () => {},
+      handleRowDescription: () => {},
+      handleDataRow: () => {},
+      handleEmptyQuery: () => {},
+      handlePortalSuspended: () => {},
+      handleCopyData: () => {},
+    };
+    (tx as unknown as { query(s: unknown): unknown }).query(submittable);
+  });
+}
+
+/** `lines` lines of `width` characters each (a text COPY's data). */
+const copyLines = (lines: number, width: number) =>
+  Buffer.from(`${'y'.repeat(width)}\n`.repeat(lines));
+
 function engineOn(
   pool: pg.Pool,
   keyPrefix: string,
@@ -95,6 +135,20 @@ function engineOn(
     maxHoldMs: 60_000,
     ...core,
   });
+}
+
+/**
+ * An engine on a direct pool of `max` connections (keys prefixed `prefix`), the guards armed
+ * on that pool counted, and a scope of its own.
+ */
+function onDirectPool(max: number, prefix: string) {
+  const pool = makePool({ max, application_name: APP });
+  return {
+    pool,
+    counts: countArmed(pool),
+    scope: randomName('scope'),
+    engine: engineOn(pool, randomName(prefix)),
+  };
 }
 
 /** A pool behind a ~400 KB/s uplink, `warm` connections open. */
@@ -298,20 +352,79 @@ describe('pgrev25 review: upload guard', () => {
     }
   }, 30_000);
 
-  // FINDING medium (pre-existing, not closed by the guard): a statement with a large
+  // FINDING medium (pre-existing, not closed by the guard), fixed: a statement with a large
   // parameter that is not a named statement run again goes as a small Parse then a large
   // Bind. The Parse is read under the idle timer, which the server then disarms until the
-  // next ReadyForQuery: the Bind is read with no idle timer and no guard (only a statement's
-  // first message is guarded). An owner whose uplink stops mid-Bind keeps the record's row
-  // locked for as long as TCP keeps the connection: the duplicate never takes over. The
-  // README's workaround before the merge ("send large values as parameters") is this case.
-  it.fails('the owner’s uplink stops mid-Bind of a 1.2 MB parameter (Parse sent first): its transaction ends once its leases passed, the duplicate takes over, nothing of the owner commits', async () => {
+  // next ReadyForQuery: the Bind was read with no idle timer and no guard (only a statement's
+  // first message was guarded), so an owner whose uplink stopped mid-Bind kept the record's
+  // row locked for as long as TCP kept the connection: the duplicate never took over. Now the
+  // whole statement, still in node-postgres' corked write, is held until a guard is armed, and
+  // the guard watches the statement until it ends (its ReadyForQuery), not only its first
+  // message.
+  it('the owner’s uplink stops mid-Bind of a 1.2 MB parameter (Parse sent first): its transaction ends once its leases passed, the duplicate takes over, nothing of the owner commits', async () => {
     const { tookOver, fences } = await frozenMidUpload((tx) =>
       tx.query('SELECT length($1::text) AS n', ['y'.repeat(1_200_000)]),
     );
     expect(tookOver).toBe(true);
     expect(fences).toEqual([2]);
   }, 40_000);
+
+  // FINDING medium (pre-existing, the same gap as the Bind's), fixed: the server reads the data
+  // of a `COPY ... FROM STDIN` with no idle timer and (its opening Query small) no guard: an
+  // owner cut off mid-COPY kept the record's row locked for as long as TCP kept the connection.
+  // A `COPY ... FROM STDIN` opening a statement in a held transaction is now guarded whatever
+  // its size (unknown when it opens), the guard watching until its ReadyForQuery.
+  it('the owner’s uplink stops mid-COPY FROM STDIN of 1.2 MB: its transaction ends once its leases passed, the duplicate takes over, nothing of the owner commits', async () => {
+    const { tookOver, fences, armed } = await frozenMidUpload(async (tx) => {
+      await tx.query('CREATE TEMP TABLE copied (v text) ON COMMIT DROP');
+      await copyIn(tx, 'copied', copyLines(1_200, 999));
+    });
+    expect(tookOver).toBe(true);
+    expect(fences).toEqual([2]);
+    expect(armed).toBe(1);
+  }, 40_000);
+
+  it('a COPY FROM STDIN on a fast link: guarded (one guard, gone with its ReadyForQuery), every row copied, committed', async () => {
+    const { pool, counts, scope, engine } = onDirectPool(3, 'copy');
+    try {
+      const outcome = await engine.execute({ key: 'k', scope }, async ({ tx, fence }) => {
+        await insertCharge(tx, charges, scope, fence);
+        await tx.query('CREATE TEMP TABLE copied (v text) ON COMMIT DROP');
+        await copyIn(tx, 'copied', copyLines(300, 99));
+        // A small COPY too: its size is not known when it opens.
+        await copyIn(tx, 'copied', copyLines(2, 9));
+        const { rows } = await tx.query('SELECT count(*)::int AS n FROM copied');
+        return String(rows[0].n);
+      });
+      expect(outcome).toEqual({ value: '302', replayed: false });
+      expect(counts.armed).toBe(2);
+      expect(await until(guardsRunning, (n) => n === 0, 3_000)).toBe(0);
+      expect(await fenceRows(scope)).toEqual([1]);
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('a large outcome: its completion inside the transaction (a Bind of 100 KB after its Parse) is guarded, commits, and replays', async () => {
+    const { pool, counts, scope, engine } = onDirectPool(3, 'bigout');
+    const value = 'o'.repeat(100_000);
+    try {
+      const outcome = await engine.execute({ key: 'k', scope }, async ({ tx, fence }) => {
+        await insertCharge(tx, charges, scope, fence);
+        return value;
+      });
+      expect(outcome).toEqual({ value, replayed: false });
+      expect(counts.armed).toBe(1);
+      expect(await engine.execute({ key: 'k', scope }, async () => 'again')).toEqual({
+        value,
+        replayed: true,
+      });
+      expect(await until(guardsRunning, (n) => n === 0, 3_000)).toBe(0);
+      expect(await fenceRows(scope)).toEqual([1]);
+    } finally {
+      await pool.end();
+    }
+  });
 
   // ---------------------------------------------------------------- attacks that held
 
@@ -432,10 +545,7 @@ describe('pgrev25 review: upload guard', () => {
   });
 
   it('normal path: small statements take no guard, and the connection goes back to the pool as it came (its own methods, its listeners): reused, a large statement there takes none', async () => {
-    const pool = makePool({ max: 3, application_name: APP });
-    const counts = countArmed(pool);
-    const scope = randomName('scope');
-    const engine = engineOn(pool, randomName('normal'));
+    const { pool, counts, scope, engine } = onDirectPool(3, 'normal');
     let business: pg.PoolClient | undefined;
     let readyListeners = 0;
     try {
@@ -477,11 +587,8 @@ describe('pgrev25 review: upload guard', () => {
     }
   });
 
-  it('bad input: a multi-statement simple query and a named statement with a large Parse are guarded; an unnamed statement with a large parameter goes as it is; all answer right', async () => {
-    const pool = makePool({ max: 4, application_name: APP });
-    const counts = countArmed(pool);
-    const scope = randomName('scope');
-    const engine = engineOn(pool, randomName('input'));
+  it('bad input: a multi-statement simple query, a named statement with a large Parse and an unnamed statement with a large parameter (its Bind) are guarded; all answer right', async () => {
+    const { pool, counts, scope, engine } = onDirectPool(4, 'input');
     const seen: Array<{ what: string; value: number; guards: number }> = [];
     try {
       const outcome = await engine.execute({ key: 'k', scope }, async ({ tx, fence }) => {
@@ -516,7 +623,7 @@ describe('pgrev25 review: upload guard', () => {
       expect(seen).toEqual([
         { what: 'multi', value: 200_000, guards: 1 },
         { what: 'named parse', value: 200_001, guards: 1 },
-        { what: 'unnamed bind', value: 200_000, guards: 0 },
+        { what: 'unnamed bind', value: 200_000, guards: 1 },
       ]);
       expect(await until(guardsRunning, (n) => n === 0, 3_000)).toBe(0);
     } finally {
