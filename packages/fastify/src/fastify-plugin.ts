@@ -435,8 +435,9 @@ function readsBodies(handler: IdempotencyHandler<FastifyRequest>, methods: reado
  * needs a key, a key sent), before `begin` ran, gets the body-too-large problem that the
  * plugin answers past `maxBodyBytes`, still a 413 and with the connection closed as Fastify
  * closes it: a limit set lower than `maxBodyBytes` stays the limit. As past `maxBodyBytes`,
- * `begin`'s checks before its scope hook come first (an invalid key: 400, the connection
- * still closed). Every other error, and that one for any other request, goes on as without
+ * `begin`'s checks before its scope hook come first (a missing or invalid key: 400, the
+ * connection still closed). Every other error, and that one for any other request (a key
+ * optional and not sent, a method that needs none), goes on as without
  * the plugin: to the route's own handler, else (thrown) to the instance's, Fastify's way to
  * hand an error to the next handler. Called only for errors: nothing of it runs for a
  * request that has none.
@@ -446,25 +447,27 @@ function answeringBodyLimit(own: RouteErrorHandler | undefined): RouteErrorHandl
     const incoming = (request as unknown as Held)[kIncoming];
     if (
       (error as { code?: unknown } | null)?.code === 'FST_ERR_CTP_BODY_TOO_LARGE' &&
-      incoming instanceof FastifyIncoming &&
-      incoming.awaitsBegin()
+      incoming instanceof FastifyIncoming
     ) {
-      // begin's checks before its scope hook come first, as past maxBodyBytes: an invalid key
-      // gets its 400 whichever limit refused the body. (The scope hook is not run: it may
+      // begin's checks before its scope hook come first, as past maxBodyBytes: a missing or
+      // invalid key gets its 400 whichever limit refused the body (begin never runs the route
+      // of such a request, so the error is Fastify's). (The scope hook is not run: it may
       // need what the app's preValidation or preHandler hooks set, which never ran.)
       const early = incoming.handler.beforeScope(incoming);
       if (early?.action === 'respond') {
         answer(request, reply, early, noDone);
         return;
       }
-      sendProblem(
-        reply,
-        413,
-        PROBLEM_TYPES.bodyTooLarge,
-        'Request body too large',
-        'The request body exceeds the configured limit',
-      );
-      return;
+      if (incoming.awaitsBegin()) {
+        sendProblem(
+          reply,
+          413,
+          PROBLEM_TYPES.bodyTooLarge,
+          'Request body too large',
+          'The request body exceeds the configured limit',
+        );
+        return;
+      }
     }
     if (own) return own.call(this, error, request, reply);
     if (error instanceof Error) throw error;

@@ -50,6 +50,11 @@ describe('Fastify body limit on an idempotent route', () => {
     app.post('/low', { bodyLimit: 1_000 }, async () => ({ run: ++runs }));
     app.post('/high', { bodyLimit: 8 * MIB }, async () => ({ run: ++runs }));
     app.post('/off', { config: { idempotency: false } }, async () => ({ run: ++runs }));
+    app.post(
+      '/optional',
+      { bodyLimit: 1_000, config: { idempotency: { required: false } } },
+      async () => ({ run: ++runs }),
+    );
     url = await app.listen({ port: 0, host: '127.0.0.1' });
   });
 
@@ -96,14 +101,25 @@ describe('Fastify body limit on an idempotent route', () => {
     expect(runs).toBe(before);
   });
 
-  it("without a key, or on a route with idempotency off: Fastify's own 413, as without the plugin", async () => {
-    const keyless = await send(url, '/low', { body: jsonOf(2_000), headers: JSON_TYPE });
+  it("without a key where it is optional, or on a route with idempotency off: Fastify's own 413, as without the plugin", async () => {
+    const keyless = await send(url, '/optional', { body: jsonOf(2_000), headers: JSON_TYPE });
     const off = await send(url, '/off', { key: key(), body: jsonOf(2 * MIB), headers: JSON_TYPE });
     for (const x of [keyless, off]) {
       expect(x.status).toBe(413);
       expect(String(x.headers['content-type'])).toMatch(/^application\/json/);
       expect(json(x)).toMatchObject({ code: 'FST_ERR_CTP_BODY_TOO_LARGE' });
     }
+  });
+
+  // fastrev23: begin's key check comes first whichever limit refuses the body.
+  it('without a key where it is required: 400 missing-key (as past maxBodyBytes), connection closed, nothing runs', async () => {
+    const before = runs;
+    const keyless = await send(url, '/low', { body: jsonOf(2_000), headers: JSON_TYPE });
+    expect(keyless.status).toBe(400);
+    expect(String(keyless.headers['content-type'])).toMatch(/^application\/problem\+json/);
+    expect(json(keyless)).toMatchObject({ type: PROBLEM_TYPES.missingKey, status: 400 });
+    expect(keyless.headers.connection).toBe('close');
+    expect(runs).toBe(before);
   });
 
   it('over HTTP/2 (a keyed body past the limit): the problem', async () => {
@@ -201,6 +217,20 @@ describe("every other error reaches the app's handlers as without the plugin", (
         throw new Error('own');
       },
     );
+    app.post(
+      '/own-optional',
+      {
+        bodyLimit: 100,
+        config: { idempotency: { required: false } },
+        errorHandler: (error, _request, reply) => {
+          seen.push(`own ${named(error)}`);
+          return reply.code(400).send({ own: (error as { code?: string }).code ?? 'none' });
+        },
+      },
+      async () => {
+        throw new Error('own');
+      },
+    );
     await app.ready();
     apps.push(app);
     return app;
@@ -247,13 +277,28 @@ describe("every other error reaches the app's handlers as without the plugin", (
     // The onError hooks still see Fastify's error (logging), once.
     expect(seen).toEqual(['onError FastifyError:Request body is too large']);
     seen.length = 0;
-    const keyless = await app.inject({
-      method: 'POST',
-      url: '/own',
-      headers: { 'content-type': 'application/json' },
-      payload: jsonOf(200),
-    });
+    // Keyless where the key is required: begin's 400 missing-key, as past maxBodyBytes
+    // (fastrev23); the route's own handler does not see it either.
+    const keylessPost = (url: string) => {
+      seen.length = 0;
+      return app.inject({
+        method: 'POST',
+        url,
+        headers: { 'content-type': 'application/json' },
+        payload: jsonOf(200),
+      });
+    };
+    const keyless = await keylessPost('/own');
     expect(keyless.statusCode).toBe(400);
-    expect(keyless.json()).toEqual({ own: 'FST_ERR_CTP_BODY_TOO_LARGE' });
+    expect(keyless.json()).toMatchObject({ type: PROBLEM_TYPES.missingKey });
+    expect(seen).toEqual(['onError FastifyError:Request body is too large']);
+    // Keyless where the key is optional: it passes the plugin, to the route's own handler.
+    const optional = await keylessPost('/own-optional');
+    expect(optional.statusCode).toBe(400);
+    expect(optional.json()).toEqual({ own: 'FST_ERR_CTP_BODY_TOO_LARGE' });
+    expect(seen).toEqual([
+      'onError FastifyError:Request body is too large',
+      'own FastifyError:Request body is too large',
+    ]);
   });
 });

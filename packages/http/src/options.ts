@@ -30,7 +30,11 @@ export type ScopeHook<R> = (request: R) => ScopeHint | Promise<ScopeHint>;
 export interface FingerprintOptions<R> {
   /** Request headers whose values matter (e.g. `content-type`, `x-api-version`). @default [] */
   headers?: readonly string[];
-  /** JSON body fields to leave out (top-level names or dotted paths). @default [] */
+  /**
+   * JSON body fields to leave out (top-level names or dotted paths). Not applied to a JSON
+   * body fingerprinted by its bytes (a byte past ASCII under a charset other than UTF-8: see
+   * `defaultCharset`). @default []
+   */
   exclude?: readonly string[];
   /** Whether the query string is part of the fingerprint. @default true */
   query?: boolean;
@@ -45,7 +49,10 @@ export interface FingerprintOptions<R> {
    * under `charset=utf-8`, which such a parser decodes otherwise, are another request (422),
    * never the first one's replay. Without it, no charset and UTF-8 are one request. Changing
    * it changes the fingerprints of requests naming no charset (their retries across the
-   * change get 422). @default 'utf-8'
+   * change get 422). Under a charset other than UTF-8 (this one, or one a request names), a
+   * JSON body with a byte past ASCII, or under a charset that does not read ASCII as UTF-8
+   * does (UTF-16), is fingerprinted by its bytes, not as canonical JSON read as UTF-8: such a
+   * parser reads `é` sent as UTF-8 bytes and as `\u00e9` apart. @default 'utf-8'
    */
   defaultCharset?: string;
 }

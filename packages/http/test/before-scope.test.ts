@@ -1,10 +1,6 @@
-import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it } from 'vitest';
-import {
-  createIdempotencyHandler,
-  type HttpIdempotencyOptions,
-  type IdempotencyDecision,
-} from '../src/index.js';
+import type { HttpIdempotencyOptions } from '../src/index.js';
+import { decisionSummary, keyedRequest, scopeCountingHandler } from './support/decision-summary.js';
 
 // An adapter whose framework refused a body past a lower limit of its own before begin() ran
 // (Fastify's bodyLimit) answers beforeScope()'s decision first, then the 413: it must give
@@ -13,19 +9,6 @@ import {
 
 const keys = [undefined, 'k1', '"k1"', '', 'a,b', '"abc', 'a\\b', 'é', 'k'.repeat(256)];
 const urls = ['/orders?x=1', 'http://a:99999/x', 'http://h/x', '//x'];
-
-async function decisionSummary(decision: IdempotencyDecision | undefined) {
-  if (decision === undefined) return undefined;
-  if (decision.action === 'pass') return { action: 'pass', reason: decision.reason };
-  if (decision.action === 'respond')
-    return {
-      action: 'respond',
-      status: decision.response.status,
-      headers: [...decision.response.headers],
-      body: await decision.response.clone().text(),
-    };
-  return { action: decision.action };
-}
 
 describe('IdempotencyHandler.beforeScope', () => {
   for (const [name, options] of [
@@ -36,36 +19,19 @@ describe('IdempotencyHandler.beforeScope', () => {
     ],
   ] as [string, Partial<HttpIdempotencyOptions<null>>][]) {
     it(`gives begin()'s answer before the scope hook, undefined where begin() runs the hook (${name})`, async () => {
-      let scoped = 0;
-      const handler = createIdempotencyHandler<null>({
-        store: createMemoryStore(),
-        scope: () => {
-          scoped++;
-          // begin() stops here (500, no principal): the answer beforeScope() must not give.
-          return undefined as never;
-        },
-        onWarning: () => {},
-        ...options,
-      });
+      const { handler, scoped } = scopeCountingHandler(options);
       const header =
         (options as { headerName?: string }).headerName?.toLowerCase() ?? 'idempotency-key';
       let undecided = 0;
       for (const method of ['POST', 'PUT', 'get'])
         for (const key of keys)
           for (const url of urls) {
-            const headers: Record<string, string> = key === undefined ? {} : { [header]: key };
-            const request = {
-              native: null,
-              method,
-              url,
-              header: (h: string) => headers[h.toLowerCase()],
-              readBody: () => Promise.reject(new Error('begin() read the body')),
-            };
-            const before = scoped;
+            const request = keyedRequest(method, url, header, key);
+            const before = scoped();
             const early = handler.beforeScope(request);
-            expect(scoped).toBe(before);
+            expect(scoped()).toBe(before);
             const begun = await handler.begin(request);
-            const ranScope = scoped > before;
+            const ranScope = scoped() > before;
             const where = { method, key, url };
             if (early === undefined) {
               undecided++;
