@@ -19,8 +19,10 @@ import {
 import {
   answerExpressBodyLimit,
   answerFastifyBodyLimit,
-  bodyReader,
+  keepFastifyMarks,
   markRoutes,
+  refusalJudge,
+  watchExpressVersionFilters,
 } from './platform-body-limit.js';
 import { userScope } from './principal.js';
 
@@ -93,13 +95,26 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
       | undefined;
     const type = typeof adapter?.getType === 'function' ? adapter.getType() : undefined;
     if (type !== 'express' && type !== 'fastify') return;
-    const byName = markRoutes(this.discovery.getControllers(), (method, controller) =>
-      this.#settingsOf(method, controller),
+    const byName = markRoutes(
+      this.discovery.getControllers(),
+      (method, controller) => this.#settingsOf(method, controller),
+      this,
     );
-    const reads = bodyReader((settings) => this.handlerFor(settings));
+    const judge = refusalJudge(
+      (settings) => this.handlerFor(settings),
+      (request) =>
+        (
+          adapter as { getRequestHostname?(request: unknown): unknown } | undefined
+        )?.getRequestHostname?.(request),
+    );
     const instance = adapter?.getInstance?.() as never;
-    if (type === 'fastify') answerFastifyBodyLimit(instance, byName, reads);
-    else this.#expressBodyLimit = () => answerExpressBodyLimit(instance, byName, reads);
+    if (type === 'fastify') {
+      keepFastifyMarks(adapter as never);
+      answerFastifyBodyLimit(instance, this, byName, judge);
+    } else {
+      watchExpressVersionFilters(adapter as never);
+      this.#expressBodyLimit = () => answerExpressBodyLimit(instance, this, byName, judge);
+    }
   }
 
   /** Adds the Express error middleware (see {@link #answerPlatformBodyLimit}), once. */

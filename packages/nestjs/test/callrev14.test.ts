@@ -16,7 +16,6 @@ import {
   Module,
   type NestInterceptor,
   type NestMiddleware,
-  type PipeTransform,
   Post,
   UseGuards,
   UseInterceptors,
@@ -24,7 +23,15 @@ import {
 import { type Observable, retry } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finalOnceStarted, IdempotencyModule, Idempotent } from '../src/index.js';
-import { count, ran, TimeoutInterceptor, TimeoutRetryInterceptor } from './review-kit.js';
+import {
+  count,
+  jobs,
+  LazyWorkerPipe,
+  ran,
+  stopWorker,
+  TimeoutInterceptor,
+  TimeoutRetryInterceptor,
+} from './review-kit.js';
 import { type Platform, startNest, TenantGuard } from './scenario-app.js';
 
 const key = () => `callrev14-${randomUUID()}`;
@@ -71,21 +78,6 @@ function onceQuery(name: string): PromiseLike<{ n: number }> {
       return Promise.resolve({ n }).then(onFulfilled, onRejected);
     },
   };
-}
-
-// A worker started lazily by the first request that needs it, from a pipe (so in that
-// request's async context, outside its handler), draining a shared queue of jobs.
-const jobs: Array<() => unknown> = [];
-let worker: NodeJS.Timeout | undefined;
-@Injectable()
-class LazyWorkerPipe implements PipeTransform {
-  transform(value: unknown) {
-    worker ??= setInterval(() => {
-      for (const job of jobs.splice(0)) job();
-    }, 10);
-    worker.unref();
-    return value;
-  }
 }
 
 // A gate a middleware waits on with a callback: the request behind it runs on in the async
@@ -262,8 +254,7 @@ describe.each<Platform>(['express', 'fastify'])('@idem/nestjs (callrev14) on %s'
     ({ url, close, app } = await startNest(platform, AppModule));
   });
   afterAll(async () => {
-    if (worker) clearInterval(worker);
-    worker = undefined;
+    stopWorker();
     jobs.length = 0;
     await close();
   });
@@ -275,8 +266,7 @@ describe.each<Platform>(['express', 'fastify'])('@idem/nestjs (callrev14) on %s'
    * long as the job runs).
    */
   const jobCallsOwnRoute = async (instance: CallrevController) => {
-    if (worker) clearInterval(worker);
-    worker = undefined;
+    stopWorker();
     const k = key();
     const before = count('pipe-b');
     const ended = count('pipe-b-end');
@@ -448,8 +438,7 @@ describe.each<Platform>(['express', 'fastify'])('@idem/nestjs (callrev14) on %s'
   // same instance when a decorator above @Idempotent() wraps it, join the run now.
   it('does not hold request A for work a worker its pipe started runs later', async () => {
     // The worker is started by A (the first request through the pipe since this reset).
-    if (worker) clearInterval(worker);
-    worker = undefined;
+    stopWorker();
     const k = key();
     const before = count('pipe-a');
     const ended = count('pipe-a-end');

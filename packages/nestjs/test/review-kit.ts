@@ -7,6 +7,7 @@ import {
   type ExecutionContext,
   Injectable,
   type NestInterceptor,
+  type PipeTransform,
   RequestTimeoutException,
 } from '@nestjs/common';
 import { catchError, type Observable, retry, TimeoutError, throwError, timeout } from 'rxjs';
@@ -41,4 +42,29 @@ export class TimeoutRetryInterceptor implements NestInterceptor {
   intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
     return next.handle().pipe(timeout(150), retry(1), catchError(toTimeout));
   }
+}
+
+/**
+ * Jobs for a worker started lazily by the first request that needs it, from a pipe (so in that
+ * request's async context, outside its handler): {@link LazyWorkerPipe}.
+ */
+export const jobs: Array<() => unknown> = [];
+let worker: NodeJS.Timeout | undefined;
+
+/** Starts the worker that drains {@link jobs} (every 10 ms), in the request's async context. */
+@Injectable()
+export class LazyWorkerPipe implements PipeTransform {
+  transform(value: unknown) {
+    worker ??= setInterval(() => {
+      for (const job of jobs.splice(0)) job();
+    }, 10);
+    worker.unref();
+    return value;
+  }
+}
+
+/** Stops the worker: the next request through {@link LazyWorkerPipe} starts it again. */
+export function stopWorker(): void {
+  if (worker) clearInterval(worker);
+  worker = undefined;
 }
