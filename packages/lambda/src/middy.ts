@@ -90,7 +90,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
   return {
     async before(request) {
       // (First, while Middy's own functions are the callers of this hook: see `middyFrames`.)
-      const frames = middyFrames();
+      const frames = noteMiddyFrames();
       // (An outer idempotency() watching these reads must not take them for Middy's call of
       // the handler, a read of `event` right followed by one of `context`: the read of
       // `request.error` between them, which it watches too, breaks that pair.)
@@ -294,8 +294,11 @@ interface Invocation {
    * hook's own writes). Nothing ran: it decides nothing, never taken for a return.
    */
   preCallPair: boolean;
-  /** Where Middy's functions are (see {@link middyFrames}): to tell its writes from a hook's. */
-  frames: MiddyFrames | undefined;
+  /**
+   * Where Middy's functions are (see {@link middyFrames}): to tell its writes from a hook's.
+   * Noted at `before` without formatting (see {@link noteMiddyFrames}), read at the first need.
+   */
+  frames: LazyFrames;
 }
 
 /** The first read of an early answer after its copy (Middy's, to return it, or another reader's). */
@@ -529,10 +532,14 @@ function watchRequest(
     configurable: true,
     enumerable: true,
     get(this: object) {
-      const value = response.get(this);
+      // (The getter in place before, called with no frame between: see `readByHookCaller`.)
+      const value = response.getter ? response.getter.call(this) : response.get(this);
       if (!current(this)) return value;
       invocation.lastRead = undefined;
-      if (!invocation.answerWaits || invocation.copyOpen) return value;
+      if (!invocation.answerWaits) return value;
+      // (In the copy's run: the hook that answered early reads its own answer, or Middy 7.7+,
+      // which copies and returns from the function that calls the hooks, in one run.)
+      if (invocation.copyOpen && !readByHookCaller(invocation.frames.get())) return value;
       // (A hook that answered early and reads after an `await`: Middy copies again after it.)
       if (!invocation.copyFresh) return value;
       return finalAnswer(invocation, this, value);
@@ -555,10 +562,10 @@ function watchRequest(
       if (!current(this)) return;
       invocation.lastRead = undefined;
       if (invocation.failed || invocation.decision) return;
-      const writer = writerOf(invocation.frames);
+      const writer = writerOf(invocation.frames.get());
       // A hook's own write (noting, clearing or normalizing an error): never Middy's catch.
       if (writer === 'hook') return;
-      if (writer === 'middy') {
+      if (writer === 'middy' || (writer === 'caller' && invocation.pending?.lastUndefined)) {
         decideAtMiddyWrite(invocation, value, previous);
         return;
       }
@@ -750,8 +757,9 @@ function finalAnswer(invocation: Invocation, request: object, value: unknown): u
 
 /**
  * Where Middy's own functions are, seen from a hook of this middleware as Middy calls it: the
- * function that called the hook (Middy 6: `runMiddlewares`) and the one that called that
- * (`runRequest`, which also calls the handler, catches and rethrows). Each is known by its
+ * function that called the hook (Middy 6 to 7.6: `runMiddlewares`; 7.7 and later:
+ * `runRequest`) and the one that called that (`runRequest`, which also calls the handler,
+ * catches and rethrows; 7.7 and later: the execution mode's handler). Each is known by its
  * script and the position where it starts (V8 call sites, as in Node). `undefined` where call
  * sites are not available or tell no position: the writes alone decide then.
  */
@@ -760,13 +768,45 @@ interface MiddyFrames {
   runner: string;
 }
 
+/** {@link MiddyFrames} noted at `before`, formatted at the first `get()` (once). */
+interface LazyFrames {
+  get(): MiddyFrames | undefined;
+}
+
 /**
- * The caller frames of `before` (called first thing in it). Middy calls the first hooks in the
- * step of its own call, later ones once `runMiddlewares` resumed after an `await`: its caller
- * is then an async frame, below Node's microtask runner (`node:` frames are never Middy's).
+ * Notes the caller frames of `before` (called first thing in it) without formatting them: V8
+ * captures the frames now and formats them (`Error.prepareStackTrace`, as found then) only
+ * when the holder's `stack` is first read, which only an error or an early answer needs. A
+ * successful invocation pays for the capture alone (a few µs), never for the call sites.
  */
-function middyFrames(): MiddyFrames | undefined {
-  const sites = callSites(middyFrames);
+function noteMiddyFrames(): LazyFrames {
+  const holder = captureSites(noteMiddyFrames, MIDDY_FRAMES_LIMIT);
+  let done = false;
+  let frames: MiddyFrames | undefined;
+  return {
+    get() {
+      if (!done) {
+        done = true;
+        frames = middyFrames(holder && formatSites(holder));
+      }
+      return frames;
+    },
+  };
+}
+
+/**
+ * Frames noted at `before`: its own, its caller's, Node's frames between (none seen so far:
+ * room for two), the next caller's.
+ */
+const MIDDY_FRAMES_LIMIT = 5;
+
+/**
+ * The caller frames of `before`, `sites` (first `before` itself). Middy calls the first hooks
+ * in the step of its own call, later ones once `runMiddlewares` resumed after an `await`: its
+ * caller is then an async frame, below Node's microtask runner (`node:` frames are never
+ * Middy's).
+ */
+function middyFrames(sites: CallSiteLike[] | undefined): MiddyFrames | undefined {
   const own = siteId(sites?.[0]);
   const hookCaller = siteId(sites?.[1]);
   let at = 2;
@@ -778,31 +818,90 @@ function middyFrames(): MiddyFrames | undefined {
 }
 
 /**
+ * A read of `request.response` in the run of Middy's copy of an early answer is Middy's own
+ * when it comes from the function that calls the hooks: Middy 7.7 and later copy the answer
+ * and return `request.response` from `runRequest`, which calls the hooks, in one synchronous
+ * run (Middy 6 returns it from `runRequest` after `runMiddlewares` returned: after that run).
+ * A hook that answered early and reads its answer again is not that function. (Only in the
+ * copy's run, which is rare: an early answer.)
+ */
+function readByHookCaller(frames: MiddyFrames | undefined): boolean {
+  if (!frames) return false;
+  const sites = callSites(readByHookCaller, 6);
+  const own = siteId(sites?.[0]);
+  if (!sites || !own) return false;
+  let at = 1;
+  // (Another idempotency()'s getter chained to this one, a built-in relaying the read.)
+  while (at < sites.length && (siteId(sites[at]) === own || builtIn(sites[at]))) at += 1;
+  return siteId(sites[at]) === frames.hookCaller;
+}
+
+/**
  * Who wrote `request.error` (called first thing in its setter, whose frame is the first one):
  * `'middy'` when the first frame past this module's setters is Middy's `runRequest` itself
  * (its catch or its rethrow), `'hook'` when it is a function called, directly or not, by
  * Middy's caller of hooks (`runMiddlewares`: a hook's own write, even after an `await`: the
- * async frames show it), else `undefined` (unknown: a frame of another watcher between, a
- * plugin, no call sites).
+ * async frames show it), `'caller'` when it is that caller of hooks itself, called by the
+ * function above it (Middy 7.7 and later, whose `runRequest` calls the hooks and catches),
+ * else `undefined` (unknown: a frame of another watcher between, a plugin, no call sites).
+ * Frames that end at the first limit before telling (a hook's write deep in helpers) are read
+ * again, deeper.
  */
-function writerOf(frames: MiddyFrames | undefined): 'middy' | 'hook' | undefined {
+function writerOf(frames: MiddyFrames | undefined): WriterKind | undefined {
   if (!frames) return undefined;
-  const sites = callSites(writerOf);
+  const writer = writerIn(frames, callSites(writerOf, WRITER_FRAMES_LIMIT), WRITER_FRAMES_LIMIT);
+  if (writer !== 'truncated') return writer;
+  // A write made deep in helpers (a hook's): its frames again, far enough to reach Middy's.
+  const deep = WRITER_FRAMES_DEEP_LIMIT;
+  const deeper = writerIn(frames, callSites(writerOf, deep), deep);
+  return deeper === 'truncated' ? undefined : deeper;
+}
+
+/**
+ * `'middy'`: Middy's `runRequest` (Middy 6 to 7.6), `'hook'`: a function under Middy's caller
+ * of hooks, `'caller'`: the caller of hooks itself, called by `runRequest`'s caller (Middy 7.7
+ * and later, whose `runRequest` calls the hooks).
+ */
+type WriterKind = 'middy' | 'hook' | 'caller';
+
+/** Frames read at a write of `request.error`, then again where they did not reach Middy's. */
+const WRITER_FRAMES_LIMIT = 12;
+const WRITER_FRAMES_DEEP_LIMIT = 200;
+
+/**
+ * {@link writerOf} on `sites`; `'truncated'` when they end (at their limit) before telling.
+ */
+function writerIn(
+  frames: MiddyFrames,
+  sites: CallSiteLike[] | undefined,
+  limit: number,
+): WriterKind | 'truncated' | undefined {
   const own = siteId(sites?.[0]);
   if (!sites || !own) return undefined;
+  const truncated = sites.length >= limit ? 'truncated' : undefined;
   let at = 1;
   // (Another idempotency()'s setter of the same module chained to this one, and a built-in
   // that relays the write: `Reflect.set`, `Object.assign`.)
   while (at < sites.length && (siteId(sites[at]) === own || builtIn(sites[at]))) at += 1;
+  if (at >= sites.length) return truncated;
   const writer = siteId(sites[at]);
-  if (writer === undefined || writer === frames.hookCaller) return undefined;
+  if (writer === undefined) return undefined;
+  if (writer === frames.hookCaller) {
+    // Middy 7.7 and later call the hooks from `runRequest` itself, which also catches: its own
+    // write, called by the function that called it (the setter of `request.error` takes it
+    // for Middy's catch right after its reset of `request.response` only).
+    let below = at + 1;
+    while (below < sites.length && nodeInternal(sites[below])) below += 1;
+    if (below >= sites.length) return truncated;
+    return siteId(sites[below]) === frames.runner ? 'caller' : undefined;
+  }
   if (writer === frames.runner) return 'middy';
   for (let below = at + 1; below < sites.length; below += 1) {
     const id = siteId(sites[below]);
     if (id === frames.hookCaller) return 'hook';
     if (id === frames.runner) return undefined;
   }
-  return undefined;
+  return truncated;
 }
 
 /** The part of V8's `CallSite` used here. */
@@ -853,27 +952,62 @@ function siteId(site: CallSiteLike | undefined): string | undefined {
   }
 }
 
+/** `Error` as this module uses it (V8's stack trace API, as in Node). */
+const V8Error = Error as unknown as {
+  captureStackTrace?: (target: object, skip?: unknown) => void;
+  prepareStackTrace?: unknown;
+  stackTraceLimit?: unknown;
+};
+
 /**
- * The call sites (sync and async frames) below `skip`'s caller, first that caller; `undefined`
- * without V8's `Error.captureStackTrace`. `Error.prepareStackTrace` and `Error.stackTraceLimit`
- * are put back as they were before this returns.
+ * The call sites (sync and async frames, at most `limit`) below `skip`'s caller, first that
+ * caller; `undefined` without V8's `Error.captureStackTrace`. `Error.prepareStackTrace` and
+ * `Error.stackTraceLimit` are put back as they were before this returns.
  */
-function callSites(skip: (...args: never[]) => unknown): CallSiteLike[] | undefined {
-  const E = Error as unknown as {
-    captureStackTrace?: (target: object, skip?: unknown) => void;
-    prepareStackTrace?: unknown;
-    stackTraceLimit?: unknown;
-  };
+function callSites(skip: (...args: never[]) => unknown, limit: number): CallSiteLike[] | undefined {
+  const holder = captureSites(skip, limit);
+  return holder && formatSites(holder);
+}
+
+/**
+ * Captures the frames below `skip`'s caller (at most `limit`) into a holder whose `stack` is
+ * formatted when first read (V8 formats lazily); `undefined` without V8's
+ * `Error.captureStackTrace`. `Error.stackTraceLimit` is put back before this returns.
+ */
+function captureSites(
+  skip: (...args: never[]) => unknown,
+  limit: number,
+): { stack?: unknown } | undefined {
+  const E = V8Error;
   if (typeof E.captureStackTrace !== 'function') return undefined;
-  const hadPrepare = Object.hasOwn(E, 'prepareStackTrace');
-  const prepare = E.prepareStackTrace;
-  const limit = E.stackTraceLimit;
+  const before = E.stackTraceLimit;
   const holder: { stack?: unknown } = {};
   try {
-    E.prepareStackTrace = (_error: unknown, sites: unknown) => sites;
-    E.stackTraceLimit = 12;
+    E.stackTraceLimit = limit;
     E.captureStackTrace(holder, skip);
-    const sites = holder.stack; // (made now, with this prepareStackTrace)
+    return holder;
+  } catch {
+    return undefined;
+  } finally {
+    try {
+      E.stackTraceLimit = before;
+    } catch {
+      // (a frozen Error: nothing was changed)
+    }
+  }
+}
+
+/**
+ * The call sites of a holder of {@link captureSites}, read (once) with this module's
+ * `Error.prepareStackTrace`, then the one in place before is put back.
+ */
+function formatSites(holder: { stack?: unknown }): CallSiteLike[] | undefined {
+  const E = V8Error;
+  const hadPrepare = Object.hasOwn(E, 'prepareStackTrace');
+  const prepare = E.prepareStackTrace;
+  try {
+    E.prepareStackTrace = (_error: unknown, sites: unknown) => sites;
+    const sites = holder.stack; // (formatted now, with this prepareStackTrace)
     return Array.isArray(sites) ? (sites as CallSiteLike[]) : undefined;
   } catch {
     return undefined;
@@ -881,7 +1015,6 @@ function callSites(skip: (...args: never[]) => unknown): CallSiteLike[] | undefi
     try {
       if (hadPrepare) E.prepareStackTrace = prepare;
       else delete E.prepareStackTrace;
-      E.stackTraceLimit = limit;
     } catch {
       // (a frozen Error: nothing was changed)
     }
@@ -1010,7 +1143,7 @@ function recordValue(execution: Execution, value: unknown): Promise<void> {
 
 /**
  * Get and set of an own property as it was, a value or another middleware's accessor
- * (`setter`: that accessor's own setter, to call with no frame of this module between).
+ * (`setter`, `getter`: that accessor's own, to call with no frame of this module between).
  */
 function chainedProperty(
   target: object,
@@ -1019,6 +1152,7 @@ function chainedProperty(
   get(self: object): unknown;
   set(self: object, value: unknown): void;
   setter?: (this: object, value: unknown) => void;
+  getter?: (this: object) => unknown;
 } {
   const before = Object.getOwnPropertyDescriptor(target, name);
   if (before?.get || before?.set) {
@@ -1026,6 +1160,7 @@ function chainedProperty(
       get: (self) => before.get?.call(self),
       set: (self, value) => before.set?.call(self, value),
       setter: before.set,
+      getter: before.get,
     };
   }
   let stored: unknown = before?.value;

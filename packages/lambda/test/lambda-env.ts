@@ -215,3 +215,37 @@ export function throwsOnce(
     .use({ onError });
   return { handler, runs: () => runs };
 }
+
+/**
+ * A middleware whose `before` puts its own accessor on `request.error`, chaining to the one in
+ * place (idempotency()'s watch): a frame of another watcher between Middy and the watch.
+ */
+export const interposeErrorAccessor = {
+  // biome-ignore lint/suspicious/noExplicitAny: a Middy request poked at as any middleware would
+  before: async (request: any) => {
+    const chained = Object.getOwnPropertyDescriptor(request, 'error');
+    Object.defineProperty(request, 'error', {
+      configurable: true,
+      enumerable: true,
+      get() {
+        return chained?.get?.call(this);
+      },
+      set(value) {
+        chained?.set?.call(this, value);
+      },
+    });
+  },
+};
+
+/** A handler that throws on its first run, then answers 'ok'; `runs()` counts. */
+export function flaky() {
+  let count = 0;
+  return {
+    run: async () => {
+      count += 1;
+      if (count === 1) throw new Error('transient');
+      return 'ok';
+    },
+    runs: () => count,
+  };
+}

@@ -2,7 +2,15 @@ import { OutcomeNotRecordedError } from '@idem/core';
 import middy from '@middy/core';
 import { describe, expect, it } from 'vitest';
 import { idempotency, isIdemError } from '../src/index.js';
-import { fakeContext, settle, sleep, useEnv, withoutCallSites } from './lambda-env.js';
+import {
+  fakeContext,
+  flaky,
+  interposeErrorAccessor as interpose,
+  settle,
+  sleep,
+  useEnv,
+  withoutCallSites,
+} from './lambda-env.js';
 
 // lamfix: idempotency() tells Middy's own write of request.error (its catch in `runRequest`, or
 // its rethrow) from a hook's by the writer's call site: the function two frames above its own
@@ -22,19 +30,6 @@ async function retryWhileHeld(handler: (e: Ev) => Promise<unknown>, id: string) 
     answer = await settle(handler({ id }));
   }
   return answer;
-}
-
-/** A handler that throws on its first run, then answers 'ok'; `runs()` counts. */
-function flaky() {
-  let count = 0;
-  return {
-    run: async () => {
-      count += 1;
-      if (count === 1) throw new Error('transient');
-      return 'ok';
-    },
-    runs: () => count,
-  };
 }
 
 /** A handler that returns 'charged'; `runs()` counts. */
@@ -188,21 +183,6 @@ describe('lamfix: Middy, whose write of request.error (redis)', () => {
   // A later middleware that puts its own accessor on request.error (chaining to idempotency()'s)
   // sits between Middy and the watch: the writer is not known, the writes alone decide.
   it('held: a later middleware with its own accessor on request.error: the writes alone decide (released by idempotency()`s onError; a marker after a return), one run per release', async () => {
-    const interpose: Mw = {
-      before: async (request: Req) => {
-        const chained = Object.getOwnPropertyDescriptor(request, 'error');
-        Object.defineProperty(request, 'error', {
-          configurable: true,
-          enumerable: true,
-          get() {
-            return chained?.get?.call(this);
-          },
-          set(value) {
-            chained?.set?.call(this, value);
-          },
-        });
-      },
-    };
     const h = flaky();
     const threw = call(middy(h.run).use(idem()).use(interpose));
     expect(await settle(threw({ id: 'interposed-threw' }))).toHaveProperty('error');
