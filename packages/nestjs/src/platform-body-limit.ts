@@ -363,13 +363,20 @@ export function answerFastifyBodyLimit(
     const uses = usesOf(route.handler, owner, byName);
     if (!uses?.some((use) => use.settings)) return;
     const own = route.errorHandler;
+    const refusesEmpty = refusesEmptyParams.has(route.handler as object);
     route.errorHandler = function idempotencyBodyLimit(error, request, reply) {
-      const answer =
-        (error as { code?: unknown } | null)?.code === 'FST_ERR_CTP_BODY_TOO_LARGE' &&
-        !emptyParameter(request.params) &&
-        hostAdmits(uses, judge.hostname(request)) === true
-          ? answerFor(uses, request, judge)
-          : undefined;
+      let answer: ReturnType<typeof answerFor>;
+      try {
+        answer =
+          (error as { code?: unknown } | null)?.code === 'FST_ERR_CTP_BODY_TOO_LARGE' &&
+          !(refusesEmpty && emptyParameter(request.params)) &&
+          hostAdmits(uses, judge.hostname(request)) === true
+            ? answerFor(uses, request, judge)
+            : undefined;
+      } catch {
+        // What this reads changed shape (nestrev23b): the error goes on as without idem.
+        answer = undefined;
+      }
       if (answer === 'body-too-large') {
         reply.code(413);
         for (const [name, value] of Object.entries(PROBLEM_HEADERS)) reply.header(name, value);
@@ -429,19 +436,33 @@ export function keepFastifyMarks(adapter: {
   if (typeof wrap !== 'function') return;
   adapter.requireNonEmptyParams = function (this: unknown, url, handler) {
     const wrapped = wrap.call(this, url, handler);
-    const marks = metadataOf(ROUTE_SETTINGS_METADATA, handler);
-    if (wrapped !== handler && typeof wrapped === 'function' && marks instanceof WeakMap)
-      reflect.defineMetadata?.(ROUTE_SETTINGS_METADATA, marks, wrapped);
+    if (wrapped !== handler && typeof wrapped === 'function') {
+      refusesEmptyParams.add(wrapped);
+      const marks = metadataOf(ROUTE_SETTINGS_METADATA, handler);
+      if (marks instanceof WeakMap)
+        reflect.defineMetadata?.(ROUTE_SETTINGS_METADATA, marks, wrapped);
+    }
     return wrapped;
   };
 }
+
+/**
+ * The route handlers Nest's Fastify adapter wrapped with its check of empty parameters (Nest 12;
+ * Nest 11.0.0 has none and runs a route with an empty parameter): only these refuse a request
+ * with one (nestrev23b).
+ */
+const refusesEmptyParams = new WeakSet<object>();
 
 interface ExpressLayerLike {
   route?: {
     methods?: Record<string, unknown>;
     stack?: ReadonlyArray<{ method?: string; handle?: unknown }>;
   };
-  match?(path: string): boolean;
+  /** A middleware's function: a mounted Router has a `stack` of its own. */
+  handle?: unknown;
+  /** The part of the path the layer matched, set by `match` (Express's router trims it). */
+  path?: unknown;
+  match?(path: string): unknown;
 }
 interface ExpressLike {
   router?: { stack?: readonly ExpressLayerLike[] };
@@ -530,21 +551,68 @@ function expressRoute(
 ): { uses: RouteUses | undefined } | null | undefined {
   const stack = (app.router ?? app._router)?.stack;
   const url = request.url;
-  if (!Array.isArray(stack) || typeof url !== 'string' || !url.startsWith('/')) return undefined;
+  if (typeof url !== 'string' || !url.startsWith('/')) return undefined;
   const end = url.search(/[?#]/);
   const path = end === -1 ? url : url.slice(0, end);
   // biome-ignore lint/suspicious/noControlCharactersInRegex: what the URL parser escapes
   if (/[\u0000-\u0020\u007f-\uffff]/.test(path)) return undefined;
+  const find = { request, response, owner, byName, judge };
+  return routeIn(stack, path, find, 0);
+}
+
+interface RouteSearch {
+  request: ExpressRequest;
+  response: unknown;
+  owner: object;
+  byName: ReadonlyMap<string, RouteUses>;
+  judge: RefusalJudge;
+}
+
+/**
+ * {@link expressRoute} in one router's stack, for the path left to it. A Router the app mounts
+ * (`app.use(path, router)`) is searched too, for the rest of the path, as Express hands it on;
+ * a sub-app mounted so (`app.use(path, app2)`), whose routes are not reachable here, makes the
+ * answer unknown where it matches (nestrev23b: its own route may serve the request).
+ */
+function routeIn(
+  stack: unknown,
+  path: string,
+  find: RouteSearch,
+  depth: number,
+): { uses: RouteUses | undefined } | null | undefined {
+  if (!Array.isArray(stack) || depth > 8) return undefined;
+  const { request, response, owner, byName, judge } = find;
   const requested = request.method.toLowerCase();
-  for (const layer of stack) {
-    if (!layer?.route || typeof layer.match !== 'function') continue;
-    let matched: boolean;
+  for (const layer of stack as readonly ExpressLayerLike[]) {
+    if (!layer || typeof layer.match !== 'function') continue;
+    const handle = layer.handle as
+      | (((...args: never[]) => unknown) & { stack?: unknown })
+      | undefined;
+    const mounted = !layer.route && typeof handle === 'function';
+    const router = mounted && Array.isArray(handle.stack);
+    if (!layer.route && !router && !(mounted && handle.name === 'mounted_app')) continue;
+    let matched: unknown;
     try {
       matched = layer.match(path);
     } catch {
       return undefined;
     }
     if (!matched) continue;
+    if (!layer.route) {
+      // The matched part: what `match` answers (router 2.1 on), else what it set (router 2.0).
+      const prefix =
+        typeof matched === 'object' ? (matched as { path?: unknown }).path : layer.path;
+      if (!router || typeof prefix !== 'string') return undefined;
+      const rest = path.slice(prefix.length);
+      const found = routeIn(
+        handle?.stack,
+        rest.startsWith('/') ? rest : `/${rest}`,
+        find,
+        depth + 1,
+      );
+      if (found === null) continue;
+      return found;
+    }
     // As Express's route: a HEAD request goes to its GET handlers when it has no HEAD one.
     const method = requested === 'head' && !layer.route.methods?.head ? 'get' : requested;
     for (const one of layer.route.stack ?? []) {
@@ -588,8 +656,14 @@ export function answerExpressBodyLimit(
   ) {
     const refused = error as { type?: unknown; status?: unknown } | null;
     if (refused?.type === 'entity.too.large' && refused.status === 413 && !response.headersSent) {
-      const route = expressRoute(app, request, response, owner, byName, judge);
-      const answer = route ? answerFor(route.uses, request, judge) : undefined;
+      let answer: ReturnType<typeof answerFor>;
+      try {
+        const route = expressRoute(app, request, response, owner, byName, judge);
+        answer = route ? answerFor(route.uses, request, judge) : undefined;
+      } catch {
+        // What this reads changed shape (nestrev23b): the error goes on as without idem.
+        answer = undefined;
+      }
       if (answer === 'body-too-large') {
         response.statusCode = 413;
         for (const [name, value] of Object.entries(PROBLEM_HEADERS))
