@@ -10,6 +10,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
 import { closeTapApps, head, rawExchange, tapApp } from './fastify-tap-review-kit.js';
+import { registerGlobalIdem } from './support/global-idem.js';
 
 // The holes fastify7's review left open, closed: a body a preParsing stream pipes to the
 // route is fingerprinted by its bytes once they are all in (the plugin waits for them, within
@@ -314,11 +315,7 @@ describe("the plugin's own wait for a body left to the route is bounded (bodyTim
 describe('a body with no Content-Length and no Transfer-Encoding is copied too', () => {
   async function injectApp() {
     const app = Fastify();
-    await app.register(idempotency, {
-      store: createMemoryStore(),
-      scope: 'global',
-      onWarning: () => {},
-    });
+    await registerGlobalIdem(app);
     let runs = 0;
     app.post('/raw', async (request) => {
       let size = 0;

@@ -100,6 +100,42 @@ export function send(baseUrl: string, path: string, options: SendOptions = {}): 
   });
 }
 
+/**
+ * What a test saw of one keyed request to a route that answers 201 `{ got }` (what it read of
+ * the body): the status, whether it is a replay (`Idempotent-Replayed: true`), and `got` of a
+ * 201 (undefined for any other status).
+ */
+export interface GotReply {
+  status: number;
+  replayed: boolean;
+  got: unknown;
+}
+
+/**
+ * Sends `body` as a `POST path` under `key` with `contentType` (node:http: a character of the
+ * Content-Type is sent as its Latin-1 byte, U+00A0 as A0), without a tenant header, and sums
+ * up the answer as a {@link GotReply}.
+ */
+export async function postGot(
+  baseUrl: string,
+  path: string,
+  key: string,
+  body: Buffer,
+  contentType: string,
+): Promise<GotReply> {
+  const reply = await send(baseUrl, path, {
+    key,
+    tenant: null,
+    body,
+    headers: { 'content-type': contentType },
+  });
+  return {
+    status: reply.status,
+    replayed: reply.headers['idempotent-replayed'] === 'true',
+    got: reply.status === 201 ? (json(reply) as { got: unknown }).got : undefined,
+  };
+}
+
 /** The body of an exchange as JSON. */
 export function json(exchange: Exchange): unknown {
   return JSON.parse(exchange.body.toString('utf8'));

@@ -1,5 +1,5 @@
-export type { Exchange, SendOptions } from './client.js';
-export { json, listening, send } from './client.js';
+export type { Exchange, GotReply, SendOptions } from './client.js';
+export { json, listening, postGot, send } from './client.js';
 export { describeHttpConformance } from './describe.js';
 export type { FetchHandler } from './fetch-driver.js';
 export { fetchDriver, replyToResponse, respondWithRoute } from './fetch-driver.js';

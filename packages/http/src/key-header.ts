@@ -1,26 +1,11 @@
 import { validateKey } from '@idem/core';
+import { trimOws } from './media-type.js';
 
 /** Result of {@link parseIdempotencyKey}. */
 export type ParsedKey = { ok: true; key: string } | { ok: false; reason: string };
 
 // RFC 8941 sf-string characters that need no escape: printable ASCII except DQUOTE and "\".
 const UNESCAPED = /^[\x20\x21\x23-\x5b\x5d-\x7e]$/;
-
-/**
- * `value` without the optional white space HTTP allows around a field value (RFC 9110 5.5:
- * SP and HTAB only). Not `String.prototype.trim`, which also drops Unicode white space: Node
- * reads a header byte past 0x7F as Latin-1, so a NO-BREAK SPACE (0xA0) sent around a key was
- * dropped and the key taken as another one instead of refused.
- */
-function trimOws(value: string): string {
-  let start = 0;
-  let end = value.length;
-  while (start < end && (value.charCodeAt(start) === 0x20 || value.charCodeAt(start) === 0x09))
-    start++;
-  while (end > start && (value.charCodeAt(end - 1) === 0x20 || value.charCodeAt(end - 1) === 0x09))
-    end--;
-  return start === 0 && end === value.length ? value : value.slice(start, end);
-}
 
 /**
  * Parses an `Idempotency-Key` field value: a Structured Field String (RFC 8941: `"..."`

@@ -12,6 +12,7 @@
 
 import { contentTypeParameters } from './content-type.js';
 import { brandError, isBranded } from './error-brand.js';
+import { trimOws } from './media-type.js';
 
 /** At most this many parts in a multipart body; more → 413. */
 export const MAX_MULTIPART_PARTS = 1_000;
@@ -48,11 +49,12 @@ export class BodyPartsLimitError extends Error {
   }
 }
 
-const MULTIPART_FORM = /^multipart\/form-data\s*(?:;|$)/i;
+// OWS only, as `isJsonContentType` (U+00A0 is no whitespace to the parsers).
+const MULTIPART_FORM = /^multipart\/form-data[ \t]*(?:;|$)/i;
 
 /** True for a `multipart/form-data` content type (any parameters). */
 export function isMultipartFormContentType(contentType: string | null | undefined): boolean {
-  return typeof contentType === 'string' && MULTIPART_FORM.test(contentType.trim());
+  return typeof contentType === 'string' && MULTIPART_FORM.test(trimOws(contentType));
 }
 
 /**

@@ -4,6 +4,7 @@ import { contentTypeParameters } from './content-type.js';
 import { brandError, isBranded } from './error-brand.js';
 import { isAmbiguousJson } from './json-ambiguity.js';
 import { jsonTextOf } from './json-text.js';
+import { trimOws } from './media-type.js';
 import { canonicalMultipart, isMultipartFormContentType } from './multipart.js';
 
 /**
@@ -129,11 +130,12 @@ function checkText(text: string): void {
 // Stateless between calls (no `stream` option): one for every body.
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 
-const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json\s*(?:;|$)/i;
+// OWS only (not `\s`, not String#trim: U+00A0 is no whitespace to type-is; see `mediaType`).
+const JSON_TYPE = /^application\/(?:[\w.+-]+\+)?json[ \t]*(?:;|$)/i;
 
 /** True for `application/json` and `application/*+json` content types. */
 export function isJsonContentType(contentType: string | null | undefined): boolean {
-  return typeof contentType === 'string' && JSON_TYPE.test(contentType.trim());
+  return typeof contentType === 'string' && JSON_TYPE.test(trimOws(contentType));
 }
 
 /**

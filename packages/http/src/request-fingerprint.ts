@@ -104,13 +104,20 @@ function methodOverrides<R>(
  * charset add nothing, so the fingerprints of such requests are those of earlier versions and
  * a retry across an upgrade is still replayed. Other parameters (a multipart boundary is in the
  * body) and case do not matter. A parameter list that names `charset` but does not parse
- * (parsers read it differently) adds itself as sent; a charset named twice, not both UTF-8,
- * adds both. With `defaultCharset` (`fingerprint.defaultCharset`: the parsers' default is
- * another charset), a type naming no charset, or an empty one, is taken as naming that
- * default: decoded by it, it is another request than `charset=utf-8`. JSON types too: a JSON
- * parser decodes UTF-8 whatever, but a text parser told to parse every type decodes
- * `application/json` naming none by its default (edgerev22), and nothing before the parsers
- * tells which one reads it; a JSON request naming none under the option is the default named.
+ * (parsers read it differently) adds itself as sent, untrimmed and quoted, under a name of its
+ * own (`;unparsed=`), never taken for a list that parsed: String#trim took U+00A0 off
+ * `;\u00a0charset=latin1` (no charset to body-parser, a parameter named `\u00a0charset`),
+ * which then was `;charset=latin1` (fprev23). A charset named twice, not both UTF-8, adds
+ * both, joined with `,`; a list with a name holding a comma is written as JSON under another
+ * name (`;charset*=`), as `charset="iso-8859-1,5"` (ISO-8859-15 to iconv-lite, which keeps
+ * letters and digits) and `charset=iso-8859-1; charset=5` (ISO-8859-1 to a parser taking the
+ * first) were one list (fprev23). With `defaultCharset` (`fingerprint.defaultCharset`: the
+ * parsers' default is another charset), a type naming no charset, or an empty one, is taken
+ * as naming that default: decoded by it, it is another request than `charset=utf-8`. JSON
+ * types too: a JSON parser decodes UTF-8 whatever, but a text parser told to parse every type
+ * decodes `application/json` naming none by its default (edgerev22), and nothing before the
+ * parsers tells which one reads it; a JSON request naming none under the option is the
+ * default named.
  */
 function fingerprintedType(contentType: string | undefined, defaultCharset?: string): string {
   const type = mediaType(contentType);
@@ -118,21 +125,25 @@ function fingerprintedType(contentType: string | undefined, defaultCharset?: str
   // Only an app that says its parsers' default is not UTF-8 pays for this.
   const fallback = defaultCharset === undefined ? undefined : implicitCharset(defaultCharset);
   const semicolon = contentType.indexOf(';');
+  // `fallback` is a token (checked with the options): no comma in it.
   if (semicolon === -1 || !/charset/i.test(contentType))
     return fallback === undefined ? type : `${type};charset=${fallback}`;
   // `charset = utf-8` as body-parser reads it.
   const params = contentTypeParameters(contentType, { spacesAroundEquals: true });
-  if (!params) return `${type};${contentType.slice(semicolon + 1).trim()}`;
+  if (!params) return `${type};unparsed=${JSON.stringify(contentType.slice(semicolon + 1))}`;
   const charsets = params.get('charset');
   if (!charsets) return fallback === undefined ? type : `${type};charset=${fallback}`;
   // Parsers take one of a repeated charset (which one differs): UTF-8 named twice is UTF-8, a
   // list with another charset in it is fingerprinted whole.
+  let comma = false;
   const named = charsets.map((charset) => {
     const name = charset.trim().toLowerCase();
     if (name === '') return fallback ?? 'utf-8';
+    if (name.includes(',')) comma = true;
     return name === 'utf8' ? 'utf-8' : name;
   });
-  return named.every((name) => name === 'utf-8') ? type : `${type};charset=${named.join(',')}`;
+  if (named.every((name) => name === 'utf-8')) return type;
+  return comma ? `${type};charset*=${JSON.stringify(named)}` : `${type};charset=${named.join(',')}`;
 }
 
 /** Charsets that decode every ASCII byte as UTF-8 does (lower case, as fingerprinted). */
@@ -151,6 +162,7 @@ const ASCII_COMPATIBLE =
  */
 function jsonUnder(type: string, bytes: Uint8Array, body: RequestBody): RequestBody {
   const semicolon = type.indexOf(';');
+  // A list of names without commas (`;charset*=` and `;unparsed=` are bytes).
   if (type.startsWith(';charset=', semicolon)) {
     let ascii = true;
     for (const name of type.slice(semicolon + 9).split(','))

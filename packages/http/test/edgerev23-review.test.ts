@@ -2,14 +2,13 @@ import { createMemoryStore } from '@idem/store-memory';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  bodyFromBytes,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyDecision,
   PROBLEM_TYPES,
 } from '../src/index.js';
-import { fingerprintOf } from '../src/request-fingerprint.js';
 import { decisionSummary, keyedRequest, scopeCountingHandler } from './support/decision-summary.js';
+import { fingerprintOfBody } from './support/fingerprint-of.js';
 
 // edgerev23: adversarial review of two merges into @idem/http: `fingerprint.defaultCharset`
 // applied to JSON types too (c304bb7a, request-fingerprint.ts) and `handler.beforeScope()`
@@ -262,20 +261,7 @@ describe('fingerprint.defaultCharset on JSON types', () => {
   // differently), even ASCII JSON is fingerprinted by its bytes; under Latin-1, Windows-1252
   // and US-ASCII it stays canonical JSON. (Fails on the merge's source: all were canonical.)
   it('the fix: ASCII JSON spaced differently is another body under UTF-16 or unparsed parameters, the same one under ASCII-compatible charsets', async () => {
-    const print = (text: string, contentType: string) =>
-      fingerprintOf(
-        {
-          native: null,
-          method: 'POST',
-          url: '/x',
-          header: (name) => (name === 'content-type' ? contentType : undefined),
-          readBody: async () => ({ kind: 'none' }),
-        },
-        'POST',
-        { pathname: '/x', search: '' },
-        bodyFromBytes(new TextEncoder().encode(text), contentType),
-        undefined,
-      );
+    const print = (text: string, contentType: string) => fingerprintOfBody(text, contentType);
     const apart = [];
     for (const type of [
       'application/json; charset=utf-16le',
