@@ -9,6 +9,7 @@ import {
   checkOutcome,
   checkPositiveInteger,
   type ExtendInput,
+  elapsedClock,
   InvalidInputError,
   isManualClock,
   NOT_OWNER,
@@ -112,6 +113,11 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   // too (see `countFrom`). A ManualClock decides as given (it stands still while real time
   // passes, or is advanced less than it).
   const wallClock = !isManualClock(clock);
+  // Elapsed time, on core's monotonic clock (what the engine counts its lease estimate on):
+  // anchored at `performance.timeOrigin` and read again when `performance` is another object,
+  // so a test's fake timers swapping it (counting from their install) never read as the
+  // process's whole uptime elapsed, or as time running backwards.
+  const elapsed = elapsedClock(systemClock);
   const schema: ItemSchema = createItemSchema(
     {
       partitionKey: options.partitionKey ?? 'pk',
@@ -161,8 +167,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     fence: number;
     leaseUntil: number;
     /**
-     * The clock's reading the lease was last counted from (its write's `now`), and
-     * `performance.now()` at that reading: how far the clock should read now, had it not been
+     * The clock's reading the lease was last counted from (its write's `now`), and the
+     * monotonic clock's (`elapsed`) at that reading: how far the clock should read now, had it not been
      * stepped back (see `countFrom`).
      */
     clockAt: number;
@@ -430,7 +436,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       const first = released === undefined ? 0 : 1;
       for (let attempt = first; attempt <= MAX_ACQUIRE_ATTEMPTS; attempt++) {
         const now = readClock(clock);
-        const nowMono = performance.now();
+        const nowMono = elapsed.now();
         const leaseUntil = now + input.leaseMs;
         const expiresAt = leaseUntil + input.retentionMs;
         const continues = seenExpiresAt !== undefined && now < seenExpiresAt;
@@ -664,7 +670,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       const turn = takeTurn(input.key, input.owner, false);
       try {
         const { lease } = turn;
-        const nowMono = performance.now();
+        const nowMono = elapsed.now();
         const now = countFrom(lease, readClock(clock), nowMono);
         const leaseUntil = now + input.leaseMs;
         const expiresAt = leaseUntil + input.retentionMs;

@@ -22,18 +22,15 @@ const QUERY = 0x51;
  * Whether a Query message (`buffer`) is a `COPY ... FROM STDIN`: the server reads its data
  * with no idle timer, and however large it will be is not known when it opens (a stream of
  * CopyData messages, written by node-postgres or straight into the socket by
- * pg-copy-streams). Told by its first word (after blanks; not after a comment) at the cost of
- * a few byte comparisons for any other statement; the rest of its text only for a COPY.
+ * pg-copy-streams). Told by its first word (after blanks and comments, as a statement read
+ * from a file has them) at the cost of a few byte comparisons for any other statement; the
+ * rest of its text only for a COPY, and never for the COPY of a query (`COPY (SELECT ...) TO`,
+ * whose first word a parenthesis follows: it cannot read from STDIN).
  */
 function copiesIn(buffer: Buffer): boolean {
   // The text starts after the type byte and the length; it ends with a zero byte.
   const end = buffer.length - 1;
-  let at = 5;
-  while (
-    at < end &&
-    (buffer[at] === 0x20 || ((buffer[at] as number) >= 0x09 && (buffer[at] as number) <= 0x0d))
-  )
-    at++;
+  const at = skipBlanks(buffer, 5, end);
   if (
     at + 4 > end ||
     ((buffer[at] as number) | 0x20) !== 0x63 ||
@@ -42,7 +39,51 @@ function copiesIn(buffer: Buffer): boolean {
     ((buffer[at + 3] as number) | 0x20) !== 0x79
   )
     return false;
-  return /\bfrom\s+stdin\b/i.test(buffer.toString('latin1', at + 4, end));
+  // A longer word (`copy_rows()`), or the COPY of a query.
+  if (wordByte(buffer[at + 4] as number)) return false;
+  const next = skipBlanks(buffer, at + 4, end);
+  if (buffer[next] === 0x28) return false;
+  return /\bfrom\s+stdin\b/i.test(buffer.toString('latin1', next, end));
+}
+
+/** A byte an SQL word goes on with: a letter, a digit, `_`, `$`, or one of a multibyte character. */
+function wordByte(byte: number): boolean {
+  const lower = byte | 0x20;
+  return (
+    (lower >= 0x61 && lower <= 0x7a) ||
+    (byte >= 0x30 && byte <= 0x39) ||
+    byte === 0x5f ||
+    byte === 0x24 ||
+    byte >= 0x80
+  );
+}
+
+/**
+ * Where the SQL text of `buffer` from `at` (before `end`) goes on past blanks and comments
+ * (`-- ...` to the line's end, and `/* ... *\/`, which nest in PostgreSQL).
+ */
+function skipBlanks(buffer: Buffer, at: number, end: number): number {
+  while (at < end) {
+    const byte = buffer[at] as number;
+    if (byte === 0x20 || (byte >= 0x09 && byte <= 0x0d)) at++;
+    else if (byte === 0x2d && buffer[at + 1] === 0x2d) {
+      at += 2;
+      while (at < end && buffer[at] !== 0x0a) at++;
+    } else if (byte === 0x2f && buffer[at + 1] === 0x2a) {
+      let depth = 1;
+      at += 2;
+      while (at < end && depth > 0) {
+        if (buffer[at] === 0x2f && buffer[at + 1] === 0x2a) {
+          depth++;
+          at += 2;
+        } else if (buffer[at] === 0x2a && buffer[at + 1] === 0x2f) {
+          depth--;
+          at += 2;
+        } else at++;
+      }
+    } else break;
+  }
+  return at;
 }
 
 /**
@@ -99,10 +140,16 @@ export interface GuardedRecord {
  * backend (`pg_terminate_backend`'s own rule: the backend's role's privileges or
  * `pg_signal_backend`, and a superuser's backend only as a superuser; a role that merely sees
  * the backend, through `pg_read_all_stats`, is told `not armed`, so the statement goes under
- * the idle limit), then watches the whole statement, while the backend runs it or waits for
- * the rest of it (`active`: a Bind after its Parse, data after a `COPY`), and returns as soon
- * as the statement ended (the backend idle in its transaction again, since the guard began:
- * its ReadyForQuery armed the server's idle timer) or the backend left the transaction, and ends
+ * the idle limit), then watches the statement while any of it may still be on its way: while
+ * the backend waits for its first message (idle, as when the guard began), and while it reads
+ * or runs the message it is `active` on (a Bind after its Parse, a `COPY`'s data: the backend
+ * reports nothing while a message or a COPY's data arrives, so `state_change` stays that of
+ * the first `active` the guard saw). It returns as soon as the backend moved on: to its
+ * statement's next message or the next statement (`state_change` changed: whatever the
+ * guard stood in for has arrived; a guard that went on polling through the statements after
+ * it, which a 50 ms poll can see `active` back to back, piled one pool connection up per large
+ * statement: the pgrev26 review), idle in its transaction again since the guard began (its
+ * ReadyForQuery armed the server's idle timer), or out of the transaction; and it ends
  * the backend (by pid and transaction id, read again just before: `pg_stat_activity` is a
  * snapshot kept for the guard's whole transaction, and a lease read may have waited for a
  * lock meanwhile) once the record's lease and its held lease, as a takeover reads them,
@@ -126,7 +173,9 @@ export function uploadGuardSql(
   // pg_stat_activity shows the 32-bit transaction id.
   const xid32 = (BigInt(record.xid) % 2n ** 32n).toString();
   const margin = Math.max(0, Math.ceil(marginMs));
-  return `DO $idem_upload_guard$
+  // The tables first (a comment): pg_stat_activity keeps the first 1 KB of a statement's text
+  // (track_activity_query_size), and an operator finds a table's guards by it.
+  return `DO $idem_upload_guard$ -- ${o.table}, ${o.heldLeases}
 DECLARE
   v_since timestamptz := clock_timestamp();
   v_state text;
@@ -136,6 +185,7 @@ DECLARE
   v_lease bigint;
   v_held bigint;
   v_armed boolean := false;
+  v_reading timestamptz;
 BEGIN
   LOOP
     PERFORM pg_stat_clear_snapshot();
@@ -152,6 +202,10 @@ BEGIN
       END IF;
     ELSIF NOT v_armed OR v_state IS DISTINCT FROM 'active' THEN
       IF NOT v_armed THEN RAISE NOTICE '${NOT_ARMED}'; END IF;
+      RETURN;
+    ELSIF v_reading IS NULL THEN
+      v_reading := v_change;
+    ELSIF v_change IS DISTINCT FROM v_reading THEN
       RETURN;
     END IF;
     SELECT lease_until INTO v_lease FROM ${o.table}
@@ -273,7 +327,8 @@ async function guardOn(
  * corked, and sends them at once when it uncorks: so a large later message whose statement
  * opened in that corked write (nothing of it sent yet) keeps the socket corked one step more,
  * the whole statement held in the socket's buffer while a guard is armed, as for a large first
- * message (the guard watches the whole statement, see {@link uploadGuardSql}); then it goes.
+ * message (the guard watches the statement until it has arrived, see {@link uploadGuardSql});
+ * then it goes.
  * Smaller messages are sent as they come.
  */
 export class UploadGuard {

@@ -16,34 +16,16 @@ import {
 } from './pg-env.js';
 import { insertCharge, untilTakenOver } from './take-over.js';
 import { startThrottledProxy } from './throttled-proxy.js';
+import { copyIn, copyLines, countArmed, reviewSchema } from './upload-guard-helpers.js';
 
 /**
  * Adversarial review of the upload guard (src/upload-guard.ts, merged with "Merge wt/pg"):
  * exactly-once, isolation (which backend a guard may end), bounded time and resources, bad
  * input, roles, the normal path. Own schema (`pgrev25r_*`), own roles, own tables.
  */
-const schema = randomName('pgrev25r');
-const table = `${schema}.records`;
-const held = parseTableName(table).sibling('_held_leases');
-const charges = `${schema}.charges`;
 const APP = 'pgrev25r-review';
-const raw = makePool({ max: 4, application_name: APP });
-
-beforeAll(async () => {
-  await raw.query(`CREATE SCHEMA ${schema}`);
-  await createPostgresStore({ pool: raw, table }).ensureSchema();
-  await raw.query(
-    `CREATE TABLE ${charges} (id bigserial PRIMARY KEY, scope text NOT NULL, fence bigint NOT NULL)`,
-  );
-});
-afterAll(async () => {
-  // Nothing of this file left running (a stuck upload of a finding's test).
-  await raw.query(
-    `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE '${APP}%' AND pid <> pg_backend_pid()`,
-  );
-  await raw.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-  await raw.end();
-});
+const { schema, table, charges, raw, engineOn, onDirectPool } = reviewSchema('pgrev25r', APP, 4);
+const held = parseTableName(table).sibling('_held_leases');
 
 const fenceRows = async (scope: string) =>
   (await raw.query(`SELECT fence FROM ${charges} WHERE scope = $1 ORDER BY id`, [scope])).rows.map(
@@ -53,21 +35,6 @@ const fenceRows = async (scope: string) =>
 /** Backends running a guard's loop for this file's table now. */
 const guardsRunning = () => uploadGuardsRunning(raw, schema);
 const until = pollUntil;
-
-/** Counts the guards armed on `pool` (their NOTICE on the connection that ran them). */
-function countArmed(pool: pg.Pool): { armed: number; acquired: number } {
-  const counts = { armed: 0, acquired: 0 };
-  const heard = new WeakSet<object>();
-  pool.on('acquire', (client) => {
-    counts.acquired++;
-    if (heard.has(client)) return;
-    heard.add(client);
-    client.on('notice', (notice: { message?: string }) => {
-      if (notice.message === 'idem upload guard: armed') counts.armed++;
-    });
-  });
-  return counts;
-}
 
 /** Waits (bounded) until one guard armed on the pool `counts` watches. */
 async function armedOnce(counts: { armed: number }): Promise<void> {
@@ -81,75 +48,6 @@ async function armedOnce(counts: { armed: number }): Promise<void> {
 }
 
 const big = (bytes: number) => `SELECT length('${'x'.repeat(bytes)}') AS n`;
-
-/** node-postgres' protocol connection: what a COPY's submittable sends on. */
-interface CopyConnection {
-  query(text: string): void;
-  sendCopyFromChunk(chunk: Buffer): void;
-  endCopyFrom(): void;
-}
-
-/**
- * `COPY <table> FROM STDIN` of `data` on `tx`, its CopyData sent as one message by
- * node-postgres (as pg-copy-streams sends its chunks); resolves at its ReadyForQuery.
- */
-function copyIn(tx: pg.PoolClient, table: string, data: Buffer): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    let failed: unknown;
-    const submittable = {
-      submit: (connection: CopyConnection) => connection.query(`COPY ${table} FROM STDIN`),
-      handleCopyInResponse: (connection: CopyConnection) => {
-        connection.sendCopyFromChunk(data);
-        connection.endCopyFrom();
-      },
-      handleError: (error: unknown) => {
-        failed ??= error;
-        reject(error);
-      },
-      handleReadyForQuery: () => (failed ? reject(failed) : resolve()),
-      handleCommandComplete: () => {},
-      handleRowDescription: () => {},
-      handleDataRow: () => {},
-      handleEmptyQuery: () => {},
-      handlePortalSuspended: () => {},
-      handleCopyData: () => {},
-    };
-    (tx as unknown as { query(s: unknown): unknown }).query(submittable);
-  });
-}
-
-/** `lines` lines of `width` characters each (a text COPY's data). */
-const copyLines = (lines: number, width: number) =>
-  Buffer.from(`${'y'.repeat(width)}\n`.repeat(lines));
-
-function engineOn(
-  pool: pg.Pool,
-  keyPrefix: string,
-  extra: { leaseMs?: number; heartbeatMs?: number; statementTimeoutMs?: number } = {},
-) {
-  const { statementTimeoutMs, ...core } = extra;
-  return createPostgresIdempotency<string>({
-    store: createPostgresStore({ pool, table, keyPrefix, statementTimeoutMs }),
-    leaseMs: 2_000,
-    heartbeatMs: 400,
-    maxHoldMs: 60_000,
-    ...core,
-  });
-}
-
-/**
- * An engine on a direct pool of `max` connections (keys prefixed `prefix`), the guards armed
- * on that pool counted, and a scope of its own.
- */
-function onDirectPool(max: number, prefix: string) {
-  const pool = makePool({ max, application_name: APP });
-  return {
-    pool,
-    counts: countArmed(pool),
-    scope: randomName('scope'),
-    engine: engineOn(pool, randomName(prefix)),
-  };
-}
 
 /** A pool behind a ~400 KB/s uplink, `warm` connections open. */
 async function throttledPool(max: number, warm: number, user?: string, role?: string) {
