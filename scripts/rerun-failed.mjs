@@ -184,6 +184,11 @@ if (refused || reruns.length === 0) process.exit(1);
 let failed = 0;
 for (const { lane, major, redisUrl, pkg, what, command } of reruns) {
   const env = { ...process.env, REDIS_URL: redisUrl };
+  // test.sh exports IDEM_CHAOS_FILES=side once the chaos run is over, and the chaos app's
+  // vitest config then excludes the chaos run's own file: a rerun of it found no test file and
+  // failed in a second whatever the run. Unset, the config includes every file and the
+  // rerun's file filter picks the one that failed (in either part).
+  delete env.IDEM_CHAOS_FILES;
   // As the lane ran it (scripts/test.sh's start_lane).
   if (major) env.IDEM_PROPERTY_RUNS = process.env.IDEM_NODE24_PROPERTY_RUNS || '25';
   const pnpm = ['pnpm', '--filter', pkg, '--fail-if-no-match', 'exec', 'sh', '-c', command];
