@@ -81,6 +81,21 @@ async function lockRow(rowKey: string): Promise<{ unlock(): Promise<void> }> {
   };
 }
 
+/** Waits (5 s at most) until no session waits for a row lock of this file's table. */
+async function waitNoLockWaiters(): Promise<void> {
+  const until = performance.now() + 5_000;
+  for (;;) {
+    const { rows } = await own.admin.query(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1`,
+      [`%${TABLE}%`],
+    );
+    if ((rows[0] as { n: number }).n === 0) return;
+    if (performance.now() > until)
+      throw new Error('a statement still waits for the row lock after 5 s');
+    await sleep(20);
+  }
+}
+
 /**
  * `lease`'s completion with `text` while another session holds its row's lock and the pool's
  * one connection is busy for `busyMs`: it takes the route and waits there for the lock.
@@ -116,6 +131,12 @@ describe('rv21: final writes on the renewal route', () => {
     const completed = await completing;
     expect(renewed.ok).toBe(true);
     expect(completed).toBeInstanceOf(StoreUnavailableError);
+    // The client gives up at 800 ms from its call; the server's statement_timeout counts from
+    // when the statement arrived, a little later (under CI load up to a few hundred ms). A lock
+    // released in between lets the cancelled-on-the-client completion commit, which is what an
+    // ambiguous StoreUnavailableError allows (seen once in CI). Released once no statement waits
+    // on the row, a completion that landed now would be one sent again.
+    await waitNoLockWaiters();
     await lock.unlock();
     expect((await rowOf(`${prefix}k1`))?.status).toBe('in_progress');
     await busy;
