@@ -1,10 +1,13 @@
 import { defineConfig } from 'vitest/config';
+import { fileWorkers } from '../../scripts/vitest-workers.js';
 
 // The SDK warns once per process that releases after January 2027 need Node 22; tests run on 20.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 export default defineConfig({
   test: {
+    // Files run 3 at a time: they mostly wait (scripts/vitest-workers.ts).
+    maxWorkers: fileWorkers(3),
     // Files share their worker processes (README "Tests"): about half the CPU of one process a file.
     isolate: false,
     include: ['test/**/*.test.ts'],
