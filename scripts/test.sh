@@ -7,7 +7,9 @@
 # packages on the machine's Node (THEN24A/THEN24B). The machine has two cores and most
 # packages spend most of their time waiting (leases, outages, brokers, child processes), so
 # the lanes overlap their waits; the split below keeps the lanes' wall times close to each
-# other (CI's at b137bbd: lanes 1-3 and each Node 24 lane with its THEN list, 620-775 s each).
+# other (a local CI run with files 3-4 at a time: lanes 1-3 and each Node 24 lane with its THEN list,
+# 319-443 s each; the split below evens them out to about 380-425 s). Within a package, files
+# that mostly wait run 3-4 at a time (scripts/vitest-workers.ts).
 #   - Every lane gets a Redis of its own (a throwaway redis-server on a free loopback port,
 #     stopped at the end) unless REDIS_URL is set: a test run never depends on what other runs
 #     left in the shared Redis, and never scans their keys.
@@ -24,12 +26,12 @@
 #     bound, recovery within a window): it must measure the app, not the test lanes beside
 #     it. Its chaos run runs first, with nothing beside it but store-postgres's (below; about
 #     3.5 minutes), then the five lanes; its other files (the harness's own tests, about 1
-#     minute, no latency judged) run in lane 1.
+#     minute, no latency judged) run in lane 2.
 #     Side by side with four lanes its memory-1mib row measured the CPU left to it (the app
 #     15-35 s behind); with the other lanes at nice 10 instead, their own timing tests starved
 #     in turn.
-#   - store-postgres runs before the lanes too, beside the chaos run, on Node 20 (about 3
-#     minutes in CI, four files at a time) then on Node 24 (its test:node24, about 20 s;
+#   - store-postgres runs before the lanes too, beside the chaos run, on Node 20 (190 s in CI
+#     four files at a time, six now) then on Node 24 (its test:node24, about 20 s;
 #     ALONE_ALL below). Each of the two
 #     uses under half a core (chaos 110 CPU-seconds in 230 s, store-postgres 93 in 225, run
 #     side by side: both passed, chaos's worst latency 3.6 s of its 10 s bound).
@@ -44,20 +46,21 @@ if [ "${IDEM_TEST_BUILT:-}" != 1 ]; then pnpm build; fi
 
 # Lanes of the machine's Node (lane 1 is implicit: every package not listed below).
 LANE2=(
-  @idem/consumers
-  @idem/llm-api
-  @idem/store-redis
-  @idem/express
-  @idem/otel
+  @idem/chaos
   @idem/store-memory
+  @idem/llm-api
+  @idem/nestjs
+  @idem/consumers
 )
 LANE3=(
-  @idem/cli
-  @idem/lambda
-  @idem/store-conformance
-  @idem/nestjs
+  @idem/core
+  @idem/http
+  @idem/express
   @idem/koa
   @idem/fastify
+  @idem/lambda
+  @idem/cli
+  @idem/store-conformance
 )
 # Packages of the machine's Node that run in the Node 24 lanes once those lanes' own packages
 # are done (the Node 24 passes are shorter: this evens out the five lanes' wall times).
@@ -67,8 +70,8 @@ THEN24A=(
 )
 THEN24B=(
   @idem/client
-  @idem/benchmarks
   @idem/hono
+  @idem/benchmarks
 )
 # Run before the lanes, side by side with nothing else (see above): chaos's timing-judging
 # part (its other files run in lane 1), and the whole of ALONE_ALL.
