@@ -6,9 +6,10 @@ import {
   type TableDescription,
   UpdateTimeToLiveCommand,
 } from '@aws-sdk/client-dynamodb';
-import { checkDuration, InvalidInputError, toStoreError } from '@idem/core';
+import { checkDuration, InvalidInputError, settleWithin, toStoreError } from '@idem/core';
 import type { ItemSchema } from './record-item.js';
 import { DYNAMODB_ERRORS, isNamed } from './sdk-errors.js';
+import { isTransientTableError, mayHaveApplied, noAnswer } from './table-errors.js';
 
 /** Options of `ensureTable()`. */
 export interface EnsureTableOptions {
@@ -17,8 +18,9 @@ export interface EnsureTableOptions {
    * become ACTIVE, and sending again a request that failed for a transient reason (no answer
    * within `requestDeadlineMs`, a dropped or refused connection, throttling, a 5xx). A
    * request DynamoDB refused for good (validation, access, credentials) fails at once. Each
-   * request is bounded by the store's `requestDeadlineMs`, so the call settles within
-   * `timeoutMs + requestDeadlineMs`. A non-negative number; 0 sends each request once.
+   * request is bounded by the store's `requestDeadlineMs`, and none runs past
+   * `timeoutMs + requestDeadlineMs` from the call, so the call settles within that (slow
+   * answers included). A non-negative number; 0 sends each request once.
    * @default 120_000
    */
   timeoutMs?: number;
@@ -79,91 +81,23 @@ function checkKeySchema(tableName: string, table: TableDescription, schema: Item
 /** Longest timer Node keeps (a longer sleep would fire at once: a tight polling loop). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** Options of one request: aborted past the store's `requestDeadlineMs`, as every other. */
-const bounded = (deadlineMs: number) => ({ abortSignal: AbortSignal.timeout(deadlineMs) });
-
-/** Exception names that say "try again later" whatever their HTTP status. */
-const THROTTLED = new Set([
-  'ThrottlingException',
-  'ProvisionedThroughputExceededException',
-  'RequestLimitExceeded',
-  'LimitExceededException',
-  'TooManyRequestsException',
-  'RequestTimeout',
-  'RequestTimeoutException',
-]);
-/** Node's codes of a connection that failed or went away, and of a name that did not resolve. */
-const NETWORK_CODES = new Set([
-  'ECONNRESET',
-  'ECONNREFUSED',
-  'ECONNABORTED',
-  'EPIPE',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-]);
-
-/**
- * True when a request of ensureTable() may succeed if sent again: no answer in time, a
- * connection that failed, throttling, a server-side fault. False for an answer that refuses
- * the request itself (validation, access, credentials: DynamoDB's client faults) and for
- * anything that is not a request failure.
- */
-export function isTransientTableError(error: unknown): boolean {
-  if (typeof error !== 'object' || error === null) return false;
-  const e = error as {
-    name?: unknown;
-    code?: unknown;
-    $fault?: unknown;
-    $retryable?: unknown;
-    $metadata?: { httpStatusCode?: unknown };
-  };
-  if (typeof e.name === 'string' && THROTTLED.has(e.name)) return true;
-  if (e.$retryable) return true;
-  const status = e.$metadata?.httpStatusCode;
-  if (typeof status === 'number' && status >= 500) return true;
-  if (e.$fault === 'server') return true;
-  if (e.$fault === 'client') return false;
-  // No answer: the store's deadline (AbortSignal.timeout), the client's own timeouts, or a
-  // socket that failed.
-  if (e.name === 'TimeoutError' || e.name === 'AbortError') return true;
-  return typeof e.code === 'string' && NETWORK_CODES.has(e.code);
-}
-
-/** Codes of a connection that was never made: the request was not sent. */
-const UNSENT_CODES = new Set([
-  'ECONNREFUSED',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-]);
-
-/**
- * True when a transient failure may have come after DynamoDB applied the request: no
- * answer, a connection lost on the way, a 5xx. Not for throttling (DynamoDB refused it) nor
- * a connection never made.
- */
-function mayHaveApplied(error: unknown): boolean {
-  if (!isTransientTableError(error)) return false;
-  const e = error as { name?: unknown; code?: unknown };
-  if (typeof e.name === 'string' && THROTTLED.has(e.name)) return false;
-  return !(typeof e.code === 'string' && UNSENT_CODES.has(e.code));
-}
-
 /**
  * Runs ensureTable()'s requests: each bounded by the store's deadline, a transient failure
  * sent again every `pollMs` until `deadline` (a monotonic time), the last failure typed.
+ * No request runs past `deadline + requestDeadlineMs`, however many steps are left: the
+ * call settles by then even when each answer comes just within the request deadline.
  */
 class TableCalls {
+  private readonly end: number;
+
   constructor(
     private readonly client: DynamoDBClient,
     private readonly requestDeadlineMs: number,
     private readonly pollMs: number,
     private readonly deadline: number,
-  ) {}
+  ) {
+    this.end = deadline + requestDeadlineMs;
+  }
 
   /** Time left before the deadline, ms (0 once past it). */
   left(): number {
@@ -179,6 +113,21 @@ class TableCalls {
   }
 
   /**
+   * Sends `command` once, within the store's request deadline and the call's end. The
+   * abort signal ends the HTTP exchange and the client's own retries, but not the wait for
+   * credentials (a provider that never answers would hold the call for ever): the timer of
+   * `settleWithin` ends that.
+   */
+  async once<T>(command: object): Promise<T> {
+    const ms = Math.min(this.requestDeadlineMs, Math.ceil(this.end - performance.now()));
+    if (ms <= 0) throw noAnswer(0);
+    const sent = this.client.send(command as never, { abortSignal: AbortSignal.timeout(ms) });
+    return (await settleWithin(sent as Promise<unknown>, ms, {
+      onTimeout: () => noAnswer(ms),
+    })) as T;
+  }
+
+  /**
    * Sends `command` (its output typed `T`); `onError` may answer a failure itself (a value,
    * or undefined to go on).
    */
@@ -189,7 +138,7 @@ class TableCalls {
   ): Promise<T> {
     for (;;) {
       try {
-        return (await this.client.send(command() as never, bounded(this.requestDeadlineMs))) as T;
+        return await this.once<T>(command());
       } catch (error) {
         const answered = onError?.(error);
         if (answered) return answered.value;
@@ -228,52 +177,57 @@ export async function ensureTable(
   const pollMs = checkDuration('pollMs', options.pollMs ?? 500, MAX_TIMER_MS);
   if (pollMs < 1) throw new InvalidInputError('pollMs must be at least 1 ms');
   const calls = new TableCalls(client, requestDeadlineMs, pollMs, performance.now() + timeoutMs);
-  let table = await calls.describe(tableName);
+  const keySchema = keySchemaOf(schema);
+  const create = () =>
+    new CreateTableCommand({
+      TableName: tableName,
+      BillingMode: 'PAY_PER_REQUEST',
+      KeySchema: keySchema,
+      AttributeDefinitions: keySchema.map((k) => ({
+        AttributeName: k.AttributeName,
+        AttributeType: 'S',
+      })),
+    });
   let created = false;
-  if (!table) {
-    const keySchema = keySchemaOf(schema);
-    // A CreateTable that got no answer may have created the table: the next one then finds
-    // it in use, and this call counts as its creator.
-    let unanswered = false;
-    const answer = await calls.send<unknown>(
-      'CreateTable',
-      () =>
-        new CreateTableCommand({
-          TableName: tableName,
-          BillingMode: 'PAY_PER_REQUEST',
-          KeySchema: keySchema,
-          AttributeDefinitions: keySchema.map((k) => ({
-            AttributeName: k.AttributeName,
-            AttributeType: 'S',
-          })),
-        }),
-      // Another process created it first: fine, wait for it like for our own.
-      (error) => {
-        if (isNamed(error, 'ResourceInUseException')) return { value: unanswered };
+  // A CreateTable that got no answer may have created the table: the next one then finds
+  // it in use, and this call counts as its creator.
+  let unanswered = false;
+  let table = await calls.describe(tableName);
+  for (;;) {
+    if (!table) {
+      // Missing, or gone while this call waited (it was being deleted): created again.
+      const answer = await calls.send<unknown>('CreateTable', create, (error) => {
+        // Another process created it first (or it is still being deleted): wait for it.
+        if (isNamed(error, 'ResourceInUseException')) return { value: false };
         if (mayHaveApplied(error)) unanswered = true;
         return undefined;
-      },
-    );
-    // Its output, or true after an unanswered one: created; false: found in use.
-    created = answer !== false;
-  }
-  for (;;) {
-    table = await calls.describe(tableName);
+      });
+      // Its output: created; false: found in use, ours if an earlier try got no answer.
+      if (answer !== false || unanswered) created = true;
+      table = await calls.describe(tableName);
+    }
     if (table?.TableStatus === 'ACTIVE') break;
     if (!(await calls.pause())) {
       throw toStoreError(
         DYNAMODB_ERRORS,
         'ensureTable',
-        new Error(`Table ${tableName} is not ACTIVE after ${timeoutMs} ms`),
+        new Error(
+          `Table ${tableName} is not ACTIVE after ${timeoutMs} ms (${table?.TableStatus ?? 'not found'})`,
+        ),
       );
     }
+    table = await calls.describe(tableName);
   }
   checkKeySchema(tableName, table, schema);
 
   const ttlName = schema.names.ttl;
   // An UpdateTimeToLive that got no answer may have applied: TTL is looked at again before
   // the next, and found on, counts as this call's.
-  let unanswered = false;
+  let ttlUnanswered = false;
+  // An UpdateTimeToLive refused as invalid: DynamoDB's answer when another process turned
+  // TTL on since this call looked ("TimeToLive is already enabled"). TTL is looked at again,
+  // once; still off, the refusal is thrown.
+  let refused: unknown;
   for (;;) {
     const ttl = (
       await calls.send<{
@@ -287,26 +241,30 @@ export async function ensureTable(
           `Table ${tableName} has TTL on attribute ${ttl?.AttributeName}; set the store's attributes.ttl to it, or move the table's TTL to ${ttlName}`,
         );
       }
-      return { created, ttlEnabled: unanswered };
+      return { created, ttlEnabled: ttlUnanswered };
     }
     if (status === 'DISABLING') {
       throw new InvalidInputError(
         `Table ${tableName} is disabling TTL; run ensureTable() again once that has finished`,
       );
     }
+    if (refused) throw toStoreError(DYNAMODB_ERRORS, 'UpdateTimeToLive', refused);
     try {
-      await client.send(
+      await calls.once(
         new UpdateTimeToLiveCommand({
           TableName: tableName,
           TimeToLiveSpecification: { AttributeName: ttlName, Enabled: true },
         }),
-        bounded(requestDeadlineMs),
       );
       return { created, ttlEnabled: true };
     } catch (error) {
+      if (isNamed(error, 'ValidationException')) {
+        refused = error;
+        continue;
+      }
       if (!isTransientTableError(error) || !(await calls.pause()))
         throw toStoreError(DYNAMODB_ERRORS, 'UpdateTimeToLive', error);
-      if (mayHaveApplied(error)) unanswered = true;
+      if (mayHaveApplied(error)) ttlUnanswered = true;
     }
   }
 }

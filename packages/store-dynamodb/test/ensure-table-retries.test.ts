@@ -7,101 +7,15 @@
  * refusal (validation, access) fails at once. Each test runs an HTTP proxy in front of
  * DynamoDB Local that fails chosen operations (by X-Amz-Target) a chosen number of times.
  */
-import { once } from 'node:events';
-import { createServer, type IncomingMessage, request, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import { DeleteTableCommand, DescribeTimeToLiveCommand } from '@aws-sdk/client-dynamodb';
 import { InvalidInputError, StoreUnavailableError } from '@idem/core';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createDynamoDbStore } from '../src/index.js';
 import { makeClient } from './dynamodb-env.js';
+import { type OperationFaultProxy, startOperationFaultProxy } from './operation-fault-proxy.js';
 import { clients, endpoint, newKey } from './store-fixture.js';
 
-type Fault =
-  /** Never answers (the store's requestDeadlineMs ends it). */
-  | 'silent'
-  /** Answers 500 InternalServerError. */
-  | '500'
-  /** Answers 400 ThrottlingException. */
-  | 'throttle'
-  /** Answers 400 ValidationException: a refusal, never retried. */
-  | 'invalid'
-  /** Forwards the request to DynamoDB Local, then drops the connection instead of answering. */
-  | 'lose-answer';
-
-interface Proxy {
-  endpoint: string;
-  /** Operation (DescribeTable, CreateTable, ...) -> faults to apply to its next requests. */
-  faults: Map<string, Fault[]>;
-  /** Operations received, in order. */
-  seen: string[];
-  close(): Promise<void>;
-}
-
-const upstream = new URL(endpoint);
-
-async function startProxy(): Promise<Proxy> {
-  const faults = new Map<string, Fault[]>();
-  const seen: string[] = [];
-  const sockets = new Set<Socket>();
-  const answer = (res: ServerResponse, status: number, type: string) => {
-    res.writeHead(status, { 'content-type': 'application/x-amz-json-1.0' });
-    res.end(JSON.stringify({ __type: `com.amazonaws.dynamodb.v20120810#${type}`, message: type }));
-  };
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const operation = String(req.headers['x-amz-target'] ?? '').split('.')[1] ?? '';
-      seen.push(operation);
-      const fault = faults.get(operation)?.shift();
-      if (fault === 'silent') return;
-      if (fault === '500') return answer(res, 500, 'InternalServerError');
-      if (fault === 'throttle') return answer(res, 400, 'ThrottlingException');
-      if (fault === 'invalid') return answer(res, 400, 'ValidationException');
-      const out = request(
-        {
-          host: upstream.hostname,
-          port: upstream.port,
-          method: req.method,
-          path: req.url,
-          headers: req.headers,
-        },
-        (up) => {
-          if (fault === 'lose-answer') {
-            up.resume();
-            up.once('end', () => req.socket.destroy());
-            return;
-          }
-          res.writeHead(up.statusCode ?? 502, up.headers);
-          up.pipe(res);
-        },
-      );
-      out.on('error', () => req.socket.destroy());
-      out.end(Buffer.concat(chunks));
-    });
-  });
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const address = server.address();
-  if (!address || typeof address === 'string') throw new Error('proxy has no port');
-  return {
-    endpoint: `http://127.0.0.1:${address.port}`,
-    faults,
-    seen,
-    close: async () => {
-      for (const socket of sockets) socket.destroy();
-      server.close();
-      await once(server, 'close');
-    },
-  };
-}
-
-const proxies = new Set<Proxy>();
+const proxies = new Set<OperationFaultProxy>();
 afterEach(async () => {
   for (const proxy of proxies) await proxy.close();
   proxies.clear();
@@ -109,7 +23,7 @@ afterEach(async () => {
 
 /** A store on a new table name behind a new proxy; the SDK retries nothing itself. */
 async function setup() {
-  const proxy = await startProxy();
+  const proxy = await startOperationFaultProxy(endpoint);
   proxies.add(proxy);
   const client = makeClient(proxy.endpoint, { maxAttempts: 1 });
   clients.add(client);
