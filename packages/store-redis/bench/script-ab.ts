@@ -17,14 +17,14 @@
  * the timings). Keys live under a random prefix, deleted at the end.
  */
 
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Redis } from 'ioredis';
 import * as current from '../src/index.js';
 import { packDurations } from '../src/scripts.js';
+import { callgrindInstructions } from './callgrind-count.js';
 import { unlinkPrefix } from './unlink-prefix.js';
 
 const url = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -47,21 +47,6 @@ function serverCpuUs(pid: number | undefined): number {
 }
 
 const callgrind = process.env.AB_CALLGRIND ? Number(process.env.AB_CALLGRIND) : undefined;
-
-/** Instructions redis-server executed since the last call (callgrind zeroes, then dumps). */
-function callgrindInstructions(pid: number): number {
-  const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-  const out = cmdline.find((arg) => arg.startsWith('--callgrind-out-file='))?.split('=')[1];
-  if (!out) throw new Error('AB_CALLGRIND: start valgrind with --callgrind-out-file=<dir>/out.%p');
-  const dir = dirname(out);
-  execFileSync('callgrind_control', ['-d', String(pid)], { stdio: 'ignore' });
-  const newest = readdirSync(dir)
-    .map((name) => join(dir, name))
-    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0]!;
-  const found = /^(?:summary|totals): (\d+)/m.exec(readFileSync(newest, 'utf8'));
-  execFileSync('callgrind_control', ['-z', String(pid)], { stdio: 'ignore' });
-  return found ? Number(found[1]) : Number.NaN;
-}
 
 async function evalshaUsec(client: Redis): Promise<[number, number]> {
   const found = /cmdstat_evalsha:calls=(\d+),usec=(\d+)/.exec(await client.info('commandstats'));
