@@ -4,11 +4,11 @@ import {
   InvalidInputError,
   OutcomeNotRecordedError,
 } from '@idem/core';
-import middy from '@middy/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createMemoryStore } from '../../store-memory/src/index.js';
 import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
+import type { MiddyVersion } from './middy-versions.js';
 
 // lamrev2: adversarial review of the one-decision-per-invocation Middy middleware (1b76235..bd822d9).
 
@@ -67,7 +67,12 @@ function freezable(store: IdempotencyStore, ms: number) {
   };
 }
 
-describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () => {
+/**
+ * The lamrev2 suite on one Middy major, run by lamrev2-middy6.test.ts and lamrev2-middy7.test.ts:
+ * a file a major, so that both run at once (each waits out real leases for about 30 s).
+ */
+export function lamrev2Suite({ major, middy }: MiddyVersion): void {
+describe(`lamrev2: Middy idempotency() one decision per invocation (redis) [Middy ${major}]`, () => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');
@@ -1003,3 +1008,4 @@ describe('lamrev2: Middy idempotency() one decision per invocation (redis)', () 
     expect(runs).toBe(1);
   });
 });
+}
