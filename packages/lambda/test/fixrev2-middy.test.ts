@@ -1,15 +1,15 @@
 import { OutcomeNotRecordedError } from '@idem/core';
-import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, expect, it } from 'vitest';
 import { type ContextWithIdempotency, idempotency, makeSqsBatchHandler } from '../src/index.js';
 import { type Env, fakeContext, openEnv, sqsRecord } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // fixrev2: adversarial review of 045b18c (Middy early responses, WeakMap executions).
 
 type Ev = { id: string };
 
-describe('fixrev2: Middy idempotency() after 045b18c (redis)', () => {
+describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');
@@ -305,7 +305,7 @@ describe('fixrev2: Middy idempotency() after 045b18c (redis)', () => {
 });
 
 // fixrev2 fixes: the one decision per invocation whichever way Middy ends it.
-describe('fixrev2 fixes: early answers and errors around the handler (redis)', () => {
+describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');

@@ -3,12 +3,12 @@ import type { IdempotencyStore } from '@idem/core';
 import { createDynamoDbStore } from '@idem/store-dynamodb';
 import { createRedisStore } from '@idem/store-redis';
 import { createFencedLedger, type FencedLedger, REDIS_URL } from '@idem/test-ledger';
-import middy from '@middy/core';
 import type { Context, DynamoDBRecord, KinesisStreamRecord, SQSEvent, SQSRecord } from 'aws-lambda';
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, inject } from 'vitest';
 import { idempotency } from '../src/index.js';
 import { localClient } from './dynamodb-client.js';
+import type { Middy } from './middy-versions.js';
 
 /** The stores every scenario runs on. */
 export const storeKinds = ['dynamodb', 'redis'] as const;
@@ -196,11 +196,12 @@ export async function withoutCallSites<T>(fn: () => Promise<T>): Promise<T> {
 }
 
 /**
- * A Middy handler behind `idempotency()` (key: `event.id`, no `idem.last`) and one later
+ * A handler of `middy` behind `idempotency()` (key: `event.id`, no `idem.last`) and one later
  * `onError` hook, whose base handler throws on its first run, then answers 'ok'; `runs()`
  * counts the runs of the base handler.
  */
 export function throwsOnce(
+  middy: Middy,
   store: IdempotencyStore,
   // biome-ignore lint/suspicious/noExplicitAny: a Middy request poked at as any middleware would
   onError: (request: any) => Promise<unknown>,

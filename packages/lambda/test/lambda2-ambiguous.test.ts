@@ -1,8 +1,8 @@
 import { InProgressError, OutcomeNotRecordedError } from '@idem/core';
-import middy from '@middy/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
 import { type Env, fakeContext, openEnv, throwsOnce, withoutCallSites } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // lambda2: the ambiguous write pair (`response = undefined; error = ...` in one run, before the
 // handler is known to have returned) is settled by idempotency()'s own hooks or Middy's read,
@@ -20,7 +20,7 @@ const settle = (p: Promise<unknown>) =>
     (error: unknown) => ({ error }),
   );
 
-describe('lambda2: the ambiguous catch-like pair (redis)', () => {
+describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');
@@ -150,7 +150,7 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
   it('without idem.last: the handler throws, a later `onError` wraps the error and throws: released at once; without call sites the key is held until the deadline, then the retry runs once', async () => {
     for (const sites of [true, false]) {
       const run = async () => {
-        const { handler, runs: ran } = throwsOnce(env.store, async (request: Req) => {
+        const { handler, runs: ran } = throwsOnce(middy, env.store, async (request: Req) => {
           throw new Error('wrapped', { cause: request.error });
         });
         const id = `amb-wrap-alone-${sites}`;
@@ -180,7 +180,7 @@ describe('lambda2: the ambiguous catch-like pair (redis)', () => {
   it('without idem.last: the handler throws, a later `onError` answers early: the caller gets it, released; without call sites that answer is recorded and replayed, the handler never runs again', async () => {
     for (const sites of [true, false]) {
       const run = async () => {
-        const { handler, runs } = throwsOnce(env.store, async () => ({ statusCode: 500 }));
+        const { handler, runs } = throwsOnce(middy, env.store, async () => ({ statusCode: 500 }));
         const id = `amb-500-alone-${sites}`;
         expect(await handler({ id }, fakeContext(10_000))).toEqual({ statusCode: 500 });
         const retry = sites ? 'ok' : { statusCode: 500 };

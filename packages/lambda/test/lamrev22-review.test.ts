@@ -4,7 +4,6 @@ import {
   OutcomeNotRecordedError,
   type OutcomePolicy,
 } from '@idem/core';
-import middy from '@middy/core';
 import type { Context, SQSRecord } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
 import { createMemoryStore } from '../../store-memory/src/index.js';
@@ -15,6 +14,7 @@ import {
   type RecordReport,
 } from '../src/index.js';
 import { fakeContext, settle, sleep, sqsRecord, useEnv, withoutCallSites } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // lamrev22: adversarial review of two merged changes.
 // (1) batch.ts: a record's failure after the batch gave it up (timed_out, signal aborted) is
@@ -297,7 +297,7 @@ const twoPairs = (throws: boolean) => ({
   },
 });
 
-describe('lamrev22: Middy, a second error pair (redis)', () => {
+describeMiddy('lamrev22: Middy, a second error pair (redis)', ({ middy }) => {
   const env = useEnv('redis');
 
   const idem = () => idempotency({ store: env().store, key: (e: Ev) => e.id });

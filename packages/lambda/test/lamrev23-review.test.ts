@@ -18,8 +18,8 @@ const { fakeContext, flaky, interposeErrorAccessor, settle, sleep, useEnv } = la
 // writes of request.error from a hook's by V8 call sites noted at its `before`.
 //
 // Findings (each below, with its severity):
-// - HIGH, fixed: on @middy/core 7.7 and later (npm's `latest`, 7.9.2; @idem/lambda declares no
-//   Middy range, nothing stops a user there) Middy calls the hooks from `runRequest` itself
+// - HIGH, fixed: on @middy/core 7.7 and later (npm's `latest`, 7.9.2; @idem/lambda declared no
+//   Middy range then, nothing stopped a user there) Middy calls the hooks from `runRequest` itself
 //   and returns an early answer in the synchronous run of its copy: no decision was made, the
 //   key stayed in progress until its lease ended, then a retry ran a handler that had returned
 //   a second time; a handler that threw and a later `onError` answering 500 had that 500

@@ -1,5 +1,4 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import middy from '@middy/core';
 import type { APIGatewayProxyEventV2, Context } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -10,6 +9,7 @@ import {
   makeIdempotent,
 } from '../src/index.js';
 import { type Env, fakeContext, openEnv, storeKinds } from './lambda-env.js';
+import { describeMiddyEach } from './middy-versions.js';
 
 interface Order {
   orderId: string;
@@ -152,7 +152,7 @@ describe.each(storeKinds)('makeIdempotent on %s', (kind) => {
   });
 });
 
-describe.each(storeKinds)('Middy middleware on %s', (kind) => {
+describeMiddyEach(storeKinds, 'Middy middleware on %s', (kind, { middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv(kind);

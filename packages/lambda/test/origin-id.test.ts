@@ -1,12 +1,12 @@
-import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, expect, it } from 'vitest';
 import { type ContextWithIdempotency, idempotency, makeIdempotent } from '../src/index.js';
 import { type Env, fakeContext, openEnv, storeKinds } from './lambda-env.js';
+import { describeMiddyEach } from './middy-versions.js';
 
 type Ev = { id: string };
 
-describe.each(storeKinds)('originId on %s: one id per logical request', (kind) => {
+describeMiddyEach(storeKinds, 'originId on %s: one id per logical request', (kind, { middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv(kind);

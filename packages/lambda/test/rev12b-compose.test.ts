@@ -1,9 +1,9 @@
 import { type IdempotencyStore, InvalidInputError, OutcomeNotRecordedError } from '@idem/core';
-import middy from '@middy/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, expect, it } from 'vitest';
 import { createMemoryStore } from '../../store-memory/src/index.js';
 import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // rev12b: compositions (two idempotency(), idem.last misplaced, .use([a, b])), concurrency on
 // one handler instance, odd throws and answers, Middy's timeoutEarly, failing stores.
@@ -52,7 +52,7 @@ const settle = (p: Promise<unknown>) =>
     (error: unknown) => ({ error }),
   );
 
-describe('rev12b: compositions and failures (redis)', () => {
+describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');
@@ -560,7 +560,7 @@ describe('rev12b: compositions and failures (redis)', () => {
   });
 });
 
-describe('rev12b: the memory store', () => {
+describeMiddy('rev12b: the memory store', ({ middy }) => {
   it('held: concurrent invocations of one key on one handler instance: one run, every other gets the replay or InProgressError', async () => {
     const store = createMemoryStore();
     let runs = 0;

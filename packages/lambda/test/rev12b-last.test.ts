@@ -1,8 +1,9 @@
 import type { IdempotencyStore } from '@idem/core';
-import middy, { type MiddlewareObj } from '@middy/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { MiddlewareObj } from '@middy/core';
+import { afterEach, beforeEach, expect, it } from 'vitest';
 import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // rev12b: idem.last as a mitigation, Lambda's freeze on each decision path, and Middy's
 // timeoutEarly together with early answers.
@@ -52,7 +53,7 @@ const settle = (p: Promise<unknown>) =>
     (error: unknown) => ({ error }),
   );
 
-describe('rev12b: idem.last, freeze, timeouts (redis)', () => {
+describeMiddy('rev12b: idem.last, freeze, timeouts (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');

@@ -1,8 +1,8 @@
 import { type IdempotencyStore, OutcomeNotRecordedError } from '@idem/core';
-import middy from '@middy/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // rev12b: adversarial review of the Middy idempotency() watch (3755949..ec478bc): how it tells
 // Middy's catch, the handler's return and early answers apart.
@@ -29,7 +29,7 @@ function slowWrites(store: IdempotencyStore, ms: number): IdempotencyStore {
   });
 }
 
-describe('rev12b: the watch of request.response / request.error (redis)', () => {
+describeMiddy('rev12b: the watch of request.response / request.error (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');

@@ -1,8 +1,8 @@
 import type { IdempotencyStore } from '@idem/core';
-import middy from '@middy/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // rev12f: concurrent invocations on one handler instance, store failures at early answers
 // (unhandled rejections), the key's liveness.
@@ -36,7 +36,7 @@ function failingComplete(store: IdempotencyStore) {
   return { store: wrapped, state };
 }
 
-describe('rev12f: concurrency and failures (redis)', () => {
+describeMiddy('rev12f: concurrency and failures (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');

@@ -1,8 +1,8 @@
 import { InvalidInputError } from '@idem/core';
-import middy from '@middy/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
 import { type Env, fakeContext, openEnv, withoutCallSites } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // rev12f: non-extensible requests, background readers in the onError chain, undefined in
 // every chain.
@@ -18,7 +18,7 @@ const settle = (p: Promise<unknown>) =>
     (error: unknown) => ({ error }),
   );
 
-describe('rev12f: misc (redis)', () => {
+describeMiddy('rev12f: misc (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');

@@ -1,8 +1,8 @@
 import { OutcomeNotRecordedError } from '@idem/core';
-import middy from '@middy/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
 import { type Env, fakeContext, openEnv, throwsOnce, withoutCallSites } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // rev12f: the read-counting rule (two reads of an early answer in one synchronous run = Middy's
 // onError chain = release / rethrow; one = returned = record) against other readers of
@@ -40,7 +40,7 @@ function backgroundLogger(hops: number, noteError: boolean) {
 
 const HOPS = [0, 1, 2, 3, 4, 5, 6, 7, 8];
 
-describe('rev12f: other readers of an early answer (redis)', () => {
+describeMiddy('rev12f: other readers of an early answer (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');
@@ -258,7 +258,7 @@ describe('rev12f: other readers of an early answer (redis)', () => {
   it('an onError that reads request.response twice (typeof, value) then answers early with a 500 (no idem.last): released; without call sites recorded (decision 2)', async () => {
     for (const sites of [true, false]) {
       const run = async () => {
-        const { handler, runs } = throwsOnce(env.store, async (r: Req) => {
+        const { handler, runs } = throwsOnce(middy, env.store, async (r: Req) => {
           if (typeof r.response === 'undefined' && r.response === undefined)
             return { statusCode: 500 };
         });

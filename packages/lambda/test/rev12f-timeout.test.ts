@@ -1,8 +1,8 @@
 import { InvalidInputError } from '@idem/core';
-import middy from '@middy/core';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, expect, it } from 'vitest';
 import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // rev12f: the timeout mark of idempotentTimeoutResponse() (per running invocation, until the
 // next macrotask) under CONCURRENT invocations of one handler instance (Lambda Managed
@@ -11,7 +11,7 @@ import { type Env, fakeContext, openEnv } from './lambda-env.js';
 type Ev = { id: string };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe('rev12f: timeout marks across concurrent invocations (redis)', () => {
+describeMiddy('rev12f: timeout marks across concurrent invocations (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
     env = await openEnv('redis');

@@ -1,8 +1,8 @@
 import { OutcomeNotRecordedError } from '@idem/core';
-import middy from '@middy/core';
-import { describe, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { fakeContext, settle, sleep, useEnv } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 // rv21l review of lambda21 (the Middy handler-call watch): attacks on exactly-once through
 // real @middy/core 6 chains. The middlewares below reproduce the hooks of the published Middy 6
@@ -99,7 +99,7 @@ function counting(throwsOn: (run: number) => boolean = () => false, awaitAbort =
   return counter;
 }
 
-describe('rv21l: the Middy handler-call watch under real chains (redis)', () => {
+describeMiddy('rv21l: the Middy handler-call watch under real chains (redis)', ({ middy }) => {
   const env = useEnv('redis');
   const idem = () =>
     idempotency({
