@@ -66,7 +66,8 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     start,
     async stop() {
       const running = child;
-      if (!running?.pid || running.exitCode !== null) return;
+      // Killed already (a signal sets signalCode, not exitCode): a second kill would be ESRCH.
+      if (!running?.pid || running.exitCode !== null || running.signalCode !== null) return;
       const exited = once(running, 'exit');
       process.kill(running.pid, 'SIGKILL');
       await exited;
