@@ -91,6 +91,46 @@ describe('ccrev consumers: the outcome policy (isFinal)', () => {
     }
   });
 
+  // Held: the verdict goes to the message whose execution it judged, with many at once.
+  it('RabbitMQ: 20 messages at once, every other one not kept on its first run: each verdict reaches its own message', async () => {
+    const q = await amqpQueue('ccrev-notfinal-many', { durable: false });
+    try {
+      const runs = new Map<string, number>();
+      const seen: { id: string; status: MessageStatus }[] = [];
+      const consumer = await consumeAmqp({
+        store: store(),
+        channel: await q.channel(),
+        queue: q.queue,
+        prefetch: 20,
+        retryDelayMs: 50,
+        isFinal: (s) => s.ok && (s.value as { status: string }).status !== 'retry',
+        handler: async (m) => {
+          const id = String(m.properties.messageId);
+          const n = (runs.get(id) ?? 0) + 1;
+          runs.set(id, n);
+          await sleep(Math.floor(Math.random() * 30)); // interleaved verdicts
+          return { status: n === 1 && Number(id.slice(2)) % 2 === 1 ? 'retry' : 'done' };
+        },
+        onMessage: (r) =>
+          seen.push({ id: String(r.message.properties.messageId), status: r.status }),
+      });
+      for (let i = 0; i < 20; i++) await q.send(`m-${i}`);
+      await until(() => seen.filter((x) => x.status === 'processed').length === 20);
+      await consumer.stop(5_000);
+      for (let i = 0; i < 20; i++) {
+        const mine = seen.filter((x) => x.id === `m-${i}`).map((x) => x.status);
+        expect({ id: i, runs: runs.get(`m-${i}`), mine }).toEqual({
+          id: i,
+          runs: i % 2 === 1 ? 2 : 1,
+          mine: i % 2 === 1 ? ['failed', 'processed'] : ['processed'],
+        });
+      }
+      expect(await q.left()).toBe(0);
+    } finally {
+      await q.close();
+    }
+  });
+
   // FIXED (was FINDING LOW): under a policy that records failures (everythingFinal, Stripe's),
   // the delivery whose handler threw, and whose failure was recorded, was nacked and requeued
   // as `failed`: a recorded message went back to the broker (a delivery of a quorum queue's
