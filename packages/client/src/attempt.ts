@@ -8,6 +8,11 @@ export interface AttemptResult {
   error?: unknown;
   /** Set when the attempt was aborted by a time limit: its own, or the call's deadline. */
   expired?: 'attempt' | 'deadline';
+  /**
+   * Set when the `fetch` option answered something that is not a Response (`error`, a
+   * `TypeError`, says what): a programming error another attempt would repeat.
+   */
+  invalid?: true;
   durationMs: number;
 }
 
@@ -30,7 +35,7 @@ export async function sendAttempt(
   // reaches it for as long as the body is alive.
   let body: ReadableStream<Uint8Array> | null = null;
   try {
-    const response = await untilAborted(
+    const response: unknown = await untilAborted(
       baseFetch(request.url, {
         ...request.rest,
         method: request.method,
@@ -40,6 +45,21 @@ export async function sendAttempt(
       }),
       bound.signal,
     );
+    // A wrapper that forgot its `return` (undefined) was taken for a network error and sent
+    // again maxAttempts times; a plain object threw a bare TypeError further on.
+    if (!isResponseLike(response)) {
+      const got =
+        response === null
+          ? 'null'
+          : typeof response === 'object'
+            ? 'an object that is not a Response'
+            : typeof response;
+      return {
+        error: new TypeError(`The fetch option resolved to ${got}, not a Response`),
+        invalid: true,
+        durationMs: now() - startedAt,
+      };
+    }
     body = response.body;
     return { response, durationMs: now() - startedAt };
   } catch (error) {
@@ -52,6 +72,18 @@ export async function sendAttempt(
   } finally {
     bound.dispose(body);
   }
+}
+
+/** A Response, or one of another realm or fetch library: a status and readable headers. */
+function isResponseLike(value: unknown): value is Response {
+  if (value instanceof Response) return true;
+  const candidate = value as { status?: unknown; headers?: { get?: unknown } } | null;
+  return (
+    typeof candidate === 'object' &&
+    candidate !== null &&
+    typeof candidate.status === 'number' &&
+    typeof candidate.headers?.get === 'function'
+  );
 }
 
 /**

@@ -14,7 +14,9 @@ import { IdemError } from '@idem/core';
  *   string: about 400 MB of bytes that are not UTF-8, 512 MB of text).
  * - `INVALID_INPUT`: fetch could never send the request (a relative URL, a GET or HEAD with a
  *   body, a forbidden method); nothing was sent and nothing retried. `cause` is fetch's
- *   `TypeError`. Checked only when the client sends with the global fetch.
+ *   `TypeError`. Checked only when the client sends with the global fetch. Also: the `fetch`
+ *   option resolved to something that is not a Response (a wrapper without its `return`):
+ *   not retried, `cause` a `TypeError` saying what it was (the request may have been sent).
  * - `STREAM_NOT_RESUMABLE`: an event stream broke and could not be resumed where it broke
  *   (the server answered the resume with something other than the rest of the same
  *   generation, e.g. `412` after a takeover, or the resumes ran out); raised by the body's

@@ -210,6 +210,15 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
       const { error, expired, durationMs } = sent;
 
       let delayMs: number;
+      if (sent.invalid) {
+        // Not retried: the same fetch would answer the same (and may have sent the request).
+        report({ attempt, method, url, key, error, replayed: false, willRetry: false, durationMs });
+        throw new IdemClientError(
+          'INVALID_INPUT',
+          `${(error as Error).message} (a wrapper without its return?); not retried`,
+          { cause: error, attempts: attempt, key },
+        );
+      }
       if (sent.response === undefined) {
         lastError = error;
         if (callerSignal?.aborted) {

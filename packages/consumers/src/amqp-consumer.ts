@@ -1,5 +1,6 @@
 import { InvalidInputError, type Scope } from '@idem/core';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
+import { checkOptionNames } from './option-names.js';
 
 /** The fields of an amqplib message read here (structurally `ConsumeMessage`). */
 export interface AmqpMessageLike {
@@ -75,6 +76,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
 ): Promise<IdempotentConsumer> {
   if (typeof options !== 'object' || options === null)
     throw new InvalidInputError('consumeAmqp needs an options object');
+  checkOptionNames(options, ['channel', 'queue', 'prefetch', 'consumerTimeoutMs']);
   const { channel, queue, prefetch = 10, consumerTimeoutMs = 1_800_000, ...rest } = options;
   // A missing channel (or a Promise of one, an `await` forgotten) is named, not a TypeError.
   if (
@@ -105,7 +107,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   if (typeof queue !== 'string') throw new InvalidInputError('queue must be a string');
   // '' is "the queue last declared on this channel" (a server-named queue): ['amqp', ''] would
   // be the scope of every such queue, and one instance's outcome would answer another's copy.
-  if (queue === '' && rest.scope === undefined)
+  if (queue === '' && (rest.scope === undefined || rest.scope === null))
     throw new InvalidInputError(
       "queue '' (the queue last declared on the channel) needs an explicit scope: pass the server-assigned name as queue, or a scope of its own",
     );
@@ -119,6 +121,9 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   // keep the process alive for up to the delay after the connection is closed).
   const held = new Set<() => void>();
   let stopped = false;
+  // Aborted by stop(): a message waiting in the consumer for the store to come back is given
+  // back at once.
+  const stopping = new AbortController();
   // Broker calls on a channel that closed meanwhile throw; the broker redelivers anyway.
   const safely = (call: () => void) => {
     try {
@@ -128,7 +133,11 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     }
   };
   async function handle(message: TMessage, deliveredAt: number): Promise<void> {
-    const disposition = await processor.process(message);
+    // A message the store cannot take waits here for it, within the same hold limit.
+    const disposition = await processor.process(message, {
+      untilMs: deliveredAt + holdLimitMs,
+      signal: stopping.signal,
+    });
     if (disposition.action === 'ack') return safely(() => channel.ack(message));
     if (disposition.action === 'reject') return safely(() => channel.nack(message, false, false));
     // Held unacked for the delay (it keeps its prefetch slot), then requeued; at once when
@@ -170,6 +179,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       checkStopTimeout(timeoutMs);
       const deadline = performance.now() + timeoutMs;
       stopped = true;
+      stopping.abort();
       // Bounded: a broker that went silent never answers the cancel.
       cancelled ??= channel.cancel(consumerTag).catch(() => {});
       await settleWithin([cancelled], timeoutMs);

@@ -12,6 +12,7 @@ export type {
   MessageProcessor,
   MessageReport,
   MessageStatus,
+  ProcessBounds,
 } from './message-outcome.js';
 export { messageProcessor } from './message-outcome.js';
 export type {
@@ -21,3 +22,4 @@ export type {
   JsMsgLike,
 } from './nats-consumer.js';
 export { consumeJetStream, jetStreamMessageKey } from './nats-consumer.js';
+export { OutcomeNotKeptError } from './outcome-policy.js';

@@ -5,16 +5,17 @@ import {
   fingerprint,
   type Idempotency,
   type IdempotencyOptions,
-  InProgressError,
   InvalidInputError,
   isIdemError,
   isValidKey,
   type JsonValue,
   LeaseLostError,
   type OperationContext,
-  ReplayedFailureError,
   type Scope,
 } from '@idem/core';
+import { classify, MAX_TIMER_MS } from './engine-verdicts.js';
+import { OutcomeNotKeptError, type PolicyVerdict, trackedPolicy } from './outcome-policy.js';
+import { type Attempt, acrossStoreOutage } from './store-outage.js';
 
 /**
  * Engine options: those of `createIdempotency` in `@idem/core` (store, leaseMs, retentionMs,
@@ -25,10 +26,12 @@ export type ConsumerEngineOptions<T> = Omit<IdempotencyOptions<T>, 'wait'>;
 
 /**
  * What became of one message:
- * - `processed`: the handler ran, its outcome was recorded, the message acked;
+ * - `processed`: the handler ran, its outcome was recorded, the message acked (with `error`:
+ *   the handler threw and the policy, e.g. `everythingFinal`, recorded that failure);
  * - `replayed`: a redelivery of a message whose outcome was recorded: acked, handler not run;
  * - `in_progress`: another consumer holds the key: given back for a later delivery;
- * - `failed`: the handler threw (the key was released) or the store failed: given back;
+ * - `failed`: the handler threw (the key was released), the policy did not keep a success
+ *   (`OutcomeNotKeptError`), or the store failed: given back;
  * - `rejected`: the message cannot be processed as it is (no key, invalid key, another
  *   payload under a recorded key): rejected without requeue (dead-lettered if configured).
  */
@@ -36,7 +39,7 @@ export type MessageStatus = 'processed' | 'replayed' | 'in_progress' | 'failed' 
 
 /** What to do with the message at the broker. */
 export type Disposition =
-  | { action: 'ack'; status: 'processed' | 'replayed' }
+  | { action: 'ack'; status: 'processed' | 'replayed'; error?: unknown }
   | { action: 'retry'; status: 'in_progress' | 'failed'; delayMs: number; error: unknown }
   | { action: 'reject'; status: 'rejected'; error: unknown };
 
@@ -53,14 +56,18 @@ export interface ConsumerOptions<TMessage, T> extends ConsumerEngineOptions<T> {
   handler: (message: TMessage, idempotency: OperationContext) => Promise<T>;
   /**
    * The idempotency key of a message: a key string (1..255 printable ASCII) as it is, any
-   * other JSON value hashed (`deriveKey`). MUST be the same on every delivery.
+   * other JSON value hashed (`deriveKey`). MUST be the same on every delivery. A promise (an
+   * async function) is awaited; its rejection rejects the message, as a throw does.
    */
-  key?: (message: TMessage) => JsonValue | undefined;
+  key?: (message: TMessage) => JsonValue | undefined | PromiseLike<JsonValue | undefined>;
   /**
-   * What is fingerprinted (another payload under a recorded key is rejected), or `false`.
+   * What is fingerprinted (another payload under a recorded key is rejected), or `false`. A
+   * promise (an async function) is awaited.
    * @default the message body, byte for byte
    */
-  payload?: ((message: TMessage) => JsonValue | Uint8Array) | false;
+  payload?:
+    | ((message: TMessage) => JsonValue | Uint8Array | PromiseLike<JsonValue | Uint8Array>)
+    | false;
   /**
    * What keys are unique within: canonical JSON (else `InvalidInputError` at creation).
    * @default `['amqp', queue]` / `['nats', stream, durable or named consumer]` (required for an ordered
@@ -81,10 +88,24 @@ export interface ConsumerOptions<TMessage, T> extends ConsumerEngineOptions<T> {
   onMessage?: (report: MessageReport<TMessage>) => void;
 }
 
+/** How long `process` may keep a message while the store is out (see `process`). */
+export interface ProcessBounds {
+  /** `performance.now()` past which a message the store could not take is given back. */
+  untilMs?: number;
+  /** Aborted when the consumer stops: a message waiting for the store is given back at once. */
+  signal?: AbortSignal;
+}
+
 /** The key, the fingerprint and the state machine of a consumer, bound once. */
 export interface MessageProcessor<TMessage> {
-  /** Runs the handler at most once for the message's key; says what to tell the broker. */
-  process(message: TMessage): Promise<Disposition>;
+  /**
+   * Runs the handler at most once for the message's key; says what to tell the broker. A
+   * message the store cannot take (an outage, before its handler ran) is tried again here,
+   * every `retryDelayMs`, until the store answers, `max(leaseMs, retryDelayMs)` (or
+   * `bounds.untilMs`) passes or `bounds.signal` aborts: giving it back at once would spend a
+   * delivery of the broker's bound each time, for a redelivery that meets the same outage.
+   */
+  process(message: TMessage, bounds?: ProcessBounds): Promise<Disposition>;
   readonly engine: Idempotency<unknown>;
 }
 
@@ -108,11 +129,15 @@ export function messageProcessor<TMessage, T>(
     handler,
     key,
     payload,
-    scope,
+    scope: scopeOption,
     retryDelayMs = 1_000,
     onMessage,
+    isFinal,
     ...engineOptions
   } = options;
+  // `null` is "not given", as `undefined` (a config field left empty): the default scope, and
+  // the helpers' checks of it (queue '', an ordered consumer), apply.
+  const scope = scopeOption ?? undefined;
   if (typeof handler !== 'function') throw new InvalidInputError('handler must be a function');
   // A field name where a function belongs (`key: 'orderId'`, from JS or a JSON config) would
   // reject, and drop, every message: refused here instead.
@@ -143,7 +168,10 @@ export function messageProcessor<TMessage, T>(
     throw new InvalidInputError(
       `retryDelayMs must be a non-negative number of ms, at most ${MAX_TIMER_MS} (the longest timer Node keeps, about 24.8 days: a longer one fires at once)`,
     );
-  const engine = createIdempotency<T>(engineOptions);
+  // The policy's verdict per message: `execute` answers alike for a success recorded and one
+  // released, and throws the handler's error whether it was recorded or the key released.
+  const policy = trackedPolicy<T>(isFinal);
+  const engine = createIdempotency<T>({ ...engineOptions, isFinal: policy.isFinal });
   const report = (r: MessageReport<TMessage>) => {
     try {
       // An async listener (assignable to `(report) => void`) may reject: that rejection must
@@ -160,7 +188,16 @@ export function messageProcessor<TMessage, T>(
     }
   };
   const { maxHoldMs } = engine.settings;
-  async function process(message: TMessage): Promise<Disposition> {
+  async function process(message: TMessage, bounds: ProcessBounds = {}): Promise<Disposition> {
+    // A message the store cannot take waits for it here about a lease at most (as long as a
+    // crashed holder's duplicate is held), then goes back: an instance cut off from the store
+    // alone must not keep its messages from the others for long.
+    const now = performance.now();
+    const untilMs = Math.min(
+      bounds.untilMs ?? Number.POSITIVE_INFINITY,
+      now + maxHoldMs,
+      now + Math.max(engine.settings.leaseMs, retryDelayMs),
+    );
     let disposition: Disposition;
     let timer: ReturnType<typeof setTimeout> | undefined;
     // A handler still running when its hold ends has no lease left (heartbeats stop there):
@@ -181,114 +218,90 @@ export function messageProcessor<TMessage, T>(
       );
     });
     try {
-      disposition = await Promise.race([decide(message), holdPassed]);
+      disposition = await Promise.race([
+        decide(message, { untilMs, signal: bounds.signal }),
+        holdPassed,
+      ]);
     } catch (error) {
       disposition = { action: 'reject', status: 'rejected', error };
     } finally {
       clearTimeout(timer);
     }
-    report({
-      message,
-      status: disposition.status,
-      error: disposition.action === 'ack' ? undefined : disposition.error,
-    });
+    report({ message, status: disposition.status, error: disposition.error });
     return disposition;
   }
-  async function decide(message: TMessage): Promise<Disposition> {
-    const messageKey = toKey((key ?? broker.defaultKey)(message));
+  async function decide(
+    message: TMessage,
+    bounds: { untilMs: number; signal: AbortSignal | undefined },
+  ): Promise<Disposition> {
+    // Awaited: an async key or payload function (a lookup) gives a promise, which canonical
+    // JSON refuses: every message was rejected (dropped without a dead-letter exchange).
+    const messageKey = toKey(await (key ?? broker.defaultKey)(message));
     if (messageKey === undefined)
       return {
         action: 'reject',
         status: 'rejected',
         error: new TypeError('The message has no key'),
       };
-    const part = payload === false ? undefined : (payload ?? broker.body)(message);
+    const part = payload === false ? undefined : await (payload ?? broker.body)(message);
     const request = {
       key: messageKey,
       scope: scope ?? broker.defaultScope(message),
       fingerprint: part === undefined ? '' : fingerprint({ body: part }),
     };
+    return acrossStoreOutage(() => attempt(message, request), retryDelayMs, bounds);
+  }
+  async function attempt(
+    message: TMessage,
+    request: { key: string; scope: Scope; fingerprint: string },
+  ): Promise<Attempt<Disposition>> {
+    const done = (disposition: Disposition): Attempt<Disposition> => ({
+      disposition,
+      outage: false,
+    });
     // What the handler itself threw is never taken for the engine's verdict on the message
     // (a handler may throw an idem error of its own, e.g. from a nested call): it is retried.
     let thrownByHandler = false;
+    let handlerError: unknown;
     let ranHere = false;
+    const verdict: PolicyVerdict = {};
     try {
-      const result = await engine.execute(request, async (ctx) => {
-        ranHere = true;
-        try {
-          return await handler(message, ctx);
-        } catch (error) {
-          thrownByHandler = true;
-          throw error;
-        }
-      });
-      return { action: 'ack', status: result.replayed ? 'replayed' : 'processed' };
+      const result = await policy.within(verdict, () =>
+        engine.execute(request, async (ctx) => {
+          ranHere = true;
+          try {
+            return await handler(message, ctx);
+          } catch (error) {
+            thrownByHandler = true;
+            handlerError = error;
+            throw error;
+          }
+        }),
+      );
+      if (result.replayed) return done({ action: 'ack', status: 'replayed' });
+      // Released, not recorded: what such a policy asks for is another delivery, never an ack.
+      if (verdict.final === false)
+        return done({
+          action: 'retry',
+          status: 'failed',
+          delayMs: retryDelayMs,
+          error: new OutcomeNotKeptError(),
+        });
+      return done({ action: 'ack', status: 'processed' });
     } catch (error) {
+      // The policy kept the failure and the engine recorded it (a failed final write throws
+      // the store's error instead): the message is done; redelivered, it would only replay.
+      if (thrownByHandler && verdict.final === true && error === handlerError)
+        return done({ action: 'ack', status: 'processed', error });
       if (thrownByHandler)
-        return { action: 'retry', status: 'failed', delayMs: retryDelayMs, error };
-      return classify(error, retryDelayMs, engine.settings.leaseMs, ranHere);
+        return done({ action: 'retry', status: 'failed', delayMs: retryDelayMs, error });
+      return {
+        disposition: classify(error, retryDelayMs, engine.settings.leaseMs, ranHere),
+        outage: !ranHere && isIdemError(error, 'STORE_UNAVAILABLE'),
+      };
     }
   }
   return { process, engine: engine as Idempotency<unknown> };
 }
 
-/** Node's longest timer (a longer one fires at once). */
-export const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/**
- * When to deliver again a duplicate whose key is in progress elsewhere: once the holder's
- * lease has passed (`retryAfterMs`), plus jitter so that duplicates do not come back
- * together. Every give-back uses up a delivery (JetStream `max_deliver`, a quorum queue's
- * `delivery-limit`): coming back every `retryDelayMs` made a crashed holder's unrenewed
- * lease burn them all and the broker drop the message. A live holder renews its lease, so
- * its duplicate comes back about once a lease until the outcome is recorded (then replays).
- * Bounded by the longer of `leaseMs` and `retryDelayMs` (a holder with a longer lease is
- * asked about again then), plus the jitter.
- */
-export function inProgressDelayMs(
-  retryAfterMs: number,
-  retryDelayMs: number,
-  leaseMs: number,
-  random: () => number = Math.random,
-): number {
-  // NaN (an unreadable lease deadline): as if the holder's lease were whole.
-  const after = Number.isNaN(retryAfterMs) ? leaseMs : retryAfterMs;
-  const base = Math.max(
-    10,
-    Math.min(after, Math.max(leaseMs, retryDelayMs), MAX_IN_PROGRESS_DELAY_MS),
-  );
-  const jitter = Math.floor(random() * Math.min(1_000, 10 + base / 10));
-  return Math.min(base + jitter, MAX_TIMER_MS);
-}
-
-/**
- * The longest a duplicate in progress is held before it is given back: RabbitMQ closes a
- * channel whose delivery stays unacked past its `consumer_timeout` (30 min by default), so a
- * long lease must not keep it that long. A holder still in progress then is asked about again.
- */
-const MAX_IN_PROGRESS_DELAY_MS = 10 * 60_000;
-
-/** What an error of `execute` means for the message. */
-function classify(
-  error: unknown,
-  retryDelayMs: number,
-  leaseMs: number,
-  ranHere: boolean,
-): Disposition {
-  // A recorded failure (under a policy that records failures) is an outcome like any other.
-  if (error instanceof ReplayedFailureError) return { action: 'ack', status: 'replayed' };
-  // The handler ran once and its outcome could not be stored: a marker stands for it, and
-  // running the handler again is what must never happen. `processed` for the delivery that
-  // ran it; a duplicate answered by the marker did not run it: `replayed`.
-  if (isIdemError(error) && ['OUTCOME_TOO_LARGE', 'OUTCOME_NOT_RECORDED'].includes(error.code))
-    return { action: 'ack', status: ranHere ? 'processed' : 'replayed' };
-  if (error instanceof InProgressError) {
-    const delayMs = inProgressDelayMs(error.retryAfterMs, retryDelayMs, leaseMs);
-    return { action: 'retry', status: 'in_progress', delayMs, error };
-  }
-  if (isIdemError(error) && ['MISMATCH', 'INVALID_KEY', 'NOT_CANONICAL'].includes(error.code))
-    return { action: 'reject', status: 'rejected', error };
-  // The handler's own error (key released), a lost lease, a store outage, an outcome whose
-  // write has not landed yet: never acked; the redelivery replays or runs again.
-  return { action: 'retry', status: 'failed', delayMs: retryDelayMs, error };
-}
+export { inProgressDelayMs, MAX_TIMER_MS } from './engine-verdicts.js';

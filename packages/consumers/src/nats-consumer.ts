@@ -1,6 +1,7 @@
 import { InvalidInputError, type Scope } from '@idem/core';
 import { checkStopTimeout, type IdempotentConsumer, settleWithin } from './amqp-consumer.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
+import { checkOptionNames } from './option-names.js';
 
 /** The fields of a JetStream message read here (structurally `JsMsg` of `nats`). */
 export interface JsMsgLike {
@@ -157,6 +158,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
 ): Promise<IdempotentConsumer> {
   if (typeof options !== 'object' || options === null)
     throw new InvalidInputError('consumeJetStream needs an options object');
+  checkOptionNames(options, ['consumer', 'concurrency', 'workingIntervalMs']);
   const { consumer, concurrency = 1, workingIntervalMs = 10_000, ...rest } = options;
   // A missing consumer (or a Promise of one, an `await` forgotten) is named, not a TypeError.
   if (
@@ -191,7 +193,8 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     defaultScope: (message) => ['nats', message.info.stream, message.info.consumer] as Scope,
   });
   const messages = await consumer.consume({ max_messages: Math.max(concurrency, 1) * 2 });
-  if (rest.scope === undefined && typeof consumer.info === 'function') {
+  // `scope: null` is "not given" (the default scope), so it is checked as one.
+  if ((rest.scope === undefined || rest.scope === null) && typeof consumer.info === 'function') {
     try {
       const info = await consumer.info(true);
       durable = stableName(info?.config);
@@ -211,12 +214,15 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     }
   }
   const inFlight = new Set<Promise<void>>();
+  // Aborted by stop(): a message waiting in the consumer for the store to come back (its
+  // `working()` still sent) is given back at once.
+  const stopping = new AbortController();
 
   async function handle(message: TMessage): Promise<void> {
     const working = setInterval(() => message.working(), workingIntervalMs);
     let disposition: Awaited<ReturnType<typeof processor.process>>;
     try {
-      disposition = await processor.process(message);
+      disposition = await processor.process(message, { signal: stopping.signal });
     } finally {
       clearInterval(working);
     }
@@ -285,6 +291,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       checkStopTimeout(timeoutMs);
       if (!stopped) {
         stopped = true;
+        stopping.abort();
         wakeLoop?.();
         stopPulling(messages);
       }

@@ -30,6 +30,9 @@ describe('RabbitMQ consumer through a store outage', () => {
         queue,
         storeTimeoutMs: 300,
         retryDelayMs: 150,
+        // A message the store cannot take waits in the consumer about a lease before it is
+        // given back (ccrev): a short one, so the outage's give-backs come soon.
+        leaseMs: 1_500,
         handler: async (message, { fence }) => {
           runs += 1;
           const id = String(message.properties.messageId);

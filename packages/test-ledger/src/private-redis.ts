@@ -12,6 +12,10 @@ export interface PrivateRedis {
   stop(): Promise<void>;
   /** Starts it again on the same port. */
   start(): Promise<void>;
+  /** Freezes the server (SIGSTOP, by PID): connections stay open, nothing is answered. */
+  freeze(): void;
+  /** Lets a frozen server go on (SIGCONT): what it was sent meanwhile is then answered. */
+  thaw(): void;
 }
 
 const freePort = (): Promise<number> =>
@@ -60,13 +64,20 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     throw new Error(`redis-server did not answer on port ${port}: is redis-server on PATH?`);
   };
   await start();
+  const signal = (name: 'SIGSTOP' | 'SIGCONT') => {
+    if (child?.pid && child.exitCode === null && child.signalCode === null)
+      process.kill(child.pid, name);
+  };
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
     start,
+    freeze: () => signal('SIGSTOP'),
+    thaw: () => signal('SIGCONT'),
     async stop() {
       const running = child;
-      if (!running?.pid || running.exitCode !== null) return;
+      // Killed already (a signal sets signalCode, not exitCode): a second kill would be ESRCH.
+      if (!running?.pid || running.exitCode !== null || running.signalCode !== null) return;
       const exited = once(running, 'exit');
       process.kill(running.pid, 'SIGKILL');
       await exited;

@@ -1,0 +1,46 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { IdemError, type OutcomePolicy, successOnly } from '@idem/core';
+
+/**
+ * The handler succeeded but the outcome policy (`isFinal`) did not keep its outcome: the key
+ * was released, nothing was recorded, and the message is given back for another delivery (a
+ * retry is what such a policy asks for), never acked.
+ */
+export class OutcomeNotKeptError extends IdemError<'OUTCOME_NOT_KEPT'> {
+  constructor() {
+    super(
+      'OUTCOME_NOT_KEPT',
+      'The outcome policy (isFinal) did not keep the handler’s outcome: the key was released and the message is given back for another delivery',
+    );
+  }
+}
+
+/** What the policy said of one execution: `final` is unset until it was asked. */
+export interface PolicyVerdict {
+  final?: boolean;
+}
+
+/**
+ * The engine's `isFinal`, which also tells each message what it said of that message's
+ * execution: `execute` answers the same for a success recorded and one released, and throws
+ * the handler's error after recording it or after releasing the key. One engine serves every
+ * message at once, so the verdict goes where the execution runs (its async context), never
+ * through a variable another message's execution could write in between.
+ */
+export function trackedPolicy<T>(policy: OutcomePolicy<T> | undefined): {
+  isFinal: OutcomePolicy<T>;
+  within<R>(verdict: PolicyVerdict, run: () => Promise<R>): Promise<R>;
+} {
+  const decide = policy ?? (successOnly as OutcomePolicy<T>);
+  const verdicts = new AsyncLocalStorage<PolicyVerdict>();
+  return {
+    isFinal: (settled) => {
+      const final = decide(settled);
+      const verdict = verdicts.getStore();
+      // As the engine reads it (`if (!final)`): truthiness.
+      if (verdict !== undefined) verdict.final = Boolean(final);
+      return final;
+    },
+    within: (verdict, run) => verdicts.run(verdict, run),
+  };
+}
