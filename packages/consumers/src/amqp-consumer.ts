@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
@@ -124,6 +125,9 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   // Aborted by stop(): a message waiting in the consumer for the store to come back is given
   // back at once.
   const stopping = new AbortController();
+  // Each waiting message listens to it (removed when its wait ends): up to `prefetch` at once,
+  // which is no leak (Node warned of one past 10, on the user's stderr).
+  setMaxListeners(prefetch + 10, stopping.signal);
   // Broker calls on a channel that closed meanwhile throw; the broker redelivers anyway.
   const safely = (call: () => void) => {
     try {

@@ -27,7 +27,8 @@ export type ConsumerEngineOptions<T> = Omit<IdempotencyOptions<T>, 'wait'>;
 /**
  * What became of one message:
  * - `processed`: the handler ran, its outcome was recorded, the message acked (with `error`:
- *   the handler threw and the policy, e.g. `everythingFinal`, recorded that failure);
+ *   the handler threw and the policy, e.g. `everythingFinal`, recorded that failure; or the
+ *   policy threw of a success, which is kept: running the handler again must never happen);
  * - `replayed`: a redelivery of a message whose outcome was recorded: acked, handler not run;
  * - `in_progress`: another consumer holds the key: given back for a later delivery;
  * - `failed`: the handler threw (the key was released), the policy did not keep a success
@@ -287,6 +288,9 @@ export function messageProcessor<TMessage, T>(
           delayMs: retryDelayMs,
           error: new OutcomeNotKeptError(),
         });
+      // Kept although the policy threw of it: acked, the policy's error reported.
+      if (verdict.policyError !== undefined)
+        return done({ action: 'ack', status: 'processed', error: verdict.policyError });
       return done({ action: 'ack', status: 'processed' });
     } catch (error) {
       // The policy kept the failure and the engine recorded it (a failed final write throws

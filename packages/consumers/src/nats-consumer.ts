@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
 import { checkStopTimeout, type IdempotentConsumer, settleWithin } from './amqp-consumer.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
@@ -217,6 +218,9 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   // Aborted by stop(): a message waiting in the consumer for the store to come back (its
   // `working()` still sent) is given back at once.
   const stopping = new AbortController();
+  // Each waiting message listens to it (removed when its wait ends): up to `concurrency` at
+  // once, which is no leak (Node warned of one past 10, on the user's stderr).
+  setMaxListeners(Math.max(concurrency, 1) + 10, stopping.signal);
 
   async function handle(message: TMessage): Promise<void> {
     const working = setInterval(() => message.working(), workingIntervalMs);

@@ -18,6 +18,8 @@ export class OutcomeNotKeptError extends IdemError<'OUTCOME_NOT_KEPT'> {
 /** What the policy said of one execution: `final` is unset until it was asked. */
 export interface PolicyVerdict {
   final?: boolean;
+  /** What the policy threw of a success (the success was kept anyway, see `trackedPolicy`). */
+  policyError?: unknown;
 }
 
 /**
@@ -35,8 +37,21 @@ export function trackedPolicy<T>(policy: OutcomePolicy<T> | undefined): {
   const verdicts = new AsyncLocalStorage<PolicyVerdict>();
   return {
     isFinal: (settled) => {
-      const final = decide(settled);
       const verdict = verdicts.getStore();
+      let final: boolean;
+      try {
+        final = decide(settled);
+      } catch (error) {
+        // A policy that throws of a success (a bug in it): the engine would leave the key to
+        // its lease and the redelivery would run the handler a second time once the lease
+        // passed. The handler ran to completion: its outcome is kept (the message acked, the
+        // policy's error reported), as a marker keeps one that cannot be stored. Of a failure
+        // it throws on: the key is released and the message given back, as the engine does.
+        if (!settled.ok || verdict === undefined) throw error;
+        verdict.policyError = error;
+        verdict.final = true;
+        return true;
+      }
       // As the engine reads it (`if (!final)`): truthiness.
       if (verdict !== undefined) verdict.final = Boolean(final);
       return final;
