@@ -124,3 +124,39 @@ describe('@idem/express after the key was acquired', () => {
     expect((runs.get(name) ?? 0) - before).toBe(replays ? 1 : 2);
   });
 });
+
+describe('@idem/express with an outcome policy that throws', () => {
+  it('records the response (the route runs once, the retry replays it) and reports the error', async () => {
+    const warnings: string[] = [];
+    let ran = 0;
+    const app = express();
+    app.use(
+      idempotency({
+        store: createMemoryStore(),
+        scope: () => ({ principal: 'tenant-a' }),
+        isFinal: () => {
+          throw new Error('policy bug');
+        },
+        onWarning: (message) => warnings.push(message),
+      }),
+    );
+    app.post('/charge', (_req, res) => {
+      ran++;
+      res.status(201).type('text/plain').send('charged');
+    });
+    const server = app.listen(0, '127.0.0.1');
+    try {
+      await once(server, 'listening');
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const first = await post(url, '/charge', 'policy-throws');
+      expect(first).toMatchObject({ status: 201, replayed: false, body: 'charged' });
+      const retry = await post(url, '/charge', 'policy-throws');
+      expect(retry).toMatchObject({ status: 201, replayed: true, body: 'charged' });
+      expect(ran).toBe(1);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain('Error: policy bug');
+    } finally {
+      await once(server.close(), 'close');
+    }
+  });
+});

@@ -108,3 +108,35 @@ describe('@idem/fastify after the key was acquired', () => {
     expect((runs.get(name) ?? 0) - before).toBe(replays ? 1 : 2);
   });
 });
+
+describe('@idem/fastify with an outcome policy that throws', () => {
+  it('records the response (the route runs once, the retry replays it) and reports the error', async () => {
+    const warnings: string[] = [];
+    let ran = 0;
+    const app = Fastify({ forceCloseConnections: true });
+    try {
+      await app.register(idempotency, {
+        store: createMemoryStore(),
+        scope: () => ({ principal: 'tenant-a' }),
+        isFinal: () => {
+          throw new Error('policy bug');
+        },
+        onWarning: (message) => warnings.push(message),
+      });
+      app.post('/charge', async (_request, reply) => {
+        ran++;
+        return reply.code(201).type('text/plain').send('charged');
+      });
+      const url = await app.listen({ port: 0, host: '127.0.0.1' });
+      const first = await post(url, '/charge', 'policy-throws');
+      expect(first).toMatchObject({ status: 201, replayed: false, body: 'charged' });
+      const retry = await post(url, '/charge', 'policy-throws');
+      expect(retry).toMatchObject({ status: 201, replayed: true, body: 'charged' });
+      expect(ran).toBe(1);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain('Error: policy bug');
+    } finally {
+      await app.close();
+    }
+  });
+});

@@ -130,7 +130,7 @@ export function answerBeginError(
 
 /**
  * The handler threw (or gave nothing sendable): a 500 problem, recorded when the policy makes
- * it final; otherwise the key is released and the error rethrown to the framework.
+ * it final (or throws on it); otherwise the key is released and the error rethrown to the framework.
  * @internal
  */
 export async function answerFailure(
@@ -146,9 +146,11 @@ export async function answerFailure(
   let final: boolean;
   try {
     final = recorder.start(failure.status, failure.headers);
-  } catch (policyError) {
-    await recorder.fail(policyError);
-    throw policyError;
+  } catch (error) {
+    // Not the policy (one that throws makes this 500 final, see `createRecorder`): a recorder
+    // of another make that refused the head. Never leave the key held.
+    await recorder.fail(error);
+    throw error;
   }
   if (!final) {
     await recorder.fail(error);

@@ -349,7 +349,8 @@ export function createIdempotencyHandler<R = Request>(
     try {
       return await recorder.recordResponse(response, request.signal);
     } catch (error) {
-      // The policy threw, or the adapter misused the recorder: never leave the key held.
+      // The adapter misused the recorder: never leave the key held. (Not the policy: one
+      // that throws makes the response final, see `createRecorder`.)
       await recorder.fail(error);
       throw error;
     }

@@ -1128,8 +1128,9 @@ class ResponseRecording implements SocketHold {
       if (view) this.startAhead(view);
       return given;
     } catch (error) {
-      // The outcome policy threw: the key is released and the response is no longer ours,
-      // so the app's error handling can still answer it (unrecorded).
+      // Reading the head failed (not the outcome policy: one that throws makes the response
+      // final, see `createRecorder`): the key is released and the response is no longer
+      // ours, so the app's error handling can still answer it (unrecorded).
       this.bypass = true;
       void recorder.fail(error);
       throw error;

@@ -79,7 +79,10 @@ export interface HttpIdempotencyOptions<R = Request>
   scope: ScopeHook<R> | 'global';
   /** Fingerprint parts beyond method, path and body. */
   fingerprint?: FingerprintOptions<R>;
-  /** Which responses are recorded and replayed. @default finalOn2xx */
+  /**
+   * Which responses are recorded and replayed. One that throws records the response (it never
+   * costs a second run of the handler) and its error goes to `onWarning`. @default finalOn2xx
+   */
   isFinal?: ResponsePolicy;
   /**
    * Response headers recorded and replayed (case-insensitive). Set-Cookie, hop-by-hop and
@@ -104,7 +107,8 @@ export interface HttpIdempotencyOptions<R = Request>
   /** `Retry-After` (seconds) of the 503 sent when the store is down (finite, non-negative, rounded up to at least 1). @default 1 */
   unavailableRetryAfterSeconds?: number;
   /**
-   * Receives configuration warnings (e.g. a scope hook that gave no principal). What it throws
+   * Receives configuration warnings (e.g. a scope hook that gave no principal), and the error
+   * (its stack) of an `isFinal` that threw, whose response was recorded as final. What it throws
    * (or, async, rejects with) is ignored. @default console.warn
    */
   onWarning?: (message: string) => void;

@@ -54,7 +54,12 @@ export const OUTCOME_FORMAT = 'idem/http/v1';
 export interface ResponseRecorder {
   /** What the handler may use: key, fence, abort signal. */
   readonly context: IdempotencyContext;
-  /** Declares status and headers (once); returns whether the response will be recorded. */
+  /**
+   * Declares status and headers (once); returns whether the response will be recorded. When
+   * the outcome policy throws on a status of 200..599, the response is final (recorded and
+   * replayed: the handler never runs twice for a policy's bug) and the policy's error goes to
+   * `onWarning`; `start` does not throw it.
+   */
   start(status: number, headers: Headers): boolean;
   /**
    * Takes the next body chunk. Returns true when the caller may send it now (after the
@@ -238,9 +243,23 @@ export function createRecorder(
 
   function startWith(status: number, response: ResponseHead, source: ResponseHeadSource): boolean {
     if (head) return final;
-    // A policy that throws is a failure of ours after acquisition: the caller releases. A
-    // status a Web Response cannot carry (1xx, 600-999) could never be replayed: not final.
-    final = status >= 200 && status <= 599 && settings.isFinal(response);
+    // A status a Web Response cannot carry (1xx, 600-999) could never be replayed: not final.
+    if (status >= 200 && status <= 599) {
+      try {
+        final = settings.isFinal(response);
+      } catch (policyError) {
+        // A policy that throws is a bug of the app's, and never costs a second run of its
+        // handler: the response it gave is final (recorded, replayed to every retry) and goes
+        // to its client as written; the policy's error goes to `onWarning`, as core throws it
+        // once the success is recorded. Released, a retry ran the handler again (conrev24).
+        // The 500 problem of a handler that threw too: the policy judges responses, and an
+        // adapter's error handler writes that 500 like any response (the paths agree).
+        final = true;
+        settings.warn(
+          `The outcome policy (isFinal) threw on the ${status} response of ${execution.storageKey}; the response is recorded as final and replayed to retries. ${describeError(policyError)}`,
+        );
+      }
+    }
     head = { status, headers: source.recorded(settings.recordedHeaders) };
     if (final) {
       const reason = source.reason?.();
@@ -442,4 +461,15 @@ export function createRecorder(
     [LIVE_CAPTURE]: () => (tee ? buffer?.held() : undefined),
   };
   return recorder;
+}
+
+/** An error as a warning names it: its stack (which holds its message) when it has one. */
+function describeError(error: unknown): string {
+  try {
+    if (error instanceof Error) return error.stack ?? `${error.name}: ${error.message}`;
+    return `Thrown: ${String(error)}`;
+  } catch {
+    // A value whose `stack` or `toString` throws: the warning goes out without it.
+    return 'Thrown: a value that cannot be printed';
+  }
 }

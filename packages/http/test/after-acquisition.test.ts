@@ -68,6 +68,19 @@ function setup(options: Partial<HttpIdempotencyOptions> = {}) {
   return { spied, handler };
 }
 
+/** A handler whose outcome policy throws, and the warnings it reports. */
+function setupThrowingPolicy() {
+  const warnings: string[] = [];
+  const broken: ResponsePolicy = () => {
+    throw new Error('policy bug');
+  };
+  const { spied, handler } = setup({
+    isFinal: broken,
+    onWarning: (message) => warnings.push(message),
+  });
+  return { spied, handler, warnings };
+}
+
 /** Settles a `handle` call into its response (body read) or its error. */
 async function outcome(promise: Promise<Response>): Promise<Response | Error> {
   try {
@@ -113,18 +126,54 @@ describe('after the key was acquired, every path settles the execution', () => {
     expect(replay.headers.get(REPLAYED_HEADER)).toBe('true');
   });
 
-  it('releases and rethrows when the outcome policy throws', async () => {
-    const broken: ResponsePolicy = () => {
-      throw new Error('policy bug');
+  it('records the response when the outcome policy throws: the handler runs once, a retry replays, the error is reported', async () => {
+    const { spied, handler, warnings } = setupThrowingPolicy();
+    let runs = 0;
+    const app = async () => {
+      runs++;
+      return new Response('ok', { status: 201, headers: { 'content-type': 'text/plain' } });
     };
-    const { spied, handler } = setup({ isFinal: broken });
-    await expect(handler.handle(post('k3'), async () => new Response('ok'))).rejects.toThrow(
-      'policy bug',
-    );
-    expect(spied.calls).toMatchObject({ release: 1, complete: 0 });
+    // The app's response reaches its client as the app wrote it.
+    const first = await handler.handle(post('k3'), app);
+    expect(first.status).toBe(201);
+    expect(await first.text()).toBe('ok');
+    expect(spied.calls).toMatchObject({ release: 0, complete: 1 });
     const extends_ = spied.calls.extend;
     await sleep(LEASE.heartbeatMs * 4);
     expect(spied.calls.extend).toBe(extends_);
+    // The policy's error is not lost: onWarning gets it, with the key's record named.
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('isFinal');
+    expect(warnings[0]).toContain('Error: policy bug');
+    // The retry is a replay of the recorded response; the handler never runs twice.
+    const retry = await handler.handle(post('k3'), app);
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get(REPLAYED_HEADER)).toBe('true');
+    expect(await retry.text()).toBe('ok');
+    expect(runs).toBe(1);
+    expect(spied.calls).toMatchObject({ release: 0, complete: 1 });
+  });
+
+  it('records the 500 problem when the outcome policy throws on it after the handler threw (the handler runs once)', async () => {
+    const { spied, handler, warnings } = setupThrowingPolicy();
+    let runs = 0;
+    const app = async (): Promise<Response> => {
+      runs++;
+      throw new Error('handler failed');
+    };
+    const first = await handler.handle(post('k5'), app);
+    expect(first.status).toBe(500);
+    expect(await first.json()).toMatchObject({ type: PROBLEM_TYPES.handlerFailed });
+    expect(spied.calls).toMatchObject({ release: 0, complete: 1 });
+    const extends_ = spied.calls.extend;
+    await sleep(LEASE.heartbeatMs * 4);
+    expect(spied.calls.extend).toBe(extends_);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('Error: policy bug');
+    const retry = await handler.handle(post('k5'), app);
+    expect(retry.status).toBe(500);
+    expect(retry.headers.get(REPLAYED_HEADER)).toBe('true');
+    expect(runs).toBe(1);
   });
 
   it('releases when an adapter finishes a recorder it never started', async () => {

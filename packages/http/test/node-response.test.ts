@@ -29,12 +29,14 @@ describe('recordServerResponse with apps that misuse the response', () => {
     expect(errors).toEqual(['ERR_STREAM_WRITE_AFTER_END']);
   });
 
-  it('an outcome policy that throws releases the key, and the app can still answer (no hung response)', async () => {
+  it('an outcome policy that throws records the response (the handler runs once, a retry replays), and the error is reported (no hung response)', async () => {
     let runs = 0;
+    const warnings: string[] = [];
     const url = await serve(
       (_req, res) => {
         runs++;
         res.setHeader('x-bad', '1');
+        res.setHeader('content-type', 'text/plain');
         res.end('fine');
       },
       {
@@ -42,15 +44,51 @@ describe('recordServerResponse with apps that misuse the response', () => {
           if (head.headers.get('x-bad')) throw new Error('policy bug');
           return true;
         },
+        onWarning: (message) => warnings.push(message),
       },
     );
+    // The app's response reaches its client as the app wrote it.
     const first = await send(url, '/p', { key: 'policy-throws', body: {}, timeoutMs: 2_000 });
-    expect(first.status).toBe(500);
-    expect(first.body.toString()).toBe('app error: policy bug');
+    expect(first.status).toBe(200);
+    expect(first.body.toString()).toBe('fine');
+    expect(first.headers[REPLAYED_HEADER]).toBeUndefined();
     const again = await send(url, '/p', { key: 'policy-throws', body: {}, timeoutMs: 2_000 });
-    expect(again.status).toBe(500);
-    expect(again.headers[REPLAYED_HEADER]).toBeUndefined();
-    expect(runs).toBe(2); // released, never held: the retry runs again
+    expect(again.status).toBe(200);
+    expect(again.body.toString()).toBe('fine');
+    expect(again.headers[REPLAYED_HEADER]).toBe('true');
+    expect(runs).toBe(1); // recorded, never released: the retry is a replay
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('isFinal');
+    expect(warnings[0]).toContain('Error: policy bug');
+  });
+
+  it('an outcome policy that throws on a writeHead response with a declared length records it too', async () => {
+    let runs = 0;
+    const warnings: string[] = [];
+    const url = await serve(
+      (_req, res) => {
+        runs++;
+        res.writeHead(202, { 'content-type': 'text/plain', 'content-length': '8' });
+        res.write('acc');
+        res.end('epted');
+      },
+      {
+        isFinal: () => {
+          throw new TypeError('policy bug');
+        },
+        onWarning: (message) => warnings.push(message),
+      },
+    );
+    const first = await send(url, '/h', { key: 'policy-throws-head', body: {}, timeoutMs: 2_000 });
+    expect(first.status).toBe(202);
+    expect(first.body.toString()).toBe('accepted');
+    const again = await send(url, '/h', { key: 'policy-throws-head', body: {}, timeoutMs: 2_000 });
+    expect(again.status).toBe(202);
+    expect(again.body.toString()).toBe('accepted');
+    expect(again.headers[REPLAYED_HEADER]).toBe('true');
+    expect(runs).toBe(1);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('TypeError: policy bug');
   });
 
   it('a status a Web Response cannot carry (999) is not recorded under a policy that records everything', async () => {
