@@ -370,13 +370,16 @@ describe('dynrev isolation: namespaces and clocks (options)', () => {
       clock,
     });
     const key = newKey();
-    const first = acquireInput(key, { leaseMs: 1_000, retentionMs: 1_000 });
+    // Retention 30 s (was 1 s): the completed item's TTL attribute follows real time, and a
+    // loaded CI lane once took past it, so DynamoDB Local's TTL removed the item before the
+    // acquisition below (a new record, fence 1, instead of `found`).
+    const first = acquireInput(key, { leaseMs: 1_000, retentionMs: 30_000 });
     await store.acquire(first);
     now -= 60_000; // the clock steps back a minute
-    expect(await store.complete({ ...first, outcome: bytes('a'), retentionMs: 1_000 })).toEqual({
+    expect(await store.complete({ ...first, outcome: bytes('a'), retentionMs: 30_000 })).toEqual({
       ok: true,
     });
-    expect(await store.complete({ ...first, outcome: bytes('a'), retentionMs: 1_000 })).toEqual({
+    expect(await store.complete({ ...first, outcome: bytes('a'), retentionMs: 30_000 })).toEqual({
       ok: true,
     });
     expect(await store.acquire(acquireInput(key))).toMatchObject({ kind: 'found' });
