@@ -171,52 +171,6 @@ describe('the replay state machine', () => {
     });
   });
 
-  // conrev24 (HIGH, exactly-once): an isFinal that threw after a success abandoned the key;
-  // once its lease ran out a retry ran the operation again. The success is now recorded, the
-  // caller gets the policy's error, and every retry replays the value.
-  it('an isFinal that throws on a success records it: the caller gets the policy error, a retry past the lease replays, the operation ran once', async () => {
-    const bug = new Error('policy bug');
-    const { idem, clock } = setup({
-      isFinal: (settled) => {
-        if (settled.ok) throw bug;
-        return false;
-      },
-    });
-    let runs = 0;
-    const op = async () => {
-      runs++;
-      return 'charged';
-    };
-    await expect(idem.execute({ key: 'k' }, op)).rejects.toBe(bug);
-    clock.advance(5_000);
-    expect(await idem.execute({ key: 'k' }, op)).toEqual({ value: 'charged', replayed: true });
-    expect(runs).toBe(1);
-  });
-
-  it('an isFinal that throws on a failure releases the key: the caller gets the policy error, a retry runs again', async () => {
-    const bug = new Error('policy bug');
-    const { idem } = setup({
-      isFinal: (settled) => {
-        if (!settled.ok) throw bug;
-        return true;
-      },
-    });
-    let runs = 0;
-    await expect(
-      idem.execute({ key: 'k' }, async () => {
-        runs++;
-        throw new Error('declined');
-      }),
-    ).rejects.toBe(bug);
-    expect(
-      await idem.execute({ key: 'k' }, async () => {
-        runs++;
-        return 'ok';
-      }),
-    ).toEqual({ value: 'ok', replayed: false });
-    expect(runs).toBe(2);
-  });
-
   it('a store failure at acquire is STORE_UNAVAILABLE with the cause; the operation never runs', async () => {
     const { store } = setup();
     const idem = createIdempotency({ store: faulty(store, { acquire: 'throw' }) });
