@@ -171,6 +171,57 @@ describe('the replay state machine', () => {
     });
   });
 
+  // FINDING HIGH (exactly-once), left open (conrev24 review, 2026-12-06): an isFinal that
+  // throws after a success abandons the key (execute() in src/idempotency.ts): once its lease
+  // runs out a retry runs the operation again. Recording the success as final instead was
+  // built and reverted the same day: @idem/store-postgres's transactional engine rolls the
+  // business transaction back on a throwing policy ('an outcome policy that throws: the
+  // transaction rolls back, nothing commits'), and core then recorded a success whose writes
+  // never committed. @idem/http and @idem/consumers record such a response/message
+  // themselves; a fix here must leave the transactional engine's rollback coherent.
+  it.fails('an isFinal that throws on a success: a retry past the lease replays, the operation ran once', async () => {
+    const bug = new Error('policy bug');
+    const { idem, clock } = setup({
+      isFinal: (settled) => {
+        if (settled.ok) throw bug;
+        return false;
+      },
+    });
+    let runs = 0;
+    const op = async () => {
+      runs++;
+      return 'charged';
+    };
+    await expect(idem.execute({ key: 'k' }, op)).rejects.toBe(bug);
+    clock.advance(5_000);
+    expect(await idem.execute({ key: 'k' }, op)).toEqual({ value: 'charged', replayed: true });
+    expect(runs).toBe(1);
+  });
+
+  it('an isFinal that throws on a failure releases the key: the caller gets the policy error, a retry runs again', async () => {
+    const bug = new Error('policy bug');
+    const { idem } = setup({
+      isFinal: (settled) => {
+        if (!settled.ok) throw bug;
+        return true;
+      },
+    });
+    let runs = 0;
+    await expect(
+      idem.execute({ key: 'k' }, async () => {
+        runs++;
+        throw new Error('declined');
+      }),
+    ).rejects.toBe(bug);
+    expect(
+      await idem.execute({ key: 'k' }, async () => {
+        runs++;
+        return 'ok';
+      }),
+    ).toEqual({ value: 'ok', replayed: false });
+    expect(runs).toBe(2);
+  });
+
   it('a store failure at acquire is STORE_UNAVAILABLE with the cause; the operation never runs', async () => {
     const { store } = setup();
     const idem = createIdempotency({ store: faulty(store, { acquire: 'throw' }) });

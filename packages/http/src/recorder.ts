@@ -250,8 +250,9 @@ export function createRecorder(
       } catch (policyError) {
         // A policy that throws is a bug of the app's, and never costs a second run of its
         // handler: the response it gave is final (recorded, replayed to every retry) and goes
-        // to its client as written; the policy's error goes to `onWarning`, as core throws it
-        // once the success is recorded. Released, a retry ran the handler again (conrev24).
+        // to its client as written; the policy's error goes to `onWarning`. Released, a retry
+        // ran the handler again (conrev24; core's execute() still leaves such a key to its
+        // lease: packages/core/test/engine.test.ts).
         // The 500 problem of a handler that threw too: the policy judges responses, and an
         // adapter's error handler writes that 500 like any response (the paths agree).
         final = true;
