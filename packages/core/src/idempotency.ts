@@ -108,14 +108,20 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       settled = { ok: false, error };
     }
     let final: boolean;
+    // The policy's own error, thrown once a success it failed to judge is recorded.
+    let policyFailed: { error: unknown } | undefined;
     try {
       final = isFinal(settled);
     } catch (policyError) {
-      // After a success the key is never handed to a retry for a reason of ours: the lease
-      // runs out instead. After a failure nothing ran to completion: release as usual.
-      if (settled.ok) execution.abandon();
-      else await execution.release().catch(() => {});
-      throw policyError;
+      // After a failure nothing ran to completion: release as usual. A success is recorded
+      // as final whatever the policy's fault (the default policy keeps every success): left
+      // to its lease, a retry after it ran the operation again (the conrev24 review).
+      if (!settled.ok) {
+        await execution.release().catch(() => {});
+        throw policyError;
+      }
+      policyFailed = { error: policyError };
+      final = true;
     }
     if (!final) {
       // A failed release leaves the record in progress until its lease passes: reported
@@ -144,6 +150,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
           ? execution.completeEncoded(outcome)
           : execution.complete(outcome);
     if (recording !== undefined) await recording;
+    if (policyFailed) throw policyFailed.error;
     if (settled.ok) return { value: settled.value, replayed: false };
     throw settled.error;
   }

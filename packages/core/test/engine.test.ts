@@ -171,15 +171,10 @@ describe('the replay state machine', () => {
     });
   });
 
-  // FINDING HIGH (exactly-once), left open (conrev24 review, 2026-12-06): an isFinal that
-  // throws after a success abandons the key (execute() in src/idempotency.ts): once its lease
-  // runs out a retry runs the operation again. Recording the success as final instead was
-  // built and reverted the same day: @idem/store-postgres's transactional engine rolls the
-  // business transaction back on a throwing policy ('an outcome policy that throws: the
-  // transaction rolls back, nothing commits'), and core then recorded a success whose writes
-  // never committed. @idem/http and @idem/consumers record such a response/message
-  // themselves; a fix here must leave the transactional engine's rollback coherent.
-  it.fails('an isFinal that throws on a success: a retry past the lease replays, the operation ran once', async () => {
+  // conrev24 (HIGH, exactly-once): an isFinal that threw after a success abandoned the key;
+  // once its lease ran out a retry ran the operation again. The success is now recorded, the
+  // caller gets the policy's error, and every retry replays the value.
+  it('an isFinal that throws on a success records it: the caller gets the policy error, a retry past the lease replays, the operation ran once', async () => {
     const bug = new Error('policy bug');
     const { idem, clock } = setup({
       isFinal: (settled) => {

@@ -230,6 +230,8 @@ export function createPostgresIdempotency<T = unknown>(
     // an outcome: the key goes back. An operation that ended its transaction itself and
     // threw may have committed writes: always an outcome, never a release.
     isFinal: (settled) => {
+      // A success this engine rolled back and does not keep: released, whatever the policy.
+      if (!settled.ok && settled.error instanceof NotKept) return false;
       if (forcedFinal.take(settled.ok ? settled.value : settled.error)) return true;
       if (settled.ok) return policy(settled);
       if (endedByOperation.has(settled.error as object)) return true;
@@ -302,8 +304,11 @@ export function createPostgresIdempotency<T = unknown>(
       throw new InvalidInputError('execute needs an operation function');
     let tx: BusinessTransaction | undefined;
     let unused: (() => void) | undefined;
+    // The policy's error for a success recorded anyway (its transaction ended by the
+    // operation, or undecided): thrown once core has recorded it, as core does.
+    let policyFailed: { error: unknown } | undefined;
     try {
-      return await idem.execute(request, async (ctx) => {
+      const result = await idem.execute(request, async (ctx) => {
         // Claimed at once, before any heartbeat of this execution can fire.
         const execution = executions.start(ctx.storageKey, ctx.fence);
         if (execution === undefined)
@@ -399,16 +404,40 @@ export function createPostgresIdempotency<T = unknown>(
         // rolled back here instead, with the same check as after a throw (its one round
         // trip replaces the release's ROLLBACK), so that one the operation committed itself
         // is recorded, never released for a retry that would write its rows again.
-        if (current.phase === 'open' && !finalByPolicy({ ok: true, value })) {
-          const state = await current.rollBackAfterOperation();
-          if (state !== 'ours') forcedFinal.add(value);
-          if (state === 'ended') warnEnded();
+        // The policy is asked once here, and core is told the answer for a value whose
+        // transaction was rolled back (`NotKept`, by identity): a policy that throws on a
+        // second call must not get a rolled-back success recorded (core records a success
+        // whose policy throws, for an operation whose effects are already done).
+        if (current.phase === 'open') {
+          let kept: boolean;
+          let policyError: { error: unknown } | undefined;
+          try {
+            kept = policy({ ok: true, value }) === true;
+          } catch (error) {
+            kept = false;
+            policyError = { error };
+          }
+          if (!kept) {
+            const state = await current.rollBackAfterOperation();
+            // Nothing committed: the key goes back and the caller gets the value (or the
+            // policy's error), as core answers for a success it does not keep.
+            if (state === 'ours') throw new NotKept(value, policyError);
+            forcedFinal.add(value);
+            if (state === 'ended') warnEnded();
+            policyFailed = policyError;
+          }
         }
         return value;
       });
+      if (policyFailed && !result.replayed) throw policyFailed.error;
+      return result;
+    } catch (error) {
+      if (!(error instanceof NotKept)) throw error;
+      if (error.policyError) throw error.policyError.error;
+      return { value: error.value as T, replayed: false };
     } finally {
-      // Still open: core never wrote an outcome (the outcome policy threw). Nothing commits;
-      // core left the key to its lease.
+      // Still open: core neither completed nor released (it failed before either). Nothing
+      // commits; the key is left to its lease.
       if (tx?.phase === 'open') await tx.rollback();
       unused?.();
     }
@@ -419,6 +448,18 @@ export function createPostgresIdempotency<T = unknown>(
     drain: (timeoutMs) => idem.drain(timeoutMs),
     settings: idem.settings,
   };
+}
+
+/**
+ * A success whose business transaction this engine rolled back (the policy did not keep it,
+ * or threw): thrown through core so that core releases the key, whatever a second policy
+ * call would say, and unwrapped by `execute`.
+ */
+class NotKept {
+  constructor(
+    readonly value: unknown,
+    readonly policyError: { error: unknown } | undefined,
+  ) {}
 }
 
 /**

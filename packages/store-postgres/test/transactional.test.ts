@@ -292,18 +292,73 @@ describe('transactional execute', () => {
     expect((await t.store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('released');
   });
 
-  it('an outcome policy that throws: the transaction rolls back, nothing commits', async () => {
+  // Core records a success whose policy throws (its effects are done); this engine asks the
+  // policy before anything commits, so such a success is rolled back and the key released:
+  // nothing committed, nothing recorded, and the caller gets the policy's error.
+  it('an outcome policy that throws: the transaction rolls back, nothing commits, the key is free at once', async () => {
+    let broken = true;
     const t = setup({
       isFinal: () => {
-        throw new Error('policy bug');
+        if (broken) throw new Error('policy bug');
+        return true;
       },
     });
     await expect(t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'))).rejects.toThrow(
       'policy bug',
     );
     expect(await t.rows('k')).toBe(0);
-    expect((await t.store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('in_progress');
+    expect((await t.store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('released');
     expect(pool.totalCount - pool.idleCount).toBe(0);
+    // No lease to wait out: the retry runs, commits once, and is replayed after.
+    broken = false;
+    const second = await t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
+    expect(second.replayed).toBe(false);
+    expect(await t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'))).toEqual({
+      value: second.value,
+      replayed: true,
+    });
+    expect(t.runs()).toBe(2);
+    expect(await t.rows('k')).toBe(1);
+  });
+
+  it('a policy that says "not final" and then throws when core asks: never a recorded success whose rows rolled back', async () => {
+    let calls = 0;
+    const t = setup({
+      isFinal: () => {
+        calls++;
+        if (calls === 1) return false;
+        throw new Error('policy bug on the second call');
+      },
+    });
+    const first = await t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
+    expect(first.replayed).toBe(false);
+    // The engine asked once and rolled back: core is not asked again.
+    expect(calls).toBe(1);
+    expect(await t.rows('k')).toBe(0);
+    expect((await t.store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('released');
+  });
+
+  it('an operation that commits its transaction itself, then a policy that throws: recorded, the policy error, a retry replays', async () => {
+    const t = setup({
+      isFinal: (settled) => {
+        if (settled.ok) throw new Error('policy bug');
+        return false;
+      },
+    });
+    await expect(
+      t.engine.execute(
+        { key: 'k', scope: t.scope },
+        t.charge('k', async (tx) => {
+          await tx.query('COMMIT');
+        }),
+      ),
+    ).rejects.toThrow('policy bug');
+    expect(await t.rows('k')).toBe(1);
+    expect((await t.store.get(storageKeyOf(t.scope, 'k')))?.status).toBe('completed');
+    const again = await t.engine.execute({ key: 'k', scope: t.scope }, t.charge('k'));
+    expect(again.replayed).toBe(true);
+    expect(t.runs()).toBe(1);
+    expect(await t.rows('k')).toBe(1);
   });
 
   it('refuses a store on a plain client and a bad isolation level', () => {
