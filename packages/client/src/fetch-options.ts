@@ -145,7 +145,8 @@ export interface IdempotentFetchOptions {
   deadlineMs?: number;
   /**
    * Which statuses are retried (as counted attempts). A `422` and a replayed answer are never
-   * retried, whatever it says; a 409 in progress is waited on whatever it says.
+   * retried, whatever it says; a 409 in progress is waited on whatever it says. One that throws
+   * ends the call with its error (the answer's unread body is cancelled, its connection freed).
    * @default 408, 425, 429 and 5xx
    */
   isRetryableStatus?: (status: number) => boolean;

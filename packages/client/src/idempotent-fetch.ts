@@ -285,6 +285,16 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
           infos.set(response, { key, attempts: attempt, replayed });
           return response;
         };
+        // The caller's hook, asked for this status: one that throws ends the call with its
+        // error, and the body nobody will read is let go (its connection freed).
+        const statusRetryable = (): boolean => {
+          try {
+            return retryableStatus(status);
+          } catch (error) {
+            response.body?.cancel().catch(() => undefined);
+            throw error;
+          }
+        };
         // A replay is the recorded outcome and a 422 says the key is taken by another request:
         // the same key would get the same answer again.
         if (!retryable || replayed || status === 422) return finish();
@@ -299,7 +309,7 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
           });
           response = conflict.response;
           if (conflict.inProgress) failure = 'in-progress';
-        } else if (key !== undefined && status === 500 && retryableStatus(status)) {
+        } else if (key !== undefined && status === 500 && statusRetryable()) {
           // An idem server's "ran, but not recorded" (or misconfigured scope) 500 is final.
           const read = boundSignal(
             callerSignal,
@@ -322,7 +332,7 @@ export function createIdempotentFetch(options: IdempotentFetchOptions = {}): Fet
             return finish();
           }
         }
-        if (failure === undefined && retryableStatus(status)) failure = 'status';
+        if (failure === undefined && statusRetryable()) failure = 'status';
         if (failure === undefined) return finish();
         const retryAfter = parseRetryAfter(response.headers.get('retry-after'), now());
         let spent: boolean;
