@@ -5,7 +5,13 @@ import { createMemoryStore } from '@idem/store-memory';
 import { createRedisStore, recommendedRedisOptions } from '@idem/store-redis';
 import { startPrivateRedis } from '@idem/test-ledger';
 import type { Meter, Span, Tracer } from '@opentelemetry/api';
-import { BasicTracerProvider, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  SimpleSpanProcessor,
+  type SpanExporter,
+  type SpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ATTR, createOtelListener, METRIC, SPAN } from '../src/index.js';
@@ -344,5 +350,27 @@ describe('otelrev held: an SDK that fails does not change the answers', () => {
     const broken = await answers(createOtelListener({ tracer, meter }));
     expect(broken).toEqual(baseline);
     expect(baseline.runs).toBeGreaterThan(0);
+  });
+
+  it('an exporter that throws and one that never answers: same answers, no unhandled error', async () => {
+    const baseline = await answers(undefined);
+    const throwing: SpanExporter = {
+      export() {
+        throw new Error('exporter down');
+      },
+      shutdown: async () => {},
+    };
+    const silent: SpanExporter = { export() {}, shutdown: async () => {} };
+    const provider = new BasicTracerProvider({
+      spanProcessors: [
+        new SimpleSpanProcessor(throwing),
+        new BatchSpanProcessor(silent, { scheduledDelayMillis: 1, exportTimeoutMillis: 50 }),
+      ],
+    });
+    const started = performance.now();
+    const slow = await answers(createOtelListener({ tracer: provider.getTracer('x') }));
+    expect(slow).toEqual(baseline);
+    expect(performance.now() - started).toBeLessThan(5_000);
+    await sleep(100); // the batch's export times out meanwhile: nothing reaches the app
   });
 });
