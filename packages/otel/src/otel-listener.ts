@@ -10,51 +10,19 @@ import {
   type Span,
   SpanKind,
   SpanStatusCode,
-  type Tracer,
   trace,
   type UpDownCounter,
 } from '@opentelemetry/api';
 import { ATTR, METRIC, SPAN } from './attributes.js';
+import { checkOptions, countOption, type OtelListenerOptions } from './options.js';
 
-/** Options of {@link createOtelListener}. */
-export interface OtelListenerOptions {
-  /** Where spans go. @default trace.getTracer('@idem/otel') (the global provider) */
-  tracer?: Tracer;
-  /** Where metrics go. @default metrics.getMeter('@idem/otel') (the global provider) */
-  meter?: Meter;
-  /** Record spans. @default true */
-  spans?: boolean;
-  /** Record metrics. @default true */
-  metrics?: boolean;
-  /**
-   * Most `idem.execute` spans kept open at once (one per acquisition this process holds);
-   * past it an acquisition gets no execute span (its other spans and metrics still count).
-   * @default 10_000
-   */
-  maxOpenExecutions?: number;
-  /**
-   * Most distinct `idem.operation` values put on metrics. Operations past it are counted
-   * under `idem.operation: "_other"` (spans keep the operation as it is). An operation is
-   * meant to be a route, but `@idem/http`'s default is the request's path when the framework
-   * names no route (Next.js route handlers, Bun, Deno, workers): one series per order id
-   * without this bound. `Infinity` removes it. @default 100
-   */
-  maxOperations?: number;
-}
+export type { OtelListenerOptions } from './options.js';
 
 /** The `idem.operation` metric label of operations past `maxOperations`. */
 export const OTHER_OPERATION = '_other';
 
 /** The longest operation (UTF-16 code units) a metric label keeps; longer ones are `_other`. */
 const MAX_OPERATION_LABEL = 256;
-
-/** A count option: a non-negative integer, or `Infinity`. */
-function countOption(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (value === Number.POSITIVE_INFINITY || (Number.isSafeInteger(value) && value >= 0))
-    return value;
-  throw new RangeError(`${name} must be a non-negative integer or Infinity; got ${String(value)}`);
-}
 
 const SCOPE_NAME = '@idem/otel';
 // Store calls take from well under a millisecond (memory) to seconds (a timeout).
@@ -82,7 +50,8 @@ const spanMs = (ms: number | undefined): number =>
  * `idem.execute`. No span or metric carries the client's raw key: `idem.storage_key` is its
  * hash within the scope.
  */
-export function createOtelListener(options: OtelListenerOptions = {}): IdemEventListener {
+export function createOtelListener(given?: OtelListenerOptions): IdemEventListener {
+  const options = checkOptions(given);
   const tracer =
     options.spans === false ? undefined : (options.tracer ?? trace.getTracer(SCOPE_NAME));
   const maxOpen = countOption('maxOpenExecutions', options.maxOpenExecutions, 10_000);
@@ -101,23 +70,62 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
   };
   // Without a meter of the caller's, the global provider is read at each event: the metrics
   // API has no proxy (unlike the tracer's), so a meter taken before the SDK registered its
-  // provider would record nothing, ever. Instruments are made again when the provider changes.
+  // provider would record nothing, ever. Instruments are made again when the provider changes
+  // (once a provider: one registered again after `metrics.disable()` gets its own back).
   let provider: MeterProvider | undefined;
+  const byProvider = new WeakMap<MeterProvider, Instruments>();
   let made: Instruments | undefined =
     options.metrics === false || options.meter === undefined
       ? undefined
       : instrumentsOf(options.meter);
+  /**
+   * Acquisitions held now, by `idem.operation` label (undefined: no operation); an entry
+   * leaves at 0, so at most one per label in flight. The instruments of a provider that
+   * becomes the global one are brought to these (see `tell`), else each acquisition held
+   * across the change (an SDK started after the server) would take `idem.leases.in_flight`
+   * one below zero for good at its end.
+   */
+  const held = new Map<string | undefined, number>();
   const instruments = (): Instruments | undefined => {
     if (options.metrics === false || options.meter !== undefined) return made;
     const current = metrics.getMeterProvider();
     if (current !== provider) {
       provider = current;
-      made = instrumentsOf(current.getMeter(SCOPE_NAME));
+      let next = byProvider.get(current);
+      if (next === undefined) {
+        next = instrumentsOf(current.getMeter(SCOPE_NAME));
+        byProvider.set(current, next);
+      }
+      made = next;
+      for (const label of new Set([...held.keys(), ...next.told.keys()]))
+        tell(next, label, (held.get(label) ?? 0) - (next.told.get(label) ?? 0));
     }
     return made;
   };
-  /** Open `idem.execute` spans by storage key and fence. */
-  const executions = new Map<string, Span>();
+  /** Adds `delta` to `m`'s in-flight count of `label`, and to what `m` was told. */
+  const tell = (m: Instruments, label: string | undefined, delta: number) => {
+    if (delta === 0) return;
+    const n = (m.told.get(label) ?? 0) + delta;
+    if (n === 0) m.told.delete(label);
+    else m.told.set(label, n);
+    guard(() => m.inFlight.add(delta, operationAttribute(label)));
+  };
+  /** The in-flight count of `event`'s label moved by `delta` (never below 0: an end without its miss). */
+  const inFlight = (m: Instruments | undefined, event: IdemEvent, delta: 1 | -1) => {
+    const label = event.operation === undefined ? undefined : operationLabel(event.operation);
+    const n = (held.get(label) ?? 0) + delta;
+    if (n < 0) return;
+    if (n === 0) held.delete(label);
+    else held.set(label, n);
+    if (m) tell(m, label, delta);
+  };
+  /**
+   * Open `idem.execute` spans by storage key and fence, with how many acquisitions hold the
+   * pair: two at once (two engines on different stores sharing this listener, each with its
+   * own fences) cannot be told apart by their events, so the span ends when the second
+   * begins (`idem.execution_shared`, no result) and the pair is forgotten when both ended.
+   */
+  const executions = new Map<string, { span: Span | undefined; holders: number }>();
 
   const base = (event: IdemEvent): Attributes =>
     event.operation === undefined
@@ -127,6 +135,8 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
     event.operation === undefined
       ? extra
       : { [ATTR.operation]: operationLabel(event.operation), ...extra };
+  const operationAttribute = (label: string | undefined): Attributes =>
+    label === undefined ? {} : { [ATTR.operation]: label };
   const count = (
     m: Instruments | undefined,
     event: IdemEvent,
@@ -166,17 +176,35 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
     `${event.storageKey}#${event.fence}`;
 
   function openExecution(event: Extract<IdemEvent, { type: 'miss' }>, attributes: Attributes) {
-    // One span a storage key and fence: a second acquisition with the same pair (two engines
-    // on different stores sharing this listener) gets none rather than leaking the first.
     const key = executionKey(event);
-    if (!tracer || executions.size >= maxOpen || executions.has(key)) return;
+    const open = executions.get(key);
+    if (open) {
+      // A second acquisition with the same pair: from here on neither's events (a release,
+      // a lost lease, the end) could be told apart, nor put on the right request's trace.
+      open.holders++;
+      const { span } = open;
+      open.span = undefined;
+      if (span)
+        guard(() => {
+          try {
+            span.addEvent('idem.execution_shared');
+          } finally {
+            span.end();
+          }
+        });
+      return;
+    }
+    if (!tracer || executions.size >= maxOpen) return;
     guard(() => {
-      const span = tracer.startSpan(
+      const span: unknown = tracer.startSpan(
         SPAN.execute,
         { kind: SpanKind.INTERNAL, attributes },
         context.active(),
       );
-      executions.set(key, span);
+      // A tracer that is not quite one (a wrapper that forgot to return the span) gives no
+      // span to end: nothing is kept for it.
+      if (typeof span === 'object' && span !== null)
+        executions.set(key, { span: span as Span, holders: 1 });
     });
   }
 
@@ -186,7 +214,7 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
     name: string,
     attributes?: Attributes,
   ): void {
-    const span = executions.get(executionKey(event));
+    const span = executions.get(executionKey(event))?.span;
     if (span) guard(() => span.addEvent(name, attributes));
   }
 
@@ -205,7 +233,7 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
         finished(SPAN.acquire, event.durationMs, { ...attributes, [ATTR.result]: 'miss' });
         openExecution(event, attributes);
         count(m, event, 'miss', { [ATTR.takeover]: event.takeover });
-        guard(() => m?.inFlight.add(1, labels(event)));
+        inFlight(m, event, 1);
         return;
       }
       case 'hit': {
@@ -268,7 +296,7 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
         );
         return;
       case 'completed': {
-        const parent = executions.get(executionKey(event));
+        const parent = executions.get(executionKey(event))?.span;
         finished(
           SPAN.complete,
           event.durationMs,
@@ -294,17 +322,23 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
         return;
       case 'execution_end': {
         const key = executionKey(event);
-        const span = executions.get(key);
-        if (span) {
-          executions.delete(key);
-          guard(() => {
-            span.setAttribute(ATTR.result, event.result);
-            if (FAILED.has(event.result))
-              span.setStatus({ code: SpanStatusCode.ERROR, message: event.result });
-            span.end();
-          });
+        const open = executions.get(key);
+        if (open) {
+          open.holders--;
+          if (open.holders <= 0) executions.delete(key);
         }
-        guard(() => m?.inFlight.add(-1, labels(event)));
+        const span = open?.span;
+        if (span)
+          guard(() => {
+            try {
+              span.setAttribute(ATTR.result, event.result);
+              if (FAILED.has(event.result))
+                span.setStatus({ code: SpanStatusCode.ERROR, message: event.result });
+            } finally {
+              span.end();
+            }
+          });
+        inFlight(m, event, -1);
         guard(() =>
           m?.executionDuration.record(
             event.durationMs / 1_000,
@@ -318,6 +352,8 @@ export function createOtelListener(options: OtelListenerOptions = {}): IdemEvent
 }
 
 interface Instruments {
+  /** What `inFlight` was told by label: acquisitions held while these were the instruments. */
+  told: Map<string | undefined, number>;
   results: Counter;
   storeDuration: Histogram;
   inFlight: UpDownCounter;
@@ -327,6 +363,7 @@ interface Instruments {
 
 function instrumentsOf(meter: Meter): Instruments {
   return {
+    told: new Map(),
     results: meter.createCounter(METRIC.results, {
       description: 'Results of idempotent requests and executions',
     }),

@@ -1,9 +1,7 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { createIdempotency } from '@idem/core';
 import { createRedisStore, recommendedRedisOptions } from '@idem/store-redis';
+import { type PrivateRedis, startPrivateRedis } from '@idem/test-ledger';
 import { SpanStatusCode } from '@opentelemetry/api';
 import type { HistogramMetricData } from '@opentelemetry/sdk-metrics';
 import { Redis } from 'ioredis';
@@ -11,55 +9,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ATTR, METRIC, SPAN } from '../src/index.js';
 import { telemetry } from './support/telemetry.js';
 
-/** A free loopback port (the OS picks it). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-let server: ChildProcess | undefined;
+let redis: PrivateRedis | undefined;
 let port = 0;
 
 beforeAll(async () => {
-  port = await freePort();
-  server = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    {
-      stdio: 'ignore',
-    },
-  );
-  const failed = once(server, 'error').then(([error]) => {
-    throw new Error(
-      `This test starts its own redis-server (Redis 7) on a free port: install it on PATH (apt-get install redis-server). ${String(error)}`,
-    );
-  });
-  const probe = new Redis({ host: '127.0.0.1', port, lazyConnect: true, retryStrategy: () => 50 });
-  probe.on('error', () => {}); // refused until the server listens
-  try {
-    await Promise.race([
-      failed,
-      (async () => {
-        for (let i = 0; i < 100; i++) {
-          if ((await probe.ping().catch(() => '')) === 'PONG') return;
-          await sleep(50);
-        }
-        throw new Error(`redis-server on port ${port} did not answer PING within 5 s`);
-      })(),
-    ]);
-  } finally {
-    probe.disconnect();
-  }
+  redis = await startPrivateRedis();
+  port = redis.port;
 });
 
-afterAll(() => {
-  if (server?.exitCode === null) server.kill('SIGKILL');
+afterAll(async () => {
+  await redis?.stop();
 });
 
 describe('@idem/otel on the Redis store', () => {
@@ -84,9 +43,7 @@ describe('@idem/otel on the Redis store', () => {
       expect(t.spans(SPAN.acquire).map((s) => s.attributes[ATTR.result])).toEqual(['miss']);
 
       // Stop the server (ours alone, by its process) and wait until it is gone.
-      const exited = once(server as ChildProcess, 'exit');
-      server?.kill('SIGKILL');
-      await exited;
+      await redis?.stop();
       await expect(
         idem.execute({ ...request, key: 'k-2' }, async () => 'never'),
       ).rejects.toMatchObject({
