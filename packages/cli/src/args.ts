@@ -24,6 +24,11 @@ export interface CliCommand {
    * them); `undefined` releases whatever is in progress.
    */
   expected: { owner?: string; fence?: number } | undefined;
+  /**
+   * `--force`: `release` without `--owner`/`--fence` (whatever is in progress), or `delete`
+   * of an in-progress record whose lease is live. Without it both are refused.
+   */
+  force: boolean;
 }
 
 // Query parameters a driver may take a credential from (pg reads `?password=`).
@@ -82,11 +87,15 @@ Options:
   --table <name>           PostgreSQL table (default idem_records); DynamoDB table
   --json                   print JSON
   --timeout-ms <ms>        give up after this long (default 10000)
-release only (recommended: the values inspect printed):
+release needs one of these (the values inspect printed), or --force:
   --owner <token>          release only while the record still has this owner
   --fence <n>              release only while the record still has this fence
+  --force                  release: whatever is in progress (it may be a retry that took the
+                           key over since you looked); delete: also an in-progress record
+                           whose lease is live (its execution may still be running)
 Exit codes: 0 done, 1 store error, 2 usage error, 3 no such record, 4 not in progress,
-  5 changed (release --owner/--fence: another execution holds the key now)`;
+  5 changed (release --owner/--fence: another execution holds the key now),
+  6 in progress (delete of a live execution without --force: left as it is)`;
 
 const SCOPE_OPTIONS = ['scope', 'principal', 'principal-json', 'global'] as const;
 
@@ -198,10 +207,20 @@ export function parseCommand(argv: string[]): CliCommand {
       throw error;
     }
   }
+  const expected = expectationOf(action, values);
+  const force = values.force === true;
+  if (force && action === 'inspect') throw new UsageError('--force goes with release or delete');
+  // Without the execution to release, a retry that took the key over since the operator
+  // looked would be cut off instead of the stuck one: that takes saying so.
+  if (action === 'release' && expected === undefined && !force)
+    throw new UsageError(
+      'release needs --owner and/or --fence (the values inspect printed), so that it frees only that execution and never a retry that took the key over since; or --force to release whatever is in progress',
+    );
   return {
     action,
     storageKey,
-    expected: expectationOf(action, values),
+    expected,
+    force,
     store,
     prefix: values.prefix,
     table: values.table,
@@ -251,6 +270,7 @@ function parse(argv: string[]) {
       'timeout-ms': { type: 'string' },
       owner: { type: 'string' },
       fence: { type: 'string' },
+      force: { type: 'boolean' },
     },
   });
 }

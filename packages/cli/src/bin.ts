@@ -7,6 +7,10 @@ import { runCli } from './run-cli.js';
 // a value the user set is kept.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
+// With --json the one JSON line on stdout is the whole output: a library's process warning
+// (pg's about `?sslmode=require`) would be written on stderr by Node's default listener.
+if (process.argv.includes('--json')) process.removeAllListeners('warning');
+
 runCli(process.argv.slice(2)).then((code) => {
   process.exitCode = code;
   // A connection still opening after --timeout-ms must not hold the process: exit once the

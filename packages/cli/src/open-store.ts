@@ -28,11 +28,13 @@ async function openRedis(command: CliCommand): Promise<OpenedStore> {
       `${shown(command.store)}: the path names the database, a number (redis://host:6379/0)`,
       'bad_store_url',
     );
-  const client = new Redis(command.store.href, {
+  const { href, fromQuery } = redisUrlParts(command.store);
+  const client = new Redis(href, {
     ...recommendedRedisOptions({ maxReconnectDelayMs: 200 }),
     lazyConnect: true,
     // A CLI gives up instead of reconnecting for ever: the command's time limit decides.
     retryStrategy: () => null,
+    ...fromQuery,
   });
   let lastError: Error | undefined;
   client.on('error', (error: Error) => {
@@ -61,6 +63,38 @@ async function openRedis(command: CliCommand): Promise<OpenedStore> {
   }
   const store = createRedisStore({ client, keyPrefix: command.prefix ?? 'idem:' });
   return { admin: adminOf(store), describe: shown(command.store), close };
+}
+
+// The query parameters a `redis://` URL may carry here. ioredis takes every parameter as a
+// client option, over the ones given in code: `?retryStrategy=x` or `?lazyConnect=` replaced
+// the CLI's own, and `?db=abc` or `?connectTimeout=abc` ended the process with an unhandled
+// error (exit 1, a stack trace, no JSON) instead of a usage error.
+const REDIS_PARAMS: Record<string, RegExp> = {
+  db: /^\d{1,5}$/,
+  family: /^[046]$/,
+  username: /^/,
+  password: /^/,
+};
+
+/** The URL without its query, for ioredis, and the parameters it may carry, checked. */
+function redisUrlParts(store: URL): { href: string; fromQuery: Record<string, string | number> } {
+  const fromQuery: Record<string, string | number> = {};
+  for (const [name, value] of store.searchParams) {
+    const valid = Object.hasOwn(REDIS_PARAMS, name) ? REDIS_PARAMS[name] : undefined;
+    if (!valid)
+      throw new UsageError(
+        `${shown(store)}: ${name} is not a query parameter a redis:// URL takes here (db, family, username, password)`,
+        'bad_store_url',
+      );
+    if (!valid.test(value) || name in fromQuery)
+      throw new UsageError(`${shown(store)}: a bad or repeated ${name} parameter`, 'bad_store_url');
+    if (name === 'db' && store.pathname.replace(/\//g, '') !== '')
+      throw new UsageError(`${shown(store)}: the database is named twice`, 'bad_store_url');
+    fromQuery[name] = name === 'db' || name === 'family' ? Number(value) : value;
+  }
+  const copy = new URL(store.href);
+  copy.search = '';
+  return { href: copy.href, fromQuery };
 }
 
 async function openPostgres(command: CliCommand): Promise<OpenedStore> {

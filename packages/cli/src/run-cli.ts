@@ -29,6 +29,11 @@ export const EXIT = {
    * over since `inspect`): left as it is.
    */
   changed: 5,
+  /**
+   * `delete` of an in-progress record whose lease is live, without `--force`: left as it is
+   * (its execution may still be running; `release --owner/--fence` frees it).
+   */
+  inProgress: 6,
 } as const;
 
 /** Where the command writes: the process's streams by default. */
@@ -141,7 +146,9 @@ export type CliErrorCode =
   /** Exit 4: `release` of a record that is not in progress. */
   | 'not_in_progress'
   /** Exit 5: `release --owner/--fence` of a record another execution holds now. */
-  | 'changed';
+  | 'changed'
+  /** Exit 6: `delete` of an in-progress record whose lease is live, without `--force`. */
+  | 'in_progress';
 
 const failure = (code: CliErrorCode, message: string) => ({ error: { code, message } });
 
@@ -190,6 +197,26 @@ async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise
   // What the delete forgets, read just before it (the store's delete answers only whether it
   // removed a record): for the operator's record of what they undid.
   const before = await admin.inspect(key);
+  // A live execution is not deleted on a guess: it may still be running, and the next request
+  // would execute again beside it. (Read just before: a record that changes in between is
+  // deleted whatever it became, and `was` says what it was when read.)
+  if (before?.status === 'in_progress' && before.leaseUntil > before.now && !command.force) {
+    const { owner, fence, leaseUntil } = before;
+    const message = `${key} is in progress (owner ${printable(owner)}, fence ${fence}, lease live until ${iso(leaseUntil)}): left as it is; to free a stuck execution, release it with --owner and --fence, or give --force to delete it anyway (that execution can no longer complete, and the next request executes again, possibly while it still runs)`;
+    print(
+      {
+        storageKey: key,
+        deleted: false,
+        status: 'in_progress',
+        owner,
+        fence,
+        leaseUntil,
+        ...failure('in_progress', message),
+      },
+      [message],
+    );
+    return EXIT.inProgress;
+  }
   const { deleted } = await admin.delete(key);
   if (deleted) {
     const was =

@@ -57,7 +57,7 @@ describe('clirev: the CLI on records an app wrote in Redis', () => {
         storageKey: deriveStorageKey(['idem/http/v1', 'acct-q', 'POST /orders'], key),
         status: 'in_progress',
       });
-      expect((await run('release', key, ...scope)).code).toBe(0);
+      expect((await run('release', key, ...scope, '--force')).code).toBe(0);
       gate();
       await pending;
       // The header's quoted form itself is still refused, naming the key it stands for.
@@ -101,7 +101,7 @@ describe('clirev: the CLI on records an app wrote in Redis', () => {
     const args = [key, '--storage-key', ...common];
     const inspected = await run('inspect', ...args);
     expect(inspected.code).toBe(0);
-    const released = await run('release', ...args);
+    const released = await run('release', ...args, '--force');
     expect(released.code).toBe(0);
     for (const text of [inspected.lines.join('\n'), released.lines.join('\n')]) {
       // No control character but the line breaks between lines, no direction mark.
@@ -136,7 +136,8 @@ describe('clirev: a release that times out says it may still be applied', () => 
       '300',
     ];
     for (const json of [[], ['--json']]) {
-      const { code, lines } = await run(action, 'k', '--scope', '1', ...store, ...json);
+      const force = action === 'release' ? ['--force'] : [];
+      const { code, lines } = await run(action, 'k', '--scope', '1', ...store, ...force, ...json);
       expect(code).toBe(1);
       const text = lines.join('\n');
       expect(text).toMatch(/gave up after 300 ms/);

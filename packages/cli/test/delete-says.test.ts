@@ -16,7 +16,7 @@ describe('idem delete says what it forgot', () => {
   it('an in-progress record: its owner and fence, and that it can no longer complete', async () => {
     const key = randomBytes(32).toString('hex');
     expect(await acquire(key, 'owner-running')).toMatchObject({ kind: 'acquired', fence: 1 });
-    const deleted = await runInProcess('delete', ...args(key));
+    const deleted = await runInProcess('delete', ...args(key), '--force');
     expect(deleted).toEqual({
       code: 0,
       lines: [

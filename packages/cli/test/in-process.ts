@@ -1,12 +1,34 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
+import { recommendedPoolConfig } from '@idem/store-postgres';
 import { recommendedRedisOptions } from '@idem/store-redis';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { afterAll, beforeAll } from 'vitest';
 import { runCli } from '../src/index.js';
 
 /** The Redis the tests use. */
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+/** The PostgreSQL the tests use. */
+export const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/**
+ * A pool on {@link DATABASE_URL} and a table name of this file's own (`<name>_<random>`); the
+ * table and the store's functions are dropped and the pool ended after the file.
+ */
+export function postgresTable(name: string): { pool: pg.Pool; table: string } {
+  const pool = new pg.Pool({ connectionString: DATABASE_URL, ...recommendedPoolConfig(), max: 2 });
+  pool.on('error', () => {});
+  const table = `${name}_${randomBytes(5).toString('hex')}`;
+  afterAll(async () => {
+    await pool.query(`DROP TABLE IF EXISTS ${table} CASCADE`).catch(() => undefined);
+    for (const fn of ['acquire', 'complete', 'release', 'extend'])
+      await pool.query(`DROP FUNCTION IF EXISTS ${table}_${fn} CASCADE`).catch(() => undefined);
+    await pool.end();
+  });
+  return { pool, table };
+}
 
 /** `runCli(argv)` in this process: its exit code and every line it wrote (stdout and stderr). */
 export async function runInProcess(...argv: string[]): Promise<{ code: number; lines: string[] }> {

@@ -172,7 +172,15 @@ describe('idem --json: every error is one JSON object on stdout, with a non-zero
   it('an unknown key: not_found, exit 3, for inspect, release and delete', async () => {
     const key = randomBytes(32).toString('hex');
     for (const action of ['inspect', 'release', 'delete']) {
-      const json = await jsonFailure(3, 'not_found', action, key, ...onRedis('--storage-key'));
+      const force = action === 'release' ? ['--force'] : [];
+      const json = await jsonFailure(
+        3,
+        'not_found',
+        action,
+        key,
+        ...onRedis('--storage-key'),
+        ...force,
+      );
       expect(json).toMatchObject({ storageKey: key });
       expect(json.error.message).toBe(`no record at ${key}`);
     }
@@ -190,6 +198,7 @@ describe('idem --json: every error is one JSON object on stdout, with a non-zero
       'release',
       key,
       ...onRedis('--storage-key'),
+      '--force',
     );
     expect(json).toMatchObject({ storageKey: key, ok: false, reason: 'not_in_progress' });
     expect((await store.get(key))?.status).toBe('completed');

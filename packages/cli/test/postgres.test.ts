@@ -1,16 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import { deriveStorageKey } from '@idem/core';
-import { createPostgresStore, recommendedPoolConfig } from '@idem/store-postgres';
-import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPostgresStore } from '@idem/store-postgres';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { DATABASE_URL, postgresTable } from './in-process.js';
 import { idem, idemJson, requireBuild } from './spawn-cli.js';
 
-const DATABASE_URL = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-
 describe('idem against a real PostgreSQL', () => {
-  const pool = new pg.Pool({ connectionString: DATABASE_URL, ...recommendedPoolConfig(), max: 2 });
-  pool.on('error', () => {});
-  const table = `idem_cli_${randomBytes(5).toString('hex')}`;
+  const { pool, table } = postgresTable('idem_cli');
   const store = createPostgresStore({ pool, table });
   const scope = ['tenant-1', 'POST /refunds'];
   const args = ['--store', DATABASE_URL, '--table', table, '--scope', JSON.stringify(scope)];
@@ -30,12 +25,6 @@ describe('idem against a real PostgreSQL', () => {
       );
     });
   });
-  afterAll(async () => {
-    await pool.query(`DROP TABLE IF EXISTS ${table} CASCADE`).catch(() => undefined);
-    for (const fn of ['acquire', 'complete', 'release', 'extend'])
-      await pool.query(`DROP FUNCTION IF EXISTS ${table}_${fn} CASCADE`).catch(() => undefined);
-    await pool.end();
-  });
 
   it('release cuts the stuck owner off: its complete is refused, the next acquire gets a higher fence', async () => {
     const first = input('refund-1', 'owner-a');
@@ -46,7 +35,7 @@ describe('idem against a real PostgreSQL', () => {
       json: { status: 'in_progress', owner: 'owner-a', fence: 1 },
     });
 
-    const released = await idemJson('release', 'refund-1', ...args);
+    const released = await idemJson('release', 'refund-1', ...args, '--force');
     expect(released).toEqual({
       code: 0,
       json: { storageKey: first.key, ok: true, fence: 2, previousOwner: 'owner-a' },
@@ -64,7 +53,7 @@ describe('idem against a real PostgreSQL', () => {
     await store.complete({ ...input('refund-1', 'owner-b'), outcome });
     const done = await idemJson('inspect', 'refund-1', ...args);
     expect(done.json).toMatchObject({ status: 'completed', fence: 3, outcomeBytes: 3 });
-    expect((await idemJson('release', 'refund-1', ...args)).code).toBe(4);
+    expect((await idemJson('release', 'refund-1', ...args, '--force')).code).toBe(4);
 
     expect(await idemJson('delete', 'refund-1', ...args)).toEqual({
       code: 0,
@@ -87,7 +76,7 @@ describe('idem against a real PostgreSQL', () => {
     });
     expect((await idem('inspect', 'refund-1', ...args)).code).toBe(3);
     expect((await idem('delete', 'refund-1', ...args)).code).toBe(3);
-    expect((await idem('release', 'refund-1', ...args)).code).toBe(3);
+    expect((await idem('release', 'refund-1', ...args, '--force')).code).toBe(3);
     // Fences keep growing after delete: a fenced downstream that saw 3 accepts the next one.
     expect(await store.acquire(input('refund-1', 'owner-c'))).toMatchObject({ fence: 4 });
   });

@@ -93,7 +93,7 @@ describe('idem against a real Redis, on records an @idem/http handler wrote', ()
     expect(seen.json.storageKey).toBe(storageKey);
     expect(Number(seen.json.leaseUntil)).toBeGreaterThan(Number(seen.json.now));
 
-    const released = await idemJson('release', 'order-7', ...http());
+    const released = await idemJson('release', 'order-7', ...http(), '--force');
     expect(released).toEqual({
       code: 0,
       json: { storageKey, ok: true, fence: 2, previousOwner: seen.json.owner },
@@ -112,7 +112,7 @@ describe('idem against a real Redis, on records an @idem/http handler wrote', ()
     const done = await idemJson('inspect', 'order-7', ...http());
     expect(done.json).toMatchObject({ status: 'completed', fence: 3 });
     expect(Number(done.json.outcomeBytes)).toBeGreaterThan(0);
-    const refused = await idemJson('release', 'order-7', ...http());
+    const refused = await idemJson('release', 'order-7', ...http(), '--force');
     expect(refused).toEqual({
       code: 4,
       json: {

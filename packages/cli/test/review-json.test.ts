@@ -93,6 +93,7 @@ describe('idem --json, review: a Redis that falls silent (SIGSTOP)', () => {
       const started = performance.now();
       const run = await idem(
         ...[action, 'k', '--scope', '1', '--json', '--timeout-ms', '1500'],
+        ...(action === 'release' ? ['--force'] : []),
         ...['--store', `redis://:${SECRET}@127.0.0.1:${port}`],
       );
       const took = performance.now() - started;
