@@ -1,5 +1,6 @@
 import {
   canonicalJson,
+  checkOutcomePolicy,
   createIdempotency,
   deriveKey,
   fingerprint,
@@ -148,6 +149,8 @@ export function messageProcessor<TMessage, T>(
     throw new InvalidInputError('payload must be a function of the message, or false');
   if (onMessage !== undefined && typeof onMessage !== 'function')
     throw new InvalidInputError('onMessage must be a function');
+  // The engine gets a wrapper of it (see trackedPolicy): checked here, before any message.
+  checkOutcomePolicy(isFinal);
   // A scope canonical JSON refuses (NaN, a Map...) would reject, and drop, every message.
   if (scope !== undefined) {
     try {

@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { IdemError, type OutcomePolicy, successOnly } from '@idem/core';
+import { IdemError, type OutcomePolicy, outcomePolicyAnswer, successOnly } from '@idem/core';
 
 /**
  * The handler succeeded but the outcome policy (`isFinal`) did not keep its outcome: the key
@@ -40,20 +40,20 @@ export function trackedPolicy<T>(policy: OutcomePolicy<T> | undefined): {
       const verdict = verdicts.getStore();
       let final: boolean;
       try {
-        final = decide(settled);
+        // Read as the engine reads it (truthiness); a Promise (an async isFinal) is a policy
+        // fault, as a throw: truthy, it recorded every failed message as done and acked it.
+        final = outcomePolicyAnswer(decide(settled));
       } catch (error) {
-        // A policy that throws of a success (a bug in it): the engine would leave the key to
-        // its lease and the redelivery would run the handler a second time once the lease
-        // passed. The handler ran to completion: its outcome is kept (the message acked, the
-        // policy's error reported), as a marker keeps one that cannot be stored. Of a failure
-        // it throws on: the key is released and the message given back, as the engine does.
+        // A policy that throws of a success (a bug in it): the handler ran to completion, so
+        // its outcome is kept (recorded, as the engine records it too; the message acked, the
+        // policy's error reported, not thrown by execute). Of a failure it throws on: the key
+        // is released and the message given back, as the engine does.
         if (!settled.ok || verdict === undefined) throw error;
         verdict.policyError = error;
         verdict.final = true;
         return true;
       }
-      // As the engine reads it (`if (!final)`): truthiness.
-      if (verdict !== undefined) verdict.final = Boolean(final);
+      if (verdict !== undefined) verdict.final = final;
       return final;
     },
     within: (verdict, run) => verdicts.run(verdict, run),

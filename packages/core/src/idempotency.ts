@@ -17,6 +17,7 @@ import { jsonSerializer, type OutcomeSerializer } from './serializer.js';
 import {
   type IdempotencyOptions,
   type OutcomePolicy,
+  outcomePolicyAnswer,
   resolveSettings,
   type Settled,
   successOnly,
@@ -24,6 +25,8 @@ import {
 
 /** Where the context keeps its execution (a symbol: not among the context's string keys). */
 const EXECUTION = Symbol('execution');
+/** Where the context keeps an outcome decided by `decideOutcome` (set only then). */
+const DECIDED = Symbol('decided');
 
 /**
  * What `execute` hands the operation. `signal` is read on demand (most operations never look
@@ -55,6 +58,7 @@ class ExecutionContext implements OperationContext {
   declare readonly storageKey: string;
   declare readonly originId: string;
   readonly [EXECUTION]: Execution;
+  declare [DECIDED]?: boolean;
   constructor(execution: Execution) {
     this[EXECUTION] = execution;
     this.fence = execution.fence;
@@ -63,6 +67,20 @@ class ExecutionContext implements OperationContext {
     // Read when used: a digest the operations that do not name anything by it never pay.
     Object.defineProperty(this, 'originId', ExecutionContext.#originId);
   }
+}
+
+/**
+ * Tells `execute`, from inside the operation it runs with `ctx`, whether the outcome is final,
+ * instead of asking `isFinal` of it: for an engine over core that asks the policy itself
+ * before anything commits (the Postgres transactional engine). Bound to this execution by
+ * its context, never by the outcome: two executions that end with the same value (`'ok'`)
+ * can never take each other's decision.
+ * @internal
+ */
+export function decideOutcome(ctx: OperationContext, final: boolean): void {
+  if (!(typeof ctx === 'object' && ctx !== null && EXECUTION in ctx))
+    throw new InvalidInputError('decideOutcome needs the context execute gave the operation');
+  (ctx as ExecutionContext)[DECIDED] = final;
 }
 
 /** Creates the replay state machine over a store. */
@@ -101,8 +119,9 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       if (late) throw late;
     }
     let settled: Settled<T>;
+    const context = new ExecutionContext(execution);
     try {
-      const value = await operation(new ExecutionContext(execution));
+      const value = await operation(context);
       settled = { ok: true, value };
     } catch (error) {
       settled = { ok: false, error };
@@ -111,7 +130,9 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     // The policy's own error, thrown once a success it failed to judge is recorded.
     let policyFailed: { error: unknown } | undefined;
     try {
-      final = isFinal(settled);
+      // A Promise (an async isFinal) is refused as a policy that throws: see outcomePolicyAnswer.
+      const answer: unknown = context[DECIDED] ?? isFinal(settled);
+      final = typeof answer === 'boolean' ? answer : outcomePolicyAnswer(answer);
     } catch (policyError) {
       // After a failure nothing ran to completion: release as usual. A success is recorded
       // as final whatever the policy's fault (the default policy keeps every success): left

@@ -73,7 +73,7 @@ export { Execution } from './execution.js';
 export type { FingerprintInput } from './fingerprint.js';
 export { fingerprint } from './fingerprint.js';
 export { MAX_PENDING_GIVE_BACKS } from './give-back.js';
-export { createIdempotency } from './idempotency.js';
+export { createIdempotency, decideOutcome } from './idempotency.js';
 export type {
   BeginOptions,
   BeginResult,
@@ -125,8 +125,10 @@ export type {
   WaitOptions,
 } from './settings.js';
 export {
+  checkOutcomePolicy,
   DEFAULT_MAX_OUTCOME_BYTES,
   everythingFinal,
+  outcomePolicyAnswer,
   resolveSettings,
   successOnly,
 } from './settings.js';

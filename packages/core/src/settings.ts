@@ -21,6 +21,47 @@ export const successOnly: OutcomePolicy<unknown> = (settled) => settled.ok;
  */
 export const everythingFinal: OutcomePolicy<unknown> = () => true;
 
+const noop = () => {};
+
+/**
+ * An outcome policy's answer as the engine reads it: by its truthiness (`1` keeps, `undefined`
+ * releases), except a Promise or another thenable (an `async` isFinal), which says nothing of
+ * the outcome (it is truthy, so every failure was recorded as final) and may reject where
+ * nobody handles it (the default Node settings end the process): refused with
+ * `InvalidInputError`, which the caller handles as a policy that threw, its rejection handled
+ * here. For integrations that ask a policy themselves.
+ * @internal
+ */
+export function outcomePolicyAnswer(answer: unknown): boolean {
+  if (typeof answer === 'boolean') return answer;
+  if (
+    ((typeof answer === 'object' && answer !== null) || typeof answer === 'function') &&
+    typeof (answer as { then?: unknown }).then === 'function'
+  ) {
+    Promise.resolve(answer).then(noop, noop);
+    throw new InvalidInputError(
+      'isFinal answered a Promise: the outcome policy must answer true or false synchronously (an async isFinal is not supported)',
+    );
+  }
+  return Boolean(answer);
+}
+
+/**
+ * `InvalidInputError` unless `isFinal` is undefined or a plain function: an `async` one
+ * answers a Promise (see {@link outcomePolicyAnswer}), refused before any operation runs.
+ * @internal
+ */
+export function checkOutcomePolicy(isFinal: unknown, name = 'isFinal'): void {
+  if (isFinal === undefined) return;
+  if (typeof isFinal !== 'function')
+    throw new InvalidInputError(`${name} must be a function (settled) => boolean`);
+  const tag = Object.prototype.toString.call(isFinal);
+  if (tag === '[object AsyncFunction]' || tag === '[object AsyncGeneratorFunction]')
+    throw new InvalidInputError(
+      `${name} must answer true or false synchronously: an async function answers a Promise, which says nothing of the outcome`,
+    );
+}
+
 /**
  * Bounded wait on a key in progress, instead of failing at once with `IN_PROGRESS`. Both
  * durations MUST be positive and finite (`InvalidInputError` at creation otherwise).
@@ -133,8 +174,7 @@ function checkStore(store: unknown): asserts store is IdempotencyStore {
 /** Checks the hooks: a wrong one would fail only at request time, after the operation ran. */
 function checkHooks<T>(options: IdempotencyOptions<T>): void {
   const { isFinal, serializer, onEvent, clock, outcomeCodec } = options;
-  if (isFinal !== undefined && !isFunction(isFinal))
-    throw new InvalidInputError('isFinal must be a function (settled) => boolean');
+  checkOutcomePolicy(isFinal);
   if (
     serializer !== undefined &&
     !(isFunction(serializer?.serialize) && isFunction(serializer?.deserialize))

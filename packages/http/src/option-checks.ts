@@ -1,4 +1,9 @@
-import { InvalidInputError, unknownOptionMessage, type WaitOptions } from '@idem/core';
+import {
+  checkOutcomePolicy,
+  InvalidInputError,
+  unknownOptionMessage,
+  type WaitOptions,
+} from '@idem/core';
 import type { LiveStreamOptions } from './live-options.js';
 import type { FingerprintOptions, HttpIdempotencyOptions } from './options.js';
 
@@ -120,6 +125,8 @@ export function checkHttpOptions<R>(options: HttpIdempotencyOptions<R>): void {
   optionalBoolean('required', options.required);
   optionalBoolean('failOpen', options.failOpen);
   optionalFunction('isFinal', options.isFinal);
+  // An async one answers a Promise, which says nothing of the response.
+  checkOutcomePolicy(options.isFinal);
   optionalFunction('onWarning', options.onWarning);
   headerNames('recordedHeaders', options.recordedHeaders);
   if (fingerprint === undefined) return;

@@ -1,4 +1,4 @@
-import { type Execution, isIdemError, type StoredOutcome } from '@idem/core';
+import { type Execution, isIdemError, outcomePolicyAnswer, type StoredOutcome } from '@idem/core';
 import { storeUnavailable } from './answers.js';
 import { CaptureBuffer } from './capture-buffer.js';
 import type { IdempotencyDecision } from './handler.js';
@@ -246,13 +246,13 @@ export function createRecorder(
     // A status a Web Response cannot carry (1xx, 600-999) could never be replayed: not final.
     if (status >= 200 && status <= 599) {
       try {
-        final = settings.isFinal(response);
+        // A Promise (an async isFinal) is a policy fault, as a throw: see outcomePolicyAnswer.
+        final = outcomePolicyAnswer(settings.isFinal(response));
       } catch (policyError) {
         // A policy that throws is a bug of the app's, and never costs a second run of its
         // handler: the response it gave is final (recorded, replayed to every retry) and goes
         // to its client as written; the policy's error goes to `onWarning`. Released, a retry
-        // ran the handler again (conrev24; core's execute() still leaves such a key to its
-        // lease: packages/core/test/engine.test.ts).
+        // ran the handler again (conrev24; core's execute() records such a success alike).
         // The 500 problem of a handler that threw too: the policy judges responses, and an
         // adapter's error handler writes that 500 like any response (the paths agree).
         final = true;

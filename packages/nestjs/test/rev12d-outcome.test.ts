@@ -143,9 +143,42 @@ class OutcomeController {
   }
 }
 
+/** polrev review: outcome policies with a fault, the warnings they report. */
+const warnings: string[] = [];
+const warn = (message: string) => warnings.push(message);
+let throwingCalls = 0;
+/** Rejections nobody handled (an async policy's rejection ends a process). */
+const unhandled: unknown[] = [];
+process.on('unhandledRejection', (reason) => unhandled.push(reason));
+
+@Controller('policy')
+@UseGuards(TenantGuard)
+class PolicyController {
+  @Post('throws-once')
+  @Idempotent({
+    onWarning: warn,
+    isFinal: () => {
+      throwingCalls++;
+      if (throwingCalls === 1) throw new Error('policy bug');
+      return true;
+    },
+  })
+  throwsOnce() {
+    ran('polrev-throws');
+    return { charged: true };
+  }
+
+  @Post('rejects')
+  @Idempotent({ onWarning: warn, isFinal: () => Promise.reject(new Error('async')) as never })
+  rejects() {
+    ran('polrev-rejects');
+    return { charged: true };
+  }
+}
+
 @Module({
   imports: [IdempotencyModule.forRoot({ store: createMemoryStore(), onWarning: () => {} })],
-  controllers: [OutcomeController],
+  controllers: [OutcomeController, PolicyController],
 })
 class AppModule {}
 
@@ -248,6 +281,33 @@ describe.each<Platform>(['express', 'fastify'])(
       expect(Date.now() - at).toBeLessThan(4500);
       await until(() => live === 0, 4000);
       expect(live).toBe(0);
+    });
+
+    // polrev (held): core now records a success whose policy throws, as @idem/http does.
+    it('a policy that throws on a success: the client gets the response, the fault is reported, the retry replays, the handler ran once', async () => {
+      throwingCalls = 0;
+      warnings.length = 0;
+      const k = key();
+      const before = count('polrev-throws');
+      expect((await send(url, '/policy/throws-once', { key: k, body: {} })).status).toBe(201);
+      expect(warnings.some((w) => w.includes('policy bug'))).toBe(true);
+      const again = await send(url, '/policy/throws-once', { key: k, body: {} });
+      expect([again.status, again.headers['idempotent-replayed']]).toEqual([201, 'true']);
+      expect(count('polrev-throws')).toBe(before + 1);
+    });
+
+    // polrev FINDING (MEDIUM, fixed in @idem/http): the rejection went unhandled.
+    it('a policy answering a rejected Promise: recorded as a throwing policy is, reported, nothing unhandled', async () => {
+      warnings.length = 0;
+      const k = key();
+      const before = count('polrev-rejects');
+      expect((await send(url, '/policy/rejects', { key: k, body: {} })).status).toBe(201);
+      const again = await send(url, '/policy/rejects', { key: k, body: {} });
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      expect(count('polrev-rejects')).toBe(before + 1);
+      expect(warnings.some((w) => w.includes('Promise'))).toBe(true);
+      await sleep(20);
+      expect(unhandled).toEqual([]);
     });
   },
 );

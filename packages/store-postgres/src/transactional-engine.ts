@@ -1,5 +1,7 @@
 import {
+  checkOutcomePolicy,
   createIdempotency,
+  decideOutcome,
   type ExecuteResult,
   type IdempotencyOptions,
   type IdempotencyStore,
@@ -8,6 +10,7 @@ import {
   LeaseLostError,
   type OperationContext,
   type OutcomePolicy,
+  outcomePolicyAnswer,
   type ResolvedSettings,
   successOnly,
 } from '@idem/core';
@@ -169,13 +172,6 @@ export function createPostgresIdempotency<T = unknown>(
   const table = parseTableName(store.table);
   /** Failures raised by this engine for an operation that ended its transaction itself. */
   const endedByOperation = new WeakSet<object>();
-  /**
-   * Outcomes that must be final whatever the policy: a value returned after the operation
-   * ended its transaction itself (a release would let a retry write its rows again), or an
-   * outcome whose transaction's fate is undecided (the completion decides, see
-   * `BusinessTransaction.decide`). Taken by the policy call that follows the operation.
-   */
-  const forcedFinal = new OutcomeMarks();
   const executions = new ExecutionRegistry();
 
   const transactional: IdempotencyStore = {
@@ -205,6 +201,7 @@ export function createPostgresIdempotency<T = unknown>(
   };
 
   const listener = rest.onEvent;
+  checkOutcomePolicy(rest.isFinal);
   const policy = (rest.isFinal ?? successOnly) as OutcomePolicy<T>;
   const idem = createIdempotency<T>({
     ...rest,
@@ -226,13 +223,12 @@ export function createPostgresIdempotency<T = unknown>(
       }
       return listener?.(event);
     },
-    // A transaction that could not start, or a key lost before it could be held, is never
-    // an outcome: the key goes back. An operation that ended its transaction itself and
-    // threw may have committed writes: always an outcome, never a release.
+    // Asked only of an outcome the operation's execution did not decide itself (see
+    // `decideOutcome` below). A transaction that could not start, or a key lost before it
+    // could be held, is never an outcome: the key goes back. An operation that ended its
+    // transaction itself and threw may have committed writes: always an outcome, never a
+    // release.
     isFinal: (settled) => {
-      // A success this engine rolled back and does not keep: released, whatever the policy.
-      if (!settled.ok && settled.error instanceof NotKept) return false;
-      if (forcedFinal.take(settled.ok ? settled.value : settled.error)) return true;
       if (settled.ok) return policy(settled);
       if (endedByOperation.has(settled.error as object)) return true;
       return settled.error instanceof TransactionNotCommittedError ||
@@ -248,12 +244,18 @@ export function createPostgresIdempotency<T = unknown>(
   // margin over the lease, left for the statement (its Flush) to reach the server.
   const uploadHoldMs = idleLimitMs - (idleLimitMs - idem.settings.leaseMs) / 2;
 
-  /** The policy's answer; one that throws counts as not final (core then decides itself). */
-  function finalByPolicy(settled: Parameters<OutcomePolicy<T>>[0]): boolean {
+  /**
+   * The policy's answer, read as core reads it (truthiness; a Promise is a policy fault);
+   * `error` holds what it threw (then the answer is false).
+   */
+  function askPolicy(settled: Parameters<OutcomePolicy<T>>[0]): {
+    final: boolean;
+    error?: { error: unknown };
+  } {
     try {
-      return policy(settled) === true;
-    } catch {
-      return false;
+      return { final: outcomePolicyAnswer(policy(settled)) };
+    } catch (error) {
+      return { final: false, error: { error } };
     }
   }
   const connectMs = store.statementTimeoutMs;
@@ -304,8 +306,8 @@ export function createPostgresIdempotency<T = unknown>(
       throw new InvalidInputError('execute needs an operation function');
     let tx: BusinessTransaction | undefined;
     let unused: (() => void) | undefined;
-    // The policy's error for a success recorded anyway (its transaction ended by the
-    // operation, or undecided): thrown once core has recorded it, as core does.
+    // The policy's error of a success: thrown once core has recorded it (its transaction
+    // ended by the operation, or undecided) or released the key (rolled back).
     let policyFailed: { error: unknown } | undefined;
     try {
       const result = await idem.execute(request, async (ctx) => {
@@ -395,46 +397,34 @@ export function createPostgresIdempotency<T = unknown>(
           }
           if (state === 'undecided') {
             current.thrown = error;
-            current.finalByPolicy = finalByPolicy({ ok: false, error });
-            forcedFinal.add(error);
+            current.finalByPolicy = askPolicy({ ok: false, error }).final;
+            // Final: the completion decides (see `BusinessTransaction.decide`).
+            decideOutcome(ctx, true);
           }
           throw error;
         }
-        // A value the policy does not call final is released by core: the transaction is
-        // rolled back here instead, with the same check as after a throw (its one round
-        // trip replaces the release's ROLLBACK), so that one the operation committed itself
-        // is recorded, never released for a retry that would write its rows again.
-        // The policy is asked once here, and core is told the answer for a value whose
-        // transaction was rolled back (`NotKept`, by identity): a policy that throws on a
-        // second call must not get a rolled-back success recorded (core records a success
-        // whose policy throws, for an operation whose effects are already done).
+        // The policy is asked once, here, before anything commits, and core is told the
+        // answer for this execution (`decideOutcome`: by its context, never by the value,
+        // which another execution may return too). A value it does not keep (or a policy
+        // that throws) is rolled back here, with the same check as after a throw (its one
+        // round trip replaces the release's ROLLBACK): nothing committed, so core releases
+        // the key and the caller gets the value (or the policy's error), as core answers for
+        // a success it does not keep. One the operation committed itself is recorded, never
+        // released for a retry that would write its rows again.
         if (current.phase === 'open') {
-          let kept: boolean;
-          let policyError: { error: unknown } | undefined;
-          try {
-            kept = policy({ ok: true, value }) === true;
-          } catch (error) {
-            kept = false;
-            policyError = { error };
-          }
-          if (!kept) {
+          const asked = askPolicy({ ok: true, value });
+          policyFailed = asked.error;
+          if (asked.final) decideOutcome(ctx, true);
+          else {
             const state = await current.rollBackAfterOperation();
-            // Nothing committed: the key goes back and the caller gets the value (or the
-            // policy's error), as core answers for a success it does not keep.
-            if (state === 'ours') throw new NotKept(value, policyError);
-            forcedFinal.add(value);
+            decideOutcome(ctx, state !== 'ours');
             if (state === 'ended') warnEnded();
-            policyFailed = policyError;
           }
         }
         return value;
       });
-      if (policyFailed && !result.replayed) throw policyFailed.error;
+      if (policyFailed) throw policyFailed.error;
       return result;
-    } catch (error) {
-      if (!(error instanceof NotKept)) throw error;
-      if (error.policyError) throw error.policyError.error;
-      return { value: error.value as T, replayed: false };
     } finally {
       // Still open: core neither completed nor released (it failed before either). Nothing
       // commits; the key is left to its lease.
@@ -448,44 +438,6 @@ export function createPostgresIdempotency<T = unknown>(
     drain: (timeoutMs) => idem.drain(timeoutMs),
     settings: idem.settings,
   };
-}
-
-/**
- * A success whose business transaction this engine rolled back (the policy did not keep it,
- * or threw): thrown through core so that core releases the key, whatever a second policy
- * call would say, and unwrapped by `execute`.
- */
-class NotKept {
-  constructor(
-    readonly value: unknown,
-    readonly policyError: { error: unknown } | undefined,
-  ) {}
-}
-
-/**
- * Outcomes (values or thrown errors) marked for the policy call that follows their
- * operation: objects by identity; other values (a string, a number) by count, the policy
- * call that follows taking one.
- */
-class OutcomeMarks {
-  private readonly objects = new WeakSet<object>();
-  private readonly others = new Map<unknown, number>();
-
-  add(outcome: unknown): void {
-    if ((typeof outcome === 'object' && outcome !== null) || typeof outcome === 'function')
-      this.objects.add(outcome as object);
-    else this.others.set(outcome, (this.others.get(outcome) ?? 0) + 1);
-  }
-
-  take(outcome: unknown): boolean {
-    if ((typeof outcome === 'object' && outcome !== null) || typeof outcome === 'function')
-      return this.objects.delete(outcome as object);
-    const count = this.others.get(outcome);
-    if (count === undefined) return false;
-    if (count > 1) this.others.set(outcome, count - 1);
-    else this.others.delete(outcome);
-    return true;
-  }
 }
 
 /** A signal that aborts (with its reason) when either `a` or `b` does. */
