@@ -216,6 +216,10 @@ export const confmutVariants: Record<string, Overrides> = {
       return { ...r, outcome: r.outcome.slice(0, -1) };
     },
   },
+  'capabilities lie: declares 16 MiB, refuses above 10 MiB': {
+    maxOutcomeBytes: 10 * 1024 * 1024,
+    declaredMaxOutcomeBytes: 16 * 1024 * 1024,
+  },
   'release keeps the tombstone for the lease, not the retention': {
     release: (i, c) => c.inner.release({ ...i, retentionMs: 0 }),
   },

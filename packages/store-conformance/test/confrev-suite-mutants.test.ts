@@ -406,4 +406,14 @@ describe('confmut: broken variants the suite did NOT catch before its confmut ch
     'trailing zero bytes of an outcome dropped (blocks padded with zeros)',
     'outcomes: binary outcomes round-trip byte for byte',
   );
+
+  // FINDING (LOW; fixed: the at-the-limit check stores an outcome of the declared limit up to
+  // 32 MiB, as the past-the-limit check tests limits up to 32 MiB): it stopped at 8 MiB, so a
+  // store declaring 16 MiB (the Redis and PostgreSQL stores' default) was never asked for more
+  // than 8. One that refuses above 10 MiB passed; core, trusting the declared limit, records
+  // OUTCOME_NOT_RECORDED for a 12 MiB response instead of the response.
+  caughtByVariant(
+    'capabilities lie: declares 16 MiB, refuses above 10 MiB',
+    'outcomes: an outcome of exactly the declared limit',
+  );
 });
