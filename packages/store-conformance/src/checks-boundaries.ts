@@ -16,8 +16,17 @@ import type { Harness } from './harness.js';
 
 const notOwner = { ok: false, reason: 'not_owner' };
 
-/** The largest outcome the at-the-limit check stores: slow stores stay fast. */
+/**
+ * The outcome the at-the-limit check stores for a store that declares no limit, or one above
+ * {@link TESTED_LIMIT_MAX_BYTES}: slow stores stay fast.
+ */
 export const AT_LIMIT_MAX_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The largest declared limit the at-the-limit check stores an outcome of (as the past-the-limit
+ * check, which tests a larger one like none): a store declaring 16 MiB must take 16 MiB.
+ */
+export const TESTED_LIMIT_MAX_BYTES = 32 * 1024 * 1024;
 
 /** Keys the capacity check completes when the options declare no `capacity`. */
 export const UNBOUNDED_CAPACITY_KEYS = 24;
@@ -177,10 +186,11 @@ export const boundaryChecks: ContractCheck[] = [
   },
   {
     group: 'outcomes',
-    name: 'an outcome of exactly the declared limit (8 MiB when the limit is larger or none) round-trips, on the replay path too',
+    name: 'an outcome of exactly the declared limit (up to 32 MiB; 8 MiB when the limit is larger or none) round-trips, on the replay path too',
     async run(h) {
       const limit = h.store.capabilities.maxOutcomeBytes;
-      const size = Math.min(limit ?? AT_LIMIT_MAX_BYTES, AT_LIMIT_MAX_BYTES);
+      const size =
+        limit !== undefined && limit <= TESTED_LIMIT_MAX_BYTES ? limit : AT_LIMIT_MAX_BYTES;
       const encoded = outcomeOfSize(size);
       const key = h.newKey();
       const input = acquireInput(h, key);

@@ -33,6 +33,14 @@ export interface Harness {
   raw(key: string): Promise<StoredRecord | undefined>;
   /** The suite's `capacity` option: how many records a bounded store made for it holds. */
   capacity?: number;
+  /** The suite's `sharedBackend` option: another instance made alike shares the records. */
+  sharedBackend: boolean;
+  /**
+   * Another store made by `createStore` with this harness's clock, disposed with the harness:
+   * `'same'`, with this store's prefix (another instance: with `sharedBackend`, onto the same
+   * records); `'fresh'`, with a prefix of its own (it must never meet this store's records).
+   */
+  another(prefix: 'same' | 'fresh'): Promise<IdempotencyStore>;
   dispose(): Promise<void>;
 }
 
@@ -67,17 +75,28 @@ export function randomHex(bytes: number): string {
 /** Creates a fresh store with a random prefix and its own time. */
 export async function createHarness(options: ConformanceOptions): Promise<Harness> {
   const time = makeTime(options);
-  const store = await options.createStore({
-    clock: time.clock,
-    prefix: `idem-test:${randomHex(6)}:`,
-  });
+  const newPrefix = () => `idem-test:${randomHex(6)}:`;
+  const prefix = newPrefix();
+  const store = await options.createStore({ clock: time.clock, prefix });
+  const others: IdempotencyStore[] = [];
   return {
     store,
     time,
     newKey: () => randomHex(32),
     raw: (key) => (options.rawRead ? options.rawRead(store, key) : store.get(key)),
     ...(options.capacity !== undefined ? { capacity: options.capacity } : {}),
+    sharedBackend: options.sharedBackend === true,
+    async another(which) {
+      const other = await options.createStore({
+        clock: time.clock,
+        prefix: which === 'same' ? prefix : newPrefix(),
+      });
+      others.push(other);
+      return other;
+    },
     async dispose() {
+      // The other stores first: `store` (its prefix's records) goes last.
+      for (const other of others.splice(0)) await options.destroyStore?.(other);
       await options.destroyStore?.(store);
     },
   };

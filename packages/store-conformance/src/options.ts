@@ -43,6 +43,16 @@ export interface ConformanceOptions {
    */
   capacity?: number;
   /**
+   * For a store whose records live in a service that several processes share (Redis,
+   * PostgreSQL, DynamoDB): `createStore`, called again with the same context, makes another
+   * instance onto the same records, as the adapter in another process would. The suite then
+   * checks that such instances see each other's writes and races its concurrency checks across
+   * 4 of them, so a store that is atomic only within one instance (a lock held in the process
+   * around a read and a write) fails. Leave it unset for a store that lives in one process
+   * (the memory store): its concurrency checks then race on one instance. @default false
+   */
+  sharedBackend?: boolean;
+  /**
    * Runs per property. @default `IDEM_PROPERTY_RUNS`, else 200 when `CI` is set, else 25
    */
   numRuns?: number;

@@ -1,7 +1,9 @@
 // confrev: each variant the suite does not catch (confrev-suite-mutants.test.ts) really breaks
 // its guarantee: a direct reproduction per variant, so the findings are not a no-op wrapper.
-import { type IdempotencyStore, ManualClock, StoreUnavailableError } from '@idem/core';
+import { type IdempotencyStore, ManualClock, StoreUnavailableError, systemClock } from '@idem/core';
 import { describe, expect, it } from 'vitest';
+import { confmutVariants } from './confmut-mutants.js';
+import { type SharedBug, sharedBackendOptions } from './confmut-shared.js';
 import { variants } from './confrev-mutants.js';
 import { createVariantStore } from './confrev-variants.js';
 
@@ -163,5 +165,119 @@ describe('confrev: the escaped variants really break the contract', () => {
     expect(await store.acquire(input('a'))).toMatchObject({ kind: 'acquired', fence: 1 });
     expect(await store.release({ key: 'k', owner: 'a', retentionMs: 0 })).toEqual({ ok: true });
     expect(await store.acquire(input('b'))).toMatchObject({ kind: 'acquired', fence: 1 });
+  });
+});
+
+// confmut: each variant the suite did not catch before its confmut checks really breaks its
+// guarantee (test/confrev-suite-mutants.test.ts).
+const makeConfmut = (name: string) => {
+  const clock = new ManualClock(1_000_000);
+  const v = confmutVariants[name];
+  if (!v) throw new Error(`no variant ${name}`);
+  return { clock, store: createVariantStore(v, clock) };
+};
+/** Two stores made by `options` with one context (as two processes) or two prefixes. */
+const twoStores = async (bug: SharedBug, samePrefix: boolean) => {
+  const options = sharedBackendOptions(bug);
+  const clock = new ManualClock(1_000_000);
+  const a = await options.createStore({ clock, prefix: 'p1:' });
+  const b = await options.createStore({ clock, prefix: samePrefix ? 'p1:' : 'p2:' });
+  return { a, b };
+};
+
+describe('confmut: the escaped variants really break the contract', () => {
+  it('an acquire atomic only within its instance: two instances both acquire one free key', async () => {
+    const { a, b } = await twoStores('instance-lock', true);
+    const answers = await Promise.all([a.acquire(input('x')), b.acquire(input('y'))]);
+    expect(answers.map((r) => r.kind)).toEqual(['acquired', 'acquired']);
+  });
+
+  it('the same store without the bug: exactly one of two instances acquires', async () => {
+    const { a, b } = await twoStores('none', true);
+    const answers = await Promise.all([a.acquire(input('x')), b.acquire(input('y'))]);
+    expect(answers.map((r) => r.kind).sort()).toEqual(['acquired', 'found']);
+  });
+
+  it("key prefix ignored: a store of another prefix replays this one's outcome", async () => {
+    const { a, b } = await twoStores('prefix-ignored', false);
+    await a.acquire(input('x'));
+    await a.complete({ key: 'k', owner: 'x', outcome: new Uint8Array([42]), retentionMs: H });
+    const theirs = await b.acquire(input('y'));
+    expect(theirs).toMatchObject({ kind: 'found', record: { status: 'completed', owner: 'x' } });
+  });
+
+  it("a server-clock store deciding by the process's Date.now(): a caller 2 h ahead takes a live lease over", async () => {
+    const options = sharedBackendOptions('process-clock', 'server');
+    const store = await options.createStore({ clock: systemClock, prefix: 'p:' });
+    expect((await store.acquire(input('x'))).kind).toBe('acquired');
+    const realNow = Date.now;
+    Date.now = () => realNow() + 2 * H;
+    try {
+      expect((await store.acquire(input('y'))).kind).toBe('acquired'); // x's lease is live
+    } finally {
+      Date.now = realNow;
+    }
+  });
+
+  for (const [name, cut] of [
+    ['storage keys cut to their first 48 characters', (k: string) => `${k.slice(0, -1)}x`],
+    ['storage keys cut to their last 48 characters', (k: string) => `x${k.slice(1)}`],
+  ] as const) {
+    it(`${name}: two 64-character keys one character apart share one record`, async () => {
+      const { store } = makeConfmut(name);
+      const key = 'k'.repeat(64);
+      await store.acquire({ ...input('x'), key });
+      expect((await store.acquire({ ...input('y'), key: cut(key) })).kind).toBe('found');
+    });
+  }
+
+  it('a backend TTL of acquire + retention + 1 s: a live lease with a short retention is taken', async () => {
+    const { clock, store } = makeConfmut(
+      'in-progress record deleted at acquire + retention + 1 s (backend TTL in whole seconds, without the lease)',
+    );
+    await store.acquire(input('x', { retentionMs: 1 }));
+    clock.advance(2_000); // 28 s of x's lease left
+    expect(await store.acquire(input('y'))).toMatchObject({ kind: 'acquired', fence: 2 });
+  });
+
+  it('an extend that leaves the backend TTL: the extended lease is taken past the first one', async () => {
+    const { clock, store } = makeConfmut('extend leaves the backend TTL where acquire put it');
+    await store.acquire(input('x', { retentionMs: 1 }));
+    clock.advance(L / 2);
+    expect(await store.extend({ key: 'k', owner: 'x', leaseMs: L, retentionMs: 1 })).toMatchObject({
+      ok: true,
+    });
+    clock.advance(L * 0.6); // inside the extended lease
+    expect((await store.acquire(input('y'))).kind).toBe('acquired');
+  });
+
+  it('a released tombstone answered found to another fingerprint: the retry is refused', async () => {
+    const { store } = makeConfmut('released tombstone answered found to another fingerprint');
+    await store.acquire(input('x'));
+    await store.release({ key: 'k', owner: 'x', retentionMs: H });
+    const retry = await store.acquire(input('y', { fingerprint: 'fp-corrected' }));
+    expect(retry).toMatchObject({ kind: 'found', record: { status: 'released' } });
+  });
+
+  it('a passed lease answered found to another fingerprint: never taken over', async () => {
+    const { clock, store } = makeConfmut(
+      'passed lease answered found to another fingerprint (no takeover)',
+    );
+    await store.acquire(input('x'));
+    clock.advance(L + 1);
+    const retry = await store.acquire(input('y', { fingerprint: 'fp-corrected' }));
+    expect(retry).toMatchObject({ kind: 'found', record: { status: 'in_progress', owner: 'x' } });
+  });
+
+  it('trailing zero bytes dropped: a body ending in zeros is replayed cut', async () => {
+    const { store } = makeConfmut(
+      'trailing zero bytes of an outcome dropped (blocks padded with zeros)',
+    );
+    const outcome = Uint8Array.of(0x1f, 0x8b, 0, 0);
+    await store.acquire(input('x'));
+    await store.complete({ key: 'k', owner: 'x', outcome, retentionMs: H });
+    const found = await store.acquire(input('y'));
+    if (found.kind !== 'found') throw new Error('expected found');
+    expect(found.record.outcome?.length).toBe(2);
   });
 });

@@ -2,8 +2,11 @@
 // store and breaks ONE guarantee of DESIGN.md; the suite (every example check, then the
 // exactly-once property with 150 runs when no check failed) must fail on it.
 import { describe, expect, it } from 'vitest';
+import type { ConformanceOptions } from '../src/index.js';
+import { confmutVariants } from './confmut-mutants.js';
+import { type SharedBug, sharedBackendOptions } from './confmut-shared.js';
 import { variants } from './confrev-mutants.js';
-import { suiteVerdict } from './confrev-variants.js';
+import { optionsFor, suiteVerdict } from './confrev-variants.js';
 
 const T = 60_000;
 
@@ -198,5 +201,219 @@ describe('confrev: broken variants the suite did NOT catch before the boundary c
   caughtBy(
     'fence reset after a release with a due retention deadline',
     'due deadlines: a release with a retention of 0 or 1 ms',
+  );
+});
+
+// confmut: a second mutation pass (test/confmut-mutants.ts wraps the memory store as above;
+// test/confmut-shared.ts gives stores whose records live in a backend several instances
+// share, as Redis or PostgreSQL is shared by an application's processes).
+function caughtByStore(name: string, options: ConformanceOptions, check: string, numRuns = 150) {
+  it(
+    `the suite catches ${name}`,
+    async () => {
+      const verdict = await suiteVerdict(options, numRuns);
+      expect(
+        verdict.checks.some((c) => c.startsWith(check)),
+        JSON.stringify(verdict),
+      ).toBe(true);
+    },
+    T,
+  );
+}
+const caughtByVariant = (name: string, check: string) => {
+  const v = confmutVariants[name];
+  if (!v) throw new Error(`no variant ${name}`);
+  caughtByStore(name, optionsFor(v), check);
+};
+/** A store with a clock of its own, on the shared backend: short real leases. */
+const serverShared = (bug: SharedBug) => sharedBackendOptions(bug, 'server', { leaseMs: 120 });
+
+describe('confmut: the shared-backend stores without a bug pass (the buggy ones differ in one thing)', () => {
+  it(
+    'injectable clock: every check and the property',
+    async () => {
+      expect(await suiteVerdict(sharedBackendOptions('none'))).toEqual({
+        checks: [],
+        property: undefined,
+      });
+    },
+    T,
+  );
+  it(
+    'server clock: every check and the property (10 runs: real sleeps)',
+    async () => {
+      expect(await suiteVerdict(serverShared('none'), 10)).toEqual({
+        checks: [],
+        property: undefined,
+      });
+    },
+    T,
+  );
+});
+
+describe('confmut: broken variants the suite already caught', () => {
+  caughtByVariant(
+    'extend by the owner of a completed record reopens it',
+    'owner checks: complete stores the outcome once',
+  );
+  caughtByVariant(
+    'extend by an owner whose lease was taken over takes the record back',
+    'lease: a passed lease is taken over',
+  );
+  caughtByVariant(
+    'extend by the owner of an expired record revives it',
+    'retention: once its record expired',
+  );
+  caughtByVariant(
+    'extend by the owner of a force-released record revives it',
+    'admin: forceRelease frees a stuck key',
+  );
+  caughtByVariant(
+    'leases judged by a clock 1 s ahead of the store clock',
+    'lease: a lease is live until its end',
+  );
+  caughtByVariant(
+    'leases judged by a clock 1 s behind the store clock',
+    'lease: a lease is live until its end',
+  );
+  caughtByVariant(
+    'completed record taken over once its lease passed (retention ignored)',
+    'retention: a completed record is returned until retention passes',
+  );
+  caughtByVariant(
+    'in-progress record deleted at acquire + retention (backend TTL without the lease)',
+    'fence: the fence grows across release, takeover and retention expiry',
+  );
+  caughtByVariant(
+    'retention of a completed record counted from the lease end, not the completion',
+    'retention: a completed record is returned until retention passes',
+  );
+  caughtByVariant(
+    'complete on a completed record overwrites it (any owner)',
+    'owner checks: complete stores the outcome once',
+  );
+  caughtByVariant(
+    'outcome decoded as UTF-8 text on the get path',
+    'outcomes: binary outcomes round-trip',
+  );
+  caughtByVariant(
+    'get truncates outcomes of 1 MiB or more by one byte',
+    'outcomes: an outcome of exactly the declared limit',
+  );
+  caughtByVariant(
+    'release keeps the tombstone for the lease, not the retention',
+    'fence: the fence grows across release, takeover and retention expiry',
+  );
+  caughtByStore(
+    'an injectable store deciding by the process clock (Date.now) instead of ctx.clock',
+    sharedBackendOptions('process-clock'),
+    'lease: a passed lease is taken over',
+  );
+});
+
+describe('confmut: broken variants the suite did NOT catch before its confmut checks (all caught now)', () => {
+  // FINDING (HIGH; fixed: option `sharedBackend`, the 16 concurrent acquires and the new
+  // takeover race run across 4 instances): contract 1 says atomic "from any process", but
+  // every check and the property called one store instance. A store whose acquire reads and
+  // then writes, made atomic by a lock held in the process (every call of the instance takes
+  // it), passed every check and 150 property runs; two application processes both acquire a
+  // free key and run the operation twice. Reproduce: two instances onto one backend, acquire
+  // the same free key on both at once: two 'acquired'.
+  caughtByStore(
+    'acquire atomic only within one instance (a lock held in the process), injectable clock',
+    sharedBackendOptions('instance-lock'),
+    'acquire: of 16 concurrent acquires of a free key exactly one wins',
+  );
+  caughtByStore(
+    'acquire atomic only within one instance (a lock held in the process), server clock',
+    serverShared('instance-lock'),
+    'acquire: of 16 concurrent acquires of a free key exactly one wins',
+    10,
+  );
+
+  // FINDING (MEDIUM; fixed: check "isolation: stores made with different prefixes never
+  // meet ..."): the suite hands every store a fresh prefix but never checked that two of
+  // them stay apart. An adapter that ignores its key prefix passed: two applications (or
+  // tenants) on one Redis with the same scope replay each other's outcomes. Keys one character
+  // apart (first or last) were never tried either: a store that cuts keys to 48 characters
+  // passed (harmless for core's 64-hex digests, not for the contract's "at most 64").
+  caughtByStore(
+    'key prefix ignored (stores with different prefixes share records), injectable clock',
+    sharedBackendOptions('prefix-ignored'),
+    'isolation: stores made with different prefixes never meet',
+  );
+  caughtByStore(
+    'key prefix ignored (stores with different prefixes share records), server clock',
+    serverShared('prefix-ignored'),
+    'isolation: stores made with different prefixes never meet',
+    10,
+  );
+  caughtByVariant(
+    'storage keys cut to their first 48 characters',
+    'isolation: stores made with different prefixes never meet',
+  );
+  caughtByVariant(
+    'storage keys cut to their last 48 characters',
+    'isolation: stores made with different prefixes never meet',
+  );
+
+  // FINDING (MEDIUM; fixed: check "capabilities: the calling process's wall clock stepped 2 h
+  // ahead or behind changes no deadline or decision"): a store declaring clock 'server' that
+  // hands the backend the process's Date.now() passed everything: the suite's process is the
+  // only caller and its clock is the service's. Application servers whose clocks disagree
+  // then judge one lease differently (a caller ahead takes a live lease over).
+  caughtByStore(
+    "a store declaring the server's clock that decides by the process's Date.now()",
+    serverShared('process-clock'),
+    "capabilities: the calling process's wall clock stepped",
+    10,
+  );
+
+  // FINDING (MEDIUM; fixed: check "lease: a retention shorter than the lease never shortens
+  // it ..."): every check and the property used a retention of at least the lease, so a store
+  // whose backend deletes an in-progress record at acquire + retention (+ 1 s of rounding to
+  // whole seconds), or whose extend leaves that deadline where the acquire put it, passed. The
+  // contract: a record lives to `leaseUntil + retentionMs`. With core's `retentionMs` below the
+  // lease (or a hold longer than the retention), a retry acquires a key whose lease is live.
+  caughtByVariant(
+    'in-progress record deleted at acquire + retention + 1 s (backend TTL in whole seconds, without the lease)',
+    'lease: a retention shorter than the lease never shortens it',
+  );
+  caughtByVariant(
+    'extend leaves the backend TTL where acquire put it',
+    'lease: a retention shorter than the lease never shortens it',
+  );
+
+  // FINDING (LOW; fixed: check "mismatch: the store never compares fingerprints ..."): every
+  // takeover and every acquisition of a tombstone in the suite used the first fingerprint. A
+  // store that answers `found` to another fingerprint for a released tombstone or a passed
+  // lease passed; a client retrying a failed request with a corrected body gets 422 for the
+  // whole retention instead of an execution (the contract: the store never compares them).
+  caughtByVariant(
+    'released tombstone answered found to another fingerprint',
+    'mismatch: the store never compares fingerprints',
+  );
+  caughtByVariant(
+    'passed lease answered found to another fingerprint (no takeover)',
+    'mismatch: the store never compares fingerprints',
+  );
+
+  // FINDING (MEDIUM; fixed: the binary round-trip check also stores bodies ending in zero
+  // bytes): no outcome of the suite ended in a zero byte but by chance (1 in 256 for the random
+  // ones), so a store that pads outcomes to blocks and trims trailing zeros passed; a gzip or
+  // protobuf body ending in zeros is replayed cut (guarantee (b)).
+  caughtByVariant(
+    'trailing zero bytes of an outcome dropped (blocks padded with zeros)',
+    'outcomes: binary outcomes round-trip byte for byte',
+  );
+
+  // FINDING (LOW; fixed: the at-the-limit check stores an outcome of the declared limit up to
+  // 32 MiB, as the past-the-limit check tests limits up to 32 MiB): it stopped at 8 MiB, so a
+  // store declaring 16 MiB (the Redis and PostgreSQL stores' default) was never asked for more
+  // than 8. One that refuses above 10 MiB passed; core, trusting the declared limit, records
+  // OUTCOME_NOT_RECORDED for a 12 MiB response instead of the response.
+  caughtByVariant(
+    'capabilities lie: declares 16 MiB, refuses above 10 MiB',
+    'outcomes: an outcome of exactly the declared limit',
   );
 });

@@ -42,6 +42,10 @@ export type Overrides = Partial<{
   view(key: string, r: StoredRecord, c: VariantCtx): StoredRecord | undefined;
   /** The clock the inner store decides expiry by (default: the suite's). */
   innerClock(clock: Clock): Clock;
+  /** Maps every storage key before the inner store sees it (admin included). */
+  innerKey(key: string): string;
+  /** Rewrites the store's clock reading a `found` answer or `inspect` shows. */
+  now(storeNow: number, c: VariantCtx): number;
 }>;
 
 const shown = (c: VariantCtx, key: string, fence: number) => fence - (c.fenceOffset.get(key) ?? 0);
@@ -51,14 +55,33 @@ function mapRecord(v: Overrides, c: VariantCtx, key: string, r: StoredRecord | u
   return seen && { ...seen, fence: shown(c, key, seen.fence) };
 }
 
+/** The memory store with every storage key mapped by `map` (the admin's too). */
+function keysMappedBy(store: Inner, map: (key: string) => string): Inner {
+  const admin = store.admin as StoreAdmin;
+  return {
+    ...store,
+    acquire: (i) => store.acquire({ ...i, key: map(i.key) }),
+    complete: (i) => store.complete({ ...i, key: map(i.key) }),
+    release: (i) => store.release({ ...i, key: map(i.key) }),
+    extend: (i) => store.extend({ ...i, key: map(i.key) }),
+    get: (key) => store.get(map(key)),
+    admin: {
+      inspect: (key) => admin.inspect(map(key)),
+      forceRelease: (key, expected) => admin.forceRelease(map(key), expected),
+      delete: (key) => admin.delete(map(key)),
+    },
+  };
+}
+
 /** Builds the wrapped store for one test. */
 export function createVariantStore(v: Overrides, clock: Clock): IdempotencyStore {
   const innerClock = v.innerClock ? v.innerClock(clock) : clock;
-  const inner = createMemoryStore({
+  const unmapped = createMemoryStore({
     clock: innerClock,
     sweepIntervalMs: 0,
     ...(v.maxOutcomeBytes !== undefined ? { maxOutcomeBytes: v.maxOutcomeBytes } : {}),
   });
+  const inner = v.innerKey ? keysMappedBy(unmapped, v.innerKey) : unmapped;
   const c: VariantCtx = { inner, clock, fenceOffset: new Map(), state: new Map() };
   const acquire = v.acquire ?? ((i: AcquireInput) => inner.acquire(i));
   const get = v.get ?? ((k: string) => inner.get(k));
@@ -67,6 +90,7 @@ export function createVariantStore(v: Overrides, clock: Clock): IdempotencyStore
     async inspect(key) {
       const r = await innerAdmin.inspect(key);
       if (!r) return r;
+      if (v.now) r.now = v.now(r.now, c);
       if (!v.view) return { ...r, fence: shown(c, key, r.fence) };
       const seen = v.view(key, { ...r, outcome: new Uint8Array(r.outcomeBytes) }, c);
       if (!seen) return undefined;
@@ -95,7 +119,11 @@ export function createVariantStore(v: Overrides, clock: Clock): IdempotencyStore
       const r = await acquire(input, c);
       return r.kind === 'acquired'
         ? { ...r, fence: shown(c, input.key, r.fence) }
-        : { ...r, record: mapRecord(v, c, input.key, r.record) as StoredRecord };
+        : {
+            ...r,
+            record: mapRecord(v, c, input.key, r.record) as StoredRecord,
+            ...(v.now ? { now: v.now(r.now, c) } : {}),
+          };
     },
     complete: (i) => (v.complete ? v.complete(i, c) : inner.complete(i)),
     release: (i) => (v.release ? v.release(i, c) : inner.release(i)),
@@ -122,9 +150,9 @@ const withTimeout = <T>(p: Promise<T>, ms: number, what: string) =>
     ),
   ]);
 
-/** Every example check that fails against the variant, as `group: name`. */
-export async function failingChecks(v: Overrides): Promise<string[]> {
-  const options = optionsFor(v);
+/** Every example check that fails against the store the options make, as `group: name`. */
+export async function failingChecks(v: Overrides | ConformanceOptions): Promise<string[]> {
+  const options = 'createStore' in v ? v : optionsFor(v);
   const failed: string[] = [];
   for (const check of contractChecks) {
     try {
@@ -137,16 +165,23 @@ export async function failingChecks(v: Overrides): Promise<string[]> {
 }
 
 /** The property's report when it fails against the variant within `numRuns`, else undefined. */
-export async function propertyFailure(v: Overrides, numRuns: number): Promise<string | undefined> {
-  const details = await fc.check(exactlyOnceProperty(optionsFor(v)), { numRuns, seed: 4242 });
+export async function propertyFailure(
+  v: Overrides | ConformanceOptions,
+  numRuns: number,
+): Promise<string | undefined> {
+  const options = 'createStore' in v ? v : optionsFor(v);
+  const details = await fc.check(exactlyOnceProperty(options), { numRuns, seed: 4242 });
   return details.failed
     ? (fc.defaultReportMessage(details) ?? 'property failed').slice(0, 600)
     : undefined;
 }
 
-/** What the whole suite (checks, then the property) says about a variant. */
+/**
+ * What the whole suite (checks, then the property) says about a variant, or about the store
+ * that options of a test's own make.
+ */
 export async function suiteVerdict(
-  v: Overrides,
+  v: Overrides | ConformanceOptions,
   numRuns = 150,
 ): Promise<{ checks: string[]; property: string | undefined }> {
   const checks = await failingChecks(v);

@@ -14,6 +14,8 @@ for (const layout of layouts) {
   describeStoreConformance(`dynamodb, ${layout.name}`, {
     // DynamoDB has no server clock a condition can use: the store decides by ctx.clock.
     clock: 'injectable',
+    // Every process of an application shares the table: races run across instances.
+    sharedBackend: true,
     createStore: ({ clock, prefix }) => {
       const store = createDynamoDbStore({
         client,

@@ -26,6 +26,8 @@ export function describeRedisConformance(target: Target): void {
 
     describeStoreConformance(`redis (${target.name})`, {
       clock: 'server',
+      // Every process of an application shares the records: races run across instances.
+      sharedBackend: true,
       leaseMs: 300,
       numRuns,
       createStore: ({ prefix }) => {
