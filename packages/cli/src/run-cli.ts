@@ -201,11 +201,12 @@ async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise
   // What the delete forgets, read just before it: for the operator's record of what they
   // undid, and the record the store deletes only while it is still that one.
   const before = await admin.inspect(key);
-  // Nothing sent when nothing was there: a request that takes the key in between keeps it.
-  if (!before) {
+  const nothingThere = () => {
     print({ storageKey: key, deleted: false, ...failure('not_found', noRecord) }, [noRecord]);
     return EXIT.notFound;
-  }
+  };
+  // Nothing sent when nothing was there: a request that takes the key in between keeps it.
+  if (!before) return nothingThere();
   // A live execution is not deleted on a guess: it may still be running, and the next request
   // would execute again beside it.
   if (before.status === 'in_progress' && before.leaseUntil > before.now && !command.force) {
@@ -235,13 +236,9 @@ async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise
     print({ storageKey: key, ...result, was, ...failure('changed', message) }, [message]);
     return EXIT.changed;
   }
-  const { deleted } = result;
-  if (deleted) {
-    print({ storageKey: key, deleted, was }, [`deleted ${key}`, forgotten(was)]);
-    return EXIT.ok;
-  }
-  print({ storageKey: key, deleted, ...failure('not_found', noRecord) }, [noRecord]);
-  return EXIT.notFound;
+  if (!result.deleted) return nothingThere();
+  print({ storageKey: key, deleted: true, was }, [`deleted ${key}`, forgotten(was)]);
+  return EXIT.ok;
 }
 
 /** The command's own time limit (`--timeout-ms`) passed. */

@@ -199,9 +199,13 @@ export interface ForceReleaseExpectation {
  * The record an operator means to delete, as `inspect` showed it: {@link StoreAdmin.delete}
  * deletes the live record only while it still holds that status, owner and/or fence.
  */
-export interface DeleteExpectation extends ForceReleaseExpectation {
+export interface DeleteExpectation {
   /** Status the live record MUST still have (`inspect`'s `status`). */
   status?: RecordStatus;
+  /** Owner token the live record MUST still hold (`inspect`'s `owner`). */
+  owner?: string;
+  /** Fence the live record MUST still hold (`inspect`'s `fence`). */
+  fence?: number;
 }
 
 /** Result of {@link StoreAdmin.delete}. */

@@ -154,10 +154,10 @@ export const adminDeleteChecks: ContractCheck[] = [
         const retry = acquireInput(h, key);
         const store = stores[round % stores.length] ?? h.store;
         const expected = { status: seen.status, owner: seen.owner, fence: seen.fence };
-        const [deleted, taken] = await Promise.all([
-          admin.delete(key, expected),
-          store.acquire(retry),
-        ]);
+        // Each order of sending: the retry first in even rounds, the delete first in odd ones.
+        const retryFirst = round % 2 === 0 ? store.acquire(retry) : undefined;
+        const deleting = admin.delete(key, expected);
+        const [deleted, taken] = await Promise.all([deleting, retryFirst ?? store.acquire(retry)]);
         const won = assertAcquired(taken, 'the retry takes the key, before or after the delete');
         assert.ok(won.fence > failed.fence, `fence ${won.fence} must exceed ${failed.fence}`);
         if (deleted.deleted === false)
