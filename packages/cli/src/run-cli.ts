@@ -26,7 +26,8 @@ export const EXIT = {
   notInProgress: 4,
   /**
    * `release --owner/--fence` of a record that another execution holds now (it took the key
-   * over since `inspect`): left as it is.
+   * over since `inspect`), or `delete` of a record that changed after the command read it (a
+   * retry took it over, its execution completed): left as it is.
    */
   changed: 5,
   /**
@@ -145,7 +146,10 @@ export type CliErrorCode =
   | 'not_found'
   /** Exit 4: `release` of a record that is not in progress. */
   | 'not_in_progress'
-  /** Exit 5: `release --owner/--fence` of a record another execution holds now. */
+  /**
+   * Exit 5: `release --owner/--fence` of a record another execution holds now, or `delete` of
+   * a record that changed after the command read it.
+   */
   | 'changed'
   /** Exit 6: `delete` of an in-progress record whose lease is live, without `--force`. */
   | 'in_progress';
@@ -194,13 +198,18 @@ async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise
     print({ storageKey: key, ...result, ...failure(result.reason, message) }, [message]);
     return result.reason === 'not_found' ? EXIT.notFound : EXIT.notInProgress;
   }
-  // What the delete forgets, read just before it (the store's delete answers only whether it
-  // removed a record): for the operator's record of what they undid.
+  // What the delete forgets, read just before it: for the operator's record of what they
+  // undid, and the record the store deletes only while it is still that one.
   const before = await admin.inspect(key);
+  const nothingThere = () => {
+    print({ storageKey: key, deleted: false, ...failure('not_found', noRecord) }, [noRecord]);
+    return EXIT.notFound;
+  };
+  // Nothing sent when nothing was there: a request that takes the key in between keeps it.
+  if (!before) return nothingThere();
   // A live execution is not deleted on a guess: it may still be running, and the next request
-  // would execute again beside it. (Read just before: a record that changes in between is
-  // deleted whatever it became, and `was` says what it was when read.)
-  if (before?.status === 'in_progress' && before.leaseUntil > before.now && !command.force) {
+  // would execute again beside it.
+  if (before.status === 'in_progress' && before.leaseUntil > before.now && !command.force) {
     const { owner, fence, leaseUntil } = before;
     const message = `${key} is in progress (owner ${printable(owner)}, fence ${fence}, lease live until ${iso(leaseUntil)}): left as it is; to free a stuck execution, release it with --owner and --fence, or give --force to delete it anyway (that execution can no longer complete, and the next request executes again, possibly while it still runs)`;
     print(
@@ -217,25 +226,19 @@ async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise
     );
     return EXIT.inProgress;
   }
-  const { deleted } = await admin.delete(key);
-  if (deleted) {
-    const was =
-      before === undefined
-        ? undefined
-        : {
-            status: before.status,
-            owner: before.owner,
-            fence: before.fence,
-            outcomeBytes: before.outcomeBytes,
-          };
-    print({ storageKey: key, deleted, ...(was === undefined ? {} : { was }) }, [
-      `deleted ${key}`,
-      ...(was === undefined ? [] : [forgotten(was)]),
-    ]);
-    return EXIT.ok;
+  const { status, owner, fence, outcomeBytes } = before;
+  const was = { status, owner, fence, outcomeBytes };
+  // Deleted only while the record is still the one read (decided in the store's atomic step):
+  // a retry that took a released or lapsed key over in between keeps running.
+  const result = await admin.delete(key, { status, owner, fence });
+  if (result.reason === 'changed') {
+    const message = `${key} changed since it was read (${status}, owner ${printable(owner)}, fence ${fence}): it is ${result.status} now, owner ${printable(result.owner)} at fence ${result.fence}; left as it is (inspect it again before deleting)`;
+    print({ storageKey: key, ...result, was, ...failure('changed', message) }, [message]);
+    return EXIT.changed;
   }
-  print({ storageKey: key, deleted, ...failure('not_found', noRecord) }, [noRecord]);
-  return EXIT.notFound;
+  if (!result.deleted) return nothingThere();
+  print({ storageKey: key, deleted: true, was }, [`deleted ${key}`, forgotten(was)]);
+  return EXIT.ok;
 }
 
 /** The command's own time limit (`--timeout-ms`) passed. */

@@ -268,14 +268,14 @@ describe('clirev2: a record that changes between the read and the delete', () =>
   const { prefix } = redis;
   const store = () => createRedisStore({ client: redis.client(), keyPrefix: prefix });
 
-  // FINDING (LOW): `delete` reads the record (inspect) and then deletes it in a second atomic
-  // step: a request that takes a released (or expired) key in between has its live execution
-  // deleted without --force, and the output says it forgot "a released key". Closing the window
-  // needs the stores' `admin.delete` to take an expectation (status/owner/fence) checked in the
-  // same atomic step, as `forceRelease` does: a change to @idem/core's StoreAdmin and all four
-  // stores, left to the maintainers. The window is one round trip to the store.
-  it.fails('a retry that takes the key between the read and the delete keeps it', async () => {
-    const key = hex();
+  // FIXED (was FINDING LOW): `delete` read the record (inspect) and then deleted whatever the
+  // key held in a second atomic step: a request that took a released (or expired) key in
+  // between had its live execution deleted without --force, and the output said it forgot "a
+  // released key". Now the CLI passes the status, owner and fence it read to the store's
+  // `admin.delete`, which deletes only while the record still holds them (in the same atomic
+  // step) and otherwise answers `changed`: exit 5, the retry keeps the key.
+  /** `idem delete` of a released key that a retry takes over between the CLI's read and its delete. */
+  async function deleteRacingRetry(key: string, more: string[]) {
     await store().acquire({ key, owner: 'owner-failed', ...lease(60_000) });
     await store().release({ key, owner: 'owner-failed', retentionMs: 600_000 });
     // The admin scripts are loaded first, so each of the CLI's calls is one EVALSHA.
@@ -285,19 +285,49 @@ describe('clirev2: a record that changes between the read and the delete', () =>
     try {
       const deleting = runInProcess(
         ...['delete', key, '--storage-key', '--store', proxy.url, '--prefix', prefix],
-        ...['--json', '--timeout-ms', '20000'],
+        ...[...more, '--timeout-ms', '20000'],
       );
       await proxy.held;
       const retry = await store().acquire({ key, owner: 'owner-retry', ...lease(60_000) });
       expect(retry).toMatchObject({ kind: 'acquired', fence: 2 });
       proxy.release();
-      const deleted = await deleting;
-      expect(deleted.code).toBe(0); // the CLI answers; what it deleted is the question
-      // Expected: the live retry keeps the key (the delete refused, exit 6, or deleted nothing).
-      expect(await store().get(key)).toMatchObject({ status: 'in_progress', owner: 'owner-retry' });
+      return await deleting;
     } finally {
       await proxy.close();
     }
+  }
+
+  it('a retry that takes the key between the read and the delete keeps it', async () => {
+    const key = hex();
+    const deleted = await deleteRacingRetry(key, ['--json']);
+    // Before the fix: 0, { deleted: true, was: { status: 'released', ... } }, the retry gone.
+    expect(await store().get(key)).toMatchObject({ status: 'in_progress', owner: 'owner-retry' });
+    expect(deleted.code).toBe(5);
+    expect(parsed(deleted)).toEqual({
+      storageKey: key,
+      deleted: false,
+      reason: 'changed',
+      status: 'in_progress',
+      owner: 'owner-retry',
+      fence: 2,
+      was: { status: 'released', owner: 'owner-failed', fence: 1, outcomeBytes: 0 },
+      error: { code: 'changed', message: expect.stringContaining('changed since it was read') },
+    });
+    const write = { key, owner: 'owner-retry', retentionMs: 600_000 };
+    expect(await store().complete({ ...write, outcome: new Uint8Array([1]) })).toEqual({
+      ok: true,
+    });
+  });
+
+  it('the text output names the record read and what the key holds now (exit 5)', async () => {
+    const key = hex();
+    expect(await deleteRacingRetry(key, [])).toEqual({
+      code: 5,
+      lines: [
+        `${key} changed since it was read (released, owner owner-failed, fence 1): it is in_progress now, owner owner-retry at fence 2; left as it is (inspect it again before deleting)`,
+      ],
+    });
+    expect(await store().get(key)).toMatchObject({ status: 'in_progress', owner: 'owner-retry' });
   });
 });
 

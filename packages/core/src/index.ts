@@ -1,6 +1,7 @@
 // The adapter kit: the plumbing every store repeats (typed errors, input checks, owner-write
 // answers, time limits), so that a store adapter writes only its primitives.
 export type {
+  AdminDeleteAnswer,
   AdminPrimitives,
   AdminRecordRead,
   AdminReleaseAnswer,
@@ -138,6 +139,8 @@ export type {
   AcquireInput,
   AcquireResult,
   CompleteInput,
+  DeleteExpectation,
+  DeleteResult,
   ExtendInput,
   ForceReleaseExpectation,
   ForceReleaseResult,

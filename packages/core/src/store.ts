@@ -196,6 +196,42 @@ export interface ForceReleaseExpectation {
 }
 
 /**
+ * The record an operator means to delete, as `inspect` showed it: {@link StoreAdmin.delete}
+ * deletes the live record only while it still holds that status, owner and/or fence.
+ */
+export interface DeleteExpectation {
+  /** Status the live record MUST still have (`inspect`'s `status`). */
+  status?: RecordStatus;
+  /** Owner token the live record MUST still hold (`inspect`'s `owner`). */
+  owner?: string;
+  /** Fence the live record MUST still hold (`inspect`'s `fence`). */
+  fence?: number;
+}
+
+/** Result of {@link StoreAdmin.delete}. */
+export type DeleteResult =
+  | {
+      /** Whether a live record was there: it is deleted now. */
+      deleted: boolean;
+      reason?: undefined;
+    }
+  | {
+      deleted: false;
+      /**
+       * Only with a {@link DeleteExpectation}: the live record no longer holds the status,
+       * owner or fence expected (it completed, or another acquisition took the key over since
+       * it was inspected): it was left as it is.
+       */
+      reason: 'changed';
+      /** Status of the live record the store holds now. */
+      status: RecordStatus;
+      /** Its owner token. */
+      owner: string;
+      /** Its fence. */
+      fence: number;
+    };
+
+/**
  * Operator actions on one storage key, for tooling (`@idem/cli`) and runbooks; the state
  * machine never calls them. Each MUST be atomic with respect to every other call on the key,
  * in one round trip where the store allows, decided by the store's clock, and wrap failures
@@ -228,8 +264,18 @@ export interface StoreAdmin {
    * record's own retention would have kept it: the next acquisition gets a fence above
    * every earlier one, so a fenced downstream never refuses it. An executor that still runs
    * then gets `not_owner` on its writes.
+   *
+   * With `expected` (recommended: the `status`, `owner` and `fence` that `inspect` showed),
+   * the store MUST delete the live record only if it still holds that status, owner and/or
+   * fence, decided in the same atomic step as the write; otherwise it MUST change nothing
+   * and answer `changed` with the status, owner and fence it holds now. With no live record
+   * it answers `{ deleted: false }`, as without. Without it, whatever the key holds is
+   * deleted: if a retry took a released (or lease-passed) key over after it was inspected,
+   * that live execution would be deleted and the next request would run beside it. Throws
+   * `InvalidInputError` for a status that is not a record status, an owner that is not a
+   * non-empty string or a fence that is not a whole number from 0.
    */
-  delete(key: string): Promise<{ deleted: boolean }>;
+  delete(key: string, expected?: DeleteExpectation): Promise<DeleteResult>;
 }
 
 /**

@@ -187,4 +187,93 @@ describe('createStoreAdmin (adapter kit)', () => {
       StoreUnavailableError,
     );
   });
+
+  it('passes a checked expectation to delete and answers changed with the current status, owner and fence', async () => {
+    const seen: unknown[] = [];
+    const { built } = admin({
+      delete: async (_key, _owner, expected) => {
+        seen.push(expected);
+        return expected === undefined
+          ? true
+          : {
+              changed: true,
+              status: 'in_progress',
+              owner: new TextEncoder().encode('o2'),
+              fence: '4',
+            };
+      },
+    });
+    const expected = { status: 'released' as const, owner: 'o1', fence: 3 };
+    expect(await built.delete('k', expected)).toEqual({
+      deleted: false,
+      reason: 'changed',
+      status: 'in_progress',
+      owner: 'o2',
+      fence: 4,
+    });
+    await built.delete('k', { status: 'completed', fence: undefined });
+    // Without one (or an empty one) the primitive gets none: the answer as before.
+    expect(await built.delete('k')).toEqual({ deleted: true });
+    expect(await built.delete('k', {})).toEqual({ deleted: true });
+    expect(seen).toEqual([expected, { status: 'completed' }, undefined, undefined]);
+  });
+
+  it('forceRelease takes no status: one given is not passed on (it only releases what is in progress)', async () => {
+    const seen: unknown[] = [];
+    const { built } = admin({
+      forceRelease: async (_key, _owner, expected) => {
+        seen.push(expected);
+        return { fence: 4, previousOwner: 'o1' };
+      },
+    });
+    await built.forceRelease('k', { status: 'completed', owner: 'o1' } as never);
+    await built.forceRelease('k', { status: 'completed' } as never);
+    expect(seen).toEqual([{ owner: 'o1' }, undefined]);
+  });
+
+  it('refuses a bad delete expectation before any primitive runs', async () => {
+    let called = false;
+    const { built } = admin({
+      delete: async () => {
+        called = true;
+        return false;
+      },
+    });
+    for (const bad of [
+      null,
+      'released',
+      { status: 'expired' },
+      { status: 3 },
+      { status: '' },
+      { owner: '' },
+      { owner: 7 },
+      { fence: -1 },
+      { fence: 1.5 },
+      { fence: '3' },
+    ])
+      await expect(built.delete('k', bad as never), JSON.stringify(bad)).rejects.toBeInstanceOf(
+        InvalidInputError,
+      );
+    expect(called).toBe(false);
+  });
+
+  it('fails loudly when a store answers changed for the record expected, or a status no record has', async () => {
+    const { built: confused } = admin({
+      delete: async () => ({ changed: true, status: 'completed', owner: 'o1', fence: 3 }),
+    });
+    await expect(
+      confused.delete('k', { status: 'completed', owner: 'o1', fence: 3 }),
+    ).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await confused.delete('k', { status: 'released' })).toEqual({
+      deleted: false,
+      reason: 'changed',
+      status: 'completed',
+      owner: 'o1',
+      fence: 3,
+    });
+    const { built: garbled } = admin({
+      delete: async () => ({ changed: true, status: 'gone' as never, owner: 'o1', fence: 3 }),
+    });
+    await expect(garbled.delete('k', { fence: 2 })).rejects.toThrow(/bad status: gone/);
+  });
 });

@@ -12,7 +12,7 @@ import {
 import type { Harness } from './harness.js';
 
 /** A key whose first execution's lease passed and a second took it over: both owners and fences. */
-async function takenOver(h: Harness, key: string) {
+export async function takenOver(h: Harness, key: string) {
   const first = acquireInput(h, key);
   const won = assertAcquired(await h.store.acquire(first));
   await h.time.advance(h.time.leaseMs + 50);
@@ -23,6 +23,48 @@ async function takenOver(h: Harness, key: string) {
     first: { owner: first.owner, fence: won.fence },
     second: { owner: second.owner, fence: over.fence },
   };
+}
+
+/**
+ * Owners a store may not be able to hold (U+0000, a character outside the Basic Multilingual
+ * Plane, past its longest owner), each another execution than `owner`'s: an expectation
+ * naming one is answered `changed`, never a store error.
+ */
+export const unholdableOwners = (owner: string) =>
+  [`${owner}\0`, `${owner}\u{1F600}`, owner.padEnd(5_000, 'x')].map((o) => ({ owner: o }));
+
+/**
+ * Each stale expectation, given to `act` (an operator write of the record at `key`), answers
+ * `answer` and leaves the record as it was (read through both channels).
+ */
+export async function assertEachLeftAsItIs<E>(
+  h: Harness,
+  key: string,
+  stale: E[],
+  act: (expected: E) => Promise<unknown>,
+  answer: unknown,
+  what: string,
+): Promise<void> {
+  const before = await readBoth(h, key);
+  for (const expected of stale) {
+    assert.deepEqual(await act(expected), answer, `${what}(key, ${JSON.stringify(expected)})`);
+    assert.deepEqual(await readBoth(h, key), before, 'the record is left as it is');
+  }
+}
+
+/** The retry that took `key` over still holds it (owner, fence) and completes. */
+export async function assertRetryCompletes(
+  h: Harness,
+  key: string,
+  owner: string,
+  fence: number,
+): Promise<void> {
+  const record = await readBoth(h, key);
+  assert.equal(record?.status, 'in_progress', 'the retry still runs');
+  assert.equal(record?.owner, owner);
+  assert.equal(record?.fence, fence);
+  const write = { key, owner, retentionMs: RETENTION_MS };
+  assert.deepEqual(await h.store.complete({ ...write, outcome: bytes('ok') }), { ok: true });
 }
 
 /** forceRelease limited to the execution the operator inspected (`ForceReleaseExpectation`). */
@@ -63,7 +105,6 @@ export const adminExpectChecks: ContractCheck[] = [
       const admin = adminOf(h);
       const key = h.newKey();
       const { first, second } = await takenOver(h, key);
-      const before = await readBoth(h, key);
       const stale: ForceReleaseExpectation[] = [
         first,
         { owner: first.owner },
@@ -71,21 +112,11 @@ export const adminExpectChecks: ContractCheck[] = [
         // Both must hold: one of the two is not enough.
         { owner: second.owner, fence: first.fence },
         { owner: first.owner, fence: second.fence },
-        // An owner this store may not be able to hold (U+0000, a character outside the
-        // Basic Multilingual Plane, past its longest owner): still a different execution,
-        // answered `changed`, never a store error.
-        { owner: `${second.owner}\0` },
-        { owner: `${second.owner}\u{1F600}` },
-        { owner: second.owner.padEnd(5_000, 'x') },
+        ...unholdableOwners(second.owner),
       ];
-      for (const expected of stale) {
-        assert.deepEqual(
-          await admin.forceRelease(key, expected),
-          { ok: false, reason: 'changed', ...second },
-          `forceRelease(key, ${JSON.stringify(expected)})`,
-        );
-        assert.deepEqual(await readBoth(h, key), before, 'the record is left as it is');
-      }
+      const changed = { ok: false, reason: 'changed', ...second };
+      const release = (expected: ForceReleaseExpectation) => admin.forceRelease(key, expected);
+      await assertEachLeftAsItIs(h, key, stale, release, changed, 'forceRelease');
       const write = { key, owner: second.owner, retentionMs: RETENTION_MS };
       assert.deepEqual(
         await h.store.complete({ ...write, outcome: bytes('done') }),
@@ -135,12 +166,7 @@ export const adminExpectChecks: ContractCheck[] = [
             fence: won.fence,
           });
         }
-        const record = await readBoth(h, key);
-        assert.equal(record?.status, 'in_progress', 'the retry still runs');
-        assert.equal(record?.owner, retry.owner);
-        assert.equal(record?.fence, won.fence);
-        const write = { key, owner: retry.owner, retentionMs: RETENTION_MS };
-        assert.deepEqual(await h.store.complete({ ...write, outcome: bytes('ok') }), { ok: true });
+        await assertRetryCompletes(h, key, retry.owner, won.fence);
         await assertCutOff(h, key, gone.owner);
       }
     },

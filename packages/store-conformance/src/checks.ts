@@ -9,6 +9,7 @@ import {
 } from '@idem/core';
 import { acquireEdgeChecks } from './checks-acquire-edges.js';
 import { adminChecks } from './checks-admin.js';
+import { adminDeleteChecks } from './checks-admin-delete.js';
 import { adminExpectChecks } from './checks-admin-expect.js';
 import { adminStateChecks } from './checks-admin-states.js';
 import { boundaryChecks } from './checks-boundaries.js';
@@ -475,4 +476,5 @@ export const contractChecks: ContractCheck[] = [
   ...adminChecks,
   ...adminStateChecks,
   ...adminExpectChecks,
+  ...adminDeleteChecks,
 ];

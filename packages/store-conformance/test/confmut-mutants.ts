@@ -1,5 +1,5 @@
 // confmut: more broken variants of the memory store (one MUST each), beside confrev's.
-import type { AcquireInput, AcquireResult, StoredRecord } from '@idem/core';
+import type { AcquireInput, AcquireResult, StoreAdmin, StoredRecord } from '@idem/core';
 import type { Overrides, VariantCtx } from './confrev-variants.js';
 
 const shownFence = (c: VariantCtx, key: string, inner: number) =>
@@ -134,6 +134,37 @@ const trimZeros = (b: Uint8Array) => {
   let end = b.length;
   while (end > 0 && b[end - 1] === 0) end--;
   return b.slice(0, end);
+};
+
+const adminOf = (c: VariantCtx) => c.inner.admin as StoreAdmin;
+
+/** delexp: an admin delete that does not hold the record to the operator's expectation. */
+export const delexpVariants: Record<string, Overrides> = {
+  'admin delete ignores the expectation (deletes whatever the key holds)': {
+    delete: (key, _expected, c) => adminOf(c).delete(key),
+  },
+  'admin delete compares the owner and fence expected, not the status': {
+    delete: (key, expected, c) => {
+      const { status: _, ...rest } = expected ?? {};
+      return adminOf(c).delete(key, expected && rest);
+    },
+  },
+  'admin delete checks the expectation on a read of its own, then deletes in a second step': {
+    async delete(key, expected, c) {
+      const admin = adminOf(c);
+      const seen = await admin.inspect(key);
+      if (seen && expected) {
+        const { status, owner, fence } = seen;
+        const differs =
+          (expected.status !== undefined && expected.status !== status) ||
+          (expected.owner !== undefined && expected.owner !== owner) ||
+          (expected.fence !== undefined && expected.fence !== fence);
+        if (differs) return { deleted: false, reason: 'changed', status, owner, fence };
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1));
+      return admin.delete(key);
+    },
+  },
 };
 
 export const confmutVariants: Record<string, Overrides> = {

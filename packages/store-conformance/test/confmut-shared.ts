@@ -87,7 +87,7 @@ export function sharedBackendOptions(
         admin: {
           inspect: (key) => withClock(() => admin.inspect(name(key))),
           forceRelease: (key, expected) => withClock(() => admin.forceRelease(name(key), expected)),
-          delete: (key) => withClock(() => admin.delete(name(key))),
+          delete: (key, expected) => withClock(() => admin.delete(name(key), expected)),
         },
       };
     },

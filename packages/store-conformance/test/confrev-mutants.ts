@@ -170,9 +170,9 @@ export const variants: Record<string, Overrides> = {
       if (r.ok) track(c, i.key, 'released');
       return r;
     },
-    async delete(key, c) {
+    async delete(key, expected, c) {
       c.state.delete(LAST + key);
-      return c.inner.admin!.delete(key);
+      return c.inner.admin!.delete(key, expected);
     },
   },
   'admin delete forgetting the fence': {
@@ -184,9 +184,9 @@ export const variants: Record<string, Overrides> = {
       }
       return r;
     },
-    async delete(key, c) {
+    async delete(key, expected, c) {
       c.state.set(`deleted:${key}`, true);
-      return c.inner.admin!.delete(key);
+      return c.inner.admin!.delete(key, expected);
     },
   },
   'completed record replayed after retention (get hides it)': {

@@ -3,7 +3,7 @@
 // exactly-once property with 150 runs when no check failed) must fail on it.
 import { describe, expect, it } from 'vitest';
 import type { ConformanceOptions } from '../src/index.js';
-import { confmutVariants } from './confmut-mutants.js';
+import { confmutVariants, delexpVariants } from './confmut-mutants.js';
 import { type SharedBug, sharedBackendOptions } from './confmut-shared.js';
 import { variants } from './confrev-mutants.js';
 import { optionsFor, suiteVerdict } from './confrev-variants.js';
@@ -221,7 +221,7 @@ function caughtByStore(name: string, options: ConformanceOptions, check: string,
   );
 }
 const caughtByVariant = (name: string, check: string) => {
-  const v = confmutVariants[name];
+  const v = confmutVariants[name] ?? delexpVariants[name];
   if (!v) throw new Error(`no variant ${name}`);
   caughtByStore(name, optionsFor(v), check);
 };
@@ -415,5 +415,23 @@ describe('confmut: broken variants the suite did NOT catch before its confmut ch
   caughtByVariant(
     'capabilities lie: declares 16 MiB, refuses above 10 MiB',
     'outcomes: an outcome of exactly the declared limit',
+  );
+});
+
+describe('delexp: admin delete variants that do not hold the record to the expectation (caught by the delete-expectation checks)', () => {
+  // A delete that ignores the operator's expectation (the status, owner and fence inspect
+  // showed), or checks it on a read of its own before a second step, deletes a retry that
+  // took a released key over in between: the next request runs beside that live execution.
+  caughtByVariant(
+    'admin delete ignores the expectation (deletes whatever the key holds)',
+    'admin: delete expecting a record that changed since inspect',
+  );
+  caughtByVariant(
+    'admin delete compares the owner and fence expected, not the status',
+    'admin: delete expecting a record that changed since inspect',
+  );
+  caughtByVariant(
+    'admin delete checks the expectation on a read of its own, then deletes in a second step',
+    'admin: delete expecting the released record, racing the retry',
   );
 });

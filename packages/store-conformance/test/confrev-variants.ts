@@ -5,6 +5,8 @@ import type {
   AcquireResult,
   Clock,
   CompleteInput,
+  DeleteExpectation,
+  DeleteResult,
   ExtendInput,
   IdempotencyStore,
   RecordInspection,
@@ -35,7 +37,11 @@ export type Overrides = Partial<{
   release(input: ReleaseInput, c: VariantCtx): Promise<Awaited<ReturnType<Inner['release']>>>;
   extend(input: ExtendInput, c: VariantCtx): Promise<Awaited<ReturnType<Inner['extend']>>>;
   get(key: string, c: VariantCtx): Promise<StoredRecord | undefined>;
-  delete(key: string, c: VariantCtx): Promise<{ deleted: boolean }>;
+  delete(
+    key: string,
+    expected: DeleteExpectation | undefined,
+    c: VariantCtx,
+  ): Promise<DeleteResult>;
   maxOutcomeBytes: number | undefined;
   declaredMaxOutcomeBytes: number | undefined;
   /** Rewrites every record read back (get, found, inspect's fields). */
@@ -55,6 +61,13 @@ function mapRecord(v: Overrides, c: VariantCtx, key: string, r: StoredRecord | u
   return seen && { ...seen, fence: shown(c, key, seen.fence) };
 }
 
+/** An expectation's fence is a shown one: the inner store holds it plus the key's offset. */
+function held<E extends { fence?: number }>(c: VariantCtx, key: string, expected: E | undefined) {
+  return expected?.fence === undefined
+    ? expected
+    : { ...expected, fence: expected.fence + (c.fenceOffset.get(key) ?? 0) };
+}
+
 /** The memory store with every storage key mapped by `map` (the admin's too). */
 function keysMappedBy(store: Inner, map: (key: string) => string): Inner {
   const admin = store.admin as StoreAdmin;
@@ -68,7 +81,7 @@ function keysMappedBy(store: Inner, map: (key: string) => string): Inner {
     admin: {
       inspect: (key) => admin.inspect(map(key)),
       forceRelease: (key, expected) => admin.forceRelease(map(key), expected),
-      delete: (key) => admin.delete(map(key)),
+      delete: (key, expected) => admin.delete(map(key), expected),
     },
   };
 }
@@ -98,15 +111,14 @@ export function createVariantStore(v: Overrides, clock: Clock): IdempotencyStore
       return { ...r, ...fields, fence: shown(c, key, seen.fence) } as RecordInspection;
     },
     async forceRelease(key, expected) {
-      // The expected fence is a shown one: the inner store holds it plus the key's offset.
-      const inner =
-        expected?.fence === undefined
-          ? expected
-          : { ...expected, fence: expected.fence + (c.fenceOffset.get(key) ?? 0) };
-      const r = await innerAdmin.forceRelease(key, inner);
+      const r = await innerAdmin.forceRelease(key, held(c, key, expected));
       return r.ok || r.reason === 'changed' ? { ...r, fence: shown(c, key, r.fence) } : r;
     },
-    delete: (key) => (v.delete ? v.delete(key, c) : innerAdmin.delete(key)),
+    async delete(key, expected) {
+      const inner = held(c, key, expected);
+      const r = await (v.delete ? v.delete(key, inner, c) : innerAdmin.delete(key, inner));
+      return r.reason === 'changed' ? { ...r, fence: shown(c, key, r.fence) } : r;
+    },
   };
   const capabilities = {
     ...inner.capabilities,

@@ -32,6 +32,7 @@ export type Bug =
   | 'force-release-ignores-expectation'
   | 'delete-keeps-record'
   | 'delete-forgets-fence'
+  | 'delete-ignores-expectation'
   | 'wrong-clock-capability'
   | 'takeover-new-origin'
   | 'release-new-origin'
@@ -103,8 +104,17 @@ export function createNaiveStore(
         if (bug !== 'force-release-keeps-owner') r.owner = `admin-${Math.random()}`;
         return { ok: true, fence: r.fence, previousOwner };
       },
-      async delete(key) {
+      async delete(key, expected) {
         const r = read(key, clock.now());
+        const other =
+          r !== undefined &&
+          ((expected?.status !== undefined && expected.status !== r.status) ||
+            (expected?.owner !== undefined && expected.owner !== r.owner) ||
+            (expected?.fence !== undefined && expected.fence !== r.fence));
+        if (other && bug !== 'delete-ignores-expectation') {
+          const { status, owner, fence } = r;
+          return { deleted: false, reason: 'changed', status, owner, fence };
+        }
         if (r && bug !== 'delete-keeps-record') {
           map.delete(key);
           if (bug === 'delete-forgets-fence') lastFence.delete(key);

@@ -92,6 +92,7 @@ describe('the suite bites: each broken store fails it', () => {
     ['force-release-ignores-expectation', 'admin'],
     ['delete-keeps-record', 'admin'],
     ['delete-forgets-fence', 'admin'],
+    ['delete-ignores-expectation', 'admin'],
     ['wrong-clock-capability', 'capabilities'],
     ['takeover-new-origin', 'origin'],
     ['release-new-origin', 'origin'],

@@ -1,5 +1,6 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import {
+  type AdminDeleteAnswer,
   type AdminReleaseAnswer,
   type Clock,
   createStoreAdmin,
@@ -85,7 +86,10 @@ function readRecord(schema: ItemSchema, item: Item): ReadRecord {
  * the retry continues the logical request. `delete` leaves an expired tombstone that holds
  * only the fence (no outcome, no fingerprint, no origin, an owner no executor holds, the TTL
  * attribute kept), so the next acquisition continues above it and begins a new logical
- * request. Expiry by the store's clock.
+ * request. With an expectation (`forceRelease`'s owner and fence, `delete`'s status, owner
+ * and fence) the decision on the item read compares it, and the condition holds the item to
+ * those values as read: a record that another caller changed in between refuses the write.
+ * Expiry by the store's clock.
  */
 export function createDynamoDbAdmin(
   requests: ItemRequests,
@@ -171,14 +175,23 @@ export function createDynamoDbAdmin(
         ({ record }) => ({ fence: record.fence + 1, previousOwner: record.owner }),
       );
     },
-    delete(key, owner) {
-      return decideAndWrite<boolean>(
+    delete(key, owner, expected) {
+      return decideAndWrite<AdminDeleteAnswer>(
         key,
         (item, now) => {
           // No item: nothing to delete, and nothing is created.
           if (!item) return { answer: false };
+          const read = readRecord(schema, item);
+          const { record } = read;
+          // A live record that is not the one expected is left as it is. The write below is
+          // held to the status, owner and fence read (equal to those expected), so a record
+          // that changes after this read refuses it, and is decided again.
+          if (now < record.expiresAt && !meetsExpectation(record, expected)) {
+            const { status, owner: current, fence } = record;
+            return { answer: { changed: true, status, owner: current, fence } };
+          }
           const expressions = { update: DELETE_UPDATE, condition: DELETE_CONDITION };
-          return write('delete', key, expressions, readRecord(schema, item), {
+          return write('delete', key, expressions, read, {
             ':seenStatus': item[schema.names.status] as AttributeValue,
             ':seenExpires': item[schema.names.expiresAt] as AttributeValue,
             ':released': RELEASED,

@@ -112,7 +112,9 @@ export const FORCE_RELEASE_UPDATE =
 // request: an expired item takes the "begins" upsert, and no origin is left to carry). Its
 // TTL attribute is kept, so DynamoDB's TTL deletion (which forgets the fence) comes no
 // earlier than the deleted record's own retention would have let it. Its expiry as read is
-// part of the condition: whether a live record was deleted is decided on it. Any other item
+// part of the condition: whether a live record was deleted is decided on it, and so are its
+// status, owner and fence as read: an operator's expectation, compared with the item read,
+// holds at the write (another caller's write in between refuses it). Any other item
 // at the key (another application's, or a store configured with other attribute names) is
 // refused by the reader, not half-written.
 export const DELETE_CONDITION = `#st = :seenStatus AND #ex = :seenExpires AND ${AS_READ}`;

@@ -10,7 +10,8 @@ import { newSlot, type RecordTable } from './record-table.js';
 /**
  * The operator actions of a memory store: each runs synchronously inside, hence atomically
  * with respect to every other call. A deleted record's fence stays in the table's floor, so
- * fences keep growing after `delete` too.
+ * fences keep growing after `delete` too. `forceRelease` and `delete` with an expectation
+ * compare it with the record in that same synchronous step.
  */
 export function createMemoryAdmin(table: RecordTable, clock: Clock): StoreAdmin {
   return createStoreAdmin({
@@ -47,8 +48,12 @@ export function createMemoryAdmin(table: RecordTable, clock: Clock): StoreAdmin 
       table.insert(newSlot(slot.key, { ...tombstone, leaseUntil: now }));
       return { fence, previousOwner: found.owner };
     },
-    async delete(key) {
+    async delete(key, _owner, expected) {
       const slot = table.live(key, readClock(clock));
+      if (slot && !meetsExpectation(slot.record, expected)) {
+        const { status, owner, fence } = slot.record;
+        return { changed: true, status, owner, fence };
+      }
       if (slot) table.remove(slot);
       // The origin an eviction kept goes too: a later acquisition begins a new request.
       table.forgetRemnantAt(key);

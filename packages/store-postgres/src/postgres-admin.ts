@@ -17,11 +17,19 @@ type InspectRow = { now: string; status: RecordStatus | null } & Omit<AdminRecor
 // and is refused instead.
 const SANE_FENCE = 'old.fence BETWEEN 0 AND 9007199254740991';
 const SANE_TO_RAISE = 'old.fence BETWEEN 0 AND 9007199254740990';
-// The execution an operator expects to release ($3 owner, $4 fence; NULL for any).
+// The execution an operator expects to release or delete ($3 owner, $4 fence; NULL for any).
 // The expected owner goes as its UTF-8 bytes: an owner the column cannot hold (U+0000) is
 // still a parameter, one that matches no row, rather than an encoding error.
 const EXPECTED =
   "($3::bytea IS NULL OR convert_to(old.owner, 'UTF8') = $3::bytea) AND ($4::bigint IS NULL OR old.fence = $4::bigint)";
+// The record an operator expects to delete: the execution, and its status ($5; NULL for any).
+const EXPECTED_RECORD = `${EXPECTED} AND ($5::text IS NULL OR old.status = $5::text)`;
+
+/** An expectation's owner and fence as statement parameters ($3, $4), NULL for one not given. */
+const expecting = (expected: { owner?: string; fence?: number } | undefined) => [
+  expected?.owner === undefined ? null : Buffer.from(expected.owner, 'utf8'),
+  expected?.fence ?? null,
+];
 
 function refuseMalformed(sane: boolean | null | undefined, fence: unknown): void {
   if (sane === false)
@@ -89,12 +97,7 @@ export function createPostgresAdmin(
                 ${SANE_FENCE} AS sane, ${SANE_TO_RAISE} AS raisable, ${EXPECTED} AS expected,
                 old.fence AS old_fence
          FROM c LEFT JOIN old ON true`,
-        [
-          rowKey(key),
-          owner,
-          expected?.owner === undefined ? null : Buffer.from(expected.owner, 'utf8'),
-          expected?.fence ?? null,
-        ],
+        [rowKey(key), owner, ...expecting(expected)],
       );
       const row = rows[0];
       if (!row?.status || !row.live) return 'not_found';
@@ -107,33 +110,49 @@ export function createPostgresAdmin(
         throw new StoreUnavailableError('PostgreSQL forceRelease updated no row');
       return { fence: row.fence, previousOwner: row.owner ?? '' };
     },
-    async delete(key, owner) {
+    async delete(key, owner, expected) {
       // The row stays as a tombstone that holds only the fence: released, expired now (so
       // nothing reads it and the next acquire takes it with fence + 1 and its own token as
       // the origin), an owner no executor holds, no fingerprint, no outcome, no origin.
       // `lease_until` keeps the deleted record's deadline, and `deleteExpired` spares a row
       // until both deadlines passed: the fence is forgotten no earlier than the record's own
-      // retention would have let it be.
+      // retention would have let it be. A live row is written only while it holds what the
+      // operator expects ($3 owner, $4 fence, $5 status; NULL for any), decided on the locked
+      // row; an expired one is cleared as without an expectation.
       const { rows } = await run<{
         live: boolean | null;
         sane: boolean | null;
+        expected: boolean | null;
+        status: RecordStatus | null;
+        owner: string | null;
         old_fence: string | null;
       }>(
         'delete',
         `WITH c AS (SELECT ${NOW_MS} AS now),
-         old AS (SELECT key, fence, lease_until, expires_at FROM ${table} WHERE key = $1 FOR UPDATE),
+         old AS (SELECT key, status, owner, fence, lease_until, expires_at FROM ${table} WHERE key = $1 FOR UPDATE),
          upd AS (
            UPDATE ${table} t SET status = 'released', owner = $2, fingerprint = '', outcome = NULL,
                   origin = NULL,
                   lease_until = greatest(old.lease_until, old.expires_at),
                   expires_at = least(old.expires_at, c.now)
-           FROM old, c WHERE t.key = old.key AND ${SANE_FENCE})
-         SELECT old.expires_at > c.now AS live, ${SANE_FENCE} AS sane, old.fence AS old_fence
+           FROM old, c WHERE t.key = old.key AND ${SANE_FENCE}
+             AND (old.expires_at <= c.now OR (${EXPECTED_RECORD})))
+         SELECT old.expires_at > c.now AS live, ${SANE_FENCE} AS sane, ${EXPECTED_RECORD} AS expected,
+                old.status, old.owner, old.fence AS old_fence
          FROM c LEFT JOIN old ON true`,
-        [rowKey(key), owner],
+        [rowKey(key), owner, ...expecting(expected), expected?.status ?? null],
       );
-      refuseMalformed(rows[0]?.sane, rows[0]?.old_fence);
-      return rows[0]?.live === true;
+      const row = rows[0];
+      refuseMalformed(row?.sane, row?.old_fence);
+      if (row?.live !== true) return false;
+      if (row.expected === false && row.status !== null)
+        return {
+          changed: true,
+          status: row.status,
+          owner: row.owner ?? '',
+          fence: row.old_fence ?? '',
+        };
+      return true;
     },
   });
 }

@@ -81,24 +81,32 @@ return {2, f, previous}
 `;
 
 /**
- * KEYS: record. ARGV: fenceMemoryMs. Deletes it (any layout, any status, not a malformed one:
- * see {@link SANE}; the fence memory key
- * stays, so fences keep growing). Without fence memory (`fenceMemoryMs` 0) a live record
- * becomes a tombstone that holds only its fence (released, expired now, no owner, fingerprint
- * or outcome) until the deleted record's own deadline: the next execution takes fence + 1, not
- * 1 again (a live stream and a resume of generation 1 would otherwise be the deleted
- * execution's). Either way the record's origin is gone: the next acquisition begins a new
- * logical request. Returns 1 when a live record was deleted, else 0.
+ * KEYS: record. ARGV: fenceMemoryMs, the expected status (1..3), owner and fence (each `''`
+ * for any). Deletes a live record (any layout, any status, not a malformed one: see {@link
+ * SANE}; the fence memory key stays, so fences keep growing), only while it holds the status,
+ * owner and fence expected. Without fence memory (`fenceMemoryMs` 0) it becomes a tombstone
+ * that holds only its fence (released, expired now, no owner, fingerprint or outcome) until
+ * the deleted record's own deadline: the next execution takes fence + 1, not 1 again (a live
+ * stream and a resume of generation 1 would otherwise be the deleted execution's). Either way
+ * the record's origin is gone: the next acquisition begins a new logical request. A value
+ * that is not live (such a tombstone, or a record whose deadline passed) is left as it is:
+ * deleting the tombstone would forget the fence before that deadline. Returns `{1}` when a
+ * live record was deleted, `{0}` when there was none, `{3, status, fence, owner}` when the
+ * live record does not hold the status, owner or fence expected (left as it is).
  */
-export const DELETE_LUA = `${READ_NOW}${LEGACY}${SANE}local live = st and now < ex
-if live and tonumber(ARGV[1]) == 0 then
+export const DELETE_LUA = `${READ_NOW}${LEGACY}${SANE}if not st or not (now < ex) then return {0} end
+local owner = string.sub(v, ${HEADER_BYTES + 1}, ${HEADER_BYTES} + ol)
+if (ARGV[2] ~= '' and tonumber(ARGV[2]) ~= st) or (ARGV[3] ~= '' and ARGV[3] ~= owner)
+  or (ARGV[4] ~= '' and tonumber(ARGV[4]) ~= f) then
+  return {3, st, f, owner}
+end
+if tonumber(ARGV[1]) == 0 then
   ${setRecord(
     `struct.pack(${HEADER}, ${RECORD_FORMAT}, 3, f, now, now, 0, 0, 0)`,
     `string.format('%d', ex - 1)`,
   )}
-  return 1
+  return {1}
 end
 redis.call('DEL', KEYS[1])
-if live then return 1 end
-return 0
+return {1}
 `;

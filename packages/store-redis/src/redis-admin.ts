@@ -1,5 +1,5 @@
 import { createStoreAdmin, type StoreAdmin } from '@idem/core';
-import { integer, type Reply, toRecord } from './redis-reply.js';
+import { integer, type Reply, statusCode, statusOf, toRecord } from './redis-reply.js';
 
 /** The admin scripts as callable commands (see admin-scripts.ts). */
 export interface AdminCommands {
@@ -12,7 +12,13 @@ export interface AdminCommands {
     expectedOwner: string,
     expectedFence: string,
   ): Promise<Reply[]>;
-  delete(key: string, fenceMemoryMs: string): Promise<number>;
+  delete(
+    key: string,
+    fenceMemoryMs: string,
+    expectedStatus: string,
+    expectedOwner: string,
+    expectedFence: string,
+  ): Promise<Reply[]>;
 }
 
 /**
@@ -37,27 +43,29 @@ export function createRedisAdmin(
     },
     async forceRelease(storageKey, owner, expected) {
       const key = redisKey(storageKey);
-      // `''` for an expectation not given: no owner token is empty.
-      const expectedOwner = expected?.owner ?? '';
-      const expectedFence = expected?.fence === undefined ? '' : String(expected.fence);
       const reply = await call('forceRelease', () =>
-        commands.forceRelease(
-          key,
-          `${key}:fence`,
-          owner,
-          fenceMemory,
-          expectedOwner,
-          expectedFence,
-        ),
+        commands.forceRelease(key, `${key}:fence`, owner, fenceMemory, ...expecting(expected)),
       );
       const code = integer(reply[0]);
       if (code === 2) return { fence: integer(reply[1]), previousOwner: String(reply[2]) };
       if (code === 3) return { changed: true, fence: integer(reply[1]), owner: String(reply[2]) };
       return code === 0 ? 'not_found' : 'not_in_progress';
     },
-    async delete(storageKey) {
+    async delete(storageKey, _owner, expected) {
       const key = redisKey(storageKey);
-      return (await call('delete', () => commands.delete(key, fenceMemory))) === 1;
+      const status = expected?.status === undefined ? '' : String(statusCode(expected.status));
+      const reply = await call('delete', () =>
+        commands.delete(key, fenceMemory, status, ...expecting(expected)),
+      );
+      const code = integer(reply[0]);
+      if (code !== 3) return code === 1;
+      const found = { status: statusOf(integer(reply[1])), fence: integer(reply[2]) };
+      return { changed: true, ...found, owner: String(reply[3]) };
     },
   });
+}
+
+/** The expected owner and fence as script arguments, `''` for one not given (no owner token is empty). */
+function expecting(expected: { owner?: string; fence?: number } | undefined): [string, string] {
+  return [expected?.owner ?? '', expected?.fence === undefined ? '' : String(expected.fence)];
 }

@@ -12,6 +12,16 @@ const STATUSES: readonly (RecordStatus | undefined)[] = [
   'released',
 ];
 
+/** The header byte of a status. */
+export const statusCode = (status: RecordStatus): number => STATUSES.indexOf(status);
+
+/** The status of a header byte a script answered; a byte no store writes is a broken store. */
+export function statusOf(code: number): RecordStatus {
+  const status = STATUSES[code];
+  if (status === undefined) throw malformed(`unknown status ${code}`);
+  return status;
+}
+
 /** An integer reply. */
 export function integer(value: Reply | undefined): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
@@ -42,8 +52,7 @@ export function toRecord(value: Reply | undefined, copy: boolean): StoredRecord 
   if (format !== RECORD_FORMAT && format !== ORIGIN_FORMAT) {
     throw malformed(`unknown format ${format}`);
   }
-  const status = STATUSES[value[1]!];
-  if (status === undefined) throw malformed(`unknown status ${value[1]}`);
+  const status = statusOf(value[1]!);
   const ownerEnd = HEADER_BYTES + value.readUInt32BE(34);
   const fingerprintEnd = ownerEnd + value.readUInt32BE(38);
   if (fingerprintEnd > value.length) throw malformed('truncated');

@@ -1,5 +1,7 @@
 import { InvalidInputError, StoreUnavailableError } from '../errors.js';
 import type {
+  DeleteExpectation,
+  DeleteResult,
   ForceReleaseExpectation,
   ForceReleaseResult,
   RecordStatus,
@@ -35,6 +37,14 @@ export type AdminReleaseAnswer =
   | { fence: ServiceNumber; previousOwner: string | Uint8Array };
 
 /**
+ * What a delete did: whether a live record was there (deleted now), or `changed`: the live
+ * record does not hold the status, owner or fence expected, with what it holds.
+ */
+export type AdminDeleteAnswer =
+  | boolean
+  | { changed: true; status: RecordStatus; owner: string | Uint8Array; fence: ServiceNumber };
+
+/**
  * A store's admin operations as primitives: each one atomic step of the service, given a key
  * the kit has checked. {@link createStoreAdmin} builds the `StoreAdmin` around them.
  */
@@ -58,9 +68,16 @@ export interface AdminPrimitives {
   ): Promise<AdminReleaseAnswer>;
   /**
    * Remove the record (a tombstone holding only the fence may take its place, owned by
-   * `tombstoneOwner`); answer whether a live record was there.
+   * `tombstoneOwner`); answer whether a live record was there. With `expected`, a live
+   * record that does not hold its status, owner and/or fence (checked in the same atomic
+   * step as the write) is left as it is, answered `changed` with them. The kit has checked
+   * `expected`; it is never an empty object.
    */
-  delete(key: string, tombstoneOwner: string): Promise<boolean>;
+  delete(
+    key: string,
+    tombstoneOwner: string,
+    expected?: DeleteExpectation,
+  ): Promise<AdminDeleteAnswer>;
   /** When given, every primitive's failure becomes a typed store error with these rules. */
   errors?: StoreErrorRules;
 }
@@ -102,19 +119,12 @@ export function createStoreAdmin(primitives: AdminPrimitives): StoreAdmin {
     },
     async forceRelease(key, expected): Promise<ForceReleaseResult> {
       const k = checked(key);
-      const expect = expectation(expected);
+      const expect = expectation('forceRelease', expected);
       const answer = await call('forceRelease', () =>
         primitives.forceRelease(k, forcedReleaseOwner(), expect),
       );
       if (typeof answer === 'string') return { ok: false, reason: answer };
-      if ('changed' in answer) {
-        const found = { owner: text(answer.owner), fence: count('fence', answer.fence) };
-        if (expect && meetsExpectation(found, expect))
-          throw new StoreUnavailableError(
-            `The store answered changed for the record it expected (owner ${found.owner}, fence ${found.fence})`,
-          );
-        return { ok: false, reason: 'changed', ...found };
-      }
+      if ('changed' in answer) return { ok: false, ...changedAnswer(answer, expect) };
       const released = {
         fence: count('fence', answer.fence),
         previousOwner: text(answer.previousOwner),
@@ -129,9 +139,15 @@ export function createStoreAdmin(primitives: AdminPrimitives): StoreAdmin {
         );
       return { ok: true, ...released };
     },
-    async delete(key) {
+    async delete(key, expected): Promise<DeleteResult> {
       const k = checked(key);
-      return { deleted: await call('delete', () => primitives.delete(k, forcedReleaseOwner())) };
+      const expect = expectation('delete', expected);
+      const answer = await call('delete', () => primitives.delete(k, forcedReleaseOwner(), expect));
+      if (typeof answer === 'boolean') return { deleted: answer };
+      const status = answer.status;
+      if (!RECORD_STATUSES.includes(status))
+        throw new StoreUnavailableError(`The store answered a bad status: ${String(status)}`);
+      return { deleted: false, ...changedAnswer(answer, expect), status };
     },
   };
 }
@@ -140,36 +156,68 @@ export function createStoreAdmin(primitives: AdminPrimitives): StoreAdmin {
 const text = (value: string | Uint8Array): string =>
   typeof value === 'string' ? value : new TextDecoder().decode(value);
 
+const RECORD_STATUSES: readonly RecordStatus[] = ['in_progress', 'completed', 'released'];
+
 /**
- * The expectation of a forced release, checked: `undefined` when none was given (or an
- * object without `owner` and `fence`), else `InvalidInputError` for an owner that is not a
- * non-empty string or a fence that is not a whole number from 0.
+ * A `changed` answer of the service, checked: its owner and fence, unless they meet the
+ * expectation (a store answering `changed` for the very record expected is broken).
  */
-function expectation(expected: unknown): ForceReleaseExpectation | undefined {
+function changedAnswer(
+  answer: { owner: string | Uint8Array; fence: ServiceNumber; status?: RecordStatus },
+  expect: DeleteExpectation | undefined,
+): { reason: 'changed'; owner: string; fence: number } {
+  const found = { owner: text(answer.owner), fence: count('fence', answer.fence) };
+  if (expect && meetsExpectation({ ...found, status: answer.status }, expect))
+    throw new StoreUnavailableError(
+      `The store answered changed for the record it expected (owner ${found.owner}, fence ${found.fence})`,
+    );
+  return { reason: 'changed', ...found };
+}
+
+/**
+ * The expectation of a forced release or a delete, checked: `undefined` when none was given
+ * (or an object without any of its fields), else `InvalidInputError` for an owner that is
+ * not a non-empty string, a fence that is not a whole number from 0, or (delete's) a status
+ * that is not a record status. A forced release takes no status (it only ever releases an
+ * in-progress record): one given is ignored.
+ */
+function expectation(
+  operation: 'forceRelease' | 'delete',
+  expected: unknown,
+): DeleteExpectation | undefined {
   if (expected === undefined) return undefined;
+  const fields = operation === 'delete' ? '{ status?, owner?, fence? }' : '{ owner?, fence? }';
   if (typeof expected !== 'object' || expected === null)
-    throw new InvalidInputError('forceRelease expects an object { owner?, fence? }');
-  const { owner, fence } = expected as Record<string, unknown>;
-  const checked: ForceReleaseExpectation = {};
+    throw new InvalidInputError(`${operation} expects an object ${fields}`);
+  const { status, owner, fence } = expected as Record<string, unknown>;
+  const checked: DeleteExpectation = {};
+  if (operation === 'delete' && status !== undefined) {
+    if (!RECORD_STATUSES.includes(status as RecordStatus))
+      throw new InvalidInputError(
+        `The expected status must be one of ${RECORD_STATUSES.join(', ')}`,
+      );
+    checked.status = status as RecordStatus;
+  }
   if (owner !== undefined) checked.owner = checkStoreString('expected owner', owner);
   if (fence !== undefined) {
     if (!(typeof fence === 'number' && Number.isSafeInteger(fence) && fence >= 0))
       throw new InvalidInputError('The expected fence must be a whole number from 0');
     checked.fence = fence;
   }
-  return checked.owner === undefined && checked.fence === undefined ? undefined : checked;
+  return Object.keys(checked).length === 0 ? undefined : checked;
 }
 
 /**
- * Whether an in-progress record with this owner and fence is the execution a forced release
- * expects (always, without an expectation): for a store that decides in JavaScript inside
- * its atomic step (the memory store, a read-then-conditional-write).
+ * Whether a record with this status, owner and fence is the one a forced release or a
+ * delete expects (always, without an expectation): for a store that decides in JavaScript
+ * inside its atomic step (the memory store, a read-then-conditional-write).
  */
 export function meetsExpectation(
-  found: { owner: string; fence: number },
-  expected: ForceReleaseExpectation | undefined,
+  found: { owner: string; fence: number; status?: RecordStatus | undefined },
+  expected: DeleteExpectation | undefined,
 ): boolean {
   return (
+    (expected?.status === undefined || expected.status === found.status) &&
     (expected?.owner === undefined || expected.owner === found.owner) &&
     (expected?.fence === undefined || expected.fence === found.fence)
   );
