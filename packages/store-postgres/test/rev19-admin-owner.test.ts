@@ -15,14 +15,22 @@ const table = inject('pgTable');
 const store = createPostgresStore({ pool, table });
 const extra: { pool: pg.Pool; drop: string }[] = [];
 // DROP DATABASE waits for a checkpoint: under CI's load it ran past the pool's query
-// timeout once. Clean-up, not a bound: a minute each.
+// timeout once, and later past the server's statement_timeout the pool sets (2 s; DROP
+// DATABASE cannot run in a transaction, so no SET LOCAL): a connection of its own, with a
+// minute for each, dropped after. Clean-up, not a bound.
 afterAll(async () => {
   for (const { pool: p } of extra) await p.end();
-  for (const { drop } of extra)
-    await pool.query({
-      text: `DROP DATABASE IF EXISTS ${drop} WITH (FORCE)`,
-      query_timeout: 60_000,
-    } as pg.QueryConfig);
+  const client = await pool.connect();
+  try {
+    await client.query("SET statement_timeout = '60s'");
+    for (const { drop } of extra)
+      await client.query({
+        text: `DROP DATABASE IF EXISTS ${drop} WITH (FORCE)`,
+        query_timeout: 60_000,
+      } as pg.QueryConfig);
+  } finally {
+    client.release(true);
+  }
   await pool.end();
 }, 180_000);
 
