@@ -29,6 +29,8 @@ export interface SendOptions {
   tenant?: string | null;
   /** Fails the exchange instead of hanging. @default 5000 */
   timeoutMs?: number;
+  /** Called with the body bytes received so far, after each chunk that arrives. */
+  onData?: (received: number) => void;
   /** Goes away (destroys the connection) once this many body bytes arrived. */
   leaveAfterBytes?: number;
   /**
@@ -81,6 +83,7 @@ export function send(baseUrl: string, path: string, options: SendOptions = {}): 
       res.on('data', (chunk: Buffer) => {
         chunks.push(chunk);
         received += chunk.length;
+        options.onData?.(received);
         if (options.leaveAfterBytes !== undefined && received >= options.leaveAfterBytes) {
           finish(false);
           req.destroy();

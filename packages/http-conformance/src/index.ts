@@ -21,7 +21,13 @@ export { rawBodyText, rawIsReplay, rawPost, rawStatusLine } from './raw-http.js'
 export type { ReasonPhraseApp, ReasonPhraseCase } from './reason-phrase.js';
 export { describeReasonPhrase } from './reason-phrase.js';
 export type { Behaviour, BehaviourInput, Reply } from './routes.js';
-export { binaryPayload, createRoutes, SSE_EVENTS, streamChunk } from './routes.js';
+export {
+  binaryPayload,
+  createRoutes,
+  RECORDED_HEADER_VALUES,
+  SSE_EVENTS,
+  streamChunk,
+} from './routes.js';
 export { runScenario } from './run.js';
 export { httpScenarios } from './scenarios/index.js';
 export type { SpiedStore, StoreFaults, StoreKind } from './stores.js';

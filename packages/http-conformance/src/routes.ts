@@ -26,6 +26,26 @@ const encoder = new TextEncoder();
 /** The text the `/coded` route compresses. */
 export const CODED_TEXT = 'the coded report; '.repeat(200);
 
+/**
+ * What the `/headers` route answers for each recorded header but Content-Encoding (`/coded`
+ * has that one): values with parameters, lists and dates, as a replay must carry them.
+ */
+export const RECORDED_HEADER_VALUES: Readonly<Record<string, string>> = {
+  'cache-control': 'private, max-age=60',
+  'content-disposition': 'attachment; filename="report.txt"',
+  'content-language': 'en-GB, fr',
+  'content-location': '/headers/report',
+  'content-type': 'text/plain; charset=utf-8; format=flowed',
+  etag: '"h-1"',
+  expires: 'Wed, 21 Oct 2037 07:28:00 GMT',
+  'last-modified': 'Tue, 20 Oct 2037 07:28:00 GMT',
+  link: '</headers?page=2>; rel="next", </headers?page=9>; rel="last"',
+  location: '/headers/1',
+  'retry-after': '120',
+  vary: 'accept-language, x-tenant',
+  'x-content-type-options': 'nosniff',
+};
+
 /** Events the `/sse` route sends. */
 export const SSE_EVENTS = 5;
 
@@ -43,9 +63,14 @@ export function streamChunk(run: number, index: number, size: number): Uint8Arra
   return bytes;
 }
 
-async function* sseEvents(run: number, gapMs: number): AsyncIterable<Uint8Array<ArrayBuffer>> {
+async function* sseEvents(
+  run: number,
+  gapMs: number,
+  failAt: number,
+): AsyncIterable<Uint8Array<ArrayBuffer>> {
   for (let seq = 0; seq < SSE_EVENTS; seq++) {
     if (seq > 0) await sleep(gapMs);
+    if (seq === failAt) throw new Error('upstream stream broke');
     // Events of different lengths, so chunk boundaries are visible in the record.
     yield encoder.encode(
       `id: ${seq}\nevent: token\ndata: ${JSON.stringify({ run, seq, text: 'x'.repeat(seq * 3) })}\n\n`,
@@ -95,13 +120,15 @@ const numberParam = (query: URLSearchParams, name: string, fallback: number) => 
  * | `/charges` | 201 JSON `{ charge, tenant, received }` after `?delay=` ms, Set-Cookie, Location |
  * | `/accept`  | 202 JSON `{ accepted }` (the body is not echoed)                             |
  * | `/throws`  | throws before answering                                                      |
- * | `/fails`   | 502 JSON                                                                     |
+ * | `/fails`   | `?status=` (502) JSON                                                        |
+ * | `/headers` | 201 text with every header of {@link RECORDED_HEADER_VALUES}, and an unrecorded one |
+ * | `/empty`   | 201 without a body, with a Location                                          |
  * | `/binary`  | 200 `application/octet-stream`, 1025 bytes of every value                    |
- * | `/sse`     | 200 `text/event-stream`, {@link SSE_EVENTS} events `?gap=` ms apart (10)     |
+ * | `/sse`     | 200 `text/event-stream`, {@link SSE_EVENTS} events `?gap=` ms apart (10); with `?fail=n`, throws instead of event n |
  * | `/stream`  | 200 octet stream of `?chunks=` (4) chunks of `?size=` (256) bytes, `?gap=` ms apart |
  * | `/broken`  | 200 text stream that throws after two chunks                                 |
  * | `/endless` | 200 octet stream that does not end (500 chunks), a chunk every `?gap=` ms (20); each chunk produced counts as a call of `/endless:chunks` |
- * | `/coded`   | 201 {@link CODED_TEXT} gzipped `?layers=` (1) times, `Content-Encoding: gzip` that many times, `ETag: "coded"`; with `?allow=`, CORS fields granting that origin |
+ * | `/coded`   | 201 {@link CODED_TEXT} gzipped `?layers=` (1) times, `Content-Encoding: gzip` that many times, `ETag: "coded"`, `Vary: accept-language`; with `?allow=`, CORS fields granting that origin |
  */
 export function createRoutes(): {
   routes: ReadonlyMap<string, Behaviour>;
@@ -139,7 +166,30 @@ export function createRoutes(): {
         throw new Error('handler exploded');
       },
     ],
-    ['/fails', async () => jsonReply(502, { error: 'upstream failed', attempt: count('/fails') })],
+    [
+      '/fails',
+      async ({ query }) =>
+        jsonReply(numberParam(query, 'status', 502), {
+          error: 'upstream failed',
+          attempt: count('/fails'),
+        }),
+    ],
+    [
+      '/headers',
+      async () => ({
+        status: 201,
+        headers: { ...RECORDED_HEADER_VALUES, 'x-unrecorded': `n${count('/headers')}` },
+        body: encoder.encode('every recorded header\n'),
+      }),
+    ],
+    [
+      '/empty',
+      async () => ({
+        status: 201,
+        headers: { location: `/empty/${count('/empty')}` },
+        body: new Uint8Array(0),
+      }),
+    ],
     [
       '/binary',
       async () => ({
@@ -153,7 +203,11 @@ export function createRoutes(): {
       async ({ query }) => ({
         status: 200,
         headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' },
-        body: sseEvents(count('/sse'), numberParam(query, 'gap', 10)),
+        body: sseEvents(
+          count('/sse'),
+          numberParam(query, 'gap', 10),
+          numberParam(query, 'fail', SSE_EVENTS),
+        ),
       }),
     ],
     [
@@ -201,6 +255,7 @@ export function createRoutes(): {
           'content-type': 'text/plain',
           'content-encoding': Array(layers).fill('gzip').join(', '),
           etag: '"coded"',
+          vary: 'accept-language',
         };
         const allow = query.get('allow');
         if (allow) {

@@ -4,13 +4,11 @@ import { createIdempotencyHandler, type ScopeHint } from '@idem/http';
 import {
   type FrameworkDriver,
   fetchDriver,
-  httpScenarios,
-  memoryStores,
   REPLAYED,
   respondWithRoute,
-  runScenario,
   TENANT_HEADER,
 } from '../src/index.js';
+import { scenariosFailing } from './failing-scenarios.js';
 
 /** Rewrites the integration's answer to `request` (the bug); identity when correct. */
 export type Mutation = (response: Response, request: Request) => Promise<Response> | Response;
@@ -95,20 +93,6 @@ export const httpVariants: Record<string, Mutation> = {
 };
 
 /** Names of the scenarios that fail with `mutate`; stops after `stopAfter` failures. */
-export async function failingScenarios(mutate: Mutation, stopAfter = 1): Promise<string[]> {
-  const stores = await memoryStores().setup();
-  const failed: string[] = [];
-  try {
-    for (const scenario of httpScenarios) {
-      try {
-        await runScenario(mutatedDriver(mutate), scenario, stores.create());
-      } catch {
-        failed.push(`${scenario.group}: ${scenario.name}`);
-        if (failed.length >= stopAfter) break;
-      }
-    }
-  } finally {
-    await stores.close();
-  }
-  return failed;
+export function failingScenarios(mutate: Mutation, stopAfter = 1): Promise<string[]> {
+  return scenariosFailing(mutatedDriver(mutate), stopAfter);
 }

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'vitest';
 import type { Exchange } from '../client.js';
 import { expectProblem, expectReplayOf, newKey, PROBLEM, REPLAYED, type Scenario } from '../kit.js';
+import { startLiveStream } from './live-stream.js';
 
 const finalOnceStarted = () => true;
 
@@ -35,6 +36,27 @@ export const AFTER_ACQUISITION_SCENARIOS: Scenario[] = [
       expect(again.headers[REPLAYED]).toBeUndefined();
       expect(calls('/broken')).toBe(2);
       expect(spy.calls.complete).toBe(0);
+    },
+  },
+  {
+    group: 'throws after acquisition',
+    name: 'breaks the copy a duplicate attached to when the live stream breaks: no clean end, nothing recorded, the retry runs again',
+    async run(ctx) {
+      const key = newKey();
+      const path = '/sse?gap=250&fail=3';
+      const first = await startLiveStream(ctx, key, path);
+      try {
+        const attached = await ctx.post(path, { key, body: {} });
+        expect(attached.status).toBe(200);
+        expect(attached.complete, 'the attached copy of a broken stream ended cleanly').toBe(false);
+        expect((await first.done).complete).toBe(false);
+        const retry = await ctx.post(path, { key, body: {} });
+        expect(retry.headers[REPLAYED]).toBeUndefined();
+        expect(ctx.calls('/sse')).toBe(2);
+        expect(ctx.spy.calls.complete).toBe(0);
+      } finally {
+        await first.settled;
+      }
     },
   },
   {

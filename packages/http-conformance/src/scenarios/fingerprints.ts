@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { expectProblem, expectReplayOf, newKey, PROBLEM, type Scenario } from '../kit.js';
+import { expectProblem, expectReplayOf, newKey, PROBLEM, REPLAYED, type Scenario } from '../kit.js';
 
 const group = 'fingerprints';
 
@@ -69,6 +69,49 @@ export const FINGERPRINT_SCENARIOS: Scenario[] = [
       });
       expectReplayOf(again, first);
       expect(calls('/charges')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'answers 422 to other bytes of a body that is neither JSON nor a form (octet-stream, text), and replays the same bytes',
+    async run({ post, calls }) {
+      let runs = 0;
+      for (const type of ['application/octet-stream', 'text/plain']) {
+        const key = newKey();
+        const first = await post('/charges', { key, ...raw('amount=5', type) });
+        expect(first.status).toBe(201);
+        runs++;
+        expectReplayOf(await post('/charges', { key, ...raw('amount=5', type) }), first);
+        const other = await post('/charges', { key, ...raw('amount=6', type) });
+        expectProblem(other, 422, PROBLEM.keyReused);
+        expect(calls('/charges'), type).toBe(runs);
+      }
+    },
+  },
+  {
+    group,
+    name: 'never answers a request with the outcome of another query string or method under its key: 422, or a run of its own',
+    async run({ post, calls }) {
+      const key = newKey();
+      const body = { amount: 7 };
+      expect((await post('/charges?ref=a', { key, body })).status).toBe(201);
+      let runs = 1;
+      for (const [method, path] of [
+        ['POST', '/charges?ref=b'],
+        ['PATCH', '/charges?ref=a'],
+      ] as const) {
+        const answer = await post(path, { key, body, method });
+        expect(
+          answer.headers[REPLAYED],
+          `${method} ${path} got the answer of POST /charges?ref=a`,
+        ).toBeUndefined();
+        if (answer.status === 422) expectProblem(answer, 422, PROBLEM.keyReused);
+        else {
+          expect(answer.status).toBe(201);
+          runs++;
+        }
+        expect(calls('/charges')).toBe(runs);
+      }
     },
   },
   {

@@ -32,6 +32,21 @@ export const ISOLATION_SCENARIOS: Scenario[] = [
   },
   {
     group,
+    name: 'keeps apart tenants whose names differ only in letter case',
+    async run({ post, calls }) {
+      const key = newKey();
+      const body = { amount: 5 };
+      const lower = await post('/charges', { key, body, tenant: 'tenant-a' });
+      const upper = await post('/charges', { key, body, tenant: 'TENANT-A' });
+      expect(json(lower)).toMatchObject({ charge: 1, tenant: 'tenant-a' });
+      expect(upper.headers[REPLAYED], 'TENANT-A got the answer of tenant-a').toBeUndefined();
+      expect(json(upper)).toMatchObject({ charge: 2, tenant: 'TENANT-A' });
+      expectReplayOf(await post('/charges', { key, body, tenant: 'TENANT-A' }), upper);
+      expect(calls('/charges')).toBe(2);
+    },
+  },
+  {
+    group,
     name: "does not hold one tenant's request on another tenant's key in progress",
     async run(ctx) {
       const key = newKey();

@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { expectProblem, expectReplayOf, newKey, PROBLEM, type Scenario } from '../kit.js';
+import { expectProblem, expectReplayOf, newKey, PROBLEM, REPLAYED, type Scenario } from '../kit.js';
 
 const group = 'key forms';
 
@@ -10,6 +10,9 @@ export const KEY_FORM_SCENARIOS: Scenario[] = [
     name: 'answers 400 to missing, empty, too long, non-ASCII and badly quoted keys, storing nothing',
     async run({ post, calls, spy }) {
       expectProblem(await post('/charges', { body: { a: 1 } }), 400, PROBLEM.missingKey);
+      // A POST without a body needs its key as much as one with a body.
+      const noBody = { 'content-length': '0' };
+      expectProblem(await post('/charges', { headers: noBody }), 400, PROBLEM.missingKey);
       for (const bad of [
         '',
         '""',
@@ -31,6 +34,28 @@ export const KEY_FORM_SCENARIOS: Scenario[] = [
       expect(calls('/charges')).toBe(0);
       expect(spy.calls.acquire).toBe(0);
       expect((await post('/charges', { key: 'x'.repeat(255), body: { a: 1 } })).status).toBe(201);
+    },
+  },
+  {
+    group,
+    name: 'keeps apart keys that differ only in letter case, or only in the last of 255 characters',
+    async run({ post, calls }) {
+      const key = newKey();
+      const long = key.padEnd(254, 'x');
+      const body = { amount: 4 };
+      let runs = 0;
+      for (const [one, other] of [
+        [key, key.toUpperCase()],
+        [`${long}a`, `${long}b`],
+      ] as const) {
+        const first = await post('/charges', { key: one, body });
+        const second = await post('/charges', { key: other, body });
+        expect([first.status, second.status]).toEqual([201, 201]);
+        expect(second.headers[REPLAYED], `${other} got the answer of ${one}`).toBeUndefined();
+        expectReplayOf(await post('/charges', { key: other, body }), second);
+        runs += 2;
+        expect(calls('/charges')).toBe(runs);
+      }
     },
   },
   {

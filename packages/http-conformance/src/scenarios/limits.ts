@@ -11,15 +11,26 @@ export const LIMIT_SCENARIOS: Scenario[] = [
     name: 'answers 413 to a body above maxBodyBytes before storing anything',
     options: { maxBodyBytes: 64 },
     async run({ post, calls, spy }) {
-      const big = { pad: 'x'.repeat(200) };
-      expectProblem(
-        await post('/charges', { key: newKey(), body: big }),
-        413,
-        PROBLEM.bodyTooLarge,
-      );
+      // A JSON body of exactly `bytes` bytes: `{"pad":""}` is 10 of them.
+      const padded = (bytes: number) => ({ pad: 'x'.repeat(bytes - 10) });
+      // Without a Content-Length (chunked), the bytes themselves are counted.
+      for (const chunked of [false, true]) {
+        for (const bytes of [200, 65]) {
+          expectProblem(
+            await post('/charges', { key: newKey(), body: padded(bytes), chunked }),
+            413,
+            PROBLEM.bodyTooLarge,
+          );
+        }
+      }
       expect(calls('/charges')).toBe(0);
       expect(spy.calls.acquire).toBe(0);
       expect((await post('/charges', { key: newKey(), body: { small: true } })).status).toBe(201);
+      // The limit itself is allowed.
+      for (const chunked of [false, true]) {
+        const at = await post('/charges', { key: newKey(), body: padded(64), chunked });
+        expect(at.status, `a body of exactly maxBodyBytes${chunked ? ', chunked' : ''}`).toBe(201);
+      }
     },
   },
   {

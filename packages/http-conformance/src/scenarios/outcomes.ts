@@ -1,7 +1,7 @@
 import { expect } from 'vitest';
 import { json } from '../client.js';
 import { expectReplayOf, newKey, REPLAYED, type Scenario } from '../kit.js';
-import { binaryPayload, SSE_EVENTS } from '../routes.js';
+import { binaryPayload, RECORDED_HEADER_VALUES, SSE_EVENTS, streamChunk } from '../routes.js';
 
 const group = 'outcomes';
 const finalOnceStarted = () => true;
@@ -21,6 +21,25 @@ export const OUTCOME_SCENARIOS: Scenario[] = [
         const failed = await post('/fails', { key: `${key}-5xx`, body: {} });
         expect(failed.status).toBe(502);
         expect(json(failed)).toMatchObject({ attempt });
+      }
+    },
+  },
+  {
+    group,
+    name: 'does not record a 3xx or a 4xx by default: the retry runs again',
+    async run({ post, calls }) {
+      const key = newKey();
+      let runs = 0;
+      for (const status of [303, 404, 429]) {
+        for (let attempt = 1; attempt <= 2; attempt++) {
+          const answer = await post(`/fails?status=${status}`, {
+            key: `${key}-${status}`,
+            body: {},
+          });
+          expect(answer.status).toBe(status);
+          expect(answer.headers[REPLAYED]).toBeUndefined();
+          expect(calls('/fails'), `runs of a ${status} answer`).toBe(++runs);
+        }
       }
     },
   },
@@ -51,6 +70,50 @@ export const OUTCOME_SCENARIOS: Scenario[] = [
       expectReplayOf(again, first);
       expect(again.headers['content-type']).toBe('application/octet-stream');
       expect(calls('/binary')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'streams a body past 1 MiB whole to its caller and replays it byte for byte',
+    async run({ post, calls }) {
+      const key = newKey();
+      const [count, size] = [17, 65_537];
+      const path = `/stream?chunks=${count}&size=${size}`;
+      const expected = Buffer.concat(
+        Array.from({ length: count }, (_, i) => streamChunk(1, i, size)),
+      );
+      const first = await post(path, { key, body: {} });
+      expect(first.complete).toBe(true);
+      expect(first.body.length).toBe(expected.length);
+      expect(first.body.equals(expected)).toBe(true);
+      expectReplayOf(await post(path, { key, body: {} }), first);
+      expect(calls('/stream')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'replays every recorded header as the first answer had it (parameters, lists, dates)',
+    async run({ post, calls }) {
+      const key = newKey();
+      const first = await post('/headers', { key, body: {} });
+      expect(first.status).toBe(201);
+      for (const name of Object.keys(RECORDED_HEADER_VALUES))
+        expect(first.headers[name], `the first answer's ${name}`).toBeDefined();
+      const again = await post('/headers', { key, body: {} });
+      expectReplayOf(again, first);
+      expect(again.headers['x-unrecorded']).toBeUndefined();
+      expect(calls('/headers')).toBe(1);
+    },
+  },
+  {
+    group,
+    name: 'replays a 201 without a body as a 201 without a body',
+    async run({ post, calls }) {
+      const key = newKey();
+      const empty = await post('/empty', { key, body: {} });
+      expect([empty.status, empty.body.length]).toEqual([201, 0]);
+      expectReplayOf(await post('/empty', { key, body: {} }), empty);
+      expect(calls('/empty')).toBe(1);
     },
   },
   {

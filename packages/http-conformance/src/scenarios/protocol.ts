@@ -8,6 +8,7 @@ import {
   type Scenario,
   startSlowCharge,
 } from '../kit.js';
+import { startLiveStream } from './live-stream.js';
 
 const group = 'protocol';
 const DEPTH = 30_000;
@@ -115,18 +116,64 @@ export const PROTOCOL_SCENARIOS: Scenario[] = [
       expect(spy.completed).toHaveLength(2);
       await post('/binary', { key: newKey(), body: {} });
       expect(spy.completed).toHaveLength(3);
+      await post('/empty', { key: newKey(), body: {} });
+      expect(spy.completed, 'an answer without a body').toHaveLength(4);
     },
   },
   {
     group,
     name: 'passes methods that need no key through untouched',
     async run({ post, calls, spy }) {
-      const get = await post('/charges', { method: 'GET' });
-      const again = await post('/charges', { method: 'GET', key: 'ignored' });
-      expect([get.status, again.status]).toEqual([201, 201]);
-      expect(again.headers[REPLAYED]).toBeUndefined();
-      expect(calls('/charges')).toBe(2);
+      // GET, and the methods a key is not required of by default (POST and PATCH are).
+      let runs = 0;
+      for (const method of ['GET', 'PUT', 'DELETE']) {
+        const bare = await post('/charges', { method });
+        const again = await post('/charges', { method, key: 'ignored' });
+        expect([bare.status, again.status], method).toEqual([201, 201]);
+        expect(again.headers[REPLAYED]).toBeUndefined();
+        runs += 2;
+        expect(calls('/charges')).toBe(runs);
+      }
       expect(spy.calls.acquire).toBe(0);
+    },
+  },
+  {
+    group,
+    name: 'requires a key of a PATCH as of a POST: 400 without one, runs once and replays with one',
+    async run({ post, calls, spy }) {
+      const body = { amount: 1 };
+      expectProblem(await post('/charges', { method: 'PATCH', body }), 400, PROBLEM.missingKey);
+      expect(calls('/charges')).toBe(0);
+      expect(spy.calls.acquire).toBe(0);
+      const key = newKey();
+      const first = await post('/charges', { method: 'PATCH', key, body });
+      expect(first.status).toBe(201);
+      expectReplayOf(await post('/charges', { method: 'PATCH', key, body }), first);
+      // A POST without a body is keyed too: one run, then its replay.
+      const empty = { key: newKey(), headers: { 'content-length': '0' } };
+      const bare = await post('/charges', empty);
+      expect(bare.status).toBe(201);
+      expectReplayOf(await post('/charges', empty), bare);
+      expect(calls('/charges')).toBe(2);
+    },
+  },
+  {
+    group,
+    name: 'attaches a duplicate that arrives while the first answer streams (SSE): the same bytes, one run, no 409',
+    async run(ctx) {
+      const key = newKey();
+      const path = '/sse?gap=250';
+      const first = await startLiveStream(ctx, key, path);
+      try {
+        const attached = await ctx.post(path, { key, body: {} });
+        const original = await first.done;
+        expect(attached.status, 'a duplicate of a live stream (409: not attached)').toBe(200);
+        expect(attached.headers['content-type']).toBe(original.headers['content-type']);
+        expect(attached.body.equals(original.body)).toBe(true);
+        expect(ctx.calls('/sse')).toBe(1);
+      } finally {
+        await first.settled;
+      }
     },
   },
   {

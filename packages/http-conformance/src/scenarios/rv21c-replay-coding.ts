@@ -26,9 +26,12 @@ export const REPLAY_CODING_SCENARIOS: Scenario[] = [
         if (length !== undefined) expect(length).toBe(String(Buffer.byteLength(CODED_TEXT)));
         expect(decoded.headers.etag).toBe('W/"coded"');
         expect(decoded.headers.vary).toMatch(/accept-encoding/i);
+        // Added to the recorded Vary, not in its place.
+        expect(decoded.headers.vary).toMatch(/accept-language/i);
       }
       const again = await post('/coded', { key, headers: gzip });
       expect(again.headers['content-encoding']).toBe('gzip');
+      expect(again.headers.vary).toMatch(/accept-language/i);
       expect(again.body.equals(first.body)).toBe(true);
       expect(calls('/coded')).toBe(1);
     },
