@@ -43,7 +43,10 @@ export const AFTER_ACQUISITION_SCENARIOS: Scenario[] = [
     name: 'breaks the copy a duplicate attached to when the live stream breaks: no clean end, nothing recorded, the retry runs again',
     async run(ctx) {
       const key = newKey();
-      const path = '/sse?gap=250&fail=3';
+      // The duplicate must attach before the break (event 3): 1.8 s after the first event
+      // leaves a loaded machine (CI's lanes) room; at 250 ms a late duplicate found the key
+      // released and ran again.
+      const path = '/sse?gap=600&fail=3';
       const first = await startLiveStream(ctx, key, path);
       try {
         const attached = await ctx.post(path, { key, body: {} });
