@@ -143,46 +143,55 @@ describe('latrev: the runway is judged where the operation starts', () => {
 
 describe('latrev: a first heartbeat due close to the estimate gets no grace past it', () => {
   it('answered at 880 of a 1000 ms lease, first heartbeat held up 100 ms: the signal is aborted when a competitor takes the key over', async () => {
-    const base = new FakeStore();
-    const leaseMs = 1_000;
-    // The acquire is applied at once and answered 880 ms later; renewals land 150 ms after
-    // their send (after the store's deadline, so the competitor's takeover wins).
-    const store = slowAnswers(base, 880, 150);
-    const first = createIdempotency<string>({
-      store,
-      leaseMs,
-      heartbeatMs: 300, // a grace of 60 ms for a held-up heartbeat
-      storeTimeoutMs: 5_000,
-    });
-    const startedAt = performance.now();
-    let signal: AbortSignal | undefined;
-    let finish: () => void = () => {};
-    const firstRun = first
-      .execute(request, (ctx) => {
-        signal = ctx.signal;
-        // Holds the loop to just before the estimate: the first heartbeat (due 10 ms after
-        // the answer) runs late by far more than the timers' drift.
-        holdLoop(Math.max(0, 985 - (performance.now() - startedAt)));
-        return new Promise<string>((resolve) => {
-          finish = () => resolve('first');
-        });
-      })
-      .catch((e: unknown) => e);
-    // The store's deadline passes at 1000 ms (from the send); the competitor comes at 1020.
-    await sleep(Math.max(0, 1_020 - (performance.now() - startedAt)));
-    let abortedWhenSecondRan: boolean | undefined;
-    const second = createIdempotency<string>({ store: base, leaseMs, heartbeatMs: false });
-    const secondResult = await second.execute(request, async () => {
-      abortedWhenSecondRan = signal?.aborted;
-      return 'second';
-    });
-    finish();
-    const firstOutcome = await firstRun;
-    await first.drain(2_000).catch(() => {});
-    expect(signal).toBeDefined();
-    expect(secondResult).toEqual({ value: 'second', replayed: false });
-    expect(abortedWhenSecondRan).toBe(true);
-    expect(firstOutcome).toBeInstanceOf(LeaseLostError);
+    // The answer lands 20 ms inside the runway (100 ms before the 1000 ms estimate): on a
+    // loaded machine its timer can fire past the runway, and the acquisition is then refused
+    // before the operation runs (correct, asserted, but not this case): tried again, at most
+    // four times; the case itself must have run once.
+    let ranOnce = false;
+    for (let attempt = 0; attempt < 4 && !ranOnce; attempt++) {
+      const base = new FakeStore();
+      const leaseMs = 1_000;
+      // The acquire is applied at once and answered 880 ms later; renewals land 150 ms after
+      // their send (after the store's deadline, so the competitor's takeover wins).
+      const store = slowAnswers(base, 880, 150);
+      const first = createIdempotency<string>({
+        store,
+        leaseMs,
+        heartbeatMs: 300, // a grace of 60 ms for a held-up heartbeat
+        storeTimeoutMs: 5_000,
+      });
+      const startedAt = performance.now();
+      let signal: AbortSignal | undefined;
+      let finish: () => void = () => {};
+      const firstRun = first
+        .execute(request, (ctx) => {
+          signal = ctx.signal;
+          // Holds the loop to just before the estimate: the first heartbeat (due 10 ms after
+          // the answer) runs late by far more than the timers' drift.
+          holdLoop(Math.max(0, 985 - (performance.now() - startedAt)));
+          return new Promise<string>((resolve) => {
+            finish = () => resolve('first');
+          });
+        })
+        .catch((e: unknown) => e);
+      // The store's deadline passes at 1000 ms (from the send); the competitor comes at 1020.
+      await sleep(Math.max(0, 1_020 - (performance.now() - startedAt)));
+      let abortedWhenSecondRan: boolean | undefined;
+      const second = createIdempotency<string>({ store: base, leaseMs, heartbeatMs: false });
+      const secondResult = await second.execute(request, async () => {
+        abortedWhenSecondRan = signal?.aborted;
+        return 'second';
+      });
+      finish();
+      const firstOutcome = await firstRun;
+      await first.drain(2_000).catch(() => {});
+      expect(secondResult).toEqual({ value: 'second', replayed: false });
+      expect(firstOutcome).toBeInstanceOf(LeaseLostError);
+      if (signal === undefined) continue; // answered past the runway: refused, never ran
+      ranOnce = true;
+      expect(abortedWhenSecondRan).toBe(true);
+    }
+    expect(ranOnce).toBe(true);
   });
 });
 
