@@ -51,7 +51,10 @@ const profiles: Record<Profile['name'], Omit<Profile, 'name' | 'rounds'> & { rou
     replayPool: 256,
     dynamodbReplayPool: 64,
     httpSeconds: 2,
-    httpWarmupSeconds: 1,
+    // A server's first seconds under load run cold (measured: Express and Hono without
+    // middleware served 3.0-4.9k requests/s in their first 2 s, 7-9.8k by their third 2 s):
+    // 1 s measured them still warming up in round 1.
+    httpWarmupSeconds: 4,
     httpConnections: 64,
     httpReplayKeys: 64,
     concurrency: { redis: [1, 64], memory: [1, 64], dynamodb: [1, 16] },

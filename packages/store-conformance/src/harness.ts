@@ -33,8 +33,12 @@ export interface Harness {
   raw(key: string): Promise<StoredRecord | undefined>;
   /** The suite's `capacity` option: how many records a bounded store made for it holds. */
   capacity?: number;
-  /** The suite's `sharedBackend` option: another instance made alike shares the records. */
-  sharedBackend: boolean;
+  /**
+   * The suite's `sharedBackend` option: `true`, another instance made alike shares the
+   * records; `false`, it does not; `undefined` (left unset), found out by the checks that race
+   * (see `racers`).
+   */
+  sharedBackend: boolean | undefined;
   /**
    * Another store made by `createStore` with this harness's clock, disposed with the harness:
    * `'same'`, with this store's prefix (another instance: with `sharedBackend`, onto the same
@@ -85,7 +89,7 @@ export async function createHarness(options: ConformanceOptions): Promise<Harnes
     newKey: () => randomHex(32),
     raw: (key) => (options.rawRead ? options.rawRead(store, key) : store.get(key)),
     ...(options.capacity !== undefined ? { capacity: options.capacity } : {}),
-    sharedBackend: options.sharedBackend === true,
+    sharedBackend: options.sharedBackend,
     async another(which) {
       const other = await options.createStore({
         clock: time.clock,

@@ -48,8 +48,12 @@ export interface ConformanceOptions {
    * instance onto the same records, as the adapter in another process would. The suite then
    * checks that such instances see each other's writes and races its concurrency checks across
    * 4 of them, so a store that is atomic only within one instance (a lock held in the process
-   * around a read and a write) fails. Leave it unset for a store that lives in one process
-   * (the memory store): its concurrency checks then race on one instance. @default false
+   * around a read and a write) fails. `false` for a store that lives in one process (the
+   * memory store): its concurrency checks then race on one instance. Left unset, each check
+   * that races finds out: when another instance made alike sees a record this one acquired,
+   * it races across 4 instances (and every one must see it), else on one. Set it: `true`
+   * also fails a shared store whose instances do not see each other's records.
+   * @default found out per check, as above
    */
   sharedBackend?: boolean;
   /**

@@ -240,6 +240,17 @@ describe('confmut: the shared-backend stores without a bug pass (the buggy ones 
     T,
   );
   it(
+    'injectable clock, `sharedBackend` left unset (found out): every check and the property',
+    async () => {
+      expect(
+        await suiteVerdict(
+          sharedBackendOptions('none', 'injectable', { sharedBackend: undefined }),
+        ),
+      ).toEqual({ checks: [], property: undefined });
+    },
+    T,
+  );
+  it(
     'server clock: every check and the property (10 runs: real sleeps)',
     async () => {
       expect(await suiteVerdict(serverShared('none'), 10)).toEqual({
@@ -322,6 +333,14 @@ describe('confmut: broken variants the suite did NOT catch before its confmut ch
   caughtByStore(
     'acquire atomic only within one instance (a lock held in the process), injectable clock',
     sharedBackendOptions('instance-lock'),
+    'acquire: of 16 concurrent acquires of a free key exactly one wins',
+  );
+  // sharedrev (was a gap: the option defaulted to false): an adapter of a shared service whose
+  // test file leaves `sharedBackend` unset was raced on one instance only, and the same store
+  // passed. Unset, the suite now finds out that instances share the records and races them.
+  caughtByStore(
+    'acquire atomic only within one instance, `sharedBackend` left unset',
+    sharedBackendOptions('instance-lock', 'injectable', { sharedBackend: undefined }),
     'acquire: of 16 concurrent acquires of a free key exactly one wins',
   );
   caughtByStore(
