@@ -25,9 +25,20 @@ export function statusOf(code: number): RecordStatus {
 /** An integer reply. */
 export function integer(value: Reply | undefined): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
-    throw new StoreUnavailableError(`Redis returned a malformed number: ${String(value)}`);
+    throw new StoreUnavailableError(`Redis returned a malformed number: ${describeReply(value)}`);
   }
   return value;
+}
+
+/**
+ * What a reply was, for an error message: a number as it is, anything else by its kind and
+ * size only. A bulk string where a number was due may be a record's bytes (an outcome, a
+ * caller's data): they never reach an error message, a log or a span.
+ */
+export function describeReply(value: Reply | undefined): string {
+  if (typeof value === 'number' || value === null || value === undefined) return String(value);
+  if (Array.isArray(value)) return `an array of ${value.length} replies`;
+  return `a bulk string of ${value.length} bytes`;
 }
 
 function malformed(what: string): StoreUnavailableError {

@@ -34,7 +34,7 @@ import {
   durationText,
 } from './input-checks.js';
 import { type AdminCommands, createRedisAdmin } from './redis-admin.js';
-import { integer, type Reply, toRecord } from './redis-reply.js';
+import { describeReply, integer, type Reply, toRecord } from './redis-reply.js';
 import {
   checkWaitForReplicas,
   createRunWaited,
@@ -169,7 +169,9 @@ function decodeAcquire(reply: Reply[], owner: string): AcquireResult {
   if (integer(reply[0]) === 1) {
     const carried = reply[4];
     if (carried !== undefined && !Buffer.isBuffer(carried)) {
-      throw new StoreUnavailableError(`Redis returned a malformed origin: ${String(carried)}`);
+      throw new StoreUnavailableError(
+        `Redis returned a malformed origin: ${describeReply(carried)}`,
+      );
     }
     return {
       kind: 'acquired',
