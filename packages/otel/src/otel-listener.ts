@@ -90,12 +90,14 @@ export function createOtelListener(given?: OtelListenerOptions): IdemEventListen
     if (options.metrics === false || options.meter !== undefined) return made;
     const current = metrics.getMeterProvider();
     if (current !== provider) {
-      provider = current;
       let next = byProvider.get(current);
       if (next === undefined) {
+        // A provider whose getMeter (or an instrument's creation) throws is asked again at
+        // the next event: `provider` moves only once its instruments are made.
         next = instrumentsOf(current.getMeter(SCOPE_NAME));
         byProvider.set(current, next);
       }
+      provider = current;
       made = next;
       for (const label of new Set([...held.keys(), ...next.told.keys()]))
         tell(next, label, (held.get(label) ?? 0) - (next.told.get(label) ?? 0));

@@ -274,3 +274,48 @@ describe('otelrev: idem.leases.in_flight', () => {
     expect(await t.point(METRIC.inFlight, { [ATTR.operation]: 'POST /x' })).toBe(0);
   });
 });
+
+describe('otelrev: a global meter provider whose getMeter throws once', () => {
+  // FIXED (was LOW, left open by otelrev): the listener took the new global provider as seen
+  // before its getMeter answered, so a provider that threw once (an SDK still starting) was
+  // never asked again: every metric of the process was lost for good.
+  it('is asked again at the next event, and later events are counted', async () => {
+    const listener = createOtelListener({ spans: false });
+    const idem = createIdempotency({
+      store: createMemoryStore(),
+      heartbeatMs: false,
+      onEvent: listener,
+    });
+    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
+    const provider = new MeterProvider({ readers: [reader] });
+    let asked = 0;
+    const flaky = {
+      getMeter: (...args: Parameters<MeterProvider['getMeter']>) => {
+        asked++;
+        if (asked === 1) throw new Error('SDK not ready');
+        return provider.getMeter(...args);
+      },
+    };
+    try {
+      metrics.setGlobalMeterProvider(flaky);
+      await idem.execute({ key: 'first', operation: 'POST /m' }, async () => 1);
+      await idem.execute({ key: 'second', operation: 'POST /m' }, async () => 2);
+      await reader.forceFlush();
+      const results = exporter
+        .getMetrics()
+        .at(-1)
+        ?.scopeMetrics.flatMap((scope) => scope.metrics)
+        .find((m) => m.descriptor.name === METRIC.results);
+      const misses = results?.dataPoints
+        .filter((p) => p.attributes[ATTR.result] === 'miss')
+        .reduce((sum, p) => sum + Number(p.value), 0);
+      expect(asked).toBeGreaterThanOrEqual(2);
+      // The first execution's miss came while getMeter threw; the second's is counted.
+      expect(misses).toBeGreaterThanOrEqual(1);
+    } finally {
+      metrics.disable();
+      await provider.shutdown();
+    }
+  });
+});
