@@ -13,6 +13,7 @@ import {
 } from '@idem/core';
 import { describe, expect, it } from 'vitest';
 import { createMemoryStore, type MemoryStoreOptions } from '../src/index.js';
+import { costOf, REMNANT_OVERHEAD_BYTES } from '../src/record-table.js';
 
 const LEASE_MS = 1_000;
 const RETENTION_MS = 60_000;
@@ -173,23 +174,35 @@ describe('mutmem: bad input', () => {
   });
 });
 
+/** The interval timers `make` started (setInterval spied on while it runs). */
+function intervalsMadeBy<T>(make: () => T): { made: ReturnType<typeof setInterval>[]; value: T } {
+  const real = globalThis.setInterval;
+  const made: ReturnType<typeof setInterval>[] = [];
+  globalThis.setInterval = ((...args: Parameters<typeof setInterval>) => {
+    const timer = real(...args);
+    made.push(timer);
+    return timer;
+  }) as typeof setInterval;
+  try {
+    return { made, value: make() };
+  } finally {
+    globalThis.setInterval = real;
+  }
+}
+
 describe('mutmem: bounded time', () => {
   it("M26: the sweep timer is unref'd (a process is never kept alive by a store)", async () => {
-    const real = globalThis.setInterval;
-    const made: ReturnType<typeof setInterval>[] = [];
-    globalThis.setInterval = ((...args: Parameters<typeof setInterval>) => {
-      const timer = real(...args);
-      made.push(timer);
-      return timer;
-    }) as typeof setInterval;
-    let store: ReturnType<typeof createMemoryStore>;
-    try {
-      store = createMemoryStore({ sweepIntervalMs: 5_000 });
-    } finally {
-      globalThis.setInterval = real;
-    }
+    const { made, value: store } = intervalsMadeBy(() =>
+      createMemoryStore({ sweepIntervalMs: 5_000 }),
+    );
     expect(made).toHaveLength(1);
     expect(made[0]?.hasRef()).toBe(false);
+    await store.close();
+  });
+
+  it('P09: sweepIntervalMs 0 starts no timer at all', async () => {
+    const { made, value: store } = intervalsMadeBy(() => createMemoryStore({ sweepIntervalMs: 0 }));
+    expect(made).toHaveLength(0);
     await store.close();
   });
 });
@@ -379,5 +392,36 @@ describe('mutmem: owner writes, second batch', () => {
     }
     expect(await complete('k', 'o', Uint8Array.of(1, 2, 3, 4))).toEqual({ ok: true });
     expect(await store.get('k')).toEqual(recorded);
+  });
+});
+
+describe('mutmem: forgetOriginsWhenFull', () => {
+  it('P05: a retry refused even with every other remnant forgotten forgets none (its own remnant is not room)', async () => {
+    const steps = async (s: ReturnType<typeof setup>) => {
+      for (const key of ['a', 'b']) {
+        await s.acquire(key, `o${key}`);
+        await s.release(key, `o${key}`);
+      }
+      await s.acquire('c', 'oc'); // evicts a's tombstone: a remnant
+      await s.acquire('d', 'od');
+      await s.acquire('e', 'oe'); // evicts b's tombstone: a remnant
+      expect(await s.store.admin.delete('e')).toMatchObject({ deleted: true }); // an entry free
+    };
+    const roomy = setup({ maxEntries: 3, forgetOriginsWhenFull: true });
+    await steps(roomy);
+    const remnants = roomy.store.remnantBytes;
+    expect(remnants).toBe(2 * (REMNANT_OVERHEAD_BYTES + 1 + 2));
+    const fp = 'f'.repeat(1_024);
+    // The retry of 'a': a record in progress carrying origin 'oa'.
+    const retry = costOf(1 + fp.length + 'retry'.length + 2, 'in_progress', undefined);
+    // One byte short of fitting with b's remnant forgotten; it would fit were a's own counted too.
+    const maxBytes = roomy.store.bytes - remnants + retry - 1;
+    const tight = setup({ maxEntries: 3, maxBytes, forgetOriginsWhenFull: true });
+    await steps(tight);
+    expect(tight.store.remnantBytes).toBe(remnants);
+    await expect(tight.acquire('a', 'retry', fp)).rejects.toBeInstanceOf(StoreFullError);
+    // Refused: no origin forgotten; b's retry still carries its own.
+    expect(tight.store.remnantBytes).toBe(remnants);
+    expect(await tight.acquire('b', 'again')).toMatchObject({ kind: 'acquired', origin: 'ob' });
   });
 });
