@@ -1,6 +1,7 @@
 import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it } from 'vitest';
 import {
+  BodyAlreadyReadError,
   bodyFromParsed,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
@@ -124,5 +125,42 @@ describe('a parsed body and an extras hook that changes it', () => {
     if (second.action !== 'respond') return;
     expect(second.response.status).toBe(422);
     expect(runs).toBe(1);
+  });
+});
+
+describe('a body a parser decoded under a Content-Type naming its charset twice', () => {
+  it('is refused (parsers pick either name), also when one of them is UTF-8', () => {
+    for (const type of [
+      'text/plain; charset=utf-8; charset=iso-8859-1',
+      'text/plain; charset=iso-8859-1; charset=utf-8',
+      'application/json; charset=utf-8; charset=utf-8',
+    ]) {
+      expect(() => bodyFromParsed('caf\u00e9', type, 1024), type).toThrow(BodyAlreadyReadError);
+      expect(() => bodyFromParsed({ a: 'caf\u00e9' }, type, 1024), type).toThrow(
+        BodyAlreadyReadError,
+      );
+    }
+    // Named once, UTF-8 is taken.
+    expect(bodyFromParsed('caf\u00e9', 'text/plain; charset=utf-8', 1024).kind).toBe('bytes');
+  });
+});
+
+describe('the method under one operation of the scope hook', () => {
+  it('keeps a POST and a PATCH with the same key and JSON body two requests (422)', async () => {
+    const { handler, runs } = counting({
+      // One key space across paths and methods.
+      scope: () => ({ principal: 'p', operation: 'charges' }),
+    });
+    expect((await handler(post('http://api.test/charges', 'o-1'))).status).toBe(201);
+    const patch = await handler(
+      new Request('http://api.test/charges', {
+        method: 'PATCH',
+        headers: { 'idempotency-key': 'o-1', 'content-type': 'application/json' },
+        body: '{"a":1}',
+      }),
+    );
+    expect(patch.status).toBe(422);
+    expect(await problemType(patch)).toBe(PROBLEM_TYPES.keyReused);
+    expect(runs()).toBe(1);
   });
 });
