@@ -1,5 +1,6 @@
+import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it } from 'vitest';
-import { OUTCOME_FORMAT, replayResponse } from '../src/index.js';
+import { OUTCOME_FORMAT, REPLAYED_HEADER, replayResponse, withIdempotency } from '../src/index.js';
 
 // A stored record that @idem/http could not have written is refused as corrupt (500
 // outcome-unreadable), never sent (README, "Status codes of its own"): replay fidelity means
@@ -32,5 +33,43 @@ describe('a stored outcome with a status no response of a handler was recorded w
     expect(replayResponse(outcome({ status: 299 }, body)).status).toBe(299);
     for (const status of [100, 103, 199, 600, 999, 200.5])
       expect(() => replayResponse(outcome({ status }, body)), String(status)).toThrow(corrupt);
+  });
+});
+
+describe('headers outside recordedHeaders', () => {
+  it('go to the first caller only, never into a replay (Web path)', async () => {
+    let runs = 0;
+    const handler = withIdempotency(
+      async () =>
+        new Response(`run ${++runs}`, {
+          status: 201,
+          headers: {
+            'content-type': 'text/plain',
+            'x-request-id': 'req-1',
+            'x-ratelimit-remaining': '9',
+            location: '/orders/1',
+          },
+        }),
+      { store: createMemoryStore(), scope: 'global' },
+    );
+    const send = () =>
+      handler(
+        new Request('http://api.test/orders', {
+          method: 'POST',
+          headers: { 'idempotency-key': 'h-1' },
+          body: 'x',
+        }),
+      );
+    const first = await send();
+    expect(first.headers.get('x-request-id')).toBe('req-1');
+    expect(await first.text()).toBe('run 1');
+    const replay = await send();
+    expect(replay.headers.get(REPLAYED_HEADER)).toBe('true');
+    expect(await replay.text()).toBe('run 1');
+    expect(replay.headers.get('location')).toBe('/orders/1');
+    expect(replay.headers.get('content-type')).toBe('text/plain');
+    expect(replay.headers.get('x-request-id')).toBeNull();
+    expect(replay.headers.get('x-ratelimit-remaining')).toBeNull();
+    expect(runs).toBe(1);
   });
 });
