@@ -31,33 +31,31 @@ function post(url: string, key: string): Promise<{ status: number; body: string 
 }
 
 describe('a status outside 200..599 under finalOnceStarted', () => {
-  it('is not recorded: each retry runs again and gets its own answer', async () => {
+  /** A server whose app answers `status` with the run's number (finalOnceStarted). */
+  async function serveStatus(status: number) {
     let runs = 0;
     const url = await serveRecorded(
       (_req, res) => {
         runs++;
-        res.writeHead(600, { 'content-type': 'text/plain' });
+        res.writeHead(status, { 'content-type': 'text/plain' });
         res.end(`run ${runs}`);
       },
       { isFinal: finalOnceStarted },
     );
+    return { url, runs: () => runs };
+  }
+
+  it('is not recorded: each retry runs again and gets its own answer', async () => {
+    const { url, runs } = await serveStatus(600);
     expect(await post(url, 's-1')).toEqual({ status: 600, body: 'run 1' });
     expect(await post(url, 's-1')).toEqual({ status: 600, body: 'run 2' });
-    expect(runs).toBe(2);
+    expect(runs()).toBe(2);
   });
 
   it('while a status in range is: the retry gets the replay', async () => {
-    let runs = 0;
-    const url = await serveRecorded(
-      (_req, res) => {
-        runs++;
-        res.writeHead(599, { 'content-type': 'text/plain' });
-        res.end(`run ${runs}`);
-      },
-      { isFinal: finalOnceStarted },
-    );
+    const { url, runs } = await serveStatus(599);
     expect(await post(url, 's-2')).toEqual({ status: 599, body: 'run 1' });
     expect(await post(url, 's-2')).toEqual({ status: 599, body: 'run 1' });
-    expect(runs).toBe(1);
+    expect(runs()).toBe(1);
   });
 });
