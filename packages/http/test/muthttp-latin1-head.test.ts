@@ -29,11 +29,12 @@ function raw(url: string, key: string): Promise<Buffer> {
 const LATIN1 = Buffer.from('filename="caf\u00e9.txt"', 'latin1');
 const UTF8 = Buffer.from('filename="caf\u00e9.txt"', 'utf8');
 
+/** An app that answers `status` with `name: …café…`, flushing the head first when `flush`. */
 const withCafe =
-  (status: number, flush: boolean): RecordedApp =>
+  (status: number, flush: boolean, name = 'content-disposition'): RecordedApp =>
   (_req, res) => {
     res.statusCode = status;
-    res.setHeader('content-disposition', 'attachment; filename="caf\u00e9.txt"');
+    res.setHeader(name, 'attachment; filename="caf\u00e9.txt"');
     if (flush) res.flushHeaders();
     res.end('body');
   };
@@ -50,23 +51,28 @@ describe('a head with a value past ASCII on the Node path', () => {
     expect(first.includes(UTF8)).toBe(false);
   });
 
-  // FINDING low: on Node 20.20, a value set with `setHeader` and sent by `res.end('text')`
-  // reaches the first client as the byte 0xFD (the low byte of U+FFFD: the head string Node
-  // builds holds U+FFFD there, which the recorder's Latin-1 send cuts to one byte), while
-  // every replay sends 0xE9. Without idem Node 20.20 sends EF BF BD (U+FFFD in UTF-8) for the
-  // same app, not the UTF-8 of `é` the README describes. The first client and the replays
-  // disagree on the bytes of such a field. Held to Node 20, where it was seen (not checked on
-  // 22 and 24).
-  const node20 = process.versions.node.startsWith('20.');
-  for (const [name, status] of [
+  it.each([
     ['a recorded response (200)', 200],
     ['a response not recorded (400)', 400],
-  ] as const)
-    (node20 ? it.fails : it.skip)(
-      `goes out as Latin-1 on res.end('text') too: ${name}`,
-      async () => {
-        const first = await firstHead(withCafe(status, false));
-        expect(first.includes(LATIN1), first.toString('latin1')).toBe(true);
-      },
-    );
+  ] as const)("goes out as Latin-1 on res.end('text'): %s", async (_name, status) => {
+    const first = await firstHead(withCafe(status, false, 'x-note'));
+    expect(first.includes(LATIN1), first.toString('latin1')).toBe(true);
+    expect(first.includes(UTF8)).toBe(false);
+  });
+
+  // FINDING low: Node 20.20 itself rewrites a Content-Disposition value when it sends it with
+  // a Content-Length (`res.end('text')`): the head string it builds holds U+FFFD for the `é`
+  // (the value read as Latin-1 bytes, then as UTF-8), so without idem the client gets EF BF BD
+  // and with idem (the head sent as Latin-1) the byte 0xFD, while every replay sends the
+  // recorded `é` as 0xE9: the first client and the replays disagree on that field's bytes
+  // (README "Header values as bytes" says both get 0xE9). Other fields are not touched (the
+  // case above). Held to Node 20, where it was seen (not checked on 22 and 24).
+  const node20 = process.versions.node.startsWith('20.');
+  (node20 ? it.fails : it.skip)(
+    "sends a Content-Disposition past ASCII as Latin-1 on res.end('text') too",
+    async () => {
+      const first = await firstHead(withCafe(200, false));
+      expect(first.includes(LATIN1), first.toString('latin1')).toBe(true);
+    },
+  );
 });
