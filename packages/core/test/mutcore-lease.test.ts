@@ -1,0 +1,52 @@
+// Mutation audit (mutcore): the lease keeper. `abandon()` "stops renewing the lease without
+// releasing the key: the lease then runs out by itself" and `signal` "aborts when the lease is
+// lost (or may have been)": the operation still learns when its lease passed. Timers and
+// `performance` are fake.
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createIdempotency, LeaseLostError } from '../src/index.js';
+import { FakeStore } from './support/fake-store.js';
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+const fakeAll = () =>
+  vi.useFakeTimers({
+    toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date', 'performance'],
+  });
+
+describe('mutcore: abandon', () => {
+  // Mutant: abandon before the first heartbeat arms no watchdog (the signal never aborts).
+  it('abandoned before its first heartbeat: no renewal, and the signal aborts once the lease passes', async () => {
+    fakeAll();
+    const store = new FakeStore();
+    const idem = createIdempotency({ store, leaseMs: 300, heartbeatMs: 100 });
+    const begun = await idem.begin({ key: 'k' });
+    if (begun.kind !== 'acquired') throw new Error('expected an acquisition');
+    const { signal } = begun.execution;
+    begun.execution.abandon();
+    await vi.advanceTimersByTimeAsync(250);
+    expect(signal.aborted).toBe(false);
+    await vi.advanceTimersByTimeAsync(200);
+    expect(signal.aborted).toBe(true);
+    expect(signal.reason).toBeInstanceOf(LeaseLostError);
+    expect(store.calls.extend).toBe(0);
+    expect(store.calls.release).toBe(0);
+  });
+
+  it('abandoned after renewals: they stop, and the signal aborts a lease after the last one', async () => {
+    fakeAll();
+    const store = new FakeStore();
+    const idem = createIdempotency({ store, leaseMs: 300, heartbeatMs: 100 });
+    const begun = await idem.begin({ key: 'k' });
+    if (begun.kind !== 'acquired') throw new Error('expected an acquisition');
+    const { signal } = begun.execution;
+    await vi.advanceTimersByTimeAsync(250);
+    const renewals = store.calls.extend;
+    expect(renewals).toBeGreaterThanOrEqual(2);
+    begun.execution.abandon();
+    await vi.advanceTimersByTimeAsync(1_000);
+    expect(store.calls.extend).toBe(renewals);
+    expect(signal.aborted).toBe(true);
+  });
+});
