@@ -50,3 +50,25 @@ describe('mutcore: abandon', () => {
     expect(signal.aborted).toBe(true);
   });
 });
+
+describe('mutcore: a lost lease while the operation runs', () => {
+  // Mutant: renewals go on after the lease was lost (a renewal retried after a timeout).
+  it('ends the renewals: none is sent once the signal aborted', async () => {
+    fakeAll();
+    const store = new FakeStore();
+    // Renewals answer after 1 s, past the 250 ms time limit: the two sent (at 100 and 200 ms)
+    // fail after the lease was lost at 300 ms, and their retries come due then.
+    store.always.extend = 'late';
+    store.lateMs = 1_000;
+    const idem = createIdempotency({ store, leaseMs: 300, heartbeatMs: 100, storeTimeoutMs: 250 });
+    const begun = await idem.begin({ key: 'k' });
+    if (begun.kind !== 'acquired') throw new Error('expected an acquisition');
+    const { signal } = begun.execution;
+    await vi.advanceTimersByTimeAsync(400);
+    expect(signal.aborted).toBe(true);
+    const renewals = store.calls.extend;
+    await vi.advanceTimersByTimeAsync(3_000);
+    expect(store.calls.extend).toBe(renewals);
+    await begun.execution.release().catch(() => {});
+  });
+});
