@@ -5,9 +5,11 @@ import {
   type AcquireResult,
   createIdempotency,
   decideOutcome,
+  encodeOutcome,
   type IdempotencyStore,
   InProgressError,
   InvalidInputError,
+  OutcomeNotRecordedError,
   StoreUnavailableError,
 } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
@@ -181,5 +183,32 @@ describe('mutcore: what acquire answers', () => {
     // A bound, not a speed: with the poll uncut the wait lasts the whole 5 s poll.
     expect(performance.now() - started).toBeLessThan(2_500);
     if (held.kind === 'acquired') await held.execution.release();
+  });
+});
+
+describe('mutcore: a recorded not-recorded marker', () => {
+  // Mutant: a marker's reason passed on as it is stored, whatever it says.
+  it('answers OUTCOME_NOT_RECORDED with one of the three reasons, whatever the stored one says', async () => {
+    const store = new FakeStore();
+    const idem = createIdempotency({ store, heartbeatMs: false });
+    await idem.execute({ key: 'k' }, async () => 'v');
+    const record = [...store.records.values()][0];
+    if (!record) throw new Error('expected a record');
+    record.outcome = encodeOutcome({
+      meta: { kind: 'not_recorded', reason: 'from a newer version', size: -1 },
+      body: new Uint8Array(),
+    });
+    for (const call of [
+      () => idem.execute({ key: 'k' }, async () => 'again'),
+      () => idem.begin({ key: 'k' }),
+    ]) {
+      const error = await call().catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(OutcomeNotRecordedError);
+      expect(['too_large', 'not_serializable', 'store_full']).toContain(
+        (error as OutcomeNotRecordedError).reason,
+      );
+      // A size that is not a count is left out.
+      expect((error as OutcomeNotRecordedError).size).toBeUndefined();
+    }
   });
 });
