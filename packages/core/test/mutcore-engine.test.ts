@@ -3,16 +3,19 @@
 import { describe, expect, it } from 'vitest';
 import {
   type AcquireResult,
+  answersSynchronously,
   createIdempotency,
   decideOutcome,
   encodeOutcome,
   type IdempotencyStore,
   InProgressError,
   InvalidInputError,
+  LeaseLostError,
   OutcomeNotRecordedError,
   StoreUnavailableError,
 } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
+import { holdLoop } from './support/held-loop.js';
 
 /** A store whose `acquire` answers `answer` (a record it "found"); the other calls do nothing. */
 function answering(answer: (input: { owner: string }) => AcquireResult): IdempotencyStore {
@@ -210,5 +213,54 @@ describe('mutcore: a recorded not-recorded marker', () => {
       // A size that is not a count is left out.
       expect((error as OutcomeNotRecordedError).size).toBeUndefined();
     }
+  });
+});
+
+describe('mutcore: a custom serializer', () => {
+  // Mutant: the replay hands `deserialize` the engine's wrapper metadata, not the serializer's.
+  it('gets back on replay exactly the metadata it gave', async () => {
+    const store = new FakeStore();
+    const seen: unknown[] = [];
+    const idem = createIdempotency<string>({
+      store,
+      heartbeatMs: false,
+      serializer: {
+        serialize: (value) => ({
+          meta: { contentType: 'text/plain', length: value.length },
+          body: new TextEncoder().encode(value),
+        }),
+        deserialize: ({ meta, body }) => {
+          seen.push(meta);
+          return new TextDecoder().decode(body);
+        },
+      },
+    });
+    expect(await idem.execute({ key: 'k' }, async () => 'hello')).toEqual({
+      value: 'hello',
+      replayed: false,
+    });
+    expect(await idem.execute({ key: 'k' }, async () => 'other')).toEqual({
+      value: 'hello',
+      replayed: true,
+    });
+    expect(seen).toEqual([{ contentType: 'text/plain', length: 5 }]);
+  });
+});
+
+describe('mutcore: an acquisition answered in the runway of its lease', () => {
+  // Mutant: refused only past the whole lease (begin then hands out an acquisition whose
+  // operation would start in the last tenth of the lease).
+  it('begin refuses it with LEASE_LOST and gives the key back', async () => {
+    const store = new FakeStore();
+    // An in-process store that answers at once, but 940 ms into a 1 s lease (runway: 900 ms).
+    store.acquire = answersSynchronously((input: Parameters<FakeStore['acquireSync']>[0]) => {
+      holdLoop(940);
+      return store.acquireSync(input);
+    });
+    const idem = createIdempotency({ store, leaseMs: 1_000, heartbeatMs: false });
+    const error = await idem.begin({ key: 'k' }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LeaseLostError);
+    await idem.drain(2_000);
+    expect([...store.records.values()][0]?.status).toBe('released');
   });
 });
