@@ -5,6 +5,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createIdempotency, LeaseLostError } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
+import { holdLoop } from './support/held-loop.js';
 
 afterEach(() => {
   vi.useRealTimers();
@@ -70,5 +71,34 @@ describe('mutcore: a lost lease while the operation runs', () => {
     await vi.advanceTimersByTimeAsync(3_000);
     expect(store.calls.extend).toBe(renewals);
     await begun.execution.release().catch(() => {});
+  });
+});
+
+describe('mutcore: the grace of a held-up heartbeat', () => {
+  // Mutant: the grace not capped at storeTimeoutMs (a fifth of the heartbeat instead): the
+  // signal stayed live that much longer past the store's deadline. Real time: the event loop
+  // is held until just before the lease estimate, so the first heartbeat runs late.
+  it('is at most storeTimeoutMs: the signal aborts by the estimate plus that, not a fifth of the heartbeat', async () => {
+    vi.useRealTimers();
+    const store = new FakeStore();
+    store.always.extend = 'hang';
+    // Grace: min(storeTimeoutMs 100, heartbeatMs / 5 = 400) = 100 ms.
+    const idem = createIdempotency({
+      store,
+      leaseMs: 3_000,
+      heartbeatMs: 2_000,
+      storeTimeoutMs: 100,
+    });
+    const sent = performance.now();
+    const begun = await idem.begin({ key: 'k' });
+    if (begun.kind !== 'acquired') throw new Error('expected an acquisition');
+    const { signal } = begun.execution;
+    // Held until 100 ms before the estimate: the heartbeat due at 2 s runs at 2.9 s.
+    holdLoop(2_900 - (performance.now() - sent));
+    // Armed before the heartbeat runs, so it fires after a watchdog due by 3.1 s (timers run
+    // in the order they are due): with the grace capped it is at 3 s, uncapped at 3.3 s.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(signal.aborted).toBe(true);
+    begun.execution.abandon();
   });
 });
