@@ -82,22 +82,23 @@ describe('mutcore: the grace of a held-up heartbeat', () => {
     vi.useRealTimers();
     const store = new FakeStore();
     store.always.extend = 'hang';
-    // Grace: min(storeTimeoutMs 100, heartbeatMs / 5 = 400) = 100 ms.
+    // Grace: min(storeTimeoutMs 40, heartbeatMs / 5 = 160) = 40 ms.
     const idem = createIdempotency({
       store,
-      leaseMs: 3_000,
-      heartbeatMs: 2_000,
-      storeTimeoutMs: 100,
+      leaseMs: 1_200,
+      heartbeatMs: 800,
+      storeTimeoutMs: 40,
     });
     const sent = performance.now();
     const begun = await idem.begin({ key: 'k' });
     if (begun.kind !== 'acquired') throw new Error('expected an acquisition');
     const { signal } = begun.execution;
-    // Held until 100 ms before the estimate: the heartbeat due at 2 s runs at 2.9 s.
-    holdLoop(2_900 - (performance.now() - sent));
-    // Armed before the heartbeat runs, so it fires after a watchdog due by 3.1 s (timers run
-    // in the order they are due): with the grace capped it is at 3 s, uncapped at 3.3 s.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Held until 40 ms before the estimate: the heartbeat due at 800 ms runs at 1,160 ms.
+    holdLoop(1_160 - (performance.now() - sent));
+    // Armed before the heartbeat runs, so it fires after a watchdog due before it (timers run
+    // in the order they are due): with the grace capped the watchdog is due at 1,200 ms, this
+    // at 1,260 ms, an uncapped grace at 1,320 ms.
+    await new Promise((resolve) => setTimeout(resolve, 100));
     expect(signal.aborted).toBe(true);
     begun.execution.abandon();
   });
