@@ -264,3 +264,26 @@ describe('mutcore: an acquisition answered in the runway of its lease', () => {
     expect([...store.records.values()][0]?.status).toBe('released');
   });
 });
+
+describe('mutcore: the request', () => {
+  // FINDING (mutcore, low, fixed): a fingerprint that is not a string (a number from
+  // JavaScript) was compared as it was with the record's, which a store may keep as text
+  // ("5"): every retry then got MISMATCH. Now INVALID_INPUT before anything is acquired.
+  it('a fingerprint that is not a string is INVALID_INPUT, and nothing runs or is acquired', async () => {
+    const store = new FakeStore();
+    const idem = createIdempotency({ store, heartbeatMs: false });
+    let ran = false;
+    for (const bad of [5, { digest: 'x' }]) {
+      const request = { key: 'k', fingerprint: bad } as never;
+      await expect(
+        idem.execute(request, async () => {
+          ran = true;
+          return 1;
+        }),
+      ).rejects.toBeInstanceOf(InvalidInputError);
+      await expect(idem.begin(request)).rejects.toBeInstanceOf(InvalidInputError);
+    }
+    expect(ran).toBe(false);
+    expect(store.calls.acquire).toBe(0);
+  });
+});
