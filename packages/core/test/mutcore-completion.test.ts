@@ -12,16 +12,12 @@ import {
   OutcomeTooLargeError,
   StoreUnavailableError,
 } from '../src/index.js';
+import { fakeAll } from './support/fake-all.js';
 import { FakeStore } from './support/fake-store.js';
 
 afterEach(() => {
   vi.useRealTimers();
 });
-
-const fakeAll = () =>
-  vi.useFakeTimers({
-    toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date', 'performance'],
-  });
 
 describe('mutcore: the final write', () => {
   // Mutant: the caller's budget armed only when an attempt fails (a hanging attempt then holds

@@ -4,17 +4,13 @@
 // `performance` are fake.
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createIdempotency, LeaseLostError } from '../src/index.js';
+import { fakeAll } from './support/fake-all.js';
 import { FakeStore } from './support/fake-store.js';
 import { holdLoop } from './support/held-loop.js';
 
 afterEach(() => {
   vi.useRealTimers();
 });
-
-const fakeAll = () =>
-  vi.useFakeTimers({
-    toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date', 'performance'],
-  });
 
 describe('mutcore: abandon', () => {
   // Mutant: abandon before the first heartbeat arms no watchdog (the signal never aborts).

@@ -11,17 +11,13 @@ import {
   StoreUnavailableError,
 } from '../src/index.js';
 import { retryStoreCall } from '../src/store-retry.js';
+import { fakeAll } from './support/fake-all.js';
 import { FakeStore } from './support/fake-store.js';
 
 afterEach(() => {
   vi.useRealTimers();
   vi.restoreAllMocks();
 });
-
-const fakeAll = () =>
-  vi.useFakeTimers({
-    toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date', 'performance'],
-  });
 
 /** Elapsed time on the (fake) performance clock. */
 const elapsed: Clock = { now: () => performance.now() };

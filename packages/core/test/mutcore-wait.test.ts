@@ -4,16 +4,12 @@
 // so the polls are counted exactly.
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createIdempotency, InProgressError } from '../src/index.js';
+import { fakeAll } from './support/fake-all.js';
 import { FakeStore } from './support/fake-store.js';
 
 afterEach(() => {
   vi.useRealTimers();
 });
-
-const fakeAll = () =>
-  vi.useFakeTimers({
-    toFake: ['setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'Date', 'performance'],
-  });
 
 /** A key held for a long lease, and a second engine over the same store that waits on it. */
 async function heldKey(wait: { timeoutMs: number; pollMs?: number }) {
