@@ -3,6 +3,7 @@ import type { BackgroundTasks } from './background.js';
 import { elapsedClock, monotonicClock } from './clock.js';
 import {
   InProgressError,
+  InvalidInputError,
   LeaseLostError,
   MismatchError,
   OutcomeNotRecordedError,
@@ -159,9 +160,14 @@ export function createBegin<T>(
     forExecute = false,
   ): Begun<T> | Promise<Begun<T>> {
     const { wait } = settings;
+    const fingerprint = request.fingerprint ?? '';
+    // Compared as it is with the record's (a store may keep it as text): a number would be
+    // stored as "5" by one store and never match again, every retry a MISMATCH (mutcore).
+    if (typeof fingerprint !== 'string')
+      throw new InvalidInputError('request.fingerprint must be a string (see fingerprint())');
     const attempt: Attempt = {
       storageKey: deriveStorageKey(request.scope ?? null, request.key),
-      fingerprint: request.fingerprint ?? '',
+      fingerprint,
       operation: request.operation,
       signal: beginOptions?.signal,
       forExecute,

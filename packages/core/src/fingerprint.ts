@@ -44,13 +44,39 @@ function omitPath(value: JsonValue, path: readonly string[]): JsonValue {
 }
 
 /**
+ * `InvalidInputError` for parts of the wrong type (from JavaScript, or a cast): the encoding
+ * takes a string's UTF-8 and a `Uint8Array`'s bytes, and anything else (a route object, a
+ * number) wrote no bytes and no valid length, so every such fingerprint was the digest of
+ * nothing, the same for every request (the mutcore review).
+ */
+function checkInput(input: FingerprintInput): void {
+  if (typeof input !== 'object' || input === null)
+    throw new InvalidInputError('fingerprint needs an object of request parts');
+  const { method, route, extras, exclude } = input;
+  if (method !== undefined && typeof method !== 'string')
+    throw new InvalidInputError('fingerprint: method must be a string');
+  if (route !== undefined && typeof route !== 'string')
+    throw new InvalidInputError('fingerprint: route must be a string');
+  if (extras !== undefined && (typeof extras !== 'object' || extras === null))
+    throw new InvalidInputError('fingerprint: extras must be an object of named parts');
+  if (
+    exclude !== undefined &&
+    !(Array.isArray(exclude) && exclude.every((path) => typeof path === 'string'))
+  )
+    throw new InvalidInputError('fingerprint: exclude must be an array of field paths');
+}
+
+/**
  * SHA-256 (hex) over a length-prefixed encoding of the request parts that matter: the
  * method, the route, the body (canonical JSON, or raw bytes) and sorted extras. Two
  * requests with the same fingerprint are treated as the same request.
  *
  * @throws NotCanonicalError when the body or an extra cannot be represented as JSON
+ * @throws InvalidInputError when `method` or `route` is not a string, `extras` not an object
+ *   or `exclude` not an array of strings (or `exclude` is given with a raw body)
  */
 export function fingerprint(input: FingerprintInput): string {
+  checkInput(input);
   const parts: EncodedPart[] = [];
   if (input.method !== undefined) parts.push(['method', input.method.toUpperCase()]);
   if (input.route !== undefined) parts.push(['route', input.route]);

@@ -9,7 +9,10 @@ export interface IdempotentRequest {
   key: string;
   /** What the key is unique within (tenant, principal, operation). @default null */
   scope?: Scope;
-  /** Fingerprint of the request (see `fingerprint()`); a retry with another one gets `MISMATCH`. @default '' */
+  /**
+   * Fingerprint of the request (see `fingerprint()`); a retry with another one gets `MISMATCH`.
+   * A string (anything else is `INVALID_INPUT`, before anything is acquired). @default ''
+   */
   fingerprint?: string;
   /**
    * The operation the scope names (e.g. `POST /charges`), reported in events, spans and
