@@ -50,9 +50,8 @@ describe('mutcore: retryStoreCall', () => {
     // 50, 100, 200, 400, 800, then 1,000 each (less the jitter's last millisecond).
     const expected = [50, 100, 200, 400, 800, 1_000, 1_000];
     expect(gaps.length).toBeGreaterThanOrEqual(expected.length);
-    expected.forEach((gap, i) =>
-      expect(Math.abs((gaps[i] as number) - gap)).toBeLessThanOrEqual(2),
-    );
+    for (const [i, gap] of expected.entries())
+      expect(Math.abs((gaps[i] as number) - gap)).toBeLessThanOrEqual(2);
     expect(Math.max(...gaps)).toBeLessThanOrEqual(1_000);
   });
 
