@@ -200,6 +200,29 @@ describe('otelrev: the open execute spans', () => {
   });
 });
 
+/** An engine whose listener uses the global meter provider, and an SDK provider to make global. */
+function globalMetricsSetup() {
+  const listener = createOtelListener({ spans: false });
+  const idem = createIdempotency({
+    store: createMemoryStore(),
+    heartbeatMs: false,
+    onEvent: listener,
+  });
+  const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+  const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
+  const provider = new MeterProvider({ readers: [reader] });
+  /** The metric `name` as the provider last exported it (flushed first). */
+  const metric = async (name: string) => {
+    await reader.forceFlush();
+    return exporter
+      .getMetrics()
+      .at(-1)
+      ?.scopeMetrics.flatMap((scope) => scope.metrics)
+      .find((m) => m.descriptor.name === name);
+  };
+  return { idem, provider, metric };
+}
+
 describe('otelrev: idem.leases.in_flight', () => {
   // FIXED (was FINDING LOW): without a `meter` option the listener makes its instruments
   // again when the global provider changes (so that one created before the SDK records at
@@ -211,24 +234,11 @@ describe('otelrev: idem.leases.in_flight', () => {
   // that becomes the global one are brought to it (once a provider: the same provider
   // registered again after `metrics.disable()` is not told twice).
   it('acquisitions held when the global SDK starts end without taking it below zero', async () => {
-    const listener = createOtelListener({ spans: false });
-    const idem = createIdempotency({
-      store: createMemoryStore(),
-      heartbeatMs: false,
-      onEvent: listener,
-    });
-    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
-    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
-    const provider = new MeterProvider({ readers: [reader] });
-    const inFlight = async () => {
-      await reader.forceFlush();
-      const metric = exporter
-        .getMetrics()
-        .at(-1)
-        ?.scopeMetrics.flatMap((scope) => scope.metrics)
-        .find((m) => m.descriptor.name === METRIC.inFlight);
-      return metric?.dataPoints.find((p) => p.attributes[ATTR.operation] === 'POST /x')?.value;
-    };
+    const { idem, provider, metric } = globalMetricsSetup();
+    const inFlight = async () =>
+      (await metric(METRIC.inFlight))?.dataPoints.find(
+        (p) => p.attributes[ATTR.operation] === 'POST /x',
+      )?.value;
     try {
       const before = await idem.begin({ key: 'before', operation: 'POST /x' });
       metrics.setGlobalMeterProvider(provider);
@@ -280,15 +290,7 @@ describe('otelrev: a global meter provider whose getMeter throws once', () => {
   // before its getMeter answered, so a provider that threw once (an SDK still starting) was
   // never asked again: every metric of the process was lost for good.
   it('is asked again at the next event, and later events are counted', async () => {
-    const listener = createOtelListener({ spans: false });
-    const idem = createIdempotency({
-      store: createMemoryStore(),
-      heartbeatMs: false,
-      onEvent: listener,
-    });
-    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
-    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 });
-    const provider = new MeterProvider({ readers: [reader] });
+    const { idem, provider, metric } = globalMetricsSetup();
     let asked = 0;
     const flaky = {
       getMeter: (...args: Parameters<MeterProvider['getMeter']>) => {
@@ -301,12 +303,7 @@ describe('otelrev: a global meter provider whose getMeter throws once', () => {
       metrics.setGlobalMeterProvider(flaky);
       await idem.execute({ key: 'first', operation: 'POST /m' }, async () => 1);
       await idem.execute({ key: 'second', operation: 'POST /m' }, async () => 2);
-      await reader.forceFlush();
-      const results = exporter
-        .getMetrics()
-        .at(-1)
-        ?.scopeMetrics.flatMap((scope) => scope.metrics)
-        .find((m) => m.descriptor.name === METRIC.results);
+      const results = await metric(METRIC.results);
       const misses = results?.dataPoints
         .filter((p) => p.attributes[ATTR.result] === 'miss')
         .reduce((sum, p) => sum + Number(p.value), 0);
