@@ -44,6 +44,17 @@ function omitPath(value: JsonValue, path: readonly string[]): JsonValue {
 }
 
 /**
+ * A plain object (or an array) whose own members are the parts: a `Map`, `Headers` or
+ * `URLSearchParams` has none, so every request's extras hashed alike (todayrev).
+ */
+function isNamedParts(extras: unknown): boolean {
+  if (typeof extras !== 'object' || extras === null) return false;
+  if (Array.isArray(extras)) return true;
+  const proto = Object.getPrototypeOf(extras);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
  * `InvalidInputError` for parts of the wrong type (from JavaScript, or a cast): the encoding
  * takes a string's UTF-8 and a `Uint8Array`'s bytes, and anything else (a route object, a
  * number) wrote no bytes and no valid length, so every such fingerprint was the digest of
@@ -57,7 +68,7 @@ function checkInput(input: FingerprintInput): void {
     throw new InvalidInputError('fingerprint: method must be a string');
   if (route !== undefined && typeof route !== 'string')
     throw new InvalidInputError('fingerprint: route must be a string');
-  if (extras !== undefined && (typeof extras !== 'object' || extras === null))
+  if (extras !== undefined && !isNamedParts(extras))
     throw new InvalidInputError('fingerprint: extras must be an object of named parts');
   if (
     exclude !== undefined &&
