@@ -149,3 +149,78 @@ describe('mutpg: deadlines', () => {
     expect((await store.get('stepped'))?.expiresAt).toBe(T0 + 12_000);
   });
 });
+
+describe('mutpg: held leases and renewals', () => {
+  it("a late renewal of the taken-over execution leaves the new execution's held lease alone", async () => {
+    await clock.set(T0);
+    const first = acquiring('late', { leaseMs: 1_000 });
+    await store.acquire(first);
+    await clock.set(T0 + 1_000);
+    const second = acquiring('late', { leaseMs: 1_000 });
+    expect(await store.acquire(second)).toMatchObject({ kind: 'acquired', fence: 2 });
+    expect(await store.renewHeld({ ...second, leaseMs: 5_000 }, 2)).toBe(T0 + 6_000);
+    // The first execution's heartbeat, late: refused, and it changes nothing.
+    expect(await store.renewHeld({ ...first, leaseMs: 5_000 }, 1)).toBeUndefined();
+    await clock.set(T0 + 3_000);
+    expect(await store.acquire(acquiring('late'))).toMatchObject({
+      kind: 'found',
+      record: { owner: second.owner, fence: 2, leaseUntil: T0 + 6_000 },
+    });
+  });
+
+  it('a renewal for an earlier acquisition of the same owner is refused', async () => {
+    await clock.set(T0);
+    const input = acquiring('same-owner', { leaseMs: 1_000, retentionMs: 1_000 });
+    await store.acquire(input);
+    await clock.set(T0 + 2_000);
+    expect(await store.acquire(input)).toMatchObject({ kind: 'acquired', fence: 2 });
+    expect(await store.renewHeld({ ...input, leaseMs: 1_000 }, 1)).toBeUndefined();
+    expect(await store.renewHeld({ ...input, leaseMs: 1_000 }, 2)).toBe(T0 + 3_000);
+  });
+
+  it('a held lease only moves forward: a shorter renewal later keeps the longer deadline', async () => {
+    await clock.set(T0);
+    const input = acquiring('forward', { leaseMs: 1_000 });
+    await store.acquire(input);
+    expect(await store.renewHeld({ ...input, leaseMs: 5_000 }, 1)).toBe(T0 + 5_000);
+    await clock.set(T0 + 100);
+    await store.renewHeld({ ...input, leaseMs: 1_000 }, 1);
+    await clock.set(T0 + 2_000);
+    expect(await store.acquire(acquiring('forward'))).toMatchObject({
+      kind: 'found',
+      record: { fence: 1, leaseUntil: T0 + 5_000 },
+    });
+  });
+
+  it('extend with a shorter lease moves the lease back but never the retention', async () => {
+    await clock.set(T0);
+    const input = acquiring('shorter', { leaseMs: 10_000, retentionMs: 10_000 });
+    await store.acquire(input);
+    expect(await store.extend({ ...input, leaseMs: 1_000 })).toEqual({
+      ok: true,
+      leaseUntil: T0 + 1_000,
+    });
+    expect(await store.get('shorter')).toMatchObject({
+      leaseUntil: T0 + 1_000,
+      expiresAt: T0 + 20_000,
+    });
+  });
+
+  it('the hold of a serializable transaction refuses a record whose retention passed', async () => {
+    await clock.set(T0);
+    const input = acquiring('hold', { leaseMs: 1_000, retentionMs: 1_000 });
+    await store.acquire(input);
+    const row = store.rowKey('hold');
+    const {
+      rows: [found],
+    } = await clock.pool.query(`SELECT ctid::text AS tid FROM ${store.table} WHERE key = $1`, [
+      row,
+    ]);
+    const hold = `${store.table}_hold`;
+    const held = (tid: string) =>
+      clock.pool.query(`SELECT ${hold}($1::tid, $2, $3, 1) AS fence`, [tid, row, input.owner]);
+    expect((await held(found.tid)).rows[0].fence).toBe('1');
+    await clock.set(T0 + 2_000);
+    expect((await held(found.tid)).rows[0].fence).toBeNull();
+  });
+});

@@ -39,7 +39,12 @@ export async function frozenClock(start = T0): Promise<FrozenClock> {
     `CREATE FUNCTION ${schema}.clock_timestamp() RETURNS timestamptz LANGUAGE sql STABLE AS
        $$ SELECT timestamptz 'epoch' + v * interval '1 millisecond' FROM ${schema}.now_ms $$`,
   );
-  const pool = makePool({ max: 4, options: `-c search_path=${schema},pg_catalog,public` });
+  // (No JIT: the schema's `hold` turns scans off, and the clock's table read then costs
+  // enough for the planner to compile it, which takes seconds.)
+  const pool = makePool({
+    max: 4,
+    options: `-c search_path=${schema},pg_catalog,public -c jit=off`,
+  });
   const tables: string[] = [];
   return {
     pool,
