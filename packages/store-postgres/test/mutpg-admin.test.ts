@@ -41,4 +41,25 @@ describe('mutpg: admin on an expired record', () => {
     await clock.set(T0 + 2_001 + DAY);
     expect(await store.deleteExpired()).toBe(1);
   });
+
+  it('a row at fence -1 (no store writes one) is left as it is: forceRelease and delete fail', async () => {
+    const store = await clock.store();
+    await clock.set(T0);
+    for (const action of ['forceRelease', 'delete'] as const) {
+      const key = store.rowKey(action);
+      await clock.raw.query(
+        `INSERT INTO ${store.table} (key, status, fingerprint, owner, fence, lease_until, expires_at)
+         VALUES ($1, 'in_progress', 'fp', 'o', -1, $2, $3)`,
+        [key, T0 + 60_000, T0 + 120_000],
+      );
+      await expect(store.admin[action](action)).rejects.toThrow(
+        /fence -1 \(not written by a store/,
+      );
+      const { rows } = await clock.raw.query(
+        `SELECT status, fence::int FROM ${store.table} WHERE key = $1`,
+        [key],
+      );
+      expect(rows).toEqual([{ status: 'in_progress', fence: -1 }]);
+    }
+  });
 });
