@@ -5,16 +5,10 @@
  * reads, and answered as if it had not); `delete` of an expired row keeps its expiry, so that
  * `deleteExpired` removes it when its grace passed, not a grace after the delete.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { acquiring, type FrozenClock, frozenClock, T0 } from './mutpg-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { acquiring, DAY, frozenClockSession, T0 } from './mutpg-helpers.js';
 
-const DAY = 86_400_000;
-
-let clock: FrozenClock;
-beforeAll(async () => {
-  clock = await frozenClock();
-});
-afterAll(() => clock.end());
+const clock = frozenClockSession();
 
 describe('mutpg: admin on an expired record', () => {
   it('forceRelease answers not_found and writes nothing', async () => {

@@ -4,16 +4,10 @@
  * the rows at hand, so a default grace of 0 (every key's last fence forgotten the moment its
  * record expired) or a statement deleting one row past its limit passed.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { acquiring, type FrozenClock, frozenClock, T0 } from './mutpg-helpers.js';
+import { describe, expect, it } from 'vitest';
+import { acquiring, DAY, frozenClockSession, T0 } from './mutpg-helpers.js';
 
-const DAY = 86_400_000;
-
-let clock: FrozenClock;
-beforeAll(async () => {
-  clock = await frozenClock();
-});
-afterAll(() => clock.end());
+const clock = frozenClockSession();
 
 describe('mutpg: deleteExpired', () => {
   it('the default grace is 24 h past the expiry, to the millisecond', async () => {

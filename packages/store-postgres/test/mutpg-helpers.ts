@@ -9,7 +9,7 @@
  * schema, so files and tests never meet.
  */
 import type pg from 'pg';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
 import { createPostgresStore, type PostgresStore } from '../src/index.js';
 import { makePool, newOwner, randomName } from './pg-env.js';
 
@@ -25,6 +25,9 @@ export interface FrozenClock {
   /** Drops the clock's schema and the tables made, and ends both pools. */
   end(): Promise<void>;
 }
+
+/** A day in ms (the default grace of `deleteExpired`). */
+export const DAY = 86_400_000;
 
 /** A start time of the frozen clock: a whole second, far from any real deadline. */
 export const T0 = 1_900_000_000_000;
@@ -84,3 +87,50 @@ export const acquiring = (
   leaseMs: extra.leaseMs ?? 1_000,
   retentionMs: extra.retentionMs ?? 10_000,
 });
+
+/** A frozen clock for a file's tests, with a store on it (`shared`) made before they run. */
+export interface FrozenClockSession extends Omit<FrozenClock, 'end'> {
+  readonly shared: PostgresStore;
+}
+
+/** Registers the hooks (call at the top of a test file) and gives the file's frozen clock. */
+export function frozenClockSession(): FrozenClockSession {
+  let clock: FrozenClock | undefined;
+  let shared: PostgresStore | undefined;
+  beforeAll(async () => {
+    clock = await frozenClock();
+    shared = await clock.store();
+  });
+  afterAll(() => clock?.end());
+  const ready = <T>(value: T | undefined): T => {
+    if (value === undefined) throw new Error('frozenClockSession: use it inside a test');
+    return value;
+  };
+  return {
+    get pool() {
+      return ready(clock).pool;
+    },
+    get raw() {
+      return ready(clock).raw;
+    },
+    get shared() {
+      return ready(shared);
+    },
+    store: (options) => ready(clock).store(options),
+    set: (ms) => ready(clock).set(ms),
+  };
+}
+
+/**
+ * A pool with `config` and a table name of the test's own in the run's schema (for triggers
+ * that must not reach other tests); after the file, the table is dropped and the pool ended.
+ */
+export function ownTable(name: string, config: pg.PoolConfig): { pool: pg.Pool; table: string } {
+  const pool = makePool(config);
+  const table = `${inject('pgSchema')}.${randomName(name)}`;
+  afterAll(async () => {
+    await pool.query(`DROP TABLE IF EXISTS ${table}, ${table}_held_leases CASCADE`);
+    await pool.end();
+  });
+  return { pool, table };
+}

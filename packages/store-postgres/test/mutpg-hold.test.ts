@@ -7,27 +7,20 @@
  * the key again after its record expired), passed. Here the statement is sent as the engine
  * sends it, on a server clock the test sets (see mutpg-helpers.ts).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { holdRecordSql } from '../src/hold-record-sql.js';
-import type { PostgresStore } from '../src/index.js';
 import { parseTableName } from '../src/table-name.js';
-import { acquiring, type FrozenClock, frozenClock, T0 } from './mutpg-helpers.js';
+import { acquiring, frozenClockSession, T0 } from './mutpg-helpers.js';
 
-let clock: FrozenClock;
-let store: PostgresStore;
-beforeAll(async () => {
-  clock = await frozenClock();
-  store = await clock.store();
-});
-afterAll(() => clock.end());
+const clock = frozenClockSession();
 
 /** Whether the lock statement for (key, owner, fence) takes the row (then rolled back). */
 async function holds(key: string, owner: string, fence: number): Promise<boolean> {
   const client = await clock.pool.connect();
   try {
     const hold = holdRecordSql(
-      parseTableName(store.table),
-      { key: store.rowKey(key), owner, fence },
+      parseTableName(clock.shared.table),
+      { key: clock.shared.rowKey(key), owner, fence },
       (value) => client.escapeLiteral(value),
       false,
     );
@@ -44,19 +37,19 @@ describe('mutpg: the business transaction holds only its own live acquisition', 
   it('not a record its execution released', async () => {
     await clock.set(T0);
     const input = acquiring('released');
-    await store.acquire(input);
+    await clock.shared.acquire(input);
     expect(await holds('released', input.owner, 1)).toBe(true);
-    await store.release({ key: 'released', owner: input.owner, retentionMs: 10_000 });
+    await clock.shared.release({ key: 'released', owner: input.owner, retentionMs: 10_000 });
     expect(await holds('released', input.owner, 1)).toBe(false);
   });
 
   it("not the same owner's later acquisition (another fence)", async () => {
     await clock.set(T0);
     const input = acquiring('again', { leaseMs: 1_000, retentionMs: 1_000 });
-    await store.acquire(input);
+    await clock.shared.acquire(input);
     await clock.set(T0 + 2_000);
     expect(await holds('again', input.owner, 1)).toBe(false);
-    expect(await store.acquire(input)).toMatchObject({ kind: 'acquired', fence: 2 });
+    expect(await clock.shared.acquire(input)).toMatchObject({ kind: 'acquired', fence: 2 });
     expect(await holds('again', input.owner, 1)).toBe(false);
     expect(await holds('again', input.owner, 2)).toBe(true);
   });

@@ -7,16 +7,12 @@
  * winner's row at once. Here a trigger of the test's own table holds every insert back, so
  * that all racers read no record before one of them inserts.
  */
-import { afterAll, expect, inject, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { createPostgresStore } from '../src/index.js';
-import { acquireInput, makePool, newKey, randomName } from './pg-env.js';
+import { ownTable } from './mutpg-helpers.js';
+import { acquireInput, newKey } from './pg-env.js';
 
-const pool = makePool({ max: 8 });
-const table = `${inject('pgSchema')}.${randomName('mutpg_race')}`;
-afterAll(async () => {
-  await pool.query(`DROP TABLE IF EXISTS ${table}, ${table}_held_leases CASCADE`);
-  await pool.end();
-});
+const { pool, table } = ownTable('mutpg_race', { max: 8 });
 
 it('mutpg: racers that all read no record get one acquisition and found answers, no failure', async () => {
   const store = createPostgresStore({ pool, table });

@@ -7,21 +7,17 @@
  * the calls after it. Here a trigger of the test's own table makes one acquisition slow.
  */
 import { StoreUnavailableError } from '@idem/core';
-import { afterAll, expect, inject, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { createPostgresStore } from '../src/index.js';
-import { acquireInput, makePool, newKey, randomName } from './pg-env.js';
+import { ownTable } from './mutpg-helpers.js';
+import { acquireInput, newKey } from './pg-env.js';
 
 // (The clean-up's DROP waits for the slow statement, still running on its old backend.)
-const pool = makePool({
+const { pool, table } = ownTable('mutpg_recovery', {
   max: 1,
   statement_timeout: 10_000,
   query_timeout: 10_000,
   lock_timeout: 10_000,
-});
-const table = `${inject('pgSchema')}.${randomName('mutpg_recovery')}`;
-afterAll(async () => {
-  await pool.query(`DROP TABLE IF EXISTS ${table}, ${table}_held_leases CASCADE`);
-  await pool.end();
 });
 
 it('mutpg: after a statement timed out, the next call gets a connection of its own and succeeds', async () => {
