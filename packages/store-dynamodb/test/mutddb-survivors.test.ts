@@ -4,7 +4,12 @@
  * (setup()) on the run's tables.
  */
 import { PutItemCommand } from '@aws-sdk/client-dynamodb';
-import { ManualClock, OutcomeCorruptError } from '@idem/core';
+import {
+  ManualClock,
+  OutcomeCorruptError,
+  OutcomeTooLargeError,
+  StoreUnavailableError,
+} from '@idem/core';
 import { describe, expect, it } from 'vitest';
 import { layouts } from './dynamodb-env.js';
 import {
@@ -105,5 +110,101 @@ describe.each(layouts)('mutddb survivors: $name', (layout) => {
     const reads = t.sent.filter((r) => r.command === 'GetItemCommand');
     expect(reads.length).toBeGreaterThanOrEqual(4);
     for (const read of reads) expect(read.input.ConsistentRead).toBe(true);
+  });
+  it("a redelivered completion is recognised only by the very bytes stored: the same owner's other outcome of the same length answers not_owner", async () => {
+    const t = setup(layout);
+    const key = newKey();
+    const input = acquireInput(key);
+    await t.store.acquire(input);
+    expect(await t.store.complete({ ...input, outcome: bytes('AAAA'), retentionMs: HOUR })).toEqual(
+      {
+        ok: true,
+      },
+    );
+    expect(await t.store.complete({ ...input, outcome: bytes('AAAA'), retentionMs: HOUR })).toEqual(
+      {
+        ok: true,
+      },
+    );
+    expect(await t.store.complete({ ...input, outcome: bytes('BBBB'), retentionMs: HOUR })).toEqual(
+      {
+        ok: false,
+        reason: 'not_owner',
+      },
+    );
+    expect(Buffer.from((await t.store.get(key))!.outcome!).toString()).toBe('AAAA');
+  });
+
+  /** Fails the next `count` requests of `command` with an SDK-like error `name: message`. */
+  function failNext(
+    t: ReturnType<typeof setup>,
+    command: string,
+    error: { name: string; message: string; status?: number },
+    count = 1,
+  ): void {
+    let left = count;
+    t.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        if (context.commandName === command && left > 0) {
+          left--;
+          throw Object.assign(new Error(error.message), {
+            name: error.name,
+            $fault: 'client',
+            $metadata: { httpStatusCode: error.status ?? 400 },
+          });
+        }
+        return next(args);
+      },
+      { step: 'initialize', name: `mutddbFail${command}${Math.random()}` },
+    );
+  }
+
+  it('a completion the service refuses for its item size is OutcomeTooLargeError, not a store outage', async () => {
+    const t = setup(layout);
+    const key = newKey();
+    const input = acquireInput(key);
+    await t.store.acquire(input);
+    failNext(t, 'PutItemCommand', {
+      name: 'ValidationException',
+      message: 'Item size has exceeded the maximum allowed size',
+    });
+    await expect(
+      t.store.complete({ ...input, outcome: bytes('x'), retentionMs: HOUR }),
+    ).rejects.toBeInstanceOf(OutcomeTooLargeError);
+  });
+
+  it('a throttled PutItem fails the call as a store outage; it is not taken for a role without PutItem', async () => {
+    const t = setup(layout);
+    const key = newKey();
+    failNext(t, 'PutItemCommand', {
+      name: 'ProvisionedThroughputExceededException',
+      message: 'The level of configured provisioned throughput for the table was exceeded',
+    });
+    await expect(t.store.acquire(acquireInput(key))).rejects.toBeInstanceOf(StoreUnavailableError);
+    t.sent.length = 0;
+    // Later acquisitions of new keys are still the one PutItem.
+    expect(await t.store.acquire(acquireInput(newKey()))).toMatchObject({ kind: 'acquired' });
+    expect(t.sent.map((r) => r.command)).toEqual(['PutItemCommand']);
+  });
+
+  it("a redelivered release remembers the tombstone's stored expiry: once it passed, the next acquire is one request", async () => {
+    const clock = new ManualClock(Date.now());
+    const t = setup(layout, { clock });
+    const key = newKey();
+    const input = acquireInput(key, { retentionMs: 10_000 });
+    await t.store.acquire(input);
+    expect(await t.store.release(input)).toEqual({ ok: true }); // tombstone expires at now + 10 s
+    clock.advance(5_000);
+    // The same release again (an SDK retry whose first answer was lost): it finds its tombstone.
+    expect(await t.store.release(input)).toEqual({ ok: true });
+    clock.advance(6_000); // past the stored expiry, before the one the redelivery asked for
+    t.sent.length = 0;
+    const next = acquireInput(key);
+    expect(await t.store.acquire(next)).toMatchObject({
+      kind: 'acquired',
+      fence: 2,
+      origin: next.owner,
+    });
+    expect(t.sent.length).toBe(1);
   });
 });
