@@ -3,7 +3,7 @@
  * survive (mutation audit, see the commit messages). Each test uses its own key prefix
  * (setup()) on the run's tables.
  */
-import { PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import {
   ManualClock,
   OutcomeCorruptError,
@@ -11,14 +11,18 @@ import {
   StoreUnavailableError,
 } from '@idem/core';
 import { describe, expect, it } from 'vitest';
-import { layouts } from './dynamodb-env.js';
+import { layouts, makeClient } from './dynamodb-env.js';
+import { steppedStore } from './stepped-store.js';
 import {
   acquireInput,
+  clients,
+  endpoint,
   HOUR,
   newKey,
   newOwner,
   otherStore,
   setup,
+  sleep,
   tables,
 } from './store-fixture.js';
 
@@ -207,4 +211,80 @@ describe.each(layouts)('mutddb survivors: $name', (layout) => {
     });
     expect(t.sent.length).toBe(1);
   });
+  it("forceRelease expecting an owner leaves alone another owner's record at the same fence (the item was deleted by TTL and acquired again between the read and the write)", async () => {
+    // The admin's write is held to the owner read, not only to the fence: a fence starts
+    // again at 1 once TTL deleted the item (TTL runs on DynamoDB's clock, expiry on the
+    // store's), so fence 1 of the next owner is not the record that was read.
+    const clock = new ManualClock(Date.now());
+    const t = setup(layout, { clock });
+    const key = newKey();
+    const stuck = acquireInput(key);
+    expect(await t.store.acquire(stuck)).toMatchObject({ kind: 'acquired', fence: 1 });
+    // Another process, on its own client: TTL deletes the item, then a new owner acquires it.
+    const elsewhere = makeClient(endpoint);
+    clients.add(elsewhere);
+    const b = otherStore(layout, { client: elsewhere, prefix: t.prefix }, clock);
+    const next = acquireInput(key);
+    let armed = true;
+    t.client.middlewareStack.add(
+      (nextHandler, context) => async (args) => {
+        const output = await nextHandler(args);
+        if (armed && context.commandName === 'GetItemCommand') {
+          armed = false;
+          await elsewhere.send(
+            new DeleteItemCommand({
+              TableName: tables[layout.id],
+              Key: layout.rawKey(t.prefix + key),
+            }),
+          );
+          expect(await b.acquire(next)).toMatchObject({ kind: 'acquired', fence: 1 });
+        }
+        return output;
+      },
+      { step: 'deserialize', name: 'mutddbTtlBetween', priority: 'low' },
+    );
+    expect(await t.store.admin.forceRelease(key, { owner: stuck.owner })).toEqual({
+      ok: false,
+      reason: 'changed',
+      owner: next.owner,
+      fence: 1,
+    });
+    expect(armed).toBe(false);
+    expect(await b.get(key)).toMatchObject({ status: 'in_progress', owner: next.owner, fence: 1 });
+  });
+
+  it('a completion that starts while a heartbeat of its lease is on its way sends the UpdateItem, not a PutItem of a lease that is changing', async () => {
+    const t = setup(layout);
+    const key = newKey();
+    const input = acquireInput(key);
+    await t.store.acquire(input);
+    t.sent.length = 0;
+    const heartbeat = t.store.extend({ ...input, leaseMs: 60_000 });
+    const completion = t.store.complete({ ...input, outcome: bytes('done'), retentionMs: HOUR });
+    expect(await completion).toEqual({ ok: true });
+    await heartbeat;
+    expect(t.sent.filter((r) => r.command === 'PutItemCommand')).toEqual([]);
+    expect(Buffer.from((await t.store.get(key))!.outcome!).toString()).toBe('done');
+  });
+});
+
+it('a heartbeat refused because the stored lease already ends later keeps the count start: a step back split over two renewals is still seen', async () => {
+  // extend() records its reading as the count's start only when its own write set the lease
+  // end. A refused renewal (here a shorter one) read after a step under the threshold kept
+  // that stepped reading as the start, so the next step, which together with the first is
+  // past the threshold, was not seen and the renewal ended the stored lease short by it.
+  const s = steppedStore();
+  const key = newKey();
+  const input = acquireInput(key, { leaseMs: 60_000 });
+  await s.store.acquire(input);
+  await sleep(200);
+  s.step(-90); // under CLOCK_STEP_MS
+  const shorter = await s.store.extend({ ...input, leaseMs: 1_000 });
+  expect(shorter.ok).toBe(true); // refused on the later stored lease, answered with it
+  s.step(-90); // 180 ms back in all
+  const before = Date.now();
+  expect((await s.store.extend(input)).ok).toBe(true);
+  const stored = Number((await s.raw(key))![layouts[0]!.names.leaseUntil]!.N);
+  // Where elapsed time puts it (less a few ms of rounding): not 180 ms short, nor the acquisition's.
+  expect(stored).toBeGreaterThanOrEqual(before + 60_000 - 50);
 });
