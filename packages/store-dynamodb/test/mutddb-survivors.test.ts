@@ -3,7 +3,8 @@
  * survive (mutation audit, see the commit messages). Each test uses its own key prefix
  * (setup()) on the run's tables.
  */
-import { DeleteItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { randomBytes } from 'node:crypto';
+import { DeleteItemCommand, type DynamoDBClient, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import {
   ManualClock,
   OutcomeCorruptError,
@@ -11,7 +12,7 @@ import {
   StoreUnavailableError,
 } from '@idem/core';
 import { describe, expect, it } from 'vitest';
-import { layouts, makeClient } from './dynamodb-env.js';
+import { decodeRaw, layouts, makeClient } from './dynamodb-env.js';
 import { steppedStore } from './stepped-store.js';
 import {
   acquireInput,
@@ -30,6 +31,43 @@ const bytes = (text: string) => new TextEncoder().encode(text);
 
 describe.each(layouts)('mutddb survivors: $name', (layout) => {
   const other = (t: ReturnType<typeof setup>, clock: ManualClock) => otherStore(layout, t, clock);
+
+  /** A fresh fixture on a manual clock, with one key acquired. */
+  async function acquired(extra: { leaseMs: number; retentionMs: number }) {
+    const clock = new ManualClock(Date.now());
+    const t = setup(layout, { clock });
+    const key = newKey();
+    const input = acquireInput(key, extra);
+    await t.store.acquire(input);
+    return { clock, t, key, input };
+  }
+
+  /**
+   * Another process's store on its own client, and a hook that runs `between` once, after the
+   * first GetItem of `t`'s client has answered (an admin's read) and before its write.
+   */
+  function afterFirstRead(
+    t: ReturnType<typeof setup>,
+    clock: ManualClock,
+    between: (b: ReturnType<typeof otherStore>, client: DynamoDBClient) => Promise<void>,
+  ): { b: ReturnType<typeof otherStore>; ran: () => boolean } {
+    const elsewhere = makeClient(endpoint);
+    clients.add(elsewhere);
+    const b = otherStore(layout, { client: elsewhere, prefix: t.prefix }, clock);
+    let armed = true;
+    t.client.middlewareStack.add(
+      (nextHandler, context) => async (args) => {
+        const output = await nextHandler(args);
+        if (armed && context.commandName === 'GetItemCommand') {
+          armed = false;
+          await between(b, elsewhere);
+        }
+        return output;
+      },
+      { step: 'deserialize', name: 'mutddbAfterFirstRead', priority: 'low' },
+    );
+    return { b, ran: () => !armed };
+  }
 
   it("an owner's acquire of its own lapsed in-progress record keeps its fence, also from a store that remembers an older tombstone of the key", async () => {
     // The continuing upsert must refuse the owner's own record (`#ow <> :owner`): the store
@@ -220,36 +258,21 @@ describe.each(layouts)('mutddb survivors: $name', (layout) => {
     const key = newKey();
     const stuck = acquireInput(key);
     expect(await t.store.acquire(stuck)).toMatchObject({ kind: 'acquired', fence: 1 });
-    // Another process, on its own client: TTL deletes the item, then a new owner acquires it.
-    const elsewhere = makeClient(endpoint);
-    clients.add(elsewhere);
-    const b = otherStore(layout, { client: elsewhere, prefix: t.prefix }, clock);
+    // Another process: TTL deletes the item, then a new owner acquires it.
     const next = acquireInput(key);
-    let armed = true;
-    t.client.middlewareStack.add(
-      (nextHandler, context) => async (args) => {
-        const output = await nextHandler(args);
-        if (armed && context.commandName === 'GetItemCommand') {
-          armed = false;
-          await elsewhere.send(
-            new DeleteItemCommand({
-              TableName: tables[layout.id],
-              Key: layout.rawKey(t.prefix + key),
-            }),
-          );
-          expect(await b.acquire(next)).toMatchObject({ kind: 'acquired', fence: 1 });
-        }
-        return output;
-      },
-      { step: 'deserialize', name: 'mutddbTtlBetween', priority: 'low' },
-    );
+    const { b, ran } = afterFirstRead(t, clock, async (b, client) => {
+      await client.send(
+        new DeleteItemCommand({ TableName: tables[layout.id], Key: layout.rawKey(t.prefix + key) }),
+      );
+      expect(await b.acquire(next)).toMatchObject({ kind: 'acquired', fence: 1 });
+    });
     expect(await t.store.admin.forceRelease(key, { owner: stuck.owner })).toEqual({
       ok: false,
       reason: 'changed',
       owner: next.owner,
       fence: 1,
     });
-    expect(armed).toBe(false);
+    expect(ran()).toBe(true);
     expect(await b.get(key)).toMatchObject({ status: 'in_progress', owner: next.owner, fence: 1 });
   });
 
@@ -266,25 +289,130 @@ describe.each(layouts)('mutddb survivors: $name', (layout) => {
     expect(t.sent.filter((r) => r.command === 'PutItemCommand')).toEqual([]);
     expect(Buffer.from((await t.store.get(key))!.outcome!).toString()).toBe('done');
   });
+  it('a completion by a process that did not acquire rewrites the TTL attribute from the new retention', async () => {
+    // The UpdateItem completion sets `ttl` with `expiresAt`: a TTL kept from the acquisition
+    // (lease + a shorter retention) let DynamoDB delete the outcome inside its retention.
+    const { clock, t, key, input } = await acquired({ leaseMs: 1_000, retentionMs: 1_000 });
+    clock.advance(100);
+    expect(
+      await other(t, clock).complete({ ...input, outcome: bytes('kept'), retentionMs: HOUR }),
+    ).toEqual({ ok: true });
+    const item = (await t.raw(key))!;
+    const expiresAt = clock.now() + HOUR;
+    expect(decodeRaw(layout, item).expiresAt).toBe(expiresAt);
+    expect(item[layout.names.ttl]).toEqual({ N: String(Math.ceil(expiresAt / 1000)) });
+  });
+
+  it('the outcome budget after a takeover reserves the carried origin at its 1 KiB maximum: an outcome of exactly the limit lands', async () => {
+    const clock = new ManualClock(Date.now());
+    const t = setup(layout, { clock });
+    const store = otherStore(layout, t, clock);
+    const key = newKey();
+    const first = acquireInput(key, { owner: 'o'.repeat(1024), leaseMs: 1_000 });
+    await store.acquire(first);
+    clock.advance(2_000); // lease passed: the next owner takes over and carries the long origin
+    // The taker's fingerprint at its maximum too, so that only the numbers' slack is left.
+    const taker = acquireInput(key, { fingerprint: 'f'.repeat(1024) });
+    expect(await store.acquire(taker)).toMatchObject({ takeover: true, origin: first.owner });
+    const tooLarge = await store
+      .complete({ ...taker, outcome: new Uint8Array(randomBytes(450 * 1024)), retentionMs: HOUR })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(tooLarge).toBeInstanceOf(OutcomeTooLargeError);
+    const { limit } = tooLarge as OutcomeTooLargeError;
+    const outcome = new Uint8Array(randomBytes(limit));
+    expect(await store.complete({ ...taker, outcome, retentionMs: HOUR })).toEqual({ ok: true });
+    expect((await store.get(key))?.outcome?.length).toBe(limit);
+  });
+  it('delete with an expectation the expired record does not meet still removes it and answers deleted: false (no live record), not changed', async () => {
+    const { clock, t, key, input } = await acquired({ leaseMs: 1_000, retentionMs: 1_000 });
+    clock.advance(5_000); // expired, TTL has not removed it
+    expect(await t.store.admin.delete(key, { owner: 'someone-else' })).toEqual({ deleted: false });
+    // The fence outlives it: the item is now the delete's tombstone.
+    expect(decodeRaw(layout, (await t.raw(key))!).owner).not.toBe(input.owner);
+  });
+
+  it('delete expecting in_progress refuses a record completed between its read and its write, even with the same owner, fence and expiry', async () => {
+    const { clock, t, key, input } = await acquired({ leaseMs: 1_000, retentionMs: HOUR });
+    const { b, ran } = afterFirstRead(t, clock, async (b) => {
+      // Completed with the expiry the acquisition wrote: only the status differs.
+      const done = { ...input, outcome: bytes('done'), retentionMs: 1_000 + HOUR };
+      expect(await b.complete(done)).toEqual({ ok: true });
+    });
+    expect(
+      await t.store.admin.delete(key, { status: 'in_progress', owner: input.owner, fence: 1 }),
+    ).toEqual({
+      deleted: false,
+      reason: 'changed',
+      status: 'completed',
+      owner: input.owner,
+      fence: 1,
+    });
+    expect(ran()).toBe(true);
+    expect((await b.get(key))?.status).toBe('completed');
+  });
+  it("delete answers on the record it wrote: a read as expired that an owner's heartbeat revived before the write is decided again, and deleted as live", async () => {
+    // The delete's condition holds the expiry read: the owner (whose clock runs behind the
+    // admin's) renewed in between, the write is refused, and the live record is decided again.
+    const { clock, t, key, input } = await acquired({ leaseMs: 1_000, retentionMs: 1_000 });
+    const ownerClock = new ManualClock(clock.now());
+    clock.advance(5_000); // expired by the admin's clock
+    const { ran } = afterFirstRead(t, ownerClock, async (b) => {
+      expect((await b.extend({ ...input, leaseMs: 60_000, retentionMs: HOUR })).ok).toBe(true);
+    });
+    expect(await t.store.admin.delete(key)).toEqual({ deleted: true });
+    expect(ran()).toBe(true);
+  });
 });
 
-it('a heartbeat refused because the stored lease already ends later keeps the count start: a step back split over two renewals is still seen', async () => {
-  // extend() records its reading as the count's start only when its own write set the lease
-  // end. A refused renewal (here a shorter one) read after a step under the threshold kept
-  // that stepped reading as the start, so the next step, which together with the first is
-  // past the threshold, was not seen and the renewal ended the stored lease short by it.
+/** A stepped store with a key acquired 200 ms ago (60 s lease), its clock since stepped back 90 ms. */
+async function steppedAfterAcquire() {
   const s = steppedStore();
   const key = newKey();
   const input = acquireInput(key, { leaseMs: 60_000 });
   await s.store.acquire(input);
   await sleep(200);
   s.step(-90); // under CLOCK_STEP_MS
-  const shorter = await s.store.extend({ ...input, leaseMs: 1_000 });
-  expect(shorter.ok).toBe(true); // refused on the later stored lease, answered with it
-  s.step(-90); // 180 ms back in all
+  return { s, key, input };
+}
+
+/** Steps the clock back 90 ms more (180 in all), renews, and reads the stored lease end. */
+async function stepAgainAndRenew(
+  s: ReturnType<typeof steppedStore>,
+  key: string,
+  input: ReturnType<typeof acquireInput>,
+) {
+  s.step(-90);
   const before = Date.now();
   expect((await s.store.extend(input)).ok).toBe(true);
   const stored = Number((await s.raw(key))![layouts[0]!.names.leaseUntil]!.N);
+  return { before, stored };
+}
+
+it('a heartbeat refused because the stored lease already ends later keeps the count start: a step back split over two renewals is still seen', async () => {
+  // extend() records its reading as the count's start only when its own write set the lease
+  // end. A refused renewal (here a shorter one) read after a step under the threshold kept
+  // that stepped reading as the start, so the next step, which together with the first is
+  // past the threshold, was not seen and the renewal ended the stored lease short by it.
+  const { s, key, input } = await steppedAfterAcquire();
+  const shorter = await s.store.extend({ ...input, leaseMs: 1_000 });
+  expect(shorter.ok).toBe(true); // refused on the later stored lease, answered with it
+  const { before, stored } = await stepAgainAndRenew(s, key, input);
   // Where elapsed time puts it (less a few ms of rounding): not 180 ms short, nor the acquisition's.
+  expect(stored).toBeGreaterThanOrEqual(before + 60_000 - 50);
+});
+
+it('a redelivered acquire refused on the later stored lease keeps the count start: a step back split over it and a heartbeat is still seen', async () => {
+  // As for extend: the acquire's renewal records its reading only when it set the lease end.
+  const { s, key, input } = await steppedAfterAcquire();
+  // The same owner's acquisition delivered again, with a shorter lease: its renewal asks an
+  // earlier end than the stored one and is refused; the stored lease is kept.
+  expect(await s.store.acquire({ ...input, leaseMs: 1_000 })).toMatchObject({
+    kind: 'acquired',
+    fence: 1,
+  });
+  const { before, stored } = await stepAgainAndRenew(s, key, input);
   expect(stored).toBeGreaterThanOrEqual(before + 60_000 - 50);
 });
