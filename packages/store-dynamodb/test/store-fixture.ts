@@ -18,6 +18,24 @@ export { clients };
 
 export const HOUR = 3_600_000;
 
+/**
+ * A second store on the same table, client and prefix as `t`'s: another process's, sharing
+ * no memory (held leases, released keys) with the first.
+ */
+export function otherStore(
+  layout: Layout,
+  t: { client: ReturnType<typeof makeClient>; prefix: string },
+  clock: ManualClock,
+) {
+  return createDynamoDbStore({
+    client: t.client,
+    tableName: tables[layout.id],
+    keyPrefix: t.prefix,
+    clock,
+    ...layout.options,
+  });
+}
+
 /** A store on its own counted client (closed after the file's tests), with a fresh key prefix. */
 export function setup(layout: Layout, extra: { clock?: ManualClock; maxAttempts?: number } = {}) {
   const client = makeClient(endpoint, extra.maxAttempts ? { maxAttempts: extra.maxAttempts } : {});

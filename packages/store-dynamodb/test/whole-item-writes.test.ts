@@ -9,21 +9,14 @@ import { ManualClock } from '@idem/core';
 import { describe, expect, it } from 'vitest';
 import { createDynamoDbStore } from '../src/index.js';
 import { decodeRaw, layouts } from './dynamodb-env.js';
-import { acquireInput, HOUR, newKey, setup, tables } from './store-fixture.js';
+import { acquireInput, HOUR, newKey, otherStore, setup, tables } from './store-fixture.js';
 
 const NOT_OWNER = { ok: false, reason: 'not_owner' };
 const bytes = (text: string) => new TextEncoder().encode(text);
 
 describe.each(layouts)('DynamoDB whole-item completion and release: $name', (layout) => {
   /** A second store on the same table, client and prefix: it holds no lease of the first's. */
-  const other = (t: ReturnType<typeof setup>, clock: ManualClock) =>
-    createDynamoDbStore({
-      client: t.client,
-      tableName: tables[layout.id],
-      keyPrefix: t.prefix,
-      clock,
-      ...layout.options,
-    });
+  const other = (t: ReturnType<typeof setup>, clock: ManualClock) => otherStore(layout, t, clock);
 
   it('the holder completes and releases in one PutItem each; heartbeats it sent keep it one request', async () => {
     const clock = new ManualClock(Date.now());
