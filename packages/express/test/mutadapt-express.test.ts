@@ -1,5 +1,5 @@
 import { finalOnceStarted } from '@idem/http';
-import { json, listening, send } from '@idem/http-conformance';
+import { json, lateStartProbe, listening, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,14 +19,9 @@ const newKey = () => `mutadapt-${process.pid}-${Date.now()}-${++counter}`;
 let running: Awaited<ReturnType<typeof listening>>;
 let url = '';
 
-/** Holds the event loop, as a long synchronous task of another request would. */
-function holdLoop(ms: number): void {
-  const end = performance.now() + ms;
-  while (performance.now() < end);
-}
 const LEASE = 300;
-/** The /late route: when the miss came, when the hold ended, when the route started (ms since the miss; -1 not yet). */
-const late = { armed: 0, t0: 0, heldEnd: -1, start: -1 };
+/** The /late route's probe of the late start. */
+const late = lateStartProbe(LEASE);
 
 beforeAll(async () => {
   const app = express();
@@ -61,23 +56,10 @@ beforeAll(async () => {
     leaseMs: LEASE,
     storeTimeoutMs: 1_000,
     onWarning: () => {},
-    onEvent: (event) => {
-      if (event.type !== 'miss' || late.armed === 0) return;
-      const depth = late.armed;
-      late.armed = 0;
-      late.t0 = performance.now();
-      const step = (d: number) => {
-        if (d > 1) queueMicrotask(() => step(d - 1));
-        else {
-          holdLoop(LEASE + 20);
-          late.heldEnd = performance.now() - late.t0;
-        }
-      };
-      queueMicrotask(() => step(depth));
-    },
+    onEvent: late.onEvent,
   });
   app.post('/late', lateGuard, (_req, res) => {
-    late.start = performance.now() - late.t0;
+    late.started();
     res.status(201).json({ ok: true });
   });
   running = await listening(app.listen(0, '127.0.0.1'));
@@ -112,26 +94,6 @@ describe('@idem/express mutation audit (mutadapt)', () => {
   });
 
   it('never starts a route past the lease runway since the acquisition: 503 and the key given back (lateStart)', async () => {
-    const startedLate: number[] = [];
-    const refused: number[] = [];
-    for (let depth = 1; depth <= 12; depth++) {
-      const key = newKey();
-      Object.assign(late, { armed: depth, heldEnd: -1, start: -1 });
-      // A route started past the runway may lose its lease before it answers: the connection
-      // is then dropped (status 0 here).
-      const answer = await send(url, '/late', { key, body: { a: 1 } }).catch(() => ({ status: 0 }));
-      if (late.start >= 0 && late.heldEnd >= 0 && late.start >= late.heldEnd)
-        startedLate.push(depth);
-      if (startedLate.length > 0) break;
-      expect([201, 503]).toContain(answer.status);
-      if (answer.status === 503) {
-        refused.push(depth);
-        expect(late.start).toBe(-1);
-        const retry = await send(url, '/late', { key, body: { a: 1 } });
-        expect(retry.status).toBe(201);
-      }
-    }
-    expect(startedLate).toEqual([]);
-    expect(refused.length).toBeGreaterThan(0);
+    await late.check(url, '/late');
   });
 });
