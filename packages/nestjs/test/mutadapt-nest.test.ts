@@ -4,7 +4,7 @@ import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { json, send } from '@idem/http-conformance';
+import { json, PROBLEM, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import {
   type CallHandler,
@@ -67,6 +67,13 @@ class MarkedController {
     return { n: ran('exempt') };
   }
 
+  /** A route allowing a larger body than the module's `maxBodyBytes` (64). */
+  @Post('roomy')
+  @Idempotent({ maxBodyBytes: 4096 })
+  roomy() {
+    return { n: ran('roomy') };
+  }
+
   /** A file whose stream fails midway, with an error handler that ends the response (Nest 12.0's default once headers are out). */
   @Post('broken-file')
   brokenFile() {
@@ -119,7 +126,7 @@ class SlowAcquireController {
 }
 
 @Module({
-  imports: [IdempotencyModule.forRoot({ store, onWarning: () => {} })],
+  imports: [IdempotencyModule.forRoot({ store, maxBodyBytes: 64, onWarning: () => {} })],
   controllers: [StarHostController, ParamHostController, MarkedController, SlowAcquireController],
   providers: [{ provide: APP_INTERCEPTOR, useClass: OuterTimeoutInterceptor }],
 })
@@ -175,6 +182,29 @@ for (const platform of ['express', 'fastify'] as Platform[]) {
     it('leaves a method marked @Idempotent(false) alone in a controller marked as a whole: no key needed', async () => {
       const free = await send(url, '/marked/exempt', { body: { amount: 1 } });
       expect(free.status).toBe(201);
+    });
+
+    it("takes a route's own option over the module's: a body under the route's maxBodyBytes runs", async () => {
+      const roomy = await send(url, '/marked/roomy', {
+        key: key(),
+        body: { pad: 'p'.repeat(200) },
+      });
+      expect(roomy.status).toBe(201);
+      // The module's limit stands on the other routes.
+      const tight = await send(url, '/slow', { key: key(), body: { pad: 'p'.repeat(200) } });
+      expect(tight.status).toBe(413);
+    });
+
+    it("answers an invalid key with the 400 it gives before reading, also when the platform's body limit refused the body", async () => {
+      const big = Buffer.from(JSON.stringify({ pad: 'p'.repeat(1536 * 1024) }));
+      const answer = await send(url, '/marked/roomy', {
+        key: 'k'.repeat(300),
+        body: big,
+        headers: { 'content-type': 'application/json' },
+      });
+      expect(answer.status).toBe(400);
+      expect(String(answer.headers['content-type'])).toMatch(/^application\/problem\+json/);
+      expect((json(answer) as { type?: string }).type).toBe(PROBLEM.invalidKey);
     });
 
     it('records nothing of a file whose stream failed midway when its error handler ends the response', async () => {
