@@ -52,6 +52,24 @@ beforeAll(async () => {
       return c.json({ ok: true }, 201);
     },
   );
+  // An error handler that throws itself (for this route): the throw comes out of the
+  // middleware's `next()`, and the key must not stay held by an execution that is over.
+  app.post(
+    '/rethrow',
+    idempotency({
+      store: createMemoryStore(),
+      scope: () => ({ principal: 'tenant-a' }),
+      onWarning: () => {},
+    }),
+    () => {
+      ran('rethrow');
+      throw new Error('the route failed');
+    },
+  );
+  app.onError((error, c) => {
+    if (c.req.path === '/rethrow') throw error;
+    return c.text('error', 500);
+  });
   await new Promise<void>((resolve) => {
     server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
       url = `http://127.0.0.1:${info.port}`;
@@ -76,6 +94,16 @@ describe('@idem/hono mutation audit (mutadapt)', () => {
     // Under the limit it runs.
     const small = await send(url, '/validated', { key: newKey(), body: { a: 1 }, chunked: true });
     expect(small.status).toBe(201);
+  });
+
+  it('releases the key when the throw of the route comes out of the error handler: a retry runs (no 409)', async () => {
+    const key = newKey();
+    const before = runs.get('rethrow') ?? 0;
+    const first = await send(url, '/rethrow', { key, body: { a: 1 } });
+    expect(first.status).toBe(500);
+    const retry = await send(url, '/rethrow', { key, body: { a: 1 } });
+    expect(retry.status).toBe(500);
+    expect((runs.get('rethrow') ?? 0) - before).toBe(2);
   });
 
   it('never starts a route past the lease runway since the acquisition: 503 and the key given back (lateStart)', async () => {
