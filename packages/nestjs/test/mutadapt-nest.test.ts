@@ -4,7 +4,7 @@ import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { json, PROBLEM, send } from '@idem/http-conformance';
+import { json, PROBLEM, send, spyStore } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import {
   type CallHandler,
@@ -243,3 +243,43 @@ for (const platform of ['express', 'fastify'] as Platform[]) {
     });
   });
 }
+
+/** The final write fails until the store comes back: it is retried in the background. */
+const flaky = spyStore(createMemoryStore(), { failComplete: true });
+
+@Controller('drained')
+@UseGuards(UserSevenGuard)
+class DrainedController {
+  @Post()
+  @Idempotent()
+  pay() {
+    return { n: ran('drained') };
+  }
+}
+
+@Module({
+  imports: [IdempotencyModule.forRoot({ store: flaky.store, onWarning: () => {} })],
+  controllers: [DrainedController],
+})
+class DrainModule {}
+
+describe('@idem/nestjs mutation audit (mutadapt): shutdown', () => {
+  it('waits at app.close() for a final write still retried in the background, so that it lands', async () => {
+    const { url, close } = await startNest('express', DrainModule);
+    let closed = false;
+    try {
+      // The answer is aborted (its outcome could not be stored yet); the write is retried.
+      await send(url, '/drained', { key: key(), body: { amount: 1 } }).catch(() => undefined);
+      expect(flaky.completed).toHaveLength(0);
+      setTimeout(() => {
+        flaky.faults.failComplete = false;
+      }, 300);
+      await close();
+      closed = true;
+      expect(flaky.completed).toHaveLength(1);
+    } finally {
+      flaky.faults.failComplete = false;
+      if (!closed) await close();
+    }
+  });
+});
