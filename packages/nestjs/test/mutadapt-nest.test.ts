@@ -207,6 +207,19 @@ for (const platform of ['express', 'fastify'] as Platform[]) {
       expect((json(answer) as { type?: string }).type).toBe(PROBLEM.invalidKey);
     });
 
+    it("leaves the platform's 413 to the app where the host option's match is not known here (a wildcard host)", async () => {
+      if (platform !== 'fastify') return;
+      const big = Buffer.from(JSON.stringify({ pad: 'p'.repeat(1536 * 1024) }));
+      const answer = await send(url, '/star', {
+        key: key(),
+        body: big,
+        headers: { 'content-type': 'application/json', host: 'acme.example.test' },
+      });
+      expect(answer.status).toBe(413);
+      // Nest's own answer (its exception layer), not idem's problem.
+      expect(String(answer.headers['content-type'])).not.toMatch(/problem\+json/);
+    });
+
     it('records nothing of a file whose stream failed midway when its error handler ends the response', async () => {
       const k = key();
       const before = count('broken-file');
