@@ -7,6 +7,8 @@ export type { Scenario, ScenarioContext } from './kit.js';
 export { PROBLEM, RECORDED_HEADERS, REPLAYED } from './kit.js';
 export type { LastEventIdApp } from './last-event-id.js';
 export { describeLastEventIdBytes, LAST_EVENT_ID_EVENTS } from './last-event-id.js';
+export type { LateStartProbe } from './late-start.js';
+export { lateStartProbe } from './late-start.js';
 export type { LivePace, LivePaceResult } from './live-pace.js';
 export { livePace } from './live-pace.js';
 export type {

@@ -42,7 +42,13 @@ function routeOf(ctx: Context): string {
     // key taken on one host's route must not replay its answer to another's.
     const host = (ctx as { router?: { host?: unknown } }).router?.host;
     if (host === undefined || host === null || host === '') return matched;
-    return `${matched} host=${(Array.isArray(host) ? host : [host]).map(String).join(',')}`;
+    const named = `${matched} host=${(Array.isArray(host) ? host : [host]).map(String).join(',')}`;
+    // A RegExp host (`/^[a-z]+\.example\.com$/`) serves several hosts (tenants, shops) with
+    // one route: the host the request came to is named too (as the router matched it,
+    // `ctx.host`), or a key taken on one tenant's host would replay its answer on another's
+    // whenever their principals are alike (user ids numbered per tenant). A string or a list
+    // names a fixed set of hosts, one operation.
+    return host instanceof RegExp ? `${named} hostname=${ctx.host.toLowerCase()}` : named;
   }
   return canonicalPath(targetPath(ctx.originalUrl));
 }
