@@ -1,9 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createIdempotency, type IdempotencyStore } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
 import { REDIS_URL } from '@idem/test-ledger';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type ConsumerOptions, messageProcessor } from '../src/index.js';
+import { type ConsumerOptions, messageProcessor, OutcomeNotKeptError } from '../src/index.js';
 import { uniqueName } from './brokers.js';
 
 // mutcl (second mutation audit): what the consumers' state machine must keep, checked on the
@@ -54,5 +55,59 @@ describe('mutcl: the message processor', () => {
     );
     expect(ran).toBe(false);
     expect(other).toEqual({ value: 'shipped', replayed: true });
+  });
+
+  /** `store` whose `acquire` fails (a refused connection) until `outage.over`. */
+  const outageStore = (outage: { over: boolean }): IdempotencyStore =>
+    new Proxy(store, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver);
+        if (typeof value !== 'function') return value;
+        if (prop !== 'acquire') return value.bind(target);
+        return (...args: unknown[]) => {
+          if (!outage.over) return Promise.reject(new Error('ECONNREFUSED (test outage)'));
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+
+  it('a message waiting out a store outage stops trying once maxHoldMs gave it back: its handler never runs after', async () => {
+    // maxHoldMs (300) shorter than the lease (2 s): the message is given back at 300 ms; a
+    // wait bounded by the lease alone went on trying, and ran the handler once the store came
+    // back, for a message already nacked (its redelivery, elsewhere, meets that run).
+    const outage = { over: false };
+    let runs = 0;
+    const p = processor({
+      store: outageStore(outage),
+      leaseMs: 2_000,
+      maxHoldMs: 300,
+      retryDelayMs: 50,
+      handler: async () => {
+        runs += 1;
+        return 'ran';
+      },
+    });
+    const disposition = await p.process({ id: 'held-1', body: 'x' });
+    expect(disposition).toMatchObject({ action: 'retry', status: 'failed' });
+    outage.over = true;
+    await sleep(800);
+    expect(runs).toBe(0);
+  });
+
+  it('a success the policy does not keep is given back (OutcomeNotKeptError), never acked: the redelivery runs again', async () => {
+    let runs = 0;
+    const p = processor({
+      isFinal: () => false,
+      handler: async () => {
+        runs += 1;
+        return { status: 503 };
+      },
+    });
+    const message = { id: 'not-kept-1', body: 'x' };
+    const first = await p.process(message);
+    expect(first).toMatchObject({ action: 'retry', status: 'failed' });
+    expect(first.error).toBeInstanceOf(OutcomeNotKeptError);
+    expect(await p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
+    expect(runs).toBe(2);
   });
 });
