@@ -57,18 +57,38 @@ describe('mutcl: the message processor', () => {
     expect(other).toEqual({ value: 'shipped', replayed: true });
   });
 
-  /** `store` whose `acquire` fails (a refused connection) until `outage.over`. */
-  const outageStore = (outage: { over: boolean }): IdempotencyStore =>
+  /** A processor whose handler counts its runs (`counter.runs`). */
+  const counting = (options: Partial<ConsumerOptions<Msg, unknown>>) => {
+    const counter = { runs: 0 };
+    const p = processor({
+      ...options,
+      handler: async () => {
+        counter.runs += 1;
+        return 'ran';
+      },
+    });
+    return { p, counter };
+  };
+  type Call = (...args: unknown[]) => unknown;
+  /** `store` with some calls replaced: `calls[name](original)` answers them. */
+  const storeWith = (calls: Record<string, (original: Call) => Call>): IdempotencyStore =>
     new Proxy(store, {
       get(target, prop, receiver) {
         const value = Reflect.get(target, prop, receiver);
         if (typeof value !== 'function') return value;
-        if (prop !== 'acquire') return value.bind(target);
-        return (...args: unknown[]) => {
-          if (!outage.over) return Promise.reject(new Error('ECONNREFUSED (test outage)'));
-          return (value as (...a: unknown[]) => unknown).apply(target, args);
-        };
+        const original = (value as Call).bind(target);
+        const replace = calls[String(prop)];
+        return replace ? replace(original) : original;
       },
+    });
+  const writeFails = () => () => Promise.reject(new Error('ECONNRESET (test outage)'));
+  /** `store` whose `acquire` fails (a refused connection) until `outage.over`. */
+  const outageStore = (outage: { over: boolean }): IdempotencyStore =>
+    storeWith({
+      acquire:
+        (original) =>
+        (...args) =>
+          outage.over ? original(...args) : Promise.reject(new Error('ECONNREFUSED (test outage)')),
     });
 
   it('a message waiting out a store outage stops trying once maxHoldMs gave it back: its handler never runs after', async () => {
@@ -76,22 +96,17 @@ describe('mutcl: the message processor', () => {
     // wait bounded by the lease alone went on trying, and ran the handler once the store came
     // back, for a message already nacked (its redelivery, elsewhere, meets that run).
     const outage = { over: false };
-    let runs = 0;
-    const p = processor({
+    const { p, counter } = counting({
       store: outageStore(outage),
       leaseMs: 2_000,
       maxHoldMs: 300,
       retryDelayMs: 50,
-      handler: async () => {
-        runs += 1;
-        return 'ran';
-      },
     });
     const disposition = await p.process({ id: 'held-1', body: 'x' });
     expect(disposition).toMatchObject({ action: 'retry', status: 'failed' });
     outage.over = true;
     await sleep(800);
-    expect(runs).toBe(0);
+    expect(counter.runs).toBe(0);
   });
 
   it('a success the policy does not keep is given back (OutcomeNotKeptError), never acked: the redelivery runs again', async () => {
@@ -109,5 +124,52 @@ describe('mutcl: the message processor', () => {
     expect(first.error).toBeInstanceOf(OutcomeNotKeptError);
     expect(await p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
     expect(runs).toBe(2);
+  });
+
+  it('a key function that throws rejects the message (with its error), never retries it', async () => {
+    // README: "a `key` / `payload` function that throws: nack without requeue / term".
+    const p = processor({
+      key: (m) => JSON.parse(m.body).orderId,
+      handler: async () => 'never',
+    });
+    const disposition = await p.process({ body: '{not json' });
+    expect(disposition).toMatchObject({ action: 'reject', status: 'rejected' });
+    expect(disposition.error).toBeInstanceOf(SyntaxError);
+  });
+
+  it('the store fails the outcome write after the handler ran: given back failed (STORE_UNAVAILABLE), not tried again in the consumer', async () => {
+    // Waiting in the consumer is for an outage met before the handler ran: after it ran, the
+    // key is held by that execution and another try only meets it in progress.
+    let acquires = 0;
+    const failing = storeWith({
+      acquire:
+        (original) =>
+        (...args) => {
+          acquires += 1;
+          return original(...args);
+        },
+      complete: writeFails,
+    });
+    const { p, counter } = counting({ store: failing, storeTimeoutMs: 200, leaseMs: 3_000 });
+    const disposition = await p.process({ id: 'write-fails-1', body: 'x' });
+    expect(disposition).toMatchObject({ action: 'retry', status: 'failed' });
+    expect((disposition.error as { code?: string }).code).toBe('STORE_UNAVAILABLE');
+    expect(counter.runs).toBe(1);
+    expect(acquires).toBe(1);
+  });
+
+  it('a failure the policy keeps whose write fails is given back, never acked (nothing recorded it)', async () => {
+    const failing = storeWith({ complete: writeFails });
+    const p = processor({
+      store: failing,
+      storeTimeoutMs: 200,
+      isFinal: () => true,
+      handler: async () => {
+        throw new Error('card declined');
+      },
+    });
+    const disposition = await p.process({ id: 'final-write-fails-1', body: 'x' });
+    expect(disposition).toMatchObject({ action: 'retry', status: 'failed' });
+    expect((disposition.error as { code?: string }).code).toBe('STORE_UNAVAILABLE');
   });
 });

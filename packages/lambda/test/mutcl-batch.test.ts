@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { createMemoryStore } from '../../store-memory/src/index.js';
 import {
   makeDynamoDbStreamBatchHandler,
+  makeIdempotent,
   makeKinesisBatchHandler,
   makeSqsBatchHandler,
   type RecordReport,
@@ -204,5 +205,32 @@ describe('mutcl: the batch path', () => {
     await handler({ Records: [again] }, fakeContext(10_000));
     expect(statuses(reports)).toEqual(['processed', 'replayed']);
     expect(runs).toBe(1);
+  });
+});
+
+describe('mutcl: makeIdempotent', () => {
+  it('a scope function separates its scopes: the same key under two tenants runs twice, each replays its own', async () => {
+    const ran: string[] = [];
+    const handler = makeIdempotent(
+      async (event: { tenant: string; orderId: string }) => {
+        ran.push(event.tenant);
+        return `${event.tenant} charged`;
+      },
+      {
+        store: createMemoryStore(),
+        key: (event) => event.orderId,
+        scope: (event) => ['billing', event.tenant],
+      },
+    );
+    expect(await handler({ tenant: 'acme', orderId: 'o-1' }, fakeContext(10_000))).toBe(
+      'acme charged',
+    );
+    expect(await handler({ tenant: 'globex', orderId: 'o-1' }, fakeContext(10_000))).toBe(
+      'globex charged',
+    );
+    expect(await handler({ tenant: 'acme', orderId: 'o-1' }, fakeContext(10_000))).toBe(
+      'acme charged',
+    );
+    expect(ran).toEqual(['acme', 'globex']);
   });
 });
