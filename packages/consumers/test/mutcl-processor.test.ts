@@ -69,6 +69,16 @@ describe('mutcl: the message processor', () => {
     });
     return { p, counter };
   };
+  /** Processes one message twice: what each delivery is told. */
+  const twice = async (
+    p: ReturnType<typeof processor>,
+    id: string,
+    ...told: Array<[action: string, status: string]>
+  ) => {
+    const message = { id, body: 'x' };
+    for (const [action, status] of told)
+      expect(await p.process(message)).toMatchObject({ action, status });
+  };
   type Call = (...args: unknown[]) => unknown;
   /** `store` with some calls replaced: `calls[name](original)` answers them. */
   const storeWith = (calls: Record<string, (original: Call) => Call>): IdempotencyStore =>
@@ -171,5 +181,49 @@ describe('mutcl: the message processor', () => {
     const disposition = await p.process({ id: 'final-write-fails-1', body: 'x' });
     expect(disposition).toMatchObject({ action: 'retry', status: 'failed' });
     expect((disposition.error as { code?: string }).code).toBe('STORE_UNAVAILABLE');
+  });
+
+  it('a failure recorded as final (isFinal true of it) answers its redelivery as replayed, acked: never retried', async () => {
+    let runs = 0;
+    const p = processor({
+      isFinal: () => true,
+      handler: async () => {
+        runs += 1;
+        throw new Error('card declined');
+      },
+    });
+    await twice(p, 'declined-1', ['ack', 'processed'], ['ack', 'replayed']);
+    expect(runs).toBe(1);
+  });
+
+  it('a policy that throws of a failure: the key is released and the message given back (the failure is not recorded)', async () => {
+    let runs = 0;
+    const p = processor({
+      isFinal: (settled) => {
+        if (!settled.ok) throw new Error('policy bug');
+        return true;
+      },
+      handler: async () => {
+        runs += 1;
+        if (runs === 1) throw new Error('downstream down');
+        return 'ok';
+      },
+    });
+    await twice(p, 'policy-throws-1', ['retry', 'failed'], ['ack', 'processed']);
+    expect(runs).toBe(2);
+  });
+
+  it('retryDelayMs 0 and a store that refuses at once: the message waits between tries (no busy loop)', async () => {
+    let acquires = 0;
+    const refusing = storeWith({
+      acquire: () => () => {
+        acquires += 1;
+        return Promise.reject(new Error('ECONNREFUSED (test outage)'));
+      },
+    });
+    const p = processor({ store: refusing, retryDelayMs: 0, leaseMs: 500 });
+    expect(await p.process({ id: 'refused-1', body: 'x' })).toMatchObject({ action: 'retry' });
+    // About a lease (500 ms) of tries, at least 50 ms apart: about 10.
+    expect(acquires).toBeLessThanOrEqual(15);
   });
 });
