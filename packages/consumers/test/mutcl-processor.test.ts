@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createIdempotency, type IdempotencyStore } from '@idem/core';
+import { createIdempotency, type IdempotencyStore, InvalidInputError } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
 import { REDIS_URL } from '@idem/test-ledger';
 import { Redis } from 'ioredis';
@@ -225,5 +225,26 @@ describe('mutcl: the message processor', () => {
     expect(await p.process({ id: 'refused-1', body: 'x' })).toMatchObject({ action: 'retry' });
     // About a lease (500 ms) of tries, at least 50 ms apart: about 10.
     expect(acquires).toBeLessThanOrEqual(15);
+  });
+
+  // FINDING (LOW, fixed): a message without a key was rejected with a bare TypeError, where
+  // every other rejection (an invalid key, a mismatch) and @idem/lambda's keyless record carry
+  // an idem error with a code: an `onMessage` routing rejections by `error.code` lost it.
+  it('a message without a key (undefined, null or "") is rejected with InvalidInputError (code INVALID_INPUT)', async () => {
+    let runs = 0;
+    const p = processor({
+      key: (m) => (m.id === 'null' ? null : m.id === 'empty' ? '' : undefined),
+      handler: async () => {
+        runs += 1;
+        return 'never';
+      },
+    });
+    for (const id of ['undefined', 'null', 'empty']) {
+      const disposition = await p.process({ id, body: 'x' });
+      expect(disposition).toMatchObject({ action: 'reject', status: 'rejected' });
+      expect(disposition.error).toBeInstanceOf(InvalidInputError);
+      expect((disposition.error as InvalidInputError).code).toBe('INVALID_INPUT');
+    }
+    expect(runs).toBe(0);
   });
 });
