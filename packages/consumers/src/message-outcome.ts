@@ -245,7 +245,10 @@ export function messageProcessor<TMessage, T>(
       return {
         action: 'reject',
         status: 'rejected',
-        error: new TypeError('The message has no key'),
+        // An idem error with a code, as every other rejection (and @idem/lambda's keyless record).
+        error: new InvalidInputError(
+          'The message has no key (the key function returned undefined, null or "")',
+        ),
       };
     const part = payload === false ? undefined : await (payload ?? broker.body)(message);
     const request = {

@@ -108,7 +108,7 @@ describe('RabbitMQ dispositions', () => {
       { id: 'order-1', status: 'processed', code: undefined },
       { id: 'order-1', status: 'replayed', code: undefined },
       { id: 'order-1', status: 'rejected', code: 'MISMATCH' },
-      { id: 'undefined', status: 'rejected', code: undefined },
+      { id: 'undefined', status: 'rejected', code: 'INVALID_INPUT' },
       { id: 'flaky', status: 'failed', code: undefined },
       { id: 'flaky', status: 'processed', code: undefined },
     ]);

@@ -4,6 +4,7 @@ import {
   type JsonValue,
   MAX_TIMER_MS,
   type OutcomePolicy,
+  outcomePolicyAnswer,
   ReplayedFailureError,
   successOnly,
 } from '@idem/core';
@@ -206,14 +207,25 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
   const policy = (engineOptions.isFinal ?? successOnly) as OutcomePolicy<unknown>;
   // A record given up before its handler started, or whose handler failed after the give-up
   // once it had read its signal (the abort's failure), is released, whatever the policy says.
-  const recordOptions = {
+  // What the policy throws of a success (or a Promise it answers) goes to `judged`: the engine
+  // records that success anyway, then throws the policy's error, which is no failure of the
+  // record (sent back, it only replayed; on an ordered shard it held up the records behind it).
+  const recordOptions = (judged: { policyError?: unknown }) => ({
     ...engineOptions,
-    isFinal: (settled: Parameters<OutcomePolicy<unknown>>[0]) =>
-      !(
-        !settled.ok &&
-        (settled.error === NOT_STARTED || settled.error instanceof GivenUpFailure)
-      ) && policy(settled),
-  };
+    isFinal: (settled: Parameters<OutcomePolicy<unknown>>[0]) => {
+      if (!settled.ok)
+        return (
+          !(settled.error === NOT_STARTED || settled.error instanceof GivenUpFailure) &&
+          policy(settled)
+        );
+      try {
+        return outcomePolicyAnswer(policy(settled));
+      } catch (error) {
+        judged.policyError = error;
+        throw error;
+      }
+    },
+  });
   const report = (r: RecordReport<TRecord>) => {
     try {
       onRecord?.(r);
@@ -272,10 +284,11 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
       let thrownByHandler = false;
       let info: RecordInfo | undefined;
       let gaveUp = false;
+      const judged: { policyError?: unknown } = {};
       try {
         // One engine per record: its lease and hold are capped by the time left now, so a
         // record that outlives the invocation frees its key at the deadline, not later.
-        const engine = engineForInvocation(recordOptions, context);
+        const engine = engineForInvocation(recordOptions(judged), context);
         const run = engine.execute(request, async (ctx) => {
           // (Acquired after the answer: the handler must not start behind the redelivery.)
           if (gaveUp) throw NOT_STARTED;
@@ -316,7 +329,10 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
         }
         report({ record, itemIdentifier, status: result.replayed ? 'replayed' : 'processed' });
       } catch (error) {
-        const settled = settledStatus(error);
+        const settled =
+          judged.policyError !== undefined && error === judged.policyError
+            ? 'processed' // recorded, the policy's error reported
+            : settledStatus(error);
         if (settled) report({ record, itemIdentifier, status: settled, error });
         else if (!thrownByHandler && source.rejectsPermanentFailures && isPermanent(error))
           report({ record, itemIdentifier, status: 'rejected', error });
