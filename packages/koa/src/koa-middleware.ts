@@ -48,7 +48,11 @@ function routeOf(ctx: Context): string {
     // `ctx.host`), or a key taken on one tenant's host would replay its answer on another's
     // whenever their principals are alike (user ids numbered per tenant). A string or a list
     // names a fixed set of hosts, one operation.
-    return host instanceof RegExp ? `${named} hostname=${ctx.host.toLowerCase()}` : named;
+    // A fully qualified spelling (`acme.example.com.`, the root's trailing dot) is the same
+    // host: one operation, or a retry through it would run again.
+    return host instanceof RegExp
+      ? `${named} hostname=${ctx.host.toLowerCase().replace(/\.(?=(:\d*)?$)/, '')}`
+      : named;
   }
   return canonicalPath(targetPath(ctx.originalUrl));
 }

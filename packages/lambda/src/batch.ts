@@ -188,6 +188,14 @@ class GivenUpFailure {
   constructor(readonly error: unknown) {}
 }
 
+/**
+ * What the policy threw of a record's success, boxed: a policy may throw anything (`undefined`
+ * too), and the box alone tells that it threw.
+ */
+interface Judged {
+  policyFailed?: { error: unknown };
+}
+
 /** Builds a batch handler for a source; see `makeSqsBatchHandler` and its siblings. */
 export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
   source: BatchSource<TRecord>,
@@ -210,7 +218,7 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
   // What the policy throws of a success (or a Promise it answers) goes to `judged`: the engine
   // records that success anyway, then throws the policy's error, which is no failure of the
   // record (sent back, it only replayed; on an ordered shard it held up the records behind it).
-  const recordOptions = (judged: { policyError?: unknown }) => ({
+  const recordOptions = (judged: Judged) => ({
     ...engineOptions,
     isFinal: (settled: Parameters<OutcomePolicy<unknown>>[0]) => {
       if (!settled.ok)
@@ -221,7 +229,7 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
       try {
         return outcomePolicyAnswer(policy(settled));
       } catch (error) {
-        judged.policyError = error;
+        judged.policyFailed = { error };
         throw error;
       }
     },
@@ -284,7 +292,7 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
       let thrownByHandler = false;
       let info: RecordInfo | undefined;
       let gaveUp = false;
-      const judged: { policyError?: unknown } = {};
+      const judged: Judged = {};
       try {
         // One engine per record: its lease and hold are capped by the time left now, so a
         // record that outlives the invocation frees its key at the deadline, not later.
@@ -330,7 +338,7 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
         report({ record, itemIdentifier, status: result.replayed ? 'replayed' : 'processed' });
       } catch (error) {
         const settled =
-          judged.policyError !== undefined && error === judged.policyError
+          judged.policyFailed && Object.is(error, judged.policyFailed.error)
             ? 'processed' // recorded, the policy's error reported
             : settledStatus(error);
         if (settled) report({ record, itemIdentifier, status: settled, error });
