@@ -22,4 +22,5 @@ export type {
   JsMsgLike,
 } from './nats-consumer.js';
 export { consumeJetStream, jetStreamMessageKey } from './nats-consumer.js';
+export { HandlerNotStartedError } from './handler-gate.js';
 export { OutcomeNotKeptError } from './outcome-policy.js';

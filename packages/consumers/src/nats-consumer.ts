@@ -299,7 +299,10 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         wakeLoop?.();
         stopPulling(messages);
       }
-      await settleWithin([loop, ...inFlight], timeoutMs);
+      // The messages given back at their maxHoldMs whose acquisition is still unanswered too
+      // (see consumeAmqp's stop); past this no handler of this consumer starts.
+      await settleWithin([loop, ...inFlight, processor.idle()], timeoutMs);
+      processor.close();
     },
     get inFlight() {
       return inFlight.size;

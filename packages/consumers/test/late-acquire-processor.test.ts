@@ -1,0 +1,135 @@
+// consumers-late: an acquisition the store answers after the message's `maxHoldMs` give-back
+// (late, but within `storeTimeoutMs`) must never start the handler: the message is already
+// back at the broker. The key is given back (owner-checked release), so the redelivery runs
+// at once instead of waiting out the lease. On the processor every broker helper shares,
+// Redis store underneath.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { IdempotencyStore } from '@idem/core';
+import { createRedisStore } from '@idem/store-redis';
+import { REDIS_URL } from '@idem/test-ledger';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { type ConsumerOptions, messageProcessor } from '../src/index.js';
+import { uniqueName } from './brokers.js';
+import { lateAcquires, until } from './late-store.js';
+
+interface Msg {
+  id: string;
+  body: string;
+}
+
+const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
+const prefix = `${uniqueName('idem-late-acquire')}:`;
+const redisStore = (): IdempotencyStore => createRedisStore({ client: redis, keyPrefix: prefix });
+afterAll(async () => {
+  const keys = await redis.keys(`${prefix}*`);
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+});
+
+function processor(store: IdempotencyStore, options: Partial<ConsumerOptions<Msg, unknown>>) {
+  const runs: string[] = [];
+  const scope = uniqueName('q');
+  const p = messageProcessor<Msg, unknown>(
+    {
+      store,
+      retryDelayMs: 50,
+      handler: async (m) => {
+        runs.push(m.body);
+        return m.body;
+      },
+      ...options,
+    },
+    {
+      defaultKey: (m) => m.id,
+      body: (m) => new TextEncoder().encode(m.body),
+      defaultScope: () => ['late', scope],
+    },
+  );
+  return { p, runs };
+}
+
+describe('consumers-late: an acquisition answered after the maxHoldMs give-back', () => {
+  it('never starts the handler; the key is released, so the redelivery runs it at once', async () => {
+    const { store, log } = lateAcquires(redisStore(), 500, (n) => n === 1);
+    const { p, runs } = processor(store, { maxHoldMs: 150 });
+    const message = { id: uniqueName('k'), body: 'b' };
+    const first = await p.process(message);
+    expect(first).toMatchObject({ action: 'retry', status: 'failed' });
+    expect((first as { error: { code?: string } }).error.code).toBe('LEASE_LOST');
+    await log.answeredLate();
+    // The late acquisition is given back (owner-checked: it is still the owner).
+    expect(await until(() => log.releases.length > 0)).toBe(true);
+    expect(log.releases).toEqual([{ ok: true }]);
+    await sleep(50);
+    expect(runs).toEqual([]);
+    // The redelivery: the key is free, not held for a lease (30 s): it runs now, once.
+    expect(await p.process(message)).toMatchObject({ action: 'ack', status: 'processed' });
+    expect(runs).toEqual(['b']);
+    expect(await p.process(message)).toMatchObject({ action: 'ack', status: 'replayed' });
+    expect(runs).toEqual(['b']);
+  });
+
+  it('the store outage wait: a retry sent before the hold and answered after it never starts the handler', async () => {
+    // The store refuses (an outage) for 120 ms, so the message waits in the consumer and
+    // tries again every 50 ms; the first try after the outage is answered 500 ms later, past
+    // the 250 ms hold.
+    let outageUntil = 0;
+    let lateOne = 0;
+    const { store, log } = lateAcquires(
+      redisStore(),
+      500,
+      (n) => n === lateOne,
+      (n) => {
+        if (outageUntil === 0) outageUntil = performance.now() + 120;
+        if (performance.now() < outageUntil) return true;
+        if (lateOne === 0) lateOne = n;
+        return false;
+      },
+    );
+    const { p, runs } = processor(store, { maxHoldMs: 250, storeTimeoutMs: 2_000 });
+    const message = { id: uniqueName('k'), body: 'outage' };
+    const first = await p.process(message);
+    expect(first).toMatchObject({ action: 'retry', status: 'failed' });
+    expect(log.acquires).toBeGreaterThan(1);
+    await log.answeredLate();
+    expect(await until(() => log.releases.length > 0)).toBe(true);
+    await sleep(50);
+    expect(runs).toEqual([]);
+    expect(await p.process(message)).toMatchObject({ action: 'ack', status: 'processed' });
+    expect(runs).toEqual(['outage']);
+  });
+
+  it('an async key function that answers after the hold: no acquisition, no handler', async () => {
+    const { store, log } = lateAcquires(redisStore(), 0, () => false);
+    const { p, runs } = processor(store, {
+      maxHoldMs: 100,
+      key: async (m) => {
+        await sleep(300);
+        return m.id;
+      },
+    });
+    const message = { id: uniqueName('k'), body: 'slow key' };
+    expect(await p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
+    await sleep(400);
+    expect(runs).toEqual([]);
+    // Nothing was taken: no key left held behind the message that went back.
+    expect(log.acquires).toBe(0);
+  });
+
+  it('an async payload function that answers after the hold: no acquisition, no handler', async () => {
+    const { store, log } = lateAcquires(redisStore(), 0, () => false);
+    const { p, runs } = processor(store, {
+      maxHoldMs: 100,
+      payload: async (m) => {
+        await sleep(300);
+        return m.body;
+      },
+    });
+    const message = { id: uniqueName('k'), body: 'slow payload' };
+    expect(await p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
+    await sleep(400);
+    expect(runs).toEqual([]);
+    expect(log.acquires).toBe(0);
+  });
+});
