@@ -3,7 +3,6 @@
 // attacks that held are plain `it`.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createRedisStore } from '@idem/store-redis';
@@ -14,6 +13,7 @@ import { AckPolicy, connect } from 'nats';
 import { afterAll, describe, expect, it } from 'vitest';
 import { consumeAmqp, consumeJetStream } from '../src/index.js';
 import { AMQP_URL, connectAmqp, connectNats, NATS_URL, uniqueName } from './brokers.js';
+import { silentableProxy, within } from './silent-proxy.js';
 
 const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
 const prefix = `${uniqueName('rev10a-consumers')}:`;
@@ -79,56 +79,6 @@ function runChild(mode: string, queue: string, limitMs: number): Promise<ChildRu
       });
     });
   });
-}
-
-/**
- * A TCP proxy on loopback to a broker that can fall silent: while paused it forwards nothing
- * either way and keeps the sockets open (a broker whose host froze, a half-dead NAT entry).
- */
-async function silentableProxy(target: { host: string; port: number }) {
-  let paused = false;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(target.port, target.host);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => sockets.delete(s));
-    }
-    client.on('data', (d) => {
-      if (!paused) upstream.write(d);
-    });
-    upstream.on('data', (d) => {
-      if (!paused) client.write(d);
-    });
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  return {
-    port,
-    pause: () => {
-      paused = true;
-    },
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
-
-/** Races `promise` with `ms`: `'timeout'` when it did not settle by then. */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const result = await Promise.race([
-    promise,
-    new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), ms);
-    }),
-  ]);
-  clearTimeout(timer);
-  return result;
 }
 
 describe('rev10a consumers: listeners and shutdown', () => {

@@ -1,0 +1,67 @@
+// consumers-late: consumeJetStream's stop() drains the pull's inbox subscription (UNSUB, then
+// a PING the broker answers); a broker that went silent (a TCP proxy of our own on a free
+// loopback port that stops forwarding, its sockets kept open) never answers, and the drain
+// is given up after 5 s: the pull is stopped anyway, the iteration ends, and even
+// stop(Infinity) returns. On the real nats.js client and NATS server, Redis store.
+import { createRedisStore } from '@idem/store-redis';
+import { REDIS_URL } from '@idem/test-ledger';
+import { Redis } from 'ioredis';
+import { AckPolicy, connect } from 'nats';
+import { afterAll, describe, expect, it } from 'vitest';
+import { consumeJetStream } from '../src/index.js';
+import { connectNats, NATS_URL, uniqueName } from './brokers.js';
+import { until } from './late-store.js';
+import { silentableProxy, within } from './silent-proxy.js';
+
+const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
+const prefix = `${uniqueName('silent-drain')}:`;
+afterAll(async () => {
+  const keys = await redis.keys(`${prefix}*`);
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+});
+
+describe('consumers-late: JetStream stop() against a broker gone silent', () => {
+  it('stop(Infinity): the unanswered drain is given up (5 s), the pull stopped, stop() returns', async () => {
+    const target = new URL(NATS_URL.replace(/^nats:/, 'http:'));
+    const proxy = await silentableProxy({ host: target.hostname, port: Number(target.port || 4222) });
+    const direct = await connectNats();
+    const jsm = await direct.jetstreamManager();
+    const stream = uniqueName('silent_drain').replace(/[^A-Za-z0-9_]/g, '_');
+    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+    await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit });
+    const nc = await connect({
+      servers: `127.0.0.1:${proxy.port}`,
+      timeout: 5_000,
+      maxReconnectAttempts: 0,
+    });
+    try {
+      const handled: number[] = [];
+      const consumer = await consumeJetStream({
+        store: createRedisStore({ client: redis, keyPrefix: prefix }),
+        consumer: await nc.jetstream().consumers.get(stream, 'c'),
+        handler: async (message) => {
+          handled.push(message.seq);
+          return 'ok';
+        },
+      });
+      // The pull is live through the proxy: one message goes through.
+      await direct.jetstream().publish(`${stream}.a`, 'one');
+      expect(await until(() => handled.length === 1)).toBe(true);
+      proxy.pause();
+      // Unbounded by its own timeout: only the drain's 5 s bound ends the pull's iteration.
+      const result = await within(consumer.stop(Number.POSITIVE_INFINITY), 10_000);
+      expect(result).not.toBe('timeout');
+      expect(consumer.inFlight).toBe(0);
+      expect(handled).toEqual([1]);
+    } finally {
+      await proxy.close();
+      await within(
+        nc.close().catch(() => undefined),
+        2_000,
+      );
+      await jsm.streams.delete(stream).catch(() => undefined);
+      await direct.close();
+    }
+  });
+});
