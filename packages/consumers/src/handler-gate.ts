@@ -28,6 +28,12 @@ export interface MessageGate {
   readonly hasStarted: boolean;
   /** Shuts the gate: the message was given back. */
   giveBack(): void;
+  /**
+   * An acquisition of the message's key (an `execute` call) that `idle()` waits for until it
+   * settles or the handler starts. What comes before it (the key and payload functions) is
+   * not waited for: past a shut gate nothing of it reaches the store.
+   */
+  track(executing: Promise<unknown>): void;
 }
 
 /**
@@ -35,20 +41,24 @@ export interface MessageGate {
  * consumer: not once the message was given back at its `maxHoldMs` (an acquisition the store
  * answered after that, late but within `storeTimeoutMs`, started it beside the redelivery),
  * and not once the consumer's `stop()` has resolved (the handler ran after it, under the
- * connections the application then closed). `idle()` waits for every message whose handler
- * has not started and whose processing has not ended, given back or not: those are the ones
- * that may still call the store (a late acquisition, then its release).
+ * connections the application then closed). `idle()` waits for every acquisition sent whose
+ * handler has not started, its message given back or not: those may still call the store (a
+ * late answer, then its release). Each is bounded by the engine's time limits (the acquire's
+ * and the release's `storeTimeoutMs`), whatever the key or payload functions do.
  */
 export class HandlerGates {
   private closed = false;
   private readonly unstarted = new Set<Promise<void>>();
 
-  /** A gate for one message; `processing` settles when its processing ends. */
-  open(): { gate: MessageGate; track(processing: Promise<unknown>): void } {
+  /** A gate for one message. */
+  open(): MessageGate {
     let givenBack = false;
     let hasStarted = false;
     let onStart: (() => void) | undefined;
-    const gate: MessageGate = {
+    const started = new Promise<void>((resolve) => {
+      onStart = resolve;
+    });
+    return {
       refusal: () =>
         givenBack
           ? new HandlerNotStartedError('given_back')
@@ -58,6 +68,7 @@ export class HandlerGates {
       started: () => {
         hasStarted = true;
         onStart?.();
+        onStart = undefined;
       },
       get hasStarted() {
         return hasStarted;
@@ -65,25 +76,20 @@ export class HandlerGates {
       giveBack: () => {
         givenBack = true;
       },
+      track: (executing) => {
+        if (hasStarted) return;
+        const pending: Promise<void> = Promise.race([
+          executing.then(
+            () => {},
+            () => {},
+          ),
+          started,
+        ]).then(() => {
+          this.unstarted.delete(pending);
+        });
+        this.unstarted.add(pending);
+      },
     };
-    const track = (processing: Promise<unknown>) => {
-      if (hasStarted) return;
-      const started = new Promise<void>((resolve) => {
-        onStart = resolve;
-      });
-      const pending: Promise<void> = Promise.race([
-        processing.then(
-          () => {},
-          () => {},
-        ),
-        started,
-      ]).then(() => {
-        onStart = undefined;
-        this.unstarted.delete(pending);
-      });
-      this.unstarted.add(pending);
-    };
-    return { gate, track };
   }
 
   /** From now on no handler starts; a message whose handler had not started is given back. */
@@ -91,7 +97,7 @@ export class HandlerGates {
     this.closed = true;
   }
 
-  /** Settles when every message whose handler has not started (as of now) is done with. */
+  /** Settles when every acquisition sent (as of now) whose handler has not started has settled. */
   idle(): Promise<void> {
     return Promise.all([...this.unstarted]).then(() => {});
   }

@@ -116,10 +116,11 @@ export interface MessageProcessor<TMessage> {
    */
   close(): void;
   /**
-   * Settles once every message whose handler has not started (as of the call) is done with,
-   * the messages already given back at their `maxHoldMs` included: an acquisition the store
-   * answers late is then released, its handler never started. Wait for it (bounded) before
-   * closing the store's connection.
+   * Settles once every acquisition sent (as of the call) whose handler has not started has
+   * settled, those of messages already given back at their `maxHoldMs` included: one the
+   * store answers late is then released, its handler never started. Each is bounded by the
+   * engine's `storeTimeoutMs` (the acquire's, then the release's); wait for it before closing
+   * the store's connection.
    */
   idle(): Promise<void>;
   readonly engine: Idempotency<unknown>;
@@ -219,7 +220,7 @@ export function messageProcessor<TMessage, T>(
     );
     let disposition: Disposition;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const { gate, track } = gates.open();
+    const gate = gates.open();
     // A handler still running when its hold ends has no lease left (heartbeats stop there):
     // the message goes back to the broker rather than keep its slot (and JetStream's
     // `working()`) forever; the late handler's writes are owner-checked, its fence stale. A
@@ -245,9 +246,10 @@ export function messageProcessor<TMessage, T>(
       );
     });
     try {
-      const deciding = decide(message, { untilMs, signal: bounds.signal }, gate);
-      track(deciding);
-      disposition = await Promise.race([deciding, holdPassed]);
+      disposition = await Promise.race([
+        decide(message, { untilMs, signal: bounds.signal }, gate),
+        holdPassed,
+      ]);
     } catch (error) {
       disposition = { action: 'reject', status: 'rejected', error };
     } finally {
@@ -308,7 +310,7 @@ export function messageProcessor<TMessage, T>(
     let ranHere = false;
     const verdict: PolicyVerdict = {};
     try {
-      const result = await policy.within(verdict, () =>
+      const executing = policy.within(verdict, () =>
         engine.execute(request, async (ctx) => {
           // Checked where the handler would start, after the store's answer: the engine
           // releases the key (owner-checked) and throws the refusal (see trackedPolicy).
@@ -328,6 +330,8 @@ export function messageProcessor<TMessage, T>(
           }
         }),
       );
+      gate.track(executing);
+      const result = await executing;
       if (result.replayed) return done({ action: 'ack', status: 'replayed' });
       // Released, not recorded: what such a policy asks for is another delivery, never an ack.
       if (verdict.final === false)

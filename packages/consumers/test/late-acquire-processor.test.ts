@@ -4,7 +4,7 @@
 // at once instead of waiting out the lease. On the processor every broker helper shares,
 // Redis store underneath.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { IdempotencyStore } from '@idem/core';
+import { everythingFinal, type IdempotencyStore } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
 import { REDIS_URL } from '@idem/test-ledger';
 import { Redis } from 'ioredis';
@@ -12,6 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { type ConsumerOptions, messageProcessor } from '../src/index.js';
 import { uniqueName } from './brokers.js';
 import { lateAcquires, until } from './late-store.js';
+import { within } from './silent-proxy.js';
 
 interface Msg {
   id: string;
@@ -131,5 +132,57 @@ describe('consumers-late: an acquisition answered after the maxHoldMs give-back'
     await sleep(400);
     expect(runs).toEqual([]);
     expect(log.acquires).toBe(0);
+  });
+
+  it('idle() settles once the late acquisition is answered and released, not before', async () => {
+    const { store, log } = lateAcquires(redisStore(), 400, (n) => n === 1);
+    const { p, runs } = processor(store, { maxHoldMs: 100 });
+    const message = { id: uniqueName('k'), body: 'idle' };
+    expect(await p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
+    expect(log.lateAnswers).toBe(0);
+    await p.idle();
+    expect(log.lateAnswers).toBe(1);
+    expect(log.releases).toEqual([{ ok: true }]);
+    expect(runs).toEqual([]);
+  });
+
+  it('everythingFinal: the refusal is no outcome of the handler, never recorded: the key is released and the redelivery runs', async () => {
+    const { store, log } = lateAcquires(redisStore(), 400, (n) => n === 1);
+    const { p, runs } = processor(store, { maxHoldMs: 100, isFinal: everythingFinal });
+    const message = { id: uniqueName('k'), body: 'kept?' };
+    expect(await p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
+    await p.idle();
+    expect(log.releases).toEqual([{ ok: true }]);
+    expect(runs).toEqual([]);
+    expect(await p.process(message)).toMatchObject({ action: 'ack', status: 'processed' });
+    expect(runs).toEqual(['kept?']);
+  });
+
+  it('a key function that never settles: the message is given back and idle() does not wait for it (nothing was sent to the store)', async () => {
+    const { store, log } = lateAcquires(redisStore(), 0, () => false);
+    const { p, runs } = processor(store, { maxHoldMs: 100, key: () => new Promise(() => {}) });
+    expect(await p.process({ id: uniqueName('k'), body: 'never' })).toMatchObject({
+      action: 'retry',
+      status: 'failed',
+    });
+    expect(await within(p.idle(), 2_000)).not.toBe('timeout');
+    expect([runs, log.acquires]).toEqual([[], 0]);
+  });
+
+  it('close(): an acquisition answered afterwards is released and given back (HANDLER_NOT_STARTED), its handler never started', async () => {
+    const { store, log } = lateAcquires(redisStore(), 300, (n) => n === 1);
+    const { p, runs } = processor(store, {});
+    const message = { id: uniqueName('k'), body: 'closed' };
+    const processing = p.process(message);
+    expect(await until(() => log.acquires === 1)).toBe(true);
+    p.close();
+    const disposition = await processing;
+    expect(disposition).toMatchObject({ action: 'retry', status: 'failed' });
+    expect((disposition as { error: { code?: string } }).error.code).toBe('HANDLER_NOT_STARTED');
+    expect(log.releases).toEqual([{ ok: true }]);
+    expect(runs).toEqual([]);
+    // Closed for good: nothing more is acquired.
+    expect(await p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
+    expect(log.acquires).toBe(1);
   });
 });
