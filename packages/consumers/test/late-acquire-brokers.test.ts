@@ -91,7 +91,7 @@ describe('consumers-late: RabbitMQ', () => {
       // stop() waited for the late answer and its release (owner-checked: still the owner).
       expect(log.lateAnswers).toBe(1);
       expect(log.releases).toEqual([{ ok: true }]);
-      await log.answeredLate();
+      expect(await log.answeredLate()).toBe(true);
       await until(() => first.seen.ranAt.length > 0, 200);
       expect(first.seen.ranAt.filter((t) => t >= stoppedAt)).toEqual([]);
       expect(first.seen.ranAt).toEqual([]);
@@ -119,7 +119,7 @@ describe('consumers-late: RabbitMQ', () => {
       expect(await until(() => log.acquires === 1)).toBe(true);
       await consumer.stop(100);
       const stoppedAt = performance.now();
-      await log.answeredLate();
+      expect(await log.answeredLate()).toBe(true);
       expect(await until(() => first.seen.statuses.length === 1)).toBe(true);
       expect(first.seen.ranAt.filter((t) => t >= stoppedAt)).toEqual([]);
       expect(first.seen.ranAt).toEqual([]);
@@ -190,7 +190,7 @@ describe('consumers-late: NATS JetStream', () => {
     expect(await until(() => log.acquires === 1)).toBe(true);
     await consumer.stop(100);
     const stoppedAt = performance.now();
-    await log.answeredLate();
+    expect(await log.answeredLate()).toBe(true);
     expect(await until(() => first.seen.statuses.length === 1)).toBe(true);
     expect(first.seen.ranAt.filter((t) => t >= stoppedAt)).toEqual([]);
     expect(first.seen.ranAt).toEqual([]);

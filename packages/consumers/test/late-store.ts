@@ -8,8 +8,8 @@ export interface LateAcquireLog {
   lateAnswers: number;
   /** Releases the store answered (owner-checked: `ok` only for the owner's). */
   releases: Array<{ ok: boolean }>;
-  /** Resolves when `count` late answers have been given. */
-  answeredLate(count?: number): Promise<void>;
+  /** Whether `count` late answers have been given, waited for 5 s at most. */
+  answeredLate(count?: number): Promise<boolean>;
 }
 
 /**
@@ -23,15 +23,11 @@ export function lateAcquires(
   late: (n: number) => boolean,
   refuse: (n: number) => boolean = () => false,
 ): { store: IdempotencyStore; log: LateAcquireLog } {
-  const waiters: Array<{ count: number; resolve: () => void }> = [];
   const log: LateAcquireLog = {
     acquires: 0,
     lateAnswers: 0,
     releases: [],
-    answeredLate: (count = 1) =>
-      log.lateAnswers >= count
-        ? Promise.resolve()
-        : new Promise((resolve) => waiters.push({ count, resolve })),
+    answeredLate: (count = 1) => until(() => log.lateAnswers >= count, 5_000),
   };
   const store = new Proxy(inner, {
     get(target, name, receiver) {
@@ -44,10 +40,6 @@ export function lateAcquires(
           if (late(n)) {
             await sleep(delayMs);
             log.lateAnswers += 1;
-            for (const w of waiters.splice(0)) {
-              if (log.lateAnswers >= w.count) w.resolve();
-              else waiters.push(w);
-            }
           }
           return answer;
         };
