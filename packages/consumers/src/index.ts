@@ -5,6 +5,7 @@ export type {
   IdempotentConsumer,
 } from './amqp-consumer.js';
 export { amqpMessageKey, consumeAmqp } from './amqp-consumer.js';
+export { HandlerNotStartedError } from './handler-gate.js';
 export type {
   ConsumerEngineOptions,
   ConsumerOptions,
@@ -22,5 +23,4 @@ export type {
   JsMsgLike,
 } from './nats-consumer.js';
 export { consumeJetStream, jetStreamMessageKey } from './nats-consumer.js';
-export { HandlerNotStartedError } from './handler-gate.js';
 export { OutcomeNotKeptError } from './outcome-policy.js';

@@ -10,7 +10,12 @@ import type { ConsumeMessage } from 'amqplib';
 import { Redis } from 'ioredis';
 import type { JsMsg } from 'nats';
 import { afterAll, describe, expect, it } from 'vitest';
-import { consumeAmqp, consumeJetStream, type MessageReport } from '../src/index.js';
+import {
+  consumeAmqp,
+  consumeJetStream,
+  type IdempotentConsumer,
+  type MessageReport,
+} from '../src/index.js';
 import { connectAmqp, durableStream, jetStreamBed, uniqueName } from './brokers.js';
 import { lateAcquires, until } from './late-store.js';
 
@@ -47,156 +52,125 @@ function watch() {
   };
 }
 
-describe('consumers-late: RabbitMQ', () => {
-  async function bench() {
-    const connection = await connectAmqp();
-    const channel = await connection.createChannel();
-    const queue = uniqueName('late-acquire');
-    queues.push(queue);
-    await channel.assertQueue(queue, { durable: false });
-    /** A second consumer with a store that answers at once: how the redelivery fares. */
-    const redelivery = async () => {
-      const second = watch();
-      const consumer = await consumeAmqp<ConsumeMessage, unknown>({
+/** One broker, as the scenarios below use it. */
+interface Bench {
+  /** A consumer of the message published by `publish`, on `store`, with `options`. */
+  start(store: IdempotencyStore, options: object): Promise<IdempotentConsumer>;
+  publish(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** RabbitMQ: a queue of its own. */
+async function rabbit(): Promise<Bench> {
+  const connection = await connectAmqp();
+  const channel = await connection.createChannel();
+  const queue = uniqueName('late-acquire');
+  queues.push(queue);
+  await channel.assertQueue(queue, { durable: false });
+  return {
+    start: async (store, options) =>
+      consumeAmqp<ConsumeMessage, unknown>({
         channel: await connection.createChannel(),
         queue,
-        store: redisStore(),
-        ...second.options,
-      });
-      await until(() => second.seen.statuses.length > 0);
-      await consumer.stop(2_000);
-      return second.seen;
-    };
-    return { connection, channel, queue, redelivery };
-  }
-
-  it('given back at maxHoldMs while the acquisition is unanswered: stop() waits for it, the handler never runs, the redelivery runs at once', async () => {
-    const { connection, channel, queue, redelivery } = await bench();
-    try {
-      const { store, log } = lateAcquires(redisStore(), 700, (n) => n === 1);
-      const first = watch();
-      const consumer = await consumeAmqp<ConsumeMessage, unknown>({
-        channel,
-        queue,
         store,
-        maxHoldMs: 200,
-        retryDelayMs: 5_000,
-        ...first.options,
-      });
+        handler: async () => 'ok',
+        ...options,
+      }),
+    publish: async () => {
       channel.sendToQueue(queue, Buffer.from('a'), { messageId: uniqueName('m') });
-      expect(await until(() => first.seen.statuses.length === 1)).toBe(true);
-      expect(first.seen.codes).toEqual(['LEASE_LOST']);
-      await consumer.stop(5_000);
-      const stoppedAt = performance.now();
-      // stop() waited for the late answer and its release (owner-checked: still the owner).
-      expect(log.lateAnswers).toBe(1);
-      expect(log.releases).toEqual([{ ok: true }]);
-      expect(await log.answeredLate()).toBe(true);
-      await until(() => first.seen.ranAt.length > 0, 200);
-      expect(first.seen.ranAt.filter((t) => t >= stoppedAt)).toEqual([]);
-      expect(first.seen.ranAt).toEqual([]);
-      // The key was released: the redelivery runs the handler now, not a lease (30 s) later.
-      const second = await redelivery();
-      expect(second.statuses).toEqual(['processed']);
-      expect(second.ranAt).toHaveLength(1);
-    } finally {
-      await connection.close().catch(() => undefined);
-    }
-  });
+    },
+    close: () => connection.close().catch(() => undefined),
+  };
+}
 
-  it('stop(timeoutMs) passes while the acquisition is unanswered: the handler never starts after stop() resolved', async () => {
-    const { connection, channel, queue, redelivery } = await bench();
-    try {
-      const { store, log } = lateAcquires(redisStore(), 600, (n) => n === 1);
-      const first = watch();
-      const consumer = await consumeAmqp<ConsumeMessage, unknown>({
-        channel,
-        queue,
+/** NATS JetStream: a stream of its own, durable consumer `w`. */
+async function jetStream(): Promise<Bench> {
+  const stream = await durableStream(bed.nc, 'late', bed.streams, { ackWaitMs: 10_000, count: 0 });
+  return {
+    start: async (store, options) =>
+      consumeJetStream<JsMsg, unknown>({
+        consumer: await bed.nc.jetstream().consumers.get(stream, 'w'),
         store,
-        ...first.options,
-      });
-      channel.sendToQueue(queue, Buffer.from('b'), { messageId: uniqueName('m') });
-      expect(await until(() => log.acquires === 1)).toBe(true);
-      await consumer.stop(100);
-      const stoppedAt = performance.now();
-      expect(await log.answeredLate()).toBe(true);
-      expect(await until(() => first.seen.statuses.length === 1)).toBe(true);
-      expect(first.seen.ranAt.filter((t) => t >= stoppedAt)).toEqual([]);
-      expect(first.seen.ranAt).toEqual([]);
-      expect(first.seen).toMatchObject({ statuses: ['failed'], codes: ['HANDLER_NOT_STARTED'] });
-      expect(log.releases).toEqual([{ ok: true }]);
-      const second = await redelivery();
-      expect(second.statuses).toEqual(['processed']);
-    } finally {
-      await connection.close().catch(() => undefined);
-    }
-  });
-});
+        handler: async () => 'ok',
+        ...options,
+      }),
+    publish: async () => {
+      await bed.nc.jetstream().publish(`${stream}.orders`, '{"n":1}');
+    },
+    close: async () => {},
+  };
+}
 
-describe('consumers-late: NATS JetStream', () => {
-  async function redelivery(stream: string) {
-    const second = watch();
-    const consumer = await consumeJetStream<JsMsg, unknown>({
-      consumer: await bed.nc.jetstream().consumers.get(stream, 'w'),
-      store: redisStore(),
-      ...second.options,
-    });
-    await until(() => second.seen.statuses.length > 0);
-    await consumer.stop(2_000);
-    return second.seen;
-  }
+/** A second consumer with a store that answers at once: how the redelivery fares. */
+async function redelivery(bench: Bench) {
+  const second = watch();
+  const consumer = await bench.start(redisStore(), second.options);
+  await until(() => second.seen.statuses.length > 0);
+  await consumer.stop(2_000);
+  return second.seen;
+}
 
-  it('given back at maxHoldMs while the acquisition is unanswered: stop() waits for it, the handler never runs, the redelivery runs at once', async () => {
-    const stream = await durableStream(bed.nc, 'late_hold', bed.streams, {
-      ackWaitMs: 10_000,
-      count: 1,
+for (const [name, open] of [
+  ['RabbitMQ', rabbit],
+  ['NATS JetStream', jetStream],
+] as const) {
+  describe(`consumers-late: ${name}`, () => {
+    it('given back at maxHoldMs while the acquisition is unanswered: stop() waits for it, the handler never runs, the redelivery runs at once', async () => {
+      const bench = await open();
+      try {
+        const { store, log } = lateAcquires(redisStore(), 700, (n) => n === 1);
+        const first = watch();
+        // A RabbitMQ message is held for retryDelayMs (stop() gives it back at once); a
+        // JetStream one is nak'ed with it: long enough for stop() to come first.
+        const consumer = await bench.start(store, {
+          maxHoldMs: 200,
+          retryDelayMs: 1_000,
+          ...first.options,
+        });
+        await bench.publish();
+        expect(await until(() => first.seen.statuses.length === 1)).toBe(true);
+        expect(first.seen.codes).toEqual(['LEASE_LOST']);
+        await consumer.stop(5_000);
+        const stoppedAt = performance.now();
+        // stop() waited for the late answer and its release (owner-checked: still the owner).
+        expect(log.lateAnswers).toBe(1);
+        expect(log.releases).toEqual([{ ok: true }]);
+        await until(() => first.seen.ranAt.length > 0, 200);
+        expect(first.seen.ranAt.filter((t) => t >= stoppedAt)).toEqual([]);
+        expect(first.seen.ranAt).toEqual([]);
+        // The key was released: the redelivery runs the handler now, not a lease (30 s) later.
+        const second = await redelivery(bench);
+        expect(second.statuses).toEqual(['processed']);
+        expect(second.ranAt).toHaveLength(1);
+      } finally {
+        await bench.close();
+      }
     });
-    const { store, log } = lateAcquires(redisStore(), 700, (n) => n === 1);
-    const first = watch();
-    const consumer = await consumeJetStream<JsMsg, unknown>({
-      consumer: await bed.nc.jetstream().consumers.get(stream, 'w'),
-      store,
-      maxHoldMs: 200,
-      retryDelayMs: 300,
-      ...first.options,
-    });
-    expect(await until(() => first.seen.statuses.length === 1)).toBe(true);
-    expect(first.seen.codes).toEqual(['LEASE_LOST']);
-    await consumer.stop(5_000);
-    const stoppedAt = performance.now();
-    expect(log.lateAnswers).toBe(1);
-    expect(log.releases).toEqual([{ ok: true }]);
-    await until(() => first.seen.ranAt.length > 0, 200);
-    expect(first.seen.ranAt.filter((t) => t >= stoppedAt)).toEqual([]);
-    expect(first.seen.ranAt).toEqual([]);
-    const second = await redelivery(stream);
-    expect(second.statuses).toEqual(['processed']);
-    expect(second.ranAt).toHaveLength(1);
-  });
 
-  it('stop(timeoutMs) passes while the acquisition is unanswered: the handler never starts after stop() resolved', async () => {
-    const stream = await durableStream(bed.nc, 'late_stop', bed.streams, {
-      ackWaitMs: 10_000,
-      count: 1,
+    it('stop(timeoutMs) passes while the acquisition is unanswered: the handler never starts after stop() resolved', async () => {
+      const bench = await open();
+      try {
+        const { store, log } = lateAcquires(redisStore(), 600, (n) => n === 1);
+        const first = watch();
+        const consumer = await bench.start(store, { retryDelayMs: 100, ...first.options });
+        await bench.publish();
+        expect(await until(() => log.acquires === 1)).toBe(true);
+        await consumer.stop(100);
+        const stoppedAt = performance.now();
+        expect(await log.answeredLate()).toBe(true);
+        expect(await until(() => first.seen.statuses.length === 1)).toBe(true);
+        expect(first.seen.ranAt.filter((t) => t >= stoppedAt)).toEqual([]);
+        expect(first.seen.ranAt).toEqual([]);
+        expect(first.seen).toMatchObject({
+          statuses: ['failed'],
+          codes: ['HANDLER_NOT_STARTED'],
+        });
+        expect(log.releases).toEqual([{ ok: true }]);
+        const second = await redelivery(bench);
+        expect(second.statuses).toEqual(['processed']);
+      } finally {
+        await bench.close();
+      }
     });
-    const { store, log } = lateAcquires(redisStore(), 600, (n) => n === 1);
-    const first = watch();
-    const consumer = await consumeJetStream<JsMsg, unknown>({
-      consumer: await bed.nc.jetstream().consumers.get(stream, 'w'),
-      store,
-      retryDelayMs: 100,
-      ...first.options,
-    });
-    expect(await until(() => log.acquires === 1)).toBe(true);
-    await consumer.stop(100);
-    const stoppedAt = performance.now();
-    expect(await log.answeredLate()).toBe(true);
-    expect(await until(() => first.seen.statuses.length === 1)).toBe(true);
-    expect(first.seen.ranAt.filter((t) => t >= stoppedAt)).toEqual([]);
-    expect(first.seen.ranAt).toEqual([]);
-    expect(first.seen).toMatchObject({ statuses: ['failed'], codes: ['HANDLER_NOT_STARTED'] });
-    expect(log.releases).toEqual([{ ok: true }]);
-    const second = await redelivery(stream);
-    expect(second.statuses).toEqual(['processed']);
   });
-});
+}

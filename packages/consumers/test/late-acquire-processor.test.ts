@@ -101,38 +101,25 @@ describe('consumers-late: an acquisition answered after the maxHoldMs give-back'
     expect(runs).toEqual(['outage']);
   });
 
-  it('an async key function that answers after the hold: no acquisition, no handler', async () => {
-    const { store, log } = lateAcquires(redisStore(), 0, () => false);
-    const { p, runs } = processor(store, {
-      maxHoldMs: 100,
-      key: async (m) => {
-        await sleep(300);
-        return m.id;
-      },
+  const slowly = async <R>(value: R) => {
+    await sleep(300);
+    return value;
+  };
+  for (const [what, slow] of [
+    ['key', { key: (m: Msg) => slowly(m.id) }],
+    ['payload', { payload: (m: Msg) => slowly(m.body) }],
+  ] as const) {
+    it(`an async ${what} function that answers after the hold: no acquisition, no handler`, async () => {
+      const { store, log } = lateAcquires(redisStore(), 0, () => false);
+      const { p, runs } = processor(store, { maxHoldMs: 100, ...slow });
+      const message = { id: uniqueName('k'), body: `slow ${what}` };
+      expect(await p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
+      await sleep(400);
+      expect(runs).toEqual([]);
+      // Nothing was taken: no key left held behind the message that went back.
+      expect(log.acquires).toBe(0);
     });
-    const message = { id: uniqueName('k'), body: 'slow key' };
-    expect(await p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
-    await sleep(400);
-    expect(runs).toEqual([]);
-    // Nothing was taken: no key left held behind the message that went back.
-    expect(log.acquires).toBe(0);
-  });
-
-  it('an async payload function that answers after the hold: no acquisition, no handler', async () => {
-    const { store, log } = lateAcquires(redisStore(), 0, () => false);
-    const { p, runs } = processor(store, {
-      maxHoldMs: 100,
-      payload: async (m) => {
-        await sleep(300);
-        return m.body;
-      },
-    });
-    const message = { id: uniqueName('k'), body: 'slow payload' };
-    expect(await p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
-    await sleep(400);
-    expect(runs).toEqual([]);
-    expect(log.acquires).toBe(0);
-  });
+  }
 
   it('idle() settles once the late acquisition is answered and released, not before', async () => {
     const { store, log } = lateAcquires(redisStore(), 400, (n) => n === 1);
@@ -184,5 +171,16 @@ describe('consumers-late: an acquisition answered after the maxHoldMs give-back'
     // Closed for good: nothing more is acquired.
     expect(await p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
     expect(log.acquires).toBe(1);
+  });
+
+  it('isolation: closing one processor refuses nothing of another on the same store', async () => {
+    const shared = redisStore();
+    const a = processor(shared, {});
+    const b = processor(shared, {});
+    a.p.close();
+    const message = { id: uniqueName('k'), body: 'b runs' };
+    expect(await b.p.process(message)).toMatchObject({ action: 'ack', status: 'processed' });
+    expect(await a.p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
+    expect([a.runs, b.runs]).toEqual([[], ['b runs']]);
   });
 });

@@ -35,7 +35,8 @@ export function lateAcquires(
         return async (input: Parameters<IdempotencyStore['acquire']>[0]) => {
           log.acquires += 1;
           const n = log.acquires;
-          if (refuse(n)) throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+          if (refuse(n))
+            throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
           const answer = await target.acquire(input);
           if (late(n)) {
             await sleep(delayMs);

@@ -9,11 +9,10 @@ import { createRedisStore } from '@idem/store-redis';
 import { REDIS_URL } from '@idem/test-ledger';
 import amqp from 'amqplib';
 import { Redis } from 'ioredis';
-import { AckPolicy, connect } from 'nats';
 import { afterAll, describe, expect, it } from 'vitest';
 import { consumeAmqp, consumeJetStream } from '../src/index.js';
-import { AMQP_URL, connectAmqp, connectNats, NATS_URL, uniqueName } from './brokers.js';
-import { silentableProxy, within } from './silent-proxy.js';
+import { AMQP_URL, connectAmqp, uniqueName } from './brokers.js';
+import { silentableProxy, silentJetStream, within } from './silent-proxy.js';
 
 const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
 const prefix = `${uniqueName('rev10a-consumers')}:`;
@@ -149,21 +148,7 @@ describe('rev10a consumers: listeners and shutdown', () => {
   });
 
   it('held: JetStream stop(500) returns within its bound when NATS has gone silent', async () => {
-    const target = new URL(NATS_URL.replace(/^nats:/, 'http:'));
-    const proxy = await silentableProxy({
-      host: target.hostname,
-      port: Number(target.port || 4222),
-    });
-    const direct = await connectNats();
-    const jsm = await direct.jetstreamManager();
-    const stream = uniqueName('rev10a-silent').replace(/[^A-Za-z0-9_-]/g, '_');
-    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
-    await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit });
-    const nc = await connect({
-      servers: `127.0.0.1:${proxy.port}`,
-      timeout: 5_000,
-      maxReconnectAttempts: 0,
-    });
+    const { proxy, nc, stream, close } = await silentJetStream('rev10a-silent');
     try {
       const consumer = await consumeJetStream({
         store: createRedisStore({ client: redis, keyPrefix: prefix }),
@@ -176,10 +161,7 @@ describe('rev10a consumers: listeners and shutdown', () => {
       expect(result).not.toBe('timeout');
       expect(performance.now() - started).toBeLessThan(2_000);
     } finally {
-      await proxy.close();
-      await nc.close().catch(() => undefined);
-      await jsm.streams.delete(stream).catch(() => undefined);
-      await direct.close();
+      await close();
     }
   });
 

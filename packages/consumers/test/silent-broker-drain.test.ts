@@ -6,12 +6,11 @@
 import { createRedisStore } from '@idem/store-redis';
 import { REDIS_URL } from '@idem/test-ledger';
 import { Redis } from 'ioredis';
-import { AckPolicy, connect } from 'nats';
 import { afterAll, describe, expect, it } from 'vitest';
 import { consumeJetStream } from '../src/index.js';
-import { connectNats, NATS_URL, uniqueName } from './brokers.js';
+import { uniqueName } from './brokers.js';
 import { until } from './late-store.js';
-import { silentableProxy, within } from './silent-proxy.js';
+import { silentJetStream, within } from './silent-proxy.js';
 
 const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
 const prefix = `${uniqueName('silent-drain')}:`;
@@ -23,18 +22,7 @@ afterAll(async () => {
 
 describe('consumers-late: JetStream stop() against a broker gone silent', () => {
   it('stop(Infinity): the unanswered drain is given up (5 s), the pull stopped, stop() returns', async () => {
-    const target = new URL(NATS_URL.replace(/^nats:/, 'http:'));
-    const proxy = await silentableProxy({ host: target.hostname, port: Number(target.port || 4222) });
-    const direct = await connectNats();
-    const jsm = await direct.jetstreamManager();
-    const stream = uniqueName('silent_drain').replace(/[^A-Za-z0-9_]/g, '_');
-    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
-    await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit });
-    const nc = await connect({
-      servers: `127.0.0.1:${proxy.port}`,
-      timeout: 5_000,
-      maxReconnectAttempts: 0,
-    });
+    const { proxy, direct, nc, stream, close } = await silentJetStream('silent_drain');
     try {
       const handled: number[] = [];
       const consumer = await consumeJetStream({
@@ -55,13 +43,7 @@ describe('consumers-late: JetStream stop() against a broker gone silent', () => 
       expect(consumer.inFlight).toBe(0);
       expect(handled).toEqual([1]);
     } finally {
-      await proxy.close();
-      await within(
-        nc.close().catch(() => undefined),
-        2_000,
-      );
-      await jsm.streams.delete(stream).catch(() => undefined);
-      await direct.close();
+      await close();
     }
   });
 });
