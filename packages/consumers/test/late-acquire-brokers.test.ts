@@ -5,34 +5,22 @@
 // stop() had resolved, for a message the broker was already redelivering.
 import type { IdempotencyStore } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
-import { REDIS_URL } from '@idem/test-ledger';
 import type { ConsumeMessage } from 'amqplib';
-import { Redis } from 'ioredis';
 import type { JsMsg } from 'nats';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   consumeAmqp,
   consumeJetStream,
   type IdempotentConsumer,
   type MessageReport,
 } from '../src/index.js';
-import { connectAmqp, durableStream, jetStreamBed, uniqueName } from './brokers.js';
+import { amqpQueues, connectAmqp, durableStream, jetStreamBed, uniqueName } from './brokers.js';
 import { lateAcquires, until } from './late-store.js';
 
 const bed = jetStreamBed('late-acquire');
-const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
-const prefix = `${uniqueName('late-acquire-brokers')}:`;
-const redisStore = (): IdempotencyStore => createRedisStore({ client: redis, keyPrefix: prefix });
-const queues: string[] = [];
-afterAll(async () => {
-  const connection = await connectAmqp();
-  const channel = await connection.createChannel();
-  for (const queue of queues) await channel.deleteQueue(queue).catch(() => undefined);
-  await connection.close().catch(() => undefined);
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
+const redisStore = (): IdempotencyStore =>
+  createRedisStore({ client: bed.redis, keyPrefix: bed.prefix });
+const queues = amqpQueues();
 
 /** What one consumer saw: its reports' statuses and error codes, and when its handler ran. */
 function watch() {

@@ -6,11 +6,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { everythingFinal, type IdempotencyStore } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
-import { REDIS_URL } from '@idem/test-ledger';
-import { Redis } from 'ioredis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type ConsumerOptions, messageProcessor } from '../src/index.js';
-import { uniqueName } from './brokers.js';
+import { redisBed, uniqueName } from './brokers.js';
 import { lateAcquires, until } from './late-store.js';
 import { within } from './silent-proxy.js';
 
@@ -19,14 +17,8 @@ interface Msg {
   body: string;
 }
 
-const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
-const prefix = `${uniqueName('idem-late-acquire')}:`;
+const { redis, prefix } = redisBed('idem-late-acquire');
 const redisStore = (): IdempotencyStore => createRedisStore({ client: redis, keyPrefix: prefix });
-afterAll(async () => {
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
 
 function processor(store: IdempotencyStore, options: Partial<ConsumerOptions<Msg, unknown>>) {
   const runs: string[] = [];

@@ -5,23 +5,15 @@
 // success (the same fix as @idem/lambda's batch handlers).
 import type { OutcomePolicy } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
-import { REDIS_URL } from '@idem/test-ledger';
-import { Redis } from 'ioredis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type MessageReport, messageProcessor } from '../src/index.js';
-import { uniqueName } from './brokers.js';
+import { redisBed, uniqueName } from './brokers.js';
 
 interface Msg {
   id: string;
 }
 
-const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
-const prefix = `${uniqueName('idem-policy-undefined')}:`;
-afterAll(async () => {
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
+const { redis, prefix } = redisBed('idem-policy-undefined');
 
 const throwingOfSuccess =
   (thrown: unknown): OutcomePolicy<unknown> =>

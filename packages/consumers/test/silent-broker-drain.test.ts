@@ -4,21 +4,13 @@
 // is given up after 5 s: the pull is stopped anyway, the iteration ends, and even
 // stop(Infinity) returns. On the real nats.js client and NATS server, Redis store.
 import { createRedisStore } from '@idem/store-redis';
-import { REDIS_URL } from '@idem/test-ledger';
-import { Redis } from 'ioredis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { consumeJetStream } from '../src/index.js';
-import { uniqueName } from './brokers.js';
+import { redisBed } from './brokers.js';
 import { until } from './late-store.js';
 import { silentJetStream, within } from './silent-proxy.js';
 
-const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
-const prefix = `${uniqueName('silent-drain')}:`;
-afterAll(async () => {
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
+const { redis, prefix } = redisBed('silent-drain');
 
 describe('consumers-late: JetStream stop() against a broker gone silent', () => {
   it('stop(Infinity): the unanswered drain is given up (5 s), the pull stopped, stop() returns', async () => {
