@@ -6,27 +6,14 @@ import { createRequire } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createRedisStore } from '@idem/store-redis';
-import { REDIS_URL } from '@idem/test-ledger';
 import amqp from 'amqplib';
-import { Redis } from 'ioredis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { consumeAmqp, consumeJetStream } from '../src/index.js';
-import { AMQP_URL, connectAmqp, uniqueName } from './brokers.js';
+import { AMQP_URL, amqpQueues, connectAmqp, redisBed, uniqueName } from './brokers.js';
 import { silentableProxy, silentJetStream, within } from './silent-proxy.js';
 
-const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
-const prefix = `${uniqueName('rev10a-consumers')}:`;
-const queues: string[] = [];
-
-afterAll(async () => {
-  const connection = await connectAmqp();
-  const channel = await connection.createChannel();
-  for (const queue of queues) await channel.deleteQueue(queue).catch(() => undefined);
-  await connection.close().catch(() => undefined);
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
+const { redis, prefix } = redisBed('rev10a-consumers');
+const queues = amqpQueues();
 
 const loader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 const childEntry = fileURLToPath(new URL('./rev10-child.ts', import.meta.url));
