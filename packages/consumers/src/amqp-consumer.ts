@@ -1,5 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
+import { settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
 
@@ -224,20 +225,4 @@ export function checkStopTimeout(timeoutMs: unknown): asserts timeoutMs is numbe
     throw new InvalidInputError(
       `stop(timeoutMs): a number of ms from 0 to ${MAX_TIMER_MS}, or Infinity (no bound)`,
     );
-}
-
-/** Waits for the tasks, at most `timeoutMs` (`Infinity`: until they settle). */
-export async function settleWithin(tasks: Promise<unknown>[], timeoutMs: number): Promise<void> {
-  if (timeoutMs === Number.POSITIVE_INFINITY) {
-    await Promise.allSettled(tasks);
-    return;
-  }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    Promise.allSettled(tasks),
-    new Promise((resolve) => {
-      timer = setTimeout(resolve, timeoutMs);
-    }),
-  ]);
-  clearTimeout(timer);
 }

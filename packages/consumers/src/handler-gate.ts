@@ -34,6 +34,8 @@ export interface MessageGate {
    * not waited for: past a shut gate nothing of it reaches the store.
    */
   track(executing: Promise<unknown>): void;
+  /** The tracked acquisition still unsettled whose handler has not started, if any. */
+  pending(): Promise<void> | undefined;
 }
 
 /**
@@ -54,6 +56,7 @@ export class HandlerGates {
   open(): MessageGate {
     let givenBack = false;
     let hasStarted = false;
+    let current: Promise<void> | undefined;
     let onStart: (() => void) | undefined;
     const started = new Promise<void>((resolve) => {
       onStart = resolve;
@@ -86,9 +89,12 @@ export class HandlerGates {
           started,
         ]).then(() => {
           this.unstarted.delete(pending);
+          if (current === pending) current = undefined;
         });
         this.unstarted.add(pending);
+        current = pending;
       },
+      pending: () => current,
     };
   }
 
@@ -101,4 +107,20 @@ export class HandlerGates {
   idle(): Promise<void> {
     return Promise.all([...this.unstarted]).then(() => {});
   }
+}
+
+/** Waits for the tasks, at most `timeoutMs` (`Infinity`: until they settle). */
+export async function settleWithin(tasks: Promise<unknown>[], timeoutMs: number): Promise<void> {
+  if (timeoutMs === Number.POSITIVE_INFINITY) {
+    await Promise.allSettled(tasks);
+    return;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.allSettled(tasks),
+    new Promise((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
 }

@@ -15,7 +15,7 @@ import {
   type Scope,
 } from '@idem/core';
 import { classify, MAX_TIMER_MS } from './engine-verdicts.js';
-import { HandlerGates, type MessageGate } from './handler-gate.js';
+import { HandlerGates, type MessageGate, settleWithin } from './handler-gate.js';
 import { OutcomeNotKeptError, type PolicyVerdict, trackedPolicy } from './outcome-policy.js';
 import { type Attempt, acrossStoreOutage } from './store-outage.js';
 
@@ -107,6 +107,9 @@ export interface MessageProcessor<TMessage> {
    * every `retryDelayMs`, until the store answers, `max(leaseMs, retryDelayMs)` (or
    * `bounds.untilMs`) passes or `bounds.signal` aborts: giving it back at once would spend a
    * delivery of the broker's bound each time, for a redelivery that meets the same outage.
+   * Given back at `maxHoldMs` before its handler started, the handler never starts; an
+   * acquisition still unanswered then is waited for (at most `2 × storeTimeoutMs` more) and
+   * the key it grants released before the disposition is answered.
    */
   process(message: TMessage, bounds?: ProcessBounds): Promise<Disposition>;
   /**
@@ -255,6 +258,16 @@ export function messageProcessor<TMessage, T>(
     } finally {
       clearTimeout(timer);
     }
+    // Given back with its acquisition unanswered: the message waits for that answer, and the
+    // release of a key it grants, before it goes back. Given back at once, its redelivery
+    // (after `retryDelayMs`) could find the key still held by it and wait out a whole lease.
+    // Bounded: the engine gives the acquire and then the release `storeTimeoutMs` each.
+    const unanswered = gate.pending();
+    if (unanswered !== undefined && !gate.hasStarted)
+      await settleWithin(
+        [unanswered],
+        Math.min(2 * engine.settings.storeTimeoutMs + 1_000, MAX_TIMER_MS),
+      );
     // `error` only where the disposition has one: a policy may have thrown `undefined` of a
     // kept success, and the report then says so (an `error` key) as the disposition does.
     report(

@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
-import { checkStopTimeout, type IdempotentConsumer, settleWithin } from './amqp-consumer.js';
+import { checkStopTimeout, type IdempotentConsumer } from './amqp-consumer.js';
+import { settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
 

@@ -160,5 +160,28 @@ for (const [name, open] of [
         await bench.close();
       }
     });
+
+    it('given back at maxHoldMs while the acquisition is unanswered, not stopped: the redelivery (100 ms later) runs the handler at once, once', async () => {
+      const bench = await open();
+      try {
+        const { store, log } = lateAcquires(redisStore(), 700, (n) => n === 1);
+        const first = watch();
+        const consumer = await bench.start(store, {
+          maxHoldMs: 200,
+          retryDelayMs: 100,
+          ...first.options,
+        });
+        await bench.publish();
+        // Before the fix: the redelivery found the key held by the late acquisition and was
+        // given back for a whole lease (30 s), the handler meanwhile run by the first one.
+        expect(await until(() => first.seen.statuses.length === 2)).toBe(true);
+        await consumer.stop(2_000);
+        expect(first.seen.statuses).toEqual(['failed', 'processed']);
+        expect(first.seen.ranAt).toHaveLength(1);
+        expect(log.releases).toEqual([{ ok: true }]);
+      } finally {
+        await bench.close();
+      }
+    });
   });
 }
