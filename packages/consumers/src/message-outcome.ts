@@ -224,6 +224,7 @@ export function messageProcessor<TMessage, T>(
     let disposition: Disposition;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const gate = gates.open();
+    let givenBack = false;
     // A handler still running when its hold ends has no lease left (heartbeats stop there):
     // the message goes back to the broker rather than keep its slot (and JetStream's
     // `working()`) forever; the late handler's writes are owner-checked, its fence stale. A
@@ -233,6 +234,7 @@ export function messageProcessor<TMessage, T>(
     const holdPassed = new Promise<Disposition>((resolve) => {
       timer = setTimeout(
         () => {
+          givenBack = true;
           gate.giveBack();
           resolve({
             action: 'retry',
@@ -262,7 +264,7 @@ export function messageProcessor<TMessage, T>(
     // release of a key it grants, before it goes back. Given back at once, its redelivery
     // (after `retryDelayMs`) could find the key still held by it and wait out a whole lease.
     // Bounded: the engine gives the acquire and then the release `storeTimeoutMs` each.
-    const unanswered = gate.pending();
+    const unanswered = givenBack ? gate.pending() : undefined;
     if (unanswered !== undefined && !gate.hasStarted)
       await settleWithin(
         [unanswered],
