@@ -180,4 +180,23 @@ describe('consumers-late: an acquisition answered after the maxHoldMs give-back'
     expect(await a.p.process(message)).toMatchObject({ action: 'retry', status: 'failed' });
     expect([a.runs, b.runs]).toEqual([[], ['b runs']]);
   });
+
+  it('many at once, duplicates among them: every late acquisition released, then each key runs once', async () => {
+    const { store, log } = lateAcquires(redisStore(), 300, (n) => n <= 6);
+    const { p, runs } = processor(store, { maxHoldMs: 100 });
+    const ids = [0, 1, 2, 3, 4].map(() => uniqueName('k'));
+    // Six deliveries, the first key twice (a publisher's duplicate): all given back.
+    const deliveries = [...ids, ids[0] as string].map((id) => ({ id, body: id }));
+    const first = await Promise.all(deliveries.map((m) => p.process(m)));
+    expect(first.map((d) => d.action)).toEqual(Array(6).fill('retry'));
+    expect(log.lateAnswers).toBe(6);
+    // Five keys acquired (the duplicate found its key held), five released by their owner.
+    expect(log.releases.filter((r) => r.ok)).toHaveLength(5);
+    expect(runs).toEqual([]);
+    // The redeliveries, one after the other: each key free, run once; the duplicate replays.
+    const again: string[] = [];
+    for (const m of deliveries) again.push((await p.process(m)).status);
+    expect(again).toEqual([...Array(5).fill('processed'), 'replayed']);
+    expect([...runs].sort()).toEqual([...ids].sort());
+  });
 });
