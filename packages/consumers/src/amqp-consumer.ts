@@ -1,5 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
+import { settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
 
@@ -52,7 +53,9 @@ export interface IdempotentConsumer {
   /**
    * Stops taking messages, gives back at once the messages held for a later delivery, and
    * waits (at most `timeoutMs` in all, from 0 to 2^31-1 ms, or `Infinity`: no bound) for
-   * those in flight. Another value is refused (`InvalidInputError`).
+   * those in flight, and for the acquisitions of messages already given back. Another value
+   * is refused (`InvalidInputError`). No handler starts once it resolved: a message whose
+   * acquisition is answered later is given back, its key released.
    */
   stop(timeoutMs?: number): Promise<void>;
   /** Messages being processed or waiting to be given back. */
@@ -190,7 +193,16 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       // After the cancel (the broker takes the frames of a channel in order): the requeued
       // messages are not delivered to this consumer again.
       for (const release of [...held]) release();
-      await settleWithin([...inFlight], Math.max(0, deadline - performance.now()));
+      // The messages given back at their maxHoldMs whose acquisition the store has not
+      // answered yet are waited for too: answered, their key is released (their handler never
+      // starts), before the application closes the store's connection.
+      await settleWithin(
+        [...inFlight, processor.idle()],
+        Math.max(0, deadline - performance.now()),
+      );
+      // Past this no handler of this consumer starts: one whose acquisition is answered
+      // later (the bound passed) is given back, its key released.
+      processor.close();
     },
     get inFlight() {
       return inFlight.size;
@@ -213,20 +225,4 @@ export function checkStopTimeout(timeoutMs: unknown): asserts timeoutMs is numbe
     throw new InvalidInputError(
       `stop(timeoutMs): a number of ms from 0 to ${MAX_TIMER_MS}, or Infinity (no bound)`,
     );
-}
-
-/** Waits for the tasks, at most `timeoutMs` (`Infinity`: until they settle). */
-export async function settleWithin(tasks: Promise<unknown>[], timeoutMs: number): Promise<void> {
-  if (timeoutMs === Number.POSITIVE_INFINITY) {
-    await Promise.allSettled(tasks);
-    return;
-  }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    Promise.allSettled(tasks),
-    new Promise((resolve) => {
-      timer = setTimeout(resolve, timeoutMs);
-    }),
-  ]);
-  clearTimeout(timer);
 }

@@ -5,6 +5,7 @@ export type {
   IdempotentConsumer,
 } from './amqp-consumer.js';
 export { amqpMessageKey, consumeAmqp } from './amqp-consumer.js';
+export { HandlerNotStartedError } from './handler-gate.js';
 export type {
   ConsumerEngineOptions,
   ConsumerOptions,

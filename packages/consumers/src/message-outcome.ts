@@ -15,6 +15,7 @@ import {
   type Scope,
 } from '@idem/core';
 import { classify, MAX_TIMER_MS } from './engine-verdicts.js';
+import { HandlerGates, type MessageGate, settleWithin } from './handler-gate.js';
 import { OutcomeNotKeptError, type PolicyVerdict, trackedPolicy } from './outcome-policy.js';
 import { type Attempt, acrossStoreOutage } from './store-outage.js';
 
@@ -106,8 +107,25 @@ export interface MessageProcessor<TMessage> {
    * every `retryDelayMs`, until the store answers, `max(leaseMs, retryDelayMs)` (or
    * `bounds.untilMs`) passes or `bounds.signal` aborts: giving it back at once would spend a
    * delivery of the broker's bound each time, for a redelivery that meets the same outage.
+   * Given back at `maxHoldMs` before its handler started, the handler never starts; an
+   * acquisition still unanswered then is waited for (at most `2 × storeTimeoutMs` more) and
+   * the key it grants released before the disposition is answered.
    */
   process(message: TMessage, bounds?: ProcessBounds): Promise<Disposition>;
+  /**
+   * From now on no handler starts (a broker helper calls it when its `stop()` resolves): a
+   * message whose key the store grants later is released (owner-checked) and given back
+   * (`failed`, `HandlerNotStartedError`), never handed to its handler.
+   */
+  close(): void;
+  /**
+   * Settles once every acquisition sent (as of the call) whose handler has not started has
+   * settled, those of messages already given back at their `maxHoldMs` included: one the
+   * store answers late is then released, its handler never started. Each is bounded by the
+   * engine's `storeTimeoutMs` (the acquire's, then the release's); wait for it before closing
+   * the store's connection.
+   */
+  idle(): Promise<void>;
   readonly engine: Idempotency<unknown>;
 }
 
@@ -192,6 +210,7 @@ export function messageProcessor<TMessage, T>(
     }
   };
   const { maxHoldMs } = engine.settings;
+  const gates = new HandlerGates();
   async function process(message: TMessage, bounds: ProcessBounds = {}): Promise<Disposition> {
     // A message the store cannot take waits for it here about a lease at most (as long as a
     // crashed holder's duplicate is held), then goes back: an instance cut off from the store
@@ -204,26 +223,36 @@ export function messageProcessor<TMessage, T>(
     );
     let disposition: Disposition;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    const gate = gates.open();
+    let givenBack = false;
     // A handler still running when its hold ends has no lease left (heartbeats stop there):
     // the message goes back to the broker rather than keep its slot (and JetStream's
-    // `working()`) forever; the late handler's writes are owner-checked, its fence stale.
+    // `working()`) forever; the late handler's writes are owner-checked, its fence stale. A
+    // handler that has not started by then never starts (see HandlerGates): the store may
+    // still grant the key (an answer later than the hold, within `storeTimeoutMs`), and the
+    // handler would run beside the redelivery, after the consumer's stop() maybe.
     const holdPassed = new Promise<Disposition>((resolve) => {
       timer = setTimeout(
-        () =>
+        () => {
+          givenBack = true;
+          gate.giveBack();
           resolve({
             action: 'retry',
             status: 'failed',
             delayMs: retryDelayMs,
             error: new LeaseLostError(
-              `The handler ran past maxHoldMs (${maxHoldMs} ms): the message is given back`,
+              gate.hasStarted
+                ? `The handler ran past maxHoldMs (${maxHoldMs} ms): the message is given back`
+                : `The handler had not started when maxHoldMs (${maxHoldMs} ms) passed (its key, payload or acquisition still awaited): the message is given back and the handler will not start`,
             ),
-          }),
+          });
+        },
         Math.min(maxHoldMs, MAX_TIMER_MS),
       );
     });
     try {
       disposition = await Promise.race([
-        decide(message, { untilMs, signal: bounds.signal }),
+        decide(message, { untilMs, signal: bounds.signal }, gate),
         holdPassed,
       ]);
     } catch (error) {
@@ -231,12 +260,29 @@ export function messageProcessor<TMessage, T>(
     } finally {
       clearTimeout(timer);
     }
-    report({ message, status: disposition.status, error: disposition.error });
+    // Given back with its acquisition unanswered: the message waits for that answer, and the
+    // release of a key it grants, before it goes back. Given back at once, its redelivery
+    // (after `retryDelayMs`) could find the key still held by it and wait out a whole lease.
+    // Bounded: the engine gives the acquire and then the release `storeTimeoutMs` each.
+    const unanswered = givenBack ? gate.pending() : undefined;
+    if (unanswered !== undefined && !gate.hasStarted)
+      await settleWithin(
+        [unanswered],
+        Math.min(2 * engine.settings.storeTimeoutMs + 1_000, MAX_TIMER_MS),
+      );
+    // `error` only where the disposition has one: a policy may have thrown `undefined` of a
+    // kept success, and the report then says so (an `error` key) as the disposition does.
+    report(
+      'error' in disposition
+        ? { message, status: disposition.status, error: disposition.error }
+        : { message, status: disposition.status },
+    );
     return disposition;
   }
   async function decide(
     message: TMessage,
     bounds: { untilMs: number; signal: AbortSignal | undefined },
+    gate: MessageGate,
   ): Promise<Disposition> {
     // Awaited: an async key or payload function (a lookup) gives a promise, which canonical
     // JSON refuses: every message was rejected (dropped without a dead-letter exchange).
@@ -256,16 +302,22 @@ export function messageProcessor<TMessage, T>(
       scope: scope ?? broker.defaultScope(message),
       fingerprint: part === undefined ? '' : fingerprint({ body: part }),
     };
-    return acrossStoreOutage(() => attempt(message, request), retryDelayMs, bounds);
+    return acrossStoreOutage(() => attempt(message, request, gate), retryDelayMs, bounds);
   }
   async function attempt(
     message: TMessage,
     request: { key: string; scope: Scope; fingerprint: string },
+    gate: MessageGate,
   ): Promise<Attempt<Disposition>> {
     const done = (disposition: Disposition): Attempt<Disposition> => ({
       disposition,
       outage: false,
     });
+    // Given back (a slow key or payload function, the store outage wait) or stopped: nothing
+    // is acquired for a handler that must not start.
+    const refusal = gate.refusal();
+    if (refusal)
+      return done({ action: 'retry', status: 'failed', delayMs: retryDelayMs, error: refusal });
     // What the handler itself threw is never taken for the engine's verdict on the message
     // (a handler may throw an idem error of its own, e.g. from a nested call): it is retried.
     let thrownByHandler = false;
@@ -273,8 +325,16 @@ export function messageProcessor<TMessage, T>(
     let ranHere = false;
     const verdict: PolicyVerdict = {};
     try {
-      const result = await policy.within(verdict, () =>
+      const executing = policy.within(verdict, () =>
         engine.execute(request, async (ctx) => {
+          // Checked where the handler would start, after the store's answer: the engine
+          // releases the key (owner-checked) and throws the refusal (see trackedPolicy).
+          const refused = gate.refusal();
+          if (refused) {
+            verdict.refused = true;
+            throw refused;
+          }
+          gate.started();
           ranHere = true;
           try {
             return await handler(message, ctx);
@@ -285,6 +345,8 @@ export function messageProcessor<TMessage, T>(
           }
         }),
       );
+      gate.track(executing);
+      const result = await executing;
       if (result.replayed) return done({ action: 'ack', status: 'replayed' });
       // Released, not recorded: what such a policy asks for is another delivery, never an ack.
       if (verdict.final === false)
@@ -295,8 +357,8 @@ export function messageProcessor<TMessage, T>(
           error: new OutcomeNotKeptError(),
         });
       // Kept although the policy threw of it: acked, the policy's error reported.
-      if (verdict.policyError !== undefined)
-        return done({ action: 'ack', status: 'processed', error: verdict.policyError });
+      if (verdict.policyFailed)
+        return done({ action: 'ack', status: 'processed', error: verdict.policyFailed.error });
       return done({ action: 'ack', status: 'processed' });
     } catch (error) {
       // The policy kept the failure and the engine recorded it (a failed final write throws
@@ -311,7 +373,12 @@ export function messageProcessor<TMessage, T>(
       };
     }
   }
-  return { process, engine: engine as Idempotency<unknown> };
+  return {
+    process,
+    close: () => gates.close(),
+    idle: () => gates.idle(),
+    engine: engine as Idempotency<unknown>,
+  };
 }
 
 export { inProgressDelayMs, MAX_TIMER_MS } from './engine-verdicts.js';

@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
-import { checkStopTimeout, type IdempotentConsumer, settleWithin } from './amqp-consumer.js';
+import { checkStopTimeout, type IdempotentConsumer } from './amqp-consumer.js';
+import { settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
 
@@ -299,7 +300,10 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         wakeLoop?.();
         stopPulling(messages);
       }
-      await settleWithin([loop, ...inFlight], timeoutMs);
+      // The messages given back at their maxHoldMs whose acquisition is still unanswered too
+      // (see consumeAmqp's stop); past this no handler of this consumer starts.
+      await settleWithin([loop, ...inFlight, processor.idle()], timeoutMs);
+      processor.close();
     },
     get inFlight() {
       return inFlight.size;

@@ -18,8 +18,16 @@ export class OutcomeNotKeptError extends IdemError<'OUTCOME_NOT_KEPT'> {
 /** What the policy said of one execution: `final` is unset until it was asked. */
 export interface PolicyVerdict {
   final?: boolean;
-  /** What the policy threw of a success (the success was kept anyway, see `trackedPolicy`). */
-  policyError?: unknown;
+  /**
+   * What the policy threw of a success (the success was kept anyway, see `trackedPolicy`),
+   * boxed: a policy may throw anything, `undefined` too, and the box alone says it threw.
+   */
+  policyFailed?: { error: unknown };
+  /**
+   * The handler was refused before it started (see `HandlerGates`): not the handler's
+   * failure, never the policy's to keep; the key is released.
+   */
+  refused?: boolean;
 }
 
 /**
@@ -38,6 +46,8 @@ export function trackedPolicy<T>(policy: OutcomePolicy<T> | undefined): {
   return {
     isFinal: (settled) => {
       const verdict = verdicts.getStore();
+      // Nothing ran: whatever the policy (`everythingFinal` too), the key is released.
+      if (verdict?.refused === true) return false;
       let final: boolean;
       try {
         // Read as the engine reads it (truthiness); a Promise (an async isFinal) is a policy
@@ -49,7 +59,7 @@ export function trackedPolicy<T>(policy: OutcomePolicy<T> | undefined): {
         // policy's error reported, not thrown by execute). Of a failure it throws on: the key
         // is released and the message given back, as the engine does.
         if (!settled.ok || verdict === undefined) throw error;
-        verdict.policyError = error;
+        verdict.policyFailed = { error };
         verdict.final = true;
         return true;
       }

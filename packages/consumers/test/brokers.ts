@@ -105,3 +105,30 @@ export function jetStreamBed(label: string) {
   });
   return bed;
 }
+
+/**
+ * A Redis client and a key prefix unique to the run, for a test file's stores: registers the
+ * file's `afterAll`, which deletes the prefix's keys and disconnects the client.
+ */
+export function redisBed(label: string) {
+  const redis = new Redis(process.env.IDEM_REDIS_URL ?? REDIS_URL, { maxRetriesPerRequest: 2 });
+  const prefix = `${uniqueName(label)}:`;
+  afterAll(async () => {
+    const keys = await redis.keys(`${prefix}*`);
+    if (keys.length > 0) await redis.del(...keys);
+    redis.disconnect();
+  });
+  return { redis, prefix };
+}
+
+/** Queue names a test file declares on RabbitMQ, deleted after its tests (its `afterAll`). */
+export function amqpQueues(): string[] {
+  const queues: string[] = [];
+  afterAll(async () => {
+    const connection = await connectAmqp();
+    const channel = await connection.createChannel();
+    for (const queue of queues) await channel.deleteQueue(queue).catch(() => undefined);
+    await connection.close().catch(() => undefined);
+  });
+  return queues;
+}

@@ -3,31 +3,17 @@
 // attacks that held are plain `it`.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createRedisStore } from '@idem/store-redis';
-import { REDIS_URL } from '@idem/test-ledger';
 import amqp from 'amqplib';
-import { Redis } from 'ioredis';
-import { AckPolicy, connect } from 'nats';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { consumeAmqp, consumeJetStream } from '../src/index.js';
-import { AMQP_URL, connectAmqp, connectNats, NATS_URL, uniqueName } from './brokers.js';
+import { AMQP_URL, amqpQueues, connectAmqp, redisBed, uniqueName } from './brokers.js';
+import { silentableProxy, silentJetStream, within } from './silent-proxy.js';
 
-const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
-const prefix = `${uniqueName('rev10a-consumers')}:`;
-const queues: string[] = [];
-
-afterAll(async () => {
-  const connection = await connectAmqp();
-  const channel = await connection.createChannel();
-  for (const queue of queues) await channel.deleteQueue(queue).catch(() => undefined);
-  await connection.close().catch(() => undefined);
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
+const { redis, prefix } = redisBed('rev10a-consumers');
+const queues = amqpQueues();
 
 const loader = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 const childEntry = fileURLToPath(new URL('./rev10-child.ts', import.meta.url));
@@ -79,56 +65,6 @@ function runChild(mode: string, queue: string, limitMs: number): Promise<ChildRu
       });
     });
   });
-}
-
-/**
- * A TCP proxy on loopback to a broker that can fall silent: while paused it forwards nothing
- * either way and keeps the sockets open (a broker whose host froze, a half-dead NAT entry).
- */
-async function silentableProxy(target: { host: string; port: number }) {
-  let paused = false;
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(target.port, target.host);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('error', () => undefined);
-      s.on('close', () => sockets.delete(s));
-    }
-    client.on('data', (d) => {
-      if (!paused) upstream.write(d);
-    });
-    upstream.on('data', (d) => {
-      if (!paused) client.write(d);
-    });
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  return {
-    port,
-    pause: () => {
-      paused = true;
-    },
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
-
-/** Races `promise` with `ms`: `'timeout'` when it did not settle by then. */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const result = await Promise.race([
-    promise,
-    new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), ms);
-    }),
-  ]);
-  clearTimeout(timer);
-  return result;
 }
 
 describe('rev10a consumers: listeners and shutdown', () => {
@@ -199,21 +135,7 @@ describe('rev10a consumers: listeners and shutdown', () => {
   });
 
   it('held: JetStream stop(500) returns within its bound when NATS has gone silent', async () => {
-    const target = new URL(NATS_URL.replace(/^nats:/, 'http:'));
-    const proxy = await silentableProxy({
-      host: target.hostname,
-      port: Number(target.port || 4222),
-    });
-    const direct = await connectNats();
-    const jsm = await direct.jetstreamManager();
-    const stream = uniqueName('rev10a-silent').replace(/[^A-Za-z0-9_-]/g, '_');
-    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
-    await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit });
-    const nc = await connect({
-      servers: `127.0.0.1:${proxy.port}`,
-      timeout: 5_000,
-      maxReconnectAttempts: 0,
-    });
+    const { proxy, nc, stream, close } = await silentJetStream('rev10a-silent');
     try {
       const consumer = await consumeJetStream({
         store: createRedisStore({ client: redis, keyPrefix: prefix }),
@@ -226,10 +148,7 @@ describe('rev10a consumers: listeners and shutdown', () => {
       expect(result).not.toBe('timeout');
       expect(performance.now() - started).toBeLessThan(2_000);
     } finally {
-      await proxy.close();
-      await nc.close().catch(() => undefined);
-      await jsm.streams.delete(stream).catch(() => undefined);
-      await direct.close();
+      await close();
     }
   });
 

@@ -1,27 +1,14 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createRedisStore } from '@idem/store-redis';
-import { REDIS_URL } from '@idem/test-ledger';
-import { Redis } from 'ioredis';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { consumeAmqp } from '../src/index.js';
-import { connectAmqp, uniqueName } from './brokers.js';
+import { amqpQueues, connectAmqp, redisBed, uniqueName } from './brokers.js';
 
 // rev11: consumeAmqp's stop() (bounded cancel, held messages given back at once, in-flight
 // waited for). On the real RabbitMQ and Redis.
 
-const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 2 });
-const prefix = `${uniqueName('rev11-consumers-amqp')}:`;
-const queues: string[] = [];
-
-afterAll(async () => {
-  const connection = await connectAmqp();
-  const channel = await connection.createChannel();
-  for (const queue of queues) await channel.deleteQueue(queue).catch(() => undefined);
-  await connection.close().catch(() => undefined);
-  const keys = await redis.keys(`${prefix}*`);
-  if (keys.length > 0) await redis.del(...keys);
-  redis.disconnect();
-});
+const { redis, prefix } = redisBed('rev11-consumers-amqp');
+const queues = amqpQueues();
 
 describe('rev11 amqp stop()', () => {
   it('waits for a running handler, gives a held message back at once, acks nothing unrecorded', async () => {

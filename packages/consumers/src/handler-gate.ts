@@ -1,0 +1,126 @@
+import { IdemError } from '@idem/core';
+
+/**
+ * The message's handler was not started: the message had already been given back to the
+ * broker (its `maxHoldMs` passed while its key, its payload or the store's answer to the
+ * acquisition was still awaited), or the consumer had stopped. Its key, if it was acquired,
+ * is released (owner-checked), so the redelivery runs the handler at once rather than
+ * waiting out the lease.
+ */
+export class HandlerNotStartedError extends IdemError<'HANDLER_NOT_STARTED'> {
+  constructor(why: 'given_back' | 'stopped') {
+    super(
+      'HANDLER_NOT_STARTED',
+      why === 'given_back'
+        ? 'The message was given back (maxHoldMs passed) before its handler could start: the handler did not start, the key is released'
+        : 'The consumer had stopped before the handler could start: the handler did not start, the key is released and the message given back',
+    );
+  }
+}
+
+/** One message's gate: shut once the message is given back or the consumer stopped. */
+export interface MessageGate {
+  /** Why the handler must not start now, if it must not. */
+  refusal(): HandlerNotStartedError | undefined;
+  /** Called when the handler starts (it then runs on: a promise cannot be cancelled). */
+  started(): void;
+  /** Whether the handler has started. */
+  readonly hasStarted: boolean;
+  /** Shuts the gate: the message was given back. */
+  giveBack(): void;
+  /**
+   * An acquisition of the message's key (an `execute` call) that `idle()` waits for until it
+   * settles or the handler starts. What comes before it (the key and payload functions) is
+   * not waited for: past a shut gate nothing of it reaches the store.
+   */
+  track(executing: Promise<unknown>): void;
+  /** The tracked acquisition still unsettled whose handler has not started, if any. */
+  pending(): Promise<void> | undefined;
+}
+
+/**
+ * Where handlers may start. A handler starts only while its message is held by this
+ * consumer: not once the message was given back at its `maxHoldMs` (an acquisition the store
+ * answered after that, late but within `storeTimeoutMs`, started it beside the redelivery),
+ * and not once the consumer's `stop()` has resolved (the handler ran after it, under the
+ * connections the application then closed). `idle()` waits for every acquisition sent whose
+ * handler has not started, its message given back or not: those may still call the store (a
+ * late answer, then its release). Each is bounded by the engine's time limits (the acquire's
+ * and the release's `storeTimeoutMs`), whatever the key or payload functions do.
+ */
+export class HandlerGates {
+  private closed = false;
+  private readonly unstarted = new Set<Promise<void>>();
+
+  /** A gate for one message. */
+  open(): MessageGate {
+    let givenBack = false;
+    let hasStarted = false;
+    let current: Promise<void> | undefined;
+    let onStart: (() => void) | undefined;
+    const started = new Promise<void>((resolve) => {
+      onStart = resolve;
+    });
+    return {
+      refusal: () =>
+        givenBack
+          ? new HandlerNotStartedError('given_back')
+          : this.closed
+            ? new HandlerNotStartedError('stopped')
+            : undefined,
+      started: () => {
+        hasStarted = true;
+        onStart?.();
+        onStart = undefined;
+      },
+      get hasStarted() {
+        return hasStarted;
+      },
+      giveBack: () => {
+        givenBack = true;
+      },
+      track: (executing) => {
+        if (hasStarted) return;
+        const pending: Promise<void> = Promise.race([
+          executing.then(
+            () => {},
+            () => {},
+          ),
+          started,
+        ]).then(() => {
+          this.unstarted.delete(pending);
+          if (current === pending) current = undefined;
+        });
+        this.unstarted.add(pending);
+        current = pending;
+      },
+      pending: () => current,
+    };
+  }
+
+  /** From now on no handler starts; a message whose handler had not started is given back. */
+  close(): void {
+    this.closed = true;
+  }
+
+  /** Settles when every acquisition sent (as of now) whose handler has not started has settled. */
+  idle(): Promise<void> {
+    return Promise.all([...this.unstarted]).then(() => {});
+  }
+}
+
+/** Waits for the tasks, at most `timeoutMs` (`Infinity`: until they settle). */
+export async function settleWithin(tasks: Promise<unknown>[], timeoutMs: number): Promise<void> {
+  if (timeoutMs === Number.POSITIVE_INFINITY) {
+    await Promise.allSettled(tasks);
+    return;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.allSettled(tasks),
+    new Promise((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    }),
+  ]);
+  clearTimeout(timer);
+}

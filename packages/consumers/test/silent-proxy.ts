@@ -1,0 +1,89 @@
+import net from 'node:net';
+import { AckPolicy, connect, type NatsConnection } from 'nats';
+import { connectNats, NATS_URL, uniqueName } from './brokers.js';
+
+/**
+ * A TCP proxy on loopback to a broker that can fall silent: while paused it forwards nothing
+ * either way and keeps the sockets open (a broker whose host froze, a half-dead NAT entry).
+ */
+export async function silentableProxy(target: { host: string; port: number }) {
+  let paused = false;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(target.port, target.host);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('error', () => undefined);
+      s.on('close', () => sockets.delete(s));
+    }
+    client.on('data', (d) => {
+      if (!paused) upstream.write(d);
+    });
+    upstream.on('data', (d) => {
+      if (!paused) client.write(d);
+    });
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  return {
+    port,
+    pause: () => {
+      paused = true;
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** Races `promise` with `ms`: `'timeout'` when it did not settle by then. */
+export async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const result = await Promise.race([
+    promise,
+    new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), ms);
+    }),
+  ]);
+  clearTimeout(timer);
+  return result;
+}
+
+/**
+ * A JetStream stream (`<stream>.>`) with a durable consumer `c`, and a connection `nc` to it
+ * through a {@link silentableProxy}; `direct` is a connection of its own (to publish, and to
+ * delete the stream in `close`).
+ */
+export async function silentJetStream(label: string) {
+  const target = new URL(NATS_URL.replace(/^nats:/, 'http:'));
+  const proxy = await silentableProxy({ host: target.hostname, port: Number(target.port || 4222) });
+  const direct: NatsConnection = await connectNats();
+  const jsm = await direct.jetstreamManager();
+  const stream = uniqueName(label).replace(/[^A-Za-z0-9_-]/g, '_');
+  await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+  await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit });
+  const nc = await connect({
+    servers: `127.0.0.1:${proxy.port}`,
+    timeout: 5_000,
+    maxReconnectAttempts: 0,
+  });
+  return {
+    proxy,
+    direct,
+    nc,
+    stream,
+    async close() {
+      await proxy.close();
+      // Bounded: a close over a dead socket may wait for an answer that never comes.
+      await within(
+        nc.close().catch(() => undefined),
+        2_000,
+      );
+      await jsm.streams.delete(stream).catch(() => undefined);
+      await direct.close();
+    },
+  };
+}
