@@ -99,6 +99,43 @@ export class InvalidInputError extends IdemError {
 }
 
 /**
+ * An `InvalidInputError` (code `INVALID_INPUT`; `instanceof InvalidInputError` and `IdemError`,
+ * `isIdemError`) that is also a `RangeError`: thrown where the library threw a plain
+ * `RangeError` for a bad option before it had typed errors (`createAdmission`'s options,
+ * `ManualClock`), so that `catch (e) { if (e instanceof RangeError) ... }` still catches it.
+ * Its `name` stays `'RangeError'`, as the error it replaces had it.
+ * @internal for the packages of idem that used to throw a `RangeError`
+ */
+export function invalidRangeInput(message: string): InvalidInputError & RangeError {
+  return new RangeInvalidInputError(message) as unknown as InvalidInputError & RangeError;
+}
+
+// `RangeError`'s prototype chain cannot also hold `IdemError.prototype`, so the error of
+// `invalidRangeInput` takes the shape by which `IdemError`'s `instanceof` recognises the
+// errors of another copy of `@idem/core` (see `Symbol.hasInstance` above): a class named
+// `InvalidInputError` on a class named `IdemError` whose prototype carries the registered
+// mark. Every copy in the process, older ones included, then takes it for an
+// `InvalidInputError`, and for no other class of theirs. The names are set explicitly: a
+// bundler may rename a class (`_IdemError`), and the names are what copies are matched by.
+class RangeIdemError extends RangeError {
+  readonly code: IdemErrorCode;
+
+  constructor(code: IdemErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+Object.defineProperty(RangeIdemError, 'name', { value: 'IdemError' });
+Object.defineProperty(RangeIdemError.prototype, IDEM_ERROR, { value: true });
+
+class RangeInvalidInputError extends RangeIdemError {
+  constructor(message: string) {
+    super('INVALID_INPUT', message);
+  }
+}
+Object.defineProperty(RangeInvalidInputError, 'name', { value: 'InvalidInputError' });
+
+/**
  * Why canonical JSON refused a value: `not_json` for what JSON cannot carry faithfully
  * (a BigInt, a cycle, a Map...), `too_deep` for nesting beyond `MAX_CANONICAL_DEPTH`
  * (a caller fingerprinting a request body may fall back to its raw bytes then).
