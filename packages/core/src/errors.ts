@@ -37,6 +37,13 @@ const IDEM_ERROR = Symbol.for('@idem/core.IdemError');
 export class IdemError<C extends string = IdemErrorCode> extends Error {
   /** Stable discriminant. */
   readonly code: C;
+  /**
+   * Set only on the error `execute` throws when it could not record a success about which the
+   * outcome policy (`isFinal`) threw (or answered a Promise): what the policy threw, which
+   * `execute` throws once such a success is recorded. The error itself is the recording's
+   * (`STORE_UNAVAILABLE`, `LEASE_LOST`, `OUTCOME_NOT_RECORDED`...), as without a policy fault.
+   */
+  declare policyError?: unknown;
 
   constructor(code: C, message: string, options?: { cause?: unknown }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
