@@ -39,11 +39,41 @@ function setup(store: IdempotencyStore, options: Partial<IdempotencyOptions<unkn
   return idem;
 }
 
+/** What `promise` rejected with (undefined when it resolved). */
+function rejection(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+}
+
+/** `inner`, its `complete` replaced by `complete`. */
+function withComplete(inner: FakeStore, complete: IdempotencyStore['complete']): IdempotencyStore {
+  return {
+    capabilities: inner.capabilities,
+    acquire: (input) => inner.acquire(input),
+    get: (key) => inner.get(key),
+    release: (input) => inner.release(input),
+    extend: (input) => inner.extend(input),
+    complete,
+  };
+}
+
 /** A policy that throws `bug` about every success (keeps failures final). */
 const throwingOn = (bug: unknown) => (settled: { ok: boolean }) => {
   if (settled.ok) throw bug;
   return true;
 };
+
+/** What `execute` over `store` rejects with when its policy throws `bug` about the success. */
+function failedRecording(
+  store: IdempotencyStore,
+  bug: unknown,
+  options: Partial<IdempotencyOptions<unknown>> = {},
+): Promise<unknown> {
+  const idem = setup(store, { isFinal: throwingOn(bug), ...options });
+  return rejection(idem.execute({ key: 'k' }, async () => 'v'));
+}
 
 describe('coreleft: a policy fault about a success whose recording failed', () => {
   it('store down: the caller gets StoreUnavailableError carrying the policy error; the success lands once the store is back and is replayed', async () => {
@@ -56,10 +86,7 @@ describe('coreleft: a policy fault about a success whose recording failed', () =
       runs++;
       return 'charged';
     };
-    const error = await idem.execute({ key: 'k' }, op).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const error = await rejection(idem.execute({ key: 'k' }, op));
     expect(error).toBeInstanceOf(StoreUnavailableError);
     expect(error).toMatchObject({ code: 'STORE_UNAVAILABLE', policyError: bug });
     // The store's own failure is still its cause.
@@ -77,10 +104,7 @@ describe('coreleft: a policy fault about a success whose recording failed', () =
       isFinal: (settled) => (settled.ok ? (Promise.resolve(true) as never) : true),
     });
     store.always.complete = 'throw';
-    const error = await idem.execute({ key: 'k' }, async () => 'v').then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const error = await rejection(idem.execute({ key: 'k' }, async () => 'v'));
     expect(isIdemError(error, 'STORE_UNAVAILABLE')).toBe(true);
     const { policyError } = error as StoreUnavailableError;
     expect(policyError).toBeInstanceOf(InvalidInputError);
@@ -92,16 +116,13 @@ describe('coreleft: a policy fault about a success whose recording failed', () =
     const store = new FakeStore();
     const bug = new Error('policy bug');
     const idem = setup(store, { isFinal: throwingOn(bug) });
-    const error = await idem
-      .execute({ key: 'k' }, async () => {
+    const error = await rejection(
+      idem.execute({ key: 'k' }, async () => {
         // Another owner's record now (as after a takeover): the final write is refused.
         store.records.clear();
         return 'v';
-      })
-      .then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      }),
+    );
     expect(error).toBeInstanceOf(LeaseLostError);
     expect((error as LeaseLostError).policyError).toBe(bug);
   });
@@ -109,13 +130,9 @@ describe('coreleft: a policy fault about a success whose recording failed', () =
   it('the store refuses the outcome (too large, full): its error carries the policy error', async () => {
     for (const fault of ['too_large', 'full'] as const) {
       const store = new FakeStore();
-      const bug = new Error(`policy bug ${fault}`);
-      const idem = setup(store, { isFinal: throwingOn(bug) });
       store.next.complete.push(fault);
-      const error = await idem.execute({ key: 'k' }, async () => 'v').then(
-        () => undefined,
-        (e: unknown) => e,
-      );
+      const bug = new Error(`policy bug ${fault}`);
+      const error = await failedRecording(store, bug);
       expect(error, fault).toBeInstanceOf(
         fault === 'too_large' ? OutcomeTooLargeError : StoreFullError,
       );
@@ -127,10 +144,7 @@ describe('coreleft: a policy fault about a success whose recording failed', () =
     const store = new FakeStore();
     const bug = new Error('policy bug');
     const idem = setup(store, { isFinal: throwingOn(bug) });
-    const error = await idem.execute({ key: 'k' }, async () => ({ n: 1n })).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const error = await rejection(idem.execute({ key: 'k' }, async () => ({ n: 1n })));
     expect(error).toBeInstanceOf(OutcomeNotRecordedError);
     expect(error).toMatchObject({ reason: 'not_serializable', policyError: bug });
     expect((error as Error).cause).toBeInstanceOf(TypeError);
@@ -138,29 +152,35 @@ describe('coreleft: a policy fault about a success whose recording failed', () =
 
   it('a store that answers at once (a synchronous form): the same, for a failure and a lost lease', async () => {
     for (const answer of ['throws', 'not_owner'] as const) {
-      const inner = new FakeStore();
-      const store: IdempotencyStore = {
-        capabilities: inner.capabilities,
-        acquire: (input) => inner.acquire(input),
-        get: (key) => inner.get(key),
-        release: (input) => inner.release(input),
-        extend: (input) => inner.extend(input),
-        complete: answersSynchronously((): OwnerWriteResult => {
+      const store = withComplete(
+        new FakeStore(),
+        answersSynchronously((): OwnerWriteResult => {
           if (answer === 'throws') throw new Error('down (sync)');
           return { ok: false, reason: 'not_owner' } as OwnerWriteResult;
         }),
-      };
-      const bug = new Error(`policy bug ${answer}`);
-      const idem = setup(store, { isFinal: throwingOn(bug), maxHoldMs: 200 });
-      const error = await idem.execute({ key: 'k' }, async () => 'v').then(
-        () => undefined,
-        (e: unknown) => e,
       );
+      const bug = new Error(`policy bug ${answer}`);
+      const error = await failedRecording(store, bug, { maxHoldMs: 200 });
       expect(error, answer).toBeInstanceOf(
         answer === 'throws' ? StoreUnavailableError : LeaseLostError,
       );
       expect((error as StoreUnavailableError).policyError, answer).toBe(bug);
     }
+  });
+
+  it('a policy that threw undefined: policyError is an own property, undefined; a frozen store error is thrown as it is', async () => {
+    const store = new FakeStore();
+    store.next.complete.push('full');
+    const error = await failedRecording(store, undefined);
+    expect(error).toBeInstanceOf(StoreFullError);
+    expect(Object.hasOwn(error as object, 'policyError')).toBe(true);
+    expect((error as StoreFullError).policyError).toBeUndefined();
+
+    const frozen = Object.freeze(new StoreFullError('full (frozen)'));
+    const refusing = withComplete(new FakeStore(), async () => {
+      throw frozen;
+    });
+    expect(await failedRecording(refusing, new Error('policy bug'))).toBe(frozen);
   });
 
   it('nothing changes when the recording lands (the policy error is thrown) or the policy did not fail', async () => {
@@ -172,10 +192,7 @@ describe('coreleft: a policy fault about a success whose recording failed', () =
     // Without a policy fault, the store's error carries nothing of the kind.
     const plain = setup(store);
     store.always.complete = 'throw';
-    const error = await plain.execute({ key: 'b' }, async () => 'v').then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const error = await rejection(plain.execute({ key: 'b' }, async () => 'v'));
     expect(error).toBeInstanceOf(StoreUnavailableError);
     expect(Object.hasOwn(error as object, 'policyError')).toBe(false);
     delete store.always.complete;

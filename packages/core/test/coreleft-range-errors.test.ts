@@ -6,7 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import * as esm from '../src/index.js';
+import type * as esm from '../src/index.js';
 import {
   createAdmission,
   IdemError,

@@ -4,7 +4,7 @@
 // acquisition of the same (storage key, fence) pair, begun once a slot freed, got the entry,
 // and the first one's end (its release, say) ended that span with its own result, in the
 // other request's trace.
-import { createIdempotency, type IdemEvent, IdemError, isIdemError } from '@idem/core';
+import { createIdempotency, IdemError, type IdemEvent, isIdemError } from '@idem/core';
 import { createMemoryStore } from '@idem/store-memory';
 import { context, type Tracer, trace } from '@opentelemetry/api';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -38,7 +38,14 @@ const end = (
   result: 'completed' | 'released' | 'lease_lost' | 'abandoned',
   fence: number,
   storageKey = SK,
-): IdemEvent => ({ type: 'execution_end', storageKey, operation: OP, fence, result, durationMs: 1 });
+): IdemEvent => ({
+  type: 'execution_end',
+  storageKey,
+  operation: OP,
+  fence,
+  result,
+  durationMs: 1,
+});
 
 describe('coreleft: options are typed errors', () => {
   it('each refused option is INVALID_INPUT, an IdemError, and still a RangeError', () => {
@@ -68,15 +75,25 @@ describe('coreleft: options are typed errors', () => {
   });
 });
 
+/** A listener of spans only, with at most `maxOpenExecutions` open, counting them. */
+function capped(maxOpenExecutions: number) {
+  const t = setup();
+  const counted = countingOpen(t.tracer, SPAN.execute);
+  const listener = createOtelListener({
+    tracer: counted.tracer,
+    metrics: false,
+    maxOpenExecutions,
+  });
+  return { t, counted, listener };
+}
+
+/** Runs `fn` with `root` as the active span: what it starts is in `root`'s trace. */
+const under = <R>(root: ReturnType<Tracer['startSpan']>, fn: () => R): R =>
+  context.with(trace.setSpan(context.active(), root), fn);
+
 describe('coreleft: a (storage key, fence) pair held past maxOpenExecutions', () => {
   it("events: the first holder's end never ends the span of a second holder begun later", () => {
-    const t = setup();
-    const counted = countingOpen(t.tracer, SPAN.execute);
-    const listener = createOtelListener({
-      tracer: counted.tracer,
-      metrics: false,
-      maxOpenExecutions: 1,
-    });
+    const { t, counted, listener } = capped(1);
     const other = 'b'.repeat(64);
     listener(miss(1, other)); // takes the one slot
     listener(miss(5)); // store A: past the limit, no span
@@ -107,57 +124,48 @@ describe('coreleft: a (storage key, fence) pair held past maxOpenExecutions', ()
   });
 
   it('two engines on two stores, maxOpenExecutions 1: no release lands in the trace of the request that completed', async () => {
-    const t = setup();
-    const counted = countingOpen(t.tracer, SPAN.execute);
-    const listener = createOtelListener({
-      tracer: counted.tracer,
-      metrics: false,
-      maxOpenExecutions: 1,
-    });
+    const { t, counted, listener } = capped(1);
     const [a, b] = [createMemoryStore(), createMemoryStore()].map((store) =>
       createIdempotency({ store, onEvent: listener, heartbeatMs: false }),
     );
     if (!a || !b) throw new Error('two engines');
-    const rootA = t.tracer.startSpan('tenant A: POST /pay');
-    const rootB = t.tracer.startSpan('tenant B: POST /pay');
-    const inA = <R>(fn: () => R) => context.with(trace.setSpan(context.active(), rootA), fn);
-    const inB = <R>(fn: () => R) => context.with(trace.setSpan(context.active(), rootB), fn);
     const request = { key: 'order-1', scope: ['POST /pay'], operation: OP };
     const filler = await a.begin({ ...request, key: 'filler' });
-    const first = await inA(() => a.begin(request));
+    // Tenant A's request begins past the limit (the filler holds the one slot).
+    const rootA = t.tracer.startSpan('tenant A');
+    const first = await under(rootA, () => a.begin(request));
     if (filler.kind !== 'acquired' || first.kind !== 'acquired') throw new Error('acquired');
     await filler.execution.release();
-    const second = await inB(() => b.begin(request));
+    // Tenant B's, on the other store, has the same storage key and fence.
+    const rootB = t.tracer.startSpan('tenant B');
+    const second = await under(rootB, () => b.begin(request));
     if (second.kind !== 'acquired') throw new Error('acquired');
     expect(second.execution.fence).toBe(first.execution.fence);
-    await inA(() => first.execution.release());
-    await inB(() => second.execution.complete(body));
+    await under(rootA, () => first.execution.release());
+    await under(rootB, () => second.execution.complete(body));
     rootA.end();
     rootB.end();
-    const inTrace = (id: string) => t.spans().filter((s) => s.spanContext().traceId === id);
-    const releasedInB = inTrace(rootB.spanContext().traceId).filter(
-      (s) =>
-        s.attributes[ATTR.result] === 'released' ||
-        s.events.some((e) => e.name === 'idem.released'),
-    );
-    expect(releasedInB.map((s) => s.name)).toEqual([]);
+    const traceB = rootB.spanContext().traceId;
+    const saysReleased = t
+      .spans()
+      .filter((s) => s.spanContext().traceId === traceB)
+      .filter(
+        (s) =>
+          s.attributes[ATTR.result] === 'released' ||
+          s.events.some((e) => e.name === 'idem.released'),
+      );
+    expect(saysReleased.map((s) => s.name)).toEqual([]);
     expect(counted.open()).toBe(0);
-    // Everything ended: a later acquisition of the pair's store gets its span and result.
-    const third = await a.begin({ ...request, key: 'order-2' });
-    if (third.kind !== 'acquired') throw new Error('acquired');
-    await third.execution.release();
-    expect(t.spans(SPAN.execute).at(-1)?.attributes[ATTR.result]).toBe('released');
+    // Everything ended: later executions on either store get their spans and results again.
+    await a.execute({ ...request, key: 'order-2' }, async () => 'ok');
+    await b.execute({ ...request, key: 'order-3' }, async () => 'ok');
+    const results = t.spans(SPAN.execute).map((s) => s.attributes[ATTR.result]);
+    expect(results.slice(-2)).toEqual(['completed', 'completed']);
     expect(counted.open()).toBe(0);
   });
 
   it('memory stays bounded past the limit, and spans come back once the overflow ended', () => {
-    const t = setup();
-    const counted = countingOpen(t.tracer, SPAN.execute);
-    const listener = createOtelListener({
-      tracer: counted.tracer,
-      metrics: false,
-      maxOpenExecutions: 2,
-    });
+    const { t, counted, listener } = capped(2);
     const key = (i: number) => i.toString(16).padStart(64, '0');
     for (let i = 0; i < 5_000; i++) listener(miss(1, key(i)));
     expect(counted.open()).toBe(2);
@@ -190,9 +198,9 @@ describe('coreleft: a (storage key, fence) pair held past maxOpenExecutions', ()
     listener(miss(3)); // B, same pair
     listener(end('released', 3)); // A ends
     listener(end('completed', 3)); // B ends
-    expect(
-      t.spans(SPAN.execute).filter((s) => s.attributes[ATTR.result] === 'released'),
-    ).toEqual([]);
+    expect(t.spans(SPAN.execute).filter((s) => s.attributes[ATTR.result] === 'released')).toEqual(
+      [],
+    );
     listener(miss(3));
     listener(end('completed', 3));
     expect(t.spans(SPAN.execute).at(-1)?.attributes[ATTR.result]).toBe('completed');
