@@ -114,7 +114,13 @@ export class InvalidInputError extends IdemError {
  * @internal for the packages of idem that used to throw a `RangeError`
  */
 export function invalidRangeInput(message: string): InvalidInputError & RangeError {
-  return new RangeInvalidInputError(message) as unknown as InvalidInputError & RangeError;
+  const error = new RangeInvalidInputError(message);
+  // The stack starts at the check that refused the value, not here (where the runtime can).
+  (Error as { captureStackTrace?: (target: object, below: unknown) => void }).captureStackTrace?.(
+    error,
+    invalidRangeInput,
+  );
+  return error as unknown as InvalidInputError & RangeError;
 }
 
 // `RangeError`'s prototype chain cannot also hold `IdemError.prototype`, so the error of

@@ -90,6 +90,19 @@ describe('createAdmission: bad options', () => {
   });
 });
 
+describe('the built copy (CommonJS) makes the same error', () => {
+  it("its invalidRangeInput is this copy's InvalidInputError and a RangeError: the bundler kept the names", () => {
+    const made = cjs.invalidRangeInput('from the build');
+    expect(made instanceof RangeError).toBe(true);
+    expect(made instanceof InvalidInputError).toBe(true);
+    expect(made instanceof IdemError).toBe(true);
+    expect(made instanceof StoreUnavailableError).toBe(false);
+    expect(isIdemError(made, 'INVALID_INPUT')).toBe(true);
+    expect(made.name).toBe('RangeError');
+    expect(thrown(() => new cjs.ManualClock(0).advance(-1))).toBeInstanceOf(InvalidInputError);
+  });
+});
+
 describe('ManualClock: a clock moved backwards or to no time', () => {
   it('advance and set refuse with INVALID_INPUT, still a RangeError, and leave the clock as it was', () => {
     const clock = new ManualClock(1_000);
