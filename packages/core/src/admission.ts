@@ -217,6 +217,11 @@ export function createAdmission(options: AdmissionOptions): Admission {
  * The store's `admin` is passed through unadmitted: an operator's call is never shed.
  */
 export function admitStore(store: IdempotencyStore, admission: Admission): IdempotencyStore {
+  // Checked here: a call through a missing `run` would fail as a store outage, for ever.
+  if (typeof store !== 'object' || store === null)
+    throw new InvalidInputError('admitStore needs a store');
+  if (typeof (admission as Partial<Admission> | null)?.run !== 'function')
+    throw new InvalidInputError('admitStore needs an admission made by createAdmission');
   const admitted: IdempotencyStore = {
     capabilities: store.capabilities,
     ...(store.admin ? { admin: store.admin } : {}),

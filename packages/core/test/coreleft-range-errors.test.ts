@@ -8,7 +8,10 @@ import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import type * as esm from '../src/index.js';
 import {
+  admitStore,
   createAdmission,
+  createIdempotency,
+  generateKey,
   IdemError,
   InvalidInputError,
   InvalidKeyError,
@@ -16,6 +19,7 @@ import {
   ManualClock,
   StoreUnavailableError,
 } from '../src/index.js';
+import { FakeStore } from './support/fake-store.js';
 
 const require = createRequire(import.meta.url);
 const cjs = require('@idem/core') as typeof esm;
@@ -87,6 +91,34 @@ describe('createAdmission: bad options', () => {
   it('good options still make an admission', () => {
     expect(createAdmission({ targetLatencyMs: 10, maxWaitMs: 2 ** 31 - 1 }).limit).toBe(16);
     expect(createAdmission({ targetLatencyMs: 10, now: () => 0 }).inFlight).toBe(0);
+  });
+});
+
+describe('other public entry points refuse what is not an options object with INVALID_INPUT', () => {
+  // Each threw a bare TypeError (`Cannot read properties of undefined`); admitStore with no
+  // admission failed only at each store call, as an outage (503) for ever.
+  const store = new FakeStore();
+  const admission = createAdmission({ targetLatencyMs: 10 });
+  const calls: [string, () => unknown][] = [
+    ['createIdempotency(undefined)', () => createIdempotency(undefined as never)],
+    ['createIdempotency(null)', () => createIdempotency(null as never)],
+    ['generateKey(null)', () => generateKey(null as never)],
+    ['generateKey({ version: 7, now: 5 })', () => generateKey({ version: 7, now: 5 as never })],
+    ['admitStore(undefined, admission)', () => admitStore(undefined as never, admission)],
+    ['admitStore(store, {})', () => admitStore(store, {} as never)],
+    ['admitStore(store, undefined)', () => admitStore(store, undefined as never)],
+  ];
+  for (const [label, call] of calls) {
+    it(label, () => {
+      const error = thrown(call);
+      expect(isIdemError(error, 'INVALID_INPUT'), String(error)).toBe(true);
+    });
+  }
+
+  it('good ones still work', () => {
+    expect(generateKey()).toMatch(/^[0-9a-f-]{36}$/);
+    expect(generateKey({ version: 7, now: () => 0 })).toMatch(/^00000000-0000-7/);
+    expect(typeof admitStore(store, admission).acquire).toBe('function');
   });
 });
 
