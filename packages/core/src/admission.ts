@@ -1,4 +1,9 @@
-import { InvalidInputError, invalidRangeInput, StoreUnavailableError } from './errors.js';
+import {
+  InvalidInputError,
+  invalidRangeInput,
+  StoreUnavailableError,
+  shownValue,
+} from './errors.js';
 import type { IdempotencyStore } from './store.js';
 
 /** Longest delay a Node timer holds; a longer one fires after 1 ms. */
@@ -87,9 +92,9 @@ export function createAdmission(options: AdmissionOptions): Admission {
   if (typeof options !== 'object' || options === null)
     throw new InvalidInputError('createAdmission needs an options object with targetLatencyMs');
   const target = options.targetLatencyMs;
-  if (!(target > 0 && target <= 2 * MAX_TIMER_MS)) {
+  if (!(typeof target === 'number' && target > 0 && target <= 2 * MAX_TIMER_MS)) {
     throw invalidRangeInput(
-      `targetLatencyMs must be a positive number of at most ${2 * MAX_TIMER_MS} (got ${target})`,
+      `targetLatencyMs must be a positive number of at most ${2 * MAX_TIMER_MS} (got ${shownValue(target)})`,
     );
   }
   const minLimit = options.minLimit ?? 2;
@@ -100,16 +105,20 @@ export function createAdmission(options: AdmissionOptions): Admission {
   if (maxLimit < minLimit) throw invalidRangeInput('maxLimit must not be below minLimit');
   const initialLimit = options.initialLimit ?? 16;
   if (!(Number.isInteger(initialLimit) && initialLimit >= 1)) {
-    throw invalidRangeInput(`initialLimit must be a positive integer (got ${initialLimit})`);
+    throw invalidRangeInput(
+      `initialLimit must be a positive integer (got ${shownValue(initialLimit)})`,
+    );
   }
   const maxQueue = options.maxQueue ?? 64;
   const maxWaitMs = options.maxWaitMs ?? target / 2;
   if (!(Number.isInteger(maxQueue) && maxQueue >= 0)) {
-    throw invalidRangeInput(`maxQueue must be a non-negative integer (got ${maxQueue})`);
-  }
-  if (!(maxWaitMs >= 0 && maxWaitMs <= MAX_TIMER_MS)) {
     throw invalidRangeInput(
-      `maxWaitMs must be a non-negative number of at most ${MAX_TIMER_MS} (got ${maxWaitMs})`,
+      `maxQueue must be a non-negative integer (got ${shownValue(maxQueue)})`,
+    );
+  }
+  if (!(typeof maxWaitMs === 'number' && maxWaitMs >= 0 && maxWaitMs <= MAX_TIMER_MS)) {
+    throw invalidRangeInput(
+      `maxWaitMs must be a non-negative number of at most ${MAX_TIMER_MS} (got ${shownValue(maxWaitMs)})`,
     );
   }
   if (options.now !== undefined && typeof options.now !== 'function')

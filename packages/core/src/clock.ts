@@ -1,4 +1,4 @@
-import { invalidRangeInput } from './errors.js';
+import { invalidRangeInput, shownValue } from './errors.js';
 
 /** A source of the current time in epoch milliseconds. Injectable for tests. */
 export interface Clock {
@@ -92,7 +92,7 @@ export class ManualClock implements Clock {
 
   constructor(start = Date.UTC(2026, 0, 1)) {
     if (!(typeof start === 'number' && Number.isFinite(start)))
-      throw invalidRangeInput(`A clock starts at a finite epoch ms (got ${start})`);
+      throw invalidRangeInput(`A clock starts at a finite epoch ms (got ${shownValue(start)})`);
     this.current = start;
   }
 
@@ -106,7 +106,9 @@ export class ManualClock implements Clock {
    */
   advance(ms: number): void {
     if (!(typeof ms === 'number' && ms >= 0 && Number.isFinite(this.current + ms)))
-      throw invalidRangeInput(`A clock only moves forward, by a finite number of ms (got ${ms})`);
+      throw invalidRangeInput(
+        `A clock only moves forward, by a finite number of ms (got ${shownValue(ms)})`,
+      );
     this.current += ms;
   }
 
@@ -116,7 +118,9 @@ export class ManualClock implements Clock {
    */
   set(epochMs: number): void {
     if (!(typeof epochMs === 'number' && Number.isFinite(epochMs) && epochMs >= this.current))
-      throw invalidRangeInput(`A clock only moves forward, to a finite epoch ms (got ${epochMs})`);
+      throw invalidRangeInput(
+        `A clock only moves forward, to a finite epoch ms (got ${shownValue(epochMs)})`,
+      );
     this.current = epochMs;
   }
 }

@@ -123,6 +123,18 @@ export function invalidRangeInput(message: string): InvalidInputError & RangeErr
   return error as unknown as InvalidInputError & RangeError;
 }
 
+/**
+ * A refused value for an error message: a number, boolean, `null` or `undefined` as written,
+ * anything else by its type only (a Symbol or a throwing `toString` cannot make the message
+ * fail, and an object's contents stay out of it).
+ * @internal
+ */
+export function shownValue(value: unknown): string {
+  return typeof value === 'number' || typeof value === 'boolean' || value == null
+    ? String(value)
+    : `a ${typeof value}`;
+}
+
 // `RangeError`'s prototype chain cannot also hold `IdemError.prototype`, so the error of
 // `invalidRangeInput` takes the shape by which `IdemError`'s `instanceof` recognises the
 // errors of another copy of `@idem/core` (see `Symbol.hasInstance` above): a class named

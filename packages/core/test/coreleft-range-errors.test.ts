@@ -55,6 +55,16 @@ function expectTypedRange(error: unknown, label: string) {
   expect(Object.keys(error as object), label).toEqual(['code']);
 }
 
+/** An object whose conversion to a string or number throws. */
+const hostile = {
+  toString() {
+    throw new Error('toString');
+  },
+  valueOf() {
+    throw new Error('valueOf');
+  },
+};
+
 describe('createAdmission: bad options', () => {
   const bad: [string, Parameters<typeof createAdmission>[0]][] = [
     ['target 0', { targetLatencyMs: 0 }],
@@ -68,6 +78,14 @@ describe('createAdmission: bad options', () => {
     ['maxQueue -1', { targetLatencyMs: 10, maxQueue: -1 }],
     ['maxWaitMs NaN', { targetLatencyMs: 10, maxWaitMs: Number.NaN }],
     ['maxWaitMs past a timer', { targetLatencyMs: 10, maxWaitMs: 2 ** 31 }],
+    // Not numbers: a string was taken by coercion, a BigInt or a Symbol threw a TypeError
+    // (comparing or formatting it), an object whose toString throws threw its own error.
+    ['target a string', { targetLatencyMs: '100' as never }],
+    ['target a BigInt', { targetLatencyMs: 100n as never }],
+    ['target a Symbol', { targetLatencyMs: Symbol('t') as never }],
+    ['maxWaitMs a string', { targetLatencyMs: 10, maxWaitMs: '5' as never }],
+    ['initialLimit a Symbol', { targetLatencyMs: 10, initialLimit: Symbol('i') as never }],
+    ['maxQueue a hostile object', { targetLatencyMs: 10, maxQueue: hostile as never }],
   ];
   for (const [label, options] of bad) {
     it(`${label}: INVALID_INPUT, still a RangeError`, () => {
@@ -147,6 +165,10 @@ describe('ManualClock: a clock moved backwards or to no time', () => {
       ['set(NaN)', () => clock.set(Number.NaN)],
       ['set(Infinity)', () => clock.set(Number.POSITIVE_INFINITY)],
       ["set('2000')", () => clock.set('2000' as never)],
+      ['advance(Symbol)', () => clock.advance(Symbol('ms') as never)],
+      ['advance(hostile)', () => clock.advance(hostile as never)],
+      ['set(hostile)', () => clock.set(hostile as never)],
+      ['set(BigInt)', () => clock.set(5000n as never)],
     ];
     for (const [label, attempt] of attempts) {
       expectTypedRange(thrown(attempt), label);

@@ -94,7 +94,5 @@ export function countOption(name: string, value: number | undefined, fallback: n
   if (value === undefined) return fallback;
   if (value === Number.POSITIVE_INFINITY || (Number.isSafeInteger(value) && value >= 0))
     return value;
-  throw invalidRangeInput(
-    `${name} must be a non-negative integer or Infinity; got ${String(value)}`,
-  );
+  throw invalidRangeInput(`${name} must be a non-negative integer or Infinity; got ${kind(value)}`);
 }

@@ -58,6 +58,14 @@ describe('coreleft: options are typed errors', () => {
       { meter: {} },
       { maxOpenExecutions: Number.NaN },
       { maxOperations: -1 },
+      // Its message never converts the value itself (a throwing toString threw its own error).
+      {
+        maxOperations: {
+          toString: () => {
+            throw new Error('toString');
+          },
+        },
+      },
     ];
     for (const options of bad) {
       let error: unknown;
