@@ -1,4 +1,9 @@
-import { StoreUnavailableError } from './errors.js';
+import {
+  InvalidInputError,
+  invalidRangeInput,
+  StoreUnavailableError,
+  shownValue,
+} from './errors.js';
 import type { IdempotencyStore } from './store.js';
 
 /** Longest delay a Node timer holds; a longer one fires after 1 ms. */
@@ -77,36 +82,47 @@ export interface Admission {
  * misses its renewal or its completion for the limit's sake. Essential work is bounded by
  * the executions admitted, since each of them made a sheddable acquire first.
  *
+ * Bad options throw `InvalidInputError` (`INVALID_INPUT`); those out of range are
+ * `RangeError`s too, as they were before the library had typed errors.
+ *
  * It changes no answer of the store; it only refuses calls. Share one per store client
  * (the idempotency store and any other table the same client writes).
  */
 export function createAdmission(options: AdmissionOptions): Admission {
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidInputError('createAdmission needs an options object with targetLatencyMs');
   const target = options.targetLatencyMs;
-  if (!(target > 0 && target <= 2 * MAX_TIMER_MS)) {
-    throw new RangeError(
-      `targetLatencyMs must be a positive number of at most ${2 * MAX_TIMER_MS} (got ${target})`,
+  if (!(typeof target === 'number' && target > 0 && target <= 2 * MAX_TIMER_MS)) {
+    throw invalidRangeInput(
+      `targetLatencyMs must be a positive number of at most ${2 * MAX_TIMER_MS} (got ${shownValue(target)})`,
     );
   }
   const minLimit = options.minLimit ?? 2;
   const maxLimit = options.maxLimit ?? 256;
   if (!(Number.isInteger(minLimit) && minLimit >= 1 && Number.isInteger(maxLimit))) {
-    throw new RangeError('minLimit and maxLimit must be integers, minLimit at least 1');
+    throw invalidRangeInput('minLimit and maxLimit must be integers, minLimit at least 1');
   }
-  if (maxLimit < minLimit) throw new RangeError('maxLimit must not be below minLimit');
+  if (maxLimit < minLimit) throw invalidRangeInput('maxLimit must not be below minLimit');
   const initialLimit = options.initialLimit ?? 16;
   if (!(Number.isInteger(initialLimit) && initialLimit >= 1)) {
-    throw new RangeError(`initialLimit must be a positive integer (got ${initialLimit})`);
+    throw invalidRangeInput(
+      `initialLimit must be a positive integer (got ${shownValue(initialLimit)})`,
+    );
   }
   const maxQueue = options.maxQueue ?? 64;
   const maxWaitMs = options.maxWaitMs ?? target / 2;
   if (!(Number.isInteger(maxQueue) && maxQueue >= 0)) {
-    throw new RangeError(`maxQueue must be a non-negative integer (got ${maxQueue})`);
-  }
-  if (!(maxWaitMs >= 0 && maxWaitMs <= MAX_TIMER_MS)) {
-    throw new RangeError(
-      `maxWaitMs must be a non-negative number of at most ${MAX_TIMER_MS} (got ${maxWaitMs})`,
+    throw invalidRangeInput(
+      `maxQueue must be a non-negative integer (got ${shownValue(maxQueue)})`,
     );
   }
+  if (!(typeof maxWaitMs === 'number' && maxWaitMs >= 0 && maxWaitMs <= MAX_TIMER_MS)) {
+    throw invalidRangeInput(
+      `maxWaitMs must be a non-negative number of at most ${MAX_TIMER_MS} (got ${shownValue(maxWaitMs)})`,
+    );
+  }
+  if (options.now !== undefined && typeof options.now !== 'function')
+    throw new InvalidInputError('now must be a function answering milliseconds');
   const now = options.now ?? (() => performance.now());
   let limit = Math.min(maxLimit, Math.max(minLimit, initialLimit));
   let inFlight = 0;
@@ -210,6 +226,11 @@ export function createAdmission(options: AdmissionOptions): Admission {
  * The store's `admin` is passed through unadmitted: an operator's call is never shed.
  */
 export function admitStore(store: IdempotencyStore, admission: Admission): IdempotencyStore {
+  // Checked here: a call through a missing `run` would fail as a store outage, for ever.
+  if (typeof store !== 'object' || store === null)
+    throw new InvalidInputError('admitStore needs a store');
+  if (typeof (admission as Partial<Admission> | null)?.run !== 'function')
+    throw new InvalidInputError('admitStore needs an admission made by createAdmission');
   const admitted: IdempotencyStore = {
     capabilities: store.capabilities,
     ...(store.admin ? { admin: store.admin } : {}),

@@ -1,3 +1,5 @@
+import { invalidRangeInput, shownValue } from './errors.js';
+
 /** A source of the current time in epoch milliseconds. Injectable for tests. */
 export interface Clock {
   now(): number;
@@ -89,6 +91,8 @@ export class ManualClock implements Clock {
   private current: number;
 
   constructor(start = Date.UTC(2026, 0, 1)) {
+    if (!(typeof start === 'number' && Number.isFinite(start)))
+      throw invalidRangeInput(`A clock starts at a finite epoch ms (got ${shownValue(start)})`);
     this.current = start;
   }
 
@@ -96,15 +100,27 @@ export class ManualClock implements Clock {
     return this.current;
   }
 
-  /** Moves the clock forward by `ms` milliseconds. */
+  /**
+   * Moves the clock forward by `ms` milliseconds (a finite, non-negative number).
+   * @throws InvalidInputError, also a `RangeError`, for anything else
+   */
   advance(ms: number): void {
-    if (!(ms >= 0)) throw new RangeError('A clock only moves forward');
+    if (!(typeof ms === 'number' && ms >= 0 && Number.isFinite(this.current + ms)))
+      throw invalidRangeInput(
+        `A clock only moves forward, by a finite number of ms (got ${shownValue(ms)})`,
+      );
     this.current += ms;
   }
 
-  /** Sets the clock to `epochMs` (not backwards). */
+  /**
+   * Sets the clock to `epochMs` (a finite number, not backwards).
+   * @throws InvalidInputError, also a `RangeError`, for anything else
+   */
   set(epochMs: number): void {
-    if (epochMs < this.current) throw new RangeError('A clock only moves forward');
+    if (!(typeof epochMs === 'number' && Number.isFinite(epochMs) && epochMs >= this.current))
+      throw invalidRangeInput(
+        `A clock only moves forward, to a finite epoch ms (got ${shownValue(epochMs)})`,
+      );
     this.current = epochMs;
   }
 }

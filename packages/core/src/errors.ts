@@ -37,6 +37,13 @@ const IDEM_ERROR = Symbol.for('@idem/core.IdemError');
 export class IdemError<C extends string = IdemErrorCode> extends Error {
   /** Stable discriminant. */
   readonly code: C;
+  /**
+   * Set only on the error `execute` throws when it could not record a success about which the
+   * outcome policy (`isFinal`) threw (or answered a Promise): what the policy threw, which
+   * `execute` throws once such a success is recorded. The error itself is the recording's
+   * (`STORE_UNAVAILABLE`, `LEASE_LOST`, `OUTCOME_NOT_RECORDED`...), as without a policy fault.
+   */
+  declare policyError?: unknown;
 
   constructor(code: C, message: string, options?: { cause?: unknown }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
@@ -97,6 +104,61 @@ export class InvalidInputError extends IdemError {
     super('INVALID_INPUT', message);
   }
 }
+
+/**
+ * An `InvalidInputError` (code `INVALID_INPUT`; `instanceof InvalidInputError` and `IdemError`,
+ * `isIdemError`) that is also a `RangeError`: thrown where the library threw a plain
+ * `RangeError` for a bad option before it had typed errors (`createAdmission`'s options,
+ * `ManualClock`), so that `catch (e) { if (e instanceof RangeError) ... }` still catches it.
+ * Its `name` stays `'RangeError'`, as the error it replaces had it.
+ * @internal for the packages of idem that used to throw a `RangeError`
+ */
+export function invalidRangeInput(message: string): InvalidInputError & RangeError {
+  const error = new RangeInvalidInputError(message);
+  // The stack starts at the check that refused the value, not here (where the runtime can).
+  (Error as { captureStackTrace?: (target: object, below: unknown) => void }).captureStackTrace?.(
+    error,
+    invalidRangeInput,
+  );
+  return error as unknown as InvalidInputError & RangeError;
+}
+
+/**
+ * A refused value for an error message: a number, boolean, `null` or `undefined` as written,
+ * anything else by its type only (a Symbol or a throwing `toString` cannot make the message
+ * fail, and an object's contents stay out of it).
+ * @internal
+ */
+export function shownValue(value: unknown): string {
+  return typeof value === 'number' || typeof value === 'boolean' || value == null
+    ? String(value)
+    : `a ${typeof value}`;
+}
+
+// `RangeError`'s prototype chain cannot also hold `IdemError.prototype`, so the error of
+// `invalidRangeInput` takes the shape by which `IdemError`'s `instanceof` recognises the
+// errors of another copy of `@idem/core` (see `Symbol.hasInstance` above): a class named
+// `InvalidInputError` on a class named `IdemError` whose prototype carries the registered
+// mark. Every copy in the process, older ones included, then takes it for an
+// `InvalidInputError`, and for no other class of theirs. The names are set explicitly: a
+// bundler may rename a class (`_IdemError`), and the names are what copies are matched by.
+class RangeIdemError extends RangeError {
+  readonly code: IdemErrorCode;
+
+  constructor(code: IdemErrorCode, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+Object.defineProperty(RangeIdemError, 'name', { value: 'IdemError' });
+Object.defineProperty(RangeIdemError.prototype, IDEM_ERROR, { value: true });
+
+class RangeInvalidInputError extends RangeIdemError {
+  constructor(message: string) {
+    super('INVALID_INPUT', message);
+  }
+}
+Object.defineProperty(RangeInvalidInputError, 'name', { value: 'InvalidInputError' });
 
 /**
  * Why canonical JSON refused a value: `not_json` for what JSON cannot carry faithfully

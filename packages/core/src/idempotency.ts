@@ -83,6 +83,29 @@ export function decideOutcome(ctx: OperationContext, final: boolean): void {
   (ctx as ExecutionContext)[DECIDED] = final;
 }
 
+/**
+ * `error`, what stopped the recording of a success the outcome policy failed to judge,
+ * carrying the policy's own error as `policyError` (see `IdemError.policyError`): the caller
+ * gets the recording's error as before, and the policy's fault, which it would have got had
+ * the recording landed, is not lost. An error that cannot take a property (frozen) is
+ * thrown as it is.
+ */
+function withPolicyError(error: unknown, policyError: unknown): unknown {
+  if ((typeof error === 'object' && error !== null) || typeof error === 'function') {
+    try {
+      Object.defineProperty(error, 'policyError', {
+        value: policyError,
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
+    } catch {
+      // Frozen, or a proxy that refuses: its own error is still the one to throw.
+    }
+  }
+  return error;
+}
+
 /** Creates the replay state machine over a store. */
 export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): Idempotency<T> {
   const settings = resolveSettings(options);
@@ -161,7 +184,8 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     } catch (cause) {
       // The operation ran; its value cannot be stored. A marker keeps retries from running it again.
       await execution.completeNotRecorded('not_serializable').catch(() => {});
-      throw new OutcomeNotRecordedError('not_serializable', { cause });
+      const notRecorded = new OutcomeNotRecordedError('not_serializable', { cause });
+      throw policyFailed ? withPolicyError(notRecorded, policyFailed.error) : notRecorded;
     }
     // Undefined when a store that answers at once recorded it already.
     const recording =
@@ -170,7 +194,15 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
         : outcome instanceof Uint8Array
           ? execution.completeEncoded(outcome)
           : execution.complete(outcome);
-    if (recording !== undefined) await recording;
+    if (recording !== undefined) {
+      if (policyFailed === undefined) await recording;
+      else {
+        const { error: policyError } = policyFailed;
+        await recording.catch((error: unknown) => {
+          throw withPolicyError(error, policyError);
+        });
+      }
+    }
     if (policyFailed) throw policyFailed.error;
     if (settled.ok) return { value: settled.value, replayed: false };
     throw settled.error;

@@ -52,6 +52,7 @@ export {
   InProgressError,
   InvalidInputError,
   InvalidKeyError,
+  invalidRangeInput,
   isIdemError,
   LeaseLostError,
   MismatchError,

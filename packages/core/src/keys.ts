@@ -49,9 +49,13 @@ export interface GenerateKeyOptions {
 
 /** A fresh random idempotency key: a UUID, version 4 by default or 7 on request. */
 export function generateKey(options: GenerateKeyOptions = {}): string {
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidInputError('generateKey takes an options object (or none)');
   const version = options.version ?? 4;
   if (version === 4) return crypto.randomUUID();
   if (version !== 7) throw new InvalidInputError(`Unsupported UUID version ${String(version)}`);
+  if (options.now !== undefined && typeof options.now !== 'function')
+    throw new InvalidInputError('generateKey: now must be a function answering epoch ms');
   const ms = Math.floor((options.now ?? Date.now)());
   if (!Number.isSafeInteger(ms) || ms < 0)
     throw new InvalidInputError('Clock returned an invalid time');

@@ -213,6 +213,8 @@ function checkWait(wait: unknown): WaitOptions | false {
 
 /** Resolves options and defaults; throws `InvalidInputError` on a bad value. */
 export function resolveSettings<T>(options: IdempotencyOptions<T>): ResolvedSettings {
+  if (typeof options !== 'object' || options === null)
+    throw new InvalidInputError('createIdempotency needs an options object with a store');
   checkStore(options.store);
   checkHooks(options);
   const leaseMs = positive('leaseMs', options.leaseMs ?? 30_000, MAX_TIMER_MS);

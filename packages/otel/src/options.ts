@@ -1,4 +1,4 @@
-import { unknownOptionMessage } from '@idem/core';
+import { invalidRangeInput, unknownOptionMessage } from '@idem/core';
 import type { Meter, Tracer } from '@opentelemetry/api';
 
 /** Options of {@link createOtelListener}. */
@@ -58,32 +58,32 @@ function hasMethods(value: unknown, names: readonly string[]): boolean {
  * would otherwise take its default without a word (spans recorded although switched off),
  * `spans: 'false'` would switch them on, and a tracer or meter that is not one (a provider,
  * `{}`) would record nothing, or fail with a bare TypeError.
- * @throws RangeError naming the option
+ * @throws InvalidInputError naming the option (`INVALID_INPUT`; a `RangeError` too, as before)
  */
 export function checkOptions(options: unknown): OtelListenerOptions {
   if (options === undefined) return {};
   if (typeof options !== 'object' || options === null || Array.isArray(options))
-    throw new RangeError(
+    throw invalidRangeInput(
       `the options of createOtelListener must be an object; got ${kind(options)}`,
     );
   const message = unknownOptionMessage('', options, OPTION_NAMES, '@idem/otel');
-  if (message !== undefined) throw new RangeError(message);
+  if (message !== undefined) throw invalidRangeInput(message);
   const { tracer, meter, spans, metrics } = options as Record<string, unknown>;
   for (const [name, value] of [
     ['spans', spans],
     ['metrics', metrics],
   ] as const)
     if (value !== undefined && typeof value !== 'boolean')
-      throw new RangeError(`${name} must be true or false; got ${kind(value)}`);
+      throw invalidRangeInput(`${name} must be true or false; got ${kind(value)}`);
   if (tracer !== undefined && !hasMethods(tracer, ['startSpan']))
-    throw new RangeError(
+    throw invalidRangeInput(
       `tracer must be an OpenTelemetry Tracer (with startSpan; from a provider's getTracer); got ${kind(tracer)}`,
     );
   if (
     meter !== undefined &&
     !hasMethods(meter, ['createCounter', 'createHistogram', 'createUpDownCounter'])
   )
-    throw new RangeError(
+    throw invalidRangeInput(
       `meter must be an OpenTelemetry Meter (with createCounter, createHistogram, createUpDownCounter; from a provider's getMeter); got ${kind(meter)}`,
     );
   return options as OtelListenerOptions;
@@ -94,5 +94,5 @@ export function countOption(name: string, value: number | undefined, fallback: n
   if (value === undefined) return fallback;
   if (value === Number.POSITIVE_INFINITY || (Number.isSafeInteger(value) && value >= 0))
     return value;
-  throw new RangeError(`${name} must be a non-negative integer or Infinity; got ${String(value)}`);
+  throw invalidRangeInput(`${name} must be a non-negative integer or Infinity; got ${kind(value)}`);
 }

@@ -30,6 +30,15 @@ const STORE_BUCKETS = [
   0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 ];
 const FAILED: ReadonlySet<ExecutionEndResult> = new Set(['lease_lost', 'abandoned']);
+/** Slots of the count of acquisitions held without an execute span (a power of two). */
+const UNTRACKED_SLOTS = 4096;
+
+/** The slot of an execution key among {@link UNTRACKED_SLOTS} (FNV-1a). */
+function untrackedSlot(key: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) hash = Math.imul(hash ^ key.charCodeAt(i), 0x01000193);
+  return (hash >>> 0) & (UNTRACKED_SLOTS - 1);
+}
 
 /** Wall-clock ms with sub-millisecond precision, for span times. */
 const nowMs = (): number => performance.timeOrigin + performance.now();
@@ -128,6 +137,24 @@ export function createOtelListener(given?: OtelListenerOptions): IdemEventListen
    * begins (`idem.execution_shared`, no result) and the pair is forgotten when both ended.
    */
   const executions = new Map<string, { span: Span | undefined; holders: number }>();
+  /**
+   * Acquisitions held without an entry in `executions` (begun past `maxOpenExecutions`, or
+   * given no span by the tracer), counted by a hash of their pair in a table of fixed size,
+   * made at the first one. A pair gets an entry only while its slot counts none: else another
+   * store's acquisition of the same pair, begun past the limit, might hold it uncounted, and
+   * its end would end the entry's span with its own result (its events on that span, in
+   * another request's trace). A slot shared by chance only costs a span, never misplaces one.
+   */
+  let untracked: Uint32Array | undefined;
+  const untrack = (key: string, delta: 1 | -1) => {
+    if (untracked === undefined) {
+      if (delta < 0) return;
+      untracked = new Uint32Array(UNTRACKED_SLOTS);
+    }
+    const slot = untrackedSlot(key);
+    // Never below 0: an end without its miss.
+    if (delta > 0 || (untracked[slot] ?? 0) > 0) untracked[slot] = (untracked[slot] ?? 0) + delta;
+  };
 
   const base = (event: IdemEvent): Attributes =>
     event.operation === undefined
@@ -196,18 +223,23 @@ export function createOtelListener(given?: OtelListenerOptions): IdemEventListen
         });
       return;
     }
-    if (!tracer || executions.size >= maxOpen) return;
-    guard(() => {
-      const span: unknown = tracer.startSpan(
-        SPAN.execute,
-        { kind: SpanKind.INTERNAL, attributes },
-        context.active(),
-      );
-      // A tracer that is not quite one (a wrapper that forgot to return the span) gives no
-      // span to end: nothing is kept for it.
-      if (typeof span === 'object' && span !== null)
-        executions.set(key, { span: span as Span, holders: 1 });
-    });
+    if (!tracer) return;
+    if (
+      executions.size < maxOpen &&
+      (untracked === undefined || untracked[untrackedSlot(key)] === 0)
+    )
+      guard(() => {
+        const span: unknown = tracer.startSpan(
+          SPAN.execute,
+          { kind: SpanKind.INTERNAL, attributes },
+          context.active(),
+        );
+        // A tracer that is not quite one (a wrapper that forgot to return the span) gives no
+        // span to end: nothing is kept for it.
+        if (typeof span === 'object' && span !== null)
+          executions.set(key, { span: span as Span, holders: 1 });
+      });
+    if (!executions.has(key)) untrack(key, 1);
   }
 
   /** Adds an event to the open execute span of `event`, if there is one. */
@@ -328,7 +360,7 @@ export function createOtelListener(given?: OtelListenerOptions): IdemEventListen
         if (open) {
           open.holders--;
           if (open.holders <= 0) executions.delete(key);
-        }
+        } else if (tracer) untrack(key, -1);
         const span = open?.span;
         if (span)
           guard(() => {
