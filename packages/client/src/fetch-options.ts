@@ -1,4 +1,4 @@
-import { unknownOptionMessage } from '@idem/core';
+import { invalidRangeInput, unknownOptionMessage } from '@idem/core';
 import { MAX_TIMER_MS } from './call-bounds.js';
 import { type ConflictAnswer, isInProgressAnswer } from './in-progress.js';
 import type { ReplayableBody } from './request-body.js';
@@ -181,7 +181,7 @@ export interface IdempotencyInfo {
 
 function positive(name: string, value: number, allowZero = false): number {
   if (!(Number.isFinite(value) && (allowZero ? value >= 0 : value > 0))) {
-    throw new RangeError(`${name} must be a ${allowZero ? 'non-negative' : 'positive'} number`);
+    throw invalidRangeInput(`${name} must be a ${allowZero ? 'non-negative' : 'positive'} number`);
   }
   return value;
 }
@@ -190,7 +190,7 @@ function positive(name: string, value: number, allowZero = false): number {
 function duration(name: string, value: number, allowZero = false): number {
   positive(name, value, allowZero);
   if (value > MAX_TIMER_MS) {
-    throw new RangeError(
+    throw invalidRangeInput(
       `${name} must be at most ${MAX_TIMER_MS} ms (the longest timer Node keeps, about 24.8 days)`,
     );
   }
@@ -199,7 +199,7 @@ function duration(name: string, value: number, allowZero = false): number {
 
 function count(name: string, value: number): number {
   if (!(Number.isSafeInteger(value) && value >= 1)) {
-    throw new RangeError(`${name} must be an integer of at least 1`);
+    throw invalidRangeInput(`${name} must be an integer of at least 1`);
   }
   return value;
 }
@@ -223,14 +223,14 @@ function given<T>(value: T | null | undefined): T | undefined {
 function fn<F>(name: string, value: F | undefined, fallback: F): F {
   if (value === undefined) return fallback;
   if (typeof value !== 'function') {
-    throw new RangeError(`${name} must be a function, got ${shown(value)}`);
+    throw invalidRangeInput(`${name} must be a function, got ${shown(value)}`);
   }
   return value;
 }
 
 function oneOf<T extends string>(name: string, value: unknown, allowed: readonly T[]): T {
   if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
-    throw new RangeError(
+    throw invalidRangeInput(
       `${name} must be ${allowed.map((a) => `'${a}'`).join(' or ')}, got ${shown(value)}`,
     );
   }
@@ -239,7 +239,7 @@ function oneOf<T extends string>(name: string, value: unknown, allowed: readonly
 
 function token(name: string, value: unknown): string {
   if (typeof value !== 'string' || !TOKEN.test(value)) {
-    throw new RangeError(
+    throw invalidRangeInput(
       `${name} must be an HTTP token (letters, digits and !#$%&'*+-.^_\`|~, no spaces), got ${shown(value)}`,
     );
   }
@@ -248,7 +248,7 @@ function token(name: string, value: unknown): string {
 
 function methodList(value: unknown): ReadonlySet<string> {
   if (!Array.isArray(value)) {
-    throw new RangeError(
+    throw invalidRangeInput(
       `methods must be an array of HTTP method names (e.g. ['POST', 'PATCH']), got ${shown(value)}`,
     );
   }
@@ -259,7 +259,7 @@ function keyStrategy(value: unknown): KeyStrategy {
   if (value === 'random' || value === 'content' || typeof value === 'function') {
     return value as KeyStrategy;
   }
-  throw new RangeError(`key must be 'random', 'content' or a function, got ${shown(value)}`);
+  throw invalidRangeInput(`key must be 'random', 'content' or a function, got ${shown(value)}`);
 }
 
 /** The names {@link IdempotentFetchOptions} has: any other is refused (a misspelt option). */
@@ -296,7 +296,7 @@ const OPTION_NAMES: Record<keyof IdempotentFetchOptions, true> = {
  */
 function knownNames(prefix: string, value: object, known: Record<string, true>): void {
   const message = unknownOptionMessage(prefix, value, known, '@idem/client');
-  if (message !== undefined) throw new RangeError(message);
+  if (message !== undefined) throw invalidRangeInput(message);
 }
 
 /**
@@ -319,7 +319,7 @@ const MANAGED_HEADERS = new Set([
 function keyHeaderName(value: unknown): string {
   const name = token('headerName', value ?? 'Idempotency-Key');
   if (MANAGED_HEADERS.has(name.toLowerCase()))
-    throw new RangeError(
+    throw invalidRangeInput(
       `headerName must not be ${name}: the client sets or reads that header itself`,
     );
   return name;
@@ -330,7 +330,7 @@ function maxResumesOf(value: unknown): number {
   // `true` was taken for the default before options were checked: still is.
   if (value === undefined || value === true) return 5;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw new RangeError(
+    throw invalidRangeInput(
       `resumeStreams must be false, true or { maxResumes?: number }, got ${shown(value)}`,
     );
   }
@@ -368,14 +368,14 @@ export interface ResolvedFetchOptions {
 }
 
 /**
- * Applies defaults; throws `RangeError` on a bad value: a number out of range, a `key` or
+ * Applies defaults; throws `InvalidInputError` (`INVALID_INPUT`, also a `RangeError`) on a bad value: a number out of range, a `key` or
  * `keyFormat` outside its values, a header name or method that is not an HTTP token, `methods`
  * that is not an array, a hook or injected function that is not a function. An option given as
  * `undefined` (or `null`) takes its default.
  */
 export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFetchOptions {
   if (typeof options !== 'object' || options === null) {
-    throw new RangeError(`options must be an object, got ${shown(options)}`);
+    throw invalidRangeInput(`options must be an object, got ${shown(options)}`);
   }
   knownNames('', options, OPTION_NAMES);
   const fetchOption = given(options.fetch);
