@@ -1,3 +1,4 @@
+import { invalidRangeInput } from '@idem/core';
 import { describe, expect, it } from 'vitest';
 import { createIdempotentFetch, type IdempotentFetchOptions } from '../src/index.js';
 
@@ -5,22 +6,25 @@ import { createIdempotentFetch, type IdempotentFetchOptions } from '../src/index
 // (`maxAttempt: 1` left five attempts; `resumeStreams: { maxResume: 0 }` left five resumes),
 // and `headerName` could name a header the client writes itself (the caller's Content-Type
 // was then read as an existing key).
+/**
+ * What a refused option throws: an `InvalidInputError` (INVALID_INPUT) that is still a
+ * `RangeError`, with exactly `message` (vitest's `toThrow(error)` matches the prototype too).
+ */
+const refusal = (message: string) => invalidRangeInput(message);
 const make = (options: unknown) => () => createIdempotentFetch(options as IdempotentFetchOptions);
 
 describe('rev20 client: option names and the key header', () => {
   it('refuses an option name it does not have, naming the near one', () => {
     expect(make({ maxAttempt: 1 })).toThrow(
-      new RangeError('maxAttempt is not an option of @idem/client (did you mean maxAttempts?)'),
+      refusal('maxAttempt is not an option of @idem/client (did you mean maxAttempts?)'),
     );
     expect(make({ deadline: 5_000 })).toThrow(/deadline is not an option.*deadlineMs/);
-    expect(make({ retries: 3 })).toThrow(
-      new RangeError('retries is not an option of @idem/client'),
-    );
+    expect(make({ retries: 3 })).toThrow(refusal('retries is not an option of @idem/client'));
   });
 
   it('refuses a misspelt resumeStreams option', () => {
     expect(make({ resumeStreams: { maxResume: 0 } })).toThrow(
-      new RangeError(
+      refusal(
         'resumeStreams.maxResume is not an option of @idem/client (did you mean resumeStreams.maxResumes?)',
       ),
     );
@@ -68,9 +72,7 @@ describe('rev20 client: option names and the key header', () => {
       'HOST',
     ])
       expect(make({ headerName: name })).toThrow(
-        new RangeError(
-          `headerName must not be ${name}: the client sets or reads that header itself`,
-        ),
+        refusal(`headerName must not be ${name}: the client sets or reads that header itself`),
       );
     expect(make({ headerName: 'Idempotency-Key' })).not.toThrow();
   });
