@@ -15,14 +15,18 @@ export { canonicalPath, targetPath } from './route-path.js';
  * framed by its own body alone. A `Content-Length` left over would frame a body of another
  * length (a desync of the connection, or a client waiting for bytes that never come), and
  * beside the chunked framing of a streamed replay make both (RFC 9112 6.3). A
- * `Transfer-Encoding: chunked` is Node's own framing and stays; any other coding is removed
- * (the body then ends with the connection). Only a header that is there is removed: Node
+ * `Transfer-Encoding: chunked` is Node's own framing and stays over HTTP/1.1; any other coding
+ * is removed (the body then ends with the connection), and over HTTP/2 any. Only a header that is there is removed: Node
  * frames nothing itself for a name removed once. True when a `Content-Length` was removed.
  */
 function dropOthersFraming(res: ServerResponse): boolean {
   if (res.headersSent) return false;
   const coding = res.getHeader('transfer-encoding');
-  if (coding !== undefined && !/^\s*chunked\s*$/i.test(String(coding)))
+  // HTTP/2 has none at all: node:http2 throws at the head for one (a connection header).
+  if (
+    coding !== undefined &&
+    ('createPushResponse' in res || !/^\s*chunked\s*$/i.test(String(coding)))
+  )
     res.removeHeader('transfer-encoding');
   if (!res.hasHeader('content-length')) return false;
   res.removeHeader('content-length');
