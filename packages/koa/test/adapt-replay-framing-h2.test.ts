@@ -7,8 +7,8 @@
 import { createServer as createH1Server } from 'node:http';
 import { createServer as createH2Server, connect as h2Connect } from 'node:http2';
 import type { AddressInfo, Server } from 'node:net';
-import { connect } from 'node:net';
 import { Readable } from 'node:stream';
+import { rawFraming, rawIsReplay, rawPost, rawStatusLine } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import Koa from 'koa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -75,51 +75,15 @@ interface Seen {
 }
 
 /** HTTP/1.1 over a raw socket (`Connection: close`): the bytes as they came. */
-function post1(path: string, key: string, framing: string): Promise<Seen> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(h1, '127.0.0.1');
-    const parts: Buffer[] = [];
-    const timer = setTimeout(() => socket.destroy(), 3_000);
-    socket.on('data', (chunk: Buffer) => parts.push(chunk));
-    socket.on('error', reject);
-    socket.on('close', () => {
-      clearTimeout(timer);
-      const all = Buffer.concat(parts);
-      const split = all.indexOf('\r\n\r\n');
-      const head = all.subarray(0, split).toString('latin1').toLowerCase();
-      const rest = all.subarray(split + 4);
-      const cl = /\r\ncontent-length: *(\d+)/.exec(head);
-      const te = /\r\ntransfer-encoding: *chunked/.test(head);
-      let body = '';
-      let exact = false;
-      if (te && !cl) {
-        let at = rest;
-        for (;;) {
-          const eol = at.indexOf('\r\n');
-          const size = Number.parseInt(at.subarray(0, eol).toString(), 16);
-          if (Number.isNaN(size)) break;
-          if (size === 0) {
-            exact = at.length === eol + 4;
-            break;
-          }
-          body += at.subarray(eol + 2, eol + 2 + size).toString();
-          at = at.subarray(eol + 2 + size + 2);
-        }
-      } else if (cl && !te) {
-        body = rest.subarray(0, Number(cl[1])).toString();
-        exact = rest.length === Number(cl[1]);
-      }
-      resolve({
-        status: Number(head.slice(9, 12)),
-        replayed: head.includes('\r\nidempotent-replayed: true'),
-        body,
-        wellFramed: exact,
-      });
-    });
-    socket.write(
-      `POST ${path} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nX-Framing: ${framing}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`,
-    );
-  });
+async function post1(path: string, key: string, framing: string): Promise<Seen> {
+  const raw = await rawPost(`http://127.0.0.1:${h1}`, path, key, '', `X-Framing: ${framing}\r\n`);
+  const { framing: framedBy, body, exact } = rawFraming(raw);
+  return {
+    status: Number(rawStatusLine(raw).toString().slice(9, 12)),
+    replayed: rawIsReplay(raw),
+    body,
+    wellFramed: exact && framedBy !== 'both' && framedBy !== 'close',
+  };
 }
 
 function post2(path: string, key: string, framing: string): Promise<Seen> {
