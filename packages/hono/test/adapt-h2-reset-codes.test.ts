@@ -63,10 +63,17 @@ function exchange(
   path: string,
   key: string,
   cancelAtFirstData = false,
+  /** Written as the request body, which the client then never ends (no END_STREAM). */
+  openBody?: Buffer,
 ): Promise<Seen> {
   return new Promise((resolve) => {
     const seen: Seen = { body: '', ended: false };
-    const stream = session.request({ ':method': 'POST', ':path': path, 'idempotency-key': key });
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': path,
+      'idempotency-key': key,
+      'content-type': 'application/octet-stream',
+    });
     stream.on('response', (head) => {
       seen.status = Number(head[':status']);
     });
@@ -83,7 +90,8 @@ function exchange(
       seen.rst = stream.rstCode;
       resolve(seen);
     });
-    stream.end();
+    if (openBody) stream.write(openBody);
+    else stream.end();
   });
 }
 
@@ -136,31 +144,18 @@ describe('@idem/hono over h2c: reset codes (RFC 9113)', () => {
     const session = h2Connect(`http://127.0.0.1:${port}`);
     session.on('error', () => {});
     try {
-      const seen: Seen = { body: '', ended: false };
-      const stream = session.request({
-        ':method': 'POST',
-        ':path': '/ok',
-        'idempotency-key': `h31-413-${Math.random()}`,
-        'content-type': 'application/octet-stream',
-      });
-      stream.on('response', (head) => {
-        seen.status = Number(head[':status']);
-      });
-      stream.setEncoding('utf8');
-      stream.on('data', (chunk: string) => {
-        seen.body += chunk;
-      });
-      stream.on('end', () => {
-        seen.ended = true;
-      });
-      stream.on('error', () => {});
       // Past the limit, and the body is never ended by the client.
-      stream.write(Buffer.alloc(4096));
-      await new Promise((resolve) => stream.on('close', resolve));
+      const seen = await exchange(
+        session,
+        '/ok',
+        `h31-413-${Math.random()}`,
+        false,
+        Buffer.alloc(4096),
+      );
       expect(seen.status).toBe(413);
       expect(JSON.parse(seen.body).type).toBe('https://idem.dev/problems/body-too-large');
       expect(seen.ended).toBe(true);
-      expect(stream.rstCode).toBe(constants.NGHTTP2_NO_ERROR);
+      expect(seen.rst).toBe(constants.NGHTTP2_NO_ERROR);
     } finally {
       session.destroy();
     }
