@@ -266,7 +266,22 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   done();
 };
 
-/** Carries out `begin`'s decision (see the README's "Status codes"). */
+/**
+ * Framed by the answer's own body alone: a Content-Length or Transfer-Encoding a hook put on
+ * the reply before (`onRequest`) would frame a body of another length, or make both framings
+ * beside Fastify's own (a desync, or a client waiting for bytes never sent). A whole body
+ * gets Fastify's Content-Length; a streamed one keeps a `Transfer-Encoding: chunked` (Node's
+ * own framing). Only a header that is there is removed: Node frames nothing itself for a
+ * name removed once (a stream would end with the connection, a break in it read as an end).
+ */
+function dropHookFraming(reply: FastifyReply, whole: boolean): void {
+  if (reply.hasHeader('content-length') || reply.raw.hasHeader('content-length'))
+    reply.removeHeader('content-length');
+  const coding = reply.getHeader('transfer-encoding') ?? reply.raw.getHeader('transfer-encoding');
+  if (coding !== undefined && (whole || !/^\s*chunked\s*$/i.test(String(coding))))
+    reply.removeHeader('transfer-encoding');
+}
+
 function answer(
   request: FastifyRequest,
   reply: FastifyReply,
@@ -283,6 +298,7 @@ function answer(
     const whole = wholeDecisionResponse(decision);
     // A body without a Content-Type would get Fastify's own: sent as a Response instead.
     if (whole && (!whole.body || hasContentType(whole.headers))) {
+      dropHookFraming(reply, true);
       reply.code(whole.status);
       // The reason phrase the first client got (HTTP/1.x only: HTTP/2 has none). Fastify's
       // `writeHead` passes none, so Node sends the response's `statusMessage`.
@@ -293,6 +309,7 @@ function answer(
       reply.send(whole.body);
       return;
     }
+    dropHookFraming(reply, false);
     reply.code(decision.response.status);
     const { statusText } = decision.response;
     if (statusText !== '' && !http2Stream(request)) reply.raw.statusMessage = statusText;

@@ -166,10 +166,11 @@ const HONO_HELPER_WARNING =
 interface NodeOutgoing {
   destroyed?: boolean;
   writableFinished?: boolean;
+  writableEnded?: boolean;
   headersSent?: boolean;
   destroy?(error?: Error): unknown;
-  /** HTTP/2: the stream of node:http2's compatibility response. */
-  stream?: { close?(code: number): unknown };
+  /** HTTP/2: the stream of node:http2's compatibility response (which has no `destroyed`). */
+  stream?: { close?(code: number): unknown; destroyed?: boolean; closed?: boolean };
   once(event: 'close', listener: () => void): unknown;
 }
 
@@ -210,22 +211,35 @@ function dropConnection(c: Context): boolean {
 /** node:http2's `constants.NGHTTP2_INTERNAL_ERROR` (not imported: this module runs off Node too). */
 const NGHTTP2_INTERNAL_ERROR = 2;
 
+/** The "client is gone" signal of each context, made once (see {@link clientSignal}). */
+const clientSignals = new WeakMap<Context, AbortSignal>();
+
 /**
  * An abort signal for "the client is gone". On @hono/node-server it follows the Node response
  * (`c.env.outgoing`): `request.signal` is made on first use there, and one made after the
- * client left (before the handler returned) never aborts, so a streamed body the server
- * stopped reading would be neither recorded nor cancelled and the key held until
- * `maxHoldMs`. Elsewhere, the request's own signal.
+ * client left (while upstream middleware still worked, or before the handler returned) never
+ * aborts, so a bounded wait would poll on to its bound for nobody, and a streamed body the
+ * server stopped reading would be neither recorded nor cancelled and the key held until
+ * `maxHoldMs`. A response whose client left already (its HTTP/2 stream closed: node:http2's
+ * compatibility response has no `destroyed`) aborts it at once. Elsewhere, the request's own
+ * signal. One signal (one `close` listener) per request.
  */
 function clientSignal(c: Context): AbortSignal {
   const outgoing = nodeResponseOf(c);
   if (!outgoing) return c.req.raw.signal;
+  const made = clientSignals.get(c);
+  if (made) return made;
   const controller = new AbortController();
+  // Not gone when the response went out whole. node:http2's compatibility response reads
+  // `writableFinished` true as soon as its stream closed, also when the client reset it
+  // before the response ended: there it takes `writableEnded` too.
   const gone = () => {
-    if (!outgoing.writableFinished) controller.abort(new Error('The client closed the connection'));
+    if (!(outgoing.writableFinished && outgoing.writableEnded !== false))
+      controller.abort(new Error('The client closed the connection'));
   };
-  if (outgoing.destroyed) gone();
+  if (outgoing.destroyed || outgoing.stream?.destroyed || outgoing.stream?.closed) gone();
   else outgoing.once('close', gone);
+  clientSignals.set(c, controller.signal);
   return controller.signal;
 }
 
@@ -300,9 +314,10 @@ export function idempotency(
     async function idempotencyMiddleware(c, next) {
       const request = c.req.raw;
       const route = matchedRoute(c);
-      // On @hono/node-server, `request.signal` makes the Web `Request` (and a Web stream over
-      // the Node request): read only when a bounded wait needs it to stop early.
-      const signal = waits || !nodeRequestOf(c) ? { signal: request.signal } : {};
+      // Stops a bounded wait once the client left. On @hono/node-server it follows the Node
+      // response (see `clientSignal`), made only when a wait may need it: `request.signal`
+      // would make the Web `Request` there, and never abort when made after the client left.
+      const signal = waits || !nodeRequestOf(c) ? { signal: clientSignal(c) } : {};
       /** The body as read from the Node request (@hono/node-server), if it was. */
       const peeked: { body?: RequestBody } = {};
       const decision = await handler.begin({

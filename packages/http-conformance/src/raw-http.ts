@@ -61,3 +61,47 @@ export function rawBodyText(raw: Buffer): string {
     i = eol + 2 + size + 2;
   }
 }
+
+/** A raw response's body as its head frames it (see {@link rawFraming}). */
+export interface RawFraming {
+  /** What frames the body: both headers at once is a framing error (RFC 9112 6.3). */
+  framing: 'content-length' | 'chunked' | 'close' | 'both';
+  /** The body bytes as Latin-1 text, as the framing delimits them. */
+  body: string;
+  /** Whether the bytes after the head are exactly the framed body (no more, no fewer). */
+  exact: boolean;
+}
+
+/**
+ * How the final response of a raw exchange is framed, and whether its bytes match: for a check
+ * that a response never carries a `Content-Length` of another body (bytes left over would be
+ * read as the connection's next response; bytes missing leave a client waiting) nor one beside
+ * chunked framing. A response read up to the connection's close (`Connection: close`).
+ */
+export function rawFraming(raw: Buffer): RawFraming {
+  const text = raw.toString('latin1');
+  const status = rawStatusLine(raw);
+  const start = raw.indexOf(status) + status.length;
+  const at = text.indexOf('\r\n\r\n', start);
+  const head = text.slice(start, at).toLowerCase();
+  const rest = text.slice(at + 4);
+  const lengths = [...head.matchAll(/\r\ncontent-length: *([^\r]*)/g)].map((m) => m[1]);
+  const chunked = /\r\ntransfer-encoding: *[^\r]*chunked/.test(head);
+  if (lengths.length > 0 && chunked) return { framing: 'both', body: rest, exact: false };
+  if (chunked) {
+    let body = '';
+    let i = 0;
+    for (;;) {
+      const eol = rest.indexOf('\r\n', i);
+      const size = Number.parseInt(rest.slice(i, eol), 16);
+      if (eol === -1 || Number.isNaN(size)) return { framing: 'chunked', body, exact: false };
+      if (size === 0) return { framing: 'chunked', body, exact: rest.length === eol + 4 };
+      body += rest.slice(eol + 2, eol + 2 + size);
+      i = eol + 2 + size + 2;
+    }
+  }
+  if (lengths.length === 0) return { framing: 'close', body: rest, exact: true };
+  const length = Number(lengths[0]);
+  const exact = lengths.length === 1 && rest.length === length;
+  return { framing: 'content-length', body: rest.slice(0, length), exact };
+}

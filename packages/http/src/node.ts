@@ -10,6 +10,30 @@ export { releaseTap, tappedInstead, tapRequestBodies } from './request-body-tap.
 export { canonicalPath, targetPath } from './route-path.js';
 
 /**
+ * Removes the framing headers something else put on `res` before an answer is written there
+ * (an Express middleware's `res.setHeader('Content-Length', ...)`, a hook's): the answer is
+ * framed by its own body alone. A `Content-Length` left over would frame a body of another
+ * length (a desync of the connection, or a client waiting for bytes that never come), and
+ * beside the chunked framing of a streamed replay make both (RFC 9112 6.3). A
+ * `Transfer-Encoding: chunked` is Node's own framing and stays over HTTP/1.1; any other coding
+ * is removed (the body then ends with the connection), and over HTTP/2 any. Only a header that is there is removed: Node
+ * frames nothing itself for a name removed once. True when a `Content-Length` was removed.
+ */
+function dropOthersFraming(res: ServerResponse): boolean {
+  if (res.headersSent) return false;
+  const coding = res.getHeader('transfer-encoding');
+  // HTTP/2 has none at all: node:http2 throws at the head for one (a connection header).
+  if (
+    coding !== undefined &&
+    ('createPushResponse' in res || !/^\s*chunked\s*$/i.test(String(coding)))
+  )
+    res.removeHeader('transfer-encoding');
+  if (!res.hasHeader('content-length')) return false;
+  res.removeHeader('content-length');
+  return true;
+}
+
+/**
  * Writes a Web `Response` (a replay, a problem, or an attached live stream) to a Node
  * response, chunk by chunk, with backpressure: the next chunk is read only once the socket
  * took the last one, and the body is cancelled when the client goes away, so a client that
@@ -17,6 +41,7 @@ export { canonicalPath, targetPath } from './route-path.js';
  */
 export async function sendWebResponse(res: ServerResponse, response: Response): Promise<void> {
   res.statusCode = response.status;
+  dropOthersFraming(res);
   for (const [name, value] of response.headers) res.setHeader(name, value);
   if (response.body === null) {
     res.end();
@@ -184,6 +209,7 @@ function sendPrepared(
   { status, reason, headers, chunks, trailers }: PreparedResponse,
 ): Promise<void> | undefined {
   res.statusCode = status;
+  const dropped = dropOthersFraming(res);
   const http2 = 'createPushResponse' in res;
   // HTTP/2 has no reason phrase (node:http2 warns when one is set).
   if (reason !== undefined && !http2) res.statusMessage = reason;
@@ -196,6 +222,16 @@ function sendPrepared(
     res.addTrailers(Object.fromEntries(trailers));
   }
   if (chunks.length > 1) return writeChunks(res, chunks, 0);
+  // Node adds no `Content-Length` once one was removed: the answer's own, as Node would.
+  // (Never on a 204 or 304, which carry none.)
+  if (
+    dropped &&
+    status !== 204 &&
+    status !== 304 &&
+    !res.hasHeader('transfer-encoding') &&
+    !res.hasHeader('trailer')
+  )
+    res.setHeader('content-length', chunks[0]?.byteLength ?? 0);
   if (chunks.length === 0) res.end();
   else res.end(chunks[0]);
   return undefined;
