@@ -15,7 +15,12 @@ import {
   type Scope,
 } from '@idem/core';
 import { classify, MAX_TIMER_MS } from './engine-verdicts.js';
-import { HandlerGates, type MessageGate, settleWithin } from './handler-gate.js';
+import {
+  HandlerGates,
+  type HandlerNotStartedError,
+  type MessageGate,
+  settleWithin,
+} from './handler-gate.js';
 import { OutcomeNotKeptError, type PolicyVerdict, trackedPolicy } from './outcome-policy.js';
 import { type Attempt, acrossStoreOutage } from './store-outage.js';
 
@@ -279,6 +284,13 @@ export function messageProcessor<TMessage, T>(
     );
     return disposition;
   }
+  /** A message whose handler must not start (see HandlerGates): back to the broker. */
+  const giveBack = (refusal: HandlerNotStartedError): Disposition => ({
+    action: 'retry',
+    status: 'failed',
+    delayMs: retryDelayMs,
+    error: refusal,
+  });
   async function decide(
     message: TMessage,
     bounds: { untilMs: number; signal: AbortSignal | undefined },
@@ -286,7 +298,22 @@ export function messageProcessor<TMessage, T>(
   ): Promise<Disposition> {
     // Awaited: an async key or payload function (a lookup) gives a promise, which canonical
     // JSON refuses: every message was rejected (dropped without a dead-letter exchange).
-    const messageKey = toKey(await (key ?? broker.defaultKey)(message));
+    let messageKey: string | undefined;
+    let part: JsonValue | Uint8Array | undefined;
+    try {
+      messageKey = toKey(await (key ?? broker.defaultKey)(message));
+      if (messageKey !== undefined)
+        part = payload === false ? undefined : await (payload ?? broker.body)(message);
+    } catch (error) {
+      // Stopped meanwhile: the function may have failed because the application closed what
+      // it reads (its database) after stop(); the message is given back, never dropped.
+      const refusal = gate.refusal();
+      if (refusal) return giveBack(refusal);
+      throw error;
+    }
+    // The same for a lookup that found nothing once stopped.
+    const refusal = gate.refusal();
+    if (refusal) return giveBack(refusal);
     if (messageKey === undefined)
       return {
         action: 'reject',
@@ -296,7 +323,6 @@ export function messageProcessor<TMessage, T>(
           'The message has no key (the key function returned undefined, null or "")',
         ),
       };
-    const part = payload === false ? undefined : await (payload ?? broker.body)(message);
     const request = {
       key: messageKey,
       scope: scope ?? broker.defaultScope(message),
@@ -316,8 +342,7 @@ export function messageProcessor<TMessage, T>(
     // Given back (a slow key or payload function, the store outage wait) or stopped: nothing
     // is acquired for a handler that must not start.
     const refusal = gate.refusal();
-    if (refusal)
-      return done({ action: 'retry', status: 'failed', delayMs: retryDelayMs, error: refusal });
+    if (refusal) return done(giveBack(refusal));
     // What the handler itself threw is never taken for the engine's verdict on the message
     // (a handler may throw an idem error of its own, e.g. from a nested call): it is retried.
     let thrownByHandler = false;
