@@ -26,8 +26,8 @@ export interface MessageGate {
   started(): void;
   /** Whether the handler has started. */
   readonly hasStarted: boolean;
-  /** Shuts the gate: the message was given back. */
-  giveBack(): void;
+  /** Shuts the gate: the message was given back (at its `maxHoldMs`, or at the consumer's stop). */
+  giveBack(why?: 'given_back' | 'stopped'): void;
   /**
    * An acquisition of the message's key (an `execute` call) that `idle()` waits for until it
    * settles or the handler starts. What comes before it (the key and payload functions) is
@@ -54,7 +54,7 @@ export class HandlerGates {
 
   /** A gate for one message. */
   open(): MessageGate {
-    let givenBack = false;
+    let givenBack: 'given_back' | 'stopped' | undefined;
     let hasStarted = false;
     let current: Promise<void> | undefined;
     let onStart: (() => void) | undefined;
@@ -64,7 +64,7 @@ export class HandlerGates {
     return {
       refusal: () =>
         givenBack
-          ? new HandlerNotStartedError('given_back')
+          ? new HandlerNotStartedError(givenBack)
           : this.closed
             ? new HandlerNotStartedError('stopped')
             : undefined,
@@ -76,8 +76,8 @@ export class HandlerGates {
       get hasStarted() {
         return hasStarted;
       },
-      giveBack: () => {
-        givenBack = true;
+      giveBack: (why = 'given_back') => {
+        givenBack ??= why;
       },
       track: (executing) => {
         if (hasStarted) return;

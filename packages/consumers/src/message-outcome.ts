@@ -17,7 +17,7 @@ import {
 import { classify, MAX_TIMER_MS } from './engine-verdicts.js';
 import {
   HandlerGates,
-  type HandlerNotStartedError,
+  HandlerNotStartedError,
   type MessageGate,
   settleWithin,
 } from './handler-gate.js';
@@ -100,7 +100,11 @@ export interface ConsumerOptions<TMessage, T> extends ConsumerEngineOptions<T> {
 export interface ProcessBounds {
   /** `performance.now()` past which a message the store could not take is given back. */
   untilMs?: number;
-  /** Aborted when the consumer stops: a message waiting for the store is given back at once. */
+  /**
+   * Aborted when the consumer stops: a message waiting for the store, or whose key or payload
+   * function is still pending then (nothing sent to the store yet), is given back at once
+   * (`HandlerNotStartedError`; its handler never starts).
+   */
   signal?: AbortSignal;
 }
 
@@ -113,7 +117,7 @@ export interface MessageProcessor<TMessage> {
    * `bounds.untilMs`) passes or `bounds.signal` aborts: giving it back at once would spend a
    * delivery of the broker's bound each time, for a redelivery that meets the same outage.
    * Given back at `maxHoldMs` before its handler started, the handler never starts; an
-   * acquisition still unanswered then is waited for (at most `2 × storeTimeoutMs` more) and
+   * acquisition still unanswered then is waited for (at most `2 × storeTimeoutMs` + 1 s) and
    * the key it grants released before the disposition is answered.
    */
   process(message: TMessage, bounds?: ProcessBounds): Promise<Disposition>;
@@ -255,15 +259,32 @@ export function messageProcessor<TMessage, T>(
         Math.min(maxHoldMs, MAX_TIMER_MS),
       );
     });
+    // The consumer stops: a message that has not reached the store (its key or payload
+    // function still pending: a lookup that may never settle) is given back at once rather
+    // than hold stop() up to its `maxHoldMs`; one whose acquisition was sent is answered
+    // within `storeTimeoutMs`, and one whose handler started runs on (stop() waits for both).
+    let onStop: (() => void) | undefined;
+    const stopped = new Promise<Disposition>((resolve) => {
+      onStop = () => {
+        if (gate.hasStarted || gate.pending() !== undefined) return;
+        gate.giveBack('stopped');
+        resolve(giveBack(new HandlerNotStartedError('stopped')));
+      };
+    });
+    // A delivery that raced the stop (signal already aborted) is processed as before.
+    if (onStop && bounds.signal?.aborted === false)
+      bounds.signal.addEventListener('abort', onStop, { once: true });
     try {
       disposition = await Promise.race([
         decide(message, { untilMs, signal: bounds.signal }, gate),
         holdPassed,
+        stopped,
       ]);
     } catch (error) {
       disposition = { action: 'reject', status: 'rejected', error };
     } finally {
       clearTimeout(timer);
+      if (onStop) bounds.signal?.removeEventListener('abort', onStop);
     }
     // Given back with its acquisition unanswered: the message waits for that answer, and the
     // release of a key it grants, before it goes back. Given back at once, its redelivery
