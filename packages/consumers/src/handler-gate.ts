@@ -26,6 +26,8 @@ export interface MessageGate {
   started(): void;
   /** Whether the handler has started. */
   readonly hasStarted: boolean;
+  /** Whether an acquisition of the message's key was ever sent (see `track`). */
+  readonly sent: boolean;
   /** Shuts the gate: the message was given back (at its `maxHoldMs`, or at the consumer's stop). */
   giveBack(why?: 'given_back' | 'stopped'): void;
   /**
@@ -56,6 +58,7 @@ export class HandlerGates {
   open(): MessageGate {
     let givenBack: 'given_back' | 'stopped' | undefined;
     let hasStarted = false;
+    let sent = false;
     let current: Promise<void> | undefined;
     let onStart: (() => void) | undefined;
     const started = new Promise<void>((resolve) => {
@@ -76,10 +79,14 @@ export class HandlerGates {
       get hasStarted() {
         return hasStarted;
       },
+      get sent() {
+        return sent;
+      },
       giveBack: (why = 'given_back') => {
         givenBack ??= why;
       },
       track: (executing) => {
+        sent = true;
         if (hasStarted) return;
         const pending: Promise<void> = Promise.race([
           executing.then(

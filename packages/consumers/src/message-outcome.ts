@@ -262,11 +262,12 @@ export function messageProcessor<TMessage, T>(
     // The consumer stops: a message that has not reached the store (its key or payload
     // function still pending: a lookup that may never settle) is given back at once rather
     // than hold stop() up to its `maxHoldMs`; one whose acquisition was sent is answered
-    // within `storeTimeoutMs`, and one whose handler started runs on (stop() waits for both).
+    // within `storeTimeoutMs` (its store-outage wait ends at once, see acrossStoreOutage),
+    // and one whose handler started runs on (stop() waits for both).
     let onStop: (() => void) | undefined;
     const stopped = new Promise<Disposition>((resolve) => {
       onStop = () => {
-        if (gate.hasStarted || gate.pending() !== undefined) return;
+        if (gate.sent) return;
         gate.giveBack('stopped');
         resolve(giveBack(new HandlerNotStartedError('stopped')));
       };
