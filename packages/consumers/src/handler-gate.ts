@@ -59,11 +59,11 @@ export class HandlerGates {
     let givenBack: 'given_back' | 'stopped' | undefined;
     let hasStarted = false;
     let sent = false;
-    let current: Promise<void> | undefined;
-    let onStart: (() => void) | undefined;
-    const started = new Promise<void>((resolve) => {
-      onStart = resolve;
-    });
+    // The acquisition tracked now and how to stop tracking it. Acquisitions of one message
+    // are sent one after the other (the store-outage wait), so one is tracked at a time; a
+    // settled one leaves nothing behind (a race with a "started" promise, which never
+    // settles for a message that does not run, kept each of them until the message was done).
+    let current: { pending: Promise<void>; finish: () => void } | undefined;
     return {
       refusal: () =>
         givenBack
@@ -73,8 +73,7 @@ export class HandlerGates {
             : undefined,
       started: () => {
         hasStarted = true;
-        onStart?.();
-        onStart = undefined;
+        current?.finish();
       },
       get hasStarted() {
         return hasStarted;
@@ -88,20 +87,22 @@ export class HandlerGates {
       track: (executing) => {
         sent = true;
         if (hasStarted) return;
-        const pending: Promise<void> = Promise.race([
-          executing.then(
-            () => {},
-            () => {},
-          ),
-          started,
-        ]).then(() => {
-          this.unstarted.delete(pending);
-          if (current === pending) current = undefined;
-        });
-        this.unstarted.add(pending);
-        current = pending;
+        let done!: () => void;
+        const tracked = {
+          pending: new Promise<void>((resolve) => {
+            done = resolve;
+          }),
+          finish: () => {
+            this.unstarted.delete(tracked.pending);
+            if (current === tracked) current = undefined;
+            done();
+          },
+        };
+        this.unstarted.add(tracked.pending);
+        current = tracked;
+        executing.then(tracked.finish, tracked.finish);
       },
-      pending: () => current,
+      pending: () => current?.pending,
     };
   }
 
