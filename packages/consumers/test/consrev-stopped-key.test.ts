@@ -7,22 +7,14 @@
 // longer waits up to `maxHoldMs` for a key function that never settles: a message that has
 // not reached the store is given back at the stop.
 import { createRedisStore } from '@idem/store-redis';
-import type { ConsumeMessage } from 'amqplib';
-import type { JsMsg } from 'nats';
 import { describe, expect, it } from 'vitest';
-import {
-  consumeAmqp,
-  consumeJetStream,
-  type IdempotentConsumer,
-  type MessageReport,
-  messageProcessor,
-} from '../src/index.js';
+import { type MessageReport, messageProcessor } from '../src/index.js';
 import {
   amqpQueues,
-  connectAmqp,
-  connectNats,
-  durableStream,
-  redisBed,
+  type Bench,
+  jetStreamBed,
+  jetStreamBench,
+  rabbitBench,
   uniqueName,
 } from './brokers.js';
 import { lateAcquires, until } from './late-store.js';
@@ -33,9 +25,25 @@ interface Msg {
   body: string;
 }
 
-const { redis, prefix } = redisBed('consrev-stopped');
-const store = () => createRedisStore({ client: redis, keyPrefix: prefix });
+const bed = jetStreamBed('consrev-stopped');
+const store = () => createRedisStore({ client: bed.redis, keyPrefix: bed.prefix });
 const queues = amqpQueues();
+const benches = [
+  ['RabbitMQ', () => rabbitBench(queues, 'consrev-stopped')],
+  ['NATS JetStream', () => jetStreamBench(bed.nc, bed.streams, 'consrev')],
+] as const;
+
+/** A consumer on `bench` (store: Redis) and the statuses and error codes it reported. */
+async function watched(bench: Bench, options: object) {
+  const seen: Array<[string, unknown]> = [];
+  const consumer = await bench.start(store(), {
+    retryDelayMs: 50,
+    onMessage: (r: MessageReport<unknown>) =>
+      seen.push([r.status, (r.error as { code?: unknown } | undefined)?.code]),
+    ...options,
+  });
+  return { consumer, seen };
+}
 
 /** A function's answer the test gives when it likes. */
 function pending<T>() {
@@ -88,56 +96,6 @@ describe('consrev: a key or payload function that settles once the processor is 
   }
 });
 
-describe('consrev: RabbitMQ, a key function still pending when stop() resolved', () => {
-  it('fails once the application closed its database: the message is requeued, not dropped', async () => {
-    const connection = await connectAmqp();
-    try {
-      const queue = uniqueName('consrev-stopped');
-      queues.push(queue);
-      const setup = await connection.createChannel();
-      await setup.assertQueue(queue, { durable: false });
-      const lookup = pending<string>();
-      let asked = false;
-      const first: string[] = [];
-      const consumer = await consumeAmqp<ConsumeMessage, unknown>({
-        channel: await connection.createChannel(),
-        queue,
-        store: store(),
-        retryDelayMs: 50,
-        // The key is looked up in the application's database.
-        key: () => {
-          asked = true;
-          return lookup.promise;
-        },
-        handler: async () => 'first',
-        onMessage: (r: MessageReport<ConsumeMessage>) => first.push(r.status),
-      });
-      setup.sendToQueue(queue, Buffer.from('a'), { messageId: uniqueName('m') });
-      expect(await until(() => asked)).toBe(true);
-      // stop()'s bound passes with the lookup pending; then the database is closed.
-      await consumer.stop(100);
-      lookup.reject(new Error('database connection closed'));
-      expect(await until(() => first.length > 0)).toBe(true);
-      expect(first).toEqual(['failed']);
-      // Another consumer (a new instance) gets the message and processes it.
-      const second: string[] = [];
-      const other = await consumeAmqp<ConsumeMessage, unknown>({
-        channel: await connection.createChannel(),
-        queue,
-        store: store(),
-        retryDelayMs: 50,
-        handler: async () => 'second',
-        onMessage: (r: MessageReport<ConsumeMessage>) => second.push(r.status),
-      });
-      expect(await until(() => second.length > 0)).toBe(true);
-      expect(second).toEqual(['processed']);
-      await other.stop(2_000);
-    } finally {
-      await connection.close().catch(() => undefined);
-    }
-  });
-});
-
 describe('consrev: the consumer stops while a message has not reached the store', () => {
   it('process(bounds.signal): a key function still pending is given back at the abort, one whose acquisition was sent runs', async () => {
     const { store: late, log } = lateAcquires(store(), 300, (n) => n === 1);
@@ -172,97 +130,40 @@ describe('consrev: the consumer stops while a message has not reached the store'
     expect([log.acquires, runs]).toEqual([1, ['sent']]);
   });
 
-  for (const [name, open] of [
-    ['RabbitMQ', rabbitBench],
-    ['NATS JetStream', jetStreamBench],
-  ] as const) {
+  for (const [name, open] of benches) {
     it(`${name}: stop(Infinity) with a key function that never settles returns (maxHoldMs 60 s); the message runs once elsewhere`, async () => {
       const bench = await open();
       try {
         let asked = false;
-        const first: unknown[] = [];
-        const consumer = await bench.start({
+        const first = await watched(bench, {
           maxHoldMs: 60_000,
+          // The key is looked up in a database that never answers.
           key: () => {
             asked = true;
             return new Promise<string>(() => {});
           },
-          onMessage: (r: MessageReport<unknown>) =>
-            first.push((r.error as { code?: unknown } | undefined)?.code),
         });
         await bench.publish();
         expect(await until(() => asked)).toBe(true);
         // Before the fix stop(Infinity) waited for the key function up to maxHoldMs.
-        expect(await within(consumer.stop(Number.POSITIVE_INFINITY), 5_000)).not.toBe('timeout');
-        expect(first).toEqual(['HANDLER_NOT_STARTED']);
+        expect(await within(first.consumer.stop(Number.POSITIVE_INFINITY), 5_000)).not.toBe(
+          'timeout',
+        );
+        expect(first.seen).toEqual([['failed', 'HANDLER_NOT_STARTED']]);
+        // Another instance gets the message and runs it once.
         const runs: string[] = [];
-        const statuses: string[] = [];
-        const other = await bench.start({
+        const second = await watched(bench, {
           handler: async () => {
             runs.push('second');
             return 'second';
           },
-          onMessage: (r: MessageReport<unknown>) => statuses.push(r.status),
         });
-        expect(await until(() => statuses.length > 0)).toBe(true);
-        await other.stop(2_000);
-        expect([statuses, runs]).toEqual([['processed'], ['second']]);
+        expect(await until(() => second.seen.length > 0)).toBe(true);
+        await second.consumer.stop(2_000);
+        expect([second.seen, runs]).toEqual([[['processed', undefined]], ['second']]);
       } finally {
         await bench.close();
       }
     });
   }
 });
-
-/** A broker with one message to consume and consumers started on it. */
-interface Bench {
-  start(options: object): Promise<IdempotentConsumer>;
-  publish(): Promise<void>;
-  close(): Promise<void>;
-}
-
-async function rabbitBench(): Promise<Bench> {
-  const connection = await connectAmqp();
-  const setup = await connection.createChannel();
-  const queue = uniqueName('consrev-stop');
-  queues.push(queue);
-  await setup.assertQueue(queue, { durable: false });
-  return {
-    start: async (options) =>
-      consumeAmqp<ConsumeMessage, unknown>({
-        channel: await connection.createChannel(),
-        queue,
-        store: store(),
-        retryDelayMs: 50,
-        handler: async () => 'ok',
-        ...options,
-      }),
-    publish: async () => {
-      setup.sendToQueue(queue, Buffer.from('a'), { messageId: uniqueName('m') });
-    },
-    close: () => connection.close().catch(() => undefined),
-  };
-}
-
-async function jetStreamBench(): Promise<Bench> {
-  const nc = await connectNats();
-  const streams: string[] = [];
-  const stream = await durableStream(nc, 'consrev', streams, { ackWaitMs: 10_000, count: 0 });
-  return {
-    start: async (options) =>
-      consumeJetStream<JsMsg, unknown>({
-        consumer: await nc.jetstream().consumers.get(stream, 'w'),
-        store: store(),
-        retryDelayMs: 50,
-        handler: async () => 'ok',
-        ...options,
-      }),
-    publish: async () => {
-      await nc.jetstream().publish(`${stream}.orders`, '{"n":1}');
-    },
-    close: async () => {
-      await (await nc.jetstreamManager()).streams.delete(stream).catch(() => undefined);
-      await nc.close();
-    },
-  };
-}
