@@ -1,6 +1,6 @@
-// consrev: a message whose key or payload function is still pending when the consumer stops
-// (stop()'s bound passed) must be given back once that function settles, whatever it
-// answers: the application closes what the function reads (a database) after stop(), and
+// consrev: a message whose key or payload function is still pending when its processor is
+// closed (`close()`, which a consumer's stop() calls) must be given back once that function
+// settles, whatever it answers: the application closes what the function reads (a database) after stop(), and
 // the function then fails. Before the fix such a failure rejected the message (nack without
 // requeue / term: dropped without a dead-letter exchange) although its handler had never
 // started and the consumer had stopped. And a consumer's stop() (even stop(Infinity)) no
