@@ -128,9 +128,10 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   // Aborted by stop(): a message waiting in the consumer for the store to come back is given
   // back at once.
   const stopping = new AbortController();
-  // Each waiting message listens to it (removed when its wait ends): up to `prefetch` at once,
-  // which is no leak (Node warned of one past 10, on the user's stderr).
-  setMaxListeners(prefetch + 10, stopping.signal);
+  // Each message listens to it (removed when its wait ends) twice at most (the give-back of a
+  // message that has not reached the store, the store-outage wait): up to `prefetch` messages
+  // at once, which is no leak (Node warned of one past 10, on the user's stderr).
+  setMaxListeners(2 * prefetch + 10, stopping.signal);
   // Broker calls on a channel that closed meanwhile throw; the broker redelivers anyway.
   const safely = (call: () => void) => {
     try {

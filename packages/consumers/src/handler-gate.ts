@@ -26,8 +26,10 @@ export interface MessageGate {
   started(): void;
   /** Whether the handler has started. */
   readonly hasStarted: boolean;
-  /** Shuts the gate: the message was given back. */
-  giveBack(): void;
+  /** Whether an acquisition of the message's key was ever sent (see `track`). */
+  readonly sent: boolean;
+  /** Shuts the gate: the message was given back (at its `maxHoldMs`, or at the consumer's stop). */
+  giveBack(why?: 'given_back' | 'stopped'): void;
   /**
    * An acquisition of the message's key (an `execute` call) that `idle()` waits for until it
    * settles or the handler starts. What comes before it (the key and payload functions) is
@@ -54,47 +56,53 @@ export class HandlerGates {
 
   /** A gate for one message. */
   open(): MessageGate {
-    let givenBack = false;
+    let givenBack: 'given_back' | 'stopped' | undefined;
     let hasStarted = false;
-    let current: Promise<void> | undefined;
-    let onStart: (() => void) | undefined;
-    const started = new Promise<void>((resolve) => {
-      onStart = resolve;
-    });
+    let sent = false;
+    // The acquisition tracked now and how to stop tracking it. Acquisitions of one message
+    // are sent one after the other (the store-outage wait), so one is tracked at a time; a
+    // settled one leaves nothing behind (a race with a "started" promise, which never
+    // settles for a message that does not run, kept each of them until the message was done).
+    let current: { pending: Promise<void>; finish: () => void } | undefined;
     return {
       refusal: () =>
         givenBack
-          ? new HandlerNotStartedError('given_back')
+          ? new HandlerNotStartedError(givenBack)
           : this.closed
             ? new HandlerNotStartedError('stopped')
             : undefined,
       started: () => {
         hasStarted = true;
-        onStart?.();
-        onStart = undefined;
+        current?.finish();
       },
       get hasStarted() {
         return hasStarted;
       },
-      giveBack: () => {
-        givenBack = true;
+      get sent() {
+        return sent;
+      },
+      giveBack: (why = 'given_back') => {
+        givenBack ??= why;
       },
       track: (executing) => {
+        sent = true;
         if (hasStarted) return;
-        const pending: Promise<void> = Promise.race([
-          executing.then(
-            () => {},
-            () => {},
-          ),
-          started,
-        ]).then(() => {
-          this.unstarted.delete(pending);
-          if (current === pending) current = undefined;
-        });
-        this.unstarted.add(pending);
-        current = pending;
+        let done!: () => void;
+        const tracked = {
+          pending: new Promise<void>((resolve) => {
+            done = resolve;
+          }),
+          finish: () => {
+            this.unstarted.delete(tracked.pending);
+            if (current === tracked) current = undefined;
+            done();
+          },
+        };
+        this.unstarted.add(tracked.pending);
+        current = tracked;
+        executing.then(tracked.finish, tracked.finish);
       },
-      pending: () => current,
+      pending: () => current?.pending,
     };
   }
 

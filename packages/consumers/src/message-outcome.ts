@@ -15,7 +15,12 @@ import {
   type Scope,
 } from '@idem/core';
 import { classify, MAX_TIMER_MS } from './engine-verdicts.js';
-import { HandlerGates, type MessageGate, settleWithin } from './handler-gate.js';
+import {
+  HandlerGates,
+  HandlerNotStartedError,
+  type MessageGate,
+  settleWithin,
+} from './handler-gate.js';
 import { OutcomeNotKeptError, type PolicyVerdict, trackedPolicy } from './outcome-policy.js';
 import { type Attempt, acrossStoreOutage } from './store-outage.js';
 
@@ -95,7 +100,11 @@ export interface ConsumerOptions<TMessage, T> extends ConsumerEngineOptions<T> {
 export interface ProcessBounds {
   /** `performance.now()` past which a message the store could not take is given back. */
   untilMs?: number;
-  /** Aborted when the consumer stops: a message waiting for the store is given back at once. */
+  /**
+   * Aborted when the consumer stops: a message waiting for the store, or whose key or payload
+   * function is still pending then (nothing sent to the store yet), is given back at once
+   * (`HandlerNotStartedError`; its handler never starts).
+   */
   signal?: AbortSignal;
 }
 
@@ -108,7 +117,7 @@ export interface MessageProcessor<TMessage> {
    * `bounds.untilMs`) passes or `bounds.signal` aborts: giving it back at once would spend a
    * delivery of the broker's bound each time, for a redelivery that meets the same outage.
    * Given back at `maxHoldMs` before its handler started, the handler never starts; an
-   * acquisition still unanswered then is waited for (at most `2 × storeTimeoutMs` more) and
+   * acquisition still unanswered then is waited for (at most `2 × storeTimeoutMs` + 1 s) and
    * the key it grants released before the disposition is answered.
    */
   process(message: TMessage, bounds?: ProcessBounds): Promise<Disposition>;
@@ -250,15 +259,33 @@ export function messageProcessor<TMessage, T>(
         Math.min(maxHoldMs, MAX_TIMER_MS),
       );
     });
+    // The consumer stops: a message that has not reached the store (its key or payload
+    // function still pending: a lookup that may never settle) is given back at once rather
+    // than hold stop() up to its `maxHoldMs`; one whose acquisition was sent is answered
+    // within `storeTimeoutMs` (its store-outage wait ends at once, see acrossStoreOutage),
+    // and one whose handler started runs on (stop() waits for both).
+    let onStop: (() => void) | undefined;
+    const stopped = new Promise<Disposition>((resolve) => {
+      onStop = () => {
+        if (gate.sent) return;
+        gate.giveBack('stopped');
+        resolve(giveBack(new HandlerNotStartedError('stopped')));
+      };
+    });
+    // A delivery that raced the stop (signal already aborted) is processed as before.
+    if (onStop && bounds.signal?.aborted === false)
+      bounds.signal.addEventListener('abort', onStop, { once: true });
     try {
       disposition = await Promise.race([
         decide(message, { untilMs, signal: bounds.signal }, gate),
         holdPassed,
+        stopped,
       ]);
     } catch (error) {
       disposition = { action: 'reject', status: 'rejected', error };
     } finally {
       clearTimeout(timer);
+      if (onStop) bounds.signal?.removeEventListener('abort', onStop);
     }
     // Given back with its acquisition unanswered: the message waits for that answer, and the
     // release of a key it grants, before it goes back. Given back at once, its redelivery
@@ -279,6 +306,13 @@ export function messageProcessor<TMessage, T>(
     );
     return disposition;
   }
+  /** A message whose handler must not start (see HandlerGates): back to the broker. */
+  const giveBack = (refusal: HandlerNotStartedError): Disposition => ({
+    action: 'retry',
+    status: 'failed',
+    delayMs: retryDelayMs,
+    error: refusal,
+  });
   async function decide(
     message: TMessage,
     bounds: { untilMs: number; signal: AbortSignal | undefined },
@@ -286,7 +320,22 @@ export function messageProcessor<TMessage, T>(
   ): Promise<Disposition> {
     // Awaited: an async key or payload function (a lookup) gives a promise, which canonical
     // JSON refuses: every message was rejected (dropped without a dead-letter exchange).
-    const messageKey = toKey(await (key ?? broker.defaultKey)(message));
+    let messageKey: string | undefined;
+    let part: JsonValue | Uint8Array | undefined;
+    try {
+      messageKey = toKey(await (key ?? broker.defaultKey)(message));
+      if (messageKey !== undefined)
+        part = payload === false ? undefined : await (payload ?? broker.body)(message);
+    } catch (error) {
+      // Stopped meanwhile: the function may have failed because the application closed what
+      // it reads (its database) after stop(); the message is given back, never dropped.
+      const refusal = gate.refusal();
+      if (refusal) return giveBack(refusal);
+      throw error;
+    }
+    // The same for a lookup that found nothing once stopped.
+    const refusal = gate.refusal();
+    if (refusal) return giveBack(refusal);
     if (messageKey === undefined)
       return {
         action: 'reject',
@@ -296,7 +345,6 @@ export function messageProcessor<TMessage, T>(
           'The message has no key (the key function returned undefined, null or "")',
         ),
       };
-    const part = payload === false ? undefined : await (payload ?? broker.body)(message);
     const request = {
       key: messageKey,
       scope: scope ?? broker.defaultScope(message),
@@ -316,8 +364,7 @@ export function messageProcessor<TMessage, T>(
     // Given back (a slow key or payload function, the store outage wait) or stopped: nothing
     // is acquired for a handler that must not start.
     const refusal = gate.refusal();
-    if (refusal)
-      return done({ action: 'retry', status: 'failed', delayMs: retryDelayMs, error: refusal });
+    if (refusal) return done(giveBack(refusal));
     // What the handler itself threw is never taken for the engine's verdict on the message
     // (a handler may throw an idem error of its own, e.g. from a nested call): it is retried.
     let thrownByHandler = false;

@@ -219,9 +219,9 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   // Aborted by stop(): a message waiting in the consumer for the store to come back (its
   // `working()` still sent) is given back at once.
   const stopping = new AbortController();
-  // Each waiting message listens to it (removed when its wait ends): up to `concurrency` at
-  // once, which is no leak (Node warned of one past 10, on the user's stderr).
-  setMaxListeners(Math.max(concurrency, 1) + 10, stopping.signal);
+  // Each message listens to it (removed when its wait ends) twice at most (see consumeAmqp):
+  // up to `concurrency` messages at once, which is no leak (Node warned of one past 10).
+  setMaxListeners(2 * Math.max(concurrency, 1) + 10, stopping.signal);
 
   async function handle(message: TMessage): Promise<void> {
     const working = setInterval(() => message.working(), workingIntervalMs);

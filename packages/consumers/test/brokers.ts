@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
+import type { IdempotencyStore } from '@idem/core';
 import { REDIS_URL } from '@idem/test-ledger';
-import amqp, { type ChannelModel } from 'amqplib';
+import amqp, { type ChannelModel, type ConsumeMessage } from 'amqplib';
 import { Redis } from 'ioredis';
-import { AckPolicy, connect, type NatsConnection } from 'nats';
+import { AckPolicy, connect, type JsMsg, type NatsConnection } from 'nats';
 import { afterAll, beforeAll } from 'vitest';
+import { consumeAmqp, consumeJetStream, type IdempotentConsumer } from '../src/index.js';
 
 /** RabbitMQ the tests use. */
 export const AMQP_URL = process.env.IDEM_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -131,4 +133,57 @@ export function amqpQueues(): string[] {
     await connection.close().catch(() => undefined);
   });
   return queues;
+}
+
+/** One broker with a queue or stream of its own, as broker-generic scenarios use it. */
+export interface Bench {
+  /** A consumer of the messages published by `publish`, on `store`, with `options`. */
+  start(store: IdempotencyStore, options: object): Promise<IdempotentConsumer>;
+  publish(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** RabbitMQ: a queue of its own (named from `label`, deleted with the file's `queues`). */
+export async function rabbitBench(queues: string[], label: string): Promise<Bench> {
+  const connection = await connectAmqp();
+  const channel = await connection.createChannel();
+  const queue = uniqueName(label);
+  queues.push(queue);
+  await channel.assertQueue(queue, { durable: false });
+  return {
+    start: async (store, options) =>
+      consumeAmqp<ConsumeMessage, unknown>({
+        channel: await connection.createChannel(),
+        queue,
+        store,
+        handler: async () => 'ok',
+        ...options,
+      }),
+    publish: async () => {
+      channel.sendToQueue(queue, Buffer.from('a'), { messageId: uniqueName('m') });
+    },
+    close: () => connection.close().catch(() => undefined),
+  };
+}
+
+/** NATS JetStream: a stream of its own (recorded in `streams`), durable consumer `w`. */
+export async function jetStreamBench(
+  nc: NatsConnection,
+  streams: string[],
+  label: string,
+): Promise<Bench> {
+  const stream = await durableStream(nc, label, streams, { ackWaitMs: 10_000, count: 0 });
+  return {
+    start: async (store, options) =>
+      consumeJetStream<JsMsg, unknown>({
+        consumer: await nc.jetstream().consumers.get(stream, 'w'),
+        store,
+        handler: async () => 'ok',
+        ...options,
+      }),
+    publish: async () => {
+      await nc.jetstream().publish(`${stream}.orders`, '{"n":1}');
+    },
+    close: async () => {},
+  };
 }

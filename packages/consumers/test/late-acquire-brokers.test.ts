@@ -5,16 +5,9 @@
 // stop() had resolved, for a message the broker was already redelivering.
 import type { IdempotencyStore } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
-import type { ConsumeMessage } from 'amqplib';
-import type { JsMsg } from 'nats';
 import { describe, expect, it } from 'vitest';
-import {
-  consumeAmqp,
-  consumeJetStream,
-  type IdempotentConsumer,
-  type MessageReport,
-} from '../src/index.js';
-import { amqpQueues, connectAmqp, durableStream, jetStreamBed, uniqueName } from './brokers.js';
+import type { IdempotentConsumer, MessageReport } from '../src/index.js';
+import { amqpQueues, type Bench, jetStreamBed, jetStreamBench, rabbitBench } from './brokers.js';
 import { type LateAcquireLog, lateAcquires, until } from './late-store.js';
 
 const bed = jetStreamBed('late-acquire');
@@ -40,54 +33,8 @@ function watch() {
   };
 }
 
-/** One broker, as the scenarios below use it. */
-interface Bench {
-  /** A consumer of the message published by `publish`, on `store`, with `options`. */
-  start(store: IdempotencyStore, options: object): Promise<IdempotentConsumer>;
-  publish(): Promise<void>;
-  close(): Promise<void>;
-}
-
-/** RabbitMQ: a queue of its own. */
-async function rabbit(): Promise<Bench> {
-  const connection = await connectAmqp();
-  const channel = await connection.createChannel();
-  const queue = uniqueName('late-acquire');
-  queues.push(queue);
-  await channel.assertQueue(queue, { durable: false });
-  return {
-    start: async (store, options) =>
-      consumeAmqp<ConsumeMessage, unknown>({
-        channel: await connection.createChannel(),
-        queue,
-        store,
-        handler: async () => 'ok',
-        ...options,
-      }),
-    publish: async () => {
-      channel.sendToQueue(queue, Buffer.from('a'), { messageId: uniqueName('m') });
-    },
-    close: () => connection.close().catch(() => undefined),
-  };
-}
-
-/** NATS JetStream: a stream of its own, durable consumer `w`. */
-async function jetStream(): Promise<Bench> {
-  const stream = await durableStream(bed.nc, 'late', bed.streams, { ackWaitMs: 10_000, count: 0 });
-  return {
-    start: async (store, options) =>
-      consumeJetStream<JsMsg, unknown>({
-        consumer: await bed.nc.jetstream().consumers.get(stream, 'w'),
-        store,
-        handler: async () => 'ok',
-        ...options,
-      }),
-    publish: async () => {
-      await bed.nc.jetstream().publish(`${stream}.orders`, '{"n":1}');
-    },
-    close: async () => {},
-  };
-}
+const rabbit = () => rabbitBench(queues, 'late-acquire');
+const jetStream = () => jetStreamBench(bed.nc, bed.streams, 'late');
 
 /** A second consumer with a store that answers at once: how the redelivery fares. */
 async function redelivery(bench: Bench) {
