@@ -236,10 +236,28 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     // servers, which then leave the message pending and send it again at every ack_wait. The
     // reason reaches `onMessage` (the disposition's error).
     else if (disposition.action === 'reject') message.term();
+    // Once stopped (a message given back because stop() came before its handler, or its
+    // outage wait), not while the pull's subscription may still be open: the server could
+    // redeliver it to that pull and it would be dropped with it (see `late`).
+    else if (stopped) giveBackAfterPull(message, disposition.delayMs);
     // Whole milliseconds: nats.js sends the delay as `ms * 1e6` nanoseconds unrounded, and a
     // server that cannot read a fractional duration (nats-server 2.9) takes a plain NAK and
     // redelivers at once (a computed 2000 / 3 ms burned max_deliver in milliseconds).
     else message.nak(Math.ceil(disposition.delayMs));
+  }
+
+  /** `nak`s `message` once the pull's subscription has ended, at least GIVE_BACK_DELAY_MS on. */
+  function giveBackAfterPull(message: TMessage, delayMs: number): void {
+    const delay = Math.max(GIVE_BACK_DELAY_MS, Math.ceil(delayMs));
+    if (!pullEnded) {
+      late.push([message, delay]);
+      return;
+    }
+    try {
+      message.nak(delay);
+    } catch {
+      // a closed connection: JetStream redelivers after ack_wait
+    }
   }
 
   let stopped = false;
@@ -247,8 +265,10 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   // (A wait of its own each time: a race with one promise pending until stop() would keep a
   // reaction per message for as long as the consumer runs.)
   let wakeLoop: (() => void) | undefined;
-  // What arrived once stopped, given back when the pull's subscription has ended.
-  const late: TMessage[] = [];
+  // What arrived once stopped, or was given back once stopped, with the delay of its `nak`:
+  // given back when the pull's subscription has ended.
+  const late: Array<[TMessage, number]> = [];
+  let pullEnded = false;
   const loop = (async () => {
     for await (const message of messages) {
       // nats.js goes on yielding what it had already pulled after the pull is stopped: once
@@ -258,7 +278,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       // have the server redeliver it to this instance's own pull, still open, and the message
       // would be dropped with the subscription (ack-pending until `ack_wait`).
       if (stopped) {
-        late.push(message);
+        late.push([message, GIVE_BACK_DELAY_MS]);
         continue;
       }
       const task = handle(message)
@@ -282,9 +302,10 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       // are redelivered by JetStream; the connection's own `closed()` says why.
     })
     .finally(() => {
-      for (const message of late.splice(0)) {
+      pullEnded = true;
+      for (const [message, delay] of late.splice(0)) {
         try {
-          message.nak(GIVE_BACK_DELAY_MS);
+          message.nak(delay);
         } catch {
           // a closed connection: JetStream redelivers after ack_wait
         }
