@@ -57,6 +57,11 @@ export class IdemError<C extends string = IdemErrorCode> extends Error {
     const asked = this;
     if (Function.prototype[Symbol.hasInstance].call(asked, value)) return true;
     if ((typeof value !== 'object' && typeof value !== 'function') || value === null) return false;
+    // This copy's own INVALID_INPUT that is a RangeError or TypeError too: told by its class,
+    // not by names, which a minifier may have changed in this copy (esbuild --minify without
+    // keepNames renames InvalidInputError, while that error's class keeps the name set below).
+    if (isBuiltinInput(value))
+      return asked.prototype === ownPrototype || asked.prototype === ownInputPrototype;
     // Another copy's error: a class of this one's name on its prototype chain, at or below
     // that copy's IdemError prototype (the marked one). Bounded: prototype chains are short,
     // and a proxy's traps are not called for more than that walk.
@@ -91,6 +96,11 @@ function nameIs(proto: object, name: string): boolean {
   }
 }
 
+/** Whether `value` is an error of this copy's {@link invalidRangeInput} or {@link invalidTypeInput}. */
+function isBuiltinInput(value: object): boolean {
+  return value instanceof RangeInvalidInputError || value instanceof TypeInvalidInputError;
+}
+
 /** The idempotency key is missing, empty, too long or contains non printable-ASCII characters. */
 export class InvalidKeyError extends IdemError {
   constructor(message: string) {
@@ -104,6 +114,8 @@ export class InvalidInputError extends IdemError {
     super('INVALID_INPUT', message);
   }
 }
+
+const ownInputPrototype: object = InvalidInputError.prototype;
 
 /**
  * An `InvalidInputError` (code `INVALID_INPUT`; `instanceof InvalidInputError` and `IdemError`,

@@ -178,6 +178,37 @@ describe('corerev: invalidTypeInput, the same for a refusal that was a TypeError
   });
 });
 
+describe('corerev: a minifier that renames the classes (an app bundle without keepNames)', () => {
+  it("this copy's invalidRangeInput and invalidTypeInput errors stay its InvalidInputError and IdemError", () => {
+    // esbuild --minify renames `InvalidInputError` to one letter: the error's class is still
+    // named InvalidInputError (set explicitly, for other copies), which matched no more.
+    const renamed = [
+      [InvalidInputError, 'T'],
+      [IdemError, 'a'],
+    ] as const;
+    const original = renamed.map(([cls]) => cls.name);
+    for (const [cls, name] of renamed) Object.defineProperty(cls, 'name', { value: name });
+    try {
+      for (const made of [
+        thrown(() => createAdmission({ targetLatencyMs: -1 })),
+        esm.invalidTypeInput('bad option'),
+      ]) {
+        expect(made instanceof InvalidInputError).toBe(true);
+        expect(made instanceof IdemError).toBe(true);
+        expect(isIdemError(made, 'INVALID_INPUT')).toBe(true);
+        expect(made instanceof StoreUnavailableError).toBe(false);
+        expect(made instanceof InvalidKeyError).toBe(false);
+      }
+      // Another copy's (not renamed) is still told by its names: renamed here, none matches.
+      expect(cjs.invalidRangeInput('x') instanceof InvalidInputError).toBe(false);
+    } finally {
+      renamed.forEach(([cls], i) => {
+        Object.defineProperty(cls, 'name', { value: original[i] });
+      });
+    }
+  });
+});
+
 describe('ManualClock: a clock moved backwards or to no time', () => {
   it('advance and set refuse with INVALID_INPUT, still a RangeError, and leave the clock as it was', () => {
     const clock = new ManualClock(1_000);
