@@ -95,10 +95,10 @@ export function decideOutcome(ctx: OperationContext, final: boolean): void {
  * so the same class and `instanceof`, and its own properties: message, stack, cause, code,
  * fields) carrying the policy's error, so that one call's policy fault never reaches
  * another's caller (the corerev review). An error that cannot be copied or take a property
- * (frozen, a proxy that refuses) is thrown as it is.
+ * (frozen, a proxy that refuses), or is no object, is thrown as it is.
  */
 function withPolicyError(error: unknown, policyError: unknown, fresh = false): unknown {
-  if ((typeof error !== 'object' || error === null) && typeof error !== 'function') return error;
+  if (typeof error !== 'object' || error === null) return error;
   try {
     if (!Object.isExtensible(error)) return error;
     const carrier = fresh ? error : copyOf(error);
