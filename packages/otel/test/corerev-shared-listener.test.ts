@@ -3,10 +3,10 @@
 // begins under a root span of its own, so an execute span's trace names the holder it was
 // opened for: its result must be that holder's, never another's (the pre-coreleft listener
 // failed this in the first round), and no execute span is left open.
-import type { IdemEvent } from '@idem/core';
 import { context, trace } from '@opentelemetry/api';
 import { expect, it } from 'vitest';
 import { ATTR, createOtelListener, SPAN } from '../src/index.js';
+import { endEvent, missEvent } from './support/events.js';
 import { countingOpen, telemetry } from './support/telemetry.js';
 
 type Result = 'released' | 'completed';
@@ -19,14 +19,7 @@ interface Holder {
 }
 
 const operation = 'POST /pay';
-const endOf = (h: Holder): IdemEvent => ({
-  type: 'execution_end',
-  storageKey: h.storageKey,
-  operation,
-  fence: h.fence,
-  result: h.result,
-  durationMs: 1,
-});
+const endOf = (h: Holder) => endEvent(h.storageKey, h.fence, operation, h.result);
 
 it('random begins and ends of shared pairs: every execute span has the result of the holder it was opened for', async () => {
   for (let round = 0; round < 20; round++) {
@@ -57,15 +50,7 @@ it('random begins and ends of shared pairs: every execute span has the result of
           root: t.tracer.startSpan('request'),
           result: random() < 0.5 ? 'released' : 'completed',
         };
-        const { storageKey, fence } = h;
-        const miss: IdemEvent = {
-          type: 'miss',
-          storageKey,
-          operation,
-          fence,
-          takeover: false,
-          durationMs: 1,
-        };
+        const miss = missEvent(h.storageKey, h.fence, operation);
         context.with(trace.setSpan(context.active(), h.root), () => listener(miss));
         open.push(h);
       } else {
