@@ -57,6 +57,11 @@ export class IdemError<C extends string = IdemErrorCode> extends Error {
     const asked = this;
     if (Function.prototype[Symbol.hasInstance].call(asked, value)) return true;
     if ((typeof value !== 'object' && typeof value !== 'function') || value === null) return false;
+    // This copy's own INVALID_INPUT that is a RangeError or TypeError too: told by its class,
+    // not by names, which a minifier may have changed in this copy (esbuild --minify without
+    // keepNames renames InvalidInputError, while that error's class keeps the name set below).
+    if (isBuiltinInput(value))
+      return asked.prototype === ownPrototype || asked.prototype === ownInputPrototype;
     // Another copy's error: a class of this one's name on its prototype chain, at or below
     // that copy's IdemError prototype (the marked one). Bounded: prototype chains are short,
     // and a proxy's traps are not called for more than that walk.
@@ -91,6 +96,11 @@ function nameIs(proto: object, name: string): boolean {
   }
 }
 
+/** Whether `value` is an error of this copy's {@link invalidRangeInput} or {@link invalidTypeInput}. */
+function isBuiltinInput(value: object): boolean {
+  return value instanceof RangeInvalidInputError || value instanceof TypeInvalidInputError;
+}
+
 /** The idempotency key is missing, empty, too long or contains non printable-ASCII characters. */
 export class InvalidKeyError extends IdemError {
   constructor(message: string) {
@@ -105,6 +115,8 @@ export class InvalidInputError extends IdemError {
   }
 }
 
+const ownInputPrototype: object = InvalidInputError.prototype;
+
 /**
  * An `InvalidInputError` (code `INVALID_INPUT`; `instanceof InvalidInputError` and `IdemError`,
  * `isIdemError`) that is also a `RangeError`: thrown where the library threw a plain
@@ -116,11 +128,30 @@ export class InvalidInputError extends IdemError {
 export function invalidRangeInput(message: string): InvalidInputError & RangeError {
   const error = new RangeInvalidInputError(message);
   // The stack starts at the check that refused the value, not here (where the runtime can).
+  captureStack(error, invalidRangeInput);
+  return error as unknown as InvalidInputError & RangeError;
+}
+
+/**
+ * {@link invalidRangeInput} for a refusal that was a `TypeError` (`@idem/fastify`'s
+ * `bodyTimeoutMs`, a route's `config.idempotency`): an `InvalidInputError` that is still a
+ * `TypeError`, named `'TypeError'`. `cause`: the refusal it reports, if any.
+ * @internal for the packages of idem that used to throw a `TypeError`
+ */
+export function invalidTypeInput(
+  message: string,
+  options?: { cause?: unknown },
+): InvalidInputError & TypeError {
+  const error = new TypeInvalidInputError(message, options);
+  captureStack(error, invalidTypeInput);
+  return error as unknown as InvalidInputError & TypeError;
+}
+
+function captureStack(error: object, below: unknown): void {
   (Error as { captureStackTrace?: (target: object, below: unknown) => void }).captureStackTrace?.(
     error,
-    invalidRangeInput,
+    below,
   );
-  return error as unknown as InvalidInputError & RangeError;
 }
 
 /**
@@ -135,30 +166,36 @@ export function shownValue(value: unknown): string {
     : `a ${typeof value}`;
 }
 
-// `RangeError`'s prototype chain cannot also hold `IdemError.prototype`, so the error of
-// `invalidRangeInput` takes the shape by which `IdemError`'s `instanceof` recognises the
-// errors of another copy of `@idem/core` (see `Symbol.hasInstance` above): a class named
-// `InvalidInputError` on a class named `IdemError` whose prototype carries the registered
-// mark. Every copy in the process, older ones included, then takes it for an
-// `InvalidInputError`, and for no other class of theirs. The names are set explicitly: a
-// bundler may rename a class (`_IdemError`), and the names are what copies are matched by.
-class RangeIdemError extends RangeError {
-  readonly code: IdemErrorCode;
+// `RangeError`'s (`TypeError`'s) prototype chain cannot also hold `IdemError.prototype`, so
+// the errors of `invalidRangeInput` and `invalidTypeInput` take the shape by which
+// `IdemError`'s `instanceof` recognises the errors of another copy of `@idem/core` (see
+// `Symbol.hasInstance` above): a class named `InvalidInputError` on a class named `IdemError`
+// whose prototype carries the registered mark. Every copy in the process, older ones
+// included, then takes it for an `InvalidInputError`, and for no other class of theirs. The
+// names are set explicitly: a bundler may rename a class (`_IdemError`), and the names are
+// what copies are matched by.
+function invalidInputOn(Base: RangeErrorConstructor | TypeErrorConstructor) {
+  class BuiltinIdemError extends Base {
+    readonly code: IdemErrorCode;
 
-  constructor(code: IdemErrorCode, message: string) {
-    super(message);
-    this.code = code;
+    constructor(code: IdemErrorCode, message: string, options?: { cause?: unknown }) {
+      super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+      this.code = code;
+    }
   }
-}
-Object.defineProperty(RangeIdemError, 'name', { value: 'IdemError' });
-Object.defineProperty(RangeIdemError.prototype, IDEM_ERROR, { value: true });
+  Object.defineProperty(BuiltinIdemError, 'name', { value: 'IdemError' });
+  Object.defineProperty(BuiltinIdemError.prototype, IDEM_ERROR, { value: true });
 
-class RangeInvalidInputError extends RangeIdemError {
-  constructor(message: string) {
-    super('INVALID_INPUT', message);
+  class BuiltinInvalidInputError extends BuiltinIdemError {
+    constructor(message: string, options?: { cause?: unknown }) {
+      super('INVALID_INPUT', message, options);
+    }
   }
+  Object.defineProperty(BuiltinInvalidInputError, 'name', { value: 'InvalidInputError' });
+  return BuiltinInvalidInputError;
 }
-Object.defineProperty(RangeInvalidInputError, 'name', { value: 'InvalidInputError' });
+const RangeInvalidInputError = invalidInputOn(RangeError);
+const TypeInvalidInputError = invalidInputOn(TypeError);
 
 /**
  * Why canonical JSON refused a value: `not_json` for what JSON cannot carry faithfully

@@ -87,23 +87,46 @@ export function decideOutcome(ctx: OperationContext, final: boolean): void {
  * `error`, what stopped the recording of a success the outcome policy failed to judge,
  * carrying the policy's own error as `policyError` (see `IdemError.policyError`): the caller
  * gets the recording's error as before, and the policy's fault, which it would have got had
- * the recording landed, is not lost. An error that cannot take a property (frozen) is
- * thrown as it is.
+ * the recording landed, is not lost.
+ *
+ * `fresh`: the error was made for this call (core's own). Any other (a store's error, which
+ * passes through as it is, may be one instance thrown to every call: a cached connection
+ * failure, a constant) is never changed: the caller gets a copy of it (the same prototype,
+ * so the same class and `instanceof`, and its own properties: message, stack, cause, code,
+ * fields) carrying the policy's error, so that one call's policy fault never reaches
+ * another's caller (the corerev review). An error that cannot be copied or take a property
+ * (frozen, a proxy that refuses), or is no object, is thrown as it is.
  */
-function withPolicyError(error: unknown, policyError: unknown): unknown {
-  if ((typeof error === 'object' && error !== null) || typeof error === 'function') {
-    try {
-      Object.defineProperty(error, 'policyError', {
-        value: policyError,
-        enumerable: true,
-        writable: true,
-        configurable: true,
-      });
-    } catch {
-      // Frozen, or a proxy that refuses: its own error is still the one to throw.
-    }
+function withPolicyError(error: unknown, policyError: unknown, fresh = false): unknown {
+  if (typeof error !== 'object' || error === null) return error;
+  try {
+    if (!Object.isExtensible(error)) return error;
+    const carrier = fresh ? error : copyOf(error);
+    Object.defineProperty(carrier, 'policyError', {
+      value: policyError,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+    return carrier;
+  } catch {
+    // A proxy that refuses: its own error is still the one to throw.
+    return error;
   }
-  return error;
+}
+
+/**
+ * A native error (as `new Error()` makes: `util.types.isNativeError`, cloned as an error)
+ * on `error`'s prototype with `error`'s own properties. Its class's constructor is not run:
+ * the copy is what the original is, not a new error of that class.
+ */
+function copyOf(error: object): object {
+  const prototype: object | null = Object.getPrototypeOf(error);
+  const target = function Copy() {};
+  target.prototype = prototype;
+  const copy: object = Reflect.construct(Error, [], target);
+  Object.defineProperties(copy, Object.getOwnPropertyDescriptors(error));
+  return copy;
 }
 
 /** Creates the replay state machine over a store. */
@@ -185,7 +208,7 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       // The operation ran; its value cannot be stored. A marker keeps retries from running it again.
       await execution.completeNotRecorded('not_serializable').catch(() => {});
       const notRecorded = new OutcomeNotRecordedError('not_serializable', { cause });
-      throw policyFailed ? withPolicyError(notRecorded, policyFailed.error) : notRecorded;
+      throw policyFailed ? withPolicyError(notRecorded, policyFailed.error, true) : notRecorded;
     }
     // Undefined when a store that answers at once recorded it already.
     const recording =

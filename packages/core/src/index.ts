@@ -53,6 +53,7 @@ export {
   InvalidInputError,
   InvalidKeyError,
   invalidRangeInput,
+  invalidTypeInput,
   isIdemError,
   LeaseLostError,
   MismatchError,

@@ -198,3 +198,56 @@ describe('coreleft: a policy fault about a success whose recording failed', () =
     delete store.always.complete;
   });
 });
+
+describe("corerev: a store error shared between calls never carries one call's policy error to another", () => {
+  /** A store whose every `complete` rejects with the one `shared` error (a cached failure). */
+  const sharing = (shared: unknown) =>
+    withComplete(new FakeStore(), async () => {
+      throw shared;
+    });
+
+  it('the shared error is left as it was; each caller gets an error of its class with its own policy error', async () => {
+    const cause = new Error('connection refused');
+    // Not retried (a StoreUnavailableError is retried, then answered by the wait's own error).
+    const shared = new StoreFullError('full (cached)');
+    shared.cause = cause;
+    const store = sharing(shared);
+    const bugA = new Error('policy bug A');
+    const bugB = new Error('policy bug B');
+    // Two calls in flight at once, each with its own policy fault, then one without any.
+    const [a, b] = await Promise.all([
+      failedRecording(store, bugA),
+      rejection(
+        setup(store, { isFinal: throwingOn(bugB) }).execute({ key: 'other' }, async () => 'v'),
+      ),
+    ]);
+    const plain = await rejection(setup(store).execute({ key: 'third' }, async () => 'v'));
+    expect(Object.hasOwn(shared, 'policyError')).toBe(false);
+    for (const [error, bug] of [
+      [a, bugA],
+      [b, bugB],
+    ] as const) {
+      expect(error).toBeInstanceOf(StoreFullError);
+      expect(error).toMatchObject({ code: 'STORE_FULL', message: 'full (cached)' });
+      expect((error as Error).cause).toBe(cause);
+      expect((error as StoreFullError).policyError).toBe(bug);
+    }
+    // The call without a policy fault gets the store's error with nothing of another's on it.
+    expect(plain).toBe(shared);
+    expect(Object.hasOwn(plain as object, 'policyError')).toBe(false);
+  });
+
+  it("the copy keeps the class-specific fields and the stack of the store's error", async () => {
+    const shared = new OutcomeTooLargeError(5_000, 1_000);
+    const error = await failedRecording(sharing(shared), new Error('policy bug'));
+    expect(error).toBeInstanceOf(OutcomeTooLargeError);
+    expect(error).toMatchObject({ code: 'OUTCOME_TOO_LARGE', name: shared.name });
+    expect((error as Error).stack).toBe(shared.stack);
+    for (const field of Object.keys(shared)) {
+      expect((error as Record<string, unknown>)[field], field).toEqual(
+        (shared as unknown as Record<string, unknown>)[field],
+      );
+    }
+    expect(Object.hasOwn(shared, 'policyError')).toBe(false);
+  });
+});

@@ -6,7 +6,7 @@
  */
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
-import type * as esm from '../src/index.js';
+import * as esm from '../src/index.js';
 import {
   admitStore,
   createAdmission,
@@ -15,6 +15,7 @@ import {
   IdemError,
   InvalidInputError,
   InvalidKeyError,
+  invalidTypeInput,
   isIdemError,
   ManualClock,
   StoreUnavailableError,
@@ -150,6 +151,61 @@ describe('the built copy (CommonJS) makes the same error', () => {
     expect(isIdemError(made, 'INVALID_INPUT')).toBe(true);
     expect(made.name).toBe('RangeError');
     expect(thrown(() => new cjs.ManualClock(0).advance(-1))).toBeInstanceOf(InvalidInputError);
+  });
+});
+
+describe('corerev: invalidTypeInput, the same for a refusal that was a TypeError', () => {
+  it('INVALID_INPUT, still a TypeError named as one, recognised by the other copy both ways; its cause kept', () => {
+    const cause = new Error('the refusal reported');
+    for (const [label, made] of [
+      ['source', invalidTypeInput('bad option', { cause })],
+      ['built (CommonJS)', cjs.invalidTypeInput('bad option', { cause })],
+    ] as const) {
+      for (const copy of [esm, cjs] as const) {
+        expect(made instanceof copy.InvalidInputError, label).toBe(true);
+        expect(made instanceof copy.IdemError, label).toBe(true);
+        expect(copy.isIdemError(made, 'INVALID_INPUT'), label).toBe(true);
+        expect(made instanceof copy.StoreUnavailableError, label).toBe(false);
+      }
+      expect(made instanceof TypeError, label).toBe(true);
+      expect(made instanceof RangeError, label).toBe(false);
+      expect(made, label).toMatchObject({ code: 'INVALID_INPUT', name: 'TypeError' });
+      expect(made.cause, label).toBe(cause);
+      expect(made.stack?.split('\n')[0], label).toBe('TypeError: bad option');
+      expect(Object.keys(made), label).toEqual(['code']);
+    }
+    expect(invalidTypeInput('no cause')).not.toHaveProperty('cause');
+  });
+});
+
+describe('corerev: a minifier that renames the classes (an app bundle without keepNames)', () => {
+  it("this copy's invalidRangeInput and invalidTypeInput errors stay its InvalidInputError and IdemError", () => {
+    // esbuild --minify renames `InvalidInputError` to one letter: the error's class is still
+    // named InvalidInputError (set explicitly, for other copies), which matched no more.
+    const renamed = [
+      [InvalidInputError, 'T'],
+      [IdemError, 'a'],
+    ] as const;
+    const original = renamed.map(([cls]) => cls.name);
+    for (const [cls, name] of renamed) Object.defineProperty(cls, 'name', { value: name });
+    try {
+      for (const made of [
+        thrown(() => createAdmission({ targetLatencyMs: -1 })),
+        esm.invalidTypeInput('bad option'),
+      ]) {
+        expect(made instanceof InvalidInputError).toBe(true);
+        expect(made instanceof IdemError).toBe(true);
+        expect(isIdemError(made, 'INVALID_INPUT')).toBe(true);
+        expect(made instanceof StoreUnavailableError).toBe(false);
+        expect(made instanceof InvalidKeyError).toBe(false);
+      }
+      // Another copy's (not renamed) is still told by its names: renamed here, none matches.
+      expect(cjs.invalidRangeInput('x') instanceof InvalidInputError).toBe(false);
+    } finally {
+      renamed.forEach(([cls], i) => {
+        Object.defineProperty(cls, 'name', { value: original[i] });
+      });
+    }
   });
 });
 

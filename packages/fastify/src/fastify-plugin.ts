@@ -1,5 +1,6 @@
 import { constants as http2Constants } from 'node:http2';
 import type { Readable } from 'node:stream';
+import { invalidTypeInput } from '@idem/core';
 import {
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
@@ -52,7 +53,7 @@ const DRAIN_MS = 5_000;
 function bodyTimeoutOf(value: unknown, name: string): number {
   if (value === undefined) return BODY_TIMEOUT_MS;
   if (!(typeof value === 'number' && value > 0 && value <= MAX_TIMEOUT_MS))
-    throw new TypeError(
+    throw invalidTypeInput(
       `${name} must be a positive, finite number of milliseconds, at most ${MAX_TIMEOUT_MS} (the longest timer Node keeps, about 24.8 days); got ${String(value)}`,
     );
   return value;
@@ -142,7 +143,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     if (route === undefined) return base;
     if (route === false) return undefined;
     if (typeof route !== 'object' || route === null)
-      throw new TypeError('config.idempotency must be false or an object of options');
+      throw invalidTypeInput('config.idempotency must be false or an object of options');
     let setup = perRoute.get(route);
     if (!setup) {
       setup = {
@@ -199,7 +200,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
       setup = setupOf(setting);
     } catch (error) {
       routeErrors.push(
-        new TypeError(
+        invalidTypeInput(
           `@idem/fastify, route ${methods.join(',')} ${route.url}: ${(error as Error).message}`,
           { cause: error },
         ),

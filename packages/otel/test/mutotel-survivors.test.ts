@@ -13,6 +13,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ATTR, createOtelListener, METRIC, OTHER_OPERATION, SPAN } from '../src/index.js';
+import { missEvent } from './support/events.js';
 import { countingOpen, telemetry } from './support/telemetry.js';
 
 const SK = 'a'.repeat(64);
@@ -29,14 +30,8 @@ function setup(options: Parameters<typeof telemetry>[0] = {}) {
   return current;
 }
 
-const miss = (fence = 1, storageKey = SK, operation: string | undefined = OP): IdemEvent => ({
-  type: 'miss',
-  storageKey,
-  operation,
-  fence,
-  takeover: false,
-  durationMs: 1,
-});
+const miss = (fence = 1, storageKey = SK, operation: string | undefined = OP): IdemEvent =>
+  missEvent(storageKey, fence, operation);
 const end = (
   result: 'completed' | 'released' | 'lease_lost' | 'abandoned',
   fence = 1,
