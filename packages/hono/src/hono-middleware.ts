@@ -221,8 +221,9 @@ const clientSignals = new WeakMap<Context, AbortSignal>();
  * aborts, so a bounded wait would poll on to its bound for nobody, and a streamed body the
  * server stopped reading would be neither recorded nor cancelled and the key held until
  * `maxHoldMs`. A response whose client left already (its HTTP/2 stream closed: node:http2's
- * compatibility response has no `destroyed`) aborts it at once. Elsewhere, the request's own
- * signal. One signal (one `close` listener) per request.
+ * compatibility response has no `destroyed`) aborts it at once, as does a closed connection
+ * under a pipelined HTTP/1.1 request. Elsewhere, the request's own signal. One signal (a
+ * `close` listener on its response, and over HTTP/1.1 one on its request) per request.
  */
 function clientSignal(c: Context): AbortSignal {
   const outgoing = nodeResponseOf(c);
@@ -237,8 +238,25 @@ function clientSignal(c: Context): AbortSignal {
     if (!(outgoing.writableFinished && outgoing.writableEnded !== false))
       controller.abort(new Error('The client closed the connection'));
   };
-  if (outgoing.destroyed || outgoing.stream?.destroyed || outgoing.stream?.closed) gone();
-  else outgoing.once('close', gone);
+  // HTTP/1.1: a response queued behind an earlier one of its connection (a pipelined request)
+  // has no socket yet, and Node never closes it when the connection closes: only its request
+  // is destroyed then. A request that closes on a closed connection is gone too (a `close`
+  // on the request itself, not on the connection every request of it shares).
+  const incoming = outgoing.stream ? undefined : nodeRequestOf(c);
+  const connectionGone = () => {
+    if (incoming?.socket?.destroyed) gone();
+  };
+  if (
+    outgoing.destroyed ||
+    outgoing.stream?.destroyed ||
+    outgoing.stream?.closed ||
+    incoming?.socket?.destroyed
+  )
+    gone();
+  else {
+    outgoing.once('close', gone);
+    incoming?.once('close', connectionGone);
+  }
   clientSignals.set(c, controller.signal);
   return controller.signal;
 }
