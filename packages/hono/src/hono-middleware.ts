@@ -172,6 +172,11 @@ interface NodeOutgoing {
   /** HTTP/2: the stream of node:http2's compatibility response (which has no `destroyed`). */
   stream?: { close?(code: number): unknown; destroyed?: boolean; closed?: boolean };
   once(event: 'close', listener: () => void): unknown;
+  hasHeader?(name: string): boolean;
+  getHeader?(name: string): unknown;
+  removeHeader?(name: string): void;
+  /** Node's own: set by `removeHeader('transfer-encoding')`, then it never frames chunked. */
+  _removedTE?: boolean;
 }
 
 /** @hono/node-server's Node response (`c.env.outgoing`); undefined elsewhere. */
@@ -261,6 +266,26 @@ function clientSignal(c: Context): AbortSignal {
   return controller.signal;
 }
 
+/**
+ * On @hono/node-server: removes a `Content-Length` or `Transfer-Encoding` that upstream code
+ * put on the Node response itself (`c.env.outgoing.setHeader`, a bridged Node middleware)
+ * before an answer is written there. node-server writes its head over them: a whole answer
+ * went out with its own `Content-Length` beside that `Transfer-Encoding` (both framings), a
+ * streamed one with that length beside a body of another (a desync of the connection). The
+ * answer is framed by its own body then, as `@idem/http`'s Node senders do: node-server's
+ * `Content-Length` for a whole body, Node's chunked framing for a stream (a name removed as
+ * if never set: Node frames nothing itself for a `Transfer-Encoding` removed), none on a 204
+ * or 304 (RFC 9112 6.1), and over HTTP/2 no `Transfer-Encoding` at all.
+ */
+function dropNodeFraming(c: Context, status: number): void {
+  const outgoing = nodeResponseOf(c);
+  if (!outgoing || outgoing.headersSent || typeof outgoing.removeHeader !== 'function') return;
+  if (outgoing.hasHeader?.('content-length')) outgoing.removeHeader('content-length');
+  if (outgoing.getHeader?.('transfer-encoding') === undefined) return;
+  outgoing.removeHeader('transfer-encoding');
+  if (!outgoing.stream && status !== 204 && status !== 304) outgoing._removedTE = false;
+}
+
 /** Headers of the placeholder `c.res` an answer never takes: they describe that empty body. */
 const PLACEHOLDER_ONLY = new Set(['content-length', 'content-type', 'transfer-encoding']);
 
@@ -274,6 +299,7 @@ const PLACEHOLDER_ONLY = new Set(['content-length', 'content-type', 'transfer-en
  * taken. Upstream `Set-Cookie` lines go along (each kept), unless the answer has its own.
  */
 function answerWith(c: Context, answer: Response): void {
+  dropNodeFraming(c, answer.status);
   // Hono's getter makes the placeholder (from `c.header()` values) when there is none yet.
   const upstream = c.res.headers;
   let response = answer;
