@@ -311,7 +311,7 @@ function answer(
     }
     // Over HTTP/2 any coding: a connection header there, node:http2 threw at the head and the
     // replay never ended (the client waited on an open stream).
-    dropHookFraming(reply, http2Stream(request));
+    dropHookFraming(reply, http2Stream(request) !== undefined);
     reply.code(decision.response.status);
     const { statusText } = decision.response;
     if (statusText !== '' && !http2Stream(request)) reply.raw.statusMessage = statusText;
