@@ -6,7 +6,7 @@
 // (adaptrev, on @idem/http's `sendDecisionResponse`).
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { connect } from 'node:net';
+import { rawExchange } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -40,23 +40,15 @@ afterAll(async () => {
 });
 
 /** A keyed POST and a GET pipelined behind it on one connection: all the bytes that came. */
-function pipelined(path: string, key: string, framing: string): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    const parts: Buffer[] = [];
-    const timer = setTimeout(() => socket.destroy(), 2_000);
-    socket.on('data', (part: Buffer) => parts.push(part));
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve(Buffer.concat(parts).toString('latin1'));
-    });
-    socket.write(
-      `POST ${path} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nX-Framing: ${framing}\r\n` +
-        'Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}' +
-        'GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
-    );
-  });
+async function pipelined(path: string, key: string, framing: string): Promise<string> {
+  const raw = await rawExchange(
+    `http://127.0.0.1:${port}`,
+    `POST ${path} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nX-Framing: ${framing}\r\n` +
+      'Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}' +
+      'GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    2_000,
+  );
+  return raw.toString('latin1');
 }
 
 describe('Express: a bodiless replay carries no Transfer-Encoding that middleware set', () => {

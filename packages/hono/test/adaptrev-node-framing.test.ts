@@ -7,9 +7,8 @@
 // the replay is framed by its own body and the next response is read whole (adaptrev, as
 // @idem/http's Node senders do). Over HTTP/2 no Transfer-Encoding goes out at all.
 import { createServer as createH2Server, connect as h2Connect } from 'node:http2';
-import { connect } from 'node:net';
 import { type ServerType, serve } from '@hono/node-server';
-import { rawFraming } from '@idem/http-conformance';
+import { rawExchange, rawFraming } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { type Context, Hono } from 'hono';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -86,24 +85,14 @@ afterAll(async () => {
 });
 
 /** A keyed POST with a GET pipelined behind it on one connection: all the bytes that came. */
-function pipelined(path: string, key: string, framing: string): Promise<Buffer> {
-  return new Promise((resolve) => {
-    const socket = connect(h1Port, '127.0.0.1');
-    const parts: Buffer[] = [];
-    const timer = setTimeout(() => socket.destroy(), 2_000);
-    socket.on('data', (part: Buffer) => parts.push(part));
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      clearTimeout(timer);
-      resolve(Buffer.concat(parts));
-    });
-    socket.write(
-      `POST ${path} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nX-Framing: ${framing}\r\n` +
-        'Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}' +
-        'GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
-    );
-  });
-}
+const pipelined = (path: string, key: string, framing: string) =>
+  rawExchange(
+    `http://127.0.0.1:${h1Port}`,
+    `POST ${path} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nX-Framing: ${framing}\r\n` +
+      'Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}' +
+      'GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+    2_000,
+  );
 
 /** The first response of `raw` as a strict client frames it, and the bytes after it. */
 function split(raw: Buffer): { head: string; body: string; framing: string; next: string } {
