@@ -272,14 +272,14 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
  * the reply before (`onRequest`) would frame a body of another length, or make both framings
  * beside Fastify's own (a desync, or a client waiting for bytes never sent). A whole body
  * gets Fastify's Content-Length; a streamed one keeps a `Transfer-Encoding: chunked` (Node's
- * own framing). Only a header that is there is removed: Node frames nothing itself for a
+ * own framing) over HTTP/1.1 (`anyCoding`: any coding is removed, for a whole body and HTTP/2). Only a header that is there is removed: Node frames nothing itself for a
  * name removed once (a stream would end with the connection, a break in it read as an end).
  */
-function dropHookFraming(reply: FastifyReply, whole: boolean): void {
+function dropHookFraming(reply: FastifyReply, anyCoding: boolean): void {
   if (reply.hasHeader('content-length') || reply.raw.hasHeader('content-length'))
     reply.removeHeader('content-length');
   const coding = reply.getHeader('transfer-encoding') ?? reply.raw.getHeader('transfer-encoding');
-  if (coding !== undefined && (whole || !/^\s*chunked\s*$/i.test(String(coding))))
+  if (coding !== undefined && (anyCoding || !/^\s*chunked\s*$/i.test(String(coding))))
     reply.removeHeader('transfer-encoding');
 }
 
@@ -310,7 +310,9 @@ function answer(
       reply.send(whole.body);
       return;
     }
-    dropHookFraming(reply, false);
+    // Over HTTP/2 any coding: a connection header there, node:http2 threw at the head and the
+    // replay never ended (the client waited on an open stream).
+    dropHookFraming(reply, http2Stream(request) !== undefined);
     reply.code(decision.response.status);
     const { statusText } = decision.response;
     if (statusText !== '' && !http2Stream(request)) reply.raw.statusMessage = statusText;

@@ -3,6 +3,7 @@
 // body: never the hook's Content-Length beside a body of another length, never both
 // Content-Length and Transfer-Encoding (RFC 9112 6.3: a desync or a hung client)
 // (adapt-left N3, as @idem/nestjs on Fastify already did).
+import { connect as h2Connect } from 'node:http2';
 import { Readable } from 'node:stream';
 import { rawFraming, rawIsReplay, rawPost } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
@@ -12,19 +13,24 @@ import { idempotency } from '../src/index.js';
 
 const CHUNKS = ['alpha-', 'beta-', 'gamma-', 'delta'];
 let app: FastifyInstance;
+let h2App: FastifyInstance;
 let url = '';
+let h2Url = '';
 let runs = 0;
 
-beforeAll(async () => {
-  app = Fastify();
-  await app.register(idempotency, { store: createMemoryStore(), scope: 'global' });
-  app.addHook('onRequest', async (request, reply) => {
+/** An app with the plugin, a hook that frames by `X-Framing`, and a streamed and a whole route. */
+async function framingApp(http2: boolean): Promise<[FastifyInstance, string]> {
+  // Over HTTP/2 typed as the default instance, as fastify-h2-live-reset does.
+  const instance = http2 ? (Fastify({ http2: true }) as unknown as FastifyInstance) : Fastify();
+  await instance.register(idempotency, { store: createMemoryStore(), scope: 'global' });
+  instance.addHook('onRequest', async (request, reply) => {
     const framing = request.headers['x-framing'];
     if (framing === 'cl') reply.header('content-length', '3');
     if (framing === 'cl-big') reply.header('content-length', '100000');
     if (framing === 'te') reply.header('transfer-encoding', 'chunked');
+    if (framing === 'raw-te') reply.raw.setHeader('transfer-encoding', 'chunked');
   });
-  app.post('/stream', async (_request, reply) => {
+  instance.post('/stream', async (_request, reply) => {
     runs++;
     let i = 0;
     reply.type('text/plain');
@@ -37,14 +43,19 @@ beforeAll(async () => {
       }),
     );
   });
-  app.post('/whole', async () => {
+  instance.post('/whole', async () => {
     runs++;
     return { whole: CHUNKS.join('') };
   });
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`;
+  await instance.listen({ port: 0, host: '127.0.0.1' });
+  return [instance, `http://127.0.0.1:${(instance.server.address() as { port: number }).port}`];
+}
+
+beforeAll(async () => {
+  [app, url] = await framingApp(false);
+  [h2App, h2Url] = await framingApp(true);
 });
-afterAll(() => app.close());
+afterAll(() => Promise.all([app.close(), h2App.close()]));
 
 const post = (path: string, key: string, framing: string) =>
   rawPost(url, path, key, '{"a":1}', `X-Framing: ${framing}\r\n`);
@@ -67,6 +78,72 @@ describe('@idem/fastify: a replay is framed by its own body whatever a hook set'
       // Never both; a streamed replay keeps chunked framing (a break stays visible).
       expect(framed.framing).toBe(path === '/stream' ? 'chunked' : 'content-length');
       expect(framed).toMatchObject({ body: expected, exact: true });
+      expect(runs).toBe(before + 1);
+    });
+  }
+});
+
+// Over HTTP/2 (h2c) a Transfer-Encoding is a connection header: node:http2 threw at the head
+// of a streamed replay, which then never ended (the client waited on an open stream). Every
+// replay is sent without it, as @idem/http does for Express and Koa over HTTP/2 (adaptrev).
+interface H2Answer {
+  status: number;
+  replayed: boolean;
+  body: string;
+  /** The stream did not close within 2 s (a replay that never ended). */
+  hung: boolean;
+}
+
+/** A keyed POST over h2c, on its own session; gives up after 2 s. */
+function postH2(path: string, key: string, framing: string): Promise<H2Answer> {
+  return new Promise((resolve) => {
+    const session = h2Connect(h2Url);
+    session.on('error', () => {});
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': path,
+      'idempotency-key': key,
+      'content-type': 'application/json',
+      'x-framing': framing,
+    });
+    const answer: H2Answer = { status: 0, replayed: false, body: '', hung: false };
+    const timer = setTimeout(() => {
+      answer.hung = true;
+      stream.close();
+    }, 2_000);
+    stream.on('response', (head) => {
+      answer.status = Number(head[':status']);
+      answer.replayed = head['idempotent-replayed'] === 'true';
+    });
+    stream.setEncoding('utf8');
+    stream.on('data', (part: string) => {
+      answer.body += part;
+    });
+    stream.on('error', () => {});
+    stream.on('close', () => {
+      clearTimeout(timer);
+      session.close();
+      resolve(answer);
+    });
+    stream.end('{"a":1}');
+  });
+}
+
+describe('@idem/fastify over HTTP/2: a replay carries no Transfer-Encoding a hook set', () => {
+  for (const [path, expected] of [
+    ['/stream', CHUNKS.join('')],
+    ['/whole', JSON.stringify({ whole: CHUNKS.join('') })],
+  ] as const) {
+    it.each(['te', 'raw-te'])(`${path}: hook framing %s`, async (framing) => {
+      const key = `adaptrev-h2-${path}-${framing}-${Math.random()}`;
+      const before = runs;
+      expect(await postH2(path, key, 'none')).toMatchObject({ status: 200, body: expected });
+      expect(await postH2(path, key, framing)).toEqual({
+        status: 200,
+        replayed: true,
+        body: expected,
+        hung: false,
+      });
       expect(runs).toBe(before + 1);
     });
   }

@@ -172,6 +172,11 @@ interface NodeOutgoing {
   /** HTTP/2: the stream of node:http2's compatibility response (which has no `destroyed`). */
   stream?: { close?(code: number): unknown; destroyed?: boolean; closed?: boolean };
   once(event: 'close', listener: () => void): unknown;
+  hasHeader?(name: string): boolean;
+  getHeader?(name: string): unknown;
+  removeHeader?(name: string): void;
+  /** Node's own: set by `removeHeader('transfer-encoding')`, then it never frames chunked. */
+  _removedTE?: boolean;
 }
 
 /** @hono/node-server's Node response (`c.env.outgoing`); undefined elsewhere. */
@@ -221,8 +226,9 @@ const clientSignals = new WeakMap<Context, AbortSignal>();
  * aborts, so a bounded wait would poll on to its bound for nobody, and a streamed body the
  * server stopped reading would be neither recorded nor cancelled and the key held until
  * `maxHoldMs`. A response whose client left already (its HTTP/2 stream closed: node:http2's
- * compatibility response has no `destroyed`) aborts it at once. Elsewhere, the request's own
- * signal. One signal (one `close` listener) per request.
+ * compatibility response has no `destroyed`) aborts it at once, as does a closed connection
+ * under a pipelined HTTP/1.1 request. Elsewhere, the request's own signal. One signal (a
+ * `close` listener on its response, and over HTTP/1.1 one on its request) per request.
  */
 function clientSignal(c: Context): AbortSignal {
   const outgoing = nodeResponseOf(c);
@@ -237,10 +243,47 @@ function clientSignal(c: Context): AbortSignal {
     if (!(outgoing.writableFinished && outgoing.writableEnded !== false))
       controller.abort(new Error('The client closed the connection'));
   };
-  if (outgoing.destroyed || outgoing.stream?.destroyed || outgoing.stream?.closed) gone();
-  else outgoing.once('close', gone);
+  // HTTP/1.1: a response queued behind an earlier one of its connection (a pipelined request)
+  // has no socket yet, and Node never closes it when the connection closes: only its request
+  // is destroyed then. A request that closes on a closed connection is gone too (a `close`
+  // on the request itself, not on the connection every request of it shares).
+  const incoming = outgoing.stream ? undefined : nodeRequestOf(c);
+  const connectionGone = () => {
+    if (incoming?.socket?.destroyed) gone();
+  };
+  if (
+    outgoing.destroyed ||
+    outgoing.stream?.destroyed ||
+    outgoing.stream?.closed ||
+    incoming?.socket?.destroyed
+  )
+    gone();
+  else {
+    outgoing.once('close', gone);
+    incoming?.once('close', connectionGone);
+  }
   clientSignals.set(c, controller.signal);
   return controller.signal;
+}
+
+/**
+ * On @hono/node-server: removes a `Content-Length` or `Transfer-Encoding` that upstream code
+ * put on the Node response itself (`c.env.outgoing.setHeader`, a bridged Node middleware)
+ * before an answer is written there. node-server writes its head over them: a whole answer
+ * went out with its own `Content-Length` beside that `Transfer-Encoding` (both framings), a
+ * streamed one with that length beside a body of another (a desync of the connection). The
+ * answer is framed by its own body then, as `@idem/http`'s Node senders do: node-server's
+ * `Content-Length` for a whole body, Node's chunked framing for a stream (a name removed as
+ * if never set: Node frames nothing itself for a `Transfer-Encoding` removed), none on a 204
+ * or 304 (RFC 9112 6.1), and over HTTP/2 no `Transfer-Encoding` at all.
+ */
+function dropNodeFraming(c: Context, status: number): void {
+  const outgoing = nodeResponseOf(c);
+  if (!outgoing || outgoing.headersSent || typeof outgoing.removeHeader !== 'function') return;
+  if (outgoing.hasHeader?.('content-length')) outgoing.removeHeader('content-length');
+  if (outgoing.getHeader?.('transfer-encoding') === undefined) return;
+  outgoing.removeHeader('transfer-encoding');
+  if (!outgoing.stream && status !== 204 && status !== 304) outgoing._removedTE = false;
 }
 
 /** Headers of the placeholder `c.res` an answer never takes: they describe that empty body. */
@@ -256,6 +299,7 @@ const PLACEHOLDER_ONLY = new Set(['content-length', 'content-type', 'transfer-en
  * taken. Upstream `Set-Cookie` lines go along (each kept), unless the answer has its own.
  */
 function answerWith(c: Context, answer: Response): void {
+  dropNodeFraming(c, answer.status);
   // Hono's getter makes the placeholder (from `c.header()` values) when there is none yet.
   const upstream = c.res.headers;
   let response = answer;

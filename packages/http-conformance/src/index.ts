@@ -20,7 +20,14 @@ export type {
 } from './options.js';
 export { TENANT_HEADER } from './options.js';
 export type { RawFraming } from './raw-http.js';
-export { rawBodyText, rawFraming, rawIsReplay, rawPost, rawStatusLine } from './raw-http.js';
+export {
+  rawBodyText,
+  rawExchange,
+  rawFraming,
+  rawIsReplay,
+  rawPost,
+  rawStatusLine,
+} from './raw-http.js';
 export type { ReasonPhraseApp, ReasonPhraseCase } from './reason-phrase.js';
 export { describeReasonPhrase } from './reason-phrase.js';
 export type { Behaviour, BehaviourInput, Reply } from './routes.js';

@@ -14,21 +14,31 @@ export function rawPost(
   extra = '',
   version = '1.1',
 ): Promise<Buffer> {
+  return rawExchange(
+    url,
+    `POST ${path} HTTP/${version}\r\nHost: x\r\nConnection: close\r\nIdempotency-Key: ${key}\r\n` +
+      `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`,
+  );
+}
+
+/**
+ * Writes `text` (one or more raw requests, pipelined) on a new connection to `url`'s port on
+ * 127.0.0.1 and gives every byte that came back until the connection closed (or `timeoutMs`
+ * passed: the connection is then destroyed).
+ */
+export function rawExchange(url: string, text: string, timeoutMs = 10_000): Promise<Buffer> {
   const { port } = new URL(url);
   return new Promise((resolve) => {
     const socket = connect(Number(port), '127.0.0.1');
     const parts: Buffer[] = [];
-    const timer = setTimeout(() => socket.destroy(), 10_000);
+    const timer = setTimeout(() => socket.destroy(), timeoutMs);
     socket.on('data', (part: Buffer) => parts.push(part));
     socket.on('error', () => {});
     socket.on('close', () => {
       clearTimeout(timer);
       resolve(Buffer.concat(parts));
     });
-    socket.write(
-      `POST ${path} HTTP/${version}\r\nHost: x\r\nConnection: close\r\nIdempotency-Key: ${key}\r\n` +
-        `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`,
-    );
+    socket.write(text);
   });
 }
 

@@ -16,16 +16,21 @@ export { canonicalPath, targetPath } from './route-path.js';
  * length (a desync of the connection, or a client waiting for bytes that never come), and
  * beside the chunked framing of a streamed replay make both (RFC 9112 6.3). A
  * `Transfer-Encoding: chunked` is Node's own framing and stays over HTTP/1.1; any other coding
- * is removed (the body then ends with the connection), and over HTTP/2 any. Only a header that is there is removed: Node
+ * is removed (the body then ends with the connection), and over HTTP/2 or on a 204/304 any. Only a header that is there is removed: Node
  * frames nothing itself for a name removed once. True when a `Content-Length` was removed.
  */
 function dropOthersFraming(res: ServerResponse): boolean {
   if (res.headersSent) return false;
   const coding = res.getHeader('transfer-encoding');
   // HTTP/2 has none at all: node:http2 throws at the head for one (a connection header).
+  // A 204 or 304 has no body to frame: a server never sends one there (RFC 9112 6.1), and
+  // Node closed the connection after such a head (a pipelined request behind it was lost).
   if (
     coding !== undefined &&
-    ('createPushResponse' in res || !/^\s*chunked\s*$/i.test(String(coding)))
+    ('createPushResponse' in res ||
+      res.statusCode === 204 ||
+      res.statusCode === 304 ||
+      !/^\s*chunked\s*$/i.test(String(coding)))
   )
     res.removeHeader('transfer-encoding');
   if (!res.hasHeader('content-length')) return false;
