@@ -125,7 +125,18 @@ function copyOf(error: object): object {
   const target = function Copy() {};
   target.prototype = prototype;
   const copy: object = Reflect.construct(Error, [], target);
-  Object.defineProperties(copy, Object.getOwnPropertyDescriptors(error));
+  const own = Object.getOwnPropertyDescriptors(error);
+  // Newer V8 (Node 24) keeps an error's `stack` as an own accessor that reads the stack of the
+  // object it is called on: copied as it is, it would read the copy's own. Its text is copied.
+  const stack = own.stack;
+  if (stack !== undefined && !('value' in stack))
+    own.stack = {
+      value: (error as { stack?: unknown }).stack,
+      writable: true,
+      enumerable: stack.enumerable === true,
+      configurable: true,
+    };
+  Object.defineProperties(copy, own);
   return copy;
 }
 
