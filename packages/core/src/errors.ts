@@ -25,6 +25,28 @@ export type IdemErrorCode =
 const IDEM_ERROR = Symbol.for('@idem/core.IdemError');
 
 /**
+ * Mark of each core error class's own prototype: its name, as a string a minifier keeps
+ * (registered globally: another copy's classes carry it too).
+ */
+const IDEM_CLASS = Symbol.for('@idem/core.IdemError.class');
+
+/** `proto`'s own IDEM_CLASS mark, if any (never throws: a hostile proxy has none). */
+function classMark(proto: unknown): string | undefined {
+  try {
+    if ((typeof proto !== 'object' && typeof proto !== 'function') || proto === null)
+      return undefined;
+    const mark = Object.getOwnPropertyDescriptor(proto, IDEM_CLASS)?.value;
+    return typeof mark === 'string' ? mark : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function markClass(cls: { prototype: object }, name: string): void {
+  Object.defineProperty(cls.prototype, IDEM_CLASS, { value: name });
+}
+
+/**
  * Base class of every error idem raises. `cause` carries the underlying error, if any. `C` is
  * the union of codes of the package that raises it: core's {@link IdemErrorCode} by default.
  *
@@ -65,18 +87,33 @@ export class IdemError<C extends string = IdemErrorCode> extends Error {
     // Another copy's error: a class of this one's name on its prototype chain, at or below
     // that copy's IdemError prototype (the marked one). Bounded: prototype chains are short,
     // and a proxy's traps are not called for more than that walk.
+    // A core class of this copy and of the other carry their names as a mark (IDEM_CLASS), which
+    // a minifier leaves alone: matched by it, not by names, which two minified bundles may give
+    // to different classes (`En` for InProgressError in one, MismatchError in the other). An
+    // older copy's errors by constructor names (to the mark's for a core class asked about), an
+    // app's own class asked about by its name, as before.
+    const askedMark = classMark(asked.prototype);
     let named = false;
+    let marked = false;
+    let markMatch = false;
     let depth = 0;
     for (
       let proto: object | null = Object.getPrototypeOf(value);
       proto !== null && depth < 64;
       proto = Object.getPrototypeOf(proto), depth++
     ) {
-      if (!named && Object.hasOwn(proto, 'constructor')) named = nameIs(proto, asked.name);
+      const mark = classMark(proto);
+      if (mark !== undefined) {
+        marked = true;
+        if (mark === askedMark) markMatch = true;
+      }
+      if (!named && Object.hasOwn(proto, 'constructor'))
+        named = nameIs(proto, askedMark ?? asked.name);
       // This copy's own IdemError: the native check above already said no (an app's class
       // of the same name, built on this copy, is not core's).
       if (proto === ownPrototype) return false;
-      if (Object.hasOwn(proto, IDEM_ERROR)) return named;
+      if (Object.hasOwn(proto, IDEM_ERROR))
+        return askedMark !== undefined && marked ? markMatch : named;
     }
     return false;
   }
@@ -185,6 +222,7 @@ function invalidInputOn(Base: RangeErrorConstructor | TypeErrorConstructor) {
   }
   Object.defineProperty(BuiltinIdemError, 'name', { value: 'IdemError' });
   Object.defineProperty(BuiltinIdemError.prototype, IDEM_ERROR, { value: true });
+  markClass(BuiltinIdemError, 'IdemError');
 
   class BuiltinInvalidInputError extends BuiltinIdemError {
     constructor(message: string, options?: { cause?: unknown }) {
@@ -192,6 +230,7 @@ function invalidInputOn(Base: RangeErrorConstructor | TypeErrorConstructor) {
     }
   }
   Object.defineProperty(BuiltinInvalidInputError, 'name', { value: 'InvalidInputError' });
+  markClass(BuiltinInvalidInputError, 'InvalidInputError');
   return BuiltinInvalidInputError;
 }
 const RangeInvalidInputError = invalidInputOn(RangeError);
@@ -349,6 +388,24 @@ export class ReplayedFailureError extends IdemError {
     this.stored = stored;
   }
 }
+
+// The names as strings: a minifier renames classes, never string literals.
+for (const [cls, name] of [
+  [IdemError, 'IdemError'],
+  [InvalidKeyError, 'InvalidKeyError'],
+  [InvalidInputError, 'InvalidInputError'],
+  [NotCanonicalError, 'NotCanonicalError'],
+  [InProgressError, 'InProgressError'],
+  [MismatchError, 'MismatchError'],
+  [LeaseLostError, 'LeaseLostError'],
+  [StoreUnavailableError, 'StoreUnavailableError'],
+  [StoreFullError, 'StoreFullError'],
+  [OutcomeTooLargeError, 'OutcomeTooLargeError'],
+  [OutcomeNotRecordedError, 'OutcomeNotRecordedError'],
+  [OutcomeCorruptError, 'OutcomeCorruptError'],
+  [ReplayedFailureError, 'ReplayedFailureError'],
+] as const)
+  markClass(cls, name);
 
 /**
  * True when `error` is an {@link IdemError} of the given core code; without a code, when it is

@@ -137,7 +137,41 @@ function copyOf(error: object): object {
       configurable: true,
     };
   Object.defineProperties(copy, own);
+  keepGetters(error, copy);
   return copy;
+}
+
+/**
+ * A getter of `error`'s class that reads the class's private state (`get detail() { return
+ * this.#detail }`) throws on the copy, which the constructor never ran for: each such getter on
+ * the prototype chain is answered on the copy by what it reads on `error` (the lastrev review).
+ * Bounded: prototype chains are short; a getter that throws on `error` too is left as it is.
+ */
+function keepGetters(error: object, copy: object): void {
+  let depth = 0;
+  for (
+    let proto: object | null = Object.getPrototypeOf(error);
+    proto !== null && depth < 64;
+    proto = Object.getPrototypeOf(proto), depth++
+  ) {
+    for (const key of Reflect.ownKeys(proto)) {
+      if (Object.hasOwn(copy, key)) continue;
+      const getter = Object.getOwnPropertyDescriptor(proto, key)?.get;
+      if (getter === undefined) continue;
+      try {
+        Reflect.get(copy, key);
+        continue;
+      } catch {}
+      try {
+        Object.defineProperty(copy, key, {
+          value: Reflect.get(error, key),
+          writable: true,
+          enumerable: false,
+          configurable: true,
+        });
+      } catch {}
+    }
+  }
 }
 
 /** Creates the replay state machine over a store. */
