@@ -16,6 +16,7 @@ import {
 } from '@idem/core';
 import { classify, MAX_TIMER_MS } from './engine-verdicts.js';
 import {
+  answerBoundMs,
   HandlerGates,
   HandlerNotStartedError,
   type MessageGate,
@@ -293,10 +294,7 @@ export function messageProcessor<TMessage, T>(
     // Bounded: the engine gives the acquire and then the release `storeTimeoutMs` each.
     const unanswered = givenBack ? gate.pending() : undefined;
     if (unanswered !== undefined && !gate.hasStarted)
-      await settleWithin(
-        [unanswered],
-        Math.min(2 * engine.settings.storeTimeoutMs + 1_000, MAX_TIMER_MS),
-      );
+      await settleWithin([unanswered], answerBoundMs(engine.settings.storeTimeoutMs));
     // `error` only where the disposition has one: a policy may have thrown `undefined` of a
     // kept success, and the report then says so (an `error` key) as the disposition does.
     report(
