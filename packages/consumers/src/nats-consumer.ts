@@ -294,7 +294,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       // by the task that frees a slot (its `finally`), not by a race of the tasks in flight:
       // each race left a reaction on every task still running, and a handler that runs long
       // (up to `maxHoldMs`, an hour by default) kept one per message the other slots took
-      // meanwhile (test/conslate2-jetstream-stop.test.ts).
+      // meanwhile (test/conslate2-jetstream-memory.test.ts).
       if (inFlight.size >= concurrency) {
         await new Promise<void>((resolve) => {
           wakeLoop = resolve;
