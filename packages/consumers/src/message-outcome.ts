@@ -123,9 +123,10 @@ export interface MessageProcessor<TMessage> {
    */
   process(message: TMessage, bounds?: ProcessBounds): Promise<Disposition>;
   /**
-   * From now on no handler starts (a broker helper calls it when its `stop()` resolves): a
-   * message whose key the store grants later is released (owner-checked) and given back
-   * (`failed`, `HandlerNotStartedError`), never handed to its handler.
+   * From now on no handler starts (a broker helper calls it at the end of its `stop()`, then
+   * waits for `idle()`, bounded by `2 x storeTimeoutMs + 1 s`): a message whose key the store
+   * grants later is released (owner-checked) and given back (`failed`,
+   * `HandlerNotStartedError`), never handed to its handler.
    */
   close(): void;
   /**
