@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
-import { settleWithin } from './handler-gate.js';
+import { releasedAfterClose, settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
 
@@ -55,7 +55,9 @@ export interface IdempotentConsumer {
    * waits (at most `timeoutMs` in all, from 0 to 2^31-1 ms, or `Infinity`: no bound) for
    * those in flight, and for the acquisitions of messages already given back. Another value
    * is refused (`InvalidInputError`). No handler starts once it resolved: a message whose
-   * acquisition is answered later is given back, its key released.
+   * acquisition is still unanswered when `timeoutMs` passes is given back when the store
+   * answers, its key released, and stop() waits for that past `timeoutMs` (even `stop(0)`),
+   * bounded by the engine's time limits (`2 x storeTimeoutMs + 1 s`).
    */
   stop(timeoutMs?: number): Promise<void>;
   /** Messages being processed or waiting to be given back. */
@@ -132,6 +134,14 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   // message that has not reached the store, the store-outage wait): up to `prefetch` messages
   // at once, which is no leak (Node warned of one past 10, on the user's stderr).
   setMaxListeners(2 * prefetch + 10, stopping.signal);
+  // Aborted once the broker answered the cancel (or stop() gave up waiting for it): a delivery
+  // that raced the stop (it came once `stopping` was aborted) and has not reached the store by
+  // then is given back at once, as one that was in that stage at the stop() call. Until then it
+  // is processed as before: it may have its handler run (its acquisition sent), and stop()
+  // waits for it; a key function that never settles no longer holds even stop(Infinity) up to
+  // `maxHoldMs` (test/conslate2-amqp-raced.test.ts).
+  const raced = new AbortController();
+  setMaxListeners(2 * prefetch + 10, raced.signal);
   // Broker calls on a channel that closed meanwhile throw; the broker redelivers anyway.
   const safely = (call: () => void) => {
     try {
@@ -144,7 +154,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     // A message the store cannot take waits here for it, within the same hold limit.
     const disposition = await processor.process(message, {
       untilMs: deliveredAt + holdLimitMs,
-      signal: stopping.signal,
+      signal: stopping.signal.aborted ? raced.signal : stopping.signal,
     });
     if (disposition.action === 'ack') return safely(() => channel.ack(message));
     if (disposition.action === 'reject') return safely(() => channel.nack(message, false, false));
@@ -191,6 +201,14 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       // Bounded: a broker that went silent never answers the cancel.
       cancelled ??= channel.cancel(consumerTag).catch(() => {});
       await settleWithin([cancelled], timeoutMs);
+      // The deliveries that raced the cancel have all come (the broker sends the cancel-ok
+      // after them): those still waiting for their key or payload function are given back.
+      // A turn of the event loop first, so that one whose key is at hand (no lookup) reaches
+      // the store and runs, as before.
+      if (!raced.signal.aborted) {
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        raced.abort();
+      }
       // After the cancel (the broker takes the frames of a channel in order): the requeued
       // messages are not delivered to this consumer again.
       for (const release of [...held]) release();
@@ -202,8 +220,10 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
         Math.max(0, deadline - performance.now()),
       );
       // Past this no handler of this consumer starts: one whose acquisition is answered
-      // later (the bound passed) is given back, its key released.
+      // later (the bound passed) is given back, its key released, and stop() waits for that
+      // release (bounded by the engine's storeTimeoutMs, see releasedAfterClose).
       processor.close();
+      await releasedAfterClose(processor);
     },
     get inFlight() {
       return inFlight.size;

@@ -1,4 +1,5 @@
 import { IdemError } from '@idem/core';
+import { MAX_TIMER_MS } from './engine-verdicts.js';
 
 /**
  * The message's handler was not started: the message had already been given back to the
@@ -131,4 +132,26 @@ export async function settleWithin(tasks: Promise<unknown>[], timeoutMs: number)
     }),
   ]);
   clearTimeout(timer);
+}
+
+/**
+ * How long an acquisition sent may take to be answered and its key released: the engine gives
+ * the acquire and then the release `storeTimeoutMs` each (and a second for the rest).
+ */
+export const answerBoundMs = (storeTimeoutMs: number): number =>
+  Math.min(2 * storeTimeoutMs + 1_000, MAX_TIMER_MS);
+
+/**
+ * A broker helper's stop(), once its processor is closed: the acquisitions already sent whose
+ * handler has not started (its `timeoutMs` passed first, or `stop(0)`) can no longer start one,
+ * so each ends in a release of the key it was granted. Those are waited for, however short the
+ * stop's `timeoutMs`, bounded by {@link answerBoundMs}: sent after stop() resolved, a release
+ * met the store's connection closed by the application, and the key stayed held for a whole
+ * lease, the message's redelivery given back meanwhile as a duplicate in progress.
+ */
+export async function releasedAfterClose(processor: {
+  idle(): Promise<void>;
+  readonly engine: { readonly settings: { storeTimeoutMs: number } };
+}): Promise<void> {
+  await settleWithin([processor.idle()], answerBoundMs(processor.engine.settings.storeTimeoutMs));
 }

@@ -16,6 +16,7 @@ import {
 } from '@idem/core';
 import { classify, MAX_TIMER_MS } from './engine-verdicts.js';
 import {
+  answerBoundMs,
   HandlerGates,
   HandlerNotStartedError,
   type MessageGate,
@@ -122,9 +123,10 @@ export interface MessageProcessor<TMessage> {
    */
   process(message: TMessage, bounds?: ProcessBounds): Promise<Disposition>;
   /**
-   * From now on no handler starts (a broker helper calls it when its `stop()` resolves): a
-   * message whose key the store grants later is released (owner-checked) and given back
-   * (`failed`, `HandlerNotStartedError`), never handed to its handler.
+   * From now on no handler starts (a broker helper calls it at the end of its `stop()`, then
+   * waits for `idle()`, bounded by `2 x storeTimeoutMs + 1 s`): a message whose key the store
+   * grants later is released (owner-checked) and given back (`failed`,
+   * `HandlerNotStartedError`), never handed to its handler.
    */
   close(): void;
   /**
@@ -293,10 +295,7 @@ export function messageProcessor<TMessage, T>(
     // Bounded: the engine gives the acquire and then the release `storeTimeoutMs` each.
     const unanswered = givenBack ? gate.pending() : undefined;
     if (unanswered !== undefined && !gate.hasStarted)
-      await settleWithin(
-        [unanswered],
-        Math.min(2 * engine.settings.storeTimeoutMs + 1_000, MAX_TIMER_MS),
-      );
+      await settleWithin([unanswered], answerBoundMs(engine.settings.storeTimeoutMs));
     // `error` only where the disposition has one: a policy may have thrown `undefined` of a
     // kept success, and the report then says so (an `error` key) as the disposition does.
     report(

@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
 import { checkStopTimeout, type IdempotentConsumer } from './amqp-consumer.js';
-import { settleWithin } from './handler-gate.js';
+import { releasedAfterClose, settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
 
@@ -278,20 +278,26 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       // have the server redeliver it to this instance's own pull, still open, and the message
       // would be dropped with the subscription (ack-pending until `ack_wait`).
       if (stopped) {
-        late.push([message, GIVE_BACK_DELAY_MS]);
+        giveBackAfterPull(message, GIVE_BACK_DELAY_MS);
         continue;
       }
       const task = handle(message)
         .catch(() => {}) // a broker call on a closed connection: JetStream redelivers
-        .finally(() => inFlight.delete(task));
+        .finally(() => {
+          inFlight.delete(task);
+          wakeLoop?.();
+        });
       inFlight.add(task);
       // Once stopped, the loop no longer waits for a slot: what nats.js pulled behind the
       // running handlers is given back when the drain ends, not when a long handler ends (a
-      // stop() that timed out on one, then a process that exits, left it to ack_wait).
+      // stop() that timed out on one, then a process that exits, left it to ack_wait). Woken
+      // by the task that frees a slot (its `finally`), not by a race of the tasks in flight:
+      // each race left a reaction on every task still running, and a handler that runs long
+      // (up to `maxHoldMs`, an hour by default) kept one per message the other slots took
+      // meanwhile (test/conslate2-jetstream-memory.test.ts).
       if (inFlight.size >= concurrency) {
         await new Promise<void>((resolve) => {
           wakeLoop = resolve;
-          void Promise.race(inFlight).then(resolve);
         });
         wakeLoop = undefined;
       }
@@ -301,16 +307,19 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       // The subscription ended with an error (the connection closed for good): unacked messages
       // are redelivered by JetStream; the connection's own `closed()` says why.
     })
-    .finally(() => {
-      pullEnded = true;
-      for (const [message, delay] of late.splice(0)) {
-        try {
-          message.nak(delay);
-        } catch {
-          // a closed connection: JetStream redelivers after ack_wait
-        }
+    .finally(giveBackLate);
+
+  /** The pull has ended (or was ended by stop()): what waited for it is given back now. */
+  function giveBackLate(): void {
+    pullEnded = true;
+    for (const [message, delay] of late.splice(0)) {
+      try {
+        message.nak(delay);
+      } catch {
+        // a closed connection: JetStream redelivers after ack_wait
       }
-    });
+    }
+  }
 
   return {
     async stop(timeoutMs = 30_000) {
@@ -324,7 +333,22 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       // The messages given back at their maxHoldMs whose acquisition is still unanswered too
       // (see consumeAmqp's stop); past this no handler of this consumer starts.
       await settleWithin([loop, ...inFlight, processor.idle()], timeoutMs);
+      // The broker has not answered the drain within `timeoutMs`: the pull is ended here
+      // rather than when the drain ends, and what waits for it is given back now. A process
+      // that exits once stop() returned (the usual shutdown: stop, close the connection)
+      // otherwise never sent those `nak`s, and each message came back only at `ack_wait`.
+      // Unsubscribed (the UNSUB the drain sent comes first on the connection), the pull gets
+      // nothing more, so no redelivery of these `nak`s can reach it; what the server sent it
+      // in the last round trip before the stop and that had not arrived yet is dropped by
+      // the client and comes back at `ack_wait`, as after a crash.
+      if (!pullEnded) {
+        messages.stop();
+        // nats.js yields what it had queued, then ends: a few microtasks.
+        await settleWithin([loop], 0);
+        giveBackLate();
+      }
       processor.close();
+      await releasedAfterClose(processor);
     },
     get inFlight() {
       return inFlight.size;

@@ -3,21 +3,9 @@
 // long lease). Each settled one must leave nothing behind: before the fix each kept a race
 // (and its reaction on the gate's "started" promise, which never settles for a message that
 // does not run) until the message was done, a few hundred bytes an acquisition.
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { HandlerGates } from '../src/handler-gate.js';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
-const heapAfterGc = async () => {
-  for (let i = 0; i < 3; i++) {
-    await new Promise((resolve) => setImmediate(resolve));
-    gc();
-  }
-  return process.memoryUsage().heapUsed;
-};
+import { heapAfterGc } from './heap.js';
 
 describe('consrev: HandlerGates memory', () => {
   it('settled acquisitions of a message whose handler has not started are not retained', async () => {

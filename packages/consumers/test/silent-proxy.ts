@@ -5,8 +5,13 @@ import { connectNats, NATS_URL, uniqueName } from './brokers.js';
 /**
  * A TCP proxy on loopback to a broker that can fall silent: while paused it forwards nothing
  * either way and keeps the sockets open (a broker whose host froze, a half-dead NAT entry).
+ * With `downstreamDelayMs`, what the broker sends reaches the client that much later (in order):
+ * a slow link, whose round trips (a drain's PING/PONG) outlast a short stop().
  */
-export async function silentableProxy(target: { host: string; port: number }) {
+export async function silentableProxy(
+  target: { host: string; port: number },
+  { downstreamDelayMs = 0 }: { downstreamDelayMs?: number } = {},
+) {
   let paused = false;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
@@ -20,9 +25,15 @@ export async function silentableProxy(target: { host: string; port: number }) {
       if (!paused) upstream.write(d);
     });
     upstream.on('data', (d) => {
-      if (!paused) client.write(d);
+      if (paused) return;
+      if (downstreamDelayMs === 0) client.write(d);
+      else
+        setTimeout(() => {
+          if (!client.destroyed) client.write(d);
+        }, downstreamDelayMs);
     });
-    client.on('close', () => upstream.destroy());
+    // Ended, not destroyed: what the client wrote last still reaches the broker.
+    client.on('close', () => upstream.end());
     upstream.on('close', () => client.destroy());
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
