@@ -99,19 +99,27 @@ describe('probeRecovery', () => {
     return { url: `http://127.0.0.1:${port}`, started, close: () => s.close() };
   }
 
+  /** Recovery of `s` from its start, with `warmMs` as one request's own time before the fault. */
+  const probeWithWarm = (
+    s: { url: string; started: number },
+    warmMs: number,
+    attempts: Attempt[],
+  ) =>
+    probeRecovery({
+      tag: 't',
+      targets: [s.url],
+      since: s.started,
+      warmKeyedMs: new Map([[s.url, warmMs]]),
+      maxMs: 8_000,
+      attemptTimeoutMs: 5_000,
+      attempts,
+    });
+
   it("takes one request's own time before the fault out of the keyed probe's time, and no more", async () => {
     const s = await slowServer(600, 0);
     const attempts: Attempt[] = [];
     try {
-      const ms = await probeRecovery({
-        tag: 't',
-        targets: [s.url],
-        since: s.started,
-        warmKeyedMs: new Map([[s.url, 600]]),
-        maxMs: 8_000,
-        attemptTimeoutMs: 5_000,
-        attempts,
-      });
+      const ms = await probeWithWarm(s, 600, attempts);
       const ok = attempts.find((a) => a.client === -1 && a.status === 201);
       if (ms === undefined || ok === undefined) throw new Error('no 2xx');
       const answeredAfter = ok.startedAt + ok.latencyMs - s.started;
@@ -128,15 +136,7 @@ describe('probeRecovery', () => {
     // What a backoff or a circuit kept after the store is back looks like: 503 for 1.5 s.
     const s = await slowServer(300, 1_500);
     try {
-      const ms = await probeRecovery({
-        tag: 't',
-        targets: [s.url],
-        since: s.started,
-        warmKeyedMs: new Map([[s.url, 300]]),
-        maxMs: 8_000,
-        attemptTimeoutMs: 5_000,
-        attempts: [],
-      });
+      const ms = await probeWithWarm(s, 300, []);
       expect(ms).toBeGreaterThanOrEqual(1_500);
     } finally {
       s.close();
