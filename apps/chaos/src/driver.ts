@@ -214,6 +214,14 @@ export interface ProbeOptions {
   targets: readonly string[];
   /** When the fault ended (ms since epoch). */
   since: number;
+  /**
+   * Per target: what one keyed request took on it right before the fault (see
+   * {@link warmKeyedMs}). A keyed 2xx cannot come sooner after `since` than one request's own
+   * time, which on a loaded machine is most of 2 s by itself: that much, but never more than
+   * the first 2xx took itself, is taken out of its time, and what is left is what the fault
+   * cost. @default 0
+   */
+  warmKeyedMs?: ReadonlyMap<string, number>;
   /** Give up after this long. */
   maxMs: number;
   attemptTimeoutMs: number;
@@ -234,6 +242,43 @@ async function readiness(url: string, timeoutMs: number): Promise<Attempt> {
   }
   record.latencyMs = Date.now() - startedAt;
   return record;
+}
+
+/**
+ * What one keyed request (as a recovery probe sends it) takes on each of `targets` now: the
+ * fastest of three sent one after another to each, the targets side by side (a first 2xx
+ * cannot come sooner than that; the fastest, so that a slow one under the row's traffic does
+ * not hide an app's delay). A target that
+ * does not answer all three 2xx gets none (nothing is taken out of its recovery).
+ */
+export async function warmKeyedMs(
+  targets: readonly string[],
+  tag: string,
+  attemptTimeoutMs: number,
+  attempts: Attempt[],
+): Promise<Map<string, number>> {
+  const result = new Map<string, number>();
+  await Promise.all(
+    targets.map(async (url, t) => {
+      const took: number[] = [];
+      for (let i = 0; i < 3; i++) {
+        const id = `warm-${tag}-${t}-${i}`;
+        const { attempt: a } = await attempt(
+          url,
+          `chaos-${id}`,
+          `chaos:${id}`,
+          -1,
+          attemptTimeoutMs,
+        );
+        attempts.push(a);
+        const status = a.status ?? 0;
+        if (status < 200 || status >= 300) return;
+        took.push(a.latencyMs);
+      }
+      result.set(url, Math.min(...took));
+    }),
+  );
+  return result;
 }
 
 /**
@@ -259,13 +304,18 @@ export async function probeRecovery(o: ProbeOptions): Promise<number | undefined
     const readyAt = ready(url);
     const pending = new Set<Promise<void>>();
     let firstOk: number | undefined;
+    // How long that first 2xx itself took, from its send.
+    let firstOkTook = 0;
     while (firstOk === undefined && Date.now() - o.since < o.maxMs) {
       const id = `probe-${o.tag}-${n++}`;
       const sent = attempt(url, `chaos-${id}`, `chaos:${id}`, -1, o.attemptTimeoutMs).then(
         (result) => {
           o.attempts.push(result.attempt);
           const status = result.attempt.status ?? 0;
-          if (status >= 200 && status < 300) firstOk ??= Date.now();
+          if (status >= 200 && status < 300 && firstOk === undefined) {
+            firstOk = Date.now();
+            firstOkTook = result.attempt.latencyMs;
+          }
         },
       );
       inFlight.push(sent);
@@ -279,10 +329,23 @@ export async function probeRecovery(o: ProbeOptions): Promise<number | undefined
     const readyOk = await readyAt;
     if (process.env.CHAOS_DEBUG) {
       const at = (t: number | undefined) => (t === undefined ? 'never' : `+${t - o.since} ms`);
-      console.log(`    recovery of ${url}: keyed 2xx ${at(firstOk)}, /readyz 200 ${at(readyOk)}`);
+      const warm = o.warmKeyedMs?.get(url);
+      const store = warm ? ` (less ${warm} ms, one request's own time before the fault)` : '';
+      console.log(
+        `    recovery of ${url}: keyed 2xx ${at(firstOk)}${store}, /readyz 200 ${at(readyOk)}`,
+      );
+      // Each probe of this target, so that a slow recovery shows what the app answered.
+      for (const a of o.attempts.filter((x) => x.instance === url && x.startedAt >= o.since)) {
+        const kind = a.client === -3 ? '/readyz' : a.client === -2 ? 'read' : 'keyed';
+        const answer = `${a.status ?? a.error}${a.problem ? ` ${a.problem}` : ''}`;
+        console.log(`      ${kind} +${a.startedAt - o.since} ms, ${a.latencyMs} ms: ${answer}`);
+      }
     }
     if (firstOk === undefined || readyOk === undefined) return undefined;
-    return Math.max(firstOk, readyOk) - o.since;
+    // Never more than that 2xx took itself: time the app refused or dropped probes before it
+    // (a backoff, a circuit kept after the store is back) is all counted.
+    const own = Math.min(o.warmKeyedMs?.get(url) ?? 0, firstOkTook);
+    return Math.max(0, firstOk - own - o.since, readyOk - o.since);
   };
   const times = await Promise.all(o.targets.map(one));
   await Promise.all(inFlight);

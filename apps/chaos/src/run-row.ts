@@ -1,7 +1,7 @@
 import { type AppInstance, startApp } from './app-instance.js';
 import type { AppNode } from './app-nodes.js';
 import { debugTimeline, debugTwice, type FaultEvent } from './debug-report.js';
-import { type Attempt, drive, probeRecovery, watchReads } from './driver.js';
+import { type Attempt, drive, probeRecovery, warmKeyedMs, watchReads } from './driver.js';
 import { sleep } from './processes.js';
 import type { Profile } from './profile.js';
 import { type StoreHandle, type StoreKind, startStore } from './stores.js';
@@ -22,8 +22,14 @@ export interface Stage {
   inFlightAt(index: number): number;
   /** Starts a fresh instance in slot `index` and routes to it. */
   startApp(index: number): Promise<AppInstance>;
-  /** The fault ended now: measure recovery on `targets` (default: every routed instance). */
-  restored(targets?: readonly string[]): void;
+  /**
+   * The fault ended now: measure recovery on `targets` (default: every routed instance).
+   * `warm`: what one keyed request took on each target before the fault (from `warmKeyed`),
+   * taken out of the keyed probes' time.
+   */
+  restored(targets?: readonly string[], warm?: ReadonlyMap<string, number>): void;
+  /** What one keyed request takes on each routed instance now (see `warmKeyedMs`). */
+  warmKeyed(): Promise<ReadonlyMap<string, number>>;
   /** A promise the scenario itself checked and found broken. */
   broken(message: string): void;
   /** Notes a fault event for the CHAOS_DEBUG timeline. */
@@ -120,13 +126,21 @@ export async function runRow(
         const app = slots[index];
         return app ? (inFlight.get(app.url) ?? 0) : 0;
       },
-      restored(targets) {
+      warmKeyed: () =>
+        warmKeyedMs(
+          routed(),
+          `${scenario.id}-${recoveries.length}`,
+          profile.attemptTimeoutMs,
+          probes,
+        ),
+      restored(targets, warm) {
         events.push({ at: Date.now(), what: 'restored' });
         recoveries.push(
           probeRecovery({
             tag: `${scenario.id}-${recoveries.length}`,
             targets: targets ?? routed(),
             since: Date.now(),
+            ...(warm === undefined ? {} : { warmKeyedMs: warm }),
             maxMs: profile.probeMaxMs,
             attemptTimeoutMs: profile.attemptTimeoutMs,
             attempts: probes,

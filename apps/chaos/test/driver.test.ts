@@ -69,6 +69,80 @@ describe('probeRecovery', () => {
     }
   });
 
+  /**
+   * A server ready at once whose keyed requests are refused 503 until `refuseForMs` after it
+   * started, then answered 201 after `keyedMs` (one request's own time).
+   */
+  async function slowServer(keyedMs: number, refuseForMs: number) {
+    const started = Date.now();
+    const s = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        if (req.url === '/readyz') {
+          res.end('{}');
+          return;
+        }
+        if (Date.now() - started < refuseForMs) {
+          res.statusCode = 503;
+          res.end('{}');
+          return;
+        }
+        setTimeout(() => {
+          res.statusCode = 201;
+          res.setHeader('content-type', 'application/json');
+          res.end(JSON.stringify({ content: 'x' }));
+        }, keyedMs);
+      });
+    });
+    await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+    const { port } = s.address() as AddressInfo;
+    return { url: `http://127.0.0.1:${port}`, started, close: () => s.close() };
+  }
+
+  /** Recovery of `s` from its start, with `warmMs` as one request's own time before the fault. */
+  const probeWithWarm = (
+    s: { url: string; started: number },
+    warmMs: number,
+    attempts: Attempt[],
+  ) =>
+    probeRecovery({
+      tag: 't',
+      targets: [s.url],
+      since: s.started,
+      warmKeyedMs: new Map([[s.url, warmMs]]),
+      maxMs: 8_000,
+      attemptTimeoutMs: 5_000,
+      attempts,
+    });
+
+  it("takes one request's own time before the fault out of the keyed probe's time, and no more", async () => {
+    const s = await slowServer(600, 0);
+    const attempts: Attempt[] = [];
+    try {
+      const ms = await probeWithWarm(s, 600, attempts);
+      const ok = attempts.find((a) => a.client === -1 && a.status === 201);
+      if (ms === undefined || ok === undefined) throw new Error('no 2xx');
+      const answeredAfter = ok.startedAt + ok.latencyMs - s.started;
+      expect(answeredAfter).toBeGreaterThanOrEqual(600);
+      // The 600 ms are taken out (readiness answered at once), and only those.
+      expect(ms).toBeLessThan(answeredAfter);
+      expect(ms).toBeGreaterThanOrEqual(answeredAfter - 600);
+    } finally {
+      s.close();
+    }
+  });
+
+  it('still counts an app that refuses requests after the fault ended: only the warm time is taken out', async () => {
+    // What a backoff or a circuit kept after the store is back looks like: 503 for 1.5 s.
+    const s = await slowServer(300, 1_500);
+    try {
+      const ms = await probeWithWarm(s, 300, []);
+      expect(ms).toBeGreaterThanOrEqual(1_500);
+    } finally {
+      s.close();
+    }
+  });
+
   it('never recovered when readiness never comes back', async () => {
     const s = await server(60_000);
     try {

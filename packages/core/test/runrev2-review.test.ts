@@ -15,6 +15,7 @@ import {
   InProgressError,
   InvalidInputError,
   LeaseLostError,
+  ManualClock,
   type StoredOutcome,
 } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
@@ -36,6 +37,29 @@ async function competitor(store: FakeStore, leaseMs: number) {
   return { ran, answer };
 }
 
+/**
+ * The misuse scenarios run on a {@link ManualClock} shared by the engine and the store: "past
+ * the runway" (the last second of a lease of a minute) is reached by moving the clock, not by
+ * sleeping, and the lease passes on the store only when the clock is moved past it. With
+ * real timers and a 300 ms lease, a loaded CI lane held the loop past the few ms left between
+ * the runway and the lease (or past the lease itself, so that heartbeats lost it): the
+ * competitor ran, or the lease was lost, whatever refuseLateStart did.
+ */
+const LONG_LEASE_MS = 60_000;
+/** Past the runway (a second before the lease's end) and 500 ms before the lease passes. */
+const PAST_RUNWAY_MS = LONG_LEASE_MS - 500;
+function pastTheRunwaySetup() {
+  const clock = new ManualClock();
+  const store = new FakeStore(clock);
+  const idem = createIdempotency<string>({
+    store,
+    clock,
+    leaseMs: LONG_LEASE_MS,
+    storeTimeoutMs: 2_000,
+  });
+  return { clock, store, idem };
+}
+
 describe('runrev2: refuseLateStart misuse (called when the operation is not about to start)', () => {
   // FINDING (MEDIUM; fixed, this test failed before the fix): refuseLateStart() on an execution that is already finishing (complete()
   // in flight, its final write being retried after a store error) and past the runway (which
@@ -45,18 +69,17 @@ describe('runrev2: refuseLateStart misuse (called when the operation is not abou
   // release and hands the key to GiveBacks.releaseIfApplied, which releases it (owner-checked,
   // but the owner IS this execution) while complete() is still retrying. The retried complete
   // then finds not_owner, the caller gets LeaseLostError, the outcome is lost and the next
-  // request runs the operation a second time. Scenario: lease 300 ms, begin, wait 280 ms, one
+  // request runs the operation a second time. Scenario: begin, the clock past the runway, one
   // complete fails ('throw'), refuseLateStart() while it retries: complete rejects LEASE_LOST,
   // a competitor runs. Fix: refuseLateStart must check the phase first (throw
   // InvalidInputError, or return undefined, when `finished`), and give back only on a
   // StoreUnavailableError from release (never on InvalidInputError).
   it('refuseLateStart while complete() is retrying: the key is not given back, the outcome lands, no second run', async () => {
-    const store = new FakeStore();
-    const idem = createIdempotency<string>({ store, leaseMs: 300, storeTimeoutMs: 2_000 });
+    const { clock, store, idem } = pastTheRunwaySetup();
     const begun = await idem.begin(request);
     if (begun.kind !== 'acquired') throw new Error('not acquired');
     const { execution } = begun;
-    await sleep(280); // past the runway (270 ms); heartbeats keep the lease
+    clock.advance(PAST_RUNWAY_MS); // past the runway, the lease not passed (the store's clock)
     store.next.complete.push('throw');
     const completing = execution.complete(outcome).then(
       () => 'recorded',
@@ -64,7 +87,7 @@ describe('runrev2: refuseLateStart misuse (called when the operation is not abou
     );
     const misuse = await execution.refuseLateStart().catch((e: unknown) => e);
     const completed = await completing;
-    const other = await competitor(store, 300);
+    const other = await competitor(store, LONG_LEASE_MS);
     await idem.drain(2_000);
     // The damage first: the outcome lost, the operation run a second time.
     expect({ completed, otherRan: other.ran }).toEqual({ completed: 'recorded', otherRan: false });
@@ -79,11 +102,10 @@ describe('runrev2: refuseLateStart misuse (called when the operation is not abou
   // execution. After complete() it tells the caller the operation did not run when it did.
   // Fix: as above (check `finished` first).
   it('refuseLateStart after complete() landed (past the runway): a clear InvalidInputError, no release sent', async () => {
-    const store = new FakeStore();
-    const idem = createIdempotency<string>({ store, leaseMs: 300, storeTimeoutMs: 2_000 });
+    const { clock, store, idem } = pastTheRunwaySetup();
     const begun = await idem.begin(request);
     if (begun.kind !== 'acquired') throw new Error('not acquired');
-    await sleep(280);
+    clock.advance(PAST_RUNWAY_MS);
     await begun.execution.complete(outcome);
     const misuse = await begun.execution.refuseLateStart().catch((e: unknown) => e);
     await idem.drain(1_000);
@@ -95,27 +117,29 @@ describe('runrev2: refuseLateStart misuse (called when the operation is not abou
   // a fix that only checks `finished` misses it): abandon() exists so that a caller that can
   // no longer tell whether the operation will finish does NOT release the key ("releasing at
   // once could let a retry run it a second time"), yet refuseLateStart() past the runway
-  // after it releases the key at once. Scenario: lease 300 ms, begin, abandon(), wait 280 ms,
-  // refuseLateStart(): the record is released and a competitor runs at once (before the
-  // lease would have passed). Fix: refuseLateStart refuses (InvalidInputError) once the
-  // execution was abandoned, completed or released (track "started"/"abandoned" on Execution).
+  // after it releases the key at once. Scenario: begin, abandon(), the clock moved past the
+  // runway (not past the lease), refuseLateStart(): the record is released and a competitor
+  // runs at once (before the lease would have passed). Fix: refuseLateStart refuses
+  // (InvalidInputError) once the execution was abandoned, completed or released (track
+  // "started"/"abandoned" on Execution).
   it('refuseLateStart after abandon() (past the runway): the key is not released, a competitor still waits for the lease', async () => {
-    const store = new FakeStore();
-    const idem = createIdempotency<string>({ store, leaseMs: 300, storeTimeoutMs: 2_000 });
+    const { clock, store, idem } = pastTheRunwaySetup();
     const begun = await idem.begin(request);
     if (begun.kind !== 'acquired') throw new Error('not acquired');
     begun.execution.abandon();
-    await sleep(280);
+    clock.advance(PAST_RUNWAY_MS);
     await begun.execution.refuseLateStart().catch((e: unknown) => e);
-    const other = await competitor(store, 300); // at ~282 ms: the lease (300 ms) has not passed
+    // The lease has not passed on the store's clock, however long the loaded machine took.
+    const other = await competitor(store, LONG_LEASE_MS);
     await idem.drain(1_000);
     expect(store.calls.release).toBe(0);
     expect(other.ran).toBe(false);
   });
 
   it('held: refuseLateStart twice before the runway returns undefined both times, nothing released', async () => {
-    const store = new FakeStore();
-    const idem = createIdempotency<string>({ store, leaseMs: 1_000, storeTimeoutMs: 2_000 });
+    // Before the runway on both clocks: the manual one does not move, and the real time since
+    // the acquire would have to reach 59 s.
+    const { store, idem } = pastTheRunwaySetup();
     const begun = await idem.begin(request);
     if (begun.kind !== 'acquired') throw new Error('not acquired');
     expect(await begun.execution.refuseLateStart()).toBeUndefined();
