@@ -66,6 +66,13 @@ export class IdemError<C extends string = IdemErrorCode> extends Error {
    * (`STORE_UNAVAILABLE`, `LEASE_LOST`, `OUTCOME_NOT_RECORDED`...), as without a policy fault.
    */
   declare policyError?: unknown;
+  /**
+   * Set only on the error `execute` throws when the operation failed and the outcome policy
+   * (`isFinal`) threw about that failure (or answered a Promise): the operation's own error,
+   * on a copy of what the policy threw (see the README). Typed here for the policy's
+   * `InvalidInputError`; any object a policy throws carries it the same way.
+   */
+  declare operationError?: unknown;
 
   constructor(code: C, message: string, options?: { cause?: unknown }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
