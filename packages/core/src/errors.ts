@@ -160,6 +160,13 @@ export class InvalidInputError extends IdemError {
 }
 
 const ownInputPrototype: object = InvalidInputError.prototype;
+// Pinned: the errors of invalidRangeInput and invalidTypeInput answer this class as their
+// `constructor`, and an older copy of core (before the class marks) matches them by that
+// constructor's name, which a minifier would otherwise change.
+Object.defineProperty(InvalidInputError, 'name', {
+  value: 'InvalidInputError',
+  configurable: true,
+});
 
 /**
  * An `InvalidInputError` (code `INVALID_INPUT`; `instanceof InvalidInputError` and `IdemError`,
@@ -238,6 +245,15 @@ function invalidInputOn(Base: RangeErrorConstructor | TypeErrorConstructor) {
   }
   Object.defineProperty(BuiltinInvalidInputError, 'name', { value: 'InvalidInputError' });
   markClass(BuiltinInvalidInputError, 'InvalidInputError');
+  // `error.constructor` is the public class, not this internal one: `error.constructor ===
+  // InvalidInputError`, as for an InvalidInputError made with `new` (the class's own name is
+  // pinned below, so a copy matching by names still finds `InvalidInputError` here).
+  Object.defineProperty(BuiltinInvalidInputError.prototype, 'constructor', {
+    value: InvalidInputError,
+    writable: true,
+    enumerable: false,
+    configurable: true,
+  });
   return BuiltinInvalidInputError;
 }
 const RangeInvalidInputError = invalidInputOn(RangeError);
