@@ -217,6 +217,33 @@ export function shownValue(value: unknown): string {
     : `a ${typeof value}`;
 }
 
+/** How many characters of a refused string {@link quotedInput} quotes by default. */
+const QUOTED_INPUT_CHARS = 64;
+
+/**
+ * A refused string for an error message, quoted as JSON: in full up to `max` characters
+ * (UTF-16 code units), else its first `max` (never half of a surrogate pair) followed by
+ * `… (N chars)`, so that a message stays short whatever a caller passed (a 10 MB string, a
+ * body handed where a name was expected). Every idem package quotes user strings with it.
+ * @internal
+ */
+export function quotedInput(text: string, max = QUOTED_INPUT_CHARS): string {
+  if (text.length <= max) return JSON.stringify(text);
+  let end = max;
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
+  return `${JSON.stringify(text.slice(0, end))}… (${text.length} chars)`;
+}
+
+/**
+ * {@link shownValue}, but a string is quoted (bounded, see {@link quotedInput}): for a value
+ * whose text says what was wrong with it (a clock that answered a date string).
+ * @internal
+ */
+export function shownInput(value: unknown): string {
+  return typeof value === 'string' ? quotedInput(value) : shownValue(value);
+}
+
 // `RangeError`'s (`TypeError`'s) prototype chain cannot also hold `IdemError.prototype`, so
 // the errors of `invalidRangeInput` and `invalidTypeInput` take the shape by which
 // `IdemError`'s `instanceof` recognises the errors of another copy of `@idem/core` (see
