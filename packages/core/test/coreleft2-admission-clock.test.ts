@@ -1,16 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createAdmission } from '../src/index.js';
-
-/** A call that settles when told to. */
-function gate<T = string>() {
-  let open!: (value: T) => void;
-  let fail!: (error: unknown) => void;
-  const promise = new Promise<T>((resolve, reject) => {
-    open = resolve;
-    fail = reject;
-  });
-  return { promise, open, fail };
-}
+import { gate } from './support/settle.js';
 
 /** A clock that throws on the readings listed (1-based), and answers 0 otherwise. */
 function clock(throwsOn: number[]) {
@@ -29,6 +19,18 @@ function clock(throwsOn: number[]) {
   };
 }
 
+/** An admission of one slot, on the clock `now`. */
+function oneSlot(now: () => number, options: { maxQueue?: number; maxWaitMs?: number }) {
+  return createAdmission({
+    targetLatencyMs: 100,
+    initialLimit: 1,
+    minLimit: 1,
+    maxLimit: 1,
+    now,
+    ...options,
+  });
+}
+
 /** Settles a promise into what it gave, without throwing. */
 function outcome<T>(promise: Promise<T>) {
   return promise.then(
@@ -40,14 +42,7 @@ function outcome<T>(promise: Promise<T>) {
 describe('createAdmission with an injected now that throws: the calls in flight stay exact', () => {
   it('when a call starts: the call rejects with the clock error (never a synchronous throw), the store is not called, no slot is held', async () => {
     const c = clock([1]);
-    const admission = createAdmission({
-      targetLatencyMs: 100,
-      initialLimit: 1,
-      maxLimit: 1,
-      minLimit: 1,
-      maxQueue: 0,
-      now: c.now,
-    });
+    const admission = oneSlot(c.now, { maxQueue: 0 });
     let called = 0;
     let running: Promise<string> | undefined;
     expect(() => {
@@ -79,14 +74,7 @@ describe('createAdmission with an injected now that throws: the calls in flight 
   it('when a call settles with a value: the value is kept, the slot freed and a waiting call served', async () => {
     // Readings: 1 start of the first call, 2 its settling (throws), 3 start of the waiter, 4 its settling.
     const c = clock([2]);
-    const admission = createAdmission({
-      targetLatencyMs: 100,
-      initialLimit: 1,
-      minLimit: 1,
-      maxLimit: 1,
-      maxWaitMs: 2_147_483_647,
-      now: c.now,
-    });
+    const admission = oneSlot(c.now, { maxWaitMs: 2_147_483_647 });
     const g = gate();
     const first = admission.run('sheddable', () => g.promise);
     let waiterCalled = false;
@@ -107,14 +95,7 @@ describe('createAdmission with an injected now that throws: the calls in flight 
 
   it('when a call settles with an error: its own error is kept, and the slot freed', async () => {
     const c = clock([2]);
-    const admission = createAdmission({
-      targetLatencyMs: 100,
-      initialLimit: 1,
-      minLimit: 1,
-      maxLimit: 1,
-      maxQueue: 0,
-      now: c.now,
-    });
+    const admission = oneSlot(c.now, { maxQueue: 0 });
     const storeError = new Error('store said no');
     expect(
       await outcome(
@@ -126,14 +107,7 @@ describe('createAdmission with an injected now that throws: the calls in flight 
     expect(admission.inFlight).toBe(0);
     // A call that throws synchronously, with the clock throwing when it settles.
     const c2 = clock([2]);
-    const admission2 = createAdmission({
-      targetLatencyMs: 100,
-      initialLimit: 1,
-      minLimit: 1,
-      maxLimit: 1,
-      maxQueue: 0,
-      now: c2.now,
-    });
+    const admission2 = oneSlot(c2.now, { maxQueue: 0 });
     expect(
       await outcome(
         admission2.run('sheddable', () => {
@@ -148,14 +122,7 @@ describe('createAdmission with an injected now that throws: the calls in flight 
   it('when a waiting call is served and the clock throws at its start: it rejects, and the next waiter is still served', async () => {
     // Readings: 1 start of the first call, 2 its settling, 3 start of waiter A (throws), 4 start of waiter B, 5 its settling.
     const c = clock([3]);
-    const admission = createAdmission({
-      targetLatencyMs: 100,
-      initialLimit: 1,
-      minLimit: 1,
-      maxLimit: 1,
-      maxWaitMs: 2_147_483_647,
-      now: c.now,
-    });
+    const admission = oneSlot(c.now, { maxWaitMs: 2_147_483_647 });
     const g = gate();
     const first = admission.run('sheddable', () => g.promise);
     let aCalled = false;

@@ -13,17 +13,10 @@ import {
   unknownOptionMessage,
 } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
+import { thrown } from './support/settle.js';
 
 const HUGE = 10_000_000;
-
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error('expected a throw');
-}
+const thrownError = (fn: () => unknown) => thrown(fn) as Error;
 
 describe('quotedInput', () => {
   it('quotes a string of at most 64 characters in full, as JSON', () => {
@@ -55,7 +48,7 @@ describe('quotedInput', () => {
 
 describe('core messages that quoted a caller string', () => {
   it('a clock that answers a huge string: createIdempotency refuses it with a short message', () => {
-    const error = thrown(() =>
+    const error = thrownError(() =>
       createIdempotency({
         store: new FakeStore(),
         clock: { now: () => '9'.repeat(HUGE) as never },
@@ -67,7 +60,7 @@ describe('core messages that quoted a caller string', () => {
   });
 
   it('readClock (a store on the adapter kit) with a clock answering a huge string', () => {
-    const error = thrown(() => readClock({ now: () => 'd'.repeat(HUGE) as never }));
+    const error = thrownError(() => readClock({ now: () => 'd'.repeat(HUGE) as never }));
     expect(error.message).toMatch(
       /^The clock returned an invalid time: "d{64}"… \(10000000 chars\)$/,
     );

@@ -6,14 +6,9 @@
  * Pinned here, with the facts the README gives, on whichever Node runs the test (20 and 24).
  */
 import { types } from 'node:util';
-import { afterEach, expect, it } from 'vitest';
-import { createIdempotency, type IdempotencyStore, StoreFullError } from '../src/index.js';
-import { FakeStore } from './support/fake-store.js';
-
-const engines: { drain(ms?: number): Promise<unknown> }[] = [];
-afterEach(async () => {
-  for (const engine of engines.splice(0)) await engine.drain(2_000);
-});
+import { expect, it } from 'vitest';
+import { StoreFullError } from '../src/index.js';
+import { thrownWith } from './support/policy-engine.js';
 
 class ShardFull extends StoreFullError {
   #shard: number;
@@ -30,35 +25,6 @@ class ShardFull extends StoreFullError {
   label(): string {
     return `${this.code}: ${this.message}`;
   }
-}
-
-async function thrownWith(storeError: unknown, bug: Error): Promise<unknown> {
-  const inner = new FakeStore();
-  const store: IdempotencyStore = {
-    capabilities: inner.capabilities,
-    acquire: (input) => inner.acquire(input),
-    get: (key) => inner.get(key),
-    release: (input) => inner.release(input),
-    extend: (input) => inner.extend(input),
-    complete: async () => {
-      throw storeError;
-    },
-  };
-  const idem = createIdempotency<unknown>({
-    store,
-    heartbeatMs: false,
-    leaseMs: 3_000,
-    isFinal: () => {
-      throw bug;
-    },
-  });
-  engines.push(idem);
-  return idem
-    .execute({ key: 'k' }, async () => 1)
-    .then(
-      () => undefined,
-      (error: unknown) => error,
-    );
 }
 
 it('the copy: getters and methods on public state answer, a method on private state throws; the copy stays a native, cloneable error', async () => {

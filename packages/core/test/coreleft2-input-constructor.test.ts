@@ -8,18 +8,10 @@
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import * as esm from '../src/index.js';
+import { thrown } from './support/settle.js';
 
 const require = createRequire(import.meta.url);
 const cjs = require('@idem/core') as typeof esm;
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a throw');
-}
 
 describe('coreleft2: error.constructor of the range/type INVALID_INPUT errors', () => {
   for (const core of [esm, cjs]) {

@@ -5,38 +5,11 @@
  * when the policy's error has none); what the policy threw is never changed, so a policy that
  * throws one shared error for every call never passes one call's failure to another caller.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import {
-  createIdempotency,
-  type IdempotencyOptions,
-  InvalidInputError,
-  isIdemError,
-} from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { InvalidInputError, isIdemError } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
-
-const engines: { drain(ms?: number): Promise<unknown> }[] = [];
-afterEach(async () => {
-  for (const engine of engines.splice(0)) await engine.drain(2_000);
-});
-
-function setup(store: FakeStore, options: Partial<IdempotencyOptions<unknown>> = {}) {
-  const idem = createIdempotency<unknown>({
-    store,
-    heartbeatMs: false,
-    leaseMs: 3_000,
-    completionWaitMs: 50,
-    ...options,
-  });
-  engines.push(idem);
-  return idem;
-}
-
-function rejection(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(
-    () => undefined,
-    (error: unknown) => error,
-  );
-}
+import { policyEngine as setup } from './support/policy-engine.js';
+import { rejection } from './support/settle.js';
 
 /** A policy that throws `thrown` about every failure (keeps successes). */
 const throwingOnFailure = (thrown: unknown) => (settled: { ok: boolean }) => {

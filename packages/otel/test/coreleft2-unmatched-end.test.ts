@@ -5,10 +5,10 @@
 // acquisition was counted in: another store's acquisition of that pair then got a span, and
 // the first one's end (its release) ended it, in the other request's trace. An end now takes
 // back only what its own pair's acquisitions added.
-import type { IdemEvent } from '@idem/core';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ATTR, createOtelListener, SPAN } from '../src/index.js';
-import { countingOpen, telemetry } from './support/telemetry.js';
+import { ATTR, SPAN } from '../src/index.js';
+import { cappedOn, end, firstReleasesSecondCompletes, miss, SK } from './support/pairs.js';
+import { telemetry } from './support/telemetry.js';
 
 let current: ReturnType<typeof telemetry> | undefined;
 afterEach(async () => {
@@ -16,36 +16,9 @@ afterEach(async () => {
   current = undefined;
 });
 
-const SK = 'a'.repeat(64);
-const OP = 'POST /pay';
-
-const miss = (fence: number, storageKey = SK): IdemEvent => ({
-  type: 'miss',
-  storageKey,
-  operation: OP,
-  fence,
-  takeover: false,
-  durationMs: 1,
-});
-const end = (result: 'completed' | 'released', fence: number, storageKey = SK): IdemEvent => ({
-  type: 'execution_end',
-  storageKey,
-  operation: OP,
-  fence,
-  result,
-  durationMs: 1,
-});
-
 function capped(maxOpenExecutions: number) {
   current = telemetry();
-  const t = current;
-  const counted = countingOpen(t.tracer, SPAN.execute);
-  const listener = createOtelListener({
-    tracer: counted.tracer,
-    metrics: false,
-    maxOpenExecutions,
-  });
-  return { t, counted, listener };
+  return cappedOn(current, maxOpenExecutions);
 }
 
 /**
@@ -95,22 +68,8 @@ describe('coreleft2: execution_end without its miss', () => {
     listener(end('completed', 1, OTHER)); // a span is free again
     listener(miss(5)); // store B, the same pair: A still holds it uncounted, so no span
     expect(counted.open()).toBe(0);
-    // A releases; its events must land on no span of B's.
-    listener({ type: 'released', storageKey: SK, operation: OP, fence: 5, durationMs: 1 });
-    listener(end('released', 5));
-    listener({
-      type: 'completed',
-      storageKey: SK,
-      operation: OP,
-      fence: 5,
-      outcomeBytes: 1,
-      durationMs: 1,
-    });
-    listener(end('completed', 5));
-    const executes = t.spans(SPAN.execute);
-    expect(executes.filter((s) => s.attributes[ATTR.result] === 'released')).toEqual([]);
-    expect(executes.filter((s) => s.events.some((e) => e.name === 'idem.released'))).toEqual([]);
-    expect(counted.open()).toBe(0);
+    // A releases (its events must land on no span of B's), B completes.
+    firstReleasesSecondCompletes(t, counted, listener);
     // Both ended: the pair gets its span again.
     listener(miss(5));
     expect(counted.open()).toBe(1);
