@@ -5,7 +5,7 @@
  * large or not serialisable), the caller got the recording's error and the policy's error was
  * lost entirely. It is now on that error as `policyError`; the error class is unchanged.
  */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import {
   answersSynchronously,
   type IdempotencyOptions,
@@ -20,8 +20,10 @@ import {
   StoreUnavailableError,
 } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
-import { policyEngine as setup } from './support/policy-engine.js';
+import { drainPolicyEngines, policyEngine as setup } from './support/policy-engine.js';
 import { rejection } from './support/settle.js';
+
+afterEach(drainPolicyEngines);
 
 /** `inner`, its `complete` replaced by `complete`. */
 function withComplete(inner: FakeStore, complete: IdempotencyStore['complete']): IdempotencyStore {

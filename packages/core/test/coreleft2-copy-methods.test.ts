@@ -6,9 +6,11 @@
  * Pinned here, with the facts the README gives, on whichever Node runs the test (20 and 24).
  */
 import { types } from 'node:util';
-import { expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import { StoreFullError } from '../src/index.js';
-import { thrownWith } from './support/policy-engine.js';
+import { drainPolicyEngines, thrownWith } from './support/policy-engine.js';
+
+afterEach(drainPolicyEngines);
 
 class ShardFull extends StoreFullError {
   #shard: number;

@@ -5,11 +5,13 @@
  * when the policy's error has none); what the policy threw is never changed, so a policy that
  * throws one shared error for every call never passes one call's failure to another caller.
  */
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { InvalidInputError, isIdemError } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
-import { policyEngine as setup } from './support/policy-engine.js';
+import { drainPolicyEngines, policyEngine as setup } from './support/policy-engine.js';
 import { rejection } from './support/settle.js';
+
+afterEach(drainPolicyEngines);
 
 /** A policy that throws `thrown` about every failure (keeps successes). */
 const throwingOnFailure = (thrown: unknown) => (settled: { ok: boolean }) => {

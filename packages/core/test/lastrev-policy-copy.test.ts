@@ -3,9 +3,11 @@
  * is made without running the error's constructor, so a getter of its class reading a private
  * field (`#detail`) threw a TypeError on it where it answered on the store's error.
  */
-import { expect, it } from 'vitest';
+import { afterEach, expect, it } from 'vitest';
 import { StoreFullError } from '../src/index.js';
-import { thrownWith } from './support/policy-engine.js';
+import { drainPolicyEngines, thrownWith } from './support/policy-engine.js';
+
+afterEach(drainPolicyEngines);
 
 class DetailedFull extends StoreFullError {
   #detail: string;

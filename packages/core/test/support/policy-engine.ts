@@ -1,5 +1,8 @@
-/** Engines over a FakeStore for the tests of outcome policies that throw, drained after each test. */
-import { afterEach } from 'vitest';
+/**
+ * Engines over a FakeStore for the tests of outcome policies that throw. A file that uses them
+ * calls `afterEach(drainPolicyEngines)` itself: test files share their worker's modules
+ * (`isolate: false`), so a hook registered here would run for the first file only.
+ */
 import {
   createIdempotency,
   type IdempotencyOptions,
@@ -8,9 +11,11 @@ import {
 import { FakeStore } from './fake-store.js';
 
 const engines: { drain(ms?: number): Promise<unknown> }[] = [];
-afterEach(async () => {
+
+/** Drains the engines made since the last call (each test's, as an `afterEach`). */
+export async function drainPolicyEngines(): Promise<void> {
   for (const engine of engines.splice(0)) await engine.drain(2_000);
-});
+}
 
 /** An engine over `store` (no heartbeat, a 3 s lease, a 50 ms completion wait), drained after the test. */
 export function policyEngine(
