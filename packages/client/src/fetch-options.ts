@@ -1,4 +1,4 @@
-import { invalidRangeInput, unknownOptionMessage } from '@idem/core';
+import { invalidRangeInput, quotedInput, unknownOptionMessage } from '@idem/core';
 import { MAX_TIMER_MS } from './call-bounds.js';
 import { type ConflictAnswer, isInProgressAnswer } from './in-progress.js';
 import type { ReplayableBody } from './request-body.js';
@@ -208,7 +208,7 @@ function count(name: string, value: number): number {
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 function shown(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'string') return quotedInput(value);
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   const type = typeof value;

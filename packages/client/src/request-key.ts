@@ -1,4 +1,11 @@
-import { deriveKey, generateKey, InvalidKeyError, isIdemError, validateKey } from '@idem/core';
+import {
+  deriveKey,
+  generateKey,
+  InvalidKeyError,
+  isIdemError,
+  quotedInput,
+  validateKey,
+} from '@idem/core';
 import { IdemClientError } from './errors.js';
 
 import type { KeyStrategy } from './fetch-options.js';
@@ -85,7 +92,7 @@ export async function assignKey(
     // that starts with a quote is a Structured Field String to the server: this key would reach
     // it as another one ('k' for ' k' or '"k"') and be answered with that one's outcome.
     throw new InvalidKeyError(
-      `keyFormat 'bare' cannot carry a key that starts or ends with a space or a tab, or starts with a double quote (the server would read another key): ${JSON.stringify(key)}; use the default 'sf-string' format or another key`,
+      `keyFormat 'bare' cannot carry a key that starts or ends with a space or a tab, or starts with a double quote (the server would read another key): ${quotedInput(key)}; use the default 'sf-string' format or another key`,
     );
   }
   request.headers.set(headerName, formatKeyHeader(key, keyFormat));

@@ -46,7 +46,14 @@ export interface AdmissionOptions {
    * timer's limit). @default targetLatencyMs / 2
    */
   maxWaitMs?: number;
-  /** Milliseconds since some fixed point; injectable for tests. @default performance.now */
+  /**
+   * Milliseconds since some fixed point; injectable for tests. @default performance.now
+   *
+   * Read when a call starts and when it settles. If it throws when a call starts, that call
+   * rejects with its error, the store is not called and no slot is taken; if it throws when
+   * a call settles, the call's own answer is kept and only its latency goes unmeasured.
+   * Either way the calls in flight stay exact.
+   */
   now?: () => number;
 }
 
@@ -141,13 +148,20 @@ export function createAdmission(options: AdmissionOptions): Admission {
     );
   };
 
-  const settle = (startedAt: number, failed: boolean) => {
-    inFlight--;
-    const took = now() - startedAt;
+  /** A reading of the clock, or undefined when the injected `now` throws. */
+  const reading = (): number | undefined => {
+    try {
+      return now();
+    } catch {
+      return undefined;
+    }
+  };
+
+  const adapt = (endedAt: number, took: number, startedAt: number, failed: boolean) => {
     if (took >= target) {
       if (startedAt >= lastDecreaseAt) {
         limit = Math.max(minLimit, limit * 0.7);
-        lastDecreaseAt = now();
+        lastDecreaseAt = endedAt;
       }
     } else if (!failed && inFlight + 1 >= limit / 2) {
       // Grow only while the limit is in use: idle time says nothing about capacity. Far
@@ -156,12 +170,30 @@ export function createAdmission(options: AdmissionOptions): Admission {
       // closer to it, one more slot per round trip.
       limit = Math.min(maxLimit, limit + (took < target / 2 ? 1 : 1 / limit));
     }
+  };
+
+  const settle = (startedAt: number, failed: boolean) => {
+    // The slot is freed first and the queue served last, whatever the clock does: a clock
+    // that throws here costs this call's latency sample, never its slot nor its answer (the
+    // store has answered; a completion that succeeded must not be reported as failed).
+    inFlight--;
+    const endedAt = reading();
+    // Unmeasured (the clock threw): the limit stays as it is.
+    if (endedAt !== undefined) adapt(endedAt, endedAt - startedAt, startedAt, failed);
     while (queue.length > 0 && inFlight < Math.floor(limit)) queue.shift()?.go();
   };
 
+  /** Never throws: every failure, the clock's included, is a rejection. */
   function start<T>(call: () => Promise<T>): Promise<T> {
+    // The clock is read before the slot is taken: a clock that throws fails this call
+    // (its own error, as a rejection; the store is not called) and holds no slot.
+    let startedAt: number;
+    try {
+      startedAt = now();
+    } catch (error) {
+      return Promise.reject(error);
+    }
     inFlight++;
-    const startedAt = now();
     let pending: Promise<T>;
     try {
       pending = Promise.resolve(call());

@@ -66,6 +66,13 @@ export class IdemError<C extends string = IdemErrorCode> extends Error {
    * (`STORE_UNAVAILABLE`, `LEASE_LOST`, `OUTCOME_NOT_RECORDED`...), as without a policy fault.
    */
   declare policyError?: unknown;
+  /**
+   * Set only on the error `execute` throws when the operation failed and the outcome policy
+   * (`isFinal`) threw about that failure (or answered a Promise): the operation's own error,
+   * on a copy of what the policy threw (see the README). Typed here for the policy's
+   * `InvalidInputError`; any object a policy throws carries it the same way.
+   */
+  declare operationError?: unknown;
 
   constructor(code: C, message: string, options?: { cause?: unknown }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
@@ -153,6 +160,13 @@ export class InvalidInputError extends IdemError {
 }
 
 const ownInputPrototype: object = InvalidInputError.prototype;
+// Pinned: the errors of invalidRangeInput and invalidTypeInput answer this class as their
+// `constructor`, and an older copy of core (before the class marks) matches them by that
+// constructor's name, which a minifier would otherwise change.
+Object.defineProperty(InvalidInputError, 'name', {
+  value: 'InvalidInputError',
+  configurable: true,
+});
 
 /**
  * An `InvalidInputError` (code `INVALID_INPUT`; `instanceof InvalidInputError` and `IdemError`,
@@ -203,6 +217,33 @@ export function shownValue(value: unknown): string {
     : `a ${typeof value}`;
 }
 
+/** How many characters of a refused string {@link quotedInput} quotes by default. */
+const QUOTED_INPUT_CHARS = 64;
+
+/**
+ * A refused string for an error message, quoted as JSON: in full up to `max` characters
+ * (UTF-16 code units), else its first `max` (never half of a surrogate pair) followed by
+ * `… (N chars)`, so that a message stays short whatever a caller passed (a 10 MB string, a
+ * body handed where a name was expected). Every idem package quotes user strings with it.
+ * @internal
+ */
+export function quotedInput(text: string, max = QUOTED_INPUT_CHARS): string {
+  if (text.length <= max) return JSON.stringify(text);
+  let end = max;
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
+  return `${JSON.stringify(text.slice(0, end))}… (${text.length} chars)`;
+}
+
+/**
+ * {@link shownValue}, but a string is quoted (bounded, see {@link quotedInput}): for a value
+ * whose text says what was wrong with it (a clock that answered a date string).
+ * @internal
+ */
+export function shownInput(value: unknown): string {
+  return typeof value === 'string' ? quotedInput(value) : shownValue(value);
+}
+
 // `RangeError`'s (`TypeError`'s) prototype chain cannot also hold `IdemError.prototype`, so
 // the errors of `invalidRangeInput` and `invalidTypeInput` take the shape by which
 // `IdemError`'s `instanceof` recognises the errors of another copy of `@idem/core` (see
@@ -231,6 +272,15 @@ function invalidInputOn(Base: RangeErrorConstructor | TypeErrorConstructor) {
   }
   Object.defineProperty(BuiltinInvalidInputError, 'name', { value: 'InvalidInputError' });
   markClass(BuiltinInvalidInputError, 'InvalidInputError');
+  // `error.constructor` is the public class, not this internal one: `error.constructor ===
+  // InvalidInputError`, as for an InvalidInputError made with `new` (the class's own name is
+  // pinned below, so a copy matching by names still finds `InvalidInputError` here).
+  Object.defineProperty(BuiltinInvalidInputError.prototype, 'constructor', {
+    value: InvalidInputError,
+    writable: true,
+    enumerable: false,
+    configurable: true,
+  });
   return BuiltinInvalidInputError;
 }
 const RangeInvalidInputError = invalidInputOn(RangeError);

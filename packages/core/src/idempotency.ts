@@ -98,16 +98,46 @@ export function decideOutcome(ctx: OperationContext, final: boolean): void {
  * (frozen, a proxy that refuses), or is no object, is thrown as it is.
  */
 function withPolicyError(error: unknown, policyError: unknown, fresh = false): unknown {
+  return carrying(error, { policyError }, fresh);
+}
+
+/**
+ * `policyError`, what the outcome policy threw about a failed operation, carrying the
+ * operation's own error as `operationError`, and as `cause` when it has none (so that a log
+ * of the error shows both): the caller gets the policy's error, as before, and the
+ * operation's failure is not lost. What the policy threw is the caller's own and may be one
+ * instance thrown for every call: it is never changed, a copy carries the operation's error
+ * (see {@link withPolicyError}). Core's own error (an answer that is a Promise) is copied
+ * too: telling it apart would read the answer again, and a getter of the user's may throw.
+ */
+function withOperationError(policyError: unknown, operationError: unknown): unknown {
+  // A policy that rethrows the operation's own error: the caller gets that error as it is.
+  if (Object.is(policyError, operationError)) return policyError;
+  const carried: Record<string, unknown> = { operationError };
+  let hasCause = true;
+  try {
+    hasCause = typeof policyError !== 'object' || policyError === null || 'cause' in policyError;
+  } catch {
+    // A proxy that refuses: thrown as it is below.
+  }
+  if (!hasCause) carried.cause = operationError;
+  return carrying(policyError, carried, false);
+}
+
+/** `error` (or a copy of it unless `fresh`) with `carried` as own properties; see withPolicyError. */
+function carrying(error: unknown, carried: Record<string, unknown>, fresh: boolean): unknown {
   if (typeof error !== 'object' || error === null) return error;
   try {
     if (!Object.isExtensible(error)) return error;
     const carrier = fresh ? error : copyOf(error);
-    Object.defineProperty(carrier, 'policyError', {
-      value: policyError,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
+    for (const [name, value] of Object.entries(carried))
+      Object.defineProperty(carrier, name, {
+        value,
+        // `cause` is not enumerable, as `new Error(message, { cause })` makes it.
+        enumerable: name !== 'cause',
+        writable: true,
+        configurable: true,
+      });
     return carrier;
   } catch {
     // A proxy that refuses: its own error is still the one to throw.
@@ -227,10 +257,11 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     } catch (policyError) {
       // After a failure nothing ran to completion: release as usual. A success is recorded
       // as final whatever the policy's fault (the default policy keeps every success): left
-      // to its lease, a retry after it ran the operation again (the conrev24 review).
+      // to its lease, a retry after it ran the operation again (the conrev24 review). The
+      // caller gets the policy's error, carrying the operation's.
       if (!settled.ok) {
         await execution.release().catch(() => {});
-        throw policyError;
+        throw withOperationError(policyError, settled.error);
       }
       policyFailed = { error: policyError };
       final = true;

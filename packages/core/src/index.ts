@@ -61,9 +61,11 @@ export {
   OutcomeCorruptError,
   OutcomeNotRecordedError,
   OutcomeTooLargeError,
+  quotedInput,
   ReplayedFailureError,
   StoreFullError,
   StoreUnavailableError,
+  shownInput,
 } from './errors.js';
 export type {
   ExecutionEndResult,

@@ -1,5 +1,5 @@
 import { type Clock, systemClock } from './clock.js';
-import { InvalidInputError } from './errors.js';
+import { InvalidInputError, shownInput } from './errors.js';
 import type { IdemEventListener } from './events.js';
 import type { ExecutionSettings } from './execution.js';
 import type { OutcomeCodec } from './outcome-sealing.js';
@@ -190,7 +190,7 @@ function checkHooks<T>(options: IdempotencyOptions<T>): void {
     const now: unknown = clock.now();
     if (!(typeof now === 'number' && Number.isFinite(now)))
       throw new InvalidInputError(
-        `clock.now() must return a finite number of epoch milliseconds; got ${typeof now === 'string' ? JSON.stringify(now.slice(0, 40)) : String(now)}`,
+        `clock.now() must return a finite number of epoch milliseconds; got ${shownInput(now)}`,
       );
   }
   if (

@@ -7,17 +7,7 @@ import {
   StoreUnavailableError,
 } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
-
-/** A call that settles when told to. */
-function gate<T = string>() {
-  let open!: (value: T) => void;
-  let fail!: (error: unknown) => void;
-  const promise = new Promise<T>((resolve, reject) => {
-    open = resolve;
-    fail = reject;
-  });
-  return { promise, open, fail };
-}
+import { gate } from './support/settle.js';
 
 function setup(
   options: {

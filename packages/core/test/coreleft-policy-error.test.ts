@@ -8,7 +8,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   answersSynchronously,
-  createIdempotency,
   type IdempotencyOptions,
   type IdempotencyStore,
   InvalidInputError,
@@ -21,31 +20,10 @@ import {
   StoreUnavailableError,
 } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
+import { drainPolicyEngines, policyEngine as setup } from './support/policy-engine.js';
+import { rejection } from './support/settle.js';
 
-const engines: { drain(ms?: number): Promise<unknown> }[] = [];
-afterEach(async () => {
-  for (const engine of engines.splice(0)) await engine.drain(2_000);
-});
-
-function setup(store: IdempotencyStore, options: Partial<IdempotencyOptions<unknown>> = {}) {
-  const idem = createIdempotency<unknown>({
-    store,
-    heartbeatMs: false,
-    leaseMs: 3_000,
-    completionWaitMs: 50,
-    ...options,
-  });
-  engines.push(idem);
-  return idem;
-}
-
-/** What `promise` rejected with (undefined when it resolved). */
-function rejection(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(
-    () => undefined,
-    (error: unknown) => error,
-  );
-}
+afterEach(drainPolicyEngines);
 
 /** `inner`, its `complete` replaced by `complete`. */
 function withComplete(inner: FakeStore, complete: IdempotencyStore['complete']): IdempotencyStore {

@@ -21,19 +21,10 @@ import {
   StoreUnavailableError,
 } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
+import { thrown } from './support/settle.js';
 
 const require = createRequire(import.meta.url);
 const cjs = require('@idem/core') as typeof esm;
-
-/** What `fn` threw (fails the test when it threw nothing). */
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a throw');
-}
 
 /** A typed INVALID_INPUT error that is a RangeError as well, named as one. */
 function expectTypedRange(error: unknown, label: string) {

@@ -193,7 +193,7 @@ describe('the replay state machine', () => {
     expect(runs).toBe(1);
   });
 
-  it('an isFinal that throws on a failure releases the key: the caller gets the policy error, a retry runs again', async () => {
+  it('an isFinal that throws on a failure releases the key: the caller gets the policy error (carrying the operation error), a retry runs again', async () => {
     const bug = new Error('policy bug');
     const { idem } = setup({
       isFinal: (settled) => {
@@ -202,12 +202,23 @@ describe('the replay state machine', () => {
       },
     });
     let runs = 0;
-    await expect(
-      idem.execute({ key: 'k' }, async () => {
+    const declined = new Error('declined');
+    // The policy's error, as a copy carrying the operation's (coreleft2): the same class,
+    // message and stack; what the policy threw is never changed.
+    const error = await idem
+      .execute({ key: 'k' }, async () => {
         runs++;
-        throw new Error('declined');
-      }),
-    ).rejects.toBe(bug);
+        throw declined;
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(error).toBeInstanceOf(Error);
+    expect(error).toMatchObject({ message: 'policy bug', operationError: declined });
+    expect((error as Error).stack).toBe(bug.stack);
+    expect(Object.getPrototypeOf(error)).toBe(Object.getPrototypeOf(bug));
+    expect(Object.hasOwn(bug, 'operationError')).toBe(false);
     expect(
       await idem.execute({ key: 'k' }, async () => {
         runs++;

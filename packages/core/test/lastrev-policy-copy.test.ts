@@ -4,43 +4,10 @@
  * field (`#detail`) threw a TypeError on it where it answered on the store's error.
  */
 import { afterEach, expect, it } from 'vitest';
-import { createIdempotency, type IdempotencyStore, StoreFullError } from '../src/index.js';
-import { FakeStore } from './support/fake-store.js';
+import { StoreFullError } from '../src/index.js';
+import { drainPolicyEngines, thrownWith } from './support/policy-engine.js';
 
-const engines: { drain(ms?: number): Promise<unknown> }[] = [];
-afterEach(async () => {
-  for (const engine of engines.splice(0)) await engine.drain(2_000);
-});
-
-/** What `execute` throws when `complete` throws `storeError` and the policy throws `bug`. */
-async function thrownWith(storeError: unknown, bug: Error): Promise<unknown> {
-  const inner = new FakeStore();
-  const store: IdempotencyStore = {
-    capabilities: inner.capabilities,
-    acquire: (input) => inner.acquire(input),
-    get: (key) => inner.get(key),
-    release: (input) => inner.release(input),
-    extend: (input) => inner.extend(input),
-    complete: async () => {
-      throw storeError;
-    },
-  };
-  const idem = createIdempotency<unknown>({
-    store,
-    heartbeatMs: false,
-    leaseMs: 3_000,
-    isFinal: () => {
-      throw bug;
-    },
-  });
-  engines.push(idem);
-  return idem
-    .execute({ key: 'k', payload: {} } as never, async () => 1)
-    .then(
-      () => undefined,
-      (error: unknown) => error,
-    );
-}
+afterEach(drainPolicyEngines);
 
 class DetailedFull extends StoreFullError {
   #detail: string;

@@ -1,6 +1,6 @@
 import { constants as http2Constants } from 'node:http2';
 import type { Readable } from 'node:stream';
-import { invalidTypeInput } from '@idem/core';
+import { invalidTypeInput, shownInput } from '@idem/core';
 import {
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
@@ -54,7 +54,7 @@ function bodyTimeoutOf(value: unknown, name: string): number {
   if (value === undefined) return BODY_TIMEOUT_MS;
   if (!(typeof value === 'number' && value > 0 && value <= MAX_TIMEOUT_MS))
     throw invalidTypeInput(
-      `${name} must be a positive, finite number of milliseconds, at most ${MAX_TIMEOUT_MS} (the longest timer Node keeps, about 24.8 days); got ${String(value)}`,
+      `${name} must be a positive, finite number of milliseconds, at most ${MAX_TIMEOUT_MS} (the longest timer Node keeps, about 24.8 days); got ${shownInput(value)}`,
     );
   return value;
 }

@@ -6,6 +6,7 @@ import {
   type LiveStreams,
   MAX_TIMER_MS,
   type OutcomeOpenSettings,
+  shownInput,
 } from '@idem/core';
 import type { AttachSettings } from './attach.js';
 import type { LiveSettings } from './live-publish.js';
@@ -64,7 +65,7 @@ function positive(
   const resolved = value ?? fallback;
   if (!(Number.isSafeInteger(resolved) && resolved > 0 && resolved <= max))
     throw new InvalidInputError(
-      `liveStreams.${name} must be a positive integer${max < Number.MAX_SAFE_INTEGER ? ` of ms, at most ${max} (the longest timer Node keeps, about 24.8 days)` : ''}; got ${String(resolved)}`,
+      `liveStreams.${name} must be a positive integer${max < Number.MAX_SAFE_INTEGER ? ` of ms, at most ${max} (the longest timer Node keeps, about 24.8 days)` : ''}; got ${shownInput(resolved)}`,
     );
   return resolved;
 }

@@ -1,4 +1,4 @@
-import { invalidRangeInput, unknownOptionMessage } from '@idem/core';
+import { invalidRangeInput, quotedInput, unknownOptionMessage } from '@idem/core';
 import type { Meter, Tracer } from '@opentelemetry/api';
 
 /** Options of {@link createOtelListener}. */
@@ -44,7 +44,7 @@ function kind(value: unknown): string {
     const name = (value as { constructor?: { name?: unknown } }).constructor?.name;
     return typeof name === 'string' && name !== 'Object' ? `a ${name}` : 'an object';
   }
-  return typeof value === 'string' ? JSON.stringify(value.slice(0, 40)) : String(value);
+  return typeof value === 'string' ? quotedInput(value, 40) : String(value);
 }
 
 /** Whether `value` is an object with a function under each of `names`. */

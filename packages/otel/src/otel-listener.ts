@@ -146,14 +146,40 @@ export function createOtelListener(given?: OtelListenerOptions): IdemEventListen
    * another request's trace). A slot shared by chance only costs a span, never misplaces one.
    */
   let untracked: Uint32Array | undefined;
+  /**
+   * The pairs counted in `untracked`, each with its count: an end without an entry takes back
+   * only what its own pair's acquisitions added. An end whose acquisition this listener never
+   * saw (a wrapper that samples events, a listener attached mid-flight) is ignored, instead of
+   * emptying a slot another pair's acquisition counts (the coreleft2 review). At most
+   * UNTRACKED_SLOTS pairs; past that an acquisition is counted in `anonymous` only, and an end
+   * of a pair not named here takes back from its slot's anonymous count, as before.
+   */
+  let counted: Map<string, number> | undefined;
+  let anonymous: Uint32Array | undefined;
   const untrack = (key: string, delta: 1 | -1) => {
-    if (untracked === undefined) {
-      if (delta < 0) return;
-      untracked = new Uint32Array(UNTRACKED_SLOTS);
+    if (delta > 0) {
+      untracked ??= new Uint32Array(UNTRACKED_SLOTS);
+      counted ??= new Map();
+      const slot = untrackedSlot(key);
+      const n = counted.get(key);
+      if (n !== undefined || counted.size < UNTRACKED_SLOTS) counted.set(key, (n ?? 0) + 1);
+      else {
+        anonymous ??= new Uint32Array(UNTRACKED_SLOTS);
+        anonymous[slot] = (anonymous[slot] ?? 0) + 1;
+      }
+      untracked[slot] = (untracked[slot] ?? 0) + 1;
+      return;
     }
+    if (untracked === undefined || counted === undefined) return;
     const slot = untrackedSlot(key);
-    // Never below 0: an end without its miss.
-    if (delta > 0 || (untracked[slot] ?? 0) > 0) untracked[slot] = (untracked[slot] ?? 0) + delta;
+    const n = counted.get(key);
+    if (n !== undefined) {
+      if (n > 1) counted.set(key, n - 1);
+      else counted.delete(key);
+    } else if (anonymous !== undefined && (anonymous[slot] ?? 0) > 0) {
+      anonymous[slot] = (anonymous[slot] ?? 0) - 1;
+    } else return; // An end without its miss: nothing of its own to take back.
+    untracked[slot] = (untracked[slot] ?? 0) - 1;
   };
 
   const base = (event: IdemEvent): Attributes =>

@@ -4,12 +4,13 @@
 // acquisition of the same (storage key, fence) pair, begun once a slot freed, got the entry,
 // and the first one's end (its release, say) ended that span with its own result, in the
 // other request's trace.
-import { createIdempotency, IdemError, type IdemEvent, isIdemError } from '@idem/core';
+import { createIdempotency, IdemError, isIdemError } from '@idem/core';
 import { createMemoryStore } from '@idem/store-memory';
 import { context, type Tracer, trace } from '@opentelemetry/api';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ATTR, createOtelListener, SPAN } from '../src/index.js';
-import { countingOpen, telemetry } from './support/telemetry.js';
+import { cappedOn, end, firstReleasesSecondCompletes, miss, OP } from './support/pairs.js';
+import { telemetry } from './support/telemetry.js';
 
 let current: ReturnType<typeof telemetry> | undefined;
 afterEach(async () => {
@@ -22,30 +23,7 @@ function setup() {
   return current;
 }
 
-const SK = 'a'.repeat(64);
-const OP = 'POST /pay';
 const body = { meta: {}, body: new Uint8Array([1]) };
-
-const miss = (fence: number, storageKey = SK): IdemEvent => ({
-  type: 'miss',
-  storageKey,
-  operation: OP,
-  fence,
-  takeover: false,
-  durationMs: 1,
-});
-const end = (
-  result: 'completed' | 'released' | 'lease_lost' | 'abandoned',
-  fence: number,
-  storageKey = SK,
-): IdemEvent => ({
-  type: 'execution_end',
-  storageKey,
-  operation: OP,
-  fence,
-  result,
-  durationMs: 1,
-});
 
 describe('coreleft: options are typed errors', () => {
   it('each refused option is INVALID_INPUT, an IdemError, and still a RangeError', () => {
@@ -84,16 +62,7 @@ describe('coreleft: options are typed errors', () => {
 });
 
 /** A listener of spans only, with at most `maxOpenExecutions` open, counting them. */
-function capped(maxOpenExecutions: number) {
-  const t = setup();
-  const counted = countingOpen(t.tracer, SPAN.execute);
-  const listener = createOtelListener({
-    tracer: counted.tracer,
-    metrics: false,
-    maxOpenExecutions,
-  });
-  return { t, counted, listener };
-}
+const capped = (maxOpenExecutions: number) => cappedOn(setup(), maxOpenExecutions);
 
 /** Runs `fn` with `root` as the active span: what it starts is in `root`'s trace. */
 const under = <R>(root: ReturnType<Tracer['startSpan']>, fn: () => R): R =>
@@ -107,23 +76,8 @@ describe('coreleft: a (storage key, fence) pair held past maxOpenExecutions', ()
     listener(miss(5)); // store A: past the limit, no span
     listener(end('completed', 1, other)); // the slot is free again
     listener(miss(5)); // store B, same pair
-    // A releases: its events must not be put on any span of B's.
-    listener({ type: 'released', storageKey: SK, operation: OP, fence: 5, durationMs: 1 });
-    listener(end('released', 5));
-    // B completes.
-    listener({
-      type: 'completed',
-      storageKey: SK,
-      operation: OP,
-      fence: 5,
-      outcomeBytes: 1,
-      durationMs: 1,
-    });
-    listener(end('completed', 5));
-    const executes = t.spans(SPAN.execute);
-    expect(executes.filter((s) => s.attributes[ATTR.result] === 'released')).toEqual([]);
-    expect(executes.filter((s) => s.events.some((e) => e.name === 'idem.released'))).toEqual([]);
-    expect(counted.open()).toBe(0);
+    // A releases (its events must not be put on any span of B's), B completes.
+    firstReleasesSecondCompletes(t, counted, listener);
     // Both ended: the pair (and every other) gets its span again.
     listener(miss(5));
     listener(end('released', 5));

@@ -17,6 +17,7 @@ import {
   OWNED,
   type OwnerWriteResult,
   ownerWriteResult,
+  quotedInput,
   type ReleaseInput,
   readClock,
   type StoreCapabilities,
@@ -98,7 +99,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     throw new InvalidInputError('tableName is required');
   if (!validTableName(tableName))
     throw new InvalidInputError(
-      `tableName must be 3 to 255 characters of A-Z, a-z, 0-9, '_', '-' and '.' (DynamoDB's rule), or a table ARN; got ${JSON.stringify(tableName.slice(0, 300))}`,
+      `tableName must be 3 to 255 characters of A-Z, a-z, 0-9, '_', '-' and '.' (DynamoDB's rule), or a table ARN; got ${quotedInput(tableName, 300)}`,
     );
   const compressAbove = options.compressAboveBytes ?? 4096;
   if (compressAbove !== false && !(Number.isSafeInteger(compressAbove) && compressAbove >= 0)) {

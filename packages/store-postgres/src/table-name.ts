@@ -1,4 +1,4 @@
-import { InvalidInputError } from '@idem/core';
+import { InvalidInputError, quotedInput } from '@idem/core';
 
 /** A table name, split and quoted for SQL. */
 export interface TableName {
@@ -36,7 +36,7 @@ export function parseTableName(text: unknown): TableName {
     parts[parts.length - 1]!.length <= MAX_TABLE_LENGTH;
   if (!valid) {
     throw new InvalidInputError(
-      `table must be "name" or "schema.name" of lower-case identifiers ([a-z_][a-z0-9_]*, the name at most ${MAX_TABLE_LENGTH} characters); got ${JSON.stringify(text.slice(0, 80))}`,
+      `table must be "name" or "schema.name" of lower-case identifiers ([a-z_][a-z0-9_]*, the name at most ${MAX_TABLE_LENGTH} characters); got ${quotedInput(text, 80)}`,
     );
   }
   const schema = parts.length === 2 ? parts[0] : undefined;

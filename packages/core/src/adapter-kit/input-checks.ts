@@ -1,5 +1,5 @@
 import type { Clock } from '../clock.js';
-import { InvalidInputError, OutcomeTooLargeError } from '../errors.js';
+import { InvalidInputError, OutcomeTooLargeError, quotedInput, shownInput } from '../errors.js';
 
 /** Longest timer delay Node honours (a longer one fires after 1 ms). */
 export const MAX_TIMER_MS = 2_147_483_647;
@@ -146,7 +146,7 @@ export function checkClock(clock: unknown): Clock {
 export function readClock(clock: Clock): number {
   const now = clock.now();
   if (!(typeof now === 'number' && Number.isFinite(now))) {
-    throw new InvalidInputError(`The clock returned an invalid time: ${String(now)}`);
+    throw new InvalidInputError(`The clock returned an invalid time: ${shownInput(now)}`);
   }
   return now;
 }
@@ -180,7 +180,9 @@ export function unknownOptionMessage(
       const candidate = option.toLowerCase();
       return candidate === lower || candidate.startsWith(lower) || lower.startsWith(candidate);
     });
-    return `${prefix}${name} is not an option of ${library}${near ? ` (did you mean ${prefix}${near}?)` : ''}`;
+    // A name past the quoting bound (an object of the caller's, keys and all) is cut.
+    const shownName = name.length <= 64 ? name : quotedInput(name);
+    return `${prefix}${shownName} is not an option of ${library}${near ? ` (did you mean ${prefix}${near}?)` : ''}`;
   }
   return undefined;
 }
