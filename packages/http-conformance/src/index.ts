@@ -19,8 +19,9 @@ export type {
   ScenarioAppConfig,
 } from './options.js';
 export { TENANT_HEADER } from './options.js';
-export type { RawFraming, RawResponse } from './raw-http.js';
+export type { H2Answer, RawFraming, RawResponse } from './raw-http.js';
 export {
+  h2Post,
   rawBodyText,
   rawExchange,
   rawFraming,

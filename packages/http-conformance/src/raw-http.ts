@@ -1,3 +1,4 @@
+import { connect as http2Connect } from 'node:http2';
 import { connect } from 'node:net';
 
 /**
@@ -145,4 +146,60 @@ export function rawFraming(raw: Buffer): RawFraming {
   const { framing, body, complete, rest } = rawResponse(raw);
   if (framing === 'both' || framing === 'none') return { framing: 'both', body, exact: false };
   return { framing, body, exact: complete && rest === '' };
+}
+
+/** The answer to {@link h2Post}. */
+export interface H2Answer {
+  status: number;
+  /** The response's header fields (lowercase names; pseudo-headers left out). */
+  headers: Record<string, string>;
+  body: string;
+  /** The stream had not closed after `timeoutMs` (an answer that never ended): closed then. */
+  hung: boolean;
+}
+
+/**
+ * A keyed POST over h2c (prior knowledge) to `url`, on a session of its own, with a JSON body
+ * and `extra` header fields: the answer once its stream closed, or after `timeoutMs` with
+ * `hung` set (the stream is then closed).
+ */
+export function h2Post(
+  url: string,
+  path: string,
+  key: string,
+  extra: Record<string, string> = {},
+  timeoutMs = 10_000,
+): Promise<H2Answer> {
+  return new Promise((resolve) => {
+    const session = http2Connect(url);
+    session.on('error', () => {});
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': path,
+      'idempotency-key': key,
+      'content-type': 'application/json',
+      ...extra,
+    });
+    const answer: H2Answer = { status: 0, headers: {}, body: '', hung: false };
+    const timer = setTimeout(() => {
+      answer.hung = true;
+      stream.close();
+    }, timeoutMs);
+    stream.on('response', (head) => {
+      answer.status = Number(head[':status']);
+      for (const [name, value] of Object.entries(head))
+        if (!name.startsWith(':') && value !== undefined) answer.headers[name] = String(value);
+    });
+    stream.setEncoding('latin1');
+    stream.on('data', (part: string) => {
+      answer.body += part;
+    });
+    stream.on('error', () => {});
+    stream.on('close', () => {
+      clearTimeout(timer);
+      session.close();
+      resolve(answer);
+    });
+    stream.end('{"a":1}');
+  });
 }
