@@ -113,6 +113,72 @@ describe('@idem/hono on @hono/node-server: a pipelined duplicate whose client le
     expect(runs).toBe(ran + 1);
   });
 
+  // framing2: the client half-closes instead (a FIN, no reset). Node's server (its default
+  // `httpAllowHalfOpen: false`) then ends the connection and its pending requests: the queued
+  // answer can never be written, and the wait stops (the request closes on a closed
+  // connection). Passed before framing2 too (Node 20.20, 24.22): kept as a guard.
+  it('stops waiting when the client half-closes the connection (FIN)', async () => {
+    const key = `framing2-half-closed-${Math.random()}`;
+    const ran = runs;
+    const socket = connect(port, '127.0.0.1');
+    socket.on('error', () => {});
+    socket.resume();
+    socket.write(keyed('/slow', key) + keyed('/slow', key));
+    for (let i = 0; i < 100 && runs === ran; i++) await sleep(10);
+    expect(runs).toBe(ran + 1);
+    const waiting = polls();
+    for (let i = 0; i < 100 && polls() - waiting < 2; i++) await sleep(10);
+    expect(polls() - waiting).toBeGreaterThanOrEqual(2);
+    const closed = new Promise((resolve) => socket.once('close', resolve));
+    socket.end();
+    await closed;
+    // A poll in flight at the cut lands; then none may follow.
+    await sleep(60);
+    const atCut = polls();
+    await sleep(500);
+    expect(polls()).toBe(atCut);
+    releases.shift()?.();
+    await sleep(50);
+    expect(await post(key)).toEqual({ status: 201, replayed: true });
+    expect(runs).toBe(ran + 1);
+  });
+
+  // framing2: a server that keeps half-open connections (`httpAllowHalfOpen`) answers a client
+  // that sent its requests and then its FIN, as an HTTP/1.0-style client waits for them: the
+  // duplicate's wait goes on to the first's end, and both answers come before the close.
+  it('a half-closed client of a half-open server gets the first answer and the replay', async () => {
+    const key = `framing2-half-open-${Math.random()}`;
+    const ran = runs;
+    const nodeServer = server as unknown as { httpAllowHalfOpen: boolean };
+    nodeServer.httpAllowHalfOpen = true;
+    try {
+      const socket = connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      const parts: Buffer[] = [];
+      socket.on('data', (part: Buffer) => parts.push(part));
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      socket.write(keyed('/slow', key) + keyed('/slow', key));
+      for (let i = 0; i < 100 && runs === ran; i++) await sleep(10);
+      expect(runs).toBe(ran + 1);
+      socket.end();
+      const waiting = polls();
+      for (let i = 0; i < 100 && polls() - waiting < 2; i++) await sleep(10);
+      // Still waiting after the FIN.
+      expect(polls() - waiting).toBeGreaterThanOrEqual(2);
+      releases.shift()?.();
+      await closed;
+      const text = Buffer.concat(parts).toString('latin1');
+      const heads = text.match(/HTTP\/1\.1 \d{3} /g);
+      expect(heads).toEqual(['HTTP/1.1 201 ', 'HTTP/1.1 201 ']);
+      const second = text.slice(text.lastIndexOf('HTTP/1.1 201 '));
+      expect(second).toMatch(/\r\nidempotent-replayed: true\r\n/i);
+      expect(second.endsWith('{"done":true}')).toBe(true);
+      expect(runs).toBe(ran + 1);
+    } finally {
+      nodeServer.httpAllowHalfOpen = false;
+    }
+  });
+
   it('adds no listener to the connection per request (1,000 keyed requests on one keep-alive connection)', async () => {
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const before = sockets.length;
