@@ -14,6 +14,7 @@ import {
   decisionStatus,
   decisionTrailers,
   destroyBroken,
+  forgetRemovedCoding,
   recordServerResponse,
   wholeDecisionResponse,
 } from '@idem/http/node';
@@ -272,15 +273,22 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
  * the reply before (`onRequest`) would frame a body of another length, or make both framings
  * beside Fastify's own (a desync, or a client waiting for bytes never sent). A whole body
  * gets Fastify's Content-Length; a streamed one keeps a `Transfer-Encoding: chunked` (Node's
- * own framing) over HTTP/1.1 (`anyCoding`: any coding is removed, for a whole body and HTTP/2). Only a header that is there is removed: Node frames nothing itself for a
- * name removed once (a stream would end with the connection, a break in it read as an end).
+ * own framing) over HTTP/1.1 (`anyCoding`: any coding is removed, for a whole body and HTTP/2);
+ * any other coding (`gzip`, `gzip, chunked`) is removed, and Node frames the body as if none
+ * had been set (chunked for a stream). Only a header that is there is removed: Node frames
+ * nothing itself for a name removed once (a stream would end with the connection, a break in
+ * it read as an end).
  */
 function dropHookFraming(reply: FastifyReply, anyCoding: boolean): void {
   if (reply.hasHeader('content-length') || reply.raw.hasHeader('content-length'))
     reply.removeHeader('content-length');
   const coding = reply.getHeader('transfer-encoding') ?? reply.raw.getHeader('transfer-encoding');
-  if (coding !== undefined && (anyCoding || !/^\s*chunked\s*$/i.test(String(coding))))
+  if (coding !== undefined && (anyCoding || !/^\s*chunked\s*$/i.test(String(coding)))) {
     reply.removeHeader('transfer-encoding');
+    // Fastify removes it from the Node response too, which Node then frames by nothing (a
+    // stream ended by the connection's close under a keep-alive head).
+    forgetRemovedCoding(reply.raw);
+  }
 }
 
 function answer(

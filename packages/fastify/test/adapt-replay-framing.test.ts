@@ -3,9 +3,8 @@
 // body: never the hook's Content-Length beside a body of another length, never both
 // Content-Length and Transfer-Encoding (RFC 9112 6.3: a desync or a hung client)
 // (adapt-left N3, as @idem/nestjs on Fastify already did).
-import { connect as h2Connect } from 'node:http2';
 import { Readable } from 'node:stream';
-import { rawFraming, rawIsReplay, rawPost } from '@idem/http-conformance';
+import { h2Post, rawFraming, rawIsReplay, rawPost } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -86,47 +85,11 @@ describe('@idem/fastify: a replay is framed by its own body whatever a hook set'
 // Over HTTP/2 (h2c) a Transfer-Encoding is a connection header: node:http2 threw at the head
 // of a streamed replay, which then never ended (the client waited on an open stream). Every
 // replay is sent without it, as @idem/http does for Express and Koa over HTTP/2 (adaptrev).
-interface H2Answer {
-  status: number;
-  replayed: boolean;
-  body: string;
-  /** The stream did not close within 2 s (a replay that never ended). */
-  hung: boolean;
-}
-
-/** A keyed POST over h2c, on its own session; gives up after 2 s. */
-function postH2(path: string, key: string, framing: string): Promise<H2Answer> {
-  return new Promise((resolve) => {
-    const session = h2Connect(h2Url);
-    session.on('error', () => {});
-    const stream = session.request({
-      ':method': 'POST',
-      ':path': path,
-      'idempotency-key': key,
-      'content-type': 'application/json',
-      'x-framing': framing,
-    });
-    const answer: H2Answer = { status: 0, replayed: false, body: '', hung: false };
-    const timer = setTimeout(() => {
-      answer.hung = true;
-      stream.close();
-    }, 2_000);
-    stream.on('response', (head) => {
-      answer.status = Number(head[':status']);
-      answer.replayed = head['idempotent-replayed'] === 'true';
-    });
-    stream.setEncoding('utf8');
-    stream.on('data', (part: string) => {
-      answer.body += part;
-    });
-    stream.on('error', () => {});
-    stream.on('close', () => {
-      clearTimeout(timer);
-      session.close();
-      resolve(answer);
-    });
-    stream.end('{"a":1}');
-  });
+/** A keyed POST over h2c, on its own session; gives up after 2 s (`hung`). */
+async function postH2(path: string, key: string, framing: string) {
+  const answer = await h2Post(h2Url, path, key, { 'x-framing': framing }, 2_000);
+  const replayed = answer.headers['idempotent-replayed'] === 'true';
+  return { status: answer.status, replayed, body: answer.body, hung: answer.hung };
 }
 
 describe('@idem/fastify over HTTP/2: a replay carries no Transfer-Encoding a hook set', () => {

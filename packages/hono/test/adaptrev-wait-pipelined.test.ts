@@ -86,31 +86,85 @@ function post(key: string): Promise<{ status: number; replayed: boolean }> {
   });
 }
 
+/**
+ * A connection with a keyed first execution of `/slow` and its duplicate pipelined behind it,
+ * once the first runs (the bytes that come back are kept in `parts`).
+ */
+async function pipelinedPair(key: string): Promise<{ socket: Socket; parts: Buffer[] }> {
+  const ran = runs;
+  const socket = connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  const parts: Buffer[] = [];
+  socket.on('data', (part: Buffer) => parts.push(part));
+  socket.write(keyed('/slow', key) + keyed('/slow', key));
+  for (let i = 0; i < 100 && runs === ran; i++) await sleep(10);
+  expect(runs).toBe(ran + 1);
+  return { socket, parts };
+}
+
 describe('@idem/hono on @hono/node-server: a pipelined duplicate whose client leaves', () => {
-  it('stops waiting when the connection closes; the first still runs once and is replayed', async () => {
-    const key = `adaptrev-pipelined-${Math.random()}`;
+  // framing2: also a client that half-closes (a FIN, no reset). Node's server (its default
+  // `httpAllowHalfOpen: false`) then ends the connection and its pending requests: the queued
+  // answer can never be written, and the wait stops (the request closes on a closed
+  // connection). The FIN case passed before framing2 too (Node 20.20, 24.22): a guard.
+  it.each([
+    ['closes', (socket: Socket) => socket.destroy()],
+    ['half-closes (FIN)', (socket: Socket) => socket.end()],
+  ])(
+    'stops waiting when the connection %s; the first still runs once and is replayed',
+    async (_, leave) => {
+      const key = `adaptrev-pipelined-${Math.random()}`;
+      const ran = runs;
+      // The first execution and its duplicate, pipelined on one connection.
+      const { socket } = await pipelinedPair(key);
+      const waiting = polls();
+      await sleep(120);
+      // The duplicate was waiting (polling the store).
+      expect(polls() - waiting).toBeGreaterThanOrEqual(2);
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      leave(socket);
+      await closed;
+      // A poll in flight at the cut lands; then none may follow.
+      await sleep(60);
+      const atCut = polls();
+      await sleep(500);
+      expect(polls()).toBe(atCut);
+      // The first execution ends and is recorded: the key is neither released nor run again.
+      releases.shift()?.();
+      await sleep(50);
+      expect(await post(key)).toEqual({ status: 201, replayed: true });
+      expect(runs).toBe(ran + 1);
+    },
+  );
+
+  // framing2: a server that keeps half-open connections (`httpAllowHalfOpen`) answers a client
+  // that sent its requests and then its FIN, as an HTTP/1.0-style client waits for them: the
+  // duplicate's wait goes on to the first's end, and both answers come before the close.
+  it('a half-closed client of a half-open server gets the first answer and the replay', async () => {
+    const key = `framing2-half-open-${Math.random()}`;
     const ran = runs;
-    const socket = connect(port, '127.0.0.1');
-    socket.on('error', () => {});
-    // The first execution and its duplicate, pipelined on one connection.
-    socket.write(keyed('/slow', key) + keyed('/slow', key));
-    for (let i = 0; i < 100 && runs === ran; i++) await sleep(10);
-    expect(runs).toBe(ran + 1);
-    const waiting = polls();
-    await sleep(120);
-    // The duplicate was waiting (polling the store).
-    expect(polls() - waiting).toBeGreaterThanOrEqual(2);
-    socket.destroy();
-    // A poll in flight at the cut lands; then none may follow.
-    await sleep(60);
-    const atCut = polls();
-    await sleep(500);
-    expect(polls()).toBe(atCut);
-    // The first execution ends and is recorded: the key is neither released nor run again.
-    releases.shift()?.();
-    await sleep(50);
-    expect(await post(key)).toEqual({ status: 201, replayed: true });
-    expect(runs).toBe(ran + 1);
+    const nodeServer = server as unknown as { httpAllowHalfOpen: boolean };
+    nodeServer.httpAllowHalfOpen = true;
+    try {
+      const { socket, parts } = await pipelinedPair(key);
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      socket.end();
+      const waiting = polls();
+      for (let i = 0; i < 100 && polls() - waiting < 2; i++) await sleep(10);
+      // Still waiting after the FIN.
+      expect(polls() - waiting).toBeGreaterThanOrEqual(2);
+      releases.shift()?.();
+      await closed;
+      const text = Buffer.concat(parts).toString('latin1');
+      const heads = text.match(/HTTP\/1\.1 \d{3} /g);
+      expect(heads).toEqual(['HTTP/1.1 201 ', 'HTTP/1.1 201 ']);
+      const second = text.slice(text.lastIndexOf('HTTP/1.1 201 '));
+      expect(second).toMatch(/\r\nidempotent-replayed: true\r\n/i);
+      expect(second.endsWith('{"done":true}')).toBe(true);
+      expect(runs).toBe(ran + 1);
+    } finally {
+      nodeServer.httpAllowHalfOpen = false;
+    }
   });
 
   it('adds no listener to the connection per request (1,000 keyed requests on one keep-alive connection)', async () => {

@@ -19,13 +19,15 @@ export type {
   ScenarioAppConfig,
 } from './options.js';
 export { TENANT_HEADER } from './options.js';
-export type { RawFraming } from './raw-http.js';
+export type { H2Answer, RawFraming, RawResponse } from './raw-http.js';
 export {
+  h2Post,
   rawBodyText,
   rawExchange,
   rawFraming,
   rawIsReplay,
   rawPost,
+  rawResponse,
   rawStatusLine,
 } from './raw-http.js';
 export type { ReasonPhraseApp, ReasonPhraseCase } from './reason-phrase.js';
@@ -42,3 +44,9 @@ export { runScenario } from './run.js';
 export { httpScenarios } from './scenarios/index.js';
 export type { SpiedStore, StoreFaults, StoreKind } from './stores.js';
 export { downStore, memoryStores, redisStores, spyStore } from './stores.js';
+export type { FramingApp } from './upstream-framing.js';
+export {
+  describeHeadReplay,
+  describeUpstreamFraming,
+  framingAppOptions,
+} from './upstream-framing.js';

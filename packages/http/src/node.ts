@@ -16,8 +16,9 @@ export { canonicalPath, targetPath } from './route-path.js';
  * length (a desync of the connection, or a client waiting for bytes that never come), and
  * beside the chunked framing of a streamed replay make both (RFC 9112 6.3). A
  * `Transfer-Encoding: chunked` is Node's own framing and stays over HTTP/1.1; any other coding
- * is removed (the body then ends with the connection), and over HTTP/2 or on a 204/304 any. Only a header that is there is removed: Node
- * frames nothing itself for a name removed once. True when a `Content-Length` was removed.
+ * (`gzip`, `gzip, chunked`) is removed, and over HTTP/2 or on a 204/304 any. Only a header that
+ * is there is removed: Node frames nothing itself for a name removed once. True when a
+ * `Content-Length` was removed.
  */
 function dropOthersFraming(res: ServerResponse): boolean {
   if (res.headersSent) return false;
@@ -31,11 +32,31 @@ function dropOthersFraming(res: ServerResponse): boolean {
       res.statusCode === 204 ||
       res.statusCode === 304 ||
       !/^\s*chunked\s*$/i.test(String(coding)))
-  )
+  ) {
     res.removeHeader('transfer-encoding');
+    forgetRemovedCoding(res);
+  }
   if (!res.hasHeader('content-length')) return false;
   res.removeHeader('content-length');
   return true;
+}
+
+/**
+ * After a `Transfer-Encoding` removed from an HTTP/1.x response (`res.removeHeader`, or a
+ * framework's that calls it): Node frames the body as if none had ever been set (its own
+ * `Content-Length` for an `end(chunk)`, chunked for `write`s to an HTTP/1.1 client,
+ * `Connection: close` for an HTTP/1.0 one). Node marks a removed `Transfer-Encoding`
+ * (`_removedTE`) and then frames a written body by nothing at all, ending it with the
+ * connection under a `Connection: keep-alive` head: a request pipelined behind it was never
+ * answered, and a client was not told to read to the close. A Node without that mark (a
+ * future one) gets `Connection: close`, which Node honours: a body ended by the connection's
+ * close is then said to be. Nothing over HTTP/2 (no such framing there).
+ */
+export function forgetRemovedCoding(res: ServerResponse): void {
+  if ('createPushResponse' in res || res.headersSent) return;
+  const own = res as ServerResponse & { _removedTE?: unknown };
+  if (typeof own._removedTE === 'boolean') own._removedTE = false;
+  else res.setHeader('connection', 'close');
 }
 
 /**
