@@ -54,6 +54,7 @@ export interface MessageGate {
 export class HandlerGates {
   private closed = false;
   private readonly unstarted = new Set<Promise<void>>();
+  private readonly closeListeners = new Set<() => void>();
 
   /** A gate for one message. */
   open(): MessageGate {
@@ -109,7 +110,24 @@ export class HandlerGates {
 
   /** From now on no handler starts; a message whose handler had not started is given back. */
   close(): void {
+    if (this.closed) return;
     this.closed = true;
+    for (const listener of [...this.closeListeners]) listener();
+    this.closeListeners.clear();
+  }
+
+  /**
+   * Calls `listener` when {@link close} is called (at once if it was already): a message still
+   * waiting for its key or payload function is given back then, not at its `maxHoldMs`.
+   * Returns what stops listening (call it once the message is done).
+   */
+  onClose(listener: () => void): () => void {
+    if (this.closed) {
+      listener();
+      return () => {};
+    }
+    this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
   }
 
   /** Settles when every acquisition sent (as of now) whose handler has not started has settled. */
