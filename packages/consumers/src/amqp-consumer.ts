@@ -52,12 +52,13 @@ export interface AmqpConsumerOptions<TMessage extends AmqpMessageLike, T>
 export interface IdempotentConsumer {
   /**
    * Stops taking messages, gives back at once the messages held for a later delivery, and
-   * waits (at most `timeoutMs` in all, from 0 to 2^31-1 ms, or `Infinity`: no bound) for
-   * those in flight, and for the acquisitions of messages already given back. Another value
-   * is refused (`InvalidInputError`). No handler starts once it resolved: a message whose
+   * waits up to `timeoutMs` (from 0 to 2^31-1 ms, or `Infinity`: no bound) for those in
+   * flight, and for the acquisitions of messages already given back. Another value is
+   * refused (`InvalidInputError`). No handler starts once it resolved: a message whose
    * acquisition is still unanswered when `timeoutMs` passes is given back when the store
-   * answers, its key released, and stop() waits for that past `timeoutMs` (even `stop(0)`),
-   * bounded by the engine's time limits (`2 x storeTimeoutMs + 1 s`).
+   * answers, its key released. Only for those releases does stop() wait past `timeoutMs`
+   * (even `stop(0)`), at most the engine's `storeTimeoutMs` more: it resolves within
+   * `timeoutMs + storeTimeoutMs`.
    */
   stop(timeoutMs?: number): Promise<void>;
   /** Messages being processed or waiting to be given back. */
@@ -221,7 +222,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       );
       // Past this no handler of this consumer starts: one whose acquisition is answered
       // later (the bound passed) is given back, its key released, and stop() waits for that
-      // release (bounded by the engine's storeTimeoutMs, see releasedAfterClose).
+      // release, at most storeTimeoutMs past `timeoutMs` (see releasedAfterClose).
       processor.close();
       await releasedAfterClose(processor);
     },

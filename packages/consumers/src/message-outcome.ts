@@ -123,10 +123,11 @@ export interface MessageProcessor<TMessage> {
    */
   process(message: TMessage, bounds?: ProcessBounds): Promise<Disposition>;
   /**
-   * From now on no handler starts (a broker helper calls it at the end of its `stop()`, then
-   * waits for `idle()`, bounded by `2 x storeTimeoutMs + 1 s`): a message whose key the store
-   * grants later is released (owner-checked) and given back (`failed`,
-   * `HandlerNotStartedError`), never handed to its handler.
+   * From now on no handler starts (a broker helper calls it once its `stop()`'s `timeoutMs`
+   * has passed, then waits for `idle()` at most `storeTimeoutMs` more): a message whose key
+   * the store grants later is released (owner-checked) and given back (`failed`,
+   * `HandlerNotStartedError`), never handed to its handler; a message still waiting for its
+   * key or payload function, or one processed after it, is given back at once.
    */
   close(): void;
   /**

@@ -331,8 +331,11 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         stopPulling(messages);
       }
       // The messages given back at their maxHoldMs whose acquisition is still unanswered too
-      // (see consumeAmqp's stop); past this no handler of this consumer starts.
+      // (see consumeAmqp's stop).
       await settleWithin([loop, ...inFlight, processor.idle()], timeoutMs);
+      // Past this no handler of this consumer starts (closed at `timeoutMs`, not a tick of the
+      // loop later): one whose acquisition is answered later is given back, its key released.
+      processor.close();
       // The broker has not answered the drain within `timeoutMs`: the pull is ended here
       // rather than when the drain ends, and what waits for it is given back now. A process
       // that exits once stop() returned (the usual shutdown: stop, close the connection)
@@ -347,7 +350,8 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         await settleWithin([loop], 0);
         giveBackLate();
       }
-      processor.close();
+      // The releases of keys granted to acquisitions still unanswered: at most storeTimeoutMs
+      // more (see releasedAfterClose).
       await releasedAfterClose(processor);
     },
     get inFlight() {
