@@ -179,3 +179,18 @@ export async function releasedAfterClose(processor: {
 }): Promise<void> {
   await settleWithin([processor.idle()], processor.engine.settings.storeTimeoutMs);
 }
+
+/**
+ * The final writes the processor's engine still retries in the background (a handler that ran
+ * while the store failed: its outcome is kept and written once the store is back, up to
+ * `maxHoldMs`), waited for at most `timeoutMs` (`Infinity`: until they settle). A broker
+ * helper's stop() waits for them with the handlers in flight: cut off by the application
+ * closing the store's connection once stop() resolved, such a write never landed, and the
+ * message's redelivery ran the handler again once the lease had passed.
+ */
+export async function backgroundWrites(
+  processor: { readonly engine: { drain(timeoutMs?: number): Promise<number> } },
+  timeoutMs: number,
+): Promise<void> {
+  await processor.engine.drain(Math.min(Math.max(0, timeoutMs), MAX_TIMER_MS)).catch(() => 0);
+}
