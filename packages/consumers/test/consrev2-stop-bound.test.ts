@@ -4,10 +4,10 @@
 // once. Before, it waited up to `2 x storeTimeoutMs + 1 s` (11 s by default, even for
 // stop(0)), for the answer of a release to a store that answered the acquisition late and
 // then went silent: a release that times out anyway. Here the acquisition is answered
-// 1.5 s late and the release never: the release is sent before stop(0) resolves, and stop(0)
-// resolves before the engine's time limit for that release (3 s from its send) could end,
+// 2.5 s late and the release never: the release is sent before stop(0) resolves, and stop(0)
+// resolves before the engine's time limit for that release (5 s from its send) could end,
 // which the old bound waited for. Ordered by timers, not measured: a marker timer set when
-// the release is sent, 500 ms shorter than the engine's own, must not have fired yet.
+// the release is sent, 1 s shorter than the engine's own, must not have fired yet.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { IdempotencyStore } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
@@ -19,8 +19,11 @@ import { within } from './silent-proxy.js';
 
 const bed = jetStreamBed('consrev2-bound');
 const queues = amqpQueues();
-const STORE_TIMEOUT_MS = 3_000;
-const LATE_MS = 1_500;
+// Wide margins for a loaded machine: the late answer comes 2.5 s before the acquire's time
+// limit, and stop() closes its processor 1.5 s before it would have to.
+const STORE_TIMEOUT_MS = 5_000;
+const LATE_MS = 2_500;
+const MARKER_MS = STORE_TIMEOUT_MS - 1_000;
 
 for (const [name, open] of [
   ['RabbitMQ', () => rabbitBench(queues, 'consrev2-bound')],
@@ -55,7 +58,7 @@ for (const [name, open] of [
               releases.push('sent');
               marker = setTimeout(() => {
                 markerFired = true;
-              }, STORE_TIMEOUT_MS - 500);
+              }, MARKER_MS);
               return new Promise(() => {});
             };
           return Reflect.get(target, prop, receiver);
