@@ -212,3 +212,26 @@ export async function secondAmqpRuns(
   await other.stop(2_000);
   return runs;
 }
+
+/**
+ * Another instance on `bench` (store: `store`): a consumer whose handler records its runs
+ * (`'second'` each), stopped once it reported a message (10 s at most). Answers the statuses
+ * it reported and its handler's runs.
+ */
+export async function anotherInstance(
+  bench: Bench,
+  store: IdempotencyStore,
+): Promise<{ statuses: string[]; runs: string[] }> {
+  const runs: string[] = [];
+  const statuses: string[] = [];
+  const other = await bench.start(store, {
+    handler: async () => {
+      runs.push('second');
+      return 'second';
+    },
+    onMessage: (r: { status: string }) => statuses.push(r.status),
+  });
+  await until(() => statuses.length > 0, 10_000);
+  await other.stop(2_000);
+  return { statuses, runs };
+}

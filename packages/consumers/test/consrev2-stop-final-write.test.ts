@@ -10,7 +10,7 @@ import type { IdempotencyStore } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
 import { expect, it } from 'vitest';
 import type { IdempotentConsumer, MessageReport } from '../src/index.js';
-import { amqpQueues, rabbitBench, redisBed } from './brokers.js';
+import { amqpQueues, anotherInstance, rabbitBench, redisBed } from './brokers.js';
 import { until } from './late-store.js';
 import { within } from './silent-proxy.js';
 
@@ -71,17 +71,10 @@ it('RabbitMQ: a final write retried in the background lands before stop() resolv
     // Before the fix: false (the write was still being retried; it never landed after).
     expect(landedAtStop).toBe(true);
     // Another instance replays the redelivery: the handler never runs again.
-    const second: string[] = [];
-    const statuses: string[] = [];
-    const other = await bench.start(createRedisStore({ client: redis, keyPrefix: prefix }), {
-      handler: async () => {
-        second.push('second');
-        return 'second';
-      },
-      onMessage: (r: MessageReport<unknown>) => statuses.push(r.status),
-    });
-    expect(await until(() => statuses.length > 0, 10_000)).toBe(true);
-    await other.stop(2_000);
+    const { statuses, runs: second } = await anotherInstance(
+      bench,
+      createRedisStore({ client: redis, keyPrefix: prefix }),
+    );
     expect([statuses, second, runs]).toEqual([['replayed'], [], ['first']]);
   } finally {
     await bench.close();
