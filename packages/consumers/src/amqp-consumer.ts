@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
-import { releasedAfterClose, settleWithin } from './handler-gate.js';
+import { backgroundWrites, releasedAfterClose, settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
 
@@ -52,12 +52,14 @@ export interface AmqpConsumerOptions<TMessage extends AmqpMessageLike, T>
 export interface IdempotentConsumer {
   /**
    * Stops taking messages, gives back at once the messages held for a later delivery, and
-   * waits (at most `timeoutMs` in all, from 0 to 2^31-1 ms, or `Infinity`: no bound) for
-   * those in flight, and for the acquisitions of messages already given back. Another value
-   * is refused (`InvalidInputError`). No handler starts once it resolved: a message whose
-   * acquisition is still unanswered when `timeoutMs` passes is given back when the store
-   * answers, its key released, and stop() waits for that past `timeoutMs` (even `stop(0)`),
-   * bounded by the engine's time limits (`2 x storeTimeoutMs + 1 s`).
+   * waits up to `timeoutMs` (from 0 to 2^31-1 ms, or `Infinity`: no bound) for those in
+   * flight, for the acquisitions of messages already given back, and for the final writes
+   * the engine still retries in the background (a handler that ran while the store failed
+   * its write). Another value is refused (`InvalidInputError`). No handler starts once it
+   * resolved: a message whose acquisition is still unanswered when `timeoutMs` passes is
+   * given back when the store answers, its key released. Only for those releases does stop() wait past `timeoutMs`
+   * (even `stop(0)`), at most the engine's `storeTimeoutMs` more: it resolves within
+   * `timeoutMs + storeTimeoutMs`.
    */
   stop(timeoutMs?: number): Promise<void>;
   /** Messages being processed or waiting to be given back. */
@@ -214,14 +216,13 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       for (const release of [...held]) release();
       // The messages given back at their maxHoldMs whose acquisition the store has not
       // answered yet are waited for too: answered, their key is released (their handler never
-      // starts), before the application closes the store's connection.
-      await settleWithin(
-        [...inFlight, processor.idle()],
-        Math.max(0, deadline - performance.now()),
-      );
+      // starts), before the application closes the store's connection; and the final writes
+      // the engine still retries in the background (see backgroundWrites).
+      const left = Math.max(0, deadline - performance.now());
+      await settleWithin([...inFlight, processor.idle(), backgroundWrites(processor, left)], left);
       // Past this no handler of this consumer starts: one whose acquisition is answered
       // later (the bound passed) is given back, its key released, and stop() waits for that
-      // release (bounded by the engine's storeTimeoutMs, see releasedAfterClose).
+      // release, at most storeTimeoutMs past `timeoutMs` (see releasedAfterClose).
       processor.close();
       await releasedAfterClose(processor);
     },

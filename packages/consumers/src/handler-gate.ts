@@ -54,6 +54,7 @@ export interface MessageGate {
 export class HandlerGates {
   private closed = false;
   private readonly unstarted = new Set<Promise<void>>();
+  private readonly closeListeners = new Set<() => void>();
 
   /** A gate for one message. */
   open(): MessageGate {
@@ -109,7 +110,24 @@ export class HandlerGates {
 
   /** From now on no handler starts; a message whose handler had not started is given back. */
   close(): void {
+    if (this.closed) return;
     this.closed = true;
+    for (const listener of [...this.closeListeners]) listener();
+    this.closeListeners.clear();
+  }
+
+  /**
+   * Calls `listener` when {@link close} is called (at once if it was already): a message still
+   * waiting for its key or payload function is given back then, not at its `maxHoldMs`.
+   * Returns what stops listening (call it once the message is done).
+   */
+  onClose(listener: () => void): () => void {
+    if (this.closed) {
+      listener();
+      return () => {};
+    }
+    this.closeListeners.add(listener);
+    return () => this.closeListeners.delete(listener);
   }
 
   /** Settles when every acquisition sent (as of now) whose handler has not started has settled. */
@@ -142,16 +160,37 @@ export const answerBoundMs = (storeTimeoutMs: number): number =>
   Math.min(2 * storeTimeoutMs + 1_000, MAX_TIMER_MS);
 
 /**
- * A broker helper's stop(), once its processor is closed: the acquisitions already sent whose
- * handler has not started (its `timeoutMs` passed first, or `stop(0)`) can no longer start one,
- * so each ends in a release of the key it was granted. Those are waited for, however short the
- * stop's `timeoutMs`, bounded by {@link answerBoundMs}: sent after stop() resolved, a release
- * met the store's connection closed by the application, and the key stayed held for a whole
- * lease, the message's redelivery given back meanwhile as a duplicate in progress.
+ * A broker helper's stop(), once its processor is closed (its `timeoutMs` passed, or
+ * `stop(0)`): the acquisitions already sent whose handler has not started can no longer start
+ * one, so a key the store grants them is released at once. Those are waited for past
+ * `timeoutMs`, at most `storeTimeoutMs` more: each was sent before the close, so the engine
+ * settles it within that (its own time limit counts from its send), and the release of a key
+ * it grants is sent as soon as it is answered; a store that answers promptly has answered the
+ * release too. Sent after stop() resolved, a release met the store's connection the
+ * application had closed, and the key stayed held for a whole lease, the message's
+ * redelivery given back meanwhile as a duplicate in progress. The release's own answer is not
+ * waited for past that bound: a store that answered the acquisition and then stops answering
+ * would time it out anyway (the key left to its lease either way), and a shutdown whose
+ * `timeoutMs` is fitted to a grace period must not run a whole store time limit more for it.
  */
 export async function releasedAfterClose(processor: {
   idle(): Promise<void>;
   readonly engine: { readonly settings: { storeTimeoutMs: number } };
 }): Promise<void> {
-  await settleWithin([processor.idle()], answerBoundMs(processor.engine.settings.storeTimeoutMs));
+  await settleWithin([processor.idle()], processor.engine.settings.storeTimeoutMs);
+}
+
+/**
+ * The final writes the processor's engine still retries in the background (a handler that ran
+ * while the store failed: its outcome is kept and written once the store is back, up to
+ * `maxHoldMs`), waited for at most `timeoutMs` (`Infinity`: until they settle). A broker
+ * helper's stop() waits for them with the handlers in flight: cut off by the application
+ * closing the store's connection once stop() resolved, such a write never landed, and the
+ * message's redelivery ran the handler again once the lease had passed.
+ */
+export async function backgroundWrites(
+  processor: { readonly engine: { drain(timeoutMs?: number): Promise<number> } },
+  timeoutMs: number,
+): Promise<void> {
+  await processor.engine.drain(Math.min(Math.max(0, timeoutMs), MAX_TIMER_MS)).catch(() => 0);
 }

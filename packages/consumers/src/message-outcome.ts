@@ -123,10 +123,11 @@ export interface MessageProcessor<TMessage> {
    */
   process(message: TMessage, bounds?: ProcessBounds): Promise<Disposition>;
   /**
-   * From now on no handler starts (a broker helper calls it at the end of its `stop()`, then
-   * waits for `idle()`, bounded by `2 x storeTimeoutMs + 1 s`): a message whose key the store
-   * grants later is released (owner-checked) and given back (`failed`,
-   * `HandlerNotStartedError`), never handed to its handler.
+   * From now on no handler starts (a broker helper calls it once its `stop()`'s `timeoutMs`
+   * has passed, then waits for `idle()` at most `storeTimeoutMs` more): a message whose key
+   * the store grants later is released (owner-checked) and given back (`failed`,
+   * `HandlerNotStartedError`), never handed to its handler; a message still waiting for its
+   * key or payload function, or one processed after it, is given back at once.
    */
   close(): void;
   /**
@@ -274,9 +275,14 @@ export function messageProcessor<TMessage, T>(
         resolve(giveBack(new HandlerNotStartedError('stopped')));
       };
     });
-    // A delivery that raced the stop (signal already aborted) is processed as before.
+    // A delivery that raced the stop (signal already aborted) is processed as before, until
+    // the processor is closed: a message still waiting for its key or payload function then
+    // (or one that comes after it: a RabbitMQ delivery that came once stop() gave up waiting
+    // for the broker's answer to the cancel) is given back at once, as at the stop's abort,
+    // rather than held (its timer keeping the process alive) up to its `maxHoldMs`.
     if (onStop && bounds.signal?.aborted === false)
       bounds.signal.addEventListener('abort', onStop, { once: true });
+    const unlisten = onStop ? gates.onClose(onStop) : undefined;
     try {
       disposition = await Promise.race([
         decide(message, { untilMs, signal: bounds.signal }, gate),
@@ -288,6 +294,7 @@ export function messageProcessor<TMessage, T>(
     } finally {
       clearTimeout(timer);
       if (onStop) bounds.signal?.removeEventListener('abort', onStop);
+      unlisten?.();
     }
     // Given back with its acquisition unanswered: the message waits for that answer, and the
     // release of a key it grants, before it goes back. Given back at once, its redelivery
@@ -321,6 +328,10 @@ export function messageProcessor<TMessage, T>(
     // JSON refuses: every message was rejected (dropped without a dead-letter exchange).
     let messageKey: string | undefined;
     let part: JsonValue | Uint8Array | undefined;
+    // Closed already (a delivery that came after the consumer's stop()): the key and payload
+    // functions are not even called.
+    const closed = gate.refusal();
+    if (closed) return giveBack(closed);
     try {
       messageKey = toKey(await (key ?? broker.defaultKey)(message));
       if (messageKey !== undefined)

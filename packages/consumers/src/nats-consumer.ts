@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
 import { checkStopTimeout, type IdempotentConsumer } from './amqp-consumer.js';
-import { releasedAfterClose, settleWithin } from './handler-gate.js';
+import { backgroundWrites, releasedAfterClose, settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
 
@@ -330,9 +330,16 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         wakeLoop?.();
         stopPulling(messages);
       }
-      // The messages given back at their maxHoldMs whose acquisition is still unanswered too
-      // (see consumeAmqp's stop); past this no handler of this consumer starts.
-      await settleWithin([loop, ...inFlight, processor.idle()], timeoutMs);
+      // The messages given back at their maxHoldMs whose acquisition is still unanswered too,
+      // and the final writes the engine still retries in the background (see consumeAmqp's
+      // stop).
+      await settleWithin(
+        [loop, ...inFlight, processor.idle(), backgroundWrites(processor, timeoutMs)],
+        timeoutMs,
+      );
+      // Past this no handler of this consumer starts (closed at `timeoutMs`, not a tick of the
+      // loop later): one whose acquisition is answered later is given back, its key released.
+      processor.close();
       // The broker has not answered the drain within `timeoutMs`: the pull is ended here
       // rather than when the drain ends, and what waits for it is given back now. A process
       // that exits once stop() returned (the usual shutdown: stop, close the connection)
@@ -347,7 +354,8 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         await settleWithin([loop], 0);
         giveBackLate();
       }
-      processor.close();
+      // The releases of keys granted to acquisitions still unanswered: at most storeTimeoutMs
+      // more (see releasedAfterClose).
       await releasedAfterClose(processor);
     },
     get inFlight() {

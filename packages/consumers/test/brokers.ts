@@ -6,6 +6,7 @@ import { Redis } from 'ioredis';
 import { AckPolicy, connect, type JsMsg, type NatsConnection } from 'nats';
 import { afterAll, beforeAll } from 'vitest';
 import { consumeAmqp, consumeJetStream, type IdempotentConsumer } from '../src/index.js';
+import { until } from './late-store.js';
 
 /** RabbitMQ the tests use. */
 export const AMQP_URL = process.env.IDEM_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -186,4 +187,51 @@ export async function jetStreamBench(
     },
     close: async () => {},
   };
+}
+
+/**
+ * Another instance on RabbitMQ: a consumer of `queue` on a channel of its own, stopped once
+ * its handler ran (10 s at most). Answers the runs of its handler (`'second'` each).
+ */
+export async function secondAmqpRuns(
+  connection: ChannelModel,
+  queue: string,
+  store: IdempotencyStore,
+): Promise<string[]> {
+  const runs: string[] = [];
+  const other = await consumeAmqp<ConsumeMessage, string>({
+    channel: await connection.createChannel(),
+    queue,
+    store,
+    handler: async () => {
+      runs.push('second');
+      return 'second';
+    },
+  });
+  await until(() => runs.length > 0, 10_000);
+  await other.stop(2_000);
+  return runs;
+}
+
+/**
+ * Another instance on `bench` (store: `store`): a consumer whose handler records its runs
+ * (`'second'` each), stopped once it reported a message (10 s at most). Answers the statuses
+ * it reported and its handler's runs.
+ */
+export async function anotherInstance(
+  bench: Bench,
+  store: IdempotencyStore,
+): Promise<{ statuses: string[]; runs: string[] }> {
+  const runs: string[] = [];
+  const statuses: string[] = [];
+  const other = await bench.start(store, {
+    handler: async () => {
+      runs.push('second');
+      return 'second';
+    },
+    onMessage: (r: { status: string }) => statuses.push(r.status),
+  });
+  await until(() => statuses.length > 0, 10_000);
+  await other.stop(2_000);
+  return { statuses, runs };
 }

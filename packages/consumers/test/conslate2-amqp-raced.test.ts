@@ -9,7 +9,7 @@ import { createRedisStore } from '@idem/store-redis';
 import type { ConsumeMessage } from 'amqplib';
 import { describe, expect, it } from 'vitest';
 import { consumeAmqp, type MessageReport } from '../src/index.js';
-import { amqpQueues, connectAmqp, redisBed, uniqueName } from './brokers.js';
+import { amqpQueues, connectAmqp, redisBed, secondAmqpRuns, uniqueName } from './brokers.js';
 import { until } from './late-store.js';
 import { within } from './silent-proxy.js';
 
@@ -77,19 +77,7 @@ describe('conslate2: RabbitMQ, a delivery that races the cancel', () => {
         }
         expect([seen, runs, asked.length]).toEqual([[['failed', 'HANDLER_NOT_STARTED']], [], 1]);
         // Requeued: another consumer gets it and runs it once.
-        const second: string[] = [];
-        const other = await consumeAmqp<ConsumeMessage, string>({
-          channel: await connection.createChannel(),
-          queue,
-          store: store(),
-          handler: async () => {
-            second.push('second');
-            return 'second';
-          },
-        });
-        expect(await until(() => second.length > 0, 10_000)).toBe(true);
-        await other.stop(2_000);
-        expect(second).toEqual(['second']);
+        expect(await secondAmqpRuns(connection, queue, store())).toEqual(['second']);
       } finally {
         await connection.close().catch(() => undefined);
       }

@@ -10,7 +10,13 @@ import { REDIS_URL } from '@idem/test-ledger';
 import { Redis } from 'ioredis';
 import { expect, it } from 'vitest';
 import type { MessageReport } from '../src/index.js';
-import { amqpQueues, jetStreamBed, jetStreamBench, rabbitBench } from './brokers.js';
+import {
+  amqpQueues,
+  anotherInstance,
+  jetStreamBed,
+  jetStreamBench,
+  rabbitBench,
+} from './brokers.js';
 import { lateAcquires, until } from './late-store.js';
 import { within } from './silent-proxy.js';
 
@@ -52,20 +58,10 @@ for (const [name, open] of [
       expect(await until(() => seen.length > 0)).toBe(true);
       expect([seen, runs]).toEqual([[['failed', 'HANDLER_NOT_STARTED']], []]);
       // Another instance (its own store connection): the key is free, the message runs now.
-      const second: string[] = [];
-      const statuses: string[] = [];
-      const other = await bench.start(
+      const { statuses, runs: second } = await anotherInstance(
+        bench,
         createRedisStore({ client: bed.redis, keyPrefix: bed.prefix }),
-        {
-          handler: async () => {
-            second.push('second');
-            return 'second';
-          },
-          onMessage: (r: MessageReport<unknown>) => statuses.push(r.status),
-        },
       );
-      expect(await until(() => statuses.length > 0, 10_000)).toBe(true);
-      await other.stop(2_000);
       expect([statuses, second]).toEqual([['processed'], ['second']]);
     } finally {
       client.disconnect();

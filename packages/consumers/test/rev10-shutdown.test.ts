@@ -85,8 +85,10 @@ describe('rev10a consumers: listeners and shutdown', () => {
   it('stop() then close: a process holding a failed message exits promptly', async () => {
     const queue = uniqueName('rev10a-held-shutdown');
     queues.push(queue);
-    // The child's retryDelayMs is 60 s; we give it 8 s to exit after its clean shutdown.
-    const run = await runChild('held-shutdown', queue, 8_000);
+    // The child's retryDelayMs is 60 s; it is killed at 25 s (its start, tsx compiling the
+    // sources, took over 6 s at load 43: 8 s did not always reach its `closed`), well before
+    // that timer would let it exit; `exitAfterMs` below says whether it exited promptly.
+    const run = await runChild('held-shutdown', queue, 25_000);
     expect(run.stdout).toContain('"closed"');
     // Expected: exits within a couple of seconds of `closed` (stop nacks or drops what it
     // holds, or its timers are unref'd/cleared). Observed: still alive at 8 s (killed), the
