@@ -51,7 +51,8 @@ export interface AdmissionOptions {
    *
    * Read when a call starts and when it settles. If it throws when a call starts, that call
    * rejects with its error, the store is not called and no slot is taken; if it throws when
-   * a call settles, the call's own answer is kept and only its latency goes unmeasured.
+   * a call settles, the call's own answer is kept and only its latency goes unmeasured, as
+   * when it answers what is no finite number (NaN, Infinity) at either end.
    * Either way the calls in flight stay exact.
    */
   now?: () => number;
@@ -178,8 +179,12 @@ export function createAdmission(options: AdmissionOptions): Admission {
     // store has answered; a completion that succeeded must not be reported as failed).
     inFlight--;
     const endedAt = reading();
-    // Unmeasured (the clock threw): the limit stays as it is.
-    if (endedAt !== undefined) adapt(endedAt, endedAt - startedAt, startedAt, failed);
+    // Unmeasured (the clock threw, or answered what is no finite time at either end: NaN,
+    // Infinity): the limit stays as it is. An infinite end taken as a reading would hold
+    // every later decrease back (`lastDecreaseAt`), a NaN one would grow the limit whatever
+    // the latency (the corerev3 review).
+    if (endedAt !== undefined && Number.isFinite(endedAt) && Number.isFinite(startedAt))
+      adapt(endedAt, endedAt - startedAt, startedAt, failed);
     while (queue.length > 0 && inFlight < Math.floor(limit)) queue.shift()?.go();
   };
 

@@ -77,7 +77,10 @@ export class IdemError<C extends string = IdemErrorCode> extends Error {
   constructor(code: C, message: string, options?: { cause?: unknown }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
-    this.name = new.target.name;
+    // A core class's name from its mark: a bundle minified without keepNames renames the
+    // class (`se` for InvalidKeyError), and the name is what logs show and a recorded failure
+    // keeps (the corerev3 review). Another class (an app's, another package's) by its own.
+    this.name = classMark(new.target.prototype) ?? new.target.name;
   }
 
   static override [Symbol.hasInstance](value: unknown): boolean {
@@ -229,11 +232,17 @@ const QUOTED_INPUT_CHARS = 64;
  */
 export function quotedInput(text: string, max = QUOTED_INPUT_CHARS): string {
   if (text.length <= max) return JSON.stringify(text);
-  let end = max;
-  const last = text.charCodeAt(end - 1);
-  if (last >= 0xd800 && last <= 0xdbff) end--;
-  return `${JSON.stringify(text.slice(0, end))}… (${text.length} chars)`;
+  return `${JSON.stringify(text.slice(0, cutAt(text, max)))}… (${text.length} chars)`;
 }
+
+/** Where to cut `text` to at most `max` code units: never between the halves of a pair. */
+function cutAt(text: string, max: number): number {
+  const last = text.charCodeAt(max - 1);
+  return last >= 0xd800 && last <= 0xdbff ? max - 1 : max;
+}
+
+/** How many characters of a path a {@link NotCanonicalError}'s message shows. */
+const SHOWN_PATH_CHARS = 256;
 
 /**
  * {@link shownValue}, but a string is quoted (bounded, see {@link quotedInput}): for a value
@@ -301,7 +310,18 @@ export class NotCanonicalError extends IdemError {
   readonly reason: NotCanonicalReason;
 
   constructor(message: string, path: string, reason: NotCanonicalReason = 'not_json') {
-    super('NOT_CANONICAL', `${message} at ${path === '' ? '(root)' : path}`);
+    // The path is made of the value's keys, which may be anyone's (a 10 MB key): the message
+    // shows its start only, `path` has it whole (the corerev3 review).
+    super(
+      'NOT_CANONICAL',
+      `${message} at ${
+        path === ''
+          ? '(root)'
+          : path.length <= SHOWN_PATH_CHARS
+            ? path
+            : `${path.slice(0, cutAt(path, SHOWN_PATH_CHARS))}… (${path.length} chars)`
+      }`,
+    );
     this.path = path;
     this.reason = reason;
   }

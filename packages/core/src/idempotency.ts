@@ -130,6 +130,7 @@ function carrying(error: unknown, carried: Record<string, unknown>, fresh: boole
   try {
     if (!Object.isExtensible(error)) return error;
     const carrier = fresh ? error : copyOf(error);
+    if (carrier === undefined) return error;
     for (const [name, value] of Object.entries(carried))
       Object.defineProperty(carrier, name, {
         value,
@@ -148,13 +149,27 @@ function carrying(error: unknown, carried: Record<string, unknown>, fresh: boole
 /**
  * A native error (as `new Error()` makes: `util.types.isNativeError`, cloned as an error)
  * on `error`'s prototype with `error`'s own properties. Its class's constructor is not run:
- * the copy is what the original is, not a new error of that class.
+ * the copy is what the original is, not a new error of that class. An ordinary object that is
+ * no error is copied as an ordinary object; undefined for what cannot be copied.
  */
-function copyOf(error: object): object {
+function copyOf(error: object): object | undefined {
   const prototype: object | null = Object.getPrototypeOf(error);
-  const target = function Copy() {};
-  target.prototype = prototype;
-  const copy: object = Reflect.construct(Error, [], target);
+  let copy: object;
+  if (isErrorLike(error)) {
+    const target = function Copy() {};
+    target.prototype = prototype;
+    copy = Reflect.construct(Error, [], target);
+  } else if (Object.prototype.toString.call(error) === '[object Object]') {
+    // A plain object, or an instance of a class that is no error: copied as such (not made
+    // an error, no stack of its own).
+    copy = Object.create(prototype);
+  } else {
+    // A built-in or host object (an array, a Map, a Date, a Promise, a Response, a URL) keeps
+    // its state in internal slots that nothing copies: a copy would be broken (its methods
+    // throw, `JSON.stringify` of a Date's throws), so none is made and it is thrown as it is
+    // (the corerev3 review).
+    return undefined;
+  }
   const own = Object.getOwnPropertyDescriptors(error);
   // Newer V8 (Node 24) keeps an error's `stack` as an own accessor that reads the stack of the
   // object it is called on: copied as it is, it would read the copy's own. Its text is copied.
@@ -169,6 +184,14 @@ function copyOf(error: object): object {
   Object.defineProperties(copy, own);
   keepGetters(error, copy);
   return copy;
+}
+
+/**
+ * Whether `error` is an error: an `Error` of this realm (a subclass, a `DOMException`), or a
+ * native error of another (a `vm` context, an iframe), told by its built-in tag.
+ */
+function isErrorLike(error: object): boolean {
+  return error instanceof Error || Object.prototype.toString.call(error) === '[object Error]';
 }
 
 /**

@@ -117,15 +117,22 @@ export function answerBeginError(
     );
   }
   // The store returned outcome bytes that do not decode (a replay found them).
-  if (isIdemError(error, 'OUTCOME_CORRUPT')) {
-    return respond(
-      500,
-      PROBLEM_TYPES.outcomeUnreadable,
-      'Stored outcome unreadable',
-      error.message,
-    );
-  }
+  if (isIdemError(error, 'OUTCOME_CORRUPT')) return outcomeUnreadable();
   return undefined;
+}
+
+/**
+ * 500: the outcome recorded for the key cannot be read. Why is the server's business (a custom
+ * outcomeCodec's own words, a key id, the store's encoding): it goes to `onWarning`, never to
+ * the client (the corerev3 review). @internal
+ */
+export function outcomeUnreadable(): Extract<IdempotencyDecision, { action: 'respond' }> {
+  return respond(
+    500,
+    PROBLEM_TYPES.outcomeUnreadable,
+    'Stored outcome unreadable',
+    'The response recorded for this key cannot be read; the request is not processed again with this key',
+  );
 }
 
 /**

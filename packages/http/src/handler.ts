@@ -1,5 +1,12 @@
 import { createIdempotency, InvalidInputError, isIdemError, type JsonValue } from '@idem/core';
-import { answerBeginError, answerFailure, malformedBody, respond, tooLarge } from './answers.js';
+import {
+  answerBeginError,
+  answerFailure,
+  malformedBody,
+  outcomeUnreadable,
+  respond,
+  tooLarge,
+} from './answers.js';
 import { parseIdempotencyKey } from './key-header.js';
 import {
   attachDecision,
@@ -257,6 +264,8 @@ export function createIdempotencyHandler<R = Request>(
         );
         if (attached === 'gone' && look === 0) continue;
         if (attached && attached !== 'gone') return attached;
+        if (isIdemError(error, 'OUTCOME_CORRUPT'))
+          warn(`The outcome recorded for a key cannot be read: ${error.message}`);
         const answer = answerBeginError(error, beginAnswers);
         if (answer) return answer;
         throw error;
@@ -273,12 +282,8 @@ export function createIdempotencyHandler<R = Request>(
         return replay instanceof Promise ? await replay : replay;
       } catch (error) {
         if (!isIdemError(error, 'OUTCOME_CORRUPT')) throw error;
-        return respond(
-          500,
-          PROBLEM_TYPES.outcomeUnreadable,
-          'Stored outcome unreadable',
-          error.message,
-        );
+        warn(`The outcome recorded for a key cannot be read: ${error.message}`);
+        return outcomeUnreadable();
       }
     }
     // A resume of a generation that is gone never runs the handler: its stream would be

@@ -1,5 +1,10 @@
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
-import { InvalidInputError, type RecordStatus, StoreUnavailableError } from '@idem/core';
+import {
+  InvalidInputError,
+  quotedInput,
+  type RecordStatus,
+  StoreUnavailableError,
+} from '@idem/core';
 
 /** Names of the attributes a record is stored in. Every name MUST be distinct. */
 export interface RecordAttributeNames {
@@ -105,7 +110,10 @@ export function createItemSchema(
       );
   }
   if (new Set(all).size !== all.length)
-    throw new InvalidInputError(`Attribute names must be distinct: ${all.join(', ')}`);
+    throw new InvalidInputError(
+      // Each name quoted up to 64 characters: one may be 64 KiB long.
+      `Attribute names must be distinct: ${all.map((name) => quotedInput(name)).join(', ')}`,
+    );
   if (layout.single) {
     const value: unknown = layout.single.partitionKeyValue;
     // Well-formed, as keyPrefix: two values differing only in a lone surrogate would be sent

@@ -12,6 +12,7 @@ import {
   type LiveReadOptions,
   type LiveStreams,
   MAX_TIMER_MS,
+  quotedInput,
 } from '@idem/core';
 import type { Cluster, Redis } from 'ioredis';
 import type { RedisStore } from './redis-store.js';
@@ -250,7 +251,7 @@ export function createRedisLiveStreams(options: RedisLiveStreamOptions): LiveStr
   const waited = ioredisKeyPrefix(options.blockingClient);
   if (written !== waited)
     throw new InvalidInputError(
-      `client and blockingClient must have the same ioredis keyPrefix (${JSON.stringify(written)} and ${JSON.stringify(waited)}): the waker would wait on keys nobody writes`,
+      `client and blockingClient must have the same ioredis keyPrefix (${quotedInput(written)} and ${quotedInput(waited)}): the waker would wait on keys nobody writes`,
     );
   const prefix = checkStoreString('keyPrefix', options.keyPrefix ?? 'idem:live:', {
     allowEmpty: true,
