@@ -17,9 +17,8 @@ export { canonicalPath, targetPath } from './route-path.js';
  * beside the chunked framing of a streamed replay make both (RFC 9112 6.3). A
  * `Transfer-Encoding: chunked` is Node's own framing and stays over HTTP/1.1; any other coding
  * (`gzip`, `gzip, chunked`) is removed, and over HTTP/2, to an HTTP/1.0 client (see
- * {@link chunkedFraming}) or on a 204/304 any. Only a header that
- * is there is removed: Node frames nothing itself for a name removed once. True when a
- * `Content-Length` was removed.
+ * {@link chunkedFraming}) or on a 204/304 any. Only a header that is there is removed: Node
+ * frames nothing itself for a name removed once. True when a `Content-Length` was removed.
  */
 function dropOthersFraming(res: ServerResponse): boolean {
   if (res.headersSent) return false;
