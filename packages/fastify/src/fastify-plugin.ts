@@ -11,6 +11,7 @@ import {
   type ProblemType,
 } from '@idem/http';
 import {
+  chunkedFraming,
   decisionStatus,
   decisionTrailers,
   destroyBroken,
@@ -273,11 +274,11 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
  * the reply before (`onRequest`) would frame a body of another length, or make both framings
  * beside Fastify's own (a desync, or a client waiting for bytes never sent). A whole body
  * gets Fastify's Content-Length; a streamed one keeps a `Transfer-Encoding: chunked` (Node's
- * own framing) over HTTP/1.1 (`anyCoding`: any coding is removed, for a whole body and HTTP/2);
- * any other coding (`gzip`, `gzip, chunked`) is removed, and Node frames the body as if none
- * had been set (chunked for a stream). Only a header that is there is removed: Node frames
- * nothing itself for a name removed once (a stream would end with the connection, a break in
- * it read as an end).
+ * own framing) over HTTP/1.1 (`anyCoding`: any coding is removed, for a whole body, HTTP/2
+ * and an HTTP/1.0 client); any other coding (`gzip`, `gzip, chunked`) is removed, and Node
+ * frames the body as if none had been set (chunked for a stream). Only a header that is there
+ * is removed: Node frames nothing itself for a name removed once (a stream would end with the
+ * connection, a break in it read as an end).
  */
 function dropHookFraming(reply: FastifyReply, anyCoding: boolean): void {
   if (reply.hasHeader('content-length') || reply.raw.hasHeader('content-length'))
@@ -320,7 +321,8 @@ function answer(
     }
     // Over HTTP/2 any coding: a connection header there, node:http2 threw at the head and the
     // replay never ended (the client waited on an open stream).
-    dropHookFraming(reply, http2Stream(request) !== undefined);
+    // To an HTTP/1.0 client too: it cannot read chunked framing (RFC 9112 6.1).
+    dropHookFraming(reply, http2Stream(request) !== undefined || !chunkedFraming(reply.raw));
     reply.code(decision.response.status);
     const { statusText } = decision.response;
     if (statusText !== '' && !http2Stream(request)) reply.raw.statusMessage = statusText;

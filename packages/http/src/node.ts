@@ -16,9 +16,9 @@ export { canonicalPath, targetPath } from './route-path.js';
  * length (a desync of the connection, or a client waiting for bytes that never come), and
  * beside the chunked framing of a streamed replay make both (RFC 9112 6.3). A
  * `Transfer-Encoding: chunked` is Node's own framing and stays over HTTP/1.1; any other coding
- * (`gzip`, `gzip, chunked`) is removed, and over HTTP/2 or on a 204/304 any. Only a header that
- * is there is removed: Node frames nothing itself for a name removed once. True when a
- * `Content-Length` was removed.
+ * (`gzip`, `gzip, chunked`) is removed, and over HTTP/2, to an HTTP/1.0 client (see
+ * {@link chunkedFraming}) or on a 204/304 any. Only a header that is there is removed: Node
+ * frames nothing itself for a name removed once. True when a `Content-Length` was removed.
  */
 function dropOthersFraming(res: ServerResponse): boolean {
   if (res.headersSent) return false;
@@ -31,6 +31,7 @@ function dropOthersFraming(res: ServerResponse): boolean {
     ('createPushResponse' in res ||
       res.statusCode === 204 ||
       res.statusCode === 304 ||
+      !chunkedFraming(res) ||
       !/^\s*chunked\s*$/i.test(String(coding)))
   ) {
     res.removeHeader('transfer-encoding');
@@ -39,6 +40,20 @@ function dropOthersFraming(res: ServerResponse): boolean {
   if (!res.hasHeader('content-length')) return false;
   res.removeHeader('content-length');
   return true;
+}
+
+/**
+ * Whether Node may frame the body of `res` chunked: not to an HTTP/1.0 client (unless it sent
+ * `TE: chunked`), which cannot read a chunked body (RFC 9112 6.1: a server never sends
+ * `Transfer-Encoding` to one). There a `Transfer-Encoding: chunked` set by something else
+ * made Node frame the answer chunked all the same: a client read the chunk sizes as part of
+ * its body.
+ */
+export function chunkedFraming(res: ServerResponse): boolean {
+  return (
+    (res as ServerResponse & { useChunkedEncodingByDefault?: boolean })
+      .useChunkedEncodingByDefault !== false
+  );
 }
 
 /**
