@@ -10,7 +10,6 @@
 // and everything once stop() resolved (the application closed its connection).
 
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { IdempotencyStore } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
 import { expect, it } from 'vitest';
 import type { IdempotentConsumer, MessageReport } from '../src/index.js';
@@ -23,12 +22,11 @@ import {
   jetStreamBench,
   rabbitBench,
 } from './brokers.js';
-import { until } from './late-store.js';
+import { until, writeOutage } from './late-store.js';
 import { within } from './silent-proxy.js';
 
 const bed = jetStreamBed('consrev3-inflight');
 const queues = amqpQueues();
-const refused = () => Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
 
 /**
  * RabbitMQ: the consumer's stop() asked the drain once the broker answered the cancel, so the
@@ -83,28 +81,11 @@ for (const [name, open] of [
     const { bench, afterStop } = await open();
     try {
       let consumer: IdempotentConsumer | undefined;
-      let closed = false;
-      let refusedWrites = 0;
-      let landed = false;
-      const inner = createRedisStore({ client: bed.redis, keyPrefix: bed.prefix });
-      const store = new Proxy(inner, {
-        get(target, prop, receiver) {
-          if (closed)
-            return typeof Reflect.get(target, prop, receiver) === 'function'
-              ? () => Promise.reject(refused())
-              : Reflect.get(target, prop, receiver);
-          if (prop !== 'complete') return Reflect.get(target, prop, receiver);
-          return async (input: Parameters<IdempotencyStore['complete']>[0]) => {
-            if (consumer?.inFlight !== 0) {
-              refusedWrites += 1;
-              throw refused();
-            }
-            const answer = await target.complete(input);
-            landed = answer.ok;
-            return answer;
-          };
-        },
-      }) as IdempotencyStore;
+      const outage = writeOutage(
+        createRedisStore({ client: bed.redis, keyPrefix: bed.prefix }),
+        () => consumer?.inFlight === 0,
+      );
+      const { store } = outage;
       const runs: string[] = [];
       const seen: string[] = [];
       let started = false;
@@ -133,11 +114,11 @@ for (const [name, open] of [
       await afterStop();
       finish?.();
       expect(await within(stopping, 15_000)).not.toBe('timeout');
-      const landedAtStop = landed;
+      const landedAtStop = outage.landed;
       // The application closes the store's connection.
-      closed = true;
+      outage.closed = true;
       expect([seen, runs]).toEqual([['failed'], ['first']]);
-      expect(refusedWrites).toBeGreaterThan(0);
+      expect(outage.refusedWrites).toBeGreaterThan(0);
       // Before the fix: false (the write was still being retried; it never landed after).
       expect(landedAtStop).toBe(true);
       // Another instance replays the redelivery: the handler never runs again.
