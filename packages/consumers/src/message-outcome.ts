@@ -138,6 +138,13 @@ export interface MessageProcessor<TMessage> {
    * the store's connection.
    */
   idle(): Promise<void>;
+  /**
+   * The processor's own engine (one per processor: nothing else shares it). At shutdown,
+   * `engine.drain(ms)` waits for the final writes it still retries in the background (a
+   * handler that ran while the store failed its write); call it once the `process()` calls
+   * have settled, as the broker helpers' stop() does: a handler still running has no write
+   * pending yet, and a drain asked before its end does not wait for it.
+   */
   readonly engine: Idempotency<unknown>;
 }
 
