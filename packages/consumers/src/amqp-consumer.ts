@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
-import { backgroundWrites, releasedAfterClose, settleWithin } from './handler-gate.js';
+import { releasedAfterClose, settledThenWritten, settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
 
@@ -216,10 +216,14 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       for (const release of [...held]) release();
       // The messages given back at their maxHoldMs whose acquisition the store has not
       // answered yet are waited for too: answered, their key is released (their handler never
-      // starts), before the application closes the store's connection; and the final writes
-      // the engine still retries in the background (see backgroundWrites).
-      const left = Math.max(0, deadline - performance.now());
-      await settleWithin([...inFlight, processor.idle(), backgroundWrites(processor, left)], left);
+      // starts), before the application closes the store's connection; and then the final
+      // writes the engine still retries in the background, those of the handlers that ended
+      // meanwhile included (see settledThenWritten).
+      await settledThenWritten(
+        [...inFlight, processor.idle()],
+        processor,
+        Math.max(0, deadline - performance.now()),
+      );
       // Past this no handler of this consumer starts: one whose acquisition is answered
       // later (the bound passed) is given back, its key released, and stop() waits for that
       // release, at most storeTimeoutMs past `timeoutMs` (see releasedAfterClose).

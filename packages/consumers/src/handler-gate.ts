@@ -194,3 +194,24 @@ export async function backgroundWrites(
 ): Promise<void> {
   await processor.engine.drain(Math.min(Math.max(0, timeoutMs), MAX_TIMER_MS)).catch(() => 0);
 }
+
+/**
+ * A broker helper's stop(): waits for `tasks` (the handlers in flight, the acquisitions still
+ * unanswered), then for the final writes the engine retries in the background
+ * (see backgroundWrites), all within `timeoutMs` (`Infinity`: until they settle). In that
+ * order: a handler still running at the stop has no write pending yet; its write, failed at its
+ * end, goes to the background then. Asked at the same time, the drain found nothing and
+ * resolved at once, and stop() resolved with that write still retried: cut off by the store's
+ * connection closed after it, it never landed, and the redelivery ran the handler a second
+ * time once the lease had passed (test/consrev3-stop-write-in-flight.test.ts).
+ */
+export async function settledThenWritten(
+  tasks: Promise<unknown>[],
+  processor: { readonly engine: { drain(timeoutMs?: number): Promise<number> } },
+  timeoutMs: number,
+): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  await settleWithin(tasks, timeoutMs);
+  const left = Math.max(0, deadline - performance.now());
+  await settleWithin([backgroundWrites(processor, left)], left);
+}

@@ -23,7 +23,7 @@ import {
   settleWithin,
 } from './handler-gate.js';
 import { OutcomeNotKeptError, type PolicyVerdict, trackedPolicy } from './outcome-policy.js';
-import { type Attempt, acrossStoreOutage } from './store-outage.js';
+import { type Attempt, acrossStoreOutage, type OutageBounds } from './store-outage.js';
 
 /**
  * Engine options: those of `createIdempotency` in `@idem/core` (store, leaseMs, retentionMs,
@@ -127,7 +127,8 @@ export interface MessageProcessor<TMessage> {
    * has passed, then waits for `idle()` at most `storeTimeoutMs` more): a message whose key
    * the store grants later is released (owner-checked) and given back (`failed`,
    * `HandlerNotStartedError`), never handed to its handler; a message still waiting for its
-   * key or payload function, or one processed after it, is given back at once.
+   * key or payload function, or waiting for the store to come back, or one processed after it,
+   * is given back at once.
    */
   close(): void;
   /**
@@ -138,6 +139,13 @@ export interface MessageProcessor<TMessage> {
    * the store's connection.
    */
   idle(): Promise<void>;
+  /**
+   * The processor's own engine (one per processor: nothing else shares it). At shutdown,
+   * `engine.drain(ms)` waits for the final writes it still retries in the background (a
+   * handler that ran while the store failed its write); call it once the `process()` calls
+   * have settled, as the broker helpers' stop() does: a handler still running has no write
+   * pending yet, and a drain asked before its end does not wait for it.
+   */
   readonly engine: Idempotency<unknown>;
 }
 
@@ -223,6 +231,8 @@ export function messageProcessor<TMessage, T>(
   };
   const { maxHoldMs } = engine.settings;
   const gates = new HandlerGates();
+  // A message in its store-outage wait is given back at close() too (see acrossStoreOutage).
+  const onGatesClose = (wake: () => void) => gates.onClose(wake);
   async function process(message: TMessage, bounds: ProcessBounds = {}): Promise<Disposition> {
     // A message the store cannot take waits for it here about a lease at most (as long as a
     // crashed holder's duplicate is held), then goes back: an instance cut off from the store
@@ -285,7 +295,7 @@ export function messageProcessor<TMessage, T>(
     const unlisten = onStop ? gates.onClose(onStop) : undefined;
     try {
       disposition = await Promise.race([
-        decide(message, { untilMs, signal: bounds.signal }, gate),
+        decide(message, { untilMs, signal: bounds.signal, onClose: onGatesClose }, gate),
         holdPassed,
         stopped,
       ]);
@@ -321,7 +331,7 @@ export function messageProcessor<TMessage, T>(
   });
   async function decide(
     message: TMessage,
-    bounds: { untilMs: number; signal: AbortSignal | undefined },
+    bounds: OutageBounds,
     gate: MessageGate,
   ): Promise<Disposition> {
     // Awaited: an async key or payload function (a lookup) gives a promise, which canonical

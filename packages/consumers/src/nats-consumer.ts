@@ -1,7 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
 import { checkStopTimeout, type IdempotentConsumer } from './amqp-consumer.js';
-import { backgroundWrites, releasedAfterClose, settleWithin } from './handler-gate.js';
+import { releasedAfterClose, settledThenWritten, settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
 
@@ -331,12 +331,9 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         stopPulling(messages);
       }
       // The messages given back at their maxHoldMs whose acquisition is still unanswered too,
-      // and the final writes the engine still retries in the background (see consumeAmqp's
-      // stop).
-      await settleWithin(
-        [loop, ...inFlight, processor.idle(), backgroundWrites(processor, timeoutMs)],
-        timeoutMs,
-      );
+      // and then the final writes the engine still retries in the background, those of the
+      // handlers that ended meanwhile included (see settledThenWritten).
+      await settledThenWritten([loop, ...inFlight, processor.idle()], processor, timeoutMs);
       // Past this no handler of this consumer starts (closed at `timeoutMs`, not a tick of the
       // loop later): one whose acquisition is answered later is given back, its key released.
       processor.close();

@@ -13,6 +13,13 @@ export interface OutageBounds {
   untilMs: number;
   /** Aborted when the consumer stops: the message is given back at once. */
   signal?: AbortSignal | undefined;
+  /**
+   * Registers `wake`, called when the processor is closed (at once if it is already); answers
+   * what stops listening. The wait ends then too, as at the signal's abort: without a signal
+   * (the generic messageProcessor), a close() left the message held until its next try,
+   * `retryDelayMs` later (test/consrev3-closed-outage.test.ts).
+   */
+  onClose?: (wake: () => void) => () => void;
 }
 
 /**
@@ -36,10 +43,19 @@ export async function acrossStoreOutage<D>(
     const { disposition, outage } = await attempt();
     if (!outage || bounds.signal?.aborted || performance.now() + wait >= bounds.untilMs)
       return disposition;
+    // Only while waiting (a store outage, rare): a signal of its own, aborted by either.
+    const waking = new AbortController();
+    const wake = () => waking.abort();
+    bounds.signal?.addEventListener('abort', wake, { once: true });
+    const unlisten = bounds.onClose?.(wake);
     try {
-      await sleep(wait, undefined, { signal: bounds.signal, ref: false });
+      if (bounds.signal?.aborted) wake();
+      await sleep(wait, undefined, { signal: waking.signal, ref: false });
     } catch {
       return disposition; // the consumer stops: given back now
+    } finally {
+      bounds.signal?.removeEventListener('abort', wake);
+      unlisten?.();
     }
   }
 }

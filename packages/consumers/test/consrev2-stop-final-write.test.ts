@@ -6,17 +6,15 @@
 // waits for it within its timeoutMs (the engine's drain). Ordered by events: the store takes
 // the write only once stop() was called and the message was given back (nothing in flight),
 // and refuses everything once stop() resolved (the application closed its connection).
-import type { IdempotencyStore } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
 import { expect, it } from 'vitest';
 import type { IdempotentConsumer, MessageReport } from '../src/index.js';
 import { amqpQueues, anotherInstance, rabbitBench, redisBed } from './brokers.js';
-import { until } from './late-store.js';
+import { until, writeOutage } from './late-store.js';
 import { within } from './silent-proxy.js';
 
 const { redis, prefix } = redisBed('consrev2-final');
 const queues = amqpQueues();
-const refused = () => Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
 
 it('RabbitMQ: a final write retried in the background lands before stop() resolves; the redelivery replays', {
   timeout: 30_000,
@@ -25,28 +23,11 @@ it('RabbitMQ: a final write retried in the background lands before stop() resolv
   try {
     let consumer: IdempotentConsumer | undefined;
     let stopCalled = false;
-    let closed = false;
-    let refusedWrites = 0;
-    let landed = false;
-    const inner = createRedisStore({ client: redis, keyPrefix: prefix });
-    const store = new Proxy(inner, {
-      get(target, name, receiver) {
-        if (closed)
-          return typeof Reflect.get(target, name, receiver) === 'function'
-            ? () => Promise.reject(refused())
-            : Reflect.get(target, name, receiver);
-        if (name !== 'complete') return Reflect.get(target, name, receiver);
-        return async (input: Parameters<IdempotencyStore['complete']>[0]) => {
-          if (!(stopCalled && consumer?.inFlight === 0)) {
-            refusedWrites += 1;
-            throw refused();
-          }
-          const answer = await target.complete(input);
-          landed = answer.ok;
-          return answer;
-        };
-      },
-    }) as IdempotencyStore;
+    const outage = writeOutage(
+      createRedisStore({ client: redis, keyPrefix: prefix }),
+      () => stopCalled && consumer?.inFlight === 0,
+    );
+    const { store } = outage;
     const runs: string[] = [];
     const seen: string[] = [];
     consumer = await bench.start(store, {
@@ -61,13 +42,13 @@ it('RabbitMQ: a final write retried in the background lands before stop() resolv
       onMessage: (r: MessageReport<unknown>) => seen.push(r.status),
     });
     await bench.publish();
-    expect(await until(() => seen.length > 0 && refusedWrites > 0, 10_000)).toBe(true);
+    expect(await until(() => seen.length > 0 && outage.refusedWrites > 0, 10_000)).toBe(true);
     expect([seen, runs]).toEqual([['failed'], ['first']]);
     stopCalled = true;
     expect(await within(consumer.stop(10_000), 15_000)).not.toBe('timeout');
-    const landedAtStop = landed;
+    const landedAtStop = outage.landed;
     // The application closes the store's connection.
-    closed = true;
+    outage.closed = true;
     // Before the fix: false (the write was still being retried; it never landed after).
     expect(landedAtStop).toBe(true);
     // Another instance replays the redelivery: the handler never runs again.

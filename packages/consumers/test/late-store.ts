@@ -62,3 +62,47 @@ export async function until(done: () => boolean, ms = 3_000): Promise<boolean> {
   while (!done() && performance.now() < deadline) await sleep(20);
   return done();
 }
+
+/** What {@link writeOutage} saw, and its switch. */
+export interface WriteOutage {
+  store: IdempotencyStore;
+  /** Set once the application closed the store's connection: every call fails then. */
+  closed: boolean;
+  /** Final writes refused so far. */
+  refusedWrites: number;
+  /** Whether a final write has landed. */
+  landed: boolean;
+}
+
+/**
+ * `inner` with its final writes (`complete`) failing as an unreachable store does until
+ * `takesWrites()` says true, and every call failing so once `closed` is set (the application
+ * closed the store's connection after the consumer's stop()).
+ */
+export function writeOutage(inner: IdempotencyStore, takesWrites: () => boolean): WriteOutage {
+  const refused = () => Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+  const outage: WriteOutage = {
+    closed: false,
+    refusedWrites: 0,
+    landed: false,
+    store: new Proxy(inner, {
+      get(target, name, receiver) {
+        if (outage.closed)
+          return typeof Reflect.get(target, name, receiver) === 'function'
+            ? () => Promise.reject(refused())
+            : Reflect.get(target, name, receiver);
+        if (name !== 'complete') return Reflect.get(target, name, receiver);
+        return async (input: Parameters<IdempotencyStore['complete']>[0]) => {
+          if (!takesWrites()) {
+            outage.refusedWrites += 1;
+            throw refused();
+          }
+          const answer = await target.complete(input);
+          outage.landed = answer.ok;
+          return answer;
+        };
+      },
+    }),
+  };
+  return outage;
+}
