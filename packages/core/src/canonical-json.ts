@@ -1,4 +1,4 @@
-import { NotCanonicalError, type NotCanonicalReason } from './errors.js';
+import { cutAt, NotCanonicalError, type NotCanonicalReason } from './errors.js';
 
 /** A value that canonical JSON can carry. */
 export type JsonValue =
@@ -48,7 +48,8 @@ export function canonicalJson(value: unknown): string {
     let path = '';
     for (let i = error.segments.length - 1; i >= 0; i--) path += `/${error.segments[i]}`;
     // The full path of a hostile input is as long as its nesting: show its start only.
-    if (error.reason === 'too_deep' && path.length > 200) path = `${path.slice(0, 200)}...`;
+    if (error.reason === 'too_deep' && path.length > 200)
+      path = `${path.slice(0, cutAt(path, 200))}...`;
     throw new NotCanonicalError(error.message, path, error.reason);
   }
 }

@@ -235,8 +235,11 @@ export function quotedInput(text: string, max = QUOTED_INPUT_CHARS): string {
   return `${JSON.stringify(text.slice(0, cutAt(text, max)))}… (${text.length} chars)`;
 }
 
-/** Where to cut `text` to at most `max` code units: never between the halves of a pair. */
-function cutAt(text: string, max: number): number {
+/**
+ * Where to cut `text` to at most `max` code units: never between the halves of a pair.
+ * @internal
+ */
+export function cutAt(text: string, max: number): number {
   const last = text.charCodeAt(max - 1);
   return last >= 0xd800 && last <= 0xdbff ? max - 1 : max;
 }

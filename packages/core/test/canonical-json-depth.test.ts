@@ -43,6 +43,27 @@ describe('canonicalJson depth bound', () => {
     );
   });
 
+  it('the too-deep path it shows is cut between characters, never inside a surrogate pair', () => {
+    // Each segment '/😀' is three code units: a high surrogate at 1, 4, ... 199, so a cut at 200
+    // code units would end on a high surrogate without its low half.
+    let value: unknown = 'leaf';
+    for (let i = 0; i < MAX_CANONICAL_DEPTH + 10; i++) value = { '\u{1F600}': value };
+    let error: unknown;
+    try {
+      canonicalJson(value);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toMatchObject({ code: 'NOT_CANONICAL', reason: 'too_deep' });
+    const path = (error as NotCanonicalError).path;
+    expect(path.endsWith('...')).toBe(true);
+    // No lone surrogate (a half of a pair without the other).
+    expect(path).not.toMatch(
+      /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/,
+    );
+    expect(path).toBe(`${'/\u{1F600}'.repeat(66)}/...`);
+  });
+
   it('other refusals carry reason not_json', () => {
     expect(() => canonicalJson({ n: 1n })).toThrow(expect.objectContaining({ reason: 'not_json' }));
   });

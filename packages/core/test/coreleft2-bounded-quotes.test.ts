@@ -74,4 +74,21 @@ describe('core messages that quoted a caller string', () => {
       'stroe is not an option of x',
     );
   });
+
+  it('an unknown option whose short name could forge a log line is quoted', () => {
+    // A newline and what follows it would read as a log line of its own, unquoted.
+    const forged = 'a\n[error] payment refused';
+    expect(unknownOptionMessage('', { [forged]: 1 }, { store: true }, 'x')).toBe(
+      `${JSON.stringify(forged)} is not an option of x`,
+    );
+    expect(unknownOptionMessage('', { 'a\u0007b': 1 }, { store: true }, 'x')).toBe(
+      '"a\\u0007b" is not an option of x',
+    );
+    expect(unknownOptionMessage('', { 'two words': 1 }, { store: true }, 'x')).toBe(
+      '"two words" is not an option of x',
+    );
+    expect(unknownOptionMessage('o.', { max_bytes: 1 }, { store: true }, 'x')).toBe(
+      'o.max_bytes is not an option of x',
+    );
+  });
 });

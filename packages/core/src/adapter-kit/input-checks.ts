@@ -166,6 +166,9 @@ export function forcedReleaseOwner(): string {
  * `undefined` says nothing and passes (options spread from another object). Each package
  * throws it as its own error type.
  */
+/** A name spelled as options are: shown unquoted in {@link unknownOptionMessage}. */
+const OPTION_NAME = /^[A-Za-z0-9_$.-]{1,64}$/;
+
 export function unknownOptionMessage(
   prefix: string,
   value: object,
@@ -180,8 +183,10 @@ export function unknownOptionMessage(
       const candidate = option.toLowerCase();
       return candidate === lower || candidate.startsWith(lower) || lower.startsWith(candidate);
     });
-    // A name past the quoting bound (an object of the caller's, keys and all) is cut.
-    const shownName = name.length <= 64 ? name : quotedInput(name);
+    // A name as options are spelled is shown as it is; any other (past the quoting bound, or
+    // with a space, a quote, a newline or a control character that could forge a log line)
+    // is quoted and cut.
+    const shownName = OPTION_NAME.test(name) ? name : quotedInput(name);
     return `${prefix}${shownName} is not an option of ${library}${near ? ` (did you mean ${prefix}${near}?)` : ''}`;
   }
   return undefined;
