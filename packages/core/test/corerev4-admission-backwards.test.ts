@@ -6,19 +6,7 @@
  * a call that ended before it started (negative latency) grew the limit as a fast answer.
  */
 import { describe, expect, it } from 'vitest';
-import { createAdmission } from '../src/index.js';
-import { gate } from './support/settle.js';
-
-/** An admission of `initialLimit` slots (up to `maxLimit`), a 100 ms target, on `now`. */
-function admissionOn(now: () => number, initialLimit: number, maxLimit: number) {
-  return createAdmission({ targetLatencyMs: 100, initialLimit, minLimit: 1, maxLimit, now });
-}
-
-/** A clock answering `readings` in turn (then the last one again). */
-function scripted(readings: number[]) {
-  let at = 0;
-  return () => readings[Math.min(at++, readings.length - 1)] as number;
-}
+import { admissionOn, allAtOnce, scripted } from './support/admission-clock.js';
 
 describe('corerev4: createAdmission with a clock that goes back', () => {
   it('a step back after a decrease does not hold back the decrease of later slow calls', async () => {
@@ -54,13 +42,7 @@ describe('corerev4: createAdmission with a clock that goes back', () => {
       2,
       64,
     );
-    const opened = gate();
-    const calls = Array.from({ length: 20 }, () =>
-      admission.run('essential', () => opened.promise),
-    );
-    expect(admission.inFlight).toBe(20);
-    opened.open('done');
-    await Promise.all(calls);
+    await allAtOnce(admission, 20);
     expect(admission.limit).toBe(2);
     expect(admission.inFlight).toBe(0);
   });
