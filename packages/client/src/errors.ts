@@ -52,6 +52,10 @@ export class IdemClientError extends IdemError<IdemClientErrorCode> {
     options: { cause?: unknown; attempts?: number; key?: string | undefined } = {},
   ) {
     super(code, message, { cause: options.cause });
+    // Named by its own spelling, not by the class's name, which a bundle minified without
+    // keepNames changes (as core's errors are named, corerev3): logs, and a failure recorded
+    // and replayed, show it. An app's subclass keeps its own name (the corerev4 review).
+    if (new.target === IdemClientError) this.name = 'IdemClientError';
     this.attempts = options.attempts ?? 0;
     this.key = options.key;
   }

@@ -16,6 +16,10 @@ export class HandlerNotStartedError extends IdemError<'HANDLER_NOT_STARTED'> {
         ? 'The message was given back (maxHoldMs passed) before its handler could start: the handler did not start, the key is released'
         : 'The consumer had stopped before the handler could start: the handler did not start, the key is released and the message given back',
     );
+    // Named by its own spelling, not by the class's name, which a bundle minified without
+    // keepNames changes (as core's errors are named, corerev3): logs, and a failure recorded
+    // and replayed, show it. An app's subclass keeps its own name (the corerev4 review).
+    if (new.target === HandlerNotStartedError) this.name = 'HandlerNotStartedError';
   }
 }
 

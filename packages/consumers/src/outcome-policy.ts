@@ -12,6 +12,10 @@ export class OutcomeNotKeptError extends IdemError<'OUTCOME_NOT_KEPT'> {
       'OUTCOME_NOT_KEPT',
       'The outcome policy (isFinal) did not keep the handler’s outcome: the key was released and the message is given back for another delivery',
     );
+    // Named by its own spelling, not by the class's name, which a bundle minified without
+    // keepNames changes (as core's errors are named, corerev3): logs, and a failure recorded
+    // and replayed, show it. An app's subclass keeps its own name (the corerev4 review).
+    if (new.target === OutcomeNotKeptError) this.name = 'OutcomeNotKeptError';
   }
 }
 

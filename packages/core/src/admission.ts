@@ -52,7 +52,8 @@ export interface AdmissionOptions {
    * Read when a call starts and when it settles. If it throws when a call starts, that call
    * rejects with its error, the store is not called and no slot is taken; if it throws when
    * a call settles, the call's own answer is kept and only its latency goes unmeasured, as
-   * when it answers what is no finite number (NaN, Infinity) at either end.
+   * when it answers what is no finite number (NaN, Infinity) at either end, or an end before
+   * the start (a clock that went back: a later decrease is not held back by it either).
    * Either way the calls in flight stay exact.
    */
   now?: () => number;
@@ -183,8 +184,17 @@ export function createAdmission(options: AdmissionOptions): Admission {
     // Infinity): the limit stays as it is. An infinite end taken as a reading would hold
     // every later decrease back (`lastDecreaseAt`), a NaN one would grow the limit whatever
     // the latency (the corerev3 review).
-    if (endedAt !== undefined && Number.isFinite(endedAt) && Number.isFinite(startedAt))
-      adapt(endedAt, endedAt - startedAt, startedAt, failed);
+    if (endedAt !== undefined && Number.isFinite(endedAt)) {
+      // A reading before the last decrease: the clock went back (an injected `Date.now`
+      // stepped back by NTP, a reading that had jumped ahead). The decrease is taken as made
+      // now: left where it was, it would hold back every decrease until the clock caught up
+      // with it, an hour for an hour's step (the corerev4 review).
+      if (endedAt < lastDecreaseAt) lastDecreaseAt = endedAt;
+      // A call that ended before it started (the clock went back during it) says nothing
+      // about the latency: a negative one would grow the limit as a fast answer.
+      if (Number.isFinite(startedAt) && endedAt >= startedAt)
+        adapt(endedAt, endedAt - startedAt, startedAt, failed);
+    }
     while (queue.length > 0 && inFlight < Math.floor(limit)) queue.shift()?.go();
   };
 

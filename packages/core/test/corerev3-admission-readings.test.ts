@@ -5,19 +5,7 @@
  * whatever the latency. Such a reading now leaves the limit as it is, as a clock that throws.
  */
 import { describe, expect, it } from 'vitest';
-import { createAdmission } from '../src/index.js';
-import { gate } from './support/settle.js';
-
-/** An admission of `initialLimit` slots (up to `maxLimit`), a 100 ms target, on `now`. */
-function admissionOn(now: () => number, initialLimit: number, maxLimit: number) {
-  return createAdmission({ targetLatencyMs: 100, initialLimit, minLimit: 1, maxLimit, now });
-}
-
-/** A clock answering `readings` in turn (then the last one again). */
-function scripted(readings: number[]) {
-  let at = 0;
-  return () => readings[Math.min(at++, readings.length - 1)] as number;
-}
+import { admissionOn, allAtOnce, scripted } from './support/admission-clock.js';
 
 describe('corerev3: createAdmission with a clock that answers no finite time', () => {
   it('an end read as Infinity does not hold back the decrease of a later slow call', async () => {
@@ -34,13 +22,7 @@ describe('corerev3: createAdmission with a clock that answers no finite time', (
   it('a NaN reading grows nothing: answers while the limit is in use, unmeasured, leave it as it is', async () => {
     const admission = admissionOn(() => Number.NaN, 2, 64);
     // Twenty calls in flight at once (essential calls are never shed): the limit is in use.
-    const opened = gate();
-    const calls = Array.from({ length: 20 }, () =>
-      admission.run('essential', () => opened.promise),
-    );
-    expect(admission.inFlight).toBe(20);
-    opened.open('done');
-    await Promise.all(calls);
+    await allAtOnce(admission, 20);
     expect(admission.limit).toBe(2);
     expect(admission.inFlight).toBe(0);
   });

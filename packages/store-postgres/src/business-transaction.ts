@@ -31,6 +31,10 @@ function secondResult<R>(results: unknown): R[] {
 export class TransactionNotCommittedError extends IdemError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('STORE_UNAVAILABLE', message, options);
+    // Named by its own spelling, not by the class's name, which a bundle minified without
+    // keepNames changes (as core's errors are named, corerev3): logs, and a failure recorded
+    // and replayed, show it. An app's subclass keeps its own name (the corerev4 review).
+    if (new.target === TransactionNotCommittedError) this.name = 'TransactionNotCommittedError';
   }
 }
 
@@ -50,6 +54,11 @@ export class TransactionEndedByOperationError extends IdemError<'TRANSACTION_END
       'The operation ended the business transaction itself (transaction control sent on tx), then threw: its writes may have committed, so the failure was recorded as final and the key was not released',
       options,
     );
+    // Named by its own spelling, not by the class's name, which a bundle minified without
+    // keepNames changes (as core's errors are named, corerev3): logs, and a failure recorded
+    // and replayed, show it. An app's subclass keeps its own name (the corerev4 review).
+    if (new.target === TransactionEndedByOperationError)
+      this.name = 'TransactionEndedByOperationError';
   }
 }
 

@@ -1,0 +1,30 @@
+/**
+ * corerev4: this package's idem errors were named by their class's name (`new.target.name`),
+ * which a bundle minified without keepNames changes (esbuild --minify: `Ce`): logs, and a
+ * failure recorded and replayed (`Replayed failure: Ce: ...`), showed it. Core's own errors
+ * are named by their marks since corerev3; these are now named by their own spelling.
+ */
+import { afterEach, expect, it } from 'vitest';
+import { HandlerNotStartedError, OutcomeNotKeptError } from '../src/index.js';
+
+// Renamed as a minifier renames them (esbuild --minify: `Ce`), their names put back after.
+const renamed = [OutcomeNotKeptError, HandlerNotStartedError];
+const names = renamed.map((cls) => cls.name);
+afterEach(() => {
+  for (const [i, cls] of renamed.entries()) Object.defineProperty(cls, 'name', { value: names[i] });
+});
+
+it("this package's errors keep their names when a minifier renamed their classes", () => {
+  for (const cls of renamed) Object.defineProperty(cls, 'name', { value: 'Ce' });
+  expect(new OutcomeNotKeptError().name).toBe('OutcomeNotKeptError');
+  expect(new HandlerNotStartedError('stopped').name).toBe('HandlerNotStartedError');
+});
+
+it('an app subclass of OutcomeNotKeptError keeps its own name', () => {
+  class AppError extends OutcomeNotKeptError {}
+  expect(new AppError().name).toBe('AppError');
+});
+it('an app subclass of HandlerNotStartedError keeps its own name', () => {
+  class AppError extends HandlerNotStartedError {}
+  expect(new AppError('stopped').name).toBe('AppError');
+});
