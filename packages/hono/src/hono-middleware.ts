@@ -286,36 +286,6 @@ function dropNodeFraming(c: Context, status: number): void {
   if (!outgoing.stream && status !== 204 && status !== 304) outgoing._removedTE = false;
 }
 
-/** A character Node refuses in a header value (its `checkInvalidHeaderChar`) that `Headers` takes. */
-const NODE_REFUSED_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
-
-/**
- * Why `response`, the handler's, would never reach the client as it is, known before it is
- * recorded; undefined when it would. A HEAD request: Hono answers it with
- * `new Response(null, response)` once the middleware returned, which throws on
- * @hono/node-server for the lightweight response of a bare `c.text(text)` (node-server 1.19.19,
- * hono 4.13.19): node-server answers 500. On @hono/node-server, a header value with a control
- * character (`\x01`, `\x7f`), which `Headers` takes and Node's `writeHead` refuses: node-server
- * answers 500 (or, for a stream, nothing of it goes out). Recorded, either was replayed to
- * retries as the success the first client never got.
- */
-function unsendable(c: Context, response: Response): Error | undefined {
-  if (c.req.raw.method === 'HEAD') {
-    try {
-      // As Hono's HEAD answer does, with the global `Response` (node-server's, when it serves).
-      new Response(null, response);
-    } catch (error) {
-      return error instanceof Error ? error : new Error(String(error));
-    }
-  }
-  if (!nodeResponseOf(c)) return undefined;
-  for (const [name, value] of response.headers) {
-    if (NODE_REFUSED_VALUE.test(value))
-      return new TypeError(`Node refuses the value of the response's ${name} header`);
-  }
-  return undefined;
-}
-
 /** Headers of the placeholder `c.res` an answer never takes: they describe that empty body. */
 const PLACEHOLDER_ONLY = new Set(['content-length', 'content-type', 'transfer-encoding']);
 
@@ -426,13 +396,6 @@ export function idempotency(
       try {
         // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
         await next();
-        const unsent = unsendable(c, c.res);
-        if (unsent) {
-          // What goes out instead is the server's 500 (or Hono's throw): the key is released
-          // and the response left as the handler made it, to fail as it does without idem.
-          await recorder.fail(unsent);
-          return;
-        }
         if (honoStreamHelper(c, c.res)) {
           if (!helperWarned) warnHelper();
           // A throw of the callback Hono's helper hides: not recorded, released at the end.
