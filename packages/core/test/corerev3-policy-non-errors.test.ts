@@ -9,26 +9,13 @@
  */
 import { types } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FakeStore } from './support/fake-store.js';
-import { drainPolicyEngines, policyEngine as setup } from './support/policy-engine.js';
-import { rejection } from './support/settle.js';
+import { drainPolicyEngines, policyThrowsOnFailure } from './support/policy-engine.js';
 
 afterEach(drainPolicyEngines);
 
 /** What `execute` throws when the operation throws `opError` and the policy throws `thrown`. */
-async function policyThrows(thrown: unknown, opError: unknown = new Error('op')) {
-  const idem = setup(new FakeStore(), {
-    isFinal: (settled) => {
-      if (!settled.ok) throw thrown;
-      return true;
-    },
-  });
-  return rejection(
-    idem.execute({ key: 'k' }, async () => {
-      throw opError;
-    }),
-  );
-}
+const policyThrows = (thrown: unknown, opError: unknown = new Error('op')) =>
+  policyThrowsOnFailure(thrown, opError);
 
 describe('corerev3: what the policy throws about a failure, when it is no error', () => {
   it('a Date, a Map, an array, a URL: thrown as they are, whole (no broken copy)', async () => {

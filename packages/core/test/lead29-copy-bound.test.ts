@@ -6,25 +6,11 @@
  * one. Counted, not timed.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { FakeStore } from './support/fake-store.js';
-import { drainPolicyEngines, policyEngine as setup } from './support/policy-engine.js';
-import { rejection } from './support/settle.js';
+import { drainPolicyEngines, policyThrowsOnFailure } from './support/policy-engine.js';
 
 afterEach(drainPolicyEngines);
 
-async function policyThrows(thrown: unknown, opError: unknown) {
-  const idem = setup(new FakeStore(), {
-    isFinal: (settled) => {
-      if (!settled.ok) throw thrown;
-      return true;
-    },
-  });
-  return rejection(
-    idem.execute({ key: 'k' }, async () => {
-      throw opError;
-    }),
-  );
-}
+const policyThrows = policyThrowsOnFailure;
 
 function withProperties(base: object, count: number): object {
   const target = base as Record<string, number>;

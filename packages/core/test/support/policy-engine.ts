@@ -9,6 +9,7 @@ import {
   type IdempotencyStore,
 } from '../../src/index.js';
 import { FakeStore } from './fake-store.js';
+import { rejection } from './settle.js';
 
 const engines: { drain(ms?: number): Promise<unknown> }[] = [];
 
@@ -57,4 +58,19 @@ export async function thrownWith(storeError: unknown, bug: Error): Promise<unkno
       () => undefined,
       (error: unknown) => error,
     );
+}
+
+/** What `execute` throws when the operation throws `opError` and the policy throws `thrown`. */
+export function policyThrowsOnFailure(thrown: unknown, opError: unknown): Promise<unknown> {
+  const idem = policyEngine(new FakeStore(), {
+    isFinal: (settled) => {
+      if (!settled.ok) throw thrown;
+      return true;
+    },
+  });
+  return rejection(
+    idem.execute({ key: 'k' }, async () => {
+      throw opError;
+    }),
+  );
 }
