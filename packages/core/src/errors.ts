@@ -47,6 +47,22 @@ function markClass(cls: { prototype: object }, name: string): void {
 }
 
 /**
+ * Marks `cls`, an idem package's subclass of {@link IdemError} (`@idem/client`'s
+ * `IdemClientError`), as core's own classes are marked: by its name, as a string a minifier
+ * keeps. `instanceof cls` then recognises the errors of this class made by another copy of
+ * the package (its CommonJS build beside the ES module one) by that mark, and no longer an
+ * app's class that is merely named the same (built on another copy of core); its errors are
+ * named `name` whatever a minifier renamed the class to. Once, at the class's definition.
+ * @internal for the packages of idem
+ */
+export function markErrorClass(
+  cls: abstract new (...args: never[]) => IdemError<string>,
+  name: string,
+): void {
+  markClass(cls, name);
+}
+
+/**
  * Base class of every error idem raises. `cause` carries the underlying error, if any. `C` is
  * the union of codes of the package that raises it: core's {@link IdemErrorCode} by default.
  *

@@ -58,6 +58,7 @@ export {
   isIdemError,
   LeaseLostError,
   MismatchError,
+  markErrorClass,
   NotCanonicalError,
   OutcomeCorruptError,
   OutcomeNotRecordedError,
