@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { deriveStorageKey, isIdemError, type JsonValue } from '@idem/core';
+import { boundedText, deriveStorageKey, isIdemError, type JsonValue } from '@idem/core';
 
 /** The operator actions, as named on the command line. */
 export type CliAction = 'inspect' | 'release' | 'delete';
@@ -34,7 +34,19 @@ export interface CliCommand {
 // Query parameters a driver may take a credential from (pg reads `?password=`).
 const SECRET_PARAM = /pass|secret|token|credential/i;
 
-/** The store URL without its password or credential parameters, for messages. */
+/** How many characters of what the operator typed a message echoes (see {@link echoed}). */
+const ECHO_CHARS = 200;
+
+/**
+ * What the operator typed, for a message: as typed up to 200 characters, else its first 200
+ * then its length (`… (131072 chars)`), so that an argument pasted by mistake (a whole body,
+ * a 128 KB key) never makes a message of its size. Controls are escaped where it is printed.
+ */
+export function echoed(text: string, max = ECHO_CHARS): string {
+  return boundedText(text, max);
+}
+
+/** The store URL without its password or credential parameters, for messages (bounded, see {@link echoed}). */
 export function shown(url: URL): string {
   const copy = new URL(url.href);
   if (copy.password) copy.password = '***';
@@ -44,7 +56,8 @@ export function shown(url: URL): string {
     else if (/^[a-z][a-z0-9+.-]*:\/\/[^/?#]*@/i.test(value))
       copy.searchParams.set(name, maskedText(value));
   }
-  return copy.href;
+  // Masked first, then cut: a cut never leaves part of a password unmasked.
+  return echoed(copy.href);
 }
 
 /** A `--store` value that is not a URL, with what looks like a password masked. */
@@ -116,7 +129,7 @@ function principalOf(values: Record<string, string | boolean | undefined>): Json
     try {
       principal = JSON.parse(json) as JsonValue;
     } catch {
-      throw new UsageError(`--principal-json must be JSON: ${json}`);
+      throw new UsageError(`--principal-json must be JSON: ${echoed(json)}`);
     }
     if (principal === null)
       throw new UsageError('--principal-json null is the global scope: give --global');
@@ -127,7 +140,7 @@ function principalOf(values: Record<string, string | boolean | undefined>): Json
   // keys, and guessing one answers "no record" for the other.
   if (jsonNotString(text))
     throw new UsageError(
-      `--principal ${text} is ambiguous: give --principal-json ${text} if the app's scope hook returns it as JSON (a number, an object), or --principal-json '${JSON.stringify(text)}' if it returns the string`,
+      `--principal ${echoed(text)} is ambiguous: give --principal-json ${echoed(text)} if the app's scope hook returns it as JSON (a number, an object), or --principal-json '${echoed(JSON.stringify(text))}' if it returns the string`,
     );
   return text;
 }
@@ -142,7 +155,7 @@ function httpKey(key: string, scope: JsonValue): string {
   if (!key.startsWith('"')) return key;
   const unquoted = /^"((?:[^"\\]|\\["\\])*)"$/.exec(key)?.[1]?.replace(/\\(["\\])/g, '$1');
   throw new UsageError(
-    `${key} starts with a quote: @idem/http reads the header's quoted form "..." as the key inside it${unquoted === undefined ? '' : ` (${unquoted})`}; give that key, or, for a key that really starts with a quote, --scope '${JSON.stringify(scope)}'`,
+    `${echoed(key)} starts with a quote: @idem/http reads the header's quoted form "..." as the key inside it${unquoted === undefined ? '' : ` (${echoed(unquoted)})`}; give that key, or, for a key that really starts with a quote, --scope '${echoed(JSON.stringify(scope))}'`,
   );
 }
 
@@ -158,7 +171,7 @@ function scopeOf(values: Record<string, string | boolean | undefined>): JsonValu
     try {
       return JSON.parse(values.scope) as JsonValue;
     } catch {
-      throw new UsageError(`--scope must be JSON: ${values.scope}`);
+      throw new UsageError(`--scope must be JSON: ${echoed(values.scope)}`);
     }
   }
   if (typeof values.operation !== 'string')
@@ -174,19 +187,23 @@ export function parseCommand(argv: string[]): CliCommand {
   try {
     parsed = parse(argv);
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    // Node's message names the option as typed (twice): bounded as a whole.
+    throw new UsageError(echoed((error as Error).message, 2 * ECHO_CHARS + 200));
   }
   const { values, positionals } = parsed;
   const [action, key, ...rest] = positionals;
   if (action !== 'inspect' && action !== 'release' && action !== 'delete')
-    throw new UsageError(`Unknown command: ${action ?? '(none)'}`);
+    throw new UsageError(`Unknown command: ${action === undefined ? '(none)' : echoed(action)}`);
   if (key === undefined || rest.length > 0) throw new UsageError('Give exactly one key');
   if (typeof values.store !== 'string') throw new UsageError('--store is required');
   let store: URL;
   try {
     store = new URL(values.store);
   } catch {
-    throw new UsageError(`--store is not a URL: ${maskedText(values.store)}`, 'bad_store_url');
+    throw new UsageError(
+      `--store is not a URL: ${echoed(maskedText(values.store))}`,
+      'bad_store_url',
+    );
   }
   const timeoutMs = Number(values['timeout-ms'] ?? 10_000);
   if (!(Number.isSafeInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= 2_147_483_647))
@@ -245,7 +262,9 @@ function expectationOf(
   if (typeof fence === 'string') {
     const n = Number(fence);
     if (!(/^\d+$/.test(fence) && Number.isSafeInteger(n)))
-      throw new UsageError(`--fence must be a whole number (the fence inspect printed): ${fence}`);
+      throw new UsageError(
+        `--fence must be a whole number (the fence inspect printed): ${echoed(fence)}`,
+      );
     expected.fence = n;
   }
   return expected;

@@ -5,7 +5,7 @@ import { createPostgresStore, recommendedPoolConfig } from '@idem/store-postgres
 import { createRedisStore, recommendedRedisOptions } from '@idem/store-redis';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { type CliCommand, maskedText, shown, UsageError } from './args.js';
+import { type CliCommand, echoed, maskedText, shown, UsageError } from './args.js';
 
 /** A store's admin, and how to close the connection opened for it. */
 export interface OpenedStore {
@@ -83,7 +83,7 @@ function redisUrlParts(store: URL): { href: string; fromQuery: Record<string, st
     const valid = Object.hasOwn(REDIS_PARAMS, name) ? REDIS_PARAMS[name] : undefined;
     if (!valid)
       throw new UsageError(
-        `${shown(store)}: ${name} is not a query parameter a redis:// URL takes here (db, family, username, password)`,
+        `${shown(store)}: ${echoed(name)} is not a query parameter a redis:// URL takes here (db, family, username, password)`,
         'bad_store_url',
       );
     if (!valid.test(value) || name in fromQuery)
@@ -188,7 +188,7 @@ function shownEndpoint(endpoint: string): string {
   try {
     return shown(new URL(endpoint));
   } catch {
-    return maskedText(endpoint);
+    return echoed(maskedText(endpoint));
   }
 }
 
@@ -205,7 +205,7 @@ export function openStore(command: CliCommand): Promise<OpenedStore> {
       return openDynamoDb(command);
     default:
       throw new UsageError(
-        `Unknown store ${command.store.protocol}// (redis://, rediss://, postgres://, dynamodb://)`,
+        `Unknown store ${echoed(command.store.protocol)}// (redis://, rediss://, postgres://, dynamodb://)`,
         'bad_store_url',
       );
   }

@@ -1,4 +1,4 @@
-import { IdemError } from '@idem/core';
+import { IdemError, markErrorClass } from '@idem/core';
 
 /**
  * What went wrong in the client. Callers branch on `code`, never on the message text.
@@ -60,6 +60,10 @@ export class IdemClientError extends IdemError<IdemClientErrorCode> {
     this.key = options.key;
   }
 }
+
+// `instanceof IdemClientError` recognises another copy's (the CommonJS build beside the ES
+// module one) by this mark, never an app's class that is only named the same.
+markErrorClass(IdemClientError, 'IdemClientError');
 
 /** True when `error` is an {@link IdemClientError}, optionally of the given code. */
 export function isIdemClientError(

@@ -1,4 +1,4 @@
-import { IdemError } from '@idem/core';
+import { IdemError, markErrorClass } from '@idem/core';
 import { MAX_TIMER_MS } from './engine-verdicts.js';
 
 /**
@@ -22,6 +22,9 @@ export class HandlerNotStartedError extends IdemError<'HANDLER_NOT_STARTED'> {
     if (new.target === HandlerNotStartedError) this.name = 'HandlerNotStartedError';
   }
 }
+
+// Another copy's (the CommonJS build) recognised by this mark, never an app's class named the same.
+markErrorClass(HandlerNotStartedError, 'HandlerNotStartedError');
 
 /** One message's gate: shut once the message is given back or the consumer stopped. */
 export interface MessageGate {

@@ -1,5 +1,11 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { IdemError, type OutcomePolicy, outcomePolicyAnswer, successOnly } from '@idem/core';
+import {
+  IdemError,
+  markErrorClass,
+  type OutcomePolicy,
+  outcomePolicyAnswer,
+  successOnly,
+} from '@idem/core';
 
 /**
  * The handler succeeded but the outcome policy (`isFinal`) did not keep its outcome: the key
@@ -18,6 +24,9 @@ export class OutcomeNotKeptError extends IdemError<'OUTCOME_NOT_KEPT'> {
     if (new.target === OutcomeNotKeptError) this.name = 'OutcomeNotKeptError';
   }
 }
+
+// Another copy's (the CommonJS build) recognised by this mark, never an app's class named the same.
+markErrorClass(OutcomeNotKeptError, 'OutcomeNotKeptError');
 
 /** What the policy said of one execution: `final` is unset until it was asked. */
 export interface PolicyVerdict {

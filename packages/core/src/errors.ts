@@ -47,6 +47,22 @@ function markClass(cls: { prototype: object }, name: string): void {
 }
 
 /**
+ * Marks `cls`, an idem package's subclass of {@link IdemError} (`@idem/client`'s
+ * `IdemClientError`), as core's own classes are marked: by its name, as a string a minifier
+ * keeps. `instanceof cls` then recognises the errors of this class made by another copy of
+ * the package (its CommonJS build beside the ES module one) by that mark, and no longer an
+ * app's class that is merely named the same (built on another copy of core); its errors are
+ * named `name` whatever a minifier renamed the class to. Once, at the class's definition.
+ * @internal for the packages of idem
+ */
+export function markErrorClass(
+  cls: abstract new (...args: never[]) => IdemError<string>,
+  name: string,
+): void {
+  markClass(cls, name);
+}
+
+/**
  * Base class of every error idem raises. `cause` carries the underlying error, if any. `C` is
  * the union of codes of the package that raises it: core's {@link IdemErrorCode} by default.
  *
@@ -64,13 +80,15 @@ export class IdemError<C extends string = IdemErrorCode> extends Error {
    * outcome policy (`isFinal`) threw (or answered a Promise): what the policy threw, which
    * `execute` throws once such a success is recorded. The error itself is the recording's
    * (`STORE_UNAVAILABLE`, `LEASE_LOST`, `OUTCOME_NOT_RECORDED`...), as without a policy fault.
+   * Not enumerable, as `cause`.
    */
   declare policyError?: unknown;
   /**
    * Set only on the error `execute` throws when the operation failed and the outcome policy
    * (`isFinal`) threw about that failure (or answered a Promise): the operation's own error,
    * on a copy of what the policy threw (see the README). Typed here for the policy's
-   * `InvalidInputError`; any object a policy throws carries it the same way.
+   * `InvalidInputError`; any object a policy throws carries it the same way. Not enumerable,
+   * as `cause`: `JSON.stringify` of the error leaves it out.
    */
   declare operationError?: unknown;
 
@@ -244,6 +262,17 @@ export function cutAt(text: string, max: number): number {
   return last >= 0xd800 && last <= 0xdbff ? max - 1 : max;
 }
 
+/**
+ * `text` for a message, as it is (not quoted) up to `max` characters (UTF-16 code units), else
+ * its first `max` (never half of a surrogate pair) followed by `… (N chars)`: for text a
+ * message shows as written (a path, a recorded failure's message, a command-line argument
+ * as typed) that may be anyone's and of any length. {@link quotedInput} quotes it instead.
+ * @internal
+ */
+export function boundedText(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, cutAt(text, max))}… (${text.length} chars)`;
+}
+
 /** How many characters of a path a {@link NotCanonicalError}'s message shows. */
 const SHOWN_PATH_CHARS = 256;
 
@@ -317,13 +346,7 @@ export class NotCanonicalError extends IdemError {
     // shows its start only, `path` has it whole (the corerev3 review).
     super(
       'NOT_CANONICAL',
-      `${message} at ${
-        path === ''
-          ? '(root)'
-          : path.length <= SHOWN_PATH_CHARS
-            ? path
-            : `${path.slice(0, cutAt(path, SHOWN_PATH_CHARS))}… (${path.length} chars)`
-      }`,
+      `${message} at ${path === '' ? '(root)' : boundedText(path, SHOWN_PATH_CHARS)}`,
     );
     this.path = path;
     this.reason = reason;
@@ -449,15 +472,28 @@ export class OutcomeCorruptError extends IdemError {
   }
 }
 
+/** How many characters of a recorded failure's name a {@link ReplayedFailureError}'s message shows. */
+const SHOWN_FAILURE_NAME_CHARS = 128;
+/** How many characters of a recorded failure's message a {@link ReplayedFailureError}'s message shows. */
+const SHOWN_FAILURE_MESSAGE_CHARS = 1_024;
+
 /**
  * Replay of a failure that the outcome policy declared final. `stored` holds what was
- * recorded about the original error.
+ * recorded about the original error, whole; the message shows the first 1,024 characters of
+ * its message (128 of its name), then its length: a failure recorded with a 10 MB message
+ * does not make a 10 MB message (and log line) on every replay.
  */
 export class ReplayedFailureError extends IdemError {
   readonly stored: { name: string; message: string; code?: string };
 
   constructor(stored: { name: string; message: string; code?: string }) {
-    super('REPLAYED_FAILURE', `Replayed failure: ${stored.name}: ${stored.message}`);
+    super(
+      'REPLAYED_FAILURE',
+      `Replayed failure: ${boundedText(String(stored.name), SHOWN_FAILURE_NAME_CHARS)}: ${boundedText(
+        String(stored.message),
+        SHOWN_FAILURE_MESSAGE_CHARS,
+      )}`,
+    );
     this.stored = stored;
   }
 }

@@ -11,6 +11,7 @@ import type {
   IdempotentRequest,
   OperationContext,
 } from './idempotency-types.js';
+import { hasInternalState, isNativeError } from './object-brands.js';
 import type { StoredOutcome } from './outcome-codec.js';
 import { failureOutcome, wrapValue } from './recorded-outcomes.js';
 import { jsonSerializer, type OutcomeSerializer } from './serializer.js';
@@ -134,8 +135,10 @@ function carrying(error: unknown, carried: Record<string, unknown>, fresh: boole
     for (const [name, value] of Object.entries(carried))
       Object.defineProperty(carrier, name, {
         value,
-        // `cause` is not enumerable, as `new Error(message, { cause })` makes it.
-        enumerable: name !== 'cause',
+        // Not enumerable, as `new Error(message, { cause })` makes `cause` and a native
+        // `AggregateError` its `errors`: `JSON.stringify` of the error (a logger's) neither
+        // dumps the carried error nor throws on a cycle in it, `{ ...error }` leaves it out.
+        enumerable: false,
         writable: true,
         configurable: true,
       });
@@ -150,10 +153,11 @@ function carrying(error: unknown, carried: Record<string, unknown>, fresh: boole
 const MAX_COPIED_PROPERTIES = 1_024;
 
 /**
- * A native error (as `new Error()` makes: `util.types.isNativeError`, cloned as an error)
- * on `error`'s prototype with `error`'s own properties. Its class's constructor is not run:
- * the copy is what the original is, not a new error of that class. An ordinary object that is
- * no error is copied as an ordinary object; undefined for what cannot be copied.
+ * For a native error, a native error (as `new Error()` makes: `util.types.isNativeError`,
+ * cloned as an error) on `error`'s prototype with `error`'s own properties. Its class's
+ * constructor is not run: the copy is what the original is, not a new error of that class.
+ * An ordinary object that is no error is copied as an ordinary object; undefined for what
+ * cannot be copied (a built-in or host object, see {@link hasInternalState}).
  */
 function copyOf(error: object): object | undefined {
   // Copying is linear in the own properties (descriptors, getters): an object of the app's
@@ -162,20 +166,22 @@ function copyOf(error: object): object | undefined {
   if (Reflect.ownKeys(error).length > MAX_COPIED_PROPERTIES) return undefined;
   const prototype: object | null = Object.getPrototypeOf(error);
   let copy: object;
-  if (isErrorLike(error)) {
+  // Told by brand checks, never by `Symbol.toStringTag`, which any object may declare (see
+  // object-brands.ts, the coreerr30 review).
+  if (isNativeError(error)) {
     const target = function Copy() {};
     target.prototype = prototype;
     copy = Reflect.construct(Error, [], target);
-  } else if (Object.prototype.toString.call(error) === '[object Object]') {
-    // A plain object, or an instance of a class that is no error: copied as such (not made
-    // an error, no stack of its own).
-    copy = Object.create(prototype);
-  } else {
+  } else if (hasInternalState(error)) {
     // A built-in or host object (an array, a Map, a Date, a Promise, a Response, a URL) keeps
     // its state in internal slots that nothing copies: a copy would be broken (its methods
     // throw, `JSON.stringify` of a Date's throws), so none is made and it is thrown as it is
     // (the corerev3 review).
     return undefined;
+  } else {
+    // A plain object, or an instance of a class of the app's that is no error (whatever tag
+    // it declares): copied as such (not made an error, no stack of its own).
+    copy = Object.create(prototype);
   }
   const own = Object.getOwnPropertyDescriptors(error);
   // Newer V8 (Node 24) keeps an error's `stack` as an own accessor that reads the stack of the
@@ -191,14 +197,6 @@ function copyOf(error: object): object | undefined {
   Object.defineProperties(copy, own);
   keepGetters(error, copy);
   return copy;
-}
-
-/**
- * Whether `error` is an error: an `Error` of this realm (a subclass, a `DOMException`), or a
- * native error of another (a `vm` context, an iframe), told by its built-in tag.
- */
-function isErrorLike(error: object): boolean {
-  return error instanceof Error || Object.prototype.toString.call(error) === '[object Error]';
 }
 
 /**

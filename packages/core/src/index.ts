@@ -48,6 +48,7 @@ export type { EncodedPart } from './encoding.js';
 export { digestParts } from './encoding.js';
 export type { IdemErrorCode, NotCanonicalReason, NotRecordedReason } from './errors.js';
 export {
+  boundedText,
   IdemError,
   InProgressError,
   InvalidInputError,
@@ -57,6 +58,7 @@ export {
   isIdemError,
   LeaseLostError,
   MismatchError,
+  markErrorClass,
   NotCanonicalError,
   OutcomeCorruptError,
   OutcomeNotRecordedError,

@@ -5,6 +5,7 @@ import {
   IdemError,
   InvalidInputError,
   LeaseLostError,
+  markErrorClass,
   type OwnerWriteResult,
   StoreUnavailableError,
 } from '@idem/core';
@@ -61,6 +62,10 @@ export class TransactionEndedByOperationError extends IdemError<'TRANSACTION_END
       this.name = 'TransactionEndedByOperationError';
   }
 }
+
+// Another copy's (the CommonJS build) recognised by these marks, never an app's class named the same.
+markErrorClass(TransactionNotCommittedError, 'TransactionNotCommittedError');
+markErrorClass(TransactionEndedByOperationError, 'TransactionEndedByOperationError');
 
 /** The warning code emitted when an operation that returned had ended its transaction itself. */
 export const TRANSACTION_ENDED_WARNING = 'IDEM_TRANSACTION_ENDED_BY_OPERATION';

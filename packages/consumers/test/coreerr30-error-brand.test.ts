@@ -1,0 +1,15 @@
+/**
+ * coreerr30: `instanceof` of this package's error classes recognised another copy's errors (the
+ * CommonJS build beside the ES module one) by the name of their class only, so an app's own
+ * class of the same name, built on another copy of core, was taken for this package's. The
+ * classes now carry core's registered class mark, as core's own do: another copy's error is
+ * recognised by it (a minified copy too), a namesake is not. Checked against the built
+ * CommonJS file (run the build first).
+ */
+import { markedClassTests } from '../../../scripts/error-class-marks.js';
+import { HandlerNotStartedError, OutcomeNotKeptError } from '../src/index.js';
+
+markedClassTests(import.meta.url, [
+  { name: 'HandlerNotStartedError', ours: HandlerNotStartedError, make: (C) => new C('stopped') },
+  { name: 'OutcomeNotKeptError', ours: OutcomeNotKeptError, make: (C) => new C() },
+]);
