@@ -55,9 +55,12 @@ export interface IdempotentConsumer {
    * waits up to `timeoutMs` (from 0 to 2^31-1 ms, or `Infinity`: no bound) for those in
    * flight, for the acquisitions of messages already given back, and for the final writes
    * the engine still retries in the background (a handler that ran while the store failed
-   * its write). Another value is refused (`InvalidInputError`). No handler starts once it
-   * resolved: a message whose acquisition is still unanswered when `timeoutMs` passes is
-   * given back when the store answers, its key released. Only for those releases does stop() wait past `timeoutMs`
+   * its write; not for the engine's give-backs of timed-out acquisitions, whose handler never
+   * ran: cut short, one leaves its key to its lease). Another value is refused
+   * (`InvalidInputError`). No handler starts once `timeoutMs` has passed: a message whose
+   * acquisition is still unanswered then is given back when the store answers, its key
+   * released, and one delivered after it (a broker that did not answer the cancel in time) is
+   * given back at once, its key function not called. Only for those releases does stop() wait past `timeoutMs`
    * (even `stop(0)`), at most the engine's `storeTimeoutMs` more: it resolves within
    * `timeoutMs + storeTimeoutMs`.
    */
@@ -194,6 +197,8 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     { noAck: false },
   );
   let cancelled: Promise<unknown> | undefined;
+  // Whether the broker answered the cancel (or the channel failed it): no delivery comes after.
+  let cancelSettled = false;
   return {
     async stop(timeoutMs = 30_000) {
       checkStopTimeout(timeoutMs);
@@ -201,8 +206,25 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       stopped = true;
       stopping.abort();
       // Bounded: a broker that went silent never answers the cancel.
-      cancelled ??= channel.cancel(consumerTag).catch(() => {});
+      cancelled ??= channel.cancel(consumerTag).then(
+        () => {
+          cancelSettled = true;
+        },
+        () => {
+          cancelSettled = true;
+        },
+      );
       await settleWithin([cancelled], timeoutMs);
+      // Not answered within `timeoutMs` (a broker gone silent): deliveries may still come, when
+      // the broker speaks again, and no handler may start any more (`timeoutMs` has passed).
+      // Closed now, the processor gives each back at once, its key function not called; left
+      // open until after the waits below, a delivery that came meanwhile was processed as
+      // before the stop (its key asked, its handler started if the store answered first) and
+      // ran on past stop(), which did not wait for it (test/consstop30-silent-cancel.test.ts).
+      if (!cancelSettled) {
+        processor.close();
+        raced.abort();
+      }
       // The deliveries that raced the cancel have all come (the broker sends the cancel-ok
       // after them): those still waiting for their key or payload function are given back.
       // A turn of the event loop first, so that one whose key is at hand (no lookup) reaches

@@ -1,4 +1,4 @@
-import { IdemError, markErrorClass } from '@idem/core';
+import { IdemError, type Idempotency, markErrorClass } from '@idem/core';
 import { MAX_TIMER_MS } from './engine-verdicts.js';
 
 /**
@@ -187,19 +187,26 @@ export async function releasedAfterClose(processor: {
   await settleWithin([processor.idle()], processor.engine.settings.storeTimeoutMs);
 }
 
+/** What stop() uses of a processor's engine. */
+type Drains = { readonly engine: Pick<Idempotency<unknown>, 'drain'> };
+
 /**
  * The final writes the processor's engine still retries in the background (a handler that ran
  * while the store failed: its outcome is kept and written once the store is back, up to
  * `maxHoldMs`), waited for at most `timeoutMs` (`Infinity`: until they settle). A broker
  * helper's stop() waits for them with the handlers in flight: cut off by the application
  * closing the store's connection once stop() resolved, such a write never landed, and the
- * message's redelivery ran the handler again once the lease had passed.
+ * message's redelivery ran the handler again once the lease had passed. Only those
+ * (`finalWritesOnly`): the engine's give-backs (the release of a key whose acquire timed out,
+ * its handler never started, sent again for up to about two leases while the store is out)
+ * are not waited for. Cut short, a give-back leaves that key to its lease: the redelivery
+ * waits for it, as after a crash, and never runs the handler twice. Waited for, every stop
+ * during a store outage took its whole `timeoutMs` with no outcome at stake.
  */
-export async function backgroundWrites(
-  processor: { readonly engine: { drain(timeoutMs?: number): Promise<number> } },
-  timeoutMs: number,
-): Promise<void> {
-  await processor.engine.drain(Math.min(Math.max(0, timeoutMs), MAX_TIMER_MS)).catch(() => 0);
+export async function backgroundWrites(processor: Drains, timeoutMs: number): Promise<void> {
+  await processor.engine
+    .drain(Math.min(Math.max(0, timeoutMs), MAX_TIMER_MS), { finalWritesOnly: true })
+    .catch(() => 0);
 }
 
 /**
@@ -214,7 +221,7 @@ export async function backgroundWrites(
  */
 export async function settledThenWritten(
   tasks: Promise<unknown>[],
-  processor: { readonly engine: { drain(timeoutMs?: number): Promise<number> } },
+  processor: Drains,
   timeoutMs: number,
 ): Promise<void> {
   const deadline = performance.now() + timeoutMs;

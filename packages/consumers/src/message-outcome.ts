@@ -141,10 +141,11 @@ export interface MessageProcessor<TMessage> {
   idle(): Promise<void>;
   /**
    * The processor's own engine (one per processor: nothing else shares it). At shutdown,
-   * `engine.drain(ms)` waits for the final writes it still retries in the background (a
-   * handler that ran while the store failed its write); call it once the `process()` calls
-   * have settled, as the broker helpers' stop() does: a handler still running has no write
-   * pending yet, and a drain asked before its end does not wait for it.
+   * `engine.drain(ms, { finalWritesOnly: true })` waits for the final writes it still retries
+   * in the background (a handler that ran while the store failed its write), not for its
+   * give-backs (a release that only spares a redelivery the wait for a lease); call it once
+   * the `process()` calls have settled, as the broker helpers' stop() does: a handler still
+   * running has no write pending yet, and a drain asked before its end does not wait for it.
    */
   readonly engine: Idempotency<unknown>;
 }

@@ -7,12 +7,18 @@ import { connectNats, NATS_URL, uniqueName } from './brokers.js';
  * either way and keeps the sockets open (a broker whose host froze, a half-dead NAT entry).
  * With `downstreamDelayMs`, what the broker sends reaches the client that much later (in order):
  * a slow link, whose round trips (a drain's PING/PONG) outlast a short stop().
+ * `hold()` silences it too, but keeps what each side sends; `resume()` then delivers it, in
+ * order, and forwards again: a broker that comes back (`heldDown()`: the bytes the broker sent
+ * the client meanwhile).
  */
 export async function silentableProxy(
   target: { host: string; port: number },
   { downstreamDelayMs = 0 }: { downstreamDelayMs?: number } = {},
 ) {
   let paused = false;
+  let holding = false;
+  const flushes = new Set<() => void>();
+  let heldDown = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(target.port, target.host);
@@ -21,10 +27,22 @@ export async function silentableProxy(
       s.on('error', () => undefined);
       s.on('close', () => sockets.delete(s));
     }
+    const up: Buffer[] = [];
+    const down: Buffer[] = [];
+    flushes.add(() => {
+      for (const d of up.splice(0)) upstream.write(d);
+      for (const d of down.splice(0)) if (!client.destroyed) client.write(d);
+    });
     client.on('data', (d) => {
-      if (!paused) upstream.write(d);
+      if (holding) up.push(d);
+      else if (!paused) upstream.write(d);
     });
     upstream.on('data', (d) => {
+      if (holding) {
+        down.push(d);
+        heldDown += d.length;
+        return;
+      }
       if (paused) return;
       if (downstreamDelayMs === 0) client.write(d);
       else
@@ -42,6 +60,14 @@ export async function silentableProxy(
     port,
     pause: () => {
       paused = true;
+    },
+    hold: () => {
+      holding = true;
+    },
+    heldDown: () => heldDown,
+    resume: () => {
+      holding = false;
+      for (const flush of flushes) flush();
     },
     close: async () => {
       for (const s of sockets) s.destroy();

@@ -60,7 +60,8 @@ export class GiveBacks {
   /**
    * Releases the record `owner` may hold, with the same owner token, retried until the lease
    * it could hold has passed. Owner-checked, so it never touches anyone else's record. At
-   * most {@link MAX_PENDING_GIVE_BACKS} at once (tracked as background work).
+   * most {@link MAX_PENDING_GIVE_BACKS} at once (tracked as background work, which a drain of
+   * final writes only does not wait for).
    *
    * A timed-out acquire may still be on its way: a release sent before it lands finds
    * nothing, and the acquire then holds the key after all. So the give-back first waits for
@@ -143,6 +144,6 @@ export class GiveBacks {
         pause = Math.min(pause * 2, Math.max(1, leaseMs / 4));
       }
     })().finally(() => this.pending--);
-    this.tasks.track(giveBack);
+    this.tasks.trackGiveBack(giveBack);
   }
 }

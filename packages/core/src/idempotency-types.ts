@@ -83,13 +83,28 @@ export interface Idempotency<T = unknown> {
   begin(request: IdempotentRequest, options?: BeginOptions): Promise<BeginResult>;
   /**
    * Waits until no final write is being retried in the background (for a server's
-   * shutdown), or `timeoutMs` passed. Resolves with how many are still pending.
+   * shutdown), nor a give-back (the release of a key whose acquire failed, see the README),
+   * or `timeoutMs` passed. Resolves with how many are still pending. With
+   * `{ finalWritesOnly: true }` only the final writes are waited for (and counted): a
+   * give-back cut short leaves its key to its lease, never a second run.
    * @param timeoutMs longest wait; MUST be a finite, non-negative number of ms (else the
    *   promise rejects with `InvalidInputError`) @default leaseMs
    */
-  drain(timeoutMs?: number): Promise<number>;
+  drain(timeoutMs?: number, options?: DrainOptions): Promise<number>;
   /** The options in force, defaults filled in. */
   readonly settings: ResolvedSettings;
+}
+
+/** Options of `drain`. */
+export interface DrainOptions {
+  /**
+   * Wait only for the final writes retried in the background (outcomes that would be lost,
+   * and the operation run again, if the process exited before they landed), not for the
+   * give-backs of acquisitions whose operation never ran: during a store outage those last
+   * up to about two leases, and one cut short only leaves its key to its lease (a retry
+   * waits, as after a crash; it never runs twice). @default false
+   */
+  finalWritesOnly?: boolean;
 }
 
 /** Options of one `begin` call. */

@@ -6,6 +6,7 @@ import { FixedDelayTimers } from './fixed-delay-timers.js';
 import { GiveBacks } from './give-back.js';
 import type {
   BeginResult,
+  DrainOptions,
   ExecuteResult,
   Idempotency,
   IdempotentRequest,
@@ -356,10 +357,19 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
         return Promise.reject(error);
       }
     },
-    drain: async (timeoutMs = settings.leaseMs) => {
+    drain: async (timeoutMs = settings.leaseMs, drainOptions?: DrainOptions) => {
       if (!(typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs >= 0))
         throw new InvalidInputError('drain(timeoutMs) needs a finite, non-negative number of ms');
-      return tasks.drain(timeoutMs);
+      const finalWritesOnly = drainOptions?.finalWritesOnly;
+      if (
+        (drainOptions !== undefined &&
+          (typeof drainOptions !== 'object' || drainOptions === null)) ||
+        !(finalWritesOnly === undefined || typeof finalWritesOnly === 'boolean')
+      )
+        throw new InvalidInputError(
+          'drain(timeoutMs, options): options is an object whose finalWritesOnly is a boolean',
+        );
+      return tasks.drain(timeoutMs, finalWritesOnly === true);
     },
     settings,
   };

@@ -84,6 +84,7 @@ export { createIdempotency, decideOutcome } from './idempotency.js';
 export type {
   BeginOptions,
   BeginResult,
+  DrainOptions,
   ExecuteResult,
   Idempotency,
   IdempotentRequest,
