@@ -1,0 +1,102 @@
+import type { Context, SQSRecord } from 'aws-lambda';
+import { describe, expect, it } from 'vitest';
+import { makeIdempotent, makeKinesisBatchHandler, makeSqsBatchHandler } from '../src/index.js';
+import { fakeContext, kinesisRecord, sqsRecord, useEnv } from './lambda-env.js';
+
+interface OrderEvent {
+  orderId?: string | null;
+  tenant?: string;
+  note: string;
+}
+
+describe('break30: a key or scope that names nothing is refused, never shared', () => {
+  const env = useEnv('redis');
+
+  // FINDING (MEDIUM, isolation; fixed): canonical JSON drops an undefined member, so a key
+  // function `(e) => ({ orderId: e.orderId })` gave one constant key, `{}`, to every event
+  // without an orderId (a client that leaves it out), and the second such event got the first
+  // one's recorded answer instead of its own. A top-level undefined, null or '' was refused;
+  // an object or array holding nothing but those is refused the same way now.
+  it.each([
+    ['{ orderId: undefined }', (e: OrderEvent) => ({ orderId: e.orderId })],
+    ['{ orderId: null }', (e: OrderEvent) => ({ orderId: e.orderId ?? null })],
+    ["[ '' ]", (e: OrderEvent) => [e.orderId ?? '']],
+  ])('key %s: InvalidInputError, the handler not run, no answer shared', async (_, key) => {
+    const ran: string[] = [];
+    const handler = makeIdempotent(
+      async (event: OrderEvent) => {
+        ran.push(event.note);
+        return `answer for ${event.note}`;
+      },
+      { store: env().store, key },
+    );
+    for (const note of ['alice', 'bob'])
+      await expect(handler({ note }, fakeContext(10_000))).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+      });
+    expect(ran).toEqual([]);
+    // A key that names something still runs and replays.
+    expect(await handler({ orderId: 'o-1', note: 'carol' }, fakeContext(10_000))).toBe(
+      'answer for carol',
+    );
+    expect(await handler({ orderId: 'o-1', note: 'carol' }, fakeContext(10_000))).toBe(
+      'answer for carol',
+    );
+    expect(ran).toEqual(['carol']);
+  });
+
+  // FINDING (MEDIUM, isolation; fixed): a scope function `(e) => ({ tenant: e.tenant })` gave
+  // every event without a tenant (an unauthenticated caller) the one scope `{}`: their keys met,
+  // and one caller got another's recorded answer. @idem/http refuses such a principal (500
+  // no-principal); the Lambda wrappers now refuse it with InvalidInputError.
+  it('a scope function that gives { tenant: undefined }: InvalidInputError, nothing run or shared', async () => {
+    const ran: string[] = [];
+    const handler = makeIdempotent(
+      async (event: OrderEvent) => {
+        ran.push(event.note);
+        return `answer for ${event.note}`;
+      },
+      { store: env().store, key: () => 'order-42', scope: (e) => ({ tenant: e.tenant }) },
+    );
+    for (const note of ['alice', 'bob'])
+      await expect(handler({ note }, fakeContext(10_000))).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+      });
+    expect(ran).toEqual([]);
+    expect(await handler({ tenant: 'acme', note: 'carol' }, fakeContext(10_000))).toBe(
+      'answer for carol',
+    );
+    expect(await handler({ tenant: 'globex', note: 'dave' }, fakeContext(10_000))).toBe(
+      'answer for dave',
+    );
+    expect(ran).toEqual(['carol', 'dave']);
+  });
+
+  it('batches: such a record is rejected on Kinesis and sent back on SQS, its handler not run', async () => {
+    const ran: string[] = [];
+    // A field the records do not have: `{ id: undefined }`.
+    const key = (record: object) => ({ id: (record as { missing?: string }).missing });
+    const kinesis = makeKinesisBatchHandler(
+      async () => {
+        ran.push('kinesis');
+      },
+      { store: env().store, key },
+    );
+    const statuses: string[] = [];
+    const sqs = makeSqsBatchHandler(
+      async (record: SQSRecord, _context: Context) => {
+        ran.push(record.body);
+      },
+      { store: env().store, key, onRecord: (report) => statuses.push(report.status) },
+    );
+    expect(
+      await kinesis({ Records: [kinesisRecord('a'), kinesisRecord('b')] }, fakeContext(10_000)),
+    ).toEqual({ batchItemFailures: [] });
+    const records = [sqsRecord('one'), sqsRecord('two')];
+    expect(await sqs({ Records: records }, fakeContext(10_000))).toEqual({
+      batchItemFailures: records.map((r) => ({ itemIdentifier: r.messageId })),
+    });
+    expect(statuses).toEqual(['failed', 'failed']);
+    expect(ran).toEqual([]);
+  });
+});
