@@ -9,6 +9,30 @@ interface OrderEvent {
   note: string;
 }
 
+/** A handler that notes whose event it ran and answers for it. */
+const answering = (ran: string[]) => async (event: OrderEvent) => {
+  ran.push(event.note);
+  return `answer for ${event.note}`;
+};
+
+/** Two events that name nothing (alice's, bob's): each refused, neither answered. */
+async function refusesBoth(handler: (event: OrderEvent, context: Context) => Promise<unknown>) {
+  for (const note of ['alice', 'bob'])
+    await expect(handler({ note }, fakeContext(10_000))).rejects.toMatchObject({
+      code: 'INVALID_INPUT',
+    });
+}
+
+/** The answers of `handler` to `events`, one after another. */
+async function answersTo(
+  handler: (event: OrderEvent, context: Context) => Promise<unknown>,
+  events: OrderEvent[],
+): Promise<unknown[]> {
+  const answers: unknown[] = [];
+  for (const event of events) answers.push(await handler(event, fakeContext(10_000)));
+  return answers;
+}
+
 describe('break30: a key or scope that names nothing is refused, never shared', () => {
   const env = useEnv('redis');
 
@@ -23,25 +47,15 @@ describe('break30: a key or scope that names nothing is refused, never shared', 
     ["[ '' ]", (e: OrderEvent) => [e.orderId ?? '']],
   ])('key %s: InvalidInputError, the handler not run, no answer shared', async (_, key) => {
     const ran: string[] = [];
-    const handler = makeIdempotent(
-      async (event: OrderEvent) => {
-        ran.push(event.note);
-        return `answer for ${event.note}`;
-      },
-      { store: env().store, key },
-    );
-    for (const note of ['alice', 'bob'])
-      await expect(handler({ note }, fakeContext(10_000))).rejects.toMatchObject({
-        code: 'INVALID_INPUT',
-      });
+    const handler = makeIdempotent(answering(ran), { store: env().store, key });
+    await refusesBoth(handler);
     expect(ran).toEqual([]);
     // A key that names something still runs and replays.
-    expect(await handler({ orderId: 'o-1', note: 'carol' }, fakeContext(10_000))).toBe(
+    const carol = { orderId: 'o-1', note: 'carol' };
+    expect(await answersTo(handler, [carol, carol])).toEqual([
       'answer for carol',
-    );
-    expect(await handler({ orderId: 'o-1', note: 'carol' }, fakeContext(10_000))).toBe(
       'answer for carol',
-    );
+    ]);
     expect(ran).toEqual(['carol']);
   });
 
@@ -51,24 +65,18 @@ describe('break30: a key or scope that names nothing is refused, never shared', 
   // no-principal); the Lambda wrappers now refuse it with InvalidInputError.
   it('a scope function that gives { tenant: undefined }: InvalidInputError, nothing run or shared', async () => {
     const ran: string[] = [];
-    const handler = makeIdempotent(
-      async (event: OrderEvent) => {
-        ran.push(event.note);
-        return `answer for ${event.note}`;
-      },
-      { store: env().store, key: () => 'order-42', scope: (e) => ({ tenant: e.tenant }) },
-    );
-    for (const note of ['alice', 'bob'])
-      await expect(handler({ note }, fakeContext(10_000))).rejects.toMatchObject({
-        code: 'INVALID_INPUT',
-      });
+    const handler = makeIdempotent(answering(ran), {
+      store: env().store,
+      key: () => 'order-42',
+      scope: (e: OrderEvent) => ({ tenant: e.tenant }),
+    });
+    await refusesBoth(handler);
     expect(ran).toEqual([]);
-    expect(await handler({ tenant: 'acme', note: 'carol' }, fakeContext(10_000))).toBe(
-      'answer for carol',
-    );
-    expect(await handler({ tenant: 'globex', note: 'dave' }, fakeContext(10_000))).toBe(
-      'answer for dave',
-    );
+    const events = [
+      { tenant: 'acme', note: 'carol' },
+      { tenant: 'globex', note: 'dave' },
+    ];
+    expect(await answersTo(handler, events)).toEqual(['answer for carol', 'answer for dave']);
     expect(ran).toEqual(['carol', 'dave']);
   });
 
