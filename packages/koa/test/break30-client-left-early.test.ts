@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import http2 from 'node:http2';
 import { type AddressInfo, connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createMemoryStore } from '@idem/store-memory';
@@ -14,13 +15,13 @@ import { idempotency } from '../src/index.js';
 // route's own end tells it stopped: while `await next()` is pending the lease is renewed (up to
 // maxHoldMs, as for a client that stays), and the silence watch starts when it settles.
 
-const servers: Server[] = [];
+const servers: (Server | http2.Http2Server)[] = [];
 afterAll(async () => {
   await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
 });
 
 /** A Koa app whose route awaits `work(run)` (run 1, 2...) then answers 201 `{ run }`. */
-async function start(leaseMs: number, work: (run: number) => Promise<void>) {
+async function start(leaseMs: number, work: (run: number) => Promise<void>, h2 = false) {
   let runs = 0;
   const app = new Koa();
   app.silent = true;
@@ -32,10 +33,39 @@ async function start(leaseMs: number, work: (run: number) => Promise<void>) {
     ctx.status = 201;
     ctx.body = { run };
   });
-  const server = app.listen(0, '127.0.0.1');
+  const server = h2 ? http2.createServer(app.callback()) : app.listen(0, '127.0.0.1');
+  if (h2) server.listen(0, '127.0.0.1');
   servers.push(server);
   await new Promise((resolve) => server.once('listening', resolve));
   return { port: (server.address() as AddressInfo).port, runs: () => runs };
+}
+
+/**
+ * A keyed POST over HTTP/2 (h2c): its status, or with `leaveOnce`, a stream reset (CANCEL)
+ * once `leaveOnce` says so, before any answer (0).
+ */
+function postH2(port: number, key: string, leaveOnce?: () => boolean): Promise<number> {
+  return new Promise((resolve) => {
+    const client = http2.connect(`http://127.0.0.1:${port}`);
+    client.on('error', () => {});
+    const request = client.request({ ':method': 'POST', ':path': '/jobs', 'idempotency-key': key });
+    request.on('error', () => {});
+    request.end();
+    request.on('response', (headers) => {
+      request.resume();
+      request.on('end', () => {
+        client.close();
+        resolve(Number(headers[':status']));
+      });
+    });
+    if (leaveOnce)
+      void (async () => {
+        for (let i = 0; i < 200 && !leaveOnce(); i += 1) await sleep(10);
+        request.close(http2.constants.NGHTTP2_CANCEL);
+        client.close();
+        resolve(0);
+      })();
+  });
 }
 
 /** A client that sends a keyed POST and leaves once the route started, before any answer. */
@@ -62,7 +92,7 @@ async function retry(port: number, key: string, readBody = true) {
 
 describe('break30 koa: the client leaves before the head while the route still works', () => {
   it('retries past two leases get 409 while it works, then the replay: the route ran once', async () => {
-    const leaseMs = 150;
+    const leaseMs = 300;
     let finish!: () => void;
     const working = new Promise<void>((resolve) => {
       finish = resolve;
@@ -88,9 +118,34 @@ describe('break30 koa: the client leaves before the head while the route still w
     expect(server.runs()).toBe(1);
   });
 
+  it('HTTP/2: a stream reset before the head, the same: 409 while it works, then the replay, run once', async () => {
+    const leaseMs = 300;
+    let finish!: () => void;
+    const working = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const server = await start(leaseMs, (run) => (run === 1 ? working : Promise.resolve()), true);
+    await postH2(server.port, 'slow-h2', () => server.runs() > 0);
+    const meanwhile: number[] = [];
+    for (let i = 0; i < 10; i += 1) {
+      await sleep(leaseMs / 2);
+      meanwhile.push(await postH2(server.port, 'slow-h2'));
+    }
+    expect(server.runs()).toBe(1);
+    expect(meanwhile.every((status) => status === 409)).toBe(true);
+    finish();
+    let status = await postH2(server.port, 'slow-h2');
+    for (let i = 0; i < 100 && status === 409; i += 1) {
+      await sleep(20);
+      status = await postH2(server.port, 'slow-h2');
+    }
+    expect(status).toBe(201);
+    expect(server.runs()).toBe(1);
+  });
+
   it('held: a route that ended without answering (its response left open) still frees the key', async () => {
     // The silence watch still works once the route has settled: rev10's throw after the head.
-    const leaseMs = 150;
+    const leaseMs = 300;
     const app = new Koa();
     app.silent = true;
     let runs = 0;
