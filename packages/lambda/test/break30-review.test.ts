@@ -1,7 +1,13 @@
 import type { Context, SQSRecord } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
-import { makeIdempotent, makeKinesisBatchHandler, makeSqsBatchHandler } from '../src/index.js';
+import {
+  idempotency,
+  makeIdempotent,
+  makeKinesisBatchHandler,
+  makeSqsBatchHandler,
+} from '../src/index.js';
 import { fakeContext, kinesisRecord, sqsRecord, useEnv } from './lambda-env.js';
+import { middies } from './middy-versions.js';
 
 interface OrderEvent {
   orderId?: string | null;
@@ -79,6 +85,21 @@ describe('break30: a key or scope that names nothing is refused, never shared', 
     expect(await answersTo(handler, events)).toEqual(['answer for carol', 'answer for dave']);
     expect(ran).toEqual(['carol', 'dave']);
   });
+
+  it.each(middies)(
+    'Middy $major: a key and a scope that name nothing are refused before the handler',
+    async ({ middy }) => {
+      const ran: string[] = [];
+      for (const options of [
+        { key: (e: OrderEvent) => ({ orderId: e.orderId }) },
+        { key: () => 'order-42', scope: (e: OrderEvent) => ({ tenant: e.tenant }) },
+      ]) {
+        const handler = middy(answering(ran)).use(idempotency({ store: env().store, ...options }));
+        await refusesBoth(handler as (event: OrderEvent, context: Context) => Promise<unknown>);
+      }
+      expect(ran).toEqual([]);
+    },
+  );
 
   it('batches: such a record is rejected on Kinesis and sent back on SQS, its handler not run', async () => {
     const ran: string[] = [];
