@@ -758,6 +758,7 @@ const SETTLED: ResponseRecorder = {
   finish: () => Promise.resolve(),
   fail: () => Promise.resolve(),
   clientGone: () => {},
+  holdWhile: () => {},
   failAtEnd: () => {},
   lateStart: () => undefined,
   recordResponse: (response) => Promise.resolve(response),

@@ -87,6 +87,15 @@ export interface ResponseRecorder {
    */
   clientGone(): void;
   /**
+   * The handler is still running until `running` settles (an adapter that awaits it, as Koa's
+   * `await next()`): until then a client that left does not make its silence count (a handler
+   * that has not answered yet is working, not stuck: its lease is renewed up to `maxHoldMs`,
+   * as for a client that stays), and the silence watch of `clientGone` starts afresh when it
+   * settles. Without it, a client that timed out before the head had its retry run the
+   * handler a second time once two leases passed. Never rejects, whatever `running` does.
+   */
+  holdWhile(running: PromiseLike<unknown>): void;
+  /**
    * The execution failed, but its body may still be written and end normally (a stream
    * helper that catches the handler's throw and closes the stream): when the body ends, the
    * key is released instead of the response recorded. Until then nothing changes: the key
@@ -292,6 +301,8 @@ export function createRecorder(
   }
 
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
+  // Handlers still running (see `holdWhile`): their silence is work, never a stuck body.
+  let running = 0;
 
   function capture(chunk: Uint8Array): boolean {
     if (!head) throw misuse('ResponseRecorder.start must be called before capture');
@@ -412,13 +423,23 @@ export function createRecorder(
   function armIdle(): void {
     clearTimeout(idleTimer);
     idleTimer = setTimeout(() => {
-      if (!done) execution.abandon();
+      if (!done && running === 0) execution.abandon();
     }, settings.leaseMs);
     idleTimer.unref?.();
   }
 
   function clientGone(): void {
     if (!done && idleTimer === undefined) armIdle();
+  }
+
+  function holdWhile(operation: PromiseLike<unknown>): void {
+    running += 1;
+    const settled = () => {
+      running -= 1;
+      // The handler ended: a response its client left is watched for silence from now on.
+      if (running === 0 && idleTimer !== undefined && !done) armIdle();
+    };
+    Promise.resolve(operation).then(settled, settled);
   }
 
   // The internal entry points are in the literal, keyed by their symbols: added after it (the
@@ -437,6 +458,7 @@ export function createRecorder(
     finish,
     fail,
     clientGone,
+    holdWhile,
     failAtEnd: () => {
       failedAtEnd = true;
     },

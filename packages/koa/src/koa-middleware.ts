@@ -256,7 +256,12 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
     recordServerResponse(ctx.res, decision.recorder);
     detachEarlyFinishWatch(ctx, warn);
     try {
-      await next();
+      const running = next();
+      // A client that leaves while the route still works (before its head) must not make
+      // its silence count: the route is working, and a retry after two leases would run it
+      // beside itself.
+      decision.recorder.holdWhile(running);
+      await running;
     } catch (error) {
       // Past the head, Koa's error handler can answer nothing and leaves the response open,
       // and something the route started may still write to it and end it (a piped stream):

@@ -148,7 +148,10 @@ export interface BatchOptions<TRecord, TContext extends LambdaContextLike>
    * does not time out and redeliver the whole batch; at most half the time left. @default 1_000
    */
   timeoutMarginMs?: number;
-  /** Told what happened to each record (logging, metrics). Errors it throws are ignored. */
+  /**
+   * Told what happened to each record (logging, metrics). Errors it throws are ignored, and so
+   * is the rejection of a promise it returns (not awaited).
+   */
   onRecord?: (report: RecordReport<TRecord>) => void;
 }
 
@@ -236,9 +239,12 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
   });
   const report = (r: RecordReport<TRecord>) => {
     try {
-      onRecord?.(r);
+      // A broken listener must not fail the batch: nor, async and rejecting, the invocation
+      // (Lambda's runtime fails it at an unhandled rejection, and the whole batch comes back).
+      const result: unknown = onRecord?.(r);
+      if (result instanceof Promise) result.catch(() => {});
     } catch {
-      // A broken listener must not fail the batch.
+      // As above.
     }
   };
 

@@ -102,7 +102,28 @@ export function remainingMs(context: LambdaContextLike): number {
 export function toKey(value: JsonValue | undefined): string {
   if (value === undefined || value === null || value === '')
     throw new InvalidInputError('The key function returned no key (undefined, null or "")');
-  return typeof value === 'string' && isValidKey(value) ? value : deriveKey(value);
+  if (typeof value === 'string' && isValidKey(value)) return value;
+  const key = deriveKey(value);
+  if (namesNothing(value, 0))
+    throw new InvalidInputError(
+      'The key function returned an object or array holding nothing but undefined, null or "" (a missing field?): every such event would share one key',
+    );
+  return key;
+}
+
+/**
+ * True for a value that would be the same for every event missing the fields it reads:
+ * undefined, null, '', or an object or array with nothing else in it (what
+ * `{ orderId: event.orderId }` gives without an orderId: canonical JSON drops the undefined
+ * member, leaving `{}`).
+ */
+function namesNothing(value: unknown, depth: number): boolean {
+  if (value === undefined || value === null || value === '') return true;
+  if (typeof value !== 'object' || depth > 32) return false;
+  // Only plain objects and arrays: canonical JSON refuses the rest (a Promise, a Map) itself.
+  const proto = Object.getPrototypeOf(value);
+  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return false;
+  return Object.values(value).every((member) => namesNothing(member, depth + 1));
 }
 
 /** The request for `execute`: key, scope and fingerprint of one invocation or record. */
@@ -113,10 +134,15 @@ export function requestFor<TEvent, TContext extends LambdaContextLike>(
   payload: JsonValue | undefined,
   scope: ScopeOption<TEvent, TContext> | undefined,
 ): IdempotentRequest {
-  const resolvedScope =
-    typeof scope === 'function'
-      ? scope(event, context)
-      : (scope ?? ['lambda', context.functionName ?? '']);
+  let resolvedScope: Scope;
+  if (typeof scope === 'function') {
+    resolvedScope = scope(event, context);
+    // (`{ tenant: event.tenant }` without a tenant: every such caller would share one scope.)
+    if (namesNothing(resolvedScope, 0))
+      throw new InvalidInputError(
+        'The scope function returned nothing but undefined, null or "" (a missing tenant?): every such event would share one scope',
+      );
+  } else resolvedScope = scope ?? ['lambda', context.functionName ?? ''];
   return {
     key: toKey(key),
     scope: resolvedScope,
