@@ -28,16 +28,23 @@ afterEach(() => {
   vi.restoreAllMocks();
 });
 
+/** What the policy's `thrown` became: a copy of it, of class `cls`, carrying the operation's error. */
+async function copiedCarrying<E extends Error>(
+  thrown: E,
+  cls: abstract new (...args: never[]) => E,
+): Promise<E> {
+  const opError = new Error('op');
+  const error = (await policyThrows(thrown, opError)) as E & { operationError?: unknown };
+  expect(error).not.toBe(thrown);
+  expect(error).toBeInstanceOf(cls);
+  expect(error.operationError).toBe(opError);
+  return error;
+}
+
 describe('rev30a: errors whose name getter needs their class state are copied on every Node', () => {
   it("a policy's DOMException carries the operation's error, its name and message kept", async () => {
-    const opError = new Error('op');
     const thrown = new DOMException('cannot clone', 'DataCloneError');
-    const error = (await policyThrows(thrown, opError)) as DOMException & {
-      operationError?: unknown;
-    };
-    expect(error).not.toBe(thrown);
-    expect(error).toBeInstanceOf(DOMException);
-    expect(error.operationError).toBe(opError);
+    const error = await copiedCarrying(thrown, DOMException);
     expect(error.name).toBe('DataCloneError');
     expect(error.message).toBe('cannot clone');
     expect(error.stack).toBe(thrown.stack);
@@ -51,14 +58,8 @@ describe('rev30a: errors whose name getter needs their class state are copied on
         return this.#name;
       }
     }
-    const opError = new Error('op');
     const thrown = new PrivateNameError('policy bug');
-    const error = (await policyThrows(thrown, opError)) as PrivateNameError & {
-      operationError?: unknown;
-    };
-    expect(error).not.toBe(thrown);
-    expect(error).toBeInstanceOf(PrivateNameError);
-    expect(error.operationError).toBe(opError);
+    const error = await copiedCarrying(thrown, PrivateNameError);
     expect(error.name).toBe('PrivateNameError');
     expect(String(error.stack)).toBe(String(thrown.stack));
   });
