@@ -49,5 +49,23 @@ export function markedClassTests(testUrl: string, classes: MarkedClass[]): void 
         Object.defineProperty(ours, 'name', { value: name });
       }
     });
+
+    it(`${name}: an app's subclass of either build's is the other's too, and keeps its own name`, () => {
+      for (const [base, other] of [
+        [ours, theirs],
+        [theirs, ours],
+      ] as const) {
+        // biome-ignore lint/suspicious/noExplicitAny: each class's own constructor arguments.
+        const AppSubclass = class extends (base as any) {};
+        Object.defineProperty(AppSubclass, 'name', { value: `App${name}` });
+        const error = make(AppSubclass);
+        expect(error instanceof base).toBe(true);
+        expect(error instanceof other).toBe(true);
+        expect(error.name).toBe(`App${name}`);
+        // The other way round, by its name only: the package's own error is no app subclass.
+        expect(make(other) instanceof AppSubclass).toBe(false);
+        expect(make(base) instanceof AppSubclass).toBe(false);
+      }
+    });
   }
 }

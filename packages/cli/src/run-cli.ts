@@ -1,6 +1,7 @@
 import { errorMessage, isIdemError, type RecordInspection, settleWithin } from '@idem/core';
 import {
   type CliCommand,
+  echoed,
   parseCommand,
   shown,
   USAGE,
@@ -184,7 +185,8 @@ async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise
     }
     if (result.reason === 'changed') {
       const wanted = [
-        ...(expected?.owner === undefined ? [] : [`owner ${printable(expected.owner)}`]),
+        // As typed, bounded as a usage error's echo: an owner pasted by mistake (a log line).
+        ...(expected?.owner === undefined ? [] : [`owner ${printable(echoed(expected.owner))}`]),
         ...(expected?.fence === undefined ? [] : [`fence ${expected.fence}`]),
       ].join(', ');
       const message = `${key} is no longer the execution you gave (${wanted}): owner ${printable(result.owner)} holds it now at fence ${result.fence}; left as it is (inspect it again before releasing)`;

@@ -478,6 +478,20 @@ const SHOWN_FAILURE_NAME_CHARS = 128;
 const SHOWN_FAILURE_MESSAGE_CHARS = 1_024;
 
 /**
+ * A recorded failure's name or message for the message: as `String` shows it, or its type in
+ * parentheses (`(object)`) when `String` cannot convert it (an error's `name` set to `{ toString: 'x' }` is recorded as
+ * that object, and every replay threw a `TypeError` instead of the failure, the rev30a review).
+ */
+function recordedText(value: unknown): string {
+  if (typeof value === 'string') return value;
+  try {
+    return String(value);
+  } catch {
+    return `(${typeof value})`;
+  }
+}
+
+/**
  * Replay of a failure that the outcome policy declared final. `stored` holds what was
  * recorded about the original error, whole; the message shows the first 1,024 characters of
  * its message (128 of its name), then its length: a failure recorded with a 10 MB message
@@ -489,8 +503,8 @@ export class ReplayedFailureError extends IdemError {
   constructor(stored: { name: string; message: string; code?: string }) {
     super(
       'REPLAYED_FAILURE',
-      `Replayed failure: ${boundedText(String(stored.name), SHOWN_FAILURE_NAME_CHARS)}: ${boundedText(
-        String(stored.message),
+      `Replayed failure: ${boundedText(recordedText(stored.name), SHOWN_FAILURE_NAME_CHARS)}: ${boundedText(
+        recordedText(stored.message),
         SHOWN_FAILURE_MESSAGE_CHARS,
       )}`,
     );
