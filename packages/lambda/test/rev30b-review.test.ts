@@ -1,9 +1,10 @@
 import { deriveKey, deriveStorageKey, type JsonValue } from '@idem/core';
 import type { Context, KinesisStreamRecord } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
-import { makeIdempotent, makeKinesisBatchHandler } from '../src/index.js';
+import { idempotency, makeIdempotent, makeKinesisBatchHandler } from '../src/index.js';
 import { requestFor, toKey } from '../src/lambda-engine.js';
 import { fakeContext, kinesisRecord, useEnv } from './lambda-env.js';
+import { middies } from './middy-versions.js';
 
 interface JobEvent {
   runAt?: string;
@@ -37,6 +38,21 @@ const answering = (ran: string[]) => async (event: JobEvent) => {
   return `answer for ${event.note}`;
 };
 
+/** A key and a scope whose canonical JSON is the same for every event without the field. */
+const fieldless = [
+  [
+    'key ({ runAt: new Date(e.runAt) })',
+    { key: (e: JobEvent) => ({ runAt: new Date(e.runAt as string) as unknown as string }) },
+  ],
+  [
+    'scope ({ tenant: new TenantId(e.tenant) })',
+    {
+      key: () => 'order-42',
+      scope: (e: JobEvent) => ({ tenant: new TenantId(e.tenant) as unknown as string }),
+    },
+  ],
+] as const;
+
 describe('rev30b: the check reads what is hashed, not the value before canonical JSON', () => {
   const env = useEnv('redis');
 
@@ -45,19 +61,7 @@ describe('rev30b: the check reads what is hashed, not the value before canonical
   // key for every event without a runAt. break30's check looked at the Date object (not a plain
   // object: "names something") and let it through: the second such event got the first one's
   // answer. The same for any value object whose toJSON gives null or ''.
-  it.each([
-    [
-      'key ({ runAt: new Date(e.runAt) })',
-      { key: (e: JobEvent) => ({ runAt: new Date(e.runAt as string) as unknown as string }) },
-    ],
-    [
-      'scope ({ tenant: new TenantId(e.tenant) })',
-      {
-        key: () => 'order-42',
-        scope: (e: JobEvent) => ({ tenant: new TenantId(e.tenant) as unknown as string }),
-      },
-    ],
-  ])('%s without the field: refused, nothing run or shared', async (_, options) => {
+  it.each(fieldless)('%s without the field: refused, nothing run or shared', async (_, options) => {
     const ran: string[] = [];
     const handler = makeIdempotent(answering(ran), { store: env().store, ...options });
     const refused = await outcomes(handler, [{ note: 'alice' }, { note: 'bob' }]);
@@ -69,6 +73,19 @@ describe('rev30b: the check reads what is hashed, not the value before canonical
       answers: Array(2).fill('answer for carol'),
       ran: ['carol'],
     });
+  });
+
+  it.each(middies)('Middy $major: both refused before the handler', async ({ middy }) => {
+    const ran: string[] = [];
+    for (const [, options] of fieldless) {
+      const handler = middy(answering(ran)).use(idempotency({ store: env().store, ...options }));
+      const refused = await outcomes(handler as Parameters<typeof outcomes>[0], [
+        { note: 'alice' },
+        { note: 'bob' },
+      ]);
+      expect(refused).toEqual(['INVALID_INPUT', 'INVALID_INPUT']);
+    }
+    expect(ran).toEqual([]);
   });
 
   it('Kinesis: such a record is rejected, not run and not replayed', async () => {
