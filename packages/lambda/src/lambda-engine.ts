@@ -1,4 +1,5 @@
 import {
+  canonicalJson,
   createIdempotency,
   deriveKey,
   fingerprint,
@@ -103,27 +104,34 @@ export function toKey(value: JsonValue | undefined): string {
   if (value === undefined || value === null || value === '')
     throw new InvalidInputError('The key function returned no key (undefined, null or "")');
   if (typeof value === 'string' && isValidKey(value)) return value;
-  const key = deriveKey(value);
-  if (namesNothing(value, 0))
+  const hashed = asHashed(value);
+  if (namesNothing(hashed))
     throw new InvalidInputError(
       'The key function returned an object or array holding nothing but undefined, null or "" (a missing field?): every such event would share one key',
     );
-  return key;
+  // (The same key as `deriveKey(value)`: canonical JSON of its own output is that output.)
+  return deriveKey(hashed);
 }
 
 /**
- * True for a value that would be the same for every event missing the fields it reads:
- * undefined, null, '', or an object or array with nothing else in it (what
- * `{ orderId: event.orderId }` gives without an orderId: canonical JSON drops the undefined
- * member, leaving `{}`).
+ * `value` as canonical JSON writes it, read once: `toJSON` results (an invalid Date is `null`),
+ * no undefined member, no named property of an array, getters read a single time. What is
+ * checked is then what is hashed. `NotCanonicalError` for what canonical JSON refuses; its
+ * depth limit bounds {@link namesNothing}.
  */
-function namesNothing(value: unknown, depth: number): boolean {
-  if (value === undefined || value === null || value === '') return true;
-  if (typeof value !== 'object' || depth > 32) return false;
-  // Only plain objects and arrays: canonical JSON refuses the rest (a Promise, a Map) itself.
-  const proto = Object.getPrototypeOf(value);
-  if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return false;
-  return Object.values(value).every((member) => namesNothing(member, depth + 1));
+function asHashed(value: unknown): JsonValue {
+  return JSON.parse(canonicalJson(value)) as JsonValue;
+}
+
+/**
+ * True for a JSON value that would be the same for every event missing the fields it reads:
+ * null, '', or an object or array with nothing else in it (what `{ orderId: event.orderId }`
+ * gives without an orderId: canonical JSON drops the undefined member, leaving `{}`).
+ */
+function namesNothing(value: JsonValue): boolean {
+  if (value === null || value === '') return true;
+  if (typeof value !== 'object') return false;
+  return Object.values(value).every((member) => member === undefined || namesNothing(member));
 }
 
 /** The request for `execute`: key, scope and fingerprint of one invocation or record. */
@@ -136,12 +144,15 @@ export function requestFor<TEvent, TContext extends LambdaContextLike>(
 ): IdempotentRequest {
   let resolvedScope: Scope;
   if (typeof scope === 'function') {
-    resolvedScope = scope(event, context);
+    const answer: unknown = scope(event, context);
     // (`{ tenant: event.tenant }` without a tenant: every such caller would share one scope.)
-    if (namesNothing(resolvedScope, 0))
+    // The engine derives the storage key from the copy checked: the same canonical JSON.
+    const checked = answer === undefined ? null : asHashed(answer);
+    if (namesNothing(checked))
       throw new InvalidInputError(
         'The scope function returned nothing but undefined, null or "" (a missing tenant?): every such event would share one scope',
       );
+    resolvedScope = checked;
   } else resolvedScope = scope ?? ['lambda', context.functionName ?? ''];
   return {
     key: toKey(key),
