@@ -52,6 +52,13 @@ async function leaveWhen(port: number, key: string, leave: () => boolean) {
   return { head, leave: () => socket.destroy() };
 }
 
+/** The fence and phase of each `lease_lost` event. */
+function leasesLost(events: IdemEvent[]) {
+  return events.flatMap((event) =>
+    event.type === 'lease_lost' ? [[event.fence, event.phase]] : [],
+  );
+}
+
 /** Retries `key` until the answer is not 409 (bounded); answers it. */
 async function retryPast409(url: string, key: string, rounds: number) {
   let last = await send(url, '/x', { key, body: { a: 1 } });
@@ -100,10 +107,7 @@ describe('leftearly30 recordServerResponse: the client leaves before the head wh
     expect(last.body.toString()).toBe('{"run":2}');
     expect(runs).toBe(2);
     // The first execution lost its key to maxHoldMs, not to a silence: it was renewed till then.
-    const lost = events.filter((event) => event.type === 'lease_lost');
-    expect(lost.map((event) => event.type === 'lease_lost' && [event.fence, event.phase])).toEqual([
-      [1, 'max_hold'],
-    ]);
+    expect(leasesLost(events)).toEqual([[1, 'max_hold']]);
   });
 
   it('a body silent after its head, its client gone, still frees the key within two leases (not maxHoldMs)', async () => {
@@ -128,9 +132,6 @@ describe('leftearly30 recordServerResponse: the client leaves before the head wh
     expect(last.body.toString()).toBe('partial 2');
     expect(runs).toBe(2);
     // Lost to the silence watch (its heartbeats stopped), with maxHoldMs at its 1 h default.
-    const lost = events.filter((event) => event.type === 'lease_lost');
-    expect(lost.map((event) => event.type === 'lease_lost' && [event.fence, event.phase])).toEqual([
-      [1, 'heartbeat'],
-    ]);
+    expect(leasesLost(events)).toEqual([[1, 'heartbeat']]);
   });
 });
