@@ -1,4 +1,4 @@
-import { leftBeforeHeadProbe, memoryStores, redisStores } from '@idem/http-conformance';
+import { describeLeftBeforeHead, leftBeforeHeadProbe } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { afterAll, describe, it } from 'vitest';
@@ -14,13 +14,12 @@ import { type FastifyIdempotencyOptions, idempotency } from '../src/index.js';
 // runs (the recorder's `holdWhile`, as Koa's `next()`), where it was freed after two leases.
 
 const LEASE = 300;
-const closers: (() => Promise<unknown>)[] = [];
-afterAll(async () => {
-  for (const close of closers.reverse()) await close();
-});
 
-async function start(store: FastifyIdempotencyOptions['store'], h2 = false) {
-  const probe = leftBeforeHeadProbe(LEASE);
+async function start(
+  probe: ReturnType<typeof leftBeforeHeadProbe>,
+  store: FastifyIdempotencyOptions['store'],
+  h2 = false,
+) {
   const app: FastifyInstance = h2
     ? (Fastify({ http2: true }) as unknown as FastifyInstance)
     : Fastify({ forceCloseConnections: true });
@@ -41,29 +40,27 @@ async function start(store: FastifyIdempotencyOptions['store'], h2 = false) {
     });
   }
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
-  closers.push(() => app.close());
-  return { probe, url };
+  return { url, close: () => app.close() };
 }
 
-describe('leftearly30 fastify: the client leaves before the head while the route still works', () => {
-  for (const kind of [memoryStores(), redisStores()]) {
-    it(`${kind.name} store: retries past two leases get 409, then the replay; the route ran once`, async () => {
-      const stores = await kind.setup();
-      closers.push(stores.close);
-      const { probe, url } = await start(stores.create());
-      await probe.check(url, '/jobs');
-    });
-  }
+describeLeftBeforeHead(
+  'leftearly30 fastify: the client leaves before the head while the route still works',
+  LEASE,
+  start,
+  { http2: true },
+);
 
-  it('HTTP/2: a stream reset before the head, the same', async () => {
-    const { probe, url } = await start(createMemoryStore(), true);
-    await probe.check(url, '/jobs', { http2: true });
+describe('leftearly30 fastify: the client leaves after the head while the route still works', () => {
+  const closers: (() => Promise<unknown>)[] = [];
+  afterAll(async () => {
+    for (const close of closers) await close();
   });
-
   for (const path of ['/raw', '/hijacked']) {
-    it(`after the head (${path}): 409 until the route ends, then the replay; run once`, async () => {
-      const { probe, url } = await start(createMemoryStore());
-      await probe.checkAfterHead(url, path);
+    it(`${path}: 409 until the route ends, then the replay; run once`, async () => {
+      const probe = leftBeforeHeadProbe(LEASE);
+      const app = await start(probe, createMemoryStore());
+      closers.push(app.close);
+      await probe.checkAfterHead(app.url, path);
     });
   }
 });

@@ -1,10 +1,12 @@
 import { constants as http2Constants } from 'node:http2';
 import { connect } from 'node:net';
-import { expect } from 'vitest';
+import type { IdempotencyStore } from '@idem/core';
+import { afterAll, describe, expect, it } from 'vitest';
 import { send } from './client.js';
 import { REPLAYED } from './kit.js';
 import { TENANT_HEADER } from './options.js';
 import { h2Post, h2PostStream } from './raw-http.js';
+import { memoryStores, redisStores, type StoreKind } from './stores.js';
 
 /** See {@link leftBeforeHeadProbe}. */
 export interface LeftBeforeHeadProbe {
@@ -129,6 +131,55 @@ export function leftBeforeHeadProbe(leaseMs: number): LeftBeforeHeadProbe {
       ]);
     },
   };
+}
+
+/** What {@link describeLeftBeforeHead} starts: the app's URL and how to stop it. */
+export interface LeftBeforeHeadApp {
+  url: string;
+  close(): Promise<unknown>;
+}
+
+/**
+ * Registers {@link LeftBeforeHeadProbe.check} on each store kind (memory and Redis by
+ * default), and over HTTP/2 (on a memory store) with `http2`. `start(probe, store, http2)`
+ * starts the app under test on loopback: its middleware given `store`, `leaseMs` and
+ * `scope: 'global'`, its `POST /jobs` route doing `await probe.work()` and answering 201 with
+ * `{ run }`; served over h2c when `http2`.
+ */
+export function describeLeftBeforeHead(
+  name: string,
+  leaseMs: number,
+  start: (
+    probe: LeftBeforeHeadProbe,
+    store: IdempotencyStore,
+    http2: boolean,
+  ) => Promise<LeftBeforeHeadApp>,
+  options: { http2?: boolean; stores?: StoreKind[] } = {},
+): void {
+  describe(name, () => {
+    const closers: (() => Promise<unknown>)[] = [];
+    afterAll(async () => {
+      for (const close of closers.reverse()) await close();
+    });
+    const run = async (store: IdempotencyStore, http2: boolean) => {
+      const probe = leftBeforeHeadProbe(leaseMs);
+      const app = await start(probe, store, http2);
+      closers.push(() => app.close());
+      await probe.check(app.url, '/jobs', { http2 });
+    };
+    for (const kind of options.stores ?? [memoryStores(), redisStores()]) {
+      it(`${kind.name} store: retries past two leases get 409, then the replay; the route ran once`, async () => {
+        const stores = await kind.setup();
+        closers.push(stores.close);
+        await run(stores.create(), false);
+      });
+    }
+    if (options.http2)
+      it('HTTP/2, a stream reset before the head: the same', async () => {
+        const stores = await memoryStores().setup();
+        await run(stores.create(), true);
+      });
+  });
 }
 
 /**
