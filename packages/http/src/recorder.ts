@@ -92,7 +92,7 @@ export interface ResponseRecorder {
   clientGone(): void;
   /**
    * The handler is still running until `running` settles (an adapter that awaits it, as Koa's
-   * `await next()`, Nest's interceptor): until then a client that left does not make its
+   * `await next()`, Fastify's route handler, Nest's handler): until then a client that left does not make its
    * silence count, even past the head (a handler that wrote its head and still works is not
    * stuck: its lease is renewed up to `maxHoldMs`, as for a client that stays), and the
    * silence watch of `clientGone` starts afresh when it settles. Never rejects, whatever
