@@ -1,6 +1,6 @@
 import { constants as http2Constants } from 'node:http2';
 import type { Readable } from 'node:stream';
-import { invalidTypeInput, shownInput } from '@idem/core';
+import { invalidTypeInput, isThenable, shownInput } from '@idem/core';
 import {
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
@@ -9,6 +9,7 @@ import {
   type IdempotencyHandler,
   PROBLEM_TYPES,
   type ProblemType,
+  type ResponseRecorder,
 } from '@idem/http';
 import {
   chunkedFraming,
@@ -90,8 +91,27 @@ const kIncoming = Symbol('@idem/fastify incoming');
  * {@link constraintsName}).
  */
 const kConstraints = Symbol('@idem/fastify constraints');
+/** The recorder of a request the route's handler runs for (see {@link heldWhileRunning}). */
+const kRecorder = Symbol('@idem/fastify recorder');
 interface Held {
   [kIncoming]: FastifyIncoming | false | null;
+  [kRecorder]: ResponseRecorder | null;
+}
+
+/**
+ * The route's handler, giving what it returns (its promise) to the recorder's `holdWhile` on a
+ * recorded request: while it runs, a client that left does not make its response's silence
+ * count, past the head too (a handler that wrote its head through `reply.raw`, or hijacked the
+ * reply, and still works is not stuck; a retry would run it beside itself). Same `this`, same
+ * arguments, same result.
+ */
+function heldWhileRunning(handler: RouteOptions['handler']): RouteOptions['handler'] {
+  return function (this: FastifyInstance, request, reply) {
+    const result = handler.call(this, request, reply);
+    const recorder = (request as unknown as Held)[kRecorder];
+    if (recorder !== null && isThenable(result)) recorder.holdWhile(result);
+    return result;
+  };
 }
 
 interface Setup {
@@ -214,10 +234,12 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     // keyed request's with the body-too-large problem instead (no cost to any other request).
     if (setup && readsBodies(setup.handler, methods))
       route.errorHandler = answeringBodyLimit(route.errorHandler);
+    if (setup) route.handler = heldWhileRunning(route.handler);
   });
   fastify.addHook('onReady', (ready) => ready(routeErrors[0]));
   fastify.decorateRequest('idempotency', null);
   fastify.decorateRequest(kIncoming, null);
+  fastify.decorateRequest(kRecorder, null);
   // onRequest, before any preParsing hook (a decompression one registered before the plugin)
   // can read the Node request: a request with a body starts copying it for the fingerprint,
   // when begin() will read it (idempotency on for the route, a method that needs a key, a
@@ -345,6 +367,7 @@ function answer(
     return;
   }
   request.idempotency = decision.recorder.context;
+  (request as unknown as Held)[kRecorder] = decision.recorder;
   // Record at the Node response: every payload Fastify sends (buffers, Node and Web
   // streams, Response objects) ends up there, written chunk by chunk. `reply.sent` reads true
   // once the route ended the response, as without idem, while its end waits for the record:

@@ -9,6 +9,8 @@ export type { LastEventIdApp } from './last-event-id.js';
 export { describeLastEventIdBytes, LAST_EVENT_ID_EVENTS } from './last-event-id.js';
 export type { LateStartProbe } from './late-start.js';
 export { lateStartProbe } from './late-start.js';
+export type { LeftBeforeHeadApp, LeftBeforeHeadProbe } from './left-before-head.js';
+export { describeLeftBeforeHead, leftBeforeHeadProbe } from './left-before-head.js';
 export type { LivePace, LivePaceResult } from './live-pace.js';
 export { livePace } from './live-pace.js';
 export type {

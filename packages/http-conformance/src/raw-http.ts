@@ -159,6 +159,29 @@ export interface H2Answer {
 }
 
 /**
+ * A keyed JSON `POST` stream on an h2c session of its own (errors of both ignored); the caller
+ * ends the stream with the body and closes the session.
+ */
+export function h2PostStream(
+  url: string,
+  path: string,
+  key: string,
+  extra: Record<string, string> = {},
+) {
+  const session = http2Connect(url);
+  session.on('error', () => {});
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': path,
+    'idempotency-key': key,
+    'content-type': 'application/json',
+    ...extra,
+  });
+  stream.on('error', () => {});
+  return { session, stream };
+}
+
+/**
  * A keyed POST over h2c (prior knowledge) to `url`, on a session of its own, with a JSON body
  * and `extra` header fields: the answer once its stream closed, or after `timeoutMs` with
  * `hung` set (the stream is then closed).
@@ -171,15 +194,7 @@ export function h2Post(
   timeoutMs = 10_000,
 ): Promise<H2Answer> {
   return new Promise((resolve) => {
-    const session = http2Connect(url);
-    session.on('error', () => {});
-    const stream = session.request({
-      ':method': 'POST',
-      ':path': path,
-      'idempotency-key': key,
-      'content-type': 'application/json',
-      ...extra,
-    });
+    const { session, stream } = h2PostStream(url, path, key, extra);
     const answer: H2Answer = { status: 0, headers: {}, body: '', hung: false };
     const timer = setTimeout(() => {
       answer.hung = true;
@@ -194,7 +209,6 @@ export function h2Post(
     stream.on('data', (part: string) => {
       answer.body += part;
     });
-    stream.on('error', () => {});
     stream.on('close', () => {
       clearTimeout(timer);
       session.close();

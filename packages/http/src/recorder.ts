@@ -81,18 +81,22 @@ export interface ResponseRecorder {
    * The client went away before the end. The body is still read and recorded when it ends;
    * heartbeats go on while it keeps producing output, and stop once it has been silent for a
    * whole lease, so a handler that stopped writing frees the key within two leases, never
-   * holding it for `maxHoldMs`. Adapters call it too for a response whose handler failed
+   * holding it for `maxHoldMs`. The silence counts from the head (`start`) on: a client that
+   * left before it (its own timeout while a slow call runs) leaves a handler that has not
+   * answered yet, which is working, not stuck: its lease is renewed as for a client that
+   * stays (up to `maxHoldMs`), and its retries get 409 until its outcome lands, never a
+   * second run beside it. Adapters call it too for a response whose handler failed
    * after its head went out and which nothing ended (Koa leaves it open): whether anything
    * still writes to it is not known, so it is watched alike.
    */
   clientGone(): void;
   /**
    * The handler is still running until `running` settles (an adapter that awaits it, as Koa's
-   * `await next()`): until then a client that left does not make its silence count (a handler
-   * that has not answered yet is working, not stuck: its lease is renewed up to `maxHoldMs`,
-   * as for a client that stays), and the silence watch of `clientGone` starts afresh when it
-   * settles. Without it, a client that timed out before the head had its retry run the
-   * handler a second time once two leases passed. Never rejects, whatever `running` does.
+   * `await next()`, Fastify's route handler, Nest's handler): until then a client that left does not make its
+   * silence count, even past the head (a handler that wrote its head and still works is not
+   * stuck: its lease is renewed up to `maxHoldMs`, as for a client that stays), and the
+   * silence watch of `clientGone` starts afresh when it settles. Never rejects, whatever
+   * `running` does.
    */
   holdWhile(running: PromiseLike<unknown>): void;
   /**
@@ -271,6 +275,8 @@ export function createRecorder(
       }
     }
     head = { status, headers: source.recorded(settings.recordedHeaders) };
+    // The client left while the handler was still working: its silence counts from now on.
+    if (leftEarly && !done) armIdle();
     if (final) {
       const reason = source.reason?.();
       const plain: StoredOutcome['meta'] =
@@ -303,6 +309,8 @@ export function createRecorder(
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
   // Handlers still running (see `holdWhile`): their silence is work, never a stuck body.
   let running = 0;
+  // The client left before the head (see `clientGone`): the silence watch starts with it.
+  let leftEarly = false;
 
   function capture(chunk: Uint8Array): boolean {
     if (!head) throw misuse('ResponseRecorder.start must be called before capture');
@@ -428,8 +436,13 @@ export function createRecorder(
     idleTimer.unref?.();
   }
 
+  // Before the head, the handler has not answered yet: it is working, never a stuck body (a
+  // client that timed out while a slow call runs). Its lease is renewed as for a client that
+  // stays (up to `maxHoldMs`), and the silence watch starts when the head does.
   function clientGone(): void {
-    if (!done && idleTimer === undefined) armIdle();
+    if (done || idleTimer !== undefined) return;
+    if (head) armIdle();
+    else leftEarly = true;
   }
 
   function holdWhile(operation: PromiseLike<unknown>): void {

@@ -75,6 +75,14 @@ export class HandlerRun {
   ended = false;
   private stopOnLeaseLoss: (() => void) | undefined;
 
+  /**
+   * Told of each {@link pending} as it is made (the interceptor gives it to the recorder's
+   * `holdWhile`): while the handler's work runs, a client that left does not make its
+   * response's silence count, past the head too (a `@Res()` handler that wrote its head and
+   * still works is not stuck).
+   */
+  onPending: ((pending: Promise<boolean>) => void) | undefined;
+
   /** Sets what judges the handler's start at its first call (see {@link lateStart}). */
   judgeStart(judge: () => Promise<void> | undefined): void {
     this.judge = judge;
@@ -137,13 +145,13 @@ export class HandlerRun {
       this.fulfilled = false;
       this.rejected = false;
       // Made outside any handler's context: a call watching its promises must not wait on it.
-      this.pending = insideHandler.run(
-        undefined,
-        () =>
-          new Promise<boolean>((resolve) => {
-            this.settleAll = resolve;
-          }),
-      );
+      this.pending = insideHandler.run(undefined, () => {
+        const pending = new Promise<boolean>((resolve) => {
+          this.settleAll = resolve;
+        });
+        this.onPending?.(pending);
+        return pending;
+      });
     }
     let done = false;
     return (outcome) => {

@@ -351,6 +351,9 @@ export class IdempotencyInterceptor implements NestInterceptor {
     run.instances = this.service.controllerInstances(controller);
     run.followObservables = this.service.followObservables;
     run.leaseSignal = () => recorder.context.signal;
+    // The handler's work, while it runs, is never a stuck body to the recorder's silence
+    // watch (a client that left past the head, a `@Res()` handler still working): held.
+    run.onPending = (pending) => recorder.holdWhile(pending);
     // Judged again where Nest calls the handler (a tracked one, `@Idempotent()`'s).
     run.judgeStart(() =>
       recorder.lateStart()?.then((refusal) => {
