@@ -140,7 +140,10 @@ export interface BatchOptions<TRecord, TContext extends LambdaContextLike>
    * which never change between deliveries
    */
   payload?: ((record: TRecord, context: TContext) => JsonValue) | false;
-  /** What keys are unique within. @default ['lambda', context.functionName] */
+  /**
+   * What keys are unique within. @default `functionScope`: `['lambda', context.functionName]`
+   * (the default keys are the source's own ids, which no caller chooses)
+   */
   scope?: ScopeOption<TRecord, TContext>;
   /**
    * Time kept in hand before Lambda's deadline: a record still running then is reported as

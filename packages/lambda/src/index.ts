@@ -32,7 +32,7 @@ export {
   sqsSource,
 } from './batch-sources.js';
 export type { EngineOptions, LambdaContextLike, ScopeOption } from './lambda-engine.js';
-export { DEFAULT_TIMEOUT_MARGIN_MS } from './lambda-engine.js';
+export { DEFAULT_TIMEOUT_MARGIN_MS, functionScope } from './lambda-engine.js';
 export type {
   IdempotencyInfo,
   IdempotentHandler,

@@ -17,7 +17,7 @@ import {
  * `Context` from `@types/aws-lambda`).
  */
 export interface LambdaContextLike {
-  /** Name of the function; the default scope. */
+  /** Name of the function (`functionScope`, the batch handlers' default scope). */
   functionName: string;
   /** Milliseconds left before Lambda stops the invocation. */
   getRemainingTimeInMillis(): number;
@@ -33,9 +33,32 @@ export type EngineOptions<T> = Omit<IdempotencyOptions<T>, 'wait'>;
 
 /**
  * Scope of the keys: what they are unique within. A value, or a function of the invocation.
- * @default ['lambda', context.functionName]
+ * Required by `makeIdempotent` and `idempotency()`; the batch handlers default to
+ * {@link functionScope}.
  */
 export type ScopeOption<TEvent, TContext> = Scope | ((event: TEvent, context: TContext) => Scope);
+
+/**
+ * The function-wide scope, `['lambda', context.functionName]`: every caller of the function
+ * shares one key space. Right when no caller chooses the key (an id the event source or the
+ * function itself assigns); for a key a client sends (an `orderId` in an API request), scope by
+ * the caller instead, or two callers sending the same key share one record and the second gets
+ * the first's response. The storage keys are those of the former default scope.
+ */
+export function functionScope(_event: unknown, context: LambdaContextLike): Scope {
+  return ['lambda', context.functionName ?? ''];
+}
+
+/**
+ * `InvalidInputError` unless `scope` is given (`makeIdempotent`, `idempotency()`): the keys of
+ * these wrappers are often chosen by callers, and no default scope separates callers.
+ */
+export function checkScopeGiven(wrapper: string, scope: unknown): void {
+  if (scope !== undefined && scope !== null) return;
+  throw new InvalidInputError(
+    `${wrapper} requires a scope: what its keys are unique within. For a key the caller chooses (an orderId in an API request), scope by the caller's principal, e.g. scope: (event) => ({ caller: event.requestContext.authorizer.principalId }) or a hash of the Authorization header; for keys no caller chooses, the function-wide scope (the previous default), pass scope: functionScope (exported by @idem/lambda)`,
+  );
+}
 
 /** Milliseconds kept in hand before Lambda's deadline, by default. */
 export const DEFAULT_TIMEOUT_MARGIN_MS = 1_000;
@@ -153,7 +176,7 @@ export function requestFor<TEvent, TContext extends LambdaContextLike>(
         'The scope function returned nothing but undefined, null or "" (a missing tenant?): every such event would share one scope',
       );
     resolvedScope = checked;
-  } else resolvedScope = scope ?? ['lambda', context.functionName ?? ''];
+  } else resolvedScope = scope ?? functionScope(event, context);
   return {
     key: toKey(key),
     scope: resolvedScope,

@@ -2,6 +2,7 @@ import type { JsonValue, OperationContext } from '@idem/core';
 import {
   checkFunction,
   checkOptionsObject,
+  checkScopeGiven,
   type EngineOptions,
   engineForInvocation,
   type LambdaContextLike,
@@ -45,8 +46,16 @@ export interface MakeIdempotentOptions<TEvent, TResult, TContext extends LambdaC
    * @default none: the key alone decides
    */
   payload?: (event: TEvent, context: TContext) => JsonValue;
-  /** What keys are unique within. @default ['lambda', context.functionName] */
-  scope?: ScopeOption<TEvent, TContext>;
+  /**
+   * What keys are unique within: a value, or a function of the invocation. REQUIRED (else
+   * `InvalidInputError` at creation): no default separates callers. For a key the caller
+   * chooses (an `orderId` in an API request), scope by the caller's principal
+   * (`(event) => ({ caller: event.requestContext.authorizer.principalId })`), or two callers
+   * sending the same key share one record and the second gets the first's response.
+   * `functionScope` (`['lambda', context.functionName]`, the former default, same storage
+   * keys) is for keys no caller chooses.
+   */
+  scope: ScopeOption<TEvent, TContext>;
 }
 
 /** A Lambda handler in the async style; the third argument is idem's execution info. */
@@ -80,6 +89,7 @@ export function makeIdempotent<TEvent, TResult, TContext extends LambdaContextLi
   const { key, payload, scope, ...engineOptions } = options;
   checkFunction('key', key);
   checkFunction('payload', payload, true);
+  checkScopeGiven('makeIdempotent', scope);
   validateEngineOptions(engineOptions);
   return async (event, context) => {
     const request = requestFor(

@@ -10,6 +10,7 @@ import {
 import {
   checkFunction,
   checkOptionsObject,
+  checkScopeGiven,
   engineForInvocation,
   type LambdaContextLike,
   requestFor,
@@ -61,7 +62,7 @@ export type MiddyIdempotencyOptions<TEvent, TResult, TContext extends LambdaCont
 export type ContextWithIdempotency<TContext> = TContext & { idempotency?: IdempotencyInfo };
 
 /**
- * The Middy middleware: `middy(handler).use(idempotency({ store, key }))`.
+ * The Middy middleware: `middy(handler).use(idempotency({ store, key, scope }))`.
  *
  * `before` acquires the key: a recorded response is returned at once (the handler does not
  * run), a duplicate in progress throws `InProgressError`; otherwise the handler runs with
@@ -82,6 +83,7 @@ export function idempotency<TEvent, TResult, TContext extends LambdaContextLike>
   const { key, payload, scope, ...engineOptions } = options;
   checkFunction('key', key);
   checkFunction('payload', payload, true);
+  checkScopeGiven('idempotency()', scope);
   validateEngineOptions(engineOptions);
   // The invocation of each request between `before` and its end, by request object, for this
   // middleware alone (`request.internal` is shared by every middleware, and by every

@@ -1,6 +1,7 @@
 import type { Context, SQSRecord } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
 import {
+  functionScope,
   idempotency,
   makeIdempotent,
   makeKinesisBatchHandler,
@@ -53,7 +54,11 @@ describe('break30: a key or scope that names nothing is refused, never shared', 
     ["[ '' ]", (e: OrderEvent) => [e.orderId ?? '']],
   ])('key %s: InvalidInputError, the handler not run, no answer shared', async (_, key) => {
     const ran: string[] = [];
-    const handler = makeIdempotent(answering(ran), { store: env().store, key });
+    const handler = makeIdempotent(answering(ran), {
+      scope: functionScope,
+      store: env().store,
+      key,
+    });
     await refusesBoth(handler);
     expect(ran).toEqual([]);
     // A key that names something still runs and replays.
@@ -94,7 +99,9 @@ describe('break30: a key or scope that names nothing is refused, never shared', 
         { key: (e: OrderEvent) => ({ orderId: e.orderId }) },
         { key: () => 'order-42', scope: (e: OrderEvent) => ({ tenant: e.tenant }) },
       ]) {
-        const handler = middy(answering(ran)).use(idempotency({ store: env().store, ...options }));
+        const handler = middy(answering(ran)).use(
+          idempotency({ scope: functionScope, store: env().store, ...options }),
+        );
         await refusesBoth(handler as (event: OrderEvent, context: Context) => Promise<unknown>);
       }
       expect(ran).toEqual([]);

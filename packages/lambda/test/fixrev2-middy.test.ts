@@ -1,8 +1,13 @@
 import { OutcomeNotRecordedError } from '@idem/core';
 import type { Context } from 'aws-lambda';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { type ContextWithIdempotency, idempotency, makeSqsBatchHandler } from '../src/index.js';
-import { type Env, fakeContext, openEnv, sqsRecord } from './lambda-env.js';
+import {
+  type ContextWithIdempotency,
+  functionScope,
+  idempotency,
+  makeSqsBatchHandler,
+} from '../src/index.js';
+import { type Env, fakeContext, openEnv, sqsRecord, twoMiddlewares } from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
 // fixrev2: adversarial review of 045b18c (Middy early responses, WeakMap executions).
@@ -37,7 +42,7 @@ describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) 
       runs += 1;
       return { ok: true };
     })
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({
         // Registered after idempotency(): its `after` runs before idempotency()'s `after`.
         after: async (request: { response: unknown }) => ({ wrapped: request.response }),
@@ -65,7 +70,7 @@ describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) 
     const handler = middy(async (_event: Ev) => {
       throw new Error('boom');
     })
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({
         onError: async (request: { earlyResponse?: unknown }) => {
           request.earlyResponse = undefined;
@@ -91,7 +96,7 @@ describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) 
       runs += 1;
       return { ok: true };
     })
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({
         after: async () => {
           if (validatorFails) throw new Error('response validation failed');
@@ -122,7 +127,7 @@ describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) 
       },
     })
       .handler((async () => 'ran') as never)
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({ before: async () => 'warm' });
     expect(await handler({ id: 'req-end' }, fakeContext(10_000))).toBe('warm');
     expect(seen).toBe('warm');
@@ -143,7 +148,9 @@ describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) 
         runs += 1;
         return 'ran';
       })
-        .use(idempotency({ store, key: (event: Ev) => event.id, leaseMs: 400 }))
+        .use(
+          idempotency({ scope: functionScope, store, key: (event: Ev) => event.id, leaseMs: 400 }),
+        )
         .use({ before: async () => (skip ? 'warm' : undefined) });
     expect(await make(failingRelease)({ id: 'down' }, fakeContext(10_000))).toBe('warm');
     skip = false;
@@ -159,7 +166,11 @@ describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) 
 
   it('held: hooks called by hand on ONE request object reused for 3 invocations', async () => {
     let runs = 0;
-    const mw = idempotency({ store: env.store, key: (event: Ev) => event.id });
+    const mw = idempotency({
+      scope: functionScope,
+      store: env.store,
+      key: (event: Ev) => event.id,
+    });
     const request: {
       event: Ev;
       context: Context;
@@ -223,7 +234,7 @@ describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) 
       const handler = middy(async (_event: Ev) => {
         runs += 1;
         return v;
-      }).use(idempotency({ store: env.store, key: (event: Ev) => event.id }));
+      }).use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }));
       const first = await handler({ id: `falsy-${i}` }, fakeContext(10_000));
       const second = await handler({ id: `falsy-${i}` }, fakeContext(10_000));
       const third = await handler({ id: `falsy-${i}` }, fakeContext(10_000));
@@ -237,12 +248,13 @@ describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) 
   it('held: two idempotency() middlewares in one chain, inner early answer releases both', async () => {
     let skip = true;
     let runs = 0;
+    const [outer, inner] = twoMiddlewares(env.store);
     const handler = middy(async (_event: Ev) => {
       runs += 1;
       return 'done';
     })
-      .use(idempotency({ store: env.store, key: (event: Ev) => `outer-${event.id}` }))
-      .use(idempotency({ store: env.store, key: (event: Ev) => `inner-${event.id}` }))
+      .use(outer)
+      .use(inner)
       .use({
         before: async () => (skip ? 'warm' : undefined),
       });
@@ -256,12 +268,13 @@ describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) 
 
   it('held: two idempotency() middlewares in one chain record and replay once', async () => {
     let runs = 0;
+    const [outer, inner] = twoMiddlewares(env.store, 'o-', 'i-');
     const handler = middy(async (_event: Ev) => {
       runs += 1;
       return undefined;
     })
-      .use(idempotency({ store: env.store, key: (event: Ev) => `o-${event.id}` }))
-      .use(idempotency({ store: env.store, key: (event: Ev) => `i-${event.id}` }));
+      .use(outer)
+      .use(inner);
     for (let i = 0; i < 3; i++) await handler({ id: 'two-rec' }, fakeContext(10_000));
     expect(runs).toBe(1);
   });
@@ -272,7 +285,7 @@ describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) 
       runs += 1;
       await new Promise((r) => setTimeout(r, 200));
       return undefined;
-    }).use(idempotency({ store: env.store, key: (event: Ev) => event.id }));
+    }).use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }));
     const settled = await Promise.allSettled(
       Array.from({ length: 8 }, () => handler({ id: 'conc' }, fakeContext(10_000))),
     );
@@ -295,7 +308,7 @@ describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) 
           if (skip) request.earlyResponse = null;
         },
       })
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }));
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }));
     expect(await handler({ id: 'pre' }, fakeContext(10_000))).toBeNull();
     skip = false;
     const fence = await handler({ id: 'pre' }, fakeContext(10_000));
@@ -328,7 +341,7 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
         runs += 1;
         return { ok: true };
       }) as never)
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({ after: async (request: { response: unknown }) => ({ wrapped: request.response }) });
     expect(await handler({ id: 'rec-early' }, fakeContext(10_000))).toEqual({
       wrapped: { ok: true },
@@ -347,7 +360,7 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
       runs += 1;
       return 1;
     })
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({ after: async () => ({ big: 10n }) });
     expect(await handler({ id: 'big-early' }, fakeContext(10_000))).toEqual({ big: 10n });
     await expect(handler({ id: 'big-early' }, fakeContext(10_000))).rejects.toBeInstanceOf(
@@ -364,7 +377,7 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
         runs += 1;
         return 'handler';
       })
-        .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
         .use({
           after: async (request: { earlyResponse?: unknown }) => {
             request.earlyResponse = v;
@@ -382,7 +395,7 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
       runs += 1;
       return 'handler';
     })
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({
         after: async (request: { earlyResponse?: unknown }) => {
           request.earlyResponse = 'first';
@@ -403,7 +416,7 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
       runs += 1;
       return undefined;
     })
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({
         after: async () => {
           throw new Error('response validation failed');
@@ -425,7 +438,7 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
       runs += 1;
       return { ok: true };
     })
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({
         after: async () => {
           throw new Error('response validation failed');
@@ -453,7 +466,7 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
       runs += 1;
       return { ok: true };
     })
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({
         after: async () => {
           throw new Error('response validation failed');
@@ -476,7 +489,11 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
   it('the handler throwing, an onError answering a value: the caller gets it once the key is free; a retry runs', async () => {
     let runs = 0;
     let seen: unknown = 'unset';
-    const idemL0 = idempotency({ store: env.store, key: (event: Ev) => event.id });
+    const idemL0 = idempotency({
+      scope: functionScope,
+      store: env.store,
+      key: (event: Ev) => event.id,
+    });
     const handler = middy({
       requestEnd: (request: { response: unknown }) => {
         seen = request.response;
@@ -501,7 +518,11 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
   // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('the handler throwing, an onError setting earlyResponse = undefined: rethrown, the key released', async () => {
     let runs = 0;
-    const idemL0 = idempotency({ store: env.store, key: (event: Ev) => event.id });
+    const idemL0 = idempotency({
+      scope: functionScope,
+      store: env.store,
+      key: (event: Ev) => event.id,
+    });
     const handler = middy(async (_event: Ev) => {
       runs += 1;
       if (runs === 1) throw new Error('boom');
@@ -533,7 +554,7 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
         runs += 1;
         return 'ran';
       }) as never)
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({
         before: async (request: { earlyResponse?: unknown }) => {
           if (skip) request.earlyResponse = undefined;
@@ -555,7 +576,7 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
       runs += 1;
       return 'ran';
     })
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({
         before: async () => {
           if (fail) throw new Error('bad input');
@@ -572,7 +593,7 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
     const seen: unknown[] = [];
     let skip = true;
     const handler = middy(async (_event: Ev) => 'handler')
-      .use(idempotency({ store: env.store, key: (event: Ev) => event.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }))
       .use({
         before: async (request: { earlyResponse?: unknown; response: unknown }) => {
           if (!skip) return;
@@ -601,7 +622,7 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
       runs += 1;
       if (runs === 1) await new Promise((r) => setTimeout(r, 400));
       return 'ok';
-    }).use(idempotency({ store: env.store, key: (event: Ev) => event.id }));
+    }).use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }));
     await expect(handler({ id: 'timeout' }, fakeContext(150))).rejects.toMatchObject({
       name: 'TimeoutError',
     });
@@ -612,8 +633,16 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
 
   it('two idempotency() in one chain, a later `after` answering early: both keys record it', async () => {
     let runs = 0;
-    const outer = idempotency({ store: env.store, key: (event: Ev) => `o-${event.id}` });
-    const inner = idempotency({ store: env.store, key: (event: Ev) => `i-${event.id}` });
+    const outer = idempotency({
+      scope: functionScope,
+      store: env.store,
+      key: (event: Ev) => `o-${event.id}`,
+    });
+    const inner = idempotency({
+      scope: functionScope,
+      store: env.store,
+      key: (event: Ev) => `i-${event.id}`,
+    });
     const make = (...mws: object[]) => {
       let h = middy(async (_event: Ev) => {
         runs += 1;

@@ -6,7 +6,7 @@ import { createFencedLedger, type FencedLedger, REDIS_URL } from '@idem/test-led
 import type { Context, DynamoDBRecord, KinesisStreamRecord, SQSEvent, SQSRecord } from 'aws-lambda';
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, inject } from 'vitest';
-import { idempotency } from '../src/index.js';
+import { functionScope, idempotency } from '../src/index.js';
 import { localClient } from './dynamodb-client.js';
 import type { Middy } from './middy-versions.js';
 
@@ -212,9 +212,19 @@ export function throwsOnce(
     if (runs === 1) throw new Error('transient');
     return 'ok';
   })
-    .use(idempotency({ store, key: (e: { id: string }) => e.id }))
+    .use(idempotency({ scope: functionScope, store, key: (e: { id: string }) => e.id }))
     .use({ onError });
   return { handler, runs: () => runs };
+}
+
+/**
+ * Two `idempotency()` middlewares on one store (the function scope), keyed by `event.id` after
+ * their own prefixes: two keys acquired, recorded and released by one invocation.
+ */
+export function twoMiddlewares(store: IdempotencyStore, outer = 'outer-', inner = 'inner-') {
+  const keyed = (prefix: string) =>
+    idempotency({ scope: functionScope, store, key: (e: { id: string }) => `${prefix}${e.id}` });
+  return [keyed(outer), keyed(inner)] as const;
 }
 
 /**

@@ -6,6 +6,7 @@ import type { KinesisStreamRecord, SQSRecord } from 'aws-lambda';
 import { Redis } from 'ioredis';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
+  functionScope,
   makeIdempotent,
   makeKinesisBatchHandler,
   makeSqsBatchHandler,
@@ -311,7 +312,7 @@ describe('lambda review 13', () => {
         runs += 1;
         return { charged: event.id?.length ?? 0 };
       },
-      { store: env.store, key: (event) => event.id as string },
+      { scope: functionScope, store: env.store, key: (event) => event.id as string },
     );
     for (const event of [{}, { id: '' }])
       await expect(handler(event, fakeContext(5_000))).rejects.toBeInstanceOf(InvalidInputError);

@@ -1,6 +1,6 @@
 import { InProgressError, OutcomeNotRecordedError } from '@idem/core';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { idempotency } from '../src/index.js';
+import { functionScope, idempotency } from '../src/index.js';
 import { type Env, fakeContext, openEnv, throwsOnce, withoutCallSites } from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
@@ -35,7 +35,7 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
       runs += 1;
       return undefined;
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({
         after: async () => {
           throw new Error('invalid response');
@@ -60,7 +60,7 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
       runs += 1;
       return undefined;
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({
         after: async (request: Req) => {
           request.earlyResponse = undefined;
@@ -83,7 +83,7 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
   // rev12f decision 3: without idem.last, Middy's originalError write while the pair is ambiguous decides nothing (the lease lapses at the deadline); this test keeps the release, with idem.last
   it("the handler throws, a later `onError` rethrows (no idem.last, no freeze): released at Middy's rethrow, the retry runs", async () => {
     let runs = 0;
-    const idemL0 = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idemL0 = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');
@@ -105,7 +105,7 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
   // rev12f decision 3: without idem.last, Middy's originalError write while the pair is ambiguous decides nothing (the lease lapses at the deadline); this test keeps the release, with idem.last
   it('with idem.last: the handler throws, a later `onError` wraps the error and throws: released, the retry runs', async () => {
     let runs = 0;
-    const idemL0 = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idemL0 = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');
@@ -127,7 +127,7 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
   // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('with idem.last: the handler throws, an `onError` answers early: released, the retry runs', async () => {
     let runs = 0;
-    const idemL0 = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idemL0 = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');
@@ -194,7 +194,7 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
 
   it('with idem.last: the handler throws, the first `onError` writes response = undefined and a new error: released', async () => {
     let runs = 0;
-    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');
@@ -231,7 +231,7 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
       if (runs === 1) throw new Error('transient');
       return 'ok';
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({
         onError: async (request: Req) => {
           request.response = undefined;
@@ -253,7 +253,7 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
         runs += 1;
         return undefined;
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({
           after: async () => {
             if (next === 'throw') throw new Error('invalid response');
@@ -300,7 +300,7 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
       if (runs === 1) throw new Error('transient');
       return 'ok';
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({
         onError: async () => {
           throw 'failed';
@@ -320,7 +320,14 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
         if (runs === 1) throw new Error('transient');
         return 'ok';
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id, leaseMs: 500 }))
+        .use(
+          idempotency({
+            scope: functionScope,
+            store: env.store,
+            key: (e: Ev) => e.id,
+            leaseMs: 500,
+          }),
+        )
         .use({
           onError: async (request: Req) => {
             if (request.error instanceof InProgressError) return; // (lets the duplicate's error out)
@@ -340,7 +347,7 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
 
   it('with idem.last: the handler throws, a later `onError` throws a string: the key is free for the retry', async () => {
     let runs = 0;
-    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');
@@ -360,7 +367,7 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
 
   it('with idem.last: a later `before` initialising request.response, the handler throws: released, the retry runs', async () => {
     let runs = 0;
-    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');
@@ -381,7 +388,7 @@ describeMiddy('lambda2: the ambiguous catch-like pair (redis)', ({ middy }) => {
 
   it('with idem.last: a later `before` initialising request.response, the handler returns undefined, an `after` throws: a marker', async () => {
     let runs = 0;
-    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       return undefined;

@@ -1,7 +1,7 @@
 import { OutcomeNotRecordedError } from '@idem/core';
 import { expect, it } from 'vitest';
-import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
-import { fakeContext, settle, sleep, useEnv } from './lambda-env.js';
+import { functionScope, idempotency, idempotentTimeoutResponse } from '../src/index.js';
+import { fakeContext, settle, sleep, twoMiddlewares, useEnv } from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
 // lambda21: idempotency() watches Middy's call of the handler (`lambdaHandler(request.event,
@@ -23,7 +23,8 @@ const defaultResponse = {
 
 describeMiddy('lambda21: the handler-call watch of idempotency() (redis)', ({ middy }) => {
   const env = useEnv('redis');
-  const idem = () => idempotency({ store: env().store, key: (e: Ev) => e.id });
+  const idem = () =>
+    idempotency({ scope: functionScope, store: env().store, key: (e: Ev) => e.id });
 
   it('a later `before` writes a default response, another answers early (a value or undefined): released (nothing ran), the retry runs', async () => {
     const answers: Array<(request: Req) => unknown> = [
@@ -211,8 +212,7 @@ describeMiddy('lambda21: the handler-call watch of idempotency() (redis)', ({ mi
   it('two idempotency() and a later `before` writing a default response: a throw releases both keys, a return records both', async () => {
     let runs = 0;
     let fail = true;
-    const outer = idempotency({ store: env().store, key: (e: Ev) => `outer-${e.id}` });
-    const inner = idempotency({ store: env().store, key: (e: Ev) => `inner-${e.id}` });
+    const [outer, inner] = twoMiddlewares(env().store);
     const handler = middy(async (_e: Ev) => {
       runs += 1;
       if (fail) throw new Error('transient');
@@ -236,8 +236,12 @@ describeMiddy('lambda21: the handler-call watch of idempotency() (redis)', ({ mi
       if (runs === 1) throw new Error('transient');
       return 'ok';
     })
-      .use(idempotency({ store: env().store, key: (e: Ev) => `outer-${e.id}` }))
-      .use(idempotency({ store: env().store, key: (e: Ev) => `inner-${e.id}` }))
+      .use(
+        idempotency({ scope: functionScope, store: env().store, key: (e: Ev) => `outer-${e.id}` }),
+      )
+      .use(
+        idempotency({ scope: functionScope, store: env().store, key: (e: Ev) => `inner-${e.id}` }),
+      )
       .use({
         before: async (request: Req) => {
           if (!request.context) throw new Error('no context');

@@ -2,6 +2,7 @@ import { everythingFinal, type IdempotencyStore, LeaseLostError } from '@idem/co
 import type { Context, SQSRecord } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
 import {
+  functionScope,
   type IdempotencyInfo,
   makeIdempotent,
   makeSqsBatchHandler,
@@ -137,6 +138,7 @@ describe('lambda21: a timed-out batch record (redis)', () => {
     await late;
     await sleep(300); // the late handler's write and its refused complete
     const replay = makeIdempotent(async () => 'third', {
+      scope: functionScope,
       store: env().store,
       key: () => record.messageId,
     });

@@ -1,6 +1,6 @@
 import { OutcomeNotRecordedError } from '@idem/core';
 import { expect, it } from 'vitest';
-import { idempotency, isIdemError } from '../src/index.js';
+import { functionScope, idempotency, isIdemError } from '../src/index.js';
 import {
   fakeContext,
   flaky,
@@ -75,7 +75,7 @@ const rethrows: Record<string, (request: Req) => Promise<unknown>> = {
 describeMiddy('lamfix: Middy, whose write of request.error (redis)', ({ major, middy }) => {
   const env = useEnv('redis');
   const idem = (prefix = '') =>
-    idempotency({ store: env().store, key: (e: Ev) => `${prefix}${e.id}` });
+    idempotency({ scope: functionScope, store: env().store, key: (e: Ev) => `${prefix}${e.id}` });
   const call = (h: (e: Ev, c: ReturnType<typeof fakeContext>) => Promise<unknown>) => (e: Ev) =>
     h(e, fakeContext(10_000));
 

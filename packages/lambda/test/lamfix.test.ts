@@ -2,6 +2,7 @@ import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type ContextWithIdempotency,
+  functionScope,
   idempotency,
   isIdemError,
   makeDynamoDbStreamBatchHandler,
@@ -38,7 +39,13 @@ describeMiddyEach(storeKinds, 'lamfix: Middy early responses on %s', (kind, { mi
     const handler = middy(async (_event: { id: string }, context: Context) => {
       fences.push((context as ContextWithIdempotency<Context>).idempotency?.fence ?? 0);
     })
-      .use(idempotency({ store: env.store, key: (event: { id: string }) => event.id }))
+      .use(
+        idempotency({
+          scope: functionScope,
+          store: env.store,
+          key: (event: { id: string }) => event.id,
+        }),
+      )
       .use({
         before: async (request: { earlyResponse?: unknown }) => {
           // Middy 6's way to answer early with undefined (a warmup short-circuit)
@@ -58,7 +65,13 @@ describeMiddyEach(storeKinds, 'lamfix: Middy early responses on %s', (kind, { mi
     const handler = middy(async (_event: { id: string }) => {
       calls.push('handler');
     })
-      .use(idempotency({ store: env.store, key: (event: { id: string }) => event.id }))
+      .use(
+        idempotency({
+          scope: functionScope,
+          store: env.store,
+          key: (event: { id: string }) => event.id,
+        }),
+      )
       .use({
         before: async () => {
           calls.push('before');
@@ -87,9 +100,22 @@ describe('lamfix: creation checks (redis)', () => {
     const key = () => 'k';
     for (const make of [
       () => makeIdempotent(async () => 1, undefined as never),
-      () => makeIdempotent(async () => 1, { store, key, payload: 'body' as never }),
-      () => makeIdempotent(async () => 1, { store, key, leaseMs: 3_000, heartbeatMs: 3_000 }),
-      () => idempotency({ store, key, maxHoldMs: 0 }),
+      () =>
+        makeIdempotent(async () => 1, {
+          scope: functionScope,
+          store,
+          key,
+          payload: 'body' as never,
+        }),
+      () =>
+        makeIdempotent(async () => 1, {
+          scope: functionScope,
+          store,
+          key,
+          leaseMs: 3_000,
+          heartbeatMs: 3_000,
+        }),
+      () => idempotency({ scope: functionScope, store, key, maxHoldMs: 0 }),
       () => makeSqsBatchHandler(async () => 1, undefined as never),
       () => makeSqsBatchHandler(async () => 1, { store, onRecord: 'log' as never }),
       () => makeSqsBatchHandler(async () => 1, { store, key: 'messageId' as never }),
@@ -135,8 +161,20 @@ describeMiddy('lamfix: two idempotency() middlewares (redis)', ({ middy }) => {
       runs += 1;
       return 'ran';
     })
-      .use(idempotency({ store: env.store, key: (event: { id: string }) => `a-${event.id}` }))
-      .use(idempotency({ store: env.store, key: (event: { id: string }) => `b-${event.id}` }))
+      .use(
+        idempotency({
+          scope: functionScope,
+          store: env.store,
+          key: (event: { id: string }) => `a-${event.id}`,
+        }),
+      )
+      .use(
+        idempotency({
+          scope: functionScope,
+          store: env.store,
+          key: (event: { id: string }) => `b-${event.id}`,
+        }),
+      )
       .use({ before: async () => (early ? 'early' : undefined) });
     expect(await handler({ id: 'two' }, fakeContext(10_000))).toBe('early');
     early = false;

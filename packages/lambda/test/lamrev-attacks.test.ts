@@ -3,6 +3,7 @@ import type { Context, SQSEvent, SQSRecord } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type ContextWithIdempotency,
+  functionScope,
   InProgressError,
   idempotency,
   isIdemError,
@@ -59,7 +60,13 @@ describeMiddyEach(storeKinds, 'lamrev: Middy on %s', (kind, { middy }) => {
       const { fence } = (context as ContextWithIdempotency<Context>).idempotency ?? { fence: 0 };
       await env.ledger.write(event.id, fence, `run ${runs}`);
       // returns nothing, like most event-driven handlers
-    }).use(idempotency({ store: env.store, key: (event: { id: string }) => event.id }));
+    }).use(
+      idempotency({
+        scope: functionScope,
+        store: env.store,
+        key: (event: { id: string }) => event.id,
+      }),
+    );
     await handler({ id: 'void-1' }, fakeContext(10_000));
     await handler({ id: 'void-1' }, fakeContext(10_000));
     await handler({ id: 'void-1' }, fakeContext(10_000));
@@ -72,7 +79,13 @@ describeMiddyEach(storeKinds, 'lamrev: Middy on %s', (kind, { middy }) => {
     const handler = middy(async (_event: { id: string }) => {
       runs += 1;
       return { ok: runs };
-    }).use(idempotency({ store: env.store, key: (event: { id: string }) => event.id }));
+    }).use(
+      idempotency({
+        scope: functionScope,
+        store: env.store,
+        key: (event: { id: string }) => event.id,
+      }),
+    );
     const a = await handler({ id: 'val-1' }, fakeContext(10_000));
     const b = await handler({ id: 'val-1' }, fakeContext(10_000));
     const c = await handler({ id: 'val-1' }, fakeContext(10_000));
@@ -109,6 +122,7 @@ describeMiddy('lamrev: Middy early responses (redis)', ({ middy }) => {
     })
       .use(
         idempotency({
+          scope: functionScope,
           store: env.store,
           key: (event: { id: string }) => event.id,
           leaseMs: 3_000,
@@ -140,7 +154,13 @@ describeMiddy('lamrev: Middy early responses (redis)', ({ middy }) => {
       fences.push(fence);
       if (fences.length === 1) throw new Error('after side effect');
       return 'ok';
-    }).use(idempotency({ store: env.store, key: (event: { id: string }) => event.id }));
+    }).use(
+      idempotency({
+        scope: functionScope,
+        store: env.store,
+        key: (event: { id: string }) => event.id,
+      }),
+    );
     await expect(handler({ id: 'thr-1' }, fakeContext(10_000))).rejects.toThrow(
       'after side effect',
     );
@@ -199,7 +219,7 @@ describe('lamrev: contexts and options (redis)', () => {
         await sleep(20);
         return { n: runs };
       },
-      { store: env.store, key: (event) => event.id },
+      { scope: functionScope, store: env.store, key: (event) => event.id },
     );
     const clockless = { functionName: 'local-fn' } as unknown as Context;
     expect(await handler({ id: 'cl-1' }, clockless)).toEqual({ n: 1 });
@@ -230,7 +250,13 @@ describe('lamrev: contexts and options (redis)', () => {
     expect(typed(() => idempotency({ store: env.store } as never))).toBe(true);
     expect(typed(() => makeSqsBatchHandler(undefined as never, { store: env.store }))).toBe(true);
     expect(
-      typed(() => makeIdempotent(undefined as never, { store: env.store, key: () => 'k' })),
+      typed(() =>
+        makeIdempotent(undefined as never, {
+          scope: functionScope,
+          store: env.store,
+          key: () => 'k',
+        }),
+      ),
     ).toBe(true);
   });
 
@@ -262,7 +288,12 @@ describe('lamrev: contexts and options (redis)', () => {
     for (const bad of [{ leaseMs: 0 }, { leaseMs: -1 }, { maxHoldMs: -5 }]) {
       let caught: unknown;
       try {
-        makeIdempotent(async () => 1, { store: env.store, key: () => 'k', ...bad });
+        makeIdempotent(async () => 1, {
+          scope: functionScope,
+          store: env.store,
+          key: () => 'k',
+          ...bad,
+        });
       } catch (error) {
         caught = error;
       }
@@ -282,7 +313,7 @@ describe('lamrev: contexts and options (redis)', () => {
           await sleep(300);
           return runs;
         },
-        { store: env.store, key: (event) => event.id, leaseMs: 0 },
+        { scope: functionScope, store: env.store, key: (event) => event.id, leaseMs: 0 },
       );
     } catch {
       return; // refused at creation: what should happen
@@ -398,7 +429,7 @@ describe.each(storeKinds)('lamrev: partial batches on %s', (kind) => {
         await sleep(400);
         return { charged: runs };
       },
-      { store: env.store, key: (event) => event.id },
+      { scope: functionScope, store: env.store, key: (event) => event.id },
     );
     const first = handler({ id: 'conc-1' }, fakeContext(10_000));
     await sleep(100);

@@ -6,7 +6,7 @@ import {
 } from '@idem/core';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createMemoryStore } from '../../store-memory/src/index.js';
-import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
+import { functionScope, idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
 import type { MiddyVersion } from './middy-versions.js';
 
@@ -98,7 +98,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
         runs += 1;
         return { ok: runs };
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({
           after: async (request: Req) => {
             request.error = undefined; // a "clear stale error" middleware
@@ -126,7 +126,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
         runs += 1;
         return 'done';
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({
           before: async (request: Req) => {
             request.error = undefined;
@@ -158,7 +158,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
         runs += 1;
         return { ok: true };
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({
           after: async (request: Req) => {
             const value = request.response;
@@ -193,7 +193,14 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
         runs += 1;
         return { ok: true };
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id, leaseMs: 300 }))
+        .use(
+          idempotency({
+            scope: functionScope,
+            store: env.store,
+            key: (e: Ev) => e.id,
+            leaseMs: 300,
+          }),
+        )
         .use({
           after: async (request: Req) => {
             Object.defineProperty(request, 'earlyResponse', {
@@ -227,7 +234,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
         runs += 1;
         return 'ran';
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({
           before: async (request: Req) => {
             if (skip)
@@ -286,7 +293,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
             return { statusCode: 200 };
           },
           { timeoutEarlyInMillis: 150, timeoutEarlyResponse: () => ({ statusCode: 504 }) },
-        ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+        ).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
         expect(await handler({ id }, fakeContext(300))).toEqual({ statusCode: 504 });
         await sleep(400);
         const second = await handler({ id }, fakeContext(10_000));
@@ -317,7 +324,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
               timeoutEarlyInMillis: 150,
               timeoutEarlyResponse: idempotentTimeoutResponse(answer as () => unknown),
             },
-          ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+          ).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
           if (k === 1) {
             await expect(handler({ id }, fakeContext(300))).rejects.toBeInstanceOf(
               InvalidInputError,
@@ -346,7 +353,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
           timeoutEarlyInMillis: 150,
           timeoutEarlyResponse: idempotentTimeoutResponse(() => 'timed out'),
         },
-      ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+      ).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
       expect(await handler({ id: 'in-time' }, fakeContext(10_000))).toBe('timed out');
       expect(await handler({ id: 'in-time' }, fakeContext(10_000))).toBe('timed out');
       expect(runs).toBe(1);
@@ -360,7 +367,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
     // serializing (Middy's answer is the awaited value anyway).
     it('a later `after` setting request.response to a promise: the replay is the value the caller got', async () => {
       const handler = middy(async (_e: Ev) => ({ a: 1 }))
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({
           after: async (request: Req) => {
             request.response = Promise.resolve({ wrapped: request.response });
@@ -399,7 +406,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
         runs += 1;
         return { handler: true };
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use(seal)
         .use(early);
       for (let i = 0; i < 3; i++) {
@@ -420,7 +427,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
     // value is a thenable, record its settled value (await it before deciding).
     it('a later `after` assigning earlyResponse a promise: the replay is the value the caller got', async () => {
       const handler = middy(async (_e: Ev) => ({ a: 1 }))
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({
           after: async (request: Req) => {
             request.earlyResponse = Promise.resolve({ early: request.response });
@@ -459,7 +466,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
         headers: { 'x-cache': 'HIT' },
       });
       const handler = middy(async (_e: Ev) => 'ran')
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use(cache);
       for (let i = 0; i < 3; i++) {
         expect(await handler({ id: `cache-${i}` }, fakeContext(10_000))).toEqual({
@@ -478,7 +485,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
     it("'earlyResponse' in request is false while nothing answered early", async () => {
       let seen: boolean | undefined;
       const handler = middy(async (_e: Ev) => 1)
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({
           before: async (request: Req) => {
             seen = 'earlyResponse' in request;
@@ -530,7 +537,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
           runs += 1;
           return 'charged';
         })
-          .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+          .use(idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id }))
           .use({
             after: async () => {
               throw new Error('response invalid');
@@ -566,7 +573,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
           runs += 1;
           return 'charged';
         })
-          .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+          .use(idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id }))
           .use({
             after: async () => {
               throw new Error('response invalid');
@@ -592,7 +599,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
       for (let i = 0; i < 3; i++) {
         const f = freezable(env.store, 200);
         let runs = 0;
-        const idemL0 = idempotency({ store: f.store, key: (e: Ev) => e.id });
+        const idemL0 = idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id });
         const handler = middy(async (_e: Ev) => {
           runs += 1;
           if (runs === 1) throw new Error('transient');
@@ -643,7 +650,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
           if (runs === 1) throw new Error('transient');
           return 'ok';
         })
-          .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+          .use(idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id }))
           .use({
             onError: async (request: Req) => {
               throw request.error;
@@ -665,7 +672,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
       for (let i = 0; i < 3; i++) {
         const f = freezable(env.store, 200);
         let runs = 0;
-        const idem = idempotency({ store: f.store, key: (e: Ev) => e.id });
+        const idem = idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id });
         const handler = middy(async (_e: Ev) => {
           runs += 1;
           return 'charged';
@@ -697,7 +704,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
       for (let i = 0; i < 3; i++) {
         const f = freezable(env.store, 200);
         let runs = 0;
-        const idem = idempotency({ store: f.store, key: (e: Ev) => e.id });
+        const idem = idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id });
         const handler = middy(async (_e: Ev) => {
           runs += 1;
           return 'charged';
@@ -729,7 +736,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
       for (let i = 0; i < 3; i++) {
         const f = freezable(env.store, 200);
         let runs = 0;
-        const idem = idempotency({ store: f.store, key: (e: Ev) => e.id });
+        const idem = idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id });
         const handler = middy(async (_e: Ev) => {
           runs += 1;
           if (runs === 1) throw new Error('transient');
@@ -754,7 +761,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
 
     it('with idem.last: the usual paths are unchanged (record, replay, an early answer, a handled error)', async () => {
       let runs = 0;
-      const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+      const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
       const handler = middy(async (e: Ev) => {
         runs += 1;
         if (e.id.startsWith('boom')) throw new Error('boom');
@@ -785,7 +792,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
     it('a handler or a later `before` throwing undefined: rejected as without idempotency(), the key released', async () => {
       let runs = 0;
       let failBefore = false;
-      const idemL0 = idempotency({ store: env.store, key: (e: Ev) => e.id });
+      const idemL0 = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
       const handler = (onErrorEarly: boolean) =>
         middy(async (_e: Ev) => {
           runs += 1;
@@ -835,7 +842,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
           runs += 1;
           return 'charged';
         })
-          .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+          .use(idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id }))
           .use({
             after: async () => {
               throw new Error('response invalid');
@@ -860,7 +867,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
         runs += 1;
         return 1;
       })
-        .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id }))
         .use({ after: async (request: Req) => ({ w: request.response }) });
       expect(await handler({ id: 'fz-early' }, fakeContext(600))).toEqual({ w: 1 });
       f.freeze();
@@ -876,7 +883,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
     it('held: onError earlyResponse = undefined with 200 ms writes: the rethrow comes once the key is free, a retry right after runs', async () => {
       const store = slowWrites(env.store, 200);
       let runs = 0;
-      const idemL0 = idempotency({ store, key: (e: Ev) => e.id });
+      const idemL0 = idempotency({ scope: functionScope, store, key: (e: Ev) => e.id });
       const handler = middy(async (_e: Ev) => {
         runs += 1;
         await sleep(10);
@@ -908,7 +915,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
         runs += 1;
         return 'ok';
       })
-        .use(idempotency({ store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store, key: (e: Ev) => e.id }))
         .use({
           after: async () => {
             throw new Error('bad response');
@@ -937,7 +944,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
           runs += 1;
           await sleep(50);
           return result;
-        }).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+        }).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
         const id = `conc-${String(result)}`;
         const settled = await Promise.allSettled(
           Array.from({ length: 20 }, () => handler({ id }, fakeContext(10_000))),
@@ -960,7 +967,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
         await sleep(30);
         return { n: runs };
       })
-        .use(idempotency({ store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store, key: (e: Ev) => e.id }))
         .use({ after: async (request: Req) => ({ wrapped: request.response }) });
       const settled = await Promise.allSettled(
         Array.from({ length: 20 }, () => handler({ id: 'm' }, fakeContext(10_000))),
@@ -979,7 +986,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
           );
         },
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({
           after: async (request: Req) => {
             seen.push(Object.keys(request).sort());
@@ -999,7 +1006,7 @@ export function lamrev2Suite({ major, middy }: MiddyVersion): void {
         runs += 1;
         return 1;
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({
           after: async (request: Req) => {
             request.response = undefined;

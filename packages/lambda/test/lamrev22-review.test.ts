@@ -8,12 +8,21 @@ import type { Context, SQSRecord } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
 import { createMemoryStore } from '../../store-memory/src/index.js';
 import {
+  functionScope,
   type IdempotencyInfo,
   idempotency,
   makeSqsBatchHandler,
   type RecordReport,
 } from '../src/index.js';
-import { fakeContext, settle, sleep, sqsRecord, useEnv, withoutCallSites } from './lambda-env.js';
+import {
+  fakeContext,
+  settle,
+  sleep,
+  sqsRecord,
+  twoMiddlewares,
+  useEnv,
+  withoutCallSites,
+} from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
 // lamrev22: adversarial review of two merged changes.
@@ -300,7 +309,8 @@ const twoPairs = (throws: boolean) => ({
 describeMiddy('lamrev22: Middy, a second error pair (redis)', ({ middy }) => {
   const env = useEnv('redis');
 
-  const idem = () => idempotency({ store: env().store, key: (e: Ev) => e.id });
+  const idem = () =>
+    idempotency({ scope: functionScope, store: env().store, key: (e: Ev) => e.id });
 
   /** Calls `handler` twice with `id`: what each call gave. */
   const twice = async (
@@ -391,8 +401,7 @@ describeMiddy('lamrev22: Middy, a second error pair (redis)', ({ middy }) => {
 
   it('held: two idempotency() (two keys), the handler throws, the first `onError` normalizes in its synchronous start: both released, the retry runs once more', async () => {
     const h = flaky();
-    const outer = idempotency({ store: env().store, key: (e: Ev) => `outer-${e.id}` });
-    const inner = idempotency({ store: env().store, key: (e: Ev) => `inner-${e.id}` });
+    const [outer, inner] = twoMiddlewares(env().store);
     const handler = middy(h.run).use(outer).use(inner).use(normalizer(false));
     const [first, retry] = await twice(handler, 'two');
     expect((first as { error: Error }).error.message).toBe('normalized');

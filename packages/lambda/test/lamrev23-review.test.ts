@@ -9,7 +9,7 @@ import middy6 from '@middy/core';
 import middy7 from '@middy/core-7';
 import { build } from 'esbuild';
 import { afterAll, describe, expect, it } from 'vitest';
-import { idempotency, isIdemError } from '../src/index.js';
+import { functionScope, idempotency, isIdemError } from '../src/index.js';
 import * as lambdaEnv from './lambda-env.js';
 
 const { fakeContext, flaky, interposeErrorAccessor, settle, sleep, useEnv } = lambdaEnv;
@@ -80,7 +80,12 @@ const nested = (depth: number, fn: () => void): void =>
 describe('lamrev23: Middy 7.7+ (npm latest) (redis)', () => {
   const env = useEnv('redis');
   const idem = (leaseMs?: number) =>
-    idempotency({ store: env().store, key: (e: Ev) => e.id, ...(leaseMs ? { leaseMs } : {}) });
+    idempotency({
+      scope: functionScope,
+      store: env().store,
+      key: (e: Ev) => e.id,
+      ...(leaseMs ? { leaseMs } : {}),
+    });
 
   // FIXED (was FINDING HIGH, exactly-once): Middy 7.7+ copies an early answer and returns
   // `request.response` in one synchronous run (from `runRequest`, which calls the hooks): the
@@ -256,7 +261,8 @@ describe('lamrev23: bundles, minified code, source maps', () => {
 
 describe('lamrev23: call sites, stacks and globals (redis)', () => {
   const env = useEnv('redis');
-  const idem = () => idempotency({ store: env().store, key: (e: Ev) => e.id });
+  const idem = () =>
+    idempotency({ scope: functionScope, store: env().store, key: (e: Ev) => e.id });
 
   // FIXED (was FINDING MEDIUM, wrong status): the writer of request.error was read from 12
   // frames: an `after` that awaits, then writes `request.response = undefined; request.error`

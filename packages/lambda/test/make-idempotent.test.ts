@@ -3,6 +3,7 @@ import type { APIGatewayProxyEventV2, Context } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   type ContextWithIdempotency,
+  functionScope,
   InProgressError,
   idempotency,
   MismatchError,
@@ -42,6 +43,7 @@ describe.each(storeKinds)('makeIdempotent on %s', (kind) => {
 
   const options = () => ({
     store: env.store,
+    scope: functionScope,
     key: (event: APIGatewayProxyEventV2) => orderOf(event).orderId,
     payload: (event: APIGatewayProxyEventV2) => {
       const { traceId: _ignored, ...rest } = orderOf(event);
@@ -171,6 +173,7 @@ describeMiddyEach(storeKinds, 'Middy middleware on %s', (kind, { middy }) => {
       return { statusCode: 201, body: `fence ${fence}` };
     }).use(
       idempotency({
+        scope: functionScope,
         store: env.store,
         key: (event: APIGatewayProxyEventV2) => orderOf(event).orderId,
       }),

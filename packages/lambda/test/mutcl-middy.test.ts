@@ -1,7 +1,7 @@
 import { everythingFinal, OutcomeNotRecordedError, ReplayedFailureError } from '@idem/core';
 import { expect, it } from 'vitest';
 import { createMemoryStore } from '../../store-memory/src/index.js';
-import { idempotency, makeIdempotent } from '../src/index.js';
+import { functionScope, idempotency, makeIdempotent } from '../src/index.js';
 import { fakeContext } from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
@@ -17,7 +17,13 @@ describeMiddy(
       const handler = middy(async (_event: Ev) => {
         runs.n += 1;
         return value();
-      }).use(idempotency({ store: createMemoryStore(), key: (event: Ev) => event.id }));
+      }).use(
+        idempotency({
+          scope: functionScope,
+          store: createMemoryStore(),
+          key: (event: Ev) => event.id,
+        }),
+      );
       return later ? handler.use(later) : handler;
     };
 
@@ -75,7 +81,7 @@ describeMiddy(
         async (_event: Ev) => {
           throw new Error('card declined');
         },
-        { store, key: (event: Ev) => event.id, isFinal: everythingFinal },
+        { scope: functionScope, store, key: (event: Ev) => event.id, isFinal: everythingFinal },
       );
       await expect(recorder({ id: 'declined' }, fakeContext(10_000))).rejects.toThrow(
         'card declined',
@@ -84,7 +90,7 @@ describeMiddy(
       const handler = middy(async (_event: Ev) => {
         runs += 1;
         return 'charged';
-      }).use(idempotency({ store, key: (event: Ev) => event.id }));
+      }).use(idempotency({ scope: functionScope, store, key: (event: Ev) => event.id }));
       await expect(handler({ id: 'declined' }, fakeContext(10_000))).rejects.toBeInstanceOf(
         ReplayedFailureError,
       );

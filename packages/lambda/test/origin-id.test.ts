@@ -1,6 +1,11 @@
 import type { Context } from 'aws-lambda';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { type ContextWithIdempotency, idempotency, makeIdempotent } from '../src/index.js';
+import {
+  type ContextWithIdempotency,
+  functionScope,
+  idempotency,
+  makeIdempotent,
+} from '../src/index.js';
 import { type Env, fakeContext, openEnv, storeKinds } from './lambda-env.js';
 import { describeMiddyEach } from './middy-versions.js';
 
@@ -27,7 +32,7 @@ describeMiddyEach(storeKinds, 'originId on %s: one id per logical request', (kin
         }
         return { id: idem.originId };
       },
-      { store: env.store, key: (event: Ev) => event.id },
+      { scope: functionScope, store: env.store, key: (event: Ev) => event.id },
     );
     await expect(handler({ id: 'order-1' }, fakeContext(30_000))).rejects.toThrow(
       'downstream timeout',
@@ -52,7 +57,7 @@ describeMiddyEach(storeKinds, 'originId on %s: one id per logical request', (kin
         throw new Error('downstream timeout');
       }
       return { id };
-    }).use(idempotency({ store: env.store, key: (event: Ev) => event.id }));
+    }).use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }));
     await expect(handler({ id: 'm-1' }, fakeContext(30_000))).rejects.toThrow('downstream timeout');
     const done = await handler({ id: 'm-1' }, fakeContext(30_000));
     expect(seen[0]).toMatch(/^[0-9a-f]{32}$/);

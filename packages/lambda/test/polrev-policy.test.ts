@@ -1,7 +1,7 @@
 import { InvalidInputError } from '@idem/core';
 import type { Context, SQSRecord } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { makeIdempotent, makeSqsBatchHandler } from '../src/index.js';
+import { functionScope, makeIdempotent, makeSqsBatchHandler } from '../src/index.js';
 import {
   type Env,
   fakeContext,
@@ -32,6 +32,7 @@ describe('outcome policy faults through the Lambda wrappers', () => {
         return { shipped: event.id };
       },
       {
+        scope: functionScope,
         store: env.store,
         key: (event) => event.id,
         isFinal: () => {

@@ -1,8 +1,8 @@
 import { type IdempotencyStore, InvalidInputError, OutcomeNotRecordedError } from '@idem/core';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { createMemoryStore } from '../../store-memory/src/index.js';
-import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
-import { type Env, fakeContext, openEnv } from './lambda-env.js';
+import { functionScope, idempotency, idempotentTimeoutResponse } from '../src/index.js';
+import { type Env, fakeContext, openEnv, twoMiddlewares } from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
 // rev12b: compositions (two idempotency(), idem.last misplaced, .use([a, b])), concurrency on
@@ -63,8 +63,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
 
   it('held: two idempotency() instances (two keys) record, replay, release together', async () => {
     let runs = 0;
-    const outer = idempotency({ store: env.store, key: (e: Ev) => `o:${e.id}` });
-    const inner = idempotency({ store: env.store, key: (e: Ev) => `i:${e.id}` });
+    const [outer, inner] = twoMiddlewares(env.store, 'o:', 'i:');
     const handler = middy(async (e: Ev) => {
       runs += 1;
       if (e.id.startsWith('t') && runs === 1) throw new Error('transient');
@@ -96,8 +95,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
   // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('two idempotency() instances, onError earlyResponse = undefined: the error goes out, no unhandled rejection', async () => {
     let runs = 0;
-    const outer = idempotency({ store: env.store, key: (e: Ev) => `o:${e.id}` });
-    const inner = idempotency({ store: env.store, key: (e: Ev) => `i:${e.id}` });
+    const [outer, inner] = twoMiddlewares(env.store, 'o:', 'i:');
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');
@@ -133,8 +131,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
   // Middy rejects with it, both keys are released.
   it('two idempotency() instances, a primitive timeout answer: refused, neither key records anything', async () => {
     let runs = 0;
-    const outer = idempotency({ store: env.store, key: (e: Ev) => `o:${e.id}` });
-    const inner = idempotency({ store: env.store, key: (e: Ev) => `i:${e.id}` });
+    const [outer, inner] = twoMiddlewares(env.store, 'o:', 'i:');
     const handler = middy(
       async () => {
         runs += 1;
@@ -158,8 +155,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
 
   it('held: two instances, a wrapped OBJECT timeout answer: both keys released', async () => {
     let runs = 0;
-    const outer = idempotency({ store: env.store, key: (e: Ev) => `o:${e.id}` });
-    const inner = idempotency({ store: env.store, key: (e: Ev) => `i:${e.id}` });
+    const [outer, inner] = twoMiddlewares(env.store, 'o:', 'i:');
     const handler = middy(
       async () => {
         runs += 1;
@@ -201,7 +197,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
         timeoutEarlyInMillis: 150,
         timeoutEarlyResponse: idempotentTimeoutResponse(() => GATEWAY_TIMEOUT),
       },
-    ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    ).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
     expect(await handler({ id: 'const-1' }, fakeContext(300))).toBe(GATEWAY_TIMEOUT);
     await sleep(300);
     slow = false;
@@ -213,8 +209,12 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
 
   it('held: idem.last misplaced (first, twice, of another instance, alone) changes nothing', async () => {
     let runs = 0;
-    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
-    const other = idempotency({ store: env.store, key: (e: Ev) => `x:${e.id}` });
+    const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
+    const other = idempotency({
+      scope: functionScope,
+      store: env.store,
+      key: (e: Ev) => `x:${e.id}`,
+    });
     const base = async (e: Ev) => {
       runs += 1;
       if (e.id.startsWith('t') && runs === 1) throw new Error('transient');
@@ -250,7 +250,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
   it('held: 24 concurrent invocations of one handler instance, mixed paths, distinct keys (slow writes)', async () => {
     const store = faulty(env.store, 30);
     const runs = new Map<string, number>();
-    const idemL0 = idempotency({ store, key: (e: Ev) => e.id });
+    const idemL0 = idempotency({ scope: functionScope, store, key: (e: Ev) => e.id });
     const handler = middy(async (e: Ev) => {
       runs.set(e.id, (runs.get(e.id) ?? 0) + 1);
       await sleep(Math.floor(Math.random() * 20));
@@ -314,7 +314,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
         if (runs === 1) throw thrown;
         return 'ok';
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({ onError: async () => {} });
       const alone = await settle(plain({ id: 'x' }, fakeContext(10_000)));
       const got = await settle(handler({ id: `odd-${k}` }, fakeContext(10_000)));
@@ -334,7 +334,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
         return 'ok';
       },
       { timeoutEarlyInMillis: 150 },
-    ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    ).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
     await expect(handler({ id: 'never' }, fakeContext(300))).rejects.toMatchObject({
       name: 'TimeoutError',
     });
@@ -350,7 +350,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
         // biome-ignore lint/suspicious/noThenProperty: a thenable on purpose
         then: (res: (v: unknown) => void) => setTimeout(() => res({ v: runs }), 5),
       } as never;
-    }).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    }).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
     expect(await handler({ id: 'thenable' }, fakeContext(10_000))).toEqual({ v: 1 });
     expect(await handler({ id: 'thenable' }, fakeContext(10_000))).toEqual({ v: 1 });
     expect(runs).toBe(1);
@@ -359,7 +359,12 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
   // rev12f decision 2: without idem.last a throw then a later onError's early answer is recorded (the documented cost); this test keeps the release, with idem.last
   it('held: the store release hangs (storeTimeoutMs 300): the error still goes out within a bound', async () => {
     const store = faulty(env.store, 0, 'hang');
-    const idemL0 = idempotency({ store, key: (e: Ev) => e.id, storeTimeoutMs: 300 });
+    const idemL0 = idempotency({
+      scope: functionScope,
+      store,
+      key: (e: Ev) => e.id,
+      storeTimeoutMs: 300,
+    });
     const handler = middy(async () => {
       throw new Error('boom');
     })
@@ -379,7 +384,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
     for (const mode of ['hang', 'fail'] as const) {
       const store = faulty(env.store, 0, mode);
       const handler = middy(async () => 'v').use(
-        idempotency({ store, key: (e: Ev) => e.id, storeTimeoutMs: 300 }),
+        idempotency({ scope: functionScope, store, key: (e: Ev) => e.id, storeTimeoutMs: 300 }),
       );
       const t0 = Date.now();
       const got = await settle(handler({ id: `complete-${mode}` }, fakeContext(10_000)));
@@ -391,7 +396,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
   it('held: an early answer from a later `after` whose record fails: the caller gets the store error, no unhandled rejection', async () => {
     const store = faulty(env.store, 0, 'fail');
     const handler = middy(async () => 'v')
-      .use(idempotency({ store, key: (e: Ev) => e.id, storeTimeoutMs: 300 }))
+      .use(idempotency({ scope: functionScope, store, key: (e: Ev) => e.id, storeTimeoutMs: 300 }))
       .use({ after: async () => ({ early: 1 }) });
     const unhandled = await unhandledDuring(async () => {
       const got = await settle(handler({ id: 'early-fail' }, fakeContext(10_000)));
@@ -434,7 +439,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
     const plain = middy(async () => 'v', plugin);
     expect(await plain({ id: 's' }, fakeContext(10_000))).toBe('v');
     const handler = middy(async () => 'v', plugin).use(
-      idempotency({ store: env.store, key: (e: Ev) => e.id }),
+      idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }),
     );
     expect(await handler({ id: 'sealed' }, fakeContext(10_000))).toBe('v');
   });
@@ -447,12 +452,14 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
     };
     const sealed = middy(base, {
       requestStart: ((r: object) => Object.seal(r)) as unknown as () => void,
-    }).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    }).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
     // (lambda2: a typed refusal before the key is acquired; it was a TypeError after it)
     await expect(sealed({ id: 'sealed-2' }, fakeContext(10_000))).rejects.toThrow(
       InvalidInputError,
     );
-    const open = middy(base).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    const open = middy(base).use(
+      idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }),
+    );
     expect(await open({ id: 'sealed-2' }, fakeContext(10_000))).toBe('v');
     expect(runs).toBe(1);
   });
@@ -482,10 +489,12 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
     );
     runs = 0; // (lambda2: Middy alone ran the handler before its write failed)
     const frozen = middy(base, frozenPlugin).use(
-      idempotency({ store: env.store, key: (e: Ev) => e.id }),
+      idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }),
     );
     await expect(frozen({ id: 'frozen' }, fakeContext(10_000))).rejects.toThrow(TypeError);
-    const open = middy(base).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    const open = middy(base).use(
+      idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }),
+    );
     expect(await open({ id: 'frozen' }, fakeContext(10_000))).toBe('v');
     expect(runs).toBe(1);
   });
@@ -503,7 +512,12 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
       },
     });
     let runs = 0;
-    const idemL0 = idempotency({ store: syncThrow, key: (e: Ev) => e.id, storeTimeoutMs: 300 });
+    const idemL0 = idempotency({
+      scope: functionScope,
+      store: syncThrow,
+      key: (e: Ev) => e.id,
+      storeTimeoutMs: 300,
+    });
     const handler = middy(async (e: Ev) => {
       runs += 1;
       if (e.id.startsWith('t')) throw new Error('handler error');
@@ -538,7 +552,7 @@ describeMiddy('rev12b: compositions and failures (redis)', ({ middy }) => {
         if (e.id.startsWith('onError')) throw new Error('h');
         return { from: 'handler' };
       }, plugin)
-        .use(idempotency({ store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store, key: (e: Ev) => e.id }))
         .use({
           before: async (request: Req) => {
             if (request.event.id.startsWith('before')) return { from: 'before' };
@@ -569,7 +583,7 @@ describeMiddy('rev12b: the memory store', ({ middy }) => {
       await sleep(30);
       return undefined;
     })
-      .use(idempotency({ store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store, key: (e: Ev) => e.id }))
       .use({ after: async () => {} });
     const all = await Promise.all(
       Array.from({ length: 10 }, () => settle(handler({ id: 'same' }, fakeContext(10_000)))),
@@ -595,7 +609,7 @@ describeMiddy('rev12b: the memory store', ({ middy }) => {
     const handler = middy(async () => {
       runs += 1;
       return 'accepted';
-    }).use(idempotency({ store, key: (e: Ev) => e.id }));
+    }).use(idempotency({ scope: functionScope, store, key: (e: Ev) => e.id }));
     // Changed by rev12f decision 1: a primitive answer is refused up front.
     expect(() => timeoutAnswer()).toThrow(InvalidInputError); // another handler's timeout
     expect(await handler({ id: 'mark' }, fakeContext(10_000))).toBe('accepted');

@@ -1,7 +1,7 @@
 import type { IdempotencyStore } from '@idem/core';
 import type { MiddlewareObj } from '@middy/core';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
+import { functionScope, idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
@@ -64,7 +64,7 @@ describeMiddy('rev12b: idem.last, freeze, timeouts (redis)', ({ middy }) => {
 
   it('held: with idem.last used last, a handler returning undefined and an `after` noting request.error: no second run', async () => {
     let runs = 0;
-    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       return undefined;
@@ -89,7 +89,7 @@ describeMiddy('rev12b: idem.last, freeze, timeouts (redis)', ({ middy }) => {
     for (let i = 0; i < 2; i++) {
       const f = freezable(env.store, 150);
       let runs = 0;
-      const idem = idempotency({ store: f.store, key: (e: Ev) => e.id });
+      const idem = idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id });
       const handler = middy(async () => {
         runs += 1;
         if (runs === 1) throw undefined;
@@ -116,7 +116,7 @@ describeMiddy('rev12b: idem.last, freeze, timeouts (redis)', ({ middy }) => {
     const f = freezable(env.store, 150);
     let runs = 0;
     let cached = true;
-    const idem = idempotency({ store: f.store, key: (e: Ev) => e.id });
+    const idem = idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       return 'fresh';
@@ -140,7 +140,7 @@ describeMiddy('rev12b: idem.last, freeze, timeouts (redis)', ({ middy }) => {
   it('held (freeze): the handler threw, an `onError` answers early with a 500: the release landed before the answer', async () => {
     const f = freezable(env.store, 150);
     let runs = 0;
-    const idemL0 = idempotency({ store: f.store, key: (e: Ev) => e.id });
+    const idemL0 = idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');
@@ -164,7 +164,7 @@ describeMiddy('rev12b: idem.last, freeze, timeouts (redis)', ({ middy }) => {
       runs += 1;
       return 'raw';
     })
-      .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id }))
       .use({
         after: async (request: Req) => {
           const raw = request.response;
@@ -192,7 +192,7 @@ describeMiddy('rev12b: idem.last, freeze, timeouts (redis)', ({ middy }) => {
         timeoutEarlyResponse: idempotentTimeoutResponse(() => ({ statusCode: 504 })),
       },
     )
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({ after: async (request: Req) => ({ ...request.response, serialized: true }) });
     expect(await handler({ id: 'to-early' }, fakeContext(300))).toEqual({
       statusCode: 504,
@@ -251,7 +251,7 @@ describeMiddy('rev12b: idem.last, freeze, timeouts (redis)', ({ middy }) => {
       const alone = await settle(
         middy(handler).use(mw as MiddlewareObj)({ id: name }, fakeContext(10_000)),
       );
-      const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+      const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
       const withIdem = await settle(
         middy(handler)
           .use(idem)
@@ -282,7 +282,7 @@ describeMiddy('rev12b: idem.last, freeze, timeouts (redis)', ({ middy }) => {
         runs += 1;
         return 'charged';
       })
-        .use(idempotency({ store: f.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id }))
         .use({
           after: async () => {
             throw undefined;
@@ -306,7 +306,7 @@ describeMiddy('rev12b: idem.last, freeze, timeouts (redis)', ({ middy }) => {
   it('(freeze) handler throws undefined, onError earlyResponse = undefined: the key is free for the retry', async () => {
     const f = freezable(env.store, 150);
     let runs = 0;
-    const idemL0 = idempotency({ store: f.store, key: (e: Ev) => e.id });
+    const idemL0 = idempotency({ scope: functionScope, store: f.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw undefined;

@@ -1,6 +1,6 @@
 import { type IdempotencyStore, OutcomeNotRecordedError } from '@idem/core';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { idempotency } from '../src/index.js';
+import { functionScope, idempotency } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
@@ -58,7 +58,7 @@ describeMiddy('rev12b: the watch of request.response / request.error (redis)', (
       runs += 1;
       return undefined;
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({
         after: async (request: Req) => {
           request.error = new Error('soft: slow downstream'); // noted for a logger
@@ -79,7 +79,7 @@ describeMiddy('rev12b: the watch of request.response / request.error (redis)', (
       runs += 1;
       return 'done';
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({
         after: async (request: Req) => {
           request.error = new Error('soft');
@@ -108,7 +108,7 @@ describeMiddy('rev12b: the watch of request.response / request.error (redis)', (
       runs += 1;
       return undefined;
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({
         after: async () => ({ statusCode: 202 }), // answers early (e.g. an SQS -> HTTP adapter)
       })
@@ -132,7 +132,7 @@ describeMiddy('rev12b: the watch of request.response / request.error (redis)', (
       runs += 1;
       return 'x';
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({ after: async () => ({ statusCode: 202 }) })
       .use({
         after: async (request: Req) => {
@@ -171,7 +171,7 @@ describeMiddy('rev12b: the watch of request.response / request.error (redis)', (
       if (runs === 1) throw new Error('transient');
       return { statusCode: 200 };
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({
         before: async (request: Req) => {
           request.response = { headers: {} }; // default response, replaced by the handler's
@@ -192,7 +192,7 @@ describeMiddy('rev12b: the watch of request.response / request.error (redis)', (
       runs += 1;
       return 'ok';
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({
         before: async (request: Req) => {
           request.response = { headers: {} };
@@ -226,7 +226,7 @@ describeMiddy('rev12b: the watch of request.response / request.error (redis)', (
       if (runs === 1) throw undefined;
       return 'ok';
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({
         onError: async (request: Req) => {
           request.response = { statusCode: 500 };
@@ -246,7 +246,7 @@ describeMiddy('rev12b: the watch of request.response / request.error (redis)', (
       if (runs === 1) throw new Error('x');
       return 'ok';
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({
         onError: async (request: Req) => {
           request.response = { statusCode: 500 };
@@ -274,7 +274,7 @@ describeMiddy('rev12b: the watch of request.response / request.error (redis)', (
   it('a later `before` answering early, writing and decorating request.response after an await: works as without idempotency()', async () => {
     const store = slowWrites(env.store, 150);
     const handler = middy(async () => 'handler')
-      .use(idempotency({ store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store, key: (e: Ev) => e.id }))
       .use({
         before: async (request: Req) => {
           const cached = { statusCode: 200, headers: {} as Record<string, string> };
@@ -298,7 +298,7 @@ describeMiddy('rev12b: the watch of request.response / request.error (redis)', (
       runs += 1;
       return { statusCode: 200, headers: { 'x-cache': 'miss' } };
     })
-      .use(idempotency({ store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store, key: (e: Ev) => e.id }))
       .use({
         before: async (request: Req) => {
           if (!cached) return;

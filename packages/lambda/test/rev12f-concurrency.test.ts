@@ -1,6 +1,6 @@
 import type { IdempotencyStore } from '@idem/core';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { idempotency } from '../src/index.js';
+import { functionScope, idempotency } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
@@ -47,7 +47,7 @@ describeMiddy('rev12f: concurrency and failures (redis)', ({ middy }) => {
 
   it('held: 12 interleaved invocations (return / throw / early answers / ambiguous pairs) on one instance: each decided on its own', async () => {
     const runs: Record<string, number> = {};
-    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async (e: Ev) => {
       runs[e.id] = (runs[e.id] ?? 0) + 1;
       await sleep(5 + ((e.id.length * 7) % 13));
@@ -103,7 +103,14 @@ describeMiddy('rev12f: concurrency and failures (redis)', ({ middy }) => {
         runs += 1;
         return 'done';
       })
-        .use(idempotency({ store: f.store, key: (e: Ev) => e.id, completionWaitMs: 300 }))
+        .use(
+          idempotency({
+            scope: functionScope,
+            store: f.store,
+            key: (e: Ev) => e.id,
+            completionWaitMs: 300,
+          }),
+        )
         .use({ after: async () => ({ statusCode: 200 }) });
       const first = await settle(handler({ id: 'sf', mode: '' }, fakeContext(10_000)));
       expect((first as { error: Error }).error).toBeInstanceOf(Error);
@@ -121,7 +128,7 @@ describeMiddy('rev12f: concurrency and failures (redis)', ({ middy }) => {
 
   it('held: idem.last; the handler throws, a later onError throws a string (Middy cannot tag it): released at once, the retry runs', async () => {
     let runs = 0;
-    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw new Error('transient');

@@ -1,6 +1,6 @@
 import { InvalidInputError } from '@idem/core';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { idempotency } from '../src/index.js';
+import { functionScope, idempotency } from '../src/index.js';
 import { type Env, fakeContext, openEnv, withoutCallSites } from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
@@ -47,7 +47,7 @@ describeMiddy('rev12f: misc (redis)', ({ middy }) => {
       {
         requestStart: ((r: object) => Object.preventExtensions(r)) as unknown as () => void,
       },
-    ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    ).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
     const first = await settle(handler({ id: 'nx' }, fakeContext(10_000)));
     if ('error' in first) {
       expect(first.error).toBeInstanceOf(InvalidInputError);
@@ -73,7 +73,7 @@ describeMiddy('rev12f: misc (redis)', ({ middy }) => {
       const released = withLast || sites;
       for (let hops = 0; hops < 10; hops++) {
         let runs = 0;
-        const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+        const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
         let h = middy(async () => {
           runs += 1;
           if (runs === 1) throw new Error('transient');
@@ -127,7 +127,7 @@ describeMiddy('rev12f: misc (redis)', ({ middy }) => {
       runs += 1;
       return undefined;
     })
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({
         after: async (request: Req) => {
           if (request.error) {
@@ -154,7 +154,7 @@ describeMiddy('rev12f: misc (redis)', ({ middy }) => {
 
   it('held: the same with idem.last: recorded, one run', async () => {
     let runs = 0;
-    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       return undefined;
@@ -187,7 +187,7 @@ describeMiddy('rev12f: misc (redis)', ({ middy }) => {
   it('held: undefined everywhere: the handler returns undefined, an `after` sets earlyResponse = undefined, a requestEnd reads: recorded undefined, one run', async () => {
     let runs = 0;
     let seen: unknown = 'unset';
-    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(
       async () => {
         runs += 1;
@@ -220,7 +220,7 @@ describeMiddy('rev12f: misc (redis)', ({ middy }) => {
 
   it('held: the handler throws undefined, every onError leaves undefined: the caller gets the rejection, released, the retry runs', async () => {
     let runs = 0;
-    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(async () => {
       runs += 1;
       if (runs === 1) throw undefined;

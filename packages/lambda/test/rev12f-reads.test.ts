@@ -1,6 +1,6 @@
 import { OutcomeNotRecordedError } from '@idem/core';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { idempotency } from '../src/index.js';
+import { functionScope, idempotency } from '../src/index.js';
 import { type Env, fakeContext, openEnv, throwsOnce, withoutCallSites } from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
@@ -67,7 +67,7 @@ describeMiddy('rev12f: other readers of an early answer (redis)', ({ middy }) =>
         runs += 1;
         return undefined;
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({ after: async () => ({ statusCode: 200 }) })
         .use(backgroundLogger(hops, true));
       const id = `amb-bg-${hops}`;
@@ -91,7 +91,7 @@ describeMiddy('rev12f: other readers of an early answer (redis)', ({ middy }) =>
     const failures: string[] = [];
     for (const hops of HOPS) {
       let runs = 0;
-      const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+      const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
       const handler = middy(async () => {
         runs += 1;
         return undefined;
@@ -127,7 +127,7 @@ describeMiddy('rev12f: other readers of an early answer (redis)', ({ middy }) =>
         runs += 1;
         return { statusCode: 201 };
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({ after: async () => ({ statusCode: 200 }) })
         .use(backgroundLogger(hops, false));
       const id = `val-bg-${hops}`;
@@ -164,7 +164,7 @@ describeMiddy('rev12f: other readers of an early answer (redis)', ({ middy }) =>
         runs += 1;
         return undefined;
       })
-        .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+        .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
         .use({
           before: async (request: Req) => {
             void (async () => {
@@ -188,7 +188,7 @@ describeMiddy('rev12f: other readers of an early answer (redis)', ({ middy }) =>
   it('held: JSON.stringify(request) in every hook, an input-output-logger after/onError, a requestEnd logger; handler returns undefined', async () => {
     const logs: string[] = [];
     let runs = 0;
-    const idem = idempotency({ store: env.store, key: (e: Ev) => e.id });
+    const idem = idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id });
     const handler = middy(
       async (e: Ev) => {
         runs += 1;
@@ -242,7 +242,7 @@ describeMiddy('rev12f: other readers of an early answer (redis)', ({ middy }) =>
         }) as unknown as () => void,
       },
     )
-      .use(idempotency({ store: env.store, key: (e: Ev) => e.id }))
+      .use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }))
       .use({ after: async () => ({ statusCode: 200 }) });
     expect(await handler({ id: 'end' }, fakeContext(10_000))).toEqual({ statusCode: 200 });
     expect(ended).toContain('"statusCode":200');

@@ -1,6 +1,6 @@
 import { InvalidInputError } from '@idem/core';
 import { afterEach, beforeEach, expect, it } from 'vitest';
-import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
+import { functionScope, idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { type Env, fakeContext, openEnv } from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
@@ -57,7 +57,7 @@ describeMiddy('rev12f: timeout marks across concurrent invocations (redis)', ({ 
         timeoutEarlyInMillis: 150,
         timeoutEarlyResponse: idempotentTimeoutResponse(() => undefined),
       },
-    ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    ).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
     const a = handler({ id: 'A1' }, fakeContext(300));
     const b = handler({ id: 'B1' }, fakeContext(10_000));
     await expect(a).rejects.toBeInstanceOf(InvalidInputError);
@@ -95,7 +95,7 @@ describeMiddy('rev12f: timeout marks across concurrent invocations (redis)', ({ 
         timeoutEarlyInMillis: 150,
         timeoutEarlyResponse: idempotentTimeoutResponse(() => GATEWAY_TIMEOUT),
       },
-    ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    ).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
     const a = handler({ id: 'A2' }, fakeContext(300));
     const b = handler({ id: 'B2' }, fakeContext(10_000));
     expect(await a).toBe(GATEWAY_TIMEOUT);
@@ -119,7 +119,7 @@ describeMiddy('rev12f: timeout marks across concurrent invocations (redis)', ({ 
         timeoutEarlyInMillis: 150,
         timeoutEarlyResponse: idempotentTimeoutResponse(() => undefined),
       },
-    ).use(idempotency({ store: env.store, key: (e: Ev) => e.id }));
+    ).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
     const a = handler({ id: 'A3' }, fakeContext(300));
     const b = handler({ id: 'B3' }, fakeContext(10_000));
     await expect(a).rejects.toBeInstanceOf(InvalidInputError);

@@ -1,7 +1,12 @@
 import { deriveKey, deriveStorageKey, type JsonValue } from '@idem/core';
 import type { Context, KinesisStreamRecord } from 'aws-lambda';
 import { describe, expect, it } from 'vitest';
-import { idempotency, makeIdempotent, makeKinesisBatchHandler } from '../src/index.js';
+import {
+  functionScope,
+  idempotency,
+  makeIdempotent,
+  makeKinesisBatchHandler,
+} from '../src/index.js';
 import { requestFor, toKey } from '../src/lambda-engine.js';
 import { fakeContext, kinesisRecord, useEnv } from './lambda-env.js';
 import { middies } from './middy-versions.js';
@@ -63,7 +68,11 @@ describe('rev30b: the check reads what is hashed, not the value before canonical
   // answer. The same for any value object whose toJSON gives null or ''.
   it.each(fieldless)('%s without the field: refused, nothing run or shared', async (_, options) => {
     const ran: string[] = [];
-    const handler = makeIdempotent(answering(ran), { store: env().store, ...options });
+    const handler = makeIdempotent(answering(ran), {
+      scope: functionScope,
+      store: env().store,
+      ...options,
+    });
     const refused = await outcomes(handler, [{ note: 'alice' }, { note: 'bob' }]);
     expect({ refused, ran }).toEqual({ refused: ['INVALID_INPUT', 'INVALID_INPUT'], ran: [] });
     // With the field: run once, then replayed.
@@ -78,7 +87,9 @@ describe('rev30b: the check reads what is hashed, not the value before canonical
   it.each(middies)('Middy $major: both refused before the handler', async ({ middy }) => {
     const ran: string[] = [];
     for (const [, options] of fieldless) {
-      const handler = middy(answering(ran)).use(idempotency({ store: env().store, ...options }));
+      const handler = middy(answering(ran)).use(
+        idempotency({ scope: functionScope, store: env().store, ...options }),
+      );
       const refused = await outcomes(handler as Parameters<typeof outcomes>[0], [
         { note: 'alice' },
         { note: 'bob' },

@@ -1,7 +1,13 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Context, SQSRecord } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { InProgressError, idempotency, makeIdempotent, makeSqsBatchHandler } from '../src/index.js';
+import {
+  functionScope,
+  InProgressError,
+  idempotency,
+  makeIdempotent,
+  makeSqsBatchHandler,
+} from '../src/index.js';
 import { type Env, fakeContext, openEnv, sqsRecord } from './lambda-env.js';
 import { middies } from './middy-versions.js';
 
@@ -26,7 +32,7 @@ describe('README claims', () => {
             runs.push(context.functionName);
             return context.functionName;
           },
-          { store: env.store, key: () => 'order-42' },
+          { scope: functionScope, store: env.store, key: () => 'order-42' },
         );
       const billing = wrap();
       const shipping = wrap();
@@ -36,7 +42,7 @@ describe('README claims', () => {
       const middyFn = middy(async (_e: unknown, c: Context) => {
         runs.push(`middy:${c.functionName}`);
         return c.functionName;
-      }).use(idempotency({ store: env.store, key: () => 'order-42' }));
+      }).use(idempotency({ scope: functionScope, store: env.store, key: () => 'order-42' }));
       expect(await middyFn({}, fakeContext(5_000, 'audit'))).toBe('audit');
       const batch = makeSqsBatchHandler(
         async (_r: SQSRecord, c: Context) => {
@@ -68,7 +74,7 @@ describe('README claims', () => {
         await sleep(1_800);
         return 'done';
       },
-      { store: env.store, key: () => 'long-job', leaseMs: 600 },
+      { scope: functionScope, store: env.store, key: () => 'long-job', leaseMs: 600 },
     );
     const first = handler({}, fakeContext(30_000));
     await sleep(1_200); // two leases later; only heartbeats keep the key

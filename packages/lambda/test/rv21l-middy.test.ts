@@ -1,6 +1,6 @@
 import { OutcomeNotRecordedError } from '@idem/core';
 import { expect, it } from 'vitest';
-import { idempotency, idempotentTimeoutResponse } from '../src/index.js';
+import { functionScope, idempotency, idempotentTimeoutResponse } from '../src/index.js';
 import { fakeContext, settle, sleep, useEnv } from './lambda-env.js';
 import { describeMiddy } from './middy-versions.js';
 
@@ -103,6 +103,7 @@ describeMiddy('rv21l: the Middy handler-call watch under real chains (redis)', (
   const env = useEnv('redis');
   const idem = () =>
     idempotency({
+      scope: functionScope,
       store: env().store,
       key: (e: HttpEvent) => e.headers['idempotency-key'] ?? '',
     });

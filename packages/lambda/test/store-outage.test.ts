@@ -4,7 +4,12 @@ import { startPrivateRedis } from '@idem/test-ledger';
 import type { SQSRecord } from 'aws-lambda';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { makeIdempotent, makeSqsBatchHandler, type RecordStatus } from '../src/index.js';
+import {
+  functionScope,
+  makeIdempotent,
+  makeSqsBatchHandler,
+  type RecordStatus,
+} from '../src/index.js';
 import { fakeContext, sqsRecord } from './lambda-env.js';
 
 // The store (a private redis-server, killed by its PID) is down during a delivery: nothing
@@ -27,6 +32,7 @@ describe('a store outage during an invocation', () => {
         { store, storeTimeoutMs: 300, onRecord: (r) => statuses.push(r.status) },
       );
       const single = makeIdempotent(async () => 'charged', {
+        scope: functionScope,
         store,
         storeTimeoutMs: 300,
         key: () => 'order-1',

@@ -113,18 +113,20 @@ export const EXAMPLES: ExampleSpec[] = [
     dir: 'lambda',
     driver: 'script',
     service: 'dynamodb',
-    // A Lambda handler cannot serve: it is called with an API Gateway event and a context,
-    // then retried with the same order (another traceId, outside the fingerprint).
+    // A Lambda handler cannot serve: it is called with an API Gateway event (a JWT
+    // authorizer's subject: the scope) and a context, then retried with the same order
+    // (another traceId, outside the fingerprint); another caller's same orderId runs apart.
     epilogue: [
       'await store.ensureTable({ pollMs: 50 });',
       'const orderId = "order-" + process.pid;',
-      'const invoke = (traceId: string) => handler({ body: JSON.stringify({ orderId, amount: 500, traceId }) } as APIGatewayProxyEventV2, { functionName: "pack-check", awsRequestId: traceId, getRemainingTimeInMillis: () => 30_000 } as Context);',
+      'const invoke = (traceId: string, sub = "user-1") => handler({ body: JSON.stringify({ orderId, amount: 500, traceId }), requestContext: { authorizer: { jwt: { claims: { sub }, scopes: [] } } } } as unknown as ApiEvent, { functionName: "pack-check", awsRequestId: traceId, getRemainingTimeInMillis: () => 30_000 } as Context);',
       'const first = await invoke("t-1");',
       'const retry = await invoke("t-2");',
-      'console.log("pack-check:", first.statusCode, retry.statusCode, first.body === retry.body, payments.calls);',
+      'const other = await invoke("t-3", "user-2");',
+      'console.log("pack-check:", first.statusCode, retry.statusCode, first.body === retry.body, other.statusCode, payments.calls);',
       'client.destroy();',
     ].join('\n'),
-    expectOutput: ['pack-check: 201 201 true 1'],
+    expectOutput: ['pack-check: 201 201 true 201 2'],
     node10: true,
   },
   {
