@@ -93,25 +93,58 @@ const kIncoming = Symbol('@idem/fastify incoming');
 const kConstraints = Symbol('@idem/fastify constraints');
 /** The recorder of a request the route's handler runs for (see {@link heldWhileRunning}). */
 const kRecorder = Symbol('@idem/fastify recorder');
+/** Ends the hold of a handler's promise once it sent its payload (see {@link handedOver}). */
+const kRelease = Symbol('@idem/fastify release');
 interface Held {
   [kIncoming]: FastifyIncoming | false | null;
   [kRecorder]: ResponseRecorder | null;
+  [kRelease]: ((value?: unknown) => void) | null;
 }
 
 /**
  * The route's handler, giving what it returns (its promise) to the recorder's `holdWhile` on a
  * recorded request: while it runs, a client that left does not make its response's silence
  * count, past the head too (a handler that wrote its head through `reply.raw`, or hijacked the
- * reply, and still works is not stuck; a retry would run it beside itself). Same `this`, same
- * arguments, same result.
+ * reply, and still works is not stuck; a retry would run it beside itself). The hold ends too
+ * once the handler sends its payload (`reply.send`, {@link handedOver}): a handler that
+ * returns `reply` after sending a stream has a promise that settles only once the response
+ * ends, and a stream silent after its client left must still free the key within two leases.
+ * Same `this`, same arguments, same result.
  */
 function heldWhileRunning(handler: RouteOptions['handler']): RouteOptions['handler'] {
   return function (this: FastifyInstance, request, reply) {
     const result = handler.call(this, request, reply);
-    const recorder = (request as unknown as Held)[kRecorder];
-    if (recorder !== null && isThenable(result)) recorder.holdWhile(result);
+    const held = request as unknown as Held;
+    const recorder = held[kRecorder];
+    if (recorder !== null && isThenable(result))
+      recorder.holdWhile(
+        new Promise((resolve) => {
+          held[kRelease] = resolve;
+          result.then(resolve, resolve);
+        }),
+      );
     return result;
   };
+}
+
+/**
+ * A route's `onSend` (an idempotent one's): the handler handed its payload to Fastify, so its
+ * work is the payload's from now on (a stream's silence counts), no longer held.
+ */
+function handedOver(
+  request: FastifyRequest,
+  _reply: FastifyReply,
+  payload: unknown,
+  done: (error: Error | null, payload?: unknown) => void,
+): void {
+  const held = request as unknown as Held;
+  held[kRecorder] = null;
+  const release = held[kRelease];
+  if (release !== null) {
+    held[kRelease] = null;
+    release();
+  }
+  done(null, payload);
 }
 
 interface Setup {
@@ -234,12 +267,19 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     // keyed request's with the body-too-large problem instead (no cost to any other request).
     if (setup && readsBodies(setup.handler, methods))
       route.errorHandler = answeringBodyLimit(route.errorHandler);
-    if (setup) route.handler = heldWhileRunning(route.handler);
+    if (setup) {
+      route.handler = heldWhileRunning(route.handler);
+      const onSend = route.onSend;
+      route.onSend = (
+        onSend === undefined ? [handedOver] : [...[onSend].flat(), handedOver]
+      ) as typeof route.onSend;
+    }
   });
   fastify.addHook('onReady', (ready) => ready(routeErrors[0]));
   fastify.decorateRequest('idempotency', null);
   fastify.decorateRequest(kIncoming, null);
   fastify.decorateRequest(kRecorder, null);
+  fastify.decorateRequest(kRelease, null);
   // onRequest, before any preParsing hook (a decompression one registered before the plugin)
   // can read the Node request: a request with a body starts copying it for the fingerprint,
   // when begin() will read it (idempotency on for the route, a method that needs a key, a
