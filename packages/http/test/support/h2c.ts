@@ -50,8 +50,10 @@ export type RecordingOptions = Partial<HttpIdempotencyOptions<IncomingMessage>>;
  * A `node:http`/`node:http2` request handler: one idem handler (`scope: 'global'`, warnings
  * ignored) whose 'execute' records the response and runs `app`, 'respond' replays, and
  * 'pass' (no key: no request of these tests) answers 500 `pass`. `runs()` counts executions.
+ * `hold`: `app`'s work is given to the recorder's `holdWhile`, as an adapter that awaits its
+ * handler does (Koa's `next()`, Fastify's and Nest's handlers).
  */
-export function recordedHandler(app: App, options: RecordingOptions = {}) {
+export function recordedHandler(app: App, options: RecordingOptions = {}, hold = false) {
   const { store = createMemoryStore(), ...rest } = options;
   const idem = createIdempotencyHandler<IncomingMessage>({
     store,
@@ -76,7 +78,9 @@ export function recordedHandler(app: App, options: RecordingOptions = {}) {
     if (decision.action === 'respond') return sendDecisionResponse(res, decision);
     runs++;
     recordServerResponse(res, decision.recorder);
-    return app(req, res);
+    const running = app(req, res);
+    if (hold) decision.recorder.holdWhile(Promise.resolve(running));
+    return running;
   };
   return { handle, runs: () => runs };
 }
