@@ -93,7 +93,7 @@ const kIncoming = Symbol('@idem/fastify incoming');
 const kConstraints = Symbol('@idem/fastify constraints');
 /** The recorder of a request the route's handler runs for (see {@link heldWhileRunning}). */
 const kRecorder = Symbol('@idem/fastify recorder');
-/** Ends the hold of a handler's promise once it sent its payload (see {@link handedOver}). */
+/** Ends the hold of a handler's promise (see {@link thenReleasing}). */
 const kRelease = Symbol('@idem/fastify release');
 interface Held {
   [kIncoming]: FastifyIncoming | false | null;
@@ -105,18 +105,22 @@ interface Held {
  * The route's handler, giving what it returns (its promise) to the recorder's `holdWhile` on a
  * recorded request: while it runs, a client that left does not make its response's silence
  * count, past the head too (a handler that wrote its head through `reply.raw`, or hijacked the
- * reply, and still works is not stuck; a retry would run it beside itself). The hold ends too
- * once the handler sends its payload (`reply.send`, {@link handedOver}): a handler that
- * returns `reply` after sending a stream has a promise that settles only once the response
- * ends, and a stream silent after its client left must still free the key within two leases.
- * Same `this`, same arguments, same result.
+ * reply, and still works is not stuck; a retry would run it beside itself). Same `this`, same
+ * arguments, same result. Not the response's end, though: Fastify's `reply` is a thenable
+ * settled with it, which a handler returns (`return reply`, its promise then adopting it) or
+ * awaits; its own work is over then, and held, a stream silent after its client left kept the
+ * key until `maxHoldMs`, its 'close' held back until the lease was lost.
  */
 function heldWhileRunning(handler: RouteOptions['handler']): RouteOptions['handler'] {
   return function (this: FastifyInstance, request, reply) {
-    const result = handler.call(this, request, reply);
     const held = request as unknown as Held;
     const recorder = held[kRecorder];
-    if (recorder !== null && isThenable(result))
+    // Before the call: an async handler's `return reply` reads `reply.then` as it returns.
+    if (recorder !== null)
+      // biome-ignore lint/suspicious/noThenProperty: Fastify's reply is a thenable already; this wraps its then.
+      (reply as { then: FastifyReply['then'] }).then = thenReleasing;
+    const result = handler.call(this, request, reply);
+    if (recorder !== null && result !== reply && isThenable(result))
       recorder.holdWhile(
         new Promise((resolve) => {
           held[kRelease] = resolve;
@@ -128,23 +132,22 @@ function heldWhileRunning(handler: RouteOptions['handler']): RouteOptions['handl
 }
 
 /**
- * A route's `onSend` (an idempotent one's): the handler handed its payload to Fastify, so its
- * work is the payload's from now on (a stream's silence counts), no longer held.
+ * `reply.then` of a held handler's reply: the handler returned `reply` (its promise adopts it)
+ * or awaits the response's end, so it no longer works: the hold ends (see
+ * {@link heldWhileRunning}), then Fastify's own `then`.
  */
-function handedOver(
-  request: FastifyRequest,
-  _reply: FastifyReply,
-  payload: unknown,
-  done: (error: Error | null, payload?: unknown) => void,
+function thenReleasing(
+  this: FastifyReply,
+  fulfilled: () => void,
+  rejected: (error: Error) => void,
 ): void {
-  const held = request as unknown as Held;
-  held[kRecorder] = null;
+  const held = this.request as unknown as Held;
   const release = held[kRelease];
   if (release !== null) {
     held[kRelease] = null;
     release();
   }
-  done(null, payload);
+  (Object.getPrototypeOf(this) as FastifyReply).then.call(this, fulfilled, rejected);
 }
 
 interface Setup {
@@ -267,13 +270,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     // keyed request's with the body-too-large problem instead (no cost to any other request).
     if (setup && readsBodies(setup.handler, methods))
       route.errorHandler = answeringBodyLimit(route.errorHandler);
-    if (setup) {
-      route.handler = heldWhileRunning(route.handler);
-      const onSend = route.onSend;
-      route.onSend = (
-        onSend === undefined ? [handedOver] : [...[onSend].flat(), handedOver]
-      ) as typeof route.onSend;
-    }
+    if (setup) route.handler = heldWhileRunning(route.handler);
   });
   fastify.addHook('onReady', (ready) => ready(routeErrors[0]));
   fastify.decorateRequest('idempotency', null);

@@ -1,5 +1,5 @@
 import { PassThrough } from 'node:stream';
-import { silentAfterLeaving } from '@idem/http-conformance';
+import { leftBeforeHeadProbe, silentAfterLeaving } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import Fastify from 'fastify';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -58,4 +58,30 @@ describe('rev30c fastify: a handler that returns reply after sending a stream th
       expect(runs).toBe(2);
     });
   }
+});
+
+describe('rev30c fastify: a handler that sends a stream, then still works to feed it, then returns reply', () => {
+  let close = async () => {};
+  afterAll(() => close());
+  it('its client leaves after the head: held while it works (409), then the replay; run once', async () => {
+    const probe = leftBeforeHeadProbe(LEASE);
+    const app = Fastify({ forceCloseConnections: true });
+    await app.register(idempotency, {
+      store: createMemoryStore(),
+      scope: 'global',
+      leaseMs: LEASE,
+    });
+    app.post('/fed', async (_request, reply) => {
+      const run = probe.begin();
+      const stream = new PassThrough();
+      stream.write(`begun ${run}.`);
+      reply.header('content-type', 'text/plain').send(stream);
+      await probe.held(run);
+      stream.end('done');
+      return reply;
+    });
+    const url = await app.listen({ port: 0, host: '127.0.0.1' });
+    close = () => app.close();
+    await probe.checkAfterHead(url, '/fed');
+  });
 });

@@ -54,16 +54,3 @@ export function trailersOf(
     TRAILERS
   ];
 }
-
-/**
- * Key of the function that tells a recorder made by @idem/http a stream was piped into the
- * response (registered, as {@link START_FROM}): its body is that stream's from now on, so the
- * handler's work no longer holds the silence watch (see `ResponseRecorder.holdWhile`).
- * @internal
- */
-export const PIPED = Symbol.for('@idem/http.recorder.piped');
-
-/** `recorder`'s pipe notice (see {@link PIPED}), when @idem/http made it. @internal */
-export function pipedOf(recorder: object): (() => void) | undefined {
-  return (recorder as { [PIPED]?: () => void })[PIPED];
-}

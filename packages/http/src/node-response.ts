@@ -5,7 +5,7 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import type { Socket } from 'node:net';
-import { pipedOf, type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
+import { type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import { readyForOwnMethods } from './own-methods.js';
 import type { ResponseRecorder } from './recorder.js';
@@ -1224,9 +1224,6 @@ class ResponseRecording implements SocketHold {
         this.finishHeld = true;
         return true;
       }
-    } else if (event === 'pipe') {
-      // A stream's pipe (`Readable.pipe` tells its destination): the body is its work now.
-      pipedOf(this.recorder)?.();
     }
     return this.emit.call(this.res, event, ...args);
   }

@@ -2,7 +2,7 @@ import { type Execution, isIdemError, outcomePolicyAnswer, type StoredOutcome } 
 import { storeUnavailable } from './answers.js';
 import { CaptureBuffer } from './capture-buffer.js';
 import type { IdempotencyDecision } from './handler.js';
-import { PIPED, type ResponseHeadSource, START_FROM, TRAILERS } from './head-source.js';
+import { type ResponseHeadSource, START_FROM, TRAILERS } from './head-source.js';
 import { LIVE_CAPTURE, LIVE_GENERATION, type LiveSettings, LiveTee } from './live-publish.js';
 import { mediaType } from './media-type.js';
 import type { ResponseHead, ResponsePolicy } from './policy.js';
@@ -95,10 +95,8 @@ export interface ResponseRecorder {
    * `await next()`, Fastify's route handler, Nest's handler): until then a client that left does not make its
    * silence count, even past the head (a handler that wrote its head and still works is not
    * stuck: its lease is renewed up to `maxHoldMs`, as for a client that stays), and the
-   * silence watch of `clientGone` starts afresh when it settles. Once a stream is piped into
-   * a response `recordServerResponse` records, the body is that stream's work: its silence
-   * counts, held or not (a handler awaiting the response's end waits on a 'close' held back
-   * until the stream ends or the lease is lost). Never rejects, whatever `running` does.
+   * silence watch of `clientGone` starts afresh when it settles. Never rejects, whatever
+   * `running` does.
    */
   holdWhile(running: PromiseLike<unknown>): void;
   /**
@@ -313,8 +311,6 @@ export function createRecorder(
   let running = 0;
   // The client left before the head (see `clientGone`): the silence watch starts with it.
   let leftEarly = false;
-  // A stream was piped into the response (see `PIPED`): its silence is the body's, held or not.
-  let piped = false;
 
   function capture(chunk: Uint8Array): boolean {
     if (!head) throw misuse('ResponseRecorder.start must be called before capture');
@@ -435,7 +431,7 @@ export function createRecorder(
   function armIdle(): void {
     clearTimeout(idleTimer);
     idleTimer = setTimeout(() => {
-      if (!done && (running === 0 || piped)) execution.abandon();
+      if (!done && running === 0) execution.abandon();
     }, settings.leaseMs);
     idleTimer.unref?.();
   }
@@ -459,17 +455,6 @@ export function createRecorder(
     Promise.resolve(operation).then(settled, settled);
   }
 
-  // A handler that pipes a stream into its response and awaits the response's end (`await
-  // pipeline(stream, res)`, a Fastify `reply` returned after `reply.send(stream)`) waits on a
-  // 'close' held back until the stream ends or the lease is lost: held, a stream silent after
-  // its client left kept the key until maxHoldMs. The body is the stream's work from its pipe
-  // on: its silence counts, as for a handler that returned.
-  function pipedInto(): void {
-    if (piped) return;
-    piped = true;
-    if (idleTimer !== undefined && !done) armIdle();
-  }
-
   // The internal entry points are in the literal, keyed by their symbols: added after it (the
   // shape this had), every recorder from the third addition on took a map of its own, about 5
   // µs more a request, and its closures were kept through young-generation collections until
@@ -477,7 +462,6 @@ export function createRecorder(
   const recorder: ResponseRecorder & {
     [START_FROM]: typeof startFrom;
     [TRAILERS]: typeof trailers;
-    [PIPED]: typeof pipedInto;
     [LIVE_GENERATION]: () => number | undefined;
     [LIVE_CAPTURE]: () => Uint8Array | undefined;
   } = {
@@ -509,7 +493,6 @@ export function createRecorder(
     },
     [START_FROM]: startFrom,
     [TRAILERS]: trailers,
-    [PIPED]: pipedInto,
     [LIVE_GENERATION]: () => tee?.fence,
     [LIVE_CAPTURE]: () => (tee ? buffer?.held() : undefined),
   };

@@ -50,10 +50,8 @@ export type RecordingOptions = Partial<HttpIdempotencyOptions<IncomingMessage>>;
  * A `node:http`/`node:http2` request handler: one idem handler (`scope: 'global'`, warnings
  * ignored) whose 'execute' records the response and runs `app`, 'respond' replays, and
  * 'pass' (no key: no request of these tests) answers 500 `pass`. `runs()` counts executions.
- * `hold`: `app`'s work is given to the recorder's `holdWhile`, as an adapter that awaits its
- * handler does (Koa's `next()`, Fastify's and Nest's handlers).
  */
-export function recordedHandler(app: App, options: RecordingOptions = {}, hold = false) {
+export function recordedHandler(app: App, options: RecordingOptions = {}) {
   const { store = createMemoryStore(), ...rest } = options;
   const idem = createIdempotencyHandler<IncomingMessage>({
     store,
@@ -78,9 +76,7 @@ export function recordedHandler(app: App, options: RecordingOptions = {}, hold =
     if (decision.action === 'respond') return sendDecisionResponse(res, decision);
     runs++;
     recordServerResponse(res, decision.recorder);
-    const running = app(req, res);
-    if (hold) decision.recorder.holdWhile(Promise.resolve(running));
-    return running;
+    return app(req, res);
   };
   return { handle, runs: () => runs };
 }
