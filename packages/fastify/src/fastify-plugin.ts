@@ -93,9 +93,12 @@ const kIncoming = Symbol('@idem/fastify incoming');
 const kConstraints = Symbol('@idem/fastify constraints');
 /** The recorder of a request the route's handler runs for (see {@link heldWhileRunning}). */
 const kRecorder = Symbol('@idem/fastify recorder');
+/** Ends the hold of a handler's promise (see {@link thenReleasing}). */
+const kRelease = Symbol('@idem/fastify release');
 interface Held {
   [kIncoming]: FastifyIncoming | false | null;
   [kRecorder]: ResponseRecorder | null;
+  [kRelease]: ((value?: unknown) => void) | null;
 }
 
 /**
@@ -103,15 +106,48 @@ interface Held {
  * recorded request: while it runs, a client that left does not make its response's silence
  * count, past the head too (a handler that wrote its head through `reply.raw`, or hijacked the
  * reply, and still works is not stuck; a retry would run it beside itself). Same `this`, same
- * arguments, same result.
+ * arguments, same result. Not the response's end, though: Fastify's `reply` is a thenable
+ * settled with it, which a handler returns (`return reply`, its promise then adopting it) or
+ * awaits; its own work is over then, and held, a stream silent after its client left kept the
+ * key until `maxHoldMs`, its 'close' held back until the lease was lost.
  */
 function heldWhileRunning(handler: RouteOptions['handler']): RouteOptions['handler'] {
   return function (this: FastifyInstance, request, reply) {
+    const held = request as unknown as Held;
+    const recorder = held[kRecorder];
+    // Before the call: an async handler's `return reply` reads `reply.then` as it returns.
+    if (recorder !== null)
+      // biome-ignore lint/suspicious/noThenProperty: Fastify's reply is a thenable already; this wraps its then.
+      (reply as { then: FastifyReply['then'] }).then = thenReleasing;
     const result = handler.call(this, request, reply);
-    const recorder = (request as unknown as Held)[kRecorder];
-    if (recorder !== null && isThenable(result)) recorder.holdWhile(result);
+    if (recorder !== null && result !== reply && isThenable(result))
+      recorder.holdWhile(
+        new Promise((resolve) => {
+          held[kRelease] = resolve;
+          result.then(resolve, resolve);
+        }),
+      );
     return result;
   };
+}
+
+/**
+ * `reply.then` of a held handler's reply: the handler returned `reply` (its promise adopts it)
+ * or awaits the response's end, so it no longer works: the hold ends (see
+ * {@link heldWhileRunning}), then Fastify's own `then`.
+ */
+function thenReleasing(
+  this: FastifyReply,
+  fulfilled: () => void,
+  rejected: (error: Error) => void,
+): void {
+  const held = this.request as unknown as Held;
+  const release = held[kRelease];
+  if (release !== null) {
+    held[kRelease] = null;
+    release();
+  }
+  (Object.getPrototypeOf(this) as FastifyReply).then.call(this, fulfilled, rejected);
 }
 
 interface Setup {
@@ -240,6 +276,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   fastify.decorateRequest('idempotency', null);
   fastify.decorateRequest(kIncoming, null);
   fastify.decorateRequest(kRecorder, null);
+  fastify.decorateRequest(kRelease, null);
   // onRequest, before any preParsing hook (a decompression one registered before the plugin)
   // can read the Node request: a request with a body starts copying it for the fingerprint,
   // when begin() will read it (idempotency on for the route, a method that needs a key, a

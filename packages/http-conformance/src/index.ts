@@ -10,7 +10,11 @@ export { describeLastEventIdBytes, LAST_EVENT_ID_EVENTS } from './last-event-id.
 export type { LateStartProbe } from './late-start.js';
 export { lateStartProbe } from './late-start.js';
 export type { LeftBeforeHeadApp, LeftBeforeHeadProbe } from './left-before-head.js';
-export { describeLeftBeforeHead, leftBeforeHeadProbe } from './left-before-head.js';
+export {
+  describeLeftBeforeHead,
+  leftBeforeHeadProbe,
+  silentAfterLeaving,
+} from './left-before-head.js';
 export type { LivePace, LivePaceResult } from './live-pace.js';
 export { livePace } from './live-pace.js';
 export type {

@@ -211,3 +211,47 @@ async function leaveH2(url: string, path: string, key: string, started: () => bo
   stream.close(http2Constants.NGHTTP2_CANCEL);
   session.close();
 }
+
+/**
+ * A keyed `POST` of `{"a":1}` to `path` on a connection of its own (over HTTP/1.1, tenant
+ * `tenant-a`); answers the status of its head and leaves once it came.
+ */
+async function postHeadAndLeave(url: string, path: string, key: string): Promise<number> {
+  const socket = connect(Number(new URL(url).port), new URL(url).hostname);
+  socket.on('error', () => {});
+  const head = new Promise<string>((resolve) =>
+    socket.once('data', (data: Buffer) => resolve(data.toString('latin1'))),
+  );
+  socket.write(
+    `POST ${path} HTTP/1.1\r\nHost: a\r\nIdempotency-Key: ${key}\r\n` +
+      `${TENANT_HEADER}: tenant-a\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${BODY.length}\r\n\r\n${BODY}`,
+  );
+  const status = Number((await head).slice(9, 12));
+  socket.destroy();
+  return status;
+}
+
+/**
+ * For a route whose run (counted by `runs`) answers a 200 head and a first chunk of a stream
+ * that then stays silent, never ending: a keyed `POST` that leaves once the head came (it
+ * must be 200), then its retries, every half lease while the route ran once (24 at most,
+ * twelve leases): answers their statuses. A silent body whose client left frees its key
+ * within two leases: the last must be 200, the route run twice (give the middleware a
+ * `maxHoldMs` well past twelve leases).
+ */
+export async function silentAfterLeaving(
+  url: string,
+  path: string,
+  key: string,
+  leaseMs: number,
+  runs: () => number,
+): Promise<number[]> {
+  expect(await postHeadAndLeave(url, path, key)).toBe(200);
+  const statuses: number[] = [];
+  for (let i = 0; i < 24 && runs() === 1; i += 1) {
+    await sleep(leaseMs / 2);
+    statuses.push(await postHeadAndLeave(url, path, key));
+  }
+  return statuses;
+}
