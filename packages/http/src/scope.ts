@@ -1,17 +1,40 @@
-import { InvalidInputError, type JsonValue } from '@idem/core';
+import { canonicalJson, InvalidInputError, type JsonValue } from '@idem/core';
 import type { ScopeHint, ScopeHook } from './options.js';
 import { PROBLEM_TYPES } from './problem.js';
 
 /**
- * True for a principal that names nobody, and so would be the same for every anonymous
- * caller: undefined, null, '' (what `header ?? ''` gives), or an object or array with
- * nothing else in it (what `{ tenant: user?.tenantId }` gives: canonical JSON drops the
- * undefined member, leaving `{}`).
+ * True for a principal, read as canonical JSON writes it (below), that names nobody, and so
+ * would be the same for every anonymous caller: null, '' (what `header ?? ''` gives), or an
+ * object or array with nothing else in it (what `{ tenant: user?.tenantId }` gives: canonical
+ * JSON drops the undefined member, leaving `{}`). A parsed JSON value: no depth limit needed
+ * beyond canonical JSON's own.
  */
-function carriesNothing(value: unknown, depth: number): boolean {
+function carriesNothing(value: JsonValue | undefined): boolean {
   if (value === undefined || value === null || value === '') return true;
-  if (typeof value !== 'object' || depth > 32) return false;
-  return Object.values(value).every((member) => carriesNothing(member, depth + 1));
+  if (typeof value !== 'object') return false;
+  return Object.values(value).every(carriesNothing);
+}
+
+/**
+ * The principal a hook gave, as the storage key is derived from it, or undefined when it names
+ * nobody. An object is read as canonical JSON writes it, once (`toJSON` results: an invalid
+ * `Date` is `null`, a value object's `toJSON` may give `null` or `''`), so that what is checked
+ * is what is hashed: read by its own members instead, an invalid `Date` or such a value object
+ * passed the check and put every such caller under one principal, and a valid `Date` (no own
+ * members) was refused. Canonical JSON of its own output is that output, so the storage keys of
+ * accepted principals are unchanged. What canonical JSON refuses is passed on unchanged and
+ * fails where the storage key is derived, as before.
+ */
+function checkedPrincipal(principal: unknown): JsonValue | undefined {
+  if (principal === undefined || principal === null || principal === '') return undefined;
+  if (typeof principal !== 'object') return principal as JsonValue;
+  let written: JsonValue;
+  try {
+    written = JSON.parse(canonicalJson(principal as JsonValue)) as JsonValue;
+  } catch {
+    return principal as JsonValue;
+  }
+  return carriesNothing(written) ? undefined : written;
 }
 
 /** The principal and operation of one request, as the storage key is derived from them. */
@@ -47,8 +70,8 @@ export function createScopeResolver<R>(
   let warned = false;
   return async (request, method, url) => {
     const hint: Partial<ScopeHint> | undefined = await scope(request);
-    const principal = hint?.principal;
-    if (hint && principal !== undefined && principal !== null && !carriesNothing(principal, 0)) {
+    const principal = hint ? checkedPrincipal(hint.principal) : undefined;
+    if (hint && principal !== undefined) {
       return hint.operation === undefined
         ? { principal }
         : { principal, operation: hint.operation };
