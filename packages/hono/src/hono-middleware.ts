@@ -426,5 +426,8 @@ export function idempotency(
       c.res = response;
     };
   // A server's shutdown waits for final writes still retrying in the background.
-  return Object.assign(middleware, { drain: (timeoutMs?: number) => handler.drain(timeoutMs) });
+  return Object.assign(middleware, {
+    drain: (timeoutMs?: number, options?: Parameters<IdempotencyHandler['drain']>[1]) =>
+      handler.drain(timeoutMs, options),
+  });
 }

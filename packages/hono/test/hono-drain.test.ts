@@ -46,4 +46,32 @@ describe('@idem/hono drain', () => {
     expect(await retry.json()).toEqual({ run: 1 });
     expect(runs).toBe(1);
   });
+
+  it('passes { finalWritesOnly } to core: the give-back of a timed-out acquisition is not waited for', async () => {
+    const never = () => new Promise<never>(() => {});
+    const memory = createMemoryStore();
+    const middleware = idempotency({
+      store: {
+        capabilities: memory.capabilities,
+        acquire: never,
+        complete: never,
+        release: never,
+        extend: never,
+        get: never,
+      } as IdempotencyStore,
+      scope: () => ({ principal: 'p' }),
+      storeTimeoutMs: 50,
+      onWarning: () => {},
+    });
+    const app = new Hono();
+    app.post('/charges', middleware, (c) => c.json({}, 201));
+    const response = await app.request('/charges', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'idempotency-key': 'k2' },
+      body: '{}',
+    });
+    expect(response.status).toBe(503);
+    expect(await middleware.drain(20)).toBeGreaterThanOrEqual(1);
+    expect(await middleware.drain(20, { finalWritesOnly: true })).toBe(0);
+  });
 });

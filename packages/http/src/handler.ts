@@ -1,4 +1,10 @@
-import { createIdempotency, InvalidInputError, isIdemError, type JsonValue } from '@idem/core';
+import {
+  createIdempotency,
+  type DrainOptions,
+  InvalidInputError,
+  isIdemError,
+  type JsonValue,
+} from '@idem/core';
 import {
   answerBeginError,
   answerFailure,
@@ -110,10 +116,13 @@ export interface IdempotencyHandler<R = Request> {
   /**
    * Waits until no final write is being retried in the background (after the store failed
    * while an outcome was recorded), or `timeoutMs` passed; resolves with how many are still
-   * pending. Call it at shutdown, after the server stopped taking requests.
+   * pending. Call it at shutdown, after the server stopped taking requests. Also waits for
+   * give-backs (releases of keys whose acquire failed, retried up to a lease during a store
+   * outage) unless `{ finalWritesOnly: true }`: core's `drain`, whose README says when a
+   * give-back cut short is safe (its key waits for its lease, never a second run).
    * @param timeoutMs longest wait @default leaseMs
    */
-  drain(timeoutMs?: number): Promise<number>;
+  drain(timeoutMs?: number, options?: DrainOptions): Promise<number>;
 }
 
 const DEFAULT_METHODS = ['POST', 'PATCH'];
@@ -381,7 +390,7 @@ export function createIdempotencyHandler<R = Request>(
     handle,
     beforeScope,
     bodyLimit,
-    drain: (timeoutMs) => engine.drain(timeoutMs),
+    drain: (timeoutMs, drainOptions) => engine.drain(timeoutMs, drainOptions),
   };
 }
 

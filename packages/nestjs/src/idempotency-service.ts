@@ -1,4 +1,4 @@
-import { InvalidInputError } from '@idem/core';
+import { type DrainOptions, InvalidInputError } from '@idem/core';
 import { createIdempotencyHandler, type IdempotencyHandler } from '@idem/http';
 import { tapRequestBodies } from '@idem/http/node';
 import {
@@ -160,8 +160,10 @@ export class IdempotencyService implements OnModuleInit, OnApplicationShutdown {
    * with `enableShutdownHooks()`), after the server stopped taking requests.
    * @param timeoutMs longest wait @default the lease
    */
-  async drain(timeoutMs?: number): Promise<number> {
-    const left = await Promise.all([...this.#all].map((handler) => handler.drain(timeoutMs)));
+  async drain(timeoutMs?: number, options?: DrainOptions): Promise<number> {
+    const left = await Promise.all(
+      [...this.#all].map((handler) => handler.drain(timeoutMs, options)),
+    );
     return left.reduce((sum, n) => sum + n, 0);
   }
 

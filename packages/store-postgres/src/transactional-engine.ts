@@ -1,6 +1,7 @@
 import {
   checkOutcomePolicy,
   createIdempotency,
+  type DrainOptions,
   decideOutcome,
   type ExecuteResult,
   type IdempotencyOptions,
@@ -93,8 +94,11 @@ export interface PostgresIdempotency<T> {
     request: IdempotentRequest,
     operation: (ctx: TransactionContext) => Promise<T>,
   ): Promise<ExecuteResult<T>>;
-  /** Waits for final writes still being retried in the background (as core's `drain`). */
-  drain(timeoutMs?: number): Promise<number>;
+  /**
+   * Waits for the work still being retried in the background: final writes, and give-backs
+   * unless `{ finalWritesOnly: true }` (as core's `drain`).
+   */
+  drain(timeoutMs?: number, options?: DrainOptions): Promise<number>;
   /** The options in force, defaults filled in. */
   readonly settings: ResolvedSettings;
 }
@@ -435,7 +439,7 @@ export function createPostgresIdempotency<T = unknown>(
 
   return {
     execute,
-    drain: (timeoutMs) => idem.drain(timeoutMs),
+    drain: (timeoutMs, options) => idem.drain(timeoutMs, options),
     settings: idem.settings,
   };
 }
