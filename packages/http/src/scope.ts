@@ -3,38 +3,42 @@ import type { ScopeHint, ScopeHook } from './options.js';
 import { PROBLEM_TYPES } from './problem.js';
 
 /**
- * True for a principal, read as canonical JSON writes it (below), that names nobody, and so
- * would be the same for every anonymous caller: null, '' (what `header ?? ''` gives), or an
- * object or array with nothing else in it (what `{ tenant: user?.tenantId }` gives: canonical
- * JSON drops the undefined member, leaving `{}`). A parsed JSON value: no depth limit needed
- * beyond canonical JSON's own.
+ * True for a value that names nobody, and so would be the same for every anonymous caller:
+ * undefined, null, '' (what `header ?? ''` gives), or an object or array with nothing else in
+ * it (what `{ tenant: user?.tenantId }` gives: canonical JSON drops the undefined member,
+ * leaving `{}`). An object without own members (a `Date`, a `Map`) names nobody either: a
+ * principal is a JSON value.
  */
-function carriesNothing(value: JsonValue | undefined): boolean {
+function carriesNothing(value: unknown, depth: number): boolean {
   if (value === undefined || value === null || value === '') return true;
-  if (typeof value !== 'object') return false;
-  return Object.values(value).every(carriesNothing);
+  if (typeof value !== 'object' || depth > 32) return false;
+  return Object.values(value).every((member) => carriesNothing(member, depth + 1));
 }
 
 /**
- * The principal a hook gave, as the storage key is derived from it, or undefined when it names
- * nobody. An object is read as canonical JSON writes it, once (`toJSON` results: an invalid
- * `Date` is `null`, a value object's `toJSON` may give `null` or `''`), so that what is checked
- * is what is hashed: read by its own members instead, an invalid `Date` or such a value object
- * passed the check and put every such caller under one principal, and a valid `Date` (no own
- * members) was refused. Canonical JSON of its own output is that output, so the storage keys of
- * accepted principals are unchanged. What canonical JSON refuses is passed on unchanged and
- * fails where the storage key is derived, as before.
+ * Whether a hook's principal names nobody: by its own members (above), and as canonical JSON
+ * writes it, the value its storage key is derived from (`toJSON` results: a value object whose
+ * `toJSON` gives `null` or `''` beside own members, or `{}` nested past the depth read above,
+ * named somebody by its members alone, and put every such caller under one principal). What
+ * canonical JSON refuses is left to fail where the storage key is derived, as before.
  */
-function checkedPrincipal(principal: unknown): JsonValue | undefined {
-  if (principal === undefined || principal === null || principal === '') return undefined;
-  if (typeof principal !== 'object') return principal as JsonValue;
-  let written: JsonValue;
+function namesNobody(principal: unknown): boolean {
+  if (carriesNothing(principal, 0)) return true;
+  if (typeof principal !== 'object') return false;
+  let written: unknown;
   try {
-    written = JSON.parse(canonicalJson(principal as JsonValue)) as JsonValue;
+    written = JSON.parse(canonicalJson(principal as JsonValue));
   } catch {
-    return principal as JsonValue;
+    return false;
   }
-  return carriesNothing(written) ? undefined : written;
+  return carriesNothingWritten(written);
+}
+
+/** {@link carriesNothing} of a parsed JSON value (no depth limit beyond canonical JSON's own). */
+function carriesNothingWritten(value: unknown): boolean {
+  if (value === null || value === '') return true;
+  if (typeof value !== 'object') return false;
+  return Object.values(value as object).every(carriesNothingWritten);
 }
 
 /** The principal and operation of one request, as the storage key is derived from them. */
@@ -70,8 +74,8 @@ export function createScopeResolver<R>(
   let warned = false;
   return async (request, method, url) => {
     const hint: Partial<ScopeHint> | undefined = await scope(request);
-    const principal = hint ? checkedPrincipal(hint.principal) : undefined;
-    if (hint && principal !== undefined) {
+    const principal = hint?.principal;
+    if (hint && principal !== undefined && principal !== null && !namesNobody(principal)) {
       return hint.operation === undefined
         ? { principal }
         : { principal, operation: hint.operation };

@@ -2,18 +2,13 @@
  * The scope hook's principal is checked as canonical JSON writes it, the value the storage key
  * is derived from: read by its own members, an invalid `Date` (written `null`) or a value object
  * whose `toJSON` gives `null` (beside an own constant member) named somebody, and every such caller shared one principal (one
- * key space: the second caller got the first's replay); a valid `Date` (no own members) was
- * refused. The storage keys of accepted principals are those of before.
+ * key space: the second caller got the first's replay). A `Date` (no own members) stays refused,
+ * as nest13-review pins. The storage keys of accepted principals are those of before.
  */
 import { deriveStorageKey, type IdempotencyStore } from '@idem/core';
 import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it } from 'vitest';
-import {
-  createIdempotencyHandler,
-  PROBLEM_TYPES,
-  REPLAYED_HEADER,
-  type ScopeHint,
-} from '../src/index.js';
+import { createIdempotencyHandler, PROBLEM_TYPES, type ScopeHint } from '../src/index.js';
 
 function post(key: string, user: string): Request {
   return new Request('http://api.test/charges', {
@@ -78,6 +73,7 @@ describe('a principal is checked as canonical JSON writes it', () => {
         }) as unknown as ScopeHint,
     ],
     ['an object nested 40 levels around {}', () => ({ principal: nestedEmpty(40) }) as ScopeHint],
+    ['a valid Date', () => ({ principal: new Date(0) }) as unknown as ScopeHint],
   ];
 
   it.each(NAMES_NOBODY)('refuses %s: 500 problem, nothing run', async (_name, scope) => {
@@ -95,24 +91,6 @@ describe('a principal is checked as canonical JSON writes it', () => {
       expect(await response.json()).toMatchObject({ type: PROBLEM_TYPES.noPrincipal });
     }
     expect(runs).toBe(0);
-  });
-
-  it('keeps two callers apart by a valid Date principal (was refused)', async () => {
-    let runs = 0;
-    const handler = createIdempotencyHandler({
-      store: createMemoryStore(),
-      scope: (request) =>
-        ({
-          principal: new Date(Number(request.headers.get('x-user'))),
-        }) as unknown as ScopeHint,
-    });
-    const next = async () => Response.json({ run: ++runs }, { status: 201 });
-    expect((await handler.handle(post('k', '1000'), next)).status).toBe(201);
-    const other = await handler.handle(post('k', '2000'), next);
-    expect(await other.json()).toEqual({ run: 2 });
-    const again = await handler.handle(post('k', '1000'), next);
-    expect(again.headers.get(REPLAYED_HEADER)).toBe('true');
-    expect(runs).toBe(2);
   });
 
   it('derives the storage keys of accepted principals as before', async () => {
