@@ -9,10 +9,10 @@ import { PROBLEM_TYPES } from './problem.js';
  * leaving `{}`). An object without own members (a `Date`, a `Map`) names nobody either: a
  * principal is a JSON value.
  */
-function carriesNothing(value: unknown, depth: number): boolean {
+function carriesNothing(value: unknown, depth: number, maxDepth = 32): boolean {
   if (value === undefined || value === null || value === '') return true;
-  if (typeof value !== 'object' || depth > 32) return false;
-  return Object.values(value).every((member) => carriesNothing(member, depth + 1));
+  if (typeof value !== 'object' || depth > maxDepth) return false;
+  return Object.values(value).every((member) => carriesNothing(member, depth + 1, maxDepth));
 }
 
 /**
@@ -31,14 +31,8 @@ function namesNobody(principal: unknown): boolean {
   } catch {
     return false;
   }
-  return carriesNothingWritten(written);
-}
-
-/** {@link carriesNothing} of a parsed JSON value (no depth limit beyond canonical JSON's own). */
-function carriesNothingWritten(value: unknown): boolean {
-  if (value === null || value === '') return true;
-  if (typeof value !== 'object') return false;
-  return Object.values(value as object).every(carriesNothingWritten);
+  // A parsed JSON value: no depth limit beyond canonical JSON's own.
+  return carriesNothing(written, 0, Number.POSITIVE_INFINITY);
 }
 
 /** The principal and operation of one request, as the storage key is derived from them. */
