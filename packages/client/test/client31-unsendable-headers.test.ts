@@ -21,7 +21,9 @@ const refused: [string, Record<string, string>][] = [
 
 describe('client31: headers fetch refuses on every attempt', () => {
   it.each(refused)('%s: INVALID_INPUT at once, nothing retried', async (_name, headers) => {
-    server = await startRawServer((_seen, res) => res.end('ok'));
+    server = await startRawServer((_seen, res) => {
+      res.end('ok');
+    });
     const waits: number[] = [];
     let attempts = 0;
     const idemFetch = createIdempotentFetch({
@@ -46,7 +48,9 @@ describe('client31: headers fetch refuses on every attempt', () => {
     ['Connection: close', { connection: 'close' }],
     ['Connection: keep-alive', { connection: 'Keep-Alive' }],
   ])('held: %s is sent as fetch sends it', async (_name, headers) => {
-    server = await startRawServer((_seen, res) => res.end('ok'));
+    server = await startRawServer((_seen, res) => {
+      res.end('ok');
+    });
     const idemFetch = createIdempotentFetch();
     const response = await idemFetch(`${server.url}/charges`, {
       method: 'POST',
