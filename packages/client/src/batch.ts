@@ -1,4 +1,10 @@
-import { batchItemKey, deriveKey, InvalidInputError, type JsonValue } from '@idem/core';
+import {
+  batchItemKey,
+  deriveKey,
+  InvalidInputError,
+  type JsonValue,
+  unknownOptionMessage,
+} from '@idem/core';
 
 /** What the item function receives besides the item. */
 export interface BatchItemContext {
@@ -47,6 +53,14 @@ export interface RunBatchOptions<T> {
   signal?: AbortSignal;
 }
 
+/** The names {@link RunBatchOptions} has: any other is refused (a misspelt option). */
+const BATCH_OPTION_NAMES: Record<keyof RunBatchOptions<unknown>, true> = {
+  batchId: true,
+  itemKey: true,
+  concurrency: true,
+  signal: true,
+};
+
 /**
  * Runs `fn` over `items` with bounded concurrency, giving each item an idempotency key derived
  * from the batch id and the item's index or own key. Every item gets a result, value or error;
@@ -65,6 +79,10 @@ export async function runBatch<T, R>(
   if (typeof fn !== 'function') throw new InvalidInputError('fn must be a function');
   if (typeof options !== 'object' || options === null)
     throw new InvalidInputError('options must be an object');
+  // A misspelt name (`batchID`) would take its default without a word: a batch id derived from
+  // the items, and a run meant as a new one replays an earlier run of the same items.
+  const unknown = unknownOptionMessage('', options, BATCH_OPTION_NAMES, '@idem/client runBatch');
+  if (unknown !== undefined) throw new InvalidInputError(unknown);
   if (options.itemKey !== undefined && typeof options.itemKey !== 'function')
     throw new InvalidInputError('itemKey must be a function (item, index) => string');
   const concurrency = options.concurrency ?? 4;

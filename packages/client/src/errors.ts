@@ -13,7 +13,8 @@ import { IdemError, markErrorClass } from '@idem/core';
  *   deterministic (`FormData`), or one too large to encode for the key (past V8's longest
  *   string: about 400 MB of bytes that are not UTF-8, 512 MB of text).
  * - `INVALID_INPUT`: fetch could never send the request (a relative URL, a GET or HEAD with a
- *   body, a forbidden method); nothing was sent and nothing retried. `cause` is fetch's
+ *   body, a forbidden method, a request header undici refuses at dispatch such as `Expect`);
+ *   nothing was sent and nothing retried. `cause` is fetch's
  *   `TypeError`. Checked only when the client sends with the global fetch. Also: the `fetch`
  *   option resolved to something that is not a Response (a wrapper without its `return`):
  *   not retried, `cause` a `TypeError` saying what it was (the request may have been sent).

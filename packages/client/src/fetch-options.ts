@@ -404,12 +404,15 @@ export function resolveFetchOptions(options: IdempotentFetchOptions): ResolvedFe
     options.maxInProgressAttempts ?? 100,
   );
   const isInProgress = fn('isInProgress', given(options.isInProgress), isInProgressAnswer);
+  // `null` is "not given" here too, as for every other option (a JSON config's empty field).
+  const attemptTimeoutOption = given(options.attemptTimeoutMs);
   const attemptTimeoutMs =
-    options.attemptTimeoutMs === undefined
+    attemptTimeoutOption === undefined
       ? Number.POSITIVE_INFINITY
-      : duration('attemptTimeoutMs', options.attemptTimeoutMs);
+      : duration('attemptTimeoutMs', attemptTimeoutOption);
+  const deadlineOption = given(options.deadlineMs);
   const deadlineMs =
-    options.deadlineMs === undefined ? undefined : duration('deadlineMs', options.deadlineMs);
+    deadlineOption === undefined ? undefined : duration('deadlineMs', deadlineOption);
   const retryableStatus = fn(
     'isRetryableStatus',
     given(options.isRetryableStatus),

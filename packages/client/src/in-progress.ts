@@ -3,6 +3,7 @@
  */
 
 import { boundSignal } from './call-bounds.js';
+import { withIdentityOf } from './response-identity.js';
 
 /**
  * The RFC 9457 problem `type` an idem server (`@idem/http` and the integrations built on it)
@@ -83,10 +84,7 @@ function rebuild(original: Response, peeked: Peeked): Response {
     statusText: original.statusText,
     headers: original.headers,
   });
-  for (const name of ['url', 'redirected', 'type'] as const) {
-    Object.defineProperty(copy, name, { value: original[name], enumerable: true });
-  }
-  return copy;
+  return withIdentityOf(copy, original);
 }
 
 function problemTypeOf(head: Uint8Array[]): string | undefined {

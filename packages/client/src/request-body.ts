@@ -162,6 +162,23 @@ export async function bodyBytes(request: PreparedRequest): Promise<Uint8Array> {
 }
 
 /**
+ * Node's fetch (undici) refuses these request headers when it dispatches, after `new Request`
+ * took them: every attempt would fail as a network error ("fetch failed") without being sent.
+ */
+const DISPATCH_REFUSED = new Set(['expect', 'transfer-encoding', 'keep-alive', 'upgrade']);
+
+function refusedHeader(headers: Headers): void {
+  for (const [name, value] of headers) {
+    const connection = name === 'connection' && !/^(?:close|keep-alive)$/i.test(value);
+    if (connection || DISPATCH_REFUSED.has(name)) {
+      throw new TypeError(
+        `fetch refuses the ${name} request header (${name}: ${value.slice(0, 64)})`,
+      );
+    }
+  }
+}
+
+/**
  * Refuses, before anything is sent, a request that fetch could never send (it would throw the
  * same `TypeError` on every attempt, and each would be retried as a network error).
  */
@@ -171,6 +188,7 @@ export function checkSendable(request: PreparedRequest): void {
       throw new TypeError(`A ${request.method} request cannot have a body`);
     }
     new Request(request.url, { method: request.method, headers: request.headers });
+    refusedHeader(request.headers);
   } catch (error) {
     throw new IdemClientError(
       'INVALID_INPUT',

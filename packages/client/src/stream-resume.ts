@@ -1,5 +1,6 @@
 import { lastEventIdForm, SseAnchors } from '@idem/core';
 import { IdemClientError } from './errors.js';
+import { withIdentityOf } from './response-identity.js';
 
 /** Response header naming the generation of a live stream (set by `@idem/http`). */
 export const GENERATION_HEADER = 'idempotent-generation';
@@ -166,11 +167,15 @@ export function resumableResponse(
     },
     { highWaterMark: 0 },
   );
-  return new Response(body, {
-    status: response.status,
-    statusText: response.statusText,
-    headers: response.headers,
-  });
+  // The url, `redirected` and `type` of fetch's response, as for every response this client returns.
+  return withIdentityOf(
+    new Response(body, {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    }),
+    response,
+  );
 }
 
 function notResumable(reason: string, cause: unknown): IdemClientError {

@@ -37,6 +37,9 @@ export function inProgressDelayMs(
  */
 const MAX_IN_PROGRESS_DELAY_MS = 10 * 60_000;
 
+/** The engine's answers for an outcome it could not store: a marker stands for it. */
+export const NOT_STORED: readonly string[] = ['OUTCOME_TOO_LARGE', 'OUTCOME_NOT_RECORDED'];
+
 /** What an error of `execute` means for the message. */
 export function classify(
   error: unknown,
@@ -49,7 +52,7 @@ export function classify(
   // The handler ran once and its outcome could not be stored: a marker stands for it, and
   // running the handler again is what must never happen. `processed` for the delivery that
   // ran it; a duplicate answered by the marker did not run it: `replayed`.
-  if (isIdemError(error) && ['OUTCOME_TOO_LARGE', 'OUTCOME_NOT_RECORDED'].includes(error.code))
+  if (isIdemError(error) && NOT_STORED.includes(error.code))
     return { action: 'ack', status: ranHere ? 'processed' : 'replayed' };
   if (error instanceof InProgressError) {
     const delayMs = inProgressDelayMs(error.retryAfterMs, retryDelayMs, leaseMs);

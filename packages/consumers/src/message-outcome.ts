@@ -14,7 +14,7 @@ import {
   type OperationContext,
   type Scope,
 } from '@idem/core';
-import { classify, MAX_TIMER_MS } from './engine-verdicts.js';
+import { classify, MAX_TIMER_MS, NOT_STORED } from './engine-verdicts.js';
 import {
   answerBoundMs,
   HandlerGates,
@@ -432,6 +432,18 @@ export function messageProcessor<TMessage, T>(
       // The policy kept the failure and the engine recorded it (a failed final write throws
       // the store's error instead): the message is done; redelivered, it would only replay.
       if (thrownByHandler && verdict.final === true && error === handlerError)
+        return done({ action: 'ack', status: 'processed', error });
+      // The policy kept the failure but it could not be stored (too large, or a thrown value
+      // with no text, `Object.create(null)`): the engine left a marker that answers every
+      // redelivery, as for a success that does not fit. Given back, the message spent a
+      // delivery (dead-lettered at a `delivery-limit`) for an ack as a replay.
+      if (
+        thrownByHandler &&
+        verdict.final === true &&
+        error !== handlerError &&
+        isIdemError(error) &&
+        NOT_STORED.includes(error.code)
+      )
         return done({ action: 'ack', status: 'processed', error });
       if (thrownByHandler)
         return done({ action: 'retry', status: 'failed', delayMs: retryDelayMs, error });
