@@ -309,6 +309,8 @@ export function createRecorder(
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
   // Handlers still running (see `holdWhile`): their silence is work, never a stuck body.
   let running = 0;
+  // A release that waits for them (see `settle`): called once none runs any more.
+  let idle: (() => void) | undefined;
   // The client left before the head (see `clientGone`): the silence watch starts with it.
   let leftEarly = false;
 
@@ -334,7 +336,20 @@ export function createRecorder(
         await releaseQuietly();
         throw new Error('ResponseRecorder.start must be called before finish');
       }
-      if (!buffer || failedAtEnd) return await releaseQuietly();
+      if (!buffer || failedAtEnd) {
+        // Not the outcome, but the handler still runs (a timeout outside the middleware
+        // answered for it, a 503 while it charges a card): released now, a retry would run
+        // it beside itself. The key stays held, its lease renewed (up to `maxHoldMs`), until
+        // the handler settled; the answer goes out now all the same.
+        if (running > 0) {
+          buffer = undefined;
+          void new Promise<void>((resolve) => {
+            idle = resolve;
+          }).then(releaseQuietly);
+          return;
+        }
+        return await releaseQuietly();
+      }
       if (buffer.overflowed) return await notRecorded();
       try {
         await execution.complete(buffer.outcome());
@@ -449,6 +464,7 @@ export function createRecorder(
     running += 1;
     const settled = () => {
       running -= 1;
+      if (running === 0 && idle) idle();
       // The handler ended: a response its client left is watched for silence from now on.
       if (running === 0 && idleTimer !== undefined && !done) armIdle();
     };
