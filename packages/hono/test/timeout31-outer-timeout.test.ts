@@ -6,10 +6,11 @@ import { timeout } from 'hono/timeout';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
 
-// timeout31 check: `hono/timeout` mounted OUTSIDE idem answers 504 while the handler still runs.
-// The middleware records `c.res` only once `await next()` settled (the 504 that went out,
-// not recordable): the key stays held meanwhile
-// (409 to retries), and it is released once the handler settled.
+// timeout31 check (no fault): `hono/timeout` mounted OUTSIDE idem answers 504 while the handler
+// still runs. The middleware records `c.res` only once `await next()` settled, so the key stays
+// held meanwhile (409 to retries). Hono drops the Response the handler then returns (compose sets
+// `c.res` only while the context is not finalized), so `c.res` is the 504 that went out, not
+// recordable: the key is released once the handler settled.
 
 const LEASE = 300;
 const closers: (() => Promise<unknown>)[] = [];

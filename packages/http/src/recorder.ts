@@ -69,7 +69,12 @@ export interface ResponseRecorder {
   capture(chunk: Uint8Array): boolean;
   /**
    * The body ended: records the outcome, or a not-recorded marker when it was over the cap,
-   * or releases the key when the response is not final; see the guarantees above.
+   * or releases the key when the response is not final; see the guarantees above. A response
+   * that is not final, ended while a handler given to `holdWhile` still runs (the 503 of a
+   * request-timeout middleware mounted outside the adapter), is not the handler's outcome:
+   * `finish` resolves at once (the answer goes out), but the key stays held, its lease renewed
+   * (up to `maxHoldMs`), until every such handler settled, and is released then, so a retry
+   * meanwhile gets 409 and never runs beside it.
    */
   finish(): Promise<void>;
   /**
@@ -95,8 +100,9 @@ export interface ResponseRecorder {
    * `await next()`, Fastify's route handler, Nest's handler): until then a client that left does not make its
    * silence count, even past the head (a handler that wrote its head and still works is not
    * stuck: its lease is renewed up to `maxHoldMs`, as for a client that stays), and the
-   * silence watch of `clientGone` starts afresh when it settles. Never rejects, whatever
-   * `running` does.
+   * silence watch of `clientGone` starts afresh when it settles; and a response that is not
+   * final does not release the key before it settled (see `finish`). Never rejects, whatever
+   * `running` does. Call it before the response can end (when the handler starts).
    */
   holdWhile(running: PromiseLike<unknown>): void;
   /**
