@@ -101,10 +101,13 @@ export interface ResponseRecorder {
    * silence count, even past the head (a handler that wrote its head and still works is not
    * stuck: its lease is renewed up to `maxHoldMs`, as for a client that stays), and the
    * silence watch of `clientGone` starts afresh when it settles; and a response that is not
-   * final does not release the key before it settled (see `finish`). Never rejects, whatever
-   * `running` does. Call it before the response can end (when the handler starts).
+   * final does not release the key before it settled (see `finish`), unless `keepKey` is
+   * false (an adapter that holds its `finish` itself while the handler's work runs after
+   * another answer, as Nest's does, and whose `running` also stands for work the handler only
+   * started). Never rejects, whatever `running` does. Call it before the response can end
+   * (when the handler starts).
    */
-  holdWhile(running: PromiseLike<unknown>): void;
+  holdWhile(running: PromiseLike<unknown>, options?: { keepKey?: boolean }): void;
   /**
    * The execution failed, but its body may still be written and end normally (a stream
    * helper that catches the handler's throw and closes the stream): when the body ends, the
@@ -315,7 +318,9 @@ export function createRecorder(
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
   // Handlers still running (see `holdWhile`): their silence is work, never a stuck body.
   let running = 0;
-  // A release that waits for them (see `settle`): called once none runs any more.
+  // Those of them that keep the key from a response that is not final (see `settle`), and
+  // the release that waits for them: called once none of them runs any more.
+  let keeping = 0;
   let idle: (() => void) | undefined;
   // The client left before the head (see `clientGone`): the silence watch starts with it.
   let leftEarly = false;
@@ -347,7 +352,7 @@ export function createRecorder(
         // answered for it, a 503 while it charges a card): released now, a retry would run
         // it beside itself. The key stays held, its lease renewed (up to `maxHoldMs`), until
         // the handler settled; the answer goes out now all the same.
-        if (running > 0) {
+        if (keeping > 0) {
           buffer = undefined;
           void new Promise<void>((resolve) => {
             idle = resolve;
@@ -466,11 +471,14 @@ export function createRecorder(
     else leftEarly = true;
   }
 
-  function holdWhile(operation: PromiseLike<unknown>): void {
+  function holdWhile(operation: PromiseLike<unknown>, options?: { keepKey?: boolean }): void {
     running += 1;
+    const keep = options?.keepKey !== false;
+    if (keep) keeping += 1;
     const settled = () => {
       running -= 1;
-      if (running === 0 && idle) idle();
+      if (keep) keeping -= 1;
+      if (keeping === 0 && idle) idle();
       // The handler ended: a response its client left is watched for silence from now on.
       if (running === 0 && idleTimer !== undefined && !done) armIdle();
     };
