@@ -1,4 +1,4 @@
-import { expect } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { send } from './client.js';
 import { REPLAYED } from './kit.js';
 
@@ -30,6 +30,12 @@ export interface OuterTimeoutProbe {
     timeoutStatus: number,
     replay: boolean,
   ): Promise<{ status: number; replayed: unknown; body: string }>;
+  /**
+   * For a route that answers `status` (not final) itself, with no timeout involved: two keyed
+   * `POST`s with one key must both get it, not replayed (the key released at once, never held
+   * for the second: a 409 would say it was).
+   */
+  checkOwnAnswer(url: string, path: string, status: number): Promise<void>;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -104,5 +110,52 @@ export function outerTimeoutProbe(leaseMs: number): OuterTimeoutProbe {
       }
       return last;
     },
+    async checkOwnAnswer(url, path, status) {
+      const key = `outer-timeout-own-${process.pid}-${++counter}`;
+      for (let i = 0; i < 2; i += 1) {
+        const answer = await send(url, path, { key, body: { a: 1 } });
+        expect([answer.status, answer.headers[REPLAYED]]).toEqual([status, undefined]);
+      }
+    },
   };
+}
+
+/** What {@link describeOuterTimeout} starts: the app's URL and how to stop it. */
+export interface OuterTimeoutApp {
+  url: string;
+  close(): Promise<unknown>;
+}
+
+/**
+ * Registers {@link OuterTimeoutProbe.check} (`POST /charges`, answered `timeoutStatus` by the
+ * outer timeout) and {@link OuterTimeoutProbe.checkOwnAnswer} (`POST /own`, whose route
+ * answers 503 itself at once). `start(probe)` starts the app under test on loopback: its
+ * timeout mounted outside the middleware, the middleware given `leaseMs`, `POST /charges`
+ * doing `await probe.work()` and answering 201 `{ run }`.
+ */
+export function describeOuterTimeout(
+  name: string,
+  leaseMs: number,
+  start: (probe: OuterTimeoutProbe) => Promise<OuterTimeoutApp>,
+  options: { timeoutStatus: number; replay: boolean },
+): void {
+  describe(name, () => {
+    const closers: (() => Promise<unknown>)[] = [];
+    afterAll(async () => {
+      for (const close of closers.reverse()) await close();
+    });
+    const started = async (probe: OuterTimeoutProbe) => {
+      const app = await start(probe);
+      closers.push(() => app.close());
+      return app.url;
+    };
+    it(`retries after the ${options.timeoutStatus} get 409 while the route runs; it never runs twice at once`, async () => {
+      const probe = outerTimeoutProbe(leaseMs);
+      await probe.check(await started(probe), '/charges', options.timeoutStatus, options.replay);
+    });
+    it("the route's own 503 (no timeout) still releases the key at once", async () => {
+      const probe = outerTimeoutProbe(leaseMs);
+      await probe.checkOwnAnswer(await started(probe), '/own', 503);
+    });
+  });
 }
