@@ -2,6 +2,7 @@ import {
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
+  type ResponseRecorder,
 } from '@idem/http';
 import {
   headerValue,
@@ -14,6 +15,9 @@ import {
 } from '@idem/http/node';
 import type { Request, RequestHandler, Response } from 'express';
 import { routeOf } from './express-route.js';
+
+/** The recorder of each response the middleware records (see {@link holdWhile}). */
+const recorders = new WeakMap<Response, ResponseRecorder>();
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Express request. */
 export type ExpressIdempotencyOptions = HttpIdempotencyOptions<Request>;
@@ -67,6 +71,7 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
     const late = decision.recorder.lateStart();
     if (late) return sendDecisionResponse(res, await late);
     res.locals.idempotency = decision.recorder.context;
+    recorders.set(res, decision.recorder);
     recordServerResponse(res, decision.recorder, {
       // An error answered before any route matched (a body parser's 400, a 404) is not the
       // outcome of a route: never recorded, whatever the policy.
@@ -79,4 +84,31 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
 /** The execution context of the current request, when the middleware ran it idempotently. */
 export function getIdempotency(res: Response): IdempotencyContext | undefined {
   return res.locals.idempotency as IdempotencyContext | undefined;
+}
+
+/**
+ * Tells the middleware that the route's work for `res` runs until `running` settles: an answer
+ * that is not final sent meanwhile (the 503 of a request-timeout middleware mounted before
+ * `idempotency()`, `connect-timeout`) does not free the key while the work runs; retries get
+ * 409 until it settled, then the key is released (the work's result never reached the
+ * response, so nothing is recorded). Express does not hand a route's promise to the
+ * middlewares before it: without this, such a 503 frees the key at once, and a retry runs the
+ * route beside the first run. Does nothing for a response the middleware does not record.
+ */
+export function holdWhile(res: Response, running: PromiseLike<unknown>): void {
+  recorders.get(res)?.holdWhile(running);
+}
+
+/**
+ * Wraps an async route handler (Express 5 takes its promise) so that its promise is held
+ * (see {@link holdWhile}): `app.post('/charges', heldWhileRunning(async (req, res) => ...))`.
+ * Same `this`, arguments and result.
+ */
+export function heldWhileRunning<Handler extends RequestHandler>(handler: Handler): Handler {
+  return function (this: unknown, req, res, next) {
+    const result: unknown = handler.call(this, req, res, next);
+    if (typeof (result as PromiseLike<unknown> | undefined)?.then === 'function')
+      holdWhile(res, result as PromiseLike<unknown>);
+    return result;
+  } as Handler;
 }

@@ -25,6 +25,8 @@ export type {
   ScenarioAppConfig,
 } from './options.js';
 export { TENANT_HEADER } from './options.js';
+export type { OuterTimeoutApp, OuterTimeoutProbe } from './outer-timeout.js';
+export { describeOuterTimeout, outerTimeoutProbe } from './outer-timeout.js';
 export type { H2Answer, RawFraming, RawResponse } from './raw-http.js';
 export {
   h2Post,

@@ -69,7 +69,12 @@ export interface ResponseRecorder {
   capture(chunk: Uint8Array): boolean;
   /**
    * The body ended: records the outcome, or a not-recorded marker when it was over the cap,
-   * or releases the key when the response is not final; see the guarantees above.
+   * or releases the key when the response is not final; see the guarantees above. A response
+   * that is not final, ended while a handler given to `holdWhile` still runs (the 503 of a
+   * request-timeout middleware mounted outside the adapter), is not the handler's outcome:
+   * `finish` resolves at once (the answer goes out), but the key stays held, its lease renewed
+   * (up to `maxHoldMs`), until every such handler settled, and is released then, so a retry
+   * meanwhile gets 409 and never runs beside it.
    */
   finish(): Promise<void>;
   /**
@@ -95,10 +100,14 @@ export interface ResponseRecorder {
    * `await next()`, Fastify's route handler, Nest's handler): until then a client that left does not make its
    * silence count, even past the head (a handler that wrote its head and still works is not
    * stuck: its lease is renewed up to `maxHoldMs`, as for a client that stays), and the
-   * silence watch of `clientGone` starts afresh when it settles. Never rejects, whatever
-   * `running` does.
+   * silence watch of `clientGone` starts afresh when it settles; and a response that is not
+   * final does not release the key before it settled (see `finish`), unless `keepKey` is
+   * false (an adapter that holds its `finish` itself while the handler's work runs after
+   * another answer, as Nest's does, and whose `running` also stands for work the handler only
+   * started). Never rejects, whatever `running` does. Call it before the response can end
+   * (when the handler starts).
    */
-  holdWhile(running: PromiseLike<unknown>): void;
+  holdWhile(running: PromiseLike<unknown>, options?: { keepKey?: boolean }): void;
   /**
    * The execution failed, but its body may still be written and end normally (a stream
    * helper that catches the handler's throw and closes the stream): when the body ends, the
@@ -309,6 +318,10 @@ export function createRecorder(
   let idleTimer: ReturnType<typeof setTimeout> | undefined;
   // Handlers still running (see `holdWhile`): their silence is work, never a stuck body.
   let running = 0;
+  // Those of them that keep the key from a response that is not final (see `settle`), and
+  // the release that waits for them: called once none of them runs any more.
+  let keeping = 0;
+  let idle: (() => void) | undefined;
   // The client left before the head (see `clientGone`): the silence watch starts with it.
   let leftEarly = false;
 
@@ -334,7 +347,20 @@ export function createRecorder(
         await releaseQuietly();
         throw new Error('ResponseRecorder.start must be called before finish');
       }
-      if (!buffer || failedAtEnd) return await releaseQuietly();
+      if (!buffer || failedAtEnd) {
+        // Not the outcome, but the handler still runs (a timeout outside the middleware
+        // answered for it, a 503 while it charges a card): released now, a retry would run
+        // it beside itself. The key stays held, its lease renewed (up to `maxHoldMs`), until
+        // the handler settled; the answer goes out now all the same.
+        if (keeping > 0) {
+          buffer = undefined;
+          void new Promise<void>((resolve) => {
+            idle = resolve;
+          }).then(releaseQuietly);
+          return;
+        }
+        return await releaseQuietly();
+      }
       if (buffer.overflowed) return await notRecorded();
       try {
         await execution.complete(buffer.outcome());
@@ -445,10 +471,14 @@ export function createRecorder(
     else leftEarly = true;
   }
 
-  function holdWhile(operation: PromiseLike<unknown>): void {
+  function holdWhile(operation: PromiseLike<unknown>, options?: { keepKey?: boolean }): void {
     running += 1;
+    const keep = options?.keepKey !== false;
+    if (keep) keeping += 1;
     const settled = () => {
       running -= 1;
+      if (keep) keeping -= 1;
+      if (keeping === 0 && idle) idle();
       // The handler ended: a response its client left is watched for silence from now on.
       if (running === 0 && idleTimer !== undefined && !done) armIdle();
     };

@@ -353,7 +353,9 @@ export class IdempotencyInterceptor implements NestInterceptor {
     run.leaseSignal = () => recorder.context.signal;
     // The handler's work, while it runs, is never a stuck body to the recorder's silence
     // watch (a client that left past the head, a `@Res()` handler still working): held.
-    run.onPending = (pending) => recorder.holdWhile(pending);
+    // Not for the key: an answer that overtook the work waits for it (`recorderHeldForHandler`),
+    // and the work may be what the handler only started (its own answer releases at once).
+    run.onPending = (pending) => recorder.holdWhile(pending, { keepKey: false });
     // Judged again where Nest calls the handler (a tracked one, `@Idempotent()`'s).
     run.judgeStart(() =>
       recorder.lateStart()?.then((refusal) => {

@@ -1,0 +1,37 @@
+import { serve } from '@hono/node-server';
+import { describeOuterTimeout } from '@idem/http-conformance';
+import { createMemoryStore } from '@idem/store-memory';
+import { Hono } from 'hono';
+import { timeout } from 'hono/timeout';
+import { idempotency } from '../src/index.js';
+
+// timeout31 check (no fault): `hono/timeout` mounted OUTSIDE idem answers 504 while the handler
+// still runs. The middleware records `c.res` only once `await next()` settled, so the key stays
+// held meanwhile (409 to retries). Hono drops the Response the handler then returns (compose sets
+// `c.res` only while the context is not finalized), so `c.res` is the 504 that went out, not
+// recordable: the key is released once the handler settled.
+
+const LEASE = 300;
+
+describeOuterTimeout(
+  'timeout31 hono: hono/timeout outside idem answers 504 while the handler runs',
+  LEASE,
+  async (probe) => {
+    const app = new Hono();
+    app.use(timeout(100));
+    app.use(idempotency({ store: createMemoryStore(), scope: 'global', leaseMs: LEASE }));
+    app.post('/charges', async (c) => c.json({ run: await probe.work() }, 201));
+    app.post('/own', (c) => c.json({ own: true }, 503));
+    let server!: ReturnType<typeof serve>;
+    const port = await new Promise<number>((resolve) => {
+      server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) =>
+        resolve(info.port),
+      );
+    });
+    return {
+      url: `http://127.0.0.1:${port}`,
+      close: () => new Promise((resolve) => server.close(resolve)),
+    };
+  },
+  { timeoutStatus: 504, replay: false },
+);
