@@ -6,6 +6,7 @@ import {
   StoreUnavailableError,
 } from '@idem/core';
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg';
+import { poolBlocked, trackWaiter } from './abandoned-waiters.js';
 
 /**
  * What the store sends statements through: a `pg.Pool` (recommended), a `pg.Client` or a
@@ -81,25 +82,21 @@ export function runStatement<R extends QueryResultRow>(
   // connection filled that bound, and an acquire a resumed server did apply was left holding
   // its key for a whole lease (seen with the server frozen 8 s: keys no handler ran for
   // answered 409 for 30 s).
-  const stale = abandonedWaiters.get(target) ?? 0;
-  if (stale >= MAX_ABANDONED_WAITERS) return Promise.reject(poolBlocked(operation, stale));
+  const blocked = poolBlocked(target);
+  if (blocked)
+    return Promise.reject(
+      new StoreUnavailableError(`PostgreSQL ${operation} failed: not sent: ${blocked}`, {
+        unsent: true,
+      }),
+    );
   let phase: 'waiting' | 'sent' | 'abandoned' = 'waiting';
-  // Whether this call's `connect()` settled, and whether it was counted as abandoned.
-  let settled = false;
-  let counted = false;
-  const waited = () => {
-    settled = true;
-    if (counted) {
-      counted = false;
-      abandonedWaiters.set(target, (abandonedWaiters.get(target) ?? 1) - 1);
-    }
-  };
+  const waiter = trackWaiter(target);
   const run = async (): Promise<QueryResult<R>> => {
     let client: PoolClientLike;
     try {
       client = await target.connect();
     } finally {
-      waited();
+      waiter.settled();
     }
     if (phase === 'abandoned') {
       client.release();
@@ -129,10 +126,7 @@ export function runStatement<R extends QueryResultRow>(
   return guardStoreCall(POSTGRES_ERRORS, operation, run, { timeoutMs }).catch((error: unknown) => {
     if (phase !== 'waiting') throw error;
     phase = 'abandoned';
-    if (!settled) {
-      counted = true;
-      abandonedWaiters.set(target, (abandonedWaiters.get(target) ?? 0) + 1);
-    }
+    waiter.abandon();
     throw error instanceof StoreUnavailableError && !error.unsent
       ? new StoreUnavailableError(`${error.message} (not sent: no connection was free)`, {
           cause: error.cause,
@@ -140,27 +134,6 @@ export function runStatement<R extends QueryResultRow>(
         })
       : error;
   });
-}
-
-/**
- * Most `connect()` requests a pool may hold for statements whose callers stopped waiting
- * before the store sends no more statements through it. node-postgres keeps a waiter in the
- * pool's queue until a connection comes or the pool's own `connectionTimeoutMillis` passes:
- * on a pool without it, a silent server (frozen, blackholed) kept one waiter for every call
- * of the outage (measured: 37 of 40 calls, the queue growing for as long as the outage
- * lasted), all woken at once when the server answered again. Past this many, a statement
- * fails at once, unsent, until the queue moves again.
- */
-const MAX_ABANDONED_WAITERS = 64;
-
-/** Per pool: its `connect()` requests still queued for statements given up on (shared by every store on it). */
-const abandonedWaiters = new WeakMap<object, number>();
-
-function poolBlocked(operation: string, stale: number): StoreUnavailableError {
-  return new StoreUnavailableError(
-    `PostgreSQL ${operation} failed: not sent: ${stale} statements that stopped waiting for a pool connection still wait for one (a silent server, and a pool without connectionTimeoutMillis: see recommendedPoolConfig)`,
-    { unsent: true },
-  );
 }
 
 /** The pool's side used here: a connection checked out and given back (a `pg.Pool`). */

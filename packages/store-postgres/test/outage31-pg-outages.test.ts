@@ -71,7 +71,9 @@ describe('outage31 PostgreSQL outages', () => {
     // Before: one queued connect() per call of the outage (98 of 100 here). Now at most 64
     // given up on, besides the calls of one batch still waiting (each checked on its way in).
     expect(peakWaiting).toBeLessThanOrEqual(64 + 10);
-    const refused = failures.filter((f) => (f as Error).message.includes('connectionTimeoutMillis'));
+    const refused = failures.filter((f) =>
+      (f as Error).message.includes('connectionTimeoutMillis'),
+    );
     expect(refused.length).toBeGreaterThan(0);
     for (const f of refused) expect((f as StoreUnavailableError).unsent).toBe(true);
 
