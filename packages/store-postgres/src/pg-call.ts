@@ -1,6 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { guardStoreCall, type StoreErrorRules, StoreUnavailableError } from '@idem/core';
+import {
+  errorMessage,
+  guardStoreCall,
+  type StoreErrorRules,
+  StoreUnavailableError,
+} from '@idem/core';
 import type { QueryConfig, QueryResult, QueryResultRow } from 'pg';
+import { poolBlocked, trackWaiter } from './abandoned-waiters.js';
 
 /**
  * What the store sends statements through: a `pg.Pool` (recommended), a `pg.Client` or a
@@ -22,6 +28,14 @@ function describe(error: unknown): string {
   return String(error);
 }
 
+/**
+ * What node-postgres answers on a `pg.Client` whose connection was lost or ended: it never
+ * connects again, so every later call fails the same way, whatever the server does.
+ */
+const DEAD_CLIENT = /^Client (has encountered a connection error|was closed) and is not queryable$/;
+const DEAD_CLIENT_HINT =
+  ' (a pg.Client never reconnects: every call fails until it is replaced; give the store a pg.Pool, which opens new connections once the server is back)';
+
 const codeOf = (error: unknown): unknown => (error as { code?: unknown } | null)?.code;
 
 /**
@@ -35,9 +49,9 @@ const POSTGRES_ERRORS: StoreErrorRules = {
   isFull: (error, operation) => operation === 'acquire' && codeOf(error) === '53100',
   hint: (error) => {
     const code = codeOf(error);
-    return typeof code === 'string' && MISSING_SCHEMA.has(code)
-      ? ' (the store schema is missing or of an earlier version: run store.ensureSchema() or apply sql/schema.sql)'
-      : '';
+    if (typeof code === 'string' && MISSING_SCHEMA.has(code))
+      return ' (the store schema is missing or of an earlier version: run store.ensureSchema() or apply sql/schema.sql)';
+    return DEAD_CLIENT.test(errorMessage(error)) ? DEAD_CLIENT_HINT : '';
   },
 };
 
@@ -68,9 +82,22 @@ export function runStatement<R extends QueryResultRow>(
   // connection filled that bound, and an acquire a resumed server did apply was left holding
   // its key for a whole lease (seen with the server frozen 8 s: keys no handler ran for
   // answered 409 for 30 s).
+  const blocked = poolBlocked(target);
+  if (blocked)
+    return Promise.reject(
+      new StoreUnavailableError(`PostgreSQL ${operation} failed: not sent: ${blocked}`, {
+        unsent: true,
+      }),
+    );
   let phase: 'waiting' | 'sent' | 'abandoned' = 'waiting';
+  const waiter = trackWaiter(target);
   const run = async (): Promise<QueryResult<R>> => {
-    const client = await target.connect();
+    let client: PoolClientLike;
+    try {
+      client = await target.connect();
+    } finally {
+      waiter.settled();
+    }
     if (phase === 'abandoned') {
       client.release();
       throw new Error('not sent: its caller stopped waiting');
@@ -99,6 +126,7 @@ export function runStatement<R extends QueryResultRow>(
   return guardStoreCall(POSTGRES_ERRORS, operation, run, { timeoutMs }).catch((error: unknown) => {
     if (phase !== 'waiting') throw error;
     phase = 'abandoned';
+    waiter.abandon();
     throw error instanceof StoreUnavailableError && !error.unsent
       ? new StoreUnavailableError(`${error.message} (not sent: no connection was free)`, {
           cause: error.cause,
