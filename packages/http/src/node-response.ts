@@ -5,12 +5,7 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import type { Socket } from 'node:net';
-import {
-  heldSilentOf,
-  type ResponseHeadSource,
-  startFromOf,
-  trailersOf,
-} from './head-source.js';
+import { heldSilentOf, type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import { readyForOwnMethods } from './own-methods.js';
 import type { ResponseRecorder } from './recorder.js';
