@@ -1072,7 +1072,7 @@ class ResponseRecording implements SocketHold {
   /**
    * The body has been silent for a whole lease since the client left, while a handler is
    * still held (the recorder's `holdWhile`). A handler that listens to the response's own
-   * `'close'` (`stream.pipeline` or `finished` into it, `once(res, 'close')`) may be waiting
+   * `'close'` (`finished(res)`, `once(res, 'close')`) may be waiting
    * on the very event held back here, which comes only when the lease is lost: held, that is
    * `maxHoldMs`. Its listeners get the `'close'` now (a body cut short: never recorded), so
    * that the handler settles and the key is freed; one that listens to nothing of the
@@ -1080,6 +1080,11 @@ class ResponseRecording implements SocketHold {
    */
   private heldSilent(): void {
     if (this.ending || this.destroying || this.bypass) return;
+    // A stream piped into the response (Fastify's `reply.send(stream)`, `stream.pipe(res)`,
+    // `pipeline(stream, res)`) listens to its 'close' too, but its silence cannot be told from
+    // a producer still working (a handler that feeds it between slow calls, rev30c): told of
+    // the leaving, the pipe would be torn down under it and the handler run again. Held.
+    if (this.res.listenerCount('unpipe') > 0) return;
     if (this.res.listenerCount('close') > this.closeListeners) this.releaseClose();
   }
 
