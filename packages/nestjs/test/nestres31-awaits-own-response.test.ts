@@ -65,40 +65,39 @@ class OwnResponseController {
 
   @Post('working')
   async working(@Res() reply: Reply) {
-    const run = begin('working');
-    const res = rawOf(reply);
-    res.writeHead(200, { 'content-type': 'text/plain' });
-    res.write(`begun ${run}.`);
-    if (run === gated.get('working')) await gate;
-    res.end('done');
+    await workThenEnd('working', rawOf(reply), 'write');
   }
 
   @Post('fed')
   async fed(@Res() reply: Reply) {
-    const run = begin('fed');
-    const res = rawOf(reply);
-    res.writeHead(200, { 'content-type': 'text/plain' });
-    // A stream piped into the response, fed by the handler between slow calls.
-    const stream = new PassThrough();
-    stream.pipe(res);
-    stream.write(`begun ${run}.`);
-    if (run === gated.get('fed')) await gate;
-    stream.end('done');
+    await workThenEnd('fed', rawOf(reply), 'pipe');
   }
 
   @Post('working-listening')
   async workingListening(@Res() reply: Reply) {
-    const run = begin('working-listening');
-    const res = rawOf(reply);
-    let left = false;
+    await workThenEnd('working-listening', rawOf(reply), 'listen');
+  }
+}
+
+/**
+ * A handler still working: its head and first chunk, then a slow call (`gate`, for the run a
+ * check waits on), then the end. `write`: straight to the response; `pipe`: through a stream
+ * piped into it, fed between calls; `listen`: straight, with a 'close' listener on it (the
+ * end then says whether it heard of the client's leaving).
+ */
+async function workThenEnd(route: string, res: ServerResponse, how: 'write' | 'pipe' | 'listen') {
+  const run = begin(route);
+  let left = false;
+  if (how === 'listen')
     res.on('close', () => {
       left = true;
     });
-    res.writeHead(200, { 'content-type': 'text/plain' });
-    res.write(`begun ${run}.`);
-    if (run === gated.get('working-listening')) await gate;
-    res.end(left ? 'done after close' : 'done');
-  }
+  res.writeHead(200, { 'content-type': 'text/plain' });
+  const out = how === 'pipe' ? new PassThrough() : res;
+  if (out !== res) out.pipe(res);
+  out.write(`begun ${run}.`);
+  if (run === gated.get(route)) await gate;
+  out.end(left ? 'done after close' : 'done');
 }
 
 @Module({
