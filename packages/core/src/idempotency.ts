@@ -3,6 +3,7 @@ import { createBegin } from './begin.js';
 import { InvalidInputError, OutcomeNotRecordedError, ReplayedFailureError } from './errors.js';
 import type { Execution } from './execution.js';
 import { FixedDelayTimers } from './fixed-delay-timers.js';
+import { noteMarkerFailure } from './not-recorded.js';
 import { GiveBacks } from './give-back.js';
 import type {
   BeginResult,
@@ -319,8 +320,13 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       else outcome = wrapValue(serializer.serialize(settled.value));
     } catch (cause) {
       // The operation ran; its value cannot be stored. A marker keeps retries from running it again.
-      await execution.completeNotRecorded('not_serializable').catch(() => {});
+      const marker = await execution.completeNotRecorded('not_serializable').then(
+        () => undefined,
+        (failure: unknown) => ({ failure }),
+      );
       const notRecorded = new OutcomeNotRecordedError('not_serializable', { cause });
+      // No marker answers a retry either: said to whoever settles something on it (markerFailureOf).
+      if (marker) noteMarkerFailure(notRecorded, marker.failure);
       throw policyFailed ? withPolicyError(notRecorded, policyFailed.error, true) : notRecorded;
     }
     // Undefined when a store that answers at once recorded it already.
