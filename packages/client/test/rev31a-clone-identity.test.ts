@@ -47,7 +47,7 @@ describe('rev31a: clone() of a response the client rebuilt', () => {
     expect(server.seen).toHaveLength(2);
   });
 
-  it("a 409 in progress handed back rebuilt: its clone keeps its url", async () => {
+  it('a 409 in progress handed back rebuilt: its clone keeps its url', async () => {
     server = await startRawServer((seen, res) => {
       if (seen.n === 1) {
         res.writeHead(409, {

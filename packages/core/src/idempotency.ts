@@ -3,7 +3,6 @@ import { createBegin } from './begin.js';
 import { InvalidInputError, OutcomeNotRecordedError, ReplayedFailureError } from './errors.js';
 import type { Execution } from './execution.js';
 import { FixedDelayTimers } from './fixed-delay-timers.js';
-import { noteMarkerFailure } from './not-recorded.js';
 import { GiveBacks } from './give-back.js';
 import type {
   BeginResult,
@@ -13,6 +12,7 @@ import type {
   IdempotentRequest,
   OperationContext,
 } from './idempotency-types.js';
+import { noteMarkerFailure } from './not-recorded.js';
 import { hasInternalState, isNativeError } from './object-brands.js';
 import type { StoredOutcome } from './outcome-codec.js';
 import { failureOutcome, wrapValue } from './recorded-outcomes.js';
