@@ -6,7 +6,7 @@
 // keeps them too, and cloning still tees the resumed body, `bodyUsed` as the platform's.
 import { afterEach, describe, expect, it } from 'vitest';
 import { createIdempotentFetch } from '../src/index.js';
-import { type RawServer, startRawServer } from './clirev-server.js';
+import { breakingEventStream, type RawServer, startRawServer } from './clirev-server.js';
 
 let server: RawServer | undefined;
 afterEach(async () => {
@@ -16,15 +16,7 @@ afterEach(async () => {
 
 describe('rev31a: clone() of a response the client rebuilt', () => {
   it('a resumable event stream: the clone keeps url and type, both read the resumed body', async () => {
-    server = await startRawServer((seen, res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'idempotent-generation': '7' });
-      if (seen.n === 1) {
-        res.write('id: 1\ndata: a\n\n');
-        setTimeout(() => res.destroy(), 50);
-        return;
-      }
-      res.end('id: 2\ndata: b\n\n');
-    });
+    server = await startRawServer(breakingEventStream);
     const idemFetch = createIdempotentFetch({ minDelayMs: 1, initialDelayMs: 1 });
     const url = `${server.url}/v1/chat/completions?stream=1`;
     const response = await idemFetch(url, { method: 'POST', body: '{"stream":true}' });

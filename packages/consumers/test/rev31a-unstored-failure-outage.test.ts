@@ -14,7 +14,7 @@ import type { ConsumeMessage } from 'amqplib';
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { consumeAmqp, type MessageStatus } from '../src/index.js';
-import { amqpQueues, connectAmqp, uniqueName } from './brokers.js';
+import { amqpQueues, connectAmqp, recordedQueue, uniqueName } from './brokers.js';
 
 const queues = amqpQueues();
 const codeOf = (error: unknown) => (error as { code?: unknown } | undefined)?.code;
@@ -34,22 +34,11 @@ describe('rev31a: a kept failure whose marker write meets a frozen store, Rabbit
       const connection = await connectAmqp();
       let thawTimer: NodeJS.Timeout | undefined;
       try {
-        const admin = await connection.createConfirmChannel();
-        const queue = uniqueName('rev31a-unstored');
-        queues.push(queue);
-        await admin.assertQueue(queue, { durable: false });
-        const channel = await connection.createChannel();
-        const calls: string[] = [];
-        const ack = channel.ack.bind(channel);
-        const nack = channel.nack.bind(channel);
-        channel.ack = ((m: ConsumeMessage) => {
-          calls.push('ack');
-          ack(m);
-        }) as never;
-        channel.nack = ((m: ConsumeMessage, all?: boolean, requeue?: boolean) => {
-          calls.push(`nack:${String(requeue)}`);
-          nack(m, all, requeue);
-        }) as never;
+        const { admin, queue, channel, calls } = await recordedQueue(
+          connection,
+          queues,
+          'rev31a-unstored',
+        );
         let runs = 0;
         const reports: [MessageStatus, unknown][] = [];
         const consumer = await consumeAmqp<ConsumeMessage, string>({
