@@ -12,11 +12,13 @@ import { createRedisStore, recommendedRedisOptions } from '@idem/store-redis';
 import { startPrivateRedis } from '@idem/test-ledger';
 import type { ConsumeMessage } from 'amqplib';
 import { Redis } from 'ioredis';
+import { AckPolicy, type JsMsg } from 'nats';
 import { describe, expect, it } from 'vitest';
-import { consumeAmqp, type MessageStatus } from '../src/index.js';
-import { amqpQueues, connectAmqp, recordedQueue, uniqueName } from './brokers.js';
+import { consumeAmqp, consumeJetStream, type MessageStatus } from '../src/index.js';
+import { amqpQueues, connectAmqp, jetStreamBed, recordedQueue, uniqueName } from './brokers.js';
 
 const queues = amqpQueues();
+const js = jetStreamBed('rev31a-unstored-js');
 const codeOf = (error: unknown) => (error as { code?: unknown } | undefined)?.code;
 
 const throwers: [string, () => unknown][] = [
@@ -94,4 +96,58 @@ describe('rev31a: a kept failure whose marker write meets a frozen store, Rabbit
     },
     30_000,
   );
+});
+
+describe('rev31a: the same on JetStream', () => {
+  it('handler throws a null-prototype object while the store freezes: nak, never acked unrecorded', async () => {
+    const server = await startPrivateRedis();
+    const client = new Redis(server.url, recommendedRedisOptions({ commandTimeoutMs: 200 }));
+    client.on('error', () => {});
+    let thawTimer: NodeJS.Timeout | undefined;
+    try {
+      const { jsm, name, js: jetstream } = await js.stream();
+      await jsm.consumers.add(name, {
+        durable_name: 'w',
+        ack_policy: AckPolicy.Explicit,
+        ack_wait: 30_000_000_000,
+      });
+      await jetstream.publish(`${name}.a`, 'x', { msgID: 'm1' });
+      let runs = 0;
+      const reports: [MessageStatus, unknown][] = [];
+      const consumer = await consumeJetStream<JsMsg, string>({
+        consumer: await jetstream.consumers.get(name, 'w'),
+        retryDelayMs: 100,
+        storeTimeoutMs: 250,
+        leaseMs: 1_000,
+        isFinal: everythingFinal,
+        store: createRedisStore({ client, keyPrefix: `${uniqueName('rev31a-js')}:` }),
+        handler: async () => {
+          runs++;
+          if (runs === 1) {
+            server.freeze();
+            thawTimer = setTimeout(() => server.thaw(), 2_500);
+          }
+          throw Object.create(null);
+        },
+        onMessage: (r) => reports.push([r.status, r.error]),
+      });
+      const settled = () => reports.some(([status]) => status !== 'failed');
+      for (let i = 0; i < 500 && !settled(); i++) await sleep(20);
+      await consumer.stop(2_000);
+      // The delivery that met the frozen store was given back (nak), not acked as processed.
+      expect(reports[0]?.[0]).toBe('failed');
+      expect(codeOf(reports[0]?.[1])).not.toMatch(/^OUTCOME_/);
+      // A later delivery settled it once the store answered: a marker recorded, or replayed.
+      expect(reports.at(-1)?.[0]).toMatch(/^(processed|replayed)$/);
+      const info = await jsm.consumers.info(name, 'w');
+      expect(info.num_ack_pending + info.num_pending).toBe(0);
+      // Settled by a redelivery: the first delivery was not the one acked.
+      expect(reports.length).toBeGreaterThan(1);
+    } finally {
+      clearTimeout(thawTimer);
+      server.thaw();
+      client.disconnect();
+      await server.stop();
+    }
+  }, 30_000);
 });
