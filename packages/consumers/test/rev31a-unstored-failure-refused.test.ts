@@ -12,7 +12,7 @@ import {
   OutcomeNotRecordedError,
 } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
-import { REDIS_URL } from '@idem/test-ledger';
+import { REDIS_URL, refusingCompletes } from '@idem/test-ledger';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { messageProcessor } from '../src/index.js';
@@ -32,19 +32,9 @@ afterAll(async () => {
 
 /** The Redis store, but every `complete` (here only the marker's) refused as `not_owner`. */
 function refusingStore(): { store: IdempotencyStore; completes: () => number } {
-  const base = createRedisStore({ client: redis, keyPrefix: prefix });
   let completes = 0;
-  const store: IdempotencyStore = {
-    capabilities: base.capabilities,
-    acquire: (input) => base.acquire(input),
-    release: (input) => base.release(input),
-    extend: (input) => base.extend(input),
-    get: (key) => base.get(key),
-    complete: async () => {
-      completes++;
-      return { ok: false, reason: 'not_owner' };
-    },
-  };
+  const base = createRedisStore({ client: redis, keyPrefix: prefix });
+  const store = refusingCompletes(base, () => completes++);
   return { store, completes: () => completes };
 }
 

@@ -6,7 +6,7 @@
 // nothing recorded. It is now a batch item failure (redelivered), as any failed final write;
 // a marker that landed is still `processed`.
 import { everythingFinal, type IdempotencyStore } from '@idem/core';
-import type { SQSRecord } from 'aws-lambda';
+import { refusingCompletes } from '@idem/test-ledger';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { makeSqsBatchHandler, type RecordStatus } from '../src/index.js';
 import { type Env, fakeContext, openEnv, sqsRecord } from './lambda-env.js';
@@ -36,15 +36,7 @@ describe('rev31a: a kept failure that cannot be stored, in a batch', () => {
   };
 
   it('the marker write refused (not owner): a batch item failure, not processed', async () => {
-    const base = env.store;
-    const store: IdempotencyStore = {
-      capabilities: base.capabilities,
-      acquire: (input) => base.acquire(input),
-      release: (input) => base.release(input),
-      extend: (input) => base.extend(input),
-      get: (key) => base.get(key),
-      complete: async () => ({ ok: false, reason: 'not_owner' }),
-    };
+    const store = refusingCompletes(env.store);
     const { answer, reports, runs, id } = await run(store, 'rev31a-refused');
     expect(runs).toBe(1);
     expect(answer.batchItemFailures).toEqual([{ itemIdentifier: id }]);
@@ -56,6 +48,6 @@ describe('rev31a: a kept failure that cannot be stored, in a batch', () => {
     expect(runs).toBe(1);
     expect(answer.batchItemFailures).toEqual([]);
     expect(reports.map(([status]) => status)).toEqual(['processed']);
-    expect((reports[0]?.[1] as { code?: string }).code).toBe('OUTCOME_NOT_RECORDED');
+    expect(reports[0]?.[1]).toMatchObject({ code: 'OUTCOME_NOT_RECORDED' });
   });
 });
