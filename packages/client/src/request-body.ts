@@ -167,9 +167,34 @@ export async function bodyBytes(request: PreparedRequest): Promise<Uint8Array> {
  */
 const DISPATCH_REFUSED = new Set(['expect', 'transfer-encoding', 'keep-alive', 'upgrade']);
 
+/** An HTTP token (RFC 9110 `tchar`s), as undici checks each `Connection` option. */
+const HTTP_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/**
+ * Whether the running Node's fetch takes a `Connection` list of any options: undici 7.24.6
+ * and later (Node 24) check each comma-separated option is a token (`keep-alive, close`,
+ * `upgrade` are sent); earlier ones (Node 20's 6.x) take only `close` or `keep-alive`.
+ * Unknown (no `process.versions.undici`): taken as the newer rule, as refusing a request that
+ * fetch would send is worse than a retried one it refuses.
+ */
+const CONNECTION_LISTS_SENT = ((): boolean => {
+  const version = (globalThis as { process?: { versions?: { undici?: unknown } } }).process
+    ?.versions?.undici;
+  const parts = typeof version === 'string' ? version.split('.').map(Number) : [];
+  const [major = Number.NaN, minor = 0, patch = 0] = parts;
+  if (!Number.isInteger(major)) return true;
+  return major !== 7 ? major > 7 : minor > 24 || (minor === 24 && patch >= 6);
+})();
+
+function connectionRefused(value: string): boolean {
+  const options = value.split(',').map((option) => option.trim());
+  if (options.some((option) => !HTTP_TOKEN.test(option))) return true;
+  return !CONNECTION_LISTS_SENT && !/^(?:close|keep-alive)$/i.test(value);
+}
+
 function refusedHeader(headers: Headers): void {
   for (const [name, value] of headers) {
-    const connection = name === 'connection' && !/^(?:close|keep-alive)$/i.test(value);
+    const connection = name === 'connection' && connectionRefused(value);
     if (connection || DISPATCH_REFUSED.has(name)) {
       throw new TypeError(
         `fetch refuses the ${name} request header (${name}: ${value.slice(0, 64)})`,

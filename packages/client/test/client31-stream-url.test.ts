@@ -6,7 +6,7 @@
 // responses that resume. Now the wrapper keeps them; the resume itself still works.
 import { afterEach, describe, expect, it } from 'vitest';
 import { createIdempotentFetch, getIdempotencyInfo } from '../src/index.js';
-import { type RawServer, startRawServer } from './clirev-server.js';
+import { breakingEventStream, type RawServer, startRawServer } from './clirev-server.js';
 
 let server: RawServer | undefined;
 afterEach(async () => {
@@ -16,17 +16,8 @@ afterEach(async () => {
 
 describe('client31: the url of a resumable event stream', () => {
   it("keeps fetch's url and type, and still resumes a break", async () => {
-    server = await startRawServer((seen, res) => {
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'idempotent-generation': '7' });
-      if (seen.n === 1) {
-        // The first event, then the connection drops mid-stream.
-        res.write('id: 1\ndata: a\n\n');
-        setTimeout(() => res.destroy(), 50);
-        return;
-      }
-      // The resume: the rest after event 1.
-      res.end('id: 2\ndata: b\n\n');
-    });
+    // The first event, then the connection drops mid-stream; the resume: the rest after event 1.
+    server = await startRawServer(breakingEventStream);
     const idemFetch = createIdempotentFetch({ minDelayMs: 1, initialDelayMs: 1 });
     const url = `${server.url}/v1/chat/completions?stream=1`;
     const response = await idemFetch(url, { method: 'POST', body: '{"stream":true}' });

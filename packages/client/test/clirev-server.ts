@@ -56,3 +56,17 @@ export async function startRawServer(
       }),
   };
 }
+
+/**
+ * An idem server's keyed event stream (generation 7) that breaks once: the first answer sends
+ * event 1 and drops the connection 50 ms later; the resume gets event 2 and ends.
+ */
+export function breakingEventStream(seen: RawSeen, res: ServerResponse): void {
+  res.writeHead(200, { 'content-type': 'text/event-stream', 'idempotent-generation': '7' });
+  if (seen.n === 1) {
+    res.write('id: 1\ndata: a\n\n');
+    setTimeout(() => res.destroy(), 50);
+    return;
+  }
+  res.end('id: 2\ndata: b\n\n');
+}

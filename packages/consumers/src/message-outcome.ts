@@ -11,6 +11,7 @@ import {
   isValidKey,
   type JsonValue,
   LeaseLostError,
+  markerFailureOf,
   type OperationContext,
   type Scope,
 } from '@idem/core';
@@ -436,15 +437,27 @@ export function messageProcessor<TMessage, T>(
       // The policy kept the failure but it could not be stored (too large, or a thrown value
       // with no text, `Object.create(null)`): the engine left a marker that answers every
       // redelivery, as for a success that does not fit. Given back, the message spent a
-      // delivery (dead-lettered at a `delivery-limit`) for an ack as a replay.
+      // delivery (dead-lettered at a `delivery-limit`) for an ack as a replay. Only when that
+      // marker landed: the engine throws the same error when its write failed too (a store
+      // outage, a lost lease), and an ack then settles a message that nothing records (the
+      // rev31a review); it goes back as for any failed final write, and its redelivery finds
+      // the marker (written late, in the background) or runs once the lease has passed.
       if (
         thrownByHandler &&
         verdict.final === true &&
         error !== handlerError &&
         isIdemError(error) &&
         NOT_STORED.includes(error.code)
-      )
-        return done({ action: 'ack', status: 'processed', error });
+      ) {
+        const unmarked = markerFailureOf(error);
+        if (unmarked === undefined) return done({ action: 'ack', status: 'processed', error });
+        return done({
+          action: 'retry',
+          status: 'failed',
+          delayMs: retryDelayMs,
+          error: unmarked.failure,
+        });
+      }
       if (thrownByHandler)
         return done({ action: 'retry', status: 'failed', delayMs: retryDelayMs, error });
       return {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { IdempotencyStore } from '@idem/core';
 import { REDIS_URL } from '@idem/test-ledger';
-import amqp, { type ChannelModel, type ConsumeMessage } from 'amqplib';
+import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
 import { Redis } from 'ioredis';
 import { AckPolicy, connect, type JsMsg, type NatsConnection } from 'nats';
 import { afterAll, beforeAll } from 'vitest';
@@ -234,4 +234,36 @@ export async function anotherInstance(
   await until(() => statuses.length > 0, 10_000);
   await other.stop(2_000);
   return { statuses, runs };
+}
+
+/**
+ * The acks and nacks `channel` sends from now on, in order (`ack`, `nack:true` for a requeue,
+ * `nack:false`), each still sent.
+ */
+export function recordAcks(channel: Channel): string[] {
+  const calls: string[] = [];
+  const ack = channel.ack.bind(channel);
+  const nack = channel.nack.bind(channel);
+  channel.ack = ((m: ConsumeMessage) => {
+    calls.push('ack');
+    ack(m);
+  }) as never;
+  channel.nack = ((m: ConsumeMessage, all?: boolean, requeue?: boolean) => {
+    calls.push(`nack:${String(requeue)}`);
+    nack(m, all, requeue);
+  }) as never;
+  return calls;
+}
+
+/**
+ * On `connection`: a confirm channel to publish with, a new queue (recorded in `queues` for
+ * the file's clean-up) and a channel to consume it whose acks and nacks are recorded.
+ */
+export async function recordedQueue(connection: ChannelModel, queues: string[], label: string) {
+  const admin = await connection.createConfirmChannel();
+  const queue = uniqueName(label);
+  queues.push(queue);
+  await admin.assertQueue(queue, { durable: false });
+  const channel = await connection.createChannel();
+  return { admin, queue, channel, calls: recordAcks(channel) };
 }

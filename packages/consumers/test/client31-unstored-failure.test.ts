@@ -11,7 +11,7 @@ import type { ConsumeMessage } from 'amqplib';
 import { AckPolicy, type JsMsg } from 'nats';
 import { describe, expect, it } from 'vitest';
 import { consumeAmqp, consumeJetStream, type MessageStatus } from '../src/index.js';
-import { amqpQueues, connectAmqp, jetStreamBed, redisBed, uniqueName } from './brokers.js';
+import { amqpQueues, connectAmqp, jetStreamBed, recordedQueue, redisBed } from './brokers.js';
 
 const queues = amqpQueues();
 const { redis, prefix } = redisBed('client31-unstored');
@@ -34,22 +34,11 @@ describe('client31: a kept failure that cannot be stored, RabbitMQ', () => {
     async (_name, make, code) => {
       const connection = await connectAmqp();
       try {
-        const admin = await connection.createConfirmChannel();
-        const queue = uniqueName('client31-unstored');
-        queues.push(queue);
-        await admin.assertQueue(queue, { durable: false });
-        const channel = await connection.createChannel();
-        const calls: string[] = [];
-        const ack = channel.ack.bind(channel);
-        const nack = channel.nack.bind(channel);
-        channel.ack = ((m: ConsumeMessage) => {
-          calls.push('ack');
-          ack(m);
-        }) as never;
-        channel.nack = ((m: ConsumeMessage, all?: boolean, requeue?: boolean) => {
-          calls.push(`nack:${String(requeue)}`);
-          nack(m, all, requeue);
-        }) as never;
+        const { admin, queue, channel, calls } = await recordedQueue(
+          connection,
+          queues,
+          'client31-unstored',
+        );
         let runs = 0;
         const reports: [MessageStatus, unknown][] = [];
         const consumer = await consumeAmqp<ConsumeMessage, string>({

@@ -15,7 +15,12 @@ import type { FixedDelayTimers } from './fixed-delay-timers.js';
 import type { GiveBacks } from './give-back.js';
 import { originIdOf } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
-import { type NotRecordedDetails, notRecordedOutcome, plainNotRecorded } from './not-recorded.js';
+import {
+  type NotRecordedDetails,
+  noteMarkerFailure,
+  notRecordedOutcome,
+  plainNotRecorded,
+} from './not-recorded.js';
 import {
   encodeOutcome,
   encodeOutcomeWith,
@@ -397,8 +402,13 @@ export class Execution {
 
   /** The operation ran; what it gave cannot be stored. A marker keeps retries from running it. */
   private async notSerializable(cause: unknown): Promise<never> {
-    await this.writeMarker('not_serializable', {}).catch(() => {});
-    throw new OutcomeNotRecordedError('not_serializable', { cause });
+    const marker = await this.writeMarker('not_serializable', {}).then(
+      () => undefined,
+      (failure: unknown) => ({ failure }),
+    );
+    const error = new OutcomeNotRecordedError('not_serializable', { cause });
+    if (marker) noteMarkerFailure(error, marker.failure);
+    throw error;
   }
 
   /** The bytes the store gets for `encoded`: sealed by the codec when there is one. */
@@ -473,8 +483,11 @@ export class Execution {
     const details =
       error instanceof OutcomeTooLargeError ? { size: error.size, limit: error.limit } : {};
     const reason = error instanceof OutcomeTooLargeError ? 'too_large' : 'store_full';
-    // Reported through events; the caller gets the error that kept the outcome out.
-    await this.writeMarker(reason, details).catch(() => {});
+    // Reported through events; the caller gets the error that kept the outcome out, noted
+    // when the marker did not land either (no marker answers a retry: see markerFailureOf).
+    await this.writeMarker(reason, details).catch((failure: unknown) =>
+      noteMarkerFailure(error, failure),
+    );
     throw error;
   }
 

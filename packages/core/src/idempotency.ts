@@ -12,6 +12,7 @@ import type {
   IdempotentRequest,
   OperationContext,
 } from './idempotency-types.js';
+import { noteMarkerFailure } from './not-recorded.js';
 import { hasInternalState, isNativeError } from './object-brands.js';
 import type { StoredOutcome } from './outcome-codec.js';
 import { failureOutcome, wrapValue } from './recorded-outcomes.js';
@@ -319,8 +320,13 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
       else outcome = wrapValue(serializer.serialize(settled.value));
     } catch (cause) {
       // The operation ran; its value cannot be stored. A marker keeps retries from running it again.
-      await execution.completeNotRecorded('not_serializable').catch(() => {});
+      const marker = await execution.completeNotRecorded('not_serializable').then(
+        () => undefined,
+        (failure: unknown) => ({ failure }),
+      );
       const notRecorded = new OutcomeNotRecordedError('not_serializable', { cause });
+      // No marker answers a retry either: said to whoever settles something on it (markerFailureOf).
+      if (marker) noteMarkerFailure(notRecorded, marker.failure);
       throw policyFailed ? withPolicyError(notRecorded, policyFailed.error, true) : notRecorded;
     }
     // Undefined when a store that answers at once recorded it already.

@@ -113,7 +113,12 @@ export type {
 } from './live-streams.js';
 export { createMemoryLiveStreams } from './memory-live-streams.js';
 export type { NotRecordedDetails } from './not-recorded.js';
-export { NOT_RECORDED_KIND, notRecordedOutcome, readNotRecorded } from './not-recorded.js';
+export {
+  markerFailureOf,
+  NOT_RECORDED_KIND,
+  notRecordedOutcome,
+  readNotRecorded,
+} from './not-recorded.js';
 export type { StoredOutcome } from './outcome-codec.js';
 export { decodeOutcome, encodeOutcome } from './outcome-codec.js';
 export type {

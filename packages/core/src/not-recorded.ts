@@ -89,3 +89,29 @@ export function readPlainNotRecorded(stored: Uint8Array): StoredOutcome | undefi
 function isCount(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
+
+/**
+ * The errors the engine threw for an outcome it could not store (`OUTCOME_TOO_LARGE`,
+ * `OUTCOME_NOT_RECORDED`, `STORE_FULL`) whose not-recorded marker did not land either, with
+ * the marker write's own error. Such an error does not mean "a marker answers every retry":
+ * the key may be left in progress (its lease runs out, or the write goes on in the background).
+ */
+const markerFailures = new WeakMap<object, { failure: unknown }>();
+
+/** Notes that the marker for `error`'s outcome was not written (`failure` is why). @internal */
+export function noteMarkerFailure(error: object, failure: unknown): void {
+  markerFailures.set(error, { failure });
+}
+
+/**
+ * `{ failure }` when `error` was thrown by the engine for an outcome it could not store and
+ * the not-recorded marker meant to stand for it did not land either (`failure` is the marker
+ * write's error: the store was unavailable, the lease was lost...), else `undefined`: an
+ * `OUTCOME_TOO_LARGE` / `OUTCOME_NOT_RECORDED` error without it had its marker written, and
+ * every retry of the key is answered `OUTCOME_NOT_RECORDED`. For integrations that settle
+ * something (a message's ack) on that marker.
+ * @internal
+ */
+export function markerFailureOf(error: unknown): { failure: unknown } | undefined {
+  return typeof error === 'object' && error !== null ? markerFailures.get(error) : undefined;
+}

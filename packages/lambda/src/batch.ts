@@ -3,6 +3,7 @@ import {
   isIdemError,
   type JsonValue,
   MAX_TIMER_MS,
+  markerFailureOf,
   type OutcomePolicy,
   outcomePolicyAnswer,
   ReplayedFailureError,
@@ -346,10 +347,16 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
         }
         report({ record, itemIdentifier, status: result.replayed ? 'replayed' : 'processed' });
       } catch (error) {
+        // A kept failure that could not be stored is done only if its not-recorded marker
+        // landed: without it nothing answers the redelivery (a store outage or a takeover
+        // while writing it), and the record was dropped with nothing recorded (rev31a).
+        const unmarked = thrownByHandler && markerFailureOf(error) !== undefined;
         const settled =
           judged.policyFailed && Object.is(error, judged.policyFailed.error)
             ? 'processed' // recorded, the policy's error reported
-            : settledStatus(error);
+            : unmarked
+              ? undefined
+              : settledStatus(error);
         if (settled) report({ record, itemIdentifier, status: settled, error });
         else if (!thrownByHandler && source.rejectsPermanentFailures && isPermanent(error))
           report({ record, itemIdentifier, status: 'rejected', error });

@@ -100,3 +100,5 @@ export const REDIS_HELP = `These tests need Redis at ${REDIS_URL}: start one (re
 
 export type { PrivateRedis } from './private-redis.js';
 export { startPrivateRedis } from './private-redis.js';
+export type { StoreMethods } from './refusing-store.js';
+export { refusingCompletes } from './refusing-store.js';
