@@ -91,6 +91,13 @@ const kIncoming = Symbol('@idem/fastify incoming');
  * {@link constraintsName}).
  */
 const kConstraints = Symbol('@idem/fastify constraints');
+/**
+ * Where the `onRoute` hook marks a route it saw (and set up: handler hold, constraints, body
+ * limit answer, setting checks). A route registered before the plugin, in its scope, still
+ * gets its request hooks (Fastify gives a route the hooks of its scope when it is ready) but
+ * was never seen: see {@link uncoveredRoute}.
+ */
+const kCovered = Symbol('@idem/fastify covered');
 /** The recorder of a request the route's handler runs for (see {@link heldWhileRunning}). */
 const kRecorder = Symbol('@idem/fastify recorder');
 /** Ends the hold of a handler's promise (see {@link thenReleasing}). */
@@ -231,7 +238,9 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     if (!setup) return false;
     // Routes that share a URL but not their constraints (`version`, `host`) are operations of
     // their own: a key taken on one never replays its answer to a request another serves.
-    const constraints = (route.config as { [kConstraints]?: string } | undefined)?.[kConstraints];
+    const config = route.config as { [kConstraints]?: string; [kCovered]?: true } | undefined;
+    const constraints =
+      config?.[kCovered] === true ? config[kConstraints] : uncoveredRoute(request, setup);
     const incoming = new FastifyIncoming(
       request,
       setup.handler,
@@ -249,8 +258,13 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   fastify.addHook('onRoute', (route) => {
     const constraints = constraintsName(route.constraints);
     // Read back from `request.routeOptions.config`, which Fastify copies from this one.
-    if (constraints !== undefined)
-      route.config = { ...route.config, [kConstraints]: constraints } as typeof route.config;
+    route.config = (constraints === undefined
+      ? { ...route.config, [kCovered]: true }
+      : {
+          ...route.config,
+          [kConstraints]: constraints,
+          [kCovered]: true,
+        }) as unknown as typeof route.config;
     const setting = route.config?.idempotency;
     if (setting === false) return;
     const methods = Array.isArray(route.method) ? route.method : [route.method];
@@ -273,7 +287,36 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
       route.errorHandler = answeringBodyLimit(route.errorHandler);
     if (setup) route.handler = heldWhileRunning(route.handler);
   });
-  fastify.addHook('onReady', (ready) => ready(routeErrors[0]));
+  // Routes already there (registered before the plugin) that requests needing a key may reach:
+  // named at ready (see `routesBefore`), and, those of this scope, at their first request.
+  const earlier = routesBefore(fastify, base.handler);
+  fastify.addHook('onReady', (ready) => {
+    if (earlier !== undefined && routeErrors.length === 0) warn(notSeenWarning(earlier));
+    ready(routeErrors[0]);
+  });
+  const warn = options.onWarning ?? ((message: string) => fastify.log.warn(message));
+  const warned = new WeakSet<object>();
+  /**
+   * A route registered before the plugin in its scope: keyed and recorded (it has the hooks),
+   * but not set up by `onRoute`; warned about once, naming it. Fastify does not tell a request
+   * its route's constraints: its operation is its URL alone (undefined answered).
+   */
+  function uncoveredRoute(request: FastifyRequest, setup: Setup): undefined {
+    const route = request.routeOptions;
+    const config = route.config as object | undefined;
+    // Only for a method its requests are keyed for (not a health check's GET).
+    if (
+      config !== undefined &&
+      !warned.has(config) &&
+      readsBodies(setup.handler, [request.method])
+    ) {
+      warned.add(config);
+      warn(
+        `@idem/fastify: route ${String(route.method)} ${String(route.url)} was registered before the plugin: its requests are keyed and recorded, but without the plugin's per-route setup (its handler is not held while it runs, its version/host constraints are not part of its key space, a body over its own bodyLimit gets Fastify's 413, its config.idempotency was not checked at ready). Register @idem/fastify before the routes it covers.`,
+      );
+    }
+    return undefined;
+  }
   fastify.decorateRequest('idempotency', null);
   fastify.decorateRequest(kIncoming, null);
   fastify.decorateRequest(kRecorder, null);
@@ -515,6 +558,29 @@ type RouteErrorHandler = NonNullable<RouteOptions['errorHandler']>;
 const noDone: HookHandlerDoneFunction = () => {};
 
 /** Whether `handler` reads the body of a keyed request of one of `methods` (needs its key). */
+/**
+ * The routes already in the router as the plugin registers, for the methods whose requests
+ * it keys (a tree as `printRoutes` draws it, per method), or undefined when there are none.
+ * The router is the server's: routes of another scope are listed too (the plugin's hooks never
+ * reach those: they are not idempotent at all).
+ */
+function routesBefore(
+  fastify: FastifyInstance,
+  handler: IdempotencyHandler<FastifyRequest>,
+): string | undefined {
+  const trees: string[] = [];
+  for (const method of fastify.supportedMethods ?? ['POST', 'PATCH', 'PUT', 'DELETE']) {
+    if (!readsBodies(handler, [method])) continue;
+    const tree = fastify.printRoutes({ method, commonPrefix: false });
+    if (tree.trim() !== '' && tree.trim() !== '(empty tree)') trees.push(tree.trimEnd());
+  }
+  return trees.length === 0 ? undefined : trees.join('\n');
+}
+
+function notSeenWarning(routes: string): string {
+  return `@idem/fastify was registered after these routes, so its onRoute hook never saw them:\n${routes}\nThose of the plugin's scope are keyed and recorded without its per-route setup (handler hold, version/host constraints in the key space, body limit problem, setting checks at ready); those of other scopes are not idempotent at all. Register @idem/fastify before the routes it covers.`;
+}
+
 function readsBodies(handler: IdempotencyHandler<FastifyRequest>, methods: readonly string[]) {
   return methods.some((method) => handler.bodyLimit({ method, header: () => '' }) !== undefined);
 }

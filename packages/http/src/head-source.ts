@@ -54,3 +54,17 @@ export function trailersOf(
     TRAILERS
   ];
 }
+
+/**
+ * Key of the function that tells a recorder made by @idem/http whom to call when the silence
+ * watch of a response whose client left (see `clientGone`) runs out while a handler is still
+ * held (`holdWhile`): an adapter that holds the response's `'close'` back from the app checks
+ * then whether the handler waits on that very event (registered, as {@link START_FROM}).
+ * @internal
+ */
+export const HELD_SILENT = Symbol.for('@idem/http.recorder.held-silent');
+
+/** `recorder`'s intake of that listener (see {@link HELD_SILENT}), when @idem/http made it. @internal */
+export function heldSilentOf(recorder: object): ((listener: () => void) => void) | undefined {
+  return (recorder as { [HELD_SILENT]?: (listener: () => void) => void })[HELD_SILENT];
+}

@@ -5,7 +5,7 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import type { Socket } from 'node:net';
-import { type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
+import { heldSilentOf, type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import { readyForOwnMethods } from './own-methods.js';
 import type { ResponseRecorder } from './recorder.js';
@@ -811,6 +811,8 @@ class ResponseRecording implements SocketHold {
   private closeReleased = false;
   /** A `'close'` went to the listeners of `res`. */
   private closeSent = false;
+  /** How many `'close'` listeners `res` had when the recording began (see `heldSilent`). */
+  private readonly closeListeners: number;
   /** A published response read ahead of the first client (undefined: at its pace). */
   private ahead: LiveAhead | undefined;
   /** The app is in a listener of the request's `'close'` or `'aborted'`. */
@@ -845,6 +847,7 @@ class ResponseRecording implements SocketHold {
     this.destroy = res.destroy as Loose;
     this.emit = res.emit as Emit;
     this.http2 = isHttp2(res);
+    this.closeListeners = res.listenerCount('close');
   }
 
   // --- the socket hold ---------------------------------------------------------------------
@@ -1066,6 +1069,25 @@ class ResponseRecording implements SocketHold {
     for (const name of ['destroyed', '_closed']) readFalseWhile(res, name, sinking);
   }
 
+  /**
+   * The body has been silent for a whole lease since the client left, while a handler is
+   * still held (the recorder's `holdWhile`). A handler that listens to the response's own
+   * `'close'` (`finished(res)`, `once(res, 'close')`) may be waiting
+   * on the very event held back here, which comes only when the lease is lost: held, that is
+   * `maxHoldMs`. Its listeners get the `'close'` now (a body cut short: never recorded), so
+   * that the handler settles and the key is freed; one that listens to nothing of the
+   * response is working (a slow call before it writes more) and stays held.
+   */
+  private heldSilent(): void {
+    if (this.ending || this.destroying || this.bypass) return;
+    // A stream piped into the response (Fastify's `reply.send(stream)`, `stream.pipe(res)`,
+    // `pipeline(stream, res)`) listens to its 'close' too, but its silence cannot be told from
+    // a producer still working (a handler that feeds it between slow calls, rev30c): told of
+    // the leaving, the pipe would be torn down under it and the handler run again. Held.
+    if (this.res.listenerCount('unpipe') > 0) return;
+    if (this.res.listenerCount('close') > this.closeListeners) this.releaseClose();
+  }
+
   private releaseClose(): void {
     if (this.sinking()) {
       this.closeReleased = true;
@@ -1249,6 +1271,7 @@ class ResponseRecording implements SocketHold {
     }
     this.standIn();
     signal.addEventListener('abort', () => this.releaseClose(), { once: true });
+    heldSilentOf(this.recorder)?.(() => this.heldSilent());
     // A writer that saw `write` answer false waits for this.
     this.emit.call(this.res, 'drain');
     return true;

@@ -95,6 +95,18 @@ function abortOnStreamError(value: unknown, res: ServerResponse): void {
   }
 }
 
+/**
+ * The handler failed after its response started (a `@Res()` handler that wrote its head and
+ * part of its body, a `pipeline` into the response that broke): Nest's exception filter ends
+ * a response whose head went out, and the part written would be recorded as a success and
+ * replayed to every retry. It is aborted instead: never recorded, the key is released (the
+ * handler failed), and its client sees a broken response, not a complete one.
+ */
+function abortStartedResponse(res: ServerResponse, error: unknown): void {
+  if (res.headersSent && !res.writableEnded)
+    res.destroy(error instanceof Error ? error : undefined);
+}
+
 type EventMethod = (event: string | symbol, listener: (...args: unknown[]) => void) => unknown;
 /** The listener methods of the request's socket that {@link connectionAsRecorded} sends to the response for `'close'`. */
 const LISTENER_METHODS: ReadonlySet<PropertyKey> = new Set([
@@ -220,6 +232,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
               error: (error: unknown) => {
                 run?.answered();
                 if (run) run.closed = true;
+                if (res) abortStartedResponse(res, error);
                 subscriber.error(error);
               },
               complete: () => {
