@@ -437,7 +437,11 @@ export class OutcomeTooLargeError extends IdemError {
  * outcome is unknown). A build that predates a reason reads a marker with it as `too_large`
  * (still never a second run).
  */
-export type NotRecordedReason = 'too_large' | 'not_serializable' | 'store_full' | 'answered_outside';
+export type NotRecordedReason =
+  | 'too_large'
+  | 'not_serializable'
+  | 'store_full'
+  | 'answered_outside';
 
 /**
  * The operation ran, but its outcome could not be recorded; the key holds a small final

@@ -4,9 +4,9 @@ import {
   decodeOutcome,
   type IdemEvent,
   ManualClock,
+  type OutcomeCodec,
   OutcomeNotRecordedError,
   OutcomeTooLargeError,
-  type OutcomeCodec,
   readNotRecorded,
   StoreFullError,
 } from '../src/index.js';
@@ -212,7 +212,7 @@ describe('a successful operation is never released for a reason of ours', () => 
 
 // timeout31b: a handler that ran to its end after something outside the HTTP middleware (a
 // request timeout) answered for it leaves this marker; its reason is new, read by every build.
-describe("the answered_outside reason (the operation ran, its response was answered by something else)", () => {
+describe('the answered_outside reason (the operation ran, its response was answered by something else)', () => {
   it('completeNotRecorded records it: a retry gets OUTCOME_NOT_RECORDED with that reason, the event names it', async () => {
     const { idem, store, events } = setup();
     const begun = await idem.begin({ key: 'k' });
@@ -257,9 +257,14 @@ describe("the answered_outside reason (the operation ran, its response was answe
 
   it('a sealed marker whose reason this build does not know still answers OUTCOME_NOT_RECORDED (as too_large)', () => {
     // What a build before answered_outside does with it; the same for any later reason.
-    const future = { meta: { kind: 'not_recorded', reason: 'some_later_reason' }, body: new Uint8Array() };
+    const future = {
+      meta: { kind: 'not_recorded', reason: 'some_later_reason' },
+      body: new Uint8Array(),
+    };
     expect(readNotRecorded(future)).toEqual({ reason: 'too_large' });
-    expect(readNotRecorded({ ...future, meta: { ...future.meta, reason: 'answered_outside' } })).toEqual({
+    expect(
+      readNotRecorded({ ...future, meta: { ...future.meta, reason: 'answered_outside' } }),
+    ).toEqual({
       reason: 'answered_outside',
     });
   });
