@@ -430,9 +430,18 @@ export class OutcomeTooLargeError extends IdemError {
 /**
  * Why a final outcome was not recorded although the operation ran: `too_large` (over
  * `maxOutcomeBytes` or the store's limit), `not_serializable` (the serializer threw, e.g. a
- * BigInt or a circular value), `store_full` (the store answered `STORE_FULL` at complete).
+ * BigInt or a circular value), `store_full` (the store answered `STORE_FULL` at complete),
+ * `answered_outside` (the operation ran to its end, but its response had already been answered
+ * by something outside the idempotency layer, such as a request-timeout middleware mounted
+ * before it: the operation's own result never reached anything that could be recorded, so its
+ * outcome is unknown). A build that predates a reason reads a marker with it as `too_large`
+ * (still never a second run).
  */
-export type NotRecordedReason = 'too_large' | 'not_serializable' | 'store_full';
+export type NotRecordedReason =
+  | 'too_large'
+  | 'not_serializable'
+  | 'store_full'
+  | 'answered_outside';
 
 /**
  * The operation ran, but its outcome could not be recorded; the key holds a small final
@@ -453,7 +462,7 @@ export class OutcomeNotRecordedError extends IdemError {
   ) {
     super(
       'OUTCOME_NOT_RECORDED',
-      `The operation ran, but its outcome was not recorded (${reason.replace('_', ' ')}); it will not run again for this key`,
+      `The operation ran, but its outcome was not recorded (${NOT_RECORDED_WHY[reason] ?? reason}); it will not run again for this key`,
       details.cause === undefined ? undefined : { cause: details.cause },
     );
     this.reason = reason;
@@ -461,6 +470,15 @@ export class OutcomeNotRecordedError extends IdemError {
     if (details.limit !== undefined) this.limit = details.limit;
   }
 }
+
+/** How `OutcomeNotRecordedError`'s message names each reason. */
+const NOT_RECORDED_WHY: Record<NotRecordedReason, string> = {
+  too_large: 'too large',
+  not_serializable: 'not serializable',
+  store_full: 'store full',
+  answered_outside:
+    'it ran to its end, but its response was answered outside the idempotency layer, so its outcome is unknown',
+};
 
 /**
  * Stored outcome bytes could not be opened or decoded (wrong version, truncated, tampered,

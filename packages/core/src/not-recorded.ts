@@ -48,7 +48,15 @@ export function readNotRecorded(
   };
 }
 
-const REASONS = new Set<NotRecordedReason>(['too_large', 'not_serializable', 'store_full']);
+// At most 16 characters each (see `readPlainNotRecorded`). A reason added here is read as
+// `too_large` by a build that predates it when sealed (see `readNotRecorded`); plain, such a
+// build answers OUTCOME_CORRUPT for it: never a replay, never a second run either way.
+const REASONS = new Set<NotRecordedReason>([
+  'too_large',
+  'not_serializable',
+  'store_full',
+  'answered_outside',
+]);
 
 // "IDN" (idem, not recorded) + version 1, then the reason in ASCII. The encoding starts with
 // "IDM" + 1 and the sealed envelope with "IDS" + 1, so none of the three is mistaken for another.
@@ -63,7 +71,7 @@ const PLAIN_MARKERS = new Map<NotRecordedReason, Uint8Array>(
 /**
  * The not-recorded marker as stored when the outcome codec cannot seal it: `IDN\x01` and the
  * reason in ASCII, nothing else (no size, no limit, no user data), so it is written and read
- * without the codec. The engine recognises exactly these three byte strings before opening
+ * without the codec. The engine recognises exactly these byte strings (one a reason) before opening
  * an outcome; they only ever answer `OUTCOME_NOT_RECORDED`, never a replay.
  * @internal
  */

@@ -4,10 +4,13 @@ import {
   decodeOutcome,
   type IdemEvent,
   ManualClock,
+  type OutcomeCodec,
   OutcomeNotRecordedError,
   OutcomeTooLargeError,
+  readNotRecorded,
   StoreFullError,
 } from '../src/index.js';
+import { readPlainNotRecorded } from '../src/not-recorded.js';
 import { FakeStore } from './support/fake-store.js';
 
 function setup(options: { maxOutcomeBytes?: number; storeLimit?: number } = {}) {
@@ -203,6 +206,66 @@ describe('a successful operation is never released for a reason of ours', () => 
     expect(replay).toMatchObject({ reason: 'too_large', size: 9_000_000, limit: 8_388_608 });
     await expect(begun.execution.completeNotRecorded('too_large')).rejects.toMatchObject({
       code: 'INVALID_INPUT',
+    });
+  });
+});
+
+// timeout31b: a handler that ran to its end after something outside the HTTP middleware (a
+// request timeout) answered for it leaves this marker; its reason is new, read by every build.
+describe('the answered_outside reason (the operation ran, its response was answered by something else)', () => {
+  it('completeNotRecorded records it: a retry gets OUTCOME_NOT_RECORDED with that reason, the event names it', async () => {
+    const { idem, store, events } = setup();
+    const begun = await idem.begin({ key: 'k' });
+    if (begun.kind !== 'acquired') throw new Error('expected to acquire');
+    await begun.execution.completeNotRecorded('answered_outside');
+    expect((await onlyRecord(store)).status).toBe('completed');
+    expect(events).toContainEqual(
+      expect.objectContaining({ type: 'outcome_not_recorded', reason: 'answered_outside' }),
+    );
+    const replay = await error(idem.begin({ key: 'k' }));
+    expect(replay).toBeInstanceOf(OutcomeNotRecordedError);
+    expect(replay).toMatchObject({ code: 'OUTCOME_NOT_RECORDED', reason: 'answered_outside' });
+    expect((replay as Error).message).toContain(
+      'it ran to its end, but its response was answered outside the idempotency layer, so its outcome is unknown',
+    );
+  });
+
+  it('stored plain (a codec that cannot seal) it round-trips as IDN 1 + the reason', async () => {
+    const down = async (): Promise<Uint8Array> => {
+      throw new Error('key service down');
+    };
+    const codec: OutcomeCodec = { seal: down, open: down };
+    const clock = new ManualClock();
+    const store = new FakeStore(clock);
+    const idem = createIdempotency<unknown>({
+      store,
+      clock,
+      leaseMs: 1_000,
+      heartbeatMs: false,
+      outcomeCodec: codec,
+    });
+    const begun = await idem.begin({ key: 'k' });
+    if (begun.kind !== 'acquired') throw new Error('expected to acquire');
+    await begun.execution.completeNotRecorded('answered_outside');
+    const record = await onlyRecord(store);
+    expect(Buffer.from(record.outcome ?? []).toString('latin1')).toBe('IDN\x01answered_outside');
+    const replay = await error(idem.begin({ key: 'k' }));
+    expect(replay).toMatchObject({ code: 'OUTCOME_NOT_RECORDED', reason: 'answered_outside' });
+    const plain = readPlainNotRecorded(record.outcome as Uint8Array);
+    expect(plain && readNotRecorded(plain)).toEqual({ reason: 'answered_outside' });
+  });
+
+  it('a sealed marker whose reason this build does not know still answers OUTCOME_NOT_RECORDED (as too_large)', () => {
+    // What a build before answered_outside does with it; the same for any later reason.
+    const future = {
+      meta: { kind: 'not_recorded', reason: 'some_later_reason' },
+      body: new Uint8Array(),
+    };
+    expect(readNotRecorded(future)).toEqual({ reason: 'too_large' });
+    expect(
+      readNotRecorded({ ...future, meta: { ...future.meta, reason: 'answered_outside' } }),
+    ).toEqual({
+      reason: 'answered_outside',
     });
   });
 });

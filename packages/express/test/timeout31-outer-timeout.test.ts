@@ -10,6 +10,10 @@ import { heldWhileRunning, holdWhile, idempotency } from '../src/index.js';
 // after the 503 ran the route a second time, beside the first. Express hands a route's promise
 // to nothing before it; a route wrapped in `heldWhileRunning` (or whose work is given to
 // `holdWhile(res, promise)`) keeps the key held (409 to retries) until its work settled.
+// timeout31b FINDING (MEDIUM-HIGH, exactly-once; fixed): the key was then released, so a later
+// retry ran the route a second time (after it) though its work had run to its end. Now work
+// that ran to its end leaves the `answered_outside` not-recorded marker (retries get a 500
+// outcome-not-recorded problem); work that threw is still released (a retry runs it).
 
 const LEASE = 300;
 
@@ -27,16 +31,20 @@ for (const path of ['/wrapped', '/held'])
         next();
       });
       app.use(idempotency({ store: createMemoryStore(), scope: 'global', leaseMs: LEASE }));
-      const route = async (res: express.Response) => {
-        const run = await probe.work();
+      const route = async (res: express.Response, work: () => Promise<number>) => {
+        const run = await work();
         if (!res.headersSent) res.status(201).json({ run });
       };
-      if (path === '/wrapped')
-        app.post(
-          '/charges',
-          heldWhileRunning(async (_req, res) => route(res)),
-        );
-      else app.post('/charges', (_req, res) => holdWhile(res, route(res)));
+      for (const [at, work] of [
+        ['/charges', probe.work],
+        ['/fails', probe.workOrThrow],
+      ] as const)
+        if (path === '/wrapped')
+          app.post(
+            at,
+            heldWhileRunning(async (_req, res) => route(res, work)),
+          );
+        else app.post(at, (_req, res) => holdWhile(res, route(res, work)));
       app.post(
         '/own',
         heldWhileRunning(async (_req, res) => {

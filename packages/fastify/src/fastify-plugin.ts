@@ -129,9 +129,10 @@ function heldWhileRunning(handler: RouteOptions['handler']): RouteOptions['handl
     const result = handler.call(this, request, reply);
     if (recorder !== null && result !== reply && isThenable(result))
       recorder.holdWhile(
-        new Promise((resolve) => {
+        // A rejection as one: a handler that threw is released, never marked (see the recorder).
+        new Promise((resolve, reject) => {
           held[kRelease] = resolve;
-          result.then(resolve, resolve);
+          result.then(resolve, reject);
         }),
       );
     return result;

@@ -7,8 +7,12 @@ import { idempotency } from '../src/index.js';
 // `onRequest` hook whose timer replies 503) answered while the route handler still ran. The
 // recorder saw a response that is not final end and released the key at once: a retry sent
 // after the 503 ran the handler a second time beside the first. Now the key stays held (409 to
-// retries) until the handler settled, then released (Fastify ignores what a handler returns
-// once the reply was sent: its own outcome is not known).
+// retries) until the handler settled (Fastify ignores what a handler returns once the reply was
+// sent: its own outcome is not known).
+// timeout31b FINDING (MEDIUM-HIGH, exactly-once; fixed): the key was then released, so a later
+// retry ran the handler a second time (after it) though it had run to its end. Now a handler
+// that ran to its end leaves the `answered_outside` not-recorded marker (retries get a 500
+// outcome-not-recorded problem); one that threw is still released (a retry runs it).
 
 const LEASE = 300;
 
@@ -31,6 +35,11 @@ describeOuterTimeout(
     });
     app.post('/charges', async (_request, reply) => {
       const run = await probe.work();
+      reply.code(201);
+      return { run };
+    });
+    app.post('/fails', async (_request, reply) => {
+      const run = await probe.workOrThrow();
       reply.code(201);
       return { run };
     });

@@ -21,6 +21,7 @@ describeOuterTimeout(
     app.use(timeout(100));
     app.use(idempotency({ store: createMemoryStore(), scope: 'global', leaseMs: LEASE }));
     app.post('/charges', async (c) => c.json({ run: await probe.work() }, 201));
+    app.post('/fails', async (c) => c.json({ run: await probe.workOrThrow() }, 201));
     app.post('/own', (c) => c.json({ own: true }, 503));
     let server!: ReturnType<typeof serve>;
     const port = await new Promise<number>((resolve) => {
@@ -33,5 +34,8 @@ describeOuterTimeout(
       close: () => new Promise((resolve) => server.close(resolve)),
     };
   },
-  { timeoutStatus: 504, replay: false },
+  // timeout31b: the key is released once the handler settled, even when it ran to its end (the
+  // middleware does not know that the 504 was not the handler's own answer): a retry after it
+  // runs the handler again. A known gap (see the README), not the `answered_outside` marker.
+  { timeoutStatus: 504, replay: false, afterwards: 'released' },
 );

@@ -107,13 +107,16 @@ export function answerBeginError(
     if (isIdemError(error, 'STORE_FULL')) return storeFull(tuning.unavailableRetryAfter);
     return storeUnavailable(tuning.unavailableRetryAfter);
   }
-  // The first request ran; its response was over maxOutcomeBytes (or the store refused it).
+  // The first request ran; its response was over maxOutcomeBytes (or the store refused it),
+  // or it was answered outside the middleware (a request timeout) while the handler ran on.
   if (isIdemError(error, 'OUTCOME_NOT_RECORDED')) {
     return respond(
       500,
       PROBLEM_TYPES.outcomeNotRecorded,
       'Outcome not recorded',
-      'The first request with this key was processed, but its response could not be recorded (too large for the idempotency store); it will not be processed again with this key',
+      (error as { reason?: unknown }).reason === 'answered_outside'
+        ? 'The first request with this key ran to its end, but its response had already been answered by something outside the idempotency middleware (a request timeout), so its outcome is unknown; it will not be processed again with this key'
+        : 'The first request with this key was processed, but its response could not be recorded (too large for the idempotency store); it will not be processed again with this key',
     );
   }
   // The store returned outcome bytes that do not decode (a replay found them).

@@ -73,8 +73,12 @@ export interface ResponseRecorder {
    * that is not final, ended while a handler given to `holdWhile` still runs (the 503 of a
    * request-timeout middleware mounted outside the adapter), is not the handler's outcome:
    * `finish` resolves at once (the answer goes out), but the key stays held, its lease renewed
-   * (up to `maxHoldMs`), until every such handler settled, and is released then, so a retry
-   * meanwhile gets 409 and never runs beside it.
+   * (up to `maxHoldMs`), until every such handler settled, so a retry meanwhile gets 409 and
+   * never runs beside it. Then, when every one of them was fulfilled (ran to its end: its side
+   * effect most likely happened) after running on past the turn the response ended in, a final
+   * `answered_outside` not-recorded marker is written (a warning goes to `onWarning`; retries
+   * get a 500 `outcome-not-recorded` problem, never a second run); when one of them rejected,
+   * or settled within that turn (its own answer, given as it returned), the key is released.
    */
   finish(): Promise<void>;
   /**
@@ -322,6 +326,8 @@ export function createRecorder(
   // the release that waits for them: called once none of them runs any more.
   let keeping = 0;
   let idle: (() => void) | undefined;
+  // One of them rejected: the held key is released, never marked (see `answeredOutside`).
+  let heldFailed = false;
   // The client left before the head (see `clientGone`): the silence watch starts with it.
   let leftEarly = false;
   // The silence watch ran out while a handler was held (see `armIdle`), and whom to tell.
@@ -357,9 +363,21 @@ export function createRecorder(
         // the handler settled; the answer goes out now all the same.
         if (keeping > 0) {
           buffer = undefined;
+          const failed = failedAtEnd;
+          // A handler that answered this response itself and returned settles within the turn
+          // it ended in (its promise resolves in microtasks): its own answer, released. One that
+          // runs on past that turn did not answer it (see `answeredOutside`).
+          let ranOn = false;
+          const turn = setTimeout(() => {
+            ranOn = true;
+          }, 0);
           void new Promise<void>((resolve) => {
             idle = resolve;
-          }).then(releaseQuietly);
+          }).then(() => {
+            clearTimeout(turn);
+            // A handler that threw may retry; one that ran to its end most likely did its work.
+            return ranOn && !failed && !heldFailed ? answeredOutside() : releaseQuietly();
+          });
           return;
         }
         return await releaseQuietly();
@@ -403,6 +421,23 @@ export function createRecorder(
     } catch {
       // Reported through events; core keeps retrying the marker in the background. The
       // response is unrecorded either way, so it ends normally rather than aborted.
+    }
+  }
+
+  // A response that is not final was answered while the handler ran (a request-timeout
+  // middleware outside the adapter), and the handler then ran to its end without throwing: its
+  // side effect most likely happened, but its own result reached no response, so it cannot be
+  // recorded. Released, a retry would run it a second time: a final marker instead.
+  async function answeredOutside(): Promise<void> {
+    if (execution.finished) return;
+    settings.warn(
+      `The ${head?.status} response of ${execution.storageKey} was answered outside the idempotency middleware (a request timeout mounted before it?) while its handler ran; the handler then ran to its end, so its outcome is unknown and was not recorded; retries with its key get a 500 outcome-not-recorded problem`,
+    );
+    try {
+      await execution.completeNotRecorded('answered_outside');
+    } catch {
+      // Reported through events (core retries the marker in the background); the lease runs
+      // out if it never lands.
     }
   }
 
@@ -496,7 +531,10 @@ export function createRecorder(
         else armIdle();
       }
     };
-    Promise.resolve(operation).then(settled, settled);
+    Promise.resolve(operation).then(settled, () => {
+      if (keep) heldFailed = true;
+      settled();
+    });
   }
 
   // The internal entry points are in the literal, keyed by their symbols: added after it (the

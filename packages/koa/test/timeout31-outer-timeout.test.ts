@@ -8,8 +8,11 @@ import { idempotency } from '../src/index.js';
 // still ran (charging a card). The recorder saw a response that is not final end and released
 // the key at once: a retry sent after the 503 acquired it and ran the route a second time,
 // beside the first. Now the key stays held (409 to retries) until the route's `next()` settled.
-// Koa drops the route's `ctx.status` once the 503 went out: its own outcome is not known, so
-// the key is released then (a later retry runs the route again, after it).
+// Koa drops the route's `ctx.status` once the 503 went out: its own outcome is not known.
+// timeout31b FINDING (MEDIUM-HIGH, exactly-once; fixed): the key was then released, so a later
+// retry ran the route a second time (after it) though it had run to its end. Now a route that
+// ran to its end leaves the `answered_outside` not-recorded marker (retries get a 500
+// outcome-not-recorded problem); one that threw is still released (a retry runs it).
 
 const LEASE = 300;
 
@@ -38,7 +41,7 @@ describeOuterTimeout(
         ctx.body = { own: true };
         return;
       }
-      const run = await probe.work();
+      const run = await (ctx.path === '/fails' ? probe.workOrThrow() : probe.work());
       ctx.status = 201;
       ctx.body = { run };
     });

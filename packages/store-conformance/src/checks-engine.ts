@@ -41,4 +41,35 @@ export const engineChecks: ContractCheck[] = [
       assert.equal(runs, 1);
     },
   },
+  {
+    group: 'executor',
+    name: 'the plain answered_outside marker (an HTTP handler that ran to its end after an outer answer) round-trips as written',
+    async run(h) {
+      const codec: OutcomeCodec = { seal: keyServiceDown, open: keyServiceDown };
+      const idem = createIdempotency<number>({
+        store: h.store,
+        leaseMs: h.time.leaseMs,
+        heartbeatMs: false,
+        clock: h.time.clock,
+        outcomeCodec: codec,
+      });
+      const scope = h.newKey();
+      const begun = await idem.begin({ key: 'k', scope });
+      assert.equal(begun.kind, 'acquired');
+      if (begun.kind !== 'acquired') return;
+      await begun.execution.completeNotRecorded('answered_outside');
+      const record = await h.raw(deriveStorageKey(scope, 'k'));
+      assert.equal(record?.status, 'completed', 'the marker completes the key');
+      assert.equal(
+        Buffer.from(record?.outcome ?? []).toString('latin1'),
+        'IDN\x01answered_outside',
+        'the marker is stored as core wrote it',
+      );
+      await h.time.advance(h.time.leaseMs + h.time.toleranceMs + 10);
+      await assert.rejects(idem.begin({ key: 'k', scope }), {
+        code: 'OUTCOME_NOT_RECORDED',
+        reason: 'answered_outside',
+      });
+    },
+  },
 ];
