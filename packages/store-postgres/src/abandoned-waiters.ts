@@ -14,9 +14,13 @@ const abandoned = new WeakMap<object, number>();
 
 /**
  * Why `pool` is asked for no connection now (the abandoned waiters it still holds, past
- * the bound), or `undefined` when it may be asked.
+ * the bound), or `undefined` when it may be asked. A pool being ended is always asked: it
+ * refuses the call itself, saying so. (pg-pool never answers the requests still queued when
+ * `end()` is called, so their count never comes down: the refusal blamed a silent server
+ * and `connectionTimeoutMillis` for a pool the app had ended, for good.)
  */
 export function poolBlocked(pool: object): string | undefined {
+  if ((pool as { ending?: unknown }).ending === true) return undefined;
   const stale = abandoned.get(pool) ?? 0;
   if (stale < MAX_ABANDONED_WAITERS) return undefined;
   return `${stale} callers that stopped waiting for a pool connection still wait for one (a silent server, and a pool without connectionTimeoutMillis: see recommendedPoolConfig)`;
