@@ -8,6 +8,9 @@
  * - Calls that were all waiting at once when the server fell silent are all abandoned: the
  *   bound is on the requests left when a call starts, so more than 64 can stay queued (what
  *   the README says: 64 plus the calls started within one `statementTimeoutMs`).
+ * - A transaction's client (checked out of the store's own pool) whose connection was lost:
+ *   the error must not tell to "give the store a pg.Pool" (it has one), as outage31's hint for
+ *   a `pg.Client` given as `pool` did for every client.
  * - The transactional engine's own `pool.connect()` (not counted): with the server silent its
  *   acquisitions fail first, so its late requests stay as few as the executions in flight.
  */
@@ -169,4 +172,36 @@ describe('rev31b abandoned pool waiters: edges', () => {
     expect(pool.waitingCount).toBe(0);
     await engine.shutdown?.();
   }, 90_000);
+
+  it("a transaction's pool client that lost its connection: no advice to give the store a pool", async () => {
+    const pool = barePool();
+    const store = createPostgresStore({ pool, statementTimeoutMs: 2_000 });
+    await serving(store);
+    const acquisition = input();
+    expect((await store.acquire(acquisition)).kind).toBe('acquired');
+    const client = await pool.connect();
+    client.on('error', () => {});
+    await client.query('BEGIN');
+    const pid = (client as unknown as { processID: number }).processID;
+    const killer = await pool.connect();
+    await killer.query('SELECT pg_terminate_backend($1)', [pid]);
+    killer.release();
+    await pollUntil(
+      async () => (client as unknown as { _queryable: boolean })._queryable,
+      (q) => q === false,
+      5_000,
+    );
+    const error = await settle(
+      store.completeIn(client, {
+        key: acquisition.key,
+        owner: acquisition.owner,
+        outcome: new Uint8Array([1]),
+        retentionMs: acquisition.retentionMs,
+      }),
+    );
+    client.release(true);
+    expect(error).toBeInstanceOf(StoreUnavailableError);
+    expect((error as Error).message).toContain('not queryable');
+    expect((error as Error).message).not.toContain('give the store a pg.Pool');
+  }, 60_000);
 });
