@@ -205,4 +205,33 @@ describe('rev31b abandoned pool waiters', () => {
     expect(poolBlocked(pool)).toBeUndefined();
     await backInService(store, pool);
   }, 90_000);
+
+  it('a pool whose connectionTimeoutMillis is longer than the statement limit: refusals end while the server is still silent', async () => {
+    const pool = new pg.Pool({ connectionString: server.url, max: 2, connectionTimeoutMillis: 1_500 });
+    pool.on('error', () => {});
+    ends.push(() => pool.end());
+    const store = createPostgresStore({ pool, statementTimeoutMs: LIMIT });
+    expect((await store.acquire(input())).kind).toBe('acquired');
+    server.freeze();
+    let cleared: string | undefined = 'never looked';
+    let late: unknown;
+    try {
+      const attempts = await pileUp(store);
+      expect(attempts.some((a) => refused(a.error))).toBe(true);
+      // Still frozen: the pool's own time limit answers every queued request, so the bound
+      // lets calls through again (they time out, not refused), with no thaw.
+      cleared = await pollUntil(
+        async () => poolBlocked(pool),
+        (why) => why === undefined,
+        10_000,
+      );
+      late = await store.acquire(input()).catch((e: unknown) => e);
+    } finally {
+      server.thaw();
+    }
+    expect(cleared).toBeUndefined();
+    expect(late).toBeInstanceOf(StoreUnavailableError);
+    expect(refused(late)).toBe(false);
+    await backInService(store, pool);
+  }, 90_000);
 });
