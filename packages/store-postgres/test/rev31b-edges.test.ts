@@ -150,15 +150,16 @@ describe('rev31b abandoned pool waiters: edges', () => {
     } finally {
       server.thaw();
     }
+    console.log(`[rev31b engine] peak pool waitingCount ${peak} over 100 executions frozen`);
     expect(errors.filter((e) => e === undefined)).toEqual([]);
     // At most the bound, the calls of one batch and the engine's few of its own.
     expect(peak).toBeLessThanOrEqual(64 + 10 + 10);
     const value = await pollUntil(
       async () =>
         (
-          (await engine.execute({ key: newKey(), scope: 's' }, op as never).catch(() => undefined)) as
-            | { value?: number }
-            | undefined
+          (await engine
+            .execute({ key: newKey(), scope: 's' }, op as never)
+            .catch(() => undefined)) as { value?: number } | undefined
         )?.value,
       (v) => v === 1,
       20_000,
@@ -170,7 +171,7 @@ describe('rev31b abandoned pool waiters: edges', () => {
       5_000,
     );
     expect(pool.waitingCount).toBe(0);
-    await engine.shutdown?.();
+    await engine.drain(5_000);
   }, 90_000);
 
   it("a transaction's pool client that lost its connection: no advice to give the store a pool", async () => {

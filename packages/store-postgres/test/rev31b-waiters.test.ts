@@ -72,7 +72,7 @@ async function pileUp(store: PostgresStore): Promise<Attempt[]> {
         ),
       ),
     );
-    answers.forEach((error, i) => attempts.push({ key: keys[i]!, error }));
+    for (const [i, error] of answers.entries()) attempts.push({ key: keys[i]!, error });
     if (answers.some((e) => refused(e))) break;
   }
   return attempts;
@@ -207,7 +207,11 @@ describe('rev31b abandoned pool waiters', () => {
   }, 90_000);
 
   it('a pool whose connectionTimeoutMillis is longer than the statement limit: refusals end while the server is still silent', async () => {
-    const pool = new pg.Pool({ connectionString: server.url, max: 2, connectionTimeoutMillis: 1_500 });
+    const pool = new pg.Pool({
+      connectionString: server.url,
+      max: 2,
+      connectionTimeoutMillis: 1_500,
+    });
     pool.on('error', () => {});
     ends.push(() => pool.end());
     const store = createPostgresStore({ pool, statementTimeoutMs: LIMIT });
