@@ -14,6 +14,8 @@
  * - The transactional engine's own `pool.connect()` (not counted): with the server silent its
  *   acquisitions fail first, so its late requests stay as few as the executions in flight.
  */
+
+import { execFileSync } from 'node:child_process';
 import { StoreUnavailableError } from '@idem/core';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -205,4 +207,66 @@ describe('rev31b abandoned pool waiters: edges', () => {
     expect((error as Error).message).toContain('not queryable');
     expect((error as Error).message).not.toContain('give the store a pg.Pool');
   }, 60_000);
+
+  it('the transactional engine with only the postmaster frozen (open connections serve, new ones hang): waiters stay few, service returns', async () => {
+    const pool = barePool(4);
+    const store = createPostgresStore({ pool, statementTimeoutMs: LIMIT });
+    const engine = createPostgresIdempotency<number>({
+      store,
+      leaseMs: 3_000,
+      storeTimeoutMs: 2 * LIMIT,
+    });
+    const op = async ({ tx }: { tx: pg.PoolClient }) => {
+      await tx.query('SELECT 1');
+      return 1;
+    };
+    await serving(store);
+    const { rows } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    const ppid = Number(
+      execFileSync('ps', ['-o', 'ppid=', '-p', String(rows[0]!.pid)], { encoding: 'utf8' }).trim(),
+    );
+    expect(ppid).toBeGreaterThan(1);
+    process.kill(ppid, 'SIGSTOP');
+    let peak = 0;
+    let served = 0;
+    try {
+      for (let batch = 0; batch < 20; batch++) {
+        const answers = await Promise.all(
+          Array.from({ length: 10 }, () =>
+            engine.execute({ key: newKey(), scope: 's' }, op as never).then(
+              () => true,
+              () => false,
+            ),
+          ),
+        );
+        served += answers.filter(Boolean).length;
+        peak = Math.max(peak, pool.waitingCount);
+      }
+    } finally {
+      process.kill(ppid, 'SIGCONT');
+    }
+    console.log(
+      `[rev31b engine, postmaster frozen] ${served} of 200 served, peak pool waitingCount ${peak}`,
+    );
+    expect(peak).toBeLessThanOrEqual(64 + 10 + 10);
+    const value = await pollUntil(
+      async () =>
+        (
+          (await engine
+            .execute({ key: newKey(), scope: 's' }, op as never)
+            .catch(() => undefined)) as { value?: number } | undefined
+        )?.value,
+      (v) => v === 1,
+      20_000,
+    );
+    expect(value).toBe(1);
+    await pollUntil(
+      async () => pool.waitingCount,
+      (n) => n === 0,
+      5_000,
+    );
+    expect(pool.waitingCount).toBe(0);
+    expect(poolBlocked(pool)).toBeUndefined();
+    await engine.drain(5_000);
+  }, 90_000);
 });
