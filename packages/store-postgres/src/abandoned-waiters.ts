@@ -21,7 +21,13 @@ const abandoned = new WeakMap<object, number>();
  */
 export function poolBlocked(pool: object): string | undefined {
   if ((pool as { ending?: unknown }).ending === true) return undefined;
-  const stale = abandoned.get(pool) ?? 0;
+  // Only those still in the pool's queue: a request the pool took a new connection for
+  // waits outside it, on that connection, one pool slot each (so at most `max` of them).
+  // Counted, they refused every call of a pool larger than the bound whose new connections
+  // hung (a frozen postmaster, new flows dropped) while an open connection served, with an
+  // empty queue (the rev31b review).
+  const queued = Number((pool as { waitingCount?: unknown }).waitingCount);
+  const stale = Math.min(abandoned.get(pool) ?? 0, Number.isNaN(queued) ? Infinity : queued);
   if (stale < MAX_ABANDONED_WAITERS) return undefined;
   return `${stale} callers that stopped waiting for a pool connection still wait for one (a silent server, and a pool without connectionTimeoutMillis: see recommendedPoolConfig)`;
 }

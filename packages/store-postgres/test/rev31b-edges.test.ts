@@ -269,4 +269,40 @@ describe('rev31b abandoned pool waiters: edges', () => {
     expect(poolBlocked(pool)).toBeUndefined();
     await engine.drain(5_000);
   }, 90_000);
+
+  it('a pool larger than the bound, new connections hanging (postmaster frozen) but an open one serving: calls are served, not refused', async () => {
+    // Each call that finds no idle connection opens a new one, which hangs: one pool slot
+    // each (bounded by max), not a request in the pool's queue.
+    const pool = barePool(80);
+    const store = createPostgresStore({ pool, statementTimeoutMs: LIMIT });
+    await serving(store);
+    const { rows } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    const ppid = Number(
+      execFileSync('ps', ['-o', 'ppid=', '-p', String(rows[0]!.pid)], { encoding: 'utf8' }).trim(),
+    );
+    expect(ppid).toBeGreaterThan(1);
+    process.kill(ppid, 'SIGSTOP');
+    const later: unknown[] = [];
+    try {
+      await Promise.all(Array.from({ length: 100 }, () => settle(store.acquire(input()))));
+      // The open connection is idle again and answers: these are served by it.
+      for (let i = 0; i < 5; i++)
+        later.push(
+          await store.acquire(input()).then(
+            (r) => r.kind,
+            (e: unknown) => (e as Error).message,
+          ),
+        );
+    } finally {
+      process.kill(ppid, 'SIGCONT');
+    }
+    expect(later).toEqual(['acquired', 'acquired', 'acquired', 'acquired', 'acquired']);
+    await serving(store);
+    await pollUntil(
+      async () => poolBlocked(pool),
+      (why) => why === undefined,
+      10_000,
+    );
+    expect(poolBlocked(pool)).toBeUndefined();
+  }, 90_000);
 });

@@ -82,14 +82,19 @@ const refused = (error: unknown) =>
   error instanceof StoreUnavailableError &&
   error.message.includes('callers that stopped waiting for a pool connection');
 
-/** Polls until the store acquires again (the server answering), then checks the pool. */
-async function backInService(store: PostgresStore, pool: pg.Pool): Promise<void> {
+/** Once the store acquires (a new pool's first connection may be slow on a loaded machine). */
+async function serving(store: PostgresStore): Promise<void> {
   const kind = await pollUntil(
     async () => (await store.acquire(input()).catch(() => undefined))?.kind,
     (k) => k === 'acquired',
     20_000,
   );
   expect(kind).toBe('acquired');
+}
+
+/** Polls until the store acquires again (the server answering), then checks the pool. */
+async function backInService(store: PostgresStore, pool: pg.Pool): Promise<void> {
+  await serving(store);
   // Every waiter answered and no connection kept checked out by an abandoned one.
   await pollUntil(
     async () => pool.waitingCount === 0 && pool.totalCount === pool.idleCount,
@@ -109,7 +114,7 @@ describe('rev31b abandoned pool waiters', () => {
   it('late connections go back to the pool, the count returns to zero, unsent calls took no key', async () => {
     const pool = barePool();
     const store = createPostgresStore({ pool, statementTimeoutMs: LIMIT });
-    expect((await store.acquire(input())).kind).toBe('acquired');
+    await serving(store);
     server.freeze();
     let attempts: Attempt[];
     try {
@@ -135,7 +140,7 @@ describe('rev31b abandoned pool waiters', () => {
   it('waiters answered with an error (kill -9 while frozen, restart) count down too', async () => {
     const pool = barePool();
     const store = createPostgresStore({ pool, statementTimeoutMs: LIMIT });
-    expect((await store.acquire(input())).kind).toBe('acquired');
+    await serving(store);
     server.freeze();
     let attempts: Attempt[];
     try {
@@ -152,7 +157,7 @@ describe('rev31b abandoned pool waiters', () => {
     const pool = barePool();
     const a = createPostgresStore({ pool, statementTimeoutMs: LIMIT });
     const b = createPostgresStore({ pool, statementTimeoutMs: 4 * LIMIT });
-    expect((await a.acquire(input())).kind).toBe('acquired');
+    await serving(a);
     // The app's own statement on the same pool, queued through the outage.
     let appQuery: Promise<unknown> | undefined;
     server.freeze();
@@ -181,7 +186,7 @@ describe('rev31b abandoned pool waiters', () => {
     pool.on('error', () => {});
     ends.push(() => pool.end());
     const store = createPostgresStore({ pool, statementTimeoutMs: LIMIT });
-    expect((await store.acquire(input())).kind).toBe('acquired');
+    await serving(store);
     server.freeze();
     const errors: unknown[] = [];
     try {
@@ -215,7 +220,7 @@ describe('rev31b abandoned pool waiters', () => {
     pool.on('error', () => {});
     ends.push(() => pool.end());
     const store = createPostgresStore({ pool, statementTimeoutMs: LIMIT });
-    expect((await store.acquire(input())).kind).toBe('acquired');
+    await serving(store);
     server.freeze();
     let cleared: string | undefined = 'never looked';
     let late: unknown;
