@@ -14,10 +14,20 @@ const abandoned = new WeakMap<object, number>();
 
 /**
  * Why `pool` is asked for no connection now (the abandoned waiters it still holds, past
- * the bound), or `undefined` when it may be asked.
+ * the bound), or `undefined` when it may be asked. A pool being ended is always asked: it
+ * refuses the call itself, saying so. (pg-pool never answers the requests still queued when
+ * `end()` is called, so their count never comes down: the refusal blamed a silent server
+ * and `connectionTimeoutMillis` for a pool the app had ended, for good.)
  */
 export function poolBlocked(pool: object): string | undefined {
-  const stale = abandoned.get(pool) ?? 0;
+  if ((pool as { ending?: unknown }).ending === true) return undefined;
+  // Only those still in the pool's queue: a request the pool took a new connection for
+  // waits outside it, on that connection, one pool slot each (so at most `max` of them).
+  // Counted, they refused every call of a pool larger than the bound whose new connections
+  // hung (a frozen postmaster, new flows dropped) while an open connection served, with an
+  // empty queue (the rev31b review).
+  const queued = Number((pool as { waitingCount?: unknown }).waitingCount);
+  const stale = Math.min(abandoned.get(pool) ?? 0, Number.isNaN(queued) ? Infinity : queued);
   if (stale < MAX_ABANDONED_WAITERS) return undefined;
   return `${stale} callers that stopped waiting for a pool connection still wait for one (a silent server, and a pool without connectionTimeoutMillis: see recommendedPoolConfig)`;
 }

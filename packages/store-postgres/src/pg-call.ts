@@ -49,11 +49,28 @@ const POSTGRES_ERRORS: StoreErrorRules = {
   isFull: (error, operation) => operation === 'acquire' && codeOf(error) === '53100',
   hint: (error) => {
     const code = codeOf(error);
-    if (typeof code === 'string' && MISSING_SCHEMA.has(code))
-      return ' (the store schema is missing or of an earlier version: run store.ensureSchema() or apply sql/schema.sql)';
-    return DEAD_CLIENT.test(errorMessage(error)) ? DEAD_CLIENT_HINT : '';
+    return typeof code === 'string' && MISSING_SCHEMA.has(code)
+      ? ' (the store schema is missing or of an earlier version: run store.ensureSchema() or apply sql/schema.sql)'
+      : '';
   },
 };
+
+/**
+ * The same for a `pg.Client` given as the store's `pool`, the one case where a lost
+ * connection is for good: the remedy is named. Not for a client checked out of a pool (a
+ * transaction's, `completeIn`'s, the engine's), nor through a pool: there the store has a
+ * pool, and telling to give it one was wrong (the rev31b review).
+ */
+const CLIENT_ERRORS: StoreErrorRules = {
+  ...POSTGRES_ERRORS,
+  hint: (error) =>
+    POSTGRES_ERRORS.hint?.(error) ||
+    (DEAD_CLIENT.test(errorMessage(error)) ? DEAD_CLIENT_HINT : ''),
+};
+
+/** A client checked out of a pool: pg-pool gives it a `release`; a plain `pg.Client` has none. */
+const checkedOut = (target: Queryable): boolean =>
+  typeof (target as { release?: unknown }).release === 'function';
 
 /**
  * Sends one statement and waits at most `timeoutMs` for its answer, counted from the call:
@@ -71,9 +88,12 @@ export function runStatement<R extends QueryResultRow>(
 ): Promise<QueryResult<R>> {
   const statement = { ...config, query_timeout: timeoutMs } as QueryConfig;
   if (!isPool(target))
-    return guardStoreCall(POSTGRES_ERRORS, operation, () => target.query<R>(statement), {
-      timeoutMs,
-    });
+    return guardStoreCall(
+      checkedOut(target) ? POSTGRES_ERRORS : CLIENT_ERRORS,
+      operation,
+      () => target.query<R>(statement),
+      { timeoutMs },
+    );
   // Through a pool: the connection is taken here rather than by `pool.query`, so that a
   // statement whose caller stopped waiting (the time limit passed while every connection was
   // busy, or the server silent) is never sent once a connection frees up, and its failure
