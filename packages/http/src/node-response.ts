@@ -1085,6 +1085,11 @@ class ResponseRecording implements SocketHold {
     // a producer still working (a handler that feeds it between slow calls, rev30c): told of
     // the leaving, the pipe would be torn down under it and the handler run again. Held.
     if (this.res.listenerCount('unpipe') > 0) return;
+    // So does a writer that waits for 'drain' between its writes: Node's `pipeline` from an
+    // async generator or iterable (`pipeline(async function* () {...}, res)`) writes with
+    // `write`, not `pipe`, and listens to 'drain' (and, through `finished`, to 'close') for
+    // as long as it runs: told, it fails at its next write, after the work done between (rev31c).
+    if (this.res.listenerCount('drain') > 0) return;
     if (this.res.listenerCount('close') > this.closeListeners) this.releaseClose();
   }
 
