@@ -811,6 +811,8 @@ class ResponseRecording implements SocketHold {
   private closeReleased = false;
   /** A `'close'` went to the listeners of `res`. */
   private closeSent = false;
+  /** The app destroyed the response after its own end, while that end was held (see `onDestroy`). */
+  private destroyAfterEnd: { error: Error | undefined } | undefined;
   /** How many `'close'` listeners `res` had when the recording began (see `heldSilent`). */
   private readonly closeListeners: number;
   /** A published response read ahead of the first client (undefined: at its pace). */
@@ -1546,6 +1548,9 @@ class ResponseRecording implements SocketHold {
         (end ? this.end : this.write).call(res, chunk, encoding, cb);
     this.releaseClose();
     this.settle();
+    const destroy = this.destroyAfterEnd;
+    this.destroyAfterEnd = undefined;
+    if (destroy) this.destroy.call(res, destroy.error);
   }
 
   /** Settled (see {@link SETTLED}): nothing of the execution is held from here on. */
@@ -1574,6 +1579,14 @@ class ResponseRecording implements SocketHold {
   }
 
   onDestroy(error?: Error): unknown {
+    // The app ended its response and then destroys it (a handler that failed after its own
+    // end, Nest's `@Res()` error path, a `pipeline` that breaks after the end): Node would
+    // have sent the end first. The end is held while the outcome is recorded: the destroy
+    // waits for it (see `ended`), or the client of an outcome recorded would get it broken.
+    if (this.ending && !this.released && !this.destroying && !this.bypass) {
+      this.destroyAfterEnd ??= { error };
+      return this.res;
+    }
     // Node 22 and later destroy a pipelined response still waiting for its socket when the
     // connection closes (`abortOutgoing`, with an ECONNRESET 'aborted'), before the
     // connection's other 'close' listeners run: its client left. A response that will be
