@@ -1092,25 +1092,34 @@ class ResponseRecording implements SocketHold {
     // `write`, not `pipe`, and listens to 'drain' (and, through `finished`, to 'close') for
     // as long as it runs: told, it fails at its next write, after the work done between (rev31c).
     if (this.res.listenerCount('drain') > 0) return;
-    if (this.res.listenerCount('close') > this.closeListeners) this.releaseClose();
+    // Told, not released: the sink still takes what the app writes (a 'close' listener may be
+    // a logger's, or a cleanup, of a handler still working: its next write must not fail on a
+    // destroyed response after its work, rev31c), and an end is recorded as before.
+    if (this.res.listenerCount('close') > this.closeListeners) this.sendClose();
   }
 
   private releaseClose(): void {
     if (this.sinking()) {
       this.closeReleased = true;
-      this.closeSent = true;
-      // The client left: an end made from the listeners of the held 'close' (the lease lost
-      // before the app ended) is a body cut short, as one from the request's 'close'.
-      const was = this.requestClosing;
-      this.requestClosing = true;
-      try {
-        if (this.finishHeld) this.emit.call(this.res, 'finish');
-        this.emit.call(this.res, 'close');
-      } finally {
-        this.requestClosing = was;
-      }
+      this.sendClose();
     }
     this.releaseHold();
+  }
+
+  /** The held-back `'close'` (and HTTP/2's `'finish'` before it) to the listeners of `res`, once. */
+  private sendClose(): void {
+    if (this.closeSent) return;
+    this.closeSent = true;
+    // The client left: an end made from the listeners of the held 'close' (the lease lost
+    // before the app ended) is a body cut short, as one from the request's 'close'.
+    const was = this.requestClosing;
+    this.requestClosing = true;
+    try {
+      if (this.finishHeld) this.emit.call(this.res, 'finish');
+      this.emit.call(this.res, 'close');
+    } finally {
+      this.requestClosing = was;
+    }
   }
 
   // --- the response's status and head ------------------------------------------------------
