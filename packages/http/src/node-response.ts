@@ -5,7 +5,13 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import type { Socket } from 'node:net';
-import { heldSilentOf, type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
+import {
+  FED,
+  heldSilentOf,
+  type ResponseHeadSource,
+  startFromOf,
+  trailersOf,
+} from './head-source.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import { readyForOwnMethods } from './own-methods.js';
 import type { ResponseRecorder } from './recorder.js';
@@ -1092,6 +1098,9 @@ class ResponseRecording implements SocketHold {
     // `write`, not `pipe`, and listens to 'drain' (and, through `finished`, to 'close') for
     // as long as it runs: told, it fails at its next write, after the work done between (rev31c).
     if (this.res.listenerCount('drain') > 0) return;
+    // And one an adapter marked as fed from a stream payload it reads (Fastify's
+    // `reply.send(stream)` of a Web `ReadableStream`, which it reads and cancels on 'close').
+    if ((this.res as unknown as Record<symbol, unknown>)[FED] === true) return;
     // Told, not released: the sink still takes what the app writes (a 'close' listener may be
     // a logger's, or a cleanup, of a handler still working: its next write must not fail on a
     // destroyed response after its work, rev31c), and an end is recorded as before.
