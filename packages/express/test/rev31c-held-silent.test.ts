@@ -31,7 +31,14 @@ describe('rev31c express: a handler held while it runs, its client gone mid-body
   let close = async () => {};
   beforeAll(async () => {
     const app = express();
-    app.use(idempotency({ store: createMemoryStore(), scope: 'global', leaseMs: LEASE, maxHoldMs: 30_000 }));
+    app.use(
+      idempotency({
+        store: createMemoryStore(),
+        scope: 'global',
+        leaseMs: LEASE,
+        maxHoldMs: 30_000,
+      }),
+    );
     // A request logger mounted after idem: it listens to every response's 'close'.
     app.use((_req, res, next) => {
       res.on('close', () => {});
@@ -92,10 +99,14 @@ describe('rev31c express: a handler held while it runs, its client gone mid-body
   it('a handler awaiting finished(res) has its key freed within a few leases (not maxHoldMs)', async () => {
     const key = randomUUID();
     const before = runs;
-    await send(url, '/finished', { key, body: { a: 1 }, leaveAfterBytes: 3 }).catch(() => undefined);
+    await send(url, '/finished', { key, body: { a: 1 }, leaveAfterBytes: 3 }).catch(
+      () => undefined,
+    );
     for (let i = 0; i < 40 && runs === before + 1; i++) {
       await sleep(LEASE / 2);
-      await send(url, '/finished', { key, body: { a: 1 }, leaveAfterBytes: 3 }).catch(() => undefined);
+      await send(url, '/finished', { key, body: { a: 1 }, leaveAfterBytes: 3 }).catch(
+        () => undefined,
+      );
     }
     expect(runs).toBe(before + 2);
   });

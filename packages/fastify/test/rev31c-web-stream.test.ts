@@ -18,7 +18,12 @@ describe('rev31c fastify: reply.send(web ReadableStream) fed by a route still wo
   let url = '';
   const app = Fastify({ forceCloseConnections: true });
   beforeAll(async () => {
-    await app.register(idempotency, { store: createMemoryStore(), scope: 'global', leaseMs: LEASE, maxHoldMs: 30_000 });
+    await app.register(idempotency, {
+      store: createMemoryStore(),
+      scope: 'global',
+      leaseMs: LEASE,
+      maxHoldMs: 30_000,
+    });
     app.post('/web', async (_request, reply) => {
       const run = ++runs;
       const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>();

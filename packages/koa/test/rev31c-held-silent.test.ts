@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import { pipeline } from 'node:stream/promises';
-import { finished } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { listening, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
@@ -31,7 +30,14 @@ describe('rev31c koa: a route held while it runs, its client gone mid-body', () 
   beforeAll(async () => {
     const app = new Koa();
     app.silent = true;
-    app.use(idempotency({ store: createMemoryStore(), scope: 'global', leaseMs: LEASE, maxHoldMs: 30_000 }));
+    app.use(
+      idempotency({
+        store: createMemoryStore(),
+        scope: 'global',
+        leaseMs: LEASE,
+        maxHoldMs: 30_000,
+      }),
+    );
     app.use(async (ctx) => {
       ctx.respond = false;
       const res = ctx.res;
@@ -94,10 +100,14 @@ describe('rev31c koa: a route held while it runs, its client gone mid-body', () 
   it('/finished: a route awaiting finished(res) has its key freed within a few leases', async () => {
     const key = randomUUID();
     const before = runs;
-    await send(url, '/finished', { key, body: { a: 1 }, leaveAfterBytes: 3 }).catch(() => undefined);
+    await send(url, '/finished', { key, body: { a: 1 }, leaveAfterBytes: 3 }).catch(
+      () => undefined,
+    );
     for (let i = 0; i < 40 && runs === before + 1; i++) {
       await sleep(LEASE / 2);
-      await send(url, '/finished', { key, body: { a: 1 }, leaveAfterBytes: 3 }).catch(() => undefined);
+      await send(url, '/finished', { key, body: { a: 1 }, leaveAfterBytes: 3 }).catch(
+        () => undefined,
+      );
     }
     expect(runs).toBe(before + 2);
   });

@@ -107,52 +107,57 @@ function post(url: string, path: string, key: string) {
   });
 }
 
-describe.each<Platform>(['express', 'fastify'])('rev31c @idem/nestjs on platform-%s', (platform) => {
-  let url = '';
-  let close = async () => {};
-  beforeAll(async () => {
-    ({ url, close } = await startNest(platform, FeedModule));
-  });
-  afterAll(() => close());
-
-  it('a handler feeding pipeline(async generator, res) between slow calls is held and recorded once', async () => {
-    const route = 'generator';
-    const key = randomUUID();
-    let release!: () => void;
-    gate = new Promise((resolve) => {
-      release = resolve;
+describe.each<Platform>(['express', 'fastify'])(
+  'rev31c @idem/nestjs on platform-%s',
+  (platform) => {
+    let url = '';
+    let close = async () => {};
+    beforeAll(async () => {
+      ({ url, close } = await startNest(platform, FeedModule));
     });
-    const before = runs.get(route) ?? 0;
-    gated.set(route, before + 1);
-    await send(url, `/${route}`, { key, body: { a: 1 }, leaveAfterBytes: 3 }).catch(() => undefined);
-    const statuses: number[] = [];
-    // Six leases of silence past the client's leaving: the handler is still working.
-    for (let i = 0; i < 12; i++) {
-      await sleep(LEASE / 2);
-      statuses.push((await send(url, `/${route}`, { key, body: { a: 1 } })).status);
-    }
-    release();
-    let last = await send(url, `/${route}`, { key, body: { a: 1 } });
-    for (let i = 0; i < 20 && last.status === 409; i++) {
-      await sleep(LEASE / 4);
-      last = await send(url, `/${route}`, { key, body: { a: 1 } });
-    }
-    expect(runs.get(route), `retries got ${statuses.join(',')}`).toBe(before + 1);
-    expect(statuses.every((status) => status === 409)).toBe(true);
-    expect([last.status, last.headers['idempotent-replayed'], last.body.toString()]).toEqual([
-      200,
-      'true',
-      `begun ${before + 1}.done`,
-    ]);
-  });
+    afterAll(() => close());
 
-  it('a handler that ended its response and then throws: its client gets the whole answer, replayed to a retry', async () => {
-    const key = randomUUID();
-    const before = runs.get('ended-then-throws') ?? 0;
-    const first = await post(url, '/ended-then-throws', key);
-    expect(first).toEqual({ status: 201, body: `created ${before + 1}`, complete: true });
-    const retry = await send(url, '/ended-then-throws', { key, body: { a: 1 } });
-    expect([retry.status, retry.body.toString()]).toEqual([201, `created ${before + 1}`]);
-    expect(runs.get('ended-then-throws')).toBe(before + 1);
-  });
-});
+    it('a handler feeding pipeline(async generator, res) between slow calls is held and recorded once', async () => {
+      const route = 'generator';
+      const key = randomUUID();
+      let release!: () => void;
+      gate = new Promise((resolve) => {
+        release = resolve;
+      });
+      const before = runs.get(route) ?? 0;
+      gated.set(route, before + 1);
+      await send(url, `/${route}`, { key, body: { a: 1 }, leaveAfterBytes: 3 }).catch(
+        () => undefined,
+      );
+      const statuses: number[] = [];
+      // Six leases of silence past the client's leaving: the handler is still working.
+      for (let i = 0; i < 12; i++) {
+        await sleep(LEASE / 2);
+        statuses.push((await send(url, `/${route}`, { key, body: { a: 1 } })).status);
+      }
+      release();
+      let last = await send(url, `/${route}`, { key, body: { a: 1 } });
+      for (let i = 0; i < 20 && last.status === 409; i++) {
+        await sleep(LEASE / 4);
+        last = await send(url, `/${route}`, { key, body: { a: 1 } });
+      }
+      expect(runs.get(route), `retries got ${statuses.join(',')}`).toBe(before + 1);
+      expect(statuses.every((status) => status === 409)).toBe(true);
+      expect([last.status, last.headers['idempotent-replayed'], last.body.toString()]).toEqual([
+        200,
+        'true',
+        `begun ${before + 1}.done`,
+      ]);
+    });
+
+    it('a handler that ended its response and then throws: its client gets the whole answer, replayed to a retry', async () => {
+      const key = randomUUID();
+      const before = runs.get('ended-then-throws') ?? 0;
+      const first = await post(url, '/ended-then-throws', key);
+      expect(first).toEqual({ status: 201, body: `created ${before + 1}`, complete: true });
+      const retry = await send(url, '/ended-then-throws', { key, body: { a: 1 } });
+      expect([retry.status, retry.body.toString()]).toEqual([201, `created ${before + 1}`]);
+      expect(runs.get('ended-then-throws')).toBe(before + 1);
+    });
+  },
+);
