@@ -68,3 +68,10 @@ export const HELD_SILENT = Symbol.for('@idem/http.recorder.held-silent');
 export function heldSilentOf(recorder: object): ((listener: () => void) => void) | undefined {
   return (recorder as { [HELD_SILENT]?: (listener: () => void) => void })[HELD_SILENT];
 }
+
+/**
+ * Key of the mark an adapter sets on a Node response whose body it reads from a stream payload
+ * (Fastify's `reply.send(stream)`): such a response is not told of its client's leaving when
+ * held silent (see {@link HELD_SILENT}), its silence being the producer's work. @internal
+ */
+export const FED = Symbol.for('@idem/http.response.fed');

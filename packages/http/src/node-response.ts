@@ -5,7 +5,13 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import type { Socket } from 'node:net';
-import { heldSilentOf, type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
+import {
+  FED,
+  heldSilentOf,
+  type ResponseHeadSource,
+  startFromOf,
+  trailersOf,
+} from './head-source.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import { readyForOwnMethods } from './own-methods.js';
 import type { ResponseRecorder } from './recorder.js';
@@ -811,6 +817,8 @@ class ResponseRecording implements SocketHold {
   private closeReleased = false;
   /** A `'close'` went to the listeners of `res`. */
   private closeSent = false;
+  /** The app destroyed the response after its own end, while that end was held (see `onDestroy`). */
+  private destroyAfterEnd: { error: Error | undefined } | undefined;
   /** How many `'close'` listeners `res` had when the recording began (see `heldSilent`). */
   private readonly closeListeners: number;
   /** A published response read ahead of the first client (undefined: at its pace). */
@@ -1085,25 +1093,42 @@ class ResponseRecording implements SocketHold {
     // a producer still working (a handler that feeds it between slow calls, rev30c): told of
     // the leaving, the pipe would be torn down under it and the handler run again. Held.
     if (this.res.listenerCount('unpipe') > 0) return;
-    if (this.res.listenerCount('close') > this.closeListeners) this.releaseClose();
+    // So does a writer that waits for 'drain' between its writes: Node's `pipeline` from an
+    // async generator or iterable (`pipeline(async function* () {...}, res)`) writes with
+    // `write`, not `pipe`, and listens to 'drain' (and, through `finished`, to 'close') for
+    // as long as it runs: told, it fails at its next write, after the work done between (rev31c).
+    if (this.res.listenerCount('drain') > 0) return;
+    // And one an adapter marked as fed from a stream payload it reads (Fastify's
+    // `reply.send(stream)` of a Web `ReadableStream`, which it reads and cancels on 'close').
+    if ((this.res as unknown as Record<symbol, unknown>)[FED] === true) return;
+    // Told, not released: the sink still takes what the app writes (a 'close' listener may be
+    // a logger's, or a cleanup, of a handler still working: its next write must not fail on a
+    // destroyed response after its work, rev31c), and an end is recorded as before.
+    if (this.res.listenerCount('close') > this.closeListeners) this.sendClose();
   }
 
   private releaseClose(): void {
     if (this.sinking()) {
       this.closeReleased = true;
-      this.closeSent = true;
-      // The client left: an end made from the listeners of the held 'close' (the lease lost
-      // before the app ended) is a body cut short, as one from the request's 'close'.
-      const was = this.requestClosing;
-      this.requestClosing = true;
-      try {
-        if (this.finishHeld) this.emit.call(this.res, 'finish');
-        this.emit.call(this.res, 'close');
-      } finally {
-        this.requestClosing = was;
-      }
+      this.sendClose();
     }
     this.releaseHold();
+  }
+
+  /** The held-back `'close'` (and HTTP/2's `'finish'` before it) to the listeners of `res`, once. */
+  private sendClose(): void {
+    if (this.closeSent) return;
+    this.closeSent = true;
+    // The client left: an end made from the listeners of the held 'close' (the lease lost
+    // before the app ended) is a body cut short, as one from the request's 'close'.
+    const was = this.requestClosing;
+    this.requestClosing = true;
+    try {
+      if (this.finishHeld) this.emit.call(this.res, 'finish');
+      this.emit.call(this.res, 'close');
+    } finally {
+      this.requestClosing = was;
+    }
   }
 
   // --- the response's status and head ------------------------------------------------------
@@ -1541,6 +1566,9 @@ class ResponseRecording implements SocketHold {
         (end ? this.end : this.write).call(res, chunk, encoding, cb);
     this.releaseClose();
     this.settle();
+    const destroy = this.destroyAfterEnd;
+    this.destroyAfterEnd = undefined;
+    if (destroy) this.destroy.call(res, destroy.error);
   }
 
   /** Settled (see {@link SETTLED}): nothing of the execution is held from here on. */
@@ -1569,6 +1597,14 @@ class ResponseRecording implements SocketHold {
   }
 
   onDestroy(error?: Error): unknown {
+    // The app ended its response and then destroys it (a handler that failed after its own
+    // end, Nest's `@Res()` error path, a `pipeline` that breaks after the end): Node would
+    // have sent the end first. The end is held while the outcome is recorded: the destroy
+    // waits for it (see `ended`), or the client of an outcome recorded would get it broken.
+    if (this.ending && !this.released && !this.destroying && !this.bypass) {
+      this.destroyAfterEnd ??= { error };
+      return this.res;
+    }
     // Node 22 and later destroy a pipelined response still waiting for its socket when the
     // connection closes (`abortOutgoing`, with an ECONNRESET 'aborted'), before the
     // connection's other 'close' listeners run: its client left. A response that will be
