@@ -98,38 +98,6 @@ const kConstraints = Symbol('@idem/fastify constraints');
  * was never seen: see {@link uncoveredRoute}.
  */
 const kCovered = Symbol('@idem/fastify covered');
-/** See `FED` in @idem/http's head-source: a response Fastify feeds from a stream payload. */
-const FED = Symbol.for('@idem/http.response.fed');
-
-/**
- * A stream payload (a Node stream, a Web `ReadableStream`, a `Response`) is read by Fastify,
- * which listens to the response's 'close' to cancel it: a route that still feeds it between
- * slow calls is held silent as any working one, never told of its client's leaving (rev31c:
- * told, Fastify ended the body cut short and it was recorded as a 200).
- */
-function markFed(
-  _request: unknown,
-  reply: FastifyReply,
-  payload: unknown,
-  done: (error: null, payload: unknown) => void,
-): void {
-  if (
-    payload !== null &&
-    typeof payload === 'object' &&
-    (typeof (payload as { pipe?: unknown }).pipe === 'function' ||
-      typeof (payload as { getReader?: unknown }).getReader === 'function' ||
-      payload instanceof Response)
-  )
-    (reply.raw as unknown as Record<symbol, boolean>)[FED] = true;
-  done(null, payload);
-}
-
-/** A route's hooks of one kind as a list (Fastify takes one, a list, or none). */
-function hooksOf<Hook>(hooks: Hook | Hook[] | undefined): Hook[] {
-  if (hooks === undefined) return [];
-  return Array.isArray(hooks) ? hooks : [hooks];
-}
-
 /** The recorder of a request the route's handler runs for (see {@link heldWhileRunning}). */
 const kRecorder = Symbol('@idem/fastify recorder');
 /** Ends the hold of a handler's promise (see {@link thenReleasing}). */
@@ -317,10 +285,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     // keyed request's with the body-too-large problem instead (no cost to any other request).
     if (setup && readsBodies(setup.handler, methods))
       route.errorHandler = answeringBodyLimit(route.errorHandler);
-    if (setup) {
-      route.handler = heldWhileRunning(route.handler);
-      route.onSend = [...hooksOf(route.onSend), markFed];
-    }
+    if (setup) route.handler = heldWhileRunning(route.handler);
   });
   // Routes already there (registered before the plugin) that requests needing a key may reach:
   // named at ready (see `routesBefore`), and, those of this scope, at their first request.

@@ -54,24 +54,3 @@ export function trailersOf(
     TRAILERS
   ];
 }
-
-/**
- * Key of the function that tells a recorder made by @idem/http whom to call when the silence
- * watch of a response whose client left (see `clientGone`) runs out while a handler is still
- * held (`holdWhile`): an adapter that holds the response's `'close'` back from the app checks
- * then whether the handler waits on that very event (registered, as {@link START_FROM}).
- * @internal
- */
-export const HELD_SILENT = Symbol.for('@idem/http.recorder.held-silent');
-
-/** `recorder`'s intake of that listener (see {@link HELD_SILENT}), when @idem/http made it. @internal */
-export function heldSilentOf(recorder: object): ((listener: () => void) => void) | undefined {
-  return (recorder as { [HELD_SILENT]?: (listener: () => void) => void })[HELD_SILENT];
-}
-
-/**
- * Key of the mark an adapter sets on a Node response whose body it reads from a stream payload
- * (Fastify's `reply.send(stream)`): such a response is not told of its client's leaving when
- * held silent (see {@link HELD_SILENT}), its silence being the producer's work. @internal
- */
-export const FED = Symbol.for('@idem/http.response.fed');

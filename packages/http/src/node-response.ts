@@ -5,13 +5,7 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import type { Socket } from 'node:net';
-import {
-  FED,
-  heldSilentOf,
-  type ResponseHeadSource,
-  startFromOf,
-  trailersOf,
-} from './head-source.js';
+import { type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import { readyForOwnMethods } from './own-methods.js';
 import type { ResponseRecorder } from './recorder.js';
@@ -819,8 +813,6 @@ class ResponseRecording implements SocketHold {
   private closeSent = false;
   /** The app destroyed the response after its own end, while that end was held (see `onDestroy`). */
   private destroyAfterEnd: { error: Error | undefined } | undefined;
-  /** How many `'close'` listeners `res` had when the recording began (see `heldSilent`). */
-  private readonly closeListeners: number;
   /** A published response read ahead of the first client (undefined: at its pace). */
   private ahead: LiveAhead | undefined;
   /** The app is in a listener of the request's `'close'` or `'aborted'`. */
@@ -855,7 +847,6 @@ class ResponseRecording implements SocketHold {
     this.destroy = res.destroy as Loose;
     this.emit = res.emit as Emit;
     this.http2 = isHttp2(res);
-    this.closeListeners = res.listenerCount('close');
   }
 
   // --- the socket hold ---------------------------------------------------------------------
@@ -1077,58 +1068,22 @@ class ResponseRecording implements SocketHold {
     for (const name of ['destroyed', '_closed']) readFalseWhile(res, name, sinking);
   }
 
-  /**
-   * The body has been silent for a whole lease since the client left, while a handler is
-   * still held (the recorder's `holdWhile`). A handler that listens to the response's own
-   * `'close'` (`finished(res)`, `once(res, 'close')`) may be waiting
-   * on the very event held back here, which comes only when the lease is lost: held, that is
-   * `maxHoldMs`. Its listeners get the `'close'` now (a body cut short: never recorded), so
-   * that the handler settles and the key is freed; one that listens to nothing of the
-   * response is working (a slow call before it writes more) and stays held.
-   */
-  private heldSilent(): void {
-    if (this.ending || this.destroying || this.bypass) return;
-    // A stream piped into the response (Fastify's `reply.send(stream)`, `stream.pipe(res)`,
-    // `pipeline(stream, res)`) listens to its 'close' too, but its silence cannot be told from
-    // a producer still working (a handler that feeds it between slow calls, rev30c): told of
-    // the leaving, the pipe would be torn down under it and the handler run again. Held.
-    if (this.res.listenerCount('unpipe') > 0) return;
-    // So does a writer that waits for 'drain' between its writes: Node's `pipeline` from an
-    // async generator or iterable (`pipeline(async function* () {...}, res)`) writes with
-    // `write`, not `pipe`, and listens to 'drain' (and, through `finished`, to 'close') for
-    // as long as it runs: told, it fails at its next write, after the work done between (rev31c).
-    if (this.res.listenerCount('drain') > 0) return;
-    // And one an adapter marked as fed from a stream payload it reads (Fastify's
-    // `reply.send(stream)` of a Web `ReadableStream`, which it reads and cancels on 'close').
-    if ((this.res as unknown as Record<symbol, unknown>)[FED] === true) return;
-    // Told, not released: the sink still takes what the app writes (a 'close' listener may be
-    // a logger's, or a cleanup, of a handler still working: its next write must not fail on a
-    // destroyed response after its work, rev31c), and an end is recorded as before.
-    if (this.res.listenerCount('close') > this.closeListeners) this.sendClose();
-  }
-
   private releaseClose(): void {
     if (this.sinking()) {
       this.closeReleased = true;
-      this.sendClose();
+      this.closeSent = true;
+      // The client left: an end made from the listeners of the held 'close' (the lease lost
+      // before the app ended) is a body cut short, as one from the request's 'close'.
+      const was = this.requestClosing;
+      this.requestClosing = true;
+      try {
+        if (this.finishHeld) this.emit.call(this.res, 'finish');
+        this.emit.call(this.res, 'close');
+      } finally {
+        this.requestClosing = was;
+      }
     }
     this.releaseHold();
-  }
-
-  /** The held-back `'close'` (and HTTP/2's `'finish'` before it) to the listeners of `res`, once. */
-  private sendClose(): void {
-    if (this.closeSent) return;
-    this.closeSent = true;
-    // The client left: an end made from the listeners of the held 'close' (the lease lost
-    // before the app ended) is a body cut short, as one from the request's 'close'.
-    const was = this.requestClosing;
-    this.requestClosing = true;
-    try {
-      if (this.finishHeld) this.emit.call(this.res, 'finish');
-      this.emit.call(this.res, 'close');
-    } finally {
-      this.requestClosing = was;
-    }
   }
 
   // --- the response's status and head ------------------------------------------------------
@@ -1296,7 +1251,6 @@ class ResponseRecording implements SocketHold {
     }
     this.standIn();
     signal.addEventListener('abort', () => this.releaseClose(), { once: true });
-    heldSilentOf(this.recorder)?.(() => this.heldSilent());
     // A writer that saw `write` answer false waits for this.
     this.emit.call(this.res, 'drain');
     return true;

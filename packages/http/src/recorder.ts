@@ -2,7 +2,7 @@ import { type Execution, isIdemError, outcomePolicyAnswer, type StoredOutcome } 
 import { storeUnavailable } from './answers.js';
 import { CaptureBuffer } from './capture-buffer.js';
 import type { IdempotencyDecision } from './handler.js';
-import { HELD_SILENT, type ResponseHeadSource, START_FROM, TRAILERS } from './head-source.js';
+import { type ResponseHeadSource, START_FROM, TRAILERS } from './head-source.js';
 import { LIVE_CAPTURE, LIVE_GENERATION, type LiveSettings, LiveTee } from './live-publish.js';
 import { mediaType } from './media-type.js';
 import type { ResponseHead, ResponsePolicy } from './policy.js';
@@ -330,9 +330,6 @@ export function createRecorder(
   let heldFailed = false;
   // The client left before the head (see `clientGone`): the silence watch starts with it.
   let leftEarly = false;
-  // The silence watch ran out while a handler was held (see `armIdle`), and whom to tell.
-  let heldSilent = false;
-  let onHeldSilent: (() => void) | undefined;
 
   function capture(chunk: Uint8Array): boolean {
     if (!head) throw misuse('ResponseRecorder.start must be called before capture');
@@ -494,15 +491,8 @@ export function createRecorder(
   // body that ends after all is still recorded if nobody did.
   function armIdle(): void {
     clearTimeout(idleTimer);
-    heldSilent = false;
     idleTimer = setTimeout(() => {
-      if (done) return;
-      if (running === 0) return execution.abandon();
-      // Silent for a whole lease with a handler held: it may be waiting on the response itself
-      // (an adapter that held its 'close' back checks, see HELD_SILENT); once it settles, the
-      // key is not held a lease more (see `holdWhile`).
-      heldSilent = true;
-      onHeldSilent?.();
+      if (!done && running === 0) execution.abandon();
     }, settings.leaseMs);
     idleTimer.unref?.();
   }
@@ -524,12 +514,8 @@ export function createRecorder(
       running -= 1;
       if (keep) keeping -= 1;
       if (keeping === 0 && idle) idle();
-      // The handler ended: a response its client left is watched for silence from now on,
-      // or, silent for a whole lease already (see `armIdle`), given up at once.
-      if (running === 0 && idleTimer !== undefined && !done) {
-        if (heldSilent) execution.abandon();
-        else armIdle();
-      }
+      // The handler ended: a response its client left is watched for silence from now on.
+      if (running === 0 && idleTimer !== undefined && !done) armIdle();
     };
     Promise.resolve(operation).then(settled, () => {
       if (keep) heldFailed = true;
@@ -544,7 +530,6 @@ export function createRecorder(
   const recorder: ResponseRecorder & {
     [START_FROM]: typeof startFrom;
     [TRAILERS]: typeof trailers;
-    [HELD_SILENT]: (listener: () => void) => void;
     [LIVE_GENERATION]: () => number | undefined;
     [LIVE_CAPTURE]: () => Uint8Array | undefined;
   } = {
@@ -576,9 +561,6 @@ export function createRecorder(
     },
     [START_FROM]: startFrom,
     [TRAILERS]: trailers,
-    [HELD_SILENT]: (listener: () => void) => {
-      onHeldSilent = listener;
-    },
     [LIVE_GENERATION]: () => tee?.fence,
     [LIVE_CAPTURE]: () => (tee ? buffer?.held() : undefined),
   };
