@@ -89,13 +89,16 @@ describe.skipIf(!redisBinariesAvailable())(
       return { held: held.length, peakQueued };
     }
 
-    it('ioredis defaults: every call of the silence waits on the socket, and after it keys no operation ran for answer IN_PROGRESS', async () => {
+    it('ioredis defaults: every call of the silence waits on the socket; after it a key answers its own value or IN_PROGRESS, never a second run', async () => {
       const { held, peakQueued } = await silence({});
       console.log(
         `[outage31 redis] defaults: ${peakQueued} commands queued, ${held} of 200 keys held`,
       );
       expect(peakQueued).toBe(200);
-      expect(held).toBeGreaterThan(0);
+      // How many keys stay held depends on how many give-backs core sent before Redis resumed
+      // (45-136 of 200 on a quiet machine, none seen once under a loaded CI run): what is
+      // asserted is what must hold either way (`silence`: no operation ran twice, a held key's
+      // operation never ran, every other key answers its own value).
     }, 60_000);
 
     it('recommended options: the silent connection is dropped, calls fail at once, no key is left held', async () => {
