@@ -70,6 +70,12 @@ export async function runRow(
   appEntry?: string,
   /** The Nodes instance 0, 1, … of this row run on, in turn (default: this Node). */
   nodes: readonly AppNode[] = [],
+  /**
+   * The tag of the row's requests (their keys, and the upstream model's counts by key):
+   * a row run again needs one of its own, or the upstream, which counts for the whole suite,
+   * adds the first run's executions to its keys (every key "ran twice").
+   */
+  tag: string = scenario.id,
 ): Promise<RowResult> {
   const store = await startStore(scenario.store);
   const slots: (AppInstance | undefined)[] = [];
@@ -177,7 +183,7 @@ export async function runRow(
     const started = Date.now();
     deadline = started + spreadMs + faultMs + profile.settleMs + 60_000;
     const driven = drive({
-      tag: scenario.id,
+      tag,
       count,
       spreadMs,
       deadline: () => deadline,

@@ -84,8 +84,8 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
       // Row r starts its instances at nodes[r % n]: a one-instance row runs on each in turn.
       const turn = chosen.indexOf(scenario) % nodes.length;
       const rowNodes = [...nodes.slice(turn), ...nodes.slice(0, turn)];
-      const run = () =>
-        runRow(scenario, profile, upstream, log, options.appEntry, rowNodes).catch(
+      const run = (tag?: string) =>
+        runRow(scenario, profile, upstream, log, options.appEntry, rowNodes, tag).catch(
           // A row that cannot run is a failed row, not a crashed suite: the others still run.
           (error: unknown) =>
             failedRow(scenario, profile, (error as Error).message ?? String(error)),
@@ -97,7 +97,8 @@ export async function runChaos(profile: Profile, options: ChaosOptions = {}): Pr
         // second miss fails the row with both runs' reasons.
         const first = `${row.premiseMissed}; it broke: ${row.broken.join('; ')}`;
         log(`  ${scenario.id}: ${first}; running the row again`);
-        row = await run();
+        // Keys of its own: the upstream's counts of the first run's keys stay as they are.
+        row = await run(`${scenario.id}-again`);
         row.rerunBecause = `the first run's ${first}`;
         if (row.broken.length > 0 && row.premiseMissed) {
           row.broken.push(`the first run missed the premise too (${first})`);
