@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
 import { checkStopTimeout, type IdempotentConsumer } from './amqp-consumer.js';
+import { type ConsumerLifeOptions, ConsumerLostError, consumerLife } from './consumer-lost.js';
 import { releasedAfterClose, settledThenWritten, settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
@@ -27,11 +28,25 @@ export interface JsMsgLike {
 /** The messages of `consumer.consume()`: an async iterable that can be stopped. */
 export interface ConsumerMessagesLike<TMessage extends JsMsgLike> extends AsyncIterable<TMessage> {
   stop(): void;
+  /**
+   * The pull's status events (nats.js 2.x: `consumer_deleted`, `consumer_not_found`,
+   * `stream_not_found`, `next`...), read to tell the application that the broker's consumer is
+   * gone and when it pulls again.
+   */
+  status?():
+    | Promise<AsyncIterable<{ type: string; data?: unknown }>>
+    | AsyncIterable<{
+        type: string;
+        data?: unknown;
+      }>;
 }
 
 /** A pull consumer (structurally `Consumer` of `nats`, from `js.consumers.get(stream, name)`). */
 export interface JetStreamConsumerLike<TMessage extends JsMsgLike> {
-  consume(options?: { max_messages?: number }): Promise<ConsumerMessagesLike<TMessage>>;
+  consume(options?: {
+    max_messages?: number;
+    expires?: number;
+  }): Promise<ConsumerMessagesLike<TMessage>>;
   /**
    * The consumer's info (`Consumer.info(true)` of `nats`: the cached one, no broker call once
    * `consume()` has started), read to tell a durable consumer from an ordered or ephemeral
@@ -41,6 +56,48 @@ export interface JetStreamConsumerLike<TMessage extends JsMsgLike> {
     name?: string;
     config?: { durable_name?: string; name?: string; ack_policy?: string };
   }>;
+}
+
+/** Status events of nats.js 2.x meaning the broker's consumer (or its stream) is gone. */
+const GONE_EVENTS = new Set(['consumer_deleted', 'consumer_not_found', 'stream_not_found']);
+
+/** The longest wait between two attempts to consume again a pull that ended by itself. */
+const RESUBSCRIBE_MAX_MS = 30_000;
+
+/** The pull's connection as nats.js 2.x keeps it (`messages.consumer.api.nc`), if it is there. */
+function connectionOf(
+  messages: object,
+): { isClosed?: () => boolean; closed?: () => Promise<unknown> } | undefined {
+  const nc = (
+    messages as {
+      consumer?: { api?: { nc?: { isClosed?: () => boolean; closed?: () => Promise<unknown> } } };
+    }
+  ).consumer?.api?.nc;
+  return typeof nc === 'object' && nc !== null ? nc : undefined;
+}
+
+/** Whether nats.js says the pull's connection is closed. */
+function isClosed(messages: object): boolean {
+  try {
+    return connectionOf(messages)?.isClosed?.() === true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits `ms` (on a timer that does not keep the process alive), or until `signal` aborts. */
+function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    timer.unref?.();
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** How long `stop()` waits for the broker to answer the drain before stopping the pull anyway. */
@@ -114,7 +171,8 @@ function stableName(
 
 /** Options of {@link consumeJetStream}. */
 export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
-  extends ConsumerOptions<TMessage, T> {
+  extends ConsumerOptions<TMessage, T>,
+    ConsumerLifeOptions {
   /**
    * A pull consumer with explicit acks: a durable one or one the application named (`name`:
    * its name is in the default scope, so it must be the same at every start), or an ordered /
@@ -129,6 +187,13 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
    * consumer's `ack_wait` does not pass meanwhile; keep it below `ack_wait`. @default 10_000
    */
   workingIntervalMs?: number;
+  /**
+   * How long each pull request waits at the server (nats.js `consume({ expires })`, at least
+   * 1,000). It is also how often nats.js checks whether a deleted consumer exists again (the
+   * consumer resumes then), and about how long a deletion takes to be seen when no pull was
+   * waiting. @default nats.js's (30_000)
+   */
+  expiresMs?: number;
 }
 
 /**
@@ -160,8 +225,34 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
 ): Promise<IdempotentConsumer> {
   if (typeof options !== 'object' || options === null)
     throw new InvalidInputError('consumeJetStream needs an options object');
-  checkOptionNames(options, ['consumer', 'concurrency', 'workingIntervalMs']);
-  const { consumer, concurrency = 1, workingIntervalMs = 10_000, ...rest } = options;
+  checkOptionNames(options, [
+    'consumer',
+    'concurrency',
+    'workingIntervalMs',
+    'expiresMs',
+    'onConsumerStatus',
+  ]);
+  const {
+    consumer,
+    concurrency = 1,
+    workingIntervalMs = 10_000,
+    expiresMs,
+    onConsumerStatus,
+    ...rest
+  } = options;
+  const life = consumerLife(onConsumerStatus);
+  if (
+    expiresMs !== undefined &&
+    !(
+      typeof expiresMs === 'number' &&
+      Number.isFinite(expiresMs) &&
+      expiresMs >= 1_000 &&
+      expiresMs <= MAX_TIMER_MS
+    )
+  )
+    throw new InvalidInputError(
+      `expiresMs must be a number of ms from 1000 to ${MAX_TIMER_MS} (nats.js refuses less)`,
+    );
   // A missing consumer (or a Promise of one, an `await` forgotten) is named, not a TypeError.
   if (
     typeof consumer !== 'object' ||
@@ -194,7 +285,11 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     // ephemeral consumer, whose name changes at every start, is refused below without a scope).
     defaultScope: (message) => ['nats', message.info.stream, message.info.consumer] as Scope,
   });
-  const messages = await consumer.consume({ max_messages: Math.max(concurrency, 1) * 2 });
+  const pullOptions = {
+    max_messages: Math.max(concurrency, 1) * 2,
+    ...(expiresMs === undefined ? {} : { expires: Math.ceil(expiresMs) }),
+  };
+  let messages = await consumer.consume(pullOptions);
   // `scope: null` is "not given" (the default scope), so it is checked as one.
   if ((rest.scope === undefined || rest.scope === null) && typeof consumer.info === 'function') {
     try {
@@ -269,8 +364,12 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   // given back when the pull's subscription has ended.
   const late: Array<[TMessage, number]> = [];
   let pullEnded = false;
-  const loop = (async () => {
-    for await (const message of messages) {
+  /** Takes the pull's messages until it ends (stop(), or the broker / connection ended it). */
+  async function pump(pulled: ConsumerMessagesLike<TMessage>): Promise<void> {
+    watchStatus(pulled);
+    for await (const message of pulled) {
+      // A message again after the broker's consumer was gone: it is back.
+      life.resumed();
       // nats.js goes on yielding what it had already pulled after the pull is stopped: once
       // stopped, none of it reaches a handler (stop() would not wait for it, and a process
       // that exits then would kill it mid-handler). It is given back once the subscription
@@ -302,10 +401,102 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         wakeLoop = undefined;
       }
     }
+  }
+
+  /**
+   * Reports the broker's consumer (or stream) deleted under the pull, and its return. nats.js
+   * 2.x does not end the pull then: it checks every `expires` whether the consumer exists
+   * again and pulls on once it does; before this, nothing told the application meanwhile.
+   */
+  function watchStatus(pulled: ConsumerMessagesLike<TMessage>): void {
+    // nats.js 2.x leaves the pull's iteration pending for ever when the connection is closed
+    // (the application closed it without stop(), or it gave up reconnecting): ended here, so
+    // the consumer says it has ended rather than wait for nothing.
+    const nc = connectionOf(pulled);
+    if (typeof nc?.closed === 'function')
+      Promise.resolve(nc.closed())
+        .catch(() => {})
+        .then(() => {
+          if (!stopped && messages === pulled) pulled.stop();
+        });
+    if (typeof pulled.status !== 'function') return;
+    void (async () => {
+      const events = await pulled.status?.();
+      if (events === undefined) return;
+      for await (const event of events) {
+        if (stopped) return;
+        if (GONE_EVENTS.has(event.type)) {
+          if (!life.isLost)
+            life.lost(
+              new ConsumerLostError(
+                `The JetStream consumer is gone (${event.type}: it, or its stream, was deleted): nothing is consumed until it exists again, which is checked every expiresMs (the pull resumes then by itself)`,
+              ),
+              true,
+            );
+        } else if (
+          event.type === 'next' &&
+          life.isLost &&
+          ((event.data as { batch?: number } | undefined)?.batch ?? 0) > 0
+        )
+          life.resumed(); // nats.js found the consumer again and pulls
+      }
+    })().catch(() => {});
+  }
+
+  const loop = (async () => {
+    for (let attempt = 0; ; ) {
+      let failure: unknown;
+      try {
+        await pump(messages);
+      } catch (error) {
+        failure = error;
+      }
+      if (stopped) return;
+      // The pull ended by itself (nats.js ended it: a bad request, a resource it gave up on,
+      // the connection closed): before this the consumer went quietly dead. It is said, and
+      // consumed again, at growing intervals (1 s to 30 s), as long as the connection is open.
+      const closedForGood =
+        (failure as { code?: unknown } | undefined)?.code === 'CONNECTION_CLOSED' ||
+        isClosed(messages);
+      life.lost(
+        new ConsumerLostError(
+          closedForGood
+            ? 'The JetStream pull ended: its connection is closed; create the consumer again on a new connection'
+            : 'The JetStream pull ended without stop(): it is started again at growing intervals (1 s to 30 s) while the connection is open',
+          { cause: failure },
+        ),
+        !closedForGood,
+      );
+      if (closedForGood) return;
+      for (;;) {
+        await abortableDelay(Math.min(1_000 * 2 ** attempt, RESUBSCRIBE_MAX_MS), stopping.signal);
+        if (stopped) return;
+        attempt = Math.min(attempt + 1, 10);
+        try {
+          messages = await consumer.consume(pullOptions);
+          if (stopped) {
+            stopPulling(messages);
+            return;
+          }
+          attempt = 0;
+          life.resumed();
+          break;
+        } catch (error) {
+          if ((error as { code?: unknown }).code === 'CONNECTION_CLOSED') {
+            life.end(
+              new ConsumerLostError(
+                'The JetStream pull ended and its connection is closed: create the consumer again on a new connection',
+                { cause: error },
+              ),
+            );
+            return;
+          }
+        }
+      }
+    }
   })()
     .catch(() => {
-      // The subscription ended with an error (the connection closed for good): unacked messages
-      // are redelivered by JetStream; the connection's own `closed()` says why.
+      // Unacked messages are redelivered by JetStream.
     })
     .finally(giveBackLate);
 
@@ -354,9 +545,11 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       // The releases of keys granted to acquisitions still unanswered: at most storeTimeoutMs
       // more (see releasedAfterClose).
       await releasedAfterClose(processor);
+      life.end();
     },
     get inFlight() {
       return inFlight.size;
     },
+    closed: life.closed,
   };
 }
