@@ -203,15 +203,39 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
  * every redelivery, and tells apart the messages of a deleted and recreated stream, whose
  * sequences start at 1 again (`stream:streamSequence` alone made them replay, or be
  * rejected as mismatches, against the old stream's records).
+ *
+ * The two kinds never meet: a `Nats-Msg-Id` spelled like a fallback key (`<anything>:<digits>:<digits>`,
+ * or `<this stream>:<digits>`), or one that starts with `Nats-Msg-Id:`, is keyed as
+ * `Nats-Msg-Id:<id>` (hashed when that is longer than 255 characters). Before, such an id was
+ * the key as it is, and one message's recorded outcome answered another's delivery (the
+ * message with id `ORDERS:5:1733…` and the fifth message of stream ORDERS stored at that
+ * time without an id). Every other id, and every fallback key, is as before.
  */
 export const jetStreamMessageKey = (message: JsMsgLike): string => {
-  const id = message.headers?.get('Nats-Msg-Id');
-  if (id) return id;
   const { stream, streamSequence, timestampNanos } = message.info;
+  const id = message.headers?.get('Nats-Msg-Id');
+  if (id) return spelledLikeFallback(id, stream) ? `${MSG_ID_MARK}${id}` : id;
   return typeof timestampNanos === 'number' && Number.isFinite(timestampNanos)
     ? `${stream}:${streamSequence}:${timestampNanos}`
     : `${stream}:${streamSequence}`;
 };
+
+/** What marks a `Nats-Msg-Id` that could be read as a fallback key (see jetStreamMessageKey). */
+const MSG_ID_MARK = 'Nats-Msg-Id:';
+
+/**
+ * Whether a `Nats-Msg-Id` could equal a fallback key (`stream:seq:timestampNanos` of any
+ * stream a scope may span; `stream:seq`, given by a client without `timestampNanos`, of this
+ * stream: `order:42` of another is a common id, kept as it is), or a marked one.
+ */
+function spelledLikeFallback(id: string, stream: string): boolean {
+  if (id.startsWith(MSG_ID_MARK) || /^.+:\d+:\d+$/.test(id)) return true;
+  return (
+    id.length > stream.length + 1 &&
+    id.startsWith(`${stream}:`) &&
+    /^\d+$/.test(id.slice(stream.length + 1))
+  );
+}
 
 /**
  * Consumes a JetStream pull consumer: each message's handler runs at most once under its key
