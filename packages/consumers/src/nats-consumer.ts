@@ -54,8 +54,21 @@ export interface JetStreamConsumerLike<TMessage extends JsMsgLike> {
    */
   info?(cached?: boolean): Promise<{
     name?: string;
-    config?: { durable_name?: string; name?: string; ack_policy?: string };
+    config?: ConsumerConfigLike;
   }>;
+}
+
+/** `working()` interval when neither the option nor the consumer's ack_wait says otherwise. */
+const DEFAULT_WORKING_INTERVAL_MS = 10_000;
+/** The shortest `working()` interval fitted to a short ack_wait (a smaller one floods NATS). */
+const MIN_WORKING_INTERVAL_MS = 50;
+
+/** The parts of a consumer's config read here (`ack_wait` in ns, as NATS gives it). */
+interface ConsumerConfigLike {
+  durable_name?: string;
+  name?: string;
+  ack_policy?: string;
+  ack_wait?: number;
 }
 
 /** Status events of nats.js 2.x meaning the broker's consumer (or its stream) is gone. */
@@ -184,9 +197,13 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
   concurrency?: number;
   /**
    * How often a running handler tells JetStream it is still working (`msg.working()`), so the
-   * consumer's `ack_wait` does not pass meanwhile; keep it below `ack_wait`. @default 10_000
+   * consumer's `ack_wait` does not pass meanwhile. It MUST be below the consumer's `ack_wait`
+   * (read from `consumer.info(true)`): a value at or above it is refused at start
+   * (`InvalidInputError`). `null` counts as not given.
+   * @default a third of the consumer's `ack_wait`, at most 10_000 and at least 50 (10_000 when
+   * the consumer's info cannot be read)
    */
-  workingIntervalMs?: number;
+  workingIntervalMs?: number | null;
   /**
    * How long each pull request waits at the server (nats.js `consume({ expires })`, at least
    * 1,000). It is also how often nats.js checks whether a deleted consumer exists again (the
@@ -259,7 +276,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   const {
     consumer,
     concurrency = 1,
-    workingIntervalMs = 10_000,
+    workingIntervalMs: workingIntervalOption,
     expiresMs,
     onConsumerStatus,
     ...rest
@@ -288,6 +305,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     );
   if (!(Number.isSafeInteger(concurrency) && concurrency > 0))
     throw new InvalidInputError('concurrency must be a positive integer');
+  let workingIntervalMs = workingIntervalOption ?? DEFAULT_WORKING_INTERVAL_MS;
   if (
     !(
       typeof workingIntervalMs === 'number' &&
@@ -315,14 +333,46 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   };
   let messages = await consumer.consume(pullOptions);
   // `scope: null` is "not given" (the default scope), so it is checked as one.
-  if ((rest.scope === undefined || rest.scope === null) && typeof consumer.info === 'function') {
+  const defaultScope = rest.scope === undefined || rest.scope === null;
+  let config: ConsumerConfigLike | undefined;
+  if (typeof consumer.info === 'function') {
     try {
-      const info = await consumer.info(true);
-      durable = stableName(info?.config);
+      config = (await consumer.info(true))?.config;
     } catch (error) {
-      messages.stop();
-      throw error;
+      // Read only for the ack_wait check when a scope is given: as before, not needed then.
+      if (defaultScope) {
+        messages.stop();
+        throw error;
+      }
     }
+  }
+  // JetStream redelivers a message whose ack_wait passes while its handler runs: the
+  // redelivery is given back as a duplicate in progress (the key is held: the handler never
+  // runs twice), but each spends a delivery of `max_deliver` and is sent again about once a
+  // lease. The `working()` interval is fitted to the consumer's ack_wait (a third of it, when
+  // not given), and one that cannot keep it from passing is refused.
+  const ackWaitMs =
+    config?.ack_policy !== 'none' &&
+    typeof config?.ack_wait === 'number' &&
+    Number.isFinite(config.ack_wait) &&
+    config.ack_wait > 0
+      ? config.ack_wait / 1_000_000
+      : undefined;
+  if (ackWaitMs !== undefined) {
+    if (workingIntervalOption === undefined || workingIntervalOption === null)
+      workingIntervalMs = Math.max(
+        MIN_WORKING_INTERVAL_MS,
+        Math.min(DEFAULT_WORKING_INTERVAL_MS, Math.floor(ackWaitMs / 3)),
+      );
+    else if (workingIntervalMs >= ackWaitMs) {
+      messages.stop();
+      throw new InvalidInputError(
+        `workingIntervalMs (${workingIntervalMs}) must be below the consumer's ack_wait (${ackWaitMs} ms): JetStream would redeliver every running handler's message at each ack_wait, spending max_deliver; leave workingIntervalMs out (a third of ack_wait is then used) or set it to about ack_wait / 3`,
+      );
+    }
+  }
+  if (defaultScope && typeof consumer.info === 'function') {
+    durable = stableName(config);
     // An ordered or ephemeral consumer's name is random per start: in the default scope it
     // would make a restarted process run every message again; left out, two applications
     // reading the stream would answer each other's messages. Only the app can say which
