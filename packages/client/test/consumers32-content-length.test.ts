@@ -34,6 +34,7 @@ const cases: [string, string[], () => Body, 'sent' | 'refused' | 'strict'][] = [
   ['1 for an empty string', ['1'], () => '', 'refused'],
   ['3 without a body (fetch sends 0)', ['3'], () => undefined, 'sent'],
   ['x without a body', ['x'], () => undefined, 'refused'],
+  ['an empty value', [''], () => 'abc', 'refused'],
   ['+3 for 3 bytes', ['+3'], () => 'abc', 'strict'],
   ['+3 without a body', ['+3'], () => undefined, 'strict'],
   ['two fields 3 and 3', ['3', '3'], () => 'abc', 'strict'],

@@ -1,4 +1,5 @@
 import { IdemError, InvalidInputError, markErrorClass } from '@idem/core';
+import { callListener } from './listener-call.js';
 
 /**
  * The broker ended the consumer while the application had not stopped it: RabbitMQ cancelled
@@ -59,19 +60,7 @@ export function consumerLife(onStatus: ConsumerLifeOptions['onConsumerStatus']):
   });
   let isLost = false;
   let ended = false;
-  const tell = (status: ConsumerStatus) => {
-    try {
-      const returned: unknown = onStatus?.(status);
-      if (
-        returned !== null &&
-        (typeof returned === 'object' || typeof returned === 'function') &&
-        'then' in returned
-      )
-        Promise.resolve(returned).then(undefined, () => {});
-    } catch {
-      // A broken listener must not break the consumer.
-    }
-  };
+  const tell = (status: ConsumerStatus) => callListener(onStatus, status);
   const end = (error?: ConsumerLostError) => {
     if (ended) return;
     ended = true;

@@ -364,7 +364,8 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         MIN_WORKING_INTERVAL_MS,
         Math.min(DEFAULT_WORKING_INTERVAL_MS, Math.floor(ackWaitMs / 3)),
       );
-    else if (workingIntervalMs >= ackWaitMs) {
+    // A derived one too: an ack_wait under 150 ms leaves no interval of at least 50 ms below it.
+    if (workingIntervalMs >= ackWaitMs) {
       messages.stop();
       throw new InvalidInputError(
         `workingIntervalMs (${workingIntervalMs}) must be below the consumer's ack_wait (${ackWaitMs} ms): JetStream would redeliver every running handler's message at each ack_wait, spending max_deliver; leave workingIntervalMs out (a third of ack_wait is then used) or set it to about ack_wait / 3`,
