@@ -146,6 +146,54 @@ describe('consumers32: a consumer the broker ends is never quietly dead', () => 
     expect(await within(consumer.closed, 1_000)).toEqual({ settled: true, value: undefined });
   });
 
+  it('JetStream: a pull that ends by itself is consumed again (1 s later) and processes again; stop() while lost ends it', {
+    timeout: 30_000,
+  }, async () => {
+    const { jsm, name, js } = await bed.stream();
+    await jsm.consumers.add(name, { durable_name: 'w', ack_policy: AckPolicy.Explicit });
+    const real = await js.consumers.get(name, 'w');
+    const pulls: Array<{ stop(): void }> = [];
+    // The real consumer, its pulls kept so the test can end one as nats.js does on its own
+    // (a 400, a resource it gave up on).
+    const consumer = {
+      consume: async (options?: Parameters<typeof real.consume>[0]) => {
+        const pulled = await real.consume(options);
+        pulls.push(pulled);
+        return pulled;
+      },
+      info: (cached?: boolean) => real.info(cached),
+    } as unknown as typeof real;
+    const statuses: ConsumerStatus[] = [];
+    const runs: string[] = [];
+    const idem = await consumeJetStream({
+      store: createRedisStore({ client: bed.redis, keyPrefix: bed.prefix }),
+      consumer,
+      handler: async (message) => {
+        runs.push(message.string());
+        return 'ok';
+      },
+      onConsumerStatus: (s) => statuses.push(s),
+    });
+    try {
+      pulls[0]?.stop();
+      await waitFor(() => statuses.length >= 2, 10_000);
+      expect(statuses.map((s) => s.type)).toEqual(['lost', 'resumed']);
+      expect(statuses[0]).toMatchObject({ type: 'lost', resubscribing: true });
+      expect(pulls).toHaveLength(2);
+      await js.publish(`${name}.a`, 'after', { msgID: 'c32-after' });
+      await waitFor(() => runs.length === 1, 10_000);
+      expect(runs).toEqual(['after']);
+      // Deleted, then stopped while lost: stop() ends it, closed answers undefined.
+      await jsm.consumers.delete(name, 'w');
+      await waitFor(() => statuses.length >= 3, 10_000);
+      expect(statuses[2]).toMatchObject({ type: 'lost', resubscribing: true });
+    } finally {
+      await idem.stop(5_000);
+    }
+    expect(await within(idem.closed, 1_000)).toEqual({ settled: true, value: undefined });
+    expect(pulls).toHaveLength(2);
+  });
+
   it('JetStream: its connection closed without stop(), closed answers CONSUMER_LOST', {
     timeout: 20_000,
   }, async () => {
