@@ -37,20 +37,21 @@ export interface RunBatchOptions<T> {
    * is the same batch, and its items are replayed rather than executed.
    * @default deriveKey of the items (they MUST then be JSON values), so the same items give the same id
    */
-  batchId?: string;
+  batchId?: string | null;
   /**
    * The item's own stable key (an order id, a row id); items are then keyed by it instead of
    * their index, so reordering or inserting items between runs keeps each item's key. Keys MUST
    * be strings (`String(order.id)`), unique within the batch; anything else is refused. Needs a
    * {@link batchId} (refused without one: a batch id derived from the items would change with
    * their order and number).
+   * `null` counts as not given (the default), as for every option here.
    * @default the item's index
    */
-  itemKey?: (item: T, index: number) => string;
+  itemKey?: ((item: T, index: number) => string) | null;
   /** Most items in flight at once. @default 4 */
-  concurrency?: number;
+  concurrency?: number | null;
   /** Aborting stops starting items; items not started end with the abort reason as their error. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | null;
 }
 
 /** The names {@link RunBatchOptions} has: any other is refused (a misspelt option). */
@@ -83,7 +84,10 @@ export async function runBatch<T, R>(
   // the items, and a run meant as a new one replays an earlier run of the same items.
   const unknown = unknownOptionMessage('', options, BATCH_OPTION_NAMES, '@idem/client runBatch');
   if (unknown !== undefined) throw new InvalidInputError(unknown);
-  if (options.itemKey !== undefined && typeof options.itemKey !== 'function')
+  // `null` (a JSON config's empty field) takes the default, as for every other option of the
+  // client (`batchId`, `concurrency` and `signal` did already; `itemKey: null` was refused).
+  const itemKey = options.itemKey ?? undefined;
+  if (itemKey !== undefined && typeof itemKey !== 'function')
     throw new InvalidInputError('itemKey must be a function (item, index) => string');
   const concurrency = options.concurrency ?? 4;
   if (!(Number.isSafeInteger(concurrency) && concurrency >= 1)) {
@@ -92,7 +96,7 @@ export async function runBatch<T, R>(
   // Items keyed by their own id are meant to keep their keys when a re-run's items come back
   // reordered or extended; a batch id derived from the items (in order) would change then, and
   // every item would get a new key and run again. Such a batch names its run.
-  if (options.itemKey !== undefined && options.batchId === undefined) {
+  if (itemKey !== undefined && (options.batchId === undefined || options.batchId === null)) {
     throw new InvalidInputError(
       'itemKey needs a batchId that names the run (the same on a re-run): the default batch id is derived from the items in order, so a re-run whose items were reordered or extended would give every item a new key and run it again',
     );
@@ -101,8 +105,8 @@ export async function runBatch<T, R>(
   const list = items.slice();
   const batchId = options.batchId ?? deriveKey({ batch: list as unknown as JsonValue });
   const keys = list.map((item, index) => {
-    if (!options.itemKey) return batchItemKey(batchId, index);
-    const own: unknown = options.itemKey(item, index);
+    if (!itemKey) return batchItemKey(batchId, index);
+    const own: unknown = itemKey(item, index);
     // batchItemKey reads a number as an index: a numeric own id would take another item's key.
     if (typeof own !== 'string') {
       throw new InvalidInputError(
@@ -111,10 +115,11 @@ export async function runBatch<T, R>(
     }
     return batchItemKey(batchId, own);
   });
-  if (options.itemKey && new Set(keys).size !== keys.length) {
+  if (itemKey && new Set(keys).size !== keys.length) {
     throw new InvalidInputError('itemKey returned the same key for two items of the batch');
   }
-  const { signal } = options;
+  // `null` is none (it reached each item's context as `null`, typed `AbortSignal | undefined`).
+  const signal = options.signal ?? undefined;
   const results = new Array<BatchItemResult<R>>(list.length);
   let next = 0;
 

@@ -186,6 +186,53 @@ const CONNECTION_LISTS_SENT = ((): boolean => {
   return major !== 7 ? major > 7 : minor > 24 || (minor === 24 && patch >= 6);
 })();
 
+/**
+ * Whether the running Node's fetch takes only digits as a `Content-Length` value: undici 7
+ * (Node 24: 7.30.2 seen) refuses `+3`, `3, 3` (two fields) or `0x3` ("invalid content-length
+ * header"), with or without a body; undici 6 (Node 20: 6.24.1) reads it with `parseInt`, and
+ * refuses only what that cannot read (`x`). Unknown: the older, laxer rule, as refusing a
+ * request that fetch would send is worse than a retried one it refuses.
+ */
+const CONTENT_LENGTH_DIGITS_ONLY = ((): boolean => {
+  const version = (globalThis as { process?: { versions?: { undici?: unknown } } }).process
+    ?.versions?.undici;
+  const major = typeof version === 'string' ? Number(version.split('.')[0]) : Number.NaN;
+  return Number.isInteger(major) && major >= 7;
+})();
+
+/** The byte length fetch sends for `body`, where it is known before sending. */
+function bodyLength(body: ReplayableBody | undefined): number | undefined {
+  if (body === undefined) return undefined;
+  if (typeof body === 'string') return encoder.encode(body).byteLength;
+  if (body instanceof URLSearchParams) return encoder.encode(body.toString()).byteLength;
+  if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) return body.byteLength;
+  if (typeof Blob !== 'undefined' && body instanceof Blob) return body.size;
+  return undefined; // a FormData: fetch encodes it with a boundary of its own
+}
+
+/**
+ * Refuses a `Content-Length` fetch can never send: one the running undici cannot read (see
+ * CONTENT_LENGTH_DIGITS_ONLY), or one that differs from the body's length (both undici 6 and 7:
+ * a longer one fails with UND_ERR_REQ_CONTENT_LENGTH_MISMATCH, a shorter one leaves the request
+ * hanging until a time limit). Without a body fetch sends `0` whatever it says.
+ */
+function contentLengthRefused(headers: Headers, body: ReplayableBody | undefined): void {
+  const value = headers.get('content-length');
+  if (value === null) return;
+  const declared = CONTENT_LENGTH_DIGITS_ONLY
+    ? /^\d+$/.test(value)
+      ? Number.parseInt(value, 10)
+      : Number.NaN
+    : Number.parseInt(value, 10);
+  if (!Number.isFinite(declared))
+    throw new TypeError(`fetch refuses the content-length request header (${value.slice(0, 64)})`);
+  const length = bodyLength(body);
+  if (length !== undefined && declared !== length)
+    throw new TypeError(
+      `the content-length request header (${value.slice(0, 64)}) does not match the body's ${length} bytes`,
+    );
+}
+
 function connectionRefused(value: string): boolean {
   const options = value.split(',').map((option) => option.trim());
   if (options.some((option) => !HTTP_TOKEN.test(option))) return true;
@@ -214,6 +261,7 @@ export function checkSendable(request: PreparedRequest): void {
     }
     new Request(request.url, { method: request.method, headers: request.headers });
     refusedHeader(request.headers);
+    contentLengthRefused(request.headers, request.body);
   } catch (error) {
     throw new IdemClientError(
       'INVALID_INPUT',

@@ -1,5 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
+import { type ConsumerLifeOptions, ConsumerLostError, consumerLife } from './consumer-lost.js';
 import { releasedAfterClose, settledThenWritten, settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
@@ -22,11 +23,15 @@ export interface AmqpChannelLike<TMessage extends AmqpMessageLike = AmqpMessageL
   ack(message: TMessage): void;
   nack(message: TMessage, allUpTo?: boolean, requeue?: boolean): void;
   prefetch(count: number): Promise<unknown>;
+  /** amqplib's channel is an EventEmitter: its `close` says the consumer is gone with it. */
+  once?(event: 'close', listener: () => void): unknown;
+  removeListener?(event: 'close', listener: () => void): unknown;
 }
 
 /** Options of {@link consumeAmqp}. */
 export interface AmqpConsumerOptions<TMessage extends AmqpMessageLike, T>
-  extends ConsumerOptions<TMessage, T> {
+  extends ConsumerOptions<TMessage, T>,
+    ConsumerLifeOptions {
   /** An open amqplib channel (the caller owns it, and its connection). */
   channel: AmqpChannelLike<TMessage>;
   /**
@@ -67,6 +72,14 @@ export interface IdempotentConsumer {
   stop(timeoutMs?: number): Promise<void>;
   /** Messages being processed or waiting to be given back. */
   readonly inFlight: number;
+  /**
+   * Settles once the consumer has ended: `undefined` after `stop()`, a `ConsumerLostError`
+   * (code `CONSUMER_LOST`) when the broker ended it for good (RabbitMQ: the consumer cancelled,
+   * e.g. its queue deleted, or its channel closed), so a consumer never goes quietly dead.
+   * Never rejects. A JetStream consumer deleted under a running one is reported through
+   * `onConsumerStatus` and resumes by itself once it exists again, so `closed` stays pending.
+   */
+  readonly closed: Promise<ConsumerLostError | undefined>;
 }
 
 /** Default key of an AMQP message: its `messageId` property. */
@@ -87,8 +100,22 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
 ): Promise<IdempotentConsumer> {
   if (typeof options !== 'object' || options === null)
     throw new InvalidInputError('consumeAmqp needs an options object');
-  checkOptionNames(options, ['channel', 'queue', 'prefetch', 'consumerTimeoutMs']);
-  const { channel, queue, prefetch = 10, consumerTimeoutMs = 1_800_000, ...rest } = options;
+  checkOptionNames(options, [
+    'channel',
+    'queue',
+    'prefetch',
+    'consumerTimeoutMs',
+    'onConsumerStatus',
+  ]);
+  const {
+    channel,
+    queue,
+    prefetch = 10,
+    consumerTimeoutMs = 1_800_000,
+    onConsumerStatus,
+    ...rest
+  } = options;
+  const life = consumerLife(onConsumerStatus);
   // A missing channel (or a Promise of one, an `await` forgotten) is named, not a TypeError.
   if (
     typeof channel !== 'object' ||
@@ -187,10 +214,38 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     safely(() => channel.nack(message, false, true));
   }
   await channel.prefetch(prefetch);
+  // The broker ended the consumer (basic.cancel: its queue deleted) or its channel closed: no
+  // message comes any more. Said (onConsumerStatus, `closed`), never left quietly dead. Not
+  // subscribed again here: a consume (or checkQueue) of a queue that does not exist makes
+  // RabbitMQ close the channel (404), the application's channel, whose 'error' event would
+  // crash a process without a listener; the application creates the consumer again.
+  const brokerEnded = (error: ConsumerLostError) => {
+    if (stopped) return;
+    life.lost(error, false);
+    // Messages held for a later delivery go back now (on a closed channel the broker has
+    // requeued them already); those in flight finish, and their acks are tried as usual.
+    for (const release of [...held]) release();
+  };
+  const onClose = () =>
+    brokerEnded(
+      new ConsumerLostError(
+        `The channel of the consumer of queue '${queue}' closed (the connection was lost, or the broker closed the channel): no message is consumed any more; create the consumer again on a new channel`,
+      ),
+    );
+  channel.once?.('close', onClose);
   const { consumerTag } = await channel.consume(
     queue,
     (message) => {
-      if (message === null) return; // the broker cancelled the consumer
+      if (message === null) {
+        // The broker cancelled the consumer (its queue was deleted, or a node of it failed).
+        channel.removeListener?.('close', onClose);
+        brokerEnded(
+          new ConsumerLostError(
+            `The broker cancelled the consumer of queue '${queue}' (basic.cancel: the queue was deleted, or its node failed): no message is consumed any more; create the consumer again once the queue exists`,
+          ),
+        );
+        return;
+      }
       const task = handle(message, performance.now()).finally(() => inFlight.delete(task));
       inFlight.add(task);
     },
@@ -204,6 +259,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       checkStopTimeout(timeoutMs);
       const deadline = performance.now() + timeoutMs;
       stopped = true;
+      channel.removeListener?.('close', onClose);
       stopping.abort();
       // Bounded: a broker that went silent never answers the cancel.
       cancelled ??= channel.cancel(consumerTag).then(
@@ -251,10 +307,12 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       // release, at most storeTimeoutMs past `timeoutMs` (see releasedAfterClose).
       processor.close();
       await releasedAfterClose(processor);
+      life.end();
     },
     get inFlight() {
       return inFlight.size;
     },
+    closed: life.closed,
   };
 }
 

@@ -23,6 +23,7 @@ import {
   type MessageGate,
   settleWithin,
 } from './handler-gate.js';
+import { callListener } from './listener-call.js';
 import { OutcomeNotKeptError, type PolicyVerdict, trackedPolicy } from './outcome-policy.js';
 import { type Attempt, acrossStoreOutage, type OutageBounds } from './store-outage.js';
 
@@ -216,21 +217,7 @@ export function messageProcessor<TMessage, T>(
   // released, and throws the handler's error whether it was recorded or the key released.
   const policy = trackedPolicy<T>(isFinal);
   const engine = createIdempotency<T>({ ...engineOptions, isFinal: policy.isFinal });
-  const report = (r: MessageReport<TMessage>) => {
-    try {
-      // An async listener (assignable to `(report) => void`) may reject: that rejection must
-      // not become an unhandled rejection, which kills the process.
-      const returned: unknown = onMessage?.(r);
-      if (
-        returned !== null &&
-        (typeof returned === 'object' || typeof returned === 'function') &&
-        'then' in returned
-      )
-        Promise.resolve(returned).then(undefined, () => {});
-    } catch {
-      // A broken listener must not change what the broker is told.
-    }
-  };
+  const report = (r: MessageReport<TMessage>) => callListener(onMessage, r);
   const { maxHoldMs } = engine.settings;
   const gates = new HandlerGates();
   // A message in its store-outage wait is given back at close() too (see acrossStoreOutage).

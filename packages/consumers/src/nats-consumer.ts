@@ -1,6 +1,7 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
 import { checkStopTimeout, type IdempotentConsumer } from './amqp-consumer.js';
+import { type ConsumerLifeOptions, ConsumerLostError, consumerLife } from './consumer-lost.js';
 import { releasedAfterClose, settledThenWritten, settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
@@ -27,11 +28,25 @@ export interface JsMsgLike {
 /** The messages of `consumer.consume()`: an async iterable that can be stopped. */
 export interface ConsumerMessagesLike<TMessage extends JsMsgLike> extends AsyncIterable<TMessage> {
   stop(): void;
+  /**
+   * The pull's status events (nats.js 2.x: `consumer_deleted`, `consumer_not_found`,
+   * `stream_not_found`, `next`...), read to tell the application that the broker's consumer is
+   * gone and when it pulls again.
+   */
+  status?():
+    | Promise<AsyncIterable<{ type: string; data?: unknown }>>
+    | AsyncIterable<{
+        type: string;
+        data?: unknown;
+      }>;
 }
 
 /** A pull consumer (structurally `Consumer` of `nats`, from `js.consumers.get(stream, name)`). */
 export interface JetStreamConsumerLike<TMessage extends JsMsgLike> {
-  consume(options?: { max_messages?: number }): Promise<ConsumerMessagesLike<TMessage>>;
+  consume(options?: {
+    max_messages?: number;
+    expires?: number;
+  }): Promise<ConsumerMessagesLike<TMessage>>;
   /**
    * The consumer's info (`Consumer.info(true)` of `nats`: the cached one, no broker call once
    * `consume()` has started), read to tell a durable consumer from an ordered or ephemeral
@@ -39,8 +54,63 @@ export interface JetStreamConsumerLike<TMessage extends JsMsgLike> {
    */
   info?(cached?: boolean): Promise<{
     name?: string;
-    config?: { durable_name?: string; name?: string; ack_policy?: string };
+    config?: ConsumerConfigLike;
   }>;
+}
+
+/** `working()` interval when neither the option nor the consumer's ack_wait says otherwise. */
+const DEFAULT_WORKING_INTERVAL_MS = 10_000;
+/** The shortest `working()` interval fitted to a short ack_wait (a smaller one floods NATS). */
+const MIN_WORKING_INTERVAL_MS = 50;
+
+/** The parts of a consumer's config read here (`ack_wait` in ns, as NATS gives it). */
+interface ConsumerConfigLike {
+  durable_name?: string;
+  name?: string;
+  ack_policy?: string;
+  ack_wait?: number;
+}
+
+/** Status events of nats.js 2.x meaning the broker's consumer (or its stream) is gone. */
+const GONE_EVENTS = new Set(['consumer_deleted', 'consumer_not_found', 'stream_not_found']);
+
+/** The longest wait between two attempts to consume again a pull that ended by itself. */
+const RESUBSCRIBE_MAX_MS = 30_000;
+
+/** The pull's connection as nats.js 2.x keeps it (`messages.consumer.api.nc`), if it is there. */
+function connectionOf(
+  messages: object,
+): { isClosed?: () => boolean; closed?: () => Promise<unknown> } | undefined {
+  const nc = (
+    messages as {
+      consumer?: { api?: { nc?: { isClosed?: () => boolean; closed?: () => Promise<unknown> } } };
+    }
+  ).consumer?.api?.nc;
+  return typeof nc === 'object' && nc !== null ? nc : undefined;
+}
+
+/** Whether nats.js says the pull's connection is closed. */
+function isClosed(messages: object): boolean {
+  try {
+    return connectionOf(messages)?.isClosed?.() === true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits `ms` (on a timer that does not keep the process alive), or until `signal` aborts. */
+function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    timer.unref?.();
+    signal.addEventListener('abort', done, { once: true });
+  });
 }
 
 /** How long `stop()` waits for the broker to answer the drain before stopping the pull anyway. */
@@ -114,7 +184,8 @@ function stableName(
 
 /** Options of {@link consumeJetStream}. */
 export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
-  extends ConsumerOptions<TMessage, T> {
+  extends ConsumerOptions<TMessage, T>,
+    ConsumerLifeOptions {
   /**
    * A pull consumer with explicit acks: a durable one or one the application named (`name`:
    * its name is in the default scope, so it must be the same at every start), or an ordered /
@@ -126,9 +197,20 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
   concurrency?: number;
   /**
    * How often a running handler tells JetStream it is still working (`msg.working()`), so the
-   * consumer's `ack_wait` does not pass meanwhile; keep it below `ack_wait`. @default 10_000
+   * consumer's `ack_wait` does not pass meanwhile. It MUST be below the consumer's `ack_wait`
+   * (read from `consumer.info(true)`): a value at or above it is refused at start
+   * (`InvalidInputError`). `null` counts as not given.
+   * @default a third of the consumer's `ack_wait`, at most 10_000 and at least 50 (10_000 when
+   * the consumer's info cannot be read)
    */
-  workingIntervalMs?: number;
+  workingIntervalMs?: number | null;
+  /**
+   * How long each pull request waits at the server (nats.js `consume({ expires })`, at least
+   * 1,000). It is also how often nats.js checks whether a deleted consumer exists again (the
+   * consumer resumes then), and about how long a deletion takes to be seen when no pull was
+   * waiting. @default nats.js's (30_000)
+   */
+  expiresMs?: number;
 }
 
 /**
@@ -138,15 +220,39 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
  * every redelivery, and tells apart the messages of a deleted and recreated stream, whose
  * sequences start at 1 again (`stream:streamSequence` alone made them replay, or be
  * rejected as mismatches, against the old stream's records).
+ *
+ * The two kinds never meet: a `Nats-Msg-Id` spelled like a fallback key (`<anything>:<digits>:<digits>`,
+ * or `<this stream>:<digits>`), or one that starts with `Nats-Msg-Id:`, is keyed as
+ * `Nats-Msg-Id:<id>` (hashed when that is longer than 255 characters). Before, such an id was
+ * the key as it is, and one message's recorded outcome answered another's delivery (the
+ * message with id `ORDERS:5:1733…` and the fifth message of stream ORDERS stored at that
+ * time without an id). Every other id, and every fallback key, is as before.
  */
 export const jetStreamMessageKey = (message: JsMsgLike): string => {
-  const id = message.headers?.get('Nats-Msg-Id');
-  if (id) return id;
   const { stream, streamSequence, timestampNanos } = message.info;
+  const id = message.headers?.get('Nats-Msg-Id');
+  if (id) return spelledLikeFallback(id, stream) ? `${MSG_ID_MARK}${id}` : id;
   return typeof timestampNanos === 'number' && Number.isFinite(timestampNanos)
     ? `${stream}:${streamSequence}:${timestampNanos}`
     : `${stream}:${streamSequence}`;
 };
+
+/** What marks a `Nats-Msg-Id` that could be read as a fallback key (see jetStreamMessageKey). */
+const MSG_ID_MARK = 'Nats-Msg-Id:';
+
+/**
+ * Whether a `Nats-Msg-Id` could equal a fallback key (`stream:seq:timestampNanos` of any
+ * stream a scope may span; `stream:seq`, given by a client without `timestampNanos`, of this
+ * stream: `order:42` of another is a common id, kept as it is), or a marked one.
+ */
+function spelledLikeFallback(id: string, stream: string): boolean {
+  if (id.startsWith(MSG_ID_MARK) || /^.+:\d+:\d+$/.test(id)) return true;
+  return (
+    id.length > stream.length + 1 &&
+    id.startsWith(`${stream}:`) &&
+    /^\d+$/.test(id.slice(stream.length + 1))
+  );
+}
 
 /**
  * Consumes a JetStream pull consumer: each message's handler runs at most once under its key
@@ -160,8 +266,34 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
 ): Promise<IdempotentConsumer> {
   if (typeof options !== 'object' || options === null)
     throw new InvalidInputError('consumeJetStream needs an options object');
-  checkOptionNames(options, ['consumer', 'concurrency', 'workingIntervalMs']);
-  const { consumer, concurrency = 1, workingIntervalMs = 10_000, ...rest } = options;
+  checkOptionNames(options, [
+    'consumer',
+    'concurrency',
+    'workingIntervalMs',
+    'expiresMs',
+    'onConsumerStatus',
+  ]);
+  const {
+    consumer,
+    concurrency = 1,
+    workingIntervalMs: workingIntervalOption,
+    expiresMs,
+    onConsumerStatus,
+    ...rest
+  } = options;
+  const life = consumerLife(onConsumerStatus);
+  if (
+    expiresMs !== undefined &&
+    !(
+      typeof expiresMs === 'number' &&
+      Number.isFinite(expiresMs) &&
+      expiresMs >= 1_000 &&
+      expiresMs <= MAX_TIMER_MS
+    )
+  )
+    throw new InvalidInputError(
+      `expiresMs must be a number of ms from 1000 to ${MAX_TIMER_MS} (nats.js refuses less)`,
+    );
   // A missing consumer (or a Promise of one, an `await` forgotten) is named, not a TypeError.
   if (
     typeof consumer !== 'object' ||
@@ -173,6 +305,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     );
   if (!(Number.isSafeInteger(concurrency) && concurrency > 0))
     throw new InvalidInputError('concurrency must be a positive integer');
+  let workingIntervalMs = workingIntervalOption ?? DEFAULT_WORKING_INTERVAL_MS;
   if (
     !(
       typeof workingIntervalMs === 'number' &&
@@ -194,16 +327,53 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     // ephemeral consumer, whose name changes at every start, is refused below without a scope).
     defaultScope: (message) => ['nats', message.info.stream, message.info.consumer] as Scope,
   });
-  const messages = await consumer.consume({ max_messages: Math.max(concurrency, 1) * 2 });
+  const pullOptions = {
+    max_messages: Math.max(concurrency, 1) * 2,
+    ...(expiresMs === undefined ? {} : { expires: Math.ceil(expiresMs) }),
+  };
+  let messages = await consumer.consume(pullOptions);
   // `scope: null` is "not given" (the default scope), so it is checked as one.
-  if ((rest.scope === undefined || rest.scope === null) && typeof consumer.info === 'function') {
+  const defaultScope = rest.scope === undefined || rest.scope === null;
+  let config: ConsumerConfigLike | undefined;
+  if (typeof consumer.info === 'function') {
     try {
-      const info = await consumer.info(true);
-      durable = stableName(info?.config);
+      config = (await consumer.info(true))?.config;
     } catch (error) {
-      messages.stop();
-      throw error;
+      // Read only for the ack_wait check when a scope is given: as before, not needed then.
+      if (defaultScope) {
+        messages.stop();
+        throw error;
+      }
     }
+  }
+  // JetStream redelivers a message whose ack_wait passes while its handler runs: the
+  // redelivery is given back as a duplicate in progress (the key is held: the handler never
+  // runs twice), but each spends a delivery of `max_deliver` and is sent again about once a
+  // lease. The `working()` interval is fitted to the consumer's ack_wait (a third of it, when
+  // not given), and one that cannot keep it from passing is refused.
+  const ackWaitMs =
+    config?.ack_policy !== 'none' &&
+    typeof config?.ack_wait === 'number' &&
+    Number.isFinite(config.ack_wait) &&
+    config.ack_wait > 0
+      ? config.ack_wait / 1_000_000
+      : undefined;
+  if (ackWaitMs !== undefined) {
+    if (workingIntervalOption === undefined || workingIntervalOption === null)
+      workingIntervalMs = Math.max(
+        MIN_WORKING_INTERVAL_MS,
+        Math.min(DEFAULT_WORKING_INTERVAL_MS, Math.floor(ackWaitMs / 3)),
+      );
+    // A derived one too: an ack_wait under 150 ms leaves no interval of at least 50 ms below it.
+    if (workingIntervalMs >= ackWaitMs) {
+      messages.stop();
+      throw new InvalidInputError(
+        `workingIntervalMs (${workingIntervalMs}) must be below the consumer's ack_wait (${ackWaitMs} ms): JetStream would redeliver every running handler's message at each ack_wait, spending max_deliver; leave workingIntervalMs out (a third of ack_wait is then used) or set it to about ack_wait / 3`,
+      );
+    }
+  }
+  if (defaultScope && typeof consumer.info === 'function') {
+    durable = stableName(config);
     // An ordered or ephemeral consumer's name is random per start: in the default scope it
     // would make a restarted process run every message again; left out, two applications
     // reading the stream would answer each other's messages. Only the app can say which
@@ -269,8 +439,12 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   // given back when the pull's subscription has ended.
   const late: Array<[TMessage, number]> = [];
   let pullEnded = false;
-  const loop = (async () => {
-    for await (const message of messages) {
+  /** Takes the pull's messages until it ends (stop(), or the broker / connection ended it). */
+  async function pump(pulled: ConsumerMessagesLike<TMessage>): Promise<void> {
+    watchStatus(pulled);
+    for await (const message of pulled) {
+      // A message again after the broker's consumer was gone: it is back.
+      life.resumed();
       // nats.js goes on yielding what it had already pulled after the pull is stopped: once
       // stopped, none of it reaches a handler (stop() would not wait for it, and a process
       // that exits then would kill it mid-handler). It is given back once the subscription
@@ -302,10 +476,102 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         wakeLoop = undefined;
       }
     }
+  }
+
+  /**
+   * Reports the broker's consumer (or stream) deleted under the pull, and its return. nats.js
+   * 2.x does not end the pull then: it checks every `expires` whether the consumer exists
+   * again and pulls on once it does; before this, nothing told the application meanwhile.
+   */
+  function watchStatus(pulled: ConsumerMessagesLike<TMessage>): void {
+    // nats.js 2.x leaves the pull's iteration pending for ever when the connection is closed
+    // (the application closed it without stop(), or it gave up reconnecting): ended here, so
+    // the consumer says it has ended rather than wait for nothing.
+    const nc = connectionOf(pulled);
+    if (typeof nc?.closed === 'function')
+      Promise.resolve(nc.closed())
+        .catch(() => {})
+        .then(() => {
+          if (!stopped && messages === pulled) pulled.stop();
+        });
+    if (typeof pulled.status !== 'function') return;
+    void (async () => {
+      const events = await pulled.status?.();
+      if (events === undefined) return;
+      for await (const event of events) {
+        if (stopped) return;
+        if (GONE_EVENTS.has(event.type)) {
+          if (!life.isLost)
+            life.lost(
+              new ConsumerLostError(
+                `The JetStream consumer is gone (${event.type}: it, or its stream, was deleted): nothing is consumed until it exists again, which is checked every expiresMs (the pull resumes then by itself)`,
+              ),
+              true,
+            );
+        } else if (
+          event.type === 'next' &&
+          life.isLost &&
+          ((event.data as { batch?: number } | undefined)?.batch ?? 0) > 0
+        )
+          life.resumed(); // nats.js found the consumer again and pulls
+      }
+    })().catch(() => {});
+  }
+
+  const loop = (async () => {
+    for (let attempt = 0; ; ) {
+      let failure: unknown;
+      try {
+        await pump(messages);
+      } catch (error) {
+        failure = error;
+      }
+      if (stopped) return;
+      // The pull ended by itself (nats.js ended it: a bad request, a resource it gave up on,
+      // the connection closed): before this the consumer went quietly dead. It is said, and
+      // consumed again, at growing intervals (1 s to 30 s), as long as the connection is open.
+      const closedForGood =
+        (failure as { code?: unknown } | undefined)?.code === 'CONNECTION_CLOSED' ||
+        isClosed(messages);
+      life.lost(
+        new ConsumerLostError(
+          closedForGood
+            ? 'The JetStream pull ended: its connection is closed; create the consumer again on a new connection'
+            : 'The JetStream pull ended without stop(): it is started again at growing intervals (1 s to 30 s) while the connection is open',
+          { cause: failure },
+        ),
+        !closedForGood,
+      );
+      if (closedForGood) return;
+      for (;;) {
+        await abortableDelay(Math.min(1_000 * 2 ** attempt, RESUBSCRIBE_MAX_MS), stopping.signal);
+        if (stopped) return;
+        attempt = Math.min(attempt + 1, 10);
+        try {
+          messages = await consumer.consume(pullOptions);
+          if (stopped) {
+            stopPulling(messages);
+            return;
+          }
+          attempt = 0;
+          life.resumed();
+          break;
+        } catch (error) {
+          if ((error as { code?: unknown }).code === 'CONNECTION_CLOSED') {
+            life.end(
+              new ConsumerLostError(
+                'The JetStream pull ended and its connection is closed: create the consumer again on a new connection',
+                { cause: error },
+              ),
+            );
+            return;
+          }
+        }
+      }
+    }
   })()
     .catch(() => {
-      // The subscription ended with an error (the connection closed for good): unacked messages
-      // are redelivered by JetStream; the connection's own `closed()` says why.
+      // Unacked messages are redelivered by JetStream.
     })
     .finally(giveBackLate);
 
@@ -354,9 +620,11 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       // The releases of keys granted to acquisitions still unanswered: at most storeTimeoutMs
       // more (see releasedAfterClose).
       await releasedAfterClose(processor);
+      life.end();
     },
     get inFlight() {
       return inFlight.size;
     },
+    closed: life.closed,
   };
 }
