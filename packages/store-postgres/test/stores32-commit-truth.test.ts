@@ -73,6 +73,14 @@ const cases = [
   ['COMMIT, answered late (committed)', 'commit', 800, 2_000, 150, CommitOutcomeUnknownError],
   ['COMMIT, past every limit', 'commit', 2 * LEASE_MS, 300, 150, CommitOutcomeUnknownError],
   ['the completion, answered late', 'completion', 800, 2_000, 150, TransactionNotCommittedError],
+  [
+    'the completion, past every limit',
+    'completion',
+    2 * LEASE_MS,
+    300,
+    150,
+    TransactionNotCommittedError,
+  ],
 ] as const;
 
 it.each(cases)(
