@@ -281,11 +281,11 @@ export function admitStore(store: IdempotencyStore, admission: Admission): Idemp
   const admitted: IdempotencyStore = {
     capabilities: store.capabilities,
     ...(store.admin ? { admin: store.admin } : {}),
-    acquire: (input) => admission.run('sheddable', () => store.acquire(input)),
+    acquire: (input, call) => admission.run('sheddable', () => store.acquire(input, call)),
     get: (key) => admission.run('sheddable', () => store.get(key)),
-    release: (input) => admission.run('sheddable', () => store.release(input)),
-    complete: (input) => admission.run('essential', () => store.complete(input)),
-    extend: (input) => admission.run('essential', () => store.extend(input)),
+    release: (input, call) => admission.run('sheddable', () => store.release(input, call)),
+    complete: (input, call) => admission.run('essential', () => store.complete(input, call)),
+    extend: (input, call) => admission.run('essential', () => store.extend(input, call)),
   };
   if (store.close) admitted.close = () => store.close?.() ?? Promise.resolve();
   return admitted;

@@ -233,8 +233,8 @@ export function createBegin<T>(
         : callStore(
             'acquire',
             storeTimeoutMs,
-            () => {
-              sent = store.acquire(input);
+            (context) => {
+              sent = store.acquire(input, context);
               return sent;
             },
             // Bound by the lease, the wait ends before `storeTimeoutMs`: its timer must not

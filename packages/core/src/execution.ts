@@ -466,7 +466,9 @@ export class Execution {
         ? answer instanceof Promise
           ? await answer
           : (answer as OwnerWriteResult)
-        : await callStore('release', timeoutMs, () => store.release(input), { observe });
+        : await callStore('release', timeoutMs, (context) => store.release(input, context), {
+            observe,
+          });
     } catch (error) {
       this.report?.storeError('release', error, performance.now() - startedAt);
       this.report?.end('abandoned');
@@ -631,8 +633,8 @@ export class Execution {
             onFailure();
           },
         },
-        () => {
-          const call = pending ?? store.complete(input);
+        (context) => {
+          const call = pending ?? store.complete(input, context);
           pending = undefined;
           return call;
         },

@@ -125,7 +125,7 @@ export class GiveBacks {
       for (;;) {
         const released = await retryStoreCall(
           { operation: 'release', timeoutMs: storeTimeoutMs, clock, deadline, observe },
-          () => store.release({ key: storageKey, owner, retentionMs }),
+          (context) => store.release({ key: storageKey, owner, retentionMs }, context),
         );
         if (released.ok || landed) return;
         // Nothing held under this owner yet. The acquire's own call failing (its time limit)

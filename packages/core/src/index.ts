@@ -162,6 +162,7 @@ export type {
   RecordStatus,
   ReleaseInput,
   StoreAdmin,
+  StoreCallContext,
   StoreCapabilities,
   StoreClock,
   StoredRecord,

@@ -4,7 +4,7 @@ import type { ExecutionSettings } from './execution.js';
 import type { ExecutionReport } from './execution-report.js';
 import { FixedDelayTimers, type TimedEntry } from './fixed-delay-timers.js';
 import { storeCallObserver } from './observe.js';
-import type { OwnerWriteResult } from './store.js';
+import type { OwnerWriteResult, StoreCallContext } from './store.js';
 import { callStore } from './store-call.js';
 
 /** Where an execution is: running its operation, writing its final outcome, or done. */
@@ -511,10 +511,10 @@ export class LeaseKeeper implements TimedEntry {
     this.beatDueAt = startedAt + (heartbeatMs || 0);
     // Whether the keeper stopped awaiting this call (answered, failed or timed out).
     let awaited = true;
-    const send = (): Promise<OwnerWriteResult> => {
+    const send = (context: StoreCallContext): Promise<OwnerWriteResult> => {
       // (Promise.resolve: the same promise for a native one, a promise for a plain value.)
       const call = Promise.resolve(
-        store.extend({ key: this.key, owner: this.owner, leaseMs: lease, retentionMs }),
+        store.extend({ key: this.key, owner: this.owner, leaseMs: lease, retentionMs }, context),
       );
       this.storePending++;
       // Settled at the store: counted out, independent of the time limit. Registered before

@@ -1,6 +1,6 @@
 import { guardStoreCall, type StoreErrorRules, toStoreError } from './adapter-kit/store-errors.js';
 import type { StoreOperation } from './events.js';
-import type { CompleteInput, StoredRecord } from './store.js';
+import type { CompleteInput, StoreCallContext, StoredRecord } from './store.js';
 
 const ENGINE_RULES: StoreErrorRules = { service: 'Store' };
 
@@ -16,7 +16,7 @@ const ENGINE_RULES: StoreErrorRules = { service: 'Store' };
 export function callStore<T>(
   operation: StoreOperation,
   timeoutMs: number,
-  fn: () => Promise<T>,
+  fn: (call: StoreCallContext) => Promise<T>,
   options: StoreCallOptions = {},
 ): Promise<T> {
   const { observe } = options;
@@ -51,10 +51,22 @@ export interface StoreCallOptions {
 function timedCall<T>(
   operation: StoreOperation,
   timeoutMs: number,
-  fn: () => Promise<T>,
+  fn: (call: StoreCallContext) => Promise<T>,
   unref: boolean,
 ): Promise<T> {
-  return guardStoreCall(ENGINE_RULES, operation, fn, { timeoutMs, unref });
+  // The call's signal, made only when the store reads it (most never do).
+  let controller: AbortController | undefined;
+  const call: StoreCallContext = {
+    get signal() {
+      controller ??= new AbortController();
+      return controller.signal;
+    },
+  };
+  return guardStoreCall(ENGINE_RULES, operation, () => fn(call), {
+    timeoutMs,
+    unref,
+    onTimeout: (error) => controller?.abort(error),
+  });
 }
 
 /**

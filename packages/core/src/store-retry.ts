@@ -1,6 +1,7 @@
 import type { Clock } from './clock.js';
 import { StoreUnavailableError } from './errors.js';
 import type { StoreOperation } from './events.js';
+import type { StoreCallContext } from './store.js';
 import { callStore, callStoreSync } from './store-call.js';
 
 /** A pause that does not keep the process alive (`unref` where timers have it: Node, Bun). */
@@ -47,7 +48,7 @@ export interface StoreRetryOptions {
  */
 export async function retryStoreCall<T>(
   options: StoreRetryOptions,
-  call: () => Promise<T>,
+  call: (context: StoreCallContext) => Promise<T>,
   /** The same call answered at once (the store method's synchronous form), made untimed. */
   syncCall?: () => T,
 ): Promise<T> {

@@ -279,6 +279,22 @@ export interface StoreAdmin {
 }
 
 /**
+ * What the engine tells a store about one call of it (the optional second argument of
+ * `acquire`, `complete`, `release` and `extend`).
+ */
+export interface StoreCallContext {
+  /**
+   * Aborts (its reason the engine's `StoreUnavailableError`) once the engine stopped waiting
+   * for this call: its `storeTimeoutMs` passed. A store MAY then cut the request (destroy
+   * its connection or its HTTP request) so that a call nobody waits for does not hold a
+   * connection, or queue the next calls behind it, until the service answers; what such a
+   * call applied stays unknown to the engine either way, as for any timeout. Created when
+   * first read: a store that never reads it costs nothing.
+   */
+  readonly signal: AbortSignal;
+}
+
+/**
  * A store of idempotency records.
  *
  * Every method MUST be atomic with respect to every other call on the same storage key,
@@ -328,7 +344,7 @@ export interface IdempotencyStore {
    * (a retry after a failure, a takeover after a crash), new once the key is used again
    * after its retention, so that what the request writes elsewhere can be named by it.
    */
-  acquire(input: AcquireInput): Promise<AcquireResult>;
+  acquire(input: AcquireInput, call?: StoreCallContext): Promise<AcquireResult>;
 
   /**
    * Stores the outcome and marks the record `completed` with `expiresAt = now + retentionMs`,
@@ -343,7 +359,7 @@ export interface IdempotencyStore {
    * outcome, not `expiresAt`). With different bytes it MUST answer `not_owner` and change
    * nothing.
    */
-  complete(input: CompleteInput): Promise<OwnerWriteResult>;
+  complete(input: CompleteInput, call?: StoreCallContext): Promise<OwnerWriteResult>;
 
   /**
    * Gives the key up so a retry executes again: the record becomes a `released` tombstone
@@ -355,7 +371,7 @@ export interface IdempotencyStore {
    * `input.owner`, it SHOULD answer `{ ok: true }` and change nothing (the conformance suite
    * does not check this; core treats either answer as final).
    */
-  release(input: ReleaseInput): Promise<OwnerWriteResult>;
+  release(input: ReleaseInput, call?: StoreCallContext): Promise<OwnerWriteResult>;
 
   /**
    * Renews the lease to `now + leaseMs`, only if the record is `in_progress` and owned by
@@ -365,7 +381,7 @@ export interface IdempotencyStore {
    * it), here and in a redelivered `acquire`, and then SHOULD answer the lease it keeps
    * (`leaseUntil`); the DynamoDB store does. A lease that has passed is never kept.
    */
-  extend(input: ExtendInput): Promise<OwnerWriteResult>;
+  extend(input: ExtendInput, call?: StoreCallContext): Promise<OwnerWriteResult>;
 
   /**
    * Reads the record as stored (any status), or `undefined` when there is none or it has

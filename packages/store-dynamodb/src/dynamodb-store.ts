@@ -51,7 +51,7 @@ import {
   TYPICAL_OWNER_LENGTH,
   ttlOf,
 } from './expressions.js';
-import { createItemRequests } from './item-requests.js';
+import { createItemRequests, withEngineCall } from './item-requests.js';
 import type { DynamoDbStore, DynamoDbStoreOptions } from './options.js';
 import { holdsOutcome, packOutcome, unpackOutcome } from './outcome-compression.js';
 import {
@@ -414,7 +414,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     found.owner === owner &&
     now < found.expiresAt;
 
-  return {
+  const store: DynamoDbStore = {
     capabilities,
     tableName,
     itemKey: (storageKey) => itemKey(schema, storageKey),
@@ -704,6 +704,14 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       // Nothing to free: the client belongs to the caller.
     },
   };
+  // Each call's requests are also cut when the engine stops waiting for it (see
+  // `withEngineCall`).
+  const { acquire, complete, release, extend } = store;
+  store.acquire = (input, call) => withEngineCall(call, () => acquire(input));
+  store.complete = (input, call) => withEngineCall(call, () => complete(input));
+  store.release = (input, call) => withEngineCall(call, () => release(input));
+  store.extend = (input, call) => withEngineCall(call, () => extend(input));
+  return store;
 }
 
 /** Longest timer Node keeps (longer ones fire at once). */

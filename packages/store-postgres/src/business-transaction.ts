@@ -63,8 +63,33 @@ export class TransactionEndedByOperationError extends IdemError<'TRANSACTION_END
   }
 }
 
+/**
+ * `COMMIT` of the business transaction was sent, but its answer did not come within the
+ * engine's wait (core's `completionWaitMs`, `storeTimeoutMs` by default): whether the
+ * transaction committed is not known yet. Code `STORE_UNAVAILABLE` (an HTTP integration
+ * answers 503 with `Retry-After`). The engine settles it in the background from the server's
+ * own status of the transaction, owner-checked: if it committed, its rows and its record are
+ * in and every retry replays the outcome; if it did not, nothing of it is in, the key is
+ * released and a retry runs the operation once. Meanwhile a retry is answered
+ * `IN_PROGRESS` or `STORE_UNAVAILABLE`, never a second run of a transaction that may have
+ * committed. `cause` is core's error of the wait.
+ */
+export class CommitOutcomeUnknownError extends IdemError {
+  /** Always `'unknown'`: the transaction may or may not have committed. */
+  readonly commitOutcome = 'unknown' as const;
+  constructor(waitedMs: number, options?: { cause?: unknown }) {
+    super(
+      'STORE_UNAVAILABLE',
+      `COMMIT of the business transaction got no answer within ${waitedMs} ms: whether it committed is not known yet. It is settled in the background: if it committed, a retry replays its outcome; if not, the key is released and a retry runs the operation once`,
+      options,
+    );
+    if (new.target === CommitOutcomeUnknownError) this.name = 'CommitOutcomeUnknownError';
+  }
+}
+
 // Another copy's (the CommonJS build) recognised by these marks, never an app's class named the same.
 markErrorClass(TransactionNotCommittedError, 'TransactionNotCommittedError');
+markErrorClass(CommitOutcomeUnknownError, 'CommitOutcomeUnknownError');
 markErrorClass(TransactionEndedByOperationError, 'TransactionEndedByOperationError');
 
 /** The warning code emitted when an operation that returned had ended its transaction itself. */
@@ -127,6 +152,14 @@ export class BusinessTransaction {
   /** For an undecided execution: what the operation threw, if it threw. */
   thrown: unknown;
   private result: Promise<OwnerWriteResult> | undefined;
+  /**
+   * How far the completion went: `none` (not asked), `completing` (the completion statement
+   * on its way, `COMMIT` not sent), `commit_sent`, `settled` (committed, or settled from the
+   * record either way). See `unsettledError`.
+   */
+  private commitStage: 'none' | 'completing' | 'commit_sent' | 'settled' = 'none';
+  /** The caller was told the transaction did not commit: `COMMIT` is never sent after that. */
+  private commitRefused = false;
   private deciding: Promise<OwnerWriteResult> | undefined;
   /**
    * node-postgres reported the client idle (a ReadyForQuery with status 'I') while the
@@ -546,6 +579,7 @@ export class BusinessTransaction {
       // Refused before the transaction is touched: core then records a marker in it.
       if (input.outcome.length > limit) return this.store.complete(input);
       this.phase = 'finishing';
+      this.commitStage = 'completing';
       this.result = this.commit(input);
       return this.result;
     }
@@ -557,6 +591,25 @@ export class BusinessTransaction {
       if (this.result === current) this.result = this.settle(input, error);
       return this.result as Promise<OwnerWriteResult>;
     });
+  }
+
+  /**
+   * What the caller is told when core's wait for the completion ran out (`error`, core's
+   * `StoreUnavailableError` "not recorded yet") while this transaction's completion is
+   * still unsettled, instead of that error: `CommitOutcomeUnknownError` once `COMMIT` was
+   * sent; `TransactionNotCommittedError` before (and `COMMIT` is then never sent, so that it
+   * stays true). `undefined` when the completion is not what failed.
+   */
+  unsettledError(error: unknown, waitedMs: number): IdemError | undefined {
+    if (!(error instanceof StoreUnavailableError)) return undefined;
+    if (this.commitStage === 'commit_sent')
+      return new CommitOutcomeUnknownError(waitedMs, { cause: error });
+    if (this.commitStage !== 'completing') return undefined;
+    this.commitRefused = true;
+    return new TransactionNotCommittedError(
+      `The business transaction did not commit: its completion got no answer within ${waitedMs} ms and COMMIT will not be sent. Nothing of it is recorded; the key is released in the background once the server answers (a retry meanwhile gets IN_PROGRESS or STORE_UNAVAILABLE), then a retry runs the operation once`,
+      { cause: error },
+    );
   }
 
   /** Rolls back and gives the connection back; for an operation that threw, or a release. */
@@ -596,6 +649,13 @@ export class BusinessTransaction {
       return this.settle(input, error);
     }
     if (written === 'other_transaction') return this.completeOutside(input);
+    if (this.commitRefused) {
+      // The caller was told this transaction did not commit (its completion answered too
+      // late): it never commits now. Dropped, so the server rolls it back; then released.
+      const late = new Error('COMMIT not sent: the caller was told the transaction did not commit');
+      this.discard(late);
+      return this.settle(input, late, false);
+    }
     if (!written.ok) {
       // Taken over after the lease passed: the business writes roll back with it.
       this.phase = 'done';
@@ -604,6 +664,7 @@ export class BusinessTransaction {
       return NOT_OWNER;
     }
     try {
+      this.commitStage = 'commit_sent';
       const answer = await runStatement(
         this.client,
         'commit',
@@ -616,6 +677,7 @@ export class BusinessTransaction {
       this.discard(error);
       return this.settle(input, error);
     }
+    this.commitStage = 'settled';
     this.phase = 'done';
     this.locked = false;
     this.forget();
@@ -634,6 +696,8 @@ export class BusinessTransaction {
    * bytes), and core repeats it while the store is unavailable: never a release.
    */
   private async completeOutside(input: CompleteInput): Promise<OwnerWriteResult> {
+    // Not this engine's COMMIT: core's own words ("not recorded yet") stay true for it.
+    this.commitStage = 'none';
     this.phase = 'done';
     this.locked = false;
     this.forget();
@@ -684,7 +748,9 @@ export class BusinessTransaction {
         this.phase = 'done';
         this.locked = false;
         this.forget();
-        return this.store.complete(input);
+        const written = await this.store.complete(input);
+        this.commitStage = 'settled';
+        return written;
       }
     }
     const released = await this.store.release({
@@ -695,6 +761,7 @@ export class BusinessTransaction {
     // The release waited for the row: the transaction has ended on the server.
     this.phase = 'done';
     this.locked = false;
+    this.commitStage = 'settled';
     if (released.ok) {
       this.forget();
       throw new TransactionNotCommittedError(

@@ -1,4 +1,5 @@
 export {
+  CommitOutcomeUnknownError,
   TRANSACTION_ENDED_WARNING,
   TransactionEndedByOperationError,
   TransactionNotCommittedError,

@@ -88,7 +88,14 @@ export interface PostgresIdempotency<T> {
    *   `TransactionNotCommittedError` (code `STORE_UNAVAILABLE`). When the connection died
    *   during `COMMIT`, the record tells whether it committed: if it did, the call succeeds.
    *
-   * @throws everything core's `execute` throws, and `TransactionNotCommittedError`
+   * - `COMMIT` was sent but not answered within core's `completionWaitMs` (a server frozen at
+   *   `COMMIT`): `CommitOutcomeUnknownError` (code `STORE_UNAVAILABLE`); the completion
+   *   settles in the background (a retry replays if it committed, runs once if not). The
+   *   completion statement not answered in time, before `COMMIT`: `COMMIT` is never sent,
+   *   `TransactionNotCommittedError`.
+   *
+   * @throws everything core's `execute` throws, `TransactionNotCommittedError` and
+   * `CommitOutcomeUnknownError`
    */
   execute(
     request: IdempotentRequest,
@@ -429,6 +436,10 @@ export function createPostgresIdempotency<T = unknown>(
       });
       if (policyFailed) throw policyFailed.error;
       return result;
+    } catch (error) {
+      // Core's wait for the completion ran out ("not recorded yet"): told as what is known
+      // of this transaction's COMMIT instead (unknown once sent, else not committed).
+      throw tx?.unsettledError(error, idem.settings.completionWaitMs) ?? error;
     } finally {
       // Still open: core neither completed nor released (it failed before either). Nothing
       // commits; the key is left to its lease.

@@ -7,13 +7,22 @@
  * CommonJS file (run the build first).
  */
 import { markedClassTests } from '../../../scripts/error-class-marks.js';
-import { TransactionEndedByOperationError, TransactionNotCommittedError } from '../src/index.js';
+import {
+  CommitOutcomeUnknownError,
+  TransactionEndedByOperationError,
+  TransactionNotCommittedError,
+} from '../src/index.js';
 
 markedClassTests(import.meta.url, [
   {
     name: 'TransactionNotCommittedError',
     ours: TransactionNotCommittedError,
     make: (C) => new C('not committed'),
+  },
+  {
+    name: 'CommitOutcomeUnknownError',
+    ours: CommitOutcomeUnknownError,
+    make: (C) => new C(150),
   },
   {
     name: 'TransactionEndedByOperationError',

@@ -5,10 +5,18 @@
  * are named by their marks since corerev3; these are now named by their own spelling.
  */
 import { afterEach, expect, it } from 'vitest';
-import { TransactionEndedByOperationError, TransactionNotCommittedError } from '../src/index.js';
+import {
+  CommitOutcomeUnknownError,
+  TransactionEndedByOperationError,
+  TransactionNotCommittedError,
+} from '../src/index.js';
 
 // Renamed as a minifier renames them (esbuild --minify: `Ce`), their names put back after.
-const renamed = [TransactionNotCommittedError, TransactionEndedByOperationError];
+const renamed = [
+  TransactionNotCommittedError,
+  TransactionEndedByOperationError,
+  CommitOutcomeUnknownError,
+];
 const names = renamed.map((cls) => cls.name);
 afterEach(() => {
   for (const [i, cls] of renamed.entries()) Object.defineProperty(cls, 'name', { value: names[i] });
@@ -20,6 +28,7 @@ it("this package's errors keep their names when a minifier renamed their classes
   expect(new TransactionEndedByOperationError({ cause: new Error('op') }).name).toBe(
     'TransactionEndedByOperationError',
   );
+  expect(new CommitOutcomeUnknownError(150).name).toBe('CommitOutcomeUnknownError');
 });
 
 it('an app subclass of TransactionNotCommittedError keeps its own name', () => {

@@ -52,7 +52,12 @@ export function guardStoreCall<T>(
   rules: StoreErrorRules,
   operation: string,
   run: () => Promise<T>,
-  timing: { timeoutMs?: number; unref?: boolean } = {},
+  timing: {
+    timeoutMs?: number;
+    unref?: boolean;
+    /** Told the timeout's error when `timeoutMs` passed first (to cut the call itself). */
+    onTimeout?: (error: Error) => void;
+  } = {},
 ): Promise<T> {
   let sent: Promise<T>;
   try {
@@ -68,8 +73,17 @@ export function guardStoreCall<T>(
     });
   }
   return settleWithin(sent, timeoutMs, {
-    onTimeout: () =>
-      new StoreUnavailableError(`${rules.service} ${operation} timed out after ${timeoutMs} ms`),
+    onTimeout: () => {
+      const error = new StoreUnavailableError(
+        `${rules.service} ${operation} timed out after ${timeoutMs} ms`,
+      );
+      try {
+        timing.onTimeout?.(error);
+      } catch {
+        // A hook's bug must not change the call's answer.
+      }
+      return error;
+    },
     mapError,
     unref: timing.unref,
   });
