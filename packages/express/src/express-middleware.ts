@@ -5,6 +5,7 @@ import {
   type ResponseRecorder,
 } from '@idem/http';
 import {
+  clientLeftSignal,
   headerValue,
   nodeRequestBody,
   readyForOwnMethods,
@@ -38,32 +39,45 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
   // A body parser mounted before the middleware reads the body first: the bytes as sent are
   // kept for it as they come in (see `tapRequestBodies`).
   tapRequestBodies(options);
+  const waits = options.wait !== undefined && options.wait !== false;
   return async function idempotencyMiddleware(req, res, next) {
     const target = req.originalUrl;
-    const decision = await handler.begin({
-      native: req,
-      method: req.method,
-      // Path and query as they are (`requestTarget` reads them alike), but for a target that
-      // would name a host or is absolute: `//host/path`, and `/\host/path`, which the URL
-      // parser reads as `//host/path` too (a backslash is a slash in an http URL).
-      url:
-        target.charCodeAt(0) === 47 /* / */ &&
-        target.charCodeAt(1) !== 47 &&
-        target.charCodeAt(1) !== 92 /* backslash */
-          ? target
-          : requestUrl(target),
-      route: routeOf(req),
-      header: (name) => headerValue(req.headers, name),
-      // Called for a request that needs a key. A body parser may have run first (express.json,
-      // express.raw, express.text, express.urlencoded).
-      readBody: (limit) => {
-        // Express gave both their app's prototype: readied now, every property added to them
-        // from here (ours, the body parser's, the router's) is cheap (see `readyForOwnMethods`).
-        readyForOwnMethods(req, 'res');
-        readyForOwnMethods(res, 'req');
-        return nodeRequestBody(req, req.body, limit);
-      },
-    });
+    // Under `wait`, a client that leaves while its duplicate waits ends the wait at once.
+    const left = waits ? clientLeftSignal(res) : undefined;
+    let decision: Awaited<ReturnType<typeof handler.begin>>;
+    try {
+      decision = await handler.begin({
+        ...(left ? { signal: left.signal } : {}),
+        native: req,
+        method: req.method,
+        // Path and query as they are (`requestTarget` reads them alike), but for a target that
+        // would name a host or is absolute: `//host/path`, and `/\host/path`, which the URL
+        // parser reads as `//host/path` too (a backslash is a slash in an http URL).
+        url:
+          target.charCodeAt(0) === 47 /* / */ &&
+          target.charCodeAt(1) !== 47 &&
+          target.charCodeAt(1) !== 92 /* backslash */
+            ? target
+            : requestUrl(target),
+        route: routeOf(req),
+        header: (name) => headerValue(req.headers, name),
+        // Called for a request that needs a key. A body parser may have run first (express.json,
+        // express.raw, express.text, express.urlencoded).
+        readBody: (limit) => {
+          // Express gave both their app's prototype: readied now, every property added to them
+          // from here (ours, the body parser's, the router's) is cheap (see `readyForOwnMethods`).
+          readyForOwnMethods(req, 'res');
+          readyForOwnMethods(res, 'req');
+          return nodeRequestBody(req, req.body, limit);
+        },
+      });
+    } catch (error) {
+      // Its client left: nobody to answer, nothing ran.
+      if (left?.signal.aborted) return;
+      throw error;
+    } finally {
+      left?.stop();
+    }
     if (decision.action === 'pass') return next();
     if (decision.action === 'respond') return sendDecisionResponse(res, decision);
     // Judged where the route starts (see the recorder's `lateStart`): past the lease's runway

@@ -39,10 +39,15 @@ export class FastifyIncoming implements IncomingRequest<FastifyRequest> {
     readonly route: string,
     /** Longest wait at `preHandler` for the rest of a body (`bodyTimeoutMs`). */
     readonly bodyTimeoutMs: number,
+    /** Under `wait`: `begin` is given {@link FastifyIncoming.signal}. */
+    readonly waits = false,
   ) {
     this.method = native.method;
     this.url = requestUrl(native.url);
   }
+
+  /** Aborted when its client leaves (set at `preHandler` under `wait`): ends a bounded wait. */
+  signal?: AbortSignal;
 
   /** A function of its own: `@idem/http` may call it apart from the request. */
   readonly header = (name: string): string | undefined => headerValue(this.native.headers, name);

@@ -13,6 +13,7 @@ import {
 } from '@idem/http';
 import {
   chunkedFraming,
+  clientLeftSignal,
   decisionStatus,
   decisionTrailers,
   destroyBroken,
@@ -161,6 +162,13 @@ function thenReleasing(
 interface Setup {
   handler: IdempotencyHandler<FastifyRequest>;
   bodyTimeoutMs: number;
+  /** Under `wait`: a client that leaves while its duplicate waits ends the wait at once. */
+  waits: boolean;
+}
+
+/** Whether options (merged as a route's are) ask for a bounded wait. */
+function waitsIn(options: { wait?: unknown }): boolean {
+  return options.wait !== undefined && options.wait !== false;
 }
 
 /**
@@ -197,6 +205,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     base = {
       handler: createIdempotencyHandler<FastifyRequest>(httpOptions(options)),
       bodyTimeoutMs: bodyTimeoutOf(options.bodyTimeoutMs, 'bodyTimeoutMs'),
+      waits: waitsIn(options),
     };
   } catch (error) {
     // Registration fails with the error (app.register / app.ready reject), not a crash.
@@ -220,6 +229,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
           route.bodyTimeoutMs === undefined
             ? base.bodyTimeoutMs
             : bodyTimeoutOf(route.bodyTimeoutMs, 'config.idempotency.bodyTimeoutMs'),
+        waits: waitsIn({ ...options, ...route }),
       };
       perRoute.set(route, setup);
     }
@@ -246,6 +256,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
       setup.handler,
       constraints === undefined ? (route.url as string) : `${route.url as string}${constraints}`,
       setup.bodyTimeoutMs,
+      setup.waits,
     );
     if (copy) incoming.copyBody();
     return incoming;
@@ -336,8 +347,11 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
     if (incoming === null) incoming = incomingOf(request, false);
     if (incoming === false) return done();
     const { handler } = incoming;
+    const left = incoming.waits ? clientLeftSignal(reply.raw) : undefined;
+    if (left) incoming.signal = left.signal;
     handler.begin(incoming).then(
       (decision) => {
+        left?.stop();
         // The copy is used (or was not needed: an invalid key): not held while the route runs.
         (incoming as FastifyIncoming).release();
         try {
@@ -353,7 +367,13 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
         }
       },
       (error: Error) => {
+        left?.stop();
         (incoming as FastifyIncoming).release();
+        // Its client left while it waited: nobody to answer, nothing ran (the route must not).
+        if (left?.signal.aborted) {
+          reply.hijack();
+          return;
+        }
         if (error instanceof BodyTimeoutError) {
           timedOut(request, reply, error);
           return;

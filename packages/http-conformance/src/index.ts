@@ -58,3 +58,5 @@ export {
   describeUpstreamFraming,
   framingAppOptions,
 } from './upstream-framing.js';
+export type { WaitClientGoneApp, WaitClientGoneProbe } from './wait-client-gone.js';
+export { describeWaitClientGone, WAIT_CLIENT_GONE_WAIT } from './wait-client-gone.js';

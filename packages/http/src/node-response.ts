@@ -606,9 +606,10 @@ type Emit = (event: string | symbol, ...args: unknown[]) => boolean;
 const HOLD = Symbol('idem.socketHold');
 /**
  * Marks the connection `'close'` listener of a pipelined response still waiting for its
- * socket (see `awaitSocket`): a hold never keeps the event from it.
+ * socket (see `awaitSocket`, and `clientLeftSignal` of `node.ts`): a hold never keeps the
+ * event from it. @internal
  */
-const UNHELD = Symbol('idem.unheld');
+export const UNHELD = Symbol('idem.unheld');
 const NO_LISTENERS: readonly Listener[] = [];
 
 /** What one response asks of its socket while it is recorded. */

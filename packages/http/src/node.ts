@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { IdempotencyDecision } from './handler.js';
+import { UNHELD } from './node-response.js';
 import { type PreparedResponse, preparedResponseOf } from './prepared-response.js';
 
 export { checkTextLength, keptBytesBody, keptJsonText, nodeRequestBody } from './node-request.js';
@@ -138,6 +139,40 @@ function takesNoMore(res: ServerResponse): boolean {
   const stream = (res as ServerResponse & { stream?: { destroyed?: boolean; closed?: boolean } })
     .stream;
   return stream !== undefined && (stream.destroyed === true || stream.closed === true);
+}
+
+/**
+ * A signal for `begin`'s `signal`, aborted when the client of `res` is gone before anything
+ * was written to it (it closed the connection, or reset its HTTP/2 stream), so that a bounded
+ * `wait` for a duplicate ends at once instead of polling the store for nobody (`begin` then
+ * rejects with the signal's reason: nothing to answer, nothing ran). HTTP/1.x: a response
+ * queued behind an earlier one of its connection (a pipelined request) has no socket yet and
+ * Node never closes it when the connection closes, and its request may have closed already
+ * (its body read by a parser): the connection's own `close` counts too, which the hold of an
+ * earlier response of the connection being recorded never keeps from it. `stop()` once `begin`
+ * settled (one listener on the response, and one on the connection, until then).
+ */
+export function clientLeftSignal(res: ServerResponse): { signal: AbortSignal; stop: () => void } {
+  const controller = new AbortController();
+  const socket = 'createPushResponse' in res ? undefined : res.req?.socket;
+  const onClose = () => controller.abort(new Error('The client closed the connection'));
+  if (takesNoMore(res) || socket?.destroyed) {
+    onClose();
+    return { signal: controller.signal, stop: () => {} };
+  }
+  res.once('close', onClose);
+  // The connection's `'close'` reaches it at once, also while the response of an earlier
+  // request of the connection holds it back from listeners added later (see `heldEmit`,
+  // which reads the mark on the listener itself: `on`, not `once`'s wrapper).
+  (onClose as (() => void) & { [UNHELD]?: true })[UNHELD] = true;
+  socket?.on('close', onClose);
+  return {
+    signal: controller.signal,
+    stop: () => {
+      res.off('close', onClose);
+      socket?.off('close', onClose);
+    },
+  };
 }
 
 /** Resolves true once `res` drains, false when it closes first (the client left). */

@@ -12,6 +12,7 @@ import {
 import {
   canonicalPath,
   checkTextLength,
+  clientLeftSignal,
   headerValue,
   keptBytesBody,
   keptJsonText,
@@ -237,15 +238,31 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
     warned = true;
     (options.onWarning ?? ((text: string) => console.warn(`[@idem/koa] ${text}`)))(message);
   };
+  const waits = options.wait !== undefined && options.wait !== false;
   return async function idempotencyMiddleware(ctx, next) {
-    const decision = await handler.begin({
-      native: ctx,
-      method: ctx.method,
-      url: requestUrl(ctx.originalUrl),
-      route: routeOf(ctx),
-      header: (name) => headerValue(ctx.req.headers, name),
-      readBody: (limit) => bodyOf(ctx, limit),
-    });
+    // Under `wait`, a client that leaves while its duplicate waits ends the wait at once.
+    const left = waits ? clientLeftSignal(ctx.res) : undefined;
+    let decision: Awaited<ReturnType<typeof handler.begin>>;
+    try {
+      decision = await handler.begin({
+        ...(left ? { signal: left.signal } : {}),
+        native: ctx,
+        method: ctx.method,
+        url: requestUrl(ctx.originalUrl),
+        route: routeOf(ctx),
+        header: (name) => headerValue(ctx.req.headers, name),
+        readBody: (limit) => bodyOf(ctx, limit),
+      });
+    } catch (error) {
+      // Its client left: nobody to answer (nor an error to log), nothing ran.
+      if (left?.signal.aborted) {
+        ctx.respond = false;
+        return;
+      }
+      throw error;
+    } finally {
+      left?.stop();
+    }
     if (decision.action === 'pass') return next();
     if (decision.action === 'respond') return answer(ctx, decision);
     // Judged where the next middleware starts (see the recorder's `lateStart`): past the
