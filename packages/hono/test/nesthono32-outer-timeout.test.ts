@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { serve } from '@hono/node-server';
 import { describeOuterTimeout, PROBLEM, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
-import { Hono } from 'hono';
+import { type Context, Hono } from 'hono';
 import { timeout } from 'hono/timeout';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type HonoIdempotencyOptions, idempotency, stream } from '../src/index.js';
@@ -29,6 +29,19 @@ async function start(app: Hono): Promise<string> {
   });
   closers.push(() => new Promise((resolve) => server.close(resolve)));
   return `http://127.0.0.1:${port}`;
+}
+
+/** An app with `hono/timeout` (`ms`) before idem and `POST /charges` answered by `route`. */
+async function charges(
+  route: (c: Context) => Promise<Response>,
+  ms = 100,
+  extra: Partial<HonoIdempotencyOptions> = {},
+): Promise<string> {
+  const app = new Hono();
+  app.use(timeout(ms));
+  app.use(idempotency(options(extra)));
+  app.post('/charges', route);
+  return start(app);
 }
 
 function options(extra: Partial<HonoIdempotencyOptions> = {}): HonoIdempotencyOptions {
@@ -86,15 +99,11 @@ describe('nesthono32 hono: hono/timeout outside idem, attacks', () => {
     const gate = new Promise<void>((resolve) => {
       letGo = resolve;
     });
-    const app = new Hono();
-    app.use(timeout(100));
-    app.use(idempotency(options()));
-    app.post('/charges', async (c) => {
+    const url = await charges(async (c) => {
       runs += 1;
       await gate;
       return c.json({ run: runs }, 201);
     });
-    const url = await start(app);
     const key = keyOf('concurrent');
     expect((await post(url, '/charges', key)).status).toBe(504);
     const burst = await Promise.all(Array.from({ length: 8 }, () => post(url, '/charges', key)));
@@ -109,10 +118,7 @@ describe('nesthono32 hono: hono/timeout outside idem, attacks', () => {
 
   it('a throw that is not an Error after the 504 releases the key: a retry runs it', async () => {
     let runs = 0;
-    const app = new Hono();
-    app.use(timeout(100));
-    app.use(idempotency(options()));
-    app.post('/charges', async (c) => {
+    const url = await charges(async (c) => {
       runs += 1;
       const run = runs;
       if (run === 1) {
@@ -121,7 +127,6 @@ describe('nesthono32 hono: hono/timeout outside idem, attacks', () => {
       }
       return c.json({ run }, 201);
     });
-    const url = await start(app);
     const key = keyOf('non-error');
     expect((await post(url, '/charges', key)).status).toBe(504);
     const last = await settled(url, '/charges', key);
@@ -131,15 +136,15 @@ describe('nesthono32 hono: hono/timeout outside idem, attacks', () => {
 
   it('a handler that never settles holds the key (409) only until maxHoldMs passes', async () => {
     let runs = 0;
-    const app = new Hono();
-    app.use(timeout(100));
-    app.use(idempotency(options({ maxHoldMs: 900 })));
-    app.post('/charges', async (c) => {
-      runs += 1;
-      if (runs === 1) await new Promise(() => {});
-      return c.json({ run: runs }, 201);
-    });
-    const url = await start(app);
+    const url = await charges(
+      async (c) => {
+        runs += 1;
+        if (runs === 1) await new Promise(() => {});
+        return c.json({ run: runs }, 201);
+      },
+      100,
+      { maxHoldMs: 900 },
+    );
     const key = keyOf('never');
     expect((await post(url, '/charges', key)).status).toBe(504);
     expect((await post(url, '/charges', key)).status).toBe(409);
@@ -152,17 +157,13 @@ describe('nesthono32 hono: hono/timeout outside idem, attacks', () => {
 
   it('a streamed answer the handler returns after the 504 (dropped by Hono) leaves the marker', async () => {
     let runs = 0;
-    const app = new Hono();
-    app.use(timeout(100));
-    app.use(idempotency(options()));
-    app.post('/charges', async (c) => {
+    const url = await charges(async (c) => {
       runs += 1;
       await sleep(300);
       return stream(c, async (s) => {
         await s.write('charged');
       });
     });
-    const url = await start(app);
     const key = keyOf('stream');
     expect((await post(url, '/charges', key)).status).toBe(504);
     const last = await settled(url, '/charges', key);
@@ -172,18 +173,14 @@ describe('nesthono32 hono: hono/timeout outside idem, attacks', () => {
 
   it('a streamed answer that beats the timeout is recorded and replayed, as before', async () => {
     let runs = 0;
-    const app = new Hono();
-    app.use(timeout(200));
-    app.use(idempotency(options()));
-    app.post('/charges', async (c) => {
+    const url = await charges(async (c) => {
       runs += 1;
       return stream(c, async (s) => {
         await s.write('part one,');
         await sleep(400);
         await s.write('part two');
       });
-    });
-    const url = await start(app);
+    }, 200);
     const key = keyOf('stream-first');
     const first = await post(url, '/charges', key);
     expect([first.status, first.body.toString()]).toEqual([200, 'part one,part two']);
@@ -199,15 +196,11 @@ describe('nesthono32 hono: hono/timeout outside idem, attacks', () => {
   it('a timeout that fires as the handler finishes never runs it twice', async () => {
     for (let round = 0; round < 5; round += 1) {
       let runs = 0;
-      const app = new Hono();
-      app.use(timeout(100));
-      app.use(idempotency(options()));
-      app.post('/charges', async (c) => {
+      const url = await charges(async (c) => {
         runs += 1;
         await sleep(100);
         return c.json({ run: runs }, 201);
       });
-      const url = await start(app);
       const key = keyOf(`edge-${round}`);
       const first = await post(url, '/charges', key);
       expect([201, 504]).toContain(first.status);
