@@ -8,7 +8,14 @@ import {
   send,
 } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
-import { Controller, Module, Post, ServiceUnavailableException, UseGuards } from '@nestjs/common';
+import {
+  Controller,
+  Module,
+  Post,
+  Res,
+  ServiceUnavailableException,
+  UseGuards,
+} from '@nestjs/common';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { defer, from } from 'rxjs';
@@ -32,6 +39,7 @@ const LEASE = 300;
 let probe: OuterTimeoutProbe = outerTimeoutProbe(LEASE);
 let gate: Promise<void> = Promise.resolve();
 let gated = 0;
+let resOwn = 0;
 
 @Controller()
 @UseGuards(TenantGuard)
@@ -60,6 +68,15 @@ class ChargesController {
     gated += 1;
     await gate;
     return { gated };
+  }
+
+  @Post('res-own')
+  @Idempotent()
+  async resOwn(@Res() res: { status(code: number): { send(body: string): unknown } }) {
+    resOwn += 1;
+    // Its own 503, written in its own async context, then more work of its own.
+    res.status(503).send('busy');
+    await new Promise((resolve) => setTimeout(resolve, 400));
   }
 
   @Post('observed')
@@ -132,6 +149,23 @@ describe.each<Platform>(['express', 'fastify'])(
       );
       try {
         await probe.check(url, '/observed', 408, false);
+      } finally {
+        await close();
+      }
+    });
+
+    it("a @Res() handler's own 503, its work going on, is still released at once (not taken for an outside answer)", async () => {
+      const { url, close } = await startNest(platform, ChargesModule, (app) =>
+        outerTimeout(platform)(app as NestExpressApplication & NestFastifyApplication),
+      );
+      try {
+        const before = resOwn;
+        const key = `nesthono32-res-own-${platform}-${process.pid}`;
+        for (let i = 0; i < 2; i += 1) {
+          const answer = await send(url, '/res-own', { key, body: {} });
+          expect(answer.status).toBe(503);
+        }
+        expect(resOwn - before).toBe(2);
       } finally {
         await close();
       }
