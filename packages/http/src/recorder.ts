@@ -487,7 +487,8 @@ export function createRecorder(
   function fail(_error: unknown): Promise<void> {
     clearTimeout(idleTimer);
     tee?.end(false);
-    done ??= releaseQuietly();
+    // An answer from outside that broke, its handler having run to its end: marked alike.
+    done ??= outside && !failedAtEnd ? answeredOutside() : releaseQuietly();
     return done.catch(() => {});
   }
 

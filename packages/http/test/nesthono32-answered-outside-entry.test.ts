@@ -69,6 +69,15 @@ describe('ANSWERED_OUTSIDE', () => {
     expect(await retried()).toEqual(MARKED);
   });
 
+  it('then fail of the answer (it broke): the marker, not a release', async () => {
+    const { recorderOf, retried } = setup();
+    const recorder = await recorderOf();
+    expect(recorder.start(503, new Headers())).toBe(false);
+    answeredOutsideOf(recorder)?.();
+    await recorder.fail(new Error('the client left mid-answer'));
+    expect(await retried()).toEqual(MARKED);
+  });
+
   it('then finish of a final response: recorded and replayed as usual', async () => {
     const { recorderOf, retried } = setup();
     const recorder = await recorderOf();
