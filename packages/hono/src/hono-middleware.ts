@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import {
+  answeredOutsideOf,
   answerInsteadOfAbort,
   answerMustAbort,
   BodyTooLargeError,
@@ -286,6 +287,56 @@ function dropNodeFraming(c: Context, status: number): void {
   if (!outgoing.stream && status !== 204 && status !== 304) outgoing._removedTE = false;
 }
 
+/**
+ * How the handler of a request ended when `next()` settled, on @hono/node-server: `inside` when
+ * nothing went out before (the handler's chain answered, as usual); otherwise the request was
+ * answered outside this middleware (a timeout mounted before it, `hono/timeout`: Hono then drops
+ * the `Response` the handler returns) while the handler ran, and it then either ran to its end,
+ * `fulfilled`, or failed, `rejected`: Hono's compose catches the handler's throw, sets `c.error`
+ * and puts `app.onError`'s answer on `c.res`, so a throw reads as an error set on the context
+ * after the answer went out (a throw set before, as `hono/timeout`'s own, is not the handler's).
+ */
+type OutsideVerdict = 'inside' | 'fulfilled' | 'rejected';
+
+/**
+ * Starts watching `c` for an answer that goes out while `next()` runs (see
+ * {@link OutsideVerdict}); answers a function that stops the watch and gives the verdict.
+ * Only on @hono/node-server, whose Node response says when something went out (elsewhere the
+ * runtime sends the `Response` the app returned, and nothing tells this middleware when: always
+ * `inside` there). `c.error` is watched through an own accessor while `next()` runs (Hono's
+ * `Context` has it as a plain field), put back as a plain field after.
+ */
+function watchOutside(c: Context): () => OutsideVerdict {
+  const outgoing = nodeResponseOf(c);
+  const sent = () => outgoing?.headersSent === true || outgoing?.writableEnded === true;
+  // Nothing to tell off @hono/node-server, nor once something went out already.
+  if (!outgoing || sent()) return () => 'inside';
+  let failedAfter = false;
+  const own = Object.getOwnPropertyDescriptor(c, 'error');
+  let restore: (() => void) | undefined;
+  if (!own || ('value' in own && own.configurable && own.writable)) {
+    let value: unknown = own?.value;
+    const enumerable = own?.enumerable ?? true;
+    Object.defineProperty(c, 'error', {
+      configurable: true,
+      enumerable,
+      get: () => value,
+      set: (error: unknown) => {
+        value = error;
+        if (sent()) failedAfter = true;
+      },
+    });
+    restore = () =>
+      Object.defineProperty(c, 'error', { value, writable: true, enumerable, configurable: true });
+  }
+  return () => {
+    restore?.();
+    // What the handler wrote to the Node response itself, marked so for node-server, is its own.
+    if (!sent() || c.res.headers.has(ALREADY_SENT)) return 'inside';
+    return failedAfter ? 'rejected' : 'fulfilled';
+  };
+}
+
 /** Headers of the placeholder `c.res` an answer never takes: they describe that empty body. */
 const PLACEHOLDER_ONLY = new Set(['content-length', 'content-type', 'transfer-encoding']);
 
@@ -394,8 +445,26 @@ export function idempotency(
       // response does (a callback that throws before its first await): the watch back on top.
       rewatchConsoleError();
       try {
-        // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
-        await next();
+        // An answer that goes out while the handler runs is not the handler's (see below).
+        const outside = watchOutside(c);
+        let verdict: OutsideVerdict;
+        try {
+          // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
+          await next();
+        } finally {
+          verdict = outside();
+        }
+        // Answered outside (a timeout mounted before this middleware) while the handler ran, and
+        // the handler then ran to its end: its side effect most likely happened, but Hono dropped
+        // its `Response` (and the answer that went out cannot be read again). Released, a retry
+        // would run it a second time: the `answered_outside` marker instead (a 500
+        // `outcome-not-recorded` problem to retries). A handler that threw after it goes on as
+        // before: `app.onError`'s answer judged by the policy (released under `finalOn2xx`).
+        const mark = verdict === 'fulfilled' ? answeredOutsideOf(recorder) : undefined;
+        if (mark) {
+          await mark(c.res.status);
+          return;
+        }
         if (honoStreamHelper(c, c.res)) {
           if (!helperWarned) warnHelper();
           // A throw of the callback Hono's helper hides: not recorded, released at the end.

@@ -54,3 +54,26 @@ export function trailersOf(
     TRAILERS
   ];
 }
+
+/**
+ * Key of the function by which an adapter tells a recorder made by @idem/http that the
+ * request was answered outside it (a request timeout mounted before the adapter) while its
+ * handler ran, and that the handler then ran to its end (fulfilled): its side effect most
+ * likely happened, but its own result reached no response. A response that is not final, or
+ * that broke (`fail`), or none the adapter could read (call it instead of `finish`, with the
+ * status that went out) leaves the final `answered_outside` not-recorded marker instead of
+ * releasing the key, so a retry gets a 500 `outcome-not-recorded` problem, never a second run;
+ * a final response that ends is recorded as usual. Registered, as {@link START_FROM}. Answers the recorder's end (never
+ * rejects) when no response was started, else `undefined` (`finish` ends it).
+ * @internal
+ */
+export const ANSWERED_OUTSIDE = Symbol.for('@idem/http.recorder.answered-outside');
+
+/** `recorder`'s {@link ANSWERED_OUTSIDE} entry, when @idem/http made it. @internal */
+export function answeredOutsideOf(
+  recorder: object,
+): ((status?: number) => Promise<void> | undefined) | undefined {
+  return (recorder as { [ANSWERED_OUTSIDE]?: (status?: number) => Promise<void> | undefined })[
+    ANSWERED_OUTSIDE
+  ];
+}

@@ -1,6 +1,7 @@
 export { LiveStreamBrokenError } from './attach.js';
 export type { IdempotencyDecision, IdempotencyHandler, IncomingRequest } from './handler.js';
 export { createIdempotencyHandler, withIdempotency } from './handler.js';
+export { ANSWERED_OUTSIDE, answeredOutsideOf } from './head-source.js';
 export type { ParsedKey } from './key-header.js';
 export { formatIdempotencyKey, parseIdempotencyKey } from './key-header.js';
 export { ATTACH_HEADER } from './live-answers.js';

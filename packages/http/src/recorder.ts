@@ -2,7 +2,7 @@ import { type Execution, isIdemError, outcomePolicyAnswer, type StoredOutcome } 
 import { storeUnavailable } from './answers.js';
 import { CaptureBuffer } from './capture-buffer.js';
 import type { IdempotencyDecision } from './handler.js';
-import { type ResponseHeadSource, START_FROM, TRAILERS } from './head-source.js';
+import { ANSWERED_OUTSIDE, type ResponseHeadSource, START_FROM, TRAILERS } from './head-source.js';
 import { LIVE_CAPTURE, LIVE_GENERATION, type LiveSettings, LiveTee } from './live-publish.js';
 import { mediaType } from './media-type.js';
 import type { ResponseHead, ResponsePolicy } from './policy.js';
@@ -330,6 +330,9 @@ export function createRecorder(
   let heldFailed = false;
   // The client left before the head (see `clientGone`): the silence watch starts with it.
   let leftEarly = false;
+  // The adapter saw the request answered outside it while the handler ran, and the handler
+  // then ran to its end (see ANSWERED_OUTSIDE): a response that is not final is marked.
+  let outside = false;
 
   function capture(chunk: Uint8Array): boolean {
     if (!head) throw misuse('ResponseRecorder.start must be called before capture');
@@ -354,6 +357,8 @@ export function createRecorder(
         throw new Error('ResponseRecorder.start must be called before finish');
       }
       if (!buffer || failedAtEnd) {
+        // Answered outside, the handler ran to its end (the adapter knows it: Nest's).
+        if (outside && !failedAtEnd) return await answeredOutside();
         // Not the outcome, but the handler still runs (a timeout outside the middleware
         // answered for it, a 503 while it charges a card): released now, a retry would run
         // it beside itself. The key stays held, its lease renewed (up to `maxHoldMs`), until
@@ -425,10 +430,11 @@ export function createRecorder(
   // middleware outside the adapter), and the handler then ran to its end without throwing: its
   // side effect most likely happened, but its own result reached no response, so it cannot be
   // recorded. Released, a retry would run it a second time: a final marker instead.
-  async function answeredOutside(): Promise<void> {
+  async function answeredOutside(status = head?.status): Promise<void> {
+    buffer = undefined;
     if (execution.finished) return;
     settings.warn(
-      `The ${head?.status} response of ${execution.storageKey} was answered outside the idempotency middleware (a request timeout mounted before it?) while its handler ran; the handler then ran to its end, so its outcome is unknown and was not recorded; retries with its key get a 500 outcome-not-recorded problem`,
+      `The ${status} response of ${execution.storageKey} was answered outside the idempotency middleware (a request timeout mounted before it?) while its handler ran; the handler then ran to its end, so its outcome is unknown and was not recorded; retries with its key get a 500 outcome-not-recorded problem`,
     );
     try {
       await execution.completeNotRecorded('answered_outside');
@@ -481,7 +487,8 @@ export function createRecorder(
   function fail(_error: unknown): Promise<void> {
     clearTimeout(idleTimer);
     tee?.end(false);
-    done ??= releaseQuietly();
+    // An answer from outside that broke, its handler having run to its end: marked alike.
+    done ??= outside && !failedAtEnd ? answeredOutside() : releaseQuietly();
     return done.catch(() => {});
   }
 
@@ -530,6 +537,7 @@ export function createRecorder(
   const recorder: ResponseRecorder & {
     [START_FROM]: typeof startFrom;
     [TRAILERS]: typeof trailers;
+    [ANSWERED_OUTSIDE]: (status?: number) => Promise<void> | undefined;
     [LIVE_GENERATION]: () => number | undefined;
     [LIVE_CAPTURE]: () => Uint8Array | undefined;
   } = {
@@ -561,6 +569,16 @@ export function createRecorder(
     },
     [START_FROM]: startFrom,
     [TRAILERS]: trailers,
+    [ANSWERED_OUTSIDE]: (status?: number) => {
+      outside = true;
+      if (head) return undefined;
+      if (done) return done.catch(() => {});
+      // No response the adapter could read (Hono's: the one that went out was consumed):
+      // the marker now, in place of `finish`.
+      clearTimeout(idleTimer);
+      done = answeredOutside(status);
+      return done;
+    },
     [LIVE_GENERATION]: () => tee?.fence,
     [LIVE_CAPTURE]: () => (tee ? buffer?.held() : undefined),
   };

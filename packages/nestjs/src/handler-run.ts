@@ -1,7 +1,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import * as v8 from 'node:v8';
 import { isThenable } from '@idem/core';
-import type { ResponseRecorder } from '@idem/http';
+import { answeredOutsideOf, type ResponseRecorder } from '@idem/http';
 import { isObservable, Observable, type Subscription } from 'rxjs';
 
 /**
@@ -117,8 +117,16 @@ export class HandlerRun {
     return self !== null && (self as Record<PropertyKey, unknown>)[key] === this.handler;
   }
 
+  /**
+   * Set once the interceptor passed on an answer (a value, an error, the end) or was given up:
+   * what Nest sends from then on follows from it. A response ended before, from outside the
+   * request's Nest pipeline, was answered by something else (see `recorderHeldForHandler`).
+   */
+  notified = false;
+
   /** Notes that the request was answered, or given up, now. */
   answered(): void {
+    this.notified = true;
     if (this.pending && this.emitting === 0) this.overtaken = true;
   }
 
@@ -461,11 +469,16 @@ export function trackedHandler<F extends (...args: never[]) => unknown>(
 
 /**
  * The recorder as `recordServerResponse` gets it: a `finish` or `fail` that comes while the
- * handler's work is still pending and something else answered (see `overtaken`; a handler
- * that ends a `@Res()` response itself is recorded as before) lets the answer go out at
- * once, but keeps the key held (its lease renewed) until the handler's work ended; then the
- * key is released if the handler failed, and otherwise the answer that went out is judged as
- * usual. Once the outcome goes to the recorder, the run's watch ends (see {@link HandlerRun.end}).
+ * handler's work is still pending and something else answered (see `overtaken`; or the
+ * response ended outside the request's Nest pipeline, by Express middleware or a Fastify hook
+ * mounted before Nest's router, a timeout: see `answeredOutside`; a handler that ends a
+ * `@Res()` response itself is recorded as before) lets the answer go out at once, but keeps
+ * the key held (its lease renewed) until the handler's work ended; then the key is released if
+ * the handler failed; otherwise (it ran to its end, or its Observable was torn down: its work
+ * may have happened) an answer that went out final is recorded as usual, and one that is not
+ * leaves the `answered_outside` not-recorded marker (a 500 `outcome-not-recorded` problem to
+ * retries, never a second run of work that may have happened). Once the outcome goes to the
+ * recorder, the run's watch ends (see {@link HandlerRun.end}).
  */
 export function recorderHeldForHandler(
   recorder: ResponseRecorder,
@@ -477,9 +490,10 @@ export function recorderHeldForHandler(
     deferred ??= insideHandler.run(undefined, () =>
       pending.then((fulfilled) => {
         run.end();
-        return fulfilled
-          ? settle().catch(() => {})
-          : recorder.fail(new Error('The handler failed'));
+        if (!fulfilled) return recorder.fail(new Error('The handler failed'));
+        // Its work ran to its end (or may have: torn down): never released for a retry to run.
+        answeredOutsideOf(recorder)?.();
+        return settle().catch(() => {});
       }),
     );
     return Promise.resolve();
@@ -488,12 +502,21 @@ export function recorderHeldForHandler(
     run.end();
     return settle();
   };
+  // Ended while the handler's work is pending, before the interceptor passed on any answer (Nest
+  // sends one only after that), and outside the async context the handler runs in (a `@Res()`
+  // handler ending the response itself): middleware or a hook mounted before Nest's router
+  // answered (a request timeout), which the interceptor never sees.
+  const overtaken = () => {
+    if (!run.overtaken && run.pending && !run.notified && handlerRuns.getStore() !== run)
+      run.overtaken = true;
+    return run.overtaken;
+  };
   const held = Object.create(recorder) as ResponseRecorder;
   Object.defineProperties(held, {
     finish: {
       value: () => {
         if (deferred) return Promise.resolve();
-        const pending = run.overtaken ? run.pending : undefined;
+        const pending = overtaken() ? run.pending : undefined;
         const settle = () => recorder.finish();
         return pending ? later(settle, pending) : now(settle);
       },
@@ -501,7 +524,7 @@ export function recorderHeldForHandler(
     fail: {
       value: (error: unknown) => {
         if (deferred) return Promise.resolve();
-        const pending = run.overtaken ? run.pending : undefined;
+        const pending = overtaken() ? run.pending : undefined;
         const settle = () => recorder.fail(error);
         return pending ? later(settle, pending) : now(settle);
       },

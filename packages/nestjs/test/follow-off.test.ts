@@ -102,9 +102,10 @@ describe.each<Platform>(['express', 'fastify'])(
       expect(count('off-promise-start')).toBe(started + 1);
       await until(() => count('off-promise-end') > ended);
       await sleep(60);
-      expect((await send(url, '/off/promise', { key: k, body: {} })).status).toBe(408);
-      expect(count('off-promise-start')).toBe(started + 2);
-      await until(() => count('off-promise-end') > ended + 1);
+      // nesthono32: its work ran to its end after the 408 went out: the answered_outside marker
+      // (500 outcome-not-recorded), never a second run (this asserted 408 and a second run before).
+      expect((await send(url, '/off/promise', { key: k, body: {} })).status).toBe(500);
+      expect(count('off-promise-start')).toBe(started + 1);
     });
   },
 );

@@ -372,9 +372,10 @@ describe.each<Platform>(['express', 'fastify'])(
       expect(count(started)).toBe(s + 1);
       await until(() => count(ended) > e);
       await sleep(60);
-      expect((await send(url, path, { key: k, body: {} })).status).toBe(408);
-      expect(count(started)).toBe(s + 2);
-      await until(() => count(ended) > e + 1);
+      // nesthono32: its work ran to its end after the 408 went out: the answered_outside marker
+      // (500 outcome-not-recorded), never a second run (this asserted 408 and a second run before).
+      expect((await send(url, path, { key: k, body: {} })).status).toBe(500);
+      expect(count(started)).toBe(s + 1);
     };
 
     /**
@@ -488,12 +489,14 @@ describe.each<Platform>(['express', 'fastify'])(
         () => count('after-shared-awaited-a-end') >= count('after-shared-awaited-a-start'),
       );
       await sleep(60);
-      // Then B's key is free: its retry runs again.
+      // Then B's key is no longer held: its work ran to its end after the 408 went out, so the
+      // answered_outside marker (500), never a second run (nesthono32: this asserted 408 and a
+      // second run before).
       expect((await send(url, '/once/after-shared-awaited/b', { key: kB, body: {} })).status).toBe(
-        408,
+        500,
       );
-      expect(count('after-shared-awaited-b-start')).toBe(startedB + 2);
-      await until(() => count('after-shared-awaited-b-end') > endedB + 1);
+      expect(count('after-shared-awaited-b-start')).toBe(startedB + 1);
+      expect(count('after-shared-awaited-b-end')).toBeGreaterThan(endedB);
     });
 
     // Kept open (wt/nest2; re-examined in wt/nestfix): not knowable from an async context, as
@@ -624,9 +627,10 @@ describe.each<Platform>(['express', 'fastify'])(
       expect(count('outer-cold-start')).toBe(started + 1);
       await until(() => count('outer-cold-end') > ended);
       await sleep(60);
-      expect((await send(url, '/outer/cold', { key: k, body: {} })).status).toBe(408);
-      expect(count('outer-cold-start')).toBe(started + 2);
-      await until(() => count('outer-cold-end') > ended + 1);
+      // nesthono32: its work ran to its end after the 408 went out: the answered_outside marker
+      // (500 outcome-not-recorded), never a second run (this asserted 408 and a second run before).
+      expect((await send(url, '/outer/cold', { key: k, body: {} })).status).toBe(500);
+      expect(count('outer-cold-start')).toBe(started + 1);
     });
   },
 );

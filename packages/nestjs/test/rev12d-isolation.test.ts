@@ -356,11 +356,12 @@ describe.each<Platform>(['express', 'fastify'])(
       await sleep(50);
       // A ended; B's promises (another request's context) must not hold A's key.
       expect(count('iso-busy-end')).toBe(busyEnded);
-      expect((await send(url, '/iso/slow', { key: k, body: {} })).status).toBe(408);
-      expect(count('iso-slow-start')).toBe(started + 2);
+      // nesthono32: its work ran to its end after the 408 went out: the answered_outside marker
+      // (500 outcome-not-recorded), never a second run (this asserted 408 and a second run before).
+      expect((await send(url, '/iso/slow', { key: k, body: {} })).status).toBe(500);
+      expect(count('iso-slow-start')).toBe(started + 1);
       openB();
       expect((await busy).status).toBe(201);
-      await until(() => count('iso-slow-end') > ended + 1);
     });
 
     // FINDING (MEDIUM): a client the handler lazily starts on its first call (a consumer's
@@ -422,9 +423,10 @@ describe.each<Platform>(['express', 'fastify'])(
       expect((await send(url, '/iso/lazy-outside', { key: k, body: {} })).status).toBe(409);
       await until(() => count('iso-lazy-outside-end') > ended);
       await sleep(100);
-      expect((await send(url, '/iso/lazy-outside', { key: k, body: {} })).status).toBe(408);
-      expect(count('iso-lazy-outside-start')).toBe(started + 2);
-      await until(() => count('iso-lazy-outside-end') > ended + 1);
+      // nesthono32: its work ran to its end after the 408 went out: the answered_outside marker
+      // (500 outcome-not-recorded), never a second run (this asserted 408 and a second run before).
+      expect((await send(url, '/iso/lazy-outside', { key: k, body: {} })).status).toBe(500);
+      expect(count('iso-lazy-outside-start')).toBe(started + 1);
       await until(() => live === 0, 2000);
       expect(live).toBe(0);
     });
