@@ -89,6 +89,48 @@ function connectionOf(
   return typeof nc === 'object' && nc !== null ? nc : undefined;
 }
 
+/**
+ * The callbacks waiting for each connection's `closed()`. nats.js gives one promise for the
+ * connection's life: a reaction hung on it stays until the connection closes, with everything
+ * it holds. Hung there once per connection, it calls the pulls watching it at that time; each
+ * pull is taken out when it ends, so neither a pull consumed again nor a consumer stopped on a
+ * long-lived connection is kept (each pull's own reaction held the pull, and through it its
+ * whole consumer, until the connection closed: test/rev32a-reconsume.test.ts).
+ */
+const closeWatchers = new WeakMap<object, Set<() => void>>();
+
+/** Calls `callback` when `nc` closes, until the function it answers is called. */
+function whenClosed(
+  nc: { closed?: () => Promise<unknown> } | undefined,
+  callback: () => void,
+): () => void {
+  if (typeof nc?.closed !== 'function') return () => {};
+  let watchers = closeWatchers.get(nc);
+  if (watchers === undefined) {
+    let closed: Promise<unknown>;
+    try {
+      closed = Promise.resolve(nc.closed());
+    } catch {
+      return () => {};
+    }
+    const set = new Set<() => void>();
+    watchers = set;
+    closeWatchers.set(nc, set);
+    closed
+      .catch(() => {})
+      .then(() => {
+        closeWatchers.delete(nc);
+        for (const watcher of [...set]) watcher();
+        set.clear();
+      });
+  }
+  const set = watchers;
+  set.add(callback);
+  return () => {
+    set.delete(callback);
+  };
+}
+
 /** Whether nats.js says the pull's connection is closed. */
 function isClosed(messages: object): boolean {
   try {
@@ -439,10 +481,27 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   // given back when the pull's subscription has ended.
   const late: Array<[TMessage, number]> = [];
   let pullEnded = false;
+  // Whether the current pull has delivered a message (it works: see the loop's waits).
+  let delivered = false;
   /** Takes the pull's messages until it ends (stop(), or the broker / connection ended it). */
   async function pump(pulled: ConsumerMessagesLike<TMessage>): Promise<void> {
+    // nats.js 2.x leaves the pull's iteration pending for ever when the connection is closed
+    // (the application closed it without stop(), or it gave up reconnecting): ended here, so
+    // the consumer says it has ended rather than wait for nothing.
+    const unwatch = whenClosed(connectionOf(pulled), () => {
+      if (!stopped && messages === pulled) pulled.stop();
+    });
+    try {
+      await pumpMessages(pulled);
+    } finally {
+      unwatch();
+    }
+  }
+
+  async function pumpMessages(pulled: ConsumerMessagesLike<TMessage>): Promise<void> {
     watchStatus(pulled);
     for await (const message of pulled) {
+      delivered = true;
       // A message again after the broker's consumer was gone: it is back.
       life.resumed();
       // nats.js goes on yielding what it had already pulled after the pull is stopped: once
@@ -484,16 +543,6 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
    * again and pulls on once it does; before this, nothing told the application meanwhile.
    */
   function watchStatus(pulled: ConsumerMessagesLike<TMessage>): void {
-    // nats.js 2.x leaves the pull's iteration pending for ever when the connection is closed
-    // (the application closed it without stop(), or it gave up reconnecting): ended here, so
-    // the consumer says it has ended rather than wait for nothing.
-    const nc = connectionOf(pulled);
-    if (typeof nc?.closed === 'function')
-      Promise.resolve(nc.closed())
-        .catch(() => {})
-        .then(() => {
-          if (!stopped && messages === pulled) pulled.stop();
-        });
     if (typeof pulled.status !== 'function') return;
     void (async () => {
       const events = await pulled.status?.();
@@ -521,12 +570,19 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   const loop = (async () => {
     for (let attempt = 0; ; ) {
       let failure: unknown;
+      const pullStarted = performance.now();
+      delivered = false;
       try {
         await pump(messages);
       } catch (error) {
         failure = error;
       }
       if (stopped) return;
+      // The waits grow while the pulls consumed again end without having worked: nats.js's
+      // consume() answers before its pull request is sent, so its answer proves nothing (a
+      // pull refused at every request was consumed again every second, for ever, 'lost' and
+      // 'resumed' told each time). A pull that delivered, or lasted the longest wait, worked.
+      if (delivered || performance.now() - pullStarted >= RESUBSCRIBE_MAX_MS) attempt = 0;
       // The pull ended by itself (nats.js ended it: a bad request, a resource it gave up on,
       // the connection closed): before this the consumer went quietly dead. It is said, and
       // consumed again, at growing intervals (1 s to 30 s), as long as the connection is open.
@@ -553,7 +609,6 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
             stopPulling(messages);
             return;
           }
-          attempt = 0;
           life.resumed();
           break;
         } catch (error) {
