@@ -264,8 +264,10 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
  * rejected as mismatches, against the old stream's records).
  *
  * The two kinds never meet: a `Nats-Msg-Id` spelled like a fallback key (`<anything>:<digits>:<digits>`,
- * or `<this stream>:<digits>`), or one that starts with `Nats-Msg-Id:`, is keyed as
- * `Nats-Msg-Id:<id>` (hashed when that is longer than 255 characters). Before, such an id was
+ * or `<this stream>:<digits>`), or one that starts with `Nats-Msg-Id.`, is keyed as
+ * `Nats-Msg-Id.<id>` (hashed when that is longer than 255 characters). The mark ends with a
+ * `.`, which no stream name holds, so no fallback key starts with it (with `Nats-Msg-Id:` a
+ * stream named `Nats-Msg-Id:a` had fallback keys spelled like marked ids). Before, such an id was
  * the key as it is, and one message's recorded outcome answered another's delivery (the
  * message with id `ORDERS:5:1733…` and the fifth message of stream ORDERS stored at that
  * time without an id). Every other id, and every fallback key, is as before.
@@ -279,8 +281,11 @@ export const jetStreamMessageKey = (message: JsMsgLike): string => {
     : `${stream}:${streamSequence}`;
 };
 
-/** What marks a `Nats-Msg-Id` that could be read as a fallback key (see jetStreamMessageKey). */
-const MSG_ID_MARK = 'Nats-Msg-Id:';
+/**
+ * What marks a `Nats-Msg-Id` that could be read as a fallback key (see jetStreamMessageKey):
+ * its `.` is what no stream name, hence no fallback key's beginning, can hold.
+ */
+const MSG_ID_MARK = 'Nats-Msg-Id.';
 
 /**
  * Whether a `Nats-Msg-Id` could equal a fallback key (`stream:seq:timestampNanos` of any
