@@ -618,11 +618,13 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
           break;
         } catch (error) {
           if ((error as { code?: unknown }).code === 'CONNECTION_CLOSED') {
-            life.end(
+            // Told too (the last status said it was resubscribing), not only `closed`.
+            life.lost(
               new ConsumerLostError(
                 'The JetStream pull ended and its connection is closed: create the consumer again on a new connection',
                 { cause: error },
               ),
+              false,
             );
             return;
           }

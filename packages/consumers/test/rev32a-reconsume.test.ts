@@ -112,6 +112,36 @@ describe('rev32a: JetStream pulls consumed again', () => {
     expect(reactions.count).toBeLessThanOrEqual(1);
   });
 
+  it('a connection closed while waiting to consume again is told as a loss for good, not only through closed', async () => {
+    vi.useFakeTimers();
+    const { nc } = fakeConnection();
+    const { consumer } = refusedPulls(nc);
+    const refused = Object.assign(new Error('connection closed'), { code: 'CONNECTION_CLOSED' });
+    let consumes = 0;
+    const closing = {
+      ...consumer,
+      async consume() {
+        consumes += 1;
+        if (consumes > 1) throw refused;
+        return consumer.consume();
+      },
+    };
+    const statuses: ConsumerStatus[] = [];
+    const idem = await consumeJetStream({
+      store: store(),
+      consumer: closing,
+      handler: async () => 'ok',
+      onConsumerStatus: (s) => statuses.push(s),
+    });
+    await vi.advanceTimersByTimeAsync(1_500);
+    expect(await idem.closed).toMatchObject({ code: 'CONSUMER_LOST' });
+    expect(statuses).toMatchObject([
+      { type: 'lost', resubscribing: true },
+      { type: 'lost', resubscribing: false },
+    ]);
+    await idem.stop(1_000);
+  });
+
   it('consumers started and stopped on one connection leave no reaction each on it', async () => {
     const { nc, reactions } = fakeConnection();
     for (let i = 0; i < 20; i++) {
