@@ -28,6 +28,41 @@ export interface AmqpChannelLike<TMessage extends AmqpMessageLike = AmqpMessageL
   removeListener?(event: 'close', listener: () => void): unknown;
 }
 
+/**
+ * The consumers waiting for each channel's `close`. One listener per channel calls them all:
+ * consumers sharing the application's channel (one a queue) each hung one of their own, and
+ * past 10 Node warned of a leak on it (MaxListenersExceededWarning,
+ * test/rev32a-amqp-shared-channel.test.ts). The listener goes when its last consumer does.
+ */
+const channelCloseWatchers = new WeakMap<object, { listener: () => void; set: Set<() => void> }>();
+
+/** Calls `callback` when `channel` closes, until the function it answers is called. */
+function whenChannelCloses(
+  channel: Pick<AmqpChannelLike, 'once' | 'removeListener'>,
+  callback: () => void,
+): () => void {
+  if (typeof channel.once !== 'function') return () => {};
+  let watch = channelCloseWatchers.get(channel);
+  if (watch === undefined) {
+    const set = new Set<() => void>();
+    const listener = () => {
+      channelCloseWatchers.delete(channel);
+      for (const watcher of [...set]) watcher();
+      set.clear();
+    };
+    watch = { listener, set };
+    channelCloseWatchers.set(channel, watch);
+    channel.once('close', listener);
+  }
+  const { listener, set } = watch;
+  set.add(callback);
+  return () => {
+    if (!set.delete(callback) || set.size > 0) return;
+    channelCloseWatchers.delete(channel);
+    channel.removeListener?.('close', listener);
+  };
+}
+
 /** Options of {@link consumeAmqp}. */
 export interface AmqpConsumerOptions<TMessage extends AmqpMessageLike, T>
   extends ConsumerOptions<TMessage, T>,
@@ -232,13 +267,13 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
         `The channel of the consumer of queue '${queue}' closed (the connection was lost, or the broker closed the channel): no message is consumed any more; create the consumer again on a new channel`,
       ),
     );
-  channel.once?.('close', onClose);
+  const unwatchClose = whenChannelCloses(channel, onClose);
   const { consumerTag } = await channel.consume(
     queue,
     (message) => {
       if (message === null) {
         // The broker cancelled the consumer (its queue was deleted, or a node of it failed).
-        channel.removeListener?.('close', onClose);
+        unwatchClose();
         brokerEnded(
           new ConsumerLostError(
             `The broker cancelled the consumer of queue '${queue}' (basic.cancel: the queue was deleted, or its node failed): no message is consumed any more; create the consumer again once the queue exists`,
@@ -259,7 +294,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       checkStopTimeout(timeoutMs);
       const deadline = performance.now() + timeoutMs;
       stopped = true;
-      channel.removeListener?.('close', onClose);
+      unwatchClose();
       stopping.abort();
       // Bounded: a broker that went silent never answers the cancel.
       cancelled ??= channel.cancel(consumerTag).then(

@@ -89,6 +89,48 @@ function connectionOf(
   return typeof nc === 'object' && nc !== null ? nc : undefined;
 }
 
+/**
+ * The callbacks waiting for each connection's `closed()`. nats.js gives one promise for the
+ * connection's life: a reaction hung on it stays until the connection closes, with everything
+ * it holds. Hung there once per connection, it calls the pulls watching it at that time; each
+ * pull is taken out when it ends, so neither a pull consumed again nor a consumer stopped on a
+ * long-lived connection is kept (each pull's own reaction held the pull, and through it its
+ * whole consumer, until the connection closed: test/rev32a-reconsume.test.ts).
+ */
+const closeWatchers = new WeakMap<object, Set<() => void>>();
+
+/** Calls `callback` when `nc` closes, until the function it answers is called. */
+function whenClosed(
+  nc: { closed?: () => Promise<unknown> } | undefined,
+  callback: () => void,
+): () => void {
+  if (typeof nc?.closed !== 'function') return () => {};
+  let watchers = closeWatchers.get(nc);
+  if (watchers === undefined) {
+    let closed: Promise<unknown>;
+    try {
+      closed = Promise.resolve(nc.closed());
+    } catch {
+      return () => {};
+    }
+    const set = new Set<() => void>();
+    watchers = set;
+    closeWatchers.set(nc, set);
+    closed
+      .catch(() => {})
+      .then(() => {
+        closeWatchers.delete(nc);
+        for (const watcher of [...set]) watcher();
+        set.clear();
+      });
+  }
+  const set = watchers;
+  set.add(callback);
+  return () => {
+    set.delete(callback);
+  };
+}
+
 /** Whether nats.js says the pull's connection is closed. */
 function isClosed(messages: object): boolean {
   try {
@@ -222,8 +264,10 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
  * rejected as mismatches, against the old stream's records).
  *
  * The two kinds never meet: a `Nats-Msg-Id` spelled like a fallback key (`<anything>:<digits>:<digits>`,
- * or `<this stream>:<digits>`), or one that starts with `Nats-Msg-Id:`, is keyed as
- * `Nats-Msg-Id:<id>` (hashed when that is longer than 255 characters). Before, such an id was
+ * or `<this stream>:<digits>`), or one that starts with `Nats-Msg-Id.`, is keyed as
+ * `Nats-Msg-Id.<id>` (hashed when that is longer than 255 characters). The mark ends with a
+ * `.`, which no stream name holds, so no fallback key starts with it (with `Nats-Msg-Id:` a
+ * stream named `Nats-Msg-Id:a` had fallback keys spelled like marked ids). Before, such an id was
  * the key as it is, and one message's recorded outcome answered another's delivery (the
  * message with id `ORDERS:5:1733…` and the fifth message of stream ORDERS stored at that
  * time without an id). Every other id, and every fallback key, is as before.
@@ -237,8 +281,11 @@ export const jetStreamMessageKey = (message: JsMsgLike): string => {
     : `${stream}:${streamSequence}`;
 };
 
-/** What marks a `Nats-Msg-Id` that could be read as a fallback key (see jetStreamMessageKey). */
-const MSG_ID_MARK = 'Nats-Msg-Id:';
+/**
+ * What marks a `Nats-Msg-Id` that could be read as a fallback key (see jetStreamMessageKey):
+ * its `.` is what no stream name, hence no fallback key's beginning, can hold.
+ */
+const MSG_ID_MARK = 'Nats-Msg-Id.';
 
 /**
  * Whether a `Nats-Msg-Id` could equal a fallback key (`stream:seq:timestampNanos` of any
@@ -439,10 +486,27 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   // given back when the pull's subscription has ended.
   const late: Array<[TMessage, number]> = [];
   let pullEnded = false;
+  // Whether the current pull has delivered a message (it works: see the loop's waits).
+  let delivered = false;
   /** Takes the pull's messages until it ends (stop(), or the broker / connection ended it). */
   async function pump(pulled: ConsumerMessagesLike<TMessage>): Promise<void> {
+    // nats.js 2.x leaves the pull's iteration pending for ever when the connection is closed
+    // (the application closed it without stop(), or it gave up reconnecting): ended here, so
+    // the consumer says it has ended rather than wait for nothing.
+    const unwatch = whenClosed(connectionOf(pulled), () => {
+      if (!stopped && messages === pulled) pulled.stop();
+    });
+    try {
+      await pumpMessages(pulled);
+    } finally {
+      unwatch();
+    }
+  }
+
+  async function pumpMessages(pulled: ConsumerMessagesLike<TMessage>): Promise<void> {
     watchStatus(pulled);
     for await (const message of pulled) {
+      delivered = true;
       // A message again after the broker's consumer was gone: it is back.
       life.resumed();
       // nats.js goes on yielding what it had already pulled after the pull is stopped: once
@@ -484,16 +548,6 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
    * again and pulls on once it does; before this, nothing told the application meanwhile.
    */
   function watchStatus(pulled: ConsumerMessagesLike<TMessage>): void {
-    // nats.js 2.x leaves the pull's iteration pending for ever when the connection is closed
-    // (the application closed it without stop(), or it gave up reconnecting): ended here, so
-    // the consumer says it has ended rather than wait for nothing.
-    const nc = connectionOf(pulled);
-    if (typeof nc?.closed === 'function')
-      Promise.resolve(nc.closed())
-        .catch(() => {})
-        .then(() => {
-          if (!stopped && messages === pulled) pulled.stop();
-        });
     if (typeof pulled.status !== 'function') return;
     void (async () => {
       const events = await pulled.status?.();
@@ -521,12 +575,19 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   const loop = (async () => {
     for (let attempt = 0; ; ) {
       let failure: unknown;
+      const pullStarted = performance.now();
+      delivered = false;
       try {
         await pump(messages);
       } catch (error) {
         failure = error;
       }
       if (stopped) return;
+      // The waits grow while the pulls consumed again end without having worked: nats.js's
+      // consume() answers before its pull request is sent, so its answer proves nothing (a
+      // pull refused at every request was consumed again every second, for ever, 'lost' and
+      // 'resumed' told each time). A pull that delivered, or lasted the longest wait, worked.
+      if (delivered || performance.now() - pullStarted >= RESUBSCRIBE_MAX_MS) attempt = 0;
       // The pull ended by itself (nats.js ended it: a bad request, a resource it gave up on,
       // the connection closed): before this the consumer went quietly dead. It is said, and
       // consumed again, at growing intervals (1 s to 30 s), as long as the connection is open.
@@ -553,16 +614,17 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
             stopPulling(messages);
             return;
           }
-          attempt = 0;
           life.resumed();
           break;
         } catch (error) {
           if ((error as { code?: unknown }).code === 'CONNECTION_CLOSED') {
-            life.end(
+            // Told too (the last status said it was resubscribing), not only `closed`.
+            life.lost(
               new ConsumerLostError(
                 'The JetStream pull ended and its connection is closed: create the consumer again on a new connection',
                 { cause: error },
               ),
+              false,
             );
             return;
           }

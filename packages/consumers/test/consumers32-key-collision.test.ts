@@ -71,11 +71,11 @@ describe('consumers32: a Nats-Msg-Id spelled like a fallback key', () => {
     expect(jetStreamMessageKey(fake('ORDERS', 5))).toBe('ORDERS:5:1733000000000000000');
     // Marked: the shapes a fallback key has, and the mark itself (so the marking is one to one).
     expect(jetStreamMessageKey(fake('ORDERS', 7, 'ORDERS:5:1733000000000000000'))).toBe(
-      'Nats-Msg-Id:ORDERS:5:1733000000000000000',
+      'Nats-Msg-Id.ORDERS:5:1733000000000000000',
     );
-    expect(jetStreamMessageKey(fake('ORDERS', 7, 'ORDERS:5'))).toBe('Nats-Msg-Id:ORDERS:5');
-    expect(jetStreamMessageKey(fake('ORDERS', 7, 'Nats-Msg-Id:x'))).toBe(
-      'Nats-Msg-Id:Nats-Msg-Id:x',
+    expect(jetStreamMessageKey(fake('ORDERS', 7, 'ORDERS:5'))).toBe('Nats-Msg-Id.ORDERS:5');
+    expect(jetStreamMessageKey(fake('ORDERS', 7, 'Nats-Msg-Id.x'))).toBe(
+      'Nats-Msg-Id.Nats-Msg-Id.x',
     );
     // A stream named like the mark: its fallback key never equals a marked id's key.
     const ids = [
