@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { IdempotencyDecision } from './handler.js';
 import { UNHELD } from './node-response.js';
 import { type PreparedResponse, preparedResponseOf } from './prepared-response.js';
@@ -142,6 +143,43 @@ function takesNoMore(res: ServerResponse): boolean {
 }
 
 /**
+ * The pending {@link clientLeftSignal}s of one connection. One `'close'` listener a connection
+ * calls them all (and is removed once none is pending): a client may pipeline any number of
+ * duplicates that wait on one connection (Node reads on while their queued responses write
+ * nothing), and a listener each would grow the socket's list with them (past its limit of 10:
+ * a `MaxListenersExceededWarning`).
+ */
+const leaving = new WeakMap<Socket, { listener: () => void; callbacks: Set<() => void> }>();
+
+/** Calls `callback` once `socket` closes; the function returned stops that. */
+function onConnectionClose(socket: Socket, callback: () => void): () => void {
+  let entry = leaving.get(socket);
+  if (entry === undefined) {
+    const callbacks = new Set<() => void>();
+    const listener = () => {
+      socket.removeListener('close', listener);
+      if (leaving.get(socket)?.listener === listener) leaving.delete(socket);
+      for (const each of callbacks) each();
+      callbacks.clear();
+    };
+    // The connection's `'close'` reaches it at once, also while the response of an earlier
+    // request of the connection holds it back from listeners added later (see `heldEmit`,
+    // which reads the mark on the listener itself: `on`, not `once`'s wrapper).
+    (listener as (() => void) & { [UNHELD]?: true })[UNHELD] = true;
+    socket.on('close', listener);
+    entry = { listener, callbacks };
+    leaving.set(socket, entry);
+  }
+  const { listener, callbacks } = entry;
+  callbacks.add(callback);
+  return () => {
+    if (!callbacks.delete(callback) || callbacks.size > 0) return;
+    socket.removeListener('close', listener);
+    if (leaving.get(socket)?.listener === listener) leaving.delete(socket);
+  };
+}
+
+/**
  * A signal for `begin`'s `signal`, aborted when the client of `res` is gone before anything
  * was written to it (it closed the connection, or reset its HTTP/2 stream), so that a bounded
  * `wait` for a duplicate ends at once instead of polling the store for nobody (`begin` then
@@ -150,7 +188,8 @@ function takesNoMore(res: ServerResponse): boolean {
  * Node never closes it when the connection closes, and its request may have closed already
  * (its body read by a parser): the connection's own `close` counts too, which the hold of an
  * earlier response of the connection being recorded never keeps from it. `stop()` once `begin`
- * settled (one listener on the response, and one on the connection, until then).
+ * settled (one listener on the response until then; one on the connection for all of its
+ * pending signals).
  */
 export function clientLeftSignal(res: ServerResponse): { signal: AbortSignal; stop: () => void } {
   const controller = new AbortController();
@@ -161,16 +200,12 @@ export function clientLeftSignal(res: ServerResponse): { signal: AbortSignal; st
     return { signal: controller.signal, stop: () => {} };
   }
   res.once('close', onClose);
-  // The connection's `'close'` reaches it at once, also while the response of an earlier
-  // request of the connection holds it back from listeners added later (see `heldEmit`,
-  // which reads the mark on the listener itself: `on`, not `once`'s wrapper).
-  (onClose as (() => void) & { [UNHELD]?: true })[UNHELD] = true;
-  socket?.on('close', onClose);
+  const stopConnection = socket ? onConnectionClose(socket, onClose) : undefined;
   return {
     signal: controller.signal,
     stop: () => {
       res.off('close', onClose);
-      socket?.off('close', onClose);
+      stopConnection?.();
     },
   };
 }

@@ -253,7 +253,9 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
   };
 
   return async (event, context) => {
-    const records = event?.Records ?? [];
+    // An event without `Records` (not a batch: misrouted, a direct call) fails too, never an
+    // empty success: nothing would run and Lambda would neither retry it nor dead-letter it.
+    const records = event?.Records;
     if (!Array.isArray(records))
       throw new InvalidInputError('The event has no Records array: not a batch event');
     const failures: BatchItemFailure[] = [];
