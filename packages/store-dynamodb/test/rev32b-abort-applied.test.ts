@@ -9,38 +9,19 @@
  * first outcome, and the item holds it (read raw).
  */
 import { randomBytes } from 'node:crypto';
-import { DynamoDBClient, ScanCommand } from '@aws-sdk/client-dynamodb';
+import { ScanCommand } from '@aws-sdk/client-dynamodb';
 import { createIdempotency, IdemError } from '@idem/core';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createDynamoDbStore, type DynamoDbStore } from '../src/index.js';
-import { type OwnDynamoDb, startOwnDynamoDb } from './own-dynamodb.js';
+import { describe, expect, it } from 'vitest';
+import { ownDynamoDbStore } from './own-dynamodb.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const external = Boolean(process.env.DYNAMODB_ENDPOINT);
 
-let service: OwnDynamoDb;
-let client: DynamoDBClient;
-let store: DynamoDbStore;
-beforeAll(async () => {
-  if (external) return;
-  service = await startOwnDynamoDb();
-  client = new DynamoDBClient({
-    endpoint: service.endpoint,
-    region: 'us-east-1',
-    credentials: { accessKeyId: 'idemlocal', secretAccessKey: 'idemlocal' },
-  });
-  store = createDynamoDbStore({ client, tableName: 'idem-rev32b' });
-  await store.ensureTable({ pollMs: 50 });
-}, 120_000);
-afterAll(async () => {
-  await service?.signal('SIGCONT').catch(() => {});
-  client?.destroy();
-  await service?.destroy();
-});
+describe.skipIf(external)('a DynamoDB Local frozen at the completion', () => {
+  const own = ownDynamoDbStore('idem-rev32b');
 
-it.skipIf(external)(
-  'a completion cut by the signal but applied on resume: one run, every retry replays it',
-  async () => {
+  it('a completion cut by the signal but applied on resume: one run, every retry replays it', async () => {
+    const { service, client, store } = own;
     const idem = createIdempotency<string>({
       store,
       storeTimeoutMs: 400,
@@ -75,6 +56,5 @@ it.skipIf(external)(
     const { Items } = await client.send(new ScanCommand({ TableName: 'idem-rev32b' }));
     expect(Items).toHaveLength(1);
     expect(JSON.stringify(Items?.[0])).toContain('"completed"');
-  },
-  60_000,
-);
+  }, 60_000);
+});
