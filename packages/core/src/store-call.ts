@@ -56,16 +56,26 @@ function timedCall<T>(
 ): Promise<T> {
   // The call's signal, made only when the store reads it (most never do).
   let controller: AbortController | undefined;
+  // The time limit's error once it passed: a signal first read after that (the call waited
+  // in an admission queue, or the store reads it once it has a connection) is made aborted,
+  // or it would never abort and the request it bounds would run on unwaited for.
+  let timedOut: Error | undefined;
   const call: StoreCallContext = {
     get signal() {
-      controller ??= new AbortController();
+      if (controller === undefined) {
+        controller = new AbortController();
+        if (timedOut !== undefined) controller.abort(timedOut);
+      }
       return controller.signal;
     },
   };
   return guardStoreCall(ENGINE_RULES, operation, () => fn(call), {
     timeoutMs,
     unref,
-    onTimeout: (error) => controller?.abort(error),
+    onTimeout: (error) => {
+      timedOut = error;
+      controller?.abort(error);
+    },
   });
 }
 

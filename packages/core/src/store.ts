@@ -289,7 +289,8 @@ export interface StoreCallContext {
    * its connection or its HTTP request) so that a call nobody waits for does not hold a
    * connection, or queue the next calls behind it, until the service answers; what such a
    * call applied stays unknown to the engine either way, as for any timeout. Created when
-   * first read: a store that never reads it costs nothing.
+   * first read: a store that never reads it costs nothing. Read first after the time limit
+   * passed (the call waited for an admission slot), it is already aborted.
    */
   readonly signal: AbortSignal;
 }

@@ -109,31 +109,31 @@ export function spyStore(inner: IdempotencyStore, initial: StoreFaults = {}): Sp
   };
   const store: IdempotencyStore = {
     capabilities: inner.capabilities,
-    acquire: async (input) => {
+    acquire: async (input, context) => {
       calls.acquire++;
       await slow();
-      return inner.acquire(input);
+      return inner.acquire(input, context);
     },
-    complete: async (input) => {
+    complete: async (input, context) => {
       calls.complete++;
       await slow();
       // A slow write makes a response that ends before its outcome is stored visible.
       if (faults.completeDelayMs) await sleep(faults.completeDelayMs);
       if (faults.failComplete)
         throw new StoreUnavailableError('connection reset (injected by the suite)');
-      const result = await inner.complete(input);
+      const result = await inner.complete(input, context);
       if (result.ok) completed.push(decodeOutcome(input.outcome));
       return result;
     },
-    release: async (input) => {
+    release: async (input, context) => {
       calls.release++;
       await slow();
-      return inner.release(input);
+      return inner.release(input, context);
     },
-    extend: async (input) => {
+    extend: async (input, context) => {
       calls.extend++;
       await slow();
-      return inner.extend(input);
+      return inner.extend(input, context);
     },
     get: async (key) => {
       calls.get++;

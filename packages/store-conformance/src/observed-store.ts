@@ -7,6 +7,7 @@ import type {
   IdempotencyStore,
   OwnerWriteResult,
   ReleaseInput,
+  StoreCallContext,
   StoredRecord,
 } from '@idem/core';
 
@@ -101,10 +102,10 @@ export class ObservedStore implements IdempotencyStore {
     return this.grants.filter((g) => g.key === key);
   }
 
-  acquire(input: AcquireInput): Promise<AcquireResult> {
+  acquire(input: AcquireInput, context?: StoreCallContext): Promise<AcquireResult> {
     return this.call(
       'acquire',
-      () => this.inner.acquire(input),
+      () => this.inner.acquire(input, context),
       (result, sendSeq, answerSeq) => {
         if (result.kind !== 'acquired') return;
         const own = this.grantsOf(input.key).find(
@@ -170,10 +171,10 @@ export class ObservedStore implements IdempotencyStore {
     return mine;
   }
 
-  complete(input: CompleteInput): Promise<OwnerWriteResult> {
+  complete(input: CompleteInput, context?: StoreCallContext): Promise<OwnerWriteResult> {
     return this.call(
       'complete',
-      () => this.inner.complete(input),
+      () => this.inner.complete(input, context),
       (result, sendSeq) => {
         const prior = this.completions.get(input.key);
         if (
@@ -194,18 +195,18 @@ export class ObservedStore implements IdempotencyStore {
     );
   }
 
-  release(input: ReleaseInput): Promise<OwnerWriteResult> {
+  release(input: ReleaseInput, context?: StoreCallContext): Promise<OwnerWriteResult> {
     return this.call(
       'release',
-      () => this.inner.release(input),
+      () => this.inner.release(input, context),
       (result, sendSeq) => this.ownerWrite('release', input.key, input.owner, result, sendSeq),
     );
   }
 
-  extend(input: ExtendInput): Promise<OwnerWriteResult> {
+  extend(input: ExtendInput, context?: StoreCallContext): Promise<OwnerWriteResult> {
     return this.call(
       'extend',
-      () => this.inner.extend(input),
+      () => this.inner.extend(input, context),
       () => {},
     );
   }

@@ -8,6 +8,8 @@ import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { afterAll, beforeAll } from 'vitest';
 import {
   assertJava,
   fetchDynamoDbLocal,
@@ -15,6 +17,7 @@ import {
   JVM_FLAGS,
   waitForDynamoDb,
 } from '../../../scripts/dynamodb-local.mjs';
+import { createDynamoDbStore, type DynamoDbStore } from '../src/index.js';
 
 export interface OwnDynamoDb {
   readonly endpoint: string;
@@ -80,6 +83,49 @@ export async function startOwnDynamoDb(): Promise<OwnDynamoDb> {
       await signal('SIGCONT');
       await signal('SIGKILL');
       await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A DynamoDB Local this file owns, an SDK client with the SDK's defaults (no request
+ * timeout, an agent of 50 keep-alive sockets) and a store on table `tableName`, ready, for
+ * the file's tests; all stopped after them.
+ */
+export function ownDynamoDbStore(tableName: string): {
+  readonly service: OwnDynamoDb;
+  readonly client: DynamoDBClient;
+  readonly store: DynamoDbStore;
+} {
+  let own: { service: OwnDynamoDb; client: DynamoDBClient; store: DynamoDbStore } | undefined;
+  beforeAll(async () => {
+    const service = await startOwnDynamoDb();
+    const client = new DynamoDBClient({
+      endpoint: service.endpoint,
+      region: 'us-east-1',
+      credentials: { accessKeyId: 'idemlocal', secretAccessKey: 'idemlocal' },
+    });
+    own = { service, client, store: createDynamoDbStore({ client, tableName }) };
+    await own.store.ensureTable({ pollMs: 50 });
+  }, 120_000);
+  afterAll(async () => {
+    await own?.service.signal('SIGCONT').catch(() => {});
+    own?.client.destroy();
+    await own?.service.destroy();
+  });
+  const started = () => {
+    if (!own) throw new Error('the own DynamoDB Local is not started yet');
+    return own;
+  };
+  return {
+    get service() {
+      return started().service;
+    },
+    get client() {
+      return started().client;
+    },
+    get store() {
+      return started().store;
     },
   };
 }

@@ -10,11 +10,9 @@
  * Asserted on the mechanism (the agent's queue), not on a time.
  */
 import { randomBytes } from 'node:crypto';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { callStore } from '@idem/core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDynamoDbStore, type DynamoDbStore } from '../src/index.js';
-import { type OwnDynamoDb, startOwnDynamoDb } from './own-dynamodb.js';
+import { describe, expect, it } from 'vitest';
+import { ownDynamoDbStore } from './own-dynamodb.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const LIMIT_MS = 1_000;
@@ -31,31 +29,13 @@ const count = (lists: Record<string, unknown[]> | undefined) =>
   Object.values(lists ?? {}).reduce((n, list) => n + list.length, 0);
 
 describe.skipIf(external)('a frozen DynamoDB Local, resumed: abandoned requests are cut', () => {
-  let service: OwnDynamoDb;
-  let client: DynamoDBClient;
-  let store: DynamoDbStore;
-
-  beforeAll(async () => {
-    service = await startOwnDynamoDb();
-    // The SDK's defaults: no request timeout, an agent of 50 keep-alive sockets.
-    client = new DynamoDBClient({
-      endpoint: service.endpoint,
-      region: 'us-east-1',
-      credentials: { accessKeyId: 'idemlocal', secretAccessKey: 'idemlocal' },
-    });
-    store = createDynamoDbStore({ client, tableName: 'idem-stores32' });
-    await store.ensureTable({ pollMs: 50 });
-  }, 120_000);
-  afterAll(async () => {
-    await service?.signal('SIGCONT').catch(() => {});
-    client?.destroy();
-    await service?.destroy();
-  });
+  // The SDK's defaults: no request timeout, an agent of 50 keep-alive sockets.
+  const own = ownDynamoDbStore('idem-stores32');
 
   /** One acquire as core's engine sends it: under its time limit, with its call context. */
   const call = () =>
     callStore('acquire', LIMIT_MS, (context) =>
-      store.acquire(
+      own.store.acquire(
         {
           key: randomBytes(8).toString('hex'),
           fingerprint: 'fp',
@@ -72,14 +52,14 @@ describe.skipIf(external)('a frozen DynamoDB Local, resumed: abandoned requests 
 
   it('at SIGCONT no call waits in the agent behind abandoned requests; the store serves again', async () => {
     for (let i = 0; i < 3; i++) expect(await call()).toBe(true);
-    const handler = client.config.requestHandler as unknown as {
+    const handler = own.client.config.requestHandler as unknown as {
       configProvider?: Promise<{ httpAgent?: Agent }>;
       config?: { httpAgent?: Agent };
     };
     const agent = (await (handler.configProvider ?? Promise.resolve(handler.config)))?.httpAgent;
     expect(agent, 'the default request handler keeps an http agent').toBeDefined();
 
-    await service.signal('SIGSTOP');
+    await own.service.signal('SIGSTOP');
     const calls: Promise<boolean>[] = [];
     const until = performance.now() + FROZEN_MS;
     // Four callers every 200 ms: 20 calls a second, each given up on after 1 s.
@@ -89,7 +69,7 @@ describe.skipIf(external)('a frozen DynamoDB Local, resumed: abandoned requests 
     }
     const busy = count(agent?.sockets);
     const queued = count(agent?.requests);
-    await service.signal('SIGCONT');
+    await own.service.signal('SIGCONT');
     let served = false;
     const resumed = performance.now();
     while (!served && performance.now() - resumed < 20_000) {

@@ -174,6 +174,15 @@ export class BusinessTransaction {
   private readonly onReady = (message: { status?: unknown } | undefined) => {
     if (this.locked && this.phase === 'open' && message?.status === 'I') this.seenIdle = true;
   };
+  /**
+   * A `COMMIT` of the operation's own completed on the connection while it ran, after the
+   * lock (`COMMIT` then `BEGIN` in one string, or `COMMIT AND CHAIN`, leave no idle
+   * ReadyForQuery behind): its writes are in, whatever the completion finds next.
+   */
+  private commitSeen = false;
+  private readonly onCommandComplete = (message: { text?: unknown } | undefined) => {
+    if (this.locked && this.phase === 'open' && message?.text === 'COMMIT') this.commitSeen = true;
+  };
   private broken: Error | undefined;
   /** The transaction holds the record's row (from the lock after BEGIN to its end). */
   private locked = false;
@@ -227,6 +236,7 @@ export class BusinessTransaction {
     client.on('error', this.onError);
     client.on('end', this.onEnd);
     this.connection()?.on('readyForQuery', this.onReady);
+    this.connection()?.on('commandComplete', this.onCommandComplete);
   }
 
   /**
@@ -605,6 +615,10 @@ export class BusinessTransaction {
     if (this.commitStage === 'commit_sent')
       return new CommitOutcomeUnknownError(waitedMs, { cause: error });
     if (this.commitStage !== 'completing') return undefined;
+    // The operation committed the engine's transaction itself (seen on the connection): its
+    // writes are in and the completion records its outcome outside it, never a release, so
+    // "did not commit" would be false; core's own words ("not recorded yet") stay true.
+    if (this.seenIdle || this.commitSeen) return undefined;
     this.commitRefused = true;
     return new TransactionNotCommittedError(
       `The business transaction did not commit: its completion got no answer within ${waitedMs} ms and COMMIT will not be sent. Nothing of it is recorded; the key is released in the background once the server answers (a retry meanwhile gets IN_PROGRESS or STORE_UNAVAILABLE), then a retry runs the operation once`,
@@ -794,6 +808,7 @@ export class BusinessTransaction {
     this.client.off('error', this.onError);
     this.client.off('end', this.onEnd);
     this.connection()?.off('readyForQuery', this.onReady);
+    this.connection()?.off('commandComplete', this.onCommandComplete);
     this.client.release();
   }
 
@@ -810,6 +825,7 @@ export class BusinessTransaction {
     this.client.off('error', this.onError);
     this.client.off('end', this.onEnd);
     this.connection()?.off('readyForQuery', this.onReady);
+    this.connection()?.off('commandComplete', this.onCommandComplete);
     // A listener stays until the socket is gone: a late error must not crash the process.
     this.client.on('error', () => {});
     const release = () => {

@@ -6,43 +6,23 @@
  * for the key, written by the run whose value every later call gets. Passes on the source
  * before outage31 (a pin of the README's "A commit whose answer was lost is settled").
  */
-import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { type PostgresServer, startPostgres } from '../../../apps/chaos/src/postgres-server.js';
-import {
-  createPostgresIdempotency,
-  createPostgresStore,
-  recommendedPoolConfig,
-} from '../src/index.js';
+import type pg from 'pg';
+import { expect, it } from 'vitest';
+import { createPostgresIdempotency, createPostgresStore } from '../src/index.js';
+import { ownPostgresWithBusiness } from './frozen-postgres.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const LIMIT = 300;
 const LEASE_MS = 1_500;
 
-let server: PostgresServer;
-let pool: pg.Pool;
-beforeAll(async () => {
-  server = await startPostgres();
-  pool = new pg.Pool({
-    connectionString: server.url,
-    ...recommendedPoolConfig({ statementTimeoutMs: LIMIT }),
-    max: 4,
-  });
-  pool.on('error', () => {});
-  await createPostgresStore({ pool }).ensureSchema();
-  await pool.query('CREATE TABLE business (k text NOT NULL, run int NOT NULL)');
-}, 60_000);
-afterAll(async () => {
-  server?.thaw();
-  await pool?.end().catch(() => {});
-  await server?.close();
-});
+const own = ownPostgresWithBusiness(LIMIT);
 
 type Query = (...args: unknown[]) => unknown;
 
 it.each([[500], [2 * LEASE_MS]])(
   'frozen %i ms as COMMIT is sent: one business row, and every answer is its run',
   async (frozenMs) => {
+    const { pool, server } = own;
     const store = createPostgresStore({ pool, statementTimeoutMs: LIMIT });
     const idem = createPostgresIdempotency<string>({
       store,

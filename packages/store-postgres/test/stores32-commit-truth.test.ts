@@ -16,57 +16,21 @@
  * call gets (the number of runs equals that row's run).
  */
 import { IdemError } from '@idem/core';
-import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { type PostgresServer, startPostgres } from '../../../apps/chaos/src/postgres-server.js';
+import type pg from 'pg';
+import { expect, it } from 'vitest';
 import { HEARTBEAT_SQL } from '../src/business-transaction.js';
 import {
   CommitOutcomeUnknownError,
   createPostgresIdempotency,
   createPostgresStore,
-  recommendedPoolConfig,
   TransactionNotCommittedError,
 } from '../src/index.js';
+import { freezeAt, ownPostgresWithBusiness } from './frozen-postgres.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const LEASE_MS = 1_500;
 
-let server: PostgresServer;
-let pool: pg.Pool;
-beforeAll(async () => {
-  server = await startPostgres();
-  pool = new pg.Pool({
-    connectionString: server.url,
-    ...recommendedPoolConfig({ statementTimeoutMs: 2_000 }),
-    max: 4,
-  });
-  pool.on('error', () => {});
-  await createPostgresStore({ pool }).ensureSchema();
-  await pool.query('CREATE TABLE business (k text NOT NULL, run int NOT NULL)');
-}, 60_000);
-afterAll(async () => {
-  server?.thaw();
-  await pool?.end().catch(() => {});
-  await server?.close();
-});
-
-type Query = (...args: unknown[]) => unknown;
-const textOf = (config: unknown) =>
-  typeof config === 'string' ? config : (config as { text?: string } | undefined)?.text;
-
-/** Freezes the server for `frozenMs` as the first statement `at` picks goes out on `tx`. */
-function freezeAt(tx: unknown, at: (text: string | undefined) => boolean, frozenMs: number) {
-  const client = tx as { query: Query };
-  const query = client.query;
-  client.query = function (this: unknown, ...args: unknown[]) {
-    if (at(textOf(args[0]))) {
-      client.query = query;
-      server.freeze();
-      setTimeout(() => server.thaw(), frozenMs);
-    }
-    return query.apply(this, args);
-  };
-}
+const own = ownPostgresWithBusiness(2_000);
 
 const cases = [
   // [name, statement frozen at, frozen ms, statement limit, completionWaitMs, expected error]
@@ -86,6 +50,7 @@ const cases = [
 it.each(cases)(
   'frozen at %s: the caller is told what is known, and the key runs exactly once',
   async (name, at, frozenMs, limitMs, completionWaitMs, expected) => {
+    const { pool, server } = own;
     const store = createPostgresStore({ pool, statementTimeoutMs: limitMs });
     const idem = createPostgresIdempotency<string>({
       store,
@@ -101,6 +66,7 @@ it.each(cases)(
       await tx.query('INSERT INTO business (k, run) VALUES ($1, $2)', [key, run]);
       if (run === 1)
         freezeAt(
+          server,
           tx,
           at === 'commit'
             ? (text) => text === 'COMMIT'
