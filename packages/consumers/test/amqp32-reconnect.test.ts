@@ -1,0 +1,205 @@
+// amqp32: a RabbitMQ consumer given `openChannel` recovers by itself from a lost connection, a
+// closed channel or a cancelled consumer ('lost' then 'resumed'), and stays exactly-once across
+// the reconnect: a redelivery whose ack was lost with the old connection is answered from the
+// store (replayed, acked), and one whose handler still runs on the old connection is held (the
+// key is held), never run a second time. On the real RabbitMQ (through a proxy of the test's
+// own that cuts the connections) and Redis; every queue is the test's own.
+
+import { createRedisStore } from '@idem/store-redis';
+import type { ConsumeMessage } from 'amqplib';
+import { describe, expect, it } from 'vitest';
+import { type ConsumerStatus, consumeAmqp, type MessageStatus } from '../src/index.js';
+import { amqpProxy, channelOpener } from './amqp32-proxy.js';
+import { amqpQueues, connectAmqp, redisBed, uniqueName } from './brokers.js';
+import { until } from './late-store.js';
+
+const queues = amqpQueues();
+const bed = redisBed('amqp32-reconnect');
+
+async function ownQueue(label: string) {
+  const admin = await connectAmqp();
+  const channel = await admin.createChannel();
+  const queue = uniqueName(label);
+  queues.push(queue);
+  await channel.assertQueue(queue, { durable: false });
+  return { admin, channel, queue };
+}
+
+describe('amqp32: the RabbitMQ consumer reopens its channel by itself, exactly once across it', () => {
+  it('connection cut after the outcome was recorded and before its ack arrived: the redelivery is replayed, the handler ran once', {
+    timeout: 30_000,
+  }, async () => {
+    const { admin, channel: publisher, queue } = await ownQueue('amqp32-lostack');
+    const proxy = await amqpProxy();
+    const opener = channelOpener(proxy.url);
+    const runs: string[] = [];
+    const reports: Array<{ id: string; status: MessageStatus; redelivered: boolean }> = [];
+    const statuses: ConsumerStatus[] = [];
+    const consumer = await consumeAmqp<ConsumeMessage, string>({
+      openChannel: opener.open,
+      queue,
+      prefetch: 3,
+      reconnectDelayMs: 100,
+      reconnectMaxDelayMs: 400,
+      store: createRedisStore({ client: bed.redis, keyPrefix: bed.prefix }),
+      handler: async (message) => {
+        runs.push(message.properties.messageId);
+        return 'ok';
+      },
+      onMessage: ({ message, status }) => {
+        reports.push({
+          id: message.properties.messageId,
+          status,
+          redelivered: message.fields.redelivered,
+        });
+        // Recorded, not acked yet: what the client sends from now on is lost, then the
+        // connection is cut (the broker requeues the message, its ack never came).
+        if (status === 'processed' && reports.length === 1) {
+          proxy.settings.dropUpstream = true;
+          setTimeout(() => {
+            proxy.cut();
+            proxy.settings.dropUpstream = false;
+          }, 100);
+        }
+      },
+      onConsumerStatus: (s) => statuses.push(s),
+    });
+    try {
+      publisher.sendToQueue(queue, Buffer.from('a'), { messageId: 'lost-ack' });
+      expect(await until(() => reports.some((r) => r.status === 'replayed'), 15_000)).toBe(true);
+      expect(runs).toEqual(['lost-ack']);
+      expect(reports).toEqual([
+        { id: 'lost-ack', status: 'processed', redelivered: false },
+        { id: 'lost-ack', status: 'replayed', redelivered: true },
+      ]);
+      expect(statuses.map((s) => s.type)).toEqual(['lost', 'resumed']);
+      expect(statuses[0]).toMatchObject({ type: 'lost', resubscribing: true });
+      expect((statuses[0] as { error: { code: string } }).error.code).toBe('CONSUMER_LOST');
+      // The same prefetch on the new channel; the consumer is still running.
+      expect(opener.log.prefetches).toEqual([3, 3]);
+      expect(opener.log.calls).toBe(2);
+      publisher.sendToQueue(queue, Buffer.from('b'), { messageId: 'after' });
+      expect(await until(() => runs.includes('after'), 10_000)).toBe(true);
+    } finally {
+      await consumer.stop(5_000);
+    }
+    expect(await consumer.closed).toBeUndefined();
+    // stop() closed the consumer's channel: an unacked message would be ready again now.
+    expect(opener.openChannels()).toEqual([]);
+    expect(await publisher.checkQueue(queue)).toMatchObject({ messageCount: 0, consumerCount: 0 });
+    expect(runs).toEqual(['lost-ack', 'after']);
+    await opener.closeAll();
+    await proxy.close();
+    await admin.close();
+  });
+
+  it('connection cut while the handler runs: the redelivery is held (key in progress), never run concurrently nor twice', {
+    timeout: 40_000,
+  }, async () => {
+    const { admin, channel: publisher, queue } = await ownQueue('amqp32-running');
+    const proxy = await amqpProxy();
+    const opener = channelOpener(proxy.url);
+    let running = 0;
+    let mostAtOnce = 0;
+    let runs = 0;
+    let finish: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const reports: Array<{ status: MessageStatus; redelivered: boolean }> = [];
+    const statuses: string[] = [];
+    const consumer = await consumeAmqp<ConsumeMessage, string>({
+      openChannel: opener.open,
+      queue,
+      reconnectDelayMs: 100,
+      reconnectMaxDelayMs: 400,
+      leaseMs: 1_500,
+      store: createRedisStore({ client: bed.redis, keyPrefix: bed.prefix }),
+      handler: async () => {
+        runs += 1;
+        running += 1;
+        mostAtOnce = Math.max(mostAtOnce, running);
+        await gate;
+        running -= 1;
+        return 'ok';
+      },
+      onMessage: ({ message, status }) =>
+        reports.push({ status, redelivered: message.fields.redelivered }),
+      onConsumerStatus: (s) => statuses.push(s.type),
+    });
+    try {
+      publisher.sendToQueue(queue, Buffer.from('a'), { messageId: 'running' });
+      expect(await until(() => runs === 1, 10_000)).toBe(true);
+      proxy.cut();
+      // Reconnected; the broker redelivers the message on the new channel while the first run
+      // still holds its key (heartbeats keep the lease live): held, given back, not run.
+      expect(await until(() => reports.some((r) => r.status === 'in_progress'), 15_000)).toBe(true);
+      expect(statuses).toEqual(['lost', 'resumed']);
+      expect(runs).toBe(1);
+      finish();
+      // The first run is recorded (its ack is lost with the old channel); the redelivery, back
+      // once the lease it met has passed, is answered from the store.
+      expect(await until(() => reports.some((r) => r.status === 'replayed'), 15_000)).toBe(true);
+      expect(runs).toBe(1);
+      expect(mostAtOnce).toBe(1);
+      expect(reports[0]).toEqual({ status: 'in_progress', redelivered: true });
+      expect(reports.filter((r) => r.status === 'processed')).toHaveLength(1);
+      expect(reports.at(-1)).toEqual({ status: 'replayed', redelivered: true });
+    } finally {
+      finish();
+      await consumer.stop(5_000);
+    }
+    expect(opener.openChannels()).toEqual([]);
+    expect(await publisher.checkQueue(queue)).toMatchObject({ messageCount: 0, consumerCount: 0 });
+    expect(runs).toBe(1);
+    await opener.closeAll();
+    await proxy.close();
+    await admin.close();
+  });
+
+  it('the queue deleted (basic.cancel): the old channel is closed, a consume of the missing queue does not crash, and it resumes once the queue exists', {
+    timeout: 30_000,
+  }, async () => {
+    const { admin, channel: publisher, queue } = await ownQueue('amqp32-cancel');
+    const proxy = await amqpProxy();
+    const opener = channelOpener(proxy.url);
+    const runs: string[] = [];
+    const statuses: ConsumerStatus[] = [];
+    const consumer = await consumeAmqp<ConsumeMessage, string>({
+      openChannel: opener.open,
+      queue,
+      reconnectDelayMs: 100,
+      reconnectMaxDelayMs: 300,
+      store: createRedisStore({ client: bed.redis, keyPrefix: bed.prefix }),
+      handler: async (message) => {
+        runs.push(message.properties.messageId);
+        return 'ok';
+      },
+      onConsumerStatus: (s) => statuses.push(s),
+    });
+    try {
+      await publisher.deleteQueue(queue);
+      expect(await until(() => statuses.length === 1, 5_000)).toBe(true);
+      expect(statuses[0]).toMatchObject({ type: 'lost', resubscribing: true });
+      // The consumer declares nothing: its consumes of the missing queue fail (404, the
+      // channel closed by the broker; its 'error' heard), and it tries again.
+      expect(await until(() => opener.log.calls >= 3, 10_000)).toBe(true);
+      expect(statuses).toHaveLength(1);
+      // The cancelled channel (the consumer's own, still open after basic.cancel) was closed.
+      expect(opener.log.closed.has(opener.log.channels[0] as never)).toBe(true);
+      await publisher.assertQueue(queue, { durable: false });
+      expect(await until(() => statuses.length === 2, 10_000)).toBe(true);
+      expect(statuses[1]).toEqual({ type: 'resumed' });
+      publisher.sendToQueue(queue, Buffer.from('a'), { messageId: 'again' });
+      expect(await until(() => runs.length === 1, 10_000)).toBe(true);
+      expect(opener.openChannels()).toHaveLength(1);
+    } finally {
+      await consumer.stop(5_000);
+    }
+    expect(opener.openChannels()).toEqual([]);
+    expect(runs).toEqual(['again']);
+    await opener.closeAll();
+    await proxy.close();
+    await admin.close();
+  });
+});
