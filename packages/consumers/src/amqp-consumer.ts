@@ -460,31 +460,43 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     }
   }
 
-  const first: Session = {
-    channel:
-      givenChannel ??
-      (await (async () => {
-        const channel = await (openChannel as () => Promise<AmqpChannelLike<TMessage>>)();
-        checkChannel(channel);
-        channel.on?.('error', ignoreError);
-        return channel;
-      })()),
-    owned: openChannel !== undefined,
-    startedAt: performance.now(),
-    abandoned: false,
-    ended: false,
-    unwatch: () => {},
-  };
-  current = first;
-  try {
-    await subscribe(first);
-  } catch (error) {
-    // No consumer is answered: nothing of it may go on (a reconnection its loss started).
+  // No consumer answered: nothing of it may go on (no reconnection, no late channel kept).
+  const failStart = (error: unknown): never => {
     stopped = true;
     stopping.abort();
-    first.unwatch();
-    if (first.owned) void closeOwned(first.channel);
     throw error;
+  };
+  if (openChannel !== undefined) {
+    // The first attempt is bounded as every other one (an `openChannel` that hangs would hang
+    // consumeAmqp); its failure is the caller's to see (a wrong URL, credentials, queue).
+    const first = await openSession(openChannel).catch(failStart);
+    if (first.ended) {
+      first.abandoned = true;
+      void closeOwned(first.channel);
+      failStart(
+        new ConsumerLostError(
+          `The channel of the consumer of queue '${queue}' closed as it started`,
+        ),
+      );
+    }
+    current = first;
+  } else {
+    const first: Session = {
+      channel: givenChannel as AmqpChannelLike<TMessage>,
+      owned: false,
+      startedAt: performance.now(),
+      abandoned: false,
+      ended: false,
+      unwatch: () => {},
+    };
+    // Current before it consumes: a channel closed meanwhile is told (as before).
+    current = first;
+    try {
+      await subscribe(first);
+    } catch (error) {
+      first.unwatch();
+      failStart(error);
+    }
   }
   let cancelled: Promise<unknown> | undefined;
   // Whether the broker answered the cancel (or the channel failed it): no delivery comes after.

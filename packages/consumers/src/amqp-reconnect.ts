@@ -97,7 +97,7 @@ export function withinLimit<T>(work: Promise<T>, ms: number, signal: AbortSignal
     const timer = setTimeout(() => {
       if (finished) return;
       finish();
-      reject(new Error(`no channel within ${ms} ms`));
+      reject(new Error(`openChannel: no channel consuming within ${ms} ms (openChannelTimeoutMs)`));
     }, ms);
     timer.unref?.();
     if (signal.aborted) return onAbort();

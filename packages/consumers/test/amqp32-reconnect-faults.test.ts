@@ -3,8 +3,9 @@
 // `openChannel` that throws, answers garbage or hangs, and stop() during the wait and during a
 // hanging attempt. Bounded in time, no channel left open, 'lost' and 'resumed' told in turn.
 // On the real RabbitMQ (through a proxy of the test's own) and Redis.
-import type { ConsumeMessage } from 'amqplib';
+
 import { createRedisStore } from '@idem/store-redis';
+import type { ConsumeMessage } from 'amqplib';
 import { describe, expect, it } from 'vitest';
 import { type ConsumerStatus, consumeAmqp } from '../src/index.js';
 import { amqpProxy, type Channel, channelOpener } from './amqp32-proxy.js';
@@ -170,6 +171,24 @@ describe('amqp32: the reconnection under attack', () => {
         handler: async () => 'ok',
       }),
     ).rejects.toThrow('no broker');
+    // A first openChannel that hangs is given up at openChannelTimeoutMs (consumeAmqp does not
+    // hang), and the channel it answers late is closed.
+    let answerFirst: () => void = () => {};
+    const starting = consumeAmqp({
+      openChannel: () =>
+        new Promise<Channel>((resolve) => {
+          answerFirst = () => void opener.open().then(resolve);
+        }),
+      openChannelTimeoutMs: 300,
+      queue,
+      store: store(),
+      handler: async () => 'ok',
+    });
+    await expect(within(starting, 5_000)).rejects.toThrow('openChannelTimeoutMs');
+    const madeBefore = opener.log.channels.length;
+    answerFirst();
+    expect(await until(() => opener.log.channels.length === madeBefore + 1, 5_000)).toBe(true);
+    expect(await until(() => opener.openChannels().length === 0, 5_000)).toBe(true);
     await expect(
       consumeAmqp({
         channel: publisher,
@@ -180,14 +199,33 @@ describe('amqp32: the reconnection under attack', () => {
       }),
     ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     await expect(
-      consumeAmqp({ channel: publisher, reconnectDelayMs: 10, queue, store: store(), handler: async () => 'ok' }),
+      consumeAmqp({
+        channel: publisher,
+        reconnectDelayMs: 10,
+        queue,
+        store: store(),
+        handler: async () => 'ok',
+      }),
     ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     for (const bad of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 31])
       await expect(
-        consumeAmqp({ openChannel: opener.open, openChannelTimeoutMs: bad, queue, store: store(), handler: async () => 'ok' }),
+        consumeAmqp({
+          openChannel: opener.open,
+          openChannelTimeoutMs: bad,
+          queue,
+          store: store(),
+          handler: async () => 'ok',
+        }),
       ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     await expect(
-      consumeAmqp({ openChannel: opener.open, reconnectDelayMs: 500, reconnectMaxDelayMs: 100, queue, store: store(), handler: async () => 'ok' }),
+      consumeAmqp({
+        openChannel: opener.open,
+        reconnectDelayMs: 500,
+        reconnectMaxDelayMs: 100,
+        queue,
+        store: store(),
+        handler: async () => 'ok',
+      }),
     ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
     expect(opener.openChannels()).toEqual([]);
     await opener.closeAll();
