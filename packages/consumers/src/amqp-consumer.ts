@@ -139,10 +139,11 @@ export interface IdempotentConsumer {
   readonly inFlight: number;
   /**
    * Settles once the consumer has ended: `undefined` after `stop()`, a `ConsumerLostError`
-   * (code `CONSUMER_LOST`) when the broker ended it for good (RabbitMQ: the consumer cancelled,
-   * e.g. its queue deleted, or its channel closed), so a consumer never goes quietly dead.
-   * Never rejects. A JetStream consumer deleted under a running one is reported through
-   * `onConsumerStatus` and resumes by itself once it exists again, so `closed` stays pending.
+   * (code `CONSUMER_LOST`) when the broker ended it for good (RabbitMQ on the application's
+   * `channel`: the consumer cancelled, e.g. its queue deleted, or its channel closed), so a
+   * consumer never goes quietly dead. Never rejects. A RabbitMQ consumer given `openChannel`,
+   * and a JetStream consumer deleted under a running one, are reported through
+   * `onConsumerStatus` and resume by themselves, so `closed` stays pending until `stop()`.
    */
   readonly closed: Promise<ConsumerLostError | undefined>;
 }
@@ -243,8 +244,11 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   const stopping = new AbortController();
   // Each message listens to it (removed when its wait ends) twice at most (the give-back of a
   // message that has not reached the store, the store-outage wait): up to `prefetch` messages
-  // at once, which is no leak (Node warned of one past 10, on the user's stderr).
-  setMaxListeners(2 * prefetch + 10, stopping.signal);
+  // at once, which is no leak (Node warned of one past 10, on the user's stderr). With
+  // `openChannel`, the messages of a channel that was lost are still in flight beside those of
+  // the new one (and the reconnection waits on it): twice as many.
+  const listenersBound = (openChannel === undefined ? 2 : 4) * prefetch + 10;
+  setMaxListeners(listenersBound, stopping.signal);
   // Aborted once the broker answered the cancel (or stop() gave up waiting for it): a delivery
   // that raced the stop (it came once `stopping` was aborted) and has not reached the store by
   // then is given back at once, as one that was in that stage at the stop() call. Until then it
@@ -252,7 +256,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   // waits for it; a key function that never settles no longer holds even stop(Infinity) up to
   // `maxHoldMs` (test/conslate2-amqp-raced.test.ts).
   const raced = new AbortController();
-  setMaxListeners(2 * prefetch + 10, raced.signal);
+  setMaxListeners(listenersBound, raced.signal);
   // Broker calls on a channel that closed meanwhile throw; the broker redelivers anyway.
   const safely = (call: () => void) => {
     try {

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { InvalidInputError } from '@idem/core';
 import { MAX_TIMER_MS } from './engine-verdicts.js';
 
@@ -63,19 +64,8 @@ export function reconnectPlan({
 }
 
 /** Resolves after `ms`, or at once when `signal` aborts; its timer never keeps the process alive. */
-export function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    timer.unref?.();
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
+export const abortableDelay = (ms: number, signal: AbortSignal): Promise<void> =>
+  sleep(ms, undefined, { signal, ref: false }).catch(() => undefined);
 
 /**
  * Settles as `work` does, or rejects once `ms` passed or `signal` aborted (whichever comes

@@ -1,6 +1,8 @@
 import net from 'node:net';
-import amqp, { type Channel, type ChannelModel } from 'amqplib';
-import { AMQP_URL } from './brokers.js';
+import type { IdempotencyStore } from '@idem/core';
+import amqp, { type Channel, type ChannelModel, type ConsumeMessage } from 'amqplib';
+import { type AmqpConsumerOptions, type ConsumerStatus, consumeAmqp } from '../src/index.js';
+import { AMQP_URL, connectAmqp, uniqueName } from './brokers.js';
 
 /**
  * A TCP proxy on a free loopback port to the shared RabbitMQ (which is never restarted or
@@ -99,6 +101,56 @@ export function channelOpener(url: string) {
     openChannels: () => log.channels.filter((c) => !log.closed.has(c)),
     async closeAll() {
       for (const c of connections) await c.close().catch(() => undefined);
+    },
+  };
+}
+
+/**
+ * A queue of the test's own (named from `label`, recorded in `queues` for the file's clean-up),
+ * a direct connection to publish with, a proxy and an opener through it; `close()` ends them.
+ */
+export async function reconnectBench(queues: string[], label: string) {
+  const admin = await connectAmqp();
+  const publisher = await admin.createChannel();
+  const queue = uniqueName(label);
+  queues.push(queue);
+  await publisher.assertQueue(queue, { durable: false });
+  const proxy = await amqpProxy();
+  const opener = channelOpener(proxy.url);
+  return {
+    publisher,
+    queue,
+    proxy,
+    opener,
+    publish: (messageId: string) => publisher.sendToQueue(queue, Buffer.from('a'), { messageId }),
+    /**
+     * A consumer of the queue through the proxy (`openChannel`: the opener), on `store`, with
+     * `options`; by default its handler records each message's id in `runs` and its statuses
+     * go to `statuses`.
+     */
+    async start(
+      store: IdempotencyStore,
+      options: Partial<AmqpConsumerOptions<ConsumeMessage, string>> = {},
+    ) {
+      const runs: string[] = [];
+      const statuses: ConsumerStatus[] = [];
+      const consumer = await consumeAmqp<ConsumeMessage, string>({
+        openChannel: opener.open,
+        queue,
+        store,
+        handler: async (message) => {
+          runs.push(message.properties.messageId);
+          return 'ok';
+        },
+        onConsumerStatus: (s) => statuses.push(s),
+        ...options,
+      });
+      return { consumer, runs, statuses, types: () => statuses.map((s) => s.type) };
+    },
+    async close() {
+      await opener.closeAll();
+      await proxy.close();
+      await admin.close();
     },
   };
 }

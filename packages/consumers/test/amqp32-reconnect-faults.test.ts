@@ -3,28 +3,16 @@
 // `openChannel` that throws, answers garbage or hangs, and stop() during the wait and during a
 // hanging attempt. Bounded in time, no channel left open, 'lost' and 'resumed' told in turn.
 // On the real RabbitMQ (through a proxy of the test's own) and Redis.
-
 import { createRedisStore } from '@idem/store-redis';
-import type { ConsumeMessage } from 'amqplib';
 import { describe, expect, it } from 'vitest';
 import { type ConsumerStatus, consumeAmqp } from '../src/index.js';
-import { amqpProxy, type Channel, channelOpener } from './amqp32-proxy.js';
-import { amqpQueues, connectAmqp, redisBed, uniqueName } from './brokers.js';
+import { type Channel, reconnectBench } from './amqp32-proxy.js';
+import { amqpQueues, redisBed } from './brokers.js';
 import { until } from './late-store.js';
 import { within } from './silent-proxy.js';
 
 const queues = amqpQueues();
 const bed = redisBed('amqp32-faults');
-
-async function ownQueue(label: string) {
-  const admin = await connectAmqp();
-  const channel = await admin.createChannel();
-  const queue = uniqueName(label);
-  queues.push(queue);
-  await channel.assertQueue(queue, { durable: false });
-  return { admin, channel, queue };
-}
-
 const store = () => createRedisStore({ client: bed.redis, keyPrefix: bed.prefix });
 
 /** 'lost' and 'resumed' strictly in turn, starting with 'lost'. */
@@ -35,62 +23,38 @@ describe('amqp32: the reconnection under attack', () => {
   it('a broker that refuses connections for a while: tried again at growing intervals, then resumed', {
     timeout: 30_000,
   }, async () => {
-    const { admin, channel: publisher, queue } = await ownQueue('amqp32-refuse');
-    const proxy = await amqpProxy();
-    const opener = channelOpener(proxy.url);
-    const runs: string[] = [];
-    const statuses: ConsumerStatus[] = [];
-    const consumer = await consumeAmqp<ConsumeMessage, string>({
-      openChannel: opener.open,
-      queue,
+    const bench = await reconnectBench(queues, 'amqp32-refuse');
+    const { proxy, opener } = bench;
+    const { consumer, runs, types } = await bench.start(store(), {
       reconnectDelayMs: 50,
       reconnectMaxDelayMs: 400,
-      store: store(),
-      handler: async (m) => {
-        runs.push(m.properties.messageId);
-        return 'ok';
-      },
-      onConsumerStatus: (s) => statuses.push(s),
     });
     try {
       proxy.settings.refuse = true;
       proxy.cut();
       expect(await until(() => opener.log.calls >= 5, 10_000)).toBe(true);
-      expect(statuses.map((s) => s.type)).toEqual(['lost']);
-      publisher.sendToQueue(queue, Buffer.from('a'), { messageId: 'during' });
+      expect(types()).toEqual(['lost']);
+      bench.publish('during');
       proxy.settings.refuse = false;
       expect(await until(() => runs.length === 1, 10_000)).toBe(true);
-      expect(statuses.map((s) => s.type)).toEqual(['lost', 'resumed']);
+      expect(types()).toEqual(['lost', 'resumed']);
       // Only the attempt that worked made a channel; the failed ones made none.
       expect(opener.log.channels).toHaveLength(2);
     } finally {
       await consumer.stop(5_000);
     }
     expect(opener.openChannels()).toEqual([]);
-    await opener.closeAll();
-    await proxy.close();
-    await admin.close();
+    await bench.close();
   });
 
   it('a reconnect storm (each connection cut soon after it opens): the waits grow, not one attempt per reconnectDelayMs; it recovers once the link holds', {
     timeout: 40_000,
   }, async () => {
-    const { admin, channel: publisher, queue } = await ownQueue('amqp32-storm');
-    const proxy = await amqpProxy();
-    const opener = channelOpener(proxy.url);
-    const runs: string[] = [];
-    const statuses: ConsumerStatus[] = [];
-    const consumer = await consumeAmqp<ConsumeMessage, string>({
-      openChannel: opener.open,
-      queue,
+    const bench = await reconnectBench(queues, 'amqp32-storm');
+    const { proxy, opener } = bench;
+    const { consumer, runs, statuses } = await bench.start(store(), {
       reconnectDelayMs: 50,
       reconnectMaxDelayMs: 1_000,
-      store: store(),
-      handler: async (m) => {
-        runs.push(m.properties.messageId);
-        return 'ok';
-      },
-      onConsumerStatus: (s) => statuses.push(s),
     });
     try {
       proxy.settings.stormMs = 150;
@@ -105,7 +69,7 @@ describe('amqp32: the reconnection under attack', () => {
       expect(inTurn(statuses)).toBe(true);
       proxy.settings.stormMs = 0;
       expect(await until(() => statuses.at(-1)?.type === 'resumed', 10_000)).toBe(true);
-      publisher.sendToQueue(queue, Buffer.from('a'), { messageId: 'after-storm' });
+      bench.publish('after-storm');
       expect(await until(() => runs.length === 1, 10_000)).toBe(true);
       expect(opener.openChannels()).toHaveLength(1);
     } finally {
@@ -113,17 +77,14 @@ describe('amqp32: the reconnection under attack', () => {
     }
     expect(inTurn(statuses)).toBe(true);
     expect(opener.openChannels()).toEqual([]);
-    await opener.closeAll();
-    await proxy.close();
-    await admin.close();
+    await bench.close();
   });
 
-  it('openChannel that throws, rejects or answers no channel: tried again; the first failure rejects consumeAmqp', {
+  it('openChannel that throws, rejects or answers no channel: tried again; at start a failure or a hang rejects consumeAmqp', {
     timeout: 30_000,
   }, async () => {
-    const { admin, channel: publisher, queue } = await ownQueue('amqp32-throws');
-    const proxy = await amqpProxy();
-    const opener = channelOpener(proxy.url);
+    const bench = await reconnectBench(queues, 'amqp32-throws');
+    const { publisher, queue, opener } = bench;
     let calls = 0;
     const faults = [
       () => {
@@ -133,145 +94,91 @@ describe('amqp32: the reconnection under attack', () => {
       () => Promise.resolve({ not: 'a channel' }),
       () => Promise.resolve(undefined),
     ];
-    const runs: string[] = [];
-    const statuses: string[] = [];
-    const consumer = await consumeAmqp<ConsumeMessage, string>({
+    const { consumer, runs, types } = await bench.start(store(), {
       openChannel: (() => {
         calls += 1;
         const fault = calls >= 2 ? faults[calls - 2] : undefined;
         return fault ? fault() : opener.open();
       }) as () => Promise<Channel>,
-      queue,
       reconnectDelayMs: 50,
       reconnectMaxDelayMs: 200,
-      store: store(),
-      handler: async (m) => {
-        runs.push(m.properties.messageId);
-        return 'ok';
-      },
-      onConsumerStatus: (s) => statuses.push(s.type),
     });
     try {
-      proxy.cut();
-      expect(await until(() => statuses.length === 2, 10_000)).toBe(true);
-      expect(statuses).toEqual(['lost', 'resumed']);
+      bench.proxy.cut();
+      expect(await until(() => types().length === 2, 10_000)).toBe(true);
+      expect(types()).toEqual(['lost', 'resumed']);
       expect(calls).toBe(2 + faults.length);
-      publisher.sendToQueue(queue, Buffer.from('a'), { messageId: 'ok' });
+      bench.publish('ok');
       expect(await until(() => runs.length === 1, 10_000)).toBe(true);
     } finally {
       await consumer.stop(5_000);
     }
     expect(opener.openChannels()).toEqual([]);
+    const base = { queue, store: store(), handler: async () => 'ok' };
     // At start a failure is the caller's to see (wrong URL, credentials, queue).
     await expect(
-      consumeAmqp({
-        openChannel: () => Promise.reject(new Error('no broker')),
-        queue,
-        store: store(),
-        handler: async () => 'ok',
-      }),
+      consumeAmqp({ ...base, openChannel: () => Promise.reject(new Error('no broker')) }),
     ).rejects.toThrow('no broker');
     // A first openChannel that hangs is given up at openChannelTimeoutMs (consumeAmqp does not
     // hang), and the channel it answers late is closed.
     let answerFirst: () => void = () => {};
     const starting = consumeAmqp({
+      ...base,
       openChannel: () =>
         new Promise<Channel>((resolve) => {
           answerFirst = () => void opener.open().then(resolve);
         }),
       openChannelTimeoutMs: 300,
-      queue,
-      store: store(),
-      handler: async () => 'ok',
     });
     await expect(within(starting, 5_000)).rejects.toThrow('openChannelTimeoutMs');
     const madeBefore = opener.log.channels.length;
     answerFirst();
     expect(await until(() => opener.log.channels.length === madeBefore + 1, 5_000)).toBe(true);
     expect(await until(() => opener.openChannels().length === 0, 5_000)).toBe(true);
-    await expect(
-      consumeAmqp({
-        channel: publisher,
+    const refused = [
+      { channel: publisher, openChannel: opener.open },
+      { channel: publisher, reconnectDelayMs: 10 },
+      { openChannel: opener.open, reconnectDelayMs: 500, reconnectMaxDelayMs: 100 },
+      ...[0, -1, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 31].map((bad) => ({
         openChannel: opener.open,
-        queue,
-        store: store(),
-        handler: async () => 'ok',
-      }),
-    ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
-    await expect(
-      consumeAmqp({
-        channel: publisher,
-        reconnectDelayMs: 10,
-        queue,
-        store: store(),
-        handler: async () => 'ok',
-      }),
-    ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
-    for (const bad of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 31])
-      await expect(
-        consumeAmqp({
-          openChannel: opener.open,
-          openChannelTimeoutMs: bad,
-          queue,
-          store: store(),
-          handler: async () => 'ok',
-        }),
-      ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
-    await expect(
-      consumeAmqp({
-        openChannel: opener.open,
-        reconnectDelayMs: 500,
-        reconnectMaxDelayMs: 100,
-        queue,
-        store: store(),
-        handler: async () => 'ok',
-      }),
-    ).rejects.toMatchObject({ code: 'INVALID_INPUT' });
+        openChannelTimeoutMs: bad,
+      })),
+    ];
+    for (const options of refused)
+      await expect(consumeAmqp({ ...base, ...options })).rejects.toMatchObject({
+        code: 'INVALID_INPUT',
+      });
     expect(opener.openChannels()).toEqual([]);
-    await opener.closeAll();
-    await proxy.close();
-    await admin.close();
+    await bench.close();
   });
 
   it('stop() during the wait to reconnect ends it at once; closed answers undefined', {
     timeout: 20_000,
   }, async () => {
-    const { admin, queue } = await ownQueue('amqp32-stopwait');
-    const proxy = await amqpProxy();
-    const opener = channelOpener(proxy.url);
-    const statuses: string[] = [];
-    const consumer = await consumeAmqp<ConsumeMessage, string>({
-      openChannel: opener.open,
-      queue,
+    const bench = await reconnectBench(queues, 'amqp32-stopwait');
+    const { consumer, types } = await bench.start(store(), {
       reconnectDelayMs: 600_000,
       reconnectMaxDelayMs: 600_000,
-      store: store(),
-      handler: async () => 'ok',
-      onConsumerStatus: (s) => statuses.push(s.type),
     });
-    proxy.cut();
-    expect(await until(() => statuses.length === 1, 5_000)).toBe(true);
-    // Before: the 10-minute wait was not ended by stop(). Bounded by the test, not timed.
+    bench.proxy.cut();
+    expect(await until(() => types().length === 1, 5_000)).toBe(true);
+    // The 10-minute wait is ended by stop(). Bounded by the test, not timed.
     expect(await within(consumer.stop(5_000), 5_000)).toBeUndefined();
     expect(await within(consumer.closed, 1_000)).toBeUndefined();
-    expect(opener.log.calls).toBe(1);
-    expect(statuses).toEqual(['lost']);
-    await opener.closeAll();
-    await proxy.close();
-    await admin.close();
+    expect(bench.opener.log.calls).toBe(1);
+    expect(types()).toEqual(['lost']);
+    await bench.close();
   });
 
   it('an openChannel that hangs: each attempt is given up at openChannelTimeoutMs, stop() returns at once, and channels answered late are closed', {
     timeout: 30_000,
   }, async () => {
-    const { admin, queue } = await ownQueue('amqp32-hang');
-    const proxy = await amqpProxy();
-    const opener = channelOpener(proxy.url);
+    const bench = await reconnectBench(queues, 'amqp32-hang');
+    const { opener } = bench;
     const hung: Array<() => void> = [];
     const late: Channel[] = [];
     let calls = 0;
-    const statuses: string[] = [];
-    const consumer = await consumeAmqp<ConsumeMessage, string>({
+    const { consumer, types } = await bench.start(store(), {
       openChannel: () => {
         calls += 1;
         if (calls === 1) return opener.open();
@@ -285,27 +192,21 @@ describe('amqp32: the reconnection under attack', () => {
           );
         });
       },
-      queue,
       reconnectDelayMs: 50,
       reconnectMaxDelayMs: 100,
       openChannelTimeoutMs: 200,
-      store: store(),
-      handler: async () => 'ok',
-      onConsumerStatus: (s) => statuses.push(s.type),
     });
-    proxy.cut();
+    bench.proxy.cut();
     // Given up one after another, not one attempt hung for ever.
     expect(await until(() => hung.length >= 3, 10_000)).toBe(true);
     expect(await within(consumer.stop(10_000), 5_000)).toBeUndefined();
-    expect(statuses).toEqual(['lost']);
+    expect(types()).toEqual(['lost']);
     const attempts = hung.length;
     for (const answer of hung) answer();
     expect(await until(() => late.length === attempts, 10_000)).toBe(true);
     // Every channel answered after its attempt was given up (or after stop) is closed.
     expect(await until(() => opener.openChannels().length === 0, 5_000)).toBe(true);
     expect(hung.length).toBe(attempts); // nothing tried after stop()
-    await opener.closeAll();
-    await proxy.close();
-    await admin.close();
+    await bench.close();
   });
 });

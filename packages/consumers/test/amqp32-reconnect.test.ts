@@ -4,48 +4,28 @@
 // store (replayed, acked), and one whose handler still runs on the old connection is held (the
 // key is held), never run a second time. On the real RabbitMQ (through a proxy of the test's
 // own that cuts the connections) and Redis; every queue is the test's own.
-
 import { createRedisStore } from '@idem/store-redis';
-import type { ConsumeMessage } from 'amqplib';
 import { describe, expect, it } from 'vitest';
-import { type ConsumerStatus, consumeAmqp, type MessageStatus } from '../src/index.js';
-import { amqpProxy, channelOpener } from './amqp32-proxy.js';
-import { amqpQueues, connectAmqp, redisBed, uniqueName } from './brokers.js';
+import type { MessageStatus } from '../src/index.js';
+import { reconnectBench } from './amqp32-proxy.js';
+import { amqpQueues, redisBed } from './brokers.js';
 import { until } from './late-store.js';
 
 const queues = amqpQueues();
 const bed = redisBed('amqp32-reconnect');
-
-async function ownQueue(label: string) {
-  const admin = await connectAmqp();
-  const channel = await admin.createChannel();
-  const queue = uniqueName(label);
-  queues.push(queue);
-  await channel.assertQueue(queue, { durable: false });
-  return { admin, channel, queue };
-}
+const store = () => createRedisStore({ client: bed.redis, keyPrefix: bed.prefix });
+const quick = { reconnectDelayMs: 100, reconnectMaxDelayMs: 400 };
 
 describe('amqp32: the RabbitMQ consumer reopens its channel by itself, exactly once across it', () => {
   it('connection cut after the outcome was recorded and before its ack arrived: the redelivery is replayed, the handler ran once', {
     timeout: 30_000,
   }, async () => {
-    const { admin, channel: publisher, queue } = await ownQueue('amqp32-lostack');
-    const proxy = await amqpProxy();
-    const opener = channelOpener(proxy.url);
-    const runs: string[] = [];
+    const bench = await reconnectBench(queues, 'amqp32-lostack');
+    const { proxy, opener } = bench;
     const reports: Array<{ id: string; status: MessageStatus; redelivered: boolean }> = [];
-    const statuses: ConsumerStatus[] = [];
-    const consumer = await consumeAmqp<ConsumeMessage, string>({
-      openChannel: opener.open,
-      queue,
+    const { consumer, runs, statuses, types } = await bench.start(store(), {
+      ...quick,
       prefetch: 3,
-      reconnectDelayMs: 100,
-      reconnectMaxDelayMs: 400,
-      store: createRedisStore({ client: bed.redis, keyPrefix: bed.prefix }),
-      handler: async (message) => {
-        runs.push(message.properties.messageId);
-        return 'ok';
-      },
       onMessage: ({ message, status }) => {
         reports.push({
           id: message.properties.messageId,
@@ -62,23 +42,22 @@ describe('amqp32: the RabbitMQ consumer reopens its channel by itself, exactly o
           }, 100);
         }
       },
-      onConsumerStatus: (s) => statuses.push(s),
     });
     try {
-      publisher.sendToQueue(queue, Buffer.from('a'), { messageId: 'lost-ack' });
+      bench.publish('lost-ack');
       expect(await until(() => reports.some((r) => r.status === 'replayed'), 15_000)).toBe(true);
       expect(runs).toEqual(['lost-ack']);
       expect(reports).toEqual([
         { id: 'lost-ack', status: 'processed', redelivered: false },
         { id: 'lost-ack', status: 'replayed', redelivered: true },
       ]);
-      expect(statuses.map((s) => s.type)).toEqual(['lost', 'resumed']);
+      expect(types()).toEqual(['lost', 'resumed']);
       expect(statuses[0]).toMatchObject({ type: 'lost', resubscribing: true });
       expect((statuses[0] as { error: { code: string } }).error.code).toBe('CONSUMER_LOST');
       // The same prefetch on the new channel; the consumer is still running.
       expect(opener.log.prefetches).toEqual([3, 3]);
       expect(opener.log.calls).toBe(2);
-      publisher.sendToQueue(queue, Buffer.from('b'), { messageId: 'after' });
+      bench.publish('after');
       expect(await until(() => runs.includes('after'), 10_000)).toBe(true);
     } finally {
       await consumer.stop(5_000);
@@ -86,19 +65,18 @@ describe('amqp32: the RabbitMQ consumer reopens its channel by itself, exactly o
     expect(await consumer.closed).toBeUndefined();
     // stop() closed the consumer's channel: an unacked message would be ready again now.
     expect(opener.openChannels()).toEqual([]);
-    expect(await publisher.checkQueue(queue)).toMatchObject({ messageCount: 0, consumerCount: 0 });
+    expect(await bench.publisher.checkQueue(bench.queue)).toMatchObject({
+      messageCount: 0,
+      consumerCount: 0,
+    });
     expect(runs).toEqual(['lost-ack', 'after']);
-    await opener.closeAll();
-    await proxy.close();
-    await admin.close();
+    await bench.close();
   });
 
   it('connection cut while the handler runs: the redelivery is held (key in progress), never run concurrently nor twice', {
     timeout: 40_000,
   }, async () => {
-    const { admin, channel: publisher, queue } = await ownQueue('amqp32-running');
-    const proxy = await amqpProxy();
-    const opener = channelOpener(proxy.url);
+    const bench = await reconnectBench(queues, 'amqp32-running');
     let running = 0;
     let mostAtOnce = 0;
     let runs = 0;
@@ -107,14 +85,9 @@ describe('amqp32: the RabbitMQ consumer reopens its channel by itself, exactly o
       finish = resolve;
     });
     const reports: Array<{ status: MessageStatus; redelivered: boolean }> = [];
-    const statuses: string[] = [];
-    const consumer = await consumeAmqp<ConsumeMessage, string>({
-      openChannel: opener.open,
-      queue,
-      reconnectDelayMs: 100,
-      reconnectMaxDelayMs: 400,
+    const { consumer, types } = await bench.start(store(), {
+      ...quick,
       leaseMs: 1_500,
-      store: createRedisStore({ client: bed.redis, keyPrefix: bed.prefix }),
       handler: async () => {
         runs += 1;
         running += 1;
@@ -125,16 +98,15 @@ describe('amqp32: the RabbitMQ consumer reopens its channel by itself, exactly o
       },
       onMessage: ({ message, status }) =>
         reports.push({ status, redelivered: message.fields.redelivered }),
-      onConsumerStatus: (s) => statuses.push(s.type),
     });
     try {
-      publisher.sendToQueue(queue, Buffer.from('a'), { messageId: 'running' });
+      bench.publish('running');
       expect(await until(() => runs === 1, 10_000)).toBe(true);
-      proxy.cut();
+      bench.proxy.cut();
       // Reconnected; the broker redelivers the message on the new channel while the first run
       // still holds its key (heartbeats keep the lease live): held, given back, not run.
       expect(await until(() => reports.some((r) => r.status === 'in_progress'), 15_000)).toBe(true);
-      expect(statuses).toEqual(['lost', 'resumed']);
+      expect(types()).toEqual(['lost', 'resumed']);
       expect(runs).toBe(1);
       finish();
       // The first run is recorded (its ack is lost with the old channel); the redelivery, back
@@ -149,33 +121,23 @@ describe('amqp32: the RabbitMQ consumer reopens its channel by itself, exactly o
       finish();
       await consumer.stop(5_000);
     }
-    expect(opener.openChannels()).toEqual([]);
-    expect(await publisher.checkQueue(queue)).toMatchObject({ messageCount: 0, consumerCount: 0 });
+    expect(bench.opener.openChannels()).toEqual([]);
+    expect(await bench.publisher.checkQueue(bench.queue)).toMatchObject({
+      messageCount: 0,
+      consumerCount: 0,
+    });
     expect(runs).toBe(1);
-    await opener.closeAll();
-    await proxy.close();
-    await admin.close();
+    await bench.close();
   });
 
   it('the queue deleted (basic.cancel): the old channel is closed, a consume of the missing queue does not crash, and it resumes once the queue exists', {
     timeout: 30_000,
   }, async () => {
-    const { admin, channel: publisher, queue } = await ownQueue('amqp32-cancel');
-    const proxy = await amqpProxy();
-    const opener = channelOpener(proxy.url);
-    const runs: string[] = [];
-    const statuses: ConsumerStatus[] = [];
-    const consumer = await consumeAmqp<ConsumeMessage, string>({
-      openChannel: opener.open,
-      queue,
+    const bench = await reconnectBench(queues, 'amqp32-cancel');
+    const { publisher, queue, opener } = bench;
+    const { consumer, runs, statuses } = await bench.start(store(), {
       reconnectDelayMs: 100,
       reconnectMaxDelayMs: 300,
-      store: createRedisStore({ client: bed.redis, keyPrefix: bed.prefix }),
-      handler: async (message) => {
-        runs.push(message.properties.messageId);
-        return 'ok';
-      },
-      onConsumerStatus: (s) => statuses.push(s),
     });
     try {
       await publisher.deleteQueue(queue);
@@ -190,7 +152,7 @@ describe('amqp32: the RabbitMQ consumer reopens its channel by itself, exactly o
       await publisher.assertQueue(queue, { durable: false });
       expect(await until(() => statuses.length === 2, 10_000)).toBe(true);
       expect(statuses[1]).toEqual({ type: 'resumed' });
-      publisher.sendToQueue(queue, Buffer.from('a'), { messageId: 'again' });
+      bench.publish('again');
       expect(await until(() => runs.length === 1, 10_000)).toBe(true);
       expect(opener.openChannels()).toHaveLength(1);
     } finally {
@@ -198,8 +160,6 @@ describe('amqp32: the RabbitMQ consumer reopens its channel by itself, exactly o
     }
     expect(opener.openChannels()).toEqual([]);
     expect(runs).toEqual(['again']);
-    await opener.closeAll();
-    await proxy.close();
-    await admin.close();
+    await bench.close();
   });
 });
