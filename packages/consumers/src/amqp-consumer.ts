@@ -268,11 +268,8 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   // A message is acked or nacked on the channel it came on, always: a delivery tag means
   // nothing on another channel (acked on the channel opened after a reconnect, it would ack
   // another message, or make the broker close that channel: unknown delivery tag).
-  async function handle(
-    channel: AmqpChannelLike<TMessage>,
-    message: TMessage,
-    deliveredAt: number,
-  ): Promise<void> {
+  async function handle(session: Session, message: TMessage, deliveredAt: number): Promise<void> {
+    const { channel } = session;
     // A message the store cannot take waits here for it, within the same hold limit.
     const disposition = await processor.process(message, {
       untilMs: deliveredAt + holdLimitMs,
@@ -288,7 +285,8 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       Math.max(0, deliveredAt + holdLimitMs - performance.now()),
       MAX_TIMER_MS,
     );
-    if (!stopped && holdMs > 0)
+    // Not held on a channel that is gone: the broker has requeued the message already.
+    if (!stopped && !session.ended && holdMs > 0)
       await new Promise<void>((resolve) => {
         const release = () => {
           clearTimeout(timer);
@@ -391,7 +389,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
         // An attempt given up whose consume came through after all: its channel is being
         // closed, and the message goes back unprocessed.
         if (session.abandoned) return safely(() => channel.nack(message, false, true));
-        const task = handle(channel, message, performance.now()).finally(() =>
+        const task = handle(session, message, performance.now()).finally(() =>
           inFlight.delete(task),
         );
         inFlight.add(task);
