@@ -352,9 +352,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     if (session.owned) void closeOwned(session.channel);
     // A channel that lasted the longest wait worked: the waits start again from the first.
     if (performance.now() - session.startedAt >= plan.maxDelayMs) attempt = 0;
-    reconnecting ??= reconnect(openChannel).finally(() => {
-      reconnecting = undefined;
-    });
+    reconnecting ??= reconnect(openChannel);
   };
 
   /** Sets `prefetch` and consumes `queue` on `channel`; `session.unwatch` set at once. */
@@ -437,6 +435,19 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
 
   /** Opens a channel again, at growing intervals, until one consumes or the consumer stops. */
   async function reconnect(open: () => Promise<AmqpChannelLike<TMessage>>): Promise<void> {
+    try {
+      await reconnectUntilConsuming(open);
+    } finally {
+      // In the same turn as the subscription is made current: a loss of it, however soon,
+      // starts a reconnection of its own (with `.finally()` a turn later, it could find this
+      // one still set and none would be started).
+      reconnecting = undefined;
+    }
+  }
+
+  async function reconnectUntilConsuming(
+    open: () => Promise<AmqpChannelLike<TMessage>>,
+  ): Promise<void> {
     while (!stopped) {
       await abortableDelay(plan.wait(attempt), stopping.signal);
       if (stopped) return;
