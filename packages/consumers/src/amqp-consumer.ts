@@ -1,5 +1,11 @@
 import { setMaxListeners } from 'node:events';
 import { InvalidInputError, type Scope } from '@idem/core';
+import {
+  type AmqpReconnectOptions,
+  abortableDelay,
+  reconnectPlan,
+  withinLimit,
+} from './amqp-reconnect.js';
 import { type ConsumerLifeOptions, ConsumerLostError, consumerLife } from './consumer-lost.js';
 import { releasedAfterClose, settledThenWritten, settleWithin } from './handler-gate.js';
 import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
@@ -26,6 +32,10 @@ export interface AmqpChannelLike<TMessage extends AmqpMessageLike = AmqpMessageL
   /** amqplib's channel is an EventEmitter: its `close` says the consumer is gone with it. */
   once?(event: 'close', listener: () => void): unknown;
   removeListener?(event: 'close', listener: () => void): unknown;
+  /** Used on the channels `openChannel` answers only (they are the consumer's): see there. */
+  on?(event: 'error', listener: (error: unknown) => void): unknown;
+  /** Used on the channels `openChannel` answers only: closed when the consumer drops them. */
+  close?(): Promise<unknown>;
 }
 
 /**
@@ -66,9 +76,29 @@ function whenChannelCloses(
 /** Options of {@link consumeAmqp}. */
 export interface AmqpConsumerOptions<TMessage extends AmqpMessageLike, T>
   extends ConsumerOptions<TMessage, T>,
-    ConsumerLifeOptions {
-  /** An open amqplib channel (the caller owns it, and its connection). */
-  channel: AmqpChannelLike<TMessage>;
+    ConsumerLifeOptions,
+    AmqpReconnectOptions {
+  /**
+   * An open amqplib channel (the caller owns it, and its connection). A consumer on it does not
+   * recover when the channel closes or the broker cancels it: it reports `lost` and `closed`
+   * answers the error. Give `openChannel` instead for a consumer that recovers by itself.
+   * One of `channel` and `openChannel`, not both.
+   */
+  channel?: AmqpChannelLike<TMessage>;
+  /**
+   * Opens a channel for the consumer (connecting first when the connection is gone), declaring
+   * whatever the application wants declared (the consumer declares nothing). Called once by
+   * `consumeAmqp` (a failure then rejects it), and again whenever the consumer's channel
+   * closes (connection lost, channel error) or the broker cancels the consumer (queue
+   * deleted): after `reconnectDelayMs`, doubling to `reconnectMaxDelayMs`, each attempt
+   * bounded by `openChannelTimeoutMs`, for as long as the consumer is not stopped (the status
+   * says `lost` with `resubscribing: true`, then `resumed`). The channels it answers are the
+   * consumer's: it listens to their `error` event (so a channel error does not crash the
+   * process) and closes them when it drops them and at `stop()`. The connection stays the
+   * application's. Redeliveries after a reconnect are answered from the store (acked as
+   * replays, or given back while the first run still holds the key): never run twice.
+   */
+  openChannel?: () => Promise<AmqpChannelLike<TMessage>>;
   /**
    * The queue to consume (it must exist). `''` (the queue last declared on the channel, e.g. a
    * server-named one) only with an explicit `scope`: the default scope `['amqp', queue]` would
@@ -109,10 +139,11 @@ export interface IdempotentConsumer {
   readonly inFlight: number;
   /**
    * Settles once the consumer has ended: `undefined` after `stop()`, a `ConsumerLostError`
-   * (code `CONSUMER_LOST`) when the broker ended it for good (RabbitMQ: the consumer cancelled,
-   * e.g. its queue deleted, or its channel closed), so a consumer never goes quietly dead.
-   * Never rejects. A JetStream consumer deleted under a running one is reported through
-   * `onConsumerStatus` and resumes by itself once it exists again, so `closed` stays pending.
+   * (code `CONSUMER_LOST`) when the broker ended it for good (RabbitMQ on the application's
+   * `channel`: the consumer cancelled, e.g. its queue deleted, or its channel closed), so a
+   * consumer never goes quietly dead. Never rejects. A RabbitMQ consumer given `openChannel`,
+   * and a JetStream consumer deleted under a running one, are reported through
+   * `onConsumerStatus` and resume by themselves, so `closed` stays pending until `stop()`.
    */
   readonly closed: Promise<ConsumerLostError | undefined>;
 }
@@ -137,31 +168,44 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     throw new InvalidInputError('consumeAmqp needs an options object');
   checkOptionNames(options, [
     'channel',
+    'openChannel',
     'queue',
     'prefetch',
     'consumerTimeoutMs',
     'onConsumerStatus',
+    'reconnectDelayMs',
+    'reconnectMaxDelayMs',
+    'openChannelTimeoutMs',
   ]);
   const {
-    channel,
+    channel: givenChannel,
+    openChannel,
     queue,
     prefetch = 10,
     consumerTimeoutMs = 1_800_000,
     onConsumerStatus,
+    reconnectDelayMs,
+    reconnectMaxDelayMs,
+    openChannelTimeoutMs,
     ...rest
   } = options;
   const life = consumerLife(onConsumerStatus);
-  // A missing channel (or a Promise of one, an `await` forgotten) is named, not a TypeError.
+  if (openChannel !== undefined && typeof openChannel !== 'function')
+    throw new InvalidInputError('openChannel must be a function answering a channel');
+  if (openChannel !== undefined && givenChannel !== undefined)
+    throw new InvalidInputError(
+      'give channel (yours, not reopened) or openChannel (the consumer reopens its channels), not both',
+    );
   if (
-    typeof channel !== 'object' ||
-    channel === null ||
-    !['prefetch', 'consume', 'cancel', 'ack', 'nack'].every(
-      (name) => typeof (channel as unknown as Record<string, unknown>)[name] === 'function',
-    )
+    openChannel === undefined &&
+    (reconnectDelayMs !== undefined ||
+      reconnectMaxDelayMs !== undefined ||
+      openChannelTimeoutMs !== undefined)
   )
     throw new InvalidInputError(
-      'channel must be an open amqplib channel (with prefetch, consume, cancel, ack and nack)',
+      'reconnectDelayMs, reconnectMaxDelayMs and openChannelTimeoutMs apply only with openChannel',
     );
+  const plan = reconnectPlan({ reconnectDelayMs, reconnectMaxDelayMs, openChannelTimeoutMs });
   // 0 is RabbitMQ's "unlimited" (every message of the queue in memory at once).
   if (!(Number.isInteger(prefetch) && prefetch >= 1 && prefetch <= 65_535))
     throw new InvalidInputError('prefetch must be an integer from 1 to 65535');
@@ -184,6 +228,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     throw new InvalidInputError(
       "queue '' (the queue last declared on the channel) needs an explicit scope: pass the server-assigned name as queue, or a scope of its own",
     );
+  if (openChannel === undefined) checkChannel(givenChannel);
   const processor = messageProcessor<TMessage, T>(rest, {
     defaultKey: amqpMessageKey,
     body: (message) => message.content,
@@ -195,12 +240,15 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   const held = new Set<() => void>();
   let stopped = false;
   // Aborted by stop(): a message waiting in the consumer for the store to come back is given
-  // back at once.
+  // back at once, and so is a wait to open a channel again.
   const stopping = new AbortController();
   // Each message listens to it (removed when its wait ends) twice at most (the give-back of a
   // message that has not reached the store, the store-outage wait): up to `prefetch` messages
-  // at once, which is no leak (Node warned of one past 10, on the user's stderr).
-  setMaxListeners(2 * prefetch + 10, stopping.signal);
+  // at once, which is no leak (Node warned of one past 10, on the user's stderr). With
+  // `openChannel`, the messages of a channel that was lost are still in flight beside those of
+  // the new one (and the reconnection waits on it): twice as many.
+  const listenersBound = (openChannel === undefined ? 2 : 4) * prefetch + 10;
+  setMaxListeners(listenersBound, stopping.signal);
   // Aborted once the broker answered the cancel (or stop() gave up waiting for it): a delivery
   // that raced the stop (it came once `stopping` was aborted) and has not reached the store by
   // then is given back at once, as one that was in that stage at the stop() call. Until then it
@@ -208,7 +256,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   // waits for it; a key function that never settles no longer holds even stop(Infinity) up to
   // `maxHoldMs` (test/conslate2-amqp-raced.test.ts).
   const raced = new AbortController();
-  setMaxListeners(2 * prefetch + 10, raced.signal);
+  setMaxListeners(listenersBound, raced.signal);
   // Broker calls on a channel that closed meanwhile throw; the broker redelivers anyway.
   const safely = (call: () => void) => {
     try {
@@ -217,7 +265,11 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       // The channel is gone: every unacked message goes back to the queue.
     }
   };
-  async function handle(message: TMessage, deliveredAt: number): Promise<void> {
+  // A message is acked or nacked on the channel it came on, always: a delivery tag means
+  // nothing on another channel (acked on the channel opened after a reconnect, it would ack
+  // another message, or make the broker close that channel: unknown delivery tag).
+  async function handle(session: Session, message: TMessage, deliveredAt: number): Promise<void> {
+    const { channel } = session;
     // A message the store cannot take waits here for it, within the same hold limit.
     const disposition = await processor.process(message, {
       untilMs: deliveredAt + holdLimitMs,
@@ -233,7 +285,8 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       Math.max(0, deliveredAt + holdLimitMs - performance.now()),
       MAX_TIMER_MS,
     );
-    if (!stopped && holdMs > 0)
+    // Not held on a channel that is gone: the broker has requeued the message already.
+    if (!stopped && !session.ended && holdMs > 0)
       await new Promise<void>((resolve) => {
         const release = () => {
           clearTimeout(timer);
@@ -248,44 +301,216 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       });
     safely(() => channel.nack(message, false, true));
   }
-  await channel.prefetch(prefetch);
-  // The broker ended the consumer (basic.cancel: its queue deleted) or its channel closed: no
-  // message comes any more. Said (onConsumerStatus, `closed`), never left quietly dead. Not
-  // subscribed again here: a consume (or checkQueue) of a queue that does not exist makes
-  // RabbitMQ close the channel (404), the application's channel, whose 'error' event would
-  // crash a process without a listener; the application creates the consumer again.
-  const brokerEnded = (error: ConsumerLostError) => {
-    if (stopped) return;
-    life.lost(error, false);
-    // Messages held for a later delivery go back now (on a closed channel the broker has
-    // requeued them already); those in flight finish, and their acks are tried as usual.
-    for (const release of [...held]) release();
+
+  /** One subscription: a channel and the consumer the broker made on it. */
+  interface Session {
+    channel: AmqpChannelLike<TMessage>;
+    consumerTag?: string;
+    /** Whether the channel came from `openChannel` (the consumer closes it). */
+    owned: boolean;
+    startedAt: number;
+    /** An attempt given up (its time limit, stop()): what it still delivers goes back. */
+    abandoned: boolean;
+    /** The broker ended it (its channel closed, the consumer cancelled). */
+    ended: boolean;
+    unwatch: () => void;
+  }
+  // The subscription messages come from; undefined while lost (and being opened again).
+  let current: Session | undefined;
+  // The reconnection in progress, if any: stop() ends its wait and waits for it.
+  let reconnecting: Promise<void> | undefined;
+  let attempt = 0;
+  const ignoreError = () => {};
+
+  /** Closes a channel of the consumer's own, not waiting for the broker's answer. */
+  const closeOwned = (channel: AmqpChannelLike<TMessage>): Promise<unknown> => {
+    try {
+      return Promise.resolve(channel.close?.()).catch(ignoreError);
+    } catch {
+      return Promise.resolve(); // already closed
+    }
   };
-  const onClose = () =>
-    brokerEnded(
-      new ConsumerLostError(
-        `The channel of the consumer of queue '${queue}' closed (the connection was lost, or the broker closed the channel): no message is consumed any more; create the consumer again on a new channel`,
+
+  // The broker ended the consumer (basic.cancel: its queue deleted) or its channel closed: no
+  // message comes any more. Said (onConsumerStatus, `closed`), never left quietly dead. Without
+  // `openChannel` not subscribed again here: a consume (or checkQueue) of a queue that does
+  // not exist makes RabbitMQ close the channel (404), the application's channel, whose 'error'
+  // event would crash a process without a listener; the application creates the consumer
+  // again. With it, a channel of the consumer's own is opened again, at growing intervals.
+  const sessionEnded = (session: Session, error: ConsumerLostError) => {
+    session.unwatch();
+    session.ended = true;
+    if (stopped || session !== current) return;
+    current = undefined;
+    life.lost(error, openChannel !== undefined);
+    // Messages held for a later delivery go back now (on a closed channel the broker has
+    // requeued them already); those in flight finish, and their acks are tried as usual (on
+    // their own channel: if it is gone, the broker redelivers them, answered from the store).
+    for (const release of [...held]) release();
+    if (openChannel === undefined) return;
+    // After a basic.cancel the channel is still open: the consumer's own, it is closed.
+    if (session.owned) void closeOwned(session.channel);
+    // A channel that lasted the longest wait worked: the waits start again from the first.
+    if (performance.now() - session.startedAt >= plan.maxDelayMs) attempt = 0;
+    reconnecting ??= reconnect(openChannel);
+  };
+
+  /** Sets `prefetch` and consumes `queue` on `channel`; `session.unwatch` set at once. */
+  async function subscribe(session: Session): Promise<void> {
+    const { channel } = session;
+    await channel.prefetch(prefetch);
+    session.unwatch = whenChannelCloses(channel, () =>
+      sessionEnded(
+        session,
+        new ConsumerLostError(
+          openChannel === undefined
+            ? `The channel of the consumer of queue '${queue}' closed (the connection was lost, or the broker closed the channel): no message is consumed any more; create the consumer again on a new channel`
+            : `The channel of the consumer of queue '${queue}' closed (the connection was lost, or the broker closed the channel): a channel is opened again (openChannel)`,
+        ),
       ),
     );
-  const unwatchClose = whenChannelCloses(channel, onClose);
-  const { consumerTag } = await channel.consume(
-    queue,
-    (message) => {
-      if (message === null) {
-        // The broker cancelled the consumer (its queue was deleted, or a node of it failed).
-        unwatchClose();
-        brokerEnded(
-          new ConsumerLostError(
-            `The broker cancelled the consumer of queue '${queue}' (basic.cancel: the queue was deleted, or its node failed): no message is consumed any more; create the consumer again once the queue exists`,
-          ),
+    const { consumerTag } = await channel.consume(
+      queue,
+      (message) => {
+        if (message === null) {
+          // The broker cancelled the consumer (its queue was deleted, or a node of it failed).
+          sessionEnded(
+            session,
+            new ConsumerLostError(
+              openChannel === undefined
+                ? `The broker cancelled the consumer of queue '${queue}' (basic.cancel: the queue was deleted, or its node failed): no message is consumed any more; create the consumer again once the queue exists`
+                : `The broker cancelled the consumer of queue '${queue}' (basic.cancel: the queue was deleted, or its node failed): a channel is opened again (openChannel)`,
+            ),
+          );
+          return;
+        }
+        // An attempt given up whose consume came through after all: its channel is being
+        // closed, and the message goes back unprocessed.
+        if (session.abandoned) return safely(() => channel.nack(message, false, true));
+        const task = handle(session, message, performance.now()).finally(() =>
+          inFlight.delete(task),
         );
-        return;
+        inFlight.add(task);
+      },
+      { noAck: false },
+    );
+    session.consumerTag = consumerTag;
+  }
+
+  /** A channel of the consumer's own from `open`, subscribed; bounded in time. */
+  async function openSession(open: () => Promise<AmqpChannelLike<TMessage>>): Promise<Session> {
+    const session: Session = {
+      channel: undefined as unknown as AmqpChannelLike<TMessage>,
+      owned: true,
+      startedAt: performance.now(),
+      abandoned: false,
+      ended: false,
+      unwatch: () => {},
+    };
+    const work = (async () => {
+      const channel = await open();
+      checkChannel(channel);
+      session.channel = channel;
+      // The consumer's own: a channel error (a 404 on consume, a delivery held too long) is
+      // told through 'close' and must not crash the process as an unheard 'error' event.
+      channel.on?.('error', ignoreError);
+      if (session.abandoned) throw new Error('abandoned');
+      await subscribe(session);
+    })();
+    try {
+      await withinLimit(work, plan.attemptTimeoutMs, stopping.signal);
+      return session;
+    } catch (error) {
+      session.abandoned = true;
+      session.unwatch();
+      // A channel answered late (after the limit, after stop()) is closed when it comes.
+      void work.then(
+        () => closeOwned(session.channel),
+        () => (session.channel === undefined ? undefined : closeOwned(session.channel)),
+      );
+      if (session.channel !== undefined) void closeOwned(session.channel);
+      throw error;
+    }
+  }
+
+  /** Opens a channel again, at growing intervals, until one consumes or the consumer stops. */
+  async function reconnect(open: () => Promise<AmqpChannelLike<TMessage>>): Promise<void> {
+    try {
+      await reconnectUntilConsuming(open);
+    } finally {
+      // In the same turn as the subscription is made current: a loss of it, however soon,
+      // starts a reconnection of its own (with `.finally()` a turn later, it could find this
+      // one still set and none would be started).
+      reconnecting = undefined;
+    }
+  }
+
+  async function reconnectUntilConsuming(
+    open: () => Promise<AmqpChannelLike<TMessage>>,
+  ): Promise<void> {
+    while (!stopped) {
+      await abortableDelay(plan.wait(attempt), stopping.signal);
+      if (stopped) return;
+      attempt = Math.min(attempt + 1, 40);
+      let session: Session;
+      try {
+        session = await openSession(open);
+      } catch {
+        continue; // refused, thrown, timed out: the next attempt waits longer
       }
-      const task = handle(message, performance.now()).finally(() => inFlight.delete(task));
-      inFlight.add(task);
-    },
-    { noAck: false },
-  );
+      // Stopped meanwhile, or its channel closed between the consume's answer and now (its
+      // loss went unheard: it was not the current one yet): dropped, and tried again.
+      if (stopped || session.ended) {
+        session.abandoned = true;
+        session.unwatch();
+        void closeOwned(session.channel);
+        if (stopped) return;
+        continue;
+      }
+      current = session;
+      life.resumed();
+      return;
+    }
+  }
+
+  // No consumer answered: nothing of it may go on (no reconnection, no late channel kept).
+  const failStart = (error: unknown): never => {
+    stopped = true;
+    stopping.abort();
+    throw error;
+  };
+  if (openChannel !== undefined) {
+    // The first attempt is bounded as every other one (an `openChannel` that hangs would hang
+    // consumeAmqp); its failure is the caller's to see (a wrong URL, credentials, queue).
+    const first = await openSession(openChannel).catch(failStart);
+    if (first.ended) {
+      first.abandoned = true;
+      void closeOwned(first.channel);
+      failStart(
+        new ConsumerLostError(
+          `The channel of the consumer of queue '${queue}' closed as it started`,
+        ),
+      );
+    }
+    current = first;
+  } else {
+    const first: Session = {
+      channel: givenChannel as AmqpChannelLike<TMessage>,
+      owned: false,
+      startedAt: performance.now(),
+      abandoned: false,
+      ended: false,
+      unwatch: () => {},
+    };
+    // Current before it consumes: a channel closed meanwhile is told (as before).
+    current = first;
+    try {
+      await subscribe(first);
+    } catch (error) {
+      first.unwatch();
+      failStart(error);
+    }
+  }
   let cancelled: Promise<unknown> | undefined;
   // Whether the broker answered the cancel (or the channel failed it): no delivery comes after.
   let cancelSettled = false;
@@ -294,18 +519,24 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       checkStopTimeout(timeoutMs);
       const deadline = performance.now() + timeoutMs;
       stopped = true;
-      unwatchClose();
+      // Ends a wait to open a channel again, and an attempt in progress (its channel closed).
       stopping.abort();
+      const session = current;
+      session?.unwatch();
+      if (session?.consumerTag === undefined) cancelSettled = true;
       // Bounded: a broker that went silent never answers the cancel.
-      cancelled ??= channel.cancel(consumerTag).then(
-        () => {
-          cancelSettled = true;
-        },
-        () => {
-          cancelSettled = true;
-        },
-      );
-      await settleWithin([cancelled], timeoutMs);
+      cancelled ??=
+        session?.consumerTag === undefined
+          ? Promise.resolve()
+          : session.channel.cancel(session.consumerTag).then(
+              () => {
+                cancelSettled = true;
+              },
+              () => {
+                cancelSettled = true;
+              },
+            );
+      await settleWithin([cancelled, reconnecting ?? Promise.resolve()], timeoutMs);
       // Not answered within `timeoutMs` (a broker gone silent): deliveries may still come, when
       // the broker speaks again, and no handler may start any more (`timeoutMs` has passed).
       // Closed now, the processor gives each back at once, its key function not called; left
@@ -342,6 +573,13 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       // release, at most storeTimeoutMs past `timeoutMs` (see releasedAfterClose).
       processor.close();
       await releasedAfterClose(processor);
+      // A channel of the consumer's own is closed once its acks are sent (in order before the
+      // close); the broker's answer is waited for within what is left of `timeoutMs`.
+      if (session?.owned)
+        await settleWithin(
+          [closeOwned(session.channel)],
+          Math.min(Math.max(0, deadline - performance.now()), CLOSE_WAIT_MS),
+        );
       life.end();
     },
     get inFlight() {
@@ -349,6 +587,23 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     },
     closed: life.closed,
   };
+}
+
+/** The longest stop() waits for the broker to answer the close of a channel of the consumer's own. */
+const CLOSE_WAIT_MS = 5_000;
+
+/** A missing channel (or a Promise of one, an `await` forgotten) is named, not a TypeError. */
+function checkChannel(channel: unknown): void {
+  if (
+    typeof channel !== 'object' ||
+    channel === null ||
+    !['prefetch', 'consume', 'cancel', 'ack', 'nack'].every(
+      (name) => typeof (channel as Record<string, unknown>)[name] === 'function',
+    )
+  )
+    throw new InvalidInputError(
+      'channel (or what openChannel answers) must be an open amqplib channel (with prefetch, consume, cancel, ack and nack)',
+    );
 }
 
 /**

@@ -20,9 +20,11 @@ markErrorClass(ConsumerLostError, 'ConsumerLostError');
 /**
  * What happened to the subscription itself (not to a message):
  * - `lost`: the broker ended it (`error` says how). `resubscribing` true: the consumer takes
- *   messages again by itself once the broker's consumer exists again (JetStream); false: it
- *   has ended for good and `consumer.closed` answers `error` (RabbitMQ: create it again);
- * - `resumed`: after a `lost` with `resubscribing`, messages are pulled again.
+ *   messages again by itself once the broker's consumer exists again (JetStream; RabbitMQ
+ *   given `openChannel`: a channel is opened again); false: it has ended for good and
+ *   `consumer.closed` answers `error` (RabbitMQ on the application's `channel`: create it
+ *   again);
+ * - `resumed`: after a `lost` with `resubscribing`, messages are pulled (consumed) again.
  */
 export type ConsumerStatus =
   | { type: 'lost'; error: ConsumerLostError; resubscribing: boolean }

@@ -5,6 +5,7 @@ export type {
   IdempotentConsumer,
 } from './amqp-consumer.js';
 export { amqpMessageKey, consumeAmqp } from './amqp-consumer.js';
+export type { AmqpReconnectOptions } from './amqp-reconnect.js';
 export type { ConsumerLifeOptions, ConsumerStatus } from './consumer-lost.js';
 export { ConsumerLostError } from './consumer-lost.js';
 export { HandlerNotStartedError } from './handler-gate.js';
