@@ -124,6 +124,14 @@ export class HandlerRun {
    */
   notified = false;
 
+  /**
+   * The handler writes its response itself (`@Res()` or `@Next()` without `passthrough`, as
+   * Nest's own `isResponseHandled`): a response that ends while its work is pending may be its
+   * own answer, written from a callback that runs in another async context (a pool, a queue or an
+   * event bus made outside the request), not one from outside Nest (see `recorderHeldForHandler`).
+   */
+  ownsResponse = false;
+
   /** Notes that the request was answered, or given up, now. */
   answered(): void {
     this.notified = true;
@@ -485,6 +493,9 @@ export function recorderHeldForHandler(
   run: HandlerRun,
 ): ResponseRecorder {
   let deferred: Promise<void> | undefined;
+  // The end that was taken for an answer from outside may have been the handler's own (see
+  // `overtaken`): the answer is then judged as usual once its work ended, never marked.
+  let perhapsOwn = false;
   const later = (settle: () => Promise<void>, pending: Promise<boolean>): Promise<void> => {
     // Attached outside the handler's context: a call watching its promises must not wait on it.
     deferred ??= insideHandler.run(undefined, () =>
@@ -492,7 +503,7 @@ export function recorderHeldForHandler(
         run.end();
         if (!fulfilled) return recorder.fail(new Error('The handler failed'));
         // Its work ran to its end (or may have: torn down): never released for a retry to run.
-        answeredOutsideOf(recorder)?.();
+        if (!perhapsOwn) answeredOutsideOf(recorder)?.();
         return settle().catch(() => {});
       }),
     );
@@ -505,10 +516,16 @@ export function recorderHeldForHandler(
   // Ended while the handler's work is pending, before the interceptor passed on any answer (Nest
   // sends one only after that), and outside the async context the handler runs in (a `@Res()`
   // handler ending the response itself): middleware or a hook mounted before Nest's router
-  // answered (a request timeout), which the interceptor never sees.
+  // answered (a request timeout), which the interceptor never sees. Unless the handler writes its
+  // response itself: its own code may end it from a callback that lost its async context (a pool
+  // made outside the request, rev32d), and its own answer that is not final must stay retryable:
+  // the key is then held until its work ended and the answer judged as usual (released), never
+  // marked.
   const overtaken = () => {
-    if (!run.overtaken && run.pending && !run.notified && handlerRuns.getStore() !== run)
+    if (!run.overtaken && run.pending && !run.notified && handlerRuns.getStore() !== run) {
       run.overtaken = true;
+      perhapsOwn = run.ownsResponse;
+    }
     return run.overtaken;
   };
   const held = Object.create(recorder) as ResponseRecorder;
