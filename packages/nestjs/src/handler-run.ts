@@ -66,6 +66,12 @@ export class HandlerRun {
   private unsettled = 0;
   private fulfilled = false;
   private rejected = false;
+  /**
+   * Set when the last {@link pending} settled with no unit of work fulfilled nor failed: the
+   * handler's work was only stopped (an Observable torn down while nothing of it ran, its
+   * cleanup then awaited), never known to have run on: not marked answered_outside.
+   */
+  stoppedOnly = false;
   private settleAll: ((fulfilled: boolean) => void) | undefined;
   /** How deep the interceptor is in passing on a notification of the handler's Observable. */
   private emitting = 0;
@@ -179,6 +185,7 @@ export class HandlerRun {
       // Cleared here, in a callback attached before Nest awaits the promise (or before the
       // Observable's end is passed on): before Nest sends the handler's own answer.
       const resolve = this.settleAll;
+      this.stoppedOnly = !this.fulfilled && !this.rejected;
       this.pending = undefined;
       this.settleAll = undefined;
       resolve?.(this.fulfilled || !this.rejected);
@@ -384,11 +391,13 @@ class HandlerCall {
       this.subscriptions++;
       this.open();
       let ended = false;
-      const end = (outcome: boolean) => {
+      // true: completed, or torn down while its work ran (it may go on to its end); false:
+      // failed; undefined: torn down while nothing of its work ran (see the teardown).
+      const end = (outcome: boolean | undefined) => {
         if (ended) return;
         ended = true;
-        if (outcome) this.outcome = true;
-        else this.outcome ??= false;
+        if (outcome === true) this.outcome = true;
+        else if (outcome === false) this.outcome ??= false;
         this.subscriptions--;
         this.check();
       };
@@ -407,12 +416,17 @@ class HandlerCall {
         });
       });
       return () => {
+        // No promise of the call's work pending: the teardown stops all of it (a timer, a
+        // cancellable source), and what the teardown starts is cleanup (a rollback), not work
+        // that runs on to its end: neither fulfilled nor failed, the answer judged as usual once
+        // the cleanup ended, never the answered_outside marker (rev32d).
+        const stopped = this.promises === 0;
         // A teardown of the source that throws (a driver's cancel on a closed handle) still
         // ends this subscription's hold: nothing of it runs any more (rev12d).
         try {
           insideHandler.run(this, () => inner?.unsubscribe());
         } finally {
-          end(true);
+          end(stopped ? undefined : true);
         }
       };
     });
@@ -503,7 +517,7 @@ export function recorderHeldForHandler(
         run.end();
         if (!fulfilled) return recorder.fail(new Error('The handler failed'));
         // Its work ran to its end (or may have: torn down): never released for a retry to run.
-        if (!perhapsOwn) answeredOutsideOf(recorder)?.();
+        if (!perhapsOwn && !run.stoppedOnly) answeredOutsideOf(recorder)?.();
         return settle().catch(() => {});
       }),
     );
