@@ -67,11 +67,17 @@ export class HandlerRun {
   private fulfilled = false;
   private rejected = false;
   /**
-   * Set when the last {@link pending} settled with no unit of work fulfilled nor failed: the
-   * handler's work was only stopped (an Observable torn down while nothing of it ran, its
-   * cleanup then awaited), never known to have run on: not marked answered_outside.
+   * Set when an Observable of the handler was torn down while nothing of its work ran (see
+   * {@link HandlerCall.follow}): its work was stopped, not run to its end, so an answer that
+   * overtook it is never marked answered_outside (its cleanup, a rollback, is awaited).
    */
-  stoppedOnly = false;
+  stopped = false;
+  /**
+   * How the handler's work last ended, when it did: true when it ran to its end (or may have),
+   * false when it failed. Its answer is then on its way through the interceptors between this
+   * one and the handler (see `recorderHeldForHandler`).
+   */
+  ranToEnd: boolean | undefined;
   private settleAll: ((fulfilled: boolean) => void) | undefined;
   /** How deep the interceptor is in passing on a notification of the handler's Observable. */
   private emitting = 0;
@@ -166,6 +172,8 @@ export class HandlerRun {
     if (this.unsettled++ === 0) {
       this.fulfilled = false;
       this.rejected = false;
+      this.stopped = false;
+      this.ranToEnd = undefined;
       // Made outside any handler's context: a call watching its promises must not wait on it.
       this.pending = insideHandler.run(undefined, () => {
         const pending = new Promise<boolean>((resolve) => {
@@ -185,10 +193,10 @@ export class HandlerRun {
       // Cleared here, in a callback attached before Nest awaits the promise (or before the
       // Observable's end is passed on): before Nest sends the handler's own answer.
       const resolve = this.settleAll;
-      this.stoppedOnly = !this.fulfilled && !this.rejected;
+      this.ranToEnd = this.fulfilled || !this.rejected;
       this.pending = undefined;
       this.settleAll = undefined;
-      resolve?.(this.fulfilled || !this.rejected);
+      resolve?.(this.ranToEnd);
     };
   }
 
@@ -423,6 +431,7 @@ class HandlerCall {
         const stopped = this.promises === 0;
         // A teardown of the source that throws (a driver's cancel on a closed handle) still
         // ends this subscription's hold: nothing of it runs any more (rev12d).
+        if (stopped) this.run.stopped = true;
         try {
           insideHandler.run(this, () => inner?.unsubscribe());
         } finally {
@@ -517,7 +526,7 @@ export function recorderHeldForHandler(
         run.end();
         if (!fulfilled) return recorder.fail(new Error('The handler failed'));
         // Its work ran to its end (or may have: torn down): never released for a retry to run.
-        if (!perhapsOwn && !run.stoppedOnly) answeredOutsideOf(recorder)?.();
+        if (!perhapsOwn && !run.stopped) answeredOutsideOf(recorder)?.();
         return settle().catch(() => {});
       }),
     );
@@ -525,6 +534,7 @@ export function recorderHeldForHandler(
   };
   const now = (settle: () => Promise<void>): Promise<void> => {
     run.end();
+    if (outsideAfterEnd()) answeredOutsideOf(recorder)?.();
     return settle();
   };
   // Ended while the handler's work is pending, before the interceptor passed on any answer (Nest
@@ -542,6 +552,18 @@ export function recorderHeldForHandler(
     }
     return run.overtaken;
   };
+  // Ended from outside as `overtaken`, but after the handler's work ran to its end, while its
+  // answer was still on its way through the interceptors between this one and the handler (an
+  // audit or a transform that awaits): the handler ran, its result reached no response (rev32d:
+  // released, a retry ran it a second time). Not for a handler that writes its response itself.
+  const outsideAfterEnd = () =>
+    !run.overtaken &&
+    !run.pending &&
+    !run.notified &&
+    run.ranToEnd === true &&
+    !run.stopped &&
+    !run.ownsResponse &&
+    handlerRuns.getStore() !== run;
   const held = Object.create(recorder) as ResponseRecorder;
   Object.defineProperties(held, {
     finish: {
