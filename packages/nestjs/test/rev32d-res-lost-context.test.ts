@@ -1,5 +1,7 @@
 import 'reflect-metadata';
 import { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { Controller, Module, Post, Res, UseGuards } from '@nestjs/common';
@@ -56,9 +58,25 @@ class PoolController {
   }
 }
 
+let slowRuns = 0;
+
+@Controller()
+@UseGuards(TenantGuard)
+class SlowResController {
+  @Post('res-slow')
+  @Idempotent()
+  async slow(
+    @Res() res: ServerResponse & { status(code: number): { send(body: string): unknown } },
+  ) {
+    slowRuns += 1;
+    await sleep(300);
+    if (!res.headersSent) res.status(201).send('done');
+  }
+}
+
 @Module({
   imports: [IdempotencyModule.forRoot({ store: createMemoryStore(), onWarning: () => {} })],
-  controllers: [PoolController],
+  controllers: [PoolController, SlowResController],
 })
 class PoolModule {}
 
@@ -81,5 +99,30 @@ describe.each<Platform>(['express', 'fastify'])(
     });
   },
 );
+
+describe('rev32d nestjs on express: a @Res() handler overtaken by a timeout before the router', () => {
+  it('keeps its key held (409) while it works: never run beside itself', async () => {
+    const { url, close } = await startNest('express', PoolModule, (app) => {
+      app.use((_req: unknown, res: ServerResponse, next: () => void) => {
+        const timer = setTimeout(() => {
+          if (!res.headersSent) res.writeHead(503).end('timed out');
+        }, 100);
+        res.once('close', () => clearTimeout(timer));
+        next();
+      });
+    });
+    try {
+      const before = slowRuns;
+      const key = `rev32d-res-slow-${process.pid}`;
+      expect((await send(url, '/res-slow', { key, body: {} })).status).toBe(503);
+      expect((await send(url, '/res-slow', { key, body: {} })).status).toBe(409);
+      expect(slowRuns - before).toBe(1);
+      // Its work ended: judged as usual (released: whose answer the 503 was cannot be told).
+      await sleep(400);
+    } finally {
+      await close();
+    }
+  });
+});
 
 process.once('beforeExit', () => pool.close());
