@@ -1,5 +1,4 @@
 import 'reflect-metadata';
-import type { ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
@@ -19,7 +18,7 @@ import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { mergeMap, type Observable } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { IdempotencyModule, Idempotent } from '../src/index.js';
-import { type Platform, startNest, TenantGuard } from './scenario-app.js';
+import { outerTimeout, type Platform, startNest, TenantGuard } from './scenario-app.js';
 
 // rev32d FINDING (HIGH, a second run; nesthono32 left it): a timeout mounted before Nest's router
 // (Express middleware, a Fastify onRequest hook) that answers after the handler ran to its end but
@@ -61,35 +60,6 @@ class ChargeController {
   controllers: [ChargeController],
 })
 class ChargeModule {}
-
-function outerTimeout(platform: Platform) {
-  return (app: NestExpressApplication | NestFastifyApplication) => {
-    if (platform === 'express') {
-      (app as NestExpressApplication).use(
-        (
-          _req: unknown,
-          res: ServerResponse & { status(code: number): ServerResponse },
-          next: () => void,
-        ) => {
-          const timer = setTimeout(() => {
-            if (!res.headersSent) res.status(503).end('timed out');
-          }, 100);
-          res.once('close', () => clearTimeout(timer));
-          next();
-        },
-      );
-    } else {
-      const fastify = (app as NestFastifyApplication).getHttpAdapter().getInstance();
-      fastify.addHook('onRequest', (_request, reply, done) => {
-        const timer = setTimeout(() => {
-          if (!reply.sent) void reply.code(503).send('timed out');
-        }, 100);
-        reply.raw.once('close', () => clearTimeout(timer));
-        done();
-      });
-    }
-  };
-}
 
 describe.each<Platform>(['express', 'fastify'])('rev32d nestjs on %s', (platform) => {
   it('an outside timeout after the handler ran, before its answer came through: never a second run', async () => {
