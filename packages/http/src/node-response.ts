@@ -620,6 +620,11 @@ interface SocketHold {
   earlyListeners(event: string): readonly Listener[];
   /** Keeps an event from `listeners`, for `releaseSocketEvents` to hand it to them. */
   defer(event: string, args: unknown[], listeners: Listener[]): void;
+  /**
+   * Runs the listeners of the socket's `'close'`: the client left, an end made from them is a
+   * body cut short (as one made from the request's `'close'`, see `onEnd`).
+   */
+  closing(emit: () => boolean): boolean;
 }
 
 /**
@@ -627,10 +632,23 @@ interface SocketHold {
  * keep from the listeners added after the hold began. One a socket, installed by the first
  * response recorded on it: the hold of its current response decides.
  */
+/** Sockets whose `'close'` is being emitted through {@link SocketHold.closing}. */
+const closingSocket = new WeakSet<Socket>();
+
 function heldEmit(socket: Socket & { [HOLD]?: SocketHold | undefined }): Socket['emit'] {
   const emit = socket.emit as Emit;
-  return function emitHeld(event: string | symbol, ...args: unknown[]) {
+  return function emitHeld(event: string | symbol, ...args: unknown[]): boolean {
     const current = socket[HOLD];
+    // The connection closed: what its listeners end (Nest's `@Sse()` tears its stream down and
+    // ends the response) is cut short, never an outcome (rev32d).
+    if (current && event === 'close' && !closingSocket.has(socket)) {
+      closingSocket.add(socket);
+      try {
+        return current.closing((): boolean => emitHeld(event, ...args));
+      } finally {
+        closingSocket.delete(socket);
+      }
+    }
     if (!current || (event !== 'close' && event !== 'error') || !current.holding())
       return emit.call(socket, event, ...args);
     const early = current.earlyListeners(event);
@@ -871,6 +889,16 @@ class ResponseRecording implements SocketHold {
   defer(event: string, args: unknown[], listeners: Listener[]): void {
     this.deferred ??= [];
     this.deferred.push({ event, args, listeners });
+  }
+
+  closing(emit: () => boolean): boolean {
+    const was = this.requestClosing;
+    this.requestClosing = true;
+    try {
+      return emit();
+    } finally {
+      this.requestClosing = was;
+    }
   }
 
   /**

@@ -66,6 +66,18 @@ export class HandlerRun {
   private unsettled = 0;
   private fulfilled = false;
   private rejected = false;
+  /**
+   * Set when an Observable of the handler was torn down while nothing of its work ran (see
+   * {@link HandlerCall.follow}): its work was stopped, not run to its end, so an answer that
+   * overtook it is never marked answered_outside (its cleanup, a rollback, is awaited).
+   */
+  stopped = false;
+  /**
+   * How the handler's work last ended, when it did: true when it ran to its end (or may have),
+   * false when it failed. Its answer is then on its way through the interceptors between this
+   * one and the handler (see `recorderHeldForHandler`).
+   */
+  ranToEnd: boolean | undefined;
   private settleAll: ((fulfilled: boolean) => void) | undefined;
   /** How deep the interceptor is in passing on a notification of the handler's Observable. */
   private emitting = 0;
@@ -124,6 +136,14 @@ export class HandlerRun {
    */
   notified = false;
 
+  /**
+   * The handler writes its response itself (`@Res()` or `@Next()` without `passthrough`, as
+   * Nest's own `isResponseHandled`): a response that ends while its work is pending may be its
+   * own answer, written from a callback that runs in another async context (a pool, a queue or an
+   * event bus made outside the request), not one from outside Nest (see `recorderHeldForHandler`).
+   */
+  ownsResponse = false;
+
   /** Notes that the request was answered, or given up, now. */
   answered(): void {
     this.notified = true;
@@ -152,6 +172,8 @@ export class HandlerRun {
     if (this.unsettled++ === 0) {
       this.fulfilled = false;
       this.rejected = false;
+      this.stopped = false;
+      this.ranToEnd = undefined;
       // Made outside any handler's context: a call watching its promises must not wait on it.
       this.pending = insideHandler.run(undefined, () => {
         const pending = new Promise<boolean>((resolve) => {
@@ -171,9 +193,10 @@ export class HandlerRun {
       // Cleared here, in a callback attached before Nest awaits the promise (or before the
       // Observable's end is passed on): before Nest sends the handler's own answer.
       const resolve = this.settleAll;
+      this.ranToEnd = this.fulfilled || !this.rejected;
       this.pending = undefined;
       this.settleAll = undefined;
-      resolve?.(this.fulfilled || !this.rejected);
+      resolve?.(this.ranToEnd);
     };
   }
 
@@ -376,11 +399,13 @@ class HandlerCall {
       this.subscriptions++;
       this.open();
       let ended = false;
-      const end = (outcome: boolean) => {
+      // true: completed, or torn down while its work ran (it may go on to its end); false:
+      // failed; undefined: torn down while nothing of its work ran (see the teardown).
+      const end = (outcome: boolean | undefined) => {
         if (ended) return;
         ended = true;
-        if (outcome) this.outcome = true;
-        else this.outcome ??= false;
+        if (outcome === true) this.outcome = true;
+        else if (outcome === false) this.outcome ??= false;
         this.subscriptions--;
         this.check();
       };
@@ -399,12 +424,18 @@ class HandlerCall {
         });
       });
       return () => {
+        // No promise of the call's work pending: the teardown stops all of it (a timer, a
+        // cancellable source), and what the teardown starts is cleanup (a rollback), not work
+        // that runs on to its end: neither fulfilled nor failed, the answer judged as usual once
+        // the cleanup ended, never the answered_outside marker (rev32d).
+        const stopped = this.promises === 0;
         // A teardown of the source that throws (a driver's cancel on a closed handle) still
         // ends this subscription's hold: nothing of it runs any more (rev12d).
+        if (stopped) this.run.stopped = true;
         try {
           insideHandler.run(this, () => inner?.unsubscribe());
         } finally {
-          end(true);
+          end(stopped ? undefined : true);
         }
       };
     });
@@ -485,6 +516,9 @@ export function recorderHeldForHandler(
   run: HandlerRun,
 ): ResponseRecorder {
   let deferred: Promise<void> | undefined;
+  // The end that was taken for an answer from outside may have been the handler's own (see
+  // `overtaken`): the answer is then judged as usual once its work ended, never marked.
+  let perhapsOwn = false;
   const later = (settle: () => Promise<void>, pending: Promise<boolean>): Promise<void> => {
     // Attached outside the handler's context: a call watching its promises must not wait on it.
     deferred ??= insideHandler.run(undefined, () =>
@@ -492,7 +526,7 @@ export function recorderHeldForHandler(
         run.end();
         if (!fulfilled) return recorder.fail(new Error('The handler failed'));
         // Its work ran to its end (or may have: torn down): never released for a retry to run.
-        answeredOutsideOf(recorder)?.();
+        if (!perhapsOwn && !run.stopped) answeredOutsideOf(recorder)?.();
         return settle().catch(() => {});
       }),
     );
@@ -500,17 +534,36 @@ export function recorderHeldForHandler(
   };
   const now = (settle: () => Promise<void>): Promise<void> => {
     run.end();
+    if (outsideAfterEnd()) answeredOutsideOf(recorder)?.();
     return settle();
   };
   // Ended while the handler's work is pending, before the interceptor passed on any answer (Nest
   // sends one only after that), and outside the async context the handler runs in (a `@Res()`
   // handler ending the response itself): middleware or a hook mounted before Nest's router
-  // answered (a request timeout), which the interceptor never sees.
+  // answered (a request timeout), which the interceptor never sees. Unless the handler writes its
+  // response itself: its own code may end it from a callback that lost its async context (a pool
+  // made outside the request, rev32d), and its own answer that is not final must stay retryable:
+  // the key is then held until its work ended and the answer judged as usual (released), never
+  // marked.
   const overtaken = () => {
-    if (!run.overtaken && run.pending && !run.notified && handlerRuns.getStore() !== run)
+    if (!run.overtaken && run.pending && !run.notified && handlerRuns.getStore() !== run) {
       run.overtaken = true;
+      perhapsOwn = run.ownsResponse;
+    }
     return run.overtaken;
   };
+  // Ended from outside as `overtaken`, but after the handler's work ran to its end, while its
+  // answer was still on its way through the interceptors between this one and the handler (an
+  // audit or a transform that awaits): the handler ran, its result reached no response (rev32d:
+  // released, a retry ran it a second time). Not for a handler that writes its response itself.
+  const outsideAfterEnd = () =>
+    !run.overtaken &&
+    !run.pending &&
+    !run.notified &&
+    run.ranToEnd === true &&
+    !run.stopped &&
+    !run.ownsResponse &&
+    handlerRuns.getStore() !== run;
   const held = Object.create(recorder) as ResponseRecorder;
   Object.defineProperties(held, {
     finish: {

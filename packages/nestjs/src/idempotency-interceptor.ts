@@ -31,6 +31,32 @@ const VERSION_METADATA = '__version__';
 /** Where `@Controller({ host })` keeps the controller's host constraint (Nest 11 and 12). */
 const HOST_METADATA = 'host';
 
+/** Where Nest keeps a handler's parameter decorators, and `@Res({ passthrough })` (11 and 12). */
+const ROUTE_ARGS_METADATA = '__routeArguments__';
+const RESPONSE_PASSTHROUGH_METADATA = '__responsePassthrough__';
+/** `RouteParamtypes.RESPONSE` and `RouteParamtypes.NEXT`. */
+const RESPONSE_PARAMTYPES = new Set([1, 2]);
+
+/**
+ * Whether Nest leaves the response to the handler (`@Res()` or `@Next()` without `passthrough`,
+ * as Nest's `isResponseHandled` judges it): metadata on the controller class (or the class it
+ * inherits the method from), under the method's name.
+ */
+function handlerOwnsResponse(controller: unknown, handler: unknown): boolean {
+  const reflect = Reflect as unknown as {
+    getMetadata?(key: unknown, target: object, property?: PropertyKey): unknown;
+  };
+  const name = (handler as { name?: unknown } | undefined)?.name;
+  if (typeof reflect.getMetadata !== 'function' || typeof controller !== 'function') return false;
+  if (typeof name !== 'string' || name === '') return false;
+  const args = reflect.getMetadata(ROUTE_ARGS_METADATA, controller, name);
+  if (typeof args !== 'object' || args === null) return false;
+  const takesResponse = Object.keys(args).some((key) =>
+    RESPONSE_PARAMTYPES.has(Number(key.split(':')[0])),
+  );
+  return takesResponse && !reflect.getMetadata(RESPONSE_PASSTHROUGH_METADATA, controller, name);
+}
+
 type PlatformRequest = NestHttpRequest & { originalUrl?: string; idempotency?: unknown };
 /** Express's `Response` is the Node response; Fastify's reply holds it as `raw`. */
 type PlatformResponse = ServerResponse & {
@@ -363,6 +389,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
     run.handler = handler;
     run.instances = this.service.controllerInstances(controller);
     run.followObservables = this.service.followObservables;
+    run.ownsResponse = handlerOwnsResponse(controller, handler);
     run.leaseSignal = () => recorder.context.signal;
     // The handler's work, while it runs, is never a stuck body to the recorder's silence
     // watch (a client that left past the head, a `@Res()` handler still working): held.

@@ -1,5 +1,4 @@
 import 'reflect-metadata';
-import type { ServerResponse } from 'node:http';
 import {
   describeOuterTimeout,
   type OuterTimeoutProbe,
@@ -22,7 +21,7 @@ import { defer, from } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { IdempotencyModule, Idempotent } from '../src/index.js';
 import { TimeoutInterceptor } from './review-kit.js';
-import { type Platform, startNest, TenantGuard } from './scenario-app.js';
+import { outerTimeout, type Platform, startNest, TenantGuard } from './scenario-app.js';
 
 // nesthono32 FINDING (MEDIUM-HIGH, exactly-once; fixed): a timeout mounted OUTSIDE Nest's
 // interceptor (Express middleware, a Fastify onRequest hook) that answers 503 while the
@@ -93,36 +92,6 @@ class ChargesController {
   controllers: [ChargesController],
 })
 class ChargesModule {}
-
-/** A request timeout mounted before Nest's router: answers 503 after 100 ms if nothing did. */
-function outerTimeout(platform: Platform) {
-  return (app: NestExpressApplication | NestFastifyApplication) => {
-    if (platform === 'express') {
-      (app as NestExpressApplication).use(
-        (
-          _req: unknown,
-          res: ServerResponse & { status(code: number): ServerResponse },
-          next: () => void,
-        ) => {
-          const timer = setTimeout(() => {
-            if (!res.headersSent) res.status(503).end('timed out');
-          }, 100);
-          res.once('close', () => clearTimeout(timer));
-          next();
-        },
-      );
-    } else {
-      const fastify = (app as NestFastifyApplication).getHttpAdapter().getInstance();
-      fastify.addHook('onRequest', (_request, reply, done) => {
-        const timer = setTimeout(() => {
-          if (!reply.sent) void reply.code(503).send('timed out');
-        }, 100);
-        reply.raw.once('close', () => clearTimeout(timer));
-        done();
-      });
-    }
-  };
-}
 
 for (const platform of ['express', 'fastify'] as const) {
   describeOuterTimeout(

@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import type { ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import type { ConformanceAdapterOptions, Reply, ScenarioAppConfig } from '@idem/http-conformance';
@@ -140,5 +141,35 @@ export function nestDriver(platform: Platform) {
       const { url, close } = await startNest(platform, ScenarioModule);
       return { url, close };
     },
+  };
+}
+
+/** A request timeout mounted before Nest's router: answers 503 after 100 ms if nothing did. */
+export function outerTimeout(platform: Platform) {
+  return (app: NestExpressApplication | NestFastifyApplication) => {
+    if (platform === 'express') {
+      (app as NestExpressApplication).use(
+        (
+          _req: unknown,
+          res: ServerResponse & { status(code: number): ServerResponse },
+          next: () => void,
+        ) => {
+          const timer = setTimeout(() => {
+            if (!res.headersSent) res.status(503).end('timed out');
+          }, 100);
+          res.once('close', () => clearTimeout(timer));
+          next();
+        },
+      );
+    } else {
+      const fastify = (app as NestFastifyApplication).getHttpAdapter().getInstance();
+      fastify.addHook('onRequest', (_request, reply, done) => {
+        const timer = setTimeout(() => {
+          if (!reply.sent) void reply.code(503).send('timed out');
+        }, 100);
+        reply.raw.once('close', () => clearTimeout(timer));
+        done();
+      });
+    }
   };
 }
