@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { EventEmitter } from 'node:events';
 import { send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
-import { Controller, Module, Post, Res, UseGuards } from '@nestjs/common';
+import { Controller, Module, Post, Res, UseGuards, VersioningType } from '@nestjs/common';
 import { describe, expect, it } from 'vitest';
 import { IdempotencyModule, Idempotent } from '../src/index.js';
 import { type Platform, startNest, TenantGuard } from './scenario-app.js';
@@ -87,22 +87,36 @@ class WrappedController {
   }
 }
 
+/** Two versions of one route (URI versioning), the handlers wrapped too. */
+@Controller({ version: ['1', '2'] })
+@UseGuards(TenantGuard)
+class VersionedController {
+  @Post('versioned-busy')
+  @Idempotent()
+  @Traced()
+  v1(@Res() res: Res503) {
+    return busy(res);
+  }
+}
+
 @Module({
   imports: [IdempotencyModule.forRoot({ store: createMemoryStore(), onWarning: () => {} })],
-  controllers: [WrappedController],
+  controllers: [WrappedController, VersionedController],
 })
 class WrappedModule {}
 
 describe.each<Platform>(['express', 'fastify'])(
   'rev32f nestjs on %s: a wrapped @Res() handler writing its own 503 from a pool callback',
   (platform) => {
-    it.each(['traced-busy', 'logged-busy'])(
+    it.each(['traced-busy', 'logged-busy', 'v2/versioned-busy'])(
       '%s is released: a retry runs it again',
       async (path) => {
-        const { url, close } = await startNest(platform, WrappedModule);
+        const { url, close } = await startNest(platform, WrappedModule, (app) =>
+          app.enableVersioning({ type: VersioningType.URI }),
+        );
         try {
           const before = runs;
-          const key = `rev32f-${path}-${platform}-${process.pid}`;
+          const key = `rev32f-${path.replace('/', '-')}-${platform}-${process.pid}`;
           for (let i = 0; i < 2; i += 1) {
             const answer = await send(url, `/${path}`, { key, body: {} });
             expect(answer.status).toBe(503);
