@@ -37,18 +37,53 @@ const RESPONSE_PASSTHROUGH_METADATA = '__responsePassthrough__';
 /** `RouteParamtypes.RESPONSE` and `RouteParamtypes.NEXT`. */
 const RESPONSE_PARAMTYPES = new Set([1, 2]);
 
+/** The property key each handler was found under on its controller (see `handlerKey`). */
+const handlerKeys = new WeakMap<object, PropertyKey | null>();
+
+/**
+ * The property key of `handler` on the controller's prototype chain: Nest keeps a route's
+ * argument metadata under it, which a method decorator that wraps the method (tracing, logging:
+ * `descriptor.value = function (...args) {...}`) leaves apart from the function's name (rev32f).
+ * The function's name when it is not found there.
+ */
+function handlerKey(controller: { prototype?: unknown }, handler: object): PropertyKey | undefined {
+  let key = handlerKeys.get(handler);
+  if (key === undefined) {
+    key = null;
+    for (
+      let source = controller.prototype as object | null | undefined;
+      key === null && source && source !== Object.prototype;
+      source = Object.getPrototypeOf(source) as object | null
+    ) {
+      for (const own of Reflect.ownKeys(source)) {
+        if (own === 'constructor') continue;
+        const descriptor = Object.getOwnPropertyDescriptor(source, own);
+        if (descriptor && 'value' in descriptor && descriptor.value === handler) {
+          key = own;
+          break;
+        }
+      }
+    }
+    handlerKeys.set(handler, key);
+  }
+  if (key !== null) return key;
+  const name = (handler as { name?: unknown }).name;
+  return typeof name === 'string' && name !== '' ? name : undefined;
+}
+
 /**
  * Whether Nest leaves the response to the handler (`@Res()` or `@Next()` without `passthrough`,
  * as Nest's `isResponseHandled` judges it): metadata on the controller class (or the class it
- * inherits the method from), under the method's name.
+ * inherits the method from), under the method's property key.
  */
 function handlerOwnsResponse(controller: unknown, handler: unknown): boolean {
   const reflect = Reflect as unknown as {
     getMetadata?(key: unknown, target: object, property?: PropertyKey): unknown;
   };
-  const name = (handler as { name?: unknown } | undefined)?.name;
   if (typeof reflect.getMetadata !== 'function' || typeof controller !== 'function') return false;
-  if (typeof name !== 'string' || name === '') return false;
+  if (typeof handler !== 'function') return false;
+  const name = handlerKey(controller, handler);
+  if (name === undefined) return false;
   const args = reflect.getMetadata(ROUTE_ARGS_METADATA, controller, name);
   if (typeof args !== 'object' || args === null) return false;
   const takesResponse = Object.keys(args).some((key) =>
