@@ -3,6 +3,7 @@ import { InvalidInputError, type Scope } from '@idem/core';
 import {
   type AmqpReconnectOptions,
   abortableDelay,
+  eitherAborted,
   reconnectPlan,
   withinLimit,
 } from './amqp-reconnect.js';
@@ -270,11 +271,23 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   // another message, or make the broker close that channel: unknown delivery tag).
   async function handle(session: Session, message: TMessage, deliveredAt: number): Promise<void> {
     const { channel } = session;
-    // A message the store cannot take waits here for it, within the same hold limit.
-    const disposition = await processor.process(message, {
-      untilMs: deliveredAt + holdLimitMs,
-      signal: stopping.signal.aborted ? raced.signal : stopping.signal,
-    });
+    const stopSignal = stopping.signal.aborted ? raced.signal : stopping.signal;
+    // A message of a channel of the consumer's own that is gone (or closed after a cancel) is
+    // given back, as at stop(), while it has not reached the store (its key function pending,
+    // its wait for the store to come back): the broker has requeued it, and its redelivery
+    // must not find the key taken by this copy, whose ack can never be sent (it was then held
+    // a whole lease, and the handler ran for a copy that could not be acked).
+    const either = session.gone && eitherAborted(stopSignal, session.gone.signal);
+    let disposition: Awaited<ReturnType<typeof processor.process>>;
+    try {
+      // A message the store cannot take waits here for it, within the same hold limit.
+      disposition = await processor.process(message, {
+        untilMs: deliveredAt + holdLimitMs,
+        signal: either ? either.signal : stopSignal,
+      });
+    } finally {
+      either?.dispose();
+    }
     if (disposition.action === 'ack') return safely(() => channel.ack(message));
     if (disposition.action === 'reject') return safely(() => channel.nack(message, false, false));
     // Held unacked for the delay (it keeps its prefetch slot), then requeued; at once when
@@ -313,6 +326,8 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     abandoned: boolean;
     /** The broker ended it (its channel closed, the consumer cancelled). */
     ended: boolean;
+    /** A channel of the consumer's own: aborted when it ends (see handle). */
+    gone?: AbortController;
     unwatch: () => void;
   }
   // The subscription messages come from; undefined while lost (and being opened again).
@@ -340,6 +355,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   const sessionEnded = (session: Session, error: ConsumerLostError) => {
     session.unwatch();
     session.ended = true;
+    session.gone?.abort();
     if (stopped || session !== current) return;
     current = undefined;
     life.lost(error, openChannel !== undefined);
@@ -405,8 +421,11 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       startedAt: performance.now(),
       abandoned: false,
       ended: false,
+      gone: new AbortController(),
       unwatch: () => {},
     };
+    // Each of its messages in flight listens to it once (up to `prefetch`).
+    setMaxListeners(prefetch + 10, (session.gone as AbortController).signal);
     const work = (async () => {
       const channel = await open();
       checkChannel(channel);
@@ -423,6 +442,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     } catch (error) {
       session.abandoned = true;
       session.unwatch();
+      session.gone?.abort();
       // A channel answered late (after the limit, after stop()) is closed when it comes.
       void work.then(
         () => closeOwned(session.channel),
@@ -463,6 +483,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       if (stopped || session.ended) {
         session.abandoned = true;
         session.unwatch();
+        session.gone?.abort();
         void closeOwned(session.channel);
         if (stopped) return;
         continue;
@@ -485,6 +506,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     const first = await openSession(openChannel).catch(failStart);
     if (first.ended) {
       first.abandoned = true;
+      first.gone?.abort();
       void closeOwned(first.channel);
       failStart(
         new ConsumerLostError(
