@@ -95,7 +95,9 @@ export interface AmqpConsumerOptions<TMessage extends AmqpMessageLike, T>
    * bounded by `openChannelTimeoutMs`, for as long as the consumer is not stopped (the status
    * says `lost` with `resubscribing: true`, then `resumed`). The channels it answers are the
    * consumer's: it listens to their `error` event (so a channel error does not crash the
-   * process) and closes them when it drops them and at `stop()`. The connection stays the
+   * process) and closes them when it drops them and at `stop()`. Until it answers, the channel
+   * is the application's: listen to its `error` before declaring on it (a declaration the
+   * broker refuses, unheard, makes amqplib tear down the whole connection). The connection stays the
    * application's. Redeliveries after a reconnect are answered from the store (acked as
    * replays, or given back while the first run still holds the key): never run twice.
    */
