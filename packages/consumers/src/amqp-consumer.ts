@@ -377,6 +377,9 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   async function subscribe(session: Session): Promise<void> {
     const { channel } = session;
     await channel.prefetch(prefetch);
+    // Given up meanwhile (its time limit, stop()): no consumer is made on its channel (one on a
+    // channel the consumer cannot close would take deliveries only to give them back).
+    if (session.abandoned) throw new Error('abandoned');
     session.unwatch = whenChannelCloses(channel, () =>
       sessionEnded(
         session,
@@ -413,6 +416,13 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       { noAck: false },
     );
     session.consumerTag = consumerTag;
+    if (session.abandoned) {
+      // Given up while the consume was on its way: what it made is cancelled.
+      session.unwatch();
+      void Promise.resolve()
+        .then(() => channel.cancel(consumerTag))
+        .catch(ignoreError);
+    }
   }
 
   /** A channel of the consumer's own from `open`, subscribed; bounded in time. */
