@@ -328,6 +328,8 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     abandoned: boolean;
     /** The broker ended it (its channel closed, the consumer cancelled). */
     ended: boolean;
+    /** The `error` a channel of the consumer's own was closed with, if any. */
+    error?: unknown;
     /** A channel of the consumer's own: aborted when it ends (see handle). */
     gone?: AbortController;
     unwatch: () => void;
@@ -387,6 +389,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
           openChannel === undefined
             ? `The channel of the consumer of queue '${queue}' closed (the connection was lost, or the broker closed the channel): no message is consumed any more; create the consumer again on a new channel`
             : `The channel of the consumer of queue '${queue}' closed (the connection was lost, or the broker closed the channel): a channel is opened again (openChannel)`,
+          session.error === undefined ? undefined : { cause: session.error },
         ),
       ),
     );
@@ -444,7 +447,11 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       session.channel = channel;
       // The consumer's own: a channel error (a 404 on consume, a delivery held too long) is
       // told through 'close' and must not crash the process as an unheard 'error' event.
-      channel.on?.('error', ignoreError);
+      // Kept as the cause of the loss it closes the channel with (its reason: a
+      // consumer_timeout passed, a precondition failed), which the application no longer hears.
+      channel.on?.('error', (error: unknown) => {
+        session.error = error;
+      });
       if (session.abandoned) throw new Error('abandoned');
       await subscribe(session);
     })();
