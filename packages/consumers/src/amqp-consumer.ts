@@ -3,6 +3,7 @@ import { InvalidInputError, type Scope } from '@idem/core';
 import {
   type AmqpReconnectOptions,
   abortableDelay,
+  eitherAborted,
   reconnectPlan,
   withinLimit,
 } from './amqp-reconnect.js';
@@ -94,7 +95,9 @@ export interface AmqpConsumerOptions<TMessage extends AmqpMessageLike, T>
    * bounded by `openChannelTimeoutMs`, for as long as the consumer is not stopped (the status
    * says `lost` with `resubscribing: true`, then `resumed`). The channels it answers are the
    * consumer's: it listens to their `error` event (so a channel error does not crash the
-   * process) and closes them when it drops them and at `stop()`. The connection stays the
+   * process) and closes them when it drops them and at `stop()`. Until it answers, the channel
+   * is the application's: listen to its `error` before declaring on it (a declaration the
+   * broker refuses, unheard, makes amqplib tear down the whole connection). The connection stays the
    * application's. Redeliveries after a reconnect are answered from the store (acked as
    * replays, or given back while the first run still holds the key): never run twice.
    */
@@ -270,11 +273,23 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   // another message, or make the broker close that channel: unknown delivery tag).
   async function handle(session: Session, message: TMessage, deliveredAt: number): Promise<void> {
     const { channel } = session;
-    // A message the store cannot take waits here for it, within the same hold limit.
-    const disposition = await processor.process(message, {
-      untilMs: deliveredAt + holdLimitMs,
-      signal: stopping.signal.aborted ? raced.signal : stopping.signal,
-    });
+    const stopSignal = stopping.signal.aborted ? raced.signal : stopping.signal;
+    // A message of a channel of the consumer's own that is gone (or closed after a cancel) is
+    // given back, as at stop(), while it has not reached the store (its key function pending,
+    // its wait for the store to come back): the broker has requeued it, and its redelivery
+    // must not find the key taken by this copy, whose ack can never be sent (it was then held
+    // a whole lease, and the handler ran for a copy that could not be acked).
+    const either = session.gone && eitherAborted(stopSignal, session.gone.signal);
+    let disposition: Awaited<ReturnType<typeof processor.process>>;
+    try {
+      // A message the store cannot take waits here for it, within the same hold limit.
+      disposition = await processor.process(message, {
+        untilMs: deliveredAt + holdLimitMs,
+        signal: either ? either.signal : stopSignal,
+      });
+    } finally {
+      either?.dispose();
+    }
     if (disposition.action === 'ack') return safely(() => channel.ack(message));
     if (disposition.action === 'reject') return safely(() => channel.nack(message, false, false));
     // Held unacked for the delay (it keeps its prefetch slot), then requeued; at once when
@@ -313,6 +328,10 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     abandoned: boolean;
     /** The broker ended it (its channel closed, the consumer cancelled). */
     ended: boolean;
+    /** The `error` a channel of the consumer's own was closed with, if any. */
+    error?: unknown;
+    /** A channel of the consumer's own: aborted when it ends (see handle). */
+    gone?: AbortController;
     unwatch: () => void;
   }
   // The subscription messages come from; undefined while lost (and being opened again).
@@ -340,6 +359,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   const sessionEnded = (session: Session, error: ConsumerLostError) => {
     session.unwatch();
     session.ended = true;
+    session.gone?.abort();
     if (stopped || session !== current) return;
     current = undefined;
     life.lost(error, openChannel !== undefined);
@@ -359,6 +379,9 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   async function subscribe(session: Session): Promise<void> {
     const { channel } = session;
     await channel.prefetch(prefetch);
+    // Given up meanwhile (its time limit, stop()): no consumer is made on its channel (one on a
+    // channel the consumer cannot close would take deliveries only to give them back).
+    if (session.abandoned) throw new Error('abandoned');
     session.unwatch = whenChannelCloses(channel, () =>
       sessionEnded(
         session,
@@ -366,6 +389,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
           openChannel === undefined
             ? `The channel of the consumer of queue '${queue}' closed (the connection was lost, or the broker closed the channel): no message is consumed any more; create the consumer again on a new channel`
             : `The channel of the consumer of queue '${queue}' closed (the connection was lost, or the broker closed the channel): a channel is opened again (openChannel)`,
+          session.error === undefined ? undefined : { cause: session.error },
         ),
       ),
     );
@@ -395,6 +419,13 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       { noAck: false },
     );
     session.consumerTag = consumerTag;
+    if (session.abandoned) {
+      // Given up while the consume was on its way: what it made is cancelled.
+      session.unwatch();
+      void Promise.resolve()
+        .then(() => channel.cancel(consumerTag))
+        .catch(ignoreError);
+    }
   }
 
   /** A channel of the consumer's own from `open`, subscribed; bounded in time. */
@@ -405,15 +436,22 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       startedAt: performance.now(),
       abandoned: false,
       ended: false,
+      gone: new AbortController(),
       unwatch: () => {},
     };
+    // Each of its messages in flight listens to it once (up to `prefetch`).
+    setMaxListeners(prefetch + 10, (session.gone as AbortController).signal);
     const work = (async () => {
       const channel = await open();
       checkChannel(channel);
       session.channel = channel;
       // The consumer's own: a channel error (a 404 on consume, a delivery held too long) is
       // told through 'close' and must not crash the process as an unheard 'error' event.
-      channel.on?.('error', ignoreError);
+      // Kept as the cause of the loss it closes the channel with (its reason: a
+      // consumer_timeout passed, a precondition failed), which the application no longer hears.
+      channel.on?.('error', (error: unknown) => {
+        session.error = error;
+      });
       if (session.abandoned) throw new Error('abandoned');
       await subscribe(session);
     })();
@@ -423,6 +461,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     } catch (error) {
       session.abandoned = true;
       session.unwatch();
+      session.gone?.abort();
       // A channel answered late (after the limit, after stop()) is closed when it comes.
       void work.then(
         () => closeOwned(session.channel),
@@ -463,6 +502,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       if (stopped || session.ended) {
         session.abandoned = true;
         session.unwatch();
+        session.gone?.abort();
         void closeOwned(session.channel);
         if (stopped) return;
         continue;
@@ -485,6 +525,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     const first = await openSession(openChannel).catch(failStart);
     if (first.ended) {
       first.abandoned = true;
+      first.gone?.abort();
       void closeOwned(first.channel);
       failStart(
         new ConsumerLostError(

@@ -106,3 +106,26 @@ export function withinLimit<T>(work: Promise<T>, ms: number, signal: AbortSignal
     );
   });
 }
+
+/**
+ * A signal aborted once `first` or `second` is (at once if one already is); `dispose()` stops
+ * listening to them. (Not `AbortSignal.any`: each message would leave a dependent signal on
+ * the consumer's long-lived one until it is collected.)
+ */
+export function eitherAborted(
+  first: AbortSignal,
+  second: AbortSignal,
+): { signal: AbortSignal; dispose(): void } {
+  const either = new AbortController();
+  const abort = () => either.abort();
+  const dispose = () => {
+    first.removeEventListener('abort', abort);
+    second.removeEventListener('abort', abort);
+  };
+  if (first.aborted || second.aborted) abort();
+  else {
+    first.addEventListener('abort', abort, { once: true });
+    second.addEventListener('abort', abort, { once: true });
+  }
+  return { signal: either.signal, dispose };
+}
