@@ -49,6 +49,22 @@ function newOwner(): string {
   return ownerPrefix + (ownerCount++).toString(36);
 }
 
+/**
+ * Whether `value` is an `AbortSignal` (of any realm, or a polyfill with its methods): what
+ * `begin` reads of one (`aborted`, `reason`, `throwIfAborted`, its `abort` event).
+ */
+function isAbortSignal(value: unknown): value is AbortSignal {
+  if (value instanceof AbortSignal) return true;
+  if (typeof value !== 'object' || value === null) return false;
+  const signal = value as Partial<AbortSignal>;
+  return (
+    typeof signal.aborted === 'boolean' &&
+    typeof signal.throwIfAborted === 'function' &&
+    typeof signal.addEventListener === 'function' &&
+    typeof signal.removeEventListener === 'function'
+  );
+}
+
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
@@ -160,6 +176,13 @@ export function createBegin<T>(
     forExecute = false,
   ): Begun<T> | Promise<Begun<T>> {
     const { wait } = settings;
+    if (typeof request !== 'object' || request === null)
+      throw new InvalidInputError('The request must be an object ({ key, scope?, fingerprint? })');
+    if (beginOptions !== undefined && (typeof beginOptions !== 'object' || beginOptions === null))
+      throw new InvalidInputError('begin(request, options): options must be an object');
+    const signal = beginOptions?.signal;
+    if (signal !== undefined && !isAbortSignal(signal))
+      throw new InvalidInputError('begin(request, { signal }): signal must be an AbortSignal');
     const fingerprint = request.fingerprint ?? '';
     // Compared as it is with the record's (a store may keep it as text): a number would be
     // stored as "5" by one store and never match again, every retry a MISMATCH (mutcore).
@@ -169,7 +192,7 @@ export function createBegin<T>(
       storageKey: deriveStorageKey(request.scope ?? null, request.key),
       fingerprint,
       operation: request.operation,
-      signal: beginOptions?.signal,
+      signal,
       forExecute,
       waitUntil: wait ? performance.now() + wait.timeoutMs : 0,
       poll: wait ? (wait.pollMs ?? 50) : 0,

@@ -267,6 +267,10 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     request: IdempotentRequest,
     operation: (ctx: OperationContext) => Promise<T>,
   ): Promise<ExecuteResult<T>> {
+    // Checked before anything is acquired: a call that cannot run its operation must not take
+    // the key (and release it) first.
+    if (typeof operation !== 'function')
+      throw new InvalidInputError('execute(request, operation): operation must be a function');
     const answer = begin(request, undefined, true);
     const begun = answer instanceof Promise ? await answer : answer;
     // A replay is answered as it is (the caller's `await` of this promise takes its turn).
