@@ -19,10 +19,11 @@ import { since, storeCallObserver } from './observe.js';
 import type { StoredOutcome } from './outcome-codec.js';
 import { JSON_VALUE_META, jsonValueText, jsonValueTextOfLatin1 } from './serializer.js';
 import type { ResolvedSettings } from './settings.js';
-import type { AcquireInput, AcquireResult, StoredRecord } from './store.js';
+import type { AcquireInput, AcquireResult, StoreCallContext, StoredRecord } from './store.js';
 import {
   callStore,
   callStoreSync,
+  cutStoreCall,
   type Latin1Record,
   latin1FormOf,
   pendingOf,
@@ -247,6 +248,7 @@ export function createBegin<T>(
           viewFormOf(store.acquire))) ||
       syncFormOf(store.acquire);
     let sent: Promise<AcquireResult> | undefined;
+    let sentWith: StoreCallContext | undefined;
     let answer: AcquireResult | Promise<AcquireResult>;
     try {
       // A store that answers at once (in process) is called directly: no promise, no timer.
@@ -257,6 +259,7 @@ export function createBegin<T>(
             'acquire',
             storeTimeoutMs,
             (context) => {
+              sentWith = context;
               sent = store.acquire(input, context);
               return sent;
             },
@@ -272,7 +275,20 @@ export function createBegin<T>(
     // The lease passes before `storeTimeoutMs` (a lease that short, or a time limit that
     // long): not waited for past the runway (see `leaseBound`).
     const pending = boundByLease
-      ? settleWithin(timed, leaseBound, { onTimeout: () => notAnsweredInLease() })
+      ? settleWithin(timed, leaseBound, {
+          onTimeout: () => {
+            // Nobody waits for the call any more: its signal aborts now, not at
+            // `storeTimeoutMs` (a store may cut the request, see StoreCallContext).
+            if (sentWith)
+              cutStoreCall(
+                sentWith,
+                new StoreUnavailableError(
+                  `Store acquire not answered within ${Math.round(leaseBound)} ms, the runway of its lease`,
+                ),
+              );
+            return notAnsweredInLease();
+          },
+        })
       : timed;
     return pending.then(
       (result) => found(attempt, call, result),
