@@ -205,8 +205,13 @@ export function parseCommand(argv: string[]): CliCommand {
       'bad_store_url',
     );
   }
-  const timeoutMs = Number(values['timeout-ms'] ?? 10_000);
-  if (!(Number.isSafeInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= 2_147_483_647))
+  const givenTimeout = values['timeout-ms'];
+  const timeoutMs = Number(givenTimeout ?? 10_000);
+  // Digits only, as `--fence`: `Number` also reads `0x10`, `1e3`, `0b1` and padded spaces.
+  if (
+    (givenTimeout !== undefined && !/^\d+$/.test(givenTimeout)) ||
+    !(Number.isSafeInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= 2_147_483_647)
+  )
     throw new UsageError('--timeout-ms must be a positive whole number of ms');
   let storageKey: string;
   if (values['storage-key'] === true) {
