@@ -190,7 +190,16 @@ export function parseCommand(argv: string[]): CliCommand {
     // Node's message names the option as typed (twice): bounded as a whole.
     throw new UsageError(echoed((error as Error).message, 2 * ECHO_CHARS + 200));
   }
-  const { values, positionals } = parsed;
+  const { values, positionals, tokens } = parsed;
+  // `parseArgs` keeps the last of a repeated option: `--store A ... --store B` would act on B,
+  // `--operation` twice on another key than the one read first. Said, never guessed.
+  const seen = new Set<string>();
+  for (const token of tokens ?? []) {
+    if (token.kind !== 'option') continue;
+    if (seen.has(token.name))
+      throw new UsageError(`--${token.name} is given more than once: give it once`);
+    seen.add(token.name);
+  }
   const [action, key, ...rest] = positionals;
   if (action !== 'inspect' && action !== 'release' && action !== 'delete')
     throw new UsageError(`Unknown command: ${action === undefined ? '(none)' : echoed(action)}`);
@@ -205,8 +214,13 @@ export function parseCommand(argv: string[]): CliCommand {
       'bad_store_url',
     );
   }
-  const timeoutMs = Number(values['timeout-ms'] ?? 10_000);
-  if (!(Number.isSafeInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= 2_147_483_647))
+  const givenTimeout = values['timeout-ms'];
+  const timeoutMs = Number(givenTimeout ?? 10_000);
+  // Digits only, as `--fence`: `Number` also reads `0x10`, `1e3`, `0b1` and padded spaces.
+  if (
+    (givenTimeout !== undefined && !/^\d+$/.test(givenTimeout)) ||
+    !(Number.isSafeInteger(timeoutMs) && timeoutMs > 0 && timeoutMs <= 2_147_483_647)
+  )
     throw new UsageError('--timeout-ms must be a positive whole number of ms');
   let storageKey: string;
   if (values['storage-key'] === true) {
@@ -275,6 +289,7 @@ function parse(argv: string[]) {
     args: argv,
     allowPositionals: true,
     strict: true,
+    tokens: true,
     options: {
       store: { type: 'string' },
       scope: { type: 'string' },

@@ -157,8 +157,24 @@ export type CliErrorCode =
 
 const failure = (code: CliErrorCode, message: string) => ({ error: { code, message } });
 
-async function act(command: CliCommand, opened: OpenedStore, io: CliIo): Promise<number> {
-  const { admin } = opened;
+async function act(
+  command: CliCommand,
+  opened: OpenedStore,
+  io: CliIo,
+  gaveUp: () => boolean,
+): Promise<number> {
+  // Once the command gave up (`--timeout-ms`) it sends nothing more: a `delete` whose
+  // `inspect` answered late is not sent after the operator was told the command ended.
+  const admin: OpenedStore['admin'] = new Proxy(opened.admin, {
+    get(target, name, receiver) {
+      const value = Reflect.get(target, name, receiver);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        if (gaveUp()) return Promise.reject(new GaveUpError('gave up'));
+        return Reflect.apply(value, target, args);
+      };
+    },
+  });
   const key = command.storageKey;
   const print = (json: unknown, text: string[]) => {
     if (command.json) io.out(jsonLine(json));
@@ -276,12 +292,35 @@ export async function runCli(argv: string[], io: CliIo = processIo): Promise<num
       : `; the ${command.action} may still be applied once the store answers: inspect the key before acting again`;
   const timedOut = () =>
     new GaveUpError(`gave up after ${command.timeoutMs} ms (--timeout-ms)${mayApply}`);
+  // Set when `--timeout-ms` passed: from then on the work left behind the answer sends and
+  // prints nothing (one answer a run: one JSON object under `--json`), and a store it opened
+  // late is closed.
+  let gaveUp = false;
+  const late: CliIo = {
+    out: (line) => {
+      if (!gaveUp) io.out(line);
+    },
+    err: (line) => {
+      if (!gaveUp) io.err(line);
+    },
+  };
   try {
     const work = (async () => {
-      opened = await openStore(command);
-      return act(command, opened, io);
+      const store = await openStore(command);
+      if (gaveUp) {
+        await store.close().catch(() => undefined);
+        throw new GaveUpError('gave up');
+      }
+      opened = store;
+      return act(command, store, late, () => gaveUp);
     })();
-    return await settleWithin(work, command.timeoutMs, { onTimeout: timedOut, unref: true });
+    return await settleWithin(work, command.timeoutMs, {
+      onTimeout: () => {
+        gaveUp = true;
+        return timedOut();
+      },
+      unref: true,
+    });
   } catch (error) {
     if (error instanceof UsageError) return usage(error, error.code);
     // A store refusing its options (a table name, a prefix) before sending anything: usage.

@@ -19,10 +19,11 @@ import { since, storeCallObserver } from './observe.js';
 import type { StoredOutcome } from './outcome-codec.js';
 import { JSON_VALUE_META, jsonValueText, jsonValueTextOfLatin1 } from './serializer.js';
 import type { ResolvedSettings } from './settings.js';
-import type { AcquireInput, AcquireResult, StoredRecord } from './store.js';
+import type { AcquireInput, AcquireResult, StoreCallContext, StoredRecord } from './store.js';
 import {
   callStore,
   callStoreSync,
+  cutStoreCall,
   type Latin1Record,
   latin1FormOf,
   pendingOf,
@@ -47,6 +48,22 @@ function newOwner(): string {
     ownerPrefix = `${btoa(text).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')}.`;
   }
   return ownerPrefix + (ownerCount++).toString(36);
+}
+
+/**
+ * Whether `value` is an `AbortSignal` (of any realm, or a polyfill with its methods): what
+ * `begin` reads of one (`aborted`, `reason`, `throwIfAborted`, its `abort` event).
+ */
+function isAbortSignal(value: unknown): value is AbortSignal {
+  if (value instanceof AbortSignal) return true;
+  if (typeof value !== 'object' || value === null) return false;
+  const signal = value as Partial<AbortSignal>;
+  return (
+    typeof signal.aborted === 'boolean' &&
+    typeof signal.throwIfAborted === 'function' &&
+    typeof signal.addEventListener === 'function' &&
+    typeof signal.removeEventListener === 'function'
+  );
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -160,6 +177,13 @@ export function createBegin<T>(
     forExecute = false,
   ): Begun<T> | Promise<Begun<T>> {
     const { wait } = settings;
+    if (typeof request !== 'object' || request === null)
+      throw new InvalidInputError('The request must be an object ({ key, scope?, fingerprint? })');
+    if (beginOptions !== undefined && (typeof beginOptions !== 'object' || beginOptions === null))
+      throw new InvalidInputError('begin(request, options): options must be an object');
+    const signal = beginOptions?.signal;
+    if (signal !== undefined && !isAbortSignal(signal))
+      throw new InvalidInputError('begin(request, { signal }): signal must be an AbortSignal');
     const fingerprint = request.fingerprint ?? '';
     // Compared as it is with the record's (a store may keep it as text): a number would be
     // stored as "5" by one store and never match again, every retry a MISMATCH (mutcore).
@@ -169,7 +193,7 @@ export function createBegin<T>(
       storageKey: deriveStorageKey(request.scope ?? null, request.key),
       fingerprint,
       operation: request.operation,
-      signal: beginOptions?.signal,
+      signal,
       forExecute,
       waitUntil: wait ? performance.now() + wait.timeoutMs : 0,
       poll: wait ? (wait.pollMs ?? 50) : 0,
@@ -224,6 +248,7 @@ export function createBegin<T>(
           viewFormOf(store.acquire))) ||
       syncFormOf(store.acquire);
     let sent: Promise<AcquireResult> | undefined;
+    let sentWith: StoreCallContext | undefined;
     let answer: AcquireResult | Promise<AcquireResult>;
     try {
       // A store that answers at once (in process) is called directly: no promise, no timer.
@@ -234,6 +259,7 @@ export function createBegin<T>(
             'acquire',
             storeTimeoutMs,
             (context) => {
+              sentWith = context;
               sent = store.acquire(input, context);
               return sent;
             },
@@ -249,7 +275,20 @@ export function createBegin<T>(
     // The lease passes before `storeTimeoutMs` (a lease that short, or a time limit that
     // long): not waited for past the runway (see `leaseBound`).
     const pending = boundByLease
-      ? settleWithin(timed, leaseBound, { onTimeout: () => notAnsweredInLease() })
+      ? settleWithin(timed, leaseBound, {
+          onTimeout: () => {
+            // Nobody waits for the call any more: its signal aborts now, not at
+            // `storeTimeoutMs` (a store may cut the request, see StoreCallContext).
+            if (sentWith)
+              cutStoreCall(
+                sentWith,
+                new StoreUnavailableError(
+                  `Store acquire not answered within ${Math.round(leaseBound)} ms, the runway of its lease`,
+                ),
+              );
+            return notAnsweredInLease();
+          },
+        })
       : timed;
     return pending.then(
       (result) => found(attempt, call, result),

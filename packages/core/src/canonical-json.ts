@@ -30,27 +30,29 @@ function escapePointer(segment: string): string {
  * object property, Maps, Sets, typed arrays and other non-plain objects. Object properties
  * whose value is `undefined` are omitted, as `JSON.stringify` does. Objects with a
  * `toJSON` method (such as `Date`) are replaced by its result. Nesting deeper than
- * {@link MAX_CANONICAL_DEPTH} levels is refused with `reason: 'too_deep'`.
+ * {@link MAX_CANONICAL_DEPTH} levels is refused with `reason: 'too_deep'`. A value whose own
+ * code throws while it is read (a `toJSON`, a getter, a Proxy's trap) is refused too
+ * (`not_json`, at its path), with what it threw as the error's `cause`.
  */
 export function canonicalJson(value: unknown): string {
   // Fast path for what scopes and keys usually are: JSON.stringify already writes strings,
   // finite numbers (-0 as 0), booleans and null, alone or in a flat dense array, canonically.
   if (isFlat(value)) return JSON.stringify(value);
-  if (Array.isArray(value)) {
-    let flat = true;
-    for (let i = 0; i < value.length && flat; i++) flat = i in value && isFlat(value[i]);
-    if (flat) return JSON.stringify(value);
-  }
   try {
+    if (Array.isArray(value)) {
+      let flat = true;
+      for (let i = 0; i < value.length && flat; i++) flat = i in value && isFlat(value[i]);
+      if (flat) return JSON.stringify(value);
+    }
     return write(value, new Set(), 0);
-  } catch (error) {
-    if (!(error instanceof Refusal)) throw error;
+  } catch (thrown) {
+    const error = refusalOf(thrown);
     let path = '';
     for (let i = error.segments.length - 1; i >= 0; i--) path += `/${error.segments[i]}`;
     // The full path of a hostile input is as long as its nesting: show its start only.
     if (error.reason === 'too_deep' && path.length > 200)
       path = `${path.slice(0, cutAt(path, 200))}...`;
-    throw new NotCanonicalError(error.message, path, error.reason);
+    throw new NotCanonicalError(error.message, path, error.reason, { cause: error.cause });
   }
 }
 
@@ -73,6 +75,7 @@ class Refusal {
   constructor(
     readonly message: string,
     readonly reason: NotCanonicalReason = 'not_json',
+    readonly cause?: unknown,
   ) {}
 }
 
@@ -96,7 +99,26 @@ function write(value: unknown, seen: Set<object>, depth: number): string {
       throw new Refusal('A symbol is not JSON');
   }
   if (value === null) return 'null';
-  const obj = value as object;
+  try {
+    return writeObject(value as object, seen, depth);
+  } catch (error) {
+    throw refusalOf(error);
+  }
+}
+
+/**
+ * `error` as a {@link Refusal}: one already is; anything else was thrown by the value's own
+ * code while it was read (a `toJSON`, a getter, a Proxy's trap, a revoked Proxy), refused as
+ * not JSON where it happened, with what it threw as `cause` (a `NotCanonicalError`, never the
+ * caller's own error escaping untyped).
+ */
+function refusalOf(error: unknown): Refusal {
+  return error instanceof Refusal
+    ? error
+    : new Refusal('Reading the value threw', 'not_json', error);
+}
+
+function writeObject(obj: object, seen: Set<object>, depth: number): string {
   if (seen.has(obj)) throw new Refusal('Cycle detected');
   if (depth >= MAX_CANONICAL_DEPTH)
     throw new Refusal(`Nesting deeper than ${MAX_CANONICAL_DEPTH} levels`, 'too_deep');
@@ -118,8 +140,9 @@ function write(value: unknown, seen: Set<object>, depth: number): string {
         if (i > 0) out += ',';
         out += write(obj[i], seen, depth + 1);
       }
-    } catch (error) {
-      if (error instanceof Refusal) error.segments.push(String(i));
+    } catch (thrown) {
+      const error = refusalOf(thrown);
+      error.segments.push(String(i));
       throw error;
     }
     out += ']';
@@ -140,8 +163,9 @@ function write(value: unknown, seen: Set<object>, depth: number): string {
         if (out.length > 1) out += ',';
         out += `${JSON.stringify(key)}:${write(child, seen, depth + 1)}`;
       }
-    } catch (error) {
-      if (error instanceof Refusal) error.segments.push(escapePointer(key));
+    } catch (thrown) {
+      const error = refusalOf(thrown);
+      error.segments.push(escapePointer(key));
       throw error;
     }
     out += '}';

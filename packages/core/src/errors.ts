@@ -341,12 +341,18 @@ export class NotCanonicalError extends IdemError {
   /** What was wrong with the value. */
   readonly reason: NotCanonicalReason;
 
-  constructor(message: string, path: string, reason: NotCanonicalReason = 'not_json') {
+  constructor(
+    message: string,
+    path: string,
+    reason: NotCanonicalReason = 'not_json',
+    options?: { cause?: unknown },
+  ) {
     // The path is made of the value's keys, which may be anyone's (a 10 MB key): the message
     // shows its start only, `path` has it whole (the corerev3 review).
     super(
       'NOT_CANONICAL',
       `${message} at ${path === '' ? '(root)' : boundedText(path, SHOWN_PATH_CHARS)}`,
+      options,
     );
     this.path = path;
     this.reason = reason;

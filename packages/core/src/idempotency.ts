@@ -1,6 +1,12 @@
 import { BackgroundTasks } from './background.js';
 import { createBegin } from './begin.js';
-import { InvalidInputError, OutcomeNotRecordedError, ReplayedFailureError } from './errors.js';
+import {
+  InvalidInputError,
+  isIdemError,
+  OutcomeCorruptError,
+  OutcomeNotRecordedError,
+  ReplayedFailureError,
+} from './errors.js';
 import type { Execution } from './execution.js';
 import { FixedDelayTimers } from './fixed-delay-timers.js';
 import { GiveBacks } from './give-back.js';
@@ -261,6 +267,10 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     request: IdempotentRequest,
     operation: (ctx: OperationContext) => Promise<T>,
   ): Promise<ExecuteResult<T>> {
+    // Checked before anything is acquired: a call that cannot run its operation must not take
+    // the key (and release it) first.
+    if (typeof operation !== 'function')
+      throw new InvalidInputError('execute(request, operation): operation must be a function');
     const answer = begin(request, undefined, true);
     const begun = answer instanceof Promise ? await answer : answer;
     // A replay is answered as it is (the caller's `await` of this promise takes its turn).
@@ -351,14 +361,31 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
   }
 
   function replay(outcome: StoredOutcome): T {
-    if (outcome.meta.kind === 'failure') {
-      const failure = outcome.meta.failure as { name: string; message: string; code?: string };
-      throw new ReplayedFailureError(failure);
+    const { kind } = outcome.meta;
+    if (kind === 'failure') {
+      const failure = outcome.meta.failure;
+      if (typeof failure !== 'object' || failure === null)
+        throw new OutcomeCorruptError('The recorded failure has no name and message');
+      throw new ReplayedFailureError(failure as { name: string; message: string; code?: string });
     }
-    return serializer.deserialize({
-      meta: (outcome.meta.value ?? {}) as StoredOutcome['meta'],
-      body: outcome.body,
-    });
+    // Only what `execute` (or an integration writing its form) recorded is a value: an
+    // outcome `begin` recorded under the same scope and key (an HTTP response) is not, even
+    // when its body parses.
+    if (kind !== 'value')
+      throw new OutcomeCorruptError(
+        'The recorded outcome is not a value recorded by execute (recorded through begin under the same scope and key?); not replayed',
+      );
+    try {
+      return serializer.deserialize({
+        meta: (outcome.meta.value ?? {}) as StoredOutcome['meta'],
+        body: outcome.body,
+      });
+    } catch (cause) {
+      if (isIdemError(cause)) throw cause;
+      throw new OutcomeCorruptError('The serializer could not read the recorded value', {
+        cause,
+      });
+    }
   }
 
   return {

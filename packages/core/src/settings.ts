@@ -5,6 +5,7 @@ import type { ExecutionSettings } from './execution.js';
 import type { OutcomeCodec } from './outcome-sealing.js';
 import type { OutcomeSerializer } from './serializer.js';
 import type { IdempotencyStore } from './store.js';
+import { isThenable } from './store-call.js';
 
 /** How an operation ended, as the outcome policy sees it. */
 export type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
@@ -248,10 +249,15 @@ export function resolveSettings<T>(options: IdempotencyOptions<T>): ResolvedSett
       try {
         // A broken listener must not break a request, nor (async, rejecting) the process.
         const result: unknown = listener?.(event);
-        if (result instanceof Promise) result.catch(() => {});
+        // Any thenable, not only this realm's Promise: an async listener made in another realm
+        // (a vm context, a sandbox) answers a Promise of its own, which rejects all the same.
+        if (result instanceof Promise) result.catch(ignore);
+        else if (isThenable(result)) Promise.resolve(result).catch(ignore);
       } catch {
-        // As above.
+        // As above (a thenable whose `then` getter throws included).
       }
     },
   };
 }
+
+const ignore = () => {};

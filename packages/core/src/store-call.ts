@@ -69,6 +69,8 @@ function timedCall<T>(
       return controller.signal;
     },
   };
+  // Made only when the signal was read (a store that ignores it pays nothing).
+  cutters.set(call, (reason) => controller?.abort(reason));
   return guardStoreCall(ENGINE_RULES, operation, () => fn(call), {
     timeoutMs,
     unref,
@@ -77,6 +79,19 @@ function timedCall<T>(
       controller?.abort(error);
     },
   });
+}
+
+/** How to abort each call context {@link callStore} made (see {@link cutStoreCall}). */
+const cutters = new WeakMap<StoreCallContext, (reason: Error) => void>();
+
+/**
+ * Aborts the signal of a call context {@link callStore} made, with `reason`: for a caller that
+ * stopped waiting for the call before its time limit (an acquire not answered within its
+ * lease's runway), so that the store may cut the request then rather than at the time limit.
+ * Does nothing for another object, or once the signal was aborted. @internal
+ */
+export function cutStoreCall(call: StoreCallContext, reason: Error): void {
+  cutters.get(call)?.(reason);
 }
 
 /**

@@ -1,6 +1,7 @@
 import {
   InvalidInputError,
   isIdemError,
+  isThenable,
   type JsonValue,
   MAX_TIMER_MS,
   markerFailureOf,
@@ -246,7 +247,8 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
       // A broken listener must not fail the batch: nor, async and rejecting, the invocation
       // (Lambda's runtime fails it at an unhandled rejection, and the whole batch comes back).
       const result: unknown = onRecord?.(r);
-      if (result instanceof Promise) result.catch(() => {});
+      // Any thenable (a promise of another realm too), not only this realm's Promise.
+      if (isThenable(result)) Promise.resolve(result).catch(() => {});
     } catch {
       // As above.
     }

@@ -83,10 +83,13 @@ export function createOtelListener(given?: OtelListenerOptions): IdemEventListen
   // (once a provider: one registered again after `metrics.disable()` gets its own back).
   let provider: MeterProvider | undefined;
   const byProvider = new WeakMap<MeterProvider, Instruments>();
-  let made: Instruments | undefined =
-    options.metrics === false || options.meter === undefined
-      ? undefined
-      : instrumentsOf(options.meter);
+  let made: Instruments | undefined;
+  // A given meter whose instruments cannot be made (it throws) does not fail the listener's
+  // creation: they are asked for again at the next event, as the global provider's are.
+  if (options.metrics !== false && options.meter !== undefined)
+    guard(() => {
+      made = instrumentsOf(options.meter as Meter);
+    });
   /**
    * Acquisitions held now, by `idem.operation` label (undefined: no operation); an entry
    * leaves at 0, so at most one per label in flight. The instruments of a provider that
@@ -96,7 +99,14 @@ export function createOtelListener(given?: OtelListenerOptions): IdemEventListen
    */
   const held = new Map<string | undefined, number>();
   const instruments = (): Instruments | undefined => {
-    if (options.metrics === false || options.meter !== undefined) return made;
+    if (options.metrics === false) return made;
+    if (options.meter !== undefined) {
+      if (made === undefined) {
+        made = instrumentsOf(options.meter);
+        catchUp(made);
+      }
+      return made;
+    }
     const current = metrics.getMeterProvider();
     if (current !== provider) {
       let next = byProvider.get(current);
@@ -108,10 +118,14 @@ export function createOtelListener(given?: OtelListenerOptions): IdemEventListen
       }
       provider = current;
       made = next;
-      for (const label of new Set([...held.keys(), ...next.told.keys()]))
-        tell(next, label, (held.get(label) ?? 0) - (next.told.get(label) ?? 0));
+      catchUp(next);
     }
     return made;
+  };
+  /** Brings `m`'s in-flight counts to the acquisitions held now. */
+  const catchUp = (m: Instruments) => {
+    for (const label of new Set([...held.keys(), ...m.told.keys()]))
+      tell(m, label, (held.get(label) ?? 0) - (m.told.get(label) ?? 0));
   };
   /** Adds `delta` to `m`'s in-flight count of `label`, and to what `m` was told. */
   const tell = (m: Instruments, label: string | undefined, delta: number) => {
