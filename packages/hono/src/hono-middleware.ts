@@ -5,6 +5,7 @@ import {
   answerMustAbort,
   BodyTooLargeError,
   bodyFromBytes,
+  callListener,
   createIdempotencyHandler,
   type HttpIdempotencyOptions,
   type IdempotencyContext,
@@ -398,12 +399,7 @@ export function idempotency(
     const listener =
       options.onWarning ?? ((message: string) => console.warn(`[@idem/hono] ${message}`));
     // A broken warning listener must not change an answer, nor (rejecting) crash the process.
-    try {
-      const result: unknown = listener(HONO_HELPER_WARNING);
-      if (result instanceof Promise) result.catch(() => {});
-    } catch {
-      // As above.
-    }
+    callListener(() => listener(HONO_HELPER_WARNING));
   };
   const middleware: MiddlewareHandler<{ Variables: IdempotencyVariables }> =
     async function idempotencyMiddleware(c, next) {

@@ -14,6 +14,7 @@ import {
   tooLarge,
 } from './answers.js';
 import { parseIdempotencyKey } from './key-header.js';
+import { callListener } from './listener.js';
 import {
   attachDecision,
   generationChanged,
@@ -163,14 +164,7 @@ export function createIdempotencyHandler<R = Request>(
   const listener =
     options.onWarning ?? ((message: string) => console.warn(`[@idem/http] ${message}`));
   // A broken warning listener must not change an answer, nor (rejecting) crash the process.
-  const warn = (message: string) => {
-    try {
-      const result: unknown = listener(message);
-      if (result instanceof Promise) result.catch(() => {});
-    } catch {
-      // As above.
-    }
-  };
+  const warn = (message: string) => callListener(() => listener(message));
   const live = resolveLiveStreams(options.liveStreams, options.store, settings);
   /** Readers attached in this process, per generation (bounded by `maxReaders`). */
   const readers = new Map<string, number>();

@@ -4,6 +4,7 @@ export { createIdempotencyHandler, withIdempotency } from './handler.js';
 export { ANSWERED_OUTSIDE, answeredOutsideOf } from './head-source.js';
 export type { ParsedKey } from './key-header.js';
 export { formatIdempotencyKey, parseIdempotencyKey } from './key-header.js';
+export { callListener } from './listener.js';
 export { ATTACH_HEADER } from './live-answers.js';
 export type { LiveStreamOptions } from './live-options.js';
 export { GENERATION_HEADER } from './live-publish.js';
