@@ -309,6 +309,14 @@ export interface StoreCallContext {
  * write whose answer it did not get. The first delivery may have been applied. `acquire`,
  * `complete` and `release` therefore MUST recognise a repeat of a call they already applied
  * (same `owner`) and answer it as the caller's own, as each method states below.
+ *
+ * Bad input: stores are called directly too (by users, by contributed wrappers), not only
+ * by core. `acquire`, `complete`, `release` and `extend` MUST refuse a storage key or an
+ * owner token longer than the store's own limit with `InvalidInputError` (code
+ * `INVALID_INPUT`) before anything is written; that limit MAY be as small as the service
+ * needs but MUST NOT exceed 4096 UTF-16 code units (the conformance suite sends 4097 and
+ * 2 MiB). A fractional duration (`leaseMs`, `retentionMs`) MUST be rounded up to a whole
+ * ms, so every stored deadline is an integer and never shorter than asked.
  */
 export interface IdempotencyStore {
   readonly capabilities: StoreCapabilities;

@@ -15,6 +15,7 @@ import { adminStateChecks } from './checks-admin-states.js';
 import { boundaryChecks } from './checks-boundaries.js';
 import { dueDeadlineChecks } from './checks-due.js';
 import { engineChecks } from './checks-engine.js';
+import { inputChecks } from './checks-input.js';
 import { originChecks } from './checks-origin.js';
 import { processChecks, racers } from './checks-processes.js';
 import {
@@ -477,4 +478,5 @@ export const contractChecks: ContractCheck[] = [
   ...adminStateChecks,
   ...adminExpectChecks,
   ...adminDeleteChecks,
+  ...inputChecks,
 ];

@@ -2,6 +2,7 @@ import {
   type AcquireResult,
   type Clock,
   type IdempotencyStore,
+  InvalidInputError,
   type OwnerWriteResult,
   type StoreClock,
   type StoredRecord,
@@ -11,6 +12,8 @@ import {
 /** Bugs the suite must catch; each one is a mistake seen in real idempotency libraries. */
 export type Bug =
   | 'none'
+  | 'unbounded-strings'
+  | 'fractional-deadlines'
   | 'complete-ignores-owner'
   | 'release-ignores-owner'
   | 'check-then-set-acquire'
@@ -51,6 +54,13 @@ export function createNaiveStore(
   kind: StoreClock = 'injectable',
 ): IdempotencyStore {
   const map = new Map<string, StoredRecord>();
+  // Store contract, "Bad input": whole-ms deadlines; keys and owners of at most 1024 units.
+  const whole = (ms: number) => (bug === 'fractional-deadlines' ? ms : Math.ceil(ms));
+  const bounded = (input: { key: string; owner: string }) => {
+    if (bug === 'unbounded-strings') return;
+    if (input.key.length > 1024 || input.owner.length > 1024)
+      throw new InvalidInputError('A storage key or owner must be at most 1024 characters');
+  };
   // Fences of expired records, so a key's fence keeps growing after expiry.
   const lastFence = new Map<string, number>();
   // Only for the 'origin-outlives-retention' bug: origins kept past their record.
@@ -124,6 +134,7 @@ export function createNaiveStore(
       },
     },
     async acquire(input): Promise<AcquireResult> {
+      bounded(input);
       let now = clock.now();
       const found = read(input.key, now);
       const live = (r: StoredRecord | undefined) =>
@@ -134,8 +145,8 @@ export function createNaiveStore(
       if (mine && bug !== 'acquire-redelivery-new-fence' && bug !== 'acquire-redelivery-found') {
         // A redelivered acquire: the caller's own acquisition, lease renewed, fence kept.
         if (bug !== 'acquire-redelivery-keeps-lease') {
-          found.leaseUntil = now + input.leaseMs;
-          found.expiresAt = Math.max(found.expiresAt, found.leaseUntil + input.retentionMs);
+          found.leaseUntil = now + whole(input.leaseMs);
+          found.expiresAt = Math.max(found.expiresAt, found.leaseUntil + whole(input.retentionMs));
         }
         return {
           kind: 'acquired',
@@ -158,9 +169,11 @@ export function createNaiveStore(
       const previous = found?.fence ?? lastFence.get(input.key) ?? 0;
       const fence =
         bug === 'takeover-keeps-fence' && found?.status === 'in_progress' ? previous : previous + 1;
-      const leaseUntil = now + input.leaseMs;
+      const leaseUntil = now + whole(input.leaseMs);
       const expiresAt =
-        bug === 'in-progress-expires-with-lease' ? leaseUntil : leaseUntil + input.retentionMs;
+        bug === 'in-progress-expires-with-lease'
+          ? leaseUntil
+          : leaseUntil + whole(input.retentionMs);
       // The logical request: a live record's is carried on, a free key begins one.
       const carried = found ? (found.origin ?? found.owner) : lastOrigin.get(input.key);
       const fresh =
@@ -183,6 +196,7 @@ export function createNaiveStore(
       return { kind: 'acquired', fence, leaseUntil, takeover, origin };
     },
     async complete(input) {
+      bounded(input);
       const now = clock.now();
       const done = read(input.key, now);
       if (done?.status === 'completed' && bug !== 'complete-redelivery-refused') {
@@ -197,7 +211,7 @@ export function createNaiveStore(
       const r = owned(input.key, input.owner, now, bug === 'complete-ignores-owner');
       if (!r) return notOwner;
       r.status = 'completed';
-      r.expiresAt = now + input.retentionMs;
+      r.expiresAt = now + whole(input.retentionMs);
       r.outcome =
         bug === 'binary-as-text'
           ? new TextEncoder().encode(new TextDecoder().decode(input.outcome))
@@ -205,6 +219,7 @@ export function createNaiveStore(
       return { ok: true };
     },
     async release(input) {
+      bounded(input);
       const now = clock.now();
       const r = owned(input.key, input.owner, now, bug === 'release-ignores-owner');
       if (!r) return notOwner;
@@ -214,15 +229,16 @@ export function createNaiveStore(
         return { ok: true };
       }
       r.status = 'released';
-      r.expiresAt = now + input.retentionMs;
+      r.expiresAt = now + whole(input.retentionMs);
       return { ok: true };
     },
     async extend(input) {
+      bounded(input);
       const now = clock.now();
       const r = owned(input.key, input.owner, now);
       if (!r) return notOwner;
-      r.leaseUntil = now + input.leaseMs;
-      r.expiresAt = r.leaseUntil + input.retentionMs;
+      r.leaseUntil = now + whole(input.leaseMs);
+      r.expiresAt = r.leaseUntil + whole(input.retentionMs);
       return { ok: true, leaseUntil: r.leaseUntil };
     },
     async get(key) {

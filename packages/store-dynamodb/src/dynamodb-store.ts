@@ -267,7 +267,10 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
   function countFrom(lease: HeldLease | undefined, now: number, nowMono: number): number {
     if (lease === undefined) return now;
     const unstepped = lease.clockAt + (nowMono - lease.monoAt);
-    return unstepped - now > CLOCK_STEP_MS && (wallClock || now < lease.clockAt) ? unstepped : now;
+    // Whole ms, as every deadline the store writes (the monotonic reading has a fraction).
+    return unstepped - now > CLOCK_STEP_MS && (wallClock || now < lease.clockAt)
+      ? Math.ceil(unstepped)
+      : now;
   }
   function end(owner: string, lease: HeldLease): void {
     lease.ended = true;
@@ -425,8 +428,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     async acquire(input: AcquireInput): Promise<AcquireResult> {
       checkSizes(schema, input.key, input.fingerprint);
       checkOwner(input.owner);
-      checkDuration('leaseMs', input.leaseMs);
-      checkDuration('retentionMs', input.retentionMs);
+      const leaseMs = wholeMs('leaseMs', input.leaseMs);
+      const retentionMs = wholeMs('retentionMs', input.retentionMs);
       // Attempt 0 is the create (skipped for a key this store released); up to
       // MAX_ACQUIRE_ATTEMPTS upserts follow, as before, each in the form the expiry of the
       // item last seen picks (see ACQUIRE_BEGIN_UPDATE): none seen, or expired, begins a new
@@ -438,8 +441,8 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       for (let attempt = first; attempt <= MAX_ACQUIRE_ATTEMPTS; attempt++) {
         const now = readClock(clock);
         const nowMono = elapsed.now();
-        const leaseUntil = now + input.leaseMs;
-        const expiresAt = leaseUntil + input.retentionMs;
+        const leaseUntil = now + leaseMs;
+        const expiresAt = leaseUntil + retentionMs;
         const continues = seenExpiresAt !== undefined && now < seenExpiresAt;
         // The first attempt creates the item if the key is new (the common case: one PutItem);
         // one that finds an item the key is free in (released, expired, lease passed) goes on
@@ -518,14 +521,14 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
           const prior = held.get(input.owner);
           const known = prior?.key === input.key ? prior : undefined;
           const from = countFrom(known, now, nowMono);
-          const asked = from + input.leaseMs;
+          const asked = from + leaseMs;
           const renewed = await renew(
             'acquire',
             input.key,
             input.owner,
             from,
             asked,
-            asked + input.retentionMs,
+            asked + retentionMs,
           );
           const origin = found.origin ?? found.owner;
           if (renewed.ok) {
@@ -562,7 +565,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     async complete(input: CompleteInput): Promise<OwnerWriteResult> {
       checkSizes(schema, input.key);
       checkOwner(input.owner);
-      checkDuration('retentionMs', input.retentionMs);
+      const retentionMs = wholeMs('retentionMs', input.retentionMs);
       checkOutcome(input.outcome, maxOutcomeBytes);
       const rawBudget = outcomeBudget(schema, input.key, input.owner);
       const threshold = compressAbove === false ? false : Math.min(compressAbove, rawBudget + 1);
@@ -570,7 +573,7 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
       const limit = outcomeBudget(schema, input.key, input.owner, packed.encoding);
       if (packed.bytes.length > limit) throw new OutcomeTooLargeError(packed.bytes.length, limit);
       const now = readClock(clock);
-      const expiresAt = now + input.retentionMs;
+      const expiresAt = now + retentionMs;
       const { names } = schema;
       const values: Record<string, AttributeValue> = {
         ':completed': COMPLETED,
@@ -628,13 +631,13 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     },
 
     async release(input: ReleaseInput): Promise<OwnerWriteResult> {
-      checkDuration('retentionMs', input.retentionMs);
+      const retentionMs = wholeMs('retentionMs', input.retentionMs);
       checkSizes(schema, input.key);
       checkOwner(input.owner);
       const turn = takeTurn(input.key, input.owner, true);
       try {
         const now = readClock(clock);
-        const expiresAt = now + input.retentionMs;
+        const expiresAt = now + retentionMs;
         const { names } = schema;
         const written =
           (turn.lease &&
@@ -666,15 +669,15 @@ export function createDynamoDbStore(options: DynamoDbStoreOptions): DynamoDbStor
     },
 
     async extend(input: ExtendInput): Promise<OwnerWriteResult> {
-      checkDuration('leaseMs', input.leaseMs);
-      checkDuration('retentionMs', input.retentionMs);
+      const leaseMs = wholeMs('leaseMs', input.leaseMs);
+      const retentionMs = wholeMs('retentionMs', input.retentionMs);
       const turn = takeTurn(input.key, input.owner, false);
       try {
         const { lease } = turn;
         const nowMono = elapsed.now();
         const now = countFrom(lease, readClock(clock), nowMono);
-        const leaseUntil = now + input.leaseMs;
-        const expiresAt = leaseUntil + input.retentionMs;
+        const leaseUntil = now + leaseMs;
+        const expiresAt = leaseUntil + retentionMs;
         const written = await renew('extend', input.key, input.owner, now, leaseUntil, expiresAt);
         // The held lease follows the heartbeat; a refused one is no longer this owner's.
         if (lease) {
@@ -725,4 +728,13 @@ const TABLE_ARN = /^arn:[a-z0-9-]+:dynamodb:[a-z0-9-]+:\d{12}:table\/([A-Za-z0-9
 /** Whether DynamoDB can take `name` as a `TableName`: a table name or a table ARN. */
 function validTableName(name: string): boolean {
   return TABLE_NAME.test(name) || TABLE_ARN.test(name);
+}
+
+/**
+ * A duration of a store call, checked (`checkDuration`) and rounded up to a whole ms, as the
+ * Redis, PostgreSQL and memory stores do: a fractional lease would write a fractional
+ * deadline, and a lease of 0.5 ms must not become 0 (store contract, "Bad input").
+ */
+function wholeMs(name: string, value: unknown): number {
+  return Math.ceil(checkDuration(name, value));
 }

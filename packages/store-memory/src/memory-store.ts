@@ -41,6 +41,8 @@ import {
 
 const MiB = 1024 * 1024;
 // Any finite duration is accepted: a deadline past it is simply never reached (Infinity).
+// Each is rounded up to a whole ms where a deadline is computed, as every store does
+// (store contract, "Bad input"): deadlines stay integers, never shorter than asked.
 const ANY_FINITE = Number.MAX_VALUE;
 
 /** Default of {@link MemoryStoreOptions.maxBytes}: 128 MiB. */
@@ -346,12 +348,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     checkDuration('retentionMs', input.retentionMs, ANY_FINITE);
     const now = readClock(clock);
     const found = table.live(input.key, now);
-    const leaseUntil = now + input.leaseMs;
+    const leaseUntil = now + Math.ceil(input.leaseMs);
     if (found) {
       const record = found.record;
       if (record.status === 'in_progress' && record.owner === input.owner) {
         // A redelivered acquire: the caller's own acquisition, renewed, fence unchanged.
-        const expiresAt = Math.max(record.expiresAt, leaseUntil + input.retentionMs);
+        const expiresAt = Math.max(record.expiresAt, leaseUntil + Math.ceil(input.retentionMs));
         table.update(found, 'in_progress', leaseUntil, expiresAt, record.outcome);
         const origin = found.origin;
         return { kind: 'acquired', fence: record.fence, leaseUntil, takeover: false, origin };
@@ -383,7 +385,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       origin,
       fence,
       leaseUntil,
-      expiresAt: leaseUntil + input.retentionMs,
+      expiresAt: leaseUntil + Math.ceil(input.retentionMs),
     };
     const slot = newSlot(engine ? input.key : copied(input.key), record);
     // Room for the record, and beside it for a typical outcome of each record in progress,
@@ -438,7 +440,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       throw full(`an outcome of ${outcome.length} bytes`);
     }
     const held = given ? (outcome as string) : hold(outcome as Uint8Array);
-    table.update(slot, 'completed', slot.leaseUntil, now + input.retentionMs, held);
+    table.update(slot, 'completed', slot.leaseUntil, now + Math.ceil(input.retentionMs), held);
     return OWNED;
   };
 
@@ -500,7 +502,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       if (!slot || !found || found.owner !== input.owner) return NOT_OWNER;
       if (found.status === 'released') return OWNED; // a redelivered release
       if (found.status !== 'in_progress') return NOT_OWNER;
-      table.update(slot, 'released', now, now + input.retentionMs, found.outcome);
+      table.update(slot, 'released', now, now + Math.ceil(input.retentionMs), found.outcome);
       return OWNED;
     }),
     extend: answersSynchronously((input: ExtendInput): OwnerWriteResult => {
@@ -510,8 +512,14 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       const slot = table.live(input.key, now);
       const found = slot?.record;
       if (!slot || found?.status !== 'in_progress' || found.owner !== input.owner) return NOT_OWNER;
-      const leaseUntil = now + input.leaseMs;
-      table.update(slot, 'in_progress', leaseUntil, leaseUntil + input.retentionMs, found.outcome);
+      const leaseUntil = now + Math.ceil(input.leaseMs);
+      table.update(
+        slot,
+        'in_progress',
+        leaseUntil,
+        leaseUntil + Math.ceil(input.retentionMs),
+        found.outcome,
+      );
       return { ok: true, leaseUntil };
     }),
     async get(key: string): Promise<StoredRecord | undefined> {

@@ -35,7 +35,17 @@ const noBraces = {
  * ones) would compare equal in a script, and each caller would be answered as the other's
  * own acquisition.
  */
-export const checkOwner = (owner: unknown): string => checkStoreString('An owner', owner);
+export const checkOwner = (owner: unknown): string =>
+  checkStoreString('An owner', owner, { maxLength: MAX_OWNER_LENGTH });
+
+/**
+ * Longest storage key (without the prefix) and owner token, in UTF-16 code units. Core's keys
+ * are 64 and its owners 36; the bound keeps a direct caller from writing megabytes of key
+ * names and record bytes (the memory store's limit, as DynamoDB's 1024 bytes).
+ */
+export const MAX_STORAGE_KEY_LENGTH = 1024;
+/** Longest owner token, in UTF-16 code units; see {@link MAX_STORAGE_KEY_LENGTH}. */
+export const MAX_OWNER_LENGTH = 1024;
 
 /**
  * A fingerprint: a well-formed string (empty allowed). A malformed one would come back from
@@ -47,10 +57,14 @@ export const checkFingerprint = (fingerprint: unknown): string =>
 /**
  * A storage key: non-empty (an empty hash tag `{}` would hash the whole key, splitting a
  * record from its fence memory across Cluster slots), well-formed (two malformed keys would
- * be one Redis key), without braces (they would change the hash tag). Core's keys are hex.
+ * be one Redis key), without braces (they would change the hash tag), at most
+ * {@link MAX_STORAGE_KEY_LENGTH} UTF-16 code units. Core's keys are hex.
  */
 export const checkStorageKey = (storageKey: unknown): string =>
-  checkStoreString('A storage key', storageKey, { extra: noBraces });
+  checkStoreString('A storage key', storageKey, {
+    extra: noBraces,
+    maxLength: MAX_STORAGE_KEY_LENGTH,
+  });
 
 /**
  * Longest `keyPrefix`, in UTF-16 code units (`string.length`: an emoji counts two). Every record key and fence memory key carries it, so

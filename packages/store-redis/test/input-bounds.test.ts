@@ -167,5 +167,34 @@ for (const target of targets) {
       // Empty is a fingerprint (core sends '' when a request has none).
       expect(await store.acquire({ ...base, fingerprint: '' })).toMatchObject({ kind: 'acquired' });
     });
+
+    it('refuses a storage key or owner over 1024 code units (a 2 MiB one was written), as PostgreSQL and DynamoDB do', async () => {
+      fresh();
+      const base = { fingerprint: 'fp', leaseMs: 30_000, retentionMs: 60_000 };
+      for (const long of ['k'.repeat(1025), 'k'.repeat(2 * 1024 * 1024)]) {
+        await invalid(store.acquire({ ...base, key: long, owner: owner() }));
+        await invalid(store.acquire({ ...base, key: 'k', owner: long }));
+        await invalid(
+          store.complete({ key: 'k', owner: long, outcome: new Uint8Array(1), retentionMs: 1 }),
+        );
+        await invalid(store.release({ key: 'k', owner: long, retentionMs: 1 }));
+        await invalid(store.extend({ key: 'k', owner: long, leaseMs: 1, retentionMs: 1 }));
+      }
+      expect(await raw.exists(store.redisKey('k'))).toBe(0);
+      expect(await raw.keys(`${prefix}*`)).toEqual([]);
+      // At the limit both are taken.
+      const edge = 'e'.repeat(1024);
+      expect(await store.acquire({ ...base, key: edge, owner: edge })).toMatchObject({
+        kind: 'acquired',
+      });
+      expect(
+        await store.complete({
+          key: edge,
+          owner: edge,
+          outcome: new Uint8Array(1),
+          retentionMs: 1,
+        }),
+      ).toEqual({ ok: true });
+    });
   });
 }

@@ -1,0 +1,169 @@
+import assert from 'node:assert/strict';
+import { isIdemError } from '@idem/core';
+import {
+  acquireInput,
+  assertAcquired,
+  bytes,
+  type ContractCheck,
+  expectRecord,
+  RETENTION_MS,
+  readBoth,
+} from './checks-records.js';
+import type { Harness } from './harness.js';
+
+/**
+ * Longest storage key and owner token a store may accept, in UTF-16 code units (store
+ * contract, "Bad input"). Core's keys are 64 characters and its owners 36; each store's own
+ * limit lies between (memory 1024, Redis 1024, PostgreSQL 512 with the prefix and 256 for an
+ * owner, DynamoDB 1024 UTF-8 bytes).
+ */
+export const MAX_ACCEPTED_STRING_LENGTH = 4_096;
+
+/** Strings past the bound: one code unit over it, and 2 MiB (the review's case). */
+const OVERSIZED = [MAX_ACCEPTED_STRING_LENGTH + 1, 2 * 1024 * 1024];
+
+/** Expects `call` to fail with `INVALID_INPUT` (thrown or rejected), before anything is written. */
+async function expectInvalid(call: () => unknown, what: string): Promise<void> {
+  await assert.rejects(
+    async () => call(),
+    (error: unknown) => {
+      assert.ok(
+        isIdemError(error) && error.code === 'INVALID_INPUT',
+        `${what}: expected InvalidInputError (code INVALID_INPUT), got ${String(error)}`,
+      );
+      return true;
+    },
+    `${what}: expected InvalidInputError, the call succeeded`,
+  );
+}
+
+/** Integer deadlines; with the injectable clock, exactly `now + ceil(duration)`. */
+function assertWholeMs(value: number, what: string, expected?: number): void {
+  assert.ok(Number.isInteger(value), `${what} must be a whole ms, got ${value}`);
+  if (expected !== undefined) assert.equal(value, expected, `${what}: durations rounded up`);
+}
+
+const exactNow = (h: Harness): number | undefined =>
+  h.time.kind === 'injectable' ? h.time.clock.now() : undefined;
+
+/** Bad input handed to the store interface directly, as a user or a contributed adapter can. */
+export const inputChecks: ContractCheck[] = [
+  {
+    group: 'bad input',
+    name: `a storage key or owner longer than ${MAX_ACCEPTED_STRING_LENGTH} UTF-16 code units (and one of 2 MiB) is refused with InvalidInputError by acquire, complete, release and extend, writing nothing`,
+    async run(h) {
+      const key = h.newKey();
+      const held = acquireInput(h, key);
+      assertAcquired(await h.store.acquire(held));
+      const retentionMs = RETENTION_MS;
+      for (const length of OVERSIZED) {
+        const long = 'k'.repeat(length);
+        const what = (call: string, field: string) => `${call} with a ${length}-unit ${field}`;
+        await expectInvalid(
+          () => h.store.acquire(acquireInput(h, long)),
+          what('acquire', 'storage key'),
+        );
+        await expectInvalid(
+          () => h.store.acquire(acquireInput(h, key, { owner: long })),
+          what('acquire', 'owner'),
+        );
+        for (const [field, input] of [
+          ['storage key', { key: long, owner: held.owner }],
+          ['owner', { key, owner: long }],
+        ] as const) {
+          await expectInvalid(
+            () => h.store.complete({ ...input, outcome: bytes('x'), retentionMs }),
+            what('complete', field),
+          );
+          await expectInvalid(
+            () => h.store.release({ ...input, retentionMs }),
+            what('release', field),
+          );
+          await expectInvalid(
+            () => h.store.extend({ ...input, leaseMs: h.time.leaseMs, retentionMs }),
+            what('extend', field),
+          );
+        }
+      }
+      // The held record is untouched, and its owner still completes it.
+      await expectRecord(h, key, { status: 'in_progress', owner: held.owner, fence: 1 });
+      const outcome = bytes('done');
+      const done = await h.store.complete({ key, owner: held.owner, outcome, retentionMs });
+      assert.deepEqual(done, { ok: true });
+      await expectRecord(h, key, { status: 'completed', owner: held.owner, fence: 1, outcome });
+    },
+  },
+  {
+    group: 'bad input',
+    name: 'fractional durations are rounded up to whole ms: acquire, extend, complete and release store integer deadlines',
+    async run(h) {
+      const key = h.newKey();
+      const leaseMs = h.time.leaseMs + 0.25;
+      const input = acquireInput(h, key, { leaseMs, retentionMs: RETENTION_MS + 0.5 });
+      const at = exactNow(h);
+      const acquired = assertAcquired(await h.store.acquire(input));
+      const lease = at === undefined ? undefined : at + h.time.leaseMs + 1;
+      assertWholeMs(acquired.leaseUntil, 'acquire: leaseUntil', lease);
+      let record = await readBoth(h, key);
+      assert.ok(record, 'the acquired record');
+      assertWholeMs(record.leaseUntil, 'acquire: stored leaseUntil', lease);
+      assertWholeMs(record.expiresAt, 'acquire: expiresAt', record.leaseUntil + RETENTION_MS + 1);
+
+      // A retention under 1 ms is 1 ms, not 0.
+      const extended = await h.store.extend({
+        key,
+        owner: input.owner,
+        leaseMs: h.time.leaseMs + 1.5,
+        retentionMs: 0.25,
+      });
+      assert.equal(extended.ok, true, 'extend by the owner');
+      if (extended.ok && extended.leaseUntil !== undefined)
+        assertWholeMs(extended.leaseUntil, 'extend: answered leaseUntil');
+      record = await readBoth(h, key);
+      assert.ok(record, 'the extended record');
+      const at2 = exactNow(h);
+      assertWholeMs(
+        record.leaseUntil,
+        'extend: leaseUntil',
+        at2 === undefined ? undefined : at2 + h.time.leaseMs + 2,
+      );
+      assertWholeMs(record.expiresAt, 'extend: expiresAt');
+      assert.ok(record.expiresAt >= record.leaseUntil + 1, 'extend: retention 0.25 ms is 1 ms');
+
+      const outcome = bytes('done');
+      const retentionMs = RETENTION_MS + 0.125;
+      const at3 = exactNow(h);
+      assert.deepEqual(await h.store.complete({ key, owner: input.owner, outcome, retentionMs }), {
+        ok: true,
+      });
+      record = await expectRecord(h, key, {
+        status: 'completed',
+        owner: input.owner,
+        fence: 1,
+        outcome,
+      });
+      assertWholeMs(
+        record.expiresAt,
+        'complete: expiresAt',
+        at3 === undefined ? undefined : at3 + RETENTION_MS + 1,
+      );
+
+      const other = h.newKey();
+      const released = acquireInput(h, other);
+      assertAcquired(await h.store.acquire(released));
+      const at4 = exactNow(h);
+      const release = { key: other, owner: released.owner, retentionMs };
+      assert.deepEqual(await h.store.release(release), { ok: true });
+      record = await expectRecord(h, other, {
+        status: 'released',
+        owner: released.owner,
+        fence: 1,
+      });
+      assertWholeMs(
+        record.expiresAt,
+        'release: expiresAt',
+        at4 === undefined ? undefined : at4 + RETENTION_MS + 1,
+      );
+    },
+  },
+];
