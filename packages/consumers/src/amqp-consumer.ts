@@ -300,8 +300,10 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       Math.max(0, deliveredAt + holdLimitMs - performance.now()),
       MAX_TIMER_MS,
     );
-    // Not held on a channel that is gone: the broker has requeued the message already.
-    if (!stopped && !session.ended && holdMs > 0)
+    // Not held on a channel that is gone: the broker has requeued the message already. Nor on
+    // an attempt given up (its time limit) whose consume came through: its channel is closed,
+    // no longer watched (`ended` never set), and the message was held `retryDelayMs` for nothing.
+    if (!stopped && !session.ended && !session.abandoned && holdMs > 0)
       await new Promise<void>((resolve) => {
         const release = () => {
           clearTimeout(timer);
