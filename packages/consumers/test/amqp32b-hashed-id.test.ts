@@ -7,6 +7,7 @@
 import { deriveKey, isValidKey } from '@idem/core';
 import { describe, expect, it } from 'vitest';
 import { type JsMsgLike, jetStreamMessageKey } from '../src/index.js';
+import { spelled } from './spelled.js';
 
 const message = (stream: string, id?: string): JsMsgLike =>
   ({
@@ -23,16 +24,6 @@ const engineKey = (key: string) => (isValidKey(key) ? key : deriveKey(key));
 const MARK = 'Nats-Msg-Id.';
 const LONG = 'x'.repeat(250);
 const PIECES = ['é', LONG, MARK, ':1', 'a'];
-
-function spelled(pieces: string[], most: number): string[] {
-  let last = [''];
-  const all: string[] = [];
-  for (let n = 1; n <= most; n++) {
-    last = last.flatMap((head) => pieces.map((piece) => head + piece));
-    all.push(...last);
-  }
-  return all;
-}
 
 describe('amqp32b: a hashed Nats-Msg-Id never shares a key with a literal one', () => {
   it('the digest of a non-ASCII id, sent as an id, is another key', () => {

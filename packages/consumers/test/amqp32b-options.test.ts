@@ -9,6 +9,7 @@ import { createRedisStore } from '@idem/store-redis';
 import { describe, expect, it } from 'vitest';
 import { type AmqpChannelLike, type AmqpMessageLike, consumeAmqp } from '../src/index.js';
 import { redisBed, uniqueName } from './brokers.js';
+import { until } from './late-store.js';
 
 const bed = redisBed('amqp32b-options');
 const store = () => createRedisStore({ client: bed.redis, keyPrefix: bed.prefix });
@@ -31,15 +32,6 @@ function fakeChannel(consume?: AmqpChannelLike['consume']) {
     },
   };
   return { channel, log, events };
-}
-
-async function until(check: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (check()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  return check();
 }
 
 describe('amqp32b: reconnect options', () => {
