@@ -9,7 +9,12 @@ import {
 } from './amqp-reconnect.js';
 import { type ConsumerLifeOptions, ConsumerLostError, consumerLife } from './consumer-lost.js';
 import { releasedAfterClose, settledThenWritten, settleWithin } from './handler-gate.js';
-import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
+import {
+  type ConsumerOptions,
+  type Disposition,
+  MAX_TIMER_MS,
+  messageProcessor,
+} from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
 
 /** The fields of an amqplib message read here (structurally `ConsumeMessage`). */
@@ -273,6 +278,74 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
   // another message, or make the broker close that channel: unknown delivery tag).
   async function handle(session: Session, message: TMessage, deliveredAt: number): Promise<void> {
     const { channel } = session;
+    // A duplicate held while a run of this consumer holds its key (a redelivery after a
+    // reconnect, its first copy still running on the lost channel) asks the store again as
+    // soon as that run ends: a replay once it is recorded. A few times at most (each after a
+    // local run ended; a key taken over elsewhere meanwhile is held as before).
+    for (let recheck = 0; ; recheck++) {
+      const disposition = await processOnce(session, message, deliveredAt);
+      if (disposition.action === 'ack') return safely(() => channel.ack(message));
+      if (disposition.action === 'reject') return safely(() => channel.nack(message, false, false));
+      // Held unacked for the delay (it keeps its prefetch slot), then requeued; at once when
+      // the consumer stops. Never past a third of consumer_timeout from the delivery (the time
+      // the handler took counts): the broker would close the channel.
+      const holdMs = Math.min(
+        disposition.delayMs,
+        Math.max(0, deliveredAt + holdLimitMs - performance.now()),
+        MAX_TIMER_MS,
+      );
+      // Not held on a channel that is gone: the broker has requeued the message already. Nor on
+      // an attempt given up (its time limit) whose consume came through: its channel is closed,
+      // no longer watched (`ended` never set), and the message was held `retryDelayMs` for nothing.
+      const holdable = () => !stopped && !session.ended && !session.abandoned;
+      if (!holdable() || holdMs <= 0) return safely(() => channel.nack(message, false, true));
+      const localRun = recheck < MAX_LOCAL_RECHECKS ? disposition.localRun : undefined;
+      const ended = await hold(holdMs, localRun);
+      if (ended === undefined || !holdable())
+        return safely(() => channel.nack(message, false, true));
+      if (ended.action === 'ack') continue; // recorded: asked again, answered as a replay
+      // The local run failed (its key released, not recorded): its message is due for another
+      // delivery after its own delay, not after the rest of its lease.
+      const rest = Math.min(
+        ended.action === 'retry' ? ended.delayMs : 0,
+        Math.max(0, deliveredAt + holdLimitMs - performance.now()),
+        MAX_TIMER_MS,
+      );
+      if (rest > 0 && holdable()) await hold(rest, undefined);
+      return safely(() => channel.nack(message, false, true));
+    }
+  }
+
+  /**
+   * Waits `ms`, or until `localRun` settles (answering its disposition), or until released
+   * (stop(), the channel's loss): `undefined` but for the local run's end.
+   */
+  function hold(
+    ms: number,
+    localRun: Promise<Disposition> | undefined,
+  ): Promise<Disposition | undefined> {
+    return new Promise<Disposition | undefined>((resolve) => {
+      const finish = (value: Disposition | undefined) => {
+        clearTimeout(timer);
+        if (!held.delete(release)) return; // already ended
+        resolve(value);
+      };
+      const release = () => finish(undefined);
+      const timer = setTimeout(release, ms);
+      // The open channel keeps the process alive while it can take the nack; once it is
+      // closed (without a stop()), the nack is moot: the broker requeues the message.
+      timer.unref?.();
+      held.add(release);
+      void localRun?.then(finish, release);
+    });
+  }
+
+  /** The processor's disposition of one delivery of `session`. */
+  async function processOnce(
+    session: Session,
+    message: TMessage,
+    deliveredAt: number,
+  ): Promise<Disposition> {
     const stopSignal = stopping.signal.aborted ? raced.signal : stopping.signal;
     // A message of a channel of the consumer's own that is gone (or closed after a cancel) is
     // given back, as at stop(), while it has not reached the store (its key function pending,
@@ -280,41 +353,15 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     // must not find the key taken by this copy, whose ack can never be sent (it was then held
     // a whole lease, and the handler ran for a copy that could not be acked).
     const either = session.gone && eitherAborted(stopSignal, session.gone.signal);
-    let disposition: Awaited<ReturnType<typeof processor.process>>;
     try {
       // A message the store cannot take waits here for it, within the same hold limit.
-      disposition = await processor.process(message, {
+      return await processor.process(message, {
         untilMs: deliveredAt + holdLimitMs,
         signal: either ? either.signal : stopSignal,
       });
     } finally {
       either?.dispose();
     }
-    if (disposition.action === 'ack') return safely(() => channel.ack(message));
-    if (disposition.action === 'reject') return safely(() => channel.nack(message, false, false));
-    // Held unacked for the delay (it keeps its prefetch slot), then requeued; at once when
-    // the consumer stops. Never past a third of consumer_timeout from the delivery (the time
-    // the handler took counts): the broker would close the channel.
-    const holdMs = Math.min(
-      disposition.delayMs,
-      Math.max(0, deliveredAt + holdLimitMs - performance.now()),
-      MAX_TIMER_MS,
-    );
-    // Not held on a channel that is gone: the broker has requeued the message already.
-    if (!stopped && !session.ended && holdMs > 0)
-      await new Promise<void>((resolve) => {
-        const release = () => {
-          clearTimeout(timer);
-          held.delete(release);
-          resolve();
-        };
-        const timer = setTimeout(release, holdMs);
-        // The open channel keeps the process alive while it can take the nack; once it is
-        // closed (without a stop()), the nack is moot: the broker requeues the message.
-        timer.unref?.();
-        held.add(release);
-      });
-    safely(() => channel.nack(message, false, true));
   }
 
   /** One subscription: a channel and the consumer the broker made on it. */
@@ -629,6 +676,9 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     closed: life.closed,
   };
 }
+
+/** How many times a held duplicate asks the store again after a local run of its key ended. */
+const MAX_LOCAL_RECHECKS = 3;
 
 /** The longest stop() waits for the broker to answer the close of a channel of the consumer's own. */
 const CLOSE_WAIT_MS = 5_000;

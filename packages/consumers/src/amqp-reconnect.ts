@@ -14,7 +14,8 @@ export interface AmqpReconnectOptions {
   /**
    * The longest wait between two attempts. The wait starts again at `reconnectDelayMs` only
    * after a channel that lasted at least this long, so a channel the broker closes at once,
-   * every time, is not reopened every `reconnectDelayMs` (a reconnect storm). @default 30_000
+   * every time, is not reopened every `reconnectDelayMs` (a reconnect storm). @default 30_000,
+   * or `reconnectDelayMs` when that is set higher
    */
   reconnectMaxDelayMs?: number;
   /**
@@ -37,22 +38,25 @@ export interface ReconnectPlan {
 const isDuration = (value: unknown): value is number =>
   typeof value === 'number' && Number.isFinite(value) && value > 0 && value <= MAX_TIMER_MS;
 
-export function reconnectPlan({
-  reconnectDelayMs = 1_000,
-  reconnectMaxDelayMs = 30_000,
-  openChannelTimeoutMs = 10_000,
-}: AmqpReconnectOptions): ReconnectPlan {
+export function reconnectPlan(options: AmqpReconnectOptions): ReconnectPlan {
+  const { reconnectDelayMs = 1_000, openChannelTimeoutMs = 10_000 } = options;
+  const given = options.reconnectMaxDelayMs;
   for (const [name, value] of Object.entries({
     reconnectDelayMs,
-    reconnectMaxDelayMs,
+    reconnectMaxDelayMs: given ?? 30_000,
     openChannelTimeoutMs,
   }))
     if (!isDuration(value))
       throw new InvalidInputError(
         `${name} must be a number of ms above 0 and at most ${MAX_TIMER_MS}`,
       );
+  // Not given, the longest wait follows a first wait set above its 30 s default (a
+  // `reconnectDelayMs` of 60 s alone was refused, the error naming an option not set).
+  const reconnectMaxDelayMs = given ?? Math.max(30_000, reconnectDelayMs);
   if (reconnectMaxDelayMs < reconnectDelayMs)
-    throw new InvalidInputError('reconnectMaxDelayMs must be at least reconnectDelayMs');
+    throw new InvalidInputError(
+      `reconnectMaxDelayMs (${reconnectMaxDelayMs}) must be at least reconnectDelayMs (${reconnectDelayMs})`,
+    );
   return {
     delayMs: reconnectDelayMs,
     maxDelayMs: reconnectMaxDelayMs,

@@ -51,7 +51,20 @@ export type MessageStatus = 'processed' | 'replayed' | 'in_progress' | 'failed' 
 /** What to do with the message at the broker. */
 export type Disposition =
   | { action: 'ack'; status: 'processed' | 'replayed'; error?: unknown }
-  | { action: 'retry'; status: 'in_progress' | 'failed'; delayMs: number; error: unknown }
+  | {
+      action: 'retry';
+      status: 'in_progress' | 'failed';
+      delayMs: number;
+      error: unknown;
+      /**
+       * `in_progress` only, when the holder is a run of this same processor (a RabbitMQ
+       * redelivery after a reconnect, while the first copy's handler still runs on the lost
+       * channel): settles with that run's disposition once it ended (its outcome recorded or
+       * not). A consumer that holds the message can ask the store again then, rather than
+       * wait out the holder's whole lease (test/amqp32b-local-holder.test.ts).
+       */
+      localRun?: Promise<Disposition>;
+    }
   | { action: 'reject'; status: 'rejected'; error: unknown };
 
 /** A message's fate, for `onMessage`. */
@@ -220,6 +233,9 @@ export function messageProcessor<TMessage, T>(
   const report = (r: MessageReport<TMessage>) => callListener(onMessage, r);
   const { maxHoldMs } = engine.settings;
   const gates = new HandlerGates();
+  // The runs of this processor whose handler started and has not ended, by scope and key:
+  // a duplicate of one (told `in_progress`) is told when it ends (see Disposition.localRun).
+  const localRuns = new Map<string, Promise<Disposition>>();
   // A message in its store-outage wait is given back at close() too (see acrossStoreOutage).
   const onGatesClose = (wake: () => void) => gates.onClose(wake);
   async function process(message: TMessage, bounds: ProcessBounds = {}): Promise<Disposition> {
@@ -359,12 +375,56 @@ export function messageProcessor<TMessage, T>(
       scope: scope ?? broker.defaultScope(message),
       fingerprint: part === undefined ? '' : fingerprint({ body: part }),
     };
-    return acrossStoreOutage(() => attempt(message, request, gate), retryDelayMs, bounds);
+    const runId = `${canonicalJson(request.scope)}\n${request.key}`;
+    return acrossStoreOutage(() => tracked(message, request, runId, gate), retryDelayMs, bounds);
+  }
+  /**
+   * One attempt, told to duplicates: a run whose handler starts is listed in `localRuns` until
+   * its disposition is known; a duplicate told `in_progress` while a run of this processor held
+   * the key gets that run (read before asking the store: a run that ends between the store's
+   * answer and here is not missed, its promise already settled).
+   */
+  async function tracked(
+    message: TMessage,
+    request: { key: string; scope: Scope; fingerprint: string },
+    runId: string,
+    gate: MessageGate,
+  ): Promise<Attempt<Disposition>> {
+    const holder = localRuns.get(runId);
+    let settle: ((disposition: Disposition) => void) | undefined;
+    let run: Promise<Disposition> | undefined;
+    const onStart = () => {
+      run = new Promise<Disposition>((resolve) => {
+        settle = resolve;
+      });
+      localRuns.set(runId, run);
+    };
+    let result: Attempt<Disposition> | undefined;
+    try {
+      result = await attempt(message, request, gate, onStart);
+      return result;
+    } finally {
+      if (run !== undefined) {
+        if (localRuns.get(runId) === run) localRuns.delete(runId);
+        settle?.(
+          result?.disposition ?? {
+            action: 'retry',
+            status: 'failed',
+            delayMs: retryDelayMs,
+            error: undefined,
+          },
+        );
+      }
+      const disposition = result?.disposition;
+      if (holder !== undefined && disposition?.status === 'in_progress' && run === undefined)
+        disposition.localRun = holder;
+    }
   }
   async function attempt(
     message: TMessage,
     request: { key: string; scope: Scope; fingerprint: string },
     gate: MessageGate,
+    onStart: () => void,
   ): Promise<Attempt<Disposition>> {
     const done = (disposition: Disposition): Attempt<Disposition> => ({
       disposition,
@@ -392,6 +452,7 @@ export function messageProcessor<TMessage, T>(
           }
           gate.started();
           ranHere = true;
+          onStart();
           try {
             return await handler(message, ctx);
           } catch (error) {

@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { InvalidInputError, type Scope } from '@idem/core';
+import { deriveKey, InvalidInputError, isValidKey, type Scope } from '@idem/core';
 import { checkStopTimeout, type IdempotentConsumer } from './amqp-consumer.js';
 import { type ConsumerLifeOptions, ConsumerLostError, consumerLife } from './consumer-lost.js';
 import { releasedAfterClose, settledThenWritten, settleWithin } from './handler-gate.js';
@@ -265,7 +265,9 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
  *
  * The two kinds never meet: a `Nats-Msg-Id` spelled like a fallback key (`<anything>:<digits>:<digits>`,
  * or `<this stream>:<digits>`), or one that starts with `Nats-Msg-Id.`, is keyed as
- * `Nats-Msg-Id.<id>` (hashed when that is longer than 255 characters). The mark ends with a
+ * `Nats-Msg-Id.<id>`; an id that is no key string (longer than 255 characters, or not printable
+ * ASCII, marked or not) is keyed `Nats-Msg-Id.<its digest>`, never the bare digest a
+ * publisher could send as an id. The mark ends with a
  * `.`, which no stream name holds, so no fallback key starts with it (with `Nats-Msg-Id:` a
  * stream named `Nats-Msg-Id:a` had fallback keys spelled like marked ids). Before, such an id was
  * the key as it is, and one message's recorded outcome answered another's delivery (the
@@ -275,7 +277,15 @@ export interface JetStreamConsumerOptions<TMessage extends JsMsgLike, T>
 export const jetStreamMessageKey = (message: JsMsgLike): string => {
   const { stream, streamSequence, timestampNanos } = message.info;
   const id = message.headers?.get('Nats-Msg-Id');
-  if (id) return spelledLikeFallback(id, stream) ? `${MSG_ID_MARK}${id}` : id;
+  if (id) {
+    const key = spelledLikeFallback(id, stream) ? `${MSG_ID_MARK}${id}` : id;
+    // An id that is no key string (longer than 255 characters, not printable ASCII) is hashed
+    // here, marked: hashed unmarked (by the processor, as any other value), its digest was a
+    // literal id another publisher could send, and the two messages shared a key
+    // (test/amqp32b-hashed-id.test.ts). A marked digest holds no ':' and does not start with
+    // the mark: no marked literal id is spelled like it.
+    return isValidKey(key) ? key : `${MSG_ID_MARK}${deriveKey(id)}`;
+  }
   return typeof timestampNanos === 'number' && Number.isFinite(timestampNanos)
     ? `${stream}:${streamSequence}:${timestampNanos}`
     : `${stream}:${streamSequence}`;

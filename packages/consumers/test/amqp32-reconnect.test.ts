@@ -109,8 +109,9 @@ describe('amqp32: the RabbitMQ consumer reopens its channel by itself, exactly o
       expect(types()).toEqual(['lost', 'resumed']);
       expect(runs).toBe(1);
       finish();
-      // The first run is recorded (its ack is lost with the old channel); the redelivery, back
-      // once the lease it met has passed, is answered from the store.
+      // The first run is recorded (its ack is lost with the old channel); the redelivery, held
+      // behind that run of the same consumer, asks again once it ended (amqp32b; before, once
+      // the lease it met had passed), and is answered from the store.
       expect(await until(() => reports.some((r) => r.status === 'replayed'), 15_000)).toBe(true);
       expect(runs).toBe(1);
       expect(mostAtOnce).toBe(1);

@@ -9,6 +9,7 @@
 // pieces that matter (exhaustively: fast-check is not a dependency of this package).
 import { describe, expect, it } from 'vitest';
 import { type JsMsgLike, jetStreamMessageKey } from '../src/index.js';
+import { spelled } from './spelled.js';
 
 const message = (stream: string, seq: number, timestampNanos: number, id?: string): JsMsgLike =>
   ({
@@ -18,17 +19,6 @@ const message = (stream: string, seq: number, timestampNanos: number, id?: strin
     headers:
       id === undefined ? undefined : { get: (name: string) => (name === 'Nats-Msg-Id' ? id : '') },
   }) as unknown as JsMsgLike;
-
-/** Every string of 1..`most` pieces. */
-function spelled(pieces: string[], most: number): string[] {
-  let last = [''];
-  const all: string[] = [];
-  for (let n = 1; n <= most; n++) {
-    last = last.flatMap((head) => pieces.map((piece) => head + piece));
-    all.push(...last);
-  }
-  return all;
-}
 
 const PIECES = ['Nats-Msg-Id', ':', '.', '1', 'a'];
 // Stream names hold no '.' (nor whitespace, '*', '>', '/', '\\').
