@@ -14,6 +14,7 @@ export type Bug =
   | 'none'
   | 'unbounded-strings'
   | 'fractional-deadlines'
+  | 'fractional-redelivery'
   | 'complete-ignores-owner'
   | 'release-ignores-owner'
   | 'check-then-set-acquire'
@@ -145,8 +146,10 @@ export function createNaiveStore(
       if (mine && bug !== 'acquire-redelivery-new-fence' && bug !== 'acquire-redelivery-found') {
         // A redelivered acquire: the caller's own acquisition, lease renewed, fence kept.
         if (bug !== 'acquire-redelivery-keeps-lease') {
-          found.leaseUntil = now + whole(input.leaseMs);
-          found.expiresAt = Math.max(found.expiresAt, found.leaseUntil + whole(input.retentionMs));
+          // 'fractional-redelivery': rounds a first acquire's durations, not a redelivered one's.
+          const renew = bug === 'fractional-redelivery' ? (ms: number) => ms : whole;
+          found.leaseUntil = now + renew(input.leaseMs);
+          found.expiresAt = Math.max(found.expiresAt, found.leaseUntil + renew(input.retentionMs));
         }
         return {
           kind: 'acquired',
