@@ -19,8 +19,16 @@ import type { Harness } from './harness.js';
  */
 export const MAX_ACCEPTED_STRING_LENGTH = 4_096;
 
-/** Strings past the bound: one code unit over it, and 2 MiB (the review's case). */
-const OVERSIZED = [MAX_ACCEPTED_STRING_LENGTH + 1, 2 * 1024 * 1024];
+/**
+ * Strings past the bound: one code unit over it; one of astral characters, 4098 code units but
+ * 2049 code points (a limit counted in characters, as PostgreSQL's varchar counts, would take
+ * it); and 2 MiB (the review's case).
+ */
+const OVERSIZED = [
+  'k'.repeat(MAX_ACCEPTED_STRING_LENGTH + 1),
+  '\u{1F600}'.repeat(MAX_ACCEPTED_STRING_LENGTH / 2 + 1),
+  'k'.repeat(2 * 1024 * 1024),
+];
 
 /** Expects `call` to fail with `INVALID_INPUT` (thrown or rejected), before anything is written. */
 async function expectInvalid(call: () => unknown, what: string): Promise<void> {
@@ -56,8 +64,8 @@ export const inputChecks: ContractCheck[] = [
       const held = acquireInput(h, key);
       assertAcquired(await h.store.acquire(held));
       const retentionMs = RETENTION_MS;
-      for (const length of OVERSIZED) {
-        const long = 'k'.repeat(length);
+      for (const long of OVERSIZED) {
+        const length = long.length;
         const what = (call: string, field: string) => `${call} with a ${length}-unit ${field}`;
         await expectInvalid(
           () => h.store.acquire(acquireInput(h, long)),

@@ -15,6 +15,7 @@ export type Bug =
   | 'unbounded-strings'
   | 'fractional-deadlines'
   | 'fractional-redelivery'
+  | 'code-point-limit'
   | 'complete-ignores-owner'
   | 'release-ignores-owner'
   | 'check-then-set-acquire'
@@ -59,6 +60,12 @@ export function createNaiveStore(
   const whole = (ms: number) => (bug === 'fractional-deadlines' ? ms : Math.ceil(ms));
   const bounded = (input: { key: string; owner: string }) => {
     if (bug === 'unbounded-strings') return;
+    if (bug === 'code-point-limit') {
+      // 4096 characters (code points), not code units: 2049 astral characters pass.
+      if ([...input.key].length > 4096 || [...input.owner].length > 4096)
+        throw new InvalidInputError('A storage key or owner must be at most 4096 characters');
+      return;
+    }
     if (input.key.length > 1024 || input.owner.length > 1024)
       throw new InvalidInputError('A storage key or owner must be at most 1024 characters');
   };

@@ -14,3 +14,13 @@ describe('the rounding check covers a redelivered acquire', () => {
     expect(await failingChecks('none')).toEqual([]);
   });
 });
+
+// rev32h: the length check sent only 'k' strings, so a limit counted in characters (code
+// points, as PostgreSQL's varchar counts) of 4096 met it while taking 8 KiB of code units.
+describe('the length check counts UTF-16 code units', () => {
+  it('a store limiting keys and owners to 4096 code points fails the length check only', async () => {
+    const failed = await failingChecks('code-point-limit');
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatch(/storage key or owner longer than 4096/);
+  });
+});
