@@ -19,8 +19,16 @@ import type { Harness } from './harness.js';
  */
 export const MAX_ACCEPTED_STRING_LENGTH = 4_096;
 
-/** Strings past the bound: one code unit over it, and 2 MiB (the review's case). */
-const OVERSIZED = [MAX_ACCEPTED_STRING_LENGTH + 1, 2 * 1024 * 1024];
+/**
+ * Strings past the bound: one code unit over it; one of astral characters, 4098 code units but
+ * 2049 code points (a limit counted in characters, as PostgreSQL's varchar counts, would take
+ * it); and 2 MiB (the review's case).
+ */
+const OVERSIZED = [
+  'k'.repeat(MAX_ACCEPTED_STRING_LENGTH + 1),
+  '\u{1F600}'.repeat(MAX_ACCEPTED_STRING_LENGTH / 2 + 1),
+  'k'.repeat(2 * 1024 * 1024),
+];
 
 /** Expects `call` to fail with `INVALID_INPUT` (thrown or rejected), before anything is written. */
 async function expectInvalid(call: () => unknown, what: string): Promise<void> {
@@ -56,8 +64,8 @@ export const inputChecks: ContractCheck[] = [
       const held = acquireInput(h, key);
       assertAcquired(await h.store.acquire(held));
       const retentionMs = RETENTION_MS;
-      for (const length of OVERSIZED) {
-        const long = 'k'.repeat(length);
+      for (const long of OVERSIZED) {
+        const length = long.length;
         const what = (call: string, field: string) => `${call} with a ${length}-unit ${field}`;
         await expectInvalid(
           () => h.store.acquire(acquireInput(h, long)),
@@ -95,7 +103,7 @@ export const inputChecks: ContractCheck[] = [
   },
   {
     group: 'bad input',
-    name: 'fractional durations are rounded up to whole ms: acquire, extend, complete and release store integer deadlines',
+    name: 'fractional durations are rounded up to whole ms: acquire (a redelivered one and a takeover too), extend, complete and release store integer deadlines',
     async run(h) {
       const key = h.newKey();
       const leaseMs = h.time.leaseMs + 0.25;
@@ -108,6 +116,16 @@ export const inputChecks: ContractCheck[] = [
       assert.ok(record, 'the acquired record');
       assertWholeMs(record.leaseUntil, 'acquire: stored leaseUntil', lease);
       assertWholeMs(record.expiresAt, 'acquire: expiresAt', record.leaseUntil + RETENTION_MS + 1);
+
+      // A redelivered acquire (same owner) renews the lease by its own path: rounded too.
+      const again = assertAcquired(await h.store.acquire(input));
+      const at1 = exactNow(h);
+      const relet = at1 === undefined ? undefined : at1 + h.time.leaseMs + 1;
+      assertWholeMs(again.leaseUntil, 'redelivered acquire: leaseUntil', relet);
+      record = await readBoth(h, key);
+      assert.ok(record, 'the re-acquired record');
+      assertWholeMs(record.leaseUntil, 'redelivered acquire: stored leaseUntil', relet);
+      assertWholeMs(record.expiresAt, 'redelivered acquire: expiresAt');
 
       // A retention under 1 ms is 1 ms, not 0.
       const extended = await h.store.extend({
@@ -151,6 +169,21 @@ export const inputChecks: ContractCheck[] = [
       const other = h.newKey();
       const released = acquireInput(h, other);
       assertAcquired(await h.store.acquire(released));
+
+      // A takeover of a lapsed lease writes the new owner's deadlines by its own path.
+      const lapsed = h.newKey();
+      assertAcquired(await h.store.acquire(acquireInput(h, lapsed)));
+      await h.time.advance(h.time.leaseMs + h.time.toleranceMs + 10);
+      const taker = acquireInput(h, lapsed, { leaseMs, retentionMs: RETENTION_MS + 0.5 });
+      const at5 = exactNow(h);
+      const taken = assertAcquired(await h.store.acquire(taker));
+      assert.equal(taken.takeover, true, 'takeover: the lapsed lease is taken over');
+      const retaken = at5 === undefined ? undefined : at5 + h.time.leaseMs + 1;
+      assertWholeMs(taken.leaseUntil, 'takeover: leaseUntil', retaken);
+      record = await readBoth(h, lapsed);
+      assert.ok(record, 'the taken-over record');
+      assertWholeMs(record.leaseUntil, 'takeover: stored leaseUntil', retaken);
+      assertWholeMs(record.expiresAt, 'takeover: expiresAt', record.leaseUntil + RETENTION_MS + 1);
       const at4 = exactNow(h);
       const release = { key: other, owner: released.owner, retentionMs };
       assert.deepEqual(await h.store.release(release), { ok: true });

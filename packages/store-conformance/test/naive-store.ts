@@ -14,6 +14,8 @@ export type Bug =
   | 'none'
   | 'unbounded-strings'
   | 'fractional-deadlines'
+  | 'fractional-redelivery'
+  | 'code-point-limit'
   | 'complete-ignores-owner'
   | 'release-ignores-owner'
   | 'check-then-set-acquire'
@@ -58,6 +60,12 @@ export function createNaiveStore(
   const whole = (ms: number) => (bug === 'fractional-deadlines' ? ms : Math.ceil(ms));
   const bounded = (input: { key: string; owner: string }) => {
     if (bug === 'unbounded-strings') return;
+    if (bug === 'code-point-limit') {
+      // 4096 characters (code points), not code units: 2049 astral characters pass.
+      if ([...input.key].length > 4096 || [...input.owner].length > 4096)
+        throw new InvalidInputError('A storage key or owner must be at most 4096 characters');
+      return;
+    }
     if (input.key.length > 1024 || input.owner.length > 1024)
       throw new InvalidInputError('A storage key or owner must be at most 1024 characters');
   };
@@ -145,8 +153,10 @@ export function createNaiveStore(
       if (mine && bug !== 'acquire-redelivery-new-fence' && bug !== 'acquire-redelivery-found') {
         // A redelivered acquire: the caller's own acquisition, lease renewed, fence kept.
         if (bug !== 'acquire-redelivery-keeps-lease') {
-          found.leaseUntil = now + whole(input.leaseMs);
-          found.expiresAt = Math.max(found.expiresAt, found.leaseUntil + whole(input.retentionMs));
+          // 'fractional-redelivery': rounds a first acquire's durations, not a redelivered one's.
+          const renew = bug === 'fractional-redelivery' ? (ms: number) => ms : whole;
+          found.leaseUntil = now + renew(input.leaseMs);
+          found.expiresAt = Math.max(found.expiresAt, found.leaseUntil + renew(input.retentionMs));
         }
         return {
           kind: 'acquired',

@@ -1,24 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { inputChecks } from '../src/checks-input.js';
-import { type ConformanceOptions, withHarness } from '../src/index.js';
-import { type Bug, createNaiveStore } from './naive-store.js';
-
-const options = (bug: Bug): ConformanceOptions => ({
-  clock: 'injectable',
-  createStore: ({ clock }) => createNaiveStore(bug, clock),
-});
-
-async function failingChecks(bug: Bug): Promise<string[]> {
-  const failed: string[] = [];
-  for (const check of inputChecks) {
-    try {
-      await withHarness(options(bug), (h) => check.run(h));
-    } catch {
-      failed.push(check.name);
-    }
-  }
-  return failed;
-}
+import { failingChecks } from './bad-input-runs.js';
 
 // The "bad input" checks: the reference store passes them; a store that takes a 2 MiB key or
 // owner, or writes fractional deadlines (store-redis and store-dynamodb before storesmall32),
