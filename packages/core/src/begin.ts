@@ -179,9 +179,10 @@ export function createBegin<T>(
     const { wait } = settings;
     if (typeof request !== 'object' || request === null)
       throw new InvalidInputError('The request must be an object ({ key, scope?, fingerprint? })');
-    if (beginOptions !== undefined && (typeof beginOptions !== 'object' || beginOptions === null))
+    // `null` means the default, as for every option of the library (memory8-attack).
+    if (beginOptions != null && typeof beginOptions !== 'object')
       throw new InvalidInputError('begin(request, options): options must be an object');
-    const signal = beginOptions?.signal;
+    const signal = beginOptions?.signal ?? undefined;
     if (signal !== undefined && !isAbortSignal(signal))
       throw new InvalidInputError('begin(request, { signal }): signal must be an AbortSignal');
     const fingerprint = request.fingerprint ?? '';

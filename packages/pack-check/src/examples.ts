@@ -136,6 +136,8 @@ export const EXAMPLES: ExampleSpec[] = [
     // The same message published twice (a redelivery), then a sentinel: one bill for each.
     epilogue: [
       'const id = "pack-check-" + process.pid + "-" + Date.now();',
+      // A channel of the epilogue's own to publish on (the example's channels are the consumer's).
+      'const channel = await (await connection()).createChannel();',
       'const publish = (messageId: string) => channel.sendToQueue("invoices", Buffer.from(JSON.stringify({ id: messageId, amount: 500 })), { messageId });',
       'const billed = async (messageId: string) => { for (let i = 0; i < 400 && ledger.billsOf(messageId) === 0; i++) await new Promise((r) => setTimeout(r, 50)); };',
       'publish(id);',
@@ -145,7 +147,8 @@ export const EXAMPLES: ExampleSpec[] = [
       'await billed(id + "-sentinel");',
       'await new Promise((r) => setTimeout(r, 300));',
       'await consumer.stop();',
-      'await connection.close();',
+      'await channel.close();',
+      'await (await connecting)?.close();',
       'console.log("pack-check:", ledger.billsOf(id), ledger.billsOf(id + "-sentinel"));',
       "// The store's Redis client is not named in the example: nothing else can close it.",
       'process.exit(0);',
