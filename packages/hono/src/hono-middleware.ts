@@ -313,6 +313,28 @@ function watchOutside(c: Context): () => OutsideVerdict {
   // Nothing to tell off @hono/node-server, nor once something went out already.
   if (!outgoing || sent()) return () => 'inside';
   let failedAfter = false;
+  // A `Response` put on `c.res` after the outside answer went out is the handler's own (a route
+  // that assigns `c.res` itself, as apps/llm-api's does behind its `deliver` middleware, which
+  // answers a 503 early and reads the real answer in the background): readable, so recorded as
+  // usual. Only a handler whose `Response` Hono dropped (`hono/timeout`) leaves the marker.
+  let assignedAfter = false;
+  const resAccessor = accessorOf(c, 'res');
+  let restoreRes: (() => void) | undefined;
+  if (resAccessor?.get && resAccessor.set && !Object.hasOwn(c, 'res')) {
+    const { get, set } = resAccessor;
+    Object.defineProperty(c, 'res', {
+      configurable: true,
+      enumerable: false,
+      get() {
+        return get.call(c);
+      },
+      set(response: unknown) {
+        set.call(c, response);
+        if (response !== undefined && sent()) assignedAfter = true;
+      },
+    });
+    restoreRes = () => delete (c as { res?: unknown }).res;
+  }
   const own = Object.getOwnPropertyDescriptor(c, 'error');
   let restore: (() => void) | undefined;
   if (!own || ('value' in own && own.configurable && own.writable)) {
@@ -332,10 +354,21 @@ function watchOutside(c: Context): () => OutsideVerdict {
   }
   return () => {
     restore?.();
+    restoreRes?.();
     // What the handler wrote to the Node response itself, marked so for node-server, is its own.
     if (!sent() || c.res.headers.has(ALREADY_SENT)) return 'inside';
-    return failedAfter ? 'rejected' : 'fulfilled';
+    if (failedAfter) return 'rejected';
+    return assignedAfter ? 'inside' : 'fulfilled';
   };
+}
+
+/** The accessor (getter and setter) `name` of `target`'s prototype chain, if any. */
+function accessorOf(target: object, name: string): PropertyDescriptor | undefined {
+  for (let proto = Object.getPrototypeOf(target); proto; proto = Object.getPrototypeOf(proto)) {
+    const found = Object.getOwnPropertyDescriptor(proto, name);
+    if (found) return 'get' in found ? found : undefined;
+  }
+  return undefined;
 }
 
 /** Headers of the placeholder `c.res` an answer never takes: they describe that empty body. */
