@@ -167,8 +167,6 @@ const HONO_HELPER_WARNING =
 /** What the middleware reads of @hono/node-server's Node response (`c.env.outgoing`). */
 interface NodeOutgoing {
   destroyed?: boolean;
-  /** The status of the head it sent (or will send). */
-  statusCode?: number;
   writableFinished?: boolean;
   writableEnded?: boolean;
   headersSent?: boolean;
@@ -332,16 +330,7 @@ function watchOutside(c: Context): () => OutsideVerdict {
       },
       set(response: unknown) {
         set.call(c, response);
-        // Of another status than the answer that went out: a middleware inside this one that
-        // rewraps `c.res` after `next()` (compression, an ETag) over `hono/timeout`'s 504 puts
-        // that 504 back, not the handler's answer (a handler answering the very status of the
-        // outside answer is marked: never a second run).
-        if (
-          response !== undefined &&
-          sent() &&
-          (response as { status?: unknown }).status !== outgoing.statusCode
-        )
-          assignedAfter = true;
+        if (response !== undefined && sent()) assignedAfter = true;
       },
     });
     restoreRes = () => delete (c as { res?: unknown }).res;
