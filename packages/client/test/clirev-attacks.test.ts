@@ -1,3 +1,4 @@
+import { unhandledRejections } from '@idem/test-ledger/unhandled';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   createIdempotentFetch,
@@ -402,11 +403,8 @@ describe('clirev: hooks and options', () => {
   // r.catch(() => {})` (or `Promise.resolve(r).catch(...)` for thenables).
   it('an async onAttempt hook that rejects does not cause an unhandled rejection', async () => {
     const h = await startHarness();
-    const unhandled: unknown[] = [];
-    const saved = process.listeners('unhandledRejection');
-    process.removeAllListeners('unhandledRejection');
-    const mine = (reason: unknown) => unhandled.push(reason);
-    process.on('unhandledRejection', mine);
+    const rejections = unhandledRejections();
+    rejections.start();
     try {
       const idemFetch = createIdempotentFetch({
         onAttempt: (async () => {
@@ -417,10 +415,9 @@ describe('clirev: hooks and options', () => {
       expect(response.status).toBe(201);
       await new Promise((resolve) => setTimeout(resolve, 50));
     } finally {
-      process.off('unhandledRejection', mine);
-      for (const l of saved) process.on('unhandledRejection', l as (r: unknown) => void);
+      rejections.stop();
     }
-    expect(unhandled).toEqual([]);
+    expect(rejections.seen).toEqual([]);
   });
 
   // FINDING (LOW; fixed: resolveFetchOptions refuses with a RangeError naming the option and its

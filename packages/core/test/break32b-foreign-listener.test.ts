@@ -4,6 +4,7 @@
 // rejects left one unhandled rejection per event: by default Node ends the process on the
 // first one, so a logging bug brought the server down (the README: "rejections are ignored").
 import vm from 'node:vm';
+import { unhandledRejections } from '@idem/test-ledger/unhandled';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createIdempotency } from '../src/index.js';
 import { FakeStore } from './support/fake-store.js';
@@ -11,21 +12,10 @@ import { FakeStore } from './support/fake-store.js';
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('break32b: an onEvent listener answering a foreign promise', () => {
-  const unhandled: unknown[] = [];
-  const onUnhandled = (reason: unknown) => unhandled.push(reason);
-  let others: NodeJS.UnhandledRejectionListener[] = [];
-  beforeEach(() => {
-    unhandled.length = 0;
-    // Only this test's listener, so that the old source's rejections are counted here rather
-    // than reported by the runner for the whole file.
-    others = process.listeners('unhandledRejection');
-    process.removeAllListeners('unhandledRejection');
-    process.on('unhandledRejection', onUnhandled);
-  });
-  afterEach(() => {
-    process.off('unhandledRejection', onUnhandled);
-    for (const listener of others) process.on('unhandledRejection', listener);
-  });
+  // Only this file's listener, so that the old source's rejections are counted here.
+  const rejections = unhandledRejections();
+  beforeEach(rejections.start);
+  afterEach(rejections.stop);
 
   it('an async listener from another realm that rejects: no unhandled rejection, the execute answers', async () => {
     const listener = vm.runInContext(
@@ -36,7 +26,7 @@ describe('break32b: an onEvent listener answering a foreign promise', () => {
     const result = await idem.execute({ key: 'k', scope: 's' }, async () => 1);
     expect(result).toEqual({ value: 1, replayed: false });
     await sleep(50);
-    expect(unhandled).toEqual([]);
+    expect(rejections.seen).toEqual([]);
   });
 
   it('a listener answering a thenable that rejects, or whose then throws: ignored too', async () => {
@@ -64,7 +54,7 @@ describe('break32b: an onEvent listener answering a foreign promise', () => {
       replayed: false,
     });
     await sleep(50);
-    expect(unhandled).toEqual([]);
+    expect(rejections.seen).toEqual([]);
     expect(subscribed).toBeGreaterThan(0);
   });
 });

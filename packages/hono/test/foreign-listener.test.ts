@@ -5,26 +5,17 @@
 // is ignored, and the answer is unchanged.
 import vm from 'node:vm';
 import { createMemoryStore } from '@idem/store-memory';
+import { unhandledRejections } from '@idem/test-ledger/unhandled';
 import { Hono } from 'hono';
 import { streamText } from 'hono/streaming';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
 
 describe('@idem/hono: an onWarning answering a foreign promise', () => {
-  const unhandled: unknown[] = [];
-  const onUnhandled = (reason: unknown) => unhandled.push(reason);
-  let others: NodeJS.UnhandledRejectionListener[] = [];
-  beforeEach(() => {
-    unhandled.length = 0;
-    // Only this file's listener, so that the old source's rejection is counted here.
-    others = process.listeners('unhandledRejection');
-    process.removeAllListeners('unhandledRejection');
-    process.on('unhandledRejection', onUnhandled);
-  });
-  afterEach(() => {
-    process.off('unhandledRejection', onUnhandled);
-    for (const listener of others) process.on('unhandledRejection', listener);
-  });
+  // Only this file's listener, so that the old source's rejections are counted here.
+  const rejections = unhandledRejections();
+  beforeEach(rejections.start);
+  afterEach(rejections.stop);
 
   it('the helper warning to an async listener from a vm context: answered, replayed, nothing unhandled', async () => {
     const foreign = vm.runInContext(
@@ -59,6 +50,6 @@ describe('@idem/hono: an onWarning answering a foreign promise', () => {
     expect(runs).toBe(1);
     expect(warnings).toHaveLength(1);
     await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(unhandled).toEqual([]);
+    expect(rejections.seen).toEqual([]);
   });
 });

@@ -5,24 +5,15 @@
 // process on the first one. A thenable whose `then` throws is ignored too.
 import vm from 'node:vm';
 import { createMemoryStore } from '@idem/store-memory';
+import { unhandledRejections } from '@idem/test-ledger/unhandled';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createIdempotencyHandler, PROBLEM_TYPES } from '../src/index.js';
 
 describe('an onWarning answering a foreign promise or a broken thenable', () => {
-  const unhandled: unknown[] = [];
-  const onUnhandled = (reason: unknown) => unhandled.push(reason);
-  let others: NodeJS.UnhandledRejectionListener[] = [];
-  beforeEach(() => {
-    unhandled.length = 0;
-    // Only this file's listener, so that the old source's rejections are counted here.
-    others = process.listeners('unhandledRejection');
-    process.removeAllListeners('unhandledRejection');
-    process.on('unhandledRejection', onUnhandled);
-  });
-  afterEach(() => {
-    process.off('unhandledRejection', onUnhandled);
-    for (const listener of others) process.on('unhandledRejection', listener);
-  });
+  // Only this file's listener, so that the old source's rejections are counted here.
+  const rejections = unhandledRejections();
+  beforeEach(rejections.start);
+  afterEach(rejections.stop);
 
   const listeners: Array<[string, () => unknown]> = [
     [
@@ -71,7 +62,7 @@ describe('an onWarning answering a foreign promise or a broken thenable', () => 
       expect(await answer.json()).toMatchObject({ type: PROBLEM_TYPES.noPrincipal });
       expect(warned).toBeGreaterThan(0);
       await new Promise((resolve) => setTimeout(resolve, 50));
-      expect(unhandled).toEqual([]);
+      expect(rejections.seen).toEqual([]);
     });
   }
 });

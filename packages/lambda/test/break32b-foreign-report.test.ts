@@ -3,6 +3,7 @@
 // `vm` context, a sandbox) that rejects left an unhandled rejection per record, which Lambda's
 // runtime fails the invocation at (the whole batch comes back).
 import vm from 'node:vm';
+import { unhandledRejections } from '@idem/test-ledger/unhandled';
 import type { SQSRecord } from 'aws-lambda';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createMemoryStore } from '../../store-memory/src/index.js';
@@ -10,19 +11,10 @@ import { makeSqsBatchHandler } from '../src/index.js';
 import { fakeContext, sqsRecord } from './lambda-env.js';
 
 describe('break32b: onRecord answering a foreign promise that rejects', () => {
-  const unhandled: unknown[] = [];
-  const onUnhandled = (reason: unknown) => unhandled.push(reason);
-  let others: NodeJS.UnhandledRejectionListener[] = [];
-  beforeEach(() => {
-    unhandled.length = 0;
-    others = process.listeners('unhandledRejection');
-    process.removeAllListeners('unhandledRejection');
-    process.on('unhandledRejection', onUnhandled);
-  });
-  afterEach(() => {
-    process.off('unhandledRejection', onUnhandled);
-    for (const listener of others) process.on('unhandledRejection', listener);
-  });
+  // Only this file's listener, so that the old source's rejections are counted here.
+  const rejections = unhandledRejections();
+  beforeEach(rejections.start);
+  afterEach(rejections.stop);
 
   it('no unhandled rejection; the batch is answered', async () => {
     const onRecord = vm.runInContext(
@@ -36,6 +28,6 @@ describe('break32b: onRecord answering a foreign promise that rejects', () => {
     const event = { Records: [sqsRecord('one'), sqsRecord('two')] };
     expect(await handler(event, fakeContext(10_000))).toEqual({ batchItemFailures: [] });
     await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(unhandled).toEqual([]);
+    expect(rejections.seen).toEqual([]);
   });
 });
