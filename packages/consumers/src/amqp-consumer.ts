@@ -12,6 +12,7 @@ import { releasedAfterClose, settledThenWritten, settleWithin } from './handler-
 import {
   type ConsumerOptions,
   type Disposition,
+  MAX_LOCAL_RECHECKS,
   MAX_TIMER_MS,
   messageProcessor,
 } from './message-outcome.js';
@@ -282,8 +283,13 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     // reconnect, its first copy still running on the lost channel) asks the store again as
     // soon as that run ends: a replay once it is recorded. A few times at most (each after a
     // local run ended; a key taken over elsewhere meanwhile is held as before).
+    // `onMessage` is told once per delivery: a duplicate held for a local run is told when it
+    // is no longer held (its recheck's disposition, or `in_progress` when it goes back), not
+    // `in_progress` and then `replayed` (see processOnce, `report: false`).
     for (let recheck = 0; ; recheck++) {
       const disposition = await processOnce(session, message, deliveredAt);
+      const tell = () => processor.report(message, disposition);
+      if (disposition.action !== 'retry') tell();
       if (disposition.action === 'ack') return safely(() => channel.ack(message));
       if (disposition.action === 'reject') return safely(() => channel.nack(message, false, false));
       // Held unacked for the delay (it keeps its prefetch slot), then requeued; at once when
@@ -298,12 +304,15 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       // an attempt given up (its time limit) whose consume came through: its channel is closed,
       // no longer watched (`ended` never set), and the message was held `retryDelayMs` for nothing.
       const holdable = () => !stopped && !session.ended && !session.abandoned;
-      if (!holdable() || holdMs <= 0) return safely(() => channel.nack(message, false, true));
       const localRun = recheck < MAX_LOCAL_RECHECKS ? disposition.localRun : undefined;
+      const waitsForRun = localRun !== undefined && holdable() && holdMs > 0;
+      if (!waitsForRun) tell();
+      if (!holdable() || holdMs <= 0) return safely(() => channel.nack(message, false, true));
       const ended = await hold(holdMs, localRun);
+      if (ended?.action === 'ack' && holdable()) continue; // recorded: asked again, a replay
+      if (waitsForRun) tell();
       if (ended === undefined || !holdable())
         return safely(() => channel.nack(message, false, true));
-      if (ended.action === 'ack') continue; // recorded: asked again, answered as a replay
       // The local run failed (its key released, not recorded): its message is due for another
       // delivery after its own delay, not after the rest of its lease.
       const rest = Math.min(
@@ -358,6 +367,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       return await processor.process(message, {
         untilMs: deliveredAt + holdLimitMs,
         signal: either ? either.signal : stopSignal,
+        report: false,
       });
     } finally {
       either?.dispose();
@@ -676,9 +686,6 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     closed: life.closed,
   };
 }
-
-/** How many times a held duplicate asks the store again after a local run of its key ended. */
-const MAX_LOCAL_RECHECKS = 3;
 
 /** The longest stop() waits for the broker to answer the close of a channel of the consumer's own. */
 const CLOSE_WAIT_MS = 5_000;
