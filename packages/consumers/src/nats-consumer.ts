@@ -577,6 +577,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     try {
       await pumpMessages(pulled);
     } finally {
+      pulledEnded.add(pulled);
       unwatch();
     }
   }
@@ -646,10 +647,37 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
           life.isLost &&
           ((event.data as { batch?: number } | undefined)?.batch ?? 0) > 0
         )
-          life.resumed(); // nats.js found the consumer again and pulls
+          confirmConsuming(pulled); // nats.js pulls again: does the consumer exist?
       }
     })().catch(() => {});
   }
+
+  // The pull a check of confirmConsuming is under way for (one at a time per pull).
+  let confirming: object | undefined;
+  /**
+   * Tells `resumed` once the consumer is seen to exist again while `pulled` is the pull: a
+   * fresh `consumer.info()` (a call to the server) answers. Before, `resumed` was told as soon
+   * as consume() answered (it answers before its pull request is sent, the consumer there or
+   * not) or nats.js sent a pull request (it sends some right after a `consumer_deleted`): told
+   * while nothing could be received. A message that arrives is proof too (see pumpMessages);
+   * a consumer without `info()` is told resumed by that only.
+   */
+  function confirmConsuming(pulled: ConsumerMessagesLike<TMessage>): void {
+    if (confirming === pulled || typeof consumer.info !== 'function') return;
+    confirming = pulled;
+    void (async () => {
+      try {
+        await consumer.info?.(false);
+        if (!stopped && messages === pulled && !pulledEnded.has(pulled)) life.resumed();
+      } catch {
+        // Not there (yet): nats.js checks again, and its next pull request asks again.
+      } finally {
+        if (confirming === pulled) confirming = undefined;
+      }
+    })();
+  }
+  // The pulls that have ended (a confirmation answered after its pull's end tells nothing).
+  const pulledEnded = new WeakSet<object>();
 
   const loop = (async () => {
     for (let attempt = 0; ; ) {
@@ -693,7 +721,9 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
             stopPulling(messages);
             return;
           }
-          life.resumed();
+          // Not `resumed` yet: nats.js's consume() answers before its pull request is even sent,
+          // whether the consumer exists or not (see confirmConsuming).
+          confirmConsuming(messages);
           break;
         } catch (error) {
           if ((error as { code?: unknown }).code === 'CONNECTION_CLOSED') {
