@@ -59,9 +59,11 @@ export type Disposition =
       /**
        * `in_progress` only, when the holder is a run of this same processor (a RabbitMQ
        * redelivery after a reconnect, while the first copy's handler still runs on the lost
-       * channel): settles with that run's disposition once it ended (its outcome recorded or
+       * channel; a JetStream redelivery at `ack_wait` or a publisher's resend while the first
+       * runs): settles with that run's disposition once it ended (its outcome recorded or
        * not). A consumer that holds the message can ask the store again then, rather than
-       * wait out the holder's whole lease (test/amqp32b-local-holder.test.ts).
+       * wait out the holder's whole lease (test/amqp32b-local-holder.test.ts,
+       * test/consumers33-js-local-run.test.ts).
        */
       localRun?: Promise<Disposition>;
     }
