@@ -8,10 +8,16 @@ import {
   withinLimit,
 } from './amqp-reconnect.js';
 import { type ConsumerLifeOptions, ConsumerLostError, consumerLife } from './consumer-lost.js';
-import { releasedAfterClose, settledThenWritten, settleWithin } from './handler-gate.js';
+import {
+  answerBoundMs,
+  releasedAfterClose,
+  settledThenWritten,
+  settleWithin,
+} from './handler-gate.js';
 import {
   type ConsumerOptions,
   type Disposition,
+  MAX_LOCAL_RECHECKS,
   MAX_TIMER_MS,
   messageProcessor,
 } from './message-outcome.js';
@@ -282,8 +288,13 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     // reconnect, its first copy still running on the lost channel) asks the store again as
     // soon as that run ends: a replay once it is recorded. A few times at most (each after a
     // local run ended; a key taken over elsewhere meanwhile is held as before).
+    // `onMessage` is told once per delivery: a duplicate held for a local run is told when it
+    // is no longer held (its recheck's disposition, or `in_progress` when it goes back), not
+    // `in_progress` and then `replayed` (see processOnce, `report: false`).
     for (let recheck = 0; ; recheck++) {
       const disposition = await processOnce(session, message, deliveredAt);
+      const tell = () => processor.report(message, disposition);
+      if (disposition.action !== 'retry') tell();
       if (disposition.action === 'ack') return safely(() => channel.ack(message));
       if (disposition.action === 'reject') return safely(() => channel.nack(message, false, false));
       // Held unacked for the delay (it keeps its prefetch slot), then requeued; at once when
@@ -298,12 +309,15 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       // an attempt given up (its time limit) whose consume came through: its channel is closed,
       // no longer watched (`ended` never set), and the message was held `retryDelayMs` for nothing.
       const holdable = () => !stopped && !session.ended && !session.abandoned;
-      if (!holdable() || holdMs <= 0) return safely(() => channel.nack(message, false, true));
       const localRun = recheck < MAX_LOCAL_RECHECKS ? disposition.localRun : undefined;
+      const waitsForRun = localRun !== undefined && holdable() && holdMs > 0;
+      if (!waitsForRun) tell();
+      if (!holdable() || holdMs <= 0) return safely(() => channel.nack(message, false, true));
       const ended = await hold(holdMs, localRun);
+      if (ended?.action === 'ack' && holdable()) continue; // recorded: asked again, a replay
+      if (waitsForRun) tell();
       if (ended === undefined || !holdable())
         return safely(() => channel.nack(message, false, true));
-      if (ended.action === 'ack') continue; // recorded: asked again, answered as a replay
       // The local run failed (its key released, not recorded): its message is due for another
       // delivery after its own delay, not after the rest of its lease.
       const rest = Math.min(
@@ -358,6 +372,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       return await processor.process(message, {
         untilMs: deliveredAt + holdLimitMs,
         signal: either ? either.signal : stopSignal,
+        report: false,
       });
     } finally {
       either?.dispose();
@@ -380,6 +395,8 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     /** A channel of the consumer's own: aborted when it ends (see handle). */
     gone?: AbortController;
     unwatch: () => void;
+    /** Its messages in flight (see closeWhenSettled). */
+    tasks: Set<Promise<void>>;
   }
   // The subscription messages come from; undefined while lost (and being opened again).
   let current: Session | undefined;
@@ -415,12 +432,42 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     // their own channel: if it is gone, the broker redelivers them, answered from the store).
     for (const release of [...held]) release();
     if (openChannel === undefined) return;
-    // After a basic.cancel the channel is still open: the consumer's own, it is closed.
-    if (session.owned) void closeOwned(session.channel);
+    // After a basic.cancel the channel is still open: the consumer's own, it is closed once
+    // its messages in flight are settled (see closeWhenSettled).
+    if (session.owned) closeWhenSettled(session);
     // A channel that lasted the longest wait worked: the waits start again from the first.
     if (performance.now() - session.startedAt >= plan.maxDelayMs) attempt = 0;
     reconnecting ??= reconnect(openChannel);
   };
+
+  // Channels of the consumer's own cancelled by the broker, closed once their messages in flight
+  // are settled: stop() closes them at its end.
+  const draining = new Set<Session>();
+  // How long a cancelled channel is kept open for its messages in flight: a handler's message
+  // is settled by its `maxHoldMs` (given back then), an acquisition still unanswered then
+  // within `2 × storeTimeoutMs` + 1 s more.
+  const { maxHoldMs, storeTimeoutMs } = processor.engine.settings;
+  const cancelDrainMs = Math.min(maxHoldMs + answerBoundMs(storeTimeoutMs), MAX_TIMER_MS);
+
+  /**
+   * Closes a channel the broker cancelled the consumer of (basic.cancel: its queue deleted, a
+   * node of it failed) once the messages in flight on it are settled, their acks and nacks
+   * sent on it (at most `cancelDrainMs`; at stop() at once after its waits). Closed at once
+   * before, a handler still running could not ack its message: requeued by the close (when
+   * the queue still exists) and redelivered, answered from the store.
+   */
+  function closeWhenSettled(session: Session): void {
+    draining.add(session);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const limit = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, cancelDrainMs);
+      timer.unref?.();
+    });
+    void Promise.race([Promise.allSettled([...session.tasks]), limit]).then(() => {
+      clearTimeout(timer);
+      if (draining.delete(session)) void closeOwned(session.channel);
+    });
+  }
 
   /** Sets `prefetch` and consumes `queue` on `channel`; `session.unwatch` set at once. */
   async function subscribe(session: Session): Promise<void> {
@@ -458,10 +505,12 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
         // An attempt given up whose consume came through after all: its channel is being
         // closed, and the message goes back unprocessed.
         if (session.abandoned) return safely(() => channel.nack(message, false, true));
-        const task = handle(session, message, performance.now()).finally(() =>
-          inFlight.delete(task),
-        );
+        const task = handle(session, message, performance.now()).finally(() => {
+          inFlight.delete(task);
+          session.tasks.delete(task);
+        });
         inFlight.add(task);
+        session.tasks.add(task);
       },
       { noAck: false },
     );
@@ -485,6 +534,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       ended: false,
       gone: new AbortController(),
       unwatch: () => {},
+      tasks: new Set(),
     };
     // Each of its messages in flight listens to it once (up to `prefetch`).
     setMaxListeners(prefetch + 10, (session.gone as AbortController).signal);
@@ -589,6 +639,7 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       abandoned: false,
       ended: false,
       unwatch: () => {},
+      tasks: new Set(),
     };
     // Current before it consumes: a channel closed meanwhile is told (as before).
     current = first;
@@ -663,9 +714,13 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
       await releasedAfterClose(processor);
       // A channel of the consumer's own is closed once its acks are sent (in order before the
       // close); the broker's answer is waited for within what is left of `timeoutMs`.
-      if (session?.owned)
+      // The channels cancelled by the broker still open for their messages in flight too.
+      const closing = [...draining].map((cancelledSession) => closeOwned(cancelledSession.channel));
+      draining.clear();
+      if (session?.owned) closing.push(closeOwned(session.channel));
+      if (closing.length > 0)
         await settleWithin(
-          [closeOwned(session.channel)],
+          closing,
           Math.min(Math.max(0, deadline - performance.now()), CLOSE_WAIT_MS),
         );
       life.end();
@@ -676,9 +731,6 @@ export async function consumeAmqp<TMessage extends AmqpMessageLike, T>(
     closed: life.closed,
   };
 }
-
-/** How many times a held duplicate asks the store again after a local run of its key ended. */
-const MAX_LOCAL_RECHECKS = 3;
 
 /** The longest stop() waits for the broker to answer the close of a channel of the consumer's own. */
 const CLOSE_WAIT_MS = 5_000;

@@ -6,8 +6,9 @@ import { MAX_TIMER_MS } from './engine-verdicts.js';
 export interface AmqpReconnectOptions {
   /**
    * The first wait before a lost consumer opens a channel again (`openChannel`); each failed
-   * attempt doubles it, up to `reconnectMaxDelayMs`. Each wait is drawn between 80 % and 100 %
-   * of its value, so that consumers cut by one outage do not all come back in step.
+   * attempt doubles it, up to `reconnectMaxDelayMs`. Each wait is 80 % to 100 % of its value, by
+   * a factor each consumer draws once (so that consumers cut by one outage do not all come
+   * back in step, and a later wait is never shorter than an earlier one).
    * @default 1_000
    */
   reconnectDelayMs?: number;
@@ -31,7 +32,7 @@ export interface ReconnectPlan {
   delayMs: number;
   maxDelayMs: number;
   attemptTimeoutMs: number;
-  /** The wait before attempt `attempt` (from 0), jittered. */
+  /** The wait before attempt `attempt` (from 0), jittered: never less for a later attempt. */
   wait(attempt: number): number;
 }
 
@@ -57,13 +58,17 @@ export function reconnectPlan(options: AmqpReconnectOptions): ReconnectPlan {
     throw new InvalidInputError(
       `reconnectMaxDelayMs (${reconnectMaxDelayMs}) must be at least reconnectDelayMs (${reconnectDelayMs})`,
     );
+  // Drawn once per consumer, not per wait: consumers cut together still come back apart, and
+  // one consumer's waits never shrink (drawn per wait, a wait at the cap could be a fifth
+  // shorter than the one before it).
+  const jitter = 0.8 + 0.2 * Math.random();
   return {
     delayMs: reconnectDelayMs,
     maxDelayMs: reconnectMaxDelayMs,
     attemptTimeoutMs: openChannelTimeoutMs,
     wait: (attempt) =>
-      Math.min(reconnectDelayMs * 2 ** Math.min(attempt, 40), reconnectMaxDelayMs) *
-      (0.8 + 0.2 * Math.random()),
+      Math.min(reconnectDelayMs * 2 ** Math.min(Math.max(attempt, 0), 40), reconnectMaxDelayMs) *
+      jitter,
   };
 }
 

@@ -71,6 +71,10 @@ export function consumerLife(onStatus: ConsumerLifeOptions['onConsumerStatus']):
   return {
     lost(error, resubscribing) {
       if (ended) return;
+      // One `lost` per loss, `lost` and `resumed` in turn: a JetStream pull whose consumer was
+      // deleted (told) and that then ended by itself was told `lost` twice. A loss for good
+      // (`closed` answers it) is told all the same.
+      if (isLost && resubscribing) return;
       isLost = true;
       tell({ type: 'lost', error, resubscribing });
       if (!resubscribing) end(error);

@@ -59,9 +59,11 @@ export type Disposition =
       /**
        * `in_progress` only, when the holder is a run of this same processor (a RabbitMQ
        * redelivery after a reconnect, while the first copy's handler still runs on the lost
-       * channel): settles with that run's disposition once it ended (its outcome recorded or
+       * channel; a JetStream redelivery at `ack_wait` or a publisher's resend while the first
+       * runs): settles with that run's disposition once it ended (its outcome recorded or
        * not). A consumer that holds the message can ask the store again then, rather than
-       * wait out the holder's whole lease (test/amqp32b-local-holder.test.ts).
+       * wait out the holder's whole lease (test/amqp32b-local-holder.test.ts,
+       * test/consumers33-js-local-run.test.ts).
        */
       localRun?: Promise<Disposition>;
     }
@@ -122,6 +124,14 @@ export interface ProcessBounds {
    * (`HandlerNotStartedError`; its handler never starts).
    */
   signal?: AbortSignal;
+  /**
+   * `false`: `onMessage` is not told of this disposition; the caller tells it (`report`) once
+   * the delivery's fate is known. A broker helper that holds a duplicate of a local run and
+   * asks the store again when that run ends tells one report per delivery, the last one
+   * (before, `in_progress` and then `replayed` were both told for one delivery).
+   * @default true
+   */
+  report?: boolean;
 }
 
 /** The key, the fingerprint and the state machine of a consumer, bound once. */
@@ -137,6 +147,8 @@ export interface MessageProcessor<TMessage> {
    * the key it grants released before the disposition is answered.
    */
   process(message: TMessage, bounds?: ProcessBounds): Promise<Disposition>;
+  /** Tells `onMessage` the disposition of a delivery processed with `report: false`. */
+  report(message: TMessage, disposition: Disposition): void;
   /**
    * From now on no handler starts (a broker helper calls it once its `stop()`'s `timeoutMs`
    * has passed, then waits for `idle()` at most `storeTimeoutMs` more): a message whose key
@@ -318,15 +330,17 @@ export function messageProcessor<TMessage, T>(
     const unanswered = givenBack ? gate.pending() : undefined;
     if (unanswered !== undefined && !gate.hasStarted)
       await settleWithin([unanswered], answerBoundMs(engine.settings.storeTimeoutMs));
-    // `error` only where the disposition has one: a policy may have thrown `undefined` of a
-    // kept success, and the report then says so (an `error` key) as the disposition does.
+    if (bounds.report !== false) reportDisposition(message, disposition);
+    return disposition;
+  }
+  // `error` only where the disposition has one: a policy may have thrown `undefined` of a
+  // kept success, and the report then says so (an `error` key) as the disposition does.
+  const reportDisposition = (message: TMessage, disposition: Disposition): void =>
     report(
       'error' in disposition
         ? { message, status: disposition.status, error: disposition.error }
         : { message, status: disposition.status },
     );
-    return disposition;
-  }
   /** A message whose handler must not start (see HandlerGates): back to the broker. */
   const giveBack = (refusal: HandlerNotStartedError): Disposition => ({
     action: 'retry',
@@ -415,9 +429,12 @@ export function messageProcessor<TMessage, T>(
           },
         );
       }
+      // A run that started while the store answered (its handler called between the two
+      // acquisitions' answers) is the holder too: it acquired the key.
       const disposition = result?.disposition;
-      if (holder !== undefined && disposition?.status === 'in_progress' && run === undefined)
-        disposition.localRun = holder;
+      const localHolder = holder ?? localRuns.get(runId);
+      if (localHolder !== undefined && disposition?.status === 'in_progress' && run === undefined)
+        disposition.localRun = localHolder;
     }
   }
   async function attempt(
@@ -516,6 +533,7 @@ export function messageProcessor<TMessage, T>(
   }
   return {
     process,
+    report: reportDisposition,
     close: () => gates.close(),
     idle: () => gates.idle(),
     engine: engine as Idempotency<unknown>,
@@ -523,3 +541,6 @@ export function messageProcessor<TMessage, T>(
 }
 
 export { inProgressDelayMs, MAX_TIMER_MS } from './engine-verdicts.js';
+
+/** How many times a held duplicate asks the store again after a local run of its key ended. */
+export const MAX_LOCAL_RECHECKS = 3;

@@ -3,7 +3,13 @@ import { deriveKey, InvalidInputError, isValidKey, type Scope } from '@idem/core
 import { checkStopTimeout, type IdempotentConsumer } from './amqp-consumer.js';
 import { type ConsumerLifeOptions, ConsumerLostError, consumerLife } from './consumer-lost.js';
 import { releasedAfterClose, settledThenWritten, settleWithin } from './handler-gate.js';
-import { type ConsumerOptions, MAX_TIMER_MS, messageProcessor } from './message-outcome.js';
+import {
+  type ConsumerOptions,
+  type Disposition,
+  MAX_LOCAL_RECHECKS,
+  MAX_TIMER_MS,
+  messageProcessor,
+} from './message-outcome.js';
 import { checkOptionNames } from './option-names.js';
 
 /** The fields of a JetStream message read here (structurally `JsMsg` of `nats`). */
@@ -452,12 +458,14 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
 
   async function handle(message: TMessage): Promise<void> {
     const working = setInterval(() => message.working(), workingIntervalMs);
-    let disposition: Awaited<ReturnType<typeof processor.process>>;
+    let disposition: Disposition;
     try {
-      disposition = await processor.process(message, { signal: stopping.signal });
+      disposition = await settleLocally(message);
     } finally {
       clearInterval(working);
     }
+    // Told once per delivery, its last disposition (see settleLocally).
+    processor.report(message, disposition);
     if (disposition.action === 'ack') message.ack();
     // A bare TERM: a reason (`+TERM <reason>`, nats-server 2.10) is not understood by earlier
     // servers, which then leave the message pending and send it again at every ack_wait. The
@@ -471,6 +479,64 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     // server that cannot read a fractional duration (nats-server 2.9) takes a plain NAK and
     // redelivers at once (a computed 2000 / 3 ms burned max_deliver in milliseconds).
     else message.nak(Math.ceil(disposition.delayMs));
+  }
+
+  /**
+   * The message's disposition. A duplicate told `in_progress` while a run of this consumer
+   * holds its key (JetStream redelivered it while its first delivery's handler still runs
+   * here: an `ack_wait` passed, a `working()` lost in a reconnect) is held here, its
+   * `working()` still sent, until that run ends or the in-progress delay passes: once the run
+   * is recorded the store is asked again, and the duplicate acked as a replay on this
+   * delivery. `nak`ed with the delay at once, it waited the whole delay (the holder's lease,
+   * 30 s by default) however soon the run ended. Such holds do not take a slot of
+   * `concurrency` (a long run would keep its duplicate's slot idle), and at most `concurrency`
+   * of them are held at once: one more is `nak`ed with its delay as before. A few rechecks per
+   * delivery at most; stop() ends every hold at once (the message given back).
+   */
+  async function settleLocally(message: TMessage): Promise<Disposition> {
+    const bounds = { signal: stopping.signal, report: false };
+    let disposition = await processor.process(message, bounds);
+    for (let recheck = 0; recheck < MAX_LOCAL_RECHECKS; recheck++) {
+      if (disposition.action !== 'retry' || disposition.localRun === undefined) break;
+      if (stopped || localHolds.size >= Math.max(concurrency, 1)) break;
+      const ended = await holdForRun(disposition.delayMs, disposition.localRun);
+      // Stopped: given back (after the pull, see handle).
+      if (ended === 'released') break;
+      // The delay was served here: given back for a delivery at once.
+      if (ended === 'elapsed') return { ...disposition, delayMs: 0, localRun: undefined };
+      // The local run failed (its key released, nothing recorded): due after its own delay.
+      if (ended.action !== 'ack') {
+        const delayMs = ended.action === 'retry' ? ended.delayMs : disposition.delayMs;
+        return { ...disposition, delayMs, localRun: undefined };
+      }
+      // Recorded: asked again, answered as a replay.
+      disposition = await processor.process(message, bounds);
+    }
+    return disposition;
+  }
+
+  /**
+   * Waits `ms` ('elapsed'), or until `run` settles (its disposition), or until stop()
+   * ('released'). Not counted against `concurrency` meanwhile: the loop may take another message.
+   */
+  function holdForRun(
+    ms: number,
+    run: Promise<Disposition>,
+  ): Promise<Disposition | 'elapsed' | 'released'> {
+    return new Promise((resolve) => {
+      const finish = (value: Disposition | 'elapsed' | 'released') => {
+        clearTimeout(timer);
+        if (!localHolds.delete(release)) return; // already ended
+        resolve(value);
+        wakeLoop?.();
+      };
+      const release = () => finish('released');
+      const timer = setTimeout(() => finish('elapsed'), Math.min(ms, MAX_TIMER_MS));
+      timer.unref?.();
+      localHolds.add(release);
+      wakeLoop?.(); // its slot is free for another message
+      run.then(finish, release);
+    });
   }
 
   /** `nak`s `message` once the pull's subscription has ended, at least GIVE_BACK_DELAY_MS on. */
@@ -488,6 +554,8 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   }
 
   let stopped = false;
+  // The duplicates held until a local run of their key ends (see settleLocally): what ends each hold.
+  const localHolds = new Set<() => void>();
   // Set while the loop waits for a handler slot; stop() calls it so the loop reads on at once.
   // (A wait of its own each time: a race with one promise pending until stop() would keep a
   // reaction per message for as long as the consumer runs.)
@@ -509,6 +577,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     try {
       await pumpMessages(pulled);
     } finally {
+      pulledEnded.add(pulled);
       unwatch();
     }
   }
@@ -543,7 +612,8 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       // each race left a reaction on every task still running, and a handler that runs long
       // (up to `maxHoldMs`, an hour by default) kept one per message the other slots took
       // meanwhile (test/conslate2-jetstream-memory.test.ts).
-      if (inFlight.size >= concurrency) {
+      // A duplicate held for a local run (see settleLocally) takes no slot.
+      while (!stopped && inFlight.size - localHolds.size >= concurrency) {
         await new Promise<void>((resolve) => {
           wakeLoop = resolve;
         });
@@ -577,10 +647,37 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
           life.isLost &&
           ((event.data as { batch?: number } | undefined)?.batch ?? 0) > 0
         )
-          life.resumed(); // nats.js found the consumer again and pulls
+          confirmConsuming(pulled); // nats.js pulls again: does the consumer exist?
       }
     })().catch(() => {});
   }
+
+  // The pull a check of confirmConsuming is under way for (one at a time per pull).
+  let confirming: object | undefined;
+  /**
+   * Tells `resumed` once the consumer is seen to exist again while `pulled` is the pull: a
+   * fresh `consumer.info()` (a call to the server) answers. Before, `resumed` was told as soon
+   * as consume() answered (it answers before its pull request is sent, the consumer there or
+   * not) or nats.js sent a pull request (it sends some right after a `consumer_deleted`): told
+   * while nothing could be received. A message that arrives is proof too (see pumpMessages);
+   * a consumer without `info()` is told resumed by that only.
+   */
+  function confirmConsuming(pulled: ConsumerMessagesLike<TMessage>): void {
+    if (confirming === pulled || typeof consumer.info !== 'function') return;
+    confirming = pulled;
+    void (async () => {
+      try {
+        await consumer.info?.(false);
+        if (!stopped && messages === pulled && !pulledEnded.has(pulled)) life.resumed();
+      } catch {
+        // Not there (yet): nats.js checks again, and its next pull request asks again.
+      } finally {
+        if (confirming === pulled) confirming = undefined;
+      }
+    })();
+  }
+  // The pulls that have ended (a confirmation answered after its pull's end tells nothing).
+  const pulledEnded = new WeakSet<object>();
 
   const loop = (async () => {
     for (let attempt = 0; ; ) {
@@ -624,7 +721,9 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
             stopPulling(messages);
             return;
           }
-          life.resumed();
+          // Not `resumed` yet: nats.js's consume() answers before its pull request is even sent,
+          // whether the consumer exists or not (see confirmConsuming).
+          confirmConsuming(messages);
           break;
         } catch (error) {
           if ((error as { code?: unknown }).code === 'CONNECTION_CLOSED') {
@@ -665,6 +764,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       if (!stopped) {
         stopped = true;
         stopping.abort();
+        for (const release of [...localHolds]) release();
         wakeLoop?.();
         stopPulling(messages);
       }
