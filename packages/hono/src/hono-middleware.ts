@@ -460,6 +460,24 @@ function watchOutside(c: Context): OutsideWatch {
       },
     });
     restoreRes = () => delete (c as { res?: unknown }).res;
+    // `c.header()` after the answer went out copies Hono's own `c.res` (not through the getter)
+    // and throws as well on a body read to send it: that copy put on `c.res` first.
+    const header = Object.getOwnPropertyDescriptor(c, 'header');
+    const original: unknown = header?.value;
+    if (header?.writable && header.configurable && typeof original === 'function') {
+      Object.defineProperty(c, 'header', {
+        ...header,
+        value(...args: unknown[]) {
+          if (sent()) void c.res;
+          return original.apply(c, args);
+        },
+      });
+      const restoreOwn = restoreRes;
+      restoreRes = () => {
+        restoreOwn();
+        Object.defineProperty(c, 'header', header);
+      };
+    }
   }
   /** Whether `response` is the answer that went out again (itself, a copy of it, one carrying its body). */
   const outsideAnswer = (response: Response) => {

@@ -11,17 +11,19 @@ import { deliverEarly } from './outside-answer-support.js';
 
 // hono33 FINDING 1 (HIGH, exactly-once): `hono/timeout` mounted before idem answers 504 while the
 // handler runs; a middleware mounted after idem that rewraps `c.res` after `await next()`
-// (`c.res = new Response(c.res.body, c.res)`, a copy with a header added) put the timeout's own
-// answer back on `c.res` after it went out. The middleware took that for the route's own
-// `Response` (the apps/llm-api `deliver` pattern, test/late-answer-outside.test.ts) and recorded
-// the 504, which `finalOn2xx` releases: a retry after the handler ran ran it a second time. Now a
-// `Response` put on `c.res` after the outside answer that carries that answer's own body is told
-// apart from the route's own: the `answered_outside` marker, as without the rewrapping middleware.
+// (`c.res = new Response(c.res.body, c.res)`, a copy with a header added, or `c.header()`) threw
+// on the timeout's answer, whose body @hono/node-server (or the runtime) had read to send it; Hono
+// set `c.error`, taken for the handler's throw: released, and a retry after the handler ran ran
+// it a second time. Now code after the middleware that reads `c.res` (or calls `c.header()`) once
+// the answer went out gets a copy of it with an empty body of its own, and a `Response` put on
+// `c.res` that carries that body is told apart from the route's own (the apps/llm-api `deliver`
+// pattern, test/late-answer-outside.test.ts, still recorded): the `answered_outside` marker, as
+// without the rewrapping middleware.
 // hono33 FINDING 3 (HIGH, exactly-once; was a documented limit): off @hono/node-server (`app.fetch`
 // called directly, as Bun, Deno and workers do) the same overtaken handler was released once it
-// settled, and a later retry ran it again. An answer the outer chain puts on the context (its
-// `c.res` or `c.error`) outside this middleware's own `next()` (told by the async context) while
-// `next()` runs is now taken as the answer that went out, on every runtime.
+// settled, and a later retry ran it again. An answer the outer chain puts on `c.res` from outside
+// this middleware's own `next()` (told by `AsyncLocalStorage`) while `next()` runs is now taken
+// as the answer that went out, where the runtime has `AsyncLocalStorage`.
 
 const LEASE = 300;
 const servers: ServerType[] = [];
@@ -159,23 +161,80 @@ describe('hono33 hono: hono/timeout before idem, a handler overtaken that runs t
     }
   }
 
-  it('app.fetch directly: a handler that throws after the 504 is released (a retry runs it)', async () => {
-    let runs = 0;
-    const app = appWith(plainRewrap, async (c) => {
-      runs += 1;
-      const run = runs;
-      if (run === 1) {
-        await sleep(300);
-        throw new Error('failed after the timeout');
-      }
-      return c.json({ run }, 201);
+  for (const transport of ['@hono/node-server over HTTP', 'app.fetch directly'] as const) {
+    it(`${transport}, a rewrap after: a handler that throws after the 504 is released (a retry runs it)`, async () => {
+      let runs = 0;
+      const app = appWith(copyWithHeader, async (c) => {
+        runs += 1;
+        const run = runs;
+        if (run === 1) {
+          await sleep(300);
+          throw new Error('failed after the timeout');
+        }
+        return c.json({ run }, 201);
+      });
+      const post = transport === 'app.fetch directly' ? viaFetch(app) : overHttp(await start(app));
+      const key = keyOf('throws');
+      expect((await post(key)).status).toBe(504);
+      const last = await settled(post, key);
+      expect([last.status, last.body]).toEqual([201, JSON.stringify({ run: 2 })]);
+      expect(runs).toBe(2);
+    });
+
+    it(`${transport}, c.header() after next(): held (409), then the marker; one run`, async () => {
+      const counts = { runs: 0 };
+      const header: MiddlewareHandler = async (c, next) => {
+        await next();
+        c.header('x-inner', '1');
+      };
+      const app = appWith(header, slowRoute(counts));
+      const post = transport === 'app.fetch directly' ? viaFetch(app) : overHttp(await start(app));
+      const key = keyOf('header');
+      expect((await post(key)).status).toBe(504);
+      expect((await post(key)).status).toBe(409);
+      const last = await settled(post, key);
+      expect([last.status, last.type]).toEqual([500, PROBLEM.outcomeNotRecorded]);
+      expect(counts.runs).toBe(1);
+    });
+  }
+
+  it('app.fetch directly, a timeout that answers by returning (no throw): the marker; one run', async () => {
+    const counts = { runs: 0 };
+    const app = new Hono();
+    app.use(async (c, next) => {
+      const timedOut = sleep(100).then(() => c.text('timed out', 503));
+      const answer = await Promise.race([next().then(() => undefined), timedOut]);
+      if (answer) return answer;
+    });
+    app.use(idempotency(options()));
+    app.use(plainRewrap);
+    app.post('/charges', slowRoute(counts));
+    const post = viaFetch(app);
+    const key = keyOf('returning');
+    expect((await post(key)).status).toBe(503);
+    expect((await post(key)).status).toBe(409);
+    const last = await settled(post, key);
+    expect([last.status, last.type]).toEqual([500, PROBLEM.outcomeNotRecorded]);
+    expect(counts.runs).toBe(1);
+  });
+
+  it('app.fetch directly, two idempotency() nested, no timeout: recorded and replayed', async () => {
+    const counts = { runs: 0 };
+    const app = new Hono();
+    app.use(idempotency(options()));
+    app.use(idempotency(options()));
+    app.use(plainRewrap);
+    app.post('/charges', async (c) => {
+      counts.runs += 1;
+      await sleep(50);
+      return c.json({ run: counts.runs }, 201);
     });
     const post = viaFetch(app);
-    const key = keyOf('throws');
-    expect((await post(key)).status).toBe(504);
-    const last = await settled(post, key);
-    expect([last.status, last.body]).toEqual([201, JSON.stringify({ run: 2 })]);
-    expect(runs).toBe(2);
+    const key = keyOf('nested-fast');
+    expect((await post(key)).status).toBe(201);
+    const again = await post(key);
+    expect([again.status, again.replayed, again.body]).toEqual([201, 'true', '{"run":1}']);
+    expect(counts.runs).toBe(1);
   });
 
   it('app.fetch directly: a handler that beats the timeout is recorded and replayed', async () => {
