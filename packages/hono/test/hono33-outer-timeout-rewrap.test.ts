@@ -7,7 +7,7 @@ import { timeout } from 'hono/timeout';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type HonoIdempotencyOptions, idempotency } from '../src/index.js';
 import { serveOnLoopback } from './keyed-post-support.js';
-import { deliverEarly } from './outside-answer-support.js';
+import { deliverEarly, returningTimeout } from './outside-answer-support.js';
 
 // hono33 FINDING 1 (HIGH, exactly-once): `hono/timeout` mounted before idem answers 504 while the
 // handler runs; a middleware mounted after idem that rewraps `c.res` after `await next()`
@@ -201,11 +201,7 @@ describe('hono33 hono: hono/timeout before idem, a handler overtaken that runs t
   it('app.fetch directly, a timeout that answers by returning (no throw): the marker; one run', async () => {
     const counts = { runs: 0 };
     const app = new Hono();
-    app.use(async (c, next) => {
-      const timedOut = sleep(100).then(() => c.text('timed out', 503));
-      const answer = await Promise.race([next().then(() => undefined), timedOut]);
-      if (answer) return answer;
-    });
+    app.use(returningTimeout());
     app.use(idempotency(options()));
     app.use(plainRewrap);
     app.post('/charges', slowRoute(counts));

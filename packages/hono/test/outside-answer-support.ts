@@ -17,3 +17,12 @@ export function deliverEarly(background: Promise<unknown>[], ms = 50): Middlewar
     }
   };
 }
+
+/** A timeout that answers 503 after `ms` by returning it (no throw, no `c.error`), as `hono/timeout` does not. */
+export function returningTimeout(ms = 100): MiddlewareHandler {
+  return async (c, next) => {
+    const timedOut = sleep(ms).then(() => c.text('timed out', 503));
+    const answer = await Promise.race([next().then(() => undefined), timedOut]);
+    if (answer) return answer;
+  };
+}
