@@ -289,9 +289,9 @@ function dropNodeFraming(c: Context, status: number): void {
 }
 
 /**
- * How the handler of a request ended when `next()` settled, on @hono/node-server: `inside` when
- * nothing went out before (the handler's chain answered, as usual); otherwise the request was
- * answered outside this middleware (a timeout mounted before it, `hono/timeout`: Hono then drops
+ * How the handler of a request ended when `next()` settled: `inside` when nothing was answered
+ * outside this middleware meanwhile (the handler's chain answered, as usual); otherwise the
+ * request was answered outside it (a timeout mounted before it, `hono/timeout`: Hono then drops
  * the `Response` the handler returns) while the handler ran, and it then either ran to its end,
  * `fulfilled`, or failed, `rejected`: Hono's compose catches the handler's throw, sets `c.error`
  * and puts `app.onError`'s answer on `c.res`, so a throw reads as an error set on the context
@@ -299,25 +299,128 @@ function dropNodeFraming(c: Context, status: number): void {
  */
 type OutsideVerdict = 'inside' | 'fulfilled' | 'rejected';
 
+/** What the middleware uses of `AsyncLocalStorage` (node:async_hooks, also on Bun, Deno, workerd). */
+interface Flows {
+  run<T>(store: FlowStore, callback: () => T): T;
+  getStore(): FlowStore | undefined;
+}
+
+/** The `next()` calls of this middleware a piece of code runs within, innermost first. */
+interface FlowStore {
+  token: object;
+  parent: FlowStore | undefined;
+}
+
+/** The async context storage, made once; null where the runtime has none. */
+let flowStorage: Flows | null | undefined;
+
+/**
+ * An `AsyncLocalStorage` where the runtime hands one out without a static `node:` import
+ * (Node >= 20.16, Bun, Deno, workerd with `nodejs_compat`, or a global one): this module loads
+ * on the Web platform alone too. Undefined elsewhere.
+ */
+function flows(): Flows | undefined {
+  if (flowStorage === undefined) {
+    flowStorage = null;
+    try {
+      const global = globalThis as {
+        AsyncLocalStorage?: new () => Flows;
+        process?: { getBuiltinModule?: (id: string) => unknown };
+      };
+      const hooks = global.process?.getBuiltinModule?.('node:async_hooks') as
+        | { AsyncLocalStorage?: new () => Flows }
+        | undefined;
+      const Storage = hooks?.AsyncLocalStorage ?? global.AsyncLocalStorage;
+      if (typeof Storage === 'function') flowStorage = new Storage();
+    } catch {
+      flowStorage = null;
+    }
+  }
+  return flowStorage ?? undefined;
+}
+
+/** Whether `store` (a piece of code's) lies within the `next()` call of `token`. */
+function within(store: FlowStore | undefined, token: object): boolean {
+  for (let at = store; at; at = at.parent) if (at.token === token) return true;
+  return false;
+}
+
+/**
+ * The body of `response`; undefined when it cannot be had: @hono/node-server's own `Response`
+ * whose stream it read to send it throws on `body` (it makes a Web `Response` from that stream).
+ */
+function bodyOf(response: Response | undefined): ReadableStream<Uint8Array> | null | undefined {
+  try {
+    return response?.body;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether the body of `response` can still be read (or it has none). */
+function readable(response: Response): boolean {
+  const body = bodyOf(response);
+  return body === null || (body !== undefined && !body.locked && !response.bodyUsed);
+}
+
+/** A `Response` of `status` and `headers` with an empty body of its own (none where `status` allows none). */
+function emptyCopy(status: number, headers: Headers): Response {
+  const bodiless = status === 204 || status === 205 || status === 304;
+  const body = bodiless
+    ? null
+    : new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.close();
+        },
+      });
+  return new Response(body, { status, headers });
+}
+
+/** A watch of `c` while `next()` runs (see {@link watchOutside}). */
+interface OutsideWatch {
+  /** Runs `next` within the watch (its async context marks what is inside this middleware). */
+  run(next: () => Promise<void>): Promise<void>;
+  /** Stops the watch and gives the verdict. */
+  verdict(): OutsideVerdict;
+}
+
 /**
  * Starts watching `c` for an answer that goes out while `next()` runs (see
- * {@link OutsideVerdict}); answers a function that stops the watch and gives the verdict.
- * Only on @hono/node-server, whose Node response says when something went out (elsewhere the
- * runtime sends the `Response` the app returned, and nothing tells this middleware when: always
- * `inside` there). `c.error` is watched through an own accessor while `next()` runs (Hono's
- * `Context` has it as a plain field), put back as a plain field after.
+ * {@link OutsideVerdict}). On @hono/node-server the Node response says when something went out.
+ * Elsewhere (Bun, Deno, workers, `app.fetch` called directly) the runtime sends the `Response`
+ * the app returned, and nothing tells this middleware when; but the app returns it only once the
+ * chain outside this middleware put it on the context, and code outside runs outside the async
+ * context of this middleware's `next()`: an answer (`c.res`) put on the context from outside it
+ * while `next()` runs is taken as the one that went out. Where the runtime has no async context
+ * storage, always `inside` there. `c.error` is watched through an own accessor while `next()`
+ * runs (Hono's `Context` has it as a plain field), put back as a plain field after; `c.res`
+ * through an own accessor over Hono's.
  */
-function watchOutside(c: Context): () => OutsideVerdict {
+function watchOutside(c: Context): OutsideWatch {
   const outgoing = nodeResponseOf(c);
-  const sent = () => outgoing?.headersSent === true || outgoing?.writableEnded === true;
-  // Nothing to tell off @hono/node-server, nor once something went out already.
-  if (!outgoing || sent()) return () => 'inside';
+  const storage = outgoing ? undefined : flows();
+  const token = {};
+  let answeredElsewhere = false;
+  const sent = outgoing
+    ? () => outgoing.headersSent === true || outgoing.writableEnded === true
+    : () => answeredElsewhere;
+  const outside = () => storage !== undefined && !within(storage.getStore(), token);
+  const run = (next: () => Promise<void>) =>
+    storage ? storage.run({ token, parent: storage.getStore() }, next) : next();
+  // Nothing to tell, nor once something went out already.
+  if ((!outgoing && !storage) || sent()) return { run, verdict: () => 'inside' };
   let failedAfter = false;
   // A `Response` put on `c.res` after the outside answer went out is the handler's own (a route
   // that assigns `c.res` itself, as apps/llm-api's does behind its `deliver` middleware, which
   // answers a 503 early and reads the real answer in the background): readable, so recorded as
-  // usual. Only a handler whose `Response` Hono dropped (`hono/timeout`) leaves the marker.
+  // usual. Only a handler whose `Response` Hono dropped (`hono/timeout`) leaves the marker, also
+  // when a middleware after this one put the outside answer back on `c.res` (a copy of it with a
+  // header added, `new Response(c.res.body, c.res)`): the answer then carries that one's body.
   let assignedAfter = false;
+  /** The last `Response` put on `c.res` before the answer went out: the one that went out. */
+  let latest: Response | undefined;
+  /** The copies of the answer that went out put on `c.res` since (see the getter), and their bodies. */
+  const answered = new WeakSet<object>();
   const resAccessor = accessorOf(c, 'res');
   let restoreRes: (() => void) | undefined;
   if (resAccessor?.get && resAccessor.set && !Object.hasOwn(c, 'res')) {
@@ -326,15 +429,62 @@ function watchOutside(c: Context): () => OutsideVerdict {
       configurable: true,
       enumerable: false,
       get() {
-        return get.call(c);
+        const current = get.call(c) as Response;
+        if (!sent() || assignedAfter) return current;
+        // Status and headers first: @hono/node-server's own `Response` gives nothing else once
+        // its body was tried and found read.
+        const status = current.status;
+        const headers = current.headers;
+        if (readable(current)) return current;
+        // The answer went out and its body was read to send it: a middleware after this one
+        // that copies it (`new Response(c.res.body, c.res)`, Hono's setter merging its headers)
+        // would throw on it, and Hono would take that throw for the handler's. A copy of it on
+        // `c.res` instead, same status and headers, its body empty (what went out cannot be read
+        // again), marked as the answer that went out.
+        const copy = emptyCopy(status, headers);
+        answered.add(copy);
+        if (copy.body) answered.add(copy.body);
+        set.call(c, undefined);
+        set.call(c, copy);
+        return copy;
       },
       set(response: unknown) {
+        const after = sent();
         set.call(c, response);
-        if (response !== undefined && sent()) assignedAfter = true;
+        if (response === undefined) return;
+        if (after) assignedAfter = true;
+        else {
+          latest = get.call(c) as Response;
+          if (outside()) answeredElsewhere = true;
+        }
       },
     });
     restoreRes = () => delete (c as { res?: unknown }).res;
+    // `c.header()` after the answer went out copies Hono's own `c.res` (not through the getter)
+    // and throws as well on a body read to send it: that copy put on `c.res` first.
+    const header = Object.getOwnPropertyDescriptor(c, 'header');
+    const original: unknown = header?.value;
+    if (header?.writable && header.configurable && typeof original === 'function') {
+      Object.defineProperty(c, 'header', {
+        ...header,
+        value(...args: unknown[]) {
+          if (sent()) void c.res;
+          return original.apply(c, args);
+        },
+      });
+      const restoreOwn = restoreRes;
+      restoreRes = () => {
+        restoreOwn();
+        Object.defineProperty(c, 'header', header);
+      };
+    }
   }
+  /** Whether `response` is the answer that went out again (itself, a copy of it, one carrying its body). */
+  const outsideAnswer = (response: Response) => {
+    if (response === latest || answered.has(response)) return true;
+    const body = bodyOf(response);
+    return body !== null && body !== undefined && (answered.has(body) || body === bodyOf(latest));
+  };
   const own = Object.getOwnPropertyDescriptor(c, 'error');
   let restore: (() => void) | undefined;
   if (!own || ('value' in own && own.configurable && own.writable)) {
@@ -346,20 +496,24 @@ function watchOutside(c: Context): () => OutsideVerdict {
       get: () => value,
       set: (error: unknown) => {
         value = error;
-        if (sent()) failedAfter = true;
+        // The outer chain's own error (its timeout's) is not the handler's.
+        if (sent() && !outside()) failedAfter = true;
       },
     });
     restore = () =>
       Object.defineProperty(c, 'error', { value, writable: true, enumerable, configurable: true });
   }
-  return () => {
+  const verdict = (): OutsideVerdict => {
     restore?.();
     restoreRes?.();
     // What the handler wrote to the Node response itself, marked so for node-server, is its own.
     if (!sent() || c.res.headers.has(ALREADY_SENT)) return 'inside';
     if (failedAfter) return 'rejected';
-    return assignedAfter ? 'inside' : 'fulfilled';
+    if (!assignedAfter) return 'fulfilled';
+    // Put on `c.res` after the answer went out: the route's own, unless it is that answer again.
+    return outsideAnswer(c.res) ? 'fulfilled' : 'inside';
   };
+  return { run, verdict };
 }
 
 /** The accessor (getter and setter) `name` of `target`'s prototype chain, if any. */
@@ -479,9 +633,9 @@ export function idempotency(
         let verdict: OutsideVerdict;
         try {
           // Hono turns a throw of the handler into `c.res` (app.onError), recorded by the policy.
-          await next();
+          await outside.run(next);
         } finally {
-          verdict = outside();
+          verdict = outside.verdict();
         }
         // Answered outside (a timeout mounted before this middleware) while the handler ran, and
         // the handler then ran to its end: its side effect most likely happened, but Hono dropped

@@ -6,9 +6,10 @@
 // Redis blackhole row: the 201s were marked, and every retry got a 500.
 import { serve } from '@hono/node-server';
 import { createMemoryStore } from '@idem/store-memory';
-import { Hono, type MiddlewareHandler } from 'hono';
+import { Hono } from 'hono';
 import { afterAll, describe, expect, it } from 'vitest';
 import { idempotency } from '../src/index.js';
+import { deliverEarly } from './outside-answer-support.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -23,15 +24,7 @@ describe('@idem/hono: an early outside answer, the route assigning c.res itself'
     const background: Array<Promise<unknown>> = [];
     const warnings: string[] = [];
     // Answers 503 when the route takes longer than 50 ms, and reads the real answer later.
-    const deliver: MiddlewareHandler = async (c, next) => {
-      const produced = next().then(() => c.res);
-      const first = await Promise.race([produced, sleep(50).then(() => 'late' as const)]);
-      if (first === 'late') {
-        background.push(produced.then((r) => r.text()).catch(() => undefined));
-        c.res = undefined;
-        c.res = new Response('{"error":"still recording"}', { status: 503 });
-      }
-    };
+    const deliver = deliverEarly(background);
     const app = new Hono();
     app.post(
       '/jobs',

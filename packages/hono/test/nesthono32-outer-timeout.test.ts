@@ -6,6 +6,7 @@ import { type Context, Hono } from 'hono';
 import { timeout } from 'hono/timeout';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type HonoIdempotencyOptions, idempotency, stream } from '../src/index.js';
+import { returningTimeout } from './outside-answer-support.js';
 
 // nesthono32: attacks on the `answered_outside` marker of a Hono handler overtaken by a timeout
 // mounted before idem (see timeout31-outer-timeout.test.ts): a timeout that answers by returning
@@ -78,11 +79,7 @@ describeOuterTimeout(
   LEASE,
   async (probe) => {
     const app = new Hono();
-    app.use(async (c, next) => {
-      const timedOut = sleep(100).then(() => c.text('timed out', 503));
-      const answer = await Promise.race([next().then(() => undefined), timedOut]);
-      if (answer) return answer;
-    });
+    app.use(returningTimeout());
     app.use(idempotency(options()));
     app.post('/charges', async (c) => c.json({ run: await probe.work() }, 201));
     app.post('/fails', async (c) => c.json({ run: await probe.workOrThrow() }, 201));
