@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { ServerResponse } from 'node:http';
 import * as v8 from 'node:v8';
 import { isThenable } from '@idem/core';
 import { answeredOutsideOf, type ResponseRecorder } from '@idem/http';
@@ -514,19 +515,41 @@ export function trackedHandler<F extends (...args: never[]) => unknown>(
 export function recorderHeldForHandler(
   recorder: ResponseRecorder,
   run: HandlerRun,
+  res?: ServerResponse,
 ): ResponseRecorder {
   let deferred: Promise<void> | undefined;
   // The end that was taken for an answer from outside may have been the handler's own (see
-  // `overtaken`): the answer is then judged as usual once its work ended, never marked.
+  // `overtaken`): a `@Res()` handler's end from a callback that lost its async context (a pool,
+  // rev32d). It is its own when the handler's work ended within the turn the end came in (its
+  // callback ended the response and returned) and the handler never wrote to the response after
+  // it: the answer is then judged as usual, never marked. Otherwise (nest33) the end came from
+  // outside (a timeout before Nest's router) and the handler ran on: marked as any other.
   let perhapsOwn = false;
+  let ranOn = false;
+  // A handler that writes its response itself wrote to it (or tried: Express throws
+  // ERR_HTTP_HEADERS_SENT) after the answer from outside, while its work was pending: it reached
+  // its own answer, so its work ran, whether or not that write threw (nest33: the throw released
+  // the key and a retry ran the handler again).
+  let wroteAfter = false;
   const later = (settle: () => Promise<void>, pending: Promise<boolean>): Promise<void> => {
+    if (run.ownsResponse && res)
+      watchLateWrites(res, run, () => {
+        wroteAfter = true;
+      });
+    if (perhapsOwn) {
+      const turn = setTimeout(() => {
+        ranOn = true;
+      }, 0);
+      turn.unref?.();
+    }
     // Attached outside the handler's context: a call watching its promises must not wait on it.
     deferred ??= insideHandler.run(undefined, () =>
       pending.then((fulfilled) => {
         run.end();
-        if (!fulfilled) return recorder.fail(new Error('The handler failed'));
+        if (!fulfilled && !wroteAfter) return recorder.fail(new Error('The handler failed'));
+        const own = perhapsOwn && !ranOn && !wroteAfter;
         // Its work ran to its end (or may have: torn down): never released for a retry to run.
-        if (!perhapsOwn && !run.stopped) answeredOutsideOf(recorder)?.();
+        if (!own && !run.stopped) answeredOutsideOf(recorder)?.();
         return settle().catch(() => {});
       }),
     );
@@ -584,4 +607,24 @@ export function recorderHeldForHandler(
     },
   });
   return held;
+}
+
+/** The methods through which a handler writes its Node response (Express's and Fastify's end in them). */
+const WRITE_METHODS = ['setHeader', 'writeHead', 'write', 'end'] as const;
+
+/**
+ * Tells `wrote` when the handler's code writes to `res` (or tries to) after an answer from
+ * outside ended it, while the handler's work is still pending (what Nest writes once that work
+ * ended, an exception filter's end, is not the handler's).
+ */
+function watchLateWrites(res: ServerResponse, run: HandlerRun, wrote: () => void): void {
+  const target = res as unknown as Record<string, unknown>;
+  for (const name of WRITE_METHODS) {
+    const method = target[name];
+    if (typeof method !== 'function') continue;
+    target[name] = function (this: unknown, ...args: unknown[]) {
+      if (run.pending) wrote();
+      return (method as (...args: unknown[]) => unknown).apply(this, args);
+    };
+  }
 }
