@@ -5,7 +5,7 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import type { Socket } from 'node:net';
-import { type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
+import { heldAfterEndOf, type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import { readyForOwnMethods } from './own-methods.js';
 import type { ResponseRecorder } from './recorder.js';
@@ -1522,6 +1522,9 @@ class ResponseRecording implements SocketHold {
       () => this.ended(callback),
       (error: unknown) => this.failed(error),
     );
+    // Judged once held work settled (a timeout outside answered): what the app writes meanwhile.
+    const heldAfterEnd = heldAfterEndOf(recorder);
+    if (heldAfterEnd?.()) watchLateWrites(res, heldAfterEnd);
     return res;
   }
 
@@ -1707,4 +1710,23 @@ export function recordServerResponse(
   res.destroy = function destroy(error?: Error) {
     return recording.onDestroy(error);
   } as ServerResponse['destroy'];
+}
+
+/** The methods by which an app writes a Node response (Express's `res.json()` ends in them). */
+const WRITE_METHODS = ['setHeader', 'writeHead', 'write', 'end'] as const;
+
+/**
+ * Tells the recorder (see `HELD_AFTER_END`) of each write to `res` (or attempt: one after the
+ * end throws or is refused) made while it waits for held work to judge the end that went out.
+ */
+function watchLateWrites(res: ServerResponse, heldAfterEnd: (wrote?: boolean) => boolean): void {
+  const target = res as unknown as Record<string, unknown>;
+  for (const name of WRITE_METHODS) {
+    const method = target[name];
+    if (typeof method !== 'function') continue;
+    target[name] = function (this: unknown, ...args: unknown[]) {
+      heldAfterEnd(true);
+      return (method as (...args: unknown[]) => unknown).apply(this, args);
+    };
+  }
 }
