@@ -8,7 +8,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { describe, expect, it } from 'vitest';
 import { IdempotencyModule, Idempotent } from '../src/index.js';
-import { TimeoutInterceptor } from './review-kit.js';
+import { afterHeld, mountOuterTimeout, OUTER_TIMEOUTS, type Outer } from './review-kit.js';
 import { outerTimeout, type Platform, startNest, TenantGuard } from './scenario-app.js';
 
 // nest33 FINDING (HIGH, exactly-once): a timeout outside Nest's interceptor (Express middleware
@@ -68,28 +68,17 @@ class ResController {
 })
 class ResModule {}
 
-type Outer = 'before the router' | 'an interceptor outside';
-const outers: Array<[Platform, Outer]> = [
-  ['express', 'before the router'],
-  ['fastify', 'before the router'],
-  ['express', 'an interceptor outside'],
-  ['fastify', 'an interceptor outside'],
-];
+const mounted = (platform: Platform, outer: Outer) =>
+  mountOuterTimeout(outer, (app) =>
+    outerTimeout(platform)(app as NestExpressApplication & NestFastifyApplication),
+  );
 
-function configure(platform: Platform, outer: Outer) {
-  return (app: unknown) => {
-    if (outer === 'before the router')
-      outerTimeout(platform)(app as NestExpressApplication & NestFastifyApplication);
-    else (app as NestExpressApplication).useGlobalInterceptors(new TimeoutInterceptor());
-  };
-}
-
-describe.each(outers)(
+describe.each(OUTER_TIMEOUTS)(
   'nest33 nestjs on %s: a timeout %s over a @Res() handler',
   (platform, outer) => {
     for (const path of ['/res-writes', '/res-checks']) {
       it(`${path}: held (409) while it works, then the answered_outside marker (500), never a second run`, async () => {
-        const { url, close } = await startNest(platform, ResModule, configure(platform, outer));
+        const { url, close } = await startNest(platform, ResModule, mounted(platform, outer));
         try {
           const before = runs;
           const key = `nest33-${platform}-${outer}-${path}-${process.pid}`;
@@ -97,11 +86,7 @@ describe.each(outers)(
           expect([408, 503]).toContain(first.status);
           expect((await send(url, path, { key, body: {} })).status).toBe(409);
           // Its work ends (bounded wait: the retries go on until the key is no longer held).
-          let last = 409;
-          for (let i = 0; i < 40 && last === 409; i += 1) {
-            await sleep(50);
-            last = (await send(url, path, { key, body: {} })).status;
-          }
+          const last = await afterHeld(() => send(url, path, { key, body: {} }));
           expect(last).toBe(500);
           expect(runs - before).toBe(1);
         } finally {
@@ -111,18 +96,14 @@ describe.each(outers)(
     }
 
     it('/res-throws: held while it works, then released: a retry runs it after the first', async () => {
-      const { url, close } = await startNest(platform, ResModule, configure(platform, outer));
+      const { url, close } = await startNest(platform, ResModule, mounted(platform, outer));
       try {
         const before = failing;
         const key = `nest33-${platform}-${outer}-throws-${process.pid}`;
         expect([408, 503]).toContain((await send(url, '/res-throws', { key, body: {} })).status);
         expect((await send(url, '/res-throws', { key, body: {} })).status).toBe(409);
         expect(failing - before).toBe(1);
-        let last = 409;
-        for (let i = 0; i < 40 && last === 409; i += 1) {
-          await sleep(50);
-          last = (await send(url, '/res-throws', { key, body: {} })).status;
-        }
+        const last = await afterHeld(() => send(url, '/res-throws', { key, body: {} }));
         // The retry ran it (after the first ended).
         expect(failing - before).toBe(2);
         expect(last).not.toBe(500);

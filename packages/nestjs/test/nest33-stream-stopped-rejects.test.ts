@@ -8,7 +8,7 @@ import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { concat, defer, from, map, of } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { IdempotencyModule, Idempotent } from '../src/index.js';
-import { TimeoutInterceptor } from './review-kit.js';
+import { afterHeld, mountOuterTimeout, OUTER_TIMEOUTS, type Outer } from './review-kit.js';
 import { outerTimeout, type Platform, startNest, TenantGuard } from './scenario-app.js';
 
 // nest33 FINDING (MEDIUM, a failure that may be retried is blocked): an Observable the handler
@@ -66,37 +66,16 @@ class StreamController {
 })
 class StreamModule {}
 
-type Outer = 'before the router' | 'an interceptor outside';
-const outers: Array<[Platform, Outer]> = [
-  ['express', 'before the router'],
-  ['fastify', 'before the router'],
-  ['express', 'an interceptor outside'],
-  ['fastify', 'an interceptor outside'],
-];
+const mounted = (platform: Platform, outer: Outer) =>
+  mountOuterTimeout(outer, (app) =>
+    outerTimeout(platform)(app as NestExpressApplication & NestFastifyApplication),
+  );
 
-function configure(platform: Platform, outer: Outer) {
-  return (app: unknown) => {
-    if (outer === 'before the router')
-      outerTimeout(platform)(app as NestExpressApplication & NestFastifyApplication);
-    else (app as NestExpressApplication).useGlobalInterceptors(new TimeoutInterceptor());
-  };
-}
-
-/** Retries until the key is no longer held (bounded), answering the last status. */
-async function afterHeld(post: () => Promise<{ status: number }>): Promise<number> {
-  let last = 409;
-  for (let i = 0; i < 40 && last === 409; i += 1) {
-    await sleep(50);
-    last = (await post()).status;
-  }
-  return last;
-}
-
-describe.each(outers)(
+describe.each(OUTER_TIMEOUTS)(
   'nest33 nestjs on %s: a timeout %s tears down an Observable',
   (platform, outer) => {
     it('whose work then rejects: held while it runs, then released (a retry runs it after the first)', async () => {
-      const { url, close } = await startNest(platform, StreamModule, configure(platform, outer));
+      const { url, close } = await startNest(platform, StreamModule, mounted(platform, outer));
       try {
         const before = runs;
         const key = `nest33-obs-fails-${platform}-${outer}-${process.pid}`;
@@ -113,7 +92,7 @@ describe.each(outers)(
     });
 
     it('whose work then runs to its end: held, then the answered_outside marker (never a second run)', async () => {
-      const { url, close } = await startNest(platform, StreamModule, configure(platform, outer));
+      const { url, close } = await startNest(platform, StreamModule, mounted(platform, outer));
       try {
         const before = fulfilledRuns;
         const key = `nest33-obs-works-${platform}-${outer}-${process.pid}`;
