@@ -8,7 +8,13 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { describe, expect, it } from 'vitest';
 import { IdempotencyModule, Idempotent } from '../src/index.js';
-import { afterHeld, mountOuterTimeout, OUTER_TIMEOUTS, type Outer } from './review-kit.js';
+import {
+  afterHeld,
+  mountOuterTimeout,
+  OUTER_TIMEOUTS,
+  type Outer,
+  workGate,
+} from './review-kit.js';
 import { outerTimeout, type Platform, startNest, TenantGuard } from './scenario-app.js';
 
 // nest33 FINDING (HIGH, exactly-once): a timeout outside Nest's interceptor (Express middleware
@@ -24,6 +30,7 @@ import { outerTimeout, type Platform, startNest, TenantGuard } from './scenario-
 let runs = 0;
 let failing = 0;
 const WORK_MS = 300;
+const gate = workGate();
 
 type ExpressLikeRes = ServerResponse & {
   status(code: number): { json(body: unknown): unknown; send(body: unknown): unknown };
@@ -38,7 +45,7 @@ class ResController {
   @Idempotent()
   async writes(@Res() res: ExpressLikeRes) {
     runs += 1;
-    await sleep(WORK_MS);
+    await Promise.all([sleep(WORK_MS), gate.pass()]);
     res.status(201).send({ charged: true });
   }
 
@@ -47,7 +54,7 @@ class ResController {
   @Idempotent()
   async checks(@Res() res: ExpressLikeRes) {
     runs += 1;
-    await sleep(WORK_MS);
+    await Promise.all([sleep(WORK_MS), gate.pass()]);
     const raw = (res as { raw?: ServerResponse }).raw ?? res;
     if (!raw.headersSent) res.status(201).send({ charged: true });
   }
@@ -57,7 +64,7 @@ class ResController {
   @Idempotent()
   async throws(@Res() _res: ExpressLikeRes) {
     failing += 1;
-    await sleep(WORK_MS);
+    await Promise.all([sleep(WORK_MS), gate.pass()]);
     throw new Error('the charge failed');
   }
 }
@@ -82,9 +89,11 @@ describe.each(OUTER_TIMEOUTS)(
         try {
           const before = runs;
           const key = `nest33-${platform}-${outer}-${path}-${process.pid}`;
+          const open = gate.close();
           const first = await send(url, path, { key, body: {} });
           expect([408, 503]).toContain(first.status);
           expect((await send(url, path, { key, body: {} })).status).toBe(409);
+          open();
           // Its work ends (bounded wait: the retries go on until the key is no longer held).
           const last = await afterHeld(() => send(url, path, { key, body: {} }));
           expect(last).toBe(500);
@@ -100,8 +109,10 @@ describe.each(OUTER_TIMEOUTS)(
       try {
         const before = failing;
         const key = `nest33-${platform}-${outer}-throws-${process.pid}`;
+        const open = gate.close();
         expect([408, 503]).toContain((await send(url, '/res-throws', { key, body: {} })).status);
         expect((await send(url, '/res-throws', { key, body: {} })).status).toBe(409);
+        open();
         expect(failing - before).toBe(1);
         const last = await afterHeld(() => send(url, '/res-throws', { key, body: {} }));
         // The retry ran it (after the first ended).

@@ -8,7 +8,13 @@ import type { NestFastifyApplication } from '@nestjs/platform-fastify';
 import { concat, defer, from, map, of } from 'rxjs';
 import { describe, expect, it } from 'vitest';
 import { IdempotencyModule, Idempotent } from '../src/index.js';
-import { afterHeld, mountOuterTimeout, OUTER_TIMEOUTS, type Outer } from './review-kit.js';
+import {
+  afterHeld,
+  mountOuterTimeout,
+  OUTER_TIMEOUTS,
+  type Outer,
+  workGate,
+} from './review-kit.js';
 import { outerTimeout, type Platform, startNest, TenantGuard } from './scenario-app.js';
 
 // nest33 FINDING (MEDIUM, a failure that may be retried is blocked): an Observable the handler
@@ -20,18 +26,19 @@ import { outerTimeout, type Platform, startNest, TenantGuard } from './scenario-
 // is released once it ended (under finalOn2xx), and a retry runs the handler after the first.
 
 const WORK_MS = 300;
+const gate = workGate();
 let runs = 0;
 let fulfilledRuns = 0;
 
 async function failingWork(): Promise<number> {
   runs += 1;
-  await sleep(WORK_MS);
+  await Promise.all([sleep(WORK_MS), gate.pass()]);
   throw new Error('the downstream call failed');
 }
 
 async function goodWork(): Promise<number> {
   fulfilledRuns += 1;
-  await sleep(WORK_MS);
+  await Promise.all([sleep(WORK_MS), gate.pass()]);
   return fulfilledRuns;
 }
 
@@ -80,8 +87,10 @@ describe.each(OUTER_TIMEOUTS)(
         const before = runs;
         const key = `nest33-obs-fails-${platform}-${outer}-${process.pid}`;
         const post = () => send(url, '/obs-fails', { key, body: {} });
+        const open = gate.close();
         expect([408, 503]).toContain((await post()).status);
         expect((await post()).status).toBe(409);
+        open();
         expect(runs - before).toBe(1);
         const last = await afterHeld(post);
         expect(last).not.toBe(500);

@@ -103,3 +103,22 @@ export async function afterHeld(post: () => Promise<{ status: number }>): Promis
   }
   return last;
 }
+
+/**
+ * A gate the handler's work waits on (nest33): closed by a check before its first request and
+ * opened once the check saw the key held, so that no load on the machine makes the work end
+ * before the check looked.
+ */
+export function workGate(): { pass(): Promise<void>; close(): () => void } {
+  let gate: Promise<void> = Promise.resolve();
+  return {
+    pass: () => gate,
+    close: () => {
+      let open!: () => void;
+      gate = new Promise((resolve) => {
+        open = resolve;
+      });
+      return open;
+    },
+  };
+}
