@@ -77,3 +77,19 @@ export function answeredOutsideOf(
     ANSWERED_OUTSIDE
   ];
 }
+
+/**
+ * Key of the function by which `recordServerResponse` asks a recorder made by @idem/http, right
+ * after the response ended, whether it now waits for held work (see `holdWhile`) before judging
+ * that end; and, with `true`, tells it that the app wrote to the response (or tried to: Express's
+ * `res.json()` throws ERR_HTTP_HEADERS_SENT) after that end while it waited. Such a write shows
+ * the held handler reached its own answer after another one went out: its work ran, so the end
+ * is never released for a retry to run it again (the `answered_outside` marker), even when the
+ * write threw and the handler's promise rejected with it. @internal
+ */
+export const HELD_AFTER_END = Symbol.for('@idem/http.recorder.held-after-end');
+
+/** `recorder`'s {@link HELD_AFTER_END} entry, when @idem/http made it. @internal */
+export function heldAfterEndOf(recorder: object): ((wrote?: boolean) => boolean) | undefined {
+  return (recorder as { [HELD_AFTER_END]?: (wrote?: boolean) => boolean })[HELD_AFTER_END];
+}

@@ -5,7 +5,7 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import type { Socket } from 'node:net';
-import { type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
+import { heldAfterEndOf, type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import { readyForOwnMethods } from './own-methods.js';
 import type { ResponseRecorder } from './recorder.js';
@@ -809,6 +809,8 @@ class ResponseRecording implements SocketHold {
    * their last chunk with `this.write`).
    */
   private released = false;
+  /** Set while {@link ended} sends the held end (see `watchLateWrites`). */
+  private sendingEnd = false;
   /**
    * An HTTP/2 response (`node:http2`'s compat `Http2ServerResponse`): it has no socket of its
    * own (its `socket` is a proxy of the connection's, shared by every stream) and, when its
@@ -1522,6 +1524,9 @@ class ResponseRecording implements SocketHold {
       () => this.ended(callback),
       (error: unknown) => this.failed(error),
     );
+    // Judged once held work settled (a timeout outside answered): what the app writes meanwhile.
+    const heldAfterEnd = heldAfterEndOf(recorder);
+    if (heldAfterEnd?.()) watchLateWrites(res, heldAfterEnd, () => this.sendingEnd);
     return res;
   }
 
@@ -1539,9 +1544,15 @@ class ResponseRecording implements SocketHold {
     this.trailers = undefined;
     // The last held chunk goes with the end: one write, as a plain `end(chunk)` makes.
     const last = held.pop();
-    for (const buffer of held) this.write.call(res, buffer);
-    if (last) this.end.call(res, last, callback);
-    else this.end.call(res, callback);
+    // Node's end makes the head through `res.writeHead` when none went out: not the app's write.
+    this.sendingEnd = true;
+    try {
+      for (const buffer of held) this.write.call(res, buffer);
+      if (last) this.end.call(res, last, callback);
+      else this.end.call(res, callback);
+    } finally {
+      this.sendingEnd = false;
+    }
     const late = this.late;
     this.late = undefined;
     if (late)
@@ -1707,4 +1718,27 @@ export function recordServerResponse(
   res.destroy = function destroy(error?: Error) {
     return recording.onDestroy(error);
   } as ServerResponse['destroy'];
+}
+
+/** The methods by which an app writes a Node response (Express's `res.json()` ends in them). */
+const WRITE_METHODS = ['setHeader', 'writeHead', 'write', 'end'] as const;
+
+/**
+ * Tells the recorder (see `HELD_AFTER_END`) of each write to `res` (or attempt: one after the
+ * end throws or is refused) made while it waits for held work to judge the end that went out.
+ */
+function watchLateWrites(
+  res: ServerResponse,
+  heldAfterEnd: (wrote?: boolean) => boolean,
+  sendingEnd: () => boolean,
+): void {
+  const target = res as unknown as Record<string, unknown>;
+  for (const name of WRITE_METHODS) {
+    const method = target[name];
+    if (typeof method !== 'function') continue;
+    target[name] = function (this: unknown, ...args: unknown[]) {
+      if (!sendingEnd()) heldAfterEnd(true);
+      return (method as (...args: unknown[]) => unknown).apply(this, args);
+    };
+  }
 }

@@ -2,7 +2,13 @@ import { type Execution, isIdemError, outcomePolicyAnswer, type StoredOutcome } 
 import { storeUnavailable } from './answers.js';
 import { CaptureBuffer } from './capture-buffer.js';
 import type { IdempotencyDecision } from './handler.js';
-import { ANSWERED_OUTSIDE, type ResponseHeadSource, START_FROM, TRAILERS } from './head-source.js';
+import {
+  ANSWERED_OUTSIDE,
+  HELD_AFTER_END,
+  type ResponseHeadSource,
+  START_FROM,
+  TRAILERS,
+} from './head-source.js';
 import { LIVE_CAPTURE, LIVE_GENERATION, type LiveSettings, LiveTee } from './live-publish.js';
 import { mediaType } from './media-type.js';
 import type { ResponseHead, ResponsePolicy } from './policy.js';
@@ -333,6 +339,10 @@ export function createRecorder(
   // The adapter saw the request answered outside it while the handler ran, and the handler
   // then ran to its end (see ANSWERED_OUTSIDE): a response that is not final is marked.
   let outside = false;
+  // The response ended and its judgment waits for held handlers (see `settle`); and the app
+  // wrote to it after that end meanwhile (see HELD_AFTER_END).
+  let waitingForHeld = false;
+  let wroteAfterEnd = false;
 
   function capture(chunk: Uint8Array): boolean {
     if (!head) throw misuse('ResponseRecorder.start must be called before capture');
@@ -373,12 +383,18 @@ export function createRecorder(
           const turn = setTimeout(() => {
             ranOn = true;
           }, 0);
+          waitingForHeld = true;
           void new Promise<void>((resolve) => {
             idle = resolve;
           }).then(() => {
             clearTimeout(turn);
+            waitingForHeld = false;
             // A handler that threw may retry; one that ran to its end most likely did its work.
-            return ranOn && !failed && !heldFailed ? answeredOutside() : releaseQuietly();
+            // One that wrote to the response after this end reached its own answer: its work ran,
+            // even if that write threw (nest33: Express's ERR_HTTP_HEADERS_SENT released the key,
+            // and a retry ran the route a second time).
+            const ran = (ranOn && !heldFailed) || wroteAfterEnd;
+            return ran && !failed ? answeredOutside() : releaseQuietly();
           });
           return;
         }
@@ -538,6 +554,7 @@ export function createRecorder(
     [START_FROM]: typeof startFrom;
     [TRAILERS]: typeof trailers;
     [ANSWERED_OUTSIDE]: (status?: number) => Promise<void> | undefined;
+    [HELD_AFTER_END]: (wrote?: boolean) => boolean;
     [LIVE_GENERATION]: () => number | undefined;
     [LIVE_CAPTURE]: () => Uint8Array | undefined;
   } = {
@@ -569,6 +586,10 @@ export function createRecorder(
     },
     [START_FROM]: startFrom,
     [TRAILERS]: trailers,
+    [HELD_AFTER_END]: (wrote?: boolean) => {
+      if (wrote === true && waitingForHeld) wroteAfterEnd = true;
+      return waitingForHeld;
+    },
     [ANSWERED_OUTSIDE]: (status?: number) => {
       outside = true;
       if (head) return undefined;

@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { ServerResponse } from 'node:http';
 import * as v8 from 'node:v8';
 import { isThenable } from '@idem/core';
 import { answeredOutsideOf, type ResponseRecorder } from '@idem/http';
@@ -278,20 +279,23 @@ export const handlerRuns = new AsyncLocalStorage<HandlerRun>();
  * Promises made in a watched call's async context and not settled yet, with their call and the
  * call's hold they count for (its {@link HandlerCall.epoch} when made).
  */
-const watchedPromises = new WeakMap<Promise<unknown>, { call: HandlerCall; epoch: number }>();
+const watchedPromises = new WeakMap<
+  Promise<unknown>,
+  { call: HandlerCall; epoch: number; root: boolean }
+>();
 /** Calls watched now: V8's promise hooks are on while there is one. */
 let watching = 0;
 let stopHooks: (() => void) | undefined;
 const hooks = {
-  init(promise: Promise<unknown>): void {
+  init(promise: Promise<unknown>, parent?: Promise<unknown>): void {
     const call = insideHandler.getStore();
-    if (call?.watching) call.made(promise);
+    if (call?.watching) call.made(promise, parent === undefined);
   },
   settled(promise: Promise<unknown>): void {
     const made = watchedPromises.get(promise);
     if (!made) return;
     watchedPromises.delete(promise);
-    made.call.unmade(made.epoch);
+    made.call.unmade(made.epoch, made.root ? promise : undefined);
   },
 };
 /**
@@ -336,6 +340,16 @@ class HandlerCall {
   epoch = 0;
   private subscriptions = 0;
   private outcome: boolean | undefined;
+  /**
+   * Set once a subscription was torn down while promises of the call's work were pending (see
+   * {@link follow}): how that work then ends decides the call's outcome (see {@link check}).
+   */
+  private tornDown = false;
+  /**
+   * The promise of the call's work that settled last after the teardown, among those not derived
+   * from another (`then`): an `async` function's, a `new Promise`'s, what `from(promise)` follows.
+   */
+  private lastRoot: Promise<unknown> | undefined;
 
   constructor(readonly run: HandlerRun) {}
 
@@ -364,25 +378,54 @@ class HandlerCall {
     // with the hold it stood for (rev12d: a stale count kept a reopened call held).
     this.epoch++;
     this.promises = 0;
+    this.tornDown = false;
+    this.lastRoot = undefined;
     const release = this.release;
     this.release = undefined;
     release?.(this.outcome);
   }
 
-  /** Ends the hold once nothing of the call's work is known to run. */
+  /**
+   * Ends the hold once nothing of the call's work is known to run. After a teardown that left
+   * work running, that work's last promise (see {@link lastRoot}) is read first: a rejection is
+   * the call's failure (nest33: it was taken for work run to its end, and the answer that went
+   * out was marked answered_outside, though a retry could have run it), as a handler's promise
+   * that rejects after an answer from outside.
+   */
   check(): void {
-    if (this.subscriptions === 0 && this.promises === 0) this.close();
+    if (this.subscriptions !== 0 || this.promises !== 0) return;
+    const root = this.lastRoot;
+    if (!this.tornDown || root === undefined) {
+      this.close();
+      return;
+    }
+    this.lastRoot = undefined;
+    const epoch = this.epoch;
+    // Read outside the call's context: the reaction is not the call's work.
+    insideHandler.run(undefined, () =>
+      root.then(
+        () => {
+          if (epoch === this.epoch) this.check();
+        },
+        () => {
+          if (epoch !== this.epoch) return;
+          this.outcome = false;
+          this.check();
+        },
+      ),
+    );
   }
 
-  /** A promise was made in the call's async context. */
-  made(promise: Promise<unknown>): void {
-    watchedPromises.set(promise, { call: this, epoch: this.epoch });
+  /** A promise was made in the call's async context (`root`: not derived from another). */
+  made(promise: Promise<unknown>, root: boolean): void {
+    watchedPromises.set(promise, { call: this, epoch: this.epoch, root });
     this.promises++;
   }
 
-  /** A promise made in the call's async context settled. */
-  unmade(epoch: number): void {
+  /** A promise made in the call's async context settled (`root`: one not derived from another). */
+  unmade(epoch: number, root?: Promise<unknown>): void {
     if (epoch !== this.epoch) return;
+    if (root !== undefined && this.tornDown) this.lastRoot = root;
     // Judged after the promise hook: it must neither make nor resolve a promise itself.
     if (--this.promises === 0) queueMicrotask(() => this.check());
   }
@@ -432,6 +475,7 @@ class HandlerCall {
         // A teardown of the source that throws (a driver's cancel on a closed handle) still
         // ends this subscription's hold: nothing of it runs any more (rev12d).
         if (stopped) this.run.stopped = true;
+        else this.tornDown = true;
         try {
           insideHandler.run(this, () => inner?.unsubscribe());
         } finally {
@@ -514,19 +558,41 @@ export function trackedHandler<F extends (...args: never[]) => unknown>(
 export function recorderHeldForHandler(
   recorder: ResponseRecorder,
   run: HandlerRun,
+  res?: ServerResponse,
 ): ResponseRecorder {
   let deferred: Promise<void> | undefined;
   // The end that was taken for an answer from outside may have been the handler's own (see
-  // `overtaken`): the answer is then judged as usual once its work ended, never marked.
+  // `overtaken`): a `@Res()` handler's end from a callback that lost its async context (a pool,
+  // rev32d). It is its own when the handler's work ended within the turn the end came in (its
+  // callback ended the response and returned) and the handler never wrote to the response after
+  // it: the answer is then judged as usual, never marked. Otherwise (nest33) the end came from
+  // outside (a timeout before Nest's router) and the handler ran on: marked as any other.
   let perhapsOwn = false;
+  let ranOn = false;
+  // A handler that writes its response itself wrote to it (or tried: Express throws
+  // ERR_HTTP_HEADERS_SENT) after the answer from outside, while its work was pending: it reached
+  // its own answer, so its work ran, whether or not that write threw (nest33: the throw released
+  // the key and a retry ran the handler again).
+  let wroteAfter = false;
   const later = (settle: () => Promise<void>, pending: Promise<boolean>): Promise<void> => {
+    if (run.ownsResponse && res)
+      watchLateWrites(res, run, () => {
+        wroteAfter = true;
+      });
+    if (perhapsOwn) {
+      const turn = setTimeout(() => {
+        ranOn = true;
+      }, 0);
+      turn.unref?.();
+    }
     // Attached outside the handler's context: a call watching its promises must not wait on it.
     deferred ??= insideHandler.run(undefined, () =>
       pending.then((fulfilled) => {
         run.end();
-        if (!fulfilled) return recorder.fail(new Error('The handler failed'));
+        if (!fulfilled && !wroteAfter) return recorder.fail(new Error('The handler failed'));
+        const own = perhapsOwn && !ranOn && !wroteAfter;
         // Its work ran to its end (or may have: torn down): never released for a retry to run.
-        if (!perhapsOwn && !run.stopped) answeredOutsideOf(recorder)?.();
+        if (!own && !run.stopped) answeredOutsideOf(recorder)?.();
         return settle().catch(() => {});
       }),
     );
@@ -584,4 +650,24 @@ export function recorderHeldForHandler(
     },
   });
   return held;
+}
+
+/** The methods through which a handler writes its Node response (Express's and Fastify's end in them). */
+const WRITE_METHODS = ['setHeader', 'writeHead', 'write', 'end'] as const;
+
+/**
+ * Tells `wrote` when the handler's code writes to `res` (or tries to) after an answer from
+ * outside ended it, while the handler's work is still pending (what Nest writes once that work
+ * ended, an exception filter's end, is not the handler's).
+ */
+function watchLateWrites(res: ServerResponse, run: HandlerRun, wrote: () => void): void {
+  const target = res as unknown as Record<string, unknown>;
+  for (const name of WRITE_METHODS) {
+    const method = target[name];
+    if (typeof method !== 'function') continue;
+    target[name] = function (this: unknown, ...args: unknown[]) {
+      if (run.pending) wrote();
+      return (method as (...args: unknown[]) => unknown).apply(this, args);
+    };
+  }
 }

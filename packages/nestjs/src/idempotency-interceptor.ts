@@ -441,7 +441,7 @@ export class IdempotencyInterceptor implements NestInterceptor {
         return sendDecisionResponse(res, refusal);
       }),
     );
-    recordServerResponse(res, recorderHeldForHandler(recorder, run));
+    recordServerResponse(res, recorderHeldForHandler(recorder, run, res));
     connectionAsRecorded(raw, res);
     return { result: handlerRuns.run(run, () => next.handle()), res, run };
   }

@@ -68,3 +68,57 @@ export function stopWorker(): void {
   if (worker) clearInterval(worker);
   worker = undefined;
 }
+
+/** Where a timeout outside idem's interceptor is mounted (nest33). */
+export type Outer = 'before the router' | 'an interceptor outside';
+/** Each platform with each outer timeout (nest33). */
+export const OUTER_TIMEOUTS: ReadonlyArray<['express' | 'fastify', Outer]> = [
+  ['express', 'before the router'],
+  ['fastify', 'before the router'],
+  ['express', 'an interceptor outside'],
+  ['fastify', 'an interceptor outside'],
+];
+
+/**
+ * Mounts a timeout outside idem's interceptor: `before` (scenario-app's `outerTimeout`: Express
+ * middleware or a Fastify onRequest hook, 503 after 100 ms) before Nest's router, or
+ * {@link TimeoutInterceptor} as a global interceptor (408 after 150 ms).
+ */
+export function mountOuterTimeout(
+  outer: Outer,
+  before: (app: unknown) => void,
+): (app: { useGlobalInterceptors(...interceptors: NestInterceptor[]): unknown }) => void {
+  return (app) => {
+    if (outer === 'before the router') before(app);
+    else app.useGlobalInterceptors(new TimeoutInterceptor());
+  };
+}
+
+/** Sends until the key is no longer held (409), at most 40 times 50 ms; the last status. */
+export async function afterHeld(post: () => Promise<{ status: number }>): Promise<number> {
+  let last = 409;
+  for (let i = 0; i < 40 && last === 409; i += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    last = (await post()).status;
+  }
+  return last;
+}
+
+/**
+ * A gate the handler's work waits on (nest33): closed by a check before its first request and
+ * opened once the check saw the key held, so that no load on the machine makes the work end
+ * before the check looked.
+ */
+export function workGate(): { pass(): Promise<void>; close(): () => void } {
+  let gate: Promise<void> = Promise.resolve();
+  return {
+    pass: () => gate,
+    close: () => {
+      let open!: () => void;
+      gate = new Promise((resolve) => {
+        open = resolve;
+      });
+      return open;
+    },
+  };
+}
