@@ -421,6 +421,8 @@ function watchOutside(c: Context): OutsideWatch {
   let latest: Response | undefined;
   /** The copies of the answer that went out put on `c.res` since (see the getter), and their bodies. */
   const answered = new WeakSet<object>();
+  /** Those copies, to tell at the end whether code after this middleware read their body. */
+  const copies: Response[] = [];
   const resAccessor = accessorOf(c, 'res');
   let restoreRes: (() => void) | undefined;
   if (resAccessor?.get && resAccessor.set && !Object.hasOwn(c, 'res')) {
@@ -443,6 +445,7 @@ function watchOutside(c: Context): OutsideWatch {
         // again), marked as the answer that went out.
         const copy = emptyCopy(status, headers);
         answered.add(copy);
+        copies.push(copy);
         if (copy.body) answered.add(copy.body);
         set.call(c, undefined);
         set.call(c, copy);
@@ -482,6 +485,10 @@ function watchOutside(c: Context): OutsideWatch {
   /** Whether `response` is the answer that went out again (itself, a copy of it, one carrying its body). */
   const outsideAnswer = (response: Response) => {
     if (response === latest || answered.has(response)) return true;
+    // A body made from the copy's (piped through `compress()` or a `TransformStream`, read by
+    // `c.res.text()` into a new one): the copy's body was read, by code after this middleware
+    // (nothing else sees the copy), so what now stands on `c.res` was made from that answer.
+    if (copies.some((copy) => copy.bodyUsed || copy.body?.locked === true)) return true;
     const body = bodyOf(response);
     return body !== null && body !== undefined && (answered.has(body) || body === bodyOf(latest));
   };
