@@ -404,9 +404,19 @@ function watchOutside(c: Context): OutsideWatch {
   const sent = outgoing
     ? () => outgoing.headersSent === true || outgoing.writableEnded === true
     : () => answeredElsewhere;
-  const outside = () => storage !== undefined && !within(storage.getStore(), token);
+  // The async context this middleware was called in: that of the chain before it, whose code
+  // (a timeout's) runs there or in one enclosing it (a timeout before an outer idempotency()).
+  const caller = storage?.getStore();
+  // Code run from a callback of another request's `next()` (a callback-style limiter after this
+  // middleware that starts a waiter when the request before it ends, an emitter's listener) runs
+  // the route in that request's context: not the chain before this middleware, not outside.
+  const outside = () => {
+    if (storage === undefined) return false;
+    const store = storage.getStore();
+    return !within(store, token) && (store === undefined || within(caller, store.token));
+  };
   const run = (next: () => Promise<void>) =>
-    storage ? storage.run({ token, parent: storage.getStore() }, next) : next();
+    storage ? storage.run({ token, parent: caller }, next) : next();
   // Nothing to tell, nor once something went out already.
   if ((!outgoing && !storage) || sent()) return { run, verdict: () => 'inside' };
   let failedAfter = false;
