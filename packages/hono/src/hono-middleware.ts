@@ -465,11 +465,14 @@ function watchOutside(c: Context): OutsideWatch {
         const after = sent();
         set.call(c, response);
         if (response === undefined) return;
-        if (after) assignedAfter = true;
-        else {
+        // From outside this middleware (off @hono/node-server): the outside answer, also when a
+        // middleware before it rewraps that answer once it counts as gone out (`compress()`
+        // mounted first, whose new body is no longer the one that answer had).
+        if (outside()) {
           latest = get.call(c) as Response;
-          if (outside()) answeredElsewhere = true;
-        }
+          answeredElsewhere = true;
+        } else if (after) assignedAfter = true;
+        else latest = get.call(c) as Response;
       },
     });
     restoreRes = () => delete (c as { res?: unknown }).res;

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { gunzipSync } from 'node:zlib';
 import type { ServerType } from '@hono/node-server';
 import { send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
@@ -33,6 +34,11 @@ export async function start(app: Hono, servers: ServerType[]): Promise<string> {
   return `http://127.0.0.1:${await serveOnLoopback(app, servers)}`;
 }
 
+/** The body as text, gunzipped when it says gzip (and has bytes). */
+function decoded(bytes: Buffer, coding: string | null | undefined): string {
+  return (coding === 'gzip' && bytes.length > 0 ? gunzipSync(bytes) : bytes).toString('latin1');
+}
+
 function problemType(type: string | null | undefined, body: string): unknown {
   return type?.startsWith('application/problem+json')
     ? (JSON.parse(body) as { type?: unknown }).type
@@ -43,10 +49,10 @@ function problemType(type: string | null | undefined, body: string): unknown {
 export function overHttp(url: string, headers: Record<string, string> = {}, path = '/charges') {
   return async (key: string): Promise<Answer> => {
     const answer = await send(url, path, { key, body: { a: 1 }, headers, timeoutMs: 10_000 });
-    const body = answer.body.toString('latin1');
     const flat: Record<string, string | undefined> = {};
     for (const [name, value] of Object.entries(answer.headers))
       flat[name] = Array.isArray(value) ? value.join(', ') : value;
+    const body = decoded(answer.body, flat['content-encoding']);
     return {
       status: answer.status,
       type: problemType(flat['content-type'], body),
@@ -68,7 +74,7 @@ export function viaFetch(app: Hono, headers: Record<string, string> = {}, path =
       }),
     );
     const bytes = Buffer.from(await response.arrayBuffer());
-    const body = bytes.toString('latin1');
+    const body = decoded(bytes, response.headers.get('content-encoding'));
     const flat: Record<string, string | undefined> = {};
     response.headers.forEach((value, name) => {
       flat[name] = value;
