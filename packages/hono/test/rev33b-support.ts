@@ -113,3 +113,13 @@ export async function poster(
     ? viaFetch(app, headers, path)
     : overHttp(await start(app, servers), headers, path);
 }
+
+/** `POST /charges` on `app`: counts its runs, answers 201 after `ms` (300: past a 100 ms timeout). */
+export function slowCharges(app: Hono, counts: { runs: number }, ms = 300): Hono {
+  app.post('/charges', async (c) => {
+    counts.runs += 1;
+    await sleep(ms);
+    return c.json({ runs: counts.runs }, 201);
+  });
+  return app;
+}
