@@ -531,8 +531,9 @@ function hookContext(c: Context, watch: ContextWatch): () => void {
         enumerable: false,
         get() {
           const current = get.call(c) as Response;
-          const seeing = [...watches].filter((each) => each.wantsCopy());
-          if (seeing.length === 0) return current;
+          let seeing: ContextWatch[] | undefined;
+          for (const each of watches) if (each.wantsCopy()) (seeing ??= []).push(each);
+          if (!seeing) return current;
           // Status and headers first: @hono/node-server's own `Response` gives nothing else once
           // its body was tried and found read.
           const status = current.status;

@@ -75,4 +75,30 @@ describe('rev33b hono: hono/timeout before idem, the 504 transformed by a middle
       });
     }
   }
+
+  // rev33b FINDING (HIGH, exactly-once, NOT fixed; the README states this limit): a middleware
+  // after idem that replaces any 5xx with a body of its own without reading the old one
+  // (`c.res = c.json({ error }, c.res.status)`) is taken for the route's own answer once the
+  // timeout's went out: released as a 5xx, and a retry after the first handler ended runs it a
+  // second time. Nothing tells its assignment from a route's own (apps/llm-api's `deliver`
+  // pattern, whose route may read `c.res` or call `c.header()` before assigning its answer).
+  for (const transport of TRANSPORTS) {
+    it.fails(`${transport}, a middleware after idem that answers its own JSON for any 5xx: one run`, async () => {
+      const counts = { runs: 0 };
+      const problemJson: MiddlewareHandler = async (c, next) => {
+        await next();
+        if (c.res.status >= 500) {
+          const status = c.res.status as 500;
+          c.res = undefined;
+          c.res = c.json({ error: 'upstream' }, status);
+        }
+      };
+      const post = await poster(transport, appWith(problemJson, counts), servers);
+      const key = keyOf('own-5xx');
+      expect((await post(key)).status).toBe(504);
+      const last = await settled(post, key);
+      expect(last.status).toBe(500);
+      expect(counts.runs).toBe(1);
+    });
+  }
 });
