@@ -436,6 +436,7 @@ function watchOutside(c: Context): OutsideWatch {
   const unhook = hookContext(c, {
     sent,
     wantsCopy: () => sent() && !assignedAfter,
+    readsInside: () => !outside(),
     adopt(copy) {
       answered.add(copy);
       copies.push(copy);
@@ -486,6 +487,8 @@ interface ContextWatch {
   sent(): boolean;
   /** Whether a read of `c.res` now gets a copy of the answer that went out (see `hookContext`). */
   wantsCopy(): boolean;
+  /** Whether the code reading now runs within this watch's `next()` (the chain after idem). */
+  readsInside(): boolean;
   /** That copy, put on `c.res`. */
   adopt(copy: Response): void;
   /** `response` was put on `c.res` (as Hono keeps it), `after` the answer went out as this watch told before. */
@@ -510,7 +513,7 @@ function honoRes(c: Context): Response {
  * own accessor over Hono's, `c.error` through one over its plain field (put back as a plain
  * field once the last watch is off), `c.header()` wrapped.
  *
- * Reading `c.res` once the answer went out and its body was read to send it: a middleware after
+ * Reading `c.res` once the answer went out (from within `next()`, or its body read to send it): a middleware after
  * this one that copies it (`new Response(c.res.body, c.res)`, Hono's setter merging its headers)
  * would throw on it, and Hono would take that throw for the handler's. A copy of it on `c.res`
  * instead, same status and headers, its body empty (what went out cannot be read again), marked
@@ -538,7 +541,10 @@ function hookContext(c: Context, watch: ContextWatch): () => void {
           // its body was tried and found read.
           const status = current.status;
           const headers = current.headers;
-          if (readable(current)) return current;
+          // Still readable: the runtime may not have read it yet (off @hono/node-server, a slow
+          // client), and it holds that very `Response`: its body is not for code after idem.
+          // The runtime itself (Hono's dispatch returning it) reads from outside, and gets it.
+          if (readable(current) && !seeing.some((each) => each.readsInside())) return current;
           const copy = emptyCopy(status, headers);
           for (const each of seeing) each.adopt(copy);
           set.call(c, undefined);
