@@ -404,9 +404,19 @@ function watchOutside(c: Context): OutsideWatch {
   const sent = outgoing
     ? () => outgoing.headersSent === true || outgoing.writableEnded === true
     : () => answeredElsewhere;
-  const outside = () => storage !== undefined && !within(storage.getStore(), token);
+  // The async context this middleware was called in: that of the chain before it, whose code
+  // (a timeout's) runs there or in one enclosing it (a timeout before an outer idempotency()).
+  const caller = storage?.getStore();
+  // Code run from a callback of another request's `next()` (a callback-style limiter after this
+  // middleware that starts a waiter when the request before it ends, an emitter's listener) runs
+  // the route in that request's context: not the chain before this middleware, not outside.
+  const outside = () => {
+    if (storage === undefined) return false;
+    const store = storage.getStore();
+    return !within(store, token) && (store === undefined || within(caller, store.token));
+  };
   const run = (next: () => Promise<void>) =>
-    storage ? storage.run({ token, parent: storage.getStore() }, next) : next();
+    storage ? storage.run({ token, parent: caller }, next) : next();
   // Nothing to tell, nor once something went out already.
   if ((!outgoing && !storage) || sent()) return { run, verdict: () => 'inside' };
   let failedAfter = false;
@@ -419,101 +429,188 @@ function watchOutside(c: Context): OutsideWatch {
   let assignedAfter = false;
   /** The last `Response` put on `c.res` before the answer went out: the one that went out. */
   let latest: Response | undefined;
-  /** The copies of the answer that went out put on `c.res` since (see the getter), and their bodies. */
+  /** The copies of the answer that went out put on `c.res` since (see `hookContext`), and their bodies. */
   const answered = new WeakSet<object>();
-  const resAccessor = accessorOf(c, 'res');
-  let restoreRes: (() => void) | undefined;
-  if (resAccessor?.get && resAccessor.set && !Object.hasOwn(c, 'res')) {
-    const { get, set } = resAccessor;
-    Object.defineProperty(c, 'res', {
-      configurable: true,
-      enumerable: false,
-      get() {
-        const current = get.call(c) as Response;
-        if (!sent() || assignedAfter) return current;
-        // Status and headers first: @hono/node-server's own `Response` gives nothing else once
-        // its body was tried and found read.
-        const status = current.status;
-        const headers = current.headers;
-        if (readable(current)) return current;
-        // The answer went out and its body was read to send it: a middleware after this one
-        // that copies it (`new Response(c.res.body, c.res)`, Hono's setter merging its headers)
-        // would throw on it, and Hono would take that throw for the handler's. A copy of it on
-        // `c.res` instead, same status and headers, its body empty (what went out cannot be read
-        // again), marked as the answer that went out.
-        const copy = emptyCopy(status, headers);
-        answered.add(copy);
-        if (copy.body) answered.add(copy.body);
-        set.call(c, undefined);
-        set.call(c, copy);
-        return copy;
-      },
-      set(response: unknown) {
-        const after = sent();
-        set.call(c, response);
-        if (response === undefined) return;
-        if (after) assignedAfter = true;
-        else {
-          latest = get.call(c) as Response;
-          if (outside()) answeredElsewhere = true;
-        }
-      },
-    });
-    restoreRes = () => delete (c as { res?: unknown }).res;
-    // `c.header()` after the answer went out copies Hono's own `c.res` (not through the getter)
-    // and throws as well on a body read to send it: that copy put on `c.res` first.
-    const header = Object.getOwnPropertyDescriptor(c, 'header');
-    const original: unknown = header?.value;
-    if (header?.writable && header.configurable && typeof original === 'function') {
-      Object.defineProperty(c, 'header', {
-        ...header,
-        value(...args: unknown[]) {
-          if (sent()) void c.res;
-          return original.apply(c, args);
-        },
-      });
-      const restoreOwn = restoreRes;
-      restoreRes = () => {
-        restoreOwn();
-        Object.defineProperty(c, 'header', header);
-      };
-    }
-  }
+  /** Those copies, to tell at the end whether code after this middleware read their body. */
+  const copies: Response[] = [];
+  const unhook = hookContext(c, {
+    sent,
+    wantsCopy: () => sent() && !assignedAfter,
+    readsInside: () => !outside(),
+    adopt(copy) {
+      answered.add(copy);
+      copies.push(copy);
+      if (copy.body) answered.add(copy.body);
+    },
+    assigned(response, after) {
+      // From outside this middleware (off @hono/node-server): the outside answer, also when a
+      // middleware before it rewraps that answer once it counts as gone out (`compress()`
+      // mounted first, whose new body is no longer the one that answer had).
+      if (outside()) {
+        latest = response;
+        answeredElsewhere = true;
+      } else if (after) assignedAfter = true;
+      else latest = response;
+    },
+    errorSet() {
+      // The outer chain's own error (its timeout's) is not the handler's.
+      if (sent() && !outside()) failedAfter = true;
+    },
+  });
   /** Whether `response` is the answer that went out again (itself, a copy of it, one carrying its body). */
   const outsideAnswer = (response: Response) => {
     if (response === latest || answered.has(response)) return true;
+    // A body made from the copy's (piped through `compress()` or a `TransformStream`, read by
+    // `c.res.text()` into a new one): the copy's body was read, by code after this middleware
+    // (nothing else sees the copy), so what now stands on `c.res` was made from that answer.
+    if (copies.some((copy) => copy.bodyUsed || copy.body?.locked === true)) return true;
     const body = bodyOf(response);
     return body !== null && body !== undefined && (answered.has(body) || body === bodyOf(latest));
   };
-  const own = Object.getOwnPropertyDescriptor(c, 'error');
-  let restore: (() => void) | undefined;
-  if (!own || ('value' in own && own.configurable && own.writable)) {
-    let value: unknown = own?.value;
-    const enumerable = own?.enumerable ?? true;
-    Object.defineProperty(c, 'error', {
-      configurable: true,
-      enumerable,
-      get: () => value,
-      set: (error: unknown) => {
-        value = error;
-        // The outer chain's own error (its timeout's) is not the handler's.
-        if (sent() && !outside()) failedAfter = true;
-      },
-    });
-    restore = () =>
-      Object.defineProperty(c, 'error', { value, writable: true, enumerable, configurable: true });
-  }
   const verdict = (): OutsideVerdict => {
-    restore?.();
-    restoreRes?.();
+    unhook();
+    // Hono's own `c.res`: an outer watch still on (idempotency() nested) would copy it.
+    const res = honoRes(c);
     // What the handler wrote to the Node response itself, marked so for node-server, is its own.
-    if (!sent() || c.res.headers.has(ALREADY_SENT)) return 'inside';
+    if (!sent() || res.headers.has(ALREADY_SENT)) return 'inside';
     if (failedAfter) return 'rejected';
     if (!assignedAfter) return 'fulfilled';
     // Put on `c.res` after the answer went out: the route's own, unless it is that answer again.
-    return outsideAnswer(c.res) ? 'fulfilled' : 'inside';
+    return outsideAnswer(res) ? 'fulfilled' : 'inside';
   };
   return { run, verdict };
+}
+
+/** One watch's part in the accessors a context carries while watches are on (see {@link hookContext}). */
+interface ContextWatch {
+  /** Whether the answer went out, as this watch tells. */
+  sent(): boolean;
+  /** Whether a read of `c.res` now gets a copy of the answer that went out (see `hookContext`). */
+  wantsCopy(): boolean;
+  /** Whether the code reading now runs within this watch's `next()` (the chain after idem). */
+  readsInside(): boolean;
+  /** That copy, put on `c.res`. */
+  adopt(copy: Response): void;
+  /** `response` was put on `c.res` (as Hono keeps it), `after` the answer went out as this watch told before. */
+  assigned(response: Response, after: boolean): void;
+  /** `c.error` was set. */
+  errorSet(): void;
+}
+
+/** The watches on each context, and how to take their accessors off (see {@link hookContext}). */
+const contextHooks = new WeakMap<Context, { watches: Set<ContextWatch>; unhook(): void }>();
+
+/** Hono's own `c.res`, past the accessor {@link hookContext} puts on the context. */
+function honoRes(c: Context): Response {
+  const accessor = accessorOf(c, 'res');
+  return (accessor?.get ? accessor.get.call(c) : c.res) as Response;
+}
+
+/**
+ * Puts `watch` on `c` (taken off by the function returned). One set of accessors per context,
+ * whatever the number of watches on it (idempotency() nested: an inner one's watch starts
+ * under the outer's and may end after it, with a timeout between the two): `c.res` through an
+ * own accessor over Hono's, `c.error` through one over its plain field (put back as a plain
+ * field once the last watch is off), `c.header()` wrapped.
+ *
+ * Reading `c.res` once the answer went out (from within `next()`, or its body read to send it): a middleware after
+ * this one that copies it (`new Response(c.res.body, c.res)`, Hono's setter merging its headers)
+ * would throw on it, and Hono would take that throw for the handler's. A copy of it on `c.res`
+ * instead, same status and headers, its body empty (what went out cannot be read again), marked
+ * as the answer that went out, for every watch that tells so. `c.header()` after the answer went
+ * out copies Hono's own `c.res` (not through the getter) and throws as well on such a body:
+ * that copy put on `c.res` first.
+ */
+function hookContext(c: Context, watch: ContextWatch): () => void {
+  let hooks = contextHooks.get(c);
+  if (!hooks) {
+    const watches = new Set<ContextWatch>();
+    const undo: (() => void)[] = [];
+    const resAccessor = accessorOf(c, 'res');
+    if (resAccessor?.get && resAccessor.set && !Object.hasOwn(c, 'res')) {
+      const { get, set } = resAccessor;
+      Object.defineProperty(c, 'res', {
+        configurable: true,
+        enumerable: false,
+        get() {
+          const current = get.call(c) as Response;
+          let seeing: ContextWatch[] | undefined;
+          for (const each of watches) if (each.wantsCopy()) (seeing ??= []).push(each);
+          if (!seeing) return current;
+          // Status and headers first: @hono/node-server's own `Response` gives nothing else once
+          // its body was tried and found read.
+          const status = current.status;
+          const headers = current.headers;
+          // Still readable: the runtime may not have read it yet (off @hono/node-server, a slow
+          // client), and it holds that very `Response`: its body is not for code after idem.
+          // The runtime itself (Hono's dispatch returning it) reads from outside, and gets it.
+          if (readable(current) && !seeing.some((each) => each.readsInside())) return current;
+          const copy = emptyCopy(status, headers);
+          for (const each of seeing) each.adopt(copy);
+          set.call(c, undefined);
+          set.call(c, copy);
+          return copy;
+        },
+        set(response: unknown) {
+          const before = [...watches].map((each) => [each, each.sent()] as const);
+          set.call(c, response);
+          if (response === undefined) return;
+          const now = get.call(c) as Response;
+          for (const [each, after] of before) each.assigned(now, after);
+        },
+      });
+      undo.push(() => delete (c as { res?: unknown }).res);
+      const header = Object.getOwnPropertyDescriptor(c, 'header');
+      const original: unknown = header?.value;
+      if (header?.writable && header.configurable && typeof original === 'function') {
+        Object.defineProperty(c, 'header', {
+          ...header,
+          value(...args: unknown[]) {
+            if ([...watches].some((each) => each.sent())) void c.res;
+            return original.apply(c, args);
+          },
+        });
+        undo.push(() => Object.defineProperty(c, 'header', header));
+      }
+    }
+    const own = Object.getOwnPropertyDescriptor(c, 'error');
+    if (!own || ('value' in own && own.configurable && own.writable)) {
+      let value: unknown = own?.value;
+      const enumerable = own?.enumerable ?? true;
+      Object.defineProperty(c, 'error', {
+        configurable: true,
+        enumerable,
+        get: () => value,
+        set: (error: unknown) => {
+          value = error;
+          for (const each of watches) each.errorSet();
+        },
+      });
+      undo.push(() =>
+        Object.defineProperty(c, 'error', {
+          value,
+          writable: true,
+          enumerable,
+          configurable: true,
+        }),
+      );
+    }
+    const made = {
+      watches,
+      unhook() {
+        contextHooks.delete(c);
+        for (const step of undo) step();
+      },
+    };
+    hooks = made;
+    contextHooks.set(c, made);
+  }
+  const on = hooks;
+  on.watches.add(watch);
+  return () => {
+    if (!on.watches.delete(watch)) return;
+    if (on.watches.size === 0) on.unhook();
+  };
 }
 
 /** The accessor (getter and setter) `name` of `target`'s prototype chain, if any. */
