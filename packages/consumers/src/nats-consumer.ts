@@ -457,7 +457,17 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   setMaxListeners(2 * Math.max(concurrency, 1) + 10, stopping.signal);
 
   async function handle(message: TMessage): Promise<void> {
-    const working = setInterval(() => message.working(), workingIntervalMs);
+    const working = setInterval(() => {
+      try {
+        message.working();
+      } catch {
+        // a closed connection: nothing to tell (JetStream redelivers after ack_wait)
+      }
+    }, workingIntervalMs);
+    // The pull's connection keeps the process alive while `working()` can be sent; once the
+    // application closed it after stop(), a handler still running kept the process alive up to
+    // its `maxHoldMs` through this interval (test/rev33a-exit.test.ts).
+    working.unref?.();
     let disposition: Disposition;
     try {
       disposition = await settleLocally(message);

@@ -45,7 +45,10 @@ function gates() {
     new Promise<void>((resolve) => {
       open.set(id, resolve);
     });
-  return { wait, open: (id: string) => open.get(id)?.(), openAll: () => open.forEach((f) => f()) };
+  const openAll = () => {
+    for (const release of open.values()) release();
+  };
+  return { wait, open: (id: string) => open.get(id)?.(), openAll };
 }
 
 describe('rev33a: RabbitMQ cancelled channel kept open for its messages in flight', () => {
