@@ -105,6 +105,58 @@ describe('rev33a: JetStream duplicates held behind a local run', () => {
     expect(runs).toBe(1);
   });
 
+  it('stop() in the same turn as the run ends, duplicates held: one run, nothing lost', {
+    timeout: 60_000,
+  }, async () => {
+    const { jsm, js, name } = await bed.stream();
+    await jsm.consumers.add(name, { durable_name: 'w', ack_policy: AckPolicy.Explicit });
+    await js.publish(`${name}.a`, 'same');
+    const store = createRedisStore({ client: bed.redis, keyPrefix: `${bed.prefix}race:` });
+    const first = gate();
+    let runs = 0;
+    let conflicts = 0;
+    const options = { store, key: () => 'same', leaseMs: 1_500, retryDelayMs: 100 };
+    const consumer = await consumeJetStream({
+      ...options,
+      consumer: await bed.nc.jetstream().consumers.get(name, 'w'),
+      concurrency: 2,
+      handler: async () => {
+        runs += 1;
+        await first.closed;
+        return 'done';
+      },
+      onEvent: (event) => {
+        if (event.type === 'conflict') conflicts += 1;
+      },
+    });
+    let second: Awaited<ReturnType<typeof consumeJetStream>> | undefined;
+    try {
+      expect(await until(() => runs === 1, 10_000)).toBe(true);
+      await js.publish(`${name}.a`, 'same');
+      await js.publish(`${name}.a`, 'same');
+      expect(await until(() => conflicts === 2, 10_000)).toBe(true);
+      // The run ends and stop() is called in the same turn: each hold ends either way (the
+      // run's end, a recheck then, or stop()'s give-back).
+      first.open();
+      await consumer.stop(10_000);
+      second = await consumeJetStream({
+        ...options,
+        consumer: await bed.nc.jetstream().consumers.get(name, 'w'),
+        handler: async () => {
+          runs += 1;
+          return 'again';
+        },
+      });
+      const info = await drained(name);
+      expect([info.num_ack_pending, info.num_pending]).toEqual([0, 0]);
+    } finally {
+      first.open();
+      await consumer.stop(5_000);
+      await second?.stop(5_000);
+    }
+    expect(runs).toBe(1);
+  });
+
   it('a burst of duplicates racing the end of the run: one run, all acked, holds bounded', {
     timeout: 90_000,
   }, async () => {
