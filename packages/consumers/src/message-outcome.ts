@@ -288,6 +288,11 @@ export function messageProcessor<TMessage, T>(
         },
         Math.min(maxHoldMs, MAX_TIMER_MS),
       );
+      // The broker's connection keeps the process alive while the message can be given back;
+      // once the application closed it after stop() (a handler still running that has nothing
+      // of its own to wait for), this timer kept the process up to `maxHoldMs` (an hour) for a
+      // give-back that can no longer be sent (test/rev33a-exit.test.ts).
+      timer.unref?.();
     });
     // The consumer stops: a message that has not reached the store (its key or payload
     // function still pending: a lookup that may never settle) is given back at once rather

@@ -457,7 +457,17 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   setMaxListeners(2 * Math.max(concurrency, 1) + 10, stopping.signal);
 
   async function handle(message: TMessage): Promise<void> {
-    const working = setInterval(() => message.working(), workingIntervalMs);
+    const working = setInterval(() => {
+      try {
+        message.working();
+      } catch {
+        // a closed connection: nothing to tell (JetStream redelivers after ack_wait)
+      }
+    }, workingIntervalMs);
+    // The pull's connection keeps the process alive while `working()` can be sent; once the
+    // application closed it after stop(), a handler still running kept the process alive up to
+    // its `maxHoldMs` through this interval (test/rev33a-exit.test.ts).
+    working.unref?.();
     let disposition: Disposition;
     try {
       disposition = await settleLocally(message);
@@ -586,8 +596,15 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
     watchStatus(pulled);
     for await (const message of pulled) {
       delivered = true;
-      // A message again after the broker's consumer was gone: it is back.
-      life.resumed();
+      // A message while the broker's consumer was gone: asked whether it exists again (see
+      // confirmConsuming). Not proof by itself: nats.js pulls ahead of the loop and keeps what it
+      // received in its iterator, so a message pulled before the deletion is yielded after it,
+      // once a slot frees (`resumed` was told then, the consumer still missing). A consumer
+      // without `info()` has no other proof.
+      if (life.isLost) {
+        if (typeof consumer.info === 'function') confirmConsuming(pulled);
+        else life.resumed();
+      }
       // nats.js goes on yielding what it had already pulled after the pull is stopped: once
       // stopped, none of it reaches a handler (stop() would not wait for it, and a process
       // that exits then would kill it mid-handler). It is given back once the subscription
