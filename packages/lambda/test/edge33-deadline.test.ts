@@ -1,0 +1,122 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { deriveStorageKey, type IdempotencyStore, StoreUnavailableError } from '@idem/core';
+import { createMemoryStore } from '@idem/store-memory';
+import { describe, expect, it } from 'vitest';
+import { functionScope, makeIdempotent } from '../src/index.js';
+import { fakeContext } from './lambda-env.js';
+
+/**
+ * `store` whose `method` answers `delayMs` late, as a slow service would; a call whose signal
+ * aborted meanwhile is cut (a store may cut it: StoreCallContext) and applies nothing.
+ * `seen` records, per call, whether its signal had aborted when the service got to it.
+ */
+function slowed(
+  store: IdempotencyStore,
+  method: 'acquire' | 'complete',
+  delayMs: number,
+  seen: boolean[],
+): IdempotencyStore {
+  const slow = async (input: never, call?: { signal: AbortSignal }) => {
+    const signal = call?.signal;
+    await sleep(delayMs);
+    seen.push(signal?.aborted === true);
+    if (signal?.aborted) throw signal.reason;
+    return (store[method] as (input: never, call?: unknown) => Promise<never>)(input, call);
+  };
+  return {
+    capabilities: store.capabilities,
+    acquire: method === 'acquire' ? slow : (input, call) => store.acquire(input, call),
+    complete: method === 'complete' ? slow : (input, call) => store.complete(input, call),
+    release: (input, call) => store.release(input, call),
+    extend: (input, call) => store.extend(input, call),
+    get: (key) => store.get(key),
+  };
+}
+
+const event = { orderId: 'o-1' };
+const storageKey = deriveStorageKey(['lambda', 'orders-fn'], 'o-1');
+
+describe('store calls are bounded by the invocation time left (edge33)', () => {
+  it('an acquire that would land within the safety margin before the deadline is given up at the margin, not at storeTimeoutMs: the handler never runs, nothing is written', async () => {
+    const memory = createMemoryStore();
+    const seen: boolean[] = [];
+    let runs = 0;
+    const handler = makeIdempotent(
+      async () => {
+        runs += 1;
+        return 'charged';
+      },
+      {
+        store: slowed(memory, 'acquire', 1_500, seen),
+        scope: functionScope,
+        key: (e: typeof event) => e.orderId,
+      },
+    );
+    // 2 s left, storeTimeoutMs 5 s (the default), a 2 s lease whose runway ends at 1.8 s: the
+    // acquire may take at most the time left minus the margin (1 s), not land at 1.5 s.
+    await expect(handler(event, fakeContext(2_000))).rejects.toBeInstanceOf(StoreUnavailableError);
+    await sleep(1_700);
+    expect(seen).toEqual([true]);
+    expect(runs).toBe(0);
+    expect(await memory.get(storageKey)).toBeUndefined();
+    await memory.close?.();
+  });
+
+  it('with too little time left to claim the key the invocation fails at once with an unsent StoreUnavailableError and writes nothing', async () => {
+    const memory = createMemoryStore();
+    let runs = 0;
+    const handler = makeIdempotent(
+      async () => {
+        runs += 1;
+        return 'charged';
+      },
+      { store: memory, scope: functionScope, key: (e: typeof event) => e.orderId },
+    );
+    const failure = await handler(event, fakeContext(5)).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(failure).toBeInstanceOf(StoreUnavailableError);
+    expect((failure as StoreUnavailableError).unsent).toBe(true);
+    expect(runs).toBe(0);
+    expect(await memory.get(storageKey)).toBeUndefined();
+    await memory.close?.();
+  });
+
+  it('a completion made near the deadline is bounded by the time left then, not by storeTimeoutMs', async () => {
+    const memory = createMemoryStore();
+    const seen: boolean[] = [];
+    const handler = makeIdempotent(
+      async () => {
+        await sleep(300);
+        return 'charged';
+      },
+      {
+        store: slowed(memory, 'complete', 1_000, seen),
+        scope: functionScope,
+        key: (e: typeof event) => e.orderId,
+      },
+    );
+    // 700 ms left: the handler uses 300, the completion could take 5 s (storeTimeoutMs).
+    await expect(handler(event, fakeContext(700))).rejects.toBeInstanceOf(StoreUnavailableError);
+    await sleep(1_200);
+    // The completion's signal aborted before the slow service got to it (old: it landed).
+    expect(seen[0]).toBe(true);
+    expect((await memory.get(storageKey))?.status).not.toBe('completed');
+    await memory.close?.();
+  });
+
+  it('a context without a clock keeps storeTimeoutMs (no deadline)', async () => {
+    const memory = createMemoryStore();
+    const seen: boolean[] = [];
+    const handler = makeIdempotent(async () => 'charged', {
+      store: slowed(memory, 'acquire', 200, seen),
+      scope: functionScope,
+      key: (e: typeof event) => e.orderId,
+    });
+    const context = { functionName: 'orders-fn' } as never;
+    await expect(handler(event, context)).resolves.toBe('charged');
+    expect(seen).toEqual([false]);
+    await memory.close?.();
+  });
+});
