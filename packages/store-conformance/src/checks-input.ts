@@ -1,5 +1,10 @@
 import assert from 'node:assert/strict';
-import { isIdemError } from '@idem/core';
+import {
+  createIdempotency,
+  deriveStorageKey,
+  isIdemError,
+  type NotRecordedReason,
+} from '@idem/core';
 import {
   acquireInput,
   assertAcquired,
@@ -197,6 +202,35 @@ export const inputChecks: ContractCheck[] = [
         'release: expiresAt',
         at4 === undefined ? undefined : at4 + RETENTION_MS + 1,
       );
+    },
+  },
+  {
+    group: 'bad input',
+    name: "completeNotRecorded with an unknown reason ('bogus') is refused with InvalidInputError, writing nothing: the key stays in progress and its owner still completes it",
+    async run(h) {
+      const idem = createIdempotency<string>({
+        store: h.store,
+        leaseMs: h.time.leaseMs,
+        heartbeatMs: false,
+        clock: h.time.clock,
+      });
+      const scope = h.newKey();
+      const begun = await idem.begin({ key: 'k', scope });
+      assert.equal(begun.kind, 'acquired');
+      if (begun.kind !== 'acquired') return;
+      const storageKey = deriveStorageKey(scope, 'k');
+      const before = await h.raw(storageKey);
+      await expectInvalid(
+        () => begun.execution.completeNotRecorded('bogus' as NotRecordedReason),
+        "completeNotRecorded('bogus')",
+      );
+      const after = await h.raw(storageKey);
+      assert.equal(after?.status, 'in_progress', 'nothing written: still in progress');
+      assert.equal(after?.owner, before?.owner, 'nothing written: the same owner');
+      assert.equal(after?.outcome, undefined, 'nothing written: no outcome');
+      // The execution is not spent by the refusal: its owner completes the key as usual.
+      await begun.execution.complete({ meta: {}, body: bytes('done') });
+      assert.equal((await h.raw(storageKey))?.status, 'completed');
     },
   },
 ];
