@@ -8,15 +8,19 @@ import {
 import { FakeStore } from './support/fake-store.js';
 import { gate, rejection } from './support/settle.js';
 
+/** An admission of one slot whose waiters wait a minute (longer than any test). */
+const oneSlot = () =>
+  createAdmission({
+    targetLatencyMs: 1_000,
+    initialLimit: 1,
+    minLimit: 1,
+    maxLimit: 1,
+    maxWaitMs: 60_000,
+  });
+
 describe('admission: a queued call whose caller gave up (edge33)', () => {
   it('an acquire queued behind the limit whose storeTimeoutMs passed leaves the queue and is never sent', async () => {
-    const admission = createAdmission({
-      targetLatencyMs: 1_000,
-      initialLimit: 1,
-      minLimit: 1,
-      maxLimit: 1,
-      maxWaitMs: 60_000,
-    });
+    const admission = oneSlot();
     const inner = new FakeStore();
     const idem = createIdempotency<string>({
       store: admitStore(inner, admission),
@@ -40,13 +44,7 @@ describe('admission: a queued call whose caller gave up (edge33)', () => {
   });
 
   it('run() with an already aborted signal that would wait rejects unsent without queuing; one that gets a slot at once runs', async () => {
-    const admission = createAdmission({
-      targetLatencyMs: 1_000,
-      initialLimit: 1,
-      minLimit: 1,
-      maxLimit: 1,
-      maxWaitMs: 60_000,
-    });
+    const admission = oneSlot();
     const aborted = AbortSignal.abort(new Error('gave up'));
     expect(await admission.run('sheddable', async () => 'ran', { signal: aborted })).toBe('ran');
     const blocker = gate<undefined>();

@@ -34,51 +34,47 @@ function slowed(
 }
 
 const event = { orderId: 'o-1' };
+
+/** A handler that charges (counted in `runs`) on `store`, after `workMs`. */
+function charging(store: IdempotencyStore, workMs = 0) {
+  const counts = { runs: 0 };
+  const handler = makeIdempotent(
+    async () => {
+      counts.runs += 1;
+      if (workMs > 0) await sleep(workMs);
+      return 'charged';
+    },
+    { store, scope: functionScope, key: (e: typeof event) => e.orderId },
+  );
+  return { handler, counts };
+}
 const storageKey = deriveStorageKey(['lambda', 'orders-fn'], 'o-1');
 
 describe('store calls are bounded by the invocation time left (edge33)', () => {
   it('an acquire that would land within the safety margin before the deadline is given up at the margin, not at storeTimeoutMs: the handler never runs, nothing is written', async () => {
     const memory = createMemoryStore();
     const seen: boolean[] = [];
-    let runs = 0;
-    const handler = makeIdempotent(
-      async () => {
-        runs += 1;
-        return 'charged';
-      },
-      {
-        store: slowed(memory, 'acquire', 1_500, seen),
-        scope: functionScope,
-        key: (e: typeof event) => e.orderId,
-      },
-    );
+    const { handler, counts } = charging(slowed(memory, 'acquire', 1_500, seen));
     // 2 s left, storeTimeoutMs 5 s (the default), a 2 s lease whose runway ends at 1.8 s: the
     // acquire may take at most the time left minus the margin (1 s), not land at 1.5 s.
     await expect(handler(event, fakeContext(2_000))).rejects.toBeInstanceOf(StoreUnavailableError);
     await sleep(1_700);
     expect(seen).toEqual([true]);
-    expect(runs).toBe(0);
+    expect(counts.runs).toBe(0);
     expect(await memory.get(storageKey)).toBeUndefined();
     await memory.close?.();
   });
 
   it('with too little time left to claim the key the invocation fails at once with an unsent StoreUnavailableError and writes nothing', async () => {
     const memory = createMemoryStore();
-    let runs = 0;
-    const handler = makeIdempotent(
-      async () => {
-        runs += 1;
-        return 'charged';
-      },
-      { store: memory, scope: functionScope, key: (e: typeof event) => e.orderId },
-    );
+    const { handler, counts } = charging(memory);
     const failure = await handler(event, fakeContext(5)).then(
       () => undefined,
       (error: unknown) => error,
     );
     expect(failure).toBeInstanceOf(StoreUnavailableError);
     expect((failure as StoreUnavailableError).unsent).toBe(true);
-    expect(runs).toBe(0);
+    expect(counts.runs).toBe(0);
     expect(await memory.get(storageKey)).toBeUndefined();
     await memory.close?.();
   });
@@ -86,17 +82,7 @@ describe('store calls are bounded by the invocation time left (edge33)', () => {
   it('a completion made near the deadline is bounded by the time left then, not by storeTimeoutMs', async () => {
     const memory = createMemoryStore();
     const seen: boolean[] = [];
-    const handler = makeIdempotent(
-      async () => {
-        await sleep(300);
-        return 'charged';
-      },
-      {
-        store: slowed(memory, 'complete', 1_000, seen),
-        scope: functionScope,
-        key: (e: typeof event) => e.orderId,
-      },
-    );
+    const { handler } = charging(slowed(memory, 'complete', 1_000, seen), 300);
     // 700 ms left: the handler uses 300, the completion could take 5 s (storeTimeoutMs).
     await expect(handler(event, fakeContext(700))).rejects.toBeInstanceOf(StoreUnavailableError);
     await sleep(1_200);
