@@ -40,6 +40,9 @@ describe('admission: a queued call whose caller gave up (edge33)', () => {
     // Never sent: no late acquire landing after its caller had given up.
     expect(inner.calls.acquire).toBe(0);
     expect(inner.records.size).toBe(0);
+    // Nothing to give back either: the acquire's own promise says it was never sent, so core
+    // adds no release to a store that is already saturated.
+    expect(inner.calls.release).toBe(0);
     await idem.drain(1_000);
   });
 
