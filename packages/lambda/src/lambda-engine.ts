@@ -99,15 +99,18 @@ export function checkFunction(name: string, value: unknown, optional = false): v
  *
  * Every store call is bounded by the deadline too: its time limit is the smaller of
  * `storeTimeoutMs` and the time left minus `marginMs` (at most half the time left, so a
- * function with a short timeout still makes progress), counted when the call is made. A call
- * with less than {@link MIN_STORE_CALL_MS} of that left is not sent at all: it fails with an
- * unsent `StoreUnavailableError`, so an invocation too close to its deadline to claim its key
- * fails at once and writes nothing (Lambda would freeze or stop a call made then mid-way).
+ * function with a short timeout still makes progress), counted when the call is made. An
+ * acquire with less than {@link MIN_STORE_CALL_MS} of that left is not sent at all: it fails
+ * with an unsent `StoreUnavailableError`, so an invocation too close to its deadline to claim
+ * its key fails at once and writes nothing (Lambda would freeze or stop a call made then
+ * mid-way). Past that point the writes of a held key (complete, release, extend) go on under
+ * `storeTimeoutMs`: a late completion beats a second run. `marginMs: false` (the batch
+ * handlers, which give records up at their own deadline) leaves store calls to `storeTimeoutMs`.
  */
 export function engineForInvocation<T>(
   options: EngineOptions<T>,
   context: LambdaContextLike,
-  marginMs: number = DEFAULT_TIMEOUT_MARGIN_MS,
+  marginMs: number | false = DEFAULT_TIMEOUT_MARGIN_MS,
 ): Idempotency<T> {
   const remaining = remainingMs(context);
   const leaseMs = Math.max(1, Math.min(options.leaseMs ?? 30_000, remaining));
@@ -117,7 +120,7 @@ export function engineForInvocation<T>(
     options.heartbeatMs === false
       ? false
       : Math.min(options.heartbeatMs ?? leaseMs / 3, leaseMs / 3);
-  if (!Number.isFinite(remaining))
+  if (!Number.isFinite(remaining) || marginMs === false)
     return createIdempotency<T>({ ...options, leaseMs, maxHoldMs, heartbeatMs });
   const storeTimeoutMs = options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
   const margin = Math.min(marginMs, Math.max(0, remaining) / 2);
@@ -157,6 +160,10 @@ export function boundedByDeadline(
   ): (input: I, call?: StoreCallContext) => Promise<R> {
     return (input, call) => {
       const left = callsUntil - performance.now();
+      // Past the deadline (a completion, a release or a renewal made when the environment is
+      // thawed for a later invocation, or after Middy's timeoutEarly): sent under core's own
+      // limit. A late completion is better than a second run; only a new claim is refused.
+      if (!(left >= MIN_STORE_CALL_MS) && method !== 'acquire') return send(input, call);
       if (!(left >= MIN_STORE_CALL_MS))
         return Promise.reject(
           new StoreUnavailableError(

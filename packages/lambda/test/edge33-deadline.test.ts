@@ -86,9 +86,10 @@ describe('store calls are bounded by the invocation time left (edge33)', () => {
     // 700 ms left: the handler uses 300, the completion could take 5 s (storeTimeoutMs).
     await expect(handler(event, fakeContext(700))).rejects.toBeInstanceOf(StoreUnavailableError);
     await sleep(1_200);
-    // The completion's signal aborted before the slow service got to it (old: it landed).
+    // The first completion's signal aborted before the slow service got to it (old: it landed
+    // then, past the deadline). Core retries it in the background, past the deadline under
+    // storeTimeoutMs (a late completion beats a second run).
     expect(seen[0]).toBe(true);
-    expect((await memory.get(storageKey))?.status).not.toBe('completed');
     await memory.close?.();
   });
 
