@@ -4,7 +4,7 @@ import {
   StoreUnavailableError,
   shownValue,
 } from './errors.js';
-import type { IdempotencyStore } from './store.js';
+import type { IdempotencyStore, StoreCallContext } from './store.js';
 
 /** Longest delay a Node timer holds; a longer one fires after 1 ms. */
 const MAX_TIMER_MS = 2_147_483_647;
@@ -59,6 +59,18 @@ export interface AdmissionOptions {
   now?: () => number;
 }
 
+/** Options of one {@link Admission.run}. */
+export interface AdmissionRunOptions {
+  /**
+   * The caller's signal (a store call's `StoreCallContext.signal`: it aborts once the caller
+   * stopped waiting, at `storeTimeoutMs`). A call waiting for a slot when it aborts, or found
+   * aborted when it would wait, leaves the queue and is never sent: it rejects with an unsent
+   * `StoreUnavailableError` (its `cause` the signal's reason). Read only when the call would
+   * wait (a getter that makes the signal on first read costs nothing on the fast path).
+   */
+  readonly signal?: AbortSignal | undefined;
+}
+
 /** A shared, adaptive limit on calls in flight to one store (see {@link createAdmission}). */
 export interface Admission {
   /**
@@ -67,7 +79,7 @@ export interface Admission {
    * `maxQueue` waiting); otherwise it rejects with a `StoreUnavailableError` (`unsent`:
    * nothing reached the store). The call counts as in flight until it settles.
    */
-  run<T>(kind: AdmissionKind, call: () => Promise<T>): Promise<T>;
+  run<T>(kind: AdmissionKind, call: () => Promise<T>, options?: AdmissionRunOptions): Promise<T>;
   /** The current limit: sheddable work is refused while this many calls are in flight. */
   readonly limit: number;
   /** Calls in flight now. */
@@ -150,6 +162,16 @@ export function createAdmission(options: AdmissionOptions): Admission {
     );
   };
 
+  /** The error of a call whose caller gave up while it waited for a slot: never sent. */
+  const givenUp = (signal: AbortSignal) =>
+    new StoreUnavailableError(
+      'Store call given up by its caller while waiting for a slot: not sent',
+      {
+        cause: signal.reason,
+        unsent: true,
+      },
+    );
+
   /** A reading of the clock, or undefined when the injected `now` throws. */
   const reading = (): number | undefined => {
     try {
@@ -229,25 +251,39 @@ export function createAdmission(options: AdmissionOptions): Admission {
   }
 
   return {
-    run<T>(kind: AdmissionKind, call: () => Promise<T>): Promise<T> {
+    run<T>(kind: AdmissionKind, call: () => Promise<T>, options?: AdmissionRunOptions): Promise<T> {
       if (kind === 'essential' || (inFlight < Math.floor(limit) && queue.length === 0)) {
         return start(call);
       }
       if (queue.length >= maxQueue || maxWaitMs === 0) return Promise.reject(overloaded());
+      const signal = options?.signal;
+      if (signal?.aborted) return Promise.reject(givenUp(signal));
       return new Promise<T>((resolve, reject) => {
+        const leave = () => {
+          clearTimeout(waiter.timer);
+          signal?.removeEventListener('abort', onAbort);
+          const at = queue.indexOf(waiter);
+          if (at >= 0) queue.splice(at, 1);
+        };
+        // The caller gave up (its time limit): out of the queue, never sent (no late write,
+        // no slot spent on a call nobody waits for, no memory held until `maxWaitMs`).
+        const onAbort = () => {
+          leave();
+          reject(givenUp(signal as AbortSignal));
+        };
         const waiter = {
           go: () => {
-            clearTimeout(waiter.timer);
+            leave();
             start(call).then(resolve, reject);
           },
           timer: setTimeout(() => {
-            const at = queue.indexOf(waiter);
-            if (at >= 0) queue.splice(at, 1);
+            leave();
             reject(overloaded());
           }, maxWaitMs),
         };
         // A waiting call must not keep a process alive; its caller's own timer does.
         waiter.timer.unref?.();
+        signal?.addEventListener('abort', onAbort, { once: true });
         queue.push(waiter);
       });
     },
@@ -281,12 +317,27 @@ export function admitStore(store: IdempotencyStore, admission: Admission): Idemp
   const admitted: IdempotencyStore = {
     capabilities: store.capabilities,
     ...(store.admin ? { admin: store.admin } : {}),
-    acquire: (input, call) => admission.run('sheddable', () => store.acquire(input, call)),
+    acquire: (input, call) =>
+      admission.run('sheddable', () => store.acquire(input, call), signalOf(call)),
     get: (key) => admission.run('sheddable', () => store.get(key)),
-    release: (input, call) => admission.run('sheddable', () => store.release(input, call)),
+    release: (input, call) =>
+      admission.run('sheddable', () => store.release(input, call), signalOf(call)),
     complete: (input, call) => admission.run('essential', () => store.complete(input, call)),
     extend: (input, call) => admission.run('essential', () => store.extend(input, call)),
   };
   if (store.close) admitted.close = () => store.close?.() ?? Promise.resolve();
   return admitted;
+}
+
+/**
+ * The run options carrying `call`'s signal, read only when the admission reads it (a call
+ * that would wait): core makes a call's signal on its first read.
+ */
+function signalOf(call: StoreCallContext | undefined): AdmissionRunOptions | undefined {
+  if (call === undefined) return undefined;
+  return {
+    get signal() {
+      return call.signal;
+    },
+  };
 }

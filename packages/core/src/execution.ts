@@ -8,6 +8,7 @@ import {
   OutcomeTooLargeError,
   StoreFullError,
   StoreUnavailableError,
+  shownValue,
 } from './errors.js';
 import type { EventSink } from './events.js';
 import { ExecutionReport } from './execution-report.js';
@@ -16,6 +17,8 @@ import type { GiveBacks } from './give-back.js';
 import { originIdOf } from './keys.js';
 import { LeaseKeeper } from './lease-keeper.js';
 import {
+  isNotRecordedReason,
+  NOT_RECORDED_REASONS,
   type NotRecordedDetails,
   noteMarkerFailure,
   notRecordedOutcome,
@@ -437,6 +440,12 @@ export class Execution {
     reason: NotRecordedReason,
     details: NotRecordedDetails = {},
   ): Promise<void> {
+    // Checked before anything is written or the execution starts finishing: an unknown reason
+    // would be sealed into a marker every reader takes for `too_large` (or, unsealed, crash).
+    if (!isNotRecordedReason(reason))
+      throw new InvalidInputError(
+        `completeNotRecorded: unknown reason ${shownValue(reason)} (one of ${NOT_RECORDED_REASONS.join(', ')})`,
+      );
     this.startFinishing();
     await this.writeMarker(reason, details);
   }

@@ -1,5 +1,6 @@
 import type { BackgroundTasks } from './background.js';
 import { elapsedClock, monotonicClock } from './clock.js';
+import { StoreUnavailableError } from './errors.js';
 import { storeCallObserver } from './observe.js';
 import type { ResolvedSettings } from './settings.js';
 import type { AcquireResult } from './store.js';
@@ -22,7 +23,7 @@ const RECHECK_FIRST_MS = 500;
 async function settledWithin<R>(
   call: Promise<R>,
   ms: number,
-): Promise<{ answer: R | undefined } | undefined> {
+): Promise<{ answer: R | undefined; unsent?: boolean } | undefined> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<undefined>((resolve) => {
     // Within Node's timer range (a longer delay fires after 1 ms): a store time limit near
@@ -35,7 +36,11 @@ async function settledWithin<R>(
     return await Promise.race([
       call.then(
         (answer) => ({ answer }),
-        () => ({ answer: undefined }),
+        // A call the store (or an admission queue it waited in) says it never sent.
+        (error: unknown) => ({
+          answer: undefined,
+          unsent: error instanceof StoreUnavailableError && error.unsent,
+        }),
       ),
       timeout,
     ]);
@@ -115,7 +120,9 @@ export class GiveBacks {
             ? callStartedAt + wait - clock.now()
             : Math.min(callStartedAt + wait - clock.now(), callStartedAtMono + wait - mono.now()),
         );
-        if (late?.answer?.kind === 'found') return;
+        // Found a record, or never sent (it gave up in an admission queue when core stopped
+        // waiting for it): nothing of this owner's to give back, no release for the store.
+        if (late?.answer?.kind === 'found' || late?.unsent) return;
         landed = late?.answer?.kind === 'acquired';
       }
       const deadline = clock.now() + leaseMs;

@@ -38,7 +38,12 @@ export {
   settleWithin,
   toStoreError,
 } from './adapter-kit/store-errors.js';
-export type { Admission, AdmissionKind, AdmissionOptions } from './admission.js';
+export type {
+  Admission,
+  AdmissionKind,
+  AdmissionOptions,
+  AdmissionRunOptions,
+} from './admission.js';
 export { admitStore, createAdmission } from './admission.js';
 export type { JsonValue } from './canonical-json.js';
 export { canonicalJson, MAX_CANONICAL_DEPTH } from './canonical-json.js';

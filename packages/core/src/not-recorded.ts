@@ -58,6 +58,9 @@ const REASONS = new Set<NotRecordedReason>([
   'answered_outside',
 ]);
 
+/** The reasons a not-recorded marker may give, in the order they were added. @internal */
+export const NOT_RECORDED_REASONS: readonly NotRecordedReason[] = [...REASONS];
+
 // "IDN" (idem, not recorded) + version 1, then the reason in ASCII. The encoding starts with
 // "IDM" + 1 and the sealed envelope with "IDS" + 1, so none of the three is mistaken for another.
 const PLAIN_MARKER_MAGIC = 'IDN\x01';
@@ -92,6 +95,11 @@ export function readPlainNotRecorded(stored: Uint8Array): StoredOutcome | undefi
       return notRecordedOutcome(reason);
   }
   return undefined;
+}
+
+/** Whether `reason` is one of the not-recorded reasons (see `NotRecordedReason`). @internal */
+export function isNotRecordedReason(reason: unknown): reason is NotRecordedReason {
+  return REASONS.has(reason as NotRecordedReason);
 }
 
 function isCount(value: unknown): value is number {

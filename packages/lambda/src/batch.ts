@@ -310,7 +310,7 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
       try {
         // One engine per record: its lease and hold are capped by the time left now, so a
         // record that outlives the invocation frees its key at the deadline, not later.
-        const engine = engineForInvocation(recordOptions(judged), context);
+        const engine = engineForInvocation(recordOptions(judged), context, false);
         const run = engine.execute(request, async (ctx) => {
           // (Acquired after the answer: the handler must not start behind the redelivery.)
           if (gaveUp) throw NOT_STARTED;

@@ -5,11 +5,14 @@ import {
   fingerprint,
   type Idempotency,
   type IdempotencyOptions,
+  type IdempotencyStore,
   type IdempotentRequest,
   InvalidInputError,
   isValidKey,
   type JsonValue,
   type Scope,
+  type StoreCallContext,
+  StoreUnavailableError,
 } from '@idem/core';
 
 /**
@@ -93,10 +96,21 @@ export function checkFunction(name: string, value: unknown, optional = false): v
  * timed-out invocation, its key becomes free for the retry at about that moment, never
  * later (Powertools' in-progress expiry, but renewed while the handler is alive). The options
  * must have passed {@link validateEngineOptions}: only valid values are clamped here.
+ *
+ * Every store call is bounded by the deadline too: its time limit is the smaller of
+ * `storeTimeoutMs` and the time left minus `marginMs` (at most half the time left, so a
+ * function with a short timeout still makes progress), counted when the call is made. An
+ * acquire with less than {@link MIN_STORE_CALL_MS} of that left is not sent at all: it fails
+ * with an unsent `StoreUnavailableError`, so an invocation too close to its deadline to claim
+ * its key fails at once and writes nothing (Lambda would freeze or stop a call made then
+ * mid-way). Past that point the writes of a held key (complete, release, extend) go on under
+ * `storeTimeoutMs`: a late completion beats a second run. `marginMs: false` (the batch
+ * handlers, which give records up at their own deadline) leaves store calls to `storeTimeoutMs`.
  */
 export function engineForInvocation<T>(
   options: EngineOptions<T>,
   context: LambdaContextLike,
+  marginMs: number | false = DEFAULT_TIMEOUT_MARGIN_MS,
 ): Idempotency<T> {
   const remaining = remainingMs(context);
   const leaseMs = Math.max(1, Math.min(options.leaseMs ?? 30_000, remaining));
@@ -106,7 +120,107 @@ export function engineForInvocation<T>(
     options.heartbeatMs === false
       ? false
       : Math.min(options.heartbeatMs ?? leaseMs / 3, leaseMs / 3);
-  return createIdempotency<T>({ ...options, leaseMs, maxHoldMs, heartbeatMs });
+  if (!Number.isFinite(remaining) || marginMs === false)
+    return createIdempotency<T>({ ...options, leaseMs, maxHoldMs, heartbeatMs });
+  const storeTimeoutMs = options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
+  const margin = Math.min(marginMs, Math.max(0, remaining) / 2);
+  const callsUntil = performance.now() + remaining - margin;
+  return createIdempotency<T>({
+    ...options,
+    store: boundedByDeadline(options.store, callsUntil, storeTimeoutMs),
+    // The acquire follows at once: its limit is the time left (the store's calls are bounded
+    // at each call by the wrapper; this keeps core's own waits in scale).
+    storeTimeoutMs: Math.max(MIN_STORE_CALL_MS, Math.min(storeTimeoutMs, remaining - margin)),
+    leaseMs,
+    maxHoldMs,
+    heartbeatMs,
+  });
+}
+
+/** core's default `storeTimeoutMs`. */
+const DEFAULT_STORE_TIMEOUT_MS = 5_000;
+
+/** A store call with less time than this left before the invocation's deadline is not sent. */
+export const MIN_STORE_CALL_MS = 10;
+
+/**
+ * `store` with every call bounded by `callsUntil` (on `performance.now()`): a call made with
+ * less than {@link MIN_STORE_CALL_MS} left before it is refused unsent; one with less than
+ * `storeTimeoutMs` left is given up (its signal aborted, a `StoreUnavailableError`) at
+ * `callsUntil`. A call with more time left is the store's own, under core's time limit.
+ */
+export function boundedByDeadline(
+  store: IdempotencyStore,
+  callsUntil: number,
+  storeTimeoutMs: number,
+): IdempotencyStore {
+  function bounded<I, R>(
+    method: 'acquire' | 'complete' | 'release' | 'extend' | 'get',
+    send: (input: I, call: StoreCallContext | undefined) => Promise<R>,
+  ): (input: I, call?: StoreCallContext) => Promise<R> {
+    return (input, call) => {
+      const left = callsUntil - performance.now();
+      // Past the deadline (a completion, a release or a renewal made when the environment is
+      // thawed for a later invocation, or after Middy's timeoutEarly): sent under core's own
+      // limit. A late completion is better than a second run; only a new claim is refused.
+      if (!(left >= MIN_STORE_CALL_MS) && method !== 'acquire') return send(input, call);
+      if (!(left >= MIN_STORE_CALL_MS))
+        return Promise.reject(
+          new StoreUnavailableError(
+            `Store ${method} not sent: ${Math.max(0, Math.floor(left))} ms left before the invocation's deadline (less than ${MIN_STORE_CALL_MS} ms, after the safety margin); Lambda would stop the call mid-way`,
+            { unsent: true },
+          ),
+        );
+      if (left >= storeTimeoutMs) return send(input, call);
+      const controller = new AbortController();
+      let signal: AbortSignal | undefined;
+      const bound: StoreCallContext = {
+        get signal() {
+          signal ??= call ? AbortSignal.any([call.signal, controller.signal]) : controller.signal;
+          return signal;
+        },
+      };
+      return new Promise<R>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          const error = new StoreUnavailableError(
+            `Store ${method} not answered within ${Math.round(left)} ms, the time left before the invocation's deadline (after the safety margin)`,
+          );
+          controller.abort(error);
+          reject(error);
+        }, left);
+        timer.unref?.();
+        let sent: Promise<R>;
+        try {
+          sent = send(input, bound);
+        } catch (error) {
+          clearTimeout(timer);
+          reject(error);
+          return;
+        }
+        Promise.resolve(sent).then(
+          (value) => {
+            clearTimeout(timer);
+            resolve(value);
+          },
+          (error: unknown) => {
+            clearTimeout(timer);
+            reject(error);
+          },
+        );
+      });
+    };
+  }
+  const wrapped: IdempotencyStore = {
+    capabilities: store.capabilities,
+    ...(store.admin ? { admin: store.admin } : {}),
+    acquire: bounded('acquire', (input, call) => store.acquire(input, call)),
+    complete: bounded('complete', (input, call) => store.complete(input, call)),
+    release: bounded('release', (input, call) => store.release(input, call)),
+    extend: bounded('extend', (input, call) => store.extend(input, call)),
+    get: bounded('get', (key: string) => store.get(key)),
+  };
+  if (store.close) wrapped.close = () => store.close?.() ?? Promise.resolve();
+  return wrapped;
 }
 
 /** Time left in the invocation; `Infinity` when the context has no clock (a local call). */

@@ -1,8 +1,15 @@
 import assert from 'node:assert/strict';
-import { isIdemError } from '@idem/core';
+import {
+  createIdempotency,
+  deriveStorageKey,
+  isIdemError,
+  ManualClock,
+  type NotRecordedReason,
+} from '@idem/core';
 import {
   acquireInput,
   assertAcquired,
+  assertFound,
   bytes,
   type ContractCheck,
   expectRecord,
@@ -197,6 +204,129 @@ export const inputChecks: ContractCheck[] = [
         'release: expiresAt',
         at4 === undefined ? undefined : at4 + RETENTION_MS + 1,
       );
+    },
+  },
+  {
+    group: 'bad input',
+    name: "completeNotRecorded with an unknown reason ('bogus') is refused with InvalidInputError, writing nothing: the key stays in progress and its owner still completes it",
+    async run(h) {
+      const idem = createIdempotency<string>({
+        store: h.store,
+        leaseMs: h.time.leaseMs,
+        heartbeatMs: false,
+        clock: h.time.clock,
+      });
+      const scope = h.newKey();
+      const begun = await idem.begin({ key: 'k', scope });
+      assert.equal(begun.kind, 'acquired');
+      if (begun.kind !== 'acquired') return;
+      const storageKey = deriveStorageKey(scope, 'k');
+      const before = await h.raw(storageKey);
+      await expectInvalid(
+        () => begun.execution.completeNotRecorded('bogus' as NotRecordedReason),
+        "completeNotRecorded('bogus')",
+      );
+      const after = await h.raw(storageKey);
+      assert.equal(after?.status, 'in_progress', 'nothing written: still in progress');
+      assert.equal(after?.owner, before?.owner, 'nothing written: the same owner');
+      assert.equal(after?.outcome, undefined, 'nothing written: no outcome');
+      // The execution is not spent by the refusal: its owner completes the key as usual.
+      await begun.execution.complete({ meta: {}, body: bytes('done') });
+      assert.equal((await h.raw(storageKey))?.status, 'completed');
+    },
+  },
+  {
+    group: 'bad input',
+    name: 'a clock reading fractional ms: every deadline written is a whole ms (an engine on such a clock, and an injectable store clock read at a fraction), and a lease is judged by its stored deadline: live half a ms before it, taken over at it',
+    async run(h) {
+      // An engine whose own clock has a fraction (every store: the store keeps whole ms).
+      const fractional = { now: () => h.time.clock.now() + 0.375 };
+      const idem = createIdempotency<string>({
+        store: h.store,
+        leaseMs: h.time.leaseMs,
+        heartbeatMs: false,
+        clock: fractional,
+      });
+      const scope = h.newKey();
+      assert.deepEqual(await idem.execute({ key: 'k', scope }, async () => 'done'), {
+        value: 'done',
+        replayed: false,
+      });
+      const recorded = await readBoth(h, deriveStorageKey(scope, 'k'));
+      assert.ok(recorded, 'the recorded outcome');
+      assertWholeMs(recorded.leaseUntil, 'engine on a fractional clock: leaseUntil');
+      assertWholeMs(recorded.expiresAt, 'engine on a fractional clock: expiresAt');
+      if (h.time.kind !== 'injectable' || !(h.time.clock instanceof ManualClock)) return;
+      const clock = h.time.clock as ManualClock;
+
+      // The store's own clock reads a fraction: read as whole ms, rounded down (as Date.now).
+      clock.set(Math.floor(clock.now()) + 1.6);
+      const key = h.newKey();
+      const first = acquireInput(h, key);
+      const acquired = assertAcquired(await h.store.acquire(first));
+      const lease = Math.floor(clock.now()) + h.time.leaseMs;
+      assertWholeMs(acquired.leaseUntil, 'acquire at a fractional reading: leaseUntil', lease);
+      let record = await readBoth(h, key);
+      assert.ok(record, 'the acquired record');
+      assertWholeMs(record.leaseUntil, 'acquire: stored leaseUntil', lease);
+      assertWholeMs(record.expiresAt, 'acquire: expiresAt', lease + RETENTION_MS);
+
+      clock.advance(1.3);
+      const renewed = Math.floor(clock.now()) + h.time.leaseMs;
+      const extended = await h.store.extend({
+        key,
+        owner: first.owner,
+        leaseMs: h.time.leaseMs,
+        retentionMs: RETENTION_MS,
+      });
+      assert.equal(extended.ok, true, 'extend by the owner');
+      if (extended.ok && extended.leaseUntil !== undefined)
+        assertWholeMs(extended.leaseUntil, 'extend: answered leaseUntil', renewed);
+      record = await readBoth(h, key);
+      assert.ok(record, 'the extended record');
+      assertWholeMs(record.leaseUntil, 'extend: leaseUntil', renewed);
+      assertWholeMs(record.expiresAt, 'extend: expiresAt');
+
+      // Judged by the stored deadline: live just before it, free at it.
+      clock.set(record.leaseUntil - 0.5);
+      const taker = acquireInput(h, key);
+      assertFound(await h.store.acquire(taker), 'half a ms before its deadline the lease is live');
+      clock.set(record.leaseUntil);
+      const taken = assertAcquired(await h.store.acquire(taker), 'taken over at its deadline');
+      assert.equal(taken.takeover, true, 'a takeover');
+      assertWholeMs(taken.leaseUntil, 'takeover: leaseUntil');
+
+      clock.advance(0.75);
+      const done = Math.floor(clock.now()) + RETENTION_MS;
+      const outcome = bytes('done');
+      const completed = await h.store.complete({
+        key,
+        owner: taker.owner,
+        outcome,
+        retentionMs: RETENTION_MS,
+      });
+      assert.deepEqual(completed, { ok: true });
+      record = await expectRecord(h, key, {
+        status: 'completed',
+        owner: taker.owner,
+        fence: 2,
+        outcome,
+      });
+      assertWholeMs(record.expiresAt, 'complete: expiresAt', done);
+
+      const other = h.newKey();
+      const held = acquireInput(h, other);
+      assertAcquired(await h.store.acquire(held));
+      clock.advance(0.25);
+      assert.deepEqual(
+        await h.store.release({ key: other, owner: held.owner, retentionMs: RETENTION_MS }),
+        { ok: true },
+      );
+      record = await readBoth(h, other);
+      assert.equal(record?.status, 'released', 'release by the owner');
+      assert.ok(record);
+      assertWholeMs(record.leaseUntil, 'release: leaseUntil');
+      assertWholeMs(record.expiresAt, 'release: expiresAt');
     },
   },
 ];

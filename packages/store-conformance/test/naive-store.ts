@@ -52,9 +52,12 @@ const yieldToOthers = () => new Promise<void>((resolve) => setTimeout(resolve, 0
  */
 export function createNaiveStore(
   bug: Bug,
-  clock: Clock = systemClock,
+  given: Clock = systemClock,
   kind: StoreClock = 'injectable',
 ): IdempotencyStore {
+  // Read in whole ms, rounded down (as `readClock` of core's adapter kit and Date.now do): a
+  // clock with a fraction must not make a deadline fractional (edge33).
+  const clock: Clock = { now: () => Math.floor(given.now()) };
   const map = new Map<string, StoredRecord>();
   // Store contract, "Bad input": whole-ms deadlines; keys and owners of at most 1024 units.
   const whole = (ms: number) => (bug === 'fractional-deadlines' ? ms : Math.ceil(ms));

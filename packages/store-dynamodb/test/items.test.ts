@@ -108,6 +108,8 @@ describe.each(layouts)('DynamoDB items: $name', (layout) => {
 
   it('every write keeps ttl = expiresAt in epoch seconds, rounded up, and the deadlines the contract gives', async () => {
     const clock = new ManualClock(Date.now() + 0.5);
+    // Readings are whole ms, rounded down (edge33): the deadlines start from the floor.
+    const at = () => Math.floor(clock.now());
     const t = setup(layout, { clock });
     const check = async (expected: { status: string; leaseUntil: number; expiresAt: number }) => {
       const item = (await t.raw(key))!;
@@ -116,23 +118,23 @@ describe.each(layouts)('DynamoDB items: $name', (layout) => {
     };
     const key = newKey();
     const input = acquireInput(key, { leaseMs: 10_000, retentionMs: 1_000 });
-    const start = clock.now();
+    const start = at();
     await t.store.acquire(input);
     await check({ status: 'in_progress', leaseUntil: start + 10_000, expiresAt: start + 11_000 });
     clock.advance(3_000);
     const w = { key, owner: input.owner, retentionMs: 2_000 };
     expect(await t.store.extend({ ...w, leaseMs: 10_000 })).toEqual({
       ok: true,
-      leaseUntil: clock.now() + 10_000,
+      leaseUntil: at() + 10_000,
     });
     await check({
       status: 'in_progress',
-      leaseUntil: clock.now() + 10_000,
-      expiresAt: clock.now() + 12_000,
+      leaseUntil: at() + 10_000,
+      expiresAt: at() + 12_000,
     });
     clock.advance(1_000);
     expect(await t.store.release(w)).toEqual({ ok: true });
-    await check({ status: 'released', leaseUntil: clock.now(), expiresAt: clock.now() + 2_000 });
+    await check({ status: 'released', leaseUntil: at(), expiresAt: at() + 2_000 });
     const second = acquireInput(key, { leaseMs: 10_000, retentionMs: 1_000 });
     await t.store.acquire(second);
     clock.advance(1_000);
@@ -148,8 +150,8 @@ describe.each(layouts)('DynamoDB items: $name', (layout) => {
     });
     await check({
       status: 'completed',
-      expiresAt: clock.now() + 5_000,
-      leaseUntil: clock.now() - 1_000 + 10_000,
+      expiresAt: at() + 5_000,
+      leaseUntil: at() - 1_000 + 10_000,
     });
   });
 

@@ -142,13 +142,20 @@ export function checkClock(clock: unknown): Clock {
   return clock as Clock;
 }
 
-/** The clock's time; `InvalidInputError` when it is not a finite number (a NaN never expires). */
+/**
+ * The clock's time in whole ms, rounded down (as `Date.now()` and the server clocks of the
+ * Redis and PostgreSQL stores read): a clock with a fraction (`performance.timeOrigin +
+ * performance.now()`, the memory store's default; a user's) would otherwise make every
+ * deadline written from it fractional. Judged against whole-ms deadlines, the rounded reading
+ * says what the exact one says (`floor(t) >= d` exactly when `t >= d`). `InvalidInputError`
+ * when it is not a finite number (a NaN never expires).
+ */
 export function readClock(clock: Clock): number {
   const now = clock.now();
   if (!(typeof now === 'number' && Number.isFinite(now))) {
     throw new InvalidInputError(`The clock returned an invalid time: ${shownInput(now)}`);
   }
-  return now;
+  return Math.floor(now);
 }
 
 /**
