@@ -1,11 +1,11 @@
 import 'reflect-metadata';
-import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { Controller, Module, Post, Res, UseGuards } from '@nestjs/common';
 import { afterAll, describe, expect, it } from 'vitest';
 import { IdempotencyModule, Idempotent } from '../src/index.js';
+import { CallbackPool } from './review-kit.js';
 import { type Platform, startNest, TenantGuard } from './scenario-app.js';
 
 // rev33c attacks on nest33's "a @Res() end from another async context is the handler's own only
@@ -19,25 +19,6 @@ import { type Platform, startNest, TenantGuard } from './scenario-app.js';
 //   mounted before Nest's router (both come from outside the handler's async context and the work
 //   runs on past that turn); the README says so. Telling them apart needs the async ancestry of
 //   the end (the request's own timer vs. a pool made outside it).
-
-class CallbackPool {
-  private readonly jobs: Array<() => void> = [];
-  private readonly events = new EventEmitter();
-  private readonly timer: NodeJS.Timeout;
-  constructor() {
-    this.events.on('ready', () => {
-      for (const job of this.jobs.splice(0)) job();
-    });
-    this.timer = setInterval(() => this.events.emit('ready'), 10);
-    this.timer.unref();
-  }
-  query(callback: () => void): void {
-    this.jobs.push(callback);
-  }
-  close(): void {
-    clearInterval(this.timer);
-  }
-}
 
 const pool = new CallbackPool();
 afterAll(() => pool.close());
