@@ -587,7 +587,10 @@ export function createRecorder(
     [START_FROM]: startFrom,
     [TRAILERS]: trailers,
     [HELD_AFTER_END]: (wrote?: boolean) => {
-      if (wrote === true && waitingForHeld) wroteAfterEnd = true;
+      // Only while the held work runs: a write once it settled is not its answer (rev33c: the
+      // error middleware's `res.status(500).json()` after a route's own 502 and rethrow threw
+      // ERR_HTTP_HEADERS_SENT, and the failed route was marked instead of released).
+      if (wrote === true && waitingForHeld && keeping > 0) wroteAfterEnd = true;
       return waitingForHeld;
     },
     [ANSWERED_OUTSIDE]: (status?: number) => {

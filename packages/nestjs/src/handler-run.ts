@@ -281,7 +281,7 @@ export const handlerRuns = new AsyncLocalStorage<HandlerRun>();
  */
 const watchedPromises = new WeakMap<
   Promise<unknown>,
-  { call: HandlerCall; epoch: number; root: boolean }
+  { call: HandlerCall; epoch: number; root: boolean; seq: number }
 >();
 /** Calls watched now: V8's promise hooks are on while there is one. */
 let watching = 0;
@@ -295,7 +295,7 @@ const hooks = {
     const made = watchedPromises.get(promise);
     if (!made) return;
     watchedPromises.delete(promise);
-    made.call.unmade(made.epoch, made.root ? promise : undefined);
+    made.call.unmade(made.epoch, made.root ? promise : undefined, made.seq);
   },
 };
 /**
@@ -346,10 +346,19 @@ class HandlerCall {
    */
   private tornDown = false;
   /**
-   * The promise of the call's work that settled last after the teardown, among those not derived
-   * from another (`then`): an `async` function's, a `new Promise`'s, what `from(promise)` follows.
+   * The promise that stands for the call's work after the teardown, among those not derived from
+   * another (`then`): an `async` function's, a `new Promise`'s, what `from(promise)` follows. The
+   * oldest of those still pending at the teardown (the work the Observable followed, made before
+   * what it awaits), with its order of making ({@link rootSeq}); when none of them settled after
+   * the teardown, the last one made after it that settled. rev33c: the last one to settle was
+   * taken, and a side call the work fired at its end (an audit whose rejection the app handled)
+   * decided: a charge run to its end was released, and a retry charged again.
    */
   private lastRoot: Promise<unknown> | undefined;
+  private rootSeq: number | undefined;
+  /** Order of making of the call's promises ({@link made}), and where the first teardown was. */
+  private seq = 0;
+  private tornAt = 0;
 
   constructor(readonly run: HandlerRun) {}
 
@@ -380,6 +389,7 @@ class HandlerCall {
     this.promises = 0;
     this.tornDown = false;
     this.lastRoot = undefined;
+    this.rootSeq = undefined;
     const release = this.release;
     this.release = undefined;
     release?.(this.outcome);
@@ -400,6 +410,7 @@ class HandlerCall {
       return;
     }
     this.lastRoot = undefined;
+    this.rootSeq = undefined;
     const epoch = this.epoch;
     // Read outside the call's context: the reaction is not the call's work.
     insideHandler.run(undefined, () =>
@@ -418,16 +429,26 @@ class HandlerCall {
 
   /** A promise was made in the call's async context (`root`: not derived from another). */
   made(promise: Promise<unknown>, root: boolean): void {
-    watchedPromises.set(promise, { call: this, epoch: this.epoch, root });
+    watchedPromises.set(promise, { call: this, epoch: this.epoch, root, seq: this.seq++ });
     this.promises++;
   }
 
   /** A promise made in the call's async context settled (`root`: one not derived from another). */
-  unmade(epoch: number, root?: Promise<unknown>): void {
+  unmade(epoch: number, root?: Promise<unknown>, seq = 0): void {
     if (epoch !== this.epoch) return;
-    if (root !== undefined && this.tornDown) this.lastRoot = root;
+    if (root !== undefined && this.tornDown) this.noteRoot(root, seq);
     // Judged after the promise hook: it must neither make nor resolve a promise itself.
     if (--this.promises === 0) queueMicrotask(() => this.check());
+  }
+
+  /** A root promise of the call's work settled after the teardown (see {@link lastRoot}). */
+  private noteRoot(root: Promise<unknown>, seq: number): void {
+    const before = seq < this.tornAt;
+    const held = this.rootSeq;
+    // One made before the teardown wins over any made after it; among those, the oldest.
+    if (held !== undefined && held < this.tornAt && (!before || seq > held)) return;
+    this.lastRoot = root;
+    this.rootSeq = seq;
   }
 
   /**
@@ -475,7 +496,10 @@ class HandlerCall {
         // A teardown of the source that throws (a driver's cancel on a closed handle) still
         // ends this subscription's hold: nothing of it runs any more (rev12d).
         if (stopped) this.run.stopped = true;
-        else this.tornDown = true;
+        else if (!this.tornDown) {
+          this.tornDown = true;
+          this.tornAt = this.seq;
+        }
         try {
           insideHandler.run(this, () => inner?.unsubscribe());
         } finally {

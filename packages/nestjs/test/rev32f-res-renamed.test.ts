@@ -1,10 +1,10 @@
 import 'reflect-metadata';
-import { EventEmitter } from 'node:events';
 import { send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { Controller, Module, Post, Res, UseGuards, VersioningType } from '@nestjs/common';
 import { describe, expect, it } from 'vitest';
 import { IdempotencyModule, Idempotent } from '../src/index.js';
+import { CallbackPool } from './review-kit.js';
 import { type Platform, startNest, TenantGuard } from './scenario-app.js';
 
 // rev32f FINDING (MEDIUM, a failure that may be retried is blocked): rev32d told a `@Res()`
@@ -15,26 +15,6 @@ import { type Platform, startNest, TenantGuard } from './scenario-app.js';
 // '' (or the wrapper's): Nest still leaves the response to the handler, idem did not see it, and
 // the handler's own 503 from a pool callback got the answered_outside marker (every retry a 500,
 // the request never run again for the retention).
-
-/** A pool made outside any request: its callbacks run in its own async context, as pg's do. */
-class CallbackPool {
-  private readonly jobs: Array<() => void> = [];
-  private readonly events = new EventEmitter();
-  private readonly timer: NodeJS.Timeout;
-  constructor() {
-    this.events.on('ready', () => {
-      for (const job of this.jobs.splice(0)) job();
-    });
-    this.timer = setInterval(() => this.events.emit('ready'), 10);
-    this.timer.unref();
-  }
-  query(callback: () => void): void {
-    this.jobs.push(callback);
-  }
-  close(): void {
-    clearInterval(this.timer);
-  }
-}
 
 /** A wrapping method decorator, as tracing and logging libraries make them. */
 function Traced(): MethodDecorator {

@@ -2,6 +2,7 @@
  * What the review test files share: a counter of the runs each handler made, and the
  * interceptors they put between `@idem/nestjs`'s and the handler.
  */
+import { EventEmitter } from 'node:events';
 import {
   type CallHandler,
   type ExecutionContext,
@@ -121,4 +122,24 @@ export function workGate(): { pass(): Promise<void>; close(): () => void } {
       return open;
     },
   };
+}
+
+/** A pool made outside any request: its callbacks run in its own async context, as pg's do. */
+export class CallbackPool {
+  private readonly jobs: Array<() => void> = [];
+  private readonly events = new EventEmitter();
+  private readonly timer: NodeJS.Timeout;
+  constructor() {
+    this.events.on('ready', () => {
+      for (const job of this.jobs.splice(0)) job();
+    });
+    this.timer = setInterval(() => this.events.emit('ready'), 10);
+    this.timer.unref();
+  }
+  query(callback: () => void): void {
+    this.jobs.push(callback);
+  }
+  close(): void {
+    clearInterval(this.timer);
+  }
 }
