@@ -2,8 +2,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type IdempotencyStore, StoreUnavailableError } from '@idem/core';
 import { createMemoryStore } from '@idem/store-memory';
 import { describe, expect, it } from 'vitest';
+import { functionScope, idempotency } from '../src/index.js';
 import { charging, event, slowed, storageKey } from './deadline-store.js';
 import { fakeContext } from './lambda-env.js';
+import { describeMiddy } from './middy-versions.js';
 
 describe('lambda store calls bounded by the deadline (rev33e)', () => {
   it.each([
@@ -134,3 +136,33 @@ describe('lambda store calls bounded by the deadline (rev33e)', () => {
     await memory.close?.();
   });
 });
+
+describeMiddy(
+  'idempotency(): a completion is not cut at the safety margin (rev33e)',
+  ({ middy }) => {
+    it('a completion landing 0.7 s before the deadline is recorded and the response returned', async () => {
+      const memory = createMemoryStore();
+      const counts = { runs: 0 };
+      const handler = middy(async () => {
+        counts.runs += 1;
+        await sleep(600);
+        return 'charged';
+      }).use(
+        idempotency({
+          scope: functionScope,
+          store: slowed(memory, 'complete', 1_200, []),
+          key: (e: typeof event) => e.orderId,
+        }),
+      );
+      const outcome = await handler(event, fakeContext(2_500)).then(
+        (value) => value,
+        (error: unknown) => error,
+      );
+      expect(outcome).toBe('charged');
+      expect((await memory.get(storageKey))?.status).toBe('completed');
+      expect(counts.runs).toBe(1);
+      await sleep(1_500);
+      await memory.close?.();
+    });
+  },
+);
