@@ -97,15 +97,21 @@ export function checkFunction(name: string, value: unknown, optional = false): v
  * later (Powertools' in-progress expiry, but renewed while the handler is alive). The options
  * must have passed {@link validateEngineOptions}: only valid values are clamped here.
  *
- * Every store call is bounded by the deadline too: its time limit is the smaller of
- * `storeTimeoutMs` and the time left minus `marginMs` (at most half the time left, so a
- * function with a short timeout still makes progress), counted when the call is made. An
+ * The claim (acquire) and reads are bounded by the deadline too: their time limit is the
+ * smaller of `storeTimeoutMs` and the time left minus `marginMs` (at most half the time left,
+ * so a function with a short timeout still makes progress), counted when the call is made. An
  * acquire with less than {@link MIN_STORE_CALL_MS} of that left is not sent at all: it fails
  * with an unsent `StoreUnavailableError`, so an invocation too close to its deadline to claim
  * its key fails at once and writes nothing (Lambda would freeze or stop a call made then
- * mid-way). Past that point the writes of a held key (complete, release, extend) go on under
- * `storeTimeoutMs`: a late completion beats a second run. `marginMs: false` (the batch
- * handlers, which give records up at their own deadline) leaves store calls to `storeTimeoutMs`.
+ * mid-way). The writes of a held key (complete, release, extend) are never cut by the margin:
+ * they go on under `storeTimeoutMs`, before the deadline and past it. A completion cut at the
+ * margin could not land in time at all, where one left alone lands until the deadline; a
+ * late completion beats a second run (the rev33e review: a completion answering 0.7 s before
+ * the deadline was cut at the 1 s margin, the invocation failed though its handler succeeded).
+ * `marginMs: false` (the batch handlers, which give records up at their own deadline) leaves
+ * store calls to `storeTimeoutMs`. A context whose clock reads `-Infinity` is past its
+ * deadline: no claim is sent (the rev33e review: it took the unbounded path, ran the handler
+ * under a 1 ms lease).
  */
 export function engineForInvocation<T>(
   options: EngineOptions<T>,
@@ -120,17 +126,16 @@ export function engineForInvocation<T>(
     options.heartbeatMs === false
       ? false
       : Math.min(options.heartbeatMs ?? leaseMs / 3, leaseMs / 3);
-  if (!Number.isFinite(remaining) || marginMs === false)
+  if (remaining === Number.POSITIVE_INFINITY || marginMs === false)
     return createIdempotency<T>({ ...options, leaseMs, maxHoldMs, heartbeatMs });
   const storeTimeoutMs = options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
   const margin = Math.min(marginMs, Math.max(0, remaining) / 2);
   const callsUntil = performance.now() + remaining - margin;
   return createIdempotency<T>({
     ...options,
+    // core's own `storeTimeoutMs` stays as given: lowered to the time left at the start, it
+    // would cut the completion too (the wrapper bounds the acquire at each call).
     store: boundedByDeadline(options.store, callsUntil, storeTimeoutMs),
-    // The acquire follows at once: its limit is the time left (the store's calls are bounded
-    // at each call by the wrapper; this keeps core's own waits in scale).
-    storeTimeoutMs: Math.max(MIN_STORE_CALL_MS, Math.min(storeTimeoutMs, remaining - margin)),
     leaseMs,
     maxHoldMs,
     heartbeatMs,
@@ -144,10 +149,12 @@ const DEFAULT_STORE_TIMEOUT_MS = 5_000;
 export const MIN_STORE_CALL_MS = 10;
 
 /**
- * `store` with every call bounded by `callsUntil` (on `performance.now()`): a call made with
- * less than {@link MIN_STORE_CALL_MS} left before it is refused unsent; one with less than
- * `storeTimeoutMs` left is given up (its signal aborted, a `StoreUnavailableError`) at
- * `callsUntil`. A call with more time left is the store's own, under core's time limit.
+ * `store` with its acquires and reads bounded by `callsUntil` (on `performance.now()`): an
+ * acquire made with less than {@link MIN_STORE_CALL_MS} left before it is refused unsent; one
+ * with less than `storeTimeoutMs` left is given up (its signal aborted, a
+ * `StoreUnavailableError`) at `callsUntil`. A call with more time left is the store's own,
+ * under core's time limit. The writes of a held key (complete, release, extend) are passed
+ * through as they are: cut at the margin, they could only fail where they would have landed.
  */
 export function boundedByDeadline(
   store: IdempotencyStore,
@@ -159,10 +166,12 @@ export function boundedByDeadline(
     send: (input: I, call: StoreCallContext | undefined) => Promise<R>,
   ): (input: I, call?: StoreCallContext) => Promise<R> {
     return (input, call) => {
+      // A write of a held key: under core's own limit, before the deadline or past it (a
+      // completion made when the environment is thawed for a later invocation, or after
+      // Middy's timeoutEarly). A late completion is better than a second run.
+      if (method === 'complete' || method === 'release' || method === 'extend')
+        return send(input, call);
       const left = callsUntil - performance.now();
-      // Past the deadline (a completion, a release or a renewal made when the environment is
-      // thawed for a later invocation, or after Middy's timeoutEarly): sent under core's own
-      // limit. A late completion is better than a second run; only a new claim is refused.
       if (!(left >= MIN_STORE_CALL_MS) && method !== 'acquire') return send(input, call);
       if (!(left >= MIN_STORE_CALL_MS))
         return Promise.reject(
