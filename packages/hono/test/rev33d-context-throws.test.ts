@@ -25,6 +25,9 @@ interface Seen {
   headerWorks: boolean;
 }
 
+/** What the middleware before idem reads of `c.error` once next() settled (a logger would). */
+const errors: unknown[] = [];
+
 function inspect(seen: Seen[]): MiddlewareHandler {
   return async (c, next) => {
     const header = c.header;
@@ -32,6 +35,7 @@ function inspect(seen: Seen[]): MiddlewareHandler {
       await next();
     } finally {
       const error = Object.getOwnPropertyDescriptor(c, 'error');
+      errors.push(c.error);
       let headerWorks = false;
       try {
         c.header('x-outer', 'o');
@@ -108,6 +112,7 @@ describe('rev33d hono (b): throws inside the accessors leave the context whole',
           const seen: Seen[] = [];
           const counts = { runs: 0 };
           const post = await poster(transport, build(seen, withTimeout, counts), servers, {}, path);
+          errors.length = 0;
           const key = keyOf('throws');
           const first = await post(key);
           expect(first.status).toBe(status);
@@ -120,6 +125,11 @@ describe('rev33d hono (b): throws inside the accessors leave the context whole',
             [clean, clean].map(({ headerWorks, ...rest }) => rest),
           );
           if (path !== '/on-error-throws') expect(seen).toEqual([clean, clean]);
+          // The handler's error, set through idem's c.error accessor, is Hono's plain field after.
+          if (path === '/setter-throws') {
+            expect(errors).toHaveLength(2);
+            for (const error of errors) expect(error).toBeInstanceOf(TypeError);
+          }
         });
       }
     }
