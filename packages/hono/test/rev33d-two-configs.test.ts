@@ -20,7 +20,7 @@ afterAll(async () => {
 
 const tenantScoped = (extra: Partial<HonoIdempotencyOptions> = {}): HonoIdempotencyOptions => ({
   store: createMemoryStore(),
-  scope: (c) => ({ principal: c.req.header('x-tenant') ?? 'none' }),
+  scope: (c) => ({ principal: c.req.header('x-org') ?? 'none' }),
   leaseMs: 2_000,
   onWarning: () => {},
   ...extra,
@@ -51,11 +51,11 @@ describe('rev33d hono (d): two idempotency() configs on one route', () => {
             runs += 1;
             const run = runs;
             await sleep(150);
-            return c.json({ run, tenant: c.req.header('x-tenant') }, 201);
+            return c.json({ run, tenant: c.req.header('x-org') }, 201);
           },
         );
-        const t1 = await poster(transport, app, servers, { 'x-tenant': 't1' });
-        const t2 = await poster(transport, app, servers, { 'x-tenant': 't2' });
+        const t1 = await poster(transport, app, servers, { 'x-org': 't1' });
+        const t2 = await poster(transport, app, servers, { 'x-org': 't2' });
         const key = keyOf('two');
         const first = t1(key);
         await sleep(40);
