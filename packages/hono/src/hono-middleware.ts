@@ -653,7 +653,7 @@ function answerWith(c: Context, answer: Response): void {
     }
   }
   // Not an outcome, unless a replay: an outer instance must not record it (see `ownAnswers`).
-  if (!response.headers.has('idempotent-replayed')) ownAnswers.add(response);
+  if (!response.headers.has('idempotent-replayed')) ownAnswers.set(c, response);
   // Unset first: assigning over a response merges the old one's headers into the new,
   // over its own (done above, the answer's own first).
   c.res = undefined;
@@ -668,7 +668,22 @@ function answerWith(c: Context, answer: Response): void {
  * an inner 409 `in-progress` would be replayed to every retry of that key for the whole
  * retention, the outcome never reaching it.
  */
-const ownAnswers = new WeakSet<Response>();
+const ownAnswers = new WeakMap<Context, Response>();
+
+/**
+ * Whether `response` (on `c.res` once `next()` settled) is an idempotency()'s own answer on
+ * `c`, or carries its body (a middleware between two instances may rewrap it: `new
+ * Response(c.res.body, c.res)`). Nothing is read of a body unless an inner instance answered
+ * and something else stands on `c.res` now: on @hono/node-server reading `body` makes a
+ * lightweight `Response` a real one.
+ */
+function ownAnswer(c: Context, response: Response): boolean {
+  const own = ownAnswers.get(c);
+  if (!own) return false;
+  if (own === response) return true;
+  const body = bodyOf(response);
+  return body !== null && body !== undefined && body === bodyOf(own);
+}
 
 /**
  * Hono 4 middleware that makes POST and PATCH (by default) idempotent by their
@@ -758,7 +773,7 @@ export function idempotency(
           return;
         }
         // An inner idempotency()'s own answer: not this execution's outcome, released.
-        if (ownAnswers.has(c.res)) {
+        if (ownAnswer(c, c.res)) {
           await recorder.fail(undefined);
           return;
         }
@@ -781,7 +796,7 @@ export function idempotency(
           // middleware that logs the status: the execution failed as far as the client knows.
           c.res = undefined;
           c.res = new Response(null, { status: 500, headers: { [ALREADY_SENT]: '1' } });
-          ownAnswers.add(c.res);
+          ownAnswers.set(c, c.res);
           return;
         }
         // No connection to drop (Bun, Deno, workers): the store's 503, never the 2xx head.

@@ -34,9 +34,14 @@ const globalScoped = (): HonoIdempotencyOptions => ({
 
 describe('rev33d hono (d): two idempotency() configs on one route', () => {
   for (const transport of TRANSPORTS) {
-    for (const [policyName, extra] of [
-      ['finalOn2xx (default)', {}],
-      ['finalOnceStarted on the outer one', { isFinal: finalOnceStarted }],
+    for (const [policyName, extra, between] of [
+      ['finalOn2xx (default)', {}, false],
+      ['finalOnceStarted on the outer one', { isFinal: finalOnceStarted }, false],
+      [
+        'finalOnceStarted on the outer one, a rewrap between the two',
+        { isFinal: finalOnceStarted },
+        true,
+      ],
     ] as const) {
       it(`${transport}, ${policyName}: one run per operation, replays byte for byte, the inner 409 never recorded by the outer`, async () => {
         let runs = 0;
@@ -45,6 +50,12 @@ describe('rev33d hono (d): two idempotency() configs on one route', () => {
         app.post(
           '/charges',
           idempotency(tenantScoped(extra)),
+          async (c, next) => {
+            await next();
+            if (!between) return;
+            c.res = new Response(c.res.body, c.res);
+            c.header('x-between', '1');
+          },
           idempotency(globalScoped()),
           async (c) => {
             contexts.push(c);
