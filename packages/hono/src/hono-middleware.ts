@@ -652,10 +652,37 @@ function answerWith(c: Context, answer: Response): void {
       response.headers.append(name, value);
     }
   }
+  // Not an outcome, unless a replay: an outer instance must not record it (see `ownAnswers`).
+  if (!response.headers.has('idempotent-replayed')) ownAnswers.set(c, response);
   // Unset first: assigning over a response merges the old one's headers into the new,
   // over its own (done above, the answer's own first).
   c.res = undefined;
   c.res = response;
+}
+
+/**
+ * The middleware's own answers put on `c.res` (its 400, 409, 413, 422 and 503 problems, a
+ * marker's 500, the bodiless 500 of a dropped connection), never a handler's outcome. An
+ * outer `idempotency()` (two configs on one route, other stores or scopes) whose `next()` ends
+ * on one of them releases its key instead of recording it: recorded under `finalOnceStarted`,
+ * an inner 409 `in-progress` would be replayed to every retry of that key for the whole
+ * retention, the outcome never reaching it.
+ */
+const ownAnswers = new WeakMap<Context, Response>();
+
+/**
+ * Whether `response` (on `c.res` once `next()` settled) is an idempotency()'s own answer on
+ * `c`, or carries its body (a middleware between two instances may rewrap it: `new
+ * Response(c.res.body, c.res)`). Nothing is read of a body unless an inner instance answered
+ * and something else stands on `c.res` now: on @hono/node-server reading `body` makes a
+ * lightweight `Response` a real one.
+ */
+function ownAnswer(c: Context, response: Response): boolean {
+  const own = ownAnswers.get(c);
+  if (!own) return false;
+  if (own === response) return true;
+  const body = bodyOf(response);
+  return body !== null && body !== undefined && body === bodyOf(own);
 }
 
 /**
@@ -745,6 +772,11 @@ export function idempotency(
           await mark(c.res.status);
           return;
         }
+        // An inner idempotency()'s own answer: not this execution's outcome, released.
+        if (ownAnswer(c, c.res)) {
+          await recorder.fail(undefined);
+          return;
+        }
         if (honoStreamHelper(c, c.res)) {
           if (!helperWarned) warnHelper();
           // A throw of the callback Hono's helper hides: not recorded, released at the end.
@@ -764,6 +796,7 @@ export function idempotency(
           // middleware that logs the status: the execution failed as far as the client knows.
           c.res = undefined;
           c.res = new Response(null, { status: 500, headers: { [ALREADY_SENT]: '1' } });
+          ownAnswers.set(c, c.res);
           return;
         }
         // No connection to drop (Bun, Deno, workers): the store's 503, never the 2xx head.
