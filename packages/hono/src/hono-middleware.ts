@@ -535,7 +535,11 @@ function hookContext(c: Context, watch: ContextWatch): () => void {
         get() {
           const current = get.call(c) as Response;
           let seeing: ContextWatch[] | undefined;
-          for (const each of watches) if (each.wantsCopy()) (seeing ??= []).push(each);
+          for (const each of watches) {
+            if (!each.wantsCopy()) continue;
+            seeing ??= [];
+            seeing.push(each);
+          }
           if (!seeing) return current;
           // Status and headers first: @hono/node-server's own `Response` gives nothing else once
           // its body was tried and found read.

@@ -40,16 +40,6 @@ function flat(headers: Record<string, string | string[] | undefined>): Record<st
   return out;
 }
 
-/** Headers that differ between two answers for reasons of their own (time, connection, replay marker). */
-const VOLATILE = new Set(['date', 'connection', 'keep-alive', 'idempotent-replayed']);
-
-export function stable(got: Got): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [name, value] of Object.entries(got.headers))
-    if (!VOLATILE.has(name)) out[name] = value;
-  return out;
-}
-
 /** Serves `app` over HTTP/1.1 with one keep-alive connection for every request. */
 export async function http1(app: Hono, servers: ServerType[]): Promise<Client> {
   const port = await new Promise<number>((resolve) => {
