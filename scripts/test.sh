@@ -59,7 +59,6 @@ LANE3=(
   @idem/koa
   @idem/fastify
   @idem/lambda
-  @idem/cli
   @idem/store-conformance
 )
 # Packages of the machine's Node that run in the Node 24 lanes once those lanes' own packages
@@ -67,6 +66,7 @@ LANE3=(
 THEN24A=(
   @idem/pack-check
   @idem/runtime-smoke
+  @idem/cli
 )
 THEN24B=(
   @idem/client
