@@ -58,20 +58,27 @@ LANE3=(
   @idem/express
   @idem/koa
   @idem/fastify
-  @idem/lambda
   @idem/store-conformance
+  @idem/benchmarks
 )
 # Packages of the machine's Node that run in the Node 24 lanes once those lanes' own packages
 # are done (the Node 24 passes are shorter: this evens out the five lanes' wall times).
 THEN24A=(
-  @idem/pack-check
   @idem/runtime-smoke
   @idem/cli
+  @idem/lambda
 )
 THEN24B=(
   @idem/client
   @idem/hono
-  @idem/benchmarks
+)
+# Started first, in a lane of its own at nice 5 beside the chaos run, store-postgres's and then
+# the five lanes: pack-check (npm installs of two scratch apps, about 240 s mostly waiting on
+# npm, then tsc and the examples; 440 s of the first Node 24 lane's time in the last run). The
+# chaos run and store-postgres's leave most of a core idle; nice 5 keeps the latency they judge
+# ahead of it.
+EARLY=(
+  @idem/pack-check
 )
 # Run before the lanes, side by side with nothing else (see above): chaos's timing-judging
 # part (its other files run in lane 1), and the whole of ALONE_ALL.
@@ -105,6 +112,7 @@ BOTH_NODES=(
 )
 
 tmp=$(mktemp -d)
+tests_t0=$SECONDS
 redis_pids=()
 cleanup() {
   for pid in "${redis_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -212,9 +220,11 @@ run_segment() {
       bash scripts/test-node.sh "$major" pnpm exec turbo run test:node24 --only --continue --concurrency=1 "$@"
     ) >"$log" 2>&1 || code=$?
   else
-    REDIS_URL="$url" pnpm exec turbo run test --only --continue --concurrency=1 "$@" >"$log" 2>&1 || code=$?
+    REDIS_URL="$url" ${lane_nice:+nice -n "$lane_nice"} pnpm exec turbo run test --only --continue --concurrency=1 "$@" >"$log" 2>&1 || code=$?
   fi
   echo "$code" >"$log.rc"
+  # When the segment ended, in seconds from the start of the tests (the `ends:` line).
+  echo "$((SECONDS - tests_t0))" >"$log.t"
 }
 start_lane() {
   lane_redis
@@ -278,7 +288,13 @@ else
   # Before the lanes, side by side, and by themselves: the ALONE packages' timing-judging part
   # (their other files in lane 1; IDEM_CHAOS_FILES: see apps/chaos/vitest.config.ts), and
   # the ALONE_ALL packages on Node 20, then on Node 24.
-  mapfile -t f1 < <(excluding LANE2 LANE3 THEN24A THEN24B ALONE_ALL)
+  mapfile -t f1 < <(excluding LANE2 LANE3 THEN24A THEN24B ALONE_ALL EARLY)
+  mapfile -t fe < <(filters EARLY)
+  early_lane=
+  if [ "${#fe[@]}" -gt 0 ]; then
+    lane_nice=5 start_lane "$tmp/early.log" "" "${fe[@]}"
+    early_lane=$((${#lane_pids[@]} - 1))
+  fi
   mapfile -t f0 < <(filters ALONE)
   mapfile -t fa < <(filters ALONE_ALL)
   chaos_lane=
@@ -317,6 +333,7 @@ else
     if [ "${#t2[@]}" -gt 0 ]; then start_lane "$tmp/lane5.log" "" "${t2[@]}"; fi
   fi
   for ((i = first; i < ${#lane_pids[@]}; i++)); do lane_wait "$i"; done
+  if [ -n "$early_lane" ]; then lane_wait "$early_lane"; fi
 fi
 : >"$tmp/all.log"
 : >"$tmp/node24.log"
@@ -344,6 +361,10 @@ sum() {
 }
 # Each lane's exit status: a vitest that crashed or timed out prints no count, only this.
 echo "lanes: ${lane_codes[*]}"
+# When each segment ended (seconds from the start of the tests): the wall-time picture.
+ends=""
+for log in "${lane_logs[@]}"; do ends+=" $(basename "$log" .log) $(cat "$log.t" 2>/dev/null || echo '?')"; done
+echo "ends (s from the start of the tests):$ends"
 # Each lane's vitest passes and their durations, for balancing the lanes above.
 for log in "${lane_logs[@]}"; do
   sed 's/\x1b\[[0-9;]*m//g' "$log" | node -e '
