@@ -519,10 +519,36 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         const delayMs = ended.action === 'retry' ? ended.delayMs : disposition.delayMs;
         return { ...disposition, delayMs, localRun: undefined };
       }
-      // Recorded: asked again, answered as a replay.
+      // Recorded: asked again, answered as a replay; the record gone meanwhile (rare), its
+      // handler runs on this delivery. So only within `concurrency`: the slot this duplicate
+      // left while held may have been taken (its holder ran on past its maxHoldMs, its own
+      // slot freed then), and the handler ran beside the others, one more than `concurrency`
+      // (test/consumers34-js-rerun.test.ts). Stopped meanwhile: given back.
+      if (!(await slotFree())) break;
       disposition = await processor.process(message, bounds);
     }
     return disposition;
+  }
+
+  /**
+   * Waits until the handlers in flight, this duplicate counted (its hold ended), are within
+   * `concurrency` again; answers false once stopped. The loop takes no message meanwhile (it
+   * counts this one too), so the wait ends as the others end.
+   */
+  async function slotFree(): Promise<boolean> {
+    while (!stopped && inFlight.size - localHolds.size > concurrency)
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          slotWaiters.delete(wake);
+          resolve();
+        };
+        slotWaiters.add(wake);
+      });
+    return !stopped;
+  }
+  /** Wakes the duplicates waiting for a slot (see slotFree): one ended, or stop(). */
+  function wakeSlotWaiters(): void {
+    for (const wake of [...slotWaiters]) wake();
   }
 
   /**
@@ -566,6 +592,8 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   let stopped = false;
   // The duplicates held until a local run of their key ends (see settleLocally): what ends each hold.
   const localHolds = new Set<() => void>();
+  // Held duplicates whose hold ended, waiting for a slot before asking the store again.
+  const slotWaiters = new Set<() => void>();
   // Set while the loop waits for a handler slot; stop() calls it so the loop reads on at once.
   // (A wait of its own each time: a race with one promise pending until stop() would keep a
   // reaction per message for as long as the consumer runs.)
@@ -619,6 +647,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         .catch(() => {}) // a broker call on a closed connection: JetStream redelivers
         .finally(() => {
           inFlight.delete(task);
+          wakeSlotWaiters();
           wakeLoop?.();
         });
       inFlight.add(task);
@@ -782,6 +811,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         stopped = true;
         stopping.abort();
         for (const release of [...localHolds]) release();
+        wakeSlotWaiters();
         wakeLoop?.();
         stopPulling(messages);
       }
