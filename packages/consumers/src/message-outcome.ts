@@ -6,7 +6,6 @@ import {
   fingerprint,
   type Idempotency,
   type IdempotencyOptions,
-  InProgressError,
   InvalidInputError,
   isIdemError,
   isValidKey,
@@ -421,7 +420,7 @@ export function messageProcessor<TMessage, T>(
     };
     let result: Attempt<Disposition> | undefined;
     try {
-      result = await attempt(message, request, gate, onStart, runId);
+      result = await attempt(message, request, gate, onStart);
       return result;
     } finally {
       if (run !== undefined) {
@@ -448,7 +447,6 @@ export function messageProcessor<TMessage, T>(
     request: { key: string; scope: Scope; fingerprint: string },
     gate: MessageGate,
     onStart: () => void,
-    runId: string,
   ): Promise<Attempt<Disposition>> {
     const done = (disposition: Disposition): Attempt<Disposition> => ({
       disposition,
@@ -473,14 +471,6 @@ export function messageProcessor<TMessage, T>(
           if (refused) {
             verdict.refused = true;
             throw refused;
-          }
-          // A run of this key still runs here (given back at its maxHoldMs, its handler runs on
-          // and its lease is no longer renewed, or given up): the key acquired again is released
-          // and the message told `in_progress`, the local run its holder (see tracked). The
-          // handler started beside it before (test/consumers34-js-rerun.test.ts).
-          if (localRuns.has(runId)) {
-            verdict.refused = true;
-            throw new InProgressError(engine.settings.leaseMs);
           }
           gate.started();
           ranHere = true;
