@@ -15,55 +15,71 @@ import {
   consumeAmqp,
   type MessageStatus,
 } from '../src/index.js';
-import { amqpQueues, connectAmqp, redisBed, uniqueName } from './brokers.js';
+import {
+  amqpQueues,
+  connectAmqp,
+  recordingOpenChannel,
+  recordSettles,
+  redisBed,
+  uniqueName,
+} from './brokers.js';
 import { until } from './late-store.js';
 
 const queues = amqpQueues();
 const bed = redisBed('consumers34-cancel');
 
-it('the queue deleted under a running handler on the application’s channel: lost for good, the ack still sent, a held duplicate given back', {
-  timeout: 30_000,
-}, async () => {
+/** A connection, a queue of its own (deleted after the file) and a channel to drive it. */
+async function queueBench(label: string) {
   const connection = await connectAmqp();
   connection.on('error', () => {});
-  const queue = uniqueName('c34-cancel');
+  const queue = uniqueName(label);
   queues.push(queue);
   const admin = await connection.createChannel();
   await admin.assertQueue(queue);
-  const channel: Channel = await connection.createChannel();
-  const errors: unknown[] = [];
-  const events: string[] = [];
-  channel.on('error', (error) => errors.push(error));
-  channel.on('close', () => events.push('close'));
-  for (const name of ['ack', 'nack'] as const) {
-    const real = channel[name].bind(channel) as (...args: unknown[]) => void;
-    (channel as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => {
-      events.push(name);
-      real(...args);
-    };
-  }
+  return { connection, queue, admin };
+}
+
+/** A handler that waits for `finish()`; the consumer's conflicts, statuses and runs. */
+function gatedConsumer() {
   let finish: () => void = () => {};
   const gate = new Promise<void>((resolve) => {
     finish = resolve;
   });
-  let runs = 0;
-  let conflicts = 0;
-  const statuses: ConsumerStatus[] = [];
+  const seen = { runs: 0, conflicts: 0, statuses: [] as ConsumerStatus[] };
+  return {
+    finish: () => finish(),
+    seen,
+    options: {
+      handler: async () => {
+        seen.runs += 1;
+        await gate;
+        return 'ok';
+      },
+      onEvent: (event: { type: string }) => {
+        if (event.type === 'conflict') seen.conflicts += 1;
+      },
+      onConsumerStatus: (s: ConsumerStatus) => seen.statuses.push(s),
+    },
+  };
+}
+
+it('the queue deleted under a running handler on the application’s channel: lost for good, the ack still sent, a held duplicate given back', {
+  timeout: 30_000,
+}, async () => {
+  const { connection, queue, admin } = await queueBench('c34-cancel');
+  const channel: Channel = await connection.createChannel();
+  const errors: unknown[] = [];
+  const events: string[] = [];
+  channel.on('error', (error) => errors.push(error));
+  recordSettles(channel, events);
+  const { finish, seen, options } = gatedConsumer();
   const reports: Array<[boolean, MessageStatus]> = [];
   const consumer = await consumeAmqp({
     store: createRedisStore({ client: bed.redis, keyPrefix: bed.prefix }),
     channel,
     queue,
     prefetch: 2,
-    handler: async () => {
-      runs += 1;
-      await gate;
-      return 'ok';
-    },
-    onEvent: (event) => {
-      if (event.type === 'conflict') conflicts += 1;
-    },
-    onConsumerStatus: (s) => statuses.push(s),
+    ...options,
     onMessage: ({ message, status }) => reports.push([message.fields.redelivered, status]),
   });
   let closedWith: unknown = 'pending';
@@ -72,15 +88,15 @@ it('the queue deleted under a running handler on the application’s channel: lo
   });
   try {
     admin.sendToQueue(queue, Buffer.from('x'), { messageId: 'c34-cancel-1' });
-    expect(await until(() => runs === 1, 10_000)).toBe(true);
+    expect(await until(() => seen.runs === 1, 10_000)).toBe(true);
     // A publisher's resend: held behind the local run (no report yet).
     admin.sendToQueue(queue, Buffer.from('x'), { messageId: 'c34-cancel-1' });
-    expect(await until(() => conflicts === 1, 10_000)).toBe(true);
+    expect(await until(() => seen.conflicts === 1, 10_000)).toBe(true);
     expect(reports).toEqual([]);
     await admin.deleteQueue(queue);
-    expect(await until(() => statuses.length === 1, 10_000)).toBe(true);
-    expect(statuses[0]).toMatchObject({ type: 'lost', resubscribing: false });
-    const lost = (statuses[0] as { error: unknown }).error;
+    expect(await until(() => seen.statuses.length === 1, 10_000)).toBe(true);
+    expect(seen.statuses[0]).toMatchObject({ type: 'lost', resubscribing: false });
+    const lost = (seen.statuses[0] as { error: unknown }).error;
     expect(lost).toBeInstanceOf(ConsumerLostError);
     expect(await until(() => closedWith !== 'pending', 5_000)).toBe(true);
     expect(closedWith).toBe(lost);
@@ -88,7 +104,7 @@ it('the queue deleted under a running handler on the application’s channel: lo
     expect(await until(() => reports.length === 1, 5_000)).toBe(true);
     expect(reports).toEqual([[false, 'in_progress']]);
     expect(events).toEqual(['nack']);
-    expect(runs).toBe(1);
+    expect(seen.runs).toBe(1);
     finish();
     expect(await until(() => reports.length === 2, 10_000)).toBe(true);
     expect(reports[1]).toEqual([false, 'processed']);
@@ -100,77 +116,41 @@ it('the queue deleted under a running handler on the application’s channel: lo
     expect(errors).toEqual([]);
     expect(events).toEqual(['nack', 'ack']);
     // Nothing more told after the loss: no `resumed`, one `lost`.
-    expect(statuses).toHaveLength(1);
+    expect(seen.statuses).toHaveLength(1);
   } finally {
     finish();
     await consumer.stop(5_000);
     await connection.close().catch(() => undefined);
   }
-  expect(runs).toBe(1);
+  expect(seen.runs).toBe(1);
 });
 
 it('the queue deleted and declared again under a running handler (openChannel): its resend on the new channel is held behind it and replayed; each acked on its own channel', {
   timeout: 30_000,
 }, async () => {
-  const connection = await connectAmqp();
-  connection.on('error', () => {});
-  const queue = uniqueName('c34-cancel-again');
-  queues.push(queue);
-  const admin = await connection.createChannel();
-  await admin.assertQueue(queue);
+  const { connection, queue, admin } = await queueBench('c34-cancel-again');
   // What happened on each channel the consumer was given, in order.
-  const log: string[][] = [];
-  const errors: unknown[] = [];
-  const openChannel = async () => {
-    const channel: Channel = await connection.createChannel();
-    const events: string[] = [];
-    log.push(events);
-    channel.on('error', (error) => errors.push(error));
-    channel.on('close', () => events.push('close'));
-    for (const name of ['ack', 'nack'] as const) {
-      const real = channel[name].bind(channel) as (...args: unknown[]) => void;
-      (channel as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => {
-        events.push(name);
-        real(...args);
-      };
-    }
-    await channel.assertQueue(queue);
-    return channel;
-  };
-  let finish: () => void = () => {};
-  const gate = new Promise<void>((resolve) => {
-    finish = resolve;
-  });
-  let runs = 0;
-  let conflicts = 0;
-  const statuses: ConsumerStatus[] = [];
+  const { openChannel, log, errors } = recordingOpenChannel(connection, queue);
+  const { finish, seen, options } = gatedConsumer();
   const reports: MessageStatus[] = [];
   const consumer = await consumeAmqp({
     store: createRedisStore({ client: bed.redis, keyPrefix: `${bed.prefix}again:` }),
     openChannel,
     queue,
     reconnectDelayMs: 100,
-    handler: async () => {
-      runs += 1;
-      await gate;
-      return 'ok';
-    },
-    onEvent: (event) => {
-      if (event.type === 'conflict') conflicts += 1;
-    },
-    onConsumerStatus: (s) => statuses.push(s),
+    ...options,
     onMessage: ({ status }) => reports.push(status),
   });
   try {
     admin.sendToQueue(queue, Buffer.from('x'), { messageId: 'c34-again-1' });
-    expect(await until(() => runs === 1, 10_000)).toBe(true);
+    expect(await until(() => seen.runs === 1, 10_000)).toBe(true);
     await admin.deleteQueue(queue);
     // Lost, then consumed again on a new channel (openChannel declared the queue again).
-    expect(await until(() => statuses.length === 2, 10_000)).toBe(true);
-    expect(statuses.map((s) => s.type)).toEqual(['lost', 'resumed']);
+    expect(await until(() => seen.statuses.length === 2, 10_000)).toBe(true);
+    expect(seen.statuses.map((s) => s.type)).toEqual(['lost', 'resumed']);
     // The publisher resends while the first copy still runs on the cancelled channel.
     admin.sendToQueue(queue, Buffer.from('x'), { messageId: 'c34-again-1' });
-    expect(await until(() => conflicts === 1, 10_000)).toBe(true);
+    expect(await until(() => seen.conflicts === 1, 10_000)).toBe(true);
     expect(reports).toEqual([]);
     finish();
     expect(await until(() => reports.length === 2, 10_000)).toBe(true);
@@ -187,5 +167,5 @@ it('the queue deleted and declared again under a running handler (openChannel): 
     await consumer.stop(5_000);
     await connection.close().catch(() => undefined);
   }
-  expect(runs).toBe(1);
+  expect(seen.runs).toBe(1);
 });
