@@ -531,22 +531,35 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   }
 
   /**
-   * Waits until the handlers in flight, this duplicate counted (its hold ended), are within
-   * `concurrency` again; answers false once stopped. The loop takes no message meanwhile (it
-   * counts this one too), so the wait ends as the others end.
+   * Waits for a slot of `concurrency` (answers false once stopped): the duplicates whose hold
+   * ended queue in turn, each let through once the handlers running (neither held nor
+   * queued) and those ahead of it leave it a slot. The loop takes no message meanwhile (it
+   * counts them all). Counting every queued one as running instead, more of them than
+   * `concurrency` waited for each other for ever (holds are taken again meanwhile).
    */
   async function slotFree(): Promise<boolean> {
-    while (!stopped && inFlight.size - localHolds.size > concurrency)
-      await new Promise<void>((resolve) => {
-        const wake = () => {
-          slotWaiters.delete(wake);
-          resolve();
-        };
-        slotWaiters.add(wake);
-      });
-    return !stopped;
+    const me = {};
+    slotQueue.push(me);
+    // One ahead that counted this duplicate as running (its hold just ended) may go now.
+    wakeSlotWaiters();
+    try {
+      for (;;) {
+        if (stopped) return false;
+        const running = inFlight.size - localHolds.size - slotQueue.length;
+        if (running + slotQueue.indexOf(me) < concurrency) return true;
+        await new Promise<void>((resolve) => {
+          const wake = () => {
+            slotWaiters.delete(wake);
+            resolve();
+          };
+          slotWaiters.add(wake);
+        });
+      }
+    } finally {
+      slotQueue.splice(slotQueue.indexOf(me), 1);
+    }
   }
-  /** Wakes the duplicates waiting for a slot (see slotFree): one ended, or stop(). */
+  /** Wakes the duplicates waiting for a slot (see slotFree) to count again. */
   function wakeSlotWaiters(): void {
     for (const wake of [...slotWaiters]) wake();
   }
@@ -592,7 +605,9 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   let stopped = false;
   // The duplicates held until a local run of their key ends (see settleLocally): what ends each hold.
   const localHolds = new Set<() => void>();
-  // Held duplicates whose hold ended, waiting for a slot before asking the store again.
+  // Held duplicates whose hold ended, waiting for a slot before asking the store again, in
+  // turn (see slotFree), and what wakes each to count again.
+  const slotQueue: object[] = [];
   const slotWaiters = new Set<() => void>();
   // Set while the loop waits for a handler slot; stop() calls it so the loop reads on at once.
   // (A wait of its own each time: a race with one promise pending until stop() would keep a

@@ -111,9 +111,17 @@ describe('consumers34: the rerun of a held JetStream duplicate', () => {
         return;
       }
       gates.x.open();
-      expect(await until(() => starts.filter(([k]) => k === 'k').length === 2, 10_000)).toBe(true);
+      expect(
+        await until(() => starts.filter(([k]) => k === 'k').length >= 2, 10_000),
+        JSON.stringify({ starts, reports }),
+      ).toBe(true);
       expect(await until(() => busy === 0, 10_000)).toBe(true);
-      expect(starts.slice(2), JSON.stringify({ starts, reports })).toEqual([['k', 0]]);
+      // Each later run alone (the first run's own redelivery may run k again too: its record
+      // is forgotten as well).
+      expect(
+        starts.slice(2).filter(([, others]) => others > 0),
+        JSON.stringify({ starts, reports }),
+      ).toEqual([]);
       expect(await until(() => reports.some(([seq]) => seq === 2), 10_000)).toBe(true);
       expect(reports.filter(([seq]) => seq === 2)).toEqual([[2, 'processed']]);
     } finally {
