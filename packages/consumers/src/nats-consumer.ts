@@ -583,7 +583,11 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       const timer = setTimeout(() => finish('elapsed'), Math.min(ms, MAX_TIMER_MS));
       timer.unref?.();
       localHolds.add(release);
-      wakeLoop?.(); // its slot is free for another message
+      // Its slot is free for another message, or for a duplicate waiting for one (see
+      // slotFree: woken only by a task's end, it waited for the next one to end, the loop
+      // blocked behind it, test/rev34c-js-slot.test.ts).
+      wakeSlotWaiters();
+      wakeLoop?.();
       run.then(finish, release);
     });
   }
@@ -648,6 +652,11 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         if (typeof consumer.info === 'function') confirmConsuming(pulled);
         else life.resumed();
       }
+      // A slot first, checked once the message is here rather than before it came: a held
+      // duplicate whose hold ended meanwhile may have taken the slot that was free (see
+      // slotFree), and the message was handled beside it, one more than `concurrency`
+      // (test/rev34c-js-slot.test.ts). Also the first message of a pull consumed again.
+      await slotForMessage();
       // nats.js goes on yielding what it had already pulled after the pull is stopped: once
       // stopped, none of it reaches a handler (stop() would not wait for it, and a process
       // that exits then would kill it mid-handler). It is given back once the subscription
@@ -673,13 +682,21 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       // each race left a reaction on every task still running, and a handler that runs long
       // (up to `maxHoldMs`, an hour by default) kept one per message the other slots took
       // meanwhile (test/conslate2-jetstream-memory.test.ts).
-      // A duplicate held for a local run (see settleLocally) takes no slot.
-      while (!stopped && inFlight.size - localHolds.size >= concurrency) {
-        await new Promise<void>((resolve) => {
-          wakeLoop = resolve;
-        });
-        wakeLoop = undefined;
-      }
+      await slotForMessage();
+    }
+  }
+
+  /**
+   * Waits until a slot of `concurrency` is free for the loop's next message, or stop(). A
+   * duplicate held for a local run (see settleLocally) takes no slot; one waiting for a slot
+   * to ask the store again (see slotFree) counts as running, and goes first.
+   */
+  async function slotForMessage(): Promise<void> {
+    while (!stopped && inFlight.size - localHolds.size >= concurrency) {
+      await new Promise<void>((resolve) => {
+        wakeLoop = resolve;
+      });
+      wakeLoop = undefined;
     }
   }
 
