@@ -523,8 +523,10 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       // handler runs on this delivery. So only within `concurrency`: the slot this duplicate
       // left while held may have been taken (its holder ran on past its maxHoldMs, its own
       // slot freed then), and the handler ran beside the others, one more than `concurrency`
-      // (test/consumers34-js-rerun.test.ts). Stopped meanwhile: given back.
-      if (!(await slotFree())) break;
+      // (test/consumers34-js-rerun.test.ts). Stopped meanwhile: given back, for a delivery at
+      // once (the run it was held on has ended): with the in-progress delay it stayed away up
+      // to that run's lease (test/rev34c-js-slot.test.ts).
+      if (!(await slotFree())) return { ...disposition, delayMs: 0, localRun: undefined };
       disposition = await processor.process(message, bounds);
     }
     return disposition;

@@ -54,6 +54,7 @@ describe('rev34c: the slot a held JetStream duplicate waits for', () => {
       reports: [] as Array<[number, MessageStatus]>,
       conflicts: 0,
       keyCalls: [] as string[],
+      naks: [] as Array<[string, number | undefined]>,
     };
     const runs = new Map<string, number>();
     const consumer = await consumeJetStream({
@@ -64,6 +65,11 @@ describe('rev34c: the slot a held JetStream duplicate waits for', () => {
       // The key is the body's first letter; `keyGates['?' + body]` delays the key function.
       key: async (message: JsMsg) => {
         log.keyCalls.push(text(message));
+        const nak = message.nak.bind(message);
+        message.nak = (millis?: number) => {
+          log.naks.push([text(message), millis]);
+          nak(millis);
+        };
         await keyGates[`?${text(message)}`]?.opened;
         return text(message).slice(0, 1);
       },
@@ -165,6 +171,39 @@ describe('rev34c: the slot a held JetStream duplicate waits for', () => {
       expect(log.starts[2]?.[0]).toBe('k#2');
     } finally {
       for (const g of Object.values(gates)) g.open();
+      await consumer.stop(5_000);
+    }
+  });
+
+  it('stop() while a rerun waits for a slot gives its message back at once, not after the lease', {
+    timeout: 20_000,
+  }, async () => {
+    const gates = { 'k#1': gate(), 'x#1': gate() };
+    const { consumer, log, publish } = await start(gates);
+    try {
+      await publish('k1');
+      expect(await until(() => log.starts.length === 1, 10_000)).toBe(true);
+      await publish('k2'); // held behind k#1
+      expect(await until(() => log.conflicts >= 1, 10_000)).toBe(true);
+      expect(await until(() => log.reports.some(([seq]) => seq === 1), 10_000)).toBe(true);
+      await publish('x'); // takes the slot k#1 left
+      expect(await until(() => log.starts.length === 2, 10_000)).toBe(true);
+      // k#1 ends, recorded and forgotten: k2's recheck waits for x's slot.
+      gates['k#1'].open();
+      expect(await until(() => log.busy === 1, 10_000)).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const stopping = consumer.stop(10_000);
+      expect(await until(() => log.naks.some(([body]) => body === 'k2'), 10_000)).toBe(true);
+      gates['x#1'].open();
+      await stopping;
+      expect(log.starts.map(([run]) => run)).toEqual(['k#1', 'x#1']);
+      // The run it was held on has ended (its key free): back for a delivery at once (the
+      // pull's give-back delay), not after the lease of that run (10 s here).
+      const delay = log.naks.find(([body]) => body === 'k2')?.[1] ?? 0;
+      expect(delay, JSON.stringify(log)).toBeLessThanOrEqual(250);
+    } finally {
+      gates['k#1'].open();
+      gates['x#1'].open();
       await consumer.stop(5_000);
     }
   });
