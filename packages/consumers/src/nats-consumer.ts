@@ -519,10 +519,51 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         const delayMs = ended.action === 'retry' ? ended.delayMs : disposition.delayMs;
         return { ...disposition, delayMs, localRun: undefined };
       }
-      // Recorded: asked again, answered as a replay.
+      // Recorded: asked again, answered as a replay; the record gone meanwhile (rare), its
+      // handler runs on this delivery. So only within `concurrency`: the slot this duplicate
+      // left while held may have been taken (its holder ran on past its maxHoldMs, its own
+      // slot freed then), and the handler ran beside the others, one more than `concurrency`
+      // (test/consumers34-js-rerun.test.ts). Stopped meanwhile: given back, for a delivery at
+      // once (the run it was held on has ended): with the in-progress delay it stayed away up
+      // to that run's lease (test/rev34c-js-slot.test.ts).
+      if (!(await slotFree())) return { ...disposition, delayMs: 0, localRun: undefined };
       disposition = await processor.process(message, bounds);
     }
     return disposition;
+  }
+
+  /**
+   * Waits for a slot of `concurrency` (answers false once stopped): the duplicates whose hold
+   * ended queue in turn, each let through once the handlers running (neither held nor
+   * queued) and those ahead of it leave it a slot. The loop takes no message meanwhile (it
+   * counts them all). Counting every queued one as running instead, more of them than
+   * `concurrency` waited for each other for ever (holds are taken again meanwhile).
+   */
+  async function slotFree(): Promise<boolean> {
+    const me = {};
+    slotQueue.push(me);
+    // One ahead that counted this duplicate as running (its hold just ended) may go now.
+    wakeSlotWaiters();
+    try {
+      for (;;) {
+        if (stopped) return false;
+        const running = inFlight.size - localHolds.size - slotQueue.length;
+        if (running + slotQueue.indexOf(me) < concurrency) return true;
+        await new Promise<void>((resolve) => {
+          const wake = () => {
+            slotWaiters.delete(wake);
+            resolve();
+          };
+          slotWaiters.add(wake);
+        });
+      }
+    } finally {
+      slotQueue.splice(slotQueue.indexOf(me), 1);
+    }
+  }
+  /** Wakes the duplicates waiting for a slot (see slotFree) to count again. */
+  function wakeSlotWaiters(): void {
+    for (const wake of [...slotWaiters]) wake();
   }
 
   /**
@@ -544,7 +585,11 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       const timer = setTimeout(() => finish('elapsed'), Math.min(ms, MAX_TIMER_MS));
       timer.unref?.();
       localHolds.add(release);
-      wakeLoop?.(); // its slot is free for another message
+      // Its slot is free for another message, or for a duplicate waiting for one (see
+      // slotFree: woken only by a task's end, it waited for the next one to end, the loop
+      // blocked behind it, test/rev34c-js-slot.test.ts).
+      wakeSlotWaiters();
+      wakeLoop?.();
       run.then(finish, release);
     });
   }
@@ -566,6 +611,10 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
   let stopped = false;
   // The duplicates held until a local run of their key ends (see settleLocally): what ends each hold.
   const localHolds = new Set<() => void>();
+  // Held duplicates whose hold ended, waiting for a slot before asking the store again, in
+  // turn (see slotFree), and what wakes each to count again.
+  const slotQueue: object[] = [];
+  const slotWaiters = new Set<() => void>();
   // Set while the loop waits for a handler slot; stop() calls it so the loop reads on at once.
   // (A wait of its own each time: a race with one promise pending until stop() would keep a
   // reaction per message for as long as the consumer runs.)
@@ -605,6 +654,11 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         if (typeof consumer.info === 'function') confirmConsuming(pulled);
         else life.resumed();
       }
+      // A slot first, checked once the message is here rather than before it came: a held
+      // duplicate whose hold ended meanwhile may have taken the slot that was free (see
+      // slotFree), and the message was handled beside it, one more than `concurrency`
+      // (test/rev34c-js-slot.test.ts). Also the first message of a pull consumed again.
+      await slotForMessage();
       // nats.js goes on yielding what it had already pulled after the pull is stopped: once
       // stopped, none of it reaches a handler (stop() would not wait for it, and a process
       // that exits then would kill it mid-handler). It is given back once the subscription
@@ -619,6 +673,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         .catch(() => {}) // a broker call on a closed connection: JetStream redelivers
         .finally(() => {
           inFlight.delete(task);
+          wakeSlotWaiters();
           wakeLoop?.();
         });
       inFlight.add(task);
@@ -629,13 +684,21 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
       // each race left a reaction on every task still running, and a handler that runs long
       // (up to `maxHoldMs`, an hour by default) kept one per message the other slots took
       // meanwhile (test/conslate2-jetstream-memory.test.ts).
-      // A duplicate held for a local run (see settleLocally) takes no slot.
-      while (!stopped && inFlight.size - localHolds.size >= concurrency) {
-        await new Promise<void>((resolve) => {
-          wakeLoop = resolve;
-        });
-        wakeLoop = undefined;
-      }
+      await slotForMessage();
+    }
+  }
+
+  /**
+   * Waits until a slot of `concurrency` is free for the loop's next message, or stop(). A
+   * duplicate held for a local run (see settleLocally) takes no slot; one waiting for a slot
+   * to ask the store again (see slotFree) counts as running, and goes first.
+   */
+  async function slotForMessage(): Promise<void> {
+    while (!stopped && inFlight.size - localHolds.size >= concurrency) {
+      await new Promise<void>((resolve) => {
+        wakeLoop = resolve;
+      });
+      wakeLoop = undefined;
     }
   }
 
@@ -782,6 +845,7 @@ export async function consumeJetStream<TMessage extends JsMsgLike, T>(
         stopped = true;
         stopping.abort();
         for (const release of [...localHolds]) release();
+        wakeSlotWaiters();
         wakeLoop?.();
         stopPulling(messages);
       }

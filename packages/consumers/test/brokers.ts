@@ -267,3 +267,41 @@ export async function recordedQueue(connection: ChannelModel, queues: string[], 
   const channel = await connection.createChannel();
   return { admin, queue, channel, calls: recordAcks(channel) };
 }
+
+/**
+ * Records on `events`, in order, the acks and nacks sent on `channel` and its close (the
+ * calls still reach the broker).
+ */
+export function recordSettles(channel: Channel, events: string[]): void {
+  channel.on('close', () => events.push('close'));
+  for (const name of ['ack', 'nack'] as const) {
+    const real = channel[name].bind(channel) as (...args: unknown[]) => void;
+    (channel as unknown as Record<string, unknown>)[name] = (...args: unknown[]) => {
+      events.push(name);
+      real(...args);
+    };
+  }
+}
+
+/**
+ * An `openChannel` on `connection` that declares `queue` (again, after its deletion) and
+ * records each channel's acks, nacks and close in `log` (one array a channel, in order) and
+ * its errors in `errors`.
+ */
+export function recordingOpenChannel(
+  connection: ChannelModel,
+  queue: string,
+): { openChannel: () => Promise<Channel>; log: string[][]; errors: unknown[] } {
+  const log: string[][] = [];
+  const errors: unknown[] = [];
+  const openChannel = async () => {
+    const channel = await connection.createChannel();
+    const events: string[] = [];
+    log.push(events);
+    channel.on('error', (error) => errors.push(error));
+    recordSettles(channel, events);
+    await channel.assertQueue(queue);
+    return channel;
+  };
+  return { openChannel, log, errors };
+}

@@ -6,10 +6,9 @@
 // real RabbitMQ and Redis.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createRedisStore } from '@idem/store-redis';
-import type { Channel } from 'amqplib';
 import { expect, it } from 'vitest';
 import { type ConsumerStatus, consumeAmqp, type MessageStatus } from '../src/index.js';
-import { amqpQueues, connectAmqp, redisBed, uniqueName } from './brokers.js';
+import { amqpQueues, connectAmqp, recordingOpenChannel, redisBed, uniqueName } from './brokers.js';
 import { until } from './late-store.js';
 
 const queues = amqpQueues();
@@ -25,22 +24,7 @@ it('a handler running when the broker cancels the consumer acks on its channel, 
   const admin = await connection.createChannel();
   await admin.assertQueue(queue);
   // What happened on each channel the consumer was given, in order.
-  const log: string[][] = [];
-  const errors: unknown[] = [];
-  const openChannel = async () => {
-    const channel: Channel = await connection.createChannel();
-    const events: string[] = [];
-    log.push(events);
-    channel.on('error', (error) => errors.push(error));
-    channel.on('close', () => events.push('close'));
-    const ack = channel.ack.bind(channel);
-    channel.ack = (message, allUpTo) => {
-      events.push('ack');
-      ack(message, allUpTo);
-    };
-    await channel.assertQueue(queue);
-    return channel;
-  };
+  const { openChannel, log, errors } = recordingOpenChannel(connection, queue);
   let finish: () => void = () => {};
   const gate = new Promise<void>((resolve) => {
     finish = resolve;
