@@ -138,6 +138,18 @@ export function failedExecution(c: Context): void {
   recorders.get(c)?.failAtEnd();
 }
 
+/**
+ * The chain after a request timeout mounted after the middleware (@idem/hono's `timeout()`)
+ * runs on: the key of `c` stays held (renewed, up to `maxHoldMs`) until `running` settled, also
+ * once the timeout's answer went out (see the recorder's `holdWhile`): then the
+ * `answered_outside` marker when it was fulfilled, released when it rejected. Nothing when the
+ * middleware did not run `c` idempotently (the timeout mounted before it, a method it passes).
+ * @internal
+ */
+export function holdWhileRunning(c: Context, running: PromiseLike<unknown>): void {
+  recorders.get(c)?.holdWhile(running);
+}
+
 /** Contexts whose response comes from a stream helper of @idem/hono (see `markIdemHelper`). */
 const idemHelpers = new WeakSet<Context>();
 
@@ -401,6 +413,8 @@ function watchOutside(c: Context): OutsideWatch {
   const storage = outgoing ? undefined : flows();
   const token = {};
   let answeredElsewhere = false;
+  /** Set when the answer is first put on `c.res` from outside, cleared a turn of the event loop later. */
+  let turn: ReturnType<typeof setTimeout> | undefined;
   const sent = outgoing
     ? () => outgoing.headersSent === true || outgoing.writableEnded === true
     : () => answeredElsewhere;
@@ -433,8 +447,19 @@ function watchOutside(c: Context): OutsideWatch {
   const answered = new WeakSet<object>();
   /** Those copies, to tell at the end whether code after this middleware read their body. */
   const copies: Response[] = [];
+  /**
+   * A `Response` returned by code after this middleware (the route's) was dropped by Hono's
+   * compose once the answer went out, before anything was put on `c.res` after it: the
+   * handler's own answer is lost, and what code after this middleware puts on `c.res` since
+   * (a middleware that answers its own JSON for any 5xx without reading the old body) is made
+   * in place of the timeout's answer, not the route's (see `finalizedRead`).
+   */
+  let droppedAfter = false;
   const unhook = hookContext(c, {
     sent,
+    finalizedRead() {
+      if (sent() && !assignedAfter && !failedAfter && !outside()) droppedAfter = true;
+    },
     wantsCopy: () => sent() && !assignedAfter,
     readsInside: () => !outside(),
     adopt(copy) {
@@ -448,6 +473,11 @@ function watchOutside(c: Context): OutsideWatch {
       // mounted first, whose new body is no longer the one that answer had).
       if (outside()) {
         latest = response;
+        if (!answeredElsewhere) {
+          turn = setTimeout(() => {
+            turn = undefined;
+          }, 0);
+        }
         answeredElsewhere = true;
       } else if (after) assignedAfter = true;
       else latest = response;
@@ -467,14 +497,32 @@ function watchOutside(c: Context): OutsideWatch {
     const body = bodyOf(response);
     return body !== null && body !== undefined && (answered.has(body) || body === bodyOf(latest));
   };
+  /**
+   * Off @hono/node-server, an answer put on `c.res` from a callback with no async context at all
+   * (a gate after this middleware run by an emitter ticked from a timer made at load) reads as
+   * put there from outside, as a timeout's does when this middleware is the first to use the
+   * async context storage. A handler a timeout overtook runs on: it returns its `Response`, which
+   * Hono's compose drops (`droppedAfter`), or ends in a later turn of the event loop. The route's
+   * own answer, put there from such a callback, is the end of `next()`: it settles within the turn
+   * that answer was put there in, nothing dropped nor read (copied) meanwhile; recorded then.
+   */
+  const answeredInTurn = () =>
+    storage !== undefined &&
+    answeredElsewhere &&
+    turn !== undefined &&
+    !droppedAfter &&
+    copies.length === 0;
   const verdict = (): OutsideVerdict => {
     unhook();
+    const inTurn = answeredInTurn();
+    clearTimeout(turn);
     // Hono's own `c.res`: an outer watch still on (idempotency() nested) would copy it.
     const res = honoRes(c);
     // What the handler wrote to the Node response itself, marked so for node-server, is its own.
     if (!sent() || res.headers.has(ALREADY_SENT)) return 'inside';
     if (failedAfter) return 'rejected';
-    if (!assignedAfter) return 'fulfilled';
+    if (!assignedAfter) return inTurn ? 'inside' : 'fulfilled';
+    if (droppedAfter) return 'fulfilled';
     // Put on `c.res` after the answer went out: the route's own, unless it is that answer again.
     return outsideAnswer(res) ? 'fulfilled' : 'inside';
   };
@@ -495,6 +543,12 @@ interface ContextWatch {
   assigned(response: Response, after: boolean): void;
   /** `c.error` was set. */
   errorSet(): void;
+  /**
+   * `c.finalized` was read true by code other than the context's own helpers (`c.header()`,
+   * `c.text()`...): Hono's compose, once a handler or middleware returned a `Response`, which it
+   * then drops (the context is finalized already).
+   */
+  finalizedRead(): void;
 }
 
 /** The watches on each context, and how to take their accessors off (see {@link hookContext}). */
@@ -526,6 +580,8 @@ function hookContext(c: Context, watch: ContextWatch): () => void {
   if (!hooks) {
     const watches = new Set<ContextWatch>();
     const undo: (() => void)[] = [];
+    /** Calls of the context's own helpers under way (their reads of `c.finalized` are not compose's). */
+    let helperDepth = 0;
     const resAccessor = accessorOf(c, 'res');
     if (resAccessor?.get && resAccessor.set && !Object.hasOwn(c, 'res')) {
       const { get, set } = resAccessor;
@@ -571,11 +627,59 @@ function hookContext(c: Context, watch: ContextWatch): () => void {
           ...header,
           value(...args: unknown[]) {
             if ([...watches].some((each) => each.sent())) void c.res;
-            return original.apply(c, args);
+            helperDepth += 1;
+            try {
+              return original.apply(c, args);
+            } finally {
+              helperDepth -= 1;
+            }
           },
         });
         undo.push(() => Object.defineProperty(c, 'header', header));
       }
+      // The context's own helpers that read `c.finalized` (`header()` above).
+      for (const name of FINALIZED_READERS) {
+        const helper = Object.getOwnPropertyDescriptor(c, name);
+        const own: unknown = helper?.value;
+        if (!helper?.writable || !helper.configurable || typeof own !== 'function') continue;
+        Object.defineProperty(c, name, {
+          ...helper,
+          value(...args: unknown[]) {
+            helperDepth += 1;
+            try {
+              return own.apply(c, args);
+            } finally {
+              helperDepth -= 1;
+            }
+          },
+        });
+        undo.push(() => Object.defineProperty(c, name, helper));
+      }
+    }
+    const finalized = Object.getOwnPropertyDescriptor(c, 'finalized');
+    if (finalized && 'value' in finalized && finalized.configurable && finalized.writable) {
+      let value: unknown = finalized.value;
+      Object.defineProperty(c, 'finalized', {
+        configurable: true,
+        enumerable: finalized.enumerable ?? true,
+        get() {
+          // Read true, compose drops the `Response` it holds; false, it puts it on `c.res` (an
+          // app mounted under another one, answered on the parent's context).
+          if (value === true && helperDepth === 0) for (const each of watches) each.finalizedRead();
+          return value;
+        },
+        set(next: unknown) {
+          value = next;
+        },
+      });
+      undo.push(() =>
+        Object.defineProperty(c, 'finalized', {
+          value,
+          writable: true,
+          enumerable: finalized.enumerable ?? true,
+          configurable: true,
+        }),
+      );
     }
     const own = Object.getOwnPropertyDescriptor(c, 'error');
     if (!own || ('value' in own && own.configurable && own.writable)) {
@@ -616,6 +720,14 @@ function hookContext(c: Context, watch: ContextWatch): () => void {
     if (on.watches.size === 0) on.unhook();
   };
 }
+
+/**
+ * Helpers of Hono's `Context` (own fields) other than `header()` that read `c.finalized` (Hono
+ * 4.13: `text()` alone), wrapped on each context (see {@link hookContext}). One missing here
+ * makes its call, by a route after an early outside answer, read as compose's drop: the marker
+ * instead of that route's own answer, never a second run.
+ */
+const FINALIZED_READERS = ['text'] as const;
 
 /** The accessor (getter and setter) `name` of `target`'s prototype chain, if any. */
 function accessorOf(target: object, name: string): PropertyDescriptor | undefined {
@@ -676,8 +788,8 @@ const ownAnswers = new WeakMap<Context, Response>();
 
 /**
  * Whether `response` (on `c.res` once `next()` settled) is an idempotency()'s own answer on
- * `c`, or carries its body (a middleware between two instances may rewrap it: `new
- * Response(c.res.body, c.res)`). Nothing is read of a body unless an inner instance answered
+ * `c`, carries its body (a middleware between two instances may rewrap it: `new
+ * Response(c.res.body, c.res)`), or was made from it (its body read). Nothing is read of a body unless an inner instance answered
  * and something else stands on `c.res` now: on @hono/node-server reading `body` makes a
  * lightweight `Response` a real one.
  */
@@ -685,6 +797,10 @@ function ownAnswer(c: Context, response: Response): boolean {
   const own = ownAnswers.get(c);
   if (!own) return false;
   if (own === response) return true;
+  // Its body read (a middleware between the two instances that builds a body of its own from
+  // it: an error format for any non-2xx): nothing else reads it before this `next()` settled
+  // (the runtime sends what the app returned), so what stands on `c.res` was made from it.
+  if (own.bodyUsed || bodyOf(own)?.locked === true) return true;
   const body = bodyOf(response);
   return body !== null && body !== undefined && body === bodyOf(own);
 }
