@@ -138,16 +138,42 @@ export function failedExecution(c: Context): void {
   recorders.get(c)?.failAtEnd();
 }
 
+/** @idem/http's `HELD_AFTER_END` (registered: see its head-source.ts). */
+const HELD_AFTER_END = Symbol.for('@idem/http.recorder.held-after-end');
+
 /**
  * The chain after a request timeout mounted after the middleware (@idem/hono's `timeout()`)
  * runs on: the key of `c` stays held (renewed, up to `maxHoldMs`) until `running` settled, also
  * once the timeout's answer went out (see the recorder's `holdWhile`): then the
- * `answered_outside` marker when it was fulfilled, released when it rejected. Nothing when the
- * middleware did not run `c` idempotently (the timeout mounted before it, a method it passes).
+ * `answered_outside` marker when it was fulfilled after `overtook()` (the timeout answered in
+ * its place), released when it rejected. Nothing when the middleware did not run `c`
+ * idempotently (the timeout mounted before it, a method it passes). The recorder is the one
+ * running now: an instance nested after the timeout puts its own on `c` later.
+ *
+ * A handler the timeout overtook that ran to its end is never released for a retry to run it
+ * again, whatever the turn it ended in (the recorder's "settled within the turn the response
+ * ended in: its own answer" is for adapters whose handler writes the response itself; here
+ * the answer is the timeout's, and Hono's compose drops the handler's `Response`): waited for
+ * at the end of a response that is not final, that end counts as its work done (the marker);
+ * not yet judged, that end is marked (`ANSWERED_OUTSIDE`: at once when its recording did not
+ * start).
  * @internal
  */
-export function holdWhileRunning(c: Context, running: PromiseLike<unknown>): void {
-  recorders.get(c)?.holdWhile(running);
+export function holdWhileRunning(
+  c: Context,
+  running: PromiseLike<unknown>,
+  overtook: () => boolean,
+): void {
+  const recorder = recorders.get(c) as
+    | (ResponseRecorder & { [HELD_AFTER_END]?: (wrote?: boolean) => boolean })
+    | undefined;
+  if (!recorder) return;
+  recorder.holdWhile(
+    Promise.resolve(running).then(() => {
+      if (!overtook() || recorder[HELD_AFTER_END]?.(true)) return;
+      void answeredOutsideOf(recorder)?.(honoRes(c).status);
+    }),
+  );
 }
 
 /** Contexts whose response comes from a stream helper of @idem/hono (see `markIdemHelper`). */
@@ -455,10 +481,21 @@ function watchOutside(c: Context): OutsideWatch {
    * in place of the timeout's answer, not the route's (see `finalizedRead`).
    */
   let droppedAfter = false;
+  /** Answers put on `c.res` from outside (see `answeredInTurn`). */
+  let outsideAnswers = 0;
+  /**
+   * Code outside (or with no async context) set `c.error`, or read `c.finalized` true once the
+   * answer went out: the chain before this middleware failed (a timeout's throw), took a
+   * `Response` returned to it, or finished (Hono's dispatch reads it last), or compose dropped
+   * the route's `Response` from a context-less callback (see `answeredInTurn`).
+   */
+  let movedOutside = false;
   const unhook = hookContext(c, {
     sent,
     finalizedRead() {
-      if (sent() && !assignedAfter && !failedAfter && !outside()) droppedAfter = true;
+      if (outside()) {
+        if (sent()) movedOutside = true;
+      } else if (sent() && !assignedAfter && !failedAfter) droppedAfter = true;
     },
     wantsCopy: () => sent() && !assignedAfter,
     readsInside: () => !outside(),
@@ -473,6 +510,7 @@ function watchOutside(c: Context): OutsideWatch {
       // mounted first, whose new body is no longer the one that answer had).
       if (outside()) {
         latest = response;
+        outsideAnswers += 1;
         if (!answeredElsewhere) {
           turn = setTimeout(() => {
             turn = undefined;
@@ -484,7 +522,8 @@ function watchOutside(c: Context): OutsideWatch {
     },
     errorSet() {
       // The outer chain's own error (its timeout's) is not the handler's.
-      if (sent() && !outside()) failedAfter = true;
+      if (outside()) movedOutside = true;
+      else if (sent()) failedAfter = true;
     },
   });
   /** Whether `response` is the answer that went out again (itself, a copy of it, one carrying its body). */
@@ -505,12 +544,19 @@ function watchOutside(c: Context): OutsideWatch {
    * Hono's compose drops (`droppedAfter`), or ends in a later turn of the event loop. The route's
    * own answer, put there from such a callback, is the end of `next()`: it settles within the turn
    * that answer was put there in, nothing dropped nor read (copied) meanwhile; recorded then.
+   * Not when the handler a timeout overtook ran to its end within that turn too (its I/O done
+   * right after the timer): the chain before this middleware then set `c.error` (the timeout's
+   * throw) or read `c.finalized` (took the timeout's `Response`, or finished), compose dropped
+   * the route's `Response` reading it from the callback, or a second answer came from outside
+   * (the timeout's over the route's): all read as outside, and the marker stays.
    */
   const answeredInTurn = () =>
     storage !== undefined &&
     answeredElsewhere &&
     turn !== undefined &&
     !droppedAfter &&
+    !movedOutside &&
+    outsideAnswers === 1 &&
     copies.length === 0;
   const verdict = (): OutsideVerdict => {
     unhook();
