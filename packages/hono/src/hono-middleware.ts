@@ -138,6 +138,44 @@ export function failedExecution(c: Context): void {
   recorders.get(c)?.failAtEnd();
 }
 
+/** @idem/http's `HELD_AFTER_END` (registered: see its head-source.ts). */
+const HELD_AFTER_END = Symbol.for('@idem/http.recorder.held-after-end');
+
+/**
+ * The chain after a request timeout mounted after the middleware (@idem/hono's `timeout()`)
+ * runs on: the key of `c` stays held (renewed, up to `maxHoldMs`) until `running` settled, also
+ * once the timeout's answer went out (see the recorder's `holdWhile`): then the
+ * `answered_outside` marker when it was fulfilled after `overtook()` (the timeout answered in
+ * its place), released when it rejected. Nothing when the middleware did not run `c`
+ * idempotently (the timeout mounted before it, a method it passes). The recorder is the one
+ * running now: an instance nested after the timeout puts its own on `c` later.
+ *
+ * A handler the timeout overtook that ran to its end is never released for a retry to run it
+ * again, whatever the turn it ended in (the recorder's "settled within the turn the response
+ * ended in: its own answer" is for adapters whose handler writes the response itself; here
+ * the answer is the timeout's, and Hono's compose drops the handler's `Response`): waited for
+ * at the end of a response that is not final, that end counts as its work done (the marker);
+ * not yet judged, that end is marked (`ANSWERED_OUTSIDE`: at once when its recording did not
+ * start).
+ * @internal
+ */
+export function holdWhileRunning(
+  c: Context,
+  running: PromiseLike<unknown>,
+  overtook: () => boolean,
+): void {
+  const recorder = recorders.get(c) as
+    | (ResponseRecorder & { [HELD_AFTER_END]?: (wrote?: boolean) => boolean })
+    | undefined;
+  if (!recorder) return;
+  recorder.holdWhile(
+    Promise.resolve(running).then(() => {
+      if (!overtook() || recorder[HELD_AFTER_END]?.(true)) return;
+      void answeredOutsideOf(recorder)?.(honoRes(c).status);
+    }),
+  );
+}
+
 /** Contexts whose response comes from a stream helper of @idem/hono (see `markIdemHelper`). */
 const idemHelpers = new WeakSet<Context>();
 
@@ -401,6 +439,8 @@ function watchOutside(c: Context): OutsideWatch {
   const storage = outgoing ? undefined : flows();
   const token = {};
   let answeredElsewhere = false;
+  /** Set when the answer is first put on `c.res` from outside, cleared a turn of the event loop later. */
+  let turn: ReturnType<typeof setTimeout> | undefined;
   const sent = outgoing
     ? () => outgoing.headersSent === true || outgoing.writableEnded === true
     : () => answeredElsewhere;
@@ -433,8 +473,30 @@ function watchOutside(c: Context): OutsideWatch {
   const answered = new WeakSet<object>();
   /** Those copies, to tell at the end whether code after this middleware read their body. */
   const copies: Response[] = [];
+  /**
+   * A `Response` returned by code after this middleware (the route's) was dropped by Hono's
+   * compose once the answer went out, before anything was put on `c.res` after it: the
+   * handler's own answer is lost, and what code after this middleware puts on `c.res` since
+   * (a middleware that answers its own JSON for any 5xx without reading the old body) is made
+   * in place of the timeout's answer, not the route's (see `finalizedRead`).
+   */
+  let droppedAfter = false;
+  /** Answers put on `c.res` from outside (see `answeredInTurn`). */
+  let outsideAnswers = 0;
+  /**
+   * Code outside (or with no async context) set `c.error`, or read `c.finalized` true once the
+   * answer went out: the chain before this middleware failed (a timeout's throw), took a
+   * `Response` returned to it, or finished (Hono's dispatch reads it last), or compose dropped
+   * the route's `Response` from a context-less callback (see `answeredInTurn`).
+   */
+  let movedOutside = false;
   const unhook = hookContext(c, {
     sent,
+    finalizedRead() {
+      if (outside()) {
+        if (sent()) movedOutside = true;
+      } else if (sent() && !assignedAfter && !failedAfter) droppedAfter = true;
+    },
     wantsCopy: () => sent() && !assignedAfter,
     readsInside: () => !outside(),
     adopt(copy) {
@@ -448,13 +510,20 @@ function watchOutside(c: Context): OutsideWatch {
       // mounted first, whose new body is no longer the one that answer had).
       if (outside()) {
         latest = response;
+        outsideAnswers += 1;
+        if (!answeredElsewhere) {
+          turn = setTimeout(() => {
+            turn = undefined;
+          }, 0);
+        }
         answeredElsewhere = true;
       } else if (after) assignedAfter = true;
       else latest = response;
     },
     errorSet() {
       // The outer chain's own error (its timeout's) is not the handler's.
-      if (sent() && !outside()) failedAfter = true;
+      if (outside()) movedOutside = true;
+      else if (sent()) failedAfter = true;
     },
   });
   /** Whether `response` is the answer that went out again (itself, a copy of it, one carrying its body). */
@@ -467,14 +536,39 @@ function watchOutside(c: Context): OutsideWatch {
     const body = bodyOf(response);
     return body !== null && body !== undefined && (answered.has(body) || body === bodyOf(latest));
   };
+  /**
+   * Off @hono/node-server, an answer put on `c.res` from a callback with no async context at all
+   * (a gate after this middleware run by an emitter ticked from a timer made at load) reads as
+   * put there from outside, as a timeout's does when this middleware is the first to use the
+   * async context storage. A handler a timeout overtook runs on: it returns its `Response`, which
+   * Hono's compose drops (`droppedAfter`), or ends in a later turn of the event loop. The route's
+   * own answer, put there from such a callback, is the end of `next()`: it settles within the turn
+   * that answer was put there in, nothing dropped nor read (copied) meanwhile; recorded then.
+   * Not when the handler a timeout overtook ran to its end within that turn too (its I/O done
+   * right after the timer): the chain before this middleware then set `c.error` (the timeout's
+   * throw) or read `c.finalized` (took the timeout's `Response`, or finished), compose dropped
+   * the route's `Response` reading it from the callback, or a second answer came from outside
+   * (the timeout's over the route's): all read as outside, and the marker stays.
+   */
+  const answeredInTurn = () =>
+    storage !== undefined &&
+    answeredElsewhere &&
+    turn !== undefined &&
+    !droppedAfter &&
+    !movedOutside &&
+    outsideAnswers === 1 &&
+    copies.length === 0;
   const verdict = (): OutsideVerdict => {
     unhook();
+    const inTurn = answeredInTurn();
+    clearTimeout(turn);
     // Hono's own `c.res`: an outer watch still on (idempotency() nested) would copy it.
     const res = honoRes(c);
     // What the handler wrote to the Node response itself, marked so for node-server, is its own.
     if (!sent() || res.headers.has(ALREADY_SENT)) return 'inside';
     if (failedAfter) return 'rejected';
-    if (!assignedAfter) return 'fulfilled';
+    if (!assignedAfter) return inTurn ? 'inside' : 'fulfilled';
+    if (droppedAfter) return 'fulfilled';
     // Put on `c.res` after the answer went out: the route's own, unless it is that answer again.
     return outsideAnswer(res) ? 'fulfilled' : 'inside';
   };
@@ -495,6 +589,12 @@ interface ContextWatch {
   assigned(response: Response, after: boolean): void;
   /** `c.error` was set. */
   errorSet(): void;
+  /**
+   * `c.finalized` was read true by code other than the context's own helpers (`c.header()`,
+   * `c.text()`...): Hono's compose, once a handler or middleware returned a `Response`, which it
+   * then drops (the context is finalized already).
+   */
+  finalizedRead(): void;
 }
 
 /** The watches on each context, and how to take their accessors off (see {@link hookContext}). */
@@ -526,6 +626,8 @@ function hookContext(c: Context, watch: ContextWatch): () => void {
   if (!hooks) {
     const watches = new Set<ContextWatch>();
     const undo: (() => void)[] = [];
+    /** Calls of the context's own helpers under way (their reads of `c.finalized` are not compose's). */
+    let helperDepth = 0;
     const resAccessor = accessorOf(c, 'res');
     if (resAccessor?.get && resAccessor.set && !Object.hasOwn(c, 'res')) {
       const { get, set } = resAccessor;
@@ -571,11 +673,59 @@ function hookContext(c: Context, watch: ContextWatch): () => void {
           ...header,
           value(...args: unknown[]) {
             if ([...watches].some((each) => each.sent())) void c.res;
-            return original.apply(c, args);
+            helperDepth += 1;
+            try {
+              return original.apply(c, args);
+            } finally {
+              helperDepth -= 1;
+            }
           },
         });
         undo.push(() => Object.defineProperty(c, 'header', header));
       }
+      // The context's own helpers that read `c.finalized` (`header()` above).
+      for (const name of FINALIZED_READERS) {
+        const helper = Object.getOwnPropertyDescriptor(c, name);
+        const own: unknown = helper?.value;
+        if (!helper?.writable || !helper.configurable || typeof own !== 'function') continue;
+        Object.defineProperty(c, name, {
+          ...helper,
+          value(...args: unknown[]) {
+            helperDepth += 1;
+            try {
+              return own.apply(c, args);
+            } finally {
+              helperDepth -= 1;
+            }
+          },
+        });
+        undo.push(() => Object.defineProperty(c, name, helper));
+      }
+    }
+    const finalized = Object.getOwnPropertyDescriptor(c, 'finalized');
+    if (finalized && 'value' in finalized && finalized.configurable && finalized.writable) {
+      let value: unknown = finalized.value;
+      Object.defineProperty(c, 'finalized', {
+        configurable: true,
+        enumerable: finalized.enumerable ?? true,
+        get() {
+          // Read true, compose drops the `Response` it holds; false, it puts it on `c.res` (an
+          // app mounted under another one, answered on the parent's context).
+          if (value === true && helperDepth === 0) for (const each of watches) each.finalizedRead();
+          return value;
+        },
+        set(next: unknown) {
+          value = next;
+        },
+      });
+      undo.push(() =>
+        Object.defineProperty(c, 'finalized', {
+          value,
+          writable: true,
+          enumerable: finalized.enumerable ?? true,
+          configurable: true,
+        }),
+      );
     }
     const own = Object.getOwnPropertyDescriptor(c, 'error');
     if (!own || ('value' in own && own.configurable && own.writable)) {
@@ -616,6 +766,14 @@ function hookContext(c: Context, watch: ContextWatch): () => void {
     if (on.watches.size === 0) on.unhook();
   };
 }
+
+/**
+ * Helpers of Hono's `Context` (own fields) other than `header()` that read `c.finalized` (Hono
+ * 4.13: `text()` alone), wrapped on each context (see {@link hookContext}). One missing here
+ * makes its call, by a route after an early outside answer, read as compose's drop: the marker
+ * instead of that route's own answer, never a second run.
+ */
+const FINALIZED_READERS = ['text'] as const;
 
 /** The accessor (getter and setter) `name` of `target`'s prototype chain, if any. */
 function accessorOf(target: object, name: string): PropertyDescriptor | undefined {
@@ -676,8 +834,8 @@ const ownAnswers = new WeakMap<Context, Response>();
 
 /**
  * Whether `response` (on `c.res` once `next()` settled) is an idempotency()'s own answer on
- * `c`, or carries its body (a middleware between two instances may rewrap it: `new
- * Response(c.res.body, c.res)`). Nothing is read of a body unless an inner instance answered
+ * `c`, carries its body (a middleware between two instances may rewrap it: `new
+ * Response(c.res.body, c.res)`), or was made from it (its body read). Nothing is read of a body unless an inner instance answered
  * and something else stands on `c.res` now: on @hono/node-server reading `body` makes a
  * lightweight `Response` a real one.
  */
@@ -685,6 +843,10 @@ function ownAnswer(c: Context, response: Response): boolean {
   const own = ownAnswers.get(c);
   if (!own) return false;
   if (own === response) return true;
+  // Its body read (a middleware between the two instances that builds a body of its own from
+  // it: an error format for any non-2xx): nothing else reads it before this `next()` settled
+  // (the runtime sends what the app returned), so what stands on `c.res` was made from it.
+  if (own.bodyUsed || bodyOf(own)?.locked === true) return true;
   const body = bodyOf(response);
   return body !== null && body !== undefined && body === bodyOf(own);
 }

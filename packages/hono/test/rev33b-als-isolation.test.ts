@@ -90,14 +90,15 @@ const sharedGate: MiddlewareHandler = async (_c, next) => {
 };
 
 describe('rev33b hono: the async context of next() off @hono/node-server', () => {
-  // rev33b FINDING (MEDIUM, answer lost, not fixed; documented in the README): off
-  // @hono/node-server, a route that code after idem runs from a callback with no async context at
-  // all (an emitter ticked by a timer made at load, outside any request) puts its answer on
-  // `c.res` from where the chain before idem runs: taken for an outside answer (a timeout's), the
-  // route's own 201 goes out but is not recorded, and retries get the 500 `outcome-not-recorded`
-  // problem instead of the replay (never a second run). AsyncLocalStorage alone cannot tell the
-  // two apart; a callback from another request's context (fixed above) is told apart.
-  it.fails('app.fetch directly, a gate after idem run from a context-less timer: recorded and replayed', async () => {
+  // rev33b FINDING (MEDIUM, answer lost, fixed in hono34): off @hono/node-server, a route that
+  // code after idem runs from a callback with no async context at all (an emitter ticked by a
+  // timer made at load, outside any request) puts its answer on `c.res` from where the chain
+  // before idem runs: it was taken for an outside answer (a timeout's), the route's own 201 went
+  // out but was not recorded, and retries got the 500 `outcome-not-recorded` problem instead of
+  // the replay (never a second run). AsyncLocalStorage alone cannot tell the two apart; now the
+  // end of `next()` within the same turn of the event loop, nothing dropped by compose meanwhile,
+  // tells the route's own answer (a handler a timeout overtook runs on past it).
+  it('app.fetch directly, a gate after idem run from a context-less timer: recorded and replayed', async () => {
     let runs = 0;
     const app = new Hono();
     app.use(idempotency(memoryOptions()));
@@ -111,6 +112,27 @@ describe('rev33b hono: the async context of next() off @hono/node-server', () =>
     expect((await post(key)).status).toBe(201);
     const again = await post(key);
     expect([again.status, again.replayed]).toEqual([201, 'true']);
+    expect(runs).toBe(1);
+  });
+
+  // hono34: the same gate, a timeout before idem overtaking the route: still the marker (the
+  // route ends turns after the timeout's answer), one run.
+  it('app.fetch directly, a gate after idem run from a context-less timer, a timeout before idem: held, then the marker; one run', async () => {
+    let runs = 0;
+    const app = new Hono();
+    app.use(timeout(100));
+    app.use(idempotency(memoryOptions()));
+    app.use(sharedGate);
+    app.post('/charges', async (c) => {
+      runs += 1;
+      await sleep(300);
+      return c.json({ runs }, 201);
+    });
+    const post = await poster('app.fetch directly', app, servers);
+    const key = keyOf('contextless-timeout');
+    expect((await post(key)).status).toBe(504);
+    const last = await settled(post, key);
+    expect(last.status).toBe(500);
     expect(runs).toBe(1);
   });
 

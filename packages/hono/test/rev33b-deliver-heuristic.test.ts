@@ -63,4 +63,30 @@ describe('rev33b hono: deliver, the route calls c.header() then answers, a trans
       });
     }
   }
+
+  // hono34: the route's own `c.text()` reads `c.finalized` (true since deliver's 503), as Hono's
+  // compose does when it drops a returned `Response`: not taken for that drop (the marker).
+  for (const transport of TRANSPORTS) {
+    it(`${transport}, the route puts c.text() on c.res itself: recorded and replayed, one run`, async () => {
+      let runs = 0;
+      const background: Promise<unknown>[] = [];
+      const app = new Hono();
+      app.use(deliverEarly(background));
+      app.use(idempotency(memoryOptions()));
+      app.post('/charges', async (c) => {
+        runs += 1;
+        await sleep(200);
+        c.res = undefined;
+        c.res = c.text(`run ${runs}`);
+        return c.res;
+      });
+      const post = await poster(transport, app, servers);
+      const key = keyOf('deliver-text');
+      expect((await post(key)).status).toBe(503);
+      await Promise.all(background);
+      const retry = await settled(post, key);
+      expect([retry.status, retry.replayed, retry.body]).toEqual([200, 'true', 'run 1']);
+      expect(runs).toBe(1);
+    });
+  }
 });
