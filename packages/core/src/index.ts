@@ -21,6 +21,7 @@ export {
   forcedReleaseOwner,
   MAX_TIMER_MS,
   readClock,
+  readExactClock,
   unknownOptionMessage,
 } from './adapter-kit/input-checks.js';
 export {

@@ -19,6 +19,7 @@ import {
   type OwnerWriteResult,
   type ReleaseInput,
   readClock,
+  readExactClock,
   type StoreAdmin,
   type StoreCapabilities,
   type StoredRecord,
@@ -346,9 +347,12 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     checkString('fingerprint', input.fingerprint, true);
     checkDuration('leaseMs', input.leaseMs, ANY_FINITE);
     checkDuration('retentionMs', input.retentionMs, ANY_FINITE);
-    const now = readClock(clock);
+    const reading = readExactClock(clock);
+    const now = Math.floor(reading);
     const found = table.live(input.key, now);
-    const leaseUntil = now + Math.ceil(input.leaseMs);
+    // Judged by the reading rounded down, written from it rounded up: the lease lasts at least
+    // leaseMs from the reading, never less, as core counts it (see `readExactClock`).
+    const leaseUntil = Math.ceil(reading) + Math.ceil(input.leaseMs);
     if (found) {
       const record = found.record;
       if (record.status === 'in_progress' && record.owner === input.owner) {
@@ -424,7 +428,8 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     outcome: Uint8Array | string,
     given: boolean,
   ): OwnerWriteResult => {
-    const now = readClock(clock);
+    const reading = readExactClock(clock);
+    const now = Math.floor(reading);
     const slot = table.live(input.key, now);
     const found = slot?.record;
     if (!slot || !found || found.owner !== input.owner) return NOT_OWNER;
@@ -440,7 +445,13 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       throw full(`an outcome of ${outcome.length} bytes`);
     }
     const held = given ? (outcome as string) : hold(outcome as Uint8Array);
-    table.update(slot, 'completed', slot.leaseUntil, now + Math.ceil(input.retentionMs), held);
+    table.update(
+      slot,
+      'completed',
+      slot.leaseUntil,
+      Math.ceil(reading) + Math.ceil(input.retentionMs),
+      held,
+    );
     return OWNED;
   };
 
@@ -496,23 +507,25 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     ),
     release: answersSynchronously((input: ReleaseInput): OwnerWriteResult => {
       checkWrite('release', input);
-      const now = readClock(clock);
+      const reading = readExactClock(clock);
+      const now = Math.floor(reading);
       const slot = table.live(input.key, now);
       const found = slot?.record;
       if (!slot || !found || found.owner !== input.owner) return NOT_OWNER;
       if (found.status === 'released') return OWNED; // a redelivered release
       if (found.status !== 'in_progress') return NOT_OWNER;
-      table.update(slot, 'released', now, now + Math.ceil(input.retentionMs), found.outcome);
+      const expiresAt = Math.ceil(reading) + Math.ceil(input.retentionMs);
+      table.update(slot, 'released', now, expiresAt, found.outcome);
       return OWNED;
     }),
     extend: answersSynchronously((input: ExtendInput): OwnerWriteResult => {
       checkWrite('extend', input);
       checkDuration('leaseMs', input.leaseMs, ANY_FINITE);
-      const now = readClock(clock);
-      const slot = table.live(input.key, now);
+      const reading = readExactClock(clock);
+      const slot = table.live(input.key, Math.floor(reading));
       const found = slot?.record;
       if (!slot || found?.status !== 'in_progress' || found.owner !== input.owner) return NOT_OWNER;
-      const leaseUntil = now + Math.ceil(input.leaseMs);
+      const leaseUntil = Math.ceil(reading) + Math.ceil(input.leaseMs);
       table.update(
         slot,
         'in_progress',

@@ -1,5 +1,5 @@
 import { createIdempotency, deriveStorageKey } from '@idem/core';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createMemoryStore } from '../src/index.js';
 
 /** A clock the test sets, reading fractions of a ms (as the store's default clock does). */
@@ -54,7 +54,9 @@ describe('memory store with whole-ms readings of a fractional clock (rev33e)', (
       expect(got.fence).toBeGreaterThan(last);
       last = got.fence;
       if (i % 2 === 0) await store.release({ key: 'k', owner: `o${i}`, retentionMs: 5_000 });
-      else clock.t += 10.45; // the lease lapses: the next acquisition is a takeover
+      // The lease lapses (it lasts under leaseMs + 1 from the reading: written from the reading
+      // rounded up): the next acquisition is a takeover.
+      else clock.t += 11.05;
     }
     await store.close?.();
   });
@@ -87,23 +89,74 @@ describe('memory store with whole-ms readings of a fractional clock (rev33e)', (
     await store.close?.();
   });
 
-  // FINDING (rev33e, low): the store reads its clock rounded down (edge33), so an acquire sent
-  // at a reading of 1000.9 writes leaseUntil 1000 + leaseMs: the lease ends up to 1 ms before
-  // send + leaseMs, the point core's LeaseKeeper takes as a safe lower bound of the store's
-  // lease ("The store started the lease no earlier than the call was sent"). In that last
-  // sub-ms another owner can take the key over while the holder's watchdog has not fired
-  // (it matters only without a renewal: heartbeatMs false, or renewals failing). Before
-  // edge33 the memory store wrote exact fractional deadlines; PostgreSQL (floor of
-  // clock_timestamp) has always had this sub-ms shortfall. The same holds for retention
-  // (expiresAt = floor(t) + retentionMs). Fix: write deadlines from the reading rounded up
-  // (judge with it rounded down), or let core's estimate allow 1 ms for whole-ms store clocks.
-  it.fails('a lease lasts at least leaseMs from the reading the acquire was sent at (core counts its lease from the send)', async () => {
+  // The rev33e finding, fixed (edge34): the store reads its clock rounded down (edge33), and
+  // wrote its deadlines from that reading too, so an acquire sent at a reading of 1000.9 wrote
+  // leaseUntil 1000 + leaseMs: the lease ended up to 1 ms before send + leaseMs, the point
+  // core's LeaseKeeper takes as a safe lower bound of the store's lease ("The store started the
+  // lease no earlier than the call was sent"). In that last sub-ms another owner could take the
+  // key over while the holder's watchdog had not fired (without a renewal: heartbeatMs false,
+  // or renewals failing). The store now judges by the reading rounded down and writes its
+  // deadlines (lease and retention) from it rounded up (`readExactClock`).
+  it('a lease lasts at least leaseMs from the reading the acquire was sent at (core counts its lease from the send)', async () => {
     const clock = fractionalClock(1_000.9);
     const store = createMemoryStore({ clock });
     const sentAt = clock.now();
     await store.acquire(acquireInput('k', 'holder', 100));
     clock.t = sentAt + 100 - 0.4; // 1100.5: before the holder's estimate of 1100.9
     expect((await store.acquire(acquireInput('k', 'other', 100))).kind).toBe('found');
+    // Written from 1001 (the reading rounded up), the lease passes at a reading of 1101: less
+    // than 1 ms past the estimate (a takeover a little later than core allows for, never earlier).
+    clock.t = sentAt + 100.1;
+    expect((await store.acquire(acquireInput('k', 'other', 100))).kind).toBe('acquired');
     await store.close?.();
+  });
+
+  it('an extend, a release and a completion write their deadlines from the reading rounded up too', async () => {
+    const clock = fractionalClock(2_000.2);
+    const store = createMemoryStore({ clock });
+    await store.acquire(acquireInput('a', 'o', 100));
+    await store.acquire(acquireInput('b', 'o', 100));
+    clock.t = 2_050.3;
+    expect(
+      await store.extend({ key: 'a', owner: 'o', leaseMs: 100, retentionMs: 5_000 }),
+    ).toMatchObject({ ok: true });
+    expect((await store.get('a'))?.leaseUntil).toBe(2_151);
+    expect(await store.release({ key: 'a', owner: 'o', retentionMs: 5_000 })).toEqual({ ok: true });
+    expect((await store.get('a'))?.expiresAt).toBe(7_051);
+    const outcome = new Uint8Array([1]);
+    expect(
+      await store.complete({ key: 'b', owner: 'o', retentionMs: 5_000, outcome }),
+    ).toMatchObject({ ok: true });
+    expect((await store.get('b'))?.expiresAt).toBe(7_051);
+    await store.close?.();
+  });
+
+  it("through core: while the holder's signal is not aborted, no other owner can take the key over (heartbeatMs false, the store's reading 0.9 ms into a ms at the send)", async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance', 'Date'] });
+    try {
+      // The store's clock counts the same elapsed time as core's, from a reading of 1000.9.
+      const p0 = performance.now();
+      const store = createMemoryStore({ clock: { now: () => 1_000.9 + (performance.now() - p0) } });
+      const idem = createIdempotency<string>({ store, leaseMs: 100, heartbeatMs: false });
+      const held = await idem.begin({ key: 'k', scope: 's' });
+      if (held.kind !== 'acquired') throw new Error(`expected acquired, got ${held.kind}`);
+      const { signal } = held.execution;
+      const other = (owner: string) => acquireInput(deriveStorageKey('s', 'k'), owner, 100);
+      // Steps of half a ms through the lease's last ms (the store's lease ends at 99.1 ms).
+      let checked = 0;
+      for (let elapsed = 97.5; elapsed <= 101; elapsed += 0.5) {
+        await vi.advanceTimersByTimeAsync(elapsed - (performance.now() - p0));
+        if (signal.aborted) break;
+        expect((await store.acquire(other(`o${elapsed}`))).kind).toBe('found');
+        checked++;
+      }
+      expect(checked).toBeGreaterThan(0);
+      expect(signal.aborted).toBe(true);
+      await held.execution.release().catch(() => {});
+      await idem.drain(1_000);
+      await store.close?.();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
