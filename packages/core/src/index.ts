@@ -21,7 +21,6 @@ export {
   forcedReleaseOwner,
   MAX_TIMER_MS,
   readClock,
-  readExactClock,
   unknownOptionMessage,
 } from './adapter-kit/input-checks.js';
 export {

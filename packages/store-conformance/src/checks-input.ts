@@ -37,17 +37,6 @@ const OVERSIZED = [
   'k'.repeat(2 * 1024 * 1024),
 ];
 
-/**
- * The deadlines a store may write `durationMs` after a fractional clock reading: from the
- * reading rounded down (as `Date.now()` reads), or rounded up (`readExactClock` in core: the
- * deadline is then never less than the duration from the reading, which the engine's lease
- * estimate, send + lease, counts on; the memory store since edge34). Judged by the reading
- * rounded down either way.
- */
-function fromReading(reading: number, durationMs: number): readonly number[] {
-  return [Math.floor(reading) + durationMs, Math.ceil(reading) + durationMs];
-}
-
 /** Expects `call` to fail with `INVALID_INPUT` (thrown or rejected), before anything is written. */
 async function expectInvalid(call: () => unknown, what: string): Promise<void> {
   await assert.rejects(
@@ -63,18 +52,10 @@ async function expectInvalid(call: () => unknown, what: string): Promise<void> {
   );
 }
 
-/**
- * Integer deadlines; with the injectable clock, exactly `now + ceil(duration)` (or one of the
- * values given: a deadline written from a fractional reading, see `fromReading`).
- */
-function assertWholeMs(value: number, what: string, expected?: number | readonly number[]): void {
+/** Integer deadlines; with the injectable clock, exactly `now + ceil(duration)`. */
+function assertWholeMs(value: number, what: string, expected?: number): void {
   assert.ok(Number.isInteger(value), `${what} must be a whole ms, got ${value}`);
-  if (typeof expected === 'number') assert.equal(value, expected, `${what}: durations rounded up`);
-  else if (expected !== undefined)
-    assert.ok(
-      expected.includes(value),
-      `${what}: durations rounded up, from the reading rounded down or up: expected one of ${expected.join(', ')}, got ${value}`,
-    );
+  if (expected !== undefined) assert.equal(value, expected, `${what}: durations rounded up`);
 }
 
 const exactNow = (h: Harness): number | undefined =>
@@ -278,21 +259,20 @@ export const inputChecks: ContractCheck[] = [
       if (h.time.kind !== 'injectable' || !(h.time.clock instanceof ManualClock)) return;
       const clock = h.time.clock as ManualClock;
 
-      // The store's own clock reads a fraction: judged as whole ms, rounded down (as
-      // Date.now); deadlines written from it rounded down or up (see `fromReading`).
+      // The store's own clock reads a fraction: read as whole ms, rounded down (as Date.now).
       clock.set(Math.floor(clock.now()) + 1.6);
       const key = h.newKey();
       const first = acquireInput(h, key);
       const acquired = assertAcquired(await h.store.acquire(first));
-      const lease = fromReading(clock.now(), h.time.leaseMs);
+      const lease = Math.floor(clock.now()) + h.time.leaseMs;
       assertWholeMs(acquired.leaseUntil, 'acquire at a fractional reading: leaseUntil', lease);
       let record = await readBoth(h, key);
       assert.ok(record, 'the acquired record');
-      assertWholeMs(record.leaseUntil, 'acquire: stored leaseUntil', acquired.leaseUntil);
-      assertWholeMs(record.expiresAt, 'acquire: expiresAt', acquired.leaseUntil + RETENTION_MS);
+      assertWholeMs(record.leaseUntil, 'acquire: stored leaseUntil', lease);
+      assertWholeMs(record.expiresAt, 'acquire: expiresAt', lease + RETENTION_MS);
 
       clock.advance(1.3);
-      const renewed = fromReading(clock.now(), h.time.leaseMs);
+      const renewed = Math.floor(clock.now()) + h.time.leaseMs;
       const extended = await h.store.extend({
         key,
         owner: first.owner,
@@ -317,7 +297,7 @@ export const inputChecks: ContractCheck[] = [
       assertWholeMs(taken.leaseUntil, 'takeover: leaseUntil');
 
       clock.advance(0.75);
-      const done = fromReading(clock.now(), RETENTION_MS);
+      const done = Math.floor(clock.now()) + RETENTION_MS;
       const outcome = bytes('done');
       const completed = await h.store.complete({
         key,

@@ -19,7 +19,6 @@ import {
   type OwnerWriteResult,
   type ReleaseInput,
   readClock,
-  readExactClock,
   type StoreAdmin,
   type StoreCapabilities,
   type StoredRecord,
@@ -347,12 +346,9 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     checkString('fingerprint', input.fingerprint, true);
     checkDuration('leaseMs', input.leaseMs, ANY_FINITE);
     checkDuration('retentionMs', input.retentionMs, ANY_FINITE);
-    const reading = readExactClock(clock);
-    const now = Math.floor(reading);
+    const now = readClock(clock);
     const found = table.live(input.key, now);
-    // Judged by the reading rounded down, written from it rounded up: the lease lasts at least
-    // leaseMs from the reading, never less, as core counts it (see `readExactClock`).
-    const leaseUntil = Math.ceil(reading) + Math.ceil(input.leaseMs);
+    const leaseUntil = now + Math.ceil(input.leaseMs);
     if (found) {
       const record = found.record;
       if (record.status === 'in_progress' && record.owner === input.owner) {
@@ -428,8 +424,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     outcome: Uint8Array | string,
     given: boolean,
   ): OwnerWriteResult => {
-    const reading = readExactClock(clock);
-    const now = Math.floor(reading);
+    const now = readClock(clock);
     const slot = table.live(input.key, now);
     const found = slot?.record;
     if (!slot || !found || found.owner !== input.owner) return NOT_OWNER;
@@ -445,13 +440,7 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
       throw full(`an outcome of ${outcome.length} bytes`);
     }
     const held = given ? (outcome as string) : hold(outcome as Uint8Array);
-    table.update(
-      slot,
-      'completed',
-      slot.leaseUntil,
-      Math.ceil(reading) + Math.ceil(input.retentionMs),
-      held,
-    );
+    table.update(slot, 'completed', slot.leaseUntil, now + Math.ceil(input.retentionMs), held);
     return OWNED;
   };
 
@@ -507,25 +496,23 @@ export function createMemoryStore(options: MemoryStoreOptions = {}): MemoryStore
     ),
     release: answersSynchronously((input: ReleaseInput): OwnerWriteResult => {
       checkWrite('release', input);
-      const reading = readExactClock(clock);
-      const now = Math.floor(reading);
+      const now = readClock(clock);
       const slot = table.live(input.key, now);
       const found = slot?.record;
       if (!slot || !found || found.owner !== input.owner) return NOT_OWNER;
       if (found.status === 'released') return OWNED; // a redelivered release
       if (found.status !== 'in_progress') return NOT_OWNER;
-      const expiresAt = Math.ceil(reading) + Math.ceil(input.retentionMs);
-      table.update(slot, 'released', now, expiresAt, found.outcome);
+      table.update(slot, 'released', now, now + Math.ceil(input.retentionMs), found.outcome);
       return OWNED;
     }),
     extend: answersSynchronously((input: ExtendInput): OwnerWriteResult => {
       checkWrite('extend', input);
       checkDuration('leaseMs', input.leaseMs, ANY_FINITE);
-      const reading = readExactClock(clock);
-      const slot = table.live(input.key, Math.floor(reading));
+      const now = readClock(clock);
+      const slot = table.live(input.key, now);
       const found = slot?.record;
       if (!slot || found?.status !== 'in_progress' || found.owner !== input.owner) return NOT_OWNER;
-      const leaseUntil = Math.ceil(reading) + Math.ceil(input.leaseMs);
+      const leaseUntil = now + Math.ceil(input.leaseMs);
       table.update(
         slot,
         'in_progress',

@@ -151,23 +151,11 @@ export function checkClock(clock: unknown): Clock {
  * when it is not a finite number (a NaN never expires).
  */
 export function readClock(clock: Clock): number {
-  return Math.floor(readExactClock(clock));
-}
-
-/**
- * The clock's time as it reads, fraction and all (checked as {@link readClock} checks it). A
- * store that judges deadlines by the reading rounded down writes them from it rounded up
- * (`Math.ceil(reading) + leaseMs`): written from the rounded-down reading, a lease ended up to
- * 1 ms before the reading plus its duration, earlier than core's lease estimate (send + lease)
- * takes for a safe lower bound, and another owner could take the key over in that last sub-ms
- * while the holder's watchdog had not fired (the rev33e review, fixed in edge34).
- */
-export function readExactClock(clock: Clock): number {
   const now = clock.now();
   if (!(typeof now === 'number' && Number.isFinite(now))) {
     throw new InvalidInputError(`The clock returned an invalid time: ${shownInput(now)}`);
   }
-  return now;
+  return Math.floor(now);
 }
 
 /**
