@@ -97,7 +97,8 @@ export interface BatchResponse {
  * - `failed`: the handler threw, a duplicate is still in progress, or the store failed;
  * - `timed_out`: the invocation's deadline came while the record ran (its handler's `signal`
  *   aborts; it goes on under its lease, fenced, and is given back if it had not started);
- * - `not_attempted`: skipped after an earlier failure of an ordered source, or past the deadline;
+ * - `not_attempted`: skipped after an earlier failure of an ordered source, or at the deadline
+ *   (less than `MIN_STORE_CALL_MS`, 10 ms, left before it to claim the key);
  * - `rejected` (Kinesis, DynamoDB Streams): the record can never be processed as it is (the
  *   key function found no key or threw, an invalid key, another payload under a recorded key:
  *   `error` says which): not sent back, so it does not block the shard at every delivery.
