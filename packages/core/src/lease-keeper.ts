@@ -18,7 +18,19 @@ export type ExecutionPhase = 'running' | 'finishing' | 'done';
  * owner could take the key over in that last sub-ms while the watchdog had not fired). Allowed
  * here, once, for every store (a contributor's too).
  */
-const STORE_CLOCK_ALLOWANCE_MS = 1;
+export const STORE_CLOCK_ALLOWANCE_MS = 1;
+
+/**
+ * The runway of a `leaseMs` lease: how long after its send an acquisition may still be used
+ * (a tenth of the lease, at most 1 s, before its end), never past the lease estimate (the
+ * allowance above): for a lease under 10 ms a tenth is less than the allowance, and an
+ * acquisition answered between the estimate and a tenth before the end was used with the
+ * store's lease possibly past (the rev34e review: a second caller took the key over beside a
+ * live signal).
+ */
+export function leaseRunway(leaseMs: number): number {
+  return leaseMs - Math.max(Math.min(leaseMs / 10, 1_000), STORE_CLOCK_ALLOWANCE_MS);
+}
 
 /**
  * Keeps one acquisition's lease: renews it with heartbeats (never past `maxHoldMs`) and
@@ -241,7 +253,7 @@ export class LeaseKeeper implements TimedEntry {
       this.now() - this.acquiredAt,
       this.mono === undefined ? 0 : this.mono.now() - this.monoAcquiredAt,
     );
-    return sinceSend >= leaseMs - Math.min(leaseMs / 10, 1_000);
+    return sinceSend >= leaseRunway(leaseMs);
   }
 
   /** Whether `abandon` was called. */
