@@ -65,4 +65,50 @@ describe('a claim given up at the batch deadline that the store applies anyway (
       await memory.close?.();
     },
   );
+
+  it('FIFO, with a duplicate message id: the abandoned claim and every later record (same group or not, the duplicate too) are sent back; the redelivery runs each message once', async () => {
+    const memory = createMemoryStore();
+    const runs: string[] = [];
+    const reports: string[] = [];
+    const a = sqsRecord('a', true);
+    const b = { ...sqsRecord('b', true), messageId: a.messageId }; // a duplicate id
+    const c = sqsRecord('c', true);
+    c.attributes = { ...c.attributes, MessageGroupId: 'group-2' };
+    const records = [a, b, c];
+    const handler = makeSqsBatchHandler(
+      async (record: { messageId: string; body: string }) => {
+        runs.push(record.body);
+      },
+      {
+        store: appliedLate(memory, 150),
+        payload: false,
+        timeoutMarginMs: 100,
+        onRecord: (r: RecordReport<unknown>) => reports.push(r.status),
+      },
+    );
+    const response = await handler({ Records: records }, fakeContext(200));
+    expect(response.batchItemFailures).toEqual(
+      records.map((r) => ({ itemIdentifier: r.messageId })),
+    );
+    expect(reports).toEqual(['timed_out', 'not_attempted', 'not_attempted']);
+    expect(runs).toEqual([]);
+    let status: string | undefined = 'in_progress';
+    for (let i = 0; i < 40 && status === 'in_progress'; i++) {
+      await sleep(25);
+      status = (await memory.get(keyOf(a.messageId)))?.status;
+    }
+    expect(status).toBeUndefined();
+    const again = makeSqsBatchHandler(
+      async (record: { body: string }) => {
+        runs.push(record.body);
+      },
+      { store: memory, payload: false },
+    );
+    expect(await again({ Records: records }, fakeContext(3_000))).toEqual({
+      batchItemFailures: [],
+    });
+    // One run per message id: the duplicate replays the first.
+    expect(runs).toEqual(['a', 'c']);
+    await memory.close?.();
+  });
 });
