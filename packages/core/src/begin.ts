@@ -14,6 +14,7 @@ import type { FixedDelayTimers } from './fixed-delay-timers.js';
 import type { GiveBacks } from './give-back.js';
 import type { BeginOptions, BeginResult, IdempotentRequest } from './idempotency-types.js';
 import { deriveStorageKey } from './keys.js';
+import { leaseRunway } from './lease-keeper.js';
 import { readNotRecorded } from './not-recorded.js';
 import { since, storeCallObserver } from './observe.js';
 import type { StoredOutcome } from './outcome-codec.js';
@@ -168,7 +169,8 @@ export function createBegin<T>(
   // operation would start beside it (a store slower than the lease, an event loop held up).
   // Waiting for it is bounded by that point too, when it comes before `storeTimeoutMs`.
   const { leaseMs, storeTimeoutMs } = settings;
-  const leaseBound = leaseMs - Math.min(leaseMs / 10, 1_000);
+  // (Never past the lease estimate, which allows for a store's whole-ms clock: `leaseRunway`.)
+  const leaseBound = leaseRunway(leaseMs);
   const boundByLease = leaseBound < storeTimeoutMs;
 
   function begin(

@@ -11,6 +11,28 @@ import { callStore } from './store-call.js';
 export type ExecutionPhase = 'running' | 'finishing' | 'done';
 
 /**
+ * What the keeper takes off every lease it counts from a send: a store that reads its clock in
+ * whole ms, rounded down (`readClock`; Redis's `TIME` and PostgreSQL's `clock_timestamp()` to
+ * whole ms; DynamoDB's client clock), writes a deadline up to 1 ms short of its reading plus
+ * the lease, so the lease can end that much before send + lease (the rev33e review: another
+ * owner could take the key over in that last sub-ms while the watchdog had not fired). Allowed
+ * here, once, for every store (a contributor's too).
+ */
+export const STORE_CLOCK_ALLOWANCE_MS = 1;
+
+/**
+ * The runway of a `leaseMs` lease: how long after its send an acquisition may still be used
+ * (a tenth of the lease, at most 1 s, before its end), never past the lease estimate (the
+ * allowance above): for a lease under 10 ms a tenth is less than the allowance, and an
+ * acquisition answered between the estimate and a tenth before the end was used with the
+ * store's lease possibly past (the rev34e review: a second caller took the key over beside a
+ * live signal).
+ */
+export function leaseRunway(leaseMs: number): number {
+  return leaseMs - Math.max(Math.min(leaseMs / 10, 1_000), STORE_CLOCK_ALLOWANCE_MS);
+}
+
+/**
  * Keeps one acquisition's lease: renews it with heartbeats (never past `maxHoldMs`) and
  * aborts `signal` with `LeaseLostError` when a renewal finds another owner, when renewals
  * keep failing until the lease estimate passes, or when the maximum hold passes.
@@ -163,9 +185,10 @@ export class LeaseKeeper implements TimedEntry {
       this.mono === undefined
         ? 0
         : (acquiredAtMono ?? this.mono.now() - Math.max(0, this.clock.now() - acquiredAt));
-    this.monoEstimate = this.monoAcquiredAt + settings.leaseMs;
-    // The store started the lease no earlier than the call was sent: a safe lower bound.
-    this.leaseEstimate = acquiredAt + settings.leaseMs;
+    // The store started the lease no earlier than the call was sent: a safe lower bound, less
+    // the part of a ms a store's whole-ms clock may cut off (see STORE_CLOCK_ALLOWANCE_MS).
+    this.monoEstimate = this.monoAcquiredAt + settings.leaseMs - STORE_CLOCK_ALLOWANCE_MS;
+    this.leaseEstimate = acquiredAt + settings.leaseMs - STORE_CLOCK_ALLOWANCE_MS;
     const { heartbeatMs } = settings;
     if (heartbeatMs === false) {
       this.heartbeats = undefined;
@@ -230,7 +253,7 @@ export class LeaseKeeper implements TimedEntry {
       this.now() - this.acquiredAt,
       this.mono === undefined ? 0 : this.mono.now() - this.monoAcquiredAt,
     );
-    return sinceSend >= leaseMs - Math.min(leaseMs / 10, 1_000);
+    return sinceSend >= leaseRunway(leaseMs);
   }
 
   /** Whether `abandon` was called. */
@@ -327,7 +350,10 @@ export class LeaseKeeper implements TimedEntry {
     // maximum hold read as a lost heartbeat is not enforced (the transactional engine ends
     // the business transaction only for `max_hold`).
     const holdEnd = this.acquiredAt + this.settings.maxHoldMs;
-    const holdPassed = this.leaseEstimate >= holdEnd || this.holdLeft() <= 0;
+    // (The estimate is the lease less the allowance: one cut to the hold ends that much before it.)
+    const holdPassed =
+      this.leaseEstimate + STORE_CLOCK_ALLOWANCE_MS >= holdEnd ||
+      this.holdLeft() <= STORE_CLOCK_ALLOWANCE_MS;
     this.lose(
       holdPassed ? 'max_hold' : 'heartbeat',
       holdPassed
@@ -450,7 +476,7 @@ export class LeaseKeeper implements TimedEntry {
     const holdEnd = this.acquiredAt + maxHoldMs;
     // The end of the grace this heartbeat armed past the estimate (0: none).
     let graceEnd = 0;
-    const atHold = this.landed > 0 && this.leaseEstimate >= holdEnd;
+    const atHold = this.landed > 0 && this.leaseEstimate + STORE_CLOCK_ALLOWANCE_MS >= holdEnd;
     // (On the injected clock only: an estimate counted from a send, as `holdEnd`.)
     // A heartbeat due late in the lease gets none, held up or not: the grace is for a stall
     // that made a heartbeat due on the regular schedule (the lease minus the heartbeat before
@@ -471,7 +497,7 @@ export class LeaseKeeper implements TimedEntry {
     // Nor does a first heartbeat due at or past the estimate get one (see the constructor).
     const reference =
       this.inFlight > 0
-        ? Math.max(this.leaseEstimate, this.lastSentAt + this.lastLease)
+        ? Math.max(this.leaseEstimate, this.lastSentAt + this.lastLease - STORE_CLOCK_ALLOWANCE_MS)
         : this.leaseEstimate;
     const closeWithin = (leaseMs - (heartbeatMs || 0)) / 2;
     const unsure = this.firstBeatUnsure || this.beatDueAt + closeWithin >= reference;
@@ -550,9 +576,11 @@ export class LeaseKeeper implements TimedEntry {
       // hold, sent on a clock a millisecond behind the timers, must not push it past the hold.)
       if (seq > this.landed) {
         this.landed = seq;
-        const monoEstimate = this.mono === undefined ? 0 : startedAtMono + lease;
-        if (startedAt + lease !== this.leaseEstimate || monoEstimate !== this.monoEstimate) {
-          this.leaseEstimate = startedAt + lease;
+        const monoEstimate =
+          this.mono === undefined ? 0 : startedAtMono + lease - STORE_CLOCK_ALLOWANCE_MS;
+        const estimate = startedAt + lease - STORE_CLOCK_ALLOWANCE_MS;
+        if (estimate !== this.leaseEstimate || monoEstimate !== this.monoEstimate) {
+          this.leaseEstimate = estimate;
           this.monoEstimate = monoEstimate;
           this.armWatchdog();
         }

@@ -17,6 +17,7 @@ import {
   type EngineOptions,
   engineForInvocation,
   type LambdaContextLike,
+  MIN_STORE_CALL_MS,
   remainingMs,
   requestFor,
   type ScopeOption,
@@ -96,7 +97,8 @@ export interface BatchResponse {
  * - `failed`: the handler threw, a duplicate is still in progress, or the store failed;
  * - `timed_out`: the invocation's deadline came while the record ran (its handler's `signal`
  *   aborts; it goes on under its lease, fenced, and is given back if it had not started);
- * - `not_attempted`: skipped after an earlier failure of an ordered source, or past the deadline;
+ * - `not_attempted`: skipped after an earlier failure of an ordered source, or at the deadline
+ *   (less than `MIN_STORE_CALL_MS`, 10 ms, left before it to claim the key);
  * - `rejected` (Kinesis, DynamoDB Streams): the record can never be processed as it is (the
  *   key function found no key or threw, an invalid key, another payload under a recorded key:
  *   `error` says which): not sent back, so it does not block the shard at every delivery.
@@ -276,7 +278,9 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
         failures.push({ itemIdentifier });
         report({ record, itemIdentifier, status, error });
       };
-      if (stop || performance.now() >= deadline) {
+      // Too close to the deadline to claim a key (the engine would refuse the claim unsent):
+      // this record and every later one are delivered again, untouched.
+      if (stop || !(deadline - performance.now() >= MIN_STORE_CALL_MS)) {
         fail('not_attempted');
         continue;
       }
@@ -310,7 +314,12 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
       try {
         // One engine per record: its lease and hold are capped by the time left now, so a
         // record that outlives the invocation frees its key at the deadline, not later.
-        const engine = engineForInvocation(recordOptions(judged), context, false);
+        // Its claim is bounded by the batch's deadline (edge34): not sent with less than
+        // MIN_STORE_CALL_MS left, given up at the deadline otherwise, so no claim lands after
+        // the batch answered (the record is reported and delivered again).
+        const engine = engineForInvocation(recordOptions(judged), context, {
+          callsUntil: deadline,
+        });
         const run = engine.execute(request, async (ctx) => {
           // (Acquired after the answer: the handler must not start behind the redelivery.)
           if (gaveUp) throw NOT_STARTED;
@@ -351,6 +360,15 @@ export function makeBatchHandler<TRecord, TContext extends LambdaContextLike>(
         }
         report({ record, itemIdentifier, status: result.replayed ? 'replayed' : 'processed' });
       } catch (error) {
+        // A claim still unanswered at the deadline is given up there by the engine's bound (its
+        // timer armed before the race's): the record was given up at the deadline, as at
+        // TIMED_OUT (within what a timer may run early, before its handler started).
+        if (!thrownByHandler && info === undefined && deadline - performance.now() < 1) {
+          gaveUp = true;
+          fail('timed_out');
+          stop = true;
+          continue;
+        }
         // A kept failure that could not be stored is done only if its not-recorded marker
         // landed: without it nothing answers the redelivery (a store outage or a takeover
         // while writing it), and the record was dropped with nothing recorded (rev31a).

@@ -10,6 +10,7 @@ import {
   InvalidInputError,
   isValidKey,
   type JsonValue,
+  MAX_TIMER_MS,
   type Scope,
   type StoreCallContext,
   StoreUnavailableError,
@@ -108,18 +109,30 @@ export function checkFunction(name: string, value: unknown, optional = false): v
  * margin could not land in time at all, where one left alone lands until the deadline; a
  * late completion beats a second run (the rev33e review: a completion answering 0.7 s before
  * the deadline was cut at the 1 s margin, the invocation failed though its handler succeeded).
- * `marginMs: false` (the batch handlers, which give records up at their own deadline) leaves
- * store calls to `storeTimeoutMs`. A context whose clock reads `-Infinity` is past its
+ * `{ callsUntil }` (the batch handlers) bounds them by that deadline on `performance.now()`
+ * instead (the batch's own, computed once for the whole batch); `marginMs: false` leaves
+ * store calls to `storeTimeoutMs`. With `heartbeatMs: false` the lease is the whole time left
+ * (whatever `leaseMs` says): nothing renews it, and a shorter one would pass while the
+ * handler still runs. A context whose clock reads `-Infinity` is past its
  * deadline: no claim is sent (the rev33e review: it took the unbounded path, ran the handler
  * under a 1 ms lease).
  */
 export function engineForInvocation<T>(
   options: EngineOptions<T>,
   context: LambdaContextLike,
-  marginMs: number | false = DEFAULT_TIMEOUT_MARGIN_MS,
+  marginMs: number | false | { callsUntil: number } = DEFAULT_TIMEOUT_MARGIN_MS,
 ): Idempotency<T> {
   const remaining = remainingMs(context);
-  const leaseMs = Math.max(1, Math.min(options.leaseMs ?? 30_000, remaining));
+  // Without heartbeats nothing renews the lease while the handler runs: one shorter than the
+  // time left would pass while Lambda still runs the handler, and a retry would take the key
+  // over and run beside it (edge34). It covers the whole invocation instead, as Powertools'
+  // in-progress expiry does (a crashed invocation holds its key until its deadline). A
+  // remaining time no Lambda has (over MAX_TIMER_MS) keeps the lease as given.
+  const coversInvocation = options.heartbeatMs === false && remaining <= MAX_TIMER_MS;
+  const leaseMs = Math.max(
+    1,
+    coversInvocation ? remaining : Math.min(options.leaseMs ?? 30_000, remaining),
+  );
   const maxHoldMs = Math.max(1, Math.min(options.maxHoldMs ?? 3_600_000, remaining));
   // A heartbeat must be shorter than the lease; a capped lease takes a third as its beat.
   const heartbeatMs =
@@ -129,8 +142,10 @@ export function engineForInvocation<T>(
   if (remaining === Number.POSITIVE_INFINITY || marginMs === false)
     return createIdempotency<T>({ ...options, leaseMs, maxHoldMs, heartbeatMs });
   const storeTimeoutMs = options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS;
-  const margin = Math.min(marginMs, Math.max(0, remaining) / 2);
-  const callsUntil = performance.now() + remaining - margin;
+  const callsUntil =
+    typeof marginMs === 'number'
+      ? performance.now() + remaining - Math.min(marginMs, Math.max(0, remaining) / 2)
+      : marginMs.callsUntil;
   return createIdempotency<T>({
     ...options,
     // core's own `storeTimeoutMs` stays as given: lowered to the time left at the start, it

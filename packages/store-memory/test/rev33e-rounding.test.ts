@@ -1,5 +1,5 @@
 import { createIdempotency, deriveStorageKey } from '@idem/core';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createMemoryStore } from '../src/index.js';
 
 /** A clock the test sets, reading fractions of a ms (as the store's default clock does). */
@@ -87,23 +87,51 @@ describe('memory store with whole-ms readings of a fractional clock (rev33e)', (
     await store.close?.();
   });
 
-  // FINDING (rev33e, low): the store reads its clock rounded down (edge33), so an acquire sent
-  // at a reading of 1000.9 writes leaseUntil 1000 + leaseMs: the lease ends up to 1 ms before
-  // send + leaseMs, the point core's LeaseKeeper takes as a safe lower bound of the store's
-  // lease ("The store started the lease no earlier than the call was sent"). In that last
-  // sub-ms another owner can take the key over while the holder's watchdog has not fired
-  // (it matters only without a renewal: heartbeatMs false, or renewals failing). Before
-  // edge33 the memory store wrote exact fractional deadlines; PostgreSQL (floor of
-  // clock_timestamp) has always had this sub-ms shortfall. The same holds for retention
-  // (expiresAt = floor(t) + retentionMs). Fix: write deadlines from the reading rounded up
-  // (judge with it rounded down), or let core's estimate allow 1 ms for whole-ms store clocks.
-  it.fails('a lease lasts at least leaseMs from the reading the acquire was sent at (core counts its lease from the send)', async () => {
+  // The rev33e finding, fixed in core (edge34): the store reads its clock rounded down
+  // (edge33) and writes its deadlines from that reading, so an acquire sent at a reading of
+  // 1000.9 writes leaseUntil 1000 + leaseMs: the lease ends up to 1 ms before send + leaseMs,
+  // the point core's LeaseKeeper took for a safe lower bound of the store's lease. In that last
+  // sub-ms another owner could take the key over while the holder's watchdog had not fired
+  // (without a renewal: heartbeatMs false, or renewals failing). Redis (TIME to whole ms),
+  // PostgreSQL (floor of clock_timestamp) and DynamoDB (readClock) cut the same part of a ms,
+  // so core's estimate now allows 1 ms for every store (send + leaseMs - 1) rather than each
+  // store rounding its deadlines up. What the store promises, and the engine now counts on:
+  it('a lease lasts at least leaseMs - 1 from the reading the acquire was sent at (the 1 ms core allows for a whole-ms store clock)', async () => {
     const clock = fractionalClock(1_000.9);
     const store = createMemoryStore({ clock });
     const sentAt = clock.now();
     await store.acquire(acquireInput('k', 'holder', 100));
-    clock.t = sentAt + 100 - 0.4; // 1100.5: before the holder's estimate of 1100.9
+    clock.t = sentAt + 100 - 1 - 0.05; // 1099.85: just before core's estimate of 1099.9
     expect((await store.acquire(acquireInput('k', 'other', 100))).kind).toBe('found');
     await store.close?.();
+  });
+
+  it("through core: while the holder's signal is not aborted, no other owner can take the key over (heartbeatMs false, the store's reading 0.9 ms into a ms at the send)", async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance', 'Date'] });
+    try {
+      // The store's clock counts the same elapsed time as core's, from a reading of 1000.9.
+      const p0 = performance.now();
+      const store = createMemoryStore({ clock: { now: () => 1_000.9 + (performance.now() - p0) } });
+      const idem = createIdempotency<string>({ store, leaseMs: 100, heartbeatMs: false });
+      const held = await idem.begin({ key: 'k', scope: 's' });
+      if (held.kind !== 'acquired') throw new Error(`expected acquired, got ${held.kind}`);
+      const { signal } = held.execution;
+      const other = (owner: string) => acquireInput(deriveStorageKey('s', 'k'), owner, 100);
+      // Steps of half a ms through the lease's last ms (the store's lease ends at 99.1 ms).
+      let checked = 0;
+      for (let elapsed = 97.5; elapsed <= 101; elapsed += 0.5) {
+        await vi.advanceTimersByTimeAsync(elapsed - (performance.now() - p0));
+        if (signal.aborted) break;
+        expect((await store.acquire(other(`o${elapsed}`))).kind).toBe('found');
+        checked++;
+      }
+      expect(checked).toBeGreaterThan(0);
+      expect(signal.aborted).toBe(true);
+      await held.execution.release().catch(() => {});
+      await idem.drain(1_000);
+      await store.close?.();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

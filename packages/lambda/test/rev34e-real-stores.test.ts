@@ -1,0 +1,85 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { deriveStorageKey, type IdempotencyStore } from '@idem/core';
+import { describe, expect, it } from 'vitest';
+import { functionScope, makeIdempotent, makeSqsBatchHandler } from '../src/index.js';
+import { fakeContext, sqsRecord, storeKinds, useEnv } from './lambda-env.js';
+
+/** `store` whose acquires are applied `delayMs` after their send, whatever their signal says. */
+function appliedLate(store: IdempotencyStore, delayMs: number): IdempotencyStore {
+  return {
+    capabilities: store.capabilities,
+    acquire: async (input) => {
+      await sleep(delayMs);
+      return store.acquire(input);
+    },
+    complete: (i, c) => store.complete(i, c),
+    release: (i, c) => store.release(i, c),
+    extend: (i, c) => store.extend(i, c),
+    get: (k) => store.get(k),
+  };
+}
+
+describe.each(storeKinds)('edge34 on a real store (%s, rev34e)', (kind) => {
+  const env = useEnv(kind);
+
+  it('a batch claim given up at the deadline and applied anyway is given back; the redelivery runs once', async () => {
+    const { store } = env();
+    const runs: string[] = [];
+    const record = sqsRecord('a');
+    const first = makeSqsBatchHandler(async (r: { messageId: string }) => runs.push(r.messageId), {
+      store: appliedLate(store, 150),
+      heartbeatMs: false,
+      timeoutMarginMs: 100,
+    });
+    expect(await first({ Records: [record] }, fakeContext(200))).toEqual({
+      batchItemFailures: [{ itemIdentifier: record.messageId }],
+    });
+    const key = deriveStorageKey(['lambda', 'orders-fn'], record.messageId);
+    let status: string | undefined = 'in_progress';
+    for (let i = 0; i < 40 && status === 'in_progress'; i++) {
+      await sleep(25);
+      status = (await store.get(key))?.status;
+    }
+    expect(status === undefined || status === 'released').toBe(true);
+    const again = makeSqsBatchHandler(async (r: { messageId: string }) => runs.push(r.messageId), {
+      store,
+    });
+    expect(await again({ Records: [record] }, fakeContext(3_000))).toEqual({
+      batchItemFailures: [],
+    });
+    expect(runs).toEqual([record.messageId]);
+  });
+
+  it('heartbeatMs false: a duplicate while the handler runs past leaseMs meets it in progress; one run', async () => {
+    const { store } = env();
+    let runs = 0;
+    let release: (() => void) | undefined;
+    let started: (() => void) | undefined;
+    const running = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const handler = makeIdempotent(
+      async () => {
+        runs += 1;
+        started?.();
+        await new Promise<void>((r) => {
+          release = r;
+        });
+        return 'done';
+      },
+      { store, scope: functionScope, key: () => 'k', leaseMs: 50, heartbeatMs: false },
+    );
+    const first = handler({}, fakeContext(5_000));
+    const started_ = running;
+    await started_;
+    await sleep(120); // past leaseMs, well within the time left
+    const second = await handler({}, fakeContext(5_000)).then(
+      () => 'ran',
+      (error: unknown) => (error as { code?: string }).code,
+    );
+    expect(second).toBe('IN_PROGRESS');
+    release?.();
+    expect(await first).toBe('done');
+    expect(runs).toBe(1);
+  });
+});
