@@ -4,6 +4,7 @@ import { CaptureBuffer } from './capture-buffer.js';
 import type { IdempotencyDecision } from './handler.js';
 import {
   ANSWERED_OUTSIDE,
+  ENDED_OUTSIDE,
   HELD_AFTER_END,
   type ResponseHeadSource,
   START_FROM,
@@ -343,6 +344,8 @@ export function createRecorder(
   // wrote to it after that end meanwhile (see HELD_AFTER_END).
   let waitingForHeld = false;
   let wroteAfterEnd = false;
+  // The response was ended outside the held handler's own work while it ran (see ENDED_OUTSIDE).
+  let endedOutside = false;
 
   function capture(chunk: Uint8Array): boolean {
     if (!head) throw misuse('ResponseRecorder.start must be called before capture');
@@ -379,7 +382,8 @@ export function createRecorder(
           // A handler that answered this response itself and returned settles within the turn
           // it ended in (its promise resolves in microtasks): its own answer, released. One that
           // runs on past that turn did not answer it (see `answeredOutside`).
-          let ranOn = false;
+          // One ended outside its work (see ENDED_OUTSIDE) is never its own, whenever it settles.
+          let ranOn = endedOutside;
           const turn = setTimeout(() => {
             ranOn = true;
           }, 0);
@@ -555,6 +559,7 @@ export function createRecorder(
     [TRAILERS]: typeof trailers;
     [ANSWERED_OUTSIDE]: (status?: number) => Promise<void> | undefined;
     [HELD_AFTER_END]: (wrote?: boolean) => boolean;
+    [ENDED_OUTSIDE]: () => void;
     [LIVE_GENERATION]: () => number | undefined;
     [LIVE_CAPTURE]: () => Uint8Array | undefined;
   } = {
@@ -602,6 +607,9 @@ export function createRecorder(
       clearTimeout(idleTimer);
       done = answeredOutside(status);
       return done;
+    },
+    [ENDED_OUTSIDE]: () => {
+      if (!done) endedOutside = true;
     },
     [LIVE_GENERATION]: () => tee?.fence,
     [LIVE_CAPTURE]: () => (tee ? buffer?.held() : undefined),
