@@ -113,11 +113,17 @@ const kAnswer = Symbol('@idem/fastify answer');
 const NONE = 0;
 const SENT = 1;
 const LATER = 2;
+/**
+ * The `send` the reply had before {@link sendHeld} took its place: Fastify's, or a hook's
+ * own wrapper of it (a preHandler that sets `reply.send`), which must still run.
+ */
+const kSend = Symbol('@idem/fastify send');
 interface Held {
   [kIncoming]: FastifyIncoming | false | null;
   [kRecorder]: ResponseRecorder | null;
   [kRelease]: ((value?: unknown) => void) | null;
   [kAnswer]: number;
+  [kSend]: FastifyReply['send'] | null;
 }
 
 /**
@@ -138,6 +144,7 @@ function heldWhileRunning(handler: RouteOptions['handler']): RouteOptions['handl
     // Before the call: an async handler's `return reply` reads `reply.then` as it returns.
     // biome-ignore lint/suspicious/noThenProperty: Fastify's reply is a thenable already; this wraps its then.
     (reply as { then: FastifyReply['then'] }).then = thenReleasing;
+    held[kSend] = reply.send;
     reply.send = sendHeld;
     // Run as the execution's work (see `runHeld`): an answer sent from outside it while it
     // runs (an onRequest hook's timeout) is never taken for its own.
@@ -201,7 +208,8 @@ function sendHeld(this: FastifyReply, payload?: unknown): FastifyReply {
       release();
     }
   }
-  return (Object.getPrototypeOf(this) as FastifyReply).send.call(this, payload);
+  // The reply's own send, a hook's wrapper included (rev34n: the prototype's skipped it).
+  return (held[kSend] ?? (Object.getPrototypeOf(this) as FastifyReply).send).call(this, payload);
 }
 
 interface Setup {
@@ -378,6 +386,7 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   fastify.decorateRequest(kRecorder, null);
   fastify.decorateRequest(kRelease, null);
   fastify.decorateRequest(kAnswer, NONE);
+  fastify.decorateRequest(kSend, null);
   // onRequest, before any preParsing hook (a decompression one registered before the plugin)
   // can read the Node request: a request with a body starts copying it for the fingerprint,
   // when begin() will read it (idempotency on for the route, a method that needs a key, a

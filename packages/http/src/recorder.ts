@@ -396,7 +396,7 @@ export function createRecorder(
             ranOn = true;
           }, 0);
           waitingForHeld = true;
-          if (gone) watchHeld();
+          if (gone && !endedOutside) watchHeld();
           void new Promise<void>((resolve) => {
             idle = resolve;
           }).then(() => {
@@ -539,7 +539,7 @@ export function createRecorder(
   // stays (up to `maxHoldMs`), and the silence watch starts when the head does.
   function clientGone(): void {
     gone = true;
-    if (waitingForHeld) watchHeld();
+    if (waitingForHeld && !endedOutside) watchHeld();
     if (done || idleTimer !== undefined) return;
     if (head) armIdle();
     else leftEarly = true;
