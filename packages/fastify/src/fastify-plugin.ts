@@ -21,6 +21,7 @@ import {
   insideHeld,
   recordServerResponse,
   runHeld,
+  whenEndedInside,
   wholeDecisionResponse,
 } from '@idem/http/node';
 import type {
@@ -181,13 +182,26 @@ function thenReleasing(
   const held = this.request as unknown as Held;
   const release = held[kRelease];
   if (release !== null) {
-    if (held[kAnswer] === NONE && !this.sent) held[kAnswer] = LATER;
-    else {
+    if (held[kAnswer] === NONE && !this.sent) {
+      held[kAnswer] = LATER;
+      // Its work may answer without `reply.send` (`reply.hijack()` and `reply.raw`): that end,
+      // made from its work, is its own answer too (rev34n: the key stayed held to maxHoldMs).
+      const recorder = held[kRecorder];
+      if (recorder !== null) whenEndedInside(recorder, () => endHold(held));
+    } else {
       held[kRelease] = null;
       release();
     }
   }
   (Object.getPrototypeOf(this) as FastifyReply).then.call(this, fulfilled, rejected);
+}
+
+/** Ends the hold of a handler that returned `reply` before answering, at its own answer. */
+function endHold(held: Held): void {
+  const release = held[kRelease];
+  if (release === null) return;
+  held[kRelease] = null;
+  release();
 }
 
 /**
@@ -202,11 +216,7 @@ function sendHeld(this: FastifyReply, payload?: unknown): FastifyReply {
   if (held[kAnswer] === NONE) held[kAnswer] = SENT;
   else if (held[kAnswer] === LATER) {
     const recorder = held[kRecorder];
-    const release = held[kRelease];
-    if (release !== null && recorder !== null && insideHeld(recorder)) {
-      held[kRelease] = null;
-      release();
-    }
+    if (recorder !== null && insideHeld(recorder)) endHold(held);
   }
   // The reply's own send, a hook's wrapper included (rev34n: the prototype's skipped it).
   return (held[kSend] ?? (Object.getPrototypeOf(this) as FastifyReply).send).call(this, payload);

@@ -9,6 +9,8 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 const heldWork = new AsyncLocalStorage<object>();
 /** Recorders whose handler runs under {@link runHeld}: true while it runs, false once settled. */
 const running = new WeakMap<object, boolean>();
+/** What to call when the held work itself ends the response (see {@link whenEndedInside}). */
+const ownEnds = new WeakMap<object, () => void>();
 
 /**
  * Runs `handler` (the route's handler, called by the adapter) as the work of `recorder`'s
@@ -46,5 +48,21 @@ export function insideHeld(recorder: object): boolean {
  * has not settled, and the current code is not its work. @internal
  */
 export function endedOutsideHeld(recorder: object): boolean {
-  return running.get(recorder) === true && heldWork.getStore() !== recorder;
+  if (running.get(recorder) !== true) return false;
+  if (heldWork.getStore() !== recorder) return true;
+  const own = ownEnds.get(recorder);
+  if (own !== undefined) {
+    ownEnds.delete(recorder);
+    own();
+  }
+  return false;
+}
+
+/**
+ * Calls `callback` when `recorder`'s held work itself ends the response while it runs (not
+ * through the framework's send: `reply.hijack()` and `reply.raw.end()`), before the end is
+ * judged. @internal
+ */
+export function whenEndedInside(recorder: object, callback: () => void): void {
+  ownEnds.set(recorder, callback);
 }
