@@ -11,6 +11,7 @@ import {
   readyForOwnMethods,
   recordServerResponse,
   requestUrl,
+  runHeld,
   sendDecisionResponse,
   tapRequestBodies,
 } from '@idem/http/node';
@@ -120,7 +121,14 @@ export function holdWhile(res: Response, running: PromiseLike<unknown>): void {
  */
 export function heldWhileRunning<Handler extends RequestHandler>(handler: Handler): Handler {
   return function (this: unknown, req, res, next) {
-    const result: unknown = handler.call(this, req, res, next);
+    const recorder = recorders.get(res);
+    // Run as the execution's work (see `runHeld`): an answer sent from outside it while it
+    // runs (a timeout middleware's 503) is never taken for its own, even when the route then
+    // settles in that same turn.
+    const result: unknown =
+      recorder === undefined
+        ? handler.call(this, req, res, next)
+        : runHeld(recorder, () => handler.call(this, req, res, next));
     if (typeof (result as PromiseLike<unknown> | undefined)?.then === 'function')
       holdWhile(res, result as PromiseLike<unknown>);
     return result;

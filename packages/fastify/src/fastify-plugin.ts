@@ -18,7 +18,10 @@ import {
   decisionTrailers,
   destroyBroken,
   forgetRemovedCoding,
+  insideHeld,
   recordServerResponse,
+  runHeld,
+  whenEndedInside,
   wholeDecisionResponse,
 } from '@idem/http/node';
 import type {
@@ -103,10 +106,25 @@ const kCovered = Symbol('@idem/fastify covered');
 const kRecorder = Symbol('@idem/fastify recorder');
 /** Ends the hold of a handler's promise (see {@link thenReleasing}). */
 const kRelease = Symbol('@idem/fastify release');
+/**
+ * Whether the held handler's reply was sent to (`SENT`), or returned before anything was sent
+ * (`LATER`: its own send ends the hold, see {@link sendHeld}), or neither yet (`NONE`).
+ */
+const kAnswer = Symbol('@idem/fastify answer');
+const NONE = 0;
+const SENT = 1;
+const LATER = 2;
+/**
+ * The `send` the reply had before {@link sendHeld} took its place: Fastify's, or a hook's
+ * own wrapper of it (a preHandler that sets `reply.send`), which must still run.
+ */
+const kSend = Symbol('@idem/fastify send');
 interface Held {
   [kIncoming]: FastifyIncoming | false | null;
   [kRecorder]: ResponseRecorder | null;
   [kRelease]: ((value?: unknown) => void) | null;
+  [kAnswer]: number;
+  [kSend]: FastifyReply['send'] | null;
 }
 
 /**
@@ -123,17 +141,25 @@ function heldWhileRunning(handler: RouteOptions['handler']): RouteOptions['handl
   return function (this: FastifyInstance, request, reply) {
     const held = request as unknown as Held;
     const recorder = held[kRecorder];
+    if (recorder === null) return handler.call(this, request, reply);
     // Before the call: an async handler's `return reply` reads `reply.then` as it returns.
-    if (recorder !== null)
-      // biome-ignore lint/suspicious/noThenProperty: Fastify's reply is a thenable already; this wraps its then.
-      (reply as { then: FastifyReply['then'] }).then = thenReleasing;
-    const result = handler.call(this, request, reply);
-    if (recorder !== null && result !== reply && isThenable(result))
+    // biome-ignore lint/suspicious/noThenProperty: Fastify's reply is a thenable already; this wraps its then.
+    (reply as { then: FastifyReply['then'] }).then = thenReleasing;
+    held[kSend] = reply.send;
+    reply.send = sendHeld;
+    // Run as the execution's work (see `runHeld`): an answer sent from outside it while it
+    // runs (an onRequest hook's timeout) is never taken for its own.
+    const result = runHeld(recorder, () => handler.call(this, request, reply));
+    if (result !== reply && isThenable(result))
       recorder.holdWhile(
         // A rejection as one: a handler that threw is released, never marked (see the recorder).
         new Promise((resolve, reject) => {
           held[kRelease] = resolve;
-          result.then(resolve, reject);
+          result.then(() => {
+            // Returned `reply` before answering (see `thenReleasing`): its promise settles
+            // with the response, whoever answered it; its own send ends the hold.
+            if (held[kAnswer] !== LATER) resolve(undefined);
+          }, reject);
         }),
       );
     return result;
@@ -142,8 +168,11 @@ function heldWhileRunning(handler: RouteOptions['handler']): RouteOptions['handl
 
 /**
  * `reply.then` of a held handler's reply: the handler returned `reply` (its promise adopts it)
- * or awaits the response's end, so it no longer works: the hold ends (see
- * {@link heldWhileRunning}), then Fastify's own `then`.
+ * or awaits the response's end. When it already answered, it no longer works: the hold ends
+ * (see {@link heldWhileRunning}), then Fastify's own `then`. When it has not answered yet (it
+ * returns `reply` to answer later, from work still running), the hold lasts until its own
+ * `reply.send` (see {@link sendHeld}): an answer from outside it meanwhile (an onRequest
+ * hook's 504) is not its answer, and its work still runs.
  */
 function thenReleasing(
   this: FastifyReply,
@@ -153,10 +182,44 @@ function thenReleasing(
   const held = this.request as unknown as Held;
   const release = held[kRelease];
   if (release !== null) {
-    held[kRelease] = null;
-    release();
+    if (held[kAnswer] === NONE && !this.sent) {
+      held[kAnswer] = LATER;
+      // Its work may answer without `reply.send` (`reply.hijack()` and `reply.raw`): that end,
+      // made from its work, is its own answer too (rev34n: the key stayed held to maxHoldMs).
+      const recorder = held[kRecorder];
+      if (recorder !== null) whenEndedInside(recorder, () => endHold(held));
+    } else {
+      held[kRelease] = null;
+      release();
+    }
   }
   (Object.getPrototypeOf(this) as FastifyReply).then.call(this, fulfilled, rejected);
+}
+
+/** Ends the hold of a handler that returned `reply` before answering, at its own answer. */
+function endHold(held: Held): void {
+  const release = held[kRelease];
+  if (release === null) return;
+  held[kRelease] = null;
+  release();
+}
+
+/**
+ * `reply.send` of a held handler's reply. Once the handler returned `reply` before answering
+ * (see {@link thenReleasing}), its own send (made from its work, see `insideHeld`) ends the
+ * hold, before the answer goes out (its own answer, judged as such) or after another one went
+ * out (Fastify drops it as already sent: its work ran, the key gets the `answered_outside`
+ * marker); a send from outside it (a hook's timeout) goes out without ending the hold.
+ */
+function sendHeld(this: FastifyReply, payload?: unknown): FastifyReply {
+  const held = this.request as unknown as Held;
+  if (held[kAnswer] === NONE) held[kAnswer] = SENT;
+  else if (held[kAnswer] === LATER) {
+    const recorder = held[kRecorder];
+    if (recorder !== null && insideHeld(recorder)) endHold(held);
+  }
+  // The reply's own send, a hook's wrapper included (rev34n: the prototype's skipped it).
+  return (held[kSend] ?? (Object.getPrototypeOf(this) as FastifyReply).send).call(this, payload);
 }
 
 interface Setup {
@@ -332,6 +395,8 @@ const plugin: FastifyPluginCallback<FastifyIdempotencyOptions> = (fastify, optio
   fastify.decorateRequest(kIncoming, null);
   fastify.decorateRequest(kRecorder, null);
   fastify.decorateRequest(kRelease, null);
+  fastify.decorateRequest(kAnswer, NONE);
+  fastify.decorateRequest(kSend, null);
   // onRequest, before any preParsing hook (a decompression one registered before the plugin)
   // can read the Node request: a request with a body starts copying it for the fingerprint,
   // when begin() will read it (idempotency on for the route, a method that needs a key, a

@@ -93,3 +93,18 @@ export const HELD_AFTER_END = Symbol.for('@idem/http.recorder.held-after-end');
 export function heldAfterEndOf(recorder: object): ((wrote?: boolean) => boolean) | undefined {
   return (recorder as { [HELD_AFTER_END]?: (wrote?: boolean) => boolean })[HELD_AFTER_END];
 }
+
+/**
+ * Key of the function by which `recordServerResponse` tells a recorder made by @idem/http that
+ * the app ended the response outside the held handler's own work while that work still ran (a
+ * request timeout's answer; see `runHeld`): however soon the handler settles after it (in the
+ * same turn, woken by that very answer), that end is not its own answer, so a response that
+ * is not final is never released for it (the `answered_outside` marker once it ran to its
+ * end). Called right before `finish`. @internal
+ */
+export const ENDED_OUTSIDE = Symbol.for('@idem/http.recorder.ended-outside');
+
+/** `recorder`'s {@link ENDED_OUTSIDE} entry, when @idem/http made it. @internal */
+export function endedOutsideOf(recorder: object): (() => void) | undefined {
+  return (recorder as { [ENDED_OUTSIDE]?: () => void })[ENDED_OUTSIDE];
+}

@@ -5,7 +5,14 @@ import {
   STATUS_CODES,
 } from 'node:http';
 import type { Socket } from 'node:net';
-import { heldAfterEndOf, type ResponseHeadSource, startFromOf, trailersOf } from './head-source.js';
+import {
+  endedOutsideOf,
+  heldAfterEndOf,
+  type ResponseHeadSource,
+  startFromOf,
+  trailersOf,
+} from './head-source.js';
+import { endedOutsideHeld } from './held-context.js';
 import { GENERATION_HEADER, liveCaptureOf, liveGenerationOf } from './live-publish.js';
 import { readyForOwnMethods } from './own-methods.js';
 import type { ResponseRecorder } from './recorder.js';
@@ -1520,6 +1527,9 @@ class ResponseRecording implements SocketHold {
     }
     // As they stand now: what the held end sends (see `ended`), whatever the app adds meanwhile.
     this.trailers = trailerState(res, this.http2);
+    // Ended by a timer set outside the held handler (a request timeout) while it ran: never
+    // its own answer, however soon it settles after this (see ENDED_OUTSIDE).
+    if (endedOutsideHeld(recorder)) endedOutsideOf(recorder)?.();
     recorder.finish().then(
       () => this.ended(callback),
       (error: unknown) => this.failed(error),

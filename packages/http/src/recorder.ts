@@ -4,6 +4,7 @@ import { CaptureBuffer } from './capture-buffer.js';
 import type { IdempotencyDecision } from './handler.js';
 import {
   ANSWERED_OUTSIDE,
+  ENDED_OUTSIDE,
   HELD_AFTER_END,
   type ResponseHeadSource,
   START_FROM,
@@ -85,6 +86,10 @@ export interface ResponseRecorder {
    * `answered_outside` not-recorded marker is written (a warning goes to `onWarning`; retries
    * get a 500 `outcome-not-recorded` problem, never a second run); when one of them rejected,
    * or settled within that turn (its own answer, given as it returned), the key is released.
+   * A response ended outside the handler's own work (an adapter that runs it with `runHeld`
+   * of `@idem/http/node`) is never its own answer, however soon it settles. When the client
+   * left before that end and a held handler has not settled a whole lease after it, the
+   * marker is written then (a handler awaiting a 'finish' that never comes).
    */
   finish(): Promise<void>;
   /**
@@ -343,6 +348,12 @@ export function createRecorder(
   // wrote to it after that end meanwhile (see HELD_AFTER_END).
   let waitingForHeld = false;
   let wroteAfterEnd = false;
+  // The response was ended outside the held handler's own work while it ran (see ENDED_OUTSIDE).
+  let endedOutside = false;
+  // The client left before the end (see `clientGone`), and the watch on held work that does
+  // not settle after the end (see `watchHeld`).
+  let gone = false;
+  let heldSilence: ReturnType<typeof setTimeout> | undefined;
 
   function capture(chunk: Uint8Array): boolean {
     if (!head) throw misuse('ResponseRecorder.start must be called before capture');
@@ -379,15 +390,18 @@ export function createRecorder(
           // A handler that answered this response itself and returned settles within the turn
           // it ended in (its promise resolves in microtasks): its own answer, released. One that
           // runs on past that turn did not answer it (see `answeredOutside`).
-          let ranOn = false;
+          // One ended outside its work (see ENDED_OUTSIDE) is never its own, whenever it settles.
+          let ranOn = endedOutside;
           const turn = setTimeout(() => {
             ranOn = true;
           }, 0);
           waitingForHeld = true;
+          if (gone && !endedOutside) watchHeld();
           void new Promise<void>((resolve) => {
             idle = resolve;
           }).then(() => {
             clearTimeout(turn);
+            clearTimeout(heldSilence);
             waitingForHeld = false;
             // A handler that threw may retry; one that ran to its end most likely did its work.
             // One that wrote to the response after this end reached its own answer: its work ran,
@@ -524,9 +538,25 @@ export function createRecorder(
   // client that timed out while a slow call runs). Its lease is renewed as for a client that
   // stays (up to `maxHoldMs`), and the silence watch starts when the head does.
   function clientGone(): void {
+    gone = true;
+    if (waitingForHeld && !endedOutside) watchHeld();
     if (done || idleTimer !== undefined) return;
     if (head) armIdle();
     else leftEarly = true;
+  }
+
+  // A response that is not final ended while held work runs, and its client left: nothing will
+  // tell that work its response is over (Node emits no 'finish' for a response closed before
+  // its end), so work that awaits it never settles, and waited for, the key stayed held until
+  // `maxHoldMs` (node34). Once the work has not settled for a whole lease after that, the key
+  // gets the `answered_outside` marker: never released (the work may still run, a retry would
+  // run beside it), never a second run.
+  function watchHeld(): void {
+    clearTimeout(heldSilence);
+    heldSilence = setTimeout(() => {
+      if (waitingForHeld) void answeredOutside();
+    }, settings.leaseMs);
+    heldSilence.unref?.();
   }
 
   function holdWhile(operation: PromiseLike<unknown>, options?: { keepKey?: boolean }): void {
@@ -555,6 +585,7 @@ export function createRecorder(
     [TRAILERS]: typeof trailers;
     [ANSWERED_OUTSIDE]: (status?: number) => Promise<void> | undefined;
     [HELD_AFTER_END]: (wrote?: boolean) => boolean;
+    [ENDED_OUTSIDE]: () => void;
     [LIVE_GENERATION]: () => number | undefined;
     [LIVE_CAPTURE]: () => Uint8Array | undefined;
   } = {
@@ -602,6 +633,9 @@ export function createRecorder(
       clearTimeout(idleTimer);
       done = answeredOutside(status);
       return done;
+    },
+    [ENDED_OUTSIDE]: () => {
+      if (!done) endedOutside = true;
     },
     [LIVE_GENERATION]: () => tee?.fence,
     [LIVE_CAPTURE]: () => (tee ? buffer?.held() : undefined),
