@@ -517,6 +517,19 @@ export function createRecorder(
   function fail(_error: unknown): Promise<void> {
     clearTimeout(idleTimer);
     tee?.end(false);
+    // A handler given to `holdWhile` still runs (overtaken by a timeout whose throw failed the
+    // request: Hono's `timeout()` after idem under an `app.onError` that rethrows): released
+    // now, a retry ran it beside itself (rev34h). The key stays held until it settles; then one
+    // that threw is released, one that ran to its end marked (its work most likely ran).
+    if (!done && keeping > 0) {
+      buffer = undefined;
+      done = new Promise<void>((resolve) => {
+        idle = resolve;
+      }).then(() => (heldFailed ? releaseQuietly() : answeredOutside()));
+      // Not awaited by the caller: the failed request's answer goes out now.
+      done.catch(() => {});
+      return Promise.resolve();
+    }
     // An answer from outside that broke, its handler having run to its end: marked alike.
     done ??= outside && !failedAtEnd ? answeredOutside() : releaseQuietly();
     return done.catch(() => {});
