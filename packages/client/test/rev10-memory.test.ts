@@ -1,14 +1,25 @@
-// Review round 10 (rev10a): memory per call with a long-lived caller signal, against a real
-// node:http server on loopback. Findings are `it.fails` (they state the correct behaviour).
+// Review round 10 (rev10a): what calls with one long-lived caller signal leave alive, against a
+// real node:http server on loopback. Findings are `it.fails` (they state the correct behaviour).
+//
+// Counted, not weighed (ci34): the abort controllers, signals and weak references alive after
+// full collections (v8.queryObjects), and the abort listeners on the caller's signal. The leak
+// this was written for (Node 20's AbortSignal.any registered each call's composite signals on
+// the long-lived signal, through a WeakRef each, and nothing removed them: ~107 B a call) keeps
+// two or more such objects a call: a few hundred calls show it. The earlier heap-byte delta
+// needed 2 × 25,000 calls (182 s in a loaded CI lane) to see 107 B a call through the noise.
+// IDEM_CLIENT_MEMORY_CALLS sizes the run (500 by default; 20,000 for a long manual run).
+import { getEventListeners } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { setFlagsFromString } from 'node:v8';
+import { queryObjects, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createIdempotentFetch } from '../src/index.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
+
+const CALLS = Number(process.env.IDEM_CLIENT_MEMORY_CALLS ?? 500);
 
 const server = createServer((req, res) => {
   req.resume();
@@ -27,16 +38,76 @@ afterAll(async () => {
   await new Promise((resolve) => server.close(resolve));
 });
 
-async function settledHeap(): Promise<number> {
-  for (let i = 0; i < 4; i++) {
-    gc();
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return process.memoryUsage().heapUsed;
+/** Abort controllers, abort signals and weak references alive. */
+function alive(): number {
+  return (
+    queryObjects(AbortController, { format: 'count' }) +
+    queryObjects(AbortSignal, { format: 'count' }) +
+    queryObjects(WeakRef, { format: 'count' })
+  );
 }
 
-/** Heap bytes kept per call, over `calls` POSTs made with `signal` (or none). */
-async function bytesPerCall(calls: number, signal: AbortSignal | undefined): Promise<number> {
+const setValues = Set.prototype.values;
+const mapEntries = Map.prototype.entries;
+
+/**
+ * Objects reachable from `root` through own properties (symbol-keyed included: Node keeps an
+ * EventTarget's listeners and AbortSignal.any's dependants there) and Set and Map entries
+ * (Node's internal Sets have no Set prototype: read through Set.prototype's own methods).
+ * Functions are counted, not entered. Grows by one or more a call when each call registers
+ * something on the long-lived signal and nothing removes it.
+ */
+function reachableFrom(root: object, cap = 200_000): number {
+  const seen = new Set<object>([root]);
+  const queue: object[] = [root];
+  const visit = (value: unknown) => {
+    if ((typeof value === 'object' && value !== null) || typeof value === 'function') {
+      if (seen.has(value as object) || seen.size >= cap) return;
+      seen.add(value as object);
+      if (typeof value === 'object') queue.push(value as object);
+    }
+  };
+  while (queue.length > 0) {
+    const object = queue.pop() as object;
+    for (const key of Reflect.ownKeys(object)) {
+      const descriptor = Reflect.getOwnPropertyDescriptor(object, key);
+      if (descriptor && 'value' in descriptor) visit(descriptor.value);
+    }
+    try {
+      for (const value of setValues.call(object as Set<unknown>)) visit(value);
+    } catch {}
+    try {
+      for (const [key, value] of mapEntries.call(object as Map<unknown, unknown>)) {
+        visit(key);
+        visit(value);
+      }
+    } catch {}
+  }
+  return seen.size;
+}
+
+/**
+ * {@link alive} after full collections with turns of the event loop between (finalization
+ * callbacks run there). With `atMost`, counted again after more collections while above it (up
+ * to 5 times: a leak never gets there, and fails after them). Each count walks the whole heap:
+ * counted once a round, not once a collection (the queries were most of the file's time under
+ * a CI lane's load).
+ */
+async function settledAlive(atMost?: number): Promise<number> {
+  let live = Number.POSITIVE_INFINITY;
+  const counts = atMost === undefined ? 1 : 5;
+  for (let count = 0; count < counts && !(atMost !== undefined && live <= atMost); count++) {
+    for (let round = 0; round < 4; round++) {
+      gc();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    live = Math.min(live, alive());
+  }
+  return live;
+}
+
+/** Objects of those kinds that `calls` POSTs made with `signal` (or none) left alive. */
+async function liveAfter(calls: number, signal: AbortSignal | undefined): Promise<number> {
   const idemFetch = createIdempotentFetch({ attemptTimeoutMs: 10_000, deadlineMs: 60_000 });
   const call = async () => {
     const response = await idemFetch(url, {
@@ -46,30 +117,32 @@ async function bytesPerCall(calls: number, signal: AbortSignal | undefined): Pro
     });
     await response.text();
   };
-  // Warm-up: connection pool, JIT. 5,000 calls: after 1,000, about 400 KB more came once
-  // (the same at 20,000 and at 60,000 calls after it: 20 then 6.4 B a call with the signal),
-  // which read as 20-25 B a call against the 25 B bound and failed a loaded CI lane once.
-  for (let i = 0; i < 5_000; i++) await call();
-  const before = await settledHeap();
+  for (let i = 0; i < 200; i++) await call(); // warm-up: connection pool, JIT
+  const before = await settledAlive();
   for (let i = 0; i < calls; i++) await call();
-  return ((await settledHeap()) - before) / calls;
+  return (await settledAlive(before)) - before;
 }
 
 describe('rev10a client: memory with a long-lived caller signal', () => {
   // FIXED (was FINDING MEDIUM): every call made with one long-lived caller signal (an app-wide shutdown signal) leaves ~100 bytes on the heap for good (observed on Node 20.20: AbortSignal.any registers each composite from boundSignal, twice per call, with the source signal, and nothing removes it): memory grows without bound with the number of calls.
-  it('20k calls with one long-lived signal keep no more heap than 20k calls without one', async () => {
-    const calls = 20_000;
-    const without = await bytesPerCall(calls, undefined);
+  it('calls with one long-lived signal leave no more abort controllers, signals or weak references alive than calls without one', async () => {
+    const without = await liveAfter(CALLS, undefined);
     const shutdown = new AbortController();
-    const withSignal = await bytesPerCall(calls, shutdown.signal);
-    // Expected: no per-call growth beyond noise (a few bytes per call, as without a signal).
-    // Before the fix (Node v20.20.2): without ≈ 0 B/call, with the signal ≈ 107 B/call, kept
-    // after GC (12.8 MB for 120k calls in a standalone run).
-    // (A run without the signal can come out below zero: the heap settled lower than after
-    // the warm-up, as Node 24 does. Growth is judged against zero then.)
-    expect(withSignal, JSON.stringify({ without, withSignal, node: process.version })).toBeLessThan(
-      Math.max(without, 0) + 25,
+    const heldBefore = reachableFrom(shutdown.signal);
+    const withSignal = await liveAfter(CALLS, shutdown.signal);
+    const held = reachableFrom(shutdown.signal) - heldBefore;
+    const listeners = getEventListeners(shutdown.signal, 'abort').length;
+    // Expected: none a call, with the signal as without. Checked (Node 20.20): with follow()
+    // put back to AbortSignal.any (the rev10a leak), the signal holds what it reaches of each
+    // call's composites (a WeakRef each in its dependants; Node's own WeakRefs are not counted
+    // by queryObjects): `held` 1,401 for 500 calls; with follow()'s forget a no-op, 1,996
+    // controllers and signals more alive for 500 calls. Both fail. A quarter of one a call is
+    // the bound.
+    expect(held, JSON.stringify({ calls: CALLS, held })).toBeLessThan(CALLS / 4);
+    expect(withSignal, JSON.stringify({ calls: CALLS, without, withSignal })).toBeLessThan(
+      Math.max(without, 0) + CALLS / 4,
     );
-    // 29 s alone; more than 120 s once on CI, in its own process at the end of a loaded lane.
-  }, 300_000);
+    // One listener on the caller's signal for all calls (follow()'s), none a call.
+    expect(listeners).toBeLessThanOrEqual(1);
+  }, 120_000);
 });
