@@ -138,6 +138,8 @@ export function failedExecution(c: Context): void {
   recorders.get(c)?.failAtEnd();
 }
 
+/** @idem/http's `FAIL_AFTER_HELD` (registered: see its head-source.ts). */
+const FAIL_AFTER_HELD = Symbol.for('@idem/http.recorder.fail-after-held');
 /** @idem/http's `HELD_AFTER_END` (registered: see its head-source.ts). */
 const HELD_AFTER_END = Symbol.for('@idem/http.recorder.held-after-end');
 
@@ -952,8 +954,13 @@ export function idempotency(
         // it makes the Web `Request` when nothing has yet, and a whole body needs none.
         response = await recorder.recordResponse(c.res, () => clientSignal(c));
       } catch (error) {
-        // Never leave the key held: released, so a retry executes again.
-        await recorder.fail(error);
+        // Never leave the key held: released, so a retry executes again; but a handler that
+        // timeout() overtook and still runs (its throw rejected next() through an onError that
+        // rethrows) keeps it held until it settles (see @idem/http's FAIL_AFTER_HELD).
+        const failAfterHeld = (recorder as { [FAIL_AFTER_HELD]?: (e: unknown) => Promise<void> })[
+          FAIL_AFTER_HELD
+        ];
+        await (failAfterHeld ? failAfterHeld(error) : recorder.fail(error));
         throw error;
       }
       if (answerMustAbort(response)) {

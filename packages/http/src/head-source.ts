@@ -108,3 +108,14 @@ export const ENDED_OUTSIDE = Symbol.for('@idem/http.recorder.ended-outside');
 export function endedOutsideOf(recorder: object): (() => void) | undefined {
   return (recorder as { [ENDED_OUTSIDE]?: () => void })[ENDED_OUTSIDE];
 }
+
+/**
+ * Key of `fail` for a request that failed while a handler given to `holdWhile` may still run
+ * (an adapter whose framework threw a timeout's answer at it, the handler it overtook running
+ * on: Hono's `timeout()` after idem under an `app.onError` that rethrows). Plain `fail`
+ * released the key at once, and a retry ran that handler beside itself (rev34h). This keeps
+ * the key held until the held handlers settle, then releases it if one threw and leaves the
+ * `answered_outside` marker if they ran to their end; with none running it is `fail`. It
+ * never delays the failed request's answer. @internal
+ */
+export const FAIL_AFTER_HELD = Symbol.for('@idem/http.recorder.fail-after-held');

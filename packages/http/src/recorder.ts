@@ -5,6 +5,7 @@ import type { IdempotencyDecision } from './handler.js';
 import {
   ANSWERED_OUTSIDE,
   ENDED_OUTSIDE,
+  FAIL_AFTER_HELD,
   HELD_AFTER_END,
   type ResponseHeadSource,
   START_FROM,
@@ -517,19 +518,6 @@ export function createRecorder(
   function fail(_error: unknown): Promise<void> {
     clearTimeout(idleTimer);
     tee?.end(false);
-    // A handler given to `holdWhile` still runs (overtaken by a timeout whose throw failed the
-    // request: Hono's `timeout()` after idem under an `app.onError` that rethrows): released
-    // now, a retry ran it beside itself (rev34h). The key stays held until it settles; then one
-    // that threw is released, one that ran to its end marked (its work most likely ran).
-    if (!done && keeping > 0) {
-      buffer = undefined;
-      done = new Promise<void>((resolve) => {
-        idle = resolve;
-      }).then(() => (heldFailed ? releaseQuietly() : answeredOutside()));
-      // Not awaited by the caller: the failed request's answer goes out now.
-      done.catch(() => {});
-      return Promise.resolve();
-    }
     // An answer from outside that broke, its handler having run to its end: marked alike.
     done ??= outside && !failedAtEnd ? answeredOutside() : releaseQuietly();
     return done.catch(() => {});
@@ -572,6 +560,21 @@ export function createRecorder(
     heldSilence.unref?.();
   }
 
+  // See FAIL_AFTER_HELD: `fail`, but while a handler given to `holdWhile` still runs the key
+  // stays held until it settles; then released if it threw, marked if it ran to its end.
+  function failAfterHeld(error: unknown): Promise<void> {
+    if (done || keeping === 0) return fail(error);
+    clearTimeout(idleTimer);
+    tee?.end(false);
+    buffer = undefined;
+    done = new Promise<void>((resolve) => {
+      idle = resolve;
+    }).then(() => (heldFailed ? releaseQuietly() : answeredOutside()));
+    // Not awaited by the caller: the failed request's answer goes out now.
+    done.catch(() => {});
+    return Promise.resolve();
+  }
+
   function holdWhile(operation: PromiseLike<unknown>, options?: { keepKey?: boolean }): void {
     running += 1;
     const keep = options?.keepKey !== false;
@@ -599,6 +602,7 @@ export function createRecorder(
     [ANSWERED_OUTSIDE]: (status?: number) => Promise<void> | undefined;
     [HELD_AFTER_END]: (wrote?: boolean) => boolean;
     [ENDED_OUTSIDE]: () => void;
+    [FAIL_AFTER_HELD]: (error: unknown) => Promise<void>;
     [LIVE_GENERATION]: () => number | undefined;
     [LIVE_CAPTURE]: () => Uint8Array | undefined;
   } = {
@@ -647,6 +651,7 @@ export function createRecorder(
       done = answeredOutside(status);
       return done;
     },
+    [FAIL_AFTER_HELD]: failAfterHeld,
     [ENDED_OUTSIDE]: () => {
       if (!done) endedOutside = true;
     },
