@@ -305,3 +305,27 @@ export function recordingOpenChannel(
   };
   return { openChannel, log, errors };
 }
+
+/** Acquisitions with a 10 s lease (held past maxHoldMs), final writes forgotten at once. */
+export function longLeaseForgetfulStore(inner: IdempotencyStore): IdempotencyStore {
+  return new Proxy(inner, {
+    get(target, name, receiver) {
+      if (name === 'acquire')
+        return (input: Parameters<IdempotencyStore['acquire']>[0]) =>
+          target.acquire({ ...input, leaseMs: 10_000 });
+      if (name === 'complete')
+        return (input: Parameters<IdempotencyStore['complete']>[0]) =>
+          target.complete({ ...input, retentionMs: 0 });
+      return Reflect.get(target, name, receiver);
+    },
+  });
+}
+
+/** A promise and the function that fulfils it. */
+export function gate(): { open: () => void; opened: Promise<void> } {
+  let open: () => void = () => {};
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { open, opened };
+}

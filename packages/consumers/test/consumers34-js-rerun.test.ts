@@ -5,40 +5,17 @@
 // maxHoldMs (its handler running on). It now waits for a slot first; stop() meanwhile gives it
 // back. Never beside the run it was held on: it asks again only once that run has ended. On
 // the real NATS JetStream and Redis.
-import type { IdempotencyStore } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
 import { AckPolicy, type JsMsg } from 'nats';
 import { describe, expect, it } from 'vitest';
 import { consumeJetStream, type MessageStatus } from '../src/index.js';
-import { jetStreamBed } from './brokers.js';
+import { gate, jetStreamBed, longLeaseForgetfulStore } from './brokers.js';
 import { until } from './late-store.js';
 
-/**
- * `inner` whose acquisitions are stored with a 10 s lease (the key stays held at the store past
- * the engine's maxHoldMs: the run's final write still lands, nobody having taken the key) and
- * whose final writes leave nothing behind (retentionMs 0: "the record gone meanwhile").
- */
-function longLeaseForgetfulStore(inner: IdempotencyStore): IdempotencyStore {
-  return new Proxy(inner, {
-    get(target, name, receiver) {
-      if (name === 'acquire')
-        return (input: Parameters<IdempotencyStore['acquire']>[0]) =>
-          target.acquire({ ...input, leaseMs: 10_000 });
-      if (name === 'complete')
-        return (input: Parameters<IdempotencyStore['complete']>[0]) =>
-          target.complete({ ...input, retentionMs: 0 });
-      return Reflect.get(target, name, receiver);
-    },
-  });
-}
-
-function gate() {
-  let open: () => void = () => {};
-  const opened = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { open, opened };
-}
+// longLeaseForgetfulStore (brokers.ts): acquisitions stored with a 10 s lease (the key stays
+// held at the store past the engine's maxHoldMs: the run's final write still lands, nobody
+// having taken the key), final writes leaving nothing behind (retentionMs 0: "the record gone
+// meanwhile").
 
 describe('consumers34: the rerun of a held JetStream duplicate', () => {
   const bed = jetStreamBed('consumers34-js-rerun');

@@ -8,36 +8,12 @@
 // 2. A task that became a hold (a duplicate of another local run) freed its slot but woke only
 //    the loop, not the duplicates waiting for a slot: the one waiting stayed parked (and the
 //    loop with it, counting it as running) until something else ended, here the other run.
-import type { IdempotencyStore } from '@idem/core';
 import { createRedisStore } from '@idem/store-redis';
 import { AckPolicy, type JsMsg } from 'nats';
 import { describe, expect, it } from 'vitest';
 import { consumeJetStream, type MessageStatus } from '../src/index.js';
-import { jetStreamBed } from './brokers.js';
+import { gate, jetStreamBed, longLeaseForgetfulStore } from './brokers.js';
 import { until } from './late-store.js';
-
-/** Acquisitions with a 10 s lease (held past maxHoldMs), final writes forgotten at once. */
-function longLeaseForgetfulStore(inner: IdempotencyStore): IdempotencyStore {
-  return new Proxy(inner, {
-    get(target, name, receiver) {
-      if (name === 'acquire')
-        return (input: Parameters<IdempotencyStore['acquire']>[0]) =>
-          target.acquire({ ...input, leaseMs: 10_000 });
-      if (name === 'complete')
-        return (input: Parameters<IdempotencyStore['complete']>[0]) =>
-          target.complete({ ...input, retentionMs: 0 });
-      return Reflect.get(target, name, receiver);
-    },
-  });
-}
-
-function gate() {
-  let open: () => void = () => {};
-  const opened = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  return { open, opened };
-}
 
 const text = (message: JsMsg) => new TextDecoder().decode(message.data);
 
