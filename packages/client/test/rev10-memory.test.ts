@@ -11,13 +11,11 @@
 import { getEventListeners } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { queryObjects, setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { queryObjects } from 'node:v8';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { settledCount } from '../../../scripts/heap-count.js';
 import { createIdempotentFetch } from '../src/index.js';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
+import { signalsAlive } from './heap-count.js';
 
 const CALLS = Number(process.env.IDEM_CLIENT_MEMORY_CALLS ?? 500);
 
@@ -40,11 +38,7 @@ afterAll(async () => {
 
 /** Abort controllers, abort signals and weak references alive. */
 function alive(): number {
-  return (
-    queryObjects(AbortController, { format: 'count' }) +
-    queryObjects(AbortSignal, { format: 'count' }) +
-    queryObjects(WeakRef, { format: 'count' })
-  );
+  return signalsAlive() + queryObjects(WeakRef, { format: 'count' });
 }
 
 const setValues = Set.prototype.values;
@@ -86,26 +80,6 @@ function reachableFrom(root: object, cap = 200_000): number {
   return seen.size;
 }
 
-/**
- * {@link alive} after full collections with turns of the event loop between (finalization
- * callbacks run there). With `atMost`, counted again after more collections while above it (up
- * to 5 times: a leak never gets there, and fails after them). Each count walks the whole heap:
- * counted once a round, not once a collection (the queries were most of the file's time under
- * a CI lane's load).
- */
-async function settledAlive(atMost?: number): Promise<number> {
-  let live = Number.POSITIVE_INFINITY;
-  const counts = atMost === undefined ? 1 : 5;
-  for (let count = 0; count < counts && !(atMost !== undefined && live <= atMost); count++) {
-    for (let round = 0; round < 4; round++) {
-      gc();
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    live = Math.min(live, alive());
-  }
-  return live;
-}
-
 /** Objects of those kinds that `calls` POSTs made with `signal` (or none) left alive. */
 async function liveAfter(calls: number, signal: AbortSignal | undefined): Promise<number> {
   const idemFetch = createIdempotentFetch({ attemptTimeoutMs: 10_000, deadlineMs: 60_000 });
@@ -118,9 +92,9 @@ async function liveAfter(calls: number, signal: AbortSignal | undefined): Promis
     await response.text();
   };
   for (let i = 0; i < 200; i++) await call(); // warm-up: connection pool, JIT
-  const before = await settledAlive();
+  const before = await settledCount(alive);
   for (let i = 0; i < calls; i++) await call();
-  return (await settledAlive(before)) - before;
+  return (await settledCount(alive, { atMost: before })) - before;
 }
 
 describe('rev10a client: memory with a long-lived caller signal', () => {

@@ -1,16 +1,12 @@
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { afterEach, describe, expect, it } from 'vitest';
+import { gc } from '../../../scripts/heap-count.js';
 import { createIdempotentFetch } from '../src/index.js';
 
 // rev11: `follow` (call-bounds.ts) now holds each joined signal only weakly from the caller's
 // signal. Once `sendAttempt` returns, nothing of idem holds the attempt's joined signal: is the
 // caller's abort still carried to a body being read after garbage collection?
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
 
 const servers: Server[] = [];
 const open: ServerResponse[] = [];

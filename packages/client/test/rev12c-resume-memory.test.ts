@@ -11,13 +11,10 @@
 // loaded CI lane); IDEM_CLIENT_RESUME_CALLS sizes the run (600 for a longer manual run).
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { queryObjects, setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { settledCount } from '../../../scripts/heap-count.js';
 import { createIdempotentFetch } from '../src/index.js';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
+import { signalsAlive } from './heap-count.js';
 
 const CALLS = Number(process.env.IDEM_CLIENT_RESUME_CALLS ?? 100);
 
@@ -51,34 +48,6 @@ afterAll(async () => {
   await new Promise((resolve) => server.close(resolve));
 });
 
-/** Abort controllers and signals alive (counted after a full collection). */
-function signalsAlive(): number {
-  return (
-    queryObjects(AbortController, { format: 'count' }) +
-    queryObjects(AbortSignal, { format: 'count' })
-  );
-}
-
-/**
- * The fewest {@link signalsAlive} over rounds of full collections with turns of the event loop
- * between (the finalization callbacks that forget a joined signal once its body is collected
- * run there): 4 rounds, or until no more than `atMost` are alive (up to 20 rounds: a leak
- * never gets there, and fails after them).
- */
-async function settledSignals(atMost?: number): Promise<number> {
-  // Counted once every 4 collections (ci34): each count walks the whole heap.
-  let live = Number.POSITIVE_INFINITY;
-  const counts = atMost === undefined ? 1 : 5;
-  for (let count = 0; count < counts && !(atMost !== undefined && live <= atMost); count++) {
-    for (let round = 0; round < 4; round++) {
-      gc();
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    live = Math.min(live, signalsAlive());
-  }
-  return live;
-}
-
 type Kind = 'resumed' | 'cancelled';
 
 /** Abort controllers and signals that `calls` calls left alive. */
@@ -111,9 +80,9 @@ async function liveAfter(kind: Kind, calls: number, signal: AbortSignal | undefi
     if (hanging.size > 0) throw new Error('the resume was not closed by the cancel');
   };
   for (let i = 0; i < 30; i++) await call(); // warm-up: connection pool
-  const before = await settledSignals();
+  const before = await settledCount(signalsAlive);
   for (let i = 0; i < calls; i++) await call();
-  return (await settledSignals(before)) - before;
+  return (await settledCount(signalsAlive, { atMost: before })) - before;
 }
 
 describe('rev12c client: memory of resumes with a long-lived caller signal', () => {

@@ -9,30 +9,15 @@
 // Counted, not weighed (ci34): the promises alive after full collections (v8.queryObjects).
 // Each race kept is a promise kept a message: 3,000 messages show it (the heap delta needed
 // 60,000, 129 s in a loaded CI lane). IDEM_CONSUMERS_JETSTREAM_MESSAGES sizes the run.
-import { queryObjects, setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { createRedisStore } from '@idem/store-redis';
 import { expect, it } from 'vitest';
 import { consumeJetStream, type JsMsgLike } from '../src/index.js';
 import { redisBed } from './brokers.js';
 import { fakeMessages } from './fake-jetstream.js';
+import { promisesAlive } from './heap.js';
 import { until } from './late-store.js';
 
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
-
 const MESSAGES = Number(process.env.IDEM_CONSUMERS_JETSTREAM_MESSAGES ?? 3_000);
-
-/** Promises alive after full collections (a few turns of the event loop between). */
-async function promisesAlive(): Promise<number> {
-  let live = Number.POSITIVE_INFINITY;
-  for (let i = 0; i < 3; i++) {
-    await new Promise((resolve) => setImmediate(resolve));
-    gc();
-    live = Math.min(live, queryObjects(Promise, { format: 'count' }));
-  }
-  return live;
-}
 
 const { redis, prefix } = redisBed('conslate2-memory');
 
@@ -81,7 +66,7 @@ it('messages taken beside a long-running handler leave nothing behind', {
     const before = await promisesAlive();
     for (let i = 0; i < MESSAGES; i++) push(jsMessage(2 + warmUp + i, counts));
     expect(await until(() => counts.term === warmUp + MESSAGES, 60_000)).toBe(true);
-    const kept = (await promisesAlive()) - before;
+    const kept = (await promisesAlive(before)) - before;
     // Checked (Node 20.20): with the loop's wait put back to `await Promise.race(inFlight)`
     // (the conslate2 leak), every message keeps its race: fails. A quarter of one a message is
     // the bound.

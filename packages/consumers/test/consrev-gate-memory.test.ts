@@ -8,26 +8,11 @@
 // race kept per acquisition is one promise or more an acquisition; 10,000 acquisitions show it
 // (the heap delta needed 200,000, 117 s in a loaded CI lane).
 // IDEM_CONSUMERS_GATE_ACQUISITIONS sizes the run (10,000 by default).
-import { queryObjects, setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { HandlerGates } from '../src/handler-gate.js';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
+import { promisesAlive } from './heap.js';
 
 const ACQUISITIONS = Number(process.env.IDEM_CONSUMERS_GATE_ACQUISITIONS ?? 10_000);
-
-/** Promises alive after full collections (a few turns of the event loop between). */
-async function promisesAlive(): Promise<number> {
-  let live = Number.POSITIVE_INFINITY;
-  for (let i = 0; i < 3; i++) {
-    await new Promise((resolve) => setImmediate(resolve));
-    gc();
-    live = Math.min(live, queryObjects(Promise, { format: 'count' }));
-  }
-  return live;
-}
 
 describe('consrev: HandlerGates memory', () => {
   it('settled acquisitions of a message whose handler has not started are not retained', async () => {
@@ -40,7 +25,7 @@ describe('consrev: HandlerGates memory', () => {
     for (let i = 0; i < ACQUISITIONS; i++) gate.track(Promise.resolve());
     await gates.idle();
     expect(gate.pending()).toBeUndefined();
-    const kept = (await promisesAlive()) - before;
+    const kept = (await promisesAlive(before)) - before;
     // Checked (Node 20.20): with track() racing each acquisition against a "started" promise
     // that never settles (the consrev leak, put back), every acquisition keeps its race: fails.
     // A quarter of one an acquisition is the bound.

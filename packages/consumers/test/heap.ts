@@ -1,8 +1,5 @@
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
-
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as () => void;
+import { queryObjects } from 'node:v8';
+import { gc, settledCount } from '../../../scripts/heap-count.js';
 
 /** The heap in use once garbage was collected (a few turns of the event loop first). */
 export const heapAfterGc = async (): Promise<number> => {
@@ -12,3 +9,10 @@ export const heapAfterGc = async (): Promise<number> => {
   }
   return process.memoryUsage().heapUsed;
 };
+
+/**
+ * Promises alive after full collections (v8.queryObjects; scripts/heap-count.ts): with
+ * `atMost`, counted again while above it.
+ */
+export const promisesAlive = (atMost?: number): Promise<number> =>
+  settledCount(() => queryObjects(Promise, { format: 'count' }), { atMost });

@@ -1,11 +1,11 @@
 import { once } from 'node:events';
 import type { Server } from 'node:http';
 import { connect } from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { send, silentAfterLeaving } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keyedGates, statusOnceFree } from '../../http-conformance/test/node34-kit.js';
 import { heldWhileRunning, idempotency } from '../src/index.js';
 
 // node34 (bounded time / liveness): a held route whose client left after the head, which then
@@ -18,7 +18,7 @@ import { heldWhileRunning, idempotency } from '../src/index.js';
 const LEASE = 300;
 let runs = 0;
 let ended = 0;
-const gates = new Map<string, () => void>();
+const gates = keyedGates();
 let server: Server;
 let url = '';
 
@@ -33,9 +33,7 @@ beforeAll(async () => {
       runs += 1;
       res.writeHead(500, { 'content-type': 'text/plain' });
       res.write('failing.');
-      await new Promise<void>((resolve) =>
-        gates.set(String(req.headers['idempotency-key']), resolve),
-      );
+      await gates.wait(req.headers['idempotency-key']);
       res.end('failed');
       ended += 1;
       await once(res, 'finish');
@@ -85,12 +83,8 @@ describe('node34 express: a held route that awaits its response finish after its
     expect(await headAndLeave('/ends-500', key)).toBe(500);
     // The server has seen the client leave once it answers a later request on the key.
     expect((await post()).status).toBe(409);
-    gates.get(key)?.();
-    let last = 409;
-    for (let i = 0; i < 24 && last === 409; i += 1) {
-      await sleep(LEASE / 2);
-      last = (await post()).status;
-    }
+    gates.open(key);
+    const last = await statusOnceFree(post, { tries: 24, pauseMs: LEASE / 2 });
     expect(ended).toBeGreaterThan(0);
     expect(last).toBe(500);
     expect(runs - before).toBe(1);

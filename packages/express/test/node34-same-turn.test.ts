@@ -1,9 +1,9 @@
 import type { Server } from 'node:http';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keyedGates, statusOnceFree } from '../../http-conformance/test/node34-kit.js';
 import { heldWhileRunning, idempotency } from '../src/index.js';
 
 // node34 (exactly-once, "same-turn settle"): a timeout middleware before idem answers 503, and
@@ -14,7 +14,7 @@ import { heldWhileRunning, idempotency } from '../src/index.js';
 // the answered_outside marker (500), one run. The route's own 503, settling as it answers, is
 // still its own (released, a retry runs).
 
-const gates = new Map<string, () => void>();
+const gates = keyedGates();
 let runs = 0;
 let server: Server;
 let url = '';
@@ -25,7 +25,7 @@ beforeAll(async () => {
     const timer = setTimeout(() => {
       if (res.headersSent) return;
       res.status(503).send('timed out');
-      gates.get(String(req.headers['idempotency-key']))?.();
+      gates.open(req.headers['idempotency-key']);
     }, 60);
     res.once('close', () => clearTimeout(timer));
     next();
@@ -35,9 +35,7 @@ beforeAll(async () => {
     '/charges',
     heldWhileRunning(async (req, res) => {
       runs += 1;
-      await new Promise<void>((resolve) =>
-        gates.set(String(req.headers['idempotency-key']), resolve),
-      );
+      await gates.wait(req.headers['idempotency-key']);
       if (!res.headersSent) res.status(201).json({ runs });
     }),
   );
@@ -61,12 +59,7 @@ describe('node34 express: an outside 503 and the route settling in the same turn
     const key = `node34-express-same-turn-${process.pid}`;
     const post = () => send(url, '/charges', { key, body: {} });
     expect((await post()).status).toBe(503);
-    let last = 409;
-    for (let i = 0; i < 40 && last === 409; i += 1) {
-      last = (await post()).status;
-      if (last === 409) await sleep(25);
-    }
-    expect(last).toBe(500);
+    expect(await statusOnceFree(post)).toBe(500);
     expect(runs - before).toBe(1);
   });
 

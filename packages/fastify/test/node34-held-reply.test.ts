@@ -1,8 +1,8 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keyedGates, statusOnceFree } from '../../http-conformance/test/node34-kit.js';
 import { idempotency } from '../src/index.js';
 
 // node34 (HIGH, exactly-once): an async route that returns `reply` before it answers (Fastify's
@@ -15,14 +15,10 @@ import { idempotency } from '../src/index.js';
 // (the hook's timer wakes the route) was taken for the route's own answer and released.
 
 const TIMEOUT_MS = 60;
-const gates = new Map<string, () => void>();
+const gates = keyedGates();
 let runs = 0;
 let app: FastifyInstance;
 let url = '';
-
-function gate(key: string): Promise<void> {
-  return new Promise((resolve) => gates.set(key, resolve));
-}
 
 beforeAll(async () => {
   app = Fastify({ logger: false });
@@ -31,7 +27,7 @@ beforeAll(async () => {
       if (reply.sent) return;
       void reply.code(504).send('timed out');
       // The route wakes in the very turn the 504 went out (same-turn case).
-      if (request.url === '/same-turn') gates.get(String(request.headers['idempotency-key']))?.();
+      if (request.url === '/same-turn') gates.open(request.headers['idempotency-key']);
     }, TIMEOUT_MS);
     reply.raw.once('close', () => clearTimeout(timer));
     done();
@@ -39,7 +35,7 @@ beforeAll(async () => {
   await app.register(idempotency, { store: createMemoryStore(), scope: 'global' });
   app.post('/later', async (request, reply: FastifyReply) => {
     runs += 1;
-    const wait = gate(String(request.headers['idempotency-key']));
+    const wait = gates.wait(request.headers['idempotency-key']);
     void wait.then(() => reply.code(201).send({ charged: runs }));
     return reply;
   });
@@ -50,7 +46,7 @@ beforeAll(async () => {
   });
   app.post('/same-turn', async (request) => {
     runs += 1;
-    await gate(String(request.headers['idempotency-key']));
+    await gates.wait(request.headers['idempotency-key']);
     return { charged: runs };
   });
   url = await app.listen({ port: 0, host: '127.0.0.1' });
@@ -65,13 +61,8 @@ describe('node34 fastify: a route that returns reply and answers later, overtake
     expect((await post()).status).toBe(504);
     for (let i = 0; i < 10; i += 1) expect((await post()).status).toBe(409);
     expect(runs - before).toBe(1);
-    gates.get(key)?.();
-    let last = 409;
-    for (let i = 0; i < 40 && last === 409; i += 1) {
-      await sleep(25);
-      last = (await post()).status;
-    }
-    expect(last).toBe(500);
+    gates.open(key);
+    expect(await statusOnceFree(post)).toBe(500);
     expect(runs - before).toBe(1);
   });
 
@@ -88,12 +79,7 @@ describe('node34 fastify: a route that returns reply and answers later, overtake
     const key = `node34-same-turn-${process.pid}`;
     const post = () => send(url, '/same-turn', { key, body: {} });
     expect((await post()).status).toBe(504);
-    let last = 409;
-    for (let i = 0; i < 40 && last === 409; i += 1) {
-      last = (await post()).status;
-      if (last === 409) await sleep(25);
-    }
-    expect(last).toBe(500);
+    expect(await statusOnceFree(post)).toBe(500);
     expect(runs - before).toBe(1);
   });
 });
