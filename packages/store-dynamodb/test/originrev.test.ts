@@ -50,7 +50,7 @@ const peerOf = (
  * `total` in all), their tallies summed: the sequences only wait on DynamoDB Local one round
  * trip at a time, so a few streams overlap those waits.
  */
-const STREAMS = 2;
+const STREAMS = 4;
 async function inStreams<T extends object>(
   streams: number,
   total: number,
