@@ -45,6 +45,25 @@ const peerOf = (
     ...layout.options,
   });
 
+/**
+ * The sequences of a property run in `streams` fast-check runs at once (each its own seed,
+ * `total` in all), their tallies summed: the sequences only wait on DynamoDB Local one round
+ * trip at a time, so a few streams overlap those waits.
+ */
+const STREAMS = 4;
+async function inStreams<T extends object>(
+  streams: number,
+  total: number,
+  run: (numRuns: number) => Promise<T>,
+): Promise<T> {
+  const sizes = Array.from({ length: streams }, (_, i) => Math.floor((total + i) / streams));
+  const tallies = await Promise.all(sizes.map(run));
+  const sum: Record<string, number> = {};
+  for (const tally of tallies)
+    for (const [k, v] of Object.entries(tally) as [string, number][]) sum[k] = (sum[k] ?? 0) + v;
+  return sum as T;
+}
+
 /** What a call answered, or the error it threw. */
 const answerOf = (call: Promise<unknown>) =>
   call.then(
@@ -52,7 +71,9 @@ const answerOf = (call: Promise<unknown>) =>
     (error: unknown) => error,
   );
 
-describe.each(layouts)('originrev DynamoDB: $name', (layout) => {
+// Both layouts' tests run at once (each only waits on DynamoDB Local, one round trip at a
+// time); they share nothing but the tables (every test a fresh key prefix or fresh keys).
+describe.concurrent.each(layouts)('originrev DynamoDB: $name', (layout) => {
   it('rejects an origin attribute name another attribute has, at creation', () => {
     const client = makeClient(endpoint);
     clients.add(client);
@@ -66,36 +87,38 @@ describe.each(layouts)('originrev DynamoDB: $name', (layout) => {
   });
 
   it('two processes against the origin model, deadlines exact (100 sequences)', async () => {
-    const tally = await checkOriginModel(
-      () => {
-        const manual = new ManualClock(Date.now());
-        const a = setup(layout, { clock: manual });
-        const client = makeClient(endpoint);
-        clients.add(client);
-        const b = peerOf(a, layout, manual, client);
-        // Each owner's calls go through its own process (by its token's last character).
-        const by = (owner: string) =>
-          (owner.charCodeAt(owner.length - 1) & 1) === 0 ? a.store : b;
-        const store: IdempotencyStore = {
-          capabilities: a.store.capabilities,
-          admin: a.store.admin,
-          acquire: (input) => by(input.owner).acquire(input),
-          complete: (input) => by(input.owner).complete(input),
-          release: (input) => by(input.owner).release(input),
-          extend: (input) => by(input.owner).extend(input),
-          get: (key) => b.get(key),
-        };
-        return {
-          store,
-          clock: { kind: 'manual', manual },
-          leaseMs: LEASE,
-          retentionMs: RETENTION,
-          newKeys: (n) => Array.from({ length: n }, newKey),
-        };
-      },
-      // 100: the edge cases reached vary by run (16 of 60 one run, 10 another, which failed the
-      // bound below); 100 sequences reach about 27.
-      { clock: 'manual', numRuns: 100 },
+    const tally = await inStreams(STREAMS, 100, (numRuns) =>
+      checkOriginModel(
+        () => {
+          const manual = new ManualClock(Date.now());
+          const a = setup(layout, { clock: manual });
+          const client = makeClient(endpoint);
+          clients.add(client);
+          const b = peerOf(a, layout, manual, client);
+          // Each owner's calls go through its own process (by its token's last character).
+          const by = (owner: string) =>
+            (owner.charCodeAt(owner.length - 1) & 1) === 0 ? a.store : b;
+          const store: IdempotencyStore = {
+            capabilities: a.store.capabilities,
+            admin: a.store.admin,
+            acquire: (input) => by(input.owner).acquire(input),
+            complete: (input) => by(input.owner).complete(input),
+            release: (input) => by(input.owner).release(input),
+            extend: (input) => by(input.owner).extend(input),
+            get: (key) => b.get(key),
+          };
+          return {
+            store,
+            clock: { kind: 'manual', manual },
+            leaseMs: LEASE,
+            retentionMs: RETENTION,
+            newKeys: (n) => Array.from({ length: n }, newKey),
+          };
+        },
+        // 100: the edge cases reached vary by run (16 of 60 one run, 10 another, which failed the
+        // bound below); 100 sequences reach about 27.
+        { clock: 'manual', numRuns },
+      ),
     );
     expect(tally.carried).toBeGreaterThan(15);
     expect(tally.edges).toBeGreaterThan(10);
@@ -103,16 +126,18 @@ describe.each(layouts)('originrev DynamoDB: $name', (layout) => {
   }, 240_000);
 
   it('through the engine: failures, crashes, stalls past the lease, lost and redelivered calls: one originId a key (60 scenarios)', async () => {
-    const tally = await checkOriginEngine(async () => {
-      const clock = new ManualClock(Date.now());
-      return {
-        store: setup(layout, { clock }).store,
-        clock,
-        advance: async (ms) => clock.advance(ms),
-        leaseMs: LEASE,
-        toleranceMs: 0,
-      };
-    }, 60);
+    const tally = await inStreams(STREAMS, 60, (numRuns) =>
+      checkOriginEngine(async () => {
+        const clock = new ManualClock(Date.now());
+        return {
+          store: setup(layout, { clock }).store,
+          clock,
+          advance: async (ms) => clock.advance(ms),
+          leaseMs: LEASE,
+          toleranceMs: 0,
+        };
+      }, numRuns),
+    );
     console.log(`originrev dynamodb engine (${layout.id}):`, JSON.stringify(tally));
   }, 240_000);
 
