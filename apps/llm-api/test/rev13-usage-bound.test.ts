@@ -74,28 +74,38 @@ describe('rev13: GET /v1/usage on a Redis ledger of many bills', () => {
   // giving the event loop back between them (its slowest /healthz went from 3.6-4.9 s to
   // under 0.1 s here), PostgreSQL sums and pages in the database, the memory ledger sums in
   // one pass; concurrent reads share one. DynamoDB still scans (its documented limit).
-  it('holds no other request while it is read: /healthz answers within 1 s throughout', async () => {
+  // Asserted against the read's own duration, not against 1 s: on a loaded machine (CI's
+  // lanes, load 10-30 on 2 cores) a probe can wait over a second for a CPU or a GC pause while
+  // the loop is given back at every step (the test flaked so). Held, a probe waited for most
+  // of the read (3.6-4.9 s of 5-10 s); given back, the slowest waits a small share of it
+  // (84 ms of 6.4 s here beside two CPU burners).
+  it('holds no other request while it is read: every /healthz answers within a small share of the read', async () => {
     const started = Date.now();
     let done = false;
-    const usage = answer(`${server.url}/v1/usage`, {}, 30_000).then((got) => {
+    const usage = answer(`${server.url}/v1/usage`, {}, 60_000).then((got) => {
       done = true;
       return { status: got.status, body: got.body, ms: Date.now() - started };
     });
-    // Liveness probes (Kubernetes' default timeout is 1 s) every 100 ms while it is read.
+    // Liveness probes (Kubernetes' default timeout is 1 s), one after the other while it is
+    // read: one is always in flight, so a stretch that holds the loop is always measured (with
+    // a pause between probes, a stretch that began in the pause went unseen).
     let slowest = 0;
-    while (!done && Date.now() - started < 25_000) {
+    let probes = 0;
+    while (!done && Date.now() - started < 60_000) {
       const sent = Date.now();
-      const probe = await answer(`${server.url}/healthz`, {}, 30_000);
+      const probe = await answer(`${server.url}/healthz`, {}, 60_000);
       expect(probe.status).toBe(200);
       slowest = Math.max(slowest, Date.now() - sent);
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      probes += 1;
     }
     const got = await usage;
     console.log(
-      `[rev13-usage-bound] /v1/usage ${got.status} in ${got.ms} ms; slowest /healthz meanwhile ${slowest} ms`,
+      `[rev13-usage-bound] /v1/usage ${got.status} in ${got.ms} ms; ${probes} /healthz meanwhile, the slowest ${slowest} ms`,
     );
     expect(got.status).toBe(200);
-    expect(slowest).toBeLessThan(1_000);
+    // The read takes a hundred HSCAN steps of 5,000 bills: probes went on throughout it.
+    expect(probes).toBeGreaterThanOrEqual(3);
+    expect(slowest).toBeLessThan(got.ms / 4);
     // Every bill counted once; the most recent 1,000 listed, oldest first.
     const json = JSON.parse(got.body) as {
       data: { message_id: string }[];
@@ -107,5 +117,5 @@ describe('rev13: GET /v1/usage on a Redis ledger of many bills', () => {
     expect(json.has_more).toBe(true);
     expect(json.data.at(-1)?.message_id).toBe(`msg_${(BILLS - 1).toString(16).padStart(32, '0')}`);
     expect(json.data[0]?.message_id).toBe(`msg_${(BILLS - 1_000).toString(16).padStart(32, '0')}`);
-  }, 30_000);
+  }, 90_000);
 });

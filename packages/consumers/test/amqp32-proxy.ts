@@ -76,7 +76,10 @@ export function channelOpener(url: string) {
   const open = async (): Promise<Channel> => {
     log.calls += 1;
     if (connection === undefined) {
-      const made = await amqp.connect(url, { timeout: 2_000 });
+      // (The socket's time limit while it connects: 10 s, the consumer's own limit of an
+      // attempt. At 2 s, a handshake a loaded machine held up failed the attempt, and the
+      // consumer's next one made a call more than the reconnect tests count.)
+      const made = await amqp.connect(url, { timeout: 10_000 });
       made.on('error', () => undefined);
       made.on('close', () => {
         if (connection === made) connection = undefined;

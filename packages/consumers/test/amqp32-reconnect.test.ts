@@ -172,7 +172,10 @@ describe('amqp32: the RabbitMQ consumer reopens its channel by itself, exactly o
     const { consumer, types } = await bench.start(store(), {
       ...quick,
       prefetch: 5,
-      leaseMs: 1_000,
+      // Every run is short (40 ms) and ends here, so the lease is never what lets a copy run:
+      // a held redelivery waits for the local run. At 1 s, a loaded machine's stall of the
+      // event loop past it let the store hand a running key to a redelivery (a second run).
+      leaseMs: 10_000,
       retryDelayMs: 100,
       handler: async (message) => {
         const id = message.properties.messageId;

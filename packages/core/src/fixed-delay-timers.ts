@@ -24,8 +24,9 @@ export type MonotonicNow = () => number;
  * remove, nothing allocated) and one timer, armed for the first entry.
  *
  * Timing: an entry runs no earlier than `delayMs` after it was added (as a `setTimeout` of
- * its own would, at the same millisecond granularity) and no later than the queue's timer
- * runs after that. Removing an entry does not touch the timer: when it fires with nothing
+ * its own would, at the same millisecond granularity: Node counts whole ms from its loop's
+ * time, so up to 1 ms early on `performance.now()`, however many timers ran before it) and
+ * no later than the queue's timer runs after that. Removing an entry does not touch the timer: when it fires with nothing
  * due it arms itself for the new first entry, or stops when the queue is empty. The timer is
  * `unref`'d, so waiting entries never keep the process alive (as the per-execution timers
  * before it were). {@link close} stops the timer and empties the queue.
@@ -99,7 +100,10 @@ export class FixedDelayTimers {
 
   private arm(due: number, delay: number): void {
     this.armedFor = due;
-    this.timer = setTimeout(() => this.fire(), Math.max(0, delay));
+    // Whole ms, rounded up: Node drops a delay's fraction (a timer for 9.5 ms runs at 9), so
+    // a timer armed for the gap after one that ran early would run early by both, and the
+    // losses would add up along the queue (the heartbeat test saw a renewal 5.4 ms early).
+    this.timer = setTimeout(() => this.fire(), Math.max(0, Math.ceil(delay)));
     this.timer.unref?.();
   }
 

@@ -143,23 +143,33 @@ describeMiddy('fixrev2: Middy idempotency() after 045b18c (redis)', ({ middy }) 
     });
     let skip = true;
     let runs = 0;
+    // A lease of 2 s (was 400 ms: a loaded machine took longer than that between the early
+    // answer and the next call, the lease had passed and the "still held" call ran).
+    const leaseMs = 2_000;
     const make = (store: typeof env.store) =>
       middy(async (_event: Ev) => {
         runs += 1;
         return 'ran';
       })
-        .use(
-          idempotency({ scope: functionScope, store, key: (event: Ev) => event.id, leaseMs: 400 }),
-        )
+        .use(idempotency({ scope: functionScope, store, key: (event: Ev) => event.id, leaseMs }))
         .use({ before: async () => (skip ? 'warm' : undefined) });
+    const sent = Date.now();
     expect(await make(failingRelease)({ id: 'down' }, fakeContext(10_000))).toBe('warm');
     skip = false;
     const healthy = make(env.store);
     // Still held by the unreleased lease (no heartbeat renews it).
     await expect(healthy({ id: 'down' }, fakeContext(10_000))).rejects.toThrow();
     expect(runs).toBe(0);
-    await new Promise((r) => setTimeout(r, 600));
-    expect(await healthy({ id: 'down' }, fakeContext(10_000))).toBe('ran');
+    // Free once the lease passed: waited for (bounded), every call refused until then.
+    let answer: unknown;
+    while (Date.now() - sent < 10 * leaseMs) {
+      answer = await healthy({ id: 'down' }, fakeContext(10_000)).catch((error: unknown) => error);
+      if (answer === 'ran') break;
+      expect(answer).toBeInstanceOf(Error);
+      expect(runs).toBe(0);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(answer).toBe('ran');
     expect(await healthy({ id: 'down' }, fakeContext(10_000))).toBe('ran');
     expect(runs).toBe(1);
   });
@@ -618,17 +628,32 @@ describeMiddy('fixrev2 fixes: early answers and errors around the handler (redis
 
   it("Middy's timeoutEarly (the handler still running): the key is released, as for a throw", async () => {
     let runs = 0;
-    const handler = middy(async (_event: Ev) => {
-      runs += 1;
-      if (runs === 1) await new Promise((r) => setTimeout(r, 400));
-      return 'ok';
-    }).use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }));
-    await expect(handler({ id: 'timeout' }, fakeContext(150))).rejects.toMatchObject({
+    let firstEnded: () => void = () => {};
+    const ended = new Promise<void>((resolve) => {
+      firstEnded = resolve;
+    });
+    // Middy times the handler out 150 ms after the invocation started (it arms its timer when
+    // it calls the handler: time left less `timeoutEarlyInMillis`), as a 150 ms context did
+    // with Middy's default 5 ms. The context has 3 s though: @idem/lambda bounds the acquire by
+    // half the time left (a 150 ms context gave it 75 ms, which a loaded machine's Redis round
+    // trip passed: STORE_UNAVAILABLE instead of the timeout).
+    const handler = middy(
+      async (_event: Ev) => {
+        runs += 1;
+        if (runs === 1) {
+          await new Promise((r) => setTimeout(r, 400));
+          firstEnded();
+        }
+        return 'ok';
+      },
+      { timeoutEarlyInMillis: 3_000 - 150 },
+    ).use(idempotency({ scope: functionScope, store: env.store, key: (event: Ev) => event.id }));
+    await expect(handler({ id: 'timeout' }, fakeContext(3_000))).rejects.toMatchObject({
       name: 'TimeoutError',
     });
     expect(await handler({ id: 'timeout' }, fakeContext(10_000))).toBe('ok');
     expect(runs).toBe(2);
-    await new Promise((r) => setTimeout(r, 300)); // the first handler ends
+    await ended; // the first handler ends before the store is closed
   });
 
   it('two idempotency() in one chain, a later `after` answering early: both keys record it', async () => {

@@ -11,6 +11,14 @@ import { describeMiddy } from './middy-versions.js';
 type Ev = { id: string };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+// A's timeout: Middy arms it when it calls the handler, `remaining - timeoutEarlyInMillis`,
+// so 150 ms after the invocation started (or at once if the acquire took longer), as with a
+// 300 ms context and 150 ms early. The context has 3 s though: @idem/lambda bounds the acquire
+// by half the time left (a 300 ms context gave it 150 ms, and a loaded machine's Redis round
+// trip took longer: A's invocation failed STORE_UNAVAILABLE instead of timing out).
+const A_CONTEXT_MS = 3_000;
+const TIMEOUT_EARLY_MS = A_CONTEXT_MS - 150;
+
 describeMiddy('rev12f: timeout marks across concurrent invocations (redis)', ({ middy }) => {
   let env: Env;
   beforeEach(async () => {
@@ -54,11 +62,11 @@ describeMiddy('rev12f: timeout marks across concurrent invocations (redis)', ({ 
         return undefined;
       },
       {
-        timeoutEarlyInMillis: 150,
+        timeoutEarlyInMillis: TIMEOUT_EARLY_MS,
         timeoutEarlyResponse: idempotentTimeoutResponse(() => undefined),
       },
     ).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
-    const a = handler({ id: 'A1' }, fakeContext(300));
+    const a = handler({ id: 'A1' }, fakeContext(A_CONTEXT_MS));
     const b = handler({ id: 'B1' }, fakeContext(10_000));
     await expect(a).rejects.toBeInstanceOf(InvalidInputError);
     expect(await b).toBeUndefined();
@@ -92,11 +100,11 @@ describeMiddy('rev12f: timeout marks across concurrent invocations (redis)', ({ 
         return GATEWAY_TIMEOUT; // B's downstream call was aborted: B's final answer
       },
       {
-        timeoutEarlyInMillis: 150,
+        timeoutEarlyInMillis: TIMEOUT_EARLY_MS,
         timeoutEarlyResponse: idempotentTimeoutResponse(() => GATEWAY_TIMEOUT),
       },
     ).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
-    const a = handler({ id: 'A2' }, fakeContext(300));
+    const a = handler({ id: 'A2' }, fakeContext(A_CONTEXT_MS));
     const b = handler({ id: 'B2' }, fakeContext(10_000));
     expect(await a).toBe(GATEWAY_TIMEOUT);
     expect(await b).toBe(GATEWAY_TIMEOUT);
@@ -116,11 +124,11 @@ describeMiddy('rev12f: timeout marks across concurrent invocations (redis)', ({ 
         return undefined;
       },
       {
-        timeoutEarlyInMillis: 150,
+        timeoutEarlyInMillis: TIMEOUT_EARLY_MS,
         timeoutEarlyResponse: idempotentTimeoutResponse(() => undefined),
       },
     ).use(idempotency({ scope: functionScope, store: env.store, key: (e: Ev) => e.id }));
-    const a = handler({ id: 'A3' }, fakeContext(300));
+    const a = handler({ id: 'A3' }, fakeContext(A_CONTEXT_MS));
     const b = handler({ id: 'B3' }, fakeContext(10_000));
     await expect(a).rejects.toBeInstanceOf(InvalidInputError);
     expect(await b).toBeUndefined();

@@ -33,8 +33,8 @@ describe.skipIf(external)('a frozen DynamoDB Local, resumed: abandoned requests 
   const own = ownDynamoDbStore('idem-stores32');
 
   /** One acquire as core's engine sends it: under its time limit, with its call context. */
-  const call = () =>
-    callStore('acquire', LIMIT_MS, (context) =>
+  const call = (limitMs = LIMIT_MS) =>
+    callStore('acquire', limitMs, (context) =>
       own.store.acquire(
         {
           key: randomBytes(8).toString('hex'),
@@ -51,7 +51,10 @@ describe.skipIf(external)('a frozen DynamoDB Local, resumed: abandoned requests 
     );
 
   it('at SIGCONT no call waits in the agent behind abandoned requests; the store serves again', async () => {
-    for (let i = 0; i < 3; i++) expect(await call()).toBe(true);
+    // The store serves (and the emulator's JVM is warm): not under the 1 s limit, which is for
+    // the frozen service. A fresh DynamoDB Local answers its first conditional write slowly
+    // (320 ms here beside two CPU burners, then 30-70 ms): on a loaded CI lane past 1 s.
+    for (let i = 0; i < 3; i++) expect(await call(30_000)).toBe(true);
     const handler = own.client.config.requestHandler as unknown as {
       configProvider?: Promise<{ httpAgent?: Agent }>;
       config?: { httpAgent?: Agent };
