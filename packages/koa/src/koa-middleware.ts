@@ -16,6 +16,7 @@ import {
   headerValue,
   keptBytesBody,
   keptJsonText,
+  leftUnanswered,
   nodeRequestBody,
   recordServerResponse,
   requestUrl,
@@ -297,7 +298,14 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
       // beside itself.
       decision.recorder.holdWhile(running);
       await running;
+      // The route took the response over (`ctx.respond = false`) and settled: Koa will not
+      // answer it. Should nothing have (no head) and its client be gone, its silence counts
+      // from now on, so the key is free within two leases, not held for `maxHoldMs`.
+      if (ctx.respond === false) leftUnanswered(decision.recorder);
     } catch (error) {
+      // Before the head, Koa's error handler answers next unless upstream swallows the error
+      // and answers nothing (`ctx.respond = false`): watched alike (an answer ends the watch).
+      leftUnanswered(decision.recorder);
       // Past the head, Koa's error handler can answer nothing and leaves the response open,
       // and something the route started may still write to it and end it (a piped stream):
       // releasing now could run a retry beside it. The response is watched as one whose
