@@ -217,10 +217,12 @@ describe.each(STORES)('rev35k koa (%s store): exactly once', (kind) => {
       rawPost('/u', key, `Content-Length: ${text.length}\r\n`, text.slice(0, 20)),
       50,
     );
-    const retry = await send(url, '/u', { key, body });
+    // No tenant header, as the raw request: the same principal.
+    const retry = await send(url, '/u', { key, body, tenant: null });
     expect(retry.status).toBe(201);
     expect(retry.headers['idempotent-replayed']).toBeUndefined();
-    expect((await send(url, '/u', { key, body })).headers['idempotent-replayed']).toBe('true');
+    const again = await send(url, '/u', { key, body, tenant: null });
+    expect(again.headers['idempotent-replayed']).toBe('true');
     expect(runs()).toBe(1);
   });
 
@@ -232,7 +234,8 @@ describe.each(STORES)('rev35k koa (%s store): exactly once', (kind) => {
     socket.on('error', () => {});
     socket.write(rawPost('/never', key, 'Content-Length: 10\r\n', '{"a"'));
     await sleep(50);
-    expect((await send(url, '/never', { key, body: { b: 1 } })).status).toBe(201);
+    // The same principal as the raw request (no tenant header): had it taken the key, 422.
+    expect((await send(url, '/never', { key, body: { b: 1 }, tenant: null })).status).toBe(201);
     socket.destroy();
     expect(runs()).toBe(1);
   });
@@ -900,4 +903,114 @@ describe('rev35k koa: the Redis store silent, two servers on one Redis', () => {
     expect(replay.body.toString()).toBe(done.body.toString());
     expect(runs()).toBe(1);
   });
+});
+
+describe('rev35k koa: one connection, one request after another', () => {
+  it.each(['recorded', 'recorded from a stream', 'replayed', 'answered 409'])(
+    'held: a keyed POST %s, then a GET streaming on the same keep-alive connection: the GET’s stream is destroyed when its client leaves',
+    async (first) => {
+      let destroyed = false;
+      let open: () => void = () => {};
+      const { route } = counting(async (ctx) => {
+        if (ctx.method === 'GET') {
+          ctx.body = new Readable({
+            read() {
+              this.push('x'.repeat(1000));
+            },
+            destroy(_error, callback) {
+              destroyed = true;
+              callback(null);
+            },
+          });
+          return;
+        }
+        if (ctx.path === '/slow') await new Promise<void>((resolve) => (open = resolve));
+        ctx.status = 201;
+        ctx.body = ctx.path === '/stream' ? Readable.from(['a', 'b']) : A;
+      });
+      const { url } = await start('memory', (app) => app.use(route));
+      const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+      try {
+        const key = randomUUID();
+        const path = { recorded: '/p', 'recorded from a stream': '/stream' }[first];
+        if (path) expect((await send(url, path, { key, body: A, agent })).status).toBe(201);
+        if (first === 'replayed') {
+          await send(url, '/p', { key, body: A });
+          const replay = await send(url, '/p', { key, body: A, agent });
+          expect(replay.headers['idempotent-replayed']).toBe('true');
+        }
+        if (first === 'answered 409') {
+          void send(url, '/slow', { key, body: A }).catch(() => undefined);
+          await sleep(30);
+          expect((await send(url, '/slow', { key, body: A, agent })).status).toBe(409);
+        }
+        await send(url, '/g', { method: 'GET', agent, leaveAfterBytes: 5_000 });
+        for (let i = 0; i < 40 && !destroyed; i++) await sleep(50);
+        expect(destroyed).toBe(true);
+      } finally {
+        open();
+        agent.destroy();
+      }
+    },
+  );
+
+  it('held: a duplicate pipelined behind its first request on the same connection, under wait: the replay, one run', async () => {
+    const { route, runs } = counting(async (ctx, run) => {
+      await sleep(100);
+      ctx.status = 201;
+      ctx.body = { run };
+    });
+    const { url } = await start('memory', (app) => app.use(route), { wait: { timeoutMs: 2_000 } });
+    const key = randomUUID();
+    const req = (close = '') => rawPost('/p', key, `Content-Length: 2\r\n${close}`, '{}');
+    const raw = await rawExchange(url, req() + req('Connection: close\r\n'), 5_000);
+    expect(statuses(raw)).toEqual([201, 201]);
+    expect(raw.toString('latin1')).toMatch(/idempotent-replayed: true/i);
+    expect(runs()).toBe(1);
+  });
+
+  it('held: Expect: 100-continue on a keyed POST: 100, then the answer; the retry replays', async () => {
+    const { route, runs } = counting();
+    const { url } = await start('memory', (app) => app.use(route));
+    const key = randomUUID();
+    const req = rawPost(
+      '/c',
+      key,
+      'Expect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n',
+      '{}',
+    );
+    const raw = await rawExchange(url, req, 5_000);
+    expect(statuses(raw)).toEqual([100, 201]);
+    // No tenant header, as the raw request: the same principal.
+    const retry = await send(url, '/c', { key, body: {}, tenant: null });
+    expect(retry.headers['idempotent-replayed']).toBe('true');
+    expect(runs()).toBe(1);
+  });
+
+  it.each(['before', 'after'])(
+    'held: JSON nested 200 000 deep, idem %s the parser: no 5xx, a retry replays, another body is 422',
+    async (parser) => {
+      const { route, runs } = counting();
+      const { url } = await start(
+        'memory',
+        (app) => {
+          if (parser === 'before') app.use(bodyParser());
+          app.use(route);
+        },
+        {},
+        (app) => {
+          if (parser === 'after') app.use(bodyParser());
+        },
+      );
+      const key = randomUUID();
+      const headers = { 'content-type': 'application/json' };
+      const deep = (inner: string) =>
+        Buffer.from(`${'['.repeat(200_000)}${inner}${']'.repeat(200_000)}`);
+      expect((await send(url, '/d', { key, body: deep(''), headers })).status).toBe(201);
+      const again = await send(url, '/d', { key, body: deep(''), headers });
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      expect((await send(url, '/d', { key, body: deep('1'), headers })).status).toBe(422);
+      expect(runs()).toBe(1);
+    },
+  );
 });
