@@ -484,6 +484,23 @@ describe.each(STORES)('rev35k koa (%s store): bad input', (kind) => {
   });
 });
 
+/** An app with @koa/bodyparser mounted `parser` idem, a counting route, a fresh key, JSON headers. */
+async function withParser(kind: StoreKind, parser: string) {
+  const { route, runs } = counting();
+  const { url } = await start(
+    kind,
+    (app) => {
+      if (parser === 'before') app.use(bodyParser());
+      app.use(route);
+    },
+    {},
+    (app) => {
+      if (parser === 'after') app.use(bodyParser());
+    },
+  );
+  return { url, runs, key: randomUUID(), headers: { 'content-type': 'application/json' } };
+}
+
 describe.each(STORES)('rev35k koa (%s store): JSON bodies that parse alike', (kind) => {
   const pairs: [string, string, string][] = [
     ['__proto__ member', '{"__proto__":{"x":1},"a":1}', '{"a":1}'],
@@ -498,20 +515,7 @@ describe.each(STORES)('rev35k koa (%s store): JSON bodies that parse alike', (ki
     it.each(pairs)(
       `idem ${parser} @koa/bodyparser, %s: told apart (422 or refused), never replayed one for the other`,
       async (_what, one, two) => {
-        const { route, runs } = counting();
-        const { url } = await start(
-          kind,
-          (app) => {
-            if (parser === 'before') app.use(bodyParser());
-            app.use(route);
-          },
-          {},
-          (app) => {
-            if (parser === 'after') app.use(bodyParser());
-          },
-        );
-        const key = randomUUID();
-        const headers = { 'content-type': 'application/json' };
+        const { url, runs, key, headers } = await withParser(kind, parser);
         const a = await send(url, '/j', { key, body: Buffer.from(one), headers });
         const b = await send(url, '/j', { key, body: Buffer.from(two), headers });
         if (a.status === 201) {
@@ -990,20 +994,7 @@ describe('rev35k koa: one connection, one request after another', () => {
   it.each(['before', 'after'])(
     'held: JSON nested 200 000 deep, idem %s the parser: no 5xx, a retry replays, another body is 422',
     async (parser) => {
-      const { route, runs } = counting();
-      const { url } = await start(
-        'memory',
-        (app) => {
-          if (parser === 'before') app.use(bodyParser());
-          app.use(route);
-        },
-        {},
-        (app) => {
-          if (parser === 'after') app.use(bodyParser());
-        },
-      );
-      const key = randomUUID();
-      const headers = { 'content-type': 'application/json' };
+      const { url, runs, key, headers } = await withParser('memory', parser);
       const deep = (inner: string) =>
         Buffer.from(`${'['.repeat(200_000)}${inner}${']'.repeat(200_000)}`);
       expect((await send(url, '/d', { key, body: deep(''), headers })).status).toBe(201);
