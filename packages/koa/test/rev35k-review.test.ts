@@ -4,7 +4,7 @@ import { Agent } from 'node:http';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { HttpIdempotencyOptions } from '@idem/http';
+import { finalOnceStarted, type HttpIdempotencyOptions } from '@idem/http';
 import { listening, rawExchange, send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { createRedisStore } from '@idem/store-redis';
@@ -1005,3 +1005,77 @@ describe('rev35k koa: one connection, one request after another', () => {
     },
   );
 });
+
+describe('rev35k koa: two servers behind a balancer, one Redis', () => {
+  it('the client leaves server A before the head while the route outlives two leases; its retries on server B get 409, then the replay', async () => {
+    const keyPrefix = `${PREFIX}balanced:`;
+    const { route, runs } = counting(async (ctx, run) => {
+      await sleep(900);
+      ctx.status = 201;
+      ctx.body = { run };
+    });
+    const server = async () =>
+      (
+        await start('redis', (app) => app.use(route), {
+          store: createRedisStore({ client: redis, keyPrefix }),
+          leaseMs: 300,
+        })
+      ).url;
+    const a = await server();
+    const b = await server();
+    const key = randomUUID();
+    await leaveEarly(a, '/c', key);
+    const { answer, waited } = await sendPast(b, '/c', key);
+    expect(waited).toBeGreaterThan(0);
+    expect(answer.status).toBe(201);
+    expect(answer.headers['idempotent-replayed']).toBe('true');
+    expect(runs()).toBe(1);
+  });
+});
+
+describe.each(STORES)(
+  'rev35k koa (%s store): redirects and late throws under finalOnceStarted',
+  (kind) => {
+    const cases: [string, (app: Koa, route: Koa.Middleware) => void, number][] = [
+      [
+        'a 303 redirect',
+        (app, route) =>
+          app.use(async (ctx, next) => {
+            await route(ctx, next);
+            ctx.redirect('/charges/1');
+            ctx.status = 303;
+          }),
+        303,
+      ],
+      [
+        'a middleware after idem that throws once the route set its body',
+        (app, route) => {
+          app.use(async (_ctx, next) => {
+            await next();
+            throw new Error('after the route');
+          });
+          app.use(route);
+        },
+        500,
+      ],
+    ];
+    it.each(cases)(
+      'held: %s is recorded as it went out and replayed; the route ran once',
+      async (_what, mount, status) => {
+        const { route, runs } = counting();
+        const { url } = await start(kind, (app) => mount(app, route as Koa.Middleware), {
+          isFinal: finalOnceStarted,
+        });
+        const key = randomUUID();
+        const first = await send(url, '/x', { key, body: A });
+        expect(first.status).toBe(status);
+        const again = await send(url, '/x', { key, body: A });
+        expect(again.status).toBe(status);
+        expect(again.headers['idempotent-replayed']).toBe('true');
+        expect(again.headers.location).toBe(first.headers.location);
+        expect(again.body).toEqual(first.body);
+        expect(runs()).toBe(1);
+      },
+    );
+  },
+);
