@@ -462,6 +462,27 @@ describe.each(STORES)('rev35k koa (%s store): bad input', (kind) => {
     expect(runs()).toBe(0);
   });
 
+  it.each([
+    [
+      'Content-Length and Transfer-Encoding both',
+      'Content-Length: 2\r\nTransfer-Encoding: chunked\r\n',
+      '2\r\n{}\r\n0\r\n\r\n',
+    ],
+    ['two different Content-Lengths', 'Content-Length: 2\r\nContent-Length: 3\r\n', '{}'],
+    ['a key holding a NUL byte', 'Content-Length: 2\r\nIdempotency-Key: a\u0000b\r\n', '{}'],
+  ])('%s: a 4xx, nothing run', async (_what, headers, body) => {
+    const { url, runs } = await app();
+    const raw = await rawExchange(
+      url,
+      rawPost('/s', 'smuggled', `${headers}Connection: close\r\n`, body),
+      2_000,
+    );
+    const [status] = statuses(raw);
+    expect(status).toBeGreaterThanOrEqual(400);
+    expect(status).toBeLessThan(500);
+    expect(runs()).toBe(0);
+  });
+
   it('headers past the server limit: 431 from Node, nothing run', async () => {
     const { url, runs } = await app();
     const headers = { 'x-big': 'x'.repeat(20_000) };
