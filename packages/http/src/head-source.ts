@@ -128,6 +128,21 @@ export function leftUnanswered(recorder: object): void {
 }
 
 /**
+ * Key of the function by which `recordServerResponse` asks a recorder made by @idem/http, for a
+ * response whose client left and that it keeps draining, whether to let it go: once its capture
+ * passed `maxOutcomeBytes` nothing will be recorded and nobody reads it, so the recorder writes
+ * the not-recorded marker now (retries get the 500 `outcome-not-recorded` problem, never a
+ * second run) and answers true; the response's held `'close'` then reaches the app (Koa destroys
+ * its stream body) instead of an endless body being drained until `maxHoldMs`. @internal
+ */
+export const GIVE_UP_UNRECORDED = Symbol.for('@idem/http.recorder.give-up-unrecorded');
+
+/** Asks `recorder` whether to let a drained response go (see {@link GIVE_UP_UNRECORDED}). @internal */
+export function giveUpUnrecorded(recorder: object): boolean {
+  return (recorder as { [GIVE_UP_UNRECORDED]?: () => boolean })[GIVE_UP_UNRECORDED]?.() === true;
+}
+
+/**
  * Key of `fail` for a request that failed while a handler given to `holdWhile` may still run
  * (an adapter whose framework threw a timeout's answer at it, the handler it overtook running
  * on: Hono's `timeout()` after idem under an `app.onError` that rethrows). Plain `fail`

@@ -6,6 +6,7 @@ import {
   ANSWERED_OUTSIDE,
   ENDED_OUTSIDE,
   FAIL_AFTER_HELD,
+  GIVE_UP_UNRECORDED,
   HELD_AFTER_END,
   LEFT_UNANSWERED,
   type ResponseHeadSource,
@@ -607,6 +608,7 @@ export function createRecorder(
     [HELD_AFTER_END]: (wrote?: boolean) => boolean;
     [ENDED_OUTSIDE]: () => void;
     [LEFT_UNANSWERED]: () => void;
+    [GIVE_UP_UNRECORDED]: () => boolean;
     [FAIL_AFTER_HELD]: (error: unknown) => Promise<void>;
     [LIVE_GENERATION]: () => number | undefined;
     [LIVE_CAPTURE]: () => Uint8Array | undefined;
@@ -659,6 +661,15 @@ export function createRecorder(
     [FAIL_AFTER_HELD]: failAfterHeld,
     [ENDED_OUTSIDE]: () => {
       if (!done) endedOutside = true;
+    },
+    [GIVE_UP_UNRECORDED]: () => {
+      // Its client gone and past the cap: nothing to record, nobody to answer. The marker now,
+      // in place of the one the end would write: never released, never run again.
+      if (done || !gone || !buffer?.overflowed) return false;
+      clearTimeout(idleTimer);
+      tee?.end(false);
+      done = notRecorded();
+      return true;
     },
     [LEFT_UNANSWERED]: () => {
       if (done || head) return;

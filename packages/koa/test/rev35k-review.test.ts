@@ -1102,7 +1102,8 @@ describe.each(STORES)(
 );
 
 describe('rev35k koa: an endless stream past the outcome cap', () => {
-  // FINDING (LOW): a keyed stream that passed maxOutcomeBytes (so it can never be recorded) and
+  // Was FINDING (LOW), fixed (past the cap with its client gone the recorder writes the
+  // not-recorded marker at once and the held 'close' is let go): a keyed stream that passed maxOutcomeBytes (so it can never be recorded) and
   // whose client left is still drained, its producer never destroyed, its lease renewed while
   // it writes, until maxHoldMs (1 h by default): an endless SSE route (or a long LLM stream)
   // keeps working for nobody, one such producer per client that left. Without idem, Koa
@@ -1110,12 +1111,11 @@ describe('rev35k koa: an endless stream past the outcome cap', () => {
   // gone, the response is let go (Koa's on-finished destroys the stream) within a few leases,
   // the key never handed to a retry that would run it again (a not-recorded marker, or the
   // lease left to run out). Observed: 2 700+ chunks produced over 4 s after the client left,
-  // the stream never destroyed, retries 409. Not fixed: what the key becomes is the maintainers'
-  // call (DESIGN: never released for a reason of ours).
-  it.fails('past the cap, its client gone: the producer is destroyed within a few leases', async () => {
+  // the stream never destroyed, retries 409.
+  it('past the cap, its client gone: the producer is destroyed within a few leases, the retry gets the not-recorded problem', async () => {
     let destroyed = false;
     let stop = false;
-    const { route } = counting((ctx) => {
+    const { route, runs } = counting((ctx) => {
       ctx.status = 200;
       ctx.type = 'text/event-stream';
       ctx.body = new Readable({
@@ -1133,9 +1133,15 @@ describe('rev35k koa: an endless stream past the outcome cap', () => {
       maxOutcomeBytes: 65_536,
     });
     try {
-      await send(url, '/sse', { key: randomUUID(), body: A, leaveAfterBytes: 2_000 });
+      const key = randomUUID();
+      await send(url, '/sse', { key, body: A, leaveAfterBytes: 2_000 });
       for (let i = 0; i < 40 && !destroyed; i++) await sleep(50);
       expect(destroyed).toBe(true);
+      // Never run again: the not-recorded marker answers the retry.
+      const { answer } = await sendPast(url, '/sse', key);
+      expect(answer.status).toBe(500);
+      expect(JSON.parse(answer.body.toString()).type).toMatch(/outcome-not-recorded/);
+      expect(runs()).toBe(1);
     } finally {
       // The producer ends itself either way: nothing left running for the rest of the file.
       stop = true;
