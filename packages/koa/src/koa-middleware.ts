@@ -298,13 +298,15 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
       // beside itself.
       decision.recorder.holdWhile(running);
       await running;
-      // The route took the response over (`ctx.respond = false`) and settled: Koa will not
-      // answer it. Should nothing have (no head) and its client be gone, its silence counts
-      // from now on, so the key is free within two leases, not held for `maxHoldMs`.
-      if (ctx.respond === false) leftUnanswered(decision.recorder);
+      // A route that took the response over (`ctx.respond = false`) and returned stays held
+      // however long its answer takes (up to `maxHoldMs`): what it handed the response to (a
+      // proxy waiting on its upstream) may still be working, and a retry must not run beside it.
     } catch (error) {
-      // Before the head, Koa's error handler answers next unless upstream swallows the error
-      // and answers nothing (`ctx.respond = false`): watched alike (an answer ends the watch).
+      // The route threw: its work ended as a failure, which a retry may run again (Koa's error
+      // handler answers the 500 that releases the key). Should upstream swallow the error and
+      // answer nothing (`ctx.respond = false`), its client gone, the silence counts from now on
+      // (the key is free within two leases, as that 500 would have freed it), and an answer
+      // that does come ends the watch.
       leftUnanswered(decision.recorder);
       // Past the head, Koa's error handler can answer nothing and leaves the response open,
       // and something the route started may still write to it and end it (a piped stream):

@@ -679,19 +679,29 @@ describe.each(STORES)('rev35k koa (%s store): races', (kind) => {
 });
 
 describe.each(STORES)('rev35k koa (%s store): no answer before the head', (kind) => {
-  const firstRuns: [string, (ctx: Context) => Promise<void>][] = [
-    // Was FINDING (MEDIUM), fixed (the adapter tells the recorder the route left its response
-    // unanswered; its client gone, the silence counts from then on): the key stayed held,
-    // renewed, for maxHoldMs (1 h by default), every retry 409, the request's state kept as
-    // long. Observed before the fix: still 409 after 3 s with leaseMs 300.
-    [
-      'returns with ctx.respond = false and never answers',
-      async (ctx) => {
+  // FINDING (LOW, kept: it.fails below): a route that returns with ctx.respond = false and never
+  // answers, its client gone, keeps its key held, renewed, for maxHoldMs (1 h by default), every
+  // retry 409. Kept on purpose: it cannot be told from a route that handed its response to work
+  // still running (a proxy waiting on its upstream), whose retry must not run beside it (the
+  // same choice as Express's node34-awaits-finish). Observed: still 409 after 3 s, leaseMs 300.
+  it.fails('the client leaves before the head, then the route returns with ctx.respond = false and never answers: the key is free within a few leases, a retry runs', async () => {
+    const { route, runs } = counting(async (ctx, run) => {
+      if (run === 1) {
         await sleep(250);
         ctx.respond = false;
-      },
-    ],
-    // Held before the fix too: Koa's error handler answers the 500, the key is released.
+        return;
+      }
+      ctx.status = 201;
+      ctx.body = { run };
+    });
+    const { url } = await start(kind, (app) => app.use(route), { leaseMs: 300 });
+    const key = randomUUID();
+    await leaveEarly(url, '/e', key);
+    expect((await sendPast(url, '/e', key)).answer.status).toBe(201);
+    expect(runs()).toBe(2);
+  });
+  const firstRuns: [string, (ctx: Context) => Promise<void>][] = [
+    // Koa's error handler answers the 500, the key is released.
     [
       'throws (held)',
       async () => {
