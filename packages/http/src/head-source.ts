@@ -110,6 +110,39 @@ export function endedOutsideOf(recorder: object): (() => void) | undefined {
 }
 
 /**
+ * Key of the function by which an adapter tells a recorder made by @idem/http that the handler
+ * given to `holdWhile` settled and left its response unanswered, no head written, the app having
+ * taken the response over (Koa's `ctx.respond = false`) or its error swallowed: nothing the
+ * adapter runs will answer it. Before the head a client that left does not make the silence
+ * count (the handler is working, see `clientGone`); once the handler settled without answering,
+ * its client gone (before or after this call), the silence counts from then on as after a
+ * head: a response that stays unanswered for a whole lease stops renewing, so the key is free
+ * within two leases instead of `maxHoldMs`, and one answered and ended after all is still
+ * recorded. Nothing once the head went out or the outcome is decided. @internal
+ */
+export const LEFT_UNANSWERED = Symbol.for('@idem/http.recorder.left-unanswered');
+
+/** Tells `recorder` its handler left the response unanswered (see {@link LEFT_UNANSWERED}). @internal */
+export function leftUnanswered(recorder: object): void {
+  (recorder as { [LEFT_UNANSWERED]?: () => void })[LEFT_UNANSWERED]?.();
+}
+
+/**
+ * Key of the function by which `recordServerResponse` asks a recorder made by @idem/http, for a
+ * response whose client left and that it keeps draining, whether to let it go: once its capture
+ * passed `maxOutcomeBytes` nothing will be recorded and nobody reads it, so the recorder writes
+ * the not-recorded marker now (retries get the 500 `outcome-not-recorded` problem, never a
+ * second run) and answers true; the response's held `'close'` then reaches the app (Koa destroys
+ * its stream body) instead of an endless body being drained until `maxHoldMs`. @internal
+ */
+export const GIVE_UP_UNRECORDED = Symbol.for('@idem/http.recorder.give-up-unrecorded');
+
+/** Asks `recorder` whether to let a drained response go (see {@link GIVE_UP_UNRECORDED}). @internal */
+export function giveUpUnrecorded(recorder: object): boolean {
+  return (recorder as { [GIVE_UP_UNRECORDED]?: () => boolean })[GIVE_UP_UNRECORDED]?.() === true;
+}
+
+/**
  * Key of `fail` for a request that failed while a handler given to `holdWhile` may still run
  * (an adapter whose framework threw a timeout's answer at it, the handler it overtook running
  * on: Hono's `timeout()` after idem under an `app.onError` that rethrows). Plain `fail`

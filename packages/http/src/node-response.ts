@@ -7,6 +7,7 @@ import {
 import type { Socket } from 'node:net';
 import {
   endedOutsideOf,
+  giveUpUnrecorded,
   heldAfterEndOf,
   type ResponseHeadSource,
   startFromOf,
@@ -1444,6 +1445,9 @@ class ResponseRecording implements SocketHold {
     }
     if (this.sinking()) {
       if (callback) process.nextTick(callback);
+      // Past the cap, its client gone: nothing will be recorded, nobody reads it. Let it go (the
+      // held 'close' reaches the app, which stops its body) rather than drain it to `maxHoldMs`.
+      if (giveUpUnrecorded(this.recorder)) this.releaseClose();
       return true;
     }
     const { held } = this;

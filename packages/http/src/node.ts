@@ -4,6 +4,7 @@ import type { IdempotencyDecision } from './handler.js';
 import { UNHELD } from './node-response.js';
 import { type PreparedResponse, preparedResponseOf } from './prepared-response.js';
 
+export { leftUnanswered } from './head-source.js';
 export { insideHeld, runHeld, whenEndedInside } from './held-context.js';
 export { checkTextLength, keptBytesBody, keptJsonText, nodeRequestBody } from './node-request.js';
 export type { RecordServerResponseOptions } from './node-response.js';

@@ -6,7 +6,9 @@ import {
   ANSWERED_OUTSIDE,
   ENDED_OUTSIDE,
   FAIL_AFTER_HELD,
+  GIVE_UP_UNRECORDED,
   HELD_AFTER_END,
+  LEFT_UNANSWERED,
   type ResponseHeadSource,
   START_FROM,
   TRAILERS,
@@ -342,6 +344,9 @@ export function createRecorder(
   let heldFailed = false;
   // The client left before the head (see `clientGone`): the silence watch starts with it.
   let leftEarly = false;
+  // The handler settled and left its response unanswered (see LEFT_UNANSWERED): a client gone
+  // makes its silence count without a head.
+  let unanswered = false;
   // The adapter saw the request answered outside it while the handler ran, and the handler
   // then ran to its end (see ANSWERED_OUTSIDE): a response that is not final is marked.
   let outside = false;
@@ -542,7 +547,7 @@ export function createRecorder(
     gone = true;
     if (waitingForHeld && !endedOutside) watchHeld();
     if (done || idleTimer !== undefined) return;
-    if (head) armIdle();
+    if (head || unanswered) armIdle();
     else leftEarly = true;
   }
 
@@ -602,6 +607,8 @@ export function createRecorder(
     [ANSWERED_OUTSIDE]: (status?: number) => Promise<void> | undefined;
     [HELD_AFTER_END]: (wrote?: boolean) => boolean;
     [ENDED_OUTSIDE]: () => void;
+    [LEFT_UNANSWERED]: () => void;
+    [GIVE_UP_UNRECORDED]: () => boolean;
     [FAIL_AFTER_HELD]: (error: unknown) => Promise<void>;
     [LIVE_GENERATION]: () => number | undefined;
     [LIVE_CAPTURE]: () => Uint8Array | undefined;
@@ -654,6 +661,21 @@ export function createRecorder(
     [FAIL_AFTER_HELD]: failAfterHeld,
     [ENDED_OUTSIDE]: () => {
       if (!done) endedOutside = true;
+    },
+    [GIVE_UP_UNRECORDED]: () => {
+      // Its client gone and past the cap: nothing to record, nobody to answer. The marker now,
+      // in place of the one the end would write: never released, never run again.
+      if (done || !gone || !buffer?.overflowed) return false;
+      clearTimeout(idleTimer);
+      tee?.end(false);
+      done = notRecorded();
+      return true;
+    },
+    [LEFT_UNANSWERED]: () => {
+      if (done || head) return;
+      unanswered = true;
+      // Its client left already: the silence counts from now on.
+      if (leftEarly && idleTimer === undefined) armIdle();
     },
     [LIVE_GENERATION]: () => tee?.fence,
     [LIVE_CAPTURE]: () => (tee ? buffer?.held() : undefined),

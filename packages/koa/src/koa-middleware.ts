@@ -16,6 +16,7 @@ import {
   headerValue,
   keptBytesBody,
   keptJsonText,
+  leftUnanswered,
   nodeRequestBody,
   recordServerResponse,
   requestUrl,
@@ -25,6 +26,14 @@ import {
   targetPath,
 } from '@idem/http/node';
 import type { Context, Middleware } from 'koa';
+
+/**
+ * Marks a Koa context whose request an idem middleware runs under a key it holds: a second
+ * idem middleware on the same request (mounted with `app.use` and again on a route) passes it
+ * on, or it would find the key held by the first, answer 409, and the route never run.
+ * Shared by the ESM and CJS copies of this module.
+ */
+const RUNNING = Symbol.for('idem.koa.running');
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Koa context. */
 export type KoaIdempotencyOptions = HttpIdempotencyOptions<Context>;
@@ -232,14 +241,23 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
   // A body parser mounted before the middleware reads the body first: the bytes as sent are
   // kept for it as they come in (see `tapRequestBodies`).
   tapRequestBodies(options);
-  let warned = false;
+  // Each warning said once (a message a warning: one never hides the other).
+  const warned = new Set<string>();
   const warn = (message: string) => {
-    if (warned) return;
-    warned = true;
+    if (warned.has(message)) return;
+    warned.add(message);
     (options.onWarning ?? ((text: string) => console.warn(`[@idem/koa] ${text}`)))(message);
   };
   const waits = options.wait !== undefined && options.wait !== false;
   return async function idempotencyMiddleware(ctx, next) {
+    // An idem middleware before this one already holds a key for this request (mounted twice):
+    // it protects the execution, this one would only find its key held (409 for ever).
+    if ((ctx as { [RUNNING]?: true })[RUNNING]) {
+      warn(
+        'Mounted twice on one request (app.use and on a route?): the inner middleware passes the request on, the outer one protects it.',
+      );
+      return next();
+    }
     // Under `wait`, a client that leaves while its duplicate waits ends the wait at once.
     const left = waits ? clientLeftSignal(ctx.res) : undefined;
     let decision: Awaited<ReturnType<typeof handler.begin>>;
@@ -270,6 +288,7 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
     const late = decision.recorder.lateStart();
     if (late) return answer(ctx, await late);
     ctx.state.idempotency = decision.recorder.context;
+    (ctx as { [RUNNING]?: true })[RUNNING] = true;
     recordServerResponse(ctx.res, decision.recorder);
     detachEarlyFinishWatch(ctx, warn);
     try {
@@ -279,7 +298,16 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
       // beside itself.
       decision.recorder.holdWhile(running);
       await running;
+      // A route that took the response over (`ctx.respond = false`) and returned stays held
+      // however long its answer takes (up to `maxHoldMs`): what it handed the response to (a
+      // proxy waiting on its upstream) may still be working, and a retry must not run beside it.
     } catch (error) {
+      // The route threw: its work ended as a failure, which a retry may run again (Koa's error
+      // handler answers the 500 that releases the key). Should upstream swallow the error and
+      // answer nothing (`ctx.respond = false`), its client gone, the silence counts from now on
+      // (the key is free within two leases, as that 500 would have freed it), and an answer
+      // that does come ends the watch.
+      leftUnanswered(decision.recorder);
       // Past the head, Koa's error handler can answer nothing and leaves the response open,
       // and something the route started may still write to it and end it (a piped stream):
       // releasing now could run a retry beside it. The response is watched as one whose
