@@ -249,7 +249,6 @@ function keepGetters(error: object, copy: object): void {
   }
 }
 
-/** Creates the replay state machine over a store. */
 /** Each engine's `begin` as it answers: see {@link beginAtOnce}. */
 const beginsAtOnce = new WeakMap<
   object,
@@ -272,6 +271,7 @@ export function beginAtOnce(
   return begin ? begin(request, options) : engine.begin(request, options);
 }
 
+/** Creates the replay state machine over a store. */
 export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): Idempotency<T> {
   const settings = resolveSettings(options);
   const isFinal = (options.isFinal ?? successOnly) as OutcomePolicy<T>;
