@@ -11,6 +11,7 @@ import type { Execution } from './execution.js';
 import { FixedDelayTimers } from './fixed-delay-timers.js';
 import { GiveBacks } from './give-back.js';
 import type {
+  BeginOptions,
   BeginResult,
   DrainOptions,
   ExecuteResult,
@@ -248,6 +249,28 @@ function keepGetters(error: object, copy: object): void {
   }
 }
 
+/** Each engine's `begin` as it answers: see {@link beginAtOnce}. */
+const beginsAtOnce = new WeakMap<
+  object,
+  (request: IdempotentRequest, options?: BeginOptions) => BeginResult | Promise<BeginResult>
+>();
+
+/**
+ * `engine.begin` without its promise when the store answered at once (the memory store): the
+ * result itself then, else the promise. Throws what `begin` rejects with. Each promise costs
+ * more once promise hooks are on (an `AsyncLocalStorage` turns them on in Node 20; the
+ * twenty-sixth pass in benchmarks/HISTORY.md).
+ * @internal for @idem/http
+ */
+export function beginAtOnce(
+  engine: Idempotency<unknown>,
+  request: IdempotentRequest,
+  options?: BeginOptions,
+): BeginResult | Promise<BeginResult> {
+  const begin = beginsAtOnce.get(engine);
+  return begin ? begin(request, options) : engine.begin(request, options);
+}
+
 /** Creates the replay state machine over a store. */
 export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): Idempotency<T> {
   const settings = resolveSettings(options);
@@ -388,11 +411,13 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     }
   }
 
-  return {
+  const beginNow = (request: IdempotentRequest, beginOptions?: BeginOptions) =>
+    begin(request, beginOptions) as BeginResult | Promise<BeginResult>;
+  const engine: Idempotency<T> = {
     execute,
     begin: (request, beginOptions) => {
       try {
-        const begun = begin(request, beginOptions) as BeginResult | Promise<BeginResult>;
+        const begun = beginNow(request, beginOptions);
         return begun instanceof Promise ? begun : Promise.resolve(begun);
       } catch (error) {
         return Promise.reject(error);
@@ -414,4 +439,6 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     },
     settings,
   };
+  beginsAtOnce.set(engine, beginNow);
+  return engine;
 }

@@ -85,7 +85,7 @@ export { Execution } from './execution.js';
 export type { FingerprintInput } from './fingerprint.js';
 export { fingerprint } from './fingerprint.js';
 export { MAX_PENDING_GIVE_BACKS } from './give-back.js';
-export { createIdempotency, decideOutcome } from './idempotency.js';
+export { beginAtOnce, createIdempotency, decideOutcome } from './idempotency.js';
 export type {
   BeginOptions,
   BeginResult,

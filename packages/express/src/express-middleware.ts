@@ -12,6 +12,7 @@ import {
   recordServerResponse,
   requestUrl,
   runHeld,
+  sendDecisionAtOnce,
   sendDecisionResponse,
   tapRequestBodies,
 } from '@idem/http/node';
@@ -80,7 +81,12 @@ export function idempotency(options: ExpressIdempotencyOptions): RequestHandler 
       left?.stop();
     }
     if (decision.action === 'pass') return next();
-    if (decision.action === 'respond') return sendDecisionResponse(res, decision);
+    if (decision.action === 'respond') {
+      // A replay handed to the socket at once makes no promise (see `sendDecisionAtOnce`).
+      const sending = sendDecisionAtOnce(res, decision);
+      if (sending) await sending;
+      return;
+    }
     // Judged where the route starts (see the recorder's `lateStart`): past the lease's runway
     // since the acquisition, the key is given back and 503 answered instead.
     const late = decision.recorder.lateStart();

@@ -1,4 +1,5 @@
 import {
+  beginAtOnce,
   createIdempotency,
   type DrainOptions,
   InvalidInputError,
@@ -253,10 +254,13 @@ export function createIdempotencyHandler<R = Request>(
     // two reads (then it gets the replay, never a 409 for a stored outcome).
     for (let look = 0; begun === undefined; look++) {
       try {
-        begun = await engine.begin(
+        // The result itself when the store answered at once: no promise to wait on.
+        const answer = beginAtOnce(
+          engine,
           { key, scope, fingerprint: print, operation },
           request.signal ? { signal: request.signal } : {},
         );
+        begun = answer instanceof Promise ? await answer : answer;
       } catch (error) {
         const attached = await attachDecision(
           error,

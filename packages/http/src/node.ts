@@ -243,9 +243,22 @@ export function sendDecisionResponse(
   res: ServerResponse,
   decision: Extract<IdempotencyDecision, { action: 'respond' }>,
 ): Promise<void> {
+  return sendDecisionAtOnce(res, decision) ?? Promise.resolve();
+}
+
+/**
+ * {@link sendDecisionResponse}, `undefined` when the body was handed to the socket before this
+ * returned: no promise made for it (each costs more once promise hooks are on; the
+ * twenty-sixth pass in benchmarks/HISTORY.md).
+ * @internal for the adapters
+ */
+export function sendDecisionAtOnce(
+  res: ServerResponse,
+  decision: Extract<IdempotencyDecision, { action: 'respond' }>,
+): Promise<void> | undefined {
   const prepared = preparedResponseOf(decision);
   if (!prepared) return sendWebResponse(res, decision.response);
-  return sendPrepared(res, prepared) ?? Promise.resolve();
+  return sendPrepared(res, prepared);
 }
 
 /**

@@ -241,6 +241,9 @@ class ExecutionContext implements IdempotencyContext {
 }
 
 /** @internal */
+/** What `finish` answers when the outcome was stored at once: one promise for every recorder. */
+const SETTLED = Promise.resolve();
+
 export function createRecorder(
   key: string,
   execution: Execution,
@@ -374,10 +377,57 @@ export function createRecorder(
     return expectedLength === undefined || seen !== expectedLength;
   }
 
-  // Attached readers end as the caller does: normally only once the outcome is stored. Ended
-  // in this function's `finally` (every return awaits, so it runs once all is settled), not
-  // in one chained to its promise: a promise and two closures less a first execution.
-  async function settle(): Promise<void> {
+  // Attached readers end as the caller does: normally only once the outcome is stored. The
+  // usual end, an outcome a store that answers at once (the memory store) recorded before
+  // `completeNow` returned, makes no promise: each costs more once promise hooks are on (the
+  // held handler's AsyncLocalStorage in Node 20; benchmarks/HISTORY.md, twenty-sixth pass).
+  function settle(): Promise<void> {
+    if (!head || !buffer || failedAtEnd || buffer.overflowed) return settleOtherwise();
+    let writing: Promise<void> | undefined;
+    try {
+      writing = execution.completeNow(buffer.outcome());
+      if (writing === undefined) {
+        stored = true;
+        tee?.end(true);
+        return SETTLED;
+      }
+    } catch (error) {
+      if (!stored) tee?.end(false);
+      return Promise.reject(error);
+    }
+    return recorded(writing);
+  }
+
+  // The outcome's write that did not land at once.
+  async function recorded(writing: Promise<void>): Promise<void> {
+    try {
+      await writing;
+      stored = true;
+    } catch (error) {
+      // The store refused the outcome (its own limit, or full): core wrote the not-recorded
+      // marker instead, so a retry gets a problem rather than a second execution.
+      if (isIdemError(error, 'OUTCOME_TOO_LARGE') || isIdemError(error, 'STORE_FULL')) {
+        settings.warn(
+          `Response of ${execution.storageKey} was not recorded (${error.code}); retries with its key get a 500 outcome-not-recorded problem`,
+        );
+        return;
+      }
+      // Fail open: the store is down, but the caller chose to serve responses anyway.
+      if (settings.failOpen && isIdemError(error, 'STORE_UNAVAILABLE')) {
+        settings.warn(
+          `Response of ${execution.storageKey} was not recorded: the store is unavailable`,
+        );
+        return;
+      }
+      throw error;
+    } finally {
+      tee?.end(stored);
+    }
+  }
+
+  // Every end but an outcome to store. Attached readers are ended in this function's
+  // `finally` (every return awaits, so it runs once all is settled).
+  async function settleOtherwise(): Promise<void> {
     try {
       if (!head) {
         await releaseQuietly();
@@ -420,28 +470,7 @@ export function createRecorder(
         }
         return await releaseQuietly();
       }
-      if (buffer.overflowed) return await notRecorded();
-      try {
-        await execution.complete(buffer.outcome());
-        stored = true;
-      } catch (error) {
-        // The store refused the outcome (its own limit, or full): core wrote the not-recorded
-        // marker instead, so a retry gets a problem rather than a second execution.
-        if (isIdemError(error, 'OUTCOME_TOO_LARGE') || isIdemError(error, 'STORE_FULL')) {
-          settings.warn(
-            `Response of ${execution.storageKey} was not recorded (${error.code}); retries with its key get a 500 outcome-not-recorded problem`,
-          );
-          return;
-        }
-        // Fail open: the store is down, but the caller chose to serve responses anyway.
-        if (settings.failOpen && isIdemError(error, 'STORE_UNAVAILABLE')) {
-          settings.warn(
-            `Response of ${execution.storageKey} was not recorded: the store is unavailable`,
-          );
-          return;
-        }
-        throw error;
-      }
+      return await notRecorded();
     } finally {
       tee?.end(stored);
     }
