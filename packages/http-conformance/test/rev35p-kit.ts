@@ -9,7 +9,13 @@
  * sometimes at once, sometimes later (and real Redis) keep one run a key.
  */
 import { request } from 'node:http';
-import { answersSynchronously, type IdempotencyStore, syncFormOf } from '@idem/core';
+import {
+  answersSynchronously,
+  type IdempotencyStore,
+  OutcomeTooLargeError,
+  StoreFullError,
+  syncFormOf,
+} from '@idem/core';
 import { createMemoryStore } from '@idem/store-memory';
 import { createRedisStore } from '@idem/store-redis';
 import { Redis } from 'ioredis';
@@ -78,6 +84,7 @@ export function rev35pSuite(serveWith: Rev35pServe): void {
       status?: number;
       maxOutcomeBytes?: number;
       completionWaitMs?: number;
+      outcomeCodec?: unknown;
       onRun?: () => void;
     } = {},
   ) {
@@ -86,6 +93,7 @@ export function rev35pSuite(serveWith: Rev35pServe): void {
       store,
       {
         ...(options.maxOutcomeBytes ? { maxOutcomeBytes: options.maxOutcomeBytes } : {}),
+        ...(options.outcomeCodec ? { outcomeCodec: options.outcomeCodec } : {}),
         ...(options.completionWaitMs
           ? { completionWaitMs: options.completionWaitMs, storeTimeoutMs: 200, maxHoldMs: 1_500 }
           : {}),
@@ -195,6 +203,54 @@ export function rev35pSuite(serveWith: Rev35pServe): void {
       const retry = await post(port, '/r', 'big');
       expect(retry).toMatchObject({ status: 500 });
       expect(runs.get('big')).toBe(1);
+      expect(crashes).toEqual([]);
+    });
+
+    it("the store's own OUTCOME_TOO_LARGE (sync) or STORE_FULL (async): sent whole, the retry gets the problem", async () => {
+      for (const [name, refuse] of [
+        [
+          'too-large',
+          () => {
+            throw new OutcomeTooLargeError(1, 0);
+          },
+        ],
+        ['full', () => Promise.reject(new StoreFullError('full'))],
+      ] as const) {
+        const store = withComplete(
+          (inner) => (input) => {
+            // The marker (a small outcome, no body) lands; the response's outcome is refused.
+            const outcome = (input as { outcome: Uint8Array }).outcome;
+            return outcome.length > 600 ? refuse() : inner(input);
+          },
+          true,
+        );
+        const { port, runs } = await serve(store, { size: 2_000 });
+        expect(await post(port, '/r', name)).toMatchObject({ status: 201 });
+        expect(await post(port, '/r', name)).toMatchObject({ status: 500 });
+        expect(runs.get(name)).toBe(1);
+      }
+      expect(crashes).toEqual([]);
+    });
+
+    it('an outcomeCodec (async seal, async open): recorded, the retry sent as it ends is its replay', async () => {
+      let sealed = 0;
+      const codec = {
+        seal: async (bytes: Uint8Array) => {
+          sealed++;
+          return new Uint8Array([7, ...bytes]);
+        },
+        open: async (bytes: Uint8Array) => bytes.subarray(1),
+      };
+      const { port, runs } = await serve(createMemoryStore(), { size: 3_000, outcomeCodec: codec });
+      for (let i = 0; i < 5; i++) {
+        const first = await post(port, '/r', `codec-${i}`);
+        const retry = await post(port, '/r', `codec-${i}`);
+        expect(first).toMatchObject({ status: 201, replayed: undefined });
+        expect(retry).toMatchObject({ status: 201, replayed: 'true' });
+        if ('body' in first && 'body' in retry) expect(retry.body).toBe(first.body);
+        expect(runs.get(`codec-${i}`)).toBe(1);
+      }
+      expect(sealed).toBe(5);
       expect(crashes).toEqual([]);
     });
   });
