@@ -249,7 +249,11 @@ function keepGetters(error: object, copy: object): void {
   }
 }
 
-/** Each engine's `begin` as it answers: see {@link beginAtOnce}. */
+/**
+ * Each engine's `begin` as it answers, by the `begin` method it was made with (see
+ * {@link beginAtOnce}): an engine whose `begin` was replaced since (a tracing wrapper) is
+ * called through its replacement, a copy of it (a spread) keeps the one it was made with.
+ */
 const beginsAtOnce = new WeakMap<
   object,
   (request: IdempotentRequest, options?: BeginOptions) => BeginResult | Promise<BeginResult>
@@ -267,7 +271,7 @@ export function beginAtOnce(
   request: IdempotentRequest,
   options?: BeginOptions,
 ): BeginResult | Promise<BeginResult> {
-  const begin = beginsAtOnce.get(engine);
+  const begin = beginsAtOnce.get(engine.begin);
   return begin ? begin(request, options) : engine.begin(request, options);
 }
 
@@ -439,6 +443,6 @@ export function createIdempotency<T = unknown>(options: IdempotencyOptions<T>): 
     },
     settings,
   };
-  beginsAtOnce.set(engine, beginNow);
+  beginsAtOnce.set(engine.begin, beginNow);
   return engine;
 }

@@ -240,10 +240,10 @@ class ExecutionContext implements IdempotencyContext {
   }
 }
 
-/** @internal */
 /** What `finish` answers when the outcome was stored at once: one promise for every recorder. */
 const SETTLED = Promise.resolve();
 
+/** @internal */
 export function createRecorder(
   key: string,
   execution: Execution,
