@@ -112,7 +112,7 @@ describe('rev35r koa: idem mounted twice, two configurations', () => {
 
   for (const kind of ['memory', 'redis'] as const) {
     const storeOf = () => (kind === 'memory' ? createMemoryStore() : redisStore());
-    it(`${kind}: the outer one skips (GET, not in its methods): the inner one acts, replays, and the flag never leaks to the next request on the connection`, async () => {
+    it(`${kind}: the outer one skips (GET, not in its methods): the inner one acts, replays (the flag set by the POST before never leaks to it)`, async () => {
       const store = storeOf();
       const { route, runs } = counting();
       const { url } = await serve(twice({ store }, { store, methods: ['GET', 'POST'] }, route));
