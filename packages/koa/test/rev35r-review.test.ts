@@ -110,6 +110,22 @@ describe('rev35r koa: idem mounted twice, two configurations', () => {
     expect(runs()).toBe(1);
   });
 
+  // FINDING (LOW, not fixed): on one store with one key header, an inner middleware whose scope
+  // is wider than the outer one's (the outer per tenant, the inner 'global') passes on while the
+  // outer holds the tenant's key, so the inner's global key is never held nor recorded: the same
+  // key from another tenant runs the route again. The middleware cannot tell the scopes apart
+  // before the handler resolves them (the storage key is derived inside begin). Observed: runs 2.
+  it.fails('one store, the outer per tenant, the inner global: the same key from another tenant is not run again', async () => {
+    const store = createMemoryStore();
+    const { route, runs } = counting();
+    const tenant = (ctx: Context) => ({ principal: ctx.get('x-tenant') });
+    const { url } = await serve(twice({ store, scope: tenant }, { store }, route));
+    const key = randomUUID();
+    expect((await send(url, '/pay', { key, body: A, tenant: 'a' })).status).toBe(201);
+    await send(url, '/pay', { key, body: A, tenant: 'b' });
+    expect(runs()).toBe(1);
+  });
+
   for (const kind of ['memory', 'redis'] as const) {
     const storeOf = () => (kind === 'memory' ? createMemoryStore() : redisStore());
     it(`${kind}: the outer one skips (GET, not in its methods): the inner one acts, replays (the flag set by the POST before never leaks to it)`, async () => {
