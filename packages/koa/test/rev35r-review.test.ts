@@ -110,12 +110,12 @@ describe('rev35r koa: idem mounted twice, two configurations', () => {
     expect(runs()).toBe(1);
   });
 
-  // FINDING (LOW, not fixed): on one store with one key header, an inner middleware whose scope
-  // is wider than the outer one's (the outer per tenant, the inner 'global') passes on while the
-  // outer holds the tenant's key, so the inner's global key is never held nor recorded: the same
-  // key from another tenant runs the route again. The middleware cannot tell the scopes apart
-  // before the handler resolves them (the storage key is derived inside begin). Observed: runs 2.
-  it.fails('one store, the outer per tenant, the inner global: the same key from another tenant is not run again', async () => {
+  // Was FINDING (LOW), fixed: on one store with one key header, an inner middleware whose scope
+  // is wider than the outer one's (the outer per tenant, the inner 'global') passed on while the
+  // outer held the tenant's key, so the inner's global key was never held nor recorded: the same
+  // key from another tenant ran the route again (runs 2). The inner one now passes on only under
+  // the same `scope` option as the outer's (the same hook, or both 'global').
+  it('one store, the outer per tenant, the inner global: the same key from another tenant is not run again', async () => {
     const store = createMemoryStore();
     const { route, runs } = counting();
     const tenant = (ctx: Context) => ({ principal: ctx.get('x-tenant') });
