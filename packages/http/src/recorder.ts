@@ -561,6 +561,16 @@ export function createRecorder(
   // and is recorded when it ends. One that stays silent for a whole lease may never end:
   // heartbeats stop then, so the lease lapses by itself and a retry can take over, while a
   // body that ends after all is still recorded if nobody did.
+  // Its client gone and past the cap: nothing to record, nobody to answer. The marker now, in
+  // place of the one the end would write: never released, never run again.
+  let gaveUp = false;
+  function giveUp(): void {
+    gaveUp = true;
+    clearTimeout(idleTimer);
+    tee?.end(false);
+    done = notRecorded();
+  }
+
   function armIdle(): void {
     clearTimeout(idleTimer);
     idleTimer = setTimeout(() => {
@@ -576,7 +586,10 @@ export function createRecorder(
     gone = true;
     if (waitingForHeld && !endedOutside) watchHeld();
     if (done || idleTimer !== undefined) return;
-    if (head || unanswered) armIdle();
+    // Past the cap already: the marker now (see GIVE_UP_UNRECORDED), not the silence watch that
+    // would free the key of a response that ran for a second run once it went quiet (rev35r).
+    if (buffer?.overflowed) giveUp();
+    else if (head || unanswered) armIdle();
     else leftEarly = true;
   }
 
@@ -692,12 +705,9 @@ export function createRecorder(
       if (!done) endedOutside = true;
     },
     [GIVE_UP_UNRECORDED]: () => {
-      // Its client gone and past the cap: nothing to record, nobody to answer. The marker now,
-      // in place of the one the end would write: never released, never run again.
+      if (gaveUp) return true;
       if (done || !gone || !buffer?.overflowed) return false;
-      clearTimeout(idleTimer);
-      tee?.end(false);
-      done = notRecorded();
+      giveUp();
       return true;
     },
     [LEFT_UNANSWERED]: () => {

@@ -28,12 +28,17 @@ import {
 import type { Context, Middleware } from 'koa';
 
 /**
- * Marks a Koa context whose request an idem middleware runs under a key it holds: a second
- * idem middleware on the same request (mounted with `app.use` and again on a route) passes it
- * on, or it would find the key held by the first, answer 409, and the route never run.
- * Shared by the ESM and CJS copies of this module.
+ * Marks a Koa context whose request an idem middleware runs under a key it holds, with the
+ * store, the scope option and the key field it holds it by: a second idem middleware on the
+ * same request (mounted with `app.use` and again on a route) on the same store, with the same
+ * `scope` (the same hook, or both 'global') and the same key, passes it on, or it would find the
+ * key held by the first, answer 409, and the route never run. One on another store, with another
+ * scope, or under another key header, acts on its own (its key is not the one held: passed on,
+ * its protection was lost, rev35r). Shared by the ESM and CJS copies of this module.
  */
 const RUNNING = Symbol.for('idem.koa.running');
+
+type Held = { store: unknown; scope: unknown; field: string | undefined }[];
 
 /** Options of {@link idempotency}: those of `@idem/http`, with hooks that get the Koa context. */
 export type KoaIdempotencyOptions = HttpIdempotencyOptions<Context>;
@@ -249,10 +254,18 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
     (options.onWarning ?? ((text: string) => console.warn(`[@idem/koa] ${text}`)))(message);
   };
   const waits = options.wait !== undefined && options.wait !== false;
+  const headerName = (options.headerName ?? 'Idempotency-Key').toLowerCase();
   return async function idempotencyMiddleware(ctx, next) {
-    // An idem middleware before this one already holds a key for this request (mounted twice):
-    // it protects the execution, this one would only find its key held (409 for ever).
-    if ((ctx as { [RUNNING]?: true })[RUNNING]) {
+    // An idem middleware before this one already holds this key in this store for this request
+    // (mounted twice): it protects the execution, this one would only find its key held (409
+    // for ever).
+    const held = (ctx as { [RUNNING]?: Held })[RUNNING];
+    const field = held && headerValue(ctx.req.headers, headerName);
+    if (
+      held?.some(
+        (one) => one.store === options.store && one.scope === options.scope && one.field === field,
+      )
+    ) {
       warn(
         'Mounted twice on one request (app.use and on a route?): the inner middleware passes the request on, the outer one protects it.',
       );
@@ -288,7 +301,13 @@ export function idempotency(options: KoaIdempotencyOptions): Middleware {
     const late = decision.recorder.lateStart();
     if (late) return answer(ctx, await late);
     ctx.state.idempotency = decision.recorder.context;
-    (ctx as { [RUNNING]?: true })[RUNNING] = true;
+    const holding = {
+      store: options.store,
+      scope: options.scope,
+      field: headerValue(ctx.req.headers, headerName),
+    };
+    if (held) held.push(holding);
+    else (ctx as { [RUNNING]?: Held })[RUNNING] = [holding];
     recordServerResponse(ctx.res, decision.recorder);
     detachEarlyFinishWatch(ctx, warn);
     try {
