@@ -1,75 +1,21 @@
 import { randomUUID } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { HttpIdempotencyOptions } from '@idem/http';
-import { listening, send } from '@idem/http-conformance';
+import { send } from '@idem/http-conformance';
 import { createMemoryStore } from '@idem/store-memory';
 import { createRedisStore } from '@idem/store-redis';
-import Router from '@koa/router';
-import { Redis } from 'ioredis';
-import Koa, { type Context } from 'koa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { idempotency } from '../src/index.js';
+import type { Context } from 'koa';
+import { describe, expect, it } from 'vitest';
+import { A, counting, serve, swallowed, twice, useRedis } from './rev35-kit.js';
 
 // rev35r: adversarial review of rev35k's changes (idem mounted twice passes on, a throw
 // swallowed with ctx.respond = false) on real Koa servers on loopback, on the memory store and
 // the real Redis (127.0.0.1:6379, under a random key prefix of this file's own).
 
 const PREFIX = `rev35r:${randomUUID()}:`;
-let redis: Redis;
-const closers: (() => Promise<unknown>)[] = [];
-const A = { a: 1 };
-type Options = Partial<HttpIdempotencyOptions<Context>>;
-
-beforeAll(() => {
-  redis = new Redis({ host: '127.0.0.1', port: 6379, maxRetriesPerRequest: 1 });
-});
-afterAll(async () => {
-  for (const close of closers.reverse()) await close();
-  const keys = await redis.keys(`${PREFIX}*`);
-  if (keys.length > 0 && keys.length < 10_000) await redis.del(...keys);
-  redis.disconnect();
-});
+const redis = useRedis(PREFIX);
 
 const redisStore = () =>
-  createRedisStore({ client: redis, keyPrefix: `${PREFIX}${randomUUID()}:` });
-
-const idem = (options: Options) =>
-  idempotency({
-    scope: 'global',
-    onWarning: () => {},
-    ...options,
-  } as HttpIdempotencyOptions<Context>);
-
-/** A Koa app on loopback: `mount` puts its middleware on it. */
-async function serve(mount: (app: Koa) => void) {
-  const app = new Koa();
-  app.silent = true;
-  mount(app);
-  const server = app.listen(0, '127.0.0.1');
-  const running = await listening(server);
-  closers.push(running.close);
-  return { ...running, port: (server.address() as AddressInfo).port };
-}
-
-function counting() {
-  let runs = 0;
-  const route = async (ctx: Context) => {
-    const run = ++runs;
-    ctx.status = 201;
-    ctx.body = { run };
-  };
-  return { route, runs: () => runs };
-}
-
-/** idem by app.use (`outer`), and again on the route `/pay` (`inner`). */
-const twice = (outer: Options, inner: Options, route: Koa.Middleware) => (app: Koa) => {
-  app.use(idem(outer));
-  const router = new Router();
-  router.post('/pay', idem(inner), route);
-  router.get('/pay', idem(inner), route);
-  app.use(router.routes());
-};
+  createRedisStore({ client: redis(), keyPrefix: `${PREFIX}${randomUUID()}:` });
 
 describe('rev35r koa: idem mounted twice, two configurations', () => {
   // FINDING (HIGH), fixed: since rev35k an inner idem middleware passes every request on once an
@@ -185,16 +131,8 @@ describe('rev35r koa: a throw swallowed upstream with ctx.respond = false', () =
     const storeOf = () => (kind === 'memory' ? createMemoryStore() : redisStore());
     it(`${kind}: the route hands work off, then throws; the work answers within a lease after its client left: recorded, replayed, one run`, async () => {
       let runs = 0;
-      const { url } = await serve((app) => {
-        app.use(async (ctx, next) => {
-          try {
-            await next();
-          } catch {
-            ctx.respond = false;
-          }
-        });
-        app.use(idem({ store: storeOf(), leaseMs: 400 }));
-        app.use(async (ctx) => {
+      const { url } = await serve(
+        swallowed(storeOf(), 400, async (ctx) => {
           const run = ++runs;
           const res = ctx.res;
           setTimeout(() => {
@@ -202,8 +140,8 @@ describe('rev35r koa: a throw swallowed upstream with ctx.respond = false', () =
             res.end(JSON.stringify({ run }));
           }, 250);
           throw new Error('handed off, then failed');
-        });
-      });
+        }),
+      );
       const key = randomUUID();
       await send(url, '/t', { key, body: A, timeoutMs: 100 }).catch(() => undefined);
       await sleep(400);
@@ -219,16 +157,8 @@ describe('rev35r koa: a throw swallowed upstream with ctx.respond = false', () =
 
     it(`${kind}: the client stays: the key stays held (409) while it waits, its own answer comes from the handed-off work`, async () => {
       let runs = 0;
-      const { url } = await serve((app) => {
-        app.use(async (ctx, next) => {
-          try {
-            await next();
-          } catch {
-            ctx.respond = false;
-          }
-        });
-        app.use(idem({ store: storeOf(), leaseMs: 200 }));
-        app.use(async (ctx) => {
+      const { url } = await serve(
+        swallowed(storeOf(), 200, async (ctx) => {
           const run = ++runs;
           const res = ctx.res;
           setTimeout(() => {
@@ -236,8 +166,8 @@ describe('rev35r koa: a throw swallowed upstream with ctx.respond = false', () =
             res.end(JSON.stringify({ run }));
           }, 700);
           throw new Error('handed off, then failed');
-        });
-      });
+        }),
+      );
       const key = randomUUID();
       const first = send(url, '/t', { key, body: A });
       await sleep(500);
