@@ -37,6 +37,10 @@ export async function amqpProxy() {
     upstream.on('close', () => client.destroy());
     if (settings.stormMs > 0) {
       const timer = setTimeout(() => {
+        // The storm ended meanwhile (stormMs back to 0): the link holds from then on. A cut
+        // armed during the storm landing after it (a loaded CI lane: the consumer had resumed
+        // on that connection and run its message) made "recovers once the link holds" flaky.
+        if (settings.stormMs === 0) return;
         client.destroy();
         upstream.destroy();
       }, settings.stormMs);
