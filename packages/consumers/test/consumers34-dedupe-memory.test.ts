@@ -4,9 +4,9 @@
 // `in_progress`) outlive them. Sized by IDEM_C34_KEYS (100). On the real Redis.
 import { createRedisStore } from '@idem/store-redis';
 import { expect, it } from 'vitest';
+import { settledCount, stillAlive } from '../../../scripts/heap-count.js';
 import { messageProcessor } from '../src/index.js';
 import { redisBed } from './brokers.js';
-import { settledCount, stillAlive } from '../../../scripts/heap-count.js';
 
 const KEYS = Number(process.env.IDEM_C34_KEYS ?? 100);
 const bed = redisBed('consumers34-memory');
